@@ -1,0 +1,203 @@
+//! Warden's bundle and configuration model.
+//!
+//! A bundle is a directory in OPA's bundle layout (`.manifest`, `data.json`,
+//! `*.rego`) plus Warden's own `warden.yaml`. [`Bundle::load`] reads it, parses
+//! `warden.yaml` into the raw serde types of [`raw`] (which deny unknown fields)
+//! and validates them into the typed [`model::Config`], collecting every
+//! problem with the file and field path it concerns.
+
+pub mod error;
+pub mod model;
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use error::{BundleError, Problem, Problems};
+pub use model::Config;
+
+pub const CONFIG_FILE: &str = "warden.yaml";
+pub const MANIFEST_FILE: &str = ".manifest";
+pub const DATA_FILE: &str = "data.json";
+
+/// The OPA bundle manifest (`.manifest`), fields Warden reads.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Manifest {
+    #[serde(default)]
+    pub revision: Option<String>,
+    #[serde(default)]
+    pub roots: Option<Vec<String>>,
+    /// OPA allows further fields (metadata, wasm, rego_version); they are kept, not judged.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// A loaded, validated bundle.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub root: PathBuf,
+    pub config: Config,
+    pub manifest: Manifest,
+    /// `data.json`, or an empty object.
+    pub data: serde_json::Value,
+    /// Rego modules by path relative to the bundle root, in path order.
+    pub policies: BTreeMap<String, String>,
+    /// The manifest's revision, or `sha256:<digest of every file>` when it has none.
+    pub revision: String,
+}
+
+impl Bundle {
+    /// Loads and validates the bundle directory at `root`.
+    pub fn load(root: &Path) -> Result<Bundle, BundleError> {
+        let io = |path: &Path, source| BundleError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(root).map_err(|e| io(root, e))?;
+        if !meta.is_dir() {
+            return Err(io(
+                root,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "a bundle is a directory"),
+            ));
+        }
+        let mut problems = Problems::new(CONFIG_FILE);
+        let mut hasher = Sha256::new();
+
+        let cfg_path = root.join(CONFIG_FILE);
+        let cfg_text = match std::fs::read_to_string(&cfg_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                problems.push("", "missing: every bundle needs a warden.yaml");
+                return Err(BundleError::Invalid(problems.into_vec()));
+            }
+            Err(e) => return Err(io(&cfg_path, e)),
+        };
+        hash_file(&mut hasher, CONFIG_FILE, cfg_text.as_bytes());
+        let raw = parse_config(&cfg_text, &mut problems);
+
+        let mut other = Problems::new(MANIFEST_FILE);
+        let manifest = match std::fs::read(root.join(MANIFEST_FILE)) {
+            Ok(b) => {
+                hash_file(&mut hasher, MANIFEST_FILE, &b);
+                match serde_json::from_slice::<Manifest>(&b) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        other.push("", format!("not a valid manifest: {e}"));
+                        Manifest::default()
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
+            Err(e) => return Err(io(&root.join(MANIFEST_FILE), e)),
+        };
+        other.set_file(DATA_FILE);
+        let data = match std::fs::read(root.join(DATA_FILE)) {
+            Ok(b) => {
+                hash_file(&mut hasher, DATA_FILE, &b);
+                match serde_json::from_slice::<serde_json::Value>(&b) {
+                    Ok(v @ serde_json::Value::Object(_)) => v,
+                    Ok(_) => {
+                        other.push("", "must hold a JSON object");
+                        serde_json::json!({})
+                    }
+                    Err(e) => {
+                        other.push("", format!("not valid JSON: {e}"));
+                        serde_json::json!({})
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+            Err(e) => return Err(io(&root.join(DATA_FILE), e)),
+        };
+        let mut policies = BTreeMap::new();
+        collect_rego(root, root, &mut policies, &mut other).map_err(|e| io(root, e))?;
+        for (name, text) in &policies {
+            hash_file(&mut hasher, name, text.as_bytes());
+        }
+        problems.extend(other);
+
+        let config = raw.map(|r| {
+            let mut p = Problems::new(CONFIG_FILE);
+            let c = Config::from_raw(&r, root, &mut p);
+            problems.extend(p);
+            c
+        });
+        match config {
+            Some(config) if problems.is_empty() => {
+                let revision = manifest
+                    .revision
+                    .clone()
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| format!("sha256:{}", hex::encode(hasher.finalize())));
+                Ok(Bundle {
+                    root: root.to_path_buf(),
+                    config,
+                    manifest,
+                    data,
+                    policies,
+                    revision,
+                })
+            }
+            _ => Err(BundleError::Invalid(problems.into_vec())),
+        }
+    }
+}
+
+fn hash_file(h: &mut Sha256, name: &str, bytes: &[u8]) {
+    h.update((name.len() as u64).to_be_bytes());
+    h.update(name.as_bytes());
+    h.update((bytes.len() as u64).to_be_bytes());
+    h.update(bytes);
+}
+
+/// Parses `warden.yaml` into its raw form; problems carry the YAML field path.
+pub fn parse_config(text: &str, problems: &mut Problems) -> Option<raw::WardenConfig> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, raw::WardenConfig>(de) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            problems.push(path, e.into_inner().to_string());
+            None
+        }
+    }
+}
+
+fn collect_rego(
+    root: &Path,
+    dir: &Path,
+    out: &mut BTreeMap<String, String>,
+    p: &mut Problems,
+) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let ft = entry.file_type()?;
+        if ft.is_symlink() {
+            continue; // a bundle never reaches outside itself
+        }
+        if ft.is_dir() {
+            collect_rego(root, &path, out, p)?;
+        } else if path.extension().is_some_and(|e| e == "rego") {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            match std::fs::read_to_string(&path) {
+                Ok(t) => {
+                    out.insert(rel, t);
+                }
+                Err(e) => {
+                    p.set_file(rel);
+                    p.push("", format!("unreadable: {e}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}

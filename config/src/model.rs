@@ -1,0 +1,569 @@
+//! Typed, validated configuration built from the raw serde types.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::Problems;
+use crate::raw;
+
+pub const DEFAULT_MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
+pub const DEFAULT_MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_SSE_EVENT: usize = 4 * 1024 * 1024;
+pub const DEFAULT_MAX_JSON_DEPTH: u32 = 64;
+pub const DEFAULT_MAX_BATCH_LEN: u32 = 64;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listeners: Vec<Listener>,
+    pub admin: Option<String>,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub audit: Audit,
+    pub allowed_origins: HashSet<String>,
+    pub service_groups: Vec<ServiceGroup>,
+    /// Every server of every group, by name.
+    pub servers: Vec<Server>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub address: String,
+    pub tls: Option<ListenerTls>,
+    pub h2c: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_request_body: usize,
+    pub max_response_body: usize,
+    pub max_sse_event: usize,
+    pub max_json_depth: NonZeroU32,
+    pub max_batch_len: NonZeroU32,
+    pub max_header_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub idle: Duration,
+    pub stream_idle: Duration,
+    pub drain: Duration,
+    pub request_body: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(60),
+            write: Duration::from_secs(30),
+            idle: Duration::from_secs(90),
+            stream_idle: Duration::from_secs(300),
+            drain: Duration::from_secs(10),
+            request_body: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// `None` means stdout.
+    pub path: Option<PathBuf>,
+    pub queue: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceGroup {
+    pub name: String,
+    pub servers: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub name: String,
+    pub group: String,
+    pub upstreams: Vec<SocketAddr>,
+    pub tls: Option<UpstreamTls>,
+    pub host: Option<String>,
+    pub health_check: HealthCheck,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub sni: String,
+    pub verify: bool,
+    pub h2: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HealthCheck {
+    pub interval: Duration,
+    pub failures: NonZeroU32,
+    pub successes: NonZeroU32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            interval: Duration::from_secs(5),
+            failures: NonZeroU32::MIN,
+            successes: NonZeroU32::MIN,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub prefix: String,
+    pub host: Option<String>,
+    pub server: String,
+    pub upstream_prefix: String,
+}
+
+/// Parses sizes such as `4MiB`, `512KiB`, `1048576`, `16MB`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (try `4MiB`)"))?;
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use B, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); try `5s` or `250ms`"))
+}
+
+fn size(p: &mut Problems, path: &str, v: &Option<String>, default: usize) -> usize {
+    match v {
+        None => default,
+        Some(s) => match parse_size(s) {
+            Ok(0) => {
+                p.push(path, "must be greater than zero");
+                default
+            }
+            Ok(n) => n,
+            Err(e) => {
+                p.push(path, e);
+                default
+            }
+        },
+    }
+}
+
+fn duration(p: &mut Problems, path: &str, v: &Option<String>, default: Duration) -> Duration {
+    match v {
+        None => default,
+        Some(s) => match parse_duration(s) {
+            Ok(d) if d.is_zero() => {
+                p.push(path, "must be greater than zero");
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                p.push(path, e);
+                default
+            }
+        },
+    }
+}
+
+fn nonzero(p: &mut Problems, path: &str, v: Option<u32>, default: u32) -> NonZeroU32 {
+    let d = NonZeroU32::new(default).unwrap_or(NonZeroU32::MIN);
+    match v {
+        None => d,
+        Some(n) => NonZeroU32::new(n).unwrap_or_else(|| {
+            p.push(path, "must be greater than zero");
+            d
+        }),
+    }
+}
+
+fn timeouts(p: &mut Problems, base: &str, raw: &raw::TimeoutsConfig, d: Timeouts) -> Timeouts {
+    Timeouts {
+        connect: duration(p, &format!("{base}.connect"), &raw.connect, d.connect),
+        read: duration(p, &format!("{base}.read"), &raw.read, d.read),
+        write: duration(p, &format!("{base}.write"), &raw.write, d.write),
+        idle: duration(p, &format!("{base}.idle"), &raw.idle, d.idle),
+        stream_idle: duration(
+            p,
+            &format!("{base}.stream_idle"),
+            &raw.stream_idle,
+            d.stream_idle,
+        ),
+        drain: duration(p, &format!("{base}.drain"), &raw.drain, d.drain),
+        request_body: duration(
+            p,
+            &format!("{base}.request_body"),
+            &raw.request_body,
+            d.request_body,
+        ),
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn valid_prefix(s: &str) -> bool {
+    s.starts_with('/')
+        && (s == "/" || !s.ends_with('/'))
+        && !s.contains("//")
+        && !s.split('/').any(|seg| seg == "." || seg == "..")
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#' && b != b'%')
+}
+
+impl Config {
+    /// Validates raw config into the typed model, collecting every problem.
+    /// `root` resolves the relative file paths the config names.
+    pub fn from_raw(raw: &raw::WardenConfig, root: &std::path::Path, p: &mut Problems) -> Config {
+        if raw.version != 1 {
+            p.push(
+                "version",
+                format!("unsupported version {} (only 1 exists)", raw.version),
+            );
+        }
+        let mut listeners = Vec::new();
+        let mut listener_names = HashSet::new();
+        for (i, l) in raw.listeners.iter().enumerate() {
+            let base = format!("listeners[{i}]");
+            if !listener_names.insert(l.name.clone()) {
+                p.push(
+                    format!("{base}.name"),
+                    format!("duplicate listener name `{}`", l.name),
+                );
+            }
+            if l.address.parse::<SocketAddr>().is_err() {
+                p.push(
+                    format!("{base}.address"),
+                    format!("`{}` is not an ip:port address", l.address),
+                );
+            }
+            let tls = l.tls.as_ref().map(|t| {
+                let cert = root.join(&t.cert);
+                let key = root.join(&t.key);
+                if !cert.is_file() {
+                    p.push(
+                        format!("{base}.tls.cert"),
+                        format!("file `{}` not found in the bundle", t.cert),
+                    );
+                }
+                if !key.is_file() {
+                    p.push(
+                        format!("{base}.tls.key"),
+                        format!("file `{}` not found in the bundle", t.key),
+                    );
+                }
+                ListenerTls { cert, key }
+            });
+            listeners.push(Listener {
+                name: l.name.clone(),
+                address: l.address.clone(),
+                tls,
+                h2c: l.h2c.unwrap_or(true),
+            });
+        }
+        let admin = raw.admin.as_ref().map(|a| {
+            if a.address.parse::<SocketAddr>().is_err() {
+                p.push(
+                    "admin.address",
+                    format!("`{}` is not an ip:port address", a.address),
+                );
+            }
+            a.address.clone()
+        });
+        let rl = &raw.limits;
+        let limits = Limits {
+            max_request_body: size(
+                p,
+                "limits.max_request_body",
+                &rl.max_request_body,
+                DEFAULT_MAX_REQUEST_BODY,
+            ),
+            max_response_body: size(
+                p,
+                "limits.max_response_body",
+                &rl.max_response_body,
+                DEFAULT_MAX_RESPONSE_BODY,
+            ),
+            max_sse_event: size(
+                p,
+                "limits.max_sse_event",
+                &rl.max_sse_event,
+                DEFAULT_MAX_SSE_EVENT,
+            ),
+            max_json_depth: nonzero(
+                p,
+                "limits.max_json_depth",
+                rl.max_json_depth,
+                DEFAULT_MAX_JSON_DEPTH,
+            ),
+            max_batch_len: nonzero(
+                p,
+                "limits.max_batch_len",
+                rl.max_batch_len,
+                DEFAULT_MAX_BATCH_LEN,
+            ),
+            max_header_bytes: size(
+                p,
+                "limits.max_header_bytes",
+                &rl.max_header_bytes,
+                DEFAULT_MAX_HEADER_BYTES,
+            ),
+        };
+        if limits.max_json_depth.get() > 128 {
+            p.push("limits.max_json_depth", "must be at most 128");
+        }
+        let timeouts_v = timeouts(p, "timeouts", &raw.timeouts, Timeouts::default());
+        let audit = Audit {
+            path: match raw.audit.path.as_deref() {
+                None | Some("-") => None,
+                Some("") => {
+                    p.push("audit.path", "must not be empty (use `-` for stdout)");
+                    None
+                }
+                Some(s) => Some(PathBuf::from(s)),
+            },
+            queue: raw.audit.queue.map(|q| q as usize).unwrap_or(65_536).max(1),
+        };
+        let allowed_origins = raw.security.allowed_origins.iter().cloned().collect();
+
+        let mut groups = Vec::new();
+        let mut servers = Vec::new();
+        let mut group_names = HashSet::new();
+        let mut server_names: HashMap<String, String> = HashMap::new();
+        for (gi, g) in raw.service_groups.iter().enumerate() {
+            let gbase = format!("service_groups[{gi}]");
+            if !valid_name(&g.name) {
+                p.push(
+                    format!("{gbase}.name"),
+                    format!(
+                        "`{}` is not a valid name ([A-Za-z0-9._-], 1-64 chars)",
+                        g.name
+                    ),
+                );
+            }
+            if !group_names.insert(g.name.clone()) {
+                p.push(
+                    format!("{gbase}.name"),
+                    format!("duplicate service group `{}`", g.name),
+                );
+            }
+            if g.servers.is_empty() {
+                p.push(
+                    format!("{gbase}.servers"),
+                    "a service group needs at least one server",
+                );
+            }
+            let mut names = Vec::new();
+            for (si, s) in g.servers.iter().enumerate() {
+                let sbase = format!("{gbase}.servers[{si}]");
+                if !valid_name(&s.name) {
+                    p.push(
+                        format!("{sbase}.name"),
+                        format!(
+                            "`{}` is not a valid name ([A-Za-z0-9._-], 1-64 chars)",
+                            s.name
+                        ),
+                    );
+                }
+                if let Some(prev) = server_names.insert(s.name.clone(), g.name.clone()) {
+                    p.push(
+                        format!("{sbase}.name"),
+                        format!("server `{}` is already defined in group `{prev}`", s.name),
+                    );
+                }
+                if s.upstreams.is_empty() {
+                    p.push(
+                        format!("{sbase}.upstreams"),
+                        "a server needs at least one upstream address",
+                    );
+                }
+                let mut ups = Vec::new();
+                for (ui, u) in s.upstreams.iter().enumerate() {
+                    match u.parse::<SocketAddr>() {
+                        Ok(a) if a.port() == 0 => p.push(
+                            format!("{sbase}.upstreams[{ui}]"),
+                            "port 0 is not a reachable upstream",
+                        ),
+                        Ok(a) => ups.push(a),
+                        Err(_) => p.push(
+                            format!("{sbase}.upstreams[{ui}]"),
+                            format!("`{u}` is not an ip:port address"),
+                        ),
+                    }
+                }
+                let tls = s.tls.as_ref().map(|t| {
+                    if t.sni.is_empty() {
+                        p.push(format!("{sbase}.tls.sni"), "must not be empty");
+                    }
+                    UpstreamTls {
+                        sni: t.sni.clone(),
+                        verify: t.verify.unwrap_or(true),
+                        h2: t.h2.unwrap_or(false),
+                    }
+                });
+                let hc = s.health_check.as_ref().map(|h| HealthCheck {
+                    interval: duration(
+                        p,
+                        &format!("{sbase}.health_check.interval"),
+                        &h.interval,
+                        Duration::from_secs(5),
+                    ),
+                    failures: nonzero(p, &format!("{sbase}.health_check.failures"), h.failures, 1),
+                    successes: nonzero(
+                        p,
+                        &format!("{sbase}.health_check.successes"),
+                        h.successes,
+                        1,
+                    ),
+                });
+                let st = s
+                    .timeouts
+                    .as_ref()
+                    .map(|t| timeouts(p, &format!("{sbase}.timeouts"), t, timeouts_v))
+                    .unwrap_or(timeouts_v);
+                if let Some(h) = &s.host {
+                    if h.is_empty() || h.bytes().any(|b| !b.is_ascii_graphic()) {
+                        p.push(
+                            format!("{sbase}.host"),
+                            "must be a plain authority such as `api.internal:8443`",
+                        );
+                    }
+                }
+                names.push(s.name.clone());
+                servers.push(Server {
+                    name: s.name.clone(),
+                    group: g.name.clone(),
+                    upstreams: ups,
+                    tls,
+                    host: s.host.clone(),
+                    health_check: hc.unwrap_or_default(),
+                    timeouts: st,
+                });
+            }
+            groups.push(ServiceGroup {
+                name: g.name.clone(),
+                servers: names,
+            });
+        }
+        if raw.service_groups.is_empty() {
+            p.push("service_groups", "at least one service group is needed");
+        }
+        let mut routes = Vec::new();
+        let mut seen_routes = HashSet::new();
+        for (ri, r) in raw.routes.iter().enumerate() {
+            let base = format!("routes[{ri}]");
+            if !valid_prefix(&r.prefix) {
+                p.push(format!("{base}.prefix"), format!("`{}` must start with `/`, have no trailing `/`, `//`, `.`/`..` segments, `%`, `?` or `#`", r.prefix));
+            }
+            let up = r.upstream_prefix.clone().unwrap_or_else(|| "/".to_string());
+            if !valid_prefix(&up) {
+                p.push(format!("{base}.upstream_prefix"), format!("`{up}` must start with `/` and have no trailing `/`, `//`, `.`/`..` segments, `%`, `?` or `#`"));
+            }
+            if !server_names.contains_key(&r.server) {
+                p.push(
+                    format!("{base}.server"),
+                    format!("unknown server `{}`", r.server),
+                );
+            }
+            let host = r.host.as_ref().map(|h| h.to_ascii_lowercase());
+            if !seen_routes.insert((host.clone(), r.prefix.clone())) {
+                p.push(
+                    format!("{base}.prefix"),
+                    format!(
+                        "another route already uses prefix `{}` for this host",
+                        r.prefix
+                    ),
+                );
+            }
+            routes.push(Route {
+                prefix: r.prefix.clone(),
+                host,
+                server: r.server.clone(),
+                upstream_prefix: up,
+            });
+        }
+        if raw.routes.is_empty() {
+            p.push("routes", "at least one route is needed");
+        }
+        Config {
+            listeners,
+            admin,
+            limits,
+            timeouts: timeouts_v,
+            audit,
+            allowed_origins,
+            service_groups: groups,
+            servers,
+            routes,
+        }
+    }
+
+    pub fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("4 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn prefixes() {
+        assert!(valid_prefix("/"));
+        assert!(valid_prefix("/jira"));
+        assert!(valid_prefix("/a/b-c"));
+        assert!(!valid_prefix("jira"));
+        assert!(!valid_prefix("/jira/"));
+        assert!(!valid_prefix("/a//b"));
+        assert!(!valid_prefix("/a/../b"));
+        assert!(!valid_prefix("/a%2e"));
+    }
+}

@@ -1,0 +1,212 @@
+//! JSON-RPC error objects and the one mapping from a refusal to the wire.
+
+use serde::Serialize;
+
+use crate::jsonrpc::Id;
+
+/// JSON-RPC and MCP error codes Warden answers with.
+///
+/// Warden's own application codes live in -31000…-31099, outside the range
+/// JSON-RPC reserves (-32768…-32000).
+pub mod codes {
+    pub const PARSE_ERROR: i32 = -32700;
+    pub const INVALID_REQUEST: i32 = -32600;
+    pub const METHOD_NOT_FOUND: i32 = -32601;
+    pub const INVALID_PARAMS: i32 = -32602;
+    pub const INTERNAL_ERROR: i32 = -32603;
+    /// MCP 2026-07-28: a `Mcp-*` header disagrees with the body.
+    pub const HEADER_MISMATCH: i32 = -32020;
+    /// The upstream MCP server could not be reached.
+    pub const UPSTREAM_UNAVAILABLE: i32 = -31001;
+    /// The upstream MCP server did not answer in time.
+    pub const UPSTREAM_TIMEOUT: i32 = -31002;
+    /// The upstream answered with something that is not MCP.
+    pub const UPSTREAM_PROTOCOL: i32 = -31003;
+    /// A message was refused by a Warden filter.
+    pub const DENIED: i32 = -31010;
+    /// The request as a whole was refused (size, route, origin, method).
+    pub const REFUSED: i32 = -31020;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JsonRpcError {
+    pub code: i32,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl JsonRpcError {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        JsonRpcError {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    pub fn with_data(mut self, data: serde_json::Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    /// The full JSON-RPC error response for `id` (null when unknown).
+    pub fn to_response(&self, id: Option<&Id>) -> serde_json::Value {
+        serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id.map_or(serde_json::Value::Null, Id::to_json),
+            "error": self,
+        })
+    }
+
+    pub fn to_response_bytes(&self, id: Option<&Id>) -> Vec<u8> {
+        // Serialising a Value built from strings and numbers cannot fail.
+        serde_json::to_vec(&self.to_response(id)).unwrap_or_default()
+    }
+}
+
+/// A refusal of a whole HTTP request, before or instead of proxying it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// HTTP status to answer with.
+    pub status: u16,
+    pub id: Option<Id>,
+    pub error: JsonRpcError,
+    /// A short stable word for metrics and audit (`parse_error`, `too_large`, …).
+    pub reason: &'static str,
+    /// Extra response headers (e.g. `Allow`, `Retry-After`).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Refusal {
+    pub fn new(status: u16, reason: &'static str, error: JsonRpcError) -> Self {
+        Refusal {
+            status,
+            id: None,
+            error,
+            reason,
+            headers: Vec::new(),
+        }
+    }
+    pub fn with_id(mut self, id: Option<Id>) -> Self {
+        self.id = id;
+        self
+    }
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn parse(id: Option<Id>, error: JsonRpcError) -> Self {
+        let reason = if error.code == codes::PARSE_ERROR {
+            "parse_error"
+        } else {
+            "invalid_request"
+        };
+        Refusal::new(400, reason, error).with_id(id)
+    }
+    pub fn too_large(limit: usize) -> Self {
+        Refusal::new(
+            413,
+            "too_large",
+            JsonRpcError::new(
+                codes::INVALID_REQUEST,
+                format!("Request body exceeds the gateway's limit of {limit} bytes"),
+            )
+            .with_data(serde_json::json!({ "limit": limit })),
+        )
+    }
+    pub fn no_route() -> Self {
+        Refusal::new(
+            404,
+            "no_route",
+            JsonRpcError::new(codes::REFUSED, "No MCP server is served at this path"),
+        )
+    }
+    pub fn method_not_allowed(method: &str) -> Self {
+        Refusal::new(
+            405,
+            "method_not_allowed",
+            JsonRpcError::new(
+                codes::REFUSED,
+                format!("HTTP method {method} is not allowed on an MCP endpoint"),
+            ),
+        )
+        .with_header("Allow", "GET, POST, DELETE")
+    }
+    pub fn unsupported_media(ct: &str) -> Self {
+        Refusal::new(
+            415,
+            "unsupported_media_type",
+            JsonRpcError::new(
+                codes::REFUSED,
+                format!("Content-Type must be application/json, not `{ct}`"),
+            ),
+        )
+    }
+    pub fn origin(origin: &str) -> Self {
+        Refusal::new(
+            403,
+            "origin_refused",
+            JsonRpcError::new(codes::REFUSED, format!("Origin `{origin}` is not allowed")),
+        )
+    }
+    pub fn bad_header(name: &str, why: &str) -> Self {
+        Refusal::new(
+            400,
+            "bad_header",
+            JsonRpcError::new(
+                codes::INVALID_REQUEST,
+                format!("Invalid `{name}` header: {why}"),
+            ),
+        )
+    }
+    pub fn header_mismatch(id: Option<Id>, msg: String) -> Self {
+        Refusal::new(
+            400,
+            "header_mismatch",
+            JsonRpcError::new(codes::HEADER_MISMATCH, msg),
+        )
+        .with_id(id)
+    }
+    pub fn body_timeout() -> Self {
+        Refusal::new(
+            408,
+            "body_timeout",
+            JsonRpcError::new(codes::REFUSED, "Request body was not received in time"),
+        )
+    }
+    pub fn upstream_unavailable(server: &str, detail: &str) -> Self {
+        Refusal::new(
+            502,
+            "upstream_unavailable",
+            JsonRpcError::new(
+                codes::UPSTREAM_UNAVAILABLE,
+                format!("MCP server `{server}` is unavailable: {detail}"),
+            ),
+        )
+    }
+    pub fn upstream_timeout(server: &str) -> Self {
+        Refusal::new(
+            504,
+            "upstream_timeout",
+            JsonRpcError::new(
+                codes::UPSTREAM_TIMEOUT,
+                format!("MCP server `{server}` did not answer in time"),
+            ),
+        )
+    }
+    pub fn internal(detail: &str) -> Self {
+        Refusal::new(
+            500,
+            "internal",
+            JsonRpcError::new(
+                codes::INTERNAL_ERROR,
+                format!("Internal gateway error: {detail}"),
+            ),
+        )
+    }
+    pub fn body(&self) -> Vec<u8> {
+        self.error.to_response_bytes(self.id.as_ref())
+    }
+}

@@ -1,0 +1,193 @@
+//! The filter seam: every guard (policy, DLP, quotas, schemas …) is an
+//! [`McpFilter`] that the gateway calls once per MCP message in each direction.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::error::JsonRpcError;
+use crate::jsonrpc::{parse, Envelope, ParseLimits, Parsed};
+
+/// Which way a message travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client → server (the body of a POST).
+    Request,
+    /// Server → client (a JSON response body or one SSE event).
+    Response,
+}
+
+/// Who sent a request. Authentication fills it in; until then every caller is
+/// `anonymous`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub id: String,
+    pub tenant: String,
+    pub roles: Vec<String>,
+}
+
+impl Principal {
+    pub fn anonymous() -> Self {
+        Principal {
+            id: "anonymous".into(),
+            tenant: "default".into(),
+            roles: Vec::new(),
+        }
+    }
+}
+
+/// What a filter knows about the exchange a message belongs to.
+#[derive(Debug, Clone)]
+pub struct FilterContext<'a> {
+    pub principal: &'a Principal,
+    pub server: &'a str,
+    pub group: &'a str,
+    pub session_id: Option<&'a str>,
+    pub protocol_version: Option<&'a str>,
+    pub source_ip: Option<IpAddr>,
+    pub direction: Direction,
+    /// For a response message: the method of the request it answers, when known.
+    pub request_method: Option<&'a str>,
+}
+
+/// One message as a filter sees it: the envelope read by the parser and the
+/// exact bytes that will be forwarded if every filter passes it.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageView<'a> {
+    pub envelope: &'a Envelope,
+    pub bytes: &'a [u8],
+}
+
+/// Why a filter refused a message, in terms the caller can act on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Denial {
+    /// The JSON-RPC error the caller receives (with the request id added).
+    pub error: JsonRpcError,
+    /// Stable machine-readable reason for audit and metrics.
+    pub reason: String,
+}
+
+/// A filter's verdict on one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Forward the message as it is.
+    Pass,
+    /// Forward these bytes instead (a redacted re-serialisation). They must be
+    /// one JSON-RPC message with the same kind, id and method; the chain checks.
+    Mutated(Vec<u8>),
+    /// Do not forward; answer with this denial.
+    Reject(Denial),
+}
+
+/// A guard called once per MCP message. Filters are pure: no I/O, no clocks
+/// beyond what the context carries, so each can be unit-tested and fuzzed.
+pub trait McpFilter: Send + Sync {
+    /// Stable name used in audit records and metrics.
+    fn name(&self) -> &'static str;
+
+    /// Runs for each client→server message before anything reaches the
+    /// upstream. `Reject` keeps the message from the upstream entirely.
+    fn on_request(&self, _msg: MessageView<'_>, _ctx: &FilterContext<'_>) -> Decision {
+        Decision::Pass
+    }
+
+    /// Runs for each server→client message (a JSON body, or one SSE event's
+    /// data) before it reaches the client. `Reject` replaces a response with
+    /// the denial for its id, and drops a server→client request or notification.
+    fn on_response(&self, _msg: MessageView<'_>, _ctx: &FilterContext<'_>) -> Decision {
+        Decision::Pass
+    }
+}
+
+/// The outcome of the whole chain for one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Forward,
+    ForwardMutated(Vec<u8>),
+    Reject {
+        filter: &'static str,
+        denial: Denial,
+    },
+}
+
+/// Filters in the order they run. Cheap to clone; lives in the snapshot.
+#[derive(Clone, Default)]
+pub struct FilterChain {
+    filters: Vec<Arc<dyn McpFilter>>,
+    limits: ParseLimits,
+}
+
+impl std::fmt::Debug for FilterChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.filters.iter().map(|x| x.name()))
+            .finish()
+    }
+}
+
+impl FilterChain {
+    pub fn new(filters: Vec<Arc<dyn McpFilter>>, limits: ParseLimits) -> Self {
+        FilterChain { filters, limits }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.filters.iter().map(|f| f.name()).collect()
+    }
+
+    /// Runs every filter on one message. A mutation is re-parsed and must keep
+    /// the message's kind, id and method; later filters judge the mutated
+    /// bytes, so what the chain approved is exactly what is forwarded.
+    pub fn run(&self, env: &Envelope, bytes: &[u8], ctx: &FilterContext<'_>) -> Verdict {
+        let mut current: Option<(Envelope, Vec<u8>)> = None;
+        for f in &self.filters {
+            let (e, b) = match &current {
+                Some((e, b)) => (e, b.as_slice()),
+                None => (env, bytes),
+            };
+            let view = MessageView {
+                envelope: e,
+                bytes: b,
+            };
+            let decision = match ctx.direction {
+                Direction::Request => f.on_request(view, ctx),
+                Direction::Response => f.on_response(view, ctx),
+            };
+            match decision {
+                Decision::Pass => {}
+                Decision::Reject(denial) => {
+                    return Verdict::Reject {
+                        filter: f.name(),
+                        denial,
+                    }
+                }
+                Decision::Mutated(new) => match parse(&new, self.limits) {
+                    Ok(Parsed::Single(mut ne))
+                        if ne.kind == env.kind && ne.id == env.id && ne.method == env.method =>
+                    {
+                        ne.span = 0..new.len();
+                        current = Some((ne, new));
+                    }
+                    _ => {
+                        return Verdict::Reject {
+                            filter: f.name(),
+                            denial: Denial {
+                                error: JsonRpcError::new(
+                                    crate::error::codes::INTERNAL_ERROR,
+                                    "A gateway filter produced an invalid rewrite",
+                                ),
+                                reason: "filter_rewrite_invalid".into(),
+                            },
+                        }
+                    }
+                },
+            }
+        }
+        match current {
+            None => Verdict::Forward,
+            Some((_, b)) => Verdict::ForwardMutated(b),
+        }
+    }
+}

@@ -1,0 +1,850 @@
+//! Validating JSON-RPC parser for the hot path.
+//!
+//! One pass over the body with serde_json's tokenizer and our own visitor:
+//! the whole message is syntax-checked, duplicate object keys (compared after
+//! unescaping, so `"a"` and `"\u0061"` collide) and nesting deeper than the
+//! configured bound are rejected, and only the envelope fields a gateway routes
+//! on are kept: `jsonrpc`, `id`, `method`, `params.name`, `params.uri`. Tool
+//! arguments and results are validated but never materialised here; filters
+//! that need them parse the message's span on demand.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::error::{codes, JsonRpcError};
+
+/// A JSON-RPC request id: a string or a number (MCP forbids null).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Id {
+    Num(serde_json::Number),
+    Str(String),
+}
+
+impl Id {
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Id::Num(n) => serde_json::Value::Number(n.clone()),
+            Id::Str(s) => serde_json::Value::String(s.clone()),
+        }
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Id::Num(n) => write!(f, "{n}"),
+            Id::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// What a message is, by JSON-RPC's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Request,
+    Notification,
+    /// A `result` or `error` answering a request of the other side.
+    Response,
+}
+
+/// The fields of one JSON-RPC message that routing and filters key on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub kind: Kind,
+    pub id: Option<Id>,
+    pub method: Option<String>,
+    /// `params.name` (tools/call, prompts/get).
+    pub name: Option<String>,
+    /// `params.uri` (resources/read, resources/subscribe).
+    pub uri: Option<String>,
+    /// Whether `params._meta.progressToken` … : not tracked; `params` presence only.
+    pub has_params: bool,
+    /// Response carrying `error` rather than `result`.
+    pub is_error: bool,
+    /// Byte range of this message within the body it was parsed from.
+    pub span: Range<usize>,
+}
+
+/// A body: one message, or a 2025-03-26 batch whose elements are judged one by one.
+#[derive(Debug, Clone)]
+pub enum Parsed {
+    Single(Envelope),
+    /// Each element parsed on its own; an invalid element does not spoil the others.
+    Batch(Vec<Result<Envelope, ElementError>>),
+}
+
+/// An invalid batch element: the error to answer with and the id, where one could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElementError {
+    pub id: Option<Id>,
+    pub error: JsonRpcError,
+    pub span: Range<usize>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ParseLimits {
+    pub max_depth: u32,
+    pub max_batch_len: u32,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits {
+            max_depth: 64,
+            max_batch_len: 64,
+        }
+    }
+}
+
+/// Why the structure (not the syntax) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Violation {
+    DuplicateKey,
+    TooDeep,
+}
+
+/// Parses and validates a client→server or server→client body.
+///
+/// Errors: -32700 for bytes that are not UTF-8 JSON; -32600 for JSON that is
+/// not a JSON-RPC message (including duplicate keys, over-deep nesting, empty
+/// or over-long batches). The error carries the id when one could be read.
+pub fn parse(body: &[u8], limits: ParseLimits) -> Result<Parsed, (Option<Id>, JsonRpcError)> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        (
+            None,
+            JsonRpcError::new(
+                codes::PARSE_ERROR,
+                format!(
+                    "Parse error: body is not valid UTF-8 (byte {})",
+                    e.valid_up_to()
+                ),
+            ),
+        )
+    })?;
+    let first = text
+        .bytes()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    match first {
+        Some(b'[') => parse_batch(text, limits),
+        Some(b'{') => parse_single(text, 0..text.len(), limits.max_depth, 0).map(Parsed::Single),
+        None => Err((
+            None,
+            JsonRpcError::new(codes::PARSE_ERROR, "Parse error: empty body"),
+        )),
+        Some(_) => {
+            // Either not JSON at all, or a JSON scalar: tell which.
+            match serde_json::from_str::<IgnoredAny>(text) {
+                Ok(_) => Err((
+                    None,
+                    JsonRpcError::new(
+                        codes::INVALID_REQUEST,
+                        "Invalid Request: a JSON-RPC message is an object",
+                    ),
+                )),
+                Err(e) => Err((None, syntax_error(&e))),
+            }
+        }
+    }
+}
+
+fn syntax_error(e: &serde_json::Error) -> JsonRpcError {
+    JsonRpcError::new(codes::PARSE_ERROR, format!("Parse error: {e}"))
+}
+
+fn parse_batch(text: &str, limits: ParseLimits) -> Result<Parsed, (Option<Id>, JsonRpcError)> {
+    let elements: Vec<&RawValue> = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) if e.is_syntax() || e.is_eof() => return Err((None, syntax_error(&e))),
+        Err(e) => {
+            return Err((
+                None,
+                JsonRpcError::new(codes::INVALID_REQUEST, format!("Invalid Request: {e}")),
+            ))
+        }
+    };
+    if elements.is_empty() {
+        return Err((
+            None,
+            JsonRpcError::new(codes::INVALID_REQUEST, "Invalid Request: empty batch"),
+        ));
+    }
+    if elements.len() > limits.max_batch_len as usize {
+        return Err((
+            None,
+            JsonRpcError::new(
+                codes::INVALID_REQUEST,
+                format!(
+                    "Invalid Request: batch of {} messages exceeds the limit of {}",
+                    elements.len(),
+                    limits.max_batch_len
+                ),
+            ),
+        ));
+    }
+    let base = text.as_ptr() as usize;
+    let mut out = Vec::with_capacity(elements.len());
+    for raw in elements {
+        let s = raw.get();
+        let start = s.as_ptr() as usize - base;
+        let span = start..start + s.len();
+        // The array itself is one level of nesting.
+        let max = limits.max_depth.saturating_sub(1);
+        out.push(
+            parse_single(text, span.clone(), max, 1).map_err(|(id, error)| ElementError {
+                id,
+                error,
+                span,
+            }),
+        );
+    }
+    Ok(Parsed::Batch(out))
+}
+
+fn parse_single(
+    text: &str,
+    span: Range<usize>,
+    max_depth: u32,
+    outer: u32,
+) -> Result<Envelope, (Option<Id>, JsonRpcError)> {
+    let slice = &text[span.clone()];
+    let violation = Cell::new(None);
+    let mut de = serde_json::Deserializer::from_str(slice);
+    let seed = MessageSeed {
+        budget: max_depth,
+        violation: &violation,
+    };
+    let fields = seed.deserialize(&mut de).and_then(|f| de.end().map(|_| f));
+    let fields = match fields {
+        Ok(f) => f,
+        Err(e) => {
+            let err = match violation.get() {
+                Some(Violation::DuplicateKey) => {
+                    JsonRpcError::new(codes::INVALID_REQUEST, format!("Invalid Request: {e}"))
+                }
+                Some(Violation::TooDeep) => JsonRpcError::new(
+                    codes::INVALID_REQUEST,
+                    format!(
+                        "Invalid Request: JSON nested deeper than {} levels",
+                        max_depth + outer
+                    ),
+                ),
+                None if e.is_syntax() || e.is_eof() => syntax_error(&e),
+                None => JsonRpcError::new(codes::INVALID_REQUEST, format!("Invalid Request: {e}")),
+            };
+            return Err((None, err));
+        }
+    };
+    fields.into_envelope(span)
+}
+
+#[derive(Default)]
+struct Fields {
+    jsonrpc: Option<Scalar>,
+    id: Option<Scalar>,
+    method: Option<Scalar>,
+    name: Option<String>,
+    uri: Option<String>,
+    params: Option<bool>, // Some(true) = object/array
+    result: bool,
+    error: bool,
+}
+
+impl Fields {
+    fn into_envelope(self, span: Range<usize>) -> Result<Envelope, (Option<Id>, JsonRpcError)> {
+        let invalid = |id: Option<Id>, msg: &str| {
+            Err((
+                id,
+                JsonRpcError::new(codes::INVALID_REQUEST, format!("Invalid Request: {msg}")),
+            ))
+        };
+        let id = match self.id {
+            None => None,
+            Some(Scalar::Str(s)) => Some(Id::Str(s)),
+            Some(Scalar::Num(n)) => Some(Id::Num(n)),
+            Some(Scalar::Null) => {
+                return invalid(None, "`id` must be a string or a number, not null")
+            }
+            Some(_) => return invalid(None, "`id` must be a string or a number"),
+        };
+        match self.jsonrpc {
+            Some(Scalar::Str(ref v)) if v == "2.0" => {}
+            Some(_) => return invalid(id, "`jsonrpc` must be \"2.0\""),
+            None => return invalid(id, "missing `jsonrpc`"),
+        }
+        if self.params == Some(false) {
+            return invalid(id, "`params` must be an object or an array");
+        }
+        let method = match self.method {
+            None => None,
+            Some(Scalar::Str(m)) if !m.is_empty() => Some(m),
+            Some(_) => return invalid(id, "`method` must be a non-empty string"),
+        };
+        let kind = match (&method, &id, self.result, self.error) {
+            (Some(_), _, false, false) => {
+                if id.is_some() {
+                    Kind::Request
+                } else {
+                    Kind::Notification
+                }
+            }
+            (Some(_), _, _, _) => {
+                return invalid(
+                    id,
+                    "a message cannot carry both `method` and `result`/`error`",
+                )
+            }
+            (None, Some(_), true, false) | (None, Some(_), false, true) => Kind::Response,
+            (None, _, true, true) => {
+                return invalid(id, "a response carries `result` or `error`, not both")
+            }
+            (None, None, true, _) | (None, None, _, true) => {
+                return invalid(None, "a response needs an `id`")
+            }
+            (None, _, false, false) => return invalid(id, "missing `method`"),
+        };
+        if kind == Kind::Response && self.params.is_some() {
+            return invalid(id, "a response cannot carry `params`");
+        }
+        Ok(Envelope {
+            kind,
+            id,
+            method,
+            name: self.name,
+            uri: self.uri,
+            has_params: self.params.is_some(),
+            is_error: self.error,
+            span,
+        })
+    }
+}
+
+/// A value whose scalar form we keep; compound values are validated and dropped.
+enum Scalar {
+    Str(String),
+    Num(serde_json::Number),
+    Null,
+    Other,
+}
+
+struct MessageSeed<'v> {
+    budget: u32,
+    violation: &'v Cell<Option<Violation>>,
+}
+
+impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
+    type Value = Fields;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Fields, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MessageSeed<'_> {
+    type Value = Fields;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON-RPC message object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        if self.budget == 0 {
+            self.violation.set(Some(Violation::TooDeep));
+            return Err(de::Error::custom("nesting too deep"));
+        }
+        let inner = Checked {
+            budget: self.budget - 1,
+            violation: self.violation,
+        };
+        let mut keys = KeySet::default();
+        let mut f = Fields::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let dup = keys.insert_is_dup(&key);
+            if dup {
+                self.violation.set(Some(Violation::DuplicateKey));
+                return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+            }
+            match key.as_ref() {
+                "jsonrpc" => f.jsonrpc = Some(map.next_value_seed(ScalarSeed(inner))?),
+                "id" => f.id = Some(map.next_value_seed(ScalarSeed(inner))?),
+                "method" => f.method = Some(map.next_value_seed(ScalarSeed(inner))?),
+                "params" => {
+                    let p = map.next_value_seed(ParamsSeed(inner))?;
+                    f.params = Some(p.compound);
+                    f.name = p.name;
+                    f.uri = p.uri;
+                }
+                "result" => {
+                    map.next_value_seed(inner)?;
+                    f.result = true;
+                }
+                "error" => {
+                    map.next_value_seed(inner)?;
+                    f.error = true;
+                }
+                _ => map.next_value_seed(inner)?,
+            }
+        }
+        Ok(f)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<Fields, A::Error> {
+        Err(de::Error::custom("nested batch"))
+    }
+}
+
+/// Remembers the keys of one object to refuse duplicates. Small objects (the
+/// common case) use a linear scan; larger ones switch to a hash set.
+#[derive(Default)]
+struct KeySet<'de> {
+    small: Vec<Cow<'de, str>>,
+    large: Option<std::collections::HashSet<Cow<'de, str>>>,
+}
+
+impl<'de> KeySet<'de> {
+    fn insert_is_dup(&mut self, key: &Cow<'de, str>) -> bool {
+        if let Some(set) = &mut self.large {
+            return !set.insert(key.clone());
+        }
+        if self.small.iter().any(|k| k == key) {
+            return true;
+        }
+        self.small.push(key.clone());
+        if self.small.len() > 16 {
+            self.large = Some(self.small.drain(..).collect());
+        }
+        false
+    }
+}
+
+/// Validates any JSON value: depth budget and duplicate keys, nothing kept.
+#[derive(Clone, Copy)]
+struct Checked<'v> {
+    budget: u32,
+    violation: &'v Cell<Option<Violation>>,
+}
+
+impl Checked<'_> {
+    fn descend<E: de::Error>(self) -> Result<Self, E> {
+        if self.budget == 0 {
+            self.violation.set(Some(Violation::TooDeep));
+            return Err(E::custom("nesting too deep"));
+        }
+        Ok(Checked {
+            budget: self.budget - 1,
+            violation: self.violation,
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Checked<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.descend()?;
+        while seq.next_element_seed(inner)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.descend()?;
+        let mut keys = KeySet::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if keys.insert_is_dup(&key) {
+                self.violation.set(Some(Violation::DuplicateKey));
+                return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+            }
+            map.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
+}
+
+struct ScalarSeed<'v>(Checked<'v>);
+
+impl<'de> DeserializeSeed<'de> for ScalarSeed<'_> {
+    type Value = Scalar;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ScalarSeed<'_> {
+    type Value = Scalar;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Num(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::Num(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+        // Fractional ids are legal JSON-RPC but not MCP; keep them as-is.
+        Ok(serde_json::Number::from_f64(v).map_or(Scalar::Other, Scalar::Num))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v))
+    }
+    fn visit_unit<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scalar, A::Error> {
+        self.0.visit_seq(seq).map(|_| Scalar::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar, A::Error> {
+        self.0.visit_map(map).map(|_| Scalar::Other)
+    }
+}
+
+struct ParamsOut {
+    compound: bool,
+    name: Option<String>,
+    uri: Option<String>,
+}
+
+struct ParamsSeed<'v>(Checked<'v>);
+
+impl<'de> DeserializeSeed<'de> for ParamsSeed<'_> {
+    type Value = ParamsOut;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<ParamsOut, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ParamsSeed<'_> {
+    type Value = ParamsOut;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("params")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ParamsOut, A::Error> {
+        let inner = self.0.descend()?;
+        let mut keys = KeySet::default();
+        let mut out = ParamsOut {
+            compound: true,
+            name: None,
+            uri: None,
+        };
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if keys.insert_is_dup(&key) {
+                self.0.violation.set(Some(Violation::DuplicateKey));
+                return Err(de::Error::custom(format_args!(
+                    "duplicate key `params.{key}`"
+                )));
+            }
+            match key.as_ref() {
+                "name" => {
+                    if let Scalar::Str(s) = map.next_value_seed(ScalarSeed(inner))? {
+                        out.name = Some(s);
+                    }
+                }
+                "uri" => {
+                    if let Scalar::Str(s) = map.next_value_seed(ScalarSeed(inner))? {
+                        out.uri = Some(s);
+                    }
+                }
+                _ => map.next_value_seed(inner)?,
+            }
+        }
+        Ok(out)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<ParamsOut, A::Error> {
+        self.0.visit_seq(seq)?;
+        Ok(ParamsOut {
+            compound: true,
+            name: None,
+            uri: None,
+        })
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<ParamsOut, E> {
+        Ok(ParamsOut {
+            compound: false,
+            name: None,
+            uri: None,
+        })
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<ParamsOut, E> {
+        Ok(ParamsOut {
+            compound: false,
+            name: None,
+            uri: None,
+        })
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<ParamsOut, E> {
+        Ok(ParamsOut {
+            compound: false,
+            name: None,
+            uri: None,
+        })
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<ParamsOut, E> {
+        Ok(ParamsOut {
+            compound: false,
+            name: None,
+            uri: None,
+        })
+    }
+    fn visit_str<E>(self, _: &str) -> Result<ParamsOut, E> {
+        Ok(ParamsOut {
+            compound: false,
+            name: None,
+            uri: None,
+        })
+    }
+    fn visit_unit<E>(self) -> Result<ParamsOut, E> {
+        Ok(ParamsOut {
+            compound: false,
+            name: None,
+            uri: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(s: &str) -> Result<Envelope, (Option<Id>, JsonRpcError)> {
+        match parse(s.as_bytes(), ParseLimits::default())? {
+            Parsed::Single(e) => Ok(e),
+            Parsed::Batch(_) => panic!("batch"),
+        }
+    }
+
+    fn code(s: &str) -> i32 {
+        one(s).expect_err("must fail").1.code
+    }
+
+    #[test]
+    fn request_fields() {
+        let e = one(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"x":[1,2,{"y":null}]}}}"#).expect("ok");
+        assert_eq!(e.kind, Kind::Request);
+        assert_eq!(e.id, Some(Id::Num(7.into())));
+        assert_eq!(e.method.as_deref(), Some("tools/call"));
+        assert_eq!(e.name.as_deref(), Some("echo"));
+        let e = one(
+            r#"{"jsonrpc":"2.0","id":"a","method":"resources/read","params":{"uri":"file:///x"}}"#,
+        )
+        .expect("ok");
+        assert_eq!(e.uri.as_deref(), Some("file:///x"));
+        assert_eq!(e.id, Some(Id::Str("a".into())));
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(
+            one(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+                .expect("ok")
+                .kind,
+            Kind::Notification
+        );
+        assert_eq!(
+            one(r#"{"jsonrpc":"2.0","id":0,"result":{}}"#)
+                .expect("ok")
+                .kind,
+            Kind::Response
+        );
+        let e = one(r#"{"jsonrpc":"2.0","id":0,"error":{"code":1,"message":"x"}}"#).expect("ok");
+        assert!(e.is_error);
+    }
+
+    #[test]
+    fn escaped_names_are_unescaped() {
+        // \u0065 is 'e': the name the upstream will see is "echo".
+        let e = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"n\u0061me":"\u0065cho"}}"#,
+        )
+        .expect("ok");
+        assert_eq!(e.name.as_deref(), Some("echo"));
+    }
+
+    #[test]
+    fn duplicate_keys_rejected_after_unescaping() {
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"x"}"#),
+            codes::INVALID_REQUEST
+        );
+        assert_eq!(
+            code(
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","n\u0061me":"b"}}"#
+            ),
+            codes::INVALID_REQUEST
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":{"k":1,"k":2}}}"#),
+            codes::INVALID_REQUEST
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"m\u0065thod":"x","method":"y"}"#),
+            codes::INVALID_REQUEST
+        );
+    }
+
+    #[test]
+    fn many_keys_switch_to_hash_set() {
+        let mut s = String::from(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"#);
+        for i in 0..40 {
+            s.push_str(&format!("\"k{i}\":{i},"));
+        }
+        s.push_str("\"k3\":0}}");
+        assert_eq!(code(&s), codes::INVALID_REQUEST);
+    }
+
+    #[test]
+    fn depth_bound() {
+        let limits = ParseLimits {
+            max_depth: 5,
+            max_batch_len: 4,
+        };
+        let ok = r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":{"b":[1]}}}"#; // depth 4
+        assert!(parse(ok.as_bytes(), limits).is_ok());
+        let deep = r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":{"b":[[[1]]]}}}"#;
+        let err = parse(deep.as_bytes(), limits).expect_err("too deep").1;
+        assert_eq!(err.code, codes::INVALID_REQUEST);
+        assert!(err.message.contains("deeper"), "{}", err.message);
+        // serde_json's own recursion limit must never be what answers.
+        let very = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(
+            !matches!(parse(very.as_bytes(), limits), Ok(Parsed::Batch(v)) if v.iter().any(|e| e.is_ok()))
+        );
+        let very = format!("{}{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
+        assert!(parse(very.as_bytes(), limits).is_err());
+    }
+
+    #[test]
+    fn syntax_and_utf8() {
+        assert_eq!(code("{"), codes::PARSE_ERROR);
+        assert_eq!(code(r#"{"jsonrpc":"2.0",}"#), codes::PARSE_ERROR);
+        assert_eq!(
+            parse(b"", ParseLimits::default()).expect_err("e").1.code,
+            codes::PARSE_ERROR
+        );
+        assert_eq!(
+            parse(b"\xff{}", ParseLimits::default())
+                .expect_err("e")
+                .1
+                .code,
+            codes::PARSE_ERROR
+        );
+        assert_eq!(
+            parse(
+                b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xc3\x28\"}",
+                ParseLimits::default()
+            )
+            .expect_err("e")
+            .1
+            .code,
+            codes::PARSE_ERROR
+        );
+        // A lone surrogate escape is not a Unicode scalar value.
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"\ud800"}"#),
+            codes::PARSE_ERROR
+        );
+        assert_eq!(
+            parse(b"42", ParseLimits::default()).expect_err("e").1.code,
+            codes::INVALID_REQUEST
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"x"} trailing"#),
+            codes::PARSE_ERROR
+        );
+    }
+
+    #[test]
+    fn invalid_requests() {
+        for s in [
+            r#"{"id":1,"method":"x"}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":""}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+            r#"{"jsonrpc":"2.0","result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#,
+        ] {
+            assert_eq!(code(s), codes::INVALID_REQUEST, "{s}");
+        }
+        // The id is reported when it could be read.
+        let (id, _) = one(r#"{"jsonrpc":"1.0","id":9,"method":"x"}"#).expect_err("bad");
+        assert_eq!(id, Some(Id::Num(9.into())));
+    }
+
+    #[test]
+    fn batches() {
+        let body = r#"[{"jsonrpc":"2.0","id":1,"method":"a"}, {"jsonrpc":"2.0","id":2}, {"jsonrpc":"2.0","method":"n"}]"#;
+        let Ok(Parsed::Batch(items)) = parse(body.as_bytes(), ParseLimits::default()) else {
+            panic!("batch")
+        };
+        assert_eq!(items.len(), 3);
+        let first = items[0].as_ref().expect("ok");
+        assert_eq!(
+            &body[first.span.clone()],
+            r#"{"jsonrpc":"2.0","id":1,"method":"a"}"#
+        );
+        let bad = items[1].as_ref().expect_err("bad");
+        assert_eq!(bad.id, Some(Id::Num(2.into())));
+        assert_eq!(items[2].as_ref().expect("ok").kind, Kind::Notification);
+        assert_eq!(
+            parse(b"[]", ParseLimits::default()).expect_err("e").1.code,
+            codes::INVALID_REQUEST
+        );
+        assert_eq!(
+            parse(b"[1,2", ParseLimits::default())
+                .expect_err("e")
+                .1
+                .code,
+            codes::PARSE_ERROR
+        );
+        let long = format!(
+            "[{}]",
+            vec![r#"{"jsonrpc":"2.0","method":"n"}"#; 65].join(",")
+        );
+        assert_eq!(
+            parse(long.as_bytes(), ParseLimits::default())
+                .expect_err("e")
+                .1
+                .code,
+            codes::INVALID_REQUEST
+        );
+        assert!(
+            matches!(parse(b"[[]]", ParseLimits::default()), Ok(Parsed::Batch(v)) if v[0].is_err())
+        );
+    }
+}

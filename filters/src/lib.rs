@@ -1,0 +1,21 @@
+//! Warden's pure engines. Nothing here performs I/O or depends on Pingora or
+//! tokio: the proxy turns each HTTP exchange into parsed MCP messages once and
+//! calls these functions, so every piece is testable and benchable alone.
+
+pub mod error;
+pub mod filter;
+pub mod jsonrpc;
+pub mod mcp;
+pub mod plan;
+pub mod snapshot;
+pub mod sse;
+
+pub use error::{codes, JsonRpcError, Refusal};
+pub use filter::{
+    Decision, Denial, Direction, FilterChain, FilterContext, McpFilter, MessageView, Principal,
+    Verdict,
+};
+pub use jsonrpc::{parse, Envelope, Id, Kind, ParseLimits, Parsed};
+pub use plan::{plan_request, Forward, MessageRecord, Outcome, RequestPlan};
+pub use snapshot::{ResolvedRoute, Snapshot};
+pub use sse::{SseDecoder, SseEvent};

@@ -1,0 +1,299 @@
+//! Judging a whole POST body (one message or a batch) and planning what the
+//! upstream receives and what the gateway answers itself.
+
+use crate::filter::{FilterChain, FilterContext, Verdict};
+use crate::jsonrpc::{Envelope, Id, Kind, Parsed};
+
+/// One message's fate, for audit and metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRecord {
+    pub id: Option<Id>,
+    pub kind: Option<Kind>,
+    pub method: Option<String>,
+    /// Tool, prompt or resource named by the message.
+    pub target: Option<String>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Forwarded,
+    Mutated {
+        filter: &'static str,
+    },
+    Denied {
+        filter: &'static str,
+        reason: String,
+    },
+    Invalid {
+        reason: String,
+    },
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Mutated { .. } => "mutated",
+            Outcome::Denied { .. } => "denied",
+            Outcome::Invalid { .. } => "invalid",
+        }
+    }
+}
+
+/// What to send upstream, if anything.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Forward {
+    /// The body exactly as received.
+    Original,
+    /// A rewritten body (redactions, or a batch with refused elements removed).
+    Rewritten(Vec<u8>),
+    /// Nothing reaches the upstream; the gateway answers alone.
+    Nothing,
+}
+
+/// The plan for one POST body.
+#[derive(Debug, Clone)]
+pub struct RequestPlan {
+    pub forward: Forward,
+    /// JSON-RPC error responses the gateway adds for refused requests.
+    pub answers: Vec<serde_json::Value>,
+    /// Whether the body was a batch (answers must then be an array).
+    pub batch: bool,
+    /// Whether any forwarded message is a request (expects a response).
+    pub forwards_request: bool,
+    pub records: Vec<MessageRecord>,
+}
+
+fn target(env: &Envelope) -> Option<String> {
+    env.name.clone().or_else(|| env.uri.clone())
+}
+
+/// Runs the chain over every message of a parsed body.
+pub fn plan_request(
+    body: &[u8],
+    parsed: &Parsed,
+    chain: &FilterChain,
+    ctx: &FilterContext<'_>,
+) -> RequestPlan {
+    match parsed {
+        Parsed::Single(env) => {
+            let verdict = chain.run(env, body, ctx);
+            let mut plan = RequestPlan {
+                forward: Forward::Original,
+                answers: Vec::new(),
+                batch: false,
+                forwards_request: false,
+                records: Vec::new(),
+            };
+            let outcome = apply(&mut plan, env, verdict, None);
+            plan.records.push(record(env, outcome));
+            plan.forwards_request = env.kind == Kind::Request && plan.forward != Forward::Nothing;
+            plan
+        }
+        Parsed::Batch(items) => {
+            let mut plan = RequestPlan {
+                forward: Forward::Original,
+                answers: Vec::new(),
+                batch: true,
+                forwards_request: false,
+                records: Vec::new(),
+            };
+            let mut kept: Vec<Vec<u8>> = Vec::with_capacity(items.len());
+            let mut changed = false;
+            for item in items {
+                match item {
+                    Ok(env) => {
+                        let bytes = &body[env.span.clone()];
+                        let verdict = chain.run(env, bytes, ctx);
+                        let mut single = RequestPlan {
+                            forward: Forward::Original,
+                            answers: Vec::new(),
+                            batch: false,
+                            forwards_request: false,
+                            records: Vec::new(),
+                        };
+                        let outcome = apply(&mut single, env, verdict, None);
+                        match single.forward {
+                            Forward::Original => kept.push(bytes.to_vec()),
+                            Forward::Rewritten(b) => {
+                                changed = true;
+                                kept.push(b)
+                            }
+                            Forward::Nothing => changed = true,
+                        }
+                        if env.kind == Kind::Request && !matches!(outcome, Outcome::Denied { .. }) {
+                            plan.forwards_request = true;
+                        }
+                        plan.answers.extend(single.answers);
+                        plan.records.push(record(env, outcome));
+                    }
+                    Err(e) => {
+                        changed = true;
+                        plan.answers.push(e.error.to_response(e.id.as_ref()));
+                        plan.records.push(MessageRecord {
+                            id: e.id.clone(),
+                            kind: None,
+                            method: None,
+                            target: None,
+                            outcome: Outcome::Invalid {
+                                reason: e.error.message.clone(),
+                            },
+                        });
+                    }
+                }
+            }
+            plan.forward = if kept.is_empty() {
+                Forward::Nothing
+            } else if !changed {
+                Forward::Original
+            } else {
+                let mut out = Vec::with_capacity(body.len());
+                out.push(b'[');
+                for (i, k) in kept.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(k);
+                }
+                out.push(b']');
+                Forward::Rewritten(out)
+            };
+            plan
+        }
+    }
+}
+
+fn apply(plan: &mut RequestPlan, env: &Envelope, verdict: Verdict, _: Option<()>) -> Outcome {
+    match verdict {
+        Verdict::Forward => Outcome::Forwarded,
+        Verdict::ForwardMutated(b) => {
+            plan.forward = Forward::Rewritten(b);
+            Outcome::Mutated { filter: "chain" }
+        }
+        Verdict::Reject { filter, denial } => {
+            plan.forward = Forward::Nothing;
+            // Only requests are answered; a refused notification or response is dropped.
+            if env.kind == Kind::Request {
+                plan.answers.push(denial.error.to_response(env.id.as_ref()));
+            }
+            Outcome::Denied {
+                filter,
+                reason: denial.reason,
+            }
+        }
+    }
+}
+
+fn record(env: &Envelope, outcome: Outcome) -> MessageRecord {
+    MessageRecord {
+        id: env.id.clone(),
+        kind: Some(env.kind),
+        method: env.method.clone(),
+        target: target(env),
+        outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::JsonRpcError;
+    use crate::filter::{Decision, Denial, Direction, McpFilter, MessageView, Principal};
+    use crate::jsonrpc::{parse, ParseLimits};
+    use std::sync::Arc;
+
+    /// Refuses calls to the tool `forbidden` and rewrites the tool `shout`'s text.
+    struct TestFilter;
+    impl McpFilter for TestFilter {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn on_request(&self, msg: MessageView<'_>, _: &FilterContext<'_>) -> Decision {
+            match msg.envelope.name.as_deref() {
+                Some("forbidden") => Decision::Reject(Denial {
+                    error: JsonRpcError::new(-31010, "no"),
+                    reason: "test_denied".into(),
+                }),
+                Some("shout") => Decision::Mutated(
+                    String::from_utf8_lossy(msg.bytes)
+                        .replace("hi", "HI")
+                        .into_bytes(),
+                ),
+                Some("hijack") => Decision::Mutated(
+                    br#"{"jsonrpc":"2.0","id":999,"method":"tools/call"}"#.to_vec(),
+                ),
+                _ => Decision::Pass,
+            }
+        }
+    }
+
+    fn run(body: &str) -> RequestPlan {
+        let chain = FilterChain::new(vec![Arc::new(TestFilter)], ParseLimits::default());
+        let p = Principal::anonymous();
+        let ctx = FilterContext {
+            principal: &p,
+            server: "s",
+            group: "g",
+            session_id: None,
+            protocol_version: None,
+            source_ip: None,
+            direction: Direction::Request,
+            request_method: None,
+        };
+        let parsed = parse(body.as_bytes(), ParseLimits::default()).expect("parse");
+        plan_request(body.as_bytes(), &parsed, &chain, &ctx)
+    }
+
+    fn call(id: u32, tool: &str) -> String {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"t":"hi"}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn single_pass_deny_mutate() {
+        assert_eq!(run(&call(1, "ok")).forward, Forward::Original);
+        let denied = run(&call(2, "forbidden"));
+        assert_eq!(denied.forward, Forward::Nothing);
+        assert_eq!(denied.answers[0]["id"], 2);
+        assert_eq!(denied.answers[0]["error"]["code"], -31010);
+        let m = run(&call(3, "shout"));
+        assert!(
+            matches!(&m.forward, Forward::Rewritten(b) if String::from_utf8_lossy(b).contains("HI"))
+        );
+        // A rewrite that changes the id is refused, never forwarded.
+        let h = run(&call(4, "hijack"));
+        assert_eq!(h.forward, Forward::Nothing);
+        assert_eq!(h.answers[0]["error"]["code"], -32603);
+    }
+
+    #[test]
+    fn batch_judged_per_element() {
+        let body = format!(
+            "[{},{},{},{{\"jsonrpc\":\"2.0\",\"id\":9}}]",
+            call(1, "ok"),
+            call(2, "forbidden"),
+            call(3, "shout")
+        );
+        let plan = run(&body);
+        assert!(plan.batch);
+        let Forward::Rewritten(fwd) = &plan.forward else {
+            panic!("{:?}", plan.forward)
+        };
+        let v: serde_json::Value = serde_json::from_slice(fwd).expect("json");
+        let ids: Vec<_> = v
+            .as_array()
+            .expect("arr")
+            .iter()
+            .map(|m| m["id"].clone())
+            .collect();
+        assert_eq!(ids, vec![serde_json::json!(1), serde_json::json!(3)]);
+        let answered: Vec<_> = plan.answers.iter().map(|a| a["id"].clone()).collect();
+        assert_eq!(answered, vec![serde_json::json!(2), serde_json::json!(9)]);
+        assert_eq!(plan.records.len(), 4);
+        // An all-clean batch is forwarded byte for byte.
+        let clean = format!("[{}, {}]", call(1, "a"), call(2, "b"));
+        assert_eq!(run(&clean).forward, Forward::Original);
+    }
+}

@@ -1,0 +1,223 @@
+//! One immutable runtime value compiled from a bundle. The proxy swaps it
+//! atomically; each request loads it once and uses it from start to end.
+
+use std::sync::Arc;
+
+use warden_config::model::{Route, Server};
+use warden_config::{Bundle, Config};
+
+use crate::filter::{FilterChain, McpFilter};
+use crate::jsonrpc::ParseLimits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("route {0}: unknown server `{1}`")]
+    UnknownServer(usize, String),
+}
+
+/// A route resolved against its server.
+#[derive(Debug, Clone)]
+pub struct ResolvedRoute {
+    pub index: usize,
+    pub prefix: String,
+    pub host: Option<String>,
+    pub upstream_prefix: String,
+    pub server: usize,
+}
+
+impl ResolvedRoute {
+    /// Maps a downstream path to the upstream path (`/jira/mcp` → `/mcp`).
+    pub fn upstream_path(&self, path: &str) -> String {
+        let rest = if self.prefix == "/" {
+            path
+        } else {
+            &path[self.prefix.len()..]
+        };
+        join(&self.upstream_prefix, rest)
+    }
+
+    /// Maps an upstream path back to the gateway's (`/messages/` → `/jira/messages/`);
+    /// `None` when it is not under the upstream prefix.
+    pub fn downstream_path(&self, upstream: &str) -> Option<String> {
+        let rest = if self.upstream_prefix == "/" {
+            upstream
+        } else {
+            let r = upstream.strip_prefix(self.upstream_prefix.as_str())?;
+            if !(r.is_empty() || r.starts_with('/') || r.starts_with('?')) {
+                return None;
+            }
+            r
+        };
+        Some(join(&self.prefix, rest))
+    }
+}
+
+fn join(prefix: &str, rest: &str) -> String {
+    if prefix == "/" {
+        if rest.starts_with('/') {
+            rest.to_owned()
+        } else {
+            format!("/{rest}")
+        }
+    } else if rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') {
+        format!("{prefix}{rest}")
+    } else {
+        format!("{prefix}/{rest}")
+    }
+}
+
+pub struct Snapshot {
+    pub revision: String,
+    pub config: Config,
+    pub routes: Vec<ResolvedRoute>,
+    pub chain: FilterChain,
+    pub parse_limits: ParseLimits,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("revision", &self.revision)
+            .field("routes", &self.routes)
+            .field("chain", &self.chain)
+            .finish()
+    }
+}
+
+impl Snapshot {
+    /// Compiles a validated bundle into the runtime snapshot. Everything that
+    /// can fail is done here, off the request path.
+    pub fn build(bundle: &Bundle) -> Result<Snapshot, BuildError> {
+        Self::build_with(bundle, Vec::new())
+    }
+
+    /// As [`Snapshot::build`], with extra filters appended to the chain.
+    pub fn build_with(
+        bundle: &Bundle,
+        extra: Vec<Arc<dyn McpFilter>>,
+    ) -> Result<Snapshot, BuildError> {
+        let config = bundle.config.clone();
+        let parse_limits = ParseLimits {
+            max_depth: config.limits.max_json_depth.get(),
+            max_batch_len: config.limits.max_batch_len.get(),
+        };
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, r) in config.routes.iter().enumerate() {
+            let server = config
+                .servers
+                .iter()
+                .position(|s| s.name == r.server)
+                .ok_or_else(|| BuildError::UnknownServer(i, r.server.clone()))?;
+            routes.push(resolve(i, r, server));
+        }
+        // Longest prefix first; host-specific before host-agnostic at equal length.
+        routes.sort_by(|a, b| {
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then(b.host.is_some().cmp(&a.host.is_some()))
+        });
+        let chain = FilterChain::new(extra, parse_limits);
+        Ok(Snapshot {
+            revision: bundle.revision.clone(),
+            config,
+            routes,
+            chain,
+            parse_limits,
+        })
+    }
+
+    /// Finds the route for a request: host (without port, case-insensitive) and path.
+    /// A prefix matches on a segment boundary only.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&ResolvedRoute> {
+        let host = host.map(|h| strip_port(h).to_ascii_lowercase());
+        self.routes.iter().find(|r| {
+            let host_ok = match (&r.host, &host) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want == got,
+                (Some(_), None) => false,
+            };
+            host_ok && prefix_matches(&r.prefix, path)
+        })
+    }
+
+    pub fn server(&self, route: &ResolvedRoute) -> &Server {
+        &self.config.servers[route.server]
+    }
+}
+
+fn resolve(index: usize, r: &Route, server: usize) -> ResolvedRoute {
+    ResolvedRoute {
+        index,
+        prefix: r.prefix.clone(),
+        host: r.host.clone(),
+        upstream_prefix: r.upstream_prefix.clone(),
+        server,
+    }
+}
+
+fn strip_port(h: &str) -> &str {
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match h.rfind(':') {
+        Some(i) if h[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &h[..i],
+        _ => h,
+    }
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return path.starts_with('/');
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(prefix: &str, up: &str) -> ResolvedRoute {
+        ResolvedRoute {
+            index: 0,
+            prefix: prefix.into(),
+            host: None,
+            upstream_prefix: up.into(),
+            server: 0,
+        }
+    }
+
+    #[test]
+    fn path_mapping() {
+        let r = route("/jira", "/");
+        assert_eq!(r.upstream_path("/jira/mcp"), "/mcp");
+        assert_eq!(r.upstream_path("/jira"), "/");
+        assert_eq!(
+            r.downstream_path("/messages/?session_id=1").as_deref(),
+            Some("/jira/messages/?session_id=1")
+        );
+        let r = route("/a", "/v1");
+        assert_eq!(r.upstream_path("/a/mcp"), "/v1/mcp");
+        assert_eq!(
+            r.downstream_path("/v1/messages?x=1").as_deref(),
+            Some("/a/messages?x=1")
+        );
+        assert_eq!(r.downstream_path("/v10/messages"), None);
+        assert_eq!(r.downstream_path("/other"), None);
+        let r = route("/", "/");
+        assert_eq!(r.upstream_path("/mcp"), "/mcp");
+    }
+
+    #[test]
+    fn prefix_on_segment_boundary() {
+        assert!(prefix_matches("/jira", "/jira/mcp"));
+        assert!(prefix_matches("/jira", "/jira"));
+        assert!(!prefix_matches("/jira", "/jiramcp"));
+        assert!(prefix_matches("/", "/x"));
+        assert_eq!(strip_port("Example.com:8080"), "Example.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+    }
+}

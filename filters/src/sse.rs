@@ -1,0 +1,303 @@
+//! Incremental Server-Sent Events decoder that keeps every byte.
+//!
+//! Chunks from the network are pushed in as they arrive; complete events come
+//! out as soon as their terminating blank line is seen, never held back behind
+//! later ones. Each event keeps its raw bytes (`id:`, `retry:`, comments and
+//! line endings untouched) so an unchanged event is forwarded byte for byte;
+//! only events a filter rewrites are re-encoded.
+
+use memchr::memchr2;
+
+/// One complete event as it appeared on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The raw bytes, including the blank line that ended the event.
+    pub raw: Vec<u8>,
+    /// `event:` field, `None` for the default `message`.
+    pub event: Option<String>,
+    /// `data:` lines joined with `\n`; `None` when the event had no data line.
+    pub data: Option<String>,
+    pub id: Option<String>,
+}
+
+impl SseEvent {
+    /// The event type as the SSE spec defines it (`message` by default).
+    pub fn event_type(&self) -> &str {
+        self.event.as_deref().unwrap_or("message")
+    }
+
+    /// Re-encodes this event with new data, keeping every other line as it was.
+    pub fn with_data(&self, data: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.raw.len() + data.len());
+        let mut wrote_data = false;
+        for (line, _) in lines(&self.raw) {
+            if line.is_empty() {
+                continue;
+            }
+            if field_name(line) == b"data" {
+                if !wrote_data {
+                    for d in data.split('\n') {
+                        out.extend_from_slice(b"data: ");
+                        out.extend_from_slice(d.trim_end_matches('\r').as_bytes());
+                        out.push(b'\n');
+                    }
+                    wrote_data = true;
+                }
+                continue;
+            }
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        if !wrote_data {
+            for d in data.split('\n') {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(d.as_bytes());
+                out.push(b'\n');
+            }
+        }
+        out.push(b'\n');
+        out
+    }
+
+    /// Encodes a fresh `message` event carrying `data` (used for injected denials).
+    pub fn encode_message(data: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() + 24);
+        out.extend_from_slice(b"event: message\n");
+        for d in data.split('\n') {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(d.as_bytes());
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+        out
+    }
+}
+
+fn field_name(line: &[u8]) -> &[u8] {
+    match memchr::memchr(b':', line) {
+        Some(i) => &line[..i],
+        None => line,
+    }
+}
+
+/// Splits complete lines (content, terminator length); a trailing partial line is not returned.
+fn lines(buf: &[u8]) -> impl Iterator<Item = (&[u8], usize)> {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let rest = &buf[pos..];
+        let i = memchr2(b'\r', b'\n', rest)?;
+        let term = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
+            2
+        } else {
+            1
+        };
+        let line = &rest[..i];
+        pos += i + term;
+        Some((line, term))
+    })
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SseError {
+    #[error("server-sent event exceeds the limit of {0} bytes")]
+    EventTooLarge(usize),
+    #[error("server-sent event data is not valid UTF-8")]
+    InvalidUtf8,
+}
+
+/// Decoder state for one stream.
+#[derive(Debug)]
+pub struct SseDecoder {
+    buf: Vec<u8>,
+    /// How far `buf` has been scanned for an event end (resume point).
+    scanned: usize,
+    max_event: usize,
+    /// Whether the stream's leading BOM has been dealt with.
+    started: bool,
+}
+
+impl SseDecoder {
+    pub fn new(max_event: usize) -> Self {
+        SseDecoder {
+            buf: Vec::new(),
+            scanned: 0,
+            max_event,
+            started: false,
+        }
+    }
+
+    /// Bytes received but not yet part of a complete event.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Feeds a chunk and returns every event it completes, in order.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, SseError> {
+        self.buf.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        loop {
+            match self.find_event_end() {
+                Some(end) => {
+                    let raw: Vec<u8> = self.buf.drain(..end).collect();
+                    self.scanned = 0;
+                    events.push(decode(raw)?);
+                }
+                None => {
+                    if self.buf.len() > self.max_event {
+                        return Err(SseError::EventTooLarge(self.max_event));
+                    }
+                    return Ok(events);
+                }
+            }
+        }
+    }
+
+    /// At end of stream: the unterminated tail, which per the SSE spec is
+    /// discarded by clients; the gateway forwards it unchanged only if it holds
+    /// no data line (comments), and drops an incomplete data event.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Finds the end (exclusive) of the first complete event in `buf`.
+    fn find_event_end(&mut self) -> Option<usize> {
+        if !self.started {
+            if self.buf.len() < 3 && b"\xEF\xBB\xBF".starts_with(&self.buf) {
+                return None;
+            }
+            self.started = true;
+        }
+        let mut pos = self.scanned;
+        let mut line_start = pos;
+        // Re-scan from the start of the line containing `scanned`.
+        while line_start > 0 && !matches!(self.buf[line_start - 1], b'\n' | b'\r') {
+            line_start -= 1;
+        }
+        pos = line_start;
+        loop {
+            let rest = &self.buf[pos..];
+            let Some(i) = memchr2(b'\r', b'\n', rest) else {
+                self.scanned = self.buf.len();
+                return None;
+            };
+            let term = if rest[i] == b'\r' {
+                match rest.get(i + 1) {
+                    Some(b'\n') => 2,
+                    Some(_) => 1,
+                    // A CR at the end of the buffer may be the first half of CRLF.
+                    None => {
+                        self.scanned = pos;
+                        return None;
+                    }
+                }
+            } else {
+                1
+            };
+            let empty_line = i == 0;
+            pos += i + term;
+            if empty_line {
+                return Some(pos);
+            }
+        }
+    }
+}
+
+fn decode(raw: Vec<u8>) -> Result<SseEvent, SseError> {
+    let mut event = None;
+    let mut data: Option<String> = None;
+    let mut id = None;
+    let body = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&raw);
+    for (line, _) in lines(body) {
+        if line.is_empty() || line[0] == b':' {
+            continue;
+        }
+        let (name, value) = match memchr::memchr(b':', line) {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        let value = std::str::from_utf8(value).map_err(|_| SseError::InvalidUtf8)?;
+        match name {
+            b"event" => event = Some(value.to_owned()),
+            b"data" => match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => data = Some(value.to_owned()),
+            },
+            b"id" if !value.contains('\0') => id = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+    Ok(SseEvent {
+        raw,
+        event,
+        data,
+        id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_and_split_events() {
+        let stream = b": comment\nretry: 100\n\nid: 1\nevent: message\ndata: {\"a\":\ndata: 1}\n\n";
+        let mut one = SseDecoder::new(1024);
+        let all = one.push(stream).expect("ok");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].data, None);
+        assert_eq!(all[1].data.as_deref(), Some("{\"a\":\n1}"));
+        assert_eq!(all[1].id.as_deref(), Some("1"));
+        let joined: Vec<u8> = all.iter().flat_map(|e| e.raw.clone()).collect();
+        assert_eq!(joined, stream.to_vec());
+        // Every split point, byte by byte, gives the same events.
+        for split in 0..stream.len() {
+            let mut d = SseDecoder::new(1024);
+            let mut evs = d.push(&stream[..split]).expect("ok");
+            evs.extend(d.push(&stream[split..]).expect("ok"));
+            assert_eq!(evs, all, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn crlf_split_between_chunks() {
+        let mut d = SseDecoder::new(1024);
+        assert!(d.push(b"data: x\r\n\r").expect("ok").is_empty());
+        let evs = d.push(b"\ndata: y\r\r").expect("ok");
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].raw, b"data: x\r\n\r\n");
+        // A trailing CR may be half of a CRLF: the event completes with the next byte.
+        let evs = d.push(b":").expect("ok");
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].data.as_deref(), Some("y"));
+        assert_eq!(d.pending(), b":");
+    }
+
+    #[test]
+    fn event_size_bound() {
+        let mut d = SseDecoder::new(16);
+        assert_eq!(d.push(&[b'a'; 32]), Err(SseError::EventTooLarge(16)));
+    }
+
+    #[test]
+    fn rewrite_keeps_other_lines() {
+        let mut d = SseDecoder::new(1024);
+        let ev = d
+            .push(b"id: 7\nevent: message\ndata: old\n\n")
+            .expect("ok")
+            .remove(0);
+        assert_eq!(
+            ev.with_data("new"),
+            b"id: 7\nevent: message\ndata: new\n\n".to_vec()
+        );
+        assert_eq!(
+            SseEvent::encode_message("{}"),
+            b"event: message\ndata: {}\n\n".to_vec()
+        );
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything Warden's build and tests need on a fresh Debian machine.
+# Idempotent: each step checks before it installs.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_apt=()
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then
+  command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+  python3 -c 'import venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+fi
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then
+  # Real MCP SDK peers used by the conformance tests.
+  VENV="$ROOT/tests/peers/.venv"
+  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import mcp, sys; import importlib.metadata as m; sys.exit(m.version("mcp") != "2.3.0")' >/dev/null 2>&1; then
+    log "creating Python venv with mcp==2.3.0"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'mcp==2.3.0'
+  fi
+  if [ ! -d "$ROOT/tests/peers/node_modules/@modelcontextprotocol/server-everything" ] || \
+     [ ! -d "$ROOT/tests/peers/node_modules/@modelcontextprotocol/sdk" ]; then
+    log "installing npm peers"
+    (cd "$ROOT/tests/peers" && npm install --no-audit --no-fund --silent >/dev/null)
+  fi
+fi
+log "ok"
