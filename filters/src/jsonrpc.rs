@@ -402,11 +402,13 @@ struct KeySet<'de> {
 }
 
 impl<'de> KeySet<'de> {
+    #[allow(clippy::ptr_arg)] // the Cow is stored, so borrowing it whole avoids a copy
     fn insert_is_dup(&mut self, key: &Cow<'de, str>) -> bool {
+        let k: &str = key;
         if let Some(set) = &mut self.large {
             return !set.insert(key.clone());
         }
-        if self.small.iter().any(|k| k == key) {
+        if self.small.iter().any(|s| s.as_ref() == k) {
             return true;
         }
         self.small.push(key.clone());

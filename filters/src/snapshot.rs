@@ -130,8 +130,13 @@ impl Snapshot {
     /// Finds the route for a request: host (without port, case-insensitive) and path.
     /// A prefix matches on a segment boundary only.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&ResolvedRoute> {
+        self.route_index(host, path).map(|i| &self.routes[i])
+    }
+
+    /// As [`Snapshot::route`], the position in `routes`.
+    pub fn route_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
         let host = host.map(|h| strip_port(h).to_ascii_lowercase());
-        self.routes.iter().find(|r| {
+        self.routes.iter().position(|r| {
             let host_ok = match (&r.host, &host) {
                 (None, _) => true,
                 (Some(want), Some(got)) => want == got,

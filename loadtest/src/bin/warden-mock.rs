@@ -1,1 +1,52 @@
-fn main() {}
+//! `warden-mock --listen 127.0.0.1:0`: prints `listening on ADDR` once bound.
+
+use std::sync::Arc;
+
+use clap::Parser;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use warden_loadtest::mock::Mock;
+
+#[derive(Parser)]
+#[command(
+    name = "warden-mock",
+    about = "Fast Streamable-HTTP MCP server for benchmarks and fault tests"
+)]
+struct Args {
+    /// Address to bind; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8931")]
+    listen: String,
+    /// Answer 404 to requests without a session created by initialize.
+    #[arg(long)]
+    require_session: bool,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+        println!("listening on {}", listener.local_addr()?);
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        let mock = Mock::new(args.require_session);
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            let mock = Arc::clone(&mock);
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| Arc::clone(&mock).handle(req));
+                let _ = Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
+}

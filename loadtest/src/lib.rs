@@ -1,0 +1,3 @@
+//! Warden's load generator and mock MCP server.
+
+pub mod mock;

@@ -1,0 +1,103 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use prometheus::Encoder;
+
+use crate::state::Gateway;
+
+pub struct AdminApp {
+    pub gateway: Arc<Gateway>,
+    pub started: std::time::SystemTime,
+}
+
+fn reply(status: u16, ct: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", ct)
+        .header("content-length", body.len())
+        .header("cache-control", "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+impl AdminApp {
+    fn status(&self) -> serde_json::Value {
+        let rt = self.gateway.runtime();
+        let upstreams: Vec<_> = rt
+            .health()
+            .into_iter()
+            .map(|(server, list)| {
+                serde_json::json!({
+                    "server": server,
+                    "upstreams": list.iter().map(|(a, ok)| serde_json::json!({"address": a.to_string(), "healthy": ok})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "bundle": { "revision": rt.snap.revision },
+            "filters": rt.snap.chain.names(),
+            "routes": rt.snap.routes.iter().map(|r| serde_json::json!({"prefix": r.prefix, "host": r.host, "server": rt.snap.config.servers[r.server].name})).collect::<Vec<_>>(),
+            "servers": upstreams,
+            "started": humantime::format_rfc3339_seconds(self.started).to_string(),
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+    }
+
+    /// Ready when every server has at least one healthy upstream.
+    fn ready(&self) -> (bool, Vec<String>) {
+        let down: Vec<String> = self
+            .gateway
+            .runtime()
+            .health()
+            .into_iter()
+            .filter(|(_, l)| !l.iter().any(|(_, ok)| *ok))
+            .map(|(s, _)| s)
+            .collect();
+        (down.is_empty(), down)
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_owned();
+        match path.as_str() {
+            "/metrics" => {
+                let mut buf = Vec::new();
+                let enc = prometheus::TextEncoder::new();
+                if enc.encode(&prometheus::gather(), &mut buf).is_err() {
+                    return reply(500, "text/plain", b"metrics encoding failed\n".to_vec());
+                }
+                reply(200, enc.format_type(), buf)
+            }
+            "/healthz" => reply(200, "text/plain", b"ok\n".to_vec()),
+            "/readyz" => {
+                let (ok, down) = self.ready();
+                if ok {
+                    reply(200, "text/plain", b"ready\n".to_vec())
+                } else {
+                    reply(
+                        503,
+                        "text/plain",
+                        format!("no healthy upstream for: {}\n", down.join(", ")).into_bytes(),
+                    )
+                }
+            }
+            "/status" => reply(
+                200,
+                "application/json",
+                serde_json::to_vec_pretty(&self.status()).unwrap_or_default(),
+            ),
+            _ => reply(
+                404,
+                "text/plain",
+                b"not found: try /metrics /healthz /readyz /status\n".to_vec(),
+            ),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Per-request state carried through Pingora's phases.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use warden_filters::{MessageRecord, Principal, Refusal, RequestPlan, SseDecoder};
+
+use crate::upstream::Runtime;
+
+/// What kind of MCP exchange this HTTP request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// POST carrying JSON-RPC message(s).
+    Post,
+    /// GET: the server's event stream (Streamable HTTP) or a legacy `/sse` stream.
+    Get,
+    /// DELETE: end of a session.
+    Delete,
+}
+
+/// How the response body is being handled.
+pub enum ResponseMode {
+    /// Not decided yet (no response header seen).
+    Pending,
+    /// Forwarded untouched (errors, non-MCP content types).
+    Passthrough,
+    /// `application/json`: buffered up to the limit, judged, then forwarded.
+    Json { buf: Vec<u8> },
+    /// `text/event-stream`: decoded and judged event by event.
+    Sse { decoder: SseDecoder, injected: bool },
+    /// The upstream said 202 but the gateway has answers of its own to send.
+    AnswersOnly,
+}
+
+pub struct RequestCtx {
+    pub start: Instant,
+    pub request_id: u64,
+    pub rt: Option<Arc<Runtime>>,
+    /// Index into `rt.snap.routes`.
+    pub route: Option<usize>,
+    pub server: Option<usize>,
+    pub exchange: Exchange,
+    pub principal: Principal,
+    /// Upstream path and query.
+    pub upstream_uri: String,
+    pub session_id: Option<String>,
+    pub protocol_version: Option<String>,
+    /// The exact bytes that were judged and will be forwarded.
+    pub body: Option<Bytes>,
+    pub body_len_in: usize,
+    pub plan: Option<RequestPlan>,
+    /// Set when the gateway answered by itself.
+    pub refusal: Option<Refusal>,
+    /// Status the gateway answered with itself (refusal, or answers-only).
+    pub local_status: Option<u16>,
+    pub tried: Vec<SocketAddr>,
+    pub chosen: Option<SocketAddr>,
+    pub upstream_status: Option<u16>,
+    pub upstream_error: Option<String>,
+    pub response: ResponseMode,
+    pub response_bytes: usize,
+    /// Server→client messages recorded on the response path.
+    pub response_records: Vec<MessageRecord>,
+    /// The method of the single request this exchange carries, for response context.
+    pub request_method: Option<String>,
+    pub counted_inflight: bool,
+    /// The body could not be replayed by Pingora; the gateway forwards it itself.
+    pub direct: bool,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            start: Instant::now(),
+            request_id: 0,
+            rt: None,
+            route: None,
+            server: None,
+            exchange: Exchange::Post,
+            principal: Principal::anonymous(),
+            upstream_uri: String::new(),
+            session_id: None,
+            protocol_version: None,
+            body: None,
+            body_len_in: 0,
+            plan: None,
+            refusal: None,
+            local_status: None,
+            tried: Vec::new(),
+            chosen: None,
+            upstream_status: None,
+            upstream_error: None,
+            response: ResponseMode::Pending,
+            response_bytes: 0,
+            response_records: Vec::new(),
+            request_method: None,
+            counted_inflight: false,
+            direct: false,
+        }
+    }
+
+    pub fn server_name(&self) -> &str {
+        match (&self.rt, self.server) {
+            (Some(rt), Some(i)) => &rt.snap.config.servers[i].name,
+            _ => "-",
+        }
+    }
+
+    pub fn group_name(&self) -> &str {
+        match (&self.rt, self.server) {
+            (Some(rt), Some(i)) => &rt.snap.config.servers[i].group,
+            _ => "-",
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

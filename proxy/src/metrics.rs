@@ -1,0 +1,127 @@
+//! Prometheus metrics, registered once per process.
+
+use prometheus::{
+    exponential_buckets, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+};
+use std::sync::OnceLock;
+
+pub struct Metrics {
+    /// MCP messages by server, method, tool and outcome.
+    pub messages: IntCounterVec,
+    /// HTTP requests by server, HTTP method and status.
+    pub requests: IntCounterVec,
+    /// Whole-request latency by server and HTTP method.
+    pub latency: HistogramVec,
+    /// Request and response body sizes by server and direction.
+    pub body_bytes: HistogramVec,
+    /// Upstream failures by server and kind.
+    pub upstream_errors: IntCounterVec,
+    /// Requests refused before proxying, by reason.
+    pub refusals: IntCounterVec,
+    /// SSE events processed by server.
+    pub sse_events: IntCounterVec,
+    pub audit_written: IntCounter,
+    pub audit_failed: IntCounter,
+    pub audit_queue: IntGauge,
+    pub inflight: IntGauge,
+    pub bundle_info: prometheus::IntGaugeVec,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    Ok(Metrics {
+        messages: register_int_counter_vec!(
+            "warden_mcp_messages_total",
+            "MCP messages by server, method, tool and outcome",
+            &["server", "direction", "method", "tool", "outcome"]
+        )?,
+        requests: register_int_counter_vec!(
+            "warden_http_requests_total",
+            "HTTP requests by server, method and status",
+            &["server", "method", "status"]
+        )?,
+        latency: register_histogram_vec!(
+            "warden_request_duration_seconds",
+            "Time from request start to the end of the response",
+            &["server", "method"],
+            exponential_buckets(0.000_05, 2.0, 20)?
+        )?,
+        body_bytes: register_histogram_vec!(
+            "warden_body_bytes",
+            "Request and response body sizes",
+            &["server", "direction"],
+            exponential_buckets(64.0, 4.0, 12)?
+        )?,
+        upstream_errors: register_int_counter_vec!(
+            "warden_upstream_errors_total",
+            "Upstream failures by server and kind",
+            &["server", "kind"]
+        )?,
+        refusals: register_int_counter_vec!(
+            "warden_refusals_total",
+            "Requests refused by the gateway itself, by reason",
+            &["reason"]
+        )?,
+        sse_events: register_int_counter_vec!(
+            "warden_sse_events_total",
+            "Server-sent events inspected",
+            &["server"]
+        )?,
+        audit_written: register_int_counter!(
+            "warden_audit_records_written_total",
+            "Audit records written"
+        )?,
+        audit_failed: register_int_counter!(
+            "warden_audit_write_errors_total",
+            "Audit records that could not be written"
+        )?,
+        audit_queue: register_int_gauge!(
+            "warden_audit_queue_depth",
+            "Audit records waiting to be written"
+        )?,
+        inflight: register_int_gauge!("warden_inflight_requests", "Requests in flight")?,
+        bundle_info: prometheus::register_int_gauge_vec!(
+            "warden_bundle_info",
+            "The active bundle revision (value 1)",
+            &["revision"]
+        )?,
+    })
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process-wide metrics. Registration can only fail on a duplicate name,
+/// which is a programming error caught by the first test that runs.
+#[allow(clippy::expect_used)]
+pub fn metrics() -> &'static Metrics {
+    METRICS.get_or_init(|| build().expect("metric registration"))
+}
+
+/// Keeps a label's cardinality bounded: values from clients (tool names) are
+/// admitted up to a fixed number of distinct values, then folded into `_other`.
+pub struct LabelGuard {
+    seen: moka::sync::Cache<String, ()>,
+    max: u64,
+}
+
+impl LabelGuard {
+    pub fn new(max: u64) -> Self {
+        LabelGuard {
+            seen: moka::sync::Cache::builder().max_capacity(max * 2).build(),
+            max,
+        }
+    }
+    pub fn admit<'a>(&self, v: &'a str) -> &'a str {
+        if v.len() > 128 {
+            return "_other";
+        }
+        if self.seen.contains_key(v) {
+            return v;
+        }
+        if self.seen.entry_count() < self.max {
+            self.seen.insert(v.to_owned(), ());
+            return v;
+        }
+        "_other"
+    }
+}

@@ -1,0 +1,71 @@
+//! Writing the gateway's own answers: refusals, JSON-RPC answers, 202s.
+//! Every error the gateway produces goes through [`write_refusal`], so the
+//! body is always a JSON-RPC error carrying the request id.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora_proxy::Session;
+use warden_filters::Refusal;
+
+use crate::metrics::metrics;
+
+pub const JSON: &str = "application/json";
+
+/// Writes `refusal` as the whole response. Closes the connection afterwards
+/// when the request body may be unread.
+pub async fn write_refusal(session: &mut Session, refusal: &Refusal) -> Result<()> {
+    metrics()
+        .refusals
+        .with_label_values(&[refusal.reason])
+        .inc();
+    let body = refusal.body();
+    let mut h = ResponseHeader::build(refusal.status, Some(4))?;
+    h.insert_header("content-type", JSON)?;
+    h.insert_header("content-length", body.len().to_string())?;
+    h.insert_header("cache-control", "no-store")?;
+    for (k, v) in &refusal.headers {
+        h.insert_header(*k, v.as_str())?;
+    }
+    if !session.is_body_done() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(h), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(())
+}
+
+/// Writes JSON-RPC answers the gateway produced itself (HTTP 200), or a bare
+/// 202 when there is nothing to answer.
+pub async fn write_answers(
+    session: &mut Session,
+    answers: &[serde_json::Value],
+    batch: bool,
+) -> Result<u16> {
+    if answers.is_empty() {
+        let mut h = ResponseHeader::build(202, Some(1))?;
+        h.insert_header("content-length", "0")?;
+        session.write_response_header(Box::new(h), true).await?;
+        return Ok(202);
+    }
+    let body = answers_body(answers, batch);
+    let mut h = ResponseHeader::build(200, Some(3))?;
+    h.insert_header("content-type", JSON)?;
+    h.insert_header("content-length", body.len().to_string())?;
+    session.write_response_header(Box::new(h), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(200)
+}
+
+pub fn answers_body(answers: &[serde_json::Value], batch: bool) -> Vec<u8> {
+    let v = if batch || answers.len() > 1 {
+        serde_json::Value::Array(answers.to_vec())
+    } else {
+        answers[0].clone()
+    };
+    serde_json::to_vec(&v).unwrap_or_default()
+}

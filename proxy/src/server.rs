@@ -1,0 +1,118 @@
+//! Assembling the Pingora server from a bundle: listeners, admin, health checks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use pingora_core::apps::HttpServerOptions;
+use warden_config::Bundle;
+use warden_filters::Snapshot;
+
+use crate::admin::AdminApp;
+use crate::audit::{AuditSink, AuditWriter};
+use crate::service::WardenProxy;
+use crate::state::Gateway;
+use crate::upstream::{HealthChecker, Runtime};
+
+pub struct RunOptions {
+    pub bundle: PathBuf,
+    /// Overrides the bundle's listeners with one plaintext listener.
+    pub listen: Vec<String>,
+    pub admin: Option<String>,
+    pub threads: usize,
+    pub audit: Option<PathBuf>,
+}
+
+/// Builds everything and runs until a shutdown signal. SIGTERM drains:
+/// listeners close at once, requests and streams in flight get the bundle's
+/// `timeouts.drain` to finish. SIGINT stops at once.
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let bundle = Bundle::load(&opts.bundle)
+        .with_context(|| format!("loading bundle {}", opts.bundle.display()))?;
+    let snap = Snapshot::build(&bundle).context("compiling bundle")?;
+    let cfg = snap.config.clone();
+    let rt = Runtime::new(snap).context("building upstream pools")?;
+    let audit_path = opts.audit.clone().or(cfg.audit.path.clone());
+    let (audit, writer): (AuditSink, AuditWriter) =
+        AuditSink::start(audit_path.clone(), cfg.audit.queue).with_context(|| {
+            format!(
+                "opening audit log {}",
+                audit_path.map_or("stdout".into(), |p| p.display().to_string())
+            )
+        })?;
+    let gateway = Arc::new(Gateway::new(rt, audit.clone()));
+
+    let conf = ServerConf {
+        threads: opts.threads.max(1),
+        grace_period_seconds: Some(cfg.timeouts.drain.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        WardenProxy::new(gateway.clone()),
+        "warden",
+    );
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut o = HttpServerOptions::default();
+        o.h2c = true;
+        app.server_options = Some(o);
+    }
+    if !opts.listen.is_empty() {
+        for l in &opts.listen {
+            proxy.add_tcp(l);
+        }
+    } else {
+        if cfg.listeners.is_empty() {
+            bail!("the bundle defines no listeners; pass --listen ADDR");
+        }
+        for l in &cfg.listeners {
+            match &l.tls {
+                Some(t) => {
+                    let cert = t.cert.to_str().context("certificate path is not UTF-8")?;
+                    let key = t.key.to_str().context("key path is not UTF-8")?;
+                    let mut tls = TlsSettings::intermediate(cert, key).with_context(|| {
+                        format!("listener `{}`: loading TLS certificate", l.name)
+                    })?;
+                    tls.enable_h2();
+                    proxy.add_tls_with_settings(&l.address, None, tls);
+                }
+                None => proxy.add_tcp(&l.address),
+            }
+        }
+    }
+    server.add_service(proxy);
+
+    if let Some(addr) = opts.admin.clone().or(cfg.admin.clone()) {
+        let mut admin = Service::new(
+            "warden admin".to_string(),
+            AdminApp {
+                gateway: gateway.clone(),
+                started: std::time::SystemTime::now(),
+            },
+        );
+        admin.add_tcp(&addr);
+        server.add_service(admin);
+    }
+    server.add_service(background_service(
+        "health checks",
+        HealthChecker {
+            gateway: gateway.clone(),
+        },
+    ));
+
+    tracing::info!(revision = %gateway.runtime().snap.revision, "warden starting");
+    server.run(pingora::server::RunArgs::default());
+    // All request runtimes have stopped: write what is queued, then exit.
+    audit.stop_blocking();
+    writer.join();
+    Ok(())
+}

@@ -1,0 +1,546 @@
+//! The `ProxyHttp` implementation. Thin by design: each phase loads what it
+//! needs from the context and delegates to `body`, `response`, `upstream`,
+//! `respond` and the pure filters.
+//!
+//! Phase contract (see Pingora's phase chart):
+//! - `request_filter` reads, bounds, parses and judges the whole request before
+//!   any upstream is chosen; `Ok(true)` means the gateway answered by itself.
+//! - `upstream_peer` picks a healthy replica (sticky per MCP session).
+//! - `upstream_request_filter` rewrites path, Host, framing; strips the
+//!   client's credentials and browser Origin.
+//! - `request_body_filter` substitutes the judged bytes for Pingora's replay.
+//! - `response_filter` / `response_body_filter` judge what comes back.
+//! - `fail_to_connect` / `fail_to_proxy` map failures to JSON-RPC errors.
+//! - `logging` writes metrics and one audit record per MCP message.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use pingora_proxy::{ProxyHttp, Session};
+use warden_filters::{
+    mcp, parse, plan_request, Direction, FilterContext, Forward, Parsed, Refusal,
+};
+
+use crate::audit::{now_rfc3339, AuditRecord};
+use crate::body::{read_whole, BodyError};
+use crate::ctx::{Exchange, RequestCtx};
+use crate::metrics::metrics;
+use crate::respond::{write_answers, write_refusal};
+use crate::response;
+use crate::state::Gateway;
+use crate::upstream::peer;
+
+pub struct WardenProxy {
+    pub gateway: Arc<Gateway>,
+    /// Upstream connector for bodies Pingora cannot replay (see `direct`).
+    pub connector: pingora_core::connectors::http::Connector,
+}
+
+impl WardenProxy {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        WardenProxy {
+            gateway,
+            connector: pingora_core::connectors::http::Connector::new(None),
+        }
+    }
+}
+
+enum Prepared {
+    /// Forward to the upstream.
+    Proxy,
+    /// The gateway answered; the status it used.
+    Answered(u16),
+}
+
+fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl WardenProxy {
+    async fn prepare(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Prepared, Refusal> {
+        let rt = self.gateway.runtime();
+        ctx.rt = Some(rt.clone());
+        let cfg = &rt.snap.config;
+        let req = session.req_header();
+
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes > cfg.limits.max_header_bytes {
+            return Err(Refusal::new(
+                431,
+                "headers_too_large",
+                warden_filters::JsonRpcError::new(
+                    warden_filters::codes::REFUSED,
+                    format!(
+                        "Request headers exceed {} bytes",
+                        cfg.limits.max_header_bytes
+                    ),
+                ),
+            ));
+        }
+        let host = req
+            .uri
+            .host()
+            .map(str::to_owned)
+            .or_else(|| header_str(req, "host").map(str::to_owned));
+        let path = req.uri.path();
+        let Some(route_pos) = rt.snap.route_index(host.as_deref(), path) else {
+            return Err(Refusal::no_route());
+        };
+        let route = &rt.snap.routes[route_pos];
+        ctx.route = Some(route_pos);
+        ctx.server = Some(route.server);
+        if let Some(origin) = req.headers.get("origin") {
+            let o = origin.to_str().unwrap_or("");
+            if !cfg.allowed_origins.contains(o) {
+                return Err(Refusal::origin(o));
+            }
+        }
+        ctx.exchange = match req.method.as_str() {
+            "POST" => Exchange::Post,
+            "GET" => Exchange::Get,
+            "DELETE" => Exchange::Delete,
+            m => return Err(Refusal::method_not_allowed(m)),
+        };
+        ctx.session_id = header_str(req, "mcp-session-id").map(str::to_owned);
+        ctx.protocol_version = header_str(req, "mcp-protocol-version").map(str::to_owned);
+        ctx.upstream_uri = match req.uri.query() {
+            Some(q) => format!("{}?{}", route.upstream_path(path), q),
+            None => route.upstream_path(path),
+        };
+
+        if ctx.exchange != Exchange::Post {
+            // GET and DELETE carry no MCP message; a body here would reach the upstream unjudged.
+            let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
+                || req
+                    .headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes() != b"0");
+            if has_body {
+                return Err(Refusal::new(
+                    400,
+                    "unexpected_body",
+                    warden_filters::JsonRpcError::new(
+                        warden_filters::codes::INVALID_REQUEST,
+                        format!("{} requests must not carry a body", req.method),
+                    ),
+                ));
+            }
+            return Ok(Prepared::Proxy);
+        }
+
+        let ct = header_str(req, "content-type").unwrap_or("");
+        let media = ct.split(';').next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case("application/json") {
+            return Err(Refusal::unsupported_media(ct));
+        }
+        let method_hdr = req
+            .headers
+            .get(mcp::H_METHOD)
+            .map(|v| v.as_bytes().to_vec());
+        let name_hdr = req.headers.get(mcp::H_NAME).map(|v| v.as_bytes().to_vec());
+
+        let body = match read_whole(
+            session,
+            cfg.limits.max_request_body,
+            cfg.timeouts.request_body,
+        )
+        .await
+        {
+            Ok(b) => b,
+            Err(BodyError::Refused(r)) => return Err(r),
+            Err(BodyError::Unreplayable(b)) => {
+                ctx.direct = true;
+                b
+            }
+        };
+        ctx.body_len_in = body.len();
+        let parsed = parse(&body, rt.snap.parse_limits).map_err(|(id, e)| Refusal::parse(id, e))?;
+        match &parsed {
+            Parsed::Single(env) => {
+                mcp::check_headers(method_hdr.as_deref(), name_hdr.as_deref(), env)?;
+                ctx.request_method = env.method.clone();
+            }
+            Parsed::Batch(_) if method_hdr.is_some() || name_hdr.is_some() => {
+                return Err(Refusal::header_mismatch(
+                    None,
+                    "Mcp-Method/Mcp-Name headers cannot accompany a batch".into(),
+                ));
+            }
+            Parsed::Batch(_) => {}
+        }
+        let server = &cfg.servers[route.server];
+        let fctx = FilterContext {
+            principal: &ctx.principal,
+            server: &server.name,
+            group: &server.group,
+            session_id: ctx.session_id.as_deref(),
+            protocol_version: ctx.protocol_version.as_deref(),
+            source_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            direction: Direction::Request,
+            request_method: None,
+        };
+        let plan = plan_request(&body, &parsed, &rt.snap.chain, &fctx);
+        let forward = plan.forward.clone();
+        let (answers, batch) = (plan.answers.clone(), plan.batch);
+        ctx.plan = Some(plan);
+        match forward {
+            Forward::Original => ctx.body = Some(body),
+            Forward::Rewritten(b) => ctx.body = Some(Bytes::from(b)),
+            Forward::Nothing => {
+                let status = write_answers(session, &answers, batch)
+                    .await
+                    .map_err(|e| Refusal::internal(&e.to_string()))?;
+                return Ok(Prepared::Answered(status));
+            }
+        }
+        if ctx.direct {
+            // Pingora cannot replay this body: send the judged bytes ourselves.
+            let judged = ctx.body.clone().unwrap_or_default();
+            let status =
+                crate::direct::forward(&self.gateway, &self.connector, session, ctx, judged)
+                    .await?;
+            return Ok(Prepared::Answered(status));
+        }
+        Ok(Prepared::Proxy)
+    }
+
+    fn audit_base(&self, session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
+        let req = session.req_header();
+        AuditRecord {
+            ts: now_rfc3339(),
+            revision: ctx
+                .rt
+                .as_ref()
+                .map(|r| r.snap.revision.clone())
+                .unwrap_or_default(),
+            request_id: ctx.request_id,
+            principal: ctx.principal.id.clone(),
+            tenant: ctx.principal.tenant.clone(),
+            source_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string()),
+            server: ctx.server_name().to_owned(),
+            group: ctx.group_name().to_owned(),
+            http_method: req.method.to_string(),
+            path: req.uri.path().chars().take(512).collect(),
+            session_id: ctx.session_id.clone(),
+            direction: "request",
+            jsonrpc_id: None,
+            method: None,
+            tool: None,
+            outcome: String::new(),
+            reason: None,
+            upstream: ctx.chosen.map(|a| a.to_string()),
+            upstream_status: ctx.upstream_status,
+            status,
+            latency_us: ctx.start.elapsed().as_micros() as u64,
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for WardenProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.request_id = self.gateway.next_request_id();
+        metrics().inflight.inc();
+        ctx.counted_inflight = true;
+        match self.prepare(session, ctx).await {
+            Ok(Prepared::Proxy) => Ok(false),
+            Ok(Prepared::Answered(status)) => {
+                ctx.local_status = Some(status);
+                Ok(true)
+            }
+            Err(refusal) => {
+                write_refusal(session, &refusal).await?;
+                ctx.local_status = Some(refusal.status);
+                ctx.refusal = Some(refusal);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
+            return Error::e_explain(ErrorType::InternalError, "no route resolved");
+        };
+        let s = &rt.snap.config.servers[server];
+        let sticky = match &ctx.session_id {
+            Some(sid) => self.gateway.sticky_get(&s.name, sid),
+            None if ctx.exchange == Exchange::Post => self
+                .gateway
+                .sticky_get(&s.name, &response::legacy_key(&ctx.upstream_uri)),
+            None => None,
+        };
+        let Some(addr) = rt.select(server, sticky, &ctx.tried) else {
+            return Error::e_explain(
+                ErrorType::Custom("no_healthy_upstream"),
+                format!("no healthy upstream left for `{}`", s.name),
+            );
+        };
+        ctx.chosen = Some(addr);
+        ctx.tried.push(addr);
+        let streaming = ctx.exchange == Exchange::Get
+            || session
+                .req_header()
+                .headers
+                .get("accept")
+                .is_some_and(|v| v.as_bytes().windows(17).any(|w| w == b"text/event-stream"));
+        Ok(Box::new(peer(
+            s,
+            addr,
+            streaming && ctx.exchange == Exchange::Get,
+        )))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(rt), Some(server), Some(addr)) = (ctx.rt.clone(), ctx.server, ctx.chosen) else {
+            return Error::e_explain(ErrorType::InternalError, "upstream request without a peer");
+        };
+        crate::upstream::rewrite_request(
+            req,
+            ctx,
+            &rt.snap.config.servers[server],
+            addr,
+            ctx.body.as_ref().map(Bytes::len),
+        )?;
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(judged) = &ctx.body {
+            // Whatever Pingora replays, the upstream receives exactly the judged bytes, once.
+            *body = Some(if end_of_stream {
+                judged.clone()
+            } else {
+                Bytes::new()
+            });
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response::on_header(&self.gateway, ctx, resp)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        response::on_body(&self.gateway, ctx, body, end_of_stream)?;
+        Ok(None)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let name = ctx.server_name().to_owned();
+        metrics()
+            .upstream_errors
+            .with_label_values(&[&name, "connect"])
+            .inc();
+        let total = ctx
+            .rt
+            .as_ref()
+            .zip(ctx.server)
+            .map_or(0, |(rt, s)| rt.snap.config.servers[s].upstreams.len());
+        // Nothing was sent yet: another replica may take the request.
+        if ctx.tried.len() < total {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let server = ctx.server_name().to_owned();
+        ctx.upstream_error = Some(e.to_string());
+        let refusal = match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                Some(Refusal::upstream_timeout(&server))
+            }
+            ErrorType::Custom("no_healthy_upstream") => {
+                Some(Refusal::upstream_unavailable(&server, "no healthy replica"))
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => Some(Refusal::upstream_unavailable(
+                    &server,
+                    &e.etype().as_str().to_ascii_lowercase(),
+                )),
+                ErrorSource::Downstream => None,
+                ErrorSource::Internal | ErrorSource::Unset => {
+                    Some(Refusal::internal(e.etype().as_str()))
+                }
+            },
+        };
+        let mut code = 0;
+        if let Some(mut r) = refusal {
+            metrics()
+                .upstream_errors
+                .with_label_values(&[&server, r.reason])
+                .inc();
+            if let Some(p) = &ctx.plan {
+                if !p.batch {
+                    r.id = p.records.first().and_then(|rec| rec.id.clone());
+                }
+            }
+            // Once the response has started, the only honest signal left is to cut it.
+            if session.response_written().is_none() && write_refusal(session, &r).await.is_ok() {
+                code = r.status;
+            }
+            ctx.refusal = Some(r);
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let m = metrics();
+        if ctx.counted_inflight {
+            m.inflight.dec();
+        }
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.local_status)
+            .unwrap_or(0);
+        let server = ctx.server_name().to_owned();
+        let http_method = session.req_header().method.as_str().to_owned();
+        m.requests
+            .with_label_values(&[&server, &http_method, &status.to_string()])
+            .inc();
+        m.latency
+            .with_label_values(&[&server, &http_method])
+            .observe(ctx.start.elapsed().as_secs_f64());
+        m.body_bytes
+            .with_label_values(&[&server, "request"])
+            .observe(ctx.body_len_in as f64);
+        m.body_bytes
+            .with_label_values(&[&server, "response"])
+            .observe(ctx.response_bytes as f64);
+
+        let base = self.audit_base(session, ctx, status);
+        let mut out = Vec::new();
+        let plan_records = ctx
+            .plan
+            .as_ref()
+            .map(|p| p.records.clone())
+            .unwrap_or_default();
+        let failed = e
+            .map(|e| e.to_string())
+            .or_else(|| ctx.upstream_error.clone());
+        for (dir, list) in [
+            ("request", plan_records),
+            ("response", std::mem::take(&mut ctx.response_records)),
+        ] {
+            for r in list {
+                let tool = r
+                    .target
+                    .as_deref()
+                    .map(|t| self.gateway.tool_labels.admit(t).to_owned());
+                m.messages
+                    .with_label_values(&[
+                        &server,
+                        dir,
+                        r.method.as_deref().unwrap_or("-"),
+                        tool.as_deref().unwrap_or("-"),
+                        r.outcome.label(),
+                    ])
+                    .inc();
+                let mut rec = base.clone();
+                rec.direction = if dir == "request" {
+                    "request"
+                } else {
+                    "response"
+                };
+                rec.jsonrpc_id = r.id.as_ref().map(|i| i.to_json());
+                rec.method = r.method.clone();
+                rec.tool = r.target.clone();
+                rec.outcome = r.outcome.label().to_owned();
+                rec.reason = match &r.outcome {
+                    warden_filters::Outcome::Denied { reason, .. } => Some(reason.clone()),
+                    warden_filters::Outcome::Invalid { reason } => Some(reason.clone()),
+                    _ => failed.clone(),
+                };
+                out.push(rec);
+            }
+        }
+        if out.is_empty() {
+            // No MCP message (GET, DELETE, or refused before parsing): one record for the exchange.
+            let mut rec = base;
+            rec.outcome = match (&ctx.refusal, &failed) {
+                (Some(r), _) => r.reason.to_owned(),
+                (None, Some(_)) => "failed".to_owned(),
+                (None, None) => "forwarded".to_owned(),
+            };
+            rec.reason = ctx
+                .refusal
+                .as_ref()
+                .map(|r| r.error.message.clone())
+                .or(failed);
+            out.push(rec);
+        } else if let Some(r) = &ctx.refusal {
+            for rec in &mut out {
+                rec.outcome = r.reason.to_owned();
+                rec.reason = Some(r.error.message.clone());
+            }
+        }
+        for rec in out {
+            self.gateway.audit.record(rec).await;
+        }
+    }
+}

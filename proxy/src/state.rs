@@ -1,0 +1,82 @@
+//! Process-wide gateway state: the current runtime (swapped atomically),
+//! session stickiness, the audit sink.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::audit::AuditSink;
+use crate::metrics::{metrics, LabelGuard};
+use crate::upstream::Runtime;
+
+pub struct Gateway {
+    current: ArcSwap<Runtime>,
+    /// `server \0 session` → the replica that owns the session.
+    sticky: moka::sync::Cache<String, SocketAddr>,
+    pub audit: AuditSink,
+    pub tool_labels: LabelGuard,
+    next_request: AtomicU64,
+}
+
+impl Gateway {
+    pub fn new(rt: Runtime, audit: AuditSink) -> Gateway {
+        metrics()
+            .bundle_info
+            .with_label_values(&[rt.snap.revision.as_str()])
+            .set(1);
+        Gateway {
+            current: ArcSwap::from_pointee(rt),
+            sticky: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_idle(Duration::from_secs(24 * 3600))
+                .build(),
+            audit,
+            tool_labels: LabelGuard::new(1000),
+            next_request: AtomicU64::new(1),
+        }
+    }
+
+    /// The runtime a request uses from start to end.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    /// Publishes a new runtime; requests in flight keep the one they loaded.
+    pub fn swap(&self, rt: Runtime) {
+        let m = metrics();
+        let old = self.current.swap(Arc::new(rt));
+        m.bundle_info
+            .with_label_values(&[old.snap.revision.as_str()])
+            .set(0);
+        m.bundle_info
+            .with_label_values(&[self.current.load().snap.revision.as_str()])
+            .set(1);
+    }
+
+    pub fn next_request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn sticky_get(&self, server: &str, session: &str) -> Option<SocketAddr> {
+        self.sticky.get(&sticky_key(server, session))
+    }
+
+    pub fn sticky_set(&self, server: &str, session: &str, addr: SocketAddr) {
+        self.sticky.insert(sticky_key(server, session), addr);
+    }
+
+    pub fn sticky_forget(&self, server: &str, session: &str) {
+        self.sticky.invalidate(&sticky_key(server, session));
+    }
+}
+
+fn sticky_key(server: &str, session: &str) -> String {
+    let mut k = String::with_capacity(server.len() + session.len() + 1);
+    k.push_str(server);
+    k.push('\0');
+    k.push_str(session);
+    k
+}
