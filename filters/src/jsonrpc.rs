@@ -236,10 +236,25 @@ fn parse_single(
                 None if e.is_syntax() || e.is_eof() => syntax_error(&e),
                 None => JsonRpcError::new(codes::INVALID_REQUEST, format!("Invalid Request: {e}")),
             };
-            return Err((None, err));
+            return Err((recover_id(slice), err));
         }
     };
     fields.into_envelope(span)
+}
+
+/// Reads just the `id` of a message that failed validation, so the error can
+/// answer it. Only an unambiguous id is returned: a duplicated `id` member, or
+/// one that is not a string or number, gives `None`.
+fn recover_id(slice: &str) -> Option<Id> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<serde_json::Value>,
+    }
+    match serde_json::from_str::<IdOnly>(slice).ok()?.id? {
+        serde_json::Value::String(s) => Some(Id::Str(s)),
+        serde_json::Value::Number(n) => Some(Id::Num(n)),
+        _ => None,
+    }
 }
 
 #[derive(Default)]

@@ -34,6 +34,9 @@ pub struct Stats {
 
 pub struct Mock {
     pub stats: Stats,
+    /// `progress` with `hold: true` waits on this after its first event
+    /// until `POST /__mock/release`, so tests can prove events are not held back.
+    pub release: tokio::sync::Notify,
     pub sessions: Mutex<std::collections::HashSet<String>>,
     pub require_session: bool,
 }
@@ -114,6 +117,7 @@ impl Mock {
     pub fn new(require_session: bool) -> Arc<Mock> {
         Arc::new(Mock {
             stats: Stats::default(),
+            release: tokio::sync::Notify::new(),
             sessions: Mutex::new(Default::default()),
             require_session,
         })
@@ -142,6 +146,10 @@ impl Mock {
                     "last": last,
                 }),
             ));
+        }
+        if path == "/__mock/release" {
+            self.release.notify_one();
+            return Ok(json_resp(StatusCode::OK, &json!({"released": true})));
         }
         let session = req
             .headers()
@@ -414,7 +422,9 @@ impl Mock {
                             .unwrap_or(20)
                             .min(10_000);
                         let die = name == "die_mid_stream";
+                        let hold = args.get("hold").and_then(Value::as_bool).unwrap_or(false);
                         let (tx, rx) = tokio::sync::mpsc::channel(16);
+                        let me = Arc::clone(&self);
                         tokio::spawn(async move {
                             let _ = tx
                                 .send(Ok(Frame::data(Bytes::from_static(
@@ -427,6 +437,9 @@ impl Mock {
                                     return;
                                 }
                                 tokio::time::sleep(Duration::from_millis(delay)).await;
+                                if hold && i == 1 {
+                                    me.release.notified().await;
+                                }
                             }
                             if die {
                                 // Half an event, then the connection drops.

@@ -55,6 +55,8 @@ pub async fn forward(
         }
     };
     let mut req = session.req_header().clone();
+    // The downstream may be HTTP/2; the connector speaks HTTP/1.1 unless the peer negotiates h2.
+    req.set_version(http::Version::HTTP_11);
     rewrite_request(&mut req, ctx, s, addr, Some(body.len()))
         .map_err(|e| Refusal::internal(&e.to_string()))?;
     let unavailable = |e: Box<Error>| match e.etype() {

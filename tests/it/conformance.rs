@@ -1,1 +1,1 @@
-
+//! Conformance with real MCP SDK peers (filled in below).

@@ -1,1 +1,391 @@
+//! Harness for Warden's integration tests: real processes on real sockets.
+//!
+//! Every process a test starts is owned by a guard that kills it by its id
+//! and waits for it on drop; every file lives in a temporary directory that
+//! is removed with its guard. Ports come from the OS (port 0): peers that can
+//! report their bound port do so; for the gateway and third-party servers a
+//! port is taken from the OS, released, and handed over (with a retry should
+//! another process grab it first).
 
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Path of a binary built from this workspace (same profile as the test).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    dir.join(name)
+}
+
+/// A free TCP port on loopback, as the OS hands it out.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A child process killed (by its id) and reaped on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// Sends SIGTERM (graceful shutdown) without waiting.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+    }
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+    /// Waits up to `timeout` for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The fast mock MCP server.
+pub struct Mock {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl Mock {
+    pub fn start(extra: &[&str]) -> Result<Mock> {
+        let mut child = Command::new(bin("warden-mock"))
+            .args(["--listen", "127.0.0.1:0", "--threads", "1"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting warden-mock (run `cargo build --workspace --bins` first)")?;
+        let stdout = child.stdout.take().context("mock stdout")?;
+        let proc = Proc {
+            child,
+            name: "warden-mock".into(),
+        };
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .context("mock did not report its address")?
+            .parse()?;
+        Ok(Mock { proc, addr })
+    }
+
+    pub async fn stats(&self) -> Result<serde_json::Value> {
+        let (s, _, b) = request(
+            &format!("http://{}/__mock/stats", self.addr),
+            "GET",
+            &[],
+            Bytes::new(),
+            false,
+        )
+        .await?;
+        if s != 200 {
+            bail!("stats: {s}");
+        }
+        Ok(serde_json::from_slice(&b)?)
+    }
+
+    pub async fn posts(&self) -> u64 {
+        self.stats()
+            .await
+            .ok()
+            .and_then(|v| v["posts"].as_u64())
+            .unwrap_or(u64::MAX)
+    }
+}
+
+/// A running `warden` with a bundle written to a temporary directory.
+pub struct Gateway {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts warden on `warden_yaml` (listeners are overridden). Waits until
+    /// `/healthz` answers, and, when `wait_ready`, until every upstream is healthy.
+    pub fn start(warden_yaml: &str, wait_ready: bool) -> Result<Gateway> {
+        Self::start_with(warden_yaml, wait_ready, &[], &[])
+    }
+
+    pub fn start_with(
+        warden_yaml: &str,
+        wait_ready: bool,
+        files: &[(&str, &[u8])],
+        extra_args: &[&str],
+    ) -> Result<Gateway> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("warden.yaml"), warden_yaml)?;
+        for (name, data) in files {
+            std::fs::write(dir.path().join(name), data)?;
+        }
+        for attempt in 0..5 {
+            let port = free_port();
+            let admin_port = free_port();
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+            let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse()?;
+            let mut cmd = Command::new(bin("warden"));
+            cmd.arg("run").arg("--bundle").arg(dir.path()).args([
+                "--admin",
+                &admin.to_string(),
+                "--threads",
+                "2",
+            ]);
+            if !extra_args.contains(&"--no-listen-override") {
+                cmd.args(["--listen", &addr.to_string()]);
+            }
+            cmd.args(extra_args.iter().filter(|a| **a != "--no-listen-override"));
+            cmd.arg("--audit").arg(dir.path().join("audit.jsonl"));
+            let child = cmd
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("starting warden")?;
+            let mut proc = Proc {
+                child,
+                name: "warden".into(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut up = false;
+            while Instant::now() < deadline && proc.is_running() {
+                if std::net::TcpStream::connect(admin).is_ok()
+                    && std::net::TcpStream::connect(addr).is_ok()
+                {
+                    up = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            if !up {
+                let mut err = String::new();
+                if let Some(mut e) = proc.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = proc.child.kill();
+                    let _ = e.read_to_string(&mut err);
+                }
+                if attempt < 4 && err.contains("Address already in use") {
+                    continue;
+                }
+                bail!("warden did not start: {err}");
+            }
+            // Drain stderr in the background so the pipe never fills.
+            if let Some(e) = proc.child.stderr.take() {
+                std::thread::spawn(move || {
+                    for line in BufReader::new(e).lines().map_while(Result::ok) {
+                        if std::env::var_os("WARDEN_TEST_LOG").is_some() {
+                            eprintln!("[warden] {line}");
+                        }
+                    }
+                });
+            }
+            let gw = Gateway {
+                proc,
+                addr,
+                admin,
+                dir,
+            };
+            if wait_ready {
+                gw.wait_ready()?;
+            }
+            return Ok(gw);
+        }
+        bail!("could not find a free port for warden")
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if sync_get_status(self.admin, "/readyz") == Some(200) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("warden never became ready")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub async fn metrics(&self) -> String {
+        request(
+            &format!("http://{}/metrics", self.admin),
+            "GET",
+            &[],
+            Bytes::new(),
+            false,
+        )
+        .await
+        .map(|(_, _, b)| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+    }
+}
+
+/// A blocking GET returning the status, usable outside any async runtime.
+pub fn sync_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    let line = std::str::from_utf8(&buf[..n]).ok()?;
+    line.split(' ').nth(1)?.parse().ok()
+}
+
+pub type Headers = Vec<(String, String)>;
+
+/// One HTTP request with hyper (HTTP/1.1, or HTTP/2 with prior knowledge).
+pub async fn request(
+    url: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    h2: bool,
+) -> Result<(u16, Headers, Bytes)> {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.http2_only(h2);
+    let client: Client<_, Full<Bytes>> = b.build_http();
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body))?;
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .context("request timed out")??;
+    let status = resp.status().as_u16();
+    let hs = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = tokio::time::timeout(Duration::from_secs(30), resp.into_body().collect())
+        .await
+        .context("body timed out")??
+        .to_bytes();
+    Ok((status, hs, body))
+}
+
+/// POSTs a JSON body to an MCP endpoint the way SDK clients do.
+pub async fn post_json(
+    url: &str,
+    body: impl Into<Bytes>,
+    extra: &[(&str, &str)],
+) -> Result<(u16, Headers, Bytes)> {
+    let mut h = vec![
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    h.extend_from_slice(extra);
+    request(url, "POST", &h, body.into(), false).await
+}
+
+pub fn header<'a>(h: &'a Headers, name: &str) -> Option<&'a str> {
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// A bundle with one server `mock` (one or more upstreams) routed at `/mock`.
+pub fn mock_bundle(upstreams: &[SocketAddr], extra: &str) -> String {
+    let ups: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "version: 1\n{extra}\nservice_groups:\n  - name: tools\n    servers:\n      - name: mock\n        upstreams: [{}]\n        health_check: {{interval: 1s}}\nroutes:\n  - prefix: /mock\n    server: mock\n",
+        ups.join(", ")
+    )
+}
+
+/// Runs a command with a deadline; returns (status ok, stdout, stderr).
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<(bool, String, String)> {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut proc = Proc {
+        child,
+        name: "cmd".into(),
+    };
+    let out = proc.child.stdout.take();
+    let err = proc.child.stderr.take();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut o) = out {
+            use std::io::Read;
+            let _ = o.read_to_string(&mut s);
+        }
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut o) = err {
+            use std::io::Read;
+            let _ = o.read_to_string(&mut s);
+        }
+        s
+    });
+    let code = proc.wait_exit(timeout);
+    if code.is_none() {
+        let _ = proc.child.kill();
+    }
+    let stdout = t_out.join().unwrap_or_default();
+    let stderr = t_err.join().unwrap_or_default();
+    Ok((code == Some(0), stdout, stderr))
+}
