@@ -1,1 +1,131 @@
-//! Conformance with real MCP SDK peers (filled in below).
+//! Conformance matrix through Warden with real MCP SDK peers: the Python SDK
+//! (`mcp==2.3.0`) client in its default (2026-07-28 probe with fallback) and
+//! legacy (initialize) modes, the TypeScript SDK client and the Rust `rmcp`
+//! client, against the Python SDK server, the TypeScript "everything" server
+//! and an `rmcp` server — plus the legacy HTTP+SSE transport with the Python
+//! server. Each client run covers initialize, tools/list, tools/call with JSON
+//! and SSE replies, progress notifications, resources/read (where the server
+//! has resources), sessions and DELETE.
+//!
+//! Needs the peers installed by `scripts/setup.sh`; fails loudly without them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use warden_tests::{bin, free_port, root, run_with_timeout, Gateway, Proc};
+
+fn peers() -> PathBuf {
+    root().join("tests/peers")
+}
+
+fn python() -> PathBuf {
+    let p = peers().join(".venv/bin/python");
+    assert!(p.exists(), "Python peers missing: run scripts/setup.sh (creates tests/peers/.venv with mcp==2.3.0)");
+    p
+}
+
+fn wait_port(addr: SocketAddr, proc: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        assert!(proc.is_running(), "{} exited early", proc.name);
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{} never listened on {addr}", proc.name);
+}
+
+fn spawn(name: &str, cmd: &mut Command) -> Proc {
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    Proc { child, name: name.into() }
+}
+
+fn py_server(transport: &str) -> (Proc, SocketAddr) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut p = spawn(&format!("python {transport} server"), Command::new(python()).arg(peers().join("py_server.py")).arg(port.to_string()).arg(transport));
+    wait_port(addr, &mut p);
+    (p, addr)
+}
+
+fn ts_server() -> (Proc, SocketAddr) {
+    let entry = peers().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(entry.exists(), "TypeScript peers missing: run scripts/setup.sh");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut p = spawn("typescript everything server", Command::new("node").arg(entry).arg("streamableHttp").env("PORT", port.to_string()));
+    wait_port(addr, &mut p);
+    (p, addr)
+}
+
+fn rmcp_server() -> (Proc, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = Command::new(bin("rmcp-server")).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("rmcp-server (cargo build --workspace --bins)");
+    let out = child.stdout.take().expect("stdout");
+    let p = Proc { child, name: "rmcp server".into() };
+    let mut line = String::new();
+    std::io::BufReader::new(out).read_line(&mut line).expect("read");
+    let addr = line.trim().strip_prefix("listening on ").expect("rmcp-server address").parse().expect("addr");
+    (p, addr)
+}
+
+struct Run {
+    client: &'static str,
+    server: &'static str,
+    ok: bool,
+    report: String,
+}
+
+fn run_client(client: &'static str, server: &'static str, cmd: &mut Command) -> Run {
+    let (ok, out, err) = run_with_timeout(cmd, Duration::from_secs(90)).expect("client ran");
+    let report = out.lines().last().unwrap_or("").to_owned();
+    let parsed: Value = serde_json::from_str(&report).unwrap_or(Value::Null);
+    let ok = ok && parsed["ok"] == Value::Bool(true);
+    Run { client, server, ok, report: if ok { report } else { format!("{report}\n{err}") } }
+}
+
+#[test]
+fn sdk_clients_and_servers_work_through_warden() {
+    let (_py, py_addr) = py_server("streamable-http");
+    let (_pysse, pysse_addr) = py_server("sse");
+    let (_ts, ts_addr) = ts_server();
+    let (_rs, rs_addr) = rmcp_server();
+    let yaml = format!(
+        "version: 1\nservice_groups:\n  - name: conformance\n    servers:\n      - {{name: py, upstreams: [\"{py_addr}\"]}}\n      - {{name: pysse, upstreams: [\"{pysse_addr}\"]}}\n      - {{name: ts, upstreams: [\"{ts_addr}\"]}}\n      - {{name: rs, upstreams: [\"{rs_addr}\"]}}\nroutes:\n  - {{prefix: /py, server: py}}\n  - {{prefix: /legacy/pysse, server: pysse}}\n  - {{prefix: /ts, server: ts}}\n  - {{prefix: /rs, server: rs}}\n"
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    // (route, echo tool, progress tool)
+    let servers: [(&'static str, &str, &str, &str); 3] =
+        [("python", "/py/mcp", "echo", "count"), ("typescript", "/ts/mcp", "echo", "trigger-long-running-operation"), ("rmcp", "/rs/mcp", "echo", "count")];
+    let mut runs = Vec::new();
+    for (server, path, echo, progress) in servers {
+        let url = gw.url(path);
+        for mode in ["auto", "legacy"] {
+            let client = if mode == "auto" { "python (default)" } else { "python (legacy)" };
+            runs.push(run_client(client, server, Command::new(python()).arg(peers().join("py_client.py")).args([&url, "streamable", mode, echo, progress])));
+        }
+        runs.push(run_client("typescript", server, Command::new("node").arg(peers().join("ts_client.mjs")).args([&url, echo, progress]).current_dir(peers())));
+        runs.push(run_client("rmcp", server, Command::new(bin("rmcp-client")).args([&url, echo, progress])));
+    }
+    runs.push(run_client(
+        "python (HTTP+SSE)",
+        "python sse",
+        Command::new(python()).arg(peers().join("py_client.py")).args([&gw.url("/legacy/pysse/sse"), "sse"]),
+    ));
+    println!("\nconformance matrix (client → server through warden):");
+    for r in &runs {
+        println!("  {:<20} → {:<12} {}", r.client, r.server, if r.ok { "PASS" } else { "FAIL" });
+    }
+    let failed: Vec<String> = runs.iter().filter(|r| !r.ok).map(|r| format!("{} → {}: {}", r.client, r.server, r.report)).collect();
+    assert!(failed.is_empty(), "failures:\n{}", failed.join("\n\n"));
+    // Every server saw audited traffic, including session ends.
+    let audit = gw.audit();
+    for s in ["py", "pysse", "ts", "rs"] {
+        assert!(audit.iter().any(|r| r["server"] == s && r["method"] == "tools/call" && r["outcome"] == "forwarded"), "no audited call for {s}");
+    }
+    assert!(audit.iter().any(|r| r["http_method"] == "DELETE"), "session DELETE passes through");
+}
