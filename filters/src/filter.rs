@@ -96,6 +96,13 @@ pub trait McpFilter: Send + Sync {
     fn on_response(&self, _msg: MessageView<'_>, _ctx: &FilterContext<'_>) -> Decision {
         Decision::Pass
     }
+
+    /// Whether `on_response` does anything. When no filter in the chain
+    /// inspects responses, JSON responses are streamed through untouched
+    /// (Content-Length kept) instead of being buffered and judged.
+    fn inspects_responses(&self) -> bool {
+        true
+    }
 }
 
 /// The outcome of the whole chain for one message.
@@ -131,6 +138,11 @@ impl FilterChain {
 
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
+    }
+
+    /// Whether any filter judges server→client messages.
+    pub fn inspects_responses(&self) -> bool {
+        self.filters.iter().any(|f| f.inspects_responses())
     }
 
     pub fn names(&self) -> Vec<&'static str> {

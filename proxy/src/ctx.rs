@@ -66,6 +66,8 @@ pub struct RequestCtx {
     /// The method of the single request this exchange carries, for response context.
     pub request_method: Option<String>,
     pub counted_inflight: bool,
+    /// The client speaks HTTP/2 to the gateway.
+    pub downstream_h2: bool,
     /// The body could not be replayed by Pingora; the gateway forwards it itself.
     pub direct: bool,
 }
@@ -98,6 +100,7 @@ impl RequestCtx {
             request_method: None,
             counted_inflight: false,
             direct: false,
+            downstream_h2: false,
         }
     }
 

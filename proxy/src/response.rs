@@ -25,6 +25,19 @@ fn media_is(ct: &[u8], want: &str) -> bool {
     main.trim_ascii().eq_ignore_ascii_case(want.as_bytes())
 }
 
+/// The body will be rewritten, so its length is unknown up front: drop
+/// Content-Length and, on HTTP/1.1, frame it chunked so the connection stays
+/// reusable (HTTP/2 frames bodies itself and forbids Transfer-Encoding).
+fn unframe(ctx: &RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    if ctx.downstream_h2 {
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
+    } else {
+        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    Ok(())
+}
+
 /// Decides how the body will be handled and fixes the headers for it.
 pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
     let status = resp.status.as_u16();
@@ -49,20 +62,23 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     let answers_pending = ctx.plan.as_ref().is_some_and(|p| !p.answers.is_empty());
     ctx.response = if media_is(ct, "text/event-stream") {
         // Never buffer or compress a stream; lengths do not apply.
-        resp.remove_header(&http::header::CONTENT_LENGTH);
+        unframe(ctx, resp)?;
         resp.insert_header("x-accel-buffering", "no")?;
         ResponseMode::Sse {
             decoder: SseDecoder::new(rt.snap.config.limits.max_sse_event),
             injected: false,
         }
-    } else if media_is(ct, "application/json") && (200..300).contains(&status) {
-        resp.remove_header(&http::header::CONTENT_LENGTH);
+    } else if media_is(ct, "application/json")
+        && (200..300).contains(&status)
+        && (answers_pending || rt.snap.chain.inspects_responses())
+    {
+        unframe(ctx, resp)?;
         ResponseMode::Json { buf: Vec::new() }
     } else if status == 202 && answers_pending {
         // The upstream accepted what was forwarded; the gateway still owes answers.
         resp.set_status(200)?;
         resp.insert_header("content-type", "application/json")?;
-        resp.remove_header(&http::header::CONTENT_LENGTH);
+        unframe(ctx, resp)?;
         ResponseMode::AnswersOnly
     } else {
         ResponseMode::Passthrough

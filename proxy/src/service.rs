@@ -264,6 +264,7 @@ impl ProxyHttp for WardenProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = self.gateway.next_request_id();
+        ctx.downstream_h2 = session.as_downstream().is_http2();
         metrics().inflight.inc();
         ctx.counted_inflight = true;
         match self.prepare(session, ctx).await {

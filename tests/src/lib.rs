@@ -153,14 +153,17 @@ impl Gateway {
     /// Starts warden on `warden_yaml` (listeners are overridden). Waits until
     /// `/healthz` answers, and, when `wait_ready`, until every upstream is healthy.
     pub fn start(warden_yaml: &str, wait_ready: bool) -> Result<Gateway> {
-        Self::start_with(warden_yaml, wait_ready, &[], &[])
+        Self::start_with(warden_yaml, wait_ready, &[], &[], None)
     }
 
+    /// As [`Gateway::start`], with extra bundle files and arguments. With
+    /// `bundle_listener`, the bundle's own listener (at that address) is used.
     pub fn start_with(
         warden_yaml: &str,
         wait_ready: bool,
         files: &[(&str, &[u8])],
         extra_args: &[&str],
+        bundle_listener: Option<SocketAddr>,
     ) -> Result<Gateway> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("warden.yaml"), warden_yaml)?;
@@ -170,7 +173,10 @@ impl Gateway {
         for attempt in 0..5 {
             let port = free_port();
             let admin_port = free_port();
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+            let addr: SocketAddr = match bundle_listener {
+                Some(a) => a,
+                None => format!("127.0.0.1:{port}").parse()?,
+            };
             let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse()?;
             let mut cmd = Command::new(bin("warden"));
             cmd.arg("run").arg("--bundle").arg(dir.path()).args([
@@ -179,10 +185,10 @@ impl Gateway {
                 "--threads",
                 "2",
             ]);
-            if !extra_args.contains(&"--no-listen-override") {
+            if bundle_listener.is_none() {
                 cmd.args(["--listen", &addr.to_string()]);
             }
-            cmd.args(extra_args.iter().filter(|a| **a != "--no-listen-override"));
+            cmd.args(extra_args);
             cmd.arg("--audit").arg(dir.path().join("audit.jsonl"));
             let child = cmd
                 .stdout(Stdio::null())
@@ -261,6 +267,19 @@ impl Gateway {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// The audit records once `done` holds for them (the writer flushes off
+    /// the request path, within milliseconds); gives up after five seconds.
+    pub fn audit_when(&self, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let recs = self.audit();
+            if done(&recs) || Instant::now() > deadline {
+                return recs;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub async fn metrics(&self) -> String {

@@ -4,7 +4,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use rmcp::model::{CallToolRequestParams, NumberOrString, ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, RequestMetaObject};
+use rmcp::model::{
+    CallToolRequestParams, NumberOrString, ProgressNotificationParam, ProgressToken,
+    ReadResourceRequestParams, RequestMetaObject,
+};
 use rmcp::service::NotificationContext;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
@@ -19,35 +22,62 @@ impl ClientHandler for Counter {
     }
 }
 
-async fn run(url: &str, echo_tool: &str, progress_tool: &str, report: &mut serde_json::Map<String, Value>) -> anyhow::Result<()> {
+async fn run(
+    url: &str,
+    echo_tool: &str,
+    progress_tool: &str,
+    report: &mut serde_json::Map<String, Value>,
+) -> anyhow::Result<()> {
     let counter = Counter::default();
     let transport = StreamableHttpClientTransport::from_uri(url.to_owned());
     let client = counter.clone().serve(transport).await?;
-    report.insert("server".into(), json!(client.peer_info().and_then(|i| i.server_info.as_ref().map(|s| s.name.clone()))));
+    report.insert(
+        "server".into(),
+        json!(client
+            .peer_info()
+            .and_then(|i| i.server_info.as_ref().map(|s| s.name.clone()))),
+    );
     let tools = client.list_all_tools().await?;
     let mut names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
     names.sort();
     report.insert("tools".into(), json!(names));
-    let tool = tools.iter().find(|t| t.name == echo_tool).ok_or_else(|| anyhow::anyhow!("no {echo_tool} tool"))?;
+    let tool = tools
+        .iter()
+        .find(|t| t.name == echo_tool)
+        .ok_or_else(|| anyhow::anyhow!("no {echo_tool} tool"))?;
     let arg = tool
         .input_schema
         .get("required")
         .and_then(|r| r.get(0))
         .and_then(Value::as_str)
-        .or_else(|| tool.input_schema.get("properties").and_then(Value::as_object).and_then(|p| p.keys().next().map(String::as_str)))
+        .or_else(|| {
+            tool.input_schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .and_then(|p| p.keys().next().map(String::as_str))
+        })
         .unwrap_or("text")
         .to_owned();
     let mut args = serde_json::Map::new();
     args.insert(arg, json!("through warden"));
-    let r = client.call_tool(CallToolRequestParams::new(echo_tool.to_owned()).with_arguments(args)).await?;
+    let r = client
+        .call_tool(CallToolRequestParams::new(echo_tool.to_owned()).with_arguments(args))
+        .await?;
     let echo = serde_json::to_value(&r.content)?;
     if !echo.to_string().contains("through warden") {
         anyhow::bail!("echo did not come back: {echo}");
     }
     report.insert("echo".into(), echo);
-    let pargs = if progress_tool == "count" { json!({"steps": 3}) } else { json!({"duration": 1, "steps": 3}) };
-    let mut params = CallToolRequestParams::new(progress_tool.to_owned()).with_arguments(pargs.as_object().cloned().unwrap_or_default());
-    params.meta = Some(RequestMetaObject::with_progress_token(ProgressToken(NumberOrString::String("warden-progress".into()))));
+    let pargs = if progress_tool == "count" {
+        json!({"steps": 3})
+    } else {
+        json!({"duration": 1, "steps": 3})
+    };
+    let mut params = CallToolRequestParams::new(progress_tool.to_owned())
+        .with_arguments(pargs.as_object().cloned().unwrap_or_default());
+    params.meta = Some(RequestMetaObject::with_progress_token(ProgressToken(
+        NumberOrString::String("warden-progress".into()),
+    )));
     let r = client.call_tool(params).await?;
     report.insert("progress_result".into(), serde_json::to_value(&r.content)?);
     let n = counter.0.load(Ordering::SeqCst);
@@ -57,7 +87,9 @@ async fn run(url: &str, echo_tool: &str, progress_tool: &str, report: &mut serde
     }
     if let Ok(res) = client.list_resources(None).await {
         if let Some(first) = res.resources.first() {
-            let rr = client.read_resource(ReadResourceRequestParams::new(first.uri.clone())).await?;
+            let rr = client
+                .read_resource(ReadResourceRequestParams::new(first.uri.clone()))
+                .await?;
             report.insert("read".into(), json!(rr.contents.len()));
         }
     }

@@ -4,9 +4,14 @@
 
 use std::sync::Arc;
 
-use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
+};
 use rmcp::service::RequestContext;
-use rmcp::transport::streamable_http_server::{session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::transport::streamable_http_server::{
+    session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
+};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::json;
 
@@ -22,31 +27,66 @@ impl ServerHandler for Peer {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
     }
 
-    async fn list_tools(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(vec![
-            Tool::new("echo", "Echo the text back", schema(json!({"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}))),
-            Tool::new("count", "Report progress, then finish", schema(json!({"type":"object","properties":{"steps":{"type":"integer"}},"required":["steps"]}))),
+            Tool::new(
+                "echo",
+                "Echo the text back",
+                schema(
+                    json!({"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}),
+                ),
+            ),
+            Tool::new(
+                "count",
+                "Report progress, then finish",
+                schema(
+                    json!({"type":"object","properties":{"steps":{"type":"integer"}},"required":["steps"]}),
+                ),
+            ),
         ]))
     }
 
-    async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
         let args = request.arguments.unwrap_or_default();
         match request.name.as_ref() {
             "echo" => {
-                let text = args.get("text").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                let text = args
+                    .get("text")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
                 Ok(CallToolResult::success(vec![ContentBlock::text(text)]).into())
             }
             "count" => {
                 let steps = args.get("steps").and_then(|v| v.as_u64()).unwrap_or(3);
                 if let Some(token) = context.meta.get_progress_token() {
                     for i in 1..=steps {
-                        let p = ProgressNotificationParam::new(token.clone(), i as f64).with_total(steps as f64);
-                        context.peer.notify_progress(p).await.map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                        let p = ProgressNotificationParam::new(token.clone(), i as f64)
+                            .with_total(steps as f64);
+                        context
+                            .peer
+                            .notify_progress(p)
+                            .await
+                            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
                     }
                 }
-                Ok(CallToolResult::success(vec![ContentBlock::text(format!("counted {steps}"))]).into())
+                Ok(
+                    CallToolResult::success(vec![ContentBlock::text(format!("counted {steps}"))])
+                        .into(),
+                )
             }
-            other => Err(ErrorData::invalid_params(format!("unknown tool {other}"), None)),
+            other => Err(ErrorData::invalid_params(
+                format!("unknown tool {other}"),
+                None,
+            )),
         }
     }
 }
@@ -54,7 +94,8 @@ impl ServerHandler for Peer {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = StreamableHttpServerConfig::default();
-    let service: StreamableHttpService<Peer, LocalSessionManager> = StreamableHttpService::new(|| Ok(Peer), Default::default(), config);
+    let service: StreamableHttpService<Peer, LocalSessionManager> =
+        StreamableHttpService::new(|| Ok(Peer), Default::default(), config);
     let router = axum::Router::new().nest_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("listening on {}", listener.local_addr()?);

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: Warden on the example bundle with the
+# bundled warden-mock MCP server behind it. Nothing else to start.
+#   gateway:  http://127.0.0.1:8080/mock/mcp   (MCP Streamable HTTP)
+#   admin:    http://127.0.0.1:9090/{metrics,healthz,readyz,status}
+# Ctrl-C stops both.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+WARDEN_SETUP_PEERS=0 bash scripts/setup.sh
+cargo build --release -p warden-proxy -p warden-loadtest --bins
+BUNDLE="${WARDEN_BUNDLE:-$ROOT/config/examples/sidecar}"
+./target/release/warden validate "$BUNDLE"
+./target/release/warden-mock --listen 127.0.0.1:8931 &
+MOCK=$!
+trap 'kill "$MOCK" 2>/dev/null || true; wait "$MOCK" 2>/dev/null || true' EXIT
+echo "[run] warden-mock pid $MOCK on 127.0.0.1:8931; gateway on http://127.0.0.1:8080/mock/mcp, admin on 127.0.0.1:9090" >&2
+./target/release/warden run --bundle "$BUNDLE" "$@"

@@ -1,0 +1,163 @@
+//! Bundles: the shipped examples validate; broken bundles are refused with
+//! every problem named by file and field path; TLS listeners serve h1 and h2.
+
+use std::process::Command;
+use std::time::Duration;
+
+use warden_tests::{bin, root, run_with_timeout, Gateway, Mock};
+
+#[test]
+fn every_example_bundle_validates() {
+    let dir = root().join("config/examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples") {
+        let path = entry.expect("entry").path();
+        if !path.join("warden.yaml").exists() {
+            continue;
+        }
+        n += 1;
+        let (ok, out, err) = run_with_timeout(
+            Command::new(bin("warden")).arg("validate").arg(&path),
+            Duration::from_secs(30),
+        )
+        .expect("run");
+        assert!(ok, "{}: {out}{err}", path.display());
+        assert!(out.contains(": ok"), "{out}");
+    }
+    assert!(n >= 1, "no example bundles found");
+}
+
+#[test]
+fn broken_bundles_name_every_problem() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("warden.yaml"),
+        r#"version: 1
+limits: {max_request_body: 4 parsecs, max_json_depth: 0}
+timeouts: {connect: soon}
+service_groups:
+  - name: g
+    servers:
+      - {name: a, upstreams: ["not-an-address", "127.0.0.1:0"]}
+      - {name: a, upstreams: []}
+routes:
+  - {prefix: "jira/", server: nowhere}
+"#,
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("data.json"), "[1,2]").expect("write");
+    let (ok, _, err) = run_with_timeout(
+        Command::new(bin("warden")).arg("validate").arg(dir.path()),
+        Duration::from_secs(30),
+    )
+    .expect("run");
+    assert!(!ok, "a broken bundle must fail validation");
+    for needle in [
+        "warden.yaml: limits.max_request_body: unknown size unit `parsecs`",
+        "warden.yaml: limits.max_json_depth: must be greater than zero",
+        "warden.yaml: timeouts.connect:",
+        "warden.yaml: service_groups[0].servers[0].upstreams[0]: `not-an-address` is not an ip:port address",
+        "warden.yaml: service_groups[0].servers[0].upstreams[1]: port 0",
+        "warden.yaml: service_groups[0].servers[1].name: server `a` is already defined",
+        "warden.yaml: service_groups[0].servers[1].upstreams: a server needs at least one upstream address",
+        "warden.yaml: routes[0].prefix:",
+        "warden.yaml: routes[0].server: unknown server `nowhere`",
+        "data.json: must hold a JSON object",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+    // A typo in a field name fails loudly with its path instead of being ignored.
+    std::fs::write(dir.path().join("data.json"), "{}").expect("write");
+    std::fs::write(
+        dir.path().join("warden.yaml"),
+        "version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {name: a, upstreams: [\"127.0.0.1:1\"], helth_check: {}}\nroutes: [{prefix: /a, server: a}]\n",
+    )
+    .expect("write");
+    let (ok, _, err) = run_with_timeout(
+        Command::new(bin("warden")).arg("validate").arg(dir.path()),
+        Duration::from_secs(30),
+    )
+    .expect("run");
+    assert!(!ok);
+    assert!(
+        err.contains("service_groups[0].servers[0]") && err.contains("unknown field `helth_check`"),
+        "{err}"
+    );
+    // `warden run` refuses a broken bundle the same way.
+    let (ok, _, err) = run_with_timeout(
+        Command::new(bin("warden"))
+            .args(["run", "--listen", "127.0.0.1:1", "--bundle"])
+            .arg(dir.path()),
+        Duration::from_secs(30),
+    )
+    .expect("run");
+    assert!(!ok);
+    assert!(err.contains("unknown field `helth_check`"), "{err}");
+}
+
+#[test]
+fn tls_listener_serves_http1_and_http2() {
+    let mock = Mock::start(&[]).expect("mock");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ok, _, err) = run_with_timeout(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(dir.path().join("key.pem"))
+            .arg("-out")
+            .arg(dir.path().join("cert.pem")),
+        Duration::from_secs(60),
+    )
+    .expect("openssl");
+    assert!(ok, "openssl: {err}");
+    let cert = std::fs::read(dir.path().join("cert.pem")).expect("cert");
+    let key = std::fs::read(dir.path().join("key.pem")).expect("key");
+    let port = warden_tests::free_port();
+    let yaml = format!(
+        "version: 1\nlisteners:\n  - {{name: tls, address: \"127.0.0.1:{port}\", tls: {{cert: cert.pem, key: key.pem}}}}\nservice_groups:\n  - name: g\n    servers:\n      - {{name: mock, upstreams: [\"{}\"]}}\nroutes: [{{prefix: /mock, server: mock}}]\n",
+        mock.addr
+    );
+    let gw = Gateway::start_with(
+        &yaml,
+        true,
+        &[("cert.pem", &cert), ("key.pem", &key)],
+        &[],
+        Some(format!("127.0.0.1:{port}").parse().expect("addr")),
+    )
+    .expect("gateway");
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"tls"}}}"#;
+    for (flag, want) in [("--http1.1", "HTTP/1.1 200"), ("--http2", "HTTP/2 200")] {
+        let (ok, out, err) = run_with_timeout(
+            Command::new("curl")
+                .args(["-sS", "-i", flag, "--cacert"])
+                .arg(dir.path().join("cert.pem"))
+                .args([
+                    "-H",
+                    "content-type: application/json",
+                    "-H",
+                    "accept: application/json, text/event-stream",
+                    "--data",
+                    body,
+                ])
+                .arg(format!("https://127.0.0.1:{port}/mock/mcp")),
+            Duration::from_secs(30),
+        )
+        .expect("curl");
+        assert!(ok, "curl {flag}: {err}");
+        assert!(out.starts_with(want), "{flag}: {out}");
+        assert!(out.contains("\"text\":\"tls\""), "{out}");
+    }
+    drop(gw);
+}
