@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# First end-to-end throughput comparison: wrk driving 1 KB tools/call POSTs
-# at warden-mock directly and through Warden, side by side in one run.
+# First end-to-end throughput comparison: wrk driving 1 KB tools/call POSTs at
+# warden-mock directly, through a bare Pingora pass-through (the framework's
+# ceiling) and through Warden, side by side in one run.
 # usage: benches/e2e-quick.sh [seconds] [connections] [rounds]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +26,9 @@ PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 APORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 taskset -c 0 ./target/release/warden run --bundle "$TMP/bundle" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$APORT" --threads 1 2>"$TMP/warden.err" & PIDS="$PIDS $!"
 for _ in $(seq 200); do curl -sf "127.0.0.1:$APORT/readyz" >/dev/null && break; sleep 0.05; done
+PPORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+taskset -c 0 ./target/release/pingora-passthrough "127.0.0.1:$PPORT" "$MOCK" 1 2>/dev/null & PIDS="$PIDS $!"
+for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$PPORT") 2>/dev/null && break; sleep 0.05; done
 python3 - "$TMP/body.json" <<'PY'
 import json, sys
 text = ("deploy the service to eu-west-1 with 3 replicas " * 40)[:820]
@@ -36,10 +40,14 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
 local f = io.open("$TMP/body.json"); wrk.body = f:read("*a"); f:close()
 LUA
-echo "body: $(wc -c < "$TMP/body.json") bytes; wrk -t1 -c$CONNS -d${SECS}s on core 1 with the mock; warden on core 0"
+echo "body: $(wc -c < "$TMP/body.json") bytes; wrk -t1 -c$CONNS -d${SECS}s and warden-mock on core 1; each proxy (1 worker thread) on core 0"
 for r in $(seq "$ROUNDS"); do
-  for target in direct warden; do
-    if [ "$target" = direct ]; then URL="http://$MOCK/mcp"; else URL="http://127.0.0.1:$PORT/mock/mcp"; fi
+  for target in direct pingora warden; do
+    case "$target" in
+      direct) URL="http://$MOCK/mcp" ;;
+      pingora) URL="http://127.0.0.1:$PPORT/mcp" ;;
+      warden) URL="http://127.0.0.1:$PORT/mock/mcp" ;;
+    esac
     OUT="$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$TMP/post.lua" "$URL")"
     RPS="$(echo "$OUT" | awk '/Requests\/sec/ {print $2}')"
     P50="$(echo "$OUT" | awk '$1=="50%" {print $2}')"; P99="$(echo "$OUT" | awk '$1=="99%" {print $2}')"

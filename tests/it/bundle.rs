@@ -23,6 +23,14 @@ fn every_example_bundle_validates() {
         .expect("run");
         assert!(ok, "{}: {out}{err}", path.display());
         assert!(out.contains(": ok"), "{out}");
+        // The control agent judges bundles with the same snapshot build.
+        let (ok, out, err) = run_with_timeout(
+            Command::new(bin("warden-agent")).arg("validate").arg(&path),
+            Duration::from_secs(30),
+        )
+        .expect("run");
+        assert!(ok, "agent: {out}{err}");
+        assert!(out.contains("\"ok\":true"), "{out}");
     }
     assert!(n >= 1, "no example bundles found");
 }
@@ -52,6 +60,18 @@ routes:
     )
     .expect("run");
     assert!(!ok, "a broken bundle must fail validation");
+    let (agent_ok, _, agent_err) = run_with_timeout(
+        Command::new(bin("warden-agent"))
+            .arg("validate")
+            .arg(dir.path()),
+        Duration::from_secs(30),
+    )
+    .expect("run");
+    assert!(!agent_ok);
+    assert!(
+        agent_err.contains("routes[0].server: unknown server `nowhere`"),
+        "{agent_err}"
+    );
     for needle in [
         "warden.yaml: limits.max_request_body: unknown size unit `parsecs`",
         "warden.yaml: limits.max_json_depth: must be greater than zero",

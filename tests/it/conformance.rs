@@ -211,7 +211,9 @@ fn sdk_clients_and_servers_work_through_warden() {
         .collect();
     assert!(failed.is_empty(), "failures:\n{}", failed.join("\n\n"));
     // Every server saw audited traffic, including session ends.
-    let audit = gw.audit_when(|a| a.iter().any(|r| r["http_method"] == "DELETE") && a.iter().any(|r| r["server"] == "pysse"));
+    let audit = gw.audit_when(|a| {
+        a.iter().any(|r| r["http_method"] == "DELETE") && a.iter().any(|r| r["server"] == "pysse")
+    });
     for s in ["py", "pysse", "ts", "rs"] {
         assert!(
             audit.iter().any(|r| r["server"] == s

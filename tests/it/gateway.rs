@@ -134,7 +134,9 @@ async fn bad_input_never_reaches_the_upstream() {
     assert_eq!(st["posts"], 1);
     assert_eq!(st["last"]["mcp_param_region"], "eu");
     // Every refusal was audited with its reason.
-    let forwarded = |r: &Value| r["outcome"] == "forwarded" && r["tool"] == "echo" && r["upstream_status"] == 200;
+    let forwarded = |r: &Value| {
+        r["outcome"] == "forwarded" && r["tool"] == "echo" && r["upstream_status"] == 200
+    };
     let audit = gw.audit_when(|a| a.iter().any(forwarded));
     assert!(
         audit
@@ -535,7 +537,11 @@ async fn admin_metrics_status_and_audit() {
         .is_some_and(|r| r.starts_with("sha256:")));
     assert_eq!(st["servers"][0]["upstreams"][0]["healthy"], true);
     // The audit record is written off the request path; wait for the writer.
-    let rec = gw.audit_when(|a| a.iter().any(|r| r["tool"] == "echo")).into_iter().find(|r| r["tool"] == "echo").expect("audit record");
+    let rec = gw
+        .audit_when(|a| a.iter().any(|r| r["tool"] == "echo"))
+        .into_iter()
+        .find(|r| r["tool"] == "echo")
+        .expect("audit record");
     assert_eq!(rec["principal"], "anonymous");
     assert_eq!(rec["method"], "tools/call");
     assert_eq!(rec["jsonrpc_id"], 1);

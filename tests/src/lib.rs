@@ -271,7 +271,10 @@ impl Gateway {
 
     /// The audit records once `done` holds for them (the writer flushes off
     /// the request path, within milliseconds); gives up after five seconds.
-    pub fn audit_when(&self, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    pub fn audit_when(
+        &self,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let recs = self.audit();
