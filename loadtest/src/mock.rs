@@ -30,6 +30,8 @@ pub struct Stats {
     pub sessions: AtomicU64,
     /// Length and sha256 of the last POST body, and its headers of interest.
     pub last: Mutex<Value>,
+    /// Headers of interest of the last GET (stream) request.
+    pub last_get: Mutex<Value>,
 }
 
 pub struct Mock {
@@ -130,6 +132,12 @@ impl Mock {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let path = req.uri().path().to_owned();
         if path == "/__mock/stats" {
+            let last_get = self
+                .stats
+                .last_get
+                .lock()
+                .map(|l| l.clone())
+                .unwrap_or(Value::Null);
             let last = self
                 .stats
                 .last
@@ -144,6 +152,7 @@ impl Mock {
                     "body_bytes": self.stats.body_bytes.load(Ordering::Relaxed),
                     "sessions": self.stats.sessions.load(Ordering::Relaxed),
                     "last": last,
+                    "last_get": last_get,
                 }),
             ));
         }
@@ -166,6 +175,15 @@ impl Mock {
         };
         match *req.method() {
             Method::GET => {
+                if let Ok(mut l) = self.stats.last_get.lock() {
+                    let h = |n: &str| {
+                        req.headers()
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    *l = json!({"last_event_id": h("last-event-id"), "session": h("mcp-session-id"), "protocol_version": h("mcp-protocol-version"), "traceparent": h("traceparent"), "authorization": h("authorization")});
+                }
                 if self.require_session && !known(&session) {
                     return Ok(json_resp(
                         StatusCode::NOT_FOUND,

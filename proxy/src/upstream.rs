@@ -36,6 +36,11 @@ impl Runtime {
             hc.consecutive_failure = s.health_check.failures.get() as usize;
             hc.consecutive_success = s.health_check.successes.get() as usize;
             hc.peer_template.options.connection_timeout = Some(s.timeouts.connect);
+            if let Some(t) = &s.tls {
+                // The health check trusts exactly what requests trust.
+                hc.peer_template.options.verify_cert = t.verify;
+                hc.peer_template.options.verify_hostname = t.verify;
+            }
             lb.set_health_check(hc);
             lb.health_check_frequency = Some(s.health_check.interval);
             pools.push(Arc::new(lb));

@@ -115,6 +115,80 @@ routes:
     assert!(err.contains("unknown field `helth_check`"), "{err}");
 }
 
+fn self_signed(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
+    let (ok, _, err) = run_with_timeout(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem")),
+        Duration::from_secs(60),
+    )
+    .expect("openssl");
+    assert!(ok, "openssl: {err}");
+    (
+        std::fs::read(dir.join("cert.pem")).expect("cert"),
+        std::fs::read(dir.join("key.pem")).expect("key"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_to_upstreams_verifies_certificates() {
+    let mock = Mock::start(&[]).expect("mock");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cert, key) = self_signed(dir.path());
+    // An inner gateway terminates TLS in front of the mock: a TLS MCP upstream.
+    let port = warden_tests::free_port();
+    let inner_yaml = format!(
+        "version: 1\nlisteners:\n  - {{name: tls, address: \"127.0.0.1:{port}\", tls: {{cert: cert.pem, key: key.pem}}}}\nservice_groups:\n  - name: g\n    servers:\n      - {{name: mock, upstreams: [\"{}\"]}}\nroutes: [{{prefix: /, server: mock}}]\n",
+        mock.addr
+    );
+    let _inner = Gateway::start_with(
+        &inner_yaml,
+        true,
+        &[("cert.pem", &cert), ("key.pem", &key)],
+        &[],
+        Some(format!("127.0.0.1:{port}").parse().expect("addr")),
+    )
+    .expect("inner");
+    let outer = |verify: bool| {
+        format!("version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {{name: tls, upstreams: [\"127.0.0.1:{port}\"], host: \"localhost:{port}\", tls: {{sni: localhost, verify: {verify}}}}}\nroutes: [{{prefix: /t, server: tls}}]\n")
+    };
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"over tls"}}}"#;
+    let gw = Gateway::start(&outer(false), false).expect("outer");
+    let (s, _, b) = warden_tests::post_json(&gw.url("/t/mcp"), body, &[])
+        .await
+        .expect("call");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert!(String::from_utf8_lossy(&b).contains("over tls"));
+    drop(gw);
+    // Verification on: a certificate no trusted root signed is refused.
+    let gw = Gateway::start(&outer(true), false).expect("outer");
+    let (s, _, b) = warden_tests::post_json(&gw.url("/t/mcp"), body, &[])
+        .await
+        .expect("call");
+    assert_eq!(s, 502, "{}", String::from_utf8_lossy(&b));
+    assert!(String::from_utf8_lossy(&b).contains("-31001"));
+    assert_eq!(
+        mock.posts().await,
+        1,
+        "only the verified-off call reached the server"
+    );
+}
+
 #[test]
 fn tls_listener_serves_http1_and_http2() {
     let mock = Mock::start(&[]).expect("mock");

@@ -386,6 +386,40 @@ async fn sse_events_flow_one_by_one_and_headers_are_rewritten() {
     );
 }
 
+/// Opens a GET event stream and returns its first chunk (the stream is then dropped).
+async fn open_stream(url: &str, headers: &[(&str, &str)]) -> String {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, http_body_util::Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder()
+        .method("GET")
+        .uri(url)
+        .header("accept", "text/event-stream");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.request(req.body(http_body_util::Empty::new()).expect("req")),
+    )
+    .await
+    .expect("timely")
+    .expect("resp");
+    assert_eq!(resp.status(), 200);
+    assert!(resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream")));
+    let mut body = resp.into_body();
+    let frame = tokio::time::timeout(Duration::from_secs(20), body.frame())
+        .await
+        .expect("first event")
+        .expect("frame")
+        .expect("ok");
+    String::from_utf8_lossy(&frame.into_data().unwrap_or_default()).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_stick_to_their_replica() {
     let a = Mock::start(&["--require-session"]).expect("mock a");
@@ -399,6 +433,36 @@ async fn sessions_stick_to_their_replica() {
         let sid = header(&h, "mcp-session-id")
             .expect("session id passes through")
             .to_owned();
+        // The server's GET stream, resumed: session, version, Last-Event-ID and
+        // traceparent pass untouched; the client's token does not.
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let first = open_stream(
+            &url,
+            &[
+                ("mcp-session-id", &sid),
+                ("last-event-id", "41"),
+                ("mcp-protocol-version", "2025-06-18"),
+                ("traceparent", tp),
+                ("authorization", "Bearer t"),
+            ],
+        )
+        .await;
+        assert!(first.starts_with(": stream open"), "{first}");
+        let sa = a.stats().await.expect("a");
+        let g = if sa["last_get"]["session"] == sid.as_str() {
+            sa["last_get"].clone()
+        } else {
+            b.stats().await.expect("b")["last_get"].clone()
+        };
+        assert_eq!(
+            g["session"],
+            sid.as_str(),
+            "the stream went to the session's replica"
+        );
+        assert_eq!(g["last_event_id"], "41");
+        assert_eq!(g["protocol_version"], "2025-06-18");
+        assert_eq!(g["traceparent"], tp);
+        assert_eq!(g["authorization"], Value::Null);
         for i in 1..5 {
             let (s, _, body) = post_json(
                 &url,
