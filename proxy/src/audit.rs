@@ -16,7 +16,9 @@ use crate::metrics::metrics;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRecord {
-    pub ts: String,
+    /// When the record was made; formatted (RFC 3339) by the writer thread.
+    #[serde(serialize_with = "rfc3339")]
+    pub ts: std::time::SystemTime,
     pub revision: String,
     pub request_id: u64,
     pub principal: String,
@@ -164,6 +166,6 @@ fn write_loop(mut rx: mpsc::Receiver<AuditMsg>, out: Box<dyn Write + Send>) {
     }
 }
 
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+fn rfc3339<S: serde::Serializer>(t: &std::time::SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_micros(*t))
 }

@@ -25,7 +25,7 @@ use warden_filters::{
     mcp, parse, plan_request, Direction, FilterContext, Forward, Parsed, Refusal,
 };
 
-use crate::audit::{now_rfc3339, AuditRecord};
+use crate::audit::AuditRecord;
 use crate::body::{read_whole, BodyError};
 use crate::ctx::{Exchange, RequestCtx};
 use crate::metrics::metrics;
@@ -222,7 +222,7 @@ impl WardenProxy {
     fn audit_base(&self, session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         let req = session.req_header();
         AuditRecord {
-            ts: now_rfc3339(),
+            ts: std::time::SystemTime::now(),
             revision: ctx
                 .rt
                 .as_ref()
@@ -293,7 +293,8 @@ impl ProxyHttp for WardenProxy {
         let s = &rt.snap.config.servers[server];
         let sticky = match &ctx.session_id {
             Some(sid) => self.gateway.sticky_get(&s.name, sid),
-            None if ctx.exchange == Exchange::Post => self
+            // Legacy HTTP+SSE POST endpoints carry their session in the query.
+            None if ctx.exchange == Exchange::Post && ctx.upstream_uri.contains('?') => self
                 .gateway
                 .sticky_get(&s.name, &response::legacy_key(&ctx.upstream_uri)),
             None => None,
