@@ -148,16 +148,7 @@ pub fn plan_request(
             } else if !changed {
                 Forward::Original
             } else {
-                let mut out = Vec::with_capacity(body.len());
-                out.push(b'[');
-                for (i, k) in kept.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(k);
-                }
-                out.push(b']');
-                Forward::Rewritten(out)
+                Forward::Rewritten(json_array(&kept))
             };
             plan
         }
@@ -186,13 +177,34 @@ fn apply(plan: &mut RequestPlan, env: &Envelope, verdict: Verdict, _: Option<()>
 }
 
 fn record(env: &Envelope, outcome: Outcome) -> MessageRecord {
-    MessageRecord {
-        id: env.id.clone(),
-        kind: Some(env.kind),
-        method: env.method.clone(),
-        target: target(env),
-        outcome,
+    MessageRecord::of(env, outcome)
+}
+
+impl MessageRecord {
+    /// The record of one parsed message and what became of it.
+    pub fn of(env: &Envelope, outcome: Outcome) -> Self {
+        MessageRecord {
+            id: env.id.clone(),
+            kind: Some(env.kind),
+            method: env.method.clone(),
+            target: target(env),
+            outcome,
+        }
     }
+}
+
+/// Joins already-serialised JSON values into one JSON array, byte for byte.
+pub fn json_array(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 2);
+    out.push(b'[');
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(p);
+    }
+    out.push(b']');
+    out
 }
 
 #[cfg(test)]

@@ -36,11 +36,7 @@ impl SseEvent {
             }
             if field_name(line) == b"data" {
                 if !wrote_data {
-                    for d in data.split('\n') {
-                        out.extend_from_slice(b"data: ");
-                        out.extend_from_slice(d.trim_end_matches('\r').as_bytes());
-                        out.push(b'\n');
-                    }
+                    push_data_lines(&mut out, data);
                     wrote_data = true;
                 }
                 continue;
@@ -49,11 +45,7 @@ impl SseEvent {
             out.push(b'\n');
         }
         if !wrote_data {
-            for d in data.split('\n') {
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(d.as_bytes());
-                out.push(b'\n');
-            }
+            push_data_lines(&mut out, data);
         }
         out.push(b'\n');
         out
@@ -63,13 +55,19 @@ impl SseEvent {
     pub fn encode_message(data: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(data.len() + 24);
         out.extend_from_slice(b"event: message\n");
-        for d in data.split('\n') {
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(d.as_bytes());
-            out.push(b'\n');
-        }
+        push_data_lines(&mut out, data);
         out.push(b'\n');
         out
+    }
+}
+
+/// One `data:` line per line of `data`. CR, LF and CRLF all end a line, as
+/// they do for SSE parsers, so no value can smuggle in a field of its own.
+fn push_data_lines(out: &mut Vec<u8>, data: &str) {
+    for d in data.replace("\r\n", "\n").split(['\n', '\r']) {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(d.as_bytes());
+        out.push(b'\n');
     }
 }
 

@@ -284,16 +284,7 @@ fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, buf: &[u8]) -> Bytes {
     if !batch && answers.is_empty() && parts.len() == 1 {
         return Bytes::from(parts.remove(0));
     }
-    let mut joined = Vec::with_capacity(buf.len() + 64);
-    joined.push(b'[');
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            joined.push(b',');
-        }
-        joined.extend_from_slice(p);
-    }
-    joined.push(b']');
-    Bytes::from(joined)
+    Bytes::from(warden_filters::plan::json_array(&parts))
 }
 
 fn single_request_id(ctx: &RequestCtx) -> Option<warden_filters::Id> {
@@ -305,13 +296,7 @@ fn single_request_id(ctx: &RequestCtx) -> Option<warden_filters::Id> {
 }
 
 fn record(env: &warden_filters::Envelope, outcome: Outcome) -> MessageRecord {
-    MessageRecord {
-        id: env.id.clone(),
-        kind: Some(env.kind),
-        method: env.method.clone(),
-        target: env.name.clone().or_else(|| env.uri.clone()),
-        outcome,
-    }
+    MessageRecord::of(env, outcome)
 }
 
 fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Vec<u8> {
