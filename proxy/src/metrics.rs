@@ -101,6 +101,8 @@ pub fn metrics() -> &'static Metrics {
 /// admitted up to a fixed number of distinct values, then folded into `_other`.
 pub struct LabelGuard {
     seen: moka::sync::Cache<String, ()>,
+    /// Values admitted so far; a strict bound (moka's own count lags).
+    admitted: std::sync::atomic::AtomicU64,
     max: u64,
 }
 
@@ -108,6 +110,7 @@ impl LabelGuard {
     pub fn new(max: u64) -> Self {
         LabelGuard {
             seen: moka::sync::Cache::builder().max_capacity(max * 2).build(),
+            admitted: std::sync::atomic::AtomicU64::new(0),
             max,
         }
     }
@@ -118,10 +121,75 @@ impl LabelGuard {
         if self.seen.contains_key(v) {
             return v;
         }
-        if self.seen.entry_count() < self.max {
+        use std::sync::atomic::Ordering;
+        if self.admitted.fetch_add(1, Ordering::Relaxed) < self.max {
             self.seen.insert(v.to_owned(), ());
             return v;
         }
+        self.admitted.fetch_sub(1, Ordering::Relaxed);
         "_other"
+    }
+}
+
+/// MCP methods get their own label value; anything else a client invents is
+/// folded into `_other` so the label set stays bounded.
+pub fn method_label(method: Option<&str>) -> &str {
+    const KNOWN: &[&str] = &[
+        "initialize",
+        "ping",
+        "server/discover",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "sampling/createMessage",
+        "elicitation/create",
+        "roots/list",
+        "tasks/get",
+        "tasks/result",
+        "tasks/list",
+        "tasks/cancel",
+        "notifications/initialized",
+        "notifications/progress",
+        "notifications/cancelled",
+        "notifications/message",
+        "notifications/tools/list_changed",
+        "notifications/resources/list_changed",
+        "notifications/resources/updated",
+        "notifications/prompts/list_changed",
+        "notifications/roots/list_changed",
+        "notifications/tasks/status",
+    ];
+    match method {
+        None => "-",
+        Some(m) if KNOWN.contains(&m) => m,
+        Some(_) => "_other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_stay_bounded() {
+        assert_eq!(method_label(Some("tools/call")), "tools/call");
+        assert_eq!(method_label(Some("x/attacker-chosen-1")), "_other");
+        assert_eq!(method_label(None), "-");
+        let g = LabelGuard::new(3);
+        for i in 0..10 {
+            let v = format!("tool{i}");
+            let got = g.admit(&v).to_owned();
+            assert!(i < 3 && got == v || i >= 3 && got == "_other", "{i}: {got}");
+        }
+        assert_eq!(g.admit("tool1"), "tool1", "admitted values stay admitted");
+        assert_eq!(g.admit(&"x".repeat(200)), "_other");
     }
 }

@@ -498,7 +498,7 @@ impl ProxyHttp for WardenProxy {
                     .with_label_values(&[
                         &server,
                         dir,
-                        r.method.as_deref().unwrap_or("-"),
+                        crate::metrics::method_label(r.method.as_deref()),
                         tool.as_deref().unwrap_or("-"),
                         r.outcome.label(),
                     ])
