@@ -684,3 +684,60 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     // The audit record of the drained request was flushed before exit.
     assert!(code.1.audit().iter().any(|r| r["tool"] == "sleep"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_and_silent_upstreams_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
+    let hold = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let gw = Gateway::start(
+        &mock_bundle(
+            &[silent_addr],
+            "timeouts: {read: 1s, request_body: 1s}\nlimits: {max_header_bytes: 2KiB}",
+        ),
+        true,
+    )
+    .expect("gateway");
+    // Silent upstream: a timeout error with the id, not a hang.
+    let (s, _, b) = post_json(
+        &gw.url("/mock/mcp"),
+        call(11, "echo", json!({"text":"x"})),
+        &[],
+    )
+    .await
+    .expect("call");
+    assert_eq!(s, 504, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(body_json(&b)["error"]["code"], -31002);
+    assert_eq!(body_json(&b)["id"], 11);
+    // A client that announces a body and trickles it (slowloris) gets 408.
+    let mut c = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    c.write_all(b"POST /mock/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\"").await.expect("write");
+    let mut resp = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut resp))
+        .await
+        .expect("the gateway answers and closes");
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    // An oversized header block gets 431.
+    let big = "x".repeat(4096);
+    let (s, _, _) = post_json(
+        &gw.url("/mock/mcp"),
+        call(1, "echo", json!({})),
+        &[("x-padding", &big)],
+    )
+    .await
+    .expect("call");
+    assert_eq!(s, 431);
+    hold.abort();
+}
