@@ -244,6 +244,7 @@ impl Mock {
                     };
                     *l = json!({
                         "len": body.len(),
+                        "path": path,
                         "sha256": hex::encode(Sha256::digest(&body)),
                         "host": h("host"),
                         "authorization": h("authorization"),

@@ -741,3 +741,54 @@ async fn slow_clients_and_silent_upstreams_are_cut_off() {
     assert_eq!(s, 431);
     hold.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edge_routing_by_host_and_prefix() {
+    let m1 = Mock::start(&[]).expect("m1");
+    let m2 = Mock::start(&[]).expect("m2");
+    let yaml = format!(
+        "version: 1\nservice_groups:\n  - name: edge\n    servers:\n      - {{name: one, upstreams: [\"{}\"]}}\n      - {{name: two, upstreams: [\"{}\"]}}\nroutes:\n  - {{prefix: /a, host: Tools.Example, server: one}}\n  - {{prefix: /a, server: two}}\n  - {{prefix: /a/deeper, server: one, upstream_prefix: /v1}}\n",
+        m1.addr, m2.addr
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    let body = call(1, "echo", json!({"text":"r"}));
+    let post = |url: String, host: &'static str| {
+        let body = body.clone();
+        async move {
+            request(
+                &url,
+                "POST",
+                &[("content-type", "application/json"), ("host", host)],
+                Bytes::from(body),
+                false,
+            )
+            .await
+            .expect("post")
+            .0
+        }
+    };
+    assert_eq!(post(gw.url("/a/mcp"), "tools.example:8443").await, 200);
+    assert_eq!(
+        m1.posts().await,
+        1,
+        "host route, case-insensitive, port ignored"
+    );
+    assert_eq!(post(gw.url("/a/mcp"), "other.example").await, 200);
+    assert_eq!(m2.posts().await, 1, "host-agnostic route");
+    assert_eq!(
+        post(gw.url("/a/deeper/mcp?x=1"), "other.example").await,
+        200
+    );
+    let st = m1.stats().await.expect("stats");
+    assert_eq!(
+        st["posts"], 2,
+        "longest prefix wins over the host-agnostic /a"
+    );
+    assert_eq!(
+        st["last"]["path"], "/v1/mcp",
+        "prefix replaced by upstream_prefix"
+    );
+    // A prefix only matches on a segment boundary.
+    assert_eq!(post(gw.url("/abc/mcp"), "other.example").await, 404);
+    assert_eq!(m2.posts().await, 1);
+}
