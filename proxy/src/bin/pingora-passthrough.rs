@@ -7,6 +7,10 @@ use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora_proxy::{ProxyHttp, Session};
 
+/// Same allocator as `warden`, so the comparison measures Warden's work only.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Passthrough {
     upstream: String,
 }
