@@ -11,6 +11,9 @@ need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then
+  # The TLS tests make certificates with openssl and call the gateway with curl.
+  command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+  command -v curl >/dev/null 2>&1 || need_apt+=(curl)
   command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
   python3 -c 'import venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 fi

@@ -62,7 +62,7 @@ pub struct Envelope {
     pub name: Option<String>,
     /// `params.uri` (resources/read, resources/subscribe).
     pub uri: Option<String>,
-    /// Whether `params._meta.progressToken` … : not tracked; `params` presence only.
+    /// Whether the message carries `params`.
     pub has_params: bool,
     /// Response carrying `error` rather than `result`.
     pub is_error: bool,

@@ -2,7 +2,7 @@
 //! upstream receives and what the gateway answers itself.
 
 use crate::filter::{FilterChain, FilterContext, Verdict};
-use crate::jsonrpc::{Envelope, Id, Kind, Parsed};
+use crate::jsonrpc::{ElementError, Envelope, Id, Kind, Parsed};
 
 /// One message's fate, for audit and metrics.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,8 +86,8 @@ pub fn plan_request(
                 forwards_request: false,
                 records: Vec::new(),
             };
-            let outcome = apply(&mut plan, env, verdict, None);
-            plan.records.push(record(env, outcome));
+            let outcome = apply(&mut plan, env, verdict);
+            plan.records.push(MessageRecord::of(env, outcome));
             plan.forwards_request = env.kind == Kind::Request && plan.forward != Forward::Nothing;
             plan
         }
@@ -113,7 +113,7 @@ pub fn plan_request(
                             forwards_request: false,
                             records: Vec::new(),
                         };
-                        let outcome = apply(&mut single, env, verdict, None);
+                        let outcome = apply(&mut single, env, verdict);
                         match single.forward {
                             Forward::Original => kept.push(bytes.to_vec()),
                             Forward::Rewritten(b) => {
@@ -126,20 +126,12 @@ pub fn plan_request(
                             plan.forwards_request = true;
                         }
                         plan.answers.extend(single.answers);
-                        plan.records.push(record(env, outcome));
+                        plan.records.push(MessageRecord::of(env, outcome));
                     }
                     Err(e) => {
                         changed = true;
                         plan.answers.push(e.error.to_response(e.id.as_ref()));
-                        plan.records.push(MessageRecord {
-                            id: e.id.clone(),
-                            kind: None,
-                            method: None,
-                            target: None,
-                            outcome: Outcome::Invalid {
-                                reason: e.error.message.clone(),
-                            },
-                        });
+                        plan.records.push(MessageRecord::invalid(e));
                     }
                 }
             }
@@ -155,7 +147,7 @@ pub fn plan_request(
     }
 }
 
-fn apply(plan: &mut RequestPlan, env: &Envelope, verdict: Verdict, _: Option<()>) -> Outcome {
+fn apply(plan: &mut RequestPlan, env: &Envelope, verdict: Verdict) -> Outcome {
     match verdict {
         Verdict::Forward => Outcome::Forwarded,
         Verdict::ForwardMutated(b) => {
@@ -176,11 +168,20 @@ fn apply(plan: &mut RequestPlan, env: &Envelope, verdict: Verdict, _: Option<()>
     }
 }
 
-fn record(env: &Envelope, outcome: Outcome) -> MessageRecord {
-    MessageRecord::of(env, outcome)
-}
-
 impl MessageRecord {
+    /// The record of a message that could not be parsed as JSON-RPC.
+    pub fn invalid(e: &ElementError) -> Self {
+        MessageRecord {
+            id: e.id.clone(),
+            kind: None,
+            method: None,
+            target: None,
+            outcome: Outcome::Invalid {
+                reason: e.error.message.clone(),
+            },
+        }
+    }
+
     /// The record of one parsed message and what became of it.
     pub fn of(env: &Envelope, outcome: Outcome) -> Self {
         MessageRecord {

@@ -5,9 +5,10 @@
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
+use warden_filters::jsonrpc::ElementError;
 use warden_filters::{
-    parse, Direction, FilterContext, Kind, MessageRecord, Outcome, Parsed, SseDecoder, SseEvent,
-    Verdict,
+    parse, Direction, Envelope, FilterContext, Kind, MessageRecord, Outcome, Parsed, SseDecoder,
+    SseEvent, Verdict,
 };
 
 use crate::ctx::{Exchange, RequestCtx, ResponseMode};
@@ -127,7 +128,7 @@ pub fn on_body(
             }
             buf.extend_from_slice(&chunk);
             if eos {
-                let out = judge_json(gw, ctx, &buf);
+                let out = judge_json(ctx, &buf);
                 (ResponseMode::Json { buf: Vec::new() }, Some(out))
             } else {
                 (ResponseMode::Json { buf }, None)
@@ -193,7 +194,7 @@ fn filter_ctx<'a>(
     }
 }
 
-fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, buf: &[u8]) -> Bytes {
+fn judge_json(ctx: &mut RequestCtx, buf: &[u8]) -> Bytes {
     let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
         return Bytes::copy_from_slice(buf);
     };
@@ -215,76 +216,44 @@ fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, buf: &[u8]) -> Bytes {
             return Bytes::from(err.to_response_bytes(single_request_id(ctx).as_ref()));
         }
     };
-    let fctx = filter_ctx(ctx, &rt, server);
-    let mut records = Vec::new();
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    let batch = matches!(parsed, Parsed::Batch(_));
-    let mut changed = false;
-    let envs: Vec<_> = match &parsed {
-        Parsed::Single(e) => vec![Ok(e.clone())],
-        Parsed::Batch(items) => items.clone(),
+    let items: Vec<Result<&Envelope, &ElementError>> = match &parsed {
+        Parsed::Single(e) => vec![Ok(e)],
+        Parsed::Batch(items) => items.iter().map(Result::as_ref).collect(),
     };
-    for item in envs {
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(items.len());
+    let mut changed = false;
+    for item in items {
         match item {
             Ok(env) => {
                 let bytes = &buf[env.span.clone()];
-                match rt.snap.chain.run(&env, bytes, &fctx) {
-                    Verdict::Forward => out.push(bytes.to_vec()),
-                    Verdict::ForwardMutated(b) => {
+                match judge_message(ctx, &rt, server, env, bytes) {
+                    Judged::Unchanged => out.push(bytes.to_vec()),
+                    Judged::Replaced(b) => {
                         changed = true;
-                        records.push(record(&env, Outcome::Mutated { filter: "chain" }));
                         out.push(b);
                     }
-                    Verdict::Reject { filter, denial } => {
-                        changed = true;
-                        records.push(record(
-                            &env,
-                            Outcome::Denied {
-                                filter,
-                                reason: denial.reason.clone(),
-                            },
-                        ));
-                        if env.kind == Kind::Response {
-                            out.push(denial.error.to_response_bytes(env.id.as_ref()));
-                        }
-                    }
-                }
-                if env.kind == Kind::Request {
-                    records.push(record(&env, Outcome::Forwarded));
+                    Judged::Dropped => changed = true,
                 }
             }
             Err(e) => {
                 changed = true;
-                records.push(MessageRecord {
-                    id: e.id.clone(),
-                    kind: None,
-                    method: None,
-                    target: None,
-                    outcome: Outcome::Invalid {
-                        reason: e.error.message.clone(),
-                    },
-                });
+                ctx.response_records.push(MessageRecord::invalid(e));
             }
         }
     }
-    let answers = ctx
-        .plan
-        .as_ref()
-        .map(|p| p.answers.clone())
-        .unwrap_or_default();
-    ctx.response_records.extend(records);
-    let _ = gw;
+    let answers = ctx.plan.as_ref().map_or(&[][..], |p| p.answers.as_slice());
     if !changed && answers.is_empty() {
         return Bytes::copy_from_slice(buf);
     }
-    let mut parts: Vec<Vec<u8>> = out;
-    for a in &answers {
-        parts.push(serde_json::to_vec(a).unwrap_or_default());
+    out.extend(
+        answers
+            .iter()
+            .map(|a| serde_json::to_vec(a).unwrap_or_default()),
+    );
+    if !matches!(parsed, Parsed::Batch(_)) && answers.is_empty() && out.len() == 1 {
+        return Bytes::from(out.remove(0));
     }
-    if !batch && answers.is_empty() && parts.len() == 1 {
-        return Bytes::from(parts.remove(0));
-    }
-    Bytes::from(warden_filters::plan::json_array(&parts))
+    Bytes::from(warden_filters::plan::json_array(&out))
 }
 
 fn single_request_id(ctx: &RequestCtx) -> Option<warden_filters::Id> {
@@ -295,8 +264,47 @@ fn single_request_id(ctx: &RequestCtx) -> Option<warden_filters::Id> {
     p.records.first().and_then(|r| r.id.clone())
 }
 
-fn record(env: &warden_filters::Envelope, outcome: Outcome) -> MessageRecord {
-    MessageRecord::of(env, outcome)
+/// What the chain made of one server→client message.
+enum Judged {
+    Unchanged,
+    Replaced(Vec<u8>),
+    /// A refused server→client request or notification: not passed on.
+    Dropped,
+}
+
+/// Runs the chain on one server→client message and records the outcome.
+/// Responses passed unchanged are audited with the request they answer;
+/// server→client requests and anything a filter touched get records of their own.
+fn judge_message(
+    ctx: &mut RequestCtx,
+    rt: &crate::upstream::Runtime,
+    server: usize,
+    env: &Envelope,
+    bytes: &[u8],
+) -> Judged {
+    let verdict = rt.snap.chain.run(env, bytes, &filter_ctx(ctx, rt, server));
+    let (judged, outcome) = match verdict {
+        Verdict::Forward => (Judged::Unchanged, Outcome::Forwarded),
+        Verdict::ForwardMutated(b) => (Judged::Replaced(b), Outcome::Mutated { filter: "chain" }),
+        Verdict::Reject { filter, denial } => {
+            let judged = if env.kind == Kind::Response {
+                Judged::Replaced(denial.error.to_response_bytes(env.id.as_ref()))
+            } else {
+                Judged::Dropped
+            };
+            (
+                judged,
+                Outcome::Denied {
+                    filter,
+                    reason: denial.reason,
+                },
+            )
+        }
+    };
+    if env.kind == Kind::Request || outcome != Outcome::Forwarded {
+        ctx.response_records.push(MessageRecord::of(env, outcome));
+    }
+    judged
 }
 
 fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Vec<u8> {
@@ -321,36 +329,10 @@ fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Vec<u8> {
         // Anything else is not one MCP message; pass it on untouched (clients reject it themselves).
         _ => return ev.raw,
     };
-    let fctx = filter_ctx(ctx, &rt, server);
-    let verdict = rt.snap.chain.run(&env, data.as_bytes(), &fctx);
-    match verdict {
-        Verdict::Forward => {
-            if env.kind == Kind::Request {
-                ctx.response_records.push(record(&env, Outcome::Forwarded));
-            }
-            ev.raw
-        }
-        Verdict::ForwardMutated(b) => {
-            ctx.response_records
-                .push(record(&env, Outcome::Mutated { filter: "chain" }));
-            ev.with_data(&String::from_utf8_lossy(&b))
-        }
-        Verdict::Reject { filter, denial } => {
-            ctx.response_records.push(record(
-                &env,
-                Outcome::Denied {
-                    filter,
-                    reason: denial.reason.clone(),
-                },
-            ));
-            if env.kind == Kind::Response {
-                ev.with_data(&String::from_utf8_lossy(
-                    &denial.error.to_response_bytes(env.id.as_ref()),
-                ))
-            } else {
-                Vec::new()
-            }
-        }
+    match judge_message(ctx, &rt, server, &env, data.as_bytes()) {
+        Judged::Unchanged => ev.raw,
+        Judged::Replaced(b) => ev.with_data(&String::from_utf8_lossy(&b)),
+        Judged::Dropped => Vec::new(),
     }
 }
 

@@ -194,20 +194,20 @@ impl WardenProxy {
             direction: Direction::Request,
             request_method: None,
         };
-        let plan = plan_request(&body, &parsed, &rt.snap.chain, &fctx);
-        let forward = plan.forward.clone();
-        let (answers, batch) = (plan.answers.clone(), plan.batch);
-        ctx.plan = Some(plan);
-        match forward {
+        let mut plan = plan_request(&body, &parsed, &rt.snap.chain, &fctx);
+        // The forwarded bytes move into the context; the plan keeps answers and records.
+        match std::mem::replace(&mut plan.forward, Forward::Nothing) {
             Forward::Original => ctx.body = Some(body),
             Forward::Rewritten(b) => ctx.body = Some(Bytes::from(b)),
             Forward::Nothing => {
-                let status = write_answers(session, &answers, batch)
+                let status = write_answers(session, &plan.answers, plan.batch)
                     .await
                     .map_err(|e| Refusal::internal(&e.to_string()))?;
+                ctx.plan = Some(plan);
                 return Ok(Prepared::Answered(status));
             }
         }
+        ctx.plan = Some(plan);
         if ctx.direct {
             // Pingora cannot replay this body: send the judged bytes ourselves.
             let judged = ctx.body.clone().unwrap_or_default();
@@ -284,7 +284,7 @@ impl ProxyHttp for WardenProxy {
 
     async fn upstream_peer(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
@@ -307,17 +307,8 @@ impl ProxyHttp for WardenProxy {
         };
         ctx.chosen = Some(addr);
         ctx.tried.push(addr);
-        let streaming = ctx.exchange == Exchange::Get
-            || session
-                .req_header()
-                .headers
-                .get("accept")
-                .is_some_and(|v| v.as_bytes().windows(17).any(|w| w == b"text/event-stream"));
-        Ok(Box::new(peer(
-            s,
-            addr,
-            streaming && ctx.exchange == Exchange::Get,
-        )))
+        // A GET is the server's event stream: it may stay silent for long.
+        Ok(Box::new(peer(s, addr, ctx.exchange == Exchange::Get)))
     }
 
     async fn upstream_request_filter(
@@ -479,8 +470,8 @@ impl ProxyHttp for WardenProxy {
         let mut out = Vec::new();
         let plan_records = ctx
             .plan
-            .as_ref()
-            .map(|p| p.records.clone())
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.records))
             .unwrap_or_default();
         let failed = e
             .map(|e| e.to_string())

@@ -56,10 +56,10 @@ async fn bad_input_never_reaches_the_upstream() {
         assert_eq!(body_json(&b)["error"]["code"], code, "{name}");
     }
     // Chunked (no Content-Length) over the limit is cut off while reading.
-    let chunks = futures_stream(vec![
+    let chunks = vec![
         Bytes::from(vec![b' '; 40 * 1024]),
         Bytes::from(vec![b' '; 40 * 1024]),
-    ]);
+    ];
     let (s, _) = stream_post(&url, chunks, false).await.expect("chunked");
     assert_eq!(s, 413);
     // Wrong content type, a GET with a body, a method MCP does not use.
@@ -148,10 +148,6 @@ async fn bad_input_never_reaches_the_upstream() {
     );
     assert!(audit.iter().any(|r| r["outcome"] == "too_large"));
     assert!(audit.iter().any(forwarded), "{audit:?}");
-}
-
-fn futures_stream(chunks: Vec<Bytes>) -> Vec<Bytes> {
-    chunks
 }
 
 /// POSTs a body in chunks without Content-Length (chunked on h1, no length on h2).
