@@ -11,7 +11,7 @@ cargo build --workspace --bins
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 status=0
-cargo test --workspace -- --test-threads=2 2>&1 | tee "$LOG" || status=$?
+cargo test --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee "$LOG" || status=$?
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { printf "all: %d passed, %d failed\n", p, f }' "$LOG"
 exit "$status"

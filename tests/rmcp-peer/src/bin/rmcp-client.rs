@@ -80,6 +80,13 @@ async fn run(
     )));
     let r = client.call_tool(params).await?;
     report.insert("progress_result".into(), serde_json::to_value(&r.content)?);
+    // rmcp runs notification handlers on spawned tasks, so the call's result can
+    // be returned before the handler for a progress event that arrived earlier on
+    // the same stream has run. Give the handlers a bounded moment to catch up.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    while counter.0.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let n = counter.0.load(Ordering::SeqCst);
     report.insert("progress_events".into(), json!(n));
     if n == 0 {
