@@ -6,6 +6,7 @@
 //! and validates them into the typed [`model::Config`], collecting every
 //! problem with the file and field path it concerns.
 
+pub mod access;
 pub mod error;
 pub mod model;
 pub mod raw;

@@ -6,6 +6,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::access::{self, Credentials, Identity, KillSwitch, PolicySettings, ServerCatalog};
 use crate::error::Problems;
 use crate::raw;
 
@@ -28,6 +29,12 @@ pub struct Config {
     /// Every server of every group, by name.
     pub servers: Vec<Server>,
     pub routes: Vec<Route>,
+    /// `None`: no authentication, every caller is `anonymous`.
+    pub identity: Option<Identity>,
+    pub policy: PolicySettings,
+    /// Tool risk levels by server name.
+    pub catalog: HashMap<String, ServerCatalog>,
+    pub kill_switch: KillSwitch,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +49,10 @@ pub struct Listener {
 pub struct ListenerTls {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// CAs for client certificates (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// Refuse the handshake without a valid client certificate.
+    pub client_auth_required: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +95,19 @@ pub struct Audit {
     /// `None` means stdout.
     pub path: Option<PathBuf>,
     pub queue: usize,
+    pub fail_mode: AuditFailMode,
+    pub rotate_size: Option<u64>,
+    pub rotate_interval: Option<Duration>,
+    pub include_arguments: bool,
+}
+
+/// What the gateway does when audit records cannot be written fast enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditFailMode {
+    /// Refuse new calls while the queue is full.
+    Closed,
+    /// Keep serving; count and log every lost record.
+    Open,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +125,7 @@ pub struct Server {
     pub host: Option<String>,
     pub health_check: HealthCheck,
     pub timeouts: Timeouts,
+    pub credentials: Option<Credentials>,
 }
 
 #[derive(Debug, Clone)]
@@ -290,7 +315,36 @@ impl Config {
                         format!("file `{}` not found in the bundle", t.key),
                     );
                 }
-                ListenerTls { cert, key }
+                let client_ca = t.client_ca.as_ref().map(|c| {
+                    let f = root.join(c);
+                    if !f.is_file() {
+                        p.push(
+                            format!("{base}.tls.client_ca"),
+                            format!("file `{c}` not found in the bundle"),
+                        );
+                    }
+                    f
+                });
+                let client_auth_required = match t.client_auth.as_deref() {
+                    None | Some("optional") => false,
+                    Some("required") => true,
+                    Some(o) => {
+                        p.push(
+                            format!("{base}.tls.client_auth"),
+                            format!("`{o}` is not `optional` or `required`"),
+                        );
+                        false
+                    }
+                };
+                if t.client_auth.is_some() && client_ca.is_none() {
+                    p.push(format!("{base}.tls.client_auth"), "needs `client_ca`");
+                }
+                ListenerTls {
+                    cert,
+                    key,
+                    client_ca,
+                    client_auth_required,
+                }
             });
             listeners.push(Listener {
                 name: l.name.clone(),
@@ -361,6 +415,29 @@ impl Config {
                 Some(s) => Some(PathBuf::from(s)),
             },
             queue: raw.audit.queue.map(|q| q as usize).unwrap_or(65_536).max(1),
+            fail_mode: match raw.audit.fail_mode.as_deref() {
+                None | Some("closed") => AuditFailMode::Closed,
+                Some("open") => AuditFailMode::Open,
+                Some(o) => {
+                    p.push(
+                        "audit.fail_mode",
+                        format!("`{o}` is not `closed` or `open`"),
+                    );
+                    AuditFailMode::Closed
+                }
+            },
+            rotate_size: raw.audit.rotate_size.as_ref().and_then(|s| {
+                parse_size(s)
+                    .map(|n| n as u64)
+                    .map_err(|e| p.push("audit.rotate_size", e))
+                    .ok()
+            }),
+            rotate_interval: raw.audit.rotate_interval.as_ref().and_then(|s| {
+                parse_duration(s)
+                    .map_err(|e| p.push("audit.rotate_interval", e))
+                    .ok()
+            }),
+            include_arguments: raw.audit.include_arguments.unwrap_or(false),
         };
         let allowed_origins = raw.security.allowed_origins.iter().cloned().collect();
 
@@ -476,6 +553,10 @@ impl Config {
                     host: s.host.clone(),
                     health_check: hc.unwrap_or_default(),
                     timeouts: st,
+                    credentials: s
+                        .credentials
+                        .as_ref()
+                        .and_then(|c| access::credentials(c, root, &format!("{sbase}.credentials"), p)),
                 });
             }
             groups.push(ServiceGroup {
@@ -523,7 +604,28 @@ impl Config {
         if raw.routes.is_empty() {
             p.push("routes", "at least one route is needed");
         }
+        let identity = raw
+            .identity
+            .as_ref()
+            .map(|i| access::identity(i, root, p));
+        let policy = access::policy(&raw.policy, p);
+        let known: HashSet<&str> = servers.iter().map(|s: &Server| s.name.as_str()).collect();
+        let catalog = access::catalog(&raw.catalog, &known, p);
+        let kill_switch = access::kill_switch(&raw.kill_switch, p);
+        let has_mtls_listener = listeners
+            .iter()
+            .any(|l| l.tls.as_ref().is_some_and(|t| t.client_ca.is_some()));
+        if identity.as_ref().is_some_and(|i| !i.mtls.is_empty()) && !has_mtls_listener {
+            p.push(
+                "identity.mtls",
+                "no listener asks for client certificates (set `tls.client_ca` on one)",
+            );
+        }
         Config {
+            identity,
+            policy,
+            catalog,
+            kill_switch,
             listeners,
             admin,
             limits,

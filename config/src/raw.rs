@@ -4,6 +4,8 @@
 //! rather than silently drop a setting. Values stay as written (strings for
 //! durations and sizes); `crate::model` turns them into typed values.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +27,16 @@ pub struct WardenConfig {
     pub security: SecurityConfig,
     pub service_groups: Vec<ServiceGroupConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Who may call: API keys, JWT, mTLS. Absent: every caller is `anonymous`.
+    #[serde(default)]
+    pub identity: Option<IdentityConfig>,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Tool risk levels per server name.
+    #[serde(default)]
+    pub catalog: BTreeMap<String, ServerCatalogConfig>,
+    #[serde(default)]
+    pub kill_switch: KillSwitchConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +59,12 @@ pub struct ListenerTlsConfig {
     pub cert: String,
     /// PEM private key, path relative to the bundle root.
     pub key: String,
+    /// PEM bundle of CAs that sign client certificates (mTLS), relative to the bundle root.
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    /// `optional` (default when `client_ca` is set: other methods still work) or `required`.
+    #[serde(default)]
+    pub client_auth: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +113,16 @@ pub struct AuditConfig {
     pub path: Option<String>,
     /// Records buffered between the request path and the writer (default 65536).
     pub queue: Option<u32>,
+    /// What happens when the queue is full: `closed` (default: new calls are
+    /// refused until the writer catches up) or `open` (calls go on; every lost
+    /// record is counted in `warden_audit_dropped_total` and logged).
+    pub fail_mode: Option<String>,
+    /// Start a new file when the current one reaches this size (e.g. `100MiB`).
+    pub rotate_size: Option<String>,
+    /// Start a new file after this long (e.g. `1h`).
+    pub rotate_interval: Option<String>,
+    /// Put the raw `tools/call` arguments / prompt arguments in records (default false: digest only).
+    pub include_arguments: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -129,6 +157,26 @@ pub struct ServerConfig {
     pub health_check: Option<HealthCheckConfig>,
     #[serde(default)]
     pub timeouts: Option<TimeoutsConfig>,
+    /// Warden's own credential for this server (the client's is never forwarded).
+    #[serde(default)]
+    pub credentials: Option<CredentialsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// Header to set (default `authorization`).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Text put before the secret (default `Bearer ` for `authorization`, empty otherwise).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Environment variable holding the secret.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// File holding the secret (trailing newline trimmed); relative paths resolve against the bundle root.
+    #[serde(default)]
+    pub file: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,4 +216,160 @@ pub struct RouteConfig {
     /// Prefix that replaces `prefix` upstream (default `/`).
     #[serde(default)]
     pub upstream_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Canonical URI of this protected resource (RFC 9728 `resource`, the JWT audience).
+    pub resource: String,
+    /// Authorization servers advertised in the protected-resource metadata.
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    /// Scopes advertised in the metadata.
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    /// Scopes a JWT must carry (all of them), else 403 `insufficient_scope`.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// Let callers without credentials through as principal `anonymous` (default false).
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// Header carrying an API key (default `x-api-key`); `Authorization: Bearer <key>` works too.
+    #[serde(default)]
+    pub api_key_header: Option<String>,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+    /// Client certificates mapped to principals (the listener needs `tls.client_ca`).
+    #[serde(default)]
+    pub mtls: Vec<MtlsPrincipalConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub id: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// `agent` (default) or `user`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// `sha256:<salt hex>:<hex of sha256(salt ‖ key)>` — `warden apikey hash` prints one.
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values (default: the identity `resource`).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted algorithms (default RS256, ES256, EdDSA).
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// JWKS file, relative to the bundle root.
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    /// JWKS URL fetched in the background.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// How often the JWKS URL is fetched again (default `5m`).
+    #[serde(default)]
+    pub jwks_refresh: Option<String>,
+    /// Tolerance on `exp` / `nbf` (default `30s`).
+    #[serde(default)]
+    pub clock_skew: Option<String>,
+    /// Claim holding the tenant (default `tenant`).
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
+    /// Claim holding the roles (default `roles`; an array or a space-separated string).
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+    /// Claim holding `agent` or `user` (default: `user`).
+    #[serde(default)]
+    pub kind_claim: Option<String>,
+    /// String claims copied into `principal.attributes`.
+    #[serde(default)]
+    pub attribute_claims: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsPrincipalConfig {
+    /// Match on a URI SAN `spiffe://…`.
+    #[serde(default)]
+    pub spiffe_id: Option<String>,
+    /// Match on a DNS SAN.
+    #[serde(default)]
+    pub dns: Option<String>,
+    /// Match on the subject common name.
+    #[serde(default)]
+    pub subject_cn: Option<String>,
+    pub id: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Rule evaluated per message (default `data.warden.authz.decision`).
+    #[serde(default)]
+    pub entrypoint: Option<String>,
+    /// How a denied `tools/call` is answered: `tool_error` (default, an
+    /// `isError` result the model can read) or `error` (a JSON-RPC error).
+    #[serde(default)]
+    pub denial: Option<String>,
+    /// IANA time zone for `context.hour` / `context.weekday` (default `UTC`).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Decisions kept in the cache (default 100000; 0 turns the cache off).
+    #[serde(default)]
+    pub cache_capacity: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerCatalogConfig {
+    /// Risk of tools the catalog does not list (default `MEDIUM`).
+    #[serde(default)]
+    pub default_risk: Option<String>,
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolCatalogConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCatalogConfig {
+    /// `LOW`, `MEDIUM`, `HIGH` or `CRITICAL`.
+    pub risk: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KillSwitchConfig {
+    /// Pause everything.
+    #[serde(default)]
+    pub all: bool,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    #[serde(default)]
+    pub principals: Vec<String>,
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// `tool` (on every server) or `server/tool`.
+    #[serde(default)]
+    pub tools: Vec<String>,
 }

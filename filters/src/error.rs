@@ -26,6 +26,17 @@ pub mod codes {
     pub const DENIED: i32 = -31010;
     /// The request as a whole was refused (size, route, origin, method).
     pub const REFUSED: i32 = -31020;
+    /// Paused by the bundle's kill switch.
+    pub const PAUSED: i32 = -31011;
+    /// No valid credential (HTTP 401).
+    pub const UNAUTHENTICATED: i32 = -31030;
+    /// Authenticated, but not allowed at the HTTP level: missing scope, or a
+    /// session opened by another principal (HTTP 403).
+    pub const FORBIDDEN: i32 = -31031;
+    /// The audit trail cannot keep up and the bundle says fail closed (HTTP 503).
+    pub const AUDIT_UNAVAILABLE: i32 = -31040;
+    /// MCP: resource not found.
+    pub const RESOURCE_NOT_FOUND: i32 = -32002;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

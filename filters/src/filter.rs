@@ -16,24 +16,7 @@ pub enum Direction {
     Response,
 }
 
-/// Who sent a request. Authentication fills it in; until then every caller is
-/// `anonymous`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub id: String,
-    pub tenant: String,
-    pub roles: Vec<String>,
-}
-
-impl Principal {
-    pub fn anonymous() -> Self {
-        Principal {
-            id: "anonymous".into(),
-            tenant: "default".into(),
-            roles: Vec::new(),
-        }
-    }
-}
+pub use crate::identity::Principal;
 
 /// What a filter knows about the exchange a message belongs to.
 #[derive(Debug, Clone)]
@@ -47,6 +30,10 @@ pub struct FilterContext<'a> {
     pub direction: Direction,
     /// For a response message: the method of the request it answers, when known.
     pub request_method: Option<&'a str>,
+    /// When the request arrived (the clock filters see).
+    pub now: std::time::SystemTime,
+    /// The caller's `x-warden-justification` header.
+    pub justification: Option<&'a str>,
 }
 
 /// One message as a filter sees it: the envelope read by the parser and the
@@ -64,6 +51,31 @@ pub struct Denial {
     pub error: JsonRpcError,
     /// Stable machine-readable reason for audit and metrics.
     pub reason: String,
+    /// When set, the caller receives this JSON-RPC *result* instead of the
+    /// error (a `tools/call` denial as an `isError: true` tool result).
+    pub result: Option<serde_json::Value>,
+}
+
+impl Denial {
+    pub fn error(error: JsonRpcError, reason: impl Into<String>) -> Self {
+        Denial {
+            error,
+            reason: reason.into(),
+            result: None,
+        }
+    }
+
+    /// The JSON-RPC response answering request `id`.
+    pub fn to_response(&self, id: Option<&crate::jsonrpc::Id>) -> serde_json::Value {
+        match &self.result {
+            Some(r) => serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": id.map_or(serde_json::Value::Null, crate::jsonrpc::Id::to_json),
+                "result": r,
+            }),
+            None => self.error.to_response(id),
+        }
+    }
 }
 
 /// A filter's verdict on one message.
@@ -185,13 +197,13 @@ impl FilterChain {
                     _ => {
                         return Verdict::Reject {
                             filter: f.name(),
-                            denial: Denial {
-                                error: JsonRpcError::new(
+                            denial: Denial::error(
+                                JsonRpcError::new(
                                     crate::error::codes::INTERNAL_ERROR,
                                     "A gateway filter produced an invalid rewrite",
                                 ),
-                                reason: "filter_rewrite_invalid".into(),
-                            },
+                                "filter_rewrite_invalid",
+                            ),
                         }
                     }
                 },

@@ -3,10 +3,13 @@
 //! calls these functions, so every piece is testable and benchable alone.
 
 pub mod error;
+pub mod authz;
 pub mod filter;
+pub mod identity;
 pub mod jsonrpc;
 pub mod mcp;
 pub mod plan;
+pub mod policy;
 pub mod snapshot;
 pub mod sse;
 

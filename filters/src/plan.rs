@@ -158,7 +158,7 @@ fn apply(plan: &mut RequestPlan, env: &Envelope, verdict: Verdict) -> Outcome {
             plan.forward = Forward::Nothing;
             // Only requests are answered; a refused notification or response is dropped.
             if env.kind == Kind::Request {
-                plan.answers.push(denial.error.to_response(env.id.as_ref()));
+                plan.answers.push(denial.to_response(env.id.as_ref()));
             }
             Outcome::Denied {
                 filter,
@@ -224,10 +224,10 @@ mod tests {
         }
         fn on_request(&self, msg: MessageView<'_>, _: &FilterContext<'_>) -> Decision {
             match msg.envelope.name.as_deref() {
-                Some("forbidden") => Decision::Reject(Denial {
-                    error: JsonRpcError::new(-31010, "no"),
-                    reason: "test_denied".into(),
-                }),
+                Some("forbidden") => Decision::Reject(Denial::error(
+                    JsonRpcError::new(-31010, "no"),
+                    "test_denied",
+                )),
                 Some("shout") => Decision::Mutated(
                     String::from_utf8_lossy(msg.bytes)
                         .replace("hi", "HI")
@@ -253,6 +253,8 @@ mod tests {
             source_ip: None,
             direction: Direction::Request,
             request_method: None,
+            now: std::time::SystemTime::now(),
+            justification: None,
         };
         let parsed = parse(body.as_bytes(), ParseLimits::default()).expect("parse");
         plan_request(body.as_bytes(), &parsed, &chain, &ctx)

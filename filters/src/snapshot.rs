@@ -6,13 +6,30 @@ use std::sync::Arc;
 use warden_config::model::{Route, Server};
 use warden_config::{Bundle, Config};
 
+use warden_config::error::Problem;
+
+use crate::authz::{KillSwitchFilter, PolicyFilter};
 use crate::filter::{FilterChain, McpFilter};
+use crate::identity::Authenticator;
 use crate::jsonrpc::ParseLimits;
+use crate::policy::PolicyEngine;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("route {0}: unknown server `{1}`")]
     UnknownServer(usize, String),
+    #[error("{0}")]
+    Invalid(Problem),
+}
+
+impl BuildError {
+    fn at(file: impl Into<String>, path: impl Into<String>, message: impl Into<String>) -> Self {
+        BuildError::Invalid(Problem {
+            file: file.into(),
+            path: path.into(),
+            message: message.into(),
+        })
+    }
 }
 
 /// A route resolved against its server.
@@ -72,6 +89,10 @@ pub struct Snapshot {
     pub routes: Vec<ResolvedRoute>,
     pub chain: FilterChain,
     pub parse_limits: ParseLimits,
+    /// `None`: the bundle has no identity section; every caller is anonymous.
+    pub auth: Option<Authenticator>,
+    /// `None`: the bundle has no Rego; every message is allowed.
+    pub policy: Option<Arc<PolicyEngine>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -117,13 +138,48 @@ impl Snapshot {
                 .cmp(&a.prefix.len())
                 .then(b.host.is_some().cmp(&a.host.is_some()))
         });
-        let chain = FilterChain::new(extra, parse_limits);
+        let auth = config
+            .identity
+            .as_ref()
+            .map(Authenticator::new)
+            .transpose()
+            .map_err(|e| BuildError::at("warden.yaml", "identity.jwt", e))?;
+        let policy = if bundle.policies.is_empty() {
+            None
+        } else {
+            let p = &config.policy;
+            let engine = PolicyEngine::compile(
+                &bundle.policies,
+                &bundle.data,
+                &p.entrypoint,
+                &p.timezone,
+                p.cache_capacity,
+            )
+            .map_err(|e| BuildError::at(e.file, "", e.message))?;
+            Some(Arc::new(engine))
+        };
+        // Kill switch → (quota) → policy → (schema, egress, DLP) …
+        let mut filters: Vec<Arc<dyn McpFilter>> = Vec::new();
+        if !config.kill_switch.is_empty() {
+            filters.push(Arc::new(KillSwitchFilter::new(config.kill_switch.clone())));
+        }
+        if let Some(engine) = &policy {
+            filters.push(Arc::new(PolicyFilter::new(
+                engine.clone(),
+                config.catalog.clone(),
+                config.policy.denial,
+            )));
+        }
+        filters.extend(extra);
+        let chain = FilterChain::new(filters, parse_limits);
         Ok(Snapshot {
             revision: bundle.revision.clone(),
             config,
             routes,
             chain,
             parse_limits,
+            auth,
+            policy,
         })
     }
 

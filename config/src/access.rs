@@ -1,0 +1,674 @@
+//! Typed identity, policy, tool-catalog, kill-switch and upstream-credential
+//! settings, validated from the raw `warden.yaml` sections.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::Problems;
+use crate::model::parse_duration;
+use crate::raw;
+
+/// Who a credential stands for, as written in the bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalSpec {
+    pub id: String,
+    pub tenant: String,
+    pub roles: Vec<String>,
+    pub kind: PrincipalKind,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PrincipalKind {
+    Agent,
+    User,
+}
+
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::Agent => "agent",
+            PrincipalKind::User => "user",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "agent" => Some(PrincipalKind::Agent),
+            "user" => Some(PrincipalKind::User),
+            _ => None,
+        }
+    }
+}
+
+/// An API key as the bundle stores it: never the key, only a salted digest.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub principal: PrincipalSpec,
+    pub salt: Vec<u8>,
+    /// SHA-256 of `salt ‖ key`.
+    pub digest: [u8; 32],
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("principal", &self.principal.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where JWT verification keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// The file's contents, read when the bundle was loaded.
+    File { path: PathBuf, json: String },
+    /// Fetched in the background and refreshed.
+    Url { url: String, refresh: Duration },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jwt {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<String>,
+    pub jwks: JwksSource,
+    pub clock_skew: Duration,
+    pub tenant_claim: String,
+    pub roles_claim: String,
+    pub kind_claim: Option<String>,
+    pub attribute_claims: Vec<String>,
+}
+
+/// What part of a client certificate a rule matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertMatch {
+    SpiffeId(String),
+    Dns(String),
+    SubjectCn(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtlsRule {
+    pub matches: CertMatch,
+    pub principal: PrincipalSpec,
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub resource: String,
+    pub authorization_servers: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub required_scopes: Vec<String>,
+    pub allow_anonymous: bool,
+    /// Lower-case header name.
+    pub api_key_header: String,
+    pub api_keys: Vec<ApiKey>,
+    pub jwt: Option<Jwt>,
+    pub mtls: Vec<MtlsRule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Risk {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::Low => "LOW",
+            Risk::Medium => "MEDIUM",
+            Risk::High => "HIGH",
+            Risk::Critical => "CRITICAL",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "LOW" => Some(Risk::Low),
+            "MEDIUM" => Some(Risk::Medium),
+            "HIGH" => Some(Risk::High),
+            "CRITICAL" => Some(Risk::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// Risk levels of one server's tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCatalog {
+    pub default_risk: Risk,
+    pub tools: HashMap<String, Risk>,
+}
+
+impl Default for ServerCatalog {
+    fn default() -> Self {
+        ServerCatalog {
+            default_risk: Risk::Medium,
+            tools: HashMap::new(),
+        }
+    }
+}
+
+impl ServerCatalog {
+    pub fn risk(&self, tool: &str) -> Risk {
+        self.tools.get(tool).copied().unwrap_or(self.default_risk)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialStyle {
+    /// A `tools/call` denial is an `isError: true` tool result.
+    ToolError,
+    /// Every denial is a JSON-RPC error.
+    Error,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    pub entrypoint: String,
+    pub denial: DenialStyle,
+    pub timezone: String,
+    pub cache_capacity: u64,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            entrypoint: "data.warden.authz.decision".into(),
+            denial: DenialStyle::ToolError,
+            timezone: "UTC".into(),
+            cache_capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KillSwitch {
+    pub all: bool,
+    pub tenants: HashSet<String>,
+    pub principals: HashSet<String>,
+    pub servers: HashSet<String>,
+    /// Tool names paused on every server.
+    pub tools: HashSet<String>,
+    /// `(server, tool)` pairs.
+    pub server_tools: HashSet<(String, String)>,
+}
+
+impl KillSwitch {
+    pub fn is_empty(&self) -> bool {
+        !self.all
+            && self.tenants.is_empty()
+            && self.principals.is_empty()
+            && self.servers.is_empty()
+            && self.tools.is_empty()
+            && self.server_tools.is_empty()
+    }
+}
+
+/// A secret value that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Warden's own credential for an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Lower-case header name.
+    pub header: String,
+    /// Full header value (prefix + secret).
+    pub value: Secret,
+}
+
+fn principal(
+    p: &mut Problems,
+    base: &str,
+    id: &str,
+    tenant: &str,
+    roles: &[String],
+    kind: Option<&str>,
+    attributes: &BTreeMap<String, String>,
+    default_kind: PrincipalKind,
+) -> PrincipalSpec {
+    if id.is_empty() {
+        p.push(format!("{base}.id"), "must not be empty");
+    }
+    if tenant.is_empty() {
+        p.push(format!("{base}.tenant"), "must not be empty");
+    }
+    let kind = match kind {
+        None => default_kind,
+        Some(k) => PrincipalKind::parse(k).unwrap_or_else(|| {
+            p.push(
+                format!("{base}.kind"),
+                format!("`{k}` is not a principal kind (agent or user)"),
+            );
+            default_kind
+        }),
+    };
+    PrincipalSpec {
+        id: id.to_owned(),
+        tenant: tenant.to_owned(),
+        roles: roles.to_vec(),
+        kind,
+        attributes: attributes.clone(),
+    }
+}
+
+/// Parses `sha256:<salt hex>:<digest hex>`.
+pub fn parse_key_hash(s: &str) -> Result<(Vec<u8>, [u8; 32]), String> {
+    let mut it = s.splitn(3, ':');
+    let (Some("sha256"), Some(salt), Some(digest)) = (it.next(), it.next(), it.next()) else {
+        return Err("must look like `sha256:<salt hex>:<digest hex>` (see `warden apikey hash`)".into());
+    };
+    let salt = hex::decode(salt).map_err(|_| "salt is not hex".to_string())?;
+    if salt.len() < 8 {
+        return Err("salt must be at least 8 bytes".into());
+    }
+    let d = hex::decode(digest).map_err(|_| "digest is not hex".to_string())?;
+    let digest: [u8; 32] = d
+        .try_into()
+        .map_err(|_| "digest must be 32 bytes (64 hex digits)".to_string())?;
+    Ok((salt, digest))
+}
+
+/// The stored form of an API key: `sha256:<salt hex>:<hex of sha256(salt ‖ key)>`.
+pub fn hash_api_key(key: &str, salt: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(key.as_bytes());
+    format!("sha256:{}:{}", hex::encode(salt), hex::encode(h.finalize()))
+}
+
+fn is_http_url(s: &str) -> bool {
+    s.starts_with("https://") || s.starts_with("http://")
+}
+
+pub(crate) fn identity(
+    raw: &raw::IdentityConfig,
+    root: &Path,
+    p: &mut Problems,
+) -> Identity {
+    if !is_http_url(&raw.resource) {
+        p.push(
+            "identity.resource",
+            "must be the absolute http(s) URI clients use for this gateway",
+        );
+    }
+    let mut api_keys = Vec::new();
+    let mut ids = HashSet::new();
+    for (i, k) in raw.api_keys.iter().enumerate() {
+        let base = format!("identity.api_keys[{i}]");
+        let spec = principal(
+            p,
+            &base,
+            &k.id,
+            &k.tenant,
+            &k.roles,
+            k.kind.as_deref(),
+            &k.attributes,
+            PrincipalKind::Agent,
+        );
+        if !ids.insert(k.id.clone()) {
+            p.push(format!("{base}.id"), format!("duplicate key id `{}`", k.id));
+        }
+        match parse_key_hash(&k.hash) {
+            Ok((salt, digest)) => api_keys.push(ApiKey {
+                principal: spec,
+                salt,
+                digest,
+            }),
+            Err(e) => p.push(format!("{base}.hash"), e),
+        }
+    }
+    let jwt = raw.jwt.as_ref().map(|j| {
+        let base = "identity.jwt";
+        let jwks = match (&j.jwks_file, &j.jwks_url) {
+            (Some(f), None) => {
+                let path = root.join(f);
+                match std::fs::read_to_string(&path) {
+                    Ok(json) => JwksSource::File { path, json },
+                    Err(e) => {
+                        p.push(
+                            format!("{base}.jwks_file"),
+                            format!("cannot read `{f}`: {e}"),
+                        );
+                        JwksSource::File {
+                            path,
+                            json: String::new(),
+                        }
+                    }
+                }
+            }
+            (None, Some(u)) => {
+                if !is_http_url(u) {
+                    p.push(format!("{base}.jwks_url"), "must be an http(s) URL");
+                }
+                let refresh = match &j.jwks_refresh {
+                    None => Duration::from_secs(300),
+                    Some(s) => parse_duration(s).unwrap_or_else(|e| {
+                        p.push(format!("{base}.jwks_refresh"), e);
+                        Duration::from_secs(300)
+                    }),
+                };
+                JwksSource::Url {
+                    url: u.clone(),
+                    refresh: refresh.max(Duration::from_secs(1)),
+                }
+            }
+            _ => {
+                p.push(
+                    base,
+                    "set exactly one of `jwks_file` and `jwks_url`",
+                );
+                JwksSource::File {
+                    path: PathBuf::new(),
+                    json: String::new(),
+                }
+            }
+        };
+        let algorithms = if j.algorithms.is_empty() {
+            vec!["RS256".into(), "ES256".into(), "EdDSA".into()]
+        } else {
+            j.algorithms.clone()
+        };
+        for (i, a) in algorithms.iter().enumerate() {
+            if !matches!(
+                a.as_str(),
+                "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "EdDSA"
+            ) {
+                p.push(
+                    format!("{base}.algorithms[{i}]"),
+                    format!("`{a}` is not an accepted asymmetric algorithm"),
+                );
+            }
+        }
+        let clock_skew = match &j.clock_skew {
+            None => Duration::from_secs(30),
+            Some(s) => parse_duration(s).unwrap_or_else(|e| {
+                p.push(format!("{base}.clock_skew"), e);
+                Duration::from_secs(30)
+            }),
+        };
+        if clock_skew > Duration::from_secs(300) {
+            p.push(format!("{base}.clock_skew"), "must be at most 5m");
+        }
+        if j.issuer.is_empty() {
+            p.push(format!("{base}.issuer"), "must not be empty");
+        }
+        Jwt {
+            issuer: j.issuer.clone(),
+            audiences: if j.audiences.is_empty() {
+                vec![raw.resource.clone()]
+            } else {
+                j.audiences.clone()
+            },
+            algorithms,
+            jwks,
+            clock_skew,
+            tenant_claim: j.tenant_claim.clone().unwrap_or_else(|| "tenant".into()),
+            roles_claim: j.roles_claim.clone().unwrap_or_else(|| "roles".into()),
+            kind_claim: j.kind_claim.clone(),
+            attribute_claims: j.attribute_claims.clone(),
+        }
+    });
+    let mut mtls = Vec::new();
+    for (i, m) in raw.mtls.iter().enumerate() {
+        let base = format!("identity.mtls[{i}]");
+        let spec = principal(
+            p,
+            &base,
+            &m.id,
+            &m.tenant,
+            &m.roles,
+            m.kind.as_deref(),
+            &m.attributes,
+            PrincipalKind::Agent,
+        );
+        let matches = match (&m.spiffe_id, &m.dns, &m.subject_cn) {
+            (Some(s), None, None) => {
+                if !s.starts_with("spiffe://") {
+                    p.push(format!("{base}.spiffe_id"), "must start with `spiffe://`");
+                }
+                CertMatch::SpiffeId(s.clone())
+            }
+            (None, Some(d), None) => CertMatch::Dns(d.to_ascii_lowercase()),
+            (None, None, Some(c)) => CertMatch::SubjectCn(c.clone()),
+            _ => {
+                p.push(
+                    base,
+                    "set exactly one of `spiffe_id`, `dns` and `subject_cn`",
+                );
+                continue;
+            }
+        };
+        mtls.push(MtlsRule {
+            matches,
+            principal: spec,
+        });
+    }
+    if raw.api_keys.is_empty() && raw.jwt.is_none() && raw.mtls.is_empty() && !raw.allow_anonymous {
+        p.push(
+            "identity",
+            "no credential is configured (api_keys, jwt, mtls) and allow_anonymous is false: nobody could call",
+        );
+    }
+    let api_key_header = raw
+        .api_key_header
+        .clone()
+        .unwrap_or_else(|| "x-api-key".into())
+        .to_ascii_lowercase();
+    if api_key_header == "authorization" || api_key_header.is_empty() {
+        p.push(
+            "identity.api_key_header",
+            "must be a dedicated header (keys in `Authorization: Bearer` are accepted anyway)",
+        );
+    }
+    Identity {
+        resource: raw.resource.clone(),
+        authorization_servers: raw.authorization_servers.clone(),
+        scopes_supported: raw.scopes_supported.clone(),
+        required_scopes: raw.required_scopes.clone(),
+        allow_anonymous: raw.allow_anonymous,
+        api_key_header,
+        api_keys,
+        jwt,
+        mtls,
+    }
+}
+
+pub(crate) fn policy(raw: &raw::PolicyConfig, p: &mut Problems) -> PolicySettings {
+    let d = PolicySettings::default();
+    let entrypoint = raw.entrypoint.clone().unwrap_or(d.entrypoint);
+    if !entrypoint.starts_with("data.")
+        || entrypoint
+            .split('.')
+            .any(|s| s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        p.push(
+            "policy.entrypoint",
+            format!("`{entrypoint}` is not a rule path such as `data.warden.authz.decision`"),
+        );
+    }
+    let denial = match raw.denial.as_deref() {
+        None | Some("tool_error") => DenialStyle::ToolError,
+        Some("error") => DenialStyle::Error,
+        Some(o) => {
+            p.push(
+                "policy.denial",
+                format!("`{o}` is not a denial style (tool_error or error)"),
+            );
+            DenialStyle::ToolError
+        }
+    };
+    PolicySettings {
+        entrypoint,
+        denial,
+        timezone: raw.timezone.clone().unwrap_or(d.timezone),
+        cache_capacity: raw.cache_capacity.unwrap_or(d.cache_capacity),
+    }
+}
+
+pub(crate) fn catalog(
+    raw: &BTreeMap<String, raw::ServerCatalogConfig>,
+    servers: &HashSet<&str>,
+    p: &mut Problems,
+) -> HashMap<String, ServerCatalog> {
+    let mut out = HashMap::new();
+    for (name, c) in raw {
+        let base = format!("catalog.{name}");
+        if !servers.contains(name.as_str()) {
+            p.push(&base, format!("unknown server `{name}`"));
+        }
+        let default_risk = match c.default_risk.as_deref() {
+            None => Risk::Medium,
+            Some(r) => Risk::parse(r).unwrap_or_else(|| {
+                p.push(
+                    format!("{base}.default_risk"),
+                    format!("`{r}` is not a risk level (LOW, MEDIUM, HIGH, CRITICAL)"),
+                );
+                Risk::Medium
+            }),
+        };
+        let mut tools = HashMap::new();
+        for (tool, t) in &c.tools {
+            match Risk::parse(&t.risk) {
+                Some(r) => {
+                    tools.insert(tool.clone(), r);
+                }
+                None => p.push(
+                    format!("{base}.tools.{tool}.risk"),
+                    format!("`{}` is not a risk level (LOW, MEDIUM, HIGH, CRITICAL)", t.risk),
+                ),
+            }
+        }
+        out.insert(
+            name.clone(),
+            ServerCatalog {
+                default_risk,
+                tools,
+            },
+        );
+    }
+    out
+}
+
+pub(crate) fn kill_switch(raw: &raw::KillSwitchConfig, p: &mut Problems) -> KillSwitch {
+    let mut k = KillSwitch {
+        all: raw.all,
+        tenants: raw.tenants.iter().cloned().collect(),
+        principals: raw.principals.iter().cloned().collect(),
+        servers: raw.servers.iter().cloned().collect(),
+        ..KillSwitch::default()
+    };
+    for (i, t) in raw.tools.iter().enumerate() {
+        match t.split_once('/') {
+            Some((s, tool)) if !s.is_empty() && !tool.is_empty() => {
+                k.server_tools.insert((s.to_owned(), tool.to_owned()));
+            }
+            Some(_) => p.push(
+                format!("kill_switch.tools[{i}]"),
+                "must be `tool` or `server/tool`",
+            ),
+            None => {
+                k.tools.insert(t.clone());
+            }
+        }
+    }
+    k
+}
+
+/// Reads the secret an upstream credential names. Secrets never live in the bundle text.
+pub(crate) fn credentials(
+    raw: &raw::CredentialsConfig,
+    root: &Path,
+    base: &str,
+    p: &mut Problems,
+) -> Option<Credentials> {
+    let header = raw
+        .header
+        .clone()
+        .unwrap_or_else(|| "authorization".into())
+        .to_ascii_lowercase();
+    if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        p.push(format!("{base}.header"), "must be a header name");
+        return None;
+    }
+    let prefix = raw.prefix.clone().unwrap_or_else(|| {
+        if header == "authorization" {
+            "Bearer ".into()
+        } else {
+            String::new()
+        }
+    });
+    let secret = match (&raw.env, &raw.file) {
+        (Some(var), None) => match std::env::var(var) {
+            Ok(v) => v,
+            Err(_) => {
+                p.push(
+                    format!("{base}.env"),
+                    format!("environment variable `{var}` is not set"),
+                );
+                return None;
+            }
+        },
+        (None, Some(f)) => match std::fs::read_to_string(root.join(f)) {
+            Ok(v) => v.trim_end_matches(['\n', '\r']).to_owned(),
+            Err(e) => {
+                p.push(format!("{base}.file"), format!("cannot read `{f}`: {e}"));
+                return None;
+            }
+        },
+        _ => {
+            p.push(base, "set exactly one of `env` and `file`");
+            return None;
+        }
+    };
+    let value = format!("{prefix}{secret}");
+    if value.is_empty() || value.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        p.push(base, "the secret is empty or holds control characters");
+        return None;
+    }
+    Some(Credentials {
+        header,
+        value: Secret(value),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_hash_round_trip() {
+        let stored = hash_api_key("wk_test_123", b"0123456789abcdef");
+        let (salt, digest) = parse_key_hash(&stored).unwrap();
+        assert_eq!(salt, b"0123456789abcdef");
+        assert_eq!(hash_api_key("wk_test_123", &salt), stored);
+        assert_ne!(hash_api_key("wk_test_124", &salt), stored);
+        assert_eq!(digest.len(), 32);
+        assert!(parse_key_hash("plain-text-key").is_err());
+        assert!(parse_key_hash("sha256:00:00").is_err());
+    }
+
+    #[test]
+    fn secret_is_not_printed() {
+        let s = Secret("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,314 @@
+//! Authorisation filters: the kill switch and the Rego policy (including the
+//! filtering of list results to what the principal may use).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use serde_json::Value as Json;
+use warden_config::access::{DenialStyle, KillSwitch, Risk, ServerCatalog};
+
+use crate::error::{codes, JsonRpcError};
+use crate::filter::{Decision, Denial, FilterContext, McpFilter, MessageView};
+use crate::jsonrpc::Kind;
+use crate::policy::{PolicyDecision, PolicyEngine, PolicyInput};
+
+/// Refuses everything the bundle's kill switch pauses, before any other check.
+#[derive(Debug)]
+pub struct KillSwitchFilter {
+    switch: KillSwitch,
+}
+
+impl KillSwitchFilter {
+    pub fn new(switch: KillSwitch) -> Self {
+        KillSwitchFilter { switch }
+    }
+
+    fn paused(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Option<&'static str> {
+        let k = &self.switch;
+        if k.all {
+            return Some("all");
+        }
+        if k.tenants.contains(&ctx.principal.tenant) {
+            return Some("tenant");
+        }
+        if k.principals.contains(&ctx.principal.id) {
+            return Some("principal");
+        }
+        if k.servers.contains(ctx.server) {
+            return Some("server");
+        }
+        let env = msg.envelope;
+        if env.method.as_deref() == Some("tools/call") {
+            if let Some(tool) = &env.name {
+                if k.tools.contains(tool)
+                    || k.server_tools
+                        .contains(&(ctx.server.to_owned(), tool.clone()))
+                {
+                    return Some("tool");
+                }
+            }
+        }
+        None
+    }
+}
+
+impl McpFilter for KillSwitchFilter {
+    fn name(&self) -> &'static str {
+        "kill_switch"
+    }
+
+    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+        if msg.envelope.kind == Kind::Response {
+            return Decision::Pass;
+        }
+        match self.paused(msg, ctx) {
+            None => Decision::Pass,
+            Some(scope) => Decision::Reject(Denial::error(
+                JsonRpcError::new(codes::PAUSED, format!("Paused by the kill switch ({scope})"))
+                    .with_data(serde_json::json!({"reason": "kill_switch", "scope": scope})),
+                format!("kill_switch_{scope}"),
+            )),
+        }
+    }
+
+    fn inspects_responses(&self) -> bool {
+        false
+    }
+}
+
+/// Decides every client→server request and notification, and every
+/// server→client request, with the bundle's Rego policy; filters list results.
+pub struct PolicyFilter {
+    engine: Arc<PolicyEngine>,
+    catalog: HashMap<String, ServerCatalog>,
+    denial: DenialStyle,
+}
+
+impl std::fmt::Debug for PolicyFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyFilter")
+            .field("engine", &self.engine)
+            .finish()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ArgsOnly<'a> {
+    #[serde(borrow)]
+    params: Option<ParamsArgs<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ParamsArgs<'a> {
+    #[serde(borrow)]
+    arguments: Option<&'a RawValue>,
+}
+
+/// The raw text of `params.arguments`, if the message has one.
+fn arguments(bytes: &[u8]) -> Option<&str> {
+    let m: ArgsOnly<'_> = serde_json::from_slice(bytes).ok()?;
+    m.params?.arguments.map(RawValue::get)
+}
+
+/// What a list result holds and how each item is judged.
+struct ListShape {
+    array: &'static str,
+    key: &'static str,
+    as_method: &'static str,
+}
+
+fn list_shape(method: &str) -> Option<ListShape> {
+    Some(match method {
+        "tools/list" => ListShape {
+            array: "tools",
+            key: "name",
+            as_method: "tools/call",
+        },
+        "prompts/list" => ListShape {
+            array: "prompts",
+            key: "name",
+            as_method: "prompts/get",
+        },
+        "resources/list" => ListShape {
+            array: "resources",
+            key: "uri",
+            as_method: "resources/read",
+        },
+        "resources/templates/list" => ListShape {
+            array: "resourceTemplates",
+            key: "uriTemplate",
+            as_method: "resources/read",
+        },
+        _ => return None,
+    })
+}
+
+impl PolicyFilter {
+    pub fn new(
+        engine: Arc<PolicyEngine>,
+        catalog: HashMap<String, ServerCatalog>,
+        denial: DenialStyle,
+    ) -> Self {
+        PolicyFilter {
+            engine,
+            catalog,
+            denial,
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<PolicyEngine> {
+        &self.engine
+    }
+
+    fn risk(&self, server: &str, tool: &str) -> Risk {
+        self.catalog
+            .get(server)
+            .map_or(ServerCatalog::default().default_risk, |c| c.risk(tool))
+    }
+
+    /// The decision for `method` on `name` (a tool or prompt name, or a
+    /// resource URI) as the policy sees it.
+    fn decide(
+        &self,
+        ctx: &FilterContext<'_>,
+        method: &str,
+        name: Option<&str>,
+        args: Option<&str>,
+        listing: bool,
+    ) -> PolicyDecision {
+        let (tool, prompt, uri) = match method {
+            "tools/call" => (name, None, None),
+            "prompts/get" => (None, name, None),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                (None, None, name)
+            }
+            _ => (None, None, None),
+        };
+        let input = PolicyInput {
+            principal: ctx.principal,
+            server: ctx.server,
+            group: ctx.group,
+            method,
+            tool,
+            prompt,
+            resource_uri: uri,
+            arguments: args,
+            risk: tool.map(|t| self.risk(ctx.server, t)),
+            listing,
+            now: ctx.now,
+            source_ip: ctx.source_ip,
+            justification: ctx.justification,
+            session_id: ctx.session_id,
+        };
+        self.engine.decide(&input)
+    }
+
+    fn denial(&self, ctx: &FilterContext<'_>, method: &str, name: Option<&str>, d: PolicyDecision) -> Denial {
+        let reason = d.reason.to_string();
+        // A name the principal may not even see is answered as if it did not exist.
+        let hidden = matches!(method, "tools/call" | "prompts/get" | "resources/read")
+            && !self.decide(ctx, method, name, None, true).allow;
+        let name_s = name.unwrap_or_default();
+        if hidden {
+            let error = match method {
+                "tools/call" => JsonRpcError::new(codes::INVALID_PARAMS, format!("Unknown tool: {name_s}")),
+                "prompts/get" => {
+                    JsonRpcError::new(codes::INVALID_PARAMS, format!("Unknown prompt: {name_s}"))
+                }
+                _ => JsonRpcError::new(codes::RESOURCE_NOT_FOUND, "Resource not found")
+                    .with_data(serde_json::json!({"uri": name_s})),
+            };
+            return Denial::error(error, reason);
+        }
+        let error = JsonRpcError::new(codes::DENIED, format!("Denied by policy: {reason}"))
+            .with_data(serde_json::json!({"reason": reason}));
+        let result = (method == "tools/call" && self.denial == DenialStyle::ToolError).then(|| {
+            serde_json::json!({
+                "content": [{"type": "text", "text": format!("Denied by policy: {reason}")}],
+                "isError": true,
+            })
+        });
+        Denial {
+            error,
+            reason,
+            result,
+        }
+    }
+
+    /// Removes the items of a list result the principal may not use.
+    fn filter_list(&self, bytes: &[u8], ctx: &FilterContext<'_>, shape: &ListShape) -> Decision {
+        let Ok(mut msg) = serde_json::from_slice::<Json>(bytes) else {
+            return Decision::Pass;
+        };
+        let Some(items) = msg
+            .get_mut("result")
+            .and_then(|r| r.get_mut(shape.array))
+            .and_then(Json::as_array_mut)
+        else {
+            return Decision::Pass;
+        };
+        let before = items.len();
+        items.retain(|item| {
+            let name = item.get(shape.key).and_then(Json::as_str);
+            name.is_some() && self.decide(ctx, shape.as_method, name, None, true).allow
+        });
+        if items.len() == before {
+            return Decision::Pass;
+        }
+        match serde_json::to_vec(&msg) {
+            Ok(b) => Decision::Mutated(b),
+            Err(_) => Decision::Pass,
+        }
+    }
+}
+
+impl McpFilter for PolicyFilter {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+
+    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+        let env = msg.envelope;
+        // Client answers to server→client requests were judged when the request went by.
+        let (Kind::Request | Kind::Notification, Some(method)) = (env.kind, env.method.as_deref())
+        else {
+            return Decision::Pass;
+        };
+        let name = env.name.as_deref().or(env.uri.as_deref());
+        let args = match method {
+            "tools/call" | "prompts/get" => arguments(msg.bytes),
+            _ => None,
+        };
+        let d = self.decide(ctx, method, name, args, false);
+        if d.allow {
+            Decision::Pass
+        } else {
+            Decision::Reject(self.denial(ctx, method, name, d))
+        }
+    }
+
+    fn on_response(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+        let env = msg.envelope;
+        match env.kind {
+            // Server→client requests: sampling, elicitation, roots, ping.
+            Kind::Request => {
+                let method = env.method.as_deref().unwrap_or_default();
+                let d = self.decide(ctx, method, None, None, false);
+                if d.allow {
+                    Decision::Pass
+                } else {
+                    Decision::Reject(Denial::error(
+                        JsonRpcError::new(codes::DENIED, format!("Denied by policy: {}", d.reason)),
+                        d.reason.to_string(),
+                    ))
+                }
+            }
+            Kind::Response if !env.is_error => match ctx.request_method.and_then(list_shape) {
+                Some(shape) => self.filter_list(msg.bytes, ctx, &shape),
+                None => Decision::Pass,
+            },
+            _ => Decision::Pass,
+        }
+    }
+}

@@ -1,0 +1,570 @@
+//! Authentication: API keys (salted digests), JWT bearer tokens (JWKS file or
+//! URL) and mTLS client certificates, each turned into a [`Principal`].
+//!
+//! Pure: the JWKS URL is fetched by the proxy, which installs the key set here
+//! through [`JwksStore::install`]; everything else is computation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use sha2::{Digest, Sha256};
+use warden_config::access::{
+    CertMatch, Identity, JwksSource, Jwt, PrincipalKind, PrincipalSpec,
+};
+
+/// How a caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    Anonymous,
+    ApiKey,
+    Jwt,
+    Mtls,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Anonymous => "anonymous",
+            AuthMethod::ApiKey => "api_key",
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::Mtls => "mtls",
+        }
+    }
+}
+
+/// Who sent a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub id: String,
+    pub tenant: String,
+    pub roles: Vec<String>,
+    pub kind: PrincipalKind,
+    pub auth: AuthMethod,
+    /// Extra string attributes (from the bundle, or copied JWT claims).
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Principal {
+    /// The caller when the bundle has no identity section (or allows anonymous calls).
+    pub fn anonymous() -> Self {
+        Principal {
+            id: "anonymous".into(),
+            tenant: "default".into(),
+            roles: Vec::new(),
+            kind: PrincipalKind::User,
+            auth: AuthMethod::Anonymous,
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    fn from_spec(s: &PrincipalSpec, auth: AuthMethod) -> Self {
+        Principal {
+            id: s.id.clone(),
+            tenant: s.tenant.clone(),
+            roles: s.roles.clone(),
+            kind: s.kind,
+            auth,
+            attributes: s.attributes.clone(),
+        }
+    }
+}
+
+/// The identities a verified client certificate carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCert {
+    pub subject_cn: Option<String>,
+    /// DNS SANs, lower-cased.
+    pub dns: Vec<String>,
+    /// URI SANs (SPIFFE IDs among them).
+    pub uris: Vec<String>,
+}
+
+impl ClientCert {
+    /// Reads the leaf certificate (DER). The TLS layer has already verified
+    /// the chain against the listener's `client_ca`.
+    pub fn from_der(der: &[u8]) -> Option<ClientCert> {
+        use x509_parser::prelude::*;
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let subject_cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned);
+        let mut out = ClientCert {
+            subject_cn,
+            ..ClientCert::default()
+        };
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(d) => out.dns.push(d.to_ascii_lowercase()),
+                    GeneralName::URI(u) => out.uris.push((*u).to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+/// What a request presented.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Presented<'a> {
+    /// The `Authorization` header value.
+    pub authorization: Option<&'a str>,
+    /// The API-key header value.
+    pub api_key: Option<&'a str>,
+    pub client_cert: Option<&'a ClientCert>,
+}
+
+/// Why authentication failed; each maps to the MCP authorization spec's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// No credential and anonymous calls are not allowed → 401 without `error=`.
+    Missing,
+    /// A credential was presented and is not valid → 401 `error="invalid_token"`.
+    Invalid(&'static str),
+    /// A valid token lacks required scopes → 403 `error="insufficient_scope"`.
+    InsufficientScope(Vec<String>),
+}
+
+impl AuthError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "credentials_missing",
+            AuthError::Invalid(r) => r,
+            AuthError::InsufficientScope(_) => "insufficient_scope",
+        }
+    }
+}
+
+/// Verification keys from a JWKS, swapped whole when the set is fetched again.
+#[derive(Default)]
+pub struct JwksStore {
+    keys: ArcSwap<KeySet>,
+    /// Set when a token names a key id the store lacks: the fetcher should refresh early.
+    wanted: AtomicBool,
+}
+
+#[derive(Default)]
+struct KeySet {
+    by_kid: HashMap<String, DecodingKey>,
+    /// Keys without a `kid`, tried in order when a token has none.
+    anonymous: Vec<DecodingKey>,
+    loaded: bool,
+}
+
+impl JwksStore {
+    /// Replaces the key set with the JWKS document `json`.
+    pub fn install(&self, json: &str) -> Result<usize, String> {
+        let set: JwkSet = serde_json::from_str(json).map_err(|e| format!("not a JWKS: {e}"))?;
+        let mut ks = KeySet {
+            loaded: true,
+            ..KeySet::default()
+        };
+        for jwk in &set.keys {
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    ks.by_kid.insert(kid.clone(), key);
+                }
+                None => ks.anonymous.push(key),
+            }
+        }
+        let n = ks.by_kid.len() + ks.anonymous.len();
+        if n == 0 {
+            return Err("the JWKS holds no usable key".into());
+        }
+        self.keys.store(Arc::new(ks));
+        self.wanted.store(false, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.keys.load().loaded
+    }
+
+    /// Whether a token asked for a key the store does not have (and clears the flag).
+    pub fn take_wanted(&self) -> bool {
+        self.wanted.swap(false, Ordering::Relaxed)
+    }
+}
+
+struct JwtVerifier {
+    cfg: Jwt,
+    validation: Validation,
+    store: Arc<JwksStore>,
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+fn algorithm(a: &str) -> Option<Algorithm> {
+    Some(match a {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+impl JwtVerifier {
+    fn new(cfg: &Jwt) -> Result<Self, String> {
+        let algs: Vec<Algorithm> = cfg.algorithms.iter().filter_map(|a| algorithm(a)).collect();
+        let first = *algs.first().ok_or("no JWT algorithm")?;
+        let mut v = Validation::new(first);
+        v.algorithms = algs;
+        v.leeway = cfg.clock_skew.as_secs();
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        v.set_issuer(&[&cfg.issuer]);
+        v.set_audience(&cfg.audiences);
+        let store = Arc::new(JwksStore::default());
+        if let JwksSource::File { json, path } = &cfg.jwks {
+            store
+                .install(json)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(JwtVerifier {
+            cfg: cfg.clone(),
+            validation: v,
+            store,
+        })
+    }
+
+    fn verify(&self, token: &str) -> Result<(Principal, Vec<String>), AuthError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("token_malformed"))?;
+        if !self.validation.algorithms.contains(&header.alg) {
+            return Err(AuthError::Invalid("token_algorithm_not_allowed"));
+        }
+        let keys = self.store.keys.load();
+        let candidates: Vec<&DecodingKey> = match &header.kid {
+            Some(kid) => match keys.by_kid.get(kid) {
+                Some(k) => vec![k],
+                None => {
+                    self.store.wanted.store(true, Ordering::Relaxed);
+                    return Err(AuthError::Invalid("token_key_unknown"));
+                }
+            },
+            None => keys.anonymous.iter().collect(),
+        };
+        let mut last = AuthError::Invalid("token_key_unknown");
+        for key in candidates {
+            match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+                Ok(data) => return Ok(self.principal(data.claims)),
+                Err(e) => {
+                    use jsonwebtoken::errors::ErrorKind as K;
+                    last = AuthError::Invalid(match e.kind() {
+                        K::ExpiredSignature => "token_expired",
+                        K::ImmatureSignature => "token_not_yet_valid",
+                        K::InvalidAudience => "token_audience_mismatch",
+                        K::InvalidIssuer => "token_issuer_mismatch",
+                        K::InvalidSignature => "token_signature_invalid",
+                        K::MissingRequiredClaim(_) => "token_claim_missing",
+                        K::InvalidAlgorithm => "token_algorithm_not_allowed",
+                        _ => "token_invalid",
+                    });
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn principal(&self, c: Claims) -> (Principal, Vec<String>) {
+        let str_claim = |name: &str| c.rest.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        let roles = match c.rest.get(&self.cfg.roles_claim) {
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+            }
+            Some(serde_json::Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            _ => Vec::new(),
+        };
+        let kind = self
+            .cfg
+            .kind_claim
+            .as_deref()
+            .and_then(|k| str_claim(k))
+            .and_then(|k| PrincipalKind::parse(&k))
+            .unwrap_or(PrincipalKind::User);
+        let attributes = self
+            .cfg
+            .attribute_claims
+            .iter()
+            .filter_map(|a| str_claim(a).map(|v| (a.clone(), v)))
+            .collect();
+        let scopes = match (c.rest.get("scope"), c.rest.get("scp")) {
+            (Some(serde_json::Value::String(s)), _) => {
+                s.split_whitespace().map(str::to_owned).collect()
+            }
+            (_, Some(serde_json::Value::Array(a))) => {
+                a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+            }
+            _ => Vec::new(),
+        };
+        (
+            Principal {
+                id: c.sub,
+                tenant: str_claim(&self.cfg.tenant_claim).unwrap_or_else(|| "default".into()),
+                roles,
+                kind,
+                auth: AuthMethod::Jwt,
+                attributes,
+            },
+            scopes,
+        )
+    }
+}
+
+/// Compiled from the bundle's `identity` section; lives in the snapshot.
+pub struct Authenticator {
+    identity: Identity,
+    /// salt → (digest → index into `identity.api_keys`).
+    keys: Vec<(Vec<u8>, HashMap<[u8; 32], usize>)>,
+    jwt: Option<JwtVerifier>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("resource", &self.identity.resource)
+            .field("api_keys", &self.identity.api_keys.len())
+            .field("jwt", &self.jwt.is_some())
+            .field("mtls", &self.identity.mtls.len())
+            .finish()
+    }
+}
+
+impl Authenticator {
+    pub fn new(identity: &Identity) -> Result<Self, String> {
+        let mut keys: Vec<(Vec<u8>, HashMap<[u8; 32], usize>)> = Vec::new();
+        for (i, k) in identity.api_keys.iter().enumerate() {
+            match keys.iter_mut().find(|(s, _)| *s == k.salt) {
+                Some((_, m)) => {
+                    m.insert(k.digest, i);
+                }
+                None => keys.push((k.salt.clone(), HashMap::from([(k.digest, i)]))),
+            }
+        }
+        let jwt = identity.jwt.as_ref().map(JwtVerifier::new).transpose()?;
+        Ok(Authenticator {
+            identity: identity.clone(),
+            keys,
+            jwt,
+        })
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The key store a JWKS URL fills, with the URL and refresh period.
+    pub fn jwks_url(&self) -> Option<(&str, std::time::Duration, Arc<JwksStore>)> {
+        let j = self.jwt.as_ref()?;
+        match &j.cfg.jwks {
+            JwksSource::Url { url, refresh } => Some((url, *refresh, j.store.clone())),
+            JwksSource::File { .. } => None,
+        }
+    }
+
+    fn api_key(&self, key: &str) -> Option<Principal> {
+        for (salt, digests) in &self.keys {
+            let mut h = Sha256::new();
+            h.update(salt);
+            h.update(key.as_bytes());
+            let d: [u8; 32] = h.finalize().into();
+            if let Some(&i) = digests.get(&d) {
+                return Some(Principal::from_spec(
+                    &self.identity.api_keys[i].principal,
+                    AuthMethod::ApiKey,
+                ));
+            }
+        }
+        None
+    }
+
+    fn cert(&self, c: &ClientCert) -> Option<Principal> {
+        self.identity.mtls.iter().find_map(|r| {
+            let hit = match &r.matches {
+                CertMatch::SpiffeId(s) => c.uris.iter().any(|u| u == s),
+                CertMatch::Dns(d) => c.dns.iter().any(|x| x == d),
+                CertMatch::SubjectCn(cn) => c.subject_cn.as_deref() == Some(cn.as_str()),
+            };
+            hit.then(|| Principal::from_spec(&r.principal, AuthMethod::Mtls))
+        })
+    }
+
+    /// Decides who the caller is. Explicit credentials (bearer token, API key
+    /// header) win over a client certificate; a credential that is presented
+    /// and invalid is refused even when anonymous calls are allowed.
+    pub fn authenticate(&self, p: Presented<'_>, _now: SystemTime) -> Result<Principal, AuthError> {
+        if let Some(auth) = p.authorization {
+            let Some(token) = bearer(auth) else {
+                return Err(AuthError::Invalid("authorization_scheme_unsupported"));
+            };
+            if token.bytes().filter(|&b| b == b'.').count() == 2 {
+                let Some(jwt) = &self.jwt else {
+                    return Err(AuthError::Invalid("jwt_not_accepted"));
+                };
+                let (principal, scopes) = jwt.verify(token)?;
+                let missing: Vec<String> = self
+                    .identity
+                    .required_scopes
+                    .iter()
+                    .filter(|s| !scopes.contains(s))
+                    .cloned()
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(AuthError::InsufficientScope(missing));
+                }
+                return Ok(principal);
+            }
+            return self
+                .api_key(token)
+                .ok_or(AuthError::Invalid("api_key_unknown"));
+        }
+        if let Some(key) = p.api_key {
+            return self.api_key(key).ok_or(AuthError::Invalid("api_key_unknown"));
+        }
+        if let Some(c) = p.client_cert {
+            if let Some(pr) = self.cert(c) {
+                return Ok(pr);
+            }
+            if !self.identity.allow_anonymous {
+                return Err(AuthError::Invalid("client_certificate_unmapped"));
+            }
+        }
+        if self.identity.allow_anonymous {
+            Ok(Principal::anonymous())
+        } else {
+            Err(AuthError::Missing)
+        }
+    }
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive).
+fn bearer(v: &str) -> Option<&str> {
+    let (scheme, rest) = v.trim().split_once(' ')?;
+    let token = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_config::access::{hash_api_key, parse_key_hash, ApiKey};
+
+    fn spec(id: &str) -> PrincipalSpec {
+        PrincipalSpec {
+            id: id.into(),
+            tenant: "acme".into(),
+            roles: vec!["dev".into()],
+            kind: PrincipalKind::Agent,
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    fn identity() -> Identity {
+        let mk = |id: &str, key: &str, salt: &[u8]| {
+            let (salt, digest) = parse_key_hash(&hash_api_key(key, salt)).unwrap();
+            ApiKey {
+                principal: spec(id),
+                salt,
+                digest,
+            }
+        };
+        Identity {
+            resource: "https://gw.example/mcp".into(),
+            authorization_servers: vec![],
+            scopes_supported: vec![],
+            required_scopes: vec![],
+            allow_anonymous: false,
+            api_key_header: "x-api-key".into(),
+            api_keys: vec![
+                mk("a", "key-a", b"saltsalt1"),
+                mk("b", "key-b", b"saltsalt2"),
+                mk("c", "key-c", b"saltsalt1"),
+            ],
+            jwt: None,
+            mtls: vec![warden_config::access::MtlsRule {
+                matches: CertMatch::SpiffeId("spiffe://acme/agent/x".into()),
+                principal: spec("x"),
+            }],
+        }
+    }
+
+    #[test]
+    fn api_keys_by_header_or_bearer() {
+        let a = Authenticator::new(&identity()).unwrap();
+        let now = SystemTime::now();
+        let p = |auth, key| Presented {
+            authorization: auth,
+            api_key: key,
+            client_cert: None,
+        };
+        assert_eq!(a.authenticate(p(None, Some("key-a")), now).unwrap().id, "a");
+        assert_eq!(a.authenticate(p(None, Some("key-b")), now).unwrap().id, "b");
+        assert_eq!(
+            a.authenticate(p(Some("Bearer key-c"), None), now).unwrap().id,
+            "c"
+        );
+        assert_eq!(
+            a.authenticate(p(None, Some("key-d")), now),
+            Err(AuthError::Invalid("api_key_unknown"))
+        );
+        assert_eq!(a.authenticate(p(None, None), now), Err(AuthError::Missing));
+        assert_eq!(
+            a.authenticate(p(Some("Basic Zm9vOmJhcg=="), None), now),
+            Err(AuthError::Invalid("authorization_scheme_unsupported"))
+        );
+        assert_eq!(
+            a.authenticate(p(Some("Bearer a.b.c"), None), now),
+            Err(AuthError::Invalid("jwt_not_accepted"))
+        );
+    }
+
+    #[test]
+    fn certificates_map_by_spiffe_id() {
+        let a = Authenticator::new(&identity()).unwrap();
+        let cert = ClientCert {
+            subject_cn: Some("x".into()),
+            dns: vec![],
+            uris: vec!["spiffe://acme/agent/x".into()],
+        };
+        let other = ClientCert {
+            uris: vec!["spiffe://acme/agent/y".into()],
+            ..cert.clone()
+        };
+        let p = |c| Presented {
+            authorization: None,
+            api_key: None,
+            client_cert: Some(c),
+        };
+        let got = a.authenticate(p(&cert), SystemTime::now()).unwrap();
+        assert_eq!((got.id.as_str(), got.auth), ("x", AuthMethod::Mtls));
+        assert_eq!(
+            a.authenticate(p(&other), SystemTime::now()),
+            Err(AuthError::Invalid("client_certificate_unmapped"))
+        );
+    }
+}

@@ -1,0 +1,713 @@
+//! Rego policy, compiled once per bundle with regorus, behind a decision cache.
+//!
+//! The cache is sound by construction: the bundle's Rego text is read to find
+//! every `input` path it can reach (a path reached through a dynamic index,
+//! an alias or a bare `input` widens to the whole subtree), and the cache key
+//! holds the value of each such path — exactly, not a hash. A policy that
+//! calls a builtin whose result is not a function of its input (`time.now_ns`,
+//! `rand.intn`, `http.send` …) is never cached. Each snapshot has its own
+//! cache, so a key never crosses bundle revisions.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use regorus::Value;
+use serde_json::value::RawValue;
+use warden_config::access::Risk;
+
+use crate::identity::Principal;
+
+/// The policy's verdict on one input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDecision {
+    pub allow: bool,
+    /// Stable reason from the policy (`rbac_role_missing` …) or from Warden
+    /// (`policy_undefined`, `policy_error`, `policy_invalid_decision`).
+    pub reason: Arc<str>,
+}
+
+impl PolicyDecision {
+    fn deny(reason: &str) -> Self {
+        PolicyDecision {
+            allow: false,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Everything a decision may depend on (the documented input contract).
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyInput<'a> {
+    pub principal: &'a Principal,
+    pub server: &'a str,
+    pub group: &'a str,
+    pub method: &'a str,
+    pub tool: Option<&'a str>,
+    /// `params.name` of `prompts/get`.
+    pub prompt: Option<&'a str>,
+    pub resource_uri: Option<&'a str>,
+    /// Raw JSON text of `params.arguments`.
+    pub arguments: Option<&'a str>,
+    pub risk: Option<Risk>,
+    /// True when Warden asks whether a listed item may be shown.
+    pub listing: bool,
+    pub now: SystemTime,
+    pub source_ip: Option<IpAddr>,
+    pub justification: Option<&'a str>,
+    pub session_id: Option<&'a str>,
+}
+
+/// One leaf (or subtree) of the input document a policy can read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Field {
+    PrincipalId,
+    PrincipalTenant,
+    PrincipalRoles,
+    PrincipalKind,
+    PrincipalAuth,
+    /// `None`: the whole attribute map.
+    PrincipalAttribute(Option<String>),
+    ServerName,
+    ServerGroup,
+    Method,
+    Tool,
+    Prompt,
+    ResourceUri,
+    /// `None`: the whole arguments value; `Some(k)`: its top-level member `k`.
+    Argument(Option<String>),
+    Risk,
+    Listing,
+    Time,
+    Hour,
+    Weekday,
+    SourceIp,
+    Justification,
+    SessionId,
+}
+
+const ALL_PRINCIPAL: &[Field] = &[
+    Field::PrincipalId,
+    Field::PrincipalTenant,
+    Field::PrincipalRoles,
+    Field::PrincipalKind,
+    Field::PrincipalAuth,
+    Field::PrincipalAttribute(None),
+];
+const ALL_SERVER: &[Field] = &[Field::ServerName, Field::ServerGroup];
+const ALL_REQUEST: &[Field] = &[
+    Field::Method,
+    Field::Tool,
+    Field::Prompt,
+    Field::ResourceUri,
+    Field::Argument(None),
+    Field::Risk,
+    Field::Listing,
+];
+const ALL_CONTEXT: &[Field] = &[
+    Field::Time,
+    Field::Hour,
+    Field::Weekday,
+    Field::SourceIp,
+    Field::Justification,
+    Field::SessionId,
+];
+
+/// Builtins whose result is not a function of the input and data.
+const NONDETERMINISTIC: &[&str] = &[
+    "time.now_ns",
+    "rand.intn",
+    "uuid.rfc4122",
+    "uuid.parse",
+    "http.send",
+    "opa.runtime",
+    "net.lookup_ip_addr",
+    "crypto.x509.parse_and_verify_certificates",
+];
+
+/// Which input fields the cache key must hold, or `None` when the policy
+/// cannot be cached at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPlan {
+    fields: Vec<Field>,
+}
+
+fn fields_for(path: &[String]) -> Vec<Field> {
+    let seg = |i: usize| path.get(i).map(String::as_str);
+    match seg(0) {
+        None => [ALL_PRINCIPAL, ALL_SERVER, ALL_REQUEST, ALL_CONTEXT].concat(),
+        Some("principal") => match seg(1) {
+            None => ALL_PRINCIPAL.to_vec(),
+            Some("id") => vec![Field::PrincipalId],
+            Some("tenant") => vec![Field::PrincipalTenant],
+            Some("roles") => vec![Field::PrincipalRoles],
+            Some("kind") => vec![Field::PrincipalKind],
+            Some("auth") => vec![Field::PrincipalAuth],
+            Some("attributes") => vec![Field::PrincipalAttribute(seg(2).map(str::to_owned))],
+            Some(_) => Vec::new(),
+        },
+        Some("server") => match seg(1) {
+            None => ALL_SERVER.to_vec(),
+            Some("name") => vec![Field::ServerName],
+            Some("group") => vec![Field::ServerGroup],
+            Some(_) => Vec::new(),
+        },
+        Some("request") => match seg(1) {
+            None => ALL_REQUEST.to_vec(),
+            Some("method") => vec![Field::Method],
+            Some("tool") => vec![Field::Tool],
+            Some("prompt") => vec![Field::Prompt],
+            Some("resource_uri") => vec![Field::ResourceUri],
+            Some("arguments") => vec![Field::Argument(seg(2).map(str::to_owned))],
+            Some("risk") => vec![Field::Risk],
+            Some("listing") => vec![Field::Listing],
+            Some(_) => Vec::new(),
+        },
+        Some("context") => match seg(1) {
+            None => ALL_CONTEXT.to_vec(),
+            Some("time") => vec![Field::Time],
+            Some("hour") => vec![Field::Hour],
+            Some("weekday") => vec![Field::Weekday],
+            Some("source_ip") => vec![Field::SourceIp],
+            Some("justification") => vec![Field::Justification],
+            Some("session_id") => vec![Field::SessionId],
+            Some(_) => Vec::new(),
+        },
+        Some(_) => Vec::new(),
+    }
+}
+
+/// Strips comments so that only code (and string literals, which may index
+/// `input["x"]`) is scanned. Anything a literal adds only widens the key.
+fn code_only(src: &str) -> String {
+    let b = src.as_bytes();
+    let mut out = String::with_capacity(src.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            q @ (b'"' | b'`') => {
+                let start = i;
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    if q == b'"' && b[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+                // Keep short literal contents: `input["x"]` indexes by them.
+                let end = i.min(b.len());
+                out.push_str(&src[start..end]);
+            }
+            _ => {
+                let ch = src[i..].chars().next().unwrap_or(' ');
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    out
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// Finds every `input` reference in the modules and the fields it can reach.
+pub fn key_plan(modules: &[&str]) -> Option<KeyPlan> {
+    let mut fields: BTreeSet<Field> = BTreeSet::new();
+    for m in modules {
+        let code = code_only(m);
+        for nd in NONDETERMINISTIC {
+            if code.contains(nd) {
+                return None;
+            }
+        }
+        let b = code.as_bytes();
+        let mut i = 0;
+        while let Some(off) = code[i..].find("input") {
+            let start = i + off;
+            let end = start + 5;
+            i = end;
+            let before_ok = start == 0 || !(is_ident(b[start - 1]) || b[start - 1] == b'.');
+            let after_ok = end >= b.len() || !is_ident(b[end]);
+            if !(before_ok && after_ok) {
+                continue;
+            }
+            // Follow `.name` and `["name"]` segments.
+            let mut path: Vec<String> = Vec::new();
+            let mut j = end;
+            loop {
+                if j < b.len() && b[j] == b'.' {
+                    let s = j + 1;
+                    let mut e = s;
+                    while e < b.len() && is_ident(b[e]) {
+                        e += 1;
+                    }
+                    if e == s {
+                        break;
+                    }
+                    path.push(code[s..e].to_owned());
+                    j = e;
+                } else if j + 1 < b.len() && b[j] == b'[' && b[j + 1] == b'"' {
+                    let s = j + 2;
+                    let Some(close) = code[s..].find('"') else {
+                        break;
+                    };
+                    let lit = &code[s..s + close];
+                    if lit.contains('\\') || code.as_bytes().get(s + close + 1) != Some(&b']') {
+                        break;
+                    }
+                    path.push(lit.to_owned());
+                    j = s + close + 2;
+                } else {
+                    break;
+                }
+            }
+            fields.extend(fields_for(&path));
+        }
+    }
+    // A whole subtree subsumes its members.
+    if fields.contains(&Field::Argument(None)) {
+        fields.retain(|f| !matches!(f, Field::Argument(Some(_))));
+    }
+    if fields.contains(&Field::PrincipalAttribute(None)) {
+        fields.retain(|f| !matches!(f, Field::PrincipalAttribute(Some(_))));
+    }
+    Some(KeyPlan {
+        fields: fields.into_iter().collect(),
+    })
+}
+
+/// Local calendar facts for the configured time zone.
+#[derive(Debug, Clone)]
+pub struct Clock {
+    tz: jiff::tz::TimeZone,
+}
+
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+impl Clock {
+    pub fn new(tz: &str) -> Result<Self, String> {
+        jiff::tz::TimeZone::get(tz)
+            .map(|tz| Clock { tz })
+            .map_err(|e| format!("unknown time zone `{tz}`: {e}"))
+    }
+
+    fn secs(now: SystemTime) -> i64 {
+        match now.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => d.as_secs() as i64,
+            Err(e) => -(e.duration().as_secs() as i64),
+        }
+    }
+
+    /// `(hour 0-23, weekday name)` at `now` in the zone.
+    pub fn local(&self, now: SystemTime) -> (u8, &'static str) {
+        let ts = jiff::Timestamp::from_second(Self::secs(now)).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let z = ts.to_zoned(self.tz.clone());
+        let wd = z.weekday().to_monday_zero_offset() as usize;
+        (z.hour() as u8, WEEKDAYS[wd.min(6)])
+    }
+
+    /// RFC 3339 UTC at second precision.
+    pub fn rfc3339(now: SystemTime) -> String {
+        jiff::Timestamp::from_second(Self::secs(now))
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+            .to_string()
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value::from(v)
+}
+
+fn opt(v: Option<&str>) -> Value {
+    v.map_or(Value::Null, Value::from)
+}
+
+fn object(pairs: Vec<(&str, Value)>) -> Value {
+    let mut m = BTreeMap::new();
+    for (k, v) in pairs {
+        m.insert(Value::from(k), v);
+    }
+    Value::from(m)
+}
+
+/// The input document handed to Rego (see the README's policy contract).
+pub fn input_value(i: &PolicyInput<'_>, clock: &Clock) -> Value {
+    let p = i.principal;
+    let (hour, weekday) = clock.local(i.now);
+    let attributes: BTreeMap<Value, Value> = p
+        .attributes
+        .iter()
+        .map(|(k, v)| (s(k), s(v)))
+        .collect();
+    let arguments = match i.arguments {
+        Some(raw) => Value::from_json_str(raw).unwrap_or(Value::Null),
+        None => Value::new_object(),
+    };
+    object(vec![
+        (
+            "principal",
+            object(vec![
+                ("id", s(&p.id)),
+                ("tenant", s(&p.tenant)),
+                (
+                    "roles",
+                    Value::from(p.roles.iter().map(|r| s(r)).collect::<Vec<_>>()),
+                ),
+                ("kind", s(p.kind.as_str())),
+                ("auth", s(p.auth.as_str())),
+                ("attributes", Value::from(attributes)),
+            ]),
+        ),
+        (
+            "server",
+            object(vec![("name", s(i.server)), ("group", s(i.group))]),
+        ),
+        (
+            "request",
+            object(vec![
+                ("method", s(i.method)),
+                ("tool", opt(i.tool)),
+                ("prompt", opt(i.prompt)),
+                ("resource_uri", opt(i.resource_uri)),
+                ("arguments", arguments),
+                ("risk", opt(i.risk.map(Risk::as_str))),
+                ("listing", Value::from(i.listing)),
+            ]),
+        ),
+        (
+            "context",
+            object(vec![
+                ("time", s(&Clock::rfc3339(i.now))),
+                ("hour", Value::from(hour as u64)),
+                ("weekday", s(weekday)),
+                (
+                    "source_ip",
+                    i.source_ip.map_or(Value::Null, |ip| Value::from(ip.to_string())),
+                ),
+                ("justification", opt(i.justification)),
+                ("session_id", opt(i.session_id)),
+            ]),
+        ),
+    ])
+}
+
+/// Longest cache key kept; larger inputs are evaluated fresh every time.
+const MAX_KEY: usize = 4096;
+
+fn put(key: &mut Vec<u8>, tag: u8, v: Option<&[u8]>) {
+    key.push(tag);
+    match v {
+        None => key.push(0),
+        Some(b) => {
+            key.push(1);
+            key.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            key.extend_from_slice(b);
+        }
+    }
+}
+
+impl KeyPlan {
+    /// The exact bytes of every input value the policy can read; `None` when
+    /// the key would be too large to be worth caching.
+    fn key(&self, i: &PolicyInput<'_>, clock: &Clock) -> Option<Vec<u8>> {
+        let mut key = Vec::with_capacity(128);
+        let mut args: Option<Option<HashMap<Cow<'_, str>, &RawValue>>> = None;
+        let mut local: Option<(u8, &'static str)> = None;
+        for (n, f) in self.fields.iter().enumerate() {
+            let tag = n as u8;
+            let p = i.principal;
+            match f {
+                Field::PrincipalId => put(&mut key, tag, Some(p.id.as_bytes())),
+                Field::PrincipalTenant => put(&mut key, tag, Some(p.tenant.as_bytes())),
+                Field::PrincipalRoles => {
+                    key.push(tag);
+                    key.extend_from_slice(&(p.roles.len() as u32).to_le_bytes());
+                    for r in &p.roles {
+                        put(&mut key, 0, Some(r.as_bytes()));
+                    }
+                }
+                Field::PrincipalKind => put(&mut key, tag, Some(p.kind.as_str().as_bytes())),
+                Field::PrincipalAuth => put(&mut key, tag, Some(p.auth.as_str().as_bytes())),
+                Field::PrincipalAttribute(None) => {
+                    key.push(tag);
+                    key.extend_from_slice(&(p.attributes.len() as u32).to_le_bytes());
+                    for (k, v) in &p.attributes {
+                        put(&mut key, 0, Some(k.as_bytes()));
+                        put(&mut key, 0, Some(v.as_bytes()));
+                    }
+                }
+                Field::PrincipalAttribute(Some(a)) => {
+                    put(&mut key, tag, p.attributes.get(a).map(|v| v.as_bytes()))
+                }
+                Field::ServerName => put(&mut key, tag, Some(i.server.as_bytes())),
+                Field::ServerGroup => put(&mut key, tag, Some(i.group.as_bytes())),
+                Field::Method => put(&mut key, tag, Some(i.method.as_bytes())),
+                Field::Tool => put(&mut key, tag, i.tool.map(str::as_bytes)),
+                Field::Prompt => put(&mut key, tag, i.prompt.map(str::as_bytes)),
+                Field::ResourceUri => put(&mut key, tag, i.resource_uri.map(str::as_bytes)),
+                Field::Argument(None) => put(&mut key, tag, i.arguments.map(str::as_bytes)),
+                Field::Argument(Some(name)) => {
+                    let map = args.get_or_insert_with(|| {
+                        i.arguments.and_then(|raw| serde_json::from_str(raw).ok())
+                    });
+                    match map {
+                        Some(m) => put(&mut key, tag, m.get(name.as_str()).map(|v| v.get().as_bytes())),
+                        // Not an object (or absent): the whole value decides.
+                        None => {
+                            key.push(0xff);
+                            put(&mut key, tag, i.arguments.map(str::as_bytes))
+                        }
+                    }
+                }
+                Field::Risk => put(&mut key, tag, i.risk.map(|r| r.as_str().as_bytes())),
+                Field::Listing => put(&mut key, tag, Some(&[i.listing as u8])),
+                Field::Time => put(&mut key, tag, Some(Clock::rfc3339(i.now).as_bytes())),
+                Field::Hour => {
+                    let (h, _) = *local.get_or_insert_with(|| clock.local(i.now));
+                    put(&mut key, tag, Some(&[h]))
+                }
+                Field::Weekday => {
+                    let (_, w) = *local.get_or_insert_with(|| clock.local(i.now));
+                    put(&mut key, tag, Some(w.as_bytes()))
+                }
+                Field::SourceIp => match i.source_ip {
+                    Some(IpAddr::V4(a)) => put(&mut key, tag, Some(&a.octets())),
+                    Some(IpAddr::V6(a)) => put(&mut key, tag, Some(&a.octets())),
+                    None => put(&mut key, tag, None),
+                },
+                Field::Justification => put(&mut key, tag, i.justification.map(str::as_bytes)),
+                Field::SessionId => put(&mut key, tag, i.session_id.map(str::as_bytes)),
+            }
+            if key.len() > MAX_KEY {
+                return None;
+            }
+        }
+        Some(key)
+    }
+}
+
+/// Compiled policy plus its decision cache; one per snapshot.
+pub struct PolicyEngine {
+    compiled: regorus::CompiledPolicy,
+    clock: Clock,
+    plan: Option<KeyPlan>,
+    cache: Option<moka::sync::Cache<Box<[u8]>, PolicyDecision>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("plan", &self.plan)
+            .field("cached", &self.cache.is_some())
+            .finish()
+    }
+}
+
+/// A Rego compile failure, located where regorus could tell.
+#[derive(Debug, Clone)]
+pub struct PolicyCompileError {
+    pub file: String,
+    pub message: String,
+}
+
+impl PolicyEngine {
+    /// Compiles `modules` (path → text) with `data` once. `cache_capacity` 0
+    /// turns the cache off.
+    pub fn compile(
+        modules: &BTreeMap<String, String>,
+        data: &serde_json::Value,
+        entrypoint: &str,
+        timezone: &str,
+        cache_capacity: u64,
+    ) -> Result<Self, PolicyCompileError> {
+        let clock = Clock::new(timezone).map_err(|message| PolicyCompileError {
+            file: "warden.yaml".into(),
+            message: format!("policy.timezone: {message}"),
+        })?;
+        // Each module alone first, so a syntax error names its file.
+        for (path, text) in modules {
+            let mut e = regorus::Engine::new();
+            if let Err(err) = e.add_policy(path.clone(), text.clone()) {
+                return Err(PolicyCompileError {
+                    file: path.clone(),
+                    message: err.to_string(),
+                });
+            }
+        }
+        let mods: Vec<regorus::PolicyModule> = modules
+            .iter()
+            .map(|(p, t)| regorus::PolicyModule {
+                id: p.as_str().into(),
+                content: t.as_str().into(),
+            })
+            .collect();
+        let compiled = regorus::compile_policy_with_entrypoint(
+            Value::from(data.clone()),
+            &mods,
+            entrypoint.into(),
+        )
+        .map_err(|e| PolicyCompileError {
+            file: modules.keys().next().cloned().unwrap_or_default(),
+            message: format!("{e:#}"),
+        })?;
+        let texts: Vec<&str> = modules.values().map(String::as_str).collect();
+        let plan = key_plan(&texts);
+        let cache = (plan.is_some() && cache_capacity > 0)
+            .then(|| moka::sync::Cache::builder().max_capacity(cache_capacity).build());
+        Ok(PolicyEngine {
+            compiled,
+            clock,
+            plan,
+            cache,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Whether decisions can be cached (no nondeterministic builtin).
+    pub fn cacheable(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// `(hits, misses)` since the snapshot was built.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Evaluates Rego for this input, bypassing the cache.
+    pub fn evaluate(&self, i: &PolicyInput<'_>) -> PolicyDecision {
+        self.evaluate_value(input_value(i, &self.clock))
+    }
+
+    /// Evaluates a ready-made input document (used by `warden policy eval`).
+    pub fn evaluate_value(&self, input: Value) -> PolicyDecision {
+        match self.compiled.eval_with_input(input) {
+            Ok(v) => decision_of(&v),
+            Err(e) => {
+                tracing_free_log(&format!("{e:#}"));
+                PolicyDecision::deny("policy_error")
+            }
+        }
+    }
+
+    /// The decision, from the cache when an equal input was decided before.
+    pub fn decide(&self, i: &PolicyInput<'_>) -> PolicyDecision {
+        let (Some(cache), Some(plan)) = (&self.cache, &self.plan) else {
+            return self.evaluate(i);
+        };
+        let Some(key) = plan.key(i, &self.clock) else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return self.evaluate(i);
+        };
+        if let Some(d) = cache.get(key.as_slice()) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return d;
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let d = self.evaluate(i);
+        cache.insert(key.into_boxed_slice(), d.clone());
+        d
+    }
+}
+
+/// Evaluation errors are policy bugs; they deny, and the first few details go
+/// to stderr (filters have no logging dependency; the audit has the reason).
+fn tracing_free_log(msg: &str) {
+    static SHOWN: AtomicU64 = AtomicU64::new(0);
+    if SHOWN.fetch_add(1, Ordering::Relaxed) < 32 {
+        eprintln!("warden: policy evaluation error (denied): {msg}");
+    }
+}
+
+fn decision_of(v: &Value) -> PolicyDecision {
+    if matches!(v, Value::Undefined) {
+        return PolicyDecision::deny("policy_undefined");
+    }
+    let Ok(obj) = v.as_object() else {
+        return PolicyDecision::deny("policy_invalid_decision");
+    };
+    let allow = match obj.get(&Value::from("allow")) {
+        Some(Value::Bool(b)) => *b,
+        _ => return PolicyDecision::deny("policy_invalid_decision"),
+    };
+    let reason: Arc<str> = match obj.get(&Value::from("reason")) {
+        Some(Value::String(s)) => s.as_ref().into(),
+        _ if allow => "allowed".into(),
+        _ => "denied".into(),
+    };
+    PolicyDecision { allow, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(src: &str) -> Vec<Field> {
+        key_plan(&[src]).unwrap().fields
+    }
+
+    #[test]
+    fn plan_follows_static_paths() {
+        let f = plan(
+            "package p\nimport rego.v1\nallow if { input.principal.roles[_] == \"x\"; input.request.arguments.region == input.principal.attributes.region }",
+        );
+        assert_eq!(
+            f,
+            vec![
+                Field::PrincipalRoles,
+                Field::PrincipalAttribute(Some("region".into())),
+                Field::Argument(Some("region".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn plan_widens_dynamic_and_bare_references() {
+        assert!(plan("x := input.request.arguments[k]").contains(&Field::Argument(None)));
+        assert_eq!(
+            plan("x := input").len(),
+            ALL_PRINCIPAL.len() + ALL_SERVER.len() + ALL_REQUEST.len() + ALL_CONTEXT.len()
+        );
+        assert_eq!(plan("import input.context as c\n").len(), ALL_CONTEXT.len());
+        assert_eq!(
+            plan("x := input[\"request\"][\"tool\"]"),
+            vec![Field::Tool]
+        );
+        // Comments and other identifiers do not count.
+        assert!(plan("# input.request.tool\nmy_input := 1\ndata.input.x").is_empty());
+    }
+
+    #[test]
+    fn nondeterministic_builtins_disable_the_cache() {
+        assert!(key_plan(&["x := time.now_ns()"]).is_none());
+        assert!(key_plan(&["# time.now_ns() in a comment only"]).is_some());
+    }
+}
