@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
 use serde_json::Value as Json;
 use warden_config::access::{DenialStyle, KillSwitch, Risk, ServerCatalog};
 
@@ -91,24 +90,6 @@ impl std::fmt::Debug for PolicyFilter {
             .field("engine", &self.engine)
             .finish()
     }
-}
-
-#[derive(serde::Deserialize)]
-struct ArgsOnly<'a> {
-    #[serde(borrow)]
-    params: Option<ParamsArgs<'a>>,
-}
-
-#[derive(serde::Deserialize)]
-struct ParamsArgs<'a> {
-    #[serde(borrow)]
-    arguments: Option<&'a RawValue>,
-}
-
-/// The raw text of `params.arguments`, if the message has one.
-fn arguments(bytes: &[u8]) -> Option<&str> {
-    let m: ArgsOnly<'_> = serde_json::from_slice(bytes).ok()?;
-    m.params?.arguments.map(RawValue::get)
 }
 
 /// What a list result holds and how each item is judged.
@@ -277,7 +258,7 @@ impl McpFilter for PolicyFilter {
         };
         let name = env.name.as_deref().or(env.uri.as_deref());
         let args = match method {
-            "tools/call" | "prompts/get" => arguments(msg.bytes),
+            "tools/call" | "prompts/get" => crate::jsonrpc::params_arguments(msg.bytes),
             _ => None,
         };
         let d = self.decide(ctx, method, name, args, false);

@@ -34,6 +34,8 @@ pub struct FilterContext<'a> {
     pub now: std::time::SystemTime,
     /// The caller's `x-warden-justification` header.
     pub justification: Option<&'a str>,
+    /// Keep raw arguments in message records (`audit.include_arguments`).
+    pub keep_arguments: bool,
 }
 
 /// One message as a filter sees it: the envelope read by the parser and the

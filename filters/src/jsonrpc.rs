@@ -865,3 +865,22 @@ mod tests {
         );
     }
 }
+
+#[derive(serde::Deserialize)]
+struct ArgsOnly<'a> {
+    #[serde(borrow)]
+    params: Option<ParamsArgs<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ParamsArgs<'a> {
+    #[serde(borrow)]
+    arguments: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The raw JSON text of `params.arguments` of one already-validated message
+/// (duplicate keys were refused by [`parse`], so there is only one).
+pub fn params_arguments(bytes: &[u8]) -> Option<&str> {
+    let m: ArgsOnly<'_> = serde_json::from_slice(bytes).ok()?;
+    m.params?.arguments.map(serde_json::value::RawValue::get)
+}

@@ -13,6 +13,10 @@ pub struct MessageRecord {
     /// Tool, prompt or resource named by the message.
     pub target: Option<String>,
     pub outcome: Outcome,
+    /// `sha256:<hex>` of the raw `params.arguments` (tools/call, prompts/get).
+    pub args_digest: Option<String>,
+    /// The raw arguments, when the context asks to keep them for audit.
+    pub arguments: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +91,12 @@ pub fn plan_request(
                 records: Vec::new(),
             };
             let outcome = apply(&mut plan, env, verdict);
-            plan.records.push(MessageRecord::of(env, outcome));
+            plan.records.push(MessageRecord::with_arguments(
+                env,
+                body,
+                outcome,
+                ctx.keep_arguments,
+            ));
             plan.forwards_request = env.kind == Kind::Request && plan.forward != Forward::Nothing;
             plan
         }
@@ -126,7 +135,12 @@ pub fn plan_request(
                             plan.forwards_request = true;
                         }
                         plan.answers.extend(single.answers);
-                        plan.records.push(MessageRecord::of(env, outcome));
+                        plan.records.push(MessageRecord::with_arguments(
+                            env,
+                            bytes,
+                            outcome,
+                            ctx.keep_arguments,
+                        ));
                     }
                     Err(e) => {
                         changed = true;
@@ -179,6 +193,8 @@ impl MessageRecord {
             outcome: Outcome::Invalid {
                 reason: e.error.message.clone(),
             },
+            args_digest: None,
+            arguments: None,
         }
     }
 
@@ -190,7 +206,28 @@ impl MessageRecord {
             method: env.method.clone(),
             target: target(env),
             outcome,
+            args_digest: None,
+            arguments: None,
         }
+    }
+
+    /// As [`MessageRecord::of`], with the digest (and, if `keep`, the text)
+    /// of the message's arguments.
+    pub fn with_arguments(env: &Envelope, bytes: &[u8], outcome: Outcome, keep: bool) -> Self {
+        let mut r = Self::of(env, outcome);
+        if matches!(env.method.as_deref(), Some("tools/call" | "prompts/get")) {
+            if let Some(args) = crate::jsonrpc::params_arguments(bytes) {
+                use sha2::Digest;
+                r.args_digest = Some(format!(
+                    "sha256:{}",
+                    hex::encode(sha2::Sha256::digest(args.as_bytes()))
+                ));
+                if keep {
+                    r.arguments = Some(args.to_owned());
+                }
+            }
+        }
+        r
     }
 }
 
@@ -255,6 +292,7 @@ mod tests {
             request_method: None,
             now: std::time::SystemTime::now(),
             justification: None,
+            keep_arguments: false,
         };
         let parsed = parse(body.as_bytes(), ParseLimits::default()).expect("parse");
         plan_request(body.as_bytes(), &parsed, &chain, &ctx)

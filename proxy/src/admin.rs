@@ -68,6 +68,12 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path().to_owned();
         match path.as_str() {
             "/metrics" => {
+                if let Some(engine) = &self.gateway.runtime().snap.policy {
+                    let (hits, misses) = engine.cache_stats();
+                    let m = crate::metrics::metrics();
+                    m.policy_cache.with_label_values(&["hit"]).set(hits as i64);
+                    m.policy_cache.with_label_values(&["miss"]).set(misses as i64);
+                }
                 let mut buf = Vec::new();
                 let enc = prometheus::TextEncoder::new();
                 if enc.encode(&prometheus::gather(), &mut buf).is_err() {

@@ -43,6 +43,11 @@ pub struct RequestCtx {
     pub server: Option<usize>,
     pub exchange: Exchange,
     pub principal: Principal,
+    /// When the request arrived (the clock policy sees).
+    pub now: std::time::SystemTime,
+    pub source_ip: Option<std::net::IpAddr>,
+    /// The `x-warden-justification` header.
+    pub justification: Option<String>,
     /// Upstream path and query.
     pub upstream_uri: String,
     pub session_id: Option<String>,
@@ -82,6 +87,9 @@ impl RequestCtx {
             server: None,
             exchange: Exchange::Post,
             principal: Principal::anonymous(),
+            now: std::time::SystemTime::now(),
+            source_ip: None,
+            justification: None,
             upstream_uri: String::new(),
             session_id: None,
             protocol_version: None,

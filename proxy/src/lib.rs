@@ -2,7 +2,9 @@
 
 pub mod admin;
 pub mod audit;
+pub mod auth;
 pub mod body;
+pub mod cli;
 pub mod ctx;
 pub mod direct;
 pub mod metrics;
@@ -11,4 +13,5 @@ pub mod response;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod tls;
 pub mod upstream;

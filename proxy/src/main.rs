@@ -43,6 +43,62 @@ enum Cmd {
     },
     /// Check a bundle and print every problem; exits non-zero if there are any.
     Validate { bundle: PathBuf },
+    /// Work with a bundle's Rego policy offline.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// Work with audit logs.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// API keys for the bundle's `identity.api_keys`.
+    Apikey {
+        #[command(subcommand)]
+        cmd: ApikeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Evaluate the entry point for an input document; prints the decision.
+    /// Exit status: 0 allowed, 3 denied, 1 error.
+    Eval {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// JSON file holding the whole input document (see the README).
+        #[arg(long)]
+        input: PathBuf,
+    },
+    /// Run the `test_` rules of the bundle's *.rego files.
+    Test {
+        #[arg(long)]
+        bundle: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain of audit files (rotated files in any order).
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCmd {
+    /// Print a new random key (or hash `--key`) and its salted hash for the bundle.
+    Hash {
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("warden: {e:#}");
+    ExitCode::FAILURE
 }
 
 fn main() -> ExitCode {
@@ -75,6 +131,32 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Policy {
+            cmd: PolicyCmd::Eval { bundle, input },
+        } => match warden_proxy::cli::policy_eval(&bundle, &input) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(3),
+            Err(e) => fail(e),
+        },
+        Cmd::Policy {
+            cmd: PolicyCmd::Test { bundle },
+        } => match warden_proxy::cli::policy_test(&bundle) {
+            Ok((_, 0)) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
+            Err(e) => fail(e),
+        },
+        Cmd::Audit {
+            cmd: AuditCmd::Verify { files },
+        } => match warden_proxy::cli::audit_verify(&files) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Cmd::Apikey {
+            cmd: ApikeyCmd::Hash { key },
+        } => {
+            warden_proxy::cli::apikey_hash(key);
+            ExitCode::SUCCESS
+        }
         Cmd::Run {
             bundle,
             listen,

@@ -24,6 +24,17 @@ pub struct Metrics {
     pub audit_written: IntCounter,
     pub audit_failed: IntCounter,
     pub audit_queue: IntGauge,
+    /// Records lost in fail-open mode (queue full).
+    pub audit_dropped: IntCounter,
+    /// Calls refused in fail-closed mode because the audit could not keep up.
+    pub audit_refused: IntCounter,
+    /// 1 while the writer is failing to write (disk full, I/O error).
+    pub audit_stalled: IntGauge,
+    /// Decision-cache lookups of the active bundle by result (`hit`, `miss`),
+    /// refreshed at each scrape.
+    pub policy_cache: prometheus::IntGaugeVec,
+    /// Authentication results by method and outcome.
+    pub auth: IntCounterVec,
     pub inflight: IntGauge,
     pub bundle_info: prometheus::IntGaugeVec,
 }
@@ -78,6 +89,28 @@ fn build() -> Result<Metrics, prometheus::Error> {
         audit_queue: register_int_gauge!(
             "warden_audit_queue_depth",
             "Audit records waiting to be written"
+        )?,
+        audit_dropped: register_int_counter!(
+            "warden_audit_records_dropped_total",
+            "Audit records lost because the queue was full (audit.fail_mode: open)"
+        )?,
+        audit_refused: register_int_counter!(
+            "warden_audit_refused_requests_total",
+            "Requests refused because the audit queue was full (audit.fail_mode: closed)"
+        )?,
+        audit_stalled: register_int_gauge!(
+            "warden_audit_writer_stalled",
+            "1 while the audit writer cannot write and is retrying"
+        )?,
+        policy_cache: prometheus::register_int_gauge_vec!(
+            "warden_policy_cache_lookups",
+            "Policy decision-cache lookups since the active bundle was loaded, by result",
+            &["result"]
+        )?,
+        auth: register_int_counter_vec!(
+            "warden_auth_total",
+            "Authentication attempts by method and result",
+            &["method", "result"]
         )?,
         inflight: register_int_gauge!("warden_inflight_requests", "Requests in flight")?,
         bundle_info: prometheus::register_int_gauge_vec!(

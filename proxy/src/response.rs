@@ -50,7 +50,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     // Session stickiness: the replica that created a session keeps serving it.
     if let (Some(sid), Some(addr)) = (resp.headers.get("mcp-session-id"), ctx.chosen) {
         if let Ok(sid) = sid.to_str() {
-            gw.sticky_set(server_name, sid, addr);
+            gw.sticky_set(server_name, sid, addr, &crate::state::owner_key(&ctx.principal));
             ctx.session_id.get_or_insert_with(|| sid.to_owned());
         }
     }
@@ -188,9 +188,12 @@ fn filter_ctx<'a>(
         group: &s.group,
         session_id: ctx.session_id.as_deref(),
         protocol_version: ctx.protocol_version.as_deref(),
-        source_ip: None,
+        source_ip: ctx.source_ip,
         direction: Direction::Response,
         request_method: ctx.request_method.as_deref(),
+        now: ctx.now,
+        justification: ctx.justification.as_deref(),
+        keep_arguments: false,
     }
 }
 
@@ -288,7 +291,9 @@ fn judge_message(
         Verdict::ForwardMutated(b) => (Judged::Replaced(b), Outcome::Mutated { filter: "chain" }),
         Verdict::Reject { filter, denial } => {
             let judged = if env.kind == Kind::Response {
-                Judged::Replaced(denial.error.to_response_bytes(env.id.as_ref()))
+                Judged::Replaced(
+                    serde_json::to_vec(&denial.to_response(env.id.as_ref())).unwrap_or_default(),
+                )
             } else {
                 Judged::Dropped
             };
@@ -371,6 +376,7 @@ fn rewrite_endpoint(
                     &rt.snap.config.servers[server].name,
                     &legacy_key(path),
                     addr,
+                    &crate::state::owner_key(&ctx.principal),
                 );
             }
             ev.with_data(&new)

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -39,7 +38,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let rt = Runtime::new(snap).context("building upstream pools")?;
     let audit_path = opts.audit.clone().or(cfg.audit.path.clone());
     let (audit, writer): (AuditSink, AuditWriter) =
-        AuditSink::start(audit_path.clone(), cfg.audit.queue).with_context(|| {
+        AuditSink::start(crate::audit::AuditOptions {
+            path: audit_path.clone(),
+            queue: cfg.audit.queue,
+            mode: cfg.audit.fail_mode,
+            rotate_size: cfg.audit.rotate_size,
+            rotate_interval: cfg.audit.rotate_interval,
+        }).with_context(|| {
             format!(
                 "opening audit log {}",
                 audit_path.map_or("stdout".into(), |p| p.display().to_string())
@@ -77,12 +82,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         for l in &cfg.listeners {
             match &l.tls {
                 Some(t) => {
-                    let cert = t.cert.to_str().context("certificate path is not UTF-8")?;
-                    let key = t.key.to_str().context("key path is not UTF-8")?;
-                    let mut tls = TlsSettings::intermediate(cert, key).with_context(|| {
-                        format!("listener `{}`: loading TLS certificate", l.name)
-                    })?;
-                    tls.enable_h2();
+                    let tls = crate::tls::settings(&l.name, t)?;
                     proxy.add_tls_with_settings(&l.address, None, tls);
                 }
                 None => proxy.add_tcp(&l.address),
@@ -102,6 +102,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         admin.add_tcp(&addr);
         server.add_service(admin);
     }
+    server.add_service(background_service(
+        "jwks refresh",
+        crate::auth::JwksRefresher {
+            gateway: gateway.clone(),
+        },
+    ));
     server.add_service(background_service(
         "health checks",
         HealthChecker {

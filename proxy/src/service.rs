@@ -56,6 +56,19 @@ enum Prepared {
     Answered(u16),
 }
 
+/// The W3C trace id of the caller's `traceparent`, or a fresh one.
+fn trace_id(req: &RequestHeader, request_id: u64) -> String {
+    if let Some(tp) = header_str(req, "traceparent") {
+        let mut parts = tp.split('-');
+        if let (Some(_), Some(id)) = (parts.next(), parts.next()) {
+            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32) {
+                return id.to_ascii_lowercase();
+            }
+        }
+    }
+    format!("{:016x}{:016x}", rand::random::<u64>(), request_id)
+}
+
 fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -95,6 +108,16 @@ impl WardenProxy {
             .map(str::to_owned)
             .or_else(|| header_str(req, "host").map(str::to_owned));
         let path = req.uri.path();
+        if let Some(suffix) = path.strip_prefix(crate::auth::WELL_KNOWN) {
+            if (suffix.is_empty() || suffix.starts_with('/')) && req.method == http::Method::GET {
+                let suffix = suffix.to_owned();
+                let id = rt.snap.auth.as_ref().map(|a| a.identity());
+                let status = crate::auth::write_metadata(session, id, &suffix)
+                    .await
+                    .map_err(|e| Refusal::internal(&e.to_string()))?;
+                return Ok(Prepared::Answered(status));
+            }
+        }
         let Some(route_pos) = rt.snap.route_index(host.as_deref(), path) else {
             return Err(Refusal::no_route());
         };
@@ -115,10 +138,39 @@ impl WardenProxy {
         };
         ctx.session_id = header_str(req, "mcp-session-id").map(str::to_owned);
         ctx.protocol_version = header_str(req, "mcp-protocol-version").map(str::to_owned);
+        ctx.justification = header_str(req, "x-warden-justification").map(str::to_owned);
+        ctx.source_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         ctx.upstream_uri = match req.uri.query() {
             Some(q) => format!("{}?{}", route.upstream_path(path), q),
             None => route.upstream_path(path),
         };
+        if let Some(auth) = &rt.snap.auth {
+            ctx.principal = crate::auth::authenticate(auth, session, path)?;
+        }
+        let server = &cfg.servers[route.server];
+        // A session belongs to the principal that opened it.
+        let session_key = match &ctx.session_id {
+            Some(sid) => Some(sid.clone()),
+            None if ctx.exchange == Exchange::Post && ctx.upstream_uri.contains('?') => {
+                Some(response::legacy_key(&ctx.upstream_uri))
+            }
+            None => None,
+        };
+        if let Some(key) = session_key {
+            if let Some(owner) = self.gateway.session_owner(&server.name, &key) {
+                if *owner != crate::state::owner_key(&ctx.principal) {
+                    return Err(Refusal::new(
+                        403,
+                        "session_principal_mismatch",
+                        warden_filters::JsonRpcError::new(
+                            warden_filters::codes::FORBIDDEN,
+                            "This session belongs to another principal",
+                        ),
+                    ));
+                }
+            }
+        }
+        self.gateway.audit.admit()?;
 
         if ctx.exchange != Exchange::Post {
             // GET and DELETE carry no MCP message; a body here would reach the upstream unjudged.
@@ -180,19 +232,18 @@ impl WardenProxy {
             }
             Parsed::Batch(_) => {}
         }
-        let server = &cfg.servers[route.server];
         let fctx = FilterContext {
             principal: &ctx.principal,
             server: &server.name,
             group: &server.group,
             session_id: ctx.session_id.as_deref(),
             protocol_version: ctx.protocol_version.as_deref(),
-            source_ip: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            source_ip: ctx.source_ip,
             direction: Direction::Request,
             request_method: None,
+            now: ctx.now,
+            justification: ctx.justification.as_deref(),
+            keep_arguments: cfg.audit.include_arguments,
         };
         let mut plan = plan_request(&body, &parsed, &rt.snap.chain, &fctx);
         // The forwarded bytes move into the context; the plan keeps answers and records.
@@ -229,8 +280,10 @@ impl WardenProxy {
                 .map(|r| r.snap.revision.clone())
                 .unwrap_or_default(),
             request_id: ctx.request_id,
+            trace_id: trace_id(req, ctx.request_id),
             principal: ctx.principal.id.clone(),
             tenant: ctx.principal.tenant.clone(),
+            auth: ctx.principal.auth.as_str(),
             source_ip: session
                 .client_addr()
                 .and_then(|a| a.as_inet())
@@ -244,8 +297,13 @@ impl WardenProxy {
             jsonrpc_id: None,
             method: None,
             tool: None,
+            risk: None,
             outcome: String::new(),
+            decided_by: None,
             reason: None,
+            args_digest: None,
+            arguments: None,
+            redactions: Vec::new(),
             upstream: ctx.chosen.map(|a| a.to_string()),
             upstream_status: ctx.upstream_status,
             status,
@@ -480,7 +538,7 @@ impl ProxyHttp for WardenProxy {
             ("request", plan_records),
             ("response", std::mem::take(&mut ctx.response_records)),
         ] {
-            for r in list {
+            for mut r in list {
                 let tool = r
                     .target
                     .as_deref()
@@ -501,9 +559,31 @@ impl ProxyHttp for WardenProxy {
                     "response"
                 };
                 rec.jsonrpc_id = r.id.as_ref().map(|i| i.to_json());
+                if r.method.as_deref() == Some("tools/call") {
+                    if let (Some(rt), Some(tool)) = (&ctx.rt, r.target.as_deref()) {
+                        rec.risk = Some(
+                            rt.snap
+                                .config
+                                .catalog
+                                .get(&server)
+                                .map_or(warden_config::access::Risk::Medium, |c| c.risk(tool))
+                                .as_str(),
+                        );
+                    }
+                }
                 rec.method = r.method.clone();
                 rec.tool = r.target.clone();
                 rec.outcome = r.outcome.label().to_owned();
+                rec.decided_by = match &r.outcome {
+                    warden_filters::Outcome::Denied { filter, .. }
+                    | warden_filters::Outcome::Mutated { filter } => Some(filter),
+                    _ => None,
+                };
+                rec.args_digest = r.args_digest.take();
+                rec.arguments = r
+                    .arguments
+                    .take()
+                    .and_then(|a| serde_json::value::RawValue::from_string(a).ok());
                 rec.reason = match &r.outcome {
                     warden_filters::Outcome::Denied { reason, .. } => Some(reason.clone()),
                     warden_filters::Outcome::Invalid { reason } => Some(reason.clone()),

@@ -14,8 +14,9 @@ use crate::upstream::Runtime;
 
 pub struct Gateway {
     current: ArcSwap<Runtime>,
-    /// `server \0 session` → the replica that owns the session.
-    sticky: moka::sync::Cache<String, SocketAddr>,
+    /// `server \0 session` → the replica that serves the session and the
+    /// principal that opened it.
+    sticky: moka::sync::Cache<String, SessionEntry>,
     pub audit: AuditSink,
     pub tool_labels: LabelGuard,
     next_request: AtomicU64,
@@ -61,16 +62,39 @@ impl Gateway {
     }
 
     pub fn sticky_get(&self, server: &str, session: &str) -> Option<SocketAddr> {
-        self.sticky.get(&sticky_key(server, session))
+        self.sticky.get(&sticky_key(server, session)).map(|e| e.addr)
     }
 
-    pub fn sticky_set(&self, server: &str, session: &str, addr: SocketAddr) {
-        self.sticky.insert(sticky_key(server, session), addr);
+    /// Who opened `session` on `server`, when known.
+    pub fn session_owner(&self, server: &str, session: &str) -> Option<Arc<str>> {
+        self.sticky.get(&sticky_key(server, session)).map(|e| e.owner)
+    }
+
+    /// Records the replica serving `session` and binds the session to `owner`
+    /// (see [`owner_key`]); an existing binding keeps its first owner.
+    pub fn sticky_set(&self, server: &str, session: &str, addr: SocketAddr, owner: &str) {
+        let key = sticky_key(server, session);
+        let owner = match self.sticky.get(&key) {
+            Some(e) => e.owner,
+            None => owner.into(),
+        };
+        self.sticky.insert(key, SessionEntry { addr, owner });
     }
 
     pub fn sticky_forget(&self, server: &str, session: &str) {
         self.sticky.invalidate(&sticky_key(server, session));
     }
+}
+
+#[derive(Clone)]
+struct SessionEntry {
+    addr: SocketAddr,
+    owner: Arc<str>,
+}
+
+/// The identity a session is bound to: tenant and principal id.
+pub fn owner_key(p: &warden_filters::Principal) -> String {
+    format!("{}\0{}", p.tenant, p.id)
 }
 
 fn sticky_key(server: &str, session: &str) -> String {

@@ -141,8 +141,15 @@ pub fn rewrite_request(
     req.set_uri(uri);
     let authority = server.host.clone().unwrap_or_else(|| addr.to_string());
     req.insert_header(http::header::HOST, authority)?;
+    // The client's credentials are for the gateway, never for the upstream.
     req.remove_header(&http::header::AUTHORIZATION);
     req.remove_header(&http::header::PROXY_AUTHORIZATION);
+    if let Some(id) = ctx.rt.as_ref().and_then(|rt| rt.snap.config.identity.as_ref()) {
+        req.remove_header(id.api_key_header.as_str());
+    }
+    if let Some(c) = &server.credentials {
+        req.insert_header(c.header.clone(), c.value.expose())?;
+    }
     req.remove_header(&http::header::ORIGIN);
     req.remove_header(&http::header::COOKIE);
     // The body has already been read and judged: the upstream must not ask for it.

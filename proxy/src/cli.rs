@@ -1,0 +1,124 @@
+//! Offline commands for policy authors and auditors: `warden policy eval`,
+//! `warden policy test`, `warden audit verify`, `warden apikey hash`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use warden_config::Bundle;
+use warden_filters::policy::PolicyEngine;
+
+fn engine(bundle: &Bundle) -> anyhow::Result<PolicyEngine> {
+    if bundle.policies.is_empty() {
+        bail!("the bundle has no *.rego files: every message would be allowed");
+    }
+    let p = &bundle.config.policy;
+    PolicyEngine::compile(&bundle.policies, &bundle.data, &p.entrypoint, &p.timezone, 0)
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.file, e.message))
+}
+
+/// Evaluates the bundle's entry point for one input document. Returns whether it allowed.
+pub fn policy_eval(bundle_dir: &Path, input: &Path) -> anyhow::Result<bool> {
+    let bundle = Bundle::load(bundle_dir)?;
+    let engine = engine(&bundle)?;
+    let text = std::fs::read_to_string(input)
+        .with_context(|| format!("reading {}", input.display()))?;
+    let value = regorus::Value::from_json_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", input.display()))?;
+    let d = engine.evaluate_value(value);
+    println!(
+        "{}",
+        serde_json::json!({"allow": d.allow, "reason": &*d.reason, "revision": bundle.revision})
+    );
+    Ok(d.allow)
+}
+
+/// `test_*` rules of each package, in file order.
+fn test_rules(bundle: &Bundle) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for text in bundle.policies.values() {
+        let mut pkg = None;
+        let mut seen = BTreeSet::new();
+        for line in text.lines() {
+            if let Some(p) = line.strip_prefix("package ") {
+                pkg = Some(p.trim().to_owned());
+            }
+            if let (Some(p), Some(rest)) = (&pkg, line.strip_prefix("test_")) {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let rule = format!("test_{name}");
+                if seen.insert(rule.clone()) {
+                    out.push((p.clone(), rule));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs every `test_` rule; prints one line each. Returns (passed, failed).
+pub fn policy_test(bundle_dir: &Path) -> anyhow::Result<(usize, usize)> {
+    let bundle = Bundle::load(bundle_dir)?;
+    engine(&bundle)?;
+    let mut e = regorus::Engine::new();
+    e.add_data(regorus::Value::from(bundle.data.clone()))
+        .map_err(|e| anyhow::anyhow!("data.json: {e}"))?;
+    for (path, text) in &bundle.policies {
+        e.add_policy(path.clone(), text.clone())
+            .map_err(|err| anyhow::anyhow!("{path}: {err}"))?;
+    }
+    let tests = test_rules(&bundle);
+    if tests.is_empty() {
+        bail!("no test_ rules found in the bundle's *.rego files");
+    }
+    let (mut pass, mut fail) = (0, 0);
+    for (pkg, rule) in tests {
+        let q = format!("data.{pkg}.{rule}");
+        match e.eval_rule(q.clone()) {
+            Ok(regorus::Value::Bool(true)) => {
+                pass += 1;
+                println!("PASS {q}");
+            }
+            Ok(v) => {
+                fail += 1;
+                let shown = if matches!(v, regorus::Value::Undefined) {
+                    "undefined".to_owned()
+                } else {
+                    v.to_json_str().unwrap_or_default()
+                };
+                println!("FAIL {q}: {shown}");
+            }
+            Err(err) => {
+                fail += 1;
+                println!("FAIL {q}: error: {err}");
+            }
+        }
+    }
+    println!("{pass} passed, {fail} failed");
+    Ok((pass, fail))
+}
+
+pub fn audit_verify(files: &[PathBuf]) -> anyhow::Result<()> {
+    let v = crate::audit::verify(files).map_err(|e| anyhow::anyhow!(e))?;
+    println!(
+        "ok: {} record(s), seq {}..{}, head {}",
+        v.records,
+        v.first_seq,
+        v.first_seq + v.records - 1,
+        v.head
+    );
+    Ok(())
+}
+
+/// Prints a new API key (or hashes the given one) and the line for the bundle.
+pub fn apikey_hash(key: Option<String>) {
+    let key = key.unwrap_or_else(|| format!("wk_{}", hex::encode(rand::random::<[u8; 24]>())));
+    let salt: [u8; 16] = rand::random();
+    println!("key:  {key}");
+    println!(
+        "hash: {}",
+        warden_config::access::hash_api_key(&key, &salt)
+    );
+}
