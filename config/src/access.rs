@@ -273,7 +273,9 @@ fn principal(
 pub fn parse_key_hash(s: &str) -> Result<(Vec<u8>, [u8; 32]), String> {
     let mut it = s.splitn(3, ':');
     let (Some("sha256"), Some(salt), Some(digest)) = (it.next(), it.next(), it.next()) else {
-        return Err("must look like `sha256:<salt hex>:<digest hex>` (see `warden apikey hash`)".into());
+        return Err(
+            "must look like `sha256:<salt hex>:<digest hex>` (see `warden apikey hash`)".into(),
+        );
     };
     let salt = hex::decode(salt).map_err(|_| "salt is not hex".to_string())?;
     if salt.len() < 8 {
@@ -299,11 +301,7 @@ fn is_http_url(s: &str) -> bool {
     s.starts_with("https://") || s.starts_with("http://")
 }
 
-pub(crate) fn identity(
-    raw: &raw::IdentityConfig,
-    root: &Path,
-    p: &mut Problems,
-) -> Identity {
+pub(crate) fn identity(raw: &raw::IdentityConfig, root: &Path, p: &mut Problems) -> Identity {
     if !is_http_url(&raw.resource) {
         p.push(
             "identity.resource",
@@ -372,10 +370,7 @@ pub(crate) fn identity(
                 }
             }
             _ => {
-                p.push(
-                    base,
-                    "set exactly one of `jwks_file` and `jwks_url`",
-                );
+                p.push(base, "set exactly one of `jwks_file` and `jwks_url`");
                 JwksSource::File {
                     path: PathBuf::new(),
                     json: String::new(),
@@ -390,7 +385,15 @@ pub(crate) fn identity(
         for (i, a) in algorithms.iter().enumerate() {
             if !matches!(
                 a.as_str(),
-                "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "EdDSA"
+                "RS256"
+                    | "RS384"
+                    | "RS512"
+                    | "PS256"
+                    | "PS384"
+                    | "PS512"
+                    | "ES256"
+                    | "ES384"
+                    | "EdDSA"
             ) {
                 p.push(
                     format!("{base}.algorithms[{i}]"),
@@ -553,7 +556,10 @@ pub(crate) fn catalog(
                 }
                 None => p.push(
                     format!("{base}.tools.{tool}.risk"),
-                    format!("`{}` is not a risk level (LOW, MEDIUM, HIGH, CRITICAL)", t.risk),
+                    format!(
+                        "`{}` is not a risk level (LOW, MEDIUM, HIGH, CRITICAL)",
+                        t.risk
+                    ),
                 ),
             }
         }
@@ -605,7 +611,11 @@ pub(crate) fn credentials(
         .clone()
         .unwrap_or_else(|| "authorization".into())
         .to_ascii_lowercase();
-    if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if header.is_empty()
+        || !header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         p.push(format!("{base}.header"), "must be a header name");
         return None;
     }

@@ -553,10 +553,9 @@ impl Config {
                     host: s.host.clone(),
                     health_check: hc.unwrap_or_default(),
                     timeouts: st,
-                    credentials: s
-                        .credentials
-                        .as_ref()
-                        .and_then(|c| access::credentials(c, root, &format!("{sbase}.credentials"), p)),
+                    credentials: s.credentials.as_ref().and_then(|c| {
+                        access::credentials(c, root, &format!("{sbase}.credentials"), p)
+                    }),
                 });
             }
             groups.push(ServiceGroup {
@@ -604,10 +603,7 @@ impl Config {
         if raw.routes.is_empty() {
             p.push("routes", "at least one route is needed");
         }
-        let identity = raw
-            .identity
-            .as_ref()
-            .map(|i| access::identity(i, root, p));
+        let identity = raw.identity.as_ref().map(|i| access::identity(i, root, p));
         let policy = access::policy(&raw.policy, p);
         let known: HashSet<&str> = servers.iter().map(|s: &Server| s.name.as_str()).collect();
         let catalog = access::catalog(&raw.catalog, &known, p);

@@ -64,8 +64,11 @@ impl McpFilter for KillSwitchFilter {
         match self.paused(msg, ctx) {
             None => Decision::Pass,
             Some(scope) => Decision::Reject(Denial::error(
-                JsonRpcError::new(codes::PAUSED, format!("Paused by the kill switch ({scope})"))
-                    .with_data(serde_json::json!({"reason": "kill_switch", "scope": scope})),
+                JsonRpcError::new(
+                    codes::PAUSED,
+                    format!("Paused by the kill switch ({scope})"),
+                )
+                .with_data(serde_json::json!({"reason": "kill_switch", "scope": scope})),
                 format!("kill_switch_{scope}"),
             )),
         }
@@ -185,7 +188,13 @@ impl PolicyFilter {
         self.engine.decide(&input)
     }
 
-    fn denial(&self, ctx: &FilterContext<'_>, method: &str, name: Option<&str>, d: PolicyDecision) -> Denial {
+    fn denial(
+        &self,
+        ctx: &FilterContext<'_>,
+        method: &str,
+        name: Option<&str>,
+        d: PolicyDecision,
+    ) -> Denial {
         let reason = d.reason.to_string();
         // A name the principal may not even see is answered as if it did not exist.
         let hidden = matches!(method, "tools/call" | "prompts/get" | "resources/read")
@@ -193,7 +202,9 @@ impl PolicyFilter {
         let name_s = name.unwrap_or_default();
         if hidden {
             let error = match method {
-                "tools/call" => JsonRpcError::new(codes::INVALID_PARAMS, format!("Unknown tool: {name_s}")),
+                "tools/call" => {
+                    JsonRpcError::new(codes::INVALID_PARAMS, format!("Unknown tool: {name_s}"))
+                }
                 "prompts/get" => {
                     JsonRpcError::new(codes::INVALID_PARAMS, format!("Unknown prompt: {name_s}"))
                 }

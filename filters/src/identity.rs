@@ -13,9 +13,7 @@ use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
-use warden_config::access::{
-    CertMatch, Identity, JwksSource, Jwt, PrincipalKind, PrincipalSpec,
-};
+use warden_config::access::{CertMatch, Identity, JwksSource, Jwt, PrincipalKind, PrincipalSpec};
 
 /// How a caller proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -200,7 +198,9 @@ impl JwksStore {
 
 struct JwtVerifier {
     cfg: Jwt,
-    validation: Validation,
+    /// One validation per accepted algorithm: jsonwebtoken requires every
+    /// algorithm of a validation to match the key's family.
+    validations: HashMap<Algorithm, Validation>,
     store: Arc<JwksStore>,
 }
 
@@ -228,16 +228,20 @@ fn algorithm(a: &str) -> Option<Algorithm> {
 
 impl JwtVerifier {
     fn new(cfg: &Jwt) -> Result<Self, String> {
-        let algs: Vec<Algorithm> = cfg.algorithms.iter().filter_map(|a| algorithm(a)).collect();
-        let first = *algs.first().ok_or("no JWT algorithm")?;
-        let mut v = Validation::new(first);
-        v.algorithms = algs;
-        v.leeway = cfg.clock_skew.as_secs();
-        v.validate_exp = true;
-        v.validate_nbf = true;
-        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        v.set_issuer(&[&cfg.issuer]);
-        v.set_audience(&cfg.audiences);
+        let mut validations = HashMap::new();
+        for alg in cfg.algorithms.iter().filter_map(|a| algorithm(a)) {
+            let mut v = Validation::new(alg);
+            v.leeway = cfg.clock_skew.as_secs();
+            v.validate_exp = true;
+            v.validate_nbf = true;
+            v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            v.set_issuer(&[&cfg.issuer]);
+            v.set_audience(&cfg.audiences);
+            validations.insert(alg, v);
+        }
+        if validations.is_empty() {
+            return Err("no JWT algorithm".into());
+        }
         let store = Arc::new(JwksStore::default());
         if let JwksSource::File { json, path } = &cfg.jwks {
             store
@@ -246,17 +250,17 @@ impl JwtVerifier {
         }
         Ok(JwtVerifier {
             cfg: cfg.clone(),
-            validation: v,
+            validations,
             store,
         })
     }
 
     fn verify(&self, token: &str) -> Result<(Principal, Vec<String>), AuthError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("token_malformed"))?;
-        if !self.validation.algorithms.contains(&header.alg) {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| AuthError::Invalid("token_malformed"))?;
+        let Some(validation) = self.validations.get(&header.alg) else {
             return Err(AuthError::Invalid("token_algorithm_not_allowed"));
-        }
+        };
         let keys = self.store.keys.load();
         let candidates: Vec<&DecodingKey> = match &header.kid {
             Some(kid) => match keys.by_kid.get(kid) {
@@ -270,7 +274,7 @@ impl JwtVerifier {
         };
         let mut last = AuthError::Invalid("token_key_unknown");
         for key in candidates {
-            match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+            match jsonwebtoken::decode::<Claims>(token, key, validation) {
                 Ok(data) => return Ok(self.principal(data.claims)),
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind as K;
@@ -293,9 +297,10 @@ impl JwtVerifier {
     fn principal(&self, c: Claims) -> (Principal, Vec<String>) {
         let str_claim = |name: &str| c.rest.get(name).and_then(|v| v.as_str()).map(str::to_owned);
         let roles = match c.rest.get(&self.cfg.roles_claim) {
-            Some(serde_json::Value::Array(a)) => {
-                a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
-            }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
             Some(serde_json::Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
             _ => Vec::new(),
         };
@@ -316,9 +321,10 @@ impl JwtVerifier {
             (Some(serde_json::Value::String(s)), _) => {
                 s.split_whitespace().map(str::to_owned).collect()
             }
-            (_, Some(serde_json::Value::Array(a))) => {
-                a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
-            }
+            (_, Some(serde_json::Value::Array(a))) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
             _ => Vec::new(),
         };
         (
@@ -443,7 +449,9 @@ impl Authenticator {
                 .ok_or(AuthError::Invalid("api_key_unknown"));
         }
         if let Some(key) = p.api_key {
-            return self.api_key(key).ok_or(AuthError::Invalid("api_key_unknown"));
+            return self
+                .api_key(key)
+                .ok_or(AuthError::Invalid("api_key_unknown"));
         }
         if let Some(c) = p.client_cert {
             if let Some(pr) = self.cert(c) {
@@ -525,7 +533,9 @@ mod tests {
         assert_eq!(a.authenticate(p(None, Some("key-a")), now).unwrap().id, "a");
         assert_eq!(a.authenticate(p(None, Some("key-b")), now).unwrap().id, "b");
         assert_eq!(
-            a.authenticate(p(Some("Bearer key-c"), None), now).unwrap().id,
+            a.authenticate(p(Some("Bearer key-c"), None), now)
+                .unwrap()
+                .id,
             "c"
         );
         assert_eq!(

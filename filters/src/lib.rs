@@ -2,8 +2,8 @@
 //! tokio: the proxy turns each HTTP exchange into parsed MCP messages once and
 //! calls these functions, so every piece is testable and benchable alone.
 
-pub mod error;
 pub mod authz;
+pub mod error;
 pub mod filter;
 pub mod identity;
 pub mod jsonrpc;

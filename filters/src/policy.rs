@@ -319,7 +319,8 @@ impl Clock {
 
     /// `(hour 0-23, weekday name)` at `now` in the zone.
     pub fn local(&self, now: SystemTime) -> (u8, &'static str) {
-        let ts = jiff::Timestamp::from_second(Self::secs(now)).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let ts =
+            jiff::Timestamp::from_second(Self::secs(now)).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let z = ts.to_zoned(self.tz.clone());
         let wd = z.weekday().to_monday_zero_offset() as usize;
         (z.hour() as u8, WEEKDAYS[wd.min(6)])
@@ -353,11 +354,8 @@ fn object(pairs: Vec<(&str, Value)>) -> Value {
 pub fn input_value(i: &PolicyInput<'_>, clock: &Clock) -> Value {
     let p = i.principal;
     let (hour, weekday) = clock.local(i.now);
-    let attributes: BTreeMap<Value, Value> = p
-        .attributes
-        .iter()
-        .map(|(k, v)| (s(k), s(v)))
-        .collect();
+    let attributes: BTreeMap<Value, Value> =
+        p.attributes.iter().map(|(k, v)| (s(k), s(v))).collect();
     let arguments = match i.arguments {
         Some(raw) => Value::from_json_str(raw).unwrap_or(Value::Null),
         None => Value::new_object(),
@@ -401,7 +399,8 @@ pub fn input_value(i: &PolicyInput<'_>, clock: &Clock) -> Value {
                 ("weekday", s(weekday)),
                 (
                     "source_ip",
-                    i.source_ip.map_or(Value::Null, |ip| Value::from(ip.to_string())),
+                    i.source_ip
+                        .map_or(Value::Null, |ip| Value::from(ip.to_string())),
                 ),
                 ("justification", opt(i.justification)),
                 ("session_id", opt(i.session_id)),
@@ -470,7 +469,11 @@ impl KeyPlan {
                         i.arguments.and_then(|raw| serde_json::from_str(raw).ok())
                     });
                     match map {
-                        Some(m) => put(&mut key, tag, m.get(name.as_str()).map(|v| v.get().as_bytes())),
+                        Some(m) => put(
+                            &mut key,
+                            tag,
+                            m.get(name.as_str()).map(|v| v.get().as_bytes()),
+                        ),
                         // Not an object (or absent): the whole value decides.
                         None => {
                             key.push(0xff);
@@ -541,6 +544,13 @@ impl PolicyEngine {
         timezone: &str,
         cache_capacity: u64,
     ) -> Result<Self, PolicyCompileError> {
+        // Rego unit tests (`*_test.rego`) are for `warden policy test`, not the data plane.
+        let modules: BTreeMap<String, String> = modules
+            .iter()
+            .filter(|(p, _)| !p.ends_with("_test.rego"))
+            .map(|(p, t)| (p.clone(), t.clone()))
+            .collect();
+        let modules = &modules;
         let clock = Clock::new(timezone).map_err(|message| PolicyCompileError {
             file: "warden.yaml".into(),
             message: format!("policy.timezone: {message}"),
@@ -573,8 +583,11 @@ impl PolicyEngine {
         })?;
         let texts: Vec<&str> = modules.values().map(String::as_str).collect();
         let plan = key_plan(&texts);
-        let cache = (plan.is_some() && cache_capacity > 0)
-            .then(|| moka::sync::Cache::builder().max_capacity(cache_capacity).build());
+        let cache = (plan.is_some() && cache_capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(cache_capacity)
+                .build()
+        });
         Ok(PolicyEngine {
             compiled,
             clock,
@@ -697,10 +710,7 @@ mod tests {
             ALL_PRINCIPAL.len() + ALL_SERVER.len() + ALL_REQUEST.len() + ALL_CONTEXT.len()
         );
         assert_eq!(plan("import input.context as c\n").len(), ALL_CONTEXT.len());
-        assert_eq!(
-            plan("x := input[\"request\"][\"tool\"]"),
-            vec![Field::Tool]
-        );
+        assert_eq!(plan("x := input[\"request\"][\"tool\"]"), vec![Field::Tool]);
         // Comments and other identifiers do not count.
         assert!(plan("# input.request.tool\nmy_input := 1\ndata.input.x").is_empty());
     }

@@ -41,6 +41,8 @@ pub struct Mock {
     pub release: tokio::sync::Notify,
     pub sessions: Mutex<std::collections::HashSet<String>>,
     pub require_session: bool,
+    /// Page `tools/list` results this many tools at a time (0: one page).
+    pub tools_page_size: usize,
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -88,7 +90,9 @@ fn tools() -> Value {
         {"name":"fixture","description":"Return a canned text","inputSchema":obj(json!({"name":{"type":"string"}}), &["name"])},
         {"name":"checksum","description":"Length and sha256 of data","inputSchema":obj(json!({"data":{"type":"string"}}), &["data"])},
         {"name":"sleep","description":"Wait ms milliseconds","inputSchema":obj(json!({"ms":{"type":"integer","minimum":0}}), &["ms"])},
-        {"name":"die_mid_stream","description":"Start an SSE reply and cut the connection","inputSchema":obj(json!({}), &[])}
+        {"name":"die_mid_stream","description":"Start an SSE reply and cut the connection","inputSchema":obj(json!({}), &[])},
+        {"name":"deploy","description":"Pretend to deploy a service to a region","inputSchema":obj(json!({"service":{"type":"string"},"region":{"type":"string"}}), &["service","region"])},
+        {"name":"purge","description":"Pretend to delete every record of a table","inputSchema":obj(json!({"table":{"type":"string"}}), &["table"])}
     ])
 }
 
@@ -122,6 +126,7 @@ impl Mock {
             release: tokio::sync::Notify::new(),
             sessions: Mutex::new(Default::default()),
             require_session,
+            tools_page_size: 0,
         })
     }
 
@@ -248,6 +253,7 @@ impl Mock {
                         "sha256": hex::encode(Sha256::digest(&body)),
                         "host": h("host"),
                         "authorization": h("authorization"),
+                        "x_api_key": h("x-api-key"),
                         "origin": h("origin"),
                         "content_length": h("content-length"),
                         "transfer_encoding": h("transfer-encoding"),
@@ -360,11 +366,31 @@ impl Mock {
                 None,
                 None,
             ),
-            "tools/list" => (
-                Some(json!({"jsonrpc":"2.0","id":id,"result":{"tools":tools()}})),
-                None,
-                None,
-            ),
+            "tools/list" => {
+                let all = tools().as_array().cloned().unwrap_or_default();
+                let page = self.tools_page_size;
+                let result = if page == 0 {
+                    json!({"tools": all})
+                } else {
+                    let start = params
+                        .get("cursor")
+                        .and_then(Value::as_str)
+                        .and_then(|c| c.parse::<usize>().ok())
+                        .unwrap_or(0)
+                        .min(all.len());
+                    let end = (start + page).min(all.len());
+                    let mut r = json!({"tools": &all[start..end]});
+                    if end < all.len() {
+                        r["nextCursor"] = json!(end.to_string());
+                    }
+                    r
+                };
+                (
+                    Some(json!({"jsonrpc":"2.0","id":id,"result":result})),
+                    None,
+                    None,
+                )
+            }
             "tools/call" => {
                 let name = params.get("name").and_then(Value::as_str).unwrap_or("");
                 let args = params.get("arguments").cloned().unwrap_or(json!({}));
@@ -404,6 +430,14 @@ impl Mock {
                             .find(|(n, _)| *n == want)
                             .map_or("unknown fixture", |(_, t)| t);
                         (Some(text_result(&id, text.to_owned())), None, None)
+                    }
+                    "deploy" | "purge" => {
+                        let what = args.to_string();
+                        (
+                            Some(text_result(&id, format!("{name} done: {what}"))),
+                            None,
+                            None,
+                        )
                     }
                     "checksum" => {
                         let d = args.get("data").and_then(Value::as_str).unwrap_or("");

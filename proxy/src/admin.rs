@@ -72,7 +72,9 @@ impl ServeHttp for AdminApp {
                     let (hits, misses) = engine.cache_stats();
                     let m = crate::metrics::metrics();
                     m.policy_cache.with_label_values(&["hit"]).set(hits as i64);
-                    m.policy_cache.with_label_values(&["miss"]).set(misses as i64);
+                    m.policy_cache
+                        .with_label_values(&["miss"])
+                        .set(misses as i64);
                 }
                 let mut buf = Vec::new();
                 let enc = prometheus::TextEncoder::new();

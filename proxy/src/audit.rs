@@ -255,7 +255,10 @@ impl Output {
         let (w, head, bytes): (Box<dyn Write + Send>, ChainHead, u64) = match &opts.path {
             Some(p) => {
                 let head = resume(p)?;
-                let f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?;
                 let bytes = f.metadata()?.len();
                 (Box::new(f), head, bytes)
             }
@@ -295,7 +298,10 @@ impl Output {
         self.w.flush()?;
         let aside = PathBuf::from(format!("{}.{:012}", path.display(), self.head.next_seq));
         std::fs::rename(&path, &aside)?;
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
         self.w = std::io::BufWriter::with_capacity(256 * 1024, Box::new(f));
         self.bytes = 0;
         self.opened = Instant::now();
@@ -304,7 +310,11 @@ impl Output {
 }
 
 /// Serialises `rec` as one chained line (without the newline) into `line`.
-pub fn chain_line(line: &mut Vec<u8>, head: &ChainHead, rec: &AuditRecord) -> serde_json::Result<()> {
+pub fn chain_line(
+    line: &mut Vec<u8>,
+    head: &ChainHead,
+    rec: &AuditRecord,
+) -> serde_json::Result<()> {
     line.clear();
     line.extend_from_slice(b"{\"seq\":");
     line.extend_from_slice(head.next_seq.to_string().as_bytes());

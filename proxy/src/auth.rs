@@ -43,7 +43,9 @@ pub fn metadata(id: &Identity, suffix: &str) -> serde_json::Value {
 }
 
 fn quoted(s: &str) -> String {
-    s.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+    s.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
 }
 
 /// The refusal for a failed authentication, with the spec's status and header.
@@ -109,7 +111,11 @@ pub fn authenticate(
         };
         // Two credentials in one header name is ambiguous: refuse rather than pick.
         if values.next().is_some() {
-            return Err(refusal(id, path, &AuthError::Invalid("credential_repeated")));
+            return Err(refusal(
+                id,
+                path,
+                &AuthError::Invalid("credential_repeated"),
+            ));
         }
         first
             .to_str()
@@ -227,7 +233,10 @@ mod tests {
 
     #[test]
     fn metadata_url_inserts_well_known_between_authority_and_path() {
-        assert_eq!(origin("https://gw.example:8443/mcp"), "https://gw.example:8443");
+        assert_eq!(
+            origin("https://gw.example:8443/mcp"),
+            "https://gw.example:8443"
+        );
         assert_eq!(origin("https://gw.example"), "https://gw.example");
     }
 }

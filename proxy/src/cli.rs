@@ -13,16 +13,22 @@ fn engine(bundle: &Bundle) -> anyhow::Result<PolicyEngine> {
         bail!("the bundle has no *.rego files: every message would be allowed");
     }
     let p = &bundle.config.policy;
-    PolicyEngine::compile(&bundle.policies, &bundle.data, &p.entrypoint, &p.timezone, 0)
-        .map_err(|e| anyhow::anyhow!("{}: {}", e.file, e.message))
+    PolicyEngine::compile(
+        &bundle.policies,
+        &bundle.data,
+        &p.entrypoint,
+        &p.timezone,
+        0,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {}", e.file, e.message))
 }
 
 /// Evaluates the bundle's entry point for one input document. Returns whether it allowed.
 pub fn policy_eval(bundle_dir: &Path, input: &Path) -> anyhow::Result<bool> {
     let bundle = Bundle::load(bundle_dir)?;
     let engine = engine(&bundle)?;
-    let text = std::fs::read_to_string(input)
-        .with_context(|| format!("reading {}", input.display()))?;
+    let text =
+        std::fs::read_to_string(input).with_context(|| format!("reading {}", input.display()))?;
     let value = regorus::Value::from_json_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", input.display()))?;
     let d = engine.evaluate_value(value);
@@ -117,8 +123,5 @@ pub fn apikey_hash(key: Option<String>) {
     let key = key.unwrap_or_else(|| format!("wk_{}", hex::encode(rand::random::<[u8; 24]>())));
     let salt: [u8; 16] = rand::random();
     println!("key:  {key}");
-    println!(
-        "hash: {}",
-        warden_config::access::hash_api_key(&key, &salt)
-    );
+    println!("hash: {}", warden_config::access::hash_api_key(&key, &salt));
 }

@@ -28,7 +28,14 @@ pub async fn write_refusal(session: &mut Session, refusal: &Refusal) -> Result<(
         h.insert_header(*k, v.as_str())?;
     }
     if !session.is_body_done() {
-        session.set_keepalive(None);
+        if session.as_downstream().is_http2() {
+            // An h2 stream refused before its body arrived would be reset and
+            // the client would see a framing error instead of this answer:
+            // take in (and drop) a bounded amount of body first.
+            drain_body(session).await;
+        } else {
+            session.set_keepalive(None);
+        }
     }
     session.write_response_header(Box::new(h), false).await?;
     session
@@ -68,4 +75,17 @@ pub fn answers_body(answers: &[serde_json::Value], batch: bool) -> Vec<u8> {
         answers[0].clone()
     };
     serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// Reads and discards up to 1 MiB of request body, for at most one second.
+async fn drain_body(session: &mut Session) {
+    const CAP: usize = 1 << 20;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut seen = 0;
+    while !session.is_body_done() && seen <= CAP {
+        match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => seen += chunk.len(),
+            _ => break,
+        }
+    }
 }

@@ -50,7 +50,12 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     // Session stickiness: the replica that created a session keeps serving it.
     if let (Some(sid), Some(addr)) = (resp.headers.get("mcp-session-id"), ctx.chosen) {
         if let Ok(sid) = sid.to_str() {
-            gw.sticky_set(server_name, sid, addr, &crate::state::owner_key(&ctx.principal));
+            gw.sticky_set(
+                server_name,
+                sid,
+                addr,
+                &crate::state::owner_key(&ctx.principal),
+            );
             ctx.session_id.get_or_insert_with(|| sid.to_owned());
         }
     }

@@ -37,19 +37,19 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let cfg = snap.config.clone();
     let rt = Runtime::new(snap).context("building upstream pools")?;
     let audit_path = opts.audit.clone().or(cfg.audit.path.clone());
-    let (audit, writer): (AuditSink, AuditWriter) =
-        AuditSink::start(crate::audit::AuditOptions {
-            path: audit_path.clone(),
-            queue: cfg.audit.queue,
-            mode: cfg.audit.fail_mode,
-            rotate_size: cfg.audit.rotate_size,
-            rotate_interval: cfg.audit.rotate_interval,
-        }).with_context(|| {
-            format!(
-                "opening audit log {}",
-                audit_path.map_or("stdout".into(), |p| p.display().to_string())
-            )
-        })?;
+    let (audit, writer): (AuditSink, AuditWriter) = AuditSink::start(crate::audit::AuditOptions {
+        path: audit_path.clone(),
+        queue: cfg.audit.queue,
+        mode: cfg.audit.fail_mode,
+        rotate_size: cfg.audit.rotate_size,
+        rotate_interval: cfg.audit.rotate_interval,
+    })
+    .with_context(|| {
+        format!(
+            "opening audit log {}",
+            audit_path.map_or("stdout".into(), |p| p.display().to_string())
+        )
+    })?;
     let gateway = Arc::new(Gateway::new(rt, audit.clone()));
 
     let conf = ServerConf {

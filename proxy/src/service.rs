@@ -139,7 +139,10 @@ impl WardenProxy {
         ctx.session_id = header_str(req, "mcp-session-id").map(str::to_owned);
         ctx.protocol_version = header_str(req, "mcp-protocol-version").map(str::to_owned);
         ctx.justification = header_str(req, "x-warden-justification").map(str::to_owned);
-        ctx.source_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        ctx.source_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         ctx.upstream_uri = match req.uri.query() {
             Some(q) => format!("{}?{}", route.upstream_path(path), q),
             None => route.upstream_path(path),

@@ -62,12 +62,16 @@ impl Gateway {
     }
 
     pub fn sticky_get(&self, server: &str, session: &str) -> Option<SocketAddr> {
-        self.sticky.get(&sticky_key(server, session)).map(|e| e.addr)
+        self.sticky
+            .get(&sticky_key(server, session))
+            .map(|e| e.addr)
     }
 
     /// Who opened `session` on `server`, when known.
     pub fn session_owner(&self, server: &str, session: &str) -> Option<Arc<str>> {
-        self.sticky.get(&sticky_key(server, session)).map(|e| e.owner)
+        self.sticky
+            .get(&sticky_key(server, session))
+            .map(|e| e.owner)
     }
 
     /// Records the replica serving `session` and binds the session to `owner`

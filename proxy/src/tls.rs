@@ -19,7 +19,10 @@ struct CaptureClientCert;
 
 #[async_trait]
 impl TlsAccept for CaptureClientCert {
-    async fn handshake_complete_callback(&self, tls: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
         let der = tls.peer_certificate_der()?;
         let cert = ClientCert::from_der(der)?;
         Some(Arc::new(cert))
@@ -41,7 +44,10 @@ pub fn settings(name: &str, t: &ListenerTls) -> anyhow::Result<TlsSettings> {
                 .with_context(|| format!("listener `{name}`: parsing {}", ca.display()))?;
             let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {
-                anyhow::bail!("listener `{name}`: no usable CA certificate in {}", ca.display());
+                anyhow::bail!(
+                    "listener `{name}`: no usable CA certificate in {}",
+                    ca.display()
+                );
             }
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(

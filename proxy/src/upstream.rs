@@ -144,7 +144,11 @@ pub fn rewrite_request(
     // The client's credentials are for the gateway, never for the upstream.
     req.remove_header(&http::header::AUTHORIZATION);
     req.remove_header(&http::header::PROXY_AUTHORIZATION);
-    if let Some(id) = ctx.rt.as_ref().and_then(|rt| rt.snap.config.identity.as_ref()) {
+    if let Some(id) = ctx
+        .rt
+        .as_ref()
+        .and_then(|rt| rt.snap.config.identity.as_ref())
+    {
         req.remove_header(id.api_key_header.as_str());
     }
     if let Some(c) = &server.credentials {

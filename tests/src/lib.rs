@@ -168,7 +168,11 @@ impl Gateway {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("warden.yaml"), warden_yaml)?;
         for (name, data) in files {
-            std::fs::write(dir.path().join(name), data)?;
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, data)?;
         }
         for attempt in 0..5 {
             let port = free_port();
@@ -189,7 +193,9 @@ impl Gateway {
                 cmd.args(["--listen", &addr.to_string()]);
             }
             cmd.args(extra_args);
-            cmd.arg("--audit").arg(dir.path().join("audit.jsonl"));
+            if !extra_args.contains(&"--audit") {
+                cmd.arg("--audit").arg(dir.path().join("audit.jsonl"));
+            }
             let child = cmd
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -410,4 +416,39 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<(bool, S
     let stdout = t_out.join().unwrap_or_default();
     let stderr = t_err.join().unwrap_or_default();
     Ok((code == Some(0), stdout, stderr))
+}
+
+/// Runs `openssl` with `args` in `dir`; fails the test on error.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let (ok, _, err) = run_with_timeout(
+        Command::new("openssl").current_dir(dir).args(args),
+        Duration::from_secs(60),
+    )
+    .expect("openssl runs");
+    assert!(ok, "openssl {args:?}: {err}");
+}
+
+/// The example bundle (`config/examples/sidecar`) with its upstream pointed at
+/// `upstream`: warden.yaml (after `edit`), data.json, .manifest and policies.
+pub fn example_bundle(
+    upstream: SocketAddr,
+    edit: impl Fn(String) -> String,
+) -> (String, Vec<(String, Vec<u8>)>) {
+    let dir = root().join("config/examples/sidecar");
+    let yaml = std::fs::read_to_string(dir.join("warden.yaml"))
+        .expect("example warden.yaml")
+        .replace("127.0.0.1:8931", &upstream.to_string());
+    let mut files = Vec::new();
+    for name in ["data.json", ".manifest"] {
+        files.push((
+            name.to_owned(),
+            std::fs::read(dir.join(name)).expect("example file"),
+        ));
+    }
+    for e in std::fs::read_dir(dir.join("policies")).expect("policies") {
+        let e = e.expect("entry");
+        let name = format!("policies/{}", e.file_name().to_string_lossy());
+        files.push((name, std::fs::read(e.path()).expect("rego")));
+    }
+    (edit(yaml), files)
 }

@@ -20,6 +20,9 @@ struct Args {
     /// Answer 404 to requests without a session created by initialize.
     #[arg(long)]
     require_session: bool,
+    /// Page tools/list results this many tools at a time (0: one page).
+    #[arg(long, default_value_t = 0)]
+    tools_page_size: usize,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -36,7 +39,11 @@ fn main() -> anyhow::Result<()> {
         println!("listening on {}", listener.local_addr()?);
         use std::io::Write;
         std::io::stdout().flush()?;
-        let mock = Mock::new(args.require_session);
+        let mut m = Mock::new(args.require_session);
+        if let Some(mm) = Arc::get_mut(&mut m) {
+            mm.tools_page_size = args.tools_page_size;
+        }
+        let mock = m;
         loop {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);

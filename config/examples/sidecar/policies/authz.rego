@@ -1,0 +1,68 @@
+# Warden example policy. Entry point: data.warden.authz.decision, which
+# returns {"allow": bool, "reason": string}. The input document is described
+# in the README ("Policy input contract").
+package warden.authz
+
+import rego.v1
+
+default decision := {"allow": false, "reason": "method_not_allowed"}
+
+# The protocol itself (handshake, lists, pings) is open to every principal;
+# list results are filtered item by item with `input.request.listing`.
+decision := {"allow": true, "reason": "protocol"} if {
+	input.request.method in data.warden.protocol_methods
+}
+
+decision := tool_decision if input.request.method == "tools/call"
+
+decision := group_decision if input.request.method in {"resources/read", "prompts/get"}
+
+# Server → client requests arriving on the response path.
+decision := {"allow": true, "reason": "server_request"} if {
+	input.request.method in data.warden.server_requests
+}
+
+# RBAC per service group: a role grants the groups listed in data.json.
+group_granted if {
+	some role in input.principal.roles
+	input.server.group in data.warden.roles[role].groups
+}
+
+group_decision := {"allow": true, "reason": "granted"} if group_granted
+
+else := {"allow": false, "reason": "rbac_group_not_granted"}
+
+# Time window: risky tools only during business hours (policy.timezone).
+# They stay listed outside hours; a call gets the reason instead.
+in_business_hours if {
+	bh := data.warden.business_hours
+	input.context.hour >= bh.start
+	input.context.hour < bh.end
+	input.context.weekday in bh.days
+}
+
+# ABAC on arguments: a `region` argument must be the principal's own region.
+region_ok if not input.request.arguments.region
+
+region_ok if input.request.arguments.region == input.principal.attributes.region
+
+# CRITICAL tools need a written justification (x-warden-justification header).
+justified if {
+	is_string(input.context.justification)
+	count(trim_space(input.context.justification)) >= 10
+}
+
+# The first rule that refuses wins; the reason is the stable code callers see.
+tool_decision := {"allow": false, "reason": "rbac_group_not_granted"} if {
+	not group_granted
+} else := {"allow": false, "reason": "outside_business_hours"} if {
+	input.request.risk in data.warden.business_hours.risks
+	not input.request.listing
+	not in_business_hours
+} else := {"allow": false, "reason": "region_mismatch"} if {
+	not region_ok
+} else := {"allow": false, "reason": "justification_required"} if {
+	input.request.risk == "CRITICAL"
+	not input.request.listing
+	not justified
+} else := {"allow": true, "reason": "granted"}

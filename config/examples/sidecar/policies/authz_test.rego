@@ -1,0 +1,72 @@
+# Run with: warden policy test --bundle config/examples/sidecar
+package warden.authz_test
+
+import rego.v1
+
+import data.warden.authz
+
+dev := {"id": "agent-dev", "tenant": "acme", "roles": ["developer"], "kind": "agent", "auth": "api_key", "attributes": {"region": "eu"}}
+
+auditor := {"id": "agent-auditor", "tenant": "acme", "roles": ["auditor"], "kind": "agent", "auth": "api_key", "attributes": {}}
+
+tuesday_10 := {"time": "2026-11-17T09:00:00Z", "hour": 10, "weekday": "Tuesday", "source_ip": "127.0.0.1", "justification": null, "session_id": null}
+
+sunday_10 := object.union(tuesday_10, {"weekday": "Sunday"})
+
+call(principal, tool, risk, args, ctx) := {
+	"principal": principal,
+	"server": {"name": "mock", "group": "tools"},
+	"request": {"method": "tools/call", "tool": tool, "prompt": null, "resource_uri": null, "arguments": args, "risk": risk, "listing": false},
+	"context": ctx,
+}
+
+test_protocol_open_to_everyone if {
+	authz.decision.allow with input as object.union(call(auditor, null, null, {}, tuesday_10), {"request": {"method": "tools/list"}})
+}
+
+test_rbac_denies_role_without_group if {
+	d := authz.decision with input as call(auditor, "echo", "LOW", {"text": "x"}, tuesday_10)
+	d == {"allow": false, "reason": "rbac_group_not_granted"}
+}
+
+test_rbac_allows_developer if {
+	authz.decision.allow with input as call(dev, "echo", "LOW", {"text": "x"}, tuesday_10)
+}
+
+test_high_risk_outside_hours_denied if {
+	d := authz.decision with input as call(dev, "deploy", "HIGH", {"service": "a", "region": "eu"}, sunday_10)
+	d.reason == "outside_business_hours"
+}
+
+test_low_risk_any_time if {
+	authz.decision.allow with input as call(dev, "echo", "LOW", {"text": "x"}, sunday_10)
+}
+
+test_region_must_match if {
+	d := authz.decision with input as call(dev, "deploy", "HIGH", {"service": "a", "region": "us"}, tuesday_10)
+	d.reason == "region_mismatch"
+}
+
+test_region_match_allowed if {
+	authz.decision.allow with input as call(dev, "deploy", "HIGH", {"service": "a", "region": "eu"}, tuesday_10)
+}
+
+test_critical_needs_justification if {
+	d := authz.decision with input as call(dev, "purge", "CRITICAL", {"table": "t"}, tuesday_10)
+	d.reason == "justification_required"
+}
+
+test_critical_with_justification if {
+	ctx := object.union(tuesday_10, {"justification": "INC-4711 cleanup approved by bob"})
+	authz.decision.allow with input as call(dev, "purge", "CRITICAL", {"table": "t"}, ctx)
+}
+
+test_critical_listed_without_justification if {
+	inp := call(dev, "purge", "CRITICAL", {}, tuesday_10)
+	authz.decision.allow with input as object.union(inp, {"request": {"listing": true}})
+}
+
+test_unknown_method_denied if {
+	d := authz.decision with input as object.union(call(dev, null, null, {}, tuesday_10), {"request": {"method": "tasks/cancel"}})
+	d.reason == "method_not_allowed"
+}

@@ -1,0 +1,848 @@
+//! Identity, policy and session binding through a real gateway, with the
+//! example bundle's Rego policy and the demo API keys.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use warden_tests::{example_bundle, header, openssl, post_json, Gateway, Mock};
+
+const DEV: &str = "wk_demo_dev_7Qm2";
+const AUDITOR: &str = "wk_demo_auditor_P4x9";
+const OPS: &str = "wk_demo_ops_Z8r5";
+
+fn call(id: u64, tool: &str, args: Value) -> String {
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":args}})
+        .to_string()
+}
+
+fn body_json(b: &[u8]) -> Value {
+    serde_json::from_slice(b).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(b)))
+}
+
+/// The UTC hour now, and a bundle whose business hours include it or not.
+fn hours_data(include_now: bool) -> Vec<u8> {
+    let h = (SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        / 3600)
+        % 24;
+    let (start, end) = if include_now {
+        (h, h + 1)
+    } else {
+        ((h + 1) % 24, (h + 1) % 24 + 1)
+    };
+    let all = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    let base: Value = serde_json::from_slice(
+        &std::fs::read(warden_tests::root().join("config/examples/sidecar/data.json"))
+            .expect("data"),
+    )
+    .expect("json");
+    let mut d = base;
+    d["warden"]["business_hours"] =
+        json!({"start": start, "end": end, "days": all, "risks": ["HIGH", "CRITICAL"]});
+    serde_json::to_vec(&d).expect("ser")
+}
+
+fn start_example(mock: &Mock, include_now: bool, edit: impl Fn(String) -> String) -> Gateway {
+    let (yaml, mut files) = example_bundle(mock.addr, |y| {
+        edit(y.replace("timezone: Europe/Berlin", "timezone: UTC"))
+    });
+    files.retain(|(n, _)| n != "data.json");
+    files.push(("data.json".into(), hours_data(include_now)));
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    Gateway::start_with(&yaml, false, &refs, &[], None).expect("gateway")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_and_the_resource_server_contract() {
+    let mock = Mock::start(&[]).expect("mock");
+    let gw = start_example(&mock, true, |y| y);
+    let url = gw.url("/mock/mcp");
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+
+    // No credential: 401 pointing at the protected-resource metadata.
+    let (s, h, b) = post_json(&url, ping, &[]).await.expect("post");
+    assert_eq!(s, 401, "{}", String::from_utf8_lossy(&b));
+    let www = header(&h, "www-authenticate").expect("www-authenticate");
+    assert!(www.starts_with("Bearer resource_metadata=\"http://127.0.0.1:8080/.well-known/oauth-protected-resource/mock/mcp\""), "{www}");
+    assert!(
+        !www.contains("error="),
+        "no error code without a credential: {www}"
+    );
+    assert_eq!(body_json(&b)["error"]["code"], -31030);
+
+    // The metadata document itself.
+    let (s, _, b) = warden_tests::request(
+        &gw.url("/.well-known/oauth-protected-resource/mock/mcp"),
+        "GET",
+        &[],
+        bytes::Bytes::new(),
+        false,
+    )
+    .await
+    .expect("get");
+    assert_eq!(s, 200);
+    let meta = body_json(&b);
+    assert_eq!(meta["resource"], "http://127.0.0.1:8080/mock/mcp");
+    assert_eq!(meta["authorization_servers"][0], "https://auth.example.com");
+
+    // A wrong key is an invalid token; so is a repeated credential header.
+    for hs in [
+        vec![("x-api-key", "wk_demo_dev_7Qm3")],
+        vec![("authorization", "Bearer nope")],
+        vec![("authorization", "Basic Zm9vOmJhcg==")],
+    ] {
+        let (s, h, _) = post_json(&url, ping, &hs).await.expect("post");
+        assert_eq!(s, 401, "{hs:?}");
+        assert!(header(&h, "www-authenticate")
+            .expect("hdr")
+            .contains("error=\"invalid_token\""));
+    }
+
+    // The right key, in its header or as a bearer token.
+    for hs in [
+        vec![("x-api-key", DEV)],
+        vec![("authorization", &*format!("Bearer {DEV}"))],
+    ] {
+        let (s, _, b) = post_json(&url, ping, &hs).await.expect("post");
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    }
+    // Neither the key nor a bearer token reaches the upstream.
+    let last = &mock.stats().await.expect("stats")["last"];
+    assert!(last["authorization"].is_null(), "{last}");
+    assert!(last["x_api_key"].is_null(), "{last}");
+    let recs = gw.audit_when(|r| r.iter().filter(|x| x["principal"] == "agent-dev").count() >= 2);
+    let rec = recs
+        .iter()
+        .find(|x| x["principal"] == "agent-dev")
+        .expect("record");
+    assert_eq!(rec["tenant"], "acme");
+    assert_eq!(rec["auth"], "api_key");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn example_policy_decides_rbac_abac_justification_and_hides_tools() {
+    let mock = Mock::start(&["--tools-page-size", "3"]).expect("mock");
+    let gw = start_example(&mock, true, |y| y);
+    let url = gw.url("/mock/mcp");
+    let before = mock.posts().await;
+
+    // RBAC: the auditor's role grants no group — echo is hidden, so a call
+    // looks like an unknown tool, and no page of tools/list shows any tool.
+    let (s, _, b) = post_json(
+        &url,
+        call(1, "echo", json!({"text":"hi"})),
+        &[("x-api-key", AUDITOR)],
+    )
+    .await
+    .expect("post");
+    assert_eq!(s, 200);
+    let v = body_json(&b);
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    assert_eq!(v["error"]["message"], "Unknown tool: echo");
+    let mut pages = 0;
+    for key in [AUDITOR, DEV] {
+        let mut cursor: Option<String> = None;
+        let mut seen = Vec::new();
+        loop {
+            let params = match &cursor {
+                Some(c) => json!({"cursor": c}),
+                None => json!({}),
+            };
+            let req = json!({"jsonrpc":"2.0","id":2,"method":"tools/list","params":params});
+            let (s, _, b) = post_json(&url, req.to_string(), &[("x-api-key", key)])
+                .await
+                .expect("list");
+            assert_eq!(s, 200);
+            let v = body_json(&b);
+            for t in v["result"]["tools"].as_array().expect("tools") {
+                seen.push(t["name"].as_str().expect("name").to_owned());
+            }
+            pages += 1;
+            match v["result"]["nextCursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        if key == AUDITOR {
+            assert!(seen.is_empty(), "auditor sees {seen:?}");
+        } else {
+            // The developer sees every tool, CRITICAL ones included (listing needs no justification).
+            assert!(
+                seen.contains(&"echo".to_owned()) && seen.contains(&"purge".to_owned()),
+                "{seen:?}"
+            );
+            assert_eq!(seen.len(), 10, "{seen:?}");
+        }
+    }
+    assert_eq!(
+        pages, 8,
+        "the cursor is kept on every filtered page (4 pages each)"
+    );
+
+    // ABAC: a region argument must match the principal's region; the denial
+    // is a tool error the model can read.
+    let (_, _, b) = post_json(
+        &url,
+        call(3, "deploy", json!({"service":"web","region":"us"})),
+        &[("x-api-key", DEV)],
+    )
+    .await
+    .expect("post");
+    let v = body_json(&b);
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    assert_eq!(
+        v["result"]["content"][0]["text"],
+        "Denied by policy: region_mismatch"
+    );
+    let (_, _, b) = post_json(
+        &url,
+        call(4, "deploy", json!({"service":"web","region":"eu"})),
+        &[("x-api-key", DEV)],
+    )
+    .await
+    .expect("post");
+    assert!(body_json(&b)["result"]["content"][0]["text"]
+        .as_str()
+        .expect("text")
+        .starts_with("deploy done"));
+    // The same call by a principal of another region is refused.
+    let (_, _, b) = post_json(
+        &url,
+        call(5, "deploy", json!({"service":"web","region":"eu"})),
+        &[("x-api-key", OPS)],
+    )
+    .await
+    .expect("post");
+    assert_eq!(
+        body_json(&b)["result"]["content"][0]["text"],
+        "Denied by policy: region_mismatch"
+    );
+    // A `\u0065u` escape is the same region: the policy judges what the JSON means.
+    let escaped = r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"deploy","arguments":{"service":"web","region":"\u0065u"}}}"#;
+    let (_, _, b) = post_json(&url, escaped, &[("x-api-key", DEV)])
+        .await
+        .expect("post");
+    assert!(body_json(&b)["result"]["content"][0]["text"]
+        .as_str()
+        .expect("t")
+        .starts_with("deploy done"));
+    let (_, _, b) = post_json(
+        &url,
+        escaped.replace("\\u0065u", "\\u0075s"),
+        &[("x-api-key", DEV)],
+    )
+    .await
+    .expect("post");
+    assert_eq!(
+        body_json(&b)["result"]["content"][0]["text"],
+        "Denied by policy: region_mismatch"
+    );
+
+    // CRITICAL needs a justification.
+    let (_, _, b) = post_json(
+        &url,
+        call(7, "purge", json!({"table":"t"})),
+        &[("x-api-key", DEV)],
+    )
+    .await
+    .expect("post");
+    assert_eq!(
+        body_json(&b)["result"]["content"][0]["text"],
+        "Denied by policy: justification_required"
+    );
+    let (_, _, b) = post_json(
+        &url,
+        call(8, "purge", json!({"table":"t"})),
+        &[
+            ("x-api-key", DEV),
+            ("x-warden-justification", "INC-4711 approved by bob"),
+        ],
+    )
+    .await
+    .expect("post");
+    assert!(body_json(&b)["result"]["content"][0]["text"]
+        .as_str()
+        .expect("t")
+        .starts_with("purge done"));
+
+    // Exactly the allowed calls reached the server: 8 list pages + 3 tool calls.
+    assert_eq!(mock.posts().await - before, 8 + 3);
+    let recs = gw.audit_when(|r| r.iter().any(|x| x["reason"] == "justification_required"));
+    let denied = recs
+        .iter()
+        .find(|x| x["reason"] == "justification_required")
+        .expect("denial record");
+    assert_eq!(denied["outcome"], "denied");
+    assert_eq!(denied["decided_by"], "policy");
+    assert_eq!(denied["risk"], "CRITICAL");
+    assert_eq!(denied["revision"], "example-sidecar-1");
+    assert!(denied["args_digest"]
+        .as_str()
+        .expect("digest")
+        .starts_with("sha256:"));
+    assert!(
+        denied.get("arguments").is_none(),
+        "raw arguments are off by default"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn time_windows_and_kill_switch() {
+    let mock = Mock::start(&[]).expect("mock");
+    let deploy = call(1, "deploy", json!({"service":"web","region":"eu"}));
+    let closed = start_example(&mock, false, |y| y);
+    let (_, _, b) = post_json(
+        &closed.url("/mock/mcp"),
+        deploy.clone(),
+        &[("x-api-key", DEV)],
+    )
+    .await
+    .expect("post");
+    assert_eq!(
+        body_json(&b)["result"]["content"][0]["text"],
+        "Denied by policy: outside_business_hours"
+    );
+    // LOW risk tools are not bound to business hours.
+    let (_, _, b) = post_json(
+        &closed.url("/mock/mcp"),
+        call(2, "echo", json!({"text":"x"})),
+        &[("x-api-key", DEV)],
+    )
+    .await
+    .expect("post");
+    assert_eq!(body_json(&b)["result"]["content"][0]["text"], "x");
+    drop(closed);
+
+    let paused = start_example(&mock, true, |y| {
+        y.replace("  tools: []", "  tools: [\"mock/deploy\"]")
+            .replace("  principals: []", "  principals: [alice-ops]")
+    });
+    let url = paused.url("/mock/mcp");
+    let (_, _, b) = post_json(&url, deploy.clone(), &[("x-api-key", DEV)])
+        .await
+        .expect("post");
+    let v = body_json(&b);
+    assert_eq!(v["error"]["code"], -31011, "{v}");
+    assert_eq!(v["error"]["data"]["scope"], "tool");
+    let (_, _, b) = post_json(
+        &url,
+        call(3, "echo", json!({"text":"x"})),
+        &[("x-api-key", OPS)],
+    )
+    .await
+    .expect("post");
+    assert_eq!(body_json(&b)["error"]["data"]["scope"], "principal");
+    let (_, _, b) = post_json(
+        &url,
+        call(4, "echo", json!({"text":"ok"})),
+        &[("x-api-key", DEV)],
+    )
+    .await
+    .expect("post");
+    assert_eq!(body_json(&b)["result"]["content"][0]["text"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_bound_to_their_principal() {
+    let mock = Mock::start(&["--require-session"]).expect("mock");
+    let gw = start_example(&mock, true, |y| y);
+    let url = gw.url("/mock/mcp");
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let (s, h, _) = post_json(&url, init, &[("x-api-key", DEV)])
+        .await
+        .expect("init");
+    assert_eq!(s, 200);
+    let sid = header(&h, "mcp-session-id").expect("session id").to_owned();
+    let echo = call(2, "echo", json!({"text":"mine"}));
+    let (s, _, b) = post_json(
+        &url,
+        echo.clone(),
+        &[("x-api-key", DEV), ("mcp-session-id", &sid)],
+    )
+    .await
+    .expect("own");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let before = mock.posts().await;
+    // Another principal presenting the id is refused before the upstream.
+    let (s, _, b) = post_json(
+        &url,
+        echo.clone(),
+        &[("x-api-key", OPS), ("mcp-session-id", &sid)],
+    )
+    .await
+    .expect("hijack");
+    assert_eq!(s, 403, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(body_json(&b)["error"]["code"], -31031);
+    let (s, _, _) = warden_tests::request(
+        &url,
+        "DELETE",
+        &[("x-api-key", OPS), ("mcp-session-id", &sid)],
+        bytes::Bytes::new(),
+        false,
+    )
+    .await
+    .expect("delete");
+    assert_eq!(s, 403);
+    assert_eq!(mock.posts().await, before);
+    // The owner goes on.
+    let (s, _, _) = post_json(&url, echo, &[("x-api-key", DEV), ("mcp-session-id", &sid)])
+        .await
+        .expect("own");
+    assert_eq!(s, 200);
+}
+
+struct Keys {
+    dir: tempfile::TempDir,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path();
+        openssl(
+            d,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                "rsa.pem",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "ec.pem",
+            ],
+        );
+        openssl(d, &["genpkey", "-algorithm", "ed25519", "-out", "ed.pem"]);
+        openssl(
+            d,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                "rogue.pem",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "pkey",
+                "-in",
+                "ed.pem",
+                "-pubout",
+                "-outform",
+                "DER",
+                "-out",
+                "ed.pub.der",
+            ],
+        );
+        Keys { dir }
+    }
+
+    fn pem(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join(name)).expect("key")
+    }
+
+    fn encoding(&self, alg: Algorithm) -> EncodingKey {
+        match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&self.pem("rsa.pem")).expect("rsa"),
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&self.pem("ec.pem")).expect("ec"),
+            _ => EncodingKey::from_ed_pem(&self.pem("ed.pem")).expect("ed"),
+        }
+    }
+
+    fn jwks(&self) -> String {
+        let mut keys = Vec::new();
+        for (alg, kid) in [(Algorithm::RS256, "rsa"), (Algorithm::ES256, "ec")] {
+            let mut jwk = Jwk::from_encoding_key(&self.encoding(alg), alg).expect("jwk");
+            jwk.common.key_id = Some(kid.into());
+            keys.push(serde_json::to_value(jwk).expect("ser"));
+        }
+        let der = self.pem("ed.pub.der");
+        use base64::Engine;
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&der[der.len() - 32..]);
+        keys.push(json!({"kty":"OKP","crv":"Ed25519","x":x,"kid":"ed","alg":"EdDSA"}));
+        let set: JwkSet = serde_json::from_value(json!({"keys": keys})).expect("jwks");
+        serde_json::to_string(&set).expect("ser")
+    }
+
+    fn token(&self, alg: Algorithm, kid: &str, claims: Value) -> String {
+        let mut h = Header::new(alg);
+        h.kid = Some(kid.into());
+        let key = if kid == "rogue" {
+            EncodingKey::from_rsa_pem(&self.pem("rogue.pem")).expect("rogue")
+        } else {
+            self.encoding(alg)
+        };
+        let mut h2 = h.clone();
+        if kid == "rogue" {
+            h2.kid = Some("rsa".into());
+        }
+        jsonwebtoken::encode(&h2, &claims, &key).expect("sign")
+    }
+}
+
+fn claims(aud: &str, exp_offset: i64, scope: &str) -> Value {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    json!({"iss":"https://auth.example.com","sub":"user-42","aud":aud,"exp":now + exp_offset,"nbf":now - 5,
+           "tenant":"acme","roles":["developer"],"region":"eu","scope":scope})
+}
+
+/// JWKS served over HTTP for the `jwks_url` test: answers every request with `body`.
+fn serve_jwks(
+    body: String,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    l.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut c, _)) => {
+                    let _ = c.set_nonblocking(false);
+                    let mut buf = [0u8; 4096];
+                    let _ = c.read(&mut buf);
+                    let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}", body.len(), body);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    (addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jwt_bearer_tokens_from_jwks_file_and_url() {
+    let mock = Mock::start(&[]).expect("mock");
+    let keys = Keys::new();
+    let jwks = keys.jwks();
+    let (jwks_addr, stop) = serve_jwks(jwks.clone());
+    let aud = "http://127.0.0.1:8080/mock/mcp";
+    for source in [
+        "jwks_file: jwks.json",
+        &format!("jwks_url: http://{jwks_addr}/jwks"),
+    ] {
+        let jwt = format!(
+            "  required_scopes: [\"mcp:tools\"]\n  jwt:\n    issuer: https://auth.example.com\n    {source}\n    attribute_claims: [region]\n  api_keys:"
+        );
+        let mock_addr = mock.addr;
+        let (yaml, mut files) = example_bundle(mock_addr, |y| y.replacen("  api_keys:", &jwt, 1));
+        files.push(("jwks.json".into(), jwks.clone().into_bytes()));
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        let gw = Gateway::start_with(&yaml, false, &refs, &[], None).expect("gateway");
+        let url = gw.url("/mock/mcp");
+        let echo = call(1, "echo", json!({"text":"jwt"}));
+        let bearer = |t: &str| format!("Bearer {t}");
+        for (alg, kid) in [
+            (Algorithm::RS256, "rsa"),
+            (Algorithm::ES256, "ec"),
+            (Algorithm::EdDSA, "ed"),
+        ] {
+            let t = keys.token(alg, kid, claims(aud, 300, "mcp:tools"));
+            // The URL source fetches in the background: allow it a moment at start.
+            let mut tries = 0;
+            let (s, _, b) = loop {
+                let r = post_json(&url, echo.clone(), &[("authorization", &bearer(&t))])
+                    .await
+                    .expect("post");
+                tries += 1;
+                if r.0 == 200 || tries > 50 {
+                    break r;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            assert_eq!(
+                s,
+                200,
+                "{alg:?} via {source}: {}",
+                String::from_utf8_lossy(&b)
+            );
+            assert_eq!(body_json(&b)["result"]["content"][0]["text"], "jwt");
+        }
+        let recs = gw.audit_when(|r| r.iter().any(|x| x["principal"] == "user-42"));
+        let rec = recs
+            .iter()
+            .find(|x| x["principal"] == "user-42")
+            .expect("jwt principal");
+        assert_eq!(
+            (rec["auth"].as_str(), rec["tenant"].as_str()),
+            (Some("jwt"), Some("acme"))
+        );
+
+        let cases = [
+            (
+                keys.token(Algorithm::RS256, "rsa", claims(aud, -600, "mcp:tools")),
+                401,
+                "token_expired",
+            ),
+            (
+                keys.token(
+                    Algorithm::RS256,
+                    "rsa",
+                    claims("https://other.example/mcp", 300, "mcp:tools"),
+                ),
+                401,
+                "token_audience_mismatch",
+            ),
+            (
+                keys.token(Algorithm::RS256, "rogue", claims(aud, 300, "mcp:tools")),
+                401,
+                "token_signature_invalid",
+            ),
+            (
+                keys.token(Algorithm::RS256, "unknown", claims(aud, 300, "mcp:tools")),
+                401,
+                "token_key_unknown",
+            ),
+            (
+                keys.token(Algorithm::RS256, "rsa", claims(aud, 300, "mcp:read")),
+                403,
+                "insufficient_scope",
+            ),
+        ];
+        let before = mock.posts().await;
+        for (t, status, why) in cases {
+            let (s, h, b) = post_json(&url, echo.clone(), &[("authorization", &bearer(&t))])
+                .await
+                .expect("post");
+            assert_eq!(s, status, "{why}: {}", String::from_utf8_lossy(&b));
+            let www = header(&h, "www-authenticate").expect("www");
+            if status == 403 {
+                assert!(
+                    www.contains("error=\"insufficient_scope\"")
+                        && www.contains("scope=\"mcp:tools\""),
+                    "{www}"
+                );
+            } else {
+                assert!(
+                    www.contains("error=\"invalid_token\"") && www.contains(why),
+                    "{why}: {www}"
+                );
+            }
+        }
+        // An issuer mismatch, and a token whose header says HS256 (key confusion).
+        let mut c = claims(aud, 300, "mcp:tools");
+        c["iss"] = json!("https://evil.example");
+        let t = keys.token(Algorithm::RS256, "rsa", c);
+        let (s, _, _) = post_json(&url, echo.clone(), &[("authorization", &bearer(&t))])
+            .await
+            .expect("post");
+        assert_eq!(s, 401);
+        let mut hs = Header::new(Algorithm::HS256);
+        hs.kid = Some("rsa".into());
+        let forged = jsonwebtoken::encode(
+            &hs,
+            &claims(aud, 300, "mcp:tools"),
+            &EncodingKey::from_secret(&keys.pem("rsa.pem")),
+        )
+        .expect("hs");
+        let (s, _, _) = post_json(&url, echo.clone(), &[("authorization", &bearer(&forged))])
+            .await
+            .expect("post");
+        assert_eq!(s, 401);
+        assert_eq!(
+            mock.posts().await,
+            before,
+            "no refused token reached the server"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[test]
+fn mtls_client_certificates_map_to_principals() {
+    let mock = Mock::start(&[]).expect("mock");
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=warden-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ],
+    );
+    for (name, san) in [
+        ("agent", "URI:spiffe://acme.example/agent/builder"),
+        ("stranger", "URI:spiffe://other.example/x"),
+    ] {
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ],
+        );
+        std::fs::write(
+            d.join(format!("{name}.ext")),
+            format!("subjectAltName={san}\nextendedKeyUsage=clientAuth\n"),
+        )
+        .expect("ext");
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-out",
+                &format!("{name}.pem"),
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+    let port = warden_tests::free_port();
+    let mtls = format!(
+        "listeners:\n  - name: tls\n    address: \"127.0.0.1:{port}\"\n    tls: {{cert: cert.pem, key: key.pem, client_ca: ca.pem}}\n\nadmin:"
+    );
+    let (yaml, mut files) = example_bundle(mock.addr, |y| {
+        let y = y.replace(
+            "listeners:\n  - name: main\n    address: 127.0.0.1:8080\n\nadmin:",
+            &mtls,
+        );
+        y.replacen(
+            "  api_keys:",
+            "  mtls:\n    - {spiffe_id: \"spiffe://acme.example/agent/builder\", id: builder, tenant: acme, roles: [developer], attributes: {region: eu}}\n  api_keys:",
+            1,
+        )
+    });
+    for f in ["ca.pem", "cert.pem", "key.pem"] {
+        files.push((f.into(), std::fs::read(d.join(f)).expect("pem")));
+    }
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let gw = Gateway::start_with(
+        &yaml,
+        false,
+        &refs,
+        &[],
+        Some(format!("127.0.0.1:{port}").parse().expect("addr")),
+    )
+    .expect("gateway");
+    let curl = |extra: &[&str]| {
+        let mut c = std::process::Command::new("curl");
+        c.current_dir(d).args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert", "cert.pem"]).args(extra).args([
+            "-H", "content-type: application/json", "-H", "accept: application/json, text/event-stream",
+            "--data", r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"mtls"}}}"#,
+        ]).arg(format!("https://localhost:{port}/mock/mcp")).arg("--resolve").arg(format!("localhost:{port}:127.0.0.1"));
+        let (_, out, err) =
+            warden_tests::run_with_timeout(&mut c, Duration::from_secs(30)).expect("curl");
+        (out, err)
+    };
+    let (out, err) = curl(&["--cert", "agent.pem", "--key", "agent.key"]);
+    assert!(
+        out.ends_with("\n200") && out.contains("\"text\":\"mtls\""),
+        "{out} {err}"
+    );
+    // A certificate from the CA that no rule maps is refused; no certificate and no key too.
+    let (out, _) = curl(&["--cert", "stranger.pem", "--key", "stranger.key"]);
+    assert!(
+        out.ends_with("\n401") && out.contains("client_certificate_unmapped"),
+        "{out}"
+    );
+    let (out, err) = curl(&[]);
+    assert!(out.ends_with("\n401"), "{out} {err}");
+    // API keys still work on the same listener.
+    let (out, _) = curl(&["-H", &format!("x-api-key: {DEV}")]);
+    assert!(out.ends_with("\n200"), "{out}");
+    let recs = gw.audit_when(|r| r.iter().any(|x| x["principal"] == "builder"));
+    assert!(recs
+        .iter()
+        .any(|x| x["principal"] == "builder" && x["auth"] == "mtls"));
+}
