@@ -173,7 +173,6 @@ impl WardenProxy {
                 }
             }
         }
-        self.gateway.audit.admit()?;
 
         if ctx.exchange != Exchange::Post {
             // GET and DELETE carry no MCP message; a body here would reach the upstream unjudged.
@@ -222,6 +221,11 @@ impl WardenProxy {
         };
         ctx.body_len_in = body.len();
         let parsed = parse(&body, rt.snap.parse_limits).map_err(|(id, e)| Refusal::parse(id, e))?;
+        // Fail closed: no new call while the audit trail cannot record it.
+        self.gateway.audit.admit().map_err(|r| match &parsed {
+            Parsed::Single(env) => r.with_id(env.id.clone()),
+            Parsed::Batch(_) => r,
+        })?;
         match &parsed {
             Parsed::Single(env) => {
                 mcp::check_headers(method_hdr.as_deref(), name_hdr.as_deref(), env)?;
@@ -598,6 +602,7 @@ impl ProxyHttp for WardenProxy {
         if out.is_empty() {
             // No MCP message (GET, DELETE, or refused before parsing): one record for the exchange.
             let mut rec = base;
+            rec.jsonrpc_id = ctx.refusal.as_ref().and_then(|r| r.id.as_ref()).map(|i| i.to_json());
             rec.outcome = match (&ctx.refusal, &failed) {
                 (Some(r), _) => r.reason.to_owned(),
                 (None, Some(_)) => "failed".to_owned(),
