@@ -234,16 +234,28 @@ pub struct Credentials {
     pub value: Secret,
 }
 
+/// The principal fields shared by API-key and certificate entries.
+struct Fields<'a> {
+    id: &'a str,
+    tenant: &'a str,
+    roles: &'a [String],
+    kind: Option<&'a str>,
+    attributes: &'a BTreeMap<String, String>,
+}
+
 fn principal(
     p: &mut Problems,
     base: &str,
-    id: &str,
-    tenant: &str,
-    roles: &[String],
-    kind: Option<&str>,
-    attributes: &BTreeMap<String, String>,
+    f: Fields<'_>,
     default_kind: PrincipalKind,
 ) -> PrincipalSpec {
+    let Fields {
+        id,
+        tenant,
+        roles,
+        kind,
+        attributes,
+    } = f;
     if id.is_empty() {
         p.push(format!("{base}.id"), "must not be empty");
     }
@@ -315,11 +327,13 @@ pub(crate) fn identity(raw: &raw::IdentityConfig, root: &Path, p: &mut Problems)
         let spec = principal(
             p,
             &base,
-            &k.id,
-            &k.tenant,
-            &k.roles,
-            k.kind.as_deref(),
-            &k.attributes,
+            Fields {
+                id: &k.id,
+                tenant: &k.tenant,
+                roles: &k.roles,
+                kind: k.kind.as_deref(),
+                attributes: &k.attributes,
+            },
             PrincipalKind::Agent,
         );
         if !ids.insert(k.id.clone()) {
@@ -436,11 +450,13 @@ pub(crate) fn identity(raw: &raw::IdentityConfig, root: &Path, p: &mut Problems)
         let spec = principal(
             p,
             &base,
-            &m.id,
-            &m.tenant,
-            &m.roles,
-            m.kind.as_deref(),
-            &m.attributes,
+            Fields {
+                id: &m.id,
+                tenant: &m.tenant,
+                roles: &m.roles,
+                kind: m.kind.as_deref(),
+                attributes: &m.attributes,
+            },
             PrincipalKind::Agent,
         );
         let matches = match (&m.spiffe_id, &m.dns, &m.subject_cn) {
@@ -667,7 +683,7 @@ mod tests {
     #[test]
     fn key_hash_round_trip() {
         let stored = hash_api_key("wk_test_123", b"0123456789abcdef");
-        let (salt, digest) = parse_key_hash(&stored).unwrap();
+        let (salt, digest) = parse_key_hash(&stored).expect("test");
         assert_eq!(salt, b"0123456789abcdef");
         assert_eq!(hash_api_key("wk_test_123", &salt), stored);
         assert_ne!(hash_api_key("wk_test_124", &salt), stored);

@@ -308,7 +308,7 @@ impl JwtVerifier {
             .cfg
             .kind_claim
             .as_deref()
-            .and_then(|k| str_claim(k))
+            .and_then(&str_claim)
             .and_then(|k| PrincipalKind::parse(&k))
             .unwrap_or(PrincipalKind::User);
         let attributes = self
@@ -341,11 +341,14 @@ impl JwtVerifier {
     }
 }
 
+/// The API keys that share one salt: digest → index into `identity.api_keys`.
+type SaltGroup = (Vec<u8>, HashMap<[u8; 32], usize>);
+
 /// Compiled from the bundle's `identity` section; lives in the snapshot.
 pub struct Authenticator {
     identity: Identity,
     /// salt → (digest → index into `identity.api_keys`).
-    keys: Vec<(Vec<u8>, HashMap<[u8; 32], usize>)>,
+    keys: Vec<SaltGroup>,
     jwt: Option<JwtVerifier>,
 }
 
@@ -362,7 +365,7 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     pub fn new(identity: &Identity) -> Result<Self, String> {
-        let mut keys: Vec<(Vec<u8>, HashMap<[u8; 32], usize>)> = Vec::new();
+        let mut keys: Vec<SaltGroup> = Vec::new();
         for (i, k) in identity.api_keys.iter().enumerate() {
             match keys.iter_mut().find(|(s, _)| *s == k.salt) {
                 Some((_, m)) => {
@@ -494,7 +497,7 @@ mod tests {
 
     fn identity() -> Identity {
         let mk = |id: &str, key: &str, salt: &[u8]| {
-            let (salt, digest) = parse_key_hash(&hash_api_key(key, salt)).unwrap();
+            let (salt, digest) = parse_key_hash(&hash_api_key(key, salt)).expect("test");
             ApiKey {
                 principal: spec(id),
                 salt,
@@ -523,18 +526,28 @@ mod tests {
 
     #[test]
     fn api_keys_by_header_or_bearer() {
-        let a = Authenticator::new(&identity()).unwrap();
+        let a = Authenticator::new(&identity()).expect("test");
         let now = SystemTime::now();
         let p = |auth, key| Presented {
             authorization: auth,
             api_key: key,
             client_cert: None,
         };
-        assert_eq!(a.authenticate(p(None, Some("key-a")), now).unwrap().id, "a");
-        assert_eq!(a.authenticate(p(None, Some("key-b")), now).unwrap().id, "b");
+        assert_eq!(
+            a.authenticate(p(None, Some("key-a")), now)
+                .expect("test")
+                .id,
+            "a"
+        );
+        assert_eq!(
+            a.authenticate(p(None, Some("key-b")), now)
+                .expect("test")
+                .id,
+            "b"
+        );
         assert_eq!(
             a.authenticate(p(Some("Bearer key-c"), None), now)
-                .unwrap()
+                .expect("test")
                 .id,
             "c"
         );
@@ -555,7 +568,7 @@ mod tests {
 
     #[test]
     fn certificates_map_by_spiffe_id() {
-        let a = Authenticator::new(&identity()).unwrap();
+        let a = Authenticator::new(&identity()).expect("test");
         let cert = ClientCert {
             subject_cn: Some("x".into()),
             dns: vec![],
@@ -570,7 +583,7 @@ mod tests {
             api_key: None,
             client_cert: Some(c),
         };
-        let got = a.authenticate(p(&cert), SystemTime::now()).unwrap();
+        let got = a.authenticate(p(&cert), SystemTime::now()).expect("test");
         assert_eq!((got.id.as_str(), got.auth), ("x", AuthMethod::Mtls));
         assert_eq!(
             a.authenticate(p(&other), SystemTime::now()),

@@ -9,7 +9,7 @@
 //! cache, so a key never crosses bundle revisions.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -133,6 +133,8 @@ const NONDETERMINISTIC: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPlan {
     fields: Vec<Field>,
+    /// Names of the `Argument(Some(_))` fields, in `fields` order.
+    arg_names: Vec<String>,
 }
 
 fn fields_for(path: &[String]) -> Vec<Field> {
@@ -282,15 +284,22 @@ pub fn key_plan(modules: &[&str]) -> Option<KeyPlan> {
     if fields.contains(&Field::PrincipalAttribute(None)) {
         fields.retain(|f| !matches!(f, Field::PrincipalAttribute(Some(_))));
     }
-    Some(KeyPlan {
-        fields: fields.into_iter().collect(),
-    })
+    let fields: Vec<Field> = fields.into_iter().collect();
+    let arg_names = fields
+        .iter()
+        .filter_map(|f| match f {
+            Field::Argument(Some(n)) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    Some(KeyPlan { fields, arg_names })
 }
 
 /// Local calendar facts for the configured time zone.
 #[derive(Debug, Clone)]
 pub struct Clock {
     tz: jiff::tz::TimeZone,
+    id: u64,
 }
 
 const WEEKDAYS: [&str; 7] = [
@@ -303,10 +312,28 @@ const WEEKDAYS: [&str; 7] = [
     "Sunday",
 ];
 
+/// What the input document says about "now" (second precision).
+#[derive(Debug, Clone)]
+pub struct Moment {
+    pub hour: u8,
+    pub weekday: &'static str,
+    /// RFC 3339 UTC, as a Rego string.
+    pub time: Value,
+}
+
+thread_local! {
+    /// The last moment computed on this thread: `(clock id, unix second, moment)`.
+    static MOMENT: std::cell::RefCell<Option<(u64, i64, Moment)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl Clock {
     pub fn new(tz: &str) -> Result<Self, String> {
         jiff::tz::TimeZone::get(tz)
-            .map(|tz| Clock { tz })
+            .map(|tz| Clock {
+                tz,
+                id: NEXT_ENGINE.fetch_add(1, Ordering::Relaxed),
+            })
             .map_err(|e| format!("unknown time zone `{tz}`: {e}"))
     }
 
@@ -317,21 +344,67 @@ impl Clock {
         }
     }
 
-    /// `(hour 0-23, weekday name)` at `now` in the zone.
-    pub fn local(&self, now: SystemTime) -> (u8, &'static str) {
-        let ts =
-            jiff::Timestamp::from_second(Self::secs(now)).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-        let z = ts.to_zoned(self.tz.clone());
-        let wd = z.weekday().to_monday_zero_offset() as usize;
-        (z.hour() as u8, WEEKDAYS[wd.min(6)])
+    /// Hour, weekday and timestamp at `now`; computed once per second per thread.
+    pub fn moment(&self, now: SystemTime) -> Moment {
+        let secs = Self::secs(now);
+        MOMENT.with(|cell| {
+            if let Some((id, at, m)) = &*cell.borrow() {
+                if *id == self.id && *at == secs {
+                    return m.clone();
+                }
+            }
+            let ts = jiff::Timestamp::from_second(secs).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            let z = ts.to_zoned(self.tz.clone());
+            let wd = z.weekday().to_monday_zero_offset() as usize;
+            let m = Moment {
+                hour: z.hour() as u8,
+                weekday: WEEKDAYS[wd.min(6)],
+                time: Value::from(ts.to_string()),
+            };
+            *cell.borrow_mut() = Some((self.id, secs, m.clone()));
+            m
+        })
     }
 
-    /// RFC 3339 UTC at second precision.
-    pub fn rfc3339(now: SystemTime) -> String {
-        jiff::Timestamp::from_second(Self::secs(now))
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-            .to_string()
+    /// `(hour 0-23, weekday name)` at `now` in the zone.
+    pub fn local(&self, now: SystemTime) -> (u8, &'static str) {
+        let m = self.moment(now);
+        (m.hour, m.weekday)
     }
+}
+
+/// Member names of the input document, made once per thread (a Rego string
+/// is reference-counted: cloning one is cheaper than allocating it).
+const NAME_LIST: [&str; 25] = [
+    "principal",
+    "id",
+    "tenant",
+    "roles",
+    "kind",
+    "auth",
+    "attributes",
+    "server",
+    "name",
+    "group",
+    "request",
+    "method",
+    "tool",
+    "prompt",
+    "resource_uri",
+    "arguments",
+    "risk",
+    "listing",
+    "context",
+    "time",
+    "hour",
+    "weekday",
+    "source_ip",
+    "justification",
+    "session_id",
+];
+
+thread_local! {
+    static NAMES: [Value; 25] = NAME_LIST.map(Value::from);
 }
 
 fn s(v: &str) -> Value {
@@ -342,71 +415,183 @@ fn opt(v: Option<&str>) -> Value {
     v.map_or(Value::Null, Value::from)
 }
 
-fn object(pairs: Vec<(&str, Value)>) -> Value {
-    let mut m = BTreeMap::new();
-    for (k, v) in pairs {
-        m.insert(Value::from(k), v);
-    }
-    Value::from(m)
-}
-
 /// The input document handed to Rego (see the README's policy contract).
 pub fn input_value(i: &PolicyInput<'_>, clock: &Clock) -> Value {
-    let p = i.principal;
-    let (hour, weekday) = clock.local(i.now);
-    let attributes: BTreeMap<Value, Value> =
-        p.attributes.iter().map(|(k, v)| (s(k), s(v))).collect();
-    let arguments = match i.arguments {
-        Some(raw) => Value::from_json_str(raw).unwrap_or(Value::Null),
-        None => Value::new_object(),
+    input_for(i, clock, None)
+}
+
+/// The input document restricted to what `plan` says the policy can read
+/// (everything when `plan` is `None`). Leaving out what no rule can reach
+/// cannot change a decision, by the same analysis that makes the cache sound.
+fn input_for(i: &PolicyInput<'_>, clock: &Clock, plan: Option<&KeyPlan>) -> Value {
+    let has = |f: &Field| plan.is_none_or(|p| p.fields.contains(f));
+    let has_arg = |name: &str| {
+        plan.is_none_or(|p| {
+            p.fields.iter().any(|f| match f {
+                Field::Argument(None) => true,
+                Field::Argument(Some(n)) => n == name,
+                _ => false,
+            })
+        })
     };
-    object(vec![
-        (
-            "principal",
-            object(vec![
-                ("id", s(&p.id)),
-                ("tenant", s(&p.tenant)),
-                (
-                    "roles",
-                    Value::from(p.roles.iter().map(|r| s(r)).collect::<Vec<_>>()),
-                ),
-                ("kind", s(p.kind.as_str())),
-                ("auth", s(p.auth.as_str())),
-                ("attributes", Value::from(attributes)),
-            ]),
-        ),
-        (
-            "server",
-            object(vec![("name", s(i.server)), ("group", s(i.group))]),
-        ),
-        (
-            "request",
-            object(vec![
-                ("method", s(i.method)),
-                ("tool", opt(i.tool)),
-                ("prompt", opt(i.prompt)),
-                ("resource_uri", opt(i.resource_uri)),
-                ("arguments", arguments),
-                ("risk", opt(i.risk.map(Risk::as_str))),
-                ("listing", Value::from(i.listing)),
-            ]),
-        ),
-        (
-            "context",
-            object(vec![
-                ("time", s(&Clock::rfc3339(i.now))),
-                ("hour", Value::from(hour as u64)),
-                ("weekday", s(weekday)),
-                (
-                    "source_ip",
-                    i.source_ip
-                        .map_or(Value::Null, |ip| Value::from(ip.to_string())),
-                ),
-                ("justification", opt(i.justification)),
-                ("session_id", opt(i.session_id)),
-            ]),
-        ),
-    ])
+    NAMES.with(|names| {
+        let n = |k: &'static str| -> Value {
+            // Names are a handful of short literals: a linear scan over
+            // pointers first, then by value.
+            NAME_LIST
+                .iter()
+                .position(|x| std::ptr::eq(*x, k) || *x == k)
+                .map_or_else(|| Value::from(k), |p| names[p].clone())
+        };
+        let obj = |pairs: Vec<(&'static str, Value)>| -> Value {
+            let mut m = BTreeMap::new();
+            for (k, v) in pairs {
+                m.insert(n(k), v);
+            }
+            Value::from(m)
+        };
+        let p = i.principal;
+        let now = clock.moment(i.now);
+        let all_attributes = has(&Field::PrincipalAttribute(None));
+        let attributes: BTreeMap<Value, Value> = p
+            .attributes
+            .iter()
+            .filter(|(k, _)| all_attributes || has(&Field::PrincipalAttribute(Some((*k).clone()))))
+            .map(|(k, v)| (s(k), s(v)))
+            .collect();
+        let whole_args = || match i.arguments {
+            Some(raw) => Value::from_json_str(raw).unwrap_or(Value::Null),
+            None => Value::new_object(),
+        };
+        let arguments = match plan {
+            Some(pl) if !has(&Field::Argument(None)) => {
+                let wanted: Vec<String> = pl
+                    .arg_names
+                    .iter()
+                    .filter(|n| has_arg(n))
+                    .cloned()
+                    .collect();
+                match i.arguments.map(|raw| pick_members(raw, &wanted)) {
+                    None => Value::new_object(),
+                    Some(None) => whole_args(),
+                    Some(Some(values)) => {
+                        let mut m = BTreeMap::new();
+                        for (name, v) in wanted.iter().zip(values) {
+                            if let Some(v) = v {
+                                m.insert(
+                                    s(name),
+                                    Value::from_json_str(v.get()).unwrap_or(Value::Null),
+                                );
+                            }
+                        }
+                        Value::from(m)
+                    }
+                }
+            }
+            _ => whole_args(),
+        };
+        obj(vec![
+            (
+                "principal",
+                obj(vec![
+                    ("id", s(&p.id)),
+                    ("tenant", s(&p.tenant)),
+                    (
+                        "roles",
+                        Value::from(p.roles.iter().map(|r| s(r)).collect::<Vec<_>>()),
+                    ),
+                    ("kind", s(p.kind.as_str())),
+                    ("auth", s(p.auth.as_str())),
+                    ("attributes", Value::from(attributes)),
+                ]),
+            ),
+            (
+                "server",
+                obj(vec![("name", s(i.server)), ("group", s(i.group))]),
+            ),
+            (
+                "request",
+                obj(vec![
+                    ("method", s(i.method)),
+                    ("tool", opt(i.tool)),
+                    ("prompt", opt(i.prompt)),
+                    ("resource_uri", opt(i.resource_uri)),
+                    ("arguments", arguments),
+                    ("risk", opt(i.risk.map(Risk::as_str))),
+                    ("listing", Value::from(i.listing)),
+                ]),
+            ),
+            (
+                "context",
+                obj(vec![
+                    ("time", now.time.clone()),
+                    ("hour", Value::from(now.hour as u64)),
+                    ("weekday", s(now.weekday)),
+                    (
+                        "source_ip",
+                        i.source_ip
+                            .map_or(Value::Null, |ip| Value::from(ip.to_string())),
+                    ),
+                    ("justification", opt(i.justification)),
+                    ("session_id", opt(i.session_id)),
+                ]),
+            ),
+        ])
+    })
+}
+
+/// A JSON object key, borrowed from the text when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The raw values of the top-level members `wanted` of the JSON object
+/// `raw`, compared after unescaping; `None` when `raw` is not an object.
+fn pick_members<'a>(raw: &'a str, wanted: &[String]) -> Option<Vec<Option<&'a RawValue>>> {
+    struct Pick<'w>(&'w [String]);
+    impl<'de> serde::de::Visitor<'de> for Pick<'_> {
+        type Value = Vec<Option<&'de RawValue>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = vec![None; self.0.len()];
+            while let Some(Key(k)) = m.next_key::<Key<'de>>()? {
+                match self.0.iter().position(|w| *w == k) {
+                    Some(i) => out[i] = Some(m.next_value::<&'de RawValue>()?),
+                    None => {
+                        m.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+    if !raw.trim_start().starts_with('{') {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(raw);
+    serde::Deserializer::deserialize_map(&mut de, Pick(wanted)).ok()
 }
 
 /// Longest cache key kept; larger inputs are evaluated fresh every time.
@@ -427,93 +612,122 @@ fn put(key: &mut Vec<u8>, tag: u8, v: Option<&[u8]>) {
 impl KeyPlan {
     /// The exact bytes of every input value the policy can read; `None` when
     /// the key would be too large to be worth caching.
-    fn key(&self, i: &PolicyInput<'_>, clock: &Clock) -> Option<Vec<u8>> {
-        let mut key = Vec::with_capacity(128);
-        let mut args: Option<Option<HashMap<Cow<'_, str>, &RawValue>>> = None;
-        let mut local: Option<(u8, &'static str)> = None;
+    fn key(&self, i: &PolicyInput<'_>, clock: &Clock, key: &mut Vec<u8>) -> bool {
+        key.clear();
+        let picked = match (self.arg_names.is_empty(), i.arguments) {
+            (false, Some(raw)) => pick_members(raw, &self.arg_names),
+            _ => None,
+        };
+        let mut next_arg = 0;
+        let mut local: Option<Moment> = None;
         for (n, f) in self.fields.iter().enumerate() {
             let tag = n as u8;
             let p = i.principal;
             match f {
-                Field::PrincipalId => put(&mut key, tag, Some(p.id.as_bytes())),
-                Field::PrincipalTenant => put(&mut key, tag, Some(p.tenant.as_bytes())),
+                Field::PrincipalId => put(key, tag, Some(p.id.as_bytes())),
+                Field::PrincipalTenant => put(key, tag, Some(p.tenant.as_bytes())),
                 Field::PrincipalRoles => {
                     key.push(tag);
                     key.extend_from_slice(&(p.roles.len() as u32).to_le_bytes());
                     for r in &p.roles {
-                        put(&mut key, 0, Some(r.as_bytes()));
+                        put(key, 0, Some(r.as_bytes()));
                     }
                 }
-                Field::PrincipalKind => put(&mut key, tag, Some(p.kind.as_str().as_bytes())),
-                Field::PrincipalAuth => put(&mut key, tag, Some(p.auth.as_str().as_bytes())),
+                Field::PrincipalKind => put(key, tag, Some(p.kind.as_str().as_bytes())),
+                Field::PrincipalAuth => put(key, tag, Some(p.auth.as_str().as_bytes())),
                 Field::PrincipalAttribute(None) => {
                     key.push(tag);
                     key.extend_from_slice(&(p.attributes.len() as u32).to_le_bytes());
                     for (k, v) in &p.attributes {
-                        put(&mut key, 0, Some(k.as_bytes()));
-                        put(&mut key, 0, Some(v.as_bytes()));
+                        put(key, 0, Some(k.as_bytes()));
+                        put(key, 0, Some(v.as_bytes()));
                     }
                 }
                 Field::PrincipalAttribute(Some(a)) => {
-                    put(&mut key, tag, p.attributes.get(a).map(|v| v.as_bytes()))
+                    put(key, tag, p.attributes.get(a).map(|v| v.as_bytes()))
                 }
-                Field::ServerName => put(&mut key, tag, Some(i.server.as_bytes())),
-                Field::ServerGroup => put(&mut key, tag, Some(i.group.as_bytes())),
-                Field::Method => put(&mut key, tag, Some(i.method.as_bytes())),
-                Field::Tool => put(&mut key, tag, i.tool.map(str::as_bytes)),
-                Field::Prompt => put(&mut key, tag, i.prompt.map(str::as_bytes)),
-                Field::ResourceUri => put(&mut key, tag, i.resource_uri.map(str::as_bytes)),
-                Field::Argument(None) => put(&mut key, tag, i.arguments.map(str::as_bytes)),
-                Field::Argument(Some(name)) => {
-                    let map = args.get_or_insert_with(|| {
-                        i.arguments.and_then(|raw| serde_json::from_str(raw).ok())
-                    });
-                    match map {
-                        Some(m) => put(
-                            &mut key,
-                            tag,
-                            m.get(name.as_str()).map(|v| v.get().as_bytes()),
-                        ),
+                Field::ServerName => put(key, tag, Some(i.server.as_bytes())),
+                Field::ServerGroup => put(key, tag, Some(i.group.as_bytes())),
+                Field::Method => put(key, tag, Some(i.method.as_bytes())),
+                Field::Tool => put(key, tag, i.tool.map(str::as_bytes)),
+                Field::Prompt => put(key, tag, i.prompt.map(str::as_bytes)),
+                Field::ResourceUri => put(key, tag, i.resource_uri.map(str::as_bytes)),
+                Field::Argument(None) => put(key, tag, i.arguments.map(str::as_bytes)),
+                Field::Argument(Some(_)) => {
+                    let n = next_arg;
+                    next_arg += 1;
+                    match &picked {
+                        Some(values) => put(key, tag, values[n].map(|v| v.get().as_bytes())),
                         // Not an object (or absent): the whole value decides.
                         None => {
                             key.push(0xff);
-                            put(&mut key, tag, i.arguments.map(str::as_bytes))
+                            put(key, tag, i.arguments.map(str::as_bytes))
                         }
                     }
                 }
-                Field::Risk => put(&mut key, tag, i.risk.map(|r| r.as_str().as_bytes())),
-                Field::Listing => put(&mut key, tag, Some(&[i.listing as u8])),
-                Field::Time => put(&mut key, tag, Some(Clock::rfc3339(i.now).as_bytes())),
+                Field::Risk => put(key, tag, i.risk.map(|r| r.as_str().as_bytes())),
+                Field::Listing => put(key, tag, Some(&[i.listing as u8])),
+                Field::Time => {
+                    let m = local.get_or_insert_with(|| clock.moment(i.now));
+                    let t = m
+                        .time
+                        .as_string()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default();
+                    put(key, tag, Some(t.as_bytes()))
+                }
                 Field::Hour => {
-                    let (h, _) = *local.get_or_insert_with(|| clock.local(i.now));
-                    put(&mut key, tag, Some(&[h]))
+                    let h = local.get_or_insert_with(|| clock.moment(i.now)).hour;
+                    put(key, tag, Some(&[h]))
                 }
                 Field::Weekday => {
-                    let (_, w) = *local.get_or_insert_with(|| clock.local(i.now));
-                    put(&mut key, tag, Some(w.as_bytes()))
+                    let w = local.get_or_insert_with(|| clock.moment(i.now)).weekday;
+                    put(key, tag, Some(w.as_bytes()))
                 }
                 Field::SourceIp => match i.source_ip {
-                    Some(IpAddr::V4(a)) => put(&mut key, tag, Some(&a.octets())),
-                    Some(IpAddr::V6(a)) => put(&mut key, tag, Some(&a.octets())),
-                    None => put(&mut key, tag, None),
+                    Some(IpAddr::V4(a)) => put(key, tag, Some(&a.octets())),
+                    Some(IpAddr::V6(a)) => put(key, tag, Some(&a.octets())),
+                    None => put(key, tag, None),
                 },
-                Field::Justification => put(&mut key, tag, i.justification.map(str::as_bytes)),
-                Field::SessionId => put(&mut key, tag, i.session_id.map(str::as_bytes)),
+                Field::Justification => put(key, tag, i.justification.map(str::as_bytes)),
+                Field::SessionId => put(key, tag, i.session_id.map(str::as_bytes)),
             }
             if key.len() > MAX_KEY {
-                return None;
+                return false;
             }
         }
-        Some(key)
+        true
     }
+}
+
+/// Instructions one evaluation may run before it is cut off (and denies).
+const MAX_INSTRUCTIONS: usize = 2_000_000;
+
+static NEXT_ENGINE: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// Reused for building cache keys on this thread.
+    static KEY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+thread_local! {
+    /// One Rego VM per worker thread, loaded with the program of the engine
+    /// that last used it on this thread (VMs are reused, never shared).
+    static VM: std::cell::RefCell<Option<(u64, regorus::rvm::vm::RegoVM)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Compiled policy plus its decision cache; one per snapshot.
 pub struct PolicyEngine {
+    id: u64,
     compiled: regorus::CompiledPolicy,
+    /// The policy compiled to regorus' VM; `None` when it uses something the
+    /// VM compiler does not support (the interpreter then evaluates it).
+    program: Option<Arc<regorus::rvm::program::Program>>,
+    data: Value,
     clock: Clock,
     plan: Option<KeyPlan>,
-    cache: Option<moka::sync::Cache<Box<[u8]>, PolicyDecision>>,
+    cache: Option<moka::sync::Cache<Box<[u8]>, PolicyDecision, foldhash::fast::RandomState>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -572,24 +786,30 @@ impl PolicyEngine {
                 content: t.as_str().into(),
             })
             .collect();
-        let compiled = regorus::compile_policy_with_entrypoint(
-            Value::from(data.clone()),
-            &mods,
-            entrypoint.into(),
+        let data = Value::from(data.clone());
+        let compiled =
+            regorus::compile_policy_with_entrypoint(data.clone(), &mods, entrypoint.into())
+                .map_err(|e| PolicyCompileError {
+                    file: modules.keys().next().cloned().unwrap_or_default(),
+                    message: format!("{e:#}"),
+                })?;
+        let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(
+            &compiled,
+            &[entrypoint],
         )
-        .map_err(|e| PolicyCompileError {
-            file: modules.keys().next().cloned().unwrap_or_default(),
-            message: format!("{e:#}"),
-        })?;
+        .ok();
         let texts: Vec<&str> = modules.values().map(String::as_str).collect();
         let plan = key_plan(&texts);
         let cache = (plan.is_some() && cache_capacity > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(cache_capacity)
-                .build()
+                .build_with_hasher(foldhash::fast::RandomState::default())
         });
         Ok(PolicyEngine {
+            id: NEXT_ENGINE.fetch_add(1, Ordering::Relaxed),
             compiled,
+            program,
+            data,
             clock,
             plan,
             cache,
@@ -617,11 +837,45 @@ impl PolicyEngine {
 
     /// Evaluates Rego for this input, bypassing the cache.
     pub fn evaluate(&self, i: &PolicyInput<'_>) -> PolicyDecision {
-        self.evaluate_value(input_value(i, &self.clock))
+        self.evaluate_value(input_for(i, &self.clock, self.plan.as_ref()))
+    }
+
+    /// Whether evaluation runs on regorus' VM (else on its interpreter).
+    pub fn compiled_to_vm(&self) -> bool {
+        self.program.is_some()
     }
 
     /// Evaluates a ready-made input document (used by `warden policy eval`).
     pub fn evaluate_value(&self, input: Value) -> PolicyDecision {
+        let Some(program) = &self.program else {
+            return self.evaluate_interpreted(input);
+        };
+        let res = VM.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().is_none_or(|(id, _)| *id != self.id) {
+                let mut vm = regorus::rvm::vm::RegoVM::new();
+                vm.set_max_instructions(MAX_INSTRUCTIONS);
+                vm.load_program(program.clone());
+                vm.set_data(self.data.clone())?;
+                *slot = Some((self.id, vm));
+            }
+            let Some((_, vm)) = slot.as_mut() else {
+                unreachable!("the slot was just filled")
+            };
+            vm.set_input(input);
+            vm.execute()
+        });
+        match res {
+            Ok(v) => decision_of(&v),
+            Err(e) => {
+                tracing_free_log(&format!("{e:#}"));
+                PolicyDecision::deny("policy_error")
+            }
+        }
+    }
+
+    /// Evaluates with regorus' interpreter (the reference the VM is checked against).
+    pub fn evaluate_interpreted(&self, input: Value) -> PolicyDecision {
         match self.compiled.eval_with_input(input) {
             Ok(v) => decision_of(&v),
             Err(e) => {
@@ -636,18 +890,30 @@ impl PolicyEngine {
         let (Some(cache), Some(plan)) = (&self.cache, &self.plan) else {
             return self.evaluate(i);
         };
-        let Some(key) = plan.key(i, &self.clock) else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            return self.evaluate(i);
-        };
-        if let Some(d) = cache.get(key.as_slice()) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return d;
+        let looked = KEY_BUF.with(|buf| {
+            let mut key = buf.borrow_mut();
+            if !plan.key(i, &self.clock, &mut key) {
+                return Err(None);
+            }
+            match cache.get(key.as_slice()) {
+                Some(d) => Ok(d),
+                None => Err(Some(Box::<[u8]>::from(key.as_slice()))),
+            }
+        });
+        match looked {
+            Ok(d) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                d
+            }
+            Err(key) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                let d = self.evaluate(i);
+                if let Some(k) = key {
+                    cache.insert(k, d.clone());
+                }
+                d
+            }
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let d = self.evaluate(i);
-        cache.insert(key.into_boxed_slice(), d.clone());
-        d
     }
 }
 
@@ -684,7 +950,7 @@ mod tests {
     use super::*;
 
     fn plan(src: &str) -> Vec<Field> {
-        key_plan(&[src]).unwrap().fields
+        key_plan(&[src]).expect("test").fields
     }
 
     #[test]

@@ -201,7 +201,10 @@ pub struct ChainHead {
 /// Reads the last line of `path` to resume its chain.
 fn resume(path: &Path) -> std::io::Result<ChainHead> {
     // A pipe or device has no past to resume (and opening a FIFO to read would block).
-    if !std::fs::metadata(path).map(|m| m.is_file()).unwrap_or(false) {
+    if !std::fs::metadata(path)
+        .map(|m| m.is_file())
+        .unwrap_or(false)
+    {
         return Ok(ChainHead {
             next_seq: 0,
             prev: GENESIS,

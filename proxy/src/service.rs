@@ -602,7 +602,11 @@ impl ProxyHttp for WardenProxy {
         if out.is_empty() {
             // No MCP message (GET, DELETE, or refused before parsing): one record for the exchange.
             let mut rec = base;
-            rec.jsonrpc_id = ctx.refusal.as_ref().and_then(|r| r.id.as_ref()).map(|i| i.to_json());
+            rec.jsonrpc_id = ctx
+                .refusal
+                .as_ref()
+                .and_then(|r| r.id.as_ref())
+                .map(|i| i.to_json());
             rec.outcome = match (&ctx.refusal, &failed) {
                 (Some(r), _) => r.reason.to_owned(),
                 (None, Some(_)) => "failed".to_owned(),

@@ -17,7 +17,10 @@ fn call(id: u64, tool: &str) -> String {
 
 fn verify(files: &[PathBuf]) -> (bool, String) {
     let (ok, out, err) = run_with_timeout(
-        Command::new(bin("warden")).arg("audit").arg("verify").args(files),
+        Command::new(bin("warden"))
+            .arg("audit")
+            .arg("verify")
+            .args(files),
         Duration::from_secs(30),
     )
     .expect("verify runs");
@@ -42,7 +45,9 @@ async fn chain_verifies_and_every_kind_of_tampering_is_detected() {
     let yaml = mock_bundle(&[mock.addr], "");
     let gw = Gateway::start(&yaml, false).expect("gateway");
     for i in 0..12 {
-        let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[]).await.expect("post");
+        let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[])
+            .await
+            .expect("post");
         assert_eq!(s, 200);
     }
     let recs = gw.audit_when(|r| r.len() >= 12);
@@ -106,7 +111,9 @@ async fn chain_verifies_and_every_kind_of_tampering_is_detected() {
         None,
     )
     .expect("restart");
-    let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(99, "echo"), &[]).await.expect("post");
+    let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(99, "echo"), &[])
+        .await
+        .expect("post");
     assert_eq!(s, 200);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while lines(&saved).len() < 13 && std::time::Instant::now() < deadline {
@@ -122,7 +129,9 @@ async fn rotation_keeps_the_chain_across_files() {
     let yaml = mock_bundle(&[mock.addr], "audit:\n  rotate_size: 2KiB\n");
     let gw = Gateway::start(&yaml, false).expect("gateway");
     for i in 0..30 {
-        post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[]).await.expect("post");
+        post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[])
+            .await
+            .expect("post");
     }
     let dir = gw.dir.path().to_path_buf();
     let files = || -> Vec<PathBuf> {
@@ -130,13 +139,18 @@ async fn rotation_keeps_the_chain_across_files() {
             .expect("dir")
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("audit.jsonl")))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("audit.jsonl"))
+            })
             .collect();
         v.sort();
         v
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while files().iter().map(|f| lines(f).len()).sum::<usize>() < 30 && std::time::Instant::now() < deadline {
+    while files().iter().map(|f| lines(f).len()).sum::<usize>() < 30
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     let all = files();
@@ -178,9 +192,16 @@ async fn every_decided_message_has_exactly_one_record_under_load() {
     let recs = gw.audit_when(|r| r.len() as u64 >= want);
     let mut by_id: HashMap<i64, Vec<&Value>> = HashMap::new();
     for r in &recs {
-        by_id.entry(r["jsonrpc_id"].as_i64().expect("id")).or_default().push(r);
+        by_id
+            .entry(r["jsonrpc_id"].as_i64().expect("id"))
+            .or_default()
+            .push(r);
     }
-    assert_eq!(recs.len() as u64, want, "one record per message, no more, no less");
+    assert_eq!(
+        recs.len() as u64,
+        want,
+        "one record per message, no more, no less"
+    );
     for i in 0..n {
         let rs = &by_id[&(i as i64)];
         assert_eq!(rs.len(), 1, "id {i}: {rs:?}");
@@ -208,7 +229,8 @@ impl StalledSink {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("audit.fifo");
         let (ok, _, err) =
-            run_with_timeout(Command::new("mkfifo").arg(&path), Duration::from_secs(10)).expect("mkfifo");
+            run_with_timeout(Command::new("mkfifo").arg(&path), Duration::from_secs(10))
+                .expect("mkfifo");
         assert!(ok, "{err}");
         let (go, rx) = std::sync::mpsc::channel::<()>();
         let p = path.clone();
@@ -251,21 +273,34 @@ async fn fail_closed_refuses_calls_while_the_audit_is_stuck_and_loses_nothing() 
     let mock = Mock::start(&[]).expect("mock");
     let sink = StalledSink::new();
     let yaml = mock_bundle(&[mock.addr], "audit:\n  queue: 8\n  fail_mode: closed\n");
-    let mut gw = Gateway::start_with(&yaml, false, &[], &["--audit", sink.path.to_str().expect("utf8")], None)
-        .expect("gateway");
+    let mut gw = Gateway::start_with(
+        &yaml,
+        false,
+        &[],
+        &["--audit", sink.path.to_str().expect("utf8")],
+        None,
+    )
+    .expect("gateway");
     let url = gw.url("/mock/mcp");
     let (sent, refused) = fill_until(&url, |s| s == 503, 20_000).await;
-    assert!(!refused.is_empty(), "the gateway never refused in {sent} calls");
+    assert!(
+        !refused.is_empty(),
+        "the gateway never refused in {sent} calls"
+    );
     let upstream_before = mock.posts().await;
     // Refused calls did not reach the server.
-    let (s, _, _) = post_json(&url, call(sent, "echo"), &[]).await.expect("post");
+    let (s, _, _) = post_json(&url, call(sent, "echo"), &[])
+        .await
+        .expect("post");
     assert_eq!(s, 503);
     assert_eq!(mock.posts().await, upstream_before);
     // The disk comes back: calls flow again.
     sink.go.send(()).expect("go");
     let mut ok_after = false;
     for i in 0..200 {
-        let (s, _, _) = post_json(&url, call(100_000 + i, "echo"), &[]).await.expect("post");
+        let (s, _, _) = post_json(&url, call(100_000 + i, "echo"), &[])
+            .await
+            .expect("post");
         if s == 200 {
             ok_after = true;
             break;
@@ -290,7 +325,10 @@ async fn fail_closed_refuses_calls_while_the_audit_is_stuck_and_loses_nothing() 
     for i in 0..=sent {
         assert_eq!(count.get(&(i as i64)), Some(&1), "call {i}");
     }
-    let refused_recs = recs.iter().filter(|r| r["outcome"] == "audit_unavailable").count();
+    let refused_recs = recs
+        .iter()
+        .filter(|r| r["outcome"] == "audit_unavailable")
+        .count();
     assert!(refused_recs > refused.len(), "refusals are audited too");
     for r in recs.iter().filter(|r| r["outcome"] == "audit_unavailable") {
         assert!(r["jsonrpc_id"].is_i64(), "a refusal names the call: {r}");
@@ -302,14 +340,22 @@ async fn fail_open_keeps_serving_and_counts_every_lost_record() {
     let mock = Mock::start(&[]).expect("mock");
     let sink = StalledSink::new();
     let yaml = mock_bundle(&[mock.addr], "audit:\n  queue: 8\n  fail_mode: open\n");
-    let mut gw = Gateway::start_with(&yaml, false, &[], &["--audit", sink.path.to_str().expect("utf8")], None)
-        .expect("gateway");
+    let mut gw = Gateway::start_with(
+        &yaml,
+        false,
+        &[],
+        &["--audit", sink.path.to_str().expect("utf8")],
+        None,
+    )
+    .expect("gateway");
     let url = gw.url("/mock/mcp");
     let mut dropped = 0.0;
     let mut sent = 0;
     while dropped == 0.0 && sent < 20_000 {
         for _ in 0..200 {
-            let (s, _, _) = post_json(&url, call(sent, "echo"), &[]).await.expect("post");
+            let (s, _, _) = post_json(&url, call(sent, "echo"), &[])
+                .await
+                .expect("post");
             assert_eq!(s, 200, "fail-open never refuses");
             sent += 1;
         }
@@ -327,5 +373,9 @@ async fn fail_open_keeps_serving_and_counts_every_lost_record() {
     gw.proc.wait_exit(Duration::from_secs(30));
     let text = sink.reader.join().expect("reader");
     let written = String::from_utf8_lossy(&text).lines().count() as f64;
-    assert_eq!(written + dropped, sent as f64, "written + counted losses = every call");
+    assert_eq!(
+        written + dropped,
+        sent as f64,
+        "written + counted losses = every call"
+    );
 }
