@@ -15,4 +15,5 @@ BUNDLE="${WARDEN_BUNDLE:-$ROOT/config/examples/sidecar}"
 MOCK=$!
 trap 'kill "$MOCK" 2>/dev/null || true; wait "$MOCK" 2>/dev/null || true' EXIT
 echo "[run] warden-mock pid $MOCK on 127.0.0.1:8931; gateway on http://127.0.0.1:8080/mock/mcp, admin on 127.0.0.1:9090" >&2
+echo "[run] demo API keys (x-api-key): wk_demo_dev_7Qm2 (developer, eu), wk_demo_ops_Z8r5 (operator, us), wk_demo_auditor_P4x9 (auditor)" >&2
 ./target/release/warden run --bundle "$BUNDLE" "$@"

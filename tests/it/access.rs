@@ -60,6 +60,7 @@ fn start_example(mock: &Mock, include_now: bool, edit: impl Fn(String) -> String
     });
     files.retain(|(n, _)| n != "data.json");
     files.push(("data.json".into(), hours_data(include_now)));
+    files.push(("upstream.token".into(), b"upstream-s3cret\n".to_vec()));
     let refs: Vec<(&str, &[u8])> = files
         .iter()
         .map(|(n, b)| (n.as_str(), b.as_slice()))
@@ -70,7 +71,13 @@ fn start_example(mock: &Mock, include_now: bool, edit: impl Fn(String) -> String
 #[tokio::test(flavor = "multi_thread")]
 async fn api_keys_and_the_resource_server_contract() {
     let mock = Mock::start(&[]).expect("mock");
-    let gw = start_example(&mock, true, |y| y);
+    // The server gets Warden's own credential, read from a file the bundle names.
+    let gw = start_example(&mock, true, |y| {
+        y.replace(
+            "        health_check:\n          interval: 2s",
+            "        health_check:\n          interval: 2s\n        credentials: {file: upstream.token}",
+        )
+    });
     let url = gw.url("/mock/mcp");
     let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 
@@ -121,9 +128,10 @@ async fn api_keys_and_the_resource_server_contract() {
         let (s, _, b) = post_json(&url, ping, &hs).await.expect("post");
         assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     }
-    // Neither the key nor a bearer token reaches the upstream.
+    // Neither the key nor the client's bearer token reaches the upstream;
+    // Warden's own credential does.
     let last = &mock.stats().await.expect("stats")["last"];
-    assert!(last["authorization"].is_null(), "{last}");
+    assert_eq!(last["authorization"], "Bearer upstream-s3cret", "{last}");
     assert!(last["x_api_key"].is_null(), "{last}");
     let recs = gw.audit_when(|r| r.iter().filter(|x| x["principal"] == "agent-dev").count() >= 2);
     let rec = recs
@@ -845,4 +853,73 @@ fn mtls_client_certificates_map_to_principals() {
     assert!(recs
         .iter()
         .any(|x| x["principal"] == "builder" && x["auth"] == "mtls"));
+}
+
+#[test]
+fn policy_authors_work_offline_with_eval_and_test() {
+    let bundle = warden_tests::root().join("config/examples/sidecar");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(warden_tests::bin("warden"))
+            .args(args)
+            .output()
+            .expect("warden runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&["policy", "test", "--bundle", bundle.to_str().expect("utf8")]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("13 passed, 0 failed"), "{out}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = |region: &str| {
+        json!({
+            "principal": {"id":"agent-dev","tenant":"acme","roles":["developer"],"kind":"agent","auth":"api_key","attributes":{"region":"eu"}},
+            "server": {"name":"mock","group":"tools"},
+            "request": {"method":"tools/call","tool":"deploy","prompt":null,"resource_uri":null,"arguments":{"service":"web","region":region},"risk":"HIGH","listing":false},
+            "context": {"time":"2026-11-17T09:00:00Z","hour":10,"weekday":"Tuesday","source_ip":"10.0.0.7","justification":null,"session_id":null}
+        })
+    };
+    for (region, code_want, reason) in [("us", 3, "region_mismatch"), ("eu", 0, "granted")] {
+        let f = dir.path().join(format!("{region}.json"));
+        std::fs::write(&f, input(region).to_string()).expect("write");
+        let (code, out) = run(&[
+            "policy",
+            "eval",
+            "--bundle",
+            bundle.to_str().expect("utf8"),
+            "--input",
+            f.to_str().expect("utf8"),
+        ]);
+        assert_eq!(code, Some(code_want), "{out}");
+        let v: Value = serde_json::from_str(out.trim()).expect("json");
+        assert_eq!(v["reason"], reason);
+    }
+    // A failing Rego test fails the command.
+    let broken = tempfile::tempdir().expect("tmp");
+    for e in ["warden.yaml", "data.json", ".manifest"] {
+        std::fs::copy(bundle.join(e), broken.path().join(e)).expect("copy");
+    }
+    std::fs::create_dir(broken.path().join("policies")).expect("mkdir");
+    std::fs::copy(
+        bundle.join("policies/authz.rego"),
+        broken.path().join("policies/authz.rego"),
+    )
+    .expect("copy");
+    std::fs::write(
+        broken.path().join("policies/wrong_test.rego"),
+        "package warden.wrong_test\nimport rego.v1\nimport data.warden.authz\ntest_auditor_may_echo if {\n  authz.decision.allow with input as {\"principal\": {\"roles\": [\"auditor\"], \"attributes\": {}}, \"server\": {\"group\": \"tools\"}, \"request\": {\"method\": \"tools/call\", \"risk\": \"LOW\", \"arguments\": {}, \"listing\": false}, \"context\": {}}\n}\n",
+    )
+    .expect("write");
+    let (code, out) = run(&[
+        "policy",
+        "test",
+        "--bundle",
+        broken.path().to_str().expect("utf8"),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL data.warden.wrong_test.test_auditor_may_echo"),
+        "{out}"
+    );
 }

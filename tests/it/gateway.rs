@@ -577,8 +577,17 @@ async fn admin_metrics_status_and_audit() {
     .await
     .expect("call");
     assert_eq!(s, 200);
-    let m = gw.metrics().await;
-    assert!(m.contains("warden_mcp_messages_total{direction=\"request\",method=\"tools/call\",outcome=\"forwarded\",server=\"mock\",tool=\"echo\"} 1"), "{m}");
+    // Metrics are counted in the logging phase, after the response is sent.
+    let want = "warden_mcp_messages_total{direction=\"request\",method=\"tools/call\",outcome=\"forwarded\",server=\"mock\",tool=\"echo\"} 1";
+    let mut m = gw.metrics().await;
+    for _ in 0..100 {
+        if m.contains(want) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        m = gw.metrics().await;
+    }
+    assert!(m.contains(want), "{m}");
     assert!(m.contains("warden_request_duration_seconds_bucket"));
     assert!(m.contains("warden_body_bytes_bucket"));
     let (s, _, b) = request(

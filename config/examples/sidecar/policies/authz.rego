@@ -5,22 +5,20 @@ package warden.authz
 
 import rego.v1
 
-default decision := {"allow": false, "reason": "method_not_allowed"}
-
+# One decision per message, first match wins (an else chain cannot produce
+# two conflicting values, which would be an evaluation error).
 # The protocol itself (handshake, lists, pings) is open to every principal;
 # list results are filtered item by item with `input.request.listing`.
 decision := {"allow": true, "reason": "protocol"} if {
 	input.request.method in data.warden.protocol_methods
-}
-
-decision := tool_decision if input.request.method == "tools/call"
-
-decision := group_decision if input.request.method in {"resources/read", "prompts/get"}
-
-# Server → client requests arriving on the response path.
-decision := {"allow": true, "reason": "server_request"} if {
+} else := tool_decision if {
+	input.request.method == "tools/call"
+} else := group_decision if {
+	input.request.method in {"resources/read", "prompts/get"}
+} else := {"allow": true, "reason": "server_request"} if {
+	# Server → client requests arriving on the response path.
 	input.request.method in data.warden.server_requests
-}
+} else := {"allow": false, "reason": "method_not_allowed"}
 
 # RBAC per service group: a role grants the groups listed in data.json.
 group_granted if {

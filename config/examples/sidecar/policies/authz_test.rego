@@ -66,6 +66,15 @@ test_critical_listed_without_justification if {
 	authz.decision.allow with input as object.union(inp, {"request": {"listing": true}})
 }
 
+test_ping_allowed_both_ways if {
+	authz.decision == {"allow": true, "reason": "protocol"} with input as object.union(call(auditor, null, null, {}, tuesday_10), {"request": {"method": "ping"}})
+}
+
+test_sampling_not_allowed if {
+	d := authz.decision with input as object.union(call(dev, null, null, {}, tuesday_10), {"request": {"method": "sampling/createMessage"}})
+	d.reason == "method_not_allowed"
+}
+
 test_unknown_method_denied if {
 	d := authz.decision with input as object.union(call(dev, null, null, {}, tuesday_10), {"request": {"method": "tasks/cancel"}})
 	d.reason == "method_not_allowed"
