@@ -1,11 +1,16 @@
-//! `warden-agent`: the control agent. Today it validates bundle sources with
-//! the same `Snapshot::build` the gateway runs, so a bundle that passes here
-//! loads in every gateway. Building, signing and serving bundles come next.
+//! `warden-agent`: the control agent binary. See the crate docs and the README.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use warden_agent::build::{self, KillState, Signer};
+use warden_agent::server::{Api, Tokens};
+use warden_agent::store::Store;
+use warden_config::archive;
 
 #[derive(Parser)]
 #[command(name = "warden-agent", version, about = "Warden control agent")]
@@ -14,40 +19,362 @@ struct Cli {
     cmd: Cmd,
 }
 
+#[derive(clap::Args)]
+struct Client {
+    /// Base URL of a running agent.
+    #[arg(
+        long,
+        env = "WARDEN_AGENT_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    agent: String,
+    /// Admin token (or WARDEN_AGENT_ADMIN_TOKEN).
+    #[arg(long, env = "WARDEN_AGENT_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(clap::Args)]
+struct Signing {
+    /// PEM private key that signs bundles (see `keygen`).
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
+    /// EdDSA (default), ES256, RS256 or PS256.
+    #[arg(long, default_value = "EdDSA")]
+    signing_alg: String,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Validate one or more bundle directories; prints every problem, exits non-zero on any.
+    /// Serve bundles built from a source directory; watch it and publish changes.
+    Serve {
+        #[arg(long)]
+        source: PathBuf,
+        /// History, kill-switch state and the change record live here.
+        #[arg(long)]
+        state: PathBuf,
+        /// Address to listen on; port 0 picks one (printed on stdout).
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: String,
+        #[command(flatten)]
+        signing: Signing,
+        /// Admin token (publish, rollback, kill, fleet).
+        #[arg(long, env = "WARDEN_AGENT_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        /// Fleet token (gateways: fetch bundles, report status).
+        #[arg(long, env = "WARDEN_AGENT_FLEET_TOKEN", hide_env_values = true)]
+        fleet_token: String,
+        /// How often the source directory is checked for changes.
+        #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+        watch_interval: Duration,
+        /// Members not heard from for this long are shown as stale.
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        stale_after: Duration,
+    },
+    /// Build (validate, sign) a bundle archive offline.
+    Build {
+        source: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "manual")]
+        revision: String,
+        #[command(flatten)]
+        signing: Signing,
+    },
+    /// Make an Ed25519 key pair for signing (private and public PEM).
+    Keygen {
+        #[arg(long)]
+        private: PathBuf,
+        #[arg(long)]
+        public: PathBuf,
+    },
+    /// Rebuild and publish the agent's source now.
+    Publish(Client),
+    /// Publish an earlier revision again as the newest.
+    Rollback {
+        #[command(flatten)]
+        client: Client,
+        revision: String,
+    },
+    /// Pause calls: `--all`, or a tenant, principal, server or tool (`tool` or `server/tool`).
+    Kill {
+        #[command(flatten)]
+        client: Client,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Undo a kill.
+    Revive {
+        #[command(flatten)]
+        client: Client,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show the fleet: who runs which revision, who is stale, the last build error.
+    Status(Client),
+    /// Published revisions.
+    History(Client),
+    /// Validate bundle directories; prints every problem, exits non-zero on any.
     Validate {
         #[arg(required = true)]
         bundles: Vec<PathBuf>,
     },
 }
 
-fn main() -> ExitCode {
-    let Cmd::Validate { bundles } = Cli::parse().cmd;
-    let mut failed = false;
-    for dir in bundles {
-        let result = warden_config::Bundle::load(&dir)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| {
-                warden_filters::Snapshot::build(&b)
-                    .map(|s| (b, s))
-                    .map_err(anyhow::Error::from)
-            });
-        match result {
-            Ok((b, snap)) => println!(
-                "{}",
-                serde_json::json!({"bundle": dir.display().to_string(), "ok": true, "revision": b.revision, "routes": snap.routes.len(), "policies": b.policies.len()})
-            ),
-            Err(e) => {
-                failed = true;
-                eprintln!("{}: {e}", dir.display());
-            }
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct Target {
+    #[arg(long)]
+    all: bool,
+    #[arg(long)]
+    tenant: Option<String>,
+    #[arg(long)]
+    principal: Option<String>,
+    #[arg(long)]
+    server: Option<String>,
+    #[arg(long)]
+    tool: Option<String>,
+}
+
+impl Target {
+    fn scope(&self) -> (&'static str, String) {
+        match self {
+            Target { all: true, .. } => ("all", String::new()),
+            Target {
+                tenant: Some(v), ..
+            } => ("tenant", v.clone()),
+            Target {
+                principal: Some(v), ..
+            } => ("principal", v.clone()),
+            Target {
+                server: Some(v), ..
+            } => ("server", v.clone()),
+            Target { tool: Some(v), .. } => ("tool", v.clone()),
+            _ => ("all", String::new()),
         }
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+}
+
+fn signer(s: &Signing) -> anyhow::Result<Option<Signer>> {
+    let Some(path) = &s.signing_key else {
+        return Ok(None);
+    };
+    let alg = archive::algorithm(&s.signing_alg)
+        .with_context(|| format!("unsupported signing algorithm `{}`", s.signing_alg))?;
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    use sha2::Digest;
+    let keyid = hex::encode(&sha2::Sha256::digest(&pem)[..8]);
+    Ok(Some(Signer { pem, alg, keyid }))
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn keygen(private: &Path, public: &Path) -> anyhow::Result<()> {
+    use ring::signature::KeyPair;
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+        .map_err(|_| anyhow::anyhow!("key generation failed"))?;
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+        .map_err(|_| anyhow::anyhow!("key generation failed"))?;
+    // SubjectPublicKeyInfo for Ed25519 (RFC 8410).
+    let mut spki = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    spki.extend_from_slice(pair.public_key().as_ref());
+    std::fs::write(private, pem("PRIVATE KEY", pkcs8.as_ref()))?;
+    std::fs::write(public, pem("PUBLIC KEY", &spki))?;
+    println!(
+        "private key: {}\npublic key:  {}",
+        private.display(),
+        public.display()
+    );
+    Ok(())
+}
+
+async fn call(
+    c: &Client,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let mut req = client
+        .request(method, format!("{}{path}", c.agent.trim_end_matches('/')))
+        .bearer_auth(&c.token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("reaching the agent at {}", c.agent))?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        bail!(
+            "{status}: {}",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        );
+    }
+    Ok(v)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn print(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn run(cmd: Cmd) -> anyhow::Result<bool> {
+    match cmd {
+        Cmd::Serve {
+            source,
+            state,
+            listen,
+            signing,
+            admin_token,
+            fleet_token,
+            watch_interval,
+            stale_after,
+        } => {
+            if admin_token.len() < 16 || fleet_token.len() < 16 {
+                bail!("admin and fleet tokens must be at least 16 characters");
+            }
+            if admin_token == fleet_token {
+                bail!("the admin and fleet tokens must differ");
+            }
+            let mut store = Store::open(&state, &source, signer(&signing)?)?;
+            store.stale_after = stale_after;
+            let store = Arc::new(store);
+            if let Err(e) = store.publish_source("startup", false) {
+                eprintln!("warden-agent: the source does not build (keeping the last published revision):\n{e}");
+            }
+            runtime()?.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&listen).await?;
+                println!("listening on {}", listener.local_addr()?);
+                use std::io::Write;
+                std::io::stdout().flush()?;
+                let watcher = store.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(watch_interval).await;
+                        let s = watcher.clone();
+                        let _ =
+                            tokio::task::spawn_blocking(move || s.publish_source("watcher", false))
+                                .await;
+                    }
+                });
+                let api = Arc::new(Api {
+                    store,
+                    tokens: Tokens::new(&admin_token, &fleet_token),
+                });
+                warden_agent::server::serve(listener, api).await
+            })?;
+            Ok(true)
+        }
+        Cmd::Build {
+            source,
+            out,
+            revision,
+            signing,
+        } => {
+            let files = archive::read_dir(&source)?;
+            match build::build(
+                &files,
+                &revision,
+                &KillState::default(),
+                signer(&signing)?.as_ref(),
+            ) {
+                Ok(built) => {
+                    std::fs::write(&out, archive::pack(&built))?;
+                    println!(
+                        "{}: revision {revision}, {} files",
+                        out.display(),
+                        built.len()
+                    );
+                    Ok(true)
+                }
+                Err(e) => {
+                    eprintln!("{}: refused:\n{e}", source.display());
+                    Ok(false)
+                }
+            }
+        }
+        Cmd::Keygen { private, public } => keygen(&private, &public).map(|_| true),
+        Cmd::Publish(c) => runtime()?.block_on(async {
+            print(&call(&c, reqwest::Method::POST, "/v1/publish", None).await?);
+            Ok(true)
+        }),
+        Cmd::Rollback { client, revision } => runtime()?.block_on(async {
+            let body = serde_json::json!({"revision": revision});
+            print(&call(&client, reqwest::Method::POST, "/v1/rollback", Some(body)).await?);
+            Ok(true)
+        }),
+        Cmd::Kill { client, target } => kill(&client, &target, "/v1/kill"),
+        Cmd::Revive { client, target } => kill(&client, &target, "/v1/revive"),
+        Cmd::Status(c) => runtime()?.block_on(async {
+            print(&call(&c, reqwest::Method::GET, "/v1/fleet", None).await?);
+            Ok(true)
+        }),
+        Cmd::History(c) => runtime()?.block_on(async {
+            print(&call(&c, reqwest::Method::GET, "/v1/history", None).await?);
+            Ok(true)
+        }),
+        Cmd::Validate { bundles } => {
+            let mut ok = true;
+            for dir in bundles {
+                match build::validate_dir(&dir) {
+                    Ok(()) => println!("{}: ok", dir.display()),
+                    Err(e) => {
+                        ok = false;
+                        eprintln!("{}: refused:\n{e}", dir.display());
+                    }
+                }
+            }
+            Ok(ok)
+        }
+    }
+}
+
+fn kill(c: &Client, t: &Target, path: &str) -> anyhow::Result<bool> {
+    let (scope, value) = t.scope();
+    runtime()?.block_on(async {
+        let body = serde_json::json!({"scope": scope, "value": value});
+        print(&call(c, reqwest::Method::POST, path, Some(body)).await?);
+        Ok(true)
+    })
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,warden_agent=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse().cmd) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("warden-agent: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

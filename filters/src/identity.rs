@@ -386,6 +386,20 @@ impl Authenticator {
         &self.identity
     }
 
+    /// Takes over the key store of the authenticator this one replaces when
+    /// both fetch the same JWKS URL, so a bundle swap does not drop the keys.
+    pub fn adopt_jwks(&mut self, old: &Authenticator) {
+        if let (Some(new), Some(prev)) = (self.jwt.as_mut(), old.jwt.as_ref()) {
+            if let (JwksSource::Url { url: a, .. }, JwksSource::Url { url: b, .. }) =
+                (&new.cfg.jwks, &prev.cfg.jwks)
+            {
+                if a == b {
+                    new.store = prev.store.clone();
+                }
+            }
+        }
+    }
+
     /// The key store a JWKS URL fills, with the URL and refresh period.
     pub fn jwks_url(&self) -> Option<(&str, std::time::Duration, Arc<JwksStore>)> {
         let j = self.jwt.as_ref()?;

@@ -38,8 +38,19 @@ impl AdminApp {
                 })
             })
             .collect();
+        let b = self.gateway.bundles.status.load();
         serde_json::json!({
-            "bundle": { "revision": rt.snap.revision },
+            "bundle": {
+                "revision": rt.snap.revision,
+                "source": b.source,
+                "loaded_at": b.loaded_at,
+                "reloads": b.reloads,
+                "failures": b.failures,
+                "last_error": b.last_error,
+                "last_error_at": b.last_error_at,
+                "policy_on_vm": rt.snap.policy.as_ref().map(|p| p.compiled_to_vm()),
+                "policy_cacheable": rt.snap.policy.as_ref().map(|p| p.cacheable()),
+            },
             "filters": rt.snap.chain.names(),
             "routes": rt.snap.routes.iter().map(|r| serde_json::json!({"prefix": r.prefix, "host": r.host, "server": rt.snap.config.servers[r.server].name})).collect::<Vec<_>>(),
             "servers": upstreams,

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod bundles;
 pub mod cli;
 pub mod ctx;
 pub mod direct;

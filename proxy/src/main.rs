@@ -21,13 +21,40 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once at start; the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the gateway on a bundle.
     Run {
-        /// Bundle directory (warden.yaml, *.rego, data.json, .manifest).
-        #[arg(long, env = "WARDEN_BUNDLE")]
-        bundle: PathBuf,
+        /// Bundle directory (warden.yaml, *.rego, data.json, .manifest), watched for changes.
+        #[arg(long, env = "WARDEN_BUNDLE", conflicts_with_all = ["agent", "bundle_url"])]
+        bundle: Option<PathBuf>,
+        /// Control agent base URL: bundles from `/v1/bundles/current` (long-poll),
+        /// status reported to `/v1/fleet/report`.
+        #[arg(long, env = "WARDEN_AGENT", conflicts_with = "bundle_url")]
+        agent: Option<String>,
+        /// Any HTTP(S) URL serving a bundle tar.gz (polled with ETag).
+        #[arg(long)]
+        bundle_url: Option<String>,
+        /// Bearer token for the agent / bundle URL.
+        #[arg(long, env = "WARDEN_AGENT_FLEET_TOKEN", hide_env_values = true)]
+        agent_token: Option<String>,
+        /// PEM public key: bundles must carry a valid `.signatures.json` made with its private key.
+        #[arg(long)]
+        bundle_public_key: Option<PathBuf>,
+        /// Signature algorithm of `--bundle-public-key`: EdDSA (default), ES256, RS256, PS256.
+        #[arg(long, default_value = "EdDSA")]
+        bundle_key_alg: String,
+        /// Where fetched bundles and the last good one are kept.
+        #[arg(long, default_value = "warden-state")]
+        state_dir: PathBuf,
+        /// This gateway's name in the fleet (default: host name and pid).
+        #[arg(long)]
+        gateway_id: Option<String>,
+        /// How often a bundle directory (or a static URL) is checked.
+        #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+        bundle_poll: std::time::Duration,
         /// Listen on this address instead of the bundle's listeners (repeatable).
         #[arg(long)]
         listen: Vec<String>,
@@ -159,6 +186,14 @@ fn main() -> ExitCode {
         }
         Cmd::Run {
             bundle,
+            agent,
+            bundle_url,
+            agent_token,
+            bundle_public_key,
+            bundle_key_alg,
+            state_dir,
+            gateway_id,
+            bundle_poll,
             listen,
             admin,
             threads,
@@ -167,8 +202,59 @@ fn main() -> ExitCode {
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let audit = audit.filter(|p| p.as_os_str() != "-");
+            let source = match (bundle, agent, bundle_url) {
+                (Some(dir), None, None) => warden_proxy::bundles::Source::Dir(dir),
+                (None, Some(base), None) => {
+                    let base = base.trim_end_matches('/').to_owned();
+                    warden_proxy::bundles::Source::Http {
+                        url: format!("{base}/v1/bundles/current"),
+                        report_url: Some(format!("{base}/v1/fleet/report")),
+                        token: agent_token,
+                    }
+                }
+                (None, None, Some(url)) => warden_proxy::bundles::Source::Http {
+                    url,
+                    report_url: None,
+                    token: agent_token,
+                },
+                _ => {
+                    return fail(anyhow::anyhow!(
+                        "give one of --bundle DIR, --agent URL, --bundle-url URL"
+                    ))
+                }
+            };
+            let verifier = match bundle_public_key {
+                None => None,
+                Some(p) => {
+                    let alg = match warden_config::archive::algorithm(&bundle_key_alg) {
+                        Some(a) => a,
+                        None => {
+                            return fail(anyhow::anyhow!(
+                                "unsupported --bundle-key-alg `{bundle_key_alg}`"
+                            ))
+                        }
+                    };
+                    match std::fs::read(&p)
+                        .map_err(|e| e.to_string())
+                        .and_then(|pem| warden_config::archive::Verifier::new(&pem, alg))
+                    {
+                        Ok(v) => Some(v),
+                        Err(e) => return fail(anyhow::anyhow!("{}: {e}", p.display())),
+                    }
+                }
+            };
+            let gateway_id = gateway_id.unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                format!("{}-{}", host.trim(), std::process::id())
+            });
             match warden_proxy::server::run(warden_proxy::server::RunOptions {
-                bundle,
+                source: warden_proxy::bundles::SourceOptions {
+                    source,
+                    verifier,
+                    state_dir,
+                    gateway_id,
+                    poll: bundle_poll,
+                },
                 listen,
                 admin,
                 threads,

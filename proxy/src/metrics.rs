@@ -35,6 +35,8 @@ pub struct Metrics {
     pub policy_cache: prometheus::IntGaugeVec,
     /// Authentication results by method and outcome.
     pub auth: IntCounterVec,
+    /// Bundle reloads by result (`ok`, `failed`).
+    pub bundle_reloads: IntCounterVec,
     pub inflight: IntGauge,
     pub bundle_info: prometheus::IntGaugeVec,
 }
@@ -105,6 +107,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         policy_cache: prometheus::register_int_gauge_vec!(
             "warden_policy_cache_lookups",
             "Policy decision-cache lookups since the active bundle was loaded, by result",
+            &["result"]
+        )?,
+        bundle_reloads: register_int_counter_vec!(
+            "warden_bundle_reloads_total",
+            "Bundle reloads by result; a failed one keeps the current bundle",
             &["result"]
         )?,
         auth: register_int_counter_vec!(

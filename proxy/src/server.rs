@@ -9,7 +9,6 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use pingora_core::apps::HttpServerOptions;
-use warden_config::Bundle;
 use warden_filters::Snapshot;
 
 use crate::admin::AdminApp;
@@ -19,7 +18,7 @@ use crate::state::Gateway;
 use crate::upstream::{HealthChecker, Runtime};
 
 pub struct RunOptions {
-    pub bundle: PathBuf,
+    pub source: crate::bundles::SourceOptions,
     /// Overrides the bundle's listeners with one plaintext listener.
     pub listen: Vec<String>,
     pub admin: Option<String>,
@@ -31,8 +30,7 @@ pub struct RunOptions {
 /// listeners close at once, requests and streams in flight get the bundle's
 /// `timeouts.drain` to finish. SIGINT stops at once.
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let bundle = Bundle::load(&opts.bundle)
-        .with_context(|| format!("loading bundle {}", opts.bundle.display()))?;
+    let (bundle, etag) = crate::bundles::initial(&opts.source)?;
     let snap = Snapshot::build(&bundle).context("compiling bundle")?;
     let cfg = snap.config.clone();
     let rt = Runtime::new(snap).context("building upstream pools")?;
@@ -50,7 +48,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             audit_path.map_or("stdout".into(), |p| p.display().to_string())
         )
     })?;
-    let gateway = Arc::new(Gateway::new(rt, audit.clone()));
+    let source_desc = match &opts.source.source {
+        crate::bundles::Source::Dir(d) => format!("dir:{}", d.display()),
+        crate::bundles::Source::Http { url, .. } => url.clone(),
+    };
+    let gateway = Arc::new(Gateway::new(rt, audit.clone(), source_desc));
 
     let conf = ServerConf {
         threads: opts.threads.max(1),
@@ -102,6 +104,14 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         admin.add_tcp(&addr);
         server.add_service(admin);
     }
+    server.add_service(background_service(
+        "bundle watcher",
+        crate::bundles::BundleWatcher {
+            gateway: gateway.clone(),
+            opts: opts.source.clone(),
+            etag,
+        },
+    ));
     server.add_service(background_service(
         "jwks refresh",
         crate::auth::JwksRefresher {

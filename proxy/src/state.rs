@@ -19,21 +19,24 @@ pub struct Gateway {
     sticky: moka::sync::Cache<String, SessionEntry>,
     pub audit: AuditSink,
     pub tool_labels: LabelGuard,
+    pub bundles: crate::bundles::BundleState,
     next_request: AtomicU64,
 }
 
 impl Gateway {
-    pub fn new(rt: Runtime, audit: AuditSink) -> Gateway {
+    pub fn new(rt: Runtime, audit: AuditSink, source: String) -> Gateway {
         metrics()
             .bundle_info
             .with_label_values(&[rt.snap.revision.as_str()])
             .set(1);
+        let revision = rt.snap.revision.clone();
         Gateway {
             current: ArcSwap::from_pointee(rt),
             sticky: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
+            bundles: crate::bundles::BundleState::new(source, revision),
             audit,
             tool_labels: LabelGuard::new(1000),
             next_request: AtomicU64::new(1),

@@ -141,6 +141,75 @@ impl Mock {
     }
 }
 
+/// A running control agent (`warden-agent serve`) on a port of its choosing.
+pub struct Agent {
+    pub proc: Proc,
+    pub url: String,
+}
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const FLEET_TOKEN: &str = "test-fleet-token-0123456789";
+
+impl Agent {
+    /// Serves `source`, keeping state in `state`, signing with `key` (PEM).
+    pub fn start(source: &Path, state: &Path, key: Option<&Path>) -> Result<Agent> {
+        let mut cmd = Command::new(bin("warden-agent"));
+        cmd.arg("serve")
+            .arg("--source")
+            .arg(source)
+            .arg("--state")
+            .arg(state)
+            .args(["--listen", "127.0.0.1:0", "--watch-interval", "100ms"])
+            .env("WARDEN_AGENT_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("WARDEN_AGENT_FLEET_TOKEN", FLEET_TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("WARDEN_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        if let Some(k) = key {
+            cmd.arg("--signing-key").arg(k);
+        }
+        let mut child = cmd.spawn().context("starting warden-agent")?;
+        let stdout = child.stdout.take().context("agent stdout")?;
+        let proc = Proc {
+            child,
+            name: "warden-agent".into(),
+        };
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("agent did not report its address: {line:?}"))?;
+        Ok(Agent {
+            proc,
+            url: format!("http://{addr}"),
+        })
+    }
+
+    /// An admin API call; returns (status, JSON body).
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value)> {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let mut h = vec![("authorization", auth.as_str())];
+        if body.is_some() {
+            h.push(("content-type", "application/json"));
+        }
+        let payload = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let (s, _, b) = request(&format!("{}{path}", self.url), method, &h, payload, false).await?;
+        Ok((
+            s,
+            serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+}
+
 /// A running `warden` with a bundle written to a temporary directory.
 pub struct Gateway {
     pub proc: Proc,
@@ -183,12 +252,15 @@ impl Gateway {
             };
             let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse()?;
             let mut cmd = Command::new(bin("warden"));
-            cmd.arg("run").arg("--bundle").arg(dir.path()).args([
-                "--admin",
-                &admin.to_string(),
-                "--threads",
-                "2",
-            ]);
+            cmd.arg("run");
+            // A remote bundle source replaces the local bundle directory.
+            if !extra_args
+                .iter()
+                .any(|a| *a == "--agent" || *a == "--bundle-url" || *a == "--bundle")
+            {
+                cmd.arg("--bundle").arg(dir.path());
+            }
+            cmd.args(["--admin", &admin.to_string(), "--threads", "2"]);
             if bundle_listener.is_none() {
                 cmd.args(["--listen", &addr.to_string()]);
             }
@@ -250,6 +322,21 @@ impl Gateway {
             return Ok(gw);
         }
         bail!("could not find a free port for warden")
+    }
+
+    /// `/status` of the admin endpoint.
+    pub async fn status(&self) -> serde_json::Value {
+        request(
+            &format!("http://{}/status", self.admin),
+            "GET",
+            &[],
+            Bytes::new(),
+            false,
+        )
+        .await
+        .ok()
+        .and_then(|(_, _, b)| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
     }
 
     fn wait_ready(&self) -> Result<()> {

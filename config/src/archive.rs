@@ -1,0 +1,358 @@
+//! Bundles as `tar.gz` archives (what the control agent serves and any static
+//! HTTP server could serve too) and their OPA-style signatures.
+//!
+//! Signatures follow OPA's `.signatures.json` convention: `{"signatures":
+//! ["<JWS>"]}` whose payload lists every other file of the bundle with its
+//! SHA-256 (`{"files": [{"name", "hash", "algorithm": "SHA-256"}]}`); JSON
+//! files are hashed over their canonical form (keys sorted, no whitespace),
+//! everything else over its bytes. Verification uses the configured public
+//! key whatever key id the token names, and requires the listed files to be
+//! exactly the files present.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const SIGNATURES_FILE: &str = ".signatures.json";
+/// Largest unpacked bundle accepted.
+pub const MAX_BUNDLE_BYTES: u64 = 64 << 20;
+/// Most files in one bundle.
+pub const MAX_BUNDLE_FILES: usize = 4096;
+
+/// A bundle's files by relative path (`/`-separated).
+pub type Files = BTreeMap<String, Vec<u8>>;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ArchiveError {
+    #[error("not a complete tar.gz archive: {0}")]
+    Corrupt(String),
+    #[error("archive entry `{0}` has an unsafe path")]
+    UnsafePath(String),
+    #[error("archive entry `{0}` is not a regular file")]
+    NotAFile(String),
+    #[error("archive is larger than {MAX_BUNDLE_BYTES} bytes unpacked or holds more than {MAX_BUNDLE_FILES} files")]
+    TooLarge,
+    #[error("bundle is not signed (no {SIGNATURES_FILE})")]
+    Unsigned,
+    #[error("signature does not verify with the configured key: {0}")]
+    BadSignature(String),
+    #[error("file `{0}` does not match its signed hash")]
+    Tampered(String),
+    #[error("file `{0}` is not covered by the signature")]
+    NotCovered(String),
+    #[error("signed file `{0}` is missing")]
+    Missing(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+fn safe(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('/')
+        && !name.contains('\\')
+        && name
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+}
+
+/// Packs `files` deterministically (sorted, mtime 0, mode 0644).
+pub fn pack(files: &Files) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        // Paths were validated when the files were collected.
+        let _ = tar.append_data(&mut h, name, data.as_slice());
+    }
+    tar.into_inner()
+        .and_then(|gz| gz.finish())
+        .unwrap_or_default()
+}
+
+/// Unpacks an archive, refusing unsafe paths, links, and oversize content.
+pub fn unpack(bytes: &[u8]) -> Result<Files, ArchiveError> {
+    let gz = flate2::read::GzDecoder::new(bytes);
+    let mut ar = tar::Archive::new(gz);
+    let mut files = Files::new();
+    let mut total = 0u64;
+    let entries = ar
+        .entries()
+        .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+    for entry in entries {
+        let mut e = entry.map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+        let name = e
+            .path()
+            .map_err(|e| ArchiveError::Corrupt(e.to_string()))?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_owned();
+        match e.header().entry_type() {
+            tar::EntryType::Directory => continue,
+            tar::EntryType::Regular => {}
+            _ => return Err(ArchiveError::NotAFile(name)),
+        }
+        if !safe(&name) {
+            return Err(ArchiveError::UnsafePath(name));
+        }
+        total += e.size();
+        if total > MAX_BUNDLE_BYTES || files.len() >= MAX_BUNDLE_FILES {
+            return Err(ArchiveError::TooLarge);
+        }
+        let mut data = Vec::with_capacity(e.size() as usize);
+        e.read_to_end(&mut data)
+            .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+        files.insert(name, data);
+    }
+    // A truncated gzip stream can end the tar reader early without an error:
+    // insist the compressed stream was read to its end intact.
+    let mut gz = ar.into_inner();
+    let mut rest = Vec::new();
+    gz.read_to_end(&mut rest)
+        .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+    if files.is_empty() {
+        return Err(ArchiveError::Corrupt("no files".into()));
+    }
+    Ok(files)
+}
+
+/// Reads every regular file under `dir` (skipping `.git` and editor leftovers).
+pub fn read_dir(dir: &Path) -> Result<Files, ArchiveError> {
+    fn walk(root: &Path, dir: &Path, out: &mut Files) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == ".git" || name.ends_with('~') || name.ends_with(".swp") {
+                continue;
+            }
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                walk(root, &e.path(), out)?;
+            } else if ft.is_file() {
+                let rel = e
+                    .path()
+                    .strip_prefix(root)
+                    .map(|p| p.to_string_lossy().replace('\\', "/"))
+                    .unwrap_or(name);
+                out.insert(rel, std::fs::read(e.path())?);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Files::new();
+    walk(dir, dir, &mut out).map_err(|e| ArchiveError::Io(format!("{}: {e}", dir.display())))?;
+    Ok(out)
+}
+
+/// Writes `files` under `dir` (which must not exist yet).
+pub fn write_dir(files: &Files, dir: &Path) -> Result<(), ArchiveError> {
+    for (name, data) in files {
+        if !safe(name) {
+            return Err(ArchiveError::UnsafePath(name.clone()));
+        }
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| ArchiveError::Io(e.to_string()))?;
+        }
+        std::fs::write(&path, data).map_err(|e| ArchiveError::Io(e.to_string()))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct FileEntry {
+    name: String,
+    hash: String,
+    algorithm: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Payload {
+    files: Vec<FileEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keyid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Signatures {
+    signatures: Vec<String>,
+}
+
+/// SHA-256 of a file as the signature lists it.
+pub fn file_hash(name: &str, data: &[u8]) -> String {
+    let canonical = if name.ends_with(".json") || name.ends_with(".manifest") {
+        serde_json::from_slice::<serde_json::Value>(data)
+            .ok()
+            .and_then(|v| serde_json::to_vec(&v).ok())
+    } else {
+        None
+    };
+    hex::encode(Sha256::digest(canonical.as_deref().unwrap_or(data)))
+}
+
+/// The signing algorithms Warden accepts for bundles.
+pub fn algorithm(name: &str) -> Option<Algorithm> {
+    match name {
+        "EdDSA" => Some(Algorithm::EdDSA),
+        "ES256" => Some(Algorithm::ES256),
+        "RS256" => Some(Algorithm::RS256),
+        "PS256" => Some(Algorithm::PS256),
+        _ => None,
+    }
+}
+
+fn encoding_key(pem: &[u8], alg: Algorithm) -> Result<EncodingKey, String> {
+    match alg {
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(pem),
+        _ => EncodingKey::from_rsa_pem(pem),
+    }
+    .map_err(|e| format!("signing key: {e}"))
+}
+
+fn decoding_key(pem: &[u8], alg: Algorithm) -> Result<DecodingKey, String> {
+    match alg {
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
+        Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
+        _ => DecodingKey::from_rsa_pem(pem),
+    }
+    .map_err(|e| format!("public key: {e}"))
+}
+
+/// Adds `.signatures.json` to `files`, signing every other file.
+pub fn sign(
+    files: &mut Files,
+    private_pem: &[u8],
+    alg: Algorithm,
+    keyid: &str,
+) -> Result<(), String> {
+    files.remove(SIGNATURES_FILE);
+    let payload = Payload {
+        files: files
+            .iter()
+            .map(|(n, d)| FileEntry {
+                name: n.clone(),
+                hash: file_hash(n, d),
+                algorithm: "SHA-256".into(),
+            })
+            .collect(),
+        keyid: Some(keyid.to_owned()),
+        scope: None,
+    };
+    let mut h = Header::new(alg);
+    h.kid = Some(keyid.to_owned());
+    let jws = jsonwebtoken::encode(&h, &payload, &encoding_key(private_pem, alg)?)
+        .map_err(|e| format!("signing: {e}"))?;
+    let sig = serde_json::to_vec(&Signatures {
+        signatures: vec![jws],
+    })
+    .map_err(|e| e.to_string())?;
+    files.insert(SIGNATURES_FILE.into(), sig);
+    Ok(())
+}
+
+/// A public key a gateway verifies bundles with.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    alg: Algorithm,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("alg", &self.alg).finish()
+    }
+}
+
+impl Verifier {
+    pub fn new(public_pem: &[u8], alg: Algorithm) -> Result<Self, String> {
+        Ok(Verifier {
+            key: decoding_key(public_pem, alg)?,
+            alg,
+        })
+    }
+
+    /// Checks the signature block and that it covers exactly these files.
+    pub fn verify(&self, files: &Files) -> Result<(), ArchiveError> {
+        let raw = files.get(SIGNATURES_FILE).ok_or(ArchiveError::Unsigned)?;
+        let sigs: Signatures = serde_json::from_slice(raw)
+            .map_err(|e| ArchiveError::BadSignature(format!("{SIGNATURES_FILE}: {e}")))?;
+        let [jws] = sigs.signatures.as_slice() else {
+            return Err(ArchiveError::BadSignature(
+                "exactly one signature is supported".into(),
+            ));
+        };
+        let mut v = Validation::new(self.alg);
+        v.required_spec_claims.clear();
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.validate_aud = false;
+        let payload = jsonwebtoken::decode::<Payload>(jws, &self.key, &v)
+            .map_err(|e| ArchiveError::BadSignature(e.to_string()))?
+            .claims;
+        let mut signed: BTreeMap<&str, &FileEntry> = BTreeMap::new();
+        for f in &payload.files {
+            if f.algorithm != "SHA-256" {
+                return Err(ArchiveError::BadSignature(format!(
+                    "unsupported hash algorithm {} for {}",
+                    f.algorithm, f.name
+                )));
+            }
+            signed.insert(f.name.trim_start_matches('/'), f);
+        }
+        for (name, data) in files {
+            if name == SIGNATURES_FILE {
+                continue;
+            }
+            let entry = signed
+                .remove(name.as_str())
+                .ok_or_else(|| ArchiveError::NotCovered(name.clone()))?;
+            if entry.hash != file_hash(name, data) {
+                return Err(ArchiveError::Tampered(name.clone()));
+            }
+        }
+        if let Some((name, _)) = signed.into_iter().next() {
+            return Err(ArchiveError::Missing(name.to_owned()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_unpack_round_trip_and_refusals() {
+        let mut f = Files::new();
+        f.insert("warden.yaml".into(), b"version: 1\n".to_vec());
+        f.insert("policies/a.rego".into(), b"package a\n".to_vec());
+        let tgz = pack(&f);
+        assert_eq!(unpack(&tgz).expect("unpack"), f);
+        assert!(matches!(
+            unpack(&tgz[..tgz.len() / 2]),
+            Err(ArchiveError::Corrupt(_))
+        ));
+        assert!(matches!(unpack(b"not gzip"), Err(ArchiveError::Corrupt(_))));
+        assert!(!safe("../etc/passwd") && !safe("/abs") && !safe("a/./b") && safe("a/b.rego"));
+    }
+
+    #[test]
+    fn json_is_hashed_canonically() {
+        assert_eq!(
+            file_hash("data.json", br#"{ "b": 1, "a": [1, 2] }"#),
+            file_hash("data.json", br#"{"a":[1,2],"b":1}"#)
+        );
+        assert_ne!(file_hash("x.rego", b"a "), file_hash("x.rego", b"a"));
+    }
+}

@@ -1,0 +1,183 @@
+//! Building a bundle from a source directory: OPA layout (`.manifest` with
+//! revision and roots), the kill-switch overlay merged into `warden.yaml`,
+//! validation with the gateway's own `Snapshot::build`, and the signature.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use warden_config::archive::{self, Files};
+use warden_config::error::Problem;
+
+/// What the kill switch pauses on top of the source's own `kill_switch`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillState {
+    #[serde(default)]
+    pub all: bool,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    #[serde(default)]
+    pub principals: Vec<String>,
+    #[serde(default)]
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub tools: Vec<String>,
+}
+
+impl KillState {
+    /// Adds (`on`) or removes one entry. `kind` is all, tenant, principal, server or tool.
+    pub fn set(&mut self, kind: &str, value: &str, on: bool) -> Result<(), String> {
+        let list = match kind {
+            "all" => {
+                self.all = on;
+                return Ok(());
+            }
+            "tenant" => &mut self.tenants,
+            "principal" => &mut self.principals,
+            "server" => &mut self.servers,
+            "tool" => &mut self.tools,
+            other => return Err(format!("unknown kill-switch scope `{other}`")),
+        };
+        if value.is_empty() {
+            return Err(format!("`{kind}` needs a value"));
+        }
+        list.retain(|v| v != value);
+        if on {
+            list.push(value.to_owned());
+            list.sort();
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == KillState::default()
+    }
+}
+
+/// The signing key of an agent.
+pub struct Signer {
+    pub pem: Vec<u8>,
+    pub alg: jsonwebtoken::Algorithm,
+    pub keyid: String,
+}
+
+/// Why a build was refused: every problem, with file and (where the Rego
+/// compiler tells) line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct BuildFailure(pub Vec<Problem>);
+
+fn problem(file: &str, message: impl Into<String>) -> BuildFailure {
+    BuildFailure(vec![Problem {
+        file: file.into(),
+        path: String::new(),
+        message: message.into(),
+    }])
+}
+
+/// Merges the kill overlay into the source's `warden.yaml` text.
+fn merge_kill(yaml: &[u8], kill: &KillState) -> Result<Vec<u8>, BuildFailure> {
+    if kill.is_empty() {
+        return Ok(yaml.to_vec());
+    }
+    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_slice(yaml)
+        .map_err(|e| problem("warden.yaml", format!("not YAML: {e}")))?;
+    let map = doc
+        .as_mapping_mut()
+        .ok_or_else(|| problem("warden.yaml", "must be a mapping"))?;
+    let key = serde_yaml_ng::Value::from("kill_switch");
+    let mut ks: KillState = match map.get(&key) {
+        Some(v) => serde_yaml_ng::from_value(v.clone())
+            .map_err(|e| problem("warden.yaml", format!("kill_switch: {e}")))?,
+        None => KillState::default(),
+    };
+    ks.all |= kill.all;
+    for (dst, src) in [
+        (&mut ks.tenants, &kill.tenants),
+        (&mut ks.principals, &kill.principals),
+        (&mut ks.servers, &kill.servers),
+        (&mut ks.tools, &kill.tools),
+    ] {
+        for v in src {
+            if !dst.contains(v) {
+                dst.push(v.clone());
+            }
+        }
+    }
+    map.insert(
+        key,
+        serde_yaml_ng::to_value(&ks).map_err(|e| problem("warden.yaml", e.to_string()))?,
+    );
+    serde_yaml_ng::to_string(&doc)
+        .map(String::into_bytes)
+        .map_err(|e| problem("warden.yaml", e.to_string()))
+}
+
+/// Content digest of a source directory (to notice changes and name revisions).
+pub fn digest(files: &Files) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (n, d) in files {
+        if n == archive::SIGNATURES_FILE {
+            continue;
+        }
+        h.update((n.len() as u64).to_le_bytes());
+        h.update(n.as_bytes());
+        h.update((d.len() as u64).to_le_bytes());
+        h.update(d);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Builds, validates and (with a signer) signs a bundle from `source` files.
+pub fn build(
+    source: &Files,
+    revision: &str,
+    kill: &KillState,
+    signer: Option<&Signer>,
+) -> Result<Files, BuildFailure> {
+    let mut files = source.clone();
+    files.remove(archive::SIGNATURES_FILE);
+    let yaml = files
+        .get("warden.yaml")
+        .ok_or_else(|| problem("warden.yaml", "missing: every bundle needs a warden.yaml"))?;
+    let merged = merge_kill(yaml, kill)?;
+    files.insert("warden.yaml".into(), merged);
+    let mut manifest: serde_json::Map<String, serde_json::Value> = match files.get(".manifest") {
+        Some(b) => serde_json::from_slice(b)
+            .map_err(|e| problem(".manifest", format!("not a JSON object: {e}")))?,
+        None => serde_json::Map::new(),
+    };
+    manifest.insert("revision".into(), revision.into());
+    manifest
+        .entry("roots")
+        .or_insert_with(|| serde_json::json!(["warden"]));
+    files.insert(
+        ".manifest".into(),
+        serde_json::to_vec_pretty(&manifest).map_err(|e| problem(".manifest", e.to_string()))?,
+    );
+    validate(&files)?;
+    if let Some(s) = signer {
+        archive::sign(&mut files, &s.pem, s.alg, &s.keyid)
+            .map_err(|e| problem(archive::SIGNATURES_FILE, e))?;
+    }
+    Ok(files)
+}
+
+/// Loads the files as the gateway would and compiles the snapshot.
+pub fn validate(files: &Files) -> Result<(), BuildFailure> {
+    let dir = tempfile::tempdir().map_err(|e| problem("", e.to_string()))?;
+    archive::write_dir(files, dir.path()).map_err(|e| problem("", e.to_string()))?;
+    validate_dir(dir.path())
+}
+
+pub fn validate_dir(dir: &Path) -> Result<(), BuildFailure> {
+    let bundle = warden_config::Bundle::load(dir).map_err(|e| match e {
+        warden_config::error::BundleError::Invalid(p) => BuildFailure(p),
+        other => problem("", other.to_string()),
+    })?;
+    warden_filters::Snapshot::build(&bundle).map_err(|e| match e {
+        warden_filters::snapshot::BuildError::Invalid(p) => BuildFailure(vec![p]),
+        other => problem("warden.yaml", other.to_string()),
+    })?;
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! The Warden control agent: builds bundles from a source directory,
+//! validates them with the gateway's own `Snapshot::build`, signs them,
+//! serves them with ETag and long-poll, keeps history for rollback, runs the
+//! kill switch and shows the fleet. It talks to gateways over HTTP only.
+
+pub mod build;
+pub mod server;
+pub mod store;

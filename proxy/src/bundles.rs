@@ -1,0 +1,535 @@
+//! Where bundles come from and how a new one takes effect.
+//!
+//! Sources: a local directory (watched), or an HTTP URL — the control agent
+//! (long-poll with `If-None-Match` + `Prefer: wait`) or any static server
+//! (polling with backoff and jitter). Each new bundle is verified (when a
+//! public key is configured), written to the state directory, loaded and
+//! compiled off the request path, and published with one `ArcSwap` store;
+//! requests in flight finish on the snapshot they started with. A bundle
+//! that fails any step is refused: the current one keeps serving, and the
+//! failure is logged, counted, shown in `/status` and reported to the agent.
+//! The last good bundle is kept on disk and used at start when the source is
+//! unreachable.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use warden_config::archive::{self, Verifier};
+use warden_config::Bundle;
+use warden_filters::Snapshot;
+
+use crate::metrics::metrics;
+use crate::state::Gateway;
+use crate::upstream::Runtime;
+
+#[derive(Debug, Clone)]
+pub enum Source {
+    Dir(PathBuf),
+    Http {
+        url: String,
+        /// Where to report status (the agent's `/v1/fleet/report`).
+        report_url: Option<String>,
+        token: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    pub source: Source,
+    pub verifier: Option<Verifier>,
+    /// Fetched bundles and the last good one live here.
+    pub state_dir: PathBuf,
+    pub gateway_id: String,
+    /// Directory polling / static-server polling interval.
+    pub poll: Duration,
+}
+
+/// What `/status` says about bundles.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BundleStatus {
+    pub source: String,
+    pub revision: String,
+    pub loaded_at: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub reloads: u64,
+    pub failures: u64,
+}
+
+pub struct BundleState {
+    pub status: ArcSwap<BundleStatus>,
+    reloads: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl BundleState {
+    pub fn new(source: String, revision: String) -> Self {
+        BundleState {
+            status: ArcSwap::from_pointee(BundleStatus {
+                source,
+                revision,
+                loaded_at: Some(now()),
+                ..BundleStatus::default()
+            }),
+            reloads: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    fn ok(&self, revision: &str) {
+        let n = self.reloads.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics().bundle_reloads.with_label_values(&["ok"]).inc();
+        let mut s = (**self.status.load()).clone();
+        s.revision = revision.to_owned();
+        s.loaded_at = Some(now());
+        s.reloads = n;
+        self.status.store(Arc::new(s));
+    }
+
+    fn failed(&self, why: &str) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics()
+            .bundle_reloads
+            .with_label_values(&["failed"])
+            .inc();
+        tracing::error!(error = why, "bundle refused; the current one keeps serving");
+        let mut s = (**self.status.load()).clone();
+        s.last_error = Some(why.to_owned());
+        s.last_error_at = Some(now());
+        s.failures = n;
+        self.status.store(Arc::new(s));
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn problems(e: warden_config::error::BundleError) -> String {
+    e.to_string()
+}
+
+/// Loads a bundle directory, verifying its signature first when a key is set.
+pub fn load_dir(dir: &Path, verifier: Option<&Verifier>) -> Result<Bundle, String> {
+    if let Some(v) = verifier {
+        let files = archive::read_dir(dir).map_err(|e| e.to_string())?;
+        v.verify(&files).map_err(|e| format!("signature: {e}"))?;
+    }
+    Bundle::load(dir).map_err(problems)
+}
+
+fn revision_of(files: &archive::Files) -> String {
+    files
+        .get(".manifest")
+        .and_then(|m| serde_json::from_slice::<serde_json::Value>(m).ok())
+        .and_then(|m| m["revision"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| {
+            let all: String = files
+                .iter()
+                .map(|(n, d)| archive::file_hash(n, d))
+                .collect();
+            format!(
+                "sha256-{}",
+                &archive::file_hash("all", all.as_bytes())[..16]
+            )
+        })
+}
+
+fn dir_name(revision: &str) -> String {
+    let mut s: String = revision
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        s.insert(0, 'r');
+    }
+    s
+}
+
+/// Verifies and unpacks an archive into the state directory; returns its directory.
+pub fn materialize(bytes: &[u8], opts: &SourceOptions) -> Result<PathBuf, String> {
+    let files = archive::unpack(bytes).map_err(|e| format!("archive: {e}"))?;
+    if let Some(v) = &opts.verifier {
+        v.verify(&files).map_err(|e| format!("signature: {e}"))?;
+    }
+    let revs = opts.state_dir.join("revisions");
+    std::fs::create_dir_all(&revs).map_err(|e| format!("{}: {e}", revs.display()))?;
+    let name = dir_name(&revision_of(&files));
+    let dir = revs.join(&name);
+    let tmp = revs.join(format!(".tmp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    archive::write_dir(&files, &tmp).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Records `dir` as the last good bundle and prunes older fetched ones.
+fn remember_good(opts: &SourceOptions, dir: &Path) {
+    let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let cur = opts.state_dir.join("current");
+    let tmp = opts.state_dir.join(".current.tmp");
+    if std::fs::write(&tmp, name)
+        .and_then(|_| std::fs::rename(&tmp, &cur))
+        .is_err()
+    {
+        tracing::warn!("could not record the last good bundle in {}", cur.display());
+    }
+    // Keep the newest few revisions besides the current one.
+    if let Ok(rd) = std::fs::read_dir(opts.state_dir.join("revisions")) {
+        let mut dirs: Vec<(SystemTime, PathBuf)> = rd
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n != name && !n.starts_with('.'))
+            })
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        dirs.sort();
+        let excess = dirs.len().saturating_sub(5);
+        for (_, d) in dirs.into_iter().take(excess) {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// The last good fetched bundle, if any.
+fn last_good(opts: &SourceOptions) -> Option<PathBuf> {
+    let name = std::fs::read_to_string(opts.state_dir.join("current")).ok()?;
+    let dir = opts.state_dir.join("revisions").join(name.trim());
+    dir.is_dir().then_some(dir)
+}
+
+fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(3))
+        .build()?)
+}
+
+/// Result of one fetch.
+enum Fetched {
+    New {
+        etag: Option<String>,
+        body: bytes::Bytes,
+    },
+    NotModified,
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    etag: Option<&str>,
+    wait: Duration,
+) -> Result<Fetched, String> {
+    let mut req = client.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(e) = etag {
+        req = req.header("if-none-match", format!("\"{e}\""));
+        if !wait.is_zero() {
+            req = req.header("prefer", format!("wait={}", wait.as_secs()));
+        }
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("fetching {url}: {e}"))?;
+    match resp.status().as_u16() {
+        200 => {
+            let etag = resp
+                .headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim_start_matches("W/").trim_matches('"').to_owned());
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| format!("reading {url}: {e}"))?;
+            if body.len() as u64 > archive::MAX_BUNDLE_BYTES {
+                return Err(format!("{url}: bundle too large"));
+            }
+            Ok(Fetched::New { etag, body })
+        }
+        304 => Ok(Fetched::NotModified),
+        s => Err(format!("fetching {url}: HTTP {s}")),
+    }
+}
+
+/// The bundle the gateway starts with. An HTTP source that cannot be reached
+/// falls back to the last good bundle on disk; with neither, start-up fails.
+pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>)> {
+    match &opts.source {
+        Source::Dir(dir) => {
+            let b = load_dir(dir, opts.verifier.as_ref())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("loading bundle {}", dir.display()))?;
+            Ok((b, None))
+        }
+        Source::Http { url, token, .. } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let fetched = rt.block_on(async {
+                let client = http_client(Duration::from_secs(10)).map_err(|e| e.to_string())?;
+                fetch(&client, url, token.as_deref(), None, Duration::ZERO).await
+            });
+            let from_source = match fetched {
+                Ok(Fetched::New { etag, body }) => materialize(&body, opts).and_then(|dir| {
+                    let b = load_dir(&dir, None)?;
+                    Snapshot::build(&b).map_err(|e| e.to_string())?;
+                    remember_good(opts, &dir);
+                    Ok((b, etag))
+                }),
+                Ok(Fetched::NotModified) => Err("the source answered 304 to a first fetch".into()),
+                Err(e) => Err(e),
+            };
+            match from_source {
+                Ok(x) => Ok(x),
+                Err(why) => match last_good(opts) {
+                    Some(dir) => {
+                        tracing::warn!(error = %why, dir = %dir.display(), "bundle source unavailable; starting on the last good bundle");
+                        let b = load_dir(&dir, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+                        Ok((b, None))
+                    }
+                    None => bail!(
+                        "no bundle: {why}; and no last good bundle in {}",
+                        opts.state_dir.display()
+                    ),
+                },
+            }
+        }
+    }
+}
+
+/// Compiles `bundle` and publishes it. Listener, admin and audit settings
+/// need a restart to change; a difference is logged.
+pub fn apply(gateway: &Gateway, bundle: &Bundle) -> Result<String, String> {
+    let mut snap = Snapshot::build(bundle).map_err(|e| e.to_string())?;
+    let old = gateway.runtime();
+    if let (Some(new_auth), Some(old_auth)) = (snap.auth.as_mut(), old.snap.auth.as_ref()) {
+        new_auth.adopt_jwks(old_auth);
+    }
+    let (o, n) = (&old.snap.config, &snap.config);
+    if o.listeners.len() != n.listeners.len()
+        || o.listeners
+            .iter()
+            .zip(&n.listeners)
+            .any(|(a, b)| a.address != b.address)
+        || o.admin != n.admin
+        || o.audit.path != n.audit.path
+    {
+        tracing::warn!("listeners, admin or audit settings changed: they take effect on restart");
+    }
+    let revision = snap.revision.clone();
+    let rt = Runtime::new(snap).map_err(|e| format!("upstream pools: {e}"))?;
+    gateway.swap(rt);
+    Ok(revision)
+}
+
+/// Watches the source and applies new bundles.
+pub struct BundleWatcher {
+    pub gateway: Arc<Gateway>,
+    pub opts: SourceOptions,
+    /// The ETag the gateway started with (HTTP sources).
+    pub etag: Option<String>,
+}
+
+fn fingerprint(dir: &Path) -> Vec<(String, u64, SystemTime)> {
+    fn walk(dir: &Path, out: &mut Vec<(String, u64, SystemTime)>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.filter_map(Result::ok) {
+            // Logs written next to a bundle (audit.jsonl …) are not part of it.
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".jsonl") || name.ends_with(".log") || name.starts_with(".tmp") {
+                continue;
+            }
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                walk(&e.path(), out);
+            } else {
+                out.push((
+                    e.path().to_string_lossy().into_owned(),
+                    m.len(),
+                    m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                ));
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, &mut v);
+    v.sort();
+    v
+}
+
+fn jitter(d: Duration) -> Duration {
+    let f = 0.8 + rand::random::<f64>() * 0.4;
+    d.mul_f64(f)
+}
+
+impl BundleWatcher {
+    async fn report(&self, client: &reqwest::Client) {
+        let Source::Http {
+            report_url: Some(url),
+            token,
+            ..
+        } = &self.opts.source
+        else {
+            return;
+        };
+        let st = self.gateway.bundles.status.load();
+        let body = serde_json::json!({
+            "id": self.opts.gateway_id,
+            "revision": st.revision,
+            "healthy": st.last_error.is_none() || st.last_error_at <= st.loaded_at,
+            "last_error": st.last_error,
+        });
+        let mut req = client.post(url).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Err(e) = req.send().await {
+            tracing::debug!(error = %e, "status report to the agent failed");
+        }
+    }
+
+    async fn run_dir(&self, dir: &Path, mut shutdown: ShutdownWatch) {
+        let mut seen = fingerprint(dir);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(self.opts.poll) => {}
+            }
+            let now = fingerprint(dir);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            let gw = self.gateway.clone();
+            let dir = dir.to_path_buf();
+            let verifier = self.opts.verifier.clone();
+            let res = tokio::task::spawn_blocking(move || {
+                load_dir(&dir, verifier.as_ref()).and_then(|b| apply(&gw, &b))
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match res {
+                Ok(rev) => self.gateway.bundles.ok(&rev),
+                Err(e) => self.gateway.bundles.failed(&e),
+            }
+        }
+    }
+
+    async fn run_http(&self, url: &str, token: Option<&str>, mut shutdown: ShutdownWatch) {
+        let (Ok(client), Ok(reporter)) = (
+            http_client(Duration::from_secs(75)),
+            http_client(Duration::from_secs(5)),
+        ) else {
+            tracing::error!("cannot build the bundle HTTP client");
+            return;
+        };
+        let mut etag = self.etag.clone();
+        let mut backoff = Duration::from_millis(250);
+        let mut last_report = Instant::now();
+        self.report(&reporter).await;
+        loop {
+            let started = Instant::now();
+            let res = tokio::select! {
+                _ = shutdown.changed() => return,
+                r = fetch(&client, url, token, etag.as_deref(), Duration::from_secs(30)) => r,
+            };
+            let pause = match res {
+                Ok(Fetched::New {
+                    etag: new_etag,
+                    body,
+                }) => {
+                    backoff = Duration::from_millis(250);
+                    // Whatever happens to this one, do not fetch it again.
+                    etag = new_etag.clone().or(etag);
+                    let gw = self.gateway.clone();
+                    let opts = self.opts.clone();
+                    let res = tokio::task::spawn_blocking(move || {
+                        let dir = materialize(&body, &opts)?;
+                        let b = load_dir(&dir, None)?;
+                        let rev = apply(&gw, &b)?;
+                        remember_good(&opts, &dir);
+                        Ok::<_, String>(rev)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                    match res {
+                        Ok(rev) => {
+                            if etag.is_none() {
+                                etag = Some(rev.clone());
+                            }
+                            self.gateway.bundles.ok(&rev)
+                        }
+                        Err(e) => self.gateway.bundles.failed(&e),
+                    }
+                    self.report(&reporter).await;
+                    last_report = Instant::now();
+                    Duration::ZERO
+                }
+                // A server without long-poll answers at once: poll politely.
+                Ok(Fetched::NotModified) if started.elapsed() < Duration::from_secs(1) => {
+                    backoff = Duration::from_millis(250);
+                    jitter(self.opts.poll.max(Duration::from_secs(1)))
+                }
+                Ok(Fetched::NotModified) => {
+                    backoff = Duration::from_millis(250);
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "bundle source unreachable; keeping the current bundle");
+                    let p = jitter(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    p
+                }
+            };
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                self.report(&reporter).await;
+                last_report = Instant::now();
+            }
+            if !pause.is_zero() {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for BundleWatcher {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        match self.opts.source.clone() {
+            Source::Dir(dir) => self.run_dir(&dir, shutdown).await,
+            Source::Http { url, token, .. } => {
+                self.run_http(&url, token.as_deref(), shutdown).await
+            }
+        }
+    }
+}
