@@ -30,7 +30,7 @@ fn every_example_bundle_validates() {
         )
         .expect("run");
         assert!(ok, "agent: {out}{err}");
-        assert!(out.contains("\"ok\":true"), "{out}");
+        assert!(out.contains(": ok"), "{out}");
     }
     assert!(n >= 1, "no example bundles found");
 }
