@@ -160,6 +160,16 @@ fn dir_name(revision: &str) -> String {
     s
 }
 
+/// A local source: a bundle directory, or a `.tar.gz` file (unpacked into the state directory).
+fn load_local(path: &Path, opts: &SourceOptions) -> Result<Bundle, String> {
+    if path.is_file() {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let dir = materialize(&bytes, opts)?;
+        return load_dir(&dir, None);
+    }
+    load_dir(path, opts.verifier.as_ref())
+}
+
 /// Verifies and unpacks an archive into the state directory; returns its directory.
 pub fn materialize(bytes: &[u8], opts: &SourceOptions) -> Result<PathBuf, String> {
     let files = archive::unpack(bytes).map_err(|e| format!("archive: {e}"))?;
@@ -280,7 +290,7 @@ async fn fetch(
 pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>)> {
     match &opts.source {
         Source::Dir(dir) => {
-            let b = load_dir(dir, opts.verifier.as_ref())
+            let b = load_local(dir, opts)
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .with_context(|| format!("loading bundle {}", dir.display()))?;
             Ok((b, None))
@@ -379,6 +389,16 @@ fn fingerprint(dir: &Path) -> Vec<(String, u64, SystemTime)> {
         }
     }
     let mut v = Vec::new();
+    if dir.is_file() {
+        if let Ok(m) = std::fs::metadata(dir) {
+            v.push((
+                String::new(),
+                m.len(),
+                m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            ));
+        }
+        return v;
+    }
     walk(dir, &mut v);
     v.sort();
     v
@@ -429,9 +449,9 @@ impl BundleWatcher {
             seen = now;
             let gw = self.gateway.clone();
             let dir = dir.to_path_buf();
-            let verifier = self.opts.verifier.clone();
+            let opts = self.opts.clone();
             let res = tokio::task::spawn_blocking(move || {
-                load_dir(&dir, verifier.as_ref()).and_then(|b| apply(&gw, &b))
+                load_local(&dir, &opts).and_then(|b| apply(&gw, &b))
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));

@@ -27,7 +27,7 @@ struct Cli {
 enum Cmd {
     /// Run the gateway on a bundle.
     Run {
-        /// Bundle directory (warden.yaml, *.rego, data.json, .manifest), watched for changes.
+        /// Bundle directory (warden.yaml, *.rego, data.json, .manifest) or .tar.gz file, watched for changes.
         #[arg(long, env = "WARDEN_BUNDLE", conflicts_with_all = ["agent", "bundle_url"])]
         bundle: Option<PathBuf>,
         /// Control agent base URL: bundles from `/v1/bundles/current` (long-poll),

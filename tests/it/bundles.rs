@@ -598,3 +598,42 @@ async fn a_gateway_restarts_on_its_last_good_bundle_with_the_agent_down() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_signed_archive_is_watched_like_a_directory() {
+    let mock = Mock::start(&[]).expect("mock");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (private, public) = keygen(tmp.path(), "sign");
+    let source = tmp.path().join("source");
+    write_source(&source, mock.addr, &["add"]);
+    let file = tmp.path().join("bundle.tar.gz");
+    build_archive(&source, &file, &private, "file-1");
+    let gw = Gateway::start_with(
+        "",
+        false,
+        &[],
+        &[
+            "--bundle",
+            file.to_str().expect("utf8"),
+            "--bundle-public-key",
+            public.to_str().expect("utf8"),
+            "--state-dir",
+            tmp.path().join("gw").to_str().expect("utf8"),
+            "--bundle-poll",
+            "50ms",
+        ],
+        None,
+    )
+    .expect("gateway");
+    assert_eq!(outcome(&gw, "add").await, "denied");
+    set_blocked(&source, &["echo"]);
+    let next = build_archive(&source, &tmp.path().join("next.tgz"), &private, "file-2");
+    std::fs::write(tmp.path().join("bundle.tar.gz.tmp"), next).expect("write");
+    std::fs::rename(tmp.path().join("bundle.tar.gz.tmp"), &file).expect("rename");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while outcome(&gw, "echo").await != "denied" {
+        assert!(Instant::now() < deadline, "file-2 never applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gw.status().await["bundle"]["revision"], "file-2");
+}
