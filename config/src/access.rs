@@ -137,11 +137,24 @@ impl Risk {
     }
 }
 
-/// Risk levels of one server's tools.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the bundle says about one tool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolEntry {
+    pub risk: Option<Risk>,
+    pub cost: u64,
+    pub input_schema: Option<std::sync::Arc<serde_json::Value>>,
+    pub output_schema: Option<std::sync::Arc<serde_json::Value>>,
+    pub fingerprints: Vec<String>,
+    pub url_arguments: Vec<String>,
+    pub egress_allow: Vec<crate::guards::HostPattern>,
+}
+
+/// Risk levels (and schemas, costs, egress, fingerprints) of one server's tools.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerCatalog {
     pub default_risk: Risk,
-    pub tools: HashMap<String, Risk>,
+    pub tools: HashMap<String, ToolEntry>,
+    pub egress_allow: Vec<crate::guards::HostPattern>,
 }
 
 impl Default for ServerCatalog {
@@ -149,13 +162,21 @@ impl Default for ServerCatalog {
         ServerCatalog {
             default_risk: Risk::Medium,
             tools: HashMap::new(),
+            egress_allow: Vec::new(),
         }
     }
 }
 
 impl ServerCatalog {
     pub fn risk(&self, tool: &str) -> Risk {
-        self.tools.get(tool).copied().unwrap_or(self.default_risk)
+        self.tools
+            .get(tool)
+            .and_then(|t| t.risk)
+            .unwrap_or(self.default_risk)
+    }
+
+    pub fn tool(&self, tool: &str) -> Option<&ToolEntry> {
+        self.tools.get(tool)
     }
 }
 
@@ -566,24 +587,64 @@ pub(crate) fn catalog(
         };
         let mut tools = HashMap::new();
         for (tool, t) in &c.tools {
-            match Risk::parse(&t.risk) {
-                Some(r) => {
-                    tools.insert(tool.clone(), r);
+            let tbase = format!("{base}.tools.{tool}");
+            let risk = t.risk.as_deref().and_then(|r| {
+                Risk::parse(r).or_else(|| {
+                    p.push(
+                        format!("{tbase}.risk"),
+                        format!("`{r}` is not a risk level (LOW, MEDIUM, HIGH, CRITICAL)"),
+                    );
+                    None
+                })
+            });
+            for (field, schema) in [
+                ("input_schema", &t.input_schema),
+                ("output_schema", &t.output_schema),
+            ] {
+                if let Some(s) = schema {
+                    if let Err(e) = jsonschema::validator_for(s) {
+                        p.push(
+                            format!("{tbase}.{field}"),
+                            format!("not a valid JSON Schema: {e}"),
+                        );
+                    }
                 }
-                None => p.push(
-                    format!("{base}.tools.{tool}.risk"),
-                    format!(
-                        "`{}` is not a risk level (LOW, MEDIUM, HIGH, CRITICAL)",
-                        t.risk
-                    ),
-                ),
             }
+            for (i, f) in t.fingerprints.iter().enumerate() {
+                if !f.starts_with("sha256:") || f.len() != 7 + 64 {
+                    p.push(
+                        format!("{tbase}.fingerprints[{i}]"),
+                        "must be `sha256:<64 hex>`",
+                    );
+                }
+            }
+            tools.insert(
+                tool.clone(),
+                ToolEntry {
+                    risk,
+                    cost: t.cost.unwrap_or(1).max(1),
+                    input_schema: t.input_schema.clone().map(std::sync::Arc::new),
+                    output_schema: t.output_schema.clone().map(std::sync::Arc::new),
+                    fingerprints: t.fingerprints.clone(),
+                    url_arguments: t.url_arguments.clone(),
+                    egress_allow: crate::guards::host_patterns(
+                        &t.egress_allow,
+                        &format!("{tbase}.egress_allow"),
+                        p,
+                    ),
+                },
+            );
         }
         out.insert(
             name.clone(),
             ServerCatalog {
                 default_risk,
                 tools,
+                egress_allow: crate::guards::host_patterns(
+                    &c.egress_allow,
+                    &format!("{base}.egress_allow"),
+                    p,
+                ),
             },
         );
     }

@@ -35,6 +35,11 @@ pub struct Config {
     /// Tool risk levels by server name.
     pub catalog: HashMap<String, ServerCatalog>,
     pub kill_switch: KillSwitch,
+    pub quotas: Vec<crate::guards::Quota>,
+    pub schemas: crate::guards::Schemas,
+    pub egress: crate::guards::Egress,
+    /// Fingerprint tool definitions and quarantine changes.
+    pub tool_pinning: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -608,6 +613,24 @@ impl Config {
         let known: HashSet<&str> = servers.iter().map(|s: &Server| s.name.as_str()).collect();
         let catalog = access::catalog(&raw.catalog, &known, p);
         let kill_switch = access::kill_switch(&raw.kill_switch, p);
+        let quotas = crate::guards::quotas(&raw.quotas, p);
+        let schemas = crate::guards::schemas(&raw.schemas, p);
+        let egress = crate::guards::egress(&raw.egress, p);
+        // A route can only reach addresses the bundle allows.
+        for (gi, g) in raw.service_groups.iter().enumerate() {
+            for (si, s) in g.servers.iter().enumerate() {
+                for (ui, u) in s.upstreams.iter().enumerate() {
+                    if let Ok(a) = u.parse::<SocketAddr>() {
+                        if !egress.upstream_allowed(a) {
+                            p.push(
+                                format!("service_groups[{gi}].servers[{si}].upstreams[{ui}]"),
+                                format!("`{a}` is outside egress.upstreams"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
         let has_mtls_listener = listeners
             .iter()
             .any(|l| l.tls.as_ref().is_some_and(|t| t.client_ca.is_some()));
@@ -622,6 +645,10 @@ impl Config {
             policy,
             catalog,
             kill_switch,
+            quotas,
+            schemas,
+            egress,
+            tool_pinning: raw.tool_pinning.enabled.unwrap_or(true),
             listeners,
             admin,
             limits,

@@ -37,6 +37,89 @@ pub struct WardenConfig {
     pub catalog: BTreeMap<String, ServerCatalogConfig>,
     #[serde(default)]
     pub kill_switch: KillSwitchConfig,
+    /// Per-principal (tenant, server, group, tool) rate, budget and concurrency limits.
+    #[serde(default)]
+    pub quotas: Vec<QuotaConfig>,
+    #[serde(default)]
+    pub schemas: SchemasConfig,
+    #[serde(default)]
+    pub egress: EgressConfig,
+    #[serde(default)]
+    pub tool_pinning: PinningConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Stable name (metrics, denials, and counters that survive a bundle swap).
+    pub name: String,
+    /// What one counter is kept per: any of principal, tenant, server, group, tool.
+    #[serde(default)]
+    pub per: Vec<String>,
+    /// Calls (or cost units, with `weighted`) allowed per `window`.
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// `1s` … `1d`.
+    #[serde(default)]
+    pub window: Option<String>,
+    /// Calls in flight at once (instead of `limit`/`window`).
+    #[serde(default)]
+    pub concurrency: Option<u64>,
+    /// Count each call at its tool's `cost` from the catalog (default 1).
+    #[serde(default)]
+    pub weighted: bool,
+    /// `false`: a pingora-limits estimate (count-min sketch; may refuse a
+    /// little early, never admits more). Default true: exact counters.
+    #[serde(default)]
+    pub exact: Option<bool>,
+    /// Only calls matching all the given lists count (empty: any).
+    #[serde(default)]
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Methods counted (default `[tools/call]`).
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemasConfig {
+    /// Invalid `tools/call` arguments: `tool_error` (default: an `isError`
+    /// result listing the problems, which a model can correct) or `error` (-32602).
+    #[serde(default)]
+    pub invalid_arguments: Option<String>,
+    /// Check `structuredContent` against `outputSchema` (default true).
+    #[serde(default)]
+    pub validate_output: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Addresses upstreams may have: CIDRs (`10.0.0.0/8`) or exact `ip:port`.
+    /// Empty: any.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// Hosts URL-valued tool arguments may point at, for every server:
+    /// `example.com`, `*.example.com`, or CIDRs. Empty: any public host.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Also check string arguments that merely look like URLs (default true).
+    #[serde(default)]
+    pub detect_urls: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinningConfig {
+    /// Fingerprint tool definitions and quarantine changed ones (default true).
+    #[serde(default)]
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -348,13 +431,35 @@ pub struct ServerCatalogConfig {
     pub default_risk: Option<String>,
     #[serde(default)]
     pub tools: BTreeMap<String, ToolCatalogConfig>,
+    /// Hosts URL arguments of this server's tools may reach (adds to `egress.allow`).
+    #[serde(default)]
+    pub egress_allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolCatalogConfig {
-    /// `LOW`, `MEDIUM`, `HIGH` or `CRITICAL`.
-    pub risk: String,
+    /// `LOW`, `MEDIUM`, `HIGH` or `CRITICAL` (default: the server's `default_risk`).
+    #[serde(default)]
+    pub risk: Option<String>,
+    /// Cost units a call counts for in `weighted` quotas (default 1).
+    #[serde(default)]
+    pub cost: Option<u64>,
+    /// JSON Schema for the arguments; wins over the server's advertised `inputSchema`.
+    #[serde(default)]
+    pub input_schema: Option<serde_json::Value>,
+    #[serde(default)]
+    pub output_schema: Option<serde_json::Value>,
+    /// Approved definition fingerprints (`warden tools fingerprint`); a
+    /// definition matching one is never quarantined.
+    #[serde(default)]
+    pub fingerprints: Vec<String>,
+    /// Argument names (top level) holding URLs or hosts, checked against the egress allowlist.
+    #[serde(default)]
+    pub url_arguments: Vec<String>,
+    /// Hosts this tool's URL arguments may reach (adds to the server's and the global list).
+    #[serde(default)]
+    pub egress_allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

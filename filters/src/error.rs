@@ -28,6 +28,12 @@ pub mod codes {
     pub const REFUSED: i32 = -31020;
     /// Paused by the bundle's kill switch.
     pub const PAUSED: i32 = -31011;
+    /// A quota is used up (`data.retry_after` seconds).
+    pub const QUOTA_EXCEEDED: i32 = -31012;
+    /// A tool definition changed and is quarantined until approved.
+    pub const TOOL_QUARANTINED: i32 = -31013;
+    /// A URL argument points somewhere the egress rules forbid.
+    pub const EGRESS_DENIED: i32 = -31014;
     /// No valid credential (HTTP 401).
     pub const UNAUTHENTICATED: i32 = -31030;
     /// Authenticated, but not allowed at the HTTP level: missing scope, or a

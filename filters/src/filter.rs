@@ -30,6 +30,8 @@ pub struct FilterContext<'a> {
     pub direction: Direction,
     /// For a response message: the method of the request it answers, when known.
     pub request_method: Option<&'a str>,
+    /// For a response message: the tool (or prompt, resource) that request named.
+    pub request_target: Option<&'a str>,
     /// When the request arrived (the clock filters see).
     pub now: std::time::SystemTime,
     /// The caller's `x-warden-justification` header.
@@ -80,11 +82,30 @@ impl Denial {
     }
 }
 
+/// Something held while a call is in flight (a concurrency slot); released
+/// when dropped, so every exit path — response, error, client disconnect,
+/// upstream reset — gives it back.
+pub struct Hold(pub Box<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hold")
+    }
+}
+
+impl PartialEq for Hold {
+    fn eq(&self, _: &Self) -> bool {
+        false
+    }
+}
+
 /// A filter's verdict on one message.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub enum Decision {
     /// Forward the message as it is.
     Pass,
+    /// Forward it, and keep this until the exchange ends.
+    PassHolding(Hold),
     /// Forward these bytes instead (a redacted re-serialisation). They must be
     /// one JSON-RPC message with the same kind, id and method; the chain checks.
     Mutated(Vec<u8>),
@@ -166,8 +187,16 @@ impl FilterChain {
     /// Runs every filter on one message. A mutation is re-parsed and must keep
     /// the message's kind, id and method; later filters judge the mutated
     /// bytes, so what the chain approved is exactly what is forwarded.
-    pub fn run(&self, env: &Envelope, bytes: &[u8], ctx: &FilterContext<'_>) -> Verdict {
+    pub fn run(
+        &self,
+        env: &Envelope,
+        bytes: &[u8],
+        ctx: &FilterContext<'_>,
+        holds: &mut Vec<Hold>,
+    ) -> Verdict {
         let mut current: Option<(Envelope, Vec<u8>)> = None;
+        // Holds taken for this message; dropped (released) if a later filter refuses it.
+        let mut mine: Vec<Hold> = Vec::new();
         for f in &self.filters {
             let (e, b) = match &current {
                 Some((e, b)) => (e, b.as_slice()),
@@ -183,6 +212,7 @@ impl FilterChain {
             };
             match decision {
                 Decision::Pass => {}
+                Decision::PassHolding(h) => mine.push(h),
                 Decision::Reject(denial) => {
                     return Verdict::Reject {
                         filter: f.name(),
@@ -211,6 +241,7 @@ impl FilterChain {
                 },
             }
         }
+        holds.append(&mut mine);
         match current {
             None => Verdict::Forward,
             Some((_, b)) => Verdict::ForwardMutated(b),

@@ -3,6 +3,7 @@
 //! calls these functions, so every piece is testable and benchable alone.
 
 pub mod authz;
+pub mod egress;
 pub mod error;
 pub mod filter;
 pub mod identity;
@@ -10,8 +11,10 @@ pub mod jsonrpc;
 pub mod mcp;
 pub mod plan;
 pub mod policy;
+pub mod quota;
 pub mod snapshot;
 pub mod sse;
+pub mod tools;
 
 pub use error::{codes, JsonRpcError, Refusal};
 pub use filter::{

@@ -57,7 +57,7 @@ pub enum Forward {
 }
 
 /// The plan for one POST body.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RequestPlan {
     pub forward: Forward,
     /// JSON-RPC error responses the gateway adds for refused requests.
@@ -67,6 +67,8 @@ pub struct RequestPlan {
     /// Whether any forwarded message is a request (expects a response).
     pub forwards_request: bool,
     pub records: Vec<MessageRecord>,
+    /// Held until the exchange ends (concurrency slots of the forwarded calls).
+    pub holds: Vec<crate::filter::Hold>,
 }
 
 fn target(env: &Envelope) -> Option<String> {
@@ -82,13 +84,15 @@ pub fn plan_request(
 ) -> RequestPlan {
     match parsed {
         Parsed::Single(env) => {
-            let verdict = chain.run(env, body, ctx);
+            let mut holds = Vec::new();
+            let verdict = chain.run(env, body, ctx, &mut holds);
             let mut plan = RequestPlan {
                 forward: Forward::Original,
                 answers: Vec::new(),
                 batch: false,
                 forwards_request: false,
                 records: Vec::new(),
+                holds,
             };
             let outcome = apply(&mut plan, env, verdict);
             plan.records.push(MessageRecord::with_arguments(
@@ -107,6 +111,7 @@ pub fn plan_request(
                 batch: true,
                 forwards_request: false,
                 records: Vec::new(),
+                holds: Vec::new(),
             };
             let mut kept: Vec<Vec<u8>> = Vec::with_capacity(items.len());
             let mut changed = false;
@@ -114,13 +119,14 @@ pub fn plan_request(
                 match item {
                     Ok(env) => {
                         let bytes = &body[env.span.clone()];
-                        let verdict = chain.run(env, bytes, ctx);
+                        let verdict = chain.run(env, bytes, ctx, &mut plan.holds);
                         let mut single = RequestPlan {
                             forward: Forward::Original,
                             answers: Vec::new(),
                             batch: false,
                             forwards_request: false,
                             records: Vec::new(),
+                            holds: Vec::new(),
                         };
                         let outcome = apply(&mut single, env, verdict);
                         match single.forward {
@@ -290,6 +296,7 @@ mod tests {
             source_ip: None,
             direction: Direction::Request,
             request_method: None,
+            request_target: None,
             now: std::time::SystemTime::now(),
             justification: None,
             keep_arguments: false,

@@ -105,17 +105,42 @@ impl std::fmt::Debug for Snapshot {
     }
 }
 
+/// State that outlives one snapshot: quota counters and pinned tool
+/// definitions carry over a bundle swap.
+pub struct Shared {
+    pub quotas: Arc<crate::quota::QuotaTables>,
+    pub pins: Arc<crate::tools::ToolPins>,
+}
+
+impl Shared {
+    pub fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            quotas: Arc::new(crate::quota::QuotaTables::new(1_000_000)),
+            pins: Arc::new(crate::tools::ToolPins::default()),
+        })
+    }
+}
+
 impl Snapshot {
     /// Compiles a validated bundle into the runtime snapshot. Everything that
     /// can fail is done here, off the request path.
     pub fn build(bundle: &Bundle) -> Result<Snapshot, BuildError> {
-        Self::build_with(bundle, Vec::new())
+        Self::build_shared(bundle, Vec::new(), &Shared::new())
     }
 
     /// As [`Snapshot::build`], with extra filters appended to the chain.
     pub fn build_with(
         bundle: &Bundle,
         extra: Vec<Arc<dyn McpFilter>>,
+    ) -> Result<Snapshot, BuildError> {
+        Self::build_shared(bundle, extra, &Shared::new())
+    }
+
+    /// As [`Snapshot::build_with`], continuing the counters and pins of `shared`.
+    pub fn build_shared(
+        bundle: &Bundle,
+        extra: Vec<Arc<dyn McpFilter>>,
+        shared: &Arc<Shared>,
     ) -> Result<Snapshot, BuildError> {
         let config = bundle.config.clone();
         let parse_limits = ParseLimits {
@@ -158,10 +183,17 @@ impl Snapshot {
             .map_err(|e| BuildError::at(e.file, "", e.message))?;
             Some(Arc::new(engine))
         };
-        // Kill switch → (quota) → policy → (schema, egress, DLP) …
+        // Kill switch → quota → policy → tool pinning → schema → egress → (DLP) …
         let mut filters: Vec<Arc<dyn McpFilter>> = Vec::new();
         if !config.kill_switch.is_empty() {
             filters.push(Arc::new(KillSwitchFilter::new(config.kill_switch.clone())));
+        }
+        if !config.quotas.is_empty() {
+            filters.push(Arc::new(crate::quota::QuotaFilter::new(
+                config.quotas.clone(),
+                shared.quotas.clone(),
+                config.catalog.clone(),
+            )));
         }
         if let Some(engine) = &policy {
             filters.push(Arc::new(PolicyFilter::new(
@@ -170,6 +202,24 @@ impl Snapshot {
                 config.policy.denial,
             )));
         }
+        if config.tool_pinning {
+            filters.push(Arc::new(crate::tools::PinFilter::new(
+                shared.pins.clone(),
+                config.catalog.clone(),
+            )));
+        }
+        filters.push(Arc::new(crate::tools::SchemaFilter::new(
+            shared.pins.clone(),
+            &config.catalog,
+            config.schemas.invalid_arguments == warden_config::access::DenialStyle::ToolError,
+            config.schemas.validate_output,
+        )));
+        filters.push(Arc::new(crate::egress::EgressFilter::new(
+            config.egress.allow.clone(),
+            config.catalog.clone(),
+            shared.pins.clone(),
+            config.egress.detect_urls,
+        )));
         filters.extend(extra);
         let chain = FilterChain::new(filters, parse_limits);
         Ok(Snapshot {

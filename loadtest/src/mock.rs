@@ -43,6 +43,8 @@ pub struct Mock {
     pub require_session: bool,
     /// Page `tools/list` results this many tools at a time (0: one page).
     pub tools_page_size: usize,
+    /// Test hook (`POST /__mock/tools`): tools to add, or replace by name.
+    pub tool_changes: Mutex<Vec<Value>>,
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -92,7 +94,9 @@ fn tools() -> Value {
         {"name":"sleep","description":"Wait ms milliseconds","inputSchema":obj(json!({"ms":{"type":"integer","minimum":0}}), &["ms"])},
         {"name":"die_mid_stream","description":"Start an SSE reply and cut the connection","inputSchema":obj(json!({}), &[])},
         {"name":"deploy","description":"Pretend to deploy a service to a region","inputSchema":obj(json!({"service":{"type":"string"},"region":{"type":"string"}}), &["service","region"])},
-        {"name":"purge","description":"Pretend to delete every record of a table","inputSchema":obj(json!({"table":{"type":"string"}}), &["table"])}
+        {"name":"purge","description":"Pretend to delete every record of a table","inputSchema":obj(json!({"table":{"type":"string"}}), &["table"])},
+        {"name":"fetch","description":"Pretend to fetch a URL","inputSchema":obj(json!({"url":{"type":"string","format":"uri"},"note":{"type":"string"}}), &["url"])},
+        {"name":"structured","description":"Return structuredContent {value}","inputSchema":obj(json!({"value":{}}), &[]),"outputSchema":obj(json!({"value":{"type":"integer"}}), &["value"])}
     ])
 }
 
@@ -127,6 +131,7 @@ impl Mock {
             sessions: Mutex::new(Default::default()),
             require_session,
             tools_page_size: 0,
+            tool_changes: Mutex::new(Vec::new()),
         })
     }
 
@@ -160,6 +165,18 @@ impl Mock {
                     "last_get": last_get,
                 }),
             ));
+        }
+        if path == "/__mock/tools" {
+            // Rug pull on demand: the body is a tool definition that replaces
+            // (by name) or joins the advertised list.
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let Ok(def) = serde_json::from_slice::<Value>(&body) else {
+                return Ok(json_resp(StatusCode::BAD_REQUEST, &json!({"error": "not JSON"})));
+            };
+            if let Ok(mut c) = self.tool_changes.lock() {
+                c.push(def);
+            }
+            return Ok(json_resp(StatusCode::OK, &json!({"ok": true})));
         }
         if path == "/__mock/release" {
             self.release.notify_one();
@@ -367,7 +384,15 @@ impl Mock {
                 None,
             ),
             "tools/list" => {
-                let all = tools().as_array().cloned().unwrap_or_default();
+                let mut all = tools().as_array().cloned().unwrap_or_default();
+                if let Ok(changes) = self.tool_changes.lock() {
+                    for c in changes.iter() {
+                        match all.iter_mut().find(|t| t["name"] == c["name"]) {
+                            Some(t) => *t = c.clone(),
+                            None => all.push(c.clone()),
+                        }
+                    }
+                }
                 let page = self.tools_page_size;
                 let result = if page == 0 {
                     json!({"tools": all})
@@ -431,7 +456,15 @@ impl Mock {
                             .map_or("unknown fixture", |(_, t)| t);
                         (Some(text_result(&id, text.to_owned())), None, None)
                     }
-                    "deploy" | "purge" => {
+                    "structured" => {
+                        let value = args.get("value").cloned().unwrap_or(Value::Null);
+                        (
+                            Some(json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":value.to_string()}],"structuredContent":{"value":value}}})),
+                            None,
+                            None,
+                        )
+                    }
+                    "deploy" | "purge" | "fetch" => {
                         let what = args.to_string();
                         (
                             Some(text_result(&id, format!("{name} done: {what}"))),

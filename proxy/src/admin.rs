@@ -52,6 +52,7 @@ impl AdminApp {
                 "policy_cacheable": rt.snap.policy.as_ref().map(|p| p.cacheable()),
             },
             "filters": rt.snap.chain.names(),
+            "quarantined_tools": self.gateway.shared.pins.quarantined().into_iter().map(|(s, t, f)| serde_json::json!({"server": s, "tool": t, "fingerprint": f})).collect::<Vec<_>>(),
             "routes": rt.snap.routes.iter().map(|r| serde_json::json!({"prefix": r.prefix, "host": r.host, "server": rt.snap.config.servers[r.server].name})).collect::<Vec<_>>(),
             "servers": upstreams,
             "started": humantime::format_rfc3339_seconds(self.started).to_string(),
@@ -79,6 +80,9 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path().to_owned();
         match path.as_str() {
             "/metrics" => {
+                crate::metrics::metrics()
+                    .tools_quarantined
+                    .set(self.gateway.shared.pins.quarantined().len() as i64);
                 if let Some(engine) = &self.gateway.runtime().snap.policy {
                     let (hits, misses) = engine.cache_stats();
                     let m = crate::metrics::metrics();

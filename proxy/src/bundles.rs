@@ -334,7 +334,8 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>)>
 /// Compiles `bundle` and publishes it. Listener, admin and audit settings
 /// need a restart to change; a difference is logged.
 pub fn apply(gateway: &Gateway, bundle: &Bundle) -> Result<String, String> {
-    let mut snap = Snapshot::build(bundle).map_err(|e| e.to_string())?;
+    let mut snap =
+        Snapshot::build_shared(bundle, Vec::new(), &gateway.shared).map_err(|e| e.to_string())?;
     let old = gateway.runtime();
     if let (Some(new_auth), Some(old_auth)) = (snap.auth.as_mut(), old.snap.auth.as_ref()) {
         new_auth.adopt_jwks(old_auth);

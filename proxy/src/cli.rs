@@ -125,3 +125,107 @@ pub fn apikey_hash(key: Option<String>) {
     println!("key:  {key}");
     println!("hash: {}", warden_config::access::hash_api_key(&key, &salt));
 }
+
+/// One JSON-RPC exchange with a live MCP server (JSON or SSE reply).
+async fn rpc(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(String, String)],
+    session: &mut Option<String>,
+    body: serde_json::Value,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18");
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    if let Some(s) = session.as_deref() {
+        req = req.header("mcp-session-id", s);
+    }
+    let id = body.get("id").cloned();
+    let resp = req.json(&body).send().await?;
+    if let Some(s) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+        *session = Some(s.to_owned());
+    }
+    let status = resp.status();
+    let sse = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"));
+    let text = resp.text().await?;
+    if !status.is_success() {
+        bail!("{url}: HTTP {status}: {text}");
+    }
+    let Some(id) = id else { return Ok(None) };
+    let mut messages = Vec::new();
+    if sse {
+        for line in text.lines() {
+            if let Some(d) = line.strip_prefix("data:") {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(d.trim()) {
+                    messages.push(v);
+                }
+            }
+        }
+    } else if !text.trim().is_empty() {
+        messages.push(serde_json::from_str(&text)?);
+    }
+    Ok(messages.into_iter().find(|m| m.get("id") == Some(&id)))
+}
+
+/// Prints `name<TAB>fingerprint` for every tool a live server lists, for
+/// approval in the bundle's catalog (`fingerprints:`).
+pub fn tools_fingerprint(url: &str, headers: &[String]) -> anyhow::Result<()> {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|h| {
+            h.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("header `{h}` is not `name: value`"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let mut session = None;
+        let init = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+            "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"warden-tools-fingerprint","version":env!("CARGO_PKG_VERSION")}}});
+        rpc(&client, url, &headers, &mut session, init)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no answer to initialize"))?;
+        rpc(&client, url, &headers, &mut session, serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await?;
+        let mut cursor: Option<String> = None;
+        let mut lines = Vec::new();
+        for page in 2..1000 {
+            let params = match &cursor {
+                Some(c) => serde_json::json!({"cursor": c}),
+                None => serde_json::json!({}),
+            };
+            let r = rpc(&client, url, &headers, &mut session, serde_json::json!({"jsonrpc":"2.0","id":page,"method":"tools/list","params":params}))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no answer to tools/list"))?;
+            if let Some(e) = r.get("error") {
+                bail!("tools/list: {e}");
+            }
+            for t in r["result"]["tools"].as_array().into_iter().flatten() {
+                let name = t["name"].as_str().unwrap_or_default();
+                let mark = if warden_filters::tools::valid_name(name) { "" } else { "\t(name refused)" };
+                lines.push(format!("{}\t{}{mark}", name.escape_default(), warden_filters::tools::fingerprint(t)));
+            }
+            match r["result"]["nextCursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        lines.sort();
+        for l in lines {
+            println!("{l}");
+        }
+        Ok(())
+    })
+}

@@ -70,6 +70,8 @@ pub struct RequestCtx {
     pub response_records: Vec<MessageRecord>,
     /// The method of the single request this exchange carries, for response context.
     pub request_method: Option<String>,
+    /// The tool (prompt, resource) that single request named.
+    pub request_target: Option<String>,
     pub counted_inflight: bool,
     /// The client speaks HTTP/2 to the gateway.
     pub downstream_h2: bool,
@@ -106,6 +108,7 @@ impl RequestCtx {
             response_bytes: 0,
             response_records: Vec::new(),
             request_method: None,
+            request_target: None,
             counted_inflight: false,
             direct: false,
             downstream_h2: false,

@@ -85,6 +85,25 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ApikeyCmd,
     },
+    /// Tool definitions of live servers.
+    Tools {
+        #[command(subcommand)]
+        cmd: ToolsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToolsCmd {
+    /// Print `name<TAB>fingerprint` of every tool a server lists, for the
+    /// catalog's `fingerprints:` (approval of pinned definitions).
+    Fingerprint {
+        /// The server's MCP endpoint (Streamable HTTP), e.g. http://10.0.0.5:8000/mcp
+        #[arg(long)]
+        url: String,
+        /// Extra request headers (`name: value`), e.g. credentials.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -175,6 +194,12 @@ fn main() -> ExitCode {
         Cmd::Audit {
             cmd: AuditCmd::Verify { files },
         } => match warden_proxy::cli::audit_verify(&files) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Cmd::Tools {
+            cmd: ToolsCmd::Fingerprint { url, headers },
+        } => match warden_proxy::cli::tools_fingerprint(&url, &headers) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },

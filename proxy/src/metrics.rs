@@ -35,6 +35,10 @@ pub struct Metrics {
     pub policy_cache: prometheus::IntGaugeVec,
     /// Authentication results by method and outcome.
     pub auth: IntCounterVec,
+    /// Calls refused by a quota, by quota name.
+    pub quota_denied: IntCounterVec,
+    /// Tools quarantined (definition changed, or name refused), refreshed at each scrape.
+    pub tools_quarantined: IntGauge,
     /// Bundle reloads by result (`ok`, `failed`).
     pub bundle_reloads: IntCounterVec,
     pub inflight: IntGauge,
@@ -108,6 +112,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "warden_policy_cache_lookups",
             "Policy decision-cache lookups since the active bundle was loaded, by result",
             &["result"]
+        )?,
+        quota_denied: register_int_counter_vec!(
+            "warden_quota_denied_total",
+            "Calls refused by a quota",
+            &["limit"]
+        )?,
+        tools_quarantined: register_int_gauge!(
+            "warden_tools_quarantined",
+            "Tool definitions quarantined until a bundle approves them"
         )?,
         bundle_reloads: register_int_counter_vec!(
             "warden_bundle_reloads_total",

@@ -196,6 +196,7 @@ fn filter_ctx<'a>(
         source_ip: ctx.source_ip,
         direction: Direction::Response,
         request_method: ctx.request_method.as_deref(),
+        request_target: ctx.request_target.as_deref(),
         now: ctx.now,
         justification: ctx.justification.as_deref(),
         keep_arguments: false,
@@ -290,7 +291,10 @@ fn judge_message(
     env: &Envelope,
     bytes: &[u8],
 ) -> Judged {
-    let verdict = rt.snap.chain.run(env, bytes, &filter_ctx(ctx, rt, server));
+    let verdict = rt
+        .snap
+        .chain
+        .run(env, bytes, &filter_ctx(ctx, rt, server), &mut Vec::new());
     let (judged, outcome) = match verdict {
         Verdict::Forward => (Judged::Unchanged, Outcome::Forwarded),
         Verdict::ForwardMutated(b) => (Judged::Replaced(b), Outcome::Mutated { filter: "chain" }),

@@ -31,7 +31,8 @@ pub struct RunOptions {
 /// `timeouts.drain` to finish. SIGINT stops at once.
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (bundle, etag) = crate::bundles::initial(&opts.source)?;
-    let snap = Snapshot::build(&bundle).context("compiling bundle")?;
+    let shared = warden_filters::snapshot::Shared::new();
+    let snap = Snapshot::build_shared(&bundle, Vec::new(), &shared).context("compiling bundle")?;
     let cfg = snap.config.clone();
     let rt = Runtime::new(snap).context("building upstream pools")?;
     let audit_path = opts.audit.clone().or(cfg.audit.path.clone());
@@ -52,7 +53,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         crate::bundles::Source::Dir(d) => format!("dir:{}", d.display()),
         crate::bundles::Source::Http { url, .. } => url.clone(),
     };
-    let gateway = Arc::new(Gateway::new(rt, audit.clone(), source_desc));
+    let gateway = Arc::new(Gateway::new(rt, audit.clone(), source_desc, shared));
 
     let conf = ServerConf {
         threads: opts.threads.max(1),

@@ -230,6 +230,7 @@ impl WardenProxy {
             Parsed::Single(env) => {
                 mcp::check_headers(method_hdr.as_deref(), name_hdr.as_deref(), env)?;
                 ctx.request_method = env.method.clone();
+                ctx.request_target = env.name.clone().or_else(|| env.uri.clone());
             }
             Parsed::Batch(_) if method_hdr.is_some() || name_hdr.is_some() => {
                 return Err(Refusal::header_mismatch(
@@ -248,6 +249,7 @@ impl WardenProxy {
             source_ip: ctx.source_ip,
             direction: Direction::Request,
             request_method: None,
+            request_target: None,
             now: ctx.now,
             justification: ctx.justification.as_deref(),
             keep_arguments: cfg.audit.include_arguments,
@@ -591,6 +593,11 @@ impl ProxyHttp for WardenProxy {
                     .arguments
                     .take()
                     .and_then(|a| serde_json::value::RawValue::from_string(a).ok());
+                if let warden_filters::Outcome::Denied { reason, .. } = &r.outcome {
+                    if let Some(limit) = reason.strip_prefix("quota_exceeded:") {
+                        m.quota_denied.with_label_values(&[limit]).inc();
+                    }
+                }
                 rec.reason = match &r.outcome {
                     warden_filters::Outcome::Denied { reason, .. } => Some(reason.clone()),
                     warden_filters::Outcome::Invalid { reason } => Some(reason.clone()),

@@ -20,11 +20,18 @@ pub struct Gateway {
     pub audit: AuditSink,
     pub tool_labels: LabelGuard,
     pub bundles: crate::bundles::BundleState,
+    /// Quota counters and tool pins, carried across bundle swaps.
+    pub shared: std::sync::Arc<warden_filters::snapshot::Shared>,
     next_request: AtomicU64,
 }
 
 impl Gateway {
-    pub fn new(rt: Runtime, audit: AuditSink, source: String) -> Gateway {
+    pub fn new(
+        rt: Runtime,
+        audit: AuditSink,
+        source: String,
+        shared: std::sync::Arc<warden_filters::snapshot::Shared>,
+    ) -> Gateway {
         metrics()
             .bundle_info
             .with_label_values(&[rt.snap.revision.as_str()])
@@ -37,6 +44,7 @@ impl Gateway {
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
             bundles: crate::bundles::BundleState::new(source, revision),
+            shared,
             audit,
             tool_labels: LabelGuard::new(1000),
             next_request: AtomicU64::new(1),

@@ -194,7 +194,7 @@ async fn example_policy_decides_rbac_abac_justification_and_hides_tools() {
                 seen.contains(&"echo".to_owned()) && seen.contains(&"purge".to_owned()),
                 "{seen:?}"
             );
-            assert_eq!(seen.len(), 10, "{seen:?}");
+            assert_eq!(seen.len(), 12, "{seen:?}");
         }
     }
     assert_eq!(

@@ -1,0 +1,267 @@
+//! Typed quotas, schema options, egress allowlists and tool pinning.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::access::DenialStyle;
+use crate::error::Problems;
+use crate::model::parse_duration;
+use crate::raw;
+
+/// What a quota keeps one counter per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuotaKey {
+    Principal,
+    Tenant,
+    Server,
+    Group,
+    Tool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaKind {
+    /// At most `limit` calls (or cost units) per fixed window.
+    Window {
+        limit: u64,
+        window: Duration,
+        weighted: bool,
+        exact: bool,
+    },
+    /// At most `max` calls in flight.
+    Concurrency { max: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    pub name: String,
+    pub per: Vec<QuotaKey>,
+    pub kind: QuotaKind,
+    pub servers: Vec<String>,
+    pub groups: Vec<String>,
+    pub tools: Vec<String>,
+    pub tenants: Vec<String>,
+    pub methods: Vec<String>,
+    /// Digest of the definition: counters carry over a bundle swap when it is unchanged.
+    pub definition: [u8; 32],
+}
+
+#[derive(Debug, Clone)]
+pub struct Schemas {
+    pub invalid_arguments: DenialStyle,
+    pub validate_output: bool,
+}
+
+impl Default for Schemas {
+    fn default() -> Self {
+        Schemas {
+            invalid_arguments: DenialStyle::ToolError,
+            validate_output: true,
+        }
+    }
+}
+
+/// A host an argument URL may point at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Exact domain (lower case, no trailing dot).
+    Domain(String),
+    /// `*.example.com`: any subdomain (not the apex).
+    Suffix(String),
+    Net(ipnet::IpNet),
+}
+
+impl HostPattern {
+    pub fn parse(s: &str) -> Result<HostPattern, String> {
+        let t = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        if let Ok(n) = t.parse::<ipnet::IpNet>() {
+            return Ok(HostPattern::Net(n));
+        }
+        if let Ok(ip) = t.parse::<IpAddr>() {
+            return Ok(HostPattern::Net(ipnet::IpNet::from(ip)));
+        }
+        let (suffix, name) = match t.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, t.as_str()),
+        };
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(format!("`{s}` is not a host, `*.domain` or CIDR"));
+        }
+        Ok(if suffix {
+            HostPattern::Suffix(format!(".{name}"))
+        } else {
+            HostPattern::Domain(name.to_owned())
+        })
+    }
+
+    /// Whether a normalised host (lower-case domain or IP) matches.
+    pub fn matches_domain(&self, domain: &str) -> bool {
+        match self {
+            HostPattern::Domain(d) => d == domain,
+            HostPattern::Suffix(s) => domain.ends_with(s.as_str()),
+            HostPattern::Net(_) => false,
+        }
+    }
+
+    pub fn matches_ip(&self, ip: IpAddr) -> bool {
+        match self {
+            HostPattern::Net(n) => n.contains(&ip),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Egress {
+    /// Networks upstream addresses must lie in (empty: any).
+    pub upstreams: Vec<ipnet::IpNet>,
+    pub upstream_addrs: Vec<SocketAddr>,
+    pub allow: Vec<HostPattern>,
+    pub detect_urls: bool,
+}
+
+pub(crate) fn host_patterns(list: &[String], base: &str, p: &mut Problems) -> Vec<HostPattern> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            HostPattern::parse(s)
+                .map_err(|e| p.push(format!("{base}[{i}]"), e))
+                .ok()
+        })
+        .collect()
+}
+
+pub(crate) fn quotas(raw: &[raw::QuotaConfig], p: &mut Problems) -> Vec<Quota> {
+    let mut out = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, q) in raw.iter().enumerate() {
+        let base = format!("quotas[{i}]");
+        if q.name.is_empty() || !names.insert(q.name.clone()) {
+            p.push(format!("{base}.name"), "must be a unique, non-empty name");
+        }
+        let mut per = Vec::new();
+        for (j, k) in q.per.iter().enumerate() {
+            per.push(match k.as_str() {
+                "principal" => QuotaKey::Principal,
+                "tenant" => QuotaKey::Tenant,
+                "server" => QuotaKey::Server,
+                "group" => QuotaKey::Group,
+                "tool" => QuotaKey::Tool,
+                o => {
+                    p.push(
+                        format!("{base}.per[{j}]"),
+                        format!("`{o}` is not principal, tenant, server, group or tool"),
+                    );
+                    continue;
+                }
+            });
+        }
+        let kind = match (q.limit, &q.window, q.concurrency) {
+            (Some(limit), Some(w), None) => {
+                let window = parse_duration(w).unwrap_or_else(|e| {
+                    p.push(format!("{base}.window"), e);
+                    Duration::from_secs(1)
+                });
+                if window < Duration::from_secs(1) || window > Duration::from_secs(86_400) {
+                    p.push(format!("{base}.window"), "must be between 1s and 1d");
+                }
+                if window.subsec_nanos() != 0 {
+                    p.push(format!("{base}.window"), "must be whole seconds");
+                }
+                if limit == 0 || limit > u32::MAX as u64 {
+                    p.push(format!("{base}.limit"), "must be between 1 and 4294967295");
+                }
+                QuotaKind::Window {
+                    limit,
+                    window,
+                    weighted: q.weighted,
+                    exact: q.exact.unwrap_or(true),
+                }
+            }
+            (None, None, Some(max)) if max > 0 => QuotaKind::Concurrency { max },
+            _ => {
+                p.push(
+                    base.clone(),
+                    "set `limit` and `window`, or `concurrency` (> 0)",
+                );
+                continue;
+            }
+        };
+        let methods = if q.methods.is_empty() {
+            vec!["tools/call".to_owned()]
+        } else {
+            q.methods.clone()
+        };
+        let mut h = Sha256::new();
+        h.update(format!(
+            "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            q.name, per, kind, q.servers, q.groups, q.tools, q.tenants, methods
+        ));
+        out.push(Quota {
+            name: q.name.clone(),
+            per,
+            kind,
+            servers: q.servers.clone(),
+            groups: q.groups.clone(),
+            tools: q.tools.clone(),
+            tenants: q.tenants.clone(),
+            methods,
+            definition: h.finalize().into(),
+        });
+    }
+    out
+}
+
+pub(crate) fn schemas(raw: &raw::SchemasConfig, p: &mut Problems) -> Schemas {
+    Schemas {
+        invalid_arguments: match raw.invalid_arguments.as_deref() {
+            None | Some("tool_error") => DenialStyle::ToolError,
+            Some("error") => DenialStyle::Error,
+            Some(o) => {
+                p.push(
+                    "schemas.invalid_arguments",
+                    format!("`{o}` is not tool_error or error"),
+                );
+                DenialStyle::ToolError
+            }
+        },
+        validate_output: raw.validate_output.unwrap_or(true),
+    }
+}
+
+pub(crate) fn egress(raw: &raw::EgressConfig, p: &mut Problems) -> Egress {
+    let mut e = Egress {
+        detect_urls: raw.detect_urls.unwrap_or(true),
+        allow: host_patterns(&raw.allow, "egress.allow", p),
+        ..Egress::default()
+    };
+    for (i, u) in raw.upstreams.iter().enumerate() {
+        if let Ok(a) = u.parse::<SocketAddr>() {
+            e.upstream_addrs.push(a);
+        } else if let Ok(n) = u.parse::<ipnet::IpNet>() {
+            e.upstreams.push(n);
+        } else if let Ok(ip) = u.parse::<IpAddr>() {
+            e.upstreams.push(ipnet::IpNet::from(ip));
+        } else {
+            p.push(
+                format!("egress.upstreams[{i}]"),
+                format!("`{u}` is not a CIDR, IP or ip:port"),
+            );
+        }
+    }
+    e
+}
+
+impl Egress {
+    /// Whether an upstream address is allowed.
+    pub fn upstream_allowed(&self, a: SocketAddr) -> bool {
+        (self.upstreams.is_empty() && self.upstream_addrs.is_empty())
+            || self.upstream_addrs.contains(&a)
+            || self.upstreams.iter().any(|n| n.contains(&a.ip()))
+    }
+}

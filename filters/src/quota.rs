@@ -1,0 +1,302 @@
+//! Quotas: exact fixed-window counters, pingora-limits estimates, and
+//! concurrency caps, per any combination of principal, tenant, server, group
+//! and tool.
+//!
+//! Exactness: each (quota, key) has one `AtomicU64` holding the window
+//! number (high 32 bits) and the units used in it (low 32 bits), updated by a
+//! compare-and-swap loop, so concurrent callers can never push a window past
+//! its limit. Memory: counters live in a bounded moka cache; an entry expires
+//! two windows after its last use (when its window is long over, so expiry
+//! never resets a live window). Tables are shared across bundle swaps and
+//! keyed by the quota's definition digest: an unchanged quota keeps counting.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use warden_config::access::ServerCatalog;
+use warden_config::guards::{Quota, QuotaKey, QuotaKind};
+
+use crate::error::{codes, JsonRpcError};
+use crate::filter::{Decision, Denial, FilterContext, Hold, McpFilter, MessageView};
+use crate::jsonrpc::Kind;
+
+/// One counter and how long it must outlive its last use.
+pub struct Counter {
+    value: AtomicU64,
+    keep: Duration,
+}
+
+struct Keep;
+
+impl moka::Expiry<Vec<u8>, Arc<Counter>> for Keep {
+    fn expire_after_create(&self, _: &Vec<u8>, v: &Arc<Counter>, _: std::time::Instant) -> Option<Duration> {
+        Some(v.keep)
+    }
+    fn expire_after_read(
+        &self,
+        _: &Vec<u8>,
+        v: &Arc<Counter>,
+        _: std::time::Instant,
+        _: Option<Duration>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(v.keep)
+    }
+}
+
+/// Counters of every quota, shared by all snapshots of a gateway.
+pub struct QuotaTables {
+    counters: moka::sync::Cache<Vec<u8>, Arc<Counter>, foldhash::fast::RandomState>,
+    estimates: moka::sync::Cache<[u8; 32], Arc<pingora_limits::rate::Rate>>,
+}
+
+impl QuotaTables {
+    /// At most `max_keys` live counters (idle ones are evicted first).
+    pub fn new(max_keys: u64) -> Self {
+        QuotaTables {
+            counters: moka::sync::Cache::builder()
+                .max_capacity(max_keys)
+                .expire_after(Keep)
+                .build_with_hasher(foldhash::fast::RandomState::default()),
+            estimates: moka::sync::Cache::new(1024),
+        }
+    }
+
+    /// Live counters (after pending evictions are applied).
+    pub fn len(&self) -> u64 {
+        self.counters.run_pending_tasks();
+        self.counters.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn counter(&self, key: &[u8], keep: Duration) -> Arc<Counter> {
+        self.counters.get_with_by_ref(key, || {
+            Arc::new(Counter {
+                value: AtomicU64::new(0),
+                keep,
+            })
+        })
+    }
+
+    /// Takes `cost` units from the fixed window containing `now`. `Err` holds
+    /// the seconds until the window ends.
+    pub fn take_window(
+        &self,
+        key: &[u8],
+        limit: u64,
+        window: Duration,
+        cost: u64,
+        now: SystemTime,
+    ) -> Result<(), u64> {
+        let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let w = window.as_secs().max(1);
+        let index = (secs / w) & 0xffff_ffff;
+        let retry = (secs / w + 1) * w - secs;
+        if cost > limit {
+            return Err(retry);
+        }
+        let c = self.counter(key, window * 2 + Duration::from_secs(1));
+        let mut cur = c.value.load(Ordering::Acquire);
+        loop {
+            let (win, used) = (cur >> 32, cur & 0xffff_ffff);
+            let used = if win == index { used } else { 0 };
+            if used + cost > limit {
+                return Err(retry.max(1));
+            }
+            let next = (index << 32) | (used + cost);
+            match c
+                .value
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Ok(()),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Takes one of `max` concurrency slots; the slot is given back when the
+    /// returned guard is dropped.
+    pub fn take_slot(&self, key: &[u8], max: u64) -> Option<Slot> {
+        let c = self.counter(key, Duration::from_secs(3600));
+        c.value
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(c))
+    }
+
+    fn estimate(&self, definition: [u8; 32], window: Duration) -> Arc<pingora_limits::rate::Rate> {
+        self.estimates
+            .get_with(definition, || Arc::new(pingora_limits::rate::Rate::new(window)))
+    }
+}
+
+/// A concurrency slot in use.
+pub struct Slot(Arc<Counter>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.value.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Applies the bundle's quotas to each matching request.
+pub struct QuotaFilter {
+    quotas: Vec<Quota>,
+    tables: Arc<QuotaTables>,
+    catalog: std::collections::HashMap<String, ServerCatalog>,
+}
+
+impl std::fmt::Debug for QuotaFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotaFilter")
+            .field("quotas", &self.quotas.len())
+            .finish()
+    }
+}
+
+fn listed(list: &[String], v: Option<&str>) -> bool {
+    list.is_empty() || v.is_some_and(|v| list.iter().any(|x| x == v))
+}
+
+impl QuotaFilter {
+    pub fn new(
+        quotas: Vec<Quota>,
+        tables: Arc<QuotaTables>,
+        catalog: std::collections::HashMap<String, ServerCatalog>,
+    ) -> Self {
+        QuotaFilter {
+            quotas,
+            tables,
+            catalog,
+        }
+    }
+
+    /// The counter key: the quota's definition, then each `per` field.
+    fn key(q: &Quota, ctx: &FilterContext<'_>, tool: Option<&str>) -> Vec<u8> {
+        let mut k = Vec::with_capacity(64);
+        k.extend_from_slice(&q.definition);
+        for p in &q.per {
+            let v: &str = match p {
+                QuotaKey::Principal => {
+                    k.extend_from_slice(ctx.principal.tenant.as_bytes());
+                    k.push(0);
+                    &ctx.principal.id
+                }
+                QuotaKey::Tenant => &ctx.principal.tenant,
+                QuotaKey::Server => ctx.server,
+                QuotaKey::Group => ctx.group,
+                QuotaKey::Tool => tool.unwrap_or(""),
+            };
+            k.extend_from_slice(v.as_bytes());
+            k.push(0);
+        }
+        k
+    }
+
+    fn denial(q: &Quota, retry_after: u64) -> Denial {
+        Denial::error(
+            JsonRpcError::new(codes::QUOTA_EXCEEDED, format!("Quota `{}` exceeded", q.name))
+                .with_data(serde_json::json!({
+                    "reason": "quota_exceeded",
+                    "limit": q.name,
+                    "retry_after": retry_after,
+                })),
+            format!("quota_exceeded:{}", q.name),
+        )
+    }
+}
+
+impl McpFilter for QuotaFilter {
+    fn name(&self) -> &'static str {
+        "quota"
+    }
+
+    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+        let env = msg.envelope;
+        let (Kind::Request, Some(method)) = (env.kind, env.method.as_deref()) else {
+            return Decision::Pass;
+        };
+        let tool = (method == "tools/call").then_some(env.name.as_deref()).flatten();
+        let mut slots: Vec<Slot> = Vec::new();
+        for q in &self.quotas {
+            if !q.methods.iter().any(|m| m == method)
+                || !listed(&q.servers, Some(ctx.server))
+                || !listed(&q.groups, Some(ctx.group))
+                || !listed(&q.tools, tool)
+                || !listed(&q.tenants, Some(&ctx.principal.tenant))
+            {
+                continue;
+            }
+            let key = Self::key(q, ctx, tool);
+            match &q.kind {
+                QuotaKind::Window {
+                    limit,
+                    window,
+                    weighted,
+                    exact,
+                } => {
+                    let cost = if *weighted {
+                        tool.and_then(|t| self.catalog.get(ctx.server)?.tool(t))
+                            .map_or(1, |t| t.cost)
+                    } else {
+                        1
+                    };
+                    if *exact {
+                        if let Err(retry) = self.tables.take_window(&key, *limit, *window, cost, ctx.now) {
+                            return Decision::Reject(Self::denial(q, retry));
+                        }
+                    } else {
+                        let rate = self.tables.estimate(q.definition, *window);
+                        let seen = rate.observe(&key, cost as isize);
+                        if seen as u64 > *limit {
+                            return Decision::Reject(Self::denial(q, window.as_secs().max(1)));
+                        }
+                    }
+                }
+                QuotaKind::Concurrency { max } => match self.tables.take_slot(&key, *max) {
+                    Some(s) => slots.push(s),
+                    // Slots taken so far are released as `slots` drops.
+                    None => return Decision::Reject(Self::denial(q, 1)),
+                },
+            }
+        }
+        if slots.is_empty() {
+            Decision::Pass
+        } else {
+            Decision::PassHolding(Hold(Box::new(slots)))
+        }
+    }
+
+    fn inspects_responses(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_roll_over_and_slots_come_back() {
+        let t = QuotaTables::new(1000);
+        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let w = Duration::from_secs(10);
+        for _ in 0..3 {
+            assert!(t.take_window(b"k", 3, w, 1, at(100)).is_ok());
+        }
+        assert_eq!(t.take_window(b"k", 3, w, 1, at(105)), Err(5));
+        assert!(t.take_window(b"k", 3, w, 1, at(110)).is_ok(), "next window");
+        assert_eq!(t.take_window(b"k", 3, w, 3, at(111)), Err(9));
+        assert!(t.take_window(b"other", 3, w, 3, at(111)).is_ok());
+        let a = t.take_slot(b"c", 2).expect("1");
+        let b = t.take_slot(b"c", 2).expect("2");
+        assert!(t.take_slot(b"c", 2).is_none());
+        drop(a);
+        let c = t.take_slot(b"c", 2).expect("released");
+        drop((b, c));
+    }
+}

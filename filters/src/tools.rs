@@ -1,0 +1,433 @@
+//! Tool definitions as servers advertise them: fingerprints, pinning and
+//! quarantine (rug-pull defence), and the argument / output schemas that go
+//! with them.
+//!
+//! Each definition a server lists is fingerprinted over its name, title,
+//! description, input and output schema and annotations (canonical JSON,
+//! SHA-256). The first definition seen (or one the bundle approves) is pinned;
+//! a later, different one — after `list_changed`, a restart, or a rename — is
+//! quarantined: hidden from lists and refused on call until the bundle lists
+//! its fingerprint. Names outside MCP's `[A-Za-z0-9_.-]{1,128}` (look-alike
+//! Unicode included) and names that collide ignoring case are refused.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+use warden_config::access::ServerCatalog;
+
+use crate::error::{codes, JsonRpcError};
+use crate::filter::{Decision, Denial, FilterContext, McpFilter, MessageView};
+use crate::jsonrpc::Kind;
+
+/// A compiled JSON Schema (draft 2020-12 by default, or the one `$schema` names).
+pub type Schema = Arc<jsonschema::Validator>;
+
+/// Compiles a schema once; `None` when it does not compile.
+pub fn compile(schema: &Json) -> Option<Schema> {
+    jsonschema::validator_for(schema).ok().map(Arc::new)
+}
+
+#[derive(Clone)]
+pub struct Pinned {
+    pub fingerprint: String,
+    /// Fingerprint of the definition without its name (to spot renames).
+    pub body: String,
+    /// Set when a different definition was seen and not approved.
+    pub quarantined: Option<String>,
+    pub input: Option<Schema>,
+    pub output: Option<Schema>,
+    /// The advertised input schema (its `format`s mark URL arguments).
+    pub input_json: Option<Arc<Json>>,
+}
+
+/// Pinned definitions of every server, shared by all snapshots of a gateway.
+#[derive(Default)]
+pub struct ToolPins {
+    map: ArcSwap<HashMap<(String, String), Pinned>>,
+}
+
+impl ToolPins {
+    pub fn get(&self, server: &str, tool: &str) -> Option<Pinned> {
+        self.map
+            .load()
+            .get(&(server.to_owned(), tool.to_owned()))
+            .cloned()
+    }
+
+    /// `(server, tool, new fingerprint)` of every quarantined tool.
+    pub fn quarantined(&self) -> Vec<(String, String, String)> {
+        self.map
+            .load()
+            .iter()
+            .filter_map(|((s, t), p)| p.quarantined.clone().map(|f| (s.clone(), t.clone(), f)))
+            .collect()
+    }
+}
+
+fn canonical_hash(v: &Json) -> String {
+    // serde_json without `preserve_order` writes object keys sorted.
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(serde_json::to_vec(v).unwrap_or_default()))
+    )
+}
+
+/// The fingerprint of a tool definition (what `warden tools fingerprint` prints).
+pub fn fingerprint(tool: &Json) -> String {
+    let pick = |k: &str| tool.get(k).cloned().unwrap_or(Json::Null);
+    canonical_hash(&serde_json::json!({
+        "name": pick("name"),
+        "title": pick("title"),
+        "description": pick("description"),
+        "inputSchema": pick("inputSchema"),
+        "outputSchema": pick("outputSchema"),
+        "annotations": pick("annotations"),
+    }))
+}
+
+fn body_fingerprint(tool: &Json) -> String {
+    let mut t = tool.clone();
+    if let Some(o) = t.as_object_mut() {
+        o.remove("name");
+    }
+    fingerprint(&t)
+}
+
+/// MCP tool names: 1–128 of `A-Z a-z 0-9 _ - .`.
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// Pins tool definitions from `tools/list` results and refuses quarantined tools.
+pub struct PinFilter {
+    pins: Arc<ToolPins>,
+    catalog: HashMap<String, ServerCatalog>,
+}
+
+impl std::fmt::Debug for PinFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PinFilter")
+    }
+}
+
+impl PinFilter {
+    pub fn new(pins: Arc<ToolPins>, catalog: HashMap<String, ServerCatalog>) -> Self {
+        PinFilter { pins, catalog }
+    }
+
+    fn approved(&self, server: &str, tool: &str) -> &[String] {
+        self.catalog
+            .get(server)
+            .and_then(|c| c.tool(tool))
+            .map_or(&[], |t| t.fingerprints.as_slice())
+    }
+
+    /// Judges one listed tool; returns whether it may be shown.
+    fn judge(&self, server: &str, tool: &Json, map: &mut HashMap<(String, String), Pinned>) -> bool {
+        let Some(name) = tool.get("name").and_then(Json::as_str) else {
+            return false;
+        };
+        let fp = fingerprint(tool);
+        let body = body_fingerprint(tool);
+        let approved = self.approved(server, name);
+        let ok_by_bundle = approved.iter().any(|a| *a == fp);
+        let key = (server.to_owned(), name.to_owned());
+        let schemas = || {
+            (
+                tool.get("inputSchema").and_then(compile),
+                tool.get("outputSchema").and_then(compile),
+            )
+        };
+        match map.get_mut(&key) {
+            Some(p) if p.fingerprint == fp => p.quarantined.is_none(),
+            Some(p) if ok_by_bundle => {
+                let (input, output) = schemas();
+                *p = Pinned {
+                    fingerprint: fp,
+                    body,
+                    quarantined: None,
+                    input,
+                    output,
+                    input_json: tool.get("inputSchema").cloned().map(Arc::new),
+                };
+                true
+            }
+            Some(p) => {
+                p.quarantined = Some(fp);
+                false
+            }
+            None => {
+                // Unseen name: quarantined when the bundle pinned something
+                // else up front, or when it is a known tool under a new name.
+                let renamed = map
+                    .iter()
+                    .any(|((s, n), p)| s == server && n != name && p.body == body);
+                let bad = (!approved.is_empty() && !ok_by_bundle) || (renamed && !ok_by_bundle);
+                let (input, output) = schemas();
+                map.insert(
+                    key,
+                    Pinned {
+                        fingerprint: if bad { String::new() } else { fp.clone() },
+                        body,
+                        quarantined: bad.then_some(fp),
+                        input,
+                        output,
+                        input_json: tool.get("inputSchema").cloned().map(Arc::new),
+                    },
+                );
+                !bad
+            }
+        }
+    }
+}
+
+impl McpFilter for PinFilter {
+    fn name(&self) -> &'static str {
+        "tool_pinning"
+    }
+
+    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+        let env = msg.envelope;
+        if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
+            return Decision::Pass;
+        }
+        let Some(tool) = env.name.as_deref() else {
+            return Decision::Pass;
+        };
+        let refused = if !valid_name(tool) {
+            Some("tool_name_invalid")
+        } else if self
+            .pins
+            .get(ctx.server, tool)
+            .is_some_and(|p| p.quarantined.is_some())
+        {
+            Some("tool_quarantined")
+        } else {
+            None
+        };
+        match refused {
+            None => Decision::Pass,
+            Some(reason) => Decision::Reject(Denial::error(
+                JsonRpcError::new(
+                    codes::TOOL_QUARANTINED,
+                    format!("Tool `{}` is quarantined: its definition changed or its name is not allowed", tool.escape_default()),
+                )
+                .with_data(serde_json::json!({"reason": reason})),
+                reason,
+            )),
+        }
+    }
+
+    fn on_response(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+        let env = msg.envelope;
+        if env.kind != Kind::Response || env.is_error || ctx.request_method != Some("tools/list") {
+            return Decision::Pass;
+        }
+        let Ok(mut v) = serde_json::from_slice::<Json>(msg.bytes) else {
+            return Decision::Pass;
+        };
+        let Some(tools) = v
+            .get_mut("result")
+            .and_then(|r| r.get_mut("tools"))
+            .and_then(Json::as_array_mut)
+        else {
+            return Decision::Pass;
+        };
+        // Names that collide ignoring case are all refused.
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for t in tools.iter() {
+            if let Some(n) = t.get("name").and_then(Json::as_str) {
+                *seen.entry(n.to_ascii_lowercase()).or_default() += 1;
+            }
+        }
+        let before = tools.len();
+        let mut map = (**self.pins.map.load()).clone();
+        tools.retain(|t| {
+            let Some(n) = t.get("name").and_then(Json::as_str) else {
+                return false;
+            };
+            valid_name(n)
+                && seen.get(&n.to_ascii_lowercase()) == Some(&1)
+                && self.judge(ctx.server, t, &mut map)
+        });
+        self.pins.map.store(Arc::new(map));
+        if tools.len() == before {
+            return Decision::Pass;
+        }
+        match serde_json::to_vec(&v) {
+            Ok(b) => Decision::Mutated(b),
+            Err(_) => Decision::Pass,
+        }
+    }
+}
+
+/// Validates `tools/call` arguments and `structuredContent` against the
+/// catalog's schemas, or those pinned from the server's own definitions.
+pub struct SchemaFilter {
+    pins: Arc<ToolPins>,
+    /// Catalog schemas, compiled at bundle build: (server, tool) → (input, output).
+    catalog: HashMap<(String, String), (Option<Schema>, Option<Schema>)>,
+    tool_error: bool,
+    validate_output: bool,
+}
+
+impl std::fmt::Debug for SchemaFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SchemaFilter")
+    }
+}
+
+impl SchemaFilter {
+    pub fn new(
+        pins: Arc<ToolPins>,
+        catalog: &HashMap<String, ServerCatalog>,
+        tool_error: bool,
+        validate_output: bool,
+    ) -> Self {
+        let mut compiled = HashMap::new();
+        for (server, c) in catalog {
+            for (tool, t) in &c.tools {
+                let input = t.input_schema.as_deref().and_then(compile);
+                let output = t.output_schema.as_deref().and_then(compile);
+                if input.is_some() || output.is_some() {
+                    compiled.insert((server.clone(), tool.clone()), (input, output));
+                }
+            }
+        }
+        SchemaFilter {
+            pins,
+            catalog: compiled,
+            tool_error,
+            validate_output,
+        }
+    }
+
+    fn schemas(&self, server: &str, tool: &str) -> (Option<Schema>, Option<Schema>) {
+        let cat = self.catalog.get(&(server.to_owned(), tool.to_owned()));
+        let pin = self.pins.get(server, tool);
+        (
+            cat.and_then(|c| c.0.clone())
+                .or_else(|| pin.as_ref().and_then(|p| p.input.clone())),
+            cat.and_then(|c| c.1.clone())
+                .or_else(|| pin.as_ref().and_then(|p| p.output.clone())),
+        )
+    }
+}
+
+/// Up to five validation messages, each with the instance path.
+pub fn problems(schema: &jsonschema::Validator, v: &Json) -> Vec<String> {
+    schema
+        .iter_errors(v)
+        .take(5)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("{at}: {e}")
+            }
+        })
+        .collect()
+}
+
+impl McpFilter for SchemaFilter {
+    fn name(&self) -> &'static str {
+        "schema"
+    }
+
+    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+        let env = msg.envelope;
+        if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
+            return Decision::Pass;
+        }
+        let Some(tool) = env.name.as_deref() else {
+            return Decision::Pass;
+        };
+        let (Some(schema), _) = self.schemas(ctx.server, tool) else {
+            return Decision::Pass;
+        };
+        let args: Json = match crate::jsonrpc::params_arguments(msg.bytes) {
+            Some(raw) => serde_json::from_str(raw).unwrap_or(Json::Null),
+            None => Json::Object(Default::default()),
+        };
+        let found = problems(&schema, &args);
+        if found.is_empty() {
+            return Decision::Pass;
+        }
+        let text = format!("Invalid arguments for tool `{tool}`:\n- {}", found.join("\n- "));
+        let error = JsonRpcError::new(codes::INVALID_PARAMS, text.clone())
+            .with_data(serde_json::json!({"reason": "arguments_invalid", "errors": found}));
+        Decision::Reject(Denial {
+            error,
+            reason: "arguments_invalid".into(),
+            result: self.tool_error.then(|| {
+                serde_json::json!({"content": [{"type": "text", "text": text}], "isError": true})
+            }),
+        })
+    }
+
+    fn on_response(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+        let env = msg.envelope;
+        if !self.validate_output
+            || env.kind != Kind::Response
+            || env.is_error
+            || ctx.request_method != Some("tools/call")
+        {
+            return Decision::Pass;
+        }
+        let Some(tool) = ctx.request_target else {
+            return Decision::Pass;
+        };
+        let (_, Some(schema)) = self.schemas(ctx.server, tool) else {
+            return Decision::Pass;
+        };
+        let Ok(v) = serde_json::from_slice::<Json>(msg.bytes) else {
+            return Decision::Pass;
+        };
+        let result = &v["result"];
+        if result["isError"] == true {
+            return Decision::Pass;
+        }
+        let found = match result.get("structuredContent") {
+            Some(sc) => problems(&schema, sc),
+            None => vec!["the tool declares an outputSchema but returned no structuredContent".into()],
+        };
+        if found.is_empty() {
+            return Decision::Pass;
+        }
+        let text = format!(
+            "The output of tool `{tool}` does not match its outputSchema:\n- {}",
+            found.join("\n- ")
+        );
+        Decision::Reject(Denial {
+            error: JsonRpcError::new(codes::INTERNAL_ERROR, text.clone()),
+            reason: "output_invalid".into(),
+            result: Some(serde_json::json!({"content": [{"type": "text", "text": text}], "isError": true})),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_fingerprints() {
+        assert!(valid_name("get_weather.v2-beta"));
+        assert!(!valid_name("ec\u{ff48}o"), "fullwidth h");
+        assert!(!valid_name("e\u{0441}ho"), "Cyrillic es");
+        assert!(!valid_name(""));
+        let a = serde_json::json!({"name":"x","description":"d","inputSchema":{"type":"object"}});
+        let b = serde_json::json!({"inputSchema":{"type":"object"},"description":"d","name":"x"});
+        assert_eq!(fingerprint(&a), fingerprint(&b), "key order does not matter");
+        let c = serde_json::json!({"name":"x","description":"d!","inputSchema":{"type":"object"}});
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+    }
+}
