@@ -159,7 +159,15 @@ pub fn check(value: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
     }
 }
 
-const URL_FORMATS: &[&str] = &["uri", "url", "iri", "uri-reference", "iri-reference", "hostname", "idn-hostname"];
+const URL_FORMATS: &[&str] = &[
+    "uri",
+    "url",
+    "iri",
+    "uri-reference",
+    "iri-reference",
+    "hostname",
+    "idn-hostname",
+];
 
 pub struct EgressFilter {
     global: Vec<HostPattern>,
@@ -234,14 +242,23 @@ impl McpFilter for EgressFilter {
             return Decision::Pass;
         };
         // Declared URL arguments: the catalog's names and the schema's formats.
-        let mut declared: Vec<String> = tool_cat.map(|t| t.url_arguments.clone()).unwrap_or_default();
+        let mut declared: Vec<String> = tool_cat
+            .map(|t| t.url_arguments.clone())
+            .unwrap_or_default();
         let schema_props = tool_cat.and_then(|t| t.input_schema.clone()).or_else(|| {
             // The server's own advertised schema, as pinned from tools/list.
             self.pins.get(ctx.server, tool).and_then(|p| p.input_json)
         });
-        if let Some(props) = schema_props.as_ref().and_then(|s| s.get("properties")).and_then(Json::as_object) {
+        if let Some(props) = schema_props
+            .as_ref()
+            .and_then(|s| s.get("properties"))
+            .and_then(Json::as_object)
+        {
             for (k, p) in props {
-                if p.get("format").and_then(Json::as_str).is_some_and(|f| URL_FORMATS.contains(&f)) {
+                if p.get("format")
+                    .and_then(Json::as_str)
+                    .is_some_and(|f| URL_FORMATS.contains(&f))
+                {
                     declared.push(k.clone());
                 }
             }
@@ -270,8 +287,18 @@ impl McpFilter for EgressFilter {
         let allow: Vec<&HostPattern> = self
             .global
             .iter()
-            .chain(server_cat.map(|c| c.egress_allow.iter()).into_iter().flatten())
-            .chain(tool_cat.map(|t| t.egress_allow.iter()).into_iter().flatten())
+            .chain(
+                server_cat
+                    .map(|c| c.egress_allow.iter())
+                    .into_iter()
+                    .flatten(),
+            )
+            .chain(
+                tool_cat
+                    .map(|t| t.egress_allow.iter())
+                    .into_iter()
+                    .flatten(),
+            )
             .collect();
         for (arg, v) in values {
             if let Err(rule) = check(v, &allow) {
@@ -340,7 +367,11 @@ mod tests {
         }
         assert_eq!(check("http://0x7f.1/", &[]), Err("ssrf_loopback"));
         assert_eq!(check("http://169.254.169.254/", &[]), Err("ssrf_metadata"));
-        for v in ["https://api.example.com/v1", "http://93.184.216.34/", "example.org:443"] {
+        for v in [
+            "https://api.example.com/v1",
+            "http://93.184.216.34/",
+            "example.org:443",
+        ] {
             assert_eq!(check(v, &[]), Ok(()), "{v}");
         }
     }
@@ -354,10 +385,23 @@ mod tests {
         let refs: Vec<&HostPattern> = allow.iter().collect();
         assert_eq!(check("https://api.example.com/", &refs), Ok(()));
         assert_eq!(check("https://API.Example.COM./", &refs), Ok(()));
-        assert_eq!(check("https://example.com/", &refs), Err("egress_not_allowlisted"));
-        assert_eq!(check("https://evil.com/", &refs), Err("egress_not_allowlisted"));
-        assert_eq!(check("http://10.1.2.3/", &refs), Ok(()), "an explicit CIDR overrides");
+        assert_eq!(
+            check("https://example.com/", &refs),
+            Err("egress_not_allowlisted")
+        );
+        assert_eq!(
+            check("https://evil.com/", &refs),
+            Err("egress_not_allowlisted")
+        );
+        assert_eq!(
+            check("http://10.1.2.3/", &refs),
+            Ok(()),
+            "an explicit CIDR overrides"
+        );
         assert_eq!(check("http://10.2.0.1/", &refs), Err("ssrf_private"));
-        assert_eq!(check("https://api.example.com.evil.com/", &refs), Err("egress_not_allowlisted"));
+        assert_eq!(
+            check("https://api.example.com.evil.com/", &refs),
+            Err("egress_not_allowlisted")
+        );
     }
 }

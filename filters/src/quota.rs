@@ -30,7 +30,12 @@ pub struct Counter {
 struct Keep;
 
 impl moka::Expiry<Vec<u8>, Arc<Counter>> for Keep {
-    fn expire_after_create(&self, _: &Vec<u8>, v: &Arc<Counter>, _: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &Vec<u8>,
+        v: &Arc<Counter>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
         Some(v.keep)
     }
     fn expire_after_read(
@@ -82,8 +87,11 @@ impl QuotaTables {
         })
     }
 
-    /// Takes `cost` units from the fixed window containing `now`. `Err` holds
-    /// the seconds until the window ends.
+    /// Takes `cost` units from the fixed window containing `now`, and returns
+    /// the number of the window charged. A call stamped earlier than the
+    /// window already in the counter (requests racing across a boundary) is
+    /// charged to that newer window: windows never move back, so none can be
+    /// reset and refilled. `Err` holds the seconds until the window ends.
     pub fn take_window(
         &self,
         key: &[u8],
@@ -91,8 +99,10 @@ impl QuotaTables {
         window: Duration,
         cost: u64,
         now: SystemTime,
-    ) -> Result<(), u64> {
-        let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    ) -> Result<u64, u64> {
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let w = window.as_secs().max(1);
         let index = (secs / w) & 0xffff_ffff;
         let retry = (secs / w + 1) * w - secs;
@@ -103,16 +113,22 @@ impl QuotaTables {
         let mut cur = c.value.load(Ordering::Acquire);
         loop {
             let (win, used) = (cur >> 32, cur & 0xffff_ffff);
-            let used = if win == index { used } else { 0 };
+            // Window numbers wrap at 2^32 (136 years of 1 s windows): compare mod 2^32.
+            let newer_stored = win != index && (win.wrapping_sub(index) & 0xffff_ffff) < (1 << 31);
+            let (charge, used) = if win == index || newer_stored {
+                (win, used)
+            } else {
+                (index, 0)
+            };
             if used + cost > limit {
                 return Err(retry.max(1));
             }
-            let next = (index << 32) | (used + cost);
+            let next = (charge << 32) | (used + cost);
             match c
                 .value
                 .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(charge),
                 Err(actual) => cur = actual,
             }
         }
@@ -123,14 +139,17 @@ impl QuotaTables {
     pub fn take_slot(&self, key: &[u8], max: u64) -> Option<Slot> {
         let c = self.counter(key, Duration::from_secs(3600));
         c.value
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
             .map(|_| Slot(c))
     }
 
     fn estimate(&self, definition: [u8; 32], window: Duration) -> Arc<pingora_limits::rate::Rate> {
-        self.estimates
-            .get_with(definition, || Arc::new(pingora_limits::rate::Rate::new(window)))
+        self.estimates.get_with(definition, || {
+            Arc::new(pingora_limits::rate::Rate::new(window))
+        })
     }
 }
 
@@ -199,12 +218,15 @@ impl QuotaFilter {
 
     fn denial(q: &Quota, retry_after: u64) -> Denial {
         Denial::error(
-            JsonRpcError::new(codes::QUOTA_EXCEEDED, format!("Quota `{}` exceeded", q.name))
-                .with_data(serde_json::json!({
-                    "reason": "quota_exceeded",
-                    "limit": q.name,
-                    "retry_after": retry_after,
-                })),
+            JsonRpcError::new(
+                codes::QUOTA_EXCEEDED,
+                format!("Quota `{}` exceeded", q.name),
+            )
+            .with_data(serde_json::json!({
+                "reason": "quota_exceeded",
+                "limit": q.name,
+                "retry_after": retry_after,
+            })),
             format!("quota_exceeded:{}", q.name),
         )
     }
@@ -220,7 +242,9 @@ impl McpFilter for QuotaFilter {
         let (Kind::Request, Some(method)) = (env.kind, env.method.as_deref()) else {
             return Decision::Pass;
         };
-        let tool = (method == "tools/call").then_some(env.name.as_deref()).flatten();
+        let tool = (method == "tools/call")
+            .then_some(env.name.as_deref())
+            .flatten();
         let mut slots: Vec<Slot> = Vec::new();
         for q in &self.quotas {
             if !q.methods.iter().any(|m| m == method)
@@ -246,7 +270,10 @@ impl McpFilter for QuotaFilter {
                         1
                     };
                     if *exact {
-                        if let Err(retry) = self.tables.take_window(&key, *limit, *window, cost, ctx.now) {
+                        if let Err(retry) = self
+                            .tables
+                            .take_window(&key, *limit, *window, cost, ctx.now)
+                        {
                             return Decision::Reject(Self::denial(q, retry));
                         }
                     } else {
@@ -286,11 +313,15 @@ mod tests {
         let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
         let w = Duration::from_secs(10);
         for _ in 0..3 {
-            assert!(t.take_window(b"k", 3, w, 1, at(100)).is_ok());
+            assert_eq!(t.take_window(b"k", 3, w, 1, at(100)), Ok(10));
         }
         assert_eq!(t.take_window(b"k", 3, w, 1, at(105)), Err(5));
-        assert!(t.take_window(b"k", 3, w, 1, at(110)).is_ok(), "next window");
+        assert_eq!(t.take_window(b"k", 3, w, 1, at(110)), Ok(11), "next window");
         assert_eq!(t.take_window(b"k", 3, w, 3, at(111)), Err(9));
+        // A late call from window 10 is charged to window 11.
+        assert_eq!(t.take_window(b"k", 3, w, 1, at(109)), Ok(11));
+        assert_eq!(t.take_window(b"k", 3, w, 1, at(109)), Ok(11));
+        assert_eq!(t.take_window(b"k", 3, w, 1, at(109)), Err(1));
         assert!(t.take_window(b"other", 3, w, 3, at(111)).is_ok());
         let a = t.take_slot(b"c", 2).expect("1");
         let b = t.take_slot(b"c", 2).expect("2");

@@ -100,8 +100,7 @@ fn body_fingerprint(tool: &Json) -> String {
 pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 128
-        && n
-            .bytes()
+        && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
@@ -130,14 +129,19 @@ impl PinFilter {
     }
 
     /// Judges one listed tool; returns whether it may be shown.
-    fn judge(&self, server: &str, tool: &Json, map: &mut HashMap<(String, String), Pinned>) -> bool {
+    fn judge(
+        &self,
+        server: &str,
+        tool: &Json,
+        map: &mut HashMap<(String, String), Pinned>,
+    ) -> bool {
         let Some(name) = tool.get("name").and_then(Json::as_str) else {
             return false;
         };
         let fp = fingerprint(tool);
         let body = body_fingerprint(tool);
         let approved = self.approved(server, name);
-        let ok_by_bundle = approved.iter().any(|a| *a == fp);
+        let ok_by_bundle = approved.contains(&fp);
         let key = (server.to_owned(), name.to_owned());
         let schemas = || {
             (
@@ -169,7 +173,7 @@ impl PinFilter {
                 let renamed = map
                     .iter()
                     .any(|((s, n), p)| s == server && n != name && p.body == body);
-                let bad = (!approved.is_empty() && !ok_by_bundle) || (renamed && !ok_by_bundle);
+                let bad = !ok_by_bundle && (!approved.is_empty() || renamed);
                 let (input, output) = schemas();
                 map.insert(
                     key,
@@ -361,7 +365,10 @@ impl McpFilter for SchemaFilter {
         if found.is_empty() {
             return Decision::Pass;
         }
-        let text = format!("Invalid arguments for tool `{tool}`:\n- {}", found.join("\n- "));
+        let text = format!(
+            "Invalid arguments for tool `{tool}`:\n- {}",
+            found.join("\n- ")
+        );
         let error = JsonRpcError::new(codes::INVALID_PARAMS, text.clone())
             .with_data(serde_json::json!({"reason": "arguments_invalid", "errors": found}));
         Decision::Reject(Denial {
@@ -397,7 +404,9 @@ impl McpFilter for SchemaFilter {
         }
         let found = match result.get("structuredContent") {
             Some(sc) => problems(&schema, sc),
-            None => vec!["the tool declares an outputSchema but returned no structuredContent".into()],
+            None => {
+                vec!["the tool declares an outputSchema but returned no structuredContent".into()]
+            }
         };
         if found.is_empty() {
             return Decision::Pass;
@@ -409,7 +418,9 @@ impl McpFilter for SchemaFilter {
         Decision::Reject(Denial {
             error: JsonRpcError::new(codes::INTERNAL_ERROR, text.clone()),
             reason: "output_invalid".into(),
-            result: Some(serde_json::json!({"content": [{"type": "text", "text": text}], "isError": true})),
+            result: Some(
+                serde_json::json!({"content": [{"type": "text", "text": text}], "isError": true}),
+            ),
         })
     }
 }
@@ -426,7 +437,11 @@ mod tests {
         assert!(!valid_name(""));
         let a = serde_json::json!({"name":"x","description":"d","inputSchema":{"type":"object"}});
         let b = serde_json::json!({"inputSchema":{"type":"object"},"description":"d","name":"x"});
-        assert_eq!(fingerprint(&a), fingerprint(&b), "key order does not matter");
+        assert_eq!(
+            fingerprint(&a),
+            fingerprint(&b),
+            "key order does not matter"
+        );
         let c = serde_json::json!({"name":"x","description":"d!","inputSchema":{"type":"object"}});
         assert_ne!(fingerprint(&a), fingerprint(&c));
     }

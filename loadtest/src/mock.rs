@@ -169,9 +169,17 @@ impl Mock {
         if path == "/__mock/tools" {
             // Rug pull on demand: the body is a tool definition that replaces
             // (by name) or joins the advertised list.
-            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let Ok(def) = serde_json::from_slice::<Value>(&body) else {
-                return Ok(json_resp(StatusCode::BAD_REQUEST, &json!({"error": "not JSON"})));
+                return Ok(json_resp(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "not JSON"}),
+                ));
             };
             if let Ok(mut c) = self.tool_changes.lock() {
                 c.push(def);
@@ -459,7 +467,9 @@ impl Mock {
                     "structured" => {
                         let value = args.get("value").cloned().unwrap_or(Value::Null);
                         (
-                            Some(json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":value.to_string()}],"structuredContent":{"value":value}}})),
+                            Some(
+                                json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":value.to_string()}],"structuredContent":{"value":value}}}),
+                            ),
                             None,
                             None,
                         )

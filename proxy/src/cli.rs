@@ -147,7 +147,11 @@ async fn rpc(
     }
     let id = body.get("id").cloned();
     let resp = req.json(&body).send().await?;
-    if let Some(s) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+    if let Some(s) = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
         *session = Some(s.to_owned());
     }
     let status = resp.status();
@@ -187,7 +191,9 @@ pub fn tools_fingerprint(url: &str, headers: &[String]) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("header `{h}` is not `name: value`"))
         })
         .collect::<anyhow::Result<_>>()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
