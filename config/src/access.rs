@@ -240,6 +240,10 @@ impl Secret {
     }
 }
 
+pub(crate) fn secret(v: String) -> Secret {
+    Secret(v)
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(…)")

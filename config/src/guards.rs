@@ -265,3 +265,199 @@ impl Egress {
             || self.upstreams.iter().any(|n| n.contains(&a.ip()))
     }
 }
+
+/// Which way a message travels, as DLP rules name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlpDirection {
+    Request,
+    Response,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlpAction {
+    /// Refuse the message (a denial naming the rules, never the text).
+    Block,
+    /// Replace each match with the mask or a keyed hash token.
+    Redact,
+    /// Remove each match.
+    Strip,
+    /// Record only.
+    Log,
+}
+
+impl DlpAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlpAction::Block => "block",
+            DlpAction::Redact => "redact",
+            DlpAction::Strip => "strip",
+            DlpAction::Log => "log",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DlpRule {
+    pub name: String,
+    /// Detector names, `prefix_*`, `category:pii|secret|injection`, or `*`.
+    pub detectors: Vec<String>,
+    pub request: bool,
+    pub response: bool,
+    /// Applies to calls of tools at least this risky (others: any message).
+    pub min_risk: Option<crate::access::Risk>,
+    pub action: DlpAction,
+    /// Replacement text for `redact`; `{detector}` and `{rule}` are filled in.
+    pub mask: String,
+    /// Redact with a stable keyed hash token instead of the mask.
+    pub hash: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CustomDetector {
+    pub name: String,
+    pub regex: Option<String>,
+    /// Literals that must occur for the regex to run (none: runs on every string).
+    pub anchors: Vec<String>,
+    /// Words matched as whole words, case-insensitively.
+    pub keywords: Vec<String>,
+    /// SHA-256 hex of lower-cased tokens (e.g. hashed customer ids).
+    pub dictionary_sha256: Vec<String>,
+    pub secret: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Dlp {
+    pub rules: Vec<DlpRule>,
+    pub custom: Vec<CustomDetector>,
+    pub hash_key: Option<crate::access::Secret>,
+}
+
+impl Dlp {
+    /// The first rule that covers this finding.
+    pub fn rule_for(
+        &self,
+        detector: &str,
+        category: &str,
+        dir: DlpDirection,
+        risk: crate::access::Risk,
+    ) -> Option<&DlpRule> {
+        self.rules.iter().find(|r| {
+            let dir_ok = match dir {
+                DlpDirection::Request => r.request,
+                DlpDirection::Response => r.response,
+            };
+            dir_ok
+                && r.min_risk.is_none_or(|m| risk >= m)
+                && r.detectors.iter().any(|d| {
+                    d == "*"
+                        || d == detector
+                        || d.strip_prefix("category:") == Some(category)
+                        || d.strip_suffix('*').is_some_and(|p| detector.starts_with(p))
+                })
+        })
+    }
+}
+
+pub(crate) fn dlp(raw: &raw::DlpConfig, p: &mut Problems) -> Dlp {
+    let mut rules = Vec::new();
+    for (i, r) in raw.rules.iter().enumerate() {
+        let base = format!("dlp.rules[{i}]");
+        let action = match r.action.as_str() {
+            "block" => DlpAction::Block,
+            "redact" => DlpAction::Redact,
+            "strip" => DlpAction::Strip,
+            "log" | "flag" => DlpAction::Log,
+            o => {
+                p.push(
+                    format!("{base}.action"),
+                    format!("`{o}` is not block, redact, strip or log"),
+                );
+                continue;
+            }
+        };
+        let (request, response) = match r.direction.as_deref() {
+            None | Some("both") => (true, true),
+            Some("request") => (true, false),
+            Some("response") => (false, true),
+            Some(o) => {
+                p.push(
+                    format!("{base}.direction"),
+                    format!("`{o}` is not request, response or both"),
+                );
+                (true, true)
+            }
+        };
+        let min_risk = r.min_risk.as_deref().and_then(|x| {
+            crate::access::Risk::parse(x).or_else(|| {
+                p.push(
+                    format!("{base}.min_risk"),
+                    format!("`{x}` is not a risk level"),
+                );
+                None
+            })
+        });
+        if r.detectors.is_empty() {
+            p.push(
+                format!("{base}.detectors"),
+                "name at least one detector (or `*`)",
+            );
+        }
+        rules.push(DlpRule {
+            name: r.name.clone(),
+            detectors: r.detectors.clone(),
+            request,
+            response,
+            min_risk,
+            action,
+            mask: r
+                .mask
+                .clone()
+                .unwrap_or_else(|| "[REDACTED:{detector}]".into()),
+            hash: r.hash.unwrap_or(false),
+        });
+    }
+    let custom = raw
+        .custom
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if c.regex.is_none() && c.keywords.is_empty() && c.dictionary_sha256.is_empty() {
+                p.push(
+                    format!("dlp.custom[{i}]"),
+                    "needs regex, keywords or dictionary_sha256",
+                );
+            }
+            if let Some(r) = &c.regex {
+                if let Err(e) = regex::Regex::new(r) {
+                    p.push(format!("dlp.custom[{i}].regex"), e.to_string());
+                }
+            }
+            CustomDetector {
+                name: c.name.clone(),
+                regex: c.regex.clone(),
+                anchors: c.anchors.clone(),
+                keywords: c.keywords.clone(),
+                dictionary_sha256: c.dictionary_sha256.clone(),
+                secret: c.secret.unwrap_or(false),
+            }
+        })
+        .collect();
+    let hash_key = raw
+        .hash_key_env
+        .as_ref()
+        .and_then(|var| match std::env::var(var) {
+            Ok(v) if v.len() >= 16 => Some(crate::access::secret(v)),
+            _ => {
+                p.push(
+                    "dlp.hash_key_env",
+                    format!("environment variable `{var}` must hold at least 16 characters"),
+                );
+                None
+            }
+        });
+    Dlp {
+        rules,
+        custom,
+        hash_key,
+    }
+}

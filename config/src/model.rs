@@ -40,6 +40,8 @@ pub struct Config {
     pub egress: crate::guards::Egress,
     /// Fingerprint tool definitions and quarantine changes.
     pub tool_pinning: bool,
+    /// `None`: no DLP scanning.
+    pub dlp: Option<crate::guards::Dlp>,
 }
 
 #[derive(Debug, Clone)]
@@ -649,6 +651,7 @@ impl Config {
             schemas,
             egress,
             tool_pinning: raw.tool_pinning.enabled.unwrap_or(true),
+            dlp: raw.dlp.as_ref().map(|d| crate::guards::dlp(d, p)),
             listeners,
             admin,
             limits,

@@ -46,6 +46,60 @@ pub struct WardenConfig {
     pub egress: EgressConfig,
     #[serde(default)]
     pub tool_pinning: PinningConfig,
+    /// Data-loss prevention and prompt-injection rules. Absent: no scanning.
+    #[serde(default)]
+    pub dlp: Option<DlpConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlpConfig {
+    /// First matching rule wins.
+    #[serde(default)]
+    pub rules: Vec<DlpRuleConfig>,
+    #[serde(default)]
+    pub custom: Vec<CustomDetectorConfig>,
+    /// Environment variable holding the key of `hash: true` redaction tokens
+    /// (default: a random key per process).
+    #[serde(default)]
+    pub hash_key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlpRuleConfig {
+    pub name: String,
+    /// Detector names, `prefix_*`, `category:pii|secret|injection`, or `*`.
+    pub detectors: Vec<String>,
+    /// block, redact, strip or log (`flag` = log).
+    pub action: String,
+    /// request, response or both (default).
+    #[serde(default)]
+    pub direction: Option<String>,
+    /// Only for tools at least this risky.
+    #[serde(default)]
+    pub min_risk: Option<String>,
+    #[serde(default)]
+    pub mask: Option<String>,
+    #[serde(default)]
+    pub hash: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomDetectorConfig {
+    pub name: String,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub anchors: Vec<String>,
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    #[serde(default)]
+    pub dictionary_sha256: Vec<String>,
+    /// Counts as a secret (`category:secret`) rather than personal data.
+    #[serde(default)]
+    pub secret: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -34,6 +34,8 @@ pub mod codes {
     pub const TOOL_QUARANTINED: i32 = -31013;
     /// A URL argument points somewhere the egress rules forbid.
     pub const EGRESS_DENIED: i32 = -31014;
+    /// Data-loss prevention refused the message (`data.rules`).
+    pub const DLP_BLOCKED: i32 = -31015;
     /// No valid credential (HTTP 401).
     pub const UNAUTHENTICATED: i32 = -31030;
     /// Authenticated, but not allowed at the HTTP level: missing scope, or a

@@ -38,6 +38,8 @@ pub struct FilterContext<'a> {
     pub justification: Option<&'a str>,
     /// Keep raw arguments in message records (`audit.include_arguments`).
     pub keep_arguments: bool,
+    /// Where filters note what they found in this message (DLP findings).
+    pub findings: Option<&'a std::cell::RefCell<Vec<crate::dlp::FindingNote>>>,
 }
 
 /// One message as a filter sees it: the envelope read by the parser and the

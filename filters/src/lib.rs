@@ -3,6 +3,7 @@
 //! calls these functions, so every piece is testable and benchable alone.
 
 pub mod authz;
+pub mod dlp;
 pub mod egress;
 pub mod error;
 pub mod filter;

@@ -17,6 +17,8 @@ pub struct MessageRecord {
     pub args_digest: Option<String>,
     /// The raw arguments, when the context asks to keep them for audit.
     pub arguments: Option<String>,
+    /// What DLP found (rule, path, action — never the text).
+    pub findings: Vec<crate::dlp::FindingNote>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +87,10 @@ pub fn plan_request(
     match parsed {
         Parsed::Single(env) => {
             let mut holds = Vec::new();
-            let verdict = chain.run(env, body, ctx, &mut holds);
+            let cell = std::cell::RefCell::new(Vec::new());
+            let mut c = ctx.clone();
+            c.findings = Some(&cell);
+            let verdict = chain.run(env, body, &c, &mut holds);
             let mut plan = RequestPlan {
                 forward: Forward::Original,
                 answers: Vec::new(),
@@ -95,12 +100,9 @@ pub fn plan_request(
                 holds,
             };
             let outcome = apply(&mut plan, env, verdict);
-            plan.records.push(MessageRecord::with_arguments(
-                env,
-                body,
-                outcome,
-                ctx.keep_arguments,
-            ));
+            let mut rec = MessageRecord::with_arguments(env, body, outcome, ctx.keep_arguments);
+            rec.findings = cell.into_inner();
+            plan.records.push(rec);
             plan.forwards_request = env.kind == Kind::Request && plan.forward != Forward::Nothing;
             plan
         }
@@ -119,7 +121,10 @@ pub fn plan_request(
                 match item {
                     Ok(env) => {
                         let bytes = &body[env.span.clone()];
-                        let verdict = chain.run(env, bytes, ctx, &mut plan.holds);
+                        let cell = std::cell::RefCell::new(Vec::new());
+                        let mut c = ctx.clone();
+                        c.findings = Some(&cell);
+                        let verdict = chain.run(env, bytes, &c, &mut plan.holds);
                         let mut single = RequestPlan {
                             forward: Forward::Original,
                             answers: Vec::new(),
@@ -141,12 +146,10 @@ pub fn plan_request(
                             plan.forwards_request = true;
                         }
                         plan.answers.extend(single.answers);
-                        plan.records.push(MessageRecord::with_arguments(
-                            env,
-                            bytes,
-                            outcome,
-                            ctx.keep_arguments,
-                        ));
+                        let mut rec =
+                            MessageRecord::with_arguments(env, bytes, outcome, ctx.keep_arguments);
+                        rec.findings = cell.into_inner();
+                        plan.records.push(rec);
                     }
                     Err(e) => {
                         changed = true;
@@ -201,6 +204,7 @@ impl MessageRecord {
             },
             args_digest: None,
             arguments: None,
+            findings: Vec::new(),
         }
     }
 
@@ -214,6 +218,7 @@ impl MessageRecord {
             outcome,
             args_digest: None,
             arguments: None,
+            findings: Vec::new(),
         }
     }
 
@@ -300,6 +305,7 @@ mod tests {
             now: std::time::SystemTime::now(),
             justification: None,
             keep_arguments: false,
+            findings: None,
         };
         let parsed = parse(body.as_bytes(), ParseLimits::default()).expect("parse");
         plan_request(body.as_bytes(), &parsed, &chain, &ctx)

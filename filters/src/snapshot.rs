@@ -220,6 +220,11 @@ impl Snapshot {
             shared.pins.clone(),
             config.egress.detect_urls,
         )));
+        if let Some(d) = &config.dlp {
+            let f = crate::dlp::DlpFilter::new(d.clone(), config.catalog.clone())
+                .map_err(|e| BuildError::at("warden.yaml", "dlp", e))?;
+            filters.push(Arc::new(f));
+        }
         filters.extend(extra);
         let chain = FilterChain::new(filters, parse_limits);
         Ok(Snapshot {

@@ -458,11 +458,31 @@ impl Mock {
                     }
                     "fixture" => {
                         let want = args.get("name").and_then(Value::as_str).unwrap_or("clean");
-                        let text = FIXTURES
-                            .iter()
-                            .find(|(n, _)| *n == want)
-                            .map_or("unknown fixture", |(_, t)| t);
-                        (Some(text_result(&id, text.to_owned())), None, None)
+                        let text = args
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| {
+                                FIXTURES
+                                    .iter()
+                                    .find(|(n, _)| *n == want)
+                                    .map_or("unknown fixture", |(_, t)| t)
+                                    .to_owned()
+                            });
+                        if wants_sse && args.get("sse").and_then(Value::as_bool).unwrap_or(false) {
+                            // One event, written in two TCP chunks split inside the text.
+                            let ev = sse_event(&text_result(&id, text));
+                            let (tx, rx) = tokio::sync::mpsc::channel(4);
+                            tokio::spawn(async move {
+                                let mid = ev.len() * 2 / 3;
+                                let _ = tx.send(Ok(Frame::data(ev.slice(..mid)))).await;
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                let _ = tx.send(Ok(Frame::data(ev.slice(mid..)))).await;
+                            });
+                            (None, Some(sse_response(rx, None)), None)
+                        } else {
+                            (Some(text_result(&id, text)), None, None)
+                        }
                     }
                     "structured" => {
                         let value = args.get("value").cloned().unwrap_or(Value::Null);

@@ -72,15 +72,23 @@ pub struct AuditRecord {
     /// The raw arguments, only when the bundle sets `audit.include_arguments`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Box<serde_json::value::RawValue>>,
-    /// What redaction changed (rule → count); empty when nothing was redacted.
+    /// What DLP found: detector, rule, JSON path and action — never the text.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub redactions: Vec<(String, u32)>,
+    pub dlp: Vec<DlpFinding>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
     pub status: u16,
     pub latency_us: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DlpFinding {
+    pub detector: String,
+    pub rule: String,
+    pub path: String,
+    pub action: &'static str,
 }
 
 enum AuditMsg {

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub policy_cache: prometheus::IntGaugeVec,
     /// Authentication results by method and outcome.
     pub auth: IntCounterVec,
+    /// DLP findings by detector, direction and action.
+    pub dlp_findings: IntCounterVec,
     /// Calls refused by a quota, by quota name.
     pub quota_denied: IntCounterVec,
     /// Tools quarantined (definition changed, or name refused), refreshed at each scrape.
@@ -112,6 +114,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "warden_policy_cache_lookups",
             "Policy decision-cache lookups since the active bundle was loaded, by result",
             &["result"]
+        )?,
+        dlp_findings: register_int_counter_vec!(
+            "warden_dlp_findings_total",
+            "DLP findings by detector, direction and action",
+            &["detector", "direction", "action"]
         )?,
         quota_denied: register_int_counter_vec!(
             "warden_quota_denied_total",

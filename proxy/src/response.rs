@@ -200,6 +200,7 @@ fn filter_ctx<'a>(
         now: ctx.now,
         justification: ctx.justification.as_deref(),
         keep_arguments: false,
+        findings: None,
     }
 }
 
@@ -291,10 +292,13 @@ fn judge_message(
     env: &Envelope,
     bytes: &[u8],
 ) -> Judged {
-    let verdict = rt
-        .snap
-        .chain
-        .run(env, bytes, &filter_ctx(ctx, rt, server), &mut Vec::new());
+    let cell = std::cell::RefCell::new(Vec::new());
+    let verdict = {
+        let mut fctx = filter_ctx(ctx, rt, server);
+        fctx.findings = Some(&cell);
+        rt.snap.chain.run(env, bytes, &fctx, &mut Vec::new())
+    };
+    let findings = cell.into_inner();
     let (judged, outcome) = match verdict {
         Verdict::Forward => (Judged::Unchanged, Outcome::Forwarded),
         Verdict::ForwardMutated(b) => (Judged::Replaced(b), Outcome::Mutated { filter: "chain" }),
@@ -315,8 +319,10 @@ fn judge_message(
             )
         }
     };
-    if env.kind == Kind::Request || outcome != Outcome::Forwarded {
-        ctx.response_records.push(MessageRecord::of(env, outcome));
+    if env.kind == Kind::Request || outcome != Outcome::Forwarded || !findings.is_empty() {
+        let mut rec = MessageRecord::of(env, outcome);
+        rec.findings = findings;
+        ctx.response_records.push(rec);
     }
     judged
 }

@@ -240,21 +240,24 @@ impl WardenProxy {
             }
             Parsed::Batch(_) => {}
         }
-        let fctx = FilterContext {
-            principal: &ctx.principal,
-            server: &server.name,
-            group: &server.group,
-            session_id: ctx.session_id.as_deref(),
-            protocol_version: ctx.protocol_version.as_deref(),
-            source_ip: ctx.source_ip,
-            direction: Direction::Request,
-            request_method: None,
-            request_target: None,
-            now: ctx.now,
-            justification: ctx.justification.as_deref(),
-            keep_arguments: cfg.audit.include_arguments,
+        let mut plan = {
+            let fctx = FilterContext {
+                principal: &ctx.principal,
+                server: &server.name,
+                group: &server.group,
+                session_id: ctx.session_id.as_deref(),
+                protocol_version: ctx.protocol_version.as_deref(),
+                source_ip: ctx.source_ip,
+                direction: Direction::Request,
+                request_method: None,
+                request_target: None,
+                now: ctx.now,
+                justification: ctx.justification.as_deref(),
+                keep_arguments: cfg.audit.include_arguments,
+                findings: None,
+            };
+            plan_request(&body, &parsed, &rt.snap.chain, &fctx)
         };
-        let mut plan = plan_request(&body, &parsed, &rt.snap.chain, &fctx);
         // The forwarded bytes move into the context; the plan keeps answers and records.
         match std::mem::replace(&mut plan.forward, Forward::Nothing) {
             Forward::Original => ctx.body = Some(body),
@@ -312,7 +315,7 @@ impl WardenProxy {
             reason: None,
             args_digest: None,
             arguments: None,
-            redactions: Vec::new(),
+            dlp: Vec::new(),
             upstream: ctx.chosen.map(|a| a.to_string()),
             upstream_status: ctx.upstream_status,
             status,
@@ -589,6 +592,17 @@ impl ProxyHttp for WardenProxy {
                     _ => None,
                 };
                 rec.args_digest = r.args_digest.take();
+                for f in std::mem::take(&mut r.findings) {
+                    m.dlp_findings
+                        .with_label_values(&[&f.detector, dir, f.action])
+                        .inc();
+                    rec.dlp.push(crate::audit::DlpFinding {
+                        detector: f.detector,
+                        rule: f.rule,
+                        path: f.path,
+                        action: f.action,
+                    });
+                }
                 rec.arguments = r
                     .arguments
                     .take()

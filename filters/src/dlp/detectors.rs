@@ -1,0 +1,777 @@
+//! The built-in detector library: personal data, secrets and prompt-injection
+//! markers, each a confirming regex behind a cheap trigger, with a validator
+//! where one exists (Luhn, mod-97, SSN rules, entropy, JWT header …).
+
+/// What wakes a detector up before its regex runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger {
+    /// Any of these literals (ASCII case-insensitive) occurs in the text.
+    Literal(&'static [&'static str]),
+    /// Any of these literals occurs, case matters.
+    Exact(&'static [&'static str]),
+    /// A run of at least this many digits (separators ` -./()` allowed) occurs.
+    Digits(usize),
+    /// `d.d.d.d` occurs (IPv4).
+    DottedQuad,
+    /// `h:h:h` (three colon-separated hex groups) or `::` occurs (IPv6).
+    HexColons,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Category {
+    Pii,
+    Secret,
+    Injection,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Pii => "pii",
+            Category::Secret => "secret",
+            Category::Injection => "injection",
+        }
+    }
+}
+
+pub struct Spec {
+    pub name: &'static str,
+    pub category: Category,
+    pub trigger: Trigger,
+    pub pattern: &'static str,
+    /// Checks the matched text (or capture group 1 when the pattern has one).
+    pub validate: Option<fn(&str) -> bool>,
+}
+
+const fn lit(a: &'static [&'static str]) -> Trigger {
+    Trigger::Literal(a)
+}
+
+/// Luhn checksum over the digits of `s`.
+pub fn luhn(s: &str) -> bool {
+    let digits: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
+    if digits.len() < 12 || digits.len() > 19 {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+/// US SSN rules: area not 000, 666 or 9xx; group not 00; serial not 0000.
+pub fn ssn(s: &str) -> bool {
+    let d: String = s.chars().filter(char::is_ascii_digit).collect();
+    if d.len() != 9 {
+        return false;
+    }
+    let (area, group, serial) = (&d[0..3], &d[3..5], &d[5..9]);
+    area != "000" && area != "666" && !area.starts_with('9') && group != "00" && serial != "0000"
+}
+
+/// IBAN: country length and mod-97 == 1.
+pub fn iban(s: &str) -> bool {
+    let c: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let len_ok = match &c.get(0..2).unwrap_or("") {
+        &"DE" => 22,
+        &"GB" => 22,
+        &"FR" | &"IT" | &"MC" => 27,
+        &"ES" | &"SE" => 24,
+        &"NL" => 18,
+        &"BE" => 16,
+        &"CH" | &"LI" => 21,
+        &"AT" => 20,
+        &"PL" => 28,
+        &"PT" => 25,
+        &"IE" => 22,
+        &"DK" | &"FI" => 18,
+        &"NO" => 15,
+        &"LU" => 20,
+        &"CZ" | &"SK" => 24,
+        _ => 0,
+    };
+    if len_ok == 0 || c.len() != len_ok {
+        return false;
+    }
+    let re = format!("{}{}", &c[4..], &c[..4]);
+    let mut rem: u64 = 0;
+    for ch in re.chars() {
+        let v = match ch {
+            '0'..='9' => ch as u64 - '0' as u64,
+            'A'..='Z' => ch as u64 - 'A' as u64 + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+/// Shannon entropy in bits per character.
+pub fn entropy(s: &str) -> f64 {
+    let mut counts = [0u32; 256];
+    for b in s.bytes() {
+        counts[b as usize] += 1;
+    }
+    let n = s.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+fn secret_like(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    const PLACEHOLDERS: &[&str] = &[
+        "xxxx", "changeme", "password", "example", "<", "${", "{{", "redacted", "****",
+    ];
+    s.len() >= 8 && entropy(s) >= 3.0 && !PLACEHOLDERS.iter().any(|p| lower.contains(p))
+}
+
+fn jwt(s: &str) -> bool {
+    use base64::Engine;
+    let head = s.split('.').next().unwrap_or("");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v.get("alg").is_some())
+}
+
+fn phone(s: &str) -> bool {
+    let n = s.chars().filter(char::is_ascii_digit).count();
+    (8..=15).contains(&n)
+}
+
+fn ipv4(s: &str) -> bool {
+    // Version-like strings (1.2.3.4 inside "v1.2.3.4") are excluded by the
+    // pattern's boundaries; all-small octets like 1.0.0.1 are still addresses.
+    s.parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|ip| !ip.is_unspecified())
+}
+
+fn ipv6(s: &str) -> bool {
+    s.parse::<std::net::Ipv6Addr>().is_ok() && s.matches(':').count() >= 3
+}
+
+fn routing(s: &str) -> bool {
+    let d: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
+    d.len() == 9
+        && (3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + d[2] + d[5] + d[8]) % 10 == 0
+}
+
+fn dni(s: &str) -> bool {
+    const L: &[u8] = b"TRWAGMYFPDXBNJZSQVHLCKE";
+    let (num, letter) = s.split_at(8);
+    num.parse::<u32>()
+        .is_ok_and(|n| letter.as_bytes().first() == Some(&L[(n % 23) as usize]))
+}
+
+fn sin(s: &str) -> bool {
+    let d: String = s.chars().filter(char::is_ascii_digit).collect();
+    d.len() == 9 && {
+        let digits: Vec<u32> = d.chars().filter_map(|c| c.to_digit(10)).collect();
+        let sum: u32 = digits
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                if i % 2 == 1 {
+                    let y = x * 2;
+                    if y > 9 {
+                        y - 9
+                    } else {
+                        y
+                    }
+                } else {
+                    x
+                }
+            })
+            .sum();
+        sum % 10 == 0
+    }
+}
+
+fn date(s: &str) -> bool {
+    let parts: Vec<u32> = s
+        .split(['.', '/', '-'])
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    parts.len() == 3 && parts.iter().any(|&p| (1900..=2100).contains(&p) || p <= 31)
+}
+
+fn has_digit(s: &str) -> bool {
+    s.chars().any(|c| c.is_ascii_digit())
+}
+
+fn zero_width_run(s: &str) -> bool {
+    s.chars().count() >= 3
+}
+
+use Category::{Injection as Inj, Pii, Secret as Sec};
+
+/// Every built-in detector.
+pub const SPECS: &[Spec] = &[
+    // ---- personal data ----
+    Spec {
+        name: "email",
+        category: Pii,
+        trigger: lit(&["@"]),
+        pattern: r"(?i)\b[a-z0-9._%+-]{1,64}@[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})*\.[a-z]{2,24}\b",
+        validate: None,
+    },
+    Spec {
+        name: "phone_e164",
+        category: Pii,
+        trigger: lit(&["+"]),
+        pattern: r"\+[1-9](?:[ .-]?\d){7,14}\b",
+        validate: Some(phone),
+    },
+    Spec {
+        name: "phone_us",
+        category: Pii,
+        trigger: Trigger::Digits(10),
+        pattern: r"(?:\(\d{3}\)\s?|\b\d{3}[.-])\d{3}[.-]\d{4}\b",
+        validate: Some(phone),
+    },
+    Spec {
+        name: "phone_uk",
+        category: Pii,
+        trigger: Trigger::Digits(10),
+        pattern: r"\b0(?:7\d{3}\s?\d{6}|20\s?\d{4}\s?\d{4})\b",
+        validate: Some(phone),
+    },
+    Spec {
+        name: "phone_de",
+        category: Pii,
+        trigger: Trigger::Digits(10),
+        pattern: r"\b01[5-7]\d[ /-]?\d{7,8}\b",
+        validate: Some(phone),
+    },
+    Spec {
+        name: "phone_fr",
+        category: Pii,
+        trigger: Trigger::Digits(10),
+        pattern: r"\b0[1-9](?:[ .]\d{2}){4}\b",
+        validate: Some(phone),
+    },
+    Spec {
+        name: "us_ssn",
+        category: Pii,
+        trigger: Trigger::Digits(9),
+        pattern: r"\b\d{3}-\d{2}-\d{4}\b",
+        validate: Some(ssn),
+    },
+    Spec {
+        name: "us_itin",
+        category: Pii,
+        trigger: Trigger::Digits(9),
+        pattern: r"\b9\d{2}-(?:5[0-9]|6[0-5]|7\d|8[0-8]|9[0-24-9])-\d{4}\b",
+        validate: None,
+    },
+    Spec {
+        name: "card_visa",
+        category: Pii,
+        trigger: Trigger::Digits(13),
+        pattern: r"\b4\d{3}(?:[ -]?\d{4}){3}\b",
+        validate: Some(luhn),
+    },
+    Spec {
+        name: "card_mastercard",
+        category: Pii,
+        trigger: Trigger::Digits(16),
+        pattern: r"\b(?:5[1-5]\d{2}|222[1-9]|22[3-9]\d|2[3-6]\d{2}|27[01]\d|2720)(?:[ -]?\d{4}){3}\b",
+        validate: Some(luhn),
+    },
+    Spec {
+        name: "card_amex",
+        category: Pii,
+        trigger: Trigger::Digits(15),
+        pattern: r"\b3[47]\d{2}[ -]?\d{6}[ -]?\d{5}\b",
+        validate: Some(luhn),
+    },
+    Spec {
+        name: "card_discover",
+        category: Pii,
+        trigger: Trigger::Digits(16),
+        pattern: r"\b6(?:011|5\d{2})(?:[ -]?\d{4}){3}\b",
+        validate: Some(luhn),
+    },
+    Spec {
+        name: "card_jcb",
+        category: Pii,
+        trigger: Trigger::Digits(16),
+        pattern: r"\b35(?:2[89]|[3-8]\d)(?:[ -]?\d{4}){3}\b",
+        validate: Some(luhn),
+    },
+    Spec {
+        name: "card_diners",
+        category: Pii,
+        trigger: Trigger::Digits(14),
+        pattern: r"\b3(?:0[0-5]|[68]\d)\d[ -]?\d{6}[ -]?\d{4}\b",
+        validate: Some(luhn),
+    },
+    Spec {
+        name: "card_unionpay",
+        category: Pii,
+        trigger: Trigger::Digits(16),
+        pattern: r"\b62\d{2}(?:[ -]?\d{4}){3}\b",
+        validate: Some(luhn),
+    },
+    Spec {
+        name: "iban",
+        category: Pii,
+        trigger: Trigger::Digits(10),
+        pattern: r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b",
+        validate: Some(iban),
+    },
+    Spec {
+        name: "us_bank_routing",
+        category: Pii,
+        trigger: lit(&["routing", "aba"]),
+        pattern: r"(?i)\b(?:routing|aba)(?:\s*(?:no|number|#))?\W{0,5}(\d{9})\b",
+        validate: Some(routing),
+    },
+    Spec {
+        name: "swift_bic",
+        category: Pii,
+        trigger: lit(&["swift", "bic"]),
+        pattern: r"(?i)\b(?:swift|bic)(?:\s*code)?\W{0,5}([A-Z]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?)\b",
+        validate: None,
+    },
+    Spec {
+        name: "date_of_birth",
+        category: Pii,
+        trigger: lit(&["dob", "birth", "born"]),
+        pattern: r"(?i)\b(?:dob|d\.o\.b\.|date of birth|birth ?date|born(?: on)?)\W{0,5}(\d{1,4}[./-]\d{1,2}[./-]\d{1,4})",
+        validate: Some(date),
+    },
+    Spec {
+        name: "ipv4_address",
+        category: Pii,
+        trigger: Trigger::DottedQuad,
+        pattern: r"\b(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\b",
+        validate: Some(ipv4),
+    },
+    Spec {
+        name: "ipv6_address",
+        category: Pii,
+        trigger: Trigger::HexColons,
+        pattern: r"(?i)\b(?:[0-9a-f]{1,4}:){2,7}(?::|[0-9a-f]{1,4})(?::[0-9a-f]{1,4}){0,5}\b",
+        validate: Some(ipv6),
+    },
+    Spec {
+        name: "passport_number",
+        category: Pii,
+        trigger: lit(&["passport"]),
+        pattern: r"(?i)\bpassport(?:\s*(?:no|number|num|#))?\W{0,5}([A-Z0-9]{6,9})\b",
+        validate: Some(has_digit),
+    },
+    Spec {
+        name: "national_id",
+        category: Pii,
+        trigger: lit(&[
+            "national id",
+            "id number",
+            "personalausweis",
+            "identity card",
+            "cedula",
+            "dni",
+        ]),
+        pattern: r"(?i)\b(?:national id|id number|personalausweis(?:nummer)?|identity card|cedula|dni)(?:\s*(?:no|number|#))?\W{0,5}([A-Z0-9]{8,12})\b",
+        validate: Some(has_digit),
+    },
+    Spec {
+        name: "uk_nino",
+        category: Pii,
+        trigger: Trigger::Digits(6),
+        pattern: r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
+        validate: None,
+    },
+    Spec {
+        name: "spain_dni",
+        category: Pii,
+        trigger: Trigger::Digits(8),
+        pattern: r"\b\d{8}[A-HJ-NP-TV-Z]\b",
+        validate: Some(dni),
+    },
+    Spec {
+        name: "canada_sin",
+        category: Pii,
+        trigger: lit(&["sin:", "sin ", "sin#", "social insurance"]),
+        pattern: r"(?i)\b(?:sin|social insurance(?: number)?)\W{0,5}(\d{3}[ -]?\d{3}[ -]?\d{3})\b",
+        validate: Some(sin),
+    },
+    Spec {
+        name: "india_aadhaar",
+        category: Pii,
+        trigger: lit(&["aadhaar", "aadhar"]),
+        pattern: r"(?i)\baadha?ar(?:\s*(?:no|number))?\W{0,5}([2-9]\d{3}\s?\d{4}\s?\d{4})\b",
+        validate: None,
+    },
+    Spec {
+        name: "us_driver_license",
+        category: Pii,
+        trigger: lit(&["driver"]),
+        pattern: r"(?i)\bdriver'?s?\s*licen[cs]e(?:\s*(?:no|number|#))?\W{0,5}([A-Z0-9]{5,13})\b",
+        validate: Some(has_digit),
+    },
+    // ---- secrets ----
+    Spec {
+        name: "aws_access_key_id",
+        category: Sec,
+        trigger: lit(&["akia", "asia", "abia", "acca"]),
+        pattern: r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",
+        validate: None,
+    },
+    Spec {
+        name: "aws_secret_access_key",
+        category: Sec,
+        trigger: lit(&["aws_secret", "secret_access_key", "secretaccesskey"]),
+        pattern: r#"(?i)(?:aws_secret(?:_access)?_key|secret_?access_?key)\W{0,5}([A-Za-z0-9/+=]{40})\b"#,
+        validate: Some(secret_like),
+    },
+    Spec {
+        name: "gcp_api_key",
+        category: Sec,
+        trigger: lit(&["aiza"]),
+        pattern: r"\bAIza[0-9A-Za-z_-]{35}\b",
+        validate: None,
+    },
+    Spec {
+        name: "gcp_service_account_key",
+        category: Sec,
+        trigger: lit(&["service_account"]),
+        pattern: r#""type"\s*:\s*"service_account""#,
+        validate: None,
+    },
+    Spec {
+        name: "azure_storage_key",
+        category: Sec,
+        trigger: lit(&["accountkey="]),
+        pattern: r"(?i)AccountKey=([A-Za-z0-9+/]{86}==)",
+        validate: None,
+    },
+    Spec {
+        name: "azure_sas_token",
+        category: Sec,
+        trigger: lit(&["sig="]),
+        pattern: r"(?i)\bsv=\d{4}-\d{2}-\d{2}&.*?\bsig=[A-Za-z0-9%/+=]{30,}",
+        validate: None,
+    },
+    Spec {
+        name: "github_pat",
+        category: Sec,
+        trigger: lit(&["ghp_"]),
+        pattern: r"\bghp_[A-Za-z0-9]{36}\b",
+        validate: None,
+    },
+    Spec {
+        name: "github_oauth",
+        category: Sec,
+        trigger: lit(&["gho_"]),
+        pattern: r"\bgho_[A-Za-z0-9]{36}\b",
+        validate: None,
+    },
+    Spec {
+        name: "github_app_token",
+        category: Sec,
+        trigger: lit(&["ghu_", "ghs_"]),
+        pattern: r"\bgh[us]_[A-Za-z0-9]{36}\b",
+        validate: None,
+    },
+    Spec {
+        name: "github_refresh_token",
+        category: Sec,
+        trigger: lit(&["ghr_"]),
+        pattern: r"\bghr_[A-Za-z0-9]{36,76}\b",
+        validate: None,
+    },
+    Spec {
+        name: "github_fine_grained_pat",
+        category: Sec,
+        trigger: lit(&["github_pat_"]),
+        pattern: r"\bgithub_pat_[A-Za-z0-9_]{82}\b",
+        validate: None,
+    },
+    Spec {
+        name: "gitlab_pat",
+        category: Sec,
+        trigger: lit(&["glpat-"]),
+        pattern: r"\bglpat-[A-Za-z0-9_-]{20}\b",
+        validate: None,
+    },
+    Spec {
+        name: "slack_token",
+        category: Sec,
+        trigger: lit(&["xox"]),
+        pattern: r"\bxox[baprs]-[A-Za-z0-9-]{10,72}\b",
+        validate: None,
+    },
+    Spec {
+        name: "slack_webhook",
+        category: Sec,
+        trigger: lit(&["hooks.slack.com"]),
+        pattern: r"https://hooks\.slack\.com/services/T[A-Z0-9]{8,10}/B[A-Z0-9]{8,10}/[A-Za-z0-9]{24}",
+        validate: None,
+    },
+    Spec {
+        name: "stripe_live_key",
+        category: Sec,
+        trigger: lit(&["sk_live_", "rk_live_"]),
+        pattern: r"\b[rs]k_live_[A-Za-z0-9]{24,99}\b",
+        validate: None,
+    },
+    Spec {
+        name: "stripe_test_key",
+        category: Sec,
+        trigger: lit(&["sk_test_"]),
+        pattern: r"\bsk_test_[A-Za-z0-9]{24,99}\b",
+        validate: None,
+    },
+    Spec {
+        name: "openai_api_key",
+        category: Sec,
+        trigger: lit(&["sk-"]),
+        pattern: r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}T3BlbkFJ[A-Za-z0-9_-]{20,}\b|\bsk-[A-Za-z0-9]{48}\b",
+        validate: None,
+    },
+    Spec {
+        name: "anthropic_api_key",
+        category: Sec,
+        trigger: lit(&["sk-ant-"]),
+        pattern: r"\bsk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{80,100}\b",
+        validate: None,
+    },
+    Spec {
+        name: "npm_token",
+        category: Sec,
+        trigger: lit(&["npm_"]),
+        pattern: r"\bnpm_[A-Za-z0-9]{36}\b",
+        validate: None,
+    },
+    Spec {
+        name: "pypi_token",
+        category: Sec,
+        trigger: lit(&["pypi-"]),
+        pattern: r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}",
+        validate: None,
+    },
+    Spec {
+        name: "twilio_api_key",
+        category: Sec,
+        trigger: Trigger::Exact(&["SK"]),
+        pattern: r"\bSK[0-9a-f]{32}\b",
+        validate: None,
+    },
+    Spec {
+        name: "twilio_account_sid",
+        category: Sec,
+        trigger: Trigger::Exact(&["AC"]),
+        pattern: r"\bAC[0-9a-f]{32}\b",
+        validate: None,
+    },
+    Spec {
+        name: "sendgrid_api_key",
+        category: Sec,
+        trigger: lit(&["sg."]),
+        pattern: r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b",
+        validate: None,
+    },
+    Spec {
+        name: "mailgun_api_key",
+        category: Sec,
+        trigger: lit(&["key-"]),
+        pattern: r"\bkey-[0-9a-f]{32}\b",
+        validate: None,
+    },
+    Spec {
+        name: "jwt",
+        category: Sec,
+        trigger: lit(&["eyj"]),
+        pattern: r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}",
+        validate: Some(jwt),
+    },
+    Spec {
+        name: "pem_private_key",
+        category: Sec,
+        trigger: lit(&["private key-----"]),
+        pattern: r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----",
+        validate: None,
+    },
+    Spec {
+        name: "database_url_with_password",
+        category: Sec,
+        trigger: lit(&["://"]),
+        pattern: r"(?i)\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|clickhouse)://[^\s:/@]+:([^\s@/]+)@[^\s/]+",
+        validate: Some(|p| !p.is_empty() && !p.starts_with('$') && !p.starts_with('<')),
+    },
+    Spec {
+        name: "password_assignment",
+        category: Sec,
+        trigger: lit(&[
+            "password",
+            "passwd",
+            "pwd",
+            "secret",
+            "api_key",
+            "apikey",
+            "api-key",
+            "access_token",
+            "auth_token",
+            "access-token",
+            "auth-token",
+            "accesstoken",
+            "authtoken",
+        ]),
+        pattern: r#"(?i)\b(?:password|passwd|pwd|secret|client_secret|api[_-]?key|access[_-]?token|auth[_-]?token)\b["']?\s*[:=]\s*["']?([^\s"',;}]{8,})"#,
+        validate: Some(secret_like),
+    },
+    Spec {
+        name: "digitalocean_token",
+        category: Sec,
+        trigger: lit(&["dop_v1_"]),
+        pattern: r"\bdop_v1_[a-f0-9]{64}\b",
+        validate: None,
+    },
+    Spec {
+        name: "shopify_token",
+        category: Sec,
+        trigger: lit(&["shpat_", "shpss_", "shpca_", "shppa_"]),
+        pattern: r"\bshp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}\b",
+        validate: None,
+    },
+    Spec {
+        name: "huggingface_token",
+        category: Sec,
+        trigger: lit(&["hf_"]),
+        pattern: r"\bhf_[A-Za-z0-9]{34,}\b",
+        validate: None,
+    },
+    Spec {
+        name: "databricks_token",
+        category: Sec,
+        trigger: lit(&["dapi"]),
+        pattern: r"\bdapi[a-f0-9]{32}\b",
+        validate: None,
+    },
+    Spec {
+        name: "linear_api_key",
+        category: Sec,
+        trigger: lit(&["lin_api_"]),
+        pattern: r"\blin_api_[A-Za-z0-9]{40}\b",
+        validate: None,
+    },
+    Spec {
+        name: "age_secret_key",
+        category: Sec,
+        trigger: lit(&["age-secret-key-1"]),
+        pattern: r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}",
+        validate: None,
+    },
+    Spec {
+        name: "vault_token",
+        category: Sec,
+        trigger: lit(&["hvs."]),
+        pattern: r"\bhvs\.[A-Za-z0-9_-]{90,}",
+        validate: None,
+    },
+    Spec {
+        name: "telegram_bot_token",
+        category: Sec,
+        trigger: lit(&[":aa"]),
+        pattern: r"\b\d{8,10}:AA[0-9A-Za-z_-]{33}\b",
+        validate: None,
+    },
+    Spec {
+        name: "discord_webhook",
+        category: Sec,
+        trigger: lit(&["/api/webhooks/"]),
+        pattern: r"https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/\d+/[A-Za-z0-9_-]{60,}",
+        validate: None,
+    },
+    Spec {
+        name: "square_token",
+        category: Sec,
+        trigger: lit(&["sq0atp-", "sq0csp-"]),
+        pattern: r"\bsq0(?:atp|csp)-[0-9A-Za-z_-]{22,43}\b",
+        validate: None,
+    },
+    // ---- prompt injection ----
+    Spec {
+        name: "injection_instruction_override",
+        category: Inj,
+        trigger: lit(&["ignore", "disregard", "forget"]),
+        pattern: r"(?i)\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier|preceding)\s+(?:instructions|prompts|messages|rules|directions)",
+        validate: None,
+    },
+    Spec {
+        name: "injection_role_marker",
+        category: Inj,
+        trigger: lit(&[
+            "<|im_start|>",
+            "[inst]",
+            "### system",
+            "<system>",
+            "system:",
+            "</s>",
+        ]),
+        pattern: r"(?i)<\|im_start\|>|\[/?INST\]|###\s*system|</?system>|^\s*system\s*:|</s>",
+        validate: None,
+    },
+    Spec {
+        name: "injection_new_persona",
+        category: Inj,
+        trigger: lit(&["you are now", "act as", "new instructions"]),
+        pattern: r"(?i)\byou are now (?:a|an|the|in)\b|\bnew instructions\s*:|\bact as (?:an? )?(?:unrestricted|jailbroken|dan)\b",
+        validate: None,
+    },
+    Spec {
+        name: "injection_hidden_tag_chars",
+        category: Inj,
+        trigger: lit(&[
+            "\u{e0001}",
+            "\u{e0020}",
+            "\u{e0041}",
+            "\u{e0061}",
+            "\u{e007f}",
+            "\u{e0000}",
+        ]),
+        pattern: r"[\x{E0000}-\x{E007F}]+",
+        validate: None,
+    },
+    Spec {
+        name: "injection_zero_width_run",
+        category: Inj,
+        trigger: lit(&["\u{200b}", "\u{200c}", "\u{200d}", "\u{2060}", "\u{feff}"]),
+        pattern: r"[\x{200B}\x{200C}\x{200D}\x{2060}\x{FEFF}]{3,}",
+        validate: Some(zero_width_run),
+    },
+    Spec {
+        name: "injection_markdown_exfiltration",
+        category: Inj,
+        trigger: lit(&["!["]),
+        pattern: r"!\[[^\]]*\]\(\s*https?://[^)\s]+\?[^)\s]*=[^)\s]*\)",
+        validate: None,
+    },
+];
