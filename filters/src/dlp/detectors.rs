@@ -172,7 +172,7 @@ fn ipv4(s: &str) -> bool {
 }
 
 fn ipv6(s: &str) -> bool {
-    s.parse::<std::net::Ipv6Addr>().is_ok() && s.matches(':').count() >= 3
+    s.parse::<std::net::Ipv6Addr>().is_ok() && s.matches(':').count() >= 2
 }
 
 fn routing(s: &str) -> bool {
@@ -377,7 +377,7 @@ pub const SPECS: &[Spec] = &[
         name: "ipv6_address",
         category: Pii,
         trigger: Trigger::HexColons,
-        pattern: r"(?i)\b(?:[0-9a-f]{1,4}:){2,7}(?::|[0-9a-f]{1,4})(?::[0-9a-f]{1,4}){0,5}\b",
+        pattern: r"(?i)(?:^|[^0-9a-z:])([0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7})",
         validate: Some(ipv6),
     },
     Spec {

@@ -294,16 +294,22 @@ impl Scanner {
                 }
             }
         }
-        // Keep the first of overlapping hits (the list is in detector order).
-        out.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
-        let mut last_end = 0;
-        out.retain(|h| {
-            let keep = h.start >= last_end;
-            if keep {
-                last_end = h.end;
+        // Overlapping hits: secrets win over injection markers over personal
+        // data (a password in a URL is not an e-mail address), then the longer.
+        let rank = |h: &Hit| match self.detectors[h.detector].category {
+            Category::Secret => 0,
+            Category::Injection => 1,
+            Category::Pii => 2,
+        };
+        out.sort_by_key(|h| (rank(h), std::cmp::Reverse(h.end - h.start), h.start));
+        let mut kept: Vec<Hit> = Vec::with_capacity(out.len());
+        for h in out.drain(..) {
+            if kept.iter().all(|k| h.end <= k.start || h.start >= k.end) {
+                kept.push(h);
             }
-            keep
-        });
+        }
+        kept.sort_by_key(|h| h.start);
+        *out = kept;
     }
 }
 
