@@ -34,3 +34,40 @@ pub fn tools_call(size: usize) -> Vec<u8> {
     }))
     .unwrap_or_default()
 }
+
+/// A `tools/call` result of about `size` bytes of ordinary prose (dates,
+/// counts, versions — no personal data), with `per_kb` findings per KiB
+/// (a card number, an e-mail address, an AWS key in turn) when asked.
+pub fn tool_result(size: usize, per_kb: usize) -> Vec<u8> {
+    let prose = [
+        "The quarterly review on 2026-11-02 covered 14 projects across 3 regions.",
+        "Build 4821 passed after retrying 2 flaky tests; version 1.8.3 ships Friday.",
+        "Latency p99 dropped from 240 ms to 180 ms once the cache warmed up.",
+        "Please see the attached notes from the design meeting and reply by Monday.",
+        "Ticket OPS-2291 tracks the migration; 87 percent of tenants are done.",
+    ];
+    let findings = [
+        "card 4111 1111 1111 1111 on file",
+        "mail alice.smith@example.com now",
+        "key AKIAIOSFODNN7EXAMPLE leaked",
+    ];
+    let mut text = String::new();
+    let mut i = 0;
+    let mut next_finding = 0;
+    while text.len() + 200 < size {
+        text.push_str(prose[i % prose.len()]);
+        text.push(' ');
+        if per_kb > 0 && text.len() / 1024 * per_kb > next_finding {
+            text.push_str(findings[next_finding % findings.len()]);
+            text.push(' ');
+            next_finding += 1;
+        }
+        i += 1;
+    }
+    serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": 42,
+        "result": {"content": [{"type": "text", "text": text}], "isError": false}
+    }))
+    .unwrap_or_default()
+}

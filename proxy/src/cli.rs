@@ -235,3 +235,49 @@ pub fn tools_fingerprint(url: &str, headers: &[String]) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// Prints the DLP findings (detector, JSON path, the rule that applies) for
+/// sample files: JSON messages, or plain text scanned as one string.
+pub fn dlp_scan(bundle_dir: &Path, files: &[PathBuf]) -> anyhow::Result<usize> {
+    let bundle = Bundle::load(bundle_dir)?;
+    let dlp = bundle.config.dlp.clone().unwrap_or_default();
+    let scanner = warden_filters::dlp::Scanner::new(&dlp.custom).map_err(|e| anyhow::anyhow!(e))?;
+    let mut total = 0;
+    for f in files {
+        let raw = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        let findings: Vec<(String, warden_filters::dlp::Hit, String)> =
+            if serde_json::from_slice::<serde_json::Value>(&raw).is_ok() {
+                scanner
+                    .scan_json(&raw)
+                    .into_iter()
+                    .map(|(p, h)| (p, h, String::new()))
+                    .collect()
+            } else {
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                let mut hits = Vec::new();
+                scanner.scan_str(&text, &mut hits);
+                hits.into_iter().map(|h| ("(text)".to_owned(), h, String::new())).collect()
+            };
+        for (path, h, _) in &findings {
+            let d = &scanner.detectors[h.detector];
+            let rule = |dir| {
+                dlp.rule_for(&d.name, d.category.as_str(), dir, warden_config::access::Risk::Medium)
+                    .map(|r| format!("{} ({})", r.name, r.action.as_str()))
+                    .unwrap_or_else(|| "no rule".into())
+            };
+            println!(
+                "{}\t{}\t{}\tbytes {}..{}\trequest: {}\tresponse: {}",
+                f.display(),
+                d.name,
+                if path.is_empty() { "$" } else { path },
+                h.start,
+                h.end,
+                rule(warden_config::guards::DlpDirection::Request),
+                rule(warden_config::guards::DlpDirection::Response),
+            );
+        }
+        total += findings.len();
+    }
+    println!("{total} finding(s)");
+    Ok(total)
+}

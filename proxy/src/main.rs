@@ -85,10 +85,27 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ApikeyCmd,
     },
+    /// Data-loss prevention, offline.
+    Dlp {
+        #[command(subcommand)]
+        cmd: DlpCmd,
+    },
     /// Tool definitions of live servers.
     Tools {
         #[command(subcommand)]
         cmd: ToolsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlpCmd {
+    /// Print what the bundle's detectors find in sample files (JSON or text)
+    /// and which rule would act on it. Exit status 0 either way.
+    Scan {
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -195,6 +212,12 @@ fn main() -> ExitCode {
             cmd: AuditCmd::Verify { files },
         } => match warden_proxy::cli::audit_verify(&files) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Cmd::Dlp {
+            cmd: DlpCmd::Scan { bundle, files },
+        } => match warden_proxy::cli::dlp_scan(&bundle, &files) {
+            Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
         Cmd::Tools {

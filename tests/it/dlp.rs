@@ -251,3 +251,26 @@ async fn secrets_and_personal_data_are_blocked_or_redacted_both_ways() {
         "{m}"
     );
 }
+
+#[test]
+fn rule_authors_scan_samples_offline() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sample = dir.path().join("sample.json");
+    std::fs::write(
+        &sample,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"card 4111 1111 1111 1111, key AKIAIOSFODNN7EXAMPLE"}]}}"#,
+    )
+    .expect("write");
+    let out = std::process::Command::new(warden_tests::bin("warden"))
+        .args(["dlp", "scan", "--bundle"])
+        .arg(warden_tests::root().join("config/examples/sidecar"))
+        .arg(&sample)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("card_visa\t.result.content[0].text"), "{text}");
+    assert!(text.contains("response: pii-in-results (redact)"), "{text}");
+    assert!(text.contains("aws_access_key_id") && text.contains("no-secrets (block)"), "{text}");
+    assert!(text.contains("2 finding(s)"), "{text}");
+}

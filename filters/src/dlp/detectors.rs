@@ -11,6 +11,8 @@ pub enum Trigger {
     Exact(&'static [&'static str]),
     /// A run of at least this many digits (separators ` -./()` allowed) occurs.
     Digits(usize),
+    /// A run of at least this many digits, only spaces between them.
+    PlainDigits(usize),
     /// `d.d.d.d` occurs (IPv4).
     DottedQuad,
     /// `h:h:h` (three colon-separated hex groups) or `::` occurs (IPv6).
@@ -404,14 +406,14 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "uk_nino",
         category: Pii,
-        trigger: Trigger::Digits(6),
+        trigger: Trigger::PlainDigits(6),
         pattern: r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
         validate: None,
     },
     Spec {
         name: "spain_dni",
         category: Pii,
-        trigger: Trigger::Digits(8),
+        trigger: Trigger::PlainDigits(8),
         pattern: r"\b\d{8}[A-HJ-NP-TV-Z]\b",
         validate: Some(dni),
     },

@@ -32,8 +32,9 @@ pub struct Detector {
     pub category: Category,
     regex: Regex,
     validate: Option<fn(&str) -> bool>,
-    /// Digits-triggered: the shortest digit run that can match.
-    min_digits: Option<usize>,
+    /// Digits-triggered: the shortest digit run that can match, and whether
+    /// only spaces may separate the digits.
+    min_digits: Option<(usize, bool)>,
     /// Runs on every string (custom detectors without anchors).
     always: bool,
     /// Exact-match dictionary of SHA-256 hex digests of lower-cased tokens.
@@ -50,7 +51,12 @@ pub struct Hit {
 
 pub struct Scanner {
     pub detectors: Vec<Detector>,
+    /// Leftmost-longest (prefilter-accelerated) search for anchors …
     ac: AhoCorasick,
+    /// … and an overlapping search run only around each match, so an anchor
+    /// that overlaps another is never missed.
+    ac_overlapping: AhoCorasick,
+    max_anchor: usize,
     /// Aho-Corasick pattern → detector.
     ac_owner: Vec<usize>,
     /// Case-sensitive anchors.
@@ -84,42 +90,44 @@ fn dotted_quad(t: &[u8]) -> bool {
 }
 
 fn hex_colons(t: &[u8]) -> bool {
-    if memchr::memmem::find(t, b"::").is_some() {
-        return true;
-    }
-    let mut run = 0;
-    let mut hex = 0;
-    for &b in t {
-        if b.is_ascii_hexdigit() {
-            hex += 1;
-            if hex > 4 {
-                run = 0;
-            }
-        } else if b == b':' && (1..=4).contains(&hex) {
-            run += 1;
-            hex = 0;
-            if run >= 3 {
-                return true;
-            }
-        } else {
-            run = 0;
-            hex = 0;
+    // Look only around colons: `h:h:h` needs three colons within 15 bytes,
+    // each after 1–4 hex digits (or `::`).
+    let mut last: [usize; 2] = [usize::MAX; 2];
+    for at in memchr::memchr_iter(b':', t) {
+        if at + 1 < t.len() && t[at + 1] == b':' {
+            return true;
         }
+        let hex_before = t[..at].iter().rev().take(5).take_while(|b| b.is_ascii_hexdigit()).count();
+        if !(1..=4).contains(&hex_before) {
+            last = [usize::MAX; 2];
+            continue;
+        }
+        if last[0] != usize::MAX && at - last[0] <= 10 && last[1] != usize::MAX && last[0] - last[1] <= 5 {
+            return true;
+        }
+        last = [at, last[0]];
     }
     false
 }
 
-fn digit_run(text: &[u8]) -> usize {
-    let (mut best, mut cur) = (0, 0);
+/// Longest digit runs: `(separators -./() and spaces allowed, spaces only)`.
+fn digit_runs(text: &[u8]) -> (usize, usize) {
+    let (mut best, mut cur, mut best_plain, mut plain) = (0usize, 0usize, 0usize, 0usize);
     for &b in text {
         if b.is_ascii_digit() {
             cur += 1;
+            plain += 1;
             best = best.max(cur);
-        } else if !matches!(b, b' ' | b'-' | b'.' | b'/' | b'(' | b')') {
+            best_plain = best_plain.max(plain);
+        } else if b == b' ' {
+        } else if matches!(b, b'-' | b'.' | b'/' | b'(' | b')') {
+            plain = 0;
+        } else {
             cur = 0;
+            plain = 0;
         }
     }
-    best
+    (best, best_plain)
 }
 
 impl Scanner {
@@ -131,7 +139,9 @@ impl Scanner {
         let (mut exact, mut exact_owner, mut dotted, mut hexcolon) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for s in SPECS {
-            let regex = Regex::new(s.pattern).map_err(|e| format!("detector {}: {e}", s.name))?;
+            // ASCII word boundaries keep every pattern on the regex crate's DFAs.
+            let pattern = s.pattern.replace(r"\b", r"(?-u:\b)");
+            let regex = Regex::new(&pattern).map_err(|e| format!("detector {}: {e}", s.name))?;
             let idx = detectors.len();
             let min_digits = match s.trigger {
                 Trigger::Literal(lits) => {
@@ -148,7 +158,8 @@ impl Scanner {
                     }
                     None
                 }
-                Trigger::Digits(n) => Some(n),
+                Trigger::Digits(n) => Some((n, false)),
+                Trigger::PlainDigits(n) => Some((n, true)),
                 Trigger::DottedQuad => {
                     dotted.push(idx);
                     None
@@ -211,14 +222,25 @@ impl Scanner {
                 }),
             });
         }
+        let max_anchor = anchors.iter().map(String::len).max().unwrap_or(0);
         let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&anchors)
+            .map_err(|e| e.to_string())?;
+        let exact_ac = AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&exact)
+            .map_err(|e| e.to_string())?;
+        let ac_overlapping = AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .build(&anchors)
             .map_err(|e| e.to_string())?;
-        let exact_ac = AhoCorasick::new(&exact).map_err(|e| e.to_string())?;
         Ok(Scanner {
             detectors,
             ac,
+            ac_overlapping,
+            max_anchor,
             ac_owner,
             exact: exact_ac,
             exact_owner,
@@ -230,10 +252,14 @@ impl Scanner {
     /// Which detectors could match somewhere in `text`.
     fn triggered(&self, text: &[u8]) -> Vec<bool> {
         let mut on = vec![false; self.detectors.len()];
-        for m in self.ac.find_overlapping_iter(text) {
+        for m in self.ac.find_iter(text) {
             on[self.ac_owner[m.pattern().as_usize()]] = true;
+            let window = &text[m.start()..(m.end() + self.max_anchor).min(text.len())];
+            for o in self.ac_overlapping.find_overlapping_iter(window) {
+                on[self.ac_owner[o.pattern().as_usize()]] = true;
+            }
         }
-        for m in self.exact.find_overlapping_iter(text) {
+        for m in self.exact.find_iter(text) {
             on[self.exact_owner[m.pattern().as_usize()]] = true;
         }
         if !self.dotted.is_empty() && dotted_quad(text) {
@@ -246,9 +272,14 @@ impl Scanner {
                 on[i] = true;
             }
         }
-        let run = digit_run(text);
+        let (run, plain) = digit_runs(text);
         for (i, d) in self.detectors.iter().enumerate() {
-            if d.always || d.min_digits.is_some_and(|n| run >= n) {
+            let digits = match d.min_digits {
+                Some((n, false)) => run >= n,
+                Some((n, true)) => plain >= n,
+                None => false,
+            };
+            if d.always || digits {
                 on[i] = true;
             }
         }
@@ -310,6 +341,29 @@ impl Scanner {
         }
         kept.sort_by_key(|h| h.start);
         *out = kept;
+    }
+}
+
+impl Scanner {
+    /// Every finding in a raw JSON message: `(JSON path, hit)`. Clean
+    /// messages are judged on their bytes without being parsed.
+    pub fn scan_json(&self, raw: &[u8]) -> Vec<(String, Hit)> {
+        if self.clean(raw) {
+            return Vec::new();
+        }
+        let Ok(v) = serde_json::from_slice::<Json>(raw) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let mut path = String::new();
+        walk(&v, &mut path, self, &mut found);
+        found
+            .into_iter()
+            .flat_map(|l| {
+                let p = l.path;
+                l.hits.into_iter().map(move |h| (p.clone(), h))
+            })
+            .collect()
     }
 }
 
@@ -665,3 +719,4 @@ mod tests {
         );
     }
 }
+
