@@ -1,0 +1,61 @@
+//! The DLP scanner and redactor never panic, and a redacted message is
+//! always valid JSON (and still one JSON-RPC message).
+#![no_main]
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use warden_config::guards::{Dlp, DlpAction, DlpRule};
+use warden_filters::dlp::DlpFilter;
+use warden_filters::{Decision, Direction, FilterContext, McpFilter, MessageView, Principal};
+
+fn filter() -> &'static DlpFilter {
+    static F: OnceLock<DlpFilter> = OnceLock::new();
+    F.get_or_init(|| {
+        let rule = |name: &str, action| DlpRule {
+            name: name.into(),
+            detectors: vec!["*".into()],
+            request: true,
+            response: true,
+            min_risk: None,
+            action,
+            mask: "[{detector}]".into(),
+            hash: false,
+        };
+        let dlp = Dlp {
+            rules: vec![rule("redact-all", DlpAction::Redact)],
+            custom: Vec::new(),
+            hash_key: None,
+        };
+        DlpFilter::new(dlp, Default::default()).expect("filter")
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let _ = filter().scanner().scan_json(data);
+    let Ok(warden_filters::Parsed::Single(env)) =
+        warden_filters::parse(data, warden_filters::ParseLimits::default())
+    else {
+        return;
+    };
+    let p = Principal::anonymous();
+    let ctx = FilterContext {
+        principal: &p,
+        server: "s",
+        group: "g",
+        session_id: None,
+        protocol_version: None,
+        source_ip: None,
+        direction: Direction::Response,
+        request_method: Some("tools/call"),
+        request_target: Some("t"),
+        now: std::time::SystemTime::UNIX_EPOCH,
+        justification: None,
+        keep_arguments: false,
+        findings: None,
+    };
+    let view = MessageView { envelope: &env, bytes: data };
+    if let Decision::Mutated(out) = filter().on_response(view, &ctx) {
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("redacted output is JSON");
+        assert_eq!(v.get("id"), serde_json::from_slice::<serde_json::Value>(data).ok().as_ref().and_then(|o| o.get("id")));
+    }
+});
