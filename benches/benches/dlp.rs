@@ -26,7 +26,10 @@ fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
 fn bench(c: &mut Criterion) {
     let scanner = Scanner::new(&[]).expect("scanner");
     let set = regex::RegexSet::new(SPECS.iter().map(|s| s.pattern)).expect("set");
-    let singles: Vec<regex::Regex> = SPECS.iter().map(|s| regex::Regex::new(s.pattern).expect("re")).collect();
+    let singles: Vec<regex::Regex> = SPECS
+        .iter()
+        .map(|s| regex::Regex::new(s.pattern).expect("re"))
+        .collect();
     let naive = |raw: &[u8]| {
         let v: serde_json::Value = serde_json::from_slice(raw).expect("json");
         let mut all = Vec::new();
@@ -41,13 +44,23 @@ fn bench(c: &mut Criterion) {
     };
     let clean = warden_benches::tool_result(16 * 1024, 0);
     let dirty = warden_benches::tool_result(16 * 1024, 1);
-    assert!(scanner.scan_json(&clean).is_empty(), "the clean sample is clean");
-    assert!(scanner.scan_json(&dirty).len() >= 12, "about one finding per KiB");
+    assert!(
+        scanner.scan_json(&clean).is_empty(),
+        "the clean sample is clean"
+    );
+    assert!(
+        scanner.scan_json(&dirty).len() >= 12,
+        "about one finding per KiB"
+    );
     let mut g = c.benchmark_group("dlp");
     for (name, data) in [("clean_16k", &clean), ("one_finding_per_kb_16k", &dirty)] {
         g.throughput(Throughput::Bytes(data.len() as u64));
-        g.bench_function(format!("scanner/{name}"), |b| b.iter(|| black_box(scanner.scan_json(black_box(data)))));
-        g.bench_function(format!("naive_regexset/{name}"), |b| b.iter(|| black_box(naive(black_box(data)))));
+        g.bench_function(format!("scanner/{name}"), |b| {
+            b.iter(|| black_box(scanner.scan_json(black_box(data))))
+        });
+        g.bench_function(format!("naive_regexset/{name}"), |b| {
+            b.iter(|| black_box(naive(black_box(data))))
+        });
     }
     g.finish();
 }

@@ -50,14 +50,29 @@ fn detectors_meet_their_precision_and_recall_floors() {
         }
     }
     let mut failing = Vec::new();
-    println!("{:<34} {:>4} {:>4} {:>4} {:>9} {:>7}", "detector", "tp", "fp", "fn", "precision", "recall");
+    println!(
+        "{:<34} {:>4} {:>4} {:>4} {:>9} {:>7}",
+        "detector", "tp", "fp", "fn", "precision", "recall"
+    );
     for (name, (tp, fp, fnn)) in &stats {
-        let p = if tp + fp == 0 { 1.0 } else { *tp as f64 / (*tp + *fp) as f64 };
-        let r = if tp + fnn == 0 { 1.0 } else { *tp as f64 / (*tp + *fnn) as f64 };
+        let p = if tp + fp == 0 {
+            1.0
+        } else {
+            *tp as f64 / (*tp + *fp) as f64
+        };
+        let r = if tp + fnn == 0 {
+            1.0
+        } else {
+            *tp as f64 / (*tp + *fnn) as f64
+        };
         println!("{name:<34} {tp:>4} {fp:>4} {fnn:>4} {p:>9.2} {r:>7.2}");
         if p < MIN_PRECISION || r < MIN_RECALL {
             failing.push(name.clone());
         }
     }
-    assert!(failing.is_empty(), "below the floors: {failing:?}\n{}", mistakes.join("\n"));
+    assert!(
+        failing.is_empty(),
+        "below the floors: {failing:?}\n{}",
+        mistakes.join("\n")
+    );
 }

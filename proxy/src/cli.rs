@@ -256,14 +256,21 @@ pub fn dlp_scan(bundle_dir: &Path, files: &[PathBuf]) -> anyhow::Result<usize> {
                 let text = String::from_utf8_lossy(&raw).into_owned();
                 let mut hits = Vec::new();
                 scanner.scan_str(&text, &mut hits);
-                hits.into_iter().map(|h| ("(text)".to_owned(), h, String::new())).collect()
+                hits.into_iter()
+                    .map(|h| ("(text)".to_owned(), h, String::new()))
+                    .collect()
             };
         for (path, h, _) in &findings {
             let d = &scanner.detectors[h.detector];
             let rule = |dir| {
-                dlp.rule_for(&d.name, d.category.as_str(), dir, warden_config::access::Risk::Medium)
-                    .map(|r| format!("{} ({})", r.name, r.action.as_str()))
-                    .unwrap_or_else(|| "no rule".into())
+                dlp.rule_for(
+                    &d.name,
+                    d.category.as_str(),
+                    dir,
+                    warden_config::access::Risk::Medium,
+                )
+                .map(|r| format!("{} ({})", r.name, r.action.as_str()))
+                .unwrap_or_else(|| "no rule".into())
             };
             println!(
                 "{}\t{}\t{}\tbytes {}..{}\trequest: {}\tresponse: {}",

@@ -269,8 +269,14 @@ fn rule_authors_scan_samples_offline() {
         .expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("card_visa\t.result.content[0].text"), "{text}");
+    assert!(
+        text.contains("card_visa\t.result.content[0].text"),
+        "{text}"
+    );
     assert!(text.contains("response: pii-in-results (redact)"), "{text}");
-    assert!(text.contains("aws_access_key_id") && text.contains("no-secrets (block)"), "{text}");
+    assert!(
+        text.contains("aws_access_key_id") && text.contains("no-secrets (block)"),
+        "{text}"
+    );
     assert!(text.contains("2 finding(s)"), "{text}");
 }

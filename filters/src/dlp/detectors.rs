@@ -72,7 +72,7 @@ pub fn luhn(s: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// US SSN rules: area not 000, 666 or 9xx; group not 00; serial not 0000.
@@ -180,7 +180,8 @@ fn ipv6(s: &str) -> bool {
 fn routing(s: &str) -> bool {
     let d: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
     d.len() == 9
-        && (3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + d[2] + d[5] + d[8]) % 10 == 0
+        && (3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + d[2] + d[5] + d[8])
+            .is_multiple_of(10)
 }
 
 fn dni(s: &str) -> bool {
@@ -210,7 +211,7 @@ fn sin(s: &str) -> bool {
                 }
             })
             .sum();
-        sum % 10 == 0
+        sum.is_multiple_of(10)
     }
 }
 

@@ -97,12 +97,21 @@ fn hex_colons(t: &[u8]) -> bool {
         if at + 1 < t.len() && t[at + 1] == b':' {
             return true;
         }
-        let hex_before = t[..at].iter().rev().take(5).take_while(|b| b.is_ascii_hexdigit()).count();
+        let hex_before = t[..at]
+            .iter()
+            .rev()
+            .take(5)
+            .take_while(|b| b.is_ascii_hexdigit())
+            .count();
         if !(1..=4).contains(&hex_before) {
             last = [usize::MAX; 2];
             continue;
         }
-        if last[0] != usize::MAX && at - last[0] <= 10 && last[1] != usize::MAX && last[0] - last[1] <= 5 {
+        if last[0] != usize::MAX
+            && at - last[0] <= 10
+            && last[1] != usize::MAX
+            && last[0] - last[1] <= 5
+        {
             return true;
         }
         last = [at, last[0]];
@@ -132,6 +141,8 @@ fn digit_runs(text: &[u8]) -> (usize, usize) {
 
 impl Scanner {
     /// The built-in library plus the bundle's custom detectors.
+    // One regex per custom detector, compiled once per bundle, not per call.
+    #[allow(clippy::regex_creation_in_loops)]
     pub fn new(custom: &[warden_config::guards::CustomDetector]) -> Result<Scanner, String> {
         let mut detectors = Vec::new();
         let mut anchors: Vec<String> = Vec::new();
@@ -580,7 +591,9 @@ impl DlpFilter {
             })
             .unwrap_or(Risk::Low);
         let mut blocked: Vec<String> = Vec::new();
-        let mut redactions: Vec<(String, bool, Vec<(Hit, String)>)> = Vec::new();
+        // (JSON path, is an object key, hits with their replacement text)
+        type Edit = (String, bool, Vec<(Hit, String)>);
+        let mut redactions: Vec<Edit> = Vec::new();
         let mut notes = Vec::new();
         for loc in &found {
             let mut reps = Vec::new();
@@ -719,4 +732,3 @@ mod tests {
         );
     }
 }
-
