@@ -469,7 +469,21 @@ impl Mock {
                                     .map_or("unknown fixture", |(_, t)| t)
                                     .to_owned()
                             });
-                        if wants_sse && args.get("sse").and_then(Value::as_bool).unwrap_or(false) {
+                        if args
+                            .get("compressed")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false)
+                        {
+                            // A server that compresses although the client asked for identity.
+                            let mut r = json_resp(StatusCode::OK, &text_result(&id, text));
+                            r.headers_mut().insert(
+                                "content-encoding",
+                                hyper::header::HeaderValue::from_static("gzip"),
+                            );
+                            (None, Some(r), None)
+                        } else if wants_sse
+                            && args.get("sse").and_then(Value::as_bool).unwrap_or(false)
+                        {
                             // One event, written in two TCP chunks split inside the text.
                             let ev = sse_event(&text_result(&id, text));
                             let (tx, rx) = tokio::sync::mpsc::channel(4);

@@ -65,6 +65,26 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         }
     }
     let ct = content_type(resp);
+    // Warden asks for `identity`; a server that compresses anyway would hand
+    // the filters bytes they cannot read, so a judged body must be plain.
+    let encoded = resp
+        .headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+    if encoded
+        && (media_is(ct, "text/event-stream") || media_is(ct, "application/json"))
+        && rt.snap.chain.inspects_responses()
+    {
+        metrics()
+            .upstream_errors
+            .with_label_values(&[server_name, "compressed_response"])
+            .inc();
+        return Error::e_explain(
+            ErrorType::Custom("compressed_response"),
+            "the upstream compressed a response Warden must inspect",
+        );
+    }
     let answers_pending = ctx.plan.as_ref().is_some_and(|p| !p.answers.is_empty());
     ctx.response = if media_is(ct, "text/event-stream") {
         // Never buffer or compress a stream; lengths do not apply.

@@ -477,6 +477,14 @@ impl ProxyHttp for WardenProxy {
             ErrorType::Custom("no_healthy_upstream") => {
                 Some(Refusal::upstream_unavailable(&server, "no healthy replica"))
             }
+            ErrorType::Custom("compressed_response") => Some(Refusal::new(
+                502,
+                "upstream_compressed",
+                warden_filters::JsonRpcError::new(
+                    warden_filters::codes::UPSTREAM_PROTOCOL,
+                    format!("MCP server `{server}` sent a compressed response; Warden cannot inspect it"),
+                ),
+            )),
             _ => match e.esource() {
                 ErrorSource::Upstream => Some(Refusal::upstream_unavailable(
                     &server,

@@ -163,6 +163,18 @@ async fn secrets_and_personal_data_are_blocked_or_redacted_both_ways() {
     assert_eq!(v["error"]["code"], -31015, "{raw}");
     assert!(!raw.contains("ghp_"), "{raw}");
 
+    // A server that compresses its reply anyway cannot slip it past the scanner.
+    let (s, _, b) = post_json(
+        &gw.url("/mock/mcp"),
+        call(15, "fixture", json!({"name": "aws", "compressed": true})),
+        &[],
+    )
+    .await
+    .expect("post");
+    assert_eq!(s, 502, "{}", String::from_utf8_lossy(&b));
+    assert!(String::from_utf8_lossy(&b).contains("-31003"));
+    assert!(!String::from_utf8_lossy(&b).contains("AKIA"));
+
     // Prompt injection in a tool result is stripped; a logged IP passes.
     let (v, _) = send_raw(
         &gw,
@@ -279,4 +291,38 @@ fn rule_authors_scan_samples_offline() {
         "{text}"
     );
     assert!(text.contains("2 finding(s)"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_sdk_client_sees_redactions_and_denials() {
+    let python = warden_tests::root().join("tests/peers/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "Python peers missing: run scripts/setup.sh"
+    );
+    let mock = Mock::start(&[]).expect("mock");
+    let gw = Gateway::start(&mock_bundle(&[mock.addr], RULES), false).expect("gateway");
+    let (ok, out, err) = warden_tests::run_with_timeout(
+        std::process::Command::new(python)
+            .arg(warden_tests::root().join("tests/peers/py_dlp_client.py"))
+            .arg(gw.url("/mock/mcp")),
+        std::time::Duration::from_secs(60),
+    )
+    .expect("python client");
+    assert!(ok, "{out}\n{err}");
+    let report: Value =
+        serde_json::from_str(out.trim().lines().last().unwrap_or("{}")).expect("report");
+    assert_eq!(
+        report["json"][0], "Card on file: [REDACTED:card_visa], exp 12/29.",
+        "{report}"
+    );
+    assert_eq!(
+        report["sse"][0], "Contact [REDACTED:email] for access.",
+        "{report}"
+    );
+    let secret = report["secret"].to_string();
+    assert!(
+        secret.contains("data-loss prevention") && !secret.contains("AKIA"),
+        "{secret}"
+    );
 }
