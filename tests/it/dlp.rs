@@ -12,6 +12,7 @@ const RULES: &str = r#"dlp:
     - {name: email-in, detectors: [email], direction: request, action: redact, hash: true}
     - {name: pii-out, detectors: [email, "card_*", us_ssn, iban], direction: response, action: redact}
     - {name: injection, detectors: ["category:injection"], direction: response, action: strip}
+    - {name: codenames, detectors: [project_codename], direction: response, action: redact, mask: "[codename]"}
     - {name: ips, detectors: [ipv4_address], action: log}
   custom:
     - {name: project_codename, keywords: [bluebird, nightjar]}
@@ -198,11 +199,12 @@ async fn secrets_and_personal_data_are_blocked_or_redacted_both_ways() {
     // Custom keyword detector: logged by no rule → passes untouched.
     let (v, _) = send_raw(
         &gw,
-        call(13, "fixture", json!({"text": "Project Bluebird ships"})),
+        call(13, "fixture", json!({"text": "Project Bluebird ships; bluebirds sing"})),
         false,
     )
     .await;
-    assert_eq!(result_text(&v), "Project Bluebird ships");
+    // A custom keyword detector (whole word, any case) with its own mask.
+    assert_eq!(result_text(&v), "Project [codename] ships; bluebirds sing");
 
     // A tool description carrying an injection is cleaned in tools/list.
     request(
