@@ -5,9 +5,9 @@
 //! Exactness: each (quota, key) has one `AtomicU64` holding the window
 //! number (high 32 bits) and the units used in it (low 32 bits), updated by a
 //! compare-and-swap loop, so concurrent callers can never push a window past
-//! its limit. Memory: counters live in a bounded moka cache; an entry expires
-//! two windows after its last use (when its window is long over, so expiry
-//! never resets a live window). Tables are shared across bundle swaps and
+//! its limit. Memory: counters live in a sharded map bounded by a sweep that
+//! drops counters whose windows are over (so a sweep never resets a live
+//! window) before it drops the least recently used. Tables are shared across bundle swaps and
 //! keyed by the quota's definition digest: an unchanged quota keeps counting.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,35 +24,26 @@ use crate::jsonrpc::Kind;
 /// One counter and how long it must outlive its last use.
 pub struct Counter {
     value: AtomicU64,
-    keep: Duration,
+    /// Unix second of the last use.
+    used: AtomicU64,
+    keep: u64,
 }
 
-struct Keep;
-
-impl moka::Expiry<Vec<u8>, Arc<Counter>> for Keep {
-    fn expire_after_create(
-        &self,
-        _: &Vec<u8>,
-        v: &Arc<Counter>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(v.keep)
-    }
-    fn expire_after_read(
-        &self,
-        _: &Vec<u8>,
-        v: &Arc<Counter>,
-        _: std::time::Instant,
-        _: Option<Duration>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(v.keep)
-    }
+fn unix(now: SystemTime) -> u64 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Counters of every quota, shared by all snapshots of a gateway.
+///
+/// A sharded concurrent map (one lookup, no global lock) of counters. When
+/// it grows past `max_keys`, counters whose windows are long over are
+/// dropped first; if that is not enough, the least recently used tenth goes
+/// (such a key starts a fresh window — the one way a count is not exact, and
+/// only with more than `max_keys` keys active at once).
 pub struct QuotaTables {
-    counters: moka::sync::Cache<Vec<u8>, Arc<Counter>, foldhash::fast::RandomState>,
+    counters: dashmap::DashMap<Vec<u8>, Arc<Counter>, foldhash::fast::RandomState>,
+    max_keys: usize,
     estimates: moka::sync::Cache<[u8; 32], Arc<pingora_limits::rate::Rate>>,
 }
 
@@ -60,31 +51,59 @@ impl QuotaTables {
     /// At most `max_keys` live counters (idle ones are evicted first).
     pub fn new(max_keys: u64) -> Self {
         QuotaTables {
-            counters: moka::sync::Cache::builder()
-                .max_capacity(max_keys)
-                .expire_after(Keep)
-                .build_with_hasher(foldhash::fast::RandomState::default()),
+            counters: dashmap::DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            max_keys: max_keys.max(1) as usize,
             estimates: moka::sync::Cache::new(1024),
         }
     }
 
-    /// Live counters (after pending evictions are applied).
+    /// Live counters.
     pub fn len(&self) -> u64 {
-        self.counters.run_pending_tasks();
-        self.counters.entry_count()
+        self.counters.len() as u64
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.counters.is_empty()
     }
 
-    fn counter(&self, key: &[u8], keep: Duration) -> Arc<Counter> {
-        self.counters.get_with_by_ref(key, || {
-            Arc::new(Counter {
-                value: AtomicU64::new(0),
-                keep,
+    fn sweep(&self, now: u64) {
+        self.counters.retain(|_, c| {
+            now.saturating_sub(c.used.load(Ordering::Relaxed)) <= c.keep || Arc::strong_count(c) > 1
+        });
+        let len = self.counters.len();
+        if len < self.max_keys {
+            return;
+        }
+        // Still full of live keys: drop the least recently used tenth.
+        let mut ages: Vec<u64> = self
+            .counters
+            .iter()
+            .map(|e| e.value().used.load(Ordering::Relaxed))
+            .collect();
+        let cut = len - self.max_keys * 9 / 10;
+        let (_, &mut nth, _) = ages.select_nth_unstable(cut.min(len - 1));
+        self.counters
+            .retain(|_, c| c.used.load(Ordering::Relaxed) > nth || Arc::strong_count(c) > 1);
+    }
+
+    fn counter(&self, key: &[u8], keep: Duration, now: u64) -> Arc<Counter> {
+        if let Some(c) = self.counters.get(key) {
+            c.used.store(now, Ordering::Relaxed);
+            return c.clone();
+        }
+        if self.counters.len() >= self.max_keys {
+            self.sweep(now);
+        }
+        self.counters
+            .entry(key.to_vec())
+            .or_insert_with(|| {
+                Arc::new(Counter {
+                    value: AtomicU64::new(0),
+                    used: AtomicU64::new(now),
+                    keep: keep.as_secs(),
+                })
             })
-        })
+            .clone()
     }
 
     /// Takes `cost` units from the fixed window containing `now`, and returns
@@ -109,7 +128,7 @@ impl QuotaTables {
         if cost > limit {
             return Err(retry);
         }
-        let c = self.counter(key, window * 2 + Duration::from_secs(1));
+        let c = self.counter(key, window * 2 + Duration::from_secs(1), secs);
         let mut cur = c.value.load(Ordering::Acquire);
         loop {
             let (win, used) = (cur >> 32, cur & 0xffff_ffff);
@@ -137,7 +156,7 @@ impl QuotaTables {
     /// Takes one of `max` concurrency slots; the slot is given back when the
     /// returned guard is dropped.
     pub fn take_slot(&self, key: &[u8], max: u64) -> Option<Slot> {
-        let c = self.counter(key, Duration::from_secs(3600));
+        let c = self.counter(key, Duration::from_secs(3600), unix(SystemTime::now()));
         c.value
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)

@@ -199,7 +199,11 @@ async fn secrets_and_personal_data_are_blocked_or_redacted_both_ways() {
     // Custom keyword detector: logged by no rule → passes untouched.
     let (v, _) = send_raw(
         &gw,
-        call(13, "fixture", json!({"text": "Project Bluebird ships; bluebirds sing"})),
+        call(
+            13,
+            "fixture",
+            json!({"text": "Project Bluebird ships; bluebirds sing"}),
+        ),
         false,
     )
     .await;
