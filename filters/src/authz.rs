@@ -260,6 +260,10 @@ impl McpFilter for PolicyFilter {
         "policy"
     }
 
+    fn inspects_json_response(&self, _: &str, method: Option<&str>, _: Option<&str>) -> bool {
+        method.and_then(list_shape).is_some()
+    }
+
     fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
         let env = msg.envelope;
         // Client answers to server→client requests were judged when the request went by.

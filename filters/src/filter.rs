@@ -140,6 +140,19 @@ pub trait McpFilter: Send + Sync {
     fn inspects_responses(&self) -> bool {
         true
     }
+
+    /// Whether `on_response` needs to see the JSON reply to a request of
+    /// `method` (naming `target`) on `server`. When no filter does, the reply
+    /// streams through untouched. Server→client requests never arrive in a
+    /// JSON reply, so filters that only judge those can say no here.
+    fn inspects_json_response(
+        &self,
+        _server: &str,
+        _method: Option<&str>,
+        _target: Option<&str>,
+    ) -> bool {
+        self.inspects_responses()
+    }
 }
 
 /// The outcome of the whole chain for one message.
@@ -180,6 +193,18 @@ impl FilterChain {
     /// Whether any filter judges server→client messages.
     pub fn inspects_responses(&self) -> bool {
         self.filters.iter().any(|f| f.inspects_responses())
+    }
+
+    /// Whether any filter judges the JSON reply to this request.
+    pub fn inspects_json_response(
+        &self,
+        server: &str,
+        method: Option<&str>,
+        target: Option<&str>,
+    ) -> bool {
+        self.filters
+            .iter()
+            .any(|f| f.inspects_json_response(server, method, target))
     }
 
     pub fn names(&self) -> Vec<&'static str> {

@@ -197,6 +197,10 @@ impl McpFilter for PinFilter {
         "tool_pinning"
     }
 
+    fn inspects_json_response(&self, _: &str, method: Option<&str>, _: Option<&str>) -> bool {
+        method == Some("tools/list")
+    }
+
     fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
@@ -344,6 +348,17 @@ pub fn problems(schema: &jsonschema::Validator, v: &Json) -> Vec<String> {
 impl McpFilter for SchemaFilter {
     fn name(&self) -> &'static str {
         "schema"
+    }
+
+    fn inspects_json_response(
+        &self,
+        server: &str,
+        method: Option<&str>,
+        target: Option<&str>,
+    ) -> bool {
+        self.validate_output
+            && method == Some("tools/call")
+            && target.is_some_and(|t| self.schemas(server, t).1.is_some())
     }
 
     fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {

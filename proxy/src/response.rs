@@ -72,9 +72,14 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         .get("content-encoding")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+    let inspect_json = rt.snap.chain.inspects_json_response(
+        server_name,
+        ctx.request_method.as_deref(),
+        ctx.request_target.as_deref(),
+    );
     if encoded
-        && (media_is(ct, "text/event-stream") || media_is(ct, "application/json"))
-        && rt.snap.chain.inspects_responses()
+        && ((media_is(ct, "text/event-stream") && rt.snap.chain.inspects_responses())
+            || (media_is(ct, "application/json") && inspect_json))
     {
         metrics()
             .upstream_errors
@@ -96,7 +101,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         }
     } else if media_is(ct, "application/json")
         && (200..300).contains(&status)
-        && (answers_pending || rt.snap.chain.inspects_responses())
+        && (answers_pending || inspect_json)
     {
         unframe(ctx, resp)?;
         ResponseMode::Json { buf: Vec::new() }
