@@ -237,6 +237,7 @@ impl Scanner {
         let ac = AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(&anchors)
             .map_err(|e| e.to_string())?;
         let exact_ac = AhoCorasick::builder()
