@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -516,7 +516,7 @@ pub struct ToolCatalogConfig {
     pub egress_allow: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KillSwitchConfig {
     /// Pause everything.
@@ -531,4 +531,34 @@ pub struct KillSwitchConfig {
     /// `tool` (on every server) or `server/tool`.
     #[serde(default)]
     pub tools: Vec<String>,
+}
+
+impl KillSwitchConfig {
+    /// Adds (`on`) or removes one entry. `kind` is all, tenant, principal, server or tool.
+    pub fn set(&mut self, kind: &str, value: &str, on: bool) -> Result<(), String> {
+        let list = match kind {
+            "all" => {
+                self.all = on;
+                return Ok(());
+            }
+            "tenant" => &mut self.tenants,
+            "principal" => &mut self.principals,
+            "server" => &mut self.servers,
+            "tool" => &mut self.tools,
+            other => return Err(format!("unknown kill-switch scope `{other}`")),
+        };
+        if value.is_empty() {
+            return Err(format!("`{kind}` needs a value"));
+        }
+        list.retain(|v| v != value);
+        if on {
+            list.push(value.to_owned());
+            list.sort();
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == KillSwitchConfig::default()
+    }
 }

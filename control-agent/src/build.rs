@@ -4,54 +4,12 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use warden_config::archive::{self, Files};
 use warden_config::error::Problem;
 
-/// What the kill switch pauses on top of the source's own `kill_switch`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KillState {
-    #[serde(default)]
-    pub all: bool,
-    #[serde(default)]
-    pub tenants: Vec<String>,
-    #[serde(default)]
-    pub principals: Vec<String>,
-    #[serde(default)]
-    pub servers: Vec<String>,
-    #[serde(default)]
-    pub tools: Vec<String>,
-}
-
-impl KillState {
-    /// Adds (`on`) or removes one entry. `kind` is all, tenant, principal, server or tool.
-    pub fn set(&mut self, kind: &str, value: &str, on: bool) -> Result<(), String> {
-        let list = match kind {
-            "all" => {
-                self.all = on;
-                return Ok(());
-            }
-            "tenant" => &mut self.tenants,
-            "principal" => &mut self.principals,
-            "server" => &mut self.servers,
-            "tool" => &mut self.tools,
-            other => return Err(format!("unknown kill-switch scope `{other}`")),
-        };
-        if value.is_empty() {
-            return Err(format!("`{kind}` needs a value"));
-        }
-        list.retain(|v| v != value);
-        if on {
-            list.push(value.to_owned());
-            list.sort();
-        }
-        Ok(())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        *self == KillState::default()
-    }
-}
+/// What the kill switch pauses on top of the source's own `kill_switch`
+/// (the same shape as the bundle's `kill_switch` section).
+pub use warden_config::raw::KillSwitchConfig as KillState;
 
 /// The signing key of an agent.
 pub struct Signer {

@@ -247,7 +247,9 @@ impl McpFilter for EgressFilter {
             .unwrap_or_default();
         let schema_props = tool_cat.and_then(|t| t.input_schema.clone()).or_else(|| {
             // The server's own advertised schema, as pinned from tools/list.
-            self.pins.get(ctx.server, tool).and_then(|p| p.input_json)
+            self.pins
+                .get(ctx.server, tool)
+                .and_then(|p| p.input_json.clone())
         });
         if let Some(props) = schema_props
             .as_ref()

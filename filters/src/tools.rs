@@ -43,27 +43,34 @@ pub struct Pinned {
     pub input_json: Option<Arc<Json>>,
 }
 
+/// server → tool → pinned definition.
+type PinMap = HashMap<String, HashMap<String, Arc<Pinned>>>;
+
 /// Pinned definitions of every server, shared by all snapshots of a gateway.
+/// Read on every `tools/call` (a lookup by `&str`, no allocation); replaced
+/// whole when a `tools/list` reply changes it.
 #[derive(Default)]
 pub struct ToolPins {
-    map: ArcSwap<HashMap<(String, String), Pinned>>,
+    map: ArcSwap<PinMap>,
 }
 
 impl ToolPins {
-    pub fn get(&self, server: &str, tool: &str) -> Option<Pinned> {
-        self.map
-            .load()
-            .get(&(server.to_owned(), tool.to_owned()))
-            .cloned()
+    pub fn get(&self, server: &str, tool: &str) -> Option<Arc<Pinned>> {
+        self.map.load().get(server)?.get(tool).cloned()
     }
 
     /// `(server, tool, new fingerprint)` of every quarantined tool.
     pub fn quarantined(&self) -> Vec<(String, String, String)> {
-        self.map
-            .load()
-            .iter()
-            .filter_map(|((s, t), p)| p.quarantined.clone().map(|f| (s.clone(), t.clone(), f)))
-            .collect()
+        let map = self.map.load();
+        let mut out = Vec::new();
+        for (s, tools) in map.iter() {
+            for (t, p) in tools {
+                if let Some(f) = &p.quarantined {
+                    out.push((s.clone(), t.clone(), f.clone()));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -128,13 +135,8 @@ impl PinFilter {
             .map_or(&[], |t| t.fingerprints.as_slice())
     }
 
-    /// Judges one listed tool; returns whether it may be shown.
-    fn judge(
-        &self,
-        server: &str,
-        tool: &Json,
-        map: &mut HashMap<(String, String), Pinned>,
-    ) -> bool {
+    /// Judges one listed tool against `pins` (this server's); returns whether it may be shown.
+    fn judge(&self, server: &str, tool: &Json, pins: &mut HashMap<String, Arc<Pinned>>) -> bool {
         let Some(name) = tool.get("name").and_then(Json::as_str) else {
             return false;
         };
@@ -142,49 +144,46 @@ impl PinFilter {
         let body = body_fingerprint(tool);
         let approved = self.approved(server, name);
         let ok_by_bundle = approved.contains(&fp);
-        let key = (server.to_owned(), name.to_owned());
         let schemas = || {
             (
                 tool.get("inputSchema").and_then(compile),
                 tool.get("outputSchema").and_then(compile),
             )
         };
-        match map.get_mut(&key) {
+        match pins.get_mut(name) {
             Some(p) if p.fingerprint == fp => p.quarantined.is_none(),
             Some(p) if ok_by_bundle => {
                 let (input, output) = schemas();
-                *p = Pinned {
+                *p = Arc::new(Pinned {
                     fingerprint: fp,
                     body,
                     quarantined: None,
                     input,
                     output,
                     input_json: tool.get("inputSchema").cloned().map(Arc::new),
-                };
+                });
                 true
             }
             Some(p) => {
-                p.quarantined = Some(fp);
+                Arc::make_mut(p).quarantined = Some(fp);
                 false
             }
             None => {
                 // Unseen name: quarantined when the bundle pinned something
                 // else up front, or when it is a known tool under a new name.
-                let renamed = map
-                    .iter()
-                    .any(|((s, n), p)| s == server && n != name && p.body == body);
+                let renamed = pins.iter().any(|(n, p)| n != name && p.body == body);
                 let bad = !ok_by_bundle && (!approved.is_empty() || renamed);
                 let (input, output) = schemas();
-                map.insert(
-                    key,
-                    Pinned {
+                pins.insert(
+                    name.to_owned(),
+                    Arc::new(Pinned {
                         fingerprint: if bad { String::new() } else { fp.clone() },
                         body,
                         quarantined: bad.then_some(fp),
                         input,
                         output,
                         input_json: tool.get("inputSchema").cloned().map(Arc::new),
-                    },
+                    }),
                 );
                 !bad
             }
@@ -257,13 +256,14 @@ impl McpFilter for PinFilter {
         }
         let before = tools.len();
         let mut map = (**self.pins.map.load()).clone();
+        let pins = map.entry(ctx.server.to_owned()).or_default();
         tools.retain(|t| {
             let Some(n) = t.get("name").and_then(Json::as_str) else {
                 return false;
             };
             valid_name(n)
                 && seen.get(&n.to_ascii_lowercase()) == Some(&1)
-                && self.judge(ctx.server, t, &mut map)
+                && self.judge(ctx.server, t, pins)
         });
         self.pins.map.store(Arc::new(map));
         if tools.len() == before {
@@ -276,12 +276,15 @@ impl McpFilter for PinFilter {
     }
 }
 
+/// A tool's (input, output) schemas.
+type SchemaPair = (Option<Schema>, Option<Schema>);
+
 /// Validates `tools/call` arguments and `structuredContent` against the
 /// catalog's schemas, or those pinned from the server's own definitions.
 pub struct SchemaFilter {
     pins: Arc<ToolPins>,
-    /// Catalog schemas, compiled at bundle build: (server, tool) → (input, output).
-    catalog: HashMap<(String, String), (Option<Schema>, Option<Schema>)>,
+    /// Catalog schemas, compiled at bundle build: server → tool → (input, output).
+    catalog: HashMap<String, HashMap<String, SchemaPair>>,
     tool_error: bool,
     validate_output: bool,
 }
@@ -299,13 +302,16 @@ impl SchemaFilter {
         tool_error: bool,
         validate_output: bool,
     ) -> Self {
-        let mut compiled = HashMap::new();
+        let mut compiled: HashMap<String, HashMap<String, _>> = HashMap::new();
         for (server, c) in catalog {
             for (tool, t) in &c.tools {
                 let input = t.input_schema.as_deref().and_then(compile);
                 let output = t.output_schema.as_deref().and_then(compile);
                 if input.is_some() || output.is_some() {
-                    compiled.insert((server.clone(), tool.clone()), (input, output));
+                    compiled
+                        .entry(server.clone())
+                        .or_default()
+                        .insert(tool.clone(), (input, output));
                 }
             }
         }
@@ -318,7 +324,7 @@ impl SchemaFilter {
     }
 
     fn schemas(&self, server: &str, tool: &str) -> (Option<Schema>, Option<Schema>) {
-        let cat = self.catalog.get(&(server.to_owned(), tool.to_owned()));
+        let cat = self.catalog.get(server).and_then(|m| m.get(tool));
         let pin = self.pins.get(server, tool);
         (
             cat.and_then(|c| c.0.clone())

@@ -112,17 +112,13 @@ fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-fn problems(e: warden_config::error::BundleError) -> String {
-    e.to_string()
-}
-
 /// Loads a bundle directory, verifying its signature first when a key is set.
 pub fn load_dir(dir: &Path, verifier: Option<&Verifier>) -> Result<Bundle, String> {
     if let Some(v) = verifier {
         let files = archive::read_dir(dir).map_err(|e| e.to_string())?;
         v.verify(&files).map_err(|e| format!("signature: {e}"))?;
     }
-    Bundle::load(dir).map_err(problems)
+    Bundle::load(dir).map_err(|e| e.to_string())
 }
 
 fn revision_of(files: &archive::Files) -> String {

@@ -726,26 +726,7 @@ fn mtls_client_certificates_map_to_principals() {
             "keyUsage=critical,keyCertSign",
         ],
     );
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-        ],
-    );
+    warden_tests::self_signed(d);
     for (name, san) in [
         ("agent", "URI:spiffe://acme.example/agent/builder"),
         ("stranger", "URI:spiffe://other.example/x"),

@@ -115,41 +115,11 @@ routes:
     assert!(err.contains("unknown field `helth_check`"), "{err}");
 }
 
-fn self_signed(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
-    let (ok, _, err) = run_with_timeout(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            ])
-            .arg("-keyout")
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem")),
-        Duration::from_secs(60),
-    )
-    .expect("openssl");
-    assert!(ok, "openssl: {err}");
-    (
-        std::fs::read(dir.join("cert.pem")).expect("cert"),
-        std::fs::read(dir.join("key.pem")).expect("key"),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_to_upstreams_verifies_certificates() {
     let mock = Mock::start(&[]).expect("mock");
     let dir = tempfile::tempdir().expect("tmp");
-    let (cert, key) = self_signed(dir.path());
+    let (cert, key) = warden_tests::self_signed(dir.path());
     // An inner gateway terminates TLS in front of the mock: a TLS MCP upstream.
     let port = warden_tests::free_port();
     let inner_yaml = format!(
@@ -193,7 +163,7 @@ async fn tls_to_upstreams_verifies_certificates() {
 fn tls_listener_serves_http1_and_http2() {
     let mock = Mock::start(&[]).expect("mock");
     let dir = tempfile::tempdir().expect("tmp");
-    let (cert, key) = self_signed(dir.path());
+    let (cert, key) = warden_tests::self_signed(dir.path());
     let port = warden_tests::free_port();
     let yaml = format!(
         "version: 1\nlisteners:\n  - {{name: tls, address: \"127.0.0.1:{port}\", tls: {{cert: cert.pem, key: key.pem}}}}\nservice_groups:\n  - name: g\n    servers:\n      - {{name: mock, upstreams: [\"{}\"]}}\nroutes: [{{prefix: /mock, server: mock}}]\n",

@@ -515,6 +515,35 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     assert!(ok, "openssl {args:?}: {err}");
 }
 
+/// A self-signed server certificate for `localhost` / 127.0.0.1, written to
+/// `dir/cert.pem` and `dir/key.pem`; returns (cert, key) PEM.
+pub fn self_signed(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ],
+    );
+    (
+        std::fs::read(dir.join("cert.pem")).expect("cert"),
+        std::fs::read(dir.join("key.pem")).expect("key"),
+    )
+}
+
 /// The example bundle (`config/examples/sidecar`) with its upstream pointed at
 /// `upstream`: warden.yaml (after `edit`), data.json, .manifest and policies.
 pub fn example_bundle(

@@ -12,7 +12,6 @@
 
 pub mod detectors;
 
-use std::cell::RefCell;
 use std::collections::HashSet;
 
 use aho_corasick::AhoCorasick;
@@ -406,6 +405,8 @@ impl std::fmt::Debug for DlpFilter {
 
 struct Located {
     path: String,
+    /// The string (value or key) the hits are in.
+    text: String,
     hits: Vec<Hit>,
     is_key: bool,
 }
@@ -418,6 +419,7 @@ fn walk(v: &Json, path: &mut String, scanner: &Scanner, out: &mut Vec<Located>) 
             if !hits.is_empty() {
                 out.push(Located {
                     path: path.clone(),
+                    text: s.clone(),
                     hits,
                     is_key: false,
                 });
@@ -446,6 +448,7 @@ fn walk(v: &Json, path: &mut String, scanner: &Scanner, out: &mut Vec<Located>) 
                 if !hits.is_empty() {
                     out.push(Located {
                         path: path.clone(),
+                        text: k.clone(),
                         hits,
                         is_key: true,
                     });
@@ -619,7 +622,7 @@ impl DlpFilter {
                         let text = if rule.action == DlpAction::Strip {
                             String::new()
                         } else if rule.hash {
-                            let s = &loc_text(&v, part, &loc.path, loc.is_key)[h.start..h.end];
+                            let s = &loc.text[h.start..h.end];
                             let tag = ring::hmac::sign(&self.hash_key, s.as_bytes());
                             format!("[{}:{}]", d.name, hex::encode(&tag.as_ref()[..6]))
                         } else {
@@ -664,17 +667,6 @@ impl DlpFilter {
             Err(_) => Decision::Pass,
         }
     }
-}
-
-/// The current text at `path` (a string value or key) inside `v[part]`.
-fn loc_text(v: &Json, part: &str, path: &str, is_key: bool) -> String {
-    let found = RefCell::new(String::new());
-    let mut copy = v.get(part).cloned().unwrap_or(Json::Null);
-    redact_at(&mut copy, path, is_key, &|s: &str| {
-        *found.borrow_mut() = s.to_owned();
-        s.to_owned()
-    });
-    found.into_inner()
 }
 
 impl McpFilter for DlpFilter {
