@@ -1,3 +1,4 @@
 //! Warden's load generator and mock MCP server.
 
+pub mod load;
 pub mod mock;

@@ -1,0 +1,611 @@
+//! The load engine: MCP sessions, an open-loop scheduler that measures from
+//! the intended send time, and a closed-loop saturation search.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use serde_json::Value;
+
+use super::report::{Aggregator, Report, SaturationReport, SaturationStep};
+use super::scenario::{Expect, OpKind, Scenario};
+
+/// How one request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// Refused by the gateway or the server (HTTP 4xx, JSON-RPC error, tool error).
+    Denied(String),
+    /// Failed: transport, timeout, 5xx, a malformed reply.
+    Error(String),
+}
+
+/// One completed (or abandoned) request as the aggregator sees it.
+pub struct Sample {
+    pub op: usize,
+    /// Seconds since the run started, at the intended send time.
+    pub at: f64,
+    pub latency_us: u64,
+    /// `None`: as expected. `Some(kind)`: an error of that kind.
+    pub error: Option<String>,
+    pub denied: bool,
+    pub measured: bool,
+}
+
+struct Op {
+    label: String,
+    method: &'static str,
+    params: String,
+    kind: OpKind,
+    expect: Expect,
+}
+
+struct Session {
+    id: Option<HeaderValue>,
+    principal: HeaderMap,
+}
+
+pub struct Load {
+    url: String,
+    client: reqwest::Client,
+    base: HeaderMap,
+    ops: Vec<Op>,
+    weights: Vec<u32>,
+    total_weight: u32,
+    sessions: Vec<Session>,
+    principals: Vec<HeaderMap>,
+    next_id: AtomicU64,
+    pub scenario: Scenario,
+}
+
+fn header_map(h: &BTreeMap<String, String>) -> anyhow::Result<HeaderMap> {
+    let mut m = HeaderMap::new();
+    for (k, v) in h {
+        m.insert(
+            HeaderName::from_bytes(k.as_bytes()).with_context(|| format!("header name {k:?}"))?,
+            HeaderValue::from_str(v).with_context(|| format!("header value for {k}"))?,
+        );
+    }
+    Ok(m)
+}
+
+impl Load {
+    /// Builds the client and opens the scenario's sessions (initialize +
+    /// notifications/initialized), as a real MCP client would.
+    pub async fn connect(scenario: Scenario, url: String) -> anyhow::Result<Arc<Load>> {
+        let timeout = scenario.timeout.unwrap_or(Duration::from_secs(10));
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(usize::MAX)
+            .tcp_nodelay(true)
+            .build()?;
+        let mut base = header_map(&scenario.headers)?;
+        base.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        base.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        base.insert(
+            "mcp-protocol-version",
+            HeaderValue::from_str(&scenario.protocol_version)?,
+        );
+        let principals = if scenario.principals.is_empty() {
+            vec![HeaderMap::new()]
+        } else {
+            scenario
+                .principals
+                .iter()
+                .map(header_map)
+                .collect::<anyhow::Result<_>>()?
+        };
+        let ops = scenario
+            .mix
+            .iter()
+            .map(|o| Op {
+                label: o.label(),
+                method: o.method(),
+                params: o.params().to_string(),
+                kind: o.op,
+                expect: o.expect,
+            })
+            .collect();
+        let weights: Vec<u32> = scenario.mix.iter().map(|o| o.weight).collect();
+        let mut load = Load {
+            url,
+            client,
+            base,
+            ops,
+            total_weight: weights.iter().sum(),
+            weights,
+            sessions: Vec::new(),
+            principals,
+            next_id: AtomicU64::new(1),
+            scenario,
+        };
+        let mut opened = Vec::new();
+        for i in 0..load.scenario.sessions {
+            let principal = load.principals[i % load.principals.len()].clone();
+            let (id, outcome) = load.initialize(&principal).await;
+            match outcome {
+                Outcome::Ok => opened.push(Session { id, principal }),
+                Outcome::Denied(k) | Outcome::Error(k) => {
+                    bail!(
+                        "initialize for session {i} against {} failed: {k}",
+                        load.url
+                    )
+                }
+            }
+        }
+        load.sessions = opened;
+        Ok(Arc::new(load))
+    }
+
+    fn body(&self, op: &Op) -> (u64, String) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let params = if op.kind == OpKind::Initialize {
+            format!(
+                r#"{{"protocolVersion":"{}","capabilities":{{}},"clientInfo":{{"name":"warden-load","version":"0.1.0"}}}}"#,
+                self.scenario.protocol_version
+            )
+        } else {
+            op.params.clone()
+        };
+        (
+            id,
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"{}","params":{params}}}"#,
+                op.method
+            ),
+        )
+    }
+
+    async fn post(
+        &self,
+        session: Option<&HeaderValue>,
+        principal: &HeaderMap,
+        body: String,
+    ) -> Result<reqwest::Response, Outcome> {
+        let mut req = self
+            .client
+            .post(&self.url)
+            .headers(self.base.clone())
+            .headers(principal.clone());
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s.clone());
+        }
+        req.body(body)
+            .send()
+            .await
+            .map_err(|e| Outcome::Error(transport_kind(&e)))
+    }
+
+    async fn initialize(&self, principal: &HeaderMap) -> (Option<HeaderValue>, Outcome) {
+        let op = Op {
+            label: String::new(),
+            method: "initialize",
+            params: String::new(),
+            kind: OpKind::Initialize,
+            expect: Expect::Ok,
+        };
+        let (id, body) = self.body(&op);
+        let resp = match self.post(None, principal, body).await {
+            Ok(r) => r,
+            Err(o) => return (None, o),
+        };
+        let sid = resp.headers().get("mcp-session-id").cloned();
+        let outcome = read_reply(resp, id).await;
+        if outcome == Outcome::Ok {
+            let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_owned();
+            match self.post(sid.as_ref(), principal, note).await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    return (
+                        sid,
+                        Outcome::Error(format!("initialized_{}", r.status().as_u16())),
+                    )
+                }
+                Err(o) => return (sid, o),
+            }
+        }
+        (sid, outcome)
+    }
+
+    fn pick(&self) -> usize {
+        let mut r = rand::rng().random_range(0..self.total_weight);
+        for (i, w) in self.weights.iter().enumerate() {
+            if r < *w {
+                return i;
+            }
+            r -= w;
+        }
+        self.weights.len() - 1
+    }
+
+    /// Sends one operation on a random session and classifies the reply.
+    async fn one(&self, op_index: usize) -> Outcome {
+        let op = &self.ops[op_index];
+        let session = &self.sessions[rand::rng().random_range(0..self.sessions.len())];
+        if op.kind == OpKind::Initialize {
+            let (sid, outcome) = self.initialize(&session.principal).await;
+            if let Some(sid) = sid {
+                // Close the throwaway session off the measured path.
+                let req = self
+                    .client
+                    .delete(&self.url)
+                    .headers(self.base.clone())
+                    .headers(session.principal.clone())
+                    .header("mcp-session-id", sid);
+                tokio::spawn(async move {
+                    let _ = req.send().await;
+                });
+            }
+            return outcome;
+        }
+        let (id, body) = self.body(op);
+        match self
+            .post(session.id.as_ref(), &session.principal, body)
+            .await
+        {
+            Ok(resp) => read_reply(resp, id).await,
+            Err(o) => o,
+        }
+    }
+
+    fn judge(&self, op: usize, outcome: Outcome) -> (Option<String>, bool) {
+        match (self.ops[op].expect, outcome) {
+            (_, Outcome::Error(k)) => (Some(k), false),
+            (Expect::Ok, Outcome::Denied(k)) => (Some(format!("denied_{k}")), true),
+            (Expect::Denied, Outcome::Ok) => (Some("not_denied".into()), false),
+            (_, Outcome::Denied(_)) => (None, true),
+            (_, Outcome::Ok) => (None, false),
+        }
+    }
+
+    pub fn labels(&self) -> Vec<String> {
+        self.ops.iter().map(|o| o.label.clone()).collect()
+    }
+
+    /// Open loop: arrivals follow the scenario's rate; each request's latency
+    /// runs from the moment it was due, so a stalled server shows up as
+    /// queueing instead of fewer, faster samples.
+    pub async fn open_loop(self: &Arc<Self>, progress: bool) -> Report {
+        let warmup = self.scenario.warmup.unwrap_or_default().as_secs_f64();
+        let length = self.scenario.run_length().as_secs_f64();
+        let max_inflight = self.scenario.max_inflight;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sample>();
+        let labels = self.labels();
+        let agg = tokio::spawn(async move {
+            let mut agg = Aggregator::new(labels);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    s = rx.recv() => match s {
+                        Some(s) => agg.record(s),
+                        None => break,
+                    },
+                    _ = tick.tick(), if progress => agg.progress_line(),
+                }
+            }
+            agg
+        });
+        // The schedule runs on its own thread: tokio's timer wheel has a 1 ms
+        // tick, which would add up to a millisecond of our own lateness to
+        // every latency; a thread sleep is accurate to tens of microseconds.
+        let me = Arc::clone(self);
+        let handle = tokio::runtime::Handle::current();
+        let scheduler = std::thread::Builder::new()
+            .name("load-schedule".into())
+            .spawn(move || me.schedule(&handle, tx, warmup, warmup + length, max_inflight));
+        let tx = match scheduler {
+            Ok(t) => tokio::task::spawn_blocking(move || t.join())
+                .await
+                .ok()
+                .and_then(Result::ok),
+            Err(_) => None,
+        };
+        drop(tx);
+        let agg = agg.await.unwrap_or_else(|_| Aggregator::new(self.labels()));
+        agg.report(self, "open", length)
+    }
+
+    /// Dispatches every arrival at its due time until `total` seconds; each
+    /// request task measures from its due time. Returns the sender so the
+    /// caller decides when the aggregator may finish (after in-flight tasks).
+    fn schedule(
+        self: Arc<Self>,
+        rt: &tokio::runtime::Handle,
+        tx: tokio::sync::mpsc::UnboundedSender<Sample>,
+        warmup: f64,
+        total: f64,
+        max_inflight: usize,
+    ) -> tokio::sync::mpsc::UnboundedSender<Sample> {
+        let inflight = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now() + Duration::from_millis(20);
+        let mut due = 0.0f64;
+        while due < total {
+            let intended = start + Duration::from_secs_f64(due);
+            let now = Instant::now();
+            if intended > now {
+                std::thread::sleep(intended - now);
+            }
+            let op = self.pick();
+            let measured = due >= warmup;
+            let at = due - warmup;
+            if inflight.load(Ordering::Relaxed) >= max_inflight {
+                let _ = tx.send(Sample {
+                    op,
+                    at,
+                    latency_us: 0,
+                    error: Some("client_overload".into()),
+                    denied: false,
+                    measured,
+                });
+            } else {
+                inflight.fetch_add(1, Ordering::Relaxed);
+                let me = Arc::clone(&self);
+                let tx = tx.clone();
+                let inflight = Arc::clone(&inflight);
+                rt.spawn(async move {
+                    let outcome = me.one(op).await;
+                    let latency_us = intended.elapsed().as_micros() as u64;
+                    let (error, denied) = me.judge(op, outcome);
+                    let _ = tx.send(Sample {
+                        op,
+                        at,
+                        latency_us,
+                        error,
+                        denied,
+                        measured,
+                    });
+                    inflight.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            let rate = self.scenario.rate_at((due - warmup).max(0.0)).max(1e-3);
+            due += 1.0 / rate;
+        }
+        tx
+    }
+
+    /// Closed loop: `workers` clients each send the next request as soon as
+    /// the previous one is answered, for `length`.
+    pub async fn closed_loop(self: &Arc<Self>, workers: usize, length: Duration) -> Report {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sample>();
+        let start = Instant::now();
+        let end = start + length;
+        for _ in 0..workers {
+            let me = Arc::clone(self);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while Instant::now() < end {
+                    let op = me.pick();
+                    let t0 = Instant::now();
+                    let outcome = me.one(op).await;
+                    let (error, denied) = me.judge(op, outcome);
+                    let _ = tx.send(Sample {
+                        op,
+                        at: t0.duration_since(start).as_secs_f64(),
+                        latency_us: t0.elapsed().as_micros() as u64,
+                        error,
+                        denied,
+                        measured: true,
+                    });
+                }
+            });
+        }
+        drop(tx);
+        let mut agg = Aggregator::new(self.labels());
+        while let Some(s) = rx.recv().await {
+            agg.record(s);
+        }
+        agg.report(self, "closed", length.as_secs_f64())
+    }
+
+    /// Doubles the number of closed-loop clients until p99 passes `bound`,
+    /// errors pass 1 %, or throughput stops growing; the best step within
+    /// the bound is the maximum sustainable rate.
+    pub async fn saturate(
+        self: &Arc<Self>,
+        bound: Duration,
+        step: Duration,
+        max_workers: usize,
+        progress: bool,
+    ) -> SaturationReport {
+        let mut steps = Vec::new();
+        let mut workers = 1usize;
+        let mut flat = 0;
+        let mut best_rps = 0.0f64;
+        loop {
+            let r = self.closed_loop(workers, step).await;
+            let ok = r.latency_us.p99 <= bound.as_micros() as u64 && r.error_rate() <= 0.01;
+            if progress {
+                eprintln!(
+                    "saturate: {workers:>4} clients  {:>9.0} rps  p50 {:>8}  p99 {:>8}  errors {:.2}%  {}",
+                    r.throughput,
+                    fmt_us(r.latency_us.p50),
+                    fmt_us(r.latency_us.p99),
+                    r.error_rate() * 100.0,
+                    if ok { "within bound" } else { "over bound" }
+                );
+            }
+            let rps = r.throughput;
+            steps.push(SaturationStep {
+                workers,
+                within_bound: ok,
+                report: r,
+            });
+            if !ok || workers >= max_workers {
+                break;
+            }
+            if rps < best_rps * 1.05 {
+                flat += 1;
+                if flat >= 2 {
+                    break;
+                }
+            } else {
+                flat = 0;
+            }
+            best_rps = best_rps.max(rps);
+            workers *= 2;
+        }
+        SaturationReport::new(self, bound, steps)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+pub fn fmt_us(us: u64) -> String {
+    if us >= 10_000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else if us >= 1000 {
+        format!("{:.2}ms", us as f64 / 1000.0)
+    } else {
+        format!("{us}µs")
+    }
+}
+
+fn transport_kind(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timeout".into()
+    } else if e.is_connect() {
+        "connect".into()
+    } else if e.is_body() || e.is_decode() {
+        "body".into()
+    } else {
+        "io".into()
+    }
+}
+
+/// Reads a reply (JSON or SSE) until the response to `id` and classifies it.
+async fn read_reply(resp: reqwest::Response, id: u64) -> Outcome {
+    let status = resp.status();
+    let sse = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if status.is_server_error() {
+        return Outcome::Error(format!("http_{}", status.as_u16()));
+    }
+    if status.is_client_error() {
+        return Outcome::Denied(format!("http_{}", status.as_u16()));
+    }
+    if !sse {
+        return match resp.bytes().await {
+            Ok(b) => classify(&b),
+            Err(e) => Outcome::Error(transport_kind(&e)),
+        };
+    }
+    let mut stream = resp.bytes_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return Outcome::Error(transport_kind(&e)),
+        };
+        buf.extend_from_slice(&chunk);
+        while let Some((end, skip)) = event_end(&buf) {
+            let event = buf.split_to(end + skip).freeze();
+            if let Some(data) = event_data(&event[..end]) {
+                if let Ok(v) = serde_json::from_slice::<Value>(&data) {
+                    if v.get("id").and_then(Value::as_u64) == Some(id)
+                        && (v.get("result").is_some() || v.get("error").is_some())
+                    {
+                        return classify_value(&v);
+                    }
+                }
+            }
+        }
+    }
+    Outcome::Error("sse_ended_without_reply".into())
+}
+
+fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let lf = memchr_pair(buf, b"\n\n").map(|i| (i, 2));
+    let crlf = memchr_pair(buf, b"\r\n\r\n").map(|i| (i, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+fn memchr_pair(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn event_data(event: &[u8]) -> Option<Bytes> {
+    let mut out = Vec::new();
+    let mut any = false;
+    for line in event.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            if any {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
+            any = true;
+        }
+    }
+    any.then(|| Bytes::from(out))
+}
+
+fn classify(body: &[u8]) -> Outcome {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => classify_value(&v),
+        Err(_) => Outcome::Error("malformed_reply".into()),
+    }
+}
+
+fn classify_value(v: &Value) -> Outcome {
+    if let Some(e) = v.get("error") {
+        let code = e.get("code").and_then(Value::as_i64).unwrap_or(0);
+        return Outcome::Denied(format!("rpc_{code}"));
+    }
+    match v.get("result") {
+        Some(r) if r.get("isError").and_then(Value::as_bool) == Some(true) => {
+            Outcome::Denied("tool_error".into())
+        }
+        Some(_) => Outcome::Ok,
+        None => Outcome::Error("malformed_reply".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_split_on_any_line_ending() {
+        let raw = b"event: message\r\ndata: {\"a\":1}\r\n\r\ndata: x\n\n";
+        let (end, skip) = event_end(raw).expect("first");
+        assert_eq!(event_data(&raw[..end]).as_deref(), Some(&b"{\"a\":1}"[..]));
+        let rest = &raw[end + skip..];
+        let (end, _) = event_end(rest).expect("second");
+        assert_eq!(event_data(&rest[..end]).as_deref(), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn replies_are_classified() {
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
+            Outcome::Ok
+        );
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32003,"message":"x"}}"#),
+            Outcome::Denied("rpc_-32003".into())
+        );
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[]}}"#),
+            Outcome::Denied("tool_error".into())
+        );
+        assert_eq!(classify(b"nope"), Outcome::Error("malformed_reply".into()));
+    }
+}
