@@ -441,7 +441,8 @@ impl Mock {
                         if wants_sse && args.get("sse").and_then(Value::as_bool) == Some(true) {
                             // The reply as one SSE event (benchmarks of the stream path).
                             let (tx, rx) = tokio::sync::mpsc::channel(1);
-                            let _ = tx.try_send(Ok(Frame::data(sse_event(&text_result(&id, text)))));
+                            let _ =
+                                tx.try_send(Ok(Frame::data(sse_event(&text_result(&id, text)))));
                             (None, Some(sse_response(rx, None)), None)
                         } else {
                             (Some(text_result(&id, text)), None, None)

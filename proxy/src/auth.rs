@@ -125,15 +125,34 @@ pub fn authenticate(
     let authorization = header("authorization")?;
     let api_key = header(&id.api_key_header)?;
     let cert = client_cert(session);
-    auth.authenticate(
+    let presented = if authorization.is_some() {
+        "bearer"
+    } else if api_key.is_some() {
+        "api_key"
+    } else if cert.is_some() {
+        "mtls"
+    } else {
+        "none"
+    };
+    let result = auth.authenticate(
         Presented {
             authorization,
             api_key,
             client_cert: cert.as_ref(),
         },
         std::time::SystemTime::now(),
-    )
-    .map_err(|e| refusal(id, path, &e))
+    );
+    crate::metrics::metrics()
+        .auth
+        .with_label_values(&[
+            presented,
+            match &result {
+                Ok(_) => "ok",
+                Err(e) => e.reason(),
+            },
+        ])
+        .inc();
+    result.map_err(|e| refusal(id, path, &e))
 }
 
 /// Answers `GET /.well-known/oauth-protected-resource[/path]`.

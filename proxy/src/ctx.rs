@@ -75,8 +75,6 @@ pub struct RequestCtx {
     pub counted_inflight: bool,
     /// The client speaks HTTP/2 to the gateway.
     pub downstream_h2: bool,
-    /// The body could not be replayed by Pingora; the gateway forwards it itself.
-    pub direct: bool,
 }
 
 impl RequestCtx {
@@ -110,7 +108,6 @@ impl RequestCtx {
             request_method: None,
             request_target: None,
             counted_inflight: false,
-            direct: false,
             downstream_h2: false,
         }
     }

@@ -1,18 +1,26 @@
-//! Forwarding for the one body Pingora cannot replay: a request of unknown
-//! length (chunked HTTP/1.1, or HTTP/2 without content-length) larger than the
-//! 64 KiB replay window. The gateway has already read and judged it; here it
-//! sends those bytes itself over Pingora's upstream connector and streams the
-//! response back through the same response path (`response::on_header`,
+//! Forwarding of judged POST bodies. The gateway has already read, parsed and
+//! judged the body; here it sends exactly those bytes over Pingora's upstream
+//! connector (pooled, health-checked, TLS as configured) and relays the
+//! response through the same response path (`response::on_header`,
 //! `response::on_body`) as proxied requests.
+//!
+//! Owning the exchange lets a JSON reply that must be judged be read whole
+//! *before* the response header is written: the client gets the judged body
+//! with its exact Content-Length in one write (no chunked re-framing, no
+//! separate header and terminator packets), and an upstream failure while the
+//! body is read still gets a JSON-RPC error instead of a cut connection.
+//! SSE replies and replies nobody inspects stream through as they arrive.
 
 use bytes::Bytes;
 use pingora::prelude::*;
 use pingora_core::connectors::http::Connector;
+use pingora_core::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
 use warden_filters::Refusal;
 
-use crate::ctx::RequestCtx;
+use crate::ctx::{RequestCtx, ResponseMode};
 use crate::response;
+use crate::service::refusal_for;
 use crate::state::Gateway;
 use crate::upstream::{peer, rewrite_request};
 
@@ -32,7 +40,7 @@ pub async fn forward(
         .session_id
         .as_ref()
         .and_then(|sid| gw.sticky_get(&s.name, sid));
-    let (mut up, p, addr) = loop {
+    let (up, p, addr, reused) = loop {
         let Some(addr) = rt.select(server, sticky, &ctx.tried) else {
             return Err(Refusal::upstream_unavailable(&s.name, "no healthy replica"));
         };
@@ -40,7 +48,7 @@ pub async fn forward(
         ctx.chosen = Some(addr);
         let p = peer(s, addr, false);
         match connector.get_http_session(&p).await {
-            Ok((up, _reused)) => break (up, p, addr),
+            Ok((up, reused)) => break (up, p, addr, reused),
             Err(e) => {
                 crate::metrics::metrics()
                     .upstream_errors
@@ -63,36 +71,83 @@ pub async fn forward(
         ErrorType::ReadTimedout | ErrorType::WriteTimedout => Refusal::upstream_timeout(&s.name),
         _ => Refusal::upstream_unavailable(&s.name, &e.etype().as_str().to_ascii_lowercase()),
     };
-    up.write_request_header(Box::new(req))
-        .await
-        .map_err(unavailable)?;
-    up.write_request_body(body, true)
-        .await
-        .map_err(unavailable)?;
-    up.finish_request_body().await.map_err(unavailable)?;
-    // Skip interim (1xx) responses.
-    loop {
-        up.read_response_header().await.map_err(unavailable)?;
-        if up
-            .response_header()
-            .is_none_or(|h| !h.status.is_informational())
+    let mut up = up;
+    let mut p = p;
+    set_timeouts(&mut up, &p);
+    let mut sent = send(&mut up, &req, &body).await;
+    if let Err(e) = &sent {
+        // A pooled connection the server closed while idle fails before the
+        // server saw anything: try once more on a fresh connection.
+        if reused
+            && matches!(
+                e.etype(),
+                ErrorType::WriteError | ErrorType::ConnectionClosed | ErrorType::ReadError
+            )
+            && !up_answered(&up)
         {
-            break;
+            let fresh = peer(s, addr, false);
+            match connector.get_http_session(&fresh).await {
+                Ok((u, _)) => {
+                    up = u;
+                    p = fresh;
+                    set_timeouts(&mut up, &p);
+                    sent = send(&mut up, &req, &body).await;
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
         }
     }
+    sent.map_err(unavailable)?;
     let mut resp = up
         .response_header()
         .cloned()
         .ok_or_else(|| Refusal::upstream_unavailable(&s.name, "no response header"))?;
-    response::on_header(gw, ctx, &mut resp).map_err(|e| Refusal::internal(&e.to_string()))?;
+    let refuse = |e: Box<Error>| refusal_for(&e, &s.name).unwrap_or_else(|| unavailable(e));
+    response::on_header(gw, ctx, &mut resp).map_err(refuse)?;
     resp.remove_header(&http::header::CONNECTION);
+    let status = resp.status.as_u16();
+
+    if matches!(
+        ctx.response,
+        ResponseMode::Json { .. } | ResponseMode::AnswersOnly
+    ) {
+        // Judged whole: read it all, then answer with the exact length.
+        let out = loop {
+            let chunk = up.read_response_body().await.map_err(unavailable)?;
+            let eos = chunk.is_none() || up.response_done();
+            let mut b = chunk;
+            response::on_body(gw, ctx, &mut b, eos).map_err(refuse)?;
+            if eos {
+                break b.unwrap_or_default();
+            }
+        };
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
+        resp.insert_header(http::header::CONTENT_LENGTH, out.len())
+            .map_err(|e| Refusal::internal(&e.to_string()))?;
+        if session
+            .write_response_header(Box::new(resp), false)
+            .await
+            .is_ok()
+        {
+            let _ = session.write_response_body(Some(out), true).await;
+        }
+        // The connector keeps the connection only if the exchange completed.
+        connector
+            .release_http_session(up, &p, Some(s.timeouts.idle))
+            .await;
+        return Ok(status);
+    }
+
+    if matches!(ctx.response, ResponseMode::Sse { .. }) {
+        // A stream may rest between events for as long as streams may idle.
+        up.set_read_timeout(Some(s.timeouts.stream_idle));
+    }
     if session.as_downstream().is_http2() {
         resp.remove_header(&http::header::TRANSFER_ENCODING);
     } else if !resp.headers.contains_key(http::header::CONTENT_LENGTH) {
         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")
             .map_err(|e| Refusal::internal(&e.to_string()))?;
     }
-    let status = resp.status.as_u16();
     // From here on the response has started: failures can only cut it.
     if session
         .write_response_header(Box::new(resp), false)
@@ -125,4 +180,34 @@ pub async fn forward(
         .release_http_session(up, &p, Some(s.timeouts.idle))
         .await;
     Ok(status)
+}
+
+/// Writes the request and reads the final (non-1xx) response header.
+async fn send(
+    up: &mut HttpSession,
+    req: &pingora::http::RequestHeader,
+    body: &Bytes,
+) -> Result<()> {
+    up.write_request_header(Box::new(req.clone())).await?;
+    up.write_request_body(body.clone(), true).await?;
+    up.finish_request_body().await?;
+    loop {
+        up.read_response_header().await?;
+        if up
+            .response_header()
+            .is_none_or(|h| !h.status.is_informational())
+        {
+            return Ok(());
+        }
+    }
+}
+
+fn set_timeouts(up: &mut HttpSession, p: &pingora::upstreams::peer::HttpPeer) {
+    up.set_read_timeout(p.options.read_timeout);
+    up.set_write_timeout(p.options.write_timeout);
+}
+
+/// Whether any part of a response arrived on this connection.
+fn up_answered(up: &HttpSession) -> bool {
+    up.response_header().is_some()
 }

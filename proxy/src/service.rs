@@ -214,10 +214,7 @@ impl WardenProxy {
         {
             Ok(b) => b,
             Err(BodyError::Refused(r)) => return Err(r),
-            Err(BodyError::Unreplayable(b)) => {
-                ctx.direct = true;
-                b
-            }
+            Err(BodyError::Unreplayable(b)) => b,
         };
         ctx.body_len_in = body.len();
         let parsed = parse(&body, rt.snap.parse_limits).map_err(|(id, e)| Refusal::parse(id, e))?;
@@ -271,15 +268,23 @@ impl WardenProxy {
             }
         }
         ctx.plan = Some(plan);
-        if ctx.direct {
-            // Pingora cannot replay this body: send the judged bytes ourselves.
-            let judged = ctx.body.clone().unwrap_or_default();
-            let status =
-                crate::direct::forward(&self.gateway, &self.connector, session, ctx, judged)
-                    .await?;
-            return Ok(Prepared::Answered(status));
+        // Send exactly the judged bytes ourselves (see `direct`): a judged
+        // JSON reply then leaves in one write with its exact length, and a
+        // body larger than Pingora's replay window needs no replay.
+        let judged = ctx.body.clone().unwrap_or_default();
+        match crate::direct::forward(&self.gateway, &self.connector, session, ctx, judged).await {
+            Ok(status) => Ok(Prepared::Answered(status)),
+            Err(mut r) => {
+                metrics()
+                    .upstream_errors
+                    .with_label_values(&[ctx.server_name(), r.reason])
+                    .inc();
+                if let Some(p) = ctx.plan.as_ref().filter(|p| !p.batch) {
+                    r.id = p.records.first().and_then(|rec| rec.id.clone());
+                }
+                Err(r)
+            }
         }
-        Ok(Prepared::Proxy)
     }
 
     fn audit_base(&self, session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
@@ -470,32 +475,7 @@ impl ProxyHttp for WardenProxy {
     ) -> FailToProxy {
         let server = ctx.server_name().to_owned();
         ctx.upstream_error = Some(e.to_string());
-        let refusal = match e.etype() {
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                Some(Refusal::upstream_timeout(&server))
-            }
-            ErrorType::Custom("no_healthy_upstream") => {
-                Some(Refusal::upstream_unavailable(&server, "no healthy replica"))
-            }
-            ErrorType::Custom("compressed_response") => Some(Refusal::new(
-                502,
-                "upstream_compressed",
-                warden_filters::JsonRpcError::new(
-                    warden_filters::codes::UPSTREAM_PROTOCOL,
-                    format!("MCP server `{server}` sent a compressed response; Warden cannot inspect it"),
-                ),
-            )),
-            _ => match e.esource() {
-                ErrorSource::Upstream => Some(Refusal::upstream_unavailable(
-                    &server,
-                    &e.etype().as_str().to_ascii_lowercase(),
-                )),
-                ErrorSource::Downstream => None,
-                ErrorSource::Internal | ErrorSource::Unset => {
-                    Some(Refusal::internal(e.etype().as_str()))
-                }
-            },
-        };
+        let refusal = refusal_for(e, &server);
         let mut code = 0;
         if let Some(mut r) = refusal {
             metrics()
@@ -656,5 +636,48 @@ impl ProxyHttp for WardenProxy {
         for rec in out {
             self.gateway.audit.record(rec).await;
         }
+    }
+}
+
+/// The answer for an error raised while talking to the upstream (`None`: the
+/// downstream went away, nobody is left to answer).
+pub(crate) fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            Some(Refusal::upstream_timeout(server))
+        }
+        ErrorType::Custom("no_healthy_upstream") => {
+            Some(Refusal::upstream_unavailable(server, "no healthy replica"))
+        }
+        ErrorType::Custom("compressed_response") => Some(Refusal::new(
+            502,
+            "upstream_compressed",
+            warden_filters::JsonRpcError::new(
+                warden_filters::codes::UPSTREAM_PROTOCOL,
+                format!(
+                    "MCP server `{server}` sent a compressed response; Warden cannot inspect it"
+                ),
+            ),
+        )),
+        ErrorType::Custom("response_too_large") => Some(Refusal::new(
+            502,
+            "upstream_response_too_large",
+            warden_filters::JsonRpcError::new(
+                warden_filters::codes::UPSTREAM_PROTOCOL,
+                format!(
+                    "MCP server `{server}` sent a response larger than limits.max_response_body"
+                ),
+            ),
+        )),
+        _ => match e.esource() {
+            ErrorSource::Upstream => Some(Refusal::upstream_unavailable(
+                server,
+                &e.etype().as_str().to_ascii_lowercase(),
+            )),
+            ErrorSource::Downstream => None,
+            ErrorSource::Internal | ErrorSource::Unset => {
+                Some(Refusal::internal(e.etype().as_str()))
+            }
+        },
     }
 }
