@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use warden_config::Bundle;

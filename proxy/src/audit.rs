@@ -124,13 +124,63 @@ pub const GENESIS: [u8; 32] = [0; 32];
 impl AuditSink {
     /// Opens the log (resuming its chain) and starts the writer thread.
     pub fn start(opts: AuditOptions) -> std::io::Result<(AuditSink, AuditWriter)> {
-        let out = Output::open(&opts)?;
+        // One writer per file: an exclusive lock on `<path>.lock`. During a
+        // binary upgrade the old process still holds it while it drains; the
+        // new one queues its records and takes over the file (resuming the
+        // chain after the old process's last record) once the lock is free.
+        let lock = match &opts.path {
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(format!("{}.lock", p.display()))?,
+            ),
+            None => None,
+        };
+        let ready = match &lock {
+            None => true,
+            Some(f) => match f.try_lock() {
+                Ok(()) => true,
+                Err(std::fs::TryLockError::WouldBlock) => false,
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            },
+        };
+        // Open now when we can, so a bad path fails at start.
+        let out = if ready {
+            Some(Output::open(&opts, lock)?)
+        } else {
+            tracing::info!("audit file locked by another Warden (upgrade in progress); records queue until it exits");
+            None
+        };
         let (tx, rx) = mpsc::channel(opts.queue);
         let stalled = Arc::new(AtomicBool::new(false));
         let s2 = stalled.clone();
+        let o2 = opts.clone();
         let handle = std::thread::Builder::new()
             .name("warden-audit".into())
-            .spawn(move || write_loop(rx, out, s2))?;
+            .spawn(move || {
+                let out = match out {
+                    Some(o) => o,
+                    None => match o2
+                        .path
+                        .as_ref()
+                        .map(|p| format!("{}.lock", p.display()))
+                        .ok_or_else(|| std::io::Error::other("no audit path"))
+                        .and_then(|l| std::fs::OpenOptions::new().write(true).open(l))
+                        .and_then(|f| f.lock().map(|()| f))
+                        .and_then(|f| Output::open(&o2, Some(f)))
+                    {
+                        Ok(o) => o,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot open the audit file after the previous writer exited");
+                            s2.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                    },
+                };
+                write_loop(rx, out, s2)
+            })?;
         Ok((
             AuditSink {
                 tx,
@@ -261,6 +311,8 @@ fn resume(path: &Path) -> std::io::Result<ChainHead> {
 }
 
 struct Output {
+    /// Held while this process writes the file (released when it exits).
+    _lock: Option<std::fs::File>,
     opts: AuditOptions,
     w: std::io::BufWriter<Box<dyn Write + Send>>,
     head: ChainHead,
@@ -269,7 +321,7 @@ struct Output {
 }
 
 impl Output {
-    fn open(opts: &AuditOptions) -> std::io::Result<Output> {
+    fn open(opts: &AuditOptions, lock: Option<std::fs::File>) -> std::io::Result<Output> {
         let (w, head, bytes): (Box<dyn Write + Send>, ChainHead, u64) = match &opts.path {
             Some(p) => {
                 let head = resume(p)?;
@@ -290,6 +342,7 @@ impl Output {
             ),
         };
         Ok(Output {
+            _lock: lock,
             opts: opts.clone(),
             w: std::io::BufWriter::with_capacity(256 * 1024, w),
             head,

@@ -67,6 +67,14 @@ enum Cmd {
         /// Audit log path (`-` for stdout), overriding the bundle's.
         #[arg(long)]
         audit: Option<PathBuf>,
+        /// Take over the listening sockets of a running Warden (binary
+        /// upgrade): start this, then send the old process SIGQUIT.
+        #[arg(long)]
+        upgrade: bool,
+        /// Unix socket the listening sockets are handed over on (the same
+        /// path for the old and the new process).
+        #[arg(long, default_value = "/tmp/warden-upgrade.sock")]
+        upgrade_sock: PathBuf,
     },
     /// Check a bundle and print every problem; exits non-zero if there are any.
     Validate { bundle: PathBuf },
@@ -246,6 +254,8 @@ fn main() -> ExitCode {
             admin,
             threads,
             audit,
+            upgrade,
+            upgrade_sock,
         } => {
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -307,6 +317,8 @@ fn main() -> ExitCode {
                 admin,
                 threads,
                 audit,
+                upgrade,
+                upgrade_sock,
             }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

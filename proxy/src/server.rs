@@ -24,11 +24,17 @@ pub struct RunOptions {
     pub admin: Option<String>,
     pub threads: usize,
     pub audit: Option<PathBuf>,
+    /// Receive the listening sockets from the running process (SIGQUIT it).
+    pub upgrade: bool,
+    pub upgrade_sock: PathBuf,
 }
 
 /// Builds everything and runs until a shutdown signal. SIGTERM drains:
 /// listeners close at once, requests and streams in flight get the bundle's
-/// `timeouts.drain` to finish. SIGINT stops at once.
+/// `timeouts.drain` to finish. SIGINT stops at once. SIGQUIT hands the
+/// listening sockets to a process started with `--upgrade`, then drains:
+/// the new binary accepts from the same sockets while the old one finishes
+/// what it has (the audit file stays one chain: see `audit`).
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (bundle, etag) = crate::bundles::initial(&opts.source)?;
     let shared = warden_filters::snapshot::Shared::new();
@@ -59,9 +65,14 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         threads: opts.threads.max(1),
         grace_period_seconds: Some(cfg.timeouts.drain.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: opts.upgrade_sock.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
