@@ -16,12 +16,16 @@ if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then
   command -v curl >/dev/null 2>&1 || need_apt+=(curl)
   command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
   python3 -c 'import venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+  # The monitoring tests: promtool checks the alert rules, a real Prometheus scrapes a gateway.
+  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Debian starts a system Prometheus on :9090 where systemd runs; the tests start their own.
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 fi
 
 if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then
