@@ -18,6 +18,8 @@ if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then
   python3 -c 'import venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
   # The monitoring tests: promtool checks the alert rules, a real Prometheus scrapes a gateway.
   command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+  # Global quotas are tested against a real Redis (started by the tests on loopback).
+  command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-server redis-tools)
 fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
@@ -25,7 +27,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # Debian starts a system Prometheus on :9090 where systemd runs; the tests start their own.
-  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now prometheus redis-server >/dev/null 2>&1 || true; fi
 fi
 
 if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then

@@ -111,6 +111,7 @@ fn bench(c: &mut Criterion) {
             justification: None,
             keep_arguments: false,
             findings: None,
+            global: None,
         };
         let plan = plan_request(&request, &parsed, &snap.chain, &fctx);
         fctx.direction = Direction::Response;

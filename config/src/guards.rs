@@ -45,6 +45,59 @@ pub struct Quota {
     pub methods: Vec<String>,
     /// Digest of the definition: counters carry over a bundle swap when it is unchanged.
     pub definition: [u8; 32],
+    /// Enforced across replicas through the shared store (window quotas only).
+    pub global: Option<StoreFailure>,
+}
+
+/// What a global quota does while the shared store is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// Each replica enforces the limit on its own counters.
+    Local,
+    /// Refuse the calls the quota covers.
+    Closed,
+}
+
+/// The shared store for global quotas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redis {
+    pub url: String,
+    /// Fixed lease size; `None`: 1 % of each limit (1 … 1000).
+    pub lease: Option<u64>,
+    pub timeout: Duration,
+    pub prefix: String,
+}
+
+impl Redis {
+    /// Units a replica takes from the store per round trip for `limit`.
+    pub fn lease_for(&self, limit: u64) -> u64 {
+        self.lease
+            .unwrap_or((limit / 100).clamp(1, 1000))
+            .clamp(1, limit.max(1))
+    }
+}
+
+pub(crate) fn redis(raw: Option<&raw::RedisConfig>, p: &mut Problems) -> Option<Redis> {
+    let r = raw?;
+    if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+        p.push("redis.url", "must start with redis:// or rediss://");
+    }
+    if r.lease == Some(0) {
+        p.push("redis.lease", "must be at least 1");
+    }
+    let timeout = match &r.timeout {
+        None => Duration::from_millis(250),
+        Some(t) => parse_duration(t).unwrap_or_else(|e| {
+            p.push("redis.timeout", e);
+            Duration::from_millis(250)
+        }),
+    };
+    Some(Redis {
+        url: r.url.clone(),
+        lease: r.lease,
+        timeout,
+        prefix: r.prefix.clone().unwrap_or_else(|| "warden:".into()),
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -136,7 +189,7 @@ pub(crate) fn host_patterns(list: &[String], base: &str, p: &mut Problems) -> Ve
         .collect()
 }
 
-pub(crate) fn quotas(raw: &[raw::QuotaConfig], p: &mut Problems) -> Vec<Quota> {
+pub(crate) fn quotas(raw: &[raw::QuotaConfig], has_store: bool, p: &mut Problems) -> Vec<Quota> {
     let mut out = Vec::new();
     let mut names = std::collections::HashSet::new();
     for (i, q) in raw.iter().enumerate() {
@@ -197,10 +250,40 @@ pub(crate) fn quotas(raw: &[raw::QuotaConfig], p: &mut Problems) -> Vec<Quota> {
         } else {
             q.methods.clone()
         };
+        let global = if q.global {
+            if !matches!(kind, QuotaKind::Window { exact: true, .. }) {
+                p.push(
+                    format!("{base}.global"),
+                    "only exact `limit`/`window` quotas can be global",
+                );
+            }
+            if !has_store {
+                p.push(format!("{base}.global"), "needs the `redis` section");
+            }
+            Some(match q.on_store_failure.as_deref() {
+                None | Some("local") => StoreFailure::Local,
+                Some("closed") => StoreFailure::Closed,
+                Some(o) => {
+                    p.push(
+                        format!("{base}.on_store_failure"),
+                        format!("`{o}` is not local or closed"),
+                    );
+                    StoreFailure::Local
+                }
+            })
+        } else {
+            if q.on_store_failure.is_some() {
+                p.push(
+                    format!("{base}.on_store_failure"),
+                    "applies to `global: true` quotas only",
+                );
+            }
+            None
+        };
         let mut h = Sha256::new();
         h.update(format!(
-            "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
-            q.name, per, kind, q.servers, q.groups, q.tools, q.tenants, methods
+            "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            q.name, per, kind, q.servers, q.groups, q.tools, q.tenants, methods, global
         ));
         out.push(Quota {
             name: q.name.clone(),
@@ -212,6 +295,7 @@ pub(crate) fn quotas(raw: &[raw::QuotaConfig], p: &mut Problems) -> Vec<Quota> {
             tenants: q.tenants.clone(),
             methods,
             definition: h.finalize().into(),
+            global,
         });
     }
     out

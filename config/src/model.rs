@@ -36,6 +36,8 @@ pub struct Config {
     pub catalog: HashMap<String, ServerCatalog>,
     pub kill_switch: KillSwitch,
     pub quotas: Vec<crate::guards::Quota>,
+    /// Shared store of global quotas.
+    pub redis: Option<crate::guards::Redis>,
     pub schemas: crate::guards::Schemas,
     pub egress: crate::guards::Egress,
     /// Fingerprint tool definitions and quarantine changes.
@@ -615,7 +617,8 @@ impl Config {
         let known: HashSet<&str> = servers.iter().map(|s: &Server| s.name.as_str()).collect();
         let catalog = access::catalog(&raw.catalog, &known, p);
         let kill_switch = access::kill_switch(&raw.kill_switch, p);
-        let quotas = crate::guards::quotas(&raw.quotas, p);
+        let redis = crate::guards::redis(raw.redis.as_ref(), p);
+        let quotas = crate::guards::quotas(&raw.quotas, redis.is_some(), p);
         let schemas = crate::guards::schemas(&raw.schemas, p);
         let egress = crate::guards::egress(&raw.egress, p);
         // A route can only reach addresses the bundle allows.
@@ -648,6 +651,7 @@ impl Config {
             catalog,
             kill_switch,
             quotas,
+            redis,
             schemas,
             egress,
             tool_pinning: raw.tool_pinning.enabled.unwrap_or(true),

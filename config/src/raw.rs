@@ -40,6 +40,9 @@ pub struct WardenConfig {
     /// Per-principal (tenant, server, group, tool) rate, budget and concurrency limits.
     #[serde(default)]
     pub quotas: Vec<QuotaConfig>,
+    /// Store shared by replicas (global quotas).
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
     #[serde(default)]
     pub schemas: SchemasConfig,
     #[serde(default)]
@@ -138,6 +141,31 @@ pub struct QuotaConfig {
     /// Methods counted (default `[tools/call]`).
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Enforce the limit across every replica through the `redis` store.
+    #[serde(default)]
+    pub global: bool,
+    /// Global quotas while the store is unreachable: `local` (default: each
+    /// replica enforces the limit on its own) or `closed` (refuse).
+    #[serde(default)]
+    pub on_store_failure: Option<String>,
+}
+
+/// The shared store for global quotas.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]` (`rediss://` for TLS).
+    pub url: String,
+    /// Units a replica takes from the store per round trip (default: 1 % of
+    /// the limit, at least 1, at most 1000).
+    #[serde(default)]
+    pub lease: Option<u64>,
+    /// Longest wait for the store before its failure mode applies (default 250ms).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Key prefix (default `warden:`), so fleets can share one Redis.
+    #[serde(default)]
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

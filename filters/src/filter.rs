@@ -40,6 +40,8 @@ pub struct FilterContext<'a> {
     pub keep_arguments: bool,
     /// Where filters note what they found in this message (DLP findings).
     pub findings: Option<&'a std::cell::RefCell<Vec<crate::dlp::FindingNote>>>,
+    /// Global-quota reservations made for this request (see `quota::global_demands`).
+    pub global: Option<&'a crate::quota::GlobalVerdicts>,
 }
 
 /// One message as a filter sees it: the envelope read by the parser and the

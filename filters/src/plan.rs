@@ -306,6 +306,7 @@ mod tests {
             justification: None,
             keep_arguments: false,
             findings: None,
+            global: None,
         };
         let parsed = parse(body.as_bytes(), ParseLimits::default()).expect("parse");
         plan_request(body.as_bytes(), &parsed, &chain, &ctx)

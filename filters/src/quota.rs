@@ -15,11 +15,116 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use warden_config::access::ServerCatalog;
-use warden_config::guards::{Quota, QuotaKey, QuotaKind};
+use warden_config::guards::{Quota, QuotaKey, QuotaKind, StoreFailure};
 
 use crate::error::{codes, JsonRpcError};
 use crate::filter::{Decision, Denial, FilterContext, Hold, McpFilter, MessageView};
-use crate::jsonrpc::Kind;
+use crate::jsonrpc::{Envelope, Kind};
+
+/// What the shared store said about a global quota key for this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalVerdict {
+    /// The units came out of this replica's lease.
+    Granted,
+    /// The fleet used the whole window.
+    Exhausted { retry_after: u64 },
+    /// The store could not be asked; the quota's `on_store_failure` decides.
+    Unavailable,
+}
+
+/// Reservations made before the chain runs, by counter key.
+pub type GlobalVerdicts = std::collections::HashMap<Vec<u8>, GlobalVerdict>;
+
+/// Units of a global quota a request needs (summed over a batch's elements).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalDemand {
+    pub quota: String,
+    pub key: Vec<u8>,
+    pub limit: u64,
+    pub window: Duration,
+    pub cost: u64,
+    pub on_failure: StoreFailure,
+}
+
+/// The global-quota units the messages of a request need, one entry per key.
+/// The proxy reserves them in the shared store (waiting only when its local
+/// lease is empty) and hands the verdicts to the chain in `FilterContext`.
+pub fn global_demands<'a>(
+    quotas: &[Quota],
+    catalog: &std::collections::HashMap<String, ServerCatalog>,
+    messages: impl Iterator<Item = &'a Envelope>,
+    ctx: &FilterContext<'_>,
+) -> Vec<GlobalDemand> {
+    let mut out: Vec<GlobalDemand> = Vec::new();
+    if !quotas.iter().any(|q| q.global.is_some()) {
+        return out;
+    }
+    for env in messages {
+        let (Kind::Request, Some(method)) = (env.kind, env.method.as_deref()) else {
+            continue;
+        };
+        let tool = tool_of(method, env);
+        for q in quotas.iter().filter(|q| q.global.is_some()) {
+            let (
+                QuotaKind::Window {
+                    limit,
+                    window,
+                    weighted,
+                    ..
+                },
+                Some(on_failure),
+            ) = (&q.kind, q.global)
+            else {
+                continue;
+            };
+            if !applies(q, method, tool, ctx) {
+                continue;
+            }
+            let key = QuotaFilter::key(q, ctx, tool);
+            let cost = cost_of(*weighted, catalog, ctx.server, tool);
+            match out.iter_mut().find(|d| d.key == key) {
+                Some(d) => d.cost += cost,
+                None => out.push(GlobalDemand {
+                    quota: q.name.clone(),
+                    key,
+                    limit: *limit,
+                    window: *window,
+                    cost,
+                    on_failure,
+                }),
+            }
+        }
+    }
+    out
+}
+
+fn tool_of<'e>(method: &str, env: &'e Envelope) -> Option<&'e str> {
+    (method == "tools/call")
+        .then_some(env.name.as_deref())
+        .flatten()
+}
+
+fn applies(q: &Quota, method: &str, tool: Option<&str>, ctx: &FilterContext<'_>) -> bool {
+    q.methods.iter().any(|m| m == method)
+        && listed(&q.servers, Some(ctx.server))
+        && listed(&q.groups, Some(ctx.group))
+        && listed(&q.tools, tool)
+        && listed(&q.tenants, Some(&ctx.principal.tenant))
+}
+
+fn cost_of(
+    weighted: bool,
+    catalog: &std::collections::HashMap<String, ServerCatalog>,
+    server: &str,
+    tool: Option<&str>,
+) -> u64 {
+    if weighted {
+        tool.and_then(|t| catalog.get(server)?.tool(t))
+            .map_or(1, |t| t.cost)
+    } else {
+        1
+    }
+}
 
 /// One counter and how long it must outlive its last use.
 pub struct Counter {
@@ -214,7 +319,7 @@ impl QuotaFilter {
     }
 
     /// The counter key: the quota's definition, then each `per` field.
-    fn key(q: &Quota, ctx: &FilterContext<'_>, tool: Option<&str>) -> Vec<u8> {
+    pub fn key(q: &Quota, ctx: &FilterContext<'_>, tool: Option<&str>) -> Vec<u8> {
         let mut k = Vec::with_capacity(64);
         k.extend_from_slice(&q.definition);
         for p in &q.per {
@@ -233,6 +338,24 @@ impl QuotaFilter {
             k.push(0);
         }
         k
+    }
+
+    fn store_denial(q: &Quota) -> Denial {
+        Denial::error(
+            JsonRpcError::new(
+                codes::QUOTA_EXCEEDED,
+                format!(
+                    "Quota `{}` cannot be checked: the shared quota store is unreachable",
+                    q.name
+                ),
+            )
+            .with_data(serde_json::json!({
+                "reason": "quota_store_unavailable",
+                "limit": q.name,
+                "retry_after": 1,
+            })),
+            format!("quota_store_unavailable:{}", q.name),
+        )
     }
 
     fn denial(q: &Quota, retry_after: u64) -> Denial {
@@ -261,17 +384,10 @@ impl McpFilter for QuotaFilter {
         let (Kind::Request, Some(method)) = (env.kind, env.method.as_deref()) else {
             return Decision::Pass;
         };
-        let tool = (method == "tools/call")
-            .then_some(env.name.as_deref())
-            .flatten();
+        let tool = tool_of(method, env);
         let mut slots: Vec<Slot> = Vec::new();
         for q in &self.quotas {
-            if !q.methods.iter().any(|m| m == method)
-                || !listed(&q.servers, Some(ctx.server))
-                || !listed(&q.groups, Some(ctx.group))
-                || !listed(&q.tools, tool)
-                || !listed(&q.tenants, Some(&ctx.principal.tenant))
-            {
+            if !applies(q, method, tool, ctx) {
                 continue;
             }
             let key = Self::key(q, ctx, tool);
@@ -282,12 +398,28 @@ impl McpFilter for QuotaFilter {
                     weighted,
                     exact,
                 } => {
-                    let cost = if *weighted {
-                        tool.and_then(|t| self.catalog.get(ctx.server)?.tool(t))
-                            .map_or(1, |t| t.cost)
-                    } else {
-                        1
-                    };
+                    let cost = cost_of(*weighted, &self.catalog, ctx.server, tool);
+                    if let Some(on_failure) = q.global {
+                        match ctx.global.and_then(|g| g.get(&key)) {
+                            Some(GlobalVerdict::Granted) => {
+                                // Also counted locally, so a later store outage
+                                // (`local` mode) starts from what this replica used.
+                                let _ = self
+                                    .tables
+                                    .take_window(&key, *limit, *window, cost, ctx.now);
+                                continue;
+                            }
+                            Some(GlobalVerdict::Exhausted { retry_after }) => {
+                                return Decision::Reject(Self::denial(q, *retry_after));
+                            }
+                            Some(GlobalVerdict::Unavailable) | None => {
+                                if on_failure == StoreFailure::Closed {
+                                    return Decision::Reject(Self::store_denial(q));
+                                }
+                                // Local: this replica enforces the limit alone.
+                            }
+                        }
+                    }
                     if *exact {
                         if let Err(retry) = self
                             .tables

@@ -52,6 +52,13 @@ impl AdminApp {
                 "policy_cacheable": rt.snap.policy.as_ref().map(|p| p.cacheable()),
             },
             "filters": rt.snap.chain.names(),
+            "quota_store": self.gateway.quota_store.load_full().map(|q| serde_json::json!({
+                "url": q.display_url(),
+                "up": q.is_up(),
+                "probed": q.probed(),
+                "down_since": q.down_since(),
+                "leases": q.leases(),
+            })),
             "quarantined_tools": self.gateway.shared.pins.quarantined().into_iter().map(|(s, t, f)| serde_json::json!({"server": s, "tool": t, "fingerprint": f})).collect::<Vec<_>>(),
             "routes": rt.snap.routes.iter().map(|r| serde_json::json!({"prefix": r.prefix, "host": r.host, "server": rt.snap.config.servers[r.server].name})).collect::<Vec<_>>(),
             "servers": upstreams,
@@ -70,6 +77,17 @@ impl AdminApp {
             .filter(|(_, l)| !l.iter().any(|(_, ok)| *ok))
             .map(|(s, _)| s)
             .collect();
+        // Not before the global quota store was tried once (up or not), so the
+        // first calls are not decided by its failure mode for want of a probe.
+        let probed = self
+            .gateway
+            .quota_store
+            .load_full()
+            .is_none_or(|q| q.probed());
+        let mut down = down;
+        if !probed {
+            down.push("(global quota store not probed yet)".into());
+        }
         (down.is_empty(), down)
     }
 }

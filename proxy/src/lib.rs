@@ -8,6 +8,7 @@ pub mod bundles;
 pub mod cli;
 pub mod ctx;
 pub mod direct;
+pub mod global;
 pub mod metrics;
 pub mod respond;
 pub mod response;

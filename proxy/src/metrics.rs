@@ -2,7 +2,8 @@
 
 use prometheus::{
     exponential_buckets, register_histogram_vec, register_int_counter, register_int_counter_vec,
-    register_int_gauge, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    register_int_gauge, register_int_gauge_vec, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec,
 };
 use std::sync::OnceLock;
 
@@ -35,6 +36,9 @@ pub struct Metrics {
     pub policy_cache: prometheus::IntGaugeVec,
     /// Authentication results by method and outcome.
     pub auth: IntCounterVec,
+    pub quota_store_up: IntGaugeVec,
+    pub quota_store_requests: IntCounterVec,
+    pub quota_store_fallbacks: IntCounterVec,
     /// DLP findings by detector, direction and action.
     pub dlp_findings: IntCounterVec,
     /// Calls refused by a quota, by quota name.
@@ -138,6 +142,21 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "warden_auth_total",
             "Authentication attempts by method and result",
             &["method", "result"]
+        )?,
+        quota_store_up: register_int_gauge_vec!(
+            "warden_quota_store_up",
+            "1 while the global quota store (Redis) answers",
+            &["store"]
+        )?,
+        quota_store_requests: register_int_counter_vec!(
+            "warden_quota_store_requests_total",
+            "Lease requests to the global quota store by result",
+            &["result"]
+        )?,
+        quota_store_fallbacks: register_int_counter_vec!(
+            "warden_quota_store_fallbacks_total",
+            "Global quota checks decided without the store, by on_store_failure mode",
+            &["mode"]
         )?,
         inflight: register_int_gauge!("warden_inflight_requests", "Requests in flight")?,
         bundle_info: prometheus::register_int_gauge_vec!(

@@ -226,6 +226,7 @@ fn filter_ctx<'a>(
         justification: ctx.justification.as_deref(),
         keep_arguments: false,
         findings: None,
+        global: None,
     }
 }
 

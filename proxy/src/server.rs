@@ -131,6 +131,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         },
     ));
     server.add_service(background_service(
+        "quota store probe",
+        crate::global::StoreProbe {
+            gateway: gateway.clone(),
+        },
+    ));
+    server.add_service(background_service(
         "health checks",
         HealthChecker {
             gateway: gateway.clone(),

@@ -237,22 +237,43 @@ impl WardenProxy {
             }
             Parsed::Batch(_) => {}
         }
+        // Global quotas: reserve their units in the shared store first (this
+        // waits on Redis only when this replica's lease for a key is empty).
+        let mut global = warden_filters::quota::GlobalVerdicts::new();
+        let demands = {
+            let fctx = request_fctx(ctx, server, cfg.audit.include_arguments, None);
+            match &parsed {
+                Parsed::Single(env) => warden_filters::quota::global_demands(
+                    &cfg.quotas,
+                    &cfg.catalog,
+                    std::iter::once(env),
+                    &fctx,
+                ),
+                Parsed::Batch(items) => warden_filters::quota::global_demands(
+                    &cfg.quotas,
+                    &cfg.catalog,
+                    items.iter().filter_map(|i| i.as_ref().ok()),
+                    &fctx,
+                ),
+            }
+        };
+        if !demands.is_empty() {
+            let store = self.gateway.quota_store.load_full();
+            for d in demands {
+                let v = match &store {
+                    Some(s) => s.reserve(&d, ctx.now).await,
+                    None => warden_filters::quota::GlobalVerdict::Unavailable,
+                };
+                global.insert(d.key, v);
+            }
+        }
         let mut plan = {
-            let fctx = FilterContext {
-                principal: &ctx.principal,
-                server: &server.name,
-                group: &server.group,
-                session_id: ctx.session_id.as_deref(),
-                protocol_version: ctx.protocol_version.as_deref(),
-                source_ip: ctx.source_ip,
-                direction: Direction::Request,
-                request_method: None,
-                request_target: None,
-                now: ctx.now,
-                justification: ctx.justification.as_deref(),
-                keep_arguments: cfg.audit.include_arguments,
-                findings: None,
-            };
+            let fctx = request_fctx(
+                ctx,
+                server,
+                cfg.audit.include_arguments,
+                Some(&global).filter(|g| !g.is_empty()),
+            );
             plan_request(&body, &parsed, &rt.snap.chain, &fctx)
         };
         // The forwarded bytes move into the context; the plan keeps answers and records.
@@ -679,5 +700,30 @@ pub(crate) fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
                 Some(Refusal::internal(e.etype().as_str()))
             }
         },
+    }
+}
+
+/// The filter context of a request message.
+fn request_fctx<'a>(
+    ctx: &'a RequestCtx,
+    server: &'a warden_config::model::Server,
+    keep_arguments: bool,
+    global: Option<&'a warden_filters::quota::GlobalVerdicts>,
+) -> FilterContext<'a> {
+    FilterContext {
+        principal: &ctx.principal,
+        server: &server.name,
+        group: &server.group,
+        session_id: ctx.session_id.as_deref(),
+        protocol_version: ctx.protocol_version.as_deref(),
+        source_ip: ctx.source_ip,
+        direction: Direction::Request,
+        request_method: None,
+        request_target: None,
+        now: ctx.now,
+        justification: ctx.justification.as_deref(),
+        keep_arguments,
+        findings: None,
+        global,
     }
 }

@@ -22,6 +22,8 @@ pub struct Gateway {
     pub bundles: crate::bundles::BundleState,
     /// Quota counters and tool pins, carried across bundle swaps.
     pub shared: std::sync::Arc<warden_filters::snapshot::Shared>,
+    /// The global quota store (the bundle's `redis` section), if any.
+    pub quota_store: arc_swap::ArcSwapOption<crate::global::QuotaStore>,
     next_request: AtomicU64,
 }
 
@@ -37,7 +39,15 @@ impl Gateway {
             .with_label_values(&[rt.snap.revision.as_str()])
             .set(1);
         let revision = rt.snap.revision.clone();
+        let quota_store = arc_swap::ArcSwapOption::empty();
+        if let Some(r) = &rt.snap.config.redis {
+            match crate::global::QuotaStore::new(r.clone()) {
+                Ok(s) => quota_store.store(Some(s)),
+                Err(e) => tracing::error!(error = %e, "global quota store"),
+            }
+        }
         Gateway {
+            quota_store,
             current: ArcSwap::from_pointee(rt),
             sticky: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
@@ -58,6 +68,13 @@ impl Gateway {
 
     /// Publishes a new runtime; requests in flight keep the one they loaded.
     pub fn swap(&self, rt: Runtime) {
+        // A changed `redis` section gets a new store (and fresh leases).
+        let want = rt.snap.config.redis.clone();
+        let have = self.quota_store.load_full().map(|s| s.cfg.clone());
+        if want != have {
+            self.quota_store
+                .store(want.and_then(|r| crate::global::QuotaStore::new(r).ok()));
+        }
         let m = metrics();
         let old = self.current.swap(Arc::new(rt));
         m.bundle_info

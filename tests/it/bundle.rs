@@ -50,6 +50,9 @@ service_groups:
       - {name: a, upstreams: []}
 routes:
   - {prefix: "jira/", server: nowhere}
+quotas:
+  - {name: fleet, limit: 10, window: 1h, global: true, on_store_failure: maybe}
+  - {name: slots, concurrency: 3, global: true}
 "#,
     )
     .expect("write");
@@ -83,6 +86,9 @@ routes:
         "warden.yaml: routes[0].prefix:",
         "warden.yaml: routes[0].server: unknown server `nowhere`",
         "data.json: must hold a JSON object",
+        "warden.yaml: quotas[0].global: needs the `redis` section",
+        "warden.yaml: quotas[0].on_store_failure: `maybe` is not local or closed",
+        "warden.yaml: quotas[1].global: only exact `limit`/`window` quotas can be global",
     ] {
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
