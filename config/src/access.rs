@@ -763,3 +763,43 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
     }
 }
+
+/// The fleet secret that seals session ids (`sessions:`), if configured.
+pub(crate) fn session_seal(
+    raw: Option<&raw::SessionsConfig>,
+    root: &Path,
+    p: &mut Problems,
+) -> Option<Secret> {
+    let r = raw?;
+    let v = match (&r.seal_key_env, &r.seal_key_file) {
+        (Some(var), None) => match std::env::var(var) {
+            Ok(v) => v,
+            Err(_) => {
+                p.push(
+                    "sessions.seal_key_env",
+                    format!("environment variable `{var}` is not set"),
+                );
+                return None;
+            }
+        },
+        (None, Some(f)) => match std::fs::read_to_string(root.join(f)) {
+            Ok(v) => v.trim_end_matches(['\n', '\r']).to_owned(),
+            Err(e) => {
+                p.push("sessions.seal_key_file", format!("cannot read `{f}`: {e}"));
+                return None;
+            }
+        },
+        _ => {
+            p.push("sessions", "give one of seal_key_env or seal_key_file");
+            return None;
+        }
+    };
+    if v.len() < 32 {
+        p.push(
+            "sessions",
+            "the sealing secret must have at least 32 characters",
+        );
+        return None;
+    }
+    Some(secret(v))
+}

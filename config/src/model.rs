@@ -38,6 +38,8 @@ pub struct Config {
     pub quotas: Vec<crate::guards::Quota>,
     /// Shared store of global quotas.
     pub redis: Option<crate::guards::Redis>,
+    /// Fleet secret that seals session ids (stateless replicas).
+    pub session_seal: Option<crate::access::Secret>,
     pub schemas: crate::guards::Schemas,
     pub egress: crate::guards::Egress,
     /// Fingerprint tool definitions and quarantine changes.
@@ -618,6 +620,7 @@ impl Config {
         let catalog = access::catalog(&raw.catalog, &known, p);
         let kill_switch = access::kill_switch(&raw.kill_switch, p);
         let redis = crate::guards::redis(raw.redis.as_ref(), p);
+        let session_seal = access::session_seal(raw.sessions.as_ref(), root, p);
         let quotas = crate::guards::quotas(&raw.quotas, redis.is_some(), p);
         let schemas = crate::guards::schemas(&raw.schemas, p);
         let egress = crate::guards::egress(&raw.egress, p);
@@ -652,6 +655,7 @@ impl Config {
             kill_switch,
             quotas,
             redis,
+            session_seal,
             schemas,
             egress,
             tool_pinning: raw.tool_pinning.enabled.unwrap_or(true),

@@ -43,6 +43,9 @@ pub struct WardenConfig {
     /// Store shared by replicas (global quotas).
     #[serde(default)]
     pub redis: Option<RedisConfig>,
+    /// Session ids sealed with a fleet key, so any replica serves any session.
+    #[serde(default)]
+    pub sessions: Option<SessionsConfig>,
     #[serde(default)]
     pub schemas: SchemasConfig,
     #[serde(default)]
@@ -148,6 +151,20 @@ pub struct QuotaConfig {
     /// replica enforces the limit on its own) or `closed` (refuse).
     #[serde(default)]
     pub on_store_failure: Option<String>,
+}
+
+/// Sealed session ids: the gateway hands clients an encrypted, authenticated
+/// token holding the upstream's session id, the upstream replica and the
+/// principal the session is bound to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Environment variable holding the fleet's sealing secret (≥ 32 characters).
+    #[serde(default)]
+    pub seal_key_env: Option<String>,
+    /// File holding it (relative paths resolve against the bundle root).
+    #[serde(default)]
+    pub seal_key_file: Option<String>,
 }
 
 /// The shared store for global quotas.

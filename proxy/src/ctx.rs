@@ -51,6 +51,10 @@ pub struct RequestCtx {
     /// Upstream path and query.
     pub upstream_uri: String,
     pub session_id: Option<String>,
+    /// The session id (or legacy query) came sealed: the upstream replica it
+    /// named, and the upstream's own id goes upstream instead of the token.
+    pub sealed_upstream: Option<std::net::SocketAddr>,
+    pub session_sealed: bool,
     pub protocol_version: Option<String>,
     /// The exact bytes that were judged and will be forwarded.
     pub body: Option<Bytes>,
@@ -92,6 +96,8 @@ impl RequestCtx {
             justification: None,
             upstream_uri: String::new(),
             session_id: None,
+            sealed_upstream: None,
+            session_sealed: false,
             protocol_version: None,
             body: None,
             body_len_in: 0,

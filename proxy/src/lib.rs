@@ -12,6 +12,7 @@ pub mod global;
 pub mod metrics;
 pub mod respond;
 pub mod response;
+pub mod seal;
 pub mod server;
 pub mod service;
 pub mod state;

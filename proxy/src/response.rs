@@ -48,16 +48,25 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     };
     let server_name = &rt.snap.config.servers[server].name;
     // Session stickiness: the replica that created a session keeps serving it.
+    let mut sealed_header = None;
     if let (Some(sid), Some(addr)) = (resp.headers.get("mcp-session-id"), ctx.chosen) {
         if let Ok(sid) = sid.to_str() {
-            gw.sticky_set(
-                server_name,
-                sid,
-                addr,
-                &crate::state::owner_key(&ctx.principal),
-            );
+            let owner = crate::state::owner_key(&ctx.principal);
+            gw.sticky_set(server_name, sid, addr, &owner);
+            // Stateless replicas: the client gets the sealed form.
+            if let Some(sealer) = gw.sealer.load_full() {
+                sealed_header = sealer.seal(&crate::seal::SealedSession {
+                    session: sid.to_owned(),
+                    upstream: addr.to_string(),
+                    owner,
+                    server: server_name.clone(),
+                });
+            }
             ctx.session_id.get_or_insert_with(|| sid.to_owned());
         }
+    }
+    if let Some(token) = sealed_header {
+        resp.insert_header("mcp-session-id", token)?;
     }
     if ctx.exchange == Exchange::Delete && (200..300).contains(&status) {
         if let Some(sid) = &ctx.session_id {
@@ -412,13 +421,23 @@ fn rewrite_endpoint(
     };
     match rewritten {
         Some(new) => {
+            let server_name = &rt.snap.config.servers[server].name;
+            let owner = crate::state::owner_key(&ctx.principal);
             if let Some(addr) = ctx.chosen {
-                gw.sticky_set(
-                    &rt.snap.config.servers[server].name,
-                    &legacy_key(path),
-                    addr,
-                    &crate::state::owner_key(&ctx.principal),
-                );
+                gw.sticky_set(server_name, &legacy_key(path), addr, &owner);
+                // Stateless replicas: the session's query travels sealed.
+                if let (Some(sealer), Some((base, query))) =
+                    (gw.sealer.load_full(), new.split_once('?'))
+                {
+                    if let Some(token) = sealer.seal(&crate::seal::SealedSession {
+                        session: query.to_owned(),
+                        upstream: addr.to_string(),
+                        owner,
+                        server: server_name.clone(),
+                    }) {
+                        return ev.with_data(&format!("{base}?ws={token}"));
+                    }
+                }
             }
             ev.with_data(&new)
         }

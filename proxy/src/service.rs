@@ -41,6 +41,59 @@ pub struct WardenProxy {
 }
 
 impl WardenProxy {
+    /// Opens a sealed session id (header) or legacy endpoint query: checks the
+    /// binding to the principal and the server, and puts the upstream's own id
+    /// and replica in the context. A token that does not open → 404.
+    fn unseal_session(&self, ctx: &mut RequestCtx, server: &str) -> Result<(), Refusal> {
+        let Some(sealer) = self.gateway.sealer.load_full() else {
+            return Ok(());
+        };
+        let unknown = || {
+            Refusal::new(
+                404,
+                "session_unknown",
+                warden_filters::JsonRpcError::new(
+                    warden_filters::codes::FORBIDDEN,
+                    "Session not found: start a new session with initialize",
+                ),
+            )
+        };
+        let owner = crate::state::owner_key(&ctx.principal);
+        let check =
+            |p: &crate::seal::SealedSession| -> Result<Option<std::net::SocketAddr>, Refusal> {
+                if p.server != server {
+                    return Err(unknown());
+                }
+                if p.owner != owner {
+                    return Err(Refusal::new(
+                        403,
+                        "session_principal_mismatch",
+                        warden_filters::JsonRpcError::new(
+                            warden_filters::codes::FORBIDDEN,
+                            "This session belongs to another principal",
+                        ),
+                    ));
+                }
+                Ok(p.upstream.parse().ok())
+            };
+        if let Some(token) = ctx.session_id.clone() {
+            let p = sealer.open(&token).ok_or_else(unknown)?;
+            ctx.sealed_upstream = check(&p)?;
+            ctx.session_id = Some(p.session);
+            ctx.session_sealed = true;
+        } else if ctx.exchange == Exchange::Post {
+            // Legacy HTTP+SSE: the endpoint's query was sealed into `ws=`.
+            if let Some((path, query)) = ctx.upstream_uri.split_once('?') {
+                if let Some(token) = query.split('&').find_map(|kv| kv.strip_prefix("ws=")) {
+                    let p = sealer.open(token).ok_or_else(unknown)?;
+                    ctx.sealed_upstream = check(&p)?;
+                    ctx.upstream_uri = format!("{path}?{}", p.session);
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn new(gateway: Arc<Gateway>) -> Self {
         WardenProxy {
             gateway,
@@ -151,6 +204,7 @@ impl WardenProxy {
             ctx.principal = crate::auth::authenticate(auth, session, path)?;
         }
         let server = &cfg.servers[route.server];
+        self.unseal_session(ctx, &server.name)?;
         // A session belongs to the principal that opened it.
         let session_key = match &ctx.session_id {
             Some(sid) => Some(sid.clone()),
@@ -388,6 +442,7 @@ impl ProxyHttp for WardenProxy {
         };
         let s = &rt.snap.config.servers[server];
         let sticky = match &ctx.session_id {
+            _ if ctx.sealed_upstream.is_some() => ctx.sealed_upstream,
             Some(sid) => self.gateway.sticky_get(&s.name, sid),
             // Legacy HTTP+SSE POST endpoints carry their session in the query.
             None if ctx.exchange == Exchange::Post && ctx.upstream_uri.contains('?') => self

@@ -24,6 +24,8 @@ pub struct Gateway {
     pub shared: std::sync::Arc<warden_filters::snapshot::Shared>,
     /// The global quota store (the bundle's `redis` section), if any.
     pub quota_store: arc_swap::ArcSwapOption<crate::global::QuotaStore>,
+    /// Seals session ids when the bundle has a `sessions` secret.
+    pub sealer: arc_swap::ArcSwapOption<crate::seal::Sealer>,
     next_request: AtomicU64,
 }
 
@@ -46,7 +48,12 @@ impl Gateway {
                 Err(e) => tracing::error!(error = %e, "global quota store"),
             }
         }
+        let sealer = arc_swap::ArcSwapOption::empty();
+        if let Some(secret) = &rt.snap.config.session_seal {
+            sealer.store(crate::seal::Sealer::new(secret.expose()).map(Arc::new));
+        }
         Gateway {
+            sealer,
             quota_store,
             current: ArcSwap::from_pointee(rt),
             sticky: moka::sync::Cache::builder()
@@ -74,6 +81,15 @@ impl Gateway {
         if want != have {
             self.quota_store
                 .store(want.and_then(|r| crate::global::QuotaStore::new(r).ok()));
+        }
+        let sealer = rt
+            .snap
+            .config
+            .session_seal
+            .as_ref()
+            .and_then(|s| crate::seal::Sealer::new(s.expose()));
+        if sealer.as_ref().map(|s| s.id) != self.sealer.load().as_ref().map(|s| s.id) {
+            self.sealer.store(sealer.map(Arc::new));
         }
         let m = metrics();
         let old = self.current.swap(Arc::new(rt));

@@ -156,6 +156,12 @@ pub fn rewrite_request(
     }
     req.remove_header(&http::header::ORIGIN);
     req.remove_header(&http::header::COOKIE);
+    // A sealed session id goes upstream as the upstream's own id.
+    if ctx.session_sealed {
+        if let Some(sid) = &ctx.session_id {
+            req.insert_header("mcp-session-id", sid.as_str())?;
+        }
+    }
     // The body has already been read and judged: the upstream must not ask for it.
     req.remove_header(&http::header::EXPECT);
     req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;

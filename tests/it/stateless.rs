@@ -1,0 +1,220 @@
+//! Stateless replicas: with a fleet sealing secret, a session opened through
+//! one gateway is served by any other — routed to the upstream replica that
+//! holds it, still bound to its principal — and forged or foreign tokens are
+//! unknown sessions.
+
+use serde_json::{json, Value};
+use warden_tests::{example_bundle, header, post_json, request, Gateway, Mock};
+
+const DEV: &str = "wk_demo_dev_7Qm2";
+const OPS: &str = "wk_demo_ops_Z8r5";
+const SECRET: &[u8] = b"fleet-session-secret-0123456789abcdef-xyz\n";
+
+fn gateways(a: &Mock, b: &Mock, n: usize) -> Vec<Gateway> {
+    let (yaml, mut files) = example_bundle(a.addr, |y| {
+        y.replace(
+            &format!("upstreams: [\"{}\"]", a.addr),
+            &format!("upstreams: [\"{}\", \"{}\"]", a.addr, b.addr),
+        ) + "\nsessions: {seal_key_file: seal.key}\n"
+    });
+    files.push(("seal.key".into(), SECRET.to_vec()));
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    (0..n)
+        .map(|_| Gateway::start_with(&yaml, true, &refs, &[], None).expect("gateway"))
+        .collect()
+}
+
+async fn post(
+    gw: &Gateway,
+    key: &str,
+    sid: Option<&str>,
+    body: Value,
+) -> (u16, Vec<(String, String)>, Value) {
+    let mut h = vec![("x-api-key", key)];
+    if let Some(s) = sid {
+        h.push(("mcp-session-id", s));
+    }
+    let (s, hs, b) = post_json(&gw.url("/mock/mcp"), body.to_string(), &h)
+        .await
+        .expect("post");
+    let v = serde_json::from_slice(&b).unwrap_or(Value::Null);
+    (s, hs, v)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_session_served_by_every_replica_with_its_binding_intact() {
+    // Two upstream replicas that only know the sessions they created.
+    let a = Mock::start(&["--require-session"]).expect("mock a");
+    let b = Mock::start(&["--require-session"]).expect("mock b");
+    let gws = gateways(&a, &b, 3);
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    let (s, hs, _) = post(&gws[0], DEV, None, init).await;
+    assert_eq!(s, 200);
+    let token = header(&hs, "mcp-session-id")
+        .expect("session id")
+        .to_owned();
+    assert!(
+        token.starts_with("ws1."),
+        "the client sees a sealed id: {token}"
+    );
+    let (sa, sb) = (
+        a.stats().await.expect("a")["sessions"]
+            .as_u64()
+            .unwrap_or(0),
+        b.stats().await.expect("b")["sessions"]
+            .as_u64()
+            .unwrap_or(0),
+    );
+    assert_eq!(sa + sb, 1, "one upstream session");
+    let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
+    assert_eq!(post(&gws[1], DEV, Some(&token), note).await.0, 202);
+
+    // Every replica routes the session to the upstream replica that holds it
+    // (the other one would answer 404) and hands the upstream its own id.
+    for i in 0..9u64 {
+        let gw = &gws[(i % 3) as usize];
+        let call = json!({"jsonrpc":"2.0","id":i + 1,"method":"tools/call","params":{"name":"echo","arguments":{"text":format!("r{i}")}}});
+        let (s, _, v) = post(gw, DEV, Some(&token), call).await;
+        assert_eq!(s, 200, "replica {}: {v}", i % 3);
+        assert_eq!(v["result"]["content"][0]["text"], format!("r{i}"), "{v}");
+    }
+    // (Both mocks refuse unknown sessions, so the calls above also prove the
+    // upstream received its own id, never the sealed token.)
+    assert_eq!(
+        a.stats().await.expect("a")["sessions"]
+            .as_u64()
+            .unwrap_or(0)
+            + b.stats().await.expect("b")["sessions"]
+                .as_u64()
+                .unwrap_or(0),
+        1,
+        "no replica opened a second upstream session"
+    );
+
+    // Another principal presenting the token at another replica: refused.
+    let call = json!({"jsonrpc":"2.0","id":50,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}});
+    let (s, _, v) = post(&gws[2], OPS, Some(&token), call.clone()).await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(v["error"]["code"], -31031, "{v}");
+    // A forged (tampered) token, and a raw upstream id: unknown sessions.
+    let mut forged = token.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).expect("ascii");
+    assert_eq!(post(&gws[1], DEV, Some(&forged), call.clone()).await.0, 404);
+    let raw = format!("mock-{:08x}-{}", 0, a.proc.pid());
+    assert_eq!(post(&gws[1], DEV, Some(&raw), call.clone()).await.0, 404);
+
+    // DELETE through yet another replica ends the upstream session.
+    let (s, _, _) = request(
+        &gws[2].url("/mock/mcp"),
+        "DELETE",
+        &[("x-api-key", DEV), ("mcp-session-id", &token)],
+        bytes::Bytes::new(),
+        false,
+    )
+    .await
+    .expect("delete");
+    assert_eq!(s, 200);
+    let (s, _, _) = post(&gws[0], DEV, Some(&token), call).await;
+    assert_eq!(s, 404, "the session is gone upstream");
+}
+
+/// Legacy HTTP+SSE with the Python SDK server: the stream is opened through
+/// one gateway, the POSTs go through another — the endpoint's session query
+/// travels sealed and opens on any replica.
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_sse_posts_through_another_replica() {
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    let port = warden_tests::free_port();
+    let py = warden_tests::root().join("tests/peers/.venv/bin/python");
+    assert!(py.exists(), "run scripts/setup.sh first");
+    let child = std::process::Command::new(py)
+        .arg(warden_tests::root().join("tests/peers/py_server.py"))
+        .args([&port.to_string(), "sse"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python server");
+    let _server = warden_tests::Proc {
+        child,
+        name: "python sse server".into(),
+    };
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "python server did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("seal.key"), SECRET).expect("key");
+    let key_path = dir.path().join("seal.key");
+    let yaml = warden_tests::mock_bundle(
+        &[addr],
+        &format!("sessions: {{seal_key_file: \"{}\"}}", key_path.display()),
+    );
+    let g1 = Gateway::start(&yaml, true).expect("g1");
+    let g2 = Gateway::start(&yaml, true).expect("g2");
+
+    // The stream, through g1.
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = http::Request::get(g1.url("/mock/sse"))
+        .header("accept", "text/event-stream")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("req");
+    let resp = client.request(req).await.expect("stream");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let mut next_event = async |text: &mut String, want: &str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !text.contains(want) {
+            let f = tokio::time::timeout_at(deadline, body.frame())
+                .await
+                .expect("event in time")
+                .expect("stream open")
+                .expect("frame");
+            if let Ok(d) = f.into_data() {
+                text.push_str(&String::from_utf8_lossy(&d));
+            }
+        }
+    };
+    next_event(&mut text, "\n\n").await;
+    let endpoint = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .expect("endpoint event")
+        .to_owned();
+    assert!(
+        endpoint.starts_with("/mock/messages/?ws=ws1."),
+        "sealed endpoint: {endpoint}"
+    );
+
+    // The POSTs, through g2.
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    let (s, _, b) = post_json(&g2.url(&endpoint), init.to_string(), &[])
+        .await
+        .expect("post");
+    assert_eq!(s, 202, "{}", String::from_utf8_lossy(&b));
+    next_event(&mut text, "\"id\":1").await;
+    assert!(
+        text.contains("serverInfo"),
+        "initialize answered on g1's stream: {text}"
+    );
+    // A tampered token is an unknown session.
+    let bad = endpoint.replacen("ws=ws1.", "ws=ws1.A", 1);
+    let (s, _, _) = post_json(&g2.url(&bad), init.to_string(), &[])
+        .await
+        .expect("post");
+    assert_eq!(s, 404);
+}
