@@ -52,9 +52,54 @@ type PinMap = HashMap<String, HashMap<String, Arc<Pinned>>>;
 #[derive(Default)]
 pub struct ToolPins {
     map: ArcSwap<PinMap>,
+    /// server → tool → the fingerprint the fleet pinned first (shared store).
+    fleet: ArcSwap<HashMap<String, HashMap<String, String>>>,
 }
 
 impl ToolPins {
+    /// Every unquarantined pin: `(server, tool, fingerprint)`.
+    pub fn pinned(&self) -> Vec<(String, String, String)> {
+        let map = self.map.load();
+        let mut out = Vec::new();
+        for (s, tools) in map.iter() {
+            for (t, p) in tools {
+                if p.quarantined.is_none() && !p.fingerprint.is_empty() {
+                    out.push((s.clone(), t.clone(), p.fingerprint.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The fleet's pin of `tool` on `server`, when the shared store has one.
+    pub fn fleet_pin(&self, server: &str, tool: &str) -> Option<String> {
+        self.fleet.load().get(server)?.get(tool).cloned()
+    }
+
+    /// Adopts the fleet's pins (first seen by any replica). A local pin that
+    /// disagrees with the fleet's is quarantined: two replicas saw different
+    /// definitions of one tool, which is what a rug pull looks like.
+    pub fn set_fleet(&self, fleet: HashMap<String, HashMap<String, String>>) {
+        self.map.rcu(|m| {
+            let mut m = (**m).clone();
+            for (server, tools) in m.iter_mut() {
+                for (tool, p) in tools.iter_mut() {
+                    let Some(f) = fleet.get(server).and_then(|t| t.get(tool)) else {
+                        continue;
+                    };
+                    if p.quarantined.is_none() && !p.fingerprint.is_empty() && &p.fingerprint != f {
+                        let local = p.fingerprint.clone();
+                        let pin = Arc::make_mut(p);
+                        pin.fingerprint = f.clone();
+                        pin.quarantined = Some(local);
+                    }
+                }
+            }
+            m
+        });
+        self.fleet.store(Arc::new(fleet));
+    }
+
     pub fn get(&self, server: &str, tool: &str) -> Option<Arc<Pinned>> {
         self.map.load().get(server)?.get(tool).cloned()
     }
@@ -172,7 +217,9 @@ impl PinFilter {
                 // Unseen name: quarantined when the bundle pinned something
                 // else up front, or when it is a known tool under a new name.
                 let renamed = pins.iter().any(|(n, p)| n != name && p.body == body);
-                let bad = !ok_by_bundle && (!approved.is_empty() || renamed);
+                // Another replica pinned a different definition first.
+                let fleet_differs = self.pins.fleet_pin(server, name).is_some_and(|f| f != fp);
+                let bad = !ok_by_bundle && (!approved.is_empty() || renamed || fleet_differs);
                 let (input, output) = schemas();
                 pins.insert(
                     name.to_owned(),

@@ -335,8 +335,46 @@ impl QuotaStore {
     }
 }
 
+impl QuotaStore {
+    /// Shares tool pins through the store: publishes this replica's pins
+    /// (`HSETNX`: the first replica to pin a tool wins) and adopts the
+    /// fleet's, quarantining local pins that disagree.
+    pub async fn sync_pins(&self, pins: &warden_filters::tools::ToolPins, servers: &[String]) {
+        let Some(conn) = self.conn.load_full() else {
+            return;
+        };
+        let mut conn = (*conn).clone();
+        let key = |server: &str| format!("{}pins:{server}", self.cfg.prefix);
+        let mut pipe = redis::pipe();
+        let mine = pins.pinned();
+        for (server, tool, fp) in &mine {
+            pipe.hset_nx(key(server), tool, fp).ignore();
+        }
+        for server in servers {
+            pipe.hgetall(key(server));
+        }
+        let got: Result<Vec<std::collections::HashMap<String, String>>, _> =
+            tokio::time::timeout(self.cfg.timeout * 4, pipe.query_async(&mut conn))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::IoError,
+                        "timeout",
+                    )))
+                });
+        match got {
+            Ok(maps) => {
+                let fleet = servers.iter().cloned().zip(maps).collect();
+                pins.set_fleet(fleet);
+            }
+            Err(e) => tracing::debug!(error = %e, "tool pin sync failed"),
+        }
+    }
+}
+
 /// Probes the store every second (connect, PING) so an outage is noticed
-/// without a request waiting on it, and recovery without a request risking it.
+/// without a request waiting on it, and recovery without a request risking it;
+/// then shares tool pins through it.
 pub struct StoreProbe {
     pub gateway: Arc<crate::state::Gateway>,
 }
@@ -351,6 +389,18 @@ impl pingora::services::background::BackgroundService for StoreProbe {
                 _ = tick.tick() => {
                     if let Some(store) = self.gateway.quota_store.load_full() {
                         store.probe().await;
+                        if store.is_up() && self.gateway.runtime().snap.config.tool_pinning {
+                            let servers: Vec<String> = self
+                                .gateway
+                                .runtime()
+                                .snap
+                                .config
+                                .servers
+                                .iter()
+                                .map(|s| s.name.clone())
+                                .collect();
+                            store.sync_pins(&self.gateway.shared.pins, &servers).await;
+                        }
                     }
                 }
             }
