@@ -741,29 +741,6 @@ pub(crate) fn credentials(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_hash_round_trip() {
-        let stored = hash_api_key("wk_test_123", b"0123456789abcdef");
-        let (salt, digest) = parse_key_hash(&stored).expect("test");
-        assert_eq!(salt, b"0123456789abcdef");
-        assert_eq!(hash_api_key("wk_test_123", &salt), stored);
-        assert_ne!(hash_api_key("wk_test_124", &salt), stored);
-        assert_eq!(digest.len(), 32);
-        assert!(parse_key_hash("plain-text-key").is_err());
-        assert!(parse_key_hash("sha256:00:00").is_err());
-    }
-
-    #[test]
-    fn secret_is_not_printed() {
-        let s = Secret("hunter2".into());
-        assert!(!format!("{s:?}").contains("hunter2"));
-    }
-}
-
 /// The fleet secret that seals session ids (`sessions:`), if configured.
 pub(crate) fn session_seal(
     raw: Option<&raw::SessionsConfig>,
@@ -802,4 +779,27 @@ pub(crate) fn session_seal(
         return None;
     }
     Some(secret(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_hash_round_trip() {
+        let stored = hash_api_key("wk_test_123", b"0123456789abcdef");
+        let (salt, digest) = parse_key_hash(&stored).expect("test");
+        assert_eq!(salt, b"0123456789abcdef");
+        assert_eq!(hash_api_key("wk_test_123", &salt), stored);
+        assert_ne!(hash_api_key("wk_test_124", &salt), stored);
+        assert_eq!(digest.len(), 32);
+        assert!(parse_key_hash("plain-text-key").is_err());
+        assert!(parse_key_hash("sha256:00:00").is_err());
+    }
+
+    #[test]
+    fn secret_is_not_printed() {
+        let s = Secret("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
 }
