@@ -171,7 +171,13 @@ async fn the_dashboard_queries_only_exported_metrics() {
     post_json(&gw.url("/mock/mcp"), body.to_string(), &[])
         .await
         .expect("call");
-    let exported = gw.metrics().await;
+    // Metrics are recorded in the logging phase, just after the answer left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut exported = gw.metrics().await;
+    while !exported.contains("# TYPE warden_mcp_messages_total ") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        exported = gw.metrics().await;
+    }
     let dash: Value = serde_json::from_slice(
         &std::fs::read(monitoring().join("grafana-dashboard.json")).expect("dashboard"),
     )
