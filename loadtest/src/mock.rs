@@ -279,6 +279,7 @@ impl Mock {
                         "host": h("host"),
                         "authorization": h("authorization"),
                         "x_api_key": h("x-api-key"),
+                        "traceparent": h("traceparent"),
                         "origin": h("origin"),
                         "content_length": h("content-length"),
                         "transfer_encoding": h("transfer-encoding"),

@@ -55,6 +55,8 @@ pub struct RequestCtx {
     /// named, and the upstream's own id goes upstream instead of the token.
     pub sealed_upstream: Option<std::net::SocketAddr>,
     pub session_sealed: bool,
+    /// Set when spans are exported: this request's trace and Warden's span.
+    pub trace: Option<crate::otel::TraceIds>,
     pub protocol_version: Option<String>,
     /// The exact bytes that were judged and will be forwarded.
     pub body: Option<Bytes>,
@@ -98,6 +100,7 @@ impl RequestCtx {
             session_id: None,
             sealed_upstream: None,
             session_sealed: false,
+            trace: None,
             protocol_version: None,
             body: None,
             body_len_in: 0,

@@ -10,6 +10,7 @@ pub mod ctx;
 pub mod direct;
 pub mod global;
 pub mod metrics;
+pub mod otel;
 pub mod respond;
 pub mod response;
 pub mod seal;

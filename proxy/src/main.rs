@@ -75,6 +75,10 @@ enum Cmd {
         /// path for the old and the new process).
         #[arg(long, default_value = "/tmp/warden-upgrade.sock")]
         upgrade_sock: PathBuf,
+        /// Export a span per MCP message to this OTLP/HTTP collector
+        /// (`<url>/v1/traces`, JSON) and propagate `traceparent` upstream.
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+        otlp_endpoint: Option<String>,
     },
     /// Check a bundle and print every problem; exits non-zero if there are any.
     Validate { bundle: PathBuf },
@@ -256,6 +260,7 @@ fn main() -> ExitCode {
             audit,
             upgrade,
             upgrade_sock,
+            otlp_endpoint,
         } => {
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -319,6 +324,7 @@ fn main() -> ExitCode {
                 audit,
                 upgrade,
                 upgrade_sock,
+                otlp_endpoint,
             }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -27,6 +27,8 @@ pub struct RunOptions {
     /// Receive the listening sockets from the running process (SIGQUIT it).
     pub upgrade: bool,
     pub upgrade_sock: PathBuf,
+    /// OTLP/HTTP collector base URL (spans go to `<url>/v1/traces`).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Builds everything and runs until a shutdown signal. SIGTERM drains:
@@ -60,6 +62,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         crate::bundles::Source::Http { url, .. } => url.clone(),
     };
     let gateway = Arc::new(Gateway::new(rt, audit.clone(), source_desc, shared));
+    if let Some(url) = &opts.otlp_endpoint {
+        let t = crate::otel::Telemetry::new(url, &opts.source.gateway_id)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let _ = gateway.telemetry.set(t);
+    }
 
     let conf = ServerConf {
         threads: opts.threads.max(1),
@@ -146,6 +153,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     tracing::info!(revision = %gateway.runtime().snap.revision, "warden starting");
     server.run(pingora::server::RunArgs::default());
     // All request runtimes have stopped: write what is queued, then exit.
+    if let Some(t) = gateway.telemetry.get() {
+        t.shutdown();
+    }
     audit.stop_blocking();
     writer.join();
     Ok(())

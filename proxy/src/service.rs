@@ -136,6 +136,12 @@ impl WardenProxy {
         ctx.rt = Some(rt.clone());
         let cfg = &rt.snap.config;
         let req = session.req_header();
+        if self.gateway.telemetry.get().is_some() {
+            ctx.trace = Some(crate::otel::TraceIds::from_header(header_str(
+                req,
+                "traceparent",
+            )));
+        }
 
         let header_bytes: usize = req
             .headers
@@ -372,7 +378,10 @@ impl WardenProxy {
                 .map(|r| r.snap.revision.clone())
                 .unwrap_or_default(),
             request_id: ctx.request_id,
-            trace_id: trace_id(req, ctx.request_id),
+            trace_id: match &ctx.trace {
+                Some(t) => t.trace_hex(),
+                None => trace_id(req, ctx.request_id),
+            },
             principal: ctx.principal.id.clone(),
             tenant: ctx.principal.tenant.clone(),
             auth: ctx.principal.auth.as_str(),
@@ -707,6 +716,40 @@ impl ProxyHttp for WardenProxy {
             for rec in &mut out {
                 rec.outcome = r.reason.to_owned();
                 rec.reason = Some(r.error.message.clone());
+            }
+        }
+        if let (Some(tel), Some(ids)) = (self.gateway.telemetry.get(), ctx.trace) {
+            let start = std::time::SystemTime::now() - ctx.start.elapsed();
+            let end = std::time::SystemTime::now();
+            for (i, rec) in out.iter().enumerate() {
+                let mut attrs = vec![
+                    ("mcp.server", rec.server.clone()),
+                    ("enduser.id", rec.principal.clone()),
+                    ("warden.tenant", rec.tenant.clone()),
+                    ("warden.outcome", rec.outcome.clone()),
+                    ("warden.request_id", rec.request_id.to_string()),
+                    ("warden.direction", rec.direction.to_owned()),
+                ];
+                let opt = [
+                    ("mcp.method", rec.method.clone()),
+                    ("mcp.tool", rec.tool.clone()),
+                    ("mcp.session_id", rec.session_id.clone()),
+                    ("warden.decided_by", rec.decided_by.map(str::to_owned)),
+                    ("warden.reason", rec.reason.clone()),
+                    ("warden.risk", rec.risk.map(str::to_owned)),
+                ];
+                attrs.extend(opt.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+                tel.record(crate::otel::MessageSpan {
+                    name: format!("mcp {}", rec.method.as_deref().unwrap_or(&http_method)),
+                    ids,
+                    own_span: i == 0,
+                    start,
+                    end,
+                    attributes: attrs,
+                    status,
+                    error: (status >= 500 || rec.outcome == "failed")
+                        .then_some(rec.outcome.as_str()),
+                });
             }
         }
         for rec in out {

@@ -24,6 +24,8 @@ pub struct Gateway {
     pub shared: std::sync::Arc<warden_filters::snapshot::Shared>,
     /// The global quota store (the bundle's `redis` section), if any.
     pub quota_store: arc_swap::ArcSwapOption<crate::global::QuotaStore>,
+    /// Span export (OTLP), when configured.
+    pub telemetry: std::sync::OnceLock<crate::otel::Telemetry>,
     /// Seals session ids when the bundle has a `sessions` secret.
     pub sealer: arc_swap::ArcSwapOption<crate::seal::Sealer>,
     next_request: AtomicU64,
@@ -53,6 +55,7 @@ impl Gateway {
             sealer.store(crate::seal::Sealer::new(secret.expose()).map(Arc::new));
         }
         Gateway {
+            telemetry: std::sync::OnceLock::new(),
             sealer,
             quota_store,
             current: ArcSwap::from_pointee(rt),

@@ -156,6 +156,10 @@ pub fn rewrite_request(
     }
     req.remove_header(&http::header::ORIGIN);
     req.remove_header(&http::header::COOKIE);
+    // Warden's span becomes the upstream's parent.
+    if let Some(t) = &ctx.trace {
+        req.insert_header("traceparent", t.traceparent())?;
+    }
     // A sealed session id goes upstream as the upstream's own id.
     if ctx.session_sealed {
         if let Some(sid) = &ctx.session_id {
