@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use warden_config::guards::{Redis, StoreFailure};
@@ -42,6 +42,8 @@ return grant
 "#;
 
 struct Lease {
+    /// The window this lease belongs to.
+    index: u64,
     remaining: AtomicU64,
     /// The store has no more units for this window.
     dry: AtomicBool,
@@ -57,7 +59,9 @@ pub struct QuotaStore {
     conn: ArcSwapOption<ConnectionManager>,
     script: redis::Script,
     up: AtomicBool,
-    leases: dashmap::DashMap<(Vec<u8>, u64), Arc<Lease>, foldhash::fast::RandomState>,
+    /// Per counter key, the lease of its current window (looked up by `&[u8]`,
+    /// no allocation on the hot path).
+    leases: dashmap::DashMap<Vec<u8>, Arc<ArcSwap<Lease>>, foldhash::fast::RandomState>,
     /// Unix second the store was last seen failing.
     down_since: AtomicU64,
     probed: AtomicBool,
@@ -173,26 +177,49 @@ impl QuotaStore {
         // Forget leases of windows that are over.
         let now = unix(SystemTime::now());
         if self.leases.len() > 10_000 {
-            self.leases.retain(|_, l| l.ends > now);
+            self.leases.retain(|_, l| l.load().ends > now);
         }
     }
 
     fn lease(&self, key: &[u8], index: u64, ends: u64) -> Arc<Lease> {
-        if let Some(l) = self.leases.get(&(key.to_vec(), index)) {
-            return l.clone();
-        }
-        self.leases
-            .entry((key.to_vec(), index))
-            .or_insert_with(|| {
-                Arc::new(Lease {
-                    remaining: AtomicU64::new(0),
-                    dry: AtomicBool::new(false),
-                    fetching: AtomicBool::new(false),
-                    refill: tokio::sync::Mutex::new(()),
-                    ends,
-                })
+        let fresh = || {
+            Arc::new(Lease {
+                index,
+                remaining: AtomicU64::new(0),
+                dry: AtomicBool::new(false),
+                fetching: AtomicBool::new(false),
+                refill: tokio::sync::Mutex::new(()),
+                ends,
             })
-            .clone()
+        };
+        let slot = match self.leases.get(key) {
+            Some(s) => s.clone(),
+            None => self
+                .leases
+                .entry(key.to_vec())
+                .or_insert_with(|| Arc::new(ArcSwap::new(fresh())))
+                .clone(),
+        };
+        let cur = slot.load_full();
+        if cur.index == index {
+            return cur;
+        }
+        if cur.index > index {
+            // A call stamped in an older window than the one in use (a race
+            // at the boundary): served from a lease of its own window.
+            return fresh();
+        }
+        // A new window: its lease replaces the old one (unspent units of the
+        // old window are the under-use the README states).
+        let new = fresh();
+        slot.rcu(|old| {
+            if old.index >= index {
+                Arc::clone(old)
+            } else {
+                Arc::clone(&new)
+            }
+        });
+        slot.load_full()
     }
 
     /// Asks the store for `want` units of `key`'s window `index`.
