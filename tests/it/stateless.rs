@@ -221,7 +221,7 @@ async fn legacy_sse_posts_through_another_replica() {
 
 /// Tool pins are shared through Redis: a definition pinned by one replica
 /// is the fleet's pin, so a rug pull that another replica sees first is
-/// quarantined there too.
+/// quarantined there too — within one session served by both replicas.
 #[tokio::test(flavor = "multi_thread")]
 async fn tool_pins_are_shared_through_redis() {
     use std::time::{Duration, Instant};
@@ -246,19 +246,36 @@ async fn tool_pins_are_shared_through_redis() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mock = Mock::start(&[]).expect("mock");
+    let dir = tempfile::tempdir().expect("tmp");
+    let key_path = dir.path().join("seal.key");
+    std::fs::write(&key_path, SECRET).expect("key");
     let yaml = warden_tests::mock_bundle(
         &[mock.addr],
-        &format!("redis: {{url: \"redis://127.0.0.1:{port}\"}}\ntool_pinning: {{enabled: true}}"),
+        &format!(
+            "redis: {{url: \"redis://127.0.0.1:{port}\"}}\ntool_pinning: {{enabled: true}}\nsessions: {{seal_key_file: \"{}\"}}",
+            key_path.display()
+        ),
     );
     let g1 = Gateway::start(&yaml, true).expect("g1");
     let g2 = Gateway::start(&yaml, true).expect("g2");
+    // One session, opened through g1, used through both replicas.
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    let (s, hs, _) = post_json(&g1.url("/mock/mcp"), init.to_string(), &[])
+        .await
+        .expect("init");
+    assert_eq!(s, 200);
+    let sid = header(&hs, "mcp-session-id")
+        .expect("sealed session")
+        .to_owned();
+    assert!(sid.starts_with("ws1."));
     let list = |gw: &Gateway| {
         let url = gw.url("/mock/mcp");
+        let sid = sid.clone();
         async move {
             let (_, _, b) = post_json(
                 &url,
                 json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}).to_string(),
-                &[],
+                &[("mcp-session-id", sid.as_str())],
             )
             .await
             .expect("list");
@@ -315,9 +332,13 @@ async fn tool_pins_are_shared_through_redis() {
     );
     assert!(seen.contains(&"add".to_owned()), "{seen:?}");
     let call = json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}});
-    let (_, _, b) = post_json(&g2.url("/mock/mcp"), call.to_string(), &[])
-        .await
-        .expect("call");
+    let (_, _, b) = post_json(
+        &g2.url("/mock/mcp"),
+        call.to_string(),
+        &[("mcp-session-id", sid.as_str())],
+    )
+    .await
+    .expect("call");
     let v: Value = serde_json::from_slice(&b).expect("json");
     assert_eq!(v["error"]["code"], -31013, "{v}");
     assert!(
