@@ -82,30 +82,26 @@ pub async fn forward(
     let mut up = up;
     let mut p = p;
     set_timeouts(&mut up, &p);
-    let mut sent = send(&mut up, &req, &body).await;
-    if let Err(e) = &sent {
-        // A pooled connection the server closed while idle fails before the
-        // server saw anything: try once more on a fresh connection.
-        if reused
-            && matches!(
-                e.etype(),
-                ErrorType::WriteError | ErrorType::ConnectionClosed | ErrorType::ReadError
-            )
-            && !up_answered(&up)
-        {
-            let fresh = peer(s, addr, false);
-            match connector.get_http_session(&fresh).await {
-                Ok((u, _)) => {
-                    up = u;
-                    p = fresh;
-                    set_timeouts(&mut up, &p);
-                    sent = send(&mut up, &req, &body).await;
-                }
-                Err(e) => return Err(unavailable(e)),
+    let mut sent = write(&mut up, &req, &body).await;
+    if sent.is_err() && reused {
+        // A pooled connection the server closed while idle fails while the
+        // request is written: the server cannot have acted on a request it
+        // did not receive whole (Content-Length framing), so it is sent once
+        // more on a fresh connection. Once written, a call is never repeated
+        // (a tool call may not be idempotent): later failures are answered.
+        let fresh = peer(s, addr, false);
+        match connector.get_http_session(&fresh).await {
+            Ok((u, _)) => {
+                up = u;
+                p = fresh;
+                set_timeouts(&mut up, &p);
+                sent = write(&mut up, &req, &body).await;
             }
+            Err(e) => return Err(unavailable(e)),
         }
     }
     sent.map_err(unavailable)?;
+    read_head(&mut up).await.map_err(unavailable)?;
     let mut resp = up
         .response_header()
         .cloned()
@@ -190,8 +186,8 @@ pub async fn forward(
     Ok(status)
 }
 
-/// Writes the request and reads the final (non-1xx) response header.
-async fn send(
+/// Writes the request (header and the judged body).
+async fn write(
     up: &mut HttpSession,
     req: &pingora::http::RequestHeader,
     body: &Bytes,
@@ -199,6 +195,11 @@ async fn send(
     up.write_request_header(Box::new(req.clone())).await?;
     up.write_request_body(body.clone(), true).await?;
     up.finish_request_body().await?;
+    Ok(())
+}
+
+/// Reads up to the final (non-1xx) response header.
+async fn read_head(up: &mut HttpSession) -> Result<()> {
     loop {
         up.read_response_header().await?;
         if up
@@ -213,9 +214,4 @@ async fn send(
 fn set_timeouts(up: &mut HttpSession, p: &pingora::upstreams::peer::HttpPeer) {
     up.set_read_timeout(p.options.read_timeout);
     up.set_write_timeout(p.options.write_timeout);
-}
-
-/// Whether any part of a response arrived on this connection.
-fn up_answered(up: &HttpSession) -> bool {
-    up.response_header().is_some()
 }

@@ -797,3 +797,100 @@ async fn edge_routing_by_host_and_prefix() {
     assert_eq!(post(gw.url("/abc/mcp"), "other.example").await, 404);
     assert_eq!(m2.posts().await, 1);
 }
+
+/// A tool call that reached the server whole is never sent twice, even when
+/// the pooled connection dies before the answer (the server may have acted
+/// on it): the client gets an error instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_written_upstream_is_never_repeated() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let calls = Arc::new(AtomicU64::new(0));
+    let seen = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // Read one request: headers, then Content-Length bytes.
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match c.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        match c.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + len);
+                    if head.starts_with("get ") {
+                        // Health checks.
+                        let _ = c
+                            .write_all(
+                                b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n",
+                            )
+                            .await;
+                        continue;
+                    }
+                    let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                    if n == 1 {
+                        let body = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = c.write_all(resp.as_bytes()).await;
+                        let _ = c.write_all(body).await;
+                    } else {
+                        // Took the call whole, then died before answering.
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let gw = Gateway::start(&mock_bundle(&[addr], ""), false).expect("gateway");
+    let (s, _, _) = post_json(
+        &gw.url("/mock/mcp"),
+        call(1, "echo", json!({"text":"a"})),
+        &[],
+    )
+    .await
+    .expect("first");
+    assert_eq!(s, 200);
+    let (s, _, b) = post_json(
+        &gw.url("/mock/mcp"),
+        call(2, "purge", json!({"table":"t"})),
+        &[],
+    )
+    .await
+    .expect("second");
+    assert_eq!(s, 502, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(body_json(&b)["error"]["code"], -31001);
+    assert_eq!(body_json(&b)["id"], 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the second call was sent exactly once"
+    );
+}
