@@ -50,18 +50,6 @@ fn bundle() -> Bundle {
     b
 }
 
-fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
-    match v {
-        serde_json::Value::String(s) => out.push(s),
-        serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
-        serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| {
-            out.push(k);
-            strings(x, out)
-        }),
-        _ => {}
-    }
-}
-
 fn bench(c: &mut Criterion) {
     let bundle = bundle();
     let snap = Snapshot::build(&bundle).expect("snapshot");
@@ -132,12 +120,7 @@ fn bench(c: &mut Criterion) {
     assert!(matches!(verdict, Verdict::Forward), "the reply passes");
 
     // Naive: the same decisions, each done the first way that comes to mind.
-    let modules: Vec<(String, String)> = bundle
-        .policies
-        .iter()
-        .filter(|(p, _)| !p.ends_with("_test.rego"))
-        .map(|(p, t)| (p.clone(), t.clone()))
-        .collect();
+    let modules = warden_benches::rego_modules(&bundle);
     let data = regorus::Value::from(bundle.data.clone());
     let set = regex::RegexSet::new(SPECS.iter().map(|s| s.pattern)).expect("set");
     let schema = serde_json::json!({"type":"object","required":["text"],"additionalProperties":false,
@@ -167,9 +150,9 @@ fn bench(c: &mut Criterion) {
         let validator = jsonschema::validator_for(&schema).expect("schema");
         let valid = validator.is_valid(&v["params"]["arguments"]);
         let mut all = Vec::new();
-        strings(&v, &mut all);
+        warden_benches::strings(&v, &mut all);
         let r: serde_json::Value = serde_json::from_slice(&reply).expect("reply");
-        strings(&r, &mut all);
+        warden_benches::strings(&r, &mut all);
         let hits = all.iter().filter(|s| set.is_match(s)).count();
         (d, valid, hits)
     };

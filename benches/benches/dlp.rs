@@ -11,18 +11,6 @@ use warden_filters::dlp::Scanner;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
-    match v {
-        serde_json::Value::String(s) => out.push(s),
-        serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
-        serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| {
-            out.push(k);
-            strings(x, out)
-        }),
-        _ => {}
-    }
-}
-
 fn bench(c: &mut Criterion) {
     let scanner = Scanner::new(&[]).expect("scanner");
     let set = regex::RegexSet::new(SPECS.iter().map(|s| s.pattern)).expect("set");
@@ -33,7 +21,7 @@ fn bench(c: &mut Criterion) {
     let naive = |raw: &[u8]| {
         let v: serde_json::Value = serde_json::from_slice(raw).expect("json");
         let mut all = Vec::new();
-        strings(&v, &mut all);
+        warden_benches::strings(&v, &mut all);
         let mut n = 0;
         for s in all {
             for i in set.matches(s).iter() {

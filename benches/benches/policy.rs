@@ -96,12 +96,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     // Naive baseline: no compile step, no cache — a fresh interpreter per call.
-    let modules: Vec<(String, String)> = bundle
-        .policies
-        .iter()
-        .filter(|(p, _)| !p.ends_with("_test.rego"))
-        .map(|(p, t)| (p.clone(), t.clone()))
-        .collect();
+    let modules = warden_benches::rego_modules(&bundle);
     let data = regorus::Value::from(bundle.data.clone());
     g.sample_size(20);
     g.bench_function("naive_interpret_per_call", |b| {

@@ -71,3 +71,27 @@ pub fn tool_result(size: usize, per_kb: usize) -> Vec<u8> {
     }))
     .unwrap_or_default()
 }
+
+/// Every string and object key of a JSON value (the naive DLP baselines scan these).
+pub fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| {
+            out.push(k);
+            strings(x, out)
+        }),
+        _ => {}
+    }
+}
+
+/// A bundle's Rego modules without its tests, as (path, text) — what the
+/// naive "fresh interpreter per call" baselines load.
+pub fn rego_modules(bundle: &warden_config::Bundle) -> Vec<(String, String)> {
+    bundle
+        .policies
+        .iter()
+        .filter(|(p, _)| !p.ends_with("_test.rego"))
+        .map(|(p, t)| (p.clone(), t.clone()))
+        .collect()
+}

@@ -195,6 +195,36 @@ impl Refusal {
             JsonRpcError::new(codes::REFUSED, "Request body was not received in time"),
         )
     }
+    /// The server answered something Warden cannot pass on (502, -31003).
+    pub fn upstream_protocol(reason: &'static str, message: String) -> Self {
+        Refusal::new(
+            502,
+            reason,
+            JsonRpcError::new(codes::UPSTREAM_PROTOCOL, message),
+        )
+    }
+    /// A session id presented by a principal other than the one that opened it.
+    pub fn session_principal_mismatch() -> Self {
+        Refusal::new(
+            403,
+            "session_principal_mismatch",
+            JsonRpcError::new(
+                codes::FORBIDDEN,
+                "This session belongs to another principal",
+            ),
+        )
+    }
+    /// A session id no replica can vouch for (404 tells MCP clients to re-initialize).
+    pub fn session_unknown() -> Self {
+        Refusal::new(
+            404,
+            "session_unknown",
+            JsonRpcError::new(
+                codes::FORBIDDEN,
+                "Session not found: start a new session with initialize",
+            ),
+        )
+    }
     pub fn upstream_unavailable(server: &str, detail: &str) -> Self {
         Refusal::new(
             502,

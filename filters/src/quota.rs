@@ -19,7 +19,7 @@ use warden_config::guards::{Quota, QuotaKey, QuotaKind, StoreFailure};
 
 use crate::error::{codes, JsonRpcError};
 use crate::filter::{Decision, Denial, FilterContext, Hold, McpFilter, MessageView};
-use crate::jsonrpc::{Envelope, Kind};
+use crate::jsonrpc::{Envelope, Kind, Parsed};
 
 /// What the shared store said about a global quota key for this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,16 +49,20 @@ pub struct GlobalDemand {
 /// The global-quota units the messages of a request need, one entry per key.
 /// The proxy reserves them in the shared store (waiting only when its local
 /// lease is empty) and hands the verdicts to the chain in `FilterContext`.
-pub fn global_demands<'a>(
+pub fn global_demands(
     quotas: &[Quota],
     catalog: &std::collections::HashMap<String, ServerCatalog>,
-    messages: impl Iterator<Item = &'a Envelope>,
+    parsed: &Parsed,
     ctx: &FilterContext<'_>,
 ) -> Vec<GlobalDemand> {
     let mut out: Vec<GlobalDemand> = Vec::new();
     if !quotas.iter().any(|q| q.global.is_some()) {
         return out;
     }
+    let messages: Vec<&Envelope> = match parsed {
+        Parsed::Single(env) => vec![env],
+        Parsed::Batch(items) => items.iter().filter_map(|i| i.as_ref().ok()).collect(),
+    };
     for env in messages {
         let (Kind::Request, Some(method)) = (env.kind, env.method.as_deref()) else {
             continue;

@@ -141,3 +141,17 @@ impl Default for RequestCtx {
         Self::new()
     }
 }
+
+impl RequestCtx {
+    /// The key this request's session is known by: its `Mcp-Session-Id`, or
+    /// for a legacy HTTP+SSE POST the endpoint (path and query) it targets.
+    pub fn session_key(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match &self.session_id {
+            Some(sid) => Some(std::borrow::Cow::Borrowed(sid)),
+            None if self.exchange == Exchange::Post && self.upstream_uri.contains('?') => Some(
+                std::borrow::Cow::Owned(crate::response::legacy_key(&self.upstream_uri)),
+            ),
+            None => None,
+        }
+    }
+}

@@ -36,18 +36,7 @@ pub async fn forward(
         return Err(Refusal::internal("no route"));
     };
     let s = &rt.snap.config.servers[server];
-    let sticky = ctx.sealed_upstream.or_else(|| {
-        ctx.session_id
-            .as_ref()
-            .and_then(|sid| gw.sticky_get(&s.name, sid))
-            .or_else(|| {
-                // Legacy HTTP+SSE POSTs carry their session in the query.
-                ctx.upstream_uri
-                    .contains('?')
-                    .then(|| gw.sticky_get(&s.name, &response::legacy_key(&ctx.upstream_uri)))
-                    .flatten()
-            })
-    });
+    let sticky = gw.sticky_for(&s.name, ctx);
     let (up, p, addr, reused) = loop {
         let Some(addr) = rt.select(server, sticky, &ctx.tried) else {
             return Err(Refusal::upstream_unavailable(&s.name, "no healthy replica"));

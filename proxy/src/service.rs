@@ -48,16 +48,7 @@ impl WardenProxy {
         let Some(sealer) = self.gateway.sealer.load_full() else {
             return Ok(());
         };
-        let unknown = || {
-            Refusal::new(
-                404,
-                "session_unknown",
-                warden_filters::JsonRpcError::new(
-                    warden_filters::codes::FORBIDDEN,
-                    "Session not found: start a new session with initialize",
-                ),
-            )
-        };
+        let unknown = Refusal::session_unknown;
         let owner = crate::state::owner_key(&ctx.principal);
         let check =
             |p: &crate::seal::SealedSession| -> Result<Option<std::net::SocketAddr>, Refusal> {
@@ -65,14 +56,7 @@ impl WardenProxy {
                     return Err(unknown());
                 }
                 if p.owner != owner {
-                    return Err(Refusal::new(
-                        403,
-                        "session_principal_mismatch",
-                        warden_filters::JsonRpcError::new(
-                            warden_filters::codes::FORBIDDEN,
-                            "This session belongs to another principal",
-                        ),
-                    ));
+                    return Err(Refusal::session_principal_mismatch());
                 }
                 Ok(p.upstream.parse().ok())
             };
@@ -212,24 +196,10 @@ impl WardenProxy {
         let server = &cfg.servers[route.server];
         self.unseal_session(ctx, &server.name)?;
         // A session belongs to the principal that opened it.
-        let session_key = match &ctx.session_id {
-            Some(sid) => Some(sid.clone()),
-            None if ctx.exchange == Exchange::Post && ctx.upstream_uri.contains('?') => {
-                Some(response::legacy_key(&ctx.upstream_uri))
-            }
-            None => None,
-        };
-        if let Some(key) = session_key {
+        if let Some(key) = ctx.session_key() {
             if let Some(owner) = self.gateway.session_owner(&server.name, &key) {
                 if *owner != crate::state::owner_key(&ctx.principal) {
-                    return Err(Refusal::new(
-                        403,
-                        "session_principal_mismatch",
-                        warden_filters::JsonRpcError::new(
-                            warden_filters::codes::FORBIDDEN,
-                            "This session belongs to another principal",
-                        ),
-                    ));
+                    return Err(Refusal::session_principal_mismatch());
                 }
             }
         }
@@ -302,20 +272,7 @@ impl WardenProxy {
         let mut global = warden_filters::quota::GlobalVerdicts::new();
         let demands = {
             let fctx = request_fctx(ctx, server, cfg.audit.include_arguments, None);
-            match &parsed {
-                Parsed::Single(env) => warden_filters::quota::global_demands(
-                    &cfg.quotas,
-                    &cfg.catalog,
-                    std::iter::once(env),
-                    &fctx,
-                ),
-                Parsed::Batch(items) => warden_filters::quota::global_demands(
-                    &cfg.quotas,
-                    &cfg.catalog,
-                    items.iter().filter_map(|i| i.as_ref().ok()),
-                    &fctx,
-                ),
-            }
+            warden_filters::quota::global_demands(&cfg.quotas, &cfg.catalog, &parsed, &fctx)
         };
         if !demands.is_empty() {
             let store = self.gateway.quota_store.load_full();
@@ -450,15 +407,7 @@ impl ProxyHttp for WardenProxy {
             return Error::e_explain(ErrorType::InternalError, "no route resolved");
         };
         let s = &rt.snap.config.servers[server];
-        let sticky = match &ctx.session_id {
-            _ if ctx.sealed_upstream.is_some() => ctx.sealed_upstream,
-            Some(sid) => self.gateway.sticky_get(&s.name, sid),
-            // Legacy HTTP+SSE POST endpoints carry their session in the query.
-            None if ctx.exchange == Exchange::Post && ctx.upstream_uri.contains('?') => self
-                .gateway
-                .sticky_get(&s.name, &response::legacy_key(&ctx.upstream_uri)),
-            None => None,
-        };
+        let sticky = self.gateway.sticky_for(&s.name, ctx);
         let Some(addr) = rt.select(server, sticky, &ctx.tried) else {
             return Error::e_explain(
                 ErrorType::Custom("no_healthy_upstream"),
@@ -768,25 +717,13 @@ pub(crate) fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
         ErrorType::Custom("no_healthy_upstream") => {
             Some(Refusal::upstream_unavailable(server, "no healthy replica"))
         }
-        ErrorType::Custom("compressed_response") => Some(Refusal::new(
-            502,
+        ErrorType::Custom("compressed_response") => Some(Refusal::upstream_protocol(
             "upstream_compressed",
-            warden_filters::JsonRpcError::new(
-                warden_filters::codes::UPSTREAM_PROTOCOL,
-                format!(
-                    "MCP server `{server}` sent a compressed response; Warden cannot inspect it"
-                ),
-            ),
+            format!("MCP server `{server}` sent a compressed response; Warden cannot inspect it"),
         )),
-        ErrorType::Custom("response_too_large") => Some(Refusal::new(
-            502,
+        ErrorType::Custom("response_too_large") => Some(Refusal::upstream_protocol(
             "upstream_response_too_large",
-            warden_filters::JsonRpcError::new(
-                warden_filters::codes::UPSTREAM_PROTOCOL,
-                format!(
-                    "MCP server `{server}` sent a response larger than limits.max_response_body"
-                ),
-            ),
+            format!("MCP server `{server}` sent a response larger than limits.max_response_body"),
         )),
         _ => match e.esource() {
             ErrorSource::Upstream => Some(Refusal::upstream_unavailable(

@@ -43,21 +43,10 @@ impl Gateway {
             .with_label_values(&[rt.snap.revision.as_str()])
             .set(1);
         let revision = rt.snap.revision.clone();
-        let quota_store = arc_swap::ArcSwapOption::empty();
-        if let Some(r) = &rt.snap.config.redis {
-            match crate::global::QuotaStore::new(r.clone()) {
-                Ok(s) => quota_store.store(Some(s)),
-                Err(e) => tracing::error!(error = %e, "global quota store"),
-            }
-        }
-        let sealer = arc_swap::ArcSwapOption::empty();
-        if let Some(secret) = &rt.snap.config.session_seal {
-            sealer.store(crate::seal::Sealer::new(secret.expose()).map(Arc::new));
-        }
-        Gateway {
+        let gw = Gateway {
             telemetry: std::sync::OnceLock::new(),
-            sealer,
-            quota_store,
+            sealer: arc_swap::ArcSwapOption::empty(),
+            quota_store: arc_swap::ArcSwapOption::empty(),
             current: ArcSwap::from_pointee(rt),
             sticky: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
@@ -68,6 +57,29 @@ impl Gateway {
             audit,
             tool_labels: LabelGuard::new(1000),
             next_request: AtomicU64::new(1),
+        };
+        gw.adopt_fleet_settings(&gw.current.load().snap.config);
+        gw
+    }
+
+    /// The quota store and the session sealer follow the bundle's `redis` and
+    /// `sessions` sections; rebuilt only when those change (a new store
+    /// starts with no leases; a new secret ends every sealed session).
+    fn adopt_fleet_settings(&self, cfg: &warden_config::model::Config) {
+        let have = self.quota_store.load_full().map(|s| s.cfg.clone());
+        if cfg.redis != have {
+            self.quota_store.store(cfg.redis.clone().and_then(|r| {
+                crate::global::QuotaStore::new(r)
+                    .map_err(|e| tracing::error!(error = %e, "global quota store"))
+                    .ok()
+            }));
+        }
+        let sealer = cfg
+            .session_seal
+            .as_ref()
+            .and_then(|s| crate::seal::Sealer::new(s.expose()));
+        if sealer.as_ref().map(|s| s.id) != self.sealer.load().as_ref().map(|s| s.id) {
+            self.sealer.store(sealer.map(Arc::new));
         }
     }
 
@@ -78,22 +90,7 @@ impl Gateway {
 
     /// Publishes a new runtime; requests in flight keep the one they loaded.
     pub fn swap(&self, rt: Runtime) {
-        // A changed `redis` section gets a new store (and fresh leases).
-        let want = rt.snap.config.redis.clone();
-        let have = self.quota_store.load_full().map(|s| s.cfg.clone());
-        if want != have {
-            self.quota_store
-                .store(want.and_then(|r| crate::global::QuotaStore::new(r).ok()));
-        }
-        let sealer = rt
-            .snap
-            .config
-            .session_seal
-            .as_ref()
-            .and_then(|s| crate::seal::Sealer::new(s.expose()));
-        if sealer.as_ref().map(|s| s.id) != self.sealer.load().as_ref().map(|s| s.id) {
-            self.sealer.store(sealer.map(Arc::new));
-        }
+        self.adopt_fleet_settings(&rt.snap.config);
         let m = metrics();
         let old = self.current.swap(Arc::new(rt));
         m.bundle_info
@@ -112,6 +109,13 @@ impl Gateway {
         self.sticky
             .get(&sticky_key(server, session))
             .map(|e| e.addr)
+    }
+
+    /// The upstream replica that holds this request's session: named in a
+    /// sealed session id, or remembered by this process.
+    pub fn sticky_for(&self, server: &str, ctx: &crate::ctx::RequestCtx) -> Option<SocketAddr> {
+        ctx.sealed_upstream
+            .or_else(|| ctx.session_key().and_then(|k| self.sticky_get(server, &k)))
     }
 
     /// Who opened `session` on `server`, when known.

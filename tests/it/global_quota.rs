@@ -2,59 +2,19 @@
 //! limit with no overshoot; Redis killed and restarted mid-test, each quota
 //! following its `on_store_failure`, and recovering by itself.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use warden_tests::{free_port, mock_bundle, post_json, run_with_timeout, Gateway, Mock, Proc};
+use warden_tests::{free_port, mock_bundle, post_json, Gateway, Mock, Redis};
 
-struct Redis {
-    proc: Proc,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/setup.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis {
-            proc: Proc {
-                child,
-                name: "redis-server".into(),
-            },
-            port,
-        }
-    }
-
-    /// Units granted so far, over every window counter of the fleet.
-    fn granted(&self) -> u64 {
-        let cli = |args: &[&str]| {
-            let (ok, out, err) = run_with_timeout(
-                Command::new("redis-cli")
-                    .args(["-p", &self.port.to_string()])
-                    .args(args),
-                Duration::from_secs(10),
-            )
-            .expect("redis-cli");
-            assert!(ok, "{err}");
-            out
-        };
-        cli(&["--scan", "--pattern", "warden:q:*"])
-            .lines()
-            .filter(|k| !k.is_empty())
-            .map(|k| cli(&["GET", k]).trim().parse::<u64>().unwrap_or(0))
-            .sum()
-    }
+/// Units granted so far, over every window counter of the fleet.
+fn granted(redis: &Redis) -> u64 {
+    redis
+        .cli(&["--scan", "--pattern", "warden:q:*"])
+        .lines()
+        .filter(|k| !k.is_empty())
+        .map(|k| redis.cli(&["GET", k]).trim().parse::<u64>().unwrap_or(0))
+        .sum()
 }
 
 fn call(id: u64, tool: &str) -> String {
@@ -109,7 +69,7 @@ async fn a_global_limit_holds_across_three_replicas() {
         ok += o;
         refused += r;
     }
-    let granted = redis.granted();
+    let granted = granted(&redis);
     println!(
         "global quota: limit {limit}, admitted {ok} across 3 replicas, refused {refused}, \
          granted by Redis {granted}, overshoot {}",
@@ -226,5 +186,5 @@ async fn redis_outage_follows_each_quotas_failure_mode_and_recovers() {
     wait_for(true).await;
     let v = send(&url, 3000, "add").await;
     assert!(v["result"].is_object(), "{v}");
-    assert!(redis.granted() >= 1, "leases come from the new Redis");
+    assert!(granted(&redis) >= 1, "leases come from the new Redis");
 }

@@ -87,6 +87,49 @@ impl Drop for Proc {
     }
 }
 
+/// A real `redis-server` on loopback (no persistence), killed on drop.
+pub struct Redis {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis {
+            proc: Proc {
+                child,
+                name: "redis-server".into(),
+            },
+            port,
+        }
+    }
+
+    /// `redis-cli -p PORT ARGS…` → stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let (ok, out, err) = run_with_timeout(
+            Command::new("redis-cli")
+                .args(["-p", &self.port.to_string()])
+                .args(args),
+            Duration::from_secs(10),
+        )
+        .expect("redis-cli");
+        assert!(ok, "{err}");
+        out
+    }
+}
+
 /// The fast mock MCP server.
 pub struct Mock {
     pub proc: Proc,
@@ -130,6 +173,20 @@ impl Mock {
             bail!("stats: {s}");
         }
         Ok(serde_json::from_slice(&b)?)
+    }
+
+    /// Adds a tool, or replaces one by name (`POST /__mock/tools`): a rug pull.
+    pub async fn set_tool(&self, def: serde_json::Value) {
+        let (s, _, _) = request(
+            &format!("http://{}/__mock/tools", self.addr),
+            "POST",
+            &[("content-type", "application/json")],
+            def.to_string().into(),
+            false,
+        )
+        .await
+        .expect("mock tools hook");
+        assert_eq!(s, 200);
     }
 
     pub async fn posts(&self) -> u64 {
