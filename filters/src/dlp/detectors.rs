@@ -2,21 +2,94 @@
 //! markers, each a confirming regex behind a cheap trigger, with a validator
 //! where one exists (Luhn, mod-97, SSN rules, entropy, JWT header …).
 
-/// What wakes a detector up before its regex runs.
+/// What wakes a detector up before its regex runs. Every trigger is a
+/// superset of where the detector's pattern can match: the prefilter may wake
+/// a detector for nothing, never sleep through a match. A "word start" is a
+/// letter not preceded by a letter or digit (nor by a JSON escape letter such
+/// as the `n` of `\n`), which every regex `\b` before a letter is.
 #[derive(Debug, Clone, Copy)]
 pub enum Trigger {
-    /// Any of these literals (ASCII case-insensitive) occurs in the text.
-    Literal(&'static [&'static str]),
-    /// Any of these literals occurs, case matters.
-    Exact(&'static [&'static str]),
-    /// A run of at least this many digits (separators ` -./()` allowed) occurs.
+    /// One of these literals (ASCII case-insensitive) whose first letter
+    /// begins a word; a literal may start with punctuation (`[inst]`).
+    Word(&'static [&'static str]),
+    /// `Word`, then a cheap check on what follows the literal.
+    WordThen(&'static [&'static str], After),
+    /// `WordThen` with the literal's case significant.
+    WordExact(&'static [&'static str], After),
+    /// A run of at least this many digits, joined only by spaces, `-./()`,
+    /// whitespace or non-ASCII bytes (`\s` may be a Unicode space).
     Digits(usize),
-    /// A run of at least this many digits, only spaces between them.
-    PlainDigits(usize),
-    /// `d.d.d.d` occurs (IPv4).
+    /// At least this many consecutive digits.
+    ConsecutiveDigits(usize),
+    /// A digit run holding three dots (IPv4).
     DottedQuad,
-    /// `h:h:h` (three colon-separated hex groups) or `::` occurs (IPv6).
-    HexColons,
+    /// Two upper-case letters beginning a word, then an optional space and
+    /// two digits (UK National Insurance numbers).
+    UpperPair,
+    /// A byte-level marker, see [`Special`].
+    Byte(Special),
+}
+
+/// Checks after a word literal (each over-approximates its regex: JSON
+/// escapes and Unicode whitespace are skipped as whitespace).
+#[derive(Debug, Clone, Copy)]
+pub enum After {
+    /// A digit within this many non-space bytes.
+    DigitWithin(usize),
+    /// This literal (ASCII case-insensitive) starts within this many
+    /// non-space bytes.
+    Near(&'static str, usize),
+    /// Optional quote, whitespace, then `:` or `=`.
+    Assignment,
+    /// Whitespace, then `:`.
+    Colon,
+    /// At least this many token bytes `[A-Za-z0-9_-]`.
+    Token(usize),
+    /// Exactly this many lower-case hex digits.
+    LowerHex(usize),
+    /// Whitespace, an optional `all`/`any`/`the`, then
+    /// `previous|prior|above|earlier|preceding`.
+    OverridePhrase,
+}
+
+/// Byte-level triggers, checked only where that byte occurs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    /// `@`.
+    At,
+    /// `+` and a digit 1–9.
+    PlusDigit,
+    /// `::`, or a colon starting a chain of seven `:hex` groups.
+    Ipv6Colon,
+    /// A digit, `:`, `AA`.
+    TelegramColon,
+    /// `=` after `AccountKey` (any case).
+    AccountKeyEq,
+    /// `![`.
+    BangBracket,
+    /// `<` before `|`, `s`, `S` or `/`.
+    AngleMarker,
+    /// `###`.
+    HashMarker,
+    /// U+200B–U+200D, U+2060, U+FEFF.
+    ZeroWidth,
+    /// A Unicode tag character (U+E0000–U+E007F).
+    TagChar,
+}
+
+impl Special {
+    pub const ALL: [Special; 10] = [
+        Special::At,
+        Special::PlusDigit,
+        Special::Ipv6Colon,
+        Special::TelegramColon,
+        Special::AccountKeyEq,
+        Special::BangBracket,
+        Special::AngleMarker,
+        Special::HashMarker,
+        Special::ZeroWidth,
+        Special::TagChar,
+    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,14 +112,10 @@ impl Category {
 pub struct Spec {
     pub name: &'static str,
     pub category: Category,
-    pub trigger: Trigger,
+    pub triggers: &'static [Trigger],
     pub pattern: &'static str,
     /// Checks the matched text (or capture group 1 when the pattern has one).
     pub validate: Option<fn(&str) -> bool>,
-}
-
-const fn lit(a: &'static [&'static str]) -> Trigger {
-    Trigger::Literal(a)
 }
 
 /// Luhn checksum over the digits of `s`.
@@ -231,7 +300,10 @@ fn zero_width_run(s: &str) -> bool {
     s.chars().count() >= 3
 }
 
+use After::*;
 use Category::{Injection as Inj, Pii, Secret as Sec};
+use Special::*;
+use Trigger::*;
 
 /// Every built-in detector.
 pub const SPECS: &[Spec] = &[
@@ -239,203 +311,196 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "email",
         category: Pii,
-        trigger: lit(&["@"]),
+        triggers: &[Byte(At)],
         pattern: r"(?i)\b[a-z0-9._%+-]{1,64}@[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})*\.[a-z]{2,24}\b",
         validate: None,
     },
     Spec {
         name: "phone_e164",
         category: Pii,
-        trigger: lit(&["+"]),
+        triggers: &[Byte(PlusDigit)],
         pattern: r"\+[1-9](?:[ .-]?\d){7,14}\b",
         validate: Some(phone),
     },
     Spec {
         name: "phone_us",
         category: Pii,
-        trigger: Trigger::Digits(10),
+        triggers: &[Digits(10)],
         pattern: r"(?:\(\d{3}\)\s?|\b\d{3}[.-])\d{3}[.-]\d{4}\b",
         validate: Some(phone),
     },
     Spec {
         name: "phone_uk",
         category: Pii,
-        trigger: Trigger::Digits(10),
+        triggers: &[Digits(10)],
         pattern: r"\b0(?:7\d{3}\s?\d{6}|20\s?\d{4}\s?\d{4})\b",
         validate: Some(phone),
     },
     Spec {
         name: "phone_de",
         category: Pii,
-        trigger: Trigger::Digits(10),
+        triggers: &[Digits(10)],
         pattern: r"\b01[5-7]\d[ /-]?\d{7,8}\b",
         validate: Some(phone),
     },
     Spec {
         name: "phone_fr",
         category: Pii,
-        trigger: Trigger::Digits(10),
+        triggers: &[Digits(10)],
         pattern: r"\b0[1-9](?:[ .]\d{2}){4}\b",
         validate: Some(phone),
     },
     Spec {
         name: "us_ssn",
         category: Pii,
-        trigger: Trigger::Digits(9),
+        triggers: &[Digits(9)],
         pattern: r"\b\d{3}-\d{2}-\d{4}\b",
         validate: Some(ssn),
     },
     Spec {
         name: "us_itin",
         category: Pii,
-        trigger: Trigger::Digits(9),
+        triggers: &[Digits(9)],
         pattern: r"\b9\d{2}-(?:5[0-9]|6[0-5]|7\d|8[0-8]|9[0-24-9])-\d{4}\b",
         validate: None,
     },
     Spec {
         name: "card_visa",
         category: Pii,
-        trigger: Trigger::Digits(13),
+        triggers: &[Digits(13)],
         pattern: r"\b4\d{3}(?:[ -]?\d{4}){3}\b",
         validate: Some(luhn),
     },
     Spec {
         name: "card_mastercard",
         category: Pii,
-        trigger: Trigger::Digits(16),
+        triggers: &[Digits(16)],
         pattern: r"\b(?:5[1-5]\d{2}|222[1-9]|22[3-9]\d|2[3-6]\d{2}|27[01]\d|2720)(?:[ -]?\d{4}){3}\b",
         validate: Some(luhn),
     },
     Spec {
         name: "card_amex",
         category: Pii,
-        trigger: Trigger::Digits(15),
+        triggers: &[Digits(15)],
         pattern: r"\b3[47]\d{2}[ -]?\d{6}[ -]?\d{5}\b",
         validate: Some(luhn),
     },
     Spec {
         name: "card_discover",
         category: Pii,
-        trigger: Trigger::Digits(16),
+        triggers: &[Digits(16)],
         pattern: r"\b6(?:011|5\d{2})(?:[ -]?\d{4}){3}\b",
         validate: Some(luhn),
     },
     Spec {
         name: "card_jcb",
         category: Pii,
-        trigger: Trigger::Digits(16),
+        triggers: &[Digits(16)],
         pattern: r"\b35(?:2[89]|[3-8]\d)(?:[ -]?\d{4}){3}\b",
         validate: Some(luhn),
     },
     Spec {
         name: "card_diners",
         category: Pii,
-        trigger: Trigger::Digits(14),
+        triggers: &[Digits(14)],
         pattern: r"\b3(?:0[0-5]|[68]\d)\d[ -]?\d{6}[ -]?\d{4}\b",
         validate: Some(luhn),
     },
     Spec {
         name: "card_unionpay",
         category: Pii,
-        trigger: Trigger::Digits(16),
+        triggers: &[Digits(16)],
         pattern: r"\b62\d{2}(?:[ -]?\d{4}){3}\b",
         validate: Some(luhn),
     },
     Spec {
         name: "iban",
         category: Pii,
-        trigger: Trigger::Digits(10),
+        triggers: &[Digits(10)],
         pattern: r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b",
         validate: Some(iban),
     },
     Spec {
         name: "us_bank_routing",
         category: Pii,
-        trigger: lit(&["routing", "aba"]),
+        triggers: &[WordThen(&["routing", "aba"], DigitWithin(40))],
         pattern: r"(?i)\b(?:routing|aba)(?:\s*(?:no|number|#))?\W{0,5}(\d{9})\b",
         validate: Some(routing),
     },
     Spec {
         name: "swift_bic",
         category: Pii,
-        trigger: lit(&["swift", "bic"]),
+        triggers: &[Word(&["swift", "bic"])],
         pattern: r"(?i)\b(?:swift|bic)(?:\s*code)?\W{0,5}([A-Z]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?)\b",
         validate: None,
     },
     Spec {
         name: "date_of_birth",
         category: Pii,
-        trigger: lit(&["dob", "birth", "born"]),
+        triggers: &[WordThen(&["dob", "d.o.b.", "date of birth", "birth", "born"], DigitWithin(40))],
         pattern: r"(?i)\b(?:dob|d\.o\.b\.|date of birth|birth ?date|born(?: on)?)\W{0,5}(\d{1,4}[./-]\d{1,2}[./-]\d{1,4})",
         validate: Some(date),
     },
     Spec {
         name: "ipv4_address",
         category: Pii,
-        trigger: Trigger::DottedQuad,
+        triggers: &[DottedQuad],
         pattern: r"\b(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\b",
         validate: Some(ipv4),
     },
     Spec {
         name: "ipv6_address",
         category: Pii,
-        trigger: Trigger::HexColons,
+        triggers: &[Byte(Ipv6Colon)],
         pattern: r"(?i)(?:^|[^0-9a-z:])([0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7})",
         validate: Some(ipv6),
     },
     Spec {
         name: "passport_number",
         category: Pii,
-        trigger: lit(&["passport"]),
+        triggers: &[Word(&["passport"])],
         pattern: r"(?i)\bpassport(?:\s*(?:no|number|num|#))?\W{0,5}([A-Z0-9]{6,9})\b",
         validate: Some(has_digit),
     },
     Spec {
         name: "national_id",
         category: Pii,
-        trigger: lit(&[
-            "national id",
-            "id number",
-            "personalausweis",
-            "identity card",
-            "cedula",
-            "dni",
-        ]),
+        triggers: &[Word(&["national id", "id |number", "personalausweis", "identity card", "cedula", "dni"])],
         pattern: r"(?i)\b(?:national id|id number|personalausweis(?:nummer)?|identity card|cedula|dni)(?:\s*(?:no|number|#))?\W{0,5}([A-Z0-9]{8,12})\b",
         validate: Some(has_digit),
     },
     Spec {
         name: "uk_nino",
         category: Pii,
-        trigger: Trigger::PlainDigits(6),
+        triggers: &[UpperPair],
         pattern: r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
         validate: None,
     },
     Spec {
         name: "spain_dni",
         category: Pii,
-        trigger: Trigger::PlainDigits(8),
+        triggers: &[ConsecutiveDigits(8)],
         pattern: r"\b\d{8}[A-HJ-NP-TV-Z]\b",
         validate: Some(dni),
     },
     Spec {
         name: "canada_sin",
         category: Pii,
-        trigger: lit(&["sin:", "sin ", "sin#", "social insurance"]),
+        triggers: &[WordThen(&["sin", "social insurance"], DigitWithin(40))],
         pattern: r"(?i)\b(?:sin|social insurance(?: number)?)\W{0,5}(\d{3}[ -]?\d{3}[ -]?\d{3})\b",
         validate: Some(sin),
     },
     Spec {
         name: "india_aadhaar",
         category: Pii,
-        trigger: lit(&["aadhaar", "aadhar"]),
+        triggers: &[Word(&["aadhaar", "aadhar"])],
         pattern: r"(?i)\baadha?ar(?:\s*(?:no|number))?\W{0,5}([2-9]\d{3}\s?\d{4}\s?\d{4})\b",
         validate: None,
     },
     Spec {
         name: "us_driver_license",
         category: Pii,
-        trigger: lit(&["driver"]),
+        triggers: &[WordThen(&["driver"], Near("licen", 12))],
         pattern: r"(?i)\bdriver'?s?\s*licen[cs]e(?:\s*(?:no|number|#))?\W{0,5}([A-Z0-9]{5,13})\b",
         validate: Some(has_digit),
     },
@@ -443,280 +508,266 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "aws_access_key_id",
         category: Sec,
-        trigger: lit(&["akia", "asia", "abia", "acca"]),
+        triggers: &[Word(&["akia", "asia", "abia", "acca"])],
         pattern: r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",
         validate: None,
     },
     Spec {
         name: "aws_secret_access_key",
         category: Sec,
-        trigger: lit(&["aws_secret", "secret_access_key", "secretaccesskey"]),
-        pattern: r#"(?i)(?:aws_secret(?:_access)?_key|secret_?access_?key)\W{0,5}([A-Za-z0-9/+=]{40})\b"#,
+        triggers: &[Word(&["aws_secret", "awssecret", "secret_access", "secretaccess"])],
+        pattern: r#"(?i)(?:^|[^a-z0-9])(?:aws_?secret(?:_?access)?_?key|secret_?access_?key)\W{0,5}([A-Za-z0-9/+=]{40})\b"#,
         validate: Some(secret_like),
     },
     Spec {
         name: "gcp_api_key",
         category: Sec,
-        trigger: lit(&["aiza"]),
+        triggers: &[Word(&["aiza"])],
         pattern: r"\bAIza[0-9A-Za-z_-]{35}\b",
         validate: None,
     },
     Spec {
         name: "gcp_service_account_key",
         category: Sec,
-        trigger: lit(&["service_account"]),
+        triggers: &[Word(&["service_account"])],
         pattern: r#""type"\s*:\s*"service_account""#,
         validate: None,
     },
     Spec {
         name: "azure_storage_key",
         category: Sec,
-        trigger: lit(&["accountkey="]),
+        triggers: &[Byte(AccountKeyEq)],
         pattern: r"(?i)AccountKey=([A-Za-z0-9+/]{86}==)",
         validate: None,
     },
     Spec {
         name: "azure_sas_token",
         category: Sec,
-        trigger: lit(&["sig="]),
+        triggers: &[Word(&["sv="])],
         pattern: r"(?i)\bsv=\d{4}-\d{2}-\d{2}&.*?\bsig=[A-Za-z0-9%/+=]{30,}",
         validate: None,
     },
     Spec {
         name: "github_pat",
         category: Sec,
-        trigger: lit(&["ghp_"]),
+        triggers: &[Word(&["ghp_"])],
         pattern: r"\bghp_[A-Za-z0-9]{36}\b",
         validate: None,
     },
     Spec {
         name: "github_oauth",
         category: Sec,
-        trigger: lit(&["gho_"]),
+        triggers: &[Word(&["gho_"])],
         pattern: r"\bgho_[A-Za-z0-9]{36}\b",
         validate: None,
     },
     Spec {
         name: "github_app_token",
         category: Sec,
-        trigger: lit(&["ghu_", "ghs_"]),
+        triggers: &[Word(&["ghu_", "ghs_"])],
         pattern: r"\bgh[us]_[A-Za-z0-9]{36}\b",
         validate: None,
     },
     Spec {
         name: "github_refresh_token",
         category: Sec,
-        trigger: lit(&["ghr_"]),
+        triggers: &[Word(&["ghr_"])],
         pattern: r"\bghr_[A-Za-z0-9]{36,76}\b",
         validate: None,
     },
     Spec {
         name: "github_fine_grained_pat",
         category: Sec,
-        trigger: lit(&["github_pat_"]),
+        triggers: &[Word(&["github_pat_"])],
         pattern: r"\bgithub_pat_[A-Za-z0-9_]{82}\b",
         validate: None,
     },
     Spec {
         name: "gitlab_pat",
         category: Sec,
-        trigger: lit(&["glpat-"]),
+        triggers: &[Word(&["glpat-"])],
         pattern: r"\bglpat-[A-Za-z0-9_-]{20}\b",
         validate: None,
     },
     Spec {
         name: "slack_token",
         category: Sec,
-        trigger: lit(&["xox"]),
+        triggers: &[Word(&["xoxb-", "xoxa-", "xoxp-", "xoxr-", "xoxs-"])],
         pattern: r"\bxox[baprs]-[A-Za-z0-9-]{10,72}\b",
         validate: None,
     },
     Spec {
         name: "slack_webhook",
         category: Sec,
-        trigger: lit(&["hooks.slack.com"]),
+        triggers: &[Word(&["hooks.slack.com"])],
         pattern: r"https://hooks\.slack\.com/services/T[A-Z0-9]{8,10}/B[A-Z0-9]{8,10}/[A-Za-z0-9]{24}",
         validate: None,
     },
     Spec {
         name: "stripe_live_key",
         category: Sec,
-        trigger: lit(&["sk_live_", "rk_live_"]),
+        triggers: &[Word(&["sk_live_", "rk_live_"])],
         pattern: r"\b[rs]k_live_[A-Za-z0-9]{24,99}\b",
         validate: None,
     },
     Spec {
         name: "stripe_test_key",
         category: Sec,
-        trigger: lit(&["sk_test_"]),
+        triggers: &[Word(&["sk_test_"])],
         pattern: r"\bsk_test_[A-Za-z0-9]{24,99}\b",
         validate: None,
     },
     Spec {
         name: "openai_api_key",
         category: Sec,
-        trigger: lit(&["sk-"]),
+        triggers: &[WordThen(&["sk-"], Token(20))],
         pattern: r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}T3BlbkFJ[A-Za-z0-9_-]{20,}\b|\bsk-[A-Za-z0-9]{48}\b",
         validate: None,
     },
     Spec {
         name: "anthropic_api_key",
         category: Sec,
-        trigger: lit(&["sk-ant-"]),
+        triggers: &[Word(&["sk-ant-"])],
         pattern: r"\bsk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{80,100}\b",
         validate: None,
     },
     Spec {
         name: "npm_token",
         category: Sec,
-        trigger: lit(&["npm_"]),
+        triggers: &[Word(&["npm_"])],
         pattern: r"\bnpm_[A-Za-z0-9]{36}\b",
         validate: None,
     },
     Spec {
         name: "pypi_token",
         category: Sec,
-        trigger: lit(&["pypi-"]),
+        triggers: &[Word(&["pypi-"])],
         pattern: r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}",
         validate: None,
     },
     Spec {
         name: "twilio_api_key",
         category: Sec,
-        trigger: Trigger::Exact(&["SK"]),
+        triggers: &[WordExact(&["SK"], LowerHex(32))],
         pattern: r"\bSK[0-9a-f]{32}\b",
         validate: None,
     },
     Spec {
         name: "twilio_account_sid",
         category: Sec,
-        trigger: Trigger::Exact(&["AC"]),
+        triggers: &[WordExact(&["AC"], LowerHex(32))],
         pattern: r"\bAC[0-9a-f]{32}\b",
         validate: None,
     },
     Spec {
         name: "sendgrid_api_key",
         category: Sec,
-        trigger: lit(&["sg."]),
+        triggers: &[Word(&["sg."])],
         pattern: r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b",
         validate: None,
     },
     Spec {
         name: "mailgun_api_key",
         category: Sec,
-        trigger: lit(&["key-"]),
+        triggers: &[WordThen(&["key-"], LowerHex(32))],
         pattern: r"\bkey-[0-9a-f]{32}\b",
         validate: None,
     },
     Spec {
         name: "jwt",
         category: Sec,
-        trigger: lit(&["eyj"]),
+        triggers: &[Word(&["eyj"])],
         pattern: r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}",
         validate: Some(jwt),
     },
     Spec {
         name: "pem_private_key",
         category: Sec,
-        trigger: lit(&["private key-----"]),
+        triggers: &[WordThen(&["-----begin"], Near("private key", 24))],
         pattern: r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----",
         validate: None,
     },
     Spec {
         name: "database_url_with_password",
         category: Sec,
-        trigger: lit(&["://"]),
+        triggers: &[WordThen(&["postgres", "mysql", "mariadb", "mongodb", "redis", "amqp", "mssql", "sqlserver", "clickhouse"], Near("://", 8))],
         pattern: r"(?i)\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|clickhouse)://[^\s:/@]+:([^\s@/]+)@[^\s/]+",
         validate: Some(|p| !p.is_empty() && !p.starts_with('$') && !p.starts_with('<')),
     },
     Spec {
         name: "password_assignment",
         category: Sec,
-        trigger: lit(&[
-            "password",
-            "passwd",
-            "pwd",
-            "secret",
-            "api_key",
-            "apikey",
-            "api-key",
-            "access_token",
-            "auth_token",
-            "access-token",
-            "auth-token",
-            "accesstoken",
-            "authtoken",
-        ]),
+        triggers: &[WordThen(&["password", "passwd", "pwd", "secret", "client_secret", "api_key", "api-key", "apikey", "access_token", "access-token", "accesstoken", "auth_token", "auth-token", "authtoken"], Assignment)],
         pattern: r#"(?i)\b(?:password|passwd|pwd|secret|client_secret|api[_-]?key|access[_-]?token|auth[_-]?token)\b["']?\s*[:=]\s*["']?([^\s"',;}]{8,})"#,
         validate: Some(secret_like),
     },
     Spec {
         name: "digitalocean_token",
         category: Sec,
-        trigger: lit(&["dop_v1_"]),
+        triggers: &[Word(&["dop_v1_"])],
         pattern: r"\bdop_v1_[a-f0-9]{64}\b",
         validate: None,
     },
     Spec {
         name: "shopify_token",
         category: Sec,
-        trigger: lit(&["shpat_", "shpss_", "shpca_", "shppa_"]),
+        triggers: &[Word(&["shpat_", "shpss_", "shpca_", "shppa_"])],
         pattern: r"\bshp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}\b",
         validate: None,
     },
     Spec {
         name: "huggingface_token",
         category: Sec,
-        trigger: lit(&["hf_"]),
+        triggers: &[Word(&["hf_"])],
         pattern: r"\bhf_[A-Za-z0-9]{34,}\b",
         validate: None,
     },
     Spec {
         name: "databricks_token",
         category: Sec,
-        trigger: lit(&["dapi"]),
+        triggers: &[Word(&["dapi"])],
         pattern: r"\bdapi[a-f0-9]{32}\b",
         validate: None,
     },
     Spec {
         name: "linear_api_key",
         category: Sec,
-        trigger: lit(&["lin_api_"]),
+        triggers: &[Word(&["lin_api_"])],
         pattern: r"\blin_api_[A-Za-z0-9]{40}\b",
         validate: None,
     },
     Spec {
         name: "age_secret_key",
         category: Sec,
-        trigger: lit(&["age-secret-key-1"]),
-        pattern: r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}",
+        triggers: &[Word(&["age-secret-key-1"])],
+        pattern: r"\bAGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}",
         validate: None,
     },
     Spec {
         name: "vault_token",
         category: Sec,
-        trigger: lit(&["hvs."]),
+        triggers: &[Word(&["hvs."])],
         pattern: r"\bhvs\.[A-Za-z0-9_-]{90,}",
         validate: None,
     },
     Spec {
         name: "telegram_bot_token",
         category: Sec,
-        trigger: lit(&[":aa"]),
+        triggers: &[Byte(TelegramColon)],
         pattern: r"\b\d{8,10}:AA[0-9A-Za-z_-]{33}\b",
         validate: None,
     },
     Spec {
         name: "discord_webhook",
         category: Sec,
-        trigger: lit(&["/api/webhooks/"]),
+        triggers: &[Word(&["discord"])],
         pattern: r"https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/\d+/[A-Za-z0-9_-]{60,}",
         validate: None,
     },
     Spec {
         name: "square_token",
         category: Sec,
-        trigger: lit(&["sq0atp-", "sq0csp-"]),
+        triggers: &[Word(&["sq0atp-", "sq0csp-"])],
         pattern: r"\bsq0(?:atp|csp)-[0-9A-Za-z_-]{22,43}\b",
         validate: None,
     },
@@ -724,56 +775,42 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "injection_instruction_override",
         category: Inj,
-        trigger: lit(&["ignore", "disregard", "forget"]),
+        triggers: &[WordThen(&["ignore", "disregard", "forget"], OverridePhrase)],
         pattern: r"(?i)\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier|preceding)\s+(?:instructions|prompts|messages|rules|directions)",
         validate: None,
     },
     Spec {
         name: "injection_role_marker",
         category: Inj,
-        trigger: lit(&[
-            "<|im_start|>",
-            "[inst]",
-            "### system",
-            "<system>",
-            "system:",
-            "</s>",
-        ]),
+        triggers: &[Byte(AngleMarker), Byte(HashMarker), Word(&["[inst]", "[/inst]"]), WordThen(&["system"], Colon)],
         pattern: r"(?i)<\|im_start\|>|\[/?INST\]|###\s*system|</?system>|^\s*system\s*:|</s>",
         validate: None,
     },
     Spec {
         name: "injection_new_persona",
         category: Inj,
-        trigger: lit(&["you are now", "act as", "new instructions"]),
+        triggers: &[Word(&["you are now ", "act as ", "new instructions"])],
         pattern: r"(?i)\byou are now (?:a|an|the|in)\b|\bnew instructions\s*:|\bact as (?:an? )?(?:unrestricted|jailbroken|dan)\b",
         validate: None,
     },
     Spec {
         name: "injection_hidden_tag_chars",
         category: Inj,
-        trigger: lit(&[
-            "\u{e0001}",
-            "\u{e0020}",
-            "\u{e0041}",
-            "\u{e0061}",
-            "\u{e007f}",
-            "\u{e0000}",
-        ]),
+        triggers: &[Byte(TagChar)],
         pattern: r"[\x{E0000}-\x{E007F}]+",
         validate: None,
     },
     Spec {
         name: "injection_zero_width_run",
         category: Inj,
-        trigger: lit(&["\u{200b}", "\u{200c}", "\u{200d}", "\u{2060}", "\u{feff}"]),
+        triggers: &[Byte(ZeroWidth)],
         pattern: r"[\x{200B}\x{200C}\x{200D}\x{2060}\x{FEFF}]{3,}",
         validate: Some(zero_width_run),
     },
     Spec {
         name: "injection_markdown_exfiltration",
         category: Inj,
-        trigger: lit(&["!["]),
+        triggers: &[Byte(BangBracket)],
         pattern: r"!\[[^\]]*\]\(\s*https?://[^)\s]+\?[^)\s]*=[^)\s]*\)",
         validate: None,
     },

@@ -3,39 +3,52 @@
 //! per-direction, per-risk actions — block, redact (mask or keyed hash
 //! token), strip, or log.
 //!
-//! Speed comes from not looking: one Aho-Corasick pass over the raw message
-//! for every detector's anchor literals plus one byte loop for digit runs
-//! decide which detectors could match at all; a message with no trigger and
-//! no `\u` escape (which could hide one) is clean without being parsed.
-//! Otherwise the message is parsed once and only the triggered detectors'
-//! regexes run, over the unescaped strings.
+//! Speed comes from not looking. One prefilter pass over the raw message
+//! ([`prefilter`]) finds every place where some detector could match; a
+//! message with none (and no `\u` or `\/` escape, which could hide one) is
+//! clean without being parsed. Otherwise a span-aware walk ([`walk`]) maps
+//! those places to the strings that hold them — strings with escapes are
+//! decoded and passed through the prefilter again — and each triggered
+//! detector's regex runs only on a window around its candidates. Redaction
+//! splices new string literals into the raw message; nothing else changes.
 
 pub mod detectors;
+mod prefilter;
+mod walk;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use aho_corasick::AhoCorasick;
-use regex::Regex;
-use serde_json::Value as Json;
+use regex_automata::meta::Regex;
+use regex_automata::util::captures::Captures;
+use regex_automata::{Anchored, Input};
 use warden_config::access::{Risk, ServerCatalog};
 use warden_config::guards::{Dlp, DlpAction, DlpDirection};
 
 use crate::error::{codes, JsonRpcError};
 use crate::filter::{Decision, Denial, Direction, FilterContext, McpFilter, MessageView};
 use crate::jsonrpc::Kind;
-use detectors::{Category, Trigger, SPECS};
+use detectors::{Category, SPECS};
+use prefilter::{Cand, Prefilter};
+
+/// How far (bytes) past a candidate an unbounded pattern is searched before
+/// its match is followed to its end; and how far before it one may begin.
+const UNBOUNDED_AHEAD: usize = 4096;
+const UNBOUNDED_BEHIND: usize = 256;
 
 /// One detector ready to run.
 pub struct Detector {
     pub name: String,
     pub category: Category,
     regex: Regex,
+    /// The pattern has a capture group; group 1 is the finding.
+    group: bool,
     validate: Option<fn(&str) -> bool>,
-    /// Digits-triggered: the shortest digit run that can match, and whether
-    /// only spaces may separate the digits.
-    min_digits: Option<(usize, bool)>,
-    /// Runs on every string (custom detectors without anchors).
-    always: bool,
+    /// Longest possible match in bytes, when bounded.
+    max_len: Option<usize>,
+    /// An unbounded pattern that can match only at the start of the text.
+    from_start: bool,
     /// Exact-match dictionary of SHA-256 hex digests of lower-cased tokens.
     dictionary: Option<HashSet<String>>,
 }
@@ -48,170 +61,86 @@ pub struct Hit {
     pub end: usize,
 }
 
+/// Custom detectors' anchors and keywords: found anywhere, any case.
+struct CustomAnchors {
+    ac: AhoCorasick,
+    owner: Vec<u16>,
+}
+
 pub struct Scanner {
     pub detectors: Vec<Detector>,
-    /// Leftmost-longest (prefilter-accelerated) search for anchors …
-    ac: AhoCorasick,
-    /// … and an overlapping search run only around each match, so an anchor
-    /// that overlaps another is never missed.
-    ac_overlapping: AhoCorasick,
-    max_anchor: usize,
-    /// Aho-Corasick pattern → detector.
-    ac_owner: Vec<usize>,
-    /// Case-sensitive anchors.
-    exact: AhoCorasick,
-    exact_owner: Vec<usize>,
-    dotted: Vec<usize>,
-    hexcolon: Vec<usize>,
+    pre: Prefilter,
+    custom: Option<CustomAnchors>,
+    /// Detectors that run on every string (no usable anchor).
+    always: Vec<usize>,
 }
 
-fn dotted_quad(t: &[u8]) -> bool {
-    // digit . digit . digit . digit, each group 1–3 digits.
-    let mut i = 0;
-    while let Some(p) = memchr::memchr(b'.', &t[i..]) {
-        let at = i + p;
-        let mut groups = 0;
-        let mut j = at;
-        // Walk forward over `.d+` groups.
-        while j < t.len() && t[j] == b'.' && j + 1 < t.len() && t[j + 1].is_ascii_digit() {
-            j += 1;
-            while j < t.len() && t[j].is_ascii_digit() {
-                j += 1;
-            }
-            groups += 1;
-        }
-        if groups >= 3 && at > 0 && t[at - 1].is_ascii_digit() {
-            return true;
-        }
-        i = at + 1;
-    }
-    false
+fn compile(name: &str, pattern: &str) -> Result<(Regex, bool, Option<usize>, bool), String> {
+    let regex = Regex::new(pattern).map_err(|e| format!("detector {name}: {e}"))?;
+    let hir = regex_syntax::Parser::new()
+        .parse(pattern)
+        .map_err(|e| format!("detector {name}: {e}"))?;
+    let max_len = hir.properties().maximum_len();
+    let group = regex.group_info().group_len(regex_automata::PatternID::ZERO) > 1;
+    let from_start = max_len.is_none() && pattern.contains('^');
+    Ok((regex, group, max_len, from_start))
 }
 
-fn hex_colons(t: &[u8]) -> bool {
-    // Look only around colons: `h:h:h` needs three colons within 15 bytes,
-    // each after 1–4 hex digits (or `::`).
-    let mut last: [usize; 2] = [usize::MAX; 2];
-    for at in memchr::memchr_iter(b':', t) {
-        if at + 1 < t.len() && t[at + 1] == b':' {
-            return true;
-        }
-        let hex_before = t[..at]
-            .iter()
-            .rev()
-            .take(5)
-            .take_while(|b| b.is_ascii_hexdigit())
-            .count();
-        if !(1..=4).contains(&hex_before) {
-            last = [usize::MAX; 2];
-            continue;
-        }
-        if last[0] != usize::MAX
-            && at - last[0] <= 10
-            && last[1] != usize::MAX
-            && last[0] - last[1] <= 5
-        {
-            return true;
-        }
-        last = [at, last[0]];
-    }
-    false
-}
-
-/// Longest digit runs: `(separators -./() and spaces allowed, spaces only)`.
-fn digit_runs(text: &[u8]) -> (usize, usize) {
-    let (mut best, mut cur, mut best_plain, mut plain) = (0usize, 0usize, 0usize, 0usize);
-    for &b in text {
-        if b.is_ascii_digit() {
-            cur += 1;
-            plain += 1;
-            best = best.max(cur);
-            best_plain = best_plain.max(plain);
-        } else if b == b' ' {
-        } else if matches!(b, b'-' | b'.' | b'/' | b'(' | b')') {
-            plain = 0;
-        } else {
-            cur = 0;
-            plain = 0;
-        }
-    }
-    (best, best_plain)
+/// Bytes a JSON escape other than `\u`/`\/` stands for: an anchor holding
+/// one may not appear verbatim in the raw message.
+fn escapable(s: &str) -> bool {
+    s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
 impl Scanner {
     /// The built-in library plus the bundle's custom detectors.
-    // One regex per custom detector, compiled once per bundle, not per call.
-    #[allow(clippy::regex_creation_in_loops)]
     pub fn new(custom: &[warden_config::guards::CustomDetector]) -> Result<Scanner, String> {
         let mut detectors = Vec::new();
-        let mut anchors: Vec<String> = Vec::new();
-        let mut ac_owner = Vec::new();
-        let (mut exact, mut exact_owner, mut dotted, mut hexcolon) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut pre = Prefilter::new();
+        let mut always = Vec::new();
         for s in SPECS {
-            // ASCII word boundaries keep every pattern on the regex crate's DFAs.
-            let pattern = s.pattern.replace(r"\b", r"(?-u:\b)");
-            let regex = Regex::new(&pattern).map_err(|e| format!("detector {}: {e}", s.name))?;
-            let idx = detectors.len();
-            let min_digits = match s.trigger {
-                Trigger::Literal(lits) => {
-                    for l in lits {
-                        anchors.push((*l).to_owned());
-                        ac_owner.push(idx);
-                    }
-                    None
-                }
-                Trigger::Exact(lits) => {
-                    for l in lits {
-                        exact.push((*l).to_owned());
-                        exact_owner.push(idx);
-                    }
-                    None
-                }
-                Trigger::Digits(n) => Some((n, false)),
-                Trigger::PlainDigits(n) => Some((n, true)),
-                Trigger::DottedQuad => {
-                    dotted.push(idx);
-                    None
-                }
-                Trigger::HexColons => {
-                    hexcolon.push(idx);
-                    None
-                }
-            };
+            // ASCII digits and word boundaries: what validators and the
+            // prefilter understand (a Unicode digit is not a card digit).
+            let pattern = s.pattern.replace(r"\b", r"(?-u:\b)").replace(r"\d", "[0-9]");
+            let (regex, group, max_len, from_start) = compile(s.name, &pattern)?;
+            let idx = detectors.len() as u16;
+            for t in s.triggers {
+                pre.add(idx, t).map_err(|e| format!("detector {}: {e}", s.name))?;
+            }
             detectors.push(Detector {
                 name: s.name.to_owned(),
                 category: s.category,
                 regex,
+                group,
                 validate: s.validate,
-                min_digits,
-                always: false,
+                max_len,
+                from_start,
                 dictionary: None,
             });
         }
+        pre.finish()?;
+        let mut anchors: Vec<String> = Vec::new();
+        let mut owner = Vec::new();
         for c in custom {
             let idx = detectors.len();
-            let (regex, always) = match (&c.regex, c.keywords.is_empty()) {
-                (Some(r), _) => (
-                    Regex::new(r).map_err(|e| format!("custom detector {}: {e}", c.name))?,
-                    c.anchors.is_empty(),
-                ),
+            let pattern = match (&c.regex, c.keywords.is_empty()) {
+                (Some(r), _) => r.clone(),
                 (None, false) => {
                     let alts: Vec<String> = c.keywords.iter().map(|k| regex::escape(k)).collect();
-                    (
-                        Regex::new(&format!(r"(?i)\b(?:{})\b", alts.join("|")))
-                            .map_err(|e| e.to_string())?,
-                        false,
-                    )
+                    format!(r"(?i)\b(?:{})\b", alts.join("|"))
                 }
-                (None, true) => (
-                    Regex::new(r"[A-Za-z0-9_-]{4,}").map_err(|e| e.to_string())?,
-                    true,
-                ),
+                (None, true) => r"[A-Za-z0-9_-]{4,}".to_owned(),
             };
-            for l in c.anchors.iter().chain(c.keywords.iter()) {
-                anchors.push(l.clone());
-                ac_owner.push(idx);
+            let (regex, group, max_len, from_start) = compile(&format!("custom {}", c.name), &pattern)?;
+            let lits: Vec<&String> = c.anchors.iter().chain(c.keywords.iter()).collect();
+            let dictionary = !c.dictionary_sha256.is_empty();
+            if lits.is_empty() || dictionary || lits.iter().any(|l| l.is_empty() || escapable(l)) {
+                always.push(idx);
+            } else {
+                for l in lits {
+                    anchors.push(l.clone());
+                    owner.push(idx as u16);
+                }
             }
             detectors.push(Detector {
                 name: c.name.clone(),
@@ -221,10 +150,11 @@ impl Scanner {
                     Category::Pii
                 },
                 regex,
+                group,
                 validate: None,
-                min_digits: None,
-                always: always || !c.dictionary_sha256.is_empty(),
-                dictionary: (!c.dictionary_sha256.is_empty()).then(|| {
+                max_len,
+                from_start,
+                dictionary: dictionary.then(|| {
                     c.dictionary_sha256
                         .iter()
                         .map(|h| h.to_ascii_lowercase())
@@ -232,149 +162,252 @@ impl Scanner {
                 }),
             });
         }
-        let max_anchor = anchors.iter().map(String::len).max().unwrap_or(0);
-        let ac = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-            .build(&anchors)
-            .map_err(|e| e.to_string())?;
-        let exact_ac = AhoCorasick::builder()
-            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-            .build(&exact)
-            .map_err(|e| e.to_string())?;
-        let ac_overlapping = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(&anchors)
-            .map_err(|e| e.to_string())?;
+        let custom = if anchors.is_empty() {
+            None
+        } else {
+            Some(CustomAnchors {
+                ac: AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(&anchors)
+                    .map_err(|e| e.to_string())?,
+                owner,
+            })
+        };
         Ok(Scanner {
             detectors,
-            ac,
-            ac_overlapping,
-            max_anchor,
-            ac_owner,
-            exact: exact_ac,
-            exact_owner,
-            dotted,
-            hexcolon,
+            pre,
+            custom,
+            always,
         })
     }
 
-    /// Which detectors could match somewhere in `text`.
-    fn triggered(&self, text: &[u8]) -> Vec<bool> {
-        let mut on = vec![false; self.detectors.len()];
-        for m in self.ac.find_iter(text) {
-            on[self.ac_owner[m.pattern().as_usize()]] = true;
-            let window = &text[m.start()..(m.end() + self.max_anchor).min(text.len())];
-            for o in self.ac_overlapping.find_overlapping_iter(window) {
-                on[self.ac_owner[o.pattern().as_usize()]] = true;
+    /// Candidates in `hay`; whether it holds a `\u` or `\/` escape.
+    fn candidates(&self, hay: &[u8], out: &mut Vec<Cand>) -> bool {
+        let escaped = self.pre.run(hay, out);
+        if let Some(c) = &self.custom {
+            for m in c.ac.find_overlapping_iter(hay) {
+                out.push(Cand {
+                    det: c.owner[m.pattern().as_usize()],
+                    start: m.start(),
+                    end: m.end(),
+                });
             }
         }
-        for m in self.exact.find_iter(text) {
-            on[self.exact_owner[m.pattern().as_usize()]] = true;
-        }
-        if !self.dotted.is_empty() && dotted_quad(text) {
-            for &i in &self.dotted {
-                on[i] = true;
-            }
-        }
-        if !self.hexcolon.is_empty() && hex_colons(text) {
-            for &i in &self.hexcolon {
-                on[i] = true;
-            }
-        }
-        let (run, plain) = digit_runs(text);
-        for (i, d) in self.detectors.iter().enumerate() {
-            let digits = match d.min_digits {
-                Some((n, false)) => run >= n,
-                Some((n, true)) => plain >= n,
-                None => false,
-            };
-            if d.always || digits {
-                on[i] = true;
-            }
-        }
-        on
+        escaped
     }
 
-    /// Whether a raw JSON message certainly holds nothing any detector finds:
-    /// no trigger in its bytes and no `\u` escape that could hide one.
+    /// Whether a raw JSON message certainly holds nothing any detector finds.
     pub fn clean(&self, raw: &[u8]) -> bool {
-        memchr::memmem::find(raw, b"\\u").is_none() && !self.triggered(raw).iter().any(|&b| b)
+        let mut c = Vec::new();
+        !self.candidates(raw, &mut c) && c.is_empty() && self.always.is_empty()
     }
 
     /// Every validated match in one (unescaped) string.
     pub fn scan_str(&self, s: &str, out: &mut Vec<Hit>) {
-        let on = self.triggered(s.as_bytes());
-        for (i, d) in self.detectors.iter().enumerate() {
-            if !on[i] {
-                continue;
-            }
-            if let Some(dict) = &d.dictionary {
-                use sha2::Digest;
-                for m in d.regex.find_iter(s) {
-                    let h = hex::encode(sha2::Sha256::digest(m.as_str().to_lowercase().as_bytes()));
-                    if dict.contains(&h) {
-                        out.push(Hit {
-                            detector: i,
-                            start: m.start(),
-                            end: m.end(),
-                        });
-                    }
-                }
-                continue;
-            }
-            for c in d.regex.captures_iter(s) {
-                let m = c.get(1).or_else(|| c.get(0));
-                let Some(m) = m else { continue };
-                if d.validate.is_none_or(|v| v(m.as_str())) {
-                    out.push(Hit {
-                        detector: i,
-                        start: m.start(),
-                        end: m.end(),
-                    });
-                }
-            }
-        }
-        // Overlapping hits: secrets win over injection markers over personal
-        // data (a password in a URL is not an e-mail address), then the longer.
-        let rank = |h: &Hit| match self.detectors[h.detector].category {
-            Category::Secret => 0,
-            Category::Injection => 1,
-            Category::Pii => 2,
+        let mut cands = Vec::new();
+        self.candidates(s.as_bytes(), &mut cands);
+        self.confirm(s, &mut cands, out);
+    }
+
+    /// The window a candidate asks detector `d`'s regex to search.
+    fn window(d: &Detector, c: &Cand, len: usize) -> (usize, usize) {
+        let (behind, ahead) = match d.max_len {
+            Some(n) => (n, n),
+            None if d.from_start => (usize::MAX, UNBOUNDED_AHEAD),
+            None => (UNBOUNDED_BEHIND, UNBOUNDED_AHEAD),
         };
-        out.sort_by_key(|h| (rank(h), std::cmp::Reverse(h.end - h.start), h.start));
-        let mut kept: Vec<Hit> = Vec::with_capacity(out.len());
-        for h in out.drain(..) {
-            if kept.iter().all(|k| h.end <= k.start || h.start >= k.end) {
-                kept.push(h);
+        (c.start.saturating_sub(behind), c.end.saturating_add(ahead).min(len))
+    }
+
+    /// Runs the triggered detectors around their candidates (windows of one
+    /// detector merged), then the always-on ones; resolves overlaps.
+    fn confirm(&self, s: &str, cands: &mut [Cand], out: &mut Vec<Hit>) {
+        let len = s.len();
+        cands.sort_unstable_by_key(|c| (c.det, c.start));
+        let mut i = 0;
+        while i < cands.len() {
+            let det = cands[i].det as usize;
+            let d = &self.detectors[det];
+            let (w0, mut w1) = Self::window(d, &cands[i], len);
+            i += 1;
+            while let Some(c) = cands.get(i).filter(|c| c.det as usize == det) {
+                let (a, b) = Self::window(d, c, len);
+                if a > w1 {
+                    break;
+                }
+                w1 = w1.max(b);
+                i += 1;
             }
+            self.run_window(det, s, w0, w1, out);
         }
-        kept.sort_by_key(|h| h.start);
-        *out = kept;
+        for &det in &self.always {
+            self.run_window(det, s, 0, len, out);
+        }
+        if out.len() > 1 {
+            resolve_overlaps(&self.detectors, out);
+        }
+    }
+
+    /// Every validated match of detector `det` in `s[w0..w1]`, looking at the
+    /// bytes around the window for boundaries; an unbounded match reaching
+    /// the window's end is followed to its real end.
+    fn run_window(&self, det: usize, s: &str, w0: usize, w1: usize, out: &mut Vec<Hit>) {
+        let d = &self.detectors[det];
+        let hay = s.as_bytes();
+        let mut caps: Captures = d.regex.create_captures();
+        let mut from = w0;
+        while from <= w1 {
+            d.regex
+                .search_captures(&Input::new(hay).range(from..w1), &mut caps);
+            let Some(m) = caps.get_match() else { break };
+            let (start, mut end) = (m.start(), m.end());
+            let mut group = caps.get_group(1);
+            if d.max_len.is_none() && end == w1 && w1 < hay.len() {
+                let whole = Input::new(hay)
+                    .range(start..hay.len())
+                    .anchored(Anchored::Yes);
+                d.regex.search_captures(&whole, &mut caps);
+                if let Some(m2) = caps.get_match() {
+                    end = m2.end();
+                    group = caps.get_group(1);
+                }
+            }
+            let span = if d.group { group } else { None }.unwrap_or(regex_automata::Span { start, end });
+            let text = &s[span.start..span.end];
+            let ok = match (&d.dictionary, d.validate) {
+                (Some(dict), _) => {
+                    use sha2::Digest;
+                    dict.contains(&hex::encode(sha2::Sha256::digest(text.to_lowercase().as_bytes())))
+                }
+                (None, Some(v)) => v(text),
+                (None, None) => true,
+            };
+            if ok && span.end > span.start {
+                out.push(Hit {
+                    detector: det,
+                    start: span.start,
+                    end: span.end,
+                });
+            }
+            from = if end > start {
+                end
+            } else {
+                let mut n = end + 1;
+                while n < hay.len() && !s.is_char_boundary(n) {
+                    n += 1;
+                }
+                n
+            };
+        }
     }
 }
 
+/// Overlapping hits: secrets win over injection markers over personal data
+/// (a password in a URL is not an e-mail address), then the longer.
+fn resolve_overlaps(detectors: &[Detector], out: &mut Vec<Hit>) {
+    let rank = |h: &Hit| match detectors[h.detector].category {
+        Category::Secret => 0,
+        Category::Injection => 1,
+        Category::Pii => 2,
+    };
+    out.sort_by_key(|h| (rank(h), std::cmp::Reverse(h.end - h.start), h.start));
+    let mut kept: Vec<Hit> = Vec::with_capacity(out.len());
+    for h in out.drain(..) {
+        if kept.iter().all(|k| h.end <= k.start || h.start >= k.end) {
+            kept.push(h);
+        }
+    }
+    kept.sort_by_key(|h| h.start);
+    *out = kept;
+}
+
+/// One string of a message holding findings.
+struct Located<'a> {
+    path: String,
+    /// The literal's content in the raw message (between the quotes).
+    start: usize,
+    end: usize,
+    /// Its decoded text.
+    text: Cow<'a, str>,
+    hits: Vec<Hit>,
+    is_key: bool,
+}
+
+/// The message could not be walked (it is not the JSON the gateway parsed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uninspectable;
+
 impl Scanner {
+    /// Every string of `raw` (within the root member `part`, if given) that
+    /// holds findings.
+    fn locate<'a>(&self, raw: &'a [u8], part: Option<&str>) -> Result<Vec<Located<'a>>, Uninspectable> {
+        let mut cands = Vec::new();
+        let escaped = self.candidates(raw, &mut cands);
+        let mut found = Vec::new();
+        if cands.is_empty() && !escaped && self.always.is_empty() {
+            return Ok(found);
+        }
+        cands.sort_unstable_by_key(|c| c.start);
+        let mut bad = false;
+        walk::walk(raw, part, |st| {
+            let (lo, hi) = if st.escaped {
+                (0, 0)
+            } else {
+                (
+                    cands.partition_point(|c| c.start < st.start),
+                    cands.partition_point(|c| c.start < st.end),
+                )
+            };
+            if !st.escaped && lo == hi && self.always.is_empty() {
+                return;
+            }
+            let Some(text) = walk::decode(raw, st.start, st.end, st.escaped) else {
+                bad = true;
+                return;
+            };
+            let mut hits = Vec::new();
+            if st.escaped {
+                self.scan_str(&text, &mut hits);
+            } else {
+                let mut local: Vec<Cand> = cands[lo..hi]
+                    .iter()
+                    .map(|c| Cand {
+                        det: c.det,
+                        start: c.start - st.start,
+                        end: c.end.min(st.end) - st.start,
+                    })
+                    .collect();
+                self.confirm(&text, &mut local, &mut hits);
+            }
+            if !hits.is_empty() {
+                found.push(Located {
+                    path: st.path.to_owned(),
+                    start: st.start,
+                    end: st.end,
+                    text,
+                    hits,
+                    is_key: st.is_key,
+                });
+            }
+        })
+        .map_err(|_| Uninspectable)?;
+        if bad {
+            return Err(Uninspectable);
+        }
+        Ok(found)
+    }
+
     /// Every finding in a raw JSON message: `(JSON path, hit)`. Clean
     /// messages are judged on their bytes without being parsed.
-    pub fn scan_json(&self, raw: &[u8]) -> Vec<(String, Hit)> {
-        if self.clean(raw) {
-            return Vec::new();
-        }
-        let Ok(v) = serde_json::from_slice::<Json>(raw) else {
-            return Vec::new();
-        };
-        let mut found = Vec::new();
-        let mut path = String::new();
-        walk(&v, &mut path, self, &mut found);
-        found
+    pub fn scan_json(&self, raw: &[u8]) -> Result<Vec<(String, Hit)>, Uninspectable> {
+        Ok(self
+            .locate(raw, None)?
             .into_iter()
             .flat_map(|l| {
                 let p = l.path;
                 l.hits.into_iter().map(move |h| (p.clone(), h))
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -403,68 +436,8 @@ impl std::fmt::Debug for DlpFilter {
     }
 }
 
-struct Located {
-    path: String,
-    /// The string (value or key) the hits are in.
-    text: String,
-    hits: Vec<Hit>,
-    is_key: bool,
-}
-
-fn walk(v: &Json, path: &mut String, scanner: &Scanner, out: &mut Vec<Located>) {
-    match v {
-        Json::String(s) => {
-            let mut hits = Vec::new();
-            scanner.scan_str(s, &mut hits);
-            if !hits.is_empty() {
-                out.push(Located {
-                    path: path.clone(),
-                    text: s.clone(),
-                    hits,
-                    is_key: false,
-                });
-            }
-        }
-        Json::Array(a) => {
-            for (i, x) in a.iter().enumerate() {
-                let l = path.len();
-                path.push_str(&format!("[{i}]"));
-                walk(x, path, scanner, out);
-                path.truncate(l);
-            }
-        }
-        Json::Object(o) => {
-            // Binary payloads (images, audio, blobs) are not text.
-            let binary = matches!(
-                o.get("type").and_then(Json::as_str),
-                Some("image" | "audio")
-            );
-            for (k, x) in o {
-                let l = path.len();
-                path.push('.');
-                path.push_str(k);
-                let mut hits = Vec::new();
-                scanner.scan_str(k, &mut hits);
-                if !hits.is_empty() {
-                    out.push(Located {
-                        path: path.clone(),
-                        text: k.clone(),
-                        hits,
-                        is_key: true,
-                    });
-                }
-                if !((binary && k == "data") || k == "blob") {
-                    walk(x, path, scanner, out);
-                }
-                path.truncate(l);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Replaces the spans of `hits` in `s` with `repl(hit)`.
-fn rewrite(s: &str, hits: &[(&Hit, String)]) -> String {
+/// Replaces the spans of `hits` in `s` with their replacement text.
+fn rewrite(s: &str, hits: &[(Hit, String)]) -> String {
     let mut out = String::with_capacity(s.len());
     let mut at = 0;
     for (h, r) in hits {
@@ -474,63 +447,6 @@ fn rewrite(s: &str, hits: &[(&Hit, String)]) -> String {
     }
     out.push_str(&s[at..]);
     out
-}
-
-fn redact_at(v: &mut Json, path: &str, is_key: bool, f: &dyn Fn(&str) -> String) {
-    // Paths were built by `walk`: `.key` and `[i]` segments.
-    let mut cur = v;
-    let mut segs: Vec<String> = Vec::new();
-    let mut rest = path;
-    while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix('[') {
-            let end = r.find(']').unwrap_or(r.len());
-            segs.push(format!("[{}", &r[..end]));
-            rest = &r[(end + 1).min(r.len())..];
-        } else if let Some(r) = rest.strip_prefix('.') {
-            let end = r.find(['.', '[']).unwrap_or(r.len());
-            segs.push(r[..end].to_owned());
-            rest = &r[end..];
-        } else {
-            return;
-        }
-    }
-    let Some((last, parents)) = segs.split_last() else {
-        if let Json::String(s) = cur {
-            *s = f(s);
-        }
-        return;
-    };
-    for s in parents {
-        cur = match (s.strip_prefix('['), cur) {
-            (Some(i), Json::Array(a)) => match i.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
-                Some(x) => x,
-                None => return,
-            },
-            (None, Json::Object(o)) => match o.get_mut(s.as_str()) {
-                Some(x) => x,
-                None => return,
-            },
-            _ => return,
-        };
-    }
-    match (last.strip_prefix('['), cur) {
-        (Some(i), Json::Array(a)) => {
-            if let Some(Json::String(s)) = i.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
-                *s = f(s);
-            }
-        }
-        (None, Json::Object(o)) if is_key => {
-            if let Some(x) = o.remove(last.as_str()) {
-                o.insert(f(last), x);
-            }
-        }
-        (None, Json::Object(o)) => {
-            if let Some(Json::String(s)) = o.get_mut(last.as_str()) {
-                *s = f(s);
-            }
-        }
-        _ => {}
-    }
 }
 
 impl DlpFilter {
@@ -561,24 +477,17 @@ impl DlpFilter {
     }
 
     fn judge(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>, dir: DlpDirection) -> Decision {
-        if self.scanner.clean(msg.bytes) {
-            return Decision::Pass;
-        }
-        let Ok(mut v) = serde_json::from_slice::<Json>(msg.bytes) else {
-            return Decision::Pass;
-        };
         let env = msg.envelope;
         // The part that carries content: params of requests, result of responses.
-        let part = if v.get("params").is_some() {
-            "params"
-        } else {
+        let part = if env.kind == Kind::Response {
             "result"
+        } else {
+            "params"
         };
-        let mut found = Vec::new();
-        if let Some(p) = v.get(part) {
-            let mut path = String::new();
-            walk(p, &mut path, &self.scanner, &mut found);
-        }
+        let found = match self.scanner.locate(msg.bytes, Some(part)) {
+            Ok(f) => f,
+            Err(Uninspectable) => return uninspectable(),
+        };
         if found.is_empty() {
             return Decision::Pass;
         }
@@ -595,11 +504,10 @@ impl DlpFilter {
             })
             .unwrap_or(Risk::Low);
         let mut blocked: Vec<String> = Vec::new();
-        // (JSON path, is an object key, hits with their replacement text)
-        type Edit = (String, bool, Vec<(Hit, String)>);
-        let mut redactions: Vec<Edit> = Vec::new();
+        // (string index in `found`, hits with their replacement text)
+        let mut redactions: Vec<(usize, Vec<(Hit, String)>)> = Vec::new();
         let mut notes = Vec::new();
-        for loc in &found {
+        for (li, loc) in found.iter().enumerate() {
             let mut reps = Vec::new();
             for h in &loc.hits {
                 let d = &self.scanner.detectors[h.detector];
@@ -636,37 +544,74 @@ impl DlpFilter {
                 }
             }
             if !reps.is_empty() {
-                redactions.push((loc.path.clone(), loc.is_key, reps));
+                redactions.push((li, reps));
             }
         }
         if let Some(cell) = ctx.findings {
             cell.borrow_mut().extend(notes);
         }
         if !blocked.is_empty() {
-            let error = JsonRpcError::new(
-                codes::DLP_BLOCKED,
-                format!("Blocked by data-loss prevention: {}", blocked.join(", ")),
-            )
-            .with_data(serde_json::json!({"reason": "dlp_blocked", "rules": blocked}));
-            return Decision::Reject(Denial::error(
-                error,
-                format!("dlp_blocked:{}", blocked.join(",")),
-            ));
+            return Decision::Reject(dlp_blocked(&blocked));
         }
         if redactions.is_empty() {
             return Decision::Pass;
         }
-        if let Some(p) = v.get_mut(part) {
-            for (path, is_key, reps) in &redactions {
-                let refs: Vec<(&Hit, String)> = reps.iter().map(|(h, r)| (h, r.clone())).collect();
-                redact_at(p, path, *is_key, &|s: &str| rewrite(s, &refs));
+        // Splice: each changed string literal is replaced by its new
+        // literal; every other byte is forwarded as it came.
+        redactions.sort_by_key(|(li, _)| found[*li].start);
+        let raw = msg.bytes;
+        let mut out = Vec::with_capacity(raw.len());
+        let mut at = 0;
+        let mut keys_changed = false;
+        for (li, reps) in &redactions {
+            let loc = &found[*li];
+            out.extend_from_slice(&raw[at..loc.start - 1]);
+            let new = rewrite(&loc.text, reps);
+            if serde_json::to_writer(&mut out, &new).is_err() {
+                return uninspectable();
             }
+            at = loc.end + 1;
+            keys_changed |= loc.is_key;
         }
-        match serde_json::to_vec(&v) {
-            Ok(b) => Decision::Mutated(b),
-            Err(_) => Decision::Pass,
+        out.extend_from_slice(&raw[at..]);
+        // Two keys redacted to the same text would make a duplicate member,
+        // which parsers resolve differently: refuse rather than forward an
+        // ambiguous message.
+        if keys_changed && crate::jsonrpc::parse(&out, crate::jsonrpc::ParseLimits::default()).is_err() {
+            let mut uniq: Vec<String> = Vec::new();
+            for (_, reps) in &redactions {
+                for (h, _) in reps {
+                    let d = &self.scanner.detectors[h.detector];
+                    if let Some(r) = self.dlp.rule_for(&d.name, d.category.as_str(), dir, risk) {
+                        if !uniq.contains(&r.name) {
+                            uniq.push(r.name.clone());
+                        }
+                    }
+                }
+            }
+            return Decision::Reject(dlp_blocked(&uniq));
         }
+        Decision::Mutated(out)
     }
+}
+
+fn dlp_blocked(rules: &[String]) -> Denial {
+    let error = JsonRpcError::new(
+        codes::DLP_BLOCKED,
+        format!("Blocked by data-loss prevention: {}", rules.join(", ")),
+    )
+    .with_data(serde_json::json!({"reason": "dlp_blocked", "rules": rules}));
+    Denial::error(error, format!("dlp_blocked:{}", rules.join(",")))
+}
+
+/// A message DLP cannot walk is refused, never forwarded unchecked.
+fn uninspectable() -> Decision {
+    let error = JsonRpcError::new(
+        codes::DLP_BLOCKED,
+        "Blocked by data-loss prevention: the message could not be inspected",
+    )
+    .with_data(serde_json::json!({"reason": "dlp_uninspectable"}));
+    Decision::Reject(Denial::error(error, "dlp_uninspectable".to_owned()))
 }
 
 impl McpFilter for DlpFilter {

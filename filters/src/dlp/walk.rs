@@ -1,0 +1,299 @@
+//! A span-aware walk over a JSON message: every string value and object key,
+//! with its JSON path and its byte span in the raw message, without building
+//! a tree. DLP scans strings where they lie and redacts by splicing new
+//! string literals into the raw bytes, so nothing it did not change is
+//! re-serialised.
+
+use std::borrow::Cow;
+
+/// One string of the message.
+pub(crate) struct Str<'p> {
+    /// `.key` / `[i]` segments from the walked root.
+    pub path: &'p str,
+    /// Bytes between the quotes.
+    pub start: usize,
+    pub end: usize,
+    /// Holds a backslash escape (its text must be decoded).
+    pub escaped: bool,
+    pub is_key: bool,
+}
+
+/// The message is not the JSON the gateway accepted (or nests deeper than
+/// `MAX_DEPTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Malformed;
+
+const MAX_DEPTH: usize = 512;
+
+/// Decodes one string literal's content (`raw[start..end]`).
+pub(crate) fn decode(raw: &[u8], start: usize, end: usize, escaped: bool) -> Option<Cow<'_, str>> {
+    if !escaped {
+        return std::str::from_utf8(&raw[start..end]).ok().map(Cow::Borrowed);
+    }
+    serde_json::from_slice::<String>(raw.get(start - 1..end + 1)?)
+        .ok()
+        .map(Cow::Owned)
+}
+
+struct Walker<'a, F> {
+    b: &'a [u8],
+    i: usize,
+    path: String,
+    f: F,
+}
+
+/// Visits the strings of `raw`. With `part`, only the root object's member
+/// of that name is walked (paths start inside it).
+pub(crate) fn walk<F: FnMut(Str<'_>)>(raw: &[u8], part: Option<&str>, f: F) -> Result<(), Malformed> {
+    let mut w = Walker {
+        b: raw,
+        i: 0,
+        path: String::new(),
+        f,
+    };
+    match part {
+        None => w.value(0, false),
+        Some(part) => w.root_member(part),
+    }
+}
+
+impl<F: FnMut(Str<'_>)> Walker<'_, F> {
+    fn peek(&mut self) -> Result<u8, Malformed> {
+        while let Some(&c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                self.i += 1;
+            } else {
+                return Ok(c);
+            }
+        }
+        Err(Malformed)
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), Malformed> {
+        if self.peek()? == c {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Malformed)
+        }
+    }
+
+    /// A string literal at `i`: (content start, content end, escaped).
+    fn string(&mut self) -> Result<(usize, usize, bool), Malformed> {
+        self.expect(b'"')?;
+        let start = self.i;
+        let mut escaped = false;
+        let mut j = start;
+        loop {
+            let rest = self.b.get(j..).ok_or(Malformed)?;
+            let k = memchr::memchr2(b'"', b'\\', rest).ok_or(Malformed)?;
+            if rest[k] == b'\\' {
+                escaped = true;
+                j += k + 2;
+            } else {
+                self.i = j + k + 1;
+                return Ok((start, j + k, escaped));
+            }
+        }
+    }
+
+    fn visit(&mut self, start: usize, end: usize, escaped: bool, is_key: bool) {
+        (self.f)(Str {
+            path: &self.path,
+            start,
+            end,
+            escaped,
+            is_key,
+        });
+    }
+
+    fn value(&mut self, depth: usize, skip: bool) -> Result<(), Malformed> {
+        if depth > MAX_DEPTH {
+            return Err(Malformed);
+        }
+        match self.peek()? {
+            b'"' => {
+                let (s, e, esc) = self.string()?;
+                if !skip {
+                    self.visit(s, e, esc, false);
+                }
+                Ok(())
+            }
+            b'{' => self.object(depth + 1, skip),
+            b'[' => self.array(depth + 1, skip),
+            _ => {
+                let start = self.i;
+                while self
+                    .b
+                    .get(self.i)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+                {
+                    self.i += 1;
+                }
+                if self.i == start {
+                    Err(Malformed)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize, skip: bool) -> Result<(), Malformed> {
+        self.expect(b'[')?;
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Ok(());
+        }
+        let mut n = 0usize;
+        loop {
+            let l = self.path.len();
+            if !skip {
+                use std::fmt::Write;
+                let _ = write!(self.path, "[{n}]");
+            }
+            self.value(depth, skip)?;
+            self.path.truncate(l);
+            n += 1;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(Malformed),
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize, skip: bool) -> Result<(), Malformed> {
+        self.expect(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Ok(());
+        }
+        // Binary payloads (`data` of an image or audio item, any `blob`) are
+        // not text. An object's `type` may come after its `data`, so a
+        // string `data` is held back until the object is read.
+        let mut held: Option<(String, usize, usize, bool)> = None;
+        let mut binary = false;
+        loop {
+            let (ks, ke, kesc) = self.string()?;
+            let l = self.path.len();
+            if !skip {
+                self.path.push('.');
+                self.path
+                    .push_str(&decode(self.b, ks, ke, kesc).ok_or(Malformed)?);
+                self.visit(ks, ke, kesc, true);
+            }
+            self.expect(b':')?;
+            let key = &self.b[ks..ke];
+            let next = self.peek()?;
+            if key == b"data" && next == b'"' && !skip {
+                let (s, e, esc) = self.string()?;
+                held = Some((self.path.clone(), s, e, esc));
+            } else if key == b"type" && next == b'"' {
+                let (s, e, esc) = self.string()?;
+                binary = matches!(&self.b[s..e], b"image" | b"audio");
+                if !skip {
+                    self.visit(s, e, esc, false);
+                }
+            } else {
+                self.value(depth, skip || key == b"blob")?;
+            }
+            self.path.truncate(l);
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    break;
+                }
+                _ => return Err(Malformed),
+            }
+        }
+        if let Some((path, s, e, esc)) = held {
+            if !binary {
+                (self.f)(Str {
+                    path: &path,
+                    start: s,
+                    end: e,
+                    escaped: esc,
+                    is_key: false,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn root_member(&mut self, part: &str) -> Result<(), Malformed> {
+        self.expect(b'{')?;
+        if self.peek()? == b'}' {
+            return Ok(());
+        }
+        loop {
+            let (ks, ke, kesc) = self.string()?;
+            let wanted = decode(self.b, ks, ke, kesc).ok_or(Malformed)? == part;
+            self.expect(b':')?;
+            self.value(0, !wanted)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => return Ok(()),
+                _ => return Err(Malformed),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(raw: &str, part: Option<&str>) -> Vec<(String, String, bool)> {
+        let mut out = Vec::new();
+        let r = walk(raw.as_bytes(), part, |s| {
+            let text = decode(raw.as_bytes(), s.start, s.end, s.escaped)
+                .map(|t| t.into_owned())
+                .unwrap_or_default();
+            out.push((s.path.to_owned(), text, s.is_key));
+        });
+        assert_eq!(r, Ok(()), "{raw}");
+        out
+    }
+
+    #[test]
+    fn paths_spans_and_binary() {
+        let raw = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"data":"AAAA","type":"image"},{"type":"text","text":"a\u0041\"b"},{"blob":"QUJD","uri":"x"}],"n":[1,-2.5e3,true,null]}}"#;
+        let got = strings(raw, Some("result"));
+        let want = [
+            (".content", "content", true),
+            (".content[0].data", "data", true),
+            (".content[0].type", "type", true),
+            (".content[0].type", "image", false),
+            (".content[1].type", "type", true),
+            (".content[1].type", "text", false),
+            (".content[1].text", "text", true),
+            (".content[1].text", "aA\"b", false),
+            (".content[2].blob", "blob", true),
+            (".content[2].uri", "uri", true),
+            (".content[2].uri", "x", false),
+            (".n", "n", true),
+        ];
+        let want: Vec<(String, String, bool)> = want
+            .iter()
+            .map(|(p, t, k)| (p.to_string(), t.to_string(), *k))
+            .collect();
+        assert_eq!(got, want);
+        // Text labelled data is scanned when the item is not binary.
+        let got = strings(r#"{"data":"4111","type":"text"}"#, None);
+        assert!(got.iter().any(|(p, t, k)| p == ".data" && t == "4111" && !k));
+    }
+
+    #[test]
+    fn malformed_is_refused() {
+        for bad in [r#"{"a":"#, r#"{"a" 1}"#, r#"["a",]"#, r#"{"a":"x"#, "", "{", r#"{"a":1,}"#] {
+            assert!(walk(bad.as_bytes(), None, |_| {}).is_err(), "{bad}");
+        }
+        let deep = "[".repeat(600) + &"]".repeat(600);
+        assert!(walk(deep.as_bytes(), None, |_| {}).is_err());
+    }
+}
