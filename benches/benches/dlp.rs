@@ -1,5 +1,5 @@
-//! DLP throughput on realistic MCP JSON (a 16 KiB tool result), clean and
-//! with one finding per KiB, all built-in detectors on; beside a naive
+//! DLP throughput on realistic MCP JSON (a 16 KiB tool result): clean,
+//! clean but full of near misses, and with one finding per KiB, all built-in detectors on; beside a naive
 //! `regex::RegexSet` over the same patterns on every unescaped string.
 
 use std::hint::black_box;
@@ -32,6 +32,13 @@ fn bench(c: &mut Criterion) {
     };
     let clean = warden_benches::tool_result(16 * 1024, 0);
     let dirty = warden_benches::tool_result(16 * 1024, 1);
+    let near = warden_benches::tool_result_near_misses(16 * 1024);
+    assert!(!scanner.clean(&near), "near misses wake detectors up");
+    assert_eq!(
+        scanner.scan_json(&near).map(|f| f.len()),
+        Ok(0),
+        "… and find nothing"
+    );
     assert!(
         scanner.scan_json(&clean).map(|f| f.is_empty()) == Ok(true),
         "the clean sample is clean"
@@ -41,7 +48,11 @@ fn bench(c: &mut Criterion) {
         "about one finding per KiB"
     );
     let mut g = c.benchmark_group("dlp");
-    for (name, data) in [("clean_16k", &clean), ("one_finding_per_kb_16k", &dirty)] {
+    for (name, data) in [
+        ("clean_16k", &clean),
+        ("clean_near_misses_16k", &near),
+        ("one_finding_per_kb_16k", &dirty),
+    ] {
         g.throughput(Throughput::Bytes(data.len() as u64));
         g.bench_function(format!("scanner/{name}"), |b| {
             b.iter(|| black_box(scanner.scan_json(black_box(data))))

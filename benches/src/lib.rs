@@ -72,6 +72,34 @@ pub fn tool_result(size: usize, per_kb: usize) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// A clean `tools/call` result of about `size` bytes that keeps waking
+/// detectors up without any finding: order numbers failing Luhn, UUIDs,
+/// timestamps, git SHAs, versions, IPv6-looking times and words such as
+/// "password", "secret" or "ignore" outside any assignment.
+pub fn tool_result_near_misses(size: usize) -> Vec<u8> {
+    let lines = [
+        "Order 4111 1111 1111 1112 shipped at 2026-11-02T10:15:00Z to warehouse 7.",
+        "Request 550e8400-e29b-41d4-a716-446655440000 built from commit 3f786850e387550fdab836ed7e6dc881de23001b.",
+        "Reset your password: <redacted> from the settings page; the secret menu is gone in v2.14.1.",
+        "Please ignore the previous build, it is harmless: the system will retry 3 times.",
+        "Invoice 987654321 for account 1234-5678 was paid by card ending 4242 on 12/03.",
+        "Call the front desk at extension 4471 or email the team channel @ops-oncall.",
+    ];
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() + 200 < size {
+        text.push_str(lines[i % lines.len()]);
+        text.push(' ');
+        i += 1;
+    }
+    serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": 42,
+        "result": {"content": [{"type": "text", "text": text}], "isError": false}
+    }))
+    .unwrap_or_default()
+}
+
 /// Every string and object key of a JSON value (the naive DLP baselines scan these).
 pub fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
     match v {

@@ -52,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
         justification: None,
         keep_arguments: false,
         findings: None,
+        global: None,
     };
     let view = MessageView { envelope: &env, bytes: data };
     if let Decision::Mutated(out) = filter().on_response(view, &ctx) {

@@ -249,7 +249,9 @@ pub fn dlp_scan(bundle_dir: &Path, files: &[PathBuf]) -> anyhow::Result<usize> {
             if serde_json::from_slice::<serde_json::Value>(&raw).is_ok() {
                 scanner
                     .scan_json(&raw)
-                    .map_err(|_| anyhow::anyhow!("{}: JSON nests too deep to inspect", f.display()))?
+                    .map_err(|_| {
+                        anyhow::anyhow!("{}: JSON nests too deep to inspect", f.display())
+                    })?
                     .into_iter()
                     .map(|(p, h)| (p, h, String::new()))
                     .collect()

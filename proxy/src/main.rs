@@ -176,7 +176,27 @@ fn fail(e: anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Built for x86-64-v3 (see `.cargo/config.toml`): say so plainly on an
+/// older CPU instead of dying on an illegal instruction later.
+fn cpu_supported() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("bmi2")
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+    {
+        true
+    }
+}
+
 fn main() -> ExitCode {
+    if !cpu_supported() {
+        eprintln!(
+            "warden: this build needs an x86-64-v3 CPU (AVX2, BMI2); rebuild without the \
+             target-cpu setting in .cargo/config.toml for this machine"
+        );
+        return ExitCode::FAILURE;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

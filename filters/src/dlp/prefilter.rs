@@ -3,11 +3,11 @@
 //! around those places and a clean message is judged without being parsed.
 //!
 //! The pass works on 64-byte blocks. For each block, SIMD compares (through
-//! `wide`, SSE2 on x86-64) yield bit masks — letters, digits, separators,
+//! `wide`: AVX2 in x86-64-v3 builds, SSE2 otherwise) yield bit masks — letters, digits, separators,
 //! backslashes, dots and a handful of "special" bytes — and everything after
 //! that is bit arithmetic on those masks:
 //!
-//! - word starts are looked up in a 4096-bit filter keyed by their first three
+//! - word starts are looked up in a 16384-bit filter keyed by their first three
 //!   case-folded bytes; the few that pass are compared with the anchor
 //!   literals hashed there;
 //! - digit runs (digits joined by separators) are measured with popcounts and
@@ -19,7 +19,7 @@
 //! separator, and `\u` or `\/` (which can hide anything) is reported so the
 //! caller decodes and rescans the strings that hold one.
 
-use wide::u8x16;
+use wide::u8x32 as V;
 
 use super::detectors::{After, Special, Trigger};
 
@@ -46,7 +46,7 @@ struct Anchor {
     head_mask: u32,
 }
 
-const TABLE_BITS: u32 = 12;
+const TABLE_BITS: u32 = 14;
 const TABLE: usize = 1 << TABLE_BITS;
 
 /// What the pass looks for, built once per detector set.
@@ -166,9 +166,15 @@ impl After {
                         break;
                     }
                 }
-                [&b"previous"[..], b"prior", b"above", b"earlier", b"preceding"]
-                    .iter()
-                    .any(|w| starts_with_ci(h, j, w))
+                [
+                    &b"previous"[..],
+                    b"prior",
+                    b"above",
+                    b"earlier",
+                    b"preceding",
+                ]
+                .iter()
+                .any(|w| starts_with_ci(h, j, w))
             }
         }
     }
@@ -185,25 +191,34 @@ struct Masks {
     special: u64,
 }
 
+/// `lo <= x <= hi` per byte: subtract, then an unsigned min (SSE2 `pminub`).
 #[inline(always)]
-fn range(x: u8x16, lo: u8, hi: u8) -> u8x16 {
-    (x - u8x16::splat(lo)).simd_le(u8x16::splat(hi - lo))
+fn range(x: V, lo: u8, hi: u8) -> V {
+    let d = x - V::splat(lo);
+    d.min(V::splat(hi - lo)).simd_eq(d)
+}
+
+/// `x >= lo` per byte (SSE2 `pmaxub`).
+#[inline(always)]
+fn at_or_above(x: V, lo: u8) -> V {
+    x.max(V::splat(lo)).simd_eq(x)
 }
 
 #[inline(always)]
-fn eq(x: u8x16, b: u8) -> u8x16 {
-    x.simd_eq(u8x16::splat(b))
+fn eq(x: V, b: u8) -> V {
+    x.simd_eq(V::splat(b))
 }
 
-/// One mask per 16-byte lane of the block, joined into 64 bits.
+/// One mask per 32-byte lane of the block (AVX2 where the build targets
+/// it, two SSE2 halves otherwise), joined into 64 bits.
 #[inline(always)]
-fn lanes<const N: usize>(c: &[u8; 72], f: impl Fn(u8x16) -> [u8x16; N]) -> [u64; N] {
+fn lanes<const N: usize>(c: &[u8; 72], f: impl Fn(V) -> [V; N]) -> [u64; N] {
     let mut m = [0u64; N];
-    for (k, part) in c[..64].chunks_exact(16).enumerate() {
-        let mut lane = [0u8; 16];
+    for (k, part) in c[..64].chunks_exact(32).enumerate() {
+        let mut lane = [0u8; 32];
         lane.copy_from_slice(part);
-        for (acc, v) in m.iter_mut().zip(f(u8x16::new(lane))) {
-            *acc |= (v.to_bitmask() as u64) << (16 * k);
+        for (acc, v) in m.iter_mut().zip(f(V::new(lane))) {
+            *acc |= (v.to_bitmask() as u64) << (32 * k);
         }
     }
     m
@@ -212,19 +227,17 @@ fn lanes<const N: usize>(c: &[u8; 72], f: impl Fn(u8x16) -> [u8x16; N]) -> [u64;
 #[inline(always)]
 fn masks(c: &[u8; 72]) -> Masks {
     let [alpha, digit, word, dot, special] = lanes(c, |x| {
-        let special = eq(x, b'@')
-            | eq(x, b'+')
-            | eq(x, b':')
-            | eq(x, b'=')
+        // `:;<=>?@` in one range (`;>?` are let through and ignored).
+        let special = range(x, b':', b'@')
             | eq(x, b'!')
-            | eq(x, b'<')
             | eq(x, b'#')
+            | eq(x, b'+')
             | eq(x, b'\\')
-            | x.simd_ge(u8x16::splat(0xE2));
-        let alpha = range(x | u8x16::splat(0x20), b'a', b'z');
+            | at_or_above(x, 0xE2);
+        let alpha = range(x | V::splat(0x20), b'a', b'z');
         let digit = range(x, b'0', b'9');
         let dot = eq(x, b'.');
-        let word = alpha | digit | eq(x, b'-') | dot | eq(x, b'_') | eq(x, b'=');
+        let word = alpha | digit | range(x, b'-', b'.') | eq(x, b'_') | eq(x, b'=');
         [alpha, digit, word, dot, special]
     });
     Masks {
@@ -250,7 +263,7 @@ fn separators(c: &[u8; 72]) -> u64 {
             | range(x, b'(', b')')
             | range(x, b'-', b'/')
             | eq(x, b'\\')
-            | x.simd_ge(u8x16::splat(0x80))]
+            | at_or_above(x, 0x80)]
     });
     sep
 }
@@ -352,8 +365,13 @@ impl Prefilter {
             // `id |number`: the word starts at `|` (the literal is `id number`).
             let marked = l.find('|');
             let joined = l.replace('|', "");
-            let bytes = if marked.is_some() { joined.as_bytes() } else { l.as_bytes() };
-            let Some(word) = marked.or_else(|| bytes.iter().position(u8::is_ascii_alphabetic)) else {
+            let bytes = if marked.is_some() {
+                joined.as_bytes()
+            } else {
+                l.as_bytes()
+            };
+            let Some(word) = marked.or_else(|| bytes.iter().position(u8::is_ascii_alphabetic))
+            else {
                 return Err(format!("anchor {l:?} has no letter"));
             };
             if word > 0 && bytes[word - 1].is_ascii_alphanumeric() {
@@ -442,7 +460,11 @@ impl Prefilter {
                 }
             };
             let m = masks(block);
-            let backslash = if m.special == 0 { 0 } else { backslashes(block) };
+            let backslash = if m.special == 0 {
+                0
+            } else {
+                backslashes(block)
+            };
             // Bytes right after a backslash are escape letters: separators,
             // and they do not continue a word.
             let esc = (backslash << 1) | carry.backslash;
@@ -484,7 +506,14 @@ impl Prefilter {
                     || (!self.dotted.is_empty() && at_least(digits_between_dots, 3)))
             {
                 let sep = separators(block);
-                self.runs(off, m.digit, m.dot, m.digit | sep | esc, &mut carry.run, out);
+                self.runs(
+                    off,
+                    m.digit,
+                    m.dot,
+                    m.digit | sep | esc,
+                    &mut carry.run,
+                    out,
+                );
             }
             if !self.consecutive.is_empty()
                 && (carry.digit >> 63 != 0 || at_least(m.digit, self.min_consecutive))
@@ -522,7 +551,14 @@ impl Prefilter {
         }
     }
 
-    fn words(&self, hay: &[u8], block: &[u8; 72], off: usize, mut starts: u64, out: &mut Vec<Cand>) {
+    fn words(
+        &self,
+        hay: &[u8],
+        block: &[u8; 72],
+        off: usize,
+        mut starts: u64,
+        out: &mut Vec<Cand>,
+    ) {
         // First, without branches, which word starts pass the filter.
         let mut pass = 0u64;
         while starts != 0 {
@@ -587,7 +623,10 @@ impl Prefilter {
                     if next == b':' || ipv6_chain(hay, p) {
                         self.push_special(Special::Ipv6Colon, p, p + 1, out);
                     }
-                    if p > 0 && hay[p - 1].is_ascii_digit() && next == b'A' && at(hay, p + 2) == b'A'
+                    if p > 0
+                        && hay[p - 1].is_ascii_digit()
+                        && next == b'A'
+                        && at(hay, p + 2) == b'A'
                     {
                         self.push_special(Special::TelegramColon, p, p + 3, out);
                     }
@@ -650,6 +689,12 @@ impl Prefilter {
                 64 - below.leading_zeros()
             };
             let bits = span_mask(start, end);
+            digits &= !bits;
+            let joined = start == 0 && run.open;
+            if end < 64 && !joined && !at_least(digit & bits, self.min_digits.min(4)) {
+                // A short number inside this block: no threshold is met.
+                continue;
+            }
             let mut r = Run {
                 open: true,
                 start: off + start as usize,
@@ -667,7 +712,6 @@ impl Prefilter {
             } else {
                 self.close_run(r, off + end as usize, out);
             }
-            digits &= !bits;
         }
     }
 
@@ -755,8 +799,7 @@ mod tests {
         let mut p = Prefilter::new();
         p.add(0, &Trigger::Digits(min)).unwrap_or_default();
         p.add(1, &Trigger::DottedQuad).unwrap_or_default();
-        p.add(2, &Trigger::ConsecutiveDigits(8))
-            .unwrap_or_default();
+        p.add(2, &Trigger::ConsecutiveDigits(8)).unwrap_or_default();
         p.finish().unwrap_or_default();
         p
     }
@@ -787,17 +830,32 @@ mod tests {
         assert!(cands(&p, b"host 10.0.0.1 up").iter().any(|c| c.det == 1));
         assert!(cands(&p, b"id 12345678A").iter().any(|c| c.det == 2));
         assert!(!cands(&p, b"id 1234567A").iter().any(|c| c.det == 2));
-        // A run spanning a whole block of spaces.
+        // Digits a match cannot join (no pattern lets eight separators sit
+        // between its digits) are not counted together …
         let mut s = b"1234".to_vec();
         s.extend(std::iter::repeat_n(b' ', 130));
         s.extend_from_slice(b"56789");
-        assert!(cands(&p, &s).iter().any(|c| c.det == 0 && c.start == 0));
+        assert!(!cands(&p, &s).iter().any(|c| c.det == 0));
+        // … but a match straddling two blocks is, whatever its separators.
+        for sep in [&b"\\n"[..], b")\\t", b"\xc2\xa0", b" "] {
+            for pad in 52..64 {
+                let mut s = vec![b'x'; pad];
+                s.extend_from_slice(b"(555");
+                s.extend_from_slice(sep);
+                s.extend_from_slice(b"123-4567 and more text");
+                assert!(
+                    cands(&p, &s).iter().any(|c| c.det == 0),
+                    "pad {pad} sep {sep:?}"
+                );
+            }
+        }
     }
 
     #[test]
     fn word_starts_and_escapes() {
         let mut p = Prefilter::new();
-        p.add(0, &Trigger::Word(&["secret_access"])).unwrap_or_default();
+        p.add(0, &Trigger::Word(&["secret_access"]))
+            .unwrap_or_default();
         p.add(1, &Trigger::WordExact(&["SK"], After::LowerHex(4)))
             .unwrap_or_default();
         p.add(2, &Trigger::Word(&["[inst]"])).unwrap_or_default();

@@ -28,7 +28,9 @@ const MAX_DEPTH: usize = 512;
 /// Decodes one string literal's content (`raw[start..end]`).
 pub(crate) fn decode(raw: &[u8], start: usize, end: usize, escaped: bool) -> Option<Cow<'_, str>> {
     if !escaped {
-        return std::str::from_utf8(&raw[start..end]).ok().map(Cow::Borrowed);
+        return std::str::from_utf8(&raw[start..end])
+            .ok()
+            .map(Cow::Borrowed);
     }
     serde_json::from_slice::<String>(raw.get(start - 1..end + 1)?)
         .ok()
@@ -44,7 +46,11 @@ struct Walker<'a, F> {
 
 /// Visits the strings of `raw`. With `part`, only the root object's member
 /// of that name is walked (paths start inside it).
-pub(crate) fn walk<F: FnMut(Str<'_>)>(raw: &[u8], part: Option<&str>, f: F) -> Result<(), Malformed> {
+pub(crate) fn walk<F: FnMut(Str<'_>)>(
+    raw: &[u8],
+    part: Option<&str>,
+    f: F,
+) -> Result<(), Malformed> {
     let mut w = Walker {
         b: raw,
         i: 0,
@@ -285,12 +291,22 @@ mod tests {
         assert_eq!(got, want);
         // Text labelled data is scanned when the item is not binary.
         let got = strings(r#"{"data":"4111","type":"text"}"#, None);
-        assert!(got.iter().any(|(p, t, k)| p == ".data" && t == "4111" && !k));
+        assert!(got
+            .iter()
+            .any(|(p, t, k)| p == ".data" && t == "4111" && !k));
     }
 
     #[test]
     fn malformed_is_refused() {
-        for bad in [r#"{"a":"#, r#"{"a" 1}"#, r#"["a",]"#, r#"{"a":"x"#, "", "{", r#"{"a":1,}"#] {
+        for bad in [
+            r#"{"a":"#,
+            r#"{"a" 1}"#,
+            r#"["a",]"#,
+            r#"{"a":"x"#,
+            "",
+            "{",
+            r#"{"a":1,}"#,
+        ] {
             assert!(walk(bad.as_bytes(), None, |_| {}).is_err(), "{bad}");
         }
         let deep = "[".repeat(600) + &"]".repeat(600);
