@@ -22,7 +22,7 @@ use std::collections::HashSet;
 use aho_corasick::AhoCorasick;
 use regex_automata::meta::Regex;
 use regex_automata::util::captures::Captures;
-use regex_automata::{Anchored, Input};
+use regex_automata::{Anchored, Input, PatternSet};
 use warden_config::access::{Risk, ServerCatalog};
 use warden_config::guards::{Dlp, DlpAction, DlpDirection};
 
@@ -30,7 +30,7 @@ use crate::error::{codes, JsonRpcError};
 use crate::filter::{Decision, Denial, Direction, FilterContext, McpFilter, MessageView};
 use crate::jsonrpc::Kind;
 use detectors::{Category, SPECS};
-use prefilter::{Cand, Prefilter};
+use prefilter::{Cand, Prefilter, DIGIT_GROUP};
 
 /// How far (bytes) past a candidate an unbounded pattern is searched before
 /// its match is followed to its end; and how far before it one may begin.
@@ -73,6 +73,9 @@ pub struct Scanner {
     custom: Option<CustomAnchors>,
     /// Detectors that run on every string (no usable anchor).
     always: Vec<usize>,
+    /// The digit-run detectors' patterns as one set: a run asks which of
+    /// them match around it before any runs alone.
+    digit_set: Option<(Regex, Vec<usize>, usize)>,
 }
 
 fn compile(name: &str, pattern: &str) -> Result<(Regex, bool, Option<usize>, bool), String> {
@@ -126,6 +129,26 @@ impl Scanner {
             });
         }
         pre.finish()?;
+        let group: Vec<usize> = pre.digit_detectors().iter().map(|&d| d as usize).collect();
+        let digit_set = if group.is_empty() {
+            None
+        } else {
+            let patterns: Vec<String> = group
+                .iter()
+                .map(|&d| SPECS[d].pattern.replace(r"\b", r"(?-u:\b)").replace(r"\d", "[0-9]"))
+                .collect();
+            // Overlapping "which patterns match" needs all-matches semantics.
+            let set = Regex::builder()
+                .configure(Regex::config().match_kind(regex_automata::MatchKind::All))
+                .build_many(&patterns)
+                .map_err(|e| format!("digit detectors: {e}"))?;
+            let reach = group
+                .iter()
+                .map(|&d| detectors[d].max_len.unwrap_or(UNBOUNDED_AHEAD))
+                .max()
+                .unwrap_or(0);
+            Some((set, group, reach))
+        };
         let mut anchors: Vec<String> = Vec::new();
         let mut owner = Vec::new();
         for c in custom {
@@ -186,6 +209,7 @@ impl Scanner {
             pre,
             custom,
             always,
+            digit_set,
         })
     }
 
@@ -237,19 +261,35 @@ impl Scanner {
         cands.sort_unstable_by_key(|c| (c.det, c.start));
         let mut i = 0;
         while i < cands.len() {
-            let det = cands[i].det as usize;
-            let d = &self.detectors[det];
-            let (w0, mut w1) = Self::window(d, &cands[i], len);
+            let det = cands[i].det;
+            let window = |c: &Cand| match (det, &self.digit_set) {
+                (DIGIT_GROUP, Some((_, _, reach))) => (
+                    c.start.saturating_sub(*reach),
+                    c.end.saturating_add(*reach).min(len),
+                ),
+                _ => Self::window(&self.detectors[det as usize], c, len),
+            };
+            let (w0, mut w1) = window(&cands[i]);
             i += 1;
-            while let Some(c) = cands.get(i).filter(|c| c.det as usize == det) {
-                let (a, b) = Self::window(d, c, len);
+            while let Some(c) = cands.get(i).filter(|c| c.det == det) {
+                let (a, b) = window(c);
                 if a > w1 {
                     break;
                 }
                 w1 = w1.max(b);
                 i += 1;
             }
-            self.run_window(det, s, w0, w1, out);
+            match (det, &self.digit_set) {
+                (DIGIT_GROUP, Some((set, group, _))) => {
+                    let mut which = PatternSet::new(set.pattern_len());
+                    set.which_overlapping_matches(&Input::new(s).range(w0..w1), &mut which);
+                    for p in which.iter() {
+                        self.run_window(group[p.as_usize()], s, w0, w1, out);
+                    }
+                }
+                (DIGIT_GROUP, None) => {}
+                _ => self.run_window(det as usize, s, w0, w1, out),
+            }
         }
         for &det in &self.always {
             self.run_window(det, s, 0, len, out);
@@ -265,22 +305,29 @@ impl Scanner {
     fn run_window(&self, det: usize, s: &str, w0: usize, w1: usize, out: &mut Vec<Hit>) {
         let d = &self.detectors[det];
         let hay = s.as_bytes();
-        let mut caps: Captures = d.regex.create_captures();
+        let mut caps: Option<Captures> = d.group.then(|| d.regex.create_captures());
+        // (match start, match end, group 1) of the first match in `input`.
+        let mut find = |input: &Input<'_>| -> Option<(usize, usize, Option<regex_automata::Span>)> {
+            match caps.as_mut() {
+                Some(c) => {
+                    d.regex.search_captures(input, c);
+                    c.get_match().map(|m| (m.start(), m.end(), c.get_group(1)))
+                }
+                None => d.regex.search(input).map(|m| (m.start(), m.end(), None)),
+            }
+        };
         let mut from = w0;
         while from <= w1 {
-            d.regex
-                .search_captures(&Input::new(hay).range(from..w1), &mut caps);
-            let Some(m) = caps.get_match() else { break };
-            let (start, mut end) = (m.start(), m.end());
-            let mut group = caps.get_group(1);
+            let Some((start, mut end, mut group)) = find(&Input::new(hay).range(from..w1)) else {
+                break;
+            };
             if d.max_len.is_none() && end == w1 && w1 < hay.len() {
                 let whole = Input::new(hay)
                     .range(start..hay.len())
                     .anchored(Anchored::Yes);
-                d.regex.search_captures(&whole, &mut caps);
-                if let Some(m2) = caps.get_match() {
-                    end = m2.end();
-                    group = caps.get_group(1);
+                if let Some((_, e, g)) = find(&whole) {
+                    end = e;
+                    group = g;
                 }
             }
             let span =

@@ -31,6 +31,9 @@ pub(crate) struct Cand {
     pub end: usize,
 }
 
+/// The candidate of every `Digits` detector at once.
+pub(crate) const DIGIT_GROUP: u16 = u16::MAX;
+
 /// One word-start anchor literal.
 struct Anchor {
     /// Lower-cased unless `exact`.
@@ -58,8 +61,8 @@ pub(crate) struct Prefilter {
     anchors: Vec<Anchor>,
     special: [Vec<u16>; Special::ALL.len()],
     any_special: bool,
-    /// (detector, minimum digits) for digit runs; `min_digits` is the least.
-    digits: Vec<(u16, usize)>,
+    /// Detectors woken by digit runs; `min_digits` is their least count.
+    digits: Vec<u16>,
     min_digits: usize,
     consecutive: Vec<u16>,
     min_consecutive: usize,
@@ -328,7 +331,7 @@ impl Prefilter {
             Trigger::WordThen(lits, after) => self.add_words(det, lits, false, Some(after)),
             Trigger::WordExact(lits, after) => self.add_words(det, lits, true, Some(after)),
             Trigger::Digits(n) => {
-                self.digits.push((det, n));
+                self.digits.push(det);
                 self.min_digits = self.min_digits.min(n);
                 Ok(())
             }
@@ -352,6 +355,11 @@ impl Prefilter {
                 Ok(())
             }
         }
+    }
+
+    /// The detectors a `DIGIT_GROUP` candidate stands for.
+    pub(crate) fn digit_detectors(&self) -> &[u16] {
+        &self.digits
     }
 
     fn add_words(
@@ -717,15 +725,13 @@ impl Prefilter {
 
     fn close_run(&self, r: Run, end: usize, out: &mut Vec<Cand>) {
         if r.digits >= self.min_digits {
-            for &(det, n) in &self.digits {
-                if r.digits >= n {
-                    out.push(Cand {
-                        det,
-                        start: r.start,
-                        end,
-                    });
-                }
-            }
+            // One candidate for the whole digit group: the scanner asks all
+            // their patterns at once which of them match around it.
+            out.push(Cand {
+                det: DIGIT_GROUP,
+                start: r.start,
+                end,
+            });
         }
         if r.dots >= 3 && r.digits >= 4 {
             for &det in &self.dotted {
@@ -798,6 +804,7 @@ mod tests {
     fn digits_only(min: usize) -> Prefilter {
         let mut p = Prefilter::new();
         p.add(0, &Trigger::Digits(min)).unwrap_or_default();
+        assert_eq!(p.digit_detectors(), [0]);
         p.add(1, &Trigger::DottedQuad).unwrap_or_default();
         p.add(2, &Trigger::ConsecutiveDigits(8)).unwrap_or_default();
         p.finish().unwrap_or_default();
@@ -818,13 +825,13 @@ mod tests {
             let mut s = vec![b'x'; pad];
             s.extend_from_slice(b" 4111 1111-1111.1111 ");
             let c = cands(&p, &s);
-            let run = c.iter().find(|c| c.det == 0).expect("run found");
+            let run = c.iter().find(|c| c.det == DIGIT_GROUP).expect("run found");
             // The leading space belongs to the run unless it ends a block.
             assert!((pad..=pad + 1).contains(&run.start), "pad {pad}: {run:?}");
             assert_eq!(run.end, pad + 21, "pad {pad}");
         }
         // A JSON `\n` joins digits as whitespace would.
-        assert!(cands(&p, br#"(555)\n123-4567"#).iter().any(|c| c.det == 0));
+        assert!(cands(&p, br#"(555)\n123-4567"#).iter().any(|c| c.det == DIGIT_GROUP));
         // Dates and versions are not runs of nine.
         assert!(cands(&p, b"on 2026-11-02 covered 1.8.3 ships").is_empty());
         assert!(cands(&p, b"host 10.0.0.1 up").iter().any(|c| c.det == 1));
@@ -835,7 +842,7 @@ mod tests {
         let mut s = b"1234".to_vec();
         s.extend(std::iter::repeat_n(b' ', 130));
         s.extend_from_slice(b"56789");
-        assert!(!cands(&p, &s).iter().any(|c| c.det == 0));
+        assert!(!cands(&p, &s).iter().any(|c| c.det == DIGIT_GROUP));
         // … but a match straddling two blocks is, whatever its separators.
         for sep in [&b"\\n"[..], b")\\t", b"\xc2\xa0", b" "] {
             for pad in 52..64 {
@@ -844,7 +851,7 @@ mod tests {
                 s.extend_from_slice(sep);
                 s.extend_from_slice(b"123-4567 and more text");
                 assert!(
-                    cands(&p, &s).iter().any(|c| c.det == 0),
+                    cands(&p, &s).iter().any(|c| c.det == DIGIT_GROUP),
                     "pad {pad} sep {sep:?}"
                 );
             }
