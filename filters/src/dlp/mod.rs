@@ -135,7 +135,12 @@ impl Scanner {
         } else {
             let patterns: Vec<String> = group
                 .iter()
-                .map(|&d| SPECS[d].pattern.replace(r"\b", r"(?-u:\b)").replace(r"\d", "[0-9]"))
+                .map(|&d| {
+                    SPECS[d]
+                        .pattern
+                        .replace(r"\b", r"(?-u:\b)")
+                        .replace(r"\d", "[0-9]")
+                })
                 .collect();
             // Overlapping "which patterns match" needs all-matches semantics.
             let set = Regex::builder()
@@ -973,7 +978,10 @@ mod differential {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(400))]
+        // 400 cases per run; PROPTEST_CASES raises it for a longer hunt.
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
+        ))]
 
         #[test]
         fn scanner_finds_what_the_regexes_find(t in text()) {

@@ -491,7 +491,7 @@ impl Prefilter {
                     // Two letters, then a digit two or three bytes on (the
                     // last three starts look past the block).
                     let near = (m.digit >> 2) | (m.digit >> 3) | (0b111 << 61);
-                    let pairs = starts & (m.alpha >> 1) & near;
+                    let pairs = starts & ((m.alpha >> 1) | 1 << 63) & near;
                     if pairs != 0 {
                         self.upper_pairs(hay, off, pairs, out);
                     }
@@ -831,7 +831,9 @@ mod tests {
             assert_eq!(run.end, pad + 21, "pad {pad}");
         }
         // A JSON `\n` joins digits as whitespace would.
-        assert!(cands(&p, br#"(555)\n123-4567"#).iter().any(|c| c.det == DIGIT_GROUP));
+        assert!(cands(&p, br#"(555)\n123-4567"#)
+            .iter()
+            .any(|c| c.det == DIGIT_GROUP));
         // Dates and versions are not runs of nine.
         assert!(cands(&p, b"on 2026-11-02 covered 1.8.3 ships").is_empty());
         assert!(cands(&p, b"host 10.0.0.1 up").iter().any(|c| c.det == 1));
