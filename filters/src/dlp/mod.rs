@@ -1054,7 +1054,7 @@ mod differential {
             prop_assert!(
                 raw.contains(&r),
                 "lost {:?} in {:?}",
-                names(s, &[r.clone()]),
+                names(s, std::slice::from_ref(&r)),
                 t
             );
         }
@@ -1063,7 +1063,7 @@ mod differential {
                 got.iter().any(|g| g.start < r.end && r.start < g.end),
                 "{:?} lost {:?} in {:?}",
                 names(s, got),
-                names(s, &[r.clone()]),
+                names(s, std::slice::from_ref(&r)),
                 t
             );
         }
@@ -1071,7 +1071,7 @@ mod differential {
             prop_assert!(
                 genuine(s, t, g),
                 "{:?} is not a match in {:?}",
-                names(s, &[g.clone()]),
+                names(s, std::slice::from_ref(g)),
                 t
             );
         }

@@ -486,15 +486,13 @@ impl Prefilter {
             if long != 0 {
                 self.words(hay, block, off, long, out);
             }
-            if starts != 0 {
-                if !self.upper_pair.is_empty() {
-                    // Two letters, then a digit two or three bytes on (the
-                    // last three starts look past the block).
-                    let near = (m.digit >> 2) | (m.digit >> 3) | (0b111 << 61);
-                    let pairs = starts & ((m.alpha >> 1) | 1 << 63) & near;
-                    if pairs != 0 {
-                        self.upper_pairs(hay, off, pairs, out);
-                    }
+            if starts != 0 && !self.upper_pair.is_empty() {
+                // Two letters, then a digit two or three bytes on (the last
+                // three starts look past the block).
+                let near = (m.digit >> 2) | (m.digit >> 3) | (0b111 << 61);
+                let pairs = starts & ((m.alpha >> 1) | 1 << 63) & near;
+                if pairs != 0 {
+                    self.upper_pairs(hay, off, pairs, out);
                 }
             }
             // Backslashes are looked at even when no detector wants a
