@@ -400,7 +400,8 @@ pub struct DlpRule {
 pub struct CustomDetector {
     pub name: String,
     pub regex: Option<String>,
-    /// Literals that must occur for the regex to run (none: runs on every string).
+    /// Literals (any case) of which every match contains one: the regex runs
+    /// only around them (none: runs on every string).
     pub anchors: Vec<String>,
     /// Words matched as whole words, case-insensitively.
     pub keywords: Vec<String>,

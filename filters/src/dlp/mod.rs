@@ -777,6 +777,56 @@ mod tests {
     }
 
     #[test]
+    fn custom_detectors_run_around_their_anchors() {
+        use sha2::Digest;
+        let custom = |name: &str| warden_config::guards::CustomDetector {
+            name: name.into(),
+            regex: None,
+            anchors: Vec::new(),
+            keywords: Vec::new(),
+            dictionary_sha256: Vec::new(),
+            secret: false,
+        };
+        let dict = hex::encode(sha2::Sha256::digest(b"acme-4711"));
+        let s = Scanner::new(&[
+            warden_config::guards::CustomDetector {
+                regex: Some("CUST-[0-9]{8}".into()),
+                anchors: vec!["cust-".into()],
+                ..custom("customer_id")
+            },
+            warden_config::guards::CustomDetector {
+                keywords: vec!["bluebird".into(), "night jar".into()],
+                ..custom("codename")
+            },
+            warden_config::guards::CustomDetector {
+                regex: Some(r"[A-Za-z0-9-]{4,}".into()),
+                dictionary_sha256: vec![dict.to_uppercase()],
+                ..custom("known_customer")
+            },
+            warden_config::guards::CustomDetector {
+                regex: Some(r#"x"y[0-9]+"#.into()),
+                anchors: vec![r#"x"y"#.into()],
+                ..custom("quoted")
+            },
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names(&s, "ref CUST-12345678 and CUST-1"), ["customer_id"]);
+        assert_eq!(
+            names(&s, "Project BlueBird, night jar, nightjar"),
+            ["codename", "codename"]
+        );
+        assert!(names(&s, "bluebirds").is_empty(), "whole words");
+        assert_eq!(names(&s, "customer ACME-4711 called"), ["known_customer"]);
+        // An anchor a JSON escape could split runs on every string: still
+        // found in the raw message.
+        assert_eq!(names(&s, r#"a x"y42 b"#), ["quoted"]);
+        let raw = br#"{"v":"a x\"y42 b"}"#;
+        let found = s.scan_json(raw).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(s.detectors[found[0].1.detector].name, "quoted");
+    }
+
+    #[test]
     fn library_size_and_basic_hits() {
         let s = Scanner::new(&[]).expect("scanner");
         let non_injection = s
