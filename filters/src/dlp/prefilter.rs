@@ -3,15 +3,16 @@
 //! around those places and a clean message is judged without being parsed.
 //!
 //! The pass works on 64-byte blocks. For each block, SIMD compares (through
-//! `wide`: AVX2 in x86-64-v3 builds, SSE2 otherwise) yield bit masks — letters, digits, separators,
-//! backslashes, dots and a handful of "special" bytes — and everything after
-//! that is bit arithmetic on those masks:
+//! `wide`: AVX2 in x86-64-v3 builds, SSE2 otherwise) yield bit masks —
+//! letters, digits, anchor bytes, dots and a handful of "special" bytes;
+//! separators and backslashes only where needed — and everything after that
+//! is bit arithmetic on those masks:
 //!
 //! - word starts are looked up in a 16384-bit filter keyed by their first three
 //!   case-folded bytes; the few that pass are compared with the anchor
 //!   literals hashed there;
 //! - digit runs (digits joined by separators) are measured with popcounts and
-//!   carried across blocks;
+//!   carried across blocks, in blocks whose digits could reach a threshold;
 //! - special bytes (`@`, `+`, `:`, `=`, `!`, `<`, `#`, `\`, UTF-8 leads of
 //!   zero-width and tag characters) get a short look around.
 //!
