@@ -47,7 +47,26 @@ fn bench(c: &mut Criterion) {
         scanner.scan_json(&dirty).map(|f| f.len()).unwrap_or(0) >= 12,
         "about one finding per KiB"
     );
+    // Adversarial: 64 KiB packed with anchors of unbounded patterns and with
+    // digit runs; the scan must stay linear (each candidate may not re-read
+    // the rest of the string).
+    // (Two sizes: the time per byte must not grow with the size.)
+    let flood = |kib: usize| {
+        let mut t = String::new();
+        while t.len() < kib * 1024 {
+            t.push_str("sk-sk-sk-sk-password=password=ignore previous 4111 ");
+        }
+        serde_json::to_vec(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"text": t}}))
+            .unwrap_or_default()
+    };
     let mut g = c.benchmark_group("dlp");
+    for kib in [64, 256] {
+        let data = flood(kib);
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.bench_function(format!("scanner/anchor_flood_{kib}k"), |b| {
+            b.iter(|| black_box(scanner.scan_json(black_box(&data))))
+        });
+    }
     for (name, data) in [
         ("clean_16k", &clean),
         ("clean_near_misses_16k", &near),

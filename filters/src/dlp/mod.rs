@@ -129,7 +129,12 @@ impl Scanner {
                         | detectors::Trigger::WordExact(..)
                 )
             });
-            let at_anchor = words_only && s.pattern.trim_start_matches("(?i)").starts_with(r"\b");
+            // Only bounded patterns: an anchored attempt then costs at most
+            // the longest match, so a string packed with anchors (`sk-sk-sk-…`)
+            // stays linear. Unbounded ones use merged windows.
+            let at_anchor = words_only
+                && max_len.is_some()
+                && s.pattern.trim_start_matches("(?i)").starts_with(r"\b");
             detectors.push(Detector {
                 name: s.name.to_owned(),
                 category: s.category,
@@ -205,7 +210,10 @@ impl Scanner {
                 max_len,
                 from_start,
                 // Keyword detectors match exactly their keywords (the anchors).
-                at_anchor: c.regex.is_none() && !c.keywords.is_empty() && !always.contains(&idx),
+                at_anchor: c.regex.is_none()
+                    && !c.keywords.is_empty()
+                    && max_len.is_some()
+                    && !always.contains(&idx),
                 dictionary: dictionary.then(|| {
                     c.dictionary_sha256
                         .iter()
