@@ -1099,9 +1099,9 @@ mod differential {
     /// Nothing the regexes find over the whole text is lost (each of their
     /// findings is covered by one of ours), and each of ours is genuine.
     /// Ours may hold more: iterating a regex over the whole text skips
-    /// matches inside an earlier match that then failed validation (a
-    /// second `password=` after a first whose value was a placeholder),
-    /// while the scanner tries each candidate on its own.
+    /// matches that begin inside an earlier match which then failed
+    /// validation, while patterns tried at each anchor try every candidate
+    /// on its own.
     fn agree(s: &Scanner, t: &str, got: &[Hit]) -> Result<(), TestCaseError> {
         // Before overlaps are resolved, every whole-text match is among ours.
         let mut cands = Vec::new();
