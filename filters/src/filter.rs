@@ -44,6 +44,30 @@ pub struct FilterContext<'a> {
     pub global: Option<&'a crate::quota::GlobalVerdicts>,
 }
 
+impl<'a> FilterContext<'a> {
+    /// A context with nothing but who, where and which way: no session,
+    /// no request to answer, the current time, nothing to record into.
+    /// Callers set the other fields they know with struct update syntax.
+    pub fn new(principal: &'a Principal, server: &'a str, direction: Direction) -> Self {
+        FilterContext {
+            principal,
+            server,
+            group: "",
+            session_id: None,
+            protocol_version: None,
+            source_ip: None,
+            direction,
+            request_method: None,
+            request_target: None,
+            now: std::time::SystemTime::now(),
+            justification: None,
+            keep_arguments: false,
+            findings: None,
+            global: None,
+        }
+    }
+}
+
 /// One message as a filter sees it: the envelope read by the parser and the
 /// exact bytes that will be forwarded if every filter passes it.
 #[derive(Debug, Clone, Copy)]

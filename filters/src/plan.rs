@@ -292,22 +292,7 @@ mod tests {
     fn run(body: &str) -> RequestPlan {
         let chain = FilterChain::new(vec![Arc::new(TestFilter)], ParseLimits::default());
         let p = Principal::anonymous();
-        let ctx = FilterContext {
-            principal: &p,
-            server: "s",
-            group: "g",
-            session_id: None,
-            protocol_version: None,
-            source_ip: None,
-            direction: Direction::Request,
-            request_method: None,
-            request_target: None,
-            now: std::time::SystemTime::now(),
-            justification: None,
-            keep_arguments: false,
-            findings: None,
-            global: None,
-        };
+        let ctx = FilterContext::new(&p, "s", Direction::Request);
         let parsed = parse(body.as_bytes(), ParseLimits::default()).expect("parse");
         plan_request(body.as_bytes(), &parsed, &chain, &ctx)
     }

@@ -39,20 +39,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let p = Principal::anonymous();
     let ctx = FilterContext {
-        principal: &p,
-        server: "s",
-        group: "g",
-        session_id: None,
-        protocol_version: None,
-        source_ip: None,
-        direction: Direction::Response,
         request_method: Some("tools/call"),
         request_target: Some("t"),
         now: std::time::SystemTime::UNIX_EPOCH,
-        justification: None,
-        keep_arguments: false,
-        findings: None,
-        global: None,
+        ..FilterContext::new(&p, "s", Direction::Response)
     };
     let view = MessageView { envelope: &env, bytes: data };
     if let Decision::Mutated(out) = filter().on_response(view, &ctx) {
