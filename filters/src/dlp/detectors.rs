@@ -78,18 +78,8 @@ pub enum Special {
 }
 
 impl Special {
-    pub const ALL: [Special; 10] = [
-        Special::At,
-        Special::PlusDigit,
-        Special::Ipv6Colon,
-        Special::TelegramColon,
-        Special::AccountKeyEq,
-        Special::BangBracket,
-        Special::AngleMarker,
-        Special::HashMarker,
-        Special::ZeroWidth,
-        Special::TagChar,
-    ];
+    /// How many there are (each indexes a table by `as usize`).
+    pub const COUNT: usize = Special::TagChar as usize + 1;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -96,6 +96,13 @@ fn compile(name: &str, pattern: &str) -> Result<(Regex, bool, Option<usize>, boo
     Ok((regex, group, max_len, from_start))
 }
 
+/// A built-in pattern with ASCII digits and word boundaries: what the
+/// validators and the prefilter understand (a Unicode digit is not a card
+/// digit).
+fn ascii_pattern(pattern: &str) -> String {
+    pattern.replace(r"\b", r"(?-u:\b)").replace(r"\d", "[0-9]")
+}
+
 /// Bytes a JSON escape other than `\u`/`\/` stands for: an anchor holding
 /// one may not appear verbatim in the raw message.
 fn escapable(s: &str) -> bool {
@@ -109,12 +116,7 @@ impl Scanner {
         let mut pre = Prefilter::new();
         let mut always = Vec::new();
         for s in SPECS {
-            // ASCII digits and word boundaries: what validators and the
-            // prefilter understand (a Unicode digit is not a card digit).
-            let pattern = s
-                .pattern
-                .replace(r"\b", r"(?-u:\b)")
-                .replace(r"\d", "[0-9]");
+            let pattern = ascii_pattern(s.pattern);
             let (regex, group, max_len, from_start) = compile(s.name, &pattern)?;
             let idx = detectors.len() as u16;
             for t in s.triggers {
@@ -152,15 +154,7 @@ impl Scanner {
         let digit_set = if group.is_empty() {
             None
         } else {
-            let patterns: Vec<String> = group
-                .iter()
-                .map(|&d| {
-                    SPECS[d]
-                        .pattern
-                        .replace(r"\b", r"(?-u:\b)")
-                        .replace(r"\d", "[0-9]")
-                })
-                .collect();
+            let patterns: Vec<String> = group.iter().map(|&d| ascii_pattern(SPECS[d].pattern)).collect();
             // Overlapping "which patterns match" needs all-matches semantics.
             let set = Regex::builder()
                 .configure(Regex::config().match_kind(regex_automata::MatchKind::All))
@@ -349,21 +343,11 @@ impl Scanner {
     /// The match of detector `det` beginning at `start`, if any.
     fn run_at(&self, det: usize, s: &str, start: usize, out: &mut Vec<Hit>) {
         let d = &self.detectors[det];
+        let mut caps = d.group.then(|| d.regex.create_captures());
         let input = Input::new(s).range(start..s.len()).anchored(Anchored::Yes);
-        let (m, group) = if d.group {
-            let mut caps = d.regex.create_captures();
-            d.regex.search_captures(&input, &mut caps);
-            match caps.get_match() {
-                Some(m) => (m.span(), caps.get_group(1)),
-                None => return,
-            }
-        } else {
-            match d.regex.search(&input) {
-                Some(m) => (m.span(), None),
-                None => return,
-            }
-        };
-        self.accept(det, s, group.unwrap_or(m), out);
+        if let Some((m, group)) = first_match(d, &input, &mut caps) {
+            self.accept(det, s, group.unwrap_or(m), out);
+        }
     }
 
     /// Validates one match and records it.
@@ -395,33 +379,24 @@ impl Scanner {
     fn run_window(&self, det: usize, s: &str, w0: usize, w1: usize, out: &mut Vec<Hit>) {
         let d = &self.detectors[det];
         let hay = s.as_bytes();
-        let mut caps: Option<Captures> = d.group.then(|| d.regex.create_captures());
-        // (match start, match end, group 1) of the first match in `input`.
-        let mut find = |input: &Input<'_>| -> Option<(usize, usize, Option<regex_automata::Span>)> {
-            match caps.as_mut() {
-                Some(c) => {
-                    d.regex.search_captures(input, c);
-                    c.get_match().map(|m| (m.start(), m.end(), c.get_group(1)))
-                }
-                None => d.regex.search(input).map(|m| (m.start(), m.end(), None)),
-            }
-        };
+        let mut caps = d.group.then(|| d.regex.create_captures());
         let mut from = w0;
         while from <= w1 {
-            let Some((start, mut end, mut group)) = find(&Input::new(hay).range(from..w1)) else {
+            let input = Input::new(hay).range(from..w1);
+            let Some((mut m, mut group)) = first_match(d, &input, &mut caps) else {
                 break;
             };
-            if d.max_len.is_none() && end == w1 && w1 < hay.len() {
+            if d.max_len.is_none() && m.end == w1 && w1 < hay.len() {
                 let whole = Input::new(hay)
-                    .range(start..hay.len())
+                    .range(m.start..hay.len())
                     .anchored(Anchored::Yes);
-                if let Some((_, e, g)) = find(&whole) {
-                    end = e;
+                if let Some((m2, g)) = first_match(d, &whole, &mut caps) {
+                    m.end = m2.end;
                     group = g;
                 }
             }
-            let span =
-                if d.group { group } else { None }.unwrap_or(regex_automata::Span { start, end });
+            let (start, end) = (m.start, m.end);
+            let span = group.unwrap_or(m);
             self.accept(det, s, span, out);
             from = if end > start {
                 end
@@ -433,6 +408,22 @@ impl Scanner {
                 n
             };
         }
+    }
+}
+
+/// The first match of `d` in `input` and its group 1 (`caps` is `Some` for
+/// patterns with a group).
+fn first_match(
+    d: &Detector,
+    input: &Input<'_>,
+    caps: &mut Option<Captures>,
+) -> Option<(regex_automata::Span, Option<regex_automata::Span>)> {
+    match caps {
+        Some(c) => {
+            d.regex.search_captures(input, c);
+            c.get_match().map(|m| (m.span(), c.get_group(1)))
+        }
+        None => d.regex.search(input).map(|m| (m.span(), None)),
     }
 }
 
@@ -644,6 +635,7 @@ impl DlpFilter {
         let mut blocked: Vec<String> = Vec::new();
         // (string index in `found`, hits with their replacement text)
         let mut redactions: Vec<(usize, Vec<(Hit, String)>)> = Vec::new();
+        let mut redacting: Vec<String> = Vec::new();
         let mut notes = Vec::new();
         for (li, loc) in found.iter().enumerate() {
             let mut reps = Vec::new();
@@ -665,6 +657,9 @@ impl DlpFilter {
                         }
                     }
                     DlpAction::Redact | DlpAction::Strip => {
+                        if !redacting.contains(&rule.name) {
+                            redacting.push(rule.name.clone());
+                        }
                         let text = if rule.action == DlpAction::Strip {
                             String::new()
                         } else if rule.hash {
@@ -718,18 +713,7 @@ impl DlpFilter {
         if keys_changed
             && crate::jsonrpc::parse(&out, crate::jsonrpc::ParseLimits::default()).is_err()
         {
-            let mut uniq: Vec<String> = Vec::new();
-            for (_, reps) in &redactions {
-                for (h, _) in reps {
-                    let d = &self.scanner.detectors[h.detector];
-                    if let Some(r) = self.dlp.rule_for(&d.name, d.category.as_str(), dir, risk) {
-                        if !uniq.contains(&r.name) {
-                            uniq.push(r.name.clone());
-                        }
-                    }
-                }
-            }
-            return Decision::Reject(dlp_blocked(&uniq));
+            return Decision::Reject(dlp_blocked(&redacting));
         }
         Decision::Mutated(out)
     }

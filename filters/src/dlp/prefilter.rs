@@ -60,7 +60,7 @@ pub(crate) struct Prefilter {
     heads: Box<[u16]>,
     items: Box<[u16]>,
     anchors: Vec<Anchor>,
-    special: [Vec<u16>; Special::ALL.len()],
+    special: [Vec<u16>; Special::COUNT],
     any_special: bool,
     /// Detectors woken by digit runs; `min_digits` is their least count.
     digits: Vec<u16>,
@@ -350,8 +350,7 @@ impl Prefilter {
                 Ok(())
             }
             Trigger::Byte(s) => {
-                let k = Special::ALL.iter().position(|x| *x == s).unwrap_or(0);
-                self.special[k].push(det);
+                self.special[s as usize].push(det);
                 self.any_special = true;
                 Ok(())
             }
@@ -609,8 +608,7 @@ impl Prefilter {
     }
 
     fn push_special(&self, s: Special, start: usize, end: usize, out: &mut Vec<Cand>) {
-        let k = Special::ALL.iter().position(|x| *x == s).unwrap_or(0);
-        for &det in &self.special[k] {
+        for &det in &self.special[s as usize] {
             out.push(Cand { det, start, end });
         }
     }
