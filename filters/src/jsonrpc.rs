@@ -4,7 +4,14 @@
 //! the whole message is syntax-checked, duplicate object keys (compared after
 //! unescaping, so `"a"` and `"\u0061"` collide) and nesting deeper than the
 //! configured bound are rejected, and only the envelope fields a gateway routes
-//! on are kept: `jsonrpc`, `id`, `method`, `params.name`, `params.uri`. Tool
+//! on are kept. Member names are compared the way the most lenient mainstream
+//! peer reads them (Go's `encoding/json` matches names case-insensitively,
+//! with Unicode simple folding): two members of one object whose names fold
+//! to the same text are duplicates, and an envelope or `params` member whose
+//! name folds to one the gateway reads without being byte-equal to it is
+//! refused, so no peer can read a field the gateway did not. Numeric ids must
+//! be integers that fit 64 bits, so every id goes back byte for byte. Error
+//! texts never quote message content. The kept fields: `jsonrpc`, `id`, `method`, `params.name`, `params.uri`. Tool
 //! arguments and results are validated but never materialised here; filters
 //! that need them parse the message's span on demand.
 
@@ -105,7 +112,24 @@ impl Default for ParseLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Violation {
     DuplicateKey,
+    /// A member name that folds to one the gateway reads but is not it.
+    NearName,
     TooDeep,
+    /// A value of a type the message shape does not allow (never quoted).
+    Shape,
+}
+
+/// Envelope members the gateway reads.
+const ENVELOPE_NAMES: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
+/// `params` members the gateway or its filters read.
+const PARAMS_NAMES: [&str; 5] = ["name", "uri", "arguments", "_meta", "cursor"];
+
+/// Whether `key` case-folds (Unicode) to one of `names` without being it.
+fn near_name(key: &str, names: &[&str]) -> bool {
+    let k = unicase::UniCase::new(key);
+    names
+        .iter()
+        .any(|n| *n != key && k == unicase::UniCase::new(*n))
 }
 
 /// Parses and validates a client→server or server→client body.
@@ -152,20 +176,33 @@ pub fn parse(body: &[u8], limits: ParseLimits) -> Result<Parsed, (Option<Id>, Js
     }
 }
 
+/// A -32700 for bytes that are not JSON. Only the category and position are
+/// reported: serde_json's own texts may quote the input.
 fn syntax_error(e: &serde_json::Error) -> JsonRpcError {
-    JsonRpcError::new(codes::PARSE_ERROR, format!("Parse error: {e}"))
+    let what = match e.classify() {
+        serde_json::error::Category::Eof => "unexpected end of input",
+        _ => "invalid JSON",
+    };
+    JsonRpcError::new(
+        codes::PARSE_ERROR,
+        format!(
+            "Parse error: {what} at line {} column {}",
+            e.line(),
+            e.column()
+        ),
+    )
+}
+
+/// A -32600 with a fixed text (never the input).
+fn invalid(what: &str) -> JsonRpcError {
+    JsonRpcError::new(codes::INVALID_REQUEST, format!("Invalid Request: {what}"))
 }
 
 fn parse_batch(text: &str, limits: ParseLimits) -> Result<Parsed, (Option<Id>, JsonRpcError)> {
     let elements: Vec<&RawValue> = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) if e.is_syntax() || e.is_eof() => return Err((None, syntax_error(&e))),
-        Err(e) => {
-            return Err((
-                None,
-                JsonRpcError::new(codes::INVALID_REQUEST, format!("Invalid Request: {e}")),
-            ))
-        }
+        Err(_) => return Err((None, invalid("a batch holds JSON values"))),
     };
     if elements.is_empty() {
         return Err((
@@ -223,9 +260,13 @@ fn parse_single(
         Ok(f) => f,
         Err(e) => {
             let err = match violation.get() {
-                Some(Violation::DuplicateKey) => {
-                    JsonRpcError::new(codes::INVALID_REQUEST, format!("Invalid Request: {e}"))
-                }
+                Some(Violation::DuplicateKey) => invalid(
+                    "an object has two members whose names are equal or differ only by case or Unicode folding",
+                ),
+                Some(Violation::NearName) => invalid(
+                    "a member name differs only by case or Unicode folding from one MCP defines",
+                ),
+                Some(Violation::Shape) => invalid("a member has a value of the wrong type"),
                 Some(Violation::TooDeep) => JsonRpcError::new(
                     codes::INVALID_REQUEST,
                     format!(
@@ -234,7 +275,7 @@ fn parse_single(
                     ),
                 ),
                 None if e.is_syntax() || e.is_eof() => syntax_error(&e),
-                None => JsonRpcError::new(codes::INVALID_REQUEST, format!("Invalid Request: {e}")),
+                None => invalid("not a JSON-RPC message object"),
             };
             return Err((recover_id(slice), err));
         }
@@ -252,7 +293,7 @@ fn recover_id(slice: &str) -> Option<Id> {
     }
     match serde_json::from_str::<IdOnly>(slice).ok()?.id? {
         serde_json::Value::String(s) => Some(Id::Str(s)),
-        serde_json::Value::Number(n) => Some(Id::Num(n)),
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Some(Id::Num(n)),
         _ => None,
     }
 }
@@ -284,7 +325,12 @@ impl Fields {
             Some(Scalar::Null) => {
                 return invalid(None, "`id` must be a string or a number, not null")
             }
-            Some(_) => return invalid(None, "`id` must be a string or a number"),
+            Some(_) => {
+                return invalid(
+                    None,
+                    "`id` must be a string or an integer of at most 64 bits",
+                )
+            }
         };
         match self.jsonrpc {
             Some(Scalar::Str(ref v)) if v == "2.0" => {}
@@ -378,7 +424,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             let dup = keys.insert_is_dup(&key);
             if dup {
                 self.violation.set(Some(Violation::DuplicateKey));
-                return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+                return Err(de::Error::custom("duplicate member"));
             }
             match key.as_ref() {
                 "jsonrpc" => f.jsonrpc = Some(map.next_value_seed(ScalarSeed(inner))?),
@@ -398,37 +444,54 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
                     map.next_value_seed(inner)?;
                     f.error = true;
                 }
+                k if near_name(k, &ENVELOPE_NAMES) => {
+                    self.violation.set(Some(Violation::NearName));
+                    return Err(de::Error::custom("near-name member"));
+                }
                 _ => map.next_value_seed(inner)?,
             }
         }
         Ok(f)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<Fields, A::Error> {
+        self.violation.set(Some(Violation::Shape));
         Err(de::Error::custom("nested batch"))
     }
 }
 
-/// Remembers the keys of one object to refuse duplicates. Small objects (the
-/// common case) use a linear scan; larger ones switch to a hash set.
+/// Remembers the keys of one object to refuse duplicates, compared after
+/// Unicode case folding (what a case-insensitive peer reads as one name).
+/// Small objects (the common case) use a linear scan; larger ones switch to a
+/// hash set of folded keys.
 #[derive(Default)]
 struct KeySet<'de> {
     small: Vec<Cow<'de, str>>,
-    large: Option<std::collections::HashSet<Cow<'de, str>>>,
+    large: Option<std::collections::HashSet<unicase::UniCase<Cow<'de, str>>>>,
 }
 
 impl<'de> KeySet<'de> {
     #[allow(clippy::ptr_arg)] // the Cow is stored, so borrowing it whole avoids a copy
     fn insert_is_dup(&mut self, key: &Cow<'de, str>) -> bool {
-        let k: &str = key;
+        let k = unicase::UniCase::new(key.as_ref());
         if let Some(set) = &mut self.large {
-            return !set.insert(key.clone());
+            // One encoding for every entry, so equal folds hash alike.
+            return !set.insert(unicase::UniCase::unicode(key.clone()));
         }
-        if self.small.iter().any(|s| s.as_ref() == k) {
+        if self
+            .small
+            .iter()
+            .any(|s| unicase::UniCase::new(s.as_ref()) == k)
+        {
             return true;
         }
         self.small.push(key.clone());
         if self.small.len() > 16 {
-            self.large = Some(self.small.drain(..).collect());
+            self.large = Some(
+                self.small
+                    .drain(..)
+                    .map(unicase::UniCase::unicode)
+                    .collect(),
+            );
         }
         false
     }
@@ -495,7 +558,7 @@ impl<'de> Visitor<'de> for Checked<'_> {
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if keys.insert_is_dup(&key) {
                 self.violation.set(Some(Violation::DuplicateKey));
-                return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+                return Err(de::Error::custom("duplicate member"));
             }
             map.next_value_seed(inner)?;
         }
@@ -526,9 +589,10 @@ impl<'de> Visitor<'de> for ScalarSeed<'_> {
     fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
         Ok(Scalar::Num(v.into()))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
-        // Fractional ids are legal JSON-RPC but not MCP; keep them as-is.
-        Ok(serde_json::Number::from_f64(v).map_or(Scalar::Other, Scalar::Num))
+    fn visit_f64<E>(self, _: f64) -> Result<Scalar, E> {
+        // A fraction, an exponent or an integer beyond 64 bits: no id MCP
+        // allows, and one the gateway could not echo byte for byte.
+        Ok(Scalar::Other)
     }
     fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
         Ok(Scalar::Str(v.to_owned()))
@@ -578,9 +642,7 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if keys.insert_is_dup(&key) {
                 self.0.violation.set(Some(Violation::DuplicateKey));
-                return Err(de::Error::custom(format_args!(
-                    "duplicate key `params.{key}`"
-                )));
+                return Err(de::Error::custom("duplicate member"));
             }
             match key.as_ref() {
                 "name" => {
@@ -592,6 +654,10 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
                     if let Scalar::Str(s) = map.next_value_seed(ScalarSeed(inner))? {
                         out.uri = Some(s);
                     }
+                }
+                k if near_name(k, &PARAMS_NAMES) => {
+                    self.0.violation.set(Some(Violation::NearName));
+                    return Err(de::Error::custom("near-name member"));
                 }
                 _ => map.next_value_seed(inner)?,
             }
@@ -728,6 +794,86 @@ mod tests {
             code(r#"{"jsonrpc":"2.0","id":1,"m\u0065thod":"x","method":"y"}"#),
             codes::INVALID_REQUEST
         );
+    }
+
+    #[test]
+    fn names_that_fold_alike_are_refused() {
+        for s in [
+            // Go's encoding/json would read `Method` (CVE-2026-27896).
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","Name":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","NAME":"b"}}"#,
+            // U+017F LATIN SMALL LETTER LONG S folds to `s`; U+212A KELVIN SIGN to `k`.
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"paramſ\":{}}",
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{\"a\":{\"\u{212a}ey\":1,\"key\":2}}}",
+            // Alone, a near-name of a name the gateway reads is still refused.
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","Params":{"name":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","Arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","ur\u0049":"y"}}"#,
+            r#"{"jsonrpc":"2.0","ID":1,"method":"ping"}"#,
+            // Deep in the arguments: two spellings of one name.
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"path":"/tmp","PATH":"/etc"}}}"#,
+        ] {
+            assert_eq!(code(s), codes::INVALID_REQUEST, "{s}");
+        }
+        // Members the gateway does not read may use any case, alone.
+        assert!(one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"Path":"/tmp"}}}"#).is_ok());
+    }
+
+    #[test]
+    fn ids_are_exact_integers_or_strings() {
+        for s in [
+            r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1e2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":-0,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1.0,"result":{}}"#,
+        ] {
+            let (id, e) = one(s).expect_err(s);
+            assert_eq!(e.code, codes::INVALID_REQUEST, "{s}");
+            assert_eq!(id, None, "a lossy id is never echoed: {s}");
+        }
+        let e = one(r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#).expect("u64");
+        assert_eq!(
+            e.id.expect("id").to_json().to_string(),
+            "18446744073709551615"
+        );
+        let e = one(r#"{"jsonrpc":"2.0","id":-9223372036854775808,"method":"ping"}"#).expect("i64");
+        assert_eq!(
+            e.id.expect("id").to_json().to_string(),
+            "-9223372036854775808"
+        );
+    }
+
+    #[test]
+    fn error_texts_never_quote_the_message() {
+        let secret = "AKIAIOSFODNN7EXAMPLE";
+        for s in [
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"{secret}":1,"{secret}":2}}}}"#
+            ),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","{secret}":1,"{secret}":2}}"#),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"a":"{secret}"}} x"#),
+            format!(r#"{{"jsonrpc":"2.0","id":"{secret}","method":{{"k":"{secret}"}}}}"#),
+            format!(r#"["{secret}"]"#),
+            format!(r#"[{{"jsonrpc":"2.0","id":1,"method":"x"}}, {{"{secret}":1,"{secret}":2}}]"#),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":"{secret}"}}"#),
+            format!(r#"{{"jsonrpc":"{secret}","id":1,"method":"x"}}"#),
+        ] {
+            let msgs: Vec<String> = match parse(s.as_bytes(), ParseLimits::default()) {
+                Err((_, e)) => vec![e.message],
+                Ok(Parsed::Batch(items)) => items
+                    .into_iter()
+                    .filter_map(|i| i.err().map(|e| e.error.message))
+                    .collect(),
+                Ok(Parsed::Single(_)) => panic!("accepted: {s}"),
+            };
+            assert!(!msgs.is_empty(), "{s}");
+            for m in msgs {
+                assert!(!m.contains(secret), "{m} quotes the message");
+            }
+        }
     }
 
     #[test]

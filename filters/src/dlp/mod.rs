@@ -154,7 +154,10 @@ impl Scanner {
         let digit_set = if group.is_empty() {
             None
         } else {
-            let patterns: Vec<String> = group.iter().map(|&d| ascii_pattern(SPECS[d].pattern)).collect();
+            let patterns: Vec<String> = group
+                .iter()
+                .map(|&d| ascii_pattern(SPECS[d].pattern))
+                .collect();
             // Overlapping "which patterns match" needs all-matches semantics.
             let set = Regex::builder()
                 .configure(Regex::config().match_kind(regex_automata::MatchKind::All))
