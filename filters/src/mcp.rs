@@ -25,6 +25,33 @@ pub fn decode_header_value(raw: &[u8]) -> Option<String> {
     Some(s.to_owned())
 }
 
+/// Prefix of the 2026-07-28 headers that mirror tool arguments.
+pub const H_PARAM_PREFIX: &str = "mcp-param-";
+
+/// The first `Mcp-Param-*` header name that appears twice (names are
+/// compared without case, as HTTP does).
+pub fn duplicate_param_header<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for n in names {
+        if n.len() > H_PARAM_PREFIX.len()
+            && n[..H_PARAM_PREFIX.len()].eq_ignore_ascii_case(H_PARAM_PREFIX)
+        {
+            let lower = n.to_ascii_lowercase();
+            if seen.contains(&lower) {
+                return Some(lower);
+            }
+            seen.push(lower);
+        }
+    }
+    None
+}
+
+/// Whether a body may be a JSON-RPC batch under this `MCP-Protocol-Version`
+/// (batches exist in 2024-11-05 and 2025-03-26 only; no header means 2025-03-26).
+pub fn batches_allowed(version: Option<&str>) -> bool {
+    matches!(version, None | Some("2024-11-05") | Some("2025-03-26"))
+}
+
 /// The value `Mcp-Name` must carry for a message, if any.
 pub fn expected_name(env: &Envelope) -> Option<&str> {
     match env.method.as_deref()? {

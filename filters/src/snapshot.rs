@@ -93,6 +93,38 @@ pub struct Snapshot {
     pub auth: Option<Authenticator>,
     /// `None`: the bundle has no Rego; every message is allowed.
     pub policy: Option<Arc<PolicyEngine>>,
+    /// Redacts free text the gateway itself writes (audit fields): the
+    /// bundle's DLP detectors, or the built-in ones.
+    pub redactor: Arc<crate::dlp::Scanner>,
+}
+
+impl Snapshot {
+    /// `text` with every DLP match replaced by `[REDACTED:<detector>]`, cut
+    /// to `max` characters: safe to write into an audit record.
+    pub fn redact_text(&self, text: &str, max: usize) -> String {
+        let mut hits = Vec::new();
+        self.redactor.scan_str(text, &mut hits);
+        let mut out = String::with_capacity(text.len().min(max));
+        if hits.is_empty() {
+            out.push_str(text);
+        } else {
+            hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
+            let mut at = 0;
+            for h in hits {
+                if h.start < at {
+                    continue;
+                }
+                out.push_str(&text[at..h.start]);
+                out.push_str("[REDACTED]");
+                at = h.end;
+            }
+            out.push_str(&text[at..]);
+        }
+        if out.chars().count() > max {
+            out = out.chars().take(max).collect();
+        }
+        out
+    }
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -220,6 +252,11 @@ impl Snapshot {
             shared.pins.clone(),
             config.egress.detect_urls,
         )));
+        let custom = config.dlp.as_ref().map_or(&[][..], |d| d.custom.as_slice());
+        let redactor = Arc::new(
+            crate::dlp::Scanner::new(custom)
+                .map_err(|e| BuildError::at("warden.yaml", "dlp", e))?,
+        );
         if let Some(d) = &config.dlp {
             let f = crate::dlp::DlpFilter::new(d.clone(), config.catalog.clone())
                 .map_err(|e| BuildError::at("warden.yaml", "dlp", e))?;
@@ -235,6 +272,7 @@ impl Snapshot {
             parse_limits,
             auth,
             policy,
+            redactor,
         })
     }
 

@@ -32,6 +32,18 @@ pub enum ResponseMode {
     Sse { decoder: SseDecoder, injected: bool },
     /// The upstream said 202 but the gateway has answers of its own to send.
     AnswersOnly,
+    /// A body the gateway cannot judge (not a type MCP defines): dropped, and
+    /// replaced at the end by a JSON-RPC error when anything arrived.
+    Withheld { received: bool },
+}
+
+/// A request this exchange forwarded, and whether its reply has come.
+#[derive(Debug, Clone)]
+pub struct PendingReply {
+    pub id: warden_filters::Id,
+    pub method: String,
+    pub target: Option<String>,
+    pub answered: bool,
 }
 
 pub struct RequestCtx {
@@ -79,6 +91,15 @@ pub struct RequestCtx {
     /// The tool (prompt, resource) that single request named.
     pub request_target: Option<String>,
     pub counted_inflight: bool,
+    /// The requests this POST forwarded, by id (their replies are judged by them).
+    pub pending: Vec<PendingReply>,
+    /// Server messages that could not be judged and were not passed on.
+    pub unjudgeable: u32,
+    /// The session key of a GET stream (its `Mcp-Session-Id`, or the legacy
+    /// endpoint once its `endpoint` event was seen).
+    pub stream_session: Option<String>,
+    /// A legacy `endpoint` event was already passed on this stream.
+    pub endpoint_seen: bool,
     /// The client speaks HTTP/2 to the gateway.
     pub downstream_h2: bool,
 }
@@ -117,6 +138,10 @@ impl RequestCtx {
             request_method: None,
             request_target: None,
             counted_inflight: false,
+            pending: Vec::new(),
+            unjudgeable: 0,
+            stream_session: None,
+            endpoint_seen: false,
             downstream_h2: false,
         }
     }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod ctx;
 pub mod direct;
 pub mod global;
+pub mod ledger;
 pub mod metrics;
 pub mod otel;
 pub mod respond;

@@ -39,7 +39,43 @@ fn unframe(ctx: &RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
     Ok(())
 }
 
+fn content_length_zero(resp: &ResponseHeader) -> bool {
+    resp.headers
+        .get(http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"0")
+}
+
+/// The ledger scope of this exchange's session (`""` when it has none).
+fn scope<'a>(ctx: &'a RequestCtx, owner: &'a str, session: &'a str) -> crate::ledger::Scope<'a> {
+    crate::ledger::Scope {
+        server: ctx.server_name(),
+        owner,
+        session,
+    }
+}
+
+/// The session key replies and server→client requests of this exchange belong to.
+pub fn session_scope_key(ctx: &RequestCtx) -> String {
+    match ctx.exchange {
+        Exchange::Get => ctx
+            .stream_session
+            .clone()
+            .or_else(|| ctx.session_id.clone())
+            .unwrap_or_default(),
+        _ => ctx
+            .session_key()
+            .map(|k| k.into_owned())
+            .unwrap_or_default(),
+    }
+}
+
 /// Decides how the body will be handled and fixes the headers for it.
+///
+/// Only the two content types MCP defines are ever passed on, and only after
+/// judging: `text/event-stream` event by event, `application/json` whole
+/// (whatever the status: an error body can carry secrets too). A 2xx of any
+/// other type is refused (502, -31003); any other status keeps its code but
+/// its body is replaced by a JSON-RPC error that quotes nothing of it.
 pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
     let status = resp.status.as_u16();
     ctx.upstream_status = Some(status);
@@ -49,21 +85,26 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     let server_name = &rt.snap.config.servers[server].name;
     // Session stickiness: the replica that created a session keeps serving it.
     let mut sealed_header = None;
+    let sids = resp.headers.get_all("mcp-session-id").iter().count();
+    if sids > 1 {
+        return refuse_reply(server_name, "duplicate_session_header");
+    }
     if let (Some(sid), Some(addr)) = (resp.headers.get("mcp-session-id"), ctx.chosen) {
-        if let Ok(sid) = sid.to_str() {
-            let owner = crate::state::owner_key(&ctx.principal);
-            gw.sticky_set(server_name, sid, addr, &owner);
-            // Stateless replicas: the client gets the sealed form.
-            if let Some(sealer) = gw.sealer.load_full() {
-                sealed_header = sealer.seal(&crate::seal::SealedSession {
-                    session: sid.to_owned(),
-                    upstream: addr.to_string(),
-                    owner,
-                    server: server_name.clone(),
-                });
-            }
-            ctx.session_id.get_or_insert_with(|| sid.to_owned());
+        let Ok(sid) = sid.to_str() else {
+            return refuse_reply(server_name, "bad_session_header");
+        };
+        let owner = crate::state::owner_key(&ctx.principal);
+        gw.sticky_set(server_name, sid, addr, &owner);
+        // Stateless replicas: the client gets the sealed form.
+        if let Some(sealer) = gw.sealer.load_full() {
+            sealed_header = sealer.seal(&crate::seal::SealedSession {
+                session: sid.to_owned(),
+                upstream: addr.to_string(),
+                owner,
+                server: server_name.clone(),
+            });
         }
+        ctx.session_id.get_or_insert_with(|| sid.to_owned());
     }
     if let Some(token) = sealed_header {
         resp.insert_header("mcp-session-id", token)?;
@@ -74,6 +115,9 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         }
     }
     let ct = content_type(resp);
+    let sse = media_is(ct, "text/event-stream");
+    let json = media_is(ct, "application/json");
+    let empty = status == 204 || status == 304 || content_length_zero(resp);
     // Warden asks for `identity`; a server that compresses anyway would hand
     // the filters bytes they cannot read, so a judged body must be plain.
     let encoded = resp
@@ -81,15 +125,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         .get("content-encoding")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
-    let inspect_json = rt.snap.chain.inspects_json_response(
-        server_name,
-        ctx.request_method.as_deref(),
-        ctx.request_target.as_deref(),
-    );
-    if encoded
-        && ((media_is(ct, "text/event-stream") && rt.snap.chain.inspects_responses())
-            || (media_is(ct, "application/json") && inspect_json))
-    {
+    if encoded && (sse || json) {
         metrics()
             .upstream_errors
             .with_label_values(&[server_name, "compressed_response"])
@@ -99,8 +135,25 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
             "the upstream compressed a response Warden must inspect",
         );
     }
+    // Replies to this POST that may arrive elsewhere (a legacy session's GET
+    // stream, a replay of this SSE stream) must find their request there.
+    if ctx.exchange == Exchange::Post && (status == 202 || sse) && !ctx.pending.is_empty() {
+        let owner = crate::state::owner_key(&ctx.principal);
+        let session = session_scope_key(ctx);
+        let sc = scope(ctx, &owner, &session);
+        for p in &ctx.pending {
+            gw.ledger.asked(
+                &sc,
+                &p.id,
+                crate::ledger::Asked {
+                    method: p.method.clone(),
+                    target: p.target.clone(),
+                },
+            );
+        }
+    }
     let answers_pending = ctx.plan.as_ref().is_some_and(|p| !p.answers.is_empty());
-    ctx.response = if media_is(ct, "text/event-stream") {
+    ctx.response = if sse {
         // Never buffer or compress a stream; lengths do not apply.
         unframe(ctx, resp)?;
         resp.insert_header("x-accel-buffering", "no")?;
@@ -108,22 +161,41 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
             decoder: SseDecoder::new(rt.snap.config.limits.max_sse_event),
             injected: false,
         }
-    } else if media_is(ct, "application/json")
-        && (200..300).contains(&status)
-        && (answers_pending || inspect_json)
-    {
-        unframe(ctx, resp)?;
-        ResponseMode::Json { buf: Vec::new() }
     } else if status == 202 && answers_pending {
         // The upstream accepted what was forwarded; the gateway still owes answers.
         resp.set_status(200)?;
         resp.insert_header("content-type", "application/json")?;
         unframe(ctx, resp)?;
         ResponseMode::AnswersOnly
-    } else {
+    } else if empty {
         ResponseMode::Passthrough
+    } else if json && status != 202 {
+        unframe(ctx, resp)?;
+        ResponseMode::Json { buf: Vec::new() }
+    } else if (200..300).contains(&status) && status != 202 {
+        return refuse_reply(server_name, "unsupported_content_type");
+    } else {
+        // A body of a type MCP does not define (or any body on a 202): not
+        // passed on. The status stays, so clients still see what happened.
+        if status != 202 {
+            resp.insert_header("content-type", "application/json")?;
+        }
+        unframe(ctx, resp)?;
+        ResponseMode::Withheld { received: false }
     };
     Ok(())
+}
+
+/// Refuses an upstream reply the gateway cannot pass on (502, -31003).
+fn refuse_reply(server: &str, reason: &'static str) -> Result<()> {
+    metrics()
+        .upstream_errors
+        .with_label_values(&[server, reason])
+        .inc();
+    Error::e_explain(
+        ErrorType::Custom(reason),
+        "the upstream reply is not one the gateway can judge",
+    )
 }
 
 /// Processes one chunk of the upstream body.
@@ -150,6 +222,28 @@ pub fn on_body(
             };
             (ResponseMode::AnswersOnly, out)
         }
+        ResponseMode::Withheld { received } => {
+            let received = received || !chunk.is_empty();
+            let out = if eos && received && ctx.upstream_status != Some(202) {
+                metrics()
+                    .upstream_errors
+                    .with_label_values(&[ctx.server_name(), "withheld_body"])
+                    .inc();
+                let err = warden_filters::JsonRpcError::new(
+                    warden_filters::codes::UPSTREAM_PROTOCOL,
+                    format!(
+                        "MCP server answered HTTP {} with a body that is not JSON-RPC; it was withheld",
+                        ctx.upstream_status.unwrap_or(0)
+                    ),
+                );
+                Some(Bytes::from(
+                    err.to_response_bytes(single_request_id(ctx).as_ref()),
+                ))
+            } else {
+                None
+            };
+            (ResponseMode::Withheld { received }, out)
+        }
         ResponseMode::Json { mut buf } => {
             let limit = ctx
                 .rt
@@ -167,7 +261,7 @@ pub fn on_body(
             }
             buf.extend_from_slice(&chunk);
             if eos {
-                let out = judge_json(ctx, &buf);
+                let out = judge_json(gw, ctx, &buf);
                 (ResponseMode::Json { buf: Vec::new() }, Some(out))
             } else {
                 (ResponseMode::Json { buf }, None)
@@ -197,14 +291,32 @@ pub fn on_body(
                 }
             };
             for ev in events {
-                out.extend_from_slice(&judge_event(gw, ctx, ev));
+                match judge_event(gw, ctx, ev) {
+                    Ok(b) => out.extend_from_slice(&b),
+                    Err(reason) => {
+                        metrics()
+                            .upstream_errors
+                            .with_label_values(&[ctx.server_name(), reason])
+                            .inc();
+                        return Error::e_explain(
+                            ErrorType::Custom(reason),
+                            "the upstream stream sent an event the gateway refuses",
+                        );
+                    }
+                }
             }
             if eos {
                 // An unterminated tail is dropped by SSE clients anyway; forward only
                 // what carries no data so nothing unjudged reaches the client.
                 let tail = decoder.finish();
-                if !tail.is_empty() && !tail.windows(5).any(|w| w == b"data:") {
+                if !tail.is_empty() && !tail.windows(4).any(|w| w == b"data") {
                     out.extend_from_slice(&tail);
+                } else if !tail.is_empty() {
+                    ctx.unjudgeable += 1;
+                }
+                // Requests whose replies were withheld still get an answer.
+                for err in unanswered_errors(ctx) {
+                    out.extend_from_slice(&SseEvent::encode_message(&err.to_string()));
                 }
             }
             (ResponseMode::Sse { decoder, injected }, Some(out.freeze()))
@@ -215,10 +327,33 @@ pub fn on_body(
     Ok(())
 }
 
+/// Errors for the requests of this POST that got no readable reply, once
+/// something was withheld (a server that answered nothing readable must not
+/// leave the client waiting).
+fn unanswered_errors(ctx: &mut RequestCtx) -> Vec<serde_json::Value> {
+    if ctx.unjudgeable == 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for p in ctx.pending.iter_mut().filter(|p| !p.answered) {
+        p.answered = true;
+        out.push(unreadable_error().to_response(Some(&p.id)));
+    }
+    out
+}
+
+fn unreadable_error() -> warden_filters::JsonRpcError {
+    warden_filters::JsonRpcError::new(
+        warden_filters::codes::UPSTREAM_PROTOCOL,
+        "MCP server sent a reply the gateway cannot read; it was withheld",
+    )
+}
+
 fn filter_ctx<'a>(
     ctx: &'a RequestCtx,
     rt: &'a crate::upstream::Runtime,
     server: usize,
+    asked: Option<(&'a str, Option<&'a str>)>,
 ) -> FilterContext<'a> {
     let s = &rt.snap.config.servers[server];
     FilterContext {
@@ -229,8 +364,8 @@ fn filter_ctx<'a>(
         protocol_version: ctx.protocol_version.as_deref(),
         source_ip: ctx.source_ip,
         direction: Direction::Response,
-        request_method: ctx.request_method.as_deref(),
-        request_target: ctx.request_target.as_deref(),
+        request_method: asked.map(|a| a.0),
+        request_target: asked.and_then(|a| a.1),
         now: ctx.now,
         justification: ctx.justification.as_deref(),
         keep_arguments: false,
@@ -239,26 +374,31 @@ fn filter_ctx<'a>(
     }
 }
 
-fn judge_json(ctx: &mut RequestCtx, buf: &[u8]) -> Bytes {
+fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, buf: &[u8]) -> Bytes {
     let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
         return Bytes::copy_from_slice(buf);
     };
     let parsed = match parse(buf, rt.snap.parse_limits) {
         Ok(p) => p,
-        Err((_, e)) => {
+        Err(_) => {
             // Not MCP: the client is better served by a clear error than by bytes it cannot read.
             metrics()
                 .upstream_errors
                 .with_label_values(&[&rt.snap.config.servers[server].name, "bad_json"])
                 .inc();
-            let err = warden_filters::JsonRpcError::new(
-                warden_filters::codes::UPSTREAM_PROTOCOL,
-                format!(
-                    "MCP server sent an invalid JSON-RPC response: {}",
-                    e.message
+            ctx.unjudgeable += 1;
+            ctx.response_records.push(unjudgeable_record(None));
+            let mut errs = unanswered_errors(ctx);
+            let answers = ctx.plan.as_ref().map_or(&[][..], |p| p.answers.as_slice());
+            errs.extend(answers.iter().cloned());
+            let batch = ctx.plan.as_ref().is_some_and(|p| p.batch);
+            return match errs.len() {
+                0 => Bytes::from(
+                    unreadable_error().to_response_bytes(single_request_id(ctx).as_ref()),
                 ),
-            );
-            return Bytes::from(err.to_response_bytes(single_request_id(ctx).as_ref()));
+                1 if !batch => Bytes::from(serde_json::to_vec(&errs[0]).unwrap_or_default()),
+                _ => Bytes::from(crate::respond::answers_body(&errs, true)),
+            };
         }
     };
     let items: Vec<Result<&Envelope, &ElementError>> = match &parsed {
@@ -271,7 +411,7 @@ fn judge_json(ctx: &mut RequestCtx, buf: &[u8]) -> Bytes {
         match item {
             Ok(env) => {
                 let bytes = &buf[env.span.clone()];
-                match judge_message(ctx, &rt, server, env, bytes) {
+                match judge_message(gw, ctx, &rt, server, env, bytes) {
                     Judged::Unchanged => out.push(bytes.to_vec()),
                     Judged::Replaced(b) => {
                         changed = true;
@@ -282,20 +422,26 @@ fn judge_json(ctx: &mut RequestCtx, buf: &[u8]) -> Bytes {
             }
             Err(e) => {
                 changed = true;
-                ctx.response_records.push(MessageRecord::invalid(e));
+                match unjudgeable(gw, ctx, e.id.as_ref()) {
+                    Some(b) => out.push(b),
+                    None => ctx.response_records.push(MessageRecord::invalid(e)),
+                }
             }
         }
     }
-    let answers = ctx.plan.as_ref().map_or(&[][..], |p| p.answers.as_slice());
-    if !changed && answers.is_empty() {
+    let mut extra: Vec<serde_json::Value> = unanswered_errors(ctx);
+    if let Some(p) = ctx.plan.as_ref() {
+        extra.extend(p.answers.iter().cloned());
+    }
+    if !changed && extra.is_empty() {
         return Bytes::copy_from_slice(buf);
     }
     out.extend(
-        answers
+        extra
             .iter()
             .map(|a| serde_json::to_vec(a).unwrap_or_default()),
     );
-    if !matches!(parsed, Parsed::Batch(_)) && answers.is_empty() && out.len() == 1 {
+    if !matches!(parsed, Parsed::Batch(_)) && out.len() == 1 {
         return Bytes::from(out.remove(0));
     }
     Bytes::from(warden_filters::plan::json_array(&out))
@@ -317,19 +463,125 @@ enum Judged {
     Dropped,
 }
 
+/// The audit record of a server message that could not be judged.
+fn unjudgeable_record(id: Option<&warden_filters::Id>) -> MessageRecord {
+    MessageRecord {
+        id: id.cloned(),
+        kind: None,
+        method: None,
+        target: None,
+        outcome: Outcome::Invalid {
+            reason: "unjudgeable_server_message".into(),
+        },
+        args_digest: None,
+        arguments: None,
+        findings: Vec::new(),
+    }
+}
+
+/// A server message the gateway cannot read: counted and audited; if it
+/// carries the id of a request still waiting here, that request gets an
+/// error (the bytes to send); otherwise nothing is passed on.
+fn unjudgeable(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    id: Option<&warden_filters::Id>,
+) -> Option<Vec<u8>> {
+    ctx.unjudgeable += 1;
+    metrics()
+        .upstream_errors
+        .with_label_values(&[ctx.server_name(), "unjudgeable_message"])
+        .inc();
+    ctx.response_records.push(unjudgeable_record(id));
+    let id = id?;
+    let waiting = match ctx.exchange {
+        Exchange::Post => match ctx.pending.iter_mut().find(|p| !p.answered && p.id == *id) {
+            Some(p) => {
+                p.answered = true;
+                true
+            }
+            None => false,
+        },
+        _ => {
+            let owner = crate::state::owner_key(&ctx.principal);
+            let session = session_scope_key(ctx);
+            gw.ledger
+                .answered(&scope(ctx, &owner, &session), id)
+                .is_some()
+        }
+    };
+    waiting
+        .then(|| serde_json::to_vec(&unreadable_error().to_response(Some(id))).unwrap_or_default())
+}
+
+/// The request a reply answers: one of this POST's own, or (on a GET
+/// stream) one the ledger remembers for the session.
+fn match_reply(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    id: &warden_filters::Id,
+) -> Option<(String, Option<String>)> {
+    match ctx.exchange {
+        Exchange::Post => {
+            let p = ctx
+                .pending
+                .iter_mut()
+                .find(|p| p.id == *id && !p.answered)?;
+            p.answered = true;
+            Some((p.method.clone(), p.target.clone()))
+        }
+        _ => {
+            let owner = crate::state::owner_key(&ctx.principal);
+            let session = session_scope_key(ctx);
+            gw.ledger
+                .answered(&scope(ctx, &owner, &session), id)
+                .map(|a| (a.method.clone(), a.target.clone()))
+        }
+    }
+}
+
 /// Runs the chain on one server→client message and records the outcome.
 /// Responses passed unchanged are audited with the request they answer;
 /// server→client requests and anything a filter touched get records of their own.
+/// A response that answers no request the gateway knows of is not passed on.
 fn judge_message(
+    gw: &Gateway,
     ctx: &mut RequestCtx,
     rt: &crate::upstream::Runtime,
     server: usize,
     env: &Envelope,
     bytes: &[u8],
 ) -> Judged {
+    let asked = match (&env.kind, &env.id) {
+        (Kind::Response, Some(id)) => match match_reply(gw, ctx, id) {
+            Some(a) => Some(a),
+            None => {
+                metrics()
+                    .upstream_errors
+                    .with_label_values(&[ctx.server_name(), "unmatched_response"])
+                    .inc();
+                let mut rec = MessageRecord::of(
+                    env,
+                    Outcome::Denied {
+                        filter: "gateway",
+                        reason: "unmatched_response".into(),
+                    },
+                );
+                rec.target = None;
+                ctx.response_records.push(rec);
+                return Judged::Dropped;
+            }
+        },
+        _ => None,
+    };
     let cell = std::cell::RefCell::new(Vec::new());
     let verdict = {
-        let mut fctx = filter_ctx(ctx, rt, server);
+        let mut fctx = filter_ctx(
+            ctx,
+            rt,
+            server,
+            asked.as_ref().map(|(m, t)| (m.as_str(), t.as_deref())),
+        );
         fctx.findings = Some(&cell);
         rt.snap.chain.run(env, bytes, &fctx, &mut Vec::new())
     };
@@ -354,108 +606,146 @@ fn judge_message(
             )
         }
     };
+    // A server→client request the client may now answer (and only then).
+    if let (Kind::Request, Some(id), false) =
+        (env.kind, env.id.as_ref(), matches!(judged, Judged::Dropped))
+    {
+        let owner = crate::state::owner_key(&ctx.principal);
+        let session = session_scope_key(ctx);
+        gw.ledger.owe(&scope(ctx, &owner, &session), id);
+    }
     if env.kind == Kind::Request || outcome != Outcome::Forwarded || !findings.is_empty() {
         let mut rec = MessageRecord::of(env, outcome);
+        if env.kind == Kind::Response {
+            rec.method = asked.as_ref().map(|a| a.0.clone());
+            rec.target = asked.and_then(|a| a.1);
+        }
         rec.findings = findings;
         ctx.response_records.push(rec);
     }
     judged
 }
 
-fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Vec<u8> {
+/// Judges one SSE event. Events without data (comments, `id:`/`retry:`
+/// lines, the empty priming event) pass byte for byte; a `message` event
+/// is judged; anything else that carries data is withheld. `Err` cuts the
+/// stream (a legacy endpoint the gateway refuses).
+fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Result<Vec<u8>, &'static str> {
     let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
-        return ev.raw;
+        return Ok(ev.raw);
     };
     metrics()
         .sse_events
         .with_label_values(&[&rt.snap.config.servers[server].name])
         .inc();
     if ev.event_type() == "endpoint" {
-        return rewrite_endpoint(gw, ctx, &rt, server, ev);
+        if ctx.exchange == Exchange::Get && !ctx.endpoint_seen {
+            ctx.endpoint_seen = true;
+            return rewrite_endpoint(gw, ctx, &rt, server, ev);
+        }
+        // Only the first event of a legacy GET stream names the endpoint.
+        return Ok(unjudgeable(gw, ctx, None).unwrap_or_default());
     }
     let Some(data) = ev.data.as_deref() else {
-        return ev.raw;
+        return Ok(ev.raw);
     };
-    if ev.event_type() != "message" || data.is_empty() {
-        return ev.raw;
+    if data.is_empty() {
+        return Ok(ev.raw);
+    }
+    if ev.event_type() != "message" {
+        // SDK clients ignore other types today; a gateway cannot judge them.
+        return Ok(unjudgeable(gw, ctx, None).unwrap_or_default());
     }
     let env = match parse(data.as_bytes(), rt.snap.parse_limits) {
         Ok(Parsed::Single(e)) => e,
-        // Anything else is not one MCP message; pass it on untouched (clients reject it themselves).
-        _ => return ev.raw,
+        Ok(Parsed::Batch(_)) => {
+            return Ok(unjudgeable(gw, ctx, None).unwrap_or_default());
+        }
+        Err((id, _)) => {
+            return Ok(unjudgeable(gw, ctx, id.as_ref())
+                .map(|b| ev.with_data(&String::from_utf8_lossy(&b)))
+                .unwrap_or_default());
+        }
     };
-    match judge_message(ctx, &rt, server, &env, data.as_bytes()) {
-        Judged::Unchanged => ev.raw,
-        Judged::Replaced(b) => ev.with_data(&String::from_utf8_lossy(&b)),
-        Judged::Dropped => Vec::new(),
-    }
+    Ok(
+        match judge_message(gw, ctx, &rt, server, &env, data.as_bytes()) {
+            Judged::Unchanged => ev.raw,
+            Judged::Replaced(b) => ev.with_data(&String::from_utf8_lossy(&b)),
+            Judged::Dropped => Vec::new(),
+        },
+    )
 }
 
 /// Legacy HTTP+SSE: the `endpoint` event names the POST URI; rewrite its path
-/// prefix to the gateway's and remember which replica owns the session.
+/// prefix to the gateway's and remember which replica owns the session. An
+/// endpoint on another origin, outside the route's prefix, or in any form a
+/// client could read differently is refused (the stream is cut).
 fn rewrite_endpoint(
     gw: &Gateway,
     ctx: &mut RequestCtx,
     rt: &crate::upstream::Runtime,
     server: usize,
     ev: SseEvent,
-) -> Vec<u8> {
-    let Some(data) = ev.data.as_deref() else {
-        return ev.raw;
-    };
-    let Some(route) = ctx.route.map(|i| &rt.snap.routes[i]) else {
-        return ev.raw;
-    };
-    // The URI may be relative (`/messages/?session_id=…`) or absolute.
-    let path = match data.find("://") {
-        Some(i) => match data[i + 3..].find('/') {
-            Some(j) => &data[i + 3 + j..],
-            None => "/",
-        },
-        None => data,
-    };
-    let rewritten = if path.starts_with('/') {
-        route.downstream_path(path)
-    } else {
-        None
-    };
-    match rewritten {
-        Some(new) => {
-            let server_name = &rt.snap.config.servers[server].name;
-            let owner = crate::state::owner_key(&ctx.principal);
-            if let Some(addr) = ctx.chosen {
-                gw.sticky_set(server_name, &legacy_key(path), addr, &owner);
-                // Stateless replicas: the session's query travels sealed.
-                if let (Some(sealer), Some((base, query))) =
-                    (gw.sealer.load_full(), new.split_once('?'))
-                {
-                    if let Some(token) = sealer.seal(&crate::seal::SealedSession {
-                        session: query.to_owned(),
-                        upstream: addr.to_string(),
-                        owner,
-                        server: server_name.clone(),
-                    }) {
-                        return ev.with_data(&format!("{base}?ws={token}"));
-                    }
-                }
-            }
-            ev.with_data(&new)
+) -> Result<Vec<u8>, &'static str> {
+    let data = ev.data.as_deref().unwrap_or("");
+    let route = ctx
+        .route
+        .map(|i| &rt.snap.routes[i])
+        .ok_or("endpoint_refused")?;
+    if data.is_empty()
+        || data
+            .bytes()
+            .any(|b| b == b'\\' || b.is_ascii_whitespace() || b.is_ascii_control() || b >= 0x80)
+    {
+        return Err("endpoint_refused");
+    }
+    // The URI may be relative (`/messages/?session_id=…`) or absolute on the
+    // upstream's own origin.
+    let path = if data.starts_with('/') {
+        if data.starts_with("//") {
+            return Err("endpoint_refused");
         }
-        None => {
-            metrics()
-                .upstream_errors
-                .with_label_values(&[
-                    &rt.snap.config.servers[server].name,
-                    "endpoint_outside_prefix",
-                ])
-                .inc();
-            tracing::warn!(
-                endpoint = data,
-                "legacy endpoint outside the route's upstream prefix; forwarded unchanged"
-            );
-            ev.raw
+        data
+    } else {
+        let lower = data.to_ascii_lowercase();
+        let rest = lower
+            .strip_prefix("http://")
+            .or_else(|| lower.strip_prefix("https://"))
+            .ok_or("endpoint_refused")?;
+        let (authority, _) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let own = ctx.chosen.map(|a| a.to_string()).unwrap_or_default();
+        if authority != own {
+            return Err("endpoint_refused");
+        }
+        let at = data.len() - rest.len() + authority.len();
+        if at >= data.len() {
+            "/"
+        } else {
+            &data[at..]
+        }
+    };
+    let Some(new) = route.downstream_path(path) else {
+        tracing::warn!("legacy endpoint outside the route's upstream prefix; stream refused");
+        return Err("endpoint_outside_prefix");
+    };
+    let server_name = &rt.snap.config.servers[server].name;
+    let owner = crate::state::owner_key(&ctx.principal);
+    ctx.stream_session = Some(legacy_key(path));
+    if let Some(addr) = ctx.chosen {
+        gw.sticky_set(server_name, &legacy_key(path), addr, &owner);
+        // Stateless replicas: the session's query travels sealed.
+        if let (Some(sealer), Some((base, query))) = (gw.sealer.load_full(), new.split_once('?')) {
+            if let Some(token) = sealer.seal(&crate::seal::SealedSession {
+                session: query.to_owned(),
+                upstream: addr.to_string(),
+                owner,
+                server: server_name.clone(),
+            }) {
+                return Ok(ev.with_data(&format!("{base}?ws={token}")));
+            }
         }
     }
+    Ok(ev.with_data(&new))
 }
 
 /// Stickiness key of a legacy session: its upstream POST path and query.

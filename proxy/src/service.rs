@@ -179,6 +179,21 @@ impl WardenProxy {
             "DELETE" => Exchange::Delete,
             m => return Err(Refusal::method_not_allowed(m)),
         };
+        // A header that mirrors or scopes the body must be unambiguous.
+        for name in [
+            "mcp-session-id",
+            "mcp-protocol-version",
+            mcp::H_METHOD,
+            mcp::H_NAME,
+            "x-warden-justification",
+        ] {
+            if req.headers.get_all(name).iter().nth(1).is_some() {
+                return Err(Refusal::bad_header(name, "sent more than once"));
+            }
+        }
+        if let Some(dup) = mcp::duplicate_param_header(req.headers.keys().map(|k| k.as_str())) {
+            return Err(Refusal::bad_header(&dup, "sent more than once"));
+        }
         ctx.session_id = header_str(req, "mcp-session-id").map(str::to_owned);
         ctx.protocol_version = header_str(req, "mcp-protocol-version").map(str::to_owned);
         ctx.justification = header_str(req, "x-warden-justification").map(str::to_owned);
@@ -265,7 +280,55 @@ impl WardenProxy {
                     "Mcp-Method/Mcp-Name headers cannot accompany a batch".into(),
                 ));
             }
+            Parsed::Batch(_) if !mcp::batches_allowed(ctx.protocol_version.as_deref()) => {
+                return Err(Refusal::new(
+                    400,
+                    "batch_not_allowed",
+                    warden_filters::JsonRpcError::new(
+                        warden_filters::codes::INVALID_REQUEST,
+                        "Invalid Request: this protocol version has no JSON-RPC batches",
+                    ),
+                ));
+            }
             Parsed::Batch(_) => {}
+        }
+        // A client response answers a server→client request the gateway let
+        // through on this session, once; anything else is refused.
+        {
+            let owner = crate::state::owner_key(&ctx.principal);
+            let session = crate::response::session_scope_key(ctx);
+            let scope = crate::ledger::Scope {
+                server: &server.name,
+                owner: &owner,
+                session: &session,
+            };
+            let responses: Vec<&warden_filters::Envelope> = match &parsed {
+                Parsed::Single(env) => vec![env],
+                Parsed::Batch(items) => items.iter().filter_map(|i| i.as_ref().ok()).collect(),
+            };
+            for env in responses {
+                if env.kind != warden_filters::Kind::Response {
+                    continue;
+                }
+                let settled = env
+                    .id
+                    .as_ref()
+                    .is_some_and(|id| self.gateway.ledger.settle(&scope, id));
+                if !settled {
+                    return Err(Refusal::new(
+                        400,
+                        "unsolicited_response",
+                        warden_filters::JsonRpcError::new(
+                            warden_filters::codes::INVALID_REQUEST,
+                            "Invalid Request: a response to no request the server sent on this session",
+                        ),
+                    )
+                    .with_id(match &parsed {
+                        Parsed::Single(e) => e.id.clone(),
+                        Parsed::Batch(_) => None,
+                    }));
+                }
+            }
         }
         // Global quotas: reserve their units in the shared store first (this
         // waits on Redis only when this replica's lease for a key is empty).
@@ -293,6 +356,27 @@ impl WardenProxy {
             );
             plan_request(&body, &parsed, &rt.snap.chain, &fctx)
         };
+        // Replies are judged by the request they answer.
+        ctx.pending = plan
+            .records
+            .iter()
+            .filter(|r| {
+                r.kind == Some(warden_filters::Kind::Request)
+                    && matches!(
+                        r.outcome,
+                        warden_filters::Outcome::Forwarded
+                            | warden_filters::Outcome::Mutated { .. }
+                    )
+            })
+            .filter_map(|r| {
+                Some(crate::ctx::PendingReply {
+                    id: r.id.clone()?,
+                    method: r.method.clone()?,
+                    target: r.target.clone(),
+                    answered: false,
+                })
+            })
+            .collect();
         // The forwarded bytes move into the context; the plan keeps answers and records.
         match std::mem::replace(&mut plan.forward, Forward::Nothing) {
             Forward::Original => ctx.body = Some(body),
@@ -573,10 +657,21 @@ impl ProxyHttp for WardenProxy {
             ("response", std::mem::take(&mut ctx.response_records)),
         ] {
             for mut r in list {
-                let tool = r
-                    .target
-                    .as_deref()
-                    .map(|t| self.gateway.tool_labels.admit(t).to_owned());
+                // Labels and audit fields name only what the catalog knows;
+                // anything else a client or server chose is bounded or redacted.
+                let known = r.target.as_deref().filter(|t| {
+                    ctx.rt.as_ref().is_some_and(|rt| {
+                        rt.snap
+                            .config
+                            .catalog
+                            .get(&server)
+                            .is_some_and(|c| c.tool(t).is_some())
+                    })
+                });
+                let tool = r.target.as_ref().map(|_| match known {
+                    Some(t) => self.gateway.tool_labels.admit(t).to_owned(),
+                    None => "other".to_owned(),
+                });
                 m.messages
                     .with_label_values(&[
                         &server,
@@ -606,7 +701,11 @@ impl ProxyHttp for WardenProxy {
                     }
                 }
                 rec.method = r.method.clone();
-                rec.tool = r.target.clone();
+                rec.tool = match (known, r.target.as_deref(), &ctx.rt) {
+                    (Some(t), _, _) => Some(t.to_owned()),
+                    (None, Some(t), Some(rt)) => Some(rt.snap.redact_text(t, 256)),
+                    _ => None,
+                };
                 rec.outcome = r.outcome.label().to_owned();
                 rec.decided_by = match &r.outcome {
                     warden_filters::Outcome::Denied { filter, .. }
@@ -720,6 +819,17 @@ pub(crate) fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
         ErrorType::Custom("compressed_response") => Some(Refusal::upstream_protocol(
             "upstream_compressed",
             format!("MCP server `{server}` sent a compressed response; Warden cannot inspect it"),
+        )),
+        ErrorType::Custom(
+            reason @ ("unsupported_content_type"
+            | "duplicate_session_header"
+            | "bad_session_header"),
+        ) => Some(Refusal::upstream_protocol(
+            reason,
+            format!(
+                "MCP server `{server}` sent a reply Warden cannot judge ({}); it was withheld",
+                reason.replace('_', " ")
+            ),
         )),
         ErrorType::Custom("response_too_large") => Some(Refusal::upstream_protocol(
             "upstream_response_too_large",

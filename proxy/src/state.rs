@@ -19,6 +19,8 @@ pub struct Gateway {
     sticky: moka::sync::Cache<String, SessionEntry>,
     pub audit: AuditSink,
     pub tool_labels: LabelGuard,
+    /// Which request each reply answers, across exchanges (see `ledger`).
+    pub ledger: crate::ledger::Ledger,
     pub bundles: crate::bundles::BundleState,
     /// Quota counters and tool pins, carried across bundle swaps.
     pub shared: std::sync::Arc<warden_filters::snapshot::Shared>,
@@ -56,6 +58,7 @@ impl Gateway {
             shared,
             audit,
             tool_labels: LabelGuard::new(1000),
+            ledger: crate::ledger::Ledger::new(1_000_000, Duration::from_secs(3600)),
             next_request: AtomicU64::new(1),
         };
         gw.adopt_fleet_settings(&gw.current.load().snap.config);

@@ -28,7 +28,6 @@ use warden_config::guards::{Dlp, DlpAction, DlpDirection};
 
 use crate::error::{codes, JsonRpcError};
 use crate::filter::{Decision, Denial, Direction, FilterContext, McpFilter, MessageView};
-use crate::jsonrpc::Kind;
 use detectors::{Category, SPECS};
 use prefilter::{Cand, Prefilter, DIGIT_GROUP};
 
@@ -611,12 +610,9 @@ impl DlpFilter {
     fn judge(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>, dir: DlpDirection) -> Decision {
         let env = msg.envelope;
         // The part that carries content: params of requests, result of responses.
-        let part = if env.kind == Kind::Response {
-            "result"
-        } else {
-            "params"
-        };
-        let found = match self.scanner.locate(msg.bytes, Some(part)) {
+        // The whole message: `params`, `result`, an error's `message` and
+        // `data`, and any member a peer may read beside them.
+        let found = match self.scanner.locate(msg.bytes, None) {
             Ok(f) => f,
             Err(Uninspectable) => return uninspectable(),
         };
@@ -650,7 +646,7 @@ impl DlpFilter {
                 notes.push(FindingNote {
                     detector: d.name.clone(),
                     rule: rule.name.clone(),
-                    path: format!("{part}{}", loc.path),
+                    path: loc.path.strip_prefix('.').unwrap_or(&loc.path).to_owned(),
                     action: rule.action.as_str(),
                 });
                 match rule.action {
@@ -751,9 +747,6 @@ impl McpFilter for DlpFilter {
     }
 
     fn on_response(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
-        if msg.envelope.kind == Kind::Response && msg.envelope.is_error {
-            return Decision::Pass;
-        }
         debug_assert_eq!(ctx.direction, Direction::Response);
         self.judge(msg, ctx, DlpDirection::Response)
     }

@@ -1,0 +1,135 @@
+//! Which request each reply answers, on every transport.
+//!
+//! Filters judge a reply by the request it answers (a `tools/list` result is
+//! filtered, a `tools/call` result checked against the tool's output schema),
+//! so the gateway must know that request wherever the reply arrives: in the
+//! POST's own JSON or SSE reply (the exchange knows its ids), on the GET
+//! stream of a legacy HTTP+SSE session, or in a replay after `Last-Event-ID`.
+//! The ledger remembers, per server, principal and session, the id → method
+//! of every client request whose reply may arrive elsewhere, and the ids of
+//! the server→client requests the gateway let through, which are the only
+//! client responses it accepts. Entries are bounded in number and expire.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use warden_filters::Id;
+
+/// What a remembered client request was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asked {
+    pub method: String,
+    /// The tool, prompt or resource it named.
+    pub target: Option<String>,
+}
+
+pub struct Ledger {
+    /// Client requests whose replies may arrive on another exchange.
+    asked: moka::sync::Cache<String, Arc<Asked>>,
+    /// Server→client requests the client may answer (single use).
+    owed: moka::sync::Cache<String, ()>,
+}
+
+/// Scope of one session: server, owner (see `state::owner_key`), session key.
+pub struct Scope<'a> {
+    pub server: &'a str,
+    pub owner: &'a str,
+    pub session: &'a str,
+}
+
+fn key(scope: &Scope<'_>, id: &Id) -> String {
+    let mut k =
+        String::with_capacity(scope.server.len() + scope.owner.len() + scope.session.len() + 24);
+    k.push_str(scope.server);
+    k.push('\0');
+    k.push_str(scope.owner);
+    k.push('\0');
+    k.push_str(scope.session);
+    k.push('\0');
+    match id {
+        Id::Num(n) => {
+            k.push('n');
+            k.push_str(&n.to_string());
+        }
+        Id::Str(s) => {
+            k.push('s');
+            k.push_str(s);
+        }
+    }
+    k
+}
+
+impl Ledger {
+    pub fn new(capacity: u64, ttl: Duration) -> Ledger {
+        Ledger {
+            asked: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_idle(ttl)
+                .build(),
+            owed: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_idle(ttl)
+                .build(),
+        }
+    }
+
+    /// A client request was forwarded and its reply may come on another exchange.
+    pub fn asked(&self, scope: &Scope<'_>, id: &Id, asked: Asked) {
+        self.asked.insert(key(scope, id), Arc::new(asked));
+    }
+
+    /// The request a reply on another exchange answers. Kept after the
+    /// answer: a replayed stream answers again, and is judged the same way.
+    pub fn answered(&self, scope: &Scope<'_>, id: &Id) -> Option<Arc<Asked>> {
+        self.asked.get(&key(scope, id))
+    }
+
+    /// A server→client request went out to the client.
+    pub fn owe(&self, scope: &Scope<'_>, id: &Id) {
+        self.owed.insert(key(scope, id), ());
+    }
+
+    /// Whether the client may answer server→client request `id`; consumes it.
+    pub fn settle(&self, scope: &Scope<'_>, id: &Id) -> bool {
+        self.owed.remove(&key(scope, id)).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scoped_by_server_owner_and_session() {
+        let l = Ledger::new(100, Duration::from_secs(60));
+        let a = Scope {
+            server: "s",
+            owner: "t\0alice",
+            session: "1",
+        };
+        let b = Scope {
+            server: "s",
+            owner: "t\0bob",
+            session: "1",
+        };
+        let id = Id::Num(7.into());
+        l.asked(
+            &a,
+            &id,
+            Asked {
+                method: "tools/list".into(),
+                target: None,
+            },
+        );
+        assert_eq!(
+            l.answered(&a, &id).map(|x| x.method.clone()).as_deref(),
+            Some("tools/list")
+        );
+        assert!(l.answered(&b, &id).is_none());
+        assert!(l.answered(&a, &Id::Str("7".into())).is_none());
+        l.owe(&a, &id);
+        assert!(!l.settle(&b, &id));
+        assert!(l.settle(&a, &id));
+        assert!(!l.settle(&a, &id), "single use");
+    }
+}
