@@ -34,7 +34,7 @@ pub enum ResponseMode {
     AnswersOnly,
     /// A body the gateway cannot judge (not a type MCP defines): dropped, and
     /// replaced at the end by a JSON-RPC error when anything arrived.
-    Withheld { received: bool },
+    Withheld { received: bool, always: bool },
 }
 
 /// A request this exchange forwarded, and whether its reply has come.

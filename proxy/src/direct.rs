@@ -102,7 +102,7 @@ pub async fn forward(
 
     if matches!(
         ctx.response,
-        ResponseMode::Json { .. } | ResponseMode::AnswersOnly
+        ResponseMode::Json { .. } | ResponseMode::AnswersOnly | ResponseMode::Withheld { .. }
     ) {
         // Judged whole: read it all, then answer with the exact length.
         let out = loop {

@@ -169,11 +169,26 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         ResponseMode::AnswersOnly
     } else if empty {
         ResponseMode::Passthrough
-    } else if json && status != 202 {
+    } else if json
+        && status != 202
+        && !(ctx.exchange == Exchange::Get && (200..300).contains(&status))
+    {
         unframe(ctx, resp)?;
         ResponseMode::Json { buf: Vec::new() }
     } else if (200..300).contains(&status) && status != 202 {
-        return refuse_reply(server_name, "unsupported_content_type");
+        // Success of a type MCP does not define: 502 with a clear error.
+        metrics()
+            .upstream_errors
+            .with_label_values(&[server_name, "unsupported_content_type"])
+            .inc();
+        resp.set_status(502)?;
+        resp.insert_header("content-type", "application/json")?;
+        unframe(ctx, resp)?;
+        ctx.upstream_status = Some(502);
+        ResponseMode::Withheld {
+            received: false,
+            always: true,
+        }
     } else {
         // A body of a type MCP does not define (or any body on a 202): not
         // passed on. The status stays, so clients still see what happened.
@@ -181,7 +196,10 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
             resp.insert_header("content-type", "application/json")?;
         }
         unframe(ctx, resp)?;
-        ResponseMode::Withheld { received: false }
+        ResponseMode::Withheld {
+            received: false,
+            always: false,
+        }
     };
     Ok(())
 }
@@ -222,9 +240,9 @@ pub fn on_body(
             };
             (ResponseMode::AnswersOnly, out)
         }
-        ResponseMode::Withheld { received } => {
+        ResponseMode::Withheld { received, always } => {
             let received = received || !chunk.is_empty();
-            let out = if eos && received && ctx.upstream_status != Some(202) {
+            let out = if eos && (received || always) && ctx.upstream_status != Some(202) {
                 metrics()
                     .upstream_errors
                     .with_label_values(&[ctx.server_name(), "withheld_body"])
@@ -242,7 +260,7 @@ pub fn on_body(
             } else {
                 None
             };
-            (ResponseMode::Withheld { received }, out)
+            (ResponseMode::Withheld { received, always }, out)
         }
         ResponseMode::Json { mut buf } => {
             let limit = ctx
@@ -540,6 +558,43 @@ fn match_reply(
     }
 }
 
+/// The strictest reading of a reply on a stream whose request this replica
+/// never saw (another replica forwarded it): judged as the list its result
+/// holds, so filtering and pinning still apply. `Err`: more than one list
+/// shape, which no single request could have asked for.
+fn inferred_method(bytes: &[u8]) -> Result<Option<String>, ()> {
+    #[derive(serde::Deserialize)]
+    struct Msg {
+        result: Option<Shape>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shape {
+        tools: Option<serde::de::IgnoredAny>,
+        prompts: Option<serde::de::IgnoredAny>,
+        resources: Option<serde::de::IgnoredAny>,
+        resource_templates: Option<serde::de::IgnoredAny>,
+    }
+    let Ok(Msg { result: Some(s) }) = serde_json::from_slice::<Msg>(bytes) else {
+        return Ok(None);
+    };
+    let found: Vec<&str> = [
+        (s.tools.is_some(), "tools/list"),
+        (s.prompts.is_some(), "prompts/list"),
+        (s.resources.is_some(), "resources/list"),
+        (s.resource_templates.is_some(), "resources/templates/list"),
+    ]
+    .iter()
+    .filter(|(has, _)| *has)
+    .map(|(_, m)| *m)
+    .collect();
+    match found.as_slice() {
+        [] => Ok(None),
+        [m] => Ok(Some((*m).to_owned())),
+        _ => Err(()),
+    }
+}
+
 /// Runs the chain on one server→client message and records the outcome.
 /// Responses passed unchanged are audited with the request they answer;
 /// server→client requests and anything a filter touched get records of their own.
@@ -555,6 +610,17 @@ fn judge_message(
     let asked = match (&env.kind, &env.id) {
         (Kind::Response, Some(id)) => match match_reply(gw, ctx, id) {
             Some(a) => Some(a),
+            None if ctx.exchange != Exchange::Post && inferred_method(bytes).is_ok() => {
+                metrics()
+                    .upstream_errors
+                    .with_label_values(&[ctx.server_name(), "unmatched_response"])
+                    .inc();
+                inferred_method(bytes)
+                    .ok()
+                    .flatten()
+                    .map(|m| (m, None))
+                    .or_else(|| Some((String::new(), None)))
+            }
             None => {
                 metrics()
                     .upstream_errors
@@ -724,6 +790,14 @@ fn rewrite_endpoint(
             &data[at..]
         }
     };
+    // Dot segments would let the client's URL resolution leave the route.
+    let path_only = path.split(['?', '#']).next().unwrap_or("");
+    if path_only
+        .split('/')
+        .any(|seg| seg == "." || seg == ".." || seg.to_ascii_lowercase().contains("%2e"))
+    {
+        return Err("endpoint_refused");
+    }
     let Some(new) = route.downstream_path(path) else {
         tracing::warn!("legacy endpoint outside the route's upstream prefix; stream refused");
         return Err("endpoint_outside_prefix");

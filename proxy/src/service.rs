@@ -191,8 +191,27 @@ impl WardenProxy {
                 return Err(Refusal::bad_header(name, "sent more than once"));
             }
         }
-        if let Some(dup) = mcp::duplicate_param_header(req.headers.keys().map(|k| k.as_str())) {
+        if let Some(dup) = mcp::duplicate_param_header(req.headers.iter().map(|(k, _)| k.as_str()))
+        {
             return Err(Refusal::bad_header(&dup, "sent more than once"));
+        }
+        // `Mcp-Param-*` mirror arguments into headers: a second copy that must
+        // be readable and carry nothing DLP would stop in the body.
+        for (name, value) in req.headers.iter() {
+            let n = name.as_str();
+            if n.len() > mcp::H_PARAM_PREFIX.len() && n.starts_with(mcp::H_PARAM_PREFIX) {
+                let Some(v) = mcp::decode_header_value(value.as_bytes()) else {
+                    return Err(Refusal::bad_header(n, "not a valid value"));
+                };
+                let mut hits = Vec::new();
+                rt.snap.redactor.scan_str(&v, &mut hits);
+                if !hits.is_empty() {
+                    return Err(Refusal::bad_header(
+                        n,
+                        "carries data DLP refuses in a header",
+                    ));
+                }
+            }
         }
         ctx.session_id = header_str(req, "mcp-session-id").map(str::to_owned);
         ctx.protocol_version = header_str(req, "mcp-protocol-version").map(str::to_owned);
@@ -659,6 +678,8 @@ impl ProxyHttp for WardenProxy {
             for mut r in list {
                 // Labels and audit fields name only what the catalog knows;
                 // anything else a client or server chose is bounded or redacted.
+                // Known: in the catalog, or a well-formed tool name that holds
+                // nothing DLP finds (and the label guard bounds how many).
                 let known = r.target.as_deref().filter(|t| {
                     ctx.rt.as_ref().is_some_and(|rt| {
                         rt.snap
@@ -666,6 +687,9 @@ impl ProxyHttp for WardenProxy {
                             .catalog
                             .get(&server)
                             .is_some_and(|c| c.tool(t).is_some())
+                            || (r.method.as_deref() == Some("tools/call")
+                                && warden_filters::tools::valid_name(t)
+                                && rt.snap.redact_text(t, 256) == *t)
                     })
                 });
                 let tool = r.target.as_ref().map(|_| match known {

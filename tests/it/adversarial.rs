@@ -1,0 +1,559 @@
+//! The fail-closed rule under attack: a real gateway in front of a hostile
+//! upstream of our own (`warden_tests::hostile`) that answers in every broken
+//! shape. Each check asserts what the client saw *and* what the upstream
+//! received. One reading of every message, the strictest; what the gateway
+//! cannot judge is refused, never forwarded as is.
+
+use serde_json::{json, Value};
+use warden_tests::hostile::{Hostile, Piece, Reply};
+use warden_tests::{header, mock_bundle, request, Gateway, Headers};
+
+const AKIA: &str = "AKIAIOSFODNN7EXAMPLE";
+
+/// DLP blocks secrets both ways; policy allows only `echo` among tools.
+const BUNDLE: &str = "dlp:\n  rules:\n    - {name: no-secrets, detectors: [\"category:secret\"], action: block}\n    - {name: pii, detectors: [us_ssn], action: redact}\ncatalog:\n  mock:\n    tools:\n      echo: {risk: LOW}\n";
+
+const POLICY: &str = r#"package warden.authz
+import rego.v1
+decision := {"allow": true, "reason": "ok"} if {
+	input.request.method != "tools/call"
+} else := {"allow": true, "reason": "ok"} if {
+	input.request.tool == "echo"
+} else := {"allow": false, "reason": "tool_not_allowed"}
+"#;
+
+async fn setup() -> (Hostile, Gateway) {
+    let h = Hostile::start().await;
+    let gw = Gateway::start_with(
+        &mock_bundle(&[h.addr], BUNDLE),
+        false,
+        &[("policies/authz.rego", POLICY.as_bytes())],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    (h, gw)
+}
+
+async fn post_with(
+    gw: &Gateway,
+    path: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> (u16, Headers, String) {
+    let mut hs = vec![
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    hs.extend_from_slice(extra);
+    let (s, h, b) = request(&gw.url(path), "POST", &hs, body.to_owned().into(), false)
+        .await
+        .expect("post");
+    (s, h, String::from_utf8_lossy(&b).into_owned())
+}
+
+async fn post(gw: &Gateway, body: &str) -> (u16, Headers, String) {
+    post_with(gw, "/mock/mcp", body, &[]).await
+}
+
+/// The JSON-RPC messages of a JSON or SSE reply body.
+fn messages(text: &str) -> Vec<Value> {
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        return match v {
+            Value::Array(a) => a,
+            v => vec![v],
+        };
+    }
+    let mut out = Vec::new();
+    for ev in text.replace("\r\n", "\n").split("\n\n") {
+        let data: Vec<&str> = ev
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        if data.is_empty() || data.iter().all(|d| d.is_empty()) {
+            continue;
+        }
+        out.push(serde_json::from_str(&data.join("\n")).unwrap_or(Value::Null));
+    }
+    out
+}
+
+fn call(id: u64, tool: &str) -> String {
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":{"text":"hi"}}})
+        .to_string()
+}
+
+fn posts_received(h: &Hostile) -> usize {
+    h.received().iter().filter(|r| r.method == "POST").count()
+}
+
+fn secret_result(id: u64) -> String {
+    json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":AKIA}]}}).to_string()
+}
+
+/// Broken renderings of a reply to request `id` that carries a secret.
+fn broken_replies(id: u64) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "duplicate member",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[{{"type":"text","text":"{AKIA}"}}]}},"result":{{}}}}"#
+            ),
+        ),
+        (
+            "member differing by case",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[]}},"Result":{{"content":[{{"type":"text","text":"{AKIA}"}}]}}}}"#
+            ),
+        ),
+        (
+            "NaN",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"result":{{"n":NaN,"content":[{{"type":"text","text":"{AKIA}"}}]}}}}"#
+            ),
+        ),
+        (
+            "lone surrogate",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[{{"type":"text","text":"\ud800 {AKIA}"}}]}}}}"#
+            ),
+        ),
+        ("not JSON", format!("{AKIA} is the key")),
+        (
+            "trailing garbage",
+            format!(r#"{} {{"x":"{AKIA}"}}"#, secret_result(id)),
+        ),
+        ("a batch in one event", format!("[{}]", secret_result(id))),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_replies_never_reach_the_client() {
+    let (h, gw) = setup().await;
+    let mut id = 0;
+    for (what, bad) in broken_replies(0) {
+        // SSE, the bad event whole, then split mid-line across chunks.
+        for split in [false, true] {
+            id += 1;
+            let bad = bad.replacen("\"id\":0", &format!("\"id\":{id}"), 1);
+            let ev = format!("event: message\ndata: {bad}\n\n");
+            let chunks: Vec<&str> = if split {
+                let mid = ev.len() / 2;
+                let mid = (mid..ev.len())
+                    .find(|i| ev.is_char_boundary(*i))
+                    .unwrap_or(mid);
+                vec![": priming\n\n", &ev[..mid], &ev[mid..]]
+            } else {
+                vec![": priming\n\n", &ev]
+            };
+            h.script([Reply::sse(&chunks)]);
+            let (s, _, text) = post(&gw, &call(id, "echo")).await;
+            assert_eq!(s, 200, "{what}: {text}");
+            assert!(
+                !text.contains(AKIA),
+                "{what} (sse, split {split}) leaked: {text}"
+            );
+            let msgs = messages(&text);
+            let answer = msgs.iter().find(|m| m["id"] == id);
+            assert_eq!(
+                answer.map(|m| m["error"]["code"].clone()),
+                Some(json!(-31003)),
+                "{what}: the waiting request gets an error: {text}"
+            );
+        }
+        // The same as a JSON body.
+        id += 1;
+        let bad = bad.replacen("\"id\":0", &format!("\"id\":{id}"), 1);
+        h.script([Reply::json(&bad)]);
+        let (_, _, text) = post(&gw, &call(id, "echo")).await;
+        assert!(!text.contains(AKIA), "{what} (json) leaked: {text}");
+        // A batch body is judged element by element (DLP blocks the secret).
+        let code = &messages(&text)[0]["error"]["code"];
+        assert!(code == -31003 || code == -31015, "{what}: {text}");
+    }
+    // Events of another type, or data the stream never ends, are withheld too.
+    h.script([Reply::sse(&[
+        &format!("event: notice\ndata: {AKIA}\n\n"),
+        &format!("data: {}\n\n", secret_result(999)),
+        &format!(
+            "data: {}\n\n",
+            json!({"jsonrpc":"2.0","id":100,"result":{"content":[]}})
+        ),
+        &format!("data: {AKIA}"),
+    ])]);
+    let (_, _, text) = post(&gw, &call(100, "echo")).await;
+    assert!(!text.contains(AKIA), "{text}");
+    let msgs = messages(&text);
+    assert_eq!(msgs.len(), 1, "only the reply to 100: {text}");
+    assert!(msgs[0]["result"].is_object(), "{text}");
+    // Audited and counted.
+    let recs = gw.audit_when(|r| {
+        r.iter()
+            .any(|x| x["reason"] == "unjudgeable_server_message")
+    });
+    assert!(
+        recs.iter()
+            .any(|x| x["reason"] == "unjudgeable_server_message"),
+        "audited"
+    );
+    assert!(gw.metrics().await.contains("unjudgeable_message"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_content_types_mcp_defines_pass() {
+    let (h, gw) = setup().await;
+    let body = secret_result(1);
+    for ct in [
+        Some("application/json-seq"),
+        Some("text/plain; profile=application/json"),
+        None,
+        Some("text/html"),
+        Some("application/jsonx"),
+        Some("text/event-stream-x"),
+    ] {
+        h.script([Reply::typed(200, ct, &body)]);
+        let (s, _, text) = post(&gw, &call(1, "echo")).await;
+        assert_eq!(s, 502, "{ct:?}: {text}");
+        assert!(!text.contains(AKIA), "{ct:?}: {text}");
+        assert_eq!(
+            messages(&text)[0]["error"]["code"],
+            -31003,
+            "{ct:?}: {text}"
+        );
+    }
+    // An error status keeps its code; a body MCP does not define is replaced.
+    for (status, ct) in [
+        (404, Some("text/plain")),
+        (500, None),
+        (400, Some("text/html")),
+    ] {
+        h.script([Reply::typed(status, ct, &format!("oops {AKIA}"))]);
+        let (s, hs, text) = post(&gw, &call(2, "echo")).await;
+        assert_eq!(s, status, "{text}");
+        assert!(!text.contains(AKIA), "{status}: {text}");
+        assert_eq!(header(&hs, "content-type"), Some("application/json"));
+        assert_eq!(messages(&text)[0]["error"]["code"], -31003, "{text}");
+    }
+    // A JSON error body is judged like any reply.
+    h.script([Reply::typed(
+        400,
+        Some("application/json"),
+        &json!({"jsonrpc":"2.0","id":3,"error":{"code":-32602,"message":format!("bad key {AKIA}")}})
+            .to_string(),
+    )]);
+    let (s, _, text) = post(&gw, &call(3, "echo")).await;
+    assert_eq!(s, 400);
+    assert!(!text.contains(AKIA), "{text}");
+    // A GET stream must be a stream.
+    h.script([Reply::typed(200, Some("application/json"), &body)]);
+    let (s, _, b) = request(
+        &gw.url("/mock/mcp"),
+        "GET",
+        &[("accept", "text/event-stream")],
+        Default::default(),
+        false,
+    )
+    .await
+    .expect("get");
+    assert_eq!(s, 502);
+    assert!(!String::from_utf8_lossy(&b).contains(AKIA));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_a_peer_could_fold_differently_are_refused() {
+    let (h, gw) = setup().await;
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call","params":{"name":"purge"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Name":"purge","arguments":{}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","NAME":"purge","arguments":{}}}"#,
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"paramſ\":{\"name\":\"purge\"}}",
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","Params":{"name":"purge"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a","TEXT":"b"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","argumentſ":{"text":"b"},"arguments":{}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","n\u0041me":"purge","arguments":{}}}"#,
+        r#"{"jsonrpc":"2.0","Id":1,"method":"ping"}"#,
+    ] {
+        let (s, _, text) = post(&gw, body).await;
+        assert_eq!(s, 400, "{body}: {text}");
+        assert_eq!(
+            messages(&text)[0]["error"]["code"],
+            -32600,
+            "{body}: {text}"
+        );
+    }
+    assert_eq!(posts_received(&h), 0, "nothing reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_are_scanned_and_client_responses_must_be_owed() {
+    let (h, gw) = setup().await;
+    // A server's error object carrying a secret, in JSON and in SSE.
+    let err = json!({"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"failed","data":{"key":AKIA}}})
+        .to_string();
+    h.script([Reply::json(&err)]);
+    let (_, _, text) = post(&gw, &call(1, "echo")).await;
+    assert!(!text.contains(AKIA), "{text}");
+    let err2 = err.replace("\"id\":1", "\"id\":2").replace("failed", "bad");
+    h.script([Reply::sse(&[&format!("data: {err2}\n\n")])]);
+    let (_, _, text) = post(&gw, &call(2, "echo")).await;
+    assert!(!text.contains(AKIA), "{text}");
+    h.reset();
+
+    // A client response for an id the server never sent.
+    for body in [
+        json!({"jsonrpc":"2.0","id":"s1","result":{}}).to_string(),
+        json!({"jsonrpc":"2.0","id":7,"error":{"code":1,"message":"x"}}).to_string(),
+    ] {
+        let (s, _, text) = post(&gw, &body).await;
+        assert_eq!(s, 400, "{text}");
+    }
+    assert_eq!(
+        posts_received(&h),
+        0,
+        "unsolicited responses never reach the upstream"
+    );
+
+    // A server→client request goes out on a POST's stream: its answer is owed once.
+    let sampling = json!({"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"messages":[],"maxTokens":1}});
+    h.script([
+        Reply::sse(&[
+            &format!("data: {sampling}\n\n"),
+            &format!(
+                "data: {}\n\n",
+                json!({"jsonrpc":"2.0","id":5,"result":{"content":[]}})
+            ),
+        ]),
+        Reply::accepted(),
+    ]);
+    let (_, _, text) = post(&gw, &call(5, "echo")).await;
+    assert!(text.contains("sampling/createMessage"), "{text}");
+    let answer = json!({"jsonrpc":"2.0","id":"s1","result":{"role":"assistant","content":{"type":"text","text":"ok"},"model":"m"}})
+        .to_string();
+    let (s, _, _) = post(&gw, &answer).await;
+    assert_eq!(s, 202);
+    let (s, _, _) = post(&gw, &answer).await;
+    assert_eq!(s, 400, "a second answer to the same request is refused");
+    // An answer carrying a secret in its error is blocked before the upstream.
+    h.script([Reply::sse(&[
+        &format!("data: {}\n\n", sampling.to_string().replace("s1", "s2")),
+        &format!(
+            "data: {}\n\n",
+            json!({"jsonrpc":"2.0","id":6,"result":{"content":[]}})
+        ),
+    ])]);
+    post(&gw, &call(6, "echo")).await;
+    let before = posts_received(&h);
+    let leak = json!({"jsonrpc":"2.0","id":"s2","error":{"code":-1,"message":AKIA}}).to_string();
+    post(&gw, &leak).await;
+    assert_eq!(
+        posts_received(&h),
+        before,
+        "the secret answer was not forwarded"
+    );
+    let got: Vec<String> = h.received().iter().map(|r| r.body_text()).collect();
+    assert!(got.iter().all(|b| !b.contains(AKIA)), "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirrored_headers_must_be_unambiguous() {
+    let (h, gw) = setup().await;
+    let body = call(1, "echo");
+    for extra in [
+        vec![("mcp-name", "echo"), ("mcp-name", "purge")],
+        vec![("mcp-method", "tools/call"), ("mcp-method", "ping")],
+        vec![("mcp-session-id", "a"), ("mcp-session-id", "b")],
+        vec![
+            ("mcp-protocol-version", "2025-06-18"),
+            ("mcp-protocol-version", "2025-03-26"),
+        ],
+        vec![("mcp-param-region", "eu"), ("Mcp-Param-Region", "us")],
+        vec![("mcp-param-key", AKIA)],
+        vec![("mcp-param-key", "=?base64?QUtJQUlPU0ZPRE5ON0VYQU1QTEU=?=")],
+        vec![("mcp-param-key", "=?base64?%%%?=")],
+    ] {
+        let (s, _, text) = post_with(&gw, "/mock/mcp", &body, &extra).await;
+        assert_eq!(s, 400, "{extra:?}: {text}");
+    }
+    assert_eq!(posts_received(&h), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_itself_quotes_nothing() {
+    let (h, gw) = setup().await;
+    // A duplicated member whose name is the secret.
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"{AKIA}":1,"{AKIA}":2}}}}}}"#
+    );
+    let (s, _, text) = post(&gw, &body).await;
+    assert_eq!(s, 400);
+    assert!(!text.contains(AKIA), "{text}");
+    // A uri holding a secret: neither the audit record nor a metric label carries it.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":2,"result":{"contents":[]}}).to_string(),
+    )]);
+    let uri = format!("file:///{AKIA}");
+    let read =
+        json!({"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":uri}}).to_string();
+    post(&gw, &read).await;
+    // Tool names holding a secret stay out of the labels and the audit.
+    for i in 0..5 {
+        h.script([Reply::json(&secret_result(10 + i))]);
+        post(&gw, &call(10 + i, &format!("t-{AKIA}-{i}"))).await;
+    }
+    let recs = gw.audit_when(|r| {
+        r.iter().any(|x| x["method"] == "resources/read")
+            && r.iter().filter(|x| x["method"] == "tools/call").count() >= 5
+    });
+    let all = serde_json::to_string(&recs).expect("json");
+    assert!(
+        recs.iter().any(|x| x["method"] == "resources/read"),
+        "{all}"
+    );
+    assert!(!all.contains(AKIA), "audit: {all}");
+    let m = gw.metrics().await;
+    assert!(!m.contains(AKIA), "metrics carry the secret");
+    assert!(m.contains("tool=\"other\""), "unknown names are `other`");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_replies_are_judged_by_the_request_they_answer() {
+    let (h, gw) = setup().await;
+    let tools = json!({"jsonrpc":"2.0","id":1,"result":{"tools":[
+        {"name":"echo","description":"Echo","inputSchema":{"type":"object"}},
+        {"name":"purge","description":"Delete everything","inputSchema":{"type":"object"}}
+    ]}});
+    h.script([
+        Reply::sse(&["event: endpoint\ndata: /messages/?session_id=abc\n\n"]).with_more(vec![
+            Piece::AfterRequests(2),
+            Piece::Bytes(format!("event: message\ndata: {tools}\n\n").into_bytes()),
+            // A reply this replica never saw asked (another replica may
+            // have): judged by the strictest reading, as the list it holds.
+            Piece::Bytes(
+                format!(
+                    "event: message\ndata: {}\n\n",
+                    tools.to_string().replace("\"id\":1", "\"id\":42")
+                )
+                .into_bytes(),
+            ),
+        ]),
+        Reply::accepted(),
+    ]);
+    let url = gw.url("/mock/sse");
+    let stream = tokio::spawn(async move {
+        request(
+            &url,
+            "GET",
+            &[("accept", "text/event-stream")],
+            Default::default(),
+            false,
+        )
+        .await
+    });
+    for _ in 0..500 {
+        if !h.received().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (s, _, _) = post_with(
+        &gw,
+        "/mock/messages/?session_id=abc",
+        &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 202);
+    let (s, _, b) = stream.await.expect("join").expect("get");
+    assert_eq!(s, 200);
+    let text = String::from_utf8_lossy(&b).into_owned();
+    assert!(
+        text.contains("data: /mock/messages/?session_id=abc"),
+        "{text}"
+    );
+    let msgs: Vec<Value> = messages(&text)
+        .into_iter()
+        .filter(|m| m.is_object())
+        .collect();
+    let list = msgs.iter().find(|m| m["id"] == 1).expect("list reply");
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["echo"], "{text}");
+    assert!(
+        !text.contains("purge"),
+        "every list reply is filtered: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn framing_and_protocol_are_strict() {
+    let (h, gw) = setup().await;
+    // A 30-digit id cannot go back byte for byte: refused, with no lossy echo.
+    let (s, _, text) = post(
+        &gw,
+        r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"ping"}"#,
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(!text.contains("e+29"), "{text}");
+    assert_eq!(messages(&text)[0]["id"], Value::Null);
+    // No batches under a version that has none.
+    let batch = format!("[{},{}]", call(1, "echo"), call(2, "echo"));
+    for v in ["2025-06-18", "2025-11-25"] {
+        let (s, _, _) = post_with(&gw, "/mock/mcp", &batch, &[("mcp-protocol-version", v)]).await;
+        assert_eq!(s, 400, "{v}");
+    }
+    assert_eq!(posts_received(&h), 0);
+    // A batched tools/list reply is filtered like a single one.
+    let tools = |id: u64| {
+        json!({"jsonrpc":"2.0","id":id,"result":{"tools":[
+            {"name":"echo","inputSchema":{"type":"object"}},
+            {"name":"purge","inputSchema":{"type":"object"}}
+        ]}})
+    };
+    h.script([Reply::json(&json!([tools(1), tools(2)]).to_string())]);
+    let list = json!([
+        {"jsonrpc":"2.0","id":1,"method":"tools/list"},
+        {"jsonrpc":"2.0","id":2,"method":"tools/list"}
+    ])
+    .to_string();
+    let (s, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &list,
+        &[("mcp-protocol-version", "2025-03-26")],
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(!text.contains("purge"), "{text}");
+    assert_eq!(messages(&text).len(), 2, "{text}");
+    // A legacy endpoint on another origin, or escaping the route, is refused.
+    for ep in [
+        "http://evil.example/messages/?session_id=x",
+        "//evil.example/messages/",
+        "/../../admin?session_id=x",
+        "/messages/\\..\\x",
+    ] {
+        h.reset();
+        h.script([Reply::sse(&[&format!("event: endpoint\ndata: {ep}\n\n")])]);
+        let r = request(
+            &gw.url("/mock/sse"),
+            "GET",
+            &[("accept", "text/event-stream")],
+            Default::default(),
+            false,
+        )
+        .await;
+        let text = r
+            .map(|(_, _, b)| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        assert!(
+            !text.contains("evil") && !text.contains("admin") && !text.contains("\\"),
+            "{ep}: {text}"
+        );
+    }
+}
