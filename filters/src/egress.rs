@@ -1,16 +1,40 @@
 //! Egress checks of URL- and host-valued tool arguments (SSRF defence).
 //!
-//! Which values: top-level arguments the catalog names (`url_arguments`),
-//! properties the tool's schema marks `format: uri | url | hostname | …`, and
-//! (with `egress.detect_urls`) any string anywhere in the arguments that
-//! contains `://`. Each is parsed the way browsers and HTTP clients do (the
-//! WHATWG URL parser), so `0x7f.1`, `2130706433`, `0177.0.0.1`, `127.1`,
-//! `[::ffff:127.0.0.1]`, `user@host` and `LOCALHOST.` all reach the same
-//! normalised host that a client would connect to. That host is refused when
-//! it is loopback, private, link-local, CGNAT, multicast, unspecified, a cloud
-//! metadata address or name, or an IPv6 form embedding one (IPv4-mapped,
-//! -compatible, 6to4, NAT64) — unless an allowlist CIDR names it — and, when
-//! allowlists are configured, unless it matches one.
+//! Which values: top-level arguments the catalog names (`url_arguments`) and
+//! properties the tool's schema marks `format: uri | url | hostname | …` —
+//! each string of them judged whole as a URL or a bare `host[:port]`, and any
+//! URL-like string or object key nested inside them — and (with
+//! `egress.detect_urls`) every string and every object key, at any depth, that
+//! looks like a URL to some client: `scheme://` anywhere, and at the start
+//! (after the leading C0 controls and spaces, and with the tabs and newlines,
+//! that WHATWG parsers drop) any `scheme:` followed by `/` or `\` in any mix,
+//! `http:`/`https:`/`ws:`/`wss:`/`ftp:` followed by anything, or a
+//! protocol-relative `//host` (`\\host`). Drive paths (`C:\dir`, `C:/dir`) are
+//! not URLs. A found string that is not a URL as a whole (text around a URL)
+//! is refused, named by the first refusal of the URLs in it.
+//!
+//! Each URL is read twice. The WHATWG URL parser (the `url` crate; browsers,
+//! Node `fetch`) normalises `0x7f.1`, `2130706433`, `0177.0.0.1`, `127.1`,
+//! `[::ffff:127.0.0.1]`, `user@host`, `LOCALHOST.` and IDNA forms such as
+//! `127。0。0。1` to the host it connects to. An RFC 3986 reader (curl, Go
+//! `net/http`, Python `urllib`) takes the authority between `//` and the first
+//! `/`, `?` or `#`, the userinfo up to the last `@` and the host up to
+//! `:port`. A URL these readers could split differently is refused as
+//! `egress_ambiguous_url`: a `\`, whitespace or control character anywhere
+//! in the scheme and authority, a special scheme not followed by exactly
+//! `//`, more than one `@`, `%` in the host (WHATWG decodes it, curl does
+//! not), brackets other than one IPv6 literal (no zone ids), a port that is
+//! not digits, an IP address spelled with non-ASCII characters, IDNA
+//! deviation characters (`ß`, `ς`, ZWJ, ZWNJ) or dots (`。`, `．`, `｡`)
+//! — and so is one whose two hosts
+//! differ after normalisation (`0x5db8d822` is an IPv4 address to WHATWG and
+//! a name to Go). The WHATWG host is refused when it is loopback (including
+//! `localhost.localdomain`, `ip6-localhost`, `ip6-loopback`, `*.localhost`),
+//! private, link-local, CGNAT, multicast, unspecified, a cloud metadata
+//! address or name, or an IPv6 form embedding one (IPv4-mapped, -compatible,
+//! 6to4, NAT64) — unless an allowlist CIDR names it — and, when allowlists are
+//! configured, unless it matches one. Denials name the argument only by a
+//! name the catalog or schema declares, never by its content.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -88,6 +112,22 @@ fn ssrf_rule_v6(ip: Ipv6Addr) -> Option<&'static str> {
 }
 
 fn ssrf_name(domain: &str) -> Option<&'static str> {
+    const LOOPBACK: &[&str] = &[
+        "localhost",
+        "localhost.localdomain",
+        "localhost6",
+        "localhost6.localdomain6",
+        "ip6-localhost",
+        "ip6-loopback",
+    ];
+    // The other IPv6 names of Debian's /etc/hosts (ff00::0, ff02::1, …, fe00::0).
+    const RESERVED: &[&str] = &[
+        "ip6-localnet",
+        "ip6-mcastprefix",
+        "ip6-allnodes",
+        "ip6-allrouters",
+        "ip6-allhosts",
+    ];
     const METADATA: &[&str] = &[
         "metadata.google.internal",
         "metadata.goog",
@@ -96,67 +136,328 @@ fn ssrf_name(domain: &str) -> Option<&'static str> {
         "instance-data.ec2.internal",
         "metadata.azure.com",
     ];
-    if domain == "localhost" || domain.ends_with(".localhost") {
+    if LOOPBACK.contains(&domain) || domain.ends_with(".localhost") {
         return Some("ssrf_loopback");
+    }
+    if RESERVED.contains(&domain) {
+        return Some("ssrf_multicast_or_reserved");
     }
     if METADATA.contains(&domain) {
         return Some("ssrf_metadata");
     }
-    if domain.ends_with(".internal") || domain.ends_with(".local") {
+    if domain.ends_with(".internal")
+        || domain.ends_with(".local")
+        || domain.ends_with(".localdomain")
+    {
         return Some("ssrf_internal_name");
     }
     None
 }
 
-/// The verdict on one value: `Ok` or the rule that refuses it.
-pub fn check(value: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
-    let v = value.trim();
-    let url = if v.contains("://") {
-        url::Url::parse(v).map_err(|_| "egress_unparsable_url")?
+/// The rule for a URL that clients could read with different hosts.
+pub const AMBIGUOUS: &str = "egress_ambiguous_url";
+
+/// Schemes that WHATWG parsers give a host after any mix of `/` and `\`, or
+/// none (`http:host`).
+const SPECIAL: &[&str] = &["http", "https", "ws", "wss", "ftp"];
+
+/// ASCII tab and newlines, which WHATWG parsers delete anywhere in a URL.
+fn dropped(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r')
+}
+
+/// How a string starts, seen the way a WHATWG parser sees it: leading C0
+/// controls and spaces skipped, tabs and newlines deleted.
+#[derive(Debug, Default)]
+struct Lead {
+    /// The scheme (lower case), when the string starts with `scheme:`.
+    scheme: Option<String>,
+    /// How many `/` and `\` follow that colon (or open the string).
+    slashes: usize,
+    /// Whether text follows them, up to the next `/`, `\`, `?` or `#`,
+    /// without a space or control character: a host, if anything.
+    host_like: bool,
+}
+
+fn lead(s: &str) -> Lead {
+    let mut b = s
+        .bytes()
+        .skip_while(|&c| c <= b' ')
+        .filter(|&c| !dropped(c as char))
+        .peekable();
+    let mut name = String::new();
+    while let Some(c) = b.next_if(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+    {
+        name.push(c.to_ascii_lowercase() as char);
+    }
+    let scheme = if name.is_empty() {
+        None
+    } else if name.starts_with(|c: char| c.is_ascii_alphabetic()) && b.next_if_eq(&b':').is_some() {
+        Some(name)
     } else {
-        // A bare host or host:port: judge it as a client would dial it.
-        url::Url::parse(&format!("http://{v}/")).map_err(|_| "egress_unparsable_host")?
+        return Lead::default();
     };
+    let mut slashes = 0;
+    while b.next_if(|&c| c == b'/' || c == b'\\').is_some() {
+        slashes += 1;
+    }
+    let mut host_like = false;
+    for c in b.take_while(|c| !matches!(c, b'/' | b'\\' | b'?' | b'#')) {
+        if c <= b' ' || c == 0x7f {
+            host_like = false;
+            break;
+        }
+        host_like = true;
+    }
+    Lead {
+        scheme,
+        slashes,
+        host_like,
+    }
+}
+
+/// Whether `s`, taken whole, is a URL to some client (see the module docs).
+fn starts_as_url(s: &str) -> bool {
+    let l = lead(s);
+    match l.scheme.as_deref() {
+        Some(scheme) if SPECIAL.contains(&scheme) => true,
+        // `C:\dir`, `C:/dir`: a drive path.
+        Some(scheme) => l.slashes > 0 && !(scheme.len() == 1 && l.slashes == 1),
+        None => l.slashes >= 2 && l.host_like,
+    }
+}
+
+/// Where a URL may start inside `s`: before each `scheme:` followed by `/`
+/// or `\`, and before a special scheme that ends such a scheme
+/// (`xhttp://` holds `http://` for a reader that looks for it).
+fn embedded(s: &str) -> Vec<usize> {
+    let b = s.as_bytes();
+    let mut starts = Vec::new();
+    for (i, _) in s.match_indices(':') {
+        if !matches!(b.get(i + 1), Some(b'/' | b'\\')) {
+            continue;
+        }
+        let mut from = i;
+        while from > 0
+            && (b[from - 1].is_ascii_alphanumeric() || matches!(b[from - 1], b'+' | b'-' | b'.'))
+        {
+            from -= 1;
+        }
+        let run = &s[from..i];
+        if let Some(first) = run.find(|c: char| c.is_ascii_alphabetic()) {
+            starts.push(from + first);
+        }
+        for scheme in SPECIAL {
+            let len = scheme.len();
+            if run.len() > len && run[run.len() - len..].eq_ignore_ascii_case(scheme) {
+                starts.push(i - len);
+            }
+        }
+    }
+    starts
+}
+
+/// Whether a string found anywhere in the arguments is or holds a URL.
+fn url_like(s: &str) -> bool {
+    if s.contains("://") || starts_as_url(s) {
+        return true;
+    }
+    let b = s.as_bytes();
+    s.match_indices(':').any(|(i, _)| {
+        let mut next = b[i + 1..].iter().filter(|&&c| !dropped(c as char));
+        matches!(next.next(), Some(b'/' | b'\\'))
+            && SPECIAL.iter().any(|scheme| {
+                i >= scheme.len() && b[i - scheme.len()..i].eq_ignore_ascii_case(scheme.as_bytes())
+            })
+    })
+}
+
+/// A host, normalised for comparison and judgement.
+#[derive(Debug, Clone, PartialEq)]
+enum Dest {
+    Ip(IpAddr),
+    /// Lower case, ASCII (IDNA applied), no trailing dots.
+    Name(String),
+}
+
+impl Dest {
+    fn whatwg(host: url::Host<&str>) -> Dest {
+        match host {
+            url::Host::Ipv4(ip) => Dest::Ip(ip.into()),
+            url::Host::Ipv6(ip) => Dest::Ip(ip.into()),
+            url::Host::Domain(d) => Dest::Name(d.trim_end_matches('.').to_ascii_lowercase()),
+        }
+    }
+
+    /// The host an RFC 3986 client dials for the raw `host` of an authority,
+    /// or `None` when such clients need not agree on one.
+    fn rfc3986(host: &str) -> Option<Dest> {
+        if let Some(inner) = host.strip_prefix('[') {
+            let ip: Ipv6Addr = inner.strip_suffix(']')?.parse().ok()?;
+            return Some(Dest::Ip(ip.into()));
+        }
+        if host.is_ascii() {
+            let h = host.trim_end_matches('.').to_ascii_lowercase();
+            // Only the strict dotted quad: other numeric forms are names to
+            // some clients (Go, a resolver without inet_aton) and addresses to
+            // others.
+            return Some(match h.parse::<Ipv4Addr>() {
+                Ok(ip) => Dest::Ip(ip.into()),
+                Err(_) => Dest::Name(h),
+            });
+        }
+        // IDNA: clients map names alike, except the deviation characters
+        // (IDNA2003 and UTS 46 transitional processing differ), the dots
+        // that only IDNA-aware readers split labels at, and digits or dots
+        // that become an IP address.
+        if host.contains([
+            'ß', 'ς', '\u{200c}', '\u{200d}', '\u{3002}', '\u{ff0e}', '\u{ff61}',
+        ]) {
+            return None;
+        }
+        match url::Host::parse(host).ok()? {
+            url::Host::Domain(d) => Some(Dest::Name(d.trim_end_matches('.').to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// The raw host an RFC 3986 client reads in `text`, a URL; refuses a scheme
+/// other than http(s) and ws(s), and text that such clients and WHATWG
+/// parsers could split into authority and host differently.
+fn rfc3986_host(text: &str) -> Result<&str, &'static str> {
+    let colon = text.find(':').ok_or("egress_unparsable_url")?;
+    let scheme: String = text[..colon].chars().filter(|&c| !dropped(c)).collect();
+    if !["http", "https", "ws", "wss"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(&scheme))
+    {
+        return Err("egress_scheme");
+    }
+    let rest = &text[colon + 1..];
+    let after = rest.trim_start_matches(|c: char| c == '/' || c == '\\' || dropped(c));
+    let slashes = &rest[..rest.len() - after.len()];
+    // RFC 3986 ends the authority at `/`, `?` or `#`; WHATWG also at `\`,
+    // which is refused below.
+    let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+    let head = &text[..colon + 1 + slashes.len() + authority.len()];
+    if slashes != "//"
+        || head
+            .chars()
+            .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+    {
+        return Err(AMBIGUOUS);
+    }
+    // Userinfo ends at the last `@` (WHATWG, Go, urllib) — or the first (curl).
+    let mut at = authority.rsplitn(2, '@');
+    let host_port = at.next().unwrap_or_default();
+    if at.next().is_some_and(|userinfo| userinfo.contains('@')) {
+        return Err(AMBIGUOUS);
+    }
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(r) => {
+            let close = r.find(']').ok_or(AMBIGUOUS)?;
+            (&host_port[..close + 2], &r[close + 1..])
+        }
+        // urllib ends the host at the first `:`, Go at the last.
+        None => host_port.split_at(host_port.find(':').unwrap_or(host_port.len())),
+    };
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    if !(port.is_empty() || port.starts_with(':') && port[1..].bytes().all(|b| b.is_ascii_digit()))
+        || bare.unwrap_or(host).contains(['%', '[', ']'])
+    {
+        return Err(AMBIGUOUS);
+    }
+    Ok(host)
+}
+
+/// The verdict on one normalised host.
+fn judge(host: &Dest, allow: &[&HostPattern]) -> Result<(), &'static str> {
+    let rule = match host {
+        Dest::Ip(ip) => {
+            if allow.iter().any(|p| p.matches_ip(*ip)) {
+                return Ok(());
+            }
+            ssrf_rule(*ip)
+        }
+        Dest::Name(d) => {
+            if allow.iter().any(|p| p.matches_domain(d)) {
+                return Ok(());
+            }
+            ssrf_name(d)
+        }
+    };
+    match rule {
+        Some(r) => Err(r),
+        None if allow.is_empty() => Ok(()),
+        None => Err("egress_not_allowlisted"),
+    }
+}
+
+/// Whether what follows `host:` is a port (and perhaps a path or query).
+fn is_port(rest: &str) -> bool {
+    let after = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    rest.is_empty()
+        || after.len() < rest.len()
+            && after
+                .chars()
+                .next()
+                .is_none_or(|c| matches!(c, '/' | '?' | '#'))
+}
+
+/// The verdict on a value that is a URL or a bare host as a whole (a declared
+/// argument, or a found string that starts as a URL): `Ok` or the rule that
+/// refuses it.
+pub fn check(value: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
+    let v = value.trim_matches(|c: char| c <= ' ' || c.is_whitespace());
+    let l = lead(v);
+    let (text, unparsable) = match l.scheme.as_deref() {
+        Some(s) if l.slashes > 0 || s == "file" || SPECIAL.contains(&s) => {
+            (std::borrow::Cow::Borrowed(v), "egress_unparsable_url")
+        }
+        // Protocol-relative: WHATWG reads `\\host` as `//host` too.
+        None if l.slashes >= 2 => (format!("http:{v}").into(), "egress_unparsable_url"),
+        _ if v.is_empty() => return Err("egress_unparsable_host"),
+        // `name:rest` is a URL of scheme `name` unless `rest` is a port
+        // (`mailto:a@b`, `gopher:host` for a lenient client).
+        Some(_) if !is_port(&v[v.find(':').map_or(0, |i| i + 1)..]) => return Err("egress_scheme"),
+        // A bare host or host:port: judge it as a client would dial it.
+        _ => (format!("http://{v}/").into(), "egress_unparsable_host"),
+    };
+    let raw = rfc3986_host(&text)?;
+    let url = url::Url::parse(&text).map_err(|_| unparsable)?;
     if !matches!(url.scheme(), "http" | "https" | "ws" | "wss") {
         return Err("egress_scheme");
     }
-    let host = url.host().ok_or("egress_no_host")?;
-    let explicitly = |ip: IpAddr| allow.iter().any(|p| p.matches_ip(ip));
-    match host {
-        url::Host::Ipv4(ip) => {
-            let ip = IpAddr::V4(ip);
-            if explicitly(ip) {
-                return Ok(());
-            }
-            if let Some(r) = ssrf_rule(ip) {
-                return Err(r);
-            }
-        }
-        url::Host::Ipv6(ip) => {
-            let ip = IpAddr::V6(ip);
-            if explicitly(ip) {
-                return Ok(());
-            }
-            if let Some(r) = ssrf_rule(ip) {
-                return Err(r);
-            }
-        }
-        url::Host::Domain(d) => {
-            let d = d.trim_end_matches('.').to_ascii_lowercase();
-            let allowed = allow.iter().any(|p| p.matches_domain(&d));
-            if allowed {
-                return Ok(());
-            }
-            if let Some(r) = ssrf_name(&d) {
-                return Err(r);
-            }
-        }
+    let host = Dest::whatwg(url.host().ok_or("egress_no_host")?);
+    let verdict = judge(&host, allow);
+    if Dest::rfc3986(raw).as_ref() != Some(&host) {
+        // Two readings: refused either way, named by the WHATWG one if it
+        // is forbidden.
+        return Err(match verdict {
+            Err(r) if r != "egress_not_allowlisted" => r,
+            _ => AMBIGUOUS,
+        });
     }
-    if allow.is_empty() {
-        Ok(())
-    } else {
-        Err("egress_not_allowlisted")
+    verdict
+}
+
+/// The verdict on a string detection found: a URL as a whole, or text that
+/// holds URLs. No client reads such text as one URL, and it is refused as it
+/// always was — named by the first refusal among the URLs in it (each up to
+/// the next whitespace, as link finders read them; at most 8 judged).
+fn check_found(s: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
+    if starts_as_url(s) {
+        return check(s, allow);
     }
+    for start in embedded(s).into_iter().take(8) {
+        let url = &s[start..];
+        check(
+            &url[..url.find(char::is_whitespace).unwrap_or(url.len())],
+            allow,
+        )?;
+    }
+    Err("egress_unparsable_url")
 }
 
 const URL_FORMATS: &[&str] = &[
@@ -182,24 +483,39 @@ impl std::fmt::Debug for EgressFilter {
     }
 }
 
-fn walk<'a>(v: &'a Json, path: &mut String, out: &mut Vec<(String, &'a str)>) {
+/// One value to judge.
+struct Found<'a> {
+    /// The argument it is in, by a name the catalog or schema declares;
+    /// `None` when only the arguments' own content could say (never quoted).
+    argument: Option<String>,
+    value: &'a str,
+    /// A declared argument's string, a URL or bare host as a whole; else a
+    /// string or key detection found (`check_found`).
+    whole: bool,
+}
+
+/// Every string and object key at any depth under `v` that looks like a URL.
+fn walk<'a>(v: &'a Json, argument: Option<&str>, out: &mut Vec<Found<'a>>) {
+    let found = |value: &'a str, out: &mut Vec<Found<'a>>| {
+        if url_like(value) {
+            out.push(Found {
+                argument: argument.map(str::to_owned),
+                value,
+                whole: false,
+            });
+        }
+    };
     match v {
-        Json::String(s) if s.contains("://") => out.push((path.clone(), s)),
+        Json::String(s) => found(s, out),
         Json::Array(a) => {
-            for (i, x) in a.iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                walk(x, path, out);
-                path.truncate(len);
+            for x in a {
+                walk(x, argument, out);
             }
         }
         Json::Object(o) => {
             for (k, x) in o {
-                let len = path.len();
-                path.push('.');
-                path.push_str(k);
-                walk(x, path, out);
-                path.truncate(len);
+                found(k, out);
+                walk(x, argument, out);
             }
         }
         _ => {}
@@ -251,37 +567,60 @@ impl McpFilter for EgressFilter {
                 .get(ctx.server, tool)
                 .and_then(|p| p.input_json.clone())
         });
-        if let Some(props) = schema_props
+        let props = schema_props
             .as_ref()
             .and_then(|s| s.get("properties"))
-            .and_then(Json::as_object)
-        {
-            for (k, p) in props {
-                if p.get("format")
-                    .and_then(Json::as_str)
-                    .is_some_and(|f| URL_FORMATS.contains(&f))
-                {
-                    declared.push(k.clone());
-                }
+            .and_then(Json::as_object);
+        for (k, p) in props.into_iter().flatten() {
+            if p.get("format")
+                .and_then(Json::as_str)
+                .is_some_and(|f| URL_FORMATS.contains(&f))
+            {
+                declared.push(k.clone());
             }
         }
-        let mut values: Vec<(String, &str)> = Vec::new();
+        // Names a denial may quote: declared by the catalog or the schema.
+        let known =
+            |k: &str| declared.iter().any(|d| d == k) || props.is_some_and(|p| p.contains_key(k));
+        let mut values: Vec<Found> = Vec::new();
         for name in &declared {
+            let whole = |argument: String, value| Found {
+                argument: Some(argument),
+                value,
+                whole: true,
+            };
             match args.get(name) {
-                Some(Json::String(s)) => values.push((name.clone(), s)),
+                Some(Json::String(s)) => values.push(whole(name.clone(), s)),
                 Some(Json::Array(a)) => {
                     for (i, x) in a.iter().enumerate() {
-                        if let Some(s) = x.as_str() {
-                            values.push((format!("{name}[{i}]"), s));
+                        let at = format!("{name}[{i}]");
+                        match x {
+                            Json::String(s) => values.push(whole(at, s)),
+                            x => walk(x, Some(&at), &mut values),
                         }
                     }
                 }
-                _ => {}
+                Some(x) => walk(x, Some(name), &mut values),
+                None => {}
             }
         }
         if self.detect {
-            let mut path = String::new();
-            walk(&args, &mut path, &mut values);
+            match &args {
+                Json::Object(o) => {
+                    for (k, x) in o {
+                        // The key itself is content unless declared.
+                        if url_like(k) {
+                            values.push(Found {
+                                argument: None,
+                                value: k,
+                                whole: false,
+                            });
+                        }
+                        walk(x, known(k).then_some(k.as_str()), &mut values);
+                    }
+                }
+                x => walk(x, None, &mut values),
+            }
         }
         if values.is_empty() {
             return Decision::Pass;
@@ -302,18 +641,34 @@ impl McpFilter for EgressFilter {
                     .flatten(),
             )
             .collect();
-        for (arg, v) in values {
-            if let Err(rule) = check(v, &allow) {
-                let arg = arg.trim_start_matches('.').to_owned();
-                return Decision::Reject(Denial::error(
-                    JsonRpcError::new(
-                        codes::EGRESS_DENIED,
-                        format!("Argument `{arg}` points at an address this gateway does not allow ({rule})"),
-                    )
-                    .with_data(serde_json::json!({"reason": "egress_denied", "rule": rule, "argument": arg})),
-                    format!("egress_denied:{rule}"),
-                ));
-            }
+        for found in values {
+            let verdict = if found.whole {
+                check(found.value, &allow)
+            } else {
+                check_found(found.value, &allow)
+            };
+            let Err(rule) = verdict else { continue };
+            // Never the value itself, nor a path through the arguments'
+            // own keys: only a declared name.
+            let what = if rule == AMBIGUOUS {
+                "holds a URL that HTTP clients do not all read with the same host"
+            } else {
+                "points at an address this gateway does not allow"
+            };
+            let (message, data) = match &found.argument {
+                Some(arg) => (
+                    format!("Argument `{arg}` {what} ({rule})"),
+                    serde_json::json!({"reason": "egress_denied", "rule": rule, "argument": arg}),
+                ),
+                None => (
+                    format!("An argument {what} ({rule})"),
+                    serde_json::json!({"reason": "egress_denied", "rule": rule}),
+                ),
+            };
+            return Decision::Reject(Denial::error(
+                JsonRpcError::new(codes::EGRESS_DENIED, message).with_data(data),
+                format!("egress_denied:{rule}"),
+            ));
         }
         Decision::Pass
     }
@@ -405,5 +760,552 @@ mod tests {
             check("https://api.example.com.evil.com/", &refs),
             Err("egress_not_allowlisted")
         );
+    }
+}
+
+#[cfg(test)]
+mod differential_tests {
+    //! Parser differentials: what curl, Go, urllib and WHATWG read differently.
+    use super::*;
+    use crate::filter::Direction;
+    use crate::identity::Principal;
+    use proptest::prelude::*;
+    use warden_config::access::{Risk, ToolEntry};
+
+    fn allow_example() -> Vec<HostPattern> {
+        vec![HostPattern::parse("*.example.com").expect("p")]
+    }
+
+    #[test]
+    fn the_reported_differentials_are_ambiguous() {
+        let example = allow_example();
+        let example: Vec<&HostPattern> = example.iter().collect();
+        for v in [
+            "http:/169.254.169.254/",
+            "https:/10.0.0.5/",
+            "http:\\\\127.0.0.1\\",
+            "HTTP:/\\127.0.0.1:6379/",
+            "http://api.example.com\\@127.0.0.1/",
+        ] {
+            assert_eq!(check(v, &[]), Err(AMBIGUOUS), "{v}");
+            assert_eq!(check(v, &example), Err(AMBIGUOUS), "{v}");
+            assert!(url_like(v), "{v}");
+            assert_eq!(check_found(v, &[]), Err(AMBIGUOUS), "{v}");
+        }
+    }
+
+    #[test]
+    fn other_splits_that_readers_disagree_on_are_ambiguous() {
+        let example = allow_example();
+        let example: Vec<&HostPattern> = example.iter().collect();
+        for v in [
+            // Slashes: none, one, three, four, mixed, with tabs or newlines.
+            "http:127.0.0.1",
+            "http:api.example.com",
+            "https:\\api.example.com/",
+            "http:///127.0.0.1/",
+            "http:////api.example.com/",
+            "http:\\/api.example.com/",
+            "http:/\t/127.0.0.1/",
+            "http:/\n/api.example.com/",
+            "ws:/127.0.0.1/",
+            "WSS:\\\\127.0.0.1/",
+            // Tab, CR, LF or other whitespace and controls before the path.
+            "ht\ttp://127.0.0.1/",
+            "h\nttps://api.example.com/",
+            "http://127.0.0\t.1/",
+            "http://api.example.com\r\n.evil.net/",
+            "http://api.exa mple.com/",
+            "http://api.example.com\u{0}.evil.net/",
+            "http://api.example.com\u{a0}/",
+            "http://a\u{3000}pi.example.com/",
+            // Backslashes anywhere in the authority.
+            "http://api.example.com\\.evil.net/",
+            "http://127.0.0.1\\@api.example.com/",
+            "http://user\\:pw@api.example.com/",
+            "http://api.example.com:80\\@127.0.0.1/",
+            // More than one `@` (curl takes the first, the others the last).
+            "http://a@b@127.0.0.1/",
+            "http://api.example.com@evil.net@api.example.com/",
+            "http://user:p@ss@api.example.com/",
+            "http://@@127.0.0.1/",
+            "http://a:@b:@api.example.com/",
+            // Percent-encoded host bytes (WHATWG decodes, curl does not).
+            "http://%31%32%37.0.0.1/",
+            "http://api%2eexample.com/",
+            "http://exa%6dple.com/",
+            // Brackets: zone ids, junk, stray brackets.
+            "http://[fe80::1%25eth0]/",
+            "http://[::1]x/",
+            "http://[::1/",
+            "http://api.example.com]/",
+            // Ports that are not digits, or several colons.
+            "http://127.0.0.1:80:90/",
+            "http://api.example.com:80:127.0.0.1/",
+            "http://api.example.com:8o/",
+            // Forms WHATWG reads as an address and Go as a name.
+            "http://0x5db8d822/",
+            "http://1572395042/",
+            "http://93.184.216.034/",
+            "http://93.184.55330/",
+            // Addresses spelled in non-ASCII.
+            "http://93。184。216。34/",
+            "http://９３.１８４.２１６.３４/",
+            "http://api。example。com/",
+            "http://api．example．com/",
+            // IDNA deviation characters.
+            "http://straße.example.com/",
+            "http://ex\u{3c2}ample.com/",
+            // Protocol-relative in any slash form but `//`.
+            "\\\\127.0.0.1\\share",
+            "/\\127.0.0.1/",
+            "\\/api.example.com/",
+            "///127.0.0.1/",
+        ] {
+            assert_eq!(check(v, &[]), Err(AMBIGUOUS), "{v:?}");
+            assert_eq!(check(v, &example), Err(AMBIGUOUS), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn a_forbidden_reading_is_named_by_its_rule() {
+        for (v, rule) in [
+            ("http://127。0。0。1/", "ssrf_loopback"),
+            ("http://127．0．0．1/", "ssrf_loopback"),
+            ("http://127｡0｡0｡1/", "ssrf_loopback"),
+            ("http://１２７.０.０.１/", "ssrf_loopback"),
+            ("http://127.0.0.1./", "ssrf_loopback"),
+            ("http://localhost.localdomain/", "ssrf_loopback"),
+            ("http://LocalHost.LocalDomain./", "ssrf_loopback"),
+            ("http://ip6-localhost/", "ssrf_loopback"),
+            ("http://IP6-LOOPBACK./x", "ssrf_loopback"),
+            ("http://localhost6/", "ssrf_loopback"),
+            ("http://anything.localhost/", "ssrf_loopback"),
+            ("http://A.B.LOCALHOST../", "ssrf_loopback"),
+            ("ip6-localhost:6379", "ssrf_loopback"),
+            ("http://ip6-allnodes/", "ssrf_multicast_or_reserved"),
+            ("http://db.localdomain/", "ssrf_internal_name"),
+            ("//127.0.0.1/", "ssrf_loopback"),
+            ("  //169.254.169.254/latest", "ssrf_metadata"),
+            ("\u{1}\u{2} http://127.0.0.1/", "ssrf_loopback"),
+            ("http://api.example.com:80@127.0.0.1/", "ssrf_loopback"),
+            ("http://api.example.com%2f@127.0.0.1/", "ssrf_loopback"),
+            ("http://0x7f.1/", "ssrf_loopback"),
+            ("http://[::ffff:127.0.0.1]/", "ssrf_loopback"),
+        ] {
+            assert_eq!(check(v, &[]), Err(rule), "{v:?}");
+        }
+        assert_eq!(check("//10.0.0.5/", &[]), Err("ssrf_private"));
+        // A URL fragment is no host; the userinfo ends at the one `@`.
+        assert_eq!(check("http://api.example.com#@127.0.0.1/", &[]), Ok(()));
+        assert_eq!(
+            check("http://api.example.com:80@127.0.0.1/", &[]),
+            Err("ssrf_loopback")
+        );
+        // Schemes other than http(s) and ws(s), in any slash form.
+        for v in [
+            "gopher:/127.0.0.1:6379/",
+            "dict:\\\\127.0.0.1/",
+            "file:/etc/passwd",
+            "ftp:/x/",
+            "ftp:x",
+            "gopher:?@127.0.0.1",
+            "gopher:127.0.0.1:6379",
+            "mailto:someone@example.org",
+        ] {
+            assert_eq!(check(v, &[]), Err("egress_scheme"), "{v}");
+        }
+    }
+
+    #[test]
+    fn legitimate_urls_still_pass() {
+        let example = allow_example();
+        let example: Vec<&HostPattern> = example.iter().collect();
+        for v in [
+            "https://api.example.com/path?q=a@b",
+            "https://user:pa%40ss@api.example.com/",
+            "https://user:pw@api.example.com/x",
+            "https://api.example.com:8443/x",
+            "https://API.Example.COM./x",
+            "https://api.example.com",
+            "https://api.example.com?x=1",
+            "https://api.example.com#frag",
+            "https://api.example.com/a\\b?c=\\d",
+            "https://api.example.com/a\tb",
+            "https://api.example.com/\\@127.0.0.1",
+            "https://127.0.0.1:80@api.example.com/",
+            "https://a:b:c@api.example.com/",
+            "https://api.example.com/?next=http://127.0.0.1/",
+            "https://api.example.com/ trailing words",
+            "  https://api.example.com/\n",
+            "wss://api.example.com/socket",
+            "//api.example.com/x",
+            "api.example.com",
+            "api.example.com:443",
+            "https://ａｐｉ.example.com/",
+        ] {
+            assert_eq!(check(v, &[]), Ok(()), "{v:?}");
+            assert_eq!(check(v, &example), Ok(()), "{v:?}");
+        }
+        for v in [
+            "https://bücher.example/",
+            "http://93.184.216.34/",
+            "https://[2606:2800:220:1:248:1893:25c8:1946]/",
+            "example.org:443/x",
+        ] {
+            assert_eq!(check(v, &[]), Ok(()), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn detection_finds_every_scheme_form() {
+        for v in [
+            "http://x",
+            "see http://x",
+            "http:/x",
+            "http:\\x",
+            "HTTP:/\\127.0.0.1:6379/",
+            "hTtPs:x",
+            "http:127.0.0.1",
+            " \u{1}\u{1f}http:\\\\x",
+            "ht\ttp://x",
+            "h\nttp:\\\\x",
+            "http:\t//x",
+            "gopher:/127.0.0.1",
+            "git+ssh:\\x",
+            "C:\\\\server\\share",
+            "//127.0.0.1/",
+            "\\\\127.0.0.1\\c$",
+            "/\\127.0.0.1",
+            "\t//x",
+            "text then http:\\\\127.0.0.1",
+            "text then xhttps:/127.0.0.1",
+        ] {
+            assert!(url_like(v), "{v:?} not found");
+        }
+        for v in [
+            "plain text",
+            "mailto:someone@example.org",
+            "urn:isbn:0451450523",
+            "data:text/plain,hi",
+            "C:\\Users\\me",
+            "c:/Users/me",
+            "/usr/local/bin:/usr/bin",
+            "// a comment",
+            "//",
+            "10:30/11:00",
+            "/etc/passwd",
+            "key: value",
+        ] {
+            assert!(!url_like(v), "{v:?} found");
+        }
+        // Text around a URL is refused, named by the URL's refusal.
+        assert_eq!(
+            check_found("see http://127.0.0.1/ now", &[]),
+            Err("ssrf_loopback")
+        );
+        assert_eq!(
+            check_found("see http:\\\\127.0.0.1\\ now", &[]),
+            Err(AMBIGUOUS)
+        );
+        assert_eq!(
+            check_found("see xhttp://10.0.0.1/", &[]),
+            Err("egress_scheme")
+        );
+        assert_eq!(
+            check_found("see https://example.org/ now", &[]),
+            Err("egress_unparsable_url")
+        );
+        assert_eq!(check_found("https://example.org/ now", &[]), Ok(()));
+        // Many embedded candidates: bounded work.
+        let flood = ".http:/".repeat(100_000);
+        assert!(url_like(&flood));
+        assert!(check_found(&flood, &[]).is_err());
+    }
+
+    fn filter(detect: bool) -> EgressFilter {
+        let tool = ToolEntry {
+            risk: Some(Risk::Low),
+            cost: 1,
+            input_schema: Some(Arc::new(serde_json::json!({
+                "type": "object",
+                "properties": {"target": {"type": "string", "format": "uri"}, "opts": {"type": "object"}}
+            }))),
+            output_schema: None,
+            fingerprints: Vec::new(),
+            url_arguments: vec!["link".into()],
+            egress_allow: Vec::new(),
+        };
+        let catalog = ServerCatalog {
+            tools: HashMap::from([("fetch".to_owned(), tool)]),
+            ..ServerCatalog::default()
+        };
+        EgressFilter::new(
+            allow_example(),
+            HashMap::from([("s".to_owned(), catalog)]),
+            Arc::default(),
+            detect,
+        )
+    }
+
+    fn call(f: &EgressFilter, args: Json) -> Decision {
+        let raw = serde_json::json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "fetch", "arguments": args}
+        })
+        .to_string();
+        let Ok(crate::jsonrpc::Parsed::Single(env)) =
+            crate::jsonrpc::parse(raw.as_bytes(), crate::jsonrpc::ParseLimits::default())
+        else {
+            panic!("not a message: {raw}")
+        };
+        let p = Principal::anonymous();
+        let ctx = FilterContext::new(&p, "s", Direction::Request);
+        f.on_request(
+            MessageView {
+                envelope: &env,
+                bytes: raw.as_bytes(),
+            },
+            &ctx,
+        )
+    }
+
+    fn denial(d: Decision) -> JsonRpcError {
+        match d {
+            Decision::Reject(d) => d.error,
+            _ => panic!("not refused"),
+        }
+    }
+
+    #[test]
+    fn keys_and_nested_strings_are_checked_and_never_quoted() {
+        let f = filter(true);
+        let secret = "SECRETKEY";
+        for args in [
+            serde_json::json!({"opts": {"http://127.0.0.1/": 1}}),
+            serde_json::json!({"a": [{"b": {"http:/\\127.0.0.1/": {secret: 1}}}]}),
+            serde_json::json!({"http:\\\\127.0.0.1\\": "x"}),
+            serde_json::json!({secret: {"deep": ["ok", {"k": "HTTP:/\\127.0.0.1:6379/"}]}}),
+            serde_json::json!({"target": "https://api.example.com/", secret: "//10.0.0.5/"}),
+            serde_json::json!({"note": "see http:\\\\127.0.0.1\\"}),
+        ] {
+            let e = denial(call(&f, args.clone()));
+            assert_eq!(e.code, codes::EGRESS_DENIED, "{args}");
+            let data = e.data.clone().expect("data").to_string();
+            for leak in ["127.0.0", "10.0.0", secret, "deep", "note", "http"] {
+                assert!(
+                    !e.message.contains(leak) && !data.contains(leak),
+                    "{leak} in {e:?}"
+                );
+            }
+        }
+        // A declared name may be said; the object key under it may not.
+        let e = denial(call(
+            &f,
+            serde_json::json!({"opts": {"http://127.0.0.1/": 1}}),
+        ));
+        assert_eq!(e.data.as_ref().expect("data")["argument"], "opts");
+        assert!(e.message.starts_with("Argument `opts` "), "{}", e.message);
+        let e = denial(call(
+            &f,
+            serde_json::json!({"link": "http://api.example.com\\@127.0.0.1/"}),
+        ));
+        let data = e.data.expect("data");
+        assert_eq!(data["rule"], AMBIGUOUS);
+        assert_eq!(data["argument"], "link");
+        assert!(!e.message.contains("127.0.0.1"), "{}", e.message);
+        let e = denial(call(
+            &f,
+            serde_json::json!({"x": {"y": "http://169.254.169.254/"}}),
+        ));
+        assert_eq!(e.data.as_ref().expect("data")["rule"], "ssrf_metadata");
+        assert!(e.data.expect("data").get("argument").is_none());
+        assert!(e.message.starts_with("An argument "), "{}", e.message);
+    }
+
+    #[test]
+    fn declared_arguments_are_checked_without_detection() {
+        let f = filter(false);
+        for args in [
+            serde_json::json!({"link": "http:/\\127.0.0.1/"}),
+            serde_json::json!({"target": ["https://api.example.com/", "//127.0.0.1/"]}),
+            serde_json::json!({"target": {"nested": "http://127.0.0.1/"}}),
+            serde_json::json!({"target": [{"http://10.0.0.1/": true}]}),
+        ] {
+            assert!(
+                matches!(call(&f, args.clone()), Decision::Reject(_)),
+                "{args}"
+            );
+        }
+        // Undeclared ones wait for detection.
+        assert!(matches!(
+            call(&f, serde_json::json!({"x": "http://127.0.0.1/"})),
+            Decision::Pass
+        ));
+        for args in [
+            serde_json::json!({"link": "https://api.example.com/path?q=a@b"}),
+            serde_json::json!({"target": "https://user:pa%40ss@api.example.com/", "x": "C:\\dir"}),
+            serde_json::json!({"target": "https://api.example.com:8443/x", "mail": "mailto:a@127.0.0.1"}),
+        ] {
+            assert!(matches!(call(&f, args.clone()), Decision::Pass), "{args}");
+            assert!(
+                matches!(call(&filter(true), args.clone()), Decision::Pass),
+                "{args}"
+            );
+        }
+    }
+
+    /// An RFC 3986 reader written apart from the checker: authority between
+    /// `//` and the first `/`, `?` or `#`; userinfo up to the last `@` (Go,
+    /// urllib) or the first (`first_at`, curl); host up to the first `:`.
+    fn rfc_reader(s: &str, first_at: bool) -> Option<String> {
+        let s = s.trim_matches(|c: char| c <= ' ');
+        let (scheme, rest) = s.split_once(':')?;
+        let mut sc = scheme.chars();
+        if !sc.next()?.is_ascii_alphabetic()
+            || !sc.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
+            return None;
+        }
+        let rest = rest.strip_prefix("//")?;
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        let host_port = if first_at {
+            authority.split_once('@').map_or(authority, |(_, h)| h)
+        } else {
+            authority.rsplit_once('@').map_or(authority, |(_, h)| h)
+        };
+        let host = if host_port.starts_with('[') {
+            &host_port[..=host_port.find(']')?]
+        } else {
+            host_port.split(':').next()?
+        };
+        // Clients that take non-ASCII names apply IDNA (curl with libidn2,
+        // Go's idna.Lookup, Python's idna codec).
+        let host = if host.is_ascii() {
+            host.to_ascii_lowercase()
+        } else {
+            url::Host::parse(host).ok()?.to_string()
+        };
+        Some(host.trim_end_matches('.').to_owned())
+    }
+
+    fn whatwg_reader(s: &str) -> Option<String> {
+        let url = url::Url::parse(s).ok()?;
+        Some(url.host_str()?.trim_end_matches('.').to_owned())
+    }
+
+    /// `Some(ip)` for an address literal, else `None` (a name).
+    fn literal(h: &str) -> Option<IpAddr> {
+        h.trim_start_matches('[').trim_end_matches(']').parse().ok()
+    }
+
+    fn same(a: &str, b: &str) -> bool {
+        match (literal(a), literal(b)) {
+            (Some(x), Some(y)) => x == y,
+            (None, None) => a == b,
+            _ => false,
+        }
+    }
+
+    fn forbidden(h: &str) -> bool {
+        match literal(h) {
+            Some(ip) => ssrf_rule(ip).is_some(),
+            None => ssrf_name(h).is_some(),
+        }
+    }
+
+    fn piece(options: &'static [&'static str], max: usize) -> impl Strategy<Value = String> {
+        proptest::collection::vec(proptest::sample::select(options), 0..=max)
+            .prop_map(|v| v.concat())
+    }
+
+    fn urlish() -> impl Strategy<Value = (String, bool)> {
+        // Mostly clean parts, so that a fair share is allowed and the
+        // property has something to say.
+        (
+            prop_oneof![4 => Just(""), 1 => proptest::sample::select(&[" ", "\u{1}", "\t", "\n"][..])],
+            proptest::sample::select(&["http", "https", "ws", "wss", "ht\ttp", "ftp", "gopher", ""][..]),
+            prop_oneof![3 => Just("//".to_owned()), 2 => piece(&["/", "\\", "\t"], 4)],
+            prop_oneof![
+                2 => Just(String::new()),
+                1 => piece(&["a", "@", ":", "\\", "/", "%40", "\t", "b.c", "[", "?", "#"], 4),
+            ],
+            proptest::sample::select(
+                &[
+                    "127.0.0.1",
+                    "api.example.com",
+                    "API.example.COM.",
+                    "10.0.0.5",
+                    "evil.net",
+                    "localhost",
+                    "ip6-localhost",
+                    "x.localhost.",
+                    "0x7f.1",
+                    "0x5db8d822",
+                    "93.184.216.34",
+                    "[::1]",
+                    "[::ffff:a9fe:a9fe]",
+                    "127。0。0。1",
+                    "%31%32%37.0.0.1",
+                    "169.254.169.254",
+                ][..],
+            ),
+            prop_oneof![2 => Just(String::new()), 1 => piece(&[":", "80", "\t", "a", "@"], 2)],
+            prop_oneof![
+                1 => Just(String::new()),
+                1 => piece(&["/", "\\", "@", ":", "?", "#", "\t", "127.0.0.1", "x", "\r\n"], 5),
+            ],
+            proptest::collection::vec(any::<bool>(), 0..48),
+        )
+            .prop_map(|(lead, scheme, seps, user, host, port, tail, upper)| {
+                let user = if user.is_empty() { user } else { format!("{user}@") };
+                let colon = if scheme.is_empty() { "" } else { ":" };
+                let s = format!("{lead}{scheme}{colon}{seps}{user}{host}{port}{tail}");
+                let s = s
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| match upper.get(i) {
+                        Some(true) => c.to_ascii_uppercase(),
+                        _ => c,
+                    })
+                    .collect();
+                (s, scheme.is_empty())
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn allowed_urls_read_alike_and_reach_no_forbidden_host((s, relative) in urlish()) {
+            let example = allow_example();
+            let example: Vec<&HostPattern> = example.iter().collect();
+            for allow in [&[][..], &example[..]] {
+                if check(&s, allow).is_err() {
+                    continue;
+                }
+                // The text a client gets: the value, `//host` under `http:`,
+                // or a bare `host[:port]` as `http://host:port/`.
+                let t = s.trim_matches(|c: char| c <= ' ');
+                let untabbed: String = t.chars().filter(|c| !matches!(c, '\t' | '\n' | '\r')).collect();
+                let text = if !relative {
+                    s.clone()
+                } else if untabbed.starts_with(['/', '\\']) && untabbed[1..].starts_with(['/', '\\']) {
+                    format!("http:{t}")
+                } else {
+                    format!("http://{t}/")
+                };
+                let w = whatwg_reader(&text);
+                let r = rfc_reader(&text, false);
+                let c = rfc_reader(&text, true);
+                prop_assert!(w.is_some() && r.is_some() && c.is_some(), "{s:?}: {w:?} {r:?} {c:?}");
+                let (w, r, c) = (w.unwrap_or_default(), r.unwrap_or_default(), c.unwrap_or_default());
+                prop_assert!(same(&w, &r) && same(&w, &c), "{s:?}: {w} {r} {c}");
+                prop_assert!(!forbidden(&w) && !forbidden(&r), "{s:?}: {w} {r}");
+                if !allow.is_empty() {
+                    prop_assert!(w.ends_with(".example.com"), "{s:?}: {w}");
+                }
+            }
+        }
     }
 }
