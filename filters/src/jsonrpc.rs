@@ -10,7 +10,7 @@
 //! to the same text are duplicates, and an envelope or `params` member whose
 //! name folds to one the gateway reads without being byte-equal to it is
 //! refused, so no peer can read a field the gateway did not. Numeric ids must
-//! be integers that fit 64 bits, so every id goes back byte for byte. Error
+//! be integers every peer reads exactly (|n| < 2^53), `params.name`/`uri` strings, so every id goes back byte for byte. Error
 //! texts never quote message content. The kept fields: `jsonrpc`, `id`, `method`, `params.name`, `params.uri`. Tool
 //! arguments and results are validated but never materialised here; filters
 //! that need them parse the message's span on demand.
@@ -118,6 +118,9 @@ enum Violation {
     /// A value of a type the message shape does not allow (never quoted).
     Shape,
 }
+
+/// The largest integer id every peer reads exactly (JavaScript's 2^53 − 1).
+const MAX_SAFE_ID: u64 = (1 << 53) - 1;
 
 /// Envelope members the gateway reads.
 const ENVELOPE_NAMES: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
@@ -328,7 +331,7 @@ impl Fields {
             Some(_) => {
                 return invalid(
                     None,
-                    "`id` must be a string or an integer of at most 64 bits",
+                    "`id` must be a string or an integer within ±(2^53 − 1)",
                 )
             }
         };
@@ -584,10 +587,19 @@ impl<'de> Visitor<'de> for ScalarSeed<'_> {
         Ok(Scalar::Other)
     }
     fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
-        Ok(Scalar::Num(v.into()))
+        // Beyond 2^53 a JavaScript peer reads another id.
+        Ok(if v.unsigned_abs() <= MAX_SAFE_ID {
+            Scalar::Num(v.into())
+        } else {
+            Scalar::Other
+        })
     }
     fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
-        Ok(Scalar::Num(v.into()))
+        Ok(if v <= MAX_SAFE_ID {
+            Scalar::Num(v.into())
+        } else {
+            Scalar::Other
+        })
     }
     fn visit_f64<E>(self, _: f64) -> Result<Scalar, E> {
         // A fraction, an exponent or an integer beyond 64 bits: no id MCP
@@ -645,16 +657,22 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
                 return Err(de::Error::custom("duplicate member"));
             }
             match key.as_ref() {
-                "name" => {
-                    if let Scalar::Str(s) = map.next_value_seed(ScalarSeed(inner))? {
-                        out.name = Some(s);
+                // Not a string: peers would read a value the gateway could
+                // not judge (an array `["echo"]` a lenient server joins).
+                "name" => match map.next_value_seed(ScalarSeed(inner))? {
+                    Scalar::Str(s) => out.name = Some(s),
+                    _ => {
+                        self.0.violation.set(Some(Violation::Shape));
+                        return Err(de::Error::custom("params.name is not a string"));
                     }
-                }
-                "uri" => {
-                    if let Scalar::Str(s) = map.next_value_seed(ScalarSeed(inner))? {
-                        out.uri = Some(s);
+                },
+                "uri" => match map.next_value_seed(ScalarSeed(inner))? {
+                    Scalar::Str(s) => out.uri = Some(s),
+                    _ => {
+                        self.0.violation.set(Some(Violation::Shape));
+                        return Err(de::Error::custom("params.uri is not a string"));
                     }
-                }
+                },
                 k if near_name(k, &PARAMS_NAMES) => {
                     self.0.violation.set(Some(Violation::NearName));
                     return Err(de::Error::custom("near-name member"));
@@ -834,16 +852,18 @@ mod tests {
             assert_eq!(e.code, codes::INVALID_REQUEST, "{s}");
             assert_eq!(id, None, "a lossy id is never echoed: {s}");
         }
-        let e = one(r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#).expect("u64");
-        assert_eq!(
-            e.id.expect("id").to_json().to_string(),
-            "18446744073709551615"
-        );
-        let e = one(r#"{"jsonrpc":"2.0","id":-9223372036854775808,"method":"ping"}"#).expect("i64");
-        assert_eq!(
-            e.id.expect("id").to_json().to_string(),
-            "-9223372036854775808"
-        );
+        for s in [
+            r#"{"jsonrpc":"2.0","id":9007199254740992,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":-9007199254740992,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["echo"]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":42}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":{"href":"file:///x"}}}"#,
+        ] {
+            assert_eq!(code(s), codes::INVALID_REQUEST, "{s}");
+        }
+        let e = one(r#"{"jsonrpc":"2.0","id":9007199254740991,"method":"ping"}"#).expect("2^53-1");
+        assert_eq!(e.id.expect("id").to_json().to_string(), "9007199254740991");
     }
 
     #[test]

@@ -30,7 +30,13 @@ impl SseEvent {
     pub fn with_data(&self, data: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.raw.len() + data.len());
         let mut wrote_data = false;
-        for (line, _) in lines(&self.raw) {
+        for (i, (line, _)) in lines(&self.raw).enumerate() {
+            // A stream's leading BOM is not part of the first field name.
+            let line = if i == 0 {
+                line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(line)
+            } else {
+                line
+            };
             if line.is_empty() {
                 continue;
             }

@@ -27,7 +27,7 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 fn message() -> impl Strategy<Value = Value> {
-    (prop_oneof![any::<i64>().prop_map(|n| json!(n)), "[a-z0-9-]{1,8}".prop_map(|s| json!(s))], "[a-z/]{1,12}", "[a-z_]{1,10}", value()).prop_map(
+    (prop_oneof![(-(1i64 << 53) + 1..(1i64 << 53)).prop_map(|n| json!(n)), "[a-z0-9-]{1,8}".prop_map(|s| json!(s))], "[a-z/]{1,12}", "[a-z_]{1,10}", value()).prop_map(
         |(id, method, name, args)| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {"name": name, "arguments": args}}),
     )
 }
