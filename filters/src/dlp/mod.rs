@@ -554,11 +554,11 @@ impl Scanner {
                 && self.always.is_empty()
                 && (ascii || raw[st.start..st.end].is_ascii())
             {
-                return;
+                return false;
             }
             let Some(text) = walk::decode(raw, st.start, st.end, st.escaped) else {
                 bad = true;
-                return;
+                return false;
             };
             let mut hits = Vec::new();
             if st.escaped {
@@ -574,16 +574,24 @@ impl Scanner {
                     .collect();
                 self.scan_with(&text, &mut local, &mut hits);
             }
-            if !hits.is_empty() {
-                found.push(Located {
-                    path: st.path.to_owned(),
-                    start: st.start,
-                    end: st.end,
-                    text,
-                    hits,
-                    is_key: st.is_key,
-                });
+            if hits.is_empty() {
+                return false;
             }
+            // A key holding a finding is not spelled out in paths.
+            let path = if st.is_key {
+                walk::masked_key(&st)
+            } else {
+                st.path.to_owned()
+            };
+            found.push(Located {
+                path,
+                start: st.start,
+                end: st.end,
+                text,
+                hits,
+                is_key: st.is_key,
+            });
+            true
         })
         .map_err(|_| Uninspectable)?;
         if bad {
@@ -1297,7 +1305,8 @@ mod differential {
 
 /// Secrets disguised as a reader would not notice (format characters,
 /// Unicode spaces, compatibility forms) are found in the normalised view
-/// and redacted over their whole original span.
+/// and redacted over their whole original span; keys holding findings stay
+/// out of paths.
 #[cfg(test)]
 mod normalisation {
     use super::*;
@@ -1598,6 +1607,78 @@ mod normalisation {
             s.scan_json(response("all good, café").as_bytes())
                 .map(|f| f.len()),
             Ok(0)
+        );
+    }
+
+    #[test]
+    fn keys_holding_findings_stay_out_of_paths() {
+        let s = scanner();
+        let paths = |raw: &str| -> Vec<(String, String)> {
+            s.scan_json(raw.as_bytes())
+                .unwrap_or_else(|e| panic!("{e:?}"))
+                .into_iter()
+                .map(|(p, h)| (p, s.detectors[h.detector].name.clone()))
+                .collect()
+        };
+        assert_eq!(
+            paths(r#"{"AKIAIOSFODNN7EXAMPLE": 1}"#),
+            [(".[key]".to_owned(), "aws_access_key_id".to_owned())]
+        );
+        assert_eq!(
+            paths(r#"{"a":{"123-45-6789":{"b":"4111 1111 1111 1111"}}}"#),
+            [
+                (".a.[key]".to_owned(), "us_ssn".to_owned()),
+                (".a.[key].b".to_owned(), "card_visa".to_owned())
+            ]
+        );
+        // A plain identifier is kept, anything else is masked.
+        assert_eq!(
+            paths(r#"{"card_number":"4111 1111 1111 1111","my card":{"n":"123 45 6789"}}"#),
+            [
+                (".card_number".to_owned(), "card_visa".to_owned()),
+                (".[key].n".to_owned(), "us_ssn".to_owned())
+            ]
+        );
+        // Disguised and escaped keys are found and masked too.
+        for raw in [
+            "{\"x\":[{\"AKIA\u{200b}IOSFODNN7EXAMPLE\":{\"y\":\"AKIAIOSFODNN7EXAMPLE\"}}]}",
+            r#"{"x":[{"AKIA\u200bIOSFODNN7EXAMPLE":{"y":"AKIAIOSFODNN7EXAMPLE"}}]}"#,
+            r#"{"x":[{"\uff21KIAIOSFODNN7EXAMPLE":{"y":"AKIAIOSFODNN7EXAMPLE"}}]}"#,
+        ] {
+            assert_eq!(
+                paths(raw),
+                [
+                    (".x[0].[key]".to_owned(), "aws_access_key_id".to_owned()),
+                    (".x[0].[key].y".to_owned(), "aws_access_key_id".to_owned())
+                ],
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_keys_are_blocked_redacted_and_noted_without_the_key() {
+        let raw = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"AKIAIOSFODNN7EXAMPLE":{"ssn":"123 45 6789"},"x":1}}}"#;
+        let (d, notes) = judge(&filter(DlpAction::Log, false), raw);
+        assert!(matches!(d, Decision::Pass), "{d:?}");
+        let paths: Vec<&str> = notes.iter().map(|n| n.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["params.arguments.[key]", "params.arguments.[key].ssn"]
+        );
+        assert!(notes.iter().all(|n| !n.path.contains("AKIA")));
+        let (d, _) = judge(&filter(DlpAction::Block, false), raw);
+        assert!(
+            matches!(d, Decision::Reject(ref r) if r.reason == "dlp_blocked:r"),
+            "{d:?}"
+        );
+        let (d, _) = judge(&filter(DlpAction::Redact, false), raw);
+        let Decision::Mutated(out) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"[X]":{"ssn":"[X]"},"x":1}}}"#
         );
     }
 
