@@ -344,7 +344,9 @@ pub const SPECS: &[Spec] = &[
         name: "us_ssn",
         category: Pii,
         triggers: &[Digits(9)],
-        pattern: r"\b\d{3}-\d{2}-\d{4}\b",
+        // `123-45-6789`, `123 45 6789` or `123456789`: one separator, the
+        // same twice, or none.
+        pattern: r"\b\d{3}(?:-\d{2}-|\x20\d{2}\x20|\d{2})\d{4}\b",
         validate: Some(ssn),
     },
     Spec {

@@ -18,7 +18,8 @@
 //!
 //! It runs over raw JSON too: a JSON escape (`\n`, `\"` …) counts as a
 //! separator, and `\u` or `\/` (which can hide anything) is reported so the
-//! caller decodes and rescans the strings that hold one.
+//! caller decodes and rescans the strings that hold one. Non-ASCII bytes
+//! are reported too (their strings have a normalised view to scan).
 
 use wide::u8x32 as V;
 
@@ -30,6 +31,15 @@ pub(crate) struct Cand {
     pub det: u16,
     pub start: usize,
     pub end: usize,
+}
+
+/// What a pass saw besides its candidates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Seen {
+    /// A `\u` or `\/` escape (raw JSON whose strings must be decoded first).
+    pub escaped: bool,
+    /// A byte outside ASCII.
+    pub non_ascii: bool,
 }
 
 /// The candidate of every `Digits` detector at once.
@@ -193,6 +203,8 @@ struct Masks {
     dot: u64,
     /// Bytes with a look-around check (backslash included).
     special: u64,
+    /// Bytes outside ASCII (the high bits themselves).
+    high: u64,
 }
 
 /// `lo <= x <= hi` per byte: subtract, then an unsigned min (SSE2 `pminub`).
@@ -230,7 +242,7 @@ fn lanes<const N: usize>(c: &[u8; 72], f: impl Fn(V) -> [V; N]) -> [u64; N] {
 
 #[inline(always)]
 fn masks(c: &[u8; 72]) -> Masks {
-    let [alpha, digit, word, dot, special] = lanes(c, |x| {
+    let [alpha, digit, word, dot, special, high] = lanes(c, |x| {
         // `:;<=>?@` in one range (`;>?` are let through and ignored).
         let special = range(x, b':', b'@')
             | eq(x, b'!')
@@ -242,7 +254,7 @@ fn masks(c: &[u8; 72]) -> Masks {
         let digit = range(x, b'0', b'9');
         let dot = eq(x, b'.');
         let word = alpha | digit | range(x, b'-', b'.') | eq(x, b'_') | eq(x, b'=');
-        [alpha, digit, word, dot, special]
+        [alpha, digit, word, dot, special, x]
     });
     Masks {
         alpha,
@@ -250,6 +262,7 @@ fn masks(c: &[u8; 72]) -> Masks {
         word,
         dot,
         special,
+        high,
     }
 }
 
@@ -448,11 +461,12 @@ impl Prefilter {
         Ok(())
     }
 
-    /// Appends every candidate in `hay` to `out`; returns whether `hay` holds
-    /// a `\u` or `\/` escape (raw JSON whose strings must be decoded first).
-    pub(crate) fn run(&self, hay: &[u8], out: &mut Vec<Cand>) -> bool {
+    /// Appends every candidate in `hay` to `out`; tells whether `hay` holds
+    /// a `\u` or `\/` escape and whether it holds non-ASCII bytes.
+    pub(crate) fn run(&self, hay: &[u8], out: &mut Vec<Cand>) -> Seen {
         let mut carry = Carry::default();
         let mut escaped = false;
+        let mut high = 0u64;
         let mut off = 0;
         // One block and a few bytes of look-ahead for word keys; the tail is
         // padded with a byte no mask selects.
@@ -468,6 +482,7 @@ impl Prefilter {
                 }
             };
             let m = masks(block);
+            high |= m.high;
             let backslash = if m.special == 0 {
                 0
             } else {
@@ -534,7 +549,10 @@ impl Prefilter {
         if carry.run.open {
             self.close_run(carry.run, hay.len(), out);
         }
-        escaped
+        Seen {
+            escaped,
+            non_ascii: high != 0,
+        }
     }
 
     fn upper_pairs(&self, hay: &[u8], off: usize, mut starts: u64, out: &mut Vec<Cand>) {
@@ -875,8 +893,16 @@ mod tests {
         assert!(!hit(b"SKabcX", 1));
         assert!(hit(b"[INST] do", 2));
         let mut out = Vec::new();
-        assert!(p.run(br#"x\u0041"#, &mut out));
-        assert!(p.run(br#"https:\/\/x"#, &mut out));
-        assert!(!p.run(br#"a\"b\\c\n"#, &mut out));
+        assert!(p.run(br#"x\u0041"#, &mut out).escaped);
+        assert!(p.run(br#"https:\/\/x"#, &mut out).escaped);
+        assert!(!p.run(br#"a\"b\\c\n"#, &mut out).escaped);
+        // Non-ASCII bytes anywhere, the padded tail included.
+        for pad in [0, 1, 63, 64, 65, 130] {
+            let mut s = vec![b'x'; pad];
+            assert!(!p.run(&s, &mut out).non_ascii, "{pad}");
+            s.extend_from_slice("\u{a0}".as_bytes());
+            s.extend_from_slice(&vec![b'y'; pad]);
+            assert!(p.run(&s, &mut out).non_ascii, "{pad}");
+        }
     }
 }

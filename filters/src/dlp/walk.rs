@@ -3,13 +3,24 @@
 //! a tree. DLP scans strings where they lie and redacts by splicing new
 //! string literals into the raw bytes, so nothing it did not change is
 //! re-serialised.
+//!
+//! Paths go to audit records and logs, so they never spell out a key that
+//! could be data: a key that is not a plain identifier (`[A-Za-z_]` then up
+//! to 63 of `[A-Za-z0-9_-]`), or that the visitor reports as holding a
+//! finding, is written [`KEY`].
 
 use std::borrow::Cow;
+
+/// A key segment of a path that is not spelled out.
+pub(crate) const KEY: &str = "[key]";
 
 /// One string of the message.
 pub(crate) struct Str<'p> {
     /// `.key` / `[i]` segments from the walked root.
     pub path: &'p str,
+    /// For a key, the length of its object's path (`path` is that, `.` and
+    /// the key's segment).
+    pub parent: usize,
     /// Bytes between the quotes.
     pub start: usize,
     pub end: usize,
@@ -37,6 +48,21 @@ pub(crate) fn decode(raw: &[u8], start: usize, end: usize, escaped: bool) -> Opt
         .map(Cow::Owned)
 }
 
+/// Whether a key may be spelled out in a path.
+fn plain_key(k: &str) -> bool {
+    let b = k.as_bytes();
+    (1..=64).contains(&b.len())
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
+}
+
+/// The path of a key holding a finding: its own segment masked.
+pub(crate) fn masked_key(st: &Str<'_>) -> String {
+    format!("{}.{KEY}", &st.path[..st.parent])
+}
+
 struct Walker<'a, F> {
     b: &'a [u8],
     i: usize,
@@ -45,8 +71,10 @@ struct Walker<'a, F> {
 }
 
 /// Visits the strings of `raw`. With `part`, only the root object's member
-/// of that name is walked (paths start inside it).
-pub(crate) fn walk<F: FnMut(Str<'_>)>(
+/// of that name is walked (paths start inside it). The visitor returns
+/// whether the string holds a finding; a key that does is masked in the
+/// paths of everything under it.
+pub(crate) fn walk<F: FnMut(Str<'_>) -> bool>(
     raw: &[u8],
     part: Option<&str>,
     f: F,
@@ -63,7 +91,7 @@ pub(crate) fn walk<F: FnMut(Str<'_>)>(
     }
 }
 
-impl<F: FnMut(Str<'_>)> Walker<'_, F> {
+impl<F: FnMut(Str<'_>) -> bool> Walker<'_, F> {
     fn peek(&mut self) -> Result<u8, Malformed> {
         while let Some(&c) = self.b.get(self.i) {
             if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
@@ -103,14 +131,15 @@ impl<F: FnMut(Str<'_>)> Walker<'_, F> {
         }
     }
 
-    fn visit(&mut self, start: usize, end: usize, escaped: bool, is_key: bool) {
+    fn visit(&mut self, start: usize, end: usize, escaped: bool, parent: Option<usize>) -> bool {
         (self.f)(Str {
             path: &self.path,
+            parent: parent.unwrap_or(self.path.len()),
             start,
             end,
             escaped,
-            is_key,
-        });
+            is_key: parent.is_some(),
+        })
     }
 
     fn value(&mut self, depth: usize, skip: bool) -> Result<(), Malformed> {
@@ -121,7 +150,7 @@ impl<F: FnMut(Str<'_>)> Walker<'_, F> {
             b'"' => {
                 let (s, e, esc) = self.string()?;
                 if !skip {
-                    self.visit(s, e, esc, false);
+                    self.visit(s, e, esc, None);
                 }
                 Ok(())
             }
@@ -187,10 +216,14 @@ impl<F: FnMut(Str<'_>)> Walker<'_, F> {
             let (ks, ke, kesc) = self.string()?;
             let l = self.path.len();
             if !skip {
+                let key = decode(self.b, ks, ke, kesc).ok_or(Malformed)?;
                 self.path.push('.');
-                self.path
-                    .push_str(&decode(self.b, ks, ke, kesc).ok_or(Malformed)?);
-                self.visit(ks, ke, kesc, true);
+                let plain = plain_key(&key);
+                self.path.push_str(if plain { &key } else { KEY });
+                if self.visit(ks, ke, kesc, Some(l)) && plain {
+                    self.path.truncate(l + 1);
+                    self.path.push_str(KEY);
+                }
             }
             self.expect(b':')?;
             let key = &self.b[ks..ke];
@@ -202,7 +235,7 @@ impl<F: FnMut(Str<'_>)> Walker<'_, F> {
                 let (s, e, esc) = self.string()?;
                 binary = matches!(&self.b[s..e], b"image" | b"audio");
                 if !skip {
-                    self.visit(s, e, esc, false);
+                    self.visit(s, e, esc, None);
                 }
             } else {
                 self.value(depth, skip || key == b"blob")?;
@@ -221,6 +254,7 @@ impl<F: FnMut(Str<'_>)> Walker<'_, F> {
             if !binary {
                 (self.f)(Str {
                     path: &path,
+                    parent: path.len(),
                     start: s,
                     end: e,
                     escaped: esc,
@@ -261,6 +295,7 @@ mod tests {
                 .map(|t| t.into_owned())
                 .unwrap_or_default();
             out.push((s.path.to_owned(), text, s.is_key));
+            false
         });
         assert_eq!(r, Ok(()), "{raw}");
         out
@@ -297,6 +332,52 @@ mod tests {
     }
 
     #[test]
+    fn keys_that_are_not_plain_identifiers_are_masked() {
+        let long = "k".repeat(65);
+        let raw = format!(
+            r#"{{"a b":{{"c":"x"}},"ok_key-2":"y","日本":"z","{long}":"w","$ref":"v","_x":[{{"1st":"u"}}]}}"#
+        );
+        let paths: Vec<String> = strings(&raw, None)
+            .into_iter()
+            .filter(|(.., key)| !key)
+            .map(|(p, ..)| p)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ".[key].c",
+                ".ok_key-2",
+                ".[key]",
+                ".[key]",
+                ".[key]",
+                "._x[0].[key]"
+            ]
+        );
+        // A key the visitor reports as holding a finding is masked for
+        // everything under it; its own string sees its parent's path.
+        let mut seen = Vec::new();
+        let r = walk(br#"{"a":{"SECRET":{"b":"x"},"c":"y"}}"#, None, |s| {
+            let key = s.is_key.then(|| s.path[..s.parent].to_owned());
+            seen.push((s.path.to_owned(), key));
+            s.is_key && s.path.ends_with("SECRET")
+        });
+        assert_eq!(r, Ok(()));
+        let want = [
+            (".a", Some("")),
+            (".a.SECRET", Some(".a")),
+            (".a.[key].b", Some(".a.[key]")),
+            (".a.[key].b", None),
+            (".a.c", Some(".a")),
+            (".a.c", None),
+        ];
+        let want: Vec<(String, Option<String>)> = want
+            .iter()
+            .map(|(p, k)| (p.to_string(), k.map(str::to_owned)))
+            .collect();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
     fn malformed_is_refused() {
         for bad in [
             r#"{"a":"#,
@@ -307,9 +388,9 @@ mod tests {
             "{",
             r#"{"a":1,}"#,
         ] {
-            assert!(walk(bad.as_bytes(), None, |_| {}).is_err(), "{bad}");
+            assert!(walk(bad.as_bytes(), None, |_| false).is_err(), "{bad}");
         }
         let deep = "[".repeat(600) + &"]".repeat(600);
-        assert!(walk(deep.as_bytes(), None, |_| {}).is_err());
+        assert!(walk(deep.as_bytes(), None, |_| false).is_err());
     }
 }

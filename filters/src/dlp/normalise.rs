@@ -1,0 +1,248 @@
+//! The normalised view of a string: what a reader sees, which is what the
+//! detectors must match too. Text can hide a secret from byte-level
+//! patterns without hiding it from a person or a model: a zero-width space
+//! inside a card number, a no-break space between its groups, full-width or
+//! mathematical digits, letters written as compatibility forms.
+//!
+//! The view drops invisible characters (general category Cf, e.g. U+200B,
+//! U+00AD, U+2060, U+FEFF, the tag characters U+E0000–U+E007F, and the rest
+//! of the default-ignorable code points such as variation selectors), turns
+//! every Unicode space (Zs) into an ASCII space and every Unicode hyphen or
+//! dash into `-`, and applies NFKC to everything else (full-width `４`,
+//! mathematical `𝟒`, superscript `⁴` → `4`; `ＡＫＩＡ` → `AKIA`).
+//!
+//! Each byte of the view remembers the original character it came from, so
+//! a match in the view maps back to the whole original span, invisible
+//! characters inside it included, and redaction replaces exactly that.
+//! ASCII text has no view: only strings holding non-ASCII characters that
+//! change are normalised.
+
+use unicode_general_category::{get_general_category, GeneralCategory};
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
+
+/// A string's normalised text and where each of its bytes came from.
+pub(crate) struct View {
+    pub text: String,
+    /// For each byte of `text`, the offset in the original of the character
+    /// that produced it; one more entry, the original's length, at the end.
+    from: Vec<usize>,
+}
+
+/// What the view makes of one character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fold {
+    Keep,
+    Drop,
+    Space,
+    Dash,
+    Nfkc,
+}
+
+/// Default-ignorable code points that are not Cf (variation selectors,
+/// fillers, the combining grapheme joiner, unassigned ignorables, the whole
+/// tag and variation-selector supplement block).
+fn ignorable(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x034F
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFF8
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
+}
+
+/// Hyphens, dashes and minus signs read as `-`.
+fn dash(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x2010..=0x2015 | 0x2212 | 0x2E3A | 0x2E3B | 0xFE58 | 0xFE63 | 0xFF0D
+    )
+}
+
+fn fold(c: char) -> Fold {
+    if c.is_ascii() {
+        return Fold::Keep;
+    }
+    // The bulk of CJK and Hangul text is NFKC-stable and visible.
+    if matches!(c as u32, 0x4E00..=0x9FFF | 0xAC00..=0xD7A3 | 0x3041..=0x3096 | 0x30A1..=0x30FA) {
+        return Fold::Keep;
+    }
+    match get_general_category(c) {
+        GeneralCategory::Format => return Fold::Drop,
+        GeneralCategory::SpaceSeparator => return Fold::Space,
+        _ => {}
+    }
+    if ignorable(c) {
+        Fold::Drop
+    } else if dash(c) {
+        Fold::Dash
+    } else if is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes {
+        Fold::Keep
+    } else {
+        Fold::Nfkc
+    }
+}
+
+/// The normalised view of `s`, if it differs from `s`.
+pub(crate) fn view(s: &str) -> Option<View> {
+    let first = s.bytes().position(|b| b >= 0x80)?;
+    let (changed, _) = s[first..]
+        .char_indices()
+        .find(|&(_, c)| fold(c) != Fold::Keep)?;
+    let changed = first + changed;
+    let mut text = String::with_capacity(s.len());
+    let mut from = Vec::with_capacity(s.len() + 1);
+    text.push_str(&s[..changed]);
+    for (i, c) in s[..changed].char_indices() {
+        from.extend(std::iter::repeat_n(i, c.len_utf8()));
+    }
+    let push = |text: &mut String, from: &mut Vec<usize>, at: usize, c: char| {
+        let n = text.len();
+        text.push(c);
+        from.extend(std::iter::repeat_n(at, text.len() - n));
+    };
+    for (i, c) in s[changed..].char_indices() {
+        let at = changed + i;
+        match fold(c) {
+            Fold::Keep => push(&mut text, &mut from, at, c),
+            Fold::Drop => {}
+            Fold::Space => push(&mut text, &mut from, at, ' '),
+            Fold::Dash => push(&mut text, &mut from, at, '-'),
+            Fold::Nfkc => {
+                for d in std::iter::once(c).nfkc() {
+                    match fold(d) {
+                        Fold::Drop => {}
+                        Fold::Space => push(&mut text, &mut from, at, ' '),
+                        Fold::Dash => push(&mut text, &mut from, at, '-'),
+                        Fold::Keep | Fold::Nfkc => push(&mut text, &mut from, at, d),
+                    }
+                }
+            }
+        }
+    }
+    from.push(s.len());
+    Some(View { text, from })
+}
+
+impl View {
+    /// The original span of the view's bytes `start..end` (`start < end`):
+    /// from the first character that produced them to the end of the last,
+    /// with everything the view dropped in between. `s` is the original.
+    pub(crate) fn original(&self, s: &str, start: usize, end: usize) -> (usize, usize) {
+        let last = self.from[end - 1];
+        let width = s[last..].chars().next().map_or(0, char::len_utf8);
+        (self.from[start], last + width)
+    }
+}
+
+/// The normalised text of `s` (itself when nothing changes).
+pub(crate) fn normalised(s: &str) -> std::borrow::Cow<'_, str> {
+    match view(s) {
+        Some(v) => std::borrow::Cow::Owned(v.text),
+        None => std::borrow::Cow::Borrowed(s),
+    }
+}
+
+/// Whether `s` is made only of characters the view drops.
+pub(crate) fn invisible(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| fold(c) == Fold::Drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(s: &str) -> String {
+        normalised(s).into_owned()
+    }
+
+    #[test]
+    fn folds_what_a_reader_does_not_see() {
+        assert!(view("plain ascii 4111").is_none());
+        assert!(
+            view("café 日本 한국어 ひらがな").is_none(),
+            "nothing changes"
+        );
+        assert_eq!(
+            norm("4111\u{200b}1111\u{200c}1111\u{feff}1111"),
+            "4111111111111111"
+        );
+        assert_eq!(
+            norm("AKIA\u{2060}IOSF\u{00ad}ODNN\u{e0041}7EX"),
+            "AKIAIOSFODNN7EX"
+        );
+        assert_eq!(
+            norm("a\u{180e}\u{2061}\u{2064}\u{206a}\u{206f}\u{fe0f}b"),
+            "ab"
+        );
+        assert_eq!(
+            norm("4111\u{a0}1111\u{2007}1111\u{3000}1111"),
+            "4111 1111 1111 1111"
+        );
+        assert_eq!(
+            norm("1\u{1680}2\u{2000}3\u{200a}4\u{202f}5\u{205f}6"),
+            "1 2 3 4 5 6"
+        );
+        assert_eq!(norm("１２３\u{2011}４５\u{2013}６７８９"), "123-45-6789");
+        assert_eq!(norm("ＡＫＩＡ𝟒𝟙𝟣𝟭𝟷⁴₄"), "AKIA4111144");
+        assert_eq!(norm("ｍａｉｌ＠ｅｘａｍｐｌｅ．ｃｏｍ"), "mail@example.com");
+        assert_eq!(norm("ﬁle"), "file");
+    }
+
+    #[test]
+    fn maps_back_to_whole_original_characters() {
+        let s = "x 4111\u{200b}\u{200b}1111 ４１ ﬁ";
+        let v = view(s).expect("changes");
+        assert_eq!(v.text, "x 41111111 41 fi");
+        // The view's `41111111` is the original from `4` to the last `1`,
+        // both zero-width spaces included.
+        assert_eq!(v.original(s, 2, 10), (2, 16));
+        assert_eq!(&s[2..16], "4111\u{200b}\u{200b}1111");
+        // `４１` (three bytes each).
+        assert_eq!(v.original(s, 11, 13), (17, 23));
+        // A match ending inside an unchanged multi-byte character.
+        let s2 = "é\u{200b}";
+        let v2 = view(s2).expect("changes");
+        assert_eq!(v2.original(s2, 0, 2), (0, 2));
+        assert_eq!(v2.original(s2, 1, 2), (0, 2));
+        // Half of an expansion maps to the whole character.
+        assert_eq!(v.original(s, 15, 16), (24, 27));
+        assert_eq!(v.original(s, 0, v.text.len()), (0, s.len()));
+    }
+
+    #[test]
+    fn invisible_runs() {
+        assert!(invisible("\u{200b}\u{200d}\u{e0041}"));
+        assert!(!invisible("\u{200b}a"));
+        assert!(!invisible(""));
+    }
+
+    /// The tables agree with the Unicode data: every Cf character is
+    /// dropped, every Zs one is a space.
+    #[test]
+    fn categories_are_complete() {
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            if c.is_ascii() {
+                continue;
+            }
+            match get_general_category(c) {
+                GeneralCategory::Format => assert_eq!(fold(c), Fold::Drop, "{:04X}", c as u32),
+                GeneralCategory::SpaceSeparator => {
+                    assert_eq!(fold(c), Fold::Space, "{:04X}", c as u32)
+                }
+                _ => {}
+            }
+        }
+    }
+}
