@@ -180,6 +180,14 @@ impl Refusal {
             ),
         )
     }
+    /// A request the gateway refuses as not valid MCP (400, -32600).
+    pub fn invalid_request(reason: &'static str, what: &str) -> Self {
+        Refusal::new(
+            400,
+            reason,
+            JsonRpcError::new(codes::INVALID_REQUEST, format!("Invalid Request: {what}")),
+        )
+    }
     pub fn header_mismatch(id: Option<Id>, msg: String) -> Self {
         Refusal::new(
             400,

@@ -54,6 +54,14 @@ fn scope<'a>(ctx: &'a RequestCtx, owner: &'a str, session: &'a str) -> crate::le
     }
 }
 
+/// The owner and session keys of this exchange's ledger scope.
+pub fn ledger_keys(ctx: &RequestCtx) -> (String, String) {
+    (
+        crate::state::owner_key(&ctx.principal),
+        session_scope_key(ctx),
+    )
+}
+
 /// The session key replies and server→client requests of this exchange belong to.
 pub fn session_scope_key(ctx: &RequestCtx) -> String {
     match ctx.exchange {
@@ -138,8 +146,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     // Replies to this POST that may arrive elsewhere (a legacy session's GET
     // stream, a replay of this SSE stream) must find their request there.
     if ctx.exchange == Exchange::Post && (status == 202 || sse) && !ctx.pending.is_empty() {
-        let owner = crate::state::owner_key(&ctx.principal);
-        let session = session_scope_key(ctx);
+        let (owner, session) = ledger_keys(ctx);
         let sc = scope(ctx, &owner, &session);
         for p in &ctx.pending {
             gw.ledger.asked(
@@ -521,8 +528,7 @@ fn unjudgeable(
             None => false,
         },
         _ => {
-            let owner = crate::state::owner_key(&ctx.principal);
-            let session = session_scope_key(ctx);
+            let (owner, session) = ledger_keys(ctx);
             gw.ledger
                 .answered(&scope(ctx, &owner, &session), id)
                 .is_some()
@@ -549,8 +555,7 @@ fn match_reply(
             Some((p.method.clone(), p.target.clone()))
         }
         _ => {
-            let owner = crate::state::owner_key(&ctx.principal);
-            let session = session_scope_key(ctx);
+            let (owner, session) = ledger_keys(ctx);
             gw.ledger
                 .answered(&scope(ctx, &owner, &session), id)
                 .map(|a| (a.method.clone(), a.target.clone()))
@@ -595,6 +600,24 @@ fn inferred_method(bytes: &[u8]) -> Result<Option<String>, ()> {
     }
 }
 
+/// A reply to no request the gateway knows of: counted, audited, not passed on.
+fn drop_unmatched(ctx: &mut RequestCtx, env: &Envelope) -> Judged {
+    metrics()
+        .upstream_errors
+        .with_label_values(&[ctx.server_name(), "unmatched_response"])
+        .inc();
+    let mut rec = MessageRecord::of(
+        env,
+        Outcome::Denied {
+            filter: "gateway",
+            reason: "unmatched_response".into(),
+        },
+    );
+    rec.target = None;
+    ctx.response_records.push(rec);
+    Judged::Dropped
+}
+
 /// Runs the chain on one server→client message and records the outcome.
 /// Responses passed unchanged are audited with the request they answer;
 /// server→client requests and anything a filter touched get records of their own.
@@ -610,33 +633,17 @@ fn judge_message(
     let asked = match (&env.kind, &env.id) {
         (Kind::Response, Some(id)) => match match_reply(gw, ctx, id) {
             Some(a) => Some(a),
-            None if ctx.exchange != Exchange::Post && inferred_method(bytes).is_ok() => {
-                metrics()
-                    .upstream_errors
-                    .with_label_values(&[ctx.server_name(), "unmatched_response"])
-                    .inc();
-                inferred_method(bytes)
-                    .ok()
-                    .flatten()
-                    .map(|m| (m, None))
-                    .or_else(|| Some((String::new(), None)))
-            }
-            None => {
-                metrics()
-                    .upstream_errors
-                    .with_label_values(&[ctx.server_name(), "unmatched_response"])
-                    .inc();
-                let mut rec = MessageRecord::of(
-                    env,
-                    Outcome::Denied {
-                        filter: "gateway",
-                        reason: "unmatched_response".into(),
-                    },
-                );
-                rec.target = None;
-                ctx.response_records.push(rec);
-                return Judged::Dropped;
-            }
+            None if ctx.exchange != Exchange::Post => match inferred_method(bytes) {
+                Ok(m) => {
+                    metrics()
+                        .upstream_errors
+                        .with_label_values(&[ctx.server_name(), "unmatched_response"])
+                        .inc();
+                    Some((m.unwrap_or_default(), None))
+                }
+                Err(()) => return drop_unmatched(ctx, env),
+            },
+            None => return drop_unmatched(ctx, env),
         },
         _ => None,
     };
@@ -676,8 +683,7 @@ fn judge_message(
     if let (Kind::Request, Some(id), false) =
         (env.kind, env.id.as_ref(), matches!(judged, Judged::Dropped))
     {
-        let owner = crate::state::owner_key(&ctx.principal);
-        let session = session_scope_key(ctx);
+        let (owner, session) = ledger_keys(ctx);
         gw.ledger.owe(&scope(ctx, &owner, &session), id);
     }
     if env.kind == Kind::Request || outcome != Outcome::Forwarded || !findings.is_empty() {

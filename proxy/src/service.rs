@@ -300,47 +300,38 @@ impl WardenProxy {
                 ));
             }
             Parsed::Batch(_) if !mcp::batches_allowed(ctx.protocol_version.as_deref()) => {
-                return Err(Refusal::new(
-                    400,
+                return Err(Refusal::invalid_request(
                     "batch_not_allowed",
-                    warden_filters::JsonRpcError::new(
-                        warden_filters::codes::INVALID_REQUEST,
-                        "Invalid Request: this protocol version has no JSON-RPC batches",
-                    ),
+                    "this protocol version has no JSON-RPC batches",
                 ));
             }
             Parsed::Batch(_) => {}
         }
         // A client response answers a server→client request the gateway let
         // through on this session, once; anything else is refused.
-        {
-            let owner = crate::state::owner_key(&ctx.principal);
-            let session = crate::response::session_scope_key(ctx);
+        let responses: Vec<&warden_filters::Envelope> = match &parsed {
+            Parsed::Single(env) => vec![env],
+            Parsed::Batch(items) => items.iter().filter_map(|i| i.as_ref().ok()).collect(),
+        }
+        .into_iter()
+        .filter(|e| e.kind == warden_filters::Kind::Response)
+        .collect();
+        if !responses.is_empty() {
+            let (owner, session) = crate::response::ledger_keys(ctx);
             let scope = crate::ledger::Scope {
                 server: &server.name,
                 owner: &owner,
                 session: &session,
             };
-            let responses: Vec<&warden_filters::Envelope> = match &parsed {
-                Parsed::Single(env) => vec![env],
-                Parsed::Batch(items) => items.iter().filter_map(|i| i.as_ref().ok()).collect(),
-            };
             for env in responses {
-                if env.kind != warden_filters::Kind::Response {
-                    continue;
-                }
                 let settled = env
                     .id
                     .as_ref()
                     .is_some_and(|id| self.gateway.ledger.settle(&scope, id));
                 if !settled {
-                    return Err(Refusal::new(
-                        400,
+                    return Err(Refusal::invalid_request(
                         "unsolicited_response",
-                        warden_filters::JsonRpcError::new(
-                            warden_filters::codes::INVALID_REQUEST,
-                            "Invalid Request: a response to no request the server sent on this session",
-                        ),
+                        "a response to no request the server sent on this session",
                     )
                     .with_id(match &parsed {
                         Parsed::Single(e) => e.id.clone(),
