@@ -25,6 +25,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub audit: Audit,
     pub allowed_origins: HashSet<String>,
+    /// `Mcp-Param-*` headers no tool declares: scanned or stripped.
+    pub undeclared_params: UndeclaredParams,
     pub service_groups: Vec<ServiceGroup>,
     /// Every server of every group, by name.
     pub servers: Vec<Server>,
@@ -74,6 +76,16 @@ pub struct Limits {
     pub max_json_depth: NonZeroU32,
     pub max_batch_len: NonZeroU32,
     pub max_header_bytes: usize,
+}
+
+/// What happens to an `Mcp-Param-*` header that mirrors no declared argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UndeclaredParams {
+    /// DLP-scanned like an argument; a finding refuses the request (400).
+    #[default]
+    Scan,
+    /// Removed before the request goes upstream.
+    Strip,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -451,6 +463,17 @@ impl Config {
             include_arguments: raw.audit.include_arguments.unwrap_or(false),
         };
         let allowed_origins = raw.security.allowed_origins.iter().cloned().collect();
+        let undeclared_params = match raw.security.undeclared_param_headers.as_deref() {
+            None | Some("scan") => UndeclaredParams::Scan,
+            Some("strip") => UndeclaredParams::Strip,
+            Some(other) => {
+                p.push(
+                    "security.undeclared_param_headers",
+                    format!("`{other}` is not one of scan, strip"),
+                );
+                UndeclaredParams::Scan
+            }
+        };
 
         let mut groups = Vec::new();
         let mut servers = Vec::new();
@@ -666,6 +689,7 @@ impl Config {
             timeouts: timeouts_v,
             audit,
             allowed_origins,
+            undeclared_params,
             service_groups: groups,
             servers,
             routes,

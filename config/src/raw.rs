@@ -315,6 +315,12 @@ pub struct SecurityConfig {
     /// is allowed (requests without `Origin` are unaffected).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// What to do with an `Mcp-Param-*` header that no listed tool
+    /// definition declares (`x-mcp-header`): `scan` (default: DLP-scan its
+    /// value like an argument and refuse the request on a finding) or
+    /// `strip` (never forward it).
+    #[serde(default)]
+    pub undeclared_param_headers: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,17 +1,28 @@
 //! MCP-level facts on top of JSON-RPC: the 2026-07-28 `Mcp-*` request headers,
 //! which must agree with the body they accompany.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use base64::Engine;
 
-use crate::error::Refusal;
-use crate::jsonrpc::Envelope;
+use crate::error::{codes, JsonRpcError, Refusal};
+use crate::filter::{Decision, Denial, FilterContext, McpFilter, MessageView};
+use crate::jsonrpc::{Envelope, Kind};
 
 pub const H_METHOD: &str = "mcp-method";
 pub const H_NAME: &str = "mcp-name";
 
-/// Decodes a `Mcp-*` header value: plain ASCII, or `=?base64?<b64>?=` for
-/// values that are not. Returns `None` for values that decode to nothing valid.
+/// Decodes a `Mcp-*` header value: plain header-safe ASCII (visible
+/// characters, space, tab), or `=?base64?<b64>?=` for values that are not.
+/// Returns `None` for anything else: bytes outside that set, a sentinel whose
+/// base64 or UTF-8 does not decode. Such a header cannot be compared with the
+/// body, so it is refused, never passed on.
 pub fn decode_header_value(raw: &[u8]) -> Option<String> {
+    if !raw.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        return None;
+    }
     let s = std::str::from_utf8(raw).ok()?;
     if let Some(inner) = s
         .strip_prefix("=?base64?")
@@ -23,6 +34,209 @@ pub fn decode_header_value(raw: &[u8]) -> Option<String> {
         return String::from_utf8(bytes).ok();
     }
     Some(s.to_owned())
+}
+
+/// Encodes a value for a `Mcp-*` header as a conforming client would: as is
+/// when it is header-safe ASCII without surrounding space, else the base64
+/// sentinel form (also for plain values that look like the sentinel).
+pub fn encode_header_value(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !v.starts_with(' ')
+        && !v.ends_with(' ')
+        && !(v.starts_with("=?base64?") && v.ends_with("?="));
+    if plain || v.is_empty() {
+        v.to_owned()
+    } else {
+        format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(v.as_bytes())
+        )
+    }
+}
+
+/// One tool argument that its definition mirrors into a header
+/// (`x-mcp-header`, SEP-2243): `Mcp-Param-<header>` carries the value found
+/// at `path` (a chain of `properties` keys) in the call's arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamDecl {
+    /// The header name after `Mcp-Param-`, lower-cased.
+    pub header: String,
+    pub path: Vec<String>,
+    pub kind: ParamKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    String,
+    Integer,
+    Boolean,
+}
+
+/// The mirrored-argument declarations of a tool's `inputSchema`, or why the
+/// definition is invalid (clients must drop such a tool; so does Warden).
+/// An annotation that is not statically reachable through `properties`
+/// alone, a value that is not an HTTP token, a duplicate (ignoring case), or
+/// one on a property whose type is not string, integer or boolean is invalid.
+pub fn param_decls(input_schema: &serde_json::Value) -> Result<Vec<ParamDecl>, &'static str> {
+    fn walk(
+        v: &serde_json::Value,
+        path: Option<&[String]>,
+        out: &mut Vec<ParamDecl>,
+    ) -> Result<(), &'static str> {
+        match v {
+            serde_json::Value::Object(o) => {
+                if let Some(h) = o.get("x-mcp-header") {
+                    let Some(path) = path.filter(|p| !p.is_empty()) else {
+                        return Err(
+                            "x-mcp-header outside a property reachable through `properties`",
+                        );
+                    };
+                    let Some(h) = h.as_str() else {
+                        return Err("x-mcp-header is not a string");
+                    };
+                    if h.is_empty() || !h.bytes().all(is_tchar) {
+                        return Err("x-mcp-header is not an HTTP token");
+                    }
+                    let kind =
+                        match o.get("type").and_then(serde_json::Value::as_str) {
+                            Some("string") => ParamKind::String,
+                            Some("integer") => ParamKind::Integer,
+                            Some("boolean") => ParamKind::Boolean,
+                            _ => return Err(
+                                "x-mcp-header on a property that is not string, integer or boolean",
+                            ),
+                        };
+                    let header = h.to_ascii_lowercase();
+                    if out.iter().any(|d| d.header == header) {
+                        return Err("x-mcp-header declared twice");
+                    }
+                    out.push(ParamDecl {
+                        header,
+                        path: path.to_vec(),
+                        kind,
+                    });
+                }
+                for (k, child) in o {
+                    match (k.as_str(), path, child) {
+                        ("properties", Some(p), serde_json::Value::Object(props)) => {
+                            for (name, schema) in props {
+                                let mut next = p.to_vec();
+                                next.push(name.clone());
+                                walk(schema, Some(&next), out)?;
+                            }
+                        }
+                        ("x-mcp-header", _, _) => {}
+                        _ => walk(child, None, out)?,
+                    }
+                }
+                Ok(())
+            }
+            serde_json::Value::Array(a) => a.iter().try_for_each(|c| walk(c, None, out)),
+            _ => Ok(()),
+        }
+    }
+    let mut out = Vec::new();
+    walk(input_schema, Some(&[]), &mut out)?;
+    Ok(out)
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The header form of an argument value, `None` when the header must be
+/// absent (no value, or `null`), `Err` when the value cannot be mirrored.
+fn mirror_form(v: Option<&serde_json::Value>, kind: ParamKind) -> Result<Option<String>, ()> {
+    const SAFE: i64 = (1 << 53) - 1;
+    match (v, kind) {
+        (None | Some(serde_json::Value::Null), _) => Ok(None),
+        (Some(serde_json::Value::String(s)), ParamKind::String) => Ok(Some(s.clone())),
+        (Some(serde_json::Value::Bool(b)), ParamKind::Boolean) => Ok(Some(b.to_string())),
+        (Some(serde_json::Value::Number(n)), ParamKind::Integer) => {
+            let i = match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => i,
+                (None, Some(f)) if f.fract() == 0.0 && f.abs() <= SAFE as f64 => f as i64,
+                _ => return Err(()),
+            };
+            if i.abs() > SAFE {
+                return Err(());
+            }
+            Ok(Some(i.to_string()))
+        }
+        _ => Err(()),
+    }
+}
+
+fn value_at<'v>(
+    args: Option<&'v serde_json::Value>,
+    path: &[String],
+) -> Option<&'v serde_json::Value> {
+    path.iter().try_fold(args?, |v, k| v.get(k.as_str()))
+}
+
+/// Checks the declared `Mcp-Param-*` headers (`sent`: lower-cased name after
+/// the prefix, decoded value) against the call's arguments. A declared
+/// argument with a value needs its header, and the header must carry that
+/// value (integers compared as numbers); a header for an absent argument is a
+/// mismatch too. `require`: the client speaks 2026-07-28 (it sent
+/// `Mcp-Method`), so a missing header is a mismatch; older clients never
+/// mirror, but what they do send must still agree. The error never quotes a value.
+pub fn check_params(
+    decls: &[ParamDecl],
+    args: Option<&serde_json::Value>,
+    sent: &[(String, String)],
+    require: bool,
+) -> Result<(), String> {
+    for d in decls {
+        let body = mirror_form(value_at(args, &d.path), d.kind).map_err(|_| {
+            format!(
+                "argument mirrored by Mcp-Param-{} has a type that cannot be mirrored",
+                d.header
+            )
+        })?;
+        let hdr = sent.iter().find(|(n, _)| *n == d.header).map(|(_, v)| v);
+        let agree = match (&body, hdr) {
+            (None, None) => true,
+            (Some(b), Some(h)) if d.kind == ParamKind::Integer => {
+                h.trim().parse::<i64>().ok().map(|x| x.to_string()).as_ref() == Some(b)
+                    || h.trim()
+                        .parse::<f64>()
+                        .is_ok_and(|f| f.fract() == 0.0 && (f as i64).to_string() == *b)
+            }
+            (Some(b), Some(h)) => b == h,
+            (Some(_), None) if !require => true,
+            (Some(_), None) => {
+                return Err(format!(
+                    "Mcp-Param-{} header missing for an argument the tool mirrors",
+                    d.header
+                ))
+            }
+            (None, Some(_)) => false,
+        };
+        if !agree {
+            return Err(format!(
+                "Mcp-Param-{} header does not match the body's argument",
+                d.header
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The headers a conforming client would send for these arguments, in
+/// `decls` order: `(lower-cased name after the prefix, encoded value)`.
+pub fn mirrored_headers(
+    decls: &[ParamDecl],
+    args: Option<&serde_json::Value>,
+) -> Vec<(String, String)> {
+    decls
+        .iter()
+        .filter_map(|d| {
+            let v = mirror_form(value_at(args, &d.path), d.kind).ok()??;
+            Some((d.header.clone(), encode_header_value(&v)))
+        })
+        .collect()
 }
 
 /// Prefix of the 2026-07-28 headers that mirror tool arguments.
@@ -79,10 +293,7 @@ pub fn check_headers(
         if env.method.as_deref() != Some(v.as_str()) {
             return Err(Refusal::header_mismatch(
                 env.id.clone(),
-                format!(
-                    "Mcp-Method header `{v}` does not match the body's method `{}`",
-                    env.method.as_deref().unwrap_or("")
-                ),
+                "Mcp-Method header does not match the body's method".into(),
             ));
         }
     }
@@ -98,7 +309,7 @@ pub fn check_headers(
             if v != exp {
                 return Err(Refusal::header_mismatch(
                     env.id.clone(),
-                    format!("Mcp-Name header `{v}` does not match the body's `{exp}`"),
+                    "Mcp-Name header does not match the body's name or uri".into(),
                 ));
             }
         }
@@ -118,6 +329,128 @@ pub fn check_headers(
         _ => {}
     }
     Ok(())
+}
+
+/// A tool's mirrored arguments, or why its definition was refused.
+pub type ToolParams = Arc<Result<Vec<ParamDecl>, &'static str>>;
+
+/// server → tool → the `x-mcp-header` declarations of its listed definition.
+/// Learned from every `tools/list` reply (with or without pinning), read on
+/// every `tools/call` that carries or owes `Mcp-Param-*` headers.
+#[derive(Default)]
+pub struct ParamDecls {
+    map: ArcSwap<HashMap<String, HashMap<String, ToolParams>>>,
+}
+
+impl ParamDecls {
+    pub fn get(&self, server: &str, tool: &str) -> Option<ToolParams> {
+        self.map.load().get(server)?.get(tool).cloned()
+    }
+
+    fn learn(
+        &self,
+        server: &str,
+        tools: &[(String, Option<Result<Vec<ParamDecl>, &'static str>>)],
+    ) {
+        self.map.rcu(|m| {
+            let mut m = (**m).clone();
+            let s = m.entry(server.to_owned()).or_default();
+            for (name, d) in tools {
+                match d {
+                    Some(d) => {
+                        s.insert(name.clone(), Arc::new(d.clone()));
+                    }
+                    None => {
+                        s.remove(name);
+                    }
+                }
+            }
+            m
+        });
+    }
+}
+
+/// Learns which arguments each listed tool mirrors into `Mcp-Param-*`
+/// headers, drops tools whose declarations are invalid from `tools/list`
+/// (as clients must), and refuses calls to such tools.
+pub struct MirrorFilter {
+    decls: Arc<ParamDecls>,
+}
+
+impl MirrorFilter {
+    pub fn new(decls: Arc<ParamDecls>) -> Self {
+        MirrorFilter { decls }
+    }
+}
+
+impl McpFilter for MirrorFilter {
+    fn name(&self) -> &'static str {
+        "mirrored_headers"
+    }
+
+    fn inspects_json_response(&self, _: &str, method: Option<&str>, _: Option<&str>) -> bool {
+        method == Some("tools/list")
+    }
+
+    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+        let env = msg.envelope;
+        if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
+            return Decision::Pass;
+        }
+        let Some(tool) = env.name.as_deref() else {
+            return Decision::Pass;
+        };
+        match self.decls.get(ctx.server, tool).as_deref() {
+            Some(Err(why)) => Decision::Reject(Denial::error(
+                JsonRpcError::new(
+                    codes::INVALID_PARAMS,
+                    format!("Tool definition refused: {why}"),
+                ),
+                "tool_header_declaration_invalid",
+            )),
+            _ => Decision::Pass,
+        }
+    }
+
+    fn on_response(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+        let env = msg.envelope;
+        if env.kind != Kind::Response || env.is_error || ctx.request_method != Some("tools/list") {
+            return Decision::Pass;
+        }
+        let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(msg.bytes) else {
+            return Decision::Pass;
+        };
+        let Some(tools) = v
+            .get_mut("result")
+            .and_then(|r| r.get_mut("tools"))
+            .and_then(serde_json::Value::as_array_mut)
+        else {
+            return Decision::Pass;
+        };
+        let mut learned = Vec::with_capacity(tools.len());
+        let before = tools.len();
+        tools.retain(|t| {
+            let Some(name) = t.get("name").and_then(serde_json::Value::as_str) else {
+                return true;
+            };
+            let d = match t.get("inputSchema").map(param_decls) {
+                None => None,
+                Some(Ok(d)) if d.is_empty() => None,
+                Some(r) => Some(r),
+            };
+            let keep = !matches!(d, Some(Err(_)));
+            learned.push((name.to_owned(), d));
+            keep
+        });
+        self.decls.learn(ctx.server, &learned);
+        if tools.len() == before {
+            return Decision::Pass;
+        }
+        match serde_json::to_vec(&v) {
+            Ok(b) => Decision::Mutated(b),
+            Err(_) => Decision::Pass,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -162,5 +495,73 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#,
         );
         assert!(check_headers(Some(b"resources/read"), Some(b"file:///a"), &read).is_ok());
+    }
+
+    #[test]
+    fn declarations_only_where_statically_reachable() {
+        let ok = serde_json::json!({"type":"object","properties":{
+            "region":{"type":"string","x-mcp-header":"Region"},
+            "cfg":{"type":"object","properties":{"n":{"type":"integer","x-mcp-header":"N"}}}
+        }});
+        let d = param_decls(&ok).expect("valid");
+        assert_eq!(d.len(), 2);
+        let n = d.iter().find(|x| x.header == "n").expect("n");
+        assert_eq!(n.path, vec!["cfg".to_owned(), "n".to_owned()]);
+        for bad in [
+            serde_json::json!({"x-mcp-header":"Root"}),
+            serde_json::json!({"properties":{"a":{"type":"array","items":{"type":"string","x-mcp-header":"A"}}}}),
+            serde_json::json!({"oneOf":[{"properties":{"a":{"type":"string","x-mcp-header":"A"}}}]}),
+            serde_json::json!({"properties":{"a":{"$ref":"#/$defs/x"}},"$defs":{"x":{"type":"string","x-mcp-header":"A"}}}),
+            serde_json::json!({"properties":{"a":{"type":"string","x-mcp-header":"A"},"b":{"type":"string","x-mcp-header":"a"}}}),
+            serde_json::json!({"properties":{"a":{"type":"number","x-mcp-header":"A"}}}),
+            serde_json::json!({"properties":{"a":{"type":"string","x-mcp-header":"A B"}}}),
+            serde_json::json!({"properties":{"a":{"type":"string","x-mcp-header":""}}}),
+            serde_json::json!({"properties":{"a":{"type":["string","null"],"x-mcp-header":"A"}}}),
+        ] {
+            assert!(param_decls(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn params_compare_as_their_type() {
+        let schema = serde_json::json!({"properties":{
+            "r":{"type":"string","x-mcp-header":"R"},
+            "n":{"type":"integer","x-mcp-header":"N"},
+            "b":{"type":"boolean","x-mcp-header":"B"}
+        }});
+        let d = param_decls(&schema).expect("valid");
+        let args = serde_json::json!({"r":"Hello, 世界","n":42,"b":true});
+        let sent = |r: &str, n: &str, b: &str| {
+            vec![
+                ("r".to_owned(), r.to_owned()),
+                ("n".to_owned(), n.to_owned()),
+                ("b".to_owned(), b.to_owned()),
+            ]
+        };
+        assert!(check_params(&d, Some(&args), &sent("Hello, 世界", "42", "true"), true).is_ok());
+        assert!(check_params(&d, Some(&args), &sent("Hello, 世界", "42.0", "true"), true).is_ok());
+        assert!(check_params(&d, Some(&args), &sent("Hello, 世界", "42", "True"), true).is_err());
+        assert!(check_params(&d, Some(&args), &sent("hello, 世界", "42", "true"), true).is_err());
+        assert!(check_params(&d, Some(&args), &[], true).is_err());
+        assert!(check_params(&d, Some(&args), &[], false).is_ok());
+        let big = serde_json::json!({"n": 9007199254740993u64});
+        assert!(check_params(
+            &d,
+            Some(&big),
+            &[("n".into(), "9007199254740993".into())],
+            true
+        )
+        .is_err());
+        let hs = mirrored_headers(&d, Some(&args));
+        let r = &hs.iter().find(|(n, _)| n == "r").expect("r").1;
+        assert_eq!(r, "=?base64?SGVsbG8sIOS4lueVjA==?=");
+        assert_eq!(decode_header_value(r.as_bytes()).as_deref(), Some("Hello, 世界"));
+        assert_eq!(
+            encode_header_value("=?base64?x?="),
+            "=?base64?PT9iYXNlNjQ/eD89?="
+        );
+        assert_eq!(encode_header_value(" pad"), "=?base64?IHBhZA==?=");
+        assert!(decode_header_value("é".as_bytes()).is_none());
+        assert!(decode_header_value(b"a\x01b").is_none());
     }
 }

@@ -142,6 +142,8 @@ impl std::fmt::Debug for Snapshot {
 pub struct Shared {
     pub quotas: Arc<crate::quota::QuotaTables>,
     pub pins: Arc<crate::tools::ToolPins>,
+    /// Which arguments each tool mirrors into `Mcp-Param-*` headers.
+    pub params: Arc<crate::mcp::ParamDecls>,
 }
 
 impl Shared {
@@ -149,6 +151,7 @@ impl Shared {
         Arc::new(Shared {
             quotas: Arc::new(crate::quota::QuotaTables::new(1_000_000)),
             pins: Arc::new(crate::tools::ToolPins::default()),
+            params: Arc::new(crate::mcp::ParamDecls::default()),
         })
     }
 }
@@ -240,6 +243,9 @@ impl Snapshot {
                 config.catalog.clone(),
             )));
         }
+        filters.push(Arc::new(crate::mcp::MirrorFilter::new(
+            shared.params.clone(),
+        )));
         filters.push(Arc::new(crate::tools::SchemaFilter::new(
             shared.pins.clone(),
             &config.catalog,

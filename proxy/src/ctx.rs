@@ -102,6 +102,12 @@ pub struct RequestCtx {
     pub endpoint_seen: bool,
     /// The client speaks HTTP/2 to the gateway.
     pub downstream_h2: bool,
+    /// The request's `Mcp-Param-*` headers: lower-cased name after the
+    /// prefix, decoded value.
+    pub params_in: Vec<(String, String)>,
+    /// When set, every `Mcp-Param-*` header is replaced by these (name after
+    /// the prefix, encoded value) on the way upstream.
+    pub params_out: Option<Vec<(String, String)>>,
 }
 
 impl RequestCtx {
@@ -143,6 +149,8 @@ impl RequestCtx {
             stream_session: None,
             endpoint_seen: false,
             downstream_h2: false,
+            params_in: Vec::new(),
+            params_out: None,
         }
     }
 

@@ -191,26 +191,22 @@ impl WardenProxy {
                 return Err(Refusal::bad_header(name, "sent more than once"));
             }
         }
-        if let Some(dup) = mcp::duplicate_param_header(req.headers.iter().map(|(k, _)| k.as_str()))
-        {
-            return Err(Refusal::bad_header(&dup, "sent more than once"));
+        if mcp::duplicate_param_header(req.headers.iter().map(|(k, _)| k.as_str())).is_some() {
+            return Err(Refusal::bad_header("Mcp-Param-*", "sent more than once"));
         }
-        // `Mcp-Param-*` mirror arguments into headers: a second copy that must
-        // be readable and carry nothing DLP would stop in the body.
+        // `Mcp-Param-*` mirror arguments into headers: each must decode to one
+        // value, or it cannot be compared with the body (2026-07-28).
         for (name, value) in req.headers.iter() {
             let n = name.as_str();
             if n.len() > mcp::H_PARAM_PREFIX.len() && n.starts_with(mcp::H_PARAM_PREFIX) {
                 let Some(v) = mcp::decode_header_value(value.as_bytes()) else {
-                    return Err(Refusal::bad_header(n, "not a valid value"));
-                };
-                let mut hits = Vec::new();
-                rt.snap.redactor.scan_str(&v, &mut hits);
-                if !hits.is_empty() {
-                    return Err(Refusal::bad_header(
-                        n,
-                        "carries data DLP refuses in a header",
+                    return Err(Refusal::header_mismatch(
+                        None,
+                        "an Mcp-Param-* header value is not valid".into(),
                     ));
-                }
+                };
+                ctx.params_in
+                    .push((n[mcp::H_PARAM_PREFIX.len()..].to_owned(), v));
             }
         }
         ctx.session_id = header_str(req, "mcp-session-id").map(str::to_owned);
@@ -281,6 +277,7 @@ impl WardenProxy {
             Err(BodyError::Unreplayable(b)) => b,
         };
         ctx.body_len_in = body.len();
+        let mut decls: Vec<mcp::ParamDecl> = Vec::new();
         let parsed = parse(&body, rt.snap.parse_limits).map_err(|(id, e)| Refusal::parse(id, e))?;
         // Fail closed: no new call while the audit trail cannot record it.
         self.gateway.audit.admit().map_err(|r| match &parsed {
@@ -290,6 +287,7 @@ impl WardenProxy {
         match &parsed {
             Parsed::Single(env) => {
                 mcp::check_headers(method_hdr.as_deref(), name_hdr.as_deref(), env)?;
+                decls = self.check_params(ctx, env, &body, &server.name, method_hdr.is_some())?;
                 ctx.request_method = env.method.clone();
                 ctx.request_target = env.name.clone().or_else(|| env.uri.clone());
             }
@@ -307,6 +305,7 @@ impl WardenProxy {
             }
             Parsed::Batch(_) => {}
         }
+        let kept_params = self.undeclared_params(ctx, &decls, &rt.snap)?;
         // A client response answers a server→client request the gateway let
         // through on this session, once; anything else is refused.
         let responses: Vec<&warden_filters::Envelope> = match &parsed {
@@ -400,6 +399,15 @@ impl WardenProxy {
             }
         }
         ctx.plan = Some(plan);
+        if !decls.is_empty() || !ctx.params_in.is_empty() {
+            // Mirrored headers go upstream as the forwarded body says, so a
+            // redacted argument never travels on in its header.
+            let forwarded = ctx.body.as_deref().unwrap_or_default();
+            let args = arguments_json(forwarded);
+            let mut out = mcp::mirrored_headers(&decls, args.as_ref());
+            out.extend(kept_params);
+            ctx.params_out = Some(out);
+        }
         // Send exactly the judged bytes ourselves (see `direct`): a judged
         // JSON reply then leaves in one write with its exact length, and a
         // body larger than Pingora's replay window needs no replay.
@@ -417,6 +425,61 @@ impl WardenProxy {
                 Err(r)
             }
         }
+    }
+
+    /// Checks the `Mcp-Param-*` headers of a `tools/call` against the
+    /// arguments the listed definition mirrors; returns those declarations.
+    fn check_params(
+        &self,
+        ctx: &RequestCtx,
+        env: &warden_filters::Envelope,
+        body: &[u8],
+        server: &str,
+        modern: bool,
+    ) -> Result<Vec<mcp::ParamDecl>, Refusal> {
+        let decls = match (env.method.as_deref(), env.name.as_deref()) {
+            (Some("tools/call"), Some(tool)) => self.gateway.shared.params.get(server, tool),
+            _ => None,
+        };
+        let decls = match decls.as_deref() {
+            Some(Ok(d)) => d.clone(),
+            _ => return Ok(Vec::new()),
+        };
+        let args = arguments_json(&body[env.span.clone()]);
+        mcp::check_params(&decls, args.as_ref(), &ctx.params_in, modern)
+            .map_err(|m| Refusal::header_mismatch(env.id.clone(), m))?;
+        Ok(decls)
+    }
+
+    /// `Mcp-Param-*` headers no declaration covers: DLP-scanned like an
+    /// argument (a finding refuses the request) and kept, or stripped, as the
+    /// bundle says. Returns those to forward (name, encoded value).
+    fn undeclared_params(
+        &self,
+        ctx: &RequestCtx,
+        decls: &[mcp::ParamDecl],
+        snap: &warden_filters::Snapshot,
+    ) -> Result<Vec<(String, String)>, Refusal> {
+        let mut kept = Vec::new();
+        for (name, value) in &ctx.params_in {
+            if decls.iter().any(|d| d.header == *name) {
+                continue;
+            }
+            if snap.config.undeclared_params == warden_config::model::UndeclaredParams::Strip {
+                continue;
+            }
+            let mut hits = Vec::new();
+            snap.redactor.scan_str(value, &mut hits);
+            snap.redactor.scan_str(name, &mut hits);
+            if !hits.is_empty() {
+                return Err(Refusal::bad_header(
+                    "Mcp-Param-*",
+                    "carries data DLP refuses in a header",
+                ));
+            }
+            kept.push((name.clone(), mcp::encode_header_value(value)));
+        }
+        Ok(kept)
     }
 
     fn audit_base(&self, session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
@@ -864,6 +927,11 @@ pub(crate) fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
 }
 
 /// The filter context of a request message.
+/// `params.arguments` of one message, as JSON (`None`: absent or unreadable).
+fn arguments_json(message: &[u8]) -> Option<serde_json::Value> {
+    warden_filters::jsonrpc::params_arguments(message).and_then(|a| serde_json::from_str(a).ok())
+}
+
 fn request_fctx<'a>(
     ctx: &'a RequestCtx,
     server: &'a warden_config::model::Server,

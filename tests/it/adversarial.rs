@@ -378,6 +378,226 @@ async fn mirrored_headers_must_be_unambiguous() {
     assert_eq!(posts_received(&h), 0);
 }
 
+/// `echo` mirrors `region` (string) and `n` (integer) into headers.
+fn mirrored_tools_list(id: u64) -> String {
+    json!({"jsonrpc":"2.0","id":id,"result":{"tools":[{
+        "name":"echo",
+        "inputSchema":{"type":"object","properties":{
+            "text":{"type":"string"},
+            "region":{"type":"string","x-mcp-header":"Region"},
+            "n":{"type":"integer","x-mcp-header":"N"}
+        }}
+    }]}})
+    .to_string()
+}
+
+async fn learn_mirrors(h: &Hostile, gw: &Gateway) {
+    h.script([Reply::json(&mirrored_tools_list(100))]);
+    let (s, _, text) = post(
+        gw,
+        &json!({"jsonrpc":"2.0","id":100,"method":"tools/list"}).to_string(),
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    assert!(text.contains("\"echo\""), "{text}");
+}
+
+fn call_with(id: u64, args: Value) -> String {
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"echo","arguments":args}})
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirrored_params_agree_with_the_judged_arguments() {
+    let (h, gw) = setup().await;
+    learn_mirrors(&h, &gw).await;
+    let modern = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "echo"),
+    ];
+    // Disagreements, in every shape: another value, a missing header, a
+    // header for an argument the body lacks, an undecodable value, a number
+    // that is not the body's.
+    let cases: Vec<(Value, Vec<(&str, &str)>)> = vec![
+        (json!({"region":"eu"}), vec![("mcp-param-region", "us")]),
+        (json!({"region":"eu"}), vec![("mcp-param-region", "EU")]),
+        (json!({"region":"eu"}), vec![]),
+        (json!({"text":"hi"}), vec![("mcp-param-region", "eu")]),
+        (
+            json!({"region":"eu"}),
+            vec![("mcp-param-region", "=?base64?dXM=?=")],
+        ),
+        (
+            json!({"region":"eu"}),
+            vec![("mcp-param-region", "=?base64?ZXU?=")],
+        ),
+        (
+            json!({"region":"eu","n":7}),
+            vec![("mcp-param-region", "eu"), ("mcp-param-n", "8")],
+        ),
+        (
+            json!({"region":"eu","n":7}),
+            vec![("mcp-param-region", "eu"), ("mcp-param-n", "7x")],
+        ),
+        (
+            json!({"region":"eu","n":"7"}),
+            vec![("mcp-param-region", "eu"), ("mcp-param-n", "7")],
+        ),
+        (json!({"region":null}), vec![("mcp-param-region", "null")]),
+    ];
+    for (i, (args, hs)) in cases.into_iter().enumerate() {
+        let mut all: Vec<(&str, &str)> = modern.to_vec();
+        all.extend(hs.iter().copied());
+        let (s, _, text) =
+            post_with(&gw, "/mock/mcp", &call_with(i as u64, args.clone()), &all).await;
+        assert_eq!(s, 400, "{args} {hs:?}: {text}");
+        let v: Value = serde_json::from_str(&text).expect("json error");
+        assert_eq!(v["error"]["code"], -32020, "{text}");
+    }
+    assert_eq!(posts_received(&h), 1, "only the tools/list went upstream");
+
+    // Agreeing headers go upstream, canonical, once each; integers compare as numbers.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":50,"result":{"content":[]}}).to_string(),
+    )]);
+    let mut all: Vec<(&str, &str)> = modern.to_vec();
+    all.extend([
+        ("mcp-param-region", "=?base64?ZXU=?="),
+        ("mcp-param-n", "7.0"),
+        ("mcp-param-trace", "abc"),
+    ]);
+    let (s, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call_with(50, json!({"region":"eu","n":7})),
+        &all,
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    let got = h.received();
+    let last = got.last().expect("forwarded");
+    assert_eq!(last.header("mcp-param-region"), vec!["eu"]);
+    assert_eq!(last.header("mcp-param-n"), vec!["7"]);
+    assert_eq!(
+        last.header("mcp-param-trace"),
+        vec!["abc"],
+        "undeclared, clean: kept"
+    );
+
+    // DLP redacts the argument: its mirror goes upstream redacted too.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":51,"result":{"content":[]}}).to_string(),
+    )]);
+    let ssn = "123-45-6789";
+    let mut all: Vec<(&str, &str)> = modern.to_vec();
+    all.push(("mcp-param-region", ssn));
+    let (s, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call_with(51, json!({"region":ssn})),
+        &all,
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    let got = h.received();
+    let last = got.last().expect("forwarded");
+    assert!(!last.body_text().contains(ssn), "{}", last.body_text());
+    let hdr = last.header("mcp-param-region");
+    assert_eq!(hdr.len(), 1, "{hdr:?}");
+    assert!(
+        !hdr[0].contains("6789"),
+        "the header carried the original: {hdr:?}"
+    );
+
+    // An older client never mirrors: no header is required, but one it sends must agree.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":52,"result":{"content":[]}}).to_string(),
+    )]);
+    let (s, _, text) = post(&gw, &call_with(52, json!({"region":"eu"}))).await;
+    assert_eq!(s, 200, "{text}");
+    assert_eq!(
+        h.received().last().expect("fwd").header("mcp-param-region"),
+        vec!["eu"]
+    );
+    let before = posts_received(&h);
+    let (s, _, _) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call_with(53, json!({"region":"eu"})),
+        &[("mcp-param-region", "us")],
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(posts_received(&h), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undeclared_params_can_be_stripped_and_bad_declarations_are_dropped() {
+    let h = Hostile::start().await;
+    let gw = Gateway::start_with(
+        &mock_bundle(
+            &[h.addr],
+            &format!("security:\n  undeclared_param_headers: strip\n{BUNDLE}"),
+        ),
+        false,
+        &[],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    // `hidden` annotates a property inside `items`: not statically reachable,
+    // so the definition is invalid; `twice` declares one header twice.
+    let list = json!({"jsonrpc":"2.0","id":1,"result":{"tools":[
+        {"name":"echo","inputSchema":{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"}}}},
+        {"name":"hidden","inputSchema":{"type":"object","properties":{"xs":{"type":"array","items":{"type":"object","properties":{"k":{"type":"string","x-mcp-header":"K"}}}}}}},
+        {"name":"twice","inputSchema":{"type":"object","properties":{"a":{"type":"string","x-mcp-header":"A"},"b":{"type":"string","x-mcp-header":"a"}}}},
+        {"name":"floaty","inputSchema":{"type":"object","properties":{"f":{"type":"number","x-mcp-header":"F"}}}}
+    ]}});
+    h.script([Reply::json(&list.to_string())]);
+    let (s, _, text) = post(
+        &gw,
+        &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}).to_string(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let v: Value = serde_json::from_str(&text).expect("json");
+    let names: Vec<&str> = v["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["echo"], "{text}");
+    for tool in ["hidden", "twice", "floaty"] {
+        let before = posts_received(&h);
+        let body = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":tool,"arguments":{}}}).to_string();
+        let (_, _, text) = post(&gw, &body).await;
+        assert!(text.contains("-32602"), "{tool}: {text}");
+        assert_eq!(posts_received(&h), before, "{tool} reached the upstream");
+    }
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":3,"result":{"content":[]}}).to_string(),
+    )]);
+    let (s, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call_with(3, json!({"region":"eu"})),
+        &[
+            ("mcp-param-region", "eu"),
+            ("mcp-param-trace", "abc"),
+            ("mcp-param-key", AKIA),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    let got = h.received();
+    let last = got.last().expect("forwarded");
+    assert_eq!(last.header("mcp-param-region"), vec!["eu"]);
+    assert!(last.header("mcp-param-trace").is_empty(), "stripped");
+    assert!(last.header("mcp-param-key").is_empty(), "stripped");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_itself_quotes_nothing() {
     let (h, gw) = setup().await;
