@@ -40,12 +40,11 @@ pub fn decode_header_value(raw: &[u8]) -> Option<String> {
 /// when it is header-safe ASCII without surrounding space, else the base64
 /// sentinel form (also for plain values that look like the sentinel).
 pub fn encode_header_value(v: &str) -> String {
-    let plain = !v.is_empty()
-        && v.bytes().all(|b| (0x20..0x7f).contains(&b))
+    let plain = v.bytes().all(|b| (0x20..0x7f).contains(&b))
         && !v.starts_with(' ')
         && !v.ends_with(' ')
         && !(v.starts_with("=?base64?") && v.ends_with("?="));
-    if plain || v.is_empty() {
+    if plain {
         v.to_owned()
     } else {
         format!(
@@ -332,7 +331,8 @@ pub fn check_headers(
 }
 
 /// A tool's mirrored arguments, or why its definition was refused.
-pub type ToolParams = Arc<Result<Vec<ParamDecl>, &'static str>>;
+pub type Declared = Result<Vec<ParamDecl>, &'static str>;
+pub type ToolParams = Arc<Declared>;
 
 /// server → tool → the `x-mcp-header` declarations of its listed definition.
 /// Learned from every `tools/list` reply (with or without pinning), read on
@@ -350,7 +350,7 @@ impl ParamDecls {
     fn learn(
         &self,
         server: &str,
-        tools: &[(String, Option<Result<Vec<ParamDecl>, &'static str>>)],
+        tools: &[(String, Option<Declared>)],
     ) {
         self.map.rcu(|m| {
             let mut m = (**m).clone();
