@@ -40,10 +40,11 @@ pub fn decode_header_value(raw: &[u8]) -> Option<String> {
 /// when it is header-safe ASCII without surrounding space, else the base64
 /// sentinel form (also for plain values that look like the sentinel).
 pub fn encode_header_value(v: &str) -> String {
+    let looks_encoded = v.starts_with("=?base64?") && v.ends_with("?=");
     let plain = v.bytes().all(|b| (0x20..0x7f).contains(&b))
         && !v.starts_with(' ')
         && !v.ends_with(' ')
-        && !(v.starts_with("=?base64?") && v.ends_with("?="));
+        && !looks_encoded;
     if plain {
         v.to_owned()
     } else {
