@@ -76,6 +76,8 @@ pub struct Limits {
     pub max_json_depth: NonZeroU32,
     pub max_batch_len: NonZeroU32,
     pub max_header_bytes: usize,
+    /// Slowest request body accepted (bytes per second, after a grace period).
+    pub min_request_body_rate: usize,
 }
 
 /// What happens to an `Mcp-Param-*` header that mirrors no declared argument.
@@ -97,6 +99,8 @@ pub struct Timeouts {
     pub stream_idle: Duration,
     pub drain: Duration,
     pub request_body: Duration,
+    /// Longest time from a request header's first byte to its end.
+    pub request_header: Duration,
 }
 
 impl Default for Timeouts {
@@ -109,6 +113,7 @@ impl Default for Timeouts {
             stream_idle: Duration::from_secs(300),
             drain: Duration::from_secs(10),
             request_body: Duration::from_secs(30),
+            request_header: Duration::from_secs(10),
         }
     }
 }
@@ -278,6 +283,12 @@ fn timeouts(p: &mut Problems, base: &str, raw: &raw::TimeoutsConfig, d: Timeouts
             &raw.request_body,
             d.request_body,
         ),
+        request_header: duration(
+            p,
+            &format!("{base}.request_header"),
+            &raw.request_header,
+            d.request_header,
+        ),
     }
 }
 
@@ -422,6 +433,12 @@ impl Config {
                 "limits.max_header_bytes",
                 &rl.max_header_bytes,
                 DEFAULT_MAX_HEADER_BYTES,
+            ),
+            min_request_body_rate: size(
+                p,
+                "limits.min_request_body_rate",
+                &rl.min_request_body_rate,
+                1024,
             ),
         };
         if limits.max_json_depth.get() > 128 {

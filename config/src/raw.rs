@@ -270,6 +270,9 @@ pub struct LimitsConfig {
     pub max_batch_len: Option<u32>,
     /// Largest request header block (all headers), e.g. `32KiB` (default).
     pub max_header_bytes: Option<String>,
+    /// Slowest request body accepted, in bytes per second after a 5 s grace
+    /// period, e.g. `1KiB` (default).
+    pub min_request_body_rate: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -285,6 +288,9 @@ pub struct TimeoutsConfig {
     pub drain: Option<String>,
     /// How long a client may take to send a whole request body.
     pub request_body: Option<String>,
+    /// How long a client may take to send a whole request header, from its
+    /// first byte (default `10s`). Read from the top-level `timeouts` only.
+    pub request_header: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -203,6 +203,16 @@ impl Refusal {
             JsonRpcError::new(codes::REFUSED, "Request body was not received in time"),
         )
     }
+    pub fn body_too_slow(min_rate: usize) -> Self {
+        Refusal::new(
+            408,
+            "body_too_slow",
+            JsonRpcError::new(
+                codes::REFUSED,
+                format!("Request body arrived slower than {min_rate} bytes per second"),
+            ),
+        )
+    }
     /// The server answered something Warden cannot pass on (502, -31003).
     pub fn upstream_protocol(reason: &'static str, message: String) -> Self {
         Refusal::new(

@@ -348,11 +348,7 @@ impl ParamDecls {
         self.map.load().get(server)?.get(tool).cloned()
     }
 
-    fn learn(
-        &self,
-        server: &str,
-        tools: &[(String, Option<Declared>)],
-    ) {
+    fn learn(&self, server: &str, tools: &[(String, Option<Declared>)]) {
         self.map.rcu(|m| {
             let mut m = (**m).clone();
             let s = m.entry(server.to_owned()).or_default();
@@ -556,7 +552,10 @@ mod tests {
         let hs = mirrored_headers(&d, Some(&args));
         let r = &hs.iter().find(|(n, _)| n == "r").expect("r").1;
         assert_eq!(r, "=?base64?SGVsbG8sIOS4lueVjA==?=");
-        assert_eq!(decode_header_value(r.as_bytes()).as_deref(), Some("Hello, 世界"));
+        assert_eq!(
+            decode_header_value(r.as_bytes()).as_deref(),
+            Some("Hello, 世界")
+        );
         assert_eq!(
             encode_header_value("=?base64?x?="),
             "=?base64?PT9iYXNlNjQ/eD89?="

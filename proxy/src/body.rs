@@ -52,12 +52,17 @@ fn content_length(session: &Session) -> Result<Option<usize>, Refusal> {
         .map_err(|_| Refusal::bad_header("content-length", "out of range"))
 }
 
-/// Reads the whole body, refusing it with 413 past `limit` and 408 when it
-/// takes longer than `timeout`.
+/// Time a body may take before the minimum rate applies.
+pub const RATE_GRACE: Duration = Duration::from_secs(5);
+
+/// Reads the whole body, refusing it with 413 past `limit`, and with 408 when
+/// it takes longer than `timeout` or falls below `min_rate` bytes per second
+/// (on average since the start, once [`RATE_GRACE`] has passed).
 pub async fn read_whole(
     session: &mut Session,
     limit: usize,
     timeout: Duration,
+    min_rate: usize,
 ) -> Result<Bytes, BodyError> {
     let cl = content_length(session).map_err(BodyError::Refused)?;
     if let Some(n) = cl {
@@ -65,7 +70,8 @@ pub async fn read_whole(
             return Err(BodyError::Refused(Refusal::too_large(limit)));
         }
     }
-    let deadline = tokio::time::Instant::now() + timeout;
+    let start = tokio::time::Instant::now();
+    let deadline = start + timeout;
     let mut buf = BytesMut::with_capacity(cl.unwrap_or(8 * 1024).min(limit));
     let mut replay_on = false;
     loop {
@@ -77,21 +83,29 @@ pub async fn read_whole(
             session.enable_retry_buffering();
             replay_on = true;
         }
-        let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
-            Err(_) => return Err(BodyError::Refused(Refusal::body_timeout())),
-            Ok(Err(e)) => {
-                return Err(BodyError::Refused(Refusal::new(
-                    400,
-                    "body_read",
-                    warden_filters::JsonRpcError::new(
-                        warden_filters::codes::REFUSED,
-                        format!("Request body could not be read: {e}"),
-                    ),
-                )))
-            }
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(c))) => c,
-        };
+        // The next byte is due when the average would drop below the rate.
+        let due = start
+            + RATE_GRACE
+            + Duration::from_secs_f64((buf.len() + 1) as f64 / min_rate.max(1) as f64);
+        let chunk =
+            match tokio::time::timeout_at(due.min(deadline), session.read_request_body()).await {
+                Err(_) if due < deadline => {
+                    return Err(BodyError::Refused(Refusal::body_too_slow(min_rate)))
+                }
+                Err(_) => return Err(BodyError::Refused(Refusal::body_timeout())),
+                Ok(Err(e)) => {
+                    return Err(BodyError::Refused(Refusal::new(
+                        400,
+                        "body_read",
+                        warden_filters::JsonRpcError::new(
+                            warden_filters::codes::REFUSED,
+                            format!("Request body could not be read: {e}"),
+                        ),
+                    )))
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(c))) => c,
+            };
         if buf.len() + chunk.len() > limit {
             return Err(BodyError::Refused(Refusal::too_large(limit)));
         }

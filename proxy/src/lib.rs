@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod bundles;
 pub mod cli;
+pub mod conn;
 pub mod ctx;
 pub mod direct;
 pub mod global;

@@ -82,16 +82,19 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        WardenProxy::new(gateway.clone()),
-        "warden",
+    let mut app =
+        pingora_proxy::http_proxy(&server.configuration, WardenProxy::new(gateway.clone()));
+    let mut o = HttpServerOptions::default();
+    o.h2c = true;
+    app.server_options = Some(o);
+    // Every accepted stream gets a whole-header deadline first (see `conn`).
+    let mut proxy = Service::new(
+        "warden".to_string(),
+        crate::conn::Guarded {
+            app: Arc::new(app),
+            gateway: gateway.clone(),
+        },
     );
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut o = HttpServerOptions::default();
-        o.h2c = true;
-        app.server_options = Some(o);
-    }
     if !opts.listen.is_empty() {
         for l in &opts.listen {
             proxy.add_tcp(l);

@@ -269,6 +269,7 @@ impl WardenProxy {
             session,
             cfg.limits.max_request_body,
             cfg.timeouts.request_body,
+            cfg.limits.min_request_body_rate,
         )
         .await
         {
@@ -535,6 +536,18 @@ impl ProxyHttp for WardenProxy {
         RequestCtx::new()
     }
 
+    async fn early_request_filter(&self, session: &mut Session, _: &mut RequestCtx) -> Result<()> {
+        // The header is complete: its deadline no longer applies. Pipelined
+        // HTTP/1.1 requests are answered one after another, in order.
+        if let Some(g) = crate::conn::guard_of(session) {
+            g.header_done();
+        }
+        if !session.as_downstream().is_http2() {
+            session.as_downstream_mut().set_pipelining_enabled(true);
+        }
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = self.gateway.next_request_id();
         ctx.downstream_h2 = session.as_downstream().is_http2();
@@ -691,6 +704,9 @@ impl ProxyHttp for WardenProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(g) = crate::conn::guard_of(session) {
+            g.exchange_done();
+        }
         let m = metrics();
         if ctx.counted_inflight {
             m.inflight.dec();

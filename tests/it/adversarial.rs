@@ -777,3 +777,151 @@ async fn framing_and_protocol_are_strict() {
         );
     }
 }
+
+/// Writes `parts` on one connection with `gap` between them, then reads
+/// until the gateway closes it (or `within` passes). Returns what came back
+/// and whether the gateway closed the connection.
+async fn trickle(
+    addr: std::net::SocketAddr,
+    parts: &[Vec<u8>],
+    gap: std::time::Duration,
+    within: std::time::Duration,
+) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut r, mut w) = s.split();
+    let mut out = Vec::new();
+    let reader = async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let writer = async {
+        for p in parts {
+            if w.write_all(p).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(gap).await;
+        }
+        std::future::pending::<()>().await;
+    };
+    let closed = tokio::time::timeout(within, async {
+        tokio::select! {
+            c = reader => c,
+            _ = writer => false,
+        }
+    })
+    .await
+    .unwrap_or(false);
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+fn raw_post(body: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "POST /mock/mcp HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_pipelined_clients_get_clear_answers() {
+    use std::time::Duration;
+    let h = Hostile::start().await;
+    let gw = Gateway::start_with(
+        &mock_bundle(
+            &[h.addr],
+            &format!("timeouts: {{request_header: 1s}}\nlimits: {{min_request_body_rate: 1KiB}}\n{BUNDLE}"),
+        ),
+        false,
+        &[],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    let addr = gw.addr;
+
+    // Slowloris: one header line every 300 ms. The whole header is due 1 s
+    // after its first byte: 408 and a closed connection, long before the
+    // client is done.
+    let mut lines = vec![b"POST /mock/mcp HTTP/1.1\r\n".to_vec()];
+    for i in 0..30 {
+        lines.push(format!("X-Slow-{i}: a\r\n").into_bytes());
+    }
+    let (text, closed) = trickle(
+        addr,
+        &lines,
+        Duration::from_millis(300),
+        Duration::from_secs(6),
+    )
+    .await;
+    assert!(closed, "the connection stayed open: {text}");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+
+    // Idle keep-alive time before a request does not count against it.
+    h.script([
+        Reply::json(&json!({"jsonrpc":"2.0","id":1,"result":{"content":[]}}).to_string()),
+        Reply::json(&json!({"jsonrpc":"2.0","id":2,"result":{"content":[]}}).to_string()),
+    ]);
+    let parts = vec![
+        raw_post(&call(1, "echo"), ""),
+        raw_post(&call(2, "echo"), "Connection: close\r\n"),
+    ];
+    let (text, closed) = trickle(
+        addr,
+        &parts,
+        Duration::from_millis(1500),
+        Duration::from_secs(8),
+    )
+    .await;
+    assert!(closed);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+
+    // Three pipelined requests in one write: three answers, in order.
+    h.reset();
+    h.script((1..=3).map(|i| {
+        Reply::json(&json!({"jsonrpc":"2.0","id":i,"result":{"content":[{"type":"text","text":format!("r{i}")}]}}).to_string())
+    }));
+    let mut all = raw_post(&call(1, "echo"), "");
+    all.extend(raw_post(&call(2, "echo"), ""));
+    all.extend(raw_post(&call(3, "echo"), "Connection: close\r\n"));
+    let (text, closed) = trickle(
+        addr,
+        &[all],
+        Duration::from_millis(10),
+        Duration::from_secs(8),
+    )
+    .await;
+    assert!(closed, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 3, "{text}");
+    let (a, b, c) = (
+        text.find("\"r1\"").expect("r1"),
+        text.find("\"r2\"").expect("r2"),
+        text.find("\"r3\"").expect("r3"),
+    );
+    assert!(a < b && b < c, "{text}");
+    assert_eq!(posts_received(&h), 3);
+
+    // A body slower than 1 KiB/s (after the grace period): 408, nothing upstream.
+    h.reset();
+    let body = call(9, "echo") + &" ".repeat(8000);
+    let req = raw_post(&body, "");
+    let cut = req.len() - body.len();
+    let mut parts = vec![req[..cut].to_vec()];
+    parts.extend(req[cut..].chunks(100).map(<[u8]>::to_vec));
+    let (text, closed) = trickle(
+        addr,
+        &parts,
+        Duration::from_millis(250),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("bytes per second"), "{text}");
+    let _ = closed;
+    assert_eq!(posts_received(&h), 0);
+}
