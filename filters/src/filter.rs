@@ -100,11 +100,20 @@ impl Denial {
     /// The JSON-RPC response answering request `id`.
     pub fn to_response(&self, id: Option<&crate::jsonrpc::Id>) -> serde_json::Value {
         match &self.result {
-            Some(r) => serde_json::json!({
-                "jsonrpc": "2.0",
-                "id": id.map_or(serde_json::Value::Null, crate::jsonrpc::Id::to_json),
-                "result": r,
-            }),
+            Some(r) => {
+                // Results carry `resultType` since 2026-07-28; earlier peers
+                // ignore it, later ones cannot read a result without it.
+                let mut r = r.clone();
+                if let Some(o) = r.as_object_mut() {
+                    o.entry("resultType")
+                        .or_insert_with(|| serde_json::Value::from("complete"));
+                }
+                serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": id.map_or(serde_json::Value::Null, crate::jsonrpc::Id::to_json),
+                    "result": r,
+                })
+            }
             None => self.error.to_response(id),
         }
     }

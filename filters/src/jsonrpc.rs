@@ -69,6 +69,8 @@ pub struct Envelope {
     pub name: Option<String>,
     /// `params.uri` (resources/read, resources/subscribe).
     pub uri: Option<String>,
+    /// `params.taskId` (tasks/get, tasks/update, tasks/cancel, tasks/result).
+    pub task_id: Option<String>,
     /// Whether the message carries `params`.
     pub has_params: bool,
     /// Response carrying `error` rather than `result`.
@@ -125,7 +127,7 @@ const MAX_SAFE_ID: u64 = (1 << 53) - 1;
 /// Envelope members the gateway reads.
 const ENVELOPE_NAMES: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
 /// `params` members the gateway or its filters read.
-const PARAMS_NAMES: [&str; 5] = ["name", "uri", "arguments", "_meta", "cursor"];
+const PARAMS_NAMES: [&str; 6] = ["name", "uri", "arguments", "_meta", "cursor", "taskId"];
 
 /// Whether `key` case-folds (Unicode) to one of `names` without being it.
 fn near_name(key: &str, names: &[&str]) -> bool {
@@ -308,6 +310,7 @@ struct Fields {
     method: Option<Scalar>,
     name: Option<String>,
     uri: Option<String>,
+    task_id: Option<String>,
     params: Option<bool>, // Some(true) = object/array
     result: bool,
     error: bool,
@@ -380,6 +383,7 @@ impl Fields {
             method,
             name: self.name,
             uri: self.uri,
+            task_id: self.task_id,
             has_params: self.params.is_some(),
             is_error: self.error,
             span,
@@ -438,6 +442,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
                     f.params = Some(p.compound);
                     f.name = p.name;
                     f.uri = p.uri;
+                    f.task_id = p.task_id;
                 }
                 "result" => {
                     map.next_value_seed(inner)?;
@@ -623,10 +628,12 @@ impl<'de> Visitor<'de> for ScalarSeed<'_> {
     }
 }
 
+#[derive(Default)]
 struct ParamsOut {
     compound: bool,
     name: Option<String>,
     uri: Option<String>,
+    task_id: Option<String>,
 }
 
 struct ParamsSeed<'v>(Checked<'v>);
@@ -648,8 +655,7 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
         let mut keys = KeySet::default();
         let mut out = ParamsOut {
             compound: true,
-            name: None,
-            uri: None,
+            ..Default::default()
         };
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if keys.insert_is_dup(&key) {
@@ -673,6 +679,13 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
                         return Err(de::Error::custom("params.uri is not a string"));
                     }
                 },
+                "taskId" => match map.next_value_seed(ScalarSeed(inner))? {
+                    Scalar::Str(s) => out.task_id = Some(s),
+                    _ => {
+                        self.0.violation.set(Some(Violation::Shape));
+                        return Err(de::Error::custom("params.taskId is not a string"));
+                    }
+                },
                 k if near_name(k, &PARAMS_NAMES) => {
                     self.0.violation.set(Some(Violation::NearName));
                     return Err(de::Error::custom("near-name member"));
@@ -686,50 +699,43 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
         self.0.visit_seq(seq)?;
         Ok(ParamsOut {
             compound: true,
-            name: None,
-            uri: None,
+            ..Default::default()
         })
     }
     fn visit_bool<E>(self, _: bool) -> Result<ParamsOut, E> {
         Ok(ParamsOut {
             compound: false,
-            name: None,
-            uri: None,
+            ..Default::default()
         })
     }
     fn visit_i64<E>(self, _: i64) -> Result<ParamsOut, E> {
         Ok(ParamsOut {
             compound: false,
-            name: None,
-            uri: None,
+            ..Default::default()
         })
     }
     fn visit_u64<E>(self, _: u64) -> Result<ParamsOut, E> {
         Ok(ParamsOut {
             compound: false,
-            name: None,
-            uri: None,
+            ..Default::default()
         })
     }
     fn visit_f64<E>(self, _: f64) -> Result<ParamsOut, E> {
         Ok(ParamsOut {
             compound: false,
-            name: None,
-            uri: None,
+            ..Default::default()
         })
     }
     fn visit_str<E>(self, _: &str) -> Result<ParamsOut, E> {
         Ok(ParamsOut {
             compound: false,
-            name: None,
-            uri: None,
+            ..Default::default()
         })
     }
     fn visit_unit<E>(self) -> Result<ParamsOut, E> {
         Ok(ParamsOut {
             compound: false,
-            name: None,
-            uri: None,
+            ..Default::default()
         })
     }
 }

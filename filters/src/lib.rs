@@ -15,6 +15,7 @@ pub mod policy;
 pub mod quota;
 pub mod snapshot;
 pub mod sse;
+pub mod tasks;
 pub mod tools;
 
 pub use error::{codes, JsonRpcError, Refusal};

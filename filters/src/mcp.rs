@@ -271,6 +271,8 @@ pub fn expected_name(env: &Envelope) -> Option<&str> {
     match env.method.as_deref()? {
         "tools/call" | "prompts/get" => env.name.as_deref(),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => env.uri.as_deref(),
+        // The tasks extension (SEP-2663) routes by task id.
+        "tasks/get" | "tasks/update" | "tasks/cancel" | "tasks/result" => env.task_id.as_deref(),
         _ => None,
     }
 }

@@ -144,6 +144,10 @@ pub struct Shared {
     pub pins: Arc<crate::tools::ToolPins>,
     /// Which arguments each tool mirrors into `Mcp-Param-*` headers.
     pub params: Arc<crate::mcp::ParamDecls>,
+    /// Who created each task (to filter `tasks/list`).
+    pub task_owners: Arc<crate::tasks::TaskOwners>,
+    /// Seals task ids when the bundle has no fleet secret.
+    pub task_sealer: Arc<crate::tasks::TaskSealer>,
 }
 
 impl Shared {
@@ -152,6 +156,8 @@ impl Shared {
             quotas: Arc::new(crate::quota::QuotaTables::new(1_000_000)),
             pins: Arc::new(crate::tools::ToolPins::default()),
             params: Arc::new(crate::mcp::ParamDecls::default()),
+            task_owners: Arc::new(crate::tasks::TaskOwners::default()),
+            task_sealer: Arc::new(crate::tasks::TaskSealer::random()),
         })
     }
 }
@@ -223,6 +229,15 @@ impl Snapshot {
         if !config.kill_switch.is_empty() {
             filters.push(Arc::new(KillSwitchFilter::new(config.kill_switch.clone())));
         }
+        // Task ids: another principal's never reach the server (see `tasks`).
+        let task_sealer = match &config.session_seal {
+            Some(secret) => Arc::new(crate::tasks::TaskSealer::new(secret.expose().as_bytes())),
+            None => shared.task_sealer.clone(),
+        };
+        filters.push(Arc::new(crate::tasks::TaskFilter::new(
+            task_sealer,
+            shared.task_owners.clone(),
+        )));
         if !config.quotas.is_empty() {
             filters.push(Arc::new(crate::quota::QuotaFilter::new(
                 config.quotas.clone(),

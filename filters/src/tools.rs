@@ -467,7 +467,14 @@ impl McpFilter for SchemaFilter {
             return Decision::Pass;
         };
         let result = &v["result"];
-        if result["isError"] == true {
+        // Not the tool's final result: a task handle, or a multi-round-trip
+        // request for input (2026-07-28). The final one is checked when it comes.
+        if result["isError"] == true
+            || matches!(
+                result.get("resultType").and_then(Json::as_str),
+                Some(t) if t != "complete"
+            )
+        {
             return Decision::Pass;
         }
         let found = match result.get("structuredContent") {

@@ -108,6 +108,8 @@ pub struct RequestCtx {
     /// When set, every `Mcp-Param-*` header is replaced by these (name after
     /// the prefix, encoded value) on the way upstream.
     pub params_out: Option<Vec<(String, String)>>,
+    /// When set, the `Mcp-Name` that goes upstream (the forwarded body's).
+    pub name_out: Option<String>,
 }
 
 impl RequestCtx {
@@ -151,6 +153,7 @@ impl RequestCtx {
             downstream_h2: false,
             params_in: Vec::new(),
             params_out: None,
+            name_out: None,
         }
     }
 

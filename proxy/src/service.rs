@@ -390,7 +390,16 @@ impl WardenProxy {
         // The forwarded bytes move into the context; the plan keeps answers and records.
         match std::mem::replace(&mut plan.forward, Forward::Nothing) {
             Forward::Original => ctx.body = Some(body),
-            Forward::Rewritten(b) => ctx.body = Some(Bytes::from(b)),
+            Forward::Rewritten(b) => {
+                // `Mcp-Name` follows the forwarded body (a task id the
+                // gateway unsealed, say), as the upstream checks it there.
+                if name_hdr.is_some() {
+                    if let Ok(Parsed::Single(e)) = parse(&b, rt.snap.parse_limits) {
+                        ctx.name_out = mcp::expected_name(&e).map(mcp::encode_header_value);
+                    }
+                }
+                ctx.body = Some(Bytes::from(b))
+            }
             Forward::Nothing => {
                 let status = write_answers(session, &plan.answers, plan.batch)
                     .await

@@ -166,6 +166,9 @@ pub fn rewrite_request(
             req.insert_header("mcp-session-id", sid.as_str())?;
         }
     }
+    if let Some(n) = &ctx.name_out {
+        req.insert_header(warden_filters::mcp::H_NAME, n.as_str())?;
+    }
     // Mirrored argument headers: exactly those judged against the forwarded body.
     if let Some(params) = &ctx.params_out {
         let names: Vec<http::HeaderName> = req

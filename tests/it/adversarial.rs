@@ -925,3 +925,144 @@ async fn slow_and_pipelined_clients_get_clear_answers() {
     let _ = closed;
     assert_eq!(posts_received(&h), 0);
 }
+
+const TWO_KEYS: &str = "identity:\n  resource: http://127.0.0.1/mock/mcp\n  api_keys:\n    - {id: agent-dev, tenant: acme, hash: \"sha256:d0abfb21f2a5d2fc66a2e0c5f9b369c4:995c0dc437d925d6baad52296a0ef3c5be924b056ab931cd5a2284bf8ba3bc0a\"}\n    - {id: alice-ops, tenant: acme, hash: \"sha256:8771d3578b7a4dc4b3526100880cca03:c349f1202007a966b733cae64bd8e2f2642c7d8ca75e5b66d779624e436cb92b\"}\n";
+const DEV: (&str, &str) = ("x-api-key", "wk_demo_dev_7Qm2");
+const OPS: (&str, &str) = ("x-api-key", "wk_demo_ops_Z8r5");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_belong_to_the_principal_that_created_them() {
+    let h = Hostile::start().await;
+    let gw = Gateway::start_with(
+        &mock_bundle(&[h.addr], &format!("{TWO_KEYS}{BUNDLE}")),
+        false,
+        &[],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    let modern = |method: &'static str, name: String| {
+        vec![
+            ("mcp-protocol-version", "2026-07-28".to_owned()),
+            ("mcp-method", method.to_owned()),
+            ("mcp-name", name),
+        ]
+    };
+    let send =
+        |who: (&'static str, &'static str), body: String, hs: Vec<(&'static str, String)>| {
+            let gw = &gw;
+            async move {
+                let mut all: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                all.push(who);
+                post_with(gw, "/mock/mcp", &body, &all).await
+            }
+        };
+    // The developer's call becomes a task (2026-07-28 extension shape).
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":"task-42","status":"working",
+            "createdAt":"2026-11-22T10:00:00Z","lastUpdatedAt":"2026-11-22T10:00:00Z","ttlSeconds":60}})
+        .to_string(),
+    )]);
+    let (s, _, text) = send(DEV, call(1, "echo"), modern("tools/call", "echo".into())).await;
+    assert_eq!(s, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(
+        v["result"]["resultType"], "task",
+        "a handle is not a final result: {text}"
+    );
+    let token = v["result"]["taskId"].as_str().expect("task id").to_owned();
+    assert_ne!(token, "task-42", "the server's id is never shown");
+    assert!(!text.contains("task-42"));
+
+    // Another principal: get, result and cancel refused as unknown, with or
+    // without Mcp-Name, and with the server's own id; nothing reaches the server.
+    let before = posts_received(&h);
+    for (method, id) in [
+        ("tasks/get", token.clone()),
+        ("tasks/result", token.clone()),
+        ("tasks/cancel", token.clone()),
+        ("tasks/update", token.clone()),
+        ("tasks/get", "task-42".to_owned()),
+    ] {
+        let body =
+            json!({"jsonrpc":"2.0","id":7,"method":method,"params":{"taskId":id}}).to_string();
+        for hs in [modern(method, id.clone()), vec![]] {
+            let (_, _, text) = send(OPS, body.clone(), hs).await;
+            let v: Value = serde_json::from_str(&text).expect("json");
+            let unknown =
+                v["error"]["code"] == -32602 || v["result"] == json!({"resultType":"complete"});
+            assert!(unknown, "{method}: {text}");
+            assert!(!text.contains("task-42"), "{text}");
+        }
+        // The creator presenting the server's raw id is refused too.
+        if id == "task-42" {
+            let (_, _, text) = send(DEV, body.clone(), vec![]).await;
+            assert!(text.contains("-32602"), "{text}");
+        }
+    }
+    assert_eq!(
+        posts_received(&h),
+        before,
+        "another principal reached the server"
+    );
+
+    // The creator polls with the conformant header: the server sees its own
+    // id in the body and in Mcp-Name; the reply's id comes back sealed, the same.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":8,"result":{"resultType":"complete","taskId":"task-42","status":"completed",
+            "createdAt":"2026-11-22T10:00:00Z","lastUpdatedAt":"2026-11-22T10:00:05Z","ttlSeconds":60,
+            "result":{"content":[{"type":"text","text":"done"}]}}})
+        .to_string(),
+    )]);
+    let body =
+        json!({"jsonrpc":"2.0","id":8,"method":"tasks/get","params":{"taskId":token}}).to_string();
+    let (s, _, text) = send(DEV, body, modern("tasks/get", token.clone())).await;
+    assert_eq!(s, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["result"]["taskId"], token.as_str(), "{text}");
+    assert_eq!(v["result"]["result"]["content"][0]["text"], "done");
+    let got = h.received();
+    let last = got.last().expect("forwarded");
+    let fwd: Value = serde_json::from_slice(&last.body).expect("json");
+    assert_eq!(fwd["params"]["taskId"], "task-42");
+    assert_eq!(last.header("mcp-name"), vec!["task-42"]);
+
+    // A listing shows only the caller's own tasks.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":9,"result":{"tasks":[
+            {"taskId":"task-42","status":"completed"},{"taskId":"task-other","status":"working"}]}})
+        .to_string(),
+    )]);
+    let (_, _, text) = send(
+        DEV,
+        json!({"jsonrpc":"2.0","id":9,"method":"tasks/list"}).to_string(),
+        vec![],
+    )
+    .await;
+    let v: Value = serde_json::from_str(&text).expect("json");
+    let tasks = v["result"]["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 1, "{text}");
+    assert_eq!(tasks[0]["taskId"], token.as_str());
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":10,"result":{"tasks":[{"taskId":"task-42","status":"completed"}]}})
+            .to_string(),
+    )]);
+    let (_, _, text) = send(
+        OPS,
+        json!({"jsonrpc":"2.0","id":10,"method":"tasks/list"}).to_string(),
+        vec![],
+    )
+    .await;
+    assert!(
+        !text.contains("task-42") && !text.contains(&token),
+        "{text}"
+    );
+
+    // 2025-11-25 shape: `result.task.taskId`, sealed the same way.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":11,"result":{"task":{"taskId":"t-old","status":"working"}}})
+            .to_string(),
+    )]);
+    let (_, _, text) = send(DEV, call(11, "echo"), vec![]).await;
+    assert!(!text.contains("\"t-old\""), "{text}");
+}

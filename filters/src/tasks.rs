@@ -1,0 +1,370 @@
+//! Task ids bound to the principal that created them (the 2025-11-25 tasks
+//! utility and the 2026-07-28 tasks extension, SEP-2663).
+//!
+//! A task id is a bearer handle: whoever presents it polls the result or
+//! cancels the work. Servers are not required to scope tasks to a caller, so
+//! the gateway does it. Every task id a server hands out (a `tools/call` task
+//! handle, `tasks/get` and `tasks/list` results, `notifications/tasks/status`,
+//! related-task metadata) reaches the client sealed: `wt1.<base64url(nonce ‖
+//! ChaCha20-Poly1305({task, owner, server}))>`. On `tasks/get`, `tasks/update`,
+//! `tasks/cancel` and `tasks/result` the gateway opens the id (any replica can,
+//! with the fleet's `sessions` secret) and forwards the server's own id. An id
+//! that does not open, or that was sealed for another principal or server, is
+//! answered exactly as a server answers an unknown task (`tasks/get` and
+//! `tasks/result`: -32602; `tasks/update` and `tasks/cancel` under the
+//! extension: the empty acknowledgement) and never reaches the server.
+//! `tasks/list` results keep only the tasks this principal created through
+//! this gateway.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+use crate::error::{codes, JsonRpcError};
+use crate::filter::{Decision, Denial, FilterContext, McpFilter, MessageView};
+use crate::identity::Principal;
+use crate::jsonrpc::Kind;
+
+const PREFIX: &str = "wt1.";
+const AAD: &[u8] = b"warden task v1";
+const RELATED: &str = "io.modelcontextprotocol/related-task";
+
+/// The methods that name a task by `params.taskId`.
+pub fn names_task(method: &str) -> bool {
+    matches!(
+        method,
+        "tasks/get" | "tasks/update" | "tasks/cancel" | "tasks/result"
+    )
+}
+
+/// Seals and opens task ids.
+pub struct TaskSealer {
+    key: LessSafeKey,
+    /// Keys the nonce: one id sealed for one principal always gives the same
+    /// token, so a client comparing ids across polls sees the one it holds.
+    nonce_key: [u8; 32],
+}
+
+#[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+struct Sealed {
+    t: String,
+    o: String,
+    v: String,
+}
+
+fn owner(p: &Principal) -> String {
+    format!("{}\0{}", p.tenant, p.id)
+}
+
+impl TaskSealer {
+    /// A sealer keyed by `secret` (the fleet's, so every replica opens what
+    /// another sealed).
+    pub fn new(secret: &[u8]) -> TaskSealer {
+        let mut h = Sha256::new();
+        h.update(b"warden task seal key v1\0");
+        h.update(secret);
+        let key: [u8; 32] = h.finalize().into();
+        let nonce_key: [u8; 32] = Sha256::new()
+            .chain_update(b"warden task nonce key v1\0")
+            .chain_update(key)
+            .finalize()
+            .into();
+        TaskSealer {
+            key: LessSafeKey::new(
+                UnboundKey::new(&CHACHA20_POLY1305, &key).expect("32-byte ChaCha20 key"),
+            ),
+            nonce_key,
+        }
+    }
+
+    /// A sealer with a random key (one replica; ids end with the process).
+    pub fn random() -> TaskSealer {
+        let mut k = [0u8; 32];
+        SystemRandom::new().fill(&mut k).expect("system randomness");
+        TaskSealer::new(&k)
+    }
+
+    pub fn seal(&self, task: &str, who: &Principal, server: &str) -> Option<String> {
+        let mut buf = serde_json::to_vec(&Sealed {
+            t: task.to_owned(),
+            o: owner(who),
+            v: server.to_owned(),
+        })
+        .ok()?;
+        // Synthetic nonce (keyed digest of the plaintext): deterministic, and
+        // distinct for distinct plaintexts.
+        let digest = Sha256::new()
+            .chain_update(self.nonce_key)
+            .chain_update(&buf)
+            .finalize();
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&digest[..NONCE_LEN]);
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(AAD),
+                &mut buf,
+            )
+            .ok()?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        Some(format!(
+            "{PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
+        ))
+    }
+
+    /// The server's task id, when `token` was sealed for this principal and server.
+    pub fn open(&self, token: &str, who: &Principal, server: &str) -> Option<String> {
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.strip_prefix(PREFIX)?)
+            .ok()?;
+        if raw.len() < NONCE_LEN + CHACHA20_POLY1305.tag_len() || raw.len() > 4096 {
+            return None;
+        }
+        let (nonce, rest) = raw.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buf = rest.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(AAD), &mut buf)
+            .ok()?;
+        let s: Sealed = serde_json::from_slice(plain).ok()?;
+        (s.o == owner(who) && s.v == server).then_some(s.t)
+    }
+}
+
+/// Which principal created each task (server, task id → owner), to filter
+/// `tasks/list`. Per process; a list only shows tasks created through it.
+pub struct TaskOwners {
+    map: moka::sync::Cache<(String, String), String>,
+}
+
+impl Default for TaskOwners {
+    fn default() -> Self {
+        TaskOwners {
+            map: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_idle(Duration::from_secs(24 * 3600))
+                .build(),
+        }
+    }
+}
+
+/// Binds task ids to their creator (see the module documentation).
+pub struct TaskFilter {
+    sealer: Arc<TaskSealer>,
+    owners: Arc<TaskOwners>,
+}
+
+impl TaskFilter {
+    pub fn new(sealer: Arc<TaskSealer>, owners: Arc<TaskOwners>) -> Self {
+        TaskFilter { sealer, owners }
+    }
+
+    fn seal_at(&self, v: &mut Json, ctx: &FilterContext<'_>, remember: bool) -> bool {
+        let Some(id) = v.as_str() else {
+            return false;
+        };
+        if remember {
+            self.owners
+                .map
+                .insert((ctx.server.to_owned(), id.to_owned()), owner(ctx.principal));
+        }
+        match self.sealer.seal(id, ctx.principal, ctx.server) {
+            Some(t) => {
+                *v = Json::String(t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn seal_related(&self, meta: Option<&mut Json>, ctx: &FilterContext<'_>) -> bool {
+        match meta
+            .and_then(|m| m.get_mut(RELATED))
+            .and_then(|r| r.get_mut("taskId"))
+        {
+            Some(id) => self.seal_at(id, ctx, false),
+            None => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for TaskFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TaskFilter")
+    }
+}
+
+/// Whether a message may carry a task id the gateway must seal.
+fn may_carry_task(bytes: &[u8]) -> bool {
+    memchr::memmem::find(bytes, b"task").is_some()
+}
+
+impl McpFilter for TaskFilter {
+    fn name(&self) -> &'static str {
+        "task_binding"
+    }
+
+    fn inspects_json_response(&self, _: &str, method: Option<&str>, _: Option<&str>) -> bool {
+        matches!(method, Some("tools/call" | "tasks/list")) || method.is_some_and(names_task)
+    }
+
+    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+        let env = msg.envelope;
+        if env.kind != Kind::Request && env.kind != Kind::Notification {
+            return Decision::Pass;
+        }
+        let Some(method) = env.method.as_deref().filter(|m| names_task(m)) else {
+            return Decision::Pass;
+        };
+        let upstream = env
+            .task_id
+            .as_deref()
+            .and_then(|t| self.sealer.open(t, ctx.principal, ctx.server));
+        let Some(upstream) = upstream else {
+            // Exactly what a server says about a task it does not know.
+            let modern = ctx.protocol_version.is_some_and(|v| v >= "2026-07-28");
+            let ack = modern && matches!(method, "tasks/update" | "tasks/cancel");
+            let mut d = Denial::error(
+                JsonRpcError::new(codes::INVALID_PARAMS, "Task not found"),
+                "task_unknown",
+            );
+            if ack {
+                d.result = Some(serde_json::json!({"resultType": "complete"}));
+            }
+            return Decision::Reject(d);
+        };
+        let Ok(mut v) = serde_json::from_slice::<Json>(msg.bytes) else {
+            return Decision::Pass;
+        };
+        if let Some(t) = v.get_mut("params").and_then(|p| p.get_mut("taskId")) {
+            *t = Json::String(upstream);
+        }
+        match serde_json::to_vec(&v) {
+            Ok(b) => Decision::Mutated(b),
+            Err(_) => Decision::Reject(Denial::error(
+                JsonRpcError::new(codes::INTERNAL_ERROR, "task id could not be rewritten"),
+                "task_rewrite",
+            )),
+        }
+    }
+
+    fn on_response(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+        let env = msg.envelope;
+        if env.is_error || !may_carry_task(msg.bytes) {
+            return Decision::Pass;
+        }
+        let Ok(mut v) = serde_json::from_slice::<Json>(msg.bytes) else {
+            return Decision::Pass;
+        };
+        let mut changed = false;
+        match env.kind {
+            Kind::Response => {
+                let method = ctx.request_method.unwrap_or("");
+                let Some(r) = v.get_mut("result").filter(|r| r.is_object()) else {
+                    return Decision::Pass;
+                };
+                if method == "tools/call" {
+                    // A task handle instead of the tool's result: 2026-07-28
+                    // (`resultType: "task"`, the task inline) or 2025-11-25
+                    // (`task: {taskId, …}`).
+                    if r.get("resultType").and_then(Json::as_str) == Some("task") {
+                        if let Some(id) = r.get_mut("taskId") {
+                            changed |= self.seal_at(id, ctx, true);
+                        }
+                    } else if let Some(id) = r.get_mut("task").and_then(|t| t.get_mut("taskId")) {
+                        changed |= self.seal_at(id, ctx, true);
+                    }
+                } else if names_task(method) {
+                    if let Some(id) = r.get_mut("taskId") {
+                        changed |= self.seal_at(id, ctx, false);
+                    }
+                } else if method == "tasks/list" {
+                    if let Some(tasks) = r.get_mut("tasks").and_then(Json::as_array_mut) {
+                        let mine = owner(ctx.principal);
+                        tasks.retain(|t| {
+                            t.get("taskId").and_then(Json::as_str).is_some_and(|id| {
+                                self.owners
+                                    .map
+                                    .get(&(ctx.server.to_owned(), id.to_owned()))
+                                    .is_some_and(|o| o == mine)
+                            })
+                        });
+                        for t in tasks.iter_mut() {
+                            if let Some(id) = t.get_mut("taskId") {
+                                self.seal_at(id, ctx, false);
+                            }
+                        }
+                        changed = true;
+                    }
+                }
+                changed |= self.seal_related(r.get_mut("_meta"), ctx);
+            }
+            Kind::Notification | Kind::Request => {
+                let notif = env.method.as_deref() == Some("notifications/tasks/status");
+                let Some(p) = v.get_mut("params").filter(|p| p.is_object()) else {
+                    return Decision::Pass;
+                };
+                if notif {
+                    if let Some(id) = p.get_mut("taskId") {
+                        changed |= self.seal_at(id, ctx, false);
+                    }
+                }
+                changed |= self.seal_related(p.get_mut("_meta"), ctx);
+            }
+        }
+        if !changed {
+            return Decision::Pass;
+        }
+        match serde_json::to_vec(&v) {
+            Ok(b) => Decision::Mutated(b),
+            Err(_) => Decision::Pass,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(id: &str) -> Principal {
+        Principal {
+            id: id.into(),
+            ..Principal::anonymous()
+        }
+    }
+
+    #[test]
+    fn sealed_for_one_principal_and_server() {
+        let s = TaskSealer::new(b"fleet secret");
+        let t = s.seal("task-1", &who("alice"), "jira").expect("seal");
+        assert!(t.starts_with(PREFIX));
+        assert_eq!(s.open(&t, &who("alice"), "jira").as_deref(), Some("task-1"));
+        assert_eq!(s.open(&t, &who("bob"), "jira"), None);
+        assert_eq!(s.open(&t, &who("alice"), "gmail"), None);
+        assert_eq!(s.open("task-1", &who("alice"), "jira"), None);
+        let other = TaskSealer::new(b"another fleet");
+        assert_eq!(other.open(&t, &who("alice"), "jira"), None);
+        assert_eq!(
+            s.seal("task-1", &who("alice"), "jira").as_deref(),
+            Some(t.as_str())
+        );
+        assert_ne!(
+            s.seal("task-2", &who("alice"), "jira").as_deref(),
+            Some(t.as_str())
+        );
+        // Another replica with the same secret opens it.
+        let twin = TaskSealer::new(b"fleet secret");
+        assert_eq!(
+            twin.open(&t, &who("alice"), "jira").as_deref(),
+            Some("task-1")
+        );
+    }
+}
