@@ -102,6 +102,13 @@ struct ListShape {
     as_method: &'static str,
 }
 
+/// Whether a reply may carry server→client requests inside its result.
+fn carries_input_requests(bytes: &[u8]) -> bool {
+    // A member name may be spelled with escapes: then the parse decides.
+    memchr::memmem::find(bytes, b"inputRequests").is_some()
+        || memchr::memmem::find(bytes, b"\\u").is_some()
+}
+
 fn list_shape(method: &str) -> Option<ListShape> {
     Some(match method {
         "tools/list" => ListShape {
@@ -208,6 +215,11 @@ impl PolicyFilter {
                 "prompts/get" => {
                     JsonRpcError::new(codes::INVALID_PARAMS, format!("Unknown prompt: {name_s}"))
                 }
+                // 2026-07-28 moved resource-not-found to -32602.
+                _ if ctx.protocol_version.is_some_and(|v| v >= "2026-07-28") => {
+                    JsonRpcError::new(codes::INVALID_PARAMS, "Resource not found")
+                        .with_data(serde_json::json!({"uri": name_s}))
+                }
                 _ => JsonRpcError::new(codes::RESOURCE_NOT_FOUND, "Resource not found")
                     .with_data(serde_json::json!({"uri": name_s})),
             };
@@ -228,6 +240,47 @@ impl PolicyFilter {
         }
     }
 
+    /// Server→client requests carried inside a result (`inputRequests` of an
+    /// `InputRequiredResult`, or of a task waiting for input) get the policy
+    /// the same requests get on a stream. One denied request refuses the
+    /// reply: the client gets the denial for its request id, so nothing
+    /// waits on an answer it may not give.
+    fn judge_input_requests(&self, bytes: &[u8], ctx: &FilterContext<'_>) -> Decision {
+        let Ok(msg) = serde_json::from_slice::<Json>(bytes) else {
+            return Decision::Pass;
+        };
+        let Some(reqs) = msg
+            .get("result")
+            .and_then(|r| r.get("inputRequests"))
+            .and_then(Json::as_object)
+        else {
+            return Decision::Pass;
+        };
+        for r in reqs.values() {
+            let Some(method) = r.get("method").and_then(Json::as_str) else {
+                return Decision::Reject(Denial::error(
+                    JsonRpcError::new(
+                        codes::UPSTREAM_PROTOCOL,
+                        "The server asked for input the gateway cannot read",
+                    ),
+                    "input_request_unreadable",
+                ));
+            };
+            let d = self.decide(ctx, method, None, None, false);
+            if !d.allow {
+                return Decision::Reject(Denial::error(
+                    JsonRpcError::new(codes::DENIED, format!("Denied by policy: {}", d.reason))
+                        .with_data(serde_json::json!({"reason": d.reason.to_string(), "inputRequest": method})),
+                    d.reason.to_string(),
+                ));
+            }
+        }
+        match ctx.request_method.and_then(list_shape) {
+            Some(shape) => self.filter_list(bytes, ctx, &shape),
+            None => Decision::Pass,
+        }
+    }
+
     /// Removes the items of a list result the principal may not use.
     fn filter_list(&self, bytes: &[u8], ctx: &FilterContext<'_>, shape: &ListShape) -> Decision {
         let Ok(mut msg) = serde_json::from_slice::<Json>(bytes) else {
@@ -245,7 +298,17 @@ impl PolicyFilter {
             let name = item.get(shape.key).and_then(Json::as_str);
             name.is_some() && self.decide(ctx, shape.as_method, name, None, true).allow
         });
-        if items.len() == before {
+        let filtered = items.len() != before;
+        // The list was judged for this principal: a shared cache must not
+        // hand it to another (2026-07-28 `cacheScope`, SEP-2549).
+        let result = msg.get_mut("result").and_then(Json::as_object_mut);
+        let shared = result
+            .as_ref()
+            .and_then(|r| r.get("cacheScope"))
+            .is_some_and(|c| c != "private");
+        if let (true, Some(r)) = (shared, result) {
+            r.insert("cacheScope".into(), Json::from("private"));
+        } else if !filtered {
             return Decision::Pass;
         }
         match serde_json::to_vec(&msg) {
@@ -261,7 +324,15 @@ impl McpFilter for PolicyFilter {
     }
 
     fn inspects_json_response(&self, _: &str, method: Option<&str>, _: Option<&str>) -> bool {
-        method.and_then(list_shape).is_some()
+        // Lists are filtered; any other reply may hold multi-round-trip input
+        // requests (2026-07-28) or a task's (SEP-2663).
+        method.is_some_and(|m| {
+            list_shape(m).is_some()
+                || matches!(
+                    m,
+                    "tools/call" | "prompts/get" | "resources/read" | "tasks/get"
+                )
+        })
     }
 
     fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
@@ -299,6 +370,9 @@ impl McpFilter for PolicyFilter {
                         d.reason.to_string(),
                     ))
                 }
+            }
+            Kind::Response if !env.is_error && carries_input_requests(msg.bytes) => {
+                self.judge_input_requests(msg.bytes, ctx)
             }
             Kind::Response if !env.is_error => match ctx.request_method.and_then(list_shape) {
                 Some(shape) => self.filter_list(msg.bytes, ctx, &shape),

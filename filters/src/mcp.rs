@@ -126,7 +126,19 @@ pub fn param_decls(input_schema: &serde_json::Value) -> Result<Vec<ParamDecl>, &
                                 walk(schema, Some(&next), out)?;
                             }
                         }
-                        ("x-mcp-header", _, _) => {}
+                        // Maps of schemas: their keys are names, not keywords.
+                        (
+                            "properties" | "patternProperties" | "$defs" | "definitions"
+                            | "dependentSchemas",
+                            _,
+                            serde_json::Value::Object(m),
+                        ) => {
+                            for schema in m.values() {
+                                walk(schema, None, out)?;
+                            }
+                        }
+                        // Values, not schemas.
+                        ("x-mcp-header" | "default" | "const" | "enum" | "examples", _, _) => {}
                         _ => walk(child, None, out)?,
                     }
                 }
@@ -159,13 +171,28 @@ fn mirror_form(v: Option<&serde_json::Value>, kind: ParamKind) -> Result<Option<
                 (None, Some(f)) if f.fract() == 0.0 && f.abs() <= SAFE as f64 => f as i64,
                 _ => return Err(()),
             };
-            if i.abs() > SAFE {
+            if !(-SAFE..=SAFE).contains(&i) {
                 return Err(());
             }
             Ok(Some(i.to_string()))
         }
         _ => Err(()),
     }
+}
+
+/// The canonical form of an integer header value: an optional `-`, digits,
+/// and at most a `.0…` fraction (compared as a number, as the spec asks).
+fn integer_header(h: &str) -> Option<String> {
+    let (int, frac) = h.split_once('.').unwrap_or((h, ""));
+    if !frac.bytes().all(|b| b == b'0') || (h.contains('.') && frac.is_empty()) {
+        return None;
+    }
+    let digits = int.strip_prefix('-').unwrap_or(int);
+    if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: i64 = int.parse().ok()?;
+    Some(n.to_string())
 }
 
 fn value_at<'v>(
@@ -199,10 +226,7 @@ pub fn check_params(
         let agree = match (&body, hdr) {
             (None, None) => true,
             (Some(b), Some(h)) if d.kind == ParamKind::Integer => {
-                h.trim().parse::<i64>().ok().map(|x| x.to_string()).as_ref() == Some(b)
-                    || h.trim()
-                        .parse::<f64>()
-                        .is_ok_and(|f| f.fract() == 0.0 && (f as i64).to_string() == *b)
+                integer_header(h).as_ref() == Some(b)
             }
             (Some(b), Some(h)) => b == h,
             (Some(_), None) if !require => true,
@@ -540,6 +564,20 @@ mod tests {
         assert!(check_params(&d, Some(&args), &sent("Hello, 世界", "42", "true"), true).is_ok());
         assert!(check_params(&d, Some(&args), &sent("Hello, 世界", "42.0", "true"), true).is_ok());
         assert!(check_params(&d, Some(&args), &sent("Hello, 世界", "42", "True"), true).is_err());
+        for n in ["+42", "1e3", "42.", "42.0000000000000001", "0x2a", " 42"] {
+            assert!(
+                check_params(&d, Some(&args), &sent("Hello, 世界", n, "true"), true).is_err(),
+                "{n}"
+            );
+        }
+        let min = serde_json::json!({"n": i64::MIN});
+        assert!(check_params(&d, Some(&min), &[], false).is_err());
+        // Value keywords and maps of schemas are not annotations.
+        let quiet = serde_json::json!({"properties":{
+            "a":{"type":"object","default":{"x-mcp-header":"v"},"examples":[{"x-mcp-header":"v"}]},
+            "x-mcp-header":{"type":"string"}
+        },"$defs":{"x-mcp-header":{"type":"string"}}});
+        assert_eq!(param_decls(&quiet), Ok(vec![]));
         assert!(check_params(&d, Some(&args), &sent("hello, 世界", "42", "true"), true).is_err());
         assert!(check_params(&d, Some(&args), &[], true).is_err());
         assert!(check_params(&d, Some(&args), &[], false).is_ok());

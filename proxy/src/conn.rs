@@ -35,6 +35,10 @@ use crate::state::Gateway;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
+/// How long a new connection may wait before its first byte (Pingora's own
+/// keep-alive wait between requests is the same).
+const FIRST_BYTE: Duration = Duration::from_secs(60);
+
 /// An accepted stream with a whole-header deadline.
 pub struct GuardedStream {
     inner: Stream,
@@ -44,6 +48,9 @@ pub struct GuardedStream {
     next_header: AtomicBool,
     limit: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The running deadline is a header's (started by its first byte), not
+    /// the wait for a new connection's first byte.
+    header_clock: bool,
     /// No deadline ever again (HTTP/2, or the limit is zero).
     off: bool,
     first_read: bool,
@@ -66,8 +73,11 @@ impl GuardedStream {
             awaiting_header: AtomicBool::new(true),
             next_header: AtomicBool::new(false),
             limit,
-            // The first request's header is due `limit` after the accept.
-            deadline: (!off).then(|| Box::pin(tokio::time::sleep(limit))),
+            // A new connection gets `FIRST_BYTE` (at least the header limit)
+            // to start its first request (pre-connected clients wait a
+            // while); the header's own clock starts with its first byte.
+            deadline: (!off).then(|| Box::pin(tokio::time::sleep(limit.max(FIRST_BYTE)))),
+            header_clock: false,
             off,
             first_read: true,
             timed_out: false,
@@ -130,27 +140,35 @@ impl AsyncRead for GuardedStream {
         let awaiting = !this.off && this.awaiting_header.load(Ordering::Acquire);
         if !awaiting || this.next_header.swap(false, Ordering::AcqRel) {
             this.deadline = None;
+            this.header_clock = false;
         }
-        if let Some(d) = this.deadline.as_mut() {
-            if d.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(this.refuse(cx)));
-            }
-        }
+        // Bytes already here are taken first: the deadline only ends a wait.
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r {
-            let got = &buf.filled()[before..];
-            if this.first_read && !got.is_empty() {
-                this.first_read = false;
-                if got.starts_with(H2_PREFACE) {
-                    this.off = true;
-                    this.deadline = None;
+        match &r {
+            Poll::Ready(Ok(())) => {
+                let got = &buf.filled()[before..];
+                if this.first_read && !got.is_empty() {
+                    this.first_read = false;
+                    if got.starts_with(H2_PREFACE) {
+                        this.off = true;
+                        this.deadline = None;
+                    }
+                }
+                // A header's clock starts with its first byte.
+                if awaiting && !this.off && !got.is_empty() && !this.header_clock {
+                    this.deadline = Some(Box::pin(tokio::time::sleep(this.limit)));
+                    this.header_clock = true;
                 }
             }
-            // A new header's clock starts with its first byte.
-            if awaiting && !this.off && !got.is_empty() && this.deadline.is_none() {
-                this.deadline = Some(Box::pin(tokio::time::sleep(this.limit)));
+            Poll::Pending => {
+                if let Some(d) = this.deadline.as_mut() {
+                    if d.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(this.refuse(cx)));
+                    }
+                }
             }
+            Poll::Ready(Err(_)) => {}
         }
         r
     }
@@ -240,7 +258,25 @@ impl GetSocketDigest for GuardedStream {
 #[async_trait]
 impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        // Pingora peeks for the HTTP/2 preface before it reads: the wait for
+        // a new connection's first bytes is bounded here too.
+        let Some(d) = self.deadline.as_ref().map(|d| d.deadline()) else {
+            return self.inner.try_peek(buf).await;
+        };
+        match tokio::time::timeout_at(d, self.inner.try_peek(buf)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.timed_out = true;
+                crate::metrics::metrics()
+                    .refusals
+                    .with_label_values(&["header_timeout"])
+                    .inc();
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request header deadline",
+                ))
+            }
+        }
     }
 }
 

@@ -150,7 +150,19 @@ pub async fn forward(
         return Ok(status);
     }
     loop {
-        let chunk = match up.read_response_body().await {
+        // A client that hangs up ends the upstream stream too (a quiet
+        // `subscriptions/listen` stream would otherwise stay open upstream
+        // until its next event): dropping `up` closes that connection.
+        let read = tokio::select! {
+            biased;
+            r = up.read_response_body() => r,
+            _ = session.as_downstream_mut().read_body_or_idle(true) => {
+                ctx.upstream_error = Some("client closed the stream".into());
+                session.set_keepalive(None);
+                return Ok(status);
+            }
+        };
+        let chunk = match read {
             Ok(c) => c,
             Err(e) => {
                 ctx.upstream_error = Some(e.to_string());

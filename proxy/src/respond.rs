@@ -46,10 +46,15 @@ pub async fn write_refusal(session: &mut Session, refusal: &Refusal) -> Result<(
 
 /// Writes JSON-RPC answers the gateway produced itself (HTTP 200), or a bare
 /// 202 when there is nothing to answer.
+/// Writes the gateway's own answers. Under 2026-07-28 (`modern`) a lone
+/// `-32602` answer goes out with 400, as servers of that revision send their
+/// own invalid-params errors (an unknown resource, say): a hidden name and an
+/// unknown one must look alike.
 pub async fn write_answers(
     session: &mut Session,
     answers: &[serde_json::Value],
     batch: bool,
+    modern: bool,
 ) -> Result<u16> {
     if answers.is_empty() {
         let mut h = ResponseHeader::build(202, Some(1))?;
@@ -58,14 +63,23 @@ pub async fn write_answers(
         return Ok(202);
     }
     let body = answers_body(answers, batch);
-    let mut h = ResponseHeader::build(200, Some(3))?;
+    let status = if modern
+        && !batch
+        && answers.len() == 1
+        && answers[0]["error"]["code"] == warden_filters::codes::INVALID_PARAMS
+    {
+        400
+    } else {
+        200
+    };
+    let mut h = ResponseHeader::build(status, Some(3))?;
     h.insert_header("content-type", JSON)?;
     h.insert_header("content-length", body.len().to_string())?;
     session.write_response_header(Box::new(h), false).await?;
     session
         .write_response_body(Some(Bytes::from(body)), true)
         .await?;
-    Ok(200)
+    Ok(status)
 }
 
 pub fn answers_body(answers: &[serde_json::Value], batch: bool) -> Vec<u8> {

@@ -86,6 +86,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         pingora_proxy::http_proxy(&server.configuration, WardenProxy::new(gateway.clone()));
     let mut o = HttpServerOptions::default();
     o.h2c = true;
+    // An HTTP/2 connection with no stream in progress (a preface and then
+    // silence, say) is closed after the upstream idle timeout.
+    o.h2_idle_timeout = Some(cfg.timeouts.idle);
     app.server_options = Some(o);
     // Every accepted stream gets a whole-header deadline first (see `conn`).
     let mut proxy = Service::new(

@@ -198,6 +198,14 @@ impl WardenProxy {
         // value, or it cannot be compared with the body (2026-07-28).
         for (name, value) in req.headers.iter() {
             let n = name.as_str();
+            // `Mcp_Name` and the like: servers behind CGI-style stacks read
+            // them as the real header (both become HTTP_MCP_NAME).
+            if n.contains('_') && n.replace('_', "-").starts_with("mcp-") {
+                return Err(Refusal::bad_header(
+                    "Mcp-*",
+                    "a name spelled with `_` is ambiguous",
+                ));
+            }
             if n.len() > mcp::H_PARAM_PREFIX.len() && n.starts_with(mcp::H_PARAM_PREFIX) {
                 let Some(v) = mcp::decode_header_value(value.as_bytes()) else {
                     return Err(Refusal::header_mismatch(
@@ -288,14 +296,21 @@ impl WardenProxy {
         match &parsed {
             Parsed::Single(env) => {
                 mcp::check_headers(method_hdr.as_deref(), name_hdr.as_deref(), env)?;
-                decls = self.check_params(ctx, env, &body, &server.name, method_hdr.is_some())?;
+                let modern = method_hdr.is_some()
+                    || ctx
+                        .protocol_version
+                        .as_deref()
+                        .is_some_and(|v| v >= "2026-07-28");
+                decls = self.check_params(ctx, env, &body, &server.name, modern)?;
                 ctx.request_method = env.method.clone();
                 ctx.request_target = env.name.clone().or_else(|| env.uri.clone());
             }
-            Parsed::Batch(_) if method_hdr.is_some() || name_hdr.is_some() => {
+            Parsed::Batch(_)
+                if method_hdr.is_some() || name_hdr.is_some() || !ctx.params_in.is_empty() =>
+            {
                 return Err(Refusal::header_mismatch(
                     None,
-                    "Mcp-Method/Mcp-Name headers cannot accompany a batch".into(),
+                    "Mcp-Method/Mcp-Name/Mcp-Param-* headers cannot accompany a batch".into(),
                 ));
             }
             Parsed::Batch(_) if !mcp::batches_allowed(ctx.protocol_version.as_deref()) => {
@@ -401,7 +416,11 @@ impl WardenProxy {
                 ctx.body = Some(Bytes::from(b))
             }
             Forward::Nothing => {
-                let status = write_answers(session, &plan.answers, plan.batch)
+                let modern = ctx
+                    .protocol_version
+                    .as_deref()
+                    .is_some_and(|v| v >= "2026-07-28");
+                let status = write_answers(session, &plan.answers, plan.batch, modern)
                     .await
                     .map_err(|e| Refusal::internal(&e.to_string()))?;
                 ctx.plan = Some(plan);
@@ -480,7 +499,10 @@ impl WardenProxy {
             }
             let mut hits = Vec::new();
             snap.redactor.scan_str(value, &mut hits);
+            // Names arrive lower-cased; detectors are case-sensitive.
             snap.redactor.scan_str(name, &mut hits);
+            snap.redactor
+                .scan_str(&name.to_ascii_uppercase(), &mut hits);
             if !hits.is_empty() {
                 return Err(Refusal::bad_header(
                     "Mcp-Param-*",
@@ -551,8 +573,11 @@ impl ProxyHttp for WardenProxy {
         if let Some(g) = crate::conn::guard_of(session) {
             g.header_done();
         }
+        // Only for POST: a stream's connection must keep watching for the
+        // client's close (a pipelined byte would stop that).
         if !session.as_downstream().is_http2() {
-            session.as_downstream_mut().set_pipelining_enabled(true);
+            let post = session.req_header().method == http::Method::POST;
+            session.as_downstream_mut().set_pipelining_enabled(post);
         }
         Ok(())
     }

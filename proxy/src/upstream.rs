@@ -169,20 +169,19 @@ pub fn rewrite_request(
     if let Some(n) = &ctx.name_out {
         req.insert_header(warden_filters::mcp::H_NAME, n.as_str())?;
     }
-    // Mirrored argument headers: exactly those judged against the forwarded body.
-    if let Some(params) = &ctx.params_out {
-        let names: Vec<http::HeaderName> = req
-            .headers
-            .keys()
-            .filter(|n| n.as_str().starts_with(warden_filters::mcp::H_PARAM_PREFIX))
-            .cloned()
-            .collect();
-        for n in names {
-            req.remove_header(&n);
-        }
-        for (name, value) in params {
-            req.append_header(format!("Mcp-Param-{name}"), value.as_str())?;
-        }
+    // Mirrored argument headers: only those judged against the forwarded
+    // body (or scanned), on every method; nothing the client sent as is.
+    let names: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|n| n.as_str().starts_with(warden_filters::mcp::H_PARAM_PREFIX))
+        .cloned()
+        .collect();
+    for n in names {
+        req.remove_header(&n);
+    }
+    for (name, value) in ctx.params_out.iter().flatten() {
+        req.append_header(format!("Mcp-Param-{name}"), value.as_str())?;
     }
     // The body has already been read and judged: the upstream must not ask for it.
     req.remove_header(&http::header::EXPECT);

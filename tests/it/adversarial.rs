@@ -371,11 +371,44 @@ async fn mirrored_headers_must_be_unambiguous() {
         vec![("mcp-param-key", AKIA)],
         vec![("mcp-param-key", "=?base64?QUtJQUlPU0ZPRE5ON0VYQU1QTEU=?=")],
         vec![("mcp-param-key", "=?base64?%%%?=")],
+        vec![("mcp_name", "purge")],
+        vec![("Mcp_Param_Region", "us")],
+        vec![("mcp-param-akiaiosfodnn7example", "1")],
     ] {
         let (s, _, text) = post_with(&gw, "/mock/mcp", &body, &extra).await;
         assert_eq!(s, 400, "{extra:?}: {text}");
     }
     assert_eq!(posts_received(&h), 0);
+    // A batch cannot carry them either.
+    let batch = format!("[{},{}]", call(1, "echo"), call(2, "echo"));
+    let (s, _, _) = post_with(&gw, "/mock/mcp", &batch, &[("mcp-param-region", "eu")]).await;
+    assert_eq!(s, 400);
+    // GET and DELETE never pass a client's Mcp-Param-* on.
+    h.script([Reply::sse(&[": hi\n\n"])]);
+    let _ = request(
+        &gw.url("/mock/mcp"),
+        "GET",
+        &[
+            ("accept", "text/event-stream"),
+            ("mcp-param-key", "=?base64?QUtJQUlPU0ZPRE5ON0VYQU1QTEU=?="),
+            ("mcp-param-", "x"),
+        ],
+        Default::default(),
+        false,
+    )
+    .await;
+    let got = h.received();
+    let get = got
+        .iter()
+        .find(|r| r.method == "GET")
+        .expect("GET forwarded");
+    assert!(
+        get.headers
+            .iter()
+            .all(|(k, _)| !k.to_ascii_lowercase().starts_with("mcp-param")),
+        "{:?}",
+        get.headers
+    );
 }
 
 /// `echo` mirrors `region` (string) and `n` (integer) into headers.
@@ -862,6 +895,23 @@ async fn slow_and_pipelined_clients_get_clear_answers() {
     assert!(closed, "the connection stayed open: {text}");
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
 
+    // A pre-connected socket that waits before its first request is served.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":1,"result":{"content":[]}}).to_string(),
+    )]);
+    let parts = vec![
+        Vec::new(),
+        raw_post(&call(1, "echo"), "Connection: close\r\n"),
+    ];
+    let (text, _) = trickle(
+        addr,
+        &parts,
+        Duration::from_millis(1500),
+        Duration::from_secs(8),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
     // Idle keep-alive time before a request does not count against it.
     h.script([
         Reply::json(&json!({"jsonrpc":"2.0","id":1,"result":{"content":[]}}).to_string()),
@@ -1065,4 +1115,159 @@ async fn tasks_belong_to_the_principal_that_created_them() {
     )]);
     let (_, _, text) = send(DEV, call(11, "echo"), vec![]).await;
     assert!(!text.contains("\"t-old\""), "{text}");
+}
+
+/// Denies sampling and hides one resource; everything else is allowed.
+const POLICY_2026: &str = r#"package warden.authz
+import rego.v1
+decision := {"allow": false, "reason": "sampling_not_allowed"} if {
+	input.request.method == "sampling/createMessage"
+} else := {"allow": false, "reason": "resource_hidden"} if {
+	input.request.resource_uri == "file:///secret"
+} else := {"allow": true, "reason": "ok"}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn modern_results_are_judged_like_the_older_shapes() {
+    let h = Hostile::start().await;
+    let gw = Gateway::start_with(
+        &mock_bundle(&[h.addr], BUNDLE),
+        false,
+        &[("policies/authz.rego", POLICY_2026.as_bytes())],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    let modern = |method: &'static str, name: &'static str| {
+        let mut v = vec![
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", method),
+        ];
+        if !name.is_empty() {
+            v.push(("mcp-name", name));
+        }
+        v
+    };
+    // Sampling inside an InputRequiredResult meets the policy a stream-borne
+    // sampling request meets: the client is told, with its own id.
+    for kind in ["input_required", "incomplete"] {
+        h.script([Reply::json(
+            &json!({"jsonrpc":"2.0","id":1,"result":{"resultType":kind,"inputRequests":{
+                "s1":{"method":"sampling/createMessage","params":{"messages":[],"maxTokens":5}}}}})
+            .to_string(),
+        )]);
+        let (_, _, text) = post_with(
+            &gw,
+            "/mock/mcp",
+            &call(1, "echo"),
+            &modern("tools/call", "echo"),
+        )
+        .await;
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["id"], 1, "{text}");
+        assert_eq!(v["error"]["code"], -31010, "{text}");
+        assert!(!text.contains("createMessage\",\"params"), "{text}");
+    }
+    // Spelled with escapes, it is still seen.
+    h.script([Reply::json(
+        r#"{"jsonrpc":"2.0","id":2,"result":{"resultType":"input_required","input\u0052equests":{"s1":{"method":"sampling/createMessage","params":{}}}}}"#,
+    )]);
+    let (_, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call(2, "echo"),
+        &modern("tools/call", "echo"),
+    )
+    .await;
+    assert!(text.contains("-31010"), "{text}");
+    // An allowed elicitation passes, and is not mistaken for the final result.
+    let elicit = json!({"jsonrpc":"2.0","id":3,"result":{"resultType":"input_required","inputRequests":{
+        "e1":{"method":"elicitation/create","params":{"message":"name?","requestedSchema":{"type":"object"}}}}}});
+    h.script([Reply::json(&elicit.to_string())]);
+    let (s, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call(3, "echo"),
+        &modern("tools/call", "echo"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(serde_json::from_str::<Value>(&text).expect("json"), elicit);
+
+    // A list judged for one principal is never left shareable.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":4,"result":{"resources":[{"uri":"file:///a","name":"a"},{"uri":"file:///secret","name":"s"}],
+            "cacheScope":"public","ttlMs":60000,"resultType":"complete"}})
+        .to_string(),
+    )]);
+    let (_, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &json!({"jsonrpc":"2.0","id":4,"method":"resources/list"}).to_string(),
+        &modern("resources/list", ""),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["result"]["cacheScope"], "private", "{text}");
+    assert!(!text.contains("secret"), "{text}");
+
+    // A hidden resource looks exactly like an unknown one: -32602, HTTP 400.
+    let before = posts_received(&h);
+    let read =
+        json!({"jsonrpc":"2.0","id":5,"method":"resources/read","params":{"uri":"file:///secret"}})
+            .to_string();
+    let (s, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &read,
+        &modern("resources/read", "file:///secret"),
+    )
+    .await;
+    assert_eq!(s, 400, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).expect("json")["error"]["code"],
+        -32602
+    );
+    assert_eq!(posts_received(&h), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_hanging_up_ends_the_upstream_stream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (h, gw) = setup().await;
+    // A listen stream that acknowledges, then stays quiet for a long time.
+    h.script([Reply::sse(&[
+        ": open\n\n",
+        &format!(
+            "data: {}\n\n",
+            json!({"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{}})
+        ),
+    ])
+    .with_more(vec![Piece::Wait(std::time::Duration::from_secs(30))])]);
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true}}}).to_string();
+    let mut s = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    s.write_all(&raw_post(&body, "")).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let mut got = String::new();
+    while !got.contains("acknowledged") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("events in time")
+            .expect("read");
+        assert!(n > 0, "{got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(h.open_streams(), 1);
+    drop(s);
+    let mut closed = false;
+    for _ in 0..50 {
+        if h.open_streams() == 0 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(closed, "the upstream stream outlived the client");
 }

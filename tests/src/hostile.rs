@@ -19,6 +19,8 @@ pub enum Piece {
     Bytes(Vec<u8>),
     /// Hold the rest until the server has received this many requests in all.
     AfterRequests(usize),
+    /// Stay quiet this long, unless the peer closes the connection first.
+    Wait(Duration),
 }
 
 /// One scripted reply.
@@ -98,6 +100,8 @@ impl Received {
 struct State {
     script: VecDeque<Reply>,
     received: Vec<Received>,
+    /// Replies being written right now (open streams).
+    open: usize,
 }
 
 pub struct Hostile {
@@ -129,6 +133,11 @@ impl Hostile {
     /// Every request received so far.
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().expect("state").received.clone()
+    }
+
+    /// How many replies are being written right now (streams still open).
+    pub fn open_streams(&self) -> usize {
+        self.state.lock().expect("state").open
     }
 
     /// Forgets what was received and what is still scripted.
@@ -199,7 +208,10 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) {
                 r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"no scripted reply"}}"#,
             )
         });
-        if write_reply(&mut sock, &reply, &st).await.is_err() {
+        st.lock().expect("state").open += 1;
+        let written = write_reply(&mut sock, &reply, &st).await;
+        st.lock().expect("state").open -= 1;
+        if written.is_err() {
             return;
         }
     }
@@ -222,7 +234,7 @@ async fn write_reply(
             .iter()
             .map(|p| match p {
                 Piece::Bytes(b) => b.len(),
-                Piece::AfterRequests(_) => 0,
+                Piece::AfterRequests(_) | Piece::Wait(_) => 0,
             })
             .sum();
         head.push_str(&format!("content-length: {len}\r\n\r\n"));
@@ -240,6 +252,18 @@ async fn write_reply(
                 sock.write_all(b"\r\n").await?;
             }
             Piece::Bytes(b) => sock.write_all(b).await?,
+            Piece::Wait(d) => {
+                sock.flush().await?;
+                let mut probe = [0u8; 1];
+                tokio::select! {
+                    _ = tokio::time::sleep(*d) => {}
+                    r = sock.read(&mut probe) => {
+                        if matches!(r, Ok(0) | Err(_)) {
+                            return Err(std::io::ErrorKind::ConnectionReset.into());
+                        }
+                    }
+                }
+            }
             Piece::AfterRequests(n) => {
                 sock.flush().await?;
                 for _ in 0..500 {
