@@ -16,6 +16,7 @@ pub mod quota;
 pub mod snapshot;
 pub mod sse;
 pub mod tasks;
+pub mod token;
 pub mod tools;
 
 pub use error::{codes, JsonRpcError, Refusal};

@@ -19,8 +19,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
@@ -29,6 +27,7 @@ use crate::error::{codes, JsonRpcError};
 use crate::filter::{Decision, Denial, FilterContext, McpFilter, MessageView};
 use crate::identity::Principal;
 use crate::jsonrpc::Kind;
+use crate::token::{TokenKey, NONCE_LEN};
 
 const PREFIX: &str = "wt1.";
 const AAD: &[u8] = b"warden task v1";
@@ -44,7 +43,7 @@ pub fn names_task(method: &str) -> bool {
 
 /// Seals and opens task ids.
 pub struct TaskSealer {
-    key: LessSafeKey,
+    key: TokenKey,
     /// Keys the nonce: one id sealed for one principal always gives the same
     /// token, so a client comparing ids across polls sees the one it holds.
     nonce_key: [u8; 32],
@@ -75,9 +74,7 @@ impl TaskSealer {
             .finalize()
             .into();
         TaskSealer {
-            key: LessSafeKey::new(
-                UnboundKey::new(&CHACHA20_POLY1305, &key).expect("32-byte ChaCha20 key"),
-            ),
+            key: TokenKey::new(&key),
             nonce_key,
         }
     }
@@ -90,7 +87,7 @@ impl TaskSealer {
     }
 
     pub fn seal(&self, task: &str, who: &Principal, server: &str) -> Option<String> {
-        let mut buf = serde_json::to_vec(&Sealed {
+        let buf = serde_json::to_vec(&Sealed {
             t: task.to_owned(),
             o: owner(who),
             v: server.to_owned(),
@@ -104,37 +101,13 @@ impl TaskSealer {
             .finalize();
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&digest[..NONCE_LEN]);
-        self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(AAD),
-                &mut buf,
-            )
-            .ok()?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&buf);
-        Some(format!(
-            "{PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
-        ))
+        self.key.seal(PREFIX, AAD, nonce, buf)
     }
 
     /// The server's task id, when `token` was sealed for this principal and server.
     pub fn open(&self, token: &str, who: &Principal, server: &str) -> Option<String> {
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token.strip_prefix(PREFIX)?)
-            .ok()?;
-        if raw.len() < NONCE_LEN + CHACHA20_POLY1305.tag_len() || raw.len() > 4096 {
-            return None;
-        }
-        let (nonce, rest) = raw.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut buf = rest.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(AAD), &mut buf)
-            .ok()?;
-        let s: Sealed = serde_json::from_slice(plain).ok()?;
+        let plain = self.key.open(PREFIX, AAD, token, 4096)?;
+        let s: Sealed = serde_json::from_slice(&plain).ok()?;
         (s.o == owner(who) && s.v == server).then_some(s.t)
     }
 }

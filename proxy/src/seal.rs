@@ -10,11 +10,10 @@
 //! id. A token that does not open (forged, tampered, another fleet's, or
 //! issued for another server) is an unknown session → 404, as MCP prescribes.
 
-use base64::Engine;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use warden_filters::token::{TokenKey, NONCE_LEN};
 
 const PREFIX: &str = "ws1.";
 const AAD: &[u8] = b"warden session v1";
@@ -36,7 +35,7 @@ pub struct SealedSession {
 }
 
 pub struct Sealer {
-    key: LessSafeKey,
+    key: TokenKey,
     rng: SystemRandom,
     /// Digest of the secret, to tell whether a new bundle changed it.
     pub id: [u8; 32],
@@ -48,9 +47,8 @@ impl Sealer {
         h.update(b"warden session seal key v1\0");
         h.update(secret.as_bytes());
         let key: [u8; 32] = h.finalize().into();
-        let unbound = UnboundKey::new(&CHACHA20_POLY1305, &key).ok()?;
         Some(Sealer {
-            key: LessSafeKey::new(unbound),
+            key: TokenKey::new(&key),
             rng: SystemRandom::new(),
             id: Sha256::digest(key).into(),
         })
@@ -59,37 +57,13 @@ impl Sealer {
     pub fn seal(&self, s: &SealedSession) -> Option<String> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).ok()?;
-        let mut buf = serde_json::to_vec(s).ok()?;
         self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(AAD),
-                &mut buf,
-            )
-            .ok()?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&buf);
-        Some(format!(
-            "{PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
-        ))
+            .seal(PREFIX, AAD, nonce, serde_json::to_vec(s).ok()?)
     }
 
     pub fn open(&self, token: &str) -> Option<SealedSession> {
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token.strip_prefix(PREFIX)?)
-            .ok()?;
-        if raw.len() < NONCE_LEN + CHACHA20_POLY1305.tag_len() || raw.len() > 8192 {
-            return None;
-        }
-        let (nonce, rest) = raw.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut buf = rest.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(AAD), &mut buf)
-            .ok()?;
-        serde_json::from_slice(plain).ok()
+        let plain = self.key.open(PREFIX, AAD, token, 8192)?;
+        serde_json::from_slice(&plain).ok()
     }
 }
 
