@@ -311,10 +311,7 @@ impl PolicyFilter {
         } else if !filtered {
             return Decision::Pass;
         }
-        match serde_json::to_vec(&msg) {
-            Ok(b) => Decision::Mutated(b),
-            Err(_) => Decision::Pass,
-        }
+        Decision::rewrite(&msg)
     }
 }
 

@@ -150,6 +150,24 @@ pub enum Decision {
     Reject(Denial),
 }
 
+impl Decision {
+    /// Forward `v` re-serialised in place of the message. A rewrite that
+    /// cannot be written is refused, never skipped (the original would then
+    /// go on unjudged).
+    pub fn rewrite(v: &serde_json::Value) -> Decision {
+        match serde_json::to_vec(v) {
+            Ok(b) => Decision::Mutated(b),
+            Err(_) => Decision::Reject(Denial::error(
+                JsonRpcError::new(
+                    crate::error::codes::INTERNAL_ERROR,
+                    "A gateway filter could not write its rewrite",
+                ),
+                "rewrite_failed",
+            )),
+        }
+    }
+}
+
 /// A guard called once per MCP message. Filters are pure: no I/O, no clocks
 /// beyond what the context carries, so each can be unit-tested and fuzzed.
 pub trait McpFilter: Send + Sync {

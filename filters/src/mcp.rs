@@ -469,10 +469,7 @@ impl McpFilter for MirrorFilter {
         if tools.len() == before {
             return Decision::Pass;
         }
-        match serde_json::to_vec(&v) {
-            Ok(b) => Decision::Mutated(b),
-            Err(_) => Decision::Pass,
-        }
+        Decision::rewrite(&v)
     }
 }
 

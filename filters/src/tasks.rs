@@ -220,13 +220,7 @@ impl McpFilter for TaskFilter {
         if let Some(t) = v.get_mut("params").and_then(|p| p.get_mut("taskId")) {
             *t = Json::String(upstream);
         }
-        match serde_json::to_vec(&v) {
-            Ok(b) => Decision::Mutated(b),
-            Err(_) => Decision::Reject(Denial::error(
-                JsonRpcError::new(codes::INTERNAL_ERROR, "task id could not be rewritten"),
-                "task_rewrite",
-            )),
-        }
+        Decision::rewrite(&v)
     }
 
     fn on_response(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
@@ -296,10 +290,7 @@ impl McpFilter for TaskFilter {
         if !changed {
             return Decision::Pass;
         }
-        match serde_json::to_vec(&v) {
-            Ok(b) => Decision::Mutated(b),
-            Err(_) => Decision::Pass,
-        }
+        Decision::rewrite(&v)
     }
 }
 
