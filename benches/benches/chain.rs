@@ -108,7 +108,11 @@ fn bench(c: &mut Criterion) {
         let Ok(Parsed::Single(env)) = parse(&reply, snap.parse_limits) else {
             panic!("reply parses");
         };
-        let verdict = snap.chain.run(&env, &reply, &fctx, &mut Vec::new());
+        let verdict = snap.chain.run(
+            &warden_filters::Message::new(&env, &reply),
+            &fctx,
+            &mut Vec::new(),
+        );
         (plan, verdict)
     };
     let (plan, verdict) = whole();

@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 use warden_config::access::{DenialStyle, KillSwitch, Risk, ServerCatalog};
 
 use crate::error::{codes, JsonRpcError};
-use crate::filter::{Decision, Denial, FilterContext, McpFilter, MessageView};
+use crate::filter::{Acts, Decision, Denial, FilterContext, McpFilter, Message, Methods};
 use crate::jsonrpc::Kind;
 use crate::policy::{PolicyDecision, PolicyEngine, PolicyInput};
 
@@ -23,7 +23,7 @@ impl KillSwitchFilter {
         KillSwitchFilter { switch }
     }
 
-    fn paused(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Option<&'static str> {
+    fn paused(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Option<&'static str> {
         let k = &self.switch;
         if k.all {
             return Some("all");
@@ -57,7 +57,14 @@ impl McpFilter for KillSwitchFilter {
         "kill_switch"
     }
 
-    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn acts_on(&self) -> Acts {
+        Acts {
+            requests: Methods::All,
+            responses: Methods::None,
+        }
+    }
+
+    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         if msg.envelope.kind == Kind::Response {
             return Decision::Pass;
         }
@@ -332,7 +339,7 @@ impl McpFilter for PolicyFilter {
         })
     }
 
-    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         let env = msg.envelope;
         // Client answers to server→client requests were judged when the request went by.
         let (Kind::Request | Kind::Notification, Some(method)) = (env.kind, env.method.as_deref())
@@ -341,7 +348,7 @@ impl McpFilter for PolicyFilter {
         };
         let name = env.name.as_deref().or(env.uri.as_deref());
         let args = match method {
-            "tools/call" | "prompts/get" => crate::jsonrpc::params_arguments(msg.bytes),
+            "tools/call" | "prompts/get" => msg.arguments_raw(),
             _ => None,
         };
         let d = self.decide(ctx, method, name, args, false);
@@ -352,7 +359,7 @@ impl McpFilter for PolicyFilter {
         }
     }
 
-    fn on_response(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_response(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         let env = msg.envelope;
         match env.kind {
             // Server→client requests: sampling, elicitation, roots, ping.

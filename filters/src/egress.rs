@@ -45,7 +45,7 @@ use warden_config::access::ServerCatalog;
 use warden_config::guards::HostPattern;
 
 use crate::error::{codes, JsonRpcError};
-use crate::filter::{Decision, Denial, FilterContext, McpFilter, MessageView};
+use crate::filter::{Acts, Decision, Denial, FilterContext, McpFilter, Message, Methods};
 use crate::jsonrpc::Kind;
 use crate::tools::ToolPins;
 
@@ -543,7 +543,14 @@ impl McpFilter for EgressFilter {
         "egress"
     }
 
-    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn acts_on(&self) -> Acts {
+        Acts {
+            requests: Methods::Only(&["tools/call"]),
+            responses: Methods::None,
+        }
+    }
+
+    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
             return Decision::Pass;
@@ -551,10 +558,7 @@ impl McpFilter for EgressFilter {
         let tool = env.name.as_deref().unwrap_or_default();
         let server_cat = self.catalog.get(ctx.server);
         let tool_cat = server_cat.and_then(|c| c.tool(tool));
-        let Some(raw) = crate::jsonrpc::params_arguments(msg.bytes) else {
-            return Decision::Pass;
-        };
-        let Ok(args) = serde_json::from_str::<Json>(raw) else {
+        let Some(args) = msg.arguments() else {
             return Decision::Pass;
         };
         // Declared URL arguments: the catalog's names and the schema's formats.
@@ -1061,13 +1065,7 @@ mod differential_tests {
         };
         let p = Principal::anonymous();
         let ctx = FilterContext::new(&p, "s", Direction::Request);
-        f.on_request(
-            MessageView {
-                envelope: &env,
-                bytes: raw.as_bytes(),
-            },
-            &ctx,
-        )
+        f.on_request(&Message::new(&env, raw.as_bytes()), &ctx)
     }
 
     fn denial(d: Decision) -> JsonRpcError {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::error::JsonRpcError;
-use crate::jsonrpc::{parse, Envelope, ParseLimits, Parsed};
+use crate::jsonrpc::{parse, Envelope, Kind, ParseLimits, Parsed};
 
 /// Which way a message travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,12 +68,62 @@ impl<'a> FilterContext<'a> {
     }
 }
 
-/// One message as a filter sees it: the envelope read by the parser and the
-/// exact bytes that will be forwarded if every filter passes it.
-#[derive(Debug, Clone, Copy)]
-pub struct MessageView<'a> {
+/// One message as every filter, the audit record and the span see it: the
+/// exact bytes that will be forwarded if every filter passes it, the
+/// envelope and spans the parser recorded, and the arguments materialised
+/// at most once, only when a filter asks for them.
+#[derive(Debug)]
+pub struct Message<'a> {
     pub envelope: &'a Envelope,
     pub bytes: &'a [u8],
+    arguments: std::cell::OnceCell<Option<serde_json::Value>>,
+}
+
+impl<'a> Message<'a> {
+    pub fn new(envelope: &'a Envelope, bytes: &'a [u8]) -> Self {
+        Message {
+            envelope,
+            bytes,
+            arguments: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn slice(&self, r: &Option<std::ops::Range<usize>>) -> Option<&'a str> {
+        let b = self.bytes.get(r.clone()?)?;
+        // Spans fall on value boundaries of a message that is valid UTF-8.
+        std::str::from_utf8(b).ok()
+    }
+
+    /// The raw JSON text of `params.arguments`.
+    pub fn arguments_raw(&self) -> Option<&'a str> {
+        self.slice(&self.envelope.spans.arguments)
+    }
+
+    /// The raw JSON text of `params`.
+    pub fn params_raw(&self) -> Option<&'a str> {
+        self.slice(&self.envelope.spans.params)
+    }
+
+    /// The raw JSON text of `params._meta`.
+    pub fn meta_raw(&self) -> Option<&'a str> {
+        self.slice(&self.envelope.spans.meta)
+    }
+
+    /// The raw JSON text of `result`.
+    pub fn result_raw(&self) -> Option<&'a str> {
+        self.slice(&self.envelope.spans.result)
+    }
+
+    /// `params.arguments` as a value, read once for every filter that needs
+    /// it (`None` when absent).
+    pub fn arguments(&self) -> Option<&serde_json::Value> {
+        self.arguments
+            .get_or_init(|| {
+                // Validated by the parser: reading it again cannot fail.
+                serde_json::from_str(self.arguments_raw()?).ok()
+            })
+            .as_ref()
+    }
 }
 
 /// Why a filter refused a message, in terms the caller can act on.
@@ -168,22 +218,140 @@ impl Decision {
     }
 }
 
+/// Which methods a filter acts on, in one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Methods {
+    /// Every message.
+    All,
+    /// None: the filter is never called in this direction.
+    None,
+    /// Messages with one of these methods (for a response: the method of the
+    /// request it answers). A response whose request is unknown reaches
+    /// every filter that acts on responses at all.
+    Only(&'static [&'static str]),
+}
+
+/// What a filter acts on, declared as data: the chain indexes filters by it,
+/// so a filter is only called for the messages it judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acts {
+    /// Client→server messages.
+    pub requests: Methods,
+    /// Server→client messages.
+    pub responses: Methods,
+}
+
+impl Acts {
+    pub const ALL: Acts = Acts {
+        requests: Methods::All,
+        responses: Methods::All,
+    };
+}
+
+/// The chain's filters per direction and method, in chain order.
+#[derive(Clone, Default)]
+struct Index {
+    request: Side,
+    response: Side,
+}
+
+/// The filters of one direction, by the method of the message.
+#[derive(Clone, Default)]
+struct Side {
+    /// Each method some filter names, with every filter acting on it.
+    per: Vec<(&'static str, Vec<usize>)>,
+    /// For any other method: the filters that act on every message.
+    other: Vec<usize>,
+    /// For a message whose method is unknown: every filter of the direction.
+    unknown: Vec<usize>,
+}
+
+impl Index {
+    fn build(filters: &[Arc<dyn McpFilter>]) -> Index {
+        let acts: Vec<Acts> = filters.iter().map(|f| f.acts_on()).collect();
+        let side = |pick: fn(&Acts) -> Methods| {
+            let mut names: Vec<&'static str> = Vec::new();
+            for a in &acts {
+                if let Methods::Only(m) = pick(a) {
+                    for n in m {
+                        if !names.contains(n) {
+                            names.push(n);
+                        }
+                    }
+                }
+            }
+            let for_method = |name: Option<&str>| -> Vec<usize> {
+                acts.iter()
+                    .enumerate()
+                    .filter(|(_, a)| match (pick(a), name) {
+                        (Methods::All, _) => true,
+                        (Methods::None, _) => false,
+                        (Methods::Only(m), Some(n)) => m.contains(&n),
+                        (Methods::Only(_), None) => false,
+                    })
+                    .map(|(i, _)| i)
+                    .collect()
+            };
+            let per: Vec<(&'static str, Vec<usize>)> =
+                names.iter().map(|n| (*n, for_method(Some(n)))).collect();
+            let unknown: Vec<usize> = acts
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| pick(a) != Methods::None)
+                .map(|(i, _)| i)
+                .collect();
+            Side {
+                per,
+                other: for_method(None),
+                unknown,
+            }
+        };
+        let mut request = side(|a| a.requests);
+        // A client message without a method answers a server→client request:
+        // only the filters that judge every message see it.
+        request.unknown = request.other.clone();
+        Index {
+            request,
+            response: side(|a| a.responses),
+        }
+    }
+
+    fn order(&self, dir: Direction, method: Option<&str>) -> &[usize] {
+        let side = match dir {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        };
+        let Some(m) = method else {
+            return &side.unknown;
+        };
+        side.per
+            .iter()
+            .find(|(n, _)| *n == m)
+            .map_or(side.other.as_slice(), |(_, v)| v.as_slice())
+    }
+}
+
 /// A guard called once per MCP message. Filters are pure: no I/O, no clocks
 /// beyond what the context carries, so each can be unit-tested and fuzzed.
 pub trait McpFilter: Send + Sync {
     /// Stable name used in audit records and metrics.
     fn name(&self) -> &'static str;
 
+    /// The messages this filter judges; it is not called for others.
+    fn acts_on(&self) -> Acts {
+        Acts::ALL
+    }
+
     /// Runs for each client→server message before anything reaches the
     /// upstream. `Reject` keeps the message from the upstream entirely.
-    fn on_request(&self, _msg: MessageView<'_>, _ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, _msg: &Message<'_>, _ctx: &FilterContext<'_>) -> Decision {
         Decision::Pass
     }
 
     /// Runs for each server→client message (a JSON body, or one SSE event's
     /// data) before it reaches the client. `Reject` replaces a response with
     /// the denial for its id, and drops a server→client request or notification.
-    fn on_response(&self, _msg: MessageView<'_>, _ctx: &FilterContext<'_>) -> Decision {
+    fn on_response(&self, _msg: &Message<'_>, _ctx: &FilterContext<'_>) -> Decision {
         Decision::Pass
     }
 
@@ -223,6 +391,7 @@ pub enum Verdict {
 #[derive(Clone, Default)]
 pub struct FilterChain {
     filters: Vec<Arc<dyn McpFilter>>,
+    index: Index,
     limits: ParseLimits,
 }
 
@@ -236,7 +405,12 @@ impl std::fmt::Debug for FilterChain {
 
 impl FilterChain {
     pub fn new(filters: Vec<Arc<dyn McpFilter>>, limits: ParseLimits) -> Self {
-        FilterChain { filters, limits }
+        let index = Index::build(&filters);
+        FilterChain {
+            filters,
+            index,
+            limits,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -264,31 +438,44 @@ impl FilterChain {
         self.filters.iter().map(|f| f.name()).collect()
     }
 
-    /// Runs every filter on one message. A mutation is re-parsed and must keep
-    /// the message's kind, id and method; later filters judge the mutated
-    /// bytes, so what the chain approved is exactly what is forwarded.
+    /// Runs every filter that acts on this message. A mutation is re-parsed
+    /// and must keep the message's kind, id and method; later filters judge
+    /// the mutated bytes, so what the chain approved is exactly what is
+    /// forwarded.
     pub fn run(
         &self,
-        env: &Envelope,
-        bytes: &[u8],
+        msg: &Message<'_>,
         ctx: &FilterContext<'_>,
         holds: &mut Vec<Hold>,
     ) -> Verdict {
-        let mut current: Option<(Envelope, Vec<u8>)> = None;
+        let env = msg.envelope;
+        let method = match (ctx.direction, env.kind) {
+            (Direction::Response, Kind::Response) => ctx.request_method,
+            _ => env.method.as_deref(),
+        };
+        let order = self.index.order(ctx.direction, method);
         // Holds taken for this message; dropped (released) if a later filter refuses it.
         let mut mine: Vec<Hold> = Vec::new();
-        for f in &self.filters {
-            let (e, b) = match &current {
-                Some((e, b)) => (e, b.as_slice()),
-                None => (env, bytes),
-            };
-            let view = MessageView {
-                envelope: e,
-                bytes: b,
-            };
+        let verdict = self.run_from(order, msg, env, ctx, &mut mine);
+        if !matches!(verdict, Verdict::Reject { .. }) {
+            holds.append(&mut mine);
+        }
+        verdict
+    }
+
+    fn run_from(
+        &self,
+        order: &[usize],
+        msg: &Message<'_>,
+        original: &Envelope,
+        ctx: &FilterContext<'_>,
+        mine: &mut Vec<Hold>,
+    ) -> Verdict {
+        for (pos, &i) in order.iter().enumerate() {
+            let f = &self.filters[i];
             let decision = match ctx.direction {
-                Direction::Request => f.on_request(view, ctx),
-                Direction::Response => f.on_response(view, ctx),
+                Direction::Request => f.on_request(msg, ctx),
+                Direction::Response => f.on_response(msg, ctx),
             };
             match decision {
                 Decision::Pass => {}
@@ -299,32 +486,95 @@ impl FilterChain {
                         denial,
                     }
                 }
-                Decision::Mutated(new) => match parse(&new, self.limits) {
-                    Ok(Parsed::Single(mut ne))
-                        if ne.kind == env.kind && ne.id == env.id && ne.method == env.method =>
-                    {
-                        ne.span = 0..new.len();
-                        current = Some((ne, new));
-                    }
-                    _ => {
-                        return Verdict::Reject {
-                            filter: f.name(),
-                            denial: Denial::error(
-                                JsonRpcError::new(
-                                    crate::error::codes::INTERNAL_ERROR,
-                                    "A gateway filter produced an invalid rewrite",
-                                ),
-                                "filter_rewrite_invalid",
-                            ),
+                Decision::Mutated(new) => {
+                    let ne = match parse(&new, self.limits) {
+                        Ok(Parsed::Single(mut ne))
+                            if ne.kind == original.kind
+                                && ne.id == original.id
+                                && ne.method == original.method =>
+                        {
+                            ne.span = 0..new.len();
+                            ne
                         }
-                    }
-                },
+                        _ => {
+                            return Verdict::Reject {
+                                filter: f.name(),
+                                denial: Denial::error(
+                                    JsonRpcError::new(
+                                        crate::error::codes::INTERNAL_ERROR,
+                                        "A gateway filter produced an invalid rewrite",
+                                    ),
+                                    "filter_rewrite_invalid",
+                                ),
+                            }
+                        }
+                    };
+                    let next = Message::new(&ne, &new);
+                    return match self.run_from(&order[pos + 1..], &next, original, ctx, mine) {
+                        Verdict::Forward => Verdict::ForwardMutated(new),
+                        other => other,
+                    };
+                }
             }
         }
-        holds.append(&mut mine);
-        match current {
-            None => Verdict::Forward,
-            Some((_, b)) => Verdict::ForwardMutated(b),
+        Verdict::Forward
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts its calls; acts on `tools/call` only.
+    struct Counting(AtomicUsize);
+    impl McpFilter for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
         }
+        fn acts_on(&self) -> Acts {
+            Acts {
+                requests: Methods::Only(&["tools/call"]),
+                responses: Methods::Only(&["tools/call"]),
+            }
+        }
+        fn on_request(&self, _: &Message<'_>, _: &FilterContext<'_>) -> Decision {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Decision::Pass
+        }
+        fn on_response(&self, _: &Message<'_>, _: &FilterContext<'_>) -> Decision {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Decision::Pass
+        }
+    }
+
+    #[test]
+    fn filters_are_called_only_for_what_they_act_on() {
+        let f = Arc::new(Counting(AtomicUsize::new(0)));
+        let chain = FilterChain::new(vec![f.clone()], ParseLimits::default());
+        let p = Principal::anonymous();
+        let run = |body: &str, dir: Direction, asked: Option<&str>| {
+            let Ok(Parsed::Single(env)) = parse(body.as_bytes(), ParseLimits::default()) else {
+                panic!("parse")
+            };
+            let ctx = FilterContext {
+                request_method: asked,
+                ..FilterContext::new(&p, "s", dir)
+            };
+            let before = f.0.load(Ordering::Relaxed);
+            chain.run(&Message::new(&env, body.as_bytes()), &ctx, &mut Vec::new());
+            f.0.load(Ordering::Relaxed) - before
+        };
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}"#;
+        let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        let reply = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        assert_eq!(run(call, Direction::Request, None), 1);
+        assert_eq!(run(ping, Direction::Request, None), 0);
+        assert_eq!(run(reply, Direction::Response, Some("tools/call")), 1);
+        assert_eq!(run(reply, Direction::Response, Some("tools/list")), 0);
+        // A reply whose request is unknown reaches every response filter.
+        assert_eq!(run(reply, Direction::Response, None), 1);
+        // A client's answer to a server→client request has no method of its own.
+        assert_eq!(run(reply, Direction::Request, None), 0);
     }
 }

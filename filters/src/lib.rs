@@ -21,10 +21,10 @@ pub mod tools;
 
 pub use error::{codes, JsonRpcError, Refusal};
 pub use filter::{
-    Decision, Denial, Direction, FilterChain, FilterContext, McpFilter, MessageView, Principal,
-    Verdict,
+    Acts, Decision, Denial, Direction, FilterChain, FilterContext, McpFilter, Message, Methods,
+    Principal, Verdict,
 };
-pub use jsonrpc::{parse, Envelope, Id, Kind, ParseLimits, Parsed};
+pub use jsonrpc::{parse, Envelope, Id, Kind, ParseLimits, Parsed, Spans};
 pub use plan::{plan_request, Forward, MessageRecord, Outcome, RequestPlan};
 pub use snapshot::{ResolvedRoute, Snapshot};
 pub use sse::{SseDecoder, SseEvent};

@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use base64::Engine;
 
 use crate::error::{codes, JsonRpcError, Refusal};
-use crate::filter::{Decision, Denial, FilterContext, McpFilter, MessageView};
+use crate::filter::{Acts, Decision, Denial, FilterContext, McpFilter, Message, Methods};
 use crate::jsonrpc::{Envelope, Kind};
 
 pub const H_METHOD: &str = "mcp-method";
@@ -411,11 +411,18 @@ impl McpFilter for MirrorFilter {
         "mirrored_headers"
     }
 
+    fn acts_on(&self) -> Acts {
+        Acts {
+            requests: Methods::Only(&["tools/call"]),
+            responses: Methods::Only(&["tools/list"]),
+        }
+    }
+
     fn inspects_json_response(&self, _: &str, method: Option<&str>, _: Option<&str>) -> bool {
         method == Some("tools/list")
     }
 
-    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
             return Decision::Pass;
@@ -435,7 +442,7 @@ impl McpFilter for MirrorFilter {
         }
     }
 
-    fn on_response(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_response(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Response || env.is_error || ctx.request_method != Some("tools/list") {
             return Decision::Pass;

@@ -1,7 +1,7 @@
 //! Judging a whole POST body (one message or a batch) and planning what the
 //! upstream receives and what the gateway answers itself.
 
-use crate::filter::{FilterChain, FilterContext, Verdict};
+use crate::filter::{FilterChain, FilterContext, Message, Verdict};
 use crate::jsonrpc::{ElementError, Envelope, Id, Kind, Parsed};
 
 /// One message's fate, for audit and metrics.
@@ -90,7 +90,8 @@ pub fn plan_request(
             let cell = std::cell::RefCell::new(Vec::new());
             let mut c = ctx.clone();
             c.findings = Some(&cell);
-            let verdict = chain.run(env, body, &c, &mut holds);
+            let msg = Message::new(env, body);
+            let verdict = chain.run(&msg, &c, &mut holds);
             let mut plan = RequestPlan {
                 forward: Forward::Original,
                 answers: Vec::new(),
@@ -100,7 +101,7 @@ pub fn plan_request(
                 holds,
             };
             let outcome = apply(&mut plan, env, verdict);
-            let mut rec = MessageRecord::with_arguments(env, body, outcome, ctx.keep_arguments);
+            let mut rec = MessageRecord::with_arguments(&msg, outcome, ctx.keep_arguments);
             rec.findings = cell.into_inner();
             plan.records.push(rec);
             plan.forwards_request = env.kind == Kind::Request && plan.forward != Forward::Nothing;
@@ -124,7 +125,8 @@ pub fn plan_request(
                         let cell = std::cell::RefCell::new(Vec::new());
                         let mut c = ctx.clone();
                         c.findings = Some(&cell);
-                        let verdict = chain.run(env, bytes, &c, &mut plan.holds);
+                        let msg = Message::new(env, bytes);
+                        let verdict = chain.run(&msg, &c, &mut plan.holds);
                         let mut single = RequestPlan {
                             forward: Forward::Original,
                             answers: Vec::new(),
@@ -147,7 +149,7 @@ pub fn plan_request(
                         }
                         plan.answers.extend(single.answers);
                         let mut rec =
-                            MessageRecord::with_arguments(env, bytes, outcome, ctx.keep_arguments);
+                            MessageRecord::with_arguments(&msg, outcome, ctx.keep_arguments);
                         rec.findings = cell.into_inner();
                         plan.records.push(rec);
                     }
@@ -224,10 +226,13 @@ impl MessageRecord {
 
     /// As [`MessageRecord::of`], with the digest (and, if `keep`, the text)
     /// of the message's arguments.
-    pub fn with_arguments(env: &Envelope, bytes: &[u8], outcome: Outcome, keep: bool) -> Self {
-        let mut r = Self::of(env, outcome);
-        if matches!(env.method.as_deref(), Some("tools/call" | "prompts/get")) {
-            if let Some(args) = crate::jsonrpc::params_arguments(bytes) {
+    pub fn with_arguments(msg: &Message<'_>, outcome: Outcome, keep: bool) -> Self {
+        let mut r = Self::of(msg.envelope, outcome);
+        if matches!(
+            msg.envelope.method.as_deref(),
+            Some("tools/call" | "prompts/get")
+        ) {
+            if let Some(args) = msg.arguments_raw() {
                 use sha2::Digest;
                 r.args_digest = Some(format!(
                     "sha256:{}",
@@ -260,7 +265,7 @@ pub fn json_array(parts: &[Vec<u8>]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::error::JsonRpcError;
-    use crate::filter::{Decision, Denial, Direction, McpFilter, MessageView, Principal};
+    use crate::filter::{Decision, Denial, Direction, McpFilter, Principal};
     use crate::jsonrpc::{parse, ParseLimits};
     use std::sync::Arc;
 
@@ -270,7 +275,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "test"
         }
-        fn on_request(&self, msg: MessageView<'_>, _: &FilterContext<'_>) -> Decision {
+        fn on_request(&self, msg: &Message<'_>, _: &FilterContext<'_>) -> Decision {
             match msg.envelope.name.as_deref() {
                 Some("forbidden") => Decision::Reject(Denial::error(
                     JsonRpcError::new(-31010, "no"),

@@ -18,7 +18,7 @@ use warden_config::access::ServerCatalog;
 use warden_config::guards::{Quota, QuotaKey, QuotaKind, StoreFailure};
 
 use crate::error::{codes, JsonRpcError};
-use crate::filter::{Decision, Denial, FilterContext, Hold, McpFilter, MessageView};
+use crate::filter::{Acts, Decision, Denial, FilterContext, Hold, McpFilter, Message, Methods};
 use crate::jsonrpc::{Envelope, Kind, Parsed};
 
 /// What the shared store said about a global quota key for this request.
@@ -383,7 +383,14 @@ impl McpFilter for QuotaFilter {
         "quota"
     }
 
-    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn acts_on(&self) -> Acts {
+        Acts {
+            requests: Methods::All,
+            responses: Methods::None,
+        }
+    }
+
+    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         let env = msg.envelope;
         let (Kind::Request, Some(method)) = (env.kind, env.method.as_deref()) else {
             return Decision::Pass;

@@ -24,7 +24,7 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
 use crate::error::{codes, JsonRpcError};
-use crate::filter::{Decision, Denial, FilterContext, McpFilter, MessageView};
+use crate::filter::{Acts, Decision, Denial, FilterContext, McpFilter, Message, Methods};
 use crate::identity::Principal;
 use crate::jsonrpc::Kind;
 use crate::token::{TokenKey, NONCE_LEN};
@@ -35,11 +35,11 @@ const RELATED: &str = "io.modelcontextprotocol/related-task";
 
 /// The methods that name a task by `params.taskId`.
 pub fn names_task(method: &str) -> bool {
-    matches!(
-        method,
-        "tasks/get" | "tasks/update" | "tasks/cancel" | "tasks/result"
-    )
+    TASK_METHODS.contains(&method)
 }
+
+/// The methods whose `params.taskId` names a task.
+pub const TASK_METHODS: &[&str] = &["tasks/get", "tasks/update", "tasks/cancel", "tasks/result"];
 
 /// Seals and opens task ids.
 pub struct TaskSealer {
@@ -185,11 +185,18 @@ impl McpFilter for TaskFilter {
         "task_binding"
     }
 
+    fn acts_on(&self) -> Acts {
+        Acts {
+            requests: Methods::Only(TASK_METHODS),
+            responses: Methods::All,
+        }
+    }
+
     fn inspects_json_response(&self, _: &str, method: Option<&str>, _: Option<&str>) -> bool {
         matches!(method, Some("tools/call" | "tasks/list")) || method.is_some_and(names_task)
     }
 
-    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request && env.kind != Kind::Notification {
             return Decision::Pass;
@@ -223,7 +230,7 @@ impl McpFilter for TaskFilter {
         Decision::rewrite(&v)
     }
 
-    fn on_response(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_response(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         let env = msg.envelope;
         if env.is_error || !may_carry_task(msg.bytes) {
             return Decision::Pass;

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use warden_config::access::ServerCatalog;
 
 use crate::error::{codes, JsonRpcError};
-use crate::filter::{Decision, Denial, FilterContext, McpFilter, MessageView};
+use crate::filter::{Acts, Decision, Denial, FilterContext, McpFilter, Message, Methods};
 use crate::jsonrpc::Kind;
 
 /// A compiled JSON Schema (draft 2020-12 by default, or the one `$schema` names).
@@ -243,11 +243,18 @@ impl McpFilter for PinFilter {
         "tool_pinning"
     }
 
+    fn acts_on(&self) -> Acts {
+        Acts {
+            requests: Methods::Only(&["tools/call"]),
+            responses: Methods::Only(&["tools/list"]),
+        }
+    }
+
     fn inspects_json_response(&self, _: &str, method: Option<&str>, _: Option<&str>) -> bool {
         method == Some("tools/list")
     }
 
-    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
             return Decision::Pass;
@@ -279,7 +286,7 @@ impl McpFilter for PinFilter {
         }
     }
 
-    fn on_response(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_response(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Response || env.is_error || ctx.request_method != Some("tools/list") {
             return Decision::Pass;
@@ -400,6 +407,13 @@ impl McpFilter for SchemaFilter {
         "schema"
     }
 
+    fn acts_on(&self) -> Acts {
+        Acts {
+            requests: Methods::Only(&["tools/call"]),
+            responses: Methods::Only(&["tools/call"]),
+        }
+    }
+
     fn inspects_json_response(
         &self,
         server: &str,
@@ -411,7 +425,7 @@ impl McpFilter for SchemaFilter {
             && target.is_some_and(|t| self.schemas(server, t).1.is_some())
     }
 
-    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
             return Decision::Pass;
@@ -422,11 +436,12 @@ impl McpFilter for SchemaFilter {
         let (Some(schema), _) = self.schemas(ctx.server, tool) else {
             return Decision::Pass;
         };
-        let args: Json = match crate::jsonrpc::params_arguments(msg.bytes) {
-            Some(raw) => serde_json::from_str(raw).unwrap_or(Json::Null),
-            None => Json::Object(Default::default()),
+        let empty = Json::Object(Default::default());
+        let args = match msg.arguments_raw() {
+            Some(_) => msg.arguments().unwrap_or(&Json::Null),
+            None => &empty,
         };
-        let found = problems(&schema, &args);
+        let found = problems(&schema, args);
         if found.is_empty() {
             return Decision::Pass;
         }
@@ -445,7 +460,7 @@ impl McpFilter for SchemaFilter {
         })
     }
 
-    fn on_response(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_response(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         let env = msg.envelope;
         if !self.validate_output
             || env.kind != Kind::Response

@@ -92,3 +92,98 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+/// A value with large and fractional numbers too (spans must not care).
+fn wide_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        leaf(),
+        any::<u64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+    ];
+    leaf.prop_recursive(4, 32, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_{}\\[\\]\",:\\\\]{1,6}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Requests, notifications and responses with every member the spans name,
+/// present or not, in any order.
+fn any_message() -> impl Strategy<Value = Value> {
+    let params = (
+        prop::option::of(wide_value()),
+        prop::option::of(wide_value()),
+        prop::option::of(wide_value()),
+    )
+        .prop_map(|(args, meta, other)| {
+            let mut p = serde_json::Map::new();
+            if let Some(o) = other {
+                p.insert("zz_other".into(), o);
+            }
+            if let Some(a) = args {
+                p.insert("arguments".into(), a);
+            }
+            if let Some(m) = meta {
+                p.insert("_meta".into(), m);
+            }
+            p.insert("name".into(), json!("t"));
+            Value::Object(p)
+        });
+    prop_oneof![
+        params
+            .prop_map(|p| json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": p})),
+        wide_value().prop_map(|r| json!({"jsonrpc": "2.0", "id": "x", "result": r})),
+        wide_value().prop_map(
+            |d| json!({"jsonrpc": "2.0", "id": 2, "error": {"code": 1, "message": "m", "data": d}})
+        ),
+    ]
+}
+
+/// Re-spells the text: pretty-printed or not, and member names with `\u` escapes.
+fn spell(v: &Value, pretty: bool, escape_names: bool) -> String {
+    let text = if pretty {
+        serde_json::to_string_pretty(v).expect("serialise")
+    } else {
+        serde_json::to_string(v).expect("serialise")
+    };
+    if !escape_names {
+        return text;
+    }
+    text.replace("\"arguments\":", "\"\\u0061rguments\":")
+        .replace("\"params\":", "\"par\\u0061ms\":")
+        .replace("\"result\":", "\"r\\u0065sult\":")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The spans the parser records hold exactly the values a full serde_json
+    /// parse reads for `params`, `params.arguments`, `params._meta`, `result`
+    /// and `error`, however the message is spelled, alone or in a batch.
+    #[test]
+    fn spans_agree_with_a_full_parse(msg in any_message(), pretty in any::<bool>(), esc in any::<bool>(), batch in any::<bool>()) {
+        let one = spell(&msg, pretty, esc);
+        let body = if batch { format!("[ {one} ,{one}]") } else { one };
+        let envs = match parse(body.as_bytes(), ParseLimits::default()) {
+            Ok(Parsed::Single(e)) => vec![e],
+            Ok(Parsed::Batch(items)) => items.into_iter().map(|i| i.expect("element")).collect(),
+            Err(e) => return Err(TestCaseError::fail(format!("refused {body}: {e:?}"))),
+        };
+        for env in envs {
+            let bytes = &body.as_bytes()[env.span.clone()];
+            let full: Value = serde_json::from_slice(bytes).expect("json");
+            let at = |r: &Option<std::ops::Range<usize>>| -> Option<Value> {
+                r.clone().map(|r| serde_json::from_slice(&bytes[r]).expect("span is one JSON value"))
+            };
+            prop_assert_eq!(at(&env.spans.params), full.get("params").cloned());
+            prop_assert_eq!(at(&env.spans.arguments), full.get("params").and_then(|p| p.get("arguments")).cloned());
+            prop_assert_eq!(at(&env.spans.meta), full.get("params").and_then(|p| p.get("_meta")).cloned());
+            prop_assert_eq!(at(&env.spans.result), full.get("result").cloned());
+            prop_assert_eq!(at(&env.spans.error), full.get("error").cloned());
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use warden_config::guards::{Dlp, DlpAction, DlpRule};
 use warden_filters::dlp::DlpFilter;
-use warden_filters::{Decision, Direction, FilterContext, McpFilter, MessageView, Principal};
+use warden_filters::{Decision, Direction, FilterContext, McpFilter, Principal};
 
 fn filter() -> &'static DlpFilter {
     static F: OnceLock<DlpFilter> = OnceLock::new();
@@ -44,8 +44,8 @@ fuzz_target!(|data: &[u8]| {
         now: std::time::SystemTime::UNIX_EPOCH,
         ..FilterContext::new(&p, "s", Direction::Response)
     };
-    let view = MessageView { envelope: &env, bytes: data };
-    if let Decision::Mutated(out) = filter().on_response(view, &ctx) {
+    let view = warden_filters::Message::new(&env, data);
+    if let Decision::Mutated(out) = filter().on_response(&view, &ctx) {
         let v: serde_json::Value = serde_json::from_slice(&out).expect("redacted output is JSON");
         assert_eq!(v.get("id"), serde_json::from_slice::<serde_json::Value>(data).ok().as_ref().and_then(|o| o.get("id")));
     }

@@ -63,7 +63,7 @@ fn judge_message(env: &Envelope, bytes: &[u8]) {
         ..FilterContext::new(&p, "s", Direction::Response)
     };
     let mut holds = Vec::new();
-    if let Verdict::ForwardMutated(out) = chain().run(env, bytes, &ctx, &mut holds) {
+    if let Verdict::ForwardMutated(out) = chain().run(&warden_filters::Message::new(env, bytes), &ctx, &mut holds) {
         match warden_filters::parse(&out, ParseLimits::default()) {
             Ok(Parsed::Single(e)) => assert_eq!(e.id, env.id, "a rewrite keeps the id"),
             other => panic!("the chain forwarded a rewrite that is not one message: {other:?}"),

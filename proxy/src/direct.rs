@@ -13,8 +13,12 @@
 
 use bytes::Bytes;
 use pingora::prelude::*;
+use pingora::upstreams::peer::HttpPeer;
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::protocols::http::v1::client::{
+    http_req_header_to_wire, HttpSession as Http1Session,
+};
 use pingora_proxy::Session;
 use warden_filters::Refusal;
 
@@ -69,9 +73,9 @@ pub async fn forward(
         _ => Refusal::upstream_unavailable(&s.name, &e.etype().as_str().to_ascii_lowercase()),
     };
     let mut up = up;
-    let mut p = p;
     set_timeouts(&mut up, &p);
-    let mut sent = write(&mut up, &req, &body).await;
+    let mut p = p;
+    let mut sent = write(up, &p, &req, &body).await;
     if sent.is_err() && reused {
         // A pooled connection the server closed while idle fails while the
         // request is written: the server cannot have acted on a request it
@@ -80,16 +84,15 @@ pub async fn forward(
         // (a tool call may not be idempotent): later failures are answered.
         let fresh = peer(s, addr, false);
         match connector.get_http_session(&fresh).await {
-            Ok((u, _)) => {
-                up = u;
+            Ok((mut u, _)) => {
                 p = fresh;
-                set_timeouts(&mut up, &p);
-                sent = write(&mut up, &req, &body).await;
+                set_timeouts(&mut u, &p);
+                sent = write(u, &p, &req, &body).await;
             }
             Err(e) => return Err(unavailable(e)),
         }
     }
-    sent.map_err(unavailable)?;
+    let mut up = sent.map_err(unavailable)?;
     read_head(&mut up).await.map_err(unavailable)?;
     let mut resp = up
         .response_header()
@@ -187,16 +190,52 @@ pub async fn forward(
     Ok(status)
 }
 
-/// Writes the request (header and the judged body).
+/// Writes the request (header and the judged body). Over HTTP/1.1 both
+/// leave in one write, so the server is woken once per call (Pingora's
+/// session flushes the header on its own, one more packet and wake-up).
 async fn write(
-    up: &mut HttpSession,
+    up: HttpSession,
+    p: &HttpPeer,
     req: &pingora::http::RequestHeader,
     body: &Bytes,
-) -> Result<()> {
-    up.write_request_header(Box::new(req.clone())).await?;
-    up.write_request_body(body.clone(), true).await?;
-    up.finish_request_body().await?;
-    Ok(())
+) -> Result<HttpSession> {
+    use tokio::io::AsyncWriteExt;
+    match up {
+        HttpSession::H1(h1) => {
+            let head = http_req_header_to_wire(req).ok_or_else(|| {
+                Error::explain(ErrorType::InvalidHTTPHeader, "request header not writable")
+            })?;
+            let mut wire = bytes::BytesMut::with_capacity(head.len() + body.len());
+            wire.extend_from_slice(&head);
+            wire.extend_from_slice(body);
+            let mut stream = h1.into_inner();
+            let io = async {
+                stream.write_all(&wire).await?;
+                stream.flush().await
+            };
+            let done = match p.options.write_timeout {
+                Some(t) => tokio::time::timeout(t, io)
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+                None => io.await,
+            };
+            done.map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut => {
+                    Error::because(ErrorType::WriteTimedout, "writing the request", e)
+                }
+                _ => Error::because(ErrorType::WriteError, "writing the request", e),
+            })?;
+            let mut up = HttpSession::H1(Http1Session::new_with_options(stream, p));
+            set_timeouts(&mut up, p);
+            Ok(up)
+        }
+        mut up => {
+            up.write_request_header(Box::new(req.clone())).await?;
+            up.write_request_body(body.clone(), true).await?;
+            up.finish_request_body().await?;
+            Ok(up)
+        }
+    }
 }
 
 /// Reads up to the final (non-1xx) response header.

@@ -656,7 +656,8 @@ fn judge_message(
             asked.as_ref().map(|(m, t)| (m.as_str(), t.as_deref())),
         );
         fctx.findings = Some(&cell);
-        rt.snap.chain.run(env, bytes, &fctx, &mut Vec::new())
+        let msg = warden_filters::Message::new(env, bytes);
+        rt.snap.chain.run(&msg, &fctx, &mut Vec::new())
     };
     let findings = cell.into_inner();
     let (judged, outcome) = match verdict {

@@ -26,7 +26,7 @@ use warden_filters::{
 };
 
 use crate::audit::AuditRecord;
-use crate::body::{read_whole, BodyError};
+use crate::body::read_whole;
 use crate::ctx::{Exchange, RequestCtx};
 use crate::metrics::metrics;
 use crate::respond::{write_answers, write_refusal};
@@ -273,18 +273,13 @@ impl WardenProxy {
             .map(|v| v.as_bytes().to_vec());
         let name_hdr = req.headers.get(mcp::H_NAME).map(|v| v.as_bytes().to_vec());
 
-        let body = match read_whole(
+        let body = read_whole(
             session,
             cfg.limits.max_request_body,
             cfg.timeouts.request_body,
             cfg.limits.min_request_body_rate,
         )
-        .await
-        {
-            Ok(b) => b,
-            Err(BodyError::Refused(r)) => return Err(r),
-            Err(BodyError::Unreplayable(b)) => b,
-        };
+        .await?;
         ctx.body_len_in = body.len();
         let mut decls: Vec<mcp::ParamDecl> = Vec::new();
         let parsed = parse(&body, rt.snap.parse_limits).map_err(|(id, e)| Refusal::parse(id, e))?;
@@ -474,8 +469,8 @@ impl WardenProxy {
             Some(Ok(d)) => d.clone(),
             _ => return Ok(Vec::new()),
         };
-        let args = arguments_json(&body[env.span.clone()]);
-        mcp::check_params(&decls, args.as_ref(), &ctx.params_in, modern)
+        let msg = warden_filters::Message::new(env, &body[env.span.clone()]);
+        mcp::check_params(&decls, msg.arguments(), &ctx.params_in, modern)
             .map_err(|m| Refusal::header_mismatch(env.id.clone(), m))?;
         Ok(decls)
     }
@@ -976,12 +971,13 @@ pub(crate) fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
     }
 }
 
-/// The filter context of a request message.
-/// `params.arguments` of one message, as JSON (`None`: absent or unreadable).
+/// `params.arguments` of one judged message, as JSON (`None`: absent).
 fn arguments_json(message: &[u8]) -> Option<serde_json::Value> {
-    warden_filters::jsonrpc::params_arguments(message).and_then(|a| serde_json::from_str(a).ok())
+    let at = warden_filters::jsonrpc::locate(message)?.arguments?;
+    serde_json::from_slice(message.get(at)?).ok()
 }
 
+/// The filter context of a request message.
 fn request_fctx<'a>(
     ctx: &'a RequestCtx,
     server: &'a warden_config::model::Server,

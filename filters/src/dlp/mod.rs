@@ -33,7 +33,7 @@ use warden_config::access::{Risk, ServerCatalog};
 use warden_config::guards::{Dlp, DlpAction, DlpDirection};
 
 use crate::error::{codes, JsonRpcError};
-use crate::filter::{Decision, Denial, Direction, FilterContext, McpFilter, MessageView};
+use crate::filter::{Decision, Denial, Direction, FilterContext, McpFilter, Message};
 use detectors::{Category, SPECS};
 use prefilter::{Cand, Prefilter, Seen, DIGIT_GROUP};
 
@@ -682,7 +682,7 @@ impl DlpFilter {
         &self.scanner
     }
 
-    fn judge(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>, dir: DlpDirection) -> Decision {
+    fn judge(&self, msg: &Message<'_>, ctx: &FilterContext<'_>, dir: DlpDirection) -> Decision {
         let env = msg.envelope;
         // The part that carries content: params of requests, result of responses.
         // The whole message: `params`, `result`, an error's `message` and
@@ -819,11 +819,11 @@ impl McpFilter for DlpFilter {
         "dlp"
     }
 
-    fn on_request(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         self.judge(msg, ctx, DlpDirection::Request)
     }
 
-    fn on_response(&self, msg: MessageView<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_response(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
         debug_assert_eq!(ctx.direction, Direction::Response);
         self.judge(msg, ctx, DlpDirection::Response)
     }
@@ -954,13 +954,7 @@ mod redaction {
             request_target: Some("t"),
             ..FilterContext::new(&p, "s", Direction::Response)
         };
-        f.on_response(
-            MessageView {
-                envelope: &env,
-                bytes: raw.as_bytes(),
-            },
-            &ctx,
-        )
+        f.on_response(&Message::new(&env, raw.as_bytes()), &ctx)
     }
 
     #[test]
@@ -1339,10 +1333,7 @@ mod normalisation {
         };
         let p = Principal::anonymous();
         let cell = std::cell::RefCell::new(Vec::new());
-        let view = MessageView {
-            envelope: &env,
-            bytes: raw.as_bytes(),
-        };
+        let view = Message::new(&env, raw.as_bytes());
         let d = if env.kind == crate::jsonrpc::Kind::Response {
             let ctx = FilterContext {
                 request_method: Some("tools/call"),
@@ -1350,13 +1341,13 @@ mod normalisation {
                 findings: Some(&cell),
                 ..FilterContext::new(&p, "s", Direction::Response)
             };
-            f.on_response(view, &ctx)
+            f.on_response(&view, &ctx)
         } else {
             let ctx = FilterContext {
                 findings: Some(&cell),
                 ..FilterContext::new(&p, "s", Direction::Request)
             };
-            f.on_request(view, &ctx)
+            f.on_request(&view, &ctx)
         };
         (d, cell.into_inner())
     }
