@@ -15,7 +15,7 @@ use warden_config::Bundle;
 use warden_filters::dlp::detectors::SPECS;
 use warden_filters::identity::Presented;
 use warden_filters::plan::plan_request;
-use warden_filters::{parse, Direction, FilterContext, Parsed, Snapshot, Verdict};
+use warden_filters::{parse, Exchange, Parsed, Snapshot, Verdict};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -85,33 +85,26 @@ fn bench(c: &mut Criterion) {
             )
             .expect("authenticated");
         let parsed = parse(&request, snap.parse_limits).expect("parse");
-        let mut fctx = FilterContext {
+        let fctx = Exchange {
             principal: &principal,
             server: "mock",
             group: "tools",
             session_id: Some("s-1"),
             protocol_version: Some("2025-06-18"),
             source_ip: None,
-            direction: Direction::Request,
-            request_method: None,
-            request_target: None,
             now,
             justification: None,
             keep_arguments: false,
-            findings: None,
             global: None,
         };
         let plan = plan_request(&request, &parsed, &snap.chain, &fctx);
-        fctx.direction = Direction::Response;
-        fctx.request_method = Some("tools/call");
-        fctx.request_target = Some("echo");
         let Ok(Parsed::Single(env)) = parse(&reply, snap.parse_limits) else {
             panic!("reply parses");
         };
         let verdict = snap.chain.run(
-            &warden_filters::Message::new(&env, &reply),
+            &warden_filters::Message::from_server(&env, &reply, Some("tools/call"), Some("echo")),
             &fctx,
-            &mut Vec::new(),
+            &mut warden_filters::Notes::default(),
         );
         (plan, verdict)
     };

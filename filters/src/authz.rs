@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 use warden_config::access::{DenialStyle, KillSwitch, Risk, ServerCatalog};
 
 use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, FilterContext, McpFilter, Message, Methods};
+use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
 use crate::jsonrpc::Kind;
 use crate::policy::{PolicyDecision, PolicyEngine, PolicyInput};
 
@@ -23,7 +23,7 @@ impl KillSwitchFilter {
         KillSwitchFilter { switch }
     }
 
-    fn paused(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Option<&'static str> {
+    fn paused(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Option<&'static str> {
         let k = &self.switch;
         if k.all {
             return Some("all");
@@ -64,7 +64,7 @@ impl McpFilter for KillSwitchFilter {
         }
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         if msg.envelope.kind == Kind::Response {
             return Decision::Pass;
         }
@@ -169,7 +169,7 @@ impl PolicyFilter {
     /// resource URI) as the policy sees it.
     fn decide(
         &self,
-        ctx: &FilterContext<'_>,
+        ctx: &Exchange<'_>,
         method: &str,
         name: Option<&str>,
         args: Option<&str>,
@@ -204,7 +204,7 @@ impl PolicyFilter {
 
     fn denial(
         &self,
-        ctx: &FilterContext<'_>,
+        ctx: &Exchange<'_>,
         method: &str,
         name: Option<&str>,
         d: PolicyDecision,
@@ -252,11 +252,12 @@ impl PolicyFilter {
     /// the same requests get on a stream. One denied request refuses the
     /// reply: the client gets the denial for its request id, so nothing
     /// waits on an answer it may not give.
-    fn judge_input_requests(&self, bytes: &[u8], ctx: &FilterContext<'_>) -> Decision {
-        let Ok(msg) = serde_json::from_slice::<Json>(bytes) else {
+    fn judge_input_requests(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
+        let bytes = msg.bytes;
+        let Ok(reply) = serde_json::from_slice::<Json>(bytes) else {
             return Decision::Pass;
         };
-        let Some(reqs) = msg
+        let Some(reqs) = reply
             .get("result")
             .and_then(|r| r.get("inputRequests"))
             .and_then(Json::as_object)
@@ -282,14 +283,14 @@ impl PolicyFilter {
                 ));
             }
         }
-        match ctx.request_method.and_then(list_shape) {
+        match msg.request_method.and_then(list_shape) {
             Some(shape) => self.filter_list(bytes, ctx, &shape),
             None => Decision::Pass,
         }
     }
 
     /// Removes the items of a list result the principal may not use.
-    fn filter_list(&self, bytes: &[u8], ctx: &FilterContext<'_>, shape: &ListShape) -> Decision {
+    fn filter_list(&self, bytes: &[u8], ctx: &Exchange<'_>, shape: &ListShape) -> Decision {
         let Ok(mut msg) = serde_json::from_slice::<Json>(bytes) else {
             return Decision::Pass;
         };
@@ -339,7 +340,7 @@ impl McpFilter for PolicyFilter {
         })
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         // Client answers to server→client requests were judged when the request went by.
         let (Kind::Request | Kind::Notification, Some(method)) = (env.kind, env.method.as_deref())
@@ -359,7 +360,7 @@ impl McpFilter for PolicyFilter {
         }
     }
 
-    fn on_response(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         match env.kind {
             // Server→client requests: sampling, elicitation, roots, ping.
@@ -376,9 +377,9 @@ impl McpFilter for PolicyFilter {
                 }
             }
             Kind::Response if !env.is_error && carries_input_requests(msg.bytes) => {
-                self.judge_input_requests(msg.bytes, ctx)
+                self.judge_input_requests(msg, ctx)
             }
-            Kind::Response if !env.is_error => match ctx.request_method.and_then(list_shape) {
+            Kind::Response if !env.is_error => match msg.request_method.and_then(list_shape) {
                 Some(shape) => self.filter_list(msg.bytes, ctx, &shape),
                 None => Decision::Pass,
             },

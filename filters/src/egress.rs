@@ -45,7 +45,7 @@ use warden_config::access::ServerCatalog;
 use warden_config::guards::HostPattern;
 
 use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, FilterContext, McpFilter, Message, Methods};
+use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
 use crate::jsonrpc::Kind;
 use crate::tools::ToolPins;
 
@@ -550,7 +550,7 @@ impl McpFilter for EgressFilter {
         }
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
             return Decision::Pass;
@@ -771,7 +771,6 @@ mod tests {
 mod differential_tests {
     //! Parser differentials: what curl, Go, urllib and WHATWG read differently.
     use super::*;
-    use crate::filter::Direction;
     use crate::identity::Principal;
     use proptest::prelude::*;
     use warden_config::access::{Risk, ToolEntry};
@@ -1064,8 +1063,12 @@ mod differential_tests {
             panic!("not a message: {raw}")
         };
         let p = Principal::anonymous();
-        let ctx = FilterContext::new(&p, "s", Direction::Request);
-        f.on_request(&Message::new(&env, raw.as_bytes()), &ctx)
+        let ctx = Exchange::new(&p, "s");
+        f.on_request(
+            &Message::new(&env, raw.as_bytes()),
+            &ctx,
+            &mut Notes::default(),
+        )
     }
 
     fn denial(d: Decision) -> JsonRpcError {

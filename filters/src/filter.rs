@@ -18,53 +18,66 @@ pub enum Direction {
 
 pub use crate::identity::Principal;
 
-/// What a filter knows about the exchange a message belongs to.
+/// Who, where and when: what a filter knows about the exchange (one HTTP
+/// request or stream) a message belongs to. Built once per request and
+/// never changed by a filter; what a filter finds goes into [`Notes`].
 #[derive(Debug, Clone)]
-pub struct FilterContext<'a> {
+pub struct Exchange<'a> {
     pub principal: &'a Principal,
     pub server: &'a str,
     pub group: &'a str,
     pub session_id: Option<&'a str>,
     pub protocol_version: Option<&'a str>,
     pub source_ip: Option<IpAddr>,
-    pub direction: Direction,
-    /// For a response message: the method of the request it answers, when known.
-    pub request_method: Option<&'a str>,
-    /// For a response message: the tool (or prompt, resource) that request named.
-    pub request_target: Option<&'a str>,
     /// When the request arrived (the clock filters see).
     pub now: std::time::SystemTime,
     /// The caller's `x-warden-justification` header.
     pub justification: Option<&'a str>,
     /// Keep raw arguments in message records (`audit.include_arguments`).
     pub keep_arguments: bool,
-    /// Where filters note what they found in this message (DLP findings).
-    pub findings: Option<&'a std::cell::RefCell<Vec<crate::dlp::FindingNote>>>,
     /// Global-quota reservations made for this request (see `quota::global_demands`).
     pub global: Option<&'a crate::quota::GlobalVerdicts>,
 }
 
-impl<'a> FilterContext<'a> {
-    /// A context with nothing but who, where and which way: no session,
-    /// no request to answer, the current time, nothing to record into.
-    /// Callers set the other fields they know with struct update syntax.
-    pub fn new(principal: &'a Principal, server: &'a str, direction: Direction) -> Self {
-        FilterContext {
+impl<'a> Exchange<'a> {
+    /// An exchange with nothing but who and where: no session, the current
+    /// time. Callers set the other fields they know with struct update syntax.
+    pub fn new(principal: &'a Principal, server: &'a str) -> Self {
+        Exchange {
             principal,
             server,
             group: "",
             session_id: None,
             protocol_version: None,
             source_ip: None,
-            direction,
-            request_method: None,
-            request_target: None,
             now: std::time::SystemTime::now(),
             justification: None,
             keep_arguments: false,
-            findings: None,
             global: None,
         }
+    }
+}
+
+/// What filters write while judging one message: findings for the audit
+/// record, and what they hold until the exchange ends (concurrency slots,
+/// released when dropped). The chain drops the holds a message took when a
+/// later filter refuses it.
+#[derive(Debug, Default)]
+pub struct Notes {
+    /// What DLP found (rule, path, action — never the text).
+    pub findings: Vec<crate::dlp::FindingNote>,
+    holds: Vec<Hold>,
+}
+
+impl Notes {
+    /// Keeps `h` until the exchange ends.
+    pub fn hold(&mut self, h: Hold) {
+        self.holds.push(h);
+    }
+
+    /// The holds taken so far, to keep for the exchange.
+    pub fn take_holds(&mut self) -> Vec<Hold> {
+        std::mem::take(&mut self.holds)
     }
 }
 
@@ -76,14 +89,57 @@ impl<'a> FilterContext<'a> {
 pub struct Message<'a> {
     pub envelope: &'a Envelope,
     pub bytes: &'a [u8],
+    /// Which way the message travels.
+    pub direction: Direction,
+    /// For a server→client response: the method of the request it answers,
+    /// when known.
+    pub request_method: Option<&'a str>,
+    /// For a server→client response: the tool (or prompt, resource) that
+    /// request named.
+    pub request_target: Option<&'a str>,
     arguments: std::cell::OnceCell<Option<serde_json::Value>>,
 }
 
 impl<'a> Message<'a> {
+    /// A client→server message.
     pub fn new(envelope: &'a Envelope, bytes: &'a [u8]) -> Self {
         Message {
             envelope,
             bytes,
+            direction: Direction::Request,
+            request_method: None,
+            request_target: None,
+            arguments: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// A server→client message; a response answers a request of `method`
+    /// naming `target`, when known.
+    pub fn from_server(
+        envelope: &'a Envelope,
+        bytes: &'a [u8],
+        method: Option<&'a str>,
+        target: Option<&'a str>,
+    ) -> Self {
+        Message {
+            direction: Direction::Response,
+            request_method: method,
+            request_target: target,
+            ..Message::new(envelope, bytes)
+        }
+    }
+
+    /// The same message, rewritten: `bytes` parsed as `envelope`.
+    fn rewritten<'b>(&self, envelope: &'b Envelope, bytes: &'b [u8]) -> Message<'b>
+    where
+        'a: 'b,
+    {
+        Message {
+            envelope,
+            bytes,
+            direction: self.direction,
+            request_method: self.request_method,
+            request_target: self.request_target,
             arguments: std::cell::OnceCell::new(),
         }
     }
@@ -191,8 +247,6 @@ impl PartialEq for Hold {
 pub enum Decision {
     /// Forward the message as it is.
     Pass,
-    /// Forward it, and keep this until the exchange ends.
-    PassHolding(Hold),
     /// Forward these bytes instead (a redacted re-serialisation). They must be
     /// one JSON-RPC message with the same kind, id and method; the chain checks.
     Mutated(Vec<u8>),
@@ -344,14 +398,14 @@ pub trait McpFilter: Send + Sync {
 
     /// Runs for each client→server message before anything reaches the
     /// upstream. `Reject` keeps the message from the upstream entirely.
-    fn on_request(&self, _msg: &Message<'_>, _ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, _msg: &Message<'_>, _ex: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         Decision::Pass
     }
 
     /// Runs for each server→client message (a JSON body, or one SSE event's
     /// data) before it reaches the client. `Reject` replaces a response with
     /// the denial for its id, and drops a server→client request or notification.
-    fn on_response(&self, _msg: &Message<'_>, _ctx: &FilterContext<'_>) -> Decision {
+    fn on_response(&self, _msg: &Message<'_>, _ex: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         Decision::Pass
     }
 
@@ -442,23 +496,18 @@ impl FilterChain {
     /// and must keep the message's kind, id and method; later filters judge
     /// the mutated bytes, so what the chain approved is exactly what is
     /// forwarded.
-    pub fn run(
-        &self,
-        msg: &Message<'_>,
-        ctx: &FilterContext<'_>,
-        holds: &mut Vec<Hold>,
-    ) -> Verdict {
+    pub fn run(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Verdict {
         let env = msg.envelope;
-        let method = match (ctx.direction, env.kind) {
-            (Direction::Response, Kind::Response) => ctx.request_method,
+        let method = match (msg.direction, env.kind) {
+            (Direction::Response, Kind::Response) => msg.request_method,
             _ => env.method.as_deref(),
         };
-        let order = self.index.order(ctx.direction, method);
-        // Holds taken for this message; dropped (released) if a later filter refuses it.
-        let mut mine: Vec<Hold> = Vec::new();
-        let verdict = self.run_from(order, msg, env, ctx, &mut mine);
-        if !matches!(verdict, Verdict::Reject { .. }) {
-            holds.append(&mut mine);
+        let order = self.index.order(msg.direction, method);
+        // Holds taken for this message are dropped (released) if a later filter refuses it.
+        let mark = notes.holds.len();
+        let verdict = self.run_from(order, msg, env, ex, notes);
+        if matches!(verdict, Verdict::Reject { .. }) {
+            notes.holds.truncate(mark);
         }
         verdict
     }
@@ -468,18 +517,17 @@ impl FilterChain {
         order: &[usize],
         msg: &Message<'_>,
         original: &Envelope,
-        ctx: &FilterContext<'_>,
-        mine: &mut Vec<Hold>,
+        ex: &Exchange<'_>,
+        notes: &mut Notes,
     ) -> Verdict {
         for (pos, &i) in order.iter().enumerate() {
             let f = &self.filters[i];
-            let decision = match ctx.direction {
-                Direction::Request => f.on_request(msg, ctx),
-                Direction::Response => f.on_response(msg, ctx),
+            let decision = match msg.direction {
+                Direction::Request => f.on_request(msg, ex, notes),
+                Direction::Response => f.on_response(msg, ex, notes),
             };
             match decision {
                 Decision::Pass => {}
-                Decision::PassHolding(h) => mine.push(h),
                 Decision::Reject(denial) => {
                     return Verdict::Reject {
                         filter: f.name(),
@@ -509,8 +557,8 @@ impl FilterChain {
                             }
                         }
                     };
-                    let next = Message::new(&ne, &new);
-                    return match self.run_from(&order[pos + 1..], &next, original, ctx, mine) {
+                    let next = msg.rewritten(&ne, &new);
+                    return match self.run_from(&order[pos + 1..], &next, original, ex, notes) {
                         Verdict::Forward => Verdict::ForwardMutated(new),
                         other => other,
                     };
@@ -538,11 +586,11 @@ mod tests {
                 responses: Methods::Only(&["tools/call"]),
             }
         }
-        fn on_request(&self, _: &Message<'_>, _: &FilterContext<'_>) -> Decision {
+        fn on_request(&self, _: &Message<'_>, _: &Exchange<'_>, _: &mut Notes) -> Decision {
             self.0.fetch_add(1, Ordering::Relaxed);
             Decision::Pass
         }
-        fn on_response(&self, _: &Message<'_>, _: &FilterContext<'_>) -> Decision {
+        fn on_response(&self, _: &Message<'_>, _: &Exchange<'_>, _: &mut Notes) -> Decision {
             self.0.fetch_add(1, Ordering::Relaxed);
             Decision::Pass
         }
@@ -557,12 +605,13 @@ mod tests {
             let Ok(Parsed::Single(env)) = parse(body.as_bytes(), ParseLimits::default()) else {
                 panic!("parse")
             };
-            let ctx = FilterContext {
-                request_method: asked,
-                ..FilterContext::new(&p, "s", dir)
+            let ex = Exchange::new(&p, "s");
+            let msg = match dir {
+                Direction::Request => Message::new(&env, body.as_bytes()),
+                Direction::Response => Message::from_server(&env, body.as_bytes(), asked, None),
             };
             let before = f.0.load(Ordering::Relaxed);
-            chain.run(&Message::new(&env, body.as_bytes()), &ctx, &mut Vec::new());
+            chain.run(&msg, &ex, &mut Notes::default());
             f.0.load(Ordering::Relaxed) - before
         };
         let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}"#;

@@ -21,7 +21,7 @@ pub mod tools;
 
 pub use error::{codes, JsonRpcError, Refusal};
 pub use filter::{
-    Acts, Decision, Denial, Direction, FilterChain, FilterContext, McpFilter, Message, Methods,
+    Acts, Decision, Denial, Direction, Exchange, FilterChain, McpFilter, Message, Methods, Notes,
     Principal, Verdict,
 };
 pub use jsonrpc::{parse, Envelope, Id, Kind, ParseLimits, Parsed, Spans};

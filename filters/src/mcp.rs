@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use base64::Engine;
 
 use crate::error::{codes, JsonRpcError, Refusal};
-use crate::filter::{Acts, Decision, Denial, FilterContext, McpFilter, Message, Methods};
+use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
 use crate::jsonrpc::{Envelope, Kind};
 
 pub const H_METHOD: &str = "mcp-method";
@@ -422,7 +422,7 @@ impl McpFilter for MirrorFilter {
         method == Some("tools/list")
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
             return Decision::Pass;
@@ -442,9 +442,9 @@ impl McpFilter for MirrorFilter {
         }
     }
 
-    fn on_response(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
-        if env.kind != Kind::Response || env.is_error || ctx.request_method != Some("tools/list") {
+        if env.kind != Kind::Response || env.is_error || msg.request_method != Some("tools/list") {
             return Decision::Pass;
         }
         let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(msg.bytes) else {

@@ -1,7 +1,9 @@
 //! Judging a whole POST body (one message or a batch) and planning what the
 //! upstream receives and what the gateway answers itself.
 
-use crate::filter::{FilterChain, FilterContext, Message, Verdict};
+use std::borrow::Cow;
+
+use crate::filter::{Exchange, FilterChain, Message, Notes, Verdict};
 use crate::jsonrpc::{ElementError, Envelope, Id, Kind, Parsed};
 
 /// One message's fate, for audit and metrics.
@@ -82,27 +84,24 @@ pub fn plan_request(
     body: &[u8],
     parsed: &Parsed,
     chain: &FilterChain,
-    ctx: &FilterContext<'_>,
+    ctx: &Exchange<'_>,
 ) -> RequestPlan {
     match parsed {
         Parsed::Single(env) => {
-            let mut holds = Vec::new();
-            let cell = std::cell::RefCell::new(Vec::new());
-            let mut c = ctx.clone();
-            c.findings = Some(&cell);
+            let mut notes = Notes::default();
             let msg = Message::new(env, body);
-            let verdict = chain.run(&msg, &c, &mut holds);
+            let verdict = chain.run(&msg, ctx, &mut notes);
             let mut plan = RequestPlan {
                 forward: Forward::Original,
                 answers: Vec::new(),
                 batch: false,
                 forwards_request: false,
                 records: Vec::new(),
-                holds,
+                holds: notes.take_holds(),
             };
             let outcome = apply(&mut plan, env, verdict);
             let mut rec = MessageRecord::with_arguments(&msg, outcome, ctx.keep_arguments);
-            rec.findings = cell.into_inner();
+            rec.findings = notes.findings;
             plan.records.push(rec);
             plan.forwards_request = env.kind == Kind::Request && plan.forward != Forward::Nothing;
             plan
@@ -116,17 +115,17 @@ pub fn plan_request(
                 records: Vec::new(),
                 holds: Vec::new(),
             };
-            let mut kept: Vec<Vec<u8>> = Vec::with_capacity(items.len());
+            // Elements stay slices of the body unless a filter rewrote them.
+            let mut kept: Vec<Cow<'_, [u8]>> = Vec::with_capacity(items.len());
             let mut changed = false;
             for item in items {
                 match item {
                     Ok(env) => {
                         let bytes = &body[env.span.clone()];
-                        let cell = std::cell::RefCell::new(Vec::new());
-                        let mut c = ctx.clone();
-                        c.findings = Some(&cell);
+                        let mut notes = Notes::default();
                         let msg = Message::new(env, bytes);
-                        let verdict = chain.run(&msg, &c, &mut plan.holds);
+                        let verdict = chain.run(&msg, ctx, &mut notes);
+                        plan.holds.extend(notes.take_holds());
                         let mut single = RequestPlan {
                             forward: Forward::Original,
                             answers: Vec::new(),
@@ -137,10 +136,10 @@ pub fn plan_request(
                         };
                         let outcome = apply(&mut single, env, verdict);
                         match single.forward {
-                            Forward::Original => kept.push(bytes.to_vec()),
+                            Forward::Original => kept.push(Cow::Borrowed(bytes)),
                             Forward::Rewritten(b) => {
                                 changed = true;
-                                kept.push(b)
+                                kept.push(Cow::Owned(b))
                             }
                             Forward::Nothing => changed = true,
                         }
@@ -150,7 +149,7 @@ pub fn plan_request(
                         plan.answers.extend(single.answers);
                         let mut rec =
                             MessageRecord::with_arguments(&msg, outcome, ctx.keep_arguments);
-                        rec.findings = cell.into_inner();
+                        rec.findings = notes.findings;
                         plan.records.push(rec);
                     }
                     Err(e) => {
@@ -248,14 +247,14 @@ impl MessageRecord {
 }
 
 /// Joins already-serialised JSON values into one JSON array, byte for byte.
-pub fn json_array(parts: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 2);
+pub fn json_array<P: AsRef<[u8]>>(parts: &[P]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.as_ref().len() + 1).sum::<usize>() + 2);
     out.push(b'[');
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(p);
+        out.extend_from_slice(p.as_ref());
     }
     out.push(b']');
     out
@@ -265,7 +264,7 @@ pub fn json_array(parts: &[Vec<u8>]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::error::JsonRpcError;
-    use crate::filter::{Decision, Denial, Direction, McpFilter, Principal};
+    use crate::filter::{Decision, Denial, McpFilter, Principal};
     use crate::jsonrpc::{parse, ParseLimits};
     use std::sync::Arc;
 
@@ -275,7 +274,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "test"
         }
-        fn on_request(&self, msg: &Message<'_>, _: &FilterContext<'_>) -> Decision {
+        fn on_request(&self, msg: &Message<'_>, _: &Exchange<'_>, _: &mut Notes) -> Decision {
             match msg.envelope.name.as_deref() {
                 Some("forbidden") => Decision::Reject(Denial::error(
                     JsonRpcError::new(-31010, "no"),
@@ -297,7 +296,7 @@ mod tests {
     fn run(body: &str) -> RequestPlan {
         let chain = FilterChain::new(vec![Arc::new(TestFilter)], ParseLimits::default());
         let p = Principal::anonymous();
-        let ctx = FilterContext::new(&p, "s", Direction::Request);
+        let ctx = Exchange::new(&p, "s");
         let parsed = parse(body.as_bytes(), ParseLimits::default()).expect("parse");
         plan_request(body.as_bytes(), &parsed, &chain, &ctx)
     }

@@ -18,7 +18,7 @@ use warden_config::access::ServerCatalog;
 use warden_config::guards::{Quota, QuotaKey, QuotaKind, StoreFailure};
 
 use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, FilterContext, Hold, McpFilter, Message, Methods};
+use crate::filter::{Acts, Decision, Denial, Exchange, Hold, McpFilter, Message, Methods, Notes};
 use crate::jsonrpc::{Envelope, Kind, Parsed};
 
 /// What the shared store said about a global quota key for this request.
@@ -48,12 +48,12 @@ pub struct GlobalDemand {
 
 /// The global-quota units the messages of a request need, one entry per key.
 /// The proxy reserves them in the shared store (waiting only when its local
-/// lease is empty) and hands the verdicts to the chain in `FilterContext`.
+/// lease is empty) and hands the verdicts to the chain in the `Exchange`.
 pub fn global_demands(
     quotas: &[Quota],
     catalog: &std::collections::HashMap<String, ServerCatalog>,
     parsed: &Parsed,
-    ctx: &FilterContext<'_>,
+    ctx: &Exchange<'_>,
 ) -> Vec<GlobalDemand> {
     let mut out: Vec<GlobalDemand> = Vec::new();
     if !quotas.iter().any(|q| q.global.is_some()) {
@@ -108,7 +108,7 @@ fn tool_of<'e>(method: &str, env: &'e Envelope) -> Option<&'e str> {
         .flatten()
 }
 
-fn applies(q: &Quota, method: &str, tool: Option<&str>, ctx: &FilterContext<'_>) -> bool {
+fn applies(q: &Quota, method: &str, tool: Option<&str>, ctx: &Exchange<'_>) -> bool {
     q.methods.iter().any(|m| m == method)
         && listed(&q.servers, Some(ctx.server))
         && listed(&q.groups, Some(ctx.group))
@@ -323,7 +323,7 @@ impl QuotaFilter {
     }
 
     /// The counter key: the quota's definition, then each `per` field.
-    pub fn key(q: &Quota, ctx: &FilterContext<'_>, tool: Option<&str>) -> Vec<u8> {
+    pub fn key(q: &Quota, ctx: &Exchange<'_>, tool: Option<&str>) -> Vec<u8> {
         let mut k = Vec::with_capacity(64);
         k.extend_from_slice(&q.definition);
         for p in &q.per {
@@ -390,7 +390,7 @@ impl McpFilter for QuotaFilter {
         }
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         let (Kind::Request, Some(method)) = (env.kind, env.method.as_deref()) else {
             return Decision::Pass;
@@ -453,11 +453,10 @@ impl McpFilter for QuotaFilter {
                 },
             }
         }
-        if slots.is_empty() {
-            Decision::Pass
-        } else {
-            Decision::PassHolding(Hold(Box::new(slots)))
+        if !slots.is_empty() {
+            notes.hold(Hold(Box::new(slots)));
         }
+        Decision::Pass
     }
 
     fn inspects_responses(&self) -> bool {

@@ -24,7 +24,7 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
 use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, FilterContext, McpFilter, Message, Methods};
+use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
 use crate::identity::Principal;
 use crate::jsonrpc::Kind;
 use crate::token::{TokenKey, NONCE_LEN};
@@ -140,7 +140,7 @@ impl TaskFilter {
         TaskFilter { sealer, owners }
     }
 
-    fn seal_at(&self, v: &mut Json, ctx: &FilterContext<'_>, remember: bool) -> bool {
+    fn seal_at(&self, v: &mut Json, ctx: &Exchange<'_>, remember: bool) -> bool {
         let Some(id) = v.as_str() else {
             return false;
         };
@@ -158,7 +158,7 @@ impl TaskFilter {
         }
     }
 
-    fn seal_related(&self, meta: Option<&mut Json>, ctx: &FilterContext<'_>) -> bool {
+    fn seal_related(&self, meta: Option<&mut Json>, ctx: &Exchange<'_>) -> bool {
         match meta
             .and_then(|m| m.get_mut(RELATED))
             .and_then(|r| r.get_mut("taskId"))
@@ -196,7 +196,7 @@ impl McpFilter for TaskFilter {
         matches!(method, Some("tools/call" | "tasks/list")) || method.is_some_and(names_task)
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request && env.kind != Kind::Notification {
             return Decision::Pass;
@@ -230,7 +230,7 @@ impl McpFilter for TaskFilter {
         Decision::rewrite(&v)
     }
 
-    fn on_response(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.is_error || !may_carry_task(msg.bytes) {
             return Decision::Pass;
@@ -241,7 +241,7 @@ impl McpFilter for TaskFilter {
         let mut changed = false;
         match env.kind {
             Kind::Response => {
-                let method = ctx.request_method.unwrap_or("");
+                let method = msg.request_method.unwrap_or("");
                 let Some(r) = v.get_mut("result").filter(|r| r.is_object()) else {
                     return Decision::Pass;
                 };

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use warden_config::access::ServerCatalog;
 
 use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, FilterContext, McpFilter, Message, Methods};
+use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
 use crate::jsonrpc::Kind;
 
 /// A compiled JSON Schema (draft 2020-12 by default, or the one `$schema` names).
@@ -254,7 +254,7 @@ impl McpFilter for PinFilter {
         method == Some("tools/list")
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
             return Decision::Pass;
@@ -286,9 +286,9 @@ impl McpFilter for PinFilter {
         }
     }
 
-    fn on_response(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
-        if env.kind != Kind::Response || env.is_error || ctx.request_method != Some("tools/list") {
+        if env.kind != Kind::Response || env.is_error || msg.request_method != Some("tools/list") {
             return Decision::Pass;
         }
         let Ok(mut v) = serde_json::from_slice::<Json>(msg.bytes) else {
@@ -425,7 +425,7 @@ impl McpFilter for SchemaFilter {
             && target.is_some_and(|t| self.schemas(server, t).1.is_some())
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
             return Decision::Pass;
@@ -460,16 +460,16 @@ impl McpFilter for SchemaFilter {
         })
     }
 
-    fn on_response(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
+    fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if !self.validate_output
             || env.kind != Kind::Response
             || env.is_error
-            || ctx.request_method != Some("tools/call")
+            || msg.request_method != Some("tools/call")
         {
             return Decision::Pass;
         }
-        let Some(tool) = ctx.request_target else {
+        let Some(tool) = msg.request_target else {
             return Decision::Pass;
         };
         let (_, Some(schema)) = self.schemas(ctx.server, tool) else {

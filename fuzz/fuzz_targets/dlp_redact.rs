@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use warden_config::guards::{Dlp, DlpAction, DlpRule};
 use warden_filters::dlp::DlpFilter;
-use warden_filters::{Decision, Direction, FilterContext, McpFilter, Principal};
+use warden_filters::{Decision, Exchange, McpFilter, Notes, Principal};
 
 fn filter() -> &'static DlpFilter {
     static F: OnceLock<DlpFilter> = OnceLock::new();
@@ -38,14 +38,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let p = Principal::anonymous();
-    let ctx = FilterContext {
-        request_method: Some("tools/call"),
-        request_target: Some("t"),
+    let ctx = Exchange {
         now: std::time::SystemTime::UNIX_EPOCH,
-        ..FilterContext::new(&p, "s", Direction::Response)
+        ..Exchange::new(&p, "s")
     };
-    let view = warden_filters::Message::new(&env, data);
-    if let Decision::Mutated(out) = filter().on_response(&view, &ctx) {
+    let view = warden_filters::Message::from_server(&env, data, Some("tools/call"), Some("t"));
+    if let Decision::Mutated(out) = filter().on_response(&view, &ctx, &mut Notes::default()) {
         let v: serde_json::Value = serde_json::from_slice(&out).expect("redacted output is JSON");
         assert_eq!(v.get("id"), serde_json::from_slice::<serde_json::Value>(data).ok().as_ref().and_then(|o| o.get("id")));
     }

@@ -19,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use warden_config::guards::{Dlp, DlpAction, DlpRule};
 use warden_filters::dlp::DlpFilter;
 use warden_filters::{
-    Direction, Envelope, FilterChain, FilterContext, ParseLimits, Parsed, Principal, SseDecoder,
+    Envelope, Exchange, FilterChain, Notes, ParseLimits, Parsed, Principal, SseDecoder,
     SseEvent, Verdict,
 };
 
@@ -56,14 +56,12 @@ fn normalised(data: &str) -> String {
 
 fn judge_message(env: &Envelope, bytes: &[u8]) {
     let p = Principal::anonymous();
-    let ctx = FilterContext {
-        request_method: Some("tools/call"),
-        request_target: Some("t"),
+    let ctx = Exchange {
         now: std::time::SystemTime::UNIX_EPOCH,
-        ..FilterContext::new(&p, "s", Direction::Response)
+        ..Exchange::new(&p, "s")
     };
-    let mut holds = Vec::new();
-    if let Verdict::ForwardMutated(out) = chain().run(&warden_filters::Message::new(env, bytes), &ctx, &mut holds) {
+    let msg = warden_filters::Message::from_server(env, bytes, Some("tools/call"), Some("t"));
+    if let Verdict::ForwardMutated(out) = chain().run(&msg, &ctx, &mut Notes::default()) {
         match warden_filters::parse(&out, ParseLimits::default()) {
             Ok(Parsed::Single(e)) => assert_eq!(e.id, env.id, "a rewrite keeps the id"),
             other => panic!("the chain forwarded a rewrite that is not one message: {other:?}"),

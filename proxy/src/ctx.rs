@@ -11,7 +11,7 @@ use crate::upstream::Runtime;
 
 /// What kind of MCP exchange this HTTP request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exchange {
+pub enum ExchangeKind {
     /// POST carrying JSON-RPC message(s).
     Post,
     /// GET: the server's event stream (Streamable HTTP) or a legacy `/sse` stream.
@@ -53,7 +53,7 @@ pub struct RequestCtx {
     /// Index into `rt.snap.routes`.
     pub route: Option<usize>,
     pub server: Option<usize>,
-    pub exchange: Exchange,
+    pub exchange: ExchangeKind,
     pub principal: Principal,
     /// When the request arrived (the clock policy sees).
     pub now: std::time::SystemTime,
@@ -120,7 +120,7 @@ impl RequestCtx {
             rt: None,
             route: None,
             server: None,
-            exchange: Exchange::Post,
+            exchange: ExchangeKind::Post,
             principal: Principal::anonymous(),
             now: std::time::SystemTime::now(),
             source_ip: None,
@@ -184,7 +184,7 @@ impl RequestCtx {
     pub fn session_key(&self) -> Option<std::borrow::Cow<'_, str>> {
         match &self.session_id {
             Some(sid) => Some(std::borrow::Cow::Borrowed(sid)),
-            None if self.exchange == Exchange::Post && self.upstream_uri.contains('?') => Some(
+            None if self.exchange == ExchangeKind::Post && self.upstream_uri.contains('?') => Some(
                 std::borrow::Cow::Owned(crate::response::legacy_key(&self.upstream_uri)),
             ),
             None => None,

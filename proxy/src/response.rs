@@ -7,11 +7,10 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use warden_filters::jsonrpc::ElementError;
 use warden_filters::{
-    parse, Direction, Envelope, FilterContext, Kind, MessageRecord, Outcome, Parsed, SseDecoder,
-    SseEvent, Verdict,
+    parse, Envelope, Kind, MessageRecord, Outcome, Parsed, SseDecoder, SseEvent, Verdict,
 };
 
-use crate::ctx::{Exchange, RequestCtx, ResponseMode};
+use crate::ctx::{ExchangeKind, RequestCtx, ResponseMode};
 use crate::metrics::metrics;
 use crate::state::Gateway;
 
@@ -65,7 +64,7 @@ pub fn ledger_keys(ctx: &RequestCtx) -> (String, String) {
 /// The session key replies and server→client requests of this exchange belong to.
 pub fn session_scope_key(ctx: &RequestCtx) -> String {
     match ctx.exchange {
-        Exchange::Get => ctx
+        ExchangeKind::Get => ctx
             .stream_session
             .clone()
             .or_else(|| ctx.session_id.clone())
@@ -117,7 +116,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     if let Some(token) = sealed_header {
         resp.insert_header("mcp-session-id", token)?;
     }
-    if ctx.exchange == Exchange::Delete && (200..300).contains(&status) {
+    if ctx.exchange == ExchangeKind::Delete && (200..300).contains(&status) {
         if let Some(sid) = &ctx.session_id {
             gw.sticky_forget(server_name, sid);
         }
@@ -145,7 +144,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     }
     // Replies to this POST that may arrive elsewhere (a legacy session's GET
     // stream, a replay of this SSE stream) must find their request there.
-    if ctx.exchange == Exchange::Post && (status == 202 || sse) && !ctx.pending.is_empty() {
+    if ctx.exchange == ExchangeKind::Post && (status == 202 || sse) && !ctx.pending.is_empty() {
         let (owner, session) = ledger_keys(ctx);
         let sc = scope(ctx, &owner, &session);
         for p in &ctx.pending {
@@ -178,7 +177,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         ResponseMode::Passthrough
     } else if json
         && status != 202
-        && !(ctx.exchange == Exchange::Get && (200..300).contains(&status))
+        && !(ctx.exchange == ExchangeKind::Get && (200..300).contains(&status))
     {
         unframe(ctx, resp)?;
         ResponseMode::Json { buf: Vec::new() }
@@ -374,27 +373,23 @@ fn unreadable_error() -> warden_filters::JsonRpcError {
     )
 }
 
-fn filter_ctx<'a>(
+/// The exchange server→client messages of this request are judged in.
+fn exchange<'a>(
     ctx: &'a RequestCtx,
     rt: &'a crate::upstream::Runtime,
     server: usize,
-    asked: Option<(&'a str, Option<&'a str>)>,
-) -> FilterContext<'a> {
+) -> warden_filters::Exchange<'a> {
     let s = &rt.snap.config.servers[server];
-    FilterContext {
+    warden_filters::Exchange {
         principal: &ctx.principal,
         server: &s.name,
         group: &s.group,
         session_id: ctx.session_id.as_deref(),
         protocol_version: ctx.protocol_version.as_deref(),
         source_ip: ctx.source_ip,
-        direction: Direction::Response,
-        request_method: asked.map(|a| a.0),
-        request_target: asked.and_then(|a| a.1),
         now: ctx.now,
         justification: ctx.justification.as_deref(),
         keep_arguments: false,
-        findings: None,
         global: None,
     }
 }
@@ -520,7 +515,7 @@ fn unjudgeable(
     ctx.response_records.push(unjudgeable_record(id));
     let id = id?;
     let waiting = match ctx.exchange {
-        Exchange::Post => match ctx.pending.iter_mut().find(|p| !p.answered && p.id == *id) {
+        ExchangeKind::Post => match ctx.pending.iter_mut().find(|p| !p.answered && p.id == *id) {
             Some(p) => {
                 p.answered = true;
                 true
@@ -546,7 +541,7 @@ fn match_reply(
     id: &warden_filters::Id,
 ) -> Option<(String, Option<String>)> {
     match ctx.exchange {
-        Exchange::Post => {
+        ExchangeKind::Post => {
             let p = ctx
                 .pending
                 .iter_mut()
@@ -633,7 +628,7 @@ fn judge_message(
     let asked = match (&env.kind, &env.id) {
         (Kind::Response, Some(id)) => match match_reply(gw, ctx, id) {
             Some(a) => Some(a),
-            None if ctx.exchange != Exchange::Post => match inferred_method(bytes) {
+            None if ctx.exchange != ExchangeKind::Post => match inferred_method(bytes) {
                 Ok(m) => {
                     metrics()
                         .upstream_errors
@@ -647,19 +642,18 @@ fn judge_message(
         },
         _ => None,
     };
-    let cell = std::cell::RefCell::new(Vec::new());
+    let mut notes = warden_filters::Notes::default();
     let verdict = {
-        let mut fctx = filter_ctx(
-            ctx,
-            rt,
-            server,
-            asked.as_ref().map(|(m, t)| (m.as_str(), t.as_deref())),
+        let ex = exchange(ctx, rt, server);
+        let msg = warden_filters::Message::from_server(
+            env,
+            bytes,
+            asked.as_ref().map(|a| a.0.as_str()),
+            asked.as_ref().and_then(|a| a.1.as_deref()),
         );
-        fctx.findings = Some(&cell);
-        let msg = warden_filters::Message::new(env, bytes);
-        rt.snap.chain.run(&msg, &fctx, &mut Vec::new())
+        rt.snap.chain.run(&msg, &ex, &mut notes)
     };
-    let findings = cell.into_inner();
+    let findings = notes.findings;
     let (judged, outcome) = match verdict {
         Verdict::Forward => (Judged::Unchanged, Outcome::Forwarded),
         Verdict::ForwardMutated(b) => (Judged::Replaced(b), Outcome::Mutated { filter: "chain" }),
@@ -712,7 +706,7 @@ fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Result<Vec<u
         .with_label_values(&[&rt.snap.config.servers[server].name])
         .inc();
     if ev.event_type() == "endpoint" {
-        if ctx.exchange == Exchange::Get && !ctx.endpoint_seen {
+        if ctx.exchange == ExchangeKind::Get && !ctx.endpoint_seen {
             ctx.endpoint_seen = true;
             return rewrite_endpoint(gw, ctx, &rt, server, ev);
         }

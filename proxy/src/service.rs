@@ -21,13 +21,11 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora_proxy::{ProxyHttp, Session};
-use warden_filters::{
-    mcp, parse, plan_request, Direction, FilterContext, Forward, Parsed, Refusal,
-};
+use warden_filters::{mcp, parse, plan_request, Forward, Parsed, Refusal};
 
 use crate::audit::AuditRecord;
 use crate::body::read_whole;
-use crate::ctx::{Exchange, RequestCtx};
+use crate::ctx::{ExchangeKind, RequestCtx};
 use crate::metrics::metrics;
 use crate::respond::{write_answers, write_refusal};
 use crate::response;
@@ -65,7 +63,7 @@ impl WardenProxy {
             ctx.sealed_upstream = check(&p)?;
             ctx.session_id = Some(p.session);
             ctx.session_sealed = true;
-        } else if ctx.exchange == Exchange::Post {
+        } else if ctx.exchange == ExchangeKind::Post {
             // Legacy HTTP+SSE: the endpoint's query was sealed into `ws=`.
             if let Some((path, query)) = ctx.upstream_uri.split_once('?') {
                 if let Some(token) = query.split('&').find_map(|kv| kv.strip_prefix("ws=")) {
@@ -174,9 +172,9 @@ impl WardenProxy {
             }
         }
         ctx.exchange = match req.method.as_str() {
-            "POST" => Exchange::Post,
-            "GET" => Exchange::Get,
-            "DELETE" => Exchange::Delete,
+            "POST" => ExchangeKind::Post,
+            "GET" => ExchangeKind::Get,
+            "DELETE" => ExchangeKind::Delete,
             m => return Err(Refusal::method_not_allowed(m)),
         };
         // A header that mirrors or scopes the body must be unambiguous.
@@ -242,7 +240,7 @@ impl WardenProxy {
             }
         }
 
-        if ctx.exchange != Exchange::Post {
+        if ctx.exchange != ExchangeKind::Post {
             // GET and DELETE carry no MCP message; a body here would reach the upstream unjudged.
             let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
                 || req
@@ -616,7 +614,7 @@ impl ProxyHttp for WardenProxy {
         ctx.chosen = Some(addr);
         ctx.tried.push(addr);
         // A GET is the server's event stream: it may stay silent for long.
-        Ok(Box::new(peer(s, addr, ctx.exchange == Exchange::Get)))
+        Ok(Box::new(peer(s, addr, ctx.exchange == ExchangeKind::Get)))
     }
 
     async fn upstream_request_filter(
@@ -977,27 +975,23 @@ fn arguments_json(message: &[u8]) -> Option<serde_json::Value> {
     serde_json::from_slice(message.get(at)?).ok()
 }
 
-/// The filter context of a request message.
+/// The exchange client→server messages of this request are judged in.
 fn request_fctx<'a>(
     ctx: &'a RequestCtx,
     server: &'a warden_config::model::Server,
     keep_arguments: bool,
     global: Option<&'a warden_filters::quota::GlobalVerdicts>,
-) -> FilterContext<'a> {
-    FilterContext {
+) -> warden_filters::Exchange<'a> {
+    warden_filters::Exchange {
         principal: &ctx.principal,
         server: &server.name,
         group: &server.group,
         session_id: ctx.session_id.as_deref(),
         protocol_version: ctx.protocol_version.as_deref(),
         source_ip: ctx.source_ip,
-        direction: Direction::Request,
-        request_method: None,
-        request_target: None,
         now: ctx.now,
         justification: ctx.justification.as_deref(),
         keep_arguments,
-        findings: None,
         global,
     }
 }

@@ -33,7 +33,7 @@ use warden_config::access::{Risk, ServerCatalog};
 use warden_config::guards::{Dlp, DlpAction, DlpDirection};
 
 use crate::error::{codes, JsonRpcError};
-use crate::filter::{Decision, Denial, Direction, FilterContext, McpFilter, Message};
+use crate::filter::{Decision, Denial, Direction, Exchange, McpFilter, Message, Notes};
 use detectors::{Category, SPECS};
 use prefilter::{Cand, Prefilter, Seen, DIGIT_GROUP};
 
@@ -682,7 +682,13 @@ impl DlpFilter {
         &self.scanner
     }
 
-    fn judge(&self, msg: &Message<'_>, ctx: &FilterContext<'_>, dir: DlpDirection) -> Decision {
+    fn judge(
+        &self,
+        msg: &Message<'_>,
+        ctx: &Exchange<'_>,
+        dir: DlpDirection,
+        sink: &mut Notes,
+    ) -> Decision {
         let env = msg.envelope;
         // The part that carries content: params of requests, result of responses.
         // The whole message: `params`, `result`, an error's `message` and
@@ -697,7 +703,7 @@ impl DlpFilter {
         let tool = if env.method.as_deref() == Some("tools/call") {
             env.name.as_deref()
         } else {
-            ctx.request_target
+            msg.request_target
         };
         let risk = tool
             .map(|t| {
@@ -756,9 +762,7 @@ impl DlpFilter {
                 redactions.push((li, reps));
             }
         }
-        if let Some(cell) = ctx.findings {
-            cell.borrow_mut().extend(notes);
-        }
+        sink.findings.extend(notes);
         if !blocked.is_empty() {
             return Decision::Reject(dlp_blocked(&blocked));
         }
@@ -819,13 +823,13 @@ impl McpFilter for DlpFilter {
         "dlp"
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
-        self.judge(msg, ctx, DlpDirection::Request)
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
+        self.judge(msg, ctx, DlpDirection::Request, notes)
     }
 
-    fn on_response(&self, msg: &Message<'_>, ctx: &FilterContext<'_>) -> Decision {
-        debug_assert_eq!(ctx.direction, Direction::Response);
-        self.judge(msg, ctx, DlpDirection::Response)
+    fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
+        debug_assert_eq!(msg.direction, Direction::Response);
+        self.judge(msg, ctx, DlpDirection::Response, notes)
     }
 }
 
@@ -949,12 +953,9 @@ mod redaction {
             panic!("not a message: {raw}")
         };
         let p = Principal::anonymous();
-        let ctx = FilterContext {
-            request_method: Some("tools/call"),
-            request_target: Some("t"),
-            ..FilterContext::new(&p, "s", Direction::Response)
-        };
-        f.on_response(&Message::new(&env, raw.as_bytes()), &ctx)
+        let ctx = Exchange::new(&p, "s");
+        let msg = Message::from_server(&env, raw.as_bytes(), Some("tools/call"), Some("t"));
+        f.on_response(&msg, &ctx, &mut Notes::default())
     }
 
     #[test]
@@ -1332,24 +1333,15 @@ mod normalisation {
             panic!("not a message: {raw}")
         };
         let p = Principal::anonymous();
-        let cell = std::cell::RefCell::new(Vec::new());
-        let view = Message::new(&env, raw.as_bytes());
+        let mut notes = Notes::default();
+        let ctx = Exchange::new(&p, "s");
         let d = if env.kind == crate::jsonrpc::Kind::Response {
-            let ctx = FilterContext {
-                request_method: Some("tools/call"),
-                request_target: Some("t"),
-                findings: Some(&cell),
-                ..FilterContext::new(&p, "s", Direction::Response)
-            };
-            f.on_response(&view, &ctx)
+            let msg = Message::from_server(&env, raw.as_bytes(), Some("tools/call"), Some("t"));
+            f.on_response(&msg, &ctx, &mut notes)
         } else {
-            let ctx = FilterContext {
-                findings: Some(&cell),
-                ..FilterContext::new(&p, "s", Direction::Request)
-            };
-            f.on_request(&view, &ctx)
+            f.on_request(&Message::new(&env, raw.as_bytes()), &ctx, &mut notes)
         };
-        (d, cell.into_inner())
+        (d, notes.findings)
     }
 
     /// A response whose result text is `text`, as a JSON encoder writes it.
