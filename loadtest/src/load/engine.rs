@@ -32,6 +32,10 @@ pub struct Sample {
     /// Seconds since the run started, at the intended send time.
     pub at: f64,
     pub latency_us: u64,
+    /// How late the generator itself started the request (open loop): from
+    /// its due time to the moment its task ran. Large values mean the
+    /// generator, not the target, fell behind.
+    pub lag_us: u64,
     /// `None`: as expected. `Some(kind)`: an error of that kind.
     pub error: Option<String>,
     pub denied: bool,
@@ -343,6 +347,7 @@ impl Load {
                     op,
                     at,
                     latency_us: 0,
+                    lag_us: intended.elapsed().as_micros() as u64,
                     error: Some("client_overload".into()),
                     denied: false,
                     measured,
@@ -353,6 +358,7 @@ impl Load {
                 let tx = tx.clone();
                 let inflight = Arc::clone(&inflight);
                 rt.spawn(async move {
+                    let lag_us = intended.elapsed().as_micros() as u64;
                     let outcome = me.one(op).await;
                     let latency_us = intended.elapsed().as_micros() as u64;
                     let (error, denied) = me.judge(op, outcome);
@@ -360,6 +366,7 @@ impl Load {
                         op,
                         at,
                         latency_us,
+                        lag_us,
                         error,
                         denied,
                         measured,
@@ -392,6 +399,7 @@ impl Load {
                         op,
                         at: t0.duration_since(start).as_secs_f64(),
                         latency_us: t0.elapsed().as_micros() as u64,
+                        lag_us: 0,
                         error,
                         denied,
                         measured: true,

@@ -79,6 +79,11 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// Microseconds, over every measured request including errors.
     pub latency_us: Percentiles,
+    /// Open loop: how late the generator started requests, from their due
+    /// time (microseconds). When its p99 is not small beside the latencies
+    /// being compared, the run measured the generator, not the target.
+    #[serde(default)]
+    pub send_lag_us: Percentiles,
     pub ops: BTreeMap<String, OpReport>,
     pub timeline: Vec<Second>,
 }
@@ -123,6 +128,16 @@ impl Report {
             fmt_us(l.max),
             fmt_us(l.mean as u64)
         );
+        if self.mode == "open" {
+            let g = &self.send_lag_us;
+            let _ = writeln!(
+                s,
+                "  send lag p50 {}  p99 {}  max {}  (the generator's own lateness)",
+                fmt_us(g.p50),
+                fmt_us(g.p99),
+                fmt_us(g.max)
+            );
+        }
         if !self.errors.is_empty() {
             let kinds: Vec<String> = self
                 .errors
@@ -156,6 +171,7 @@ impl Report {
 pub struct Aggregator {
     labels: Vec<String>,
     total: Histogram<u64>,
+    lag: Histogram<u64>,
     per_op: Vec<(Histogram<u64>, OpReport)>,
     seconds: BTreeMap<u64, (Histogram<u64>, u64)>,
     scheduled: u64,
@@ -178,6 +194,7 @@ impl Aggregator {
                 .collect(),
             labels,
             total: histogram(),
+            lag: histogram(),
             seconds: BTreeMap::new(),
             scheduled: 0,
             ok: 0,
@@ -200,6 +217,7 @@ impl Aggregator {
         if !s.measured {
             return;
         }
+        let _ = self.lag.record(s.lag_us.max(1));
         self.scheduled += 1;
         let (h, op) = &mut self.per_op[s.op];
         match &s.error {
@@ -298,6 +316,7 @@ impl Aggregator {
             denied: self.denied,
             errors: self.errors,
             latency_us: Percentiles::of(&self.total),
+            send_lag_us: Percentiles::of(&self.lag),
             ops,
             timeline: self
                 .seconds
