@@ -1,6 +1,10 @@
-//! JSON-RPC envelope parsing: Warden's validating lazy parser against the
-//! naive baseline (`serde_json::Value` plus the same field extraction, which
-//! neither rejects duplicate keys nor bounds depth). And the SSE decoder.
+//! JSON-RPC envelope parsing: Warden's validating parser (envelope plus the
+//! spans of params, arguments, _meta, result and error) against the naive
+//! baseline (`serde_json::Value` plus the same field extraction, which
+//! neither rejects duplicate keys nor bounds depth), and against simd-json
+//! as the design card suggests: its tape alone (no duplicate or case-folded
+//! key check, no byte spans, which a tape does not carry) and its borrowed
+//! value. And the SSE decoder.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
@@ -34,6 +38,27 @@ fn bench_parse(c: &mut Criterion) {
             BenchmarkId::new("naive_serde_value", size),
             &body,
             |b, body| b.iter(|| naive(black_box(body))),
+        );
+        // simd-json parses in place: each iteration pays for the copy it needs.
+        g.bench_with_input(
+            BenchmarkId::new("simd_json_tape", size),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    let mut copy = black_box(body).clone();
+                    simd_json::to_tape(&mut copy).map(|t| t.0.len()).ok()
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("simd_json_borrowed_value", size),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    let mut copy = black_box(body).clone();
+                    simd_json::to_borrowed_value(&mut copy).is_ok()
+                })
+            },
         );
     }
     g.finish();

@@ -28,6 +28,10 @@ use crate::service::refusal_for;
 use crate::state::Gateway;
 use crate::upstream::{peer, rewrite_request};
 
+/// How long a streamed reply's header waits for the first chunk of its body
+/// so that both leave in one write.
+const HEADER_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Sends `body` upstream and relays the response. Returns the status written.
 pub async fn forward(
     gw: &Gateway,
@@ -144,41 +148,81 @@ pub async fn forward(
         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")
             .map_err(|e| Refusal::internal(&e.to_string()))?;
     }
-    // From here on the response has started: failures can only cut it.
-    if session
-        .write_response_header(Box::new(resp), false)
-        .await
-        .is_err()
-    {
-        return Ok(status);
-    }
+    // A stream that ends within HEADER_WAIT (a reply that is one event, the
+    // common case) leaves in one write with its exact length. A longer one
+    // gets its header and what was judged so far when the wait is over, then
+    // each chunk as it is judged.
+    let mut head = Some(resp);
+    let mut held = bytes::BytesMut::new();
+    let wait = tokio::time::sleep(HEADER_WAIT);
+    tokio::pin!(wait);
     loop {
         // A client that hangs up ends the upstream stream too (a quiet
         // `subscriptions/listen` stream would otherwise stay open upstream
         // until its next event): dropping `up` closes that connection.
-        let read = tokio::select! {
-            biased;
-            r = up.read_response_body() => r,
-            _ = session.as_downstream_mut().read_body_or_idle(true) => {
-                ctx.upstream_error = Some("client closed the stream".into());
-                session.set_keepalive(None);
-                return Ok(status);
+        let read = {
+            let next = up.read_response_body();
+            tokio::pin!(next);
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut next => break Some(r),
+                    _ = session.as_downstream_mut().read_body_or_idle(true) => break None,
+                    _ = &mut wait, if head.is_some() => {
+                        // From here on the response has started: failures can only cut it.
+                        if !start_stream(session, &mut head, &mut held).await {
+                            break None;
+                        }
+                    }
+                }
             }
         };
-        let chunk = match read {
-            Ok(c) => c,
-            Err(e) => {
-                ctx.upstream_error = Some(e.to_string());
-                session.set_keepalive(None);
-                return Ok(status);
-            }
-        };
-        let eos = chunk.is_none() || up.response_done();
-        let mut b = chunk;
-        if let Err(e) = response::on_body(gw, ctx, &mut b, eos) {
-            ctx.upstream_error = Some(e.to_string());
+        let Some(read) = read else {
+            ctx.upstream_error = Some("client closed the stream".into());
             session.set_keepalive(None);
             return Ok(status);
+        };
+        let failed = match read {
+            Ok(chunk) => {
+                let eos = chunk.is_none() || up.response_done();
+                let mut b = chunk;
+                match response::on_body(gw, ctx, &mut b, eos) {
+                    Ok(()) => Ok((b, eos)),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let (b, eos) = match failed {
+            Ok(x) => x,
+            Err(e) => {
+                ctx.upstream_error = Some(e);
+                session.set_keepalive(None);
+                // Whatever was judged goes out, then the cut.
+                start_stream(session, &mut head, &mut held).await;
+                return Ok(status);
+            }
+        };
+        if let Some(h) = head.as_mut() {
+            if let Some(b) = b {
+                held.extend_from_slice(&b);
+            }
+            if !eos {
+                continue;
+            }
+            // The whole stream within the wait: one write, exact length.
+            h.remove_header(&http::header::TRANSFER_ENCODING);
+            h.insert_header(http::header::CONTENT_LENGTH, held.len())
+                .map_err(|e| Refusal::internal(&e.to_string()))?;
+            let h = head.take().map(Box::new);
+            if let Some(h) = h {
+                if session.write_response_header(h, false).await.is_ok() {
+                    let _ = session
+                        .write_response_body(Some(held.split().freeze()), true)
+                        .await;
+                }
+            }
+            break;
         }
         if session.write_response_body(b, eos).await.is_err() || eos {
             break;
@@ -188,6 +232,30 @@ pub async fn forward(
         .release_http_session(up, &p, Some(s.timeouts.idle))
         .await;
     Ok(status)
+}
+
+/// Writes the pending header of a streamed reply and what was judged while
+/// it waited. `false`: the client is gone.
+async fn start_stream(
+    session: &mut Session,
+    head: &mut Option<pingora::http::ResponseHeader>,
+    held: &mut bytes::BytesMut,
+) -> bool {
+    let Some(h) = head.take() else {
+        return true;
+    };
+    if session
+        .write_response_header(Box::new(h), false)
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    held.is_empty()
+        || session
+            .write_response_body(Some(held.split().freeze()), false)
+            .await
+            .is_ok()
 }
 
 /// Writes the request (header and the judged body). Over HTTP/1.1 both

@@ -3,12 +3,17 @@
 //! `respond` and the pure filters.
 //!
 //! Phase contract (see Pingora's phase chart):
-//! - `request_filter` reads, bounds, parses and judges the whole request before
-//!   any upstream is chosen; `Ok(true)` means the gateway answered by itself.
+//! - `early_request_filter` ends the header deadline and sets pipelining.
+//! - `request_filter` admits the request (route, origin, authentication,
+//!   session). A POST is then read, parsed and judged whole, and forwarded
+//!   by `direct::forward` (the judged bytes, sent by the gateway itself, the
+//!   reply judged on the way back): `Ok(true)` — the gateway wrote the
+//!   response, whether the upstream's judged reply or its own answer. Only
+//!   GET (the server's stream) and DELETE return `Ok(false)` and continue
+//!   through Pingora's proxy loop below; they carry no body.
 //! - `upstream_peer` picks a healthy replica (sticky per MCP session).
 //! - `upstream_request_filter` rewrites path, Host, framing; strips the
 //!   client's credentials and browser Origin.
-//! - `request_body_filter` substitutes the judged bytes for Pingora's replay.
 //! - `response_filter` / `response_body_filter` judge what comes back.
 //! - `fail_to_connect` / `fail_to_proxy` map failures to JSON-RPC errors.
 //! - `logging` writes metrics and one audit record per MCP message.
@@ -633,24 +638,6 @@ impl ProxyHttp for WardenProxy {
             addr,
             ctx.body.as_ref().map(Bytes::len),
         )?;
-        Ok(())
-    }
-
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        if let Some(judged) = &ctx.body {
-            // Whatever Pingora replays, the upstream receives exactly the judged bytes, once.
-            *body = Some(if end_of_stream {
-                judged.clone()
-            } else {
-                Bytes::new()
-            });
-        }
         Ok(())
     }
 
