@@ -253,8 +253,7 @@ impl PolicyFilter {
     /// reply: the client gets the denial for its request id, so nothing
     /// waits on an answer it may not give.
     fn judge_input_requests(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
-        let bytes = msg.bytes;
-        let Ok(reply) = serde_json::from_slice::<Json>(bytes) else {
+        let Some(reply) = msg.value() else {
             return Decision::Pass;
         };
         let Some(reqs) = reply
@@ -284,14 +283,14 @@ impl PolicyFilter {
             }
         }
         match msg.request_method.and_then(list_shape) {
-            Some(shape) => self.filter_list(bytes, ctx, &shape),
+            Some(shape) => self.filter_list(msg, ctx, &shape),
             None => Decision::Pass,
         }
     }
 
     /// Removes the items of a list result the principal may not use.
-    fn filter_list(&self, bytes: &[u8], ctx: &Exchange<'_>, shape: &ListShape) -> Decision {
-        let Ok(mut msg) = serde_json::from_slice::<Json>(bytes) else {
+    fn filter_list(&self, reply: &Message<'_>, ctx: &Exchange<'_>, shape: &ListShape) -> Decision {
+        let Some(mut msg) = reply.value().cloned() else {
             return Decision::Pass;
         };
         let Some(items) = msg
@@ -380,7 +379,7 @@ impl McpFilter for PolicyFilter {
                 self.judge_input_requests(msg, ctx)
             }
             Kind::Response if !env.is_error => match msg.request_method.and_then(list_shape) {
-                Some(shape) => self.filter_list(msg.bytes, ctx, &shape),
+                Some(shape) => self.filter_list(msg, ctx, &shape),
                 None => Decision::Pass,
             },
             _ => Decision::Pass,

@@ -98,6 +98,7 @@ pub struct Message<'a> {
     /// request named.
     pub request_target: Option<&'a str>,
     arguments: std::cell::OnceCell<Option<serde_json::Value>>,
+    value: std::cell::OnceCell<Option<serde_json::Value>>,
 }
 
 impl<'a> Message<'a> {
@@ -110,6 +111,7 @@ impl<'a> Message<'a> {
             request_method: None,
             request_target: None,
             arguments: std::cell::OnceCell::new(),
+            value: std::cell::OnceCell::new(),
         }
     }
 
@@ -141,6 +143,7 @@ impl<'a> Message<'a> {
             request_method: self.request_method,
             request_target: self.request_target,
             arguments: std::cell::OnceCell::new(),
+            value: std::cell::OnceCell::new(),
         }
     }
 
@@ -168,6 +171,15 @@ impl<'a> Message<'a> {
     /// The raw JSON text of `result`.
     pub fn result_raw(&self) -> Option<&'a str> {
         self.slice(&self.envelope.spans.result)
+    }
+
+    /// The whole message as a value, read once for every filter that needs
+    /// it (a list reply judged by policy, pinning and header declarations is
+    /// parsed once, not once per filter). A filter that rewrites clones it.
+    pub fn value(&self) -> Option<&serde_json::Value> {
+        self.value
+            .get_or_init(|| serde_json::from_slice(self.bytes).ok())
+            .as_ref()
     }
 
     /// `params.arguments` as a value, read once for every filter that needs

@@ -447,7 +447,7 @@ impl McpFilter for MirrorFilter {
         if env.kind != Kind::Response || env.is_error || msg.request_method != Some("tools/list") {
             return Decision::Pass;
         }
-        let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(msg.bytes) else {
+        let Some(mut v) = msg.value().cloned() else {
             return Decision::Pass;
         };
         let Some(tools) = v

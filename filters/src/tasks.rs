@@ -221,7 +221,7 @@ impl McpFilter for TaskFilter {
             }
             return Decision::Reject(d);
         };
-        let Ok(mut v) = serde_json::from_slice::<Json>(msg.bytes) else {
+        let Some(mut v) = msg.value().cloned() else {
             return Decision::Pass;
         };
         if let Some(t) = v.get_mut("params").and_then(|p| p.get_mut("taskId")) {
@@ -235,7 +235,7 @@ impl McpFilter for TaskFilter {
         if env.is_error || !may_carry_task(msg.bytes) {
             return Decision::Pass;
         }
-        let Ok(mut v) = serde_json::from_slice::<Json>(msg.bytes) else {
+        let Some(mut v) = msg.value().cloned() else {
             return Decision::Pass;
         };
         let mut changed = false;

@@ -291,7 +291,7 @@ impl McpFilter for PinFilter {
         if env.kind != Kind::Response || env.is_error || msg.request_method != Some("tools/list") {
             return Decision::Pass;
         }
-        let Ok(mut v) = serde_json::from_slice::<Json>(msg.bytes) else {
+        let Some(mut v) = msg.value().cloned() else {
             return Decision::Pass;
         };
         let Some(tools) = v
@@ -475,7 +475,7 @@ impl McpFilter for SchemaFilter {
         let (_, Some(schema)) = self.schemas(ctx.server, tool) else {
             return Decision::Pass;
         };
-        let Ok(v) = serde_json::from_slice::<Json>(msg.bytes) else {
+        let Some(v) = msg.value() else {
             return Decision::Pass;
         };
         let result = &v["result"];

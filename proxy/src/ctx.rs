@@ -27,7 +27,9 @@ pub enum ResponseMode {
     /// Forwarded untouched (errors, non-MCP content types).
     Passthrough,
     /// `application/json`: buffered up to the limit, judged, then forwarded.
-    Json { buf: Vec<u8> },
+    /// The chunks are kept as they came: a reply read in one chunk and
+    /// passed unchanged leaves as the very bytes that arrived.
+    Json { chunks: Vec<Bytes>, len: usize },
     /// `text/event-stream`: decoded and judged event by event.
     Sse { decoder: SseDecoder, injected: bool },
     /// The upstream said 202 but the gateway has answers of its own to send.

@@ -1,6 +1,7 @@
 //! The response path: JSON bodies are judged whole (bounded), SSE streams event
 //! by event as events complete, so progress notifications and server→client
-//! requests are never held back behind later events.
+//! requests are never held back behind later events (the first 20 ms of a POST
+//! stream may leave in one write, see `direct`).
 
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
@@ -180,7 +181,10 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         && !(ctx.exchange == ExchangeKind::Get && (200..300).contains(&status))
     {
         unframe(ctx, resp)?;
-        ResponseMode::Json { buf: Vec::new() }
+        ResponseMode::Json {
+            chunks: Vec::new(),
+            len: 0,
+        }
     } else if (200..300).contains(&status) && status != 202 {
         // Success of a type MCP does not define: 502 with a clear error.
         metrics()
@@ -268,12 +272,15 @@ pub fn on_body(
             };
             (ResponseMode::Withheld { received, always }, out)
         }
-        ResponseMode::Json { mut buf } => {
+        ResponseMode::Json {
+            mut chunks,
+            mut len,
+        } => {
             let limit = ctx
                 .rt
                 .as_ref()
                 .map_or(usize::MAX, |rt| rt.snap.config.limits.max_response_body);
-            if buf.len() + chunk.len() > limit {
+            if len + chunk.len() > limit {
                 metrics()
                     .upstream_errors
                     .with_label_values(&[ctx.server_name(), "response_too_large"])
@@ -283,12 +290,29 @@ pub fn on_body(
                     format!("upstream JSON response exceeds {limit} bytes"),
                 );
             }
-            buf.extend_from_slice(&chunk);
+            len += chunk.len();
+            if !chunk.is_empty() {
+                chunks.push(chunk);
+            }
             if eos {
-                let out = judge_json(gw, ctx, &buf);
-                (ResponseMode::Json { buf: Vec::new() }, Some(out))
+                let whole = match chunks.len() {
+                    1 => chunks.remove(0),
+                    _ => {
+                        let mut b = BytesMut::with_capacity(len);
+                        chunks.iter().for_each(|c| b.extend_from_slice(c));
+                        b.freeze()
+                    }
+                };
+                let out = judge_json(gw, ctx, whole);
+                (
+                    ResponseMode::Json {
+                        chunks: Vec::new(),
+                        len: 0,
+                    },
+                    Some(out),
+                )
             } else {
-                (ResponseMode::Json { buf }, None)
+                (ResponseMode::Json { chunks, len }, None)
             }
         }
         ResponseMode::Sse {
@@ -394,10 +418,11 @@ fn exchange<'a>(
     }
 }
 
-fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, buf: &[u8]) -> Bytes {
+fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Bytes {
     let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
-        return Bytes::copy_from_slice(buf);
+        return body;
     };
+    let buf = &body[..];
     let parsed = match parse(buf, rt.snap.parse_limits) {
         Ok(p) => p,
         Err(_) => {
@@ -425,17 +450,18 @@ fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, buf: &[u8]) -> Bytes {
         Parsed::Single(e) => vec![Ok(e)],
         Parsed::Batch(items) => items.iter().map(Result::as_ref).collect(),
     };
-    let mut out: Vec<Vec<u8>> = Vec::with_capacity(items.len());
+    // Unchanged messages stay slices of the reply.
+    let mut out: Vec<std::borrow::Cow<'_, [u8]>> = Vec::with_capacity(items.len());
     let mut changed = false;
     for item in items {
         match item {
             Ok(env) => {
                 let bytes = &buf[env.span.clone()];
                 match judge_message(gw, ctx, &rt, server, env, bytes) {
-                    Judged::Unchanged => out.push(bytes.to_vec()),
+                    Judged::Unchanged => out.push(std::borrow::Cow::Borrowed(bytes)),
                     Judged::Replaced(b) => {
                         changed = true;
-                        out.push(b);
+                        out.push(std::borrow::Cow::Owned(b));
                     }
                     Judged::Dropped => changed = true,
                 }
@@ -443,7 +469,7 @@ fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, buf: &[u8]) -> Bytes {
             Err(e) => {
                 changed = true;
                 match unjudgeable(gw, ctx, e.id.as_ref()) {
-                    Some(b) => out.push(b),
+                    Some(b) => out.push(std::borrow::Cow::Owned(b)),
                     None => ctx.response_records.push(MessageRecord::invalid(e)),
                 }
             }
@@ -454,15 +480,16 @@ fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, buf: &[u8]) -> Bytes {
         extra.extend(p.answers.iter().cloned());
     }
     if !changed && extra.is_empty() {
-        return Bytes::copy_from_slice(buf);
+        // Judged and unchanged: the bytes that came in, not a copy.
+        return body.clone();
     }
     out.extend(
         extra
             .iter()
-            .map(|a| serde_json::to_vec(a).unwrap_or_default()),
+            .map(|a| std::borrow::Cow::Owned(serde_json::to_vec(a).unwrap_or_default())),
     );
     if !matches!(parsed, Parsed::Batch(_)) && out.len() == 1 {
-        return Bytes::from(out.remove(0));
+        return Bytes::from(out.remove(0).into_owned());
     }
     Bytes::from(warden_filters::plan::json_array(&out))
 }
