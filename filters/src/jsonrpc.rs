@@ -381,7 +381,7 @@ impl<'b> Cursor<'b> {
     fn skip_string(&mut self) -> Option<()> {
         self.i += 1;
         loop {
-            let at = memchr::memchr2(b'"', b'\\', &self.b[self.i..])? + self.i;
+            let at = memchr::memchr2(b'"', b'\\', self.b.get(self.i..)?)? + self.i;
             if self.b[at] == b'"' {
                 self.i = at + 1;
                 return Some(());

@@ -31,6 +31,8 @@ use crate::upstream::{peer, rewrite_request};
 /// How long a streamed reply's header waits for the first chunk of its body
 /// so that both leave in one write.
 const HEADER_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+/// The most a streamed reply holds back while its header waits.
+const HELD_MAX: usize = 64 * 1024;
 
 /// Sends `body` upstream and relays the response. Returns the status written.
 pub async fn forward(
@@ -142,7 +144,9 @@ pub async fn forward(
         // A stream may rest between events for as long as streams may idle.
         up.set_read_timeout(Some(s.timeouts.stream_idle));
     }
-    if session.as_downstream().is_http2() {
+    // 204 and 304 carry no body and may name no framing for one.
+    let bodiless = matches!(status, 204 | 304);
+    if session.as_downstream().is_http2() || bodiless {
         resp.remove_header(&http::header::TRANSFER_ENCODING);
     } else if !resp.headers.contains_key(http::header::CONTENT_LENGTH) {
         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")
@@ -154,7 +158,8 @@ pub async fn forward(
     // each chunk as it is judged.
     let mut head = Some(resp);
     let mut held = bytes::BytesMut::new();
-    let wait = tokio::time::sleep(HEADER_WAIT);
+    let deadline = tokio::time::Instant::now() + HEADER_WAIT;
+    let wait = tokio::time::sleep_until(deadline);
     tokio::pin!(wait);
     loop {
         // A client that hangs up ends the upstream stream too (a quiet
@@ -166,14 +171,14 @@ pub async fn forward(
             loop {
                 tokio::select! {
                     biased;
-                    r = &mut next => break Some(r),
-                    _ = session.as_downstream_mut().read_body_or_idle(true) => break None,
                     _ = &mut wait, if head.is_some() => {
                         // From here on the response has started: failures can only cut it.
                         if !start_stream(session, &mut head, &mut held).await {
                             break None;
                         }
                     }
+                    r = &mut next => break Some(r),
+                    _ = session.as_downstream_mut().read_body_or_idle(true) => break None,
                 }
             }
         };
@@ -182,24 +187,24 @@ pub async fn forward(
             session.set_keepalive(None);
             return Ok(status);
         };
-        let failed = match read {
+        let judged = match read {
             Ok(chunk) => {
                 let eos = chunk.is_none() || up.response_done();
                 let mut b = chunk;
-                match response::on_body(gw, ctx, &mut b, eos) {
-                    Ok(()) => Ok((b, eos)),
-                    Err(e) => Err(e.to_string()),
-                }
+                response::on_body(gw, ctx, &mut b, eos).map(|()| (b, eos))
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
-        let (b, eos) = match failed {
+        let (b, eos) = match judged {
             Ok(x) => x,
+            Err(e) if head.is_some() => {
+                // Nothing has left yet: the client gets a JSON-RPC error
+                // for its request instead of a stream that just ends.
+                return Err(refuse(e));
+            }
             Err(e) => {
-                ctx.upstream_error = Some(e);
+                ctx.upstream_error = Some(e.to_string());
                 session.set_keepalive(None);
-                // Whatever was judged goes out, then the cut.
-                start_stream(session, &mut head, &mut held).await;
                 return Ok(status);
             }
         };
@@ -208,12 +213,22 @@ pub async fn forward(
                 held.extend_from_slice(&b);
             }
             if !eos {
+                // Held back no longer than the wait, and no more than one
+                // window of bytes, however fast the upstream sends.
+                let due = held.len() >= HELD_MAX || tokio::time::Instant::now() >= deadline;
+                if due && !start_stream(session, &mut head, &mut held).await {
+                    ctx.upstream_error = Some("client closed the stream".into());
+                    session.set_keepalive(None);
+                    return Ok(status);
+                }
                 continue;
             }
             // The whole stream within the wait: one write, exact length.
             h.remove_header(&http::header::TRANSFER_ENCODING);
-            h.insert_header(http::header::CONTENT_LENGTH, held.len())
-                .map_err(|e| Refusal::internal(&e.to_string()))?;
+            if !bodiless {
+                h.insert_header(http::header::CONTENT_LENGTH, held.len())
+                    .map_err(|e| Refusal::internal(&e.to_string()))?;
+            }
             let h = head.take().map(Box::new);
             if let Some(h) = h {
                 if session.write_response_header(h, false).await.is_ok() {

@@ -675,7 +675,12 @@ fn judge_message(
         let msg = warden_filters::Message::from_server(
             env,
             bytes,
-            asked.as_ref().map(|a| a.0.as_str()),
+            // An unmatched reply whose shape names no list has no method:
+            // it reaches every response filter.
+            asked
+                .as_ref()
+                .map(|a| a.0.as_str())
+                .filter(|m| !m.is_empty()),
             asked.as_ref().and_then(|a| a.1.as_deref()),
         );
         rt.snap.chain.run(&msg, &ex, &mut notes)

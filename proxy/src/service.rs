@@ -931,7 +931,10 @@ pub(crate) fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
         ErrorType::Custom(
             reason @ ("unsupported_content_type"
             | "duplicate_session_header"
-            | "bad_session_header"),
+            | "bad_session_header"
+            | "bad_sse"
+            | "endpoint_refused"
+            | "endpoint_outside_prefix"),
         ) => Some(Refusal::upstream_protocol(
             reason,
             format!(

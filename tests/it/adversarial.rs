@@ -1271,3 +1271,54 @@ async fn a_client_hanging_up_ends_the_upstream_stream() {
     }
     assert!(closed, "the upstream stream outlived the client");
 }
+
+/// A POST stream whose event is too large to judge still answers the
+/// waiting request with a JSON-RPC error and passes nothing of the event;
+/// and a stream faster than the header's short wait is neither held back
+/// without bound nor reordered.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_and_fast_streams_are_judged_whole() {
+    let h = Hostile::start().await;
+    let bundle = format!("{BUNDLE}limits:\n  max_sse_event: 4096\n");
+    let gw = Gateway::start_with(
+        &mock_bundle(&[h.addr], &bundle),
+        false,
+        &[("policies/authz.rego", POLICY.as_bytes())],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    let big = format!("data: {}\n\n", "x".repeat(8192));
+    h.script([Reply::sse(&[": priming\n\n", &big])]);
+    let (s, _, text) = post(&gw, &call(1, "echo")).await;
+    assert_eq!(s, 200, "{text}");
+    assert!(!text.contains("xxxx"), "{text}");
+    let msgs = messages(&text);
+    assert_eq!(msgs.len(), 1, "{text}");
+    assert_eq!(msgs[0]["id"], 1, "{text}");
+    assert_eq!(msgs[0]["error"]["code"], -31003, "{text}");
+
+    // 3 000 progress events (well past the bytes a waiting header may hold)
+    // and the result: all arrive, in order, the result last.
+    let progress = |i: u64| {
+        format!(
+            "data: {}\n\n",
+            json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":2,"progress":i}})
+        )
+    };
+    let mut chunks: Vec<String> = (0..3000).map(progress).collect();
+    chunks.push(format!(
+        "data: {}\n\n",
+        json!({"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"done"}]}})
+    ));
+    let refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    h.script([Reply::sse(&refs)]);
+    let (s, _, text) = post(&gw, &call(2, "echo")).await;
+    assert_eq!(s, 200, "{text}");
+    let msgs = messages(&text);
+    assert_eq!(msgs.len(), 3001);
+    for (i, m) in msgs.iter().take(3000).enumerate() {
+        assert_eq!(m["params"]["progress"], json!(i), "in order");
+    }
+    assert_eq!(msgs[3000]["id"], 2);
+}
