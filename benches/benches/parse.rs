@@ -46,7 +46,8 @@ fn bench_parse(c: &mut Criterion) {
             |b, body| {
                 b.iter(|| {
                     let mut copy = black_box(body).clone();
-                    simd_json::to_tape(&mut copy).map(|t| t.0.len()).ok()
+                    let n = simd_json::to_tape(&mut copy).map(|t| t.0.len()).ok();
+                    n
                 })
             },
         );
@@ -56,7 +57,8 @@ fn bench_parse(c: &mut Criterion) {
             |b, body| {
                 b.iter(|| {
                     let mut copy = black_box(body).clone();
-                    simd_json::to_borrowed_value(&mut copy).is_ok()
+                    let ok = simd_json::to_borrowed_value(&mut copy).is_ok();
+                    ok
                 })
             },
         );
