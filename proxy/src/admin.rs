@@ -52,7 +52,7 @@ impl AdminApp {
                 "policy_cacheable": rt.snap.policy.as_ref().map(|p| p.cacheable()),
             },
             "filters": rt.snap.chain.names(),
-            "quota_store": self.gateway.quota_store.load_full().map(|q| serde_json::json!({
+            "quota_store": self.gateway.quota_store().map(|q| serde_json::json!({
                 "url": q.display_url(),
                 "up": q.is_up(),
                 "probed": q.probed(),
@@ -79,11 +79,7 @@ impl AdminApp {
             .collect();
         // Not before the global quota store was tried once (up or not), so the
         // first calls are not decided by its failure mode for want of a probe.
-        let probed = self
-            .gateway
-            .quota_store
-            .load_full()
-            .is_none_or(|q| q.probed());
+        let probed = self.gateway.quota_store().is_none_or(|q| q.probed());
         let mut down = down;
         if !probed {
             down.push("(global quota store not probed yet)".into());

@@ -414,7 +414,7 @@ impl pingora::services::background::BackgroundService for StoreProbe {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {
-                    if let Some(store) = self.gateway.quota_store.load_full() {
+                    if let Some(store) = self.gateway.quota_store() {
                         store.probe().await;
                         if store.is_up() && self.gateway.runtime().snap.config.tool_pinning {
                             let servers: Vec<String> = self

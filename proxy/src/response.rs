@@ -104,7 +104,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         let owner = crate::state::owner_key(&ctx.principal);
         gw.sticky_set(server_name, sid, addr, &owner);
         // Stateless replicas: the client gets the sealed form.
-        if let Some(sealer) = gw.sealer.load_full() {
+        if let Some(sealer) = rt.sealer.as_ref() {
             sealed_header = sealer.seal(&crate::seal::SealedSession {
                 session: sid.to_owned(),
                 upstream: addr.to_string(),
@@ -841,7 +841,7 @@ fn rewrite_endpoint(
     if let Some(addr) = ctx.chosen {
         gw.sticky_set(server_name, &legacy_key(path), addr, &owner);
         // Stateless replicas: the session's query travels sealed.
-        if let (Some(sealer), Some((base, query))) = (gw.sealer.load_full(), new.split_once('?')) {
+        if let (Some(sealer), Some((base, query))) = (rt.sealer.as_ref(), new.split_once('?')) {
             if let Some(token) = sealer.seal(&crate::seal::SealedSession {
                 session: query.to_owned(),
                 upstream: addr.to_string(),

@@ -48,7 +48,7 @@ impl WardenProxy {
     /// binding to the principal and the server, and puts the upstream's own id
     /// and replica in the context. A token that does not open → 404.
     fn unseal_session(&self, ctx: &mut RequestCtx, server: &str) -> Result<(), Refusal> {
-        let Some(sealer) = self.gateway.sealer.load_full() else {
+        let Some(sealer) = ctx.rt.as_ref().and_then(|rt| rt.sealer.clone()) else {
             return Ok(());
         };
         let unknown = Refusal::session_unknown;
@@ -361,7 +361,7 @@ impl WardenProxy {
             warden_filters::quota::global_demands(&cfg.quotas, &cfg.catalog, &parsed, &fctx)
         };
         if !demands.is_empty() {
-            let store = self.gateway.quota_store.load_full();
+            let store = rt.quota_store.clone();
             for d in demands {
                 let v = match &store {
                     Some(s) => s.reserve(&d, ctx.now).await,

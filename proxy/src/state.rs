@@ -24,18 +24,14 @@ pub struct Gateway {
     pub bundles: crate::bundles::BundleState,
     /// Quota counters and tool pins, carried across bundle swaps.
     pub shared: std::sync::Arc<warden_filters::snapshot::Shared>,
-    /// The global quota store (the bundle's `redis` section), if any.
-    pub quota_store: arc_swap::ArcSwapOption<crate::global::QuotaStore>,
     /// Span export (OTLP), when configured.
     pub telemetry: std::sync::OnceLock<crate::otel::Telemetry>,
-    /// Seals session ids when the bundle has a `sessions` secret.
-    pub sealer: arc_swap::ArcSwapOption<crate::seal::Sealer>,
     next_request: AtomicU64,
 }
 
 impl Gateway {
     pub fn new(
-        rt: Runtime,
+        mut rt: Runtime,
         audit: AuditSink,
         source: String,
         shared: std::sync::Arc<warden_filters::snapshot::Shared>,
@@ -45,10 +41,9 @@ impl Gateway {
             .with_label_values(&[rt.snap.revision.as_str()])
             .set(1);
         let revision = rt.snap.revision.clone();
-        let gw = Gateway {
+        adopt_fleet_settings(&mut rt, None);
+        Gateway {
             telemetry: std::sync::OnceLock::new(),
-            sealer: arc_swap::ArcSwapOption::empty(),
-            quota_store: arc_swap::ArcSwapOption::empty(),
             current: ArcSwap::from_pointee(rt),
             sticky: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
@@ -60,30 +55,12 @@ impl Gateway {
             tool_labels: LabelGuard::new(1000),
             ledger: crate::ledger::Ledger::new(1_000_000, Duration::from_secs(3600)),
             next_request: AtomicU64::new(1),
-        };
-        gw.adopt_fleet_settings(&gw.current.load().snap.config);
-        gw
+        }
     }
 
-    /// The quota store and the session sealer follow the bundle's `redis` and
-    /// `sessions` sections; rebuilt only when those change (a new store
-    /// starts with no leases; a new secret ends every sealed session).
-    fn adopt_fleet_settings(&self, cfg: &warden_config::model::Config) {
-        let have = self.quota_store.load_full().map(|s| s.cfg.clone());
-        if cfg.redis != have {
-            self.quota_store.store(cfg.redis.clone().and_then(|r| {
-                crate::global::QuotaStore::new(r)
-                    .map_err(|e| tracing::error!(error = %e, "global quota store"))
-                    .ok()
-            }));
-        }
-        let sealer = cfg
-            .session_seal
-            .as_ref()
-            .and_then(|s| crate::seal::Sealer::new(s.expose()));
-        if sealer.as_ref().map(|s| s.id) != self.sealer.load().as_ref().map(|s| s.id) {
-            self.sealer.store(sealer.map(Arc::new));
-        }
+    /// The global quota store, when the current bundle has one.
+    pub fn quota_store(&self) -> Option<Arc<crate::global::QuotaStore>> {
+        self.current.load().quota_store.clone()
     }
 
     /// The runtime a request uses from start to end.
@@ -92,8 +69,8 @@ impl Gateway {
     }
 
     /// Publishes a new runtime; requests in flight keep the one they loaded.
-    pub fn swap(&self, rt: Runtime) {
-        self.adopt_fleet_settings(&rt.snap.config);
+    pub fn swap(&self, mut rt: Runtime) {
+        adopt_fleet_settings(&mut rt, Some(&self.current.load()));
         let m = metrics();
         let old = self.current.swap(Arc::new(rt));
         m.bundle_info
@@ -142,6 +119,33 @@ impl Gateway {
     pub fn sticky_forget(&self, server: &str, session: &str) {
         self.sticky.invalidate(&sticky_key(server, session));
     }
+}
+
+/// The quota store and the session sealer follow the bundle's `redis` and
+/// `sessions` sections: carried over from the runtime in use while those are
+/// unchanged, rebuilt when they change (a new store starts with no leases; a
+/// new secret ends every sealed session).
+fn adopt_fleet_settings(rt: &mut Runtime, before: Option<&Runtime>) {
+    let cfg = &rt.snap.config;
+    let kept_store = before
+        .and_then(|b| b.quota_store.clone())
+        .filter(|s| cfg.redis.as_ref() == Some(&s.cfg));
+    rt.quota_store = match kept_store {
+        Some(s) => Some(s),
+        None => cfg.redis.clone().and_then(|r| {
+            crate::global::QuotaStore::new(r)
+                .map_err(|e| tracing::error!(error = %e, "global quota store"))
+                .ok()
+        }),
+    };
+    let sealer = cfg
+        .session_seal
+        .as_ref()
+        .and_then(|s| crate::seal::Sealer::new(s.expose()));
+    let kept_sealer = before
+        .and_then(|b| b.sealer.clone())
+        .filter(|k| sealer.as_ref().map(|s| s.id) == Some(k.id));
+    rt.sealer = kept_sealer.or_else(|| sealer.map(Arc::new));
 }
 
 #[derive(Clone)]

@@ -19,9 +19,17 @@ use warden_filters::Snapshot;
 use crate::state::Gateway;
 
 /// A snapshot plus the live objects built from it (connection pools, health).
+/// Everything a request reads, swapped as one value: the compiled bundle,
+/// the upstream pools, and the fleet settings that follow the bundle (the
+/// session sealer, the global quota store). A request loads it once, so it
+/// never sees two generations.
 pub struct Runtime {
     pub snap: Snapshot,
     pub pools: Vec<Arc<LoadBalancer<RoundRobin>>>,
+    /// Seals session ids when the bundle has a `sessions` secret.
+    pub sealer: Option<Arc<crate::seal::Sealer>>,
+    /// The global quota store (the bundle's `redis` section), if any.
+    pub quota_store: Option<Arc<crate::global::QuotaStore>>,
 }
 
 impl Runtime {
@@ -45,7 +53,12 @@ impl Runtime {
             lb.health_check_frequency = Some(s.health_check.interval);
             pools.push(Arc::new(lb));
         }
-        Ok(Runtime { snap, pools })
+        Ok(Runtime {
+            snap,
+            pools,
+            sealer: None,
+            quota_store: None,
+        })
     }
 
     /// Picks a backend for `server`: the sticky one if it is healthy, otherwise
