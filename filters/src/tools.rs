@@ -309,17 +309,27 @@ impl McpFilter for PinFilter {
             }
         }
         let before = tools.len();
-        let mut map = (**self.pins.map.load()).clone();
-        let pins = map.entry(ctx.server.to_owned()).or_default();
-        tools.retain(|t| {
-            let Some(n) = t.get("name").and_then(Json::as_str) else {
-                return false;
-            };
-            valid_name(n)
-                && seen.get(&n.to_ascii_lowercase()) == Some(&1)
-                && self.judge(ctx.server, t, pins)
+        // Read-copy-update: a pin another request recorded meanwhile (another
+        // server's list, an approval) is never overwritten; on a conflict the
+        // list is judged again against the newer pins.
+        let mut keep: Vec<bool> = Vec::new();
+        self.pins.map.rcu(|m| {
+            let mut map = (**m).clone();
+            let pins = map.entry(ctx.server.to_owned()).or_default();
+            keep = tools
+                .iter()
+                .map(|t| {
+                    t.get("name").and_then(Json::as_str).is_some_and(|n| {
+                        valid_name(n)
+                            && seen.get(&n.to_ascii_lowercase()) == Some(&1)
+                            && self.judge(ctx.server, t, pins)
+                    })
+                })
+                .collect();
+            map
         });
-        self.pins.map.store(Arc::new(map));
+        let mut verdicts = keep.into_iter();
+        tools.retain(|_| verdicts.next().unwrap_or(false));
         if tools.len() == before {
             return Decision::Pass;
         }
@@ -531,5 +541,42 @@ mod tests {
         );
         let c = serde_json::json!({"name":"x","description":"d!","inputSchema":{"type":"object"}});
         assert_ne!(fingerprint(&a), fingerprint(&c));
+    }
+
+    /// Lists of many servers judged at once: every pin recorded survives
+    /// (a load-clone-store update loses the ones written meanwhile).
+    #[test]
+    fn concurrent_lists_lose_no_pin() {
+        use crate::filter::{Exchange, McpFilter, Message, Notes};
+        use crate::jsonrpc::{parse, ParseLimits, Parsed};
+        let reply = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"t","description":"d","inputSchema":{"type":"object"}}]}}"#;
+        let Ok(Parsed::Single(env)) = parse(reply.as_bytes(), ParseLimits::default()) else {
+            panic!("parse")
+        };
+        let p = crate::filter::Principal::anonymous();
+        for round in 0..300 {
+            let pins = Arc::new(ToolPins::default());
+            let f = PinFilter::new(pins.clone(), HashMap::new());
+            let start = std::sync::Barrier::new(8);
+            std::thread::scope(|scope| {
+                for i in 0..8 {
+                    let (f, start, env, p) = (&f, &start, &env, &p);
+                    scope.spawn(move || {
+                        let server = format!("s{i}");
+                        let ex = Exchange::new(p, &server);
+                        let msg =
+                            Message::from_server(env, reply.as_bytes(), Some("tools/list"), None);
+                        start.wait();
+                        f.on_response(&msg, &ex, &mut Notes::default());
+                    });
+                }
+            });
+            for i in 0..8 {
+                assert!(
+                    pins.get(&format!("s{i}"), "t").is_some(),
+                    "round {round}: the pin of s{i} was lost"
+                );
+            }
+        }
     }
 }
