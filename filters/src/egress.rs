@@ -558,9 +558,6 @@ impl McpFilter for EgressFilter {
         let tool = env.name.as_deref().unwrap_or_default();
         let server_cat = self.catalog.get(ctx.server);
         let tool_cat = server_cat.and_then(|c| c.tool(tool));
-        let Some(args) = msg.arguments() else {
-            return Decision::Pass;
-        };
         // Declared URL arguments: the catalog's names and the schema's formats.
         let mut declared: Vec<String> = tool_cat
             .map(|t| t.url_arguments.clone())
@@ -583,6 +580,14 @@ impl McpFilter for EgressFilter {
                 declared.push(k.clone());
             }
         }
+        // Nothing to judge: no declared URL argument and detection off. The
+        // arguments are then never materialised.
+        if declared.is_empty() && !self.detect {
+            return Decision::Pass;
+        }
+        let Some(args) = msg.arguments() else {
+            return Decision::Pass;
+        };
         // Names a denial may quote: declared by the catalog or the schema.
         let known =
             |k: &str| declared.iter().any(|d| d == k) || props.is_some_and(|p| p.contains_key(k));
@@ -1122,6 +1127,30 @@ mod differential_tests {
         assert_eq!(e.data.as_ref().expect("data")["rule"], "ssrf_metadata");
         assert!(e.data.expect("data").get("argument").is_none());
         assert!(e.message.starts_with("An argument "), "{}", e.message);
+    }
+
+    /// A tool with no URL argument, detection off: egress has nothing to
+    /// judge and does not even read the arguments.
+    #[test]
+    fn nothing_declared_and_detection_off_costs_nothing() {
+        let f = EgressFilter::new(allow_example(), HashMap::new(), Arc::default(), false);
+        let raw = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"u":"http://127.0.0.1/"}}}"#;
+        let Ok(crate::jsonrpc::Parsed::Single(env)) =
+            crate::jsonrpc::parse(raw.as_bytes(), crate::jsonrpc::ParseLimits::default())
+        else {
+            panic!("parse")
+        };
+        let p = Principal::anonymous();
+        let msg = Message::new(&env, raw.as_bytes());
+        let d = f.on_request(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
+        assert!(matches!(d, Decision::Pass));
+        assert!(!msg.arguments_materialised());
+        // With detection on, the same call is judged (and refused).
+        let f = EgressFilter::new(allow_example(), HashMap::new(), Arc::default(), true);
+        let msg = Message::new(&env, raw.as_bytes());
+        let d = f.on_request(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
+        assert!(matches!(d, Decision::Reject(_)));
+        assert!(msg.arguments_materialised());
     }
 
     #[test]

@@ -182,6 +182,11 @@ impl<'a> Message<'a> {
             .as_ref()
     }
 
+    /// Whether some filter needed the arguments as a value.
+    pub fn arguments_materialised(&self) -> bool {
+        self.arguments.get().is_some()
+    }
+
     /// `params.arguments` as a value, read once for every filter that needs
     /// it (`None` when absent).
     pub fn arguments(&self) -> Option<&serde_json::Value> {
