@@ -80,10 +80,6 @@ impl McpFilter for KillSwitchFilter {
             )),
         }
     }
-
-    fn inspects_responses(&self) -> bool {
-        false
-    }
 }
 
 /// Decides every client→server request and notification, and every

@@ -681,10 +681,6 @@ impl McpFilter for EgressFilter {
         }
         Decision::Pass
     }
-
-    fn inspects_responses(&self) -> bool {
-        false
-    }
 }
 
 #[cfg(test)]

@@ -426,24 +426,30 @@ pub trait McpFilter: Send + Sync {
         Decision::Pass
     }
 
-    /// Whether `on_response` does anything. When no filter in the chain
-    /// inspects responses, JSON responses are streamed through untouched
-    /// (Content-Length kept) instead of being buffered and judged.
+    /// Whether `on_response` does anything: what `acts_on` declares. When no
+    /// filter in the chain inspects responses, JSON responses are streamed
+    /// through untouched (Content-Length kept) instead of being buffered and
+    /// judged.
     fn inspects_responses(&self) -> bool {
-        true
+        self.acts_on().responses != Methods::None
     }
 
     /// Whether `on_response` needs to see the JSON reply to a request of
     /// `method` (naming `target`) on `server`. When no filter does, the reply
-    /// streams through untouched. Server→client requests never arrive in a
-    /// JSON reply, so filters that only judge those can say no here.
+    /// streams through untouched. By default what `acts_on` declares; a
+    /// filter that acts on more on streams (server→client requests never
+    /// arrive in a JSON reply) or depends on the tool narrows it.
     fn inspects_json_response(
         &self,
         _server: &str,
-        _method: Option<&str>,
+        method: Option<&str>,
         _target: Option<&str>,
     ) -> bool {
-        self.inspects_responses()
+        match self.acts_on().responses {
+            Methods::All => true,
+            Methods::None => false,
+            Methods::Only(m) => method.is_some_and(|x| m.contains(&x)),
+        }
     }
 }
 

@@ -458,10 +458,6 @@ impl McpFilter for QuotaFilter {
         }
         Decision::Pass
     }
-
-    fn inspects_responses(&self) -> bool {
-        false
-    }
 }
 
 #[cfg(test)]

@@ -250,10 +250,6 @@ impl McpFilter for PinFilter {
         }
     }
 
-    fn inspects_json_response(&self, _: &str, method: Option<&str>, _: Option<&str>) -> bool {
-        method == Some("tools/list")
-    }
-
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {

@@ -181,6 +181,28 @@ impl Default for RequestCtx {
 }
 
 impl RequestCtx {
+    /// The exchange this request's messages are judged in, both ways: who,
+    /// where, when. `keep_arguments` and `global` concern requests only.
+    pub fn exchange<'a>(
+        &'a self,
+        server: &'a warden_config::model::Server,
+        keep_arguments: bool,
+        global: Option<&'a warden_filters::quota::GlobalVerdicts>,
+    ) -> warden_filters::Exchange<'a> {
+        warden_filters::Exchange {
+            principal: &self.principal,
+            server: &server.name,
+            group: &server.group,
+            session_id: self.session_id.as_deref(),
+            protocol_version: self.protocol_version.as_deref(),
+            source_ip: self.source_ip,
+            now: self.now,
+            justification: self.justification.as_deref(),
+            keep_arguments,
+            global,
+        }
+    }
+
     /// The key this request's session is known by: its `Mcp-Session-Id`, or
     /// for a legacy HTTP+SSE POST the endpoint (path and query) it targets.
     pub fn session_key(&self) -> Option<std::borrow::Cow<'_, str>> {

@@ -397,27 +397,6 @@ fn unreadable_error() -> warden_filters::JsonRpcError {
     )
 }
 
-/// The exchange server→client messages of this request are judged in.
-fn exchange<'a>(
-    ctx: &'a RequestCtx,
-    rt: &'a crate::upstream::Runtime,
-    server: usize,
-) -> warden_filters::Exchange<'a> {
-    let s = &rt.snap.config.servers[server];
-    warden_filters::Exchange {
-        principal: &ctx.principal,
-        server: &s.name,
-        group: &s.group,
-        session_id: ctx.session_id.as_deref(),
-        protocol_version: ctx.protocol_version.as_deref(),
-        source_ip: ctx.source_ip,
-        now: ctx.now,
-        justification: ctx.justification.as_deref(),
-        keep_arguments: false,
-        global: None,
-    }
-}
-
 fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Bytes {
     let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
         return body;
@@ -671,7 +650,7 @@ fn judge_message(
     };
     let mut notes = warden_filters::Notes::default();
     let verdict = {
-        let ex = exchange(ctx, rt, server);
+        let ex = ctx.exchange(&rt.snap.config.servers[server], false, None);
         let msg = warden_filters::Message::from_server(
             env,
             bytes,

@@ -357,7 +357,7 @@ impl WardenProxy {
         // waits on Redis only when this replica's lease for a key is empty).
         let mut global = warden_filters::quota::GlobalVerdicts::new();
         let demands = {
-            let fctx = request_fctx(ctx, server, cfg.audit.include_arguments, None);
+            let fctx = ctx.exchange(server, cfg.audit.include_arguments, None);
             warden_filters::quota::global_demands(&cfg.quotas, &cfg.catalog, &parsed, &fctx)
         };
         if !demands.is_empty() {
@@ -371,8 +371,7 @@ impl WardenProxy {
             }
         }
         let mut plan = {
-            let fctx = request_fctx(
-                ctx,
+            let fctx = ctx.exchange(
                 server,
                 cfg.audit.include_arguments,
                 Some(&global).filter(|g| !g.is_empty()),
@@ -963,25 +962,4 @@ pub(crate) fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
 fn arguments_json(message: &[u8]) -> Option<serde_json::Value> {
     let at = warden_filters::jsonrpc::locate(message)?.arguments?;
     serde_json::from_slice(message.get(at)?).ok()
-}
-
-/// The exchange client→server messages of this request are judged in.
-fn request_fctx<'a>(
-    ctx: &'a RequestCtx,
-    server: &'a warden_config::model::Server,
-    keep_arguments: bool,
-    global: Option<&'a warden_filters::quota::GlobalVerdicts>,
-) -> warden_filters::Exchange<'a> {
-    warden_filters::Exchange {
-        principal: &ctx.principal,
-        server: &server.name,
-        group: &server.group,
-        session_id: ctx.session_id.as_deref(),
-        protocol_version: ctx.protocol_version.as_deref(),
-        source_ip: ctx.source_ip,
-        now: ctx.now,
-        justification: ctx.justification.as_deref(),
-        keep_arguments,
-        global,
-    }
 }

@@ -23,9 +23,14 @@ decision := {"allow": true, "reason": "ok"} if {
 "#;
 
 async fn setup() -> (Hostile, Gateway) {
+    setup_with(BUNDLE).await
+}
+
+/// A gateway with the policy above and `bundle` in front of a hostile upstream.
+async fn setup_with(bundle: &str) -> (Hostile, Gateway) {
     let h = Hostile::start().await;
     let gw = Gateway::start_with(
-        &mock_bundle(&[h.addr], BUNDLE),
+        &mock_bundle(&[h.addr], bundle),
         false,
         &[("policies/authz.rego", POLICY.as_bytes())],
         &[],
@@ -1278,16 +1283,7 @@ async fn a_client_hanging_up_ends_the_upstream_stream() {
 /// without bound nor reordered.
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_and_fast_streams_are_judged_whole() {
-    let h = Hostile::start().await;
-    let bundle = format!("{BUNDLE}limits:\n  max_sse_event: 4096\n");
-    let gw = Gateway::start_with(
-        &mock_bundle(&[h.addr], &bundle),
-        false,
-        &[("policies/authz.rego", POLICY.as_bytes())],
-        &[],
-        None,
-    )
-    .expect("gateway");
+    let (h, gw) = setup_with(&format!("{BUNDLE}limits:\n  max_sse_event: 4096\n")).await;
     let big = format!("data: {}\n\n", "x".repeat(8192));
     h.script([Reply::sse(&[": priming\n\n", &big])]);
     let (s, _, text) = post(&gw, &call(1, "echo")).await;
