@@ -172,7 +172,9 @@ impl PolicyFilter {
         listing: bool,
     ) -> PolicyDecision {
         let (tool, prompt, uri) = match method {
+            // A task's requests are judged as its creating tool's.
             "tools/call" => (name, None, None),
+            m if crate::tasks::names_task(m) => (name, None, None),
             "prompts/get" => (None, name, None),
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 (None, None, name)
@@ -335,14 +337,19 @@ impl McpFilter for PolicyFilter {
         })
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         // Client answers to server→client requests were judged when the request went by.
         let (Kind::Request | Kind::Notification, Some(method)) = (env.kind, env.method.as_deref())
         else {
             return Decision::Pass;
         };
-        let name = env.name.as_deref().or(env.uri.as_deref());
+        let name = if crate::tasks::names_task(method) {
+            // The tool whose call created the task (the task filter opened its id).
+            notes.task.as_ref().and_then(|t| t.tool.as_deref())
+        } else {
+            env.name.as_deref().or(env.uri.as_deref())
+        };
         let args = match method {
             "tools/call" | "prompts/get" => msg.arguments_raw(),
             _ => None,

@@ -66,6 +66,9 @@ impl<'a> Exchange<'a> {
 pub struct Notes {
     /// What DLP found (rule, path, action — never the text).
     pub findings: Vec<crate::dlp::FindingNote>,
+    /// The task this message names or creates, as the task filter (which
+    /// runs before policy, pins and schemas) found it.
+    pub task: Option<crate::tasks::TaskNote>,
     holds: Vec<Hold>,
 }
 

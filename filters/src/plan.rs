@@ -21,6 +21,8 @@ pub struct MessageRecord {
     pub arguments: Option<String>,
     /// What DLP found (rule, path, action — never the text).
     pub findings: Vec<crate::dlp::FindingNote>,
+    /// Links the records of one task to the call that created it.
+    pub task: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,7 +103,7 @@ pub fn plan_request(
             };
             let outcome = apply(&mut plan, env, verdict);
             let mut rec = MessageRecord::with_arguments(&msg, outcome, ctx.keep_arguments);
-            rec.findings = notes.findings;
+            rec.noted(notes);
             plan.records.push(rec);
             plan.forwards_request = env.kind == Kind::Request && plan.forward != Forward::Nothing;
             plan
@@ -149,7 +151,7 @@ pub fn plan_request(
                         plan.answers.extend(single.answers);
                         let mut rec =
                             MessageRecord::with_arguments(&msg, outcome, ctx.keep_arguments);
-                        rec.findings = notes.findings;
+                        rec.noted(notes);
                         plan.records.push(rec);
                     }
                     Err(e) => {
@@ -206,6 +208,7 @@ impl MessageRecord {
             args_digest: None,
             arguments: None,
             findings: Vec::new(),
+            task: None,
         }
     }
 
@@ -220,6 +223,20 @@ impl MessageRecord {
             args_digest: None,
             arguments: None,
             findings: Vec::new(),
+            task: None,
+        }
+    }
+
+    /// Takes what the filters noted: findings, and the task the message
+    /// names (whose creating tool becomes the record's target, so the reply
+    /// is judged, and the record labelled, by that tool).
+    pub fn noted(&mut self, notes: Notes) {
+        self.findings = notes.findings;
+        if let Some(t) = notes.task {
+            self.task = Some(t.link);
+            if self.target.is_none() {
+                self.target = t.tool;
+            }
         }
     }
 

@@ -6,7 +6,7 @@
 //! the gateway does it. Every task id a server hands out (a `tools/call` task
 //! handle, `tasks/get` and `tasks/list` results, `notifications/tasks/status`,
 //! related-task metadata) reaches the client sealed: `wt1.<base64url(nonce ‖
-//! ChaCha20-Poly1305({task, owner, server}))>`. On `tasks/get`, `tasks/update`,
+//! ChaCha20-Poly1305({task, owner, server, tool}))>`. On `tasks/get`, `tasks/update`,
 //! `tasks/cancel` and `tasks/result` the gateway opens the id (any replica can,
 //! with the fleet's `sessions` secret) and forwards the server's own id. An id
 //! that does not open, or that was sealed for another principal or server, is
@@ -15,6 +15,14 @@
 //! extension: the empty acknowledgement) and never reaches the server.
 //! `tasks/list` results keep only the tasks this principal created through
 //! this gateway.
+//!
+//! The token also names the tool whose call created the task, so a task's
+//! result meets exactly the checks the tool's direct result meets (its output
+//! schema, its pin: a quarantined tool's results are refused), and policy
+//! sees the tool on every `tasks/*` request. Opening a token leaves a
+//! [`TaskNote`] for the later filters and the audit record: the tool, and a
+//! link (a keyed digest of server, owner and the server's id) that the
+//! originating call's record carries too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +62,28 @@ struct Sealed {
     t: String,
     o: String,
     v: String,
+    /// The tool whose call created the task, when the sealing replica knew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    n: Option<String>,
+}
+
+/// What opening a task id tells: the server's own id, and the tool whose
+/// call created it (when known).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    pub task: String,
+    pub tool: Option<String>,
+}
+
+/// What the task filter leaves for later filters and the audit record about
+/// the task a message names or creates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskNote {
+    /// Links every record about one task to the call that created it
+    /// (`tk_` and 16 hex digits of a keyed digest; reveals no id).
+    pub link: String,
+    /// The tool whose call created the task, when known.
+    pub tool: Option<String>,
 }
 
 fn owner(p: &Principal) -> String {
@@ -86,11 +116,18 @@ impl TaskSealer {
         TaskSealer::new(&k)
     }
 
-    pub fn seal(&self, task: &str, who: &Principal, server: &str) -> Option<String> {
+    pub fn seal(
+        &self,
+        task: &str,
+        who: &Principal,
+        server: &str,
+        tool: Option<&str>,
+    ) -> Option<String> {
         let buf = serde_json::to_vec(&Sealed {
             t: task.to_owned(),
             o: owner(who),
             v: server.to_owned(),
+            n: tool.map(str::to_owned),
         })
         .ok()?;
         // Synthetic nonce (keyed digest of the plaintext): deterministic, and
@@ -104,18 +141,38 @@ impl TaskSealer {
         self.key.seal(PREFIX, AAD, nonce, buf)
     }
 
-    /// The server's task id, when `token` was sealed for this principal and server.
-    pub fn open(&self, token: &str, who: &Principal, server: &str) -> Option<String> {
+    /// The server's task id (and the tool), when `token` was sealed for
+    /// this principal and server.
+    pub fn open(&self, token: &str, who: &Principal, server: &str) -> Option<Opened> {
         let plain = self.key.open(PREFIX, AAD, token, 4096)?;
         let s: Sealed = serde_json::from_slice(&plain).ok()?;
-        (s.o == owner(who) && s.v == server).then_some(s.t)
+        (s.o == owner(who) && s.v == server).then_some(Opened {
+            task: s.t,
+            tool: s.n,
+        })
+    }
+
+    /// The audit link of one task: the same for the call that created it and
+    /// every later request naming it, whichever token spelled it.
+    pub fn link(&self, task: &str, who: &Principal, server: &str) -> String {
+        let d = Sha256::new()
+            .chain_update(self.nonce_key)
+            .chain_update(b"link\0")
+            .chain_update(server.as_bytes())
+            .chain_update(b"\0")
+            .chain_update(owner(who).as_bytes())
+            .chain_update(b"\0")
+            .chain_update(task.as_bytes())
+            .finalize();
+        format!("tk_{}", hex::encode(&d[..8]))
     }
 }
 
-/// Which principal created each task (server, task id → owner), to filter
-/// `tasks/list`. Per process; a list only shows tasks created through it.
+/// Which principal created each task, and with which tool (server, task id
+/// → owner, tool), to filter `tasks/list` and name the tool where a message
+/// does not. Per process; a list only shows tasks created through it.
 pub struct TaskOwners {
-    map: moka::sync::Cache<(String, String), String>,
+    map: moka::sync::Cache<(String, String), (String, Option<String>)>,
 }
 
 impl Default for TaskOwners {
@@ -140,16 +197,43 @@ impl TaskFilter {
         TaskFilter { sealer, owners }
     }
 
-    fn seal_at(&self, v: &mut Json, ctx: &Exchange<'_>, remember: bool) -> bool {
+    /// Seals the server's id at `v`. `tool` is the creating tool when the
+    /// message tells it; otherwise this replica's memory of the task does.
+    /// `created` records the owner (a new task handle).
+    fn seal_at(
+        &self,
+        v: &mut Json,
+        ctx: &Exchange<'_>,
+        tool: Option<&str>,
+        created: bool,
+        notes: &mut Notes,
+    ) -> bool {
         let Some(id) = v.as_str() else {
             return false;
         };
-        if remember {
+        let key = (ctx.server.to_owned(), id.to_owned());
+        let remembered;
+        let tool = if created {
             self.owners
                 .map
-                .insert((ctx.server.to_owned(), id.to_owned()), owner(ctx.principal));
+                .insert(key, (owner(ctx.principal), tool.map(str::to_owned)));
+            tool
+        } else {
+            remembered = self
+                .owners
+                .map
+                .get(&key)
+                .filter(|(o, _)| *o == owner(ctx.principal))
+                .and_then(|(_, t)| t);
+            tool.or(remembered.as_deref())
+        };
+        if created {
+            notes.task = Some(TaskNote {
+                link: self.sealer.link(id, ctx.principal, ctx.server),
+                tool: tool.map(str::to_owned),
+            });
         }
-        match self.sealer.seal(id, ctx.principal, ctx.server) {
+        match self.sealer.seal(id, ctx.principal, ctx.server, tool) {
             Some(t) => {
                 *v = Json::String(t);
                 true
@@ -158,12 +242,12 @@ impl TaskFilter {
         }
     }
 
-    fn seal_related(&self, meta: Option<&mut Json>, ctx: &Exchange<'_>) -> bool {
+    fn seal_related(&self, meta: Option<&mut Json>, ctx: &Exchange<'_>, notes: &mut Notes) -> bool {
         match meta
             .and_then(|m| m.get_mut(RELATED))
             .and_then(|r| r.get_mut("taskId"))
         {
-            Some(id) => self.seal_at(id, ctx, false),
+            Some(id) => self.seal_at(id, ctx, None, false, notes),
             None => false,
         }
     }
@@ -196,7 +280,7 @@ impl McpFilter for TaskFilter {
         matches!(method, Some("tools/call" | "tasks/list")) || method.is_some_and(names_task)
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request && env.kind != Kind::Notification {
             return Decision::Pass;
@@ -204,11 +288,11 @@ impl McpFilter for TaskFilter {
         let Some(method) = env.method.as_deref().filter(|m| names_task(m)) else {
             return Decision::Pass;
         };
-        let upstream = env
+        let opened = env
             .task_id
             .as_deref()
             .and_then(|t| self.sealer.open(t, ctx.principal, ctx.server));
-        let Some(upstream) = upstream else {
+        let Some(opened) = opened else {
             // Exactly what a server says about a task it does not know.
             let modern = ctx.protocol_version.is_some_and(|v| v >= "2026-07-28");
             let ack = modern && matches!(method, "tasks/update" | "tasks/cancel");
@@ -221,16 +305,22 @@ impl McpFilter for TaskFilter {
             }
             return Decision::Reject(d);
         };
+        // Later filters (policy, pin, schema) and the audit record see the
+        // tool whose call created the task.
+        notes.task = Some(TaskNote {
+            link: self.sealer.link(&opened.task, ctx.principal, ctx.server),
+            tool: opened.tool,
+        });
         let Some(mut v) = msg.value().cloned() else {
             return Decision::Pass;
         };
         if let Some(t) = v.get_mut("params").and_then(|p| p.get_mut("taskId")) {
-            *t = Json::String(upstream);
+            *t = Json::String(opened.task);
         }
         Decision::rewrite(&v)
     }
 
-    fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+    fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.is_error || !may_carry_task(msg.bytes) {
             return Decision::Pass;
@@ -249,16 +339,18 @@ impl McpFilter for TaskFilter {
                     // A task handle instead of the tool's result: 2026-07-28
                     // (`resultType: "task"`, the task inline) or 2025-11-25
                     // (`task: {taskId, …}`).
+                    let tool = msg.request_target;
                     if r.get("resultType").and_then(Json::as_str) == Some("task") {
                         if let Some(id) = r.get_mut("taskId") {
-                            changed |= self.seal_at(id, ctx, true);
+                            changed |= self.seal_at(id, ctx, tool, true, notes);
                         }
                     } else if let Some(id) = r.get_mut("task").and_then(|t| t.get_mut("taskId")) {
-                        changed |= self.seal_at(id, ctx, true);
+                        changed |= self.seal_at(id, ctx, tool, true, notes);
                     }
                 } else if names_task(method) {
+                    // The request's token named the tool (the reply's target).
                     if let Some(id) = r.get_mut("taskId") {
-                        changed |= self.seal_at(id, ctx, false);
+                        changed |= self.seal_at(id, ctx, msg.request_target, false, notes);
                     }
                 } else if method == "tasks/list" {
                     if let Some(tasks) = r.get_mut("tasks").and_then(Json::as_array_mut) {
@@ -268,18 +360,18 @@ impl McpFilter for TaskFilter {
                                 self.owners
                                     .map
                                     .get(&(ctx.server.to_owned(), id.to_owned()))
-                                    .is_some_and(|o| o == mine)
+                                    .is_some_and(|(o, _)| o == mine)
                             })
                         });
                         for t in tasks.iter_mut() {
                             if let Some(id) = t.get_mut("taskId") {
-                                self.seal_at(id, ctx, false);
+                                self.seal_at(id, ctx, None, false, notes);
                             }
                         }
                         changed = true;
                     }
                 }
-                changed |= self.seal_related(r.get_mut("_meta"), ctx);
+                changed |= self.seal_related(r.get_mut("_meta"), ctx, notes);
             }
             Kind::Notification | Kind::Request => {
                 let notif = env.method.as_deref() == Some("notifications/tasks/status");
@@ -288,10 +380,10 @@ impl McpFilter for TaskFilter {
                 };
                 if notif {
                     if let Some(id) = p.get_mut("taskId") {
-                        changed |= self.seal_at(id, ctx, false);
+                        changed |= self.seal_at(id, ctx, None, false, notes);
                     }
                 }
-                changed |= self.seal_related(p.get_mut("_meta"), ctx);
+                changed |= self.seal_related(p.get_mut("_meta"), ctx, notes);
             }
         }
         if !changed {
@@ -315,27 +407,45 @@ mod tests {
     #[test]
     fn sealed_for_one_principal_and_server() {
         let s = TaskSealer::new(b"fleet secret");
-        let t = s.seal("task-1", &who("alice"), "jira").expect("seal");
+        let t = s.seal("task-1", &who("alice"), "jira", None).expect("seal");
         assert!(t.starts_with(PREFIX));
-        assert_eq!(s.open(&t, &who("alice"), "jira").as_deref(), Some("task-1"));
+        let id = |o: Option<Opened>| o.map(|o| o.task);
+        assert_eq!(
+            id(s.open(&t, &who("alice"), "jira")).as_deref(),
+            Some("task-1")
+        );
         assert_eq!(s.open(&t, &who("bob"), "jira"), None);
         assert_eq!(s.open(&t, &who("alice"), "gmail"), None);
         assert_eq!(s.open("task-1", &who("alice"), "jira"), None);
         let other = TaskSealer::new(b"another fleet");
         assert_eq!(other.open(&t, &who("alice"), "jira"), None);
         assert_eq!(
-            s.seal("task-1", &who("alice"), "jira").as_deref(),
+            s.seal("task-1", &who("alice"), "jira", None).as_deref(),
             Some(t.as_str())
         );
         assert_ne!(
-            s.seal("task-2", &who("alice"), "jira").as_deref(),
+            s.seal("task-2", &who("alice"), "jira", None).as_deref(),
             Some(t.as_str())
         );
         // Another replica with the same secret opens it.
         let twin = TaskSealer::new(b"fleet secret");
         assert_eq!(
-            twin.open(&t, &who("alice"), "jira").as_deref(),
+            id(twin.open(&t, &who("alice"), "jira")).as_deref(),
             Some("task-1")
+        );
+        // The creating tool travels sealed; the link names the task, not the token.
+        let with_tool = s
+            .seal("task-1", &who("alice"), "jira", Some("export"))
+            .expect("seal");
+        let o = s.open(&with_tool, &who("alice"), "jira").expect("opens");
+        assert_eq!(o.tool.as_deref(), Some("export"));
+        assert_eq!(
+            s.link("task-1", &who("alice"), "jira"),
+            s.link(&o.task, &who("alice"), "jira")
+        );
+        assert_ne!(
+            s.link("task-1", &who("alice"), "jira"),
+            s.link("task-1", &who("bob"), "jira")
         );
     }
 }

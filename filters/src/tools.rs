@@ -57,6 +57,14 @@ pub struct ToolPins {
 }
 
 impl ToolPins {
+    /// Whether any pinned tool of `server` declares an output schema.
+    pub fn any_output(&self, server: &str) -> bool {
+        self.map
+            .load()
+            .get(server)
+            .is_some_and(|tools| tools.values().any(|p| p.output.is_some()))
+    }
+
     /// Every unquarantined pin: `(server, tool, fingerprint)`.
     pub fn pinned(&self) -> Vec<(String, String, String)> {
         let map = self.map.load();
@@ -245,17 +253,26 @@ impl McpFilter for PinFilter {
 
     fn acts_on(&self) -> Acts {
         Acts {
-            requests: Methods::Only(&["tools/call"]),
+            requests: Methods::Only(&["tools/call", "tasks/get", "tasks/result"]),
             responses: Methods::Only(&["tools/list"]),
         }
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
-        if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
+        if env.kind != Kind::Request {
             return Decision::Pass;
         }
-        let Some(tool) = env.name.as_deref() else {
+        // A task's status and result are its tool's output: a tool
+        // quarantined since the call started gives none of it.
+        let tool = match env.method.as_deref() {
+            Some("tools/call") => env.name.as_deref(),
+            Some("tasks/get" | "tasks/result") => {
+                notes.task.as_ref().and_then(|t| t.tool.as_deref())
+            }
+            _ => None,
+        };
+        let Some(tool) = tool else {
             return Decision::Pass;
         };
         let refused = if !valid_name(tool) {
@@ -333,6 +350,9 @@ impl McpFilter for PinFilter {
     }
 }
 
+/// The replies that carry a tool's result: its call's, and its task's.
+const RESULT_METHODS: &[&str] = &["tools/call", "tasks/result", "tasks/get"];
+
 /// A tool's (input, output) schemas.
 type SchemaPair = (Option<Schema>, Option<Schema>);
 
@@ -380,6 +400,14 @@ impl SchemaFilter {
         }
     }
 
+    /// Whether any tool of `server` declares an output schema (catalog or pin).
+    fn any_output_schema(&self, server: &str) -> bool {
+        self.catalog
+            .get(server)
+            .is_some_and(|m| m.values().any(|(_, o)| o.is_some()))
+            || self.pins.any_output(server)
+    }
+
     fn schemas(&self, server: &str, tool: &str) -> (Option<Schema>, Option<Schema>) {
         let cat = self.catalog.get(server).and_then(|m| m.get(tool));
         let pin = self.pins.get(server, tool);
@@ -390,6 +418,23 @@ impl SchemaFilter {
                 .or_else(|| pin.as_ref().and_then(|p| p.output.clone())),
         )
     }
+}
+
+/// Up to five validation messages about a server's output: which part of
+/// the schema it fails, never the value nor where in the output (a hostile
+/// server's output, member names included, must not reach the client inside
+/// the gateway's own error, where DLP would not see it). The schema path
+/// names only what the pinned or catalog schema declares.
+pub fn output_problems(schema: &jsonschema::Validator, v: &Json) -> Vec<String> {
+    schema
+        .iter_errors(v)
+        .take(5)
+        .map(|e| {
+            let at = e.schema_path().to_string();
+            let at = if at.is_empty() { "/" } else { at.as_str() };
+            format!("fails the schema at {}", at.escape_default())
+        })
+        .collect()
 }
 
 /// Up to five validation messages, each with the instance path.
@@ -416,7 +461,7 @@ impl McpFilter for SchemaFilter {
     fn acts_on(&self) -> Acts {
         Acts {
             requests: Methods::Only(&["tools/call"]),
-            responses: Methods::Only(&["tools/call"]),
+            responses: Methods::Only(RESULT_METHODS),
         }
     }
 
@@ -427,8 +472,12 @@ impl McpFilter for SchemaFilter {
         target: Option<&str>,
     ) -> bool {
         self.validate_output
-            && method == Some("tools/call")
-            && target.is_some_and(|t| self.schemas(server, t).1.is_some())
+            && method.is_some_and(|m| RESULT_METHODS.contains(&m))
+            && match target {
+                Some(t) => self.schemas(server, t).1.is_some(),
+                // A task whose tool this gateway does not know.
+                None => method != Some("tools/call") && self.any_output_schema(server),
+            }
     }
 
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
@@ -468,23 +517,45 @@ impl McpFilter for SchemaFilter {
 
     fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
+        let method = msg.request_method.unwrap_or_default();
         if !self.validate_output
             || env.kind != Kind::Response
             || env.is_error
-            || msg.request_method != Some("tools/call")
+            || !RESULT_METHODS.contains(&method)
         {
             return Decision::Pass;
         }
-        let Some(tool) = msg.request_target else {
-            return Decision::Pass;
-        };
-        let (_, Some(schema)) = self.schemas(ctx.server, tool) else {
-            return Decision::Pass;
-        };
         let Some(v) = msg.value() else {
             return Decision::Pass;
         };
-        let result = &v["result"];
+        // The tool's result: the reply itself, or a task's (`tasks/result`
+        // answers with it; a 2026-07-28 `tasks/get` of a finished task
+        // carries it inline).
+        let result = match method {
+            "tasks/get" => match v["result"].get("result") {
+                Some(r) => r,
+                None => return Decision::Pass,
+            },
+            _ => &v["result"],
+        };
+        let schema = match msg.request_target {
+            Some(tool) => match self.schemas(ctx.server, tool) {
+                (_, Some(schema)) => schema,
+                _ => return Decision::Pass,
+            },
+            None if method != "tools/call" && self.any_output_schema(ctx.server) => {
+                // A task whose creating tool this gateway cannot name: its
+                // result cannot be checked, so it is not passed on.
+                let text = "The task's tool is unknown to this gateway, so its result cannot be checked against an outputSchema";
+                return Decision::Reject(Denial {
+                    error: JsonRpcError::new(codes::INTERNAL_ERROR, text),
+                    reason: "output_unjudgeable".into(),
+                    result: None,
+                });
+            }
+            None => return Decision::Pass,
+        };
+        let tool = msg.request_target.unwrap_or_default();
         // Not the tool's final result: a task handle, or a multi-round-trip
         // request for input (2026-07-28). The final one is checked when it comes.
         if result["isError"] == true
@@ -496,7 +567,7 @@ impl McpFilter for SchemaFilter {
             return Decision::Pass;
         }
         let found = match result.get("structuredContent") {
-            Some(sc) => problems(&schema, sc),
+            Some(sc) => output_problems(&schema, sc),
             None => {
                 vec!["the tool declares an outputSchema but returned no structuredContent".into()]
             }

@@ -59,6 +59,10 @@ pub struct AuditRecord {
     pub tool: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub risk: Option<&'static str>,
+    /// Links every record about one task (`tasks/*` requests, status
+    /// notifications) to the `tools/call` whose reply created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
     /// `forwarded`, `mutated`, `denied`, `invalid`, or the reason of a refusal.
     pub outcome: String,
     /// Which check decided (`policy`, `kill_switch` …) when one refused or rewrote.

@@ -502,6 +502,7 @@ fn unjudgeable_record(id: Option<&warden_filters::Id>) -> MessageRecord {
         args_digest: None,
         arguments: None,
         findings: Vec::new(),
+        task: None,
     }
 }
 
@@ -664,7 +665,7 @@ fn judge_message(
         );
         rt.snap.chain.run(&msg, &ex, &mut notes)
     };
-    let findings = notes.findings;
+    let noted = !notes.findings.is_empty() || notes.task.is_some();
     let (judged, outcome) = match verdict {
         Verdict::Forward => (Judged::Unchanged, Outcome::Forwarded),
         Verdict::ForwardMutated(b) => (Judged::Replaced(b), Outcome::Mutated { filter: "chain" }),
@@ -692,13 +693,13 @@ fn judge_message(
         let (owner, session) = ledger_keys(ctx);
         gw.ledger.owe(&scope(ctx, &owner, &session), id);
     }
-    if env.kind == Kind::Request || outcome != Outcome::Forwarded || !findings.is_empty() {
+    if env.kind == Kind::Request || outcome != Outcome::Forwarded || noted {
         let mut rec = MessageRecord::of(env, outcome);
         if env.kind == Kind::Response {
             rec.method = asked.as_ref().map(|a| a.0.clone());
             rec.target = asked.and_then(|a| a.1);
         }
-        rec.findings = findings;
+        rec.noted(notes);
         ctx.response_records.push(rec);
     }
     judged

@@ -542,6 +542,7 @@ impl WardenProxy {
             method: None,
             tool: None,
             risk: None,
+            task: None,
             outcome: String::new(),
             decided_by: None,
             reason: None,
@@ -770,7 +771,7 @@ impl ProxyHttp for WardenProxy {
                             .catalog
                             .get(&server)
                             .is_some_and(|c| c.tool(t).is_some())
-                            || (r.method.as_deref() == Some("tools/call")
+                            || ((r.method.as_deref() == Some("tools/call") || r.task.is_some())
                                 && warden_filters::tools::valid_name(t)
                                 && rt.snap.redact_text(t, 256) == *t)
                     })
@@ -795,7 +796,7 @@ impl ProxyHttp for WardenProxy {
                     "response"
                 };
                 rec.jsonrpc_id = r.id.as_ref().map(|i| i.to_json());
-                if r.method.as_deref() == Some("tools/call") {
+                if r.method.as_deref() == Some("tools/call") || r.task.is_some() {
                     if let (Some(rt), Some(tool)) = (&ctx.rt, r.target.as_deref()) {
                         rec.risk = Some(
                             rt.snap
@@ -820,6 +821,7 @@ impl ProxyHttp for WardenProxy {
                     _ => None,
                 };
                 rec.args_digest = r.args_digest.take();
+                rec.task = r.task.take();
                 for f in std::mem::take(&mut r.findings) {
                     m.dlp_findings
                         .with_label_values(&[&f.detector, dir, f.action])
