@@ -100,6 +100,9 @@ pub struct Message<'a> {
     /// For a server→client response: the tool (or prompt, resource) that
     /// request named.
     pub request_target: Option<&'a str>,
+    /// For a server→client response: `sha256:<hex>` of that request's raw
+    /// arguments, when it had some.
+    pub request_args_digest: Option<&'a str>,
     arguments: std::cell::OnceCell<Option<serde_json::Value>>,
     value: std::cell::OnceCell<Option<serde_json::Value>>,
 }
@@ -113,6 +116,7 @@ impl<'a> Message<'a> {
             direction: Direction::Request,
             request_method: None,
             request_target: None,
+            request_args_digest: None,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
         }
@@ -145,6 +149,7 @@ impl<'a> Message<'a> {
             direction: self.direction,
             request_method: self.request_method,
             request_target: self.request_target,
+            request_args_digest: self.request_args_digest,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
         }

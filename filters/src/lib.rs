@@ -10,6 +10,7 @@ pub mod filter;
 pub mod identity;
 pub mod jsonrpc;
 pub mod mcp;
+pub mod mrtr;
 pub mod plan;
 pub mod policy;
 pub mod quota;

@@ -249,11 +249,7 @@ impl MessageRecord {
             Some("tools/call" | "prompts/get")
         ) {
             if let Some(args) = msg.arguments_raw() {
-                use sha2::Digest;
-                r.args_digest = Some(format!(
-                    "sha256:{}",
-                    hex::encode(sha2::Sha256::digest(args.as_bytes()))
-                ));
+                r.args_digest = Some(crate::mrtr::args_digest(args));
                 if keep {
                     r.arguments = Some(args.to_owned());
                 }

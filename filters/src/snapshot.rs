@@ -148,6 +148,8 @@ pub struct Shared {
     pub task_owners: Arc<crate::tasks::TaskOwners>,
     /// Seals task ids when the bundle has no fleet secret.
     pub task_sealer: Arc<crate::tasks::TaskSealer>,
+    /// Seals multi-round-trip request state when the bundle has no fleet secret.
+    pub state_sealer: Arc<crate::mrtr::StateSealer>,
 }
 
 impl Shared {
@@ -158,6 +160,7 @@ impl Shared {
             params: Arc::new(crate::mcp::ParamDecls::default()),
             task_owners: Arc::new(crate::tasks::TaskOwners::default()),
             task_sealer: Arc::new(crate::tasks::TaskSealer::random()),
+            state_sealer: Arc::new(crate::mrtr::StateSealer::random()),
         })
     }
 }
@@ -238,6 +241,13 @@ impl Snapshot {
             task_sealer,
             shared.task_owners.clone(),
         )));
+        // Multi-round-trip input: bound to the principal and the request it
+        // answers (see `mrtr`).
+        let state_sealer = match &config.session_seal {
+            Some(secret) => Arc::new(crate::mrtr::StateSealer::new(secret.expose().as_bytes())),
+            None => shared.state_sealer.clone(),
+        };
+        filters.push(Arc::new(crate::mrtr::InputStateFilter::new(state_sealer)));
         if !config.quotas.is_empty() {
             filters.push(Arc::new(crate::quota::QuotaFilter::new(
                 config.quotas.clone(),

@@ -43,8 +43,8 @@ pub enum ResponseMode {
 #[derive(Debug, Clone)]
 pub struct PendingReply {
     pub id: warden_filters::Id,
-    pub method: String,
-    pub target: Option<String>,
+    /// What the request asked (its reply is judged by it).
+    pub asked: crate::ledger::Asked,
     pub answered: bool,
 }
 

@@ -21,6 +21,9 @@ pub struct Asked {
     pub method: String,
     /// The tool, prompt or resource it named.
     pub target: Option<String>,
+    /// `sha256:<hex>` of its raw arguments (a multi-round-trip retry must
+    /// carry the same).
+    pub args_digest: Option<String>,
 }
 
 pub struct Ledger {
@@ -119,6 +122,7 @@ mod tests {
             Asked {
                 method: "tools/list".into(),
                 target: None,
+                args_digest: None,
             },
         );
         assert_eq!(

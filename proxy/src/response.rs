@@ -149,14 +149,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         let (owner, session) = ledger_keys(ctx);
         let sc = scope(ctx, &owner, &session);
         for p in &ctx.pending {
-            gw.ledger.asked(
-                &sc,
-                &p.id,
-                crate::ledger::Asked {
-                    method: p.method.clone(),
-                    target: p.target.clone(),
-                },
-            );
+            gw.ledger.asked(&sc, &p.id, p.asked.clone());
         }
     }
     let answers_pending = ctx.plan.as_ref().is_some_and(|p| !p.answers.is_empty());
@@ -546,7 +539,7 @@ fn match_reply(
     gw: &Gateway,
     ctx: &mut RequestCtx,
     id: &warden_filters::Id,
-) -> Option<(String, Option<String>)> {
+) -> Option<crate::ledger::Asked> {
     match ctx.exchange {
         ExchangeKind::Post => {
             let p = ctx
@@ -554,13 +547,13 @@ fn match_reply(
                 .iter_mut()
                 .find(|p| p.id == *id && !p.answered)?;
             p.answered = true;
-            Some((p.method.clone(), p.target.clone()))
+            Some(p.asked.clone())
         }
         _ => {
             let (owner, session) = ledger_keys(ctx);
             gw.ledger
                 .answered(&scope(ctx, &owner, &session), id)
-                .map(|a| (a.method.clone(), a.target.clone()))
+                .map(|a| (*a).clone())
         }
     }
 }
@@ -641,7 +634,11 @@ fn judge_message(
                         .upstream_errors
                         .with_label_values(&[ctx.server_name(), "unmatched_response"])
                         .inc();
-                    Some((m.unwrap_or_default(), None))
+                    Some(crate::ledger::Asked {
+                        method: m.unwrap_or_default(),
+                        target: None,
+                        args_digest: None,
+                    })
                 }
                 Err(()) => return drop_unmatched(ctx, env),
             },
@@ -652,17 +649,18 @@ fn judge_message(
     let mut notes = warden_filters::Notes::default();
     let verdict = {
         let ex = ctx.exchange(&rt.snap.config.servers[server], false, None);
-        let msg = warden_filters::Message::from_server(
+        let mut msg = warden_filters::Message::from_server(
             env,
             bytes,
             // An unmatched reply whose shape names no list has no method:
             // it reaches every response filter.
             asked
                 .as_ref()
-                .map(|a| a.0.as_str())
+                .map(|a| a.method.as_str())
                 .filter(|m| !m.is_empty()),
-            asked.as_ref().and_then(|a| a.1.as_deref()),
+            asked.as_ref().and_then(|a| a.target.as_deref()),
         );
+        msg.request_args_digest = asked.as_ref().and_then(|a| a.args_digest.as_deref());
         rt.snap.chain.run(&msg, &ex, &mut notes)
     };
     let noted = !notes.findings.is_empty() || notes.task.is_some();
@@ -696,8 +694,10 @@ fn judge_message(
     if env.kind == Kind::Request || outcome != Outcome::Forwarded || noted {
         let mut rec = MessageRecord::of(env, outcome);
         if env.kind == Kind::Response {
-            rec.method = asked.as_ref().map(|a| a.0.clone());
-            rec.target = asked.and_then(|a| a.1);
+            if let Some(a) = asked {
+                rec.method = Some(a.method);
+                rec.target = a.target;
+            }
         }
         rec.noted(notes);
         ctx.response_records.push(rec);

@@ -393,8 +393,11 @@ impl WardenProxy {
             .filter_map(|r| {
                 Some(crate::ctx::PendingReply {
                     id: r.id.clone()?,
-                    method: r.method.clone()?,
-                    target: r.target.clone(),
+                    asked: crate::ledger::Asked {
+                        method: r.method.clone()?,
+                        target: r.target.clone(),
+                        args_digest: r.args_digest.clone(),
+                    },
                     answered: false,
                 })
             })

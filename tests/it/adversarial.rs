@@ -1296,6 +1296,113 @@ async fn task_results_meet_their_tools_checks() {
     );
 }
 
+/// Multi-round-trip input (2026-07-28, SEP-2322; shapes from
+/// `docs/specification/2026-07-28/basic/patterns/mrtr.mdx` and `schema.mdx`:
+/// `InputRequiredResult`, `inputResponses`, `requestState`) is bound to the
+/// principal and the request it answers: another principal, another tool,
+/// other arguments, a key nobody asked for, a tampered state, or input
+/// responses with no state never reach the server.
+#[tokio::test(flavor = "multi_thread")]
+async fn input_responses_are_bound_to_their_request() {
+    let h = Hostile::start().await;
+    let gw = Gateway::start_with(
+        &mock_bundle(&[h.addr], &format!("{TWO_KEYS}{BUNDLE}")),
+        false,
+        &[],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    let send = |who: (&'static str, &'static str), body: Value| {
+        let gw = &gw;
+        async move {
+            let name = body["params"]["name"].as_str().unwrap_or_default().to_owned();
+            let hs = [
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", name.as_str()),
+                who,
+            ];
+            let (_, _, text) = post_with(gw, "/mock/mcp", &body.to_string(), &hs).await;
+            serde_json::from_str::<Value>(&text).unwrap_or_else(|_| panic!("json: {text}"))
+        }
+    };
+    let retry = |id: u64, args: Value, state: &Value, responses: Value| {
+        let mut params = json!({"name":"echo","arguments":args,"inputResponses":responses});
+        if !state.is_null() {
+            params["requestState"] = state.clone();
+        }
+        json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":params})
+    };
+    let ask = |id: u64, state: Option<&str>| {
+        let mut r = json!({"resultType":"input_required","inputRequests":{
+            "e1":{"method":"elicitation/create","params":{"mode":"form","message":"name?",
+                "requestedSchema":{"type":"object","properties":{"name":{"type":"string"}}}}}}});
+        if let Some(s) = state {
+            r["requestState"] = json!(s);
+        }
+        Reply::json(&json!({"jsonrpc":"2.0","id":id,"result":r}).to_string())
+    };
+    let args = json!({"text":"hi"});
+    let answer = json!({"e1":{"action":"accept","content":{"name":"octocat"}}});
+
+    // The server asks; the client sees the gateway's state, not the server's.
+    h.script([ask(1, Some("srv-state-1"))]);
+    let v = send(DEV, json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":args}})).await;
+    let state = v["result"]["requestState"].clone();
+    assert!(state.as_str().is_some_and(|s| s.starts_with("wm1.")), "{v}");
+    assert!(!v.to_string().contains("srv-state-1"), "{v}");
+
+    // Refused, never forwarded: another principal, another tool, other
+    // arguments, an unasked key, a tampered state, responses without state.
+    let before = posts_received(&h);
+    let mut tampered = state.as_str().expect("state").to_owned();
+    tampered.push('A');
+    let mut other_tool = retry(9, args.clone(), &state, answer.clone());
+    other_tool["params"]["name"] = json!("add");
+    let cases = [
+        ("another principal", OPS, retry(2, args.clone(), &state, answer.clone())),
+        ("another tool", DEV, other_tool),
+        ("other arguments", DEV, retry(3, json!({"text":"rm -rf"}), &state, answer.clone())),
+        ("unasked key", DEV, retry(4, args.clone(), &state, json!({"e2":{"action":"accept"}}))),
+        ("tampered", DEV, retry(5, args.clone(), &json!(tampered), answer.clone())),
+        ("no state", DEV, retry(6, args.clone(), &Value::Null, answer.clone())),
+        ("server's own state", DEV, retry(7, args.clone(), &json!("srv-state-1"), answer.clone())),
+    ];
+    for (what, who, body) in cases {
+        let v = send(who, body).await;
+        assert_eq!(v["error"]["code"], -32602, "{what}: {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("requestState")), "{what}: {v}");
+    }
+    assert_eq!(posts_received(&h), before, "a refused retry reached the server");
+
+    // The creator's retry goes through with the server's own state.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":8,"result":{"content":[{"type":"text","text":"hi octocat"}]}}).to_string(),
+    )]);
+    let v = send(DEV, retry(8, args.clone(), &state, answer.clone())).await;
+    assert_eq!(v["result"]["content"][0]["text"], "hi octocat", "{v}");
+    let got = h.received();
+    let fwd: Value = serde_json::from_slice(&got.last().expect("forwarded").body).expect("json");
+    assert_eq!(fwd["params"]["requestState"], "srv-state-1");
+    assert_eq!(fwd["params"]["inputResponses"], answer);
+
+    // A round without server state: the client still echoes the gateway's,
+    // and the server gets none (as it asked).
+    h.script([ask(10, None)]);
+    let v = send(DEV, json!({"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"echo","arguments":args}})).await;
+    let state = v["result"]["requestState"].clone();
+    assert!(state.is_string(), "{v}");
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":11,"result":{"content":[]}}).to_string(),
+    )]);
+    let _ = send(DEV, retry(11, args.clone(), &state, answer.clone())).await;
+    let got = h.received();
+    let fwd: Value = serde_json::from_slice(&got.last().expect("forwarded").body).expect("json");
+    assert!(fwd["params"].get("requestState").is_none(), "{fwd}");
+    assert_eq!(fwd["params"]["inputResponses"], answer);
+}
+
 /// Denies sampling and hides one resource; everything else is allowed.
 const POLICY_2026: &str = r#"package warden.authz
 import rego.v1
@@ -1371,7 +1478,15 @@ async fn modern_results_are_judged_like_the_older_shapes() {
     )
     .await;
     assert_eq!(s, 200);
-    assert_eq!(serde_json::from_str::<Value>(&text).expect("json"), elicit);
+    let mut got: Value = serde_json::from_str(&text).expect("json");
+    let state = got["result"]
+        .as_object_mut()
+        .and_then(|r| r.remove("requestState"));
+    assert!(
+        state.is_some_and(|s| s.as_str().is_some_and(|s| s.starts_with("wm1."))),
+        "the gateway binds the round: {text}"
+    );
+    assert_eq!(got, elicit);
 
     // A list judged for one principal is never left shareable.
     h.script([Reply::json(
