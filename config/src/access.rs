@@ -147,6 +147,8 @@ pub struct ToolEntry {
     pub fingerprints: Vec<String>,
     pub url_arguments: Vec<String>,
     pub egress_allow: Vec<crate::guards::HostPattern>,
+    /// Scopes a caller's token must carry for this tool (step-up).
+    pub scopes: Vec<String>,
 }
 
 /// Risk levels (and schemas, costs, egress, fingerprints) of one server's tools.
@@ -614,6 +616,19 @@ pub(crate) fn catalog(
                     }
                 }
             }
+            for (i, sc) in t.scopes.iter().enumerate() {
+                // RFC 6749 scope-token: visible ASCII but `"` and `\`.
+                if sc.is_empty()
+                    || !sc
+                        .bytes()
+                        .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+                {
+                    p.push(
+                        format!("{tbase}.scopes[{i}]"),
+                        "must be an OAuth scope token (visible ASCII, no quote or backslash)",
+                    );
+                }
+            }
             for (i, f) in t.fingerprints.iter().enumerate() {
                 if !f.starts_with("sha256:") || f.len() != 7 + 64 {
                     p.push(
@@ -636,6 +651,7 @@ pub(crate) fn catalog(
                         &format!("{tbase}.egress_allow"),
                         p,
                     ),
+                    scopes: t.scopes.clone(),
                 },
             );
         }

@@ -571,6 +571,10 @@ pub struct ToolCatalogConfig {
     /// Hosts this tool's URL arguments may reach (adds to the server's and the global list).
     #[serde(default)]
     pub egress_allow: Vec<String>,
+    /// OAuth scopes a caller's token must carry to call this tool (step-up:
+    /// without them, 403 `insufficient_scope` naming them).
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -82,6 +82,73 @@ impl McpFilter for KillSwitchFilter {
     }
 }
 
+/// The scopes of `needed` the principal's token does not carry.
+fn missing_scopes(needed: &[String], who: &crate::identity::Principal) -> Vec<String> {
+    needed
+        .iter()
+        .filter(|s| !who.scopes.contains(s))
+        .cloned()
+        .collect()
+}
+
+/// Step-up authorization from the catalog: a tool listing `scopes` is called
+/// only with a token that carries them all; otherwise the caller is told
+/// which (403 `insufficient_scope`), so it can re-authorise for that call.
+pub struct ScopeFilter {
+    catalog: HashMap<String, ServerCatalog>,
+}
+
+impl ScopeFilter {
+    /// `None` when no tool of the catalog needs a scope.
+    pub fn new(catalog: &HashMap<String, ServerCatalog>) -> Option<Self> {
+        catalog
+            .values()
+            .any(|c| c.tools.values().any(|t| !t.scopes.is_empty()))
+            .then(|| ScopeFilter {
+                catalog: catalog.clone(),
+            })
+    }
+}
+
+impl std::fmt::Debug for ScopeFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScopeFilter")
+    }
+}
+
+impl McpFilter for ScopeFilter {
+    fn name(&self) -> &'static str {
+        "scopes"
+    }
+
+    fn acts_on(&self) -> Acts {
+        Acts {
+            requests: Methods::Only(&["tools/call"]),
+            responses: Methods::None,
+        }
+    }
+
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+        let env = msg.envelope;
+        if env.kind != Kind::Request {
+            return Decision::Pass;
+        }
+        let Some(tool) = env
+            .name
+            .as_deref()
+            .and_then(|n| self.catalog.get(ctx.server)?.tools.get(n))
+        else {
+            return Decision::Pass;
+        };
+        let missing = missing_scopes(&tool.scopes, ctx.principal);
+        if missing.is_empty() {
+            Decision::Pass
+        } else {
+            Decision::Reject(Denial::insufficient_scope(missing))
+        }
+    }
+}
+
 /// Decides every client→server request and notification, and every
 /// server→client request, with the bundle's Rego policy; filters list results.
 pub struct PolicyFilter {
@@ -242,6 +309,7 @@ impl PolicyFilter {
             error,
             reason,
             result,
+            step_up: None,
         }
     }
 
@@ -273,9 +341,19 @@ impl PolicyFilter {
             };
             let d = self.decide(ctx, method, None, None, false);
             if !d.allow {
+                // The method is the server's text: named only when it is one
+                // the revision defines.
+                let known = matches!(
+                    method,
+                    "sampling/createMessage" | "elicitation/create" | "roots/list"
+                );
+                let mut data = serde_json::json!({"reason": d.reason.to_string()});
+                if known {
+                    data["inputRequest"] = Json::from(method);
+                }
                 return Decision::Reject(Denial::error(
                     JsonRpcError::new(codes::DENIED, format!("Denied by policy: {}", d.reason))
-                        .with_data(serde_json::json!({"reason": d.reason.to_string(), "inputRequest": method})),
+                        .with_data(data),
                     d.reason.to_string(),
                 ));
             }
@@ -355,10 +433,19 @@ impl McpFilter for PolicyFilter {
             _ => None,
         };
         let d = self.decide(ctx, method, name, args, false);
-        if d.allow {
-            Decision::Pass
-        } else {
-            Decision::Reject(self.denial(ctx, method, name, d))
+        if !d.allow {
+            return Decision::Reject(self.denial(ctx, method, name, d));
+        }
+        // Step-up: the decision names scopes this call needs.
+        match d
+            .scopes
+            .as_deref()
+            .map(|s| missing_scopes(s, ctx.principal))
+        {
+            Some(missing) if !missing.is_empty() => {
+                Decision::Reject(Denial::insufficient_scope(missing))
+            }
+            _ => Decision::Pass,
         }
     }
 

@@ -1039,6 +1039,7 @@ mod differential_tests {
             fingerprints: Vec::new(),
             url_arguments: vec!["link".into()],
             egress_allow: Vec::new(),
+            scopes: Vec::new(),
         };
         let catalog = ServerCatalog {
             tools: HashMap::from([("fetch".to_owned(), tool)]),

@@ -103,6 +103,9 @@ pub struct Message<'a> {
     /// For a server→client response: `sha256:<hex>` of that request's raw
     /// arguments, when it had some.
     pub request_args_digest: Option<&'a str>,
+    /// For a server→client response: the audit link of the task that
+    /// request named (`tasks/*`).
+    pub request_task: Option<&'a str>,
     arguments: std::cell::OnceCell<Option<serde_json::Value>>,
     value: std::cell::OnceCell<Option<serde_json::Value>>,
 }
@@ -117,6 +120,7 @@ impl<'a> Message<'a> {
             request_method: None,
             request_target: None,
             request_args_digest: None,
+            request_task: None,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
         }
@@ -150,6 +154,7 @@ impl<'a> Message<'a> {
             request_method: self.request_method,
             request_target: self.request_target,
             request_args_digest: self.request_args_digest,
+            request_task: self.request_task,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
         }
@@ -217,6 +222,10 @@ pub struct Denial {
     /// When set, the caller receives this JSON-RPC *result* instead of the
     /// error (a `tools/call` denial as an `isError: true` tool result).
     pub result: Option<serde_json::Value>,
+    /// Step-up authorization: the OAuth scopes the call needs and the
+    /// caller's token lacks. A request carrying only this message is then
+    /// answered 403 with `WWW-Authenticate: Bearer error="insufficient_scope"`.
+    pub step_up: Option<Vec<String>>,
 }
 
 impl Denial {
@@ -225,6 +234,22 @@ impl Denial {
             error,
             reason: reason.into(),
             result: None,
+            step_up: None,
+        }
+    }
+
+    /// The denial of a call whose caller's token lacks `missing` scopes.
+    pub fn insufficient_scope(missing: Vec<String>) -> Self {
+        let message = format!(
+            "Insufficient scope for this call: needs {}",
+            missing.join(" ")
+        );
+        Denial {
+            error: JsonRpcError::new(crate::error::codes::FORBIDDEN, message)
+                .with_data(serde_json::json!({"reason": "insufficient_scope", "scopes": missing})),
+            reason: "insufficient_scope".into(),
+            result: None,
+            step_up: Some(missing),
         }
     }
 

@@ -45,6 +45,8 @@ pub struct Principal {
     pub auth: AuthMethod,
     /// Extra string attributes (from the bundle, or copied JWT claims).
     pub attributes: BTreeMap<String, String>,
+    /// The OAuth scopes the caller's token carries (none for other methods).
+    pub scopes: Vec<String>,
 }
 
 impl Principal {
@@ -57,6 +59,7 @@ impl Principal {
             kind: PrincipalKind::User,
             auth: AuthMethod::Anonymous,
             attributes: BTreeMap::new(),
+            scopes: Vec::new(),
         }
     }
 
@@ -68,6 +71,7 @@ impl Principal {
             kind: s.kind,
             auth,
             attributes: s.attributes.clone(),
+            scopes: Vec::new(),
         }
     }
 }
@@ -335,6 +339,7 @@ impl JwtVerifier {
                 kind,
                 auth: AuthMethod::Jwt,
                 attributes,
+                scopes: scopes.clone(),
             },
             scopes,
         )

@@ -208,7 +208,10 @@ fn value_at<'v>(
 /// value (integers compared as numbers); a header for an absent argument is a
 /// mismatch too. `require`: the client speaks 2026-07-28 (it sent
 /// `Mcp-Method`), so a missing header is a mismatch; older clients never
-/// mirror, but what they do send must still agree. The error never quotes a value.
+/// mirror, but what they do send must still agree. The error never quotes a
+/// value, nor a header name the client did not send itself (the declaration
+/// is the server's text): it names the argument by its path in the client's
+/// own arguments.
 pub fn check_params(
     decls: &[ParamDecl],
     args: Option<&serde_json::Value>,
@@ -216,10 +219,11 @@ pub fn check_params(
     require: bool,
 ) -> Result<(), String> {
     for d in decls {
+        let arg = || d.path.join(".").escape_default().to_string();
         let body = mirror_form(value_at(args, &d.path), d.kind).map_err(|_| {
             format!(
-                "argument mirrored by Mcp-Param-{} has a type that cannot be mirrored",
-                d.header
+                "argument `{}` is mirrored into a header but has a type that cannot be mirrored",
+                arg()
             )
         })?;
         let hdr = sent.iter().find(|(n, _)| *n == d.header).map(|(_, v)| v);
@@ -232,8 +236,8 @@ pub fn check_params(
             (Some(_), None) if !require => true,
             (Some(_), None) => {
                 return Err(format!(
-                    "Mcp-Param-{} header missing for an argument the tool mirrors",
-                    d.header
+                    "Mcp-Param-* header missing for argument `{}`, which the tool mirrors",
+                    arg()
                 ))
             }
             (None, Some(_)) => false,

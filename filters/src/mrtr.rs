@@ -133,7 +133,10 @@ impl std::fmt::Debug for InputStateFilter {
 
 fn refuse(why: &str) -> Decision {
     Decision::Reject(Denial::error(
-        JsonRpcError::new(codes::INVALID_PARAMS, format!("Invalid requestState: {why}")),
+        JsonRpcError::new(
+            codes::INVALID_PARAMS,
+            format!("Invalid requestState: {why}"),
+        ),
         "input_state_invalid",
     ))
 }
@@ -192,11 +195,10 @@ impl McpFilter for InputStateFilter {
         }
         match responses {
             None => {}
-            Some(Json::Object(r)) => {
-                if r.keys().any(|k| !sealed.k.contains(k)) {
-                    return refuse("an input response answers no input request");
-                }
+            Some(Json::Object(r)) if r.keys().any(|k| !sealed.k.contains(k)) => {
+                return refuse("an input response answers no input request");
             }
+            Some(Json::Object(_)) => {}
             Some(_) => return refuse("inputResponses is not an object"),
         }
         let mut out = v.clone();
@@ -313,9 +315,16 @@ mod tests {
                 now,
                 ..Exchange::new(&who, "s")
             };
-            f.on_request(&Message::new(&e, retry.as_bytes()), &ctx, &mut Notes::default())
+            f.on_request(
+                &Message::new(&e, retry.as_bytes()),
+                &ctx,
+                &mut Notes::default(),
+            )
         };
-        assert!(matches!(judge(t0 + Duration::from_secs(60)), Decision::Mutated(_)));
+        assert!(matches!(
+            judge(t0 + Duration::from_secs(60)),
+            Decision::Mutated(_)
+        ));
         assert!(matches!(
             judge(t0 + STATE_TTL + Duration::from_secs(2)),
             Decision::Reject(d) if d.error.message.contains("expired")

@@ -75,6 +75,9 @@ pub struct RequestPlan {
     pub records: Vec<MessageRecord>,
     /// Held until the exchange ends (concurrency slots of the forwarded calls).
     pub holds: Vec<crate::filter::Hold>,
+    /// A single request refused for lack of OAuth scopes: the scopes it
+    /// needs (answered 403 `insufficient_scope`, not 200). Never for a batch.
+    pub step_up: Option<Vec<String>>,
 }
 
 fn target(env: &Envelope) -> Option<String> {
@@ -100,6 +103,7 @@ pub fn plan_request(
                 forwards_request: false,
                 records: Vec::new(),
                 holds: notes.take_holds(),
+                step_up: None,
             };
             let outcome = apply(&mut plan, env, verdict);
             let mut rec = MessageRecord::with_arguments(&msg, outcome, ctx.keep_arguments);
@@ -116,6 +120,7 @@ pub fn plan_request(
                 forwards_request: false,
                 records: Vec::new(),
                 holds: Vec::new(),
+                step_up: None,
             };
             // Elements stay slices of the body unless a filter rewrote them.
             let mut kept: Vec<Cow<'_, [u8]>> = Vec::with_capacity(items.len());
@@ -135,6 +140,7 @@ pub fn plan_request(
                             forwards_request: false,
                             records: Vec::new(),
                             holds: Vec::new(),
+                            step_up: None,
                         };
                         let outcome = apply(&mut single, env, verdict);
                         match single.forward {
@@ -182,6 +188,9 @@ fn apply(plan: &mut RequestPlan, env: &Envelope, verdict: Verdict) -> Outcome {
         }
         Verdict::Reject { filter, denial } => {
             plan.forward = Forward::Nothing;
+            if env.kind == Kind::Request && !plan.batch {
+                plan.step_up = denial.step_up.clone();
+            }
             // Only requests are answered; a refused notification or response is dropped.
             if env.kind == Kind::Request {
                 plan.answers.push(denial.to_response(env.id.as_ref()));

@@ -28,6 +28,9 @@ pub struct PolicyDecision {
     /// Stable reason from the policy (`rbac_role_missing` …) or from Warden
     /// (`policy_undefined`, `policy_error`, `policy_invalid_decision`).
     pub reason: Arc<str>,
+    /// Step-up: OAuth scopes the caller's token must carry for an allowed
+    /// call (the decision's `scopes`, an array, or `scope`, space-separated).
+    pub scopes: Option<Arc<[String]>>,
 }
 
 impl PolicyDecision {
@@ -35,6 +38,7 @@ impl PolicyDecision {
         PolicyDecision {
             allow: false,
             reason: reason.into(),
+            scopes: None,
         }
     }
 }
@@ -942,12 +946,86 @@ fn decision_of(v: &Value) -> PolicyDecision {
         _ if allow => "allowed".into(),
         _ => "denied".into(),
     };
-    PolicyDecision { allow, reason }
+    let scopes: Option<Arc<[String]>> = match (
+        obj.get(&Value::from("scopes")),
+        obj.get(&Value::from("scope")),
+    ) {
+        (Some(Value::Array(a)), _) => {
+            let mut out = Vec::with_capacity(a.len());
+            for s in a.iter() {
+                match s {
+                    Value::String(s) if scope_token(s) => out.push(s.to_string()),
+                    _ => return PolicyDecision::deny("policy_invalid_decision"),
+                }
+            }
+            Some(out.into())
+        }
+        (None, Some(Value::String(s))) => {
+            let out: Vec<String> = s
+                .split(' ')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if !out.iter().all(|t| scope_token(t)) {
+                return PolicyDecision::deny("policy_invalid_decision");
+            }
+            Some(out.into())
+        }
+        (None, None) => None,
+        _ => return PolicyDecision::deny("policy_invalid_decision"),
+    };
+    PolicyDecision {
+        allow,
+        reason,
+        scopes: scopes.filter(|s| !s.is_empty()),
+    }
+}
+
+/// An RFC 6749 scope token: visible ASCII but `"` and `\`.
+fn scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decisions_may_name_step_up_scopes() {
+        let obj = |pairs: Vec<(&str, Value)>| {
+            let mut m = std::collections::BTreeMap::new();
+            for (k, v) in pairs {
+                m.insert(Value::from(k), v);
+            }
+            Value::from(m)
+        };
+        let arr = |xs: &[&str]| Value::from(xs.iter().map(|x| Value::from(*x)).collect::<Vec<_>>());
+        let d = decision_of(&obj(vec![
+            ("allow", Value::Bool(true)),
+            ("scopes", arr(&["deploy:prod"])),
+        ]));
+        assert!(d.allow);
+        assert_eq!(d.scopes.as_deref(), Some(&["deploy:prod".to_owned()][..]));
+        let d = decision_of(&obj(vec![
+            ("allow", Value::Bool(true)),
+            ("scope", Value::from("a b")),
+        ]));
+        assert_eq!(d.scopes.as_deref().map(<[String]>::len), Some(2));
+        // A scope a header could not carry makes the decision invalid (deny).
+        let d = decision_of(&obj(vec![
+            ("allow", Value::Bool(true)),
+            ("scopes", arr(&["a\"b"])),
+        ]));
+        assert!(!d.allow);
+        assert_eq!(&*d.reason, "policy_invalid_decision");
+        let d = decision_of(&obj(vec![
+            ("allow", Value::Bool(true)),
+            ("scopes", Value::from("x")),
+        ]));
+        assert!(!d.allow, "scopes must be an array");
+    }
 
     fn plan(src: &str) -> Vec<Field> {
         key_plan(&[src]).expect("test").fields

@@ -248,6 +248,10 @@ impl Snapshot {
             None => shared.state_sealer.clone(),
         };
         filters.push(Arc::new(crate::mrtr::InputStateFilter::new(state_sealer)));
+        // Step-up: tools that need scopes the caller's token lacks.
+        if let Some(f) = crate::authz::ScopeFilter::new(&config.catalog) {
+            filters.push(Arc::new(f));
+        }
         if !config.quotas.is_empty() {
             filters.push(Arc::new(crate::quota::QuotaFilter::new(
                 config.quotas.clone(),

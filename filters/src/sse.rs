@@ -26,10 +26,27 @@ impl SseEvent {
         self.event.as_deref().unwrap_or("message")
     }
 
-    /// Re-encodes this event with new data, keeping every other line as it was.
+    /// Re-encodes this event with new data (see [`SseEvent::cleaned`]).
     pub fn with_data(&self, data: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.raw.len() + data.len());
-        let mut wrote_data = false;
+        self.cleaned(Some(data), &safe_id)
+    }
+
+    /// The event as it may reach a client: the judged `data` (or its own
+    /// when `None`), the `event:` field, an `id:` that `id_ok` accepts, a
+    /// numeric `retry:`; comments become bare `:` lines (a keep-alive still
+    /// keeps the connection alive, but its text never reaches the client);
+    /// any other field is dropped. Nothing here is judged as MCP, so nothing
+    /// the server chose travels in it. When nothing had to change, the raw
+    /// bytes come back as they were.
+    pub fn cleaned(&self, data: Option<&str>, id_ok: &dyn Fn(&str) -> bool) -> Vec<u8> {
+        enum Line<'a> {
+            Keep(&'a [u8]),
+            Data,
+            Comment,
+        }
+        let mut kept: Vec<Line<'_>> = Vec::new();
+        let mut changed = data.is_some();
+        let mut has_data = false;
         for (i, (line, _)) in lines(&self.raw).enumerate() {
             // A stream's leading BOM is not part of the first field name.
             let line = if i == 0 {
@@ -40,18 +57,57 @@ impl SseEvent {
             if line.is_empty() {
                 continue;
             }
-            if field_name(line) == b"data" {
-                if !wrote_data {
-                    push_data_lines(&mut out, data);
-                    wrote_data = true;
+            let name = field_name(line);
+            let value = line.get(name.len() + 1..).unwrap_or_default();
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            match name {
+                b"" => {
+                    changed |= line != b":";
+                    kept.push(Line::Comment);
                 }
-                continue;
+                b"data" => {
+                    if !has_data {
+                        kept.push(Line::Data);
+                        has_data = true;
+                    }
+                }
+                b"event" if matches!(value, b"message" | b"endpoint") => {
+                    kept.push(Line::Keep(line))
+                }
+                b"id" if std::str::from_utf8(value).is_ok_and(id_ok) => kept.push(Line::Keep(line)),
+                b"retry"
+                    if !value.is_empty()
+                        && value.len() <= 10
+                        && value.iter().all(u8::is_ascii_digit) =>
+                {
+                    kept.push(Line::Keep(line))
+                }
+                _ => changed = true,
             }
-            out.extend_from_slice(line);
-            out.push(b'\n');
         }
-        if !wrote_data {
-            push_data_lines(&mut out, data);
+        if !changed {
+            return self.raw.clone();
+        }
+        let data = data.or(self.data.as_deref());
+        let mut out = Vec::with_capacity(self.raw.len() + data.map_or(0, str::len));
+        let mut wrote_data = false;
+        for l in kept {
+            match l {
+                Line::Keep(b) => {
+                    out.extend_from_slice(b);
+                    out.push(b'\n');
+                }
+                Line::Comment => out.extend_from_slice(b":\n"),
+                Line::Data => {
+                    if let Some(d) = data {
+                        push_data_lines(&mut out, d);
+                        wrote_data = true;
+                    }
+                }
+            }
+        }
+        if let (false, Some(d)) = (wrote_data, data) {
+            push_data_lines(&mut out, d);
         }
         out.push(b'\n');
         out
@@ -65,6 +121,16 @@ impl SseEvent {
         out.push(b'\n');
         out
     }
+}
+
+/// An event id a client may see: short, and only characters event ids are
+/// made of (SDKs use stream and sequence numbers, UUIDs).
+pub fn safe_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b))
 }
 
 /// One `data:` line per line of `data`. CR, LF and CRLF all end a line, as

@@ -197,60 +197,106 @@ impl TaskFilter {
         TaskFilter { sealer, owners }
     }
 
-    /// Seals the server's id at `v`. `tool` is the creating tool when the
-    /// message tells it; otherwise this replica's memory of the task does.
-    /// `created` records the owner (a new task handle).
+    /// Seals the server's id at `v` for this principal, when it is this
+    /// principal's task (see [`Seen`]); `Err` when it is not. `tool` is the
+    /// creating tool when the message tells it; otherwise this replica's
+    /// memory of the task does.
     fn seal_at(
         &self,
         v: &mut Json,
         ctx: &Exchange<'_>,
         tool: Option<&str>,
-        created: bool,
+        seen: Seen<'_>,
         notes: &mut Notes,
-    ) -> bool {
+    ) -> Result<bool, NotOurs> {
         let Some(id) = v.as_str() else {
-            return false;
+            return Ok(false);
         };
         let key = (ctx.server.to_owned(), id.to_owned());
-        let remembered;
-        let tool = if created {
-            self.owners
-                .map
-                .insert(key, (owner(ctx.principal), tool.map(str::to_owned)));
-            tool
-        } else {
-            remembered = self
-                .owners
-                .map
-                .get(&key)
-                .filter(|(o, _)| *o == owner(ctx.principal))
-                .and_then(|(_, t)| t);
-            tool.or(remembered.as_deref())
-        };
-        if created {
-            notes.task = Some(TaskNote {
-                link: self.sealer.link(id, ctx.principal, ctx.server),
-                tool: tool.map(str::to_owned),
-            });
+        let me = owner(ctx.principal);
+        let known = self.owners.map.get(&key);
+        if known.as_ref().is_some_and(|(o, _)| *o != me) {
+            // The server handed this id to another principal first.
+            return Err(NotOurs);
         }
+        // Remembered here, and (checked above) as this principal's.
+        let mine = known.is_some();
+        let link = self.sealer.link(id, ctx.principal, ctx.server);
+        let remembered = known.and_then(|(_, t)| t);
+        let tool = match seen {
+            Seen::Created => {
+                self.owners.map.insert(key, (me, tool.map(str::to_owned)));
+                notes.task = Some(TaskNote {
+                    link,
+                    tool: tool.map(str::to_owned),
+                });
+                tool
+            }
+            Seen::Answer(asked) if mine || asked == Some(link.as_str()) => {
+                tool.or(remembered.as_deref())
+            }
+            Seen::Mentioned if mine => tool.or(remembered.as_deref()),
+            _ => return Err(NotOurs),
+        };
         match self.sealer.seal(id, ctx.principal, ctx.server, tool) {
             Some(t) => {
                 *v = Json::String(t);
-                true
+                Ok(true)
             }
-            None => false,
+            None => Err(NotOurs),
         }
     }
 
-    fn seal_related(&self, meta: Option<&mut Json>, ctx: &Exchange<'_>, notes: &mut Notes) -> bool {
-        match meta
-            .and_then(|m| m.get_mut(RELATED))
-            .and_then(|r| r.get_mut("taskId"))
-        {
-            Some(id) => self.seal_at(id, ctx, None, false, notes),
-            None => false,
+    /// A related-task id in `_meta`: sealed when it is this principal's
+    /// task, removed otherwise.
+    fn seal_related(
+        &self,
+        meta: Option<&mut Json>,
+        ctx: &Exchange<'_>,
+        seen: Seen<'_>,
+        notes: &mut Notes,
+    ) -> bool {
+        let Some(meta) = meta.and_then(Json::as_object_mut) else {
+            return false;
+        };
+        let Some(id) = meta.get_mut(RELATED).and_then(|r| r.get_mut("taskId")) else {
+            return false;
+        };
+        match self.seal_at(id, ctx, None, seen, notes) {
+            Ok(changed) => changed,
+            Err(NotOurs) => {
+                meta.remove(RELATED);
+                true
+            }
         }
     }
+}
+
+/// How a server message came to name a task id.
+#[derive(Clone, Copy)]
+enum Seen<'a> {
+    /// A `tools/call` handle: a new task, this principal's (unless the
+    /// server already gave the id to someone else).
+    Created,
+    /// The reply to a request naming a task: the same task (its audit link
+    /// is the request's), or one this replica knows as this principal's.
+    Answer(Option<&'a str>),
+    /// Anything else (status notifications, related-task metadata): only a
+    /// task this replica knows as this principal's.
+    Mentioned,
+}
+
+/// A task id that is not this principal's.
+struct NotOurs;
+
+fn not_ours() -> Decision {
+    Decision::Reject(Denial::error(
+        JsonRpcError::new(
+            codes::UPSTREAM_PROTOCOL,
+            "The MCP server named a task that is not this caller's; the reply was withheld",
+        ),
+        "task_not_owned",
+    ))
 }
 
 impl std::fmt::Debug for TaskFilter {
@@ -335,43 +381,45 @@ impl McpFilter for TaskFilter {
                 let Some(r) = v.get_mut("result").filter(|r| r.is_object()) else {
                     return Decision::Pass;
                 };
+                // Related-task metadata in a task request's reply names that task.
+                let mut related = Seen::Mentioned;
                 if method == "tools/call" {
                     // A task handle instead of the tool's result: 2026-07-28
                     // (`resultType: "task"`, the task inline) or 2025-11-25
                     // (`task: {taskId, …}`).
                     let tool = msg.request_target;
-                    if r.get("resultType").and_then(Json::as_str) == Some("task") {
-                        if let Some(id) = r.get_mut("taskId") {
-                            changed |= self.seal_at(id, ctx, tool, true, notes);
+                    let handle = if r.get("resultType").and_then(Json::as_str) == Some("task") {
+                        r.get_mut("taskId")
+                    } else {
+                        r.get_mut("task").and_then(|t| t.get_mut("taskId"))
+                    };
+                    if let Some(id) = handle {
+                        match self.seal_at(id, ctx, tool, Seen::Created, notes) {
+                            Ok(c) => changed |= c,
+                            Err(NotOurs) => return not_ours(),
                         }
-                    } else if let Some(id) = r.get_mut("task").and_then(|t| t.get_mut("taskId")) {
-                        changed |= self.seal_at(id, ctx, tool, true, notes);
                     }
                 } else if names_task(method) {
-                    // The request's token named the tool (the reply's target).
+                    // The request's token named the task and its tool.
+                    related = Seen::Answer(msg.request_task);
                     if let Some(id) = r.get_mut("taskId") {
-                        changed |= self.seal_at(id, ctx, msg.request_target, false, notes);
+                        match self.seal_at(id, ctx, msg.request_target, related, notes) {
+                            Ok(c) => changed |= c,
+                            Err(NotOurs) => return not_ours(),
+                        }
                     }
                 } else if method == "tasks/list" {
                     if let Some(tasks) = r.get_mut("tasks").and_then(Json::as_array_mut) {
-                        let mine = owner(ctx.principal);
-                        tasks.retain(|t| {
-                            t.get("taskId").and_then(Json::as_str).is_some_and(|id| {
-                                self.owners
-                                    .map
-                                    .get(&(ctx.server.to_owned(), id.to_owned()))
-                                    .is_some_and(|(o, _)| o == mine)
-                            })
+                        tasks.retain_mut(|t| match t.get_mut("taskId") {
+                            Some(id) => self
+                                .seal_at(id, ctx, None, Seen::Mentioned, notes)
+                                .is_ok_and(|c| c),
+                            None => false,
                         });
-                        for t in tasks.iter_mut() {
-                            if let Some(id) = t.get_mut("taskId") {
-                                self.seal_at(id, ctx, None, false, notes);
-                            }
-                        }
                         changed = true;
                     }
                 }
-                changed |= self.seal_related(r.get_mut("_meta"), ctx, notes);
+                changed |= self.seal_related(r.get_mut("_meta"), ctx, related, notes);
             }
             Kind::Notification | Kind::Request => {
                 let notif = env.method.as_deref() == Some("notifications/tasks/status");
@@ -380,10 +428,14 @@ impl McpFilter for TaskFilter {
                 };
                 if notif {
                     if let Some(id) = p.get_mut("taskId") {
-                        changed |= self.seal_at(id, ctx, None, false, notes);
+                        match self.seal_at(id, ctx, None, Seen::Mentioned, notes) {
+                            Ok(c) => changed |= c,
+                            // Another principal's task: not passed on.
+                            Err(NotOurs) => return not_ours(),
+                        }
                     }
                 }
-                changed |= self.seal_related(p.get_mut("_meta"), ctx, notes);
+                changed |= self.seal_related(p.get_mut("_meta"), ctx, Seen::Mentioned, notes);
             }
         }
         if !changed {

@@ -420,34 +420,38 @@ impl SchemaFilter {
     }
 }
 
-/// Up to five validation messages about a server's output: which part of
-/// the schema it fails, never the value nor where in the output (a hostile
-/// server's output, member names included, must not reach the client inside
-/// the gateway's own error, where DLP would not see it). The schema path
-/// names only what the pinned or catalog schema declares.
+/// Up to five validation messages about a server's output: which keyword
+/// of the schema it fails, and nothing else. Neither the output's values and
+/// member names nor the schema's own names reach the client inside the
+/// gateway's error (where DLP would not see them): both are the server's.
 pub fn output_problems(schema: &jsonschema::Validator, v: &Json) -> Vec<String> {
     schema
         .iter_errors(v)
         .take(5)
-        .map(|e| {
-            let at = e.schema_path().to_string();
-            let at = if at.is_empty() { "/" } else { at.as_str() };
-            format!("fails the schema at {}", at.escape_default())
-        })
+        .map(|e| format!("fails the schema's `{}`", e.kind().keyword()))
         .collect()
 }
 
-/// Up to five validation messages, each with the instance path.
-pub fn problems(schema: &jsonschema::Validator, v: &Json) -> Vec<String> {
+/// Up to five validation messages about a client's arguments, each with the
+/// instance path (the client's own member names). `quote_schema`: the
+/// message may quote the schema (enum values, patterns); only for the
+/// catalog's schemas, never a server's, whose text DLP may have removed from
+/// the list the client saw.
+pub fn problems(schema: &jsonschema::Validator, v: &Json, quote_schema: bool) -> Vec<String> {
     schema
         .iter_errors(v)
         .take(5)
         .map(|e| {
             let at = e.instance_path().to_string();
-            if at.is_empty() {
+            let what = if quote_schema {
                 e.to_string()
             } else {
-                format!("{at}: {e}")
+                format!("fails the schema's `{}`", e.kind().keyword())
+            };
+            if at.is_empty() {
+                what
+            } else {
+                format!("{at}: {what}")
             }
         })
         .collect()
@@ -496,7 +500,12 @@ impl McpFilter for SchemaFilter {
             Some(_) => msg.arguments().unwrap_or(&Json::Null),
             None => &empty,
         };
-        let found = problems(&schema, args);
+        let from_catalog = self
+            .catalog
+            .get(ctx.server)
+            .and_then(|m| m.get(tool))
+            .is_some_and(|c| c.0.is_some());
+        let found = problems(&schema, args, from_catalog);
         if found.is_empty() {
             return Decision::Pass;
         }
@@ -512,6 +521,7 @@ impl McpFilter for SchemaFilter {
             result: self.tool_error.then(|| {
                 serde_json::json!({"content": [{"type": "text", "text": text}], "isError": true})
             }),
+            step_up: None,
         })
     }
 
@@ -551,6 +561,7 @@ impl McpFilter for SchemaFilter {
                     error: JsonRpcError::new(codes::INTERNAL_ERROR, text),
                     reason: "output_unjudgeable".into(),
                     result: None,
+                    step_up: None,
                 });
             }
             None => return Decision::Pass,
@@ -585,6 +596,7 @@ impl McpFilter for SchemaFilter {
             result: Some(
                 serde_json::json!({"content": [{"type": "text", "text": text}], "isError": true}),
             ),
+            step_up: None,
         })
     }
 }

@@ -113,6 +113,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                 kind: PrincipalKind::Agent,
                 auth: AuthMethod::ApiKey,
                 attributes,
+                scopes: Vec::new(),
             }
         });
     let args = prop::option::of(prop::collection::btree_map(

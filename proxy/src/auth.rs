@@ -90,6 +90,49 @@ pub fn refusal(id: &Identity, path: &str, e: &AuthError) -> Refusal {
     .with_header("www-authenticate", header)
 }
 
+/// Step-up authorization: a call needs OAuth scopes (`missing`) the caller's
+/// token lacks. 403 with `WWW-Authenticate: Bearer error="insufficient_scope"`
+/// naming every scope to ask for (the bundle's required ones, those the
+/// token has, and the missing ones), so a client re-authorises for the call
+/// without losing what it could already do.
+pub fn step_up(id: Option<&Identity>, path: &str, has: &[String], missing: &[String]) -> Refusal {
+    let mut want: Vec<&str> = Vec::new();
+    for s in id
+        .map(|i| i.required_scopes.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .chain(has)
+        .chain(missing)
+    {
+        if !want.contains(&s.as_str()) {
+            want.push(s);
+        }
+    }
+    let mut header = format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{}\"",
+        quoted(&want.join(" "))
+    );
+    if let Some(id) = id {
+        header.push_str(&format!(
+            ", resource_metadata=\"{}\"",
+            quoted(&metadata_url(id, path))
+        ));
+    }
+    Refusal::new(
+        403,
+        "insufficient_scope",
+        JsonRpcError::new(
+            codes::FORBIDDEN,
+            format!(
+                "Insufficient scope for this call: needs {}",
+                missing.join(" ")
+            ),
+        )
+        .with_data(serde_json::json!({"reason": "insufficient_scope", "scopes": missing})),
+    )
+    .with_header("www-authenticate", header)
+}
+
 /// The verified client certificate of this connection, if any.
 fn client_cert(session: &Session) -> Option<ClientCert> {
     let ssl = session.digest()?.ssl_digest.as_ref()?;

@@ -24,6 +24,8 @@ pub struct Asked {
     /// `sha256:<hex>` of its raw arguments (a multi-round-trip retry must
     /// carry the same).
     pub args_digest: Option<String>,
+    /// The audit link of the task it named (`tasks/*`).
+    pub task: Option<String>,
 }
 
 pub struct Ledger {
@@ -123,6 +125,7 @@ mod tests {
                 method: "tools/list".into(),
                 target: None,
                 args_digest: None,
+                task: None,
             },
         );
         assert_eq!(

@@ -91,6 +91,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         return Ok(());
     };
     let server_name = &rt.snap.config.servers[server].name;
+    keep_known_headers(resp, &rt.snap)?;
     // Session stickiness: the replica that created a session keeps serving it.
     let mut sealed_header = None;
     let sids = resp.headers.get_all("mcp-session-id").iter().count();
@@ -98,7 +99,16 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         return refuse_reply(server_name, "duplicate_session_header");
     }
     if let (Some(sid), Some(addr)) = (resp.headers.get("mcp-session-id"), ctx.chosen) {
-        let Ok(sid) = sid.to_str() else {
+        // Visible ASCII (the transport's rule), bounded, and nothing DLP
+        // flags: without a sealer the client sees it as the server sent it.
+        let Some(sid) = sid
+            .to_str()
+            .ok()
+            .filter(|s| {
+                !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
+            })
+            .filter(|s| rt.sealer.is_some() || dlp_clean(&rt.snap, s))
+        else {
             return refuse_reply(server_name, "bad_session_header");
         };
         let owner = crate::state::owner_key(&ctx.principal);
@@ -347,12 +357,10 @@ pub fn on_body(
                 }
             }
             if eos {
-                // An unterminated tail is dropped by SSE clients anyway; forward only
-                // what carries no data so nothing unjudged reaches the client.
+                // An unterminated tail is never an event a client acts on:
+                // nothing of it is passed on.
                 let tail = decoder.finish();
-                if !tail.is_empty() && !tail.windows(4).any(|w| w == b"data") {
-                    out.extend_from_slice(&tail);
-                } else if !tail.is_empty() {
+                if tail.windows(4).any(|w| w == b"data") {
                     ctx.unjudgeable += 1;
                 }
                 // Requests whose replies were withheld still get an answer.
@@ -625,11 +633,15 @@ fn judge_message(
     env: &Envelope,
     bytes: &[u8],
 ) -> Judged {
+    // A reply matched to no request of this replica: its id is the
+    // server's text, so a refusal drops it rather than answer with that id.
+    let mut inferred = false;
     let asked = match (&env.kind, &env.id) {
         (Kind::Response, Some(id)) => match match_reply(gw, ctx, id) {
             Some(a) => Some(a),
             None if ctx.exchange != ExchangeKind::Post => match inferred_method(bytes) {
                 Ok(m) => {
+                    inferred = true;
                     metrics()
                         .upstream_errors
                         .with_label_values(&[ctx.server_name(), "unmatched_response"])
@@ -638,6 +650,7 @@ fn judge_message(
                         method: m.unwrap_or_default(),
                         target: None,
                         args_digest: None,
+                        task: None,
                     })
                 }
                 Err(()) => return drop_unmatched(ctx, env),
@@ -661,6 +674,7 @@ fn judge_message(
             asked.as_ref().and_then(|a| a.target.as_deref()),
         );
         msg.request_args_digest = asked.as_ref().and_then(|a| a.args_digest.as_deref());
+        msg.request_task = asked.as_ref().and_then(|a| a.task.as_deref());
         rt.snap.chain.run(&msg, &ex, &mut notes)
     };
     let noted = !notes.findings.is_empty() || notes.task.is_some();
@@ -668,7 +682,7 @@ fn judge_message(
         Verdict::Forward => (Judged::Unchanged, Outcome::Forwarded),
         Verdict::ForwardMutated(b) => (Judged::Replaced(b), Outcome::Mutated { filter: "chain" }),
         Verdict::Reject { filter, denial } => {
-            let judged = if env.kind == Kind::Response {
+            let judged = if env.kind == Kind::Response && !inferred {
                 Judged::Replaced(
                     serde_json::to_vec(&denial.to_response(env.id.as_ref())).unwrap_or_default(),
                 )
@@ -706,17 +720,26 @@ fn judge_message(
 }
 
 /// Judges one SSE event. Events without data (comments, `id:`/`retry:`
-/// lines, the empty priming event) pass byte for byte; a `message` event
+/// lines, the empty priming event) pass cleaned of anything the server could
+/// smuggle past the judge (see `SseEvent::cleaned`: comment text, odd fields,
+/// an event id that is not a plain id or that DLP flags); a `message` event
 /// is judged; anything else that carries data is withheld. `Err` cuts the
 /// stream (a legacy endpoint the gateway refuses).
 fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Result<Vec<u8>, &'static str> {
     let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
-        return Ok(ev.raw);
+        return Ok(ev.cleaned(None, &warden_filters::sse::safe_id));
     };
     metrics()
         .sse_events
         .with_label_values(&[&rt.snap.config.servers[server].name])
         .inc();
+    let id_ok = |id: &str| {
+        warden_filters::sse::safe_id(id) && {
+            let mut hits = Vec::new();
+            rt.snap.redactor.scan_str(id, &mut hits);
+            hits.is_empty()
+        }
+    };
     if ev.event_type() == "endpoint" {
         if ctx.exchange == ExchangeKind::Get && !ctx.endpoint_seen {
             ctx.endpoint_seen = true;
@@ -726,10 +749,10 @@ fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Result<Vec<u
         return Ok(unjudgeable(gw, ctx, None).unwrap_or_default());
     }
     let Some(data) = ev.data.as_deref() else {
-        return Ok(ev.raw);
+        return Ok(ev.cleaned(None, &id_ok));
     };
     if data.is_empty() {
-        return Ok(ev.raw);
+        return Ok(ev.cleaned(None, &id_ok));
     }
     if ev.event_type() != "message" {
         // SDK clients ignore other types today; a gateway cannot judge them.
@@ -742,14 +765,14 @@ fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Result<Vec<u
         }
         Err((id, _)) => {
             return Ok(unjudgeable(gw, ctx, id.as_ref())
-                .map(|b| ev.with_data(&String::from_utf8_lossy(&b)))
+                .map(|b| ev.cleaned(Some(&String::from_utf8_lossy(&b)), &id_ok))
                 .unwrap_or_default());
         }
     };
     Ok(
         match judge_message(gw, ctx, &rt, server, &env, data.as_bytes()) {
-            Judged::Unchanged => ev.raw,
-            Judged::Replaced(b) => ev.with_data(&String::from_utf8_lossy(&b)),
+            Judged::Unchanged => ev.cleaned(None, &id_ok),
+            Judged::Replaced(b) => ev.cleaned(Some(&String::from_utf8_lossy(&b)), &id_ok),
             Judged::Dropped => Vec::new(),
         },
     )
@@ -832,7 +855,67 @@ fn rewrite_endpoint(
             }
         }
     }
+    // Unsealed, the session's query reaches the client as the server wrote it.
+    if new
+        .split_once('?')
+        .is_some_and(|(_, q)| !dlp_clean(&rt.snap, q))
+    {
+        return Err("endpoint_refused");
+    }
     Ok(ev.with_data(&new))
+}
+
+/// Whether DLP finds nothing in `text`.
+fn dlp_clean(snap: &warden_filters::Snapshot, text: &str) -> bool {
+    let mut hits = Vec::new();
+    snap.redactor.scan_str(text, &mut hits);
+    hits.is_empty()
+}
+
+/// The upstream response headers a client may see. Everything else the
+/// server sent (its own `WWW-Authenticate`, cookies, `Location`, debug or
+/// vendor headers) is dropped: the body is judged, headers would otherwise
+/// be a way around it. Kept values are checked for shape; free text never
+/// passes.
+fn keep_known_headers(resp: &mut ResponseHeader, snap: &warden_filters::Snapshot) -> Result<()> {
+    let token_list = |v: &str| {
+        v.len() <= 256
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b" ,;=-_./+\"".contains(&b))
+    };
+    let drop: Vec<http::HeaderName> =
+        resp.headers
+            .iter()
+            .filter(|(name, value)| {
+                let v = value.to_str().unwrap_or("\u{0}");
+                let ok = match name.as_str() {
+                    // Framing and the body's type: Pingora and `on_header` own them.
+                    "content-type" | "content-length" | "transfer-encoding"
+                    | "content-encoding" => true,
+                    // Checked (and sealed) where sessions are handled.
+                    "mcp-session-id" => true,
+                    "mcp-protocol-version" => {
+                        v.len() == 10 && v.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+                    }
+                    "cache-control" | "vary" => token_list(v) && dlp_clean(snap, v),
+                    "retry-after" => {
+                        !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit())
+                    }
+                    "date" => {
+                        v.len() <= 40
+                            && v.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b" ,:".contains(&b))
+                    }
+                    _ => false,
+                };
+                !ok
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+    for name in drop {
+        resp.remove_header(&name);
+    }
+    Ok(())
 }
 
 /// Stickiness key of a legacy session: its upstream POST path and query.

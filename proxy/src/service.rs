@@ -397,6 +397,7 @@ impl WardenProxy {
                         method: r.method.clone()?,
                         target: r.target.clone(),
                         args_digest: r.args_digest.clone(),
+                        task: r.task.clone(),
                     },
                     answered: false,
                 })
@@ -416,6 +417,23 @@ impl WardenProxy {
                 ctx.body = Some(Bytes::from(b))
             }
             Forward::Nothing => {
+                if let Some(missing) = plan.step_up.take() {
+                    // Step-up: an HTTP answer the client's OAuth layer acts on.
+                    let id = match &parsed {
+                        Parsed::Single(e) => e.id.clone(),
+                        Parsed::Batch(_) => None,
+                    };
+                    let identity = rt.snap.auth.as_ref().map(|a| a.identity());
+                    let refusal = crate::auth::step_up(
+                        identity,
+                        session.req_header().uri.path(),
+                        &ctx.principal.scopes,
+                        &missing,
+                    )
+                    .with_id(id);
+                    ctx.plan = Some(plan);
+                    return Err(refusal);
+                }
                 let modern = ctx
                     .protocol_version
                     .as_deref()

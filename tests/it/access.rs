@@ -556,6 +556,87 @@ fn serve_jwks(
     (addr, stop)
 }
 
+/// Step-up authorization (2025-11-25 and 2026-07-28 authorization, scope
+/// challenge): a tool whose catalog entry lists scopes is answered 403
+/// `insufficient_scope` naming them, with the request id, until the token
+/// carries them; the call then goes through. Nothing reaches the server before.
+#[tokio::test(flavor = "multi_thread")]
+async fn tools_can_require_a_step_up_scope() {
+    let mock = Mock::start(&[]).expect("mock");
+    let keys = Keys::new();
+    let aud = "http://127.0.0.1:8080/mock/mcp";
+    let jwt = "  required_scopes: [\"mcp:tools\"]\n  jwt:\n    issuer: https://auth.example.com\n    jwks_file: jwks.json\n    attribute_claims: [region]\n  api_keys:";
+    let (yaml, mut files) = example_bundle(mock.addr, |y| {
+        y.replacen("  api_keys:", jwt, 1).replace(
+            "      echo: {risk: LOW}",
+            "      echo: {risk: LOW, scopes: [\"tools:echo\"]}",
+        )
+    });
+    files.push(("jwks.json".into(), keys.jwks().into_bytes()));
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let gw = Gateway::start_with(&yaml, false, &refs, &[], None).expect("gateway");
+    let url = gw.url("/mock/mcp");
+    let bearer = |scope: &str| {
+        format!(
+            "Bearer {}",
+            keys.token(Algorithm::ES256, "ec", claims(aud, 300, scope))
+        )
+    };
+    let before = mock.stats().await.expect("stats")["posts"].clone();
+    let (s, h, b) = post_json(
+        &url,
+        call(7, "echo", json!({"text":"hi"})),
+        &[("authorization", &bearer("mcp:tools"))],
+    )
+    .await
+    .expect("post");
+    assert_eq!(s, 403, "{}", String::from_utf8_lossy(&b));
+    let www = header(&h, "www-authenticate").expect("www-authenticate");
+    assert!(
+        www.starts_with("Bearer error=\"insufficient_scope\""),
+        "{www}"
+    );
+    assert!(www.contains("scope=\"mcp:tools tools:echo\""), "{www}");
+    assert!(www.contains("resource_metadata=\""), "{www}");
+    let v = body_json(&b);
+    assert_eq!(v["id"], 7, "{v}");
+    assert_eq!(v["error"]["data"]["scopes"], json!(["tools:echo"]), "{v}");
+    assert_eq!(
+        mock.stats().await.expect("stats")["posts"],
+        before,
+        "nothing forwarded"
+    );
+    // Another tool needs no step-up; with the scope, echo goes through.
+    let (s, _, b) = post_json(
+        &url,
+        call(8, "add", json!({"a":1,"b":2})),
+        &[("authorization", &bearer("mcp:tools"))],
+    )
+    .await
+    .expect("post");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let (s, _, b) = post_json(
+        &url,
+        call(9, "echo", json!({"text":"hi"})),
+        &[("authorization", &bearer("mcp:tools tools:echo"))],
+    )
+    .await
+    .expect("post");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert!(
+        body_json(&b)["result"]["content"][0]["text"] == "hi",
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    let audit = gw.audit_when(|a| a.iter().any(|r| r["outcome"] == "insufficient_scope"));
+    assert!(audit
+        .iter()
+        .any(|r| r["outcome"] == "insufficient_scope" && r["tool"] == "echo"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn jwt_bearer_tokens_from_jwks_file_and_url() {
     let mock = Mock::start(&[]).expect("mock");

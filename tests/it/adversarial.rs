@@ -440,6 +440,11 @@ async fn learn_mirrors(h: &Hostile, gw: &Gateway) {
     assert!(text.contains("\"echo\""), "{text}");
 }
 
+fn clean_reply(id: u64) -> String {
+    json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":"fine"}]}})
+        .to_string()
+}
+
 fn call_with(id: u64, args: Value) -> String {
     json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"echo","arguments":args}})
         .to_string()
@@ -1113,6 +1118,42 @@ async fn tasks_belong_to_the_principal_that_created_them() {
         "{text}"
     );
 
+    // A server naming the developer's task to the operator: a handle it
+    // hands out again, a status notification on his stream, a related-task
+    // id; none becomes a token he holds.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":12,"result":{"resultType":"task","taskId":"task-42","status":"working"}})
+            .to_string(),
+    )]);
+    let (_, _, text) = send(OPS, call(12, "echo"), vec![]).await;
+    assert!(text.contains("-31003") && !text.contains("wt1."), "{text}");
+    h.script([Reply::sse(&[
+        &format!(
+            "data: {}\n\n",
+            json!({"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"task-42","status":"completed"}})
+        ),
+        &format!(
+            "data: {}\n\n",
+            json!({"jsonrpc":"2.0","id":13,"result":{"content":[],
+                "_meta":{"io.modelcontextprotocol/related-task":{"taskId":"task-42"}}}})
+        ),
+    ])]);
+    let (_, _, text) = send(OPS, call(13, "echo"), vec![]).await;
+    assert!(text.contains("\"id\":13"), "{text}");
+    assert!(
+        !text.contains("wt1.") && !text.contains("task-42"),
+        "{text}"
+    );
+    // The creator's poll answered with another task's id: withheld.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":14,"result":{"taskId":"task-other","status":"completed"}})
+            .to_string(),
+    )]);
+    let body =
+        json!({"jsonrpc":"2.0","id":14,"method":"tasks/get","params":{"taskId":token}}).to_string();
+    let (_, _, text) = send(DEV, body, modern("tasks/get", token.clone())).await;
+    assert!(text.contains("-31003") && !text.contains("wt1."), "{text}");
+
     // 2025-11-25 shape: `result.task.taskId`, sealed the same way.
     h.script([Reply::json(
         &json!({"jsonrpc":"2.0","id":11,"result":{"task":{"taskId":"t-old","status":"working"}}})
@@ -1232,8 +1273,8 @@ async fn task_results_meet_their_tools_checks() {
         "the same token comes back"
     );
 
-    // An id the gateway sealed without knowing the tool (here a related-task
-    // id inside another reply): its result cannot be checked, so it is refused.
+    // A related-task id for a task nobody created here is not sealed for
+    // the caller: it is removed.
     h.script([Reply::json(
         &json!({"jsonrpc":"2.0","id":7,"result":{"content":[],"structuredContent":{"n":1},
             "_meta":{"io.modelcontextprotocol/related-task":{"taskId":"task-unknown"}}}})
@@ -1241,21 +1282,11 @@ async fn task_results_meet_their_tools_checks() {
     )]);
     let (_, text) = send(call(7, "echo"), modern("tools/call", "echo")).await;
     let v: Value = serde_json::from_str(&text).expect("json");
-    let stray = v["result"]["_meta"]["io.modelcontextprotocol/related-task"]["taskId"]
-        .as_str()
-        .expect("sealed")
-        .to_owned();
-    assert_ne!(stray, "task-unknown");
-    h.script([Reply::json(
-        &json!({"jsonrpc":"2.0","id":8,"result":{"content":[],"structuredContent":{"n":"LEAKY"}}})
-            .to_string(),
-    )]);
-    let stray_get =
-        json!({"jsonrpc":"2.0","id":8,"method":"tasks/result","params":{"taskId":stray}})
-            .to_string();
-    let (_, text) = send(stray_get, modern("tasks/result", &stray)).await;
-    assert!(!text.contains("LEAKY"), "{text}");
-    assert!(text.contains("cannot be checked"), "{text}");
+    assert_eq!(v["result"]["structuredContent"]["n"], 1, "{text}");
+    assert!(
+        !text.contains("related-task") && !text.contains("task-unknown"),
+        "{text}"
+    );
 
     // The tool's definition changes under the pin: its task gives no result,
     // and the request does not reach the server.
@@ -1316,7 +1347,10 @@ async fn input_responses_are_bound_to_their_request() {
     let send = |who: (&'static str, &'static str), body: Value| {
         let gw = &gw;
         async move {
-            let name = body["params"]["name"].as_str().unwrap_or_default().to_owned();
+            let name = body["params"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let hs = [
                 ("mcp-protocol-version", "2026-07-28"),
                 ("mcp-method", "tools/call"),
@@ -1361,24 +1395,58 @@ async fn input_responses_are_bound_to_their_request() {
     let mut other_tool = retry(9, args.clone(), &state, answer.clone());
     other_tool["params"]["name"] = json!("add");
     let cases = [
-        ("another principal", OPS, retry(2, args.clone(), &state, answer.clone())),
+        (
+            "another principal",
+            OPS,
+            retry(2, args.clone(), &state, answer.clone()),
+        ),
         ("another tool", DEV, other_tool),
-        ("other arguments", DEV, retry(3, json!({"text":"rm -rf"}), &state, answer.clone())),
-        ("unasked key", DEV, retry(4, args.clone(), &state, json!({"e2":{"action":"accept"}}))),
-        ("tampered", DEV, retry(5, args.clone(), &json!(tampered), answer.clone())),
-        ("no state", DEV, retry(6, args.clone(), &Value::Null, answer.clone())),
-        ("server's own state", DEV, retry(7, args.clone(), &json!("srv-state-1"), answer.clone())),
+        (
+            "other arguments",
+            DEV,
+            retry(3, json!({"text":"rm -rf"}), &state, answer.clone()),
+        ),
+        (
+            "unasked key",
+            DEV,
+            retry(4, args.clone(), &state, json!({"e2":{"action":"accept"}})),
+        ),
+        (
+            "tampered",
+            DEV,
+            retry(5, args.clone(), &json!(tampered), answer.clone()),
+        ),
+        (
+            "no state",
+            DEV,
+            retry(6, args.clone(), &Value::Null, answer.clone()),
+        ),
+        (
+            "server's own state",
+            DEV,
+            retry(7, args.clone(), &json!("srv-state-1"), answer.clone()),
+        ),
     ];
     for (what, who, body) in cases {
         let v = send(who, body).await;
         assert_eq!(v["error"]["code"], -32602, "{what}: {v}");
-        assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("requestState")), "{what}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("requestState")),
+            "{what}: {v}"
+        );
     }
-    assert_eq!(posts_received(&h), before, "a refused retry reached the server");
+    assert_eq!(
+        posts_received(&h),
+        before,
+        "a refused retry reached the server"
+    );
 
     // The creator's retry goes through with the server's own state.
     h.script([Reply::json(
-        &json!({"jsonrpc":"2.0","id":8,"result":{"content":[{"type":"text","text":"hi octocat"}]}}).to_string(),
+        &json!({"jsonrpc":"2.0","id":8,"result":{"content":[{"type":"text","text":"hi octocat"}]}})
+            .to_string(),
     )]);
     let v = send(DEV, retry(8, args.clone(), &state, answer.clone())).await;
     assert_eq!(v["result"]["content"][0]["text"], "hi octocat", "{v}");
@@ -1401,6 +1469,125 @@ async fn input_responses_are_bound_to_their_request() {
     let fwd: Value = serde_json::from_slice(&got.last().expect("forwarded").body).expect("json");
     assert!(fwd["params"].get("requestState").is_none(), "{fwd}");
     assert_eq!(fwd["params"]["inputResponses"], answer);
+}
+
+/// Nothing a hostile server writes reaches the client around the judge: not
+/// in response headers, not in SSE comments, ids or unknown fields, and not
+/// inside the gateway's own errors (schema errors, mirrored-header errors,
+/// denied input requests), where DLP would not see it.
+#[tokio::test(flavor = "multi_thread")]
+async fn side_channels_carry_nothing_from_the_server() {
+    let (h, gw) = setup().await;
+    let modern = |name: &'static str| {
+        vec![
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", name),
+        ]
+    };
+    // Response headers: only the ones MCP needs, with checked values.
+    h.script([Reply::json(&clean_reply(1))
+        .header("x-debug", AKIA)
+        .header("set-cookie", &format!("k={AKIA}"))
+        .header("www-authenticate", &format!("Bearer realm=\"{AKIA}\""))
+        .header("location", &format!("http://evil.example/{AKIA}"))
+        .header("cache-control", &format!("private, x={AKIA}"))
+        .header("retry-after", AKIA)]);
+    let (s, hs, text) = post(&gw, &call(1, "echo")).await;
+    assert_eq!(s, 200, "{text}");
+    for (k, v) in hs.iter() {
+        assert!(!v.contains(AKIA), "header {k}: {v}");
+    }
+    for k in ["x-debug", "set-cookie", "location"] {
+        assert!(header(&hs, k).is_none(), "{k} passed");
+    }
+    assert!(header(&hs, "content-type").is_some_and(|v| v.starts_with("application/json")));
+
+    // SSE: comment text, odd fields, an event id or type carrying a secret.
+    let ev = |body: &str| format!("data: {body}\n\n");
+    h.script([Reply::sse(&[
+        &format!(": {AKIA}\n\n"),
+        &format!("id: {AKIA}\nretry: 10\n\n"),
+        &format!("event: {AKIA}\n\n"),
+        &format!("x-{AKIA}: 1\n: keep-alive\nid: 42\n{}", ev(&clean_reply(2))),
+    ])]);
+    let (s, _, text) = post(&gw, &call(2, "echo")).await;
+    assert_eq!(s, 200, "{text}");
+    assert!(!text.contains(AKIA), "{text}");
+    assert!(text.contains("id: 42"), "a plain event id passes: {text}");
+    assert!(text.contains("retry: 10"), "{text}");
+    assert!(
+        text.contains("\"id\":2") || text.contains("\"id\": 2"),
+        "{text}"
+    );
+
+    // A server schema holding a secret (the list itself is refused by DLP,
+    // but the definition was seen): argument errors name the keyword only.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"echo",
+            "inputSchema":{"type":"object","properties":{
+                "text":{"type":"string"},
+                "mode":{"enum":[AKIA]},
+                "region":{"type":"string","x-mcp-header":AKIA}}},
+            "outputSchema":{"type":"object","properties":{AKIA:{"type":"integer"}}}}]}})
+        .to_string(),
+    )]);
+    let (_, _, text) = post(
+        &gw,
+        &json!({"jsonrpc":"2.0","id":3,"method":"tools/list"}).to_string(),
+    )
+    .await;
+    assert!(!text.contains(AKIA), "{text}");
+    let (_, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call_with(4, json!({"text":"hi","region":"eu"})),
+        &modern("echo"),
+    )
+    .await;
+    assert!(!text.contains(AKIA), "mirrored-header error: {text}");
+    assert!(text.contains("-32020"), "{text}");
+    let header_name = format!("mcp-param-{AKIA}");
+    let mut hs = modern("echo");
+    hs.push((header_name.as_str(), "eu"));
+    let (_, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call_with(4, json!({"text":"hi","region":"eu","mode":"x"})),
+        &hs,
+    )
+    .await;
+    assert!(!text.contains(AKIA), "argument error: {text}");
+    assert!(text.contains("/mode: fails the schema's `enum`"), "{text}");
+    // Output failing a property the server named with a secret.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":5,"result":{"content":[],"structuredContent":{AKIA:"x"}}})
+            .to_string(),
+    )]);
+    let (_, _, text) = post(&gw, &call(5, "echo")).await;
+    assert!(!text.contains(AKIA), "output error: {text}");
+    assert!(text.contains("outputSchema"), "{text}");
+
+    // A denied input request whose method is the server's secret (a policy
+    // that allows only what it names).
+    drop(gw);
+    let strict = "package warden.authz\nimport rego.v1\ndecision := {\"allow\": true, \"reason\": \"ok\"} if {\n\tinput.request.method in {\"tools/call\", \"tools/list\"}\n} else := {\"allow\": false, \"reason\": \"method_not_allowed\"}\n";
+    let gw = Gateway::start_with(
+        &mock_bundle(&[h.addr], BUNDLE),
+        false,
+        &[("policies/authz.rego", strict.as_bytes())],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":6,"result":{"resultType":"input_required",
+            "inputRequests":{"a":{"method":AKIA,"params":{}}}}})
+        .to_string(),
+    )]);
+    let (_, _, text) = post_with(&gw, "/mock/mcp", &call(6, "echo"), &modern("echo")).await;
+    assert!(!text.contains(AKIA), "input request error: {text}");
+    assert!(text.contains("-31010"), "{text}");
 }
 
 /// Denies sampling and hides one resource; everything else is allowed.

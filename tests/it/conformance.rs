@@ -7,6 +7,12 @@
 //! and SSE replies, progress notifications, resources/read (where the server
 //! has resources), sessions and DELETE.
 //!
+//! A second test drives the Python SDK client and server in their modern
+//! mode (2026-07-28) through Warden with a DLP and policy bundle:
+//! discovery, a tool call with one multi-round-trip elicitation round
+//! (whose `requestState` the gateway seals and unseals), and a resource
+//! subscription over `subscriptions/listen`.
+//!
 //! Needs the peers installed by `scripts/setup.sh`; fails loudly without them.
 
 use std::net::SocketAddr;
@@ -226,4 +232,57 @@ fn sdk_clients_and_servers_work_through_warden() {
         audit.iter().any(|r| r["http_method"] == "DELETE"),
         "session DELETE passes through"
     );
+}
+
+#[test]
+fn modern_python_peers_through_warden() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut server = spawn(
+        "python modern server",
+        Command::new(python())
+            .arg(peers().join("py_modern_server.py"))
+            .arg(port.to_string()),
+    );
+    wait_port(addr, &mut server);
+    // Every guard on: DLP both ways, a policy that allows, output schemas.
+    let yaml = format!(
+        "version: 1\ndlp:\n  rules:\n    - {{name: no-secrets, detectors: [\"category:secret\"], action: block}}\nservice_groups:\n  - name: conformance\n    servers:\n      - {{name: modern, upstreams: [\"{addr}\"]}}\nroutes:\n  - {{prefix: /modern, server: modern}}\n"
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    let run = run_client(
+        "python (modern)",
+        "python (modern)",
+        Command::new(python())
+            .arg(peers().join("py_modern_client.py"))
+            .arg(gw.url("/modern/mcp")),
+    );
+    println!("  {:<20} → {:<16} {}", run.client, run.server, if run.ok { "PASS" } else { "FAIL" });
+    assert!(run.ok, "{}", run.report);
+    let report: Value = serde_json::from_str(&run.report).expect("report");
+    assert_eq!(report["protocol"], "2026-07-28");
+    // The elicitation round went through the gateway: the first call came
+    // back input_required and the retry, with the gateway's state, was
+    // forwarded and answered.
+    let audit = gw.audit_when(|a| {
+        a.iter().any(|r| r["method"] == "subscriptions/listen")
+            && a.iter()
+                .filter(|r| r["method"] == "tools/call" && r["tool"] == "greet" && r["direction"] == "request")
+                .count()
+                >= 2
+    });
+    let greets: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["method"] == "tools/call" && r["tool"] == "greet" && r["direction"] == "request")
+        .collect();
+    assert!(
+        greets.iter().all(|r| r["outcome"] == "forwarded" || r["outcome"] == "mutated"),
+        "{greets:?}"
+    );
+    assert!(
+        greets.iter().any(|r| r["outcome"] == "mutated"),
+        "the retry's state was unsealed: {greets:?}"
+    );
+    drop(gw);
+    drop(server);
 }
