@@ -216,6 +216,25 @@ fn sdk_clients_and_servers_work_through_warden() {
         .map(|r| format!("{} → {}: {}", r.client, r.server, r.report))
         .collect();
     assert!(failed.is_empty(), "failures:\n{}", failed.join("\n\n"));
+    // Version negotiation through the gateway, both ways: the probing client
+    // speaks 2026-07-28 with the server that does and falls back with those
+    // that do not; the legacy client gets an older revision from the modern
+    // server.
+    for r in &runs {
+        let v: Value =
+            serde_json::from_str(r.report.lines().next().unwrap_or("")).unwrap_or_default();
+        let Some(p) = v["protocol"].as_str() else {
+            continue;
+        };
+        println!("  {:<20} → {:<12} negotiated {p}", r.client, r.server);
+        match (r.client, r.server) {
+            ("python (default)", "python") => assert_eq!(p, "2026-07-28", "{}", r.report),
+            ("python (default)", "typescript") | ("python (legacy)", "python") => {
+                assert!(p < "2026-07-28", "{} → {}: {p}", r.client, r.server)
+            }
+            _ => {}
+        }
+    }
     // Every server saw audited traffic, including session ends.
     let audit = gw.audit_when(|a| {
         a.iter().any(|r| r["http_method"] == "DELETE") && a.iter().any(|r| r["server"] == "pysse")
@@ -257,7 +276,12 @@ fn modern_python_peers_through_warden() {
             .arg(peers().join("py_modern_client.py"))
             .arg(gw.url("/modern/mcp")),
     );
-    println!("  {:<20} → {:<16} {}", run.client, run.server, if run.ok { "PASS" } else { "FAIL" });
+    println!(
+        "  {:<20} → {:<16} {}",
+        run.client,
+        run.server,
+        if run.ok { "PASS" } else { "FAIL" }
+    );
     assert!(run.ok, "{}", run.report);
     let report: Value = serde_json::from_str(&run.report).expect("report");
     assert_eq!(report["protocol"], "2026-07-28");
@@ -267,16 +291,24 @@ fn modern_python_peers_through_warden() {
     let audit = gw.audit_when(|a| {
         a.iter().any(|r| r["method"] == "subscriptions/listen")
             && a.iter()
-                .filter(|r| r["method"] == "tools/call" && r["tool"] == "greet" && r["direction"] == "request")
+                .filter(|r| {
+                    r["method"] == "tools/call"
+                        && r["tool"] == "greet"
+                        && r["direction"] == "request"
+                })
                 .count()
                 >= 2
     });
     let greets: Vec<&Value> = audit
         .iter()
-        .filter(|r| r["method"] == "tools/call" && r["tool"] == "greet" && r["direction"] == "request")
+        .filter(|r| {
+            r["method"] == "tools/call" && r["tool"] == "greet" && r["direction"] == "request"
+        })
         .collect();
     assert!(
-        greets.iter().all(|r| r["outcome"] == "forwarded" || r["outcome"] == "mutated"),
+        greets
+            .iter()
+            .all(|r| r["outcome"] == "forwarded" || r["outcome"] == "mutated"),
         "{greets:?}"
     );
     assert!(
