@@ -79,6 +79,10 @@ pub struct Jwt {
     pub roles_claim: String,
     pub kind_claim: Option<String>,
     pub attribute_claims: Vec<String>,
+    /// Accepted clients (`client_id`/`azp`): exact ids or `https://host/` prefixes.
+    pub allowed_clients: Vec<String>,
+    /// A granted scope implies these narrower ones.
+    pub scope_implies: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// What part of a client certificate a rule matches.
@@ -455,6 +459,15 @@ pub(crate) fn identity(raw: &raw::IdentityConfig, root: &Path, p: &mut Problems)
         if j.issuer.is_empty() {
             p.push(format!("{base}.issuer"), "must not be empty");
         }
+        for (i, c) in j.allowed_clients.iter().enumerate() {
+            // A Client ID Metadata Document id is an https URL with a path.
+            if c.is_empty() || (c.contains("://") && !c.starts_with("https://")) {
+                p.push(
+                    format!("{base}.allowed_clients[{i}]"),
+                    "must be a client id, or an `https://` URL (prefix)",
+                );
+            }
+        }
         Jwt {
             issuer: j.issuer.clone(),
             audiences: if j.audiences.is_empty() {
@@ -469,6 +482,8 @@ pub(crate) fn identity(raw: &raw::IdentityConfig, root: &Path, p: &mut Problems)
             roles_claim: j.roles_claim.clone().unwrap_or_else(|| "roles".into()),
             kind_claim: j.kind_claim.clone(),
             attribute_claims: j.attribute_claims.clone(),
+            allowed_clients: j.allowed_clients.clone(),
+            scope_implies: j.scope_implies.clone(),
         }
     });
     let mut mtls = Vec::new();

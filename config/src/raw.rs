@@ -492,6 +492,14 @@ pub struct JwtConfig {
     /// String claims copied into `principal.attributes`.
     #[serde(default)]
     pub attribute_claims: Vec<String>,
+    /// Clients whose tokens are accepted, by their `client_id` (or `azp`)
+    /// claim: exact ids, or an `https://host/` prefix for Client ID Metadata
+    /// Document URLs of one origin. Empty: any client.
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
+    /// Scope hierarchy: a granted scope (key) implies the listed narrower ones.
+    #[serde(default)]
+    pub scope_implies: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -279,7 +279,12 @@ impl JwtVerifier {
         let mut last = AuthError::Invalid("token_key_unknown");
         for key in candidates {
             match jsonwebtoken::decode::<Claims>(token, key, validation) {
-                Ok(data) => return Ok(self.principal(data.claims)),
+                Ok(data) => {
+                    if !self.client_allowed(&data.claims) {
+                        return Err(AuthError::Invalid("token_client_not_allowed"));
+                    }
+                    return Ok(self.principal(data.claims));
+                }
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind as K;
                     last = AuthError::Invalid(match e.kind() {
@@ -296,6 +301,52 @@ impl JwtVerifier {
             }
         }
         Err(last)
+    }
+
+    /// The client the token was issued to (`client_id`, RFC 9068, else `azp`).
+    fn client_id(c: &Claims) -> Option<&str> {
+        c.rest
+            .get("client_id")
+            .or_else(|| c.rest.get("azp"))
+            .and_then(|v| v.as_str())
+    }
+
+    /// Whether the bundle accepts the token's client: any client when no
+    /// list is set; otherwise an exact id, or an `https://host/` prefix for
+    /// Client ID Metadata Document URLs of one origin (2026-07-28 prefers
+    /// them to registered ids).
+    fn client_allowed(&self, c: &Claims) -> bool {
+        if self.cfg.allowed_clients.is_empty() {
+            return true;
+        }
+        let Some(id) = Self::client_id(c) else {
+            return false;
+        };
+        self.cfg.allowed_clients.iter().any(|a| {
+            if a.starts_with("https://") && a.ends_with('/') {
+                // An origin prefix: a document URL under it, never the bare origin.
+                id.starts_with(a.as_str()) && id.len() > a.len()
+            } else {
+                id == a
+            }
+        })
+    }
+
+    /// `granted` with every scope the bundle's hierarchy derives from it.
+    fn implied(&self, granted: Vec<String>) -> Vec<String> {
+        let mut out = granted;
+        let mut i = 0;
+        while i < out.len() {
+            if let Some(more) = self.cfg.scope_implies.get(&out[i]) {
+                for m in more {
+                    if !out.contains(m) {
+                        out.push(m.clone());
+                    }
+                }
+            }
+            i += 1;
+        }
+        out
     }
 
     fn principal(&self, c: Claims) -> (Principal, Vec<String>) {
@@ -315,12 +366,17 @@ impl JwtVerifier {
             .and_then(&str_claim)
             .and_then(|k| PrincipalKind::parse(&k))
             .unwrap_or(PrincipalKind::User);
-        let attributes = self
+        let mut attributes: BTreeMap<String, String> = self
             .cfg
             .attribute_claims
             .iter()
             .filter_map(|a| str_claim(a).map(|v| (a.clone(), v)))
             .collect();
+        // The client the token was issued to, for policy (a Client ID
+        // Metadata Document URL, or a registered id).
+        if let Some(client) = Self::client_id(&c) {
+            attributes.insert("client_id".into(), client.to_owned());
+        }
         let scopes = match (c.rest.get("scope"), c.rest.get("scp")) {
             (Some(serde_json::Value::String(s)), _) => {
                 s.split_whitespace().map(str::to_owned).collect()
@@ -331,6 +387,7 @@ impl JwtVerifier {
                 .collect(),
             _ => Vec::new(),
         };
+        let scopes = self.implied(scopes);
         (
             Principal {
                 id: c.sub,

@@ -36,10 +36,23 @@ pub fn metadata(id: &Identity, suffix: &str) -> serde_json::Value {
     serde_json::json!({
         "resource": resource,
         "authorization_servers": id.authorization_servers,
-        "scopes_supported": id.scopes_supported,
+        // Refresh tokens are not a resource requirement (2026-07-28).
+        "scopes_supported": supported(id),
         "bearer_methods_supported": ["header"],
         "resource_name": "Warden MCP gateway",
     })
+}
+
+/// Never advertised by a protected resource: refresh tokens are the
+/// authorization server's business, not a resource requirement.
+const OFFLINE_ACCESS: &str = "offline_access";
+
+fn supported(id: &Identity) -> Vec<&str> {
+    id.scopes_supported
+        .iter()
+        .map(String::as_str)
+        .filter(|s| *s != OFFLINE_ACCESS)
+        .collect()
 }
 
 fn quoted(s: &str) -> String {
@@ -54,8 +67,9 @@ pub fn refusal(id: &Identity, path: &str, e: &AuthError) -> Refusal {
     let (status, header, message) = match e {
         AuthError::Missing => {
             let mut h = format!("Bearer resource_metadata=\"{}\"", quoted(&meta));
-            if !id.scopes_supported.is_empty() {
-                h.push_str(&format!(", scope=\"{}\"", quoted(&id.scopes_supported.join(" "))));
+            let scopes = supported(id);
+            if !scopes.is_empty() {
+                h.push_str(&format!(", scope=\"{}\"", quoted(&scopes.join(" "))));
             }
             (401, h, "Authentication required".to_owned())
         }
@@ -92,17 +106,17 @@ pub fn refusal(id: &Identity, path: &str, e: &AuthError) -> Refusal {
 
 /// Step-up authorization: a call needs OAuth scopes (`missing`) the caller's
 /// token lacks. 403 with `WWW-Authenticate: Bearer error="insufficient_scope"`
-/// naming every scope to ask for (the bundle's required ones, those the
-/// token has, and the missing ones), so a client re-authorises for the call
-/// without losing what it could already do.
-pub fn step_up(id: Option<&Identity>, path: &str, has: &[String], missing: &[String]) -> Refusal {
+/// naming, in one challenge, every scope this operation needs (the bundle's
+/// required ones and the call's); the client adds them to those it holds
+/// (2026-07-28 authorization, scope challenge handling).
+pub fn step_up(id: Option<&Identity>, path: &str, missing: &[String]) -> Refusal {
     let mut want: Vec<&str> = Vec::new();
     for s in id
         .map(|i| i.required_scopes.as_slice())
         .unwrap_or_default()
         .iter()
-        .chain(has)
         .chain(missing)
+        .filter(|s| *s != OFFLINE_ACCESS)
     {
         if !want.contains(&s.as_str()) {
             want.push(s);

@@ -424,13 +424,9 @@ impl WardenProxy {
                         Parsed::Batch(_) => None,
                     };
                     let identity = rt.snap.auth.as_ref().map(|a| a.identity());
-                    let refusal = crate::auth::step_up(
-                        identity,
-                        session.req_header().uri.path(),
-                        &ctx.principal.scopes,
-                        &missing,
-                    )
-                    .with_id(id);
+                    let refusal =
+                        crate::auth::step_up(identity, session.req_header().uri.path(), &missing)
+                            .with_id(id);
                     ctx.plan = Some(plan);
                     return Err(refusal);
                 }

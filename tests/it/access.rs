@@ -565,9 +565,14 @@ async fn tools_can_require_a_step_up_scope() {
     let mock = Mock::start(&[]).expect("mock");
     let keys = Keys::new();
     let aud = "http://127.0.0.1:8080/mock/mcp";
-    let jwt = "  required_scopes: [\"mcp:tools\"]\n  jwt:\n    issuer: https://auth.example.com\n    jwks_file: jwks.json\n    attribute_claims: [region]\n  api_keys:";
+    let jwt = "  required_scopes: [\"mcp:tools\"]\n  jwt:\n    issuer: https://auth.example.com\n    jwks_file: jwks.json\n    attribute_claims: [region]\n    allowed_clients: [\"https://app.example.com/\", \"cli-registered\"]\n    scope_implies: {\"tools:all\": [\"tools:echo\"]}\n  api_keys:";
     let (yaml, mut files) = example_bundle(mock.addr, |y| {
-        y.replacen("  api_keys:", jwt, 1).replace(
+        y.replace(
+            "  scopes_supported: [\"mcp:tools\"]",
+            "  scopes_supported: [\"mcp:tools\", \"offline_access\"]",
+        )
+        .replacen("  api_keys:", jwt, 1)
+        .replace(
             "      echo: {risk: LOW}",
             "      echo: {risk: LOW, scopes: [\"tools:echo\"]}",
         )
@@ -579,12 +584,15 @@ async fn tools_can_require_a_step_up_scope() {
         .collect();
     let gw = Gateway::start_with(&yaml, false, &refs, &[], None).expect("gateway");
     let url = gw.url("/mock/mcp");
-    let bearer = |scope: &str| {
-        format!(
-            "Bearer {}",
-            keys.token(Algorithm::ES256, "ec", claims(aud, 300, scope))
-        )
+    let token_for = |scope: &str, client: Option<(&str, &str)>| {
+        let mut c = claims(aud, 300, scope);
+        if let Some((k, v)) = client {
+            c[k] = json!(v);
+        }
+        format!("Bearer {}", keys.token(Algorithm::ES256, "ec", c))
     };
+    let app = Some(("client_id", "https://app.example.com/oauth/client.json"));
+    let bearer = |scope: &str| token_for(scope, app);
     let before = mock.stats().await.expect("stats")["posts"].clone();
     let (s, h, b) = post_json(
         &url,
@@ -635,6 +643,73 @@ async fn tools_can_require_a_step_up_scope() {
     assert!(audit
         .iter()
         .any(|r| r["outcome"] == "insufficient_scope" && r["tool"] == "echo"));
+
+    // The bundle's scope hierarchy: a broader scope implies the tool's.
+    let (s, _, b) = post_json(
+        &url,
+        call(10, "echo", json!({"text":"hi"})),
+        &[("authorization", &bearer("mcp:tools tools:all"))],
+    )
+    .await
+    .expect("post");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+
+    // Clients: a Client ID Metadata Document URL under an accepted origin, or
+    // a registered id (`azp`), is accepted; anything else is an invalid token.
+    for (client, ok) in [
+        (Some(("azp", "cli-registered")), true),
+        (
+            Some(("client_id", "https://evil.example.com/client.json")),
+            false,
+        ),
+        (
+            Some(("client_id", "https://app.example.com.evil.com/c.json")),
+            false,
+        ),
+        (Some(("client_id", "https://app.example.com/")), false),
+        (None, false),
+    ] {
+        let (s, h, b) = post_json(
+            &url,
+            call(11, "add", json!({"a":1,"b":2})),
+            &[("authorization", &token_for("mcp:tools", client))],
+        )
+        .await
+        .expect("post");
+        if ok {
+            assert_eq!(s, 200, "{client:?}: {}", String::from_utf8_lossy(&b));
+        } else {
+            assert_eq!(s, 401, "{client:?}");
+            assert!(
+                header(&h, "www-authenticate")
+                    .is_some_and(|w| w.contains("token_client_not_allowed")),
+                "{client:?}"
+            );
+        }
+    }
+
+    // Protected-resource metadata and challenges never ask for offline_access.
+    let (s, _, b) = warden_tests::request(
+        &gw.url("/.well-known/oauth-protected-resource/mock/mcp"),
+        "GET",
+        &[],
+        bytes::Bytes::new(),
+        false,
+    )
+    .await
+    .expect("get");
+    assert_eq!(s, 200);
+    let meta = body_json(&b);
+    assert_eq!(meta["scopes_supported"], json!(["mcp:tools"]), "{meta}");
+    let (s, h, _) = post_json(&url, call(12, "add", json!({})), &[])
+        .await
+        .expect("post");
+    assert_eq!(s, 401);
+    let www = header(&h, "www-authenticate").expect("www");
+    assert!(
+        www.contains("scope=\"mcp:tools\"") && !www.contains("offline_access"),
+        "{www}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
