@@ -990,6 +990,12 @@ const TWO_KEYS: &str = "identity:\n  resource: http://127.0.0.1/mock/mcp\n  api_
 const DEV: (&str, &str) = ("x-api-key", "wk_demo_dev_7Qm2");
 const OPS: (&str, &str) = ("x-api-key", "wk_demo_ops_Z8r5");
 
+/// A task created then fetched by its creator, and refused for another
+/// principal. No SDK here implements tasks yet, so the hostile mock speaks
+/// them as `docs/specification/2026-07-28/schema.mdx` (tasks extension,
+/// SEP-2663: `CreateTaskResult` with `resultType: "task"`, `GetTaskResult`,
+/// `ListTasksResult`) and `docs/specification/2025-11-25/schema.mdx`
+/// (`CreateTaskResult.task`) spell them.
 #[tokio::test(flavor = "multi_thread")]
 async fn tasks_belong_to_the_principal_that_created_them() {
     let h = Hostile::start().await;
