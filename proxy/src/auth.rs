@@ -242,7 +242,7 @@ pub async fn write_metadata(
 /// unknown key id. A failed fetch keeps the previous keys and is retried with
 /// backoff; until the first success, JWTs are refused as `token_key_unknown`.
 pub struct JwksRefresher {
-    pub gateway: std::sync::Arc<crate::state::Gateway>,
+    pub current: std::sync::Arc<crate::runtime::Current>,
 }
 
 #[async_trait::async_trait]
@@ -263,7 +263,7 @@ impl pingora::services::background::BackgroundService for JwksRefresher {
         let mut last_try: Option<Instant> = None;
         let mut backoff = Duration::from_millis(250);
         loop {
-            let rt = self.gateway.runtime();
+            let rt = self.current.load();
             if let Some((url, refresh, store)) = rt.snap.auth.as_ref().and_then(|a| a.jwks_url()) {
                 let fresh = last_ok
                     .as_ref()

@@ -26,8 +26,7 @@ use warden_config::Bundle;
 use warden_filters::Snapshot;
 
 use crate::metrics::metrics;
-use crate::state::Gateway;
-use crate::upstream::Runtime;
+use crate::runtime::{Current, Runtime};
 
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -327,12 +326,21 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>)>
     }
 }
 
+/// Where a new bundle goes: the runtime it replaces, the state that outlives
+/// bundles (quota counters, pins), and the bundle status for `/status`.
+#[derive(Clone)]
+pub struct Publisher {
+    pub current: Arc<Current>,
+    pub shared: Arc<warden_filters::snapshot::Shared>,
+    pub status: Arc<BundleState>,
+}
+
 /// Compiles `bundle` and publishes it. Listener, admin and audit settings
 /// need a restart to change; a difference is logged.
-pub fn apply(gateway: &Gateway, bundle: &Bundle) -> Result<String, String> {
+pub fn apply(target: &Publisher, bundle: &Bundle) -> Result<String, String> {
     let mut snap =
-        Snapshot::build_shared(bundle, Vec::new(), &gateway.shared).map_err(|e| e.to_string())?;
-    let old = gateway.runtime();
+        Snapshot::build_shared(bundle, Vec::new(), &target.shared).map_err(|e| e.to_string())?;
+    let old = target.current.load();
     if let (Some(new_auth), Some(old_auth)) = (snap.auth.as_mut(), old.snap.auth.as_ref()) {
         new_auth.adopt_jwks(old_auth);
     }
@@ -349,13 +357,13 @@ pub fn apply(gateway: &Gateway, bundle: &Bundle) -> Result<String, String> {
     }
     let revision = snap.revision.clone();
     let rt = Runtime::new(snap).map_err(|e| format!("upstream pools: {e}"))?;
-    gateway.swap(rt);
+    target.current.swap(rt);
     Ok(revision)
 }
 
 /// Watches the source and applies new bundles.
 pub struct BundleWatcher {
-    pub gateway: Arc<Gateway>,
+    pub target: Publisher,
     pub opts: SourceOptions,
     /// The ETag the gateway started with (HTTP sources).
     pub etag: Option<String>,
@@ -416,7 +424,7 @@ impl BundleWatcher {
         else {
             return;
         };
-        let st = self.gateway.bundles.status.load();
+        let st = self.target.status.status.load();
         let body = serde_json::json!({
             "id": self.opts.gateway_id,
             "revision": st.revision,
@@ -444,7 +452,7 @@ impl BundleWatcher {
                 continue;
             }
             seen = now;
-            let gw = self.gateway.clone();
+            let gw = self.target.clone();
             let dir = dir.to_path_buf();
             let opts = self.opts.clone();
             let res = tokio::task::spawn_blocking(move || {
@@ -453,8 +461,8 @@ impl BundleWatcher {
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
             match res {
-                Ok(rev) => self.gateway.bundles.ok(&rev),
-                Err(e) => self.gateway.bundles.failed(&e),
+                Ok(rev) => self.target.status.ok(&rev),
+                Err(e) => self.target.status.failed(&e),
             }
         }
     }
@@ -485,7 +493,7 @@ impl BundleWatcher {
                     backoff = Duration::from_millis(250);
                     // Whatever happens to this one, do not fetch it again.
                     etag = new_etag.clone().or(etag);
-                    let gw = self.gateway.clone();
+                    let gw = self.target.clone();
                     let opts = self.opts.clone();
                     let res = tokio::task::spawn_blocking(move || {
                         let dir = materialize(&body, &opts)?;
@@ -501,9 +509,9 @@ impl BundleWatcher {
                             if etag.is_none() {
                                 etag = Some(rev.clone());
                             }
-                            self.gateway.bundles.ok(&rev)
+                            self.target.status.ok(&rev)
                         }
-                        Err(e) => self.gateway.bundles.failed(&e),
+                        Err(e) => self.target.status.failed(&e),
                     }
                     self.report(&reporter).await;
                     last_report = Instant::now();

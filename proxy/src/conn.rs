@@ -31,7 +31,6 @@ use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use crate::state::Gateway;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
@@ -285,7 +284,7 @@ impl Peek for GuardedStream {
 /// and hands it to Pingora's HTTP application.
 pub struct Guarded<A> {
     pub app: Arc<A>,
-    pub gateway: Arc<Gateway>,
+    pub current: Arc<crate::runtime::Current>,
 }
 
 #[async_trait]
@@ -295,7 +294,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let limit = self.gateway.runtime().snap.config.timeouts.request_header;
+        let limit = self.current.load().snap.config.timeouts.request_header;
         self.app
             .process_new(Box::new(GuardedStream::new(stream, limit)), shutdown)
             .await

@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use warden_filters::{MessageRecord, Principal, Refusal, RequestPlan, SseDecoder};
 
-use crate::upstream::Runtime;
+use crate::runtime::Runtime;
 
 /// What kind of MCP exchange this HTTP request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,13 +203,24 @@ impl RequestCtx {
         }
     }
 
+    /// The upstream replica that holds this request's session: named in a
+    /// sealed session id, or remembered by this process.
+    pub fn replica(
+        &self,
+        sessions: &crate::sessions::Sessions,
+        server: &str,
+    ) -> Option<std::net::SocketAddr> {
+        self.sealed_upstream
+            .or_else(|| self.session_key().and_then(|k| sessions.replica(server, &k)))
+    }
+
     /// The key this request's session is known by: its `Mcp-Session-Id`, or
     /// for a legacy HTTP+SSE POST the endpoint (path and query) it targets.
     pub fn session_key(&self) -> Option<std::borrow::Cow<'_, str>> {
         match &self.session_id {
             Some(sid) => Some(std::borrow::Cow::Borrowed(sid)),
             None if self.exchange == ExchangeKind::Post && self.upstream_uri.contains('?') => Some(
-                std::borrow::Cow::Owned(crate::response::legacy_key(&self.upstream_uri)),
+                std::borrow::Cow::Owned(crate::sessions::legacy_key(&self.upstream_uri)),
             ),
             None => None,
         }

@@ -46,7 +46,7 @@ pub async fn forward(
         return Err(Refusal::internal("no route"));
     };
     let s = &rt.snap.config.servers[server];
-    let sticky = gw.sticky_for(&s.name, ctx);
+    let sticky = ctx.replica(&gw.sessions, &s.name);
     let (up, p, addr, reused) = loop {
         let Some(addr) = rt.select(server, sticky, &ctx.tried) else {
             return Err(Refusal::upstream_unavailable(&s.name, "no healthy replica"));

@@ -21,7 +21,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use redis::aio::ConnectionManager;
@@ -395,42 +395,6 @@ impl QuotaStore {
                 pins.set_fleet(fleet);
             }
             Err(e) => tracing::debug!(error = %e, "tool pin sync failed"),
-        }
-    }
-}
-
-/// Probes the store every second (connect, PING) so an outage is noticed
-/// without a request waiting on it, and recovery without a request risking it;
-/// then shares tool pins through it.
-pub struct StoreProbe {
-    pub gateway: Arc<crate::state::Gateway>,
-}
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for StoreProbe {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tick.tick() => {
-                    if let Some(store) = self.gateway.quota_store() {
-                        store.probe().await;
-                        if store.is_up() && self.gateway.runtime().snap.config.tool_pinning {
-                            let servers: Vec<String> = self
-                                .gateway
-                                .runtime()
-                                .snap
-                                .config
-                                .servers
-                                .iter()
-                                .map(|s| s.name.clone())
-                                .collect();
-                            store.sync_pins(&self.gateway.shared.pins, &servers).await;
-                        }
-                    }
-                }
-            }
         }
     }
 }

@@ -35,7 +35,7 @@ pub struct Ledger {
     owed: moka::sync::Cache<String, ()>,
 }
 
-/// Scope of one session: server, owner (see `state::owner_key`), session key.
+/// Scope of one session: server, owner (see `sessions::owner_key`), session key.
 pub struct Scope<'a> {
     pub server: &'a str,
     pub owner: &'a str,

@@ -11,6 +11,7 @@ use warden_filters::{
     parse, Envelope, Kind, MessageRecord, Outcome, Parsed, SseDecoder, SseEvent, Verdict,
 };
 
+use crate::sessions::legacy_key;
 use crate::ctx::{ExchangeKind, RequestCtx, ResponseMode};
 use crate::metrics::metrics;
 use crate::state::Gateway;
@@ -57,7 +58,7 @@ fn scope<'a>(ctx: &'a RequestCtx, owner: &'a str, session: &'a str) -> crate::le
 /// The owner and session keys of this exchange's ledger scope.
 pub fn ledger_keys(ctx: &RequestCtx) -> (String, String) {
     (
-        crate::state::owner_key(&ctx.principal),
+        crate::sessions::owner_key(&ctx.principal),
         session_scope_key(ctx),
     )
 }
@@ -111,8 +112,8 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         else {
             return refuse_reply(server_name, "bad_session_header");
         };
-        let owner = crate::state::owner_key(&ctx.principal);
-        gw.sticky_set(server_name, sid, addr, &owner);
+        let owner = crate::sessions::owner_key(&ctx.principal);
+        gw.sessions.remember(server_name, sid, addr, &owner);
         // Stateless replicas: the client gets the sealed form.
         if let Some(sealer) = rt.sealer.as_ref() {
             sealed_header = sealer.seal(&crate::seal::SealedSession {
@@ -129,7 +130,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     }
     if ctx.exchange == ExchangeKind::Delete && (200..300).contains(&status) {
         if let Some(sid) = &ctx.session_id {
-            gw.sticky_forget(server_name, sid);
+            gw.sessions.forget(server_name, sid);
         }
     }
     let ct = content_type(resp);
@@ -628,7 +629,7 @@ fn drop_unmatched(ctx: &mut RequestCtx, env: &Envelope) -> Judged {
 fn judge_message(
     gw: &Gateway,
     ctx: &mut RequestCtx,
-    rt: &crate::upstream::Runtime,
+    rt: &crate::runtime::Runtime,
     server: usize,
     env: &Envelope,
     bytes: &[u8],
@@ -785,7 +786,7 @@ fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Result<Vec<u
 fn rewrite_endpoint(
     gw: &Gateway,
     ctx: &mut RequestCtx,
-    rt: &crate::upstream::Runtime,
+    rt: &crate::runtime::Runtime,
     server: usize,
     ev: SseEvent,
 ) -> Result<Vec<u8>, &'static str> {
@@ -839,10 +840,10 @@ fn rewrite_endpoint(
         return Err("endpoint_outside_prefix");
     };
     let server_name = &rt.snap.config.servers[server].name;
-    let owner = crate::state::owner_key(&ctx.principal);
+    let owner = crate::sessions::owner_key(&ctx.principal);
     ctx.stream_session = Some(legacy_key(path));
     if let Some(addr) = ctx.chosen {
-        gw.sticky_set(server_name, &legacy_key(path), addr, &owner);
+        gw.sessions.remember(server_name, &legacy_key(path), addr, &owner);
         // Stateless replicas: the session's query travels sealed.
         if let (Some(sealer), Some((base, query))) = (rt.sealer.as_ref(), new.split_once('?')) {
             if let Some(token) = sealer.seal(&crate::seal::SealedSession {
@@ -918,7 +919,3 @@ fn keep_known_headers(resp: &mut ResponseHeader, snap: &warden_filters::Snapshot
     Ok(())
 }
 
-/// Stickiness key of a legacy session: its upstream POST path and query.
-pub fn legacy_key(upstream_path_and_query: &str) -> String {
-    format!("legacy:{upstream_path_and_query}")
-}

@@ -26,7 +26,7 @@ pub struct SealedSession {
     /// The upstream replica serving it.
     #[serde(rename = "a")]
     pub upstream: String,
-    /// The principal it is bound to (`state::owner_key`).
+    /// The principal it is bound to (`sessions::owner_key`).
     #[serde(rename = "o")]
     pub owner: String,
     /// The server (route target) it belongs to.

@@ -15,7 +15,7 @@ use crate::admin::AdminApp;
 use crate::audit::{AuditSink, AuditWriter};
 use crate::service::WardenProxy;
 use crate::state::Gateway;
-use crate::upstream::{HealthChecker, Runtime};
+use crate::runtime::{HealthChecker, Runtime};
 
 pub struct RunOptions {
     pub source: crate::bundles::SourceOptions,
@@ -95,7 +95,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         "warden".to_string(),
         crate::conn::Guarded {
             app: Arc::new(app),
-            gateway: gateway.clone(),
+            current: gateway.current.clone(),
         },
     );
     if !opts.listen.is_empty() {
@@ -132,7 +132,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     server.add_service(background_service(
         "bundle watcher",
         crate::bundles::BundleWatcher {
-            gateway: gateway.clone(),
+            target: gateway.publisher(),
             opts: opts.source.clone(),
             etag,
         },
@@ -140,19 +140,20 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     server.add_service(background_service(
         "jwks refresh",
         crate::auth::JwksRefresher {
-            gateway: gateway.clone(),
+            current: gateway.current.clone(),
         },
     ));
     server.add_service(background_service(
         "quota store probe",
-        crate::global::StoreProbe {
-            gateway: gateway.clone(),
+        crate::runtime::StoreProbe {
+            current: gateway.current.clone(),
+            pins: gateway.shared.pins.clone(),
         },
     ));
     server.add_service(background_service(
         "health checks",
         HealthChecker {
-            gateway: gateway.clone(),
+            current: gateway.current.clone(),
         },
     ));
 

@@ -52,7 +52,7 @@ impl WardenProxy {
             return Ok(());
         };
         let unknown = Refusal::session_unknown;
-        let owner = crate::state::owner_key(&ctx.principal);
+        let owner = crate::sessions::owner_key(&ctx.principal);
         let check =
             |p: &crate::seal::SealedSession| -> Result<Option<std::net::SocketAddr>, Refusal> {
                 if p.server != server {
@@ -238,8 +238,8 @@ impl WardenProxy {
         self.unseal_session(ctx, &server.name)?;
         // A session belongs to the principal that opened it.
         if let Some(key) = ctx.session_key() {
-            if let Some(owner) = self.gateway.session_owner(&server.name, &key) {
-                if *owner != crate::state::owner_key(&ctx.principal) {
+            if let Some(owner) = self.gateway.sessions.owner(&server.name, &key) {
+                if *owner != crate::sessions::owner_key(&ctx.principal) {
                     return Err(Refusal::session_principal_mismatch());
                 }
             }
@@ -626,7 +626,7 @@ impl ProxyHttp for WardenProxy {
             return Error::e_explain(ErrorType::InternalError, "no route resolved");
         };
         let s = &rt.snap.config.servers[server];
-        let sticky = self.gateway.sticky_for(&s.name, ctx);
+        let sticky = ctx.replica(&self.gateway.sessions, &s.name);
         let Some(addr) = rt.select(server, sticky, &ctx.tried) else {
             return Error::e_explain(
                 ErrorType::Custom("no_healthy_upstream"),

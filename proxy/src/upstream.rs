@@ -1,116 +1,14 @@
-//! Upstream pools: one load balancer per MCP server with TCP health checks,
-//! peer construction, and session stickiness so a stateful MCP session keeps
-//! talking to the replica that created it.
+//! Reaching an upstream: the Pingora peer for one replica (TLS, timeouts,
+//! pooling) and the request as the upstream must see it (path, Host,
+//! framing, credentials). Which replica serves a request is
+//! `Runtime::select` (see `runtime`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_load_balancing::health_check::TcpHealthCheck;
-use pingora_load_balancing::selection::RoundRobin;
-use pingora_load_balancing::{Backend, LoadBalancer};
 use warden_config::model::Server;
-use warden_filters::Snapshot;
 
-use crate::state::Gateway;
-
-/// A snapshot plus the live objects built from it (connection pools, health).
-/// Everything a request reads, swapped as one value: the compiled bundle,
-/// the upstream pools, and the fleet settings that follow the bundle (the
-/// session sealer, the global quota store). A request loads it once, so it
-/// never sees two generations.
-pub struct Runtime {
-    pub snap: Snapshot,
-    pub pools: Vec<Arc<LoadBalancer<RoundRobin>>>,
-    /// Seals session ids when the bundle has a `sessions` secret.
-    pub sealer: Option<Arc<crate::seal::Sealer>>,
-    /// The global quota store (the bundle's `redis` section), if any.
-    pub quota_store: Option<Arc<crate::global::QuotaStore>>,
-}
-
-impl Runtime {
-    pub fn new(snap: Snapshot) -> std::io::Result<Runtime> {
-        let mut pools = Vec::with_capacity(snap.config.servers.len());
-        for s in &snap.config.servers {
-            let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(s.upstreams.iter().copied())?;
-            let mut hc = match &s.tls {
-                Some(t) => TcpHealthCheck::new_tls(&t.sni),
-                None => TcpHealthCheck::new(),
-            };
-            hc.consecutive_failure = s.health_check.failures.get() as usize;
-            hc.consecutive_success = s.health_check.successes.get() as usize;
-            hc.peer_template.options.connection_timeout = Some(s.timeouts.connect);
-            if let Some(t) = &s.tls {
-                // The health check trusts exactly what requests trust.
-                hc.peer_template.options.verify_cert = t.verify;
-                hc.peer_template.options.verify_hostname = t.verify;
-            }
-            lb.set_health_check(hc);
-            lb.health_check_frequency = Some(s.health_check.interval);
-            pools.push(Arc::new(lb));
-        }
-        Ok(Runtime {
-            snap,
-            pools,
-            sealer: None,
-            quota_store: None,
-        })
-    }
-
-    /// Picks a backend for `server`: the sticky one if it is healthy, otherwise
-    /// the next healthy one not tried yet. `None` when every replica is down or tried.
-    pub fn select(
-        &self,
-        server: usize,
-        sticky: Option<SocketAddr>,
-        tried: &[SocketAddr],
-    ) -> Option<SocketAddr> {
-        let pool = &self.pools[server];
-        if let Some(addr) = sticky {
-            if !tried.contains(&addr) {
-                if let Some(b) = pool
-                    .backends()
-                    .get_backend()
-                    .iter()
-                    .find(|b| b.addr.as_inet() == Some(&addr))
-                {
-                    if pool.backends().ready(b) {
-                        return Some(addr);
-                    }
-                }
-            }
-        }
-        let n = self.snap.config.servers[server].upstreams.len().max(1) * 2;
-        let accept = |b: &Backend, healthy: bool| {
-            healthy && b.addr.as_inet().is_some_and(|a| !tried.contains(a))
-        };
-        pool.select_with(b"", n, accept)
-            .and_then(|b| b.addr.as_inet().copied())
-    }
-
-    /// Health of each upstream of each server, for `/status`.
-    pub fn health(&self) -> Vec<(String, Vec<(SocketAddr, bool)>)> {
-        self.snap
-            .config
-            .servers
-            .iter()
-            .zip(&self.pools)
-            .map(|(s, lb)| {
-                let backends = lb.backends();
-                let set = backends.get_backend();
-                let list = set
-                    .iter()
-                    .filter_map(|b| b.addr.as_inet().map(|a| (*a, backends.ready(b))))
-                    .collect();
-                (s.name.clone(), list)
-            })
-            .collect()
-    }
-}
 
 /// Builds the Pingora peer for one upstream address of `server`.
 pub fn peer(server: &Server, addr: SocketAddr, streaming: bool) -> HttpPeer {
@@ -206,32 +104,3 @@ pub fn rewrite_request(
     Ok(())
 }
 
-/// Runs TCP health checks for the current runtime's pools, re-reading the
-/// runtime each round so a bundle swap is picked up.
-pub struct HealthChecker {
-    pub gateway: Arc<Gateway>,
-}
-
-#[async_trait]
-impl BackgroundService for HealthChecker {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut last: Vec<Option<Instant>> = Vec::new();
-        loop {
-            let rt = self.gateway.runtime();
-            if last.len() != rt.pools.len() {
-                last = vec![None; rt.pools.len()];
-            }
-            let now = Instant::now();
-            for (i, (pool, server)) in rt.pools.iter().zip(&rt.snap.config.servers).enumerate() {
-                if last[i].is_none_or(|t| now.duration_since(t) >= server.health_check.interval) {
-                    pool.backends().run_health_check(true).await;
-                    last[i] = Some(now);
-                }
-            }
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
-        }
-    }
-}
