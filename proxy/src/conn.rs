@@ -31,7 +31,6 @@ use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// How long a new connection may wait before its first byte (Pingora's own

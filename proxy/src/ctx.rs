@@ -210,8 +210,10 @@ impl RequestCtx {
         sessions: &crate::sessions::Sessions,
         server: &str,
     ) -> Option<std::net::SocketAddr> {
-        self.sealed_upstream
-            .or_else(|| self.session_key().and_then(|k| sessions.replica(server, &k)))
+        self.sealed_upstream.or_else(|| {
+            self.session_key()
+                .and_then(|k| sessions.replica(server, &k))
+        })
     }
 
     /// The key this request's session is known by: its `Mcp-Session-Id`, or

@@ -11,9 +11,9 @@ use warden_filters::{
     parse, Envelope, Kind, MessageRecord, Outcome, Parsed, SseDecoder, SseEvent, Verdict,
 };
 
-use crate::sessions::legacy_key;
 use crate::ctx::{ExchangeKind, RequestCtx, ResponseMode};
 use crate::metrics::metrics;
+use crate::sessions::legacy_key;
 use crate::state::Gateway;
 
 fn content_type(resp: &ResponseHeader) -> &[u8] {
@@ -843,7 +843,8 @@ fn rewrite_endpoint(
     let owner = crate::sessions::owner_key(&ctx.principal);
     ctx.stream_session = Some(legacy_key(path));
     if let Some(addr) = ctx.chosen {
-        gw.sessions.remember(server_name, &legacy_key(path), addr, &owner);
+        gw.sessions
+            .remember(server_name, &legacy_key(path), addr, &owner);
         // Stateless replicas: the session's query travels sealed.
         if let (Some(sealer), Some((base, query))) = (rt.sealer.as_ref(), new.split_once('?')) {
             if let Some(token) = sealer.seal(&crate::seal::SealedSession {
@@ -918,4 +919,3 @@ fn keep_known_headers(resp: &mut ResponseHeader, snap: &warden_filters::Snapshot
     }
     Ok(())
 }
-

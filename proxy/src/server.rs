@@ -13,9 +13,9 @@ use warden_filters::Snapshot;
 
 use crate::admin::AdminApp;
 use crate::audit::{AuditSink, AuditWriter};
+use crate::runtime::{HealthChecker, Runtime};
 use crate::service::WardenProxy;
 use crate::state::Gateway;
-use crate::runtime::{HealthChecker, Runtime};
 
 pub struct RunOptions {
     pub source: crate::bundles::SourceOptions,

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use crate::audit::AuditSink;
 use crate::metrics::LabelGuard;
 use crate::runtime::{Current, Runtime};

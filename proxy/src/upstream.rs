@@ -9,7 +9,6 @@ use std::time::Duration;
 use pingora_core::upstreams::peer::HttpPeer;
 use warden_config::model::Server;
 
-
 /// Builds the Pingora peer for one upstream address of `server`.
 pub fn peer(server: &Server, addr: SocketAddr, streaming: bool) -> HttpPeer {
     let (tls, sni) = match &server.tls {
@@ -103,4 +102,3 @@ pub fn rewrite_request(
     }
     Ok(())
 }
-

@@ -1,7 +1,14 @@
-//! Forwarding of judged POST bodies. The gateway has already read, parsed and
-//! judged the body; here it sends exactly those bytes over Pingora's upstream
-//! connector (pooled, health-checked, TLS as configured) and relays the
-//! response through the same response path (`response::on_header`,
+//! Forwarding: one place for reaching an upstream, for every method. Which
+//! replica (`next_replica`: the session's if healthy, else the next healthy
+//! one not tried), when another may be tried (`may_retry`: only while the
+//! request has reached none), and what a failure becomes on the wire
+//! (`refusal_for`). GET and DELETE go through Pingora's proxy loop, which
+//! calls these from `upstream_peer`, `fail_to_connect` and `fail_to_proxy`.
+//!
+//! A judged POST body is sent by the gateway itself (`forward_judged`):
+//! exactly the bytes the filters passed, over Pingora's upstream connector
+//! (pooled, health-checked, TLS as configured), and the response relayed
+//! through the same response path (`response::on_header`,
 //! `response::on_body`) as proxied requests.
 //!
 //! Owning the exchange lets a JSON reply that must be judged be read whole
@@ -22,11 +29,103 @@ use pingora_core::protocols::http::v1::client::{
 use pingora_proxy::Session;
 use warden_filters::Refusal;
 
-use crate::ctx::{RequestCtx, ResponseMode};
+use std::net::SocketAddr;
+
+use pingora::proxy::FailToProxy;
+
+use crate::ctx::{ExchangeKind, RequestCtx, ResponseMode};
+use crate::metrics::metrics;
+use crate::respond::write_refusal;
 use crate::response;
-use crate::service::refusal_for;
 use crate::state::Gateway;
 use crate::upstream::{peer, rewrite_request};
+
+/// Picks the next replica for this request: the session's if it is healthy
+/// and not tried yet, otherwise the next healthy one not tried. Records it
+/// as tried and chosen.
+pub fn next_replica(gw: &Gateway, ctx: &mut RequestCtx) -> Option<(SocketAddr, HttpPeer)> {
+    let (rt, server) = (ctx.rt.clone()?, ctx.server?);
+    let s = &rt.snap.config.servers[server];
+    let sticky = ctx.replica(&gw.sessions, &s.name);
+    let addr = rt.select(server, sticky, &ctx.tried)?;
+    ctx.tried.push(addr);
+    ctx.chosen = Some(addr);
+    // A GET is the server's event stream: it may stay silent for long.
+    Some((addr, peer(s, addr, ctx.exchange == ExchangeKind::Get)))
+}
+
+/// The retry rule, the same for every method: a request that reached no
+/// replica (its connection failed) may go to one not tried yet. Once written,
+/// a request is never sent again (a tool call may not be idempotent).
+pub fn may_retry(ctx: &RequestCtx) -> bool {
+    let total = ctx
+        .rt
+        .as_ref()
+        .zip(ctx.server)
+        .map_or(0, |(rt, s)| rt.snap.config.servers[s].upstreams.len());
+    ctx.tried.len() < total
+}
+
+/// A connection to the chosen replica failed (Pingora's proxy loop).
+pub fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    metrics()
+        .upstream_errors
+        .with_label_values(&[ctx.server_name(), "connect"])
+        .inc();
+    if may_retry(ctx) {
+        e.set_retry(true);
+    }
+    e
+}
+
+/// Proxying failed (Pingora's proxy loop): the client gets the JSON-RPC
+/// error `refusal_for` maps it to, if the response has not started.
+pub async fn proxy_failed(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    let server = ctx.server_name().to_owned();
+    ctx.upstream_error = Some(e.to_string());
+    let mut code = 0;
+    if let Some(mut r) = refusal_for(e, &server) {
+        metrics()
+            .upstream_errors
+            .with_label_values(&[&server, r.reason])
+            .inc();
+        if let Some(p) = ctx.plan.as_ref().filter(|p| !p.batch) {
+            r.id = p.records.first().and_then(|rec| rec.id.clone());
+        }
+        // Once the response has started, the only honest signal left is to cut it.
+        if session.response_written().is_none() && write_refusal(session, &r).await.is_ok() {
+            code = r.status;
+        }
+        ctx.refusal = Some(r);
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
+    }
+}
+
+/// Sends a judged POST body and relays the reply (see [`forward`]); a
+/// failure is counted and answered with the request's id.
+pub async fn forward_judged(
+    gw: &Gateway,
+    connector: &Connector,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    body: Bytes,
+) -> Result<u16, Refusal> {
+    forward(gw, connector, session, ctx, body)
+        .await
+        .map_err(|mut r| {
+            metrics()
+                .upstream_errors
+                .with_label_values(&[ctx.server_name(), r.reason])
+                .inc();
+            if let Some(p) = ctx.plan.as_ref().filter(|p| !p.batch) {
+                r.id = p.records.first().and_then(|rec| rec.id.clone());
+            }
+            r
+        })
+}
 
 /// How long a streamed reply's header waits for the first chunk of its body
 /// so that both leave in one write.
@@ -35,7 +134,7 @@ const HEADER_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 const HELD_MAX: usize = 64 * 1024;
 
 /// Sends `body` upstream and relays the response. Returns the status written.
-pub async fn forward(
+async fn forward(
     gw: &Gateway,
     connector: &Connector,
     session: &mut Session,
@@ -46,24 +145,18 @@ pub async fn forward(
         return Err(Refusal::internal("no route"));
     };
     let s = &rt.snap.config.servers[server];
-    let sticky = ctx.replica(&gw.sessions, &s.name);
     let (up, p, addr, reused) = loop {
-        let Some(addr) = rt.select(server, sticky, &ctx.tried) else {
+        let Some((addr, p)) = next_replica(gw, ctx) else {
             return Err(Refusal::upstream_unavailable(&s.name, "no healthy replica"));
         };
-        ctx.tried.push(addr);
-        ctx.chosen = Some(addr);
-        let p = peer(s, addr, false);
         match connector.get_http_session(&p).await {
             Ok((up, reused)) => break (up, p, addr, reused),
             Err(e) => {
-                crate::metrics::metrics()
+                metrics()
                     .upstream_errors
                     .with_label_values(&[&s.name, "connect"])
                     .inc();
-                if matches!(e.etype(), ErrorType::ConnectTimedout)
-                    && ctx.tried.len() >= s.upstreams.len()
-                {
+                if matches!(e.etype(), ErrorType::ConnectTimedout) && !may_retry(ctx) {
                     return Err(Refusal::upstream_timeout(&s.name));
                 }
             }
@@ -337,4 +430,49 @@ async fn read_head(up: &mut HttpSession) -> Result<()> {
 fn set_timeouts(up: &mut HttpSession, p: &pingora::upstreams::peer::HttpPeer) {
     up.set_read_timeout(p.options.read_timeout);
     up.set_write_timeout(p.options.write_timeout);
+}
+
+/// The answer for an error raised while talking to the upstream (`None`: the
+/// downstream went away, nobody is left to answer).
+pub fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            Some(Refusal::upstream_timeout(server))
+        }
+        ErrorType::Custom("no_healthy_upstream") => {
+            Some(Refusal::upstream_unavailable(server, "no healthy replica"))
+        }
+        ErrorType::Custom("compressed_response") => Some(Refusal::upstream_protocol(
+            "upstream_compressed",
+            format!("MCP server `{server}` sent a compressed response; Warden cannot inspect it"),
+        )),
+        ErrorType::Custom(
+            reason @ ("unsupported_content_type"
+            | "duplicate_session_header"
+            | "bad_session_header"
+            | "bad_sse"
+            | "endpoint_refused"
+            | "endpoint_outside_prefix"),
+        ) => Some(Refusal::upstream_protocol(
+            reason,
+            format!(
+                "MCP server `{server}` sent a reply Warden cannot judge ({}); it was withheld",
+                reason.replace('_', " ")
+            ),
+        )),
+        ErrorType::Custom("response_too_large") => Some(Refusal::upstream_protocol(
+            "upstream_response_too_large",
+            format!("MCP server `{server}` sent a response larger than limits.max_response_body"),
+        )),
+        _ => match e.esource() {
+            ErrorSource::Upstream => Some(Refusal::upstream_unavailable(
+                server,
+                &e.etype().as_str().to_ascii_lowercase(),
+            )),
+            ErrorSource::Downstream => None,
+            ErrorSource::Internal | ErrorSource::Unset => {
+                Some(Refusal::internal(e.etype().as_str()))
+            }
+        },
+    }
 }

@@ -1,0 +1,216 @@
+//! Admission: everything decided from the request head before a body is
+//! read. The route, the browser origin, the method, header hygiene (`Mcp-*`
+//! headers once each, `Mcp-Param-*` decodable), authentication, and the
+//! session (a sealed id opened, a session bound to the principal that opened
+//! it). The protected-resource metadata document is answered here too.
+
+use pingora::http::RequestHeader;
+use pingora_proxy::Session;
+use warden_filters::{mcp, Refusal};
+
+use crate::ctx::{ExchangeKind, RequestCtx};
+use crate::state::Gateway;
+
+/// What admission decided.
+pub enum Admitted {
+    /// GET (the server's stream) or DELETE: no message to judge; proxied.
+    Stream,
+    /// A POST whose body is judged next (see `judging`).
+    Post,
+    /// The gateway answered by itself (metadata); the status it used.
+    Answered(u16),
+}
+
+/// Admits a request or refuses it (see the module documentation).
+pub async fn admit(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<Admitted, Refusal> {
+    let rt = gw.runtime();
+    ctx.rt = Some(rt.clone());
+    let cfg = &rt.snap.config;
+    let req = session.req_header();
+    if gw.telemetry.get().is_some() {
+        ctx.trace = Some(crate::otel::TraceIds::from_header(header_str(
+            req,
+            "traceparent",
+        )));
+    }
+
+    let header_bytes: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > cfg.limits.max_header_bytes {
+        return Err(Refusal::new(
+            431,
+            "headers_too_large",
+            warden_filters::JsonRpcError::new(
+                warden_filters::codes::REFUSED,
+                format!(
+                    "Request headers exceed {} bytes",
+                    cfg.limits.max_header_bytes
+                ),
+            ),
+        ));
+    }
+    let host = req
+        .uri
+        .host()
+        .map(str::to_owned)
+        .or_else(|| header_str(req, "host").map(str::to_owned));
+    let path = req.uri.path();
+    if let Some(suffix) = path.strip_prefix(crate::auth::WELL_KNOWN) {
+        if (suffix.is_empty() || suffix.starts_with('/')) && req.method == http::Method::GET {
+            let suffix = suffix.to_owned();
+            let id = rt.snap.auth.as_ref().map(|a| a.identity());
+            let status = crate::auth::write_metadata(session, id, &suffix)
+                .await
+                .map_err(|e| Refusal::internal(&e.to_string()))?;
+            return Ok(Admitted::Answered(status));
+        }
+    }
+    let Some(route_pos) = rt.snap.route_index(host.as_deref(), path) else {
+        return Err(Refusal::no_route());
+    };
+    let route = &rt.snap.routes[route_pos];
+    ctx.route = Some(route_pos);
+    ctx.server = Some(route.server);
+    if let Some(origin) = req.headers.get("origin") {
+        let o = origin.to_str().unwrap_or("");
+        if !cfg.allowed_origins.contains(o) {
+            return Err(Refusal::origin(o));
+        }
+    }
+    ctx.exchange = match req.method.as_str() {
+        "POST" => ExchangeKind::Post,
+        "GET" => ExchangeKind::Get,
+        "DELETE" => ExchangeKind::Delete,
+        m => return Err(Refusal::method_not_allowed(m)),
+    };
+    // A header that mirrors or scopes the body must be unambiguous.
+    for name in [
+        "mcp-session-id",
+        "mcp-protocol-version",
+        mcp::H_METHOD,
+        mcp::H_NAME,
+        "x-warden-justification",
+    ] {
+        if req.headers.get_all(name).iter().nth(1).is_some() {
+            return Err(Refusal::bad_header(name, "sent more than once"));
+        }
+    }
+    if mcp::duplicate_param_header(req.headers.iter().map(|(k, _)| k.as_str())).is_some() {
+        return Err(Refusal::bad_header("Mcp-Param-*", "sent more than once"));
+    }
+    // `Mcp-Param-*` mirror arguments into headers: each must decode to one
+    // value, or it cannot be compared with the body (2026-07-28).
+    for (name, value) in req.headers.iter() {
+        let n = name.as_str();
+        // `Mcp_Name` and the like: servers behind CGI-style stacks read
+        // them as the real header (both become HTTP_MCP_NAME).
+        if n.contains('_') && n.replace('_', "-").starts_with("mcp-") {
+            return Err(Refusal::bad_header(
+                "Mcp-*",
+                "a name spelled with `_` is ambiguous",
+            ));
+        }
+        if n.len() > mcp::H_PARAM_PREFIX.len() && n.starts_with(mcp::H_PARAM_PREFIX) {
+            let Some(v) = mcp::decode_header_value(value.as_bytes()) else {
+                return Err(Refusal::header_mismatch(
+                    None,
+                    "an Mcp-Param-* header value is not valid".into(),
+                ));
+            };
+            ctx.params_in
+                .push((n[mcp::H_PARAM_PREFIX.len()..].to_owned(), v));
+        }
+    }
+    ctx.session_id = header_str(req, "mcp-session-id").map(str::to_owned);
+    ctx.protocol_version = header_str(req, "mcp-protocol-version").map(str::to_owned);
+    ctx.justification = header_str(req, "x-warden-justification").map(str::to_owned);
+    ctx.source_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    ctx.upstream_uri = match req.uri.query() {
+        Some(q) => format!("{}?{}", route.upstream_path(path), q),
+        None => route.upstream_path(path),
+    };
+    if let Some(auth) = &rt.snap.auth {
+        ctx.principal = crate::auth::authenticate(auth, session, path)?;
+    }
+    let server = &cfg.servers[route.server];
+    unseal_session(ctx, &server.name)?;
+    // A session belongs to the principal that opened it.
+    if let Some(key) = ctx.session_key() {
+        if let Some(owner) = gw.sessions.owner(&server.name, &key) {
+            if *owner != crate::sessions::owner_key(&ctx.principal) {
+                return Err(Refusal::session_principal_mismatch());
+            }
+        }
+    }
+
+    if ctx.exchange != ExchangeKind::Post {
+        // GET and DELETE carry no MCP message; a body here would reach the upstream unjudged.
+        let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
+            || req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+        if has_body {
+            return Err(Refusal::new(
+                400,
+                "unexpected_body",
+                warden_filters::JsonRpcError::new(
+                    warden_filters::codes::INVALID_REQUEST,
+                    format!("{} requests must not carry a body", req.method),
+                ),
+            ));
+        }
+        return Ok(Admitted::Stream);
+    }
+    Ok(Admitted::Post)
+}
+
+/// Opens a sealed session id (header) or legacy endpoint query: checks the
+/// binding to the principal and the server, and puts the upstream's own id
+/// and replica in the context. A token that does not open → 404.
+fn unseal_session(ctx: &mut RequestCtx, server: &str) -> Result<(), Refusal> {
+    let Some(sealer) = ctx.rt.as_ref().and_then(|rt| rt.sealer.clone()) else {
+        return Ok(());
+    };
+    let unknown = Refusal::session_unknown;
+    let owner = crate::sessions::owner_key(&ctx.principal);
+    let check = |p: &crate::seal::SealedSession| -> Result<Option<std::net::SocketAddr>, Refusal> {
+        if p.server != server {
+            return Err(unknown());
+        }
+        if p.owner != owner {
+            return Err(Refusal::session_principal_mismatch());
+        }
+        Ok(p.upstream.parse().ok())
+    };
+    if let Some(token) = ctx.session_id.clone() {
+        let p = sealer.open(&token).ok_or_else(unknown)?;
+        ctx.sealed_upstream = check(&p)?;
+        ctx.session_id = Some(p.session);
+        ctx.session_sealed = true;
+    } else if ctx.exchange == ExchangeKind::Post {
+        // Legacy HTTP+SSE: the endpoint's query was sealed into `ws=`.
+        if let Some((path, query)) = ctx.upstream_uri.split_once('?') {
+            if let Some(token) = query.split('&').find_map(|kv| kv.strip_prefix("ws=")) {
+                let p = sealer.open(token).ok_or_else(unknown)?;
+                ctx.sealed_upstream = check(&p)?;
+                ctx.upstream_uri = format!("{path}?{}", p.session);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}

@@ -1,0 +1,286 @@
+//! Judging a request: its body read whole (bounded in size, time and rate,
+//! without Pingora's retry buffer), parsed once, checked against its headers
+//! (`Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`), global quota units reserved,
+//! and every message put through the filter chain (`plan_request`). The
+//! result is either the exact bytes to forward or the gateway's own answer.
+
+use bytes::Bytes;
+use pingora_proxy::Session;
+use warden_filters::{mcp, parse, plan_request, Forward, Parsed, Refusal};
+
+use crate::admission::header_str;
+use crate::body::read_whole;
+use crate::ctx::RequestCtx;
+use crate::respond::write_answers;
+use crate::state::Gateway;
+
+/// What judging decided.
+pub enum Judged {
+    /// Forward these bytes (exactly what the filters passed).
+    Forward(Bytes),
+    /// The gateway answered every message itself; the status it used.
+    Answered(u16),
+}
+
+/// Reads, parses and judges the body of an admitted POST.
+pub async fn judge(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<Judged, Refusal> {
+    let (Some(rt), Some(server_ix)) = (ctx.rt.clone(), ctx.server) else {
+        return Err(Refusal::internal("judging a request that was not admitted"));
+    };
+    let cfg = &rt.snap.config;
+    let server = &cfg.servers[server_ix];
+    let req = session.req_header();
+    let ct = header_str(req, "content-type").unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        return Err(Refusal::unsupported_media(ct));
+    }
+    let method_hdr = req
+        .headers
+        .get(mcp::H_METHOD)
+        .map(|v| v.as_bytes().to_vec());
+    let name_hdr = req.headers.get(mcp::H_NAME).map(|v| v.as_bytes().to_vec());
+
+    let body = read_whole(
+        session,
+        cfg.limits.max_request_body,
+        cfg.timeouts.request_body,
+        cfg.limits.min_request_body_rate,
+    )
+    .await?;
+    ctx.body_len_in = body.len();
+    let mut decls: Vec<mcp::ParamDecl> = Vec::new();
+    let parsed = parse(&body, rt.snap.parse_limits).map_err(|(id, e)| Refusal::parse(id, e))?;
+    // Fail closed: no new call while the audit trail cannot record it.
+    gw.audit.admit().map_err(|r| match &parsed {
+        Parsed::Single(env) => r.with_id(env.id.clone()),
+        Parsed::Batch(_) => r,
+    })?;
+    match &parsed {
+        Parsed::Single(env) => {
+            mcp::check_headers(method_hdr.as_deref(), name_hdr.as_deref(), env)?;
+            let modern = method_hdr.is_some()
+                || ctx
+                    .protocol_version
+                    .as_deref()
+                    .is_some_and(|v| v >= "2026-07-28");
+            decls = check_params(gw, ctx, env, &body, &server.name, modern)?;
+            ctx.request_method = env.method.clone();
+            ctx.request_target = env.name.clone().or_else(|| env.uri.clone());
+        }
+        Parsed::Batch(_)
+            if method_hdr.is_some() || name_hdr.is_some() || !ctx.params_in.is_empty() =>
+        {
+            return Err(Refusal::header_mismatch(
+                None,
+                "Mcp-Method/Mcp-Name/Mcp-Param-* headers cannot accompany a batch".into(),
+            ));
+        }
+        Parsed::Batch(_) if !mcp::batches_allowed(ctx.protocol_version.as_deref()) => {
+            return Err(Refusal::invalid_request(
+                "batch_not_allowed",
+                "this protocol version has no JSON-RPC batches",
+            ));
+        }
+        Parsed::Batch(_) => {}
+    }
+    let kept_params = undeclared_params(ctx, &decls, &rt.snap)?;
+    // A client response answers a server→client request the gateway let
+    // through on this session, once; anything else is refused.
+    let responses: Vec<&warden_filters::Envelope> = match &parsed {
+        Parsed::Single(env) => vec![env],
+        Parsed::Batch(items) => items.iter().filter_map(|i| i.as_ref().ok()).collect(),
+    }
+    .into_iter()
+    .filter(|e| e.kind == warden_filters::Kind::Response)
+    .collect();
+    if !responses.is_empty() {
+        let (owner, session) = crate::response::ledger_keys(ctx);
+        let scope = crate::ledger::Scope {
+            server: &server.name,
+            owner: &owner,
+            session: &session,
+        };
+        for env in responses {
+            let settled = env
+                .id
+                .as_ref()
+                .is_some_and(|id| gw.ledger.settle(&scope, id));
+            if !settled {
+                return Err(Refusal::invalid_request(
+                    "unsolicited_response",
+                    "a response to no request the server sent on this session",
+                )
+                .with_id(match &parsed {
+                    Parsed::Single(e) => e.id.clone(),
+                    Parsed::Batch(_) => None,
+                }));
+            }
+        }
+    }
+    // Global quotas: reserve their units in the shared store first (this
+    // waits on Redis only when this replica's lease for a key is empty).
+    let mut global = warden_filters::quota::GlobalVerdicts::new();
+    let demands = {
+        let fctx = ctx.exchange(server, cfg.audit.include_arguments, None);
+        warden_filters::quota::global_demands(&cfg.quotas, &cfg.catalog, &parsed, &fctx)
+    };
+    if !demands.is_empty() {
+        let store = rt.quota_store.clone();
+        for d in demands {
+            let v = match &store {
+                Some(s) => s.reserve(&d, ctx.now).await,
+                None => warden_filters::quota::GlobalVerdict::Unavailable,
+            };
+            global.insert(d.key, v);
+        }
+    }
+    let mut plan = {
+        let fctx = ctx.exchange(
+            server,
+            cfg.audit.include_arguments,
+            Some(&global).filter(|g| !g.is_empty()),
+        );
+        plan_request(&body, &parsed, &rt.snap.chain, &fctx)
+    };
+    // Replies are judged by the request they answer.
+    ctx.pending = plan
+        .records
+        .iter()
+        .filter(|r| {
+            r.kind == Some(warden_filters::Kind::Request)
+                && matches!(
+                    r.outcome,
+                    warden_filters::Outcome::Forwarded | warden_filters::Outcome::Mutated { .. }
+                )
+        })
+        .filter_map(|r| {
+            Some(crate::ctx::PendingReply {
+                id: r.id.clone()?,
+                asked: crate::ledger::Asked {
+                    method: r.method.clone()?,
+                    target: r.target.clone(),
+                    args_digest: r.args_digest.clone(),
+                    task: r.task.clone(),
+                },
+                answered: false,
+            })
+        })
+        .collect();
+    // The forwarded bytes move into the context; the plan keeps answers and records.
+    match std::mem::replace(&mut plan.forward, Forward::Nothing) {
+        Forward::Original => ctx.body = Some(body),
+        Forward::Rewritten(b) => {
+            // `Mcp-Name` follows the forwarded body (a task id the
+            // gateway unsealed, say), as the upstream checks it there.
+            if name_hdr.is_some() {
+                if let Ok(Parsed::Single(e)) = parse(&b, rt.snap.parse_limits) {
+                    ctx.name_out = mcp::expected_name(&e).map(mcp::encode_header_value);
+                }
+            }
+            ctx.body = Some(Bytes::from(b))
+        }
+        Forward::Nothing => {
+            if let Some(missing) = plan.step_up.take() {
+                // Step-up: an HTTP answer the client's OAuth layer acts on.
+                let id = match &parsed {
+                    Parsed::Single(e) => e.id.clone(),
+                    Parsed::Batch(_) => None,
+                };
+                let identity = rt.snap.auth.as_ref().map(|a| a.identity());
+                let refusal =
+                    crate::auth::step_up(identity, session.req_header().uri.path(), &missing)
+                        .with_id(id);
+                ctx.plan = Some(plan);
+                return Err(refusal);
+            }
+            let modern = ctx
+                .protocol_version
+                .as_deref()
+                .is_some_and(|v| v >= "2026-07-28");
+            let status = write_answers(session, &plan.answers, plan.batch, modern)
+                .await
+                .map_err(|e| Refusal::internal(&e.to_string()))?;
+            ctx.plan = Some(plan);
+            return Ok(Judged::Answered(status));
+        }
+    }
+    ctx.plan = Some(plan);
+    if !decls.is_empty() || !ctx.params_in.is_empty() {
+        // Mirrored headers go upstream as the forwarded body says, so a
+        // redacted argument never travels on in its header.
+        let forwarded = ctx.body.as_deref().unwrap_or_default();
+        let args = arguments_json(forwarded);
+        let mut out = mcp::mirrored_headers(&decls, args.as_ref());
+        out.extend(kept_params);
+        ctx.params_out = Some(out);
+    }
+    Ok(Judged::Forward(ctx.body.clone().unwrap_or_default()))
+}
+
+/// Checks the `Mcp-Param-*` headers of a `tools/call` against the
+/// arguments the listed definition mirrors; returns those declarations.
+fn check_params(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    env: &warden_filters::Envelope,
+    body: &[u8],
+    server: &str,
+    modern: bool,
+) -> Result<Vec<mcp::ParamDecl>, Refusal> {
+    let decls = match (env.method.as_deref(), env.name.as_deref()) {
+        (Some("tools/call"), Some(tool)) => gw.shared.params.get(server, tool),
+        _ => None,
+    };
+    let decls = match decls.as_deref() {
+        Some(Ok(d)) => d.clone(),
+        _ => return Ok(Vec::new()),
+    };
+    let msg = warden_filters::Message::new(env, &body[env.span.clone()]);
+    mcp::check_params(&decls, msg.arguments(), &ctx.params_in, modern)
+        .map_err(|m| Refusal::header_mismatch(env.id.clone(), m))?;
+    Ok(decls)
+}
+
+/// `Mcp-Param-*` headers no declaration covers: DLP-scanned like an
+/// argument (a finding refuses the request) and kept, or stripped, as the
+/// bundle says. Returns those to forward (name, encoded value).
+fn undeclared_params(
+    ctx: &RequestCtx,
+    decls: &[mcp::ParamDecl],
+    snap: &warden_filters::Snapshot,
+) -> Result<Vec<(String, String)>, Refusal> {
+    let mut kept = Vec::new();
+    for (name, value) in &ctx.params_in {
+        if decls.iter().any(|d| d.header == *name) {
+            continue;
+        }
+        if snap.config.undeclared_params == warden_config::model::UndeclaredParams::Strip {
+            continue;
+        }
+        let mut hits = Vec::new();
+        snap.redactor.scan_str(value, &mut hits);
+        // Names arrive lower-cased; detectors are case-sensitive.
+        snap.redactor.scan_str(name, &mut hits);
+        snap.redactor
+            .scan_str(&name.to_ascii_uppercase(), &mut hits);
+        if !hits.is_empty() {
+            return Err(Refusal::bad_header(
+                "Mcp-Param-*",
+                "carries data DLP refuses in a header",
+            ));
+        }
+        kept.push((name.clone(), mcp::encode_header_value(value)));
+    }
+    Ok(kept)
+}
+
+/// `params.arguments` of one judged message, as JSON (`None`: absent).
+fn arguments_json(message: &[u8]) -> Option<serde_json::Value> {
+    let at = warden_filters::jsonrpc::locate(message)?.arguments?;
+    serde_json::from_slice(message.get(at)?).ok()
+}

@@ -1,0 +1,268 @@
+//! Recording: once an exchange ends, its metrics, one hash-chained audit
+//! record per MCP message (or one for the exchange when it carried none),
+//! and its spans when export is configured.
+
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora_proxy::Session;
+
+use crate::admission::header_str;
+use crate::audit::AuditRecord;
+use crate::ctx::RequestCtx;
+use crate::metrics::metrics;
+use crate::state::Gateway;
+
+/// Records the exchange (see the module documentation).
+pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    if let Some(g) = crate::conn::guard_of(session) {
+        g.exchange_done();
+    }
+    let m = metrics();
+    if ctx.counted_inflight {
+        m.inflight.dec();
+    }
+    let status = session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .or(ctx.local_status)
+        .unwrap_or(0);
+    let server = ctx.server_name().to_owned();
+    let http_method = session.req_header().method.as_str().to_owned();
+    m.requests
+        .with_label_values(&[&server, &http_method, &status.to_string()])
+        .inc();
+    m.latency
+        .with_label_values(&[&server, &http_method])
+        .observe(ctx.start.elapsed().as_secs_f64());
+    m.body_bytes
+        .with_label_values(&[&server, "request"])
+        .observe(ctx.body_len_in as f64);
+    m.body_bytes
+        .with_label_values(&[&server, "response"])
+        .observe(ctx.response_bytes as f64);
+
+    let base = audit_base(session, ctx, status);
+    let mut out = Vec::new();
+    let plan_records = ctx
+        .plan
+        .as_mut()
+        .map(|p| std::mem::take(&mut p.records))
+        .unwrap_or_default();
+    let failed = e
+        .map(|e| e.to_string())
+        .or_else(|| ctx.upstream_error.clone());
+    for (dir, list) in [
+        ("request", plan_records),
+        ("response", std::mem::take(&mut ctx.response_records)),
+    ] {
+        for mut r in list {
+            // Labels and audit fields name only what the catalog knows;
+            // anything else a client or server chose is bounded or redacted.
+            // Known: in the catalog, or a well-formed tool name that holds
+            // nothing DLP finds (and the label guard bounds how many).
+            let known = r.target.as_deref().filter(|t| {
+                ctx.rt.as_ref().is_some_and(|rt| {
+                    rt.snap
+                        .config
+                        .catalog
+                        .get(&server)
+                        .is_some_and(|c| c.tool(t).is_some())
+                        || ((r.method.as_deref() == Some("tools/call") || r.task.is_some())
+                            && warden_filters::tools::valid_name(t)
+                            && rt.snap.redact_text(t, 256) == *t)
+                })
+            });
+            let tool = r.target.as_ref().map(|_| match known {
+                Some(t) => gw.tool_labels.admit(t).to_owned(),
+                None => "other".to_owned(),
+            });
+            m.messages
+                .with_label_values(&[
+                    &server,
+                    dir,
+                    crate::metrics::method_label(r.method.as_deref()),
+                    tool.as_deref().unwrap_or("-"),
+                    r.outcome.label(),
+                ])
+                .inc();
+            let mut rec = base.clone();
+            rec.direction = if dir == "request" {
+                "request"
+            } else {
+                "response"
+            };
+            rec.jsonrpc_id = r.id.as_ref().map(|i| i.to_json());
+            if r.method.as_deref() == Some("tools/call") || r.task.is_some() {
+                if let (Some(rt), Some(tool)) = (&ctx.rt, r.target.as_deref()) {
+                    rec.risk = Some(
+                        rt.snap
+                            .config
+                            .catalog
+                            .get(&server)
+                            .map_or(warden_config::access::Risk::Medium, |c| c.risk(tool))
+                            .as_str(),
+                    );
+                }
+            }
+            rec.method = r.method.clone();
+            rec.tool = match (known, r.target.as_deref(), &ctx.rt) {
+                (Some(t), _, _) => Some(t.to_owned()),
+                (None, Some(t), Some(rt)) => Some(rt.snap.redact_text(t, 256)),
+                _ => None,
+            };
+            rec.outcome = r.outcome.label().to_owned();
+            rec.decided_by = match &r.outcome {
+                warden_filters::Outcome::Denied { filter, .. }
+                | warden_filters::Outcome::Mutated { filter } => Some(filter),
+                _ => None,
+            };
+            rec.args_digest = r.args_digest.take();
+            rec.task = r.task.take();
+            for f in std::mem::take(&mut r.findings) {
+                m.dlp_findings
+                    .with_label_values(&[&f.detector, dir, f.action])
+                    .inc();
+                rec.dlp.push(crate::audit::DlpFinding {
+                    detector: f.detector,
+                    rule: f.rule,
+                    path: f.path,
+                    action: f.action,
+                });
+            }
+            rec.arguments = r
+                .arguments
+                .take()
+                .and_then(|a| serde_json::value::RawValue::from_string(a).ok());
+            if let warden_filters::Outcome::Denied { reason, .. } = &r.outcome {
+                if let Some(limit) = reason.strip_prefix("quota_exceeded:") {
+                    m.quota_denied.with_label_values(&[limit]).inc();
+                }
+            }
+            rec.reason = match &r.outcome {
+                warden_filters::Outcome::Denied { reason, .. } => Some(reason.clone()),
+                warden_filters::Outcome::Invalid { reason } => Some(reason.clone()),
+                _ => failed.clone(),
+            };
+            out.push(rec);
+        }
+    }
+    if out.is_empty() {
+        // No MCP message (GET, DELETE, or refused before parsing): one record for the exchange.
+        let mut rec = base;
+        rec.jsonrpc_id = ctx
+            .refusal
+            .as_ref()
+            .and_then(|r| r.id.as_ref())
+            .map(|i| i.to_json());
+        rec.outcome = match (&ctx.refusal, &failed) {
+            (Some(r), _) => r.reason.to_owned(),
+            (None, Some(_)) => "failed".to_owned(),
+            (None, None) => "forwarded".to_owned(),
+        };
+        rec.reason = ctx
+            .refusal
+            .as_ref()
+            .map(|r| r.error.message.clone())
+            .or(failed);
+        out.push(rec);
+    } else if let Some(r) = &ctx.refusal {
+        for rec in &mut out {
+            rec.outcome = r.reason.to_owned();
+            rec.reason = Some(r.error.message.clone());
+        }
+    }
+    if let (Some(tel), Some(ids)) = (gw.telemetry.get(), ctx.trace) {
+        let start = std::time::SystemTime::now() - ctx.start.elapsed();
+        let end = std::time::SystemTime::now();
+        for (i, rec) in out.iter().enumerate() {
+            let mut attrs = vec![
+                ("mcp.server", rec.server.clone()),
+                ("enduser.id", rec.principal.clone()),
+                ("warden.tenant", rec.tenant.clone()),
+                ("warden.outcome", rec.outcome.clone()),
+                ("warden.request_id", rec.request_id.to_string()),
+                ("warden.direction", rec.direction.to_owned()),
+            ];
+            let opt = [
+                ("mcp.method", rec.method.clone()),
+                ("mcp.tool", rec.tool.clone()),
+                ("mcp.session_id", rec.session_id.clone()),
+                ("warden.decided_by", rec.decided_by.map(str::to_owned)),
+                ("warden.reason", rec.reason.clone()),
+                ("warden.risk", rec.risk.map(str::to_owned)),
+            ];
+            attrs.extend(opt.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+            tel.record(crate::otel::MessageSpan {
+                name: format!("mcp {}", rec.method.as_deref().unwrap_or(&http_method)),
+                ids,
+                own_span: i == 0,
+                start,
+                end,
+                attributes: attrs,
+                status,
+                error: (status >= 500 || rec.outcome == "failed").then_some(rec.outcome.as_str()),
+            });
+        }
+    }
+    for rec in out {
+        gw.audit.record(rec).await;
+    }
+}
+
+fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
+    let req = session.req_header();
+    AuditRecord {
+        ts: std::time::SystemTime::now(),
+        revision: ctx
+            .rt
+            .as_ref()
+            .map(|r| r.snap.revision.clone())
+            .unwrap_or_default(),
+        request_id: ctx.request_id,
+        trace_id: match &ctx.trace {
+            Some(t) => t.trace_hex(),
+            None => trace_id(req, ctx.request_id),
+        },
+        principal: ctx.principal.id.clone(),
+        tenant: ctx.principal.tenant.clone(),
+        auth: ctx.principal.auth.as_str(),
+        source_ip: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string()),
+        server: ctx.server_name().to_owned(),
+        group: ctx.group_name().to_owned(),
+        http_method: req.method.to_string(),
+        path: req.uri.path().chars().take(512).collect(),
+        session_id: ctx.session_id.clone(),
+        direction: "request",
+        jsonrpc_id: None,
+        method: None,
+        tool: None,
+        risk: None,
+        task: None,
+        outcome: String::new(),
+        decided_by: None,
+        reason: None,
+        args_digest: None,
+        arguments: None,
+        dlp: Vec::new(),
+        upstream: ctx.chosen.map(|a| a.to_string()),
+        upstream_status: ctx.upstream_status,
+        status,
+        latency_us: ctx.start.elapsed().as_micros() as u64,
+    }
+}
+
+/// The W3C trace id of the caller's `traceparent`, or a fresh one.
+fn trace_id(req: &RequestHeader, request_id: u64) -> String {
+    if let Some(tp) = header_str(req, "traceparent") {
+        let mut parts = tp.split('-');
+        if let (Some(_), Some(id)) = (parts.next(), parts.next()) {
+            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32) {
+                return id.to_ascii_lowercase();
+            }
+        }
+    }
+    format!("{:016x}{:016x}", rand::random::<u64>(), request_id)
+}
