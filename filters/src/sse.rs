@@ -27,7 +27,7 @@ impl SseEvent {
     }
 
     /// Re-encodes this event with new data (see [`SseEvent::cleaned`]).
-    pub fn with_data(&self, data: &str) -> Vec<u8> {
+    pub fn with_data(self, data: &str) -> Vec<u8> {
         self.cleaned(Some(data), &safe_id)
     }
 
@@ -38,7 +38,7 @@ impl SseEvent {
     /// any other field is dropped. Nothing here is judged as MCP, so nothing
     /// the server chose travels in it. When nothing had to change, the raw
     /// bytes come back as they were.
-    pub fn cleaned(&self, data: Option<&str>, id_ok: &dyn Fn(&str) -> bool) -> Vec<u8> {
+    pub fn cleaned(self, data: Option<&str>, id_ok: &dyn Fn(&str) -> bool) -> Vec<u8> {
         enum Line<'a> {
             Keep(&'a [u8]),
             Data,
@@ -86,7 +86,8 @@ impl SseEvent {
             }
         }
         if !changed {
-            return self.raw.clone();
+            drop(kept);
+            return self.raw;
         }
         let data = data.or(self.data.as_deref());
         let mut out = Vec::with_capacity(self.raw.len() + data.map_or(0, str::len));

@@ -286,7 +286,9 @@ async fn forward(
                 let mut b = chunk;
                 response::on_body(gw, ctx, &mut b, eos).map(|()| (b, eos))
             }
-            Err(e) => Err(e),
+            // A failed read is the upstream's failure, however the
+            // connection layer tagged it.
+            Err(e) => Err(e.into_up()),
         };
         let (b, eos) = match judged {
             Ok(x) => x,

@@ -54,6 +54,8 @@ pub async fn judge(
     .await?;
     ctx.body_len_in = body.len();
     let mut decls: Vec<mcp::ParamDecl> = Vec::new();
+    // The arguments the mirrored headers were checked against (read once).
+    let mut checked_args: Option<serde_json::Value> = None;
     let parsed = parse(&body, rt.snap.parse_limits).map_err(|(id, e)| Refusal::parse(id, e))?;
     // Fail closed: no new call while the audit trail cannot record it.
     gw.audit.admit().map_err(|r| match &parsed {
@@ -68,7 +70,7 @@ pub async fn judge(
                     .protocol_version
                     .as_deref()
                     .is_some_and(|v| v >= "2026-07-28");
-            decls = check_params(gw, ctx, env, &body, &server.name, modern)?;
+            (decls, checked_args) = check_params(gw, ctx, env, &body, &server.name, modern)?;
             ctx.request_method = env.method.clone();
             ctx.request_target = env.name.clone().or_else(|| env.uri.clone());
         }
@@ -172,6 +174,7 @@ pub async fn judge(
         })
         .collect();
     // The forwarded bytes move into the context; the plan keeps answers and records.
+    let rewritten = matches!(plan.forward, Forward::Rewritten(_));
     match std::mem::replace(&mut plan.forward, Forward::Nothing) {
         Forward::Original => ctx.body = Some(body),
         Forward::Rewritten(b) => {
@@ -214,7 +217,12 @@ pub async fn judge(
         // Mirrored headers go upstream as the forwarded body says, so a
         // redacted argument never travels on in its header.
         let forwarded = ctx.body.as_deref().unwrap_or_default();
-        let args = arguments_json(forwarded);
+        // Unchanged by the filters: the arguments already read; rewritten:
+        // what the forwarded body now says.
+        let args = match (rewritten, checked_args) {
+            (false, Some(a)) => Some(a),
+            _ => arguments_json(forwarded),
+        };
         let mut out = mcp::mirrored_headers(&decls, args.as_ref());
         out.extend(kept_params);
         ctx.params_out = Some(out);
@@ -223,7 +231,8 @@ pub async fn judge(
 }
 
 /// Checks the `Mcp-Param-*` headers of a `tools/call` against the
-/// arguments the listed definition mirrors; returns those declarations.
+/// arguments the listed definition mirrors; returns those declarations and
+/// the arguments read for the check.
 fn check_params(
     gw: &Gateway,
     ctx: &RequestCtx,
@@ -231,19 +240,20 @@ fn check_params(
     body: &[u8],
     server: &str,
     modern: bool,
-) -> Result<Vec<mcp::ParamDecl>, Refusal> {
+) -> Result<(Vec<mcp::ParamDecl>, Option<serde_json::Value>), Refusal> {
     let decls = match (env.method.as_deref(), env.name.as_deref()) {
         (Some("tools/call"), Some(tool)) => gw.shared.params.get(server, tool),
         _ => None,
     };
     let decls = match decls.as_deref() {
         Some(Ok(d)) => d.clone(),
-        _ => return Ok(Vec::new()),
+        _ => return Ok((Vec::new(), None)),
     };
     let msg = warden_filters::Message::new(env, &body[env.span.clone()]);
-    mcp::check_params(&decls, msg.arguments(), &ctx.params_in, modern)
+    let args = msg.arguments().cloned();
+    mcp::check_params(&decls, args.as_ref(), &ctx.params_in, modern)
         .map_err(|m| Refusal::header_mismatch(env.id.clone(), m))?;
-    Ok(decls)
+    Ok((decls, args))
 }
 
 /// `Mcp-Param-*` headers no declaration covers: DLP-scanned like an

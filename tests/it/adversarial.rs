@@ -1596,6 +1596,20 @@ async fn side_channels_carry_nothing_from_the_server() {
     assert!(text.contains("-31010"), "{text}");
 }
 
+/// An upstream that starts a streamed (SSE) reply and dies before the
+/// gateway wrote anything to the client: the client gets a 502 JSON-RPC
+/// error for its request, not a cut or empty stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_cut_before_its_first_event_is_a_clear_error() {
+    let (h, gw) = setup().await;
+    h.script([Reply::sse(&[]).with_more(vec![Piece::Cut])]);
+    let (s, _, text) = post(&gw, &call(41, "echo")).await;
+    assert_eq!(s, 502, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("json: {text}"));
+    assert_eq!(v["id"], 41, "{text}");
+    assert_eq!(v["error"]["code"], -31001, "{text}");
+}
+
 /// Denies sampling and hides one resource; everything else is allowed.
 const POLICY_2026: &str = r#"package warden.authz
 import rego.v1

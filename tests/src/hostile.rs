@@ -21,6 +21,8 @@ pub enum Piece {
     AfterRequests(usize),
     /// Stay quiet this long, unless the peer closes the connection first.
     Wait(Duration),
+    /// Close the connection here, without ending the body.
+    Cut,
 }
 
 /// One scripted reply.
@@ -234,7 +236,7 @@ async fn write_reply(
             .iter()
             .map(|p| match p {
                 Piece::Bytes(b) => b.len(),
-                Piece::AfterRequests(_) | Piece::Wait(_) => 0,
+                Piece::AfterRequests(_) | Piece::Wait(_) | Piece::Cut => 0,
             })
             .sum();
         head.push_str(&format!("content-length: {len}\r\n\r\n"));
@@ -252,6 +254,10 @@ async fn write_reply(
                 sock.write_all(b"\r\n").await?;
             }
             Piece::Bytes(b) => sock.write_all(b).await?,
+            Piece::Cut => {
+                sock.flush().await?;
+                return Err(std::io::ErrorKind::ConnectionAborted.into());
+            }
             Piece::Wait(d) => {
                 sock.flush().await?;
                 let mut probe = [0u8; 1];
