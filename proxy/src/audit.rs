@@ -36,20 +36,30 @@ pub struct AuditRecord {
     /// When the record was made; formatted (RFC 3339) by the writer thread.
     #[serde(serialize_with = "rfc3339")]
     pub ts: std::time::SystemTime,
-    pub revision: String,
+    #[serde(serialize_with = "shared_str")]
+    pub revision: Arc<str>,
     pub request_id: u64,
-    pub trace_id: String,
-    pub principal: String,
-    pub tenant: String,
+    #[serde(serialize_with = "shared_str")]
+    pub trace_id: Arc<str>,
+    #[serde(serialize_with = "shared_str")]
+    pub principal: Arc<str>,
+    #[serde(serialize_with = "shared_str")]
+    pub tenant: Arc<str>,
     pub auth: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<String>,
-    pub server: String,
-    pub group: String,
-    pub http_method: String,
-    pub path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
+    #[serde(serialize_with = "shared_str")]
+    pub server: Arc<str>,
+    #[serde(serialize_with = "shared_str")]
+    pub group: Arc<str>,
+    pub http_method: &'static str,
+    #[serde(serialize_with = "shared_str")]
+    pub path: Arc<str>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "shared_opt_str"
+    )]
+    pub session_id: Option<Arc<str>>,
     pub direction: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jsonrpc_id: Option<serde_json::Value>,
@@ -64,7 +74,7 @@ pub struct AuditRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
     /// `forwarded`, `mutated`, `denied`, `invalid`, or the reason of a refusal.
-    pub outcome: String,
+    pub outcome: &'static str,
     /// Which check decided (`policy`, `kill_switch` …) when one refused or rewrote.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<&'static str>,
@@ -476,6 +486,19 @@ fn write_loop(mut rx: mpsc::Receiver<AuditMsg>, mut out: Output, stalled: Arc<At
     if out.w.flush().is_err() {
         m.audit_failed.inc();
         tracing::error!("audit log flush failed at shutdown");
+    }
+}
+
+/// Names shared by every record of a request (and the runtime) are `Arc<str>`:
+/// a record per message clones pointers, not strings.
+fn shared_str<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
+}
+
+fn shared_opt_str<S: serde::Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_str(v),
+        None => s.serialize_none(),
     }
 }
 

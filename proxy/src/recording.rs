@@ -27,19 +27,38 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
         .or(ctx.local_status)
         .unwrap_or(0);
     let server = ctx.server_name().to_owned();
-    let http_method = session.req_header().method.as_str().to_owned();
+    let http_method = http_method(session.req_header());
     m.requests
-        .with_label_values(&[&server, &http_method, &status.to_string()])
+        .with_label_values(&[&server, http_method, &status_label(status)])
         .inc();
-    m.latency
-        .with_label_values(&[&server, &http_method])
-        .observe(ctx.start.elapsed().as_secs_f64());
-    m.body_bytes
-        .with_label_values(&[&server, "request"])
-        .observe(ctx.body_len_in as f64);
-    m.body_bytes
-        .with_label_values(&[&server, "response"])
-        .observe(ctx.response_bytes as f64);
+    // The server's handles were resolved when its bundle was built.
+    let meta = ctx
+        .rt
+        .as_ref()
+        .zip(ctx.server)
+        .map(|(rt, s)| &rt.servers[s]);
+    let elapsed = ctx.start.elapsed().as_secs_f64();
+    match meta.and_then(|s| s.latency(http_method)) {
+        Some(h) => h.observe(elapsed),
+        None => m
+            .latency
+            .with_label_values(&[&server, http_method])
+            .observe(elapsed),
+    }
+    match meta {
+        Some(s) => {
+            s.body_in.observe(ctx.body_len_in as f64);
+            s.body_out.observe(ctx.response_bytes as f64);
+        }
+        None => {
+            m.body_bytes
+                .with_label_values(&[&server, "request"])
+                .observe(ctx.body_len_in as f64);
+            m.body_bytes
+                .with_label_values(&[&server, "response"])
+                .observe(ctx.response_bytes as f64);
+        }
+    }
 
     let base = audit_base(session, ctx, status);
     let mut out = Vec::new();
@@ -110,7 +129,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
                 (None, Some(t), Some(rt)) => Some(rt.snap.redact_text(t, 256)),
                 _ => None,
             };
-            rec.outcome = r.outcome.label().to_owned();
+            rec.outcome = r.outcome.label();
             rec.decided_by = match &r.outcome {
                 warden_filters::Outcome::Denied { filter, .. }
                 | warden_filters::Outcome::Mutated { filter } => Some(filter),
@@ -155,9 +174,9 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             .and_then(|r| r.id.as_ref())
             .map(|i| i.to_json());
         rec.outcome = match (&ctx.refusal, &failed) {
-            (Some(r), _) => r.reason.to_owned(),
-            (None, Some(_)) => "failed".to_owned(),
-            (None, None) => "forwarded".to_owned(),
+            (Some(r), _) => r.reason,
+            (None, Some(_)) => "failed",
+            (None, None) => "forwarded",
         };
         rec.reason = ctx
             .refusal
@@ -167,7 +186,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
         out.push(rec);
     } else if let Some(r) = &ctx.refusal {
         for rec in &mut out {
-            rec.outcome = r.reason.to_owned();
+            rec.outcome = r.reason;
             rec.reason = Some(r.error.message.clone());
         }
     }
@@ -176,31 +195,34 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
         let end = std::time::SystemTime::now();
         for (i, rec) in out.iter().enumerate() {
             let mut attrs = vec![
-                ("mcp.server", rec.server.clone()),
-                ("enduser.id", rec.principal.clone()),
-                ("warden.tenant", rec.tenant.clone()),
-                ("warden.outcome", rec.outcome.clone()),
+                ("mcp.server", rec.server.to_string()),
+                ("enduser.id", rec.principal.to_string()),
+                ("warden.tenant", rec.tenant.to_string()),
+                ("warden.outcome", rec.outcome.to_owned()),
                 ("warden.request_id", rec.request_id.to_string()),
                 ("warden.direction", rec.direction.to_owned()),
             ];
             let opt = [
                 ("mcp.method", rec.method.clone()),
                 ("mcp.tool", rec.tool.clone()),
-                ("mcp.session_id", rec.session_id.clone()),
+                (
+                    "mcp.session_id",
+                    rec.session_id.as_deref().map(str::to_owned),
+                ),
                 ("warden.decided_by", rec.decided_by.map(str::to_owned)),
                 ("warden.reason", rec.reason.clone()),
                 ("warden.risk", rec.risk.map(str::to_owned)),
             ];
             attrs.extend(opt.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
             tel.record(crate::otel::MessageSpan {
-                name: format!("mcp {}", rec.method.as_deref().unwrap_or(&http_method)),
+                name: format!("mcp {}", rec.method.as_deref().unwrap_or(http_method)),
                 ids,
                 own_span: i == 0,
                 start,
                 end,
                 attributes: attrs,
                 status,
-                error: (status >= 500 || rec.outcome == "failed").then_some(rec.outcome.as_str()),
+                error: (status >= 500 || rec.outcome == "failed").then_some(rec.outcome),
             });
         }
     }
@@ -211,37 +233,42 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
 
 fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
     let req = session.req_header();
+    let meta = ctx
+        .rt
+        .as_ref()
+        .zip(ctx.server)
+        .map(|(rt, s)| &rt.servers[s]);
+    let none: std::sync::Arc<str> = "-".into();
     AuditRecord {
         ts: std::time::SystemTime::now(),
         revision: ctx
             .rt
             .as_ref()
-            .map(|r| r.snap.revision.clone())
-            .unwrap_or_default(),
+            .map_or_else(|| "".into(), |r| r.revision.clone()),
         request_id: ctx.request_id,
         trace_id: match &ctx.trace {
-            Some(t) => t.trace_hex(),
-            None => trace_id(req, ctx.request_id),
+            Some(t) => t.trace_hex().into(),
+            None => trace_id(req, ctx.request_id).into(),
         },
-        principal: ctx.principal.id.clone(),
-        tenant: ctx.principal.tenant.clone(),
+        principal: ctx.principal.id.as_str().into(),
+        tenant: ctx.principal.tenant.as_str().into(),
         auth: ctx.principal.auth.as_str(),
         source_ip: session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip().to_string()),
-        server: ctx.server_name().to_owned(),
-        group: ctx.group_name().to_owned(),
-        http_method: req.method.to_string(),
-        path: req.uri.path().chars().take(512).collect(),
-        session_id: ctx.session_id.clone(),
+        server: meta.map_or_else(|| none.clone(), |m| m.name.clone()),
+        group: meta.map_or(none, |m| m.group.clone()),
+        http_method: http_method(req),
+        path: req.uri.path().chars().take(512).collect::<String>().into(),
+        session_id: ctx.session_id.as_deref().map(Into::into),
         direction: "request",
         jsonrpc_id: None,
         method: None,
         tool: None,
         risk: None,
         task: None,
-        outcome: String::new(),
+        outcome: "",
         decided_by: None,
         reason: None,
         args_digest: None,
@@ -252,6 +279,42 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         status,
         latency_us: ctx.start.elapsed().as_micros() as u64,
     }
+}
+
+/// The request method as a label (admission lets only these through).
+fn http_method(req: &RequestHeader) -> &'static str {
+    match req.method.as_str() {
+        "POST" => "POST",
+        "GET" => "GET",
+        "DELETE" => "DELETE",
+        _ => "other",
+    }
+}
+
+/// The status as a label, without formatting the common ones.
+fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
+    match status {
+        200 => "200",
+        202 => "202",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        431 => "431",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        0 => "0",
+        _ => return status.to_string().into(),
+    }
+    .into()
 }
 
 /// The W3C trace id of the caller's `traceparent`, or a fresh one.

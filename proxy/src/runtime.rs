@@ -31,6 +31,44 @@ pub struct Runtime {
     pub sealer: Option<Arc<crate::seal::Sealer>>,
     /// The global quota store (the bundle's `redis` section), if any.
     pub quota_store: Option<Arc<crate::global::QuotaStore>>,
+    /// The bundle revision, shared by every audit record.
+    pub revision: Arc<str>,
+    /// Per server (same order as `snap.config.servers`): names and metric
+    /// handles resolved once per bundle, not per request.
+    pub servers: Vec<ServerMeta>,
+}
+
+/// A server's names as audit records carry them, and its metric handles.
+pub struct ServerMeta {
+    pub name: Arc<str>,
+    pub group: Arc<str>,
+    /// Request latency for POST, GET, DELETE.
+    pub latency: [prometheus::Histogram; 3],
+    pub body_in: prometheus::Histogram,
+    pub body_out: prometheus::Histogram,
+}
+
+impl ServerMeta {
+    fn new(name: &str, group: &str) -> ServerMeta {
+        let m = metrics();
+        ServerMeta {
+            name: name.into(),
+            group: group.into(),
+            latency: ["POST", "GET", "DELETE"].map(|h| m.latency.with_label_values(&[name, h])),
+            body_in: m.body_bytes.with_label_values(&[name, "request"]),
+            body_out: m.body_bytes.with_label_values(&[name, "response"]),
+        }
+    }
+
+    /// The latency histogram for `method` (POST, GET or DELETE).
+    pub fn latency(&self, method: &str) -> Option<&prometheus::Histogram> {
+        match method {
+            "POST" => Some(&self.latency[0]),
+            "GET" => Some(&self.latency[1]),
+            "DELETE" => Some(&self.latency[2]),
+            _ => None,
+        }
+    }
 }
 
 impl Runtime {
@@ -54,7 +92,15 @@ impl Runtime {
             lb.health_check_frequency = Some(s.health_check.interval);
             pools.push(Arc::new(lb));
         }
+        let servers = snap
+            .config
+            .servers
+            .iter()
+            .map(|s| ServerMeta::new(&s.name, &s.group))
+            .collect();
         Ok(Runtime {
+            revision: snap.revision.as_str().into(),
+            servers,
             snap,
             pools,
             sealer: None,
