@@ -23,7 +23,7 @@ impl KillSwitchFilter {
         KillSwitchFilter { switch }
     }
 
-    fn paused(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Option<&'static str> {
+    fn paused(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &Notes) -> Option<&'static str> {
         let k = &self.switch;
         if k.all {
             return Some("all");
@@ -38,14 +38,21 @@ impl KillSwitchFilter {
             return Some("server");
         }
         let env = msg.envelope;
-        if env.method.as_deref() == Some("tools/call") {
-            if let Some(tool) = &env.name {
-                if k.tools.contains(tool)
-                    || k.server_tools
-                        .contains(&(ctx.server.to_owned(), tool.clone()))
-                {
-                    return Some("tool");
-                }
+        // A call, or a request about the task a call created (the task
+        // filter, which runs first, opened its id).
+        let tool = match env.method.as_deref() {
+            Some("tools/call") => env.name.as_deref(),
+            Some(m) if crate::tasks::names_task(m) => {
+                notes.task.as_ref().and_then(|t| t.tool.as_deref())
+            }
+            _ => None,
+        };
+        if let Some(tool) = tool {
+            if k.tools.contains(tool)
+                || k.server_tools
+                    .contains(&(ctx.server.to_owned(), tool.to_owned()))
+            {
+                return Some("tool");
             }
         }
         None
@@ -64,11 +71,11 @@ impl McpFilter for KillSwitchFilter {
         }
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         if msg.envelope.kind == Kind::Response {
             return Decision::Pass;
         }
-        match self.paused(msg, ctx) {
+        match self.paused(msg, ctx, notes) {
             None => Decision::Pass,
             Some(scope) => Decision::Reject(Denial::error(
                 JsonRpcError::new(
@@ -123,21 +130,28 @@ impl McpFilter for ScopeFilter {
 
     fn acts_on(&self) -> Acts {
         Acts {
-            requests: Methods::Only(&["tools/call"]),
+            requests: Methods::Only(&[
+                "tools/call",
+                "tasks/get",
+                "tasks/result",
+                "tasks/update",
+                "tasks/cancel",
+            ]),
             responses: Methods::None,
         }
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request {
             return Decision::Pass;
         }
-        let Some(tool) = env
-            .name
-            .as_deref()
-            .and_then(|n| self.catalog.get(ctx.server)?.tools.get(n))
-        else {
+        // A task's requests need what its creating tool needs.
+        let name = match env.method.as_deref() {
+            Some("tools/call") => env.name.as_deref(),
+            _ => notes.task.as_ref().and_then(|t| t.tool.as_deref()),
+        };
+        let Some(tool) = name.and_then(|n| self.catalog.get(ctx.server)?.tools.get(n)) else {
             return Decision::Pass;
         };
         let missing = missing_scopes(&tool.scopes, ctx.principal);
@@ -426,7 +440,7 @@ impl McpFilter for PolicyFilter {
             // The tool whose call created the task (the task filter opened its id).
             notes.task.as_ref().and_then(|t| t.tool.as_deref())
         } else {
-            env.name.as_deref().or(env.uri.as_deref())
+            crate::mcp::judged_target(env)
         };
         let args = match method {
             "tools/call" | "prompts/get" => msg.arguments_raw(),
@@ -474,5 +488,41 @@ impl McpFilter for PolicyFilter {
             },
             _ => Decision::Pass,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jsonrpc::{parse, ParseLimits, Parsed};
+
+    /// A paused tool's tasks are paused too: the kill switch reads the tool
+    /// the task filter found in the task's id.
+    #[test]
+    fn a_paused_tool_pauses_its_tasks() {
+        let mut k = warden_config::access::KillSwitch::default();
+        k.tools.insert("deploy".into());
+        let f = KillSwitchFilter::new(k);
+        let body =
+            br#"{"jsonrpc":"2.0","id":1,"method":"tasks/result","params":{"taskId":"wt1.x"}}"#;
+        let Ok(Parsed::Single(env)) = parse(body, ParseLimits::default()) else {
+            panic!("parse")
+        };
+        let who = crate::identity::Principal::anonymous();
+        let ctx = Exchange::new(&who, "ops");
+        let msg = Message::new(&env, body);
+        let mut notes = Notes::default();
+        assert!(matches!(
+            f.on_request(&msg, &ctx, &mut notes),
+            Decision::Pass
+        ));
+        notes.task = Some(crate::tasks::TaskNote {
+            link: "tk_0".into(),
+            tool: Some("deploy".into()),
+        });
+        assert!(matches!(
+            f.on_request(&msg, &ctx, &mut notes),
+            Decision::Reject(d) if d.reason == "kill_switch_tool"
+        ));
     }
 }

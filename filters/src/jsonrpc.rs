@@ -149,7 +149,46 @@ const MAX_SAFE_ID: u64 = (1 << 53) - 1;
 /// Envelope members the gateway reads.
 const ENVELOPE_NAMES: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
 /// `params` members the gateway or its filters read.
-const PARAMS_NAMES: [&str; 6] = ["name", "uri", "arguments", "_meta", "cursor", "taskId"];
+const PARAMS_NAMES: [&str; 8] = [
+    "name",
+    "uri",
+    "arguments",
+    "_meta",
+    "cursor",
+    "taskId",
+    "requestState",
+    "inputResponses",
+];
+
+/// Methods MCP defines only as requests (either direction).
+fn is_request_method(m: &str) -> bool {
+    matches!(
+        m,
+        "initialize"
+            | "ping"
+            | "server/discover"
+            | "tools/call"
+            | "tools/list"
+            | "prompts/get"
+            | "prompts/list"
+            | "resources/read"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/subscribe"
+            | "resources/unsubscribe"
+            | "subscriptions/listen"
+            | "completion/complete"
+            | "logging/setLevel"
+            | "sampling/createMessage"
+            | "elicitation/create"
+            | "roots/list"
+            | "tasks/get"
+            | "tasks/result"
+            | "tasks/list"
+            | "tasks/cancel"
+            | "tasks/update"
+    )
+}
 
 /// Whether `key` case-folds (Unicode) to one of `names` without being it.
 fn near_name(key: &str, names: &[&str]) -> bool {
@@ -553,6 +592,12 @@ impl Fields {
         if kind == Kind::Response && self.params.is_some() {
             return invalid(id, "a response cannot carry `params`");
         }
+        // A request method without an id would be acted on by a lenient
+        // server while every request-only check (scopes, quotas, pins,
+        // schemas) passed it by as a notification.
+        if kind == Kind::Notification && method.as_deref().is_some_and(is_request_method) {
+            return invalid(id, "a request method sent as a notification (no `id`)");
+        }
         Ok(Envelope {
             kind,
             id,
@@ -622,7 +667,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
                     f.task_id = p.task_id;
                 }
                 "result" => {
-                    map.next_value_seed(inner)?;
+                    map.next_value_seed(ResultSeed(inner))?;
                     f.result = true;
                 }
                 "error" => {
@@ -811,6 +856,53 @@ struct ParamsOut {
     name: Option<String>,
     uri: Option<String>,
     task_id: Option<String>,
+}
+
+/// Members of a result that decide how a peer reads it (2026-07-28): a
+/// near-name of one (`ResultType`, `InputRequests`, `requeſtState`) is what
+/// a case-insensitive peer reads while the gateway's judge would not.
+const RESULT_NAMES: [&str; 7] = [
+    "resultType",
+    "inputRequests",
+    "requestState",
+    "taskId",
+    "structuredContent",
+    "isError",
+    "content",
+];
+
+/// A `result`: an object (every MCP result is one) whose members are checked
+/// like the envelope's: no duplicates, no near-names of the members above.
+struct ResultSeed<'v>(Checked<'v>);
+
+impl<'de> DeserializeSeed<'de> for ResultSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ResultSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a result object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.0.descend()?;
+        let mut keys = KeySet::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if keys.insert_is_dup(&key) {
+                self.0.violation.set(Some(Violation::DuplicateKey));
+                return Err(de::Error::custom("duplicate member"));
+            }
+            if near_name(&key, &RESULT_NAMES) {
+                self.0.violation.set(Some(Violation::NearName));
+                return Err(de::Error::custom("near-name member"));
+            }
+            map.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
 }
 
 struct ParamsSeed<'v>(Checked<'v>);

@@ -296,11 +296,25 @@ pub fn batches_allowed(version: Option<&str>) -> bool {
 
 /// The value `Mcp-Name` must carry for a message, if any.
 pub fn expected_name(env: &Envelope) -> Option<&str> {
+    if let Some(t) = judged_target(env) {
+        return Some(t);
+    }
+    match env.method.as_deref()? {
+        // The tasks extension (SEP-2663) routes by task id.
+        "tasks/get" | "tasks/update" | "tasks/cancel" | "tasks/result" => env.task_id.as_deref(),
+        _ => None,
+    }
+}
+
+/// What a request names, as every check reads it: the tool of a
+/// `tools/call`, the prompt of a `prompts/get`, the URI of a resource
+/// request, and nothing else. The member is chosen by the method, so a
+/// `name` beside a resource request's `uri` (or a task request's id) never
+/// stands in for what the server acts on.
+pub fn judged_target(env: &Envelope) -> Option<&str> {
     match env.method.as_deref()? {
         "tools/call" | "prompts/get" => env.name.as_deref(),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => env.uri.as_deref(),
-        // The tasks extension (SEP-2663) routes by task id.
-        "tasks/get" | "tasks/update" | "tasks/cancel" | "tasks/result" => env.task_id.as_deref(),
         _ => None,
     }
 }

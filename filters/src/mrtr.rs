@@ -54,6 +54,9 @@ struct Sealed {
     k: Vec<String>,
     /// Expiry, seconds since the epoch.
     e: u64,
+    /// The MCP session it was issued on, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    x: Option<String>,
 }
 
 /// Seals and opens the gateway's `requestState`.
@@ -181,10 +184,13 @@ impl McpFilter for InputStateFilter {
         };
         // The retry names the same tool (prompt, resource) with the same
         // arguments, byte for byte, as the request the state was issued on.
-        let name = env.name.clone().or_else(|| env.uri.clone());
+        let name = crate::mcp::judged_target(env).map(str::to_owned);
         let args = msg.arguments_raw().map(args_digest);
         let method = env.method.as_deref().unwrap_or_default();
-        if sealed.o != owner(ctx.principal) || sealed.v != ctx.server {
+        if sealed.o != owner(ctx.principal)
+            || sealed.v != ctx.server
+            || sealed.x.as_deref() != ctx.session_id
+        {
             return refuse("not issued to this caller");
         }
         if sealed.m != method || sealed.n != name || sealed.a != args {
@@ -262,6 +268,7 @@ impl McpFilter for InputStateFilter {
             a: msg.request_args_digest.map(str::to_owned),
             k: keys,
             e: secs(ctx.now + STATE_TTL),
+            x: ctx.session_id.map(str::to_owned),
         };
         let Some(token) = self.sealer.seal(&sealed) else {
             return Decision::Pass;
@@ -343,6 +350,7 @@ mod tests {
             a: None,
             k: vec!["e1".into()],
             e: 10,
+            x: None,
         };
         let t = s.seal(&sealed).expect("seal");
         assert!(t.starts_with(PREFIX));

@@ -81,7 +81,7 @@ pub struct RequestPlan {
 }
 
 fn target(env: &Envelope) -> Option<String> {
-    env.name.clone().or_else(|| env.uri.clone())
+    crate::mcp::judged_target(env).map(str::to_owned)
 }
 
 /// Runs the chain over every message of a parsed body.
@@ -242,10 +242,10 @@ impl MessageRecord {
     pub fn noted(&mut self, notes: Notes) {
         self.findings = notes.findings;
         if let Some(t) = notes.task {
+            // A task's messages are judged as its creating tool's, whatever
+            // else the message names.
             self.task = Some(t.link);
-            if self.target.is_none() {
-                self.target = t.tool;
-            }
+            self.target = t.tool;
         }
     }
 

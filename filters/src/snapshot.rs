@@ -229,9 +229,6 @@ impl Snapshot {
         };
         // Kill switch → quota → policy → tool pinning → schema → egress → (DLP) …
         let mut filters: Vec<Arc<dyn McpFilter>> = Vec::new();
-        if !config.kill_switch.is_empty() {
-            filters.push(Arc::new(KillSwitchFilter::new(config.kill_switch.clone())));
-        }
         // Task ids: another principal's never reach the server (see `tasks`).
         let task_sealer = match &config.session_seal {
             Some(secret) => Arc::new(crate::tasks::TaskSealer::new(secret.expose().as_bytes())),
@@ -241,6 +238,10 @@ impl Snapshot {
             task_sealer,
             shared.task_owners.clone(),
         )));
+        // After task binding, so a paused tool's tasks are paused too.
+        if !config.kill_switch.is_empty() {
+            filters.push(Arc::new(KillSwitchFilter::new(config.kill_switch.clone())));
+        }
         // Multi-round-trip input: bound to the principal and the request it
         // answers (see `mrtr`).
         let state_sealer = match &config.session_seal {

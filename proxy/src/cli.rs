@@ -119,11 +119,19 @@ pub fn audit_verify(files: &[PathBuf]) -> anyhow::Result<()> {
 }
 
 /// Prints a new API key (or hashes the given one) and the line for the bundle.
-pub fn apikey_hash(key: Option<String>) {
+/// Prints a key (new, or `key`) once, and the `identity.api_keys` entry that
+/// accepts it, ready to paste into `warden.yaml`.
+pub fn apikey_hash(key: Option<String>, id: &str, tenant: &str, roles: &[String]) {
     let key = key.unwrap_or_else(|| format!("wk_{}", hex::encode(rand::random::<[u8; 24]>())));
     let salt: [u8; 16] = rand::random();
-    println!("key:  {key}");
-    println!("hash: {}", warden_config::access::hash_api_key(&key, &salt));
+    let hash = warden_config::access::hash_api_key(&key, &salt);
+    let entry = serde_json::json!({"id": id, "tenant": tenant, "roles": roles, "hash": hash});
+    println!("# The key, shown once: the client sends it as `x-api-key: <key>` or");
+    println!("# `Authorization: Bearer <key>`. Only its salted hash goes in the bundle.");
+    println!("# key: {key}");
+    println!("# Add under identity.api_keys in warden.yaml:");
+    // JSON is YAML: one flow-style entry, quoted where it must be.
+    println!("- {entry}");
 }
 
 /// One JSON-RPC exchange with a live MCP server (JSON or SSE reply).

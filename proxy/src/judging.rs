@@ -72,7 +72,7 @@ pub async fn judge(
                     .is_some_and(|v| v >= "2026-07-28");
             (decls, checked_args) = check_params(gw, ctx, env, &body, &server.name, modern)?;
             ctx.request_method = env.method.clone();
-            ctx.request_target = env.name.clone().or_else(|| env.uri.clone());
+            ctx.request_target = mcp::judged_target(env).map(str::to_owned);
         }
         Parsed::Batch(_)
             if method_hdr.is_some() || name_hdr.is_some() || !ctx.params_in.is_empty() =>

@@ -164,10 +164,20 @@ enum AuditCmd {
 
 #[derive(Subcommand)]
 enum ApikeyCmd {
-    /// Print a new random key (or hash `--key`) and its salted hash for the bundle.
+    /// Print a new random key (or hash `--key`) and the `identity.api_keys`
+    /// entry to paste into the bundle.
     Hash {
         #[arg(long)]
         key: Option<String>,
+        /// The principal id the entry names.
+        #[arg(long, default_value = "my-agent")]
+        id: String,
+        /// The principal's tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Roles, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
     },
 }
 
@@ -203,6 +213,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "warn,warden=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into files or journald.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().cmd {
         Cmd::Validate { bundle } => match warden_config::Bundle::load(&bundle)
@@ -259,9 +271,15 @@ fn main() -> ExitCode {
             Err(e) => fail(e),
         },
         Cmd::Apikey {
-            cmd: ApikeyCmd::Hash { key },
+            cmd:
+                ApikeyCmd::Hash {
+                    key,
+                    id,
+                    tenant,
+                    roles,
+                },
         } => {
-            warden_proxy::cli::apikey_hash(key);
+            warden_proxy::cli::apikey_hash(key, &id, &tenant, &roles);
             ExitCode::SUCCESS
         }
         Cmd::Run {

@@ -92,7 +92,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         return Ok(());
     };
     let server_name = &rt.snap.config.servers[server].name;
-    keep_known_headers(resp, &rt.snap)?;
+    keep_known_headers(resp, &rt.snap, server_name)?;
     // Session stickiness: the replica that created a session keeps serving it.
     let mut sealed_header = None;
     let sids = resp.headers.get_all("mcp-session-id").iter().count();
@@ -879,41 +879,57 @@ fn dlp_clean(snap: &warden_filters::Snapshot, text: &str) -> bool {
 /// vendor headers) is dropped: the body is judged, headers would otherwise
 /// be a way around it. Kept values are checked for shape; free text never
 /// passes.
-fn keep_known_headers(resp: &mut ResponseHeader, snap: &warden_filters::Snapshot) -> Result<()> {
+fn keep_known_headers(
+    resp: &mut ResponseHeader,
+    snap: &warden_filters::Snapshot,
+    server: &str,
+) -> Result<()> {
+    // Two types for one body: a client may read either.
+    if resp
+        .headers
+        .get_all(http::header::CONTENT_TYPE)
+        .iter()
+        .count()
+        > 1
+    {
+        return refuse_reply(server, "duplicate_content_type");
+    }
     let token_list = |v: &str| {
         v.len() <= 256
             && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b" ,;=-_./+\"".contains(&b))
     };
-    let drop: Vec<http::HeaderName> =
-        resp.headers
-            .iter()
-            .filter(|(name, value)| {
-                let v = value.to_str().unwrap_or("\u{0}");
-                let ok = match name.as_str() {
-                    // Framing and the body's type: Pingora and `on_header` own them.
-                    "content-type" | "content-length" | "transfer-encoding"
-                    | "content-encoding" => true,
-                    // Checked (and sealed) where sessions are handled.
-                    "mcp-session-id" => true,
-                    "mcp-protocol-version" => {
-                        v.len() == 10 && v.bytes().all(|b| b.is_ascii_digit() || b == b'-')
-                    }
-                    "cache-control" | "vary" => token_list(v) && dlp_clean(snap, v),
-                    "retry-after" => {
-                        !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit())
-                    }
-                    "date" => {
-                        v.len() <= 40
-                            && v.bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b" ,:".contains(&b))
-                    }
-                    _ => false,
-                };
-                !ok
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
+    let drop: Vec<http::HeaderName> = resp
+        .headers
+        .iter()
+        .filter(|(name, value)| {
+            let v = value.to_str().unwrap_or("\u{0}");
+            let ok = match name.as_str() {
+                // Framing: Pingora and `on_header` own it.
+                "content-length" | "transfer-encoding" => true,
+                // The body's type and coding: a media type and its
+                // parameters, no free text (dropped, the body is withheld).
+                "content-type" | "content-encoding" => token_list(v) && dlp_clean(snap, v),
+                // Checked (and sealed) where sessions are handled.
+                "mcp-session-id" => true,
+                "mcp-protocol-version" => {
+                    v.len() == 10 && v.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+                }
+                "cache-control" | "vary" => token_list(v) && dlp_clean(snap, v),
+                "retry-after" => {
+                    !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit())
+                }
+                "date" => {
+                    v.len() <= 40
+                        && v.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b" ,:".contains(&b))
+                }
+                _ => false,
+            };
+            !ok
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
     for name in drop {
         resp.remove_header(&name);
     }

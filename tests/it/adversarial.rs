@@ -1279,6 +1279,30 @@ async fn task_results_meet_their_tools_checks() {
         "the same token comes back"
     );
 
+    // A task request naming another tool beside its task id is still judged
+    // as the task's tool: its result meets echo's output schema.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":15,"result":{"content":[],"structuredContent":{"n":"LEAKY"}}})
+            .to_string(),
+    )]);
+    let masked = json!({"jsonrpc":"2.0","id":15,"method":"tasks/result","params":{"taskId":token,"name":"harmless"}})
+        .to_string();
+    let (_, text) = send(masked, modern("tasks/result", &token)).await;
+    assert!(
+        text.contains("outputSchema") && !text.contains("LEAKY"),
+        "{text}"
+    );
+    // A final result is checked whatever `resultType` it claims.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":16,"result":{"resultType":"other","content":[],"structuredContent":{"n":"LEAKY"}}})
+            .to_string(),
+    )]);
+    let (_, text) = send(call(16, "echo"), modern("tools/call", "echo")).await;
+    assert!(
+        text.contains("outputSchema") && !text.contains("LEAKY"),
+        "{text}"
+    );
+
     // A related-task id for a task nobody created here is not sealed for
     // the caller: it is removed.
     h.script([Reply::json(
@@ -1608,6 +1632,81 @@ async fn a_stream_cut_before_its_first_event_is_a_clear_error() {
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("json: {text}"));
     assert_eq!(v["id"], 41, "{text}");
     assert_eq!(v["error"]["code"], -31001, "{text}");
+}
+
+/// Second hostile pass over the 2026-07-28 paths: what a message names is
+/// read from the member its method defines; near-names and request methods
+/// without an id are refused; a server's near-name result members and free
+/// text in its Content-Type do not reach the client.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_message_names_is_read_one_way() {
+    let h = Hostile::start().await;
+    let gw = Gateway::start_with(
+        &mock_bundle(&[h.addr], BUNDLE),
+        false,
+        &[("policies/authz.rego", POLICY_2026.as_bytes())],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    let before = posts_received(&h);
+    // A resource request judged by its `uri`, never a `name` beside it.
+    let (_, _, text) = post(
+        &gw,
+        &json!({"jsonrpc":"2.0","id":1,"method":"resources/read",
+            "params":{"uri":"file:///secret","name":"file:///ok"}})
+        .to_string(),
+    )
+    .await;
+    assert!(text.contains("Resource not found"), "{text}");
+    // Near-names of the multi-round-trip members, and a call without an id.
+    for body in [
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{},
+            "InputResponses":{"x":{"action":"accept"}}}}),
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{},
+            "requeſtState":"forged"}}),
+    ] {
+        let (s, _, text) = post(&gw, &body.to_string()).await;
+        assert_eq!(s, 400, "{text}");
+        assert!(text.contains("-32600"), "{text}");
+    }
+    let (s, _, text) = post(
+        &gw,
+        &json!({"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo","arguments":{}}})
+            .to_string(),
+    )
+    .await;
+    assert!(s == 400 && text.contains("notification"), "{s} {text}");
+    assert_eq!(posts_received(&h), before, "nothing reached the server");
+
+    // A server result with a near-name member (read by case-insensitive
+    // peers as the real one) is withheld.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":4,"result":{"ResultType":"input_required",
+            "InputRequests":{"s":{"method":"sampling/createMessage","params":{}}}}})
+        .to_string(),
+    )]);
+    let (_, _, text) = post(&gw, &call(4, "echo")).await;
+    assert!(
+        text.contains("-31003") && !text.contains("createMessage"),
+        "{text}"
+    );
+    // Free text in the Content-Type, or two of them: the body is withheld.
+    let mut r = Reply::json(&clean_reply(5));
+    for (k, v) in r.headers.iter_mut() {
+        if k.eq_ignore_ascii_case("content-type") {
+            *v = format!("application/json; x=\"{AKIA}\"");
+        }
+    }
+    h.script([r]);
+    let (_, hs, text) = post(&gw, &call(5, "echo")).await;
+    assert!(!text.contains("fine") && !text.contains(AKIA), "{text}");
+    for (k, v) in hs.iter() {
+        assert!(!v.contains(AKIA), "{k}: {v}");
+    }
+    h.script([Reply::json(&clean_reply(6)).header("content-type", "text/html")]);
+    let (s, _, text) = post(&gw, &call(6, "echo")).await;
+    assert!(s == 502 && text.contains("-31003"), "{s} {text}");
 }
 
 /// Denies sampling and hides one resource; everything else is allowed.
