@@ -871,8 +871,9 @@ const RESULT_NAMES: [&str; 7] = [
     "content",
 ];
 
-/// A `result`: an object (every MCP result is one) whose members are checked
-/// like the envelope's: no duplicates, no near-names of the members above.
+/// A `result`: when an object (every MCP result is one), its members are
+/// checked like the envelope's: no duplicates, no near-names of the members
+/// above. Any other JSON value is checked as any value is.
 struct ResultSeed<'v>(Checked<'v>);
 
 impl<'de> DeserializeSeed<'de> for ResultSeed<'_> {
@@ -885,7 +886,28 @@ impl<'de> DeserializeSeed<'de> for ResultSeed<'_> {
 impl<'de> Visitor<'de> for ResultSeed<'_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a result object")
+        f.write_str("a result")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.0.visit_bool(v)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.0.visit_i64(v)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.0.visit_u64(v)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.0.visit_f64(v)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.visit_str(v)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.visit_unit()
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        self.0.visit_seq(seq)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let inner = self.0.descend()?;
