@@ -14,6 +14,21 @@ BUNDLE="${WARDEN_BUNDLE:-$ROOT/config/examples/sidecar}"
 ./target/release/warden-mock --listen 127.0.0.1:8931 &
 MOCK=$!
 trap 'kill "$MOCK" 2>/dev/null || true; wait "$MOCK" 2>/dev/null || true' EXIT
+# The mock must be listening before the gateway starts in front of it.
+for _ in $(seq 1 50); do
+  if ! kill -0 "$MOCK" 2>/dev/null; then
+    echo "[run] warden-mock could not start on 127.0.0.1:8931 (is the port in use? \`ss -ltnp 'sport = :8931'\` names the holder)" >&2
+    exit 1
+  fi
+  (exec 3<>/dev/tcp/127.0.0.1/8931) 2>/dev/null && break
+  sleep 0.1
+done
+# Something else may hold the port: then the mock has exited by now.
+sleep 0.2
+if ! kill -0 "$MOCK" 2>/dev/null; then
+  echo "[run] warden-mock could not start on 127.0.0.1:8931 (is the port in use? \`ss -ltnp 'sport = :8931'\` names the holder)" >&2
+  exit 1
+fi
 echo "[run] warden-mock pid $MOCK on 127.0.0.1:8931; gateway on http://127.0.0.1:8080/mock/mcp, admin on 127.0.0.1:9090" >&2
 echo "[run] demo API keys (x-api-key): wk_demo_dev_7Qm2 (developer, eu), wk_demo_ops_Z8r5 (operator, us), wk_demo_auditor_P4x9 (auditor)" >&2
 ./target/release/warden run --bundle "$BUNDLE" "$@"

@@ -84,6 +84,8 @@ impl BundleState {
 
     fn ok(&self, revision: &str) {
         let n = self.reloads.fetch_add(1, Ordering::Relaxed) + 1;
+        let previous = self.status.load().revision.clone();
+        tracing::info!(revision, previous = %previous, reloads = n, "bundle applied");
         metrics().bundle_reloads.with_label_values(&["ok"]).inc();
         let mut s = (**self.status.load()).clone();
         s.revision = revision.to_owned();

@@ -79,6 +79,21 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         upgrade: opts.upgrade,
         ..Opt::default()
     };
+    // Every address must be free before anything starts: a busy port is one
+    // clear line and a non-zero exit, not retries and a panic (an upgrade
+    // receives its sockets from the running process instead).
+    let mut addresses: Vec<String> = if opts.listen.is_empty() {
+        cfg.listeners.iter().map(|l| l.address.clone()).collect()
+    } else {
+        opts.listen.clone()
+    };
+    let admin_addr = opts.admin.clone().or(cfg.admin.clone());
+    addresses.extend(admin_addr.clone());
+    if !opts.upgrade {
+        for a in &addresses {
+            bindable(a)?;
+        }
+    }
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
@@ -157,7 +172,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         },
     ));
 
-    tracing::info!(revision = %gateway.runtime().snap.revision, "warden starting");
+    tracing::info!(
+        revision = %gateway.runtime().snap.revision,
+        listen = %addresses.join(", "),
+        admin = admin_addr.as_deref().unwrap_or("none"),
+        "warden starting"
+    );
     server.run(pingora::server::RunArgs::default());
     // All request runtimes have stopped: write what is queued, then exit.
     if let Some(t) = gateway.telemetry.get() {
@@ -166,4 +186,67 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     audit.stop_blocking();
     writer.join();
     Ok(())
+}
+
+/// Whether `addr` can be listened on now; otherwise an error naming the
+/// address and, when this machine can tell, the process that holds it.
+fn bindable(addr: &str) -> anyhow::Result<()> {
+    let resolved: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .with_context(|| format!("cannot listen on {addr}: not an address"))?
+        .collect();
+    for sa in resolved {
+        if let Err(e) = std::net::TcpListener::bind(sa) {
+            let holder = if e.kind() == std::io::ErrorKind::AddrInUse {
+                holder_of(sa.port())
+                    .map(|(pid, name)| format!(" (held by pid {pid}, `{name}`)"))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            bail!("cannot listen on {addr}: {e}{holder}");
+        }
+    }
+    Ok(())
+}
+
+/// The process listening on TCP `port` (Linux: `/proc/net/tcp*` and each
+/// process's open sockets), if it can be found.
+fn holder_of(port: u16) -> Option<(u32, String)> {
+    let want = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address, state 0A = LISTEN, inode
+            if f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for proc_dir in std::fs::read_dir("/proc").ok()?.filter_map(Result::ok) {
+        let Ok(pid) = proc_dir.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.filter_map(Result::ok) {
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            if inodes.iter().any(|i| link.as_os_str() == i.as_str()) {
+                let name = std::fs::read_to_string(proc_dir.path().join("comm"))
+                    .map(|c| c.trim().to_owned())
+                    .unwrap_or_default();
+                return Some((pid, name));
+            }
+        }
+    }
+    None
 }

@@ -1008,18 +1008,14 @@ fn policy_authors_work_offline_with_eval_and_test() {
     let (code, out) = run(&["policy", "test", "--bundle", bundle.to_str().expect("utf8")]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("13 passed, 0 failed"), "{out}");
-    let dir = tempfile::tempdir().expect("tmp");
-    let input = |region: &str| {
-        json!({
-            "principal": {"id":"agent-dev","tenant":"acme","roles":["developer"],"kind":"agent","auth":"api_key","attributes":{"region":"eu"}},
-            "server": {"name":"mock","group":"tools"},
-            "request": {"method":"tools/call","tool":"deploy","prompt":null,"resource_uri":null,"arguments":{"service":"web","region":region},"risk":"HIGH","listing":false},
-            "context": {"time":"2026-11-17T09:00:00Z","hour":10,"weekday":"Tuesday","source_ip":"10.0.0.7","justification":null,"session_id":null}
-        })
-    };
-    for (region, code_want, reason) in [("us", 3, "region_mismatch"), ("eu", 0, "granted")] {
-        let f = dir.path().join(format!("{region}.json"));
-        std::fs::write(&f, input(region).to_string()).expect("write");
+    // The sample inputs shipped beside the example bundle (the README tour
+    // uses them): one allowed, one denied, whatever the hour.
+    let inputs = warden_tests::root().join("config/examples/inputs");
+    for (file, code_want, reason) in [
+        ("deploy-denied.json", 3, "region_mismatch"),
+        ("deploy-allowed.json", 0, "granted"),
+    ] {
+        let f = inputs.join(file);
         let (code, out) = run(&[
             "policy",
             "eval",

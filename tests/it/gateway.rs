@@ -896,3 +896,125 @@ async fn a_call_written_upstream_is_never_repeated() {
         "the second call was sent exactly once"
     );
 }
+
+/// A port someone else holds: the gateway exits at once, non-zero, with one
+/// line naming the address and the process holding it (it used to retry for
+/// 30 s, panic in two threads and stay alive serving nothing).
+#[test]
+fn a_busy_port_is_one_clear_line_and_a_non_zero_exit() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = held.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tmp");
+    let started = std::time::Instant::now();
+    let (ok, _out, err) = warden_tests::run_with_timeout(
+        std::process::Command::new(warden_tests::bin("warden"))
+            .arg("run")
+            .arg("--bundle")
+            .arg(warden_tests::root().join("config/examples/sidecar"))
+            .args(["--listen", &addr.to_string(), "--admin", "127.0.0.1:0"])
+            .arg("--audit")
+            .arg(dir.path().join("audit.jsonl")),
+        Duration::from_secs(30),
+    )
+    .expect("ran");
+    assert!(!ok, "exits non-zero: {err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "at once, not after retries: {:?}",
+        started.elapsed()
+    );
+    let line = format!("cannot listen on {addr}");
+    assert!(err.contains(&line), "{err}");
+    assert!(
+        err.contains(&format!("held by pid {}", std::process::id())),
+        "names the holder: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains(&line)).count(),
+        1,
+        "{err}"
+    );
+    drop(held);
+}
+
+/// Logs an operator can read: start-up names the listen and admin addresses
+/// and the revision, and nothing is coloured when stderr is not a terminal.
+#[tokio::test(flavor = "multi_thread")]
+async fn start_up_says_where_it_listens_without_colour() {
+    let mock = Mock::start(&[]).expect("mock");
+    let gw = Gateway::start(&mock_bundle(&[mock.addr], ""), true).expect("gateway");
+    let mut log = Vec::new();
+    for _ in 0..100 {
+        log = gw.log();
+        if log.iter().any(|l| l.contains("warden starting")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = log
+        .iter()
+        .find(|l| l.contains("warden starting"))
+        .unwrap_or_else(|| panic!("no start-up line: {log:?}"));
+    assert!(line.contains(&gw.addr.to_string()), "{line}");
+    assert!(line.contains(&gw.admin.to_string()), "{line}");
+    assert!(line.contains("revision="), "{line}");
+    assert!(
+        log.iter().all(|l| !l.contains('\u{1b}')),
+        "ANSI codes in a log that is not a terminal: {log:?}"
+    );
+}
+
+/// `warden apikey hash` prints the `identity.api_keys` entry itself: pasted
+/// into a bundle, the key it printed once authenticates.
+#[tokio::test(flavor = "multi_thread")]
+async fn apikey_hash_prints_an_entry_the_bundle_accepts() {
+    let (ok, out, err) = warden_tests::run_with_timeout(
+        std::process::Command::new(warden_tests::bin("warden")).args([
+            "apikey",
+            "hash",
+            "--key",
+            "wk_test_entry_1",
+            "--id",
+            "ci-bot",
+            "--tenant",
+            "acme",
+            "--roles",
+            "developer,ops",
+        ]),
+        Duration::from_secs(20),
+    )
+    .expect("ran");
+    assert!(ok, "{err}");
+    assert!(out.contains("# key: wk_test_entry_1"), "{out}");
+    let entry = out
+        .lines()
+        .find(|l| l.starts_with("- "))
+        .unwrap_or_else(|| panic!("no entry: {out}"));
+    let v: Value = serde_json::from_str(&entry[2..]).expect("the entry is JSON (and so YAML)");
+    assert_eq!(v["id"], "ci-bot");
+    assert_eq!(v["roles"], json!(["developer", "ops"]));
+    let mock = Mock::start(&[]).expect("mock");
+    let yaml = mock_bundle(
+        &[mock.addr],
+        &format!("identity:\n  resource: http://127.0.0.1/mock/mcp\n  api_keys:\n    {entry}\n"),
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let (s, _, _) = post_json(
+        &gw.url("/mock/mcp"),
+        ping,
+        &[("x-api-key", "wk_test_entry_1")],
+    )
+    .await
+    .expect("post");
+    assert_eq!(s, 200);
+    let (s, _, _) = post_json(
+        &gw.url("/mock/mcp"),
+        ping,
+        &[("x-api-key", "wk_test_entry_2")],
+    )
+    .await
+    .expect("post");
+    assert_eq!(s, 401);
+}

@@ -275,9 +275,16 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// Every line the gateway wrote to stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Gateway {
+    /// The gateway's stderr so far, one entry per line.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
     /// Starts warden on `warden_yaml` (listeners are overridden). Waits until
     /// `/healthz` answers, and, when `wait_ready`, until every upstream is healthy.
     pub fn start(warden_yaml: &str, wait_ready: bool) -> Result<Gateway> {
@@ -360,11 +367,16 @@ impl Gateway {
                 bail!("warden did not start: {err}");
             }
             // Drain stderr in the background so the pipe never fills.
+            let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
             if let Some(e) = proc.child.stderr.take() {
+                let log = log.clone();
                 std::thread::spawn(move || {
                     for line in BufReader::new(e).lines().map_while(Result::ok) {
                         if std::env::var_os("WARDEN_TEST_LOG").is_some() {
                             eprintln!("[warden] {line}");
+                        }
+                        if let Ok(mut l) = log.lock() {
+                            l.push(line);
                         }
                     }
                 });
@@ -374,6 +386,7 @@ impl Gateway {
                 addr,
                 admin,
                 dir,
+                log,
             };
             if wait_ready {
                 gw.wait_ready()?;
