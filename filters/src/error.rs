@@ -142,6 +142,21 @@ impl Refusal {
             JsonRpcError::new(codes::REFUSED, "No MCP server is served at this path"),
         )
     }
+
+    /// As [`Refusal::no_route`], naming the paths that are served.
+    pub fn no_route_of(prefixes: &[&str]) -> Self {
+        let mut r = Refusal::no_route();
+        if !prefixes.is_empty() {
+            r.error.message = format!(
+                "No MCP server is served at this path; served: {}",
+                prefixes.join(", ")
+            );
+            r.error = r
+                .error
+                .with_data(serde_json::json!({"reason": "no_route", "routes": prefixes}));
+        }
+        r
+    }
     pub fn method_not_allowed(method: &str) -> Self {
         Refusal::new(
             405,

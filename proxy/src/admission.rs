@@ -73,7 +73,20 @@ pub async fn admit(
         }
     }
     let Some(route_pos) = rt.snap.route_index(host.as_deref(), path) else {
-        return Err(Refusal::no_route());
+        // Name the paths served on this host (never another host's).
+        let host = host.as_deref().map(|h| {
+            h.rsplit_once(':')
+                .map_or(h, |(n, _)| n)
+                .to_ascii_lowercase()
+        });
+        let served: Vec<&str> = rt
+            .snap
+            .routes
+            .iter()
+            .filter(|r| r.host.is_none() || r.host == host)
+            .map(|r| r.prefix.as_str())
+            .collect();
+        return Err(Refusal::no_route_of(&served));
     };
     let route = &rt.snap.routes[route_pos];
     ctx.route = Some(route_pos);

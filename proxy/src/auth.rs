@@ -61,6 +61,31 @@ fn quoted(s: &str) -> String {
         .collect()
 }
 
+/// Which credentials this bundle accepts, in words a client author can act on.
+fn accepted(id: &Identity) -> String {
+    let mut ways = Vec::new();
+    if !id.api_keys.is_empty() {
+        ways.push(format!(
+            "an API key as `{}: <key>` or `Authorization: Bearer <key>`",
+            id.api_key_header
+        ));
+    }
+    if id.jwt.is_some() {
+        ways.push(
+            "an OAuth access token as `Authorization: Bearer <token>` (see the resource metadata)"
+                .to_owned(),
+        );
+    }
+    if !id.mtls.is_empty() {
+        ways.push("a client certificate".to_owned());
+    }
+    if ways.is_empty() {
+        "no credential is configured for this gateway".to_owned()
+    } else {
+        format!("send {}", ways.join(", or "))
+    }
+}
+
 /// The refusal for a failed authentication, with the spec's status and header.
 pub fn refusal(id: &Identity, path: &str, e: &AuthError) -> Refusal {
     let meta = metadata_url(id, path);
@@ -71,7 +96,7 @@ pub fn refusal(id: &Identity, path: &str, e: &AuthError) -> Refusal {
             if !scopes.is_empty() {
                 h.push_str(&format!(", scope=\"{}\"", quoted(&scopes.join(" "))));
             }
-            (401, h, "Authentication required".to_owned())
+            (401, h, format!("Authentication required: {}", accepted(id)))
         }
         AuthError::Invalid(why) => (
             401,

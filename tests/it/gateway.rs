@@ -1018,3 +1018,37 @@ async fn apikey_hash_prints_an_entry_the_bundle_accepts() {
     .expect("post");
     assert_eq!(s, 401);
 }
+
+/// Errors that tell a newcomer what to do: a 404 names the served paths, a
+/// 401 names the credentials the bundle accepts.
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_say_what_would_work() {
+    let mock = Mock::start(&[]).expect("mock");
+    let yaml = mock_bundle(
+        &[mock.addr],
+        "identity:\n  resource: http://127.0.0.1/mock/mcp\n  api_keys:\n    - {id: a, tenant: t, hash: \"sha256:d0abfb21f2a5d2fc66a2e0c5f9b369c4:995c0dc437d925d6baad52296a0ef3c5be924b056ab931cd5a2284bf8ba3bc0a\"}\n",
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let (s, _, b) = post_json(&gw.url("/nope/mcp"), ping, &[])
+        .await
+        .expect("post");
+    assert_eq!(s, 404);
+    let v: Value = serde_json::from_slice(&b).expect("json");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("served: /mock")),
+        "{v}"
+    );
+    let (s, _, b) = post_json(&gw.url("/mock/mcp"), ping, &[])
+        .await
+        .expect("post");
+    assert_eq!(s, 401);
+    let v: Value = serde_json::from_slice(&b).expect("json");
+    let m = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        m.contains("x-api-key: <key>") && m.contains("Authorization: Bearer"),
+        "{m}"
+    );
+}
