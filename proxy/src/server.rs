@@ -82,15 +82,14 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Every address must be free before anything starts: a busy port is one
     // clear line and a non-zero exit, not retries and a panic (an upgrade
     // receives its sockets from the running process instead).
-    let mut addresses: Vec<String> = if opts.listen.is_empty() {
+    let addresses: Vec<String> = if opts.listen.is_empty() {
         cfg.listeners.iter().map(|l| l.address.clone()).collect()
     } else {
         opts.listen.clone()
     };
     let admin_addr = opts.admin.clone().or(cfg.admin.clone());
-    addresses.extend(admin_addr.clone());
     if !opts.upgrade {
-        for a in &addresses {
+        for a in addresses.iter().chain(&admin_addr) {
             bindable(a)?;
         }
     }

@@ -190,6 +190,16 @@ impl ProxyHttp for WardenProxy {
         crate::forwarding::proxy_failed(session, e, ctx).await
     }
 
+    /// A client that hangs up (an SDK closing its GET stream, a cancelled
+    /// call) is ordinary: it is audited, not logged as an error.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         crate::recording::record(&self.gateway, session, e, ctx).await
     }

@@ -1052,3 +1052,35 @@ async fn errors_say_what_would_work() {
         "{m}"
     );
 }
+
+/// An SDK closing its GET stream is ordinary: audited, never logged as an
+/// error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_closing_its_stream_is_not_an_error() {
+    let mock = Mock::start(&[]).expect("mock");
+    let gw = Gateway::start(&mock_bundle(&[mock.addr], ""), true).expect("gateway");
+    let url = gw.url("/mock/mcp");
+    let init = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let (s, h, _) = post_json(&url, &init[..], &[]).await.expect("init");
+    assert_eq!(s, 200);
+    let sid = header(&h, "mcp-session-id").expect("session").to_owned();
+    for _ in 0..3 {
+        let first = open_stream(
+            &url,
+            &[
+                ("mcp-session-id", &sid),
+                ("mcp-protocol-version", "2025-06-18"),
+            ],
+        )
+        .await;
+        assert!(first.starts_with(':'), "{first}");
+    }
+    let audit = gw.audit_when(|a| a.iter().filter(|r| r["http_method"] == "GET").count() >= 3);
+    assert!(audit.iter().any(|r| r["http_method"] == "GET"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = gw.log();
+    assert!(
+        !log.iter().any(|l| l.contains("ERROR")),
+        "a hang-up logged as an error: {log:?}"
+    );
+}
