@@ -84,14 +84,8 @@ pub async fn proxy_failed(session: &mut Session, e: &Error, ctx: &mut RequestCtx
     let server = ctx.server_name().to_owned();
     ctx.upstream_error = Some(e.to_string());
     let mut code = 0;
-    if let Some(mut r) = refusal_for(e, &server) {
-        metrics()
-            .upstream_errors
-            .with_label_values(&[&server, r.reason])
-            .inc();
-        if let Some(p) = ctx.plan.as_ref().filter(|p| !p.batch) {
-            r.id = p.records.first().and_then(|rec| rec.id.clone());
-        }
+    if let Some(r) = refusal_for(e, &server) {
+        let r = counted(ctx, r);
         // Once the response has started, the only honest signal left is to cut it.
         if session.response_written().is_none() && write_refusal(session, &r).await.is_ok() {
             code = r.status;
@@ -115,16 +109,20 @@ pub async fn forward_judged(
 ) -> Result<u16, Refusal> {
     forward(gw, connector, session, ctx, body)
         .await
-        .map_err(|mut r| {
-            metrics()
-                .upstream_errors
-                .with_label_values(&[ctx.server_name(), r.reason])
-                .inc();
-            if let Some(p) = ctx.plan.as_ref().filter(|p| !p.batch) {
-                r.id = p.records.first().and_then(|rec| rec.id.clone());
-            }
-            r
-        })
+        .map_err(|r| counted(ctx, r))
+}
+
+/// An upstream failure as the client gets it: counted by reason, and
+/// carrying the id of the request it answers (a single request only).
+fn counted(ctx: &RequestCtx, mut r: Refusal) -> Refusal {
+    metrics()
+        .upstream_errors
+        .with_label_values(&[ctx.server_name(), r.reason])
+        .inc();
+    if let Some(p) = ctx.plan.as_ref().filter(|p| !p.batch) {
+        r.id = p.records.first().and_then(|rec| rec.id.clone());
+    }
+    r
 }
 
 /// How long a streamed reply's header waits for the first chunk of its body
