@@ -583,10 +583,22 @@ fn inferred_method(bytes: &[u8]) -> Result<Option<String>, ()> {
         prompts: Option<serde::de::IgnoredAny>,
         resources: Option<serde::de::IgnoredAny>,
         resource_templates: Option<serde::de::IgnoredAny>,
+        // What a tool's, prompt's or resource's own result carries: a list
+        // shape beside it is a disguise, not a list.
+        content: Option<serde::de::IgnoredAny>,
+        structured_content: Option<serde::de::IgnoredAny>,
+        contents: Option<serde::de::IgnoredAny>,
+        messages: Option<serde::de::IgnoredAny>,
+        input_requests: Option<serde::de::IgnoredAny>,
     }
     let Ok(Msg { result: Some(s) }) = serde_json::from_slice::<Msg>(bytes) else {
         return Ok(None);
     };
+    let own_result = s.content.is_some()
+        || s.structured_content.is_some()
+        || s.contents.is_some()
+        || s.messages.is_some()
+        || s.input_requests.is_some();
     let found: Vec<&str> = [
         (s.tools.is_some(), "tools/list"),
         (s.prompts.is_some(), "prompts/list"),
@@ -599,6 +611,7 @@ fn inferred_method(bytes: &[u8]) -> Result<Option<String>, ()> {
     .collect();
     match found.as_slice() {
         [] => Ok(None),
+        [_] if own_result => Err(()),
         [m] => Ok(Some((*m).to_owned())),
         _ => Err(()),
     }
@@ -934,4 +947,27 @@ fn keep_known_headers(
         resp.remove_header(&name);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inferred_method;
+
+    /// A reply to a request this replica never saw is judged as the list its
+    /// shape names; one that also carries a call's output is not a list.
+    #[test]
+    fn a_list_shape_beside_a_result_is_no_list() {
+        let list = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#;
+        assert_eq!(inferred_method(list), Ok(Some("tools/list".into())));
+        let plain = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+        assert_eq!(inferred_method(plain), Ok(None));
+        for disguised in [
+            &br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"content":[{"type":"text","text":"x"}]}}"#[..],
+            br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"structuredContent":{"k":1}}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{"resources":[],"contents":[]}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"prompts":[]}}"#,
+        ] {
+            assert_eq!(inferred_method(disguised), Err(()));
+        }
+    }
 }
