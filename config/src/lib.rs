@@ -163,7 +163,15 @@ pub fn parse_config(text: &str, problems: &mut Problems) -> Option<raw::WardenCo
         Err(e) => {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            problems.push(path, e.into_inner().to_string());
+            let mut message = e.into_inner().to_string();
+            // The YAML error may name the path itself (`a.b: unknown field
+            // …`): the problem already carries it, once is enough.
+            if let Some((head, rest)) = message.split_once(": ") {
+                if !head.is_empty() && !head.contains(' ') && path.starts_with(head) {
+                    message = rest.to_owned();
+                }
+            }
+            problems.push(path, message);
             None
         }
     }

@@ -207,3 +207,49 @@ fn tls_listener_serves_http1_and_http2() {
     }
     drop(gw);
 }
+
+/// Mistakes in warden.yaml are blamed on warden.yaml, once: an unknown field
+/// names its path once, and an entrypoint naming no rule says which rule was
+/// probably meant (it used to blame `policies/authz.rego`).
+#[test]
+fn config_mistakes_are_named_where_they_are() {
+    let example = warden_tests::root().join("config/examples/sidecar");
+    let copy = |edit: &dyn Fn(String) -> String| {
+        let dir = tempfile::tempdir().expect("tmp");
+        for f in ["data.json", ".manifest"] {
+            std::fs::copy(example.join(f), dir.path().join(f)).expect("copy");
+        }
+        std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+        std::fs::copy(
+            example.join("policies/authz.rego"),
+            dir.path().join("policies/authz.rego"),
+        )
+        .expect("copy");
+        let yaml = std::fs::read_to_string(example.join("warden.yaml")).expect("read");
+        std::fs::write(dir.path().join("warden.yaml"), edit(yaml)).expect("write");
+        let (ok, out, err) = run_with_timeout(
+            Command::new(bin("warden")).arg("validate").arg(dir.path()),
+            Duration::from_secs(30),
+        )
+        .expect("run");
+        (ok, format!("{out}{err}"))
+    };
+    let (ok, text) = copy(&|y: String| {
+        y.replace(
+            "      echo: {risk: LOW}",
+            "      echo: {risk: LOW, colour: red}",
+        )
+    });
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("catalog.mock.tools.echo.colour: unknown field `colour`"),
+        "{text}"
+    );
+    assert_eq!(text.matches("catalog.mock.tools.echo").count(), 1, "{text}");
+    let (ok, text) =
+        copy(&|y: String| y.replace("data.warden.authz.decision", "data.warden.authz.decisoin"));
+    assert!(!ok, "{text}");
+    assert!(text.contains("warden.yaml"), "{text}");
+    assert!(text.contains("did you mean `decision`?"), "{text}");
+    assert!(!text.contains("authz.rego"), "{text}");
+}
