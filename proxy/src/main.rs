@@ -224,6 +224,17 @@ fn main() -> ExitCode {
                 Ok(b)
             }) {
             Ok(b) => {
+                let listen: Vec<String> = b
+                    .config
+                    .listeners
+                    .iter()
+                    .map(|l| l.address.clone())
+                    .collect();
+                if let Some(w) = b.config.identity.as_ref().and_then(|id| {
+                    warden_proxy::server::resource_port_warning(&id.resource, &listen)
+                }) {
+                    eprintln!("{}: warning: {w}", bundle.display());
+                }
                 println!(
                     "{}: ok (revision {}, {} route(s), {} server(s))",
                     bundle.display(),

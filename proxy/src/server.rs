@@ -88,6 +88,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         opts.listen.clone()
     };
     let admin_addr = opts.admin.clone().or(cfg.admin.clone());
+    if let Some(id) = &cfg.identity {
+        if let Some(w) = resource_port_warning(&id.resource, &addresses) {
+            tracing::warn!("{w}");
+        }
+    }
     if !opts.upgrade {
         for a in addresses.iter().chain(&admin_addr) {
             bindable(a)?;
@@ -185,6 +190,34 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     audit.stop_blocking();
     writer.join();
     Ok(())
+}
+
+/// A warning when the bundle's `identity.resource` names a port the gateway
+/// does not listen on: clients would be sent to the wrong place by the
+/// protected-resource metadata, and tokens minted for the listened-on URL
+/// would fail the audience check.
+pub fn resource_port_warning(resource: &str, listen: &[String]) -> Option<String> {
+    let rest = resource
+        .strip_prefix("https://")
+        .map(|r| (r, 443))
+        .or_else(|| resource.strip_prefix("http://").map(|r| (r, 80)));
+    let (rest, default) = rest?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let port = match authority.rsplit_once(':') {
+        Some((_, p)) if !authority.ends_with(']') => p.parse::<u16>().ok()?,
+        _ => default,
+    };
+    let ports: Vec<u16> = listen
+        .iter()
+        .filter_map(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+        .collect();
+    (!ports.is_empty() && !ports.contains(&port)).then(|| {
+        format!(
+            "identity.resource `{resource}` names port {port}, but the gateway listens on {}: \
+             set identity.resource to the URL clients use",
+            listen.join(", ")
+        )
+    })
 }
 
 /// Whether `addr` can be listened on now; otherwise an error naming the

@@ -252,4 +252,12 @@ fn config_mistakes_are_named_where_they_are() {
     assert!(text.contains("warden.yaml"), "{text}");
     assert!(text.contains("did you mean `decision`?"), "{text}");
     assert!(!text.contains("authz.rego"), "{text}");
+    // Listening elsewhere than identity.resource says: valid, with a warning.
+    let (ok, text) =
+        copy(&|y: String| y.replace("address: 127.0.0.1:8080", "address: 127.0.0.1:18080"));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: identity.resource `http://127.0.0.1:8080/mock/mcp` names port 8080, but the gateway listens on 127.0.0.1:18080"),
+        "{text}"
+    );
 }
