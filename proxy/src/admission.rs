@@ -166,6 +166,22 @@ pub async fn admit(
         }
     }
 
+    // Streamable HTTP's requirements of the client, remembered so that a
+    // server refusing the request gets an error that says why.
+    let accept = header_str(req, "accept").unwrap_or("").to_ascii_lowercase();
+    let accepts = |t: &str| accept.contains(t) || accept.contains("*/*");
+    ctx.missing = match ctx.exchange {
+        ExchangeKind::Post if !(accepts("application/json") && accepts("text/event-stream")) => {
+            Some("the request lacks `Accept: application/json, text/event-stream`, which Streamable HTTP requires")
+        }
+        ExchangeKind::Get if !accepts("text/event-stream") => {
+            Some("the request lacks `Accept: text/event-stream`, which a GET stream requires")
+        }
+        ExchangeKind::Get | ExchangeKind::Delete if ctx.session_id.is_none() => {
+            Some("a GET stream or DELETE needs the `Mcp-Session-Id` of an initialized session")
+        }
+        _ => None,
+    };
     if ctx.exchange != ExchangeKind::Post {
         // GET and DELETE carry no MCP message; a body here would reach the upstream unjudged.
         let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)

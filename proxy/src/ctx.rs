@@ -112,6 +112,10 @@ pub struct RequestCtx {
     pub params_out: Option<Vec<(String, String)>>,
     /// When set, the `Mcp-Name` that goes upstream (the forwarded body's).
     pub name_out: Option<String>,
+    /// What the client left out that Streamable HTTP requires (an `Accept`
+    /// naming both types, a session for a GET stream): named in the error
+    /// if the server then refuses the request.
+    pub missing: Option<&'static str>,
 }
 
 impl RequestCtx {
@@ -156,6 +160,7 @@ impl RequestCtx {
             params_in: Vec::new(),
             params_out: None,
             name_out: None,
+            missing: None,
         }
     }
 

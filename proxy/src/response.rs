@@ -261,11 +261,16 @@ pub fn on_body(
                     .upstream_errors
                     .with_label_values(&[ctx.server_name(), "withheld_body"])
                     .inc();
+                let status = ctx.upstream_status.unwrap_or(0);
+                // A client error the gateway can explain: say what was missing.
+                let hint = match ctx.missing {
+                    Some(m) if (400..500).contains(&status) => format!(" ({m})"),
+                    _ => String::new(),
+                };
                 let err = warden_filters::JsonRpcError::new(
                     warden_filters::codes::UPSTREAM_PROTOCOL,
                     format!(
-                        "MCP server answered HTTP {} with a body that is not JSON-RPC; it was withheld",
-                        ctx.upstream_status.unwrap_or(0)
+                        "MCP server answered HTTP {status} with a body that is not JSON-RPC; it was withheld{hint}"
                     ),
                 );
                 Some(Bytes::from(

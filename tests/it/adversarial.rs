@@ -1709,6 +1709,38 @@ async fn what_a_message_names_is_read_one_way() {
     assert!(s == 502 && text.contains("-31003"), "{s} {text}");
 }
 
+/// A server refusing a request the client under-specified (no `Accept`
+/// naming both Streamable HTTP types) gets an error that says what was
+/// missing, instead of an obscure withheld body.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_refusal_names_what_the_client_left_out() {
+    let (h, gw) = setup().await;
+    h.script([Reply::typed(
+        406,
+        Some("text/plain"),
+        "Not Acceptable: Client must accept both application/json and text/event-stream",
+    )]);
+    let (s, _, b) = request(
+        &gw.url("/mock/mcp"),
+        "POST",
+        &[("content-type", "application/json")],
+        call(1, "echo").into(),
+        false,
+    )
+    .await
+    .expect("post");
+    let text = String::from_utf8_lossy(&b);
+    assert_eq!(s, 406, "{text}");
+    assert!(
+        text.contains("lacks `Accept: application/json, text/event-stream`"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Not Acceptable"),
+        "the server's text is not quoted: {text}"
+    );
+}
+
 /// Denies sampling and hides one resource; everything else is allowed.
 const POLICY_2026: &str = r#"package warden.authz
 import rego.v1
