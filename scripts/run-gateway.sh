@@ -8,7 +8,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 WARDEN_SETUP_PEERS=0 bash scripts/setup.sh
-cargo build --release -p warden-proxy -p warden-loadtest --bins
+# One feature set for every build (the workspace's): after `cargo build
+# --release` this is a no-op, and the other scripts reuse what it built.
+if [ ! -x target/release/warden ]; then
+  echo "[run] building Warden in release mode: about 8-10 minutes on 2 cores the first time, seconds afterwards" >&2
+fi
+cargo build --release --workspace
 BUNDLE="${WARDEN_BUNDLE:-$ROOT/config/examples/sidecar}"
 ./target/release/warden validate "$BUNDLE"
 ./target/release/warden-mock --listen 127.0.0.1:8931 &
