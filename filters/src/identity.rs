@@ -50,6 +50,12 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The key things are bound to this principal by (sessions, task ids,
+    /// multi-round-trip state): tenant and id.
+    pub fn owner_key(&self) -> String {
+        format!("{}\0{}", self.tenant, self.id)
+    }
+
     /// The caller when the bundle has no identity section (or allows anonymous calls).
     pub fn anonymous() -> Self {
         Principal {

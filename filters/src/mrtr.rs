@@ -27,7 +27,6 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{codes, JsonRpcError};
 use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
-use crate::identity::Principal;
 use crate::jsonrpc::Kind;
 use crate::token::{TokenKey, NONCE_LEN};
 
@@ -95,10 +94,6 @@ impl StateSealer {
     fn open(&self, token: &str) -> Option<Sealed> {
         serde_json::from_slice(&self.key.open(PREFIX, AAD, token, 64 * 1024)?).ok()
     }
-}
-
-fn owner(p: &Principal) -> String {
-    format!("{}\0{}", p.tenant, p.id)
 }
 
 fn secs(t: SystemTime) -> u64 {
@@ -187,7 +182,7 @@ impl McpFilter for InputStateFilter {
         let name = crate::mcp::judged_target(env).map(str::to_owned);
         let args = msg.arguments_raw().map(args_digest);
         let method = env.method.as_deref().unwrap_or_default();
-        if sealed.o != owner(ctx.principal)
+        if sealed.o != ctx.principal.owner_key()
             || sealed.v != ctx.server
             || sealed.x.as_deref() != ctx.session_id
         {
@@ -261,7 +256,7 @@ impl McpFilter for InputStateFilter {
         // and arguments the gateway forwarded.
         let sealed = Sealed {
             s: server_state,
-            o: owner(ctx.principal),
+            o: ctx.principal.owner_key(),
             v: ctx.server.to_owned(),
             m: method.to_owned(),
             n: msg.request_target.map(str::to_owned),
@@ -297,7 +292,7 @@ mod tests {
     #[test]
     fn state_expires() {
         let f = InputStateFilter::new(std::sync::Arc::new(StateSealer::random()));
-        let who = Principal::anonymous();
+        let who = crate::identity::Principal::anonymous();
         let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let ctx = Exchange {
             now: t0,

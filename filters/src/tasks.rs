@@ -86,10 +86,6 @@ pub struct TaskNote {
     pub tool: Option<String>,
 }
 
-fn owner(p: &Principal) -> String {
-    format!("{}\0{}", p.tenant, p.id)
-}
-
 impl TaskSealer {
     /// A sealer keyed by `secret` (the fleet's, so every replica opens what
     /// another sealed).
@@ -125,7 +121,7 @@ impl TaskSealer {
     ) -> Option<String> {
         let buf = serde_json::to_vec(&Sealed {
             t: task.to_owned(),
-            o: owner(who),
+            o: who.owner_key(),
             v: server.to_owned(),
             n: tool.map(str::to_owned),
         })
@@ -146,7 +142,7 @@ impl TaskSealer {
     pub fn open(&self, token: &str, who: &Principal, server: &str) -> Option<Opened> {
         let plain = self.key.open(PREFIX, AAD, token, 4096)?;
         let s: Sealed = serde_json::from_slice(&plain).ok()?;
-        (s.o == owner(who) && s.v == server).then_some(Opened {
+        (s.o == who.owner_key() && s.v == server).then_some(Opened {
             task: s.t,
             tool: s.n,
         })
@@ -160,7 +156,7 @@ impl TaskSealer {
             .chain_update(b"link\0")
             .chain_update(server.as_bytes())
             .chain_update(b"\0")
-            .chain_update(owner(who).as_bytes())
+            .chain_update(who.owner_key().as_bytes())
             .chain_update(b"\0")
             .chain_update(task.as_bytes())
             .finalize();
@@ -213,7 +209,7 @@ impl TaskFilter {
             return Ok(false);
         };
         let key = (ctx.server.to_owned(), id.to_owned());
-        let me = owner(ctx.principal);
+        let me = ctx.principal.owner_key();
         let known = self.owners.map.get(&key);
         if known.as_ref().is_some_and(|(o, _)| *o != me) {
             // The server handed this id to another principal first.

@@ -752,13 +752,7 @@ fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Result<Vec<u
         .sse_events
         .with_label_values(&[&rt.snap.config.servers[server].name])
         .inc();
-    let id_ok = |id: &str| {
-        warden_filters::sse::safe_id(id) && {
-            let mut hits = Vec::new();
-            rt.snap.redactor.scan_str(id, &mut hits);
-            hits.is_empty()
-        }
-    };
+    let id_ok = |id: &str| warden_filters::sse::safe_id(id) && dlp_clean(&rt.snap, id);
     if ev.event_type() == "endpoint" {
         if ctx.exchange == ExchangeKind::Get && !ctx.endpoint_seen {
             ctx.endpoint_seen = true;

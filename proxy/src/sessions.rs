@@ -62,7 +62,7 @@ impl Sessions {
 
 /// The identity a session is bound to: tenant and principal id.
 pub fn owner_key(p: &warden_filters::Principal) -> String {
-    format!("{}\0{}", p.tenant, p.id)
+    p.owner_key()
 }
 
 /// Stickiness key of a legacy session: its upstream POST path and query.
