@@ -115,7 +115,15 @@ impl ServeHttp for AdminApp {
             "/healthz" => reply(200, "text/plain", b"ok\n".to_vec()),
             "/readyz" => {
                 let (ok, down) = self.ready();
-                if ok {
+                if self.gateway.is_leaving() {
+                    // Load balancers stop sending here; the successor (which
+                    // shares this admin socket after an upgrade) answers too.
+                    reply(
+                        503,
+                        "text/plain",
+                        b"leaving: draining or handing over\n".to_vec(),
+                    )
+                } else if ok {
                     reply(200, "text/plain", b"ready\n".to_vec())
                 } else {
                     reply(

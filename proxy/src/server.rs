@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{ExecutionPhase, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use pingora_core::apps::HttpServerOptions;
@@ -170,6 +170,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         },
     ));
     server.add_service(background_service(
+        "hand-over watch",
+        LeavingWatch {
+            phases: std::sync::Mutex::new(Some(server.watch_execution_phase())),
+            gateway: gateway.clone(),
+        },
+    ));
+    server.add_service(background_service(
         "health checks",
         HealthChecker {
             current: gateway.current.clone(),
@@ -190,6 +197,51 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     audit.stop_blocking();
     writer.join();
     Ok(())
+}
+
+/// Marks the gateway as leaving the moment Pingora starts a hand-over
+/// (SIGQUIT: the sockets go to the new process, which accepts at once) or a
+/// drain (SIGTERM). Pingora itself only stops keep-alive at the end of its
+/// five-second hand-over window, when it closes idle connections under
+/// clients that may be writing onto them; from the first moment instead,
+/// every HTTP/1.1 response closes its connection gracefully.
+struct LeavingWatch {
+    phases: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
+    gateway: Arc<Gateway>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for LeavingWatch {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let Some(mut phases) = self.phases.lock().ok().and_then(|mut p| p.take()) else {
+            return;
+        };
+        loop {
+            let phase = tokio::select! {
+                p = phases.recv() => p,
+                _ = shutdown.changed() => {
+                    self.gateway.leaving.store(true, std::sync::atomic::Ordering::Release);
+                    return;
+                }
+            };
+            match phase {
+                Ok(
+                    ExecutionPhase::GracefulUpgradeTransferringFds
+                    | ExecutionPhase::GracefulUpgradeCloseTimeout
+                    | ExecutionPhase::GracefulTerminate
+                    | ExecutionPhase::ShutdownStarted,
+                ) => {
+                    tracing::info!("leaving: responses now close their connections");
+                    self.gateway
+                        .leaving
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    return;
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
 }
 
 /// A warning when the bundle's `identity.resource` names a port the gateway

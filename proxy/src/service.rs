@@ -94,6 +94,12 @@ impl ProxyHttp for WardenProxy {
         if !session.as_downstream().is_http2() {
             let post = session.req_header().method == http::Method::POST;
             session.as_downstream_mut().set_pipelining_enabled(post);
+            // Leaving (upgrade or drain): this response says `Connection:
+            // close`, so the client moves to a connection the successor
+            // accepts, instead of writing onto one this process is closing.
+            if self.gateway.is_leaving() {
+                session.set_keepalive(None);
+            }
         }
         Ok(())
     }

@@ -26,6 +26,11 @@ pub struct Gateway {
     pub shared: Arc<warden_filters::snapshot::Shared>,
     /// Span export (OTLP), when configured.
     pub telemetry: std::sync::OnceLock<crate::otel::Telemetry>,
+    /// Set once a hand-over (SIGQUIT) or a drain (SIGTERM) starts: every
+    /// response from then on closes its HTTP/1.1 connection gracefully
+    /// (`Connection: close`), so a client's next request opens a connection
+    /// the new process accepts instead of racing this one's close.
+    pub leaving: std::sync::atomic::AtomicBool,
     next_request: AtomicU64,
 }
 
@@ -47,7 +52,13 @@ impl Gateway {
             tool_labels: LabelGuard::new(1000),
             ledger: crate::ledger::Ledger::new(1_000_000, Duration::from_secs(3600)),
             next_request: AtomicU64::new(1),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// True once this process hands its sockets over or drains.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
     }
 
     /// The global quota store, when the current bundle has one.

@@ -171,3 +171,238 @@ async fn binary_upgrade_under_load_fails_nothing() {
         1
     );
 }
+
+/// Starts the next binary waiting for the sockets of the running one.
+fn successor(dir: &std::path::Path, addr: &str, admin: &str, sock: &str, n: usize) -> Proc {
+    let child = Command::new(bin("warden"))
+        .arg("run")
+        .arg("--bundle")
+        .arg(dir)
+        .args(["--listen", addr, "--admin", admin])
+        .args(["--threads", "2", "--upgrade", "--upgrade-sock", sock])
+        .arg("--audit")
+        .arg(dir.join("audit.jsonl"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("new warden");
+    Proc {
+        child,
+        name: format!("warden (generation {n})"),
+    }
+}
+
+/// One request on a raw HTTP/1.1 connection; the response head, lower-cased.
+fn raw_call(conn: &mut std::net::TcpStream, host: &str, id: u64) -> String {
+    use std::io::{Read, Write};
+    let body = call(id, "echo", json!({"text": format!("raw{id}")}));
+    let head = format!(
+        "POST /mock/mcp HTTP/1.1\r\nHost: {host}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).expect("write head");
+    conn.write_all(&body).expect("write body");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The whole response: the head, then content-length bytes.
+    loop {
+        let n = conn.read(&mut buf).expect("read");
+        assert!(n > 0, "connection closed before a response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = text[..end].to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().expect("length"))
+                .expect("a content-length reply");
+            if got.len() >= end + 4 + len {
+                assert!(
+                    text.contains(&format!("raw{id}")),
+                    "the echo answered: {text}"
+                );
+                return head;
+            }
+        }
+    }
+}
+
+/// Clients that keep their connections alive (every SDK does) lose nothing
+/// across several upgrades in a row at a high call rate: from the moment of
+/// the hand-over, the old process answers each request with `Connection:
+/// close`, so the client's next request goes to a connection the new process
+/// accepts, instead of onto one the old process is about to close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keep_alive_clients_lose_nothing_across_upgrades_in_a_row() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let mock = Mock::start(&[]).expect("mock");
+    let sock_dir = tempfile::tempdir().expect("tmp");
+    let sock = sock_dir.path().join("upgrade.sock");
+    let sock_s = sock.to_str().expect("utf8").to_owned();
+    let first = Gateway::start_with(
+        &mock_bundle(&[mock.addr], "timeouts: {drain: 1s}"),
+        true,
+        &[],
+        &["--upgrade-sock", &sock_s],
+        None,
+    )
+    .expect("first gateway");
+    let url = first.url("/mock/mcp");
+    let (addr, admin) = (first.addr.to_string(), first.admin.to_string());
+
+    // Eight clients, each with its own keep-alive pool, calling back to back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for c in 0..8u64 {
+        let (url, stop, ok) = (url.clone(), stop.clone(), ok.clone());
+        clients.push(tokio::spawn(async move {
+            let client: Client<_, Full<bytes::Bytes>> =
+                Client::builder(TokioExecutor::new()).build_http();
+            let mut failures = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let id = c * 10_000_000 + i;
+                let req = http::Request::post(&url)
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .body(Full::new(bytes::Bytes::from(call(
+                        id,
+                        "echo",
+                        json!({"text": format!("k{id}")}),
+                    ))))
+                    .expect("request");
+                let got = async {
+                    let resp = client.request(req).await?;
+                    let status = resp.status().as_u16();
+                    let body = resp.into_body().collect().await?.to_bytes();
+                    anyhow::Ok((status, body))
+                };
+                match tokio::time::timeout(Duration::from_secs(10), got).await {
+                    Ok(Ok((200, b))) if String::from_utf8_lossy(&b).contains(&format!("k{id}")) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Ok((s, b))) => {
+                        failures.push(format!("{id}: {s} {}", String::from_utf8_lossy(&b)))
+                    }
+                    Ok(Err(e)) => failures.push(format!("{id}: {e:#}")),
+                    Err(_) => failures.push(format!("{id}: no answer within 10 s")),
+                }
+            }
+            failures
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A connection opened before the first hand-over and used after it is
+    // told to close, and then closed, by the process that answered it.
+    let mut raw = std::net::TcpStream::connect(&addr).expect("connect");
+    let raw_host = addr.clone();
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let head = raw_call(&mut raw, &addr, 1);
+    assert!(head.contains("connection: keep-alive"), "{head}");
+    let mut raw = Some(raw);
+
+    let dir = first.dir.path().to_path_buf();
+    let mut old_pid = first.proc.pid();
+    let mut first = Some(first);
+    let mut generations: Vec<Proc> = Vec::new();
+    let mut served = Vec::new();
+    const UPGRADES: usize = 4;
+    for n in 1..=UPGRADES {
+        let mut new = successor(&dir, &addr, &admin, &sock_s, n);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let before = ok.load(Ordering::Relaxed);
+        let _ = Command::new("kill")
+            .args(["-QUIT", &old_pid.to_string()])
+            .status();
+        if let Some(mut raw) = raw.take() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let host = raw_host.clone();
+            let raw_head = tokio::task::spawn_blocking(move || {
+                let head = raw_call(&mut raw, &host, 2);
+                let mut rest = [0u8; 16];
+                let eof = std::io::Read::read(&mut raw, &mut rest).expect("read after close");
+                (head, eof)
+            })
+            .await
+            .expect("join");
+            assert!(
+                raw_head.0.contains("connection: close"),
+                "after the hand-over the old process closes gracefully: {}",
+                raw_head.0
+            );
+            assert_eq!(raw_head.1, 0, "and then closes the connection");
+        }
+        // The old process drains and exits cleanly.
+        let code = if n == 1 {
+            let mut g = first.take().expect("first generation");
+            let (code, g) = tokio::task::spawn_blocking(move || {
+                let code = g.proc.wait_exit(Duration::from_secs(20));
+                (code, g)
+            })
+            .await
+            .expect("join");
+            first = Some(g);
+            code
+        } else {
+            let mut old = generations.pop().expect("previous generation");
+            tokio::task::spawn_blocking(move || old.wait_exit(Duration::from_secs(20)))
+                .await
+                .expect("join")
+        };
+        assert_eq!(code, Some(0), "generation {} exits cleanly", n - 1);
+        assert!(new.is_running(), "generation {n} runs");
+        served.push(ok.load(Ordering::Relaxed) - before);
+        old_pid = new.pid();
+        generations.push(new);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for c in clients {
+        failures.extend(c.await.expect("client"));
+    }
+    let total = ok.load(Ordering::Relaxed);
+    assert!(
+        failures.is_empty(),
+        "{} of {} calls failed across {UPGRADES} upgrades: {:?}",
+        failures.len(),
+        total + failures.len() as u64,
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        served.iter().all(|&s| s > 100),
+        "load ran through every upgrade: {served:?}"
+    );
+
+    let mut last = generations.pop().expect("last generation");
+    last.terminate();
+    let code = tokio::task::spawn_blocking(move || last.wait_exit(Duration::from_secs(20)))
+        .await
+        .expect("join");
+    assert_eq!(code, Some(0));
+    // One chain across every generation, one record per answered call.
+    let (verified, out, err) = run_with_timeout(
+        Command::new(bin("warden"))
+            .arg("audit")
+            .arg("verify")
+            .arg(dir.join("audit.jsonl")),
+        Duration::from_secs(60),
+    )
+    .expect("verify");
+    assert!(verified, "audit chain across the upgrades: {out}{err}");
+    let records = first.expect("first").audit();
+    let echoes = records.iter().filter(|r| r["tool"] == "echo").count() as u64;
+    assert_eq!(
+        echoes,
+        total + 2,
+        "one audit record per answered call (+2 raw)"
+    );
+}
