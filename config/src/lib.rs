@@ -49,6 +49,8 @@ pub struct Bundle {
     pub policies: BTreeMap<String, String>,
     /// The manifest's revision, or `sha256:<digest of every file>` when it has none.
     pub revision: String,
+    /// Hex SHA-256 over every file the bundle is made of (names and bytes).
+    pub digest: String,
 }
 
 impl Bundle {
@@ -129,11 +131,12 @@ impl Bundle {
         });
         match config {
             Some(config) if problems.is_empty() => {
+                let digest = hex::encode(hasher.finalize());
                 let revision = manifest
                     .revision
                     .clone()
                     .filter(|r| !r.is_empty())
-                    .unwrap_or_else(|| format!("sha256:{}", hex::encode(hasher.finalize())));
+                    .unwrap_or_else(|| format!("sha256:{digest}"));
                 Ok(Bundle {
                     root: root.to_path_buf(),
                     config,
@@ -141,10 +144,29 @@ impl Bundle {
                     data,
                     policies,
                     revision,
+                    digest,
                 })
             }
             _ => Err(BundleError::Invalid(problems.into_vec())),
         }
+    }
+}
+
+impl Bundle {
+    /// The revision shown for a directory nobody signed, which anyone may
+    /// edit in place: the manifest's name plus the first 12 hex digits of the
+    /// content digest (`example-sidecar-1+3fa9c2d81b7e`), so every edit shows
+    /// as a new revision even when the hidden `.manifest` is copied along. A
+    /// signed bundle keeps its manifest's revision: an edit would break its
+    /// signature, and the control agent names each build itself.
+    pub fn with_content_revision(mut self) -> Bundle {
+        if !self.revision.starts_with("sha256:") {
+            let short = &self.digest[..self.digest.len().min(12)];
+            if !self.revision.ends_with(&format!("+{short}")) {
+                self.revision = format!("{}+{short}", self.revision);
+            }
+        }
+        self
     }
 }
 

@@ -164,7 +164,11 @@ fn load_local(path: &Path, opts: &SourceOptions) -> Result<Bundle, String> {
         let dir = materialize(&bytes, opts)?;
         return load_dir(&dir, None);
     }
-    load_dir(path, opts.verifier.as_ref())
+    match &opts.verifier {
+        Some(v) => load_dir(path, Some(v)),
+        // Edited in place: the revision follows the content (see `Bundle`).
+        None => load_dir(path, None).map(Bundle::with_content_revision),
+    }
 }
 
 /// Verifies and unpacks an archive into the state directory; returns its directory.

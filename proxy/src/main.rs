@@ -218,6 +218,7 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().cmd {
         Cmd::Validate { bundle } => match warden_config::Bundle::load(&bundle)
+            .map(warden_config::Bundle::with_content_revision)
             .map_err(anyhow::Error::from)
             .and_then(|b| {
                 warden_filters::Snapshot::build(&b)?;

@@ -261,3 +261,74 @@ fn config_mistakes_are_named_where_they_are() {
         "{text}"
     );
 }
+
+/// A bundle directory edited in place shows a new revision on every edit,
+/// even though its hidden `.manifest` (copied along from the example) still
+/// names the same revision; `validate` prints the one the gateway will show.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_bundle_directory_gets_a_new_revision() {
+    use warden_tests::mock_bundle;
+    let mock = Mock::start(&[]).expect("mock");
+    let gw = Gateway::start_with(
+        &mock_bundle(&[mock.addr], ""),
+        false,
+        &[(
+            ".manifest",
+            br#"{"revision": "copied-1", "roots": ["warden"]}"#,
+        )],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    let rev = |st: serde_json::Value| st["bundle"]["revision"].as_str().expect("rev").to_owned();
+    let first = rev(gw.status().await);
+    assert!(first.starts_with("copied-1+"), "{first}");
+    let validated = |want: &str| {
+        let (ok, out, err) = run_with_timeout(
+            Command::new(bin("warden"))
+                .arg("validate")
+                .arg(gw.dir.path()),
+            Duration::from_secs(30),
+        )
+        .expect("validate");
+        assert!(ok, "{out}{err}");
+        assert!(out.contains(&format!("revision {want},")), "{out}");
+    };
+    validated(&first);
+
+    let mut seen = vec![first];
+    for (n, extra) in [
+        "kill_switch:\n  tools: [purge]\n",
+        "kill_switch:\n  tools: [echo]\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::write(
+            gw.dir.path().join("warden.yaml"),
+            mock_bundle(&[mock.addr], extra),
+        )
+        .expect("edit");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while gw.status().await["bundle"]["reloads"].as_u64().unwrap_or(0) < n as u64 + 1 {
+            assert!(std::time::Instant::now() < deadline, "no reload");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let now = rev(gw.status().await);
+        assert!(now.starts_with("copied-1+"), "{now}");
+        assert!(
+            !seen.contains(&now),
+            "edit {n} shows a new revision: {now} after {seen:?}"
+        );
+        validated(&now);
+        seen.push(now);
+    }
+    // The reload log names both revisions.
+    assert!(
+        gw.log()
+            .iter()
+            .any(|l| l.contains("bundle applied") && l.contains(&seen[2]) && l.contains(&seen[1])),
+        "{:?}",
+        gw.log()
+    );
+}
