@@ -35,5 +35,16 @@ if ! kill -0 "$MOCK" 2>/dev/null; then
   exit 1
 fi
 echo "[run] warden-mock pid $MOCK on 127.0.0.1:8931; gateway on http://127.0.0.1:8080/mock/mcp, admin on 127.0.0.1:9090" >&2
-echo "[run] demo API keys (x-api-key): wk_demo_dev_7Qm2 (developer, eu), wk_demo_ops_Z8r5 (operator, us), wk_demo_auditor_P4x9 (auditor)" >&2
-./target/release/warden run --bundle "$BUNDLE" "$@"
+echo "[run] demo API keys (x-api-key): wk_demo_dev_7Qm2 (developer, eu), wk_demo_ops_Z8r5 (operator, us, on call), wk_demo_auditor_P4x9 (auditor)" >&2
+# The audit trail goes to a file, not into the terminal between the logs
+# (pass --audit PATH to choose another; --audit - for stdout).
+AUDIT=()
+case " $* " in
+  *" --audit "*) ;;
+  *)
+    mkdir -p "$ROOT/target/demo"
+    AUDIT=(--audit "$ROOT/target/demo/audit.jsonl")
+    echo "[run] audit trail: $ROOT/target/demo/audit.jsonl (check it: target/release/warden audit verify target/demo/audit.jsonl)" >&2
+    ;;
+esac
+./target/release/warden run --bundle "$BUNDLE" "${AUDIT[@]}" "$@"

@@ -23,14 +23,40 @@ fn engine(bundle: &Bundle) -> anyhow::Result<PolicyEngine> {
     .map_err(|e| anyhow::anyhow!("{}: {}", e.file, e.message))
 }
 
-/// Evaluates the bundle's entry point for one input document. Returns whether it allowed.
-pub fn policy_eval(bundle_dir: &Path, input: &Path) -> anyhow::Result<bool> {
-    let bundle = Bundle::load(bundle_dir)?;
+/// Evaluates the bundle's entry point for one input document. Returns whether
+/// it allowed. `now` (RFC 3339) replaces the input's clock fields with what
+/// the gateway would compute at that instant in the policy's time zone.
+pub fn policy_eval(bundle_dir: &Path, input: &Path, now: Option<&str>) -> anyhow::Result<bool> {
+    let bundle = Bundle::load(bundle_dir)?.with_content_revision();
     let engine = engine(&bundle)?;
     let text =
         std::fs::read_to_string(input).with_context(|| format!("reading {}", input.display()))?;
-    let value = regorus::Value::from_json_str(&text)
+    let mut doc: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", input.display()))?;
+    if let Some(now) = now {
+        let ts: jiff::Timestamp = now.parse().map_err(|e| {
+            anyhow::anyhow!("--now {now}: not an RFC 3339 instant (2026-11-22T15:00:00+01:00): {e}")
+        })?;
+        let at = std::time::SystemTime::UNIX_EPOCH
+            + std::time::Duration::from_secs(ts.as_second().max(0) as u64);
+        let m = engine.clock().moment(at);
+        let Some(doc) = doc.as_object_mut() else {
+            bail!(
+                "{}: the input document must be a JSON object",
+                input.display()
+            );
+        };
+        let ctx = doc
+            .entry("context")
+            .or_insert_with(|| serde_json::json!({}));
+        let Some(ctx) = ctx.as_object_mut() else {
+            bail!("{}: `context` must be an object", input.display());
+        };
+        ctx.insert("time".into(), ts.to_string().into());
+        ctx.insert("hour".into(), m.hour.into());
+        ctx.insert("weekday".into(), m.weekday.into());
+    }
+    let value = regorus::Value::from(doc);
     let d = engine.evaluate_value(value);
     println!(
         "{}",
@@ -106,14 +132,59 @@ pub fn policy_test(bundle_dir: &Path) -> anyhow::Result<(usize, usize)> {
     Ok((pass, fail))
 }
 
+/// One file named: it plus the rotated files beside it (`<file>.<12
+/// digits>`, as the writer names them). Several named: exactly those (to
+/// check a chosen set, or show that one is missing).
+fn with_rotated(files: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = files.to_vec();
+    if files.len() != 1 {
+        return out;
+    }
+    for f in files {
+        let (Some(dir), Some(name)) = (f.parent(), f.file_name().and_then(|n| n.to_str())) else {
+            continue;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let n = e.file_name();
+            let Some(n) = n.to_str() else { continue };
+            let rotated = n
+                .strip_prefix(name)
+                .and_then(|r| r.strip_prefix('.'))
+                .is_some_and(|d| d.len() == 12 && d.bytes().all(|b| b.is_ascii_digit()));
+            let path = dir.join(n);
+            if rotated && !out.iter().any(|o| same_file(o, &path)) {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 pub fn audit_verify(files: &[PathBuf]) -> anyhow::Result<()> {
-    let v = crate::audit::verify(files).map_err(|e| anyhow::anyhow!(e))?;
+    let files = with_rotated(files);
+    let v = crate::audit::verify(&files).map_err(|e| anyhow::anyhow!(e))?;
     println!(
-        "ok: {} record(s), seq {}..{}, head {}",
+        "ok: {} record(s), seq {}..{}, head {}, {} file(s)",
         v.records,
         v.first_seq,
         v.first_seq + v.records - 1,
-        v.head
+        v.head,
+        files.len()
     );
     Ok(())
 }
@@ -202,46 +273,85 @@ pub fn tools_fingerprint(url: &str, headers: &[String]) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()?;
-        let mut session = None;
-        let init = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
-            "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"warden-tools-fingerprint","version":env!("CARGO_PKG_VERSION")}}});
-        rpc(&client, url, &headers, &mut session, init)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no answer to initialize"))?;
-        rpc(&client, url, &headers, &mut session, serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await?;
-        let mut cursor: Option<String> = None;
-        let mut lines = Vec::new();
-        for page in 2..1000 {
-            let params = match &cursor {
-                Some(c) => serde_json::json!({"cursor": c}),
-                None => serde_json::json!({}),
+    let tools = rt.block_on(list_tools(url, &headers))?;
+    let mut lines: Vec<String> = tools
+        .iter()
+        .map(|t| {
+            let name = t["name"].as_str().unwrap_or_default();
+            let mark = if warden_filters::tools::valid_name(name) {
+                ""
+            } else {
+                "\t(name refused)"
             };
-            let r = rpc(&client, url, &headers, &mut session, serde_json::json!({"jsonrpc":"2.0","id":page,"method":"tools/list","params":params}))
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no answer to tools/list"))?;
-            if let Some(e) = r.get("error") {
-                bail!("tools/list: {e}");
-            }
-            for t in r["result"]["tools"].as_array().into_iter().flatten() {
-                let name = t["name"].as_str().unwrap_or_default();
-                let mark = if warden_filters::tools::valid_name(name) { "" } else { "\t(name refused)" };
-                lines.push(format!("{}\t{}{mark}", name.escape_default(), warden_filters::tools::fingerprint(t)));
-            }
-            match r["result"]["nextCursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
-                None => break,
-            }
+            format!(
+                "{}\t{}{mark}",
+                name.escape_default(),
+                warden_filters::tools::fingerprint(t)
+            )
+        })
+        .collect();
+    lines.sort();
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+/// Every tool definition a live server lists (initialize, then every page
+/// of `tools/list`), as a client would see them.
+pub async fn list_tools(
+    url: &str,
+    headers: &[(String, String)],
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let mut session = None;
+    let init = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"warden","version":env!("CARGO_PKG_VERSION")}}});
+    rpc(&client, url, headers, &mut session, init)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no answer to initialize"))?;
+    rpc(
+        &client,
+        url,
+        headers,
+        &mut session,
+        serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    )
+    .await?;
+    let mut cursor: Option<String> = None;
+    let mut tools = Vec::new();
+    for page in 2..1000 {
+        let params = match &cursor {
+            Some(c) => serde_json::json!({ "cursor": c }),
+            None => serde_json::json!({}),
+        };
+        let r = rpc(
+            &client,
+            url,
+            headers,
+            &mut session,
+            serde_json::json!({"jsonrpc":"2.0","id":page,"method":"tools/list","params":params}),
+        )
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no answer to tools/list"))?;
+        if let Some(e) = r.get("error") {
+            bail!("tools/list: {e}");
         }
-        lines.sort();
-        for l in lines {
-            println!("{l}");
+        tools.extend(
+            r["result"]["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+        match r["result"]["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
         }
-        Ok(())
-    })
+    }
+    Ok(tools)
 }
 
 /// Prints the DLP findings (detector, JSON path, the rule that applies) for

@@ -11,6 +11,7 @@ pub mod conn;
 pub mod ctx;
 pub mod forwarding;
 pub mod global;
+pub mod init;
 pub mod judging;
 pub mod ledger;
 pub mod metrics;

@@ -87,6 +87,27 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+    /// Write a working bundle for your own MCP server: one generated key
+    /// (printed once), RBAC policy with tests, DLP, audit to a file.
+    Init {
+        /// The directory to create (must be new or empty).
+        dir: PathBuf,
+        /// Your server's MCP endpoint, e.g. http://127.0.0.1:3000/mcp
+        #[arg(long)]
+        upstream: String,
+        /// Name of the server and of its route (default: from the URL's host).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: String,
+        /// Principal id of the generated key.
+        #[arg(long, default_value = "my-agent")]
+        id: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
     /// Work with audit logs.
     Audit {
         #[command(subcommand)]
@@ -145,6 +166,11 @@ enum PolicyCmd {
         /// JSON file holding the whole input document (see the README).
         #[arg(long)]
         input: PathBuf,
+        /// Evaluate as if it were this instant (RFC 3339, e.g.
+        /// 2026-11-22T15:00:00+01:00): sets the input's context.time, hour
+        /// and weekday in the policy's time zone, as the gateway would.
+        #[arg(long)]
+        now: Option<String>,
     },
     /// Run the `test_` rules of the bundle's *.rego files.
     Test {
@@ -250,9 +276,53 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Init {
+            dir,
+            upstream,
+            name,
+            listen,
+            admin,
+            id,
+            tenant,
+        } => {
+            let opts = warden_proxy::init::InitOptions {
+                dir: dir.clone(),
+                upstream: upstream.clone(),
+                name,
+                listen,
+                admin,
+                id,
+                tenant,
+            };
+            match warden_proxy::init::init(&opts) {
+                Ok(done) => {
+                    let d = dir.display();
+                    match &done.tools {
+                        Ok(t) => println!("{upstream} answered: {} tool(s), written into the catalog at MEDIUM risk", t.len()),
+                        Err(e) => println!("{upstream} did not answer ({e}); the catalog is empty until you add tools"),
+                    }
+                    println!("wrote {d}/ (warden.yaml, .manifest, data.json, policies/)");
+                    println!();
+                    println!("Your API key, shown once (only its salted hash is in the bundle):");
+                    println!("  {}", done.key);
+                    println!();
+                    println!("Next:");
+                    println!("  warden validate {d}");
+                    println!("  warden policy test --bundle {d}");
+                    println!("  warden run --bundle {d}");
+                    println!(
+                        "  point your MCP client at {} with header `x-api-key: <the key>`",
+                        done.client_url
+                    );
+                    println!("  (the audit trail goes to {d}/audit.jsonl)");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         Cmd::Policy {
-            cmd: PolicyCmd::Eval { bundle, input },
-        } => match warden_proxy::cli::policy_eval(&bundle, &input) {
+            cmd: PolicyCmd::Eval { bundle, input, now },
+        } => match warden_proxy::cli::policy_eval(&bundle, &input, now.as_deref()) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(3),
             Err(e) => fail(e),

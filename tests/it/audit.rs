@@ -157,6 +157,18 @@ async fn rotation_keeps_the_chain_across_files() {
     assert!(all.len() >= 3, "rotated into several files: {all:?}");
     let (ok, out) = verify(&all);
     assert!(ok && out.contains("ok: 30 record(s), seq 0..29"), "{out}");
+    // Naming only the current file checks the rotated ones beside it too.
+    let (ok, out) = verify(&[dir.join("audit.jsonl")]);
+    assert!(
+        ok && out.contains("ok: 30 record(s), seq 0..29")
+            && out.contains(&format!(
+                "{} file(s)",
+                all.iter()
+                    .filter(|f| !f.to_string_lossy().ends_with(".lock"))
+                    .count()
+            )),
+        "{out}"
+    );
     // Losing a file from the middle of the set breaks the chain.
     // (`all` is sorted by name: the live file, then the oldest rotated one.)
     let mut gap = all.clone();

@@ -318,3 +318,113 @@ fn modern_python_peers_through_warden() {
     drop(gw);
     drop(server);
 }
+
+/// The "front your own server" path: `warden init` against a real Python SDK
+/// server writes a bundle that lists the server's tools, the gateway runs on
+/// it, and the real Python SDK client calls through it with the one key init
+/// printed; without the key the gateway answers 401.
+#[test]
+fn warden_init_fronts_a_real_python_server() {
+    let (_py, py_addr) = py_server("streamable-http");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("my-bundle");
+    let gw_port = free_port();
+    let listen = format!("127.0.0.1:{gw_port}");
+    let (ok, out, err) = run_with_timeout(
+        Command::new(bin("warden")).arg("init").arg(&dir).args([
+            "--upstream",
+            &format!("http://{py_addr}/mcp"),
+            "--listen",
+            &listen,
+            "--name",
+            "mine",
+        ]),
+        Duration::from_secs(60),
+    )
+    .expect("init runs");
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("answered: 4 tool(s)"), "{out}");
+    let key = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("wk_"))
+        .expect("the key is printed")
+        .to_owned();
+    let yaml = std::fs::read_to_string(dir.join("warden.yaml")).expect("yaml");
+    assert!(!yaml.contains(&key), "only the hash is written");
+    for tool in ["echo", "add", "count"] {
+        assert!(
+            yaml.contains(&format!("\"{tool}\": {{risk: MEDIUM}}")),
+            "{yaml}"
+        );
+    }
+    // A second init never overwrites.
+    let (again, _, err2) = run_with_timeout(
+        Command::new(bin("warden"))
+            .arg("init")
+            .arg(&dir)
+            .args(["--upstream", &format!("http://{py_addr}/mcp")]),
+        Duration::from_secs(60),
+    )
+    .expect("init runs");
+    assert!(!again && err2.contains("not empty"), "{err2}");
+    let (ok, out, err) = run_with_timeout(
+        Command::new(bin("warden"))
+            .args(["policy", "test", "--bundle"])
+            .arg(&dir),
+        Duration::from_secs(30),
+    )
+    .expect("policy test");
+    assert!(ok && out.contains("3 passed, 0 failed"), "{out}{err}");
+
+    let addr: SocketAddr = listen.parse().expect("addr");
+    let gw = Gateway::start_with(
+        "unused",
+        true,
+        &[],
+        &["--bundle", dir.to_str().expect("utf8")],
+        Some(addr),
+    )
+    .expect("gateway on the init bundle");
+    let url = gw.url("/mine/mcp");
+    assert!(
+        !gw.log().iter().any(|l| l.contains("identity.resource")),
+        "init's resource URL matches the listener: {:?}",
+        gw.log()
+    );
+    let run = run_client(
+        "python (with the init key)",
+        "python",
+        Command::new(python())
+            .arg(peers().join("py_client.py"))
+            .args([&url, "streamable", "auto", "echo", "count"])
+            .env("WARDEN_API_KEY", &key),
+    );
+    assert!(run.ok, "{}", run.report);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let (status, headers, _) = rt
+        .block_on(warden_tests::post_json(
+            &url,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            &[],
+        ))
+        .expect("post");
+    assert_eq!(status, 401);
+    assert!(
+        warden_tests::header(&headers, "www-authenticate").is_some_and(|h| h.contains(&format!(
+            "127.0.0.1:{gw_port}/.well-known/oauth-protected-resource/mine/mcp"
+        ))),
+        "{headers:?}"
+    );
+    // The call is audited under the key's principal.
+    let recs = gw.audit_when(|r| r.iter().any(|x| x["tool"] == "echo"));
+    let call = recs
+        .iter()
+        .find(|x| x["tool"] == "echo")
+        .expect("echo record");
+    assert_eq!(call["principal"], "my-agent", "{call}");
+    assert_eq!(call["server"], "mine", "{call}");
+}

@@ -2,15 +2,20 @@
 
 usage: py_client.py URL streamable|sse [auto|legacy] [echo_tool] [progress_tool]
 
+With WARDEN_API_KEY set, every request carries it as `x-api-key` (streamable HTTP).
+
 Exit status 0 only when every step succeeded; the report says what each step saw.
 """
 import asyncio
 import json
+import os
 import sys
 import traceback
 
 from mcp import Client, ClientSession
 from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 
 async def exercise(session_like, report, echo_tool, progress_tool, progress_args):
@@ -57,7 +62,12 @@ async def main():
                     report["protocol"] = init.protocol_version
                     await exercise(s, report, echo_tool, progress_tool, progress_args)
         else:
-            async with Client(url, mode=mode) as c:
+            key = os.environ.get("WARDEN_API_KEY")
+            server = url
+            if key:
+                http = create_mcp_http_client(headers={"x-api-key": key})
+                server = streamable_http_client(url, http_client=http)
+            async with Client(server, mode=mode) as c:
                 report["protocol"] = c.protocol_version
                 await exercise(c, report, echo_tool, progress_tool, progress_args)
         report["ok"] = True

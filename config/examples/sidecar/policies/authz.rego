@@ -39,6 +39,12 @@ in_business_hours if {
 	input.context.weekday in bh.days
 }
 
+# On-call roles may run risky tools at any hour (the other checks still hold).
+on_call if {
+	some role in input.principal.roles
+	role in data.warden.business_hours.on_call
+}
+
 # ABAC on arguments: a `region` argument must be the principal's own region.
 region_ok if not input.request.arguments.region
 
@@ -57,6 +63,7 @@ tool_decision := {"allow": false, "reason": "rbac_group_not_granted"} if {
 	input.request.risk in data.warden.business_hours.risks
 	not input.request.listing
 	not in_business_hours
+	not on_call
 } else := {"allow": false, "reason": "region_mismatch"} if {
 	not region_ok
 } else := {"allow": false, "reason": "justification_required"} if {

@@ -38,6 +38,22 @@ test_high_risk_outside_hours_denied if {
 	d.reason == "outside_business_hours"
 }
 
+ops := {"id": "alice-ops", "tenant": "acme", "roles": ["operator"], "kind": "user", "auth": "api_key", "attributes": {"region": "us"}}
+
+test_on_call_operator_any_hour if {
+	authz.decision.allow with input as call(ops, "deploy", "HIGH", {"service": "a", "region": "us"}, sunday_10)
+}
+
+test_on_call_operator_still_region_checked if {
+	d := authz.decision with input as call(ops, "deploy", "HIGH", {"service": "a", "region": "eu"}, sunday_10)
+	d.reason == "region_mismatch"
+}
+
+test_on_call_operator_still_needs_justification if {
+	d := authz.decision with input as call(ops, "purge", "CRITICAL", {"table": "t"}, sunday_10)
+	d.reason == "justification_required"
+}
+
 test_low_risk_any_time if {
 	authz.decision.allow with input as call(dev, "echo", "LOW", {"text": "x"}, sunday_10)
 }
