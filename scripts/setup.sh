@@ -10,10 +10,13 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# The README tour talks to the gateway with curl.
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then
-  # The TLS tests make certificates with openssl and call the gateway with curl.
+  # The TLS tests make certificates with openssl.
   command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
-  command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+  # `warden top` is tested on a real terminal, under tmux.
+  command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
   command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
   python3 -c 'import venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
   # The monitoring tests: promtool checks the alert rules, a real Prometheus scrapes a gateway.

@@ -419,7 +419,7 @@ fn opt(v: Option<&str>) -> Value {
     v.map_or(Value::Null, Value::from)
 }
 
-/// The input document handed to Rego (see the README's policy contract).
+/// The input document handed to Rego (see docs/policy.md, the input contract).
 pub fn input_value(i: &PolicyInput<'_>, clock: &Clock) -> Value {
     input_for(i, clock, None)
 }

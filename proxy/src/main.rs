@@ -163,7 +163,7 @@ enum PolicyCmd {
     Eval {
         #[arg(long)]
         bundle: PathBuf,
-        /// JSON file holding the whole input document (see the README).
+        /// JSON file holding the whole input document (see docs/policy.md).
         #[arg(long)]
         input: PathBuf,
         /// Evaluate as if it were this instant (RFC 3339, e.g.

@@ -1,6 +1,6 @@
 # Warden example policy. Entry point: data.warden.authz.decision, which
 # returns {"allow": bool, "reason": string}. The input document is described
-# in the README ("Policy input contract").
+# in docs/policy.md ("Policy input contract").
 package warden.authz
 
 import rego.v1
