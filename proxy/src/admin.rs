@@ -1,4 +1,4 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`, `/top`.
 
 use std::sync::Arc;
 
@@ -113,6 +113,23 @@ impl ServeHttp for AdminApp {
                 reply(200, enc.format_type(), buf)
             }
             "/healthz" => reply(200, "text/plain", b"ok\n".to_vec()),
+            // Requests per principal since first seen (metrics have no
+            // principal label); `warden top` turns them into rates.
+            "/top" => {
+                let principals: Vec<_> = self
+                    .gateway
+                    .live
+                    .principals(50)
+                    .into_iter()
+                    .map(|(id, n)| serde_json::json!({"principal": id, "requests": n}))
+                    .collect();
+                reply(
+                    200,
+                    "application/json",
+                    serde_json::to_vec(&serde_json::json!({ "principals": principals }))
+                        .unwrap_or_default(),
+                )
+            }
             "/readyz" => {
                 let (ok, down) = self.ready();
                 if self.gateway.is_leaving() {
@@ -141,7 +158,7 @@ impl ServeHttp for AdminApp {
             _ => reply(
                 404,
                 "text/plain",
-                b"not found: try /metrics /healthz /readyz /status\n".to_vec(),
+                b"not found: try /metrics /healthz /readyz /status /top\n".to_vec(),
             ),
         }
     }

@@ -108,6 +108,20 @@ enum Cmd {
         #[arg(long, default_value = "default")]
         tenant: String,
     },
+    /// A running gateway in the terminal, refreshed in place: calls per
+    /// second, decisions, top tools and principals, latency, upstream
+    /// health, bundle revision (from the admin listener).
+    Top {
+        /// The gateway's admin address.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: String,
+        /// Time between refreshes.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Print this many screens one after another, then exit (for scripts).
+        #[arg(long, default_value_t = 0)]
+        frames: u64,
+    },
     /// Work with audit logs.
     Audit {
         #[command(subcommand)]
@@ -275,6 +289,14 @@ fn main() -> ExitCode {
                 eprintln!("{}: {e}", bundle.display());
                 ExitCode::FAILURE
             }
+        },
+        Cmd::Top {
+            admin,
+            interval,
+            frames,
+        } => match warden_proxy::top::run(&admin, interval, frames) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
         },
         Cmd::Init {
             dir,

@@ -75,6 +75,9 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
         ("response", std::mem::take(&mut ctx.response_records)),
     ] {
         for mut r in list {
+            if dir == "request" {
+                gw.live.count(&base.principal);
+            }
             // Labels and audit fields name only what the catalog knows;
             // anything else a client or server chose is bounded or redacted.
             // Known: in the catalog, or a well-formed tool name that holds

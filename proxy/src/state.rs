@@ -26,6 +26,8 @@ pub struct Gateway {
     pub shared: Arc<warden_filters::snapshot::Shared>,
     /// Span export (OTLP), when configured.
     pub telemetry: std::sync::OnceLock<crate::otel::Telemetry>,
+    /// Requests per principal, for `/top` (bounded).
+    pub live: crate::live::Live,
     /// Set once a hand-over (SIGQUIT) or a drain (SIGTERM) starts: every
     /// response from then on closes its HTTP/1.1 connection gracefully
     /// (`Connection: close`), so a client's next request opens a connection
@@ -52,6 +54,7 @@ impl Gateway {
             tool_labels: LabelGuard::new(1000),
             ledger: crate::ledger::Ledger::new(1_000_000, Duration::from_secs(3600)),
             next_request: AtomicU64::new(1),
+            live: crate::live::Live::new(10_000),
             leaving: std::sync::atomic::AtomicBool::new(false),
         }
     }

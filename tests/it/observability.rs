@@ -297,3 +297,166 @@ fn deployment_examples_use_real_flags_and_probes() {
         assert!(args.len() > 3, "{unit}: {exec}");
     }
 }
+
+/// `warden top` on a real terminal (tmux): it draws the running gateway in
+/// place, and its numbers are the ones `/metrics` exports.
+#[tokio::test(flavor = "multi_thread")]
+async fn warden_top_shows_what_metrics_say_on_a_real_terminal() {
+    let mock = warden_tests::Mock::start(&[]).expect("mock");
+    let gw = Gateway::start(
+        &warden_tests::mock_bundle(&[mock.addr], "kill_switch:\n  tools: [add]\n"),
+        true,
+    )
+    .expect("gateway");
+    let url = gw.url("/mock/mcp");
+    let call = |id: u64, tool: &str| {
+        json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":{"text":"t","a":1,"b":2}}})
+            .to_string()
+    };
+    for i in 0..25 {
+        let (s, _, _) = warden_tests::post_json(&url, call(i, "echo"), &[])
+            .await
+            .expect("echo");
+        assert_eq!(s, 200);
+    }
+    for i in 100..104 {
+        warden_tests::post_json(&url, call(i, "add"), &[])
+            .await
+            .expect("add");
+    }
+
+    let sock = format!("warden-top-test-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(["-L", &sock])
+            .args(args)
+            .output()
+            .expect("tmux (scripts/setup.sh installs it)")
+    };
+    let top = format!(
+        "{} top --admin {} --interval 300ms",
+        warden_tests::bin("warden").display(),
+        gw.admin
+    );
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "110",
+        "-y",
+        "45",
+        &top,
+    ]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let server_pid = String::from_utf8_lossy(&tmux(&["display-message", "-p", "#{pid}"]).stdout)
+        .trim()
+        .to_owned();
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["-L", &self.0, "kill-server"])
+                .status();
+            if !self.1.is_empty() {
+                let _ = Command::new("kill").arg(&self.1).status();
+            }
+        }
+    }
+    let _cleanup = Cleanup(sock.clone(), server_pid);
+    let screen = |want: &dyn Fn(&str) -> bool| -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = tmux(&["capture-pane", "-p", "-t", "top"]);
+            let s = String::from_utf8_lossy(&out.stdout).to_string();
+            if want(&s) || Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let row = |s: &str, name: &str| -> Vec<String> {
+        s.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let s = screen(&|s| row(s, "echo").get(1).map(String::as_str) == Some("25"));
+    // What /metrics says, computed here independently.
+    let (_, _, body) = warden_tests::request(
+        &format!("http://{}/metrics", gw.admin),
+        "GET",
+        &[],
+        bytes::Bytes::new(),
+        false,
+    )
+    .await
+    .expect("metrics");
+    let metrics = String::from_utf8_lossy(&body).to_string();
+    let mut by_tool: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut by_outcome: std::collections::BTreeMap<String, u64> = Default::default();
+    let label = |l: &str, k: &str| {
+        l.split(&format!("{k}=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("")
+            .to_owned()
+    };
+    for l in metrics.lines().filter(|l| {
+        l.starts_with("warden_mcp_messages_total{") && l.contains("direction=\"request\"")
+    }) {
+        let n: u64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("value");
+        *by_tool.entry(label(l, "tool")).or_default() += n;
+        *by_outcome.entry(label(l, "outcome")).or_default() += n;
+    }
+    assert_eq!(by_tool.get("echo"), Some(&25), "{metrics}");
+    assert_eq!(by_tool.get("add"), Some(&4), "{metrics}");
+    assert_eq!(row(&s, "echo")[1], "25", "{s}");
+    assert_eq!(
+        row(&s, "add")[1..3],
+        ["4", "4"],
+        "every add was refused: {s}"
+    );
+    for (outcome, n) in &by_outcome {
+        assert!(
+            s.contains(&format!("{outcome} {n}")),
+            "decisions {outcome} {n}: {s}"
+        );
+    }
+    let total: u64 = by_outcome.values().sum();
+    assert!(s.contains(&format!("calls {total:>10}")), "{s}");
+    assert_eq!(row(&s, "anonymous").get(1), Some(&total.to_string()), "{s}");
+    let revision = gw.status().await["bundle"]["revision"]
+        .as_str()
+        .expect("revision")
+        .to_owned();
+    assert!(s.contains(&format!("revision {revision}\n")), "{s}");
+    assert!(
+        s.contains(&mock.addr.to_string()) && s.contains("healthy"),
+        "{s}"
+    );
+    assert_eq!(
+        s.matches("warden top").count(),
+        1,
+        "refreshed in place: {s}"
+    );
+
+    // More traffic: the same screen moves on.
+    for i in 200..210 {
+        warden_tests::post_json(&url, call(i, "echo"), &[])
+            .await
+            .expect("echo");
+    }
+    let s = screen(&|s| row(s, "echo").get(1).map(String::as_str) == Some("35"));
+    assert_eq!(row(&s, "echo")[1], "35", "{s}");
+    assert_eq!(s.matches("warden top").count(), 1, "{s}");
+}

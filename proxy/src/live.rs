@@ -1,0 +1,58 @@
+//! Live traffic by principal, for `/top` on the admin listener (and `warden
+//! top`). Metrics carry no principal label (unbounded cardinality); this
+//! keeps a bounded table of request counts per principal id instead: the
+//! least recently seen ids fall out first when it is full.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub struct Live {
+    principals: moka::sync::Cache<Arc<str>, Arc<AtomicU64>>,
+}
+
+impl Live {
+    pub fn new(capacity: u64) -> Live {
+        Live {
+            principals: moka::sync::Cache::new(capacity),
+        }
+    }
+
+    /// One request message from `principal`.
+    pub fn count(&self, principal: &Arc<str>) {
+        self.principals
+            .get_with_by_ref(principal, || Arc::new(AtomicU64::new(0)))
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(principal, requests since it was first seen)`, most first.
+    pub fn principals(&self, limit: usize) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = self
+            .principals
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(limit);
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_principal_most_first() {
+        let live = Live::new(100);
+        let (a, b): (Arc<str>, Arc<str>) = ("alice".into(), "bob".into());
+        for _ in 0..3 {
+            live.count(&b);
+        }
+        live.count(&a);
+        assert_eq!(
+            live.principals(10),
+            [("bob".to_owned(), 3), ("alice".to_owned(), 1)]
+        );
+        assert_eq!(live.principals(1).len(), 1);
+    }
+}
