@@ -546,3 +546,81 @@ pub(crate) fn dlp(raw: &raw::DlpConfig, p: &mut Problems) -> Dlp {
         hash_key,
     }
 }
+
+/// Runaway-agent guards (`runaway:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Runaway {
+    pub session: Option<SessionBudget>,
+    pub loops: Option<LoopDetection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionBudget {
+    pub calls: Option<u64>,
+    pub duration: Option<Duration>,
+    pub per_tool: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopDetection {
+    pub max_repeats: u64,
+    pub window: Duration,
+}
+
+pub(crate) fn runaway(raw: Option<&raw::RunawayConfig>, p: &mut Problems) -> Runaway {
+    let Some(raw) = raw else {
+        return Runaway::default();
+    };
+    let session = raw.session.as_ref().map(|s| {
+        if s.calls == Some(0) {
+            p.push("runaway.session.calls", "must be greater than zero");
+        }
+        for (t, n) in &s.per_tool {
+            if *n == 0 {
+                p.push(
+                    format!("runaway.session.per_tool.{t}"),
+                    "must be greater than zero",
+                );
+            }
+        }
+        let duration = s.duration.as_ref().and_then(|d| match parse_duration(d) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                p.push("runaway.session.duration", "must be greater than zero");
+                None
+            }
+            Err(e) => {
+                p.push("runaway.session.duration", e);
+                None
+            }
+        });
+        if s.calls.is_none() && s.duration.is_none() && s.per_tool.is_empty() {
+            p.push("runaway.session", "set calls, duration or per_tool");
+        }
+        SessionBudget {
+            calls: s.calls,
+            duration,
+            per_tool: s.per_tool.clone(),
+        }
+    });
+    let loops = raw.loops.as_ref().and_then(|l| {
+        if l.max_repeats == 0 {
+            p.push("runaway.loops.max_repeats", "must be greater than zero");
+        }
+        match parse_duration(&l.window) {
+            Ok(w) if !w.is_zero() && w <= Duration::from_secs(86_400) => Some(LoopDetection {
+                max_repeats: l.max_repeats.max(1),
+                window: w,
+            }),
+            Ok(_) => {
+                p.push("runaway.loops.window", "must be between 1s and 1d");
+                None
+            }
+            Err(e) => {
+                p.push("runaway.loops.window", e);
+                None
+            }
+        }
+    });
+    Runaway { session, loops }
+}

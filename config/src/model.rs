@@ -44,6 +44,8 @@ pub struct Config {
     pub session_seal: Option<crate::access::Secret>,
     pub schemas: crate::guards::Schemas,
     pub egress: crate::guards::Egress,
+    /// Per-session budgets and loop detection.
+    pub runaway: crate::guards::Runaway,
     /// Fingerprint tool definitions and quarantine changes.
     pub tool_pinning: bool,
     /// `None`: no DLP scanning.
@@ -664,6 +666,7 @@ impl Config {
         let quotas = crate::guards::quotas(&raw.quotas, redis.is_some(), p);
         let schemas = crate::guards::schemas(&raw.schemas, p);
         let egress = crate::guards::egress(&raw.egress, p);
+        let runaway = crate::guards::runaway(raw.runaway.as_ref(), p);
         // A route can only reach addresses the bundle allows.
         for (gi, g) in raw.service_groups.iter().enumerate() {
             for (si, s) in g.servers.iter().enumerate() {
@@ -698,6 +701,7 @@ impl Config {
             session_seal,
             schemas,
             egress,
+            runaway,
             tool_pinning: raw.tool_pinning.enabled.unwrap_or(true),
             dlp: raw.dlp.as_ref().map(|d| crate::guards::dlp(d, p)),
             listeners,

@@ -55,6 +55,42 @@ pub struct WardenConfig {
     /// Data-loss prevention and prompt-injection rules. Absent: no scanning.
     #[serde(default)]
     pub dlp: Option<DlpConfig>,
+    /// Runaway agents: per-session budgets and loop detection.
+    #[serde(default)]
+    pub runaway: Option<RunawayConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunawayConfig {
+    /// Budgets per MCP session (on top of the per-principal quotas).
+    #[serde(default)]
+    pub session: Option<SessionBudgetConfig>,
+    /// The same tool with the same arguments, over and over.
+    #[serde(default)]
+    pub loops: Option<LoopConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionBudgetConfig {
+    /// Tool calls per session.
+    #[serde(default)]
+    pub calls: Option<u64>,
+    /// How long after its first call a session may still call tools.
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// Calls of one tool per session, by tool name.
+    #[serde(default)]
+    pub per_tool: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopConfig {
+    /// The most times the same call may be made within `window`.
+    pub max_repeats: u64,
+    pub window: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

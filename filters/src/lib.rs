@@ -14,6 +14,7 @@ pub mod mrtr;
 pub mod plan;
 pub mod policy;
 pub mod quota;
+pub mod runaway;
 pub mod snapshot;
 pub mod sse;
 pub mod tasks;

@@ -141,6 +141,8 @@ impl std::fmt::Debug for Snapshot {
 /// definitions carry over a bundle swap.
 pub struct Shared {
     pub quotas: Arc<crate::quota::QuotaTables>,
+    /// Session budgets and loop counters (see `runaway`).
+    pub runaway: Arc<crate::runaway::RunawayTables>,
     pub pins: Arc<crate::tools::ToolPins>,
     /// Which arguments each tool mirrors into `Mcp-Param-*` headers.
     pub params: Arc<crate::mcp::ParamDecls>,
@@ -156,6 +158,7 @@ impl Shared {
     pub fn new() -> Arc<Shared> {
         Arc::new(Shared {
             quotas: Arc::new(crate::quota::QuotaTables::new(1_000_000)),
+            runaway: Arc::new(crate::runaway::RunawayTables::new(200_000)),
             pins: Arc::new(crate::tools::ToolPins::default()),
             params: Arc::new(crate::mcp::ParamDecls::default()),
             task_owners: Arc::new(crate::tasks::TaskOwners::default()),
@@ -259,6 +262,15 @@ impl Snapshot {
                 shared.quotas.clone(),
                 config.catalog.clone(),
             )));
+        }
+        // Runaway agents: after the quotas, before the policy, so a loop of
+        // denied calls is caught too.
+        if let Some(f) = crate::runaway::RunawayFilter::new(
+            &config.runaway,
+            shared.runaway.clone(),
+            config.policy.denial,
+        ) {
+            filters.push(Arc::new(f));
         }
         if let Some(engine) = &policy {
             filters.push(Arc::new(PolicyFilter::new(

@@ -80,6 +80,10 @@ pub struct AuditRecord {
     pub decided_by: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The caller's `x-warden-justification` (request messages that carry
+    /// one), with what DLP finds redacted, at most 1,024 characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
     /// `sha256:<hex>` of the raw `params.arguments` text as the client sent it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args_digest: Option<String>,

@@ -139,6 +139,12 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
                 _ => None,
             };
             rec.args_digest = r.args_digest.take();
+            if dir == "request" && r.method.is_some() {
+                rec.justification = match (&ctx.justification, &ctx.rt) {
+                    (Some(j), Some(rt)) => Some(rt.snap.redact_text(j, 1024)),
+                    _ => None,
+                };
+            }
             rec.task = r.task.take();
             for f in std::mem::take(&mut r.findings) {
                 m.dlp_findings
@@ -274,6 +280,7 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         outcome: "",
         decided_by: None,
         reason: None,
+        justification: None,
         args_digest: None,
         arguments: None,
         dlp: Vec::new(),

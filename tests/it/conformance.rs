@@ -428,3 +428,100 @@ fn warden_init_fronts_a_real_python_server() {
     assert_eq!(call["principal"], "my-agent", "{call}");
     assert_eq!(call["server"], "mine", "{call}");
 }
+
+/// Runaway agents, with the real Python SDK client and server: the same
+/// call a fourth time within the window is a loop, the seventh tool call of
+/// a session is over its budget; a new session has a new budget but the
+/// loop is the principal's. Each refusal is a tool error the model reads,
+/// and is audited with its reason. A justification is audited with the call.
+#[test]
+fn runaway_sessions_and_loops_are_refused() {
+    let (_py, py_addr) = py_server("streamable-http");
+    let yaml = format!(
+        "version: 1\npolicy: {{denial: tool_error}}\nrunaway:\n  session: {{calls: 6, duration: 10m}}\n  loops: {{max_repeats: 3, window: 1m}}\nservice_groups:\n  - name: g\n    servers:\n      - {{name: py, upstreams: [\"{py_addr}\"]}}\nroutes:\n  - {{prefix: /py, server: py}}\n"
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    let (ok, out, err) = run_with_timeout(
+        Command::new(python())
+            .arg(peers().join("py_runaway_client.py"))
+            .arg(gw.url("/py/mcp")),
+        Duration::from_secs(90),
+    )
+    .expect("client ran");
+    let report: Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_default();
+    assert!(ok && report["ok"] == true, "{out}{err}");
+    let first = report["first"].as_array().expect("first");
+    let got: Vec<(bool, String)> = first
+        .iter()
+        .map(|r| {
+            (
+                r["error"] == true,
+                r["text"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    // Three echoes, then the loop.
+    for g in &got[..3] {
+        assert_eq!(g, &(false, "same".to_owned()), "{got:?}");
+    }
+    assert!(got[3].0 && got[3].1.contains("loop_detected"), "{got:?}");
+    // The refused echo did not count: three adds fit the budget of six.
+    for (i, g) in got[4..7].iter().enumerate() {
+        assert_eq!(g, &(false, (i + 2).to_string()), "{got:?}");
+    }
+    assert!(
+        got[7].0
+            && got[7].1.contains("session_budget_exceeded")
+            && got[7].1.contains("6 tool calls"),
+        "{got:?}"
+    );
+    // A new session: a new budget, the same principal's loop.
+    let second = &report["second"];
+    assert_eq!(second[0]["text"], "4", "{second}");
+    assert!(
+        second[1]["error"] == true
+            && second[1]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("loop_detected")),
+        "{second}"
+    );
+    let recs = gw.audit_when(|r| r.iter().filter(|x| x["decided_by"] == "runaway").count() >= 3);
+    let refused: Vec<&str> = recs
+        .iter()
+        .filter(|x| x["decided_by"] == "runaway")
+        .filter_map(|x| x["reason"].as_str())
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            "loop_detected",
+            "session_budget_exceeded:calls",
+            "loop_detected"
+        ],
+        "{recs:?}"
+    );
+
+    // The justification is audited with the call (DLP-redacted).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let (status, _, body) = rt
+        .block_on(warden_tests::post_json(
+            &gw.url("/py/mcp"),
+            r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"add","arguments":{"a":5,"b":5}}}"#,
+            &[("x-warden-justification", "INC-42 approved by bob, token AKIAIOSFODNN7EXAMPLE")],
+        ))
+        .expect("post");
+    assert!(
+        status == 200 || status == 400 || status == 404,
+        "{status} {body:?}"
+    );
+    let recs = gw.audit_when(|r| r.iter().any(|x| x["justification"].is_string()));
+    let j = recs
+        .iter()
+        .find_map(|x| x["justification"].as_str())
+        .expect("a record with the justification");
+    assert!(j.starts_with("INC-42 approved by bob"), "{j}");
+    assert!(!j.contains("AKIAIOSFODNN7EXAMPLE"), "DLP redacts it: {j}");
+}
