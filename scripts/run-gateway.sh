@@ -8,12 +8,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 WARDEN_SETUP_PEERS=0 bash scripts/setup.sh
-# One feature set for every build (the workspace's): after `cargo build
-# --release` this is a no-op, and the other scripts reuse what it built.
+# One build for every script and README command: plain `cargo build
+# --release` (the workspace's default members: the gateway, the mock, the
+# load tester, the agent). Any of them after another is a no-op.
 if [ ! -x target/release/warden ]; then
-  echo "[run] building Warden in release mode: about 8-10 minutes on 2 cores the first time, seconds afterwards" >&2
+  echo "[run] building Warden in release mode: about 10 minutes on 2 cores the first time, seconds afterwards" >&2
 fi
-cargo build --release --workspace
+cargo build --release
 BUNDLE="${WARDEN_BUNDLE:-$ROOT/config/examples/sidecar}"
 ./target/release/warden validate "$BUNDLE"
 ./target/release/warden-mock --listen 127.0.0.1:8931 &

@@ -250,7 +250,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,warden=info".into()),
+                .unwrap_or_else(|_| "warn,warden=info,pingora_load_balancing=error".into()),
         )
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal, never into files or journald.

@@ -238,6 +238,10 @@ pub struct HealthChecker {
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut last: Vec<Option<Instant>> = Vec::new();
+        // What each upstream was last seen as: one concise line per change
+        // (Pingora's own line dumps the whole peer configuration).
+        let mut seen: std::collections::HashMap<(String, SocketAddr), bool> =
+            std::collections::HashMap::new();
         loop {
             let rt = self.current.load();
             if last.len() != rt.pools.len() {
@@ -248,6 +252,22 @@ impl BackgroundService for HealthChecker {
                 if last[i].is_none_or(|t| now.duration_since(t) >= server.health_check.interval) {
                     pool.backends().run_health_check(true).await;
                     last[i] = Some(now);
+                }
+            }
+            for (server, list) in rt.health() {
+                for (addr, healthy) in list {
+                    let before = seen.insert((server.clone(), addr), healthy);
+                    match (before, healthy) {
+                        (Some(true) | None, false) => tracing::warn!(
+                            server = %server,
+                            upstream = %addr,
+                            "upstream down: its health check fails; calls go to the other replicas, or get -31001"
+                        ),
+                        (Some(false), true) => {
+                            tracing::info!(server = %server, upstream = %addr, "upstream healthy again")
+                        }
+                        _ => {}
+                    }
                 }
             }
             tokio::select! {

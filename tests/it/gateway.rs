@@ -509,6 +509,21 @@ async fn dead_upstreams_get_clear_errors_and_failover() {
         .expect("call");
         assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     }
+    // The operator reads one concise line naming the dead replica, not a
+    // dump of the connector's configuration.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gw.log().iter().any(|l| l.contains("upstream down")) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", gw.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = gw.log();
+    let down: Vec<&String> = log.iter().filter(|l| l.contains("upstream down")).collect();
+    assert_eq!(down.len(), 1, "{down:?}");
+    assert!(
+        down[0].contains(&dead_addr.to_string()) && down[0].contains("server=mock"),
+        "{down:?}"
+    );
+    assert!(!log.iter().any(|l| l.contains("PeerOptions")), "{log:?}");
     drop(gw);
     // Only a dead replica: a JSON-RPC error with the request id, never a hang.
     let gw = Gateway::start(&mock_bundle(&[dead_addr], "timeouts: {connect: 1s}"), false)
