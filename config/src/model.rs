@@ -46,6 +46,8 @@ pub struct Config {
     pub egress: crate::guards::Egress,
     /// Per-session budgets and loop detection.
     pub runaway: crate::guards::Runaway,
+    /// How identity assertions are signed.
+    pub assertions: Assertions,
     /// Fingerprint tool definitions and quarantine changes.
     pub tool_pinning: bool,
     /// `None`: no DLP scanning.
@@ -156,6 +158,23 @@ pub struct Server {
     pub health_check: HealthCheck,
     pub timeouts: Timeouts,
     pub credentials: Option<Credentials>,
+    /// Mint a JWT per call naming the principal (see `Assertions`).
+    pub assertion: Option<IdentityAssertion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityAssertion {
+    pub audience: String,
+    pub ttl: Duration,
+    /// Lower-case header name; `authorization` carries `Bearer <jwt>`.
+    pub header: String,
+}
+
+/// Signing settings for identity assertions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assertions {
+    pub issuer: String,
+    pub rotate: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +233,69 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+fn identity_assertion(
+    raw: &raw::IdentityAssertionConfig,
+    base: &str,
+    p: &mut Problems,
+) -> Option<IdentityAssertion> {
+    if raw.audience.trim().is_empty() {
+        p.push(
+            format!("{base}.audience"),
+            "must name the upstream (its resource URL)",
+        );
+        return None;
+    }
+    let ttl = duration(p, &format!("{base}.ttl"), &raw.ttl, Duration::from_secs(60));
+    if ttl > Duration::from_secs(3600) {
+        p.push(
+            format!("{base}.ttl"),
+            "at most 1h: assertions are short-lived",
+        );
+    }
+    let header = raw
+        .header
+        .clone()
+        .unwrap_or_else(|| "authorization".into())
+        .to_ascii_lowercase();
+    if header.is_empty()
+        || !header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        p.push(format!("{base}.header"), "must be a header name");
+        return None;
+    }
+    Some(IdentityAssertion {
+        audience: raw.audience.clone(),
+        ttl,
+        header,
+    })
+}
+
+fn assertions(
+    raw: Option<&raw::AssertionsConfig>,
+    identity: Option<&raw::IdentityConfig>,
+    p: &mut Problems,
+) -> Assertions {
+    let issuer = raw.and_then(|r| r.issuer.clone()).unwrap_or_else(|| {
+        identity
+            .and_then(|i| url::Url::parse(&i.resource).ok())
+            .map(|u| u.origin().ascii_serialization())
+            .filter(|o| o != "null")
+            .unwrap_or_else(|| "urn:warden".into())
+    });
+    let rotate = duration(
+        p,
+        "assertions.rotate",
+        &raw.and_then(|r| r.rotate.clone()),
+        Duration::from_secs(3600),
+    );
+    if rotate < Duration::from_secs(60) {
+        p.push("assertions.rotate", "at least 1m");
+    }
+    Assertions { issuer, rotate }
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -598,6 +680,22 @@ impl Config {
                     }
                 }
                 names.push(s.name.clone());
+                let credentials = s
+                    .credentials
+                    .as_ref()
+                    .and_then(|c| access::credentials(c, root, &format!("{sbase}.credentials"), p));
+                let assertion = s
+                    .identity_assertion
+                    .as_ref()
+                    .and_then(|a| identity_assertion(a, &format!("{sbase}.identity_assertion"), p));
+                if let (Some(c), Some(a)) = (&credentials, &assertion) {
+                    if c.header == a.header {
+                        p.push(
+                            format!("{sbase}.identity_assertion"),
+                            format!("`credentials` already sets `{}`: choose one way for this server to prove who calls", c.header),
+                        );
+                    }
+                }
                 servers.push(Server {
                     name: s.name.clone(),
                     group: g.name.clone(),
@@ -606,9 +704,8 @@ impl Config {
                     host: s.host.clone(),
                     health_check: hc.unwrap_or_default(),
                     timeouts: st,
-                    credentials: s.credentials.as_ref().and_then(|c| {
-                        access::credentials(c, root, &format!("{sbase}.credentials"), p)
-                    }),
+                    credentials,
+                    assertion,
                 });
             }
             groups.push(ServiceGroup {
@@ -667,6 +764,7 @@ impl Config {
         let schemas = crate::guards::schemas(&raw.schemas, p);
         let egress = crate::guards::egress(&raw.egress, p);
         let runaway = crate::guards::runaway(raw.runaway.as_ref(), p);
+        let assertions = assertions(raw.assertions.as_ref(), raw.identity.as_ref(), p);
         // A route can only reach addresses the bundle allows.
         for (gi, g) in raw.service_groups.iter().enumerate() {
             for (si, s) in g.servers.iter().enumerate() {
@@ -702,6 +800,7 @@ impl Config {
             schemas,
             egress,
             runaway,
+            assertions,
             tool_pinning: raw.tool_pinning.enabled.unwrap_or(true),
             dlp: raw.dlp.as_ref().map(|d| crate::guards::dlp(d, p)),
             listeners,

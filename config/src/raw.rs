@@ -58,6 +58,9 @@ pub struct WardenConfig {
     /// Runaway agents: per-session budgets and loop detection.
     #[serde(default)]
     pub runaway: Option<RunawayConfig>,
+    /// Signing of identity assertions (servers with `identity_assertion`).
+    #[serde(default)]
+    pub assertions: Option<AssertionsConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -390,6 +393,35 @@ pub struct ServerConfig {
     /// Warden's own credential for this server (the client's is never forwarded).
     #[serde(default)]
     pub credentials: Option<CredentialsConfig>,
+    /// A JWT minted per call naming the user behind the agent (instead of
+    /// one static credential).
+    #[serde(default)]
+    pub identity_assertion: Option<IdentityAssertionConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityAssertionConfig {
+    /// The `aud` claim: the upstream's own identifier (its resource URL).
+    pub audience: String,
+    /// Lifetime of each assertion (default 60s, at most 1h).
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// Header that carries it (default `authorization`, as `Bearer <jwt>`).
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+/// How the gateway signs identity assertions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionsConfig {
+    /// The `iss` claim (default: the origin of `identity.resource`, else `urn:warden`).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// How often the signing key changes (default 1h).
+    #[serde(default)]
+    pub rotate: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

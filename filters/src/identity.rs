@@ -383,6 +383,9 @@ impl JwtVerifier {
         if let Some(client) = Self::client_id(&c) {
             attributes.insert("client_id".into(), client.to_owned());
         }
+        // Who issued the token (checked above): identity assertions to
+        // upstreams carry it as `orig_iss`.
+        attributes.insert("iss".into(), self.cfg.issuer.clone());
         let scopes = match (c.rest.get("scope"), c.rest.get("scp")) {
             (Some(serde_json::Value::String(s)), _) => {
                 s.split_whitespace().map(str::to_owned).collect()

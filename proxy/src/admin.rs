@@ -113,6 +113,26 @@ impl ServeHttp for AdminApp {
                 reply(200, enc.format_type(), buf)
             }
             "/healthz" => reply(200, "text/plain", b"ok\n".to_vec()),
+            // The public keys upstreams verify identity assertions with.
+            "/.well-known/jwks.json" => {
+                let rt = self.gateway.runtime();
+                let (jwks, max_age) = match &rt.assertions {
+                    Some(s) => (
+                        s.jwks(std::time::SystemTime::now()),
+                        s.cache_for().as_secs(),
+                    ),
+                    None => (serde_json::json!({"keys": []}), 60),
+                };
+                let mut r = reply(
+                    200,
+                    "application/json",
+                    serde_json::to_vec(&jwks).unwrap_or_default(),
+                );
+                if let Ok(v) = http::HeaderValue::from_str(&format!("max-age={max_age}")) {
+                    r.headers_mut().insert(http::header::CACHE_CONTROL, v);
+                }
+                r
+            }
             // Requests per principal since first seen (metrics have no
             // principal label); `warden top` turns them into rates.
             "/top" => {
@@ -158,7 +178,8 @@ impl ServeHttp for AdminApp {
             _ => reply(
                 404,
                 "text/plain",
-                b"not found: try /metrics /healthz /readyz /status /top\n".to_vec(),
+                b"not found: try /metrics /healthz /readyz /status /top /.well-known/jwks.json\n"
+                    .to_vec(),
             ),
         }
     }

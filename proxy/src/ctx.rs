@@ -51,6 +51,10 @@ pub struct PendingReply {
 pub struct RequestCtx {
     pub start: Instant,
     pub request_id: u64,
+    /// The W3C trace id when no span is recorded (`trace` is `None`): the
+    /// caller's `traceparent`'s, or a fresh one; the audit record and an
+    /// identity assertion name the same one.
+    pub trace_id: Option<Arc<str>>,
     pub rt: Option<Arc<Runtime>>,
     /// Index into `rt.snap.routes`.
     pub route: Option<usize>,
@@ -123,6 +127,7 @@ impl RequestCtx {
         RequestCtx {
             start: Instant::now(),
             request_id: 0,
+            trace_id: None,
             rt: None,
             route: None,
             server: None,
@@ -230,6 +235,16 @@ impl RequestCtx {
                 std::borrow::Cow::Owned(crate::sessions::legacy_key(&self.upstream_uri)),
             ),
             None => None,
+        }
+    }
+}
+
+impl RequestCtx {
+    /// The call's W3C trace id (hex), whether or not spans are recorded.
+    pub fn trace_hex(&self) -> Option<String> {
+        match &self.trace {
+            Some(t) => Some(t.trace_hex()),
+            None => self.trace_id.as_deref().map(str::to_owned),
         }
     }
 }

@@ -255,9 +255,10 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
             .as_ref()
             .map_or_else(|| "".into(), |r| r.revision.clone()),
         request_id: ctx.request_id,
-        trace_id: match &ctx.trace {
-            Some(t) => t.trace_hex().into(),
-            None => trace_id(req, ctx.request_id).into(),
+        trace_id: match (&ctx.trace, &ctx.trace_id) {
+            (Some(t), _) => t.trace_hex().into(),
+            (None, Some(id)) => id.clone(),
+            (None, None) => trace_id(req, ctx.request_id).into(),
         },
         principal: ctx.principal.id.as_str().into(),
         tenant: ctx.principal.tenant.as_str().into(),
@@ -328,7 +329,7 @@ fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
 }
 
 /// The W3C trace id of the caller's `traceparent`, or a fresh one.
-fn trace_id(req: &RequestHeader, request_id: u64) -> String {
+pub fn trace_id(req: &RequestHeader, request_id: u64) -> String {
     if let Some(tp) = header_str(req, "traceparent") {
         let mut parts = tp.split('-');
         if let (Some(_), Some(id)) = (parts.next(), parts.next()) {

@@ -31,6 +31,8 @@ pub struct Runtime {
     pub sealer: Option<Arc<crate::seal::Sealer>>,
     /// The global quota store (the bundle's `redis` section), if any.
     pub quota_store: Option<Arc<crate::global::QuotaStore>>,
+    /// Signs identity assertions, when a server asks for them.
+    pub assertions: Option<Arc<crate::assertion::Signer>>,
     /// The bundle revision, shared by every audit record.
     pub revision: Arc<str>,
     /// Per server (same order as `snap.config.servers`): names and metric
@@ -98,7 +100,19 @@ impl Runtime {
             .iter()
             .map(|s| ServerMeta::new(&s.name, &s.group))
             .collect();
+        let assertions = snap
+            .config
+            .servers
+            .iter()
+            .any(|s| s.assertion.is_some())
+            .then(|| {
+                Arc::new(crate::assertion::Signer::new(
+                    &snap.config.assertions,
+                    snap.config.session_seal.as_ref().map(|s| s.expose()),
+                ))
+            });
         Ok(Runtime {
+            assertions,
             revision: snap.revision.as_str().into(),
             servers,
             snap,

@@ -64,6 +64,26 @@ pub fn rewrite_request(
     if let Some(c) = &server.credentials {
         req.insert_header(c.header.clone(), c.value.expose())?;
     }
+    // The user behind the agent, in a JWT the gateway signs for this call
+    // (see `assertion`).
+    if let (Some(a), Some(signer)) = (
+        &server.assertion,
+        ctx.rt.as_ref().and_then(|rt| rt.assertions.as_deref()),
+    ) {
+        let trace = ctx.trace_hex();
+        let jwt = signer.mint(
+            a,
+            &ctx.principal,
+            trace.as_deref(),
+            std::time::SystemTime::now(),
+        );
+        let value = if a.header == "authorization" {
+            format!("Bearer {jwt}")
+        } else {
+            jwt
+        };
+        req.insert_header(a.header.clone(), value)?;
+    }
     req.remove_header(&http::header::ORIGIN);
     req.remove_header(&http::header::COOKIE);
     // Warden's span becomes the upstream's parent.

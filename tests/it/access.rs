@@ -1009,7 +1009,7 @@ fn policy_authors_work_offline_with_eval_and_test() {
     };
     let (code, out) = run(&["policy", "test", "--bundle", bundle.to_str().expect("utf8")]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("13 passed, 0 failed"), "{out}");
+    assert!(out.contains("16 passed, 0 failed"), "{out}");
     // The sample inputs shipped beside the example bundle (the README tour
     // uses them): one allowed, one denied, whatever the hour.
     let inputs = warden_tests::root().join("config/examples/inputs");
@@ -1030,6 +1030,40 @@ fn policy_authors_work_offline_with_eval_and_test() {
         let v: Value = serde_json::from_str(out.trim()).expect("json");
         assert_eq!(v["reason"], reason);
     }
+    // `--now` sets the clock fields as the gateway would, in the policy's
+    // time zone: the allowed input on a Sunday afternoon (Berlin), and on a
+    // Tuesday at 09:30 Berlin, which is 08:30 UTC.
+    let allowed = inputs.join("deploy-allowed.json");
+    for (now, code_want, reason) in [
+        ("2026-11-22T15:00:00+01:00", 3, "outside_business_hours"),
+        ("2026-11-24T08:30:00Z", 0, "granted"),
+        ("2026-11-24T05:30:00+00:00", 3, "outside_business_hours"),
+    ] {
+        let (code, out) = run(&[
+            "policy",
+            "eval",
+            "--bundle",
+            bundle.to_str().expect("utf8"),
+            "--input",
+            allowed.to_str().expect("utf8"),
+            "--now",
+            now,
+        ]);
+        assert_eq!(code, Some(code_want), "{now}: {out}");
+        let v: Value = serde_json::from_str(out.trim()).expect("json");
+        assert_eq!(v["reason"], reason, "{now}");
+    }
+    let (code, _) = run(&[
+        "policy",
+        "eval",
+        "--bundle",
+        bundle.to_str().expect("utf8"),
+        "--input",
+        allowed.to_str().expect("utf8"),
+        "--now",
+        "tuesday",
+    ]);
+    assert_eq!(code, Some(1), "a --now that is no instant is an error");
     // A failing Rego test fails the command.
     let broken = tempfile::tempdir().expect("tmp");
     for e in ["warden.yaml", "data.json", ".manifest"] {

@@ -525,3 +525,130 @@ fn runaway_sessions_and_loops_are_refused() {
     assert!(j.starts_with("INC-42 approved by bob"), "{j}");
     assert!(!j.contains("AKIAIOSFODNN7EXAMPLE"), "DLP redacts it: {j}");
 }
+
+/// Outbound identity by assertion: the upstream (the real Python SDK server)
+/// trusts nothing but JWTs the gateway signs, verified with PyJWT against
+/// the gateway's JWKS, and answers `whoami` with the user behind the agent.
+/// Each principal's call carries its own identity; the client's key never
+/// reaches the upstream; a call straight to the upstream, or with a token
+/// signed by another key, is refused there.
+#[test]
+fn upstreams_verify_identity_assertions_against_the_jwks() {
+    let py_port = free_port();
+    let py_addr: SocketAddr = format!("127.0.0.1:{py_port}").parse().expect("addr");
+    let audience = format!("http://{py_addr}/mcp");
+    let key = |id: &str, tenant: &str, role: &str, secret: &str| {
+        let hash = warden_config::access::hash_api_key(secret, &[7u8; 16]);
+        format!("    - {{id: {id}, tenant: {tenant}, roles: [{role}], hash: \"{hash}\"}}\n")
+    };
+    let yaml = format!(
+        "version: 1\nassertions: {{issuer: https://gw.example, rotate: 1h}}\nidentity:\n  resource: http://127.0.0.1/py/mcp\n  api_keys:\n{}{}service_groups:\n  - name: g\n    servers:\n      - name: py\n        upstreams: [\"{py_addr}\"]\n        health_check: {{interval: 1s}}\n        identity_assertion: {{audience: \"{audience}\", ttl: 30s}}\nroutes:\n  - {{prefix: /py, server: py}}\n",
+        key("alice", "acme", "developer", "wk_alice_secret_1"),
+        key("bob", "globex", "operator", "wk_bob_secret_2"),
+    );
+    let gw = Gateway::start(&yaml, false).expect("gateway");
+    let jwks_url = format!("http://{}/.well-known/jwks.json", gw.admin);
+    let mut py = spawn(
+        "python assertion server",
+        Command::new(python())
+            .arg(peers().join("py_assertion_server.py"))
+            .args([
+                &py_port.to_string(),
+                &jwks_url,
+                &audience,
+                "https://gw.example",
+            ]),
+    );
+    wait_port(py_addr, &mut py);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while warden_tests::sync_get_status(gw.admin, "/readyz") != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream never became healthy"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let whoami = |secret: &str| -> Value {
+        let (ok, out, err) = run_with_timeout(
+            Command::new(python())
+                .arg(peers().join("py_whoami_client.py"))
+                .arg(gw.url("/py/mcp"))
+                .env("WARDEN_API_KEY", secret),
+            Duration::from_secs(60),
+        )
+        .expect("client ran");
+        assert!(ok, "{out}{err}");
+        let v: Value = serde_json::from_str(out.lines().last().unwrap_or("")).expect("json");
+        assert_eq!(v["ok"], true, "{v}");
+        v["whoami"].clone()
+    };
+    let alice = whoami("wk_alice_secret_1");
+    assert_eq!(alice["sub"], "alice", "{alice}");
+    assert_eq!(alice["tenant"], "acme");
+    assert_eq!(alice["roles"], serde_json::json!(["developer"]));
+    assert_eq!(alice["auth"], "api_key");
+    assert_eq!(alice["aud"], audience.as_str());
+    assert_eq!(alice["iss"], "https://gw.example");
+    // The assertion names the call's trace, as its audit record does.
+    let trace = alice["trace_id"].as_str().expect("trace_id").to_owned();
+    assert_eq!(trace.len(), 32, "{alice}");
+    let recs = gw.audit_when(|r| r.iter().any(|x| x["tool"] == "whoami"));
+    let call = recs
+        .iter()
+        .find(|x| x["tool"] == "whoami" && x["direction"] == "request")
+        .expect("the call's record");
+    assert_eq!(call["trace_id"], trace.as_str(), "{call}");
+    assert_eq!(call["principal"], "alice");
+    let bob = whoami("wk_bob_secret_2");
+    assert_eq!(bob["sub"], "bob", "{bob}");
+    assert_eq!(bob["tenant"], "globex");
+
+    // The JWKS on the admin listener: Ed25519 keys, cacheable.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let (s, h, body) = rt
+        .block_on(warden_tests::request(
+            &jwks_url,
+            "GET",
+            &[],
+            bytes::Bytes::new(),
+            false,
+        ))
+        .expect("jwks");
+    assert_eq!(s, 200);
+    assert!(warden_tests::header(&h, "cache-control").is_some_and(|c| c.starts_with("max-age=")));
+    let jwks: Value = serde_json::from_slice(&body).expect("json");
+    let keys = jwks["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 3, "previous, current and next period: {jwks}");
+    assert!(keys
+        .iter()
+        .all(|k| k["kty"] == "OKP" && k["crv"] == "Ed25519" && k["d"].is_null()));
+
+    // Straight to the upstream: no assertion, no service; a token signed by
+    // another key is refused too (the SDK answers 401).
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let direct = |auth: Option<&str>| {
+        let mut h = vec![];
+        if let Some(a) = auth {
+            h.push(("authorization", a));
+        }
+        rt.block_on(warden_tests::post_json(&audience, init, &h))
+            .expect("direct")
+            .0
+    };
+    assert_eq!(direct(None), 401);
+    let forged = {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let kid = keys[1]["kid"].as_str().expect("kid");
+        let header = b64.encode(format!(r#"{{"alg":"EdDSA","typ":"JWT","kid":"{kid}"}}"#));
+        let claims = b64.encode(format!(
+            r#"{{"iss":"https://gw.example","aud":"{audience}","sub":"mallory","iat":1,"nbf":1,"exp":9999999999,"jti":"x"}}"#
+        ));
+        format!("Bearer {header}.{claims}.{}", b64.encode([0u8; 64]))
+    };
+    assert_eq!(direct(Some(&forged)), 401);
+    drop(py);
+}
