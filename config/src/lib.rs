@@ -160,7 +160,14 @@ impl Bundle {
     /// signed bundle keeps its manifest's revision: an edit would break its
     /// signature, and the control agent names each build itself.
     pub fn with_content_revision(mut self) -> Bundle {
-        if !self.revision.starts_with("sha256:") {
+        // Decided by where the revision came from, not by how it looks: a
+        // manifest may spell an old digest.
+        if self
+            .manifest
+            .revision
+            .as_deref()
+            .is_some_and(|r| !r.is_empty())
+        {
             let short = &self.digest[..self.digest.len().min(12)];
             if !self.revision.ends_with(&format!("+{short}")) {
                 self.revision = format!("{}+{short}", self.revision);

@@ -131,6 +131,9 @@ pub struct Audit {
     pub rotate_size: Option<u64>,
     pub rotate_interval: Option<Duration>,
     pub include_arguments: bool,
+    /// Risk tiers whose calls are logged in full (arguments and results,
+    /// DLP-redacted).
+    pub log_io: Vec<crate::access::Risk>,
 }
 
 /// What the gateway does when audit records cannot be written fast enough.
@@ -562,6 +565,23 @@ impl Config {
                     .ok()
             }),
             include_arguments: raw.audit.include_arguments.unwrap_or(false),
+            log_io: match &raw.audit.log_io {
+                None => vec![crate::access::Risk::High, crate::access::Risk::Critical],
+                Some(list) => list
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| {
+                        let risk = crate::access::Risk::parse(r);
+                        if risk.is_none() {
+                            p.push(
+                                format!("audit.log_io[{i}]"),
+                                format!("`{r}` is not a risk (LOW, MEDIUM, HIGH, CRITICAL)"),
+                            );
+                        }
+                        risk
+                    })
+                    .collect(),
+            },
         };
         let allowed_origins = raw.security.allowed_origins.iter().cloned().collect();
         let undeclared_params = match raw.security.undeclared_param_headers.as_deref() {

@@ -350,6 +350,10 @@ pub struct AuditConfig {
     pub rotate_interval: Option<String>,
     /// Put the raw `tools/call` arguments / prompt arguments in records (default false: digest only).
     pub include_arguments: Option<bool>,
+    /// Risk tiers whose tool calls are logged in full: arguments and
+    /// results, DLP-redacted (default `[HIGH, CRITICAL]`; `[]` turns it off).
+    #[serde(default)]
+    pub log_io: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

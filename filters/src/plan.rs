@@ -19,6 +19,9 @@ pub struct MessageRecord {
     pub args_digest: Option<String>,
     /// The raw arguments, when the context asks to keep them for audit.
     pub arguments: Option<String>,
+    /// The tool's result as the client got it, DLP-redacted (replies to
+    /// calls whose risk tier `audit.log_io` names).
+    pub result: Option<String>,
     /// What DLP found (rule, path, action — never the text).
     pub findings: Vec<crate::dlp::FindingNote>,
     /// Links the records of one task to the call that created it.
@@ -216,6 +219,7 @@ impl MessageRecord {
             },
             args_digest: None,
             arguments: None,
+            result: None,
             findings: Vec::new(),
             task: None,
         }
@@ -231,6 +235,7 @@ impl MessageRecord {
             outcome,
             args_digest: None,
             arguments: None,
+            result: None,
             findings: Vec::new(),
             task: None,
         }

@@ -41,7 +41,7 @@ struct SessionUse {
 
 /// Counters that outlive one snapshot.
 pub struct RunawayTables {
-    sessions: moka::sync::Cache<Vec<u8>, Arc<Mutex<SessionUse>>>,
+    sessions: moka::sync::Cache<[u8; 32], Arc<Mutex<SessionUse>>>,
     loops: moka::sync::Cache<[u8; 32], Arc<Mutex<VecDeque<SystemTime>>>>,
 }
 
@@ -104,11 +104,14 @@ impl RunawayFilter {
         let (Some(b), Some(sid)) = (&self.cfg.session, ex.session_id) else {
             return None;
         };
-        let mut key = Vec::with_capacity(64 + sid.len());
-        for part in [&ex.principal.tenant, &ex.principal.id, sid] {
-            key.extend_from_slice(part.as_bytes());
-            key.push(0);
+        // A digest of the length-prefixed parts: a fixed-size key whatever
+        // the session id's length, and no two tuples spell the same.
+        let mut h = Sha256::new();
+        for part in [ex.principal.tenant.as_str(), ex.principal.id.as_str(), sid] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
         }
+        let key: [u8; 32] = h.finalize().into();
         let entry = self.tables.sessions.get_with(key, Default::default);
         let mut u = entry.lock().unwrap_or_else(|p| p.into_inner());
         let first = *u.first.get_or_insert(ex.now);
@@ -151,16 +154,30 @@ impl RunawayFilter {
     fn repeated(&self, msg: &Message<'_>, ex: &Exchange<'_>, tool: &str) -> Option<Denial> {
         let l = self.cfg.loops?;
         let mut h = Sha256::new();
-        for part in [&ex.principal.tenant, &ex.principal.id, ex.server, tool] {
+        // Anonymous callers all share one principal: one caller's loop must
+        // not refuse the others, so theirs is kept per session or address.
+        let who = match (ex.principal.auth, ex.session_id, ex.source_ip) {
+            (crate::identity::AuthMethod::Anonymous, Some(s), _) => format!("session {s}"),
+            (crate::identity::AuthMethod::Anonymous, None, Some(ip)) => format!("address {ip}"),
+            _ => String::new(),
+        };
+        for part in [
+            ex.principal.tenant.as_str(),
+            ex.principal.id.as_str(),
+            who.as_str(),
+            ex.server,
+            tool,
+        ] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
         }
-        // As a JSON value (members sorted), so spacing and member order do
-        // not make the same call look new.
-        let args = msg
-            .arguments()
-            .map(|v| serde_json::to_vec(v).unwrap_or_default())
-            .unwrap_or_else(|| b"null".to_vec());
+        // As a canonical JSON value: members sorted, integral numbers one
+        // way (1 and 1.0), absent or null arguments as {}, so spacing,
+        // member order or spelling do not make the same call look new.
+        let args = match msg.arguments() {
+            None | Some(serde_json::Value::Null) => b"{}".to_vec(),
+            Some(v) => serde_json::to_vec(&canonical(v)).unwrap_or_default(),
+        };
         h.update(&args);
         let key: [u8; 32] = h.finalize().into();
         let entry = self.tables.loops.get_with(key, Default::default);
@@ -196,6 +213,23 @@ impl RunawayFilter {
         }
         times.push_back(ex.now);
         None
+    }
+}
+
+/// Integral floats as integers, recursively (members are already sorted:
+/// `serde_json` keeps objects in a sorted map here).
+fn canonical(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => v.clone(),
+        },
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, x)| (k.clone(), canonical(x))).collect())
+        }
+        other => other.clone(),
     }
 }
 
@@ -281,6 +315,11 @@ mod tests {
         assert_eq!(
             run(&f, &call("echo", r#"{ "b" : 2, "a":1 }"#), &ex(5)),
             Err("loop_detected".into())
+        );
+        assert_eq!(
+            run(&f, &call("echo", r#"{"a":1.0,"b":2}"#), &ex(5)),
+            Err("loop_detected".into()),
+            "1.0 is 1"
         );
         // Other arguments, another tool: new calls.
         assert_eq!(run(&f, &call("echo", r#"{"a":2,"b":2}"#), &ex(5)), Ok(()));

@@ -99,6 +99,22 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A JSON value with every string and member name DLP-redacted (see
+    /// [`Snapshot::redact_text`]), for full call logging.
+    pub fn redact_json(&self, v: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => Value::String(self.redact_text(s, usize::MAX)),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.redact_json(x)).collect()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, x)| (self.redact_text(k, usize::MAX), self.redact_json(x)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
     /// `text` with every DLP match replaced by `[REDACTED:<detector>]`, cut
     /// to `max` characters: safe to write into an audit record.
     pub fn redact_text(&self, text: &str, max: usize) -> String {

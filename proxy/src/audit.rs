@@ -87,9 +87,13 @@ pub struct AuditRecord {
     /// `sha256:<hex>` of the raw `params.arguments` text as the client sent it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args_digest: Option<String>,
-    /// The raw arguments, only when the bundle sets `audit.include_arguments`.
+    /// The arguments: raw with `audit.include_arguments`; DLP-redacted
+    /// for calls of a risk tier `audit.log_io` names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Box<serde_json::value::RawValue>>,
+    /// The tool's result as the client got it, DLP-redacted (`audit.log_io`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<serde_json::value::RawValue>>,
     /// What DLP found: detector, rule, JSON path and action — never the text.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dlp: Vec<DlpFinding>,

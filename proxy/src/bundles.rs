@@ -162,7 +162,11 @@ fn load_local(path: &Path, opts: &SourceOptions) -> Result<Bundle, String> {
     if path.is_file() {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let dir = materialize(&bytes, opts)?;
-        return load_dir(&dir, None);
+        // An unsigned archive may be edited too: its revision follows the content.
+        return match &opts.verifier {
+            Some(_) => load_dir(&dir, None),
+            None => load_dir(&dir, None).map(Bundle::with_content_revision),
+        };
     }
     match &opts.verifier {
         Some(v) => load_dir(path, Some(v)),

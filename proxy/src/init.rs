@@ -29,6 +29,8 @@ pub struct Initialised {
 }
 
 struct Upstream {
+    /// The URL as parsed (no control characters).
+    url: String,
     address: String,
     host: String,
     tls: bool,
@@ -68,6 +70,7 @@ fn parse_upstream(raw: &str) -> anyhow::Result<Upstream> {
         p => p.to_owned(),
     };
     Ok(Upstream {
+        url: url.as_str().to_owned(),
         address,
         host: format!("{host}:{port}"),
         tls,
@@ -236,7 +239,9 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Initialised> {
             .await
         })
         .map_err(|_| "no answer within 10 s".to_owned())
-        .and_then(|r| r.map_err(|e| format!("{e:#}")))
+        // The server's text goes to the terminal beside the new key: nothing
+        // in it may move the cursor or rewrite the screen.
+        .and_then(|r| r.map_err(|e| crate::top::clean(&format!("{e:#}"), 300)))
         .map(|ts| {
             let mut names: Vec<String> = ts
                 .iter()
@@ -342,7 +347,8 @@ dlp:
     - {{name: pii-in-results, detectors: [email, "card_*", "phone_*", us_ssn, iban], direction: response, action: redact}}
     - {{name: injection, detectors: ["category:injection"], direction: response, action: strip}}
 "#,
-        upstream = opts.upstream,
+        // As parsed: a pasted URL's stray newline never reaches the YAML.
+        upstream = up.url,
         listen = opts.listen,
         admin = opts.admin,
         audit = yaml_str(&dir.join("audit.jsonl").to_string_lossy()),

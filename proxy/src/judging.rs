@@ -128,7 +128,11 @@ pub async fn judge(
     // waits on Redis only when this replica's lease for a key is empty).
     let mut global = warden_filters::quota::GlobalVerdicts::new();
     let demands = {
-        let fctx = ctx.exchange(server, cfg.audit.include_arguments, None);
+        let fctx = ctx.exchange(
+            server,
+            cfg.audit.include_arguments || !cfg.audit.log_io.is_empty(),
+            None,
+        );
         warden_filters::quota::global_demands(&cfg.quotas, &cfg.catalog, &parsed, &fctx)
     };
     if !demands.is_empty() {
@@ -144,7 +148,7 @@ pub async fn judge(
     let mut plan = {
         let fctx = ctx.exchange(
             server,
-            cfg.audit.include_arguments,
+            cfg.audit.include_arguments || !cfg.audit.log_io.is_empty(),
             Some(&global).filter(|g| !g.is_empty()),
         );
         plan_request(&body, &parsed, &rt.snap.chain, &fctx)

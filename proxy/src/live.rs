@@ -17,10 +17,12 @@ impl Live {
         }
     }
 
-    /// One request message from `principal`.
-    pub fn count(&self, principal: &Arc<str>) {
+    /// One request message from `principal` of `tenant` (shown as
+    /// `tenant/principal`: the same id in two tenants is two callers).
+    pub fn count(&self, tenant: &str, principal: &str) {
+        let key: Arc<str> = format!("{tenant}/{principal}").into();
         self.principals
-            .get_with_by_ref(principal, || Arc::new(AtomicU64::new(0)))
+            .get_with(key, || Arc::new(AtomicU64::new(0)))
             .fetch_add(1, Ordering::Relaxed);
     }
 
@@ -44,14 +46,18 @@ mod tests {
     #[test]
     fn counts_per_principal_most_first() {
         let live = Live::new(100);
-        let (a, b): (Arc<str>, Arc<str>) = ("alice".into(), "bob".into());
         for _ in 0..3 {
-            live.count(&b);
+            live.count("acme", "bob");
         }
-        live.count(&a);
+        live.count("acme", "alice");
+        live.count("globex", "alice");
         assert_eq!(
             live.principals(10),
-            [("bob".to_owned(), 3), ("alice".to_owned(), 1)]
+            [
+                ("acme/bob".to_owned(), 3),
+                ("acme/alice".to_owned(), 1),
+                ("globex/alice".to_owned(), 1)
+            ]
         );
         assert_eq!(live.principals(1).len(), 1);
     }

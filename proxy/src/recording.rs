@@ -76,7 +76,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
     ] {
         for mut r in list {
             if dir == "request" {
-                gw.live.count(&base.principal);
+                gw.live.count(&base.tenant, &base.principal);
             }
             // Labels and audit fields name only what the catalog knows;
             // anything else a client or server chose is bounded or redacted.
@@ -157,8 +157,25 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
                     action: f.action,
                 });
             }
-            rec.arguments = r
-                .arguments
+            // Raw with `include_arguments`; otherwise only for calls of a
+            // tier logged in full, DLP-redacted.
+            let full = dir == "request"
+                && matches!(r.method.as_deref(), Some("tools/call"))
+                && ctx.rt.as_ref().zip(ctx.server).is_some_and(|(rt, s)| {
+                    r.target
+                        .as_deref()
+                        .is_some_and(|t| crate::response::logs_io(rt, s, t))
+                });
+            rec.arguments = match (r.arguments.take(), &ctx.rt) {
+                (Some(a), Some(rt)) if !rt.snap.config.audit.include_arguments => full
+                    .then(|| serde_json::from_str::<serde_json::Value>(&a).ok())
+                    .flatten()
+                    .map(|v| rt.snap.redact_json(&v).to_string()),
+                (a, _) => a,
+            }
+            .and_then(|a| serde_json::value::RawValue::from_string(a).ok());
+            rec.result = r
+                .result
                 .take()
                 .and_then(|a| serde_json::value::RawValue::from_string(a).ok());
             if let warden_filters::Outcome::Denied { reason, .. } = &r.outcome {
@@ -284,6 +301,7 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         justification: None,
         args_digest: None,
         arguments: None,
+        result: None,
         dlp: Vec::new(),
         upstream: ctx.chosen.map(|a| a.to_string()),
         upstream_status: ctx.upstream_status,

@@ -508,6 +508,7 @@ fn unjudgeable_record(id: Option<&warden_filters::Id>) -> MessageRecord {
         },
         args_digest: None,
         arguments: None,
+        result: None,
         findings: Vec::new(),
         task: None,
     }
@@ -724,8 +725,31 @@ fn judge_message(
         let (owner, session) = ledger_keys(ctx);
         gw.ledger.owe(&scope(ctx, &owner, &session), id);
     }
-    if env.kind == Kind::Request || outcome != Outcome::Forwarded || noted {
+    // A reply to a call of a tier logged in full: its result, as the client
+    // gets it, DLP-redacted.
+    let logged_result = match (&env.kind, &asked) {
+        (Kind::Response, Some(a)) if a.method == "tools/call" => a
+            .target
+            .as_deref()
+            .filter(|t| logs_io(rt, server, t))
+            .and_then(|_| {
+                let sent: &[u8] = match &judged {
+                    Judged::Replaced(b) => b,
+                    Judged::Dropped => return None,
+                    _ => bytes,
+                };
+                let v: serde_json::Value = serde_json::from_slice(sent).ok()?;
+                Some(rt.snap.redact_json(v.get("result")?).to_string())
+            }),
+        _ => None,
+    };
+    if env.kind == Kind::Request
+        || outcome != Outcome::Forwarded
+        || noted
+        || logged_result.is_some()
+    {
         let mut rec = MessageRecord::of(env, outcome);
+        rec.result = logged_result;
         if env.kind == Kind::Response {
             if let Some(a) = asked {
                 rec.method = Some(a.method);
@@ -946,6 +970,19 @@ fn keep_known_headers(
         resp.remove_header(&name);
     }
     Ok(())
+}
+
+/// Whether calls of `tool` on `server` are logged in full (`audit.log_io`).
+pub fn logs_io(rt: &crate::runtime::Runtime, server: usize, tool: &str) -> bool {
+    let cfg = &rt.snap.config;
+    !cfg.audit.log_io.is_empty()
+        && cfg.servers.get(server).is_some_and(|s| {
+            let risk = cfg
+                .catalog
+                .get(&s.name)
+                .map_or(warden_config::access::Risk::Medium, |c| c.risk(tool));
+            cfg.audit.log_io.contains(&risk)
+        })
 }
 
 #[cfg(test)]

@@ -100,6 +100,14 @@ impl Runtime {
             .iter()
             .map(|s| ServerMeta::new(&s.name, &s.group))
             .collect();
+        for s in snap.config.servers.iter().filter(|s| s.assertion.is_some()) {
+            if s.tls.is_none() && s.upstreams.iter().any(|a| !a.ip().is_loopback()) {
+                tracing::warn!(
+                    server = %s.name,
+                    "identity assertions go to this server over plain HTTP off this host: anyone on the path can replay one until it expires (set `tls:`)"
+                );
+            }
+        }
         let assertions = snap
             .config
             .servers

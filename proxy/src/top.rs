@@ -168,12 +168,24 @@ fn ms(v: Option<f64>) -> String {
     }
 }
 
+/// Invisible characters that reorder or hide text (bidi controls,
+/// zero-width marks): a name must not pass for another.
+fn is_format(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
 /// Names come from clients and servers: nothing that moves the cursor or
 /// changes colours reaches the terminal, and nothing overlong.
-fn clean(s: &str, width: usize) -> String {
+pub fn clean(s: &str, width: usize) -> String {
     let mut out: String = s
         .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| {
+            if c.is_control() || is_format(c) {
+                '?'
+            } else {
+                c
+            }
+        })
         .take(width)
         .collect();
     if s.chars().count() > width {
@@ -417,6 +429,7 @@ warden_inflight_requests 2
             "control characters never reach the terminal: {screen}"
         );
         assert!(!screen.contains('\u{1b}'));
+        assert_eq!(clean("ad\u{202E}nim\u{200B}", 20), "ad?nim?");
         assert!(screen.contains("127.0.0.1:1") && screen.contains("healthy"));
     }
 

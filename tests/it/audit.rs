@@ -391,3 +391,63 @@ async fn fail_open_keeps_serving_and_counts_every_lost_record() {
         "written + counted losses = every call"
     );
 }
+
+/// Calls of the risk tiers `audit.log_io` names (HIGH and CRITICAL by
+/// default) are logged in full, arguments and result, with what DLP finds
+/// redacted; other tiers keep the digest only; `log_io: []` turns it off.
+#[tokio::test(flavor = "multi_thread")]
+async fn risky_calls_are_logged_in_full_after_redaction() {
+    let mock = Mock::start(&[]).expect("mock");
+    let catalog =
+        "catalog:\n  mock:\n    tools:\n      echo: {risk: HIGH}\n      add: {risk: LOW}\n";
+    let text = "page bob@example.com about it";
+    let echo = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text": text}}}).to_string();
+    let add = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}).to_string();
+    for (extra, logged) in [("", true), ("audit: {log_io: []}\n", false)] {
+        let gw = Gateway::start(
+            &mock_bundle(&[mock.addr], &format!("{catalog}{extra}")),
+            false,
+        )
+        .expect("gateway");
+        for body in [&echo, &add] {
+            let (s, _, b) = post_json(&gw.url("/mock/mcp"), body.clone(), &[])
+                .await
+                .expect("post");
+            assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+        }
+        let recs = gw.audit_when(|r| r.iter().any(|x| x["tool"] == "add"));
+        let of = |tool: &str, dir: &str| {
+            recs.iter()
+                .find(|x| x["tool"] == tool && x["direction"] == dir)
+                .cloned()
+        };
+        let req = of("echo", "request").expect("echo request record");
+        if logged {
+            assert_eq!(
+                req["arguments"],
+                json!({"text": "page [REDACTED] about it"}),
+                "{req}"
+            );
+            let resp = of("echo", "response").expect("echo response record");
+            let shown = resp["result"].to_string();
+            assert!(
+                shown.contains("[REDACTED]") && !shown.contains("bob@example.com"),
+                "{resp}"
+            );
+            assert_eq!(resp["risk"], "HIGH", "{resp}");
+        } else {
+            assert!(req["arguments"].is_null(), "{req}");
+            assert!(of("echo", "response").is_none_or(|r| r["result"].is_null()));
+        }
+        // LOW: the digest only, whatever log_io says.
+        let low = of("add", "request").expect("add record");
+        assert!(
+            low["arguments"].is_null() && low["args_digest"].is_string(),
+            "{low}"
+        );
+        assert!(of("add", "response").is_none_or(|r| r["result"].is_null()));
+        // The records still chain.
+        let (ok, out) = verify(&[gw.dir.path().join("audit.jsonl")]);
+        assert!(ok, "{out}");
+    }
+}

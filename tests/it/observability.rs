@@ -434,7 +434,11 @@ async fn warden_top_shows_what_metrics_say_on_a_real_terminal() {
     }
     let total: u64 = by_outcome.values().sum();
     assert!(s.contains(&format!("calls {total:>10}")), "{s}");
-    assert_eq!(row(&s, "anonymous").get(1), Some(&total.to_string()), "{s}");
+    assert_eq!(
+        row(&s, "default/anonymous").get(1),
+        Some(&total.to_string()),
+        "{s}"
+    );
     let revision = gw.status().await["bundle"]["revision"]
         .as_str()
         .expect("revision")
