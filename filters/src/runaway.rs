@@ -324,6 +324,21 @@ mod tests {
         // Other arguments, another tool: new calls.
         assert_eq!(run(&f, &call("echo", r#"{"a":2,"b":2}"#), &ex(5)), Ok(()));
         assert_eq!(run(&f, &call("add", r#"{"a":1,"b":2}"#), &ex(5)), Ok(()));
+        // Anonymous callers share one principal: their loops are kept per
+        // session, so one caller's loop does not refuse another's call.
+        let sx = |sid: &'static str| Exchange {
+            now: t0 + Duration::from_secs(5),
+            session_id: Some(sid),
+            ..Exchange::new(&p, "mock")
+        };
+        for _ in 0..3 {
+            assert_eq!(run(&f, &call("ping_db", "{}"), &sx("a")), Ok(()));
+        }
+        assert_eq!(
+            run(&f, &call("ping_db", "{}"), &sx("a")),
+            Err("loop_detected".into())
+        );
+        assert_eq!(run(&f, &call("ping_db", "{}"), &sx("b")), Ok(()));
         // Refused calls did not count: once the first call leaves the window,
         // one more goes through.
         assert_eq!(run(&f, &call("echo", r#"{"a":1,"b":2}"#), &ex(60)), Ok(()));

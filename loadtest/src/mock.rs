@@ -279,6 +279,7 @@ impl Mock {
                         "host": h("host"),
                         "authorization": h("authorization"),
                         "x_api_key": h("x-api-key"),
+                        "justification": h("x-warden-justification"),
                         "traceparent": h("traceparent"),
                         "origin": h("origin"),
                         "content_length": h("content-length"),

@@ -86,6 +86,9 @@ pub fn rewrite_request(
     }
     req.remove_header(&http::header::ORIGIN);
     req.remove_header(&http::header::COOKIE);
+    // The caller's justification is for the gateway (policy, audit, where it
+    // is DLP-redacted), never sent on as free text.
+    req.remove_header("x-warden-justification");
     // Warden's span becomes the upstream's parent.
     if let Some(t) = &ctx.trace {
         req.insert_header("traceparent", t.traceparent())?;

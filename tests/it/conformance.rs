@@ -437,14 +437,18 @@ fn warden_init_fronts_a_real_python_server() {
 #[test]
 fn runaway_sessions_and_loops_are_refused() {
     let (_py, py_addr) = py_server("streamable-http");
+    // A named principal: its loop holds across its sessions (anonymous
+    // callers' loops are kept per session, see the next test).
+    let hash = warden_config::access::hash_api_key("wk_loop_agent_1", &[3u8; 16]);
     let yaml = format!(
-        "version: 1\npolicy: {{denial: tool_error}}\nrunaway:\n  session: {{calls: 6, duration: 10m}}\n  loops: {{max_repeats: 3, window: 1m}}\nservice_groups:\n  - name: g\n    servers:\n      - {{name: py, upstreams: [\"{py_addr}\"]}}\nroutes:\n  - {{prefix: /py, server: py}}\n"
+        "version: 1\npolicy: {{denial: tool_error}}\nidentity:\n  resource: http://127.0.0.1/py/mcp\n  api_keys:\n    - {{id: looper, tenant: acme, roles: [developer], hash: \"{hash}\"}}\nrunaway:\n  session: {{calls: 6, duration: 10m}}\n  loops: {{max_repeats: 3, window: 1m}}\nservice_groups:\n  - name: g\n    servers:\n      - {{name: py, upstreams: [\"{py_addr}\"]}}\nroutes:\n  - {{prefix: /py, server: py}}\n"
     );
     let gw = Gateway::start(&yaml, true).expect("gateway");
     let (ok, out, err) = run_with_timeout(
         Command::new(python())
             .arg(peers().join("py_runaway_client.py"))
-            .arg(gw.url("/py/mcp")),
+            .arg(gw.url("/py/mcp"))
+            .env("WARDEN_API_KEY", "wk_loop_agent_1"),
         Duration::from_secs(90),
     )
     .expect("client ran");
@@ -510,7 +514,10 @@ fn runaway_sessions_and_loops_are_refused() {
         .block_on(warden_tests::post_json(
             &gw.url("/py/mcp"),
             r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"add","arguments":{"a":5,"b":5}}}"#,
-            &[("x-warden-justification", "INC-42 approved by bob, token AKIAIOSFODNN7EXAMPLE")],
+            &[
+                ("x-api-key", "wk_loop_agent_1"),
+                ("x-warden-justification", "INC-42 approved by bob, token AKIAIOSFODNN7EXAMPLE"),
+            ],
         ))
         .expect("post");
     assert!(

@@ -1,14 +1,24 @@
 """Drives the Python SDK client (mcp==2.3.0, legacy mode: sessions) into Warden's
 runaway guards and prints a JSON report of what each call got back.
 
-usage: py_runaway_client.py URL
+usage: [WARDEN_API_KEY=...] py_runaway_client.py URL
 """
 import asyncio
 import json
+import os
 import sys
 import traceback
 
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+
+def server(url):
+    key = os.environ.get("WARDEN_API_KEY")
+    if not key:
+        return url
+    return streamable_http_client(url, http_client=create_mcp_http_client(headers={"x-api-key": key}))
 
 
 def outcome(result):
@@ -27,12 +37,12 @@ async def main():
     url = sys.argv[1]
     report = {"first": [], "second": []}
     try:
-        async with Client(url, mode="legacy") as c:
+        async with Client(server(url), mode="legacy") as c:
             for _ in range(4):
                 report["first"].append(await call(c, "echo", {"text": "same"}))
             for b in range(1, 5):
                 report["first"].append(await call(c, "add", {"a": 1, "b": b}))
-        async with Client(url, mode="legacy") as c:
+        async with Client(server(url), mode="legacy") as c:
             report["second"].append(await call(c, "add", {"a": 2, "b": 2}))
             report["second"].append(await call(c, "echo", {"text": "same"}))
         report["ok"] = True
