@@ -30,7 +30,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REL = os.path.join(ROOT, "target", "release")
+# Built by e2e.sh with `--profile perf` (thin LTO, as every figure in BENCHMARKS.md).
+REL = os.path.join(ROOT, "target", "perf")
 SECS, ROUNDS, CONNS = (int(a) for a in (sys.argv[1:4] + ["8", "3", "32"][len(sys.argv[1:4]):]))
 ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, "benches", ".venv", "bin", "envoy"))
 API_KEY = "wk_demo_dev_7Qm2"

