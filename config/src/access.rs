@@ -712,17 +712,10 @@ pub(crate) fn kill_switch(raw: &raw::KillSwitchConfig, p: &mut Problems) -> Kill
 }
 
 /// Reads the secret an upstream credential names. Secrets never live in the bundle text.
-pub(crate) fn credentials(
-    raw: &raw::CredentialsConfig,
-    root: &Path,
-    base: &str,
-    p: &mut Problems,
-) -> Option<Credentials> {
-    let header = raw
-        .header
-        .clone()
-        .unwrap_or_else(|| "authorization".into())
-        .to_ascii_lowercase();
+/// The header an upstream credential goes in (`authorization` unless
+/// named), lower-cased; a problem at `<base>.header` when it is no header name.
+pub(crate) fn outbound_header(raw: Option<&str>, base: &str, p: &mut Problems) -> Option<String> {
+    let header = raw.unwrap_or("authorization").to_ascii_lowercase();
     if header.is_empty()
         || !header
             .bytes()
@@ -731,6 +724,16 @@ pub(crate) fn credentials(
         p.push(format!("{base}.header"), "must be a header name");
         return None;
     }
+    Some(header)
+}
+
+pub(crate) fn credentials(
+    raw: &raw::CredentialsConfig,
+    root: &Path,
+    base: &str,
+    p: &mut Problems,
+) -> Option<Credentials> {
+    let header = outbound_header(raw.header.as_deref(), base, p)?;
     let prefix = raw.prefix.clone().unwrap_or_else(|| {
         if header == "authorization" {
             "Bearer ".into()

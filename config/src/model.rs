@@ -257,19 +257,7 @@ fn identity_assertion(
             "at most 1h: assertions are short-lived",
         );
     }
-    let header = raw
-        .header
-        .clone()
-        .unwrap_or_else(|| "authorization".into())
-        .to_ascii_lowercase();
-    if header.is_empty()
-        || !header
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        p.push(format!("{base}.header"), "must be a header name");
-        return None;
-    }
+    let header = crate::access::outbound_header(raw.header.as_deref(), base, p)?;
     Some(IdentityAssertion {
         audience: raw.audience.clone(),
         ttl,

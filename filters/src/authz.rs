@@ -311,20 +311,15 @@ impl PolicyFilter {
             };
             return Denial::error(error, reason);
         }
-        let error = JsonRpcError::new(codes::DENIED, format!("Denied by policy: {reason}"))
+        let text = format!("Denied by policy: {reason}");
+        let error = JsonRpcError::new(codes::DENIED, text.clone())
             .with_data(serde_json::json!({"reason": reason}));
-        let result = (method == "tools/call" && self.denial == DenialStyle::ToolError).then(|| {
-            serde_json::json!({
-                "content": [{"type": "text", "text": format!("Denied by policy: {reason}")}],
-                "isError": true,
-            })
-        });
-        Denial {
+        Denial::readable(
             error,
             reason,
-            result,
-            step_up: None,
-        }
+            &text,
+            method == "tools/call" && self.denial == DenialStyle::ToolError,
+        )
     }
 
     /// Server→client requests carried inside a result (`inputRequests` of an

@@ -238,6 +238,23 @@ impl Denial {
         }
     }
 
+    /// A refusal the model can read: `text` becomes a tool error (an
+    /// `isError` result) when `as_tool_error`, else only the JSON-RPC error.
+    pub fn readable(error: JsonRpcError, reason: String, text: &str, as_tool_error: bool) -> Self {
+        let result = as_tool_error.then(|| {
+            serde_json::json!({
+                "content": [{"type": "text", "text": text}],
+                "isError": true,
+            })
+        });
+        Denial {
+            error,
+            reason,
+            result,
+            step_up: None,
+        }
+    }
+
     /// The denial of a call whose caller's token lacks `missing` scopes.
     pub fn insufficient_scope(missing: Vec<String>) -> Self {
         let message = format!(

@@ -86,18 +86,7 @@ impl RunawayFilter {
     fn denial(&self, reason: String, text: String) -> Denial {
         let error = JsonRpcError::new(codes::QUOTA_EXCEEDED, text.clone())
             .with_data(serde_json::json!({ "reason": reason }));
-        let result = (self.style == DenialStyle::ToolError).then(|| {
-            serde_json::json!({
-                "content": [{"type": "text", "text": text}],
-                "isError": true,
-            })
-        });
-        Denial {
-            error,
-            reason,
-            result,
-            step_up: None,
-        }
+        Denial::readable(error, reason, &text, self.style == DenialStyle::ToolError)
     }
 
     fn session(&self, ex: &Exchange<'_>, tool: &str) -> Option<Denial> {
