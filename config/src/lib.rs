@@ -161,17 +161,10 @@ impl Bundle {
     /// signature, and the control agent names each build itself.
     pub fn with_content_revision(mut self) -> Bundle {
         // Decided by where the revision came from, not by how it looks: a
-        // manifest may spell an old digest.
-        if self
-            .manifest
-            .revision
-            .as_deref()
-            .is_some_and(|r| !r.is_empty())
-        {
-            let short = &self.digest[..self.digest.len().min(12)];
-            if !self.revision.ends_with(&format!("+{short}")) {
-                self.revision = format!("{}+{short}", self.revision);
-            }
+        // manifest may spell an old digest. Built from the manifest's name,
+        // so applying it twice changes nothing.
+        if let Some(name) = self.manifest.revision.as_deref().filter(|r| !r.is_empty()) {
+            self.revision = format!("{name}+{}", &self.digest[..self.digest.len().min(12)]);
         }
         self
     }

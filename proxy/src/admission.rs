@@ -36,6 +36,9 @@ pub async fn admit(
             req,
             "traceparent",
         )));
+    } else {
+        // Made once: the audit record and an identity assertion name it.
+        ctx.trace_id = Some(crate::recording::trace_id(req, ctx.request_id).into());
     }
 
     let header_bytes: usize = req

@@ -51,9 +51,9 @@ pub struct PendingReply {
 pub struct RequestCtx {
     pub start: Instant,
     pub request_id: u64,
-    /// The W3C trace id when no span is recorded (`trace` is `None`): the
-    /// caller's `traceparent`'s, or a fresh one; the audit record and an
-    /// identity assertion name the same one.
+    /// The W3C trace id when no span is recorded (`trace` is `None`), set at
+    /// admission: the caller's `traceparent`'s, or a fresh one; the audit
+    /// record and an identity assertion name the same one.
     pub trace_id: Option<Arc<str>>,
     pub rt: Option<Arc<Runtime>>,
     /// Index into `rt.snap.routes`.

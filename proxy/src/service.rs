@@ -106,12 +106,6 @@ impl ProxyHttp for WardenProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = self.gateway.next_request_id();
-        // Made once, where a server needs it before the audit record does
-        // (an identity assertion names the call's trace).
-        if self.gateway.runtime().assertions.is_some() {
-            ctx.trace_id =
-                Some(crate::recording::trace_id(session.req_header(), ctx.request_id).into());
-        }
         ctx.downstream_h2 = session.as_downstream().is_http2();
         metrics().inflight.inc();
         ctx.counted_inflight = true;

@@ -76,27 +76,13 @@ async fn binary_upgrade_under_load_fails_nothing() {
 
     // The new binary waits for the sockets; SIGQUIT makes the old one send them.
     let dir = old.dir.path();
-    let child = Command::new(bin("warden"))
-        .arg("run")
-        .arg("--bundle")
-        .arg(dir)
-        .args([
-            "--listen",
-            &old.addr.to_string(),
-            "--admin",
-            &old.admin.to_string(),
-        ])
-        .args(["--threads", "2", "--upgrade", "--upgrade-sock", &sock_s])
-        .arg("--audit")
-        .arg(dir.join("audit.jsonl"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("new warden");
-    let mut new = Proc {
-        child,
-        name: "warden (new)".into(),
-    };
+    let mut new = successor(
+        dir,
+        &old.addr.to_string(),
+        &old.admin.to_string(),
+        &sock_s,
+        1,
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = ok.load(Ordering::Relaxed);
     let _ = Command::new("kill")

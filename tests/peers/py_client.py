@@ -8,14 +8,13 @@ Exit status 0 only when every step succeeded; the report says what each step saw
 """
 import asyncio
 import json
-import os
 import sys
 import traceback
 
 from mcp import Client, ClientSession
 from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
+sys.dont_write_bytecode = True  # importing the shared helper leaves no __pycache__ behind
+from warden_peer import server  # noqa: E402
 
 
 async def exercise(session_like, report, echo_tool, progress_tool, progress_args):
@@ -62,12 +61,7 @@ async def main():
                     report["protocol"] = init.protocol_version
                     await exercise(s, report, echo_tool, progress_tool, progress_args)
         else:
-            key = os.environ.get("WARDEN_API_KEY")
-            server = url
-            if key:
-                http = create_mcp_http_client(headers={"x-api-key": key})
-                server = streamable_http_client(url, http_client=http)
-            async with Client(server, mode=mode) as c:
+            async with Client(server(url), mode=mode) as c:
                 report["protocol"] = c.protocol_version
                 await exercise(c, report, echo_tool, progress_tool, progress_args)
         report["ok"] = True

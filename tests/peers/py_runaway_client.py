@@ -5,20 +5,12 @@ usage: [WARDEN_API_KEY=...] py_runaway_client.py URL
 """
 import asyncio
 import json
-import os
 import sys
 import traceback
 
 from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
-
-
-def server(url):
-    key = os.environ.get("WARDEN_API_KEY")
-    if not key:
-        return url
-    return streamable_http_client(url, http_client=create_mcp_http_client(headers={"x-api-key": key}))
+sys.dont_write_bytecode = True  # importing the shared helper leaves no __pycache__ behind
+from warden_peer import server  # noqa: E402
 
 
 def outcome(result):
