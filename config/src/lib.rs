@@ -234,3 +234,38 @@ fn collect_rego(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(manifest: &str, yaml: &str) -> Bundle {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join(MANIFEST_FILE), manifest).expect("manifest");
+        std::fs::write(dir.path().join(CONFIG_FILE), yaml).expect("yaml");
+        Bundle::load(dir.path()).expect("loads")
+    }
+
+    const YAML: &str = "version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {name: s, upstreams: [\"127.0.0.1:1\"]}\nroutes:\n  - {prefix: /s, server: s}\n";
+
+    #[test]
+    fn an_unsigned_edit_always_shows_in_the_revision() {
+        let a = bundle(r#"{"revision": "copied-1"}"#, YAML).with_content_revision();
+        let b = bundle(r#"{"revision": "copied-1"}"#, &format!("{YAML}# edited\n"))
+            .with_content_revision();
+        assert!(a.revision.starts_with("copied-1+") && b.revision.starts_with("copied-1+"));
+        assert_ne!(a.revision, b.revision);
+        // A manifest spelling a digest does not pass for one.
+        let spoof = bundle(r#"{"revision": "sha256:0123"}"#, YAML).with_content_revision();
+        assert!(
+            spoof.revision.starts_with("sha256:0123+"),
+            "{}",
+            spoof.revision
+        );
+        // No manifest revision: the digest itself; applying twice changes nothing.
+        let plain = bundle("{}", YAML);
+        assert_eq!(plain.revision, format!("sha256:{}", plain.digest));
+        let twice = a.clone().with_content_revision();
+        assert_eq!(twice.revision, a.revision);
+    }
+}

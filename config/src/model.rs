@@ -251,10 +251,10 @@ fn identity_assertion(
         return None;
     }
     let ttl = duration(p, &format!("{base}.ttl"), &raw.ttl, Duration::from_secs(60));
-    if ttl > Duration::from_secs(3600) {
+    if ttl > Duration::from_secs(300) {
         p.push(
             format!("{base}.ttl"),
-            "at most 1h: assertions are short-lived",
+            "at most 5m: an assertion is a bearer token for its lifetime, and one call needs seconds",
         );
     }
     let header = crate::access::outbound_header(raw.header.as_deref(), base, p)?;

@@ -408,7 +408,7 @@ pub struct ServerConfig {
 pub struct IdentityAssertionConfig {
     /// The `aud` claim: the upstream's own identifier (its resource URL).
     pub audience: String,
-    /// Lifetime of each assertion (default 60s, at most 1h).
+    /// Lifetime of each assertion (default 60s, at most 5m).
     #[serde(default)]
     pub ttl: Option<String>,
     /// Header that carries it (default `authorization`, as `Bearer <jwt>`).

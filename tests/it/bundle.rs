@@ -252,6 +252,67 @@ fn config_mistakes_are_named_where_they_are() {
     assert!(text.contains("warden.yaml"), "{text}");
     assert!(text.contains("did you mean `decision`?"), "{text}");
     assert!(!text.contains("authz.rego"), "{text}");
+    // This session's sections: each mistake named at its path.
+    for (edit, want) in [
+        (
+            "runaway:\n  loops: {max_repeats: 0, window: 1m}\n",
+            "runaway.loops.max_repeats: must be greater than zero",
+        ),
+        (
+            "runaway:\n  loops: {max_repeats: 3, window: 2d}\n",
+            "runaway.loops.window: must be between 1s and 1d",
+        ),
+        (
+            "runaway:\n  session: {}\n",
+            "runaway.session: set calls, duration or per_tool",
+        ),
+        (
+            "runaway:\n  session: {calls: 5, duration: soon}\n",
+            "runaway.session.duration:",
+        ),
+        (
+            "audit:\n  log_io: [HIGH, SEVERE]\n",
+            "audit.log_io[1]: `SEVERE` is not a risk",
+        ),
+        (
+            "assertions: {rotate: 10s}\n",
+            "assertions.rotate: at least 1m",
+        ),
+    ] {
+        let (ok, text) = copy(&|y: String| {
+            let y = y.replace("audit:\n  path: \"-\"\n", "");
+            format!("{y}\n{edit}")
+        });
+        assert!(!ok, "{edit}: {text}");
+        assert!(text.contains(want), "{edit}: {text}");
+    }
+    for (server, want) in [
+        (
+            "        identity_assertion: {audience: \"\"}\n",
+            "identity_assertion.audience: must name the upstream",
+        ),
+        (
+            "        identity_assertion: {audience: https://x, ttl: 1h}\n",
+            "identity_assertion.ttl: at most 5m",
+        ),
+        (
+            "        identity_assertion: {audience: https://x, header: \"x y\"}\n",
+            "identity_assertion.header: must be a header name",
+        ),
+        (
+            "        credentials: {env: PATH}\n        identity_assertion: {audience: https://x}\n",
+            "`credentials` already sets `authorization`",
+        ),
+    ] {
+        let (ok, text) = copy(&|y: String| {
+            y.replace(
+                "        health_check:\n          interval: 2s\n",
+                &format!("        health_check:\n          interval: 2s\n{server}"),
+            )
+        });
+        assert!(!ok, "{server}: {text}");
+        assert!(text.contains(want), "{server}: {text}");
+    }
     // Listening elsewhere than identity.resource says: valid, with a warning.
     let (ok, text) =
         copy(&|y: String| y.replace("address: 127.0.0.1:8080", "address: 127.0.0.1:18080"));
