@@ -624,3 +624,117 @@ pub(crate) fn runaway(raw: Option<&raw::RunawayConfig>, p: &mut Problems) -> Run
     });
     Runaway { session, loops }
 }
+
+/// Human approval of risky calls (`approvals:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approvals {
+    /// Distinct approvers each risk tier needs (0: none), by
+    /// `Risk as usize` (LOW, MEDIUM, HIGH, CRITICAL).
+    pub require: [u8; 4],
+    /// How long an approved call stays usable.
+    pub expires: Duration,
+    /// How long a held call waits for its approvers.
+    pub pending: Duration,
+    /// Approval page template (`{id}`), if not the agent's own URL.
+    pub url: Option<String>,
+    pub timeout: Duration,
+}
+
+impl Default for Approvals {
+    fn default() -> Self {
+        Approvals {
+            require: [0; 4],
+            expires: Duration::from_secs(15 * 60),
+            pending: Duration::from_secs(3600),
+            url: None,
+            timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl Approvals {
+    /// Approvers a call of `risk` needs by its tier alone.
+    pub fn required(&self, risk: crate::access::Risk) -> u8 {
+        self.require[risk as usize]
+    }
+}
+
+/// The most approvers a call may ask for.
+pub const MAX_APPROVERS: u8 = 5;
+
+pub(crate) fn approvals(raw: Option<&raw::ApprovalsConfig>, p: &mut Problems) -> Approvals {
+    let mut out = Approvals::default();
+    let Some(raw) = raw else {
+        return out;
+    };
+    for (tier, n) in &raw.require {
+        match crate::access::Risk::parse(tier) {
+            Some(r) if (1..=MAX_APPROVERS).contains(n) => out.require[r as usize] = *n,
+            Some(_) => p.push(
+                format!("approvals.require.{tier}"),
+                format!("must be between 1 and {MAX_APPROVERS} approvers"),
+            ),
+            None => p.push(
+                format!("approvals.require.{tier}"),
+                format!("`{tier}` is not a risk (LOW, MEDIUM, HIGH, CRITICAL)"),
+            ),
+        }
+    }
+    let mut span =
+        |field: &str, v: &Option<String>, min: Duration, max: Duration, dflt: Duration| match v
+            .as_deref()
+            .map(parse_duration)
+        {
+            None => dflt,
+            Some(Ok(d)) if d >= min && d <= max => d,
+            Some(Ok(_)) => {
+                p.push(
+                    format!("approvals.{field}"),
+                    format!("must be between {} and {}", humanize(min), humanize(max)),
+                );
+                dflt
+            }
+            Some(Err(e)) => {
+                p.push(format!("approvals.{field}"), e);
+                dflt
+            }
+        };
+    out.expires = span(
+        "expires",
+        &raw.expires,
+        Duration::from_secs(1),
+        Duration::from_secs(86_400),
+        out.expires,
+    );
+    out.pending = span(
+        "pending",
+        &raw.pending,
+        Duration::from_secs(1),
+        Duration::from_secs(7 * 86_400),
+        out.pending,
+    );
+    out.timeout = span(
+        "timeout",
+        &raw.timeout,
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+        out.timeout,
+    );
+    if let Some(u) = &raw.url {
+        if !(u.starts_with("https://") || u.starts_with("http://")) {
+            p.push("approvals.url", "must be an http(s) URL");
+        } else if u.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            p.push(
+                "approvals.url",
+                "must not contain spaces or control characters",
+            );
+        } else {
+            out.url = Some(u.clone());
+        }
+    }
+    out
+}
+
+fn humanize(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}

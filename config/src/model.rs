@@ -48,6 +48,8 @@ pub struct Config {
     pub runaway: crate::guards::Runaway,
     /// How identity assertions are signed.
     pub assertions: Assertions,
+    /// Human approval of risky calls.
+    pub approvals: crate::guards::Approvals,
     /// Fingerprint tool definitions and quarantine changes.
     pub tool_pinning: bool,
     /// `None`: no DLP scanning.
@@ -772,6 +774,7 @@ impl Config {
         let schemas = crate::guards::schemas(&raw.schemas, p);
         let egress = crate::guards::egress(&raw.egress, p);
         let runaway = crate::guards::runaway(raw.runaway.as_ref(), p);
+        let approvals = crate::guards::approvals(raw.approvals.as_ref(), p);
         let assertions = assertions(raw.assertions.as_ref(), raw.identity.as_ref(), p);
         // A route can only reach addresses the bundle allows.
         for (gi, g) in raw.service_groups.iter().enumerate() {
@@ -809,6 +812,7 @@ impl Config {
             egress,
             runaway,
             assertions,
+            approvals,
             tool_pinning: raw.tool_pinning.enabled.unwrap_or(true),
             dlp: raw.dlp.as_ref().map(|d| crate::guards::dlp(d, p)),
             listeners,

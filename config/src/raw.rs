@@ -61,6 +61,31 @@ pub struct WardenConfig {
     /// Signing of identity assertions (servers with `identity_assertion`).
     #[serde(default)]
     pub assertions: Option<AssertionsConfig>,
+    /// Human approval of risky calls (held until approvers say yes).
+    #[serde(default)]
+    pub approvals: Option<ApprovalsConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Distinct approvers a call of each risk tier needs (`HIGH: 1`,
+    /// `CRITICAL: 2`); tiers not named need none unless the policy asks.
+    #[serde(default)]
+    pub require: BTreeMap<String, u8>,
+    /// How long an approved call stays usable (default 15m).
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// How long a held call waits for its approvers (default 1h).
+    #[serde(default)]
+    pub pending: Option<String>,
+    /// Where approvers act, shown to the caller; `{id}` is replaced by the
+    /// approval id (default: the agent's `/v1/approvals/{id}`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// How long the gateway waits for the agent (default 3s).
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

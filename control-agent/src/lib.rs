@@ -3,6 +3,7 @@
 //! serves them with ETag and long-poll, keeps history for rollback, runs the
 //! kill switch and shows the fleet. It talks to gateways over HTTP only.
 
+pub mod approvals;
 pub mod build;
 pub mod server;
 pub mod store;

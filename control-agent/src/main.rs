@@ -34,6 +34,45 @@ struct Client {
 }
 
 #[derive(clap::Args)]
+struct ApproverClient {
+    /// Base URL of a running agent.
+    #[arg(
+        long,
+        env = "WARDEN_AGENT_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    agent: String,
+    /// The approver's token (or WARDEN_APPROVER_TOKEN); `list` and `show`
+    /// also take the admin token.
+    #[arg(long, env = "WARDEN_APPROVER_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(Subcommand)]
+enum ApprovalCmd {
+    /// Calls waiting for approvers, and approved ones not yet used.
+    List {
+        /// Every approval kept (used, denied and expired too).
+        #[arg(long)]
+        all: bool,
+    },
+    /// One approval, with the arguments it binds.
+    Show { id: String },
+    /// Approve a held call (as the approver the token names).
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny a held call.
+    Deny {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
 struct Signing {
     /// PEM private key that signs bundles (see `keygen`).
     #[arg(long)]
@@ -69,6 +108,17 @@ enum Cmd {
         /// Members not heard from for this long are shown as stale.
         #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
         stale_after: Duration,
+        /// Approvers: a YAML map of name → SHA-256 (hex) of their token.
+        /// Without it, held calls wait and nobody can approve them.
+        #[arg(long)]
+        approvers: Option<PathBuf>,
+    },
+    /// Held calls: list them, approve or deny one (an approver's token).
+    Approvals {
+        #[command(flatten)]
+        client: ApproverClient,
+        #[command(subcommand)]
+        cmd: ApprovalCmd,
     },
     /// Build (validate, sign) a bundle archive offline.
     Build {
@@ -230,6 +280,39 @@ async fn call(
     Ok(v)
 }
 
+/// An approval id as a path segment (ids are `ap_` and base32).
+fn url_part(id: &str) -> anyhow::Result<&str> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        bail!("`{id}` is not an approval id");
+    }
+    Ok(id)
+}
+
+/// One line per approval: id, state, approvals so far, who asked for what.
+fn print_approvals(v: &serde_json::Value) {
+    let list = v["approvals"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no approvals waiting");
+        return;
+    }
+    for a in list {
+        println!(
+            "{}  {:<8}  {}/{}  {:<8}  {}/{} → {}.{}  waiting {}s  {}",
+            a["id"].as_str().unwrap_or(""),
+            a["state"].as_str().unwrap_or(""),
+            a["approvals"],
+            a["required"],
+            a["risk"].as_str().unwrap_or(""),
+            a["tenant"].as_str().unwrap_or(""),
+            a["principal"].as_str().unwrap_or(""),
+            a["server"].as_str().unwrap_or(""),
+            a["tool"].as_str().unwrap_or(""),
+            a["waiting_secs"],
+            a["arguments"].as_str().unwrap_or(""),
+        );
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -252,6 +335,7 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
             fleet_token,
             watch_interval,
             stale_after,
+            approvers,
         } => {
             if admin_token.len() < 16 || fleet_token.len() < 16 {
                 bail!("admin and fleet tokens must be at least 16 characters");
@@ -259,6 +343,11 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
             if admin_token == fleet_token {
                 bail!("the admin and fleet tokens must differ");
             }
+            let approvers = match &approvers {
+                Some(p) => warden_agent::approvals::read_approvers(p)?,
+                None => Default::default(),
+            };
+            let approvals = Arc::new(warden_agent::approvals::Approvals::open(&state, approvers)?);
             let mut store = Store::open(&state, &source, signer(&signing)?)?;
             store.stale_after = stale_after;
             let store = Arc::new(store);
@@ -283,6 +372,8 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                 let api = Arc::new(Api {
                     store,
                     tokens: Tokens::new(&admin_token, &fleet_token),
+                    approvals,
+                    metrics: Default::default(),
                 });
                 warden_agent::server::serve(listener, api).await
             })?;
@@ -316,6 +407,42 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                 }
             }
         }
+        Cmd::Approvals { client, cmd } => runtime()?.block_on(async {
+            let c = Client {
+                agent: client.agent,
+                token: client.token,
+            };
+            let (method, path, body) = match &cmd {
+                ApprovalCmd::List { all } => (
+                    reqwest::Method::GET,
+                    format!("/v1/approvals{}", if *all { "?all=1" } else { "" }),
+                    None,
+                ),
+                ApprovalCmd::Show { id } => (
+                    reqwest::Method::GET,
+                    format!("/v1/approvals/{}", url_part(id)?),
+                    None,
+                ),
+                ApprovalCmd::Approve { id, comment } | ApprovalCmd::Deny { id, comment } => {
+                    let verb = if matches!(cmd, ApprovalCmd::Approve { .. }) {
+                        "approve"
+                    } else {
+                        "deny"
+                    };
+                    (
+                        reqwest::Method::POST,
+                        format!("/v1/approvals/{}/{verb}", url_part(id)?),
+                        Some(serde_json::json!({"comment": comment})),
+                    )
+                }
+            };
+            let v = call(&c, method, &path, body).await?;
+            match cmd {
+                ApprovalCmd::List { .. } => print_approvals(&v),
+                _ => print(&v),
+            }
+            Ok(true)
+        }),
         Cmd::Keygen { private, public } => keygen(&private, &public).map(|_| true),
         Cmd::Publish(c) => runtime()?.block_on(async {
             print(&call(&c, reqwest::Method::POST, "/v1/publish", None).await?);

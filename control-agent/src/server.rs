@@ -9,6 +9,11 @@
 //! | `POST /v1/publish` | admin | rebuild the source now |
 //! | `POST /v1/rollback` | admin | `{revision}`: republish an earlier revision |
 //! | `POST /v1/kill`, `/v1/revive` | admin | `{scope: all\|tenant\|principal\|server\|tool, value}` |
+//! | `POST /v1/approvals/claim` | fleet | a gateway's held call: pending, approved (taken, single use) or denied (see `approvals`) |
+//! | `GET /v1/approvals` | approver, admin | waiting and approved-unused approvals (`?all=1`: every kept one) |
+//! | `GET /v1/approvals/{id}` | approver, admin | one approval |
+//! | `POST /v1/approvals/{id}/approve`, `/deny` | approver | `{comment}` optional; not one's own call |
+//! | `GET /metrics` | — | Prometheus: approvals waiting, the oldest wait, decisions |
 //! | `GET /healthz` | — | liveness |
 
 use std::convert::Infallible;
@@ -21,6 +26,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 
+use crate::approvals::{Approvals, ClaimRefused, Refused, Verdict};
 use crate::store::{Report, Store};
 
 pub struct Tokens {
@@ -39,15 +45,75 @@ impl Tokens {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Role {
     Admin,
     Fleet,
+    /// An approver, by the name the approvers file gives their token.
+    Approver(String),
 }
 
 pub struct Api {
     pub store: Arc<Store>,
     pub tokens: Tokens,
+    pub approvals: Arc<Approvals>,
+    pub metrics: Metrics,
+}
+
+/// The agent's own metrics.
+pub struct Metrics {
+    registry: prometheus::Registry,
+    waiting: prometheus::IntGauge,
+    oldest: prometheus::Gauge,
+    decisions: prometheus::IntCounterVec,
+    claims: prometheus::IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let registry = prometheus::Registry::new();
+        let waiting = prometheus::IntGauge::new(
+            "warden_agent_approvals_waiting",
+            "Held calls waiting for their approvers",
+        )
+        .expect("metric");
+        let oldest = prometheus::Gauge::new(
+            "warden_agent_approval_oldest_wait_seconds",
+            "How long the oldest waiting approval has waited",
+        )
+        .expect("metric");
+        let decisions = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "warden_agent_approval_decisions_total",
+                "Approvers' answers, by verdict",
+            ),
+            &["verdict"],
+        )
+        .expect("metric");
+        let claims = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "warden_agent_approval_claims_total",
+                "Gateways' claims of held calls, by answer",
+            ),
+            &["answer"],
+        )
+        .expect("metric");
+        for c in [
+            Box::new(waiting.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(oldest.clone()),
+            Box::new(decisions.clone()),
+            Box::new(claims.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        Metrics {
+            registry,
+            waiting,
+            oldest,
+            decisions,
+            claims,
+        }
+    }
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -95,7 +161,139 @@ impl Api {
         } else if d == self.tokens.fleet {
             Some(Role::Fleet)
         } else {
-            None
+            self.approvals
+                .approvers
+                .iter()
+                .find(|(_, h)| **h == d)
+                .map(|(name, _)| Role::Approver(name.clone()))
+        }
+    }
+
+    fn metrics_text(&self) -> Resp {
+        let (n, oldest) = self.approvals.waiting(std::time::SystemTime::now());
+        self.metrics.waiting.set(n as i64);
+        self.metrics.oldest.set(oldest.as_secs_f64());
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&self.metrics.registry.gather())
+            .unwrap_or_default();
+        let mut r = Response::new(Full::new(Bytes::from(text)));
+        r.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        r
+    }
+
+    /// The approval routes (`/v1/approvals…`).
+    async fn approvals(&self, role: Role, req: Request<Incoming>, path: &str) -> Resp {
+        let now = std::time::SystemTime::now();
+        let rest = path.trim_start_matches("/v1/approvals");
+        let method = req.method().clone();
+        match (&method, rest, &role) {
+            (&Method::POST, "/claim", Role::Fleet) => {
+                match read_json::<crate::approvals::Claim>(req).await {
+                    Ok(c) => {
+                        let (gw, tool, principal) =
+                            (c.gateway.clone(), c.tool.clone(), c.principal.clone());
+                        match self.approvals.claim(c, self.store.signer(), now) {
+                            Ok(a) => {
+                                let v = serde_json::to_value(&a).unwrap_or_default();
+                                let state = v["state"].as_str().unwrap_or("").to_owned();
+                                self.metrics.claims.with_label_values(&[&state]).inc();
+                                if state != "pending" || v["created"] == true {
+                                    self.store.record(
+                                        &format!("gateway:{gw}"),
+                                        &format!("approval.claim.{state}"),
+                                        None,
+                                        true,
+                                        &format!(
+                                            "{} {principal} {tool}",
+                                            v["id"].as_str().unwrap_or("")
+                                        ),
+                                    );
+                                }
+                                json(StatusCode::OK, &v)
+                            }
+                            Err(e @ ClaimRefused::TooMany) => {
+                                error(StatusCode::TOO_MANY_REQUESTS, &e.to_string())
+                            }
+                            Err(e @ ClaimRefused::Malformed(_)) => {
+                                error(StatusCode::BAD_REQUEST, &e.to_string())
+                            }
+                            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                        }
+                    }
+                    Err(e) => error(StatusCode::BAD_REQUEST, &e),
+                }
+            }
+            (_, _, Role::Fleet) => error(
+                StatusCode::FORBIDDEN,
+                "gateways may only claim approvals, never list or decide them",
+            ),
+            (&Method::GET, "" | "/", _) => {
+                let all = req
+                    .uri()
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|kv| kv == "all=1" || kv == "all=true"));
+                json(
+                    StatusCode::OK,
+                    &serde_json::json!({"approvals": self.approvals.list(all, now)}),
+                )
+            }
+            (&Method::GET, id, _) => match self.approvals.get(id.trim_start_matches('/'), now) {
+                Some(v) => json(StatusCode::OK, &v),
+                None => error(StatusCode::NOT_FOUND, "no such approval"),
+            },
+            (&Method::POST, r, Role::Approver(name)) => {
+                let Some((id, verb)) = r.trim_start_matches('/').split_once('/') else {
+                    return error(StatusCode::NOT_FOUND, "no such route");
+                };
+                let verdict = match verb {
+                    "approve" => Verdict::Approve,
+                    "deny" => Verdict::Deny,
+                    _ => return error(StatusCode::NOT_FOUND, "no such route"),
+                };
+                #[derive(serde::Deserialize, Default)]
+                struct Body {
+                    #[serde(default)]
+                    comment: Option<String>,
+                }
+                let body = match read_json_or_empty::<Body>(req).await {
+                    Ok(b) => b,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+                };
+                let res = self
+                    .approvals
+                    .decide(id, name, verdict.clone(), body.comment, now);
+                let action = match verdict {
+                    Verdict::Approve => "approval.approve",
+                    Verdict::Deny => "approval.deny",
+                };
+                self.store.record(
+                    &format!("approver:{name}"),
+                    action,
+                    None,
+                    res.is_ok(),
+                    &match &res {
+                        Ok(_) => id.to_owned(),
+                        Err(e) => format!("{id}: {e}"),
+                    },
+                );
+                match res {
+                    Ok(v) => {
+                        self.metrics.decisions.with_label_values(&[verb]).inc();
+                        json(StatusCode::OK, &v)
+                    }
+                    Err(e @ Refused::NotFound) => error(StatusCode::NOT_FOUND, &e.to_string()),
+                    Err(e @ Refused::SelfApproval) => error(StatusCode::FORBIDDEN, &e.to_string()),
+                    Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
+                }
+            }
+            (&Method::POST, _, _) => error(
+                StatusCode::FORBIDDEN,
+                "only an approver's token may approve or deny",
+            ),
+            _ => error(StatusCode::NOT_FOUND, "no such route"),
         }
     }
 
@@ -104,13 +302,25 @@ impl Api {
         if path == "/healthz" {
             return Ok(json(StatusCode::OK, &serde_json::json!({"ok": true})));
         }
+        if path == "/metrics" {
+            return Ok(self.metrics_text());
+        }
         let Some(role) = self.role(&req) else {
             let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
             r.headers_mut()
                 .insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
             return Ok(r);
         };
-        let admin_only = |r: Role| r == Role::Admin;
+        if path == "/v1/approvals" || path.starts_with("/v1/approvals/") {
+            return Ok(self.approvals(role, req, &path).await);
+        }
+        if matches!(role, Role::Approver(_)) {
+            return Ok(error(
+                StatusCode::FORBIDDEN,
+                "an approver's token reaches only /v1/approvals",
+            ));
+        }
+        let admin_only = |r: &Role| *r == Role::Admin;
         Ok(match (req.method().clone(), path.as_str()) {
             (Method::GET, "/v1/bundles/current") => self.bundle(req).await,
             (Method::POST, "/v1/fleet/report") => match read_json::<Report>(req).await {
@@ -120,7 +330,7 @@ impl Api {
                 }
                 Err(e) => error(StatusCode::BAD_REQUEST, &e),
             },
-            _ if !admin_only(role) => error(StatusCode::FORBIDDEN, "admin token required"),
+            _ if !admin_only(&role) => error(StatusCode::FORBIDDEN, "admin token required"),
             (Method::GET, "/v1/fleet") => json(StatusCode::OK, &self.store.fleet()),
             (Method::GET, "/v1/history") => {
                 json(StatusCode::OK, &serde_json::json!(self.store.history()))
@@ -249,6 +459,21 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
         .await
         .map_err(|e| format!("body: {e}"))?
         .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("JSON body: {e}"))
+}
+
+/// As [`read_json`], an empty body reading as `T::default()`.
+async fn read_json_or_empty<T: serde::de::DeserializeOwned + Default>(
+    req: Request<Incoming>,
+) -> Result<T, String> {
+    let body = http_body_util::Limited::new(req.into_body(), 1 << 16)
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
     serde_json::from_slice(&body).map_err(|e| format!("JSON body: {e}"))
 }
 

@@ -141,6 +141,11 @@ impl Store {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The key bundles (and approval grants) are signed with.
+    pub fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
         self.current.subscribe()
     }

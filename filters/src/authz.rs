@@ -445,6 +445,12 @@ impl McpFilter for PolicyFilter {
         if !d.allow {
             return Decision::Reject(self.denial(ctx, method, name, d));
         }
+        if let Some(ask) = &d.approval {
+            if method == "tools/call" {
+                // The approval filter, last in the chain, holds the call.
+                notes.approval_asked = Some(ask.clone());
+            }
+        }
         // Step-up: the decision names scopes this call needs.
         match d
             .scopes

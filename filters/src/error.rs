@@ -41,6 +41,10 @@ pub mod codes {
     /// Authenticated, but not allowed at the HTTP level: missing scope, or a
     /// session opened by another principal (HTTP 403).
     pub const FORBIDDEN: i32 = -31031;
+    /// The call needs human approval (held; see `approval`).
+    pub const APPROVAL_REQUIRED: i32 = -31016;
+    /// MCP's URL-mode elicitation required (2025-11-25).
+    pub const URL_ELICITATION_REQUIRED: i32 = -32042;
     /// The audit trail cannot keep up and the bundle says fail closed (HTTP 503).
     pub const AUDIT_UNAVAILABLE: i32 = -31040;
     /// MCP: resource not found.

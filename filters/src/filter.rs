@@ -69,6 +69,12 @@ pub struct Notes {
     /// The task this message names or creates, as the task filter (which
     /// runs before policy, pins and schemas) found it.
     pub task: Option<crate::tasks::TaskNote>,
+    /// The policy's `require_approval` for this call (read by the approval
+    /// filter, which runs last).
+    pub approval_asked: Option<crate::policy::ApprovalAsk>,
+    /// The approval this call needs before it may be forwarded (see
+    /// `approval`): `plan_request` holds it.
+    pub approval: Option<crate::approval::ApprovalNeed>,
     holds: Vec<Hold>,
 }
 

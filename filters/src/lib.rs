@@ -2,6 +2,7 @@
 //! tokio: the proxy turns each HTTP exchange into parsed MCP messages once and
 //! calls these functions, so every piece is testable and benchable alone.
 
+pub mod approval;
 pub mod authz;
 pub mod dlp;
 pub mod egress;

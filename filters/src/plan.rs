@@ -26,6 +26,9 @@ pub struct MessageRecord {
     pub findings: Vec<crate::dlp::FindingNote>,
     /// Links the records of one task to the call that created it.
     pub task: Option<String>,
+    /// The human approval this call needed (held calls and the calls
+    /// an approval let through).
+    pub approval: Option<crate::approval::ApprovalNeed>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +84,32 @@ pub struct RequestPlan {
     /// A single request refused for lack of OAuth scopes: the scopes it
     /// needs (answered 403 `insufficient_scope`, not 200). Never for a batch.
     pub step_up: Option<Vec<String>>,
+    /// A single call that passed every guard but needs human approval: not
+    /// forwarded (`forward` is `Nothing`, and `answers` says approval is
+    /// required) until the gateway claims an approval for it and forwards
+    /// `Held::forward` instead.
+    pub held: Option<Held>,
+}
+
+/// A call held for approval: what it needs and what would be forwarded.
+#[derive(Debug)]
+pub struct Held {
+    pub need: crate::approval::ApprovalNeed,
+    pub forward: Forward,
+}
+
+impl RequestPlan {
+    /// An approval was claimed for the held call: forward what the guards passed.
+    pub fn release_held(&mut self) {
+        if let Some(h) = self.held.take() {
+            self.forward = h.forward;
+            self.answers.clear();
+            self.forwards_request = true;
+            if let Some(r) = self.records.last_mut() {
+                r.outcome = Outcome::Forwarded;
+            }
+        }
+    }
 }
 
 fn target(env: &Envelope) -> Option<String> {
@@ -107,8 +136,26 @@ pub fn plan_request(
                 records: Vec::new(),
                 holds: notes.take_holds(),
                 step_up: None,
+                held: None,
             };
-            let outcome = apply(&mut plan, env, verdict);
+            let held = notes.approval.clone().filter(|_| {
+                env.kind == Kind::Request && !matches!(verdict, Verdict::Reject { .. })
+            });
+            let mut outcome = apply(&mut plan, env, verdict);
+            if let Some(need) = held {
+                // Held, never forwarded here: the gateway forwards only
+                // once it claims an approval (`release_held`).
+                let denial = approval_required(false);
+                plan.answers.push(denial.to_response(env.id.as_ref()));
+                outcome = Outcome::Denied {
+                    filter: "approval",
+                    reason: denial.reason,
+                };
+                plan.held = Some(Held {
+                    need,
+                    forward: std::mem::replace(&mut plan.forward, Forward::Nothing),
+                });
+            }
             let mut rec = MessageRecord::with_arguments(&msg, outcome, ctx.keep_arguments);
             rec.noted(notes);
             plan.records.push(rec);
@@ -124,6 +171,7 @@ pub fn plan_request(
                 records: Vec::new(),
                 holds: Vec::new(),
                 step_up: None,
+                held: None,
             };
             // Elements stay slices of the body unless a filter rewrote them.
             let mut kept: Vec<Cow<'_, [u8]>> = Vec::with_capacity(items.len());
@@ -134,7 +182,15 @@ pub fn plan_request(
                         let bytes = &body[env.span.clone()];
                         let mut notes = Notes::default();
                         let msg = Message::new(env, bytes);
-                        let verdict = chain.run(&msg, ctx, &mut notes);
+                        let mut verdict = chain.run(&msg, ctx, &mut notes);
+                        if notes.approval.is_some() && !matches!(verdict, Verdict::Reject { .. }) {
+                            // Approval is asked for a call sent alone.
+                            verdict = Verdict::Reject {
+                                filter: "approval",
+                                denial: approval_required(true),
+                            };
+                            notes.take_holds();
+                        }
                         plan.holds.extend(notes.take_holds());
                         let mut single = RequestPlan {
                             forward: Forward::Original,
@@ -144,6 +200,7 @@ pub fn plan_request(
                             records: Vec::new(),
                             holds: Vec::new(),
                             step_up: None,
+                            held: None,
                         };
                         let outcome = apply(&mut single, env, verdict);
                         match single.forward {
@@ -180,6 +237,24 @@ pub fn plan_request(
             plan
         }
     }
+}
+
+/// The answer to a call that needs approval, before (or without) the
+/// control agent: a batch element is refused outright.
+fn approval_required(in_batch: bool) -> crate::filter::Denial {
+    let (reason, message) = if in_batch {
+        (
+            "approval_required_in_batch",
+            "This call needs human approval; send it on its own, not in a batch",
+        )
+    } else {
+        ("approval_required", "This call needs human approval")
+    };
+    crate::filter::Denial::error(
+        crate::error::JsonRpcError::new(crate::error::codes::APPROVAL_REQUIRED, message)
+            .with_data(serde_json::json!({"reason": reason})),
+        reason,
+    )
 }
 
 fn apply(plan: &mut RequestPlan, env: &Envelope, verdict: Verdict) -> Outcome {
@@ -222,6 +297,7 @@ impl MessageRecord {
             result: None,
             findings: Vec::new(),
             task: None,
+            approval: None,
         }
     }
 
@@ -238,6 +314,7 @@ impl MessageRecord {
             result: None,
             findings: Vec::new(),
             task: None,
+            approval: None,
         }
     }
 
@@ -246,6 +323,7 @@ impl MessageRecord {
     /// is judged, and the record labelled, by that tool).
     pub fn noted(&mut self, notes: Notes) {
         self.findings = notes.findings;
+        self.approval = notes.approval;
         if let Some(t) = notes.task {
             // A task's messages are judged as its creating tool's, whatever
             // else the message names.

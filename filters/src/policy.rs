@@ -31,6 +31,17 @@ pub struct PolicyDecision {
     /// Step-up: OAuth scopes the caller's token must carry for an allowed
     /// call (the decision's `scopes`, an array, or `scope`, space-separated).
     pub scopes: Option<Arc<[String]>>,
+    /// Human approval an allowed call needs first (`require_approval`:
+    /// `true`, a number of approvers, or `{approvers, reason}`).
+    pub approval: Option<ApprovalAsk>,
+}
+
+/// What a policy asks before an allowed call may go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalAsk {
+    /// Distinct approvers needed (1 ..= `MAX_APPROVERS`).
+    pub approvers: u8,
+    pub reason: Arc<str>,
 }
 
 impl PolicyDecision {
@@ -39,6 +50,7 @@ impl PolicyDecision {
             allow: false,
             reason: reason.into(),
             scopes: None,
+            approval: None,
         }
     }
 }
@@ -1055,10 +1067,46 @@ fn decision_of(v: &Value) -> PolicyDecision {
         (None, None) => None,
         _ => return PolicyDecision::deny("policy_invalid_decision"),
     };
+    let max = warden_config::guards::MAX_APPROVERS;
+    let count = |v: &Value| match v.as_u64() {
+        Ok(n) if (1..=u64::from(max)).contains(&n) => Some(n as u8),
+        _ => None,
+    };
+    let approval = match obj.get(&Value::from("require_approval")) {
+        None | Some(Value::Bool(false)) | Some(Value::Null) => None,
+        Some(Value::Bool(true)) => Some(ApprovalAsk {
+            approvers: 1,
+            reason: reason.clone(),
+        }),
+        Some(n @ Value::Number(_)) => match count(n) {
+            Some(approvers) => Some(ApprovalAsk {
+                approvers,
+                reason: reason.clone(),
+            }),
+            None => return PolicyDecision::deny("policy_invalid_decision"),
+        },
+        Some(Value::Object(o)) => {
+            let approvers = match o.get(&Value::from("approvers")) {
+                None => Some(1),
+                Some(n) => count(n),
+            };
+            let why = match o.get(&Value::from("reason")) {
+                None => Some(reason.clone()),
+                Some(Value::String(s)) => Some(s.as_ref().into()),
+                Some(_) => None,
+            };
+            match (approvers, why) {
+                (Some(approvers), Some(reason)) => Some(ApprovalAsk { approvers, reason }),
+                _ => return PolicyDecision::deny("policy_invalid_decision"),
+            }
+        }
+        Some(_) => return PolicyDecision::deny("policy_invalid_decision"),
+    };
     PolicyDecision {
         allow,
         reason,
         scopes: scopes.filter(|s| !s.is_empty()),
+        approval: approval.filter(|_| allow),
     }
 }
 
@@ -1073,15 +1121,16 @@ fn scope_token(s: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn obj(pairs: Vec<(&str, Value)>) -> Value {
+        let mut m = std::collections::BTreeMap::new();
+        for (k, v) in pairs {
+            m.insert(Value::from(k), v);
+        }
+        Value::from(m)
+    }
+
     #[test]
     fn decisions_may_name_step_up_scopes() {
-        let obj = |pairs: Vec<(&str, Value)>| {
-            let mut m = std::collections::BTreeMap::new();
-            for (k, v) in pairs {
-                m.insert(Value::from(k), v);
-            }
-            Value::from(m)
-        };
         let arr = |xs: &[&str]| Value::from(xs.iter().map(|x| Value::from(*x)).collect::<Vec<_>>());
         let d = decision_of(&obj(vec![
             ("allow", Value::Bool(true)),
@@ -1106,6 +1155,50 @@ mod tests {
             ("scopes", Value::from("x")),
         ]));
         assert!(!d.allow, "scopes must be an array");
+    }
+
+    #[test]
+    fn decisions_may_ask_for_approvers() {
+        let ask = |v: Value| {
+            decision_of(&obj(vec![
+                ("allow", Value::Bool(true)),
+                ("reason", Value::from("granted")),
+                ("require_approval", v),
+            ]))
+        };
+        let d = ask(Value::Bool(true));
+        assert_eq!(
+            d.approval.map(|a| (a.approvers, a.reason)),
+            Some((1, "granted".into()))
+        );
+        let d = ask(Value::from(2u64));
+        assert_eq!(d.approval.map(|a| a.approvers), Some(2));
+        let d = ask(obj(vec![
+            ("approvers", Value::from(2u64)),
+            ("reason", Value::from("prod change")),
+        ]));
+        assert_eq!(
+            d.approval.map(|a| (a.approvers, a.reason)),
+            Some((2, "prod change".into()))
+        );
+        assert_eq!(ask(Value::Bool(false)).approval, None);
+        // Out of range, or the wrong shape: the decision is invalid (deny).
+        for bad in [
+            Value::from(0u64),
+            Value::from(6u64),
+            Value::from("yes"),
+            obj(vec![("approvers", Value::from("2"))]),
+            obj(vec![("reason", Value::from(3u64))]),
+        ] {
+            let d = ask(bad);
+            assert!(!d.allow && &*d.reason == "policy_invalid_decision", "{d:?}");
+        }
+        // A denial asks no approver.
+        let d = decision_of(&obj(vec![
+            ("allow", Value::Bool(false)),
+            ("require_approval", Value::Bool(true)),
+        ]));
+        assert_eq!(d.approval, None);
     }
 
     fn plan(src: &str) -> Vec<Field> {

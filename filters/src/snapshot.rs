@@ -327,6 +327,14 @@ impl Snapshot {
             filters.push(Arc::new(f));
         }
         filters.extend(extra);
+        // Last: a held call has passed every other guard, its bytes final.
+        if let Some(f) = crate::approval::ApprovalFilter::new(
+            &config.approvals,
+            &config.catalog,
+            policy.is_some(),
+        ) {
+            filters.push(Arc::new(f));
+        }
         let chain = FilterChain::new(filters, parse_limits);
         Ok(Snapshot {
             revision: bundle.revision.clone(),

@@ -94,6 +94,11 @@ pub struct AuditRecord {
     /// The tool's result as the client got it, DLP-redacted (`audit.log_io`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Box<serde_json::value::RawValue>>,
+    /// Human approval: on a call that needed one, its id, the agent's
+    /// answer, the approvers needed and those who approved; on an
+    /// `approval` record, one approver's decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<serde_json::Value>,
     /// What DLP found: detector, rule, JSON path and action — never the text.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dlp: Vec<DlpFinding>,

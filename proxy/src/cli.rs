@@ -58,10 +58,16 @@ pub fn policy_eval(bundle_dir: &Path, input: &Path, now: Option<&str>) -> anyhow
     }
     let value = regorus::Value::from(doc);
     let d = engine.evaluate_value(value);
-    println!(
-        "{}",
-        serde_json::json!({"allow": d.allow, "reason": &*d.reason, "revision": bundle.revision})
-    );
+    let mut out = serde_json::json!({"allow": d.allow, "reason": &*d.reason});
+    if let Some(s) = &d.scopes {
+        out["scopes"] = serde_json::json!(s);
+    }
+    if let Some(a) = &d.approval {
+        out["require_approval"] =
+            serde_json::json!({"approvers": a.approvers, "reason": &*a.reason});
+    }
+    out["revision"] = bundle.revision.clone().into();
+    println!("{out}");
     Ok(d.allow)
 }
 

@@ -66,6 +66,10 @@ pub struct RequestCtx {
     pub source_ip: Option<std::net::IpAddr>,
     /// The `x-warden-justification` header.
     pub justification: Option<String>,
+    /// The control agent's answer for this request's held call.
+    pub approval: Option<crate::approvals::Claimed>,
+    /// An `initialize` whose client declared URL-mode elicitation.
+    pub url_elicitation: bool,
     /// Upstream path and query.
     pub upstream_uri: String,
     pub session_id: Option<String>,
@@ -136,6 +140,8 @@ impl RequestCtx {
             now: std::time::SystemTime::now(),
             source_ip: None,
             justification: None,
+            approval: None,
+            url_elicitation: false,
             upstream_uri: String::new(),
             session_id: None,
             sealed_upstream: None,

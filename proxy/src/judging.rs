@@ -73,6 +73,13 @@ pub async fn judge(
             (decls, checked_args) = check_params(gw, ctx, env, &body, &server.name, modern)?;
             ctx.request_method = env.method.clone();
             ctx.request_target = mcp::judged_target(env).map(str::to_owned);
+            if env.method.as_deref() == Some("initialize") {
+                let msg = warden_filters::Message::new(env, &body[env.span.clone()]);
+                ctx.url_elicitation = msg
+                    .value()
+                    .and_then(|v| v.pointer("/params/capabilities/elicitation/url"))
+                    .is_some_and(serde_json::Value::is_object);
+            }
         }
         Parsed::Batch(_)
             if method_hdr.is_some() || name_hdr.is_some() || !ctx.params_in.is_empty() =>
@@ -153,6 +160,9 @@ pub async fn judge(
         );
         plan_request(&body, &parsed, &rt.snap.chain, &fctx)
     };
+    if plan.held.is_some() {
+        settle_held(gw, &rt, server, ctx, &mut plan).await;
+    }
     // Replies are judged by the request they answer.
     ctx.pending = plan
         .records
@@ -232,6 +242,72 @@ pub async fn judge(
         ctx.params_out = Some(out);
     }
     Ok(Judged::Forward(ctx.body.clone().unwrap_or_default()))
+}
+
+/// A call held for approval: claimed at the control agent, then either
+/// released (forwarded as the guards passed it) or answered with where to
+/// approve. Never forwarded without an approval.
+async fn settle_held(
+    gw: &Gateway,
+    rt: &crate::runtime::Runtime,
+    server: &warden_config::model::Server,
+    ctx: &mut RequestCtx,
+    plan: &mut warden_filters::RequestPlan,
+) {
+    use crate::approvals::{Caller, Claimed};
+    let Some(held) = plan.held.as_ref() else {
+        return;
+    };
+    let need = held.need.clone();
+    let cfg = &rt.snap.config.approvals;
+    let claimed = match gw.approvals.get() {
+        Some(client) => {
+            client
+                .claim(
+                    &need,
+                    &Caller {
+                        tenant: &ctx.principal.tenant,
+                        principal: &ctx.principal.id,
+                        server: &server.name,
+                        justification: ctx.justification.as_deref(),
+                        trace_id: ctx.trace_id.as_deref(),
+                    },
+                    cfg,
+                )
+                .await
+        }
+        None => Claimed::Unavailable(
+            "this gateway has no control agent (start it with --agent or --approvals-agent)".into(),
+        ),
+    };
+    crate::metrics::metrics()
+        .approvals
+        .with_label_values(&[&server.name, claimed.reason()])
+        .inc();
+    if let Claimed::Unavailable(why) = &claimed {
+        tracing::warn!(server = %server.name, tool = %need.tool, "held call refused: {why}");
+    }
+    if matches!(claimed, Claimed::Approved { .. }) {
+        plan.release_held();
+    } else {
+        let id = plan.records.last().and_then(|r| r.id.clone());
+        let url_elicitation = ctx
+            .session_id
+            .as_deref()
+            .is_some_and(|s| gw.sessions.url_elicitation(&server.name, s));
+        let url = match (gw.approvals.get(), claimed.id()) {
+            (Some(c), Some(aid)) => Some(c.approval_url(cfg.url.as_deref(), aid)),
+            _ => None,
+        };
+        plan.answers = vec![claimed.answer(&need, id.as_ref(), url.as_deref(), url_elicitation)];
+        if let Some(r) = plan.records.last_mut() {
+            r.outcome = warden_filters::Outcome::Denied {
+                filter: "approval",
+                reason: claimed.reason().to_owned(),
+            };
+        }
+    }
+    ctx.approval = Some(claimed);
 }
 
 /// Checks the `Mcp-Param-*` headers of a `tools/call` against the

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod approvals;
 pub mod assertion;
 pub mod audit;
 pub mod auth;

@@ -40,6 +40,10 @@ enum Cmd {
         /// Bearer token for the agent / bundle URL.
         #[arg(long, env = "WARDEN_AGENT_FLEET_TOKEN", hide_env_values = true)]
         agent_token: Option<String>,
+        /// Control agent that holds approvals of held calls (default: `--agent`),
+        /// reached with `--agent-token`.
+        #[arg(long, env = "WARDEN_APPROVALS_AGENT")]
+        approvals_agent: Option<String>,
         /// PEM public key: bundles must carry a valid `.signatures.json` made with its private key.
         #[arg(long)]
         bundle_public_key: Option<PathBuf>,
@@ -391,6 +395,7 @@ fn main() -> ExitCode {
             agent,
             bundle_url,
             agent_token,
+            approvals_agent,
             bundle_public_key,
             bundle_key_alg,
             state_dir,
@@ -407,6 +412,10 @@ fn main() -> ExitCode {
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let audit = audit.filter(|p| p.as_os_str() != "-");
+            let approvals_agent = approvals_agent
+                .or_else(|| agent.clone())
+                .map(|a| a.trim_end_matches('/').to_owned());
+            let approvals_token = agent_token.clone();
             let source = match (bundle, agent, bundle_url) {
                 (Some(dir), None, None) => warden_proxy::bundles::Source::Dir(dir),
                 (None, Some(base), None) => {
@@ -452,7 +461,20 @@ fn main() -> ExitCode {
                 let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
                 format!("{}-{}", host.trim(), std::process::id())
             });
+            let approvals = match approvals_agent.map(|base| {
+                warden_proxy::approvals::ApprovalClient::new(
+                    &base,
+                    approvals_token,
+                    &gateway_id,
+                    verifier.clone(),
+                )
+            }) {
+                None => None,
+                Some(Ok(c)) => Some(c),
+                Some(Err(e)) => return fail(e),
+            };
             match warden_proxy::server::run(warden_proxy::server::RunOptions {
+                approvals,
                 source: warden_proxy::bundles::SourceOptions {
                     source,
                     verifier,

@@ -49,10 +49,26 @@ pub struct Metrics {
     pub bundle_reloads: IntCounterVec,
     pub inflight: IntGauge,
     pub bundle_info: prometheus::IntGaugeVec,
+    /// `tools/call` requests of the HIGH and CRITICAL tiers, by server,
+    /// risk and outcome (an alert fires on every CRITICAL one).
+    pub risky_calls: IntCounterVec,
+    /// Held calls by the control agent's answer (`approved`,
+    /// `approval_pending`, `approval_denied`, `approval_unavailable`).
+    pub approvals: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
     Ok(Metrics {
+        risky_calls: register_int_counter_vec!(
+            "warden_risky_calls_total",
+            "tools/call requests of the HIGH and CRITICAL tiers, by server, risk and outcome",
+            &["server", "risk", "outcome"]
+        )?,
+        approvals: register_int_counter_vec!(
+            "warden_approvals_total",
+            "Held calls by the control agent's answer",
+            &["server", "answer"]
+        )?,
         messages: register_int_counter_vec!(
             "warden_mcp_messages_total",
             "MCP messages by server, method, tool and outcome",

@@ -188,6 +188,49 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
                 warden_filters::Outcome::Invalid { reason } => Some(reason.clone()),
                 _ => failed.clone(),
             };
+            if dir == "request" && r.method.as_deref() == Some("tools/call") {
+                if let Some(risk @ ("HIGH" | "CRITICAL")) = rec.risk {
+                    m.risky_calls
+                        .with_label_values(&[&server, risk, r.outcome.label()])
+                        .inc();
+                }
+            }
+            if let (Some(need), Some(rt)) = (r.approval.take(), &ctx.rt) {
+                // The approvers' decisions, each its own record in the
+                // chain, then the call they decided.
+                let claimed = ctx.approval.as_ref();
+                for d in claimed.map(|c| c.decisions()).unwrap_or_default() {
+                    let mut a = rec.clone();
+                    a.direction = "approval";
+                    a.outcome = if d.verdict == "approve" {
+                        "approved"
+                    } else {
+                        "denied"
+                    };
+                    a.decided_by = Some("approver");
+                    a.reason = None;
+                    a.arguments = None;
+                    a.result = None;
+                    a.dlp = Vec::new();
+                    a.approval = Some(serde_json::json!({
+                        "id": claimed.and_then(|c| c.id()),
+                        "approver": d.approver,
+                        "verdict": d.verdict,
+                        "at": d.at,
+                        "comment": d.comment.as_deref().map(|c| rt.snap.redact_text(c, 500)),
+                    }));
+                    out.push(a);
+                }
+                rec.approval = Some(serde_json::json!({
+                    "id": claimed.and_then(|c| c.id()),
+                    "answer": claimed.map_or("approval_required", |c| c.reason()),
+                    "required": need.approvers,
+                    "reason": rt.snap.redact_text(&need.reason, 256),
+                    "approvers": claimed
+                        .map(|c| c.decisions().into_iter().filter(|d| d.verdict == "approve").map(|d| d.approver).collect::<Vec<_>>())
+                        .unwrap_or_default(),
+                }));
+            }
             out.push(rec);
         }
     }
@@ -302,6 +345,7 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         args_digest: None,
         arguments: None,
         result: None,
+        approval: None,
         dlp: Vec::new(),
         upstream: ctx.chosen.map(|a| a.to_string()),
         upstream_status: ctx.upstream_status,

@@ -113,7 +113,8 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
             return refuse_reply(server_name, "bad_session_header");
         };
         let owner = crate::sessions::owner_key(&ctx.principal);
-        gw.sessions.remember(server_name, sid, addr, &owner);
+        gw.sessions
+            .remember(server_name, sid, addr, &owner, ctx.url_elicitation);
         // Stateless replicas: the client gets the sealed form.
         if let Some(sealer) = rt.sealer.as_ref() {
             sealed_header = sealer.seal(&crate::seal::SealedSession {
@@ -511,6 +512,7 @@ fn unjudgeable_record(id: Option<&warden_filters::Id>) -> MessageRecord {
         result: None,
         findings: Vec::new(),
         task: None,
+        approval: None,
     }
 }
 
@@ -880,7 +882,7 @@ fn rewrite_endpoint(
     ctx.stream_session = Some(legacy_key(path));
     if let Some(addr) = ctx.chosen {
         gw.sessions
-            .remember(server_name, &legacy_key(path), addr, &owner);
+            .remember(server_name, &legacy_key(path), addr, &owner, false);
         // Stateless replicas: the session's query travels sealed.
         if let (Some(sealer), Some((base, query))) = (rt.sealer.as_ref(), new.split_once('?')) {
             if let Some(token) = sealer.seal(&crate::seal::SealedSession {

@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub upgrade_sock: PathBuf,
     /// OTLP/HTTP collector base URL (spans go to `<url>/v1/traces`).
     pub otlp_endpoint: Option<String>,
+    /// Where held calls are claimed (the control agent).
+    pub approvals: Option<crate::approvals::ApprovalClient>,
 }
 
 /// Builds everything and runs until a shutdown signal. SIGTERM drains:
@@ -62,6 +64,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         crate::bundles::Source::Http { url, .. } => url.clone(),
     };
     let gateway = Arc::new(Gateway::new(rt, audit.clone(), source_desc, shared));
+    if let Some(a) = opts.approvals {
+        let _ = gateway.approvals.set(a);
+    }
     if let Some(url) = &opts.otlp_endpoint {
         let t = crate::otel::Telemetry::new(url, &opts.source.gateway_id)
             .map_err(|e| anyhow::anyhow!(e))?;

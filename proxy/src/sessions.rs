@@ -16,6 +16,8 @@ pub struct Sessions {
 struct SessionEntry {
     addr: SocketAddr,
     owner: Arc<str>,
+    /// The client declared URL-mode elicitation when it initialised.
+    url_elicitation: bool,
 }
 
 impl Default for Sessions {
@@ -44,15 +46,37 @@ impl Sessions {
             .map(|e| e.owner)
     }
 
+    /// Whether the client of `session` declared URL-mode elicitation.
+    pub fn url_elicitation(&self, server: &str, session: &str) -> bool {
+        self.sticky
+            .get(&sticky_key(server, session))
+            .is_some_and(|e| e.url_elicitation)
+    }
+
     /// Records the replica serving `session` and binds the session to `owner`
-    /// (see [`owner_key`]); an existing binding keeps its first owner.
-    pub fn remember(&self, server: &str, session: &str, addr: SocketAddr, owner: &str) {
+    /// (see [`owner_key`]); an existing binding keeps its first owner and
+    /// what its client declared at `initialize` (`url_elicitation`).
+    pub fn remember(
+        &self,
+        server: &str,
+        session: &str,
+        addr: SocketAddr,
+        owner: &str,
+        url_elicitation: bool,
+    ) {
         let key = sticky_key(server, session);
-        let owner = match self.sticky.get(&key) {
-            Some(e) => e.owner,
-            None => owner.into(),
+        let (owner, url_elicitation) = match self.sticky.get(&key) {
+            Some(e) => (e.owner, e.url_elicitation),
+            None => (owner.into(), url_elicitation),
         };
-        self.sticky.insert(key, SessionEntry { addr, owner });
+        self.sticky.insert(
+            key,
+            SessionEntry {
+                addr,
+                owner,
+                url_elicitation,
+            },
+        );
     }
 
     pub fn forget(&self, server: &str, session: &str) {

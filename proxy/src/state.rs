@@ -33,6 +33,8 @@ pub struct Gateway {
     /// (`Connection: close`), so a client's next request opens a connection
     /// the new process accepts instead of racing this one's close.
     pub leaving: std::sync::atomic::AtomicBool,
+    /// Where held calls are claimed (the control agent), when there is one.
+    pub approvals: std::sync::OnceLock<crate::approvals::ApprovalClient>,
     next_request: AtomicU64,
 }
 
@@ -56,6 +58,7 @@ impl Gateway {
             next_request: AtomicU64::new(1),
             live: crate::live::Live::new(10_000),
             leaving: std::sync::atomic::AtomicBool::new(false),
+            approvals: std::sync::OnceLock::new(),
         }
     }
 

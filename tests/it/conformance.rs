@@ -659,3 +659,292 @@ fn upstreams_verify_identity_assertions_against_the_jwks() {
     assert_eq!(direct(Some(&forged)), 401);
     drop(py);
 }
+
+/// Human approval of risky calls, end to end with the Python SDK client and
+/// server, a signing control agent and its `approvals` CLI:
+/// - a HIGH call (the policy asks one approver) is held with an approval id;
+///   the caller cannot approve it under its own name; alice approves; the
+///   retried call is served once, its approval used up;
+/// - changed arguments do not fit an approval (member order does not matter);
+/// - a CRITICAL call (the tier asks two) needs two distinct approvers;
+/// - a denial is told with the approver's name; an unused approval lapses;
+/// - a client that declared URL-mode elicitation gets one (-32042);
+/// - the fleet token cannot decide, the audit chain verifies and links the
+///   held call, each approver's decision and the served call; the agent and
+///   the gateway export the metrics the alert rules read.
+#[test]
+fn risky_calls_wait_for_their_approvers() {
+    use warden_tests::{Agent, FLEET_TOKEN};
+    let (_py, py_addr) = py_server("streamable-http");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (source, state) = (dir.path().join("source"), dir.path().join("state"));
+    std::fs::create_dir_all(source.join("policies")).expect("mkdir");
+    let key = warden_config::access::hash_api_key("wk_agent7_secret", &[9u8; 16]);
+    std::fs::write(
+        source.join("warden.yaml"),
+        format!(
+            "version: 1\npolicy: {{entrypoint: data.ops.decision, denial: tool_error}}\nidentity:\n  resource: http://127.0.0.1/py/mcp\n  api_keys:\n    - {{id: agent-7, tenant: acme, roles: [developer], kind: agent, hash: \"{key}\"}}\napprovals:\n  require: {{CRITICAL: 2}}\n  expires: 2s\n  pending: 10m\ncatalog:\n  py:\n    default_risk: LOW\n    tools:\n      add: {{risk: HIGH}}\n      checksum: {{risk: CRITICAL}}\nservice_groups:\n  - name: g\n    servers:\n      - {{name: py, upstreams: [\"{py_addr}\"]}}\nroutes:\n  - {{prefix: /py, server: py}}\n"
+        ),
+    )
+    .expect("yaml");
+    std::fs::write(
+        source.join("policies/ops.rego"),
+        "package ops\nimport rego.v1\ndecision := {\"allow\": true, \"reason\": \"ok\", \"require_approval\": {\"approvers\": 1, \"reason\": \"adds need a second pair of eyes\"}} if {\n\tinput.request.tool == \"add\"\n} else := {\"allow\": true, \"reason\": \"ok\"}\n",
+    )
+    .expect("rego");
+    let tokens = [
+        ("alice", "approver-alice-token-0001"),
+        ("bob", "approver-bob-token-0002"),
+        ("agent-7", "approver-self-token-0003"),
+    ];
+    let approvers: String = tokens
+        .iter()
+        .map(|(n, t)| {
+            use sha2::Digest;
+            format!("{n}: {}\n", hex::encode(sha2::Sha256::digest(t.as_bytes())))
+        })
+        .collect();
+    let approvers_file = dir.path().join("approvers.yaml");
+    std::fs::write(&approvers_file, approvers).expect("approvers");
+    let (private, public) = (dir.path().join("k.key"), dir.path().join("k.pub"));
+    let (ok, _, err) = run_with_timeout(
+        Command::new(bin("warden-agent"))
+            .arg("keygen")
+            .arg("--private")
+            .arg(&private)
+            .arg("--public")
+            .arg(&public),
+        Duration::from_secs(20),
+    )
+    .expect("keygen");
+    assert!(ok, "{err}");
+    let agent = Agent::start_with(
+        &source,
+        &state,
+        Some(&private),
+        &["--approvers".as_ref(), approvers_file.as_os_str()],
+    )
+    .expect("agent");
+    let gw_state = dir.path().join("gw-state");
+    let gw = Gateway::start_with(
+        "",
+        false,
+        &[],
+        &[
+            "--agent",
+            &agent.url,
+            "--agent-token",
+            FLEET_TOKEN,
+            "--bundle-public-key",
+            public.to_str().expect("utf8"),
+            "--state-dir",
+            gw_state.to_str().expect("utf8"),
+            "--gateway-id",
+            "gw-approvals",
+        ],
+        None,
+    )
+    .expect("gateway");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while warden_tests::sync_get_status(gw.admin, "/readyz") != Some(200) {
+        assert!(Instant::now() < deadline, "the gateway never became ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, out, err) = run_with_timeout(
+        Command::new(python())
+            .arg(peers().join("py_approval_client.py"))
+            .args([&gw.url("/py/mcp"), "2"])
+            .env("WARDEN_API_KEY", "wk_agent7_secret")
+            .env("WARDEN_AGENT_BIN", bin("warden-agent"))
+            .env("WARDEN_AGENT_URL", &agent.url)
+            .env("APPROVER_ALICE", tokens[0].1)
+            .env("APPROVER_BOB", tokens[1].1)
+            .env("APPROVER_SELF", tokens[2].1),
+        Duration::from_secs(120),
+    )
+    .expect("client ran");
+    let r: Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_default();
+    assert!(ok && r["ok"] == true, "{out}{err}");
+    let text = |k: &str| r[k]["text"].as_str().unwrap_or("").to_owned();
+    let id = |k: &str| r[k]["id"].as_str().unwrap_or("").to_owned();
+    // Held, with an id and where to approve; never reached the server.
+    assert_eq!(r["held"]["error"], true, "{r}");
+    assert!(id("held").starts_with("ap_"), "{r}");
+    assert!(
+        text("held").contains("held for human approval")
+            && text("held").contains(&format!("{}/v1/approvals/{}", agent.url, id("held"))),
+        "{r}"
+    );
+    // No self-approval; alice's counts.
+    assert_eq!(r["self"]["ok"], false, "{r}");
+    assert!(
+        r["self"]["out"]
+            .as_str()
+            .unwrap_or("")
+            .contains("own calls"),
+        "{r}"
+    );
+    assert_eq!(r["alice"]["ok"], true, "{r}");
+    // Changed arguments: another approval. The approved one, in another
+    // member order, is served; once.
+    assert!(
+        r["changed"]["error"] == true && id("changed") != id("held"),
+        "{r}"
+    );
+    assert_eq!(
+        r["served"],
+        serde_json::json!({"error": false, "text": "3", "id": null})
+    );
+    assert!(
+        r["reused"]["error"] == true && !id("reused").is_empty() && id("reused") != id("held"),
+        "used up: {r}"
+    );
+    // CRITICAL: two distinct approvers.
+    assert!(text("critical_held").contains("0 of 2"), "{r}");
+    assert!(text("critical_one").contains("1 of 2"), "{r}");
+    assert_eq!(r["crit_alice_again"]["ok"], false, "{r}");
+    assert_eq!(r["crit_bob"]["ok"], true, "{r}");
+    assert_eq!(r["critical_served"]["error"], false, "{r}");
+    // Denied, with who denied; expired.
+    assert!(
+        text("denied").contains("denied by approver bob (not today)"),
+        "{r}"
+    );
+    assert_eq!(r["approve_changed"]["ok"], true, "{r}");
+    assert!(
+        r["expired"]["error"] == true
+            && !id("expired").is_empty()
+            && id("expired") != id("changed"),
+        "an approval unused for longer than `expires` lapses: {r}"
+    );
+    // URL-mode elicitation for a client that declared it.
+    let el = &r["elicited"]["elicitation"];
+    assert!(
+        el["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with(&format!("{}/v1/approvals/ap_", agent.url))),
+        "{r}"
+    );
+    assert!(
+        el["id"].as_str().is_some_and(|i| i.starts_with("ap_")),
+        "{r}"
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    // A gateway's token can neither list nor decide.
+    let bearer = format!("Bearer {FLEET_TOKEN}");
+    let (s, _, _) = rt
+        .block_on(warden_tests::request(
+            &format!("{}/v1/approvals/{}/approve", agent.url, id("changed")),
+            "POST",
+            &[("authorization", &bearer)],
+            bytes::Bytes::new(),
+            false,
+        ))
+        .expect("post");
+    assert_eq!(s, 403);
+    // The CLI lists what waits (the admin token may look).
+    let (ok, listed, err) = run_with_timeout(
+        Command::new(bin("warden-agent"))
+            .args(["approvals", "--agent", &agent.url, "list"])
+            .env("WARDEN_APPROVER_TOKEN", warden_tests::ADMIN_TOKEN),
+        Duration::from_secs(20),
+    )
+    .expect("list");
+    assert!(ok, "{err}");
+    assert!(
+        listed.contains(&id("expired")) && listed.contains("acme/agent-7 → py.add"),
+        "{listed}"
+    );
+    let agent_metrics = rt
+        .block_on(warden_tests::request(
+            &format!("{}/metrics", agent.url),
+            "GET",
+            &[],
+            bytes::Bytes::new(),
+            false,
+        ))
+        .map(|(_, _, b)| String::from_utf8_lossy(&b).into_owned())
+        .expect("metrics");
+    assert!(
+        agent_metrics
+            .lines()
+            .any(|l| l.starts_with("warden_agent_approvals_waiting ") && !l.ends_with(" 0")),
+        "{agent_metrics}"
+    );
+    assert!(agent_metrics.contains("warden_agent_approval_oldest_wait_seconds"));
+    let m = rt.block_on(gw.metrics());
+    assert!(
+        m.contains(
+            "warden_risky_calls_total{outcome=\"forwarded\",risk=\"CRITICAL\",server=\"py\"} 1"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains("warden_approvals_total{answer=\"approved\",server=\"py\"} 2"),
+        "{m}"
+    );
+
+    // The audit chain: held, each decision, the served call — one id.
+    let first = id("held");
+    let recs = gw.audit_when(|r| {
+        r.iter()
+            .any(|x| x["approval"]["id"] == first.as_str() && x["outcome"] == "forwarded")
+    });
+    let linked: Vec<(&str, &str)> = recs
+        .iter()
+        .filter(|x| x["approval"]["id"] == first.as_str())
+        .map(|x| {
+            (
+                x["direction"].as_str().unwrap_or(""),
+                x["outcome"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        linked,
+        [
+            ("request", "denied"),
+            ("approval", "approved"),
+            ("request", "forwarded")
+        ],
+        "{recs:?}"
+    );
+    let held = recs
+        .iter()
+        .find(|x| x["approval"]["id"] == first.as_str())
+        .expect("held");
+    assert_eq!(held["reason"], "approval_pending", "{held}");
+    assert_eq!(held["approval"]["required"], 1);
+    assert_eq!(
+        held["approval"]["reason"],
+        "adds need a second pair of eyes"
+    );
+    let decision = recs
+        .iter()
+        .find(|x| x["approval"]["id"] == first.as_str() && x["direction"] == "approval")
+        .expect("decision");
+    assert_eq!(decision["approval"]["approver"], "alice", "{decision}");
+    assert_eq!(decision["approval"]["comment"], "looks fine");
+    let crit: Vec<&str> = recs
+        .iter()
+        .filter(|x| x["direction"] == "approval" && x["tool"] == "checksum")
+        .filter_map(|x| x["approval"]["approver"].as_str())
+        .collect();
+    assert_eq!(crit, ["alice", "bob"], "{recs:?}");
+    assert!(recs
+        .iter()
+        .any(|x| x["reason"] == "approval_denied"
+            && x["approval"]["approvers"] == serde_json::json!([])));
+    let (ok, out, err) = run_with_timeout(
+        Command::new(bin("warden"))
+            .args(["audit", "verify"])
+            .arg(gw.dir.path().join("audit.jsonl")),
+        Duration::from_secs(30),
+    )
+    .expect("verify");
+    assert!(ok, "{out}{err}");
+}

@@ -212,6 +212,16 @@ pub const FLEET_TOKEN: &str = "test-fleet-token-0123456789";
 impl Agent {
     /// Serves `source`, keeping state in `state`, signing with `key` (PEM).
     pub fn start(source: &Path, state: &Path, key: Option<&Path>) -> Result<Agent> {
+        Self::start_with(source, state, key, &[])
+    }
+
+    /// As [`Agent::start`], with extra `serve` arguments.
+    pub fn start_with(
+        source: &Path,
+        state: &Path,
+        key: Option<&Path>,
+        extra: &[&std::ffi::OsStr],
+    ) -> Result<Agent> {
         let mut cmd = Command::new(bin("warden-agent"));
         cmd.arg("serve")
             .arg("--source")
@@ -230,6 +240,7 @@ impl Agent {
         if let Some(k) = key {
             cmd.arg("--signing-key").arg(k);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().context("starting warden-agent")?;
         let stdout = child.stdout.take().context("agent stdout")?;
         let proc = Proc {

@@ -70,4 +70,18 @@ tool_decision := {"allow": false, "reason": "rbac_group_not_granted"} if {
 	input.request.risk == "CRITICAL"
 	not input.request.listing
 	not justified
+} else := granted
+
+# Autonomous agents need people to say yes to risky calls: one approver for
+# HIGH, two distinct ones for CRITICAL (data.warden.approvals). The call is
+# held until then; approvers use `warden-agent approvals`.
+approvers_needed := data.warden.approvals.tiers[input.request.risk] if {
+	input.principal.kind in data.warden.approvals.kinds
+}
+
+granted := {"allow": true, "reason": "granted", "require_approval": {
+	"approvers": approvers_needed,
+	"reason": sprintf("%s call by an agent", [input.request.risk]),
+}} if {
+	approvers_needed
 } else := {"allow": true, "reason": "granted"}

@@ -77,6 +77,21 @@ test_critical_with_justification if {
 	authz.decision.allow with input as call(dev, "purge", "CRITICAL", {"table": "t"}, ctx)
 }
 
+test_agents_need_approvers_for_risky_calls if {
+	d := authz.decision with input as call(dev, "deploy", "HIGH", {"service": "a", "region": "eu"}, tuesday_10)
+	d.require_approval.approvers == 1
+	ctx := object.union(tuesday_10, {"justification": "INC-4711 cleanup approved by bob"})
+	c := authz.decision with input as call(dev, "purge", "CRITICAL", {"table": "t"}, ctx)
+	c.require_approval.approvers == 2
+}
+
+test_people_and_low_risk_need_no_approver if {
+	d := authz.decision with input as call(ops, "deploy", "HIGH", {"service": "a", "region": "us"}, tuesday_10)
+	d == {"allow": true, "reason": "granted"}
+	e := authz.decision with input as call(dev, "echo", "LOW", {"text": "x"}, tuesday_10)
+	e == {"allow": true, "reason": "granted"}
+}
+
 test_critical_listed_without_justification if {
 	inp := call(dev, "purge", "CRITICAL", {}, tuesday_10)
 	authz.decision.allow with input as object.union(inp, {"request": {"listing": true}})

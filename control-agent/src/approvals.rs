@@ -1,0 +1,736 @@
+//! Approvals of held calls: the one place a fleet's gateways ask whether a
+//! risky call may go on, and approvers answer.
+//!
+//! A gateway *claims* a call's binding (principal, server, tool, argument
+//! digest). The first claim opens a pending approval; approvers approve or
+//! deny it out of band (API and CLI, with their own tokens — never through
+//! an MCP session). Once enough distinct approvers said yes, the next claim
+//! of the same binding takes the approval: single use, within `expires`
+//! of the last approval, and the answer is signed with the bundle key so a
+//! gateway trusts it as it trusts bundles. Claims are serialised here, so
+//! one approval serves one call across the whole fleet.
+//!
+//! An approver may not approve a call made by a principal of the same name
+//! (no self-approval), and counts once however often they approve.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::build::Signer;
+
+/// The JWS `typ` of a signed grant.
+pub const GRANT_TYP: &str = "warden-approval+jwt";
+
+/// Open approvals one principal may have waiting at once.
+const MAX_PENDING_PER_PRINCIPAL: usize = 50;
+/// Approvals kept in all (finished ones are dropped first, oldest first).
+const MAX_KEPT: usize = 20_000;
+/// Finished approvals are kept this long for `list --all` and audit.
+const KEEP_FINISHED: Duration = Duration::from_secs(7 * 86_400);
+/// Arguments shown to approvers are cut here (the digest binds all of them).
+const MAX_SHOWN_ARGS: usize = 16 * 1024;
+
+/// What a gateway sends when a call needs approval.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Claim {
+    pub tenant: String,
+    pub principal: String,
+    pub server: String,
+    pub tool: String,
+    pub args_digest: String,
+    /// Canonical arguments after the gateway's redactions.
+    #[serde(default)]
+    pub arguments: String,
+    pub risk: String,
+    pub reason: String,
+    #[serde(default)]
+    pub justification: Option<String>,
+    pub required: u8,
+    /// How long the approval may wait for approvers, in seconds.
+    pub pending_secs: u64,
+    /// How long an approved call stays usable, in seconds.
+    pub grant_secs: u64,
+    pub gateway: String,
+    #[serde(default)]
+    pub trace_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Approve,
+    Deny,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Decision {
+    pub approver: String,
+    pub verdict: Verdict,
+    #[serde(with = "rfc3339")]
+    pub at: SystemTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// One approval, from the first claim to its use or end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: String,
+    pub binding: String,
+    pub tenant: String,
+    pub principal: String,
+    pub server: String,
+    pub tool: String,
+    pub args_digest: String,
+    pub arguments: String,
+    pub risk: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    pub required: u8,
+    #[serde(with = "rfc3339")]
+    pub requested_at: SystemTime,
+    /// Pending until then; afterwards it lapses.
+    #[serde(with = "rfc3339")]
+    pub pending_until: SystemTime,
+    pub grant_secs: u64,
+    pub requested_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    pub decisions: Vec<Decision>,
+    /// When enough approvers said yes.
+    #[serde(default, with = "opt_rfc3339")]
+    pub approved_at: Option<SystemTime>,
+    /// When a gateway took it (single use), and which.
+    #[serde(default, with = "opt_rfc3339")]
+    pub used_at: Option<SystemTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<String>,
+    /// A denial is told to the caller once; the next claim starts anew.
+    #[serde(default)]
+    pub denial_told: bool,
+}
+
+/// Where an approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Approved,
+    Denied,
+    Used,
+    Expired,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Approved => "approved",
+            State::Denied => "denied",
+            State::Used => "used",
+            State::Expired => "expired",
+        }
+    }
+}
+
+impl Approval {
+    pub fn state(&self, now: SystemTime) -> State {
+        if self.used_at.is_some() {
+            State::Used
+        } else if self.decisions.iter().any(|d| d.verdict == Verdict::Deny) {
+            State::Denied
+        } else if let Some(at) = self.approved_at {
+            if now > at + Duration::from_secs(self.grant_secs) {
+                State::Expired
+            } else {
+                State::Approved
+            }
+        } else if now > self.pending_until {
+            State::Expired
+        } else {
+            State::Pending
+        }
+    }
+
+    fn approvers(&self) -> Vec<&str> {
+        self.decisions
+            .iter()
+            .filter(|d| d.verdict == Verdict::Approve)
+            .map(|d| d.approver.as_str())
+            .collect()
+    }
+
+    /// The view approvers and gateways see.
+    pub fn view(&self, now: SystemTime) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("state".into(), self.state(now).as_str().into());
+            o.insert("approvals".into(), self.approvers().len().into());
+            if let Some(at) = self.approved_at {
+                o.insert(
+                    "usable_until".into(),
+                    fmt(at + Duration::from_secs(self.grant_secs)).into(),
+                );
+            }
+            o.insert(
+                "waiting_secs".into(),
+                now.duration_since(self.requested_at)
+                    .unwrap_or_default()
+                    .as_secs()
+                    .into(),
+            );
+        }
+        v
+    }
+}
+
+/// The signed answer a gateway forwards a held call on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: String,
+    pub binding: String,
+    pub approvers: Vec<Decision>,
+    #[serde(with = "rfc3339")]
+    pub used_at: SystemTime,
+    pub gateway: String,
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum ClaimAnswer {
+    /// Taken: forward the call. `grant` is the signed [`Grant`] (absent
+    /// when the agent has no signing key, like its bundles).
+    Approved {
+        id: String,
+        approvers: Vec<Decision>,
+        grant: Option<String>,
+    },
+    Pending {
+        id: String,
+        required: u8,
+        approvals: usize,
+        #[serde(with = "rfc3339")]
+        expires_at: SystemTime,
+        created: bool,
+    },
+    Denied {
+        id: String,
+        by: Decision,
+    },
+}
+
+/// Why an approver's answer was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refused {
+    #[error("no such approval")]
+    NotFound,
+    #[error("approvers may not approve their own calls")]
+    SelfApproval,
+    #[error("this approval is {0} and can no longer be decided")]
+    Finished(&'static str),
+    #[error("{0} already approved this call; another approver is needed")]
+    Already(String),
+}
+
+/// Why a claim was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimRefused {
+    #[error("the binding's parts are malformed: {0}")]
+    Malformed(&'static str),
+    #[error("this principal already has {MAX_PENDING_PER_PRINCIPAL} approvals waiting")]
+    TooMany,
+    #[error("signing the grant failed: {0}")]
+    Signing(String),
+}
+
+pub struct Approvals {
+    path: PathBuf,
+    inner: Mutex<BTreeMap<String, Approval>>,
+    pub approvers: BTreeMap<String, [u8; 32]>,
+}
+
+impl Approvals {
+    /// Opens the approvals kept in `dir` (`approvals.json`), with the
+    /// approvers' token digests.
+    pub fn open(dir: &Path, approvers: BTreeMap<String, [u8; 32]>) -> anyhow::Result<Approvals> {
+        let path = dir.join("approvals.json");
+        let kept: BTreeMap<String, Approval> = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Approvals {
+            path,
+            inner: Mutex::new(kept),
+            approvers,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Approval>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes every approval (temp file, then rename), dropping finished
+    /// ones past their keep time.
+    fn save(&self, all: &mut BTreeMap<String, Approval>, now: SystemTime) -> std::io::Result<()> {
+        all.retain(|_, a| {
+            matches!(a.state(now), State::Pending | State::Approved)
+                || now.duration_since(a.requested_at).unwrap_or_default() < KEEP_FINISHED
+        });
+        if all.len() > MAX_KEPT {
+            let mut finished: Vec<(SystemTime, String)> = all
+                .values()
+                .filter(|a| !matches!(a.state(now), State::Pending | State::Approved))
+                .map(|a| (a.requested_at, a.id.clone()))
+                .collect();
+            finished.sort();
+            for (_, id) in finished.into_iter().take(all.len() - MAX_KEPT) {
+                all.remove(&id);
+            }
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&*all)?)?;
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    /// A gateway's claim of a held call (see the module docs).
+    pub fn claim(
+        &self,
+        c: Claim,
+        signer: Option<&Signer>,
+        now: SystemTime,
+    ) -> Result<ClaimAnswer, ClaimRefused> {
+        if !c.args_digest.starts_with("sha256:") || c.args_digest.len() != 71 {
+            return Err(ClaimRefused::Malformed("args_digest"));
+        }
+        if c.required == 0 || c.required > warden_config::guards::MAX_APPROVERS {
+            return Err(ClaimRefused::Malformed("required"));
+        }
+        let binding = warden_filters::approval::binding(
+            &c.tenant,
+            &c.principal,
+            &c.server,
+            &c.tool,
+            &c.args_digest,
+        );
+        let mut all = self.lock();
+        // The newest approval of this binding still in play.
+        let open = all
+            .values_mut()
+            .filter(|a| a.binding == binding)
+            .filter(|a| match a.state(now) {
+                State::Pending | State::Approved => true,
+                State::Denied => !a.denial_told,
+                State::Used | State::Expired => false,
+            })
+            .max_by_key(|a| a.requested_at);
+        let answer = match open {
+            Some(a) => match a.state(now) {
+                State::Approved => {
+                    let approvers: Vec<Decision> = a
+                        .decisions
+                        .iter()
+                        .filter(|d| d.verdict == Verdict::Approve)
+                        .cloned()
+                        .collect();
+                    let grant = match signer {
+                        Some(s) => Some(
+                            warden_config::archive::sign_claims(
+                                &Grant {
+                                    id: a.id.clone(),
+                                    binding: binding.clone(),
+                                    approvers: approvers.clone(),
+                                    used_at: now,
+                                    gateway: c.gateway.clone(),
+                                },
+                                &s.pem,
+                                s.alg,
+                                &s.keyid,
+                                GRANT_TYP,
+                            )
+                            .map_err(ClaimRefused::Signing)?,
+                        ),
+                        None => None,
+                    };
+                    a.used_at = Some(now);
+                    a.used_by = Some(c.gateway.clone());
+                    ClaimAnswer::Approved {
+                        id: a.id.clone(),
+                        approvers,
+                        grant,
+                    }
+                }
+                State::Denied => {
+                    a.denial_told = true;
+                    let by = a
+                        .decisions
+                        .iter()
+                        .find(|d| d.verdict == Verdict::Deny)
+                        .cloned()
+                        .expect("a denied approval has a denial");
+                    ClaimAnswer::Denied {
+                        id: a.id.clone(),
+                        by,
+                    }
+                }
+                _ => ClaimAnswer::Pending {
+                    id: a.id.clone(),
+                    required: a.required,
+                    approvals: a.approvers().len(),
+                    expires_at: a.pending_until,
+                    created: false,
+                },
+            },
+            None => {
+                let waiting = all
+                    .values()
+                    .filter(|a| {
+                        a.tenant == c.tenant
+                            && a.principal == c.principal
+                            && a.state(now) == State::Pending
+                    })
+                    .count();
+                if waiting >= MAX_PENDING_PER_PRINCIPAL {
+                    return Err(ClaimRefused::TooMany);
+                }
+                let id = new_id();
+                let pending_until = now + Duration::from_secs(c.pending_secs.clamp(1, 7 * 86_400));
+                let mut arguments = c.arguments;
+                if arguments.len() > MAX_SHOWN_ARGS {
+                    let mut cut = MAX_SHOWN_ARGS;
+                    while !arguments.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    arguments.truncate(cut);
+                    arguments.push_str("… (cut; the digest binds all of it)");
+                }
+                all.insert(
+                    id.clone(),
+                    Approval {
+                        id: id.clone(),
+                        binding,
+                        tenant: c.tenant,
+                        principal: c.principal,
+                        server: c.server,
+                        tool: c.tool,
+                        args_digest: c.args_digest,
+                        arguments,
+                        risk: c.risk,
+                        reason: c.reason,
+                        justification: c.justification,
+                        required: c.required,
+                        requested_at: now,
+                        pending_until,
+                        grant_secs: c.grant_secs.clamp(1, 86_400),
+                        requested_by: c.gateway,
+                        trace_id: c.trace_id,
+                        decisions: Vec::new(),
+                        approved_at: None,
+                        used_at: None,
+                        used_by: None,
+                        denial_told: false,
+                    },
+                );
+                ClaimAnswer::Pending {
+                    id,
+                    required: c.required,
+                    approvals: 0,
+                    expires_at: pending_until,
+                    created: true,
+                }
+            }
+        };
+        if let Err(e) = self.save(&mut all, now) {
+            tracing::error!(error = %e, "cannot persist approvals");
+        }
+        Ok(answer)
+    }
+
+    /// An approver's answer to approval `id`.
+    pub fn decide(
+        &self,
+        id: &str,
+        approver: &str,
+        verdict: Verdict,
+        comment: Option<String>,
+        now: SystemTime,
+    ) -> Result<serde_json::Value, Refused> {
+        let mut all = self.lock();
+        let a = all.get_mut(id).ok_or(Refused::NotFound)?;
+        if a.principal == approver {
+            return Err(Refused::SelfApproval);
+        }
+        match a.state(now) {
+            State::Pending => {}
+            // A granted but unused approval may still be withdrawn.
+            State::Approved if verdict == Verdict::Deny => {}
+            s => return Err(Refused::Finished(s.as_str())),
+        }
+        if verdict == Verdict::Approve && a.approvers().contains(&approver) {
+            return Err(Refused::Already(approver.to_owned()));
+        }
+        a.decisions.push(Decision {
+            approver: approver.to_owned(),
+            verdict,
+            at: now,
+            comment: comment.map(|c| c.chars().take(500).collect()),
+        });
+        if a.approved_at.is_none() && a.approvers().len() >= usize::from(a.required) {
+            a.approved_at = Some(now);
+        }
+        let view = a.view(now);
+        if let Err(e) = self.save(&mut all, now) {
+            tracing::error!(error = %e, "cannot persist approvals");
+        }
+        Ok(view)
+    }
+
+    pub fn get(&self, id: &str, now: SystemTime) -> Option<serde_json::Value> {
+        self.lock().get(id).map(|a| a.view(now))
+    }
+
+    /// Pending and approved-but-unused approvals, oldest first (`all`: every kept one).
+    pub fn list(&self, all: bool, now: SystemTime) -> Vec<serde_json::Value> {
+        let mut v: Vec<&Approval> = Vec::new();
+        let guard = self.lock();
+        for a in guard.values() {
+            if all || matches!(a.state(now), State::Pending | State::Approved) {
+                v.push(a);
+            }
+        }
+        v.sort_by_key(|a| a.requested_at);
+        v.into_iter().map(|a| a.view(now)).collect()
+    }
+
+    /// Approvals waiting for approvers, and how long the oldest has waited.
+    pub fn waiting(&self, now: SystemTime) -> (usize, Duration) {
+        let guard = self.lock();
+        let waiting: Vec<&Approval> = guard
+            .values()
+            .filter(|a| a.state(now) == State::Pending)
+            .collect();
+        let oldest = waiting
+            .iter()
+            .map(|a| now.duration_since(a.requested_at).unwrap_or_default())
+            .max()
+            .unwrap_or_default();
+        (waiting.len(), oldest)
+    }
+}
+
+/// `ap_` and 26 base32 characters (128 random bits).
+fn new_id() -> String {
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("the system's random source");
+    const A: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::from("ap_");
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for byte in b {
+        acc = (acc << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(A[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(A[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+fn fmt(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+mod rfc3339 {
+    use std::time::SystemTime;
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(*t))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let s: String = serde::Deserialize::deserialize(d)?;
+        humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_rfc3339 {
+    use std::time::SystemTime;
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        let s: Option<String> = serde::Deserialize::deserialize(d)?;
+        s.map(|s| humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Reads an approvers file: `name: <sha256 hex of the token>` per line (YAML).
+pub fn read_approvers(path: &Path) -> anyhow::Result<BTreeMap<String, [u8; 32]>> {
+    let text = std::fs::read_to_string(path)?;
+    let raw: BTreeMap<String, String> = serde_yaml_ng::from_str(&text)?;
+    let mut out = BTreeMap::new();
+    for (name, hexd) in raw {
+        if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            anyhow::bail!(
+                "{}: approver name `{name}` is empty or has spaces",
+                path.display()
+            );
+        }
+        let d: [u8; 32] = hex::decode(hexd.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: `{name}` must map to the SHA-256 (64 hex) of the approver's token",
+                    path.display()
+                )
+            })?;
+        out.insert(name, d);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(principal: &str, n: u8) -> Claim {
+        Claim {
+            tenant: "acme".into(),
+            principal: principal.into(),
+            server: "ops".into(),
+            tool: "deploy".into(),
+            args_digest: format!("sha256:{}", "a".repeat(64)),
+            arguments: "{}".into(),
+            risk: "CRITICAL".into(),
+            reason: "risk_tier:CRITICAL".into(),
+            justification: None,
+            required: n,
+            pending_secs: 60,
+            grant_secs: 30,
+            gateway: "gw1".into(),
+            trace_id: None,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Approvals) {
+        let d = tempfile::tempdir().expect("tempdir");
+        let a = Approvals::open(d.path(), BTreeMap::new()).expect("open");
+        (d, a)
+    }
+
+    fn id_of(a: &ClaimAnswer) -> String {
+        match a {
+            ClaimAnswer::Approved { id, .. }
+            | ClaimAnswer::Pending { id, .. }
+            | ClaimAnswer::Denied { id, .. } => id.clone(),
+        }
+    }
+
+    #[test]
+    fn two_distinct_approvers_then_one_use() {
+        let (_d, ap) = open();
+        let t0 = SystemTime::now();
+        let first = ap.claim(claim("agent-7", 2), None, t0).expect("claim");
+        assert!(matches!(first, ClaimAnswer::Pending { created: true, .. }));
+        let id = id_of(&first);
+        // The same call again finds the same approval.
+        let again = ap.claim(claim("agent-7", 2), None, t0).expect("claim");
+        assert!(matches!(&again, ClaimAnswer::Pending { created: false, id: i, .. } if *i == id));
+        assert_eq!(
+            ap.decide(&id, "agent-7", Verdict::Approve, None, t0),
+            Err(Refused::SelfApproval)
+        );
+        ap.decide(&id, "alice", Verdict::Approve, None, t0)
+            .expect("alice");
+        assert_eq!(
+            ap.decide(&id, "alice", Verdict::Approve, None, t0),
+            Err(Refused::Already("alice".into()))
+        );
+        assert!(matches!(
+            ap.claim(claim("agent-7", 2), None, t0).expect("claim"),
+            ClaimAnswer::Pending { approvals: 1, .. }
+        ));
+        ap.decide(&id, "bob", Verdict::Approve, None, t0)
+            .expect("bob");
+        assert!(matches!(
+            ap.claim(claim("agent-7", 2), None, t0).expect("claim"),
+            ClaimAnswer::Approved { approvers, .. } if approvers.len() == 2
+        ));
+        // Used: the next identical call needs a new approval.
+        let next = ap.claim(claim("agent-7", 2), None, t0).expect("claim");
+        assert!(matches!(&next, ClaimAnswer::Pending { created: true, id: i, .. } if *i != id));
+        // Kept across a restart.
+        let reopened = Approvals::open(_d.path(), BTreeMap::new()).expect("reopen");
+        assert_eq!(
+            reopened
+                .get(&id, t0)
+                .and_then(|v| v["state"].as_str().map(str::to_owned)),
+            Some("used".into())
+        );
+    }
+
+    #[test]
+    fn approvals_lapse_and_denials_are_told_once() {
+        let (_d, ap) = open();
+        let t0 = SystemTime::now();
+        let id = id_of(&ap.claim(claim("agent-7", 1), None, t0).expect("claim"));
+        ap.decide(&id, "alice", Verdict::Approve, None, t0)
+            .expect("approve");
+        // Usable for grant_secs (30 s) only.
+        let late = t0 + Duration::from_secs(31);
+        assert!(matches!(
+            ap.claim(claim("agent-7", 1), None, late).expect("claim"),
+            ClaimAnswer::Pending { created: true, .. }
+        ));
+        let id2 = ap.list(false, late)[0]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        ap.decide(&id2, "bob", Verdict::Deny, Some("not today".into()), late)
+            .expect("deny");
+        assert!(matches!(
+            ap.claim(claim("agent-7", 1), None, late).expect("claim"),
+            ClaimAnswer::Denied { by, .. } if by.approver == "bob"
+        ));
+        assert!(matches!(
+            ap.claim(claim("agent-7", 1), None, late).expect("claim"),
+            ClaimAnswer::Pending { created: true, .. }
+        ));
+        // A pending approval nobody answers lapses.
+        let id3 = ap.list(false, late)[0]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let lapsed = late + Duration::from_secs(61);
+        assert_eq!(
+            ap.decide(&id3, "alice", Verdict::Approve, None, lapsed),
+            Err(Refused::Finished("expired"))
+        );
+    }
+
+    #[test]
+    fn ids_are_long_and_distinct() {
+        let a = new_id();
+        assert_eq!(a.len(), 3 + 26);
+        assert_ne!(a, new_id());
+    }
+}

@@ -1,0 +1,311 @@
+//! Held calls: the gateway's side of human approval.
+//!
+//! A call the chain held (`RequestPlan::held`) is claimed at the control
+//! agent, which keeps every approval of the fleet (see `warden-agent`'s
+//! `approvals`). The answer decides the call:
+//! - **approved**: the approval is taken (single use, fleet-wide) and the
+//!   held bytes — exactly what every guard passed — are forwarded. When the
+//!   gateway verifies bundles, the agent's grant must carry a valid
+//!   signature by the same key and name this call's binding; otherwise the
+//!   call is refused.
+//! - **pending**: the caller is told the approval id and where approvers act:
+//!   a URL-mode elicitation (JSON-RPC error -32042) when its session declared
+//!   `elicitation.url`, otherwise a tool error the model can read. Retrying
+//!   the same call after approval goes through.
+//! - **denied**: a tool error naming the approver.
+//! - **no agent, or it cannot answer**: refused (`approval_unavailable`);
+//!   a held call never goes on unapproved.
+
+use std::time::Duration;
+
+use warden_config::archive::Verifier;
+use warden_filters::approval::ApprovalNeed;
+
+/// The JWS `typ` of a grant (as the agent signs it).
+const GRANT_TYP: &str = "warden-approval+jwt";
+
+/// Where this gateway claims held calls.
+pub struct ApprovalClient {
+    base: String,
+    token: Option<String>,
+    gateway_id: String,
+    verifier: Option<Verifier>,
+    http: reqwest::Client,
+}
+
+/// One approver's answer, as the agent reports it.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct ApproverDecision {
+    pub approver: String,
+    pub verdict: String,
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// What the agent answered for a held call.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum Claimed {
+    Approved {
+        id: String,
+        approvers: Vec<ApproverDecision>,
+        #[serde(default)]
+        grant: Option<String>,
+    },
+    Pending {
+        id: String,
+        required: u8,
+        approvals: usize,
+        expires_at: String,
+        #[serde(default)]
+        created: bool,
+    },
+    Denied {
+        id: String,
+        by: ApproverDecision,
+    },
+    /// Not an agent answer: why the gateway could not get one.
+    #[serde(skip)]
+    Unavailable(String),
+}
+
+#[derive(serde::Deserialize)]
+struct Grant {
+    id: String,
+    binding: String,
+}
+
+/// Who asks, for the agent's record.
+pub struct Caller<'a> {
+    pub tenant: &'a str,
+    pub principal: &'a str,
+    pub server: &'a str,
+    pub justification: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
+}
+
+impl ApprovalClient {
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        gateway_id: &str,
+        verifier: Option<Verifier>,
+    ) -> anyhow::Result<ApprovalClient> {
+        Ok(ApprovalClient {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            gateway_id: gateway_id.to_owned(),
+            verifier,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .build()?,
+        })
+    }
+
+    /// The page approvers are pointed to for approval `id`.
+    pub fn approval_url(&self, template: Option<&str>, id: &str) -> String {
+        match template {
+            Some(t) => t.replace("{id}", id),
+            None => format!("{}/v1/approvals/{id}", self.base),
+        }
+    }
+
+    /// Claims the held call at the agent (see the module docs).
+    pub async fn claim(
+        &self,
+        need: &ApprovalNeed,
+        who: &Caller<'_>,
+        cfg: &warden_config::guards::Approvals,
+    ) -> Claimed {
+        let body = serde_json::json!({
+            "tenant": who.tenant,
+            "principal": who.principal,
+            "server": who.server,
+            "tool": need.tool,
+            "args_digest": need.args_digest,
+            "arguments": need.arguments,
+            "risk": need.risk.as_str(),
+            "reason": need.reason,
+            "justification": who.justification,
+            "required": need.approvers,
+            "pending_secs": cfg.pending.as_secs().max(1),
+            "grant_secs": cfg.expires.as_secs().max(1),
+            "gateway": self.gateway_id,
+            "trace_id": who.trace_id,
+        });
+        let mut req = self
+            .http
+            .post(format!("{}/v1/approvals/claim", self.base))
+            .timeout(cfg.timeout)
+            .json(&body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Claimed::Unavailable(format!("the control agent is unreachable: {e}"))
+            }
+        };
+        let status = resp.status();
+        let text = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Claimed::Unavailable(format!("reading the agent's answer: {e}")),
+        };
+        if !status.is_success() {
+            let why = serde_json::from_slice::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            return Claimed::Unavailable(format!(
+                "the control agent refused the claim ({status}): {why}"
+            ));
+        }
+        let claimed: Claimed = match serde_json::from_slice(&text) {
+            Ok(c) => c,
+            Err(e) => return Claimed::Unavailable(format!("the agent's answer is malformed: {e}")),
+        };
+        if let Claimed::Approved { id, grant, .. } = &claimed {
+            if let Err(why) = self.check_grant(id, grant.as_deref(), need) {
+                return Claimed::Unavailable(why);
+            }
+        }
+        claimed
+    }
+
+    /// With a bundle key, an approval counts only with the agent's
+    /// signature over this call's binding.
+    fn check_grant(
+        &self,
+        id: &str,
+        grant: Option<&str>,
+        need: &ApprovalNeed,
+    ) -> Result<(), String> {
+        let Some(v) = &self.verifier else {
+            return Ok(());
+        };
+        let jws = grant.ok_or("the agent's approval carries no signed grant")?;
+        let g: Grant = v
+            .verify_claims(jws, GRANT_TYP)
+            .map_err(|e| format!("the approval grant does not verify: {e}"))?;
+        if g.id != id || g.binding != need.binding {
+            return Err("the approval grant is for another call".into());
+        }
+        Ok(())
+    }
+}
+
+impl Claimed {
+    /// Stable reason for audit and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Claimed::Approved { .. } => "approved",
+            Claimed::Pending { .. } => "approval_pending",
+            Claimed::Denied { .. } => "approval_denied",
+            Claimed::Unavailable(_) => "approval_unavailable",
+        }
+    }
+
+    /// The approvers' decisions the answer reports.
+    pub fn decisions(&self) -> Vec<ApproverDecision> {
+        match self {
+            Claimed::Approved { approvers, .. } => approvers.clone(),
+            Claimed::Denied { by, .. } => vec![by.clone()],
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Claimed::Approved { id, .. }
+            | Claimed::Pending { id, .. }
+            | Claimed::Denied { id, .. } => Some(id),
+            Claimed::Unavailable(_) => None,
+        }
+    }
+
+    /// The answer to the held call when it is not forwarded: a URL-mode
+    /// elicitation (`url_elicitation`: the client declared it) for a
+    /// pending approval, else a tool error the model can read.
+    pub fn answer(
+        &self,
+        need: &ApprovalNeed,
+        id: Option<&warden_filters::Id>,
+        url: Option<&str>,
+        url_elicitation: bool,
+    ) -> serde_json::Value {
+        use warden_filters::{codes, filter::Denial, JsonRpcError};
+        let tool = &need.tool;
+        let (code, reason, text, data) = match self {
+            Claimed::Pending {
+                id: aid,
+                required,
+                approvals,
+                expires_at,
+                ..
+            } => {
+                let url = url.unwrap_or_default();
+                let text = format!(
+                    "The call to `{tool}` is held for human approval ({approvals} of {required} approver(s) so far; reason: {}). Approval id: {aid}. Approvers act at {url} (or `warden-agent approvals approve {aid}`). Retry the same call, with the same arguments, once it is approved; the request lapses at {expires_at}.",
+                    need.reason
+                );
+                if url_elicitation {
+                    let err = JsonRpcError::new(
+                        codes::URL_ELICITATION_REQUIRED,
+                        "This call needs human approval",
+                    )
+                    .with_data(serde_json::json!({
+                        "elicitations": [{
+                            "mode": "url",
+                            "elicitationId": aid,
+                            "url": url,
+                            "message": text,
+                        }],
+                        "reason": "approval_pending",
+                        "approval": {"id": aid, "required": required, "approvals": approvals},
+                    }));
+                    return err.to_response(id);
+                }
+                (
+                    codes::APPROVAL_REQUIRED,
+                    "approval_pending",
+                    text,
+                    serde_json::json!({"id": aid, "required": required, "approvals": approvals, "url": url, "expires_at": expires_at}),
+                )
+            }
+            Claimed::Denied { id: aid, by } => (
+                codes::DENIED,
+                "approval_denied",
+                format!(
+                    "The call to `{tool}` was denied by approver {}{}. Approval id: {aid}. Do not retry it unchanged.",
+                    by.approver,
+                    by.comment
+                        .as_deref()
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default()
+                ),
+                serde_json::json!({"id": aid, "by": by.approver}),
+            ),
+            Claimed::Unavailable(why) => (
+                codes::APPROVAL_REQUIRED,
+                "approval_unavailable",
+                format!(
+                    "The call to `{tool}` needs human approval, and approvals cannot be reached now ({why}). It was not made; try again later."
+                ),
+                serde_json::Value::Null,
+            ),
+            Claimed::Approved { .. } => (
+                codes::INTERNAL_ERROR,
+                "approval_internal",
+                "An approved call was not forwarded".to_owned(),
+                serde_json::Value::Null,
+            ),
+        };
+        let err = JsonRpcError::new(code, text.clone()).with_data(serde_json::json!({
+            "reason": reason,
+            "approval": data,
+        }));
+        Denial::readable(err, reason.to_owned(), &text, true).to_response(id)
+    }
+}
