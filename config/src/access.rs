@@ -727,21 +727,16 @@ pub(crate) fn outbound_header(raw: Option<&str>, base: &str, p: &mut Problems) -
     Some(header)
 }
 
-pub(crate) fn credentials(
-    raw: &raw::CredentialsConfig,
+/// A secret named by `env` (an environment variable) or `file` (relative
+/// to the bundle root; trailing newline trimmed): exactly one of them.
+pub(crate) fn secret_ref(
+    env: Option<&str>,
+    file: Option<&str>,
     root: &Path,
     base: &str,
     p: &mut Problems,
-) -> Option<Credentials> {
-    let header = outbound_header(raw.header.as_deref(), base, p)?;
-    let prefix = raw.prefix.clone().unwrap_or_else(|| {
-        if header == "authorization" {
-            "Bearer ".into()
-        } else {
-            String::new()
-        }
-    });
-    let secret = match (&raw.env, &raw.file) {
+) -> Option<Secret> {
+    let secret = match (env, file) {
         (Some(var), None) => match std::env::var(var) {
             Ok(v) => v,
             Err(_) => {
@@ -764,6 +759,29 @@ pub(crate) fn credentials(
             return None;
         }
     };
+    if secret.is_empty() || secret.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        p.push(base, "the secret is empty or holds control characters");
+        return None;
+    }
+    Some(Secret(secret))
+}
+
+pub(crate) fn credentials(
+    raw: &raw::CredentialsConfig,
+    root: &Path,
+    base: &str,
+    p: &mut Problems,
+) -> Option<Credentials> {
+    let header = outbound_header(raw.header.as_deref(), base, p)?;
+    let prefix = raw.prefix.clone().unwrap_or_else(|| {
+        if header == "authorization" {
+            "Bearer ".into()
+        } else {
+            String::new()
+        }
+    });
+    let secret = secret_ref(raw.env.as_deref(), raw.file.as_deref(), root, base, p)?;
+    let secret = secret.expose();
     let value = format!("{prefix}{secret}");
     if value.is_empty() || value.bytes().any(|b| b < 0x20 || b == 0x7f) {
         p.push(base, "the secret is empty or holds control characters");

@@ -680,25 +680,25 @@ pub(crate) fn approvals(raw: Option<&raw::ApprovalsConfig>, p: &mut Problems) ->
             ),
         }
     }
-    let mut span =
-        |field: &str, v: &Option<String>, min: Duration, max: Duration, dflt: Duration| match v
-            .as_deref()
-            .map(parse_duration)
-        {
-            None => dflt,
-            Some(Ok(d)) if d >= min && d <= max => d,
-            Some(Ok(_)) => {
-                p.push(
-                    format!("approvals.{field}"),
-                    format!("must be between {} and {}", humanize(min), humanize(max)),
-                );
-                dflt
-            }
-            Some(Err(e)) => {
-                p.push(format!("approvals.{field}"), e);
-                dflt
-            }
-        };
+    let mut span = |field: &str,
+                    v: &Option<String>,
+                    min: Duration,
+                    max: Duration,
+                    dflt: Duration| match v.as_deref().map(parse_duration) {
+        None => dflt,
+        Some(Ok(d)) if d >= min && d <= max => d,
+        Some(Ok(_)) => {
+            p.push(
+                format!("approvals.{field}"),
+                format!("must be between {} and {}", humanize(min), humanize(max)),
+            );
+            dflt
+        }
+        Some(Err(e)) => {
+            p.push(format!("approvals.{field}"), e);
+            dflt
+        }
+    };
     out.expires = span(
         "expires",
         &raw.expires,

@@ -165,6 +165,39 @@ pub struct Server {
     pub credentials: Option<Credentials>,
     /// Mint a JWT per call naming the principal (see `Assertions`).
     pub assertion: Option<IdentityAssertion>,
+    /// Fetch a token from an OAuth authorization server per call (cached).
+    pub oauth: Option<OutboundOAuth>,
+    /// Forward the caller's own token (opt-in, audience-checked).
+    pub caller_token: Option<CallerToken>,
+}
+
+/// How the gateway gets an upstream token from an authorization server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthGrant {
+    /// RFC 8693: the caller's validated token, exchanged for one scoped to
+    /// this server.
+    TokenExchange,
+    /// OAuth 2.0 client credentials: the gateway's own service token.
+    ClientCredentials,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboundOAuth {
+    pub grant: OAuthGrant,
+    pub token_endpoint: String,
+    pub client_id: String,
+    pub client_secret: crate::access::Secret,
+    pub audience: String,
+    pub scope: Option<String>,
+    /// Lower-case header name; `authorization` carries `Bearer <token>`.
+    pub header: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerToken {
+    pub audience: String,
+    pub header: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +297,62 @@ fn identity_assertion(
         audience: raw.audience.clone(),
         ttl,
         header,
+    })
+}
+
+fn outbound_oauth(
+    raw: &raw::OutboundOAuthConfig,
+    root: &std::path::Path,
+    base: &str,
+    p: &mut Problems,
+) -> Option<OutboundOAuth> {
+    let grant = match raw.grant.as_str() {
+        "token_exchange" => OAuthGrant::TokenExchange,
+        "client_credentials" => OAuthGrant::ClientCredentials,
+        g => {
+            p.push(
+                format!("{base}.grant"),
+                format!("`{g}` is not `token_exchange` or `client_credentials`"),
+            );
+            return None;
+        }
+    };
+    let e = &raw.token_endpoint;
+    if !(e.starts_with("https://") || e.starts_with("http://"))
+        || e.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        p.push(format!("{base}.token_endpoint"), "must be an http(s) URL");
+        return None;
+    }
+    for (field, v) in [("client_id", &raw.client_id), ("audience", &raw.audience)] {
+        if v.trim().is_empty() || v.chars().any(char::is_control) {
+            p.push(format!("{base}.{field}"), "must not be empty");
+            return None;
+        }
+    }
+    let client_secret = crate::access::secret_ref(
+        raw.client_secret.env.as_deref(),
+        raw.client_secret.file.as_deref(),
+        root,
+        &format!("{base}.client_secret"),
+        p,
+    )?;
+    let timeout = duration(
+        p,
+        &format!("{base}.timeout"),
+        &raw.timeout,
+        Duration::from_secs(5),
+    );
+    let header = crate::access::outbound_header(raw.header.as_deref(), base, p)?;
+    Some(OutboundOAuth {
+        grant,
+        token_endpoint: e.clone(),
+        client_id: raw.client_id.clone(),
+        client_secret,
+        audience: raw.audience.clone(),
+        scope: raw.scope.clone().filter(|s| !s.trim().is_empty()),
+        header,
+        timeout,
     })
 }
 
@@ -698,11 +787,40 @@ impl Config {
                     .identity_assertion
                     .as_ref()
                     .and_then(|a| identity_assertion(a, &format!("{sbase}.identity_assertion"), p));
-                if let (Some(c), Some(a)) = (&credentials, &assertion) {
-                    if c.header == a.header {
+                let oauth = s
+                    .oauth
+                    .as_ref()
+                    .and_then(|o| outbound_oauth(o, root, &format!("{sbase}.oauth"), p));
+                let caller_token = s.caller_token.as_ref().and_then(|c| {
+                    let base = format!("{sbase}.caller_token");
+                    if c.audience.trim().is_empty() {
+                        p.push(format!("{base}.audience"), "must name this server");
+                        return None;
+                    }
+                    Some(CallerToken {
+                        audience: c.audience.clone(),
+                        header: crate::access::outbound_header(c.header.as_deref(), &base, p)?,
+                    })
+                });
+                // One way for this server to learn who calls, per header.
+                let mut headers: Vec<(&str, &str)> = Vec::new();
+                if let Some(c) = &credentials {
+                    headers.push(("credentials", &c.header));
+                }
+                if let Some(a) = &assertion {
+                    headers.push(("identity_assertion", &a.header));
+                }
+                if let Some(o) = &oauth {
+                    headers.push(("oauth", &o.header));
+                }
+                if let Some(c) = &caller_token {
+                    headers.push(("caller_token", &c.header));
+                }
+                for (i, (field, h)) in headers.iter().enumerate() {
+                    if let Some((other, _)) = headers[..i].iter().find(|(_, o)| o == h) {
                         p.push(
-                            format!("{sbase}.identity_assertion"),
-                            format!("`credentials` already sets `{}`: choose one way for this server to prove who calls", c.header),
+                            format!("{sbase}.{field}"),
+                            format!("`{other}` already sets `{h}`: choose one way for this server to prove who calls"),
                         );
                     }
                 }
@@ -716,6 +834,8 @@ impl Config {
                     timeouts: st,
                     credentials,
                     assertion,
+                    oauth,
+                    caller_token,
                 });
             }
             groups.push(ServiceGroup {

@@ -426,6 +426,54 @@ pub struct ServerConfig {
     /// one static credential).
     #[serde(default)]
     pub identity_assertion: Option<IdentityAssertionConfig>,
+    /// A token from an OAuth authorization server: the caller's token
+    /// exchanged (RFC 8693), or the gateway's own (client credentials).
+    #[serde(default)]
+    pub oauth: Option<OutboundOAuthConfig>,
+    /// Opt-in: forward the caller's own token, only when it was issued for
+    /// this server (its `aud` names `audience`).
+    #[serde(default)]
+    pub caller_token: Option<CallerTokenConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundOAuthConfig {
+    /// `token_exchange` or `client_credentials`.
+    pub grant: String,
+    pub token_endpoint: String,
+    pub client_id: String,
+    /// The client secret, as `{env: VAR}` or `{file: path}`.
+    pub client_secret: SecretRefConfig,
+    /// This server's identifier at the authorization server (sent as
+    /// `resource`, RFC 8707, and `audience`, RFC 8693).
+    pub audience: String,
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Header that carries the token (default `authorization`, as `Bearer`).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// How long the gateway waits for the token endpoint (default 5s).
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRefConfig {
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerTokenConfig {
+    /// The caller's token goes on only if its `aud` names this.
+    pub audience: String,
+    #[serde(default)]
+    pub header: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

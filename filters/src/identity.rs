@@ -558,7 +558,7 @@ impl Authenticator {
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive).
-fn bearer(v: &str) -> Option<&str> {
+pub fn bearer(v: &str) -> Option<&str> {
     let (scheme, rest) = v.trim().split_once(' ')?;
     let token = rest.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))

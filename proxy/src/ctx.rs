@@ -70,6 +70,8 @@ pub struct RequestCtx {
     pub approval: Option<crate::approvals::Claimed>,
     /// An `initialize` whose client declared URL-mode elicitation.
     pub url_elicitation: bool,
+    /// The upstream identity fetched for this call (header, value): see `outbound`.
+    pub outbound_auth: Option<(String, String)>,
     /// Upstream path and query.
     pub upstream_uri: String,
     pub session_id: Option<String>,
@@ -142,6 +144,7 @@ impl RequestCtx {
             justification: None,
             approval: None,
             url_elicitation: false,
+            outbound_auth: None,
             upstream_uri: String::new(),
             session_id: None,
             sealed_upstream: None,

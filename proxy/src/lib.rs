@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod live;
 pub mod metrics;
 pub mod otel;
+pub mod outbound;
 pub mod recording;
 pub mod respond;
 pub mod response;

@@ -55,6 +55,9 @@ pub struct Metrics {
     /// Held calls by the control agent's answer (`approved`,
     /// `approval_pending`, `approval_denied`, `approval_unavailable`).
     pub approvals: IntCounterVec,
+    /// Upstream tokens from authorization servers, by server, grant and
+    /// result (`cached`, `fetched`, `failed`).
+    pub outbound_tokens: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -68,6 +71,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "warden_approvals_total",
             "Held calls by the control agent's answer",
             &["server", "answer"]
+        )?,
+        outbound_tokens: register_int_counter_vec!(
+            "warden_outbound_tokens_total",
+            "Upstream tokens from authorization servers, by server, grant and result",
+            &["server", "grant", "result"]
         )?,
         messages: register_int_counter_vec!(
             "warden_mcp_messages_total",

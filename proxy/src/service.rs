@@ -61,11 +61,24 @@ impl WardenProxy {
     ) -> Result<Option<u16>, Refusal> {
         let gw = &self.gateway;
         match admit(gw, session, ctx).await? {
-            Admitted::Stream => Ok(None),
+            Admitted::Stream => {
+                outbound(gw, session, ctx).await?;
+                Ok(None)
+            }
             Admitted::Answered(status) => Ok(Some(status)),
             Admitted::Post => match judge(gw, session, ctx).await? {
                 Judged::Answered(status) => Ok(Some(status)),
                 Judged::Forward(body) => {
+                    outbound(gw, session, ctx).await.map_err(|r| {
+                        // A single message's error answers its id.
+                        let id = ctx
+                            .plan
+                            .as_ref()
+                            .filter(|p| !p.batch)
+                            .and_then(|p| p.records.first())
+                            .and_then(|r| r.id.clone());
+                        r.with_id(id)
+                    })?;
                     crate::forwarding::forward_judged(gw, &self.connector, session, ctx, body)
                         .await
                         .map(Some)
@@ -73,6 +86,18 @@ impl WardenProxy {
             },
         }
     }
+}
+
+/// The upstream identity this call needs fetched (see `outbound`).
+async fn outbound(gw: &Gateway, session: &Session, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+    let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
+        return Ok(());
+    };
+    let server = &rt.snap.config.servers[server];
+    if server.oauth.is_none() && server.caller_token.is_none() {
+        return Ok(());
+    }
+    gw.tokens.prepare(ctx, server, session.req_header()).await
 }
 
 #[async_trait]

@@ -35,6 +35,8 @@ pub struct Gateway {
     pub leaving: std::sync::atomic::AtomicBool,
     /// Where held calls are claimed (the control agent), when there is one.
     pub approvals: std::sync::OnceLock<crate::approvals::ApprovalClient>,
+    /// Upstream tokens from authorization servers (see `outbound`).
+    pub tokens: crate::outbound::TokenCache,
     next_request: AtomicU64,
 }
 
@@ -59,6 +61,7 @@ impl Gateway {
             live: crate::live::Live::new(10_000),
             leaving: std::sync::atomic::AtomicBool::new(false),
             approvals: std::sync::OnceLock::new(),
+            tokens: Default::default(),
         }
     }
 

@@ -84,6 +84,10 @@ pub fn rewrite_request(
         };
         req.insert_header(a.header.clone(), value)?;
     }
+    // A token fetched for this call (see `outbound`).
+    if let Some((h, v)) = &ctx.outbound_auth {
+        req.insert_header(h.clone(), v.as_str())?;
+    }
     req.remove_header(&http::header::ORIGIN);
     req.remove_header(&http::header::COOKIE);
     // The caller's justification is for the gateway (policy, audit, where it

@@ -51,7 +51,11 @@ fn wait_port(addr: SocketAddr, proc: &mut Proc) {
 fn spawn(name: &str, cmd: &mut Command) -> Proc {
     let child = cmd
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("WARDEN_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap_or_else(|e| panic!("starting {name}: {e}"));
     Proc {
@@ -947,4 +951,276 @@ fn risky_calls_wait_for_their_approvers() {
     )
     .expect("verify");
     assert!(ok, "{out}{err}");
+}
+
+/// Starts `node tests/peers/oauth_server.mjs CONFIG` (the `oidc-provider`
+/// library as a real authorization server); returns it and its issuer URL.
+fn oauth_server(config: &std::path::Path) -> (Proc, String) {
+    use std::io::BufRead;
+    let mut child = Command::new("node")
+        .arg(peers().join("oauth_server.mjs"))
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var_os("WARDEN_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .expect("node oauth_server.mjs");
+    let stdout = child.stdout.take().expect("stdout");
+    let proc = Proc {
+        child,
+        name: "oauth server".into(),
+    };
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
+    let issuer = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("the oauth server said {line:?}"))
+        .to_owned();
+    (proc, issuer)
+}
+
+/// Every outbound identity mode verified by a real upstream (the Python SDK
+/// server checking each request's JWT against its issuer's JWKS with PyJWT),
+/// with a real OAuth authorization server (`oidc-provider`) on loopback:
+/// - token exchange (RFC 8693): the upstream sees the user behind the agent
+///   (`sub`), for its own audience, issued by the authorization server, with
+///   the gateway as the actor; one principal never gets another's token;
+///   the exchanged token is cached until just before it expires, then
+///   fetched again; an API-key caller has nothing to exchange (403);
+/// - client credentials: the gateway's own service token, cached across
+///   callers;
+/// - the caller's own token, opt-in: passed on only when issued for that
+///   upstream (403 otherwise, never passed);
+/// - the authorization server down: a clear error, and no call.
+#[test]
+fn each_outbound_identity_mode_is_verified_by_a_real_upstream() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    // The identity provider that issued the callers' tokens.
+    warden_tests::openssl(d, &["genpkey", "-algorithm", "ed25519", "-out", "idp.pem"]);
+    warden_tests::openssl(
+        d,
+        &[
+            "pkey", "-in", "idp.pem", "-pubout", "-outform", "DER", "-out", "idp.der",
+        ],
+    );
+    let der = std::fs::read(d.join("idp.der")).expect("der");
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&der[der.len() - 32..]);
+    let jwks = serde_json::json!({"keys": [{"kty":"OKP","crv":"Ed25519","x":x,"kid":"idp","alg":"EdDSA","use":"sig"}]});
+    let idp_dir = d.join("idp");
+    std::fs::create_dir_all(&idp_dir).expect("mkdir");
+    std::fs::write(idp_dir.join("jwks.json"), jwks.to_string()).expect("jwks");
+    let gw_aud = "http://127.0.0.1/gw";
+    let key =
+        jsonwebtoken::EncodingKey::from_ed_pem(&std::fs::read(d.join("idp.pem")).expect("pem"))
+            .expect("ed key");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let token = |sub: &str, aud: Value| {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        h.kid = Some("idp".into());
+        jsonwebtoken::encode(
+            &h,
+            &serde_json::json!({"iss": "https://idp.example", "sub": sub, "aud": aud, "tenant": "acme", "iat": now, "exp": now + 600}),
+            &key,
+        )
+        .expect("sign")
+    };
+    // Upstream A trusts the authorization server; upstream B, the IdP.
+    let (a_port, b_port, idp_port) = (free_port(), free_port(), free_port());
+    let aud_a = format!("http://127.0.0.1:{a_port}/mcp");
+    let aud_b = format!("http://127.0.0.1:{b_port}/mcp");
+    let alice = token("alice", serde_json::json!([gw_aud, aud_b]));
+    let bob = token("bob", serde_json::json!(gw_aud));
+    let config = d.join("oauth.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "port": 0,
+            "ttl": 4,
+            "clients": [{"client_id": "warden-gw", "client_secret": "gw-secret-0123456789",
+                         "grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]}],
+            "resources": {aud_a.clone(): {"scope": "tools"}},
+            "subject": {"issuer": "https://idp.example", "audience": gw_aud, "jwks": jwks},
+        })
+        .to_string(),
+    )
+    .expect("config");
+    let (mut oauth, issuer) = oauth_server(&config);
+    let mut idp = spawn(
+        "idp jwks server",
+        Command::new(python())
+            .args([
+                "-m",
+                "http.server",
+                &idp_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(&idp_dir),
+    );
+    let mut up_a = spawn(
+        "python upstream (authorization server tokens)",
+        Command::new(python())
+            .arg(peers().join("py_assertion_server.py"))
+            .args([
+                &a_port.to_string(),
+                &format!("{issuer}/jwks"),
+                &aud_a,
+                &issuer,
+            ]),
+    );
+    let mut up_b = spawn(
+        "python upstream (caller tokens)",
+        Command::new(python())
+            .arg(peers().join("py_assertion_server.py"))
+            .args([
+                &b_port.to_string(),
+                &format!("http://127.0.0.1:{idp_port}/jwks.json"),
+                &aud_b,
+                "https://idp.example",
+            ]),
+    );
+    for (port, p) in [
+        (a_port, &mut up_a),
+        (b_port, &mut up_b),
+        (idp_port, &mut idp),
+    ] {
+        wait_port(format!("127.0.0.1:{port}").parse().expect("addr"), p);
+    }
+    std::fs::write(d.join("gw-secret"), "gw-secret-0123456789\n").expect("secret");
+    let api_key = warden_config::access::hash_api_key("wk_plain_key_1", &[5u8; 16]);
+    let yaml = format!(
+        "version: 1\nidentity:\n  resource: {gw_aud}\n  jwt: {{issuer: \"https://idp.example\", jwks_file: jwks.json, audiences: [\"{gw_aud}\"]}}\n  api_keys:\n    - {{id: keyed, tenant: acme, roles: [developer], hash: \"{api_key}\"}}\nservice_groups:\n  - name: g\n    servers:\n      - name: tx\n        upstreams: [\"127.0.0.1:{a_port}\"]\n        oauth: {{grant: token_exchange, token_endpoint: \"{issuer}/token\", client_id: warden-gw, client_secret: {{file: gw-secret}}, audience: \"{aud_a}\", scope: tools}}\n      - name: cc\n        upstreams: [\"127.0.0.1:{a_port}\"]\n        oauth: {{grant: client_credentials, token_endpoint: \"{issuer}/token\", client_id: warden-gw, client_secret: {{file: gw-secret}}, audience: \"{aud_a}\"}}\n      - name: ct\n        upstreams: [\"127.0.0.1:{b_port}\"]\n        caller_token: {{audience: \"{aud_b}\"}}\nroutes:\n  - {{prefix: /tx, server: tx}}\n  - {{prefix: /cc, server: cc}}\n  - {{prefix: /ct, server: ct}}\n"
+    );
+    let jwks_text = jwks.to_string();
+    let gw = Gateway::start_with(
+        &yaml,
+        true,
+        &[
+            ("jwks.json", jwks_text.as_bytes()),
+            ("gw-secret", b"gw-secret-0123456789\n"),
+        ],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    let whoami = |path: &str, bearer: &str| -> Value {
+        let (ok, out, err) = run_with_timeout(
+            Command::new(python())
+                .arg(peers().join("py_whoami_client.py"))
+                .arg(gw.url(&format!("/{path}/mcp")))
+                .env("WARDEN_BEARER", bearer),
+            Duration::from_secs(60),
+        )
+        .expect("client ran");
+        assert!(ok, "{out}{err}");
+        let v: Value = serde_json::from_str(out.lines().last().unwrap_or("")).expect("json");
+        assert_eq!(v["ok"], true, "{v}");
+        v["whoami"].clone()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let stats = || -> Value {
+        rt.block_on(warden_tests::request(
+            &format!("{issuer}/stats"),
+            "GET",
+            &[],
+            bytes::Bytes::new(),
+            false,
+        ))
+        .ok()
+        .and_then(|(_, _, b)| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+    };
+
+    // Token exchange: the user, for this upstream, by this authorization
+    // server, the gateway acting.
+    let a1 = whoami("tx", &alice);
+    assert_eq!(a1["sub"], "alice", "{a1}");
+    assert_eq!(a1["aud"], aud_a.as_str(), "{a1}");
+    assert_eq!(a1["iss"], issuer.as_str(), "{a1}");
+    assert_eq!(a1["act"]["sub"], "warden-gw", "{a1}");
+    assert_eq!(a1["tenant"], "acme", "{a1}");
+    // Every request of that session (initialize, initialized, the call) was
+    // served by one exchange.
+    assert_eq!(stats()["token_exchange"], 1, "{}", stats());
+    let b1 = whoami("tx", &bob);
+    assert_eq!(b1["sub"], "bob", "another principal, its own token: {b1}");
+    assert_eq!(stats()["token_exchange"], 2);
+    let a2 = whoami("tx", &alice);
+    assert_eq!(a2["sub"], "alice");
+    assert_eq!(stats()["token_exchange"], 2, "cached: {}", stats());
+    // The authorization server's tokens live 4 s: past that, a new one.
+    std::thread::sleep(Duration::from_millis(4_200));
+    assert_eq!(whoami("tx", &alice)["sub"], "alice");
+    assert_eq!(stats()["token_exchange"], 3, "refreshed: {}", stats());
+
+    // Client credentials: the gateway's own token, whoever calls.
+    let c1 = whoami("cc", &alice);
+    assert_eq!(c1["sub"], "warden-gw", "{c1}");
+    assert_eq!(c1["aud"], aud_a.as_str());
+    assert_eq!(whoami("cc", &bob)["sub"], "warden-gw");
+    assert_eq!(stats()["client_credentials"], 1, "{}", stats());
+
+    // The caller's own token, only where it was issued for the upstream.
+    let own = whoami("ct", &alice);
+    assert_eq!(own["sub"], "alice", "{own}");
+    assert_eq!(own["iss"], "https://idp.example", "{own}");
+    let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+    let post = |path: &str, h: &[(&str, &str)]| -> (u16, Value) {
+        let (s, _, b) = rt
+            .block_on(warden_tests::post_json(&gw.url(path), call, h))
+            .expect("post");
+        (s, serde_json::from_slice(&b).unwrap_or_default())
+    };
+    let bob_auth = format!("Bearer {bob}");
+    let (s, v) = post("/ct/mcp", &[("authorization", &bob_auth)]);
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(v["error"]["data"]["reason"], "caller_token_audience", "{v}");
+    assert_eq!(v["id"], 7);
+    // An API-key caller has no token to exchange.
+    let (s, v) = post("/tx/mcp", &[("x-api-key", "wk_plain_key_1")]);
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(
+        v["error"]["data"]["reason"],
+        "token_exchange_needs_caller_token"
+    );
+    // The authorization server down: a clear error, and no call.
+    let _ = oauth.child.kill();
+    let _ = oauth.child.wait();
+    let carol = token("carol", serde_json::json!(gw_aud));
+    let carol_auth = format!("Bearer {carol}");
+    let (s, v) = post("/tx/mcp", &[("authorization", &carol_auth)]);
+    assert_eq!(s, 502, "{v}");
+    assert_eq!(
+        v["error"]["data"]["reason"], "token_endpoint_unavailable",
+        "{v}"
+    );
+    let m = rt.block_on(gw.metrics());
+    assert!(
+        m.contains("warden_outbound_tokens_total{grant=\"token_exchange\",result=\"cached\",server=\"tx\"}"),
+        "{m}"
+    );
+    let recs = gw.audit_when(|r| {
+        r.iter()
+            .any(|x| x["outcome"] == "token_endpoint_unavailable")
+    });
+    assert!(
+        recs.iter()
+            .any(|x| x["principal"] == "carol" && x["outcome"] == "token_endpoint_unavailable"),
+        "{recs:?}"
+    );
 }

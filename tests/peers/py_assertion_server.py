@@ -1,7 +1,7 @@
-"""A real MCP server from the Python SDK (mcp==2.3.0) that trusts only identity
-assertions minted by Warden: every request must carry a JWT signed by a key in
-the gateway's JWKS (fetched from the admin listener, PyJWT), for this server's
-audience, unexpired. The `whoami` tool answers with the user the assertion names,
+"""A real MCP server from the Python SDK (mcp==2.3.0) that trusts only JWTs
+from one issuer: every request must carry a JWT signed by a key in that
+issuer's JWKS (Warden's admin listener for identity assertions, or an OAuth
+authorization server's, PyJWT), for this server's audience, unexpired. The `whoami` tool answers with the user the assertion names,
 so a test sees the server act for the user behind the agent.
 
 usage: py_assertion_server.py PORT JWKS_URL AUDIENCE ISSUER
@@ -29,7 +29,7 @@ class AssertionVerifier:
                 algorithms=["EdDSA"],
                 audience=AUDIENCE,
                 issuer=ISSUER,
-                options={"require": ["exp", "iat", "sub", "aud", "iss", "jti"]},
+                options={"require": ["exp", "iat", "sub", "aud", "iss"]},
             )
         except Exception as e:  # refused: the SDK answers 401
             print(f"refused assertion: {e}", file=sys.stderr, flush=True)
@@ -61,7 +61,8 @@ def whoami() -> str:
     """The user (and what the gateway says about them) behind this call."""
     t = get_access_token()
     c = dict(t.claims or {})
-    return json.dumps({k: c.get(k) for k in ["sub", "tenant", "roles", "auth", "orig_iss", "trace_id", "aud", "iss"]})
+    keys = ["sub", "tenant", "roles", "auth", "orig_iss", "trace_id", "aud", "iss", "act", "client_id"]
+    return json.dumps({k: c.get(k) for k in keys})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,357 @@
+//! Outbound identity fetched per call: the upstream token an OAuth
+//! authorization server issues for this call, or the caller's own token
+//! where a server opted in. Static credentials and identity assertions need
+//! no I/O and are set in `upstream::rewrite_request`.
+//!
+//! - **Token exchange** (RFC 8693): the caller's validated OAuth token is
+//!   exchanged at the server's `oauth.token_endpoint` for one scoped to the
+//!   server (`audience`, sent as RFC 8693 `audience` and RFC 8707
+//!   `resource`). Cached until shortly before it expires (never past the
+//!   caller's own token), keyed by principal, caller token, server,
+//!   audience and scope: one principal never receives another's token.
+//!   A caller without an OAuth token (an API key, mTLS) is refused.
+//! - **Client credentials**: the gateway's own service token, cached and
+//!   refreshed the same way (shared by every caller of that server: it names
+//!   the gateway, not a user).
+//! - **Caller token** (opt-in): the caller's token goes on unchanged, only
+//!   if its `aud` names the server's configured audience.
+//!
+//! A failure is the caller's clear JSON-RPC error and no call: 403 when the
+//! caller's token cannot be used (or the authorization server refuses the
+//! exchange), 502 when the authorization server cannot be reached.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use warden_config::model::{CallerToken, OAuthGrant, OutboundOAuth, Server};
+use warden_filters::{codes, JsonRpcError, Refusal};
+
+use crate::ctx::RequestCtx;
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// Upstream tokens by call identity, across bundle swaps.
+pub struct TokenCache {
+    cache: moka::sync::Cache<[u8; 32], Arc<Cached>>,
+    http: reqwest::Client,
+}
+
+struct Cached {
+    /// The header value (`Bearer <token>` for `authorization`).
+    value: String,
+    until: Instant,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(24 * 3600))
+                .build(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Why no token: the caller's answer.
+fn refuse(status: u16, reason: &'static str, message: String) -> Refusal {
+    let code = if status == 403 {
+        codes::FORBIDDEN
+    } else {
+        codes::UPSTREAM_UNAVAILABLE
+    };
+    Refusal::new(
+        status,
+        reason,
+        JsonRpcError::new(code, message).with_data(serde_json::json!({"reason": reason})),
+    )
+}
+
+/// The claims of a JWT the gateway has already verified (admission), read
+/// without verifying again.
+fn claims_of(token: &str) -> Option<serde_json::Value> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The caller's OAuth token, when it authenticated with one.
+fn caller_token<'a>(ctx: &RequestCtx, req: &'a pingora::http::RequestHeader) -> Option<&'a str> {
+    if ctx.principal.auth != warden_filters::identity::AuthMethod::Jwt {
+        return None;
+    }
+    let h = req
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    warden_filters::identity::bearer(h)
+}
+
+fn header_value(header: &str, token: &str) -> String {
+    if header == "authorization" {
+        format!("Bearer {token}")
+    } else {
+        token.to_owned()
+    }
+}
+
+impl TokenCache {
+    /// Sets `ctx.outbound_auth` for a server that fetches its upstream
+    /// identity per call; does nothing for the others.
+    pub async fn prepare(
+        &self,
+        ctx: &mut RequestCtx,
+        server: &Server,
+        req: &pingora::http::RequestHeader,
+    ) -> Result<(), Refusal> {
+        if let Some(c) = &server.caller_token {
+            ctx.outbound_auth = Some((c.header.clone(), pass_through(ctx, req, c)?));
+        } else if let Some(o) = &server.oauth {
+            let v = self.fetch(ctx, server, o, req).await;
+            let m = crate::metrics::metrics();
+            let grant = match o.grant {
+                OAuthGrant::TokenExchange => "token_exchange",
+                OAuthGrant::ClientCredentials => "client_credentials",
+            };
+            let result = match &v {
+                Ok((_, true)) => "cached",
+                Ok((_, false)) => "fetched",
+                Err(_) => "failed",
+            };
+            m.outbound_tokens
+                .with_label_values(&[&server.name, grant, result])
+                .inc();
+            ctx.outbound_auth = Some((o.header.clone(), v?.0));
+        }
+        Ok(())
+    }
+
+    /// The header value and whether it came from the cache.
+    async fn fetch(
+        &self,
+        ctx: &RequestCtx,
+        server: &Server,
+        o: &OutboundOAuth,
+        req: &pingora::http::RequestHeader,
+    ) -> Result<(String, bool), Refusal> {
+        let subject = match o.grant {
+            OAuthGrant::TokenExchange => Some(caller_token(ctx, req).ok_or_else(|| {
+                refuse(
+                    403,
+                    "token_exchange_needs_caller_token",
+                    format!(
+                        "`{}` acts for the user behind the agent: call it with an OAuth access token (Authorization: Bearer), not an API key or certificate",
+                        server.name
+                    ),
+                )
+            })?),
+            OAuthGrant::ClientCredentials => None,
+        };
+        // Length-prefixed parts: no two identities spell the same key.
+        let mut h = Sha256::new();
+        let owner = ctx.principal.owner_key();
+        let parts: [&str; 7] = [
+            &server.name,
+            &o.token_endpoint,
+            &o.client_id,
+            &o.audience,
+            o.scope.as_deref().unwrap_or(""),
+            if subject.is_some() { &owner } else { "" },
+            subject.unwrap_or(""),
+        ];
+        for part in parts {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        let key: [u8; 32] = h.finalize().into();
+        let now = Instant::now();
+        if let Some(c) = self.cache.get(&key) {
+            if c.until > now {
+                return Ok((c.value.clone(), true));
+            }
+            self.cache.invalidate(&key);
+        }
+        let mut form: Vec<(&str, &str)> = match subject {
+            Some(t) => vec![
+                ("grant_type", TOKEN_EXCHANGE),
+                ("subject_token", t),
+                ("subject_token_type", ACCESS_TOKEN_TYPE),
+                ("requested_token_type", ACCESS_TOKEN_TYPE),
+                ("audience", &o.audience),
+                ("resource", &o.audience),
+            ],
+            None => vec![
+                ("grant_type", "client_credentials"),
+                ("resource", &o.audience),
+            ],
+        };
+        if let Some(s) = &o.scope {
+            form.push(("scope", s));
+        }
+        let resp = self
+            .http
+            .post(&o.token_endpoint)
+            .basic_auth(
+                form_encode(&o.client_id),
+                Some(form_encode(o.client_secret.expose())),
+            )
+            .header("accept", "application/json")
+            .form(&form)
+            .timeout(o.timeout)
+            .send()
+            .await
+            .map_err(|e| {
+                tracing::warn!(server = %server.name, "token endpoint unreachable: {e}");
+                refuse(
+                    502,
+                    "token_endpoint_unavailable",
+                    format!(
+                        "The authorization server for `{}` cannot be reached; the call was not made",
+                        server.name
+                    ),
+                )
+            })?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        if !status.is_success() {
+            let error = body["error"].as_str().unwrap_or("").to_owned();
+            tracing::warn!(server = %server.name, %status, error = %error, "token endpoint refused");
+            return Err(if status.is_client_error() && subject.is_some() {
+                refuse(
+                    403,
+                    "token_exchange_refused",
+                    format!(
+                        "The authorization server refused a token for `{}` on this caller's behalf ({}); the call was not made",
+                        server.name,
+                        if error.is_empty() { status.as_str() } else { &error }
+                    ),
+                )
+            } else {
+                refuse(
+                    502,
+                    "token_endpoint_refused",
+                    format!(
+                        "The authorization server did not issue a token for `{}` ({status}); the call was not made",
+                        server.name
+                    ),
+                )
+            });
+        }
+        let token = body["access_token"].as_str().unwrap_or("");
+        let bearer = body["token_type"]
+            .as_str()
+            .is_some_and(|t| t.eq_ignore_ascii_case("bearer"));
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) || !bearer {
+            return Err(refuse(
+                502,
+                "token_endpoint_malformed",
+                format!(
+                    "The authorization server's answer for `{}` holds no usable bearer token; the call was not made",
+                    server.name
+                ),
+            ));
+        }
+        let value = header_value(&o.header, token);
+        // Cached until shortly before it expires, and never past the
+        // caller's own token.
+        let mut life = body["expires_in"]
+            .as_u64()
+            .map(Duration::from_secs)
+            .unwrap_or_default();
+        if let Some(exp) = subject.and_then(claims_of).and_then(|c| c["exp"].as_u64()) {
+            let left = SystemTime::UNIX_EPOCH + Duration::from_secs(exp);
+            life = life.min(left.duration_since(SystemTime::now()).unwrap_or_default());
+        }
+        let skew = (life / 5).min(Duration::from_secs(30));
+        if life > skew + Duration::from_secs(1) {
+            self.cache.insert(
+                key,
+                Arc::new(Cached {
+                    value: value.clone(),
+                    until: now + (life - skew),
+                }),
+            );
+        }
+        Ok((value, false))
+    }
+}
+
+/// RFC 6749 §2.3.1: client id and secret are form-encoded before Basic.
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The caller's own token, for a server that opted in, only when issued for it.
+fn pass_through(
+    ctx: &RequestCtx,
+    req: &pingora::http::RequestHeader,
+    c: &CallerToken,
+) -> Result<String, Refusal> {
+    let token = caller_token(ctx, req).ok_or_else(|| {
+        refuse(
+            403,
+            "caller_token_missing",
+            "This server takes the caller's own OAuth token: call it with one (Authorization: Bearer)".into(),
+        )
+    })?;
+    let aud = claims_of(token)
+        .map(|c| c["aud"].clone())
+        .unwrap_or_default();
+    let fits = match &aud {
+        serde_json::Value::String(a) => *a == c.audience,
+        serde_json::Value::Array(a) => a.iter().any(|x| x.as_str() == Some(c.audience.as_str())),
+        _ => false,
+    };
+    if !fits {
+        return Err(refuse(
+            403,
+            "caller_token_audience",
+            format!(
+                "The caller's token was not issued for this server (its audience does not name `{}`); it is never passed on",
+                c.audience
+            ),
+        ));
+    }
+    Ok(header_value(&c.header, token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_credentials_are_form_encoded_for_basic() {
+        assert_eq!(form_encode("gw:1 a/b"), "gw%3A1+a%2Fb");
+        assert_eq!(form_encode("plain-id_1.x"), "plain-id_1.x");
+    }
+
+    #[test]
+    fn claims_are_read_from_the_payload() {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"aud":["a","b"],"exp":5}"#);
+        let c = claims_of(&format!("h.{payload}.s")).expect("claims");
+        assert_eq!(c["exp"], 5);
+        assert!(claims_of("not-a-jwt").is_none());
+    }
+}
