@@ -42,7 +42,8 @@ if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then
     "$VENV/bin/pip" install -q --disable-pip-version-check 'mcp==2.3.0'
   fi
   if [ ! -d "$ROOT/tests/peers/node_modules/@modelcontextprotocol/server-everything" ] || \
-     [ ! -d "$ROOT/tests/peers/node_modules/@modelcontextprotocol/sdk" ]; then
+     [ ! -d "$ROOT/tests/peers/node_modules/@modelcontextprotocol/sdk" ] || \
+     [ ! -d "$ROOT/tests/peers/node_modules/oidc-provider" ]; then
     log "installing npm peers"
     (cd "$ROOT/tests/peers" && npm install --no-audit --no-fund --silent >/dev/null)
   fi

@@ -10,8 +10,15 @@
 //! gateway trusts it as it trusts bundles. Claims are serialised here, so
 //! one approval serves one call across the whole fleet.
 //!
-//! An approver may not approve a call made by a principal of the same name
-//! (no self-approval), and counts once however often they approve.
+//! An approver may not approve a call made by a principal they are (their
+//! name, or a principal the approvers file lists for them, compared without
+//! case, with or without the tenant), counts once however often they
+//! approve, and sees only the tenants the file gives them (all if none).
+//! The agent checks that the arguments it shows approvers are the ones the
+//! digest binds, and refuses arguments too large to show whole. A denial
+//! holds for the binding until its pending time ends (a denied agent cannot
+//! flood approvers by retrying). Every change is written to disk before it
+//! is answered: an approval is never handed out twice, even across a crash.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +26,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use crate::build::Signer;
 
@@ -31,8 +39,10 @@ const MAX_PENDING_PER_PRINCIPAL: usize = 50;
 const MAX_KEPT: usize = 20_000;
 /// Finished approvals are kept this long for `list --all` and audit.
 const KEEP_FINISHED: Duration = Duration::from_secs(7 * 86_400);
-/// Arguments shown to approvers are cut here (the digest binds all of them).
-const MAX_SHOWN_ARGS: usize = 16 * 1024;
+/// The most argument text a held call may have: approvers see all of it.
+const MAX_SHOWN_ARGS: usize = 64 * 1024;
+/// Approvals waiting at once, in all.
+const MAX_PENDING: usize = 10_000;
 
 /// What a gateway sends when a call needs approval.
 #[derive(Debug, Clone, Deserialize)]
@@ -57,6 +67,34 @@ pub struct Claim {
     pub gateway: String,
     #[serde(default)]
     pub trace_id: Option<String>,
+    /// The gateway's one-time value, echoed in the signed grant.
+    #[serde(default)]
+    pub nonce: Option<String>,
+}
+
+/// One approver: who their token makes them, whose calls they may never
+/// approve, and which tenants' calls they see.
+#[derive(Debug, Clone, Default)]
+pub struct Approver {
+    pub token: [u8; 32],
+    /// Principal ids (`id` or `tenant/id`) this approver also is.
+    pub principals: Vec<String>,
+    /// Tenants whose calls this approver sees (empty: every tenant).
+    pub tenants: Vec<String>,
+}
+
+impl Approver {
+    /// Whether the call of `tenant`/`principal` is this approver's own.
+    fn is(&self, name: &str, tenant: &str, principal: &str) -> bool {
+        let full = format!("{tenant}/{principal}");
+        std::iter::once(name)
+            .chain(self.principals.iter().map(String::as_str))
+            .any(|n| n.eq_ignore_ascii_case(principal) || n.eq_ignore_ascii_case(&full))
+    }
+
+    pub fn sees(&self, tenant: &str) -> bool {
+        self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -198,6 +236,9 @@ pub struct Grant {
     #[serde(with = "rfc3339")]
     pub used_at: SystemTime,
     pub gateway: String,
+    /// The claim's nonce: a grant answers one claim only.
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// The answer to a claim.
@@ -230,6 +271,8 @@ pub enum ClaimAnswer {
 pub enum Refused {
     #[error("no such approval")]
     NotFound,
+    #[error("the approval could not be recorded; try again")]
+    Unrecorded,
     #[error("approvers may not approve their own calls")]
     SelfApproval,
     #[error("this approval is {0} and can no longer be decided")]
@@ -245,6 +288,14 @@ pub enum ClaimRefused {
     Malformed(&'static str),
     #[error("this principal already has {MAX_PENDING_PER_PRINCIPAL} approvals waiting")]
     TooMany,
+    #[error("{MAX_PENDING} approvals are waiting; no more are taken until some are answered")]
+    Full,
+    #[error("the arguments do not match their digest")]
+    DigestMismatch,
+    #[error("the arguments are {0} bytes: approvers must see them whole, and at most {MAX_SHOWN_ARGS} can be shown")]
+    TooLarge(usize),
+    #[error("the approval could not be recorded: {0}")]
+    Unrecorded(String),
     #[error("signing the grant failed: {0}")]
     Signing(String),
 }
@@ -252,13 +303,13 @@ pub enum ClaimRefused {
 pub struct Approvals {
     path: PathBuf,
     inner: Mutex<BTreeMap<String, Approval>>,
-    pub approvers: BTreeMap<String, [u8; 32]>,
+    pub approvers: BTreeMap<String, Approver>,
 }
 
 impl Approvals {
     /// Opens the approvals kept in `dir` (`approvals.json`), with the
     /// approvers' token digests.
-    pub fn open(dir: &Path, approvers: BTreeMap<String, [u8; 32]>) -> anyhow::Result<Approvals> {
+    pub fn open(dir: &Path, approvers: BTreeMap<String, Approver>) -> anyhow::Result<Approvals> {
         let path = dir.join("approvals.json");
         let kept: BTreeMap<String, Approval> = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)?,
@@ -295,7 +346,20 @@ impl Approvals {
             }
         }
         let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&*all)?)?;
+        {
+            use std::io::Write;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                // Held arguments are for approvers only.
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&tmp)?;
+            f.write_all(&serde_json::to_vec(&*all)?)?;
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, &self.path)
     }
 
@@ -312,6 +376,13 @@ impl Approvals {
         if c.required == 0 || c.required > warden_config::guards::MAX_APPROVERS {
             return Err(ClaimRefused::Malformed("required"));
         }
+        if c.arguments.len() > MAX_SHOWN_ARGS {
+            return Err(ClaimRefused::TooLarge(c.arguments.len()));
+        }
+        // Approvers are shown exactly what the digest binds.
+        if warden_filters::mrtr::args_digest(&c.arguments) != c.args_digest {
+            return Err(ClaimRefused::DigestMismatch);
+        }
         let binding = warden_filters::approval::binding(
             &c.tenant,
             &c.principal,
@@ -326,90 +397,102 @@ impl Approvals {
             .filter(|a| a.binding == binding)
             .filter(|a| match a.state(now) {
                 State::Pending | State::Approved => true,
-                State::Denied => !a.denial_told,
+                // A denial holds until its pending time ends.
+                State::Denied => now <= a.pending_until,
                 State::Used | State::Expired => false,
             })
             .max_by_key(|a| a.requested_at);
+        let mut changed = true;
         let answer = match open {
-            Some(a) => match a.state(now) {
-                State::Approved => {
-                    let approvers: Vec<Decision> = a
-                        .decisions
-                        .iter()
-                        .filter(|d| d.verdict == Verdict::Approve)
-                        .cloned()
-                        .collect();
-                    let grant = match signer {
-                        Some(s) => Some(
-                            warden_config::archive::sign_claims(
-                                &Grant {
-                                    id: a.id.clone(),
-                                    binding: binding.clone(),
-                                    approvers: approvers.clone(),
-                                    used_at: now,
-                                    gateway: c.gateway.clone(),
-                                },
-                                &s.pem,
-                                s.alg,
-                                &s.keyid,
-                                GRANT_TYP,
-                            )
-                            .map_err(ClaimRefused::Signing)?,
-                        ),
-                        None => None,
-                    };
-                    a.used_at = Some(now);
-                    a.used_by = Some(c.gateway.clone());
-                    ClaimAnswer::Approved {
-                        id: a.id.clone(),
-                        approvers,
-                        grant,
+            Some(a) => {
+                // The most approvers any claim of this call asked for.
+                let raised = c.required > a.required;
+                if raised {
+                    a.required = c.required;
+                    if a.approvers().len() < usize::from(a.required) {
+                        a.approved_at = None;
                     }
                 }
-                State::Denied => {
-                    a.denial_told = true;
-                    let by = a
-                        .decisions
-                        .iter()
-                        .find(|d| d.verdict == Verdict::Deny)
-                        .cloned()
-                        .expect("a denied approval has a denial");
-                    ClaimAnswer::Denied {
-                        id: a.id.clone(),
-                        by,
+                match a.state(now) {
+                    State::Approved => {
+                        let approvers: Vec<Decision> = a
+                            .decisions
+                            .iter()
+                            .filter(|d| d.verdict == Verdict::Approve)
+                            .cloned()
+                            .collect();
+                        let grant = match signer {
+                            Some(s) => Some(
+                                warden_config::archive::sign_claims(
+                                    &Grant {
+                                        id: a.id.clone(),
+                                        binding: binding.clone(),
+                                        approvers: approvers.clone(),
+                                        used_at: now,
+                                        gateway: c.gateway.clone(),
+                                        nonce: c.nonce.clone(),
+                                    },
+                                    &s.pem,
+                                    s.alg,
+                                    &s.keyid,
+                                    GRANT_TYP,
+                                )
+                                .map_err(ClaimRefused::Signing)?,
+                            ),
+                            None => None,
+                        };
+                        a.used_at = Some(now);
+                        a.used_by = Some(c.gateway.clone());
+                        ClaimAnswer::Approved {
+                            id: a.id.clone(),
+                            approvers,
+                            grant,
+                        }
+                    }
+                    State::Denied => {
+                        changed = raised || !a.denial_told;
+                        a.denial_told = true;
+                        let by = a
+                            .decisions
+                            .iter()
+                            .find(|d| d.verdict == Verdict::Deny)
+                            .cloned()
+                            .expect("a denied approval has a denial");
+                        ClaimAnswer::Denied {
+                            id: a.id.clone(),
+                            by,
+                        }
+                    }
+                    _ => {
+                        changed = raised;
+                        ClaimAnswer::Pending {
+                            id: a.id.clone(),
+                            required: a.required,
+                            approvals: a.approvers().len(),
+                            expires_at: a.pending_until,
+                            created: false,
+                        }
                     }
                 }
-                _ => ClaimAnswer::Pending {
-                    id: a.id.clone(),
-                    required: a.required,
-                    approvals: a.approvers().len(),
-                    expires_at: a.pending_until,
-                    created: false,
-                },
-            },
+            }
             None => {
-                let waiting = all
+                let pending: Vec<&Approval> = all
                     .values()
-                    .filter(|a| {
-                        a.tenant == c.tenant
-                            && a.principal == c.principal
-                            && a.state(now) == State::Pending
-                    })
+                    .filter(|a| a.state(now) == State::Pending)
+                    .collect();
+                if pending.len() >= MAX_PENDING {
+                    return Err(ClaimRefused::Full);
+                }
+                let waiting = pending
+                    .iter()
+                    .filter(|a| a.tenant == c.tenant && a.principal == c.principal)
                     .count();
                 if waiting >= MAX_PENDING_PER_PRINCIPAL {
                     return Err(ClaimRefused::TooMany);
                 }
                 let id = new_id();
                 let pending_until = now + Duration::from_secs(c.pending_secs.clamp(1, 7 * 86_400));
-                let mut arguments = c.arguments;
-                if arguments.len() > MAX_SHOWN_ARGS {
-                    let mut cut = MAX_SHOWN_ARGS;
-                    while !arguments.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    arguments.truncate(cut);
-                    arguments.push_str("… (cut; the digest binds all of it)");
-                }
+                let arguments = c.arguments;
                 all.insert(
                     id.clone(),
                     Approval {
@@ -446,8 +529,18 @@ impl Approvals {
                 }
             }
         };
-        if let Err(e) = self.save(&mut all, now) {
-            tracing::error!(error = %e, "cannot persist approvals");
+        if changed {
+            // Recorded before it is answered: a used approval stays used.
+            if let Err(e) = self.save(&mut all, now) {
+                tracing::error!(error = %e, "cannot persist approvals");
+                if let ClaimAnswer::Approved { id, .. } = &answer {
+                    if let Some(a) = all.get_mut(id) {
+                        a.used_at = None;
+                        a.used_by = None;
+                    }
+                }
+                return Err(ClaimRefused::Unrecorded(e.to_string()));
+            }
         }
         Ok(answer)
     }
@@ -461,9 +554,13 @@ impl Approvals {
         comment: Option<String>,
         now: SystemTime,
     ) -> Result<serde_json::Value, Refused> {
+        let who = self.approvers.get(approver).cloned().unwrap_or_default();
         let mut all = self.lock();
-        let a = all.get_mut(id).ok_or(Refused::NotFound)?;
-        if a.principal == approver {
+        let a = all
+            .get_mut(id)
+            .filter(|a| who.sees(&a.tenant))
+            .ok_or(Refused::NotFound)?;
+        if who.is(approver, &a.tenant, &a.principal) {
             return Err(Refused::SelfApproval);
         }
         match a.state(now) {
@@ -487,20 +584,46 @@ impl Approvals {
         let view = a.view(now);
         if let Err(e) = self.save(&mut all, now) {
             tracing::error!(error = %e, "cannot persist approvals");
+            if let Some(a) = all.get_mut(id) {
+                a.decisions.pop();
+                if a.approvers().len() < usize::from(a.required) {
+                    a.approved_at = None;
+                }
+            }
+            return Err(Refused::Unrecorded);
         }
         Ok(view)
     }
 
-    pub fn get(&self, id: &str, now: SystemTime) -> Option<serde_json::Value> {
-        self.lock().get(id).map(|a| a.view(now))
+    /// One approval, if `viewer` sees its tenant (`None`: the admin).
+    pub fn get(
+        &self,
+        id: &str,
+        viewer: Option<&str>,
+        now: SystemTime,
+    ) -> Option<serde_json::Value> {
+        self.lock()
+            .get(id)
+            .filter(|a| self.visible(viewer, a))
+            .map(|a| a.view(now))
     }
 
-    /// Pending and approved-but-unused approvals, oldest first (`all`: every kept one).
-    pub fn list(&self, all: bool, now: SystemTime) -> Vec<serde_json::Value> {
+    fn visible(&self, viewer: Option<&str>, a: &Approval) -> bool {
+        match viewer {
+            None => true,
+            Some(name) => self.approvers.get(name).is_some_and(|w| w.sees(&a.tenant)),
+        }
+    }
+
+    /// Pending and approved-but-unused approvals, oldest first (`all`: every
+    /// kept one), of the tenants `viewer` sees (`None`: the admin, all).
+    pub fn list(&self, all: bool, viewer: Option<&str>, now: SystemTime) -> Vec<serde_json::Value> {
         let mut v: Vec<&Approval> = Vec::new();
         let guard = self.lock();
         for a in guard.values() {
-            if all || matches!(a.state(now), State::Pending | State::Approved) {
+            if (all || matches!(a.state(now), State::Pending | State::Approved))
+                && self.visible(viewer, a)
+            {
                 v.push(a);
             }
         }
@@ -582,19 +705,47 @@ mod opt_rfc3339 {
     }
 }
 
-/// Reads an approvers file: `name: <sha256 hex of the token>` per line (YAML).
-pub fn read_approvers(path: &Path) -> anyhow::Result<BTreeMap<String, [u8; 32]>> {
+/// Reads an approvers file (YAML): per approver, the SHA-256 (hex) of their
+/// token, either alone or with `principals` they also are and `tenants`
+/// they see:
+///
+/// ```yaml
+/// alice: 5e8f…
+/// bob: {token_sha256: 9c1d…, principals: [bob-agent, acme/bob], tenants: [acme]}
+/// ```
+pub fn read_approvers(path: &Path) -> anyhow::Result<BTreeMap<String, Approver>> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        Hash(String),
+        Full {
+            token_sha256: String,
+            #[serde(default)]
+            principals: Vec<String>,
+            #[serde(default)]
+            tenants: Vec<String>,
+        },
+    }
     let text = std::fs::read_to_string(path)?;
-    let raw: BTreeMap<String, String> = serde_yaml_ng::from_str(&text)?;
+    let raw: BTreeMap<String, Entry> = serde_yaml_ng::from_str(&text)?;
+    let empty: [u8; 32] = sha2::Sha256::digest(b"").into();
     let mut out = BTreeMap::new();
-    for (name, hexd) in raw {
+    for (name, e) in raw {
         if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
             anyhow::bail!(
                 "{}: approver name `{name}` is empty or has spaces",
                 path.display()
             );
         }
-        let d: [u8; 32] = hex::decode(hexd.trim())
+        let (hexd, principals, tenants) = match e {
+            Entry::Hash(h) => (h, Vec::new(), Vec::new()),
+            Entry::Full {
+                token_sha256,
+                principals,
+                tenants,
+            } => (token_sha256, principals, tenants),
+        };
+        let token: [u8; 32] = hex::decode(hexd.trim())
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| {
@@ -603,7 +754,20 @@ pub fn read_approvers(path: &Path) -> anyhow::Result<BTreeMap<String, [u8; 32]>>
                     path.display()
                 )
             })?;
-        out.insert(name, d);
+        if token == empty {
+            anyhow::bail!(
+                "{}: `{name}` has the digest of an empty token",
+                path.display()
+            );
+        }
+        out.insert(
+            name,
+            Approver {
+                token,
+                principals,
+                tenants,
+            },
+        );
     }
     Ok(out)
 }
@@ -618,7 +782,7 @@ mod tests {
             principal: principal.into(),
             server: "ops".into(),
             tool: "deploy".into(),
-            args_digest: format!("sha256:{}", "a".repeat(64)),
+            args_digest: warden_filters::mrtr::args_digest("{}"),
             arguments: "{}".into(),
             risk: "CRITICAL".into(),
             reason: "risk_tier:CRITICAL".into(),
@@ -628,6 +792,7 @@ mod tests {
             grant_secs: 30,
             gateway: "gw1".into(),
             trace_id: None,
+            nonce: None,
         }
     }
 
@@ -682,7 +847,7 @@ mod tests {
         let reopened = Approvals::open(_d.path(), BTreeMap::new()).expect("reopen");
         assert_eq!(
             reopened
-                .get(&id, t0)
+                .get(&id, None, t0)
                 .and_then(|v| v["state"].as_str().map(str::to_owned)),
             Some("used".into())
         );
@@ -701,7 +866,7 @@ mod tests {
             ap.claim(claim("agent-7", 1), None, late).expect("claim"),
             ClaimAnswer::Pending { created: true, .. }
         ));
-        let id2 = ap.list(false, late)[0]["id"]
+        let id2 = ap.list(false, None, late)[0]["id"]
             .as_str()
             .expect("id")
             .to_owned();
@@ -711,12 +876,18 @@ mod tests {
             ap.claim(claim("agent-7", 1), None, late).expect("claim"),
             ClaimAnswer::Denied { by, .. } if by.approver == "bob"
         ));
+        // The denial holds for the pending time: no flood of new requests.
+        assert!(matches!(
+            ap.claim(claim("agent-7", 1), None, late).expect("claim"),
+            ClaimAnswer::Denied { .. }
+        ));
+        let late = late + Duration::from_secs(61);
         assert!(matches!(
             ap.claim(claim("agent-7", 1), None, late).expect("claim"),
             ClaimAnswer::Pending { created: true, .. }
         ));
         // A pending approval nobody answers lapses.
-        let id3 = ap.list(false, late)[0]["id"]
+        let id3 = ap.list(false, None, late)[0]["id"]
             .as_str()
             .expect("id")
             .to_owned();
@@ -725,6 +896,78 @@ mod tests {
             ap.decide(&id3, "alice", Verdict::Approve, None, lapsed),
             Err(Refused::Finished("expired"))
         );
+    }
+
+    #[test]
+    fn approvers_never_approve_themselves_and_see_their_tenants() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let approvers = BTreeMap::from([
+            ("Agent-7".to_owned(), Approver::default()),
+            (
+                "carol".to_owned(),
+                Approver {
+                    principals: vec!["acme/agent-7".into()],
+                    ..Approver::default()
+                },
+            ),
+            (
+                "dave".to_owned(),
+                Approver {
+                    tenants: vec!["globex".into()],
+                    ..Approver::default()
+                },
+            ),
+        ]);
+        let ap = Approvals::open(d.path(), approvers).expect("open");
+        let t0 = SystemTime::now();
+        let id = id_of(&ap.claim(claim("agent-7", 1), None, t0).expect("claim"));
+        // The same name in another case, and a listed principal, are the caller.
+        assert_eq!(
+            ap.decide(&id, "Agent-7", Verdict::Approve, None, t0),
+            Err(Refused::SelfApproval)
+        );
+        assert_eq!(
+            ap.decide(&id, "carol", Verdict::Approve, None, t0),
+            Err(Refused::SelfApproval)
+        );
+        // Another tenant's approver does not see it.
+        assert_eq!(
+            ap.decide(&id, "dave", Verdict::Approve, None, t0),
+            Err(Refused::NotFound)
+        );
+        assert!(ap.list(false, Some("dave"), t0).is_empty());
+        assert_eq!(ap.list(false, Some("carol"), t0).len(), 1);
+    }
+
+    #[test]
+    fn claims_show_approvers_what_the_digest_binds() {
+        let (_d, ap) = open();
+        let t0 = SystemTime::now();
+        let mut lie = claim("agent-7", 1);
+        lie.arguments = r#"{"harmless":true}"#.into();
+        assert!(matches!(
+            ap.claim(lie, None, t0),
+            Err(ClaimRefused::DigestMismatch)
+        ));
+        let mut big = claim("agent-7", 1);
+        big.arguments = format!(r#"{{"a":"{}"}}"#, "x".repeat(MAX_SHOWN_ARGS));
+        big.args_digest = warden_filters::mrtr::args_digest(&big.arguments);
+        assert!(matches!(
+            ap.claim(big, None, t0),
+            Err(ClaimRefused::TooLarge(_))
+        ));
+        // A later claim asking more approvers raises what the approval needs.
+        let id = id_of(&ap.claim(claim("agent-7", 1), None, t0).expect("claim"));
+        ap.decide(&id, "alice", Verdict::Approve, None, t0)
+            .expect("alice");
+        assert!(matches!(
+            ap.claim(claim("agent-7", 2), None, t0).expect("claim"),
+            ClaimAnswer::Pending {
+                required: 2,
+                approvals: 1,
+                ..
+            }
+        ));
     }
 
     #[test]

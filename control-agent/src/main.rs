@@ -295,20 +295,37 @@ fn print_approvals(v: &serde_json::Value) {
         println!("no approvals waiting");
         return;
     }
+    // Names and arguments come from callers: no control or bidi characters
+    // reach the approver's terminal.
+    let clean = |v: &serde_json::Value| -> String {
+        v.as_str()
+            .unwrap_or("")
+            .chars()
+            .map(|c| {
+                if c.is_control()
+                    || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+                {
+                    '\u{fffd}'
+                } else {
+                    c
+                }
+            })
+            .collect()
+    };
     for a in list {
         println!(
             "{}  {:<8}  {}/{}  {:<8}  {}/{} → {}.{}  waiting {}s  {}",
-            a["id"].as_str().unwrap_or(""),
-            a["state"].as_str().unwrap_or(""),
+            clean(&a["id"]),
+            clean(&a["state"]),
             a["approvals"],
             a["required"],
-            a["risk"].as_str().unwrap_or(""),
-            a["tenant"].as_str().unwrap_or(""),
-            a["principal"].as_str().unwrap_or(""),
-            a["server"].as_str().unwrap_or(""),
-            a["tool"].as_str().unwrap_or(""),
+            clean(&a["risk"]),
+            clean(&a["tenant"]),
+            clean(&a["principal"]),
+            clean(&a["server"]),
+            clean(&a["tool"]),
             a["waiting_secs"],
-            a["arguments"].as_str().unwrap_or(""),
+            clean(&a["arguments"]),
         );
     }
 }

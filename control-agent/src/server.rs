@@ -154,7 +154,8 @@ impl Api {
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))?;
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .filter(|t| !t.trim().is_empty())?;
         let d: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
         if d == self.tokens.admin {
             Some(Role::Admin)
@@ -164,7 +165,7 @@ impl Api {
             self.approvals
                 .approvers
                 .iter()
-                .find(|(_, h)| **h == d)
+                .find(|(_, a)| a.token == d)
                 .map(|(name, _)| Role::Approver(name.clone()))
         }
     }
@@ -188,6 +189,10 @@ impl Api {
     async fn approvals(&self, role: Role, req: Request<Incoming>, path: &str) -> Resp {
         let now = std::time::SystemTime::now();
         let rest = path.trim_start_matches("/v1/approvals");
+        let viewer = match &role {
+            Role::Approver(name) => Some(name.as_str()),
+            _ => None,
+        };
         let method = req.method().clone();
         match (&method, rest, &role) {
             (&Method::POST, "/claim", Role::Fleet) => {
@@ -214,12 +219,14 @@ impl Api {
                                 }
                                 json(StatusCode::OK, &v)
                             }
-                            Err(e @ ClaimRefused::TooMany) => {
+                            Err(e @ (ClaimRefused::TooMany | ClaimRefused::Full)) => {
                                 error(StatusCode::TOO_MANY_REQUESTS, &e.to_string())
                             }
-                            Err(e @ ClaimRefused::Malformed(_)) => {
-                                error(StatusCode::BAD_REQUEST, &e.to_string())
-                            }
+                            Err(
+                                e @ (ClaimRefused::Malformed(_)
+                                | ClaimRefused::DigestMismatch
+                                | ClaimRefused::TooLarge(_)),
+                            ) => error(StatusCode::BAD_REQUEST, &e.to_string()),
                             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
                         }
                     }
@@ -237,13 +244,15 @@ impl Api {
                     .is_some_and(|q| q.split('&').any(|kv| kv == "all=1" || kv == "all=true"));
                 json(
                     StatusCode::OK,
-                    &serde_json::json!({"approvals": self.approvals.list(all, now)}),
+                    &serde_json::json!({"approvals": self.approvals.list(all, viewer, now)}),
                 )
             }
-            (&Method::GET, id, _) => match self.approvals.get(id.trim_start_matches('/'), now) {
-                Some(v) => json(StatusCode::OK, &v),
-                None => error(StatusCode::NOT_FOUND, "no such approval"),
-            },
+            (&Method::GET, id, _) => {
+                match self.approvals.get(id.trim_start_matches('/'), viewer, now) {
+                    Some(v) => json(StatusCode::OK, &v),
+                    None => error(StatusCode::NOT_FOUND, "no such approval"),
+                }
+            }
             (&Method::POST, r, Role::Approver(name)) => {
                 let Some((id, verb)) = r.trim_start_matches('/').split_once('/') else {
                     return error(StatusCode::NOT_FOUND, "no such route");

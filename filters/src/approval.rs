@@ -10,11 +10,18 @@
 //! claimed) or answers with where to approve.
 //!
 //! An approval binds the principal (tenant and id), the server, the tool and
-//! a digest of the arguments as the upstream would receive them, compared as
-//! JSON values (member order, whitespace and `1.0` vs `1` do not make a call
-//! new; any other change does).
+//! a digest of the arguments as the upstream would receive them, in a
+//! canonical text (members sorted, strings escaped one way, no whitespace,
+//! numbers exactly as written): member order and whitespace do not make a
+//! call new; any other change does, `1.0` for `1` and a digit past what a
+//! double holds included (approvers see the numbers as the upstream will).
+//!
+//! The number of approvers is the most any source asks: the policy, and
+//! the tier of the tool's risk or any lower tier (`require: {HIGH: 1}`
+//! holds CRITICAL calls too). A tool name the catalog knows only in
+//! another case takes that entry's risk.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sha2::{Digest, Sha256};
 use warden_config::access::{Risk, ServerCatalog};
@@ -58,6 +65,56 @@ pub fn binding(
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
+/// `raw` JSON in the canonical text an approval binds (see the module docs);
+/// `None` if it is not JSON.
+pub fn canonical_text(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    write_canonical(raw, &mut out)?;
+    Some(out)
+}
+
+fn write_canonical(raw: &str, out: &mut String) -> Option<()> {
+    use serde_json::value::RawValue;
+    match raw.trim_start().as_bytes().first()? {
+        b'{' => {
+            // The parser refused duplicate (and case-folded) names already.
+            let members: BTreeMap<String, &RawValue> = serde_json::from_str(raw).ok()?;
+            out.push('{');
+            for (i, (k, v)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(k).ok()?);
+                out.push(':');
+                write_canonical(v.get(), out)?;
+            }
+            out.push('}');
+        }
+        b'[' => {
+            let items: Vec<&RawValue> = serde_json::from_str(raw).ok()?;
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v.get(), out)?;
+            }
+            out.push(']');
+        }
+        b'"' => {
+            let s: String = serde_json::from_str(raw).ok()?;
+            out.push_str(&serde_json::to_string(&s).ok()?);
+        }
+        // Numbers as written; true, false, null.
+        _ => {
+            let t = raw.trim();
+            serde_json::from_str::<&RawValue>(t).ok()?;
+            out.push_str(t);
+        }
+    }
+    Some(())
+}
+
 /// Notes the approval a `tools/call` needs (see the module docs).
 #[derive(Debug)]
 pub struct ApprovalFilter {
@@ -98,11 +155,27 @@ impl McpFilter for ApprovalFilter {
             return Decision::Pass;
         }
         let tool = env.name.as_deref().unwrap_or_default();
-        let risk = self
-            .catalog
-            .get(ex.server)
-            .map_or(ServerCatalog::default().default_risk, |c| c.risk(tool));
-        let by_tier = self.approvals.required(risk);
+        let risk = match self.catalog.get(ex.server) {
+            None => ServerCatalog::default().default_risk,
+            Some(c) if c.tools.contains_key(tool) => c.risk(tool),
+            // Known only in another case: that entry's risk, or the
+            // default if it is higher.
+            Some(c) => c
+                .tools
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(tool))
+                .filter_map(|(_, t)| t.risk)
+                .chain([c.default_risk])
+                .max()
+                .unwrap_or(c.default_risk),
+        };
+        // A tier asks at least what every lower tier asks.
+        let by_tier = [Risk::Low, Risk::Medium, Risk::High, Risk::Critical]
+            .into_iter()
+            .filter(|r| *r <= risk)
+            .map(|r| self.approvals.required(r))
+            .max()
+            .unwrap_or(0);
         let asked = notes.approval_asked.take();
         let by_policy = asked.as_ref().map_or(0, |a| a.approvers);
         if by_tier == 0 && by_policy == 0 {
@@ -112,8 +185,19 @@ impl McpFilter for ApprovalFilter {
             Some(a) if a.approvers >= by_tier => a.reason.to_string(),
             _ => format!("risk_tier:{}", risk.as_str()),
         };
-        let arguments = match msg.arguments() {
-            Some(v) => crate::runaway::canonical(v).to_string(),
+        let arguments = match msg.arguments_raw() {
+            Some(raw) => match canonical_text(raw) {
+                Some(t) => t,
+                None => {
+                    return Decision::Reject(crate::filter::Denial::error(
+                        crate::error::JsonRpcError::new(
+                            crate::error::codes::INVALID_PARAMS,
+                            "The arguments of a call that needs approval could not be read",
+                        ),
+                        "approval_arguments_unreadable",
+                    ))
+                }
+            },
             None => "{}".to_owned(),
         };
         let args_digest = crate::mrtr::args_digest(&arguments);
@@ -197,9 +281,28 @@ mod tests {
         let a = need(&f, &alice, &call(r#"{"env":"prod","n":1}"#)).expect("critical");
         assert_eq!(a.approvers, 2);
         assert_eq!(a.reason, "risk_tier:CRITICAL");
-        // Order, whitespace and an integral float are the same call.
-        let b = need(&f, &alice, &call(r#"{ "n" : 1.0, "env":"prod"}"#)).expect("critical");
+        // Order and whitespace make no new call.
+        let b = need(&f, &alice, &call(r#"{ "n" : 1, "env":"prod"}"#)).expect("critical");
         assert_eq!(a.binding, b.binding);
+        assert_eq!(b.arguments, r#"{"env":"prod","n":1}"#);
+        // Numbers are bound as written: no two values share a digest by
+        // rounding to the same double.
+        let big = need(
+            &f,
+            &alice,
+            &call(r#"{"env":"prod","n":10000000000000000001}"#),
+        )
+        .expect("c");
+        let big2 = need(
+            &f,
+            &alice,
+            &call(r#"{"env":"prod","n":10000000000000000000}"#),
+        )
+        .expect("c");
+        assert_ne!(big.binding, big2.binding);
+        assert!(big.arguments.contains("10000000000000000001"));
+        let float = need(&f, &alice, &call(r#"{"env":"prod","n":1.0}"#)).expect("c");
+        assert_ne!(a.binding, float.binding);
         // Another value, another principal: another binding.
         let c = need(&f, &alice, &call(r#"{"env":"prod","n":2}"#)).expect("critical");
         assert_ne!(a.binding, c.binding);
@@ -212,6 +315,27 @@ mod tests {
         // A low-risk tool needs nothing.
         let low = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
         assert_eq!(need(&f, &alice, low), None);
+        // Another case of a known name keeps its risk.
+        let upper = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"DEPLOY"}}"#;
+        assert_eq!(need(&f, &alice, upper).map(|n| n.approvers), Some(2));
+    }
+
+    #[test]
+    fn a_tier_asks_at_least_what_lower_tiers_ask() {
+        let mut approvals = Approvals::default();
+        approvals.require[Risk::High as usize] = 1;
+        let f = ApprovalFilter::new(
+            &approvals,
+            &HashMap::from([("ops".into(), filter().catalog["ops"].clone())]),
+            false,
+        )
+        .expect("filter");
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy","arguments":{}}}"#;
+        assert_eq!(
+            need(&f, &Principal::anonymous(), call).map(|n| n.approvers),
+            Some(1),
+            "CRITICAL is held by the HIGH requirement"
+        );
     }
 
     #[test]

@@ -446,10 +446,22 @@ impl McpFilter for PolicyFilter {
             return Decision::Reject(self.denial(ctx, method, name, d));
         }
         if let Some(ask) = &d.approval {
-            if method == "tools/call" {
-                // The approval filter, last in the chain, holds the call.
-                notes.approval_asked = Some(ask.clone());
+            if method != "tools/call" || env.kind != Kind::Request {
+                // Only a tool call can be held for approval: anything
+                // else the policy asks approvers for is refused.
+                return Decision::Reject(Denial::error(
+                    JsonRpcError::new(
+                        codes::DENIED,
+                        format!(
+                            "Denied by policy: only tool calls can wait for approvers ({method})"
+                        ),
+                    )
+                    .with_data(serde_json::json!({"reason": "approval_unsupported"})),
+                    "approval_unsupported",
+                ));
             }
+            // The approval filter, last in the chain, holds the call.
+            notes.approval_asked = Some(ask.clone());
         }
         // Step-up: the decision names scopes this call needs.
         match d

@@ -6,8 +6,9 @@
 //! - **approved**: the approval is taken (single use, fleet-wide) and the
 //!   held bytes — exactly what every guard passed — are forwarded. When the
 //!   gateway verifies bundles, the agent's grant must carry a valid
-//!   signature by the same key and name this call's binding; otherwise the
-//!   call is refused.
+//!   signature by the same key naming this call's binding, this claim's
+//!   one-time nonce and at least the approvers the call needs (the audit
+//!   names the approvers the grant names); otherwise the call is refused.
 //! - **pending**: the caller is told the approval id and where approvers act:
 //!   a URL-mode elicitation (JSON-RPC error -32042) when its session declared
 //!   `elicitation.url`, otherwise a tool error the model can read. Retrying
@@ -74,6 +75,9 @@ pub enum Claimed {
 struct Grant {
     id: String,
     binding: String,
+    approvers: Vec<ApproverDecision>,
+    #[serde(default)]
+    nonce: Option<String>,
 }
 
 /// Who asks, for the agent's record.
@@ -118,6 +122,7 @@ impl ApprovalClient {
         who: &Caller<'_>,
         cfg: &warden_config::guards::Approvals,
     ) -> Claimed {
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
         let body = serde_json::json!({
             "tenant": who.tenant,
             "principal": who.principal,
@@ -133,6 +138,7 @@ impl ApprovalClient {
             "grant_secs": cfg.expires.as_secs().max(1),
             "gateway": self.gateway_id,
             "trace_id": who.trace_id,
+            "nonce": nonce,
         });
         let mut req = self
             .http
@@ -145,13 +151,17 @@ impl ApprovalClient {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                return Claimed::Unavailable(format!("the control agent is unreachable: {e}"))
+                tracing::warn!("claiming a held call: the control agent is unreachable: {e}");
+                return Claimed::Unavailable("the control agent is unreachable".into());
             }
         };
         let status = resp.status();
         let text = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) => return Claimed::Unavailable(format!("reading the agent's answer: {e}")),
+            Err(e) => {
+                tracing::warn!("claiming a held call: reading the agent's answer: {e}");
+                return Claimed::Unavailable("the control agent's answer was cut".into());
+            }
         };
         if !status.is_success() {
             let why = serde_json::from_slice::<serde_json::Value>(&text)
@@ -162,28 +172,52 @@ impl ApprovalClient {
                 "the control agent refused the claim ({status}): {why}"
             ));
         }
-        let claimed: Claimed = match serde_json::from_slice(&text) {
+        let mut claimed: Claimed = match serde_json::from_slice(&text) {
             Ok(c) => c,
             Err(e) => return Claimed::Unavailable(format!("the agent's answer is malformed: {e}")),
         };
-        if let Claimed::Approved { id, grant, .. } = &claimed {
-            if let Err(why) = self.check_grant(id, grant.as_deref(), need) {
-                return Claimed::Unavailable(why);
+        if let Claimed::Approved {
+            id,
+            grant,
+            approvers,
+        } = &mut claimed
+        {
+            match self.check_grant(id, grant.as_deref(), need, &nonce) {
+                Ok(Some(signed)) => *approvers = signed,
+                Ok(None) => {}
+                Err(why) => {
+                    tracing::warn!(approval = %id, "refusing an approval: {why}");
+                    return Claimed::Unavailable(why);
+                }
+            }
+            let distinct: std::collections::BTreeSet<&str> = approvers
+                .iter()
+                .filter(|d| d.verdict == "approve")
+                .map(|d| d.approver.as_str())
+                .collect();
+            if distinct.len() < usize::from(need.approvers) {
+                return Claimed::Unavailable(format!(
+                    "the approval names {} approver(s), the call needs {}",
+                    distinct.len(),
+                    need.approvers
+                ));
             }
         }
         claimed
     }
 
     /// With a bundle key, an approval counts only with the agent's
-    /// signature over this call's binding.
+    /// signature over this call's binding and this claim's nonce; the
+    /// approvers are then the grant's.
     fn check_grant(
         &self,
         id: &str,
         grant: Option<&str>,
         need: &ApprovalNeed,
-    ) -> Result<(), String> {
+        nonce: &str,
+    ) -> Result<Option<Vec<ApproverDecision>>, String> {
         let Some(v) = &self.verifier else {
-            return Ok(());
+            return Ok(None);
         };
         let jws = grant.ok_or("the agent's approval carries no signed grant")?;
         let g: Grant = v
@@ -192,7 +226,10 @@ impl ApprovalClient {
         if g.id != id || g.binding != need.binding {
             return Err("the approval grant is for another call".into());
         }
-        Ok(())
+        if g.nonce.as_deref() != Some(nonce) {
+            return Err("the approval grant answers another claim (replayed)".into());
+        }
+        Ok(Some(g.approvers))
     }
 }
 
@@ -247,7 +284,7 @@ impl Claimed {
             } => {
                 let url = url.unwrap_or_default();
                 let text = format!(
-                    "The call to `{tool}` is held for human approval ({approvals} of {required} approver(s) so far; reason: {}). Approval id: {aid}. Approvers act at {url} (or `warden-agent approvals approve {aid}`). Retry the same call, with the same arguments, once it is approved; the request lapses at {expires_at}.",
+                    "The call to `{tool}` is held for human approval ({approvals} of {required} approver(s) so far; reason: {}). Approval id: {aid}. People approve it out of band at {url}. Retry the same call, with the same arguments, once it is approved; the request lapses at {expires_at}.",
                     need.reason
                 );
                 if url_elicitation {

@@ -260,6 +260,11 @@ async fn settle_held(
     };
     let need = held.need.clone();
     let cfg = &rt.snap.config.approvals;
+    // What the audit record keeps of a justification is what approvers see.
+    let justification = ctx
+        .justification
+        .as_deref()
+        .map(|j| rt.snap.redact_text(j, 1024));
     let claimed = match gw.approvals.get() {
         Some(client) => {
             client
@@ -269,7 +274,7 @@ async fn settle_held(
                         tenant: &ctx.principal.tenant,
                         principal: &ctx.principal.id,
                         server: &server.name,
-                        justification: ctx.justification.as_deref(),
+                        justification: justification.as_deref(),
                         trace_id: ctx.trace_id.as_deref(),
                     },
                     cfg,
