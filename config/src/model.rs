@@ -222,11 +222,35 @@ pub struct UpstreamTls {
     pub h2: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HealthCheck {
     pub interval: Duration,
     pub failures: NonZeroU32,
     pub successes: NonZeroU32,
+    pub probe: Probe,
+    /// Path of the MCP endpoint on the upstream (MCP probes).
+    pub path: String,
+    /// How long an MCP probe may take.
+    pub timeout: Duration,
+    /// Passive ejection after consecutive failed calls.
+    pub eject: Option<Ejection>,
+}
+
+/// What an active health check sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// A TCP (or TLS) connection.
+    Tcp,
+    /// An MCP `ping`, answered with a JSON-RPC result.
+    Ping,
+    /// An MCP `initialize`, answered with a result (the session is deleted).
+    Initialize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ejection {
+    pub failures: NonZeroU32,
+    pub cooldown: Duration,
 }
 
 impl Default for HealthCheck {
@@ -235,6 +259,10 @@ impl Default for HealthCheck {
             interval: Duration::from_secs(5),
             failures: NonZeroU32::MIN,
             successes: NonZeroU32::MIN,
+            probe: Probe::Tcp,
+            path: "/mcp".into(),
+            timeout: Duration::from_secs(2),
+            eject: None,
         }
     }
 }
@@ -750,20 +778,57 @@ impl Config {
                         h2: t.h2.unwrap_or(false),
                     }
                 });
-                let hc = s.health_check.as_ref().map(|h| HealthCheck {
-                    interval: duration(
-                        p,
-                        &format!("{sbase}.health_check.interval"),
-                        &h.interval,
-                        Duration::from_secs(5),
-                    ),
-                    failures: nonzero(p, &format!("{sbase}.health_check.failures"), h.failures, 1),
-                    successes: nonzero(
-                        p,
-                        &format!("{sbase}.health_check.successes"),
-                        h.successes,
-                        1,
-                    ),
+                let hc = s.health_check.as_ref().map(|h| {
+                    let base = format!("{sbase}.health_check");
+                    let probe = match h.probe.as_deref() {
+                        None | Some("tcp") => Probe::Tcp,
+                        Some("ping") => Probe::Ping,
+                        Some("initialize") => Probe::Initialize,
+                        Some(other) => {
+                            p.push(
+                                format!("{base}.probe"),
+                                format!("`{other}` is not tcp, ping or initialize"),
+                            );
+                            Probe::Tcp
+                        }
+                    };
+                    let path = h.path.clone().unwrap_or_else(|| "/mcp".into());
+                    if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
+                        p.push(format!("{base}.path"), "must be a path such as `/mcp`");
+                    }
+                    let eject = h.eject.as_ref().map(|e| Ejection {
+                        failures: nonzero(
+                            p,
+                            &format!("{base}.eject.failures"),
+                            Some(e.failures),
+                            5,
+                        ),
+                        cooldown: duration(
+                            p,
+                            &format!("{base}.eject.cooldown"),
+                            &e.cooldown,
+                            Duration::from_secs(30),
+                        ),
+                    });
+                    HealthCheck {
+                        interval: duration(
+                            p,
+                            &format!("{base}.interval"),
+                            &h.interval,
+                            Duration::from_secs(5),
+                        ),
+                        failures: nonzero(p, &format!("{base}.failures"), h.failures, 1),
+                        successes: nonzero(p, &format!("{base}.successes"), h.successes, 1),
+                        probe,
+                        path,
+                        timeout: duration(
+                            p,
+                            &format!("{base}.timeout"),
+                            &h.timeout,
+                            Duration::from_secs(2),
+                        ),
+                        eject,
+                    }
                 });
                 let st = s
                     .timeouts

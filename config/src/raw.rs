@@ -540,6 +540,30 @@ pub struct HealthCheckConfig {
     pub failures: Option<u32>,
     /// Consecutive successes before it is put back (default 1).
     pub successes: Option<u32>,
+    /// `tcp` (default: a connection), `ping` (an MCP `ping` answered with a
+    /// result) or `initialize` (for servers that take nothing else outside
+    /// a session; the probe's session is deleted after).
+    #[serde(default)]
+    pub probe: Option<String>,
+    /// The MCP endpoint's path on the upstream, for MCP probes (default `/mcp`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// How long an MCP probe may take (default 2s).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Passive ejection: a replica whose calls fail `failures` times in a
+    /// row (connect errors, timeouts, 5xx, unreadable replies) is taken out
+    /// for `cooldown`.
+    #[serde(default)]
+    pub eject: Option<EjectConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EjectConfig {
+    pub failures: u32,
+    #[serde(default)]
+    pub cooldown: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -154,6 +154,10 @@ impl McpFilter for ApprovalFilter {
         if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
             return Decision::Pass;
         }
+        let asked = notes.approval_asked.take();
+        if asked.is_none() && self.approvals.require.iter().all(|n| *n == 0) {
+            return Decision::Pass;
+        }
         let tool = env.name.as_deref().unwrap_or_default();
         let risk = match self.catalog.get(ex.server) {
             None => ServerCatalog::default().default_risk,
@@ -176,7 +180,6 @@ impl McpFilter for ApprovalFilter {
             .map(|r| self.approvals.required(r))
             .max()
             .unwrap_or(0);
-        let asked = notes.approval_asked.take();
         let by_policy = asked.as_ref().map_or(0, |a| a.approvers);
         if by_tier == 0 && by_policy == 0 {
             return Decision::Pass;

@@ -6,7 +6,7 @@
 //! tests), `checksum {data}` (length and sha256 of a string), `sleep {ms}`,
 //! `die_mid_stream` (SSE that is cut after one event).
 //! `/__mock/stats` reports what the server received, so tests can prove what
-//! reached it.
+//! reached it; `/__mock/fail` makes it answer every request with an HTTP error.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +45,10 @@ pub struct Mock {
     pub tools_page_size: usize,
     /// Test hook (`POST /__mock/tools`): tools to add, or replace by name.
     pub tool_changes: Mutex<Vec<Value>>,
+    /// Fault hook (`POST /__mock/fail {"status": N}`): every MCP request is
+    /// answered with HTTP status N (0: normal again), so tests can show a
+    /// server that accepts TCP but answers errors.
+    pub fail_status: std::sync::atomic::AtomicU16,
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -132,6 +136,7 @@ impl Mock {
             require_session,
             tools_page_size: 0,
             tool_changes: Mutex::new(Vec::new()),
+            fail_status: Default::default(),
         })
     }
 
@@ -185,6 +190,31 @@ impl Mock {
                 c.push(def);
             }
             return Ok(json_resp(StatusCode::OK, &json!({"ok": true})));
+        }
+        if path == "/__mock/fail" {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let status = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["status"].as_u64())
+                .unwrap_or(0);
+            self.fail_status
+                .store(u16::try_from(status).unwrap_or(0), Ordering::Relaxed);
+            return Ok(json_resp(StatusCode::OK, &json!({"status": status})));
+        }
+        let fail = self.fail_status.load(Ordering::Relaxed);
+        if fail != 0 && !path.starts_with("/__mock/") {
+            if req.method() == Method::POST {
+                self.stats.posts.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(json_resp(
+                StatusCode::from_u16(fail).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &json!({"error": "failing on purpose"}),
+            ));
         }
         if path == "/__mock/release" {
             self.release.notify_one();

@@ -72,6 +72,9 @@ pub fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
         .upstream_errors
         .with_label_values(&[ctx.server_name(), "connect"])
         .inc();
+    if let (Some(rt), Some(s), Some(addr)) = (&ctx.rt, ctx.server, ctx.chosen) {
+        rt.outliers[s].record(&rt.snap.config.servers[s].name, addr, false);
+    }
     if may_retry(ctx) {
         e.set_retry(true);
     }
@@ -154,6 +157,7 @@ async fn forward(
                     .upstream_errors
                     .with_label_values(&[&s.name, "connect"])
                     .inc();
+                rt.outliers[server].record(&s.name, addr, false);
                 if matches!(e.etype(), ErrorType::ConnectTimedout) && !may_retry(ctx) {
                     return Err(Refusal::upstream_timeout(&s.name));
                 }

@@ -13,6 +13,7 @@ pub mod conn;
 pub mod ctx;
 pub mod forwarding;
 pub mod global;
+pub mod health;
 pub mod init;
 pub mod judging;
 pub mod ledger;

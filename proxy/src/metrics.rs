@@ -58,6 +58,8 @@ pub struct Metrics {
     /// Upstream tokens from authorization servers, by server, grant and
     /// result (`cached`, `fetched`, `failed`).
     pub outbound_tokens: IntCounterVec,
+    /// Replicas taken out of rotation by passive ejection, by server.
+    pub ejections: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -71,6 +73,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "warden_approvals_total",
             "Held calls by the control agent's answer",
             &["server", "answer"]
+        )?,
+        ejections: register_int_counter_vec!(
+            "warden_upstream_ejections_total",
+            "Replicas taken out of rotation after consecutive failed calls, by server",
+            &["server"]
         )?,
         outbound_tokens: register_int_counter_vec!(
             "warden_outbound_tokens_total",

@@ -38,6 +38,8 @@ pub struct Runtime {
     /// Per server (same order as `snap.config.servers`): names and metric
     /// handles resolved once per bundle, not per request.
     pub servers: Vec<ServerMeta>,
+    /// Per server: replicas out of rotation after failed calls (see `health`).
+    pub outliers: Vec<crate::health::Outliers>,
 }
 
 /// A server's names as audit records carry them, and its metric handles.
@@ -78,19 +80,23 @@ impl Runtime {
         let mut pools = Vec::with_capacity(snap.config.servers.len());
         for s in &snap.config.servers {
             let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(s.upstreams.iter().copied())?;
-            let mut hc = match &s.tls {
-                Some(t) => TcpHealthCheck::new_tls(&t.sni),
-                None => TcpHealthCheck::new(),
-            };
-            hc.consecutive_failure = s.health_check.failures.get() as usize;
-            hc.consecutive_success = s.health_check.successes.get() as usize;
-            hc.peer_template.options.connection_timeout = Some(s.timeouts.connect);
-            if let Some(t) = &s.tls {
-                // The health check trusts exactly what requests trust.
-                hc.peer_template.options.verify_cert = t.verify;
-                hc.peer_template.options.verify_hostname = t.verify;
+            if s.health_check.probe == warden_config::model::Probe::Tcp {
+                let mut hc = match &s.tls {
+                    Some(t) => TcpHealthCheck::new_tls(&t.sni),
+                    None => TcpHealthCheck::new(),
+                };
+                hc.consecutive_failure = s.health_check.failures.get() as usize;
+                hc.consecutive_success = s.health_check.successes.get() as usize;
+                hc.peer_template.options.connection_timeout = Some(s.timeouts.connect);
+                if let Some(t) = &s.tls {
+                    // The health check trusts exactly what requests trust.
+                    hc.peer_template.options.verify_cert = t.verify;
+                    hc.peer_template.options.verify_hostname = t.verify;
+                }
+                lb.set_health_check(hc);
+            } else {
+                lb.set_health_check(Box::new(crate::health::McpHealthCheck::new(s)));
             }
-            lb.set_health_check(hc);
             lb.health_check_frequency = Some(s.health_check.interval);
             pools.push(Arc::new(lb));
         }
@@ -119,7 +125,14 @@ impl Runtime {
                     snap.config.session_seal.as_ref().map(|s| s.expose()),
                 ))
             });
+        let outliers = snap
+            .config
+            .servers
+            .iter()
+            .map(|s| crate::health::Outliers::new(s.health_check.eject))
+            .collect();
         Ok(Runtime {
+            outliers,
             assertions,
             revision: snap.revision.as_str().into(),
             servers,
@@ -147,15 +160,19 @@ impl Runtime {
                     .iter()
                     .find(|b| b.addr.as_inet() == Some(&addr))
                 {
-                    if pool.backends().ready(b) {
+                    if pool.backends().ready(b) && !self.outliers[server].ejected(addr) {
                         return Some(addr);
                     }
                 }
             }
         }
         let n = self.snap.config.servers[server].upstreams.len().max(1) * 2;
+        let out = &self.outliers[server];
         let accept = |b: &Backend, healthy: bool| {
-            healthy && b.addr.as_inet().is_some_and(|a| !tried.contains(a))
+            healthy
+                && b.addr
+                    .as_inet()
+                    .is_some_and(|a| !tried.contains(a) && !out.ejected(*a))
         };
         pool.select_with(b"", n, accept)
             .and_then(|b| b.addr.as_inet().copied())
@@ -168,12 +185,17 @@ impl Runtime {
             .servers
             .iter()
             .zip(&self.pools)
-            .map(|(s, lb)| {
+            .zip(&self.outliers)
+            .map(|((s, lb), out)| {
                 let backends = lb.backends();
                 let set = backends.get_backend();
                 let list = set
                     .iter()
-                    .filter_map(|b| b.addr.as_inet().map(|a| (*a, backends.ready(b))))
+                    .filter_map(|b| {
+                        b.addr
+                            .as_inet()
+                            .map(|a| (*a, backends.ready(b) && !out.ejected(*a)))
+                    })
                     .collect();
                 (s.name.clone(), list)
             })

@@ -1099,3 +1099,152 @@ async fn a_client_closing_its_stream_is_not_an_error() {
         "a hang-up logged as an error: {log:?}"
     );
 }
+
+/// Puts `mock` into (status > 0) or out of (0) its failing mode.
+async fn fail_mock(mock: &Mock, status: u16) {
+    let (s, _, _) = request(
+        &format!("http://{}/__mock/fail", mock.addr),
+        "POST",
+        &[("content-type", "application/json")],
+        Bytes::from(json!({"status": status}).to_string()),
+        false,
+    )
+    .await
+    .expect("fail hook");
+    assert_eq!(s, 200);
+}
+
+/// Whether `/status` shows `addr` of the first server healthy.
+async fn healthy(gw: &Gateway, addr: std::net::SocketAddr) -> Option<bool> {
+    let st = gw.status().await;
+    st["servers"][0]["upstreams"]
+        .as_array()?
+        .iter()
+        .find(|u| u["address"] == addr.to_string())
+        .and_then(|u| u["healthy"].as_bool())
+}
+
+async fn until_health(gw: &Gateway, addr: std::net::SocketAddr, want: bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while healthy(gw, addr).await != Some(want) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} never became {}",
+            if want { "healthy" } else { "unhealthy" }
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Health that knows MCP: a replica that accepts TCP but answers every MCP
+/// request with 500 passes a TCP check and fails an MCP `ping` probe, which
+/// takes it out of rotation (every call goes to the other replica) until it
+/// answers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_probes_take_out_replicas_that_answer_errors() {
+    let (bad, good) = (Mock::start(&[]).expect("a"), Mock::start(&[]).expect("b"));
+    let yaml = mock_bundle(&[bad.addr, good.addr], "").replace(
+        "health_check: {interval: 1s}",
+        "health_check: {interval: 1s, probe: ping, path: /mcp, timeout: 1s}",
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    until_health(&gw, bad.addr, true).await;
+    fail_mock(&bad, 500).await;
+    until_health(&gw, bad.addr, false).await;
+    let before = good.posts().await;
+    for i in 0..8 {
+        let (s, _, b) = post_json(
+            &gw.url("/mock/mcp"),
+            call(i, "echo", json!({"text": "hi"})),
+            &[],
+        )
+        .await
+        .expect("post");
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(body_json(&b)["result"]["content"][0]["text"], "hi");
+    }
+    assert_eq!(
+        good.posts().await - before,
+        8,
+        "every call went to the healthy replica"
+    );
+    fail_mock(&bad, 0).await;
+    until_health(&gw, bad.addr, true).await;
+    // The same failing replica behind a TCP check looks healthy: what the
+    // MCP probe adds.
+    fail_mock(&bad, 500).await;
+    let tcp = Gateway::start(&mock_bundle(&[bad.addr], ""), false).expect("gateway");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(healthy(&tcp, bad.addr).await, Some(true));
+    // A server that takes nothing outside a session fails `ping` and
+    // passes `initialize` (whose session the probe deletes).
+    let stateful = Mock::start(&["--require-session"]).expect("mock");
+    let probe = |kind: &str| {
+        mock_bundle(&[stateful.addr], "").replace(
+            "health_check: {interval: 1s}",
+            &format!("health_check: {{interval: 1s, probe: {kind}}}"),
+        )
+    };
+    let by_ping = Gateway::start(&probe("ping"), false).expect("gateway");
+    let by_init = Gateway::start(&probe("initialize"), false).expect("gateway");
+    until_health(&by_ping, stateful.addr, false).await;
+    until_health(&by_init, stateful.addr, true).await;
+}
+
+/// Passive ejection: two calls in a row failing on one replica take it out
+/// for the cool-down (the next calls all go to the other replica, the
+/// failing one sees none), then it is tried again.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_whose_calls_keep_failing_are_ejected_for_a_cooldown() {
+    let (bad, good) = (Mock::start(&[]).expect("a"), Mock::start(&[]).expect("b"));
+    let yaml = mock_bundle(&[bad.addr, good.addr], "").replace(
+        "health_check: {interval: 1s}",
+        "health_check: {interval: 1h, eject: {failures: 2, cooldown: 3s}}",
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    fail_mock(&bad, 502).await;
+    let mut ok = 0;
+    for i in 0..12 {
+        let (s, _, _) = post_json(
+            &gw.url("/mock/mcp"),
+            call(i, "echo", json!({"text": "x"})),
+            &[],
+        )
+        .await
+        .expect("post");
+        if s == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(bad.posts().await, 2, "ejected after two failed calls");
+    assert_eq!(ok, 10, "every other call was served");
+    assert_eq!(
+        healthy(&gw, bad.addr).await,
+        Some(false),
+        "/status shows it out"
+    );
+    let m = gw.metrics().await;
+    assert!(
+        m.contains("warden_upstream_ejections_total{server=\"mock\"} 1"),
+        "{m}"
+    );
+    assert!(
+        gw.log().iter().any(|l| l.contains("upstream ejected")),
+        "{:?}",
+        gw.log()
+    );
+    // After the cool-down it is in rotation again.
+    fail_mock(&bad, 0).await;
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    assert_eq!(healthy(&gw, bad.addr).await, Some(true));
+    for i in 0..4 {
+        post_json(
+            &gw.url("/mock/mcp"),
+            call(i, "echo", json!({"text": "x"})),
+            &[],
+        )
+        .await
+        .expect("post");
+    }
+    assert!(bad.posts().await > 2, "tried again after the cool-down");
+}
