@@ -724,6 +724,34 @@ pub(crate) fn outbound_header(raw: Option<&str>, base: &str, p: &mut Problems) -
         p.push(format!("{base}.header"), "must be a header name");
         return None;
     }
+    // Headers the gateway sets, strips or frames with: a credential there
+    // would be dropped or would change how the request is read.
+    const RESERVED: &[&str] = &[
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "expect",
+        "accept-encoding",
+        "cookie",
+        "origin",
+        "traceparent",
+        "tracestate",
+        "proxy-authorization",
+    ];
+    if RESERVED.contains(&header.as_str())
+        || header.starts_with("mcp-")
+        || header.starts_with("x-warden-")
+    {
+        p.push(
+            format!("{base}.header"),
+            format!("`{header}` is a header the gateway sets or strips itself"),
+        );
+        return None;
+    }
     Some(header)
 }
 

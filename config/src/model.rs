@@ -352,6 +352,27 @@ fn outbound_oauth(
         p.push(format!("{base}.token_endpoint"), "must be an http(s) URL");
         return None;
     }
+    // The caller's token and the client secret travel to it: TLS, unless
+    // the authorization server is on this host.
+    if let Some(rest) = e.strip_prefix("http://") {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        };
+        let loopback = name == "localhost"
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|a| a.is_loopback());
+        if !loopback {
+            p.push(
+                format!("{base}.token_endpoint"),
+                "must be https (the caller's token and the client secret go there); plain http only on loopback",
+            );
+            return None;
+        }
+    }
     for (field, v) in [("client_id", &raw.client_id), ("audience", &raw.audience)] {
         if v.trim().is_empty() || v.chars().any(char::is_control) {
             p.push(format!("{base}.{field}"), "must not be empty");
@@ -867,6 +888,12 @@ impl Config {
                         header: crate::access::outbound_header(c.header.as_deref(), &base, p)?,
                     })
                 });
+                if oauth.is_some() && caller_token.is_some() {
+                    p.push(
+                        format!("{sbase}.caller_token"),
+                        "`oauth` already says how this server learns who calls: choose one",
+                    );
+                }
                 // One way for this server to learn who calls, per header.
                 let mut headers: Vec<(&str, &str)> = Vec::new();
                 if let Some(c) = &credentials {
@@ -979,6 +1006,40 @@ impl Config {
         let has_mtls_listener = listeners
             .iter()
             .any(|l| l.tls.as_ref().is_some_and(|t| t.client_ca.is_some()));
+        // A caller token goes on only to the one server it names, and a
+        // token naming the gateway alone never goes on.
+        let gateway_auds: Vec<&str> = identity
+            .as_ref()
+            .map(|i| {
+                let mut v = vec![i.resource.as_str()];
+                if let Some(j) = &i.jwt {
+                    v.extend(j.audiences.iter().map(String::as_str));
+                }
+                v
+            })
+            .unwrap_or_default();
+        for (i, s) in servers.iter().enumerate() {
+            let Some(c) = &s.caller_token else { continue };
+            if gateway_auds.contains(&c.audience.as_str()) {
+                p.push(
+                    format!("servers.{}.caller_token.audience", s.name),
+                    "names the gateway itself: every caller's token would go on to this server",
+                );
+            }
+            if let Some(o) = servers[..i].iter().find(|o| {
+                o.caller_token
+                    .as_ref()
+                    .is_some_and(|oc| oc.audience == c.audience)
+            }) {
+                p.push(
+                    format!("servers.{}.caller_token.audience", s.name),
+                    format!(
+                        "`{}` has the same audience: a token for one would reach both",
+                        o.name
+                    ),
+                );
+            }
+        }
         if identity.as_ref().is_some_and(|i| !i.mtls.is_empty()) && !has_mtls_listener {
             p.push(
                 "identity.mtls",

@@ -62,6 +62,14 @@ pub async fn judge(
         Parsed::Single(env) => r.with_id(env.id.clone()),
         Parsed::Batch(_) => r,
     })?;
+    // The upstream identity (a token exchange, say), before anything is
+    // spent on the call: a failure costs no quota and no approval.
+    crate::service::outbound(gw, session, ctx)
+        .await
+        .map_err(|r| match &parsed {
+            Parsed::Single(env) => r.with_id(env.id.clone()),
+            Parsed::Batch(_) => r,
+        })?;
     match &parsed {
         Parsed::Single(env) => {
             mcp::check_headers(method_hdr.as_deref(), name_hdr.as_deref(), env)?;

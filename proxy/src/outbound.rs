@@ -14,7 +14,10 @@
 //!   refreshed the same way (shared by every caller of that server: it names
 //!   the gateway, not a user).
 //! - **Caller token** (opt-in): the caller's token goes on unchanged, only
-//!   if its `aud` names the server's configured audience.
+//!   if its `aud` names the server's configured audience. Since that
+//!   server then holds a token the gateway also accepts, a token naming a
+//!   server's `caller_token` audience is accepted only on that server's
+//!   routes (`check_reuse`): the server cannot replay it against another.
 //!
 //! A failure is the caller's clear JSON-RPC error and no call: 403 when the
 //! caller's token cannot be used (or the authorization server refuses the
@@ -36,8 +39,15 @@ const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// Upstream tokens by call identity, across bundle swaps.
 pub struct TokenCache {
     cache: moka::sync::Cache<[u8; 32], Arc<Cached>>,
-    http: reqwest::Client,
+    /// No proxy from the environment, no redirects (a redirect would carry
+    /// the caller's token and the client secret elsewhere).
+    http: Option<reqwest::Client>,
 }
+
+/// The most of a token endpoint's answer that is read.
+const MAX_ANSWER: usize = 64 * 1024;
+/// The longest a fetched token is cached, whatever it says.
+const MAX_LIFE: Duration = Duration::from_secs(24 * 3600);
 
 struct Cached {
     /// The header value (`Bearer <token>` for `authorization`).
@@ -55,8 +65,10 @@ impl Default for TokenCache {
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
                 .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
                 .build()
-                .unwrap_or_default(),
+                .map_err(|e| tracing::error!("no HTTP client for token endpoints: {e}"))
+                .ok(),
         }
     }
 }
@@ -104,6 +116,59 @@ fn header_value(header: &str, token: &str) -> String {
     } else {
         token.to_owned()
     }
+}
+
+/// A token that names some server's `caller_token` audience is accepted
+/// only on that server's routes (see the module docs).
+pub fn check_reuse(
+    ctx: &RequestCtx,
+    req: &pingora::http::RequestHeader,
+    servers: &[Server],
+    server: usize,
+) -> Result<(), Refusal> {
+    if !servers.iter().any(|s| s.caller_token.is_some()) {
+        return Ok(());
+    }
+    let Some(token) = caller_token(ctx, req) else {
+        return Ok(());
+    };
+    let aud = claims_of(token)
+        .map(|c| c["aud"].clone())
+        .unwrap_or_default();
+    let names = |a: &str| match &aud {
+        serde_json::Value::String(x) => x == a,
+        serde_json::Value::Array(xs) => xs.iter().any(|x| x.as_str() == Some(a)),
+        _ => false,
+    };
+    for (i, s) in servers.iter().enumerate() {
+        if let Some(c) = &s.caller_token {
+            if i != server && names(&c.audience) {
+                return Err(refuse(
+                    403,
+                    "caller_token_elsewhere",
+                    format!(
+                        "This token was also issued for `{}`, which receives it: it is accepted only on that server's routes",
+                        s.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What of an authorization server's `error` may be repeated: RFC 6749's
+/// error code characters, at most 64.
+fn error_code(v: &serde_json::Value) -> String {
+    v["error"]
+        .as_str()
+        .filter(|e| {
+            e.len() <= 64
+                && e.bytes()
+                    .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+        })
+        .unwrap_or("")
+        .to_owned()
 }
 
 impl TokenCache {
@@ -161,12 +226,16 @@ impl TokenCache {
         // Length-prefixed parts: no two identities spell the same key.
         let mut h = Sha256::new();
         let owner = ctx.principal.owner_key();
-        let parts: [&str; 7] = [
+        // The secret too: rotating a leaked one drops what it obtained.
+        let secret = hex::encode(Sha256::digest(o.client_secret.expose().as_bytes()));
+        let parts: [&str; 9] = [
             &server.name,
             &o.token_endpoint,
             &o.client_id,
+            &secret,
             &o.audience,
             o.scope.as_deref().unwrap_or(""),
+            &o.header,
             if subject.is_some() { &owner } else { "" },
             subject.unwrap_or(""),
         ];
@@ -199,8 +268,17 @@ impl TokenCache {
         if let Some(s) = &o.scope {
             form.push(("scope", s));
         }
-        let resp = self
-            .http
+        let Some(http) = &self.http else {
+            return Err(refuse(
+                502,
+                "token_endpoint_unavailable",
+                format!(
+                    "The authorization server for `{}` cannot be reached; the call was not made",
+                    server.name
+                ),
+            ));
+        };
+        let resp = http
             .post(&o.token_endpoint)
             .basic_auth(
                 form_encode(&o.client_id),
@@ -223,9 +301,9 @@ impl TokenCache {
                 )
             })?;
         let status = resp.status();
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let body = read_capped(resp).await;
         if !status.is_success() {
-            let error = body["error"].as_str().unwrap_or("").to_owned();
+            let error = error_code(&body);
             tracing::warn!(server = %server.name, %status, error = %error, "token endpoint refused");
             return Err(if status.is_client_error() && subject.is_some() {
                 refuse(
@@ -267,24 +345,51 @@ impl TokenCache {
         // caller's own token.
         let mut life = body["expires_in"]
             .as_u64()
-            .map(Duration::from_secs)
-            .unwrap_or_default();
-        if let Some(exp) = subject.and_then(claims_of).and_then(|c| c["exp"].as_u64()) {
-            let left = SystemTime::UNIX_EPOCH + Duration::from_secs(exp);
-            life = life.min(left.duration_since(SystemTime::now()).unwrap_or_default());
+            .map_or(Duration::ZERO, Duration::from_secs)
+            .min(MAX_LIFE);
+        if let Some(exp) = subject
+            .and_then(claims_of)
+            .and_then(|c| c["exp"].as_f64())
+            .filter(|e| e.is_finite() && *e >= 0.0)
+        {
+            let left = Duration::from_secs_f64(exp.min(1e12))
+                .checked_sub(
+                    SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default(),
+                )
+                .unwrap_or_default();
+            life = life.min(left);
         }
         let skew = (life / 5).min(Duration::from_secs(30));
-        if life > skew + Duration::from_secs(1) {
+        if let Some(until) = life
+            .checked_sub(skew)
+            .filter(|d| *d > Duration::from_secs(1))
+            .and_then(|d| now.checked_add(d))
+        {
             self.cache.insert(
                 key,
                 Arc::new(Cached {
                     value: value.clone(),
-                    until: now + (life - skew),
+                    until,
                 }),
             );
         }
         Ok((value, false))
     }
+}
+
+/// The token endpoint's JSON answer, read up to `MAX_ANSWER` bytes
+/// (`Null` when longer or not JSON).
+async fn read_capped(mut resp: reqwest::Response) -> serde_json::Value {
+    let mut buf = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        if buf.len() + chunk.len() > MAX_ANSWER {
+            return serde_json::Value::Null;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&buf).unwrap_or_default()
 }
 
 /// RFC 6749 §2.3.1: client id and secret are form-encoded before Basic.

@@ -106,11 +106,18 @@ impl Runtime {
             .iter()
             .map(|s| ServerMeta::new(&s.name, &s.group))
             .collect();
-        for s in snap.config.servers.iter().filter(|s| s.assertion.is_some()) {
+        let user_tokens = |s: &&warden_config::model::Server| {
+            s.assertion.is_some()
+                || s.caller_token.is_some()
+                || s.oauth
+                    .as_ref()
+                    .is_some_and(|o| o.grant == warden_config::model::OAuthGrant::TokenExchange)
+        };
+        for s in snap.config.servers.iter().filter(user_tokens) {
             if s.tls.is_none() && s.upstreams.iter().any(|a| !a.ip().is_loopback()) {
                 tracing::warn!(
                     server = %s.name,
-                    "identity assertions go to this server over plain HTTP off this host: anyone on the path can replay one until it expires (set `tls:`)"
+                    "tokens naming users go to this server over plain HTTP off this host: anyone on the path can replay one until it expires (set `tls:`)"
                 );
             }
         }

@@ -66,19 +66,11 @@ impl WardenProxy {
                 Ok(None)
             }
             Admitted::Answered(status) => Ok(Some(status)),
+            // The upstream identity is fetched while judging, before
+            // anything is spent on the call (quota, an approval).
             Admitted::Post => match judge(gw, session, ctx).await? {
                 Judged::Answered(status) => Ok(Some(status)),
                 Judged::Forward(body) => {
-                    outbound(gw, session, ctx).await.map_err(|r| {
-                        // A single message's error answers its id.
-                        let id = ctx
-                            .plan
-                            .as_ref()
-                            .filter(|p| !p.batch)
-                            .and_then(|p| p.records.first())
-                            .and_then(|r| r.id.clone());
-                        r.with_id(id)
-                    })?;
                     crate::forwarding::forward_judged(gw, &self.connector, session, ctx, body)
                         .await
                         .map(Some)
@@ -89,11 +81,17 @@ impl WardenProxy {
 }
 
 /// The upstream identity this call needs fetched (see `outbound`).
-async fn outbound(gw: &Gateway, session: &Session, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+pub async fn outbound(
+    gw: &Gateway,
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> Result<(), Refusal> {
     let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
         return Ok(());
     };
-    let server = &rt.snap.config.servers[server];
+    let servers = &rt.snap.config.servers;
+    crate::outbound::check_reuse(ctx, session.req_header(), servers, server)?;
+    let server = &servers[server];
     if server.oauth.is_none() && server.caller_token.is_none() {
         return Ok(());
     }

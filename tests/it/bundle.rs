@@ -278,9 +278,33 @@ fn config_mistakes_are_named_where_they_are() {
             "assertions: {rotate: 10s}\n",
             "assertions.rotate: at least 1m",
         ),
+        (
+            "approvals:\n  require: {SEVERE: 1}\n",
+            "approvals.require.SEVERE: `SEVERE` is not a risk",
+        ),
+        (
+            "approvals:\n  require: {HIGH: 9}\n",
+            "approvals.require.HIGH: must be between 1 and 5 approvers",
+        ),
+        (
+            "approvals:\n  expires: 2d\n",
+            "approvals.expires: must be between 1s and 1day",
+        ),
+        (
+            "approvals:\n  url: ftp://x/{id}\n",
+            "approvals.url: must be an http(s) URL",
+        ),
     ] {
         let (ok, text) = copy(&|y: String| {
             let y = y.replace("audit:\n  path: \"-\"\n", "");
+            // The example's own `approvals:` section gives way to the edit's.
+            let y = match (edit.starts_with("approvals:"), y.find("\napprovals:\n")) {
+                (true, Some(at)) => {
+                    let end = y[at + 1..].find("\n\n").map_or(y.len(), |e| at + 1 + e);
+                    format!("{}{}", &y[..at + 1], &y[end..])
+                }
+                _ => y,
+            };
             format!("{y}\n{edit}")
         });
         assert!(!ok, "{edit}: {text}");
@@ -302,6 +326,34 @@ fn config_mistakes_are_named_where_they_are() {
         (
             "        credentials: {env: PATH}\n        identity_assertion: {audience: https://x}\n",
             "`credentials` already sets `authorization`",
+        ),
+        (
+            "        oauth: {grant: password, token_endpoint: https://a/token, client_id: c, client_secret: {env: PATH}, audience: https://x}\n",
+            "oauth.grant: `password` is not `token_exchange` or `client_credentials`",
+        ),
+        (
+            "        oauth: {grant: token_exchange, token_endpoint: http://auth.example.com/token, client_id: c, client_secret: {env: PATH}, audience: https://x}\n",
+            "oauth.token_endpoint: must be https",
+        ),
+        (
+            "        oauth: {grant: client_credentials, token_endpoint: https://a/token, client_id: c, client_secret: {env: WARDEN_NO_SUCH_VAR}, audience: https://x}\n",
+            "oauth.client_secret.env: environment variable `WARDEN_NO_SUCH_VAR` is not set",
+        ),
+        (
+            "        oauth: {grant: client_credentials, token_endpoint: https://a/token, client_id: c, client_secret: {env: PATH}, audience: https://x, header: host}\n",
+            "oauth.header: `host` is a header the gateway sets or strips itself",
+        ),
+        (
+            "        caller_token: {audience: \"http://127.0.0.1:8080/mock/mcp\"}\n",
+            "caller_token.audience: names the gateway itself",
+        ),
+        (
+            "        caller_token: {audience: https://x}\n        oauth: {grant: client_credentials, token_endpoint: https://a/token, client_id: c, client_secret: {env: PATH}, audience: https://x, header: x-token}\n",
+            "`oauth` already says how this server learns who calls",
+        ),
+        (
+            "          probe: icmp\n",
+            "health_check.probe: `icmp` is not tcp, ping or initialize",
         ),
     ] {
         let (ok, text) = copy(&|y: String| {

@@ -1039,7 +1039,9 @@ fn each_outbound_identity_mode_is_verified_by_a_real_upstream() {
     let (a_port, b_port, idp_port) = (free_port(), free_port(), free_port());
     let aud_a = format!("http://127.0.0.1:{a_port}/mcp");
     let aud_b = format!("http://127.0.0.1:{b_port}/mcp");
-    let alice = token("alice", serde_json::json!([gw_aud, aud_b]));
+    let alice = token("alice", serde_json::json!(gw_aud));
+    // Alice's token for the server that takes callers' own tokens.
+    let alice_b = token("alice", serde_json::json!([gw_aud, aud_b]));
     let bob = token("bob", serde_json::json!(gw_aud));
     let config = d.join("oauth.json");
     std::fs::write(
@@ -1176,7 +1178,7 @@ fn each_outbound_identity_mode_is_verified_by_a_real_upstream() {
     assert_eq!(stats()["client_credentials"], 1, "{}", stats());
 
     // The caller's own token, only where it was issued for the upstream.
-    let own = whoami("ct", &alice);
+    let own = whoami("ct", &alice_b);
     assert_eq!(own["sub"], "alice", "{own}");
     assert_eq!(own["iss"], "https://idp.example", "{own}");
     let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
@@ -1191,6 +1193,16 @@ fn each_outbound_identity_mode_is_verified_by_a_real_upstream() {
     assert_eq!(s, 403, "{v}");
     assert_eq!(v["error"]["data"]["reason"], "caller_token_audience", "{v}");
     assert_eq!(v["id"], 7);
+    // That server holds Alice's token now: it cannot replay it at the
+    // gateway against another server.
+    let alice_b_auth = format!("Bearer {alice_b}");
+    let (s, v) = post("/tx/mcp", &[("authorization", &alice_b_auth)]);
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(
+        v["error"]["data"]["reason"], "caller_token_elsewhere",
+        "{v}"
+    );
+    assert_eq!(v["id"], 7, "{v}");
     // An API-key caller has no token to exchange.
     let (s, v) = post("/tx/mcp", &[("x-api-key", "wk_plain_key_1")]);
     assert_eq!(s, 403, "{v}");
