@@ -241,6 +241,10 @@ impl KillSwitch {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -169,6 +169,138 @@ pub struct Server {
     pub oauth: Option<OutboundOAuth>,
     /// Forward the caller's own token (opt-in, audience-checked).
     pub caller_token: Option<CallerToken>,
+    /// A local server spoken to over stdio (then `upstreams` is empty and
+    /// the gateway reaches it through its own loopback bridge).
+    pub stdio: Option<Stdio>,
+}
+
+/// A local MCP server process (see the gateway's `stdio`).
+#[derive(Debug, Clone)]
+pub struct Stdio {
+    pub command: String,
+    pub args: Vec<String>,
+    /// The whole environment (secrets resolved).
+    pub env: Vec<(String, crate::access::Secret)>,
+    pub cwd: Option<String>,
+    /// One process for every session (a stateless server).
+    pub shared: bool,
+    pub max_processes: u32,
+    pub idle_timeout: Duration,
+    pub cpu: Duration,
+    pub memory_mb: u64,
+    pub open_files: u64,
+}
+
+impl Stdio {
+    /// What identifies a process's setup: a changed bundle that keeps it
+    /// keeps the processes.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [&self.command, self.cwd.as_deref().unwrap_or("")]
+            .into_iter()
+            .chain(self.args.iter().map(String::as_str))
+        {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        for (k, v) in &self.env {
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k.as_bytes());
+            h.update(Sha256::digest(v.expose().as_bytes()));
+        }
+        h.update([u8::from(self.shared)]);
+        h.update(self.max_processes.to_be_bytes());
+        h.update(self.idle_timeout.as_millis().to_be_bytes());
+        h.update(self.cpu.as_secs().to_be_bytes());
+        h.update(self.memory_mb.to_be_bytes());
+        h.update(self.open_files.to_be_bytes());
+        hex::encode(h.finalize())
+    }
+}
+
+fn stdio(
+    raw: &raw::StdioConfig,
+    root: &std::path::Path,
+    base: &str,
+    p: &mut Problems,
+) -> Option<Stdio> {
+    if !raw.command.starts_with('/') {
+        p.push(
+            format!("{base}.command"),
+            "must be an absolute path (no PATH is searched: the process gets only the bundle's environment)",
+        );
+        return None;
+    }
+    let mut env = Vec::new();
+    for (k, v) in &raw.env {
+        if k.is_empty() || k.contains('=') || k.bytes().any(|b| b == 0) {
+            p.push(
+                format!("{base}.env.{k}"),
+                "is not an environment variable name",
+            );
+            continue;
+        }
+        let value = match v {
+            raw::EnvValueConfig::Text(t) => crate::access::Secret::new(t.clone()),
+            raw::EnvValueConfig::Secret(r) => match crate::access::secret_ref(
+                r.env.as_deref(),
+                r.file.as_deref(),
+                root,
+                &format!("{base}.env.{k}"),
+                p,
+            ) {
+                Some(s) => s,
+                None => continue,
+            },
+        };
+        if value.expose().bytes().any(|b| b == 0) {
+            p.push(format!("{base}.env.{k}"), "must not contain NUL");
+            continue;
+        }
+        env.push((k.clone(), value));
+    }
+    let shared = match raw.mode.as_deref() {
+        None | Some("session") => false,
+        Some("shared") => true,
+        Some(m) => {
+            p.push(
+                format!("{base}.mode"),
+                format!("`{m}` is not `session` or `shared`"),
+            );
+            false
+        }
+    };
+    let limits = raw.limits.clone().unwrap_or_default();
+    let max_processes = raw.max_processes.unwrap_or(16);
+    if max_processes == 0 || max_processes > 4096 {
+        p.push(
+            format!("{base}.max_processes"),
+            "must be between 1 and 4096",
+        );
+    }
+    Some(Stdio {
+        command: raw.command.clone(),
+        args: raw.args.clone(),
+        env,
+        cwd: raw.cwd.clone(),
+        shared,
+        max_processes: max_processes.clamp(1, 4096),
+        idle_timeout: duration(
+            p,
+            &format!("{base}.idle_timeout"),
+            &raw.idle_timeout,
+            Duration::from_secs(600),
+        ),
+        cpu: duration(
+            p,
+            &format!("{base}.limits.cpu"),
+            &limits.cpu,
+            Duration::from_secs(3600),
+        ),
+        memory_mb: limits.memory_mb.unwrap_or(2048).max(16),
+        open_files: limits.open_files.unwrap_or(256).max(16),
+    })
 }
 
 /// How the gateway gets an upstream token from an authorization server.
@@ -769,11 +901,20 @@ impl Config {
                         format!("server `{}` is already defined in group `{prev}`", s.name),
                     );
                 }
-                if s.upstreams.is_empty() {
-                    p.push(
+                let stdio_cfg = s
+                    .stdio
+                    .as_ref()
+                    .and_then(|c| stdio(c, root, &format!("{sbase}.stdio"), p));
+                match (s.upstreams.is_empty(), s.stdio.is_some()) {
+                    (true, false) => p.push(
                         format!("{sbase}.upstreams"),
-                        "a server needs at least one upstream address",
-                    );
+                        "a server needs at least one upstream address (or `stdio`)",
+                    ),
+                    (false, true) => p.push(
+                        format!("{sbase}.stdio"),
+                        "a server is either `upstreams` or `stdio`, not both",
+                    ),
+                    _ => {}
                 }
                 let mut ups = Vec::new();
                 for (ui, u) in s.upstreams.iter().enumerate() {
@@ -928,6 +1069,7 @@ impl Config {
                     assertion,
                     oauth,
                     caller_token,
+                    stdio: stdio_cfg,
                 });
             }
             groups.push(ServiceGroup {

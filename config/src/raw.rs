@@ -408,8 +408,12 @@ pub struct ServiceGroupConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub name: String,
-    /// `host:port` of each replica of this MCP server.
+    /// `host:port` of each replica of this MCP server (none for a `stdio` server).
+    #[serde(default)]
     pub upstreams: Vec<String>,
+    /// A local MCP server spoken to over stdio: the program and its arguments.
+    #[serde(default)]
+    pub stdio: Option<StdioConfig>,
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
     /// Authority sent as `Host` upstream; default: the chosen upstream address.
@@ -434,6 +438,55 @@ pub struct ServerConfig {
     /// this server (its `aud` names `audience`).
     #[serde(default)]
     pub caller_token: Option<CallerTokenConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdioConfig {
+    /// The program (an absolute path: nothing is looked up in a PATH).
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The whole environment of the process: nothing is inherited. A value
+    /// is text, or `{env: VAR}` / `{file: path}` (a secret reference).
+    #[serde(default)]
+    pub env: BTreeMap<String, EnvValueConfig>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// `session` (default: a process per MCP session) or `shared` (one
+    /// process for every session: a server declared stateless).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Processes of this server at once (default 16).
+    #[serde(default)]
+    pub max_processes: Option<u32>,
+    /// A session's process idle this long is ended (default 10m).
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    /// Resource limits per process (rlimits).
+    #[serde(default)]
+    pub limits: Option<StdioLimitsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum EnvValueConfig {
+    Text(String),
+    Secret(SecretRefConfig),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdioLimitsConfig {
+    /// CPU time, e.g. `10m` (RLIMIT_CPU; default 1h).
+    #[serde(default)]
+    pub cpu: Option<String>,
+    /// Address space in MiB (RLIMIT_AS; default 2048).
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Open files (RLIMIT_NOFILE; default 256).
+    #[serde(default)]
+    pub open_files: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

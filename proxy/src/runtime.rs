@@ -79,7 +79,12 @@ impl Runtime {
     pub fn new(snap: Snapshot) -> std::io::Result<Runtime> {
         let mut pools = Vec::with_capacity(snap.config.servers.len());
         for s in &snap.config.servers {
-            let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(s.upstreams.iter().copied())?;
+            // A stdio server is reached through the gateway's own bridge.
+            let addrs = match &s.stdio {
+                Some(_) => vec![crate::stdio::bridge_for(s)?],
+                None => s.upstreams.clone(),
+            };
+            let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs)?;
             if s.health_check.probe == warden_config::model::Probe::Tcp {
                 let mut hc = match &s.tls {
                     Some(t) => TcpHealthCheck::new_tls(&t.sni),

@@ -84,6 +84,12 @@ pub fn rewrite_request(
         };
         req.insert_header(a.header.clone(), value)?;
     }
+    // The gateway's own bridge to a stdio server admits only itself.
+    if server.stdio.is_some() {
+        if let Some(secret) = crate::stdio::secret_for(addr) {
+            req.insert_header(crate::stdio::SECRET_HEADER, secret)?;
+        }
+    }
     // A token fetched for this call (see `outbound`).
     if let Some((h, v)) = &ctx.outbound_auth {
         req.insert_header(h.clone(), v.as_str())?;

@@ -1236,3 +1236,143 @@ fn each_outbound_identity_mode_is_verified_by_a_real_upstream() {
         "{recs:?}"
     );
 }
+
+/// stdio upstreams behind the gateway: the TypeScript "everything" server
+/// run over stdio serves the Python and TypeScript SDK clients (tools,
+/// progress) through every guard; a hostile Python SDK server sees only the
+/// environment the bundle gives it (a DLP rule redacts what it leaks back),
+/// its stderr flood reaches the log bounded, its crash fails the call in
+/// flight and a new session gets a new process; a process bound refuses
+/// more; the processes end with the gateway.
+#[test]
+fn stdio_servers_run_behind_the_gateway_with_every_guard() {
+    let entry = peers().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let marker = format!("warden-stdio-test-{}", std::process::id());
+    let yaml = format!(
+        "version: 1\ndlp:\n  rules:\n    - {{name: pii, detectors: [email], direction: response, action: redact}}\nservice_groups:\n  - name: local\n    servers:\n      - name: ev\n        stdio: {{command: /usr/bin/node, args: [\"{}\", stdio], max_processes: 4}}\n      - name: hostile\n        stdio:\n          command: \"{}\"\n          args: [\"{}\", \"{marker}\"]\n          env: {{GIVEN: \"alice@example.com\"}}\n          max_processes: 2\n          limits: {{cpu: 1m, memory_mb: 1024, open_files: 128}}\nroutes:\n  - {{prefix: /ev, server: ev}}\n  - {{prefix: /hostile, server: hostile}}\n",
+        entry.display(),
+        python().display(),
+        peers().join("py_stdio_server.py").display(),
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    let mut runs = Vec::new();
+    for mode in ["auto", "legacy"] {
+        runs.push(run_client(
+            if mode == "auto" {
+                "python (default)"
+            } else {
+                "python (legacy)"
+            },
+            "typescript over stdio",
+            Command::new(python())
+                .arg(peers().join("py_client.py"))
+                .args([
+                    &gw.url("/ev/mcp"),
+                    "streamable",
+                    mode,
+                    "echo",
+                    "trigger-long-running-operation",
+                ]),
+        ));
+    }
+    runs.push(run_client(
+        "typescript",
+        "typescript over stdio",
+        Command::new("node")
+            .arg(peers().join("ts_client.mjs"))
+            .args([&gw.url("/ev/mcp"), "echo", "trigger-long-running-operation"])
+            .current_dir(peers()),
+    ));
+    let failed: Vec<String> = runs
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| format!("{} → {}: {}", r.client, r.server, r.report))
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+
+    let (ok, out, err) = run_with_timeout(
+        Command::new(python())
+            .arg(peers().join("py_stdio_client.py"))
+            .arg(gw.url("/hostile/mcp"))
+            .env("WARDEN_TEST_CANARY", "must-not-leak"),
+        Duration::from_secs(90),
+    )
+    .expect("client ran");
+    let r: Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_default();
+    assert!(ok && r["ok"] == true, "{out}{err}");
+    assert_eq!(r["echo"]["text"], "over stdio", "{r}");
+    // Only the bundle's environment, and what leaks back is judged.
+    let given = r["given"]["text"].as_str().unwrap_or("");
+    assert!(
+        !given.contains("alice@example.com") && !given.is_empty(),
+        "{r}"
+    );
+    assert_eq!(r["path"]["text"], "<unset>", "{r}");
+    assert_eq!(r["canary"]["text"], "<unset>", "{r}");
+    assert_eq!(r["shout"]["text"], "shouted", "{r}");
+    // The crash fails the call in flight; a new session works.
+    assert_eq!(r["crash"]["error"], true, "{r}");
+    assert_eq!(r["new_session"]["text"], "again", "{r}");
+    let log = gw.log();
+    let shouted = log.iter().filter(|l| l.contains("shouting line")).count();
+    assert!(
+        shouted > 0 && shouted <= 200,
+        "bounded: {shouted} lines logged"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("more lines not logged") && l.contains("hostile")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.contains("stdio server exited")),
+        "{log:?}"
+    );
+    // The process bound: two sessions, then a clear refusal.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (s, _, b) = rt
+            .block_on(warden_tests::post_json(
+                &gw.url("/hostile/mcp"),
+                init,
+                &[("accept", "application/json, text/event-stream")],
+            ))
+            .expect("post");
+        statuses.push((s, String::from_utf8_lossy(&b).into_owned()));
+    }
+    assert_eq!(statuses[0].0, 200, "{statuses:?}");
+    assert_eq!(statuses[1].0, 200, "{statuses:?}");
+    assert!(
+        statuses[2].0 == 503 && statuses[2].1.contains("max_processes"),
+        "{statuses:?}"
+    );
+    // The processes end with the gateway.
+    let running = || {
+        std::fs::read_dir("/proc")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| {
+                        std::fs::read(e.path().join("cmdline"))
+                            .map(|c| String::from_utf8_lossy(&c).contains(&marker))
+                            .unwrap_or(false)
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert!(running() >= 2, "the two sessions' processes run");
+    drop(gw);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "stdio processes outlived the gateway"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,764 @@
+//! stdio upstreams: a local MCP server process behind the gateway.
+//!
+//! A server with `stdio:` is reached through a bridge the gateway runs for
+//! it: a Streamable HTTP endpoint on a loopback port of its own (on its own
+//! thread), which the request path forwards to like any upstream — so every
+//! message to and from the process is framed, parsed and judged by the same
+//! guards as an HTTP server's. The bridge answers only requests carrying its
+//! random secret (which the gateway adds, see `upstream::rewrite_request`),
+//! so other local processes cannot reach the server through it.
+//!
+//! - **Processes.** `initialize` starts a process for the new MCP session
+//!   (`mode: session`, the default), or joins the one process a stateless
+//!   server runs for everyone (`mode: shared`; restarted with backoff when
+//!   it dies). The environment is exactly the bundle's (`env_clear`); the
+//!   command is an absolute path. rlimits bound CPU time, address space and
+//!   open files (set by util-linux `prlimit`); the process dies with the
+//!   gateway (a parent-death signal, set by `setpriv --pdeathsig`) and
+//!   when its session ends (DELETE), goes idle (`idle_timeout`) or the
+//!   bridge is dropped. At most `max_processes` run at once.
+//! - **Framing.** One JSON-RPC message per line each way. Request ids (and
+//!   progress tokens) are renumbered per process and restored on the way
+//!   back, so sessions sharing a process never see each other's messages; a
+//!   line that is not JSON, or longer than 16 MiB, is never passed on (the
+//!   latter ends the process).
+//! - **Streams.** A POST with requests is answered as an SSE stream of what
+//!   the process says about them (progress, server→client requests in
+//!   session mode, the responses), ending with the last response; other
+//!   messages of a session go to its GET stream. A server→client request of
+//!   a shared process cannot be attributed to one session: it is answered
+//!   with an error to the process.
+//! - **stderr** goes to the gateway's log with the server's name and the
+//!   process id, at most 50 lines a second per process (the rest counted).
+//! - A dead process fails its pending requests (-32603) and ends its
+//!   session (the client's next request gets 404 and initialises again).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use warden_config::model::{Server, Stdio};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// The header carrying a bridge's secret.
+pub const SECRET_HEADER: &str = "x-warden-bridge";
+/// The longest line a process may write.
+const MAX_LINE: usize = 16 << 20;
+/// stderr lines logged per process per second.
+const STDERR_PER_SEC: u32 = 50;
+
+/// The bridges of this process, by server name.
+struct Registry {
+    by_server: Mutex<HashMap<String, Arc<BridgeHandle>>>,
+}
+
+struct BridgeHandle {
+    addr: SocketAddr,
+    secret: String,
+    fingerprint: String,
+    shared: Arc<Shared>,
+}
+
+fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(|| Registry {
+        by_server: Mutex::new(HashMap::new()),
+    })
+}
+
+/// The loopback address of `server`'s bridge, started on first use and kept
+/// while the server's process setup is unchanged.
+pub fn bridge_for(server: &Server) -> std::io::Result<SocketAddr> {
+    let Some(cfg) = &server.stdio else {
+        return Err(std::io::Error::other("not a stdio server"));
+    };
+    let fp = cfg.fingerprint();
+    let mut map = registry()
+        .by_server
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(b) = map.get(&server.name) {
+        if b.fingerprint == fp {
+            return Ok(b.addr);
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let secret = hex::encode(rand::random::<[u8; 24]>());
+    let shared = Arc::new(Shared {
+        server: server.name.clone(),
+        cfg: cfg.clone(),
+        secret: secret.clone(),
+        sessions: Mutex::new(HashMap::new()),
+        common: Mutex::new(None),
+        processes: AtomicU32::new(0),
+        restart: Mutex::new((Duration::ZERO, None)),
+    });
+    let run = shared.clone();
+    std::thread::Builder::new()
+        .name(format!("stdio-{}", server.name))
+        .spawn(move || {
+            // One thread, one runtime: the thread that starts the processes
+            // lives as long as the gateway, which PR_SET_PDEATHSIG needs.
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("stdio bridge runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(serve(listener, run));
+        })?;
+    if let Some(old) = map.insert(
+        server.name.clone(),
+        Arc::new(BridgeHandle {
+            addr,
+            secret,
+            fingerprint: fp,
+            shared,
+        }),
+    ) {
+        // The old setup takes no new sessions; its processes end with their
+        // sessions or when idle.
+        old.shared.retire();
+    }
+    Ok(addr)
+}
+
+/// The secret of the bridge at `addr`, if it is one.
+pub fn secret_for(addr: SocketAddr) -> Option<String> {
+    registry()
+        .by_server
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .find(|b| b.addr == addr)
+        .map(|b| b.secret.clone())
+}
+
+/// Processes running for `server` now (for `/status` and tests).
+pub fn processes(server: &str) -> u32 {
+    registry()
+        .by_server
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(server)
+        .map_or(0, |b| b.shared.processes.load(Ordering::Relaxed))
+}
+
+struct Shared {
+    server: String,
+    cfg: Stdio,
+    secret: String,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// The one process of a `shared` server.
+    common: Mutex<Option<Arc<Child>>>,
+    processes: AtomicU32,
+    /// Shared mode: the next backoff, and when a new process may start.
+    restart: Mutex<(Duration, Option<Instant>)>,
+}
+
+struct Session {
+    child: Arc<Child>,
+    /// The session's GET stream, when open.
+    get: Mutex<Option<mpsc::Sender<Value>>>,
+}
+
+/// A request sent to the process, awaiting its response.
+struct Pending {
+    session: String,
+    id: Value,
+    progress: Option<Value>,
+    tx: mpsc::Sender<Value>,
+}
+
+struct Child {
+    pid: u32,
+    stdin: tokio::sync::Mutex<tokio::process::ChildStdin>,
+    next: AtomicU64,
+    pending: Mutex<HashMap<u64, Pending>>,
+    /// Server→client requests, by the id the client sees: (session, the
+    /// process's own id).
+    asked: Mutex<HashMap<u64, (String, Value)>>,
+    alive: std::sync::atomic::AtomicBool,
+    last_used: Mutex<Instant>,
+    kill: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Child {
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn end(&self) {
+        if let Some(k) = self.kill.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = k.send(());
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn retire(&self) {
+        for (_, s) in lock(&self.sessions).drain() {
+            if !self.cfg.shared {
+                s.child.end();
+            }
+        }
+        if let Some(c) = lock(&self.common).take() {
+            c.end();
+        }
+    }
+
+    /// Starts a process (see the module docs).
+    fn spawn(self: &Arc<Self>) -> Result<Arc<Child>, String> {
+        if self.processes.load(Ordering::Relaxed) >= self.cfg.max_processes {
+            return Err(format!(
+                "`{}` already runs {} processes (stdio.max_processes)",
+                self.server, self.cfg.max_processes
+            ));
+        }
+        let c = &self.cfg;
+        // rlimits and the parent-death signal are set by util-linux's
+        // `setpriv` and `prlimit` (no unsafe code here), which then exec the
+        // server; without them the process is not started.
+        let (setpriv, prlimit) = (
+            std::path::Path::new("/usr/bin/setpriv"),
+            std::path::Path::new("/usr/bin/prlimit"),
+        );
+        if !setpriv.exists() || !prlimit.exists() {
+            return Err("stdio servers need /usr/bin/setpriv and /usr/bin/prlimit (util-linux) for their limits".into());
+        }
+        let mut cmd = tokio::process::Command::new(setpriv);
+        cmd.args(["--pdeathsig", "KILL", "--"])
+            .arg(prlimit)
+            .arg(format!("--cpu={}", c.cpu.as_secs().max(1)))
+            .arg(format!("--as={}", c.memory_mb << 20))
+            .arg(format!("--nofile={}", c.open_files))
+            .arg("--")
+            .arg(&c.command)
+            .args(&c.args)
+            .env_clear()
+            .envs(c.env.iter().map(|(k, v)| (k.as_str(), v.expose())))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(d) = &c.cwd {
+            cmd.current_dir(d);
+        }
+        let mut proc = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start `{}`: {e}", c.command))?;
+        let pid = proc.id().unwrap_or_default();
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (proc.stdin.take(), proc.stdout.take(), proc.stderr.take())
+        else {
+            return Err("the process has no stdio".into());
+        };
+        self.processes.fetch_add(1, Ordering::Relaxed);
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel();
+        let child = Arc::new(Child {
+            pid,
+            stdin: tokio::sync::Mutex::new(stdin),
+            next: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            asked: Mutex::new(HashMap::new()),
+            alive: std::sync::atomic::AtomicBool::new(true),
+            last_used: Mutex::new(Instant::now()),
+            kill: Mutex::new(Some(kill_tx)),
+        });
+        tracing::info!(server = %self.server, pid, "stdio server started");
+        tokio::spawn(log_stderr(self.server.clone(), pid, stderr));
+        let me = self.clone();
+        let ch = child.clone();
+        tokio::spawn(async move {
+            let reader = me.clone().read_stdout(ch.clone(), stdout);
+            let status = tokio::select! {
+                _ = reader => {
+                    // stdout closed or broke the framing: end it.
+                    let _ = proc.start_kill();
+                    proc.wait().await
+                }
+                _ = kill_rx => {
+                    let _ = proc.start_kill();
+                    proc.wait().await
+                }
+                s = proc.wait() => s,
+            };
+            me.exited(
+                &ch,
+                status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string()),
+            );
+        });
+        Ok(child)
+    }
+
+    /// A process is gone: its pending requests fail, its sessions end.
+    fn exited(&self, child: &Arc<Child>, status: String) {
+        child.alive.store(false, Ordering::Relaxed);
+        self.processes.fetch_sub(1, Ordering::Relaxed);
+        tracing::warn!(server = %self.server, pid = child.pid, %status, "stdio server exited");
+        for (_, p) in lock(&child.pending).drain() {
+            let _ = p.tx.try_send(json!({
+                "jsonrpc": "2.0", "id": p.id,
+                "error": {"code": -32603, "message": format!("the `{}` server process exited", self.server)},
+            }));
+        }
+        lock(&self.sessions).retain(|_, s| !Arc::ptr_eq(&s.child, child));
+        let mut common = lock(&self.common);
+        if common.as_ref().is_some_and(|c| Arc::ptr_eq(c, child)) {
+            *common = None;
+            // Restart with backoff: 1 s, doubling to 30 s.
+            let mut r = lock(&self.restart);
+            r.0 = (r.0 * 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+            r.1 = Some(Instant::now() + r.0);
+        }
+    }
+
+    /// The shared process, started (again) when needed and allowed.
+    fn common(self: &Arc<Self>) -> Result<Arc<Child>, String> {
+        let mut common = lock(&self.common);
+        if let Some(c) = common.as_ref().filter(|c| c.alive.load(Ordering::Relaxed)) {
+            return Ok(c.clone());
+        }
+        if let Some(at) = lock(&self.restart).1 {
+            if Instant::now() < at {
+                return Err(format!("`{}` is restarting", self.server));
+            }
+        }
+        let c = self.spawn()?;
+        *common = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn read_stdout(self: Arc<Self>, child: Arc<Child>, stdout: tokio::process::ChildStdout) {
+        let mut r = tokio::io::BufReader::new(stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = match (&mut r)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .await
+            {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if n > MAX_LINE {
+                tracing::warn!(server = %self.server, pid = child.pid, "stdio server wrote a line over 16 MiB: ended");
+                return;
+            }
+            let text = line.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<Value>(text) {
+                Ok(v) => self.route(&child, v).await,
+                Err(_) => tracing::warn!(
+                    server = %self.server,
+                    pid = child.pid,
+                    "stdio server wrote a line that is not JSON: dropped"
+                ),
+            }
+        }
+    }
+
+    /// Sends one message from the process where it belongs.
+    async fn route(&self, child: &Arc<Child>, mut v: Value) {
+        let is_response = v.get("result").is_some() || v.get("error").is_some();
+        let method = v.get("method").and_then(Value::as_str).map(str::to_owned);
+        if is_response {
+            let Some(bid) = v.get("id").and_then(Value::as_u64) else {
+                return;
+            };
+            let Some(p) = lock(&child.pending).remove(&bid) else {
+                return;
+            };
+            v["id"] = p.id;
+            let _ = p.tx.send(v).await;
+            return;
+        }
+        let Some(method) = method else {
+            return;
+        };
+        if let Some(id) = v.get("id").cloned() {
+            // A server→client request: the client sees an id of the bridge's.
+            let session = if self.cfg.shared {
+                None
+            } else {
+                lock(&self.sessions)
+                    .iter()
+                    .find(|(_, s)| Arc::ptr_eq(&s.child, child))
+                    .map(|(k, _)| k.clone())
+            };
+            let target = session.as_ref().and_then(|s| self.stream_of(child, s));
+            match (session, target) {
+                (Some(s), Some(tx)) => {
+                    let bid = child.next.fetch_add(1, Ordering::Relaxed);
+                    lock(&child.asked).insert(bid, (s, id));
+                    v["id"] = json!(bid);
+                    let _ = tx.send(v).await;
+                }
+                _ => {
+                    let refusal = json!({"jsonrpc": "2.0", "id": id, "error": {
+                        "code": -32601,
+                        "message": format!("`{method}` cannot reach a client from here"),
+                    }});
+                    write_line(child, &refusal).await;
+                }
+            }
+            return;
+        }
+        // A notification: progress goes with its request.
+        if method == "notifications/progress" {
+            let token = v.pointer("/params/progressToken").and_then(Value::as_u64);
+            let found = token.and_then(|t| {
+                lock(&child.pending)
+                    .get(&t)
+                    .map(|p| (p.tx.clone(), p.progress.clone()))
+            });
+            if let Some((tx, Some(original))) = found {
+                v["params"]["progressToken"] = original;
+                let _ = tx.send(v).await;
+            }
+            return;
+        }
+        // Anything else: the GET stream of the session (every session's, for
+        // a shared process).
+        let targets: Vec<mpsc::Sender<Value>> = lock(&self.sessions)
+            .values()
+            .filter(|s| Arc::ptr_eq(&s.child, child))
+            .filter_map(|s| lock(&s.get).clone())
+            .collect();
+        for tx in targets {
+            let _ = tx.send(v.clone()).await;
+        }
+    }
+
+    /// Where a server→client request of this session goes: its newest
+    /// pending request's stream, else its GET stream.
+    fn stream_of(&self, child: &Arc<Child>, session: &str) -> Option<mpsc::Sender<Value>> {
+        let pending = lock(&child.pending);
+        let newest = pending
+            .iter()
+            .filter(|(_, p)| p.session == session)
+            .max_by_key(|(k, _)| **k)
+            .map(|(_, p)| p.tx.clone());
+        drop(pending);
+        newest.or_else(|| {
+            lock(&self.sessions)
+                .get(session)
+                .and_then(|s| lock(&s.get).clone())
+        })
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let authorised = req
+            .headers()
+            .get(SECRET_HEADER)
+            .is_some_and(|v| v.as_bytes() == self.secret.as_bytes());
+        if !authorised {
+            return plain(StatusCode::FORBIDDEN, "");
+        }
+        let sid = req
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match *req.method() {
+            Method::POST => self.post(req, sid).await,
+            Method::GET => self.get(sid),
+            Method::DELETE => {
+                if let Some(s) = sid.and_then(|s| lock(&self.sessions).remove(&s)) {
+                    if !self.cfg.shared {
+                        s.child.end();
+                    }
+                    plain(StatusCode::OK, "")
+                } else {
+                    not_found()
+                }
+            }
+            _ => plain(StatusCode::METHOD_NOT_ALLOWED, ""),
+        }
+    }
+
+    fn get(&self, sid: Option<String>) -> Response<Body> {
+        let Some(session) = sid.and_then(|s| lock(&self.sessions).get(&s).cloned()) else {
+            return not_found();
+        };
+        let (tx, rx) = mpsc::channel(64);
+        *lock(&session.get) = Some(tx);
+        sse(rx, None, None)
+    }
+
+    async fn post(self: Arc<Self>, req: Request<Incoming>, sid: Option<String>) -> Response<Body> {
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_LINE)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, ""),
+        };
+        let Ok(parsed) = serde_json::from_slice::<Value>(&body) else {
+            return plain(StatusCode::BAD_REQUEST, "");
+        };
+        let mut messages = match parsed {
+            Value::Array(a) => a,
+            v => vec![v],
+        };
+        let initialize = messages.len() == 1
+            && messages[0].get("method").and_then(Value::as_str) == Some("initialize");
+        let (session_id, session) = if initialize {
+            let child = if self.cfg.shared {
+                self.common()
+            } else {
+                self.spawn()
+            };
+            let child = match child {
+                Ok(c) => c,
+                Err(why) => {
+                    tracing::warn!(server = %self.server, "no process for a new session: {why}");
+                    return json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        messages[0].get("id").cloned(),
+                        &why,
+                    );
+                }
+            };
+            let id = hex::encode(rand::random::<[u8; 16]>());
+            let s = Arc::new(Session {
+                child,
+                get: Mutex::new(None),
+            });
+            lock(&self.sessions).insert(id.clone(), s.clone());
+            (id, s)
+        } else {
+            match sid.and_then(|s| lock(&self.sessions).get(&s).cloned().map(|x| (s, x))) {
+                Some(x) => x,
+                None => return not_found(),
+            }
+        };
+        let child = session.child.clone();
+        if !child.alive.load(Ordering::Relaxed) {
+            return not_found();
+        }
+        child.touch();
+        let (tx, rx) = mpsc::channel(256);
+        let mut requests = 0usize;
+        for m in messages.iter_mut() {
+            let has_method = m.get("method").is_some();
+            match (has_method, m.get("id").cloned()) {
+                (true, Some(id)) => {
+                    let bid = child.next.fetch_add(1, Ordering::Relaxed);
+                    let progress = m.pointer("/params/_meta/progressToken").cloned();
+                    if progress.is_some() {
+                        m["params"]["_meta"]["progressToken"] = json!(bid);
+                    }
+                    lock(&child.pending).insert(
+                        bid,
+                        Pending {
+                            session: session_id.clone(),
+                            id,
+                            progress,
+                            tx: tx.clone(),
+                        },
+                    );
+                    m["id"] = json!(bid);
+                    requests += 1;
+                }
+                (false, Some(id)) => {
+                    // The client's answer to a server→client request.
+                    let own = id
+                        .as_u64()
+                        .and_then(|b| lock(&child.asked).remove(&b))
+                        .filter(|(s, _)| *s == session_id);
+                    match own {
+                        Some((_, original)) => m["id"] = original,
+                        None => continue,
+                    }
+                }
+                (true, None) => {
+                    // A cancellation names the request by the client's id.
+                    if m.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
+                        let wanted = m.pointer("/params/requestId").cloned();
+                        let bid = lock(&child.pending)
+                            .iter()
+                            .find(|(_, p)| {
+                                p.session == session_id && Some(&p.id) == wanted.as_ref()
+                            })
+                            .map(|(k, _)| *k);
+                        match bid {
+                            Some(b) => m["params"]["requestId"] = json!(b),
+                            None => continue,
+                        }
+                    }
+                }
+                (false, None) => continue,
+            }
+            write_line(&child, m).await;
+        }
+        drop(tx);
+        if requests == 0 {
+            return plain(StatusCode::ACCEPTED, "");
+        }
+        sse(rx, Some(requests), initialize.then_some(session_id))
+    }
+}
+
+async fn write_line(child: &Child, v: &Value) {
+    let mut line = serde_json::to_vec(v).unwrap_or_default();
+    line.push(b'\n');
+    let mut stdin = child.stdin.lock().await;
+    if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
+        child.end();
+    }
+}
+
+async fn log_stderr(server: String, pid: u32, stderr: tokio::process::ChildStderr) {
+    let mut lines = tokio::io::BufReader::new(stderr).split(b'\n');
+    let (mut window, mut shown, mut dropped) = (Instant::now(), 0u32, 0u64);
+    while let Ok(Some(l)) = lines.next_segment().await {
+        if window.elapsed() >= Duration::from_secs(1) {
+            if dropped > 0 {
+                tracing::warn!(server = %server, pid, "stdio server stderr: {dropped} more lines not logged");
+            }
+            (window, shown, dropped) = (Instant::now(), 0, 0);
+        }
+        if shown >= STDERR_PER_SEC {
+            dropped += 1;
+            continue;
+        }
+        shown += 1;
+        let text: String = String::from_utf8_lossy(&l)
+            .chars()
+            .take(1000)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        tracing::info!(server = %server, pid, "stdio server: {text}");
+    }
+    if dropped > 0 {
+        tracing::warn!(server = %server, pid, "stdio server stderr: {dropped} more lines not logged");
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+fn not_found() -> Response<Body> {
+    json_error(StatusCode::NOT_FOUND, None, "Session not found")
+}
+
+fn json_error(status: StatusCode, id: Option<Value>, message: &str) -> Response<Body> {
+    let v = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32001, "message": message}});
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// An SSE response of what arrives on `rx`, ending after `responses`
+/// responses (never, for a GET stream).
+fn sse(
+    rx: mpsc::Receiver<Value>,
+    responses: Option<usize>,
+    session: Option<String>,
+) -> Response<Body> {
+    let stream = futures_util::stream::unfold((rx, responses), |(mut rx, left)| async move {
+        if left == Some(0) {
+            return None;
+        }
+        let v = rx.recv().await?;
+        let is_response = v.get("result").is_some() || v.get("error").is_some();
+        let left = left.map(|n| if is_response { n - 1 } else { n });
+        let event = format!("event: message\ndata: {v}\n\n");
+        Some((
+            Ok::<_, Infallible>(Frame::data(Bytes::from(event))),
+            (rx, left),
+        ))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    let h = r.headers_mut();
+    h.insert(
+        "content-type",
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert("cache-control", http::HeaderValue::from_static("no-cache"));
+    if let Some(s) = session.and_then(|s| http::HeaderValue::from_str(&s).ok()) {
+        h.insert("mcp-session-id", s);
+    }
+    r
+}
+
+async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("stdio bridge: {e}");
+            return;
+        }
+    };
+    // Idle sessions' processes end.
+    let reaper = shared.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let idle = reaper.cfg.idle_timeout;
+            let mut ended = Vec::new();
+            lock(&reaper.sessions).retain(|_, s| {
+                let quiet =
+                    lock(&s.child.last_used).elapsed() >= idle && lock(&s.child.pending).is_empty();
+                if quiet {
+                    ended.push(s.child.clone());
+                }
+                !quiet
+            });
+            if !reaper.cfg.shared {
+                for c in ended {
+                    c.end();
+                }
+            }
+        }
+    });
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let s = shared.clone();
+                async move { Ok::<_, Infallible>(s.handle(req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
