@@ -185,6 +185,9 @@ pub struct Stdio {
     /// One process for every session (a stateless server).
     pub shared: bool,
     pub max_processes: u32,
+    pub max_per_principal: u32,
+    /// (uid, gid) to run as.
+    pub run_as: Option<(u32, u32)>,
     pub idle_timeout: Duration,
     pub cpu: Duration,
     pub memory_mb: u64,
@@ -211,6 +214,11 @@ impl Stdio {
         }
         h.update([u8::from(self.shared)]);
         h.update(self.max_processes.to_be_bytes());
+        h.update(self.max_per_principal.to_be_bytes());
+        if let Some((u, g)) = self.run_as {
+            h.update(u.to_be_bytes());
+            h.update(g.to_be_bytes());
+        }
         h.update(self.idle_timeout.as_millis().to_be_bytes());
         h.update(self.cpu.as_secs().to_be_bytes());
         h.update(self.memory_mb.to_be_bytes());
@@ -279,6 +287,20 @@ fn stdio(
             "must be between 1 and 4096",
         );
     }
+    let max_per_principal = raw.max_per_principal.unwrap_or(4);
+    if max_per_principal == 0 {
+        p.push(
+            format!("{base}.max_per_principal"),
+            "must be greater than zero",
+        );
+    }
+    let memory_mb = limits.memory_mb.unwrap_or(2048);
+    if !(16..=1 << 20).contains(&memory_mb) {
+        p.push(
+            format!("{base}.limits.memory_mb"),
+            "must be between 16 and 1048576",
+        );
+    }
     Some(Stdio {
         command: raw.command.clone(),
         args: raw.args.clone(),
@@ -286,6 +308,8 @@ fn stdio(
         cwd: raw.cwd.clone(),
         shared,
         max_processes: max_processes.clamp(1, 4096),
+        max_per_principal: max_per_principal.max(1),
+        run_as: raw.run_as.map(|r| (r.uid, r.gid)),
         idle_timeout: duration(
             p,
             &format!("{base}.idle_timeout"),
@@ -298,7 +322,7 @@ fn stdio(
             &limits.cpu,
             Duration::from_secs(3600),
         ),
-        memory_mb: limits.memory_mb.unwrap_or(2048).max(16),
+        memory_mb: memory_mb.clamp(16, 1 << 20),
         open_files: limits.open_files.unwrap_or(256).max(16),
     })
 }

@@ -460,12 +460,25 @@ pub struct StdioConfig {
     /// Processes of this server at once (default 16).
     #[serde(default)]
     pub max_processes: Option<u32>,
+    /// Processes one principal may hold at once (default 4; session mode).
+    #[serde(default)]
+    pub max_per_principal: Option<u32>,
+    /// Run as this user and group (`{uid, gid}`; the gateway must be root).
+    #[serde(default)]
+    pub run_as: Option<RunAsConfig>,
     /// A session's process idle this long is ended (default 10m).
     #[serde(default)]
     pub idle_timeout: Option<String>,
     /// Resource limits per process (rlimits).
     #[serde(default)]
     pub limits: Option<StdioLimitsConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunAsConfig {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

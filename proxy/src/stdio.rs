@@ -14,29 +14,42 @@
 //!   it dies). The environment is exactly the bundle's (`env_clear`); the
 //!   command is an absolute path. rlimits bound CPU time, address space and
 //!   open files (set by util-linux `prlimit`); the process dies with the
-//!   gateway (a parent-death signal, set by `setpriv --pdeathsig`) and
-//!   when its session ends (DELETE), goes idle (`idle_timeout`) or the
-//!   bridge is dropped. At most `max_processes` run at once.
+//!   gateway (a parent-death signal, set by `setpriv --pdeathsig`), and its
+//!   process group when its session ends (DELETE), goes idle
+//!   (`idle_timeout`) or it exits. At most `max_processes` run at once, and
+//!   `max_per_principal` for one principal.
+//! - **Who it runs as.** Without `run_as`, the process runs as the gateway's
+//!   user: it does not inherit the gateway's environment, but it can read
+//!   what that user can read (the bundle, `/proc/<gateway>/environ`). With
+//!   `run_as: {uid, gid}` (the gateway must be root) it runs as that user
+//!   with no supplementary groups. Always: no new privileges, no
+//!   inheritable capabilities.
 //! - **Framing.** One JSON-RPC message per line each way. Request ids (and
 //!   progress tokens) are renumbered per process and restored on the way
 //!   back, so sessions sharing a process never see each other's messages; a
-//!   line that is not JSON, or longer than 16 MiB, is never passed on (the
-//!   latter ends the process).
+//!   line that is not JSON, or longer than 8 MiB, is never passed on (the
+//!   latter ends the process). Lines to a process are written by its one
+//!   writer task, so a client that goes away mid-write never leaves half a
+//!   line; a process that stops reading its input is ended.
 //! - **Streams.** A POST with requests is answered as an SSE stream of what
 //!   the process says about them (progress, server→client requests in
 //!   session mode, the responses), ending with the last response; other
-//!   messages of a session go to its GET stream. A server→client request of
-//!   a shared process cannot be attributed to one session: it is answered
-//!   with an error to the process.
+//!   messages of a session go to its GET stream. A stream that falls
+//!   `STREAM_DEPTH` messages behind is cut rather than stall the process;
+//!   a request whose client went away, or that it cancelled, stops being
+//!   waited for. A shared process's server→client requests are refused to
+//!   it and its notifications other than `list_changed` are dropped: they
+//!   cannot be attributed to one session.
 //! - **stderr** goes to the gateway's log with the server's name and the
-//!   process id, at most 50 lines a second per process (the rest counted).
+//!   process id, at most 50 lines a second per process (the rest counted),
+//!   each cut at 4 KiB.
 //! - A dead process fails its pending requests (-32603) and ends its
 //!   session (the client's next request gets 404 and initialises again).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -53,14 +66,25 @@ type Body = BoxBody<Bytes, Infallible>;
 
 /// The header carrying a bridge's secret.
 pub const SECRET_HEADER: &str = "x-warden-bridge";
-/// The longest line a process may write.
-const MAX_LINE: usize = 16 << 20;
+/// The header naming (a digest of) the principal a request is for.
+pub const OWNER_HEADER: &str = "x-warden-bridge-owner";
+/// The longest line a process may write (or a client may send it).
+const MAX_LINE: usize = 8 << 20;
+/// The longest stderr line logged (the rest of it is skipped).
+const MAX_STDERR_LINE: usize = 4096;
 /// stderr lines logged per process per second.
 const STDERR_PER_SEC: u32 = 50;
+/// Messages a client stream may have waiting before it is cut.
+const STREAM_DEPTH: usize = 256;
 
 /// The bridges of this process, by server name.
 struct Registry {
     by_server: Mutex<HashMap<String, Arc<BridgeHandle>>>,
+    /// Bridges of an earlier setup: they serve their sessions until those
+    /// end, take no new ones, and keep their secret.
+    retired: Mutex<Vec<Arc<BridgeHandle>>>,
+    /// Processes per server, across setups.
+    counts: Mutex<HashMap<String, Arc<AtomicU32>>>,
 }
 
 struct BridgeHandle {
@@ -74,7 +98,13 @@ fn registry() -> &'static Registry {
     static R: OnceLock<Registry> = OnceLock::new();
     R.get_or_init(|| Registry {
         by_server: Mutex::new(HashMap::new()),
+        retired: Mutex::new(Vec::new()),
+        counts: Mutex::new(HashMap::new()),
     })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The loopback address of `server`'s bridge, started on first use and kept
@@ -84,10 +114,8 @@ pub fn bridge_for(server: &Server) -> std::io::Result<SocketAddr> {
         return Err(std::io::Error::other("not a stdio server"));
     };
     let fp = cfg.fingerprint();
-    let mut map = registry()
-        .by_server
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let r = registry();
+    let mut map = lock(&r.by_server);
     if let Some(b) = map.get(&server.name) {
         if b.fingerprint == fp {
             return Ok(b.addr);
@@ -97,21 +125,28 @@ pub fn bridge_for(server: &Server) -> std::io::Result<SocketAddr> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let secret = hex::encode(rand::random::<[u8; 24]>());
+    let processes = lock(&r.counts)
+        .entry(server.name.clone())
+        .or_default()
+        .clone();
     let shared = Arc::new(Shared {
         server: server.name.clone(),
         cfg: cfg.clone(),
         secret: secret.clone(),
         sessions: Mutex::new(HashMap::new()),
         common: Mutex::new(None),
-        processes: AtomicU32::new(0),
+        processes,
         restart: Mutex::new((Duration::ZERO, None)),
+        retired: AtomicBool::new(false),
+        owners: Mutex::new(HashMap::new()),
     });
     let run = shared.clone();
     std::thread::Builder::new()
         .name(format!("stdio-{}", server.name))
         .spawn(move || {
-            // One thread, one runtime: the thread that starts the processes
-            // lives as long as the gateway, which PR_SET_PDEATHSIG needs.
+            // One thread, one runtime, for the gateway's lifetime: the
+            // parent-death signal is tied to the thread that started the
+            // process.
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -135,30 +170,32 @@ pub fn bridge_for(server: &Server) -> std::io::Result<SocketAddr> {
     ) {
         // The old setup takes no new sessions; its processes end with their
         // sessions or when idle.
-        old.shared.retire();
+        old.shared.retired.store(true, Ordering::Relaxed);
+        lock(&r.retired).push(old);
     }
     Ok(addr)
 }
 
 /// The secret of the bridge at `addr`, if it is one.
 pub fn secret_for(addr: SocketAddr) -> Option<String> {
-    registry()
-        .by_server
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let r = registry();
+    let current = lock(&r.by_server)
         .values()
         .find(|b| b.addr == addr)
-        .map(|b| b.secret.clone())
+        .map(|b| b.secret.clone());
+    current.or_else(|| {
+        lock(&r.retired)
+            .iter()
+            .find(|b| b.addr == addr)
+            .map(|b| b.secret.clone())
+    })
 }
 
-/// Processes running for `server` now (for `/status` and tests).
+/// Processes running for `server` now.
 pub fn processes(server: &str) -> u32 {
-    registry()
-        .by_server
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    lock(&registry().counts)
         .get(server)
-        .map_or(0, |b| b.shared.processes.load(Ordering::Relaxed))
+        .map_or(0, |c| c.load(Ordering::Relaxed))
 }
 
 struct Shared {
@@ -168,15 +205,22 @@ struct Shared {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     /// The one process of a `shared` server.
     common: Mutex<Option<Arc<Child>>>,
-    processes: AtomicU32,
+    processes: Arc<AtomicU32>,
     /// Shared mode: the next backoff, and when a new process may start.
     restart: Mutex<(Duration, Option<Instant>)>,
+    /// A later setup replaced this one: no new sessions.
+    retired: AtomicBool,
+    /// Sessions per principal (session mode).
+    owners: Mutex<HashMap<String, u32>>,
 }
 
 struct Session {
     child: Arc<Child>,
     /// The session's GET stream, when open.
     get: Mutex<Option<mpsc::Sender<Value>>>,
+    /// Who opened it (a digest from the gateway).
+    owner: String,
+    last_used: Mutex<Instant>,
 }
 
 /// A request sent to the process, awaiting its response.
@@ -189,45 +233,48 @@ struct Pending {
 
 struct Child {
     pid: u32,
-    stdin: tokio::sync::Mutex<tokio::process::ChildStdin>,
+    /// Lines for the process, written in order by its one writer task.
+    stdin: mpsc::Sender<Vec<u8>>,
+    started: Instant,
     next: AtomicU64,
     pending: Mutex<HashMap<u64, Pending>>,
     /// Server→client requests, by the id the client sees: (session, the
     /// process's own id).
     asked: Mutex<HashMap<u64, (String, Value)>>,
-    alive: std::sync::atomic::AtomicBool,
-    last_used: Mutex<Instant>,
+    alive: AtomicBool,
     kill: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl Child {
-    fn touch(&self) {
-        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-    }
-
     fn end(&self) {
-        if let Some(k) = self.kill.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(k) = lock(&self.kill).take() {
             let _ = k.send(());
         }
     }
+
+    /// Queues one line for the process; a process that does not read its
+    /// input is ended rather than waited for.
+    fn send(&self, v: &Value) {
+        let mut line = serde_json::to_vec(v).unwrap_or_default();
+        line.push(b'\n');
+        if self.stdin.try_send(line).is_err() {
+            self.end();
+        }
+    }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// A message to a client stream, never waited for: a stream that is full
+/// (a client that does not read) loses the message and is cut.
+fn deliver(tx: &mpsc::Sender<Value>, v: Value) {
+    let _ = tx.try_send(v);
+}
+
+/// Constant-time comparison (the bridge secret).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Shared {
-    fn retire(&self) {
-        for (_, s) in lock(&self.sessions).drain() {
-            if !self.cfg.shared {
-                s.child.end();
-            }
-        }
-        if let Some(c) = lock(&self.common).take() {
-            c.end();
-        }
-    }
-
     /// Starts a process (see the module docs).
     fn spawn(self: &Arc<Self>) -> Result<Arc<Child>, String> {
         if self.processes.load(Ordering::Relaxed) >= self.cfg.max_processes {
@@ -239,19 +286,28 @@ impl Shared {
         let c = &self.cfg;
         // rlimits and the parent-death signal are set by util-linux's
         // `setpriv` and `prlimit` (no unsafe code here), which then exec the
-        // server; without them the process is not started.
+        // server; without them no process is started.
         let (setpriv, prlimit) = (
             std::path::Path::new("/usr/bin/setpriv"),
             std::path::Path::new("/usr/bin/prlimit"),
         );
         if !setpriv.exists() || !prlimit.exists() {
-            return Err("stdio servers need /usr/bin/setpriv and /usr/bin/prlimit (util-linux) for their limits".into());
+            return Err(
+                "stdio servers need /usr/bin/setpriv and /usr/bin/prlimit (util-linux) for their limits"
+                    .into(),
+            );
         }
         let mut cmd = tokio::process::Command::new(setpriv);
-        cmd.args(["--pdeathsig", "KILL", "--"])
+        cmd.args(["--pdeathsig", "KILL", "--no-new-privs", "--inh-caps=-all"]);
+        if let Some((uid, gid)) = c.run_as {
+            cmd.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg("--clear-groups");
+        }
+        cmd.arg("--")
             .arg(prlimit)
             .arg(format!("--cpu={}", c.cpu.as_secs().max(1)))
-            .arg(format!("--as={}", c.memory_mb << 20))
+            .arg(format!("--as={}", c.memory_mb.saturating_mul(1 << 20)))
             .arg(format!("--nofile={}", c.open_files))
             .arg("--")
             .arg(&c.command)
@@ -261,7 +317,9 @@ impl Shared {
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // Its own process group: ending it ends what it started.
+            .process_group(0);
         if let Some(d) = &c.cwd {
             cmd.current_dir(d);
         }
@@ -276,18 +334,20 @@ impl Shared {
         };
         self.processes.fetch_add(1, Ordering::Relaxed);
         let (kill_tx, kill_rx) = tokio::sync::oneshot::channel();
+        let (line_tx, line_rx) = mpsc::channel::<Vec<u8>>(1024);
         let child = Arc::new(Child {
             pid,
-            stdin: tokio::sync::Mutex::new(stdin),
+            stdin: line_tx,
+            started: Instant::now(),
             next: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             asked: Mutex::new(HashMap::new()),
-            alive: std::sync::atomic::AtomicBool::new(true),
-            last_used: Mutex::new(Instant::now()),
+            alive: AtomicBool::new(true),
             kill: Mutex::new(Some(kill_tx)),
         });
         tracing::info!(server = %self.server, pid, "stdio server started");
         tokio::spawn(log_stderr(self.server.clone(), pid, stderr));
+        tokio::spawn(write_lines(child.clone(), stdin, line_rx));
         let me = self.clone();
         let ch = child.clone();
         tokio::spawn(async move {
@@ -304,12 +364,19 @@ impl Shared {
                 }
                 s = proc.wait() => s,
             };
-            me.exited(
-                &ch,
-                status
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|e| e.to_string()),
-            );
+            // What it started goes with it.
+            if pid > 0 {
+                let _ = tokio::process::Command::new("/bin/kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .await;
+            }
+            let status = status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string());
+            me.exited(&ch, status);
         });
         Ok(child)
     }
@@ -320,19 +387,46 @@ impl Shared {
         self.processes.fetch_sub(1, Ordering::Relaxed);
         tracing::warn!(server = %self.server, pid = child.pid, %status, "stdio server exited");
         for (_, p) in lock(&child.pending).drain() {
-            let _ = p.tx.try_send(json!({
-                "jsonrpc": "2.0", "id": p.id,
-                "error": {"code": -32603, "message": format!("the `{}` server process exited", self.server)},
-            }));
+            deliver(
+                &p.tx,
+                json!({
+                    "jsonrpc": "2.0", "id": p.id,
+                    "error": {"code": -32603, "message": format!("the `{}` server process exited", self.server)},
+                }),
+            );
         }
-        lock(&self.sessions).retain(|_, s| !Arc::ptr_eq(&s.child, child));
+        let mut gone = Vec::new();
+        lock(&self.sessions).retain(|_, s| {
+            let keep = !Arc::ptr_eq(&s.child, child);
+            if !keep {
+                gone.push(s.owner.clone());
+            }
+            keep
+        });
+        for o in gone {
+            self.release_owner(&o);
+        }
         let mut common = lock(&self.common);
         if common.as_ref().is_some_and(|c| Arc::ptr_eq(c, child)) {
             *common = None;
-            // Restart with backoff: 1 s, doubling to 30 s.
+            // Restart with backoff: 1 s, doubling to 30 s; a process that
+            // ran a minute starts it anew.
             let mut r = lock(&self.restart);
+            if child.started.elapsed() > Duration::from_secs(60) {
+                r.0 = Duration::ZERO;
+            }
             r.0 = (r.0 * 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
             r.1 = Some(Instant::now() + r.0);
+        }
+    }
+
+    fn release_owner(&self, owner: &str) {
+        let mut o = lock(&self.owners);
+        if let Some(n) = o.get_mut(owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                o.remove(owner);
+            }
         }
     }
 
@@ -355,6 +449,7 @@ impl Shared {
     async fn read_stdout(self: Arc<Self>, child: Arc<Child>, stdout: tokio::process::ChildStdout) {
         let mut r = tokio::io::BufReader::new(stdout);
         let mut line = Vec::new();
+        let mut junk = 0u64;
         loop {
             line.clear();
             let n = match (&mut r)
@@ -366,7 +461,7 @@ impl Shared {
                 Ok(n) => n,
             };
             if n > MAX_LINE {
-                tracing::warn!(server = %self.server, pid = child.pid, "stdio server wrote a line over 16 MiB: ended");
+                tracing::warn!(server = %self.server, pid = child.pid, "stdio server wrote a line over 8 MiB: ended");
                 return;
             }
             let text = line.trim_ascii();
@@ -374,18 +469,23 @@ impl Shared {
                 continue;
             }
             match serde_json::from_slice::<Value>(text) {
-                Ok(v) => self.route(&child, v).await,
-                Err(_) => tracing::warn!(
-                    server = %self.server,
-                    pid = child.pid,
-                    "stdio server wrote a line that is not JSON: dropped"
-                ),
+                Ok(v) => self.route(&child, v),
+                Err(_) => {
+                    junk += 1;
+                    if junk.is_power_of_two() {
+                        tracing::warn!(
+                            server = %self.server,
+                            pid = child.pid,
+                            "stdio server wrote a line that is not JSON: dropped ({junk} so far)"
+                        );
+                    }
+                }
             }
         }
     }
 
-    /// Sends one message from the process where it belongs.
-    async fn route(&self, child: &Arc<Child>, mut v: Value) {
+    /// Sends one message from the process where it belongs (never waiting).
+    fn route(&self, child: &Arc<Child>, mut v: Value) {
         let is_response = v.get("result").is_some() || v.get("error").is_some();
         let method = v.get("method").and_then(Value::as_str).map(str::to_owned);
         if is_response {
@@ -396,7 +496,7 @@ impl Shared {
                 return;
             };
             v["id"] = p.id;
-            let _ = p.tx.send(v).await;
+            deliver(&p.tx, v);
             return;
         }
         let Some(method) = method else {
@@ -418,15 +518,12 @@ impl Shared {
                     let bid = child.next.fetch_add(1, Ordering::Relaxed);
                     lock(&child.asked).insert(bid, (s, id));
                     v["id"] = json!(bid);
-                    let _ = tx.send(v).await;
+                    deliver(&tx, v);
                 }
-                _ => {
-                    let refusal = json!({"jsonrpc": "2.0", "id": id, "error": {
-                        "code": -32601,
-                        "message": format!("`{method}` cannot reach a client from here"),
-                    }});
-                    write_line(child, &refusal).await;
-                }
+                _ => child.send(&json!({"jsonrpc": "2.0", "id": id, "error": {
+                    "code": -32601,
+                    "message": format!("`{method}` cannot reach a client from here"),
+                }})),
             }
             return;
         }
@@ -440,32 +537,33 @@ impl Shared {
             });
             if let Some((tx, Some(original))) = found {
                 v["params"]["progressToken"] = original;
-                let _ = tx.send(v).await;
+                deliver(&tx, v);
             }
             return;
         }
-        // Anything else: the GET stream of the session (every session's, for
-        // a shared process).
+        // A shared process's other notifications cannot be attributed to
+        // one session: only list changes (true for everyone) go on.
+        if self.cfg.shared && !method.ends_with("/list_changed") {
+            return;
+        }
         let targets: Vec<mpsc::Sender<Value>> = lock(&self.sessions)
             .values()
             .filter(|s| Arc::ptr_eq(&s.child, child))
             .filter_map(|s| lock(&s.get).clone())
             .collect();
         for tx in targets {
-            let _ = tx.send(v.clone()).await;
+            deliver(&tx, v.clone());
         }
     }
 
     /// Where a server→client request of this session goes: its newest
     /// pending request's stream, else its GET stream.
     fn stream_of(&self, child: &Arc<Child>, session: &str) -> Option<mpsc::Sender<Value>> {
-        let pending = lock(&child.pending);
-        let newest = pending
+        let newest = lock(&child.pending)
             .iter()
             .filter(|(_, p)| p.session == session)
             .max_by_key(|(k, _)| **k)
             .map(|(_, p)| p.tx.clone());
-        drop(pending);
         newest.or_else(|| {
             lock(&self.sessions)
                 .get(session)
@@ -477,7 +575,7 @@ impl Shared {
         let authorised = req
             .headers()
             .get(SECRET_HEADER)
-            .is_some_and(|v| v.as_bytes() == self.secret.as_bytes());
+            .is_some_and(|v| same(v.as_bytes(), self.secret.as_bytes()));
         if !authorised {
             return plain(StatusCode::FORBIDDEN, "");
         }
@@ -490,13 +588,16 @@ impl Shared {
             Method::POST => self.post(req, sid).await,
             Method::GET => self.get(sid),
             Method::DELETE => {
-                if let Some(s) = sid.and_then(|s| lock(&self.sessions).remove(&s)) {
-                    if !self.cfg.shared {
-                        s.child.end();
+                let removed = sid.and_then(|s| lock(&self.sessions).remove(&s));
+                match removed {
+                    Some(s) => {
+                        if !self.cfg.shared {
+                            s.child.end();
+                        }
+                        self.release_owner(&s.owner);
+                        plain(StatusCode::OK, "")
                     }
-                    plain(StatusCode::OK, "")
-                } else {
-                    not_found()
+                    None => not_found(),
                 }
             }
             _ => plain(StatusCode::METHOD_NOT_ALLOWED, ""),
@@ -507,12 +608,18 @@ impl Shared {
         let Some(session) = sid.and_then(|s| lock(&self.sessions).get(&s).cloned()) else {
             return not_found();
         };
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
         *lock(&session.get) = Some(tx);
         sse(rx, None, None)
     }
 
     async fn post(self: Arc<Self>, req: Request<Incoming>, sid: Option<String>) -> Response<Body> {
+        let owner = req
+            .headers()
+            .get(OWNER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let body = match http_body_util::Limited::new(req.into_body(), MAX_LINE)
             .collect()
             .await
@@ -528,33 +635,20 @@ impl Shared {
             v => vec![v],
         };
         let initialize = messages.len() == 1
-            && messages[0].get("method").and_then(Value::as_str) == Some("initialize");
+            && messages[0].get("method").and_then(Value::as_str) == Some("initialize")
+            && messages[0].get("id").is_some();
         let (session_id, session) = if initialize {
-            let child = if self.cfg.shared {
-                self.common()
-            } else {
-                self.spawn()
-            };
-            let child = match child {
-                Ok(c) => c,
+            let id = messages[0].get("id").cloned();
+            match self.open_session(&owner) {
+                Ok(x) => x,
                 Err(why) => {
                     tracing::warn!(server = %self.server, "no process for a new session: {why}");
-                    return json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        messages[0].get("id").cloned(),
-                        &why,
-                    );
+                    return json_error(StatusCode::SERVICE_UNAVAILABLE, id, &why);
                 }
-            };
-            let id = hex::encode(rand::random::<[u8; 16]>());
-            let s = Arc::new(Session {
-                child,
-                get: Mutex::new(None),
-            });
-            lock(&self.sessions).insert(id.clone(), s.clone());
-            (id, s)
+            }
         } else {
-            match sid.and_then(|s| lock(&self.sessions).get(&s).cloned().map(|x| (s, x))) {
+            let found = sid.and_then(|s| lock(&self.sessions).get(&s).cloned().map(|x| (s, x)));
+            match found {
                 Some(x) => x,
                 None => return not_found(),
             }
@@ -563,8 +657,8 @@ impl Shared {
         if !child.alive.load(Ordering::Relaxed) {
             return not_found();
         }
-        child.touch();
-        let (tx, rx) = mpsc::channel(256);
+        *lock(&session.last_used) = Instant::now();
+        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
         let mut requests = 0usize;
         for m in messages.iter_mut() {
             let has_method = m.get("method").is_some();
@@ -599,7 +693,9 @@ impl Shared {
                     }
                 }
                 (true, None) => {
-                    // A cancellation names the request by the client's id.
+                    // A cancellation names the request by the client's id;
+                    // a cancelled request is answered by no one, so its
+                    // stream ends here.
                     if m.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
                         let wanted = m.pointer("/params/requestId").cloned();
                         let bid = lock(&child.pending)
@@ -609,14 +705,17 @@ impl Shared {
                             })
                             .map(|(k, _)| *k);
                         match bid {
-                            Some(b) => m["params"]["requestId"] = json!(b),
+                            Some(b) => {
+                                m["params"]["requestId"] = json!(b);
+                                lock(&child.pending).remove(&b);
+                            }
                             None => continue,
                         }
                     }
                 }
                 (false, None) => continue,
             }
-            write_line(&child, m).await;
+            child.send(m);
         }
         drop(tx);
         if requests == 0 {
@@ -624,21 +723,85 @@ impl Shared {
         }
         sse(rx, Some(requests), initialize.then_some(session_id))
     }
+
+    /// A new session (and, in session mode, its process) for `owner`.
+    fn open_session(self: &Arc<Self>, owner: &str) -> Result<(String, Arc<Session>), String> {
+        if self.retired.load(Ordering::Relaxed) {
+            return Err(format!(
+                "the setup of `{}` changed: initialize again",
+                self.server
+            ));
+        }
+        let child = if self.cfg.shared {
+            self.common()?
+        } else {
+            let held = lock(&self.owners).get(owner).copied().unwrap_or(0);
+            if held >= self.cfg.max_per_principal {
+                return Err(format!(
+                    "this principal already holds {held} `{}` processes (stdio.max_per_principal)",
+                    self.server
+                ));
+            }
+            self.spawn()?
+        };
+        let id = hex::encode(rand::random::<[u8; 16]>());
+        let s = Arc::new(Session {
+            child,
+            get: Mutex::new(None),
+            owner: owner.to_owned(),
+            last_used: Mutex::new(Instant::now()),
+        });
+        lock(&self.sessions).insert(id.clone(), s.clone());
+        *lock(&self.owners).entry(owner.to_owned()).or_default() += 1;
+        Ok((id, s))
+    }
 }
 
-async fn write_line(child: &Child, v: &Value) {
-    let mut line = serde_json::to_vec(v).unwrap_or_default();
-    line.push(b'\n');
-    let mut stdin = child.stdin.lock().await;
-    if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
-        child.end();
+/// The process's one writer: lines in order, each whole.
+async fn write_lines(
+    child: Arc<Child>,
+    mut stdin: tokio::process::ChildStdin,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
+    while let Some(line) = rx.recv().await {
+        let wrote = tokio::time::timeout(Duration::from_secs(30), async {
+            stdin.write_all(&line).await?;
+            stdin.flush().await
+        })
+        .await;
+        if !matches!(wrote, Ok(Ok(()))) {
+            child.end();
+            return;
+        }
     }
 }
 
 async fn log_stderr(server: String, pid: u32, stderr: tokio::process::ChildStderr) {
-    let mut lines = tokio::io::BufReader::new(stderr).split(b'\n');
+    let mut r = tokio::io::BufReader::new(stderr);
     let (mut window, mut shown, mut dropped) = (Instant::now(), 0u32, 0u64);
-    while let Ok(Some(l)) = lines.next_segment().await {
+    let mut l = Vec::new();
+    loop {
+        l.clear();
+        // A line is kept up to MAX_STDERR_LINE; the rest of it is skipped.
+        match (&mut r)
+            .take(MAX_STDERR_LINE as u64)
+            .read_until(b'\n', &mut l)
+            .await
+        {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if l.last() != Some(&b'\n') && l.len() >= MAX_STDERR_LINE {
+            let mut skip = Vec::new();
+            loop {
+                skip.clear();
+                match (&mut r).take(1 << 16).read_until(b'\n', &mut skip).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if skip.last() == Some(&b'\n') => break,
+                    Ok(_) => {}
+                }
+            }
+        }
         if window.elapsed() >= Duration::from_secs(1) {
             if dropped > 0 {
                 tracing::warn!(server = %server, pid, "stdio server stderr: {dropped} more lines not logged");
@@ -655,7 +818,7 @@ async fn log_stderr(server: String, pid: u32, stderr: tokio::process::ChildStder
             .take(1000)
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
-        tracing::info!(server = %server, pid, "stdio server: {text}");
+        tracing::info!(server = %server, pid, "stdio server: {}", text.trim_end());
     }
     if dropped > 0 {
         tracing::warn!(server = %server, pid, "stdio server stderr: {dropped} more lines not logged");
@@ -724,39 +887,56 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
             return;
         }
     };
-    // Idle sessions' processes end.
+    // Requests whose client went away stop being waited for; idle
+    // sessions (and their processes) end.
     let reaper = shared.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
+            let children: Vec<Arc<Child>> = lock(&reaper.sessions)
+                .values()
+                .map(|s| s.child.clone())
+                .collect();
+            for c in &children {
+                lock(&c.pending).retain(|_, p| !p.tx.is_closed());
+            }
             let idle = reaper.cfg.idle_timeout;
             let mut ended = Vec::new();
             lock(&reaper.sessions).retain(|_, s| {
-                let quiet =
-                    lock(&s.child.last_used).elapsed() >= idle && lock(&s.child.pending).is_empty();
+                let quiet = lock(&s.last_used).elapsed() >= idle;
                 if quiet {
-                    ended.push(s.child.clone());
+                    ended.push(s.clone());
                 }
                 !quiet
             });
-            if !reaper.cfg.shared {
-                for c in ended {
-                    c.end();
+            for s in ended {
+                reaper.release_owner(&s.owner);
+                if !reaper.cfg.shared {
+                    s.child.end();
                 }
             }
         }
     });
+    let slots = Arc::new(tokio::sync::Semaphore::new(1024));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, say: no busy loop.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue;
         };
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = hyper::service::service_fn(move |req| {
                 let s = shared.clone();
                 async move { Ok::<_, Infallible>(s.handle(req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .await;
         });

@@ -89,6 +89,10 @@ pub fn rewrite_request(
         if let Some(secret) = crate::stdio::secret_for(addr) {
             req.insert_header(crate::stdio::SECRET_HEADER, secret)?;
         }
+        // Who the session is for (a digest), for the per-principal bound.
+        use sha2::Digest;
+        let owner = hex::encode(&sha2::Sha256::digest(ctx.principal.owner_key().as_bytes())[..16]);
+        req.insert_header(crate::stdio::OWNER_HEADER, owner)?;
     }
     // A token fetched for this call (see `outbound`).
     if let Some((h, v)) = &ctx.outbound_auth {

@@ -53,7 +53,7 @@ async def main():
     progress_tool = sys.argv[5] if len(sys.argv) > 5 else "count"
     progress_args = {"steps": 3} if progress_tool == "count" else {"duration": 1, "steps": 3}
     report = {"url": url, "transport": transport, "mode": mode}
-    try:
+    async def run():
         if transport == "sse":
             async with sse_client(url) as (read, write):
                 async with ClientSession(read, write) as s:
@@ -64,7 +64,14 @@ async def main():
             async with Client(server(url), mode=mode) as c:
                 report["protocol"] = c.protocol_version
                 await exercise(c, report, echo_tool, progress_tool, progress_args)
+
+    try:
+        # Before the test's own timeout, so a hang says how far it got.
+        await asyncio.wait_for(run(), timeout=75)
         report["ok"] = True
+    except TimeoutError:
+        report["ok"] = False
+        report["error"] = f"timed out after 75 s; done so far: {sorted(report)}"
     except BaseException as e:
         report["ok"] = False
         report["error"] = "".join(traceback.format_exception(e))[-2000:]
