@@ -39,6 +39,9 @@ const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// Upstream tokens by call identity, across bundle swaps.
 pub struct TokenCache {
     cache: moka::sync::Cache<[u8; 32], Arc<Cached>>,
+    /// One fetch per key at a time: calls that miss together wait for the
+    /// first one's token instead of each asking the token endpoint.
+    inflight: dashmap::DashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>,
     /// No proxy from the environment, no redirects (a redirect would carry
     /// the caller's token and the client secret elsewhere).
     http: Option<reqwest::Client>,
@@ -62,6 +65,7 @@ impl Default for TokenCache {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(24 * 3600))
                 .build(),
+            inflight: dashmap::DashMap::new(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
                 .redirect(reqwest::redirect::Policy::none())
@@ -244,13 +248,45 @@ impl TokenCache {
             h.update(part.as_bytes());
         }
         let key: [u8; 32] = h.finalize().into();
-        let now = Instant::now();
-        if let Some(c) = self.cache.get(&key) {
-            if c.until > now {
-                return Ok((c.value.clone(), true));
-            }
-            self.cache.invalidate(&key);
+        if let Some(hit) = self.cached(&key) {
+            return Ok((hit, true));
         }
+        let gate = self
+            .inflight
+            .entry(key)
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone();
+        let _turn = gate.lock().await;
+        // Another call may have fetched it while this one waited.
+        let fetched = match self.cached(&key) {
+            Some(hit) => Ok((hit, true)),
+            None => self.fetch_uncached(server, o, subject, key).await,
+        };
+        drop(_turn);
+        self.inflight
+            .remove_if(&key, |_, g| Arc::strong_count(g) <= 2);
+        fetched
+    }
+
+    /// The cached header value for `key`, if still fresh.
+    fn cached(&self, key: &[u8; 32]) -> Option<String> {
+        let c = self.cache.get(key)?;
+        if c.until > Instant::now() {
+            return Some(c.value.clone());
+        }
+        self.cache.invalidate(key);
+        None
+    }
+
+    /// Asks the token endpoint (see the module docs).
+    async fn fetch_uncached(
+        &self,
+        server: &Server,
+        o: &OutboundOAuth,
+        subject: Option<&str>,
+        key: [u8; 32],
+    ) -> Result<(String, bool), Refusal> {
+        let now = Instant::now();
         let mut form: Vec<(&str, &str)> = match subject {
             Some(t) => vec![
                 ("grant_type", TOKEN_EXCHANGE),

@@ -1205,6 +1205,28 @@ fn each_outbound_identity_mode_is_verified_by_a_real_upstream() {
     assert_eq!(s, 403, "{v}");
     assert_eq!(v["error"]["data"]["reason"], "caller_token_audience", "{v}");
     assert_eq!(v["id"], 7);
+    // Calls that miss the cache together make one exchange, not one each.
+    let before = stats()["token_exchange"].as_u64().unwrap_or(0);
+    let dave = token("dave", serde_json::json!(gw_aud));
+    let dave_auth = format!("Bearer {dave}");
+    let together: Vec<(u16, Value)> =
+        rt.block_on(futures_util::future::join_all((0..8).map(|_| {
+            let url = gw.url("/tx/mcp");
+            let h = dave_auth.clone();
+            async move {
+                let (s, _, b) =
+                    warden_tests::post_json(&url, call, &[("authorization", h.as_str())])
+                        .await
+                        .expect("post");
+                (s, serde_json::from_slice(&b).unwrap_or_default())
+            }
+        })));
+    assert!(together.iter().all(|(s, _)| *s != 502), "{together:?}");
+    assert_eq!(
+        stats()["token_exchange"].as_u64().unwrap_or(0),
+        before + 1,
+        "one exchange for eight calls that missed together"
+    );
     // That server holds Alice's token now: it cannot replay it at the
     // gateway against another server.
     let alice_b_auth = format!("Bearer {alice_b}");
