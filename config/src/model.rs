@@ -929,6 +929,34 @@ impl Config {
                     .stdio
                     .as_ref()
                     .and_then(|c| stdio(c, root, &format!("{sbase}.stdio"), p));
+                if s.stdio.is_some() {
+                    // The bridge is reached with its own secret: a token or
+                    // credential for it would be thrown away.
+                    for (field, set) in [
+                        ("credentials", s.credentials.is_some()),
+                        ("identity_assertion", s.identity_assertion.is_some()),
+                        ("oauth", s.oauth.is_some()),
+                        ("caller_token", s.caller_token.is_some()),
+                        ("tls", s.tls.is_some()),
+                    ] {
+                        if set {
+                            p.push(
+                                format!("{sbase}.{field}"),
+                                "a stdio server takes no upstream credentials or TLS (it gets only its `env`)",
+                            );
+                        }
+                    }
+                    if s.health_check
+                        .as_ref()
+                        .and_then(|h| h.probe.as_deref())
+                        .is_some_and(|p| p != "tcp")
+                    {
+                        p.push(
+                            format!("{sbase}.health_check.probe"),
+                            "a stdio server is checked through its bridge (tcp); its process failing ends its sessions",
+                        );
+                    }
+                }
                 match (s.upstreams.is_empty(), s.stdio.is_some()) {
                     (true, false) => p.push(
                         format!("{sbase}.upstreams"),

@@ -96,6 +96,8 @@ pub struct RequestPlan {
 pub struct Held {
     pub need: crate::approval::ApprovalNeed,
     pub forward: Forward,
+    /// What the guards made of the call (forwarded, or mutated by one).
+    pub outcome: Outcome,
 }
 
 impl RequestPlan {
@@ -106,7 +108,7 @@ impl RequestPlan {
             self.answers.clear();
             self.forwards_request = true;
             if let Some(r) = self.records.last_mut() {
-                r.outcome = Outcome::Forwarded;
+                r.outcome = h.outcome;
             }
         }
     }
@@ -147,13 +149,17 @@ pub fn plan_request(
                 // once it claims an approval (`release_held`).
                 let denial = approval_required(false);
                 plan.answers.push(denial.to_response(env.id.as_ref()));
-                outcome = Outcome::Denied {
-                    filter: "approval",
-                    reason: denial.reason,
-                };
+                let judged = std::mem::replace(
+                    &mut outcome,
+                    Outcome::Denied {
+                        filter: "approval",
+                        reason: denial.reason,
+                    },
+                );
                 plan.held = Some(Held {
                     need,
                     forward: std::mem::replace(&mut plan.forward, Forward::Nothing),
+                    outcome: judged,
                 });
             }
             let mut rec = MessageRecord::with_arguments(&msg, outcome, ctx.keep_arguments);

@@ -101,8 +101,12 @@ impl ApprovalClient {
             token,
             gateway_id: gateway_id.to_owned(),
             verifier,
+            // No proxy from the environment and no redirects: a claim
+            // carries the call's arguments, an answer releases a call.
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
                 .build()?,
         })
     }

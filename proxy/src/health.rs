@@ -10,9 +10,11 @@
 //!   or 403 passes: the server is up and speaking MCP's authorization (a
 //!   probe carries the server's static `credentials`, never a user's).
 //! - **Passive ejection** (`health_check.eject`): `failures` calls in a row
-//!   failing on one replica (connect errors, timeouts, 5xx, replies the
-//!   gateway cannot read) take it out of rotation for `cooldown`; one
-//!   success resets the count.
+//!   failing on one replica (connect errors, 5xx the upstream itself sent,
+//!   replies the gateway cannot read) take it out of rotation for
+//!   `cooldown`; one success resets the count. What a caller can provoke
+//!   (the gateway's own timeouts, a reply over the size limit) does not
+//!   count, and the last replica in rotation is never ejected.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -141,11 +143,14 @@ impl McpHealthCheck {
             serde_json::from_str(&answer).map_err(|_| "the answer is not JSON-RPC".to_owned())?;
         if let Some(sid) = session.filter(|_| self.probe == Probe::Initialize) {
             // The probe's own session ends here.
-            let _ = client
-                .delete(&url)
-                .header("mcp-session-id", sid)
-                .send()
-                .await;
+            let mut del = client.delete(&url).header("mcp-session-id", sid);
+            if let Some(h) = &self.host {
+                del = del.header("host", h);
+            }
+            if let Some((h, v)) = &self.credentials {
+                del = del.header(h.as_str(), v.as_str());
+            }
+            let _ = del.send().await;
         }
         if v["id"] != 1 || v["jsonrpc"] != "2.0" {
             return Err("the answer is not the probe's".into());
@@ -185,14 +190,17 @@ impl HealthCheck for McpHealthCheck {
 #[derive(Default)]
 pub struct Outliers {
     cfg: Option<Ejection>,
+    /// Replicas of the server: the last one in rotation stays.
+    replicas: usize,
     /// Per replica: failed calls in a row, and until when it is out.
     state: Mutex<HashMap<SocketAddr, (u32, Option<Instant>)>>,
 }
 
 impl Outliers {
-    pub fn new(cfg: Option<Ejection>) -> Outliers {
+    pub fn new(cfg: Option<Ejection>, replicas: usize) -> Outliers {
         Outliers {
             cfg,
+            replicas,
             state: Mutex::default(),
         }
     }
@@ -225,6 +233,16 @@ impl Outliers {
         e.0 += 1;
         let now = Instant::now();
         if e.0 >= cfg.failures.get() && e.1.is_none_or(|u| now >= u) {
+            let out = st
+                .values()
+                .filter(|(_, until)| until.is_some_and(|u| now < u))
+                .count();
+            if out + 1 >= self.replicas {
+                // The last replica in rotation serves on (its errors reach
+                // the callers) rather than leave the server with none.
+                return;
+            }
+            let e = st.entry(addr).or_default();
             e.0 = 0;
             e.1 = Some(now + cfg.cooldown);
             tracing::warn!(

@@ -297,8 +297,15 @@ async fn settle_held(
         .approvals
         .with_label_values(&[&server.name, claimed.reason()])
         .inc();
+    let mut claimed = claimed;
     if let Claimed::Unavailable(why) = &claimed {
         tracing::warn!(server = %server.name, tool = %need.tool, "held call refused: {why}");
+    }
+    // An approver's comment reaches the model as DLP leaves it.
+    if let Claimed::Denied { by, .. } = &mut claimed {
+        if let Some(c) = &by.comment {
+            by.comment = Some(rt.snap.redact_text(c, 500));
+        }
     }
     if matches!(claimed, Claimed::Approved { .. }) {
         plan.release_held();

@@ -27,25 +27,13 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
         .or(ctx.local_status)
         .unwrap_or(0);
     let server = ctx.server_name().to_owned();
-    // Passive ejection: how the chosen replica served this call (a connect
-    // failure was counted when it happened).
-    if let (Some(rt), Some(s), Some(addr)) = (&ctx.rt, ctx.server, ctx.chosen) {
-        // 502/504: the upstream failed, timed out or sent what cannot be judged.
-        let upstream_failed = ctx
-            .refusal
-            .as_ref()
-            .is_some_and(|r| r.status == 502 || r.status == 504);
-        let client_left = ctx
-            .upstream_error
-            .as_deref()
-            .is_some_and(|e| e.contains("client closed"));
-        let ok = match ctx.upstream_status {
-            Some(st) => st < 500 && ctx.unjudgeable == 0 && !upstream_failed,
-            None => !upstream_failed && (ctx.upstream_error.is_none() || client_left),
-        };
-        if ctx.upstream_status.is_some() || !ok {
-            rt.outliers[s].record(&server, addr, ok);
-        }
+    // Passive ejection: how the chosen replica answered this call (a
+    // connect failure was counted when it happened; the gateway's own
+    // timeouts and size limits, which a caller can provoke, never count).
+    if let (Some(rt), Some(s), Some(addr), Some(st)) =
+        (&ctx.rt, ctx.server, ctx.chosen, ctx.upstream_status)
+    {
+        rt.outliers[s].record(&server, addr, st < 500 && ctx.unjudgeable == 0);
     }
     let http_method = http_method(session.req_header());
     m.requests

@@ -141,7 +141,7 @@ impl Runtime {
             .config
             .servers
             .iter()
-            .map(|s| crate::health::Outliers::new(s.health_check.eject))
+            .map(|s| crate::health::Outliers::new(s.health_check.eject, s.upstreams.len().max(1)))
             .collect();
         Ok(Runtime {
             outliers,

@@ -57,6 +57,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -252,15 +253,49 @@ impl Child {
         }
     }
 
-    /// Queues one line for the process; a process that does not read its
-    /// input is ended rather than waited for.
+    /// Queues one message for the process; a process that does not read
+    /// its input is ended rather than waited for.
     fn send(&self, v: &Value) {
-        let mut line = serde_json::to_vec(v).unwrap_or_default();
+        self.send_line(v.to_string());
+    }
+
+    fn send_line(&self, line: String) {
+        let mut line = line.into_bytes();
         line.push(b'\n');
         if self.stdin.try_send(line).is_err() {
             self.end();
         }
     }
+}
+
+/// One JSON-RPC message's members, each kept as the text it arrived as.
+type Members = std::collections::BTreeMap<String, Box<RawValue>>;
+
+/// Member `name` of `m`, read as a `T`.
+fn member<T: serde::de::DeserializeOwned>(m: &Members, name: &str) -> Option<T> {
+    serde_json::from_str(m.get(name)?.get()).ok()
+}
+
+fn set_member(m: &mut Members, name: &str, v: &Value) {
+    if let Ok(r) = RawValue::from_string(v.to_string()) {
+        m.insert(name.to_owned(), r);
+    }
+}
+
+/// Replaces the value at `path` (objects only) with `bid`; returns what was
+/// there. Everything else stays as written.
+fn rewrite_nested(m: &mut Members, path: &[&str], bid: u64) -> Option<Value> {
+    let (first, rest) = path.split_first()?;
+    if rest.is_empty() {
+        let old = member::<Value>(m, first)?;
+        set_member(m, first, &json!(bid));
+        return Some(old);
+    }
+    let mut inner: Members = member(m, first)?;
+    let old = rewrite_nested(&mut inner, rest, bid)?;
+    let text = serde_json::to_string(&inner).ok()?;
+    m.insert((*first).to_owned(), RawValue::from_string(text).ok()?);
+    Some(old)
 }
 
 /// A message to a client stream, never waited for: a stream that is full
@@ -627,23 +662,37 @@ impl Shared {
             Ok(b) => b.to_bytes(),
             Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, ""),
         };
-        let Ok(parsed) = serde_json::from_slice::<Value>(&body) else {
-            return plain(StatusCode::BAD_REQUEST, "");
+        // Members stay as the gateway judged them, byte for byte: only ids
+        // and progress tokens are rewritten.
+        let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+        let raws: Vec<Box<RawValue>> = if batch {
+            match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(_) => return plain(StatusCode::BAD_REQUEST, ""),
+            }
+        } else {
+            match serde_json::from_slice(&body) {
+                Ok(v) => vec![v],
+                Err(_) => return plain(StatusCode::BAD_REQUEST, ""),
+            }
         };
-        let mut messages = match parsed {
-            Value::Array(a) => a,
-            v => vec![v],
-        };
+        let mut messages: Vec<Members> = Vec::with_capacity(raws.len());
+        for r in &raws {
+            match serde_json::from_str::<Members>(r.get()) {
+                Ok(m) => messages.push(m),
+                Err(_) => return plain(StatusCode::BAD_REQUEST, ""),
+            }
+        }
         let initialize = messages.len() == 1
-            && messages[0].get("method").and_then(Value::as_str) == Some("initialize")
-            && messages[0].get("id").is_some();
+            && member::<String>(&messages[0], "method").as_deref() == Some("initialize")
+            && messages[0].contains_key("id");
         let (session_id, session) = if initialize {
-            let id = messages[0].get("id").cloned();
+            let id = member::<Value>(&messages[0], "id");
             match self.open_session(&owner) {
                 Ok(x) => x,
                 Err(why) => {
                     tracing::warn!(server = %self.server, "no process for a new session: {why}");
-                    return json_error(StatusCode::SERVICE_UNAVAILABLE, id, &why);
+                    return json_error(StatusCode::TOO_MANY_REQUESTS, id, &why);
                 }
             }
         } else {
@@ -661,14 +710,12 @@ impl Shared {
         let (tx, rx) = mpsc::channel(STREAM_DEPTH);
         let mut requests = 0usize;
         for m in messages.iter_mut() {
-            let has_method = m.get("method").is_some();
-            match (has_method, m.get("id").cloned()) {
+            let method = member::<String>(m, "method");
+            let id = member::<Value>(m, "id");
+            match (method.is_some(), id) {
                 (true, Some(id)) => {
                     let bid = child.next.fetch_add(1, Ordering::Relaxed);
-                    let progress = m.pointer("/params/_meta/progressToken").cloned();
-                    if progress.is_some() {
-                        m["params"]["_meta"]["progressToken"] = json!(bid);
-                    }
+                    let progress = rewrite_nested(m, &["params", "_meta", "progressToken"], bid);
                     lock(&child.pending).insert(
                         bid,
                         Pending {
@@ -678,7 +725,7 @@ impl Shared {
                             tx: tx.clone(),
                         },
                     );
-                    m["id"] = json!(bid);
+                    set_member(m, "id", &json!(bid));
                     requests += 1;
                 }
                 (false, Some(id)) => {
@@ -688,7 +735,7 @@ impl Shared {
                         .and_then(|b| lock(&child.asked).remove(&b))
                         .filter(|(s, _)| *s == session_id);
                     match own {
-                        Some((_, original)) => m["id"] = original,
+                        Some((_, original)) => set_member(m, "id", &original),
                         None => continue,
                     }
                 }
@@ -696,8 +743,9 @@ impl Shared {
                     // A cancellation names the request by the client's id;
                     // a cancelled request is answered by no one, so its
                     // stream ends here.
-                    if m.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
-                        let wanted = m.pointer("/params/requestId").cloned();
+                    if method.as_deref() == Some("notifications/cancelled") {
+                        let wanted = member::<Members>(m, "params")
+                            .and_then(|p| member::<Value>(&p, "requestId"));
                         let bid = lock(&child.pending)
                             .iter()
                             .find(|(_, p)| {
@@ -706,7 +754,7 @@ impl Shared {
                             .map(|(k, _)| *k);
                         match bid {
                             Some(b) => {
-                                m["params"]["requestId"] = json!(b);
+                                rewrite_nested(m, &["params", "requestId"], b);
                                 lock(&child.pending).remove(&b);
                             }
                             None => continue,
@@ -715,7 +763,10 @@ impl Shared {
                 }
                 (false, None) => continue,
             }
-            child.send(m);
+            match serde_json::to_string(m) {
+                Ok(line) => child.send_line(line),
+                Err(_) => return plain(StatusCode::BAD_REQUEST, ""),
+            }
         }
         drop(tx);
         if requests == 0 {

@@ -352,6 +352,14 @@ fn config_mistakes_are_named_where_they_are() {
             "`oauth` already says how this server learns who calls",
         ),
         (
+            "        stdio: {command: /bin/true}\n",
+            "a server is either `upstreams` or `stdio`, not both",
+        ),
+        (
+            "        stdio: {command: true}\n",
+            "stdio.command: must be an absolute path",
+        ),
+        (
             "          probe: icmp\n",
             "health_check.probe: `icmp` is not tcp, ping or initialize",
         ),

@@ -1345,6 +1345,8 @@ fn stdio_servers_run_behind_the_gateway_with_every_guard() {
     assert_eq!(r["path"]["text"], "<unset>", "{r}");
     assert_eq!(r["canary"]["text"], "<unset>", "{r}");
     assert_eq!(r["shout"]["text"], "shouted", "{r}");
+    // The process reads the arguments as judged, digit for digit.
+    assert_eq!(r["number"]["text"], "10000000000000000001", "{r}");
     // The crash fails the call in flight; a new session works.
     assert_eq!(r["crash"]["error"], true, "{r}");
     assert_eq!(r["new_session"]["text"], "again", "{r}");
@@ -1383,7 +1385,7 @@ fn stdio_servers_run_behind_the_gateway_with_every_guard() {
     assert_eq!(statuses[0].0, 200, "{statuses:?}");
     assert_eq!(statuses[1].0, 200, "{statuses:?}");
     assert!(
-        statuses[2].0 == 503 && statuses[2].1.contains("(stdio.max_p"),
+        statuses[2].0 == 429 && statuses[2].1.contains("(stdio.max_p"),
         "{statuses:?}"
     );
     // The processes end with the gateway.

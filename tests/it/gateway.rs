@@ -1247,4 +1247,29 @@ async fn replicas_whose_calls_keep_failing_are_ejected_for_a_cooldown() {
         .expect("post");
     }
     assert!(bad.posts().await > 2, "tried again after the cool-down");
+    // A server's last replica in rotation is never ejected: its callers
+    // get its errors rather than no server at all.
+    let alone = Gateway::start(
+        &mock_bundle(&[bad.addr], "").replace(
+            "health_check: {interval: 1s}",
+            "health_check: {interval: 1h, eject: {failures: 2, cooldown: 3s}}",
+        ),
+        true,
+    )
+    .expect("gateway");
+    fail_mock(&bad, 502).await;
+    for i in 0..5 {
+        post_json(
+            &alone.url("/mock/mcp"),
+            call(i, "echo", json!({"text": "x"})),
+            &[],
+        )
+        .await
+        .expect("post");
+    }
+    assert_eq!(healthy(&alone, bad.addr).await, Some(true));
+    assert!(!alone
+        .metrics()
+        .await
+        .contains("warden_upstream_ejections_total{server=\"mock\"}"));
 }

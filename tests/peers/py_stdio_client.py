@@ -32,6 +32,7 @@ async def main():
             r["path"] = await call(c, "env", {"name": "PATH"})
             r["canary"] = await call(c, "env", {"name": "WARDEN_TEST_CANARY"})
             r["count"] = await call(c, "env_count", {})
+            r["number"] = await call(c, "number", {"n": 10000000000000000001})
             r["shout"] = await call(c, "shout", {"lines": 3000})
         try:
             async with Client(server(url), mode="legacy") as c:

@@ -24,6 +24,12 @@ def env(name: str) -> str:
 
 
 @server.tool()
+def number(n: int) -> str:
+    """The integer as this process read it (Python ints are exact)."""
+    return str(n)
+
+
+@server.tool()
 def env_count() -> str:
     """How many environment variables this process has."""
     return str(len(os.environ))
