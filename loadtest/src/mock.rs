@@ -51,6 +51,15 @@ pub struct Mock {
     pub fail_status: std::sync::atomic::AtomicU16,
 }
 
+/// A hook's request body (empty if it cannot be read).
+async fn body_of(req: Request<Incoming>) -> Bytes {
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|e| match e {}).boxed()
 }
@@ -174,12 +183,7 @@ impl Mock {
         if path == "/__mock/tools" {
             // Rug pull on demand: the body is a tool definition that replaces
             // (by name) or joins the advertised list.
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = body_of(req).await;
             let Ok(def) = serde_json::from_slice::<Value>(&body) else {
                 return Ok(json_resp(
                     StatusCode::BAD_REQUEST,
@@ -192,12 +196,7 @@ impl Mock {
             return Ok(json_resp(StatusCode::OK, &json!({"ok": true})));
         }
         if path == "/__mock/fail" {
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = body_of(req).await;
             let status = serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v["status"].as_u64())

@@ -3,14 +3,14 @@
 //! swaps under load, and restarts with the agent down.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use warden_tests::{
-    bin, mock_bundle, post_json, run_with_timeout, Agent, Gateway, Mock, FLEET_TOKEN,
+    bin, keygen, mock_bundle, post_json, run_with_timeout, Agent, Gateway, Mock, FLEET_TOKEN,
 };
 
 const POLICY: &str = r#"package warden.authz
@@ -41,25 +41,6 @@ fn set_blocked(dir: &Path, blocked: &[&str]) {
     let tmp = dir.join(".data.json.tmp");
     std::fs::write(&tmp, json!({"warden": {"blocked": blocked}}).to_string()).expect("data");
     std::fs::rename(&tmp, dir.join("data.json")).expect("rename");
-}
-
-fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (private, public) = (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.pub")),
-    );
-    let (ok, _, err) = run_with_timeout(
-        std::process::Command::new(bin("warden-agent"))
-            .arg("keygen")
-            .arg("--private")
-            .arg(&private)
-            .arg("--public")
-            .arg(&public),
-        Duration::from_secs(20),
-    )
-    .expect("keygen");
-    assert!(ok, "{err}");
-    (private, public)
 }
 
 fn gateway_on_agent(agent: &Agent, public: &Path, state: &Path, id: &str) -> Gateway {

@@ -106,29 +106,42 @@ fn ts_server() -> (Proc, SocketAddr) {
     (p, addr)
 }
 
-fn rmcp_server() -> (Proc, SocketAddr) {
+/// Starts a peer that prints `listening on <address>` as its first line;
+/// returns it and that address.
+fn listening(name: &str, cmd: &mut Command) -> (Proc, String) {
     use std::io::BufRead;
-    let mut child = Command::new(bin("rmcp-server"))
+    let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("WARDEN_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
-        .expect("rmcp-server (cargo build --workspace --bins)");
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
     let out = child.stdout.take().expect("stdout");
     let p = Proc {
         child,
-        name: "rmcp server".into(),
+        name: name.into(),
     };
     let mut line = String::new();
     std::io::BufReader::new(out)
         .read_line(&mut line)
-        .expect("read");
+        .expect("first line");
     let addr = line
         .trim()
         .strip_prefix("listening on ")
-        .expect("rmcp-server address")
-        .parse()
-        .expect("addr");
+        .unwrap_or_else(|| panic!("{name} said {line:?}"))
+        .to_owned();
     (p, addr)
+}
+
+fn rmcp_server() -> (Proc, SocketAddr) {
+    let (p, addr) = listening(
+        "rmcp server (cargo build --workspace --bins)",
+        &mut Command::new(bin("rmcp-server")),
+    );
+    (p, addr.parse().expect("addr"))
 }
 
 struct Run {
@@ -721,18 +734,7 @@ fn risky_calls_wait_for_their_approvers() {
         .collect();
     let approvers_file = dir.path().join("approvers.yaml");
     std::fs::write(&approvers_file, approvers).expect("approvers");
-    let (private, public) = (dir.path().join("k.key"), dir.path().join("k.pub"));
-    let (ok, _, err) = run_with_timeout(
-        Command::new(bin("warden-agent"))
-            .arg("keygen")
-            .arg("--private")
-            .arg(&private)
-            .arg("--public")
-            .arg(&public),
-        Duration::from_secs(20),
-    )
-    .expect("keygen");
-    assert!(ok, "{err}");
+    let (private, public) = warden_tests::keygen(dir.path(), "k");
     let agent = Agent::start_with(
         &source,
         &state,
@@ -967,33 +969,12 @@ fn risky_calls_wait_for_their_approvers() {
 /// Starts `node tests/peers/oauth_server.mjs CONFIG` (the `oidc-provider`
 /// library as a real authorization server); returns it and its issuer URL.
 fn oauth_server(config: &std::path::Path) -> (Proc, String) {
-    use std::io::BufRead;
-    let mut child = Command::new("node")
-        .arg(peers().join("oauth_server.mjs"))
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("WARDEN_TEST_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .spawn()
-        .expect("node oauth_server.mjs");
-    let stdout = child.stdout.take().expect("stdout");
-    let proc = Proc {
-        child,
-        name: "oauth server".into(),
-    };
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("first line");
-    let issuer = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("the oauth server said {line:?}"))
-        .to_owned();
-    (proc, issuer)
+    listening(
+        "oauth server",
+        Command::new("node")
+            .arg(peers().join("oauth_server.mjs"))
+            .arg(config),
+    )
 }
 
 /// Every outbound identity mode verified by a real upstream (the Python SDK

@@ -200,6 +200,26 @@ impl Mock {
     }
 }
 
+/// An Ed25519 key pair from `warden-agent keygen`: `<name>.key`, `<name>.pub`.
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (private, public) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    );
+    let (ok, _, err) = run_with_timeout(
+        Command::new(bin("warden-agent"))
+            .arg("keygen")
+            .arg("--private")
+            .arg(&private)
+            .arg("--public")
+            .arg(&public),
+        Duration::from_secs(20),
+    )
+    .expect("keygen");
+    assert!(ok, "{err}");
+    (private, public)
+}
+
 /// A running control agent (`warden-agent serve`) on a port of its choosing.
 pub struct Agent {
     pub proc: Proc,
