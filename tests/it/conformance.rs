@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use warden_tests::{bin, free_port, root, run_with_timeout, Gateway, Proc};
 
-/// The tests that start many peer processes (the SDK matrix, the
-/// authorization server, stdio servers, approvals) take turns: on two
-/// cores, side by side, they starve each other's clients past their
-/// timeouts, and their ports (picked free, then bound by the peer) race.
+/// Every test here starts SDK peer processes; they take turns. On two
+/// cores, side by side, they starved each other's clients past their
+/// timeouts (the legacy HTTP+SSE client of the matrix hung at its progress
+/// call in three full-suite runs, never alone), and their ports (picked
+/// free, then bound by the peer) race.
 fn heavy() -> std::sync::MutexGuard<'static, ()> {
     static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
     HEAVY.lock().unwrap_or_else(|p| p.into_inner())
@@ -282,6 +283,7 @@ fn sdk_clients_and_servers_work_through_warden() {
 
 #[test]
 fn modern_python_peers_through_warden() {
+    let _turn = heavy();
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let mut server = spawn(
@@ -352,6 +354,7 @@ fn modern_python_peers_through_warden() {
 /// printed; without the key the gateway answers 401.
 #[test]
 fn warden_init_fronts_a_real_python_server() {
+    let _turn = heavy();
     let (_py, py_addr) = py_server("streamable-http");
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("my-bundle");
@@ -463,6 +466,7 @@ fn warden_init_fronts_a_real_python_server() {
 /// and is audited with its reason. A justification is audited with the call.
 #[test]
 fn runaway_sessions_and_loops_are_refused() {
+    let _turn = heavy();
     let (_py, py_addr) = py_server("streamable-http");
     // A named principal: its loop holds across its sessions (anonymous
     // callers' loops are kept per session, see the next test).
@@ -568,6 +572,7 @@ fn runaway_sessions_and_loops_are_refused() {
 /// signed by another key, is refused there.
 #[test]
 fn upstreams_verify_identity_assertions_against_the_jwks() {
+    let _turn = heavy();
     let py_port = free_port();
     let py_addr: SocketAddr = format!("127.0.0.1:{py_port}").parse().expect("addr");
     let audience = format!("http://{py_addr}/mcp");
