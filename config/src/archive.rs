@@ -261,6 +261,9 @@ pub fn sign(
     Ok(())
 }
 
+/// The JWS `typ` of an approval grant (signed by the agent, checked by gateways).
+pub const APPROVAL_GRANT_TYP: &str = "warden-approval+jwt";
+
 /// Signs `claims` as a compact JWS whose header names `typ`, so a signed
 /// thing of one kind (an approval grant) is never read as another (a
 /// bundle's signature block).

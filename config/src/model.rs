@@ -510,18 +510,19 @@ fn outbound_oauth(
     }
     // The caller's token and the client secret travel to it: TLS, unless
     // the authorization server is on this host.
-    if let Some(rest) = e.strip_prefix("http://") {
-        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-        let name = match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    // Read as the HTTP client will read it (WHATWG URL parsing).
+    let Ok(parsed) = url::Url::parse(e) else {
+        p.push(format!("{base}.token_endpoint"), "must be an http(s) URL");
+        return None;
+    };
+    if parsed.scheme() == "http" {
+        let loopback = match parsed.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            None => false,
         };
-        let loopback = name == "localhost"
-            || name
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|a| a.is_loopback());
-        if !loopback {
+        if !loopback || !parsed.username().is_empty() || parsed.password().is_some() {
             p.push(
                 format!("{base}.token_endpoint"),
                 "must be https (the caller's token and the client secret go there); plain http only on loopback",

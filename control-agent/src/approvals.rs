@@ -30,8 +30,7 @@ use sha2::Digest;
 
 use crate::build::Signer;
 
-/// The JWS `typ` of a signed grant.
-pub const GRANT_TYP: &str = "warden-approval+jwt";
+use warden_config::archive::APPROVAL_GRANT_TYP as GRANT_TYP;
 
 /// Open approvals one principal may have waiting at once.
 const MAX_PENDING_PER_PRINCIPAL: usize = 50;

@@ -207,7 +207,7 @@ impl RunawayFilter {
 
 /// Integral floats as integers, recursively (members are already sorted:
 /// `serde_json` keeps objects in a sorted map here).
-pub(crate) fn canonical(v: &serde_json::Value) -> serde_json::Value {
+fn canonical(v: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match v {
         Value::Number(n) => match n.as_f64() {

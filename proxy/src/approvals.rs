@@ -22,8 +22,7 @@ use std::time::Duration;
 use warden_config::archive::Verifier;
 use warden_filters::approval::ApprovalNeed;
 
-/// The JWS `typ` of a grant (as the agent signs it).
-const GRANT_TYP: &str = "warden-approval+jwt";
+use warden_config::archive::APPROVAL_GRANT_TYP as GRANT_TYP;
 
 /// Where this gateway claims held calls.
 pub struct ApprovalClient {

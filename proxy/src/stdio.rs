@@ -192,13 +192,6 @@ pub fn secret_for(addr: SocketAddr) -> Option<String> {
     })
 }
 
-/// Processes running for `server` now.
-pub fn processes(server: &str) -> u32 {
-    lock(&registry().counts)
-        .get(server)
-        .map_or(0, |c| c.load(Ordering::Relaxed))
-}
-
 struct Shared {
     server: String,
     cfg: Stdio,
@@ -399,14 +392,14 @@ impl Shared {
                 }
                 s = proc.wait() => s,
             };
-            // What it started goes with it.
-            if pid > 0 {
-                let _ = tokio::process::Command::new("/bin/kill")
-                    .args(["-KILL", "--", &format!("-{pid}")])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status()
-                    .await;
+            // What it started goes with it: its whole process group.
+            if let Ok(pgid) = i32::try_from(pid) {
+                if pgid > 0 {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pgid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
             }
             let status = status
                 .map(|s| s.to_string())

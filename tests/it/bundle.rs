@@ -336,6 +336,10 @@ fn config_mistakes_are_named_where_they_are() {
             "oauth.token_endpoint: must be https",
         ),
         (
+            "        oauth: {grant: token_exchange, token_endpoint: \"http://127.0.0.1@auth.example.com/token\", client_id: c, client_secret: {env: PATH}, audience: https://x}\n",
+            "oauth.token_endpoint: must be https",
+        ),
+        (
             "        oauth: {grant: client_credentials, token_endpoint: https://a/token, client_id: c, client_secret: {env: WARDEN_NO_SUCH_VAR}, audience: https://x}\n",
             "oauth.client_secret.env: environment variable `WARDEN_NO_SUCH_VAR` is not set",
         ),

@@ -1270,10 +1270,12 @@ fn stdio_servers_run_behind_the_gateway_with_every_guard() {
     let entry = peers().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
     let marker = format!("warden-stdio-test-{}", std::process::id());
     let yaml = format!(
-        "version: 1\ndlp:\n  rules:\n    - {{name: pii, detectors: [email], direction: response, action: redact}}\nservice_groups:\n  - name: local\n    servers:\n      - name: ev\n        stdio: {{command: /usr/bin/node, args: [\"{}\", stdio], max_processes: 4}}\n      - name: hostile\n        stdio:\n          command: \"{}\"\n          args: [\"{}\", \"{marker}\"]\n          env: {{GIVEN: \"alice@example.com\"}}\n          max_processes: 2\n          limits: {{cpu: 1m, memory_mb: 1024, open_files: 128}}\nroutes:\n  - {{prefix: /ev, server: ev}}\n  - {{prefix: /hostile, server: hostile}}\n",
+        "version: 1\ndlp:\n  rules:\n    - {{name: pii, detectors: [email], direction: response, action: redact}}\nservice_groups:\n  - name: local\n    servers:\n      - name: ev\n        stdio: {{command: /usr/bin/node, args: [\"{}\", stdio], max_processes: 4}}\n      - name: hostile\n        stdio:\n          command: \"{}\"\n          args: [\"{}\", \"{marker}\"]\n          env: {{GIVEN: \"alice@example.com\"}}\n          max_processes: 2\n          limits: {{cpu: 1m, memory_mb: 1024, open_files: 128}}\n      - name: raw\n        stdio: {{command: \"{}\", args: [\"{}\"]}}\nroutes:\n  - {{prefix: /ev, server: ev}}\n  - {{prefix: /hostile, server: hostile}}\n  - {{prefix: /raw, server: raw}}\n",
         entry.display(),
         python().display(),
         peers().join("py_stdio_server.py").display(),
+        python().display(),
+        peers().join("raw_stdio_server.py").display(),
     );
     let gw = Gateway::start(&yaml, true).expect("gateway");
     let mut runs = Vec::new();
@@ -1350,6 +1352,34 @@ fn stdio_servers_run_behind_the_gateway_with_every_guard() {
     assert!(
         log.iter().any(|l| l.contains("stdio server exited")),
         "{log:?}"
+    );
+
+    // A line that is not JSON-RPC is dropped, never forwarded: the
+    // client gets the answer after it, and the log names the server.
+    let rt0 = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let init0 = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let (s0, _, b0) = rt0
+        .block_on(warden_tests::post_json(
+            &gw.url("/raw/mcp"),
+            init0,
+            &[("accept", "application/json, text/event-stream")],
+        ))
+        .expect("post");
+    let text0 = String::from_utf8_lossy(&b0);
+    assert!(
+        s0 == 200 && text0.contains("\"name\":\"raw\""),
+        "{s0} {text0}"
+    );
+    assert!(!text0.contains("not json"), "{text0}");
+    assert!(
+        gw.log()
+            .iter()
+            .any(|l| l.contains("not JSON: dropped") && l.contains("server=raw")),
+        "{:?}",
+        gw.log()
     );
     // The process bound: two sessions, then a clear refusal.
     let rt = tokio::runtime::Builder::new_current_thread()
