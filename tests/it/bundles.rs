@@ -44,25 +44,7 @@ fn set_blocked(dir: &Path, blocked: &[&str]) {
 }
 
 fn gateway_on_agent(agent: &Agent, public: &Path, state: &Path, id: &str) -> Gateway {
-    Gateway::start_with(
-        "",
-        false,
-        &[],
-        &[
-            "--agent",
-            &agent.url,
-            "--agent-token",
-            FLEET_TOKEN,
-            "--bundle-public-key",
-            public.to_str().expect("utf8"),
-            "--state-dir",
-            state.to_str().expect("utf8"),
-            "--gateway-id",
-            id,
-        ],
-        None,
-    )
-    .expect("gateway")
+    Gateway::on_agent(&agent.url, public, state, id).expect("gateway")
 }
 
 /// What a call of `tool` gets: "ok", "denied" (policy) or "paused" (kill switch).

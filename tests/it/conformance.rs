@@ -107,6 +107,23 @@ fn ts_server() -> (Proc, SocketAddr) {
     (p, addr)
 }
 
+/// What the upstream's `whoami` tool says about the caller, through the
+/// Python SDK client with one credential variable set (`(name, value)`).
+fn whoami(url: &str, credential: (&str, &str)) -> Value {
+    let (ok, out, err) = run_with_timeout(
+        Command::new(python())
+            .arg(peers().join("py_whoami_client.py"))
+            .arg(url)
+            .env(credential.0, credential.1),
+        Duration::from_secs(60),
+    )
+    .expect("client ran");
+    assert!(ok, "{out}{err}");
+    let v: Value = serde_json::from_str(out.lines().last().unwrap_or("")).expect("json");
+    assert_eq!(v["ok"], true, "{v}");
+    v["whoami"].clone()
+}
+
 /// Starts a peer that prints `listening on <address>` as its first line;
 /// returns it and that address.
 fn listening(name: &str, cmd: &mut Command) -> (Proc, String) {
@@ -607,20 +624,7 @@ fn upstreams_verify_identity_assertions_against_the_jwks() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let whoami = |secret: &str| -> Value {
-        let (ok, out, err) = run_with_timeout(
-            Command::new(python())
-                .arg(peers().join("py_whoami_client.py"))
-                .arg(gw.url("/py/mcp"))
-                .env("WARDEN_API_KEY", secret),
-            Duration::from_secs(60),
-        )
-        .expect("client ran");
-        assert!(ok, "{out}{err}");
-        let v: Value = serde_json::from_str(out.lines().last().unwrap_or("")).expect("json");
-        assert_eq!(v["ok"], true, "{v}");
-        v["whoami"].clone()
-    };
+    let whoami = |secret: &str| whoami(&gw.url("/py/mcp"), ("WARDEN_API_KEY", secret));
     let alice = whoami("wk_alice_secret_1");
     assert_eq!(alice["sub"], "alice", "{alice}");
     assert_eq!(alice["tenant"], "acme");
@@ -747,24 +751,11 @@ fn risky_calls_wait_for_their_approvers() {
         &["--approvers".as_ref(), approvers_file.as_os_str()],
     )
     .expect("agent");
-    let gw_state = dir.path().join("gw-state");
-    let gw = Gateway::start_with(
-        "",
-        false,
-        &[],
-        &[
-            "--agent",
-            &agent.url,
-            "--agent-token",
-            FLEET_TOKEN,
-            "--bundle-public-key",
-            public.to_str().expect("utf8"),
-            "--state-dir",
-            gw_state.to_str().expect("utf8"),
-            "--gateway-id",
-            "gw-approvals",
-        ],
-        None,
+    let gw = Gateway::on_agent(
+        &agent.url,
+        &public,
+        &dir.path().join("gw-state"),
+        "gw-approvals",
     )
     .expect("gateway");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1115,19 +1106,8 @@ fn each_outbound_identity_mode_is_verified_by_a_real_upstream() {
         None,
     )
     .expect("gateway");
-    let whoami = |path: &str, bearer: &str| -> Value {
-        let (ok, out, err) = run_with_timeout(
-            Command::new(python())
-                .arg(peers().join("py_whoami_client.py"))
-                .arg(gw.url(&format!("/{path}/mcp")))
-                .env("WARDEN_BEARER", bearer),
-            Duration::from_secs(60),
-        )
-        .expect("client ran");
-        assert!(ok, "{out}{err}");
-        let v: Value = serde_json::from_str(out.lines().last().unwrap_or("")).expect("json");
-        assert_eq!(v["ok"], true, "{v}");
-        v["whoami"].clone()
+    let whoami = |path: &str, bearer: &str| {
+        whoami(&gw.url(&format!("/{path}/mcp")), ("WARDEN_BEARER", bearer))
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -427,6 +427,29 @@ impl Gateway {
         bail!("could not find a free port for warden")
     }
 
+    /// A gateway whose bundles come from the agent at `agent_url`, verified
+    /// with `public`, kept in `state`, reporting as `id`.
+    pub fn on_agent(agent_url: &str, public: &Path, state: &Path, id: &str) -> Result<Gateway> {
+        Self::start_with(
+            "",
+            false,
+            &[],
+            &[
+                "--agent",
+                agent_url,
+                "--agent-token",
+                FLEET_TOKEN,
+                "--bundle-public-key",
+                public.to_str().context("utf8 path")?,
+                "--state-dir",
+                state.to_str().context("utf8 path")?,
+                "--gateway-id",
+                id,
+            ],
+            None,
+        )
+    }
+
     /// `/status` of the admin endpoint.
     pub async fn status(&self) -> serde_json::Value {
         request(
