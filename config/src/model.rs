@@ -172,6 +172,58 @@ pub struct Server {
     /// A local server spoken to over stdio (then `upstreams` is empty and
     /// the gateway reaches it through its own loopback bridge).
     pub stdio: Option<Stdio>,
+    /// A virtual server composed of other servers of this bundle (then
+    /// `upstreams` is empty: the gateway's own aggregator serves it).
+    pub composed: Option<Virtual>,
+}
+
+/// A virtual server: members reached through the gateway itself (each call
+/// judged as a call to the member), their lists merged.
+#[derive(Debug, Clone)]
+pub struct Virtual {
+    pub members: Vec<VirtualMember>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefixing {
+    Always,
+    Never,
+    /// Only when an earlier member already exposes the name.
+    Conflict,
+}
+
+#[derive(Debug, Clone)]
+pub struct VirtualMember {
+    pub server: String,
+    /// The member's MCP endpoint path.
+    pub path: String,
+    pub prefixing: Prefixing,
+    pub prefix: String,
+    /// By the tool's upstream name.
+    pub tools: std::collections::BTreeMap<String, ToolView>,
+}
+
+/// How a member's tool looks to the client of a virtual server.
+#[derive(Debug, Clone, Default)]
+pub struct ToolView {
+    pub alias: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub hidden: serde_json::Map<String, serde_json::Value>,
+    pub defaults: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Virtual {
+    /// A digest of the composition (the aggregator is rebuilt when it changes).
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for m in &self.members {
+            h.update(format!("{:?}", m).as_bytes());
+            h.update([0]);
+        }
+        hex::encode(h.finalize())
+    }
 }
 
 /// A local MCP server process (see the gateway's `stdio`).
@@ -224,6 +276,135 @@ impl Stdio {
         h.update(self.memory_mb.to_be_bytes());
         h.update(self.open_files.to_be_bytes());
         hex::encode(h.finalize())
+    }
+}
+
+fn virtual_server(raw: &raw::VirtualConfig, base: &str, p: &mut Problems) -> Virtual {
+    if raw.members.is_empty() {
+        p.push(format!("{base}.members"), "a virtual server needs at least one member");
+    }
+    let mut members = Vec::new();
+    for (i, m) in raw.members.iter().enumerate() {
+        let mb = format!("{base}.members[{i}]");
+        let prefixing = match m.prefix.as_deref() {
+            None | Some("conflict") => Prefixing::Conflict,
+            Some("always") => Prefixing::Always,
+            Some("never") => Prefixing::Never,
+            Some(o) => {
+                p.push(
+                    format!("{mb}.prefix"),
+                    format!("`{o}` is not `always`, `never` or `conflict`"),
+                );
+                Prefixing::Conflict
+            }
+        };
+        let prefix = m.prefix_name.clone().unwrap_or_else(|| m.server.clone());
+        if !valid_name(&prefix) {
+            p.push(
+                format!("{mb}.prefix_name"),
+                "must be a name ([A-Za-z0-9._-], 1-64 chars)",
+            );
+        }
+        let path = m.path.clone().unwrap_or_else(|| "/mcp".into());
+        if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#') {
+            p.push(format!("{mb}.path"), "must be a path such as `/mcp`");
+        }
+        let mut tools = std::collections::BTreeMap::new();
+        for (name, t) in &m.tools {
+            let tb = format!("{mb}.tools.{name}");
+            if let Some(a) = &t.alias {
+                if !valid_tool_name(a) {
+                    p.push(
+                        format!("{tb}.alias"),
+                        "must be a tool name ([A-Za-z0-9_.-], 1-128 chars)",
+                    );
+                }
+            }
+            let hidden: serde_json::Map<String, serde_json::Value> = t
+                .hidden
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let defaults: serde_json::Map<String, serde_json::Value> = t
+                .defaults
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for k in hidden.keys() {
+                if defaults.contains_key(k) {
+                    p.push(
+                        format!("{tb}.defaults.{k}"),
+                        "is also hidden: a hidden argument has one fixed value",
+                    );
+                }
+            }
+            tools.insert(
+                name.clone(),
+                ToolView {
+                    alias: t.alias.clone(),
+                    title: t.title.clone(),
+                    description: t.description.clone(),
+                    hidden,
+                    defaults,
+                },
+            );
+        }
+        members.push(VirtualMember {
+            server: m.server.clone(),
+            path,
+            prefixing,
+            prefix,
+            tools,
+        });
+    }
+    Virtual { members }
+}
+
+/// MCP's tool name characters (SEP-986).
+fn valid_tool_name(n: &str) -> bool {
+    (1..=128).contains(&n.len())
+        && n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Each virtual server's members name servers of this bundle that are not
+/// virtual themselves, once each; aliases are unique within it.
+fn check_members(servers: &[Server], p: &mut Problems) {
+    for s in servers {
+        let Some(v) = &s.composed else { continue };
+        let base = format!("servers.{}.virtual", s.name);
+        let mut seen = HashSet::new();
+        let mut aliases = HashSet::new();
+        for (i, m) in v.members.iter().enumerate() {
+            match servers.iter().find(|o| o.name == m.server) {
+                None => p.push(
+                    format!("{base}.members[{i}].server"),
+                    format!("no server `{}` in this bundle", m.server),
+                ),
+                Some(o) if o.composed.is_some() => p.push(
+                    format!("{base}.members[{i}].server"),
+                    format!("`{}` is itself virtual: members are real servers", m.server),
+                ),
+                Some(_) => {}
+            }
+            if !seen.insert(m.server.as_str()) {
+                p.push(
+                    format!("{base}.members[{i}].server"),
+                    format!("`{}` is a member twice", m.server),
+                );
+            }
+            for (t, view) in &m.tools {
+                if let Some(a) = &view.alias {
+                    if !aliases.insert(a.as_str()) {
+                        p.push(
+                            format!("{base}.members[{i}].tools.{t}.alias"),
+                            format!("`{a}` is already another tool's alias"),
+                        );
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -958,14 +1139,42 @@ impl Config {
                         );
                     }
                 }
-                match (s.upstreams.is_empty(), s.stdio.is_some()) {
+                let composed = s
+                    .virtual_server
+                    .as_ref()
+                    .map(|v| virtual_server(v, &format!("{sbase}.virtual"), p));
+                if composed.is_some() {
+                    // Its members are reached through the gateway itself, each
+                    // with its own credentials and checks.
+                    for (field, set) in [
+                        ("stdio", s.stdio.is_some()),
+                        ("credentials", s.credentials.is_some()),
+                        ("identity_assertion", s.identity_assertion.is_some()),
+                        ("oauth", s.oauth.is_some()),
+                        ("caller_token", s.caller_token.is_some()),
+                        ("tls", s.tls.is_some()),
+                        ("host", s.host.is_some()),
+                        ("health_check", s.health_check.is_some()),
+                    ] {
+                        if set {
+                            p.push(
+                                format!("{sbase}.{field}"),
+                                "a virtual server takes no upstream settings: set them on its members",
+                            );
+                        }
+                    }
+                }
+                match (
+                    s.upstreams.is_empty(),
+                    s.stdio.is_some() || composed.is_some(),
+                ) {
                     (true, false) => p.push(
                         format!("{sbase}.upstreams"),
-                        "a server needs at least one upstream address (or `stdio`)",
+                        "a server needs at least one upstream address (or `stdio`, or `virtual`)",
                     ),
                     (false, true) => p.push(
-                        format!("{sbase}.stdio"),
-                        "a server is either `upstreams` or `stdio`, not both",
+                        format!("{sbase}.upstreams"),
+                        "a server is `upstreams`, `stdio` or `virtual`: one of them",
                     ),
                     _ => {}
                 }
@@ -1123,6 +1332,7 @@ impl Config {
                     oauth,
                     caller_token,
                     stdio: stdio_cfg,
+                    composed,
                 });
             }
             groups.push(ServiceGroup {
@@ -1133,6 +1343,7 @@ impl Config {
         if raw.service_groups.is_empty() {
             p.push("service_groups", "at least one service group is needed");
         }
+        check_members(&servers, p);
         let mut routes = Vec::new();
         let mut seen_routes = HashSet::new();
         for (ri, r) in raw.routes.iter().enumerate() {

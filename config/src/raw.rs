@@ -414,6 +414,9 @@ pub struct ServerConfig {
     /// A local MCP server spoken to over stdio: the program and its arguments.
     #[serde(default)]
     pub stdio: Option<StdioConfig>,
+    /// A virtual server: several servers of this bundle behind one endpoint.
+    #[serde(default, rename = "virtual")]
+    pub virtual_server: Option<VirtualConfig>,
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
     /// Authority sent as `Host` upstream; default: the chosen upstream address.
@@ -472,6 +475,52 @@ pub struct StdioConfig {
     /// Resource limits per process (rlimits).
     #[serde(default)]
     pub limits: Option<StdioLimitsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualConfig {
+    /// The servers composed, in priority order (an earlier member keeps a
+    /// bare name a later one also has).
+    pub members: Vec<VirtualMemberConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualMemberConfig {
+    /// A server of this bundle (HTTP or stdio; not itself virtual).
+    pub server: String,
+    /// The member's MCP endpoint path (default `/mcp`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `always`, `never` or `conflict` (default: prefix a name only when an
+    /// earlier member already has it).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The prefix (default: the server's name); names become `<prefix>_<name>`.
+    #[serde(default)]
+    pub prefix_name: Option<String>,
+    /// Per tool (by its upstream name): how the client sees it.
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolViewConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolViewConfig {
+    /// The name the client sees (final: never prefixed).
+    #[serde(default)]
+    pub alias: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Arguments the client neither sees nor sets: always these values.
+    #[serde(default)]
+    pub hidden: BTreeMap<String, serde_json::Value>,
+    /// Values for arguments the client leaves out.
+    #[serde(default)]
+    pub defaults: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

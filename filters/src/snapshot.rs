@@ -40,7 +40,14 @@ pub struct ResolvedRoute {
     pub host: Option<String>,
     pub upstream_prefix: String,
     pub server: usize,
+    /// A route the gateway made for a virtual server to reach one of its
+    /// members (`VIRTUAL_PREFIX/<virtual>/<member>`): served only to that
+    /// virtual server's aggregator. Names the virtual server.
+    pub via: Option<String>,
 }
+
+/// Where the member routes of virtual servers live.
+pub const VIRTUAL_PREFIX: &str = "/.warden/virtual";
 
 impl ResolvedRoute {
     /// Maps a downstream path to the upstream path (`/jira/mcp` → `/mcp`).
@@ -88,6 +95,9 @@ pub struct Snapshot {
     pub config: Config,
     pub routes: Vec<ResolvedRoute>,
     pub chain: FilterChain,
+    /// The chain of a virtual server's own leg: none of the guards, which
+    /// judge each message where it reaches a member (see `chain_for`).
+    pub outer_chain: FilterChain,
     pub parse_limits: ParseLimits,
     /// `None`: the bundle has no identity section; every caller is anonymous.
     pub auth: Option<Authenticator>,
@@ -219,6 +229,24 @@ impl Snapshot {
                 .ok_or_else(|| BuildError::UnknownServer(i, r.server.clone()))?;
             routes.push(resolve(i, r, server));
         }
+        // A virtual server reaches each member through the gateway itself,
+        // on a route of its own, so that the member's every guard applies.
+        for s in &config.servers {
+            let Some(v) = &s.composed else { continue };
+            for m in &v.members {
+                let Some(server) = config.servers.iter().position(|o| o.name == m.server) else {
+                    continue;
+                };
+                routes.push(ResolvedRoute {
+                    index: usize::MAX,
+                    prefix: format!("{VIRTUAL_PREFIX}/{}/{}", s.name, m.server),
+                    host: None,
+                    upstream_prefix: "/".into(),
+                    server,
+                    via: Some(s.name.clone()),
+                });
+            }
+        }
         // Longest prefix first; host-specific before host-agnostic at equal length.
         routes.sort_by(|a, b| {
             b.prefix
@@ -336,11 +364,13 @@ impl Snapshot {
             filters.push(Arc::new(f));
         }
         let chain = FilterChain::new(filters, parse_limits);
+        let outer_chain = FilterChain::new(Vec::new(), parse_limits);
         Ok(Snapshot {
             revision: bundle.revision.clone(),
             config,
             routes,
             chain,
+            outer_chain,
             parse_limits,
             auth,
             policy,
@@ -367,6 +397,17 @@ impl Snapshot {
         })
     }
 
+    /// The chain that judges messages to and from `server`: the whole chain,
+    /// except on a virtual server's own leg, where the gateway's aggregator
+    /// only merges and routes (each message is judged on its member's leg).
+    pub fn chain_for(&self, server: &Server) -> &FilterChain {
+        if server.composed.is_some() {
+            &self.outer_chain
+        } else {
+            &self.chain
+        }
+    }
+
     pub fn server(&self, route: &ResolvedRoute) -> &Server {
         &self.config.servers[route.server]
     }
@@ -379,6 +420,7 @@ fn resolve(index: usize, r: &Route, server: usize) -> ResolvedRoute {
         host: r.host.clone(),
         upstream_prefix: r.upstream_prefix.clone(),
         server,
+        via: None,
     }
 }
 
@@ -413,6 +455,7 @@ mod tests {
             host: None,
             upstream_prefix: up.into(),
             server: 0,
+            via: None,
         }
     }
 

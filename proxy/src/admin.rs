@@ -62,6 +62,7 @@ impl AdminApp {
             "quarantined_tools": self.gateway.shared.pins.quarantined().into_iter().map(|(s, t, f)| serde_json::json!({"server": s, "tool": t, "fingerprint": f})).collect::<Vec<_>>(),
             "routes": rt.snap.routes.iter().map(|r| serde_json::json!({"prefix": r.prefix, "host": r.host, "server": rt.snap.config.servers[r.server].name})).collect::<Vec<_>>(),
             "servers": upstreams,
+            "virtual_servers": crate::aggregate::status(),
             "started": humantime::format_rfc3339_seconds(self.started).to_string(),
             "version": env!("CARGO_PKG_VERSION"),
         })

@@ -86,12 +86,29 @@ pub async fn admit(
             .snap
             .routes
             .iter()
-            .filter(|r| r.host.is_none() || r.host == host)
+            .filter(|r| r.via.is_none() && (r.host.is_none() || r.host == host))
             .map(|r| r.prefix.as_str())
             .collect();
         return Err(Refusal::no_route_of(&served));
     };
     let route = &rt.snap.routes[route_pos];
+    if let Some(v) = &route.via {
+        // A member route answers only its virtual server's aggregator;
+        // to anyone else it does not exist.
+        let from_aggregator = header_str(req, crate::aggregate::SECRET_HEADER)
+            .is_some_and(|h| crate::aggregate::is_inner_secret(v, h));
+        if !from_aggregator {
+            let served: Vec<&str> = rt
+                .snap
+                .routes
+                .iter()
+                .filter(|r| r.via.is_none() && r.host.is_none())
+                .map(|r| r.prefix.as_str())
+                .collect();
+            return Err(Refusal::no_route_of(&served));
+        }
+        ctx.via = Some(v.clone());
+    }
     ctx.route = Some(route_pos);
     ctx.server = Some(route.server);
     if let Some(origin) = req.headers.get("origin") {
@@ -151,6 +168,12 @@ pub async fn admit(
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
+    if ctx.via.is_some() {
+        // The client of the virtual server, as its aggregator was told.
+        if let Some(ip) = header_str(req, crate::aggregate::SOURCE_HEADER).and_then(|v| v.parse().ok()) {
+            ctx.source_ip = Some(ip);
+        }
+    }
     ctx.upstream_uri = match req.uri.query() {
         Some(q) => format!("{}?{}", route.upstream_path(path), q),
         None => route.upstream_path(path),

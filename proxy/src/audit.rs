@@ -52,6 +52,9 @@ pub struct AuditRecord {
     pub server: Arc<str>,
     #[serde(serialize_with = "shared_str")]
     pub group: Arc<str>,
+    /// The virtual server the call came through, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     pub http_method: &'static str,
     #[serde(serialize_with = "shared_str")]
     pub path: Arc<str>,

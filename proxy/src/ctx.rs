@@ -64,6 +64,8 @@ pub struct RequestCtx {
     /// When the request arrived (the clock policy sees).
     pub now: std::time::SystemTime,
     pub source_ip: Option<std::net::IpAddr>,
+    /// The virtual server this request came through (a member route).
+    pub via: Option<String>,
     /// The `x-warden-justification` header.
     pub justification: Option<String>,
     /// The control agent's answer for this request's held call.
@@ -134,6 +136,7 @@ impl RequestCtx {
             start: Instant::now(),
             request_id: 0,
             trace_id: None,
+            via: None,
             rt: None,
             route: None,
             server: None,

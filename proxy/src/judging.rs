@@ -150,7 +150,8 @@ pub async fn judge(
         );
         warden_filters::quota::global_demands(&cfg.quotas, &cfg.catalog, &parsed, &fctx)
     };
-    if !demands.is_empty() {
+    // A virtual server's own leg spends nothing: its member's leg does.
+    if !demands.is_empty() && server.composed.is_none() {
         let store = rt.quota_store.clone();
         for d in demands {
             let v = match &store {
@@ -166,7 +167,7 @@ pub async fn judge(
             cfg.audit.include_arguments || !cfg.audit.log_io.is_empty(),
             Some(&global).filter(|g| !g.is_empty()),
         );
-        plan_request(&body, &parsed, &rt.snap.chain, &fctx)
+        plan_request(&body, &parsed, rt.snap.chain_for(server), &fctx)
     };
     if plan.held.is_some() {
         settle_held(gw, &rt, server, ctx, &mut plan).await;

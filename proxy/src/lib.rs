@@ -30,6 +30,7 @@ pub mod server;
 pub mod service;
 pub mod sessions;
 pub mod state;
+pub mod aggregate;
 pub mod stdio;
 pub mod tls;
 pub mod top;

@@ -58,6 +58,8 @@ pub struct Metrics {
     /// Upstream tokens from authorization servers, by server, grant and
     /// result (`cached`, `fetched`, `failed`).
     pub outbound_tokens: IntCounterVec,
+    /// Virtual servers' member failures.
+    pub member_failures: IntCounterVec,
     /// Replicas taken out of rotation by passive ejection, by server.
     pub ejections: IntCounterVec,
 }
@@ -73,6 +75,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "warden_approvals_total",
             "Held calls by the control agent's answer",
             &["server", "answer"]
+        )?,
+        member_failures: register_int_counter_vec!(
+            "warden_virtual_member_failures_total",
+            "Virtual servers: a member that could not be reached or initialised, by server, member and what failed",
+            &["server", "member", "what"]
         )?,
         ejections: register_int_counter_vec!(
             "warden_upstream_ejections_total",

@@ -331,12 +331,15 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         principal: ctx.principal.id.as_str().into(),
         tenant: ctx.principal.tenant.as_str().into(),
         auth: ctx.principal.auth.as_str(),
-        source_ip: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string()),
+        source_ip: ctx.source_ip.map(|ip| ip.to_string()).or_else(|| {
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string())
+        }),
         server: meta.map_or_else(|| none.clone(), |m| m.name.clone()),
         group: meta.map_or(none, |m| m.group.clone()),
+        via: ctx.via.clone(),
         http_method: http_method(req),
         path: req.uri.path().chars().take(512).collect::<String>().into(),
         session_id: ctx.session_id.as_deref().map(Into::into),

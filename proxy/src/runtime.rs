@@ -80,9 +80,10 @@ impl Runtime {
         let mut pools = Vec::with_capacity(snap.config.servers.len());
         for s in &snap.config.servers {
             // A stdio server is reached through the gateway's own bridge.
-            let addrs = match &s.stdio {
-                Some(_) => vec![crate::stdio::bridge_for(s)?],
-                None => s.upstreams.clone(),
+            let addrs = match (&s.stdio, &s.composed) {
+                (Some(_), _) => vec![crate::stdio::bridge_for(s)?],
+                (_, Some(_)) => vec![crate::aggregate::aggregator_for(s, &snap.config)?],
+                _ => s.upstreams.clone(),
             };
             let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs)?;
             if s.health_check.probe == warden_config::model::Probe::Tcp {

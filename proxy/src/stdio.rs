@@ -298,7 +298,7 @@ fn deliver(tx: &mpsc::Sender<Value>, v: Value) {
 }
 
 /// Constant-time comparison (the bridge secret).
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -51,15 +51,39 @@ pub fn rewrite_request(
     req.set_uri(uri);
     let authority = server.host.clone().unwrap_or_else(|| addr.to_string());
     req.insert_header(http::header::HOST, authority)?;
-    // The client's credentials are for the gateway, never for the upstream.
-    req.remove_header(&http::header::AUTHORIZATION);
-    req.remove_header(&http::header::PROXY_AUTHORIZATION);
-    if let Some(id) = ctx
-        .rt
-        .as_ref()
-        .and_then(|rt| rt.snap.config.identity.as_ref())
-    {
-        req.remove_header(id.api_key_header.as_str());
+    // The gateway's own headers between a virtual server and its members
+    // go no further than the gateway.
+    for h in [
+        crate::aggregate::SECRET_HEADER,
+        crate::aggregate::SOURCE_HEADER,
+        crate::aggregate::OWNER_HEADER,
+    ] {
+        req.remove_header(h);
+    }
+    if server.composed.is_some() {
+        // A virtual server's aggregator is the gateway itself: it calls each
+        // member through the gateway as this caller, with the caller's own
+        // credentials, so each member leg authenticates and judges anew.
+        if let Some(secret) = crate::aggregate::outer_secret_for(addr) {
+            req.insert_header(crate::aggregate::SECRET_HEADER, secret)?;
+        }
+        if let Some(ip) = ctx.source_ip {
+            req.insert_header(crate::aggregate::SOURCE_HEADER, ip.to_string())?;
+        }
+        use sha2::Digest;
+        let owner = hex::encode(&sha2::Sha256::digest(ctx.principal.owner_key().as_bytes())[..16]);
+        req.insert_header(crate::aggregate::OWNER_HEADER, owner)?;
+    } else {
+        // The client's credentials are for the gateway, never for the upstream.
+        req.remove_header(&http::header::AUTHORIZATION);
+        req.remove_header(&http::header::PROXY_AUTHORIZATION);
+        if let Some(id) = ctx
+            .rt
+            .as_ref()
+            .and_then(|rt| rt.snap.config.identity.as_ref())
+        {
+            req.remove_header(id.api_key_header.as_str());
+        }
     }
     if let Some(c) = &server.credentials {
         req.insert_header(c.header.clone(), c.value.expose())?;
@@ -102,7 +126,9 @@ pub fn rewrite_request(
     req.remove_header(&http::header::COOKIE);
     // The caller's justification is for the gateway (policy, audit, where it
     // is DLP-redacted), never sent on as free text.
-    req.remove_header("x-warden-justification");
+    if server.composed.is_none() {
+        req.remove_header("x-warden-justification");
+    }
     // Warden's span becomes the upstream's parent.
     if let Some(t) = &ctx.trace {
         req.insert_header("traceparent", t.traceparent())?;

@@ -1,0 +1,1645 @@
+//! Virtual servers: several MCP servers behind one endpoint.
+//!
+//! A server with `virtual:` is served by an aggregator the gateway runs for
+//! it: a Streamable HTTP endpoint on a loopback port of its own (on its own
+//! thread), which the request path forwards to like any upstream, carrying
+//! the caller's credentials and a secret only the gateway knows. The
+//! aggregator merges and routes; it judges nothing itself. It reaches each
+//! member **through the gateway**, on a route the gateway made for that
+//! member (`/.warden/virtual/<virtual>/<member>`, answered only with the
+//! aggregator's own secret) and as the same caller: so each member call is
+//! authenticated, judged, rate-limited, DLP-scanned and audited exactly as
+//! a direct call to that member would be — policy, catalog, pins, schemas,
+//! quotas, kill switch and DLP rules see the underlying server and tool,
+//! and audit records name the virtual server in `via`.
+//!
+//! - **Sessions.** `initialize` fans out to every member with the client's
+//!   own parameters; the client gets one session id that opens each
+//!   member's session, bound to the principal that opened it (and sealed by
+//!   the gateway like any other, when `sessions.seal_key_*` is set). A
+//!   member whose session is gone (404) is initialised again, once, on the
+//!   request that found out; if that fails, that request gets an error
+//!   naming the member, and the other members go on. DELETE ends every
+//!   member session.
+//! - **Lists** are merged in member order. Tool and prompt names get the
+//!   member's prefix (`<prefix>_<name>`): `always`, `never`, or on
+//!   `conflict` (only when an earlier member has the same name, so adding a
+//!   member at the end renames nothing). A name two members would still
+//!   share is served by the earlier one. Pages: the cursor the client gets
+//!   is sealed (ChaCha20-Poly1305), bound to its session and list, and
+//!   carries each member's own cursor. A member that fails is left out of
+//!   the listing (reported in `/status` and metrics), never the whole list.
+//! - **Routing.** Calls, prompts and completions by name; reads,
+//!   subscriptions and resource completions by URI (the URIs and templates
+//!   the member listed). Each request goes to its member with the client's
+//!   own id and progress token; what the member says while it works
+//!   (progress, sampling, elicitation, roots) comes back on the same
+//!   stream, server→client requests with an id of the aggregator's (two
+//!   members may use the same one), restored when the client answers.
+//!   Cancellations follow the request they cancel. The GET stream merges
+//!   the members' streams; a `list_changed` makes the aggregator learn that
+//!   member's names again.
+//! - **Tool views.** Per member tool: an alias (the name the client sees),
+//!   a title or description of the bundle's, hidden arguments (removed from
+//!   the schema the client sees; always the bundle's values, and refused if
+//!   the client sends them) and defaults (used when the client leaves the
+//!   argument out). The member's leg judges the real name and arguments.
+//! - **Not supported:** JSON-RPC batches (one message per POST), tasks,
+//!   2026-07-28 stateless requests (`server/discover` gets -32601, so
+//!   clients fall back to `initialize`), `Last-Event-ID` resumption, and
+//!   callers authenticated by a client certificate (the aggregator calls
+//!   the gateway with the caller's header credentials).
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use warden_config::model::{Config, Prefixing, Server, VirtualMember};
+use warden_filters::snapshot::VIRTUAL_PREFIX;
+use warden_filters::token::{TokenKey, NONCE_LEN};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// The gateway's secret between its request path and an aggregator, and
+/// between an aggregator and its member routes.
+pub const SECRET_HEADER: &str = "x-warden-virtual";
+/// The client's address, for the member legs (policy, audit).
+pub const SOURCE_HEADER: &str = "x-warden-virtual-source";
+/// A digest of the principal, to which a virtual session is bound.
+pub const OWNER_HEADER: &str = "x-warden-virtual-owner";
+const MAX_BODY: usize = 64 << 20;
+const MAX_EVENT: usize = 16 << 20;
+const STREAM_DEPTH: usize = 256;
+/// Pages read from one member when learning its names.
+const MAX_PAGES: usize = 100;
+/// A virtual session unused this long ends (and its member sessions).
+const IDLE: Duration = Duration::from_secs(3600);
+const CURSOR_PREFIX: &str = "wvc1.";
+const CURSOR_AAD: &[u8] = b"warden virtual cursor v1";
+
+/// The lists a virtual server merges.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Tools = 0,
+    Prompts = 1,
+    Resources = 2,
+    Templates = 3,
+}
+
+impl Kind {
+    fn of(method: &str) -> Option<Kind> {
+        Some(match method {
+            "tools/list" => Kind::Tools,
+            "prompts/list" => Kind::Prompts,
+            "resources/list" => Kind::Resources,
+            "resources/templates/list" => Kind::Templates,
+            _ => return None,
+        })
+    }
+    fn method(self) -> &'static str {
+        ["tools/list", "prompts/list", "resources/list", "resources/templates/list"][self as usize]
+    }
+    /// The result member holding the items.
+    fn items(self) -> &'static str {
+        ["tools", "prompts", "resources", "resourceTemplates"][self as usize]
+    }
+    /// What names an item (and routes to it).
+    fn key(self) -> &'static str {
+        ["name", "name", "uri", "uriTemplate"][self as usize]
+    }
+    /// The capability a member must declare to be asked.
+    fn capability(self) -> &'static str {
+        ["tools", "prompts", "resources", "resources"][self as usize]
+    }
+    /// Which list a `…/list_changed` notification concerns.
+    fn changed(method: &str) -> &'static [Kind] {
+        match method {
+            "notifications/tools/list_changed" => &[Kind::Tools],
+            "notifications/prompts/list_changed" => &[Kind::Prompts],
+            "notifications/resources/list_changed" => &[Kind::Resources, Kind::Templates],
+            _ => &[],
+        }
+    }
+}
+
+struct Registry {
+    by_server: Mutex<HashMap<String, Arc<Aggregator>>>,
+    /// Aggregators of an earlier setup: they serve their sessions until
+    /// those end, and take no new ones.
+    retired: Mutex<Vec<Arc<Aggregator>>>,
+    health: Mutex<BTreeMap<(String, String), MemberHealth>>,
+}
+
+#[derive(Default, Clone)]
+struct MemberHealth {
+    healthy: bool,
+    failures: u64,
+    last_error: Option<String>,
+    last_error_at: Option<SystemTime>,
+}
+
+fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(|| Registry {
+        by_server: Mutex::new(HashMap::new()),
+        retired: Mutex::new(Vec::new()),
+        health: Mutex::new(BTreeMap::new()),
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where the gateway can call itself: its first listener that needs no
+/// client certificate.
+fn gateway_base(cfg: &Config) -> std::io::Result<(String, bool)> {
+    for l in &cfg.listeners {
+        if l.tls.as_ref().is_some_and(|t| t.client_auth_required) {
+            continue;
+        }
+        let Ok(addr) = l.address.parse::<SocketAddr>() else {
+            continue;
+        };
+        let ip = match addr.ip() {
+            std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        let tls = l.tls.is_some();
+        let scheme = if tls { "https" } else { "http" };
+        return Ok((format!("{scheme}://{}", SocketAddr::new(ip, addr.port())), tls));
+    }
+    Err(std::io::Error::other(
+        "a virtual server needs a listener the gateway can call itself on (plain, or TLS without required client certificates)",
+    ))
+}
+
+/// The loopback address of `server`'s aggregator, started on first use and
+/// kept while its composition is unchanged.
+pub fn aggregator_for(server: &Server, cfg: &Config) -> std::io::Result<SocketAddr> {
+    let Some(v) = &server.composed else {
+        return Err(std::io::Error::other("not a virtual server"));
+    };
+    let (base, tls) = gateway_base(cfg)?;
+    let api_key = cfg.identity.as_ref().map(|i| i.api_key_header.clone());
+    let fingerprint = format!("{}|{base}|{api_key:?}", v.fingerprint());
+    let r = registry();
+    let mut map = lock(&r.by_server);
+    if let Some(a) = map.get(&server.name) {
+        if a.fingerprint == fingerprint {
+            return Ok(a.addr);
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(30))
+        // The gateway's own listener, reached on this host: its
+        // certificate names the gateway's public name, not this address.
+        .danger_accept_invalid_certs(tls)
+        .build()
+        .map_err(std::io::Error::other)?;
+    let agg = Arc::new(Aggregator {
+        name: server.name.clone(),
+        fingerprint,
+        addr,
+        outer_secret: hex::encode(rand::random::<[u8; 24]>()),
+        inner_secret: hex::encode(rand::random::<[u8; 24]>()),
+        base,
+        members: v.members.clone(),
+        aliases: v
+            .members
+            .iter()
+            .flat_map(|m| m.tools.values().filter_map(|t| t.alias.clone()))
+            .collect(),
+        api_key,
+        client,
+        cursor_key: TokenKey::new(&rand::random::<[u8; 32]>()),
+        sessions: Mutex::new(HashMap::new()),
+        retired: AtomicBool::new(false),
+    });
+    {
+        let mut h = lock(&r.health);
+        for m in &v.members {
+            h.entry((server.name.clone(), m.server.clone()))
+                .or_insert_with(|| MemberHealth {
+                    healthy: true,
+                    ..MemberHealth::default()
+                });
+        }
+    }
+    let run = agg.clone();
+    std::thread::Builder::new()
+        .name(format!("virtual-{}", server.name))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("virtual server runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(serve(listener, run));
+        })?;
+    if let Some(old) = map.insert(server.name.clone(), agg) {
+        old.retired.store(true, Ordering::Relaxed);
+        lock(&r.retired).push(old);
+    }
+    Ok(addr)
+}
+
+/// The secret the request path sends to the aggregator at `addr`.
+pub fn outer_secret_for(addr: SocketAddr) -> Option<String> {
+    let r = registry();
+    let current = lock(&r.by_server)
+        .values()
+        .find(|a| a.addr == addr)
+        .map(|a| a.outer_secret.clone());
+    current.or_else(|| {
+        lock(&r.retired)
+            .iter()
+            .find(|a| a.addr == addr)
+            .map(|a| a.outer_secret.clone())
+    })
+}
+
+/// Whether `secret` is the one `virtual_server`'s aggregator calls its
+/// members with.
+pub fn is_inner_secret(virtual_server: &str, secret: &str) -> bool {
+    let r = registry();
+    let ok = |a: &Arc<Aggregator>| {
+        a.name == virtual_server && crate::stdio::same(a.inner_secret.as_bytes(), secret.as_bytes())
+    };
+    if lock(&r.by_server).values().any(ok) {
+        return true;
+    }
+    lock(&r.retired).iter().any(ok)
+}
+
+/// Each virtual server's members as last seen (for `/status`).
+pub fn status() -> Value {
+    let h = lock(&registry().health);
+    let mut out: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for ((v, m), s) in h.iter() {
+        out.entry(v.as_str()).or_default().push(json!({
+            "member": m,
+            "healthy": s.healthy,
+            "failures": s.failures,
+            "last_error": s.last_error,
+            "last_error_at": s.last_error_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        }));
+    }
+    Value::from(
+        out.into_iter()
+            .map(|(v, members)| json!({"server": v, "members": members}))
+            .collect::<Vec<_>>(),
+    )
+}
+
+struct Aggregator {
+    name: String,
+    fingerprint: String,
+    addr: SocketAddr,
+    outer_secret: String,
+    inner_secret: String,
+    /// `http://127.0.0.1:<port>` of the gateway's own listener.
+    base: String,
+    members: Vec<VirtualMember>,
+    aliases: std::collections::HashSet<String>,
+    api_key: Option<String>,
+    client: reqwest::Client,
+    cursor_key: TokenKey,
+    sessions: Mutex<HashMap<String, Arc<VSession>>>,
+    retired: AtomicBool,
+}
+
+/// One client session and its member sessions.
+struct VSession {
+    id: String,
+    owner: String,
+    /// The client's `initialize` params, to open a member's session again.
+    init: Box<RawValue>,
+    legs: Vec<tokio::sync::Mutex<Leg>>,
+    learned: Mutex<[Vec<Option<Vec<String>>>; 4]>,
+    /// Server→client requests by the id the client sees: (member, its id).
+    asked: Mutex<HashMap<u64, (usize, Value)>>,
+    /// The client's requests in flight (by id text): which member has it.
+    inflight: Mutex<HashMap<String, usize>>,
+    next: AtomicU64,
+    get: Mutex<Option<mpsc::Sender<Bytes>>>,
+    last_used: Mutex<Instant>,
+}
+
+#[derive(Clone, Default)]
+struct Leg {
+    sid: Option<String>,
+    version: String,
+    capabilities: Value,
+    /// Why this member's session could not be opened (then `sid` is None).
+    failed: Option<String>,
+    /// Whether it was ever initialised (a member that failed is retried).
+    up: bool,
+}
+
+/// What the caller sent that the member legs need: credentials, the
+/// justification, the trace, the client's address.
+#[derive(Clone, Default)]
+struct Caller {
+    headers: Vec<(HeaderName, HeaderValue)>,
+    owner: String,
+}
+
+impl Caller {
+    fn of(req: &Request<Incoming>, api_key: Option<&str>) -> Caller {
+        let mut headers = Vec::new();
+        let names = [
+            Some("authorization"),
+            api_key,
+            Some("x-warden-justification"),
+            Some("traceparent"),
+            Some(SOURCE_HEADER),
+        ];
+        for n in names.into_iter().flatten() {
+            if let (Ok(name), Some(v)) = (HeaderName::from_bytes(n.as_bytes()), req.headers().get(n)) {
+                headers.push((name, v.clone()));
+            }
+        }
+        let owner = req
+            .headers()
+            .get(OWNER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        Caller { headers, owner }
+    }
+}
+
+/// How a member answered.
+enum Failure {
+    /// Its session is gone (404): initialise again.
+    Gone,
+    /// Unreachable, or an answer that is no JSON-RPC message.
+    Broken(String),
+}
+
+/// One JSON-RPC message's members, each kept as the text it arrived as.
+type Members = BTreeMap<String, Box<RawValue>>;
+
+fn member<T: serde::de::DeserializeOwned>(m: &Members, name: &str) -> Option<T> {
+    serde_json::from_str(m.get(name)?.get()).ok()
+}
+
+fn raw(v: &Value) -> Box<RawValue> {
+    RawValue::from_string(v.to_string()).unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default())
+}
+
+fn is_response(v: &Value) -> bool {
+    v.get("method").is_none() && (v.get("result").is_some() || v.get("error").is_some())
+}
+
+fn error_value(id: Option<&Value>, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": {"code": code, "message": message}})
+}
+
+/// Incremental SSE reader: the `data` of each complete event.
+#[derive(Default)]
+struct SseReader {
+    buf: Vec<u8>,
+}
+
+impl SseReader {
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<String>, ()> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        loop {
+            let Some((end, skip)) = event_end(&self.buf) else {
+                if self.buf.len() > MAX_EVENT {
+                    return Err(());
+                }
+                return Ok(out);
+            };
+            let event: Vec<u8> = self.buf.drain(..end + skip).take(end).collect();
+            let text = String::from_utf8_lossy(&event);
+            let mut data: Option<String> = None;
+            for line in text.split('\n') {
+                let line = line.strip_suffix('\r').unwrap_or(line);
+                if let Some(d) = line.strip_prefix("data:") {
+                    let d = d.strip_prefix(' ').unwrap_or(d);
+                    match &mut data {
+                        Some(s) => {
+                            s.push('\n');
+                            s.push_str(d);
+                        }
+                        None => data = Some(d.to_owned()),
+                    }
+                }
+            }
+            if let Some(d) = data.filter(|d| !d.trim().is_empty()) {
+                out.push(d);
+            }
+        }
+    }
+}
+
+/// Where the first event in `b` ends, and the length of its terminator.
+fn event_end(b: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == b'\n' && b[i + 1] == b'\n' {
+            return Some((i, 2));
+        }
+        if b[i] == b'\n' && b[i + 1] == b'\r' && b.get(i + 2) == Some(&b'\n') {
+            return Some((i, 3));
+        }
+        i += 1;
+    }
+    None
+}
+
+fn sse_event(v: &Value) -> Bytes {
+    Bytes::from(format!("event: message\ndata: {v}\n\n"))
+}
+
+impl Aggregator {
+    fn url(&self, i: usize) -> String {
+        let m = &self.members[i];
+        format!("{}{VIRTUAL_PREFIX}/{}/{}{}", self.base, self.name, m.server, m.path)
+    }
+
+    fn health(&self, i: usize, result: Result<(), &str>) {
+        let key = (self.name.clone(), self.members[i].server.clone());
+        let mut h = lock(&registry().health);
+        let e = h.entry(key).or_default();
+        match result {
+            Ok(()) => e.healthy = true,
+            Err(why) => {
+                e.healthy = false;
+                e.failures += 1;
+                e.last_error = Some(why.chars().take(300).collect());
+                e.last_error_at = Some(SystemTime::now());
+            }
+        }
+    }
+
+    fn failed(&self, i: usize, what: &str, why: &str) {
+        tracing::warn!(server = %self.name, member = %self.members[i].server, "virtual server member: {what}: {why}");
+        crate::metrics::metrics()
+            .member_failures
+            .with_label_values(&[&self.name, &self.members[i].server, what])
+            .inc();
+        self.health(i, Err(why));
+    }
+
+    /// A request to member `i` on its session (`leg`), as the caller.
+    async fn post(
+        &self,
+        i: usize,
+        leg: Option<&Leg>,
+        caller: &Caller,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, String> {
+        let mut rb = self
+            .client
+            .post(self.url(i))
+            .header(SECRET_HEADER, &self.inner_secret)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        for (k, v) in &caller.headers {
+            rb = rb.header(k, v);
+        }
+        if let Some(l) = leg {
+            if let Some(s) = &l.sid {
+                rb = rb.header("mcp-session-id", s);
+            }
+            if !l.version.is_empty() {
+                rb = rb.header("mcp-protocol-version", &l.version);
+            }
+        }
+        rb.body(body).send().await.map_err(|e| {
+            let mut s = e.to_string();
+            if let Some(src) = std::error::Error::source(&e) {
+                s = format!("{s}: {src}");
+            }
+            s
+        })
+    }
+
+    /// The member's answer to request `id` (read whole, JSON or SSE; what
+    /// else the member says meanwhile is dropped), or `Null` for a 202.
+    async fn answer(resp: reqwest::Response, id: &Value) -> Result<Value, Failure> {
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Err(Failure::Gone);
+        }
+        if status == StatusCode::ACCEPTED {
+            return Ok(Value::Null);
+        }
+        let sse = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        if !sse {
+            let b = resp
+                .bytes()
+                .await
+                .map_err(|e| Failure::Broken(e.to_string()))?;
+            return match serde_json::from_slice::<Value>(&b) {
+                Ok(v) if v.get("jsonrpc").is_some() => Ok(v),
+                _ => Err(Failure::Broken(format!("HTTP {status}"))),
+            };
+        }
+        let mut reader = SseReader::default();
+        let mut stream = resp.bytes_stream();
+        use futures_util::StreamExt;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Failure::Broken(e.to_string()))?;
+            let events = reader
+                .push(&chunk)
+                .map_err(|()| Failure::Broken("an event over 16 MiB".into()))?;
+            for d in events {
+                if let Ok(v) = serde_json::from_str::<Value>(&d) {
+                    if is_response(&v) && v.get("id") == Some(id) {
+                        return Ok(v);
+                    }
+                }
+            }
+        }
+        Err(Failure::Broken("the stream ended without an answer".into()))
+    }
+
+    /// Opens member `i`'s session with the client's `initialize` params.
+    async fn open(&self, i: usize, init: &RawValue, caller: &Caller) -> Result<(Leg, Value), String> {
+        let id = json!("warden-virtual-init");
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":"warden-virtual-init","method":"initialize","params":{}}}"#,
+            init.get()
+        );
+        let resp = self.post(i, None, caller, body.into_bytes()).await?;
+        let sid = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let v = match Self::answer(resp, &id).await {
+            Ok(v) => v,
+            Err(Failure::Gone) => return Err("HTTP 404".into()),
+            Err(Failure::Broken(why)) => return Err(why),
+        };
+        let Some(result) = v.get("result") else {
+            let msg = v
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("no result");
+            return Err(format!("initialize: {msg}"));
+        };
+        let leg = Leg {
+            sid,
+            version: result
+                .get("protocolVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            capabilities: result.get("capabilities").cloned().unwrap_or(json!({})),
+            failed: None,
+            up: true,
+        };
+        let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_vec();
+        if let Ok(r) = self.post(i, Some(&leg), caller, note).await {
+            let _ = r.bytes().await;
+        }
+        Ok((leg, result.clone()))
+    }
+
+    /// Member `i`'s session, opened again when it is gone (or never
+    /// opened); `stale` is the session id the caller found dead.
+    async fn reopen(&self, s: &VSession, i: usize, stale: Option<&str>, caller: &Caller) -> Result<Leg, String> {
+        let mut leg = s.legs[i].lock().await;
+        if leg.sid.is_some() && leg.sid.as_deref() != stale && leg.failed.is_none() {
+            return Ok(leg.clone()); // someone else already did
+        }
+        match self.open(i, &s.init, caller).await {
+            Ok((l, _)) => {
+                self.health(i, Ok(()));
+                tracing::info!(server = %self.name, member = %self.members[i].server, "virtual server member session opened again");
+                *leg = l;
+                Ok(leg.clone())
+            }
+            Err(why) => {
+                self.failed(i, "reinitialize", &why);
+                leg.sid = None;
+                leg.failed = Some(why.clone());
+                Err(why)
+            }
+        }
+    }
+
+    /// Member `i`'s session, opening it if it failed before.
+    async fn leg(&self, s: &VSession, i: usize, caller: &Caller) -> Result<Leg, String> {
+        let leg = s.legs[i].lock().await.clone();
+        if leg.failed.is_none() && leg.up {
+            return Ok(leg);
+        }
+        self.reopen(s, i, None, caller).await
+    }
+
+    /// A request of the aggregator's own to member `i` (a list page):
+    /// its result, opening the session again once if it is gone.
+    async fn ask_member(&self, s: &VSession, i: usize, caller: &Caller, method: &str, params: Value) -> Result<Value, String> {
+        let id = json!(format!("warden-virtual-{}", s.next.fetch_add(1, Ordering::Relaxed)));
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
+        let mut leg = self.leg(s, i, caller).await?;
+        for attempt in 0..2 {
+            let resp = self.post(i, Some(&leg), caller, body.clone().into_bytes()).await?;
+            match Self::answer(resp, &id).await {
+                Ok(v) => {
+                    if let Some(e) = v.get("error") {
+                        let msg = e.get("message").and_then(Value::as_str).unwrap_or("error");
+                        return Err(format!("{method}: {msg}"));
+                    }
+                    return v.get("result").cloned().ok_or_else(|| format!("{method}: no result"));
+                }
+                Err(Failure::Gone) if attempt == 0 => {
+                    leg = self.reopen(s, i, leg.sid.as_deref(), caller).await?;
+                }
+                Err(Failure::Gone) => return Err("the member's session is gone".into()),
+                Err(Failure::Broken(why)) => return Err(why),
+            }
+        }
+        Err("unreachable".into())
+    }
+
+    /// The name member `i`'s item `real` has for the client.
+    fn exposed(&self, learned: &[Vec<Option<Vec<String>>>; 4], kind: Kind, i: usize, real: &str) -> String {
+        let m = &self.members[i];
+        if kind == Kind::Tools {
+            if let Some(a) = m.tools.get(real).and_then(|t| t.alias.clone()) {
+                return a;
+            }
+        }
+        if matches!(kind, Kind::Resources | Kind::Templates) {
+            return real.to_owned();
+        }
+        let prefixed = format!("{}_{real}", m.prefix);
+        match m.prefixing {
+            Prefixing::Always => prefixed,
+            Prefixing::Never => real.to_owned(),
+            Prefixing::Conflict => {
+                let clash = (kind == Kind::Tools && self.aliases.contains(real))
+                    || (0..i).any(|j| {
+                        self.members[j].prefixing != Prefixing::Always
+                            && learned[kind as usize]
+                                .get(j)
+                                .and_then(Option::as_ref)
+                                .is_some_and(|names| names.iter().any(|n| n == real))
+                    });
+                if clash {
+                    prefixed
+                } else {
+                    real.to_owned()
+                }
+            }
+        }
+    }
+
+    /// Reads the whole `kind` list of each member not yet known (every
+    /// page), so names can be decided and routed.
+    async fn learn(&self, s: &VSession, kind: Kind, caller: &Caller) {
+        let wanted: Vec<usize> = {
+            let l = lock(&s.learned);
+            (0..self.members.len())
+                .filter(|&i| l[kind as usize][i].is_none())
+                .collect()
+        };
+        let mut jobs = Vec::new();
+        for i in wanted {
+            jobs.push(async move {
+                let caps = match self.leg(s, i, caller).await {
+                    Ok(l) => l.capabilities,
+                    Err(_) => return (i, None),
+                };
+                if caps.get(kind.capability()).is_none() {
+                    return (i, Some(Vec::new()));
+                }
+                let mut names = Vec::new();
+                let mut cursor: Option<String> = None;
+                for _ in 0..MAX_PAGES {
+                    let params = match &cursor {
+                        Some(c) => json!({"cursor": c}),
+                        None => json!({}),
+                    };
+                    match self.ask_member(s, i, caller, kind.method(), params).await {
+                        Ok(r) => {
+                            for item in r.get(kind.items()).and_then(Value::as_array).into_iter().flatten() {
+                                if let Some(n) = item.get(kind.key()).and_then(Value::as_str) {
+                                    names.push(n.to_owned());
+                                }
+                            }
+                            cursor = r.get("nextCursor").and_then(Value::as_str).map(str::to_owned);
+                            if cursor.is_none() {
+                                break;
+                            }
+                        }
+                        Err(why) => {
+                            self.failed(i, "list", &why);
+                            return (i, None);
+                        }
+                    }
+                }
+                (i, Some(names))
+            });
+        }
+        let done = futures_util::future::join_all(jobs).await;
+        let mut l = lock(&s.learned);
+        for (i, names) in done {
+            if names.is_some() {
+                l[kind as usize][i] = names;
+            }
+        }
+    }
+
+    /// The member and upstream name behind the name `name` the client used.
+    async fn resolve(&self, s: &VSession, kind: Kind, name: &str, caller: &Caller) -> Option<(usize, String)> {
+        for pass in 0..2 {
+            {
+                let l = lock(&s.learned);
+                for i in 0..self.members.len() {
+                    for real in l[kind as usize][i].iter().flatten() {
+                        if self.exposed(&l, kind, i, real) == name {
+                            return Some((i, real.clone()));
+                        }
+                    }
+                }
+                if pass == 1 {
+                    return None;
+                }
+            }
+            // Unknown: learn anew (the member's list may have changed).
+            {
+                let mut l = lock(&s.learned);
+                for v in l[kind as usize].iter_mut() {
+                    *v = None;
+                }
+            }
+            self.learn(s, kind, caller).await;
+        }
+        None
+    }
+
+    /// The member serving resource `uri`: one that listed it, else one
+    /// whose template's fixed beginning it has (the longest), else the one
+    /// member with resources at all.
+    async fn resolve_uri(&self, s: &VSession, uri: &str, caller: &Caller) -> Option<usize> {
+        for pass in 0..2 {
+            if pass == 1 {
+                let mut l = lock(&s.learned);
+                l[Kind::Resources as usize].iter_mut().for_each(|v| *v = None);
+                l[Kind::Templates as usize].iter_mut().for_each(|v| *v = None);
+            }
+            self.learn(s, Kind::Resources, caller).await;
+            self.learn(s, Kind::Templates, caller).await;
+            let l = lock(&s.learned);
+            for i in 0..self.members.len() {
+                if l[Kind::Resources as usize][i].iter().flatten().any(|u| u == uri)
+                    || l[Kind::Templates as usize][i].iter().flatten().any(|u| u == uri)
+                {
+                    return Some(i);
+                }
+            }
+            let mut best: Option<(usize, usize)> = None;
+            for i in 0..self.members.len() {
+                for t in l[Kind::Templates as usize][i].iter().flatten() {
+                    let fixed = t.split('{').next().unwrap_or("");
+                    if !fixed.is_empty() && uri.starts_with(fixed) && best.is_none_or(|(_, n)| fixed.len() > n) {
+                        best = Some((i, fixed.len()));
+                    }
+                }
+            }
+            if let Some((i, _)) = best {
+                return Some(i);
+            }
+        }
+        let with: Vec<usize> = {
+            let mut v = Vec::new();
+            for i in 0..self.members.len() {
+                let leg = s.legs[i].lock().await;
+                if leg.capabilities.get("resources").is_some() {
+                    v.push(i);
+                }
+            }
+            v
+        };
+        (with.len() == 1).then(|| with[0])
+    }
+
+    /// The client's view of member `i`'s list item.
+    fn view(&self, learned: &[Vec<Option<Vec<String>>>; 4], kind: Kind, i: usize, mut item: Value) -> Option<(String, Value)> {
+        let real = item.get(kind.key())?.as_str()?.to_owned();
+        let name = self.exposed(learned, kind, i, &real);
+        if matches!(kind, Kind::Tools | Kind::Prompts) {
+            item["name"] = json!(name);
+        }
+        if kind == Kind::Tools {
+            if let Some(v) = self.members[i].tools.get(&real) {
+                if let Some(t) = &v.title {
+                    item["title"] = json!(t);
+                }
+                if let Some(d) = &v.description {
+                    item["description"] = json!(d);
+                }
+                if let Some(schema) = item.get_mut("inputSchema").and_then(Value::as_object_mut) {
+                    let fixed: Vec<&String> = v.hidden.keys().chain(v.defaults.keys()).collect();
+                    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+                        for k in v.hidden.keys() {
+                            props.remove(k);
+                        }
+                        for (k, d) in &v.defaults {
+                            if let Some(p) = props.get_mut(k).and_then(Value::as_object_mut) {
+                                p.insert("default".into(), d.clone());
+                            }
+                        }
+                    }
+                    if let Some(req) = schema.get_mut("required").and_then(Value::as_array_mut) {
+                        req.retain(|r| !fixed.iter().any(|k| r.as_str() == Some(k.as_str())));
+                    }
+                }
+            }
+        }
+        Some((name, item))
+    }
+
+    fn seal_cursor(&self, s: &VSession, kind: Kind, state: &[Option<Option<String>>]) -> Option<String> {
+        let payload = serde_json::to_vec(&json!({"s": s.id, "k": kind as u8, "c": state})).ok()?;
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        self.cursor_key.seal(CURSOR_PREFIX, CURSOR_AAD, nonce, payload)
+    }
+
+    fn open_cursor(&self, s: &VSession, kind: Kind, token: &str) -> Option<Vec<Option<Option<String>>>> {
+        let plain = self.cursor_key.open(CURSOR_PREFIX, CURSOR_AAD, token, 64 << 10)?;
+        let v: Value = serde_json::from_slice(&plain).ok()?;
+        if v.get("s")?.as_str()? != s.id || v.get("k")?.as_u64()? != kind as u64 {
+            return None;
+        }
+        let c: Vec<Option<Option<String>>> = serde_json::from_value(v.get("c")?.clone()).ok()?;
+        (c.len() == self.members.len()).then_some(c)
+    }
+
+    /// One merged page of a list.
+    async fn list(&self, s: &VSession, kind: Kind, params: Option<&Members>, id: &Value, caller: &Caller) -> Value {
+        let cursor: Option<String> = params.and_then(|p| member(p, "cursor"));
+        // Per member: None = done; Some(None) = from the start; Some(Some(c)) = from c.
+        let state = match &cursor {
+            Some(c) => match self.open_cursor(s, kind, c) {
+                Some(st) => st,
+                None => return error_value(Some(id), -32602, "Invalid cursor"),
+            },
+            None => vec![Some(None); self.members.len()],
+        };
+        self.learn(s, kind, caller).await;
+        let mut jobs = Vec::new();
+        for (i, st) in state.iter().enumerate() {
+            let Some(from) = st.clone() else { continue };
+            jobs.push(async move {
+                let caps = match self.leg(s, i, caller).await {
+                    Ok(l) => l.capabilities,
+                    Err(why) => return (i, Err(why)),
+                };
+                if caps.get(kind.capability()).is_none() {
+                    return (i, Ok(json!({})));
+                }
+                let params = match &from {
+                    Some(c) => json!({"cursor": c}),
+                    None => json!({}),
+                };
+                (i, self.ask_member(s, i, caller, kind.method(), params).await)
+            });
+        }
+        let pages = futures_util::future::join_all(jobs).await;
+        let mut next: Vec<Option<Option<String>>> = vec![None; self.members.len()];
+        let mut items = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let learned = lock(&s.learned).clone();
+        for (i, page) in pages {
+            match page {
+                Ok(r) => {
+                    self.health(i, Ok(()));
+                    for item in r.get(kind.items()).and_then(Value::as_array).cloned().unwrap_or_default() {
+                        if let Some((name, item)) = self.view(&learned, kind, i, item) {
+                            if seen.insert(name) {
+                                items.push(item);
+                            }
+                        }
+                    }
+                    if let Some(c) = r.get("nextCursor").and_then(Value::as_str) {
+                        next[i] = Some(Some(c.to_owned()));
+                    }
+                }
+                // Left out of the listing; the others are served.
+                Err(why) => self.failed(i, "list", &why),
+            }
+        }
+        let mut result = serde_json::Map::new();
+        result.insert(kind.items().into(), Value::from(items));
+        if next.iter().any(Option::is_some) {
+            if let Some(c) = self.seal_cursor(s, kind, &next) {
+                result.insert("nextCursor".into(), json!(c));
+            }
+        }
+        json!({"jsonrpc": "2.0", "id": id, "result": result})
+    }
+
+    /// A new session: every member's opened with the client's params.
+    async fn initialize(&self, m: &Members, caller: &Caller) -> Response<Body> {
+        let id: Value = member(m, "id").unwrap_or(Value::Null);
+        if self.retired.load(Ordering::Relaxed) {
+            return json_response(StatusCode::OK, None, &error_value(Some(&id), -32603, "the virtual server changed: initialize again"));
+        }
+        let init: Box<RawValue> = m
+            .get("params")
+            .cloned()
+            .unwrap_or_else(|| raw(&json!({})));
+        let requested = serde_json::from_str::<Value>(init.get())
+            .ok()
+            .and_then(|p| p.get("protocolVersion").and_then(Value::as_str).map(str::to_owned));
+        let opened = futures_util::future::join_all(
+            (0..self.members.len()).map(|i| self.open(i, &init, caller)),
+        )
+        .await;
+        let mut legs = Vec::new();
+        let mut results = Vec::new();
+        let mut failures = Vec::new();
+        for (i, r) in opened.into_iter().enumerate() {
+            match r {
+                Ok((leg, result)) => {
+                    self.health(i, Ok(()));
+                    results.push((i, result));
+                    legs.push(leg);
+                }
+                Err(why) => {
+                    self.failed(i, "initialize", &why);
+                    failures.push(format!("{}: {why}", self.members[i].server));
+                    legs.push(Leg {
+                        failed: Some(why),
+                        ..Leg::default()
+                    });
+                }
+            }
+        }
+        if results.is_empty() {
+            let msg = format!("no member of `{}` could be initialized ({})", self.name, failures.join("; "));
+            return json_response(StatusCode::OK, None, &error_value(Some(&id), -32603, &msg));
+        }
+        // The version every member agreed on, else the oldest any chose.
+        let versions: Vec<&str> = results
+            .iter()
+            .filter_map(|(_, r)| r.get("protocolVersion").and_then(Value::as_str))
+            .collect();
+        let version = match requested.as_deref() {
+            Some(v) if versions.iter().all(|x| *x == v) => v.to_owned(),
+            _ => versions.iter().min().copied().unwrap_or("2025-06-18").to_owned(),
+        };
+        let mut caps = serde_json::Map::new();
+        let any = |path: &str| results.iter().any(|(_, r)| r.pointer(path).is_some());
+        let flag = |path: &str| results.iter().any(|(_, r)| r.pointer(path) == Some(&Value::Bool(true)));
+        if any("/capabilities/tools") {
+            caps.insert("tools".into(), json!({"listChanged": flag("/capabilities/tools/listChanged")}));
+        }
+        if any("/capabilities/prompts") {
+            caps.insert("prompts".into(), json!({"listChanged": flag("/capabilities/prompts/listChanged")}));
+        }
+        if any("/capabilities/resources") {
+            caps.insert(
+                "resources".into(),
+                json!({
+                    "listChanged": flag("/capabilities/resources/listChanged"),
+                    "subscribe": flag("/capabilities/resources/subscribe"),
+                }),
+            );
+        }
+        if any("/capabilities/logging") {
+            caps.insert("logging".into(), json!({}));
+        }
+        if any("/capabilities/completions") {
+            caps.insert("completions".into(), json!({}));
+        }
+        let instructions: Vec<String> = results
+            .iter()
+            .filter_map(|(i, r)| {
+                r.get("instructions")
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.trim().is_empty())
+                    .map(|t| format!("## {}\n{t}", self.members[*i].server))
+            })
+            .collect();
+        let mut result = json!({
+            "protocolVersion": version,
+            "capabilities": caps,
+            "serverInfo": {"name": self.name, "version": env!("CARGO_PKG_VERSION")},
+        });
+        if !instructions.is_empty() {
+            result["instructions"] = json!(instructions.join("\n\n"));
+        }
+        let sid = hex::encode(rand::random::<[u8; 16]>());
+        let n = self.members.len();
+        let session = Arc::new(VSession {
+            id: sid.clone(),
+            owner: caller.owner.clone(),
+            init,
+            legs: legs.into_iter().map(tokio::sync::Mutex::new).collect(),
+            learned: Mutex::new([vec![None; n], vec![None; n], vec![None; n], vec![None; n]]),
+            asked: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            get: Mutex::new(None),
+            last_used: Mutex::new(Instant::now()),
+        });
+        lock(&self.sessions).insert(sid.clone(), session);
+        json_response(
+            StatusCode::OK,
+            Some(&sid),
+            &json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        )
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let authorised = req
+            .headers()
+            .get(SECRET_HEADER)
+            .is_some_and(|v| crate::stdio::same(v.as_bytes(), self.outer_secret.as_bytes()));
+        if !authorised {
+            return plain(StatusCode::FORBIDDEN);
+        }
+        let caller = Caller::of(&req, self.api_key.as_deref());
+        let session = req
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|sid| lock(&self.sessions).get(sid).cloned())
+            // Bound to the principal that opened it.
+            .filter(|s| crate::stdio::same(s.owner.as_bytes(), caller.owner.as_bytes()));
+        if let Some(s) = &session {
+            *lock(&s.last_used) = Instant::now();
+        }
+        let has_sid = req.headers().contains_key("mcp-session-id");
+        match *req.method() {
+            Method::POST => self.post_message(req, session, has_sid, caller).await,
+            Method::GET => match session {
+                Some(s) => self.get(s, caller),
+                None => not_found(),
+            },
+            Method::DELETE => match session {
+                Some(s) => {
+                    lock(&self.sessions).remove(&s.id);
+                    self.end(&s, &caller).await;
+                    plain(StatusCode::OK)
+                }
+                None => not_found(),
+            },
+            _ => plain(StatusCode::METHOD_NOT_ALLOWED),
+        }
+    }
+
+    /// Ends every member session of `s`.
+    async fn end(&self, s: &VSession, caller: &Caller) {
+        let mut jobs = Vec::new();
+        for i in 0..self.members.len() {
+            let leg = s.legs[i].lock().await.clone();
+            let Some(sid) = leg.sid else { continue };
+            let mut rb = self
+                .client
+                .delete(self.url(i))
+                .header(SECRET_HEADER, &self.inner_secret)
+                .header("mcp-session-id", sid);
+            if !leg.version.is_empty() {
+                rb = rb.header("mcp-protocol-version", &leg.version);
+            }
+            for (k, v) in &caller.headers {
+                rb = rb.header(k, v);
+            }
+            jobs.push(rb.send());
+        }
+        let _ = futures_util::future::join_all(jobs).await;
+    }
+
+    async fn post_message(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        session: Option<Arc<VSession>>,
+        has_sid: bool,
+        caller: Caller,
+    ) -> Response<Body> {
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE),
+        };
+        if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                None,
+                &error_value(None, -32600, "a virtual server takes one JSON-RPC message per request (no batches)"),
+            );
+        }
+        let Ok(mut m) = serde_json::from_slice::<Members>(&body) else {
+            return json_response(StatusCode::BAD_REQUEST, None, &error_value(None, -32700, "Parse error"));
+        };
+        let method: Option<String> = member(&m, "method");
+        let id: Option<Value> = member(&m, "id");
+        match (method.as_deref(), &id) {
+            (Some("initialize"), Some(_)) => return self.initialize(&m, &caller).await,
+            (Some("ping"), Some(id)) if session.is_some() || !has_sid => {
+                return json_response(StatusCode::OK, None, &json!({"jsonrpc": "2.0", "id": id, "result": {}}));
+            }
+            (Some("server/discover"), Some(id)) if session.is_none() => {
+                // Sessions only: a 2026-07-28 client falls back to initialize.
+                return json_response(StatusCode::OK, None, &error_value(Some(id), -32601, "Method not found: server/discover (this virtual server speaks initialize)"));
+            }
+            _ => {}
+        }
+        let Some(s) = session else {
+            return if has_sid {
+                not_found()
+            } else {
+                json_response(StatusCode::BAD_REQUEST, None, &error_value(id.as_ref(), -32600, "Bad Request: no valid session ID; initialize first"))
+            };
+        };
+        match (method, id) {
+            (Some(method), Some(id)) => self.request(s, &mut m, &method, id, caller).await,
+            (Some(method), None) => {
+                self.notification(&s, &m, &method, &caller).await;
+                plain(StatusCode::ACCEPTED)
+            }
+            (None, Some(id)) => {
+                self.client_answer(&s, &mut m, &id, &caller).await;
+                plain(StatusCode::ACCEPTED)
+            }
+            (None, None) => json_response(StatusCode::BAD_REQUEST, None, &error_value(None, -32600, "Invalid Request")),
+        }
+    }
+
+    /// The client answers a server→client request: to the member that asked.
+    async fn client_answer(&self, s: &VSession, m: &mut Members, id: &Value, caller: &Caller) {
+        let Some((i, original)) = id.as_u64().and_then(|b| lock(&s.asked).remove(&b)) else {
+            return;
+        };
+        m.insert("id".into(), raw(&original));
+        let Ok(body) = serde_json::to_vec(m) else { return };
+        let leg = s.legs[i].lock().await.clone();
+        if let Ok(r) = self.post(i, Some(&leg), caller, body).await {
+            let _ = r.bytes().await;
+        }
+    }
+
+    async fn notification(&self, s: &VSession, m: &Members, method: &str, caller: &Caller) {
+        let targets: Vec<usize> = match method {
+            "notifications/cancelled" => {
+                let wanted = member::<Members>(m, "params")
+                    .and_then(|p| member::<Value>(&p, "requestId"))
+                    .map(|v| v.to_string());
+                match wanted.and_then(|w| lock(&s.inflight).get(&w).copied()) {
+                    Some(i) => vec![i],
+                    None => return,
+                }
+            }
+            // Already sent to each member when its session opened.
+            "notifications/initialized" => return,
+            "notifications/roots/list_changed" => (0..self.members.len()).collect(),
+            _ => return,
+        };
+        let Ok(body) = serde_json::to_vec(m) else { return };
+        for i in targets {
+            let leg = s.legs[i].lock().await.clone();
+            if leg.sid.is_none() {
+                continue;
+            }
+            if let Ok(r) = self.post(i, Some(&leg), caller, body.clone()).await {
+                let _ = r.bytes().await;
+            }
+        }
+    }
+
+    /// A client request: answered here (lists, logging level) or routed.
+    async fn request(self: Arc<Self>, s: Arc<VSession>, m: &mut Members, method: &str, id: Value, caller: Caller) -> Response<Body> {
+        if let Some(kind) = Kind::of(method) {
+            let params: Option<Members> = member(m, "params");
+            let v = self.list(&s, kind, params.as_ref(), &id, &caller).await;
+            return json_response(StatusCode::OK, None, &v);
+        }
+        let params: Members = member(m, "params").unwrap_or_default();
+        let target = match method {
+            "tools/call" | "prompts/get" => {
+                let kind = if method == "tools/call" { Kind::Tools } else { Kind::Prompts };
+                let Some(name) = member::<String>(&params, "name") else {
+                    return json_response(StatusCode::OK, None, &error_value(Some(&id), -32602, "Invalid params: no name"));
+                };
+                match self.resolve(&s, kind, &name, &caller).await {
+                    Some(t) => Some((t.0, Some((kind, t.1)))),
+                    None => {
+                        let what = if kind == Kind::Tools { "tool" } else { "prompt" };
+                        return json_response(StatusCode::OK, None, &error_value(Some(&id), -32602, &format!("Unknown {what}: {name}")));
+                    }
+                }
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let Some(uri) = member::<String>(&params, "uri") else {
+                    return json_response(StatusCode::OK, None, &error_value(Some(&id), -32602, "Invalid params: no uri"));
+                };
+                self.resolve_uri(&s, &uri, &caller).await.map(|i| (i, None))
+            }
+            "completion/complete" => {
+                let r: Option<Value> = member(&params, "ref");
+                let kind = r.as_ref().and_then(|r| r.get("type")).and_then(Value::as_str);
+                match (kind, r.as_ref()) {
+                    (Some("ref/prompt"), Some(r)) => {
+                        let name = r.get("name").and_then(Value::as_str).unwrap_or("");
+                        match self.resolve(&s, Kind::Prompts, name, &caller).await {
+                            Some((i, real)) => {
+                                let mut p = params.clone();
+                                let mut r = r.clone();
+                                r["name"] = json!(real);
+                                p.insert("ref".into(), raw(&r));
+                                m.insert("params".into(), raw_members(&p));
+                                Some((i, None))
+                            }
+                            None => None,
+                        }
+                    }
+                    (Some("ref/resource"), Some(r)) => {
+                        let uri = r.get("uri").and_then(Value::as_str).unwrap_or("");
+                        self.resolve_uri(&s, uri, &caller).await.map(|i| (i, None))
+                    }
+                    _ => None,
+                }
+            }
+            "logging/setLevel" => {
+                let Ok(body) = serde_json::to_vec(m) else {
+                    return plain(StatusCode::BAD_REQUEST);
+                };
+                for i in 0..self.members.len() {
+                    let leg = s.legs[i].lock().await.clone();
+                    if leg.sid.is_some() && leg.capabilities.get("logging").is_some() {
+                        if let Ok(r) = self.post(i, Some(&leg), &caller, body.clone()).await {
+                            let _ = r.bytes().await;
+                        }
+                    }
+                }
+                return json_response(StatusCode::OK, None, &json!({"jsonrpc": "2.0", "id": id, "result": {}}));
+            }
+            _ => {
+                return json_response(StatusCode::OK, None, &error_value(Some(&id), -32601, &format!("Method not found: {method}")));
+            }
+        };
+        let Some((i, named)) = target else {
+            let msg = match method {
+                "completion/complete" => "Invalid params: unknown completion reference".to_owned(),
+                _ => "Resource not found".to_owned(),
+            };
+            return json_response(StatusCode::OK, None, &error_value(Some(&id), -32602, &msg));
+        };
+        // The member's own name, and the arguments the bundle fixes.
+        if let Some((kind, real)) = named {
+            let mut p = params.clone();
+            p.insert("name".into(), raw(&json!(real)));
+            if kind == Kind::Tools {
+                if let Some(view) = self.members[i].tools.get(&real) {
+                    if !view.hidden.is_empty() || !view.defaults.is_empty() {
+                        let mut args: Members = member(&p, "arguments").unwrap_or_default();
+                        for (k, v) in &view.hidden {
+                            if args.contains_key(k) {
+                                return json_response(
+                                    StatusCode::OK,
+                                    None,
+                                    &error_value(Some(&id), -32602, &format!("Invalid params: argument `{k}` is set by the gateway")),
+                                );
+                            }
+                            args.insert(k.clone(), raw(v));
+                        }
+                        for (k, v) in &view.defaults {
+                            args.entry(k.clone()).or_insert_with(|| raw(v));
+                        }
+                        p.insert("arguments".into(), raw_members(&args));
+                    }
+                }
+            }
+            m.insert("params".into(), raw_members(&p));
+        }
+        let Ok(body) = serde_json::to_vec(m) else {
+            return plain(StatusCode::BAD_REQUEST);
+        };
+        self.relay(s, i, body, id, caller).await
+    }
+
+    /// Sends a routed request to member `i` and passes its answer on: a
+    /// JSON answer as it came, a stream event by event.
+    async fn relay(self: Arc<Self>, s: Arc<VSession>, i: usize, body: Vec<u8>, id: Value, caller: Caller) -> Response<Body> {
+        let unavailable = |why: &str| {
+            json_response(
+                StatusCode::OK,
+                None,
+                &error_value(Some(&id), -32603, &format!("`{}` is unavailable: {why}", self.members[i].server)),
+            )
+        };
+        let mut leg = match self.leg(&s, i, &caller).await {
+            Ok(l) => l,
+            Err(why) => return unavailable(&why),
+        };
+        let key = id.to_string();
+        let mut resp = None;
+        for attempt in 0..2 {
+            match self.post(i, Some(&leg), &caller, body.clone()).await {
+                Ok(r) if r.status() == StatusCode::NOT_FOUND && attempt == 0 => {
+                    leg = match self.reopen(&s, i, leg.sid.as_deref(), &caller).await {
+                        Ok(l) => l,
+                        Err(why) => return unavailable(&why),
+                    };
+                }
+                Ok(r) => {
+                    resp = Some(r);
+                    break;
+                }
+                Err(why) => {
+                    self.failed(i, "call", &why);
+                    return unavailable("not reachable");
+                }
+            }
+        }
+        let Some(resp) = resp else {
+            return unavailable("its session is gone");
+        };
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        if !ct.starts_with("text/event-stream") {
+            // The member leg's answer as it came (an error the gateway or
+            // the member gave included).
+            let mut extra = Vec::new();
+            if let Some(w) = resp.headers().get("www-authenticate") {
+                extra.push((http::header::WWW_AUTHENTICATE, w.clone()));
+            }
+            let b = resp.bytes().await.unwrap_or_default();
+            if status.is_server_error() {
+                self.failed(i, "call", &format!("HTTP {status}"));
+            }
+            let mut r = Response::new(Full::new(b).boxed());
+            *r.status_mut() = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            if let Ok(v) = HeaderValue::from_str(&ct) {
+                if !ct.is_empty() {
+                    r.headers_mut().insert("content-type", v);
+                }
+            }
+            for (k, v) in extra {
+                r.headers_mut().insert(k, v);
+            }
+            return r;
+        }
+        lock(&s.inflight).insert(key.clone(), i);
+        let (tx, rx) = mpsc::channel::<Bytes>(STREAM_DEPTH);
+        let me = self.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut reader = SseReader::default();
+            let mut stream = resp.bytes_stream();
+            let mut answered = false;
+            'read: loop {
+                let chunk = tokio::select! {
+                    c = stream.next() => c,
+                    _ = tx.closed() => break 'read,
+                };
+                let Some(Ok(chunk)) = chunk else { break };
+                let Ok(events) = reader.push(&chunk) else { break };
+                for d in events {
+                    let Ok(mut v) = serde_json::from_str::<Value>(&d) else { continue };
+                    if is_response(&v) && v.get("id") == Some(&id) {
+                        answered = true;
+                    } else if !me.from_member(&s, i, &mut v) {
+                        continue;
+                    }
+                    if tx.send(sse_event(&v)).await.is_err() {
+                        break 'read;
+                    }
+                    if answered {
+                        break 'read;
+                    }
+                }
+            }
+            if !answered && !tx.is_closed() {
+                let _ = tx.send(sse_event(&error_value(Some(&id), -32603, &format!("`{}` ended its stream without an answer", me.members[i].server)))).await;
+            }
+            lock(&s.inflight).remove(&key);
+        });
+        sse(rx, None)
+    }
+
+    /// A message a member sent on its own (on a call's stream or its GET
+    /// stream), made the client's: a server→client request gets an id of
+    /// the aggregator's; a list change makes its names be learned again.
+    /// `false`: not passed on.
+    fn from_member(&self, s: &VSession, i: usize, v: &mut Value) -> bool {
+        let Some(method) = v.get("method").and_then(Value::as_str).map(str::to_owned) else {
+            // A response to nothing the client asked (here): not passed on.
+            return false;
+        };
+        if let Some(mid) = v.get("id").cloned() {
+            let bid = s.next.fetch_add(1, Ordering::Relaxed);
+            lock(&s.asked).insert(bid, (i, mid));
+            v["id"] = json!(bid);
+            return true;
+        }
+        let changed = Kind::changed(&method);
+        if !changed.is_empty() {
+            let mut l = lock(&s.learned);
+            for k in changed {
+                l[*k as usize][i] = None;
+            }
+        }
+        true
+    }
+
+    /// The merged GET stream of a session.
+    fn get(self: Arc<Self>, s: Arc<VSession>, caller: Caller) -> Response<Body> {
+        let (tx, rx) = mpsc::channel::<Bytes>(STREAM_DEPTH);
+        *lock(&s.get) = Some(tx.clone());
+        for i in 0..self.members.len() {
+            let me = self.clone();
+            let s = s.clone();
+            let tx = tx.clone();
+            let caller = caller.clone();
+            tokio::spawn(async move {
+                use futures_util::StreamExt;
+                let leg = s.legs[i].lock().await.clone();
+                let Some(sid) = leg.sid.clone() else { return };
+                let mut rb = me
+                    .client
+                    .get(me.url(i))
+                    .header(SECRET_HEADER, &me.inner_secret)
+                    .header("accept", "text/event-stream")
+                    .header("mcp-session-id", sid);
+                if !leg.version.is_empty() {
+                    rb = rb.header("mcp-protocol-version", &leg.version);
+                }
+                for (k, v) in &caller.headers {
+                    rb = rb.header(k, v);
+                }
+                let resp = tokio::select! {
+                    r = rb.send() => r,
+                    _ = tx.closed() => return,
+                };
+                let Ok(resp) = resp else { return };
+                if resp.status() != StatusCode::OK {
+                    return;
+                }
+                let mut reader = SseReader::default();
+                let mut stream = resp.bytes_stream();
+                loop {
+                    let chunk = tokio::select! {
+                        c = stream.next() => c,
+                        _ = tx.closed() => return,
+                    };
+                    let Some(Ok(chunk)) = chunk else { return };
+                    let Ok(events) = reader.push(&chunk) else { return };
+                    for d in events {
+                        let Ok(mut v) = serde_json::from_str::<Value>(&d) else { continue };
+                        if !me.from_member(&s, i, &mut v) {
+                            continue;
+                        }
+                        // A client that does not read loses the stream.
+                        if tx.try_send(sse_event(&v)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        drop(tx);
+        sse(rx, None)
+    }
+}
+
+fn raw_members(m: &Members) -> Box<RawValue> {
+    serde_json::to_string(m)
+        .ok()
+        .and_then(|t| RawValue::from_string(t).ok())
+        .unwrap_or_else(|| raw(&json!({})))
+}
+
+fn plain(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+fn not_found() -> Response<Body> {
+    json_response(StatusCode::NOT_FOUND, None, &error_value(None, -32001, "Session not found"))
+}
+
+fn json_response(status: StatusCode, session: Option<&str>, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    if let Some(s) = session.and_then(|s| HeaderValue::from_str(s).ok()) {
+        r.headers_mut().insert("mcp-session-id", s);
+    }
+    r
+}
+
+fn sse(rx: mpsc::Receiver<Bytes>, session: Option<&str>) -> Response<Body> {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let b = rx.recv().await?;
+        Some((Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    let h = r.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("text/event-stream"));
+    h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    if let Some(s) = session.and_then(|s| HeaderValue::from_str(s).ok()) {
+        h.insert("mcp-session-id", s);
+    }
+    r
+}
+
+async fn serve(listener: std::net::TcpListener, agg: Arc<Aggregator>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("virtual server: {e}");
+            return;
+        }
+    };
+    // Idle sessions end, and their member sessions with them.
+    let reaper = agg.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            let mut idle = Vec::new();
+            lock(&reaper.sessions).retain(|_, s| {
+                let quiet = lock(&s.last_used).elapsed() >= IDLE;
+                if quiet {
+                    idle.push(s.clone());
+                }
+                !quiet
+            });
+            for s in idle {
+                reaper.end(&s, &Caller::default()).await;
+            }
+        }
+    });
+    let slots = Arc::new(tokio::sync::Semaphore::new(4096));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let agg = agg.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let svc = hyper::service::service_fn(move |req| {
+                let a = agg.clone();
+                async move { Ok::<_, Infallible>(a.handle(req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_are_read_across_chunks() {
+        let mut r = SseReader::default();
+        assert!(r.push(b"event: message\ndata: {\"a\"").unwrap().is_empty());
+        let got = r.push(b":1}\n\n: comment\n\ndata: x\r\n\r\nid: 3\ndata: y\ndata: z\n\n").unwrap();
+        assert_eq!(got, vec!["{\"a\":1}".to_owned(), "x".into(), "y\nz".into()]);
+    }
+}
