@@ -281,7 +281,10 @@ impl Stdio {
 
 fn virtual_server(raw: &raw::VirtualConfig, base: &str, p: &mut Problems) -> Virtual {
     if raw.members.is_empty() {
-        p.push(format!("{base}.members"), "a virtual server needs at least one member");
+        p.push(
+            format!("{base}.members"),
+            "a virtual server needs at least one member",
+        );
     }
     let mut members = Vec::new();
     for (i, m) in raw.members.iter().enumerate() {
@@ -306,7 +309,11 @@ fn virtual_server(raw: &raw::VirtualConfig, base: &str, p: &mut Problems) -> Vir
             );
         }
         let path = m.path.clone().unwrap_or_else(|| "/mcp".into());
-        if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#') {
+        if !path.starts_with('/')
+            || path
+                .bytes()
+                .any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#')
+        {
             p.push(format!("{mb}.path"), "must be a path such as `/mcp`");
         }
         let mut tools = std::collections::BTreeMap::new();
@@ -363,8 +370,7 @@ fn virtual_server(raw: &raw::VirtualConfig, base: &str, p: &mut Problems) -> Vir
 /// MCP's tool name characters (SEP-986).
 fn valid_tool_name(n: &str) -> bool {
     (1..=128).contains(&n.len())
-        && n
-            .bytes()
+        && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 

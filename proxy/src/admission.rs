@@ -170,7 +170,9 @@ pub async fn admit(
         .map(|a| a.ip());
     if ctx.via.is_some() {
         // The client of the virtual server, as its aggregator was told.
-        if let Some(ip) = header_str(req, crate::aggregate::SOURCE_HEADER).and_then(|v| v.parse().ok()) {
+        if let Some(ip) =
+            header_str(req, crate::aggregate::SOURCE_HEADER).and_then(|v| v.parse().ok())
+        {
             ctx.source_ip = Some(ip);
         }
     }

@@ -107,7 +107,12 @@ impl Kind {
         })
     }
     fn method(self) -> &'static str {
-        ["tools/list", "prompts/list", "resources/list", "resources/templates/list"][self as usize]
+        [
+            "tools/list",
+            "prompts/list",
+            "resources/list",
+            "resources/templates/list",
+        ][self as usize]
     }
     /// The result member holding the items.
     fn items(self) -> &'static str {
@@ -161,9 +166,34 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The `--listen` addresses that replace the bundle's listeners.
+static LISTEN: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Records the `--listen` addresses (plain listeners replacing the bundle's).
+pub fn listening_on(addresses: &[String]) {
+    let _ = LISTEN.set(addresses.to_vec());
+}
+
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
 /// Where the gateway can call itself: its first listener that needs no
 /// client certificate.
 fn gateway_base(cfg: &Config) -> std::io::Result<(String, bool)> {
+    if let Some(a) = LISTEN
+        .get()
+        .into_iter()
+        .flatten()
+        .find_map(|a| a.parse::<SocketAddr>().ok())
+    {
+        return Ok((format!("http://{}", reachable(a)), false));
+    }
     for l in &cfg.listeners {
         if l.tls.as_ref().is_some_and(|t| t.client_auth_required) {
             continue;
@@ -171,14 +201,9 @@ fn gateway_base(cfg: &Config) -> std::io::Result<(String, bool)> {
         let Ok(addr) = l.address.parse::<SocketAddr>() else {
             continue;
         };
-        let ip = match addr.ip() {
-            std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
-            ip => ip,
-        };
         let tls = l.tls.is_some();
         let scheme = if tls { "https" } else { "http" };
-        return Ok((format!("{scheme}://{}", SocketAddr::new(ip, addr.port())), tls));
+        return Ok((format!("{scheme}://{}", reachable(addr)), tls));
     }
     Err(std::io::Error::other(
         "a virtual server needs a listener the gateway can call itself on (plain, or TLS without required client certificates)",
@@ -378,7 +403,9 @@ impl Caller {
             Some(SOURCE_HEADER),
         ];
         for n in names.into_iter().flatten() {
-            if let (Ok(name), Some(v)) = (HeaderName::from_bytes(n.as_bytes()), req.headers().get(n)) {
+            if let (Ok(name), Some(v)) =
+                (HeaderName::from_bytes(n.as_bytes()), req.headers().get(n))
+            {
                 headers.push((name, v.clone()));
             }
         }
@@ -408,7 +435,8 @@ fn member<T: serde::de::DeserializeOwned>(m: &Members, name: &str) -> Option<T> 
 }
 
 fn raw(v: &Value) -> Box<RawValue> {
-    RawValue::from_string(v.to_string()).unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default())
+    RawValue::from_string(v.to_string())
+        .unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default())
 }
 
 fn is_response(v: &Value) -> bool {
@@ -481,7 +509,10 @@ fn sse_event(v: &Value) -> Bytes {
 impl Aggregator {
     fn url(&self, i: usize) -> String {
         let m = &self.members[i];
-        format!("{}{VIRTUAL_PREFIX}/{}/{}{}", self.base, self.name, m.server, m.path)
+        format!(
+            "{}{VIRTUAL_PREFIX}/{}/{}{}",
+            self.base, self.name, m.server, m.path
+        )
     }
 
     fn health(&self, i: usize, result: Result<(), &str>) {
@@ -587,7 +618,12 @@ impl Aggregator {
     }
 
     /// Opens member `i`'s session with the client's `initialize` params.
-    async fn open(&self, i: usize, init: &RawValue, caller: &Caller) -> Result<(Leg, Value), String> {
+    async fn open(
+        &self,
+        i: usize,
+        init: &RawValue,
+        caller: &Caller,
+    ) -> Result<(Leg, Value), String> {
         let id = json!("warden-virtual-init");
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":"warden-virtual-init","method":"initialize","params":{}}}"#,
@@ -631,7 +667,13 @@ impl Aggregator {
 
     /// Member `i`'s session, opened again when it is gone (or never
     /// opened); `stale` is the session id the caller found dead.
-    async fn reopen(&self, s: &VSession, i: usize, stale: Option<&str>, caller: &Caller) -> Result<Leg, String> {
+    async fn reopen(
+        &self,
+        s: &VSession,
+        i: usize,
+        stale: Option<&str>,
+        caller: &Caller,
+    ) -> Result<Leg, String> {
         let mut leg = s.legs[i].lock().await;
         if leg.sid.is_some() && leg.sid.as_deref() != stale && leg.failed.is_none() {
             return Ok(leg.clone()); // someone else already did
@@ -663,19 +705,35 @@ impl Aggregator {
 
     /// A request of the aggregator's own to member `i` (a list page):
     /// its result, opening the session again once if it is gone.
-    async fn ask_member(&self, s: &VSession, i: usize, caller: &Caller, method: &str, params: Value) -> Result<Value, String> {
-        let id = json!(format!("warden-virtual-{}", s.next.fetch_add(1, Ordering::Relaxed)));
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
+    async fn ask_member(
+        &self,
+        s: &VSession,
+        i: usize,
+        caller: &Caller,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, String> {
+        let id = json!(format!(
+            "warden-virtual-{}",
+            s.next.fetch_add(1, Ordering::Relaxed)
+        ));
+        let body =
+            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
         let mut leg = self.leg(s, i, caller).await?;
         for attempt in 0..2 {
-            let resp = self.post(i, Some(&leg), caller, body.clone().into_bytes()).await?;
+            let resp = self
+                .post(i, Some(&leg), caller, body.clone().into_bytes())
+                .await?;
             match Self::answer(resp, &id).await {
                 Ok(v) => {
                     if let Some(e) = v.get("error") {
                         let msg = e.get("message").and_then(Value::as_str).unwrap_or("error");
                         return Err(format!("{method}: {msg}"));
                     }
-                    return v.get("result").cloned().ok_or_else(|| format!("{method}: no result"));
+                    return v
+                        .get("result")
+                        .cloned()
+                        .ok_or_else(|| format!("{method}: no result"));
                 }
                 Err(Failure::Gone) if attempt == 0 => {
                     leg = self.reopen(s, i, leg.sid.as_deref(), caller).await?;
@@ -688,7 +746,13 @@ impl Aggregator {
     }
 
     /// The name member `i`'s item `real` has for the client.
-    fn exposed(&self, learned: &[Vec<Option<Vec<String>>>; 4], kind: Kind, i: usize, real: &str) -> String {
+    fn exposed(
+        &self,
+        learned: &[Vec<Option<Vec<String>>>; 4],
+        kind: Kind,
+        i: usize,
+        real: &str,
+    ) -> String {
         let m = &self.members[i];
         if kind == Kind::Tools {
             if let Some(a) = m.tools.get(real).and_then(|t| t.alias.clone()) {
@@ -748,12 +812,20 @@ impl Aggregator {
                     };
                     match self.ask_member(s, i, caller, kind.method(), params).await {
                         Ok(r) => {
-                            for item in r.get(kind.items()).and_then(Value::as_array).into_iter().flatten() {
+                            for item in r
+                                .get(kind.items())
+                                .and_then(Value::as_array)
+                                .into_iter()
+                                .flatten()
+                            {
                                 if let Some(n) = item.get(kind.key()).and_then(Value::as_str) {
                                     names.push(n.to_owned());
                                 }
                             }
-                            cursor = r.get("nextCursor").and_then(Value::as_str).map(str::to_owned);
+                            cursor = r
+                                .get("nextCursor")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned);
                             if cursor.is_none() {
                                 break;
                             }
@@ -777,7 +849,13 @@ impl Aggregator {
     }
 
     /// The member and upstream name behind the name `name` the client used.
-    async fn resolve(&self, s: &VSession, kind: Kind, name: &str, caller: &Caller) -> Option<(usize, String)> {
+    async fn resolve(
+        &self,
+        s: &VSession,
+        kind: Kind,
+        name: &str,
+        caller: &Caller,
+    ) -> Option<(usize, String)> {
         for pass in 0..2 {
             {
                 let l = lock(&s.learned);
@@ -811,15 +889,25 @@ impl Aggregator {
         for pass in 0..2 {
             if pass == 1 {
                 let mut l = lock(&s.learned);
-                l[Kind::Resources as usize].iter_mut().for_each(|v| *v = None);
-                l[Kind::Templates as usize].iter_mut().for_each(|v| *v = None);
+                l[Kind::Resources as usize]
+                    .iter_mut()
+                    .for_each(|v| *v = None);
+                l[Kind::Templates as usize]
+                    .iter_mut()
+                    .for_each(|v| *v = None);
             }
             self.learn(s, Kind::Resources, caller).await;
             self.learn(s, Kind::Templates, caller).await;
             let l = lock(&s.learned);
             for i in 0..self.members.len() {
-                if l[Kind::Resources as usize][i].iter().flatten().any(|u| u == uri)
-                    || l[Kind::Templates as usize][i].iter().flatten().any(|u| u == uri)
+                if l[Kind::Resources as usize][i]
+                    .iter()
+                    .flatten()
+                    .any(|u| u == uri)
+                    || l[Kind::Templates as usize][i]
+                        .iter()
+                        .flatten()
+                        .any(|u| u == uri)
                 {
                     return Some(i);
                 }
@@ -828,7 +916,10 @@ impl Aggregator {
             for i in 0..self.members.len() {
                 for t in l[Kind::Templates as usize][i].iter().flatten() {
                     let fixed = t.split('{').next().unwrap_or("");
-                    if !fixed.is_empty() && uri.starts_with(fixed) && best.is_none_or(|(_, n)| fixed.len() > n) {
+                    if !fixed.is_empty()
+                        && uri.starts_with(fixed)
+                        && best.is_none_or(|(_, n)| fixed.len() > n)
+                    {
                         best = Some((i, fixed.len()));
                     }
                 }
@@ -851,7 +942,13 @@ impl Aggregator {
     }
 
     /// The client's view of member `i`'s list item.
-    fn view(&self, learned: &[Vec<Option<Vec<String>>>; 4], kind: Kind, i: usize, mut item: Value) -> Option<(String, Value)> {
+    fn view(
+        &self,
+        learned: &[Vec<Option<Vec<String>>>; 4],
+        kind: Kind,
+        i: usize,
+        mut item: Value,
+    ) -> Option<(String, Value)> {
         let real = item.get(kind.key())?.as_str()?.to_owned();
         let name = self.exposed(learned, kind, i, &real);
         if matches!(kind, Kind::Tools | Kind::Prompts) {
@@ -867,7 +964,8 @@ impl Aggregator {
                 }
                 if let Some(schema) = item.get_mut("inputSchema").and_then(Value::as_object_mut) {
                     let fixed: Vec<&String> = v.hidden.keys().chain(v.defaults.keys()).collect();
-                    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+                    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut)
+                    {
                         for k in v.hidden.keys() {
                             props.remove(k);
                         }
@@ -886,14 +984,27 @@ impl Aggregator {
         Some((name, item))
     }
 
-    fn seal_cursor(&self, s: &VSession, kind: Kind, state: &[Option<Option<String>>]) -> Option<String> {
+    fn seal_cursor(
+        &self,
+        s: &VSession,
+        kind: Kind,
+        state: &[Option<Option<String>>],
+    ) -> Option<String> {
         let payload = serde_json::to_vec(&json!({"s": s.id, "k": kind as u8, "c": state})).ok()?;
         let nonce: [u8; NONCE_LEN] = rand::random();
-        self.cursor_key.seal(CURSOR_PREFIX, CURSOR_AAD, nonce, payload)
+        self.cursor_key
+            .seal(CURSOR_PREFIX, CURSOR_AAD, nonce, payload)
     }
 
-    fn open_cursor(&self, s: &VSession, kind: Kind, token: &str) -> Option<Vec<Option<Option<String>>>> {
-        let plain = self.cursor_key.open(CURSOR_PREFIX, CURSOR_AAD, token, 64 << 10)?;
+    fn open_cursor(
+        &self,
+        s: &VSession,
+        kind: Kind,
+        token: &str,
+    ) -> Option<Vec<Option<Option<String>>>> {
+        let plain = self
+            .cursor_key
+            .open(CURSOR_PREFIX, CURSOR_AAD, token, 64 << 10)?;
         let v: Value = serde_json::from_slice(&plain).ok()?;
         if v.get("s")?.as_str()? != s.id || v.get("k")?.as_u64()? != kind as u64 {
             return None;
@@ -903,7 +1014,14 @@ impl Aggregator {
     }
 
     /// One merged page of a list.
-    async fn list(&self, s: &VSession, kind: Kind, params: Option<&Members>, id: &Value, caller: &Caller) -> Value {
+    async fn list(
+        &self,
+        s: &VSession,
+        kind: Kind,
+        params: Option<&Members>,
+        id: &Value,
+        caller: &Caller,
+    ) -> Value {
         let cursor: Option<String> = params.and_then(|p| member(p, "cursor"));
         // Per member: None = done; Some(None) = from the start; Some(Some(c)) = from c.
         let state = match &cursor {
@@ -929,7 +1047,10 @@ impl Aggregator {
                     Some(c) => json!({"cursor": c}),
                     None => json!({}),
                 };
-                (i, self.ask_member(s, i, caller, kind.method(), params).await)
+                (
+                    i,
+                    self.ask_member(s, i, caller, kind.method(), params).await,
+                )
             });
         }
         let pages = futures_util::future::join_all(jobs).await;
@@ -941,7 +1062,12 @@ impl Aggregator {
             match page {
                 Ok(r) => {
                     self.health(i, Ok(()));
-                    for item in r.get(kind.items()).and_then(Value::as_array).cloned().unwrap_or_default() {
+                    for item in r
+                        .get(kind.items())
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                    {
                         if let Some((name, item)) = self.view(&learned, kind, i, item) {
                             if seen.insert(name) {
                                 items.push(item);
@@ -970,15 +1096,24 @@ impl Aggregator {
     async fn initialize(&self, m: &Members, caller: &Caller) -> Response<Body> {
         let id: Value = member(m, "id").unwrap_or(Value::Null);
         if self.retired.load(Ordering::Relaxed) {
-            return json_response(StatusCode::OK, None, &error_value(Some(&id), -32603, "the virtual server changed: initialize again"));
+            return json_response(
+                StatusCode::OK,
+                None,
+                &error_value(
+                    Some(&id),
+                    -32603,
+                    "the virtual server changed: initialize again",
+                ),
+            );
         }
-        let init: Box<RawValue> = m
-            .get("params")
-            .cloned()
-            .unwrap_or_else(|| raw(&json!({})));
+        let init: Box<RawValue> = m.get("params").cloned().unwrap_or_else(|| raw(&json!({})));
         let requested = serde_json::from_str::<Value>(init.get())
             .ok()
-            .and_then(|p| p.get("protocolVersion").and_then(Value::as_str).map(str::to_owned));
+            .and_then(|p| {
+                p.get("protocolVersion")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
         let opened = futures_util::future::join_all(
             (0..self.members.len()).map(|i| self.open(i, &init, caller)),
         )
@@ -1004,7 +1139,11 @@ impl Aggregator {
             }
         }
         if results.is_empty() {
-            let msg = format!("no member of `{}` could be initialized ({})", self.name, failures.join("; "));
+            let msg = format!(
+                "no member of `{}` could be initialized ({})",
+                self.name,
+                failures.join("; ")
+            );
             return json_response(StatusCode::OK, None, &error_value(Some(&id), -32603, &msg));
         }
         // The version every member agreed on, else the oldest any chose.
@@ -1014,16 +1153,31 @@ impl Aggregator {
             .collect();
         let version = match requested.as_deref() {
             Some(v) if versions.iter().all(|x| *x == v) => v.to_owned(),
-            _ => versions.iter().min().copied().unwrap_or("2025-06-18").to_owned(),
+            _ => versions
+                .iter()
+                .min()
+                .copied()
+                .unwrap_or("2025-06-18")
+                .to_owned(),
         };
         let mut caps = serde_json::Map::new();
         let any = |path: &str| results.iter().any(|(_, r)| r.pointer(path).is_some());
-        let flag = |path: &str| results.iter().any(|(_, r)| r.pointer(path) == Some(&Value::Bool(true)));
+        let flag = |path: &str| {
+            results
+                .iter()
+                .any(|(_, r)| r.pointer(path) == Some(&Value::Bool(true)))
+        };
         if any("/capabilities/tools") {
-            caps.insert("tools".into(), json!({"listChanged": flag("/capabilities/tools/listChanged")}));
+            caps.insert(
+                "tools".into(),
+                json!({"listChanged": flag("/capabilities/tools/listChanged")}),
+            );
         }
         if any("/capabilities/prompts") {
-            caps.insert("prompts".into(), json!({"listChanged": flag("/capabilities/prompts/listChanged")}));
+            caps.insert(
+                "prompts".into(),
+                json!({"listChanged": flag("/capabilities/prompts/listChanged")}),
+            );
         }
         if any("/capabilities/resources") {
             caps.insert(
@@ -1146,7 +1300,10 @@ impl Aggregator {
         has_sid: bool,
         caller: Caller,
     ) -> Response<Body> {
-        let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY).collect().await {
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
+            .collect()
+            .await
+        {
             Ok(b) => b.to_bytes(),
             Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE),
         };
@@ -1154,22 +1311,42 @@ impl Aggregator {
             return json_response(
                 StatusCode::BAD_REQUEST,
                 None,
-                &error_value(None, -32600, "a virtual server takes one JSON-RPC message per request (no batches)"),
+                &error_value(
+                    None,
+                    -32600,
+                    "a virtual server takes one JSON-RPC message per request (no batches)",
+                ),
             );
         }
         let Ok(mut m) = serde_json::from_slice::<Members>(&body) else {
-            return json_response(StatusCode::BAD_REQUEST, None, &error_value(None, -32700, "Parse error"));
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                None,
+                &error_value(None, -32700, "Parse error"),
+            );
         };
         let method: Option<String> = member(&m, "method");
         let id: Option<Value> = member(&m, "id");
         match (method.as_deref(), &id) {
             (Some("initialize"), Some(_)) => return self.initialize(&m, &caller).await,
             (Some("ping"), Some(id)) if session.is_some() || !has_sid => {
-                return json_response(StatusCode::OK, None, &json!({"jsonrpc": "2.0", "id": id, "result": {}}));
+                return json_response(
+                    StatusCode::OK,
+                    None,
+                    &json!({"jsonrpc": "2.0", "id": id, "result": {}}),
+                );
             }
             (Some("server/discover"), Some(id)) if session.is_none() => {
                 // Sessions only: a 2026-07-28 client falls back to initialize.
-                return json_response(StatusCode::OK, None, &error_value(Some(id), -32601, "Method not found: server/discover (this virtual server speaks initialize)"));
+                return json_response(
+                    StatusCode::OK,
+                    None,
+                    &error_value(
+                        Some(id),
+                        -32601,
+                        "Method not found: server/discover (this virtual server speaks initialize)",
+                    ),
+                );
             }
             _ => {}
         }
@@ -1177,7 +1354,15 @@ impl Aggregator {
             return if has_sid {
                 not_found()
             } else {
-                json_response(StatusCode::BAD_REQUEST, None, &error_value(id.as_ref(), -32600, "Bad Request: no valid session ID; initialize first"))
+                json_response(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    &error_value(
+                        id.as_ref(),
+                        -32600,
+                        "Bad Request: no valid session ID; initialize first",
+                    ),
+                )
             };
         };
         match (method, id) {
@@ -1190,7 +1375,11 @@ impl Aggregator {
                 self.client_answer(&s, &mut m, &id, &caller).await;
                 plain(StatusCode::ACCEPTED)
             }
-            (None, None) => json_response(StatusCode::BAD_REQUEST, None, &error_value(None, -32600, "Invalid Request")),
+            (None, None) => json_response(
+                StatusCode::BAD_REQUEST,
+                None,
+                &error_value(None, -32600, "Invalid Request"),
+            ),
         }
     }
 
@@ -1200,7 +1389,9 @@ impl Aggregator {
             return;
         };
         m.insert("id".into(), raw(&original));
-        let Ok(body) = serde_json::to_vec(m) else { return };
+        let Ok(body) = serde_json::to_vec(m) else {
+            return;
+        };
         let leg = s.legs[i].lock().await.clone();
         if let Ok(r) = self.post(i, Some(&leg), caller, body).await {
             let _ = r.bytes().await;
@@ -1223,7 +1414,9 @@ impl Aggregator {
             "notifications/roots/list_changed" => (0..self.members.len()).collect(),
             _ => return,
         };
-        let Ok(body) = serde_json::to_vec(m) else { return };
+        let Ok(body) = serde_json::to_vec(m) else {
+            return;
+        };
         for i in targets {
             let leg = s.legs[i].lock().await.clone();
             if leg.sid.is_none() {
@@ -1236,7 +1429,14 @@ impl Aggregator {
     }
 
     /// A client request: answered here (lists, logging level) or routed.
-    async fn request(self: Arc<Self>, s: Arc<VSession>, m: &mut Members, method: &str, id: Value, caller: Caller) -> Response<Body> {
+    async fn request(
+        self: Arc<Self>,
+        s: Arc<VSession>,
+        m: &mut Members,
+        method: &str,
+        id: Value,
+        caller: Caller,
+    ) -> Response<Body> {
         if let Some(kind) = Kind::of(method) {
             let params: Option<Members> = member(m, "params");
             let v = self.list(&s, kind, params.as_ref(), &id, &caller).await;
@@ -1245,27 +1445,50 @@ impl Aggregator {
         let params: Members = member(m, "params").unwrap_or_default();
         let target = match method {
             "tools/call" | "prompts/get" => {
-                let kind = if method == "tools/call" { Kind::Tools } else { Kind::Prompts };
+                let kind = if method == "tools/call" {
+                    Kind::Tools
+                } else {
+                    Kind::Prompts
+                };
                 let Some(name) = member::<String>(&params, "name") else {
-                    return json_response(StatusCode::OK, None, &error_value(Some(&id), -32602, "Invalid params: no name"));
+                    return json_response(
+                        StatusCode::OK,
+                        None,
+                        &error_value(Some(&id), -32602, "Invalid params: no name"),
+                    );
                 };
                 match self.resolve(&s, kind, &name, &caller).await {
                     Some(t) => Some((t.0, Some((kind, t.1)))),
                     None => {
-                        let what = if kind == Kind::Tools { "tool" } else { "prompt" };
-                        return json_response(StatusCode::OK, None, &error_value(Some(&id), -32602, &format!("Unknown {what}: {name}")));
+                        let what = if kind == Kind::Tools {
+                            "tool"
+                        } else {
+                            "prompt"
+                        };
+                        return json_response(
+                            StatusCode::OK,
+                            None,
+                            &error_value(Some(&id), -32602, &format!("Unknown {what}: {name}")),
+                        );
                     }
                 }
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 let Some(uri) = member::<String>(&params, "uri") else {
-                    return json_response(StatusCode::OK, None, &error_value(Some(&id), -32602, "Invalid params: no uri"));
+                    return json_response(
+                        StatusCode::OK,
+                        None,
+                        &error_value(Some(&id), -32602, "Invalid params: no uri"),
+                    );
                 };
                 self.resolve_uri(&s, &uri, &caller).await.map(|i| (i, None))
             }
             "completion/complete" => {
                 let r: Option<Value> = member(&params, "ref");
-                let kind = r.as_ref().and_then(|r| r.get("type")).and_then(Value::as_str);
+                let kind = r
+                    .as_ref()
+                    .and_then(|r| r.get("type"))
+                    .and_then(Value::as_str);
                 match (kind, r.as_ref()) {
                     (Some("ref/prompt"), Some(r)) => {
                         let name = r.get("name").and_then(Value::as_str).unwrap_or("");
@@ -1300,10 +1523,18 @@ impl Aggregator {
                         }
                     }
                 }
-                return json_response(StatusCode::OK, None, &json!({"jsonrpc": "2.0", "id": id, "result": {}}));
+                return json_response(
+                    StatusCode::OK,
+                    None,
+                    &json!({"jsonrpc": "2.0", "id": id, "result": {}}),
+                );
             }
             _ => {
-                return json_response(StatusCode::OK, None, &error_value(Some(&id), -32601, &format!("Method not found: {method}")));
+                return json_response(
+                    StatusCode::OK,
+                    None,
+                    &error_value(Some(&id), -32601, &format!("Method not found: {method}")),
+                );
             }
         };
         let Some((i, named)) = target else {
@@ -1326,7 +1557,13 @@ impl Aggregator {
                                 return json_response(
                                     StatusCode::OK,
                                     None,
-                                    &error_value(Some(&id), -32602, &format!("Invalid params: argument `{k}` is set by the gateway")),
+                                    &error_value(
+                                        Some(&id),
+                                        -32602,
+                                        &format!(
+                                            "Invalid params: argument `{k}` is set by the gateway"
+                                        ),
+                                    ),
                                 );
                             }
                             args.insert(k.clone(), raw(v));
@@ -1348,12 +1585,23 @@ impl Aggregator {
 
     /// Sends a routed request to member `i` and passes its answer on: a
     /// JSON answer as it came, a stream event by event.
-    async fn relay(self: Arc<Self>, s: Arc<VSession>, i: usize, body: Vec<u8>, id: Value, caller: Caller) -> Response<Body> {
+    async fn relay(
+        self: Arc<Self>,
+        s: Arc<VSession>,
+        i: usize,
+        body: Vec<u8>,
+        id: Value,
+        caller: Caller,
+    ) -> Response<Body> {
         let unavailable = |why: &str| {
             json_response(
                 StatusCode::OK,
                 None,
-                &error_value(Some(&id), -32603, &format!("`{}` is unavailable: {why}", self.members[i].server)),
+                &error_value(
+                    Some(&id),
+                    -32603,
+                    &format!("`{}` is unavailable: {why}", self.members[i].server),
+                ),
             )
         };
         let mut leg = match self.leg(&s, i, &caller).await {
@@ -1402,7 +1650,8 @@ impl Aggregator {
                 self.failed(i, "call", &format!("HTTP {status}"));
             }
             let mut r = Response::new(Full::new(b).boxed());
-            *r.status_mut() = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            *r.status_mut() =
+                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             if let Ok(v) = HeaderValue::from_str(&ct) {
                 if !ct.is_empty() {
                     r.headers_mut().insert("content-type", v);
@@ -1427,9 +1676,13 @@ impl Aggregator {
                     _ = tx.closed() => break 'read,
                 };
                 let Some(Ok(chunk)) = chunk else { break };
-                let Ok(events) = reader.push(&chunk) else { break };
+                let Ok(events) = reader.push(&chunk) else {
+                    break;
+                };
                 for d in events {
-                    let Ok(mut v) = serde_json::from_str::<Value>(&d) else { continue };
+                    let Ok(mut v) = serde_json::from_str::<Value>(&d) else {
+                        continue;
+                    };
                     if is_response(&v) && v.get("id") == Some(&id) {
                         answered = true;
                     } else if !me.from_member(&s, i, &mut v) {
@@ -1444,7 +1697,16 @@ impl Aggregator {
                 }
             }
             if !answered && !tx.is_closed() {
-                let _ = tx.send(sse_event(&error_value(Some(&id), -32603, &format!("`{}` ended its stream without an answer", me.members[i].server)))).await;
+                let _ = tx
+                    .send(sse_event(&error_value(
+                        Some(&id),
+                        -32603,
+                        &format!(
+                            "`{}` ended its stream without an answer",
+                            me.members[i].server
+                        ),
+                    )))
+                    .await;
             }
             lock(&s.inflight).remove(&key);
         });
@@ -1517,9 +1779,13 @@ impl Aggregator {
                         _ = tx.closed() => return,
                     };
                     let Some(Ok(chunk)) = chunk else { return };
-                    let Ok(events) = reader.push(&chunk) else { return };
+                    let Ok(events) = reader.push(&chunk) else {
+                        return;
+                    };
                     for d in events {
-                        let Ok(mut v) = serde_json::from_str::<Value>(&d) else { continue };
+                        let Ok(mut v) = serde_json::from_str::<Value>(&d) else {
+                            continue;
+                        };
                         if !me.from_member(&s, i, &mut v) {
                             continue;
                         }
@@ -1550,7 +1816,11 @@ fn plain(status: StatusCode) -> Response<Body> {
 }
 
 fn not_found() -> Response<Body> {
-    json_response(StatusCode::NOT_FOUND, None, &error_value(None, -32001, "Session not found"))
+    json_response(
+        StatusCode::NOT_FOUND,
+        None,
+        &error_value(None, -32001, "Session not found"),
+    )
 }
 
 fn json_response(status: StatusCode, session: Option<&str>, v: &Value) -> Response<Body> {
@@ -1571,7 +1841,10 @@ fn sse(rx: mpsc::Receiver<Bytes>, session: Option<&str>) -> Response<Body> {
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
     let h = r.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert("cache-control", HeaderValue::from_static("no-cache"));
     if let Some(s) = session.and_then(|s| HeaderValue::from_str(s).ok()) {
         h.insert("mcp-session-id", s);
@@ -1639,7 +1912,9 @@ mod tests {
     fn sse_events_are_read_across_chunks() {
         let mut r = SseReader::default();
         assert!(r.push(b"event: message\ndata: {\"a\"").unwrap().is_empty());
-        let got = r.push(b":1}\n\n: comment\n\ndata: x\r\n\r\nid: 3\ndata: y\ndata: z\n\n").unwrap();
+        let got = r
+            .push(b":1}\n\n: comment\n\ndata: x\r\n\r\nid: 3\ndata: y\ndata: z\n\n")
+            .unwrap();
         assert_eq!(got, vec!["{\"a\":1}".to_owned(), "x".into(), "y\nz".into()]);
     }
 }

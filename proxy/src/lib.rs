@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod aggregate;
 pub mod approvals;
 pub mod assertion;
 pub mod audit;
@@ -30,7 +31,6 @@ pub mod server;
 pub mod service;
 pub mod sessions;
 pub mod state;
-pub mod aggregate;
 pub mod stdio;
 pub mod tls;
 pub mod top;

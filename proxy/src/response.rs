@@ -697,7 +697,9 @@ fn judge_message(
         );
         msg.request_args_digest = asked.as_ref().and_then(|a| a.args_digest.as_deref());
         msg.request_task = asked.as_ref().and_then(|a| a.task.as_deref());
-        rt.snap.chain_for(&rt.snap.config.servers[server]).run(&msg, &ex, &mut notes)
+        rt.snap
+            .chain_for(&rt.snap.config.servers[server])
+            .run(&msg, &ex, &mut notes)
     };
     let noted = !notes.findings.is_empty() || notes.task.is_some();
     let (judged, outcome) = match verdict {

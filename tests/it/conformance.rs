@@ -1409,3 +1409,201 @@ fn stdio_servers_run_behind_the_gateway_with_every_guard() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A policy that refuses one underlying tool (by its member server and
+/// upstream name), however it is reached; lists stay open.
+const VIRTUAL_POLICY: &str = r#"package warden.authz
+import rego.v1
+decision := {"allow": false, "reason": "checksum_forbidden"} if {
+	input.server.name == "py"
+	input.request.tool == "checksum"
+	not input.request.listing
+} else := {"allow": true, "reason": "ok"}
+"#;
+
+#[test]
+fn virtual_servers_compose_http_and_stdio_members_under_every_guard() {
+    let _turn = heavy();
+    let (_py, py_addr) = py_server("streamable-http");
+    let (_rs, rs_addr) = {
+        let (p, addr) = listening(
+            "rmcp server (paged)",
+            Command::new(bin("rmcp-server")).env("RMCP_PAGE_SIZE", "1"),
+        );
+        (p, addr)
+    };
+    let entry = peers().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let marker = format!("warden-virtual-test-{}", std::process::id());
+    let yaml = format!(
+        r#"version: 1
+dlp:
+  rules:
+    - {{name: pii, detectors: [email], direction: response, action: redact}}
+service_groups:
+  - name: tools
+    servers:
+      - name: py
+        upstreams: ["{py_addr}"]
+      - name: ev
+        stdio: {{command: /usr/bin/node, args: ["{entry}", stdio], max_processes: 8}}
+      - name: rs
+        upstreams: ["{rs_addr}"]
+      - name: hostile
+        stdio:
+          command: "{python}"
+          args: ["{hostile}", "{marker}"]
+          env: {{GIVEN: "alice@example.com"}}
+          max_processes: 8
+      - name: workspace
+        virtual:
+          members:
+            - server: py
+              tools:
+                add: {{alias: plus, description: "Adds 1000 to a", hidden: {{b: 1000}}}}
+                count: {{defaults: {{steps: 2}}}}
+            - {{server: ev}}
+            - {{server: rs, prefix: always}}
+            - {{server: hostile, prefix: always}}
+routes:
+  - {{prefix: /workspace, server: workspace}}
+  - {{prefix: /py, server: py}}
+"#,
+        entry = entry.display(),
+        python = python().display(),
+        hostile = peers().join("py_stdio_server.py").display(),
+    );
+    let gw = Gateway::start_with(
+        &yaml,
+        true,
+        &[("policies/authz.rego", VIRTUAL_POLICY.as_bytes())],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    let (ok, out, err) = run_with_timeout(
+        Command::new(python())
+            .arg(peers().join("py_virtual_client.py"))
+            .arg(gw.url("/workspace/mcp")),
+        Duration::from_secs(120),
+    )
+    .expect("client ran");
+    let r: Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_default();
+    assert!(ok && r["ok"] == true, "{out}{err}\n{}", gw.log().join("\n"));
+    eprintln!("{r}");
+    assert_eq!(r["server"], "workspace", "{r}");
+    // Merged, prefixed (an earlier member keeps the bare name), paged.
+    let tools: Vec<&str> = r["tools"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for want in [
+        "echo",
+        "plus",
+        "count",
+        "checksum",
+        "ev_echo",
+        "trigger-sampling-request",
+        "rs_echo",
+        "rs_count",
+        "hostile_env",
+    ] {
+        assert!(tools.contains(&want), "{want} missing from {tools:?}");
+    }
+    assert!(!tools.contains(&"add"), "{tools:?}");
+    assert!(r["pages"].as_u64() >= Some(2), "{r}");
+    assert!(
+        r["cursor"].as_str().is_some_and(|c| c.starts_with("wvc1.")),
+        "{r}"
+    );
+    // The tool view: alias, description, the hidden argument gone.
+    assert_eq!(r["plus_view"]["description"], "Adds 1000 to a", "{r}");
+    assert_eq!(
+        r["plus_view"]["properties"],
+        serde_json::json!(["a"]),
+        "{r}"
+    );
+    // Calls routed to each member.
+    assert_eq!(r["echo"]["text"], "to python", "{r}");
+    assert!(
+        r["ev_echo"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("to everything"),
+        "{r}"
+    );
+    assert_eq!(r["rs_echo"]["text"], "to rmcp", "{r}");
+    assert_eq!(r["plus"]["text"], "1005", "{r}");
+    assert!(
+        r["plus_hidden"]["error"] == true
+            && r["plus_hidden"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("set by the gateway"),
+        "{r}"
+    );
+    assert_eq!(r["count"]["text"], "counted 2", "{r}");
+    assert_eq!(r["count_progress"], 2, "{r}");
+    assert_eq!(r["rs_count_progress"], 3, "{r}");
+    // Sampling from a member, answered by the client.
+    assert!(
+        r["sampling"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("sampled by the client"),
+        "{r}"
+    );
+    // The rule on the underlying tool holds through the virtual name.
+    assert!(
+        r["checksum"]["error"] == true
+            && r["checksum"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("checksum_forbidden"),
+        "{r}"
+    );
+    assert_eq!(r["unknown"]["error"], true, "{r}");
+    // The stdio member: only the bundle's environment, responses DLP'd.
+    assert_eq!(r["env_path"]["text"], "<unset>", "{r}");
+    let given = r["env_given"]["text"].as_str().unwrap_or("");
+    assert!(
+        !given.is_empty() && !given.contains("alice@example.com"),
+        "{r}"
+    );
+    assert_eq!(r["shout"]["text"], "shouted", "{r}");
+    // A crash fails the call in flight; the member's session opens again.
+    assert_eq!(r["crash"]["error"], true, "{r}");
+    assert_eq!(r["after_crash"]["text"], "back again", "{r}");
+    assert!(r["resource_pages"].as_u64() >= Some(1), "{r}");
+    assert_eq!(r["greeting"], "hello from the python server", "{r}");
+    // The audit trail names the underlying server and tool, and the way.
+    let audit = gw.audit_when(|recs| {
+        recs.iter()
+            .any(|a| a["tool"] == "checksum" && a["via"] == "workspace")
+    });
+    let denied = audit
+        .iter()
+        .find(|a| a["tool"] == "checksum" && a["via"] == "workspace")
+        .expect("checksum record");
+    assert_eq!(denied["server"], "py", "{denied}");
+    assert_eq!(denied["decided_by"], "policy", "{denied}");
+    // Member routes exist only for the aggregator.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    for secret in [None, Some("guess")] {
+        let mut h = vec![("accept", "application/json, text/event-stream")];
+        if let Some(s) = secret {
+            h.push(("x-warden-virtual", s));
+        }
+        let (s, _, b) = rt
+            .block_on(warden_tests::post_json(
+                &gw.url("/.warden/virtual/workspace/py/mcp"),
+                init,
+                &h,
+            ))
+            .expect("post");
+        assert_eq!(s, 404, "{}", String::from_utf8_lossy(&b));
+    }
+}

@@ -1,6 +1,7 @@
 //! An `rmcp` Streamable-HTTP server for conformance tests:
 //! `rmcp-server` binds 127.0.0.1:0 and prints `listening on ADDR`.
-//! Tools: `echo {text}`, `count {steps}` (progress notifications).
+//! Tools: `echo {text}`, `count {steps}` (progress notifications). With
+//! `RMCP_PAGE_SIZE=1`, `tools/list` pages one tool at a time.
 
 use std::sync::Arc;
 
@@ -29,10 +30,10 @@ impl ServerHandler for Peer {
 
     async fn list_tools(
         &self,
-        _: Option<PaginatedRequestParams>,
+        params: Option<PaginatedRequestParams>,
         _: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(vec![
+        let all = vec![
             Tool::new(
                 "echo",
                 "Echo the text back",
@@ -47,7 +48,23 @@ impl ServerHandler for Peer {
                     json!({"type":"object","properties":{"steps":{"type":"integer"}},"required":["steps"]}),
                 ),
             ),
-        ]))
+        ];
+        if std::env::var("RMCP_PAGE_SIZE").as_deref() != Ok("1") {
+            return Ok(ListToolsResult::with_all_items(all));
+        }
+        let at: usize = match params.and_then(|p| p.cursor) {
+            None => 0,
+            Some(c) => c
+                .strip_prefix("page-")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| ErrorData::invalid_params("bad cursor", None))?,
+        };
+        let n = all.len();
+        let mut page = ListToolsResult::with_all_items(all.into_iter().skip(at).take(1).collect());
+        if at + 1 < n {
+            page.next_cursor = Some(format!("page-{}", at + 1));
+        }
+        Ok(page)
     }
 
     async fn call_tool(
