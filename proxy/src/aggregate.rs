@@ -1646,12 +1646,22 @@ impl Aggregator {
                 extra.push((http::header::WWW_AUTHENTICATE, w.clone()));
             }
             let b = resp.bytes().await.unwrap_or_default();
+            let mut status =
+                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             if status.is_server_error() {
                 self.failed(i, "call", &format!("HTTP {status}"));
+                // One member down is an error for this call, not for the
+                // client's whole session: a JSON-RPC error the member leg
+                // gave for this id goes back as the answer.
+                let answers = serde_json::from_slice::<Value>(&b)
+                    .is_ok_and(|v| v.get("error").is_some() && v.get("id") == Some(&id));
+                if !answers {
+                    return unavailable(&format!("HTTP {status}"));
+                }
+                status = StatusCode::OK;
             }
             let mut r = Response::new(Full::new(b).boxed());
-            *r.status_mut() =
-                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            *r.status_mut() = status;
             if let Ok(v) = HeaderValue::from_str(&ct) {
                 if !ct.is_empty() {
                     r.headers_mut().insert("content-type", v);

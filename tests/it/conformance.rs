@@ -1424,7 +1424,7 @@ decision := {"allow": false, "reason": "checksum_forbidden"} if {
 #[test]
 fn virtual_servers_compose_http_and_stdio_members_under_every_guard() {
     let _turn = heavy();
-    let (_py, py_addr) = py_server("streamable-http");
+    let (py, py_addr) = py_server("streamable-http");
     let (_rs, rs_addr) = {
         let (p, addr) = listening(
             "rmcp server (paged)",
@@ -1489,7 +1489,6 @@ routes:
     .expect("client ran");
     let r: Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_default();
     assert!(ok && r["ok"] == true, "{out}{err}\n{}", gw.log().join("\n"));
-    eprintln!("{r}");
     assert_eq!(r["server"], "workspace", "{r}");
     // Merged, prefixed (an earlier member keeps the bare name), paged.
     let tools: Vec<&str> = r["tools"]
@@ -1586,12 +1585,121 @@ routes:
         .expect("checksum record");
     assert_eq!(denied["server"], "py", "{denied}");
     assert_eq!(denied["decided_by"], "policy", "{denied}");
-    // Member routes exist only for the aggregator.
+    // The TypeScript SDK client: the paged rmcp member, its progress, and
+    // a resource read routed by URI.
+    let ts = run_client(
+        "typescript",
+        "virtual",
+        Command::new("node")
+            .arg(peers().join("ts_client.mjs"))
+            .args([&gw.url("/workspace/mcp"), "rs_echo", "rs_count"])
+            .current_dir(peers()),
+    );
+    assert!(ts.ok, "{}", ts.report);
+    let tr: Value = serde_json::from_str(&ts.report).unwrap_or_default();
+    assert_eq!(tr["progress_events"], 3, "{tr}");
+    assert_eq!(tr["read"], 1, "{tr}");
+
+    // A member killed mid-session: its calls fail with an error naming it,
+    // the others and the listing go on, /status says so; once it is back
+    // its session is opened again without the client noticing.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("rt");
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let accept = ("accept", "application/json, text/event-stream");
+    let (s, h, b) = rt
+        .block_on(warden_tests::post_json(
+            &gw.url("/workspace/mcp"),
+            init,
+            &[accept],
+        ))
+        .expect("init");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let sid = warden_tests::header(&h, "mcp-session-id")
+        .expect("session id")
+        .to_owned();
+    let on_session = [
+        accept,
+        ("mcp-session-id", sid.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let call = |id: u32, tool: &str, args: &str| -> (u16, String) {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
+        );
+        let (s, _, b) = rt
+            .block_on(warden_tests::post_json(
+                &gw.url("/workspace/mcp"),
+                body,
+                &on_session,
+            ))
+            .expect("call");
+        (s, String::from_utf8_lossy(&b).into_owned())
+    };
+    let (s, b) = call(2, "echo", r#"{"text":"before"}"#);
+    assert!(s == 200 && b.contains("before"), "{s} {b}");
+    drop(py);
+    let (s, b) = call(3, "echo", r#"{"text":"while down"}"#);
+    assert!(
+        s == 200 && b.contains("`py` is unavailable") && !b.contains("while down"),
+        "{s} {b}"
+    );
+    let (s, b) = call(4, "rs_echo", r#"{"text":"others go on"}"#);
+    assert!(s == 200 && b.contains("others go on"), "{s} {b}");
+    let list = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{}}"#;
+    let (s, _, b) = rt
+        .block_on(warden_tests::post_json(
+            &gw.url("/workspace/mcp"),
+            list,
+            &on_session,
+        ))
+        .expect("list");
+    let b = String::from_utf8_lossy(&b);
+    assert!(
+        s == 200
+            && b.contains("\"rs_echo\"")
+            && b.contains("\"ev_echo\"")
+            && !b.contains("\"checksum\""),
+        "{s} {b}"
+    );
+    let status = rt.block_on(gw.status());
+    let py_health = status["virtual_servers"]
+        .as_array()
+        .and_then(|v| v.iter().find(|x| x["server"] == "workspace"))
+        .and_then(|w| w["members"].as_array())
+        .and_then(|m| m.iter().find(|x| x["member"] == "py"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        py_health["healthy"] == false && py_health["failures"].as_u64() > Some(0),
+        "{status}"
+    );
+    let mut back = spawn(
+        "python server, again",
+        Command::new(python())
+            .arg(peers().join("py_server.py"))
+            .arg(py_addr.port().to_string())
+            .arg("streamable-http"),
+    );
+    wait_port(py_addr, &mut back);
+    let (s, b) = call(6, "echo", r#"{"text":"after restart"}"#);
+    assert!(s == 200 && b.contains("after restart"), "{s} {b}");
+    // DELETE ends the session (and each member's).
+    let (s, _, _) = rt
+        .block_on(warden_tests::request(
+            &gw.url("/workspace/mcp"),
+            "DELETE",
+            &on_session,
+            bytes::Bytes::new(),
+            false,
+        ))
+        .expect("delete");
+    assert_eq!(s, 200);
+    let (s, _) = call(7, "rs_echo", r#"{"text":"gone"}"#);
+    assert_eq!(s, 404);
+    // Member routes exist only for the aggregator.
     for secret in [None, Some("guess")] {
         let mut h = vec![("accept", "application/json, text/event-stream")];
         if let Some(s) = secret {
