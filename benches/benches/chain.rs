@@ -89,6 +89,7 @@ fn bench(c: &mut Criterion) {
             principal: &principal,
             server: "mock",
             group: "tools",
+            via: None,
             session_id: Some("s-1"),
             protocol_version: Some("2025-06-18"),
             source_ip: None,

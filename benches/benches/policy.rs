@@ -37,6 +37,7 @@ fn bench(c: &mut Criterion) {
         principal: &principal,
         server: "mock",
         group: "tools",
+        via: None,
         method: "tools/call",
         tool: Some("deploy"),
         prompt: None,

@@ -309,12 +309,16 @@ fn virtual_server(raw: &raw::VirtualConfig, base: &str, p: &mut Problems) -> Vir
             );
         }
         let path = m.path.clone().unwrap_or_else(|| "/mcp".into());
+        // Plain segments only: nothing a URL parser would resolve elsewhere.
+        let dots = path.split('/').any(|seg| seg == "." || seg == "..");
         if !path.starts_with('/')
+            || path.starts_with("//")
+            || dots
             || path
                 .bytes()
-                .any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#')
+                .any(|b| !b.is_ascii_graphic() || matches!(b, b'?' | b'#' | b'%' | b'\\'))
         {
-            p.push(format!("{mb}.path"), "must be a path such as `/mcp`");
+            p.push(format!("{mb}.path"), "must be a plain path such as `/mcp`");
         }
         let mut tools = std::collections::BTreeMap::new();
         for (name, t) in &m.tools {
@@ -1392,6 +1396,22 @@ impl Config {
         let known: HashSet<&str> = servers.iter().map(|s: &Server| s.name.as_str()).collect();
         let catalog = access::catalog(&raw.catalog, &known, p);
         let kill_switch = access::kill_switch(&raw.kill_switch, p);
+        // A virtual server's calls are judged as its members' (their own
+        // names and tools); rules for it are written for the members.
+        for s in servers.iter().filter(|s| s.composed.is_some()) {
+            if catalog.contains_key(&s.name) {
+                p.push(
+                    format!("catalog.{}", s.name),
+                    "is a virtual server: list the tools under each member server (calls are judged as the member's)",
+                );
+            }
+            if kill_switch.server_tools.iter().any(|(srv, _)| *srv == s.name) {
+                p.push(
+                    "kill_switch.tools",
+                    format!("`{}/…` names a virtual server: pause `<member>/<tool>` (the member's own tool name), or the whole `{}` in kill_switch.servers", s.name, s.name),
+                );
+            }
+        }
         let redis = crate::guards::redis(raw.redis.as_ref(), p);
         let session_seal = access::session_seal(raw.sessions.as_ref(), root, p);
         let quotas = crate::guards::quotas(&raw.quotas, redis.is_some(), p);

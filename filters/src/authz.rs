@@ -34,7 +34,8 @@ impl KillSwitchFilter {
         if k.principals.contains(&ctx.principal.id) {
             return Some("principal");
         }
-        if k.servers.contains(ctx.server) {
+        // A paused virtual server pauses what goes through it.
+        if k.servers.contains(ctx.server) || ctx.via.is_some_and(|v| k.servers.contains(v)) {
             return Some("server");
         }
         let env = msg.envelope;
@@ -266,6 +267,7 @@ impl PolicyFilter {
             principal: ctx.principal,
             server: ctx.server,
             group: ctx.group,
+            via: ctx.via,
             method,
             tool,
             prompt,

@@ -26,6 +26,8 @@ pub struct Exchange<'a> {
     pub principal: &'a Principal,
     pub server: &'a str,
     pub group: &'a str,
+    /// The virtual server the message came through (its member leg), if any.
+    pub via: Option<&'a str>,
     pub session_id: Option<&'a str>,
     pub protocol_version: Option<&'a str>,
     pub source_ip: Option<IpAddr>,
@@ -47,6 +49,7 @@ impl<'a> Exchange<'a> {
             principal,
             server,
             group: "",
+            via: None,
             session_id: None,
             protocol_version: None,
             source_ip: None,

@@ -61,6 +61,8 @@ pub struct PolicyInput<'a> {
     pub principal: &'a Principal,
     pub server: &'a str,
     pub group: &'a str,
+    /// The virtual server the message came through, if any.
+    pub via: Option<&'a str>,
     pub method: &'a str,
     pub tool: Option<&'a str>,
     /// `params.name` of `prompts/get`.
@@ -89,6 +91,7 @@ enum Field {
     PrincipalAttribute(Option<String>),
     ServerName,
     ServerGroup,
+    ServerVia,
     Method,
     Tool,
     Prompt,
@@ -113,7 +116,7 @@ const ALL_PRINCIPAL: &[Field] = &[
     Field::PrincipalAuth,
     Field::PrincipalAttribute(None),
 ];
-const ALL_SERVER: &[Field] = &[Field::ServerName, Field::ServerGroup];
+const ALL_SERVER: &[Field] = &[Field::ServerName, Field::ServerGroup, Field::ServerVia];
 const ALL_REQUEST: &[Field] = &[
     Field::Method,
     Field::Tool,
@@ -171,6 +174,7 @@ fn fields_for(path: &[String]) -> Vec<Field> {
             None => ALL_SERVER.to_vec(),
             Some("name") => vec![Field::ServerName],
             Some("group") => vec![Field::ServerGroup],
+            Some("via") => vec![Field::ServerVia],
             Some(_) => Vec::new(),
         },
         Some("request") => match seg(1) {
@@ -523,7 +527,11 @@ fn input_for(i: &PolicyInput<'_>, clock: &Clock, plan: Option<&KeyPlan>) -> Valu
             ),
             (
                 "server",
-                obj(vec![("name", s(i.server)), ("group", s(i.group))]),
+                obj(vec![
+                    ("name", s(i.server)),
+                    ("group", s(i.group)),
+                    ("via", opt(i.via)),
+                ]),
             ),
             (
                 "request",
@@ -664,6 +672,7 @@ impl KeyPlan {
                 }
                 Field::ServerName => put(key, tag, Some(i.server.as_bytes())),
                 Field::ServerGroup => put(key, tag, Some(i.group.as_bytes())),
+                Field::ServerVia => put(key, tag, i.via.map(str::as_bytes)),
                 Field::Method => put(key, tag, Some(i.method.as_bytes())),
                 Field::Tool => put(key, tag, i.tool.map(str::as_bytes)),
                 Field::Prompt => put(key, tag, i.prompt.map(str::as_bytes)),

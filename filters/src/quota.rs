@@ -110,7 +110,8 @@ fn tool_of<'e>(method: &str, env: &'e Envelope) -> Option<&'e str> {
 
 fn applies(q: &Quota, method: &str, tool: Option<&str>, ctx: &Exchange<'_>) -> bool {
     q.methods.iter().any(|m| m == method)
-        && listed(&q.servers, Some(ctx.server))
+        && (listed(&q.servers, Some(ctx.server))
+            || ctx.via.is_some_and(|v| q.servers.iter().any(|s| s == v)))
         && listed(&q.groups, Some(ctx.group))
         && listed(&q.tools, tool)
         && listed(&q.tenants, Some(&ctx.principal.tenant))

@@ -181,6 +181,7 @@ fn input(c: &Case) -> PolicyInput<'_> {
         principal: &c.principal,
         server: c.server,
         group: c.group,
+        via: None,
         method: c.method,
         tool: c.tool,
         prompt: c.prompt,

@@ -752,22 +752,25 @@ impl Aggregator {
         kind: Kind,
         i: usize,
         real: &str,
-    ) -> String {
+    ) -> Option<String> {
         let m = &self.members[i];
         if kind == Kind::Tools {
             if let Some(a) = m.tools.get(real).and_then(|t| t.alias.clone()) {
-                return a;
+                return Some(a);
             }
         }
         if matches!(kind, Kind::Resources | Kind::Templates) {
-            return real.to_owned();
+            return Some(real.to_owned());
         }
+        // An alias the bundle gave is that tool's name alone: no member
+        // takes it (or a name an alias would shadow) for another tool.
+        let free = |n: &str| kind != Kind::Tools || !self.aliases.contains(n);
         let prefixed = format!("{}_{real}", m.prefix);
-        match m.prefixing {
+        let name = match m.prefixing {
             Prefixing::Always => prefixed,
             Prefixing::Never => real.to_owned(),
             Prefixing::Conflict => {
-                let clash = (kind == Kind::Tools && self.aliases.contains(real))
+                let clash = !free(real)
                     || (0..i).any(|j| {
                         self.members[j].prefixing != Prefixing::Always
                             && learned[kind as usize]
@@ -781,7 +784,8 @@ impl Aggregator {
                     real.to_owned()
                 }
             }
-        }
+        };
+        free(&name).then_some(name)
     }
 
     /// Reads the whole `kind` list of each member not yet known (every
@@ -861,7 +865,7 @@ impl Aggregator {
                 let l = lock(&s.learned);
                 for i in 0..self.members.len() {
                     for real in l[kind as usize][i].iter().flatten() {
-                        if self.exposed(&l, kind, i, real) == name {
+                        if self.exposed(&l, kind, i, real).as_deref() == Some(name) {
                             return Some((i, real.clone()));
                         }
                     }
@@ -950,7 +954,7 @@ impl Aggregator {
         mut item: Value,
     ) -> Option<(String, Value)> {
         let real = item.get(kind.key())?.as_str()?.to_owned();
-        let name = self.exposed(learned, kind, i, &real);
+        let name = self.exposed(learned, kind, i, &real)?;
         if matches!(kind, Kind::Tools | Kind::Prompts) {
             item["name"] = json!(name);
         }
@@ -1404,7 +1408,8 @@ impl Aggregator {
                 let wanted = member::<Members>(m, "params")
                     .and_then(|p| member::<Value>(&p, "requestId"))
                     .map(|v| v.to_string());
-                match wanted.and_then(|w| lock(&s.inflight).get(&w).copied()) {
+                // Cancelled: answered by no one (its stream just ends).
+                match wanted.and_then(|w| lock(&s.inflight).remove(&w)) {
                     Some(i) => vec![i],
                     None => return,
                 }
@@ -1706,7 +1711,8 @@ impl Aggregator {
                     }
                 }
             }
-            if !answered && !tx.is_closed() {
+            let cancelled = !lock(&s.inflight).contains_key(&key);
+            if !answered && !cancelled && !tx.is_closed() {
                 let _ = tx
                     .send(sse_event(&error_value(
                         Some(&id),

@@ -215,6 +215,7 @@ impl RequestCtx {
             principal: &self.principal,
             server: &server.name,
             group: &server.group,
+            via: self.via.as_deref(),
             session_id: self.session_id.as_deref(),
             protocol_version: self.protocol_version.as_deref(),
             source_ip: self.source_ip,

@@ -1715,3 +1715,83 @@ routes:
         assert_eq!(s, 404, "{}", String::from_utf8_lossy(&b));
     }
 }
+
+#[test]
+fn a_hostile_member_cannot_cross_the_virtual_server() {
+    let _turn = heavy();
+    let (_hostile, hostile_addr) = listening(
+        "hostile member",
+        Command::new(python()).arg(peers().join("hostile_member.py")),
+    );
+    let (_rs, rs_addr) = rmcp_server();
+    let yaml = format!(
+        r#"version: 1
+identity:
+  resource: http://127.0.0.1/combo/mcp
+  api_keys:
+    - id: agent-dev
+      tenant: acme
+      roles: [developer]
+      hash: "sha256:d0abfb21f2a5d2fc66a2e0c5f9b369c4:995c0dc437d925d6baad52296a0ef3c5be924b056ab931cd5a2284bf8ba3bc0a"
+    - id: alice-ops
+      tenant: acme
+      roles: [operator]
+      hash: "sha256:8771d3578b7a4dc4b3526100880cca03:c349f1202007a966b733cae64bd8e2f2642c7d8ca75e5b66d779624e436cb92b"
+service_groups:
+  - name: t
+    servers:
+      - {{name: hostile, upstreams: ["{hostile_addr}"]}}
+      - {{name: rs, upstreams: ["{rs_addr}"]}}
+      - name: combo
+        virtual: {{members: [{{server: hostile, prefix: never}}, {{server: rs, prefix: always}}]}}
+routes:
+  - {{prefix: /combo, server: combo}}
+"#
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    let (ok, out, err) = run_with_timeout(
+        Command::new(python())
+            .arg(peers().join("py_virtual_hostile.py"))
+            .args([
+                &gw.url("/combo/mcp"),
+                "wk_demo_dev_7Qm2",
+                "wk_demo_ops_Z8r5",
+            ]),
+        Duration::from_secs(90),
+    )
+    .expect("client ran");
+    let r: Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_default();
+    assert!(ok && r["ok"] == true, "{out}{err}\n{}", gw.log().join("\n"));
+    let text = r.to_string();
+    assert_eq!(
+        r["tools"],
+        serde_json::json!(["ask", "cancelled", "echo", "rs_count", "rs_echo", "spoof", "wait"]),
+        "{r}"
+    );
+    // The member's question reached the client under an id of the
+    // aggregator's, and the answer reached the member.
+    assert!(r["asked_id"].is_u64(), "{r}");
+    assert_eq!(r["answer_status"], 202, "{r}");
+    assert_eq!(r["ask"]["result"]["content"][0]["text"], "roots: file:///workspace", "{r}");
+    // A forged answer is refused; injected responses never arrive.
+    assert_eq!(r["forged_status"], 400, "{r}");
+    assert!(!text.contains("SPOOFED"), "{r}");
+    assert!(text.contains("real answer"), "{r}");
+    assert!(
+        r["get"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|m| m["method"] == "notifications/tools/list_changed")),
+        "{r}"
+    );
+    // The cancellation reached the member that had the request.
+    assert!(
+        r["cancelled"]["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("77")),
+        "{r}"
+    );
+    // Another principal cannot use the session; batches are refused.
+    assert!(r["other_status"] == 403 || r["other_status"] == 404, "{r}");
+    assert_eq!(r["batch_status"], 400, "{r}");
+    assert_eq!(r["delete"], 200, "{r}");
+}
