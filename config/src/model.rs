@@ -386,7 +386,15 @@ fn check_members(servers: &[Server], p: &mut Problems) {
         let base = format!("servers.{}.virtual", s.name);
         let mut seen = HashSet::new();
         let mut aliases = HashSet::new();
+        let mut prefixes = HashSet::new();
         for (i, m) in v.members.iter().enumerate() {
+            // A prefixed name says which member it is.
+            if !prefixes.insert(m.prefix.as_str()) {
+                p.push(
+                    format!("{base}.members[{i}].prefix_name"),
+                    format!("`{}` is already another member's prefix", m.prefix),
+                );
+            }
             match servers.iter().find(|o| o.name == m.server) {
                 None => p.push(
                     format!("{base}.members[{i}].server"),
@@ -1182,9 +1190,13 @@ impl Config {
                         format!("{sbase}.upstreams"),
                         "a server needs at least one upstream address (or `stdio`, or `virtual`)",
                     ),
+                    (false, true) if s.stdio.is_some() => p.push(
+                        format!("{sbase}.stdio"),
+                        "a server is either `upstreams` or `stdio`, not both",
+                    ),
                     (false, true) => p.push(
-                        format!("{sbase}.upstreams"),
-                        "a server is `upstreams`, `stdio` or `virtual`: one of them",
+                        format!("{sbase}.virtual"),
+                        "a virtual server has no `upstreams` of its own (its members do)",
                     ),
                     _ => {}
                 }
@@ -1405,7 +1417,11 @@ impl Config {
                     "is a virtual server: list the tools under each member server (calls are judged as the member's)",
                 );
             }
-            if kill_switch.server_tools.iter().any(|(srv, _)| *srv == s.name) {
+            if kill_switch
+                .server_tools
+                .iter()
+                .any(|(srv, _)| *srv == s.name)
+            {
                 p.push(
                     "kill_switch.tools",
                     format!("`{}/…` names a virtual server: pause `<member>/<tool>` (the member's own tool name), or the whole `{}` in kill_switch.servers", s.name, s.name),

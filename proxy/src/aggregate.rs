@@ -53,7 +53,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -84,6 +84,16 @@ const STREAM_DEPTH: usize = 256;
 const MAX_PAGES: usize = 100;
 /// A virtual session unused this long ends (and its member sessions).
 const IDLE: Duration = Duration::from_secs(3600);
+/// Virtual sessions one principal may hold at once, and in all.
+const MAX_SESSIONS_PER_PRINCIPAL: usize = 64;
+const MAX_SESSIONS: usize = 10_000;
+/// Server→client requests a session may have waiting for the client.
+const MAX_ASKED: usize = 1024;
+/// Names learned of one member's list (longer names are not served).
+const MAX_NAMES: usize = 10_000;
+const MAX_NAME_LEN: usize = 1024;
+/// An unknown name makes the lists be read again at most this often.
+const RELEARN_EVERY: Duration = Duration::from_secs(5);
 const CURSOR_PREFIX: &str = "wvc1.";
 const CURSOR_AAD: &[u8] = b"warden virtual cursor v1";
 
@@ -139,8 +149,8 @@ impl Kind {
 
 struct Registry {
     by_server: Mutex<HashMap<String, Arc<Aggregator>>>,
-    /// Aggregators of an earlier setup: they serve their sessions until
-    /// those end, and take no new ones.
+    /// Aggregators of an earlier setup: they serve the sessions they have
+    /// (and any runtime still routed to them).
     retired: Mutex<Vec<Arc<Aggregator>>>,
     health: Mutex<BTreeMap<(String, String), MemberHealth>>,
 }
@@ -166,12 +176,32 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The `--listen` addresses that replace the bundle's listeners.
-static LISTEN: OnceLock<Vec<String>> = OnceLock::new();
+/// The addresses the gateway listens on (fixed at start: a bundle's
+/// listener changes take effect on restart), as (address, TLS, client
+/// certificate required).
+static LISTEN: OnceLock<Vec<(String, bool, bool)>> = OnceLock::new();
 
-/// Records the `--listen` addresses (plain listeners replacing the bundle's).
-pub fn listening_on(addresses: &[String]) {
-    let _ = LISTEN.set(addresses.to_vec());
+/// Records where this gateway listens: the `--listen` addresses (plain),
+/// else the bundle's listeners at start.
+pub fn listening_on(overrides: &[String], bundle: &[warden_config::model::Listener]) {
+    let list = if overrides.is_empty() {
+        bundle
+            .iter()
+            .map(|l| {
+                (
+                    l.address.clone(),
+                    l.tls.is_some(),
+                    l.tls.as_ref().is_some_and(|t| t.client_auth_required),
+                )
+            })
+            .collect()
+    } else {
+        overrides
+            .iter()
+            .map(|a| (a.clone(), false, false))
+            .collect()
+    };
+    let _ = LISTEN.set(list);
 }
 
 fn reachable(addr: SocketAddr) -> SocketAddr {
@@ -186,24 +216,27 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 /// Where the gateway can call itself: its first listener that needs no
 /// client certificate.
 fn gateway_base(cfg: &Config) -> std::io::Result<(String, bool)> {
-    if let Some(a) = LISTEN
-        .get()
-        .into_iter()
-        .flatten()
-        .find_map(|a| a.parse::<SocketAddr>().ok())
-    {
-        return Ok((format!("http://{}", reachable(a)), false));
-    }
-    for l in &cfg.listeners {
-        if l.tls.as_ref().is_some_and(|t| t.client_auth_required) {
+    let from_bundle: Vec<(String, bool, bool)> = cfg
+        .listeners
+        .iter()
+        .map(|l| {
+            (
+                l.address.clone(),
+                l.tls.is_some(),
+                l.tls.as_ref().is_some_and(|t| t.client_auth_required),
+            )
+        })
+        .collect();
+    let listeners = LISTEN.get().unwrap_or(&from_bundle);
+    for (address, tls, client_auth) in listeners {
+        if *client_auth {
             continue;
         }
-        let Ok(addr) = l.address.parse::<SocketAddr>() else {
+        let Ok(addr) = address.parse::<SocketAddr>() else {
             continue;
         };
-        let tls = l.tls.is_some();
-        let scheme = if tls { "https" } else { "http" };
-        return Ok((format!("{scheme}://{}", reachable(addr)), tls));
+        let scheme = if *tls { "https" } else { "http" };
+        return Ok((format!("{scheme}://{}", reachable(addr)), *tls));
     }
     Err(std::io::Error::other(
         "a virtual server needs a listener the gateway can call itself on (plain, or TLS without required client certificates)",
@@ -218,7 +251,18 @@ pub fn aggregator_for(server: &Server, cfg: &Config) -> std::io::Result<SocketAd
     };
     let (base, tls) = gateway_base(cfg)?;
     let api_key = cfg.identity.as_ref().map(|i| i.api_key_header.clone());
-    let fingerprint = format!("{}|{base}|{api_key:?}", v.fingerprint());
+    // Each member's own read timeout bounds the aggregator's own requests.
+    let timeouts: Vec<Duration> = v
+        .members
+        .iter()
+        .map(|m| {
+            cfg.servers
+                .iter()
+                .find(|s| s.name == m.server)
+                .map_or(Duration::from_secs(60), |s| s.timeouts.read)
+        })
+        .collect();
+    let fingerprint = format!("{}|{base}|{api_key:?}|{timeouts:?}", v.fingerprint());
     let r = registry();
     let mut map = lock(&r.by_server);
     if let Some(a) = map.get(&server.name) {
@@ -247,6 +291,7 @@ pub fn aggregator_for(server: &Server, cfg: &Config) -> std::io::Result<SocketAd
         inner_secret: hex::encode(rand::random::<[u8; 24]>()),
         base,
         members: v.members.clone(),
+        timeouts,
         aliases: v
             .members
             .iter()
@@ -256,7 +301,6 @@ pub fn aggregator_for(server: &Server, cfg: &Config) -> std::io::Result<SocketAd
         client,
         cursor_key: TokenKey::new(&rand::random::<[u8; 32]>()),
         sessions: Mutex::new(HashMap::new()),
-        retired: AtomicBool::new(false),
     });
     {
         let mut h = lock(&r.health);
@@ -285,7 +329,6 @@ pub fn aggregator_for(server: &Server, cfg: &Config) -> std::io::Result<SocketAd
             rt.block_on(serve(listener, run));
         })?;
     if let Some(old) = map.insert(server.name.clone(), agg) {
-        old.retired.store(true, Ordering::Relaxed);
         lock(&r.retired).push(old);
     }
     Ok(addr)
@@ -348,12 +391,13 @@ struct Aggregator {
     /// `http://127.0.0.1:<port>` of the gateway's own listener.
     base: String,
     members: Vec<VirtualMember>,
+    /// Each member's read timeout: bounds the aggregator's own requests.
+    timeouts: Vec<Duration>,
     aliases: std::collections::HashSet<String>,
     api_key: Option<String>,
     client: reqwest::Client,
     cursor_key: TokenKey,
     sessions: Mutex<HashMap<String, Arc<VSession>>>,
-    retired: AtomicBool,
 }
 
 /// One client session and its member sessions.
@@ -363,13 +407,18 @@ struct VSession {
     /// The client's `initialize` params, to open a member's session again.
     init: Box<RawValue>,
     legs: Vec<tokio::sync::Mutex<Leg>>,
-    learned: Mutex<[Vec<Option<Vec<String>>>; 4]>,
+    learned: Mutex<Learned>,
     /// Server→client requests by the id the client sees: (member, its id).
     asked: Mutex<HashMap<u64, (usize, Value)>>,
-    /// The client's requests in flight (by id text): which member has it.
-    inflight: Mutex<HashMap<String, usize>>,
+    /// The client's requests in flight (by the client's id, as text): the
+    /// member that has it and the id it has there.
+    inflight: Mutex<HashMap<String, (usize, u64)>>,
     next: AtomicU64,
-    get: Mutex<Option<mpsc::Sender<Bytes>>>,
+    /// Ends the session's current GET stream when another one opens.
+    get_stop: Mutex<Option<Arc<tokio::sync::Notify>>>,
+    /// The credentials of the session's latest request (to end the member
+    /// sessions when it goes idle).
+    caller: Mutex<Caller>,
     last_used: Mutex<Instant>,
 }
 
@@ -382,6 +431,38 @@ struct Leg {
     failed: Option<String>,
     /// Whether it was ever initialised (a member that failed is retried).
     up: bool,
+}
+
+/// What the aggregator knows of each member's lists, and the names the
+/// client sees, decided once for all of them.
+struct Learned {
+    /// Per list kind, per member: the keys of its whole list (names, URIs,
+    /// templates), once read.
+    sets: [Vec<Option<Vec<String>>>; 4],
+    /// Per list kind, per member: announced as changed (read it again; the
+    /// old names serve until that succeeds).
+    stale: [Vec<bool>; 4],
+    /// Tools and prompts: the names the client sees.
+    tables: [Option<Arc<NameTable>>; 2],
+    relearned: [Option<Instant>; 4],
+}
+
+impl Learned {
+    fn new(n: usize) -> Learned {
+        Learned {
+            sets: std::array::from_fn(|_| vec![None; n]),
+            stale: std::array::from_fn(|_| vec![false; n]),
+            tables: [None, None],
+            relearned: [None; 4],
+        }
+    }
+}
+
+/// The client's names for tools (or prompts) and what each stands for.
+#[derive(Default)]
+struct NameTable {
+    by_name: HashMap<String, (usize, String)>,
+    by_real: HashMap<(usize, String), String>,
 }
 
 /// What the caller sent that the member legs need: credentials, the
@@ -423,7 +504,7 @@ impl Caller {
 enum Failure {
     /// Its session is gone (404): initialise again.
     Gone,
-    /// Unreachable, or an answer that is no JSON-RPC message.
+    /// Unreachable, too slow, or an answer that is no JSON-RPC message.
     Broken(String),
 }
 
@@ -445,6 +526,14 @@ fn is_response(v: &Value) -> bool {
 
 fn error_value(id: Option<&Value>, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": {"code": code, "message": message}})
+}
+
+/// Text for the log (bounded, one line).
+fn loggable(s: &str) -> String {
+    s.chars()
+        .take(300)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Incremental SSE reader: the `data` of each complete event.
@@ -506,6 +595,15 @@ fn sse_event(v: &Value) -> Bytes {
     Bytes::from(format!("event: message\ndata: {v}\n\n"))
 }
 
+/// The fixed beginning of a URI template, when it names more than a
+/// scheme (`file:///{path}` or `h{x}` route nothing by themselves).
+fn template_head(t: &str) -> Option<&str> {
+    let fixed = t.split('{').next()?;
+    let (_, rest) = fixed.split_once(':')?;
+    let after = rest.trim_start_matches('/');
+    (!after.is_empty()).then_some(fixed)
+}
+
 impl Aggregator {
     fn url(&self, i: usize) -> String {
         let m = &self.members[i];
@@ -524,14 +622,14 @@ impl Aggregator {
             Err(why) => {
                 e.healthy = false;
                 e.failures += 1;
-                e.last_error = Some(why.chars().take(300).collect());
+                e.last_error = Some(loggable(why));
                 e.last_error_at = Some(SystemTime::now());
             }
         }
     }
 
     fn failed(&self, i: usize, what: &str, why: &str) {
-        tracing::warn!(server = %self.name, member = %self.members[i].server, "virtual server member: {what}: {why}");
+        tracing::warn!(server = %self.name, member = %self.members[i].server, "virtual server member: {what}: {}", loggable(why));
         crate::metrics::metrics()
             .member_failures
             .with_label_values(&[&self.name, &self.members[i].server, what])
@@ -573,8 +671,39 @@ impl Aggregator {
         })
     }
 
-    /// The member's answer to request `id` (read whole, JSON or SSE; what
-    /// else the member says meanwhile is dropped), or `Null` for a 202.
+    /// A request of the aggregator's own to member `i` and the member's
+    /// answer to it (read whole, JSON or SSE; what else the member says
+    /// meanwhile is dropped), within the member's read timeout; `Null` for
+    /// a 202.
+    async fn exchange(
+        &self,
+        i: usize,
+        leg: Option<&Leg>,
+        caller: &Caller,
+        body: Vec<u8>,
+        id: &Value,
+    ) -> Result<(Value, Option<String>), Failure> {
+        let work = async {
+            let resp = self
+                .post(i, leg, caller, body)
+                .await
+                .map_err(Failure::Broken)?;
+            let sid = resp
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            Ok((Self::answer(resp, id).await?, sid))
+        };
+        match tokio::time::timeout(self.timeouts[i], work).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Broken(format!(
+                "no answer within {:?}",
+                self.timeouts[i]
+            ))),
+        }
+    }
+
     async fn answer(resp: reqwest::Response, id: &Value) -> Result<Value, Failure> {
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
@@ -629,14 +758,8 @@ impl Aggregator {
             r#"{{"jsonrpc":"2.0","id":"warden-virtual-init","method":"initialize","params":{}}}"#,
             init.get()
         );
-        let resp = self.post(i, None, caller, body.into_bytes()).await?;
-        let sid = resp
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let v = match Self::answer(resp, &id).await {
-            Ok(v) => v,
+        let (v, sid) = match self.exchange(i, None, caller, body.into_bytes(), &id).await {
+            Ok(x) => x,
             Err(Failure::Gone) => return Err("HTTP 404".into()),
             Err(Failure::Broken(why)) => return Err(why),
         };
@@ -645,7 +768,7 @@ impl Aggregator {
                 .pointer("/error/message")
                 .and_then(Value::as_str)
                 .unwrap_or("no result");
-            return Err(format!("initialize: {msg}"));
+            return Err(format!("initialize: {}", loggable(msg)));
         };
         let leg = Leg {
             sid,
@@ -659,9 +782,9 @@ impl Aggregator {
             up: true,
         };
         let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_vec();
-        if let Ok(r) = self.post(i, Some(&leg), caller, note).await {
-            let _ = r.bytes().await;
-        }
+        let _ = self
+            .exchange(i, Some(&leg), caller, note, &Value::Null)
+            .await;
         Ok((leg, result.clone()))
     }
 
@@ -713,22 +836,19 @@ impl Aggregator {
         method: &str,
         params: Value,
     ) -> Result<Value, String> {
-        let id = json!(format!(
-            "warden-virtual-{}",
-            s.next.fetch_add(1, Ordering::Relaxed)
-        ));
+        let id = json!(s.next.fetch_add(1, Ordering::Relaxed));
         let body =
             json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
         let mut leg = self.leg(s, i, caller).await?;
         for attempt in 0..2 {
-            let resp = self
-                .post(i, Some(&leg), caller, body.clone().into_bytes())
-                .await?;
-            match Self::answer(resp, &id).await {
-                Ok(v) => {
+            match self
+                .exchange(i, Some(&leg), caller, body.clone().into_bytes(), &id)
+                .await
+            {
+                Ok((v, _)) => {
                     if let Some(e) = v.get("error") {
                         let msg = e.get("message").and_then(Value::as_str).unwrap_or("error");
-                        return Err(format!("{method}: {msg}"));
+                        return Err(format!("{method}: {}", loggable(msg)));
                     }
                     return v
                         .get("result")
@@ -742,114 +862,146 @@ impl Aggregator {
                 Err(Failure::Broken(why)) => return Err(why),
             }
         }
-        Err("unreachable".into())
+        Err("the member's session is gone".into())
     }
 
-    /// The name member `i`'s item `real` has for the client.
-    fn exposed(
-        &self,
-        learned: &[Vec<Option<Vec<String>>>; 4],
-        kind: Kind,
-        i: usize,
-        real: &str,
-    ) -> Option<String> {
-        let m = &self.members[i];
+    /// Decides the client's names for tools or prompts, in member order:
+    /// the bundle's aliases first; then each member's names, bare or
+    /// prefixed as the member says, a name already taken never taken
+    /// again. While an earlier member's list is unknown (it is down),
+    /// later members get no bare names: a name could otherwise move from
+    /// one member to another when it comes back.
+    fn table(&self, l: &Learned, kind: Kind) -> NameTable {
+        let mut t = NameTable::default();
+        let sets = &l.sets[kind as usize];
         if kind == Kind::Tools {
-            if let Some(a) = m.tools.get(real).and_then(|t| t.alias.clone()) {
-                return Some(a);
-            }
-        }
-        if matches!(kind, Kind::Resources | Kind::Templates) {
-            return Some(real.to_owned());
-        }
-        // An alias the bundle gave is that tool's name alone: no member
-        // takes it (or a name an alias would shadow) for another tool.
-        let free = |n: &str| kind != Kind::Tools || !self.aliases.contains(n);
-        let prefixed = format!("{}_{real}", m.prefix);
-        let name = match m.prefixing {
-            Prefixing::Always => prefixed,
-            Prefixing::Never => real.to_owned(),
-            Prefixing::Conflict => {
-                let clash = !free(real)
-                    || (0..i).any(|j| {
-                        self.members[j].prefixing != Prefixing::Always
-                            && learned[kind as usize]
-                                .get(j)
-                                .and_then(Option::as_ref)
-                                .is_some_and(|names| names.iter().any(|n| n == real))
-                    });
-                if clash {
-                    prefixed
-                } else {
-                    real.to_owned()
+            for (i, m) in self.members.iter().enumerate() {
+                for (real, view) in &m.tools {
+                    let (Some(alias), Some(names)) = (&view.alias, &sets[i]) else {
+                        continue;
+                    };
+                    if names.contains(real) {
+                        t.by_name.insert(alias.clone(), (i, real.clone()));
+                        t.by_real.insert((i, real.clone()), alias.clone());
+                    }
                 }
             }
+        }
+        let taken = |t: &NameTable, n: &str| {
+            t.by_name.contains_key(n) || (kind == Kind::Tools && self.aliases.contains(n))
         };
-        free(&name).then_some(name)
+        for (i, m) in self.members.iter().enumerate() {
+            let Some(names) = &sets[i] else { continue };
+            let earlier_unknown =
+                (0..i).any(|j| self.members[j].prefixing != Prefixing::Always && sets[j].is_none());
+            for real in names {
+                if t.by_real.contains_key(&(i, real.clone())) {
+                    continue;
+                }
+                let prefixed = format!("{}_{real}", m.prefix);
+                let candidates: Vec<String> = match (m.prefixing, earlier_unknown) {
+                    (Prefixing::Always, _) => vec![prefixed],
+                    (Prefixing::Never, false) => vec![real.clone()],
+                    (Prefixing::Never, true) => Vec::new(),
+                    (Prefixing::Conflict, false) => vec![real.clone(), prefixed],
+                    (Prefixing::Conflict, true) => vec![prefixed],
+                };
+                if let Some(name) = candidates.into_iter().find(|c| !taken(&t, c)) {
+                    t.by_name.insert(name.clone(), (i, real.clone()));
+                    t.by_real.insert((i, real.clone()), name);
+                }
+            }
+        }
+        t
     }
 
-    /// Reads the whole `kind` list of each member not yet known (every
-    /// page), so names can be decided and routed.
-    async fn learn(&self, s: &VSession, kind: Kind, caller: &Caller) {
+    /// The current names table for tools or prompts.
+    fn names(&self, s: &VSession, kind: Kind) -> Arc<NameTable> {
+        let mut l = lock(&s.learned);
+        let slot = kind as usize;
+        if let Some(t) = &l.tables[slot] {
+            return t.clone();
+        }
+        let t = Arc::new(self.table(&l, kind));
+        l.tables[slot] = Some(t.clone());
+        t
+    }
+
+    /// Reads the whole `kind` list of each member not known yet, or
+    /// announced as changed (or every member's, with `all`). A member that
+    /// cannot be read keeps what was known of it.
+    async fn learn(&self, s: &VSession, kind: Kind, caller: &Caller, all: bool) {
         let wanted: Vec<usize> = {
             let l = lock(&s.learned);
             (0..self.members.len())
-                .filter(|&i| l[kind as usize][i].is_none())
+                .filter(|&i| all || l.sets[kind as usize][i].is_none() || l.stale[kind as usize][i])
                 .collect()
         };
-        let mut jobs = Vec::new();
-        for i in wanted {
-            jobs.push(async move {
-                let caps = match self.leg(s, i, caller).await {
-                    Ok(l) => l.capabilities,
-                    Err(_) => return (i, None),
+        if wanted.is_empty() {
+            return;
+        }
+        let jobs = wanted.into_iter().map(|i| async move {
+            let caps = match self.leg(s, i, caller).await {
+                Ok(l) => l.capabilities,
+                Err(_) => return (i, None),
+            };
+            if caps.get(kind.capability()).is_none() {
+                return (i, Some(Vec::new()));
+            }
+            let mut names = Vec::new();
+            let mut cursor: Option<String> = None;
+            for _ in 0..MAX_PAGES {
+                let params = match &cursor {
+                    Some(c) => json!({"cursor": c}),
+                    None => json!({}),
                 };
-                if caps.get(kind.capability()).is_none() {
-                    return (i, Some(Vec::new()));
-                }
-                let mut names = Vec::new();
-                let mut cursor: Option<String> = None;
-                for _ in 0..MAX_PAGES {
-                    let params = match &cursor {
-                        Some(c) => json!({"cursor": c}),
-                        None => json!({}),
-                    };
-                    match self.ask_member(s, i, caller, kind.method(), params).await {
-                        Ok(r) => {
-                            for item in r
-                                .get(kind.items())
-                                .and_then(Value::as_array)
-                                .into_iter()
-                                .flatten()
-                            {
-                                if let Some(n) = item.get(kind.key()).and_then(Value::as_str) {
+                match self.ask_member(s, i, caller, kind.method(), params).await {
+                    Ok(r) => {
+                        for item in r
+                            .get(kind.items())
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
+                            if let Some(n) = item.get(kind.key()).and_then(Value::as_str) {
+                                if n.len() <= MAX_NAME_LEN && names.len() < MAX_NAMES {
                                     names.push(n.to_owned());
                                 }
                             }
-                            cursor = r
-                                .get("nextCursor")
-                                .and_then(Value::as_str)
-                                .map(str::to_owned);
-                            if cursor.is_none() {
-                                break;
-                            }
                         }
-                        Err(why) => {
-                            self.failed(i, "list", &why);
-                            return (i, None);
+                        cursor = r
+                            .get("nextCursor")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned);
+                        if cursor.is_none() {
+                            break;
                         }
                     }
+                    Err(why) => {
+                        self.failed(i, "list", &why);
+                        return (i, None);
+                    }
                 }
-                (i, Some(names))
-            });
-        }
+            }
+            (i, Some(names))
+        });
         let done = futures_util::future::join_all(jobs).await;
         let mut l = lock(&s.learned);
         for (i, names) in done {
-            if names.is_some() {
-                l[kind as usize][i] = names;
+            if let Some(n) = names {
+                l.sets[kind as usize][i] = Some(n);
+                l.stale[kind as usize][i] = false;
             }
         }
+        l.relearned[kind as usize] = Some(Instant::now());
+        if let Some(t) = l.tables.get_mut(kind as usize) {
+            *t = None;
+        }
+    }
+
+    /// Whether an unknown name may make the lists be read again now.
+    fn may_relearn(&self, s: &VSession, kind: Kind) -> bool {
+        lock(&s.learned).relearned[kind as usize].is_none_or(|t| t.elapsed() >= RELEARN_EVERY)
     }
 
     /// The member and upstream name behind the name `name` the client used.
@@ -860,108 +1012,111 @@ impl Aggregator {
         name: &str,
         caller: &Caller,
     ) -> Option<(usize, String)> {
-        for pass in 0..2 {
-            {
-                let l = lock(&s.learned);
-                for i in 0..self.members.len() {
-                    for real in l[kind as usize][i].iter().flatten() {
-                        if self.exposed(&l, kind, i, real).as_deref() == Some(name) {
-                            return Some((i, real.clone()));
-                        }
-                    }
-                }
-                if pass == 1 {
-                    return None;
-                }
-            }
-            // Unknown: learn anew (the member's list may have changed).
-            {
-                let mut l = lock(&s.learned);
-                for v in l[kind as usize].iter_mut() {
-                    *v = None;
-                }
-            }
-            self.learn(s, kind, caller).await;
+        self.learn(s, kind, caller, false).await;
+        if let Some(hit) = self.names(s, kind).by_name.get(name) {
+            return Some(hit.clone());
         }
-        None
+        // Unknown: a member's list may have changed unannounced.
+        if !self.may_relearn(s, kind) {
+            return None;
+        }
+        self.learn(s, kind, caller, true).await;
+        self.names(s, kind).by_name.get(name).cloned()
     }
 
-    /// The member serving resource `uri`: one that listed it, else one
-    /// whose template's fixed beginning it has (the longest), else the one
-    /// member with resources at all.
-    async fn resolve_uri(&self, s: &VSession, uri: &str, caller: &Caller) -> Option<usize> {
+    /// The member serving resource `uri`: the first (in member order) that
+    /// listed it; else the one member with a template whose fixed beginning
+    /// it has (the longest; two members tied → none); else the one member
+    /// with resources at all.
+    async fn resolve_uri(
+        &self,
+        s: &VSession,
+        uri: &str,
+        caller: &Caller,
+    ) -> Result<usize, &'static str> {
         for pass in 0..2 {
             if pass == 1 {
-                let mut l = lock(&s.learned);
-                l[Kind::Resources as usize]
-                    .iter_mut()
-                    .for_each(|v| *v = None);
-                l[Kind::Templates as usize]
-                    .iter_mut()
-                    .for_each(|v| *v = None);
+                if !self.may_relearn(s, Kind::Resources) {
+                    break;
+                }
+                self.learn(s, Kind::Resources, caller, true).await;
+                self.learn(s, Kind::Templates, caller, true).await;
+            } else {
+                self.learn(s, Kind::Resources, caller, false).await;
+                self.learn(s, Kind::Templates, caller, false).await;
             }
-            self.learn(s, Kind::Resources, caller).await;
-            self.learn(s, Kind::Templates, caller).await;
             let l = lock(&s.learned);
             for i in 0..self.members.len() {
-                if l[Kind::Resources as usize][i]
-                    .iter()
-                    .flatten()
-                    .any(|u| u == uri)
-                    || l[Kind::Templates as usize][i]
-                        .iter()
-                        .flatten()
-                        .any(|u| u == uri)
-                {
-                    return Some(i);
+                let listed = |k: Kind| l.sets[k as usize][i].iter().flatten().any(|u| u == uri);
+                if listed(Kind::Resources) || listed(Kind::Templates) {
+                    return Ok(i);
                 }
             }
             let mut best: Option<(usize, usize)> = None;
+            let mut tied = false;
             for i in 0..self.members.len() {
-                for t in l[Kind::Templates as usize][i].iter().flatten() {
-                    let fixed = t.split('{').next().unwrap_or("");
-                    if !fixed.is_empty()
-                        && uri.starts_with(fixed)
-                        && best.is_none_or(|(_, n)| fixed.len() > n)
-                    {
-                        best = Some((i, fixed.len()));
+                let longest = l.sets[Kind::Templates as usize][i]
+                    .iter()
+                    .flatten()
+                    .filter_map(|t| template_head(t))
+                    .filter(|h| uri.starts_with(h))
+                    .map(str::len)
+                    .max();
+                let Some(n) = longest else { continue };
+                match best {
+                    Some((_, b)) if n < b => {}
+                    Some((_, b)) if n == b => tied = true,
+                    _ => {
+                        best = Some((i, n));
+                        tied = false;
                     }
                 }
             }
-            if let Some((i, _)) = best {
-                return Some(i);
+            match (best, tied) {
+                (Some(_), true) => {
+                    return Err("the URI matches resource templates of several members")
+                }
+                (Some((i, _)), false) => return Ok(i),
+                _ => {}
             }
         }
-        let with: Vec<usize> = {
-            let mut v = Vec::new();
-            for i in 0..self.members.len() {
-                let leg = s.legs[i].lock().await;
-                if leg.capabilities.get("resources").is_some() {
-                    v.push(i);
-                }
+        let mut with = Vec::new();
+        for i in 0..self.members.len() {
+            if s.legs[i]
+                .lock()
+                .await
+                .capabilities
+                .get("resources")
+                .is_some()
+            {
+                with.push(i);
             }
-            v
-        };
-        (with.len() == 1).then(|| with[0])
+        }
+        match with.as_slice() {
+            [i] => Ok(*i),
+            _ => Err("Resource not found"),
+        }
     }
 
-    /// The client's view of member `i`'s list item.
+    /// The client's view of member `i`'s list item; `None`: not shown (a
+    /// name no longer its own, or not learned yet).
     fn view(
         &self,
-        learned: &[Vec<Option<Vec<String>>>; 4],
+        table: Option<&NameTable>,
         kind: Kind,
         i: usize,
         mut item: Value,
     ) -> Option<(String, Value)> {
         let real = item.get(kind.key())?.as_str()?.to_owned();
-        let name = self.exposed(learned, kind, i, &real)?;
-        if matches!(kind, Kind::Tools | Kind::Prompts) {
-            item["name"] = json!(name);
-        }
+        let Some(t) = table else {
+            return Some((real, item));
+        };
+        let name = t.by_real.get(&(i, real.clone()))?.clone();
+        item["name"] = json!(name);
         if kind == Kind::Tools {
             if let Some(v) = self.members[i].tools.get(&real) {
-                if let Some(t) = &v.title {
-                    item["title"] = json!(t);
+                if let Some(x) = &v.title {
+                    item["title"] = json!(x);
                 }
                 if let Some(d) = &v.description {
                     item["description"] = json!(d);
@@ -1035,11 +1190,10 @@ impl Aggregator {
             },
             None => vec![Some(None); self.members.len()],
         };
-        self.learn(s, kind, caller).await;
-        let mut jobs = Vec::new();
-        for (i, st) in state.iter().enumerate() {
-            let Some(from) = st.clone() else { continue };
-            jobs.push(async move {
+        self.learn(s, kind, caller, false).await;
+        let jobs = state.iter().enumerate().filter_map(|(i, st)| {
+            let from = st.clone()?;
+            Some(async move {
                 let caps = match self.leg(s, i, caller).await {
                     Ok(l) => l.capabilities,
                     Err(why) => return (i, Err(why)),
@@ -1055,13 +1209,13 @@ impl Aggregator {
                     i,
                     self.ask_member(s, i, caller, kind.method(), params).await,
                 )
-            });
-        }
+            })
+        });
         let pages = futures_util::future::join_all(jobs).await;
+        let table = matches!(kind, Kind::Tools | Kind::Prompts).then(|| self.names(s, kind));
         let mut next: Vec<Option<Option<String>>> = vec![None; self.members.len()];
         let mut items = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let learned = lock(&s.learned).clone();
         for (i, page) in pages {
             match page {
                 Ok(r) => {
@@ -1072,7 +1226,7 @@ impl Aggregator {
                         .cloned()
                         .unwrap_or_default()
                     {
-                        if let Some((name, item)) = self.view(&learned, kind, i, item) {
+                        if let Some((name, item)) = self.view(table.as_deref(), kind, i, item) {
                             if seen.insert(name) {
                                 items.push(item);
                             }
@@ -1099,16 +1253,26 @@ impl Aggregator {
     /// A new session: every member's opened with the client's params.
     async fn initialize(&self, m: &Members, caller: &Caller) -> Response<Body> {
         let id: Value = member(m, "id").unwrap_or(Value::Null);
-        if self.retired.load(Ordering::Relaxed) {
-            return json_response(
-                StatusCode::OK,
-                None,
-                &error_value(
-                    Some(&id),
-                    -32603,
-                    "the virtual server changed: initialize again",
-                ),
-            );
+        {
+            let sessions = lock(&self.sessions);
+            let mine = sessions
+                .values()
+                .filter(|s| s.owner == caller.owner)
+                .count();
+            if sessions.len() >= MAX_SESSIONS || mine >= MAX_SESSIONS_PER_PRINCIPAL {
+                return json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    None,
+                    &error_value(
+                        Some(&id),
+                        -32603,
+                        &format!(
+                            "too many sessions of `{}` (end some with DELETE)",
+                            self.name
+                        ),
+                    ),
+                );
+            }
         }
         let init: Box<RawValue> = m.get("params").cloned().unwrap_or_else(|| raw(&json!({})));
         let requested = serde_json::from_str::<Value>(init.get())
@@ -1134,7 +1298,7 @@ impl Aggregator {
                 }
                 Err(why) => {
                     self.failed(i, "initialize", &why);
-                    failures.push(format!("{}: {why}", self.members[i].server));
+                    failures.push(self.members[i].server.clone());
                     legs.push(Leg {
                         failed: Some(why),
                         ..Leg::default()
@@ -1144,9 +1308,9 @@ impl Aggregator {
         }
         if results.is_empty() {
             let msg = format!(
-                "no member of `{}` could be initialized ({})",
+                "no member of `{}` could be initialized ({} failed; see the gateway log)",
                 self.name,
-                failures.join("; ")
+                failures.join(", ")
             );
             return json_response(StatusCode::OK, None, &error_value(Some(&id), -32603, &msg));
         }
@@ -1216,17 +1380,17 @@ impl Aggregator {
             result["instructions"] = json!(instructions.join("\n\n"));
         }
         let sid = hex::encode(rand::random::<[u8; 16]>());
-        let n = self.members.len();
         let session = Arc::new(VSession {
             id: sid.clone(),
             owner: caller.owner.clone(),
             init,
             legs: legs.into_iter().map(tokio::sync::Mutex::new).collect(),
-            learned: Mutex::new([vec![None; n], vec![None; n], vec![None; n], vec![None; n]]),
+            learned: Mutex::new(Learned::new(self.members.len())),
             asked: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
-            get: Mutex::new(None),
+            get_stop: Mutex::new(None),
+            caller: Mutex::new(caller.clone()),
             last_used: Mutex::new(Instant::now()),
         });
         lock(&self.sessions).insert(sid.clone(), session);
@@ -1255,6 +1419,7 @@ impl Aggregator {
             .filter(|s| crate::stdio::same(s.owner.as_bytes(), caller.owner.as_bytes()));
         if let Some(s) = &session {
             *lock(&s.last_used) = Instant::now();
+            *lock(&s.caller) = caller.clone();
         }
         let has_sid = req.headers().contains_key("mcp-session-id");
         match *req.method() {
@@ -1266,6 +1431,9 @@ impl Aggregator {
             Method::DELETE => match session {
                 Some(s) => {
                     lock(&self.sessions).remove(&s.id);
+                    if let Some(stop) = lock(&s.get_stop).take() {
+                        stop.notify_waiters();
+                    }
                     self.end(&s, &caller).await;
                     plain(StatusCode::OK)
                 }
@@ -1285,7 +1453,8 @@ impl Aggregator {
                 .client
                 .delete(self.url(i))
                 .header(SECRET_HEADER, &self.inner_secret)
-                .header("mcp-session-id", sid);
+                .header("mcp-session-id", sid)
+                .timeout(self.timeouts[i]);
             if !leg.version.is_empty() {
                 rb = rb.header("mcp-protocol-version", &leg.version);
             }
@@ -1372,7 +1541,7 @@ impl Aggregator {
         match (method, id) {
             (Some(method), Some(id)) => self.request(s, &mut m, &method, id, caller).await,
             (Some(method), None) => {
-                self.notification(&s, &m, &method, &caller).await;
+                self.notification(&s, &mut m, &method, &caller).await;
                 plain(StatusCode::ACCEPTED)
             }
             (None, Some(id)) => {
@@ -1387,49 +1556,54 @@ impl Aggregator {
         }
     }
 
+    /// Sends a message the client sent on to member `i`, not waiting for
+    /// more than the member's acknowledgement.
+    async fn pass_on(&self, s: &VSession, i: usize, m: &Members, caller: &Caller) {
+        let Ok(body) = serde_json::to_vec(m) else {
+            return;
+        };
+        let leg = s.legs[i].lock().await.clone();
+        if leg.sid.is_none() {
+            return;
+        }
+        let _ = self
+            .exchange(i, Some(&leg), caller, body, &Value::Null)
+            .await;
+    }
+
     /// The client answers a server→client request: to the member that asked.
     async fn client_answer(&self, s: &VSession, m: &mut Members, id: &Value, caller: &Caller) {
         let Some((i, original)) = id.as_u64().and_then(|b| lock(&s.asked).remove(&b)) else {
             return;
         };
         m.insert("id".into(), raw(&original));
-        let Ok(body) = serde_json::to_vec(m) else {
-            return;
-        };
-        let leg = s.legs[i].lock().await.clone();
-        if let Ok(r) = self.post(i, Some(&leg), caller, body).await {
-            let _ = r.bytes().await;
-        }
+        self.pass_on(s, i, m, caller).await;
     }
 
-    async fn notification(&self, s: &VSession, m: &Members, method: &str, caller: &Caller) {
-        let targets: Vec<usize> = match method {
+    async fn notification(&self, s: &VSession, m: &mut Members, method: &str, caller: &Caller) {
+        match method {
             "notifications/cancelled" => {
-                let wanted = member::<Members>(m, "params")
-                    .and_then(|p| member::<Value>(&p, "requestId"))
-                    .map(|v| v.to_string());
+                let mut params: Members = member(m, "params").unwrap_or_default();
+                let Some(wanted) = member::<Value>(&params, "requestId").map(|v| v.to_string())
+                else {
+                    return;
+                };
                 // Cancelled: answered by no one (its stream just ends).
-                match wanted.and_then(|w| lock(&s.inflight).remove(&w)) {
-                    Some(i) => vec![i],
-                    None => return,
+                let Some((i, ours)) = lock(&s.inflight).remove(&wanted) else {
+                    return;
+                };
+                params.insert("requestId".into(), raw(&json!(ours)));
+                m.insert("params".into(), raw_members(&params));
+                self.pass_on(s, i, m, caller).await;
+            }
+            "notifications/roots/list_changed" => {
+                for i in 0..self.members.len() {
+                    self.pass_on(s, i, m, caller).await;
                 }
             }
-            // Already sent to each member when its session opened.
-            "notifications/initialized" => return,
-            "notifications/roots/list_changed" => (0..self.members.len()).collect(),
-            _ => return,
-        };
-        let Ok(body) = serde_json::to_vec(m) else {
-            return;
-        };
-        for i in targets {
-            let leg = s.legs[i].lock().await.clone();
-            if leg.sid.is_none() {
-                continue;
-            }
-            if let Ok(r) = self.post(i, Some(&leg), caller, body.clone()).await {
-                let _ = r.bytes().await;
-            }
+            // `initialized` was sent to each member when its session opened;
+            // anything else is the client's own business.
+            _ => {}
         }
     }
 
@@ -1442,12 +1616,12 @@ impl Aggregator {
         id: Value,
         caller: Caller,
     ) -> Response<Body> {
+        let answer = |v: &Value| json_response(StatusCode::OK, None, v);
         if let Some(kind) = Kind::of(method) {
             let params: Option<Members> = member(m, "params");
-            let v = self.list(&s, kind, params.as_ref(), &id, &caller).await;
-            return json_response(StatusCode::OK, None, &v);
+            return answer(&self.list(&s, kind, params.as_ref(), &id, &caller).await);
         }
-        let params: Members = member(m, "params").unwrap_or_default();
+        let mut params: Members = member(m, "params").unwrap_or_default();
         let target = match method {
             "tools/call" | "prompts/get" => {
                 let kind = if method == "tools/call" {
@@ -1456,145 +1630,124 @@ impl Aggregator {
                     Kind::Prompts
                 };
                 let Some(name) = member::<String>(&params, "name") else {
-                    return json_response(
-                        StatusCode::OK,
-                        None,
-                        &error_value(Some(&id), -32602, "Invalid params: no name"),
-                    );
+                    return answer(&error_value(Some(&id), -32602, "Invalid params: no name"));
                 };
-                match self.resolve(&s, kind, &name, &caller).await {
-                    Some(t) => Some((t.0, Some((kind, t.1)))),
-                    None => {
-                        let what = if kind == Kind::Tools {
-                            "tool"
-                        } else {
-                            "prompt"
-                        };
-                        return json_response(
-                            StatusCode::OK,
-                            None,
-                            &error_value(Some(&id), -32602, &format!("Unknown {what}: {name}")),
-                        );
-                    }
-                }
-            }
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                let Some(uri) = member::<String>(&params, "uri") else {
-                    return json_response(
-                        StatusCode::OK,
-                        None,
-                        &error_value(Some(&id), -32602, "Invalid params: no uri"),
-                    );
+                let Some((i, real)) = self.resolve(&s, kind, &name, &caller).await else {
+                    let what = if kind == Kind::Tools {
+                        "tool"
+                    } else {
+                        "prompt"
+                    };
+                    return answer(&error_value(
+                        Some(&id),
+                        -32602,
+                        &format!("Unknown {what}: {}", loggable(&name)),
+                    ));
                 };
-                self.resolve_uri(&s, &uri, &caller).await.map(|i| (i, None))
-            }
-            "completion/complete" => {
-                let r: Option<Value> = member(&params, "ref");
-                let kind = r
-                    .as_ref()
-                    .and_then(|r| r.get("type"))
-                    .and_then(Value::as_str);
-                match (kind, r.as_ref()) {
-                    (Some("ref/prompt"), Some(r)) => {
-                        let name = r.get("name").and_then(Value::as_str).unwrap_or("");
-                        match self.resolve(&s, Kind::Prompts, name, &caller).await {
-                            Some((i, real)) => {
-                                let mut p = params.clone();
-                                let mut r = r.clone();
-                                r["name"] = json!(real);
-                                p.insert("ref".into(), raw(&r));
-                                m.insert("params".into(), raw_members(&p));
-                                Some((i, None))
-                            }
-                            None => None,
-                        }
-                    }
-                    (Some("ref/resource"), Some(r)) => {
-                        let uri = r.get("uri").and_then(Value::as_str).unwrap_or("");
-                        self.resolve_uri(&s, uri, &caller).await.map(|i| (i, None))
-                    }
-                    _ => None,
-                }
-            }
-            "logging/setLevel" => {
-                let Ok(body) = serde_json::to_vec(m) else {
-                    return plain(StatusCode::BAD_REQUEST);
-                };
-                for i in 0..self.members.len() {
-                    let leg = s.legs[i].lock().await.clone();
-                    if leg.sid.is_some() && leg.capabilities.get("logging").is_some() {
-                        if let Ok(r) = self.post(i, Some(&leg), &caller, body.clone()).await {
-                            let _ = r.bytes().await;
-                        }
-                    }
-                }
-                return json_response(
-                    StatusCode::OK,
-                    None,
-                    &json!({"jsonrpc": "2.0", "id": id, "result": {}}),
-                );
-            }
-            _ => {
-                return json_response(
-                    StatusCode::OK,
-                    None,
-                    &error_value(Some(&id), -32601, &format!("Method not found: {method}")),
-                );
-            }
-        };
-        let Some((i, named)) = target else {
-            let msg = match method {
-                "completion/complete" => "Invalid params: unknown completion reference".to_owned(),
-                _ => "Resource not found".to_owned(),
-            };
-            return json_response(StatusCode::OK, None, &error_value(Some(&id), -32602, &msg));
-        };
-        // The member's own name, and the arguments the bundle fixes.
-        if let Some((kind, real)) = named {
-            let mut p = params.clone();
-            p.insert("name".into(), raw(&json!(real)));
-            if kind == Kind::Tools {
-                if let Some(view) = self.members[i].tools.get(&real) {
-                    if !view.hidden.is_empty() || !view.defaults.is_empty() {
-                        let mut args: Members = member(&p, "arguments").unwrap_or_default();
-                        for (k, v) in &view.hidden {
-                            if args.contains_key(k) {
-                                return json_response(
-                                    StatusCode::OK,
-                                    None,
-                                    &error_value(
+                params.insert("name".into(), raw(&json!(real)));
+                if kind == Kind::Tools {
+                    if let Some(view) = self.members[i].tools.get(&real) {
+                        if !view.hidden.is_empty() || !view.defaults.is_empty() {
+                            let mut args: Members =
+                                member(&params, "arguments").unwrap_or_default();
+                            for (k, v) in &view.hidden {
+                                if args.contains_key(k) {
+                                    return answer(&error_value(
                                         Some(&id),
                                         -32602,
                                         &format!(
                                             "Invalid params: argument `{k}` is set by the gateway"
                                         ),
-                                    ),
-                                );
+                                    ));
+                                }
+                                args.insert(k.clone(), raw(v));
                             }
-                            args.insert(k.clone(), raw(v));
+                            for (k, v) in &view.defaults {
+                                args.entry(k.clone()).or_insert_with(|| raw(v));
+                            }
+                            params.insert("arguments".into(), raw_members(&args));
                         }
-                        for (k, v) in &view.defaults {
-                            args.entry(k.clone()).or_insert_with(|| raw(v));
+                    }
+                }
+                i
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let Some(uri) = member::<String>(&params, "uri") else {
+                    return answer(&error_value(Some(&id), -32602, "Invalid params: no uri"));
+                };
+                match self.resolve_uri(&s, &uri, &caller).await {
+                    Ok(i) => i,
+                    Err(why) => return answer(&error_value(Some(&id), -32602, why)),
+                }
+            }
+            "completion/complete" => {
+                let r: Value = member(&params, "ref").unwrap_or(Value::Null);
+                match r.get("type").and_then(Value::as_str) {
+                    Some("ref/prompt") => {
+                        let name = r.get("name").and_then(Value::as_str).unwrap_or("");
+                        let Some((i, real)) = self.resolve(&s, Kind::Prompts, name, &caller).await
+                        else {
+                            return answer(&error_value(
+                                Some(&id),
+                                -32602,
+                                "Invalid params: unknown prompt",
+                            ));
+                        };
+                        let mut r = r.clone();
+                        r["name"] = json!(real);
+                        params.insert("ref".into(), raw(&r));
+                        i
+                    }
+                    Some("ref/resource") => {
+                        let uri = r.get("uri").and_then(Value::as_str).unwrap_or("");
+                        match self.resolve_uri(&s, uri, &caller).await {
+                            Ok(i) => i,
+                            Err(why) => return answer(&error_value(Some(&id), -32602, why)),
                         }
-                        p.insert("arguments".into(), raw_members(&args));
+                    }
+                    _ => {
+                        return answer(&error_value(
+                            Some(&id),
+                            -32602,
+                            "Invalid params: unknown completion reference",
+                        ))
                     }
                 }
             }
-            m.insert("params".into(), raw_members(&p));
-        }
-        let Ok(body) = serde_json::to_vec(m) else {
-            return plain(StatusCode::BAD_REQUEST);
+            "logging/setLevel" => {
+                for i in 0..self.members.len() {
+                    let logs = s.legs[i].lock().await.capabilities.get("logging").is_some();
+                    if logs {
+                        let mut one = m.clone();
+                        one.insert(
+                            "id".into(),
+                            raw(&json!(s.next.fetch_add(1, Ordering::Relaxed))),
+                        );
+                        self.pass_on(&s, i, &one, &caller).await;
+                    }
+                }
+                return answer(&json!({"jsonrpc": "2.0", "id": id, "result": {}}));
+            }
+            _ => {
+                return answer(&error_value(
+                    Some(&id),
+                    -32601,
+                    &format!("Method not found: {}", loggable(method)),
+                ))
+            }
         };
-        self.relay(s, i, body, id, caller).await
+        m.insert("params".into(), raw_members(&params));
+        self.relay(s, target, m, id, caller).await
     }
 
-    /// Sends a routed request to member `i` and passes its answer on: a
-    /// JSON answer as it came, a stream event by event.
+    /// Sends a routed request to member `i` under an id of the aggregator's
+    /// and passes its answer on with the client's id: a JSON answer whole,
+    /// a stream event by event.
     async fn relay(
         self: Arc<Self>,
         s: Arc<VSession>,
         i: usize,
-        body: Vec<u8>,
+        m: &mut Members,
         id: Value,
         caller: Caller,
     ) -> Response<Body> {
@@ -1611,16 +1764,31 @@ impl Aggregator {
         };
         let mut leg = match self.leg(&s, i, &caller).await {
             Ok(l) => l,
-            Err(why) => return unavailable(&why),
+            Err(_) => return unavailable("its session could not be opened"),
+        };
+        let ours = s.next.fetch_add(1, Ordering::Relaxed);
+        m.insert("id".into(), raw(&json!(ours)));
+        let Ok(body) = serde_json::to_vec(m) else {
+            return plain(StatusCode::BAD_REQUEST);
         };
         let key = id.to_string();
+        lock(&s.inflight).insert(key.clone(), (i, ours));
+        let forget = |s: &VSession| {
+            lock(&s.inflight).remove(&key);
+        };
         let mut resp = None;
         for attempt in 0..2 {
             match self.post(i, Some(&leg), &caller, body.clone()).await {
-                Ok(r) if r.status() == StatusCode::NOT_FOUND && attempt == 0 => {
+                Ok(r) if r.status() == StatusCode::NOT_FOUND => {
+                    if attempt == 1 {
+                        break;
+                    }
                     leg = match self.reopen(&s, i, leg.sid.as_deref(), &caller).await {
                         Ok(l) => l,
-                        Err(why) => return unavailable(&why),
+                        Err(_) => {
+                            forget(&s);
+                            return unavailable("its session could not be opened again");
+                        }
                     };
                 }
                 Ok(r) => {
@@ -1629,11 +1797,13 @@ impl Aggregator {
                 }
                 Err(why) => {
                     self.failed(i, "call", &why);
+                    forget(&s);
                     return unavailable("not reachable");
                 }
             }
         }
         let Some(resp) = resp else {
+            forget(&s);
             return unavailable("its session is gone");
         };
         let status = resp.status();
@@ -1643,41 +1813,40 @@ impl Aggregator {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
+        let ours_v = json!(ours);
         if !ct.starts_with("text/event-stream") {
-            // The member leg's answer as it came (an error the gateway or
-            // the member gave included).
-            let mut extra = Vec::new();
-            if let Some(w) = resp.headers().get("www-authenticate") {
-                extra.push((http::header::WWW_AUTHENTICATE, w.clone()));
-            }
             let b = resp.bytes().await.unwrap_or_default();
-            let mut status =
-                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            if status.is_server_error() {
+            forget(&s);
+            if status == StatusCode::ACCEPTED {
+                return plain(StatusCode::ACCEPTED);
+            }
+            // The member leg's answer (its error, or the gateway's, included)
+            // with the client's id. Members stay as written.
+            let answered = serde_json::from_slice::<Members>(&b).ok().filter(|a| {
+                member::<Value>(a, "id").as_ref() == Some(&ours_v)
+                    || member::<Value>(a, "id") == Some(Value::Null)
+            });
+            let Some(mut a) = answered else {
+                self.failed(i, "call", &format!("HTTP {status}: no JSON-RPC answer"));
+                return unavailable("it gave no answer");
+            };
+            a.insert("id".into(), raw(&id));
+            let out = serde_json::to_vec(&a).unwrap_or_default();
+            // One member down is an error for this call, not for the
+            // client's whole session; the client's own faults (401, 403,
+            // 429 …) keep their status.
+            let status = if status.is_server_error() {
                 self.failed(i, "call", &format!("HTTP {status}"));
-                // One member down is an error for this call, not for the
-                // client's whole session: a JSON-RPC error the member leg
-                // gave for this id goes back as the answer.
-                let answers = serde_json::from_slice::<Value>(&b)
-                    .is_ok_and(|v| v.get("error").is_some() && v.get("id") == Some(&id));
-                if !answers {
-                    return unavailable(&format!("HTTP {status}"));
-                }
-                status = StatusCode::OK;
-            }
-            let mut r = Response::new(Full::new(b).boxed());
+                StatusCode::OK
+            } else {
+                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY)
+            };
+            let mut r = Response::new(Full::new(Bytes::from(out)).boxed());
             *r.status_mut() = status;
-            if let Ok(v) = HeaderValue::from_str(&ct) {
-                if !ct.is_empty() {
-                    r.headers_mut().insert("content-type", v);
-                }
-            }
-            for (k, v) in extra {
-                r.headers_mut().insert(k, v);
-            }
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
             return r;
         }
-        lock(&s.inflight).insert(key.clone(), i);
         let (tx, rx) = mpsc::channel::<Bytes>(STREAM_DEPTH);
         let me = self.clone();
         tokio::spawn(async move {
@@ -1698,9 +1867,10 @@ impl Aggregator {
                     let Ok(mut v) = serde_json::from_str::<Value>(&d) else {
                         continue;
                     };
-                    if is_response(&v) && v.get("id") == Some(&id) {
+                    if is_response(&v) && v.get("id") == Some(&ours_v) {
+                        v["id"] = id.clone();
                         answered = true;
-                    } else if !me.from_member(&s, i, &mut v) {
+                    } else if !me.member_said(&s, i, &mut v) {
                         continue;
                     }
                     if tx.send(sse_event(&v)).await.is_err() {
@@ -1711,7 +1881,7 @@ impl Aggregator {
                     }
                 }
             }
-            let cancelled = !lock(&s.inflight).contains_key(&key);
+            let cancelled = lock(&s.inflight).remove(&key).is_none();
             if !answered && !cancelled && !tx.is_closed() {
                 let _ = tx
                     .send(sse_event(&error_value(
@@ -1724,45 +1894,69 @@ impl Aggregator {
                     )))
                     .await;
             }
-            lock(&s.inflight).remove(&key);
         });
         sse(rx, None)
     }
 
     /// A message a member sent on its own (on a call's stream or its GET
     /// stream), made the client's: a server→client request gets an id of
-    /// the aggregator's; a list change makes its names be learned again.
-    /// `false`: not passed on.
-    fn from_member(&self, s: &VSession, i: usize, v: &mut Value) -> bool {
+    /// the aggregator's; a cancellation of one of those is translated; a
+    /// list change makes its names be read again. `false`: not passed on.
+    fn member_said(&self, s: &VSession, i: usize, v: &mut Value) -> bool {
         let Some(method) = v.get("method").and_then(Value::as_str).map(str::to_owned) else {
             // A response to nothing the client asked (here): not passed on.
             return false;
         };
         if let Some(mid) = v.get("id").cloned() {
+            let mut asked = lock(&s.asked);
+            if asked.len() >= MAX_ASKED {
+                return false;
+            }
             let bid = s.next.fetch_add(1, Ordering::Relaxed);
-            lock(&s.asked).insert(bid, (i, mid));
+            asked.insert(bid, (i, mid));
             v["id"] = json!(bid);
+            return true;
+        }
+        if method == "notifications/cancelled" {
+            let Some(mid) = v.pointer("/params/requestId").cloned() else {
+                return false;
+            };
+            let mut asked = lock(&s.asked);
+            let Some(bid) = asked
+                .iter()
+                .find(|(_, (m, x))| *m == i && *x == mid)
+                .map(|(b, _)| *b)
+            else {
+                return false;
+            };
+            asked.remove(&bid);
+            v["params"]["requestId"] = json!(bid);
             return true;
         }
         let changed = Kind::changed(&method);
         if !changed.is_empty() {
             let mut l = lock(&s.learned);
             for k in changed {
-                l[*k as usize][i] = None;
+                l.stale[*k as usize][i] = true;
             }
         }
         true
     }
 
-    /// The merged GET stream of a session.
+    /// The merged GET stream of a session (one at a time: a new one ends
+    /// the one before).
     fn get(self: Arc<Self>, s: Arc<VSession>, caller: Caller) -> Response<Body> {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        if let Some(old) = lock(&s.get_stop).replace(stop.clone()) {
+            old.notify_waiters();
+        }
         let (tx, rx) = mpsc::channel::<Bytes>(STREAM_DEPTH);
-        *lock(&s.get) = Some(tx.clone());
         for i in 0..self.members.len() {
             let me = self.clone();
             let s = s.clone();
             let tx = tx.clone();
             let caller = caller.clone();
+            let stop = stop.clone();
             tokio::spawn(async move {
                 use futures_util::StreamExt;
                 let leg = s.legs[i].lock().await.clone();
@@ -1782,6 +1976,7 @@ impl Aggregator {
                 let resp = tokio::select! {
                     r = rb.send() => r,
                     _ = tx.closed() => return,
+                    _ = stop.notified() => return,
                 };
                 let Ok(resp) = resp else { return };
                 if resp.status() != StatusCode::OK {
@@ -1793,6 +1988,7 @@ impl Aggregator {
                     let chunk = tokio::select! {
                         c = stream.next() => c,
                         _ = tx.closed() => return,
+                        _ = stop.notified() => return,
                     };
                     let Some(Ok(chunk)) = chunk else { return };
                     let Ok(events) = reader.push(&chunk) else {
@@ -1802,7 +1998,7 @@ impl Aggregator {
                         let Ok(mut v) = serde_json::from_str::<Value>(&d) else {
                             continue;
                         };
-                        if !me.from_member(&s, i, &mut v) {
+                        if !me.member_said(&s, i, &mut v) {
                             continue;
                         }
                         // A client that does not read loses the stream.
@@ -1890,7 +2086,11 @@ async fn serve(listener: std::net::TcpListener, agg: Arc<Aggregator>) {
                 !quiet
             });
             for s in idle {
-                reaper.end(&s, &Caller::default()).await;
+                if let Some(stop) = lock(&s.get_stop).take() {
+                    stop.notify_waiters();
+                }
+                let caller = lock(&s.caller).clone();
+                reaper.end(&s, &caller).await;
             }
         }
     });
@@ -1923,14 +2123,136 @@ async fn serve(listener: std::net::TcpListener, agg: Arc<Aggregator>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use warden_config::model::ToolView;
+
+    type Spec<'a> = (&'a str, Prefixing, Option<(&'a str, &'a str)>);
+
+    fn agg(members: &[Spec<'_>]) -> Aggregator {
+        let members: Vec<VirtualMember> = members
+            .iter()
+            .map(|(name, prefixing, alias)| VirtualMember {
+                server: (*name).into(),
+                path: "/mcp".into(),
+                prefixing: *prefixing,
+                prefix: (*name).into(),
+                tools: alias
+                    .iter()
+                    .map(|(real, a)| {
+                        (
+                            (*real).to_owned(),
+                            ToolView {
+                                alias: Some((*a).into()),
+                                ..ToolView::default()
+                            },
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        Aggregator {
+            name: "v".into(),
+            fingerprint: String::new(),
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            outer_secret: String::new(),
+            inner_secret: String::new(),
+            base: String::new(),
+            aliases: members
+                .iter()
+                .flat_map(|m| m.tools.values().filter_map(|t| t.alias.clone()))
+                .collect(),
+            timeouts: vec![Duration::from_secs(1); members.len()],
+            members,
+            api_key: None,
+            client: reqwest::Client::new(),
+            cursor_key: TokenKey::new(&[7; 32]),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn learned(sets: Vec<Option<Vec<&str>>>) -> Learned {
+        let mut l = Learned::new(sets.len());
+        l.sets[0] = sets
+            .into_iter()
+            .map(|s| s.map(|v| v.into_iter().map(str::to_owned).collect()))
+            .collect();
+        l
+    }
+
+    fn name(t: &NameTable, i: usize, real: &str) -> Option<String> {
+        t.by_real.get(&(i, real.to_owned())).cloned()
+    }
+
+    #[test]
+    fn names_are_decided_in_member_order() {
+        use Prefixing::*;
+        let a = agg(&[
+            ("a", Conflict, None),
+            ("b", Conflict, Some(("add", "plus"))),
+            ("c", Never, None),
+            ("d", Always, None),
+        ]);
+        let l = learned(vec![
+            Some(vec!["echo", "plus", "b_y", "y"]),
+            Some(vec!["echo", "add", "y"]),
+            Some(vec!["echo", "b_echo", "only_c"]),
+            Some(vec!["echo"]),
+        ]);
+        let t = a.table(&l, Kind::Tools);
+        assert_eq!(name(&t, 0, "echo").as_deref(), Some("echo"));
+        // The alias is the aliased tool's alone, whatever comes first.
+        assert_eq!(name(&t, 0, "plus").as_deref(), Some("a_plus"));
+        assert_eq!(name(&t, 1, "add").as_deref(), Some("plus"));
+        assert_eq!(t.by_name.get("plus"), Some(&(1, "add".to_owned())));
+        assert_eq!(name(&t, 1, "echo").as_deref(), Some("b_echo"));
+        // `y` and `b_y` both taken by the earlier member: not shown.
+        assert_eq!(name(&t, 0, "b_y").as_deref(), Some("b_y"));
+        assert_eq!(name(&t, 1, "y"), None);
+        // `never`: a name already taken is not shown at all.
+        assert_eq!(name(&t, 2, "echo"), None);
+        assert_eq!(name(&t, 2, "b_echo"), None);
+        assert_eq!(name(&t, 2, "only_c").as_deref(), Some("only_c"));
+        assert_eq!(name(&t, 3, "echo").as_deref(), Some("d_echo"));
+        // One name, one tool.
+        assert_eq!(t.by_name.len(), t.by_real.len());
+    }
+
+    #[test]
+    fn no_bare_name_while_an_earlier_member_is_unknown() {
+        use Prefixing::*;
+        let a = agg(&[
+            ("a", Conflict, None),
+            ("b", Conflict, None),
+            ("c", Never, None),
+        ]);
+        let l = learned(vec![None, Some(vec!["send_email"]), Some(vec!["send"])]);
+        let t = a.table(&l, Kind::Tools);
+        assert_eq!(name(&t, 1, "send_email").as_deref(), Some("b_send_email"));
+        assert_eq!(name(&t, 2, "send"), None);
+        assert!(!t.by_name.contains_key("send_email"));
+    }
+
+    #[test]
+    fn templates_route_only_past_their_scheme() {
+        assert_eq!(template_head("file:///{path}"), None);
+        assert_eq!(template_head("h{x}"), None);
+        assert_eq!(template_head("https://{host}/x"), None);
+        assert_eq!(
+            template_head("https://docs.example/{p}"),
+            Some("https://docs.example/")
+        );
+        assert_eq!(template_head("res://greeting/{x}"), Some("res://greeting/"));
+    }
 
     #[test]
     fn sse_events_are_read_across_chunks() {
         let mut r = SseReader::default();
-        assert!(r.push(b"event: message\ndata: {\"a\"").unwrap().is_empty());
+        assert!(r
+            .push(b"event: message\ndata: {\"a\"")
+            .expect("read")
+            .is_empty());
         let got = r
             .push(b":1}\n\n: comment\n\ndata: x\r\n\r\nid: 3\ndata: y\ndata: z\n\n")
-            .unwrap();
+            .expect("read");
         assert_eq!(got, vec!["{\"a\":1}".to_owned(), "x".into(), "y\nz".into()]);
     }
 }

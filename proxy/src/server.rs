@@ -40,10 +40,10 @@ pub struct RunOptions {
 /// the new binary accepts from the same sockets while the old one finishes
 /// what it has (the audit file stays one chain: see `audit`).
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
-    // `--listen` replaces the bundle's listeners: virtual servers call the
-    // gateway there.
-    crate::aggregate::listening_on(&opts.listen);
     let (bundle, etag) = crate::bundles::initial(&opts.source)?;
+    // Where virtual servers call the gateway: `--listen`, else the
+    // bundle's listeners at start.
+    crate::aggregate::listening_on(&opts.listen, &bundle.config.listeners);
     let shared = warden_filters::snapshot::Shared::new();
     let snap = Snapshot::build_shared(&bundle, Vec::new(), &shared).context("compiling bundle")?;
     let cfg = snap.config.clone();

@@ -377,6 +377,81 @@ fn config_mistakes_are_named_where_they_are() {
         assert!(!ok, "{server}: {text}");
         assert!(text.contains(want), "{server}: {text}");
     }
+    // Virtual servers: members are real servers of the bundle, once each,
+    // with their own prefixes; rules are written for the members.
+    for (virt, extra, want) in [
+        (
+            "{members: [{server: nowhere}]}",
+            "",
+            "members[0].server: no server `nowhere` in this bundle",
+        ),
+        (
+            "{members: [{server: mock}, {server: mock}]}",
+            "",
+            "`mock` is a member twice",
+        ),
+        (
+            "{members: [{server: mock}, {server: ws}]}",
+            "",
+            "`ws` is itself virtual",
+        ),
+        (
+            "{members: []}",
+            "",
+            "a virtual server needs at least one member",
+        ),
+        (
+            "{members: [{server: mock, prefix: sometimes}]}",
+            "",
+            "`sometimes` is not `always`, `never` or `conflict`",
+        ),
+        (
+            "{members: [{server: mock, path: /a/../b}]}",
+            "",
+            "must be a plain path",
+        ),
+        (
+            "{members: [{server: mock, tools: {echo: {alias: \"a b\"}}}]}",
+            "",
+            "must be a tool name",
+        ),
+        (
+            "{members: [{server: mock, tools: {echo: {hidden: {x: 1}, defaults: {x: 2}}}}]}",
+            "",
+            "is also hidden",
+        ),
+        (
+            "{members: [{server: mock}]}\n        upstreams: [\"127.0.0.1:1\"]",
+            "",
+            "has no `upstreams` of its own",
+        ),
+        (
+            "{members: [{server: mock}]}",
+            "catalog:\n  ws: {default_risk: LOW}\n",
+            "is a virtual server: list the tools under each member",
+        ),
+    ] {
+        let (ok, text) = copy(&|y: String| {
+            let y = y.replace(
+                "        health_check:\n          interval: 2s\n",
+                &format!("        health_check:\n          interval: 2s\n      - name: ws\n        virtual: {virt}\n"),
+            );
+            if extra.is_empty() {
+                y
+            } else {
+                y.replacen("catalog:\n", extra, 1)
+            }
+        });
+        assert!(!ok, "{virt}: {text}");
+        assert!(text.contains(want), "{virt}: {text}");
+    }
+    let (ok, text) = copy(&|y: String| {
+        y.replace(
+            "        health_check:\n          interval: 2s\n",
+            "        health_check:\n          interval: 2s\n      - name: ws\n        virtual: {members: [{server: mock, tools: {echo: {alias: say}}}]}\n",
+        )
+    });
+    assert!(ok, "a virtual server over the example's mock: {text}");
     // Listening elsewhere than identity.resource says: valid, with a warning.
     let (ok, text) =
         copy(&|y: String| y.replace("address: 127.0.0.1:8080", "address: 127.0.0.1:18080"));

@@ -1765,30 +1765,49 @@ routes:
     let text = r.to_string();
     assert_eq!(
         r["tools"],
-        serde_json::json!(["ask", "cancelled", "echo", "rs_count", "rs_echo", "spoof", "wait"]),
+        serde_json::json!([
+            "ask",
+            "cancelled",
+            "echo",
+            "rs_count",
+            "rs_echo",
+            "spoof",
+            "wait"
+        ]),
         "{r}"
     );
     // The member's question reached the client under an id of the
     // aggregator's, and the answer reached the member.
     assert!(r["asked_id"].is_u64(), "{r}");
     assert_eq!(r["answer_status"], 202, "{r}");
-    assert_eq!(r["ask"]["result"]["content"][0]["text"], "roots: file:///workspace", "{r}");
+    assert_eq!(
+        r["ask"]["result"]["content"][0]["text"], "roots: file:///workspace",
+        "{r}"
+    );
     // A forged answer is refused; injected responses never arrive.
     assert_eq!(r["forged_status"], 400, "{r}");
     assert!(!text.contains("SPOOFED"), "{r}");
     assert!(text.contains("real answer"), "{r}");
     assert!(
-        r["get"]
-            .as_array()
-            .is_some_and(|g| g.iter().any(|m| m["method"] == "notifications/tools/list_changed")),
+        r["get"].as_array().is_some_and(|g| g
+            .iter()
+            .any(|m| m["method"] == "notifications/tools/list_changed")),
         "{r}"
     );
-    // The cancellation reached the member that had the request.
+    // The cancellation reached the member that had the request, naming
+    // it by the id the member got (the aggregator's, not the client's 77).
+    let seen: Value = r["cancelled"]["result"]["content"][0]["text"]
+        .as_str()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default();
     assert!(
-        r["cancelled"]["result"]["content"][0]["text"]
-            .as_str()
-            .is_some_and(|t| t.contains("77")),
+        seen["waits"].as_array().is_some_and(|w| w.len() == 1)
+            && seen["cancelled"] == seen["waits"],
         "{r}"
+    );
+    assert!(
+        r["wait"].as_array().is_some_and(|w| w.len() == 1),
+        "cancelled: no answer: {r}"
     );
     // Another principal cannot use the session; batches are refused.
     assert!(r["other_status"] == 403 || r["other_status"] == 404, "{r}");

@@ -15,6 +15,7 @@ LOCK = threading.Lock()
 SESSIONS = set()
 ANSWERS = {}  # (session, id) -> the client's answer
 CANCELLED = []
+WAITS = []  # the ids `wait` calls arrived with
 WAKE = threading.Condition(LOCK)
 
 TOOLS = [
@@ -24,7 +25,7 @@ TOOLS = [
         ("ask", "Asks the client for its roots (server→client request id 1)"),
         ("spoof", "Answers, after injecting a response to a request nobody made"),
         ("wait", "Waits until cancelled (at most 20 s)"),
-        ("cancelled", "The request ids cancelled so far"),
+        ("cancelled", "The request ids cancelled so far, and those `wait` got"),
     ]
 ]
 
@@ -126,7 +127,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, json.dumps(done("hostile echo")).encode())
         if name == "cancelled":
             with LOCK:
-                seen = list(CANCELLED)
+                seen = {"cancelled": list(CANCELLED), "waits": list(WAITS)}
             return self.reply(200, json.dumps(done(json.dumps(seen))).encode())
         self.stream_start()
         try:
@@ -142,6 +143,8 @@ class Handler(BaseHTTPRequestHandler):
                 roots = (answer or {}).get("result", {}).get("roots", [])
                 self.send_event(done("roots: " + ",".join(r.get("uri", "") for r in roots)))
             elif name == "wait":
+                with LOCK:
+                    WAITS.append(mid)
                 self.send_event({"jsonrpc": "2.0", "method": "notifications/progress",
                                  "params": {"progressToken": msg["params"].get("_meta", {}).get("progressToken", "w"), "progress": 1}})
                 with LOCK:

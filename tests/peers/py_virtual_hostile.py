@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 
-import httpx
+import httpx2 as httpx  # what mcp==2.3.0 installs
 
 URL, KEY, OTHER = sys.argv[1], sys.argv[2], sys.argv[3]
 BASE = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
