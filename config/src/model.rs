@@ -1408,8 +1408,35 @@ impl Config {
         let known: HashSet<&str> = servers.iter().map(|s: &Server| s.name.as_str()).collect();
         let catalog = access::catalog(&raw.catalog, &known, p);
         let kill_switch = access::kill_switch(&raw.kill_switch, p);
+        let redis = crate::guards::redis(raw.redis.as_ref(), p);
+        let quotas = crate::guards::quotas(&raw.quotas, redis.is_some(), p);
         // A virtual server's calls are judged as its members' (their own
-        // names and tools); rules for it are written for the members.
+        // names and tools); rules for it are written for the members: an
+        // alias names nothing a guard sees.
+        let aliases: HashSet<&str> = servers
+            .iter()
+            .filter_map(|s| s.composed.as_ref())
+            .flat_map(|v| v.members.iter())
+            .flat_map(|m| m.tools.values().filter_map(|t| t.alias.as_deref()))
+            .collect();
+        for (qi, q) in quotas.iter().enumerate() {
+            for t in q.tools.iter().filter(|t| aliases.contains(t.as_str())) {
+                p.push(
+                    format!("quotas[{qi}].tools"),
+                    format!("`{t}` is a virtual server's alias: name the member's own tool"),
+                );
+            }
+        }
+        for t in kill_switch
+            .tools
+            .iter()
+            .filter(|t| aliases.contains(t.as_str()))
+        {
+            p.push(
+                "kill_switch.tools",
+                format!("`{t}` is a virtual server's alias: name the member's own tool"),
+            );
+        }
         for s in servers.iter().filter(|s| s.composed.is_some()) {
             if catalog.contains_key(&s.name) {
                 p.push(
@@ -1428,9 +1455,7 @@ impl Config {
                 );
             }
         }
-        let redis = crate::guards::redis(raw.redis.as_ref(), p);
         let session_seal = access::session_seal(raw.sessions.as_ref(), root, p);
-        let quotas = crate::guards::quotas(&raw.quotas, redis.is_some(), p);
         let schemas = crate::guards::schemas(&raw.schemas, p);
         let egress = crate::guards::egress(&raw.egress, p);
         let runaway = crate::guards::runaway(raw.runaway.as_ref(), p);

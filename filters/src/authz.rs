@@ -511,6 +511,34 @@ mod tests {
     use super::*;
     use crate::jsonrpc::{parse, ParseLimits, Parsed};
 
+    /// Pausing a virtual server pauses what reaches its members through it
+    /// (and nothing else of theirs).
+    #[test]
+    fn a_paused_virtual_server_pauses_its_member_legs() {
+        let mut k = warden_config::access::KillSwitch::default();
+        k.servers.insert("workspace".into());
+        let f = KillSwitchFilter::new(k);
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
+        let Ok(Parsed::Single(env)) = parse(body, ParseLimits::default()) else {
+            panic!("parse")
+        };
+        let who = crate::identity::Principal::anonymous();
+        let msg = Message::new(&env, body);
+        let direct = Exchange::new(&who, "docs");
+        assert!(matches!(
+            f.on_request(&msg, &direct, &mut Notes::default()),
+            Decision::Pass
+        ));
+        let through = Exchange {
+            via: Some("workspace"),
+            ..Exchange::new(&who, "docs")
+        };
+        assert!(matches!(
+            f.on_request(&msg, &through, &mut Notes::default()),
+            Decision::Reject(d) if d.reason == "kill_switch_server"
+        ));
+    }
+
     /// A paused tool's tasks are paused too: the kill switch reads the tool
     /// the task filter found in the task's id.
     #[test]

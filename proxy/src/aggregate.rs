@@ -87,8 +87,17 @@ const IDLE: Duration = Duration::from_secs(3600);
 /// Virtual sessions one principal may hold at once, and in all.
 const MAX_SESSIONS_PER_PRINCIPAL: usize = 64;
 const MAX_SESSIONS: usize = 10_000;
-/// Server→client requests a session may have waiting for the client.
+/// Server→client requests a session may have waiting for the client, and
+/// client requests it may have in flight.
 const MAX_ASKED: usize = 1024;
+const MAX_INFLIGHT: usize = 1024;
+/// The longest JSON-RPC id (as text) taken from a client or a member.
+const MAX_ID: usize = 256;
+/// The longest `initialize` params kept to open member sessions again.
+const MAX_INIT: usize = 64 << 10;
+/// The prefix of the ids server→client requests get (never a number: a
+/// client's answer cannot be taken for anything else).
+const ASK_PREFIX: &str = "wv-ask-";
 /// Names learned of one member's list (longer names are not served).
 const MAX_NAMES: usize = 10_000;
 const MAX_NAME_LEN: usize = 1024;
@@ -301,6 +310,7 @@ pub fn aggregator_for(server: &Server, cfg: &Config) -> std::io::Result<SocketAd
         client,
         cursor_key: TokenKey::new(&rand::random::<[u8; 32]>()),
         sessions: Mutex::new(HashMap::new()),
+        opening: Mutex::new(HashMap::new()),
     });
     {
         let mut h = lock(&r.health);
@@ -398,6 +408,8 @@ struct Aggregator {
     client: reqwest::Client,
     cursor_key: TokenKey,
     sessions: Mutex<HashMap<String, Arc<VSession>>>,
+    /// Sessions being opened, by owner (counted against the bounds).
+    opening: Mutex<HashMap<String, usize>>,
 }
 
 /// One client session and its member sessions.
@@ -415,7 +427,7 @@ struct VSession {
     inflight: Mutex<HashMap<String, (usize, u64)>>,
     next: AtomicU64,
     /// Ends the session's current GET stream when another one opens.
-    get_stop: Mutex<Option<Arc<tokio::sync::Notify>>>,
+    get_stop: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
     /// The credentials of the session's latest request (to end the member
     /// sessions when it goes idle).
     caller: Mutex<Caller>,
@@ -444,7 +456,13 @@ struct Learned {
     stale: [Vec<bool>; 4],
     /// Tools and prompts: the names the client sees.
     tables: [Option<Arc<NameTable>>; 2],
+    /// Tools and prompts: every name served in this session and what it
+    /// stood for; a name never moves to another member or tool.
+    bound: [HashMap<String, (usize, String)>; 2],
     relearned: [Option<Instant>; 4],
+    /// Per list kind, per member: when reading its list last failed (it is
+    /// not tried again sooner than `RELEARN_EVERY`).
+    failed_at: [Vec<Option<Instant>>; 4],
 }
 
 impl Learned {
@@ -453,7 +471,9 @@ impl Learned {
             sets: std::array::from_fn(|_| vec![None; n]),
             stale: std::array::from_fn(|_| vec![false; n]),
             tables: [None, None],
+            bound: [HashMap::new(), HashMap::new()],
             relearned: [None; 4],
+            failed_at: std::array::from_fn(|_| vec![None; n]),
         }
     }
 }
@@ -463,6 +483,49 @@ impl Learned {
 struct NameTable {
     by_name: HashMap<String, (usize, String)>,
     by_real: HashMap<(usize, String), String>,
+}
+
+/// A session being opened: counted against the bounds until dropped.
+struct Opening<'a> {
+    agg: &'a Aggregator,
+    owner: String,
+}
+
+impl<'a> Opening<'a> {
+    /// (The count was raised where the bounds were checked.)
+    fn new(agg: &'a Aggregator, owner: &str) -> Self {
+        Opening {
+            agg,
+            owner: owner.to_owned(),
+        }
+    }
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        let mut o = lock(&self.agg.opening);
+        if let Some(n) = o.get_mut(&self.owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                o.remove(&self.owner);
+            }
+        }
+    }
+}
+
+/// A client request in flight, forgotten when this is dropped (armed).
+struct InFlight {
+    s: Arc<VSession>,
+    key: String,
+    armed: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.armed {
+            lock(&self.s.inflight).remove(&self.key);
+        }
+    }
 }
 
 /// What the caller sent that the member legs need: credentials, the
@@ -498,6 +561,14 @@ impl Caller {
             .to_owned();
         Caller { headers, owner }
     }
+}
+
+/// Why a request of the aggregator's own got no result.
+enum Asked {
+    /// The member or its leg answered with an error.
+    Refused(String),
+    /// No answer.
+    Broken(String),
 }
 
 /// How a member answered.
@@ -540,6 +611,8 @@ fn loggable(s: &str) -> String {
 #[derive(Default)]
 struct SseReader {
     buf: Vec<u8>,
+    /// How far `buf` was searched for an event's end already.
+    scanned: usize,
 }
 
 impl SseReader {
@@ -547,12 +620,15 @@ impl SseReader {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         loop {
-            let Some((end, skip)) = event_end(&self.buf) else {
+            let Some((end, skip)) = event_end(&self.buf, self.scanned) else {
                 if self.buf.len() > MAX_EVENT {
                     return Err(());
                 }
+                // The last two bytes may begin a terminator.
+                self.scanned = self.buf.len().saturating_sub(2);
                 return Ok(out);
             };
+            self.scanned = 0;
             let event: Vec<u8> = self.buf.drain(..end + skip).take(end).collect();
             let text = String::from_utf8_lossy(&event);
             let mut data: Option<String> = None;
@@ -577,8 +653,8 @@ impl SseReader {
 }
 
 /// Where the first event in `b` ends, and the length of its terminator.
-fn event_end(b: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
+fn event_end(b: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
     while i + 1 < b.len() {
         if b[i] == b'\n' && b[i + 1] == b'\n' {
             return Some((i, 2));
@@ -835,11 +911,11 @@ impl Aggregator {
         caller: &Caller,
         method: &str,
         params: Value,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, Asked> {
         let id = json!(s.next.fetch_add(1, Ordering::Relaxed));
         let body =
             json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
-        let mut leg = self.leg(s, i, caller).await?;
+        let mut leg = self.leg(s, i, caller).await.map_err(Asked::Broken)?;
         for attempt in 0..2 {
             match self
                 .exchange(i, Some(&leg), caller, body.clone().into_bytes(), &id)
@@ -847,22 +923,40 @@ impl Aggregator {
             {
                 Ok((v, _)) => {
                     if let Some(e) = v.get("error") {
+                        // The member (or its leg: policy, a quota) said no:
+                        // this caller's answer, not the member's health.
                         let msg = e.get("message").and_then(Value::as_str).unwrap_or("error");
-                        return Err(format!("{method}: {}", loggable(msg)));
+                        return Err(Asked::Refused(format!("{method}: {}", loggable(msg))));
                     }
                     return v
                         .get("result")
                         .cloned()
-                        .ok_or_else(|| format!("{method}: no result"));
+                        .ok_or_else(|| Asked::Broken(format!("{method}: no result")));
                 }
                 Err(Failure::Gone) if attempt == 0 => {
-                    leg = self.reopen(s, i, leg.sid.as_deref(), caller).await?;
+                    leg = self
+                        .reopen(s, i, leg.sid.as_deref(), caller)
+                        .await
+                        .map_err(Asked::Broken)?;
                 }
-                Err(Failure::Gone) => return Err("the member's session is gone".into()),
-                Err(Failure::Broken(why)) => return Err(why),
+                Err(Failure::Gone) => {
+                    return Err(Asked::Broken("the member's session is gone".into()))
+                }
+                Err(Failure::Broken(why)) => return Err(Asked::Broken(why)),
             }
         }
-        Err("the member's session is gone".into())
+        Err(Asked::Broken("the member's session is gone".into()))
+    }
+
+    /// A list request that did not succeed: counted against the member's
+    /// health only when the member failed (not when it refused this caller).
+    fn list_failed(&self, i: usize, e: &Asked) {
+        match e {
+            Asked::Broken(why) => self.failed(i, "list", why),
+            Asked::Refused(why) => {
+                tracing::debug!(server = %self.name, member = %self.members[i].server, "virtual server member refused a list: {why}")
+            }
+        }
     }
 
     /// Decides the client's names for tools or prompts, in member order:
@@ -874,13 +968,27 @@ impl Aggregator {
     fn table(&self, l: &Learned, kind: Kind) -> NameTable {
         let mut t = NameTable::default();
         let sets = &l.sets[kind as usize];
+        let bound = &l.bound[kind as usize];
+        let has = |i: usize, real: &str| {
+            sets[i]
+                .as_ref()
+                .is_some_and(|names| names.iter().any(|n| n == real))
+        };
+        // A name this session was shown keeps its meaning while its tool
+        // is there (and is never given to another).
+        for (name, (i, real)) in bound {
+            if has(*i, real) && !t.by_real.contains_key(&(*i, real.clone())) {
+                t.by_name.insert(name.clone(), (*i, real.clone()));
+                t.by_real.insert((*i, real.clone()), name.clone());
+            }
+        }
         if kind == Kind::Tools {
             for (i, m) in self.members.iter().enumerate() {
                 for (real, view) in &m.tools {
                     let (Some(alias), Some(names)) = (&view.alias, &sets[i]) else {
                         continue;
                     };
-                    if names.contains(real) {
+                    if names.contains(real) && !t.by_real.contains_key(&(i, real.clone())) {
                         t.by_name.insert(alias.clone(), (i, real.clone()));
                         t.by_real.insert((i, real.clone()), alias.clone());
                     }
@@ -888,7 +996,9 @@ impl Aggregator {
             }
         }
         let taken = |t: &NameTable, n: &str| {
-            t.by_name.contains_key(n) || (kind == Kind::Tools && self.aliases.contains(n))
+            t.by_name.contains_key(n)
+                || bound.contains_key(n)
+                || (kind == Kind::Tools && self.aliases.contains(n))
         };
         for (i, m) in self.members.iter().enumerate() {
             let Some(names) = &sets[i] else { continue };
@@ -923,6 +1033,14 @@ impl Aggregator {
             return t.clone();
         }
         let t = Arc::new(self.table(&l, kind));
+        for (name, target) in &t.by_name {
+            if l.bound[slot].len() >= MAX_NAMES * 4 {
+                break;
+            }
+            l.bound[slot]
+                .entry(name.clone())
+                .or_insert_with(|| target.clone());
+        }
         l.tables[slot] = Some(t.clone());
         t
     }
@@ -934,7 +1052,11 @@ impl Aggregator {
         let wanted: Vec<usize> = {
             let l = lock(&s.learned);
             (0..self.members.len())
-                .filter(|&i| all || l.sets[kind as usize][i].is_none() || l.stale[kind as usize][i])
+                .filter(|&i| {
+                    (all || l.sets[kind as usize][i].is_none() || l.stale[kind as usize][i])
+                        && l.failed_at[kind as usize][i]
+                            .is_none_or(|t| t.elapsed() >= RELEARN_EVERY)
+                })
                 .collect()
         };
         if wanted.is_empty() {
@@ -977,8 +1099,8 @@ impl Aggregator {
                             break;
                         }
                     }
-                    Err(why) => {
-                        self.failed(i, "list", &why);
+                    Err(e) => {
+                        self.list_failed(i, &e);
                         return (i, None);
                     }
                 }
@@ -988,9 +1110,13 @@ impl Aggregator {
         let done = futures_util::future::join_all(jobs).await;
         let mut l = lock(&s.learned);
         for (i, names) in done {
-            if let Some(n) = names {
-                l.sets[kind as usize][i] = Some(n);
-                l.stale[kind as usize][i] = false;
+            match names {
+                Some(n) => {
+                    l.sets[kind as usize][i] = Some(n);
+                    l.stale[kind as usize][i] = false;
+                    l.failed_at[kind as usize][i] = None;
+                }
+                None => l.failed_at[kind as usize][i] = Some(Instant::now()),
             }
         }
         l.relearned[kind as usize] = Some(Instant::now());
@@ -1012,6 +1138,11 @@ impl Aggregator {
         name: &str,
         caller: &Caller,
     ) -> Option<(usize, String)> {
+        // Served from what is known; a slow member is waited for only when
+        // the name is not known yet.
+        if let Some(hit) = self.names(s, kind).by_name.get(name) {
+            return Some(hit.clone());
+        }
         self.learn(s, kind, caller, false).await;
         if let Some(hit) = self.names(s, kind).by_name.get(name) {
             return Some(hit.clone());
@@ -1024,10 +1155,9 @@ impl Aggregator {
         self.names(s, kind).by_name.get(name).cloned()
     }
 
-    /// The member serving resource `uri`: the first (in member order) that
-    /// listed it; else the one member with a template whose fixed beginning
-    /// it has (the longest; two members tied → none); else the one member
-    /// with resources at all.
+    /// The member serving resource `uri`: the one member that listed it or
+    /// has a template whose fixed beginning it has (several: refused), else
+    /// the one member with resources at all.
     async fn resolve_uri(
         &self,
         s: &VSession,
@@ -1046,38 +1176,25 @@ impl Aggregator {
                 self.learn(s, Kind::Templates, caller, false).await;
             }
             let l = lock(&s.learned);
-            for i in 0..self.members.len() {
-                let listed = |k: Kind| l.sets[k as usize][i].iter().flatten().any(|u| u == uri);
-                if listed(Kind::Resources) || listed(Kind::Templates) {
-                    return Ok(i);
-                }
-            }
-            let mut best: Option<(usize, usize)> = None;
-            let mut tied = false;
-            for i in 0..self.members.len() {
-                let longest = l.sets[Kind::Templates as usize][i]
-                    .iter()
-                    .flatten()
-                    .filter_map(|t| template_head(t))
-                    .filter(|h| uri.starts_with(h))
-                    .map(str::len)
-                    .max();
-                let Some(n) = longest else { continue };
-                match best {
-                    Some((_, b)) if n < b => {}
-                    Some((_, b)) if n == b => tied = true,
-                    _ => {
-                        best = Some((i, n));
-                        tied = false;
-                    }
-                }
-            }
-            match (best, tied) {
-                (Some(_), true) => {
-                    return Err("the URI matches resource templates of several members")
-                }
-                (Some((i, _)), false) => return Ok(i),
-                _ => {}
+            // Every member that claims the URI (lists it, or has a template
+            // whose fixed beginning it has): one is the answer, several are
+            // refused (no member takes another's URIs).
+            let claims: Vec<usize> = (0..self.members.len())
+                .filter(|&i| {
+                    let listed = |k: Kind| l.sets[k as usize][i].iter().flatten().any(|u| u == uri);
+                    listed(Kind::Resources)
+                        || listed(Kind::Templates)
+                        || l.sets[Kind::Templates as usize][i]
+                            .iter()
+                            .flatten()
+                            .filter_map(|t| template_head(t))
+                            .any(|h| uri.starts_with(h))
+                })
+                .collect();
+            match claims.as_slice() {
+                [i] => return Ok(*i),
+                [] => {}
+                _ => return Err("the URI is claimed by several members"),
             }
         }
         let mut with = Vec::new();
@@ -1196,7 +1313,7 @@ impl Aggregator {
             Some(async move {
                 let caps = match self.leg(s, i, caller).await {
                     Ok(l) => l.capabilities,
-                    Err(why) => return (i, Err(why)),
+                    Err(why) => return (i, Err(Asked::Broken(why))),
                 };
                 if caps.get(kind.capability()).is_none() {
                     return (i, Ok(json!({})));
@@ -1237,7 +1354,7 @@ impl Aggregator {
                     }
                 }
                 // Left out of the listing; the others are served.
-                Err(why) => self.failed(i, "list", &why),
+                Err(e) => self.list_failed(i, &e),
             }
         }
         let mut result = serde_json::Map::new();
@@ -1255,11 +1372,16 @@ impl Aggregator {
         let id: Value = member(m, "id").unwrap_or(Value::Null);
         {
             let sessions = lock(&self.sessions);
+            let mut opening = lock(&self.opening);
             let mine = sessions
                 .values()
                 .filter(|s| s.owner == caller.owner)
-                .count();
-            if sessions.len() >= MAX_SESSIONS || mine >= MAX_SESSIONS_PER_PRINCIPAL {
+                .count()
+                + opening.get(&caller.owner).copied().unwrap_or(0);
+            let all = sessions.len() + opening.values().sum::<usize>();
+            if all < MAX_SESSIONS && mine < MAX_SESSIONS_PER_PRINCIPAL {
+                *opening.entry(caller.owner.clone()).or_default() += 1;
+            } else {
                 return json_response(
                     StatusCode::TOO_MANY_REQUESTS,
                     None,
@@ -1274,7 +1396,20 @@ impl Aggregator {
                 );
             }
         }
+        // Counted until the session is in the table (or failed).
+        let _opening = Opening::new(self, &caller.owner);
         let init: Box<RawValue> = m.get("params").cloned().unwrap_or_else(|| raw(&json!({})));
+        if init.get().len() > MAX_INIT {
+            return json_response(
+                StatusCode::OK,
+                None,
+                &error_value(
+                    Some(&id),
+                    -32602,
+                    "Invalid params: initialize params over 64 KiB",
+                ),
+            );
+        }
         let requested = serde_json::from_str::<Value>(init.get())
             .ok()
             .and_then(|p| {
@@ -1432,7 +1567,7 @@ impl Aggregator {
                 Some(s) => {
                     lock(&self.sessions).remove(&s.id);
                     if let Some(stop) = lock(&s.get_stop).take() {
-                        stop.notify_waiters();
+                        let _ = stop.send(true);
                     }
                     self.end(&s, &caller).await;
                     plain(StatusCode::OK)
@@ -1500,6 +1635,13 @@ impl Aggregator {
         };
         let method: Option<String> = member(&m, "method");
         let id: Option<Value> = member(&m, "id");
+        if id.as_ref().is_some_and(|v| v.to_string().len() > MAX_ID) {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                None,
+                &error_value(None, -32600, "Invalid Request: an id over 256 characters"),
+            );
+        }
         match (method.as_deref(), &id) {
             (Some("initialize"), Some(_)) => return self.initialize(&m, &caller).await,
             (Some("ping"), Some(id)) if session.is_some() || !has_sid => {
@@ -1573,7 +1715,11 @@ impl Aggregator {
 
     /// The client answers a server→client request: to the member that asked.
     async fn client_answer(&self, s: &VSession, m: &mut Members, id: &Value, caller: &Caller) {
-        let Some((i, original)) = id.as_u64().and_then(|b| lock(&s.asked).remove(&b)) else {
+        let asked = id
+            .as_str()
+            .and_then(|t| t.strip_prefix(ASK_PREFIX))
+            .and_then(|n| n.parse::<u64>().ok());
+        let Some((i, original)) = asked.and_then(|b| lock(&s.asked).remove(&b)) else {
             return;
         };
         m.insert("id".into(), raw(&original));
@@ -1767,14 +1913,36 @@ impl Aggregator {
             Err(_) => return unavailable("its session could not be opened"),
         };
         let ours = s.next.fetch_add(1, Ordering::Relaxed);
+        // What the client asks progress about (only that comes back).
+        let progress: Option<Value> = member::<Members>(m, "params")
+            .and_then(|p| member::<Members>(&p, "_meta"))
+            .and_then(|meta| member::<Value>(&meta, "progressToken"));
         m.insert("id".into(), raw(&json!(ours)));
         let Ok(body) = serde_json::to_vec(m) else {
             return plain(StatusCode::BAD_REQUEST);
         };
         let key = id.to_string();
-        lock(&s.inflight).insert(key.clone(), (i, ours));
-        let forget = |s: &VSession| {
-            lock(&s.inflight).remove(&key);
+        {
+            let mut inflight = lock(&s.inflight);
+            if inflight.len() >= MAX_INFLIGHT {
+                return json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    None,
+                    &error_value(
+                        Some(&id),
+                        -32603,
+                        "too many requests in flight on this session",
+                    ),
+                );
+            }
+            inflight.insert(key.clone(), (i, ours));
+        }
+        // Forgotten however this ends (a client that goes away included);
+        // a stream hands it to its task.
+        let mut guard = InFlight {
+            s: s.clone(),
+            key: key.clone(),
+            armed: true,
         };
         let mut resp = None;
         for attempt in 0..2 {
@@ -1786,7 +1954,6 @@ impl Aggregator {
                     leg = match self.reopen(&s, i, leg.sid.as_deref(), &caller).await {
                         Ok(l) => l,
                         Err(_) => {
-                            forget(&s);
                             return unavailable("its session could not be opened again");
                         }
                     };
@@ -1797,13 +1964,11 @@ impl Aggregator {
                 }
                 Err(why) => {
                     self.failed(i, "call", &why);
-                    forget(&s);
                     return unavailable("not reachable");
                 }
             }
         }
         let Some(resp) = resp else {
-            forget(&s);
             return unavailable("its session is gone");
         };
         let status = resp.status();
@@ -1816,15 +1981,18 @@ impl Aggregator {
         let ours_v = json!(ours);
         if !ct.starts_with("text/event-stream") {
             let b = resp.bytes().await.unwrap_or_default();
-            forget(&s);
             if status == StatusCode::ACCEPTED {
                 return plain(StatusCode::ACCEPTED);
             }
             // The member leg's answer (its error, or the gateway's, included)
             // with the client's id. Members stay as written.
+            // A response only: a request or notification in its place is
+            // no answer (and never reaches the client under its id).
             let answered = serde_json::from_slice::<Members>(&b).ok().filter(|a| {
-                member::<Value>(a, "id").as_ref() == Some(&ours_v)
-                    || member::<Value>(a, "id") == Some(Value::Null)
+                !a.contains_key("method")
+                    && (a.contains_key("result") || a.contains_key("error"))
+                    && (member::<Value>(a, "id").as_ref() == Some(&ours_v)
+                        || member::<Value>(a, "id") == Some(Value::Null))
             });
             let Some(mut a) = answered else {
                 self.failed(i, "call", &format!("HTTP {status}: no JSON-RPC answer"));
@@ -1849,6 +2017,7 @@ impl Aggregator {
         }
         let (tx, rx) = mpsc::channel::<Bytes>(STREAM_DEPTH);
         let me = self.clone();
+        guard.armed = false;
         tokio::spawn(async move {
             use futures_util::StreamExt;
             let mut reader = SseReader::default();
@@ -1867,9 +2036,17 @@ impl Aggregator {
                     let Ok(mut v) = serde_json::from_str::<Value>(&d) else {
                         continue;
                     };
+                    let method = v.get("method").and_then(Value::as_str);
                     if is_response(&v) && v.get("id") == Some(&ours_v) {
                         v["id"] = id.clone();
                         answered = true;
+                    } else if method == Some("notifications/progress") {
+                        // Only about this call: a member cannot report on
+                        // another's.
+                        let token = v.pointer("/params/progressToken");
+                        if progress.is_none() || token != progress.as_ref() {
+                            continue;
+                        }
                     } else if !me.member_said(&s, i, &mut v) {
                         continue;
                     }
@@ -1881,6 +2058,7 @@ impl Aggregator {
                     }
                 }
             }
+            // Cancelled by the client: answered by no one.
             let cancelled = lock(&s.inflight).remove(&key).is_none();
             if !answered && !cancelled && !tx.is_closed() {
                 let _ = tx
@@ -1909,13 +2087,17 @@ impl Aggregator {
         };
         if let Some(mid) = v.get("id").cloned() {
             let mut asked = lock(&s.asked);
-            if asked.len() >= MAX_ASKED {
+            if asked.len() >= MAX_ASKED || mid.to_string().len() > MAX_ID {
                 return false;
             }
             let bid = s.next.fetch_add(1, Ordering::Relaxed);
             asked.insert(bid, (i, mid));
-            v["id"] = json!(bid);
+            v["id"] = json!(format!("{ASK_PREFIX}{bid}"));
             return true;
+        }
+        // Progress goes only with the call it is about (see `relay`).
+        if method == "notifications/progress" {
+            return false;
         }
         if method == "notifications/cancelled" {
             let Some(mid) = v.pointer("/params/requestId").cloned() else {
@@ -1930,7 +2112,7 @@ impl Aggregator {
                 return false;
             };
             asked.remove(&bid);
-            v["params"]["requestId"] = json!(bid);
+            v["params"]["requestId"] = json!(format!("{ASK_PREFIX}{bid}"));
             return true;
         }
         let changed = Kind::changed(&method);
@@ -1946,9 +2128,10 @@ impl Aggregator {
     /// The merged GET stream of a session (one at a time: a new one ends
     /// the one before).
     fn get(self: Arc<Self>, s: Arc<VSession>, caller: Caller) -> Response<Body> {
-        let stop = Arc::new(tokio::sync::Notify::new());
-        if let Some(old) = lock(&s.get_stop).replace(stop.clone()) {
-            old.notify_waiters();
+        // A stop every task sees, even one not started yet.
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        if let Some(old) = lock(&s.get_stop).replace(stop_tx) {
+            let _ = old.send(true);
         }
         let (tx, rx) = mpsc::channel::<Bytes>(STREAM_DEPTH);
         for i in 0..self.members.len() {
@@ -1956,7 +2139,7 @@ impl Aggregator {
             let s = s.clone();
             let tx = tx.clone();
             let caller = caller.clone();
-            let stop = stop.clone();
+            let mut stop = stop.clone();
             tokio::spawn(async move {
                 use futures_util::StreamExt;
                 let leg = s.legs[i].lock().await.clone();
@@ -1976,7 +2159,7 @@ impl Aggregator {
                 let resp = tokio::select! {
                     r = rb.send() => r,
                     _ = tx.closed() => return,
-                    _ = stop.notified() => return,
+                    _ = stop.wait_for(|v| *v) => return,
                 };
                 let Ok(resp) = resp else { return };
                 if resp.status() != StatusCode::OK {
@@ -1988,7 +2171,7 @@ impl Aggregator {
                     let chunk = tokio::select! {
                         c = stream.next() => c,
                         _ = tx.closed() => return,
-                        _ = stop.notified() => return,
+                        _ = stop.wait_for(|v| *v) => return,
                     };
                     let Some(Ok(chunk)) = chunk else { return };
                     let Ok(events) = reader.push(&chunk) else {
@@ -2087,7 +2270,7 @@ async fn serve(listener: std::net::TcpListener, agg: Arc<Aggregator>) {
             });
             for s in idle {
                 if let Some(stop) = lock(&s.get_stop).take() {
-                    stop.notify_waiters();
+                    let _ = stop.send(true);
                 }
                 let caller = lock(&s.caller).clone();
                 reaper.end(&s, &caller).await;
@@ -2166,6 +2349,7 @@ mod tests {
             client: reqwest::Client::new(),
             cursor_key: TokenKey::new(&[7; 32]),
             sessions: Mutex::new(HashMap::new()),
+            opening: Mutex::new(HashMap::new()),
         }
     }
 

@@ -426,6 +426,11 @@ fn config_mistakes_are_named_where_they_are() {
             "has no `upstreams` of its own",
         ),
         (
+            "{members: [{server: mock, tools: {echo: {alias: say}}}]}",
+            "kill_switch:\n  tools: [say]\n",
+            "`say` is a virtual server's alias: name the member's own tool",
+        ),
+        (
             "{members: [{server: mock}]}",
             "catalog:\n  ws: {default_risk: LOW}\n",
             "is a virtual server: list the tools under each member",
@@ -438,6 +443,12 @@ fn config_mistakes_are_named_where_they_are() {
             );
             if extra.is_empty() {
                 y
+            } else if extra.starts_with("kill_switch:") {
+                y.replacen(
+                    "kill_switch:\n  tenants: []\n  principals: []\n  tools: []\n",
+                    extra,
+                    1,
+                )
             } else {
                 y.replacen("catalog:\n", extra, 1)
             }
