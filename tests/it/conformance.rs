@@ -1574,6 +1574,8 @@ routes:
     assert_eq!(r["after_crash"]["text"], "back again", "{r}");
     assert!(r["resource_pages"].as_u64() >= Some(1), "{r}");
     assert_eq!(r["greeting"], "hello from the python server", "{r}");
+    // A prompt, routed by name to the stdio member.
+    assert!(r["prompt"].as_str().is_some_and(|p| !p.is_empty()), "{r}");
     // The audit trail names the underlying server and tool, and the way.
     let audit = gw.audit_when(|recs| {
         recs.iter()
@@ -1675,6 +1677,24 @@ routes:
     assert!(
         py_health["healthy"] == false && py_health["failures"].as_u64() > Some(0),
         "{status}"
+    );
+    let metrics = rt
+        .block_on(warden_tests::request(
+            &format!("http://{}/metrics", gw.admin),
+            "GET",
+            &[],
+            bytes::Bytes::new(),
+            false,
+        ))
+        .map(|(_, _, b)| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("warden_virtual_member_failures_total")
+                && l.contains("member=\"py\"")
+                && l.contains("server=\"workspace\"")),
+        "{metrics}"
     );
     let mut back = spawn(
         "python server, again",
@@ -1818,4 +1838,35 @@ routes:
     assert!(r["other_status"] == 403 || r["other_status"] == 404, "{r}");
     assert_eq!(r["batch_status"], 400, "{r}");
     assert_eq!(r["delete"], 200, "{r}");
+}
+
+/// Legacy HTTP+SSE: a server may write a reply on its stream before its
+/// POST's 202 is back at the gateway. The reply must still be judged as the
+/// reply to its request (here: a result checked against the tool's
+/// outputSchema), never dropped as one to no request. (Under load, the SDK
+/// matrix's legacy client hung at its progress call this way.)
+#[test]
+fn legacy_replies_that_beat_their_202_are_judged_with_their_request() {
+    let _turn = heavy();
+    let (_server, addr) = listening(
+        "legacy race server",
+        Command::new(python()).arg(peers().join("legacy_race_server.py")),
+    );
+    let yaml = format!(
+        "version: 1\nservice_groups:\n  - name: t\n    servers:\n      - {{name: race, upstreams: [\"{addr}\"]}}\nroutes:\n  - {{prefix: /race, server: race}}\n"
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    let (ok, out, err) = run_with_timeout(
+        Command::new(python())
+            .arg(peers().join("py_legacy_race_client.py"))
+            .arg(gw.url("/race/sse")),
+        Duration::from_secs(60),
+    )
+    .expect("client ran");
+    let r: Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_default();
+    assert!(ok && r["ok"] == true, "{out}{err}\n{}", gw.log().join("\n"));
+    assert_eq!(
+        r["call"]["result"]["structuredContent"]["result"], "before the 202",
+        "{r}"
+    );
 }

@@ -103,6 +103,8 @@ async def main():
                 r["ev_resource"] = len(rr.contents)
             prompts = (await c.list_prompts()).prompts
             r["prompts"] = [p.name for p in prompts]
+            got = await c.get_prompt("simple-prompt")
+            r["prompt"] = got.messages[0].content.text if got.messages else None
         r["ok"] = True
     except BaseException as e:
         r["ok"] = False
