@@ -404,6 +404,13 @@ fn check_members(servers: &[Server], p: &mut Problems) {
                     format!("{base}.members[{i}].server"),
                     format!("`{}` is itself virtual: members are real servers", m.server),
                 ),
+                // The caller's token names the member as its audience, which
+                // the virtual server's own leg refuses (a token for one
+                // server is taken on that server's routes only).
+                Some(o) if o.caller_token.is_some() => p.push(
+                    format!("{base}.members[{i}].server"),
+                    format!("`{}` forwards the caller's own token (`caller_token`): it cannot be reached through a virtual server", m.server),
+                ),
                 Some(_) => {}
             }
             if !seen.insert(m.server.as_str()) {
@@ -1372,6 +1379,13 @@ impl Config {
             let base = format!("routes[{ri}]");
             if !valid_prefix(&r.prefix) {
                 p.push(format!("{base}.prefix"), format!("`{}` must start with `/`, have no trailing `/`, `//`, `.`/`..` segments, `%`, `?` or `#`", r.prefix));
+            }
+            // The gateway's own routes (virtual servers' members) live there.
+            if r.prefix == "/.warden" || r.prefix.starts_with("/.warden/") {
+                p.push(
+                    format!("{base}.prefix"),
+                    "`/.warden` is the gateway's own (virtual servers reach their members there)",
+                );
             }
             let up = r.upstream_prefix.clone().unwrap_or_else(|| "/".to_string());
             if !valid_prefix(&up) {

@@ -183,6 +183,16 @@ pub async fn admit(
     if let Some(auth) = &rt.snap.auth {
         ctx.principal = crate::auth::authenticate(auth, session, path)?;
     }
+    if ctx.via.is_some() {
+        // A member leg acts for the principal the virtual server's leg
+        // authenticated, or not at all (a client certificate, say, which
+        // the aggregator cannot present, never becomes `anonymous` here).
+        let want = header_str(session.req_header(), crate::aggregate::OWNER_HEADER).unwrap_or("");
+        let got = crate::aggregate::owner_digest(&ctx.principal, ctx.source_ip);
+        if !crate::stdio::same(want.as_bytes(), got.as_bytes()) {
+            return Err(Refusal::session_principal_mismatch());
+        }
+    }
     let server = &cfg.servers[route.server];
     unseal_session(ctx, &server.name)?;
     // A session belongs to the principal that opened it.

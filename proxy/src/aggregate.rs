@@ -190,6 +190,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// certificate required).
 static LISTEN: OnceLock<Vec<(String, bool, bool)>> = OnceLock::new();
 
+/// Who a virtual session belongs to: a digest of the principal (and, for
+/// an anonymous caller, of its address too: anonymous callers are not one
+/// principal). The aggregator binds sessions and bounds to it, and each
+/// member leg must authenticate the same one.
+pub fn owner_digest(
+    principal: &warden_filters::identity::Principal,
+    source: Option<std::net::IpAddr>,
+) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(principal.owner_key().as_bytes());
+    if principal.auth == warden_filters::identity::AuthMethod::Anonymous {
+        h.update(b"\0");
+        h.update(
+            source
+                .map(|ip| ip.to_string())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
 /// Records where this gateway listens: the `--listen` addresses (plain),
 /// else the bundle's listeners at start.
 pub fn listening_on(overrides: &[String], bundle: &[warden_config::model::Listener]) {
@@ -571,6 +594,14 @@ enum Asked {
     Broken(String),
 }
 
+impl Asked {
+    fn text(&self) -> &str {
+        match self {
+            Asked::Refused(t) | Asked::Broken(t) => t,
+        }
+    }
+}
+
 /// How a member answered.
 enum Failure {
     /// Its session is gone (404): initialise again.
@@ -725,6 +756,7 @@ impl Aggregator {
             .client
             .post(self.url(i))
             .header(SECRET_HEADER, &self.inner_secret)
+            .header(OWNER_HEADER, &caller.owner)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream");
         for (k, v) in &caller.headers {
@@ -828,7 +860,7 @@ impl Aggregator {
         i: usize,
         init: &RawValue,
         caller: &Caller,
-    ) -> Result<(Leg, Value), String> {
+    ) -> Result<(Leg, Value), Asked> {
         let id = json!("warden-virtual-init");
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":"warden-virtual-init","method":"initialize","params":{}}}"#,
@@ -836,15 +868,16 @@ impl Aggregator {
         );
         let (v, sid) = match self.exchange(i, None, caller, body.into_bytes(), &id).await {
             Ok(x) => x,
-            Err(Failure::Gone) => return Err("HTTP 404".into()),
-            Err(Failure::Broken(why)) => return Err(why),
+            Err(Failure::Gone) => return Err(Asked::Broken("HTTP 404".into())),
+            Err(Failure::Broken(why)) => return Err(Asked::Broken(why)),
         };
         let Some(result) = v.get("result") else {
             let msg = v
                 .pointer("/error/message")
                 .and_then(Value::as_str)
                 .unwrap_or("no result");
-            return Err(format!("initialize: {}", loggable(msg)));
+            // Refused for this caller (policy, a quota …): not the member's health.
+            return Err(Asked::Refused(format!("initialize: {}", loggable(msg))));
         };
         let leg = Leg {
             sid,
@@ -884,8 +917,9 @@ impl Aggregator {
                 *leg = l;
                 Ok(leg.clone())
             }
-            Err(why) => {
-                self.failed(i, "reinitialize", &why);
+            Err(e) => {
+                self.setback(i, "reinitialize", &e);
+                let why = e.text().to_owned();
                 leg.sid = None;
                 leg.failed = Some(why.clone());
                 Err(why)
@@ -951,10 +985,17 @@ impl Aggregator {
     /// A list request that did not succeed: counted against the member's
     /// health only when the member failed (not when it refused this caller).
     fn list_failed(&self, i: usize, e: &Asked) {
+        self.setback(i, "list", e);
+    }
+
+    /// A request of the aggregator's own that did not succeed: counted
+    /// against the member's health only when the member failed (not when
+    /// it, or its leg, refused this caller).
+    fn setback(&self, i: usize, what: &str, e: &Asked) {
         match e {
-            Asked::Broken(why) => self.failed(i, "list", why),
+            Asked::Broken(why) => self.failed(i, what, why),
             Asked::Refused(why) => {
-                tracing::debug!(server = %self.name, member = %self.members[i].server, "virtual server member refused a list: {why}")
+                tracing::debug!(server = %self.name, member = %self.members[i].server, "virtual server member refused {what}: {why}")
             }
         }
     }
@@ -1431,11 +1472,11 @@ impl Aggregator {
                     results.push((i, result));
                     legs.push(leg);
                 }
-                Err(why) => {
-                    self.failed(i, "initialize", &why);
+                Err(e) => {
+                    self.setback(i, "initialize", &e);
                     failures.push(self.members[i].server.clone());
                     legs.push(Leg {
-                        failed: Some(why),
+                        failed: Some(e.text().to_owned()),
                         ..Leg::default()
                     });
                 }
@@ -1588,6 +1629,7 @@ impl Aggregator {
                 .client
                 .delete(self.url(i))
                 .header(SECRET_HEADER, &self.inner_secret)
+                .header(OWNER_HEADER, &caller.owner)
                 .header("mcp-session-id", sid)
                 .timeout(self.timeouts[i]);
             if !leg.version.is_empty() {
@@ -2148,6 +2190,7 @@ impl Aggregator {
                     .client
                     .get(me.url(i))
                     .header(SECRET_HEADER, &me.inner_secret)
+                    .header(OWNER_HEADER, &caller.owner)
                     .header("accept", "text/event-stream")
                     .header("mcp-session-id", sid);
                 if !leg.version.is_empty() {
@@ -2413,6 +2456,24 @@ mod tests {
         assert_eq!(name(&t, 1, "send_email").as_deref(), Some("b_send_email"));
         assert_eq!(name(&t, 2, "send"), None);
         assert!(!t.by_name.contains_key("send_email"));
+    }
+
+    #[test]
+    fn anonymous_callers_are_told_apart_by_address() {
+        use warden_filters::identity::{AuthMethod, Principal};
+        let a: Option<std::net::IpAddr> = "10.0.0.1".parse().ok();
+        let b: Option<std::net::IpAddr> = "10.0.0.2".parse().ok();
+        let anon = Principal::anonymous();
+        assert_ne!(owner_digest(&anon, a), owner_digest(&anon, b));
+        let key = Principal {
+            id: "agent-dev".into(),
+            auth: AuthMethod::ApiKey,
+            ..Principal::anonymous()
+        };
+        assert_eq!(owner_digest(&key, a), owner_digest(&key, b));
+        // The same caller by another method is another owner only when the
+        // principal differs, never by address.
+        assert_ne!(owner_digest(&key, a), owner_digest(&anon, a));
     }
 
     #[test]

@@ -123,7 +123,16 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             };
             rec.jsonrpc_id = r.id.as_ref().map(|i| i.to_json());
             if r.method.as_deref() == Some("tools/call") || r.task.is_some() {
-                if let (Some(rt), Some(tool)) = (&ctx.rt, r.target.as_deref()) {
+                // A virtual server's own leg has no catalog: its member's
+                // leg records the tool's risk.
+                let composed = ctx.rt.as_ref().is_some_and(|rt| {
+                    rt.snap
+                        .config
+                        .servers
+                        .iter()
+                        .any(|s| s.name == *server && s.composed.is_some())
+                });
+                if let (Some(rt), Some(tool), false) = (&ctx.rt, r.target.as_deref(), composed) {
                     rec.risk = Some(
                         rt.snap
                             .config

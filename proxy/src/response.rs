@@ -980,6 +980,8 @@ fn keep_known_headers(
 pub fn logs_io(rt: &crate::runtime::Runtime, server: usize, tool: &str) -> bool {
     let cfg = &rt.snap.config;
     !cfg.audit.log_io.is_empty()
+        // A virtual server's leg: its member's leg logs (with the tool's own risk).
+        && cfg.servers.get(server).is_some_and(|s| s.composed.is_none())
         && cfg.servers.get(server).is_some_and(|s| {
             let risk = cfg
                 .catalog

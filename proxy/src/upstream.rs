@@ -70,8 +70,7 @@ pub fn rewrite_request(
         if let Some(ip) = ctx.source_ip {
             req.insert_header(crate::aggregate::SOURCE_HEADER, ip.to_string())?;
         }
-        use sha2::Digest;
-        let owner = hex::encode(&sha2::Sha256::digest(ctx.principal.owner_key().as_bytes())[..16]);
+        let owner = crate::aggregate::owner_digest(&ctx.principal, ctx.source_ip);
         req.insert_header(crate::aggregate::OWNER_HEADER, owner)?;
     } else {
         // The client's credentials are for the gateway, never for the upstream.

@@ -463,6 +463,17 @@ fn config_mistakes_are_named_where_they_are() {
         )
     });
     assert!(ok, "a virtual server over the example's mock: {text}");
+    // The gateway's own member routes cannot be shadowed by a bundle route.
+    let (ok, text) = copy(&|y: String| {
+        y.replace(
+            "  - prefix: /mock\n    server: mock\n",
+            "  - prefix: /mock\n    server: mock\n  - prefix: /.warden/virtual\n    server: mock\n",
+        )
+    });
+    assert!(
+        !ok && text.contains("`/.warden` is the gateway's own"),
+        "{text}"
+    );
     // Listening elsewhere than identity.resource says: valid, with a warning.
     let (ok, text) =
         copy(&|y: String| y.replace("address: 127.0.0.1:8080", "address: 127.0.0.1:18080"));
