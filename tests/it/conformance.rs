@@ -1461,6 +1461,7 @@ service_groups:
               tools:
                 add: {{alias: plus, description: "Adds 1000 to a", hidden: {{b: 1000}}}}
                 count: {{defaults: {{steps: 2}}}}
+                echo: {{title: "Echo (Python)"}}
             - {{server: ev}}
             - {{server: rs, prefix: always}}
             - {{server: hostile, prefix: always}}
@@ -1574,8 +1575,14 @@ routes:
     assert_eq!(r["after_crash"]["text"], "back again", "{r}");
     assert!(r["resource_pages"].as_u64() >= Some(1), "{r}");
     assert_eq!(r["greeting"], "hello from the python server", "{r}");
-    // A prompt, routed by name to the stdio member.
+    // A prompt, routed by name to the stdio member; a completion by its
+    // prompt; a read by the member's template; a subscription; the level.
     assert!(r["prompt"].as_str().is_some_and(|p| !p.is_empty()), "{r}");
+    assert_eq!(r["completion"], serde_json::json!(["Engineering"]), "{r}");
+    assert_eq!(r["template_read"], 1, "{r}");
+    assert_eq!(r["subscribed"], true, "{r}");
+    assert_eq!(r["log_level"], true, "{r}");
+    assert_eq!(r["echo_title"], "Echo (Python)", "{r}");
     // The audit trail names the underlying server and tool, and the way.
     let audit = gw.audit_when(|recs| {
         recs.iter()

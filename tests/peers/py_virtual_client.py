@@ -105,6 +105,17 @@ async def main():
             r["prompts"] = [p.name for p in prompts]
             got = await c.get_prompt("simple-prompt")
             r["prompt"] = got.messages[0].content.text if got.messages else None
+            # A completion routed by its prompt, a resource by its template,
+            # a subscription, the log level (to every member with logging).
+            done = await c.complete(types.PromptReference(type="ref/prompt", name="completable-prompt"), {"name": "department", "value": "En"})
+            r["completion"] = done.completion.values
+            dyn = await c.read_resource("demo://resource/dynamic/text/7")
+            r["template_read"] = len(dyn.contents)
+            await c.subscribe_resource("demo://resource/dynamic/text/1")
+            r["subscribed"] = True
+            await c.set_logging_level("debug")
+            r["log_level"] = True
+            r["echo_title"] = tools["echo"].title if "echo" in tools else None
         r["ok"] = True
     except BaseException as e:
         r["ok"] = False
