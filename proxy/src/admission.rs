@@ -189,7 +189,7 @@ pub async fn admit(
         // the aggregator cannot present, never becomes `anonymous` here).
         let want = header_str(session.req_header(), crate::aggregate::OWNER_HEADER).unwrap_or("");
         let got = crate::aggregate::owner_digest(&ctx.principal, ctx.source_ip);
-        if !crate::stdio::same(want.as_bytes(), got.as_bytes()) {
+        if !crate::loopback::same(want.as_bytes(), got.as_bytes()) {
             return Err(Refusal::session_principal_mismatch());
         }
     }

@@ -51,7 +51,6 @@
 //!   the gateway with the caller's header credentials).
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -59,8 +58,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -68,7 +67,7 @@ use warden_config::model::{Config, Prefixing, Server, VirtualMember};
 use warden_filters::snapshot::VIRTUAL_PREFIX;
 use warden_filters::token::{TokenKey, NONCE_LEN};
 
-type Body = BoxBody<Bytes, Infallible>;
+use crate::loopback::Body;
 
 /// The gateway's secret between its request path and an aggregator, and
 /// between an aggregator and its member routes.
@@ -387,7 +386,8 @@ pub fn outer_secret_for(addr: SocketAddr) -> Option<String> {
 pub fn is_inner_secret(virtual_server: &str, secret: &str) -> bool {
     let r = registry();
     let ok = |a: &Arc<Aggregator>| {
-        a.name == virtual_server && crate::stdio::same(a.inner_secret.as_bytes(), secret.as_bytes())
+        a.name == virtual_server
+            && crate::loopback::same(a.inner_secret.as_bytes(), secret.as_bytes())
     };
     if lock(&r.by_server).values().any(ok) {
         return true;
@@ -744,21 +744,21 @@ impl Aggregator {
         self.health(i, Err(why));
     }
 
-    /// A request to member `i` on its session (`leg`), as the caller.
-    async fn post(
+    /// A request to member `i`'s route, on its session (`leg`), as the
+    /// caller: the aggregator's secret, the principal's digest (the member
+    /// leg checks it authenticates the same one), the caller's credentials.
+    fn to_member(
         &self,
+        method: reqwest::Method,
         i: usize,
         leg: Option<&Leg>,
         caller: &Caller,
-        body: Vec<u8>,
-    ) -> Result<reqwest::Response, String> {
+    ) -> reqwest::RequestBuilder {
         let mut rb = self
             .client
-            .post(self.url(i))
+            .request(method, self.url(i))
             .header(SECRET_HEADER, &self.inner_secret)
-            .header(OWNER_HEADER, &caller.owner)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream");
+            .header(OWNER_HEADER, &caller.owner);
         for (k, v) in &caller.headers {
             rb = rb.header(k, v);
         }
@@ -770,6 +770,21 @@ impl Aggregator {
                 rb = rb.header("mcp-protocol-version", &l.version);
             }
         }
+        rb
+    }
+
+    /// A POST to member `i` on its session (`leg`), as the caller.
+    async fn post(
+        &self,
+        i: usize,
+        leg: Option<&Leg>,
+        caller: &Caller,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, String> {
+        let rb = self
+            .to_member(reqwest::Method::POST, i, leg, caller)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
         rb.body(body).send().await.map_err(|e| {
             let mut s = e.to_string();
             if let Some(src) = std::error::Error::source(&e) {
@@ -1581,7 +1596,7 @@ impl Aggregator {
         let authorised = req
             .headers()
             .get(SECRET_HEADER)
-            .is_some_and(|v| crate::stdio::same(v.as_bytes(), self.outer_secret.as_bytes()));
+            .is_some_and(|v| crate::loopback::same(v.as_bytes(), self.outer_secret.as_bytes()));
         if !authorised {
             return plain(StatusCode::FORBIDDEN);
         }
@@ -1592,7 +1607,7 @@ impl Aggregator {
             .and_then(|v| v.to_str().ok())
             .and_then(|sid| lock(&self.sessions).get(sid).cloned())
             // Bound to the principal that opened it.
-            .filter(|s| crate::stdio::same(s.owner.as_bytes(), caller.owner.as_bytes()));
+            .filter(|s| crate::loopback::same(s.owner.as_bytes(), caller.owner.as_bytes()));
         if let Some(s) = &session {
             *lock(&s.last_used) = Instant::now();
             *lock(&s.caller) = caller.clone();
@@ -1624,20 +1639,12 @@ impl Aggregator {
         let mut jobs = Vec::new();
         for i in 0..self.members.len() {
             let leg = s.legs[i].lock().await.clone();
-            let Some(sid) = leg.sid else { continue };
-            let mut rb = self
-                .client
-                .delete(self.url(i))
-                .header(SECRET_HEADER, &self.inner_secret)
-                .header(OWNER_HEADER, &caller.owner)
-                .header("mcp-session-id", sid)
+            if leg.sid.is_none() {
+                continue;
+            }
+            let rb = self
+                .to_member(reqwest::Method::DELETE, i, Some(&leg), caller)
                 .timeout(self.timeouts[i]);
-            if !leg.version.is_empty() {
-                rb = rb.header("mcp-protocol-version", &leg.version);
-            }
-            for (k, v) in &caller.headers {
-                rb = rb.header(k, v);
-            }
             jobs.push(rb.send());
         }
         let _ = futures_util::future::join_all(jobs).await;
@@ -2185,20 +2192,12 @@ impl Aggregator {
             tokio::spawn(async move {
                 use futures_util::StreamExt;
                 let leg = s.legs[i].lock().await.clone();
-                let Some(sid) = leg.sid.clone() else { return };
-                let mut rb = me
-                    .client
-                    .get(me.url(i))
-                    .header(SECRET_HEADER, &me.inner_secret)
-                    .header(OWNER_HEADER, &caller.owner)
-                    .header("accept", "text/event-stream")
-                    .header("mcp-session-id", sid);
-                if !leg.version.is_empty() {
-                    rb = rb.header("mcp-protocol-version", &leg.version);
+                if leg.sid.is_none() {
+                    return;
                 }
-                for (k, v) in &caller.headers {
-                    rb = rb.header(k, v);
-                }
+                let rb = me
+                    .to_member(reqwest::Method::GET, i, Some(&leg), &caller)
+                    .header("accept", "text/event-stream");
                 let resp = tokio::select! {
                     r = rb.send() => r,
                     _ = tx.closed() => return,
@@ -2248,9 +2247,20 @@ fn raw_members(m: &Members) -> Box<RawValue> {
 }
 
 fn plain(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::new()).boxed());
-    *r.status_mut() = status;
-    r
+    crate::loopback::plain(status, "")
+}
+
+fn json_response(status: StatusCode, session: Option<&str>, v: &Value) -> Response<Body> {
+    crate::loopback::json(status, session, v.to_string())
+}
+
+/// An SSE response of the events that arrive on `rx`.
+fn sse(rx: mpsc::Receiver<Bytes>, session: Option<&str>) -> Response<Body> {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let b = rx.recv().await?;
+        Some((b, rx))
+    });
+    crate::loopback::event_stream(stream, session)
 }
 
 fn not_found() -> Response<Body> {
@@ -2259,35 +2269,6 @@ fn not_found() -> Response<Body> {
         None,
         &error_value(None, -32001, "Session not found"),
     )
-}
-
-fn json_response(status: StatusCode, session: Option<&str>, v: &Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
-    if let Some(s) = session.and_then(|s| HeaderValue::from_str(s).ok()) {
-        r.headers_mut().insert("mcp-session-id", s);
-    }
-    r
-}
-
-fn sse(rx: mpsc::Receiver<Bytes>, session: Option<&str>) -> Response<Body> {
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let b = rx.recv().await?;
-        Some((Ok::<_, Infallible>(Frame::data(b)), rx))
-    });
-    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    let h = r.headers_mut();
-    h.insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert("cache-control", HeaderValue::from_static("no-cache"));
-    if let Some(s) = session.and_then(|s| HeaderValue::from_str(s).ok()) {
-        h.insert("mcp-session-id", s);
-    }
-    r
 }
 
 async fn serve(listener: std::net::TcpListener, agg: Arc<Aggregator>) {
@@ -2320,30 +2301,11 @@ async fn serve(listener: std::net::TcpListener, agg: Arc<Aggregator>) {
             }
         }
     });
-    let slots = Arc::new(tokio::sync::Semaphore::new(4096));
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let agg = agg.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let svc = hyper::service::service_fn(move |req| {
-                let a = agg.clone();
-                async move { Ok::<_, Infallible>(a.handle(req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    crate::loopback::serve(listener, 4096, move |req| {
+        let a = agg.clone();
+        async move { a.handle(req).await }
+    })
+    .await;
 }
 
 #[cfg(test)]

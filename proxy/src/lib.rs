@@ -19,6 +19,7 @@ pub mod init;
 pub mod judging;
 pub mod ledger;
 pub mod live;
+pub mod loopback;
 pub mod metrics;
 pub mod otel;
 pub mod outbound;

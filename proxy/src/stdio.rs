@@ -47,7 +47,6 @@
 //!   session (the client's next request gets 404 and initialises again).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -55,15 +54,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use warden_config::model::{Server, Stdio};
 
-type Body = BoxBody<Bytes, Infallible>;
+use crate::loopback::Body;
 
 /// The header carrying a bridge's secret.
 pub const SECRET_HEADER: &str = "x-warden-bridge";
@@ -295,11 +294,6 @@ fn rewrite_nested(m: &mut Members, path: &[&str], bid: u64) -> Option<Value> {
 /// (a client that does not read) loses the message and is cut.
 fn deliver(tx: &mpsc::Sender<Value>, v: Value) {
     let _ = tx.try_send(v);
-}
-
-/// Constant-time comparison (the bridge secret).
-pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Shared {
@@ -603,9 +597,9 @@ impl Shared {
         let authorised = req
             .headers()
             .get(SECRET_HEADER)
-            .is_some_and(|v| same(v.as_bytes(), self.secret.as_bytes()));
+            .is_some_and(|v| crate::loopback::same(v.as_bytes(), self.secret.as_bytes()));
         if !authorised {
-            return plain(StatusCode::FORBIDDEN, "");
+            return crate::loopback::plain(StatusCode::FORBIDDEN, "");
         }
         let sid = req
             .headers()
@@ -623,12 +617,12 @@ impl Shared {
                             s.child.end();
                         }
                         self.release_owner(&s.owner);
-                        plain(StatusCode::OK, "")
+                        crate::loopback::plain(StatusCode::OK, "")
                     }
                     None => not_found(),
                 }
             }
-            _ => plain(StatusCode::METHOD_NOT_ALLOWED, ""),
+            _ => crate::loopback::plain(StatusCode::METHOD_NOT_ALLOWED, ""),
         }
     }
 
@@ -653,7 +647,7 @@ impl Shared {
             .await
         {
             Ok(b) => b.to_bytes(),
-            Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, ""),
+            Err(_) => return crate::loopback::plain(StatusCode::PAYLOAD_TOO_LARGE, ""),
         };
         // Members stay as the gateway judged them, byte for byte: only ids
         // and progress tokens are rewritten.
@@ -661,19 +655,19 @@ impl Shared {
         let raws: Vec<Box<RawValue>> = if batch {
             match serde_json::from_slice(&body) {
                 Ok(v) => v,
-                Err(_) => return plain(StatusCode::BAD_REQUEST, ""),
+                Err(_) => return crate::loopback::plain(StatusCode::BAD_REQUEST, ""),
             }
         } else {
             match serde_json::from_slice(&body) {
                 Ok(v) => vec![v],
-                Err(_) => return plain(StatusCode::BAD_REQUEST, ""),
+                Err(_) => return crate::loopback::plain(StatusCode::BAD_REQUEST, ""),
             }
         };
         let mut messages: Vec<Members> = Vec::with_capacity(raws.len());
         for r in &raws {
             match serde_json::from_str::<Members>(r.get()) {
                 Ok(m) => messages.push(m),
-                Err(_) => return plain(StatusCode::BAD_REQUEST, ""),
+                Err(_) => return crate::loopback::plain(StatusCode::BAD_REQUEST, ""),
             }
         }
         let initialize = messages.len() == 1
@@ -758,12 +752,12 @@ impl Shared {
             }
             match serde_json::to_string(m) {
                 Ok(line) => child.send_line(line),
-                Err(_) => return plain(StatusCode::BAD_REQUEST, ""),
+                Err(_) => return crate::loopback::plain(StatusCode::BAD_REQUEST, ""),
             }
         }
         drop(tx);
         if requests == 0 {
-            return plain(StatusCode::ACCEPTED, "");
+            return crate::loopback::plain(StatusCode::ACCEPTED, "");
         }
         sse(rx, Some(requests), initialize.then_some(session_id))
     }
@@ -869,25 +863,13 @@ async fn log_stderr(server: String, pid: u32, stderr: tokio::process::ChildStder
     }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed());
-    *r.status_mut() = status;
-    r
-}
-
 fn not_found() -> Response<Body> {
     json_error(StatusCode::NOT_FOUND, None, "Session not found")
 }
 
 fn json_error(status: StatusCode, id: Option<Value>, message: &str) -> Response<Body> {
     let v = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32001, "message": message}});
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        "content-type",
-        http::HeaderValue::from_static("application/json"),
-    );
-    r
+    crate::loopback::json(status, None, v.to_string())
 }
 
 /// An SSE response of what arrives on `rx`, ending after `responses`
@@ -904,23 +886,10 @@ fn sse(
         let v = rx.recv().await?;
         let is_response = v.get("result").is_some() || v.get("error").is_some();
         let left = left.map(|n| if is_response { n - 1 } else { n });
-        let event = format!("event: message\ndata: {v}\n\n");
-        Some((
-            Ok::<_, Infallible>(Frame::data(Bytes::from(event))),
-            (rx, left),
-        ))
+        let event = Bytes::from(format!("event: message\ndata: {v}\n\n"));
+        Some((event, (rx, left)))
     });
-    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    let h = r.headers_mut();
-    h.insert(
-        "content-type",
-        http::HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert("cache-control", http::HeaderValue::from_static("no-cache"));
-    if let Some(s) = session.and_then(|s| http::HeaderValue::from_str(&s).ok()) {
-        h.insert("mcp-session-id", s);
-    }
-    r
+    crate::loopback::event_stream(stream, session.as_deref())
 }
 
 async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
@@ -961,28 +930,9 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
             }
         }
     });
-    let slots = Arc::new(tokio::sync::Semaphore::new(1024));
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // Out of descriptors, say: no busy loop.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let svc = hyper::service::service_fn(move |req| {
-                let s = shared.clone();
-                async move { Ok::<_, Infallible>(s.handle(req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    crate::loopback::serve(listener, 1024, move |req| {
+        let s = shared.clone();
+        async move { s.handle(req).await }
+    })
+    .await;
 }

@@ -1444,6 +1444,7 @@ service_groups:
     servers:
       - name: py
         upstreams: ["{py_addr}"]
+        health_check: {{interval: 1s}}
       - name: ev
         stdio: {{command: /usr/bin/node, args: ["{entry}", stdio], max_processes: 8}}
       - name: rs
@@ -1711,7 +1712,16 @@ routes:
             .arg("streamable-http"),
     );
     wait_port(py_addr, &mut back);
-    let (s, b) = call(6, "echo", r#"{"text":"after restart"}"#);
+    // Back in rotation at the next health check (1 s here); the member's
+    // session is then opened again on the call that finds it gone.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (s, b) = loop {
+        let (s, b) = call(6, "echo", r#"{"text":"after restart"}"#);
+        if b.contains("after restart") || Instant::now() > deadline {
+            break (s, b);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
     assert!(s == 200 && b.contains("after restart"), "{s} {b}");
     // DELETE ends the session (and each member's).
     let (s, _, _) = rt
