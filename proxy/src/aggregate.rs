@@ -202,9 +202,10 @@ pub fn owner_digest(
     h.update(principal.owner_key().as_bytes());
     if principal.auth == warden_filters::identity::AuthMethod::Anonymous {
         h.update(b"\0");
+        // `::ffff:a.b.c.d` and `a.b.c.d` are one caller.
         h.update(
             source
-                .map(|ip| ip.to_string())
+                .map(|ip| ip.to_canonical().to_string())
                 .unwrap_or_default()
                 .as_bytes(),
         );
@@ -2427,6 +2428,8 @@ mod tests {
         let b: Option<std::net::IpAddr> = "10.0.0.2".parse().ok();
         let anon = Principal::anonymous();
         assert_ne!(owner_digest(&anon, a), owner_digest(&anon, b));
+        let mapped: Option<std::net::IpAddr> = "::ffff:10.0.0.1".parse().ok();
+        assert_eq!(owner_digest(&anon, a), owner_digest(&anon, mapped));
         let key = Principal {
             id: "agent-dev".into(),
             auth: AuthMethod::ApiKey,
