@@ -1542,6 +1542,14 @@ routes:
                 .contains("set by the gateway"),
         "{r}"
     );
+    assert!(
+        r["plus_case"]["error"] == true
+            && !r["plus_case"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("1001"),
+        "{r}"
+    );
     assert_eq!(r["count"]["text"], "counted 2", "{r}");
     assert_eq!(r["count_progress"], 2, "{r}");
     assert_eq!(r["rs_count_progress"], 3, "{r}");
@@ -1828,6 +1836,7 @@ routes:
     );
     // A forged answer is refused; injected responses never arrive.
     assert_eq!(r["forged_status"], 400, "{r}");
+    assert_eq!(r["forged_cursor"], -32602, "{r}");
     assert!(!text.contains("SPOOFED"), "{r}");
     assert!(text.contains("real answer"), "{r}");
     assert!(

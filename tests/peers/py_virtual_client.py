@@ -67,6 +67,9 @@ async def main():
             r["rs_echo"] = await call(c, "rs_echo", {"text": "to rmcp"})
             r["plus"] = await call(c, "plus", {"a": 5})
             r["plus_hidden"] = await call(c, "plus", {"a": 5, "b": 1})
+            # The hidden argument by another case: the member leg reads the
+            # two as one name, and refuses the call.
+            r["plus_case"] = await call(c, "plus", {"a": 5, "B": 1})
             seen = []
 
             async def on_progress(progress, total, message):

@@ -46,6 +46,10 @@ def main():
     tools = c.post(URL, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=h).json()
     r["tools"] = sorted(t["name"] for t in tools["result"]["tools"])
 
+    # A cursor the aggregator did not seal for this session and list.
+    forged = c.post(URL, json={"jsonrpc": "2.0", "id": 10, "method": "tools/list", "params": {"cursor": "wvc1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}, headers=h).json()
+    r["forged_cursor"] = forged.get("error", {}).get("code")
+
     # A server→client request: the client sees the aggregator's id, and
     # its answer reaches the member with the member's own id.
     with c.stream("POST", URL, json={"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "ask", "arguments": {}}}, headers=h) as s:
