@@ -75,7 +75,17 @@ pub async fn admit(
             return Ok(Admitted::Answered(status));
         }
     }
-    let Some(route_pos) = rt.snap.route_index(host.as_deref(), path) else {
+    // A member route of a virtual server answers only that server's
+    // aggregator; to anyone else it does not exist.
+    let route_pos =
+        rt.snap
+            .route_index(host.as_deref(), path)
+            .filter(|&i| match &rt.snap.routes[i].via {
+                Some(v) => header_str(req, crate::aggregate::SECRET_HEADER)
+                    .is_some_and(|h| crate::aggregate::is_inner_secret(v, h)),
+                None => true,
+            });
+    let Some(route_pos) = route_pos else {
         // Name the paths served on this host (never another host's).
         let host = host.as_deref().map(|h| {
             h.rsplit_once(':')
@@ -92,23 +102,7 @@ pub async fn admit(
         return Err(Refusal::no_route_of(&served));
     };
     let route = &rt.snap.routes[route_pos];
-    if let Some(v) = &route.via {
-        // A member route answers only its virtual server's aggregator;
-        // to anyone else it does not exist.
-        let from_aggregator = header_str(req, crate::aggregate::SECRET_HEADER)
-            .is_some_and(|h| crate::aggregate::is_inner_secret(v, h));
-        if !from_aggregator {
-            let served: Vec<&str> = rt
-                .snap
-                .routes
-                .iter()
-                .filter(|r| r.via.is_none() && r.host.is_none())
-                .map(|r| r.prefix.as_str())
-                .collect();
-            return Err(Refusal::no_route_of(&served));
-        }
-        ctx.via = Some(v.clone());
-    }
+    ctx.via = route.via.clone();
     ctx.route = Some(route_pos);
     ctx.server = Some(route.server);
     if let Some(origin) = req.headers.get("origin") {

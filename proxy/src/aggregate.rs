@@ -370,30 +370,19 @@ pub fn aggregator_for(server: &Server, cfg: &Config) -> std::io::Result<SocketAd
 /// The secret the request path sends to the aggregator at `addr`.
 pub fn outer_secret_for(addr: SocketAddr) -> Option<String> {
     let r = registry();
-    let current = lock(&r.by_server)
-        .values()
-        .find(|a| a.addr == addr)
-        .map(|a| a.outer_secret.clone());
-    current.or_else(|| {
-        lock(&r.retired)
-            .iter()
-            .find(|a| a.addr == addr)
-            .map(|a| a.outer_secret.clone())
-    })
+    crate::loopback::find_endpoint(&r.by_server, &r.retired, |a| a.addr == addr)
+        .map(|a| a.outer_secret.clone())
 }
 
 /// Whether `secret` is the one `virtual_server`'s aggregator calls its
 /// members with.
 pub fn is_inner_secret(virtual_server: &str, secret: &str) -> bool {
     let r = registry();
-    let ok = |a: &Arc<Aggregator>| {
+    crate::loopback::find_endpoint(&r.by_server, &r.retired, |a| {
         a.name == virtual_server
             && crate::loopback::same(a.inner_secret.as_bytes(), secret.as_bytes())
-    };
-    if lock(&r.by_server).values().any(ok) {
-        return true;
-    }
-    lock(&r.retired).iter().any(ok)
+    })
+    .is_some()
 }
 
 /// Each virtual server's members as last seen (for `/status`).
@@ -463,10 +452,9 @@ struct Leg {
     sid: Option<String>,
     version: String,
     capabilities: Value,
-    /// Why this member's session could not be opened (then `sid` is None).
+    /// Why this member's session could not be opened (then `sid` is None;
+    /// the next request that needs the member tries again).
     failed: Option<String>,
-    /// Whether it was ever initialised (a member that failed is retried).
-    up: bool,
 }
 
 /// What the aggregator knows of each member's lists, and the names the
@@ -684,6 +672,43 @@ impl SseReader {
     }
 }
 
+/// A member leg's SSE response, read message by message.
+struct MemberStream {
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    reader: SseReader,
+}
+
+impl MemberStream {
+    fn new(resp: reqwest::Response) -> Self {
+        use futures_util::StreamExt;
+        MemberStream {
+            body: resp.bytes_stream().boxed(),
+            reader: SseReader::default(),
+        }
+    }
+
+    /// The messages that arrived with the next chunk (an event that is not
+    /// JSON is skipped: the member's leg already judged every event);
+    /// `Err` once the stream ends or breaks, or an event outgrows
+    /// `MAX_EVENT`. Cancel-safe (a chunk is taken whole or not at all).
+    async fn next(&mut self) -> Result<Vec<Value>, String> {
+        use futures_util::StreamExt;
+        let chunk = match self.body.next().await {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("the stream ended".into()),
+        };
+        let events = self
+            .reader
+            .push(&chunk)
+            .map_err(|()| "an event over 16 MiB".to_owned())?;
+        Ok(events
+            .iter()
+            .filter_map(|d| serde_json::from_str(d).ok())
+            .collect())
+    }
+}
+
 /// Where the first event in `b` ends, and the length of its terminator.
 fn event_end(b: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut i = from;
@@ -851,23 +876,19 @@ impl Aggregator {
                 _ => Err(Failure::Broken(format!("HTTP {status}"))),
             };
         }
-        let mut reader = SseReader::default();
-        let mut stream = resp.bytes_stream();
-        use futures_util::StreamExt;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Failure::Broken(e.to_string()))?;
-            let events = reader
-                .push(&chunk)
-                .map_err(|()| Failure::Broken("an event over 16 MiB".into()))?;
-            for d in events {
-                if let Ok(v) = serde_json::from_str::<Value>(&d) {
-                    if is_response(&v) && v.get("id") == Some(id) {
-                        return Ok(v);
-                    }
-                }
+        let mut body = MemberStream::new(resp);
+        loop {
+            let messages = body
+                .next()
+                .await
+                .map_err(|e| Failure::Broken(format!("no answer: {e}")))?;
+            if let Some(v) = messages
+                .into_iter()
+                .find(|v| is_response(v) && v.get("id") == Some(id))
+            {
+                return Ok(v);
             }
         }
-        Err(Failure::Broken("the stream ended without an answer".into()))
     }
 
     /// Opens member `i`'s session with the client's `initialize` params.
@@ -904,7 +925,6 @@ impl Aggregator {
                 .to_owned(),
             capabilities: result.get("capabilities").cloned().unwrap_or(json!({})),
             failed: None,
-            up: true,
         };
         let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_vec();
         let _ = self
@@ -946,7 +966,7 @@ impl Aggregator {
     /// Member `i`'s session, opening it if it failed before.
     async fn leg(&self, s: &VSession, i: usize, caller: &Caller) -> Result<Leg, String> {
         let leg = s.legs[i].lock().await.clone();
-        if leg.failed.is_none() && leg.up {
+        if leg.failed.is_none() {
             return Ok(leg);
         }
         self.reopen(s, i, None, caller).await
@@ -996,12 +1016,6 @@ impl Aggregator {
             }
         }
         Err(Asked::Broken("the member's session is gone".into()))
-    }
-
-    /// A list request that did not succeed: counted against the member's
-    /// health only when the member failed (not when it refused this caller).
-    fn list_failed(&self, i: usize, e: &Asked) {
-        self.setback(i, "list", e);
     }
 
     /// A request of the aggregator's own that did not succeed: counted
@@ -1157,7 +1171,7 @@ impl Aggregator {
                         }
                     }
                     Err(e) => {
-                        self.list_failed(i, &e);
+                        self.setback(i, "list", &e);
                         return (i, None);
                     }
                 }
@@ -1411,7 +1425,7 @@ impl Aggregator {
                     }
                 }
                 // Left out of the listing; the others are served.
-                Err(e) => self.list_failed(i, &e),
+                Err(e) => self.setback(i, "list", &e),
             }
         }
         let mut result = serde_json::Map::new();
@@ -1932,8 +1946,11 @@ impl Aggregator {
                 ))
             }
         };
+        // What the client asks progress about (only that comes back).
+        let progress: Option<Value> = member::<Members>(&params, "_meta")
+            .and_then(|meta| member::<Value>(&meta, "progressToken"));
         m.insert("params".into(), raw_members(&params));
-        self.relay(s, target, m, id, caller).await
+        self.relay(s, target, m, id, progress, caller).await
     }
 
     /// Sends a routed request to member `i` under an id of the aggregator's
@@ -1945,6 +1962,7 @@ impl Aggregator {
         i: usize,
         m: &mut Members,
         id: Value,
+        progress: Option<Value>,
         caller: Caller,
     ) -> Response<Body> {
         let unavailable = |why: &str| {
@@ -1963,10 +1981,6 @@ impl Aggregator {
             Err(_) => return unavailable("its session could not be opened"),
         };
         let ours = s.next.fetch_add(1, Ordering::Relaxed);
-        // What the client asks progress about (only that comes back).
-        let progress: Option<Value> = member::<Members>(m, "params")
-            .and_then(|p| member::<Members>(&p, "_meta"))
-            .and_then(|meta| member::<Value>(&meta, "progressToken"));
         m.insert("id".into(), raw(&json!(ours)));
         let Ok(body) = serde_json::to_vec(m) else {
             return plain(StatusCode::BAD_REQUEST);
@@ -2069,23 +2083,15 @@ impl Aggregator {
         let me = self.clone();
         guard.armed = false;
         tokio::spawn(async move {
-            use futures_util::StreamExt;
-            let mut reader = SseReader::default();
-            let mut stream = resp.bytes_stream();
+            let mut body = MemberStream::new(resp);
             let mut answered = false;
             'read: loop {
-                let chunk = tokio::select! {
-                    c = stream.next() => c,
+                let messages = tokio::select! {
+                    m = body.next() => m,
                     _ = tx.closed() => break 'read,
                 };
-                let Some(Ok(chunk)) = chunk else { break };
-                let Ok(events) = reader.push(&chunk) else {
-                    break;
-                };
-                for d in events {
-                    let Ok(mut v) = serde_json::from_str::<Value>(&d) else {
-                        continue;
-                    };
+                let Ok(messages) = messages else { break };
+                for mut v in messages {
                     let method = v.get("method").and_then(Value::as_str);
                     if is_response(&v) && v.get("id") == Some(&ours_v) {
                         v["id"] = id.clone();
@@ -2191,7 +2197,6 @@ impl Aggregator {
             let caller = caller.clone();
             let mut stop = stop.clone();
             tokio::spawn(async move {
-                use futures_util::StreamExt;
                 let leg = s.legs[i].lock().await.clone();
                 if leg.sid.is_none() {
                     return;
@@ -2208,22 +2213,15 @@ impl Aggregator {
                 if resp.status() != StatusCode::OK {
                     return;
                 }
-                let mut reader = SseReader::default();
-                let mut stream = resp.bytes_stream();
+                let mut body = MemberStream::new(resp);
                 loop {
-                    let chunk = tokio::select! {
-                        c = stream.next() => c,
+                    let messages = tokio::select! {
+                        m = body.next() => m,
                         _ = tx.closed() => return,
                         _ = stop.wait_for(|v| *v) => return,
                     };
-                    let Some(Ok(chunk)) = chunk else { return };
-                    let Ok(events) = reader.push(&chunk) else {
-                        return;
-                    };
-                    for d in events {
-                        let Ok(mut v) = serde_json::from_str::<Value>(&d) else {
-                            continue;
-                        };
+                    let Ok(messages) = messages else { return };
+                    for mut v in messages {
                         if !me.member_said(&s, i, &mut v) {
                             continue;
                         }

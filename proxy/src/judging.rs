@@ -240,18 +240,8 @@ pub async fn judge(
     // and may come before this POST's own 202 is back: their requests are
     // known there before the body is forwarded, or a reply would be judged
     // as one to no request (and one that cannot be judged is dropped).
-    if ctx.session_id.is_none() && !ctx.pending.is_empty() {
-        let (owner, session) = crate::response::ledger_keys(ctx);
-        if !session.is_empty() {
-            let sc = crate::ledger::Scope {
-                server: &server.name,
-                owner: &owner,
-                session: &session,
-            };
-            for p in &ctx.pending {
-                gw.ledger.asked(&sc, &p.id, p.asked.clone());
-            }
-        }
+    if crate::response::legacy_post(ctx) && !ctx.pending.is_empty() {
+        crate::response::remember_pending(gw, ctx);
     }
     if !decls.is_empty() || !ctx.params_in.is_empty() {
         // Mirrored headers go upstream as the forwarded body says, so a

@@ -2,8 +2,9 @@
 //! virtual servers' aggregators): the accept loop, response helpers and the
 //! constant-time secret check.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,29 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// Constant-time comparison (the endpoints' secrets, owner digests).
 pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The endpoint `pred` picks among the current ones (by server name), else
+/// among those an earlier setup replaced (they serve what they have).
+pub fn find_endpoint<T>(
+    current: &Mutex<HashMap<String, Arc<T>>>,
+    retired: &Mutex<Vec<Arc<T>>>,
+    pred: impl Fn(&T) -> bool,
+) -> Option<Arc<T>> {
+    let found = current
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .find(|e| pred(e))
+        .cloned();
+    found.or_else(|| {
+        retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|e| pred(e))
+            .cloned()
+    })
 }
 
 /// A response with `status` and a fixed text body.

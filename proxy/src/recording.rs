@@ -125,13 +125,12 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             if r.method.as_deref() == Some("tools/call") || r.task.is_some() {
                 // A virtual server's own leg has no catalog: its member's
                 // leg records the tool's risk.
-                let composed = ctx.rt.as_ref().is_some_and(|rt| {
-                    rt.snap
-                        .config
-                        .servers
-                        .iter()
-                        .any(|s| s.name == *server && s.composed.is_some())
-                });
+                let composed = ctx
+                    .rt
+                    .as_ref()
+                    .zip(ctx.server)
+                    .and_then(|(rt, i)| rt.snap.config.servers.get(i))
+                    .is_some_and(|s| s.composed.is_some());
                 if let (Some(rt), Some(tool), false) = (&ctx.rt, r.target.as_deref(), composed) {
                     rec.risk = Some(
                         rt.snap

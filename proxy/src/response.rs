@@ -55,6 +55,22 @@ fn scope<'a>(ctx: &'a RequestCtx, owner: &'a str, session: &'a str) -> crate::le
     }
 }
 
+/// A POST of a legacy (HTTP+SSE) session: no `Mcp-Session-Id`, the session
+/// named in its query. Its replies come on the session's GET stream.
+pub fn legacy_post(ctx: &RequestCtx) -> bool {
+    ctx.exchange == ExchangeKind::Post && ctx.session_id.is_none() && ctx.session_key().is_some()
+}
+
+/// Puts this POST's requests in the reply ledger, so that replies arriving
+/// on another stream find the request they answer.
+pub fn remember_pending(gw: &Gateway, ctx: &RequestCtx) {
+    let (owner, session) = ledger_keys(ctx);
+    let sc = scope(ctx, &owner, &session);
+    for p in &ctx.pending {
+        gw.ledger.asked(&sc, &p.id, p.asked.clone());
+    }
+}
+
 /// The owner and session keys of this exchange's ledger scope.
 pub fn ledger_keys(ctx: &RequestCtx) -> (String, String) {
     (
@@ -155,14 +171,15 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
             "the upstream compressed a response Warden must inspect",
         );
     }
-    // Replies to this POST that may arrive elsewhere (a legacy session's GET
-    // stream, a replay of this SSE stream) must find their request there.
-    if ctx.exchange == ExchangeKind::Post && (status == 202 || sse) && !ctx.pending.is_empty() {
-        let (owner, session) = ledger_keys(ctx);
-        let sc = scope(ctx, &owner, &session);
-        for p in &ctx.pending {
-            gw.ledger.asked(&sc, &p.id, p.asked.clone());
-        }
+    // Replies to this POST that may arrive elsewhere (a replay of this SSE
+    // stream) must find their request there; a legacy POST's are there
+    // since it was judged.
+    if ctx.exchange == ExchangeKind::Post
+        && (status == 202 || sse)
+        && !ctx.pending.is_empty()
+        && !legacy_post(ctx)
+    {
+        remember_pending(gw, ctx);
     }
     let answers_pending = ctx.plan.as_ref().is_some_and(|p| !p.answers.is_empty());
     ctx.response = if sse {
@@ -980,9 +997,12 @@ fn keep_known_headers(
 pub fn logs_io(rt: &crate::runtime::Runtime, server: usize, tool: &str) -> bool {
     let cfg = &rt.snap.config;
     !cfg.audit.log_io.is_empty()
-        // A virtual server's leg: its member's leg logs (with the tool's own risk).
-        && cfg.servers.get(server).is_some_and(|s| s.composed.is_none())
         && cfg.servers.get(server).is_some_and(|s| {
+            // A virtual server's leg: its member's leg logs (with the
+            // tool's own risk).
+            if s.composed.is_some() {
+                return false;
+            }
             let risk = cfg
                 .catalog
                 .get(&s.name)

@@ -179,16 +179,8 @@ pub fn bridge_for(server: &Server) -> std::io::Result<SocketAddr> {
 /// The secret of the bridge at `addr`, if it is one.
 pub fn secret_for(addr: SocketAddr) -> Option<String> {
     let r = registry();
-    let current = lock(&r.by_server)
-        .values()
-        .find(|b| b.addr == addr)
-        .map(|b| b.secret.clone());
-    current.or_else(|| {
-        lock(&r.retired)
-            .iter()
-            .find(|b| b.addr == addr)
-            .map(|b| b.secret.clone())
-    })
+    crate::loopback::find_endpoint(&r.by_server, &r.retired, |b| b.addr == addr)
+        .map(|b| b.secret.clone())
 }
 
 struct Shared {
