@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 use warden_config::access::{DenialStyle, KillSwitch, Risk, ServerCatalog};
 
 use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
+use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes, Word};
 use crate::jsonrpc::Kind;
 use crate::policy::{PolicyDecision, PolicyEngine, PolicyInput};
 
@@ -187,12 +187,9 @@ struct ListShape {
     as_method: &'static str,
 }
 
-/// Whether a reply may carry server→client requests inside its result.
-fn carries_input_requests(bytes: &[u8]) -> bool {
-    // A member name may be spelled with escapes: then the parse decides.
-    memchr::memmem::find(bytes, b"inputRequests").is_some()
-        || memchr::memmem::find(bytes, b"\\u").is_some()
-}
+/// A reply that may carry server→client requests inside its result names
+/// this member (spelled as is, or with escapes: then the parse decides).
+static INPUT_REQUESTS: Word = Word::new("inputRequests");
 
 fn list_shape(method: &str) -> Option<ListShape> {
     Some(match method {
@@ -494,7 +491,7 @@ impl McpFilter for PolicyFilter {
                     ))
                 }
             }
-            Kind::Response if !env.is_error && carries_input_requests(msg.bytes) => {
+            Kind::Response if !env.is_error && msg.may_hold(&INPUT_REQUESTS) => {
                 self.judge_input_requests(msg, ctx)
             }
             Kind::Response if !env.is_error => match msg.request_method.and_then(list_shape) {

@@ -117,7 +117,34 @@ pub struct Message<'a> {
     pub request_task: Option<&'a str>,
     arguments: std::cell::OnceCell<Option<serde_json::Value>>,
     value: std::cell::OnceCell<Option<serde_json::Value>>,
+    /// Whether the bytes hold a `\u` escape (looked for at most once).
+    escaped: std::cell::OnceCell<bool>,
 }
+
+/// A word a filter looks for in raw bytes, its searcher built once.
+pub struct Word {
+    word: &'static str,
+    finder: std::sync::OnceLock<memchr::memmem::Finder<'static>>,
+}
+
+impl Word {
+    pub const fn new(word: &'static str) -> Self {
+        Word {
+            word,
+            finder: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether `bytes` hold the word as it is.
+    pub fn in_bytes(&self, bytes: &[u8]) -> bool {
+        self.finder
+            .get_or_init(|| memchr::memmem::Finder::new(self.word.as_bytes()))
+            .find(bytes)
+            .is_some()
+    }
+}
+
+static UNICODE_ESCAPE: Word = Word::new("\\u");
 
 impl<'a> Message<'a> {
     /// A client→server message.
@@ -132,6 +159,7 @@ impl<'a> Message<'a> {
             request_task: None,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
+            escaped: std::cell::OnceCell::new(),
         }
     }
 
@@ -166,7 +194,19 @@ impl<'a> Message<'a> {
             request_task: self.request_task,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
+            escaped: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Whether the message, once its strings are decoded, may hold `word`:
+    /// the bytes hold it as it is, or hold a `\u` escape (which can spell
+    /// anything; then a parse decides). The escape is looked for once per
+    /// message, however many filters ask.
+    pub fn may_hold(&self, word: &Word) -> bool {
+        word.in_bytes(self.bytes)
+            || *self
+                .escaped
+                .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
     }
 
     fn slice(&self, r: &Option<std::ops::Range<usize>>) -> Option<&'a str> {

@@ -26,7 +26,7 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
 use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
+use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes, Word};
 use crate::jsonrpc::Kind;
 use crate::token::{TokenKey, NONCE_LEN};
 
@@ -107,9 +107,9 @@ pub fn args_digest(raw: &str) -> String {
 
 /// Whether a message may hold a member this filter reads (escaped member
 /// names are left to the parse).
-fn may_carry(bytes: &[u8], word: &[u8]) -> bool {
-    memchr::memmem::find(bytes, word).is_some() || memchr::memmem::find(bytes, b"\\u").is_some()
-}
+static REQUEST_STATE: Word = Word::new("requestState");
+static INPUT_RESPONSES: Word = Word::new("inputResponses");
+static INPUT_REQUIRED: Word = Word::new("input_required");
 
 /// Binds multi-round-trip input to its principal and request (see the module
 /// documentation).
@@ -158,7 +158,7 @@ impl McpFilter for InputStateFilter {
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request
-            || !(may_carry(msg.bytes, b"requestState") || may_carry(msg.bytes, b"inputResponses"))
+            || !(msg.may_hold(&REQUEST_STATE) || msg.may_hold(&INPUT_RESPONSES))
         {
             return Decision::Pass;
         }
@@ -223,7 +223,7 @@ impl McpFilter for InputStateFilter {
         if env.kind != Kind::Response
             || env.is_error
             || !MRTR_METHODS.contains(&method)
-            || !may_carry(msg.bytes, b"input_required")
+            || !msg.may_hold(&INPUT_REQUIRED)
         {
             return Decision::Pass;
         }

@@ -302,8 +302,10 @@ impl std::fmt::Debug for TaskFilter {
 }
 
 /// Whether a message may carry a task id the gateway must seal.
+static TASK: crate::filter::Word = crate::filter::Word::new("task");
+
 fn may_carry_task(bytes: &[u8]) -> bool {
-    memchr::memmem::find(bytes, b"task").is_some()
+    TASK.in_bytes(bytes)
 }
 
 impl McpFilter for TaskFilter {

@@ -548,6 +548,15 @@ impl McpFilter for SchemaFilter {
         if !RESULT_METHODS.contains(&method) {
             return Decision::Pass;
         }
+        // The schema first: a tool without one (most) costs no parse.
+        let schema = match msg.request_target {
+            Some(tool) => match self.schemas(ctx.server, tool) {
+                (_, Some(schema)) => Some(schema),
+                _ => return Decision::Pass,
+            },
+            None if method != "tools/call" && self.any_output_schema(ctx.server) => None,
+            None => return Decision::Pass,
+        };
         let Some(v) = msg.value() else {
             return Decision::Pass;
         };
@@ -561,23 +570,16 @@ impl McpFilter for SchemaFilter {
             },
             _ => &v["result"],
         };
-        let schema = match msg.request_target {
-            Some(tool) => match self.schemas(ctx.server, tool) {
-                (_, Some(schema)) => schema,
-                _ => return Decision::Pass,
-            },
-            None if method != "tools/call" && self.any_output_schema(ctx.server) => {
-                // A task whose creating tool this gateway cannot name: its
-                // result cannot be checked, so it is not passed on.
-                let text = "The task's tool is unknown to this gateway, so its result cannot be checked against an outputSchema";
-                return Decision::Reject(Denial {
-                    error: JsonRpcError::new(codes::INTERNAL_ERROR, text),
-                    reason: "output_unjudgeable".into(),
-                    result: None,
-                    step_up: None,
-                });
-            }
-            None => return Decision::Pass,
+        let Some(schema) = schema else {
+            // A task whose creating tool this gateway cannot name: its
+            // result cannot be checked, so it is not passed on.
+            let text = "The task's tool is unknown to this gateway, so its result cannot be checked against an outputSchema";
+            return Decision::Reject(Denial {
+                error: JsonRpcError::new(codes::INTERNAL_ERROR, text),
+                reason: "output_unjudgeable".into(),
+                result: None,
+                step_up: None,
+            });
         };
         let tool = msg.request_target.unwrap_or_default();
         // Not the tool's final result: a task handle, or a multi-round-trip

@@ -47,7 +47,7 @@ pub struct AuditRecord {
     pub tenant: Arc<str>,
     pub auth: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_ip: Option<String>,
+    pub source_ip: Option<std::net::IpAddr>,
     #[serde(serialize_with = "shared_str")]
     pub server: Arc<str>,
     #[serde(serialize_with = "shared_str")]
@@ -106,7 +106,7 @@ pub struct AuditRecord {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dlp: Vec<DlpFinding>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<String>,
+    pub upstream: Option<std::net::SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
     pub status: u16,

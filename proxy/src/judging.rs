@@ -141,13 +141,24 @@ pub async fn judge(
     }
     // Global quotas: reserve their units in the shared store first (this
     // waits on Redis only when this replica's lease for a key is empty).
+    // The arguments' text is kept for the audit record only where it is
+    // written: raw with `include_arguments`, else for calls of a tool whose
+    // tier is logged in full (a batch keeps it, and recording decides).
+    let keep_arguments = cfg.audit.include_arguments
+        || (!cfg.audit.log_io.is_empty()
+            && match &parsed {
+                Parsed::Single(env) => {
+                    env.method.as_deref() == Some("tools/call")
+                        && env
+                            .name
+                            .as_deref()
+                            .is_some_and(|t| crate::response::logs_io(&rt, server_ix, t))
+                }
+                Parsed::Batch(_) => true,
+            });
     let mut global = warden_filters::quota::GlobalVerdicts::new();
     let demands = {
-        let fctx = ctx.exchange(
-            server,
-            cfg.audit.include_arguments || !cfg.audit.log_io.is_empty(),
-            None,
-        );
+        let fctx = ctx.exchange(server, keep_arguments, None);
         warden_filters::quota::global_demands(&cfg.quotas, &cfg.catalog, &parsed, &fctx)
     };
     // A virtual server's own leg spends nothing: its member's leg does.
@@ -164,7 +175,7 @@ pub async fn judge(
     let mut plan = {
         let fctx = ctx.exchange(
             server,
-            cfg.audit.include_arguments || !cfg.audit.log_io.is_empty(),
+            keep_arguments,
             Some(&global).filter(|g| !g.is_empty()),
         );
         plan_request(&body, &parsed, rt.snap.chain_for(server), &fctx)

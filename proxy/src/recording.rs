@@ -339,17 +339,17 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         principal: ctx.principal.id.as_str().into(),
         tenant: ctx.principal.tenant.as_str().into(),
         auth: ctx.principal.auth.as_str(),
-        source_ip: ctx.source_ip.map(|ip| ip.to_string()).or_else(|| {
+        source_ip: ctx.source_ip.or_else(|| {
             session
                 .client_addr()
                 .and_then(|a| a.as_inet())
-                .map(|a| a.ip().to_string())
+                .map(|a| a.ip())
         }),
         server: meta.map_or_else(|| none.clone(), |m| m.name.clone()),
         group: meta.map_or(none, |m| m.group.clone()),
         via: ctx.via.clone(),
         http_method: http_method(req),
-        path: req.uri.path().chars().take(512).collect::<String>().into(),
+        path: bounded(req.uri.path(), 512).into(),
         session_id: ctx.session_id.as_deref().map(Into::into),
         direction: "request",
         jsonrpc_id: None,
@@ -366,7 +366,7 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         result: None,
         approval: None,
         dlp: Vec::new(),
-        upstream: ctx.chosen.map(|a| a.to_string()),
+        upstream: ctx.chosen,
         upstream_status: ctx.upstream_status,
         status,
         latency_us: ctx.start.elapsed().as_micros() as u64,
@@ -419,5 +419,19 @@ pub fn trace_id(req: &RequestHeader, request_id: u64) -> String {
             }
         }
     }
-    format!("{:016x}{:016x}", rand::random::<u64>(), request_id)
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&rand::random::<u64>().to_be_bytes());
+    id[8..].copy_from_slice(&request_id.to_be_bytes());
+    hex::encode(id)
+}
+
+/// The first `n` characters of `s`.
+fn bounded(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        return s;
+    }
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
 }
