@@ -102,7 +102,15 @@ fn secs(t: SystemTime) -> u64 {
 
 /// `sha256:<hex>` of a request's raw arguments, as its audit record has it.
 pub fn args_digest(raw: &str) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(raw.as_bytes())))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let d = Sha256::digest(raw.as_bytes());
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in d {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// Whether a message may hold a member this filter reads (escaped member
@@ -280,6 +288,15 @@ impl McpFilter for InputStateFilter {
 mod tests {
     use super::*;
     use crate::jsonrpc::{parse, ParseLimits, Parsed};
+
+    #[test]
+    fn the_arguments_digest_is_sha256_in_lower_hex() {
+        // SHA-256("abc"), FIPS 180-2 appendix B.1.
+        assert_eq!(
+            args_digest("abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     fn env(bytes: &[u8]) -> crate::jsonrpc::Envelope {
         match parse(bytes, ParseLimits::default()).expect("parse") {

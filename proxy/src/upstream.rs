@@ -51,15 +51,17 @@ pub fn rewrite_request(
     req.set_uri(uri);
     let authority = server.host.clone().unwrap_or_else(|| addr.to_string());
     req.insert_header(http::header::HOST, authority)?;
-    // The gateway's own headers between a virtual server and its members
-    // go no further than the gateway.
-    for h in [
-        crate::aggregate::SECRET_HEADER,
-        crate::aggregate::SOURCE_HEADER,
-        crate::aggregate::OWNER_HEADER,
-    ] {
-        req.remove_header(h);
-    }
+    let api_key_header = ctx
+        .rt
+        .as_ref()
+        .and_then(|rt| rt.snap.config.identity.as_ref())
+        .map(|id| id.api_key_header.as_str());
+    strip(
+        req,
+        server.composed.is_none(),
+        api_key_header,
+        body_len.is_some(),
+    );
     if server.composed.is_some() {
         // A virtual server's aggregator is the gateway itself: it calls each
         // member through the gateway as this caller, with the caller's own
@@ -72,17 +74,6 @@ pub fn rewrite_request(
         }
         let owner = crate::aggregate::owner_digest(&ctx.principal, ctx.source_ip);
         req.insert_header(crate::aggregate::OWNER_HEADER, owner)?;
-    } else {
-        // The client's credentials are for the gateway, never for the upstream.
-        req.remove_header(&http::header::AUTHORIZATION);
-        req.remove_header(&http::header::PROXY_AUTHORIZATION);
-        if let Some(id) = ctx
-            .rt
-            .as_ref()
-            .and_then(|rt| rt.snap.config.identity.as_ref())
-        {
-            req.remove_header(id.api_key_header.as_str());
-        }
     }
     if let Some(c) = &server.credentials {
         req.insert_header(c.header.clone(), c.value.expose())?;
@@ -121,13 +112,6 @@ pub fn rewrite_request(
     if let Some((h, v)) = &ctx.outbound_auth {
         req.insert_header(h.clone(), v.as_str())?;
     }
-    req.remove_header(&http::header::ORIGIN);
-    req.remove_header(&http::header::COOKIE);
-    // The caller's justification is for the gateway (policy, audit, where it
-    // is DLP-redacted), never sent on as free text.
-    if server.composed.is_none() {
-        req.remove_header("x-warden-justification");
-    }
     // Warden's span becomes the upstream's parent.
     if let Some(t) = &ctx.trace {
         req.insert_header("traceparent", t.traceparent())?;
@@ -143,24 +127,128 @@ pub fn rewrite_request(
     }
     // Mirrored argument headers: only those judged against the forwarded
     // body (or scanned), on every method; nothing the client sent as is.
-    let names: Vec<http::HeaderName> = req
-        .headers
-        .keys()
-        .filter(|n| n.as_str().starts_with(warden_filters::mcp::H_PARAM_PREFIX))
-        .cloned()
-        .collect();
-    for n in names {
-        req.remove_header(&n);
-    }
     for (name, value) in ctx.params_out.iter().flatten() {
         req.append_header(format!("Mcp-Param-{name}"), value.as_str())?;
     }
-    // The body has already been read and judged: the upstream must not ask for it.
-    req.remove_header(&http::header::EXPECT);
     req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
     if let Some(n) = body_len {
-        req.remove_header(&http::header::TRANSFER_ENCODING);
         req.insert_header(http::header::CONTENT_LENGTH, n.to_string())?;
     }
     Ok(())
+}
+
+/// Removes, in one pass over the client's header names, every header that
+/// must not reach the upstream as the client sent it:
+/// - the gateway's own headers between a virtual server and its members;
+/// - the client's credentials (`Authorization`, `Proxy-Authorization`, the
+///   API-key header), which are for the gateway — except on a virtual
+///   server's leg, whose aggregator calls each member through the gateway
+///   with them, so that each member leg authenticates anew;
+/// - the caller's justification (for policy and audit, where it is
+///   DLP-redacted; never sent on as free text), likewise;
+/// - `Cookie` and the browser's `Origin`;
+/// - `Mcp-Param-*`: mirrored argument headers go upstream only as judged
+///   against the forwarded body;
+/// - `Expect` (the body has been read and judged) and, for a judged body,
+///   `Transfer-Encoding` (it is sent with its length).
+///
+/// `direct`: not a virtual server's leg. Headers the gateway sets are
+/// inserted after this.
+fn strip(
+    req: &mut pingora::http::RequestHeader,
+    direct: bool,
+    api_key_header: Option<&str>,
+    framed: bool,
+) {
+    use crate::aggregate::{OWNER_HEADER, SECRET_HEADER, SOURCE_HEADER};
+    let gone: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| {
+            // Header names are lower case.
+            let n = name.as_str();
+            n == SECRET_HEADER
+                || n == SOURCE_HEADER
+                || n == OWNER_HEADER
+                || matches!(n, "cookie" | "origin" | "expect")
+                || n.starts_with(warden_filters::mcp::H_PARAM_PREFIX)
+                || (framed && n == "transfer-encoding")
+                || (direct
+                    && (matches!(
+                        n,
+                        "authorization" | "proxy-authorization" | "x-warden-justification"
+                    ) || api_key_header.is_some_and(|h| n.eq_ignore_ascii_case(h))))
+        })
+        .cloned()
+        .collect();
+    for name in gone {
+        req.remove_header(&name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip;
+
+    fn request() -> pingora::http::RequestHeader {
+        let mut r = pingora::http::RequestHeader::build("POST", b"/mcp", None).expect("header");
+        for (n, v) in [
+            ("Host", "gateway"),
+            ("Content-Type", "application/json"),
+            ("Authorization", "Bearer t"),
+            ("Proxy-Authorization", "Basic x"),
+            ("X-Api-Key", "wk_1"),
+            ("Cookie", "a=b"),
+            ("Origin", "https://evil.example"),
+            ("Expect", "100-continue"),
+            ("Transfer-Encoding", "chunked"),
+            ("X-Warden-Justification", "INC-1"),
+            ("Mcp-Param-Region", "eu"),
+            ("mcp-param-other", "x"),
+            ("X-Warden-Virtual", "forged"),
+            ("X-Warden-Virtual-Source", "10.0.0.1"),
+            ("X-Warden-Virtual-Owner", "forged"),
+            ("Mcp-Session-Id", "s1"),
+            ("Accept", "application/json, text/event-stream"),
+        ] {
+            r.append_header(n, v).expect("append");
+        }
+        r
+    }
+
+    fn names(r: &pingora::http::RequestHeader) -> Vec<String> {
+        let mut n: Vec<String> = r.headers.keys().map(|k| k.as_str().to_owned()).collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn a_direct_leg_gets_none_of_the_clients_credentials_or_gateway_headers() {
+        let mut r = request();
+        strip(&mut r, true, Some("X-API-Key"), true);
+        assert_eq!(
+            names(&r),
+            ["accept", "content-type", "host", "mcp-session-id"]
+        );
+    }
+
+    #[test]
+    fn a_virtual_leg_keeps_the_callers_credentials_for_its_member_legs() {
+        let mut r = request();
+        strip(&mut r, false, Some("x-api-key"), false);
+        assert_eq!(
+            names(&r),
+            [
+                "accept",
+                "authorization",
+                "content-type",
+                "host",
+                "mcp-session-id",
+                "proxy-authorization",
+                "transfer-encoding",
+                "x-api-key",
+                "x-warden-justification"
+            ]
+        );
+    }
 }
