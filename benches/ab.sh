@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Side-by-side cost of Warden variants on one 1 KB tools/call, rounds
+# alternating, so that two builds (before/after a change) or two bundles (a
+# guard on/off) are compared on the same noisy machine at the same moment.
+#
+# usage: benches/ab.sh SECS ROUNDS NAME=SPEC [NAME=SPEC ...]
+#   SPEC is `pingora` (the Pingora pass-through), or
+#   `WARDEN_BINARY[:SECTION,SECTION...]`: that binary with the full-pipeline
+#   bundle of benches/e2e.py (API-key auth, cached policy, catalog schema, DLP
+#   both ways, a quota, hash-chained audit) minus the named top-level
+#   sections (`policy`, `dlp`, `quotas`; `schema` drops the argument schema).
+# e.g. bash benches/ab.sh 6 3 before=/tmp/old/warden after=target/perf/warden
+#
+# One worker per proxy on core 0; wrk (-t1 -c32) and warden-mock on core 1.
+# Prints each round, then the median calls/s and proxy CPU µs per call
+# (from /proc/PID/stat) of every variant.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+SECS="$1"; ROUNDS="$2"; shift 2
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+cargo build --profile perf -q -p warden-loadtest -p warden-proxy --bins
+TMP="$(mktemp -d)"
+PIDS=""
+cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+taskset -c 1 ./target/perf/warden-mock --listen 127.0.0.1:0 --threads 1 > "$TMP/mock.out" & PIDS="$!"
+for _ in $(seq 100); do grep -q listening "$TMP/mock.out" && break; sleep 0.05; done
+MOCK="$(sed -n 's/listening on //p' "$TMP/mock.out")"
+
+python3 - "$TMP/body.json" <<'PY'
+import json, sys
+text = ("deploy the service to eu-west-1 with 3 replicas " * 40)[:924]
+json.dump({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+           "params": {"name": "echo", "arguments": {"text": text}}}, open(sys.argv[1], "w"))
+PY
+cat > "$TMP/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json, text/event-stream"
+wrk.headers["x-api-key"] = "wk_demo_dev_7Qm2"
+local f = io.open("$TMP/body.json"); wrk.body = f:read("*a"); f:close()
+LUA
+
+declare -A URL PID
+NAMES=()
+for arg in "$@"; do
+  name="${arg%%=*}"; spec="${arg#*=}"; NAMES+=("$name")
+  port="$(free_port)"
+  if [ "$spec" = pingora ]; then
+    taskset -c 0 ./target/perf/pingora-passthrough "127.0.0.1:$port" "$MOCK" 1 2>/dev/null &
+    PID[$name]=$!; URL[$name]="http://127.0.0.1:$port/mcp"
+  else
+    bin="${spec%%:*}"; drop=""; [ "$bin" != "$spec" ] && drop="${spec#*:}"
+    mkdir "$TMP/$name"; cp -r config/examples/sidecar/. "$TMP/$name/"
+    python3 - "$TMP/$name/warden.yaml" "$MOCK" "$drop" <<'PY'
+import re, sys
+path, mock, drop = sys.argv[1], sys.argv[2], [d for d in sys.argv[3].split(",") if d]
+y = open(path).read().replace("127.0.0.1:8931", mock)
+if "schema" not in drop:
+    y = y.replace("      echo: {risk: LOW}",
+                  "      echo:\n        risk: LOW\n        input_schema:\n"
+                  "          type: object\n          required: [text]\n"
+                  "          additionalProperties: false\n"
+                  "          properties: {text: {type: string, maxLength: 1000000}, sse: {type: boolean}}")
+if "quotas" not in drop:
+    y += "\nquotas:\n  - {name: per-agent, per: [principal], limit: 1000000000, window: 1h}\n"
+sections = re.split(r"(?m)^(?=[a-z_]+:)", y)
+y = "".join(s for s in sections if not any(s.startswith(d + ":") for d in drop if d != "schema"))
+open(path, "w").write(y)
+PY
+    admin="$(free_port)"
+    taskset -c 0 "$bin" run --bundle "$TMP/$name" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
+      --threads 1 --audit "$TMP/$name.audit.jsonl" 2>"$TMP/$name.err" &
+    PID[$name]=$!; URL[$name]="http://127.0.0.1:$port/mock/mcp"
+    for _ in $(seq 200); do curl -sf "127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.05; done
+  fi
+  PIDS="$PIDS ${PID[$name]}"
+  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+  # Every variant must forward the call: a refusal would be measured as a cheap call.
+  reply="$(curl -s -X POST -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
+    -H 'x-api-key: wk_demo_dev_7Qm2' --data @"$TMP/body.json" "${URL[$name]}")"
+  case "$reply" in *'"result"'*'deploy the service'*) ;; *) echo "$name does not forward the call: ${reply:0:200}" >&2; exit 1 ;; esac
+  taskset -c 1 wrk -t1 -c8 -d1s -s "$TMP/post.lua" "${URL[$name]}" >/dev/null
+done
+
+CLK="$(getconf CLK_TCK)"
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+echo "1 KB tools/call, wrk -t1 -c32 -d${SECS}s, $ROUNDS rounds alternating; proxy on core 0, wrk + mock on core 1"
+for r in $(seq "$ROUNDS"); do
+  for name in "${NAMES[@]}"; do
+    t0="$(ticks "${PID[$name]}")"
+    out="$(taskset -c 1 wrk -t1 -c32 -d"${SECS}s" -s "$TMP/post.lua" "${URL[$name]}")"
+    t1="$(ticks "${PID[$name]}")"
+    rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+    total="$(echo "$out" | awk '/requests in/ {print $1}')"
+    non2xx="$(echo "$out" | awk '/Non-2xx/ {print $4}')"
+    cpu="$(python3 -c "print(f'{($t1 - $t0) * 1e6 / $CLK / max($total, 1):.1f}')")"
+    echo "round $r  $name  rps=$rps  cpu_us=$cpu  non2xx=${non2xx:-0}" | tee -a "$TMP/rounds"
+  done
+done
+echo
+echo "| variant | calls/s (median) | proxy CPU µs per call (median) |"
+echo "|---|---|---|"
+for name in "${NAMES[@]}"; do
+  python3 - "$TMP/rounds" "$name" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.split()[2] == sys.argv[2]]
+rps = statistics.median(float(r[3].split("=")[1]) for r in rows)
+cpu = statistics.median(float(r[4].split("=")[1]) for r in rows)
+print(f"| {sys.argv[2]} | {rps:,.0f} | {cpu:.1f} |")
+PY
+done
