@@ -8,7 +8,9 @@
 #   `WARDEN_BINARY[:SECTION,SECTION...]`: that binary with the full-pipeline
 #   bundle of benches/e2e.py (API-key auth, cached policy, catalog schema, DLP
 #   both ways, a quota, hash-chained audit) minus the named top-level
-#   sections (`policy`, `dlp`, `quotas`; `schema` drops the argument schema).
+#   sections (`dlp`, `quotas`; `schema` drops the argument schema). The
+#   bundle's `policies/` stay: a bundle without a policy refuses every call,
+#   and a variant that does not forward the call is refused here.
 # e.g. bash benches/ab.sh 6 3 before=/tmp/old/warden after=target/perf/warden
 #
 # One worker per proxy on core 0; wrk (-t1 -c32) and warden-mock on core 1.
