@@ -1453,16 +1453,11 @@ impl Aggregator {
             if all < MAX_SESSIONS && mine < MAX_SESSIONS_PER_PRINCIPAL {
                 *opening.entry(caller.owner.clone()).or_default() += 1;
             } else {
-                return json_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    None,
-                    &error_value(
-                        Some(&id),
-                        -32603,
-                        &format!(
-                            "too many sessions of `{}` (end some with DELETE)",
-                            self.name
-                        ),
+                return too_many(
+                    &id,
+                    &format!(
+                        "too many sessions of `{}` (end some with DELETE)",
+                        self.name
                     ),
                 );
             }
@@ -1989,15 +1984,7 @@ impl Aggregator {
         {
             let mut inflight = lock(&s.inflight);
             if inflight.len() >= MAX_INFLIGHT {
-                return json_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    None,
-                    &error_value(
-                        Some(&id),
-                        -32603,
-                        "too many requests in flight on this session",
-                    ),
-                );
+                return too_many(&id, "too many requests in flight on this session");
             }
             inflight.insert(key.clone(), (i, ours));
         }
@@ -2247,6 +2234,15 @@ fn raw_members(m: &Members) -> Box<RawValue> {
 
 fn plain(status: StatusCode) -> Response<Body> {
     crate::loopback::plain(status, "")
+}
+
+/// A bound reached: 429 with the request's id and what was exhausted.
+fn too_many(id: &Value, message: &str) -> Response<Body> {
+    json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        None,
+        &error_value(Some(id), -32603, message),
+    )
 }
 
 fn json_response(status: StatusCode, session: Option<&str>, v: &Value) -> Response<Body> {
