@@ -56,6 +56,14 @@ impl Principal {
         format!("{}\0{}", self.tenant, self.id)
     }
 
+    /// The caller when the bundle has no identity section (or allows
+    /// anonymous calls), one shared value.
+    pub fn shared_anonymous() -> Arc<Principal> {
+        static ANONYMOUS: std::sync::LazyLock<Arc<Principal>> =
+            std::sync::LazyLock::new(|| Arc::new(Principal::anonymous()));
+        ANONYMOUS.clone()
+    }
+
     /// The caller when the bundle has no identity section (or allows anonymous calls).
     pub fn anonymous() -> Self {
         Principal {
@@ -420,6 +428,10 @@ pub struct Authenticator {
     identity: Identity,
     /// salt → (digest → index into `identity.api_keys`).
     keys: Vec<SaltGroup>,
+    /// The principal of each API key and certificate rule, built once:
+    /// a call shares it instead of copying its names.
+    key_principals: Vec<Arc<Principal>>,
+    cert_principals: Vec<Arc<Principal>>,
     jwt: Option<JwtVerifier>,
 }
 
@@ -446,9 +458,21 @@ impl Authenticator {
             }
         }
         let jwt = identity.jwt.as_ref().map(JwtVerifier::new).transpose()?;
+        let key_principals = identity
+            .api_keys
+            .iter()
+            .map(|k| Arc::new(Principal::from_spec(&k.principal, AuthMethod::ApiKey)))
+            .collect();
+        let cert_principals = identity
+            .mtls
+            .iter()
+            .map(|r| Arc::new(Principal::from_spec(&r.principal, AuthMethod::Mtls)))
+            .collect();
         Ok(Authenticator {
             identity: identity.clone(),
             keys,
+            key_principals,
+            cert_principals,
             jwt,
         })
     }
@@ -480,37 +504,42 @@ impl Authenticator {
         }
     }
 
-    fn api_key(&self, key: &str) -> Option<Principal> {
+    fn api_key(&self, key: &str) -> Option<Arc<Principal>> {
         for (salt, digests) in &self.keys {
             let mut h = Sha256::new();
             h.update(salt);
             h.update(key.as_bytes());
             let d: [u8; 32] = h.finalize().into();
             if let Some(&i) = digests.get(&d) {
-                return Some(Principal::from_spec(
-                    &self.identity.api_keys[i].principal,
-                    AuthMethod::ApiKey,
-                ));
+                return Some(self.key_principals[i].clone());
             }
         }
         None
     }
 
-    fn cert(&self, c: &ClientCert) -> Option<Principal> {
-        self.identity.mtls.iter().find_map(|r| {
-            let hit = match &r.matches {
-                CertMatch::SpiffeId(s) => c.uris.iter().any(|u| u == s),
-                CertMatch::Dns(d) => c.dns.iter().any(|x| x == d),
-                CertMatch::SubjectCn(cn) => c.subject_cn.as_deref() == Some(cn.as_str()),
-            };
-            hit.then(|| Principal::from_spec(&r.principal, AuthMethod::Mtls))
-        })
+    fn cert(&self, c: &ClientCert) -> Option<Arc<Principal>> {
+        self.identity
+            .mtls
+            .iter()
+            .zip(&self.cert_principals)
+            .find_map(|(r, p)| {
+                let hit = match &r.matches {
+                    CertMatch::SpiffeId(s) => c.uris.iter().any(|u| u == s),
+                    CertMatch::Dns(d) => c.dns.iter().any(|x| x == d),
+                    CertMatch::SubjectCn(cn) => c.subject_cn.as_deref() == Some(cn.as_str()),
+                };
+                hit.then(|| p.clone())
+            })
     }
 
     /// Decides who the caller is. Explicit credentials (bearer token, API key
     /// header) win over a client certificate; a credential that is presented
     /// and invalid is refused even when anonymous calls are allowed.
-    pub fn authenticate(&self, p: Presented<'_>, _now: SystemTime) -> Result<Principal, AuthError> {
+    pub fn authenticate(
+        &self,
+        p: Presented<'_>,
+        _now: SystemTime,
+    ) -> Result<Arc<Principal>, AuthError> {
         if let Some(auth) = p.authorization {
             let Some(token) = bearer(auth) else {
                 return Err(AuthError::Invalid("authorization_scheme_unsupported"));
@@ -530,7 +559,7 @@ impl Authenticator {
                 if !missing.is_empty() {
                     return Err(AuthError::InsufficientScope(missing));
                 }
-                return Ok(principal);
+                return Ok(Arc::new(principal));
             }
             return self
                 .api_key(token)
@@ -550,7 +579,7 @@ impl Authenticator {
             }
         }
         if self.identity.allow_anonymous {
-            Ok(Principal::anonymous())
+            Ok(Principal::shared_anonymous())
         } else {
             Err(AuthError::Missing)
         }

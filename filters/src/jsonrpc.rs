@@ -520,7 +520,8 @@ fn recover_id(slice: &str) -> Option<Id> {
 
 #[derive(Default)]
 struct Fields {
-    jsonrpc: Option<Scalar>,
+    /// Whether `jsonrpc` is `"2.0"`, when present.
+    jsonrpc: Option<bool>,
     id: Option<Scalar>,
     method: Option<Scalar>,
     name: Option<String>,
@@ -554,8 +555,8 @@ impl Fields {
             }
         };
         match self.jsonrpc {
-            Some(Scalar::Str(ref v)) if v == "2.0" => {}
-            Some(_) => return invalid(id, "`jsonrpc` must be \"2.0\""),
+            Some(true) => {}
+            Some(false) => return invalid(id, "`jsonrpc` must be \"2.0\""),
             None => return invalid(id, "missing `jsonrpc`"),
         }
         if self.params == Some(false) {
@@ -649,14 +650,14 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
         };
         let mut keys = KeySet::default();
         let mut f = Fields::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
             let dup = keys.insert_is_dup(&key);
             if dup {
                 self.violation.set(Some(Violation::DuplicateKey));
                 return Err(de::Error::custom("duplicate member"));
             }
             match key.as_ref() {
-                "jsonrpc" => f.jsonrpc = Some(map.next_value_seed(ScalarSeed(inner))?),
+                "jsonrpc" => f.jsonrpc = Some(map.next_value_seed(VersionSeed(inner))?),
                 "id" => f.id = Some(map.next_value_seed(ScalarSeed(inner))?),
                 "method" => f.method = Some(map.next_value_seed(ScalarSeed(inner))?),
                 "params" => {
@@ -695,7 +696,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
 /// hash set of folded keys.
 #[derive(Default)]
 struct KeySet<'de> {
-    small: Vec<Cow<'de, str>>,
+    small: smallvec::SmallVec<[Cow<'de, str>; 8]>,
     large: Option<std::collections::HashSet<unicase::UniCase<Cow<'de, str>>>>,
 }
 
@@ -724,6 +725,75 @@ impl<'de> KeySet<'de> {
             );
         }
         false
+    }
+}
+
+/// A member name, borrowed from the message unless it holds an escape
+/// (serde's own `Cow<str>` always copies, one allocation per member).
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// `jsonrpc`: whether it is the string `"2.0"` (any other value is checked
+/// like any value, and is not).
+struct VersionSeed<'v>(Checked<'v>);
+
+impl<'de> DeserializeSeed<'de> for VersionSeed<'_> {
+    type Value = bool;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for VersionSeed<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("\"2.0\"")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
+        Ok(v == "2.0")
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<bool, A::Error> {
+        self.0.visit_seq(seq).map(|_| false)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
+        self.0.visit_map(map).map(|_| false)
     }
 }
 
@@ -785,7 +855,7 @@ impl<'de> Visitor<'de> for Checked<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let inner = self.descend()?;
         let mut keys = KeySet::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
             if keys.insert_is_dup(&key) {
                 self.violation.set(Some(Violation::DuplicateKey));
                 return Err(de::Error::custom("duplicate member"));
@@ -912,7 +982,7 @@ impl<'de> Visitor<'de> for ResultSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let inner = self.0.descend()?;
         let mut keys = KeySet::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
             if keys.insert_is_dup(&key) {
                 self.0.violation.set(Some(Violation::DuplicateKey));
                 return Err(de::Error::custom("duplicate member"));
@@ -948,7 +1018,7 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
             compound: true,
             ..Default::default()
         };
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
             if keys.insert_is_dup(&key) {
                 self.0.violation.set(Some(Violation::DuplicateKey));
                 return Err(de::Error::custom("duplicate member"));

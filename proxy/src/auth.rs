@@ -183,7 +183,7 @@ pub fn authenticate(
     auth: &Authenticator,
     session: &Session,
     path: &str,
-) -> Result<Principal, Refusal> {
+) -> Result<std::sync::Arc<Principal>, Refusal> {
     let req = session.req_header();
     let id = auth.identity();
     let header = |name: &str| -> Result<Option<&str>, Refusal> {

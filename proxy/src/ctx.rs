@@ -60,7 +60,7 @@ pub struct RequestCtx {
     pub route: Option<usize>,
     pub server: Option<usize>,
     pub exchange: ExchangeKind,
-    pub principal: Principal,
+    pub principal: std::sync::Arc<Principal>,
     /// When the request arrived (the clock policy sees).
     pub now: std::time::SystemTime,
     pub source_ip: Option<std::net::IpAddr>,
@@ -141,7 +141,7 @@ impl RequestCtx {
             route: None,
             server: None,
             exchange: ExchangeKind::Post,
-            principal: Principal::anonymous(),
+            principal: Principal::shared_anonymous(),
             now: std::time::SystemTime::now(),
             source_ip: None,
             justification: None,
