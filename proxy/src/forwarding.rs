@@ -23,9 +23,7 @@ use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession;
-use pingora_core::protocols::http::v1::client::{
-    http_req_header_to_wire, HttpSession as Http1Session,
-};
+use pingora_core::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora_proxy::Session;
 use warden_filters::Refusal;
 
@@ -38,7 +36,7 @@ use crate::metrics::metrics;
 use crate::respond::write_refusal;
 use crate::response;
 use crate::state::Gateway;
-use crate::upstream::{peer, rewrite_request};
+use crate::upstream::{peer, Rewrite};
 
 /// Picks the next replica for this request: the session's if it is healthy
 /// and not tried yet, otherwise the next healthy one not tried. Records it
@@ -164,11 +162,9 @@ async fn forward(
             }
         }
     };
-    let mut req = session.req_header().clone();
-    // The downstream may be HTTP/2; the connector speaks HTTP/1.1 unless the peer negotiates h2.
-    req.set_version(http::Version::HTTP_11);
-    rewrite_request(&mut req, ctx, s, addr, Some(body.len()))
+    let rewrite = Rewrite::new(&rt, ctx, s, addr, Some(body.len()))
         .map_err(|e| Refusal::internal(&e.to_string()))?;
+    let req = session.req_header();
     let unavailable = |e: Box<Error>| match e.etype() {
         ErrorType::ReadTimedout | ErrorType::WriteTimedout => Refusal::upstream_timeout(&s.name),
         _ => Refusal::upstream_unavailable(&s.name, &e.etype().as_str().to_ascii_lowercase()),
@@ -176,7 +172,7 @@ async fn forward(
     let mut up = up;
     set_timeouts(&mut up, &p);
     let mut p = p;
-    let mut sent = write(up, &p, &req, &body).await;
+    let mut sent = write(up, &p, &rewrite, req, &body).await;
     if sent.is_err() && reused {
         // A pooled connection the server closed while idle fails while the
         // request is written: the server cannot have acted on a request it
@@ -188,7 +184,7 @@ async fn forward(
             Ok((mut u, _)) => {
                 p = fresh;
                 set_timeouts(&mut u, &p);
-                sent = write(u, &p, &req, &body).await;
+                sent = write(u, &p, &rewrite, req, &body).await;
             }
             Err(e) => return Err(unavailable(e)),
         }
@@ -370,23 +366,23 @@ async fn start_stream(
             .is_ok()
 }
 
-/// Writes the request (header and the judged body). Over HTTP/1.1 both
-/// leave in one write, so the server is woken once per call (Pingora's
-/// session flushes the header on its own, one more packet and wake-up).
+/// Writes the client's request `req` as `rewrite` makes it, with the
+/// judged body. Over HTTP/1.1 head and body leave in one write, so the
+/// server is woken once per call (Pingora's session flushes the header on
+/// its own, one more packet and wake-up), and the head is written straight
+/// from the client's header, which is never copied.
 async fn write(
     up: HttpSession,
     p: &HttpPeer,
+    rewrite: &Rewrite<'_>,
     req: &pingora::http::RequestHeader,
     body: &Bytes,
 ) -> Result<HttpSession> {
     use tokio::io::AsyncWriteExt;
     match up {
         HttpSession::H1(h1) => {
-            let head = http_req_header_to_wire(req).ok_or_else(|| {
-                Error::explain(ErrorType::InvalidHTTPHeader, "request header not writable")
-            })?;
-            let mut wire = bytes::BytesMut::with_capacity(head.len() + body.len());
-            wire.extend_from_slice(&head);
+            let mut wire = bytes::BytesMut::with_capacity(1024 + body.len());
+            rewrite.h1_head(req, &mut wire);
             wire.extend_from_slice(body);
             let mut stream = h1.into_inner();
             let io = async {
@@ -410,7 +406,12 @@ async fn write(
             Ok(up)
         }
         mut up => {
-            up.write_request_header(Box::new(req.clone())).await?;
+            let mut req = req.clone();
+            // The downstream may be HTTP/2; Pingora's h2 leg takes the
+            // header as HTTP/1.1 and converts it.
+            req.set_version(http::Version::HTTP_11);
+            rewrite.apply(&mut req)?;
+            up.write_request_header(Box::new(req)).await?;
             up.write_request_body(body.clone(), true).await?;
             up.finish_request_body().await?;
             Ok(up)

@@ -172,6 +172,7 @@ impl ProxyHttp for WardenProxy {
         };
         crate::upstream::rewrite_request(
             req,
+            &rt,
             ctx,
             &rt.snap.config.servers[server],
             addr,
