@@ -330,6 +330,9 @@ impl Load {
         total: f64,
         max_inflight: usize,
     ) -> tokio::sync::mpsc::UnboundedSender<Sample> {
+        // Wake on time: the default 50 µs timer slack would make every
+        // arrival late by up to that much, which reads as target latency.
+        let _ = nix::sys::prctl::set_timerslack(1);
         let inflight = Arc::new(AtomicUsize::new(0));
         let start = Instant::now() + Duration::from_millis(20);
         let mut due = 0.0f64;
