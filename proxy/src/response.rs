@@ -108,6 +108,13 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         return Ok(());
     };
     let server_name = &rt.snap.config.servers[server].name;
+    // A switch to another protocol would make the connection a tunnel no
+    // guard reads. The gateway never asks for one (`Upgrade` is not
+    // forwarded, and Pingora refuses a 101 to a request that did not ask);
+    // this holds should either change.
+    if status == 101 {
+        return refuse_reply(server_name, "protocol_switch");
+    }
     keep_known_headers(resp, &rt.snap, server_name)?;
     // Session stickiness: the replica that created a session keeps serving it.
     let mut sealed_header = None;

@@ -1501,6 +1501,73 @@ async fn input_responses_are_bound_to_their_request() {
     assert_eq!(fwd["params"]["inputResponses"], answer);
 }
 
+/// Hop-by-hop and gateway-internal headers a client sends stop at the
+/// gateway; names it lists in `Connection` are not removed for it (what was
+/// judged is what the upstream gets); an upstream that answers a stream
+/// request by switching protocols is refused, not tunnelled.
+#[tokio::test(flavor = "multi_thread")]
+async fn hop_by_hop_and_internal_headers_stop_at_the_gateway() {
+    let (h, gw) = setup().await;
+    let stopped = [
+        ("connection", "keep-alive, mcp-protocol-version"),
+        ("keep-alive", "timeout=5"),
+        ("upgrade", "websocket"),
+        ("te", "trailers"),
+        ("trailer", "x-late"),
+        ("proxy-connection", "keep-alive"),
+        ("x-warden-bridge", "forged"),
+        ("x-warden-bridge-owner", "forged"),
+        ("x-warden-virtual", "forged"),
+        ("x-warden-other", "forged"),
+    ];
+    let mut sent = stopped.to_vec();
+    sent.push(("mcp-protocol-version", "2025-06-18"));
+    h.script([Reply::json(&clean_reply(1))]);
+    let (s, _, text) = post_with(&gw, "/mock/mcp", &call(1, "echo"), &sent).await;
+    assert_eq!(s, 200, "{text}");
+    let got = h.received();
+    let last = got.last().expect("forwarded");
+    for (k, _) in stopped {
+        assert!(
+            last.header(k).is_empty(),
+            "{k} reached the upstream: {:?}",
+            last.headers
+        );
+    }
+    assert_eq!(last.header("mcp-protocol-version"), ["2025-06-18"]);
+
+    // The stream request: the same headers stop; a 101 is refused (502).
+    h.script([Reply {
+        status: 101,
+        headers: vec![
+            ("upgrade".into(), "websocket".into()),
+            ("connection".into(), "Upgrade".into()),
+        ],
+        body: vec![Piece::Bytes(format!("raw {AKIA}").into_bytes())],
+        chunked: false,
+    }]);
+    let mut get = vec![("accept", "text/event-stream")];
+    get.extend_from_slice(&stopped);
+    let (s, hs, b) = request(&gw.url("/mock/mcp"), "GET", &get, Default::default(), false)
+        .await
+        .expect("get");
+    assert_eq!(s, 502, "{hs:?}");
+    assert!(!String::from_utf8_lossy(&b).contains(AKIA));
+    let got = h.received();
+    let stream = got
+        .iter()
+        .rev()
+        .find(|r| r.method == "GET")
+        .expect("get forwarded");
+    for (k, _) in stopped {
+        assert!(
+            stream.header(k).is_empty(),
+            "{k} reached the upstream: {:?}",
+            stream.headers
+        );
+    }
+}
+
 /// Nothing a hostile server writes reaches the client around the judge: not
 /// in response headers, not in SSE comments, ids or unknown fields, and not
 /// inside the gateway's own errors (schema errors, mirrored-header errors,
