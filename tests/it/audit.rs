@@ -380,6 +380,23 @@ async fn fail_open_keeps_serving_and_counts_every_lost_record() {
             .unwrap_or(0.0);
     }
     assert!(dropped > 0.0, "no loss counted after {sent} calls");
+    // A call's record is made once its reply has left (the logging phase),
+    // so the last few may still be queued or counted after the read above:
+    // read the counter again once it has stopped moving.
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let m = gw.metrics().await;
+        let now: f64 = m
+            .lines()
+            .find(|l| l.starts_with("warden_audit_records_dropped_total "))
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if now == dropped {
+            break;
+        }
+        dropped = now;
+    }
     sink.go.send(()).expect("go");
     gw.proc.terminate();
     gw.proc.wait_exit(Duration::from_secs(30));
