@@ -347,6 +347,16 @@ async fn fail_closed_refuses_calls_while_the_audit_is_stuck_and_loses_nothing() 
     }
 }
 
+/// `warden_audit_records_dropped_total` in a metrics page.
+fn lost(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("warden_audit_records_dropped_total "))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn fail_open_keeps_serving_and_counts_every_lost_record() {
     let mock = Mock::start(&[]).expect("mock");
@@ -371,13 +381,7 @@ async fn fail_open_keeps_serving_and_counts_every_lost_record() {
             assert_eq!(s, 200, "fail-open never refuses");
             sent += 1;
         }
-        let m = gw.metrics().await;
-        dropped = m
-            .lines()
-            .find(|l| l.starts_with("warden_audit_records_dropped_total "))
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
+        dropped = lost(&gw.metrics().await);
     }
     assert!(dropped > 0.0, "no loss counted after {sent} calls");
     // A call's record is made once its reply has left (the logging phase),
@@ -385,13 +389,7 @@ async fn fail_open_keeps_serving_and_counts_every_lost_record() {
     // read the counter again once it has stopped moving.
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let m = gw.metrics().await;
-        let now: f64 = m
-            .lines()
-            .find(|l| l.starts_with("warden_audit_records_dropped_total "))
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
+        let now = lost(&gw.metrics().await);
         if now == dropped {
             break;
         }
