@@ -56,6 +56,12 @@ pub struct Rewrite<'a> {
     set: Vec<Set>,
 }
 
+/// One of the gateway's own header names (lower-case constants), without
+/// parsing it on every call.
+fn fixed(name: &'static str) -> http::HeaderName {
+    http::HeaderName::from_static(name)
+}
+
 /// Adds `s` to the headers the gateway sets. A replacing header keeps one
 /// value per name, the last (as `insert` does), so the wire head and the
 /// Pingora header never differ.
@@ -113,17 +119,17 @@ impl<'a> Rewrite<'a> {
             // member through the gateway as this caller, with the caller's own
             // credentials, so each member leg authenticates and judges anew.
             if let Some(secret) = crate::aggregate::outer_secret_for(addr) {
-                put(named(crate::aggregate::SECRET_HEADER)?, &secret, false)?;
+                put(fixed(crate::aggregate::SECRET_HEADER), &secret, false)?;
             }
             if let Some(ip) = ctx.source_ip {
                 put(
-                    named(crate::aggregate::SOURCE_HEADER)?,
+                    fixed(crate::aggregate::SOURCE_HEADER),
                     &ip.to_string(),
                     false,
                 )?;
             }
             let owner = crate::aggregate::owner_digest(&ctx.principal, ctx.source_ip);
-            put(named(crate::aggregate::OWNER_HEADER)?, &owner, false)?;
+            put(fixed(crate::aggregate::OWNER_HEADER), &owner, false)?;
         }
         if let Some(c) = &server.credentials {
             put(named(&c.header)?, c.value.expose(), false)?;
@@ -148,13 +154,13 @@ impl<'a> Rewrite<'a> {
         // The gateway's own bridge to a stdio server admits only itself.
         if server.stdio.is_some() {
             if let Some(secret) = crate::stdio::secret_for(addr) {
-                put(named(crate::stdio::SECRET_HEADER)?, &secret, false)?;
+                put(fixed(crate::stdio::SECRET_HEADER), &secret, false)?;
             }
             // Who the session is for (a digest), for the per-principal bound.
             use sha2::Digest;
             let owner =
                 hex::encode(&sha2::Sha256::digest(ctx.principal.owner_key().as_bytes())[..16]);
-            put(named(crate::stdio::OWNER_HEADER)?, &owner, false)?;
+            put(fixed(crate::stdio::OWNER_HEADER), &owner, false)?;
         }
         // A token fetched for this call (see `outbound`).
         if let Some((h, v)) = &ctx.outbound_auth {
@@ -162,16 +168,16 @@ impl<'a> Rewrite<'a> {
         }
         // Warden's span becomes the upstream's parent.
         if let Some(t) = &ctx.trace {
-            put(named("traceparent")?, &t.traceparent(), false)?;
+            put(fixed("traceparent"), &t.traceparent(), false)?;
         }
         // A sealed session id goes upstream as the upstream's own id.
         if ctx.session_sealed {
             if let Some(sid) = &ctx.session_id {
-                put(named("mcp-session-id")?, sid, false)?;
+                put(fixed("mcp-session-id"), sid, false)?;
             }
         }
         if let Some(n) = &ctx.name_out {
-            put(named(warden_filters::mcp::H_NAME)?, n, false)?;
+            put(fixed(warden_filters::mcp::H_NAME), n, false)?;
         }
         // Mirrored argument headers: only those judged against the forwarded
         // body (or scanned), on every method; nothing the client sent as is.
@@ -431,6 +437,24 @@ mod tests {
                 "x-warden-justification"
             ]
         );
+    }
+
+    /// The gateway's own header names are valid lower-case names
+    /// (`from_static` would panic on a call otherwise).
+    #[test]
+    fn the_gateways_own_header_names_are_valid() {
+        for n in [
+            crate::aggregate::SECRET_HEADER,
+            crate::aggregate::SOURCE_HEADER,
+            crate::aggregate::OWNER_HEADER,
+            crate::stdio::SECRET_HEADER,
+            crate::stdio::OWNER_HEADER,
+            "traceparent",
+            "mcp-session-id",
+            warden_filters::mcp::H_NAME,
+        ] {
+            assert_eq!(super::fixed(n).as_str(), n);
+        }
     }
 
     /// The one-pass HTTP/1.1 head is the head Pingora writes for the
