@@ -299,48 +299,53 @@ impl Load {
             }
             agg
         });
-        // The schedule runs on its own thread: tokio's timer wheel has a 1 ms
-        // tick, which would add up to a millisecond of our own lateness to
-        // every latency; a thread sleep is accurate to tens of microseconds.
+        // The schedule is a task on the runtime's own thread: arrivals are
+        // spawned where they run (no cross-thread wake-up per request, which
+        // on a shared core costs more than the request), and it waits on a
+        // timerfd (nanosecond precision) instead of tokio's 1 ms timer wheel,
+        // which would add up to a millisecond of our own lateness to every
+        // latency.
         let me = Arc::clone(self);
-        let handle = tokio::runtime::Handle::current();
-        let scheduler = std::thread::Builder::new()
-            .name("load-schedule".into())
-            .spawn(move || me.schedule(&handle, tx, warmup, warmup + length, max_inflight));
-        let tx = match scheduler {
-            Ok(t) => tokio::task::spawn_blocking(move || t.join())
-                .await
-                .ok()
-                .and_then(Result::ok),
-            Err(_) => None,
-        };
+        let tx =
+            tokio::spawn(
+                async move { me.schedule(tx, warmup, warmup + length, max_inflight).await },
+            )
+            .await
+            .ok();
         drop(tx);
         let agg = agg.await.unwrap_or_else(|_| Aggregator::new(self.labels()));
         agg.report(self, "open", length)
     }
 
-    /// Dispatches every arrival at its due time until `total` seconds; each
-    /// request task measures from its due time. Returns the sender so the
-    /// caller decides when the aggregator may finish (after in-flight tasks).
-    fn schedule(
+    /// Dispatches every arrival at its due time until `total` seconds;
+    /// each request task measures from its due time. Returns the sender so
+    /// the caller decides when the aggregator may finish (after in-flight
+    /// tasks).
+    async fn schedule(
         self: Arc<Self>,
-        rt: &tokio::runtime::Handle,
         tx: tokio::sync::mpsc::UnboundedSender<Sample>,
         warmup: f64,
         total: f64,
         max_inflight: usize,
     ) -> tokio::sync::mpsc::UnboundedSender<Sample> {
-        // Wake on time: the default 50 µs timer slack would make every
-        // arrival late by up to that much, which reads as target latency.
-        let _ = nix::sys::prctl::set_timerslack(1);
+        let alarm = match Alarm::new() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("warden-load: no timerfd ({e}); arrivals use tokio's 1 ms timer");
+                None
+            }
+        };
         let inflight = Arc::new(AtomicUsize::new(0));
         let start = Instant::now() + Duration::from_millis(20);
         let mut due = 0.0f64;
         while due < total {
             let intended = start + Duration::from_secs_f64(due);
-            let now = Instant::now();
-            if intended > now {
-                std::thread::sleep(intended - now);
+            let wait = intended.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                match &alarm {
+                    Some(a) if a.sleep(wait).await.is_ok() => {}
+                    _ => tokio::time::sleep_until(intended.into()).await,
+                }
             }
             let op = self.pick();
             let measured = due >= warmup;
@@ -360,7 +365,7 @@ impl Load {
                 let me = Arc::clone(&self);
                 let tx = tx.clone();
                 let inflight = Arc::clone(&inflight);
-                rt.spawn(async move {
+                tokio::spawn(async move {
                     let lag_us = intended.elapsed().as_micros() as u64;
                     let outcome = me.one(op).await;
                     let latency_us = intended.elapsed().as_micros() as u64;
@@ -470,6 +475,55 @@ impl Load {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+}
+
+/// A one-shot timer on the runtime's reactor with the kernel's precision
+/// (a timerfd takes no timer slack), for arrivals due within microseconds.
+struct Alarm(tokio::io::unix::AsyncFd<TimerHandle>);
+
+struct TimerHandle(nix::sys::timerfd::TimerFd);
+
+impl std::os::fd::AsRawFd for TimerHandle {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl Alarm {
+    fn new() -> std::io::Result<Alarm> {
+        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
+        let t = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        // `new` is deprecated because an `AsRawFd` need not own its
+        // descriptor; `TimerHandle` owns it (the `OwnedFd` inside `TimerFd`),
+        // so it outlives the registration. (`register` is the same, unsafe.)
+        #[allow(deprecated)]
+        let fd = tokio::io::unix::AsyncFd::new(TimerHandle(t))?;
+        Ok(Alarm(fd))
+    }
+
+    /// Returns once `d` has passed.
+    async fn sleep(&self, d: Duration) -> std::io::Result<()> {
+        use nix::sys::time::TimeSpec;
+        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
+        self.0.get_ref().0.set(
+            Expiration::OneShot(TimeSpec::from_duration(d)),
+            TimerSetTimeFlags::empty(),
+        )?;
+        loop {
+            let mut ready = self.0.readable().await?;
+            // Before expiry the read would block, which clears readiness.
+            // After it, readiness is cleared by hand: the next arming then
+            // waits in epoll without a read that must fail first.
+            if let Ok(r) = ready.try_io(|t| t.get_ref().0.wait().map_err(std::io::Error::from)) {
+                ready.clear_ready();
+                return r;
+            }
+        }
     }
 }
 
@@ -592,6 +646,25 @@ fn classify_value(v: &Value) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The alarm never fires early, armed again and again on one timerfd
+    /// (a readiness left over from the last expiry must not end a sleep).
+    #[test]
+    fn the_alarm_waits_at_least_as_long_as_asked() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let alarm = Alarm::new().expect("timerfd");
+            for us in [300u64, 50, 1000, 1, 300, 300] {
+                let d = Duration::from_micros(us);
+                let t0 = Instant::now();
+                alarm.sleep(d).await.expect("sleep");
+                assert!(t0.elapsed() >= d, "woke after {:?} of {d:?}", t0.elapsed());
+            }
+        });
+    }
 
     #[test]
     fn sse_events_split_on_any_line_ending() {
