@@ -28,6 +28,8 @@ pub struct Stats {
     pub posts: AtomicU64,
     pub body_bytes: AtomicU64,
     pub sessions: AtomicU64,
+    /// TCP connections accepted (a load generator's connection set shows here).
+    pub connections: AtomicU64,
     /// Length and sha256 of the last POST body, and its headers of interest.
     pub last: Mutex<Value>,
     /// Headers of interest of the last GET (stream) request.
@@ -175,6 +177,7 @@ impl Mock {
                     "posts": self.stats.posts.load(Ordering::Relaxed),
                     "body_bytes": self.stats.body_bytes.load(Ordering::Relaxed),
                     "sessions": self.stats.sessions.load(Ordering::Relaxed),
+                    "connections": self.stats.connections.load(Ordering::Relaxed),
                     "last": last,
                     "last_get": last_get,
                 }),

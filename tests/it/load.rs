@@ -117,6 +117,16 @@ fn an_open_loop_run_shows_a_server_stall() {
     // Freeze the server for 600 ms a second into a 3 s run at 200/s. A
     // closed-loop client would record one slow request per connection; an
     // open-loop one records every request that fell due during the stall.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let connections = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(mock.stats()).expect("stats")["connections"]
+            .as_u64()
+            .expect("connections")
+    };
+    let before = connections(&rt);
     let stopper = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1200));
         let _ = Command::new("kill").args(["-STOP", &pid]).status();
@@ -133,15 +143,25 @@ fn an_open_loop_run_shows_a_server_stall() {
         "3s",
         "--sessions",
         "2",
+        "--connections",
+        "4",
         "--report",
         report.to_str().expect("utf8"),
         "--quiet",
     ]);
     stopper.join().expect("stopper");
+    // The ~120 requests that fell due during the stall queued for the four
+    // connections instead of opening one each (the stats request is one more).
+    let opened = connections(&rt) - before - 1;
+    assert!(
+        opened <= 4,
+        "{opened} connections opened for a connection set of 4"
+    );
     assert!(ok, "{out}\n{err}");
     let r = read_json(&report);
     assert_eq!(r["errors"], serde_json::json!({}), "{out}");
-    // ~120 of 600 requests fell due during the stall: p90 still sees it.
+    // ~120 of 600 requests fell due during the stall: p90 still sees it,
+    // their wait for a free connection counted in their latency.
     let p90 = r["latency_us"]["p90"].as_u64().expect("p90");
     let p99 = r["latency_us"]["p99"].as_u64().expect("p99");
     assert!(

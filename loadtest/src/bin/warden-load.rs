@@ -59,6 +59,10 @@ enum Cmd {
         /// Exit 1 when more than this share of requests failed (0.01 = 1 %).
         #[arg(long)]
         max_error_rate: Option<f64>,
+        /// Most requests on the wire at once, so most connections open
+        /// (replacing the scenario's `connections`, default 64).
+        #[arg(long)]
+        connections: Option<usize>,
     },
     /// Closed-loop search for the highest rate within a p99 bound.
     Saturate {
@@ -130,8 +134,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
             duration,
             warmup,
             max_error_rate,
+            connections,
         } => {
             let (mut s, url) = prepare(&common)?;
+            if let Some(c) = connections {
+                s.connections = c.max(1);
+            }
             if let Some(r) = rate {
                 s.rate = Some(r);
                 s.stages.clear();

@@ -1,5 +1,6 @@
 //! `warden-mock --listen 127.0.0.1:0`: prints `listening on ADDR` once bound.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use clap::Parser;
@@ -47,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         loop {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
+            mock.stats.connections.fetch_add(1, Ordering::Relaxed);
             let mock = Arc::clone(&mock);
             tokio::spawn(async move {
                 let svc = service_fn(move |req| Arc::clone(&mock).handle(req));

@@ -336,6 +336,9 @@ impl Load {
             }
         };
         let inflight = Arc::new(AtomicUsize::new(0));
+        let wire = Arc::new(tokio::sync::Semaphore::new(
+            self.scenario.connections.max(1),
+        ));
         let start = Instant::now() + Duration::from_millis(20);
         let mut due = 0.0f64;
         while due < total {
@@ -365,9 +368,14 @@ impl Load {
                 let me = Arc::clone(&self);
                 let tx = tx.clone();
                 let inflight = Arc::clone(&inflight);
+                let wire = Arc::clone(&wire);
                 tokio::spawn(async move {
                     let lag_us = intended.elapsed().as_micros() as u64;
+                    // Waiting for a free connection is the target's
+                    // queueing: it counts in the latency, not in the lag.
+                    let permit = wire.acquire_owned().await;
                     let outcome = me.one(op).await;
+                    drop(permit);
                     let latency_us = intended.elapsed().as_micros() as u64;
                     let (error, denied) = me.judge(op, outcome);
                     let _ = tx.send(Sample {

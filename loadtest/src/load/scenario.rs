@@ -74,6 +74,13 @@ pub struct Scenario {
     /// instead of being sent late (the schedule is never stretched).
     #[serde(default = "default_inflight")]
     pub max_inflight: usize,
+    /// Open loop: at most this many requests are on the wire at once, so
+    /// at most this many connections are open (wrk2's model). An arrival
+    /// that finds them all busy waits for one, and the wait counts in its
+    /// latency; without the bound, a stall of a few milliseconds made the
+    /// client open a connection per waiting request.
+    #[serde(default = "default_connections")]
+    pub connections: usize,
     pub mix: Vec<OpSpec>,
 }
 
@@ -85,6 +92,9 @@ fn default_version() -> String {
 }
 fn default_inflight() -> usize {
     4096
+}
+fn default_connections() -> usize {
+    64
 }
 
 #[derive(Debug, Clone, Deserialize)]
