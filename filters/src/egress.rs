@@ -588,6 +588,30 @@ impl McpFilter for EgressFilter {
         let Some(args) = msg.arguments() else {
             return Decision::Pass;
         };
+        // An argument whose name differs from a declared one only by case
+        // or Unicode folding (`URL`, `hoſt`) is what a case-insensitive
+        // server (Go's encoding/json) reads as the declared one, while the
+        // lookup below would not see it: refused, never judged by a guess.
+        if let Json::Object(o) = args {
+            let names: Vec<&str> = declared
+                .iter()
+                .map(String::as_str)
+                .chain(props.into_iter().flat_map(|p| p.keys().map(String::as_str)))
+                .collect();
+            if o.keys()
+                .any(|k| !names.contains(&k.as_str()) && crate::jsonrpc::near_name(k, &names))
+            {
+                return Decision::Reject(Denial::error(
+                    JsonRpcError::new(
+                        codes::INVALID_PARAMS,
+                        "An argument's name differs from one the tool declares only by case or \
+                         Unicode folding; send the declared name exactly",
+                    )
+                    .with_data(serde_json::json!({"reason": "argument_near_name"})),
+                    "argument_near_name",
+                ));
+            }
+        }
         // Names a denial may quote: declared by the catalog or the schema.
         let known =
             |k: &str| declared.iter().any(|d| d == k) || props.is_some_and(|p| p.contains_key(k));
@@ -1077,6 +1101,37 @@ mod differential_tests {
         match d {
             Decision::Reject(d) => d.error,
             _ => panic!("not refused"),
+        }
+    }
+
+    #[test]
+    fn a_near_name_of_a_declared_argument_is_refused() {
+        // `link` is declared by the catalog, `target` by the schema's format,
+        // `opts` by the schema: a folding server reads these as those.
+        for detect in [false, true] {
+            let f = filter(detect);
+            for args in [
+                serde_json::json!({"LINK": "http://169.254.169.254/"}),
+                serde_json::json!({"Target": "http://127.0.0.1/"}),
+                serde_json::json!({"opt\u{17f}": {}}),
+                serde_json::json!({"lin\u{212a}": "https://api.example.com/"}),
+                serde_json::json!({"OPTS": {}}),
+            ] {
+                let Decision::Reject(d) = call(&f, args.clone()) else {
+                    panic!("not refused: {args}")
+                };
+                let e = d.error;
+                assert_eq!(e.code, codes::INVALID_PARAMS, "{args}");
+                assert!(!e.message.contains("169.254"), "{}", e.message);
+            }
+            // Exact names, and names unlike any declared one, are judged as before.
+            assert!(matches!(
+                call(
+                    &f,
+                    serde_json::json!({"link": "https://api.example.com/", "Other": 1})
+                ),
+                Decision::Pass
+            ));
         }
     }
 

@@ -172,13 +172,14 @@ impl Refusal {
         )
         .with_header("Allow", "GET, POST, DELETE")
     }
-    pub fn unsupported_media(ct: &str) -> Self {
+    /// A request body not labelled UTF-8 JSON (the label is not quoted).
+    pub fn unsupported_media() -> Self {
         Refusal::new(
             415,
             "unsupported_media_type",
             JsonRpcError::new(
                 codes::REFUSED,
-                format!("Content-Type must be application/json, not `{ct}`"),
+                "Content-Type must be application/json, with no parameter but `charset=utf-8`",
             ),
         )
     }

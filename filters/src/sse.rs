@@ -47,13 +47,10 @@ impl SseEvent {
         let mut kept: Vec<Line<'_>> = Vec::new();
         let mut changed = data.is_some();
         let mut has_data = false;
-        for (i, (line, _)) in lines(&self.raw).enumerate() {
-            // A stream's leading BOM is not part of the first field name.
-            let line = if i == 0 {
-                line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(line)
-            } else {
-                line
-            };
+        // The stream's leading BOM never reaches an event (the decoder
+        // drops it); one anywhere else is part of a field name, as clients
+        // read it, so that field is unknown and dropped here.
+        for (line, _) in lines(&self.raw) {
             if line.is_empty() {
                 continue;
             }
@@ -236,6 +233,14 @@ impl SseDecoder {
             if self.buf.len() < 3 && b"\xEF\xBB\xBF".starts_with(&self.buf) {
                 return None;
             }
+            // Only the stream's first bytes may be a BOM, which clients
+            // skip; it is dropped here, so no event carries it. A BOM
+            // anywhere later is read as clients read it: part of a field
+            // name, an unknown field.
+            if self.buf.starts_with(b"\xEF\xBB\xBF") {
+                self.buf.drain(..3);
+                self.scanned = 0;
+            }
             self.started = true;
         }
         let mut pos = self.scanned;
@@ -277,8 +282,7 @@ fn decode(raw: Vec<u8>) -> Result<SseEvent, SseError> {
     let mut event = None;
     let mut data: Option<String> = None;
     let mut id = None;
-    let body = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&raw);
-    for (line, _) in lines(body) {
+    for (line, _) in lines(&raw) {
         if line.is_empty() || line[0] == b':' {
             continue;
         }
@@ -332,6 +336,30 @@ mod tests {
             let mut evs = d.push(&stream[..split]).expect("ok");
             evs.extend(d.push(&stream[split..]).expect("ok"));
             assert_eq!(evs, all, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn only_the_streams_first_bytes_may_be_a_bom() {
+        // Clients skip a BOM only at the very start of the stream; later
+        // it is part of a field name (`\u{feff}data`), an unknown field.
+        let stream = "\u{feff}data: {\"a\":1}\n\n\u{feff}data: {\"b\":2}\n\nevent: message\n\u{feff}data: {\"c\":3}\ndata: {\"d\":4}\n\n";
+        let bytes = stream.as_bytes();
+        for split in 0..bytes.len() {
+            let mut d = SseDecoder::new(1024);
+            let mut evs = d.push(&bytes[..split]).expect("ok");
+            evs.extend(d.push(&bytes[split..]).expect("ok"));
+            assert_eq!(evs.len(), 3, "split at {split}");
+            assert_eq!(evs[0].data.as_deref(), Some("{\"a\":1}"));
+            // The leading BOM is gone from what is forwarded.
+            assert!(!evs[0].raw.starts_with(b"\xEF\xBB\xBF"));
+            assert_eq!(evs[1].data, None, "split at {split}");
+            assert_eq!(evs[2].data.as_deref(), Some("{\"d\":4}"));
+            // What reaches the client holds no field the gateway did not read.
+            let out = evs[1].clone().cleaned(None, &|_| true);
+            assert!(!out.windows(3).any(|w| w == b"\xEF\xBB\xBF"), "{out:?}");
+            let out = evs[2].clone().cleaned(None, &|_| true);
+            assert!(!out.windows(3).any(|w| w == b"\xEF\xBB\xBF"), "{out:?}");
         }
     }
 

@@ -453,6 +453,7 @@ pub fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
         )),
         ErrorType::Custom(
             reason @ ("unsupported_content_type"
+            | "unsupported_charset"
             | "duplicate_session_header"
             | "duplicate_content_type"
             | "bad_session_header"

@@ -35,9 +35,14 @@ pub async fn judge(
     let server = &cfg.servers[server_ix];
     let req = session.req_header();
     let ct = header_str(req, "content-type").unwrap_or("");
-    let media = ct.split(';').next().unwrap_or("").trim();
-    if !media.eq_ignore_ascii_case("application/json") {
-        return Err(Refusal::unsupported_media(ct));
+    // Two labels are two readings: a server may take either.
+    let labels = req
+        .headers
+        .get_all(http::header::CONTENT_TYPE)
+        .iter()
+        .count();
+    if labels > 1 || !utf8_media(ct.as_bytes(), "application/json") {
+        return Err(Refusal::unsupported_media());
     }
     let method_hdr = req
         .headers
@@ -412,4 +417,73 @@ fn undeclared_params(
 fn arguments_json(message: &[u8]) -> Option<serde_json::Value> {
     let at = warden_filters::jsonrpc::locate(message)?.arguments?;
     serde_json::from_slice(message.get(at)?).ok()
+}
+
+/// Whether a Content-Type is the media type `want` read as the gateway
+/// reads it: UTF-8, with at most a `charset` parameter of `utf-8`. Another
+/// charset (`utf-7`, `utf-16`: the TypeScript SDK's server decodes a body,
+/// and httpx a stream, with whatever the header names) or any other
+/// parameter would let the peer read other text than was judged. A request
+/// with one is refused, and the upstream is only ever told
+/// `application/json` (`upstream::Rewrite`); a reply with one is refused
+/// (`response::on_header`), and a judged reply carries the bare type.
+pub fn utf8_media(ct: &[u8], want: &str) -> bool {
+    let Ok(ct) = std::str::from_utf8(ct) else {
+        return false;
+    };
+    let mut parts = ct.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case(want) {
+        return false;
+    }
+    parts.all(|p| {
+        p.split_once('=').is_some_and(|(k, v)| {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
+            k.trim().eq_ignore_ascii_case("charset") && v.eq_ignore_ascii_case("utf-8")
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utf8_media;
+
+    #[test]
+    fn only_utf8_json_is_read_as_json() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+            " application/json ; charset = utf-8 ",
+        ] {
+            assert!(utf8_media(ok.as_bytes(), "application/json"), "{ok}");
+        }
+        for bad in [
+            "",
+            "text/plain",
+            "application/json-seq",
+            "application/jsonx",
+            "application/json; charset=utf-7",
+            "application/json; charset=utf-16le",
+            "application/json; charset=iso-8859-1",
+            "application/json; charset=utf-8; charset=utf-7",
+            "application/json; boundary=x",
+            "application/json;",
+            "application/json; charset",
+            "application/json, text/plain",
+        ] {
+            assert!(!utf8_media(bad.as_bytes(), "application/json"), "{bad}");
+        }
+        assert!(utf8_media(b"text/event-stream", "text/event-stream"));
+        assert!(!utf8_media(
+            b"text/event-stream; charset=utf-7",
+            "text/event-stream"
+        ));
+        assert!(!utf8_media(b"application/json\xff", "application/json"));
+    }
 }

@@ -157,9 +157,23 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
             gw.sessions.forget(server_name, sid);
         }
     }
-    let ct = content_type(resp);
-    let sse = media_is(ct, "text/event-stream");
-    let json = media_is(ct, "application/json");
+    let sse = media_is(content_type(resp), "text/event-stream");
+    let json = media_is(content_type(resp), "application/json");
+    // A judged body is read as UTF-8: a reply that names another charset
+    // (or any parameter) could be decoded by the client as other text than
+    // was judged (httpx decodes a stream by the header's charset, UTF-7
+    // included). Refused; what passes carries the bare type.
+    if sse || json {
+        let want = if sse {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        if !crate::judging::utf8_media(content_type(resp), want) {
+            return refuse_reply(server_name, "unsupported_charset");
+        }
+        resp.insert_header(http::header::CONTENT_TYPE, want)?;
+    }
     let empty = status == 204 || status == 304 || content_length_zero(resp);
     // Warden asks for `identity`; a server that compresses anyway would hand
     // the filters bytes they cannot read, so a judged body must be plain.

@@ -244,12 +244,56 @@ impl Child {
     }
 
     fn send_line(&self, line: String) {
-        let mut line = line.into_bytes();
+        let mut line = one_line(line.into_bytes());
         line.push(b'\n');
         if self.stdin.try_send(line).is_err() {
             self.end();
         }
     }
+}
+
+/// A message as exactly one line of the stdio transport. Members are kept
+/// as the text they arrived as, and JSON allows raw CR and LF between
+/// tokens: written as is, one judged message would reach the process as
+/// several lines, each read as a message of its own (the Python SDK splits
+/// on CR too). CR and LF are turned into spaces (valid JSON has them only
+/// between tokens: a string cannot hold them raw), and the characters some
+/// line readers also break at (U+0085, U+2028, U+2029, only ever inside
+/// strings) into their `\u` escapes: the same JSON value, on one line.
+fn one_line(line: Vec<u8>) -> Vec<u8> {
+    let breaks = |b: &u8| matches!(b, b'\n' | b'\r' | 0x85 | 0xa8 | 0xa9);
+    if !line.iter().any(breaks) {
+        return line;
+    }
+    let mut out = Vec::with_capacity(line.len() + 16);
+    let mut i = 0;
+    while i < line.len() {
+        let rest = &line[i..];
+        let escaped = if rest.starts_with(&[0xc2, 0x85]) {
+            Some((2, &b"\\u0085"[..]))
+        } else if rest.starts_with(&[0xe2, 0x80, 0xa8]) {
+            Some((3, &b"\\u2028"[..]))
+        } else if rest.starts_with(&[0xe2, 0x80, 0xa9]) {
+            Some((3, &b"\\u2029"[..]))
+        } else {
+            None
+        };
+        match (escaped, line[i]) {
+            (Some((n, esc)), _) => {
+                out.extend_from_slice(esc);
+                i += n;
+            }
+            (None, b'\n' | b'\r') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// One JSON-RPC message's members, each kept as the text it arrived as.
@@ -927,4 +971,33 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
         async move { s.handle(req).await }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_message_reaches_the_process_as_one_line_with_the_same_value() {
+        // One judged message (a ping whose unknown member holds an array)
+        // whose whitespace would otherwise split it into three lines, the
+        // second a tools/call nobody judged.
+        let smuggled = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"z\":[\n{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\"}\r\n]\r}".to_vec();
+        let text = "{\"t\":\"a\u{2028}b\u{2029}c\u{85}d\u{e9}\u{1F600}\"}";
+        for line in [smuggled, text.as_bytes().to_vec()] {
+            let out = one_line(line.clone());
+            assert!(!out.iter().any(|b| matches!(b, b'\n' | b'\r')), "{out:?}");
+            let out_text = String::from_utf8(out.clone()).expect("utf-8");
+            for c in ['\u{85}', '\u{2028}', '\u{2029}'] {
+                assert!(!out_text.contains(c), "{out_text}");
+            }
+            let before: serde_json::Value = serde_json::from_slice(&line).expect("json");
+            let after: serde_json::Value = serde_json::from_slice(&out).expect("json");
+            assert_eq!(before, after);
+            // Python's universal-newline reader sees one line too.
+            assert_eq!(out_text.lines().count(), 1);
+        }
+        let plain = b"{\"a\":1}".to_vec();
+        assert_eq!(one_line(plain.clone()), plain);
+    }
 }

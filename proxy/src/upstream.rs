@@ -201,6 +201,17 @@ impl<'a> Rewrite<'a> {
                     append: false,
                 },
             );
+            // The judged body is UTF-8 JSON, and the upstream is told only
+            // that: a client's `charset` (or any other parameter) would let
+            // a server that honours it decode other text than was judged.
+            push(
+                &mut set,
+                Set {
+                    name: http::header::CONTENT_TYPE,
+                    value: http::HeaderValue::from_static("application/json"),
+                    append: false,
+                },
+            );
         }
         Ok(Rewrite {
             uri,

@@ -1249,13 +1249,16 @@ fn stdio_servers_run_behind_the_gateway_with_every_guard() {
     let _turn = heavy();
     let entry = peers().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
     let marker = format!("warden-stdio-test-{}", std::process::id());
+    let raw_dir = tempfile::tempdir().expect("tmp");
+    let raw_log = raw_dir.path().join("lines.jsonl");
     let yaml = format!(
-        "version: 1\ndlp:\n  rules:\n    - {{name: pii, detectors: [email], direction: response, action: redact}}\nservice_groups:\n  - name: local\n    servers:\n      - name: ev\n        stdio: {{command: /usr/bin/node, args: [\"{}\", stdio], max_processes: 4}}\n      - name: hostile\n        stdio:\n          command: \"{}\"\n          args: [\"{}\", \"{marker}\"]\n          env: {{GIVEN: \"alice@example.com\"}}\n          max_processes: 2\n          limits: {{cpu: 1m, memory_mb: 1024, open_files: 128}}\n      - name: raw\n        stdio: {{command: \"{}\", args: [\"{}\"]}}\nroutes:\n  - {{prefix: /ev, server: ev}}\n  - {{prefix: /hostile, server: hostile}}\n  - {{prefix: /raw, server: raw}}\n",
+        "version: 1\ndlp:\n  rules:\n    - {{name: pii, detectors: [email], direction: response, action: redact}}\nservice_groups:\n  - name: local\n    servers:\n      - name: ev\n        stdio: {{command: /usr/bin/node, args: [\"{}\", stdio], max_processes: 4}}\n      - name: hostile\n        stdio:\n          command: \"{}\"\n          args: [\"{}\", \"{marker}\"]\n          env: {{GIVEN: \"alice@example.com\"}}\n          max_processes: 2\n          limits: {{cpu: 1m, memory_mb: 1024, open_files: 128}}\n      - name: raw\n        stdio: {{command: \"{}\", args: [\"{}\", \"{}\"]}}\nroutes:\n  - {{prefix: /ev, server: ev}}\n  - {{prefix: /hostile, server: hostile}}\n  - {{prefix: /raw, server: raw}}\n",
         entry.display(),
         python().display(),
         peers().join("py_stdio_server.py").display(),
         python().display(),
         peers().join("raw_stdio_server.py").display(),
+        raw_log.display(),
     );
     let gw = Gateway::start(&yaml, true).expect("gateway");
     let mut runs = Vec::new();
@@ -1341,7 +1344,7 @@ fn stdio_servers_run_behind_the_gateway_with_every_guard() {
         .build()
         .expect("rt");
     let init0 = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-    let (s0, _, b0) = rt0
+    let (s0, h0, b0) = rt0
         .block_on(warden_tests::post_json(
             &gw.url("/raw/mcp"),
             init0,
@@ -1361,6 +1364,43 @@ fn stdio_servers_run_behind_the_gateway_with_every_guard() {
         "{:?}",
         gw.log()
     );
+    // One judged message is one line for the process, whatever whitespace
+    // it holds: raw LF and CR between tokens (JSON allows them) would split
+    // this ping into three lines, the second a tools/call nobody judged.
+    let sid0 = warden_tests::header(&h0, "mcp-session-id")
+        .expect("session")
+        .to_owned();
+    let smuggled = "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\",\"z\":[\n{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":{\"name\":\"purge\",\"arguments\":{}}}\r\n]}";
+    let (s1, _, b1) = rt0
+        .block_on(warden_tests::post_json(
+            &gw.url("/raw/mcp"),
+            smuggled,
+            &[
+                ("accept", "application/json, text/event-stream"),
+                ("mcp-session-id", &sid0),
+            ],
+        ))
+        .expect("post");
+    assert_eq!(s1, 200, "{}", String::from_utf8_lossy(&b1));
+    let lines: Vec<String> = std::fs::read_to_string(&raw_log)
+        .expect("the raw server's log")
+        .lines()
+        .map(|l| serde_json::from_str::<String>(l).expect("logged line"))
+        .collect();
+    let methods: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let m: Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("a line that is not one message ({e}): {l:?}"));
+            m["method"].as_str().unwrap_or("").to_owned()
+        })
+        .collect();
+    assert_eq!(
+        methods.last().map(String::as_str),
+        Some("ping"),
+        "{lines:?}"
+    );
+    assert!(!methods.iter().any(|m| m == "tools/call"), "{lines:?}");
     // The process bound: two sessions, then a clear refusal.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

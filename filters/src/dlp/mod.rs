@@ -989,12 +989,18 @@ mod redaction {
         let f = filter(DlpAction::Block);
         let clean = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"build 4821 passed"}]}}"#;
         assert!(matches!(judge(&f, clean), Decision::Pass));
-        // A card number inside image data is not text …
-        let image = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"data":"4111 1111 1111 1111","type":"image","mimeType":"image/png"}]}}"#;
+        // Base64 image data is not text, even where its letters spell a
+        // card number …
+        let image = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"data":"4111111111111111","type":"image","mimeType":"image/png"}]}}"#;
         assert!(matches!(judge(&f, image), Decision::Pass));
-        // … but the same bytes labelled text are.
+        // … but the same bytes labelled text are, and so is image data that
+        // is not base64 (spaces), or image data outside a result's content.
         let text = image.replace("image", "text");
         assert!(matches!(judge(&f, &text), Decision::Reject(_)));
+        let spaced = image.replace("4111111111111111", "4111 1111 1111 1111");
+        assert!(matches!(judge(&f, &spaced), Decision::Reject(_)));
+        let structured = image.replace("\"content\"", "\"structuredContent\"");
+        assert!(matches!(judge(&f, &structured), Decision::Reject(_)));
     }
 }
 

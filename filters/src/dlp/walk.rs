@@ -63,8 +63,44 @@ pub(crate) fn masked_key(st: &Str<'_>) -> String {
     format!("{}.{KEY}", &st.path[..st.parent])
 }
 
+/// Whether an object at `path` (below the root member `part`, if the walk
+/// has one) is where MCP carries binary content: inside a result or a
+/// sampling request's messages, outside structured content, `_meta`,
+/// arguments and errors.
+fn binary_place(part: Option<&str>, path: &str) -> bool {
+    let under = |p: &str, seg: &str| {
+        p.strip_prefix(seg)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    };
+    let placed = match part {
+        None => under(path, ".result") || under(path, ".params.messages"),
+        Some("result") => true,
+        Some("params") => under(path, ".messages"),
+        Some(_) => false,
+    };
+    placed
+        && !path
+            .split(['.', '['])
+            .any(|seg| matches!(seg, "structuredContent" | "_meta" | "arguments" | "error"))
+}
+
+/// Whether `s` is base64 as MCP's binary fields carry it (standard
+/// alphabet, padded to a multiple of four).
+fn base64(s: &[u8]) -> bool {
+    if !s.len().is_multiple_of(4) {
+        return false;
+    }
+    let body = s
+        .strip_suffix(b"==")
+        .or_else(|| s.strip_suffix(b"="))
+        .unwrap_or(s);
+    body.iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/'))
+}
+
 struct Walker<'a, F> {
     b: &'a [u8],
+    part: Option<&'a str>,
     i: usize,
     path: String,
     f: F,
@@ -81,6 +117,7 @@ pub(crate) fn walk<F: FnMut(Str<'_>) -> bool>(
 ) -> Result<(), Malformed> {
     let mut w = Walker {
         b: raw,
+        part,
         i: 0,
         path: String::new(),
         f,
@@ -207,9 +244,14 @@ impl<F: FnMut(Str<'_>) -> bool> Walker<'_, F> {
             self.i += 1;
             return Ok(());
         }
-        // Binary payloads (`data` of an image or audio item, any `blob`) are
-        // not text. An object's `type` may come after its `data`, so a
-        // string `data` is held back until the object is read.
+        // Binary payloads are not text: the `data` of an image or audio
+        // item and the `blob` of a resource, where MCP puts them (a result,
+        // a sampling request's messages) and only while they are base64.
+        // Anywhere else (arguments, errors, structured content, `_meta`) or
+        // as any other text, they are scanned like every string. An
+        // object's `type` may come after its `data`, so a string `data` is
+        // held back until the object is read.
+        let binary_here = !skip && binary_place(self.part, &self.path);
         let mut held: Option<(String, usize, usize, bool)> = None;
         let mut binary = false;
         loop {
@@ -237,8 +279,13 @@ impl<F: FnMut(Str<'_>) -> bool> Walker<'_, F> {
                 if !skip {
                     self.visit(s, e, esc, None);
                 }
+            } else if key == b"blob" && next == b'"' && binary_here {
+                let (s, e, esc) = self.string()?;
+                if esc || !base64(&self.b[s..e]) {
+                    self.visit(s, e, esc, None);
+                }
             } else {
-                self.value(depth, skip || key == b"blob")?;
+                self.value(depth, skip)?;
             }
             self.path.truncate(l);
             match self.peek()? {
@@ -251,7 +298,7 @@ impl<F: FnMut(Str<'_>) -> bool> Walker<'_, F> {
             }
         }
         if let Some((path, s, e, esc)) = held {
-            if !binary {
+            if !(binary && binary_here && !esc && base64(&self.b[s..e])) {
                 (self.f)(Str {
                     path: &path,
                     parent: path.len(),
@@ -329,6 +376,43 @@ mod tests {
         assert!(got
             .iter()
             .any(|(p, t, k)| p == ".data" && t == "4111" && !k));
+    }
+
+    #[test]
+    fn binary_is_skipped_only_where_mcp_puts_it_and_only_as_base64() {
+        let scanned = |raw: &str| -> Vec<String> {
+            strings(raw, None)
+                .into_iter()
+                .filter(|(.., key)| !key)
+                .map(|(_, t, _)| t)
+                .collect()
+        };
+        let secret = "AKIAIOSFODNN7EXAMPLE";
+        // Where MCP carries binary content, base64 is not scanned as text.
+        for skipped in [
+            format!(r#"{{"result":{{"content":[{{"type":"image","data":"{secret}"}}]}}}}"#),
+            format!(r#"{{"result":{{"contents":[{{"uri":"u","blob":"{secret}"}}]}}}}"#),
+            format!(
+                r#"{{"params":{{"messages":[{{"content":{{"data":"{secret}","type":"audio"}}}}]}}}}"#
+            ),
+        ] {
+            assert!(!scanned(&skipped).contains(&secret.to_owned()), "{skipped}");
+        }
+        // Anywhere else, or as text that is not base64, it is scanned.
+        for seen in [
+            format!(r#"{{"params":{{"name":"echo","arguments":{{"blob":{{"k":"{secret}"}}}}}}}}"#),
+            format!(r#"{{"params":{{"name":"echo","arguments":{{"blob":"{secret}"}}}}}}"#),
+            format!(r#"{{"params":{{"arguments":{{"x":{{"type":"image","data":"{secret}"}}}}}}}}"#),
+            format!(r#"{{"error":{{"code":1,"message":"m","data":{{"blob":"{secret}"}}}}}}"#),
+            format!(r#"{{"result":{{"structuredContent":{{"type":"image","data":"{secret}"}}}}}}"#),
+            format!(r#"{{"result":{{"_meta":{{"blob":"{secret}"}}}}}}"#),
+            format!(r#"{{"result":{{"content":[{{"type":"image","data":"key {secret}"}}]}}}}"#),
+            format!(r#"{{"result":{{"content":[{{"type":"image","data":"{secret}\u0041=="}}]}}}}"#),
+            format!(r#"{{"result":{{"contents":[{{"blob":"{secret}="}}]}}}}"#),
+            format!(r#"{{"resultx":{{"contents":[{{"blob":"{secret}"}}]}}}}"#),
+        ] {
+            assert!(scanned(&seen).iter().any(|t| t.contains(secret)), "{seen}");
+        }
     }
 
     #[test]
