@@ -30,6 +30,9 @@ pub async fn admit(
     let rt = gw.runtime();
     ctx.rt = Some(rt.clone());
     let cfg = &rt.snap.config;
+    // Whether an HTTP/2 request has DATA frames (checked before the header
+    // is borrowed for the rest of admission).
+    let h2_body = session.as_downstream().is_http2() && !session.is_body_empty();
     let req = session.req_header();
     if gw.telemetry.get().is_some() {
         ctx.trace = Some(crate::otel::TraceIds::from_header(header_str(
@@ -216,11 +219,13 @@ pub async fn admit(
     };
     if ctx.exchange != ExchangeKind::Post {
         // GET and DELETE carry no MCP message; a body here would reach the upstream unjudged.
+        // HTTP/2 may send DATA frames with neither header.
         let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
             || req
                 .headers
                 .get(http::header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0");
+                .is_some_and(|v| v.as_bytes() != b"0")
+            || h2_body;
         if has_body {
             return Err(Refusal::new(
                 400,

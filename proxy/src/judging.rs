@@ -436,15 +436,19 @@ pub fn utf8_media(ct: &[u8], want: &str) -> bool {
     if !media.eq_ignore_ascii_case(want) {
         return false;
     }
+    // An empty parameter (`application/json;`) says nothing; `utf8` is a
+    // common spelling of UTF-8.
     parts.all(|p| {
-        p.split_once('=').is_some_and(|(k, v)| {
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(v);
-            k.trim().eq_ignore_ascii_case("charset") && v.eq_ignore_ascii_case("utf-8")
-        })
+        p.trim().is_empty()
+            || p.split_once('=').is_some_and(|(k, v)| {
+                let v = v.trim();
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v);
+                k.trim().eq_ignore_ascii_case("charset")
+                    && (v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8"))
+            })
     })
 }
 
@@ -460,6 +464,8 @@ mod tests {
             "application/json; charset=utf-8",
             "application/json;charset=\"UTF-8\"",
             " application/json ; charset = utf-8 ",
+            "application/json;",
+            "application/json; charset=utf8",
         ] {
             assert!(utf8_media(ok.as_bytes(), "application/json"), "{ok}");
         }
@@ -473,7 +479,6 @@ mod tests {
             "application/json; charset=iso-8859-1",
             "application/json; charset=utf-8; charset=utf-7",
             "application/json; boundary=x",
-            "application/json;",
             "application/json; charset",
             "application/json, text/plain",
         ] {

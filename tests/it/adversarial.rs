@@ -2130,3 +2130,33 @@ async fn charsets_and_binary_fields_hide_nothing() {
         assert!(messages(&text)[0]["error"].is_object(), "{reply}: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_get_or_delete_body_is_refused_in_every_framing() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let (h, gw) = setup().await;
+    // HTTP/2 DATA frames need neither Content-Length nor Transfer-Encoding:
+    // such a body would otherwise go upstream unjudged.
+    for method in ["GET", "DELETE"] {
+        let frames: Vec<Result<Frame<bytes::Bytes>, std::convert::Infallible>> =
+            vec![Ok(Frame::data(bytes::Bytes::from(call(1, "purge"))))];
+        let mut b = Client::builder(TokioExecutor::new());
+        b.http2_only(true);
+        let client = b.build_http();
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(gw.url("/mock/mcp"))
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", "s1")
+            .body(StreamBody::new(futures_util::stream::iter(frames)))
+            .expect("request");
+        let resp = client.request(req).await.expect("response");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(status, 400, "{method}: {}", String::from_utf8_lossy(&body));
+    }
+    assert!(h.received().is_empty(), "nothing reached the upstream");
+}

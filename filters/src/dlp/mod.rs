@@ -527,6 +527,7 @@ impl Scanner {
         &self,
         raw: &'a [u8],
         part: Option<&str>,
+        sampling: bool,
     ) -> Result<Vec<Located<'a>>, Uninspectable> {
         let mut cands = Vec::new();
         let seen = self.candidates(raw, &mut cands);
@@ -539,7 +540,7 @@ impl Scanner {
         }
         cands.sort_unstable_by_key(|c| c.start);
         let mut bad = false;
-        walk::walk(raw, part, |st| {
+        walk::walk(raw, part, sampling, |st| {
             let (lo, hi) = if st.escaped {
                 (0, 0)
             } else {
@@ -603,7 +604,7 @@ impl Scanner {
     /// messages are judged on their bytes without being parsed.
     pub fn scan_json(&self, raw: &[u8]) -> Result<Vec<(String, Hit)>, Uninspectable> {
         Ok(self
-            .locate(raw, None)?
+            .locate(raw, None, false)?
             .into_iter()
             .flat_map(|l| {
                 let p = l.path;
@@ -693,7 +694,9 @@ impl DlpFilter {
         // The part that carries content: params of requests, result of responses.
         // The whole message: `params`, `result`, an error's `message` and
         // `data`, and any member a peer may read beside them.
-        let found = match self.scanner.locate(msg.bytes, None) {
+        let sampling = env.kind == crate::jsonrpc::Kind::Request
+            && env.method.as_deref() == Some("sampling/createMessage");
+        let found = match self.scanner.locate(msg.bytes, None, sampling) {
             Ok(f) => f,
             Err(Uninspectable) => return uninspectable(),
         };

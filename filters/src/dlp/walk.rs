@@ -64,18 +64,21 @@ pub(crate) fn masked_key(st: &Str<'_>) -> String {
 }
 
 /// Whether an object at `path` (below the root member `part`, if the walk
-/// has one) is where MCP carries binary content: inside a result or a
-/// sampling request's messages, outside structured content, `_meta`,
-/// arguments and errors.
-fn binary_place(part: Option<&str>, path: &str) -> bool {
-    let under = |p: &str, seg: &str| {
-        p.strip_prefix(seg)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-    };
+/// has one) is where MCP carries binary content: an item of a result's
+/// `content`, `contents` or `messages` list, or (`sampling`: the message
+/// is a `sampling/createMessage` request) of its `params.messages`; never
+/// inside structured content, `_meta`, arguments or errors. An object-valued
+/// `result.content` (an elicitation's answers) is not a list of items.
+fn binary_place(part: Option<&str>, path: &str, sampling: bool) -> bool {
+    let lists = [".content[", ".contents[", ".messages["];
     let placed = match part {
-        None => under(path, ".result") || under(path, ".params.messages"),
-        Some("result") => true,
-        Some("params") => under(path, ".messages"),
+        None => {
+            path.strip_prefix(".result")
+                .is_some_and(|p| lists.iter().any(|l| p.starts_with(l)))
+                || (sampling && path.starts_with(".params.messages["))
+        }
+        Some("result") => lists.iter().any(|l| path.starts_with(l)),
+        Some("params") => sampling && path.starts_with(".messages["),
         Some(_) => false,
     };
     placed
@@ -101,23 +104,28 @@ fn base64(s: &[u8]) -> bool {
 struct Walker<'a, F> {
     b: &'a [u8],
     part: Option<&'a str>,
+    sampling: bool,
     i: usize,
     path: String,
     f: F,
 }
 
-/// Visits the strings of `raw`. With `part`, only the root object's member
+/// Visits the strings of `raw` (`sampling`: it is a `sampling/createMessage`
+/// request, whose `params.messages` may carry binary content). With `part`,
+/// only the root object's member
 /// of that name is walked (paths start inside it). The visitor returns
 /// whether the string holds a finding; a key that does is masked in the
 /// paths of everything under it.
 pub(crate) fn walk<F: FnMut(Str<'_>) -> bool>(
     raw: &[u8],
     part: Option<&str>,
+    sampling: bool,
     f: F,
 ) -> Result<(), Malformed> {
     let mut w = Walker {
         b: raw,
         part,
+        sampling,
         i: 0,
         path: String::new(),
         f,
@@ -251,7 +259,7 @@ impl<F: FnMut(Str<'_>) -> bool> Walker<'_, F> {
         // as any other text, they are scanned like every string. An
         // object's `type` may come after its `data`, so a string `data` is
         // held back until the object is read.
-        let binary_here = !skip && binary_place(self.part, &self.path);
+        let binary_here = !skip && binary_place(self.part, &self.path, self.sampling);
         let mut held: Option<(String, usize, usize, bool)> = None;
         let mut binary = false;
         loop {
@@ -337,7 +345,7 @@ mod tests {
 
     fn strings(raw: &str, part: Option<&str>) -> Vec<(String, String, bool)> {
         let mut out = Vec::new();
-        let r = walk(raw.as_bytes(), part, |s| {
+        let r = walk(raw.as_bytes(), part, true, |s| {
             let text = decode(raw.as_bytes(), s.start, s.end, s.escaped)
                 .map(|t| t.into_owned())
                 .unwrap_or_default();
@@ -410,6 +418,9 @@ mod tests {
             format!(r#"{{"result":{{"content":[{{"type":"image","data":"{secret}\u0041=="}}]}}}}"#),
             format!(r#"{{"result":{{"contents":[{{"blob":"{secret}="}}]}}}}"#),
             format!(r#"{{"resultx":{{"contents":[{{"blob":"{secret}"}}]}}}}"#),
+            // An elicitation's answers are an object, not a content list.
+            format!(r#"{{"result":{{"action":"accept","content":{{"blob":"{secret}"}}}}}}"#),
+            format!(r#"{{"result":{{"content":{{"type":"image","data":"{secret}"}}}}}}"#),
         ] {
             assert!(scanned(&seen).iter().any(|t| t.contains(secret)), "{seen}");
         }
@@ -440,7 +451,7 @@ mod tests {
         // A key the visitor reports as holding a finding is masked for
         // everything under it; its own string sees its parent's path.
         let mut seen = Vec::new();
-        let r = walk(br#"{"a":{"SECRET":{"b":"x"},"c":"y"}}"#, None, |s| {
+        let r = walk(br#"{"a":{"SECRET":{"b":"x"},"c":"y"}}"#, None, false, |s| {
             let key = s.is_key.then(|| s.path[..s.parent].to_owned());
             seen.push((s.path.to_owned(), key));
             s.is_key && s.path.ends_with("SECRET")
@@ -472,9 +483,12 @@ mod tests {
             "{",
             r#"{"a":1,}"#,
         ] {
-            assert!(walk(bad.as_bytes(), None, |_| false).is_err(), "{bad}");
+            assert!(
+                walk(bad.as_bytes(), None, false, |_| false).is_err(),
+                "{bad}"
+            );
         }
         let deep = "[".repeat(600) + &"]".repeat(600);
-        assert!(walk(deep.as_bytes(), None, |_| false).is_err());
+        assert!(walk(deep.as_bytes(), None, false, |_| false).is_err());
     }
 }
