@@ -268,13 +268,17 @@ def to_us(s):
     return float(s)
 
 
+# E2E_ONLY_HALF=1: only the half-load part (the saturation search, then the
+# open-loop rounds), for a quick added-p99 figure.
+ONLY_HALF = os.environ.get("E2E_ONLY_HALF") == "1"
+
 # Warm every path once (connection pools, caches, page faults).
-for name, (p, url) in targets.items():
+for name, (p, url) in ({} if ONLY_HALF else targets).items():
     for lua in loads.values():
         subprocess.run(["wrk", "-t1", "-c4", "-d1s", "-s", lua, url], capture_output=True)
 
 results = {}  # (target, load) -> list of (rps, p99, cpu_us_per_req)
-for r in range(ROUNDS):
+for r in range(0 if ONLY_HALF else ROUNDS):
     for load, lua in loads.items():
         for name, (p, url) in targets.items():
             t0 = cpu_ticks(p.pid)
@@ -291,20 +295,22 @@ def med(name, load, i):
     return statistics.median(x[i] for x in results[(name, load)])
 
 
-print(f"\n## End to end: {SECS}s × {ROUNDS} rounds per cell, wrk -t1 -c{CONNS}, "
-      f"one worker per proxy on core 0, wrk + warden-mock on core 1\n")
-print("| target | " + " | ".join(f"{l} rps (vs Pingora)" for l in loads) + " | p99 1KB JSON | proxy CPU µs/req 1KB JSON | 16KB JSON |")
-print("|---|" + "---|" * (len(loads) + 3))
-for name in targets:
-    cells = []
-    for load in loads:
-        rps = med(name, load, 0)
-        base = med("pingora", load, 0)
-        cells.append(f"{rps:,.0f} ({rps / base:.0%})")
-    p99 = med(name, "1KB JSON", 1) / 1000
-    cpu = "—" if name == "direct" else f"{med(name, '1KB JSON', 2):.1f}"
-    cpu16 = "—" if name == "direct" else f"{med(name, '16KB JSON', 2):.1f}"
-    print(f"| {name} | " + " | ".join(cells) + f" | {p99:.2f} ms | {cpu} | {cpu16} |")
+if not ONLY_HALF:
+    print(f"\n## End to end: {SECS}s × {ROUNDS} rounds per cell, wrk -t1 -c{CONNS}, "
+          f"one worker per proxy on core 0, wrk + warden-mock on core 1\n")
+    print("| target | " + " | ".join(f"{l} rps (vs Pingora)" for l in loads) + " | p99 1KB JSON | proxy CPU µs/req 1KB JSON | 16KB JSON |")
+    print("|---|" + "---|" * (len(loads) + 3))
+    for name in targets:
+        cells = []
+        for load in loads:
+            rps = med(name, load, 0)
+            base = med("pingora", load, 0)
+            cells.append(f"{rps:,.0f} ({rps / base:.0%})")
+        p99 = med(name, "1KB JSON", 1) / 1000
+        cpu = "—" if name == "direct" else f"{med(name, '1KB JSON', 2):.1f}"
+        cpu16 = "—" if name == "direct" else f"{med(name, '16KB JSON', 2):.1f}"
+        print(f"| {name} | " + " | ".join(cells) + f" | {p99:.2f} ms | {cpu} | {cpu16} |")
+
 
 # --- added latency at half load (open loop) -----------------------------------
 #
@@ -321,7 +327,7 @@ subprocess.run(["taskset", "-c", "1", os.path.join(REL, "warden-load"), "saturat
                 "--max-clients", "64", "--header", f"x-api-key: {API_KEY}", "--quiet",
                 "--report", sat], capture_output=True)
 sat_rps = json.load(open(sat))["max_sustainable_rps"] if os.path.exists(sat) else 0.0
-half = sat_rps / 2 if sat_rps > 0 else med("warden", "1KB JSON", 0) / 2
+half = sat_rps / 2 if sat_rps > 0 or ONLY_HALF else med("warden", "1KB JSON", 0) / 2
 
 
 def half_run(name, rate, rep):
