@@ -987,26 +987,38 @@ impl<'de> Visitor<'de> for ResultSeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
         self.0.visit_seq(seq)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let inner = self.0.descend()?;
-        let mut keys = KeySet::default();
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if keys.insert_is_dup(&key) {
-                self.0.violation.set(Some(Violation::DuplicateKey));
-                return Err(de::Error::custom("duplicate member"));
-            }
-            if near_name(&key, &RESULT_NAMES) {
-                self.0.violation.set(Some(Violation::NearName));
-                return Err(de::Error::custom("near-name member"));
-            }
-            if LIST_NAMES.contains(&&*key) {
-                map.next_value_seed(ListSeed(inner))?;
-            } else {
-                map.next_value_seed(inner)?;
-            }
-        }
-        Ok(())
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        named_members(self.0, map, &RESULT_NAMES, true)
     }
+}
+
+/// The members of an object whose names the gateway reads: no duplicates,
+/// no near-names of `names`; with `lists`, a result's lists are checked
+/// item by item ([`ListSeed`]).
+fn named_members<'de, A: MapAccess<'de>>(
+    c: Checked<'_>,
+    mut map: A,
+    names: &[&str],
+    lists: bool,
+) -> Result<(), A::Error> {
+    let inner = c.descend()?;
+    let mut keys = KeySet::default();
+    while let Some(key) = map.next_key_seed(KeySeed)? {
+        if keys.insert_is_dup(&key) {
+            c.violation.set(Some(Violation::DuplicateKey));
+            return Err(de::Error::custom("duplicate member"));
+        }
+        if near_name(&key, names) {
+            c.violation.set(Some(Violation::NearName));
+            return Err(de::Error::custom("near-name member"));
+        }
+        if lists && LIST_NAMES.contains(&&*key) {
+            map.next_value_seed(ListSeed(inner))?;
+        } else {
+            map.next_value_seed(inner)?;
+        }
+    }
+    Ok(())
 }
 
 /// The lists a result carries, whose items the gateway filters and pins.
@@ -1102,21 +1114,8 @@ impl<'de> Visitor<'de> for ItemSeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
         self.0.visit_seq(seq)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let inner = self.0.descend()?;
-        let mut keys = KeySet::default();
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if keys.insert_is_dup(&key) {
-                self.0.violation.set(Some(Violation::DuplicateKey));
-                return Err(de::Error::custom("duplicate member"));
-            }
-            if near_name(&key, &ITEM_NAMES) {
-                self.0.violation.set(Some(Violation::NearName));
-                return Err(de::Error::custom("near-name member"));
-            }
-            map.next_value_seed(inner)?;
-        }
-        Ok(())
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        named_members(self.0, map, &ITEM_NAMES, false)
     }
 }
 
