@@ -106,6 +106,9 @@ pub struct Snapshot {
     /// Redacts free text the gateway itself writes (audit fields): the
     /// bundle's DLP detectors, or the built-in ones.
     pub redactor: Arc<crate::dlp::Scanner>,
+    /// The chain's DLP filter, which also judges what travels beside the
+    /// messages (header values, the URL): `None` without a `dlp` section.
+    pub dlp: Option<Arc<crate::dlp::DlpFilter>>,
 }
 
 impl Snapshot {
@@ -349,11 +352,17 @@ impl Snapshot {
             crate::dlp::Scanner::new(custom)
                 .map_err(|e| BuildError::at("warden.yaml", "dlp", e))?,
         );
-        if let Some(d) = &config.dlp {
-            let f = crate::dlp::DlpFilter::new(d.clone(), config.catalog.clone())
-                .map_err(|e| BuildError::at("warden.yaml", "dlp", e))?;
-            filters.push(Arc::new(f));
-        }
+        let dlp = match &config.dlp {
+            Some(d) => {
+                let f = Arc::new(
+                    crate::dlp::DlpFilter::new(d.clone(), config.catalog.clone())
+                        .map_err(|e| BuildError::at("warden.yaml", "dlp", e))?,
+                );
+                filters.push(f.clone());
+                Some(f)
+            }
+            None => None,
+        };
         filters.extend(extra);
         // Last: a held call has passed every other guard, its bytes final.
         if let Some(f) = crate::approval::ApprovalFilter::new(
@@ -375,6 +384,7 @@ impl Snapshot {
             auth,
             policy,
             redactor,
+            dlp,
         })
     }
 

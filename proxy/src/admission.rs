@@ -236,6 +236,8 @@ pub async fn admit(
                 ),
             ));
         }
+        // No call: the rules for the lowest risk apply.
+        crate::metadata::judge(ctx, req, warden_config::access::Risk::Low)?;
         return Ok(Admitted::Stream);
     }
     Ok(Admitted::Post)

@@ -128,6 +128,11 @@ pub struct RequestCtx {
     /// naming both types, a session for a GET stream): named in the error
     /// if the server then refuses the request.
     pub missing: Option<&'static str>,
+    /// DLP's findings in the request's header values and URL (see
+    /// `metadata`), recorded with the exchange's first record.
+    pub metadata_findings: Vec<warden_filters::dlp::FindingNote>,
+    /// Client headers DLP withheld from the upstream.
+    pub withheld_headers: Vec<http::HeaderName>,
 }
 
 impl RequestCtx {
@@ -178,6 +183,8 @@ impl RequestCtx {
             params_out: None,
             name_out: None,
             missing: None,
+            metadata_findings: Vec::new(),
+            withheld_headers: Vec::new(),
         }
     }
 

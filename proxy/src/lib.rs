@@ -20,6 +20,7 @@ pub mod judging;
 pub mod ledger;
 pub mod live;
 pub mod loopback;
+pub mod metadata;
 pub mod metrics;
 pub mod otel;
 pub mod outbound;

@@ -275,6 +275,20 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             rec.reason = Some(r.error.message.clone());
         }
     }
+    // What DLP found in the header values and URL: with the first record.
+    if let Some(first) = out.first_mut() {
+        for f in std::mem::take(&mut ctx.metadata_findings) {
+            m.dlp_findings
+                .with_label_values(&[&f.detector, "request", f.action])
+                .inc();
+            first.dlp.push(crate::audit::DlpFinding {
+                detector: f.detector,
+                rule: f.rule,
+                path: f.path,
+                action: f.action,
+            });
+        }
+    }
     if let (Some(tel), Some(ids)) = (gw.telemetry.get(), ctx.trace) {
         let start = std::time::SystemTime::now() - ctx.start.elapsed();
         let end = std::time::SystemTime::now();

@@ -54,6 +54,8 @@ pub struct Rewrite<'a> {
     api_key_header: Option<&'a str>,
     framed: bool,
     set: Vec<Set>,
+    /// Client headers DLP withheld (see `metadata`).
+    withheld: Vec<http::HeaderName>,
 }
 
 /// One of the gateway's own header names (lower-case constants), without
@@ -224,6 +226,7 @@ impl<'a> Rewrite<'a> {
                 .map(|id| id.api_key_header.as_str()),
             framed: body_len.is_some(),
             set,
+            withheld: ctx.withheld_headers.clone(),
         })
     }
 
@@ -232,6 +235,7 @@ impl<'a> Rewrite<'a> {
     fn drops(&self, name: &http::HeaderName) -> bool {
         stripped(name.as_str(), self.direct, self.api_key_header, self.framed)
             || self.set.iter().any(|s| !s.append && s.name == name)
+            || self.withheld.contains(name)
     }
 
     /// Applies the rewrite to a Pingora request header.
@@ -337,6 +341,18 @@ fn stripped(n: &str, direct: bool, api_key_header: Option<&str>, framed: bool) -
                 || api_key_header.is_some_and(|h| n.eq_ignore_ascii_case(h))))
 }
 
+/// Whether the client's header `name` (lower case) can reach an upstream
+/// with the value the client sent, on any leg: what DLP must judge (see
+/// `metadata`). Not the headers stripped on a direct route (credentials for
+/// the gateway, which a virtual server's member leg strips in turn), nor
+/// those the gateway always replaces (`Host`, framing, `Accept-Encoding`,
+/// a sealed `Mcp-Session-Id`).
+pub fn forwarded(name: &str, api_key_header: Option<&str>, session_sealed: bool) -> bool {
+    !(stripped(name, true, api_key_header, true)
+        || matches!(name, "host" | "content-length" | "accept-encoding")
+        || (session_sealed && name == "mcp-session-id"))
+}
+
 /// The caller's justification, for policy and audit (see [`stripped`]).
 const JUSTIFICATION: &str = "x-warden-justification";
 
@@ -372,6 +388,8 @@ mod tests {
             ("Trailer", "x-late"),
             ("Upgrade", "websocket"),
             ("Mcp-Session-Id", "s1"),
+            // DLP withheld it (see `metadata`).
+            ("X-Withheld", "123-45-6789"),
             ("Accept", "application/json, text/event-stream"),
         ] {
             r.append_header(n, v).expect("append");
@@ -386,6 +404,7 @@ mod tests {
             api_key_header: Some(api_key_header),
             framed,
             set,
+            withheld: vec![http::HeaderName::from_static("x-withheld")],
         }
     }
 
@@ -511,6 +530,7 @@ mod tests {
                 "only the judged mirrored headers: {headers:?}"
             );
             assert!(!headers.iter().any(|h| h.starts_with("transfer-encoding")));
+            assert!(!headers.iter().any(|h| h.starts_with("x-withheld")));
             assert_eq!(
                 headers.iter().any(|h| h.starts_with("authorization")),
                 !direct

@@ -2160,3 +2160,96 @@ async fn a_get_or_delete_body_is_refused_in_every_framing() {
     }
     assert!(h.received().is_empty(), "nothing reached the upstream");
 }
+
+/// Header values and the URL reach the upstream beside the body: a secret
+/// in either is judged by DLP as the body is — however it is encoded in
+/// the URL, on a POST or a GET — and a redacted header is not sent on.
+#[tokio::test]
+async fn secrets_beside_the_body_are_judged() {
+    let (h, gw) = setup().await;
+    let ua = format!("agent/1.0 ({AKIA})");
+    let blocked: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/mock/mcp", vec![("x-note", AKIA)]),
+        ("/mock/mcp", vec![("user-agent", ua.as_str())]),
+        // An unsealed session id goes upstream as the client wrote it.
+        ("/mock/mcp", vec![("mcp-session-id", AKIA)]),
+        ("/mock/mcp?k=AKIA%49OSFODNN7EXAMPLE", vec![]),
+        ("/mock/mcp?k=%41%4B%49%41IOSFODNN7EXAMPLE", vec![]),
+        ("/mock/mcp/AKIA%49OSFODNN7EXAMPLE", vec![]),
+        // An SSN is redacted in a body, but a URL cannot be.
+        ("/mock/mcp?ssn=123-45-6789", vec![]),
+        ("/mock/mcp?ssn=123+45+6789", vec![]),
+    ];
+    for (path, extra) in &blocked {
+        let (s, _, text) = post_with(&gw, path, &call(1, "echo"), extra).await;
+        assert_eq!(s, 403, "{path} {extra:?}: {text}");
+        assert_eq!(
+            messages(&text)[0]["error"]["code"],
+            -31015,
+            "{path}: {text}"
+        );
+        assert!(!text.contains("IOSFODNN7"), "{path}: {text}");
+    }
+    // A GET stream is judged alike.
+    let (s, _, body) = request(
+        &gw.url("/mock/mcp"),
+        "GET",
+        &[("accept", "text/event-stream"), ("x-note", AKIA)],
+        Default::default(),
+        false,
+    )
+    .await
+    .expect("get");
+    assert_eq!(s, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(h.received().is_empty(), "nothing reached the upstream");
+
+    // A header a redacting rule matches is withheld; the call goes on, the
+    // other headers as sent, and the finding is recorded.
+    h.script([Reply::json(&clean_reply(2))]);
+    let (s, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call(2, "echo"),
+        &[("x-ssn", "123-45-6789"), ("x-fine", "hello there")],
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    let got = h.received();
+    let sent = got.iter().find(|r| r.method == "POST").expect("forwarded");
+    assert!(sent.header("x-ssn").is_empty(), "{:?}", sent.headers);
+    assert_eq!(sent.header("x-fine"), vec!["hello there"]);
+    let recs = gw.audit_when(|r| {
+        r.iter().any(|x| {
+            x["dlp"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|f| f["path"] == "header:x-ssn"))
+        })
+    });
+    let findings: Vec<&Value> = recs
+        .iter()
+        .filter_map(|r| r["dlp"].as_array())
+        .flatten()
+        .collect();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["path"] == "header:x-ssn" && f["action"] == "redact"),
+        "{findings:?}"
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["path"] == "header:x-note" && f["action"] == "block"),
+        "{findings:?}"
+    );
+    // The gateway's own credentials are not judged (they never go upstream).
+    h.script([Reply::json(&clean_reply(3))]);
+    let (s, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call(3, "echo"),
+        &[("authorization", &format!("Bearer {AKIA}"))],
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+}

@@ -623,6 +623,23 @@ pub struct FindingNote {
     pub action: &'static str,
 }
 
+/// What DLP makes of a request's metadata (header values, URL): text that
+/// cannot be redacted in place. A blocking rule refuses the request; a
+/// redacting or stripping rule withholds the item (a header is not sent
+/// on; a URL cannot go without it, so the caller refuses); a logging rule
+/// only records.
+#[derive(Debug, Default)]
+pub struct MetadataVerdict {
+    /// The blocking rules that matched.
+    pub blocked: Vec<String>,
+    /// Positions (in the items judged) of those a redacting rule matched,
+    /// with the rule.
+    pub withheld: Vec<(usize, String)>,
+    /// Each finding with the position of its item; the caller names the
+    /// place in `path`.
+    pub findings: Vec<(usize, FindingNote)>,
+}
+
 /// Applies the bundle's DLP rules to messages in both directions.
 pub struct DlpFilter {
     scanner: Scanner,
@@ -681,6 +698,65 @@ impl DlpFilter {
 
     pub fn scanner(&self) -> &Scanner {
         &self.scanner
+    }
+
+    /// The risk a tool call of `server` runs at, for rules with `min_risk`
+    /// (a tool the catalog does not rate is `MEDIUM`, as for its messages).
+    pub fn risk_of(&self, server: &str, tool: &str) -> Risk {
+        self.catalog
+            .get(server)
+            .map_or(Risk::Medium, |c| c.risk(tool))
+    }
+
+    /// Judges text that travels to the upstream beside the messages: the
+    /// client's header values and the URL's path and query (see
+    /// [`MetadataVerdict`]). `risk` is the riskiest call the request carries
+    /// (`LOW` when it carries none).
+    pub fn judge_metadata(&self, texts: &[&str], risk: Risk) -> MetadataVerdict {
+        let mut v = MetadataVerdict::default();
+        let mut hits = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            hits.clear();
+            self.scanner.scan_str(text, &mut hits);
+            for h in &hits {
+                let d = &self.scanner.detectors[h.detector];
+                let Some(rule) =
+                    self.dlp
+                        .rule_for(&d.name, d.category.as_str(), DlpDirection::Request, risk)
+                else {
+                    continue;
+                };
+                v.findings.push((
+                    i,
+                    FindingNote {
+                        detector: d.name.clone(),
+                        rule: rule.name.clone(),
+                        path: String::new(),
+                        action: rule.action.as_str(),
+                    },
+                ));
+                match rule.action {
+                    DlpAction::Block => {
+                        if !v.blocked.contains(&rule.name) {
+                            v.blocked.push(rule.name.clone());
+                        }
+                    }
+                    DlpAction::Redact | DlpAction::Strip => {
+                        if !v.withheld.iter().any(|(j, r)| *j == i && *r == rule.name) {
+                            v.withheld.push((i, rule.name.clone()));
+                        }
+                    }
+                    DlpAction::Log => {}
+                }
+            }
+        }
+        v
+    }
+
+    /// The refusal of a request whose metadata a blocking rule matched.
+    pub fn metadata_refusal(blocked: &[String]) -> crate::error::Refusal {
+        let d = dlp_blocked(blocked);
+        crate::error::Refusal::new(403, "dlp_blocked", d.error)
     }
 
     fn judge(
@@ -959,6 +1035,24 @@ mod redaction {
         let ctx = Exchange::new(&p, "s");
         let msg = Message::from_server(&env, raw.as_bytes(), Some("tools/call"), Some("t"));
         f.on_response(&msg, &ctx, &mut Notes::default())
+    }
+
+    #[test]
+    fn metadata_is_judged_by_the_request_rules() {
+        let key = "AKIAIOSFODNN7EXAMPLE";
+        let ua = format!("agent/1.0 ({key})");
+        let items = [key, &ua, "hello there", "k=AKIAIOSFODNN7EXAMPLE"];
+        let v = filter(DlpAction::Block).judge_metadata(&items, Risk::Low);
+        assert_eq!(v.blocked, ["r"]);
+        let places: Vec<usize> = v.findings.iter().map(|(i, _)| *i).collect();
+        assert_eq!(places, [0, 1, 3]);
+        let v = filter(DlpAction::Redact).judge_metadata(&items, Risk::Low);
+        assert!(v.blocked.is_empty());
+        let withheld: Vec<usize> = v.withheld.iter().map(|(i, _)| *i).collect();
+        assert_eq!(withheld, [0, 1, 3]);
+        let v = filter(DlpAction::Log).judge_metadata(&items, Risk::Low);
+        assert!(v.blocked.is_empty() && v.withheld.is_empty());
+        assert_eq!(v.findings.len(), 3);
     }
 
     #[test]
