@@ -36,27 +36,37 @@ pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader, risk: Risk) -> Result<()
         .identity
         .as_ref()
         .map(|id| id.api_key_header.as_str());
-    // Where each text is: a header (by name) or a part of the URL.
+    // Each header is judged as `name: value`, as a server logs it (so that
+    // `Password: …` reads as the assignment it is, and a name can carry
+    // nothing either); the texts share one buffer.
     let mut places: Vec<Place<'_>> = Vec::new();
-    let mut texts: Vec<Cow<'_, str>> = Vec::new();
+    let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut buf = String::new();
     for (name, value) in req.headers.iter() {
         if crate::upstream::forwarded(name.as_str(), api_key_header, ctx.session_sealed) {
+            let start = buf.len();
+            buf.push_str(name.as_str());
+            buf.push_str(": ");
+            buf.push_str(&String::from_utf8_lossy(value.as_bytes()));
             places.push(Place::Header(name));
-            texts.push(String::from_utf8_lossy(value.as_bytes()));
+            spans.push(start..buf.len());
         }
     }
     for (part, text) in client_url(ctx, req) {
+        let start = buf.len();
+        buf.push_str(&text);
         places.push(Place::Url(part));
-        texts.push(text);
+        spans.push(start..buf.len());
     }
-    if texts.is_empty() {
+    if spans.is_empty() {
         return Ok(());
     }
-    let items: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
+    let items: Vec<&str> = spans.iter().map(|r| &buf[r.clone()]).collect();
     let v = dlp.judge_metadata(&items, risk);
     for (i, mut f) in v.findings {
+        // The client chose the name: it is recorded DLP-redacted.
         f.path = match places[i] {
-            Place::Header(name) => format!("header:{}", name.as_str()),
+            Place::Header(name) => format!("header:{}", rt.snap.redact_text(name.as_str(), 64)),
             Place::Url(part) => format!("url:{part}"),
         };
         ctx.metadata_findings.push(f);

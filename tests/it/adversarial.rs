@@ -2173,6 +2173,8 @@ async fn secrets_beside_the_body_are_judged() {
         ("/mock/mcp", vec![("user-agent", ua.as_str())]),
         // An unsealed session id goes upstream as the client wrote it.
         ("/mock/mcp", vec![("mcp-session-id", AKIA)]),
+        // A header is read as `name: value`, as a server logs it.
+        ("/mock/mcp", vec![("x-password", "Zx9kLm2Qp7vWr4Tn")]),
         ("/mock/mcp?k=AKIA%49OSFODNN7EXAMPLE", vec![]),
         ("/mock/mcp?k=%41%4B%49%41IOSFODNN7EXAMPLE", vec![]),
         ("/mock/mcp/AKIA%49OSFODNN7EXAMPLE", vec![]),
