@@ -201,6 +201,10 @@ pub async fn admit(
         }
     }
 
+    // What goes upstream beside the body (headers, URL), before anything
+    // is read or spent.
+    crate::metadata::judge(ctx, req)?;
+
     // Streamable HTTP's requirements of the client, remembered so that a
     // server refusing the request gets an error that says why.
     let accept = header_str(req, "accept").unwrap_or("").to_ascii_lowercase();
@@ -236,8 +240,6 @@ pub async fn admit(
                 ),
             ));
         }
-        // No call: the rules for the lowest risk apply.
-        crate::metadata::judge(ctx, req, warden_config::access::Risk::Low)?;
         return Ok(Admitted::Stream);
     }
     Ok(Admitted::Post)

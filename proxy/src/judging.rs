@@ -110,25 +110,6 @@ pub async fn judge(
         }
         Parsed::Batch(_) => {}
     }
-    // The header values and URL go upstream beside the body: judged by
-    // DLP at the riskiest call the request carries.
-    if let Some(dlp) = rt.snap.dlp.as_deref() {
-        let envs: Vec<&warden_filters::Envelope> = match &parsed {
-            Parsed::Single(env) => vec![env],
-            Parsed::Batch(items) => items.iter().filter_map(|i| i.as_ref().ok()).collect(),
-        };
-        let risk = envs
-            .iter()
-            .filter(|e| e.method.as_deref() == Some("tools/call"))
-            .filter_map(|e| e.name.as_deref())
-            .map(|t| dlp.risk_of(&server.name, t))
-            .max()
-            .unwrap_or(warden_config::access::Risk::Low);
-        crate::metadata::judge(ctx, session.req_header(), risk).map_err(|r| match &parsed {
-            Parsed::Single(env) => r.with_id(env.id.clone()),
-            Parsed::Batch(_) => r,
-        })?;
-    }
     let kept_params = undeclared_params(ctx, &decls, &rt.snap)?;
     // A client response answers a server→client request the gateway let
     // through on this session, once; anything else is refused.

@@ -1,75 +1,97 @@
-//! What travels to the upstream beside the messages — the client's header
-//! values and the URL's own path and query — judged by the bundle's DLP
+//! What travels to the upstream beside the messages — the client's
+//! headers and the URL's own path and query — judged by the bundle's DLP
 //! rules, as the messages are: a request can carry data out in a header
 //! (`X-Note: AKIA…`) or a query (`?q=…`) as well as in its body.
 //!
-//! Judged here: every client header the upstream receives as the client
-//! sent it (see [`crate::upstream::forwarded`]; credentials for the gateway,
-//! hop-by-hop headers and the ones the gateway replaces never reach it),
-//! and the path below the route's prefix and the query, percent-decoded as
-//! a server reads them (a `+` in the query also as a space). A blocking
-//! rule refuses the request (403, -31015). A redacting or stripping rule
-//! withholds a header (it is not sent on) and refuses a URL, which cannot
-//! go without its text. Every finding is recorded in the audit record.
+//! Judged here, at admission (before a body is read or anything is spent):
+//! every client header the upstream receives as the client sent it (see
+//! [`crate::upstream::forwarded`]; credentials for the gateway, hop-by-hop
+//! headers and the ones the gateway replaces never reach it), and the path
+//! below the route's prefix and the query, percent-decoded as a server
+//! reads them (a `+` in the query also as a space). A header is read as
+//! `name: value` with the name spelled as it is sent, and its name also in
+//! upper and lower case (a server may fold it); a value that is not UTF-8
+//! is also read as Latin-1, as Node and Starlette read it. Metadata goes to
+//! the server, not to one tool: it is judged at the server's highest risk
+//! (its catalog's default or riskiest tool). A blocking rule refuses the
+//! request (403, -31015). A redacting or stripping rule withholds a header
+//! (it is not sent on) and refuses a URL, which cannot go without its
+//! text. Every finding is recorded in the audit record.
 
 use std::borrow::Cow;
 
 use pingora::http::RequestHeader;
-use warden_config::access::Risk;
 use warden_filters::dlp::DlpFilter;
 use warden_filters::Refusal;
 
 use crate::ctx::RequestCtx;
 
-/// Judges `req`'s metadata for the call `ctx` admitted, at `risk` (the
-/// riskiest call the request carries; `LOW` for a GET or DELETE).
-pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader, risk: Risk) -> Result<(), Refusal> {
-    let Some(rt) = ctx.rt.clone() else {
+/// Judges `req`'s metadata for the server `ctx` admitted it to.
+pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader) -> Result<(), Refusal> {
+    let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
         return Ok(());
     };
     let Some(dlp) = rt.snap.dlp.as_deref() else {
         return Ok(());
     };
+    let risk = dlp.server_risk(&rt.snap.config.servers[server].name);
     let api_key_header = rt
         .snap
         .config
         .identity
         .as_ref()
         .map(|id| id.api_key_header.as_str());
-    // Each header is judged as `name: value`, as a server logs it (so that
-    // `Password: …` reads as the assignment it is, and a name can carry
-    // nothing either); the texts share one buffer.
-    let mut places: Vec<Place<'_>> = Vec::new();
-    let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut buf = String::new();
-    for (name, value) in req.headers.iter() {
-        if crate::upstream::forwarded(name.as_str(), api_key_header, ctx.session_sealed) {
-            let start = buf.len();
-            buf.push_str(name.as_str());
-            buf.push_str(": ");
-            buf.push_str(&String::from_utf8_lossy(value.as_bytes()));
-            places.push(Place::Header(name));
-            spans.push(start..buf.len());
+    // The names as the client spelled them (HTTP/1 keeps them so on a
+    // proxied GET or DELETE), in the order of `headers`.
+    let cased: Vec<&[u8]> = req.case_header_iter().map(|(n, _)| n.as_slice()).collect();
+    let mut t = Texts::default();
+    for (i, (name, value)) in req.headers.iter().enumerate() {
+        if !crate::upstream::forwarded(name.as_str(), api_key_header, ctx.session_sealed) {
+            continue;
+        }
+        let lower = name.as_str();
+        let sent = cased
+            .get(i)
+            .filter(|c| c.eq_ignore_ascii_case(lower.as_bytes()))
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .unwrap_or(lower);
+        for v in readings(value.as_bytes()) {
+            t.add(Place::Header(name), &[sent, ": ", &v]);
+        }
+        if !common_name(lower) {
+            t.add(
+                Place::Header(name),
+                &[&lower.to_ascii_uppercase(), " ", lower],
+            );
         }
     }
     for (part, text) in client_url(ctx, req) {
-        let start = buf.len();
-        buf.push_str(&text);
-        places.push(Place::Url(part));
-        spans.push(start..buf.len());
+        t.add(Place::Url(part), &[&text]);
     }
-    if spans.is_empty() {
+    if t.spans.is_empty() {
         return Ok(());
     }
-    let items: Vec<&str> = spans.iter().map(|r| &buf[r.clone()]).collect();
+    let items: Vec<&str> = t.spans.iter().map(|r| &t.buf[r.clone()]).collect();
+    let places = &t.places;
     let v = dlp.judge_metadata(&items, risk);
     for (i, mut f) in v.findings {
-        // The client chose the name: it is recorded DLP-redacted.
+        // The client chose the name: it is named only when DLP finds
+        // nothing in it (in either case).
         f.path = match places[i] {
-            Place::Header(name) => format!("header:{}", rt.snap.redact_text(name.as_str(), 64)),
+            Place::Header(name) => {
+                let n = name.as_str();
+                let clean = |t: &str| rt.snap.redact_text(t, usize::MAX) == t;
+                if clean(n) && clean(&n.to_ascii_uppercase()) {
+                    format!("header:{n}")
+                } else {
+                    "header:[REDACTED]".to_owned()
+                }
+            }
             Place::Url(part) => format!("url:{part}"),
         };
-        ctx.metadata_findings.push(f);
+        if !ctx.metadata_findings.contains(&f) {
+            ctx.metadata_findings.push(f);
+        }
     }
     if !v.blocked.is_empty() {
         return Err(DlpFilter::metadata_refusal(&v.blocked));
@@ -91,6 +113,68 @@ pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader, risk: Risk) -> Result<()
         return Err(DlpFilter::metadata_refusal(&url_rules));
     }
     Ok(())
+}
+
+/// A header name every client sends, which can carry nothing in either
+/// case (its `name: value` text is still judged).
+fn common_name(n: &str) -> bool {
+    matches!(
+        n,
+        "accept"
+            | "accept-language"
+            | "user-agent"
+            | "content-type"
+            | "mcp-session-id"
+            | "mcp-protocol-version"
+            | "mcp-method"
+            | "mcp-name"
+            | "last-event-id"
+            | "traceparent"
+            | "tracestate"
+            | "baggage"
+            | "cache-control"
+            | "pragma"
+            | "referer"
+            | "x-request-id"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-real-ip"
+            | "forwarded"
+            | "via"
+    )
+}
+
+/// How peers read a header value: as UTF-8, and (when it is not ASCII)
+/// also byte for byte as Latin-1.
+fn readings(v: &[u8]) -> Vec<Cow<'_, str>> {
+    if v.is_ascii() {
+        // ASCII bytes are UTF-8.
+        return vec![Cow::Borrowed(std::str::from_utf8(v).unwrap_or_default())];
+    }
+    vec![
+        String::from_utf8_lossy(v),
+        Cow::Owned(v.iter().map(|&b| char::from(b)).collect()),
+    ]
+}
+
+/// The texts to judge, each a span of one buffer, and where each is.
+#[derive(Default)]
+struct Texts<'a> {
+    buf: String,
+    spans: Vec<std::ops::Range<usize>>,
+    places: Vec<Place<'a>>,
+}
+
+impl<'a> Texts<'a> {
+    fn add(&mut self, place: Place<'a>, parts: &[&str]) {
+        let start = self.buf.len();
+        for p in parts {
+            self.buf.push_str(p);
+        }
+        self.spans.push(start..self.buf.len());
+        self.places.push(place);
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -137,13 +221,31 @@ fn client_url<'a>(ctx: &RequestCtx, req: &'a RequestHeader) -> Vec<(&'static str
     out
 }
 
+/// `s` percent-decoded; escapes that do not decode to UTF-8 are read as
+/// Latin-1 (as a server decoding that way would read them).
 fn decode(s: &str) -> Cow<'_, str> {
-    percent_encoding::percent_decode_str(s).decode_utf8_lossy()
+    let bytes: Cow<'_, [u8]> = percent_encoding::percent_decode_str(s).into();
+    match bytes {
+        Cow::Borrowed(_) => Cow::Borrowed(s),
+        Cow::Owned(b) => match String::from_utf8(b) {
+            Ok(text) => Cow::Owned(text),
+            Err(e) => Cow::Owned(e.into_bytes().iter().map(|&c| char::from(c)).collect()),
+        },
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::decode;
+    use super::{decode, readings};
+
+    #[test]
+    fn a_header_value_is_read_as_utf8_and_as_latin1() {
+        assert_eq!(readings(b"plain"), ["plain"]);
+        assert_eq!(
+            readings(b"123\xA045\xA06789"),
+            ["123\u{FFFD}45\u{FFFD}6789", "123\u{A0}45\u{A0}6789"]
+        );
+    }
 
     #[test]
     fn decodes_as_a_server_reads() {
@@ -151,5 +253,7 @@ mod tests {
         assert_eq!(decode("a%2Fb"), "a/b");
         assert_eq!(decode("%ZZ"), "%ZZ");
         assert_eq!(decode("%C3%A9"), "é");
+        // Not UTF-8: read as Latin-1 (a soft hyphen DLP's view removes).
+        assert_eq!(decode("AKIA%ADIOSF"), "AKIA\u{AD}IOSF");
     }
 }

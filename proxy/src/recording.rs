@@ -363,8 +363,15 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         group: meta.map_or(none, |m| m.group.clone()),
         via: ctx.via.clone(),
         http_method: http_method(req),
-        path: bounded(req.uri.path(), 512).into(),
-        session_id: ctx.session_id.as_deref().map(Into::into),
+        // The client wrote both: DLP-redacted, as every client-chosen field.
+        path: match &ctx.rt {
+            Some(rt) => redacted_path(rt, bounded(req.uri.path(), 512)).into(),
+            None => bounded(req.uri.path(), 512).into(),
+        },
+        session_id: ctx.session_id.as_deref().map(|s| match &ctx.rt {
+            Some(rt) => rt.snap.redact_text(s, 256).into(),
+            None => s.into(),
+        }),
         direction: "request",
         jsonrpc_id: None,
         method: None,
@@ -440,6 +447,18 @@ pub fn trace_id(req: &RequestHeader, request_id: u64) -> String {
 }
 
 /// The first `n` characters of `s`.
+/// A request path for the audit record: as it came when DLP finds nothing
+/// in it, read percent-decoded; otherwise decoded, the findings masked.
+fn redacted_path<'a>(rt: &crate::runtime::Runtime, path: &'a str) -> std::borrow::Cow<'a, str> {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let masked = rt.snap.redact_text(&decoded, usize::MAX);
+    if masked == decoded {
+        std::borrow::Cow::Borrowed(path)
+    } else {
+        std::borrow::Cow::Owned(masked)
+    }
+}
+
 fn bounded(s: &str, n: usize) -> &str {
     if s.len() <= n {
         return s;

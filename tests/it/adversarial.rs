@@ -2175,6 +2175,8 @@ async fn secrets_beside_the_body_are_judged() {
         ("/mock/mcp", vec![("mcp-session-id", AKIA)]),
         // A header is read as `name: value`, as a server logs it.
         ("/mock/mcp", vec![("x-password", "Zx9kLm2Qp7vWr4Tn")]),
+        // A name carries nothing either, in whatever case it is sent.
+        ("/mock/mcp", vec![("X-AKIAIOSFODNN7EXAMPLE", "1")]),
         ("/mock/mcp?k=AKIA%49OSFODNN7EXAMPLE", vec![]),
         ("/mock/mcp?k=%41%4B%49%41IOSFODNN7EXAMPLE", vec![]),
         ("/mock/mcp/AKIA%49OSFODNN7EXAMPLE", vec![]),
@@ -2244,6 +2246,13 @@ async fn secrets_beside_the_body_are_judged() {
             .any(|f| f["path"] == "header:x-note" && f["action"] == "block"),
         "{findings:?}"
     );
+    // The audit trail names what was found and where, never the text:
+    // not in a finding's path, nor in the record's path or session id.
+    let trail = serde_json::to_string(&gw.audit()).expect("json");
+    assert!(!trail.to_ascii_lowercase().contains("osfodnn7"), "{trail}");
+    assert!(!trail.contains("123-45-6789"), "{trail}");
+    assert!(!trail.contains("Zx9kLm2Qp7vWr4Tn"), "{trail}");
+    assert!(trail.contains("header:[REDACTED]"), "{trail}");
     // The gateway's own credentials are not judged (they never go upstream).
     h.script([Reply::json(&clean_reply(3))]);
     let (s, _, text) = post_with(

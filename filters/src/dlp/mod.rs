@@ -700,12 +700,16 @@ impl DlpFilter {
         &self.scanner
     }
 
-    /// The risk a tool call of `server` runs at, for rules with `min_risk`
-    /// (a tool the catalog does not rate is `MEDIUM`, as for its messages).
-    pub fn risk_of(&self, server: &str, tool: &str) -> Risk {
-        self.catalog
-            .get(server)
-            .map_or(Risk::Medium, |c| c.risk(tool))
+    /// The highest risk a call to `server` can run at, for rules with
+    /// `min_risk`: its catalog's default (what an unrated tool runs at) or
+    /// its riskiest tool; `MEDIUM` without a catalog, as for its messages.
+    pub fn server_risk(&self, server: &str) -> Risk {
+        self.catalog.get(server).map_or(Risk::Medium, |c| {
+            c.tools
+                .values()
+                .filter_map(|t| t.risk)
+                .fold(c.default_risk, Risk::max)
+        })
     }
 
     /// Judges text that travels to the upstream beside the messages: the
@@ -1053,6 +1057,36 @@ mod redaction {
         let v = filter(DlpAction::Log).judge_metadata(&items, Risk::Low);
         assert!(v.blocked.is_empty() && v.withheld.is_empty());
         assert_eq!(v.findings.len(), 3);
+        // A value's Latin-1 reading: the soft hyphen a reader does not see.
+        let v = filter(DlpAction::Block)
+            .judge_metadata(&["x-note: AKIA\u{AD}IOSFODNN7EXAMPLE"], Risk::Low);
+        assert_eq!(v.blocked, ["r"]);
+    }
+
+    #[test]
+    fn metadata_runs_at_the_servers_highest_risk() {
+        let mut catalog = std::collections::HashMap::new();
+        let mut c = ServerCatalog {
+            default_risk: Risk::Low,
+            ..Default::default()
+        };
+        let rated = |r| warden_config::access::ToolEntry {
+            risk: Some(r),
+            cost: 1,
+            input_schema: None,
+            output_schema: None,
+            fingerprints: Vec::new(),
+            url_arguments: Vec::new(),
+            egress_allow: Vec::new(),
+            scopes: Vec::new(),
+        };
+        c.tools.insert("read".into(), rated(Risk::Low));
+        c.tools.insert("wire".into(), rated(Risk::High));
+        catalog.insert("bank".to_owned(), c);
+        let f = DlpFilter::new(filter(DlpAction::Block).dlp.clone(), catalog)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f.server_risk("bank"), Risk::High);
+        assert_eq!(f.server_risk("other"), Risk::Medium);
     }
 
     #[test]
