@@ -43,20 +43,26 @@ pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader) -> Result<(), Refusal> {
         .map(|id| id.api_key_header.as_str());
     // The names as the client spelled them (HTTP/1 keeps them so on a
     // proxied GET or DELETE), in the order of `headers`.
-    let cased: Vec<&[u8]> = req.case_header_iter().map(|(n, _)| n.as_slice()).collect();
-    let mut t = Texts::default();
-    for (i, (name, value)) in req.headers.iter().enumerate() {
+    let mut cased = req.case_header_iter().map(|(n, _)| n.as_slice());
+    let mut t = Texts {
+        buf: String::with_capacity(512),
+        spans: Vec::with_capacity(16),
+        places: Vec::with_capacity(16),
+    };
+    for (name, value) in req.headers.iter() {
+        let spelled = cased.next();
         if !crate::upstream::forwarded(name.as_str(), api_key_header, ctx.session_sealed) {
             continue;
         }
         let lower = name.as_str();
-        let sent = cased
-            .get(i)
+        let sent = spelled
             .filter(|c| c.eq_ignore_ascii_case(lower.as_bytes()))
             .and_then(|c| std::str::from_utf8(c).ok())
             .unwrap_or(lower);
-        for v in readings(value.as_bytes()) {
-            t.add(Place::Header(name), &[sent, ": ", &v]);
+        let (utf8, latin1) = readings(value.as_bytes());
+        t.add(Place::Header(name), &[sent, ": ", &utf8]);
+        if let Some(l) = latin1 {
+            t.add(Place::Header(name), &[sent, ": ", &l]);
         }
         if !common_name(lower) {
             t.add(
@@ -147,19 +153,13 @@ fn common_name(n: &str) -> bool {
 
 /// How peers read a header value: as UTF-8, and (when it is not ASCII)
 /// also byte for byte as Latin-1.
-fn readings(v: &[u8]) -> Vec<Cow<'_, str>> {
-    if v.is_ascii() {
-        // ASCII bytes are UTF-8.
-        return vec![Cow::Borrowed(std::str::from_utf8(v).unwrap_or_default())];
-    }
-    vec![
-        String::from_utf8_lossy(v),
-        Cow::Owned(v.iter().map(|&b| char::from(b)).collect()),
-    ]
+fn readings(v: &[u8]) -> (Cow<'_, str>, Option<String>) {
+    let utf8 = String::from_utf8_lossy(v);
+    let latin1 = (!v.is_ascii()).then(|| v.iter().map(|&b| char::from(b)).collect());
+    (utf8, latin1)
 }
 
 /// The texts to judge, each a span of one buffer, and where each is.
-#[derive(Default)]
 struct Texts<'a> {
     buf: String,
     spans: Vec<std::ops::Range<usize>>,
@@ -240,10 +240,13 @@ mod tests {
 
     #[test]
     fn a_header_value_is_read_as_utf8_and_as_latin1() {
-        assert_eq!(readings(b"plain"), ["plain"]);
+        assert_eq!(readings(b"plain"), ("plain".into(), None));
         assert_eq!(
             readings(b"123\xA045\xA06789"),
-            ["123\u{FFFD}45\u{FFFD}6789", "123\u{A0}45\u{A0}6789"]
+            (
+                "123\u{FFFD}45\u{FFFD}6789".into(),
+                Some("123\u{A0}45\u{A0}6789".to_owned())
+            )
         );
     }
 

@@ -369,7 +369,7 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
             None => bounded(req.uri.path(), 512).into(),
         },
         session_id: ctx.session_id.as_deref().map(|s| match &ctx.rt {
-            Some(rt) => rt.snap.redact_text(s, 256).into(),
+            Some(rt) => redacted(rt, s, s).into(),
             None => s.into(),
         }),
         direction: "request",
@@ -451,11 +451,22 @@ pub fn trace_id(req: &RequestHeader, request_id: u64) -> String {
 /// in it, read percent-decoded; otherwise decoded, the findings masked.
 fn redacted_path<'a>(rt: &crate::runtime::Runtime, path: &'a str) -> std::borrow::Cow<'a, str> {
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-    let masked = rt.snap.redact_text(&decoded, usize::MAX);
-    if masked == decoded {
-        std::borrow::Cow::Borrowed(path)
+    redacted(rt, path, &decoded)
+}
+
+/// `raw` when DLP finds nothing in `read` (how a reader reads `raw`);
+/// otherwise `read` with its findings masked.
+fn redacted<'a>(
+    rt: &crate::runtime::Runtime,
+    raw: &'a str,
+    read: &str,
+) -> std::borrow::Cow<'a, str> {
+    let mut hits = Vec::new();
+    rt.snap.redactor.scan_str(read, &mut hits);
+    if hits.is_empty() {
+        std::borrow::Cow::Borrowed(raw)
     } else {
-        std::borrow::Cow::Owned(masked)
+        std::borrow::Cow::Owned(rt.snap.redact_text(read, 256))
     }
 }
 
