@@ -155,6 +155,22 @@ pub struct ToolEntry {
     pub scopes: Vec<String>,
 }
 
+/// A catalog entry that says nothing but the defaults (cost 1).
+impl Default for ToolEntry {
+    fn default() -> Self {
+        ToolEntry {
+            risk: None,
+            cost: 1,
+            input_schema: None,
+            output_schema: None,
+            fingerprints: Vec::new(),
+            url_arguments: Vec::new(),
+            egress_allow: Vec::new(),
+            scopes: Vec::new(),
+        }
+    }
+}
+
 /// Risk levels (and schemas, costs, egress, fingerprints) of one server's tools.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerCatalog {

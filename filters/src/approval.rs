@@ -256,13 +256,7 @@ mod tests {
             "deploy".into(),
             warden_config::access::ToolEntry {
                 risk: Some(Risk::Critical),
-                cost: 1,
-                input_schema: None,
-                output_schema: None,
-                fingerprints: Vec::new(),
-                url_arguments: Vec::new(),
-                egress_allow: Vec::new(),
-                scopes: Vec::new(),
+                ..Default::default()
             },
         );
         let mut approvals = Approvals::default();

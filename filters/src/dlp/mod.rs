@@ -1072,13 +1072,7 @@ mod redaction {
         };
         let rated = |r| warden_config::access::ToolEntry {
             risk: Some(r),
-            cost: 1,
-            input_schema: None,
-            output_schema: None,
-            fingerprints: Vec::new(),
-            url_arguments: Vec::new(),
-            egress_allow: Vec::new(),
-            scopes: Vec::new(),
+            ..Default::default()
         };
         c.tools.insert("read".into(), rated(Risk::Low));
         c.tools.insert("wire".into(), rated(Risk::High));
