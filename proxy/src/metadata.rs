@@ -202,7 +202,7 @@ fn client_url<'a>(ctx: &RequestCtx, req: &'a RequestHeader) -> Vec<(&'static str
         path.get(prefix.len()..).unwrap_or(path)
     };
     if !rest.is_empty() && rest != "/" {
-        out.push(("path", decode(rest)));
+        url_readings("path", rest, &mut out);
     }
     if let Some(q) = req.uri.query().filter(|q| !q.is_empty()) {
         // Forwarded as the client wrote it, or replaced by the gateway.
@@ -211,32 +211,51 @@ fn client_url<'a>(ctx: &RequestCtx, req: &'a RequestHeader) -> Vec<(&'static str
             .split_once('?')
             .is_some_and(|(_, up)| up == q);
         if forwarded {
-            out.push(("query", decode(q)));
+            url_readings("query", q, &mut out);
             if q.contains('+') {
                 let spaced = q.replace('+', " ");
-                out.push(("query", Cow::Owned(decode(&spaced).into_owned())));
+                for text in decoded(&spaced) {
+                    out.push(("query", Cow::Owned(text.into_owned())));
+                }
             }
         }
     }
     out
 }
 
-/// `s` percent-decoded; escapes that do not decode to UTF-8 are read as
-/// Latin-1 (as a server decoding that way would read them).
-fn decode(s: &str) -> Cow<'_, str> {
+/// Every way a reader may take URL text `s`: as written (a log, a raw
+/// `req.url`) and percent-decoded (see [`decoded`]).
+fn url_readings<'a>(part: &'static str, s: &'a str, out: &mut Vec<(&'static str, Cow<'a, str>)>) {
+    let readings = decoded(s);
+    if readings.iter().any(|t| t != s) {
+        out.push((part, Cow::Borrowed(s)));
+    }
+    out.extend(readings.into_iter().map(|t| (part, t)));
+}
+
+/// `s` percent-decoded: as UTF-8, or, when the escapes do not decode to
+/// UTF-8, both with replacement characters (Python's `unquote`) and byte
+/// for byte as Latin-1.
+fn decoded(s: &str) -> Vec<Cow<'_, str>> {
     let bytes: Cow<'_, [u8]> = percent_encoding::percent_decode_str(s).into();
     match bytes {
-        Cow::Borrowed(_) => Cow::Borrowed(s),
+        Cow::Borrowed(_) => vec![Cow::Borrowed(s)],
         Cow::Owned(b) => match String::from_utf8(b) {
-            Ok(text) => Cow::Owned(text),
-            Err(e) => Cow::Owned(e.into_bytes().iter().map(|&c| char::from(c)).collect()),
+            Ok(text) => vec![Cow::Owned(text)],
+            Err(e) => {
+                let b = e.into_bytes();
+                vec![
+                    Cow::Owned(String::from_utf8_lossy(&b).into_owned()),
+                    Cow::Owned(b.iter().map(|&c| char::from(c)).collect()),
+                ]
+            }
         },
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{decode, readings};
+    use super::{decoded, readings};
 
     #[test]
     fn a_header_value_is_read_as_utf8_and_as_latin1() {
@@ -252,11 +271,20 @@ mod tests {
 
     #[test]
     fn decodes_as_a_server_reads() {
-        assert_eq!(decode("AKIA%49OSFODNN7EXAMPLE"), "AKIAIOSFODNN7EXAMPLE");
-        assert_eq!(decode("a%2Fb"), "a/b");
-        assert_eq!(decode("%ZZ"), "%ZZ");
-        assert_eq!(decode("%C3%A9"), "é");
-        // Not UTF-8: read as Latin-1 (a soft hyphen DLP's view removes).
-        assert_eq!(decode("AKIA%ADIOSF"), "AKIA\u{AD}IOSF");
+        let one = |s: &str| {
+            decoded(s)
+                .into_iter()
+                .map(|c| c.into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(one("AKIA%49OSFODNN7EXAMPLE"), ["AKIAIOSFODNN7EXAMPLE"]);
+        assert_eq!(one("a%2Fb"), ["a/b"]);
+        assert_eq!(one("%ZZ"), ["%ZZ"]);
+        assert_eq!(one("%C3%A9"), ["é"]);
+        // Not UTF-8: read with replacement characters and as Latin-1.
+        assert_eq!(
+            one("AKIA%C2%ADIOSF%FF"),
+            ["AKIA\u{AD}IOSF\u{FFFD}", "AKIA\u{C2}\u{AD}IOSF\u{FF}"]
+        );
     }
 }

@@ -289,6 +289,22 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             });
         }
     }
+    for rec in &mut out {
+        // Client-chosen text in the record (a refusal's message can quote
+        // an `Origin` or a method; JSON-RPC methods and string ids are the
+        // client's own) is written DLP-redacted.
+        if let Some(rt) = &ctx.rt {
+            let clean = |s: String| match redacted(rt, &s, &s) {
+                std::borrow::Cow::Borrowed(_) => s,
+                masked => masked.into_owned(),
+            };
+            rec.reason = rec.reason.take().map(clean);
+            rec.method = rec.method.take().map(clean);
+            if let Some(serde_json::Value::String(id)) = &mut rec.jsonrpc_id {
+                *id = clean(std::mem::take(id));
+            }
+        }
+    }
     if let (Some(tel), Some(ids)) = (gw.telemetry.get(), ctx.trace) {
         let start = std::time::SystemTime::now() - ctx.start.elapsed();
         let end = std::time::SystemTime::now();
@@ -451,7 +467,10 @@ pub fn trace_id(req: &RequestHeader, request_id: u64) -> String {
 /// in it, read percent-decoded; otherwise decoded, the findings masked.
 fn redacted_path<'a>(rt: &crate::runtime::Runtime, path: &'a str) -> std::borrow::Cow<'a, str> {
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-    redacted(rt, path, &decoded)
+    match redacted(rt, path, path) {
+        std::borrow::Cow::Borrowed(_) => redacted(rt, path, &decoded),
+        masked => masked,
+    }
 }
 
 /// `raw` when DLP finds nothing in `read` (how a reader reads `raw`);

@@ -2180,6 +2180,11 @@ async fn secrets_beside_the_body_are_judged() {
         ("/mock/mcp?k=AKIA%49OSFODNN7EXAMPLE", vec![]),
         ("/mock/mcp?k=%41%4B%49%41IOSFODNN7EXAMPLE", vec![]),
         ("/mock/mcp/AKIA%49OSFODNN7EXAMPLE", vec![]),
+        // As written, where decoding would spoil the match.
+        ("/mock/mcp/AKIAIOSFODNN7EXAMPLE%41", vec![]),
+        ("/mock/mcp?q=AKIAIOSFODNN7EXAMPLE%41", vec![]),
+        // Escapes that are not UTF-8, as a replacing decoder reads them.
+        ("/mock/mcp/AKIA%C2%ADIOSFODNN7EXAMPLE%FF", vec![]),
         // An SSN is redacted in a body, but a URL cannot be.
         ("/mock/mcp?ssn=123-45-6789", vec![]),
         ("/mock/mcp?ssn=123+45+6789", vec![]),
@@ -2246,6 +2251,21 @@ async fn secrets_beside_the_body_are_judged() {
             .any(|f| f["path"] == "header:x-note" && f["action"] == "block"),
         "{findings:?}"
     );
+    // Refusals that quote the client (an origin, a method) and string ids.
+    let origin = format!("https://{AKIA}.example");
+    let (s, _, _) = post_with(&gw, "/mock/mcp", &call(4, "echo"), &[("origin", &origin)]).await;
+    assert_eq!(s, 403);
+    let (s, _, _) = post(
+        &gw,
+        &json!({"jsonrpc":"2.0","id":AKIA,"method":"tools/call","params":{"name":"echo","arguments":{"text":AKIA}}})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    gw.audit_when(|r| {
+        r.iter()
+            .any(|x| x["outcome"] != "forwarded" && x["jsonrpc_id"].is_string())
+    });
     // The audit trail names what was found and where, never the text:
     // not in a finding's path, nor in the record's path or session id.
     let trail = serde_json::to_string(&gw.audit()).expect("json");
