@@ -949,9 +949,33 @@ const RESULT_NAMES: [&str; 15] = [
     "task",
 ];
 
+/// Forwards the scalar visits of a seed to its plain [`Checked`].
+macro_rules! scalars_checked {
+    () => {
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+            self.0.visit_bool(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+            self.0.visit_i64(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+            self.0.visit_u64(v)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+            self.0.visit_f64(v)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+            self.0.visit_str(v)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            self.0.visit_unit()
+        }
+    };
+}
+
 /// A `result`: when an object (every MCP result is one), its members are
-/// checked like the envelope's: no duplicates, no near-names of the members
-/// above. Any other JSON value is checked as any value is.
+/// checked like the envelope's: no duplicates, no near-names of
+/// [`RESULT_NAMES`]. Any other JSON value is checked as any value is.
 struct ResultSeed<'v>(Checked<'v>);
 
 impl<'de> DeserializeSeed<'de> for ResultSeed<'_> {
@@ -966,24 +990,7 @@ impl<'de> Visitor<'de> for ResultSeed<'_> {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a result")
     }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.0.visit_bool(v)
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.0.visit_i64(v)
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.0.visit_u64(v)
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.0.visit_f64(v)
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.0.visit_str(v)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.0.visit_unit()
-    }
+    scalars_checked!();
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
         self.0.visit_seq(seq)
     }
@@ -1052,31 +1059,6 @@ impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
-}
-
-/// Forwards the scalar and (where given) the other visits of a seed to its
-/// plain [`Checked`].
-macro_rules! scalars_checked {
-    () => {
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-            self.0.visit_bool(v)
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-            self.0.visit_i64(v)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-            self.0.visit_u64(v)
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-            self.0.visit_f64(v)
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-            self.0.visit_str(v)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-            self.0.visit_unit()
-        }
-    };
 }
 
 impl<'de> Visitor<'de> for ListSeed<'_> {

@@ -52,12 +52,17 @@ pub const VIRTUAL_PREFIX: &str = "/.warden/virtual";
 impl ResolvedRoute {
     /// Maps a downstream path to the upstream path (`/jira/mcp` → `/mcp`).
     pub fn upstream_path(&self, path: &str) -> String {
-        let rest = if self.prefix == "/" {
+        join(&self.upstream_prefix, self.below_prefix(path))
+    }
+
+    /// The part of a downstream path this route matched that is forwarded
+    /// as the client wrote it (`/jira/mcp/x` → `/mcp/x`).
+    pub fn below_prefix<'p>(&self, path: &'p str) -> &'p str {
+        if self.prefix == "/" {
             path
         } else {
-            &path[self.prefix.len()..]
-        };
-        join(&self.upstream_prefix, rest)
+            path.get(self.prefix.len()..).unwrap_or(path)
+        }
     }
 
     /// Maps an upstream path back to the gateway's (`/messages/` → `/jira/messages/`);
@@ -125,6 +130,20 @@ impl Snapshot {
                     .collect(),
             ),
             other => other.clone(),
+        }
+    }
+
+    /// `raw` when DLP finds nothing in `read` (how a reader reads `raw`,
+    /// often `raw` itself); otherwise `read` redacted (see
+    /// [`Snapshot::redact_text`]), cut to 256 characters. Copies nothing
+    /// when the text is clean.
+    pub fn redacted<'a>(&self, raw: &'a str, read: &str) -> std::borrow::Cow<'a, str> {
+        let mut hits = Vec::new();
+        self.redactor.scan_str(read, &mut hits);
+        if hits.is_empty() {
+            std::borrow::Cow::Borrowed(raw)
+        } else {
+            std::borrow::Cow::Owned(self.redact_text(read, 256))
         }
     }
 

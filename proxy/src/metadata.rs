@@ -86,7 +86,7 @@ pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader) -> Result<(), Refusal> {
         f.path = match places[i] {
             Place::Header(name) => {
                 let n = name.as_str();
-                let clean = |t: &str| rt.snap.redact_text(t, usize::MAX) == t;
+                let clean = |t: &str| matches!(rt.snap.redacted(t, t), Cow::Borrowed(_));
                 if clean(n) && clean(&n.to_ascii_uppercase()) {
                     format!("header:{n}")
                 } else {
@@ -191,15 +191,9 @@ enum Place<'a> {
 fn client_url<'a>(ctx: &RequestCtx, req: &'a RequestHeader) -> Vec<(&'static str, Cow<'a, str>)> {
     let mut out = Vec::new();
     let path = req.uri.path();
-    let prefix = ctx
-        .rt
-        .as_ref()
-        .zip(ctx.route)
-        .map_or("/", |(rt, r)| rt.snap.routes[r].prefix.as_str());
-    let rest = if prefix == "/" {
-        path
-    } else {
-        path.get(prefix.len()..).unwrap_or(path)
+    let rest = match ctx.rt.as_ref().zip(ctx.route) {
+        Some((rt, r)) => rt.snap.routes[r].below_prefix(path),
+        None => path,
     };
     if !rest.is_empty() && rest != "/" {
         url_readings("path", rest, &mut out);

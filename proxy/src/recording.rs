@@ -294,7 +294,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
         // an `Origin` or a method; JSON-RPC methods and string ids are the
         // client's own) is written DLP-redacted.
         if let Some(rt) = &ctx.rt {
-            let clean = |s: String| match redacted(rt, &s, &s) {
+            let clean = |s: String| match rt.snap.redacted(&s, &s) {
                 std::borrow::Cow::Borrowed(_) => s,
                 masked => masked.into_owned(),
             };
@@ -385,7 +385,7 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
             None => bounded(req.uri.path(), 512).into(),
         },
         session_id: ctx.session_id.as_deref().map(|s| match &ctx.rt {
-            Some(rt) => redacted(rt, s, s).into(),
+            Some(rt) => rt.snap.redacted(s, s).into(),
             None => s.into(),
         }),
         direction: "request",
@@ -462,33 +462,17 @@ pub fn trace_id(req: &RequestHeader, request_id: u64) -> String {
     hex::encode(id)
 }
 
-/// The first `n` characters of `s`.
 /// A request path for the audit record: as it came when DLP finds nothing
-/// in it, read percent-decoded; otherwise decoded, the findings masked.
+/// in it, as written or percent-decoded; otherwise the findings masked.
 fn redacted_path<'a>(rt: &crate::runtime::Runtime, path: &'a str) -> std::borrow::Cow<'a, str> {
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-    match redacted(rt, path, path) {
-        std::borrow::Cow::Borrowed(_) => redacted(rt, path, &decoded),
+    match rt.snap.redacted(path, path) {
+        std::borrow::Cow::Borrowed(_) => rt.snap.redacted(path, &decoded),
         masked => masked,
     }
 }
 
-/// `raw` when DLP finds nothing in `read` (how a reader reads `raw`);
-/// otherwise `read` with its findings masked.
-fn redacted<'a>(
-    rt: &crate::runtime::Runtime,
-    raw: &'a str,
-    read: &str,
-) -> std::borrow::Cow<'a, str> {
-    let mut hits = Vec::new();
-    rt.snap.redactor.scan_str(read, &mut hits);
-    if hits.is_empty() {
-        std::borrow::Cow::Borrowed(raw)
-    } else {
-        std::borrow::Cow::Owned(rt.snap.redact_text(read, 256))
-    }
-}
-
+/// The first `n` characters of `s`.
 fn bounded(s: &str, n: usize) -> &str {
     if s.len() <= n {
         return s;
