@@ -440,6 +440,25 @@ impl McpFilter for PolicyFilter {
             "tools/call" | "prompts/get" => msg.arguments_raw(),
             _ => None,
         };
+        // An argument the policy reads by name, sent under a name a folding
+        // server reads as it (`Region` for `region`): the policy would judge
+        // it absent while the server acts on it. Refused, never guessed.
+        if args.is_some()
+            && self.engine.reads_arguments()
+            && msg
+                .arguments()
+                .is_some_and(|a| self.engine.near_named_argument(a))
+        {
+            return Decision::Reject(Denial::error(
+                JsonRpcError::new(
+                    codes::INVALID_PARAMS,
+                    "An argument's name differs from one the policy reads only by case or \
+                     Unicode folding; send the exact name",
+                )
+                .with_data(serde_json::json!({"reason": "argument_near_name"})),
+                "argument_near_name",
+            ));
+        }
         let d = self.decide(ctx, method, name, args, false);
         if !d.allow {
             return Decision::Reject(self.denial(ctx, method, name, d));

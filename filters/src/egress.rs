@@ -488,10 +488,83 @@ struct Found<'a> {
     /// The argument it is in, by a name the catalog or schema declares;
     /// `None` when only the arguments' own content could say (never quoted).
     argument: Option<String>,
-    value: &'a str,
+    value: std::borrow::Cow<'a, str>,
     /// A declared argument's string, a URL or bare host as a whole; else a
     /// string or key detection found (`check_found`).
     whole: bool,
+}
+
+/// Whether `v` holds, at any depth `schema` declares (`properties`,
+/// `items`, and the branches of `allOf`/`anyOf`/`oneOf`), a member whose
+/// name folds to a declared property's (or one of `extra`, at the top)
+/// without being it.
+fn near_named(v: &Json, schema: Option<&Json>, extra: &[&str], depth: usize) -> bool {
+    // Schemas nest as deep as the arguments may; past this, nothing declares.
+    if depth > 64 {
+        return false;
+    }
+    if schema.is_none() && extra.is_empty() {
+        return false;
+    }
+    let branches = ["allOf", "anyOf", "oneOf"]
+        .iter()
+        .filter_map(|k| schema.and_then(|s| s.get(*k)).and_then(Json::as_array))
+        .flatten();
+    match v {
+        Json::Object(o) => {
+            let props = schema
+                .and_then(|s| s.get("properties"))
+                .and_then(Json::as_object);
+            let names: Vec<&str> = extra
+                .iter()
+                .copied()
+                .chain(props.into_iter().flat_map(|p| p.keys().map(String::as_str)))
+                .collect();
+            if !names.is_empty()
+                && o.keys()
+                    .any(|k| !names.contains(&k.as_str()) && crate::jsonrpc::near_name(k, &names))
+            {
+                return true;
+            }
+            o.iter().any(|(k, x)| {
+                let declared = props.and_then(|p| p.get(k)).or_else(|| {
+                    schema
+                        .and_then(|s| s.get("additionalProperties"))
+                        .filter(|a| a.is_object())
+                });
+                near_named(x, declared, &[], depth + 1)
+            }) || branches
+                .into_iter()
+                .any(|b| near_named(v, Some(b), &[], depth + 1))
+        }
+        Json::Array(a) => {
+            let items = schema
+                .and_then(|s| s.get("items"))
+                .filter(|i| i.is_object());
+            a.iter().any(|x| near_named(x, items, &[], depth + 1))
+                || branches
+                    .into_iter()
+                    .any(|b| near_named(v, Some(b), &[], depth + 1))
+        }
+        _ => false,
+    }
+}
+
+/// A declared argument's value judged whole: a string as it is, and a
+/// number or boolean as the text a server formats into its URL
+/// (`f"http://{url}/"` with 2130706433 is loopback): never passed
+/// unjudged. `None` for an object or null (walked like any content).
+fn declared_value(argument: String, value: &Json) -> Option<Found<'_>> {
+    Some(Found {
+        argument: Some(argument),
+        value: match value {
+            Json::String(s) => s.as_str().into(),
+            Json::Number(n) => n.to_string().into(),
+            Json::Bool(b) => b.to_string().into(),
+            _ => return None,
+        },
+        whole: true,
+    })
 }
 
 /// Every string and object key at any depth under `v` that looks like a URL.
@@ -500,7 +573,7 @@ fn walk<'a>(v: &'a Json, argument: Option<&str>, out: &mut Vec<Found<'a>>) {
         if url_like(value) {
             out.push(Found {
                 argument: argument.map(str::to_owned),
-                value,
+                value: value.into(),
                 whole: false,
             });
         }
@@ -580,60 +653,53 @@ impl McpFilter for EgressFilter {
                 declared.push(k.clone());
             }
         }
-        // Nothing to judge: no declared URL argument and detection off. The
-        // arguments are then never materialised.
-        if declared.is_empty() && !self.detect {
+        // Nothing to judge: no declared URL argument, no schema and
+        // detection off. The arguments are then never materialised.
+        if declared.is_empty() && !self.detect && schema_props.is_none() {
             return Decision::Pass;
         }
         let Some(args) = msg.arguments() else {
             return Decision::Pass;
         };
         // An argument whose name differs from a declared one only by case
-        // or Unicode folding (`URL`, `hoſt`) is what a case-insensitive
-        // server (Go's encoding/json) reads as the declared one, while the
-        // lookup below would not see it: refused, never judged by a guess.
-        if let Json::Object(o) = args {
-            let names: Vec<&str> = declared
-                .iter()
-                .map(String::as_str)
-                .chain(props.into_iter().flat_map(|p| p.keys().map(String::as_str)))
-                .collect();
-            if o.keys()
-                .any(|k| !names.contains(&k.as_str()) && crate::jsonrpc::near_name(k, &names))
-            {
-                return Decision::Reject(Denial::error(
-                    JsonRpcError::new(
-                        codes::INVALID_PARAMS,
-                        "An argument's name differs from one the tool declares only by case or \
-                         Unicode folding; send the declared name exactly",
-                    )
-                    .with_data(serde_json::json!({"reason": "argument_near_name"})),
-                    "argument_near_name",
-                ));
-            }
+        // or Unicode folding (`URL`, `hoſt`, `loc.Region`) is what a
+        // case-insensitive server (Go's encoding/json) reads as the declared
+        // one, while policy, schema and the lookups below would not see it:
+        // refused at any depth the schema declares, never judged by a guess.
+        let top: Vec<&str> = declared.iter().map(String::as_str).collect();
+        if near_named(args, schema_props.as_deref(), &top, 0) {
+            return Decision::Reject(Denial::error(
+                JsonRpcError::new(
+                    codes::INVALID_PARAMS,
+                    "An argument's name differs from one the tool declares only by case or \
+                     Unicode folding; send the declared name exactly",
+                )
+                .with_data(serde_json::json!({"reason": "argument_near_name"})),
+                "argument_near_name",
+            ));
+        }
+        if declared.is_empty() && !self.detect {
+            return Decision::Pass;
         }
         // Names a denial may quote: declared by the catalog or the schema.
         let known =
             |k: &str| declared.iter().any(|d| d == k) || props.is_some_and(|p| p.contains_key(k));
         let mut values: Vec<Found> = Vec::new();
         for name in &declared {
-            let whole = |argument: String, value| Found {
-                argument: Some(argument),
-                value,
-                whole: true,
-            };
             match args.get(name) {
-                Some(Json::String(s)) => values.push(whole(name.clone(), s)),
                 Some(Json::Array(a)) => {
                     for (i, x) in a.iter().enumerate() {
                         let at = format!("{name}[{i}]");
-                        match x {
-                            Json::String(s) => values.push(whole(at, s)),
-                            x => walk(x, Some(&at), &mut values),
+                        match declared_value(at.clone(), x) {
+                            Some(f) => values.push(f),
+                            None => walk(x, Some(&at), &mut values),
                         }
                     }
                 }
-                Some(x) => walk(x, Some(name), &mut values),
+                Some(x) => match declared_value(name.clone(), x) {
+                    Some(f) => values.push(f),
+                    None => walk(x, Some(name), &mut values),
+                },
                 None => {}
             }
         }
@@ -645,7 +711,7 @@ impl McpFilter for EgressFilter {
                         if url_like(k) {
                             values.push(Found {
                                 argument: None,
-                                value: k,
+                                value: k.as_str().into(),
                                 whole: false,
                             });
                         }
@@ -676,9 +742,9 @@ impl McpFilter for EgressFilter {
             .collect();
         for found in values {
             let verdict = if found.whole {
-                check(found.value, &allow)
+                check(&found.value, &allow)
             } else {
-                check_found(found.value, &allow)
+                check_found(&found.value, &allow)
             };
             let Err(rule) = verdict else { continue };
             // Never the value itself, nor a path through the arguments'
@@ -1132,6 +1198,63 @@ mod differential_tests {
                 ),
                 Decision::Pass
             ));
+        }
+    }
+
+    #[test]
+    fn declared_scalars_are_judged_as_the_text_a_server_formats() {
+        // 2130706433 is 127.0.0.1 and 167772161 is 10.0.0.1 once a server
+        // writes them into `http://{x}/`.
+        for detect in [false, true] {
+            let f = filter(detect);
+            for args in [
+                serde_json::json!({"link": 2130706433u64}),
+                serde_json::json!({"target": 167772161u64}),
+                serde_json::json!({"link": [2130706433u64]}),
+                serde_json::json!({"target": ["https://api.example.com/", 0]}),
+            ] {
+                assert!(
+                    matches!(call(&f, args.clone()), Decision::Reject(_)),
+                    "{args}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn near_names_are_refused_at_every_depth_the_schema_declares() {
+        let mut f = filter(false);
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "loc": {"type": "object", "properties": {"region": {"type": "string"}}},
+                "list": {"type": "array", "items": {"properties": {"host": {}}}},
+                "either": {"anyOf": [{"properties": {"zone": {}}}]}
+            }
+        });
+        if let Some(t) = f
+            .catalog
+            .get_mut("s")
+            .and_then(|c| c.tools.get_mut("fetch"))
+        {
+            t.input_schema = Some(Arc::new(schema));
+            t.url_arguments.clear();
+        }
+        for args in [
+            serde_json::json!({"loc": {"Region": "us"}}),
+            serde_json::json!({"loc": {"regıon": "us"}}),
+            serde_json::json!({"list": [{"HOST": "x"}]}),
+            serde_json::json!({"either": {"Zone": "x"}}),
+            serde_json::json!({"LOC": {}}),
+        ] {
+            let e = denial(call(&f, args.clone()));
+            assert_eq!(e.code, codes::INVALID_PARAMS, "{args}");
+        }
+        for args in [
+            serde_json::json!({"loc": {"region": "us", "Other": 1}}),
+            serde_json::json!({"list": [{"host": "x"}], "free": {"Region": 1}}),
+        ] {
+            assert!(matches!(call(&f, args.clone()), Decision::Pass), "{args}");
         }
     }
 

@@ -17,6 +17,8 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
+
+use crate::names::Names;
 use std::fmt;
 use std::ops::Range;
 
@@ -190,12 +192,10 @@ fn is_request_method(m: &str) -> bool {
     )
 }
 
-/// Whether `key` case-folds (Unicode) to one of `names` without being it.
+/// Whether some mainstream peer reads `key` as one of `names` without
+/// it being that name (see [`crate::names`]).
 pub(crate) fn near_name(key: &str, names: &[&str]) -> bool {
-    let k = unicase::UniCase::new(key);
-    names
-        .iter()
-        .any(|n| *n != key && k == unicase::UniCase::new(*n))
+    crate::names::near_name(key, names)
 }
 
 /// Parses and validates a client→server or server→client body.
@@ -644,9 +644,16 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             self.violation.set(Some(Violation::TooDeep));
             return Err(de::Error::custom("nesting too deep"));
         }
+        // MCP's own structure is read under `params`, `result` and
+        // `error`; anything else beside them is no member MCP defines.
         let inner = Checked {
             budget: self.budget - 1,
             violation: self.violation,
+            names: Names::Protocol,
+        };
+        let other = Checked {
+            names: Names::Free,
+            ..inner
         };
         let mut keys = KeySet::default();
         let mut f = Fields::default();
@@ -679,7 +686,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
                     self.violation.set(Some(Violation::NearName));
                     return Err(de::Error::custom("near-name member"));
                 }
-                _ => map.next_value_seed(inner)?,
+                _ => map.next_value_seed(other)?,
             }
         }
         Ok(f)
@@ -703,15 +710,14 @@ struct KeySet<'de> {
 impl<'de> KeySet<'de> {
     #[allow(clippy::ptr_arg)] // the Cow is stored, so borrowing it whole avoids a copy
     fn insert_is_dup(&mut self, key: &Cow<'de, str>) -> bool {
-        let k = unicase::UniCase::new(key.as_ref());
         if let Some(set) = &mut self.large {
             // One encoding for every entry, so equal folds hash alike.
-            return !set.insert(unicase::UniCase::unicode(key.clone()));
+            return !set.insert(unicase::UniCase::unicode(folded(key)));
         }
         if self
             .small
             .iter()
-            .any(|s| unicase::UniCase::new(s.as_ref()) == k)
+            .any(|s| crate::names::same_name(s.as_ref(), key))
         {
             return true;
         }
@@ -720,11 +726,20 @@ impl<'de> KeySet<'de> {
             self.large = Some(
                 self.small
                     .drain(..)
-                    .map(unicase::UniCase::unicode)
+                    .map(|k| unicase::UniCase::unicode(folded(&k)))
                     .collect(),
             );
         }
         false
+    }
+}
+
+/// `key` in the form every peer's reading of it shares (see
+/// [`crate::names::fold`]); borrowed when it is already that form.
+fn folded<'de>(key: &Cow<'de, str>) -> Cow<'de, str> {
+    match crate::names::fold(key) {
+        Cow::Borrowed(_) => key.clone(),
+        Cow::Owned(s) => Cow::Owned(s),
     }
 }
 
@@ -797,11 +812,14 @@ impl<'de> Visitor<'de> for VersionSeed<'_> {
     }
 }
 
-/// Validates any JSON value: depth budget and duplicate keys, nothing kept.
+/// Validates any JSON value: depth budget, duplicate keys and, where MCP's
+/// own structure is read, near-names of its vocabulary; nothing kept.
 #[derive(Clone, Copy)]
 struct Checked<'v> {
     budget: u32,
     violation: &'v Cell<Option<Violation>>,
+    /// How member names at this level are read.
+    names: Names,
 }
 
 impl Checked<'_> {
@@ -812,8 +830,30 @@ impl Checked<'_> {
         }
         Ok(Checked {
             budget: self.budget - 1,
-            violation: self.violation,
+            ..self
         })
+    }
+
+    /// The checker for the value of member `key` of an object read at this
+    /// level (`self` is already descended into the object); a near-name of
+    /// MCP's vocabulary where its structure is read is refused.
+    fn member<E: de::Error>(self, key: &str) -> Result<Self, E> {
+        if self.names.refuses(key) {
+            self.violation.set(Some(Violation::NearName));
+            return Err(E::custom("near-name member"));
+        }
+        Ok(Checked {
+            names: self.names.member(key),
+            ..self
+        })
+    }
+
+    /// The checker for the items of an array read at this level.
+    fn item(self) -> Self {
+        Checked {
+            names: self.names.item(),
+            ..self
+        }
     }
 }
 
@@ -848,7 +888,7 @@ impl<'de> Visitor<'de> for Checked<'_> {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let inner = self.descend()?;
+        let inner = self.descend()?.item();
         while seq.next_element_seed(inner)?.is_some() {}
         Ok(())
     }
@@ -860,7 +900,7 @@ impl<'de> Visitor<'de> for Checked<'_> {
                 self.violation.set(Some(Violation::DuplicateKey));
                 return Err(de::Error::custom("duplicate member"));
             }
-            map.next_value_seed(inner)?;
+            map.next_value_seed(inner.member(&key)?)?;
         }
         Ok(())
     }
@@ -1019,10 +1059,11 @@ fn named_members<'de, A: MapAccess<'de>>(
             c.violation.set(Some(Violation::NearName));
             return Err(de::Error::custom("near-name member"));
         }
+        let value = inner.member(&key)?;
         if lists && LIST_NAMES.contains(&&*key) {
-            map.next_value_seed(ListSeed(inner))?;
+            map.next_value_seed(ListSeed(value))?;
         } else {
-            map.next_value_seed(inner)?;
+            map.next_value_seed(value)?;
         }
     }
     Ok(())
@@ -1071,7 +1112,7 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
         self.0.visit_map(map)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let inner = self.0.descend()?;
+        let inner = self.0.descend()?.item();
         while seq.next_element_seed(ItemSeed(inner))?.is_some() {}
         Ok(())
     }
@@ -1155,7 +1196,7 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
                     self.0.violation.set(Some(Violation::NearName));
                     return Err(de::Error::custom("near-name member"));
                 }
-                _ => map.next_value_seed(inner)?,
+                k => map.next_value_seed(inner.member(k)?)?,
             }
         }
         Ok(out)
@@ -1321,7 +1362,35 @@ mod tests {
         }
         // Members the gateway does not read may use any case, alone.
         assert!(one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"Path":"/tmp"}}}"#).is_ok());
-        assert!(one(r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo","inputSchema":{"properties":{"Name":{},"URI":{}}},"annotations":{"Title":"x"}}]}}"#).is_ok());
+        // Schema property names, arguments, structured content, error data
+        // and vendor `_meta` are payload: any case.
+        assert!(one(r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo","inputSchema":{"properties":{"Name":{},"URI":{}}},"annotations":{"vendorHint":"x"}}]}}"#).is_ok());
+        assert!(one(r#"{"jsonrpc":"2.0","id":2,"result":{"content":[],"structuredContent":{"Name":"Bob","Status":"ok"}}}"#).is_ok());
+        assert!(one(
+            r#"{"jsonrpc":"2.0","id":2,"error":{"code":1,"message":"m","data":{"Status":1}}}"#
+        )
+        .is_ok());
+        assert!(one(r#"{"jsonrpc":"2.0","id":2,"result":{"_meta":{"com.example/x":{"Status":1}},"content":[]}}"#).is_ok());
+        assert!(one(
+            r#"{"jsonrpc":"2.0","id":2,"result":{"action":"accept","content":{"Name":"Bob"}}}"#
+        )
+        .is_ok());
+        // Anywhere in MCP's own structure, a near-name of its vocabulary is
+        // refused: what a folding peer reads, the gateway must have read.
+        for s in [
+            r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo","annotations":{"Title":"x"}}]}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[],"CacheScope":"public"}}"#,
+            "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":[],\"cacheſcope\":\"public\"}}",
+            r#"{"jsonrpc":"2.0","id":2,"result":{"task":{"TaskId":"t","status":"working"}}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"result":{"content":[],"_meta":{"io.modelcontextprotocol/related-task":{"TaskId":"t"}}}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"Type":"text","text":"x"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"e","inputSchema":{"properties":{"u":{"Format":"uri"}}}}]}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"error":{"code":1,"Message":"m"}}"#,
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\",\"params\":{\"uri\":\"a\",\"ur\u{131}\":\"b\"}}",
+            "{\"jsonrpc\":\"2.0\",\"\u{131}d\":1,\"method\":\"ping\"}",
+        ] {
+            assert_eq!(code(s), codes::INVALID_REQUEST, "{s}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod jsonrpc;
 pub mod mcp;
 pub mod mrtr;
+mod names;
 pub mod plan;
 pub mod policy;
 pub mod quota;

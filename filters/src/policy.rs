@@ -243,6 +243,94 @@ fn is_ident(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_'
 }
 
+/// The name paths of every `input` reference in `code` (comments
+/// stripped): `.name` and `["name"]` segments followed from `input`.
+fn input_paths(code: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let b = code.as_bytes();
+    let mut i = 0;
+    while let Some(off) = code[i..].find("input") {
+        let start = i + off;
+        let end = start + 5;
+        i = end;
+        let before_ok = start == 0 || !(is_ident(b[start - 1]) || b[start - 1] == b'.');
+        let after_ok = end >= b.len() || !is_ident(b[end]);
+        if !(before_ok && after_ok) {
+            continue;
+        }
+        // Follow `.name` and `["name"]` segments.
+        let mut path: Vec<String> = Vec::new();
+        let mut j = end;
+        loop {
+            if j < b.len() && b[j] == b'.' {
+                let s = j + 1;
+                let mut e = s;
+                while e < b.len() && is_ident(b[e]) {
+                    e += 1;
+                }
+                if e == s {
+                    break;
+                }
+                path.push(code[s..e].to_owned());
+                j = e;
+            } else if j + 1 < b.len() && b[j] == b'[' && b[j + 1] == b'"' {
+                let s = j + 2;
+                let Some(close) = code[s..].find('"') else {
+                    break;
+                };
+                let lit = &code[s..s + close];
+                if lit.contains('\\') || code.as_bytes().get(s + close + 1) != Some(&b']') {
+                    break;
+                }
+                path.push(lit.to_owned());
+                j = s + close + 2;
+            } else {
+                break;
+            }
+        }
+        out.push(path);
+    }
+    out
+}
+
+/// The paths below `input.request.arguments` that `modules` read by name
+/// (`input.request.arguments.loc.region` gives `["loc", "region"]`).
+pub fn argument_paths(modules: &[&str]) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = modules
+        .iter()
+        .flat_map(|m| input_paths(&code_only(m)))
+        .filter(|p| p.len() > 2 && p[0] == "request" && p[1] == "arguments")
+        .map(|p| p[2..].to_vec())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether `args` holds, along one of `paths`, a member whose name some
+/// mainstream peer reads as the path's (`Region`, `regıon` for `region`)
+/// without being it: the server would act on a value the policy never saw.
+pub fn near_named_argument(paths: &[Vec<String>], args: &serde_json::Value) -> bool {
+    paths.iter().any(|path| {
+        let mut at = args;
+        for seg in path {
+            let Some(o) = at.as_object() else {
+                return false;
+            };
+            if o.keys()
+                .any(|k| k != seg && crate::names::same_name(k, seg))
+            {
+                return true;
+            }
+            match o.get(seg) {
+                Some(next) => at = next,
+                None => return false,
+            }
+        }
+        false
+    })
+}
+
 /// Finds every `input` reference in the modules and the fields it can reach.
 pub fn key_plan(modules: &[&str]) -> Option<KeyPlan> {
     let mut fields: BTreeSet<Field> = BTreeSet::new();
@@ -253,47 +341,7 @@ pub fn key_plan(modules: &[&str]) -> Option<KeyPlan> {
                 return None;
             }
         }
-        let b = code.as_bytes();
-        let mut i = 0;
-        while let Some(off) = code[i..].find("input") {
-            let start = i + off;
-            let end = start + 5;
-            i = end;
-            let before_ok = start == 0 || !(is_ident(b[start - 1]) || b[start - 1] == b'.');
-            let after_ok = end >= b.len() || !is_ident(b[end]);
-            if !(before_ok && after_ok) {
-                continue;
-            }
-            // Follow `.name` and `["name"]` segments.
-            let mut path: Vec<String> = Vec::new();
-            let mut j = end;
-            loop {
-                if j < b.len() && b[j] == b'.' {
-                    let s = j + 1;
-                    let mut e = s;
-                    while e < b.len() && is_ident(b[e]) {
-                        e += 1;
-                    }
-                    if e == s {
-                        break;
-                    }
-                    path.push(code[s..e].to_owned());
-                    j = e;
-                } else if j + 1 < b.len() && b[j] == b'[' && b[j + 1] == b'"' {
-                    let s = j + 2;
-                    let Some(close) = code[s..].find('"') else {
-                        break;
-                    };
-                    let lit = &code[s..s + close];
-                    if lit.contains('\\') || code.as_bytes().get(s + close + 1) != Some(&b']') {
-                        break;
-                    }
-                    path.push(lit.to_owned());
-                    j = s + close + 2;
-                } else {
-                    break;
-                }
-            }
+        for path in input_paths(&code) {
             fields.extend(fields_for(&path));
         }
     }
@@ -752,6 +800,8 @@ pub struct PolicyEngine {
     data: Value,
     clock: Clock,
     plan: Option<KeyPlan>,
+    /// The argument paths the modules read by name ([`argument_paths`]).
+    argument_paths: Vec<Vec<String>>,
     cache: Option<moka::sync::Cache<Box<[u8]>, PolicyDecision, foldhash::fast::RandomState>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -833,6 +883,7 @@ impl PolicyEngine {
         .ok();
         let texts: Vec<&str> = modules.values().map(String::as_str).collect();
         let plan = key_plan(&texts);
+        let argument_paths = argument_paths(&texts);
         let cache = (plan.is_some() && cache_capacity > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(cache_capacity)
@@ -845,6 +896,7 @@ impl PolicyEngine {
             data,
             clock,
             plan,
+            argument_paths,
             cache,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -853,6 +905,17 @@ impl PolicyEngine {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// Whether `args` holds a near-name of an argument the policy reads by
+    /// name (see [`near_named_argument`]); `false` when it reads none.
+    pub fn near_named_argument(&self, args: &serde_json::Value) -> bool {
+        near_named_argument(&self.argument_paths, args)
+    }
+
+    /// Whether the policy reads any argument by name.
+    pub fn reads_arguments(&self) -> bool {
+        !self.argument_paths.is_empty()
     }
 
     /// Whether decisions can be cached (no nondeterministic builtin).
@@ -1129,6 +1192,39 @@ fn scope_token(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn near_names_of_the_arguments_policy_reads_are_found() {
+        let rego = r#"package warden.authz
+# input.request.arguments.commented is not read
+deny if input.request.arguments.region == "us"
+deny if input.request.arguments["loc"].zone == "a"
+deny if input.principal.id == "x"
+"#;
+        let paths = argument_paths(&[rego]);
+        assert_eq!(
+            paths,
+            vec![
+                vec!["loc".to_owned(), "zone".to_owned()],
+                vec!["region".to_owned()]
+            ]
+        );
+        for args in [
+            serde_json::json!({"Region": "us"}),
+            serde_json::json!({"regıon": "us"}),
+            serde_json::json!({"loc": {"Zone": "a"}}),
+            serde_json::json!({"LOC": {"zone": "a"}}),
+        ] {
+            assert!(near_named_argument(&paths, &args), "{args}");
+        }
+        for args in [
+            serde_json::json!({"region": "eu", "Other": 1}),
+            serde_json::json!({"loc": "flat", "Commented": 1}),
+            serde_json::json!([1, 2]),
+        ] {
+            assert!(!near_named_argument(&paths, &args), "{args}");
+        }
+    }
 
     fn obj(pairs: Vec<(&str, Value)>) -> Value {
         let mut m = std::collections::BTreeMap::new();

@@ -45,7 +45,10 @@ impl SseEvent {
             Comment,
         }
         let mut kept: Vec<Line<'_>> = Vec::new();
-        let mut changed = data.is_some();
+        // A Unicode line boundary inside a JSON string is valid JSON, but a
+        // client that splits lines as Python's `str.splitlines` does (older
+        // httpx-sse) would read a field of its own there: re-encoded escaped.
+        let mut changed = data.is_some() || has_unicode_line_boundary(&self.raw);
         let mut has_data = false;
         // The stream's leading BOM never reaches an event (the decoder
         // drops it); one anywhere else is part of a field name, as clients
@@ -131,9 +134,41 @@ pub fn safe_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b))
 }
 
+/// The characters besides CR and LF that some SSE readers end a line at
+/// (Python's `str.splitlines`: NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR).
+/// Inside JSON (the only place a message may hold them: JSON's whitespace
+/// is ASCII) they can only be string content, so their `\u` escapes carry
+/// the same value.
+const UNICODE_LINE_BOUNDARIES: [(char, &str); 3] = [
+    ('\u{0085}', "\\u0085"),
+    ('\u{2028}', "\\u2028"),
+    ('\u{2029}', "\\u2029"),
+];
+
+/// Whether `raw` holds a character [`UNICODE_LINE_BOUNDARIES`] names (their
+/// UTF-8 forms start with 0xC2 or 0xE2; most events hold neither byte).
+fn has_unicode_line_boundary(raw: &[u8]) -> bool {
+    memchr2(0xC2, 0xE2, raw).is_some()
+        && std::str::from_utf8(raw).map_or(true, |s| {
+            s.contains(|c| UNICODE_LINE_BOUNDARIES.iter().any(|(b, _)| *b == c))
+        })
+}
+
 /// One `data:` line per line of `data`. CR, LF and CRLF all end a line, as
-/// they do for SSE parsers, so no value can smuggle in a field of its own.
+/// they do for SSE parsers, so no value can smuggle in a field of its own;
+/// the Unicode line boundaries some readers also split at are escaped.
 fn push_data_lines(out: &mut Vec<u8>, data: &str) {
+    let escaped;
+    let data = if has_unicode_line_boundary(data.as_bytes()) {
+        let mut s = data.to_owned();
+        for (c, esc) in UNICODE_LINE_BOUNDARIES {
+            s = s.replace(c, esc);
+        }
+        escaped = s;
+        escaped.as_str()
+    } else {
+        data
+    };
     for d in data.replace("\r\n", "\n").split(['\n', '\r']) {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(d.as_bytes());
@@ -337,6 +372,35 @@ mod tests {
             evs.extend(d.push(&stream[split..]).expect("ok"));
             assert_eq!(evs, all, "split at {split}");
         }
+    }
+
+    #[test]
+    fn unicode_line_boundaries_leave_escaped() {
+        // Raw NEL, LS and PS are valid inside JSON strings; a reader that
+        // splits lines at them (Python's `splitlines`) must find none.
+        for c in ['\u{0085}', '\u{2028}', '\u{2029}'] {
+            let stream = format!("data: {{\"t\":\"ok{c}id: 9{c}{c}x\"}}\n\n");
+            let mut d = SseDecoder::new(1024);
+            let evs = d.push(stream.as_bytes()).expect("ok");
+            assert_eq!(evs.len(), 1);
+            let out = String::from_utf8(evs[0].clone().cleaned(None, &|_| true)).expect("utf-8");
+            assert!(!out.contains(c), "{out:?}");
+            let data = out
+                .strip_prefix("data: ")
+                .and_then(|d| d.strip_suffix("\n\n"));
+            let v: serde_json::Value =
+                serde_json::from_str(data.expect("one data line")).expect("json");
+            assert_eq!(v["t"], format!("ok{c}id: 9{c}{c}x"));
+            // The same for data a filter rewrote, and for injected events.
+            let out = evs[0].clone().with_data(&format!("{{\"t\":\"{c}\"}}"));
+            assert!(!String::from_utf8_lossy(&out).contains(c));
+            let out = SseEvent::encode_message(&format!("{{\"t\":\"{c}\"}}"));
+            assert!(!String::from_utf8_lossy(&out).contains(c));
+        }
+        // An event without them leaves as it came.
+        let mut d = SseDecoder::new(1024);
+        let evs = d.push("data: {\"t\":\"é€\"}\n\n".as_bytes()).expect("ok");
+        assert_eq!(evs[0].clone().cleaned(None, &|_| true), evs[0].raw);
     }
 
     #[test]

@@ -110,7 +110,23 @@ pub async fn judge(
         }
         Parsed::Batch(_) => {}
     }
-    let kept_params = undeclared_params(ctx, &decls, &rt.snap)?;
+    // A call whose tool's declarations are unknown here (no `tools/list`
+    // seen since start, or one another replica saw, or a definition
+    // refused): its `Mcp-Param-*` headers cannot be checked against the
+    // arguments, so none goes upstream (a server that needs them answers
+    // for itself; what it reads is never a value policy did not judge).
+    let unchecked = match &parsed {
+        Parsed::Single(env) => {
+            env.method.as_deref() == Some("tools/call") && !decls_known(gw, env, &server.name)
+        }
+        Parsed::Batch(_) => false,
+    };
+    // Judged by DLP either way: a secret in a header is refused, not just
+    // left behind.
+    let mut kept_params = undeclared_params(ctx, &decls, &rt.snap)?;
+    if unchecked {
+        kept_params.clear();
+    }
     // A client response answers a server→client request the gateway let
     // through on this session, once; anything else is refused.
     let responses: Vec<&warden_filters::Envelope> = match &parsed {
@@ -378,6 +394,15 @@ fn check_params(
     mcp::check_params(&decls, args.as_ref(), &ctx.params_in, modern)
         .map_err(|m| Refusal::header_mismatch(env.id.clone(), m))?;
     Ok((decls, args))
+}
+
+/// Whether the `x-mcp-header` declarations of the tool `env` calls are
+/// known (learned from a `tools/list` reply and not refused).
+fn decls_known(gw: &Gateway, env: &warden_filters::Envelope, server: &str) -> bool {
+    env.name
+        .as_deref()
+        .and_then(|tool| gw.shared.params.get(server, tool))
+        .is_some_and(|d| d.is_ok())
 }
 
 /// `Mcp-Param-*` headers no declaration covers: DLP-scanned like an

@@ -1,0 +1,330 @@
+//! Member names as every mainstream peer reads them.
+//!
+//! The gateway reads member names exactly; some peers do not. Go's
+//! `encoding/json` matches struct fields with Unicode simple folding (`K`
+//! is `k`, `ſ` is `s`), .NET's case-insensitive options and Java's
+//! `equalsIgnoreCase` compare upper-cased characters (`ı` is `i`). A name
+//! that one of them takes for a name MCP defines, while the gateway does
+//! not, is a second reading of the message: refused wherever MCP's own
+//! structure is read (see [`Names`]), never guessed.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+/// The member names MCP defines in its own structures (every revision from
+/// 2024-11-05 to 2026-07-28): envelopes, params, results, errors, list
+/// items, content blocks, tasks, capabilities, multi-round-trip requests,
+/// and the JSON Schema keywords the gateway and peers read in tool schemas.
+const VOCABULARY: &[&str] = &[
+    // JSON-RPC
+    "jsonrpc",
+    "id",
+    "method",
+    "params",
+    "result",
+    "error",
+    "code",
+    "message",
+    "data",
+    // common
+    "_meta",
+    "progressToken",
+    "cursor",
+    "nextCursor",
+    "name",
+    "title",
+    "description",
+    "icons",
+    "src",
+    "sizes",
+    "theme",
+    "mimeType",
+    "size",
+    "uri",
+    "uriTemplate",
+    "type",
+    "text",
+    "blob",
+    "resource",
+    "annotations",
+    "audience",
+    "priority",
+    "lastModified",
+    // tools, prompts, resources
+    "tools",
+    "prompts",
+    "resources",
+    "resourceTemplates",
+    "inputSchema",
+    "outputSchema",
+    "arguments",
+    "required",
+    "content",
+    "contents",
+    "isError",
+    "structuredContent",
+    "readOnlyHint",
+    "destructiveHint",
+    "idempotentHint",
+    "openWorldHint",
+    "execution",
+    "taskSupport",
+    "cacheScope",
+    // lifecycle and discovery
+    "protocolVersion",
+    "supportedVersions",
+    "capabilities",
+    "serverInfo",
+    "clientInfo",
+    "instructions",
+    "version",
+    "websiteUrl",
+    "experimental",
+    "listChanged",
+    "subscribe",
+    "roots",
+    "sampling",
+    "elicitation",
+    "logging",
+    "completions",
+    "tasks",
+    // notifications
+    "progress",
+    "total",
+    "requestId",
+    "reason",
+    "level",
+    "logger",
+    // sampling and elicitation
+    "messages",
+    "role",
+    "model",
+    "modelPreferences",
+    "hints",
+    "costPriority",
+    "speedPriority",
+    "intelligencePriority",
+    "systemPrompt",
+    "includeContext",
+    "temperature",
+    "maxTokens",
+    "stopSequences",
+    "metadata",
+    "stopReason",
+    "toolChoice",
+    "toolUseId",
+    "requestedSchema",
+    "action",
+    "mode",
+    "url",
+    "elicitationId",
+    // completion
+    "ref",
+    "argument",
+    "value",
+    "values",
+    "hasMore",
+    "completion",
+    "context",
+    // tasks and multi-round-trip requests
+    "task",
+    "taskId",
+    "status",
+    "statusMessage",
+    "createdAt",
+    "lastUpdatedAt",
+    "ttl",
+    "pollInterval",
+    "resultType",
+    "inputRequests",
+    "inputResponses",
+    "requestState",
+    // JSON Schema keywords read in tool and elicitation schemas
+    "properties",
+    "items",
+    "format",
+    "additionalProperties",
+    "enum",
+    "const",
+    "default",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "x-mcp-header",
+];
+
+static EXACT: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| VOCABULARY.iter().copied().collect());
+
+static FOLDED: LazyLock<HashSet<String>> =
+    LazyLock::new(|| VOCABULARY.iter().map(|n| fold(n).into_owned()).collect());
+
+/// The form two names share when some mainstream peer reads them as one:
+/// each character upper-cased, then lower-cased (`ı`, `ſ`, `K` and `ß` fall
+/// in with `i`, `s`, `k` and `ss`). ASCII names are only lower-cased.
+pub(crate) fn fold(name: &str) -> Cow<'_, str> {
+    if name.is_ascii() {
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(name)
+        }
+    } else {
+        Cow::Owned(
+            name.chars()
+                .flat_map(char::to_uppercase)
+                .flat_map(char::to_lowercase)
+                .collect(),
+        )
+    }
+}
+
+/// Whether some mainstream peer reads `a` and `b` as the same name:
+/// Unicode case folding (Go, Python's `casefold`) or upper-then-lower
+/// per character (.NET, Java).
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
+    unicase::UniCase::new(a) == unicase::UniCase::new(b)
+        || (!(a.is_ascii() && b.is_ascii()) && fold(a) == fold(b))
+}
+
+/// Whether `key` is read by some peer as one of `names` without being it.
+pub(crate) fn near_name(key: &str, names: &[&str]) -> bool {
+    names.iter().any(|n| *n != key && same_name(key, n))
+}
+
+/// Whether `key` is read by some peer as a name of MCP's vocabulary
+/// without being it.
+pub(crate) fn near_vocabulary(key: &str) -> bool {
+    if EXACT.contains(key) {
+        return false;
+    }
+    if key.is_ascii() {
+        // Only a case change can make an ASCII name another ASCII name.
+        return key.bytes().any(|b| b.is_ascii_uppercase()) && FOLDED.contains(&*fold(key));
+    }
+    FOLDED.contains(&*fold(key)) || near_name(key, VOCABULARY)
+}
+
+/// How the member names under a value are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Names {
+    /// MCP's own structure: a near-name of its vocabulary is refused.
+    Protocol,
+    /// Payload a tool, user or vendor chose (arguments, structured
+    /// content, error data, schema defaults): names are the payload's own.
+    Free,
+    /// A map whose keys are chosen (schema `properties`, ids of
+    /// multi-round-trip requests) and whose values are MCP structure.
+    Keyed,
+    /// `_meta`: keys are chosen; the values of MCP's own keys
+    /// (`io.modelcontextprotocol/…`) are its structure, others are payload.
+    Meta,
+    /// `content`: a list of content blocks (MCP structure) or, in an
+    /// elicitation's answer, an object of the user's answers (payload).
+    Content,
+}
+
+impl Names {
+    /// How the value of member `key` of an object read this way is read.
+    pub(crate) fn member(self, key: &str) -> Names {
+        match self {
+            Names::Free => Names::Free,
+            Names::Keyed => Names::Protocol,
+            Names::Meta if key.starts_with("io.modelcontextprotocol/") => Names::Protocol,
+            Names::Meta => Names::Free,
+            Names::Content => Names::Free,
+            Names::Protocol => match key {
+                "arguments" | "structuredContent" | "experimental" | "data" | "default"
+                | "const" | "enum" | "examples" | "metadata" | "requestState" | "extensions" => {
+                    Names::Free
+                }
+                "_meta" => Names::Meta,
+                "properties" | "patternProperties" | "$defs" | "definitions"
+                | "dependentSchemas" | "inputRequests" | "inputResponses" => Names::Keyed,
+                "content" => Names::Content,
+                _ => Names::Protocol,
+            },
+        }
+    }
+
+    /// How the items of an array read this way are read.
+    pub(crate) fn item(self) -> Names {
+        match self {
+            Names::Free => Names::Free,
+            _ => Names::Protocol,
+        }
+    }
+
+    /// Whether a member named `key` of an object read this way is refused.
+    pub(crate) fn refuses(self, key: &str) -> bool {
+        self == Names::Protocol && near_vocabulary(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reading_of_a_name_is_one_name() {
+        for (a, b) in [
+            ("taskId", "TaskId"),
+            ("taskId", "TASKID"),
+            ("status", "ſtatus"),
+            ("status", "ﬅatus"),
+            ("uri", "urı"),
+            ("id", "ıd"),
+            ("kind", "\u{212a}ind"),
+            ("cacheScope", "cacheſcope"),
+        ] {
+            assert!(same_name(a, b), "{a} / {b}");
+            assert!(near_name(b, &[a]), "{b}");
+            assert!(!near_name(a, &[a]));
+        }
+        assert!(!same_name("id", "idd"));
+        assert!(!same_name("name", "nаme"), "Cyrillic а is another letter");
+    }
+
+    #[test]
+    fn the_vocabulary_is_read_exactly() {
+        for k in [
+            "CacheScope",
+            "TaskId",
+            "ſtatus",
+            "urı",
+            "Properties",
+            "X-MCP-Header",
+        ] {
+            assert!(near_vocabulary(k), "{k}");
+        }
+        for k in [
+            "cacheScope",
+            "taskId",
+            "status",
+            "uri",
+            "query",
+            "Query",
+            "région",
+        ] {
+            assert!(!near_vocabulary(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn payload_is_read_as_payload() {
+        let p = Names::Protocol;
+        assert!(p.refuses("Status"));
+        assert!(!p.member("arguments").refuses("Status"));
+        assert!(!p.member("structuredContent").member("x").refuses("Name"));
+        assert!(!p.member("_meta").member("com.example/x").refuses("Status"));
+        assert!(p
+            .member("_meta")
+            .member("io.modelcontextprotocol/related-task")
+            .refuses("TaskId"));
+        assert!(!p.member("properties").refuses("Name"));
+        assert!(p.member("properties").member("Name").refuses("Format"));
+        assert!(p.member("content").item().refuses("Type"));
+        assert!(!p.member("content").member("Name").refuses("Type"));
+    }
+}
