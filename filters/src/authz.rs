@@ -190,6 +190,7 @@ struct ListShape {
 /// A reply that may carry server→client requests inside its result names
 /// this member (spelled as is, or with escapes: then the parse decides).
 static INPUT_REQUESTS: Word = Word::new("inputRequests");
+static ELICITATIONS: Word = Word::new("elicitations");
 
 fn list_shape(method: &str) -> Option<ListShape> {
     Some(match method {
@@ -372,6 +373,36 @@ impl PolicyFilter {
         }
     }
 
+    /// A URL elicitation the server asks for in an error (-32042,
+    /// `data.elicitations`, 2025-11-25) is a server→client request carried
+    /// in a reply: it gets the policy an `elicitation/create` on a stream
+    /// gets, or the error would open a URL the policy refuses to open.
+    fn judge_error_elicitations(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
+        let Some(error) = msg.value().and_then(|v| v.get("error")) else {
+            return Decision::Pass;
+        };
+        let asks = error.get("code").and_then(Json::as_i64)
+            == Some(i64::from(codes::URL_ELICITATION_REQUIRED))
+            && error
+                .get("data")
+                .and_then(|d| d.get("elicitations"))
+                .and_then(Json::as_array)
+                .is_some_and(|a| !a.is_empty());
+        if !asks {
+            return Decision::Pass;
+        }
+        let d = self.decide(ctx, "elicitation/create", None, None, false);
+        if d.allow {
+            return Decision::Pass;
+        }
+        Decision::Reject(Denial::error(
+            JsonRpcError::new(codes::DENIED, format!("Denied by policy: {}", d.reason)).with_data(
+                serde_json::json!({"reason": d.reason.to_string(), "inputRequest": "elicitation/create"}),
+            ),
+            d.reason.to_string(),
+        ))
+    }
+
     /// Removes the items of a list result the principal may not use.
     fn filter_list(&self, reply: &Message<'_>, ctx: &Exchange<'_>, shape: &ListShape) -> Decision {
         let Some(mut msg) = reply.value().cloned() else {
@@ -512,6 +543,9 @@ impl McpFilter for PolicyFilter {
             }
             Kind::Response if !env.is_error && msg.may_hold(&INPUT_REQUESTS) => {
                 self.judge_input_requests(msg, ctx)
+            }
+            Kind::Response if env.is_error && msg.may_hold(&ELICITATIONS) => {
+                self.judge_error_elicitations(msg, ctx)
             }
             Kind::Response if !env.is_error => match msg.request_method.and_then(list_shape) {
                 Some(shape) => self.filter_list(msg, ctx, &shape),

@@ -41,7 +41,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use serde_json::Value as Json;
-use warden_config::access::ServerCatalog;
+use warden_config::access::{ServerCatalog, ToolEntry};
 use warden_config::guards::HostPattern;
 
 use crate::error::{codes, JsonRpcError};
@@ -468,7 +468,109 @@ const URL_FORMATS: &[&str] = &[
     "iri-reference",
     "hostname",
     "idn-hostname",
+    "ipv4",
+    "ipv6",
 ];
+
+/// Whether `schema` declares a URL, host or address anywhere it nests.
+fn declares_url(schema: &Json, depth: usize) -> bool {
+    if depth > 64 {
+        return false;
+    }
+    match schema {
+        Json::Object(o) => {
+            o.get("format")
+                .and_then(Json::as_str)
+                .is_some_and(|f| URL_FORMATS.contains(&f))
+                || o.iter().any(|(k, v)| {
+                    matches!(
+                        k.as_str(),
+                        "properties"
+                            | "items"
+                            | "additionalProperties"
+                            | "allOf"
+                            | "anyOf"
+                            | "oneOf"
+                            | "prefixItems"
+                    ) && match v {
+                        Json::Object(m) if k == "properties" => {
+                            m.values().any(|s| declares_url(s, depth + 1))
+                        }
+                        v => declares_url(v, depth + 1),
+                    }
+                })
+        }
+        Json::Array(a) => a.iter().any(|s| declares_url(s, depth + 1)),
+        _ => false,
+    }
+}
+
+/// The values of `v` that `schema` declares (at any depth: `properties`,
+/// `items`, `additionalProperties`, `allOf`/`anyOf`/`oneOf`) as a URL,
+/// host or address, judged whole under the declared path `at`.
+fn declared_at<'a>(v: &'a Json, schema: &Json, at: &str, out: &mut Vec<Found<'a>>, depth: usize) {
+    if depth > 64 {
+        return;
+    }
+    let format = schema.get("format").and_then(Json::as_str);
+    if format.is_some_and(|f| URL_FORMATS.contains(&f)) {
+        let bracket = format == Some("ipv6");
+        let mut one = |at: String, x: &'a Json| match (x, bracket) {
+            // A bare IPv6 address is a host once bracketed.
+            (Json::String(s), true) if !s.starts_with('[') => out.push(Found {
+                argument: Some(at),
+                value: format!("[{s}]").into(),
+                whole: true,
+            }),
+            _ => match declared_value(at.clone(), x) {
+                Some(f) => out.push(f),
+                None => walk(x, Some(&at), out),
+            },
+        };
+        match v {
+            Json::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    one(format!("{at}[{i}]"), x);
+                }
+            }
+            x => one(at.to_owned(), x),
+        }
+    }
+    for branch in ["allOf", "anyOf", "oneOf"] {
+        for b in schema
+            .get(branch)
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
+            declared_at(v, b, at, out, depth + 1);
+        }
+    }
+    match v {
+        Json::Object(o) => {
+            let props = schema.get("properties").and_then(Json::as_object);
+            let extra = schema.get("additionalProperties").filter(|a| a.is_object());
+            for (k, x) in o {
+                if let Some(s) = props.and_then(|p| p.get(k)).or(extra) {
+                    let path = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
+                    declared_at(x, s, &path, out, depth + 1);
+                }
+            }
+        }
+        Json::Array(a) => {
+            if let Some(items) = schema.get("items").filter(|i| i.is_object()) {
+                for (i, x) in a.iter().enumerate() {
+                    declared_at(x, items, &format!("{at}[{i}]"), out, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+}
 
 pub struct EgressFilter {
     global: Vec<HostPattern>,
@@ -618,15 +720,30 @@ impl McpFilter for EgressFilter {
 
     fn acts_on(&self) -> Acts {
         Acts {
-            requests: Methods::Only(&["tools/call"]),
+            requests: Methods::Only(&["tools/call", "prompts/get"]),
             responses: Methods::None,
         }
     }
 
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
-        if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
+        if env.kind != Kind::Request {
             return Decision::Pass;
+        }
+        match env.method.as_deref() {
+            Some("tools/call") => {}
+            // A prompt's arguments are free text a prompt server may fetch
+            // ("summarise this page"): URL detection judges them.
+            Some("prompts/get") if self.detect => {
+                let Some(args) = msg.arguments() else {
+                    return Decision::Pass;
+                };
+                let mut values = Vec::new();
+                walk(args, None, &mut values);
+                let server_cat = self.catalog.get(ctx.server);
+                return self.verdict(values, server_cat, None);
+            }
+            _ => return Decision::Pass,
         }
         let tool = env.name.as_deref().unwrap_or_default();
         let server_cat = self.catalog.get(ctx.server);
@@ -655,6 +772,7 @@ impl McpFilter for EgressFilter {
         }
         // Nothing to judge: no declared URL argument, no schema and
         // detection off. The arguments are then never materialised.
+        let nested = schema_props.as_deref().is_some_and(|s| declares_url(s, 0));
         if declared.is_empty() && !self.detect && schema_props.is_none() {
             return Decision::Pass;
         }
@@ -678,7 +796,7 @@ impl McpFilter for EgressFilter {
                 "argument_near_name",
             ));
         }
-        if declared.is_empty() && !self.detect {
+        if declared.is_empty() && !self.detect && !nested {
             return Decision::Pass;
         }
         // Names a denial may quote: declared by the catalog or the schema.
@@ -721,6 +839,24 @@ impl McpFilter for EgressFilter {
                 x => walk(x, None, &mut values),
             }
         }
+        if nested {
+            if let Some(schema) = schema_props.as_deref() {
+                declared_at(args, schema, "", &mut values, 0);
+            }
+        }
+        self.verdict(values, server_cat, tool_cat)
+    }
+}
+
+impl EgressFilter {
+    /// The first value of `values` the allowlists (global, the server's,
+    /// the tool's) refuse, as a denial that names only a declared argument.
+    fn verdict(
+        &self,
+        values: Vec<Found<'_>>,
+        server_cat: Option<&ServerCatalog>,
+        tool_cat: Option<&ToolEntry>,
+    ) -> Decision {
         if values.is_empty() {
             return Decision::Pass;
         }
@@ -864,7 +1000,7 @@ mod differential_tests {
     use super::*;
     use crate::identity::Principal;
     use proptest::prelude::*;
-    use warden_config::access::{Risk, ToolEntry};
+    use warden_config::access::Risk;
 
     fn allow_example() -> Vec<HostPattern> {
         vec![HostPattern::parse("*.example.com").expect("p")]
@@ -1218,6 +1354,63 @@ mod differential_tests {
                     "{args}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn hosts_are_judged_at_every_depth_and_format_the_schema_declares() {
+        let mut f = filter(false);
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "target": {"type": "object", "properties": {"host": {"format": "hostname"}}},
+                "hosts": {"type": "array", "items": {"format": "hostname"}},
+                "addr": {"format": "ipv4"},
+                "addr6": {"format": "ipv6"},
+                "either": {"anyOf": [{"properties": {"u": {"format": "uri"}}}]}
+            }
+        });
+        if let Some(t) = f
+            .catalog
+            .get_mut("s")
+            .and_then(|c| c.tools.get_mut("fetch"))
+        {
+            t.input_schema = Some(Arc::new(schema));
+            t.url_arguments.clear();
+        }
+        for args in [
+            serde_json::json!({"target": {"host": "169.254.169.254"}}),
+            serde_json::json!({"hosts": ["api.example.com", "169.254.169.254"]}),
+            serde_json::json!({"addr": "169.254.169.254"}),
+            serde_json::json!({"addr6": "::1"}),
+            serde_json::json!({"either": {"u": "http://127.0.0.1/"}}),
+            serde_json::json!({"target": {"host": 2130706433u64}}),
+        ] {
+            let e = denial(call(&f, args.clone()));
+            assert_eq!(e.code, codes::EGRESS_DENIED, "{args}");
+        }
+        for args in [
+            serde_json::json!({"target": {"host": "api.example.com"}}),
+            serde_json::json!({"hosts": ["api.example.com"], "other": "127.0.0.1"}),
+        ] {
+            assert!(matches!(call(&f, args.clone()), Decision::Pass), "{args}");
+        }
+    }
+
+    #[test]
+    fn prompt_arguments_meet_detection() {
+        let raw = r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p","arguments":{"page":"http://169.254.169.254/latest/"}}}"#;
+        let Ok(crate::jsonrpc::Parsed::Single(env)) =
+            crate::jsonrpc::parse(raw.as_bytes(), crate::jsonrpc::ParseLimits::default())
+        else {
+            panic!("parse")
+        };
+        let p = Principal::anonymous();
+        for (detect, refused) in [(true, true), (false, false)] {
+            let f = filter(detect);
+            let msg = Message::new(&env, raw.as_bytes());
+            let d = f.on_request(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
+            assert_eq!(matches!(d, Decision::Reject(_)), refused, "detect {detect}");
         }
     }
 

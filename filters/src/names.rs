@@ -160,9 +160,12 @@ static EXACT: LazyLock<HashSet<&'static str>> =
 static FOLDED: LazyLock<HashSet<String>> =
     LazyLock::new(|| VOCABULARY.iter().map(|n| fold(n).into_owned()).collect());
 
-/// The form two names share when some mainstream peer reads them as one:
-/// each character upper-cased, then lower-cased (`ı`, `ſ`, `K` and `ß` fall
-/// in with `i`, `s`, `k` and `ss`). ASCII names are only lower-cased.
+/// The form two names share when some mainstream peer reads them as one,
+/// character by character with simple (one-character) case mappings: Go's
+/// `encoding/json` folds a rune as upper(lower(r)), Java compares upper and
+/// then lower cases, .NET upper cases. So `ı`, `İ`, `ſ` and `K` fall in
+/// with `i`, `i`, `s` and `k`. ASCII names are only lower-cased. (Full
+/// case folding, `ß` as `ss`, is compared beside this: [`same_name`].)
 pub(crate) fn fold(name: &str) -> Cow<'_, str> {
     if name.is_ascii() {
         if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -171,25 +174,46 @@ pub(crate) fn fold(name: &str) -> Cow<'_, str> {
             Cow::Borrowed(name)
         }
     } else {
-        Cow::Owned(
-            name.chars()
-                .flat_map(char::to_uppercase)
-                .flat_map(char::to_lowercase)
-                .collect(),
-        )
+        Cow::Owned(name.chars().map(fold_char).collect())
     }
+}
+
+/// One character's simple mapping (the first of a full mapping, as the
+/// simple one is for `İ`), or the character itself when its upper case is
+/// more than one character (`ß`).
+fn simple(mut mapped: impl Iterator<Item = char>, c: char, first_only: bool) -> char {
+    match (mapped.next(), mapped.next()) {
+        (Some(m), None) => m,
+        (Some(m), Some(_)) if first_only => m,
+        _ => c,
+    }
+}
+
+fn fold_char(c: char) -> char {
+    let lower = simple(c.to_lowercase(), c, true);
+    let upper = simple(lower.to_uppercase(), lower, false);
+    simple(upper.to_lowercase(), upper, true)
 }
 
 /// Whether some mainstream peer reads `a` and `b` as the same name:
 /// Unicode case folding (Go, Python's `casefold`) or upper-then-lower
 /// per character (.NET, Java).
 pub(crate) fn same_name(a: &str, b: &str) -> bool {
-    unicase::UniCase::new(a) == unicase::UniCase::new(b)
-        || (!(a.is_ascii() && b.is_ascii()) && fold(a) == fold(b))
+    if a.is_ascii() && b.is_ascii() {
+        // The common case, and the only reading two ASCII names share.
+        return a.eq_ignore_ascii_case(b);
+    }
+    unicase::UniCase::new(a) == unicase::UniCase::new(b) || fold(a) == fold(b)
 }
 
 /// Whether `key` is read by some peer as one of `names` without being it.
 pub(crate) fn near_name(key: &str, names: &[&str]) -> bool {
+    if key.is_ascii() {
+        // An ASCII name is read as another ASCII name only by case.
+        return names
+            .iter()
+            .any(|n| n.len() == key.len() && *n != key && n.eq_ignore_ascii_case(key));
+    }
     names.iter().any(|n| *n != key && same_name(key, n))
 }
 
@@ -223,6 +247,13 @@ pub(crate) enum Names {
     /// `content`: a list of content blocks (MCP structure) or, in an
     /// elicitation's answer, an object of the user's answers (payload).
     Content,
+    /// A JSON Schema (`inputSchema`, `outputSchema`, `requestedSchema`): a
+    /// near-name of a keyword is refused; keywords that hold schemas are
+    /// followed; any other keyword's value (`required`, `enum`,
+    /// `dependentRequired`, `discriminator`, vendor `x-…`) is payload.
+    Schema,
+    /// A map of chosen names to schemas (`properties`, `$defs`, …).
+    SchemaMap,
 }
 
 impl Names {
@@ -234,6 +265,27 @@ impl Names {
             Names::Meta if key.starts_with("io.modelcontextprotocol/") => Names::Protocol,
             Names::Meta => Names::Free,
             Names::Content => Names::Free,
+            Names::SchemaMap => Names::Schema,
+            Names::Schema => match key {
+                "properties" | "patternProperties" | "$defs" | "definitions"
+                | "dependentSchemas" => Names::SchemaMap,
+                "items"
+                | "additionalProperties"
+                | "not"
+                | "if"
+                | "then"
+                | "else"
+                | "contains"
+                | "propertyNames"
+                | "unevaluatedProperties"
+                | "unevaluatedItems"
+                | "additionalItems"
+                | "allOf"
+                | "anyOf"
+                | "oneOf"
+                | "prefixItems" => Names::Schema,
+                _ => Names::Free,
+            },
             Names::Protocol => match key {
                 "arguments" | "structuredContent" | "experimental" | "data" | "default"
                 | "const" | "enum" | "examples" | "metadata" | "requestState" | "extensions" => {
@@ -243,6 +295,7 @@ impl Names {
                 "properties" | "patternProperties" | "$defs" | "definitions"
                 | "dependentSchemas" | "inputRequests" | "inputResponses" => Names::Keyed,
                 "content" => Names::Content,
+                "inputSchema" | "outputSchema" | "requestedSchema" => Names::Schema,
                 _ => Names::Protocol,
             },
         }
@@ -252,13 +305,15 @@ impl Names {
     pub(crate) fn item(self) -> Names {
         match self {
             Names::Free => Names::Free,
+            // `allOf: [schema, …]`, tuple `items: [schema, …]`.
+            Names::Schema | Names::SchemaMap => Names::Schema,
             _ => Names::Protocol,
         }
     }
 
     /// Whether a member named `key` of an object read this way is refused.
     pub(crate) fn refuses(self, key: &str) -> bool {
-        self == Names::Protocol && near_vocabulary(key)
+        matches!(self, Names::Protocol | Names::Schema) && near_vocabulary(key)
     }
 }
 
@@ -275,6 +330,9 @@ mod tests {
             ("status", "ﬅatus"),
             ("uri", "urı"),
             ("id", "ıd"),
+            ("id", "İd"),
+            ("uri", "urİ"),
+            ("region", "regİon"),
             ("kind", "\u{212a}ind"),
             ("cacheScope", "cacheſcope"),
         ] {
@@ -325,6 +383,23 @@ mod tests {
         assert!(!p.member("properties").refuses("Name"));
         assert!(p.member("properties").member("Name").refuses("Format"));
         assert!(p.member("content").item().refuses("Type"));
+        // In a schema, keywords that hold schemas are followed; the values
+        // of others (`dependentRequired`, `discriminator`) are payload.
+        let schema = p.member("inputSchema");
+        assert!(schema.refuses("Properties"));
+        assert!(!schema.member("properties").refuses("Type"));
+        assert!(schema.member("properties").member("Type").refuses("Format"));
+        assert!(!schema.member("dependentRequired").refuses("Type"));
+        assert!(!schema
+            .member("discriminator")
+            .member("mapping")
+            .refuses("Text"));
+        assert!(schema.member("anyOf").item().refuses("Format"));
+        assert!(schema
+            .member("items")
+            .member("properties")
+            .member("x")
+            .refuses("Items"));
         assert!(!p.member("content").member("Name").refuses("Type"));
     }
 }

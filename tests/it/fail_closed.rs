@@ -6,6 +6,12 @@
 //! framings. A real gateway in front of the hostile scripted upstream, as in
 //! `adversarial.rs`; each test fails while its hole is open.
 
+/// The second review's classes: names as Go reads `İ`, hosts declared at
+/// any schema depth, URL elicitations inside errors, prompt arguments,
+/// schema maps keyed by property names, replayed and legacy streams.
+#[path = "fail_closed_more.rs"]
+mod more;
+
 use serde_json::{json, Value};
 use warden_tests::hostile::{Hostile, Reply};
 use warden_tests::{mock_bundle, request, Gateway, Headers};
