@@ -24,6 +24,8 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::protocols::http::v1::client::HttpSession as Http1Session;
+use pingora_core::protocols::Stream;
+use pingora_core::upstreams::peer::Peer;
 use pingora_proxy::Session;
 use warden_filters::Refusal;
 
@@ -33,10 +35,80 @@ use pingora::proxy::FailToProxy;
 
 use crate::ctx::{ExchangeKind, RequestCtx, ResponseMode};
 use crate::metrics::metrics;
+use crate::pool::UpstreamPool;
 use crate::respond::write_refusal;
 use crate::response;
 use crate::state::Gateway;
 use crate::upstream::{peer, Rewrite};
+
+/// How judged POST bodies reach upstreams: Pingora's connector makes
+/// connections (TCP, TLS, HTTP/2 as the peer says) and keeps HTTP/2
+/// sessions; idle HTTP/1.1 connections wait in the gateway's own pool
+/// ([`UpstreamPool`]) between calls.
+pub struct Upstreams {
+    pub connector: Connector,
+    pub pool: UpstreamPool,
+}
+
+impl Upstreams {
+    pub fn new() -> Self {
+        Upstreams {
+            connector: Connector::new(None),
+            pool: UpstreamPool::default(),
+        }
+    }
+
+    /// A connection to `p`: an idle HTTP/1.1 one if the pool has one
+    /// (`true`: reused), else what the connector gives.
+    async fn connect(&self, p: &HttpPeer) -> Result<(Leg, bool)> {
+        if let Some(stream) = self.pool.take(p.reuse_hash()) {
+            return Ok((Leg::H1(stream), true));
+        }
+        let (up, reused) = self.connector.get_http_session(p).await?;
+        Ok((Leg::of(up), reused))
+    }
+
+    /// Gives back the connection of a finished exchange: kept for the
+    /// next call when the exchange allows it, closed otherwise.
+    async fn release(&self, up: HttpSession, p: &HttpPeer, idle: std::time::Duration) {
+        match up {
+            HttpSession::H1(mut h1) => {
+                h1.respect_keepalive();
+                if let Some(stream) = h1.reuse().await {
+                    self.pool.put(p.reuse_hash(), stream, idle);
+                }
+            }
+            other => {
+                self.connector
+                    .release_http_session(other, p, Some(idle))
+                    .await
+            }
+        }
+    }
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Upstreams::new()
+    }
+}
+
+/// A connection about to carry a request: an HTTP/1.1 stream the gateway
+/// writes itself, or a session of another protocol.
+enum Leg {
+    H1(Stream),
+    /// HTTP/2 (boxed: rare, and far larger than a stream).
+    Other(Box<HttpSession>),
+}
+
+impl Leg {
+    fn of(up: HttpSession) -> Leg {
+        match up {
+            HttpSession::H1(h1) => Leg::H1(h1.into_inner()),
+            other => Leg::Other(Box::new(other)),
+        }
+    }
+}
 
 /// Picks the next replica for this request: the session's if it is healthy
 /// and not tried yet, otherwise the next healthy one not tried. Records it
@@ -103,12 +175,12 @@ pub async fn proxy_failed(session: &mut Session, e: &Error, ctx: &mut RequestCtx
 /// failure is counted and answered with the request's id.
 pub async fn forward_judged(
     gw: &Gateway,
-    connector: &Connector,
+    ups: &Upstreams,
     session: &mut Session,
     ctx: &mut RequestCtx,
     body: Bytes,
 ) -> Result<u16, Refusal> {
-    forward(gw, connector, session, ctx, body)
+    forward(gw, ups, session, ctx, body)
         .await
         .map_err(|r| counted(ctx, r))
 }
@@ -135,7 +207,7 @@ const HELD_MAX: usize = 64 * 1024;
 /// Sends `body` upstream and relays the response. Returns the status written.
 async fn forward(
     gw: &Gateway,
-    connector: &Connector,
+    ups: &Upstreams,
     session: &mut Session,
     ctx: &mut RequestCtx,
     body: Bytes,
@@ -148,7 +220,7 @@ async fn forward(
         let Some((addr, p)) = next_replica(gw, ctx) else {
             return Err(Refusal::upstream_unavailable(&s.name, "no healthy replica"));
         };
-        match connector.get_http_session(&p).await {
+        match ups.connect(&p).await {
             Ok((up, reused)) => break (up, p, addr, reused),
             Err(e) => {
                 metrics()
@@ -169,8 +241,6 @@ async fn forward(
         ErrorType::ReadTimedout | ErrorType::WriteTimedout => Refusal::upstream_timeout(&s.name),
         _ => Refusal::upstream_unavailable(&s.name, &e.etype().as_str().to_ascii_lowercase()),
     };
-    let mut up = up;
-    set_timeouts(&mut up, &p);
     let mut p = p;
     let mut sent = write(up, &p, &rewrite, req, &body).await;
     if sent.is_err() && reused {
@@ -180,11 +250,10 @@ async fn forward(
         // more on a fresh connection. Once written, a call is never repeated
         // (a tool call may not be idempotent): later failures are answered.
         let fresh = peer(s, addr, false);
-        match connector.get_http_session(&fresh).await {
-            Ok((mut u, _)) => {
+        match ups.connector.get_http_session(&fresh).await {
+            Ok((u, _)) => {
                 p = fresh;
-                set_timeouts(&mut u, &p);
-                sent = write(u, &p, &rewrite, req, &body).await;
+                sent = write(Leg::of(u), &p, &rewrite, req, &body).await;
             }
             Err(e) => return Err(unavailable(e)),
         }
@@ -224,10 +293,8 @@ async fn forward(
         {
             let _ = session.write_response_body(Some(out), true).await;
         }
-        // The connector keeps the connection only if the exchange completed.
-        connector
-            .release_http_session(up, &p, Some(s.timeouts.idle))
-            .await;
+        // Kept only if the exchange completed.
+        ups.release(up, &p, s.timeouts.idle).await;
         return Ok(status);
     }
 
@@ -336,9 +403,7 @@ async fn forward(
             break;
         }
     }
-    connector
-        .release_http_session(up, &p, Some(s.timeouts.idle))
-        .await;
+    ups.release(up, &p, s.timeouts.idle).await;
     Ok(status)
 }
 
@@ -372,7 +437,7 @@ async fn start_stream(
 /// its own, one more packet and wake-up), and the head is written straight
 /// from the client's header, which is never copied.
 async fn write(
-    up: HttpSession,
+    up: Leg,
     p: &HttpPeer,
     rewrite: &Rewrite<'_>,
     req: &pingora::http::RequestHeader,
@@ -380,11 +445,10 @@ async fn write(
 ) -> Result<HttpSession> {
     use tokio::io::AsyncWriteExt;
     match up {
-        HttpSession::H1(h1) => {
+        Leg::H1(mut stream) => {
             let mut wire = bytes::BytesMut::with_capacity(1024 + body.len());
             rewrite.h1_head(req, &mut wire);
             wire.extend_from_slice(body);
-            let mut stream = h1.into_inner();
             let io = async {
                 stream.write_all(&wire).await?;
                 stream.flush().await
@@ -405,7 +469,9 @@ async fn write(
             set_timeouts(&mut up, p);
             Ok(up)
         }
-        mut up => {
+        Leg::Other(up) => {
+            let mut up = *up;
+            set_timeouts(&mut up, p);
             let mut req = req.clone();
             // The downstream may be HTTP/2; Pingora's h2 leg takes the
             // header as HTTP/1.1 and converts it.

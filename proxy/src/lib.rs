@@ -24,6 +24,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod otel;
 pub mod outbound;
+pub mod pool;
 pub mod recording;
 pub mod respond;
 pub mod response;

@@ -40,15 +40,15 @@ use crate::state::Gateway;
 
 pub struct WardenProxy {
     pub gateway: Arc<Gateway>,
-    /// Upstream connector for judged POST bodies (see `forwarding`).
-    pub connector: pingora_core::connectors::http::Connector,
+    /// How judged POST bodies reach upstreams (see `forwarding`).
+    pub upstreams: crate::forwarding::Upstreams,
 }
 
 impl WardenProxy {
     pub fn new(gateway: Arc<Gateway>) -> Self {
         WardenProxy {
             gateway,
-            connector: pingora_core::connectors::http::Connector::new(None),
+            upstreams: crate::forwarding::Upstreams::new(),
         }
     }
 
@@ -71,7 +71,7 @@ impl WardenProxy {
             Admitted::Post => match judge(gw, session, ctx).await? {
                 Judged::Answered(status) => Ok(Some(status)),
                 Judged::Forward(body) => {
-                    crate::forwarding::forward_judged(gw, &self.connector, session, ctx, body)
+                    crate::forwarding::forward_judged(gw, &self.upstreams, session, ctx, body)
                         .await
                         .map(Some)
                 }
