@@ -24,7 +24,8 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 cargo build --profile perf -q -p warden-loadtest -p warden-proxy --bins
 TMP="$(mktemp -d)"
 PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+# SIGINT: Pingora's fast shutdown (SIGTERM would wait out its grace period).
+cleanup() { for p in $PIDS; do kill -INT "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -11,7 +11,8 @@ SECS="${1:-8}"; ROUNDS="${2:-3}"; CONNS="${3:-32}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --profile perf -q
 TMP="$(mktemp -d)"
-cleanup() { for p in ${PIDS:-}; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+# SIGINT: Pingora's fast shutdown (SIGTERM would wait out its grace period).
+cleanup() { for p in ${PIDS:-}; do kill -INT "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
 trap cleanup EXIT
 taskset -c 1 ./target/perf/warden-mock --listen 127.0.0.1:0 --threads 1 > "$TMP/mock.out" & PIDS="$!"
 for _ in $(seq 100); do grep -q listening "$TMP/mock.out" && break; sleep 0.05; done
