@@ -477,9 +477,11 @@ impl McpFilter for MirrorFilter {
             let Some(name) = t.get("name").and_then(serde_json::Value::as_str) else {
                 return true;
             };
+            // A listed tool with no mirrored argument is known too (an
+            // empty list): its `Mcp-Param-*` headers are undeclared, not
+            // unchecked.
             let d = match t.get("inputSchema").map(param_decls) {
-                None => None,
-                Some(Ok(d)) if d.is_empty() => None,
+                None => Some(Ok(Vec::new())),
                 Some(r) => Some(r),
             };
             let keep = !matches!(d, Some(Err(_)));

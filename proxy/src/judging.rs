@@ -386,7 +386,7 @@ fn check_params(
         _ => None,
     };
     let decls = match decls.as_deref() {
-        Some(Ok(d)) => d.clone(),
+        Some(Ok(d)) if !d.is_empty() => d.clone(),
         _ => return Ok((Vec::new(), None)),
     };
     let msg = warden_filters::Message::new(env, &body[env.span.clone()]);

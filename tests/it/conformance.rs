@@ -1037,7 +1037,9 @@ fn each_outbound_identity_mode_is_verified_by_a_real_upstream() {
         &config,
         serde_json::json!({
             "port": 0,
-            "ttl": 4,
+            // Long enough for three SDK client sessions in a row (about
+            // 2 s each on a slow machine) to fall inside one token's life.
+            "ttl": 12,
             "clients": [{"client_id": "warden-gw", "client_secret": "gw-secret-0123456789",
                          "grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]}],
             "resources": {aud_a.clone(): {"scope": "tools"}},
@@ -1128,6 +1130,7 @@ fn each_outbound_identity_mode_is_verified_by_a_real_upstream() {
 
     // Token exchange: the user, for this upstream, by this authorization
     // server, the gateway acting.
+    let first_exchange = std::time::Instant::now();
     let a1 = whoami("tx", &alice);
     assert_eq!(a1["sub"], "alice", "{a1}");
     assert_eq!(a1["aud"], aud_a.as_str(), "{a1}");
@@ -1143,8 +1146,8 @@ fn each_outbound_identity_mode_is_verified_by_a_real_upstream() {
     let a2 = whoami("tx", &alice);
     assert_eq!(a2["sub"], "alice");
     assert_eq!(stats()["token_exchange"], 2, "cached: {}", stats());
-    // The authorization server's tokens live 4 s: past that, a new one.
-    std::thread::sleep(Duration::from_millis(4_200));
+    // The authorization server's tokens live 12 s: past that, a new one.
+    std::thread::sleep(Duration::from_millis(12_200).saturating_sub(first_exchange.elapsed()));
     assert_eq!(whoami("tx", &alice)["sub"], "alice");
     assert_eq!(stats()["token_exchange"], 3, "refreshed: {}", stats());
 

@@ -116,7 +116,18 @@ async fn bad_input_never_reaches_the_upstream() {
         "nothing unchecked may reach the upstream"
     );
 
-    // The same gateway forwards good input, headers agreeing, unknown Mcp-Param-* kept.
+    // The same gateway forwards good input, headers agreeing, an Mcp-Param-*
+    // the tool does not declare kept. (Declarations are learned from the
+    // tool's listing; before one, no Mcp-Param-* goes upstream, since none
+    // could be checked against the body: tests/it/fail_closed.rs.)
+    let (s, _, _) = post_json(
+        &url,
+        json!({"jsonrpc": "2.0", "id": 20, "method": "tools/list"}).to_string(),
+        &[],
+    )
+    .await
+    .expect("list");
+    assert_eq!(s, 200);
     let (s, _, b) = post_json(
         &url,
         call(9, "echo", json!({"text":"ok"})),
@@ -131,7 +142,7 @@ async fn bad_input_never_reaches_the_upstream() {
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     assert_eq!(body_json(&b)["result"]["content"][0]["text"], "ok");
     let st = mock.stats().await.expect("stats");
-    assert_eq!(st["posts"], 1);
+    assert_eq!(st["posts"], 2, "the listing and the call");
     assert_eq!(st["last"]["mcp_param_region"], "eu");
     // Every refusal was audited with its reason.
     let forwarded = |r: &Value| {
