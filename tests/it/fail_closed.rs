@@ -52,22 +52,25 @@ async fn setup_with(bundle: &str, policy: &str) -> (Hostile, Gateway) {
     (h, gw)
 }
 
-async fn post_with(gw: &Gateway, body: &str, extra: &[(&str, &str)]) -> (u16, Headers, String) {
+async fn post_at(
+    gw: &Gateway,
+    path: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> (u16, Headers, String) {
     let mut hs = vec![
         ("content-type", "application/json"),
         ("accept", "application/json, text/event-stream"),
     ];
     hs.extend_from_slice(extra);
-    let (s, h, b) = request(
-        &gw.url("/mock/mcp"),
-        "POST",
-        &hs,
-        body.to_owned().into(),
-        false,
-    )
-    .await
-    .expect("post");
+    let (s, h, b) = request(&gw.url(path), "POST", &hs, body.to_owned().into(), false)
+        .await
+        .expect("post");
     (s, h, String::from_utf8_lossy(&b).into_owned())
+}
+
+async fn post_with(gw: &Gateway, body: &str, extra: &[(&str, &str)]) -> (u16, Headers, String) {
+    post_at(gw, "/mock/mcp", body, extra).await
 }
 
 fn messages(text: &str) -> Vec<Value> {

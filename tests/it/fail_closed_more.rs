@@ -5,9 +5,11 @@
 //! `fail_closed.rs`; each probe asserts the secure (or, for a false
 //! positive, the correct) behaviour and fails while its problem exists.
 
-use serde_json::{json, Value};
-use warden_tests::hostile::{Hostile, Piece, Reply};
-use warden_tests::{mock_bundle, request, Gateway, Headers};
+use serde_json::json;
+
+use super::{call_with, post_with, posts_received, setup_with};
+use warden_tests::hostile::{Piece, Reply};
+use warden_tests::request;
 
 const BUNDLE: &str = "dlp:\n  rules:\n    - {name: no-secrets, detectors: [\"category:secret\"], action: block}\ncatalog:\n  mock:\n    tools:\n      echo: {risk: LOW}\n";
 
@@ -32,49 +34,6 @@ decision := {"allow": false, "reason": "no_elicitation"} if {
 } else := {"allow": true, "reason": "ok"}
 "#;
 
-async fn setup_with(bundle: &str, policy: &str) -> (Hostile, Gateway) {
-    let h = Hostile::start().await;
-    let gw = Gateway::start_with(
-        &mock_bundle(&[h.addr], bundle),
-        false,
-        &[("policies/authz.rego", policy.as_bytes())],
-        &[],
-        None,
-    )
-    .expect("gateway");
-    (h, gw)
-}
-
-async fn post_at(
-    gw: &Gateway,
-    path: &str,
-    body: &str,
-    extra: &[(&str, &str)],
-) -> (u16, Headers, String) {
-    let mut hs = vec![
-        ("content-type", "application/json"),
-        ("accept", "application/json, text/event-stream"),
-    ];
-    hs.extend_from_slice(extra);
-    let (s, h, b) = request(&gw.url(path), "POST", &hs, body.to_owned().into(), false)
-        .await
-        .expect("post");
-    (s, h, String::from_utf8_lossy(&b).into_owned())
-}
-
-async fn post_with(gw: &Gateway, body: &str, extra: &[(&str, &str)]) -> (u16, Headers, String) {
-    post_at(gw, "/mock/mcp", body, extra).await
-}
-
-fn posts_received(h: &Hostile) -> usize {
-    h.received().iter().filter(|r| r.method == "POST").count()
-}
-
-fn call_with(id: u64, args: Value) -> String {
-    json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"echo","arguments":args}})
-        .to_string()
-}
-
 fn clean_reply(id: u64) -> Reply {
     Reply::json(&json!({"jsonrpc":"2.0","id":id,"result":{"content":[]}}).to_string())
 }
@@ -82,12 +41,9 @@ fn clean_reply(id: u64) -> Reply {
 // ---------------------------------------------------------------------------
 // (A) U+0130 `İ`. Go's encoding/json folds each non-ASCII rune as
 // unicode.ToUpper(unicode.ToLower(r)); ToLower('İ') is 'i' (the simple
-// mapping), so Go reads `regİon` as `region` (Java's equalsIgnoreCase too:
-// Character.toLowerCase('İ') == 'i'). names.rs folds upper-then-lower with
-// Rust's *full* mappings ('İ' → "i̇", i + U+0307) and unicase's full
-// folding gives the same "i̇": `same_name("regİon", "region")` is false.
-// Every check built on it misses the name: the policy near-name check, the
-// duplicate-key check and the MCP-vocabulary check.
+// mapping), so Go reads `regİon` as `region` (Java's equalsIgnoreCase too).
+// Rust's full mapping and unicase's full folding give "i̇" (i + U+0307)
+// instead: every name check must read `İ` as Go does (names.rs).
 // ---------------------------------------------------------------------------
 #[tokio::test(flavor = "multi_thread")]
 async fn dotted_capital_i_is_read_as_i_in_arguments_policy_reads() {
