@@ -246,19 +246,27 @@ fn is_ident(c: u8) -> bool {
 /// The name paths of every `input` reference in `code` (comments
 /// stripped): `.name` and `["name"]` segments followed from `input`.
 fn input_paths(code: &str) -> Vec<Vec<String>> {
+    paths_from(code, "input")
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// Every reference to the variable `root` in `code`, with where it starts
+/// and the `.name` / `["name"]` segments that follow it.
+fn paths_from(code: &str, root: &str) -> Vec<(usize, Vec<String>)> {
     let mut out = Vec::new();
     let b = code.as_bytes();
     let mut i = 0;
-    while let Some(off) = code[i..].find("input") {
+    while let Some(off) = code[i..].find(root) {
         let start = i + off;
-        let end = start + 5;
+        let end = start + root.len();
         i = end;
         let before_ok = start == 0 || !(is_ident(b[start - 1]) || b[start - 1] == b'.');
         let after_ok = end >= b.len() || !is_ident(b[end]);
         if !(before_ok && after_ok) {
             continue;
         }
-        // Follow `.name` and `["name"]` segments.
         let mut path: Vec<String> = Vec::new();
         let mut j = end;
         loop {
@@ -288,20 +296,57 @@ fn input_paths(code: &str) -> Vec<Vec<String>> {
                 break;
             }
         }
-        out.push(path);
+        out.push((start, path));
     }
     out
 }
 
+/// The variable a reference starting at `start` is bound to (`args :=
+/// input.request.arguments`, `loc = input.request.arguments.loc`), if any.
+fn bound_to(code: &str, start: usize) -> Option<&str> {
+    let before = code[..start].trim_end();
+    let before = before
+        .strip_suffix(":=")
+        .or_else(|| {
+            before
+                .strip_suffix('=')
+                .filter(|b| !b.ends_with(['=', '!', '<', '>']))
+        })?
+        .trim_end();
+    let name_start = before
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(0, |i| i + 1);
+    let name = &before[name_start..];
+    (!name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit())).then_some(name)
+}
+
 /// The paths below `input.request.arguments` that `modules` read by name
-/// (`input.request.arguments.loc.region` gives `["loc", "region"]`).
+/// (`input.request.arguments.loc.region` gives `["loc", "region"]`), also
+/// through a variable bound to the arguments or a part of them (`args :=
+/// input.request.arguments` then `args.region`).
 pub fn argument_paths(modules: &[&str]) -> Vec<Vec<String>> {
-    let mut out: Vec<Vec<String>> = modules
-        .iter()
-        .flat_map(|m| input_paths(&code_only(m)))
-        .filter(|p| p.len() > 2 && p[0] == "request" && p[1] == "arguments")
-        .map(|p| p[2..].to_vec())
-        .collect();
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for m in modules {
+        let code = code_only(m);
+        for (start, p) in paths_from(&code, "input") {
+            if p.len() < 2 || p[0] != "request" || p[1] != "arguments" {
+                continue;
+            }
+            let below = p[2..].to_vec();
+            if let Some(alias) = bound_to(&code, start) {
+                for (_, q) in paths_from(&code, alias) {
+                    let mut whole = below.clone();
+                    whole.extend(q);
+                    if !whole.is_empty() {
+                        out.push(whole);
+                    }
+                }
+            }
+            if !below.is_empty() {
+                out.push(below);
+            }
+        }
+    }
     out.sort();
     out.dedup();
     out
@@ -1206,6 +1251,27 @@ deny if input.principal.id == "x"
             paths,
             vec![
                 vec!["loc".to_owned(), "zone".to_owned()],
+                vec!["region".to_owned()]
+            ]
+        );
+        // Through a variable bound to the arguments, or to a part of them.
+        let aliased = r#"package warden.authz
+deny if {
+    args := input.request.arguments
+    args.region == "us"
+}
+deny if {
+    loc = input.request.arguments.loc
+    loc["zone"] == "a"
+}
+deny if input.request.arguments.n == 1
+"#;
+        assert_eq!(
+            argument_paths(&[aliased]),
+            vec![
+                vec!["loc".to_owned()],
+                vec!["loc".to_owned(), "zone".to_owned()],
+                vec!["n".to_owned()],
                 vec!["region".to_owned()]
             ]
         );
