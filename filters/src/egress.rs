@@ -472,6 +472,23 @@ const URL_FORMATS: &[&str] = &[
     "ipv6",
 ];
 
+/// `schema`, or what its local `$ref` (`#/$defs/Model`, as Pydantic writes
+/// nested models) points at within `root`.
+fn resolve<'s>(root: &'s Json, mut schema: &'s Json) -> &'s Json {
+    for _ in 0..8 {
+        let Some(target) = schema
+            .get("$ref")
+            .and_then(Json::as_str)
+            .and_then(|r| r.strip_prefix('#'))
+            .and_then(|p| root.pointer(p))
+        else {
+            break;
+        };
+        schema = target;
+    }
+    schema
+}
+
 /// Whether `schema` declares a URL, host or address anywhere it nests.
 fn declares_url(schema: &Json, depth: usize) -> bool {
     if depth > 64 {
@@ -492,8 +509,12 @@ fn declares_url(schema: &Json, depth: usize) -> bool {
                             | "anyOf"
                             | "oneOf"
                             | "prefixItems"
+                            | "$defs"
+                            | "definitions"
                     ) && match v {
-                        Json::Object(m) if k == "properties" => {
+                        Json::Object(m)
+                            if matches!(k.as_str(), "properties" | "$defs" | "definitions") =>
+                        {
                             m.values().any(|s| declares_url(s, depth + 1))
                         }
                         v => declares_url(v, depth + 1),
@@ -508,10 +529,18 @@ fn declares_url(schema: &Json, depth: usize) -> bool {
 /// The values of `v` that `schema` declares (at any depth: `properties`,
 /// `items`, `additionalProperties`, `allOf`/`anyOf`/`oneOf`) as a URL,
 /// host or address, judged whole under the declared path `at`.
-fn declared_at<'a>(v: &'a Json, schema: &Json, at: &str, out: &mut Vec<Found<'a>>, depth: usize) {
+fn declared_at<'a>(
+    root: &Json,
+    v: &'a Json,
+    schema: &Json,
+    at: &str,
+    out: &mut Vec<Found<'a>>,
+    depth: usize,
+) {
     if depth > 64 {
         return;
     }
+    let schema = resolve(root, schema);
     let format = schema.get("format").and_then(Json::as_str);
     if format.is_some_and(|f| URL_FORMATS.contains(&f)) {
         let bracket = format == Some("ipv6");
@@ -543,7 +572,7 @@ fn declared_at<'a>(v: &'a Json, schema: &Json, at: &str, out: &mut Vec<Found<'a>
             .into_iter()
             .flatten()
         {
-            declared_at(v, b, at, out, depth + 1);
+            declared_at(root, v, b, at, out, depth + 1);
         }
     }
     match v {
@@ -557,14 +586,14 @@ fn declared_at<'a>(v: &'a Json, schema: &Json, at: &str, out: &mut Vec<Found<'a>
                     } else {
                         format!("{at}.{k}")
                     };
-                    declared_at(x, s, &path, out, depth + 1);
+                    declared_at(root, x, s, &path, out, depth + 1);
                 }
             }
         }
         Json::Array(a) => {
             if let Some(items) = schema.get("items").filter(|i| i.is_object()) {
                 for (i, x) in a.iter().enumerate() {
-                    declared_at(x, items, &format!("{at}[{i}]"), out, depth + 1);
+                    declared_at(root, x, items, &format!("{at}[{i}]"), out, depth + 1);
                 }
             }
         }
@@ -600,7 +629,13 @@ struct Found<'a> {
 /// `items`, and the branches of `allOf`/`anyOf`/`oneOf`), a member whose
 /// name folds to a declared property's (or one of `extra`, at the top)
 /// without being it.
-fn near_named(v: &Json, schema: Option<&Json>, extra: &[&str], depth: usize) -> bool {
+fn near_named(
+    root: Option<&Json>,
+    v: &Json,
+    schema: Option<&Json>,
+    extra: &[&str],
+    depth: usize,
+) -> bool {
     // Schemas nest as deep as the arguments may; past this, nothing declares.
     if depth > 64 {
         return false;
@@ -608,6 +643,10 @@ fn near_named(v: &Json, schema: Option<&Json>, extra: &[&str], depth: usize) -> 
     if schema.is_none() && extra.is_empty() {
         return false;
     }
+    let schema = match (root, schema) {
+        (Some(r), Some(s)) => Some(resolve(r, s)),
+        (_, s) => s,
+    };
     let branches = ["allOf", "anyOf", "oneOf"]
         .iter()
         .filter_map(|k| schema.and_then(|s| s.get(*k)).and_then(Json::as_array))
@@ -634,19 +673,19 @@ fn near_named(v: &Json, schema: Option<&Json>, extra: &[&str], depth: usize) -> 
                         .and_then(|s| s.get("additionalProperties"))
                         .filter(|a| a.is_object())
                 });
-                near_named(x, declared, &[], depth + 1)
+                near_named(root, x, declared, &[], depth + 1)
             }) || branches
                 .into_iter()
-                .any(|b| near_named(v, Some(b), &[], depth + 1))
+                .any(|b| near_named(root, v, Some(b), &[], depth + 1))
         }
         Json::Array(a) => {
             let items = schema
                 .and_then(|s| s.get("items"))
                 .filter(|i| i.is_object());
-            a.iter().any(|x| near_named(x, items, &[], depth + 1))
+            a.iter().any(|x| near_named(root, x, items, &[], depth + 1))
                 || branches
                     .into_iter()
-                    .any(|b| near_named(v, Some(b), &[], depth + 1))
+                    .any(|b| near_named(root, v, Some(b), &[], depth + 1))
         }
         _ => false,
     }
@@ -785,7 +824,13 @@ impl McpFilter for EgressFilter {
         // one, while policy, schema and the lookups below would not see it:
         // refused at any depth the schema declares, never judged by a guess.
         let top: Vec<&str> = declared.iter().map(String::as_str).collect();
-        if near_named(args, schema_props.as_deref(), &top, 0) {
+        if near_named(
+            schema_props.as_deref(),
+            args,
+            schema_props.as_deref(),
+            &top,
+            0,
+        ) {
             return Decision::Reject(Denial::error(
                 JsonRpcError::new(
                     codes::INVALID_PARAMS,
@@ -841,7 +886,7 @@ impl McpFilter for EgressFilter {
         }
         if nested {
             if let Some(schema) = schema_props.as_deref() {
-                declared_at(args, schema, "", &mut values, 0);
+                declared_at(schema, args, schema, "", &mut values, 0);
             }
         }
         self.verdict(values, server_cat, tool_cat)
@@ -1395,6 +1440,42 @@ mod differential_tests {
         ] {
             assert!(matches!(call(&f, args.clone()), Decision::Pass), "{args}");
         }
+    }
+
+    #[test]
+    fn nested_models_behind_a_ref_are_read_too() {
+        // Pydantic writes nested models as `$ref` into `$defs`.
+        let mut f = filter(false);
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {"target": {"$ref": "#/$defs/Target"}},
+            "$defs": {"Target": {"type": "object", "properties": {
+                "host": {"type": "string", "format": "hostname"},
+                "region": {"type": "string"}
+            }}}
+        });
+        if let Some(t) = f
+            .catalog
+            .get_mut("s")
+            .and_then(|c| c.tools.get_mut("fetch"))
+        {
+            t.input_schema = Some(Arc::new(schema));
+            t.url_arguments.clear();
+        }
+        let e = denial(call(
+            &f,
+            serde_json::json!({"target": {"host": "169.254.169.254"}}),
+        ));
+        assert_eq!(e.code, codes::EGRESS_DENIED);
+        let e = denial(call(&f, serde_json::json!({"target": {"Region": "us"}})));
+        assert_eq!(e.code, codes::INVALID_PARAMS);
+        assert!(matches!(
+            call(
+                &f,
+                serde_json::json!({"target": {"host": "api.example.com", "region": "us"}})
+            ),
+            Decision::Pass
+        ));
     }
 
     #[test]
