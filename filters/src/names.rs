@@ -114,6 +114,7 @@ const VOCABULARY: &[&str] = &[
     "stopReason",
     "toolChoice",
     "toolUseId",
+    "input",
     "requestedSchema",
     "action",
     "mode",
@@ -287,10 +288,11 @@ impl Names {
                 _ => Names::Free,
             },
             Names::Protocol => match key {
-                "arguments" | "structuredContent" | "experimental" | "data" | "default"
-                | "const" | "enum" | "examples" | "metadata" | "requestState" | "extensions" => {
-                    Names::Free
-                }
+                // `input`: the arguments a model gives a tool in sampling
+                // (`tool_use`), payload like a call's `arguments`.
+                "arguments" | "input" | "structuredContent" | "experimental" | "data"
+                | "default" | "const" | "enum" | "examples" | "metadata" | "requestState"
+                | "extensions" => Names::Free,
                 "_meta" => Names::Meta,
                 "properties" | "patternProperties" | "$defs" | "definitions"
                 | "dependentSchemas" | "inputRequests" | "inputResponses" => Names::Keyed,

@@ -1,5 +1,7 @@
-//! Third review: real SDK traffic through the strict parser, and egress
-//! checks on Pydantic-style `$ref`/`$defs` schemas.
+//! Real SDK traffic through the strict parser (no false refusal of what a
+//! Python SDK session sends and receives, sampling with tools included), and
+//! egress on Pydantic-style `$ref`/`$defs` schemas (nested models are judged
+//! like top-level arguments).
 
 use warden_filters::{parse, ParseLimits, Parsed};
 
@@ -122,5 +124,127 @@ fn refusal(msg: &str) -> Option<String> {
 fn python_sdk_wire_traffic_is_accepted() {
     for m in PYTHON_SDK_2025_11_25.iter().chain(PYTHON_SDK_2026_07_28) {
         assert_eq!(refusal(m), None, "{m}");
+    }
+}
+
+/// Sampling with tools (2025-11-25): a `tool_use` block's `input` is the
+/// model's arguments for a tool the server declared (payload, like
+/// `tools/call` `arguments`), yet the parser reads it as MCP structure and
+/// refuses any key that case-folds to MCP vocabulary (`Name`, `ID`, `Type`,
+/// `URI`, `Data`, `Text` ...). The first message is the Python SDK's own
+/// wire bytes (`ServerSession.create_message(..., tools=...)`); the second is
+/// a client's `CreateMessageResult` answering with a tool call.
+#[test]
+fn sampling_tool_use_input_is_payload() {
+    let server_request = r##"{"jsonrpc":"2.0","id":4,"method":"sampling/createMessage","params":{"messages":[{"role":"user","content":{"type":"text","text":"hi"}},{"role":"assistant","content":[{"type":"tool_use","name":"lookup","id":"tu1","input":{"Name":"x","Type":"y","URI":"z"}}]},{"role":"user","content":[{"type":"tool_result","toolUseId":"tu1","content":[{"type":"text","text":"r"}],"structuredContent":{"Text":1}}]}],"maxTokens":10,"tools":[{"name":"lookup","inputSchema":{"type":"object","properties":{"Name":{"type":"string"}}}}],"toolChoice":{"mode":"auto"}}}"##;
+    assert_eq!(refusal(server_request), None, "{server_request}");
+    let client_result = r#"{"jsonrpc":"2.0","id":4,"result":{"role":"assistant","model":"m","stopReason":"toolUse","content":[{"type":"tool_use","id":"tu2","name":"lookup","input":{"ID":7,"Name":"q"}}]}}"#;
+    assert_eq!(refusal(client_result), None, "{client_result}");
+    // Under 2026-07-28 the same answer travels in `inputResponses`.
+    let retry = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"t","arguments":{},"requestState":"s","inputResponses":{"llm":{"role":"assistant","model":"m","content":[{"type":"tool_use","id":"tu","name":"lookup","input":{"Type":"x"}}]}}}}"#;
+    assert_eq!(refusal(retry), None, "{retry}");
+}
+
+mod egress_refs {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use serde_json::{json, Value as Json};
+    use warden_config::access::{ServerCatalog, ToolEntry};
+    use warden_config::guards::HostPattern;
+    use warden_filters::egress::EgressFilter;
+    use warden_filters::{
+        codes, parse, Decision, Exchange, McpFilter, Message, Notes, ParseLimits, Parsed, Principal,
+    };
+
+    /// `search`'s `inputSchema` exactly as the Python SDK lists it: a
+    /// Pydantic model whose `url: AnyUrl` (`format: uri`) sits behind
+    /// `$ref: #/$defs/Target`, nested in `#/$defs/Query`.
+    const PYDANTIC_SCHEMA: &str = r##"{"properties": {"q": {"$ref": "#/$defs/Query"}, "limit": {"default": 10, "title": "Limit", "type": "integer"}, "hint": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": null, "title": "Hint"}}, "required": ["q"], "type": "object", "$defs": {"Color": {"enum": ["red", "blue"], "title": "Color", "type": "string"}, "Query": {"description": "A query.", "properties": {"target": {"$ref": "#/$defs/Target"}, "backup": {"anyOf": [{"$ref": "#/$defs/Target"}, {"type": "null"}], "default": null}, "extra": {"default": [], "items": {"$ref": "#/$defs/Target"}, "title": "Extra", "type": "array"}, "tags": {"additionalProperties": {"type": "integer"}, "default": {}, "title": "Tags", "type": "object"}, "mode": {"default": "fast", "enum": ["fast", "slow"], "title": "Mode", "type": "string"}}, "required": ["target"], "title": "Query", "type": "object"}, "Target": {"properties": {"url": {"description": "Where to fetch", "format": "uri", "minLength": 1, "title": "Url", "type": "string"}, "region": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": null, "title": "Region"}, "color": {"$ref": "#/$defs/Color", "default": "red"}}, "required": ["url"], "title": "Target", "type": "object"}}, "title": "searchArguments"}"##;
+
+    fn filter(detect: bool) -> EgressFilter {
+        let tool = ToolEntry {
+            input_schema: Some(Arc::new(
+                serde_json::from_str(PYDANTIC_SCHEMA).expect("schema"),
+            )),
+            ..ToolEntry::default()
+        };
+        let catalog = ServerCatalog {
+            tools: HashMap::from([("search".to_owned(), tool)]),
+            ..ServerCatalog::default()
+        };
+        EgressFilter::new(
+            vec![HostPattern::parse("*.example.com").expect("pattern")],
+            HashMap::from([("s".to_owned(), catalog)]),
+            Arc::default(),
+            detect,
+        )
+    }
+
+    fn call(f: &EgressFilter, args: Json) -> Decision {
+        let raw = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "search", "arguments": args}})
+        .to_string();
+        let Ok(Parsed::Single(env)) = parse(raw.as_bytes(), ParseLimits::default()) else {
+            panic!("parse {raw}")
+        };
+        let p = Principal::anonymous();
+        f.on_request(
+            &Message::new(&env, raw.as_bytes()),
+            &Exchange::new(&p, "s"),
+            &mut Notes::default(),
+        )
+    }
+
+    fn code(d: Decision) -> Option<i32> {
+        match d {
+            Decision::Reject(d) => Some(d.error.code),
+            _ => None,
+        }
+    }
+
+    /// The schema declares `q.target.url` a URI (through `$ref`), so the
+    /// host is judged with detection off, as it is for an inline schema
+    /// (`hosts_are_judged_at_every_depth_and_format_the_schema_declares`).
+    #[test]
+    fn urls_declared_behind_ref_are_judged() {
+        let f = filter(false);
+        for args in [
+            json!({"q": {"target": {"url": "http://169.254.169.254/latest/meta-data/"}}}),
+            json!({"q": {"target": {"url": "https://api.example.com/"},
+                         "backup": {"url": "http://127.0.0.1:6379/"}}}),
+            json!({"q": {"target": {"url": "https://api.example.com/"},
+                         "extra": [{"url": "http://10.0.0.1/"}]}}),
+        ] {
+            assert_eq!(
+                code(call(&f, args.clone())),
+                Some(codes::EGRESS_DENIED),
+                "{args}"
+            );
+        }
+        assert_eq!(
+            code(call(
+                &f,
+                json!({"q": {"target": {"url": "https://api.example.com/"}}})
+            )),
+            None
+        );
+    }
+
+    /// A near-name of a property declared behind `$ref` (`URL` for
+    /// `url`) is what Go's encoding/json reads as `url`; refused as at
+    /// every inline depth (`argument_near_name`).
+    #[test]
+    fn near_names_behind_ref_are_refused() {
+        for detect in [false, true] {
+            let f = filter(detect);
+            let args = json!({"q": {"target": {"url": "https://api.example.com/"},
+                                    "backup": {"URL": "http://169.254.169.254/"}}});
+            assert_eq!(
+                code(call(&f, args.clone())),
+                Some(codes::INVALID_PARAMS),
+                "detect {detect}: {args}"
+            );
+        }
     }
 }
