@@ -1324,6 +1324,21 @@ mod differential_tests {
         )
     }
 
+    /// The `fetch` tool with `schema` as its only declaration (no
+    /// catalog URL argument), detection off.
+    fn with_schema(schema: Json) -> EgressFilter {
+        let mut f = filter(false);
+        if let Some(t) = f
+            .catalog
+            .get_mut("s")
+            .and_then(|c| c.tools.get_mut("fetch"))
+        {
+            t.input_schema = Some(Arc::new(schema));
+            t.url_arguments.clear();
+        }
+        f
+    }
+
     fn call(f: &EgressFilter, args: Json) -> Decision {
         let raw = serde_json::json!({
             "jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -1404,8 +1419,7 @@ mod differential_tests {
 
     #[test]
     fn hosts_are_judged_at_every_depth_and_format_the_schema_declares() {
-        let mut f = filter(false);
-        let schema = serde_json::json!({
+        let f = with_schema(serde_json::json!({
             "type": "object",
             "properties": {
                 "target": {"type": "object", "properties": {"host": {"format": "hostname"}}},
@@ -1414,15 +1428,7 @@ mod differential_tests {
                 "addr6": {"format": "ipv6"},
                 "either": {"anyOf": [{"properties": {"u": {"format": "uri"}}}]}
             }
-        });
-        if let Some(t) = f
-            .catalog
-            .get_mut("s")
-            .and_then(|c| c.tools.get_mut("fetch"))
-        {
-            t.input_schema = Some(Arc::new(schema));
-            t.url_arguments.clear();
-        }
+        }));
         for args in [
             serde_json::json!({"target": {"host": "169.254.169.254"}}),
             serde_json::json!({"hosts": ["api.example.com", "169.254.169.254"]}),
@@ -1445,23 +1451,14 @@ mod differential_tests {
     #[test]
     fn nested_models_behind_a_ref_are_read_too() {
         // Pydantic writes nested models as `$ref` into `$defs`.
-        let mut f = filter(false);
-        let schema = serde_json::json!({
+        let f = with_schema(serde_json::json!({
             "type": "object",
             "properties": {"target": {"$ref": "#/$defs/Target"}},
             "$defs": {"Target": {"type": "object", "properties": {
                 "host": {"type": "string", "format": "hostname"},
                 "region": {"type": "string"}
             }}}
-        });
-        if let Some(t) = f
-            .catalog
-            .get_mut("s")
-            .and_then(|c| c.tools.get_mut("fetch"))
-        {
-            t.input_schema = Some(Arc::new(schema));
-            t.url_arguments.clear();
-        }
+        }));
         let e = denial(call(
             &f,
             serde_json::json!({"target": {"host": "169.254.169.254"}}),
@@ -1497,23 +1494,14 @@ mod differential_tests {
 
     #[test]
     fn near_names_are_refused_at_every_depth_the_schema_declares() {
-        let mut f = filter(false);
-        let schema = serde_json::json!({
+        let f = with_schema(serde_json::json!({
             "type": "object",
             "properties": {
                 "loc": {"type": "object", "properties": {"region": {"type": "string"}}},
                 "list": {"type": "array", "items": {"properties": {"host": {}}}},
                 "either": {"anyOf": [{"properties": {"zone": {}}}]}
             }
-        });
-        if let Some(t) = f
-            .catalog
-            .get_mut("s")
-            .and_then(|c| c.tools.get_mut("fetch"))
-        {
-            t.input_schema = Some(Arc::new(schema));
-            t.url_arguments.clear();
-        }
+        }));
         for args in [
             serde_json::json!({"loc": {"Region": "us"}}),
             serde_json::json!({"loc": {"regıon": "us"}}),

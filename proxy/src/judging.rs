@@ -61,6 +61,8 @@ pub async fn judge(
     let mut decls: Vec<mcp::ParamDecl> = Vec::new();
     // The arguments the mirrored headers were checked against (read once).
     let mut checked_args: Option<serde_json::Value> = None;
+    // A `tools/call` whose tool's declarations are unknown here (see below).
+    let mut unchecked = false;
     let parsed = parse(&body, rt.snap.parse_limits).map_err(|(id, e)| Refusal::parse(id, e))?;
     // Fail closed: no new call while the audit trail cannot record it.
     gw.audit.admit().map_err(|r| match &parsed {
@@ -83,7 +85,8 @@ pub async fn judge(
                     .protocol_version
                     .as_deref()
                     .is_some_and(|v| v >= "2026-07-28");
-            (decls, checked_args) = check_params(gw, ctx, env, &body, &server.name, modern)?;
+            (decls, checked_args, unchecked) =
+                check_params(gw, ctx, env, &body, &server.name, modern)?;
             ctx.request_method = env.method.clone();
             ctx.request_target = mcp::judged_target(env).map(str::to_owned);
             if env.method.as_deref() == Some("initialize") {
@@ -115,12 +118,6 @@ pub async fn judge(
     // refused): its `Mcp-Param-*` headers cannot be checked against the
     // arguments, so none goes upstream (a server that needs them answers
     // for itself; what it reads is never a value policy did not judge).
-    let unchecked = match &parsed {
-        Parsed::Single(env) => {
-            env.method.as_deref() == Some("tools/call") && !decls_known(gw, env, &server.name)
-        }
-        Parsed::Batch(_) => false,
-    };
     // Judged by DLP either way: a secret in a header is refused, not just
     // left behind.
     let mut kept_params = undeclared_params(ctx, &decls, &rt.snap)?;
@@ -371,8 +368,9 @@ async fn settle_held(
 }
 
 /// Checks the `Mcp-Param-*` headers of a `tools/call` against the
-/// arguments the listed definition mirrors; returns those declarations and
-/// the arguments read for the check.
+/// arguments the listed definition mirrors; returns those declarations, the
+/// arguments read for the check, and whether the call's declarations are
+/// unknown (no listing seen, or the definition refused).
 fn check_params(
     gw: &Gateway,
     ctx: &RequestCtx,
@@ -380,29 +378,24 @@ fn check_params(
     body: &[u8],
     server: &str,
     modern: bool,
-) -> Result<(Vec<mcp::ParamDecl>, Option<serde_json::Value>), Refusal> {
-    let decls = match (env.method.as_deref(), env.name.as_deref()) {
-        (Some("tools/call"), Some(tool)) => gw.shared.params.get(server, tool),
-        _ => None,
-    };
+) -> Result<(Vec<mcp::ParamDecl>, Option<serde_json::Value>, bool), Refusal> {
+    if env.method.as_deref() != Some("tools/call") {
+        return Ok((Vec::new(), None, false));
+    }
+    let decls = env
+        .name
+        .as_deref()
+        .and_then(|tool| gw.shared.params.get(server, tool));
     let decls = match decls.as_deref() {
         Some(Ok(d)) if !d.is_empty() => d.clone(),
-        _ => return Ok((Vec::new(), None)),
+        Some(Ok(_)) => return Ok((Vec::new(), None, false)),
+        _ => return Ok((Vec::new(), None, true)),
     };
     let msg = warden_filters::Message::new(env, &body[env.span.clone()]);
     let args = msg.arguments().cloned();
     mcp::check_params(&decls, args.as_ref(), &ctx.params_in, modern)
         .map_err(|m| Refusal::header_mismatch(env.id.clone(), m))?;
-    Ok((decls, args))
-}
-
-/// Whether the `x-mcp-header` declarations of the tool `env` calls are
-/// known (learned from a `tools/list` reply and not refused).
-fn decls_known(gw: &Gateway, env: &warden_filters::Envelope, server: &str) -> bool {
-    env.name
-        .as_deref()
-        .and_then(|tool| gw.shared.params.get(server, tool))
-        .is_some_and(|d| d.is_ok())
+    Ok((decls, args, false))
 }
 
 /// `Mcp-Param-*` headers no declaration covers: DLP-scanned like an

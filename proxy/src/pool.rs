@@ -134,8 +134,9 @@ impl UpstreamPool {
         });
     }
 
-    /// How many idle connections are held (for tests).
-    pub fn idle(&self) -> usize {
+    /// How many idle connections are held.
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.inner.queues.load().values().map(|q| q.len()).sum()
     }
 }
