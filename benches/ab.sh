@@ -4,7 +4,8 @@
 # guard on/off) are compared on the same noisy machine at the same moment.
 #
 # usage: benches/ab.sh SECS ROUNDS NAME=SPEC [NAME=SPEC ...]
-#   SPEC is `pingora` (the Pingora pass-through), or
+#   SPEC is `pingora` (the Pingora pass-through of target/perf),
+#   `pingora:BINARY` (another build of it), or
 #   `WARDEN_BINARY[:SECTION,SECTION...]`: that binary with the full-pipeline
 #   bundle of benches/e2e.py (API-key auth, cached policy, catalog schema, DLP
 #   both ways, a quota, hash-chained audit) minus the named top-level
@@ -24,8 +25,12 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 cargo build --profile perf -q -p warden-loadtest -p warden-proxy --bins
 TMP="$(mktemp -d)"
 PIDS=""
-# SIGINT: Pingora's fast shutdown (SIGTERM would wait out its grace period).
-cleanup() { for p in $PIDS; do kill -INT "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+# SIGINT first (Pingora's fast shutdown; SIGTERM would wait out its grace
+# period), SIGKILL after 3 s: a background job of a non-interactive shell
+# starts with SIGINT ignored, so a process without its own handler never
+# exits on it.
+stop() { kill -INT "$1" 2>/dev/null || return 0; for _ in $(seq 30); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done; kill -KILL "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+cleanup() { for p in ${PIDS:-}; do stop "$p"; done; rm -rf "$TMP"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -52,9 +57,10 @@ NAMES=()
 for arg in "$@"; do
   name="${arg%%=*}"; spec="${arg#*=}"; NAMES+=("$name")
   port="$(free_port)"
-  if [ "$spec" = pingora ]; then
-    taskset -c 0 ./target/perf/pingora-passthrough "127.0.0.1:$port" "$MOCK" 1 2>/dev/null &
-    PID[$name]=$!; URL[$name]="http://127.0.0.1:$port/mcp"
+  if [ "${spec%%:*}" = pingora ]; then
+    pt=./target/perf/pingora-passthrough; [ "$spec" != pingora ] && pt="${spec#pingora:}"
+    taskset -c 0 "$pt" "127.0.0.1:$port" "$MOCK" 1 2>/dev/null &
+    PID[$name]=$!; PIDS="$PIDS $!"; URL[$name]="http://127.0.0.1:$port/mcp"
   else
     bin="${spec%%:*}"; drop=""; [ "$bin" != "$spec" ] && drop="${spec#*:}"
     mkdir "$TMP/$name"; cp -r config/examples/sidecar/. "$TMP/$name/"
@@ -77,10 +83,9 @@ PY
     admin="$(free_port)"
     taskset -c 0 "$bin" run --bundle "$TMP/$name" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
       --threads 1 --audit "$TMP/$name.audit.jsonl" 2>"$TMP/$name.err" &
-    PID[$name]=$!; URL[$name]="http://127.0.0.1:$port/mock/mcp"
+    PID[$name]=$!; PIDS="$PIDS $!"; URL[$name]="http://127.0.0.1:$port/mock/mcp"
     for _ in $(seq 200); do curl -sf "127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.05; done
   fi
-  PIDS="$PIDS ${PID[$name]}"
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
   # Every variant must forward the call: a refusal would be measured as a cheap call.
   reply="$(curl -s -X POST -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \

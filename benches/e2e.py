@@ -12,7 +12,8 @@ Every cell is repeated ROUNDS times in interleaved order; the table holds the
 median requests/s, the share of the Pingora pass-through, the median p99 and
 the proxy's CPU time per request (from /proc/PID/stat). A second part runs
 warden-load open loop at half of Warden's measured maximum against the
-pass-through and Warden and reports the p99 Warden adds.
+pass-through and Warden and reports the p99 Warden adds. A third compares
+two workers on two cores with one worker, for Warden and the pass-through.
 
 Called by benches/e2e.sh (which installs wrk, nginx and Envoy and builds).
 usage: e2e.py SECONDS ROUNDS CONNECTIONS
@@ -30,7 +31,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Built by e2e.sh with `--profile perf` (thin LTO, as every figure in BENCHMARKS.md).
+# Built by e2e.sh with `--profile perf` (fat LTO since session 18; thin before).
 REL = os.path.join(ROOT, "target", "perf")
 SECS, ROUNDS, CONNS = (int(a) for a in (sys.argv[1:4] + ["8", "3", "32"][len(sys.argv[1:4]):]))
 ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, "benches", ".venv", "bin", "envoy"))
@@ -117,18 +118,19 @@ def bundle(name, cache_capacity=None):
     return dst
 
 
-def warden(name, cache_capacity=None):
+def warden(name, cache_capacity=None, threads=1, cores="0"):
     port, admin = free_port(), free_port()
     p = start([os.path.join(REL, "warden"), "run", "--bundle", bundle(name, cache_capacity),
-               "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}", "--threads", "1",
-               "--audit", os.path.join(tmp, f"{name}-audit.jsonl")], 0, name)
+               "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}", "--threads", str(threads),
+               "--audit", os.path.join(tmp, f"{name}-audit.jsonl")], cores, name)
     wait_port(port, name)
     return p, f"http://127.0.0.1:{port}/mock/mcp"
 
 
-def pingora():
+def pingora(threads=1, cores="0"):
     port = free_port()
-    p = start([os.path.join(REL, "pingora-passthrough"), f"127.0.0.1:{port}", MOCK, "1"], 0, "pingora")
+    p = start([os.path.join(REL, "pingora-passthrough"), f"127.0.0.1:{port}", MOCK, str(threads)],
+              cores, f"pingora-{threads}")
     wait_port(port, "pingora")
     return p, f"http://127.0.0.1:{port}/mcp"
 
@@ -383,6 +385,45 @@ for name in ("direct", "pingora", "warden"):
         extra = "invalid (no valid pass-through run)"
     print(f"| {name} | {p50:.0f} µs | {p99:.0f} µs | {p999:.0f} µs | {lag:.0f} µs | "
           f"{len(runs)}/{ROUNDS} | {extra} |")
+
+# --- two workers on two cores ÷ one worker -------------------------------------
+#
+# This machine has two cores, so with two workers the load generator and the
+# mock share the proxy's cores: the ratio is a floor, read beside the
+# pass-through's own ratio measured the same way (the framework's scaling
+# here), and beside the CPU per call (flat CPU per call = nothing shared
+# between the workers costs more with two).
+
+if not ONLY_HALF:
+    two = {"pingora": pingora(2, "0,1"), "warden": warden("warden-2w", threads=2, cores="0,1")}
+    lua = loads["1KB JSON"]
+    for name, (p, url) in two.items():
+        subprocess.run(["wrk", "-t2", "-c8", "-d1s", "-s", lua, url], capture_output=True)
+    scale = {}
+    for r in range(ROUNDS):
+        for name in ("pingora", "warden"):
+            for workers, (p, url) in ((1, targets[name]), (2, two[name])):
+                t0 = cpu_ticks(p.pid)
+                gen = (["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNS}"] if workers == 1
+                       else ["wrk", "-t2", f"-c{2 * CONNS}"])
+                out = subprocess.run(gen + [f"-d{SECS}s", "-s", lua, url],
+                                     capture_output=True, text=True).stdout
+                rps = next(float(l.split()[1]) for l in out.splitlines() if l.startswith("Requests/sec"))
+                total = next(int(l.split()[0]) for l in out.splitlines() if "requests in" in l)
+                cpu_us = (cpu_ticks(p.pid) - t0) * 1e6 / CLK / max(total, 1)
+                scale.setdefault((name, workers), []).append((rps, cpu_us))
+                print(f"round {r + 1} workers {workers} {name:8} {rps:9.0f} rps  cpu {cpu_us:6.1f} µs/req",
+                      file=sys.stderr)
+    print(f"\n## Two workers on two cores ÷ one worker: 1 KB tools/call, {SECS}s, medians of "
+          f"{ROUNDS}; one worker on core 0 with wrk -t1 -c{CONNS} and warden-mock on core 1; two "
+          f"workers unpinned with wrk -t2 -c{2 * CONNS} and warden-mock sharing their two cores\n")
+    print("| target | 1 worker rps | 2 workers rps | 2 ÷ 1 | CPU µs/call 1 worker | 2 workers |")
+    print("|---|---|---|---|---|---|")
+    for name in ("pingora", "warden"):
+        one = [statistics.median(x[i] for x in scale[(name, 1)]) for i in (0, 1)]
+        dbl = [statistics.median(x[i] for x in scale[(name, 2)]) for i in (0, 1)]
+        print(f"| {name} | {one[0]:,.0f} | {dbl[0]:,.0f} | {dbl[0] / one[0]:.2f}× | "
+              f"{one[1]:.1f} | {dbl[1]:.1f} |")
 
 audit = os.path.join(tmp, "warden-audit.jsonl")
 print(f"\naudit records written by the full-pipeline Warden: {sum(1 for _ in open(audit))}")

@@ -11,8 +11,12 @@ SECS="${1:-8}"; ROUNDS="${2:-3}"; CONNS="${3:-32}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --profile perf -q
 TMP="$(mktemp -d)"
-# SIGINT: Pingora's fast shutdown (SIGTERM would wait out its grace period).
-cleanup() { for p in ${PIDS:-}; do kill -INT "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+# SIGINT first (Pingora's fast shutdown; SIGTERM would wait out its grace
+# period), SIGKILL after 3 s: a background job of a non-interactive shell
+# starts with SIGINT ignored, so a process without its own handler never
+# exits on it.
+stop() { kill -INT "$1" 2>/dev/null || return 0; for _ in $(seq 30); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done; kill -KILL "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+cleanup() { for p in ${PIDS:-}; do stop "$p"; done; rm -rf "$TMP"; }
 trap cleanup EXIT
 taskset -c 1 ./target/perf/warden-mock --listen 127.0.0.1:0 --threads 1 > "$TMP/mock.out" & PIDS="$!"
 for _ in $(seq 100); do grep -q listening "$TMP/mock.out" && break; sleep 0.05; done
