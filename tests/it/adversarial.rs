@@ -6,7 +6,10 @@
 
 use serde_json::{json, Value};
 use warden_tests::hostile::{Hostile, Piece, Reply};
-use warden_tests::{header, mock_bundle, request, Gateway, Headers};
+use warden_tests::{
+    header, mock_bundle, post_text as post_with, request, rpc_messages as messages, Gateway,
+    Headers,
+};
 
 const AKIA: &str = "AKIAIOSFODNN7EXAMPLE";
 
@@ -40,48 +43,8 @@ async fn setup_with(bundle: &str) -> (Hostile, Gateway) {
     (h, gw)
 }
 
-async fn post_with(
-    gw: &Gateway,
-    path: &str,
-    body: &str,
-    extra: &[(&str, &str)],
-) -> (u16, Headers, String) {
-    let mut hs = vec![
-        ("content-type", "application/json"),
-        ("accept", "application/json, text/event-stream"),
-    ];
-    hs.extend_from_slice(extra);
-    let (s, h, b) = request(&gw.url(path), "POST", &hs, body.to_owned().into(), false)
-        .await
-        .expect("post");
-    (s, h, String::from_utf8_lossy(&b).into_owned())
-}
-
 async fn post(gw: &Gateway, body: &str) -> (u16, Headers, String) {
     post_with(gw, "/mock/mcp", body, &[]).await
-}
-
-/// The JSON-RPC messages of a JSON or SSE reply body.
-fn messages(text: &str) -> Vec<Value> {
-    if let Ok(v) = serde_json::from_str::<Value>(text) {
-        return match v {
-            Value::Array(a) => a,
-            v => vec![v],
-        };
-    }
-    let mut out = Vec::new();
-    for ev in text.replace("\r\n", "\n").split("\n\n") {
-        let data: Vec<&str> = ev
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            .collect();
-        if data.is_empty() || data.iter().all(|d| d.is_empty()) {
-            continue;
-        }
-        out.push(serde_json::from_str(&data.join("\n")).unwrap_or(Value::Null));
-    }
-    out
 }
 
 fn call(id: u64, tool: &str) -> String {

@@ -14,7 +14,7 @@ mod more;
 
 use serde_json::{json, Value};
 use warden_tests::hostile::{Hostile, Reply};
-use warden_tests::{mock_bundle, request, Gateway, Headers};
+use warden_tests::{mock_bundle, post_text as post_at, rpc_messages as messages, Gateway, Headers};
 
 const AKIA: &str = "AKIAIOSFODNN7EXAMPLE";
 
@@ -52,48 +52,8 @@ async fn setup_with(bundle: &str, policy: &str) -> (Hostile, Gateway) {
     (h, gw)
 }
 
-async fn post_at(
-    gw: &Gateway,
-    path: &str,
-    body: &str,
-    extra: &[(&str, &str)],
-) -> (u16, Headers, String) {
-    let mut hs = vec![
-        ("content-type", "application/json"),
-        ("accept", "application/json, text/event-stream"),
-    ];
-    hs.extend_from_slice(extra);
-    let (s, h, b) = request(&gw.url(path), "POST", &hs, body.to_owned().into(), false)
-        .await
-        .expect("post");
-    (s, h, String::from_utf8_lossy(&b).into_owned())
-}
-
 async fn post_with(gw: &Gateway, body: &str, extra: &[(&str, &str)]) -> (u16, Headers, String) {
     post_at(gw, "/mock/mcp", body, extra).await
-}
-
-fn messages(text: &str) -> Vec<Value> {
-    if let Ok(v) = serde_json::from_str::<Value>(text) {
-        return match v {
-            Value::Array(a) => a,
-            v => vec![v],
-        };
-    }
-    let mut out = Vec::new();
-    let norm = text.replace("\r\n", "\n").replace('\r', "\n");
-    for ev in norm.split("\n\n") {
-        let data: Vec<&str> = ev
-            .split('\n')
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            .collect();
-        if data.is_empty() || data.iter().all(|d| d.is_empty()) {
-            continue;
-        }
-        out.push(serde_json::from_str(&data.join("\n")).unwrap_or(Value::Null));
-    }
-    out
 }
 
 fn posts_received(h: &Hostile) -> usize {

@@ -694,3 +694,41 @@ pub fn example_bundle(
     }
     (edit(yaml), files)
 }
+
+/// [`post_json`] to `gw`'s `path`, for tests that read the reply as text.
+pub async fn post_text(
+    gw: &Gateway,
+    path: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> (u16, Headers, String) {
+    let (s, h, b) = post_json(&gw.url(path), body.to_owned(), extra)
+        .await
+        .expect("post");
+    (s, h, String::from_utf8_lossy(&b).into_owned())
+}
+
+/// The JSON-RPC messages of a JSON or SSE reply body (any of SSE's line
+/// ends; an event's data lines joined; an unparseable event is `null`).
+pub fn rpc_messages(text: &str) -> Vec<serde_json::Value> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+        return match v {
+            serde_json::Value::Array(a) => a,
+            v => vec![v],
+        };
+    }
+    let mut out = Vec::new();
+    let norm = text.replace("\r\n", "\n").replace('\r', "\n");
+    for ev in norm.split("\n\n") {
+        let data: Vec<&str> = ev
+            .split('\n')
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        if data.is_empty() || data.iter().all(|d| d.is_empty()) {
+            continue;
+        }
+        out.push(serde_json::from_str(&data.join("\n")).unwrap_or(serde_json::Value::Null));
+    }
+    out
+}
