@@ -472,21 +472,45 @@ const URL_FORMATS: &[&str] = &[
     "ipv6",
 ];
 
-/// `schema`, or what its local `$ref` (`#/$defs/Model`, as Pydantic writes
-/// nested models) points at within `root`.
-fn resolve<'s>(root: &'s Json, mut schema: &'s Json) -> &'s Json {
-    for _ in 0..8 {
-        let Some(target) = schema
-            .get("$ref")
-            .and_then(Json::as_str)
-            .and_then(|r| r.strip_prefix('#'))
-            .and_then(|p| root.pointer(p))
-        else {
-            break;
-        };
-        schema = target;
-    }
+/// What a local `$ref` in `schema` (`#/$defs/Model`, as Pydantic writes
+/// nested models) points at within `root`. The schema's other keywords
+/// still apply beside it (JSON Schema 2019-09 on), so the walks below take
+/// the target as one more branch, never instead of them.
+fn ref_target<'s>(root: &'s Json, schema: &'s Json) -> Option<&'s Json> {
     schema
+        .get("$ref")
+        .and_then(Json::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|p| root.pointer(p))
+}
+
+/// Schema nodes one call's walk may visit: a base, plus 64 for each node
+/// of the arguments (a bulk call's thousand items each cost a few). A
+/// pinned schema is the server's, and a hostile one can make `$ref`s and
+/// branches multiply (an `allOf` of two `{"$ref": "#"}` doubles the walk at
+/// every level). Past this budget the call is refused, never judged by a
+/// partial walk.
+fn schema_steps(args: &Json) -> usize {
+    fn nodes(v: &Json) -> usize {
+        1 + match v {
+            Json::Array(a) => a.iter().map(nodes).sum(),
+            Json::Object(o) => o.values().map(nodes).sum(),
+            _ => 0,
+        }
+    }
+    10_000 + 64 * nodes(args)
+}
+
+fn schema_too_complex() -> Decision {
+    Decision::Reject(Denial::error(
+        JsonRpcError::new(
+            codes::INVALID_PARAMS,
+            "The tool's input schema is too complex to judge its arguments against \
+             (its $ref and allOf/anyOf/oneOf branches multiply); the call is refused",
+        )
+        .with_data(serde_json::json!({"reason": "schema_too_complex"})),
+        "schema_too_complex",
+    ))
 }
 
 /// Whether `schema` declares a URL, host or address anywhere it nests.
@@ -536,11 +560,15 @@ fn declared_at<'a>(
     at: &str,
     out: &mut Vec<Found<'a>>,
     depth: usize,
+    steps: &mut usize,
 ) {
-    if depth > 64 {
+    if depth > 64 || *steps == 0 {
         return;
     }
-    let schema = resolve(root, schema);
+    *steps -= 1;
+    if let Some(target) = ref_target(root, schema) {
+        declared_at(root, v, target, at, out, depth + 1, steps);
+    }
     let format = schema.get("format").and_then(Json::as_str);
     if format.is_some_and(|f| URL_FORMATS.contains(&f)) {
         let bracket = format == Some("ipv6");
@@ -572,7 +600,7 @@ fn declared_at<'a>(
             .into_iter()
             .flatten()
         {
-            declared_at(root, v, b, at, out, depth + 1);
+            declared_at(root, v, b, at, out, depth + 1, steps);
         }
     }
     match v {
@@ -586,14 +614,14 @@ fn declared_at<'a>(
                     } else {
                         format!("{at}.{k}")
                     };
-                    declared_at(root, x, s, &path, out, depth + 1);
+                    declared_at(root, x, s, &path, out, depth + 1, steps);
                 }
             }
         }
         Json::Array(a) => {
             if let Some(items) = schema.get("items").filter(|i| i.is_object()) {
                 for (i, x) in a.iter().enumerate() {
-                    declared_at(root, x, items, &format!("{at}[{i}]"), out, depth + 1);
+                    declared_at(root, x, items, &format!("{at}[{i}]"), out, depth + 1, steps);
                 }
             }
         }
@@ -635,6 +663,7 @@ fn near_named(
     schema: Option<&Json>,
     extra: &[&str],
     depth: usize,
+    steps: &mut usize,
 ) -> bool {
     // Schemas nest as deep as the arguments may; past this, nothing declares.
     if depth > 64 {
@@ -643,14 +672,17 @@ fn near_named(
     if schema.is_none() && extra.is_empty() {
         return false;
     }
-    let schema = match (root, schema) {
-        (Some(r), Some(s)) => Some(resolve(r, s)),
-        (_, s) => s,
-    };
+    // Out of budget: the caller refuses the call (`steps` is 0).
+    if *steps == 0 {
+        return true;
+    }
+    *steps -= 1;
+    let target = root.zip(schema).and_then(|(r, s)| ref_target(r, s));
     let branches = ["allOf", "anyOf", "oneOf"]
         .iter()
         .filter_map(|k| schema.and_then(|s| s.get(*k)).and_then(Json::as_array))
-        .flatten();
+        .flatten()
+        .chain(target);
     match v {
         Json::Object(o) => {
             let props = schema
@@ -673,19 +705,20 @@ fn near_named(
                         .and_then(|s| s.get("additionalProperties"))
                         .filter(|a| a.is_object())
                 });
-                near_named(root, x, declared, &[], depth + 1)
+                near_named(root, x, declared, &[], depth + 1, steps)
             }) || branches
                 .into_iter()
-                .any(|b| near_named(root, v, Some(b), &[], depth + 1))
+                .any(|b| near_named(root, v, Some(b), &[], depth + 1, steps))
         }
         Json::Array(a) => {
             let items = schema
                 .and_then(|s| s.get("items"))
                 .filter(|i| i.is_object());
-            a.iter().any(|x| near_named(root, x, items, &[], depth + 1))
+            a.iter()
+                .any(|x| near_named(root, x, items, &[], depth + 1, steps))
                 || branches
                     .into_iter()
-                    .any(|b| near_named(root, v, Some(b), &[], depth + 1))
+                    .any(|b| near_named(root, v, Some(b), &[], depth + 1, steps))
         }
         _ => false,
     }
@@ -824,13 +857,19 @@ impl McpFilter for EgressFilter {
         // one, while policy, schema and the lookups below would not see it:
         // refused at any depth the schema declares, never judged by a guess.
         let top: Vec<&str> = declared.iter().map(String::as_str).collect();
-        if near_named(
+        let mut steps = schema_steps(args);
+        let near = near_named(
             schema_props.as_deref(),
             args,
             schema_props.as_deref(),
             &top,
             0,
-        ) {
+            &mut steps,
+        );
+        if steps == 0 {
+            return schema_too_complex();
+        }
+        if near {
             return Decision::Reject(Denial::error(
                 JsonRpcError::new(
                     codes::INVALID_PARAMS,
@@ -886,7 +925,11 @@ impl McpFilter for EgressFilter {
         }
         if nested {
             if let Some(schema) = schema_props.as_deref() {
-                declared_at(schema, args, schema, "", &mut values, 0);
+                let mut steps = schema_steps(args);
+                declared_at(schema, args, schema, "", &mut values, 0, &mut steps);
+                if steps == 0 {
+                    return schema_too_complex();
+                }
             }
         }
         self.verdict(values, server_cat, tool_cat)
@@ -1473,6 +1516,89 @@ mod differential_tests {
             ),
             Decision::Pass
         ));
+    }
+
+    #[test]
+    fn a_refs_sibling_keywords_are_read_beside_its_target() {
+        // JSON Schema 2019-09 on: `$ref` applies beside the schema's other
+        // keywords, so a URL the siblings declare is judged too.
+        let f = with_schema(serde_json::json!({
+            "type": "object",
+            "$ref": "#/$defs/Base",
+            "properties": {"callback": {"type": "string", "format": "uri"}},
+            "$defs": {"Base": {"type": "object", "properties": {
+                "host": {"type": "string", "format": "hostname"}
+            }}}
+        }));
+        for args in [
+            serde_json::json!({"callback": "http://169.254.169.254/latest/"}),
+            serde_json::json!({"host": "169.254.169.254"}),
+        ] {
+            let e = denial(call(&f, args.clone()));
+            assert_eq!(e.code, codes::EGRESS_DENIED, "{args}");
+        }
+        for args in [
+            serde_json::json!({"Callback": "x"}),
+            serde_json::json!({"HOST": "x"}),
+        ] {
+            let e = denial(call(&f, args.clone()));
+            assert_eq!(e.code, codes::INVALID_PARAMS, "{args}");
+        }
+        assert!(matches!(
+            call(
+                &f,
+                serde_json::json!({"callback": "https://api.example.com/cb", "host": "api.example.com"})
+            ),
+            Decision::Pass
+        ));
+    }
+
+    #[test]
+    fn a_bulk_call_under_a_branching_schema_is_judged_not_refused() {
+        let f = with_schema(serde_json::json!({
+            "type": "object",
+            "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/Item"}}},
+            "$defs": {"Item": {"allOf": [{"$ref": "#/$defs/Base"}], "properties": {
+                "url": {"type": "string", "format": "uri"}, "n": {"type": "integer"}
+            }}, "Base": {"type": "object", "properties": {"name": {"type": "string"}}}}
+        }));
+        let items: Vec<Json> = (0..5000)
+            .map(|i| serde_json::json!({"url": "https://api.example.com/x", "n": i, "name": "a"}))
+            .collect();
+        assert!(matches!(
+            call(&f, serde_json::json!({ "items": items })),
+            Decision::Pass
+        ));
+    }
+
+    #[test]
+    fn a_schema_whose_refs_multiply_is_refused_not_walked_forever() {
+        // A hostile server's pinned schema: every level doubles the walk
+        // (2^64 nodes without a budget). Refused after a bounded walk.
+        for schema in [
+            serde_json::json!({
+                "type": "object",
+                "properties": {"url": {"type": "string", "format": "uri"}},
+                "allOf": [{"$ref": "#"}, {"$ref": "#"}]
+            }),
+            serde_json::json!({
+                "type": "object",
+                "properties": {"url": {"type": "string", "format": "uri"}},
+                "anyOf": [{"$ref": "#/$defs/a"}],
+                "$defs": {"a": {"allOf": [{"$ref": "#"}, {"$ref": "#/$defs/a"}]}}
+            }),
+        ] {
+            let f = with_schema(schema.clone());
+            let e = denial(call(
+                &f,
+                serde_json::json!({"url": "https://api.example.com/"}),
+            ));
+            assert_eq!(e.code, codes::INVALID_PARAMS, "{schema}");
+            assert_eq!(
+                e.data.as_ref().map(|d| &d["reason"]),
+                Some(&serde_json::json!("schema_too_complex"))
+            );
+        }
     }
 
     #[test]

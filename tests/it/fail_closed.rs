@@ -352,3 +352,48 @@ async fn error_secrets_in_odd_sse_framings_and_batches_are_blocked() {
     let (_, _, text) = post_with(&gw, &batch, &[("mcp-protocol-version", "2025-03-26")]).await;
     assert!(!text.contains(AKIA), "{text}");
 }
+
+// ---------------------------------------------------------------------------
+// A hostile server's tools/list advertises a schema whose `$ref`s multiply
+// (each level an `allOf` of two references to the root): judging a call
+// against it must end, refused, and never reach the server.
+// ---------------------------------------------------------------------------
+#[tokio::test(flavor = "multi_thread")]
+async fn a_learned_schema_whose_refs_multiply_refuses_the_call_promptly() {
+    let (h, gw) = setup_with(BUNDLE, POLICY).await;
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":100,"result":{"tools":[{
+            "name":"echo",
+            "inputSchema":{"type":"object",
+                "properties":{"text":{"type":"string"},"url":{"type":"string","format":"uri"}},
+                "allOf":[{"$ref":"#"},{"$ref":"#"}]}
+        }]}})
+        .to_string(),
+    )]);
+    let (s, _, text) = post_with(
+        &gw,
+        &json!({"jsonrpc":"2.0","id":100,"method":"tools/list"}).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    let before = posts_received(&h);
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":1,"result":{"content":[]}}).to_string(),
+    )]);
+    let call = call_with(1, json!({"text":"hi","url":"https://api.example.com/"}));
+    let (_, _, text) = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        post_with(&gw, &call, &MODERN),
+    )
+    .await
+    .expect("the gateway judged the call in bounded time");
+    assert_eq!(
+        posts_received(&h),
+        before,
+        "the call reached the server: {text}"
+    );
+    let v: Value = serde_json::from_str(&text).expect("a JSON-RPC answer");
+    assert_eq!(v["error"]["code"], -32602, "{text}");
+    assert!(text.contains("schema_too_complex"), "{text}");
+}
