@@ -857,7 +857,9 @@ impl McpFilter for EgressFilter {
         // one, while policy, schema and the lookups below would not see it:
         // refused at any depth the schema declares, never judged by a guess.
         let top: Vec<&str> = declared.iter().map(String::as_str).collect();
-        let mut steps = schema_steps(args);
+        // One budget per schema walk, counted once per call.
+        let budget = schema_steps(args);
+        let mut steps = budget;
         let near = near_named(
             schema_props.as_deref(),
             args,
@@ -925,7 +927,7 @@ impl McpFilter for EgressFilter {
         }
         if nested {
             if let Some(schema) = schema_props.as_deref() {
-                let mut steps = schema_steps(args);
+                let mut steps = budget;
                 declared_at(schema, args, schema, "", &mut values, 0, &mut steps);
                 if steps == 0 {
                     return schema_too_complex();

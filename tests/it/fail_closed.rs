@@ -56,6 +56,25 @@ async fn post_with(gw: &Gateway, body: &str, extra: &[(&str, &str)]) -> (u16, He
     post_at(gw, "/mock/mcp", body, extra).await
 }
 
+/// The hostile server answers a `tools/list` with one tool, `echo`, whose
+/// input schema is `schema`; the gateway relays it (and pins the schema).
+async fn learn_echo_schema(h: &Hostile, gw: &Gateway, schema: Value) {
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":100,"result":{"tools":[{
+            "name":"echo", "inputSchema": schema
+        }]}})
+        .to_string(),
+    )]);
+    let (s, _, text) = post_with(
+        gw,
+        &json!({"jsonrpc":"2.0","id":100,"method":"tools/list"}).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    assert!(text.contains("\"echo\""), "{text}");
+}
+
 fn posts_received(h: &Hostile) -> usize {
     h.received().iter().filter(|r| r.method == "POST").count()
 }
@@ -273,25 +292,16 @@ async fn argument_near_names_are_refused_without_a_learned_schema() {
 #[tokio::test(flavor = "multi_thread")]
 async fn nested_near_names_of_declared_properties_are_refused() {
     let (h, gw) = setup_with(BUNDLE, POLICY_REGION).await;
-    h.script([Reply::json(
-        &json!({"jsonrpc":"2.0","id":100,"result":{"tools":[{
-            "name":"echo",
-            "inputSchema":{"type":"object","properties":{
-                "text":{"type":"string"},
-                "loc":{"type":"object","properties":{
-                    "region":{"type":"string","x-mcp-header":"Region"}}}
-            }}
-        }]}})
-        .to_string(),
-    )]);
-    let (s, _, text) = post_with(
+    learn_echo_schema(
+        &h,
         &gw,
-        &json!({"jsonrpc":"2.0","id":100,"method":"tools/list"}).to_string(),
-        &[],
+        json!({"type":"object","properties":{
+            "text":{"type":"string"},
+            "loc":{"type":"object","properties":{
+                "region":{"type":"string","x-mcp-header":"Region"}}}
+        }}),
     )
     .await;
-    assert_eq!(s, 200, "{text}");
-    assert!(text.contains("\"echo\""), "{text}");
     let before = posts_received(&h);
     h.script([Reply::json(
         &json!({"jsonrpc":"2.0","id":1,"result":{"content":[]}}).to_string(),
@@ -361,22 +371,14 @@ async fn error_secrets_in_odd_sse_framings_and_batches_are_blocked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_learned_schema_whose_refs_multiply_refuses_the_call_promptly() {
     let (h, gw) = setup_with(BUNDLE, POLICY).await;
-    h.script([Reply::json(
-        &json!({"jsonrpc":"2.0","id":100,"result":{"tools":[{
-            "name":"echo",
-            "inputSchema":{"type":"object",
-                "properties":{"text":{"type":"string"},"url":{"type":"string","format":"uri"}},
-                "allOf":[{"$ref":"#"},{"$ref":"#"}]}
-        }]}})
-        .to_string(),
-    )]);
-    let (s, _, text) = post_with(
+    learn_echo_schema(
+        &h,
         &gw,
-        &json!({"jsonrpc":"2.0","id":100,"method":"tools/list"}).to_string(),
-        &[],
+        json!({"type":"object",
+            "properties":{"text":{"type":"string"},"url":{"type":"string","format":"uri"}},
+            "allOf":[{"$ref":"#"},{"$ref":"#"}]}),
     )
     .await;
-    assert_eq!(s, 200, "{text}");
     let before = posts_received(&h);
     h.script([Reply::json(
         &json!({"jsonrpc":"2.0","id":1,"result":{"content":[]}}).to_string(),

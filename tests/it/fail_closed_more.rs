@@ -7,7 +7,7 @@
 
 use serde_json::json;
 
-use super::{call_with, post_with, posts_received, setup_with};
+use super::{call_with, learn_echo_schema, post_with, posts_received, setup_with};
 use warden_tests::hostile::{Piece, Reply};
 use warden_tests::request;
 
@@ -106,27 +106,18 @@ async fn dotted_capital_i_is_read_as_i_in_mcp_structure() {
 #[tokio::test(flavor = "multi_thread")]
 async fn host_valued_properties_are_judged_at_every_depth_and_format() {
     let (h, gw) = setup_with(BUNDLE, ALLOW_ALL).await;
-    h.script([Reply::json(
-        &json!({"jsonrpc":"2.0","id":100,"result":{"tools":[{
-            "name":"echo",
-            "inputSchema":{"type":"object","properties":{
-                "host":{"type":"string","format":"hostname"},
-                "target":{"type":"object","properties":{
-                    "host":{"type":"string","format":"hostname"}}},
-                "hosts":{"type":"array","items":{"type":"string","format":"hostname"}},
-                "addr":{"type":"string","format":"ipv4"}
-            }}
-        }]}})
-        .to_string(),
-    )]);
-    let (s, _, text) = post_with(
+    learn_echo_schema(
+        &h,
         &gw,
-        &json!({"jsonrpc":"2.0","id":100,"method":"tools/list"}).to_string(),
-        &[],
+        json!({"type":"object","properties":{
+            "host":{"type":"string","format":"hostname"},
+            "target":{"type":"object","properties":{
+                "host":{"type":"string","format":"hostname"}}},
+            "hosts":{"type":"array","items":{"type":"string","format":"hostname"}},
+            "addr":{"type":"string","format":"ipv4"}
+        }}),
     )
     .await;
-    assert_eq!(s, 200, "{text}");
-    assert!(text.contains("\"echo\""), "{text}");
     // Control: the top-level declared host is judged.
     let before = posts_received(&h);
     let (_, _, text) = post_with(&gw, &call_with(1, json!({"host":"169.254.169.254"})), &[]).await;
