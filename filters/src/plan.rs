@@ -182,13 +182,36 @@ pub fn plan_request(
             // Elements stay slices of the body unless a filter rewrote them.
             let mut kept: Vec<Cow<'_, [u8]>> = Vec::with_capacity(items.len());
             let mut changed = false;
+            // The request ids of this batch, as text: replies are matched
+            // to requests by id, so two requests sharing one (or ids a
+            // peer may read as one, `1` and `"1"`) would let a reply be
+            // judged as the answer to the other.
+            let mut ids: Vec<Cow<'_, str>> = Vec::new();
             for item in items {
                 match item {
                     Ok(env) => {
                         let bytes = &body[env.span.clone()];
                         let mut notes = Notes::default();
                         let msg = Message::new(env, bytes);
-                        let mut verdict = chain.run(&msg, ctx, &mut notes);
+                        let reused = match (&env.kind, &env.id) {
+                            (Kind::Request, Some(id)) => {
+                                let text = id_text(id);
+                                let seen = ids.contains(&text);
+                                if !seen {
+                                    ids.push(text);
+                                }
+                                seen
+                            }
+                            _ => false,
+                        };
+                        let mut verdict = if reused {
+                            Verdict::Reject {
+                                filter: "gateway",
+                                denial: duplicate_id(),
+                            }
+                        } else {
+                            chain.run(&msg, ctx, &mut notes)
+                        };
                         if notes.approval.is_some() && !matches!(verdict, Verdict::Reject { .. }) {
                             // Approval is asked for a call sent alone.
                             verdict = Verdict::Reject {
@@ -243,6 +266,28 @@ pub fn plan_request(
             plan
         }
     }
+}
+
+/// An id as a peer may read it: `1` and `"1"` are one id to a client that
+/// looks replies up by `Number(id)` or `String(id)`.
+fn id_text(id: &crate::Id) -> Cow<'_, str> {
+    match id {
+        crate::Id::Num(n) => Cow::Owned(n.to_string()),
+        crate::Id::Str(s) => Cow::Borrowed(s),
+    }
+}
+
+/// The answer to a batch element whose id an earlier request of the batch
+/// already uses.
+fn duplicate_id() -> crate::filter::Denial {
+    crate::filter::Denial::error(
+        crate::error::JsonRpcError::new(
+            crate::error::codes::INVALID_REQUEST,
+            "Invalid Request: another request of this batch has the same id",
+        )
+        .with_data(serde_json::json!({"reason": "duplicate_request_id"})),
+        "duplicate_request_id",
+    )
 }
 
 /// The answer to a call that needs approval, before (or without) the

@@ -255,6 +255,19 @@ impl SseDecoder {
         }
     }
 
+    /// At end of stream: the events a final CR completes. A CR that ends
+    /// the buffer was held as the possible first half of a CRLF; with no
+    /// more bytes to come it is a line end of its own, as clients read it
+    /// (`data: …\r\r` at the end of a stream is a whole event).
+    pub fn end(&mut self) -> Result<Vec<SseEvent>, SseError> {
+        if self.buf.last() == Some(&b'\r') {
+            // CR LF is one line end, as the lone CR was.
+            self.push(b"\n")
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
     /// At end of stream: the unterminated tail, which per the SSE spec is
     /// discarded by clients; the gateway forwards it unchanged only if it holds
     /// no data line (comments), and drops an incomplete data event.
@@ -439,6 +452,21 @@ mod tests {
         assert_eq!(evs.len(), 1);
         assert_eq!(evs[0].data.as_deref(), Some("y"));
         assert_eq!(d.pending(), b":");
+    }
+
+    #[test]
+    fn a_final_cr_ends_its_line_at_the_end_of_the_stream() {
+        let mut d = SseDecoder::new(1024);
+        assert!(d.push(b"data: x\r\r").expect("ok").is_empty());
+        let evs = d.end().expect("ok");
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].data.as_deref(), Some("x"));
+        assert!(d.pending().is_empty());
+        // No final CR: nothing more, the unterminated tail stays a tail.
+        let mut d = SseDecoder::new(1024);
+        assert!(d.push(b"data: x\n").expect("ok").is_empty());
+        assert!(d.end().expect("ok").is_empty());
+        assert_eq!(d.pending(), b"data: x\n");
     }
 
     #[test]

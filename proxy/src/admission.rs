@@ -33,6 +33,9 @@ pub async fn admit(
     // Whether an HTTP/2 request has DATA frames (checked before the header
     // is borrowed for the rest of admission).
     let h2_body = session.as_downstream().is_http2() && !session.is_body_empty();
+    // An upstream's interim (1xx) replies are not passed on: their headers
+    // are the server's, unjudged, and the final reply follows.
+    session.as_downstream_mut().set_ignore_info_resp(true);
     let req = session.req_header();
     if gw.telemetry.get().is_some() {
         ctx.trace = Some(crate::otel::TraceIds::from_header(header_str(
@@ -191,15 +194,7 @@ pub async fn admit(
         }
     }
     let server = &cfg.servers[route.server];
-    unseal_session(ctx, &server.name)?;
-    // A session belongs to the principal that opened it.
-    if let Some(key) = ctx.session_key() {
-        if let Some(owner) = gw.sessions.owner(&server.name, &key) {
-            if *owner != crate::sessions::owner_key(&ctx.principal) {
-                return Err(Refusal::session_principal_mismatch());
-            }
-        }
-    }
+    let legacy_sealed = unseal_session(ctx, &server.name)?;
 
     // What goes upstream beside the body (headers, URL), before anything
     // is read or spent.
@@ -240,17 +235,63 @@ pub async fn admit(
                 ),
             ));
         }
-        return Ok(Admitted::Stream);
     }
-    Ok(Admitted::Post)
+    // Last of the checks that read nothing but the header, so that a
+    // request refused for what it carries says so.
+    check_sessions(gw, ctx, &server.name, legacy_sealed)?;
+    Ok(match ctx.exchange {
+        ExchangeKind::Post => Admitted::Post,
+        _ => Admitted::Stream,
+    })
+}
+
+/// A session belongs to the principal that opened it (another's → 403), and
+/// a session this gateway does not know is none (404, as MCP says: the
+/// client initialises again) — never forwarded on the chance that the
+/// upstream knows it. Two keys name sessions:
+/// - `Mcp-Session-Id`: known from the `initialize` reply that issued it,
+///   or proven by its sealed token (which names its owner);
+/// - a legacy (HTTP+SSE) POST's path and query: a POST to a path some
+///   `endpoint` event named as a message endpoint (read as loosely as a
+///   server routes it) must carry exactly the query of a session its
+///   principal opened. A server reads its session from that query however
+///   it likes (parameter order, case, escapes, extra parameters), so only
+///   the bytes the gateway handed out are accepted.
+fn check_sessions(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    server: &str,
+    legacy_sealed: bool,
+) -> Result<(), Refusal> {
+    let me = crate::sessions::owner_key(&ctx.principal);
+    if let Some(sid) = ctx.session_id.as_deref() {
+        match gw.sessions.owner(server, sid) {
+            Some(owner) if *owner != *me => return Err(Refusal::session_principal_mismatch()),
+            None if !ctx.session_sealed => return Err(Refusal::session_unknown()),
+            _ => {}
+        }
+    }
+    if ctx.exchange == ExchangeKind::Post && !legacy_sealed {
+        let path = ctx.upstream_uri.split('?').next().unwrap_or("");
+        if gw.sessions.is_legacy_path(server, path) {
+            let key = crate::sessions::legacy_key(&ctx.upstream_uri);
+            match gw.sessions.owner(server, &key) {
+                Some(owner) if *owner == *me => {}
+                Some(_) => return Err(Refusal::session_principal_mismatch()),
+                None => return Err(Refusal::session_unknown()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Opens a sealed session id (header) or legacy endpoint query: checks the
 /// binding to the principal and the server, and puts the upstream's own id
-/// and replica in the context. A token that does not open → 404.
-fn unseal_session(ctx: &mut RequestCtx, server: &str) -> Result<(), Refusal> {
+/// and replica in the context. A token that does not open → 404. `true`
+/// when a legacy endpoint's sealed query was opened.
+fn unseal_session(ctx: &mut RequestCtx, server: &str) -> Result<bool, Refusal> {
     let Some(sealer) = ctx.rt.as_ref().and_then(|rt| rt.sealer.clone()) else {
-        return Ok(());
+        return Ok(false);
     };
     let unknown = Refusal::session_unknown;
     let owner = crate::sessions::owner_key(&ctx.principal);
@@ -275,10 +316,11 @@ fn unseal_session(ctx: &mut RequestCtx, server: &str) -> Result<(), Refusal> {
                 let p = sealer.open(token).ok_or_else(unknown)?;
                 ctx.sealed_upstream = check(&p)?;
                 ctx.upstream_uri = format!("{path}?{}", p.session);
+                return Ok(true);
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 pub(crate) fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {

@@ -627,48 +627,30 @@ fn loggable(s: &str) -> String {
         .collect()
 }
 
-/// Incremental SSE reader: the `data` of each complete event.
-#[derive(Default)]
+/// Incremental SSE reader: the `data` of each complete event, framed as
+/// the gateway's own decoder frames a stream (every line ending, a BOM, an
+/// event split anywhere), so a member leg's events are read here as they
+/// were judged there.
 struct SseReader {
-    buf: Vec<u8>,
-    /// How far `buf` was searched for an event's end already.
-    scanned: usize,
+    dec: warden_filters::sse::SseDecoder,
+}
+
+impl Default for SseReader {
+    fn default() -> Self {
+        SseReader {
+            dec: warden_filters::sse::SseDecoder::new(MAX_EVENT),
+        }
+    }
 }
 
 impl SseReader {
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<String>, ()> {
-        self.buf.extend_from_slice(chunk);
-        let mut out = Vec::new();
-        loop {
-            let Some((end, skip)) = event_end(&self.buf, self.scanned) else {
-                if self.buf.len() > MAX_EVENT {
-                    return Err(());
-                }
-                // The last two bytes may begin a terminator.
-                self.scanned = self.buf.len().saturating_sub(2);
-                return Ok(out);
-            };
-            self.scanned = 0;
-            let event: Vec<u8> = self.buf.drain(..end + skip).take(end).collect();
-            let text = String::from_utf8_lossy(&event);
-            let mut data: Option<String> = None;
-            for line in text.split('\n') {
-                let line = line.strip_suffix('\r').unwrap_or(line);
-                if let Some(d) = line.strip_prefix("data:") {
-                    let d = d.strip_prefix(' ').unwrap_or(d);
-                    match &mut data {
-                        Some(s) => {
-                            s.push('\n');
-                            s.push_str(d);
-                        }
-                        None => data = Some(d.to_owned()),
-                    }
-                }
-            }
-            if let Some(d) = data.filter(|d| !d.trim().is_empty()) {
-                out.push(d);
-            }
-        }
+        let events = self.dec.push(chunk).map_err(|_| ())?;
+        Ok(events
+            .into_iter()
+            .filter_map(|e| e.data)
+            .filter(|d| !d.trim().is_empty())
+            .collect())
     }
 }
 
@@ -707,21 +689,6 @@ impl MemberStream {
             .filter_map(|d| serde_json::from_str(d).ok())
             .collect())
     }
-}
-
-/// Where the first event in `b` ends, and the length of its terminator.
-fn event_end(b: &[u8], from: usize) -> Option<(usize, usize)> {
-    let mut i = from;
-    while i + 1 < b.len() {
-        if b[i] == b'\n' && b[i + 1] == b'\n' {
-            return Some((i, 2));
-        }
-        if b[i] == b'\n' && b[i + 1] == b'\r' && b.get(i + 2) == Some(&b'\n') {
-            return Some((i, 3));
-        }
-        i += 1;
-    }
-    None
 }
 
 fn sse_event(v: &Value) -> Bytes {
@@ -2458,5 +2425,8 @@ mod tests {
             .push(b":1}\n\n: comment\n\ndata: x\r\n\r\nid: 3\ndata: y\ndata: z\n\n")
             .expect("read");
         assert_eq!(got, vec!["{\"a\":1}".to_owned(), "x".into(), "y\nz".into()]);
+        // Bare CR line ends, as a member's server may write them.
+        let got = r.push(b"data: {\"b\":2}\r\rdata: w\r\r:").expect("read");
+        assert_eq!(got, vec!["{\"b\":2}".to_owned(), "w".into()]);
     }
 }

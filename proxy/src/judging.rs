@@ -225,6 +225,37 @@ pub async fn judge(
             })
         })
         .collect();
+    // In a session an id names one request: a reused one would relabel the
+    // replies the ledger matches on other exchanges (a replay, a legacy
+    // GET stream) and have them judged as another request's.
+    if !ctx.pending.is_empty() && ctx.session_key().is_some() {
+        let (owner, session) = crate::response::ledger_keys(ctx);
+        let scope = crate::ledger::Scope {
+            server: ctx.server_name(),
+            owner: &owner,
+            session: &session,
+        };
+        if let Some(p) = ctx
+            .pending
+            .iter()
+            .find(|p| !gw.ledger.claim(&scope, &p.id, &p.asked))
+        {
+            let refusal = Refusal::new(
+                400,
+                "request_id_reused",
+                warden_filters::JsonRpcError::new(
+                    warden_filters::codes::INVALID_REQUEST,
+                    format!(
+                        "Invalid Request: id {} already names another request in this session; use a fresh id",
+                        p.id.to_json()
+                    ),
+                ),
+            )
+            .with_id((!plan.batch).then(|| p.id.clone()));
+            ctx.plan = Some(plan);
+            return Err(refusal);
+        }
+    }
     // The forwarded bytes move into the context; the plan keeps answers and records.
     let rewritten = matches!(plan.forward, Forward::Rewritten(_));
     match std::mem::replace(&mut plan.forward, Forward::Nothing) {

@@ -83,6 +83,30 @@ impl Ledger {
         self.asked.insert(key(scope, id), Arc::new(asked));
     }
 
+    /// Claims `id` in the session for a request about to be forwarded. An
+    /// id names one request for as long as the ledger remembers it (MCP:
+    /// a requestor never reuses an id within a session): `false` when it
+    /// already names another (another method, target or task), whose
+    /// replies, replayed on another exchange, would otherwise be judged as
+    /// this one's. The same request sent again (a retry) keeps its claim.
+    pub fn claim(&self, scope: &Scope<'_>, id: &Id, asked: &Asked) -> bool {
+        let entry = self
+            .asked
+            .entry(key(scope, id))
+            .or_insert_with(|| Arc::new(asked.clone()));
+        if entry.is_fresh() {
+            return true;
+        }
+        let held = entry.value();
+        let same =
+            held.method == asked.method && held.target == asked.target && held.task == asked.task;
+        if same && **held != *asked {
+            self.asked
+                .insert(entry.key().clone(), Arc::new(asked.clone()));
+        }
+        same
+    }
+
     /// The request a reply on another exchange answers. Kept after the
     /// answer: a replayed stream answers again, and is judged the same way.
     pub fn answered(&self, scope: &Scope<'_>, id: &Id) -> Option<Arc<Asked>> {
@@ -134,6 +158,30 @@ mod tests {
         );
         assert!(l.answered(&b, &id).is_none());
         assert!(l.answered(&a, &Id::Str("7".into())).is_none());
+        let call = |tool: &str| Asked {
+            method: "tools/call".into(),
+            target: Some(tool.into()),
+            args_digest: None,
+            task: None,
+        };
+        let ping = Asked {
+            method: "ping".into(),
+            target: None,
+            args_digest: None,
+            task: None,
+        };
+        let c = Id::Num(8.into());
+        assert!(l.claim(&a, &c, &call("echo")), "a fresh id");
+        assert!(l.claim(&a, &c, &call("echo")), "the same request again");
+        assert!(!l.claim(&a, &c, &call("purge")), "another tool");
+        assert!(!l.claim(&a, &c, &ping), "another method");
+        assert!(!l.claim(&a, &id, &ping), "an id asked before");
+        assert!(l.claim(&b, &c, &ping), "another principal's session");
+        assert_eq!(
+            l.answered(&a, &c).and_then(|x| x.target.clone()).as_deref(),
+            Some("echo"),
+            "a refused claim relabels nothing"
+        );
         l.owe(&a, &id);
         assert!(!l.settle(&b, &id));
         assert!(l.settle(&a, &id));

@@ -115,6 +115,15 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     if status == 101 {
         return refuse_reply(server_name, "protocol_switch");
     }
+    // An interim (1xx) reply is not the reply: Pingora does not pass it on
+    // (`set_ignore_info_resp` at admission), and nothing of it counts here
+    // (a session id on it, say).
+    if resp.status.is_informational() {
+        return Ok(());
+    }
+    // The reason phrase is the server's free text beside the status: the
+    // client gets the status's own (a status with none gets none).
+    resp.set_reason_phrase(None)?;
     keep_known_headers(resp, &rt.snap, server_name)?;
     // Session stickiness: the replica that created a session keeps serving it.
     let mut sealed_header = None;
@@ -177,11 +186,15 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     let empty = status == 204 || status == 304 || content_length_zero(resp);
     // Warden asks for `identity`; a server that compresses anyway would hand
     // the filters bytes they cannot read, so a judged body must be plain.
-    let encoded = resp
-        .headers
-        .get("content-encoding")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+    // Every coding of every `Content-Encoding` counts: a client decodes
+    // the whole list (`identity, gzip` is gzip).
+    let encoded = resp.headers.get_all("content-encoding").iter().any(|v| {
+        v.to_str().map_or(true, |e| {
+            e.split(',')
+                .map(str::trim)
+                .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        })
+    });
     if encoded && (sse || json) {
         metrics()
             .upstream_errors
@@ -192,6 +205,9 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
             "the upstream compressed a response Warden must inspect",
         );
     }
+    // What passes on is plain (judged) or the gateway's own (withheld): a
+    // coding label would describe bytes the client never gets.
+    resp.remove_header("content-encoding");
     // Replies to this POST that may arrive elsewhere (a replay of this SSE
     // stream) must find their request there; a legacy POST's are there
     // since it was judged.
@@ -376,7 +392,12 @@ pub fn on_body(
                     }
                 }
             }
-            let events = match decoder.push(&chunk) {
+            let events = match decoder.push(&chunk).and_then(|mut ev| {
+                if eos {
+                    ev.extend(decoder.end()?);
+                }
+                Ok(ev)
+            }) {
                 Ok(ev) => ev,
                 Err(e) => {
                     metrics()
@@ -448,9 +469,17 @@ fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Bytes {
         return body;
     };
     let buf = &body[..];
+    let single = ctx.plan.as_ref().is_some_and(|p| !p.batch);
     let parsed = match parse(buf, rt.snap.parse_limits) {
+        // A batch answering one request is no reply to it: its client
+        // reads one object, and would take the array for something else.
+        Ok(Parsed::Batch(_)) if single => Err(()),
+        Ok(p) => Ok(p),
+        Err(_) => Err(()),
+    };
+    let parsed = match parsed {
         Ok(p) => p,
-        Err(_) => {
+        Err(()) => {
             // Not MCP: the client is better served by a clear error than by bytes it cannot read.
             metrics()
                 .upstream_errors
@@ -636,10 +665,25 @@ fn inferred_method(bytes: &[u8]) -> Result<Option<String>, ()> {
         contents: Option<serde::de::IgnoredAny>,
         messages: Option<serde::de::IgnoredAny>,
         input_requests: Option<serde::de::IgnoredAny>,
+        // Handles the gateway seals by the request they answer (a task, a
+        // multi-round-trip state): with no request, they cannot be sealed,
+        // and are never passed on raw.
+        task: Option<serde::de::IgnoredAny>,
+        tasks: Option<serde::de::IgnoredAny>,
+        request_state: Option<serde::de::IgnoredAny>,
+        result_type: Option<String>,
     }
     let Ok(Msg { result: Some(s) }) = serde_json::from_slice::<Msg>(bytes) else {
         return Ok(None);
     };
+    if s.task.is_some()
+        || s.tasks.is_some()
+        || s.request_state.is_some()
+        || s.input_requests.is_some()
+        || s.result_type.as_deref().is_some_and(|t| t != "complete")
+    {
+        return Err(());
+    }
     let own_result = s.content.is_some()
         || s.structured_content.is_some()
         || s.contents.is_some()
@@ -678,6 +722,11 @@ fn drop_unmatched(ctx: &mut RequestCtx, env: &Envelope) -> Judged {
     );
     rec.target = None;
     ctx.response_records.push(rec);
+    // On a POST, a reply answering none of its requests is one they did
+    // not get: each still gets an answer (an error), not silence.
+    if ctx.exchange == ExchangeKind::Post {
+        ctx.unjudgeable += 1;
+    }
     Judged::Dropped
 }
 
@@ -920,6 +969,7 @@ fn rewrite_endpoint(
     let server_name = &rt.snap.config.servers[server].name;
     let owner = crate::sessions::owner_key(&ctx.principal);
     ctx.stream_session = Some(legacy_key(path));
+    gw.sessions.remember_legacy_path(server_name, path_only);
     if let Some(addr) = ctx.chosen {
         gw.sessions
             .remember(server_name, &legacy_key(path), addr, &owner, false);

@@ -10,6 +10,10 @@ use std::time::Duration;
 /// principal that opened it.
 pub struct Sessions {
     sticky: moka::sync::Cache<String, SessionEntry>,
+    /// `server \0 canonical path` of every legacy (HTTP+SSE) message
+    /// endpoint an `endpoint` event named: a POST there belongs to a
+    /// legacy session, whatever its query says.
+    legacy_paths: moka::sync::Cache<String, ()>,
 }
 
 #[derive(Clone)]
@@ -25,6 +29,10 @@ impl Default for Sessions {
         Sessions {
             sticky: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
+                .time_to_idle(Duration::from_secs(24 * 3600))
+                .build(),
+            legacy_paths: moka::sync::Cache::builder()
+                .max_capacity(10_000)
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
         }
@@ -79,6 +87,21 @@ impl Sessions {
         );
     }
 
+    /// An `endpoint` event named `path` (the upstream's, without its query)
+    /// as a legacy session's message endpoint.
+    pub fn remember_legacy_path(&self, server: &str, path: &str) {
+        self.legacy_paths
+            .insert(sticky_key(server, &canonical_path(path)), ());
+    }
+
+    /// Whether a POST to `path` (the upstream's, without its query) is one
+    /// of a legacy session: its path is, read as a server would read it, a
+    /// message endpoint some `endpoint` event named.
+    pub fn is_legacy_path(&self, server: &str, path: &str) -> bool {
+        self.legacy_paths
+            .contains_key(&sticky_key(server, &canonical_path(path)))
+    }
+
     pub fn forget(&self, server: &str, session: &str) {
         self.sticky.invalidate(&sticky_key(server, session));
     }
@@ -94,10 +117,52 @@ pub fn legacy_key(upstream_path_and_query: &str) -> String {
     format!("legacy:{upstream_path_and_query}")
 }
 
+/// A path as the loosest server router reads it: percent-decoded, in lower
+/// case, repeated and trailing slashes collapsed, dot segments resolved. Two spellings a server may
+/// route alike compare equal (the comparison only ever widens what counts
+/// as a legacy endpoint, so folding too much is safe).
+pub fn canonical_path(path: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let mut segs: Vec<String> = Vec::new();
+    for seg in decoded.split(['/', '\\']).filter(|s| !s.is_empty()) {
+        match seg {
+            "." => {}
+            ".." => {
+                segs.pop();
+            }
+            _ => segs.push(seg.chars().flat_map(char::to_lowercase).collect()),
+        }
+    }
+    format!("/{}", segs.join("/"))
+}
+
 fn sticky_key(server: &str, session: &str) -> String {
     let mut k = String::with_capacity(server.len() + session.len() + 1);
     k.push_str(server);
     k.push('\0');
     k.push_str(session);
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_path;
+
+    #[test]
+    fn paths_a_router_reads_alike_compare_equal() {
+        for p in [
+            "/messages/",
+            "/messages",
+            "//Messages//",
+            "/%6Dessages/",
+            "/x/../messages",
+            "/./messages/.",
+            "/x/%2e%2e/messages",
+            "\\messages",
+        ] {
+            assert_eq!(canonical_path(p), "/messages", "{p}");
+        }
+        assert_eq!(canonical_path("/"), "/");
+        assert_eq!(canonical_path("/a/b"), "/a/b");
+    }
 }

@@ -233,9 +233,17 @@ impl<'a> Rewrite<'a> {
     /// Whether the client's header `name` (lower case) is left out: stripped,
     /// or replaced by one the gateway sets.
     fn drops(&self, name: &http::HeaderName) -> bool {
-        stripped(name.as_str(), self.direct, self.api_key_header, self.framed)
-            || self.set.iter().any(|s| !s.append && s.name == name)
-            || self.withheld.contains(name)
+        let n = name.as_str();
+        self.drops_named(n)
+            // CGI-style stacks (WSGI, PHP, Rack) read `_` as `-`: a name
+            // that aliases one the gateway strips or sets goes with it.
+            || (n.contains('_') && self.drops_named(&n.replace('_', "-")))
+    }
+
+    fn drops_named(&self, n: &str) -> bool {
+        stripped(n, self.direct, self.api_key_header, self.framed)
+            || self.set.iter().any(|s| !s.append && s.name.as_str() == n)
+            || self.withheld.iter().any(|w| w.as_str() == n)
     }
 
     /// Applies the rewrite to a Pingora request header.
@@ -348,9 +356,12 @@ fn stripped(n: &str, direct: bool, api_key_header: Option<&str>, framed: bool) -
 /// those the gateway always replaces (`Host`, framing, `Accept-Encoding`,
 /// a sealed `Mcp-Session-Id`).
 pub fn forwarded(name: &str, api_key_header: Option<&str>, session_sealed: bool) -> bool {
-    !(stripped(name, true, api_key_header, true)
-        || matches!(name, "host" | "content-length" | "accept-encoding")
-        || (session_sealed && name == "mcp-session-id"))
+    let kept = |n: &str| {
+        !(stripped(n, true, api_key_header, true)
+            || matches!(n, "host" | "content-length" | "accept-encoding")
+            || (session_sealed && n == "mcp-session-id"))
+    };
+    kept(name) && (!name.contains('_') || kept(&name.replace('_', "-")))
 }
 
 /// The caller's justification, for policy and audit (see [`stripped`]).

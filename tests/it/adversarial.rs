@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use warden_tests::hostile::{Hostile, Piece, Reply};
 use warden_tests::{
     header, mock_bundle, post_text as post_with, request, rpc_messages as messages, Gateway,
-    Headers,
+    Headers, TWO_KEYS,
 };
 
 const AKIA: &str = "AKIAIOSFODNN7EXAMPLE";
@@ -949,7 +949,6 @@ async fn slow_and_pipelined_clients_get_clear_answers() {
     assert_eq!(posts_received(&h), 0);
 }
 
-const TWO_KEYS: &str = "identity:\n  resource: http://127.0.0.1/mock/mcp\n  api_keys:\n    - {id: agent-dev, tenant: acme, hash: \"sha256:d0abfb21f2a5d2fc66a2e0c5f9b369c4:995c0dc437d925d6baad52296a0ef3c5be924b056ab931cd5a2284bf8ba3bc0a\"}\n    - {id: alice-ops, tenant: acme, hash: \"sha256:8771d3578b7a4dc4b3526100880cca03:c349f1202007a966b733cae64bd8e2f2642c7d8ca75e5b66d779624e436cb92b\"}\n";
 const DEV: (&str, &str) = ("x-api-key", "wk_demo_dev_7Qm2");
 const OPS: (&str, &str) = ("x-api-key", "wk_demo_ops_Z8r5");
 
@@ -1508,6 +1507,8 @@ async fn hop_by_hop_and_internal_headers_stop_at_the_gateway() {
         ],
         body: vec![Piece::Bytes(format!("raw {AKIA}").into_bytes())],
         chunked: false,
+        reason: None,
+        interim: Vec::new(),
     }]);
     let mut get = vec![("accept", "text/event-stream")];
     get.extend_from_slice(&stopped);

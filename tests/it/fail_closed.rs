@@ -12,6 +12,12 @@
 #[path = "fail_closed_more.rs"]
 mod more;
 
+/// The third review's classes: ids naming two requests, handles on streams,
+/// sessions the gateway does not know, the server's free text beside the
+/// status, CGI-style header aliases, numbers and controls hiding data.
+#[path = "fail_closed_third.rs"]
+mod third;
+
 use serde_json::{json, Value};
 use warden_tests::hostile::{Hostile, Reply};
 use warden_tests::{mock_bundle, post_text as post_at, rpc_messages as messages, Gateway, Headers};

@@ -33,6 +33,10 @@ pub struct Reply {
     pub body: Vec<Piece>,
     /// Chunked framing (each piece one chunk); otherwise Content-Length.
     pub chunked: bool,
+    /// The status line's reason phrase (`X` when unset).
+    pub reason: Option<String>,
+    /// Interim (1xx) responses sent before this one: status and headers.
+    pub interim: Vec<(u16, Vec<(String, String)>)>,
 }
 
 impl Reply {
@@ -45,6 +49,8 @@ impl Reply {
                 .unwrap_or_default(),
             body: vec![Piece::Bytes(body.as_bytes().to_vec())],
             chunked: false,
+            reason: None,
+            interim: Vec::new(),
         }
     }
     pub fn json(body: &str) -> Reply {
@@ -60,6 +66,8 @@ impl Reply {
                 .map(|c| Piece::Bytes(c.as_bytes().to_vec()))
                 .collect(),
             chunked: true,
+            reason: None,
+            interim: Vec::new(),
         }
     }
     pub fn accepted() -> Reply {
@@ -68,6 +76,22 @@ impl Reply {
     /// Appends pieces (e.g. an event held until the client's POST arrived).
     pub fn with_more(mut self, more: Vec<Piece>) -> Reply {
         self.body.extend(more);
+        self
+    }
+    /// The status line says `reason` after the code.
+    pub fn reason(mut self, reason: &str) -> Reply {
+        self.reason = Some(reason.to_owned());
+        self
+    }
+    /// An interim (1xx) response with `headers` goes out first.
+    pub fn after_interim(mut self, status: u16, headers: &[(&str, &str)]) -> Reply {
+        self.interim.push((
+            status,
+            headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ));
         self
     }
     pub fn header(mut self, k: &str, v: &str) -> Reply {
@@ -224,7 +248,19 @@ async fn write_reply(
     r: &Reply,
     st: &Arc<Mutex<State>>,
 ) -> std::io::Result<()> {
-    let mut head = format!("HTTP/1.1 {} X\r\n", r.status);
+    let mut head = String::new();
+    for (status, headers) in &r.interim {
+        head.push_str(&format!("HTTP/1.1 {status} Interim\r\n"));
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+    }
+    head.push_str(&format!(
+        "HTTP/1.1 {} {}\r\n",
+        r.status,
+        r.reason.as_deref().unwrap_or("X")
+    ));
     for (k, v) in &r.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }

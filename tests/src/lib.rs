@@ -589,6 +589,10 @@ pub fn header<'a>(h: &'a Headers, name: &str) -> Option<&'a str> {
 }
 
 /// A bundle with one server `mock` (one or more upstreams) routed at `/mock`.
+/// An `identity:` section with two API-key principals of one tenant:
+/// `agent-dev` (`wk_demo_dev_7Qm2`) and `alice-ops` (`wk_demo_ops_Z8r5`).
+pub const TWO_KEYS: &str = "identity:\n  resource: http://127.0.0.1/mock/mcp\n  api_keys:\n    - {id: agent-dev, tenant: acme, hash: \"sha256:d0abfb21f2a5d2fc66a2e0c5f9b369c4:995c0dc437d925d6baad52296a0ef3c5be924b056ab931cd5a2284bf8ba3bc0a\"}\n    - {id: alice-ops, tenant: acme, hash: \"sha256:8771d3578b7a4dc4b3526100880cca03:c349f1202007a966b733cae64bd8e2f2642c7d8ca75e5b66d779624e436cb92b\"}\n";
+
 pub fn mock_bundle(upstreams: &[SocketAddr], extra: &str) -> String {
     let ups: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
     format!(

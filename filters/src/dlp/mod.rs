@@ -291,11 +291,7 @@ impl Scanner {
     /// or tag characters) cannot collide with a match of the view: they are
     /// kept beside the others, and may lie inside one of them.
     fn scan_with(&self, s: &str, cands: &mut [Cand], out: &mut Vec<Hit>) {
-        let view = if s.is_ascii() {
-            None
-        } else {
-            normalise::view(s)
-        };
+        let view = normalise::view(s);
         let Some(view) = view else {
             self.confirm(s, cands, out);
             return;
@@ -504,6 +500,16 @@ fn resolve_overlaps(detectors: &[Detector], out: &mut Vec<Hit>) {
     *out = kept;
 }
 
+/// The integer a number literal with a fraction or exponent denotes, as a
+/// JavaScript reader prints it (`None`: the literal is what it reads).
+fn number_view(lit: &[u8]) -> Option<String> {
+    if !lit.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        return None;
+    }
+    let f: f64 = std::str::from_utf8(lit).ok()?.parse().ok()?;
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 1e21).then(|| format!("{f:.0}"))
+}
+
 /// One string of a message holding findings.
 struct Located<'a> {
     path: String,
@@ -514,6 +520,8 @@ struct Located<'a> {
     text: Cow<'a, str>,
     hits: Vec<Hit>,
     is_key: bool,
+    /// A number literal: no quotes around `start..end`.
+    number: bool,
 }
 
 /// The message could not be walked (it is not the JSON the gateway parsed).
@@ -528,20 +536,42 @@ impl Scanner {
         raw: &'a [u8],
         part: Option<&str>,
         sampling: bool,
+        echoed_id: bool,
     ) -> Result<Vec<Located<'a>>, Uninspectable> {
         let mut cands = Vec::new();
         let seen = self.candidates(raw, &mut cands);
         let mut found = Vec::new();
         // Non-ASCII bytes may normalise into a finding: their strings are
         // looked at even without candidates.
-        let ascii = !seen.non_ascii;
-        if cands.is_empty() && seen == Seen::default() && self.always.is_empty() {
+        let ascii = !seen.non_ascii && memchr::memchr(0x7f, raw).is_none();
+        let plain = |b: &[u8]| b.is_ascii() && !b.contains(&0x7f);
+        if cands.is_empty() && seen == Seen::default() && ascii && self.always.is_empty() {
             return Ok(found);
         }
         cands.sort_unstable_by_key(|c| c.start);
         let mut bad = false;
         walk::walk(raw, part, sampling, |st| {
-            let (lo, hi) = if st.escaped {
+            // The top-level `id` of a reply is the client's own, matched to
+            // its request byte for byte: nothing of the server's.
+            if echoed_id && st.path == ".id" {
+                return false;
+            }
+            // A number is scanned on its own text: the raw pass reads its
+            // digits joined to what precedes it (`: 4111…`), so its
+            // candidates may start outside it. One written with a fraction
+            // or exponent is read as the integer it denotes
+            // (`4.111111111111111e15` is a card number to a JavaScript
+            // client). Fewer than six digits is no finding of any detector.
+            let view = if st.number {
+                let lit = &raw[st.start..st.end];
+                if lit.iter().filter(|b| b.is_ascii_digit()).count() < 6 {
+                    return false;
+                }
+                Some(number_view(lit).unwrap_or_else(|| String::from_utf8_lossy(lit).into_owned()))
+            } else {
+                None
+            };
+            let (lo, hi) = if st.escaped || view.is_some() {
                 (0, 0)
             } else {
                 (
@@ -550,18 +580,25 @@ impl Scanner {
                 )
             };
             if !st.escaped
+                && view.is_none()
                 && lo == hi
                 && self.always.is_empty()
-                && (ascii || raw[st.start..st.end].is_ascii())
+                && (ascii || plain(&raw[st.start..st.end]))
             {
                 return false;
             }
-            let Some(text) = walk::decode(raw, st.start, st.end, st.escaped) else {
-                bad = true;
-                return false;
+            let text = match view {
+                Some(v) => Cow::Owned(v),
+                None => match walk::decode(raw, st.start, st.end, st.escaped) {
+                    Some(t) => t,
+                    None => {
+                        bad = true;
+                        return false;
+                    }
+                },
             };
             let mut hits = Vec::new();
-            if st.escaped {
+            if st.escaped || st.number {
                 self.scan_str(&text, &mut hits);
             } else {
                 let mut local: Vec<Cand> = cands[lo..hi]
@@ -590,6 +627,7 @@ impl Scanner {
                 text,
                 hits,
                 is_key: st.is_key,
+                number: st.number,
             });
             true
         })
@@ -604,7 +642,7 @@ impl Scanner {
     /// messages are judged on their bytes without being parsed.
     pub fn scan_json(&self, raw: &[u8]) -> Result<Vec<(String, Hit)>, Uninspectable> {
         Ok(self
-            .locate(raw, None, false)?
+            .locate(raw, None, false, false)?
             .into_iter()
             .flat_map(|l| {
                 let p = l.path;
@@ -776,7 +814,10 @@ impl DlpFilter {
         // `data`, and any member a peer may read beside them.
         let sampling = env.kind == crate::jsonrpc::Kind::Request
             && env.method.as_deref() == Some("sampling/createMessage");
-        let found = match self.scanner.locate(msg.bytes, None, sampling) {
+        // A reply's id was matched to the client's request before it got
+        // here: the client's own text, not the server's.
+        let echoed_id = env.kind == crate::jsonrpc::Kind::Response;
+        let found = match self.scanner.locate(msg.bytes, None, sampling, echoed_id) {
             Ok(f) => f,
             Err(Uninspectable) => return uninspectable(),
         };
@@ -861,12 +902,15 @@ impl DlpFilter {
         let mut keys_changed = false;
         for (li, reps) in &redactions {
             let loc = &found[*li];
-            out.extend_from_slice(&raw[at..loc.start - 1]);
+            // A string literal is replaced with its quotes; a number by a
+            // string (its redacted text).
+            let quote = usize::from(!loc.number);
+            out.extend_from_slice(&raw[at..loc.start - quote]);
             let new = rewrite(&loc.text, reps);
             if serde_json::to_writer(&mut out, &new).is_err() {
                 return uninspectable();
             }
-            at = loc.end + 1;
+            at = loc.end + quote;
             keys_changed |= loc.is_key;
         }
         out.extend_from_slice(&raw[at..]);
@@ -1039,6 +1083,71 @@ mod redaction {
         let ctx = Exchange::new(&p, "s");
         let msg = Message::from_server(&env, raw.as_bytes(), Some("tools/call"), Some("t"));
         f.on_response(&msg, &ctx, &mut Notes::default())
+    }
+
+    #[test]
+    fn numbers_are_read_as_the_text_they_are() {
+        // A card number as a JSON number: every reader sees the card.
+        let raw = r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"card":4111111111111111,"c2":-4111111111111111e0,"n":[1,2.5,4111111111111111]},"content":[]}}"#;
+        let Decision::Mutated(out) = judge(&filter(DlpAction::Redact), raw) else {
+            panic!("a card in a number is redacted")
+        };
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("still JSON");
+        let sc = &v["result"]["structuredContent"];
+        assert_eq!(sc["card"], "[X]");
+        assert_eq!(sc["n"], serde_json::json!([1, 2.5, "[X]"]));
+        assert!(
+            !String::from_utf8_lossy(&out).contains("4111111111111111"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(matches!(
+            judge(&filter(DlpAction::Block), raw),
+            Decision::Reject(_)
+        ));
+        // Whitespace before the number (`json.dumps` writes `": "`).
+        let spaced = r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"card": 4111111111111111, "t":	4111111111111111},"content":[]}}"#;
+        assert!(matches!(
+            judge(&filter(DlpAction::Block), spaced),
+            Decision::Reject(_)
+        ));
+        // A reply's id is the client's own: never rewritten.
+        let id = r#"{"jsonrpc":"2.0","id":123456789,"result":{"content":[]}}"#;
+        assert!(matches!(
+            judge(&filter(DlpAction::Block), id),
+            Decision::Pass
+        ));
+        let id = r#"{"jsonrpc":"2.0","id":"123-45-6789","result":{"content":[]}}"#;
+        assert!(matches!(
+            judge(&filter(DlpAction::Block), id),
+            Decision::Pass
+        ));
+        // Ordinary numbers are not findings.
+        let plain = r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"n":42,"x":-1.5e3,"t":1700000000},"content":[]}}"#;
+        assert!(matches!(
+            judge(&filter(DlpAction::Block), plain),
+            Decision::Pass
+        ));
+    }
+
+    #[test]
+    fn disguises_a_reader_passes_over_are_seen_through() {
+        for text in [
+            r"AKIA\u0000IOSFODNN7EXAMPLE",
+            r"AKIA\u001b[0mIOSFODNN7EXAMPLE",
+            r"AKIA\u0301IOSFODNN7EXAMPLE",
+            "AKIA\u{7f}IOSFODNN7EXAMPLE",
+            "A\u{7f}KIAIOSFODNN7EXAMPLE",
+            "alice@example\u{3002}com",
+        ] {
+            let raw = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"{text}"}}]}}}}"#
+            );
+            assert!(
+                matches!(judge(&filter(DlpAction::Block), &raw), Decision::Reject(_)),
+                "{text}"
+            );
+        }
     }
 
     #[test]

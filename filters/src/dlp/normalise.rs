@@ -14,7 +14,13 @@
 //! Each byte of the view remembers the original character it came from, so
 //! a match in the view maps back to the whole original span, invisible
 //! characters inside it included, and redaction replaces exactly that.
-//! ASCII text has no view: only strings holding non-ASCII characters that
+//! Control characters (C0 but tab, line feed and carriage return; DEL) are
+//! dropped, and so are terminal escape sequences (`ESC [ … final`), which a
+//! terminal renders as nothing; combining marks (Mn, Me) are dropped, as a
+//! reader copying the text past an accent would; ideographic full stops
+//! (`。`, `｡`) read as `.`.
+//!
+//! Printable ASCII text has no view: only strings holding characters that
 //! change are normalised.
 
 use unicode_general_category::{get_general_category, GeneralCategory};
@@ -35,7 +41,14 @@ enum Fold {
     Drop,
     Space,
     Dash,
+    Dot,
     Nfkc,
+}
+
+/// An ASCII byte the view changes: a control character but tab, line feed
+/// and carriage return, or DEL.
+pub(crate) fn unseen_ascii(b: u8) -> bool {
+    (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f
 }
 
 /// Default-ignorable code points that are not Cf (variation selectors,
@@ -72,16 +85,26 @@ fn dash(c: char) -> bool {
 
 fn fold(c: char) -> Fold {
     if c.is_ascii() {
-        return Fold::Keep;
+        return if unseen_ascii(c as u8) {
+            Fold::Drop
+        } else {
+            Fold::Keep
+        };
     }
     // The bulk of CJK and Hangul text is NFKC-stable and visible.
     if matches!(c as u32, 0x4E00..=0x9FFF | 0xAC00..=0xD7A3 | 0x3041..=0x3096 | 0x30A1..=0x30FA) {
         return Fold::Keep;
     }
     match get_general_category(c) {
-        GeneralCategory::Format => return Fold::Drop,
+        GeneralCategory::Format
+        | GeneralCategory::NonspacingMark
+        | GeneralCategory::EnclosingMark
+        | GeneralCategory::Control => return Fold::Drop,
         GeneralCategory::SpaceSeparator => return Fold::Space,
         _ => {}
+    }
+    if matches!(c, '\u{3002}' | '\u{FF61}' | '\u{FE12}') {
+        return Fold::Dot;
     }
     if ignorable(c) {
         Fold::Drop
@@ -96,7 +119,7 @@ fn fold(c: char) -> Fold {
 
 /// The normalised view of `s`, if it differs from `s`.
 pub(crate) fn view(s: &str) -> Option<View> {
-    let first = s.bytes().position(|b| b >= 0x80)?;
+    let first = s.bytes().position(|b| b >= 0x80 || unseen_ascii(b))?;
     let (changed, _) = s[first..]
         .char_indices()
         .find(|&(_, c)| fold(c) != Fold::Keep)?;
@@ -112,19 +135,39 @@ pub(crate) fn view(s: &str) -> Option<View> {
         text.push(c);
         from.extend(std::iter::repeat_n(at, text.len() - n));
     };
+    // Inside a terminal escape sequence (`ESC [` parameters, a final byte
+    // in `@`..`~`): nothing of it is seen.
+    let mut csi = 0u8;
     for (i, c) in s[changed..].char_indices() {
         let at = changed + i;
+        match csi {
+            1 if c == '[' => {
+                csi = 2;
+                continue;
+            }
+            2 if ('\u{20}'..='\u{3f}').contains(&c) => continue,
+            2 if ('\u{40}'..='\u{7e}').contains(&c) => {
+                csi = 0;
+                continue;
+            }
+            _ => csi = 0,
+        }
+        if c == '\u{1b}' {
+            csi = 1;
+        }
         match fold(c) {
             Fold::Keep => push(&mut text, &mut from, at, c),
             Fold::Drop => {}
             Fold::Space => push(&mut text, &mut from, at, ' '),
             Fold::Dash => push(&mut text, &mut from, at, '-'),
+            Fold::Dot => push(&mut text, &mut from, at, '.'),
             Fold::Nfkc => {
                 for d in std::iter::once(c).nfkc() {
                     match fold(d) {
                         Fold::Drop => {}
                         Fold::Space => push(&mut text, &mut from, at, ' '),
                         Fold::Dash => push(&mut text, &mut from, at, '-'),
+                        Fold::Dot => push(&mut text, &mut from, at, '.'),
                         Fold::Keep | Fold::Nfkc => push(&mut text, &mut from, at, d),
                     }
                 }
@@ -198,6 +241,23 @@ mod tests {
         assert_eq!(norm("ＡＫＩＡ𝟒𝟙𝟣𝟭𝟷⁴₄"), "AKIA4111144");
         assert_eq!(norm("ｍａｉｌ＠ｅｘａｍｐｌｅ．ｃｏｍ"), "mail@example.com");
         assert_eq!(norm("ﬁle"), "file");
+    }
+
+    #[test]
+    fn drops_controls_escapes_and_marks_a_reader_passes_over() {
+        assert_eq!(norm("AKIA\u{0}IOSF\u{7f}ODNN"), "AKIAIOSFODNN");
+        // A terminal renders the escape sequence as nothing.
+        assert_eq!(norm("AKIA\u{1b}[0mIOSF\u{1b}[1;31mODNN"), "AKIAIOSFODNN");
+        assert_eq!(norm("AKIA\u{301}IOSF\u{20dd}ODNN"), "AKIAIOSFODNN");
+        assert_eq!(norm("alice@example\u{3002}com"), "alice@example.com");
+        assert_eq!(norm("alice@example\u{ff61}com"), "alice@example.com");
+        // Tabs and line breaks are text, and printable ASCII has no view.
+        assert!(view("a\tb\nc\r").is_none());
+        assert!(view("plain [0m text").is_none());
+        let s = "x AKIA\u{1b}[0mIOSF";
+        let v = view(s).expect("changes");
+        assert_eq!(v.text, "x AKIAIOSF");
+        assert_eq!(v.original(s, 2, 10), (2, s.len()));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! A span-aware walk over a JSON message: every string value and object key,
-//! with its JSON path and its byte span in the raw message, without building
-//! a tree. DLP scans strings where they lie and redacts by splicing new
+//! A span-aware walk over a JSON message: every string value, object key and
+//! number, with its JSON path and its byte span in the raw message, without
+//! building a tree. Numbers are text to whoever reads them (a card number
+//! sent as `4111111111111111` is the card number), so DLP reads them too. DLP scans strings where they lie and redacts by splicing new
 //! string literals into the raw bytes, so nothing it did not change is
 //! re-serialised.
 //!
@@ -27,6 +28,8 @@ pub(crate) struct Str<'p> {
     /// Holds a backslash escape (its text must be decoded).
     pub escaped: bool,
     pub is_key: bool,
+    /// A number literal (`start..end` is the literal itself, unquoted).
+    pub number: bool,
 }
 
 /// The message is not the JSON the gateway accepted (or nests deeper than
@@ -184,6 +187,7 @@ impl<F: FnMut(Str<'_>) -> bool> Walker<'_, F> {
             end,
             escaped,
             is_key: parent.is_some(),
+            number: false,
         })
     }
 
@@ -211,10 +215,20 @@ impl<F: FnMut(Str<'_>) -> bool> Walker<'_, F> {
                     self.i += 1;
                 }
                 if self.i == start {
-                    Err(Malformed)
-                } else {
-                    Ok(())
+                    return Err(Malformed);
                 }
+                if !skip && matches!(self.b[start], b'-' | b'0'..=b'9') {
+                    (self.f)(Str {
+                        path: &self.path,
+                        parent: self.path.len(),
+                        start,
+                        end: self.i,
+                        escaped: false,
+                        is_key: false,
+                        number: true,
+                    });
+                }
+                Ok(())
             }
         }
     }
@@ -314,6 +328,7 @@ impl<F: FnMut(Str<'_>) -> bool> Walker<'_, F> {
                     end: e,
                     escaped: esc,
                     is_key: false,
+                    number: false,
                 });
             }
         }
@@ -373,6 +388,8 @@ mod tests {
             (".content[2].uri", "uri", true),
             (".content[2].uri", "x", false),
             (".n", "n", true),
+            (".n[0]", "1", false),
+            (".n[1]", "-2.5e3", false),
         ];
         let want: Vec<(String, String, bool)> = want
             .iter()
