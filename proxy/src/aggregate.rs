@@ -704,6 +704,42 @@ fn template_head(t: &str) -> Option<&str> {
     (!after.is_empty()).then_some(fixed)
 }
 
+/// The member a URI belongs to, by what each member learned: (it listed
+/// the URI, its templates). Every member that claims the URI (lists it, or
+/// has a template whose fixed beginning, more than a scheme, it has): one
+/// is the answer, several are refused (no member takes another's URIs). A
+/// template that is only a scheme (`file:///{path}`) routes nothing by
+/// itself, but the URIs it covers are its member's too: another member's
+/// narrower claim on one of them is ambiguous, not a takeover.
+fn claimant(uri: &str, members: &[(bool, Vec<&str>)]) -> Result<Option<usize>, &'static str> {
+    let claims: Vec<usize> = (0..members.len())
+        .filter(|&i| {
+            let (listed, templates) = &members[i];
+            *listed
+                || templates
+                    .iter()
+                    .filter_map(|t| template_head(t))
+                    .any(|h| uri.starts_with(h))
+        })
+        .collect();
+    let broad = |j: usize| {
+        members[j]
+            .1
+            .iter()
+            .filter(|t| template_head(t).is_none())
+            .filter_map(|t| t.split('{').next())
+            .any(|fixed| uri.starts_with(fixed))
+    };
+    match claims.as_slice() {
+        [i] if (0..members.len()).any(|j| j != *i && broad(j)) => {
+            Err("the URI is claimed by several members")
+        }
+        [i] => Ok(Some(*i)),
+        [] => Ok(None),
+        _ => Err("the URI is claimed by several members"),
+    }
+}
+
 impl Aggregator {
     fn url(&self, i: usize) -> String {
         let m = &self.members[i];
@@ -1214,25 +1250,21 @@ impl Aggregator {
                 self.learn(s, Kind::Templates, caller, false).await;
             }
             let l = lock(&s.learned);
-            // Every member that claims the URI (lists it, or has a template
-            // whose fixed beginning it has): one is the answer, several are
-            // refused (no member takes another's URIs).
-            let claims: Vec<usize> = (0..self.members.len())
-                .filter(|&i| {
+            let members: Vec<(bool, Vec<&str>)> = (0..self.members.len())
+                .map(|i| {
                     let listed = |k: Kind| l.sets[k as usize][i].iter().flatten().any(|u| u == uri);
-                    listed(Kind::Resources)
-                        || listed(Kind::Templates)
-                        || l.sets[Kind::Templates as usize][i]
+                    (
+                        listed(Kind::Resources) || listed(Kind::Templates),
+                        l.sets[Kind::Templates as usize][i]
                             .iter()
                             .flatten()
-                            .filter_map(|t| template_head(t))
-                            .any(|h| uri.starts_with(h))
+                            .map(String::as_str)
+                            .collect(),
+                    )
                 })
                 .collect();
-            match claims.as_slice() {
-                [i] => return Ok(*i),
-                [] => {}
-                _ => return Err("the URI is claimed by several members"),
+            if let Some(i) = claimant(uri, &members)? {
+                return Ok(i);
             }
         }
         let mut with = Vec::new();
@@ -2412,6 +2444,27 @@ mod tests {
             Some("https://docs.example/")
         );
         assert_eq!(template_head("res://greeting/{x}"), Some("res://greeting/"));
+    }
+
+    #[test]
+    fn a_narrower_claim_never_takes_a_broad_members_uris() {
+        let home = "file:///home/alice/secret.txt";
+        // A scheme-wide template and another member's narrower one: ambiguous.
+        let members = vec![
+            (false, vec![]),
+            (false, vec!["file:///{path}"]),
+            (false, vec!["file:///home{rest}"]),
+        ];
+        assert!(claimant(home, &members).is_err());
+        // Outside the narrower claim: no claim; the caller falls back to the
+        // one member with resources.
+        assert_eq!(claimant("file:///tmp/x", &members), Ok(None));
+        // Alone, the narrower template routes; a listed URI too.
+        assert_eq!(claimant(home, &members[2..]), Ok(Some(0)));
+        let listed = vec![(true, vec![]), (false, vec!["res://other/{x}"])];
+        assert_eq!(claimant(home, &listed), Ok(Some(0)));
+        let two = vec![(true, vec![]), (false, vec!["file:///home/{x}"])];
+        assert!(claimant(home, &two).is_err());
     }
 
     #[test]
