@@ -272,6 +272,59 @@ fn url_like(s: &str) -> bool {
     })
 }
 
+/// A scheme-less address in free text that curl or wget would dial and
+/// the SSRF rules forbid: an IPv4 literal in any form a URL parser reads
+/// with a dot (`169.254.169.254`, `0x7f.1`) or `localhost`, followed by a port or a
+/// path (`127.0.0.1:6379`, `localhost:8080/admin`), or an IPv4 literal of
+/// four parts on its own. Only forbidden ones are reported (so a version
+/// number or a public address in prose is not judged against the
+/// allowlist); the token is judged as a whole, as a client would dial it.
+fn bare_forbidden(s: &str) -> Option<&str> {
+    let tokens = s.split(|c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                ',' | ';' | '"' | '\'' | '(' | ')' | '<' | '>' | '[' | ']' | '{' | '}' | '|' | '`'
+            )
+    });
+    for token in tokens.filter(|t| !t.is_empty()).take(256) {
+        let token = token.trim_end_matches(['.', '!', '?']);
+        let authority = token.split(['/', '?', '#']).next().unwrap_or("");
+        let rest = &token[authority.len()..];
+        // `user@host` dials the host; `mailto:a@host` names a mailbox.
+        let host_port = match authority.rsplit_once('@') {
+            Some((user, _)) if user.contains(':') => continue,
+            Some((_, h)) => h,
+            None => authority,
+        };
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, true),
+            Some(_) => continue,
+            None => (host_port, false),
+        };
+        if host.is_empty() {
+            continue;
+        }
+        let dialled = port || !rest.is_empty();
+        let lower = host.to_ascii_lowercase();
+        let forbidden = if lower == "localhost" || lower.ends_with(".localhost") {
+            dialled
+        } else {
+            match url::Host::parse(host) {
+                // A dotted literal: `10:30` is a time, not host 0.0.0.10.
+                Ok(url::Host::Ipv4(ip)) if host.contains('.') => {
+                    (dialled || host.split('.').count() == 4) && ssrf_rule_v4(ip).is_some()
+                }
+                _ => false,
+            }
+        };
+        if forbidden {
+            return Some(token);
+        }
+    }
+    None
+}
+
 /// A host, normalised for comparison and judgement.
 #[derive(Debug, Clone, PartialEq)]
 enum Dest {
@@ -749,6 +802,12 @@ fn walk<'a>(v: &'a Json, argument: Option<&str>, out: &mut Vec<Found<'a>>) {
                 argument: argument.map(str::to_owned),
                 value: value.into(),
                 whole: false,
+            });
+        } else if let Some(addr) = bare_forbidden(value) {
+            out.push(Found {
+                argument: argument.map(str::to_owned),
+                value: addr.into(),
+                whole: true,
             });
         }
     };
@@ -1616,6 +1675,52 @@ mod differential_tests {
             let f = filter(detect);
             let msg = Message::new(&env, raw.as_bytes());
             let d = f.on_request(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
+            assert_eq!(matches!(d, Decision::Reject(_)), refused, "detect {detect}");
+        }
+    }
+
+    #[test]
+    fn scheme_less_addresses_a_client_would_dial_are_detected() {
+        for v in [
+            "169.254.169.254/latest/meta-data",
+            "fetch 127.0.0.1:6379 please",
+            "localhost:8080/admin",
+            "api.localhost:80",
+            "0x7f.1:22",
+            "10.0.0.1",
+            "user@192.168.1.1:22",
+            "(169.254.169.254).",
+        ] {
+            assert!(bare_forbidden(v).is_some(), "{v:?} not found");
+            assert!(
+                check(bare_forbidden(v).unwrap_or_default(), &[]).is_err(),
+                "{v:?}"
+            );
+        }
+        for v in [
+            "version 10.1 of the service",
+            "release 1.2.3.4",
+            "8.8.8.8",
+            "8.8.8.8:53",
+            "runs on localhost",
+            "the 10.0 ratio",
+            "2130706433",
+            "eu-west-1",
+            "10:30",
+        ] {
+            assert_eq!(bare_forbidden(v), None, "{v:?}");
+        }
+        // Through the filter, in detection mode only.
+        let raw = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"other","arguments":{"q":"GET 169.254.169.254/latest/ now"}}}"#;
+        let Ok(crate::jsonrpc::Parsed::Single(env)) =
+            crate::jsonrpc::parse(raw.as_bytes(), crate::jsonrpc::ParseLimits::default())
+        else {
+            panic!("parse")
+        };
+        let p = Principal::anonymous();
+        for (detect, refused) in [(true, true), (false, false)] {
+            let msg = Message::new(&env, raw.as_bytes());
+            let d = filter(detect).on_request(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
             assert_eq!(matches!(d, Decision::Reject(_)), refused, "detect {detect}");
         }
     }
