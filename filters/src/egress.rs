@@ -280,6 +280,19 @@ fn url_like(s: &str) -> bool {
 /// number or a public address in prose is not judged against the
 /// allowlist); the token is judged as a whole, as a client would dial it.
 fn bare_forbidden(s: &str) -> Option<&str> {
+    // Most text holds neither a dotted number nor `localhost`: one pass
+    // over its bytes, and nothing is tokenised or parsed.
+    let b = s.as_bytes();
+    let dotted = memchr::memchr_iter(b'.', b).any(|i| {
+        i > 0 && b[i - 1].is_ascii_hexdigit() && b.get(i + 1).is_some_and(u8::is_ascii_digit)
+    });
+    let local = memchr::memchr2_iter(b'l', b'L', b).any(|i| {
+        b.get(i..i + 9)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"localhost"))
+    });
+    if !dotted && !local {
+        return None;
+    }
     let tokens = s.split(|c: char| {
         c.is_whitespace()
             || matches!(
@@ -306,9 +319,19 @@ fn bare_forbidden(s: &str) -> Option<&str> {
             continue;
         }
         let dialled = port || !rest.is_empty();
-        let lower = host.to_ascii_lowercase();
-        let forbidden = if lower == "localhost" || lower.ends_with(".localhost") {
+        let hb = host.as_bytes();
+        let forbidden = if hb.eq_ignore_ascii_case(b"localhost")
+            || (hb.len() > 10 && hb[hb.len() - 10..].eq_ignore_ascii_case(b".localhost"))
+        {
             dialled
+        } else if !hb[0].is_ascii_digit()
+            || !hb
+                .iter()
+                .all(|c| c.is_ascii_hexdigit() || matches!(c, b'.' | b'x' | b'X'))
+        {
+            // No IPv4 form a URL parser reads starts otherwise or holds
+            // other characters.
+            false
         } else {
             match url::Host::parse(host) {
                 // A dotted literal: `10:30` is a time, not host 0.0.0.10.

@@ -14,6 +14,9 @@ pub struct Sessions {
     /// endpoint an `endpoint` event named: a POST there belongs to a
     /// legacy session, whatever its query says.
     legacy_paths: moka::sync::Cache<String, ()>,
+    /// Whether any `endpoint` event was seen: until then no POST is a
+    /// legacy one, and none pays for the lookup.
+    any_legacy: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -35,6 +38,7 @@ impl Default for Sessions {
                 .max_capacity(10_000)
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
+            any_legacy: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -92,14 +96,18 @@ impl Sessions {
     pub fn remember_legacy_path(&self, server: &str, path: &str) {
         self.legacy_paths
             .insert(sticky_key(server, &canonical_path(path)), ());
+        self.any_legacy
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Whether a POST to `path` (the upstream's, without its query) is one
     /// of a legacy session: its path is, read as a server would read it, a
     /// message endpoint some `endpoint` event named.
     pub fn is_legacy_path(&self, server: &str, path: &str) -> bool {
-        self.legacy_paths
-            .contains_key(&sticky_key(server, &canonical_path(path)))
+        self.any_legacy.load(std::sync::atomic::Ordering::Acquire)
+            && self
+                .legacy_paths
+                .contains_key(&sticky_key(server, &canonical_path(path)))
     }
 
     pub fn forget(&self, server: &str, session: &str) {
