@@ -275,9 +275,9 @@ fn url_like(s: &str) -> bool {
 /// A scheme-less address in free text that curl or wget would dial and
 /// the SSRF rules forbid: an IPv4 literal in any form a URL parser reads
 /// with a dot (`169.254.169.254`, `0x7f.1`) or `localhost`, followed by a port or a
-/// path (`127.0.0.1:6379`, `localhost:8080/admin`), or an IPv4 literal of
-/// four parts on its own. Only forbidden ones are reported (so a version
-/// number or a public address in prose is not judged against the
+/// path (`127.0.0.1:6379`, `localhost:8080/admin`). An address alone is
+/// prose (`host 10.1.2.3 is up`), and only forbidden ones are reported (so
+/// a version number or a public address is not judged against the
 /// allowlist); the token is judged as a whole, as a client would dial it.
 fn bare_forbidden(s: &str) -> Option<&str> {
     // Most text holds neither a dotted number nor `localhost`: one pass
@@ -336,7 +336,7 @@ fn bare_forbidden(s: &str) -> Option<&str> {
             match url::Host::parse(host) {
                 // A dotted literal: `10:30` is a time, not host 0.0.0.10.
                 Ok(url::Host::Ipv4(ip)) if host.contains('.') => {
-                    (dialled || host.split('.').count() == 4) && ssrf_rule_v4(ip).is_some()
+                    dialled && ssrf_rule_v4(ip).is_some()
                 }
                 _ => false,
             }
@@ -1710,9 +1710,9 @@ mod differential_tests {
             "localhost:8080/admin",
             "api.localhost:80",
             "0x7f.1:22",
-            "10.0.0.1",
+            "10.0.0.1/",
             "user@192.168.1.1:22",
-            "(169.254.169.254).",
+            "(169.254.169.254:80/).",
         ] {
             assert!(bare_forbidden(v).is_some(), "{v:?} not found");
             assert!(
@@ -1723,6 +1723,8 @@ mod differential_tests {
         for v in [
             "version 10.1 of the service",
             "release 1.2.3.4",
+            "host 10.1.2.3 is up",
+            "169.254.169.254",
             "8.8.8.8",
             "8.8.8.8:53",
             "runs on localhost",

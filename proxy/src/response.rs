@@ -116,9 +116,15 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         return refuse_reply(server_name, "protocol_switch");
     }
     // An interim (1xx) reply is not the reply: Pingora does not pass it on
-    // (`set_ignore_info_resp` at admission), and nothing of it counts here
-    // (a session id on it, say).
+    // to an HTTP/1 client (`set_ignore_info_resp` at admission), and
+    // nothing of it counts here (a session id on it, say).
     if resp.status.is_informational() {
+        // Should one go out anyway (HTTP/2 downstream, where Pingora has no
+        // such switch), it carries none of the server's headers.
+        let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
+        for n in names {
+            resp.remove_header(&n);
+        }
         return Ok(());
     }
     // The reason phrase is the server's free text beside the status: the
