@@ -1688,18 +1688,21 @@ mod differential_tests {
     #[test]
     fn prompt_arguments_meet_detection() {
         let raw = r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p","arguments":{"page":"http://169.254.169.254/latest/"}}}"#;
+        assert!(refused_with(raw, true), "detection on");
+        assert!(!refused_with(raw, false), "detection off");
+    }
+
+    /// Whether `filter(detect)` refuses the request `raw`.
+    fn refused_with(raw: &str, detect: bool) -> bool {
         let Ok(crate::jsonrpc::Parsed::Single(env)) =
             crate::jsonrpc::parse(raw.as_bytes(), crate::jsonrpc::ParseLimits::default())
         else {
             panic!("parse")
         };
         let p = Principal::anonymous();
-        for (detect, refused) in [(true, true), (false, false)] {
-            let f = filter(detect);
-            let msg = Message::new(&env, raw.as_bytes());
-            let d = f.on_request(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
-            assert_eq!(matches!(d, Decision::Reject(_)), refused, "detect {detect}");
-        }
+        let msg = Message::new(&env, raw.as_bytes());
+        let d = filter(detect).on_request(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
+        matches!(d, Decision::Reject(_))
     }
 
     #[test]
@@ -1737,17 +1740,8 @@ mod differential_tests {
         }
         // Through the filter, in detection mode only.
         let raw = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"other","arguments":{"q":"GET 169.254.169.254/latest/ now"}}}"#;
-        let Ok(crate::jsonrpc::Parsed::Single(env)) =
-            crate::jsonrpc::parse(raw.as_bytes(), crate::jsonrpc::ParseLimits::default())
-        else {
-            panic!("parse")
-        };
-        let p = Principal::anonymous();
-        for (detect, refused) in [(true, true), (false, false)] {
-            let msg = Message::new(&env, raw.as_bytes());
-            let d = filter(detect).on_request(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
-            assert_eq!(matches!(d, Decision::Reject(_)), refused, "detect {detect}");
-        }
+        assert!(refused_with(raw, true), "detection on");
+        assert!(!refused_with(raw, false), "detection off");
     }
 
     #[test]

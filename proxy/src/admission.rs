@@ -263,10 +263,11 @@ fn check_sessions(
     server: &str,
     legacy_sealed: bool,
 ) -> Result<(), Refusal> {
-    let me = crate::sessions::owner_key(&ctx.principal);
+    // The principal's owner key, only for a request that names a session.
+    let me = || crate::sessions::owner_key(&ctx.principal);
     if let Some(sid) = ctx.session_id.as_deref() {
         match gw.sessions.owner(server, sid) {
-            Some(owner) if *owner != *me => return Err(Refusal::session_principal_mismatch()),
+            Some(owner) if *owner != *me() => return Err(Refusal::session_principal_mismatch()),
             None if !ctx.session_sealed => return Err(Refusal::session_unknown()),
             _ => {}
         }
@@ -276,7 +277,7 @@ fn check_sessions(
         if gw.sessions.is_legacy_path(server, path) {
             let key = crate::sessions::legacy_key(&ctx.upstream_uri);
             match gw.sessions.owner(server, &key) {
-                Some(owner) if *owner == *me => {}
+                Some(owner) if *owner == *me() => {}
                 Some(_) => return Err(Refusal::session_principal_mismatch()),
                 None => return Err(Refusal::session_unknown()),
             }

@@ -479,13 +479,12 @@ fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Bytes {
     let parsed = match parse(buf, rt.snap.parse_limits) {
         // A batch answering one request is no reply to it: its client
         // reads one object, and would take the array for something else.
-        Ok(Parsed::Batch(_)) if single => Err(()),
-        Ok(p) => Ok(p),
-        Err(_) => Err(()),
+        Ok(Parsed::Batch(_)) if single => None,
+        r => r.ok(),
     };
     let parsed = match parsed {
-        Ok(p) => p,
-        Err(()) => {
+        Some(p) => p,
+        None => {
             // Not MCP: the client is better served by a clear error than by bytes it cannot read.
             metrics()
                 .upstream_errors
@@ -670,10 +669,10 @@ fn inferred_method(bytes: &[u8]) -> Result<Option<String>, ()> {
         structured_content: Option<serde::de::IgnoredAny>,
         contents: Option<serde::de::IgnoredAny>,
         messages: Option<serde::de::IgnoredAny>,
-        input_requests: Option<serde::de::IgnoredAny>,
         // Handles the gateway seals by the request they answer (a task, a
-        // multi-round-trip state): with no request, they cannot be sealed,
-        // and are never passed on raw.
+        // multi-round-trip state and its input requests): with no request,
+        // they cannot be sealed, and are never passed on raw.
+        input_requests: Option<serde::de::IgnoredAny>,
         task: Option<serde::de::IgnoredAny>,
         tasks: Option<serde::de::IgnoredAny>,
         request_state: Option<serde::de::IgnoredAny>,
@@ -693,8 +692,7 @@ fn inferred_method(bytes: &[u8]) -> Result<Option<String>, ()> {
     let own_result = s.content.is_some()
         || s.structured_content.is_some()
         || s.contents.is_some()
-        || s.messages.is_some()
-        || s.input_requests.is_some();
+        || s.messages.is_some();
     let found: Vec<&str> = [
         (s.tools.is_some(), "tools/list"),
         (s.prompts.is_some(), "prompts/list"),

@@ -49,6 +49,21 @@ async fn open_session(h: &Hostile, gw: &Gateway, who: (&str, &str), sid: &str) {
     assert_eq!(header(&hs, "mcp-session-id"), Some(sid));
 }
 
+/// The developer's GET stream of session `sid`: status and body text.
+async fn get_stream(gw: &Gateway, sid: &str, extra: &[(&str, &str)]) -> (u16, String) {
+    let mut hs = vec![
+        DEV,
+        ("accept", "text/event-stream"),
+        ("mcp-session-id", sid),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    hs.extend_from_slice(extra);
+    let (s, _, b) = request(&gw.url("/mock/mcp"), "GET", &hs, Default::default(), false)
+        .await
+        .expect("get");
+    (s, String::from_utf8_lossy(&b).into_owned())
+}
+
 fn tools_reply(id: u64) -> String {
     json!({"jsonrpc":"2.0","id":id,"result":{"tools":[
         {"name":"echo","inputSchema":{"type":"object"}},
@@ -159,22 +174,7 @@ async fn a_reused_id_never_relabels_a_sessions_replies() {
         "id: ev-1\nevent: message\ndata: {}\n\n",
         tools_reply(7)
     )])]);
-    let (s, _, b) = request(
-        &gw.url("/mock/mcp"),
-        "GET",
-        &[
-            DEV,
-            ("accept", "text/event-stream"),
-            ("mcp-session-id", "sess-r"),
-            ("mcp-protocol-version", "2025-06-18"),
-            ("last-event-id", "ev-0"),
-        ],
-        Default::default(),
-        false,
-    )
-    .await
-    .expect("get");
-    let text = String::from_utf8_lossy(&b);
+    let (s, text) = get_stream(&gw, "sess-r", &[("last-event-id", "ev-0")]).await;
     assert_eq!(s, 200, "{text}");
     assert!(text.contains("\"echo\""), "{text}");
     assert!(
@@ -203,21 +203,7 @@ async fn replies_to_nothing_on_a_stream_never_carry_raw_handles() {
     .collect();
     let refs: Vec<&str> = events.iter().map(String::as_str).collect();
     h.script([Reply::sse(&refs)]);
-    let (s, _, b) = request(
-        &gw.url("/mock/mcp"),
-        "GET",
-        &[
-            DEV,
-            ("accept", "text/event-stream"),
-            ("mcp-session-id", "sess-h"),
-            ("mcp-protocol-version", "2025-06-18"),
-        ],
-        Default::default(),
-        false,
-    )
-    .await
-    .expect("get");
-    let text = String::from_utf8_lossy(&b);
+    let (s, text) = get_stream(&gw, "sess-h", &[]).await;
     assert_eq!(s, 200, "{text}");
     assert!(!text.contains("RAW-"), "an unsealed handle passed: {text}");
 }

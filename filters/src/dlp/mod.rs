@@ -571,7 +571,7 @@ impl Scanner {
             } else {
                 None
             };
-            let (lo, hi) = if st.escaped || view.is_some() {
+            let (lo, hi) = if st.escaped || st.number {
                 (0, 0)
             } else {
                 (
@@ -580,7 +580,7 @@ impl Scanner {
                 )
             };
             if !st.escaped
-                && view.is_none()
+                && !st.number
                 && lo == hi
                 && self.always.is_empty()
                 && (ascii || plain(&raw[st.start..st.end]))
