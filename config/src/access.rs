@@ -543,6 +543,42 @@ pub(crate) fn identity(raw: &raw::IdentityConfig, root: &Path, p: &mut Problems)
             principal: spec,
         });
     }
+    // One identity per person: two spellings of one person (`alice` and
+    // `ALICE`, `ölaf` and `ÖLAF`) would be one person to approvers and
+    // quotas and two to the policy.
+    let mut people: std::collections::HashMap<String, (String, String, String)> =
+        std::collections::HashMap::new();
+    let specs = api_keys
+        .iter()
+        .map(|k| &k.principal)
+        .enumerate()
+        .map(|(i, s)| (format!("identity.api_keys[{i}]"), s))
+        .chain(
+            mtls.iter()
+                .enumerate()
+                .map(|(i, m)| (format!("identity.mtls[{i}]"), &m.principal)),
+        );
+    for (base, spec) in specs {
+        match crate::person::Person::of(&spec.tenant, &spec.id) {
+            Err(e) => p.push(format!("{base}.id"), format!("`{}` {e}", spec.id.escape_debug())),
+            Ok(person) => {
+                let raw = (base.clone(), spec.tenant.clone(), spec.id.clone());
+                match people.get(&person.key()) {
+                    Some((other, t, i)) if (t, i) != (&spec.tenant, &spec.id) => p.push(
+                        format!("{base}.id"),
+                        format!(
+                            "`{}/{}` is the same person as `{t}/{i}` ({other}): spell one person one way",
+                            spec.tenant, spec.id
+                        ),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        people.insert(person.key(), raw);
+                    }
+                }
+            }
+        }
+    }
     if raw.api_keys.is_empty() && raw.jwt.is_none() && raw.mtls.is_empty() && !raw.allow_anonymous {
         p.push(
             "identity",

@@ -11,6 +11,7 @@ pub mod archive;
 pub mod error;
 pub mod guards;
 pub mod model;
+pub mod person;
 pub mod raw;
 
 use std::collections::BTreeMap;

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::build::Signer;
+use warden_config::person::Person;
 
 use warden_config::archive::APPROVAL_GRANT_TYP as GRANT_TYP;
 
@@ -85,14 +86,30 @@ pub struct Approver {
 impl Approver {
     /// Whether the call of `tenant`/`principal` is this approver's own.
     fn is(&self, name: &str, tenant: &str, principal: &str) -> bool {
-        let full = format!("{tenant}/{principal}");
+        // A caller whose name has no canonical form is nobody's to approve.
+        let Ok(caller) = Person::of(tenant, principal) else {
+            return true;
+        };
+        self.people(name).iter().any(|p| p.same(&caller))
+    }
+
+    /// Every person this approver is: their name and the principals the
+    /// file lists for them (a name with no canonical form is refused when
+    /// the file is read).
+    fn people(&self, name: &str) -> Vec<Person> {
         std::iter::once(name)
             .chain(self.principals.iter().map(String::as_str))
-            .any(|n| n.eq_ignore_ascii_case(principal) || n.eq_ignore_ascii_case(&full))
+            .filter_map(|n| Person::parse(n).ok())
+            .collect()
     }
 
     pub fn sees(&self, tenant: &str) -> bool {
-        self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant)
+        let t = warden_config::person::canonical_or_marked(tenant);
+        self.tenants.is_empty()
+            || self
+                .tenants
+                .iter()
+                .any(|mine| warden_config::person::canonical_or_marked(mine) == t)
     }
 }
 
@@ -568,7 +585,15 @@ impl Approvals {
             State::Approved if verdict == Verdict::Deny => {}
             s => return Err(Refused::Finished(s.as_str())),
         }
-        if verdict == Verdict::Approve && a.approvers().contains(&approver) {
+        // Distinct approvers are distinct people (the file holds no two
+        // entries that are one person; compared canonically all the same).
+        let me = Person::parse(approver).ok();
+        if verdict == Verdict::Approve
+            && a.approvers().iter().any(|other| {
+                *other == approver
+                    || Person::parse(other).ok().zip(me.as_ref()).is_some_and(|(o, m)| o.same(m))
+            })
+        {
             return Err(Refused::Already(approver.to_owned()));
         }
         a.decisions.push(Decision {
@@ -728,7 +753,7 @@ pub fn read_approvers(path: &Path) -> anyhow::Result<BTreeMap<String, Approver>>
     let text = std::fs::read_to_string(path)?;
     let raw: BTreeMap<String, Entry> = serde_yaml_ng::from_str(&text)?;
     let empty: [u8; 32] = sha2::Sha256::digest(b"").into();
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<String, Approver> = BTreeMap::new();
     for (name, e) in raw {
         if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
             anyhow::bail!(
@@ -759,14 +784,32 @@ pub fn read_approvers(path: &Path) -> anyhow::Result<BTreeMap<String, Approver>>
                 path.display()
             );
         }
-        out.insert(
-            name,
-            Approver {
-                token,
-                principals,
-                tenants,
-            },
-        );
+        let entry = Approver {
+            token,
+            principals,
+            tenants,
+        };
+        // One entry per person: `alice` and `ALICE` (or `alice` and
+        // `acme/alice`) with a token each would count twice for CRITICAL.
+        for n in std::iter::once(name.as_str()).chain(entry.principals.iter().map(String::as_str)) {
+            if let Err(e) = Person::parse(n) {
+                anyhow::bail!("{}: `{}` (approver `{name}`) {e}", path.display(), n.escape_debug());
+            }
+        }
+        let mine = entry.people(&name);
+        for (other_name, other) in &out {
+            if other
+                .people(other_name)
+                .iter()
+                .any(|o| mine.iter().any(|m| m.same(o)))
+            {
+                anyhow::bail!(
+                    "{}: approvers `{other_name}` and `{name}` are one person: give one entry one token",
+                    path.display()
+                );
+            }
+        }
+        out.insert(name, entry);
     }
     Ok(out)
 }

@@ -329,14 +329,12 @@ impl PolicyFilter {
     /// waits on an answer it may not give.
     fn judge_input_requests(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
         let Some(reply) = msg.value() else {
-            return Decision::Pass;
+            return unreadable_reply();
         };
-        let Some(reqs) = reply
-            .get("result")
-            .and_then(|r| r.get("inputRequests"))
-            .and_then(Json::as_object)
-        else {
-            return Decision::Pass;
+        let reqs = match reply.get("result").and_then(|r| r.get("inputRequests")) {
+            None => return Decision::Pass,
+            Some(Json::Object(reqs)) => reqs,
+            Some(_) => return unreadable_reply(),
         };
         for r in reqs.values() {
             let Some(method) = r.get("method").and_then(Json::as_str) else {
@@ -367,10 +365,7 @@ impl PolicyFilter {
                 ));
             }
         }
-        match msg.request_method.and_then(list_shape) {
-            Some(shape) => self.filter_list(msg, ctx, &shape),
-            None => Decision::Pass,
-        }
+        Decision::Pass
     }
 
     /// A URL elicitation the server asks for in an error (-32042,
@@ -406,14 +401,12 @@ impl PolicyFilter {
     /// Removes the items of a list result the principal may not use.
     fn filter_list(&self, reply: &Message<'_>, ctx: &Exchange<'_>, shape: &ListShape) -> Decision {
         let Some(mut msg) = reply.value().cloned() else {
-            return Decision::Pass;
+            return unreadable_reply();
         };
-        let Some(items) = msg
-            .get_mut("result")
-            .and_then(|r| r.get_mut(shape.array))
-            .and_then(Json::as_array_mut)
-        else {
-            return Decision::Pass;
+        let items = match crate::mcp::list_items(&mut msg, shape.array) {
+            crate::mcp::ListItems::Items(items) => items,
+            crate::mcp::ListItems::NotAList => return Decision::Pass,
+            crate::mcp::ListItems::Unreadable => return unreadable_reply(),
         };
         let before = items.len();
         items.retain(|item| {
@@ -435,6 +428,17 @@ impl PolicyFilter {
         }
         Decision::rewrite(&msg)
     }
+}
+
+/// A reply a concern that applies to it cannot read: refused, never passed.
+fn unreadable_reply() -> Decision {
+    Decision::Reject(Denial::error(
+        JsonRpcError::new(
+            codes::UPSTREAM_PROTOCOL,
+            "MCP server sent a reply the gateway cannot read",
+        ),
+        "reply_unreadable",
+    ))
 }
 
 impl McpFilter for PolicyFilter {
@@ -541,16 +545,28 @@ impl McpFilter for PolicyFilter {
                     ))
                 }
             }
-            Kind::Response if !env.is_error && msg.may_hold(&INPUT_REQUESTS) => {
-                self.judge_input_requests(msg, ctx)
+            Kind::Response if env.is_error => {
+                if msg.may_hold(&ELICITATIONS) {
+                    self.judge_error_elicitations(msg, ctx)
+                } else {
+                    Decision::Pass
+                }
             }
-            Kind::Response if env.is_error && msg.may_hold(&ELICITATIONS) => {
-                self.judge_error_elicitations(msg, ctx)
+            // Every concern that applies to a result judges it, whatever
+            // else it holds: the input requests it carries, then the list it
+            // is. No concern's pass stands for another's.
+            Kind::Response => {
+                if msg.may_hold(&INPUT_REQUESTS) {
+                    let d = self.judge_input_requests(msg, ctx);
+                    if !matches!(d, Decision::Pass) {
+                        return d;
+                    }
+                }
+                match msg.request_method.and_then(list_shape) {
+                    Some(shape) => self.filter_list(msg, ctx, &shape),
+                    None => Decision::Pass,
+                }
             }
-            Kind::Response if !env.is_error => match msg.request_method.and_then(list_shape) {
-                Some(shape) => self.filter_list(msg, ctx, &shape),
-                None => Decision::Pass,
-            },
             _ => Decision::Pass,
         }
     }

@@ -52,8 +52,11 @@ pub struct Principal {
 impl Principal {
     /// The key things are bound to this principal by (sessions, task ids,
     /// multi-round-trip state): tenant and id.
+    /// Kept in the person's canonical form ([`warden_config::person`]):
+    /// `ALICE` and `alice` of one tenant are one person everywhere.
     pub fn owner_key(&self) -> String {
-        format!("{}\0{}", self.tenant, self.id)
+        use warden_config::person::canonical_or_marked as c;
+        format!("{}\0{}", c(&self.tenant), c(&self.id))
     }
 
     /// The caller when the bundle has no identity section (or allows

@@ -711,8 +711,19 @@ impl<'de> KeySet<'de> {
     #[allow(clippy::ptr_arg)] // the Cow is stored, so borrowing it whole avoids a copy
     fn insert_is_dup(&mut self, key: &Cow<'de, str>) -> bool {
         if let Some(set) = &mut self.large {
-            // One encoding for every entry, so equal folds hash alike.
-            return !set.insert(unicase::UniCase::unicode(folded(key)));
+            // One encoding for every entry, so equal folds hash alike; a
+            // name some decoder reads two ways is entered under both.
+            let forms = crate::names::folded_readings(key);
+            if forms
+                .iter()
+                .any(|f| set.contains(&unicase::UniCase::unicode(f.clone())))
+            {
+                return true;
+            }
+            for f in forms {
+                set.insert(unicase::UniCase::unicode(Cow::Owned(f.into_owned())));
+            }
+            return false;
         }
         if self
             .small
@@ -726,20 +737,16 @@ impl<'de> KeySet<'de> {
             self.large = Some(
                 self.small
                     .drain(..)
-                    .map(|k| unicase::UniCase::unicode(folded(&k)))
+                    .flat_map(|k| {
+                        crate::names::folded_readings(&k)
+                            .into_iter()
+                            .map(|f| unicase::UniCase::unicode(Cow::Owned(f.into_owned())))
+                            .collect::<Vec<_>>()
+                    })
                     .collect(),
             );
         }
         false
-    }
-}
-
-/// `key` in the form every peer's reading of it shares (see
-/// [`crate::names::fold`]); borrowed when it is already that form.
-fn folded<'de>(key: &Cow<'de, str>) -> Cow<'de, str> {
-    match crate::names::fold(key) {
-        Cow::Borrowed(_) => key.clone(),
-        Cow::Owned(s) => Cow::Owned(s),
     }
 }
 

@@ -319,6 +319,32 @@ pub fn judged_target(env: &Envelope) -> Option<&str> {
     }
 }
 
+/// The items of a list result (`tools`, `prompts`, `resources`,
+/// `resourceTemplates`) as a concern that judges them finds them.
+pub enum ListItems<'v> {
+    Items(&'v mut Vec<serde_json::Value>),
+    /// A result that is no list: a multi-round-trip `input_required`
+    /// result, judged by the concerns of its input requests.
+    NotAList,
+    /// A list reply without its array, or with something else in its
+    /// place: no concern can judge it, so it is refused.
+    Unreadable,
+}
+
+/// The `array` of a list reply's result.
+pub fn list_items<'v>(reply: &'v mut serde_json::Value, array: &str) -> ListItems<'v> {
+    let Some(result) = reply.get_mut("result").and_then(serde_json::Value::as_object_mut) else {
+        return ListItems::Unreadable;
+    };
+    let asks_input = result.get("resultType").and_then(serde_json::Value::as_str)
+        == Some("input_required");
+    match result.get_mut(array) {
+        Some(serde_json::Value::Array(items)) => ListItems::Items(items),
+        None if asks_input => ListItems::NotAList,
+        _ => ListItems::Unreadable,
+    }
+}
+
 /// Checks `Mcp-Method` / `Mcp-Name` against the body. Decisions are always made
 /// on the body; a header that disagrees is refused with 400 / -32020 so a
 /// component routing on headers can never be told something else.

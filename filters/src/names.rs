@@ -161,13 +161,78 @@ static EXACT: LazyLock<HashSet<&'static str>> =
 static FOLDED: LazyLock<HashSet<String>> =
     LazyLock::new(|| VOCABULARY.iter().map(|n| fold(n).into_owned()).collect());
 
+/// Whether some mainstream decoder drops `c` from a name, or stops at it:
+/// C0 and C1 controls (NUL among them: C-string decoders end the name
+/// there) and DEL, and Unicode's default-ignorable code points (zero-width
+/// characters, joiners, bidi marks, variation selectors, tags, the soft
+/// hyphen and BOM), which normalising and "invisible-stripping" readers
+/// remove.
+pub(crate) fn dropped_by_some(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}'
+        | '\u{7f}'..='\u{9f}'
+        | '\u{ad}'
+        | '\u{34f}'
+        | '\u{61c}'
+        | '\u{115f}'..='\u{1160}'
+        | '\u{17b4}'..='\u{17b5}'
+        | '\u{180b}'..='\u{180f}'
+        | '\u{200b}'..='\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}'
+        | '\u{3164}'
+        | '\u{fe00}'..='\u{fe0f}'
+        | '\u{feff}'
+        | '\u{ffa0}'
+        | '\u{fff0}'..='\u{fff8}'
+        | '\u{1bca0}'..='\u{1bca3}'
+        | '\u{1d173}'..='\u{1d17a}'
+        | '\u{e0000}'..='\u{e0fff}')
+}
+
+/// Whether every peer reads `name` with all its characters: none is one a
+/// decoder drops or stops at.
+fn plain(name: &str) -> bool {
+    if name.is_ascii() {
+        name.bytes().all(|b| (0x20..0x7f).contains(&b))
+    } else {
+        !name.chars().any(dropped_by_some)
+    }
+}
+
+/// The names decoders read `name` as: itself when [`plain`]; otherwise
+/// without the characters some decoder drops, and, for one that stops at
+/// NUL, what comes before it.
+pub(crate) fn readings(name: &str) -> smallvec::SmallVec<[Cow<'_, str>; 2]> {
+    let mut out = smallvec::SmallVec::new();
+    if plain(name) {
+        out.push(Cow::Borrowed(name));
+        return out;
+    }
+    let strip = |s: &str| -> String { s.chars().filter(|c| !dropped_by_some(*c)).collect() };
+    out.push(Cow::Owned(strip(name)));
+    if let Some(cut) = name.find('\0') {
+        let before = strip(&name[..cut]);
+        if before != out[0] {
+            out.push(Cow::Owned(before));
+        }
+    }
+    out
+}
+
 /// The form two names share when some mainstream peer reads them as one,
 /// character by character with simple (one-character) case mappings: Go's
 /// `encoding/json` folds a rune as upper(lower(r)), Java compares upper and
 /// then lower cases, .NET upper cases. So `ı`, `İ`, `ſ` and `K` fall in
 /// with `i`, `i`, `s` and `k`. ASCII names are only lower-cased. (Full
 /// case folding, `ß` as `ss`, is compared beside this: [`same_name`].)
+/// Characters a decoder drops are dropped first (see [`readings`], whose
+/// first reading this folds).
 pub(crate) fn fold(name: &str) -> Cow<'_, str> {
+    if !plain(name) {
+        let first = readings(name).swap_remove(0).into_owned();
+        return Cow::Owned(fold(&first).into_owned());
+    }
     if name.is_ascii() {
         if name.bytes().any(|b| b.is_ascii_uppercase()) {
             Cow::Owned(name.to_ascii_lowercase())
@@ -177,6 +242,17 @@ pub(crate) fn fold(name: &str) -> Cow<'_, str> {
     } else {
         Cow::Owned(name.chars().map(fold_char).collect())
     }
+}
+
+/// Every folded reading of `name` (see [`readings`] and [`fold`]).
+pub(crate) fn folded_readings(name: &str) -> smallvec::SmallVec<[Cow<'_, str>; 2]> {
+    readings(name)
+        .into_iter()
+        .map(|r| match r {
+            Cow::Borrowed(b) => fold(b),
+            Cow::Owned(o) => Cow::Owned(fold(&o).into_owned()),
+        })
+        .collect()
 }
 
 /// One character's simple mapping (the first of a full mapping, as the
@@ -196,10 +272,8 @@ fn fold_char(c: char) -> char {
     simple(upper.to_lowercase(), upper, true)
 }
 
-/// Whether some mainstream peer reads `a` and `b` as the same name:
-/// Unicode case folding (Go, Python's `casefold`) or upper-then-lower
-/// per character (.NET, Java).
-pub(crate) fn same_name(a: &str, b: &str) -> bool {
+/// Whether two names with every character read are one name to some peer.
+fn same_plain(a: &str, b: &str) -> bool {
     if a.is_ascii() && b.is_ascii() {
         // The common case, and the only reading two ASCII names share.
         return a.eq_ignore_ascii_case(b);
@@ -207,8 +281,25 @@ pub(crate) fn same_name(a: &str, b: &str) -> bool {
     unicase::UniCase::new(a) == unicase::UniCase::new(b) || fold(a) == fold(b)
 }
 
+/// Whether some mainstream peer reads `a` and `b` as the same name:
+/// Unicode case folding (Go, Python's `casefold`) or upper-then-lower
+/// per character (.NET, Java), after dropping what some decoder drops or
+/// stops at (`method\u0000` is `method` to a C-string reader).
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
+    if plain(a) && plain(b) {
+        return same_plain(a, b);
+    }
+    let rb = readings(b);
+    readings(a)
+        .iter()
+        .any(|x| rb.iter().any(|y| same_plain(x, y)))
+}
+
 /// Whether `key` is read by some peer as one of `names` without being it.
 pub(crate) fn near_name(key: &str, names: &[&str]) -> bool {
+    if !plain(key) {
+        return names.iter().any(|n| *n != key && same_name(key, n));
+    }
     if key.is_ascii() {
         // An ASCII name is read as another ASCII name only by case.
         return names
@@ -223,6 +314,11 @@ pub(crate) fn near_name(key: &str, names: &[&str]) -> bool {
 pub(crate) fn near_vocabulary(key: &str) -> bool {
     if EXACT.contains(key) {
         return false;
+    }
+    if !plain(key) {
+        return readings(key)
+            .iter()
+            .any(|r| EXACT.contains(&**r) || near_vocabulary(r));
     }
     if key.is_ascii() {
         // Only a case change can make an ASCII name another ASCII name.
@@ -341,6 +437,23 @@ mod tests {
             assert!(same_name(a, b), "{a} / {b}");
             assert!(near_name(b, &[a]), "{b}");
             assert!(!near_name(a, &[a]));
+        }
+        // Bytes a decoder drops or stops at, raw or escaped in the JSON.
+        for (a, b) in [
+            ("method", "method\u{0}"),
+            ("method", "meth\u{0}od"),
+            ("method", "method\u{0}tools/call"),
+            ("name", "na\u{200b}me"),
+            ("name", "\u{feff}name"),
+            ("name", "name\u{1}"),
+            ("name", "nam\u{ad}e"),
+            ("result", "result\u{85}"),
+            ("result", "re\u{e0041}sult"),
+            ("uri", "ur\u{fe0f}I"),
+        ] {
+            assert!(same_name(a, b), "{a:?} / {b:?}");
+            assert!(near_name(b, &[a]), "{b:?}");
+            assert!(near_vocabulary(b), "{b:?}");
         }
         assert!(!same_name("id", "idd"));
         assert!(!same_name("name", "nаme"), "Cyrillic а is another letter");

@@ -330,9 +330,10 @@ impl QuotaFilter {
         for p in &q.per {
             let v: &str = match p {
                 QuotaKey::Principal => {
-                    k.extend_from_slice(ctx.principal.tenant.as_bytes());
+                    // One person, however the credential spells the name.
+                    k.extend_from_slice(ctx.principal.owner_key().as_bytes());
                     k.push(0);
-                    &ctx.principal.id
+                    continue;
                 }
                 QuotaKey::Tenant => &ctx.principal.tenant,
                 QuotaKey::Server => ctx.server,

@@ -96,7 +96,8 @@ impl RunawayFilter {
         // A digest of the length-prefixed parts: a fixed-size key whatever
         // the session id's length, and no two tuples spell the same.
         let mut h = Sha256::new();
-        for part in [ex.principal.tenant.as_str(), ex.principal.id.as_str(), sid] {
+        let owner = ex.principal.owner_key();
+        for part in [owner.as_str(), sid] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
         }
@@ -150,9 +151,9 @@ impl RunawayFilter {
             (crate::identity::AuthMethod::Anonymous, None, Some(ip)) => format!("address {ip}"),
             _ => String::new(),
         };
+        let owner = ex.principal.owner_key();
         for part in [
-            ex.principal.tenant.as_str(),
-            ex.principal.id.as_str(),
+            owner.as_str(),
             who.as_str(),
             ex.server,
             tool,

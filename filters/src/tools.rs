@@ -304,21 +304,28 @@ impl McpFilter for PinFilter {
         if env.kind != Kind::Response || env.is_error || msg.request_method != Some("tools/list") {
             return Decision::Pass;
         }
+        let unreadable = || {
+            Decision::Reject(Denial::error(
+                JsonRpcError::new(
+                    codes::UPSTREAM_PROTOCOL,
+                    "MCP server sent a reply the gateway cannot read",
+                ),
+                "reply_unreadable",
+            ))
+        };
         let Some(mut v) = msg.value().cloned() else {
-            return Decision::Pass;
+            return unreadable();
         };
-        let Some(tools) = v
-            .get_mut("result")
-            .and_then(|r| r.get_mut("tools"))
-            .and_then(Json::as_array_mut)
-        else {
-            return Decision::Pass;
+        let tools = match crate::mcp::list_items(&mut v, "tools") {
+            crate::mcp::ListItems::Items(tools) => tools,
+            crate::mcp::ListItems::NotAList => return Decision::Pass,
+            crate::mcp::ListItems::Unreadable => return unreadable(),
         };
-        // Names that collide ignoring case are all refused.
+        // Names that some peer reads as one are all refused.
         let mut seen: HashMap<String, usize> = HashMap::new();
         for t in tools.iter() {
             if let Some(n) = t.get("name").and_then(Json::as_str) {
-                *seen.entry(n.to_ascii_lowercase()).or_default() += 1;
+                *seen.entry(crate::names::fold(n).into_owned()).or_default() += 1;
             }
         }
         let before = tools.len();
@@ -334,7 +341,7 @@ impl McpFilter for PinFilter {
                 .map(|t| {
                     t.get("name").and_then(Json::as_str).is_some_and(|n| {
                         valid_name(n)
-                            && seen.get(&n.to_ascii_lowercase()) == Some(&1)
+                            && seen.get(&*crate::names::fold(n)) == Some(&1)
                             && self.judge(ctx.server, t, pins)
                     })
                 })
