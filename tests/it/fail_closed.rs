@@ -18,6 +18,13 @@ mod more;
 #[path = "fail_closed_third.rs"]
 mod third;
 
+/// The fourth review's classes: every concern judges a reply whatever else
+/// it holds, names as decoders that drop or stop at characters read them,
+/// handles bound to their owner, one identity per person, URIs wherever MCP
+/// carries them.
+#[path = "fail_closed_fourth.rs"]
+mod fourth;
+
 use serde_json::{json, Value};
 use warden_tests::hostile::{Hostile, Reply};
 use warden_tests::{mock_bundle, post_text as post_at, rpc_messages as messages, Gateway, Headers};
