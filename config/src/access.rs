@@ -933,6 +933,26 @@ mod tests {
         assert!(parse_key_hash("sha256:00:00").is_err());
     }
 
+    /// Two spellings of one person are refused: they would be one person
+    /// to approvers and quotas and two to the policy.
+    #[test]
+    fn one_person_is_spelled_one_way() {
+        let key = hash_api_key("k", b"0123456789abcdef");
+        let judge = |a: &str, b: &str| {
+            let yaml = format!(
+                "resource: http://127.0.0.1/mcp\napi_keys:\n  - {{id: \"{a}\", tenant: acme, hash: \"{key}\"}}\n  - {{id: \"{b}\", tenant: acme, hash: \"{key}\"}}\n"
+            );
+            let raw: raw::IdentityConfig = serde_yaml_ng::from_str(&yaml).expect("yaml");
+            let mut p = Problems::new("warden.yaml");
+            identity(&raw, std::path::Path::new("."), &mut p);
+            p.is_empty()
+        };
+        assert!(judge("alice", "bob"));
+        assert!(!judge("alice", "ALICE"));
+        assert!(!judge("ölaf", "ÖLAF"));
+        assert!(!judge("alice", "al\\u200bice2"));
+    }
+
     #[test]
     fn secret_is_not_printed() {
         let s = Secret("hunter2".into());

@@ -940,6 +940,46 @@ mod tests {
         );
     }
 
+    /// One person however the name is spelled: a non-ASCII caller cannot
+    /// approve his own call under another case, and one person is never
+    /// two approvers.
+    #[test]
+    fn one_person_is_one_approver_in_any_spelling() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let approvers = BTreeMap::from([
+            ("ÖLAF".to_owned(), Approver::default()),
+            ("bob".to_owned(), Approver::default()),
+        ]);
+        let ap = Approvals::open(d.path(), approvers).expect("open");
+        let t0 = SystemTime::now();
+        let id = id_of(&ap.claim(claim("ölaf", 2), None, t0).expect("claim"));
+        assert_eq!(
+            ap.decide(&id, "ÖLAF", Verdict::Approve, None, t0),
+            Err(Refused::SelfApproval)
+        );
+        // Files that name one person twice are refused whole.
+        for (text, what) in [
+            ("alice: {h}\nALICE: {h2}\n", "case"),
+            ("alice: {h}\nbob: {{token_sha256: {h2}, principals: [acme/Alice]}}\n", "tenant"),
+            ("ölaf: {h}\nÖLAF: {h2}\n", "Unicode case"),
+            ("olaf: {h}\n\"o\\u0308laf\": {h2}\n", "normalisation"),
+            ("\"al\\u200bice\": {h}\n", "invisible"),
+        ] {
+            let text = text
+                .replace("{h}", &"a".repeat(64))
+                .replace("{h2}", &"b".repeat(64))
+                .replace("{{", "{")
+                .replace("}}", "}");
+            let f = d.path().join("approvers.yaml");
+            std::fs::write(&f, text).expect("write");
+            assert!(read_approvers(&f).is_err(), "{what}");
+        }
+        let f = d.path().join("approvers.yaml");
+        std::fs::write(&f, format!("alice: {}\nalicia: {}\n", "a".repeat(64), "b".repeat(64)))
+            .expect("write");
+        assert_eq!(read_approvers(&f).expect("distinct people").len(), 2);
+    }
+
     #[test]
     fn approvers_never_approve_themselves_and_see_their_tenants() {
         let d = tempfile::tempdir().expect("tempdir");
