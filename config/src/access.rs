@@ -560,7 +560,10 @@ pub(crate) fn identity(raw: &raw::IdentityConfig, root: &Path, p: &mut Problems)
         );
     for (base, spec) in specs {
         match crate::person::Person::of(&spec.tenant, &spec.id) {
-            Err(e) => p.push(format!("{base}.id"), format!("`{}` {e}", spec.id.escape_debug())),
+            Err(e) => p.push(
+                format!("{base}.id"),
+                format!("`{}` {e}", spec.id.escape_debug()),
+            ),
             Ok(person) => {
                 let raw = (base.clone(), spec.tenant.clone(), spec.id.clone());
                 match people.get(&person.key()) {

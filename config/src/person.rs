@@ -148,7 +148,10 @@ mod tests {
             assert_eq!(canonical(a), canonical(b), "{a} / {b}");
         }
         assert_ne!(canonical("alice"), canonical("alicia"));
-        assert_eq!(canonical("al\u{200b}ice"), Err(PersonError::Invisible(0x200b)));
+        assert_eq!(
+            canonical("al\u{200b}ice"),
+            Err(PersonError::Invisible(0x200b))
+        );
         assert_eq!(canonical("alice\u{0}"), Err(PersonError::Invisible(0)));
         assert_eq!(canonical(" "), Err(PersonError::Empty));
     }

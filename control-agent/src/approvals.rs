@@ -591,7 +591,10 @@ impl Approvals {
         if verdict == Verdict::Approve
             && a.approvers().iter().any(|other| {
                 *other == approver
-                    || Person::parse(other).ok().zip(me.as_ref()).is_some_and(|(o, m)| o.same(m))
+                    || Person::parse(other)
+                        .ok()
+                        .zip(me.as_ref())
+                        .is_some_and(|(o, m)| o.same(m))
             })
         {
             return Err(Refused::Already(approver.to_owned()));
@@ -793,7 +796,11 @@ pub fn read_approvers(path: &Path) -> anyhow::Result<BTreeMap<String, Approver>>
         // `acme/alice`) with a token each would count twice for CRITICAL.
         for n in std::iter::once(name.as_str()).chain(entry.principals.iter().map(String::as_str)) {
             if let Err(e) = Person::parse(n) {
-                anyhow::bail!("{}: `{}` (approver `{name}`) {e}", path.display(), n.escape_debug());
+                anyhow::bail!(
+                    "{}: `{}` (approver `{name}`) {e}",
+                    path.display(),
+                    n.escape_debug()
+                );
             }
         }
         let mine = entry.people(&name);
@@ -960,7 +967,10 @@ mod tests {
         // Files that name one person twice are refused whole.
         for (text, what) in [
             ("alice: {h}\nALICE: {h2}\n", "case"),
-            ("alice: {h}\nbob: {{token_sha256: {h2}, principals: [acme/Alice]}}\n", "tenant"),
+            (
+                "alice: {h}\nbob: {{token_sha256: {h2}, principals: [acme/Alice]}}\n",
+                "tenant",
+            ),
             ("ölaf: {h}\nÖLAF: {h2}\n", "Unicode case"),
             ("olaf: {h}\n\"o\\u0308laf\": {h2}\n", "normalisation"),
             ("\"al\\u200bice\": {h}\n", "invisible"),
@@ -975,8 +985,11 @@ mod tests {
             assert!(read_approvers(&f).is_err(), "{what}");
         }
         let f = d.path().join("approvers.yaml");
-        std::fs::write(&f, format!("alice: {}\nalicia: {}\n", "a".repeat(64), "b".repeat(64)))
-            .expect("write");
+        std::fs::write(
+            &f,
+            format!("alice: {}\nalicia: {}\n", "a".repeat(64), "b".repeat(64)),
+        )
+        .expect("write");
         assert_eq!(read_approvers(&f).expect("distinct people").len(), 2);
     }
 

@@ -545,6 +545,29 @@ impl McpFilter for PolicyFilter {
                     ))
                 }
             }
+            // What a server says about a resource reaches only a principal
+            // who may see that resource.
+            Kind::Notification
+                if env.method.as_deref() == Some("notifications/resources/updated") =>
+            {
+                let uri = msg
+                    .value()
+                    .and_then(|v| v.get("params")?.get("uri")?.as_str().map(str::to_owned));
+                let Some(uri) = uri else {
+                    return unreadable_reply();
+                };
+                if self
+                    .decide(ctx, "resources/read", Some(&uri), None, true)
+                    .allow
+                {
+                    Decision::Pass
+                } else {
+                    Decision::Reject(Denial::error(
+                        JsonRpcError::new(codes::DENIED, "Denied by policy"),
+                        "resource_hidden",
+                    ))
+                }
+            }
             Kind::Response if env.is_error => {
                 if msg.may_hold(&ELICITATIONS) {
                     self.judge_error_elicitations(msg, ctx)

@@ -518,17 +518,122 @@ pub fn check(value: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
     verdict
 }
 
-/// The verdict on a string detection found: a URL as a whole, or text that
-/// holds URLs. No client reads such text as one URL, and it is refused as it
-/// always was — named by the first refusal among the URLs in it (each up to
-/// the next whitespace, as link finders read them; at most 8 judged).
-fn check_found(s: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
-    if starts_as_url(s) {
-        return check(s, allow);
+/// Schemes some client dials as a network address (curl's, the browsers',
+/// the language runtimes', and the SSRF classics): a URL of one of them is
+/// judged by its host. Any other scheme (`file:`, `test:`, `urn:`, a
+/// server's own) names a resource, not a place to connect to.
+const NETWORK: &[&str] = &[
+    "http",
+    "https",
+    "ws",
+    "wss",
+    "ftp",
+    "ftps",
+    "sftp",
+    "scp",
+    "gopher",
+    "dict",
+    "ldap",
+    "ldaps",
+    "tftp",
+    "telnet",
+    "smb",
+    "smbs",
+    "ssh",
+    "rtsp",
+    "rtmp",
+    "mqtt",
+    "mqtts",
+    "imap",
+    "imaps",
+    "pop3",
+    "pop3s",
+    "smtp",
+    "smtps",
+    "redis",
+    "rediss",
+    "mysql",
+    "postgres",
+    "postgresql",
+    "mongodb",
+    "amqp",
+    "amqps",
+    "nntp",
+    "irc",
+    "ircs",
+    "xmpp",
+    "git",
+    "svn",
+    "jar",
+    "netdoc",
+    "dns",
+    "rsync",
+    "nfs",
+    "vnc",
+    "rdp",
+    "sip",
+    "sips",
+    "coap",
+    "coaps",
+    "grpc",
+    "grpcs",
+    "h2",
+    "h3",
+    "quic",
+    "tcp",
+    "udp",
+    "unix",
+];
+
+/// Whether a string that starts as `lead` names a network address.
+fn dialled(l: &Lead) -> bool {
+    match l.scheme.as_deref() {
+        Some(s) => NETWORK.contains(&s),
+        // Protocol-relative `//host`.
+        None => l.slashes >= 2,
     }
-    for start in embedded(s).into_iter().take(8) {
+}
+
+/// The verdict on a URI where MCP carries one (`resources/read`, a root, a
+/// completion value …) or on a found string that starts as a URL: a network
+/// URL is judged as a declared one is (a scheme other than http's read as
+/// http would dial its host, so `gopher://2130706433/` is loopback); any
+/// other scheme names a resource and is no egress.
+pub fn check_uri(value: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
+    let v = value.trim_matches(|c: char| c <= ' ' || c.is_whitespace());
+    let l = lead(v);
+    if !dialled(&l) {
+        return Ok(());
+    }
+    match l.scheme.as_deref() {
+        Some(s) if !SPECIAL.contains(&s) => {
+            let rest = v.find(':').map_or("", |i| &v[i + 1..]);
+            check(&format!("http:{rest}"), allow)
+        }
+        _ => check(v, allow),
+    }
+}
+
+/// The verdict on a string detection found: a URL as a whole, or text that
+/// holds URLs. No client reads such text as one URL, and text that holds a
+/// network URL is refused as it always was — named by the first refusal
+/// among those URLs (each up to the next whitespace, as link finders read
+/// them; at most 8 judged). Resource identifiers in text are prose.
+fn check_found(s: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
+    if starts_as_url(s) && dialled(&lead(s)) {
+        return check_uri(s, allow);
+    }
+    // A resource identifier, or prose: the network URLs in it, if any.
+    let mut urls = embedded(s)
+        .into_iter()
+        .filter(|&start| dialled(&lead(&s[start..])))
+        .peekable();
+    if urls.peek().is_none() {
+        return Ok(());
+    }
+    for start in urls.take(8) {
         let url = &s[start..];
-        check(
+        check_uri(
             &url[..url.find(char::is_whitespace).unwrap_or(url.len())],
             allow,
         )?;
@@ -874,13 +979,18 @@ impl McpFilter for EgressFilter {
 
     fn acts_on(&self) -> Acts {
         Acts {
-            requests: Methods::Only(&["tools/call", "prompts/get"]),
+            requests: Methods::All,
             responses: Methods::None,
         }
     }
 
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
+        // URIs wherever MCP carries them, outside a call's arguments.
+        let outside = self.judge_outside_arguments(msg, ctx);
+        if !matches!(outside, Decision::Pass) {
+            return outside;
+        }
         if env.kind != Kind::Request {
             return Decision::Pass;
         }
@@ -1020,7 +1130,114 @@ impl McpFilter for EgressFilter {
     }
 }
 
+/// Every URI-valued member (`uri`, at any depth) under `v`, and with
+/// detection every other string and key that is or holds a URL.
+fn walk_outside<'a>(v: &'a Json, detect: bool, out: &mut Vec<Found<'a>>) {
+    match v {
+        Json::String(_) if detect => walk(v, None, out),
+        Json::Array(a) => {
+            for x in a {
+                walk_outside(x, detect, out);
+            }
+        }
+        Json::Object(o) => {
+            for (k, x) in o {
+                match (k.as_str(), x) {
+                    ("uri", Json::String(u)) => out.push(Found {
+                        argument: None,
+                        value: u.as_str().into(),
+                        whole: false,
+                    }),
+                    _ => {
+                        if detect && url_like(k) {
+                            out.push(Found {
+                                argument: None,
+                                value: k.as_str().into(),
+                                whole: false,
+                            });
+                        }
+                        walk_outside(x, detect, out);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 impl EgressFilter {
+    /// Network URIs outside a call's or prompt's arguments (a resource's
+    /// URI, a completion's value, `_meta`, a root a client lists, anything
+    /// a method carries): judged by the SSRF rules and the allowlists'
+    /// exceptions to them, never by the allowlists alone, which are for
+    /// what tools are sent. Other schemes name resources.
+    fn judge_outside_arguments(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
+        let env = msg.envelope;
+        let mut values = Vec::new();
+        // A client's answer to a server's request: its URIs (roots) only.
+        let detect = self.detect && env.kind != Kind::Response;
+        let meta;
+        match (env.method.as_deref(), env.kind) {
+            // Their arguments are judged on their own; the rest is `_meta`
+            // (read alone: the call's arguments are not materialised twice).
+            (Some("tools/call" | "prompts/get"), Kind::Request) => {
+                meta = msg
+                    .meta_raw()
+                    .and_then(|m| serde_json::from_str::<Json>(m).ok());
+                if let Some(m) = &meta {
+                    walk_outside(m, detect, &mut values);
+                }
+            }
+            (_, Kind::Response) => {
+                if let Some(r) = msg.value().and_then(|v| v.get("result")) {
+                    walk_outside(r, false, &mut values);
+                }
+            }
+            _ => {
+                if let Some(p) = msg.value().and_then(|v| v.get("params")) {
+                    walk_outside(p, detect, &mut values);
+                }
+            }
+        }
+        if values.is_empty() {
+            return Decision::Pass;
+        }
+        let server_cat = self.catalog.get(ctx.server);
+        let allow: Vec<&HostPattern> = self
+            .global
+            .iter()
+            .chain(
+                server_cat
+                    .map(|c| c.egress_allow.iter())
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect();
+        for found in values {
+            let verdict = if found.whole {
+                check(&found.value, &allow)
+            } else {
+                check_found(&found.value, &allow)
+            };
+            match verdict {
+                Ok(()) | Err("egress_not_allowlisted") => {}
+                Err(rule) => {
+                    return Decision::Reject(Denial::error(
+                        JsonRpcError::new(
+                            codes::EGRESS_DENIED,
+                            format!(
+                                "A URI in the request points at an address this gateway does not allow ({rule})"
+                            ),
+                        )
+                        .with_data(serde_json::json!({"reason": "egress_denied", "rule": rule})),
+                        format!("egress_denied:{rule}"),
+                    ))
+                }
+            }
+        }
+        Decision::Pass
+    }
+
     /// The first value of `values` the allowlists (global, the server's,
     /// the tool's) refuse, as a denial that names only a declared argument.
     fn verdict(
@@ -1412,7 +1629,25 @@ mod differential_tests {
         );
         assert_eq!(
             check_found("see xhttp://10.0.0.1/", &[]),
-            Err("egress_scheme")
+            Err("ssrf_private")
+        );
+        // Resource identifiers are prose; network URLs of any scheme are not.
+        assert_eq!(check_found("test://example-resource", &[]), Ok(()));
+        assert_eq!(
+            check_found("see file:///etc/hosts and urn://x", &[]),
+            Ok(())
+        );
+        assert_eq!(
+            check_found("gopher://2130706433:6379/_x", &[]),
+            Err("ssrf_loopback")
+        );
+        assert_eq!(
+            check_found(
+                "a://1 b://2 c://3 d://4 e://5 f://6 g://7 h://8 i://9 http://10.0.0.1/",
+                &[]
+            ),
+            Err("ssrf_private"),
+            "resource identifiers never crowd out a network URL"
         );
         assert_eq!(
             check_found("see https://example.org/ now", &[]),

@@ -8,6 +8,7 @@ pub mod dlp;
 pub mod egress;
 pub mod error;
 pub mod filter;
+pub mod handles;
 pub mod identity;
 pub mod jsonrpc;
 pub mod mcp;

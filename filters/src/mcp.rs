@@ -333,11 +333,14 @@ pub enum ListItems<'v> {
 
 /// The `array` of a list reply's result.
 pub fn list_items<'v>(reply: &'v mut serde_json::Value, array: &str) -> ListItems<'v> {
-    let Some(result) = reply.get_mut("result").and_then(serde_json::Value::as_object_mut) else {
+    let Some(result) = reply
+        .get_mut("result")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
         return ListItems::Unreadable;
     };
-    let asks_input = result.get("resultType").and_then(serde_json::Value::as_str)
-        == Some("input_required");
+    let asks_input =
+        result.get("resultType").and_then(serde_json::Value::as_str) == Some("input_required");
     match result.get_mut(array) {
         Some(serde_json::Value::Array(items)) => ListItems::Items(items),
         None if asks_input => ListItems::NotAList,

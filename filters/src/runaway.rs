@@ -152,12 +152,7 @@ impl RunawayFilter {
             _ => String::new(),
         };
         let owner = ex.principal.owner_key();
-        for part in [
-            owner.as_str(),
-            who.as_str(),
-            ex.server,
-            tool,
-        ] {
+        for part in [owner.as_str(), who.as_str(), ex.server, tool] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
         }

@@ -114,6 +114,8 @@ pub struct Snapshot {
     /// The chain's DLP filter, which also judges what travels beside the
     /// messages (header values, the URL): `None` without a `dlp` section.
     pub dlp: Option<Arc<crate::dlp::DlpFilter>>,
+    /// Seals the handles relayed to one client (cursors, event ids).
+    pub handle_sealer: Arc<crate::handles::HandleSealer>,
 }
 
 impl Snapshot {
@@ -200,6 +202,8 @@ pub struct Shared {
     pub task_sealer: Arc<crate::tasks::TaskSealer>,
     /// Seals multi-round-trip request state when the bundle has no fleet secret.
     pub state_sealer: Arc<crate::mrtr::StateSealer>,
+    /// Seals cursors and event ids when the bundle has no fleet secret.
+    pub handle_sealer: Arc<crate::handles::HandleSealer>,
 }
 
 impl Shared {
@@ -212,6 +216,7 @@ impl Shared {
             task_owners: Arc::new(crate::tasks::TaskOwners::default()),
             task_sealer: Arc::new(crate::tasks::TaskSealer::random()),
             state_sealer: Arc::new(crate::mrtr::StateSealer::random()),
+            handle_sealer: Arc::new(crate::handles::HandleSealer::random()),
         })
     }
 }
@@ -318,6 +323,16 @@ impl Snapshot {
             None => shared.state_sealer.clone(),
         };
         filters.push(Arc::new(crate::mrtr::InputStateFilter::new(state_sealer)));
+        // Cursors: another principal's (or session's, or list's) are unknown.
+        let handle_sealer = match &config.session_seal {
+            Some(secret) => Arc::new(crate::handles::HandleSealer::new(
+                secret.expose().as_bytes(),
+            )),
+            None => shared.handle_sealer.clone(),
+        };
+        filters.push(Arc::new(crate::handles::CursorFilter::new(
+            handle_sealer.clone(),
+        )));
         // Step-up: tools that need scopes the caller's token lacks.
         if let Some(f) = crate::authz::ScopeFilter::new(&config.catalog) {
             filters.push(Arc::new(f));
@@ -403,6 +418,7 @@ impl Snapshot {
             auth,
             policy,
             redactor,
+            handle_sealer,
             dlp,
         })
     }

@@ -28,19 +28,21 @@ impl SseEvent {
 
     /// Re-encodes this event with new data (see [`SseEvent::cleaned`]).
     pub fn with_data(self, data: &str) -> Vec<u8> {
-        self.cleaned(Some(data), &safe_id)
+        self.cleaned(Some(data), &|id: &str| safe_id(id).then(|| id.to_owned()))
     }
 
     /// The event as it may reach a client: the judged `data` (or its own
-    /// when `None`), the `event:` field, an `id:` that `id_ok` accepts, a
+    /// when `None`), the `event:` field, the `id:` that `id_out` makes of
+    /// the server's (dropped when it makes none), a
     /// numeric `retry:`; comments become bare `:` lines (a keep-alive still
     /// keeps the connection alive, but its text never reaches the client);
     /// any other field is dropped. Nothing here is judged as MCP, so nothing
     /// the server chose travels in it. When nothing had to change, the raw
     /// bytes come back as they were.
-    pub fn cleaned(self, data: Option<&str>, id_ok: &dyn Fn(&str) -> bool) -> Vec<u8> {
+    pub fn cleaned(self, data: Option<&str>, id_out: &dyn Fn(&str) -> Option<String>) -> Vec<u8> {
         enum Line<'a> {
             Keep(&'a [u8]),
+            Id(String),
             Data,
             Comment,
         }
@@ -74,7 +76,14 @@ impl SseEvent {
                 b"event" if matches!(value, b"message" | b"endpoint") => {
                     kept.push(Line::Keep(line))
                 }
-                b"id" if std::str::from_utf8(value).is_ok_and(id_ok) => kept.push(Line::Keep(line)),
+                b"id" => match std::str::from_utf8(value).ok().and_then(id_out) {
+                    Some(id) if id.as_bytes() == value => kept.push(Line::Keep(line)),
+                    Some(id) => {
+                        changed = true;
+                        kept.push(Line::Id(id));
+                    }
+                    None => changed = true,
+                },
                 b"retry"
                     if !value.is_empty()
                         && value.len() <= 10
@@ -96,6 +105,11 @@ impl SseEvent {
             match l {
                 Line::Keep(b) => {
                     out.extend_from_slice(b);
+                    out.push(b'\n');
+                }
+                Line::Id(id) => {
+                    out.extend_from_slice(b"id: ");
+                    out.extend_from_slice(id.as_bytes());
                     out.push(b'\n');
                 }
                 Line::Comment => out.extend_from_slice(b":\n"),
@@ -396,7 +410,12 @@ mod tests {
             let mut d = SseDecoder::new(1024);
             let evs = d.push(stream.as_bytes()).expect("ok");
             assert_eq!(evs.len(), 1);
-            let out = String::from_utf8(evs[0].clone().cleaned(None, &|_| true)).expect("utf-8");
+            let out = String::from_utf8(
+                evs[0]
+                    .clone()
+                    .cleaned(None, &|id: &str| Some(id.to_owned())),
+            )
+            .expect("utf-8");
             assert!(!out.contains(c), "{out:?}");
             let data = out
                 .strip_prefix("data: ")
@@ -413,7 +432,12 @@ mod tests {
         // An event without them leaves as it came.
         let mut d = SseDecoder::new(1024);
         let evs = d.push("data: {\"t\":\"é€\"}\n\n".as_bytes()).expect("ok");
-        assert_eq!(evs[0].clone().cleaned(None, &|_| true), evs[0].raw);
+        assert_eq!(
+            evs[0]
+                .clone()
+                .cleaned(None, &|id: &str| Some(id.to_owned())),
+            evs[0].raw
+        );
     }
 
     #[test]
@@ -433,9 +457,13 @@ mod tests {
             assert_eq!(evs[1].data, None, "split at {split}");
             assert_eq!(evs[2].data.as_deref(), Some("{\"d\":4}"));
             // What reaches the client holds no field the gateway did not read.
-            let out = evs[1].clone().cleaned(None, &|_| true);
+            let out = evs[1]
+                .clone()
+                .cleaned(None, &|id: &str| Some(id.to_owned()));
             assert!(!out.windows(3).any(|w| w == b"\xEF\xBB\xBF"), "{out:?}");
-            let out = evs[2].clone().cleaned(None, &|_| true);
+            let out = evs[2]
+                .clone()
+                .cleaned(None, &|id: &str| Some(id.to_owned()));
             assert!(!out.windows(3).any(|w| w == b"\xEF\xBB\xBF"), "{out:?}");
         }
     }

@@ -195,6 +195,7 @@ pub async fn admit(
     }
     let server = &cfg.servers[route.server];
     let legacy_sealed = unseal_session(ctx, &server.name)?;
+    ctx.resume_from = open_resume_id(ctx, req, &server.name)?;
 
     // What goes upstream beside the body (headers, URL), before anything
     // is read or spent.
@@ -322,6 +323,38 @@ fn unseal_session(ctx: &mut RequestCtx, server: &str) -> Result<bool, Refusal> {
         }
     }
     Ok(false)
+}
+
+/// The server's event id behind a `Last-Event-ID`, when it was sealed for
+/// this principal, server and session. Anyone else's is unknown: the
+/// request goes on without it, as a stream that resumes from nothing (the
+/// server never replays another principal's events).
+fn open_resume_id(
+    ctx: &RequestCtx,
+    req: &RequestHeader,
+    server: &str,
+) -> Result<Option<String>, Refusal> {
+    let mut all = req.headers.get_all("last-event-id").iter();
+    let Some(first) = all.next() else {
+        return Ok(None);
+    };
+    if all.next().is_some() {
+        return Err(Refusal::bad_header("Last-Event-ID", "sent more than once"));
+    }
+    let (Some(rt), Ok(token)) = (ctx.rt.as_ref(), first.to_str()) else {
+        return Ok(None);
+    };
+    let owner = ctx.principal.owner_key();
+    Ok(rt.snap.handle_sealer.open(
+        warden_filters::handles::HandleKind::EventId,
+        token.trim(),
+        warden_filters::handles::Holder {
+            owner: &owner,
+            server,
+            session: ctx.session_id.as_deref(),
+            scope: "",
+        },
+    ))
 }
 
 pub(crate) fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {

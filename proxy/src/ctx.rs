@@ -81,6 +81,9 @@ pub struct RequestCtx {
     /// named, and the upstream's own id goes upstream instead of the token.
     pub sealed_upstream: Option<std::net::SocketAddr>,
     pub session_sealed: bool,
+    /// The server's own event id a `Last-Event-ID` resumes from, opened
+    /// for this principal, server and session (see `handles`).
+    pub resume_from: Option<String>,
     /// Set when spans are exported: this request's trace and Warden's span.
     pub trace: Option<crate::otel::TraceIds>,
     pub protocol_version: Option<String>,
@@ -157,6 +160,7 @@ impl RequestCtx {
             session_id: None,
             sealed_upstream: None,
             session_sealed: false,
+            resume_from: None,
             trace: None,
             protocol_version: None,
             body: None,

@@ -865,13 +865,35 @@ fn judge_message(
 /// stream (a legacy endpoint the gateway refuses).
 fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Result<Vec<u8>, &'static str> {
     let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
-        return Ok(ev.cleaned(None, &warden_filters::sse::safe_id));
+        // No holder to bind an event id to: none reaches the client.
+        return Ok(ev.cleaned(None, &|_| None));
     };
     metrics()
         .sse_events
         .with_label_values(&[&rt.snap.config.servers[server].name])
         .inc();
-    let id_ok = |id: &str| warden_filters::sse::safe_id(id) && dlp_clean(&rt.snap, id);
+    // The server's event id reaches the client sealed for this principal,
+    // server and session (see `warden_filters::handles`); a `Last-Event-ID`
+    // opens only for them.
+    let owner = ctx.principal.owner_key();
+    let session = ctx.session_id.clone();
+    let server_name = rt.snap.config.servers[server].name.clone();
+    let sealer = rt.snap.handle_sealer.clone();
+    let id_ok = move |id: &str| {
+        if !warden_filters::sse::safe_id(id) {
+            return None;
+        }
+        sealer.seal(
+            warden_filters::handles::HandleKind::EventId,
+            id,
+            warden_filters::handles::Holder {
+                owner: &owner,
+                server: &server_name,
+                session: session.as_deref(),
+                scope: "",
+            },
+        )
+    };
     if ev.event_type() == "endpoint" {
         if ctx.exchange == ExchangeKind::Get && !ctx.endpoint_seen {
             ctx.endpoint_seen = true;

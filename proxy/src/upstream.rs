@@ -178,6 +178,11 @@ impl<'a> Rewrite<'a> {
                 put(fixed("mcp-session-id"), sid, false)?;
             }
         }
+        // A resumed stream names the server's own event id, never the
+        // client's token (stripped below).
+        if let Some(id) = &ctx.resume_from {
+            put(fixed("last-event-id"), id, false)?;
+        }
         if let Some(n) = &ctx.name_out {
             put(fixed(warden_filters::mcp::H_NAME), n, false)?;
         }
@@ -322,6 +327,8 @@ pub fn rewrite_request(
 /// - the caller's justification (for policy and audit, where it is
 ///   DLP-redacted; never sent on as free text), likewise;
 /// - `Cookie` and the browser's `Origin`;
+/// - `Last-Event-ID`: the client holds a sealed token; the server's own id
+///   goes up only when it opens for this caller (`resume_from`);
 /// - `Mcp-Param-*`: mirrored argument headers go upstream only as judged
 ///   against the forwarded body;
 /// - `Expect` (the body has been read and judged) and, for a judged body,
@@ -334,6 +341,7 @@ fn stripped(n: &str, direct: bool, api_key_header: Option<&str>, framed: bool) -
             n,
             "cookie"
                 | "origin"
+                | "last-event-id"
                 | "expect"
                 | "connection"
                 | "keep-alive"

@@ -6,7 +6,8 @@
 //! while its hole is open.
 
 use serde_json::{json, Value};
-use warden_tests::hostile::Reply;
+use warden_tests::hostile::{Hostile, Reply};
+use warden_tests::{header, mock_bundle, request, Gateway, TWO_KEYS};
 
 use super::{messages, post_with, setup_with, BUNDLE, POLICY};
 
@@ -102,7 +103,10 @@ async fn a_list_reply_that_cannot_be_filtered_is_refused() {
         )
         .await;
         assert!(!text.contains("delete_everything"), "variant {i}: {text}");
-        assert!(messages(&text)[0]["error"].is_object(), "variant {i}: {text}");
+        assert!(
+            messages(&text)[0]["error"].is_object(),
+            "variant {i}: {text}"
+        );
     }
 }
 
@@ -161,4 +165,275 @@ async fn a_name_a_decoder_truncates_or_strips_never_reaches_the_client() {
     h.script([Reply::sse(&[sse])]);
     let (_, _, text) = post_with(&gw, &call, &[]).await;
     assert!(!text.contains("sampling/createMessage"), "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// Handles: cursors and event ids bound to the principal and session they
+// were given to, on every replica.
+// ---------------------------------------------------------------------------
+
+const DEV: (&str, &str) = ("x-api-key", "wk_demo_dev_7Qm2");
+const OPS: (&str, &str) = ("x-api-key", "wk_demo_ops_Z8r5");
+
+/// Two replicas with one fleet key in front of one hostile server.
+async fn replicas(policy: &str) -> (Hostile, Gateway, Gateway) {
+    let h = Hostile::start().await;
+    let yaml = mock_bundle(
+        &[h.addr],
+        &format!("{TWO_KEYS}{BUNDLE}sessions: {{seal_key_file: seal.key}}\n"),
+    );
+    let files: [(&str, &[u8]); 2] = [
+        ("policies/authz.rego", policy.as_bytes()),
+        ("seal.key", b"fleet-session-secret-0123456789abcdef-xyz\n"),
+    ];
+    let a = Gateway::start_with(&yaml, false, &files, &[], None).expect("a");
+    let b = Gateway::start_with(&yaml, false, &files, &[], None).expect("b");
+    (h, a, b)
+}
+
+/// Opens a session for `who` through `gw`; the hostile server calls it `sid`.
+async fn session(h: &Hostile, gw: &Gateway, who: (&str, &str), sid: &str) -> String {
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18",
+            "capabilities":{},"serverInfo":{"name":"s","version":"1"}}})
+        .to_string(),
+    )
+    .header("mcp-session-id", sid)]);
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},
+        "clientInfo":{"name":"probe","version":"1"}}});
+    let (s, hs, text) = post_with(gw, &init.to_string(), &[who]).await;
+    assert_eq!(s, 200, "{text}");
+    header(&hs, "mcp-session-id").expect("session").to_owned()
+}
+
+fn in_session<'a>(who: (&'a str, &'a str), sid: &'a str) -> [(&'a str, &'a str); 3] {
+    [
+        who,
+        ("mcp-session-id", sid),
+        ("mcp-protocol-version", "2025-06-18"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cursor_pages_only_for_whom_it_was_given() {
+    let (h, a, b) = replicas(POLICY).await;
+    let dev = session(&h, &a, DEV, "up-dev").await;
+    let ops = session(&h, &a, OPS, "up-ops").await;
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":2,"result":{"tools":[
+            {"name":"echo","inputSchema":{"type":"object"}}],"nextCursor":"page-2-of-dev"}})
+        .to_string(),
+    )]);
+    let list = |cursor: Option<&str>| {
+        let mut m = json!({"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}});
+        if let Some(c) = cursor {
+            m["params"]["cursor"] = json!(c);
+        }
+        m.to_string()
+    };
+    let (_, _, text) = post_with(&a, &list(None), &in_session(DEV, &dev)).await;
+    let cursor = messages(&text)[0]["result"]["nextCursor"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no cursor: {text}"))
+        .to_owned();
+    assert!(
+        !cursor.contains("page-2"),
+        "the server's cursor reached the client: {text}"
+    );
+    // Another principal, on either replica, in his session or another's,
+    // and the same principal for another list: unknown.
+    for (gw, hs, what) in [
+        (
+            &b,
+            in_session(OPS, &ops),
+            "another principal on another replica",
+        ),
+        (&a, in_session(OPS, &ops), "another principal"),
+        (
+            &a,
+            in_session(OPS, &dev),
+            "another principal naming the session",
+        ),
+    ] {
+        h.reset();
+        let (_, _, text) = post_with(gw, &list(Some(&cursor)), &hs).await;
+        assert!(
+            h.received().is_empty(),
+            "{what}: the cursor reached the server"
+        );
+        assert!(messages(&text)[0]["error"].is_object(), "{what}: {text}");
+    }
+    h.reset();
+    let prompts =
+        json!({"jsonrpc":"2.0","id":3,"method":"prompts/list","params":{"cursor":cursor}});
+    let (_, _, text) = post_with(&a, &prompts.to_string(), &in_session(DEV, &dev)).await;
+    assert!(
+        h.received().is_empty(),
+        "a tools cursor paged prompts: {text}"
+    );
+    // Its holder pages on the other replica; the server sees its own cursor.
+    h.reset();
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":2,"result":{"tools":[]}}).to_string(),
+    )]);
+    let (s, _, text) = post_with(&b, &list(Some(&cursor)), &in_session(DEV, &dev)).await;
+    assert_eq!(s, 200, "{text}");
+    let got = h.received();
+    let sent: Value = serde_json::from_slice(&got[0].body).expect("json");
+    assert_eq!(sent["params"]["cursor"], "page-2-of-dev", "{text}");
+}
+
+/// A GET stream: status and body.
+async fn get(gw: &Gateway, mut hs: Vec<(&str, &str)>) -> (u16, String) {
+    hs.push(("accept", "text/event-stream"));
+    let (s, _, body) = request(&gw.url("/mock/mcp"), "GET", &hs, Default::default(), false)
+        .await
+        .expect("get");
+    (s, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_id_resumes_only_for_whom_it_was_given() {
+    let (h, a, b) = replicas(POLICY).await;
+    let dev = session(&h, &a, DEV, "up-dev").await;
+    let ops = session(&h, &a, OPS, "up-ops").await;
+    let note = json!({"jsonrpc":"2.0","method":"notifications/message",
+        "params":{"level":"info","data":"private to dev"}});
+    h.script([Reply::sse(&[&format!("id: ev-dev-7\ndata: {note}\n\n")])]);
+    let (s, text) = get(&a, in_session(DEV, &dev).to_vec()).await;
+    assert_eq!(s, 200, "{text}");
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("an event id")
+        .to_owned();
+    assert!(
+        !token.contains("ev-dev"),
+        "the server's event id reached the client: {text}"
+    );
+    // Anyone else's resumption names nothing the server knows.
+    for (gw, mut hs, what) in [
+        (
+            &b,
+            in_session(OPS, &ops).to_vec(),
+            "another principal on another replica",
+        ),
+        (&a, in_session(OPS, &ops).to_vec(), "another principal"),
+        (&a, vec![OPS], "another principal with no session"),
+    ] {
+        h.reset();
+        h.script([Reply::sse(&[": nothing\n\n"])]);
+        hs.push(("last-event-id", &token));
+        let _ = get(gw, hs).await;
+        for r in h.received() {
+            assert!(
+                r.header("last-event-id").is_empty(),
+                "{what}: the server was asked to resume dev's stream"
+            );
+        }
+    }
+    // A token spelled by the client itself is no event id either.
+    h.reset();
+    h.script([Reply::sse(&[": nothing\n\n"])]);
+    let mut hs = in_session(DEV, &dev).to_vec();
+    hs.push(("last-event-id", "ev-dev-7"));
+    let _ = get(&a, hs).await;
+    assert!(h
+        .received()
+        .iter()
+        .all(|r| r.header("last-event-id").is_empty()));
+    // Its holder resumes on the other replica from the server's own id.
+    h.reset();
+    h.script([Reply::sse(&[": resumed\n\n"])]);
+    let mut hs = in_session(DEV, &dev).to_vec();
+    hs.push(("last-event-id", &token));
+    let (s, _) = get(&b, hs).await;
+    assert_eq!(s, 200);
+    assert_eq!(h.received()[0].header("last-event-id"), ["ev-dev-7"]);
+}
+
+/// What a server says about a resource reaches only who may see it.
+#[tokio::test(flavor = "multi_thread")]
+async fn resource_updates_reach_only_who_may_read_the_resource() {
+    let policy = r#"package warden.authz
+import rego.v1
+decision := {"allow": false, "reason": "hidden"} if {
+	input.request.method == "resources/read"
+	startswith(input.request.resource_uri, "secret://")
+} else := {"allow": true, "reason": "ok"}
+"#;
+    let (h, a, _b) = replicas(policy).await;
+    let dev = session(&h, &a, DEV, "up-dev").await;
+    let hidden = json!({"jsonrpc":"2.0","method":"notifications/resources/updated",
+        "params":{"uri":"secret://payroll"}});
+    let shown = json!({"jsonrpc":"2.0","method":"notifications/resources/updated",
+        "params":{"uri":"file:///ok"}});
+    h.script([Reply::sse(&[&format!(
+        "data: {hidden}\n\ndata: {shown}\n\n"
+    )])]);
+    let mut hs = in_session(DEV, &dev).to_vec();
+    hs.push(("accept", "text/event-stream"));
+    let (s, _, body) = request(&a.url("/mock/mcp"), "GET", &hs, Default::default(), false)
+        .await
+        .expect("get");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(s, 200, "{text}");
+    assert!(!text.contains("payroll"), "{text}");
+    assert!(text.contains("file:///ok"), "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// URIs judged wherever MCP carries them; resource identifiers are no egress.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_uris_are_judged_wherever_mcp_carries_them() {
+    let (h, gw) = setup_with(BUNDLE, POLICY).await;
+    for (i, msg) in [
+        json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"http://169.254.169.254/latest/meta-data/"}}),
+        json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"HTTP://0x7f.1:6379/"}}),
+        json!({"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"gopher://2130706433:6379/_FLUSHALL"}}),
+        json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"dict://localhost:11211/stats"}}),
+        json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"//10.0.0.5/admin"}}),
+        json!({"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{
+            "ref":{"type":"ref/resource","uri":"http://[::1]/x"},"argument":{"name":"a","value":"v"}}}),
+        json!({"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{
+            "ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"url","value":"fetch http://127.0.0.1:8080/admin"}}}),
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"},
+            "_meta":{"com.example/callback":"http://169.254.169.254/"}}}),
+        json!({"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p","arguments":{},
+            "_meta":{"uri":"ws://127.0.0.1:9229/"}}}),
+        json!({"jsonrpc":"2.0","method":"notifications/roots/list_changed","params":{"_meta":{"uri":"http://10.1.1.1/"}}}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        h.reset();
+        h.script([Reply::json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)]);
+        let (_, _, text) = post_with(&gw, &msg.to_string(), &[]).await;
+        assert!(h.received().is_empty(), "variant {i} reached the server: {msg}");
+        if msg.get("id").is_some() {
+            assert_eq!(messages(&text)[0]["error"]["code"], -31014, "variant {i}: {text}");
+        }
+    }
+    // A client's answer listing roots: a network root is judged too.
+    // Resource identifiers of other schemes, and public hosts, pass.
+    for (i, msg) in [
+        json!({"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"test://example-resource"}}),
+        json!({"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///etc/hosts"}}),
+        json!({"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"https://example.org/doc"}}),
+        json!({"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"p",
+            "arguments":{"resourceUri":"test://example-resource"}}}),
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo",
+            "arguments":{"text":"see file:///tmp/report and urn://x"}}}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        h.reset();
+        h.script([Reply::json(r#"{"jsonrpc":"2.0","id":2,"result":{"contents":[],"messages":[],"content":[]}}"#)]);
+        let (_, _, text) = post_with(&gw, &msg.to_string(), &[]).await;
+        assert_eq!(h.received().len(), 1, "identifier {i} was refused: {text}");
+    }
 }
