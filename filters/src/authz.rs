@@ -301,13 +301,7 @@ impl PolicyFilter {
                 "prompts/get" => {
                     JsonRpcError::new(codes::INVALID_PARAMS, format!("Unknown prompt: {name_s}"))
                 }
-                // 2026-07-28 moved resource-not-found to -32602.
-                _ if ctx.protocol_version.is_some_and(|v| v >= "2026-07-28") => {
-                    JsonRpcError::new(codes::INVALID_PARAMS, "Resource not found")
-                        .with_data(serde_json::json!({"uri": name_s}))
-                }
-                _ => JsonRpcError::new(codes::RESOURCE_NOT_FOUND, "Resource not found")
-                    .with_data(serde_json::json!({"uri": name_s})),
+                _ => resource_not_found(ctx, name_s),
             };
             return Denial::error(error, reason);
         }
@@ -430,6 +424,20 @@ impl PolicyFilter {
     }
 }
 
+/// The one answer for a resource the principal cannot read, hidden by
+/// policy or unknown to the server alike: the server's own not-found
+/// answers are rewritten to it, so that no difference of code, message or
+/// data tells a hidden resource from one that does not exist. 2026-07-28
+/// moved resource-not-found to -32602.
+fn resource_not_found(ctx: &Exchange<'_>, uri: &str) -> JsonRpcError {
+    let code = if ctx.protocol_version.is_some_and(|v| v >= "2026-07-28") {
+        codes::INVALID_PARAMS
+    } else {
+        codes::RESOURCE_NOT_FOUND
+    };
+    JsonRpcError::new(code, "Resource not found").with_data(serde_json::json!({"uri": uri}))
+}
+
 /// A reply a concern that applies to it cannot read: refused, never passed.
 fn unreadable_reply() -> Decision {
     Decision::Reject(Denial::error(
@@ -453,7 +461,12 @@ impl McpFilter for PolicyFilter {
             list_shape(m).is_some()
                 || matches!(
                     m,
-                    "tools/call" | "prompts/get" | "resources/read" | "tasks/get"
+                    "tools/call"
+                        | "prompts/get"
+                        | "resources/read"
+                        | "resources/subscribe"
+                        | "resources/unsubscribe"
+                        | "tasks/get"
                 )
         })
     }
@@ -567,6 +580,32 @@ impl McpFilter for PolicyFilter {
                         "resource_hidden",
                     ))
                 }
+            }
+            // A server's "not found" for a resource answers as the gateway
+            // answers for a hidden one.
+            Kind::Response
+                if env.is_error
+                    && matches!(
+                        msg.request_method,
+                        Some("resources/read" | "resources/subscribe" | "resources/unsubscribe")
+                    ) =>
+            {
+                let Some(v) = msg.value() else {
+                    return unreadable_reply();
+                };
+                let code = v
+                    .get("error")
+                    .and_then(|e| e.get("code"))
+                    .and_then(Json::as_i64);
+                if !matches!(code, Some(c) if c == i64::from(codes::RESOURCE_NOT_FOUND) || c == i64::from(codes::INVALID_PARAMS))
+                {
+                    return Decision::Pass;
+                }
+                let uri = msg.request_target.unwrap_or_default();
+                let mut out = v.clone();
+                out["error"] =
+                    serde_json::to_value(resource_not_found(ctx, uri)).unwrap_or(Json::Null);
+                Decision::rewrite(&out)
             }
             Kind::Response if env.is_error => {
                 if msg.may_hold(&ELICITATIONS) {

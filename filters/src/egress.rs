@@ -585,9 +585,13 @@ const NETWORK: &[&str] = &[
     "unix",
 ];
 
-/// Whether a string that starts as `lead` names a network address.
-fn dialled(l: &Lead) -> bool {
+/// Whether a string that starts as `lead` names a network address, or,
+/// with `files` (in a tool's or prompt's arguments, which a fetching tool
+/// hands to a URL client: curl and Python's urllib read `file:` URLs), a
+/// local file.
+fn dialled(l: &Lead, files: bool) -> bool {
     match l.scheme.as_deref() {
+        Some("file") => files,
         Some(s) => NETWORK.contains(&s),
         // Protocol-relative `//host`.
         None => l.slashes >= 2,
@@ -599,14 +603,14 @@ fn dialled(l: &Lead) -> bool {
 /// URL is judged as a declared one is (a scheme other than http's read as
 /// http would dial its host, so `gopher://2130706433/` is loopback); any
 /// other scheme names a resource and is no egress.
-pub fn check_uri(value: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
+pub fn check_uri(value: &str, allow: &[&HostPattern], files: bool) -> Result<(), &'static str> {
     let v = value.trim_matches(|c: char| c <= ' ' || c.is_whitespace());
     let l = lead(v);
-    if !dialled(&l) {
+    if !dialled(&l, files) {
         return Ok(());
     }
     match l.scheme.as_deref() {
-        Some(s) if !SPECIAL.contains(&s) => {
+        Some(s) if s != "file" && !SPECIAL.contains(&s) => {
             let rest = v.find(':').map_or("", |i| &v[i + 1..]);
             check(&format!("http:{rest}"), allow)
         }
@@ -619,14 +623,14 @@ pub fn check_uri(value: &str, allow: &[&HostPattern]) -> Result<(), &'static str
 /// network URL is refused as it always was — named by the first refusal
 /// among those URLs (each up to the next whitespace, as link finders read
 /// them; at most 8 judged). Resource identifiers in text are prose.
-fn check_found(s: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
-    if starts_as_url(s) && dialled(&lead(s)) {
-        return check_uri(s, allow);
+fn check_found(s: &str, allow: &[&HostPattern], files: bool) -> Result<(), &'static str> {
+    if starts_as_url(s) && dialled(&lead(s), files) {
+        return check_uri(s, allow, files);
     }
     // A resource identifier, or prose: the network URLs in it, if any.
     let mut urls = embedded(s)
         .into_iter()
-        .filter(|&start| dialled(&lead(&s[start..])))
+        .filter(|&start| dialled(&lead(&s[start..]), files))
         .peekable();
     if urls.peek().is_none() {
         return Ok(());
@@ -636,6 +640,7 @@ fn check_found(s: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
         check_uri(
             &url[..url.find(char::is_whitespace).unwrap_or(url.len())],
             allow,
+            files,
         )?;
     }
     Err("egress_unparsable_url")
@@ -1217,7 +1222,7 @@ impl EgressFilter {
             let verdict = if found.whole {
                 check(&found.value, &allow)
             } else {
-                check_found(&found.value, &allow)
+                check_found(&found.value, &allow, false)
             };
             match verdict {
                 Ok(()) | Err("egress_not_allowlisted") => {}
@@ -1269,7 +1274,7 @@ impl EgressFilter {
             let verdict = if found.whole {
                 check(&found.value, &allow)
             } else {
-                check_found(&found.value, &allow)
+                check_found(&found.value, &allow, true)
             };
             let Err(rule) = verdict else { continue };
             // Never the value itself, nor a path through the arguments'
@@ -1409,7 +1414,7 @@ mod differential_tests {
             assert_eq!(check(v, &[]), Err(AMBIGUOUS), "{v}");
             assert_eq!(check(v, &example), Err(AMBIGUOUS), "{v}");
             assert!(url_like(v), "{v}");
-            assert_eq!(check_found(v, &[]), Err(AMBIGUOUS), "{v}");
+            assert_eq!(check_found(v, &[], true), Err(AMBIGUOUS), "{v}");
         }
     }
 
@@ -1620,44 +1625,50 @@ mod differential_tests {
         }
         // Text around a URL is refused, named by the URL's refusal.
         assert_eq!(
-            check_found("see http://127.0.0.1/ now", &[]),
+            check_found("see http://127.0.0.1/ now", &[], true),
             Err("ssrf_loopback")
         );
         assert_eq!(
-            check_found("see http:\\\\127.0.0.1\\ now", &[]),
+            check_found("see http:\\\\127.0.0.1\\ now", &[], true),
             Err(AMBIGUOUS)
         );
         assert_eq!(
-            check_found("see xhttp://10.0.0.1/", &[]),
+            check_found("see xhttp://10.0.0.1/", &[], true),
             Err("ssrf_private")
         );
         // Resource identifiers are prose; network URLs of any scheme are not.
-        assert_eq!(check_found("test://example-resource", &[]), Ok(()));
+        assert_eq!(check_found("test://example-resource", &[], true), Ok(()));
         assert_eq!(
-            check_found("see file:///etc/hosts and urn://x", &[]),
+            check_found("see file:///etc/hosts and urn://x", &[], false),
             Ok(())
         );
+        // In arguments a URL client reads a local file: refused there.
         assert_eq!(
-            check_found("gopher://2130706433:6379/_x", &[]),
+            check_found("file:///etc/passwd", &[], true),
+            Err("egress_scheme")
+        );
+        assert_eq!(
+            check_found("gopher://2130706433:6379/_x", &[], true),
             Err("ssrf_loopback")
         );
         assert_eq!(
             check_found(
                 "a://1 b://2 c://3 d://4 e://5 f://6 g://7 h://8 i://9 http://10.0.0.1/",
-                &[]
+                &[],
+                true
             ),
             Err("ssrf_private"),
             "resource identifiers never crowd out a network URL"
         );
         assert_eq!(
-            check_found("see https://example.org/ now", &[]),
+            check_found("see https://example.org/ now", &[], true),
             Err("egress_unparsable_url")
         );
-        assert_eq!(check_found("https://example.org/ now", &[]), Ok(()));
+        assert_eq!(check_found("https://example.org/ now", &[], true), Ok(()));
         // Many embedded candidates: bounded work.
         let flood = ".http:/".repeat(100_000);
         assert!(url_like(&flood));
-        assert!(check_found(&flood, &[]).is_err());
+        assert!(check_found(&flood, &[], true).is_err());
     }
 
     fn filter(detect: bool) -> EgressFilter {

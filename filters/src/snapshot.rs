@@ -207,6 +207,16 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Shared state whose sealers use `secret` (an install's own, so that a
+    /// restarted process opens the handles its predecessor sealed).
+    pub fn with_secret(secret: &[u8]) -> Arc<Shared> {
+        let mut s = Arc::into_inner(Shared::new()).expect("fresh");
+        s.task_sealer = Arc::new(crate::tasks::TaskSealer::new(secret));
+        s.state_sealer = Arc::new(crate::mrtr::StateSealer::new(secret));
+        s.handle_sealer = Arc::new(crate::handles::HandleSealer::new(secret));
+        Arc::new(s)
+    }
+
     pub fn new() -> Arc<Shared> {
         Arc::new(Shared {
             quotas: Arc::new(crate::quota::QuotaTables::new(1_000_000)),

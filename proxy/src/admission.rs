@@ -194,7 +194,12 @@ pub async fn admit(
         }
     }
     let server = &cfg.servers[route.server];
-    let legacy_sealed = unseal_session(ctx, &server.name)?;
+    // A session id that does not open is refused with the session checks,
+    // last, so that a request refused for what it carries says so.
+    let (legacy_sealed, unopened) = match unseal_session(ctx, &server.name) {
+        Ok(legacy) => (legacy, None),
+        Err(r) => (false, Some(r)),
+    };
     ctx.resume_from = open_resume_id(ctx, req, &server.name)?;
 
     // What goes upstream beside the body (headers, URL), before anything
@@ -239,6 +244,9 @@ pub async fn admit(
     }
     // Last of the checks that read nothing but the header, so that a
     // request refused for what it carries says so.
+    if let Some(r) = unopened {
+        return Err(r);
+    }
     check_sessions(gw, ctx, &server.name, legacy_sealed)?;
     Ok(match ctx.exchange {
         ExchangeKind::Post => Admitted::Post,

@@ -35,6 +35,20 @@ struct Key {
 }
 
 /// Signs identity assertions with the key of the current period.
+/// The call an assertion is for: a captured assertion replayed on another
+/// request (another method, tool or arguments) is told apart by a verifier
+/// that compares `req_sha256` with the SHA-256 of the body it received
+/// (the exact bytes the gateway forwarded), and `jti` (one per assertion)
+/// with those it has seen.
+#[derive(Debug, Default)]
+pub struct CallBinding<'a> {
+    pub method: Option<&'a str>,
+    /// The tool or prompt name, or the resource URI.
+    pub name: Option<&'a str>,
+    /// The forwarded body (`None` for a GET or DELETE).
+    pub body: Option<&'a [u8]>,
+}
+
 pub struct Signer {
     master: [u8; 32],
     issuer: String,
@@ -123,12 +137,13 @@ impl Signer {
     }
 
     /// A signed assertion for one call of `principal` to the server that
-    /// `a` describes.
+    /// `a` describes, bound to that call (see [`CallBinding`]).
     pub fn mint(
         &self,
         a: &IdentityAssertion,
         principal: &Principal,
         trace_id: Option<&str>,
+        call: &CallBinding<'_>,
         now: SystemTime,
     ) -> String {
         let t = secs(now);
@@ -155,6 +170,15 @@ impl Signer {
         }
         if let Some(t) = trace_id {
             claims["trace_id"] = t.into();
+        }
+        if let Some(m) = call.method {
+            claims["mcp_method"] = m.into();
+        }
+        if let Some(n) = call.name {
+            claims["mcp_name"] = n.into();
+        }
+        if let Some(b) = call.body {
+            claims["req_sha256"] = hex::encode(Sha256::digest(b)).into();
         }
         let signing_input = format!(
             "{}.{}",
@@ -241,8 +265,18 @@ mod tests {
         p.attributes
             .insert("iss".into(), "https://idp.example".into());
         let t0 = UNIX_EPOCH + Duration::from_secs(3600 * 1000 + 3590);
-        let token = s.mint(&a, &p, Some("abc"), t0);
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy"}}"#;
+        let call = CallBinding {
+            method: Some("tools/call"),
+            name: Some("deploy"),
+            body: Some(body),
+        };
+        let token = s.mint(&a, &p, Some("abc"), &call, t0);
         let claims = verify(&s.jwks(t0), &token);
+        // Bound to the call: method, tool and the digest of the exact body.
+        assert_eq!(claims["mcp_method"], "tools/call");
+        assert_eq!(claims["mcp_name"], "deploy");
+        assert_eq!(claims["req_sha256"], hex::encode(Sha256::digest(body)));
         assert_eq!(claims["sub"], "alice");
         assert_eq!(claims["aud"], "https://jira.internal/mcp");
         assert_eq!(claims["iss"], "https://gw.example");
@@ -255,7 +289,7 @@ mod tests {
         // Twenty seconds later the key rotated; the JWKS a verifier fetched
         // before still holds the new key, and the new JWKS the old one.
         let t1 = t0 + Duration::from_secs(20);
-        let next = s.mint(&a, &p, None, t1);
+        let next = s.mint(&a, &p, None, &CallBinding::default(), t1);
         verify(&s.jwks(t0), &next);
         verify(&s.jwks(t1), &token);
         // Replicas sharing the fleet secret sign alike; others do not.
@@ -275,6 +309,10 @@ mod tests {
         .expect("header");
         assert!(!kids.contains(&header["kid"]));
         // Every assertion is unique.
-        assert_ne!(s.mint(&a, &p, None, t0), s.mint(&a, &p, None, t0));
+        let none = CallBinding::default();
+        assert_ne!(
+            s.mint(&a, &p, None, &none, t0),
+            s.mint(&a, &p, None, &none, t0)
+        );
     }
 }

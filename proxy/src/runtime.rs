@@ -275,10 +275,12 @@ fn adopt_fleet_settings(rt: &mut Runtime, before: Option<&Runtime>) {
                 .ok()
         }),
     };
-    let sealer = cfg
-        .session_seal
-        .as_ref()
-        .and_then(|s| crate::seal::Sealer::new(s.expose()));
+    // The fleet's secret, else this install's: sessions outlive a restart
+    // and a binary upgrade either way.
+    let sealer = match cfg.session_seal.as_ref() {
+        Some(s) => crate::seal::Sealer::new(s.expose()),
+        None => crate::seal::install_secret().and_then(crate::seal::Sealer::new),
+    };
     let kept_sealer = before
         .and_then(|b| b.sealer.clone())
         .filter(|k| sealer.as_ref().map(|s| s.id) == Some(k.id));

@@ -18,6 +18,60 @@ use warden_filters::token::{TokenKey, NONCE_LEN};
 const PREFIX: &str = "ws1.";
 const AAD: &[u8] = b"warden session v1";
 
+/// This install's own sealing secret (`<state dir>/install.key`): what seals
+/// session ids, task ids, cursors, event ids and multi-round-trip state
+/// when the bundle names no fleet secret, so that every process of one
+/// install (a restart, a binary upgrade) opens what another issued.
+static INSTALL_SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The install's secret, once [`load_install_secret`] ran.
+pub fn install_secret() -> Option<&'static str> {
+    INSTALL_SECRET.get().map(String::as_str)
+}
+
+/// Reads `<state_dir>/install.key`, creating it (32 random bytes, hex,
+/// mode 0600) on the install's first start. Two processes starting at once
+/// agree: the file is created exclusively, and a reader waits for the
+/// writer's bytes. A key that is not 64 hex digits is an error, never
+/// replaced (it may be what the running fleet's sessions are sealed with).
+pub fn load_install_secret(state_dir: &std::path::Path) -> std::io::Result<&'static str> {
+    use std::io::Write;
+    std::fs::create_dir_all(state_dir)?;
+    let path = state_dir.join("install.key");
+    let mut key = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| std::io::Error::other("no system randomness"))?;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(&path) {
+        Ok(mut f) => {
+            f.write_all(format!("{}\n", hex::encode(key)).as_bytes())?;
+            f.sync_all()?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&path)?;
+        if text.ends_with('\n') {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let text = text.trim();
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not 64 hex digits", path.display()),
+        ));
+    }
+    Ok(INSTALL_SECRET.get_or_init(|| text.to_owned()))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedSession {
     /// The upstream's session id (or a legacy endpoint's original query).

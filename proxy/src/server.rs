@@ -44,7 +44,17 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Where virtual servers call the gateway: `--listen`, else the
     // bundle's listeners at start.
     crate::aggregate::listening_on(&opts.listen, &bundle.config.listeners);
-    let shared = warden_filters::snapshot::Shared::new();
+    // One sealing secret for every process of this install (see `seal`).
+    let shared = match crate::seal::load_install_secret(&opts.source.state_dir) {
+        Ok(secret) => warden_filters::snapshot::Shared::with_secret(secret.as_bytes()),
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                "cannot keep this install's sealing key: sessions and handles end with this process"
+            );
+            warden_filters::snapshot::Shared::new()
+        }
+    };
     let snap = Snapshot::build_shared(&bundle, Vec::new(), &shared).context("compiling bundle")?;
     let cfg = snap.config.clone();
     let rt = Runtime::new(snap).context("building upstream pools")?;

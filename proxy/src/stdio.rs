@@ -131,6 +131,7 @@ pub fn bridge_for(server: &Server) -> std::io::Result<SocketAddr> {
         .clone();
     let shared = Arc::new(Shared {
         server: server.name.clone(),
+        read: server.timeouts.read,
         cfg: cfg.clone(),
         secret: secret.clone(),
         sessions: Mutex::new(HashMap::new()),
@@ -185,6 +186,9 @@ pub fn secret_for(addr: SocketAddr) -> Option<String> {
 
 struct Shared {
     server: String,
+    /// How long a request waits for the process's next message before it
+    /// is answered with an error (the server's `timeouts.read`).
+    read: Duration,
     cfg: Stdio,
     secret: String,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
@@ -510,11 +514,7 @@ impl Shared {
         let mut junk = 0u64;
         loop {
             line.clear();
-            let n = match (&mut r)
-                .take(MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut line)
-                .await
-            {
+            let n = match Self::read_message(&mut r, &mut line, MAX_LINE + 1).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
@@ -536,6 +536,46 @@ impl Shared {
                             pid = child.pid,
                             "stdio server wrote a line that is not JSON: dropped ({junk} so far)"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads one message line into `line`: up to LF, CR or CRLF (a process that
+    /// ends its messages with CR alone is read as a line-oriented reader with
+    /// universal newlines reads it), at most `max` bytes. 0 at the end.
+    async fn read_message<R: tokio::io::AsyncBufRead + Unpin>(
+        r: &mut R,
+        line: &mut Vec<u8>,
+        max: usize,
+    ) -> std::io::Result<usize> {
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            let buf = r.fill_buf().await?;
+            if buf.is_empty() {
+                return Ok(line.len());
+            }
+            // A CR that ended the last message, and an LF after it (CRLF).
+            if line.is_empty() && buf[0] == b'\n' {
+                r.consume(1);
+                continue;
+            }
+            match memchr::memchr2(b'\n', b'\r', buf) {
+                Some(i) => {
+                    line.extend_from_slice(&buf[..i]);
+                    r.consume(i + 1);
+                    if line.is_empty() {
+                        continue;
+                    }
+                    return Ok(line.len());
+                }
+                None => {
+                    let n = buf.len();
+                    line.extend_from_slice(buf);
+                    r.consume(n);
+                    if line.len() >= max {
+                        return Ok(line.len());
                     }
                 }
             }
@@ -732,6 +772,7 @@ impl Shared {
         *lock(&session.last_used) = Instant::now();
         let (tx, rx) = mpsc::channel(STREAM_DEPTH);
         let mut requests = 0usize;
+        let mut asked: Vec<u64> = Vec::new();
         for m in messages.iter_mut() {
             let method = member::<String>(m, "method");
             let id = member::<Value>(m, "id");
@@ -750,6 +791,7 @@ impl Shared {
                     );
                     set_member(m, "id", &json!(bid));
                     requests += 1;
+                    asked.push(bid);
                 }
                 (false, Some(id)) => {
                     // The client's answer to a server→client request.
@@ -795,7 +837,17 @@ impl Shared {
         if requests == 0 {
             return crate::loopback::plain(StatusCode::ACCEPTED, "");
         }
-        sse(rx, Some(requests), initialize.then_some(session_id))
+        let deadline = Deadline {
+            after: self.read,
+            child: child.clone(),
+            asked,
+            server: self.server.clone(),
+        };
+        sse(
+            rx,
+            Some((requests, deadline)),
+            initialize.then_some(session_id),
+        )
     }
 
     /// A new session (and, in session mode, its process) for `owner`.
@@ -908,20 +960,65 @@ fn json_error(status: StatusCode, id: Option<Value>, message: &str) -> Response<
     crate::loopback::json(status, None, v.to_string())
 }
 
-/// An SSE response of what arrives on `rx`, ending after `responses`
-/// responses (never, for a GET stream).
+/// When a POST's requests stop waiting for the process: after `after`
+/// without a message from it (a process that stopped, or one whose
+/// messages never end a line), each request still unanswered is answered
+/// with an error that names the server, and forgotten.
+struct Deadline {
+    after: Duration,
+    child: Arc<Child>,
+    asked: Vec<u64>,
+    server: String,
+}
+
+impl Deadline {
+    /// The errors for the requests still waiting (their client ids).
+    fn expire(&self) -> Vec<Value> {
+        let mut pending = lock(&self.child.pending);
+        self.asked
+            .iter()
+            .filter_map(|bid| pending.remove(bid))
+            .map(|p| {
+                json!({"jsonrpc": "2.0", "id": p.id, "error": {
+                    "code": -32001,
+                    "message": format!("MCP server `{}` did not answer in time", self.server),
+                }})
+            })
+            .collect()
+    }
+}
+
+/// An SSE response of what arrives on `rx`, ending after the POST's
+/// responses (never, for a GET stream), or at its deadline.
 fn sse(
     rx: mpsc::Receiver<Value>,
-    responses: Option<usize>,
+    responses: Option<(usize, Deadline)>,
     session: Option<String>,
 ) -> Response<Body> {
     let stream = futures_util::stream::unfold((rx, responses), |(mut rx, left)| async move {
-        if left == Some(0) {
-            return None;
-        }
-        let v = rx.recv().await?;
+        let v = match &left {
+            Some((0, _)) => return None,
+            Some((_, deadline)) => {
+                match tokio::time::timeout(deadline.after, rx.recv()).await {
+                    Ok(v) => v?,
+                    Err(_) => {
+                        // Every request still waiting is answered at once.
+                        let errors = deadline.expire();
+                        if errors.is_empty() {
+                            return None;
+                        }
+                        let text: String = errors
+                            .iter()
+                            .map(|e| format!("event: message\ndata: {e}\n\n"))
+                            .collect();
+                        return Some((Bytes::from(text), (rx, left.map(|(_, d)| (0, d)))));
+                    }
+                }
+            }
+            None => rx.recv().await?,
+        };
         let is_response = v.get("result").is_some() || v.get("error").is_some();
-        let left = left.map(|n| if is_response { n - 1 } else { n });
+        let left = left.map(|(n, d)| (if is_response { n - 1 } else { n }, d));
         let event = Bytes::from(format!("event: message\ndata: {v}\n\n"));
         Some((event, (rx, left)))
     });

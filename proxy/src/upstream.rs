@@ -140,10 +140,28 @@ impl<'a> Rewrite<'a> {
         // (see `assertion`).
         if let (Some(a), Some(signer)) = (&server.assertion, rt.assertions.as_deref()) {
             let trace = ctx.trace_hex();
+            // Bound to this call: a verifier that hashes the body it got
+            // refuses the assertion replayed on any other request.
+            let forwarded = ctx.plan.as_ref().and_then(|p| {
+                p.records.iter().find(|r| {
+                    r.kind == Some(warden_filters::jsonrpc::Kind::Request)
+                        && matches!(
+                            r.outcome,
+                            warden_filters::plan::Outcome::Forwarded
+                                | warden_filters::plan::Outcome::Mutated { .. }
+                        )
+                })
+            });
+            let call = crate::assertion::CallBinding {
+                method: forwarded.and_then(|r| r.method.as_deref()),
+                name: forwarded.and_then(|r| r.target.as_deref()),
+                body: ctx.body.as_deref(),
+            };
             let jwt = signer.mint(
                 a,
                 &ctx.principal,
                 trace.as_deref(),
+                &call,
                 std::time::SystemTime::now(),
             );
             let value = if a.header == "authorization" {

@@ -665,38 +665,41 @@ async fn legacy_replies_are_judged_by_the_request_they_answer() {
         ]),
         Reply::accepted(),
     ]);
-    let url = gw.url("/mock/sse");
-    let stream = tokio::spawn(async move {
-        request(
-            &url,
-            "GET",
-            &[("accept", "text/event-stream")],
-            Default::default(),
-            false,
-        )
-        .await
-    });
-    for _ in 0..500 {
-        if !h.received().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let (s, mut stream) =
+        warden_tests::Streaming::get(&gw.url("/mock/sse"), &[("accept", "text/event-stream")])
+            .await
+            .expect("get");
+    assert_eq!(s, 200);
+    assert!(
+        stream
+            .until("\n\n", std::time::Duration::from_secs(10))
+            .await
+    );
+    // The endpoint the client is given: the server's, under the route's
+    // prefix, its query sealed for this principal (see `seal`).
+    let endpoint = stream
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("endpoint")
+        .to_owned();
+    assert!(
+        endpoint.starts_with("/mock/messages/?ws=ws1.") && !endpoint.contains("abc"),
+        "{endpoint}"
+    );
     let (s, _, _) = post_with(
         &gw,
-        "/mock/messages/?session_id=abc",
+        &endpoint,
         &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}).to_string(),
         &[],
     )
     .await;
     assert_eq!(s, 202);
-    let (s, _, b) = stream.await.expect("join").expect("get");
-    assert_eq!(s, 200);
-    let text = String::from_utf8_lossy(&b).into_owned();
-    assert!(
-        text.contains("data: /mock/messages/?session_id=abc"),
-        "{text}"
-    );
+    assert!(h
+        .received()
+        .iter()
+        .any(|r| r.method == "POST" && r.path == "/messages/?session_id=abc"));
+    let text = stream.rest(std::time::Duration::from_secs(10)).await;
     let msgs: Vec<Value> = messages(&text)
         .into_iter()
         .filter(|m| m.is_object())
@@ -2139,7 +2142,8 @@ async fn secrets_beside_the_body_are_judged() {
     let blocked: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("/mock/mcp", vec![("x-note", AKIA)]),
         ("/mock/mcp", vec![("user-agent", ua.as_str())]),
-        // An unsealed session id goes upstream as the client wrote it.
+        // A session id that does not open is judged as it was written
+        // (it is refused as unknown after what it carries).
         ("/mock/mcp", vec![("mcp-session-id", AKIA)]),
         // A header is read as `name: value`, as a server logs it.
         ("/mock/mcp", vec![("x-password", "Zx9kLm2Qp7vWr4Tn")]),

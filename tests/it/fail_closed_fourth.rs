@@ -426,7 +426,7 @@ async fn network_uris_are_judged_wherever_mcp_carries_them() {
         json!({"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"p",
             "arguments":{"resourceUri":"test://example-resource"}}}),
         json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo",
-            "arguments":{"text":"see file:///tmp/report and urn://x"}}}),
+            "arguments":{"text":"see test://report and urn://x"}}}),
     ]
     .into_iter()
     .enumerate()
@@ -436,4 +436,116 @@ async fn network_uris_are_judged_wherever_mcp_carries_them() {
         let (_, _, text) = post_with(&gw, &msg.to_string(), &[]).await;
         assert_eq!(h.received().len(), 1, "identifier {i} was refused: {text}");
     }
+}
+
+/// A hidden resource and one the server does not know answer alike: the
+/// same status, code, message and data (but for the URI asked for).
+#[tokio::test(flavor = "multi_thread")]
+async fn hidden_and_unknown_resources_answer_alike() {
+    let policy = r#"package warden.authz
+import rego.v1
+decision := {"allow": false, "reason": "hidden"} if {
+	input.request.method == "resources/read"
+	startswith(input.request.resource_uri, "secret://")
+} else := {"allow": true, "reason": "ok"}
+"#;
+    let (h, gw) = setup_with(BUNDLE, policy).await;
+    for version in ["2025-06-18", "2026-07-28"] {
+        let ask = |uri: &str| {
+            json!({"jsonrpc":"2.0","id":7,"method":"resources/read","params":{"uri":uri}})
+                .to_string()
+        };
+        let mut hs = vec![("mcp-protocol-version", version)];
+        if version == "2026-07-28" {
+            hs.push(("mcp-method", "resources/read"));
+        }
+        let mut answers = Vec::new();
+        for (uri, server_says) in [
+            ("secret://payroll", None),
+            (
+                "secret2://nothing",
+                Some(json!({"code":-32602,"message":"Unknown resource: secret2://nothing"})),
+            ),
+            (
+                "secret3://nothing",
+                Some(
+                    json!({"code":-32002,"message":"Resource not found","data":{"uri":"secret3://nothing","why":"no row"}}),
+                ),
+            ),
+        ] {
+            h.reset();
+            if let Some(e) = server_says {
+                // Servers of 2026-07-28 send invalid-params errors with 400.
+                let status = if version == "2026-07-28" { 400 } else { 200 };
+                h.script([Reply::typed(
+                    status,
+                    Some("application/json"),
+                    &json!({"jsonrpc":"2.0","id":7,"error":e}).to_string(),
+                )]);
+            }
+            let mut hs = hs.clone();
+            if version == "2026-07-28" {
+                hs.push(("mcp-name", uri));
+            }
+            let (s, _, text) = post_with(&gw, &ask(uri), &hs).await;
+            let mut err = messages(&text)[0]["error"].clone();
+            assert_eq!(err["data"]["uri"], uri, "{text}");
+            err["data"]["uri"] = json!("-");
+            answers.push((s, err));
+        }
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "{version}: hidden and unknown differ: {answers:?}"
+        );
+    }
+}
+
+/// A stdio server that ends its messages with CR alone is read; one that
+/// stops answering has each waiting call answered with an error naming it
+/// once the server's read timeout passes, never held for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stdio_server_that_stalls_or_frames_with_cr_never_holds_a_call() {
+    let server = warden_tests::root().join("tests/peers/cr_stdio_server.py");
+    let yaml = format!(
+        "version: 1\nservice_groups:\n  - name: local\n    servers:\n      - name: cr\n        timeouts: {{read: 2s}}\n        stdio: {{command: /usr/bin/python3, args: [\"{}\"]}}\nroutes:\n  - {{prefix: /cr, server: cr}}\n",
+        server.display()
+    );
+    let gw = Gateway::start(&yaml, false).expect("gateway");
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},
+        "clientInfo":{"name":"probe","version":"1"}}});
+    let (s, hs, text) = warden_tests::post_text(&gw, "/cr/mcp", &init.to_string(), &[]).await;
+    assert_eq!(s, 200, "{text}");
+    assert_eq!(
+        messages(&text)[0]["result"]["serverInfo"]["name"],
+        "cr",
+        "a CR-framed answer was not read: {text}"
+    );
+    let sid = header(&hs, "mcp-session-id").expect("session").to_owned();
+    let in_session = [
+        ("mcp-session-id", sid.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let call = |name: &str, id: u64| {
+        json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":name,"arguments":{}}})
+            .to_string()
+    };
+    let (_, _, text) = warden_tests::post_text(&gw, "/cr/mcp", &call("echo", 1), &in_session).await;
+    assert_eq!(
+        messages(&text)[0]["result"]["content"][0]["text"],
+        "cr answer",
+        "{text}"
+    );
+    let started = std::time::Instant::now();
+    let (s, _, text) = warden_tests::post_text(&gw, "/cr/mcp", &call("hang", 2), &in_session).await;
+    assert_eq!(s, 200, "{text}");
+    let v = &messages(&text)[0];
+    assert_eq!(v["id"], 2, "{text}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`cr`")),
+        "{text}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(25));
 }

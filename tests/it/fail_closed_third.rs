@@ -34,7 +34,8 @@ async fn setup() -> (Hostile, Gateway) {
 }
 
 /// Opens a session for `who` (the hostile server issues `sid`).
-async fn open_session(h: &Hostile, gw: &Gateway, who: (&str, &str), sid: &str) {
+/// Returns the id the client holds (sealed for it: see `seal`).
+async fn open_session(h: &Hostile, gw: &Gateway, who: (&str, &str), sid: &str) -> String {
     h.script([Reply::json(
         &json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18",
             "capabilities":{},"serverInfo":{"name":"s","version":"1"}}})
@@ -46,7 +47,9 @@ async fn open_session(h: &Hostile, gw: &Gateway, who: (&str, &str), sid: &str) {
         "clientInfo":{"name":"probe","version":"1"}}});
     let (s, hs, text) = post_with(gw, &init.to_string(), &[who]).await;
     assert_eq!(s, 200, "{text}");
-    assert_eq!(header(&hs, "mcp-session-id"), Some(sid));
+    let held = header(&hs, "mcp-session-id").expect("session").to_owned();
+    assert!(held.starts_with("ws1.") && !held.contains(sid), "{held}");
+    held
 }
 
 /// The developer's GET stream of session `sid`: status and body text.
@@ -135,8 +138,8 @@ async fn a_batch_never_names_two_requests_with_one_id() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reused_id_never_relabels_a_sessions_replies() {
     let (h, gw) = setup().await;
-    open_session(&h, &gw, DEV, "sess-r").await;
-    let session = [DEV, ("mcp-session-id", "sess-r")];
+    let r = open_session(&h, &gw, DEV, "sess-r").await;
+    let session = [DEV, ("mcp-session-id", r.as_str())];
     let list = json!({"jsonrpc":"2.0","id":7,"method":"tools/list"}).to_string();
     // The list, on an SSE reply: filtered (`purge` is not the caller's).
     for attempt in ["first", "the same request again"] {
@@ -163,18 +166,18 @@ async fn a_reused_id_never_relabels_a_sessions_replies() {
         "the reused id reached the server"
     );
     // Another principal's session keeps its own ids.
-    open_session(&h, &gw, OPS, "sess-o").await;
+    let o = open_session(&h, &gw, OPS, "sess-o").await;
     h.script([Reply::json(
         &json!({"jsonrpc":"2.0","id":7,"result":{}}).to_string(),
     )]);
-    let (s, _, text) = post_with(&gw, &ping, &[OPS, ("mcp-session-id", "sess-o")]).await;
+    let (s, _, text) = post_with(&gw, &ping, &[OPS, ("mcp-session-id", o.as_str())]).await;
     assert_eq!(s, 200, "{text}");
     // The stream replayed: still judged as the list it answers.
     h.script([Reply::sse(&[&format!(
         "id: ev-1\nevent: message\ndata: {}\n\n",
         tools_reply(7)
     )])]);
-    let (s, text) = get_stream(&gw, "sess-r", &[("last-event-id", "ev-0")]).await;
+    let (s, text) = get_stream(&gw, &r, &[("last-event-id", "ev-0")]).await;
     assert_eq!(s, 200, "{text}");
     assert!(text.contains("\"echo\""), "{text}");
     assert!(
@@ -186,7 +189,7 @@ async fn a_reused_id_never_relabels_a_sessions_replies() {
 #[tokio::test(flavor = "multi_thread")]
 async fn replies_to_nothing_on_a_stream_never_carry_raw_handles() {
     let (h, gw) = setup().await;
-    open_session(&h, &gw, DEV, "sess-h").await;
+    let sh = open_session(&h, &gw, DEV, "sess-h").await;
     let events: Vec<String> = [
         json!({"jsonrpc":"2.0","id":777,"result":{"task":{"taskId":"RAW-TASK-1","status":"working",
             "createdAt":"2026-11-22T10:00:00Z"}}}),
@@ -203,7 +206,7 @@ async fn replies_to_nothing_on_a_stream_never_carry_raw_handles() {
     .collect();
     let refs: Vec<&str> = events.iter().map(String::as_str).collect();
     h.script([Reply::sse(&refs)]);
-    let (s, text) = get_stream(&gw, "sess-h", &[]).await;
+    let (s, text) = get_stream(&gw, &sh, &[]).await;
     assert_eq!(s, 200, "{text}");
     assert!(!text.contains("RAW-"), "an unsealed handle passed: {text}");
 }
@@ -244,14 +247,16 @@ async fn a_session_the_gateway_does_not_know_is_no_session() {
     let ping = json!({"jsonrpc":"2.0","id":1,"method":"ping"}).to_string();
     let (s, _, text) = post_with(&gw, &ping, &[DEV, ("mcp-session-id", "never-issued")]).await;
     assert_eq!(s, 404, "{text}");
-    open_session(&h, &gw, DEV, "sess-k").await;
+    let k = open_session(&h, &gw, DEV, "sess-k").await;
+    let upper = k.to_uppercase();
     let before = h.received().len();
     // Another spelling of a known id (servers that parse ids as UUIDs fold
     // case) is not that session either.
     for (who, sid, want) in [
-        (OPS, "SESS-K", 404),
-        (DEV, "SESS-K", 404),
-        (OPS, "sess-k", 403),
+        (OPS, upper.as_str(), 404),
+        (DEV, upper.as_str(), 404),
+        (DEV, "sess-k", 404),
+        (OPS, k.as_str(), 403),
     ] {
         let (s, _, text) = post_with(&gw, &ping, &[who, ("mcp-session-id", sid)]).await;
         assert_eq!(s, want, "{sid}: {text}");
@@ -357,10 +362,10 @@ async fn the_servers_free_text_beside_the_status_never_passes() {
     );
     assert!(!text.contains("4111"), "{text}");
     // Interim replies on a stream: neither passed on nor read.
-    open_session(&h, &gw, DEV, "sess-i").await;
+    let si = open_session(&h, &gw, DEV, "sess-i").await;
     h.script([Reply::sse(&["event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"ok\"}}\n\n"])
         .after_interim(103, &[("link", "</evil>; rel=preload"), ("mcp-session-id", "evil-1")])]);
-    let get = "GET /mock/mcp HTTP/1.1\r\nHost: gw\r\nAccept: text/event-stream\r\nx-api-key: wk_demo_dev_7Qm2\r\nmcp-session-id: sess-i\r\nmcp-protocol-version: 2025-06-18\r\nConnection: close\r\n\r\n";
+    let get = format!("GET /mock/mcp HTTP/1.1\r\nHost: gw\r\nAccept: text/event-stream\r\nx-api-key: wk_demo_dev_7Qm2\r\nmcp-session-id: {si}\r\nmcp-protocol-version: 2025-06-18\r\nConnection: close\r\n\r\n");
     let text = raw(&gw, get.as_bytes()).await;
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(!text.contains("103") && !text.contains("evil"), "{text}");

@@ -306,6 +306,9 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// The gateway's `--state-dir` (its install key among others), unless
+    /// the test gave one.
+    pub state: tempfile::TempDir,
     /// Every line the gateway wrote to stderr so far.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -340,6 +343,7 @@ impl Gateway {
             }
             std::fs::write(path, data)?;
         }
+        let state = tempfile::tempdir()?;
         for attempt in 0..5 {
             let port = free_port();
             let admin_port = free_port();
@@ -362,6 +366,9 @@ impl Gateway {
                 cmd.args(["--listen", &addr.to_string()]);
             }
             cmd.args(extra_args);
+            if !extra_args.contains(&"--state-dir") {
+                cmd.arg("--state-dir").arg(state.path());
+            }
             if !extra_args.contains(&"--audit") {
                 cmd.arg("--audit").arg(dir.path().join("audit.jsonl"));
             }
@@ -417,6 +424,7 @@ impl Gateway {
                 addr,
                 admin,
                 dir,
+                state,
                 log,
             };
             if wait_ready {
@@ -566,6 +574,61 @@ pub async fn request(
         .context("body timed out")??
         .to_bytes();
     Ok((status, hs, body))
+}
+
+/// An open response body read as it arrives (an SSE stream).
+pub struct Streaming {
+    body: hyper::body::Incoming,
+    /// Everything read so far.
+    pub text: String,
+}
+
+impl Streaming {
+    /// GETs `url` and returns the status and the open body.
+    pub async fn get(url: &str, headers: &[(&str, &str)]) -> Result<(u16, Streaming)> {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut req = http::Request::builder().method("GET").uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.request(req.body(Full::new(Bytes::new()))?),
+        )
+        .await
+        .context("request timed out")??;
+        let status = resp.status().as_u16();
+        Ok((
+            status,
+            Streaming {
+                body: resp.into_body(),
+                text: String::new(),
+            },
+        ))
+    }
+
+    /// Reads until the text holds `needle` (true), the body ends or
+    /// `within` passes (false).
+    pub async fn until(&mut self, needle: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.text.contains(needle) {
+            match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Ok(Some(Ok(f))) => {
+                    if let Ok(d) = f.into_data() {
+                        self.text.push_str(&String::from_utf8_lossy(&d));
+                    }
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Reads to the end of the body (or for at most `within`).
+    pub async fn rest(mut self, within: Duration) -> String {
+        self.until("\u{0}never", within).await;
+        self.text
+    }
 }
 
 /// POSTs a JSON body to an MCP endpoint the way SDK clients do.
