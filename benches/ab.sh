@@ -81,7 +81,7 @@ y = "".join(s for s in sections if not any(s.startswith(d + ":") for d in drop i
 open(path, "w").write(y)
 PY
     admin="$(free_port)"
-    taskset -c 0 "$bin" run --bundle "$TMP/$name" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
+    taskset -c 0 "$bin" run --bundle "$TMP/$name" --state-dir "$TMP/state-$name" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
       --threads 1 --audit "$TMP/$name.audit.jsonl" 2>"$TMP/$name.err" &
     PID[$name]=$!; PIDS="$PIDS $!"; URL[$name]="http://127.0.0.1:$port/mock/mcp"
     for _ in $(seq 200); do curl -sf "127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.05; done

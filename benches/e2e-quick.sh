@@ -29,7 +29,7 @@ routes: [{prefix: /mock, server: mock}]
 YAML
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 APORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-taskset -c 0 ./target/perf/warden run --bundle "$TMP/bundle" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$APORT" --threads 1 2>"$TMP/warden.err" & PIDS="$PIDS $!"
+taskset -c 0 ./target/perf/warden run --bundle "$TMP/bundle" --state-dir "$TMP/state" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$APORT" --threads 1 2>"$TMP/warden.err" & PIDS="$PIDS $!"
 for _ in $(seq 200); do curl -sf "127.0.0.1:$APORT/readyz" >/dev/null && break; sleep 0.05; done
 PPORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 taskset -c 0 ./target/perf/pingora-passthrough "127.0.0.1:$PPORT" "$MOCK" 1 2>/dev/null & PIDS="$PIDS $!"

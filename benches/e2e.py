@@ -122,7 +122,8 @@ def warden(name, cache_capacity=None, threads=1, cores="0"):
     port, admin = free_port(), free_port()
     p = start([os.path.join(REL, "warden"), "run", "--bundle", bundle(name, cache_capacity),
                "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}", "--threads", str(threads),
-               "--audit", os.path.join(tmp, f"{name}-audit.jsonl")], cores, name)
+               "--audit", os.path.join(tmp, f"{name}-audit.jsonl"),
+               "--state-dir", os.path.join(tmp, f"{name}-state")], cores, name)
     wait_port(port, name)
     return p, f"http://127.0.0.1:{port}/mock/mcp"
 

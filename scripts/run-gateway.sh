@@ -48,4 +48,11 @@ case " $* " in
     echo "[run] audit trail: $ROOT/target/demo/audit.jsonl (check it: target/release/warden audit verify target/demo/audit.jsonl)" >&2
     ;;
 esac
-./target/release/warden run --bundle "$BUNDLE" "${AUDIT[@]}" "$@"
+# The install's state (its sealing key: sessions survive a restart) lives
+# under target/ too, never in the working tree.
+STATE=()
+case " $* " in
+  *" --state-dir "*) ;;
+  *) STATE=(--state-dir "$ROOT/target/demo/state") ;;
+esac
+./target/release/warden run --bundle "$BUNDLE" "${AUDIT[@]}" "${STATE[@]}" "$@"

@@ -78,6 +78,7 @@ async fn binary_upgrade_under_load_fails_nothing() {
     let dir = old.dir.path();
     let mut new = successor(
         dir,
+        old.state.path(),
         &old.addr.to_string(),
         &old.admin.to_string(),
         &sock_s,
@@ -159,11 +160,20 @@ async fn binary_upgrade_under_load_fails_nothing() {
 }
 
 /// Starts the next binary waiting for the sockets of the running one.
-fn successor(dir: &std::path::Path, addr: &str, admin: &str, sock: &str, n: usize) -> Proc {
+fn successor(
+    dir: &std::path::Path,
+    state: &std::path::Path,
+    addr: &str,
+    admin: &str,
+    sock: &str,
+    n: usize,
+) -> Proc {
     let child = Command::new(bin("warden"))
         .arg("run")
         .arg("--bundle")
         .arg(dir)
+        .arg("--state-dir")
+        .arg(state)
         .args(["--listen", addr, "--admin", admin])
         .args(["--threads", "2", "--upgrade", "--upgrade-sock", sock])
         .arg("--audit")
@@ -296,13 +306,15 @@ async fn keep_alive_clients_lose_nothing_across_upgrades_in_a_row() {
     let mut raw = Some(raw);
 
     let dir = first.dir.path().to_path_buf();
+    // One install: every generation opens the sessions of the first.
+    let state = first.state.path().to_path_buf();
     let mut old_pid = first.proc.pid();
     let mut first = Some(first);
     let mut generations: Vec<Proc> = Vec::new();
     let mut served = Vec::new();
     const UPGRADES: usize = 4;
     for n in 1..=UPGRADES {
-        let mut new = successor(&dir, &addr, &admin, &sock_s, n);
+        let mut new = successor(&dir, &state, &addr, &admin, &sock_s, n);
         tokio::time::sleep(Duration::from_millis(400)).await;
         let before = ok.load(Ordering::Relaxed);
         let _ = Command::new("kill")
@@ -391,4 +403,61 @@ async fn keep_alive_clients_lose_nothing_across_upgrades_in_a_row() {
         total + 2,
         "one audit record per answered call (+2 raw)"
     );
+}
+
+/// A restart keeps every session: the new process opens the ids the old
+/// one issued (the install's key in its state directory), still bound to
+/// their principal; another install does not know them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_keeps_every_session() {
+    let mock = Mock::start(&["--require-session"]).expect("mock");
+    let yaml = mock_bundle(&[mock.addr], "");
+    let first = Gateway::start(&yaml, true).expect("first");
+    let init = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let mut sessions = Vec::new();
+    for _ in 0..8 {
+        let (s, h, _) = post_json(&first.url("/mock/mcp"), &init[..], &[])
+            .await
+            .expect("init");
+        assert_eq!(s, 200);
+        sessions.push(
+            warden_tests::header(&h, "mcp-session-id")
+                .expect("session")
+                .to_owned(),
+        );
+    }
+    let state = tempfile::tempdir().expect("state");
+    for entry in std::fs::read_dir(first.state.path()).expect("state dir") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), state.path().join(entry.file_name())).expect("copy");
+    }
+    drop(first);
+    let state_arg = state.path().to_str().expect("utf8").to_owned();
+    let again = Gateway::start_with(&yaml, true, &[], &["--state-dir", &state_arg], None)
+        .expect("restarted");
+    let other = Gateway::start(&yaml, true).expect("another install");
+    for (i, sid) in sessions.iter().enumerate() {
+        let h = [
+            ("mcp-session-id", sid.as_str()),
+            ("mcp-protocol-version", "2025-06-18"),
+        ];
+        let (s, _, b) = post_json(
+            &again.url("/mock/mcp"),
+            call(i as u64 + 1, "echo", json!({"text": format!("s{i}")})),
+            &h,
+        )
+        .await
+        .expect("call");
+        let text = String::from_utf8_lossy(&b);
+        assert_eq!(s, 200, "session {i} after the restart: {text}");
+        assert!(text.contains(&format!("s{i}")), "{text}");
+        let (s, _, _) = post_json(
+            &other.url("/mock/mcp"),
+            call(100, "echo", json!({"text": "x"})),
+            &h,
+        )
+        .await
+        .expect("call");
+        assert_eq!(s, 404, "another install opened session {i}");
+    }
 }

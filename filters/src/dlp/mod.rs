@@ -77,6 +77,8 @@ struct CustomAnchors {
 }
 
 pub struct Scanner {
+    /// Secrets glued to a word character before them (see `glued_secrets`).
+    glued: Option<CustomAnchors>,
     pub detectors: Vec<Detector>,
     pre: Prefilter,
     custom: Option<CustomAnchors>,
@@ -155,6 +157,7 @@ impl Scanner {
             });
         }
         pre.finish()?;
+        let glued = glued_secrets(&mut detectors)?;
         let group: Vec<usize> = pre.digit_detectors().iter().map(|&d| d as usize).collect();
         let digit_set = if group.is_empty() {
             None
@@ -239,6 +242,7 @@ impl Scanner {
             detectors,
             pre,
             custom,
+            glued,
             always,
             digit_set,
         })
@@ -248,7 +252,7 @@ impl Scanner {
     /// non-ASCII bytes.
     fn candidates(&self, hay: &[u8], out: &mut Vec<Cand>) -> Seen {
         let seen = self.pre.run(hay, out);
-        if let Some(c) = &self.custom {
+        for c in self.glued.iter().chain(self.custom.iter()) {
             for m in c.ac.find_overlapping_iter(hay) {
                 out.push(Cand {
                     det: c.owner[m.pattern().as_usize()],
@@ -483,6 +487,78 @@ fn first_match(
 
 /// Overlapping hits: secrets win over injection markers over personal data
 /// (a password in a URL is not an e-mail address), then the longer.
+/// Secret detectors whose pattern begins at a word boundary (`\bAKIA…`)
+/// miss a secret glued to a word character before it (`x_AKIA…`,
+/// `1AKIA…`, `keyAKIA…`), which a reader of the text still sees whole. Each
+/// gets a twin without that boundary, woken by its literals anywhere (one
+/// Aho-Corasick pass) and tried anchored where a literal starts: the twin
+/// reports under the detector's own name, and a match both find is one
+/// finding once overlaps are resolved. Literals of two letters (`SK`,
+/// `AC`) are too common inside words to wake a detector anywhere.
+fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<CustomAnchors>, String> {
+    let mut anchors: Vec<String> = Vec::new();
+    let mut owner: Vec<u16> = Vec::new();
+    for s in SPECS {
+        if s.category != Category::Secret {
+            continue;
+        }
+        let (flags, body) = match s.pattern.strip_prefix("(?i)") {
+            Some(rest) => ("(?i)", rest),
+            None => ("", s.pattern),
+        };
+        if !body.starts_with(r"\b") {
+            continue;
+        }
+        let lits: Vec<&str> = s
+            .triggers
+            .iter()
+            .flat_map(|t| match t {
+                detectors::Trigger::Word(l) => l.to_vec(),
+                detectors::Trigger::WordThen(l, _) | detectors::Trigger::WordExact(l, _) => {
+                    l.to_vec()
+                }
+                _ => Vec::new(),
+            })
+            .filter(|l| l.len() >= 3)
+            .collect();
+        if lits.is_empty() {
+            continue;
+        }
+        // Every alternative loses its leading boundary.
+        let unglued = format!("{flags}{}", body[2..].replace(r"|\b", "|"));
+        let (regex, group, max_len, from_start) = compile(s.name, &ascii_pattern(&unglued))?;
+        if max_len.is_none() {
+            continue;
+        }
+        let idx = detectors.len() as u16;
+        detectors.push(Detector {
+            name: s.name.to_owned(),
+            category: s.category,
+            regex,
+            group,
+            validate: s.validate,
+            max_len,
+            from_start,
+            at_anchor: true,
+            dictionary: None,
+        });
+        for l in lits {
+            anchors.push(l.to_owned());
+            owner.push(idx);
+        }
+    }
+    if anchors.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(CustomAnchors {
+        ac: AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(&anchors)
+            .map_err(|e| e.to_string())?,
+        owner,
+    }))
+}
+
 fn resolve_overlaps(detectors: &[Detector], out: &mut Vec<Hit>) {
     let rank = |h: &Hit| match detectors[h.detector].category {
         Category::Secret => 0,
@@ -1020,6 +1096,40 @@ mod tests {
         let found = s.scan_json(raw).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(s.detectors[found[0].1.detector].name, "quoted");
+    }
+
+    /// A secret glued to a word character before it is still a secret.
+    #[test]
+    fn secrets_glued_to_a_word_are_found() {
+        let s = Scanner::new(&[]).expect("scanner");
+        let names = |t: &str| {
+            let mut out = Vec::new();
+            s.scan_str(t, &mut out);
+            out.iter()
+                .map(|h| (s.detectors[h.detector].name.clone(), h.start, h.end))
+                .collect::<Vec<_>>()
+        };
+        for (text, name, at) in [
+            ("x_AKIAIOSFODNN7EXAMPLE", "aws_access_key_id", 2),
+            ("1AKIAIOSFODNN7EXAMPLE", "aws_access_key_id", 1),
+            ("keyAKIAIOSFODNN7EXAMPLE", "aws_access_key_id", 3),
+            (
+                "tok=xghp_0123456789abcdefghijABCDEFGHIJ012345",
+                "github_pat",
+                5,
+            ),
+            ("_glpat-0123456789abcdefABCD", "gitlab_pat", 1),
+        ] {
+            let found = names(text);
+            assert!(
+                found.iter().any(|(n, a, _)| n == name && *a == at),
+                "{text}: {found:?}"
+            );
+            // One finding, not one per reading.
+            assert_eq!(found.len(), 1, "{text}: {found:?}");
+        }
+        assert!(names("AKIAIOSFODNN7EXAMPLE").len() == 1);
+        assert!(names("the task at hand is back").is_empty());
     }
 
     #[test]
