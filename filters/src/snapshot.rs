@@ -152,29 +152,35 @@ impl Snapshot {
     /// `text` with every DLP match replaced by `[REDACTED:<detector>]`, cut
     /// to `max` characters: safe to write into an audit record.
     pub fn redact_text(&self, text: &str, max: usize) -> String {
-        let mut hits = Vec::new();
-        self.redactor.scan_str(text, &mut hits);
-        let mut out = String::with_capacity(text.len().min(max));
-        if hits.is_empty() {
-            out.push_str(text);
-        } else {
-            hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
-            let mut at = 0;
-            for h in hits {
-                if h.start < at {
-                    continue;
-                }
-                out.push_str(&text[at..h.start]);
-                out.push_str("[REDACTED]");
-                at = h.end;
-            }
-            out.push_str(&text[at..]);
-        }
-        if out.chars().count() > max {
-            out = out.chars().take(max).collect();
-        }
-        out
+        redact_with(&self.redactor, text, max)
     }
+}
+
+/// `text` with every match of `scanner` replaced by `[REDACTED]`, cut to
+/// `max` characters (see [`Snapshot::redact_text`]).
+pub fn redact_with(scanner: &crate::dlp::Scanner, text: &str, max: usize) -> String {
+    let mut hits = Vec::new();
+    scanner.scan_str(text, &mut hits);
+    let mut out = String::with_capacity(text.len().min(max));
+    if hits.is_empty() {
+        out.push_str(text);
+    } else {
+        hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
+        let mut at = 0;
+        for h in hits {
+            if h.start < at {
+                continue;
+            }
+            out.push_str(&text[at..h.start]);
+            out.push_str("[REDACTED]");
+            at = h.end;
+        }
+        out.push_str(&text[at..]);
+    }
+    if out.chars().count() > max {
+        out = out.chars().take(max).collect();
+    }
+    out
 }
 
 impl std::fmt::Debug for Snapshot {

@@ -328,12 +328,16 @@ pub fn on_body(
                     Some(m) if (400..500).contains(&status) => format!(" ({m})"),
                     _ => String::new(),
                 };
-                let err = warden_filters::JsonRpcError::new(
-                    warden_filters::codes::UPSTREAM_PROTOCOL,
-                    format!(
-                        "MCP server answered HTTP {status} with a body that is not JSON-RPC; it was withheld{hint}"
-                    ),
-                );
+                let err = if status == 404 && ctx.session_id.is_some() {
+                    session_ended(ctx)
+                } else {
+                    warden_filters::JsonRpcError::new(
+                        warden_filters::codes::UPSTREAM_PROTOCOL,
+                        format!(
+                            "MCP server answered HTTP {status} with a body that is not JSON-RPC; it was withheld{hint}"
+                        ),
+                    )
+                };
                 Some(Bytes::from(
                     err.to_response_bytes(single_request_id(ctx).as_ref()),
                 ))
@@ -470,10 +474,26 @@ fn unreadable_error() -> warden_filters::JsonRpcError {
     )
 }
 
+/// The server no longer knows the session it was sent (it restarted, or
+/// ended it): said as MCP clients understand a 404, so that they
+/// initialise again, whatever the server's own 404 body says.
+fn session_ended(ctx: &RequestCtx) -> warden_filters::JsonRpcError {
+    warden_filters::JsonRpcError::new(
+        warden_filters::codes::FORBIDDEN,
+        format!(
+            "Session not found: MCP server `{}` ended this session; start a new session with initialize",
+            ctx.server_name()
+        ),
+    )
+}
+
 fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Bytes {
     let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
         return body;
     };
+    if ctx.upstream_status == Some(404) && ctx.session_id.is_some() {
+        return Bytes::from(session_ended(ctx).to_response_bytes(single_request_id(ctx).as_ref()));
+    }
     let buf = &body[..];
     let single = ctx.plan.as_ref().is_some_and(|p| !p.batch);
     let parsed = match parse(buf, rt.snap.parse_limits) {

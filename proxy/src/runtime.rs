@@ -81,7 +81,7 @@ impl Runtime {
         for s in &snap.config.servers {
             // A stdio server is reached through the gateway's own bridge.
             let addrs = match (&s.stdio, &s.composed) {
-                (Some(_), _) => vec![crate::stdio::bridge_for(s)?],
+                (Some(_), _) => vec![crate::stdio::bridge_for(s, &snap.redactor)?],
                 (_, Some(_)) => vec![crate::aggregate::aggregator_for(s, &snap.config)?],
                 _ => s.upstreams.clone(),
             };

@@ -109,7 +109,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The loopback address of `server`'s bridge, started on first use and kept
 /// while the server's process setup is unchanged.
-pub fn bridge_for(server: &Server) -> std::io::Result<SocketAddr> {
+pub fn bridge_for(
+    server: &Server,
+    redactor: &Arc<warden_filters::dlp::Scanner>,
+) -> std::io::Result<SocketAddr> {
     let Some(cfg) = &server.stdio else {
         return Err(std::io::Error::other("not a stdio server"));
     };
@@ -118,6 +121,8 @@ pub fn bridge_for(server: &Server) -> std::io::Result<SocketAddr> {
     let mut map = lock(&r.by_server);
     if let Some(b) = map.get(&server.name) {
         if b.fingerprint == fp {
+            // The newest bundle's DLP judges what the process logs.
+            b.shared.redactor.store(redactor.clone());
             return Ok(b.addr);
         }
     }
@@ -132,6 +137,7 @@ pub fn bridge_for(server: &Server) -> std::io::Result<SocketAddr> {
     let shared = Arc::new(Shared {
         server: server.name.clone(),
         read: server.timeouts.read,
+        redactor: arc_swap::ArcSwap::new(redactor.clone()),
         cfg: cfg.clone(),
         secret: secret.clone(),
         sessions: Mutex::new(HashMap::new()),
@@ -189,6 +195,9 @@ struct Shared {
     /// How long a request waits for the process's next message before it
     /// is answered with an error (the server's `timeouts.read`).
     read: Duration,
+    /// Redacts the process's stderr before it is logged (the bundle's DLP
+    /// detectors, or the built-in ones).
+    redactor: arc_swap::ArcSwap<warden_filters::dlp::Scanner>,
     cfg: Stdio,
     secret: String,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
@@ -408,7 +417,7 @@ impl Shared {
             kill: Mutex::new(Some(kill_tx)),
         });
         tracing::info!(server = %self.server, pid, "stdio server started");
-        tokio::spawn(log_stderr(self.server.clone(), pid, stderr));
+        tokio::spawn(log_stderr(self.clone(), pid, stderr));
         tokio::spawn(write_lines(child.clone(), stdin, line_rx));
         let me = self.clone();
         let ch = child.clone();
@@ -902,7 +911,8 @@ async fn write_lines(
     }
 }
 
-async fn log_stderr(server: String, pid: u32, stderr: tokio::process::ChildStderr) {
+async fn log_stderr(shared: Arc<Shared>, pid: u32, stderr: tokio::process::ChildStderr) {
+    let server = shared.server.clone();
     let mut r = tokio::io::BufReader::new(stderr);
     let (mut window, mut shown, mut dropped) = (Instant::now(), 0u32, 0u64);
     let mut l = Vec::new();
@@ -944,6 +954,8 @@ async fn log_stderr(server: String, pid: u32, stderr: tokio::process::ChildStder
             .take(1000)
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
+        // What a process prints can hold what DLP keeps out of replies.
+        let text = warden_filters::snapshot::redact_with(&shared.redactor.load(), &text, 1000);
         tracing::info!(server = %server, pid, "stdio server: {}", text.trim_end());
     }
     if dropped > 0 {

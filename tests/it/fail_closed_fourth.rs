@@ -548,4 +548,57 @@ async fn a_stdio_server_that_stalls_or_frames_with_cr_never_holds_a_call() {
         "{text}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(25));
+    // What the process printed on stderr reached the log redacted.
+    let logged = |gw: &Gateway| {
+        gw.log()
+            .into_iter()
+            .find(|l| l.contains("booting with key"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while logged(&gw).is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let line = logged(&gw).expect("the stderr line was logged");
+    assert!(
+        !line.contains("AKIAIOSFODNN7EXAMPLE") && line.contains("[REDACTED]"),
+        "{line}"
+    );
+}
+
+/// A server that no longer knows a session (it restarted, or a bundle swap
+/// replaced it) is said to have ended it, with the 404 an MCP client
+/// understands, whatever its own 404 body was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_the_server_ended_is_said_to_have_ended() {
+    let (h, gw) = setup_with(BUNDLE, POLICY).await;
+    let sid = session(&h, &gw, ("x-none", "-"), "up-1").await;
+    let ping = json!({"jsonrpc":"2.0","id":5,"method":"ping"}).to_string();
+    for reply in [
+        Reply::typed(404, Some("text/plain"), "Not Found"),
+        Reply::typed(
+            404,
+            Some("application/json"),
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Session not found"}}"#,
+        ),
+    ] {
+        h.script([reply]);
+        let (s, _, text) = post_with(
+            &gw,
+            &ping,
+            &[
+                ("mcp-session-id", &sid),
+                ("mcp-protocol-version", "2025-06-18"),
+            ],
+        )
+        .await;
+        assert_eq!(s, 404, "{text}");
+        let v = &messages(&text)[0];
+        assert_eq!(v["id"], 5, "{text}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Session not found") && m.contains("`mock`")),
+            "{text}"
+        );
+    }
 }

@@ -249,3 +249,62 @@ fn saturation_search_and_report_comparison() {
     ]);
     assert!(!ok && err.contains("mix[0]"), "{err}");
 }
+
+/// A server that loses its sessions (a restart) answers 404 for them: the
+/// load generator starts a new session and sends again, as MCP asks of a
+/// client, and counts it, instead of reporting failures a real client
+/// would not have.
+#[test]
+fn a_lost_session_is_started_anew() {
+    let first = Mock::start(&["--require-session"]).expect("mock");
+    let addr = first.addr;
+    let dir = tempfile::tempdir().expect("tmp");
+    let report = dir.path().join("reinit.json");
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1000));
+        drop(first);
+        // The same address, no sessions.
+        let child = Command::new(bin("warden-mock"))
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--threads",
+                "1",
+                "--require-session",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("second mock");
+        warden_tests::Proc {
+            child,
+            name: "warden-mock (restarted)".into(),
+        }
+    });
+    let (ok, out, err) = load(&[
+        "run",
+        "--target",
+        &format!("http://{addr}/mcp"),
+        "--rate",
+        "50",
+        "--duration",
+        "3s",
+        "--sessions",
+        "2",
+        "--report",
+        report.to_str().expect("utf8"),
+        "--quiet",
+    ]);
+    let _second = restarter.join().expect("restarter");
+    let r = read_json(&report);
+    assert!(
+        r["reinitialised"].as_u64().is_some_and(|n| n >= 1),
+        "{out}\n{err}\n{r}"
+    );
+    // After the restart the calls succeed again on new sessions.
+    let last = r["timeline"].as_array().and_then(|t| t.last()).cloned();
+    assert!(
+        last.as_ref()
+            .is_some_and(|s| s["errors"] == 0 && s["done"].as_u64() > Some(0)),
+        "{ok} {last:?}"
+    );
+}

@@ -1,12 +1,16 @@
 """A hostile stdio MCP server written by hand (no SDK), for faults an SDK
 server cannot produce: it ends every message with CR alone (no LF), and it
 never answers a call of the tool `hang` (as a process stopped by SIGSTOP, or
-stuck, would not).
+stuck, would not); it prints an AWS key to stderr when it starts.
 
 usage: cr_stdio_server.py
 """
 import json
 import sys
+
+# A secret on stderr, which the gateway logs: it must arrive redacted.
+sys.stderr.write("booting with key AKIAIOSFODNN7EXAMPLE\n")
+sys.stderr.flush()
 
 for line in sys.stdin:
     msg = json.loads(line)

@@ -51,7 +51,9 @@ struct Op {
 }
 
 struct Session {
-    id: Option<HeaderValue>,
+    /// The session's id; replaced when the server (or gateway) answers 404,
+    /// as MCP asks a client to: start a new session.
+    id: std::sync::Mutex<Option<HeaderValue>>,
     principal: HeaderMap,
 }
 
@@ -65,6 +67,8 @@ pub struct Load {
     sessions: Vec<Session>,
     principals: Vec<HeaderMap>,
     next_id: AtomicU64,
+    /// Sessions started anew after a 404 (see `one`).
+    pub reinitialised: AtomicU64,
     pub scenario: Scenario,
 }
 
@@ -128,6 +132,7 @@ impl Load {
             total_weight: weights.iter().sum(),
             weights,
             sessions: Vec::new(),
+            reinitialised: AtomicU64::new(0),
             principals,
             next_id: AtomicU64::new(1),
             scenario,
@@ -137,7 +142,10 @@ impl Load {
             let principal = load.principals[i % load.principals.len()].clone();
             let (id, outcome) = load.initialize(&principal).await;
             match outcome {
-                Outcome::Ok => opened.push(Session { id, principal }),
+                Outcome::Ok => opened.push(Session {
+                    id: std::sync::Mutex::new(id),
+                    principal,
+                }),
                 Outcome::Denied(k) | Outcome::Error(k) => {
                     bail!(
                         "initialize for session {i} against {} failed: {k}",
@@ -252,10 +260,31 @@ impl Load {
             return outcome;
         }
         let (id, body) = self.body(op);
+        let sid = session.id.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match self
-            .post(session.id.as_ref(), &session.principal, body)
+            .post(sid.as_ref(), &session.principal, body.clone())
             .await
         {
+            // The session is gone (a restart, an upgrade of a stateful
+            // server): a real client starts a new one and sends again.
+            Ok(resp) if resp.status() == reqwest::StatusCode::NOT_FOUND && sid.is_some() => {
+                let (fresh, outcome) = self.initialize(&session.principal).await;
+                if outcome != Outcome::Ok {
+                    return outcome;
+                }
+                self.reinitialised.fetch_add(1, Ordering::Relaxed);
+                {
+                    let mut cur = session.id.lock().unwrap_or_else(|p| p.into_inner());
+                    // Another task may have renewed it first: keep theirs.
+                    if *cur == sid {
+                        cur.clone_from(&fresh);
+                    }
+                }
+                match self.post(fresh.as_ref(), &session.principal, body).await {
+                    Ok(resp) => read_reply(resp, id).await,
+                    Err(o) => o,
+                }
+            }
             Ok(resp) => read_reply(resp, id).await,
             Err(o) => o,
         }

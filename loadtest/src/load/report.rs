@@ -86,6 +86,10 @@ pub struct Report {
     pub send_lag_us: Percentiles,
     pub ops: BTreeMap<String, OpReport>,
     pub timeline: Vec<Second>,
+    /// Sessions started anew because the target answered 404 for one (a
+    /// restart or upgrade that lost it), as MCP clients do.
+    #[serde(default)]
+    pub reinitialised: u64,
 }
 
 impl Report {
@@ -118,6 +122,13 @@ impl Report {
             self.denied,
             self.error_count()
         );
+        if self.reinitialised > 0 {
+            let _ = writeln!(
+                s,
+                "  sessions started anew after a 404 (a restart or upgrade lost them): {}",
+                self.reinitialised
+            );
+        }
         // The per-operation figures first: they are the story. An operation
         // slow by design (the mock's `progress` tool waits between events)
         // is marked, so the all-operations tail below is read for what it is.
@@ -335,6 +346,9 @@ impl Aggregator {
             errors: self.errors,
             latency_us: Percentiles::of(&self.total),
             send_lag_us: Percentiles::of(&self.lag),
+            reinitialised: load
+                .reinitialised
+                .load(std::sync::atomic::Ordering::Relaxed),
             ops,
             timeline: self
                 .seconds
