@@ -84,6 +84,9 @@ pub struct RequestCtx {
     /// The server's own event id a `Last-Event-ID` resumes from, opened
     /// for this principal, server and session (see `handles`).
     pub resume_from: Option<String>,
+    /// A refused POST's message as far as it could be read: method and
+    /// target, for the audit record.
+    pub refused_message: Option<(String, Option<String>)>,
     /// Set when spans are exported: this request's trace and Warden's span.
     pub trace: Option<crate::otel::TraceIds>,
     pub protocol_version: Option<String>,
@@ -161,6 +164,7 @@ impl RequestCtx {
             sealed_upstream: None,
             session_sealed: false,
             resume_from: None,
+            refused_message: None,
             trace: None,
             protocol_version: None,
             body: None,

@@ -258,6 +258,11 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             .as_ref()
             .and_then(|r| r.id.as_ref())
             .map(|i| i.to_json());
+        // A refused request is recorded as what it was, as far as read.
+        if let (Some((method, target)), Some(rt)) = (&ctx.refused_message, &ctx.rt) {
+            rec.method = Some(method.clone());
+            rec.tool = target.as_deref().map(|t| rt.snap.redact_text(t, 256));
+        }
         rec.outcome = match (&ctx.refusal, &failed) {
             (Some(r), _) => r.reason,
             (None, Some(_)) => "failed",

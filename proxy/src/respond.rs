@@ -92,6 +92,43 @@ pub fn answers_body(answers: &[serde_json::Value], batch: bool) -> Vec<u8> {
 }
 
 /// Reads and discards up to 1 MiB of request body, for at most one second.
+/// The method and target (tool, prompt or resource) of a refused POST's
+/// single message, read from at most the body limit (1 MiB without a
+/// bundle) within one second, for the audit record only.
+pub async fn read_refused(
+    session: &mut Session,
+    ctx: &crate::ctx::RequestCtx,
+) -> Option<(String, Option<String>)> {
+    if session.req_header().method != http::Method::POST || session.is_body_done() {
+        return None;
+    }
+    let (cap, limits) = match &ctx.rt {
+        Some(rt) => (rt.snap.config.limits.max_request_body, rt.snap.parse_limits),
+        None => (1 << 20, warden_filters::jsonrpc::ParseLimits::default()),
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut body = bytes::BytesMut::new();
+    while !session.is_body_done() {
+        match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => {
+                if body.len() + chunk.len() > cap {
+                    return None;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Ok(None)) => break,
+            _ => return None,
+        }
+    }
+    match warden_filters::jsonrpc::parse(&body, limits) {
+        Ok(warden_filters::jsonrpc::Parsed::Single(env)) => {
+            let target = warden_filters::mcp::judged_target(&env).map(str::to_owned);
+            Some((env.method?, target))
+        }
+        _ => None,
+    }
+}
+
 async fn drain_body(session: &mut Session) {
     const CAP: usize = 1 << 20;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);

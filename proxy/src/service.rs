@@ -139,6 +139,12 @@ impl ProxyHttp for WardenProxy {
                 Ok(true)
             }
             Err(refusal) => {
+                // What was refused, as far as its body tells (method, tool or
+                // resource), for the audit record: read within the body
+                // limit and a second, judged by nothing, forwarded nowhere.
+                if ctx.refused_message.is_none() && refusal.status != 413 {
+                    ctx.refused_message = crate::respond::read_refused(session, ctx).await;
+                }
                 write_refusal(session, &refusal).await?;
                 ctx.local_status = Some(refusal.status);
                 ctx.refusal = Some(refusal);

@@ -602,3 +602,32 @@ async fn a_session_the_server_ended_is_said_to_have_ended() {
         );
     }
 }
+
+/// A request refused before its body was judged is audited as what it was:
+/// its method, its tool and its principal beside the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_call_is_audited_with_what_it_was() {
+    let (_h, a, _b) = replicas(POLICY).await;
+    let call = json!({"jsonrpc":"2.0","id":9,"method":"tools/call",
+        "params":{"name":"echo","arguments":{"text":"hi"}}})
+    .to_string();
+    let (s, _, text) = post_with(
+        &a,
+        &call,
+        &[
+            DEV,
+            ("mcp-session-id", "never-issued"),
+            ("mcp-protocol-version", "2025-06-18"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 404, "{text}");
+    let recs = a.audit_when(|r| r.iter().any(|x| x["outcome"] == "session_unknown"));
+    let rec = recs
+        .iter()
+        .find(|x| x["outcome"] == "session_unknown")
+        .expect("the refusal was audited");
+    assert_eq!(rec["method"], "tools/call", "{rec}");
+    assert_eq!(rec["tool"], "echo", "{rec}");
+    assert_eq!(rec["principal"], "agent-dev", "{rec}");
+}
