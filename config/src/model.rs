@@ -84,7 +84,100 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Slowest request body accepted (bytes per second, after a grace period).
     pub min_request_body_rate: usize,
+    /// What the tables that grow with sessions and calls share.
+    pub memory: MemoryBudget,
 }
+
+/// The tables that grow with sessions or calls, each bounded by its share
+/// of one memory budget (`limits.memory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Request ids remembered per session, to judge replies that arrive on
+    /// another exchange (and the server→client requests owed an answer).
+    Ledger,
+    /// Which replica serves each session, and its owner.
+    Sessions,
+    /// Quota counters.
+    Quotas,
+    /// Runaway budgets and loop counters per session.
+    Runaway,
+    /// Who created each task.
+    Tasks,
+    /// Requests per principal for `/top`.
+    Live,
+}
+
+impl Table {
+    pub const ALL: [Table; 6] = [
+        Table::Ledger,
+        Table::Sessions,
+        Table::Quotas,
+        Table::Runaway,
+        Table::Tasks,
+        Table::Live,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::Ledger => "ledger",
+            Table::Sessions => "sessions",
+            Table::Quotas => "quotas",
+            Table::Runaway => "runaway",
+            Table::Tasks => "tasks",
+            Table::Live => "live",
+        }
+    }
+
+    /// Its share of the budget (per mille; the rest is headroom for what
+    /// no table holds: buffers, connections, the snapshot).
+    fn share(self) -> u64 {
+        match self {
+            Table::Ledger => 300,
+            Table::Sessions => 100,
+            Table::Quotas => 100,
+            Table::Runaway => 100,
+            Table::Tasks => 80,
+            Table::Live => 20,
+        }
+    }
+
+    /// What one entry costs, measured with its key, value and the cache's
+    /// own bookkeeping (compact keys: digests, not strings; BENCHMARKS.md).
+    pub fn entry_bytes(self) -> u64 {
+        match self {
+            Table::Ledger => 320,
+            Table::Sessions => 256,
+            Table::Quotas => 256,
+            Table::Runaway => 256,
+            Table::Tasks => 320,
+            Table::Live => 256,
+        }
+    }
+}
+
+/// One budget for every table that grows with sessions or calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudget {
+    pub bytes: u64,
+}
+
+impl MemoryBudget {
+    /// The most entries `table` keeps (never fewer than 1,000).
+    pub fn entries(self, table: Table) -> u64 {
+        (self.bytes / 1000 * table.share() / table.entry_bytes()).max(1000)
+    }
+}
+
+impl Default for MemoryBudget {
+    fn default() -> Self {
+        MemoryBudget {
+            bytes: DEFAULT_MEMORY,
+        }
+    }
+}
+
+/// The default budget: a sidecar with a 256 MiB limit keeps half of it.
+pub const DEFAULT_MEMORY: u64 = 128 << 20;
 
 /// What happens to an `Mcp-Param-*` header that mirrors no declared argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -1018,7 +1111,13 @@ impl Config {
                 &rl.min_request_body_rate,
                 1024,
             ),
+            memory: MemoryBudget {
+                bytes: size(p, "limits.memory", &rl.memory, DEFAULT_MEMORY as usize) as u64,
+            },
         };
+        if limits.memory.bytes < 8 << 20 {
+            p.push("limits.memory", "must be at least 8MiB");
+        }
         if limits.max_json_depth.get() > 128 {
             p.push("limits.max_json_depth", "must be at most 128");
         }

@@ -146,11 +146,12 @@ fn unix(now: SystemTime) -> u64 {
 
 /// Counters of every quota, shared by all snapshots of a gateway.
 ///
-/// A sharded concurrent map (one lookup, no global lock) of counters. When
-/// it grows past `max_keys`, counters whose windows are long over are
-/// dropped first; if that is not enough, the least recently used tenth goes
-/// (such a key starts a fresh window — the one way a count is not exact, and
-/// only with more than `max_keys` keys active at once).
+/// A sharded concurrent map (one lookup, no global lock) of counters,
+/// bounded by `max_keys` (its share of `limits.memory`). When it is full,
+/// counters whose windows are long over are dropped; a live counter is
+/// never dropped (its key would start a fresh window and could spend its
+/// limit again), so while the table is still full a key it does not hold
+/// is refused as over its quota: the bound fails closed.
 pub struct QuotaTables {
     counters: dashmap::DashMap<Vec<u8>, Arc<Counter>, foldhash::fast::RandomState>,
     max_keys: usize,
@@ -180,40 +181,33 @@ impl QuotaTables {
         self.counters.retain(|_, c| {
             now.saturating_sub(c.used.load(Ordering::Relaxed)) <= c.keep || Arc::strong_count(c) > 1
         });
-        let len = self.counters.len();
-        if len < self.max_keys {
-            return;
-        }
-        // Still full of live keys: drop the least recently used tenth.
-        let mut ages: Vec<u64> = self
-            .counters
-            .iter()
-            .map(|e| e.value().used.load(Ordering::Relaxed))
-            .collect();
-        let cut = len - self.max_keys * 9 / 10;
-        let (_, &mut nth, _) = ages.select_nth_unstable(cut.min(len - 1));
-        self.counters
-            .retain(|_, c| c.used.load(Ordering::Relaxed) > nth || Arc::strong_count(c) > 1);
     }
 
-    fn counter(&self, key: &[u8], keep: Duration, now: u64) -> Arc<Counter> {
+    /// The counter of `key`; `None` when the table is full of live counters
+    /// and does not hold it (see the type's docs).
+    fn counter(&self, key: &[u8], keep: Duration, now: u64) -> Option<Arc<Counter>> {
         if let Some(c) = self.counters.get(key) {
             c.used.store(now, Ordering::Relaxed);
-            return c.clone();
+            return Some(c.clone());
         }
         if self.counters.len() >= self.max_keys {
             self.sweep(now);
+            if self.counters.len() >= self.max_keys {
+                return None;
+            }
         }
-        self.counters
-            .entry(key.to_vec())
-            .or_insert_with(|| {
-                Arc::new(Counter {
-                    value: AtomicU64::new(0),
-                    used: AtomicU64::new(now),
-                    keep: keep.as_secs(),
+        Some(
+            self.counters
+                .entry(key.to_vec())
+                .or_insert_with(|| {
+                    Arc::new(Counter {
+                        value: AtomicU64::new(0),
+                        used: AtomicU64::new(now),
+                        keep: keep.as_secs(),
+                    })
                 })
-            })
-            .clone()
+                .clone(),
+        )
     }
 
     /// Takes `cost` units from the fixed window containing `now`, and returns
@@ -238,7 +232,9 @@ impl QuotaTables {
         if cost > limit {
             return Err(retry);
         }
-        let c = self.counter(key, window * 2 + Duration::from_secs(1), secs);
+        let Some(c) = self.counter(key, window * 2 + Duration::from_secs(1), secs) else {
+            return Err(retry.max(1));
+        };
         let mut cur = c.value.load(Ordering::Acquire);
         loop {
             let (win, used) = (cur >> 32, cur & 0xffff_ffff);
@@ -266,7 +262,7 @@ impl QuotaTables {
     /// Takes one of `max` concurrency slots; the slot is given back when the
     /// returned guard is dropped.
     pub fn take_slot(&self, key: &[u8], max: u64) -> Option<Slot> {
-        let c = self.counter(key, Duration::from_secs(3600), unix(SystemTime::now()));
+        let c = self.counter(key, Duration::from_secs(3600), unix(SystemTime::now()))?;
         c.value
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
@@ -465,6 +461,30 @@ impl McpFilter for QuotaFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// At its bound the table refuses a key it does not hold rather than
+    /// forget a live one; once windows are over, room returns.
+    #[test]
+    fn a_full_table_fails_closed() {
+        let t = QuotaTables::new(2);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let w = Duration::from_secs(60);
+        assert!(t.take_window(b"a", 5, w, 1, now).is_ok());
+        assert!(t.take_window(b"b", 5, w, 1, now).is_ok());
+        assert!(
+            t.take_window(b"c", 5, w, 1, now).is_err(),
+            "a third key while two live"
+        );
+        assert!(
+            t.take_window(b"a", 5, w, 1, now).is_ok(),
+            "held keys still count"
+        );
+        let later = now + Duration::from_secs(3600);
+        assert!(
+            t.take_window(b"c", 5, w, 1, later).is_ok(),
+            "expired windows make room"
+        );
+    }
 
     #[test]
     fn windows_roll_over_and_slots_come_back() {

@@ -46,6 +46,15 @@ pub struct RunawayTables {
 }
 
 impl RunawayTables {
+    /// Session budgets and loop counters kept now.
+    pub fn len(&self) -> u64 {
+        self.sessions.entry_count() + self.loops.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn new(capacity: u64) -> RunawayTables {
         RunawayTables {
             // A session idle for a day is gone; its budget with it.

@@ -214,12 +214,27 @@ pub struct Shared {
 
 impl Shared {
     /// Shared state whose sealers use `secret` (an install's own, so that a
-    /// restarted process opens the handles its predecessor sealed).
-    pub fn with_secret(secret: &[u8]) -> Arc<Shared> {
+    /// restarted process opens the handles its predecessor sealed; random
+    /// without one) and whose tables take their bounds from `budget`.
+    pub fn for_install(
+        secret: Option<&[u8]>,
+        budget: warden_config::model::MemoryBudget,
+    ) -> Arc<Shared> {
+        use warden_config::model::Table;
         let mut s = Arc::into_inner(Shared::new()).expect("fresh");
-        s.task_sealer = Arc::new(crate::tasks::TaskSealer::new(secret));
-        s.state_sealer = Arc::new(crate::mrtr::StateSealer::new(secret));
-        s.handle_sealer = Arc::new(crate::handles::HandleSealer::new(secret));
+        if let Some(secret) = secret {
+            s.task_sealer = Arc::new(crate::tasks::TaskSealer::new(secret));
+            s.state_sealer = Arc::new(crate::mrtr::StateSealer::new(secret));
+            s.handle_sealer = Arc::new(crate::handles::HandleSealer::new(secret));
+        }
+        s.quotas = Arc::new(crate::quota::QuotaTables::new(
+            budget.entries(Table::Quotas),
+        ));
+        // Two caches (budgets and loops) share the runaway share.
+        s.runaway = Arc::new(crate::runaway::RunawayTables::new(
+            budget.entries(Table::Runaway) / 2,
+        ));
+        s.task_owners = Arc::new(crate::tasks::TaskOwners::new(budget.entries(Table::Tasks)));
         Arc::new(s)
     }
 

@@ -173,12 +173,28 @@ pub struct TaskOwners {
 
 impl Default for TaskOwners {
     fn default() -> Self {
+        TaskOwners::new(1_000_000)
+    }
+}
+
+impl TaskOwners {
+    /// At most `capacity` tasks remembered (the least recently used go).
+    pub fn new(capacity: u64) -> Self {
         TaskOwners {
             map: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
+                .max_capacity(capacity)
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
         }
+    }
+
+    /// Tasks remembered now.
+    pub fn len(&self) -> u64 {
+        self.map.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

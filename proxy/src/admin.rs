@@ -98,6 +98,7 @@ impl ServeHttp for AdminApp {
                 crate::metrics::metrics()
                     .tools_quarantined
                     .set(self.gateway.shared.pins.quarantined().len() as i64);
+                self.gateway.report_tables();
                 if let Some(engine) = &self.gateway.runtime().snap.policy {
                     let (hits, misses) = engine.cache_stats();
                     let m = crate::metrics::metrics();

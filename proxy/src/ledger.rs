@@ -65,6 +65,21 @@ fn key(scope: &Scope<'_>, id: &Id) -> String {
 }
 
 impl Ledger {
+    /// Entries remembered now (both caches).
+    pub fn len(&self) -> u64 {
+        self.asked.entry_count() + self.owed.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs the caches' pending evictions, so that `len` is current.
+    pub fn sync(&self) {
+        self.asked.run_pending_tasks();
+        self.owed.run_pending_tasks();
+    }
+
     pub fn new(capacity: u64, ttl: Duration) -> Ledger {
         Ledger {
             asked: moka::sync::Cache::builder()

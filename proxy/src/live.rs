@@ -12,6 +12,15 @@ pub struct Live {
 }
 
 impl Live {
+    /// Principals counted now.
+    pub fn len(&self) -> u64 {
+        self.principals.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn new(capacity: u64) -> Live {
         Live {
             principals: moka::sync::Cache::new(capacity),

@@ -34,6 +34,9 @@ pub struct Metrics {
     /// Decision-cache lookups of the active bundle by result (`hit`, `miss`),
     /// refreshed at each scrape.
     pub policy_cache: prometheus::IntGaugeVec,
+    /// Entries each bounded table holds, and its bound (`limits.memory`).
+    pub table_entries: IntGaugeVec,
+    pub table_capacity: IntGaugeVec,
     /// Authentication results by method and outcome.
     pub auth: IntCounterVec,
     pub quota_store_up: IntGaugeVec,
@@ -151,6 +154,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         audit_stalled: register_int_gauge!(
             "warden_audit_writer_stalled",
             "1 while the audit writer cannot write and is retrying"
+        )?,
+        table_entries: register_int_gauge_vec!(
+            "warden_table_entries",
+            "Entries a table that grows with sessions or calls holds now",
+            &["table"]
+        )?,
+        table_capacity: register_int_gauge_vec!(
+            "warden_table_capacity",
+            "The most entries the table keeps (its share of limits.memory)",
+            &["table"]
         )?,
         policy_cache: prometheus::register_int_gauge_vec!(
             "warden_policy_cache_lookups",

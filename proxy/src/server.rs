@@ -45,14 +45,19 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     // bundle's listeners at start.
     crate::aggregate::listening_on(&opts.listen, &bundle.config.listeners);
     // One sealing secret for every process of this install (see `seal`).
+    // Every table that grows with sessions or calls takes its bound from
+    // one budget (`limits.memory`, read at start).
+    let budget = bundle.config.limits.memory;
     let shared = match crate::seal::load_install_secret(&opts.source.state_dir) {
-        Ok(secret) => warden_filters::snapshot::Shared::with_secret(secret.as_bytes()),
+        Ok(secret) => {
+            warden_filters::snapshot::Shared::for_install(Some(secret.as_bytes()), budget)
+        }
         Err(e) => {
             tracing::error!(
                 error = %e,
                 "cannot keep this install's sealing key: sessions and handles end with this process"
             );
-            warden_filters::snapshot::Shared::new()
+            warden_filters::snapshot::Shared::for_install(None, budget)
         }
     };
     let snap = Snapshot::build_shared(&bundle, Vec::new(), &shared).context("compiling bundle")?;

@@ -29,9 +29,17 @@ struct SessionEntry {
 
 impl Default for Sessions {
     fn default() -> Self {
+        Sessions::new(1_000_000)
+    }
+}
+
+impl Sessions {
+    /// At most `capacity` sessions remembered (the least recently used go:
+    /// a sealed session id still names its replica and owner).
+    pub fn new(capacity: u64) -> Self {
         Sessions {
             sticky: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
+                .max_capacity(capacity)
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
             legacy_paths: moka::sync::Cache::builder()
@@ -40,6 +48,15 @@ impl Default for Sessions {
                 .build(),
             any_legacy: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Sessions remembered now.
+    pub fn len(&self) -> u64 {
+        self.sticky.entry_count() + self.legacy_paths.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

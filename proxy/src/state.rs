@@ -38,6 +38,8 @@ pub struct Gateway {
     /// Upstream tokens from authorization servers (see `outbound`).
     pub tokens: crate::outbound::TokenCache,
     next_request: AtomicU64,
+    /// The budget the tables took their bounds from, at start.
+    pub budget: warden_config::model::MemoryBudget,
 }
 
 impl Gateway {
@@ -48,20 +50,53 @@ impl Gateway {
         shared: Arc<warden_filters::snapshot::Shared>,
     ) -> Gateway {
         let revision = rt.snap.revision.clone();
+        let budget = rt.snap.config.limits.memory;
+        use warden_config::model::Table;
         Gateway {
             telemetry: std::sync::OnceLock::new(),
             current: Arc::new(Current::new(rt)),
-            sessions: Sessions::default(),
+            sessions: Sessions::new(budget.entries(Table::Sessions)),
             bundles: Arc::new(crate::bundles::BundleState::new(source, revision)),
             shared,
             audit,
             tool_labels: LabelGuard::new(1000),
-            ledger: crate::ledger::Ledger::new(1_000_000, Duration::from_secs(3600)),
+            // Two caches (asked and owed) share the ledger's share.
+            ledger: crate::ledger::Ledger::new(
+                budget.entries(Table::Ledger) / 2,
+                Duration::from_secs(3600),
+            ),
             next_request: AtomicU64::new(1),
-            live: crate::live::Live::new(10_000),
+            live: crate::live::Live::new(budget.entries(Table::Live).min(10_000)),
             leaving: std::sync::atomic::AtomicBool::new(false),
             approvals: std::sync::OnceLock::new(),
             tokens: Default::default(),
+            budget,
+        }
+    }
+
+    /// Sets the table gauges: entries held and bound, per table.
+    pub fn report_tables(&self) {
+        use warden_config::model::Table;
+        let m = crate::metrics::metrics();
+        let budget = self.budget;
+        for t in Table::ALL {
+            let held = match t {
+                Table::Ledger => {
+                    self.ledger.sync();
+                    self.ledger.len()
+                }
+                Table::Sessions => self.sessions.len(),
+                Table::Quotas => self.shared.quotas.len(),
+                Table::Runaway => self.shared.runaway.len(),
+                Table::Tasks => self.shared.task_owners.len(),
+                Table::Live => self.live.len(),
+            };
+            m.table_entries
+                .with_label_values(&[t.as_str()])
+                .set(held as i64);
+            m.table_capacity
+                .with_label_values(&[t.as_str()])
+                .set(budget.entries(t) as i64);
         }
     }
 

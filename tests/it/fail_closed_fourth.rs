@@ -631,3 +631,38 @@ async fn a_refused_call_is_audited_with_what_it_was() {
     assert_eq!(rec["tool"], "echo", "{rec}");
     assert_eq!(rec["principal"], "agent-dev", "{rec}");
 }
+
+/// Every table that grows with sessions or calls takes its bound from
+/// `limits.memory` and shows it, with what it holds, in `/metrics`.
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_take_their_bounds_from_one_budget() {
+    let (h, gw) = setup_with(&format!("{BUNDLE}limits: {{memory: 16MiB}}\n"), POLICY).await;
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":1,"result":{"content":[]}}).to_string(),
+    )]);
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+        "params":{"name":"echo","arguments":{"text":"hi"}}})
+    .to_string();
+    let (s, _, _) = post_with(&gw, &call, &[]).await;
+    assert_eq!(s, 200);
+    let m = gw.metrics().await;
+    let bytes: u64 = 16 << 20;
+    for (table, share, entry) in [
+        ("ledger", 300, 320),
+        ("sessions", 100, 256),
+        ("quotas", 100, 256),
+        ("runaway", 100, 256),
+        ("tasks", 80, 320),
+        ("live", 20, 256),
+    ] {
+        let cap = (bytes / 1000 * share / entry).max(1000);
+        assert!(
+            m.contains(&format!("warden_table_capacity{{table=\"{table}\"}} {cap}")),
+            "{table}: {m}"
+        );
+        assert!(
+            m.contains(&format!("warden_table_entries{{table=\"{table}\"}}")),
+            "{table}"
+        );
+    }
+}
