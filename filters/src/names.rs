@@ -193,11 +193,11 @@ pub(crate) fn dropped_by_some(c: char) -> bool {
 /// Whether every peer reads `name` with all its characters: none is one a
 /// decoder drops or stops at.
 fn plain(name: &str) -> bool {
-    if name.is_ascii() {
-        name.bytes().all(|b| (0x20..0x7f).contains(&b))
-    } else {
-        !name.chars().any(dropped_by_some)
+    // One pass in the common case: printable ASCII.
+    if name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return true;
     }
+    !name.is_ascii() && !name.chars().any(dropped_by_some)
 }
 
 /// The names decoders read `name` as: itself when [`plain`]; otherwise

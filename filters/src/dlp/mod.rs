@@ -71,6 +71,46 @@ pub struct Hit {
 }
 
 /// Custom detectors' anchors and keywords: found anywhere, any case.
+/// The literals of the secret detectors' twins (see `glued_secrets`).
+struct GluedAnchors {
+    /// Teddy (SIMD) where the CPU has it: the automaton below scans byte
+    /// by byte, which costs a 1 KB call several microseconds.
+    packed: Option<aho_corasick::packed::Searcher>,
+    ac: AhoCorasick,
+    lits: Vec<String>,
+    owner: Vec<u16>,
+}
+
+impl GluedAnchors {
+    /// Every position where a literal starts, each tried for every literal
+    /// that starts there (a search that runs on the SIMD prefilter and
+    /// resumes one byte after each hit, so a literal inside another's
+    /// match is still seen).
+    fn candidates(&self, hay: &[u8], out: &mut Vec<Cand>) {
+        let mut at = 0;
+        while at < hay.len() {
+            let found = match &self.packed {
+                Some(t) => t.find_in(hay, aho_corasick::Span::from(at..hay.len())),
+                None => self
+                    .ac
+                    .find(aho_corasick::Input::new(hay).span(at..hay.len())),
+            };
+            let Some(m) = found else { break };
+            let p = m.start();
+            for (lit, &det) in self.lits.iter().zip(&self.owner) {
+                if hay[p..].starts_with(lit.as_bytes()) {
+                    out.push(Cand {
+                        det,
+                        start: p,
+                        end: p + lit.len(),
+                    });
+                }
+            }
+            at = p + 1;
+        }
+    }
+}
+
 struct CustomAnchors {
     ac: AhoCorasick,
     owner: Vec<u16>,
@@ -78,7 +118,7 @@ struct CustomAnchors {
 
 pub struct Scanner {
     /// Secrets glued to a word character before them (see `glued_secrets`).
-    glued: Option<CustomAnchors>,
+    glued: Option<GluedAnchors>,
     pub detectors: Vec<Detector>,
     pre: Prefilter,
     custom: Option<CustomAnchors>,
@@ -252,7 +292,10 @@ impl Scanner {
     /// non-ASCII bytes.
     fn candidates(&self, hay: &[u8], out: &mut Vec<Cand>) -> Seen {
         let seen = self.pre.run(hay, out);
-        for c in self.glued.iter().chain(self.custom.iter()) {
+        if let Some(g) = &self.glued {
+            g.candidates(hay, out);
+        }
+        if let Some(c) = &self.custom {
             for m in c.ac.find_overlapping_iter(hay) {
                 out.push(Cand {
                     det: c.owner[m.pattern().as_usize()],
@@ -494,8 +537,9 @@ fn first_match(
 /// Aho-Corasick pass) and tried anchored where a literal starts: the twin
 /// reports under the detector's own name, and a match both find is one
 /// finding once overlaps are resolved. Literals of two letters (`SK`,
-/// `AC`) are too common inside words to wake a detector anywhere.
-fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<CustomAnchors>, String> {
+/// `AC`) are too common inside words to wake a detector anywhere. The pass
+/// is case-sensitive, as the secrets' formats are.
+fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<GluedAnchors>, String> {
     let mut anchors: Vec<String> = Vec::new();
     let mut owner: Vec<u16> = Vec::new();
     for s in SPECS {
@@ -509,7 +553,18 @@ fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<CustomAnchors>,
         if !body.starts_with(r"\b") {
             continue;
         }
-        let lits: Vec<&str> = s
+        if !flags.is_empty() {
+            // A case-insensitive secret would need a case-insensitive pass.
+            continue;
+        }
+        // Each trigger literal in the case the pattern spells it (the
+        // triggers are lower case; the pass is case-sensitive, which keeps
+        // it on the SIMD searcher): found in the pattern's text, or, where
+        // the pattern spells it through a class or an alternation
+        // (`gh[us]_`, `xox[baprs]-`), lower case as the pattern writes it.
+        let text = body.replace('\\', "");
+        let lower = text.to_ascii_lowercase();
+        let lits: Vec<String> = s
             .triggers
             .iter()
             .flat_map(|t| match t {
@@ -520,6 +575,10 @@ fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<CustomAnchors>,
                 _ => Vec::new(),
             })
             .filter(|l| l.len() >= 3)
+            .map(|l| match lower.find(l) {
+                Some(at) => text[at..at + l.len()].to_owned(),
+                None => l.to_owned(),
+            })
             .collect();
         if lits.is_empty() {
             continue;
@@ -543,18 +602,19 @@ fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<CustomAnchors>,
             dictionary: None,
         });
         for l in lits {
-            anchors.push(l.to_owned());
+            anchors.push(l);
             owner.push(idx);
         }
     }
     if anchors.is_empty() {
         return Ok(None);
     }
-    Ok(Some(CustomAnchors {
+    Ok(Some(GluedAnchors {
+        packed: aho_corasick::packed::Searcher::new(anchors.iter()),
         ac: AhoCorasick::builder()
-            .ascii_case_insensitive(true)
             .build(&anchors)
             .map_err(|e| e.to_string())?,
+        lits: anchors,
         owner,
     }))
 }
