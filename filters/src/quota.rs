@@ -155,6 +155,9 @@ fn unix(now: SystemTime) -> u64 {
 pub struct QuotaTables {
     counters: dashmap::DashMap<Vec<u8>, Arc<Counter>, foldhash::fast::RandomState>,
     max_keys: usize,
+    /// When the table was last swept (seconds): a full table is swept at
+    /// most once a second, never once per refused key.
+    swept: AtomicU64,
     estimates: moka::sync::Cache<[u8; 32], Arc<pingora_limits::rate::Rate>>,
 }
 
@@ -164,6 +167,7 @@ impl QuotaTables {
         QuotaTables {
             counters: dashmap::DashMap::with_hasher(foldhash::fast::RandomState::default()),
             max_keys: max_keys.max(1) as usize,
+            swept: AtomicU64::new(0),
             estimates: moka::sync::Cache::new(1024),
         }
     }
@@ -191,7 +195,15 @@ impl QuotaTables {
             return Some(c.clone());
         }
         if self.counters.len() >= self.max_keys {
-            self.sweep(now);
+            let last = self.swept.load(Ordering::Relaxed);
+            if last < now
+                && self
+                    .swept
+                    .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.sweep(now);
+            }
             if self.counters.len() >= self.max_keys {
                 return None;
             }
