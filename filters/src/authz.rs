@@ -439,7 +439,7 @@ fn resource_not_found(ctx: &Exchange<'_>, uri: &str) -> JsonRpcError {
 }
 
 /// A reply a concern that applies to it cannot read: refused, never passed.
-fn unreadable_reply() -> Decision {
+pub(crate) fn unreadable_reply() -> Decision {
     Decision::Reject(Denial::error(
         JsonRpcError::new(
             codes::UPSTREAM_PROTOCOL,

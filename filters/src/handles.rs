@@ -211,19 +211,19 @@ impl McpFilter for CursorFilter {
             return Decision::Pass;
         }
         let Some(v) = msg.value() else {
-            return unreadable();
+            return crate::authz::unreadable_reply();
         };
         let next = match v.get("result").and_then(|r| r.get("nextCursor")) {
             None | Some(Json::Null) => return Decision::Pass,
             Some(Json::String(c)) => c,
-            Some(_) => return unreadable(),
+            Some(_) => return crate::authz::unreadable_reply(),
         };
         let owner = ctx.principal.owner_key();
         let Some(token) = self
             .sealer
             .seal(HandleKind::Cursor, next, holder(ctx, &owner, method))
         else {
-            return unreadable();
+            return crate::authz::unreadable_reply();
         };
         let mut out = v.clone();
         if let Some(r) = out.get_mut("result").and_then(Json::as_object_mut) {
@@ -239,16 +239,6 @@ fn invalid_cursor() -> Decision {
     Decision::Reject(Denial::error(
         JsonRpcError::new(codes::INVALID_PARAMS, "Invalid cursor"),
         "cursor_unknown",
-    ))
-}
-
-fn unreadable() -> Decision {
-    Decision::Reject(Denial::error(
-        JsonRpcError::new(
-            codes::UPSTREAM_PROTOCOL,
-            "MCP server sent a reply the gateway cannot read",
-        ),
-        "reply_unreadable",
     ))
 }
 

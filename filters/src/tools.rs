@@ -304,22 +304,13 @@ impl McpFilter for PinFilter {
         if env.kind != Kind::Response || env.is_error || msg.request_method != Some("tools/list") {
             return Decision::Pass;
         }
-        let unreadable = || {
-            Decision::Reject(Denial::error(
-                JsonRpcError::new(
-                    codes::UPSTREAM_PROTOCOL,
-                    "MCP server sent a reply the gateway cannot read",
-                ),
-                "reply_unreadable",
-            ))
-        };
         let Some(mut v) = msg.value().cloned() else {
-            return unreadable();
+            return crate::authz::unreadable_reply();
         };
         let tools = match crate::mcp::list_items(&mut v, "tools") {
             crate::mcp::ListItems::Items(tools) => tools,
             crate::mcp::ListItems::NotAList => return Decision::Pass,
-            crate::mcp::ListItems::Unreadable => return unreadable(),
+            crate::mcp::ListItems::Unreadable => return crate::authz::unreadable_reply(),
         };
         // Names that some peer reads as one are all refused.
         let mut seen: HashMap<String, usize> = HashMap::new();

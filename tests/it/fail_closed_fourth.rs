@@ -11,6 +11,15 @@ use warden_tests::{header, mock_bundle, request, Gateway, TWO_KEYS};
 
 use super::{messages, post_with, setup_with, BUNDLE, POLICY};
 
+/// Resources under `secret://` are hidden from every principal.
+const HIDES_SECRET_RESOURCES: &str = r#"package warden.authz
+import rego.v1
+decision := {"allow": false, "reason": "hidden"} if {
+	input.request.method == "resources/read"
+	startswith(input.request.resource_uri, "secret://")
+} else := {"allow": true, "reason": "ok"}
+"#;
+
 /// The tool names a `tools/list` answer shows.
 fn listed(text: &str, array: &str, key: &str) -> Vec<String> {
     let v = &messages(text)[0];
@@ -59,13 +68,7 @@ async fn a_list_is_filtered_whatever_else_its_reply_holds() {
 /// Resources hidden by policy stay hidden whatever the reply's text holds.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resource_list_is_filtered_whatever_else_its_reply_holds() {
-    let policy = r#"package warden.authz
-import rego.v1
-decision := {"allow": false, "reason": "hidden"} if {
-	input.request.method == "resources/read"
-	startswith(input.request.resource_uri, "secret://")
-} else := {"allow": true, "reason": "ok"}
-"#;
+    let policy = HIDES_SECRET_RESOURCES;
     let (h, gw) = setup_with(BUNDLE, policy).await;
     let reply = r#"{"jsonrpc":"2.0","id":5,"result":{"resources":[{"uri":"file:///ok","name":"ok \u2014 fine"},{"uri":"secret://payroll","name":"payroll"}]}}"#;
     h.script([Reply::json(reply)]);
@@ -356,13 +359,7 @@ async fn an_event_id_resumes_only_for_whom_it_was_given() {
 /// What a server says about a resource reaches only who may see it.
 #[tokio::test(flavor = "multi_thread")]
 async fn resource_updates_reach_only_who_may_read_the_resource() {
-    let policy = r#"package warden.authz
-import rego.v1
-decision := {"allow": false, "reason": "hidden"} if {
-	input.request.method == "resources/read"
-	startswith(input.request.resource_uri, "secret://")
-} else := {"allow": true, "reason": "ok"}
-"#;
+    let policy = HIDES_SECRET_RESOURCES;
     let (h, a, _b) = replicas(policy).await;
     let dev = session(&h, &a, DEV, "up-dev").await;
     let hidden = json!({"jsonrpc":"2.0","method":"notifications/resources/updated",
@@ -442,13 +439,7 @@ async fn network_uris_are_judged_wherever_mcp_carries_them() {
 /// same status, code, message and data (but for the URI asked for).
 #[tokio::test(flavor = "multi_thread")]
 async fn hidden_and_unknown_resources_answer_alike() {
-    let policy = r#"package warden.authz
-import rego.v1
-decision := {"allow": false, "reason": "hidden"} if {
-	input.request.method == "resources/read"
-	startswith(input.request.resource_uri, "secret://")
-} else := {"allow": true, "reason": "ok"}
-"#;
+    let policy = HIDES_SECRET_RESOURCES;
     let (h, gw) = setup_with(BUNDLE, policy).await;
     for version in ["2025-06-18", "2026-07-28"] {
         let ask = |uri: &str| {
