@@ -497,8 +497,11 @@ async fn hidden_and_unknown_resources_answer_alike() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stdio_server_that_stalls_or_frames_with_cr_never_holds_a_call() {
     let server = warden_tests::root().join("tests/peers/cr_stdio_server.py");
+    // The venv scripts/setup.sh makes (an absolute path, as the bundle asks).
+    let python = warden_tests::root().join("tests/peers/.venv/bin/python");
     let yaml = format!(
-        "version: 1\nservice_groups:\n  - name: local\n    servers:\n      - name: cr\n        timeouts: {{read: 2s}}\n        stdio: {{command: /usr/bin/python3, args: [\"{}\"]}}\nroutes:\n  - {{prefix: /cr, server: cr}}\n",
+        "version: 1\nservice_groups:\n  - name: local\n    servers:\n      - name: cr\n        timeouts: {{read: 2s}}\n        stdio: {{command: \"{}\", args: [\"{}\"]}}\nroutes:\n  - {{prefix: /cr, server: cr}}\n",
+        python.display(),
         server.display()
     );
     let gw = Gateway::start(&yaml, false).expect("gateway");
