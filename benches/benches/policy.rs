@@ -30,6 +30,7 @@ fn bench(c: &mut Criterion) {
         auth: AuthMethod::ApiKey,
         attributes: BTreeMap::from([("region".to_owned(), "eu".to_owned())]),
         scopes: Vec::new(),
+        canonical: Default::default(),
     };
     // Tuesday 2026-11-17 10:00 Europe/Berlin.
     let now = UNIX_EPOCH + Duration::from_secs(1_795_424_400);

@@ -471,6 +471,31 @@ fn valid_tool_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// A virtual server's own legs (to its aggregator) wait a second longer
+/// than its slowest member may take (`timeouts.read`, and `stream_idle`
+/// for streams), so a member that does not answer is reported by the
+/// member's own timeout, naming the member, not by the outer leg's.
+fn outlast_members(servers: &mut [Server]) {
+    let margin = Duration::from_secs(1);
+    let bounds: Vec<Option<(Duration, Duration)>> = servers
+        .iter()
+        .map(|s| {
+            let v = s.composed.as_ref()?;
+            v.members
+                .iter()
+                .filter_map(|m| servers.iter().find(|o| o.name == m.server))
+                .map(|o| (o.timeouts.read, o.timeouts.stream_idle))
+                .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
+        })
+        .collect();
+    for (s, b) in servers.iter_mut().zip(bounds) {
+        if let Some((read, stream)) = b {
+            s.timeouts.read = s.timeouts.read.max(read + margin);
+            s.timeouts.stream_idle = s.timeouts.stream_idle.max(stream + margin);
+        }
+    }
+}
+
 /// Each virtual server's members name servers of this bundle that are not
 /// virtual themselves, once each; aliases are unique within it.
 fn check_members(servers: &[Server], p: &mut Problems) {
@@ -1472,6 +1497,7 @@ impl Config {
             p.push("service_groups", "at least one service group is needed");
         }
         check_members(&servers, p);
+        outlast_members(&mut servers);
         let mut routes = Vec::new();
         let mut seen_routes = HashSet::new();
         for (ri, r) in raw.routes.iter().enumerate() {

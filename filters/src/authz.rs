@@ -316,6 +316,61 @@ impl PolicyFilter {
         )
     }
 
+    /// The resources a `subscriptions/listen` request follows
+    /// (`notifications.resourceSubscriptions`): every one must be a
+    /// resource the principal may subscribe to, or the stream is refused
+    /// as that subscription would be, a hidden one as unknown. A filter the
+    /// gateway cannot read is refused.
+    fn judge_listen(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Option<Decision> {
+        let Some(v) = msg.value() else {
+            return Some(unreadable_request());
+        };
+        let uris = match v
+            .get("params")
+            .and_then(|p| p.get("notifications"))
+            .and_then(|n| n.get("resourceSubscriptions"))
+        {
+            None => return None,
+            Some(Json::Array(a)) => a,
+            Some(_) => return Some(unreadable_request()),
+        };
+        for uri in uris {
+            let Some(uri) = uri.as_str() else {
+                return Some(unreadable_request());
+            };
+            if let Some(refused) = self.judge_subscription(ctx, uri) {
+                return Some(refused);
+            }
+        }
+        None
+    }
+
+    /// A subscription to `uri` (`resources/subscribe`, or one of a
+    /// listen stream's): the policy's decision for subscribing, and the
+    /// resource must be one the principal may see at all, since every
+    /// update names it. A hidden one is answered as unknown.
+    fn judge_subscription(&self, ctx: &Exchange<'_>, uri: &str) -> Option<Decision> {
+        let visible = self
+            .decide(ctx, "resources/read", Some(uri), None, true)
+            .allow;
+        if !visible {
+            return Some(Decision::Reject(Denial::error(
+                resource_not_found(ctx, uri),
+                "resource_hidden",
+            )));
+        }
+        let d = self.decide(ctx, "resources/subscribe", Some(uri), None, false);
+        if d.allow {
+            return None;
+        }
+        let reason = d.reason.to_string();
+        Some(Decision::Reject(Denial::error(
+            JsonRpcError::new(codes::DENIED, format!("Denied by policy: {reason}"))
+                .with_data(serde_json::json!({"reason": reason})),
+            reason,
+        )))
+    }
+
     /// Server→client requests carried inside a result (`inputRequests` of an
     /// `InputRequiredResult`, or of a task waiting for input) get the policy
     /// the same requests get on a stream. One denied request refuses the
@@ -438,6 +493,17 @@ fn resource_not_found(ctx: &Exchange<'_>, uri: &str) -> JsonRpcError {
     JsonRpcError::new(code, "Resource not found").with_data(serde_json::json!({"uri": uri}))
 }
 
+/// A request member a concern must judge but cannot read: refused.
+fn unreadable_request() -> Decision {
+    Decision::Reject(Denial::error(
+        JsonRpcError::new(
+            codes::INVALID_PARAMS,
+            "Invalid params: a member the gateway judges has the wrong type",
+        ),
+        "params_unreadable",
+    ))
+}
+
 /// A reply a concern that applies to it cannot read: refused, never passed.
 pub(crate) fn unreadable_reply() -> Decision {
     Decision::Reject(Denial::error(
@@ -510,6 +576,21 @@ impl McpFilter for PolicyFilter {
         let d = self.decide(ctx, method, name, args, false);
         if !d.allow {
             return Decision::Reject(self.denial(ctx, method, name, d));
+        }
+        // A subscription (a listen stream's of 2026-07-28 names several)
+        // must be to a resource the principal may see: every update names it.
+        match (method, env.kind, name) {
+            ("subscriptions/listen", Kind::Request, _) => {
+                if let Some(refused) = self.judge_listen(msg, ctx) {
+                    return refused;
+                }
+            }
+            ("resources/subscribe", Kind::Request, Some(uri)) => {
+                if let Some(refused) = self.judge_subscription(ctx, uri) {
+                    return refused;
+                }
+            }
+            _ => {}
         }
         if let Some(ask) = &d.approval {
             if method != "tools/call" || env.kind != Kind::Request {

@@ -1153,6 +1153,16 @@ fn walk_outside<'a>(v: &'a Json, detect: bool, out: &mut Vec<Found<'a>>) {
                         value: u.as_str().into(),
                         whole: false,
                     }),
+                    // The resources a subscription stream follows (2026-07-28).
+                    ("resourceSubscriptions", Json::Array(uris)) => {
+                        for u in uris.iter().filter_map(Json::as_str) {
+                            out.push(Found {
+                                argument: None,
+                                value: u.into(),
+                                whole: false,
+                            });
+                        }
+                    }
                     _ => {
                         if detect && url_like(k) {
                             out.push(Found {

@@ -47,7 +47,24 @@ pub struct Principal {
     pub attributes: BTreeMap<String, String>,
     /// The OAuth scopes the caller's token carries (none for other methods).
     pub scopes: Vec<String>,
+    /// The owner key, worked out once per principal (an API key's or a
+    /// certificate's principal lives as long as its bundle).
+    pub canonical: CanonicalOnce,
 }
+
+/// A principal's canonical owner key, computed on first use. Not part of
+/// what a principal is: two principals compare equal whatever their
+/// caches hold.
+#[derive(Debug, Clone, Default)]
+pub struct CanonicalOnce(std::sync::OnceLock<String>);
+
+impl PartialEq for CanonicalOnce {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for CanonicalOnce {}
 
 impl Principal {
     /// The key things are bound to this principal by (sessions, task ids,
@@ -55,8 +72,15 @@ impl Principal {
     /// Kept in the person's canonical form ([`warden_config::person`]):
     /// `ALICE` and `alice` of one tenant are one person everywhere.
     pub fn owner_key(&self) -> String {
+        self.owner().to_owned()
+    }
+
+    /// [`Principal::owner_key`], borrowed.
+    pub fn owner(&self) -> &str {
         use warden_config::person::canonical_or_marked as c;
-        format!("{}\0{}", c(&self.tenant), c(&self.id))
+        self.canonical
+            .0
+            .get_or_init(|| format!("{}\0{}", c(&self.tenant), c(&self.id)))
     }
 
     /// The caller when the bundle has no identity section (or allows
@@ -77,6 +101,7 @@ impl Principal {
             auth: AuthMethod::Anonymous,
             attributes: BTreeMap::new(),
             scopes: Vec::new(),
+            canonical: CanonicalOnce::default(),
         }
     }
 
@@ -89,6 +114,7 @@ impl Principal {
             auth,
             attributes: s.attributes.clone(),
             scopes: Vec::new(),
+            canonical: CanonicalOnce::default(),
         }
     }
 }
@@ -417,6 +443,7 @@ impl JwtVerifier {
                 auth: AuthMethod::Jwt,
                 attributes,
                 scopes: scopes.clone(),
+                canonical: CanonicalOnce::default(),
             },
             scopes,
         )

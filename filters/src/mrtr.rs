@@ -190,7 +190,7 @@ impl McpFilter for InputStateFilter {
         let name = crate::mcp::judged_target(env).map(str::to_owned);
         let args = msg.arguments_raw().map(args_digest);
         let method = env.method.as_deref().unwrap_or_default();
-        if sealed.o != ctx.principal.owner_key()
+        if sealed.o != ctx.principal.owner()
             || sealed.v != ctx.server
             || sealed.x.as_deref() != ctx.session_id
         {

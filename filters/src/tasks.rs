@@ -142,7 +142,7 @@ impl TaskSealer {
     pub fn open(&self, token: &str, who: &Principal, server: &str) -> Option<Opened> {
         let plain = self.key.open(PREFIX, AAD, token, 4096)?;
         let s: Sealed = serde_json::from_slice(&plain).ok()?;
-        (s.o == who.owner_key() && s.v == server).then_some(Opened {
+        (s.o == who.owner() && s.v == server).then_some(Opened {
             task: s.t,
             tool: s.n,
         })
@@ -156,7 +156,7 @@ impl TaskSealer {
             .chain_update(b"link\0")
             .chain_update(server.as_bytes())
             .chain_update(b"\0")
-            .chain_update(who.owner_key().as_bytes())
+            .chain_update(who.owner().as_bytes())
             .chain_update(b"\0")
             .chain_update(task.as_bytes())
             .finalize();

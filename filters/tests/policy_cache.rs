@@ -114,6 +114,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                 auth: AuthMethod::ApiKey,
                 attributes,
                 scopes: Vec::new(),
+                canonical: Default::default(),
             }
         });
     let args = prop::option::of(prop::collection::btree_map(

@@ -199,7 +199,7 @@ pub fn owner_digest(
 ) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    h.update(principal.owner_key().as_bytes());
+    h.update(principal.owner().as_bytes());
     if principal.auth == warden_filters::identity::AuthMethod::Anonymous {
         h.update(b"\0");
         // `::ffff:a.b.c.d` and `a.b.c.d` are one caller.

@@ -45,6 +45,11 @@ pub struct AuditRecord {
     pub principal: Arc<str>,
     #[serde(serialize_with = "shared_str")]
     pub tenant: Arc<str>,
+    /// The person behind `tenant` and `principal`, in the canonical form
+    /// the approval rules and per-principal bounds compare
+    /// (`warden_config::person`): `ALICE` and `alice` of one tenant are one
+    /// `person`. Worked out by the writer thread, not on the request path.
+    pub person: AuditPerson,
     pub auth: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<std::net::IpAddr>,
@@ -507,6 +512,19 @@ fn write_loop(mut rx: mpsc::Receiver<AuditMsg>, mut out: Output, stalled: Arc<At
 
 /// Names shared by every record of a request (and the runtime) are `Arc<str>`:
 /// a record per message clones pointers, not strings.
+/// Who a record is about, written as `tenant/id` in canonical form; a
+/// name that has none (an invisible character) is written marked, never
+/// merged with another.
+#[derive(Debug, Clone)]
+pub struct AuditPerson(pub Arc<warden_filters::Principal>);
+
+impl Serialize for AuditPerson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // The owner key (`tenant\0id`, canonical), worked out once per principal.
+        s.serialize_str(&self.0.owner().replacen('\0', "/", 1))
+    }
+}
+
 fn shared_str<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(v)
 }

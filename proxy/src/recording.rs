@@ -373,6 +373,7 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         },
         principal: ctx.principal.id.as_str().into(),
         tenant: ctx.principal.tenant.as_str().into(),
+        person: crate::audit::AuditPerson(ctx.principal.clone()),
         auth: ctx.principal.auth.as_str(),
         source_ip: ctx.source_ip.or_else(|| {
             session

@@ -178,8 +178,7 @@ impl<'a> Rewrite<'a> {
             }
             // Who the session is for (a digest), for the per-principal bound.
             use sha2::Digest;
-            let owner =
-                hex::encode(&sha2::Sha256::digest(ctx.principal.owner_key().as_bytes())[..16]);
+            let owner = hex::encode(&sha2::Sha256::digest(ctx.principal.owner().as_bytes())[..16]);
             put(fixed(crate::stdio::OWNER_HEADER), &owner, false)?;
         }
         // A token fetched for this call (see `outbound`).

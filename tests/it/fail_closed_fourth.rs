@@ -380,6 +380,63 @@ async fn resource_updates_reach_only_who_may_read_the_resource() {
     assert!(text.contains("file:///ok"), "{text}");
 }
 
+/// A subscription stream (2026-07-28 `subscriptions/listen`) follows only
+/// resources the principal may see, each judged as a subscription to it
+/// would be; a hidden one is answered as unknown, a network URI by the SSRF
+/// rules, a filter the gateway cannot read is refused. None reaches the
+/// server. So does a 2025 `resources/subscribe` of a hidden resource.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_follows_only_resources_the_principal_may_see() {
+    let (h, gw) = setup_with(BUNDLE, HIDES_SECRET_RESOURCES).await;
+    let listen = |subs: Value| {
+        json!({"jsonrpc":"2.0","id":3,"method":"subscriptions/listen",
+            "params":{"notifications":{"resourcesListChanged":true,"resourceSubscriptions":subs}}})
+        .to_string()
+    };
+    let hs = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "subscriptions/listen"),
+    ];
+    for (i, (subs, code)) in [
+        (json!(["file:///ok", "secret://payroll"]), -32602),
+        (
+            json!(["file:///ok", "http://169.254.169.254/latest/"]),
+            -31014,
+        ),
+        (json!(["gopher://127.0.0.1:6379/_x"]), -31014),
+        (json!("secret://payroll"), -32602),
+        (json!([{"uri": "secret://payroll"}]), -32602),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        h.reset();
+        h.script([Reply::json(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#)]);
+        let (_, _, text) = post_with(&gw, &listen(subs.clone()), &hs).await;
+        assert!(
+            h.received().is_empty(),
+            "variant {i} reached the server: {subs}"
+        );
+        assert_eq!(
+            messages(&text)[0]["error"]["code"],
+            code,
+            "variant {i}: {text}"
+        );
+    }
+    // Hidden reads alike, whichever way it is subscribed.
+    h.reset();
+    let sub = json!({"jsonrpc":"2.0","id":4,"method":"resources/subscribe","params":{"uri":"secret://payroll"}});
+    let (_, _, text) = post_with(&gw, &sub.to_string(), &[]).await;
+    assert!(h.received().is_empty(), "{text}");
+    let err = &messages(&text)[0]["error"];
+    assert_eq!(err["data"]["uri"], "secret://payroll", "{text}");
+    // What the principal may see is followed.
+    h.reset();
+    h.script([Reply::json(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#)]);
+    let (_, _, text) = post_with(&gw, &listen(json!(["file:///ok"])), &hs).await;
+    assert_eq!(h.received().len(), 1, "{text}");
+}
+
 // ---------------------------------------------------------------------------
 // URIs judged wherever MCP carries them; resource identifiers are no egress.
 // ---------------------------------------------------------------------------
@@ -659,4 +716,211 @@ async fn tables_take_their_bounds_from_one_budget() {
             "{table}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// One identity per person: the agent's approvers, the bundle's principals.
+// ---------------------------------------------------------------------------
+
+/// A person is compared one way everywhere, through a running agent and
+/// gateway: `ÖLAF` is the caller `ölaf` and cannot approve his own held
+/// call (a plain approver can); an approvers file that names one person
+/// twice (`alice` and `ALICE`, `alice` and `acme/alice`, `bob` and a
+/// zero-width `bo\u{200b}b`) is refused when the agent starts, naming both;
+/// so is a bundle whose principals are one person twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_person_is_one_identity_for_approvals() {
+    use sha2::Digest;
+    use warden_tests::{bin, run_with_timeout, Agent, Mock};
+    let mock = Mock::start(&[]).expect("mock");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (source, state) = (dir.path().join("source"), dir.path().join("state"));
+    std::fs::create_dir_all(source.join("policies")).expect("mkdir");
+    let key = warden_config::access::hash_api_key("wk_olaf_secret_1", &[3u8; 16]);
+    let yaml = format!(
+        "version: 1\npolicy: {{entrypoint: data.ops.decision}}\nidentity:\n  resource: http://127.0.0.1/mock/mcp\n  api_keys:\n    - {{id: ölaf, tenant: acme, roles: [developer], kind: user, hash: \"{key}\"}}\nservice_groups:\n  - name: g\n    servers:\n      - {{name: mock, upstreams: [\"{}\"]}}\nroutes:\n  - {{prefix: /mock, server: mock}}\n",
+        mock.addr
+    );
+    std::fs::write(source.join("warden.yaml"), &yaml).expect("yaml");
+    std::fs::write(
+        source.join("policies/ops.rego"),
+        "package ops\nimport rego.v1\ndecision := {\"allow\": true, \"reason\": \"ok\", \"require_approval\": {\"approvers\": 1, \"reason\": \"echo is watched\"}} if {\n\tinput.request.tool == \"echo\"\n} else := {\"allow\": true, \"reason\": \"ok\"}\n",
+    )
+    .expect("rego");
+    let digest = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
+    let write_approvers = |path: &std::path::Path, entries: &[(&str, &str)]| {
+        let text: String = entries
+            .iter()
+            .map(|(n, t)| format!("\"{n}\": {}\n", digest(t)))
+            .collect();
+        std::fs::write(path, text).expect("approvers");
+    };
+    let (private, public) = warden_tests::keygen(dir.path(), "k");
+
+    // Two spellings of one person in the approvers file (or one no peer
+    // reads alike): the agent refuses to start.
+    for (a, b) in [
+        ("alice", "ALICE"),
+        ("alice", "acme/alice"),
+        ("bob", "bo\u{200b}b"),
+        ("ölaf", "O\u{308}LAF"),
+    ] {
+        let file = dir.path().join("twice.yaml");
+        write_approvers(&file, &[(a, "token-one-000001"), (b, "token-two-000002")]);
+        let (ok, out, err) = run_with_timeout(
+            std::process::Command::new(bin("warden-agent"))
+                .arg("serve")
+                .arg("--source")
+                .arg(&source)
+                .arg("--state")
+                .arg(dir.path().join("state-twice"))
+                .args(["--listen", "127.0.0.1:0"])
+                .arg("--signing-key")
+                .arg(&private)
+                .arg("--approvers")
+                .arg(&file)
+                .env("WARDEN_AGENT_ADMIN_TOKEN", "admin-token-0123456789")
+                .env("WARDEN_AGENT_FLEET_TOKEN", "fleet-token-0123456789"),
+            std::time::Duration::from_secs(20),
+        )
+        .expect("agent ran");
+        assert!(
+            !ok,
+            "an approvers file naming {a:?} and {b:?} was accepted: {out}"
+        );
+        assert!(
+            err.contains("one person") || err.contains("invisible"),
+            "{a} {b}: {err}"
+        );
+    }
+
+    // The caller `ölaf`, the approver `ÖLAF` (another token), and alice.
+    let approvers = dir.path().join("approvers.yaml");
+    write_approvers(
+        &approvers,
+        &[
+            ("ÖLAF", "approver-olaf-token-01"),
+            ("alice", "approver-alice-token-02"),
+        ],
+    );
+    let agent = Agent::start_with(
+        &source,
+        &state,
+        Some(&private),
+        &["--approvers".as_ref(), approvers.as_os_str()],
+    )
+    .expect("agent");
+    let gw = Gateway::on_agent(&agent.url, &public, &dir.path().join("gw-state"), "gw-id")
+        .expect("gateway");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while warden_tests::sync_get_status(gw.admin, "/readyz") != Some(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway never became ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+        "params":{"name":"echo","arguments":{"text":"hold me"}}})
+    .to_string();
+    let (_, _, body) = warden_tests::post_json(
+        &gw.url("/mock/mcp"),
+        call.clone().into_bytes(),
+        &[("x-api-key", "wk_olaf_secret_1")],
+    )
+    .await
+    .expect("call");
+    // Held (told as a tool error, the bundle's default denial style).
+    let held = String::from_utf8_lossy(&body).into_owned();
+    let id: String = held
+        .split("Approval id: ")
+        .nth(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .unwrap_or_else(|| panic!("not held: {held}"));
+    let decide = |token: &'static str| {
+        let url = format!("{}/v1/approvals/{id}/approve", agent.url);
+        async move {
+            let auth = format!("Bearer {token}");
+            request(
+                &url,
+                "POST",
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                bytes::Bytes::from_static(b"{}"),
+                false,
+            )
+            .await
+            .expect("approve")
+        }
+    };
+    let (s, _, b) = decide("approver-olaf-token-01").await;
+    assert_eq!(
+        s,
+        403,
+        "ÖLAF approved ölaf's call: {}",
+        String::from_utf8_lossy(&b)
+    );
+    assert!(String::from_utf8_lossy(&b).contains("own calls"));
+    let (s, _, b) = decide("approver-alice-token-02").await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+
+    // A bundle whose principals are one person twice is refused.
+    let twice = yaml.replace(
+        "    - {id: ölaf,",
+        &format!("    - {{id: ÖLAF, tenant: acme, roles: [developer], kind: user, hash: \"{key}\"}}\n    - {{id: ölaf,"),
+    );
+    assert_ne!(twice, yaml);
+    std::fs::write(source.join("warden.yaml"), &twice).expect("yaml");
+    let (ok, out, err) = run_with_timeout(
+        std::process::Command::new(bin("warden"))
+            .arg("validate")
+            .arg(&source),
+        std::time::Duration::from_secs(20),
+    )
+    .expect("validate ran");
+    assert!(!ok, "{out}");
+    assert!(format!("{out}{err}").contains("same person"), "{out}{err}");
+}
+
+/// A member of a virtual server that does not answer is named in the
+/// error, not the virtual server in front of it, even when both have the
+/// same read timeout (the virtual server's legs outlast their members').
+#[tokio::test(flavor = "multi_thread")]
+async fn a_members_timeout_names_the_member() {
+    let mock = warden_tests::Mock::start(&[]).expect("mock");
+    let yaml = format!(
+        "version: 1\ntimeouts: {{read: 1s}}\nservice_groups:\n  - name: g\n    servers:\n      - {{name: slowpoke, upstreams: [\"{}\"]}}\n      - name: combo\n        virtual: {{members: [{{server: slowpoke, prefix: never}}]}}\nroutes:\n  - {{prefix: /combo, server: combo}}\n",
+        mock.addr
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    let url = gw.url("/combo/mcp");
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    let (s, h, b) = warden_tests::post_json(&url, init.to_string().into_bytes(), &[])
+        .await
+        .expect("initialize");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let sid = header(&h, "mcp-session-id").expect("session").to_owned();
+    let hs = [
+        ("mcp-session-id", sid.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+        "params":{"name":"sleep","arguments":{"ms":4000}}});
+    let (_, _, b) = warden_tests::post_json(&url, call.to_string().into_bytes(), &hs)
+        .await
+        .expect("call");
+    let text = String::from_utf8_lossy(&b);
+    let v = &messages(&text)[0];
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("`slowpoke`") && !msg.contains("`combo`"),
+        "{text}"
+    );
 }

@@ -152,6 +152,17 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 s.warmup = warmup;
             }
             let report = runtime(common.threads)?.block_on(async {
+                // SIGINT or SIGTERM ends the run early, with its report.
+                use tokio::signal::unix::{signal, SignalKind};
+                let mut int = signal(SignalKind::interrupt())?;
+                let mut term = signal(SignalKind::terminate())?;
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    warden_loadtest::load::engine::stop();
+                });
                 let load = Load::connect(s, url).await?;
                 anyhow::Ok(load.open_loop(!common.quiet).await)
             })?;

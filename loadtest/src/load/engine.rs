@@ -2,7 +2,7 @@
 //! the intended send time, and a closed-loop saturation search.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -335,13 +335,18 @@ impl Load {
         // which would add up to a millisecond of our own lateness to every
         // latency.
         let me = Arc::clone(self);
-        let tx =
+        let ended =
             tokio::spawn(
                 async move { me.schedule(tx, warmup, warmup + length, max_inflight).await },
             )
             .await
             .ok();
-        drop(tx);
+        // A run told to stop early reports over what it ran.
+        let length = match &ended {
+            Some((_, due)) if stopped() => (due - warmup).clamp(0.0, length),
+            _ => length,
+        };
+        drop(ended);
         let agg = agg.await.unwrap_or_else(|_| Aggregator::new(self.labels()));
         agg.report(self, "open", length)
     }
@@ -356,7 +361,7 @@ impl Load {
         warmup: f64,
         total: f64,
         max_inflight: usize,
-    ) -> tokio::sync::mpsc::UnboundedSender<Sample> {
+    ) -> (tokio::sync::mpsc::UnboundedSender<Sample>, f64) {
         let alarm = match Alarm::new() {
             Ok(a) => Some(a),
             Err(e) => {
@@ -370,7 +375,7 @@ impl Load {
         ));
         let start = Instant::now() + Duration::from_millis(20);
         let mut due = 0.0f64;
-        while due < total {
+        while due < total && !stopped() {
             let intended = start + Duration::from_secs_f64(due);
             let wait = intended.saturating_duration_since(Instant::now());
             if !wait.is_zero() {
@@ -422,7 +427,7 @@ impl Load {
             let rate = self.scenario.rate_at((due - warmup).max(0.0)).max(1e-3);
             due += 1.0 / rate;
         }
-        tx
+        (tx, due)
     }
 
     /// Closed loop: `workers` clients each send the next request as soon as
@@ -562,6 +567,18 @@ impl Alarm {
             }
         }
     }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Ends an open-loop run early (SIGINT or SIGTERM): no new arrivals, the
+/// calls in flight are awaited, and the report covers what ran.
+pub fn stop() {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
 }
 
 pub fn fmt_us(us: u64) -> String {
