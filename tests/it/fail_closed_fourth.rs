@@ -859,6 +859,12 @@ async fn one_person_is_one_identity_for_approvals() {
             .expect("approve")
         }
     };
+    // The audit names the person canonically beside the credential's name.
+    let recs = gw.audit_when(|r| r.iter().any(|x| x["tool"] == "echo"));
+    let rec = recs.iter().find(|x| x["tool"] == "echo").expect("audited");
+    assert_eq!(rec["principal"], "ölaf", "{rec}");
+    // Canonical: compatibility-normalised, marks removed, case folded.
+    assert_eq!(rec["person"], "acme/olaf", "{rec}");
     let (s, _, b) = decide("approver-olaf-token-01").await;
     assert_eq!(
         s,
