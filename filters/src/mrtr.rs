@@ -15,9 +15,11 @@
 //!
 //! A retry is refused (-32602, never forwarded) when its `requestState` does
 //! not open (tampered, another gateway's), was issued to another principal,
-//! for another server, method, name, or other arguments, has expired, or
-//! when its `inputResponses` answer a key the server never asked for. So are
-//! `inputResponses` with no state at all: input nobody asked for.
+//! for another server, method, name, or other arguments, or has expired.
+//! An input response that answers a key the server never asked for, and
+//! `inputResponses` with no state at all (input nobody asked for), are
+//! dropped before the request is forwarded: the revision asks servers to
+//! ignore what they do not recognise, and nothing unsolicited reaches one.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -171,15 +173,23 @@ impl McpFilter for InputStateFilter {
             return Decision::Pass;
         }
         let Some(v) = msg.value() else {
-            return Decision::Pass;
+            return refuse("the request cannot be read");
         };
         let params = v.get("params");
         let state = params.and_then(|p| p.get("requestState"));
         let responses = params.and_then(|p| p.get("inputResponses"));
         let Some(state) = state else {
+            // Input nobody asked for: dropped (the revision asks servers to
+            // ignore what they do not recognise), never forwarded.
             return match responses {
                 None => Decision::Pass,
-                Some(_) => refuse("input responses answer no input request"),
+                Some(_) => {
+                    let mut out = v.clone();
+                    if let Some(p) = out.get_mut("params").and_then(Json::as_object_mut) {
+                        p.remove("inputResponses");
+                    }
+                    Decision::rewrite(&out)
+                }
             };
         };
         let Some(sealed) = state.as_str().and_then(|t| self.sealer.open(t)) else {
@@ -203,17 +213,18 @@ impl McpFilter for InputStateFilter {
             return refuse("expired");
         }
         match responses {
-            None => {}
-            Some(Json::Object(r)) if r.keys().any(|k| !sealed.k.contains(k)) => {
-                return refuse("an input response answers no input request");
-            }
-            Some(Json::Object(_)) => {}
+            None | Some(Json::Object(_)) => {}
             Some(_) => return refuse("inputResponses is not an object"),
         }
         let mut out = v.clone();
         let Some(p) = out.get_mut("params").and_then(Json::as_object_mut) else {
-            return Decision::Pass;
+            return refuse("the request cannot be read");
         };
+        // An input response that answers no request the server made is
+        // dropped: only what was asked for reaches the server.
+        if let Some(Json::Object(r)) = p.get_mut("inputResponses") {
+            r.retain(|k, _| sealed.k.contains(k));
+        }
         match sealed.s {
             Some(s) => {
                 p.insert("requestState".into(), Json::String(s));

@@ -36,7 +36,15 @@ pub enum ResponseMode {
     AnswersOnly,
     /// A body the gateway cannot judge (not a type MCP defines): dropped, and
     /// replaced at the end by a JSON-RPC error when anything arrived.
-    Withheld { received: bool, always: bool },
+    /// `status`: what the server answered (the client may get another).
+    Withheld {
+        received: bool,
+        always: bool,
+        status: u16,
+    },
+    /// A session's end (a DELETE's 2xx): the status says it all and MCP
+    /// defines no body for it, so whatever body came is dropped.
+    Discarded,
 }
 
 /// A request this exchange forwarded, and whether its reply has come.

@@ -99,8 +99,10 @@ pub fn session_scope_key(ctx: &RequestCtx) -> String {
 /// Only the two content types MCP defines are ever passed on, and only after
 /// judging: `text/event-stream` event by event, `application/json` whole
 /// (whatever the status: an error body can carry secrets too). A 2xx of any
-/// other type is refused (502, -31003); any other status keeps its code but
-/// its body is replaced by a JSON-RPC error that quotes nothing of it.
+/// other type is refused (502, -31003, naming the status the server sent),
+/// but for a DELETE's, which passes without its body; any other status
+/// keeps its code but its body is replaced by a JSON-RPC error that quotes
+/// nothing of it.
 pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
     let status = resp.status.as_u16();
     ctx.upstream_status = Some(status);
@@ -239,6 +241,13 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         resp.insert_header("content-type", "application/json")?;
         unframe(ctx, resp)?;
         ResponseMode::AnswersOnly
+    } else if ctx.exchange == ExchangeKind::Delete && (200..300).contains(&status) {
+        // A session ended: passed on as the server said it, without the
+        // body (an empty chunked `text/plain`, an "OK") MCP gives no meaning.
+        resp.remove_header(&http::header::CONTENT_TYPE);
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
+        resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+        ResponseMode::Discarded
     } else if empty {
         ResponseMode::Passthrough
     } else if json
@@ -263,6 +272,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         ResponseMode::Withheld {
             received: false,
             always: true,
+            status,
         }
     } else {
         // A body of a type MCP does not define (or any body on a 202): not
@@ -274,6 +284,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         ResponseMode::Withheld {
             received: false,
             always: false,
+            status,
         }
     };
     Ok(())
@@ -305,6 +316,7 @@ pub fn on_body(
         ResponseMode::Pending | ResponseMode::Passthrough => {
             (ResponseMode::Passthrough, Some(chunk))
         }
+        ResponseMode::Discarded => (ResponseMode::Discarded, None),
         ResponseMode::AnswersOnly => {
             let out = if eos {
                 ctx.plan
@@ -315,14 +327,17 @@ pub fn on_body(
             };
             (ResponseMode::AnswersOnly, out)
         }
-        ResponseMode::Withheld { received, always } => {
+        ResponseMode::Withheld {
+            received,
+            always,
+            status,
+        } => {
             let received = received || !chunk.is_empty();
             let out = if eos && (received || always) && ctx.upstream_status != Some(202) {
                 metrics()
                     .upstream_errors
                     .with_label_values(&[ctx.server_name(), "withheld_body"])
                     .inc();
-                let status = ctx.upstream_status.unwrap_or(0);
                 // A client error the gateway can explain: say what was missing.
                 let hint = match ctx.missing {
                     Some(m) if (400..500).contains(&status) => format!(" ({m})"),
@@ -344,7 +359,14 @@ pub fn on_body(
             } else {
                 None
             };
-            (ResponseMode::Withheld { received, always }, out)
+            (
+                ResponseMode::Withheld {
+                    received,
+                    always,
+                    status,
+                },
+                out,
+            )
         }
         ResponseMode::Json {
             mut chunks,

@@ -1326,8 +1326,8 @@ async fn task_results_meet_their_tools_checks() {
 /// `docs/specification/2026-07-28/basic/patterns/mrtr.mdx` and `schema.mdx`:
 /// `InputRequiredResult`, `inputResponses`, `requestState`) is bound to the
 /// principal and the request it answers: another principal, another tool,
-/// other arguments, a key nobody asked for, a tampered state, or input
-/// responses with no state never reach the server.
+/// other arguments or a tampered state never reach the server; a key
+/// nobody asked for, or input responses with no state, are dropped.
 #[tokio::test(flavor = "multi_thread")]
 async fn input_responses_are_bound_to_their_request() {
     let h = Hostile::start().await;
@@ -1383,7 +1383,7 @@ async fn input_responses_are_bound_to_their_request() {
     assert!(!v.to_string().contains("srv-state-1"), "{v}");
 
     // Refused, never forwarded: another principal, another tool, other
-    // arguments, an unasked key, a tampered state, responses without state.
+    // arguments, a tampered state, the server's own state.
     let before = posts_received(&h);
     let mut tampered = state.as_str().expect("state").to_owned();
     tampered.push('A');
@@ -1402,19 +1402,9 @@ async fn input_responses_are_bound_to_their_request() {
             retry(3, json!({"text":"rm -rf"}), &state, answer.clone()),
         ),
         (
-            "unasked key",
-            DEV,
-            retry(4, args.clone(), &state, json!({"e2":{"action":"accept"}})),
-        ),
-        (
             "tampered",
             DEV,
             retry(5, args.clone(), &json!(tampered), answer.clone()),
-        ),
-        (
-            "no state",
-            DEV,
-            retry(6, args.clone(), &Value::Null, answer.clone()),
         ),
         (
             "server's own state",
@@ -1437,6 +1427,40 @@ async fn input_responses_are_bound_to_their_request() {
         before,
         "a refused retry reached the server"
     );
+
+    // Input nobody asked for is dropped, never forwarded (the revision asks
+    // servers to ignore what they do not recognise): a key the server did
+    // not ask for, and responses with no state at all.
+    let mut unasked = answer.clone();
+    unasked["e2"] = json!({"action":"accept","content":{"name":"mallory"}});
+    for (what, body, kept) in [
+        (
+            "unasked key",
+            retry(4, args.clone(), &state, unasked),
+            Some(answer.clone()),
+        ),
+        (
+            "no state",
+            retry(6, args.clone(), &Value::Null, answer.clone()),
+            None,
+        ),
+    ] {
+        let id = body["id"].clone();
+        h.script([Reply::json(
+            &json!({"jsonrpc":"2.0","id":id,"result":{"content":[]}}).to_string(),
+        )]);
+        let v = send(DEV, body).await;
+        assert!(v.get("result").is_some(), "{what}: {v}");
+        let got = h.received();
+        let fwd: Value =
+            serde_json::from_slice(&got.last().expect("forwarded").body).expect("json");
+        assert!(!fwd.to_string().contains("mallory"), "{what}: {fwd}");
+        assert_eq!(
+            fwd["params"].get("inputResponses"),
+            kept.as_ref(),
+            "{what}: {fwd}"
+        );
+    }
 
     // The creator's retry goes through with the server's own state.
     h.script([Reply::json(

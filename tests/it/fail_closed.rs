@@ -25,6 +25,11 @@ mod third;
 #[path = "fail_closed_fourth.rs"]
 mod fourth;
 
+/// What the official conformance suite saw differ through the gateway:
+/// each fixed at its root, checked against a hostile server.
+#[path = "transparent.rs"]
+mod transparent;
+
 use serde_json::{json, Value};
 use warden_tests::hostile::{Hostile, Reply};
 use warden_tests::{mock_bundle, post_text as post_at, rpc_messages as messages, Gateway, Headers};

@@ -1,0 +1,88 @@
+//! Transparent to the MCP conformance suite: what a server answered reaches
+//! the client as the server said it, unless the gateway refuses something
+//! on purpose, and then the refusal says truly what happened.
+
+use serde_json::json;
+use warden_tests::hostile::{Piece, Reply};
+use warden_tests::{header, request};
+
+use super::{messages, post_with, setup_with, BUNDLE, POLICY};
+
+/// A session's end answered `200 text/plain` with an empty chunked body
+/// (what the reference server sends) reaches the client as a 200: the
+/// session ended. Whatever body a DELETE's 2xx carries is dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_ends_as_the_server_said() {
+    let (h, gw) = setup_with(BUNDLE, POLICY).await;
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18",
+            "capabilities":{},"serverInfo":{"name":"s","version":"1"}}})
+        .to_string(),
+    )
+    .header("mcp-session-id", "srv-1")]);
+    let (s, hs, _) = post_with(&gw, &init.to_string(), &[]).await;
+    assert_eq!(s, 200);
+    let sid = header(&hs, "mcp-session-id").expect("session").to_owned();
+    let empty_chunked = Reply {
+        chunked: true,
+        body: vec![],
+        ..Reply::typed(200, Some("text/plain"), "")
+    };
+    let worded = Reply {
+        chunked: true,
+        body: vec![Piece::Bytes(b"OK".to_vec())],
+        ..Reply::typed(200, Some("text/plain; charset=utf-8"), "")
+    };
+    for (i, reply) in [empty_chunked, worded, Reply::typed(204, None, "")]
+        .into_iter()
+        .enumerate()
+    {
+        h.script([reply.clone()]);
+        let (s, hs, body) = request(
+            &gw.url("/mock/mcp"),
+            "DELETE",
+            &[
+                ("mcp-session-id", sid.as_str()),
+                ("mcp-protocol-version", "2025-06-18"),
+            ],
+            Default::default(),
+            false,
+        )
+        .await
+        .expect("delete");
+        assert_eq!(
+            s,
+            reply.status,
+            "variant {i}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(
+            body.is_empty(),
+            "variant {i}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(header(&hs, "content-type").is_none(), "variant {i}");
+    }
+    // A POST's 2xx of a type MCP does not define is still refused, naming
+    // the status the server sent, not the gateway's.
+    h.script([Reply::typed(200, Some("text/plain"), "hello")]);
+    let ping = json!({"jsonrpc":"2.0","id":5,"method":"ping"}).to_string();
+    let (s, _, text) = post_with(
+        &gw,
+        &ping,
+        &[
+            ("mcp-session-id", sid.as_str()),
+            ("mcp-protocol-version", "2025-06-18"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 502, "{text}");
+    let msg = messages(&text)[0]["error"]["message"].clone();
+    assert!(
+        msg.as_str()
+            .is_some_and(|m| m.contains("HTTP 200") && !m.contains("502")),
+        "{text}"
+    );
+}
