@@ -300,8 +300,10 @@ pub fn expected_name(env: &Envelope) -> Option<&str> {
         return Some(t);
     }
     match env.method.as_deref()? {
-        // The tasks extension (SEP-2663) routes by task id.
-        "tasks/get" | "tasks/update" | "tasks/cancel" | "tasks/result" => env.task_id.as_deref(),
+        // The tasks extension (SEP-2663) routes by task id; it has no
+        // `tasks/result` (the 2025-11-25 method a server of this revision
+        // answers -32601), so that one names nothing.
+        "tasks/get" | "tasks/update" | "tasks/cancel" => env.task_id.as_deref(),
         _ => None,
     }
 }
@@ -544,6 +546,24 @@ mod tests {
         assert!(check_headers(None, None, &e).is_ok());
         // base64 form: "echo"
         assert!(check_headers(Some(b"tools/call"), Some(b"=?base64?ZWNobw==?="), &e).is_ok());
+    }
+
+    /// The tasks extension routes its methods by task id; `tasks/result`
+    /// is no method of it (a 2026-07-28 server answers -32601), so a
+    /// client that sends it without `Mcp-Name` is not refused for that.
+    #[test]
+    fn task_methods_name_their_task_but_the_removed_result() {
+        let task = |m: &str| {
+            env(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"{m}","params":{{"taskId":"t-1"}}}}"#
+            ))
+        };
+        for m in ["tasks/get", "tasks/update", "tasks/cancel"] {
+            assert_eq!(expected_name(&task(m)), Some("t-1"), "{m}");
+        }
+        let e = task("tasks/result");
+        assert_eq!(expected_name(&e), None);
+        assert!(check_headers(Some(b"tasks/result"), None, &e).is_ok());
     }
 
     #[test]

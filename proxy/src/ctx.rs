@@ -29,7 +29,13 @@ pub enum ResponseMode {
     /// `application/json`: buffered up to the limit, judged, then forwarded.
     /// The chunks are kept as they came: a reply read in one chunk and
     /// passed unchanged leaves as the very bytes that arrived.
-    Json { chunks: Vec<Bytes>, len: usize },
+    /// `ends` follows the chunks that are not the last, so a second JSON
+    /// value is refused when it begins, not when the server ends the body.
+    Json {
+        chunks: Vec<Bytes>,
+        len: usize,
+        ends: crate::response::JsonEnds,
+    },
     /// `text/event-stream`: decoded and judged event by event.
     Sse { decoder: SseDecoder, injected: bool },
     /// The upstream said 202 but the gateway has answers of its own to send.

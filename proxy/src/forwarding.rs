@@ -525,7 +525,8 @@ pub fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
             | "bad_session_header"
             | "bad_sse"
             | "endpoint_refused"
-            | "endpoint_outside_prefix"),
+            | "endpoint_outside_prefix"
+            | "several_json_values"),
         ) => Some(Refusal::upstream_protocol(
             reason,
             format!(

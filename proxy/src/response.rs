@@ -258,6 +258,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         ResponseMode::Json {
             chunks: Vec::new(),
             len: 0,
+            ends: JsonEnds::default(),
         }
     } else if (200..300).contains(&status) && status != 202 {
         // Success of a type MCP does not define: 502 with a clear error.
@@ -288,6 +289,55 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         }
     };
     Ok(())
+}
+
+/// Where JSON text fed chunk by chunk stands: whether its first top-level
+/// value has ended and another begun. Strings and escapes are followed, so
+/// a brace inside a string is no structure.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JsonEnds {
+    depth: u32,
+    in_str: bool,
+    escaped: bool,
+    /// Inside a top-level scalar (`true`, a number).
+    scalar: bool,
+    ended: bool,
+}
+
+impl JsonEnds {
+    /// Feeds `b`; true once a second top-level value begins.
+    pub fn second_begins(&mut self, b: &[u8]) -> bool {
+        for &c in b {
+            if self.in_str {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == b'\\' {
+                    self.escaped = true;
+                } else if c == b'"' {
+                    self.in_str = false;
+                    self.ended |= self.depth == 0;
+                }
+                continue;
+            }
+            match c {
+                b' ' | b'\t' | b'\n' | b'\r' => {
+                    if self.scalar {
+                        self.scalar = false;
+                        self.ended = true;
+                    }
+                }
+                _ if self.ended => return true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    self.ended |= self.depth == 0;
+                }
+                b'"' => self.in_str = true,
+                _ => self.scalar |= self.depth == 0,
+            }
+        }
+        false
+    }
 }
 
 /// Refuses an upstream reply the gateway cannot pass on (502, -31003).
@@ -371,6 +421,7 @@ pub fn on_body(
         ResponseMode::Json {
             mut chunks,
             mut len,
+            mut ends,
         } => {
             let limit = ctx
                 .rt
@@ -387,6 +438,13 @@ pub fn on_body(
                 );
             }
             len += chunk.len();
+            // A body that arrives whole is parsed whole; one that does not
+            // is followed, and refused as soon as a second value begins (a
+            // broken server on a stream it keeps open would otherwise hold
+            // the client until the read timeout).
+            if !eos && ends.second_begins(&chunk) {
+                return refuse_reply(ctx.server_name(), "several_json_values");
+            }
             if !chunk.is_empty() {
                 chunks.push(chunk);
             }
@@ -404,11 +462,12 @@ pub fn on_body(
                     ResponseMode::Json {
                         chunks: Vec::new(),
                         len: 0,
+                        ends,
                     },
                     Some(out),
                 )
             } else {
-                (ResponseMode::Json { chunks, len }, None)
+                (ResponseMode::Json { chunks, len, ends }, None)
             }
         }
         ResponseMode::Sse {
@@ -1152,7 +1211,32 @@ pub fn logs_io(rt: &crate::runtime::Runtime, server: usize, tool: &str) -> bool 
 
 #[cfg(test)]
 mod tests {
-    use super::inferred_method;
+    use super::{inferred_method, JsonEnds};
+
+    /// A second top-level value is seen where it begins, however the text
+    /// is cut into chunks; braces, quotes and escapes in strings are text.
+    #[test]
+    fn a_second_json_value_is_seen_where_it_begins() {
+        let cases: [(&str, bool); 9] = [
+            (r#"{"a":"}{"}"#, false),
+            (r#"{"a":"\"}"}  "#, false),
+            (r#"{"a":"\\"} {"#, true),
+            ("[1,[2]]\n[", true),
+            ("{} \"x\"", true),
+            ("12 3", true),
+            ("true", false),
+            (r#"{"a":{"b":[]}}"#, false),
+            (r#"{"a":"x\"}{"}"#, false),
+        ];
+        for (text, second) in cases {
+            for cut in 0..=text.len() {
+                let mut e = JsonEnds::default();
+                let (a, b) = text.as_bytes().split_at(cut);
+                let seen = e.second_begins(a) || e.second_begins(b);
+                assert_eq!(seen, second, "{text:?} cut at {cut}");
+            }
+        }
+    }
 
     /// A reply to a request this replica never saw is judged as the list its
     /// shape names; one that also carries a call's output is not a list.

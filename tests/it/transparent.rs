@@ -86,3 +86,57 @@ async fn a_session_ends_as_the_server_said() {
         "{text}"
     );
 }
+
+/// A reply declared `application/json` that carries a second JSON value (a
+/// broken server, on a stream it keeps open) is refused as soon as the
+/// second value begins, not when the read timeout fires.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_json_value_is_refused_when_it_begins() {
+    let (h, gw) = setup_with(&format!("{BUNDLE}timeouts: {{read: 60s}}\n"), POLICY).await;
+    let first = r#"{"jsonrpc":"2.0","id":5,"result":{"note":"a } and a \" in a string"}}"#;
+    for (i, second) in [
+        r#"{"jsonrpc":"2.0","id":6,"result":{}}"#,
+        "[]",
+        "7",
+        "\"x\"",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reply = Reply {
+            chunked: true,
+            body: vec![
+                Piece::Bytes(format!("{first}\n").into_bytes()),
+                Piece::Bytes(format!("{second}\n").into_bytes()),
+                Piece::Wait(std::time::Duration::from_secs(120)),
+            ],
+            ..Reply::json("")
+        };
+        h.script([reply]);
+        let ping = json!({"jsonrpc":"2.0","id":5,"method":"ping"}).to_string();
+        let (s, _, text) = post_with(&gw, &ping, &[]).await;
+        assert_eq!(s, 502, "variant {i}: {text}");
+        let v = &messages(&text)[0];
+        assert_eq!(v["error"]["code"], -31003, "variant {i}: {text}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("several json values")),
+            "variant {i}: {text}"
+        );
+    }
+    // One value in several chunks, whitespace after it: judged and passed.
+    h.script([Reply {
+        chunked: true,
+        body: vec![
+            Piece::Bytes(br#"{"jsonrpc":"2.0","id":5,"#.to_vec()),
+            Piece::Bytes(br#""result":{"s":"{[\"]}"}}"#.to_vec()),
+            Piece::Bytes(b"\n\n".to_vec()),
+        ],
+        ..Reply::json("")
+    }]);
+    let ping = json!({"jsonrpc":"2.0","id":5,"method":"ping"}).to_string();
+    let (s, _, text) = post_with(&gw, &ping, &[]).await;
+    assert_eq!(s, 200, "{text}");
+    assert_eq!(messages(&text)[0]["result"]["s"], "{[\"]}", "{text}");
+}
