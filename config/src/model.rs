@@ -25,6 +25,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub audit: Audit,
     pub allowed_origins: HashSet<String>,
+    /// `security.allowed_hosts`, lower-cased (DNS-rebinding protection).
+    pub allowed_hosts: HashSet<String>,
     /// `Mcp-Param-*` headers no tool declares: scanned or stripped.
     pub undeclared_params: UndeclaredParams,
     pub service_groups: Vec<ServiceGroup>,
@@ -1199,6 +1201,18 @@ impl Config {
             },
         };
         let allowed_origins = raw.security.allowed_origins.iter().cloned().collect();
+        let mut allowed_hosts = HashSet::new();
+        for (i, h) in raw.security.allowed_hosts.iter().enumerate() {
+            let name = h.trim().to_ascii_lowercase();
+            if name.is_empty() || name.contains(['/', ':', ' ']) && !name.starts_with('[') {
+                p.push(
+                    format!("security.allowed_hosts[{i}]"),
+                    "a host name or address without scheme, port or path",
+                );
+            } else {
+                allowed_hosts.insert(name);
+            }
+        }
         let undeclared_params = match raw.security.undeclared_param_headers.as_deref() {
             None | Some("scan") => UndeclaredParams::Scan,
             Some("strip") => UndeclaredParams::Strip,
@@ -1679,6 +1693,7 @@ impl Config {
             timeouts: timeouts_v,
             audit,
             allowed_origins,
+            allowed_hosts,
             undeclared_params,
             service_groups: groups,
             servers,

@@ -393,6 +393,11 @@ pub struct SecurityConfig {
     /// is allowed (requests without `Origin` are unaffected).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Host names (without port) requests may name in `Host`, beside the
+    /// routes' own hosts and, on a loopback listener, the loopback names.
+    /// Empty: a non-loopback listener takes any `Host`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// What to do with an `Mcp-Param-*` header that no listed tool
     /// definition declares (`x-mcp-header`): `scan` (default: DLP-scan its
     /// value like an argument and refuse the request on a finding) or

@@ -190,6 +190,18 @@ impl Refusal {
             JsonRpcError::new(codes::REFUSED, format!("Origin `{origin}` is not allowed")),
         )
     }
+    /// A `Host` that names none of the listener's names (DNS rebinding).
+    pub fn host(host: &str) -> Self {
+        let shown: String = host.chars().take(100).collect();
+        Refusal::new(
+            403,
+            "host_refused",
+            JsonRpcError::new(
+                codes::REFUSED,
+                format!("Host `{shown}` is not a name this gateway serves"),
+            ),
+        )
+    }
     pub fn bad_header(name: &str, why: &str) -> Self {
         Refusal::new(
             400,

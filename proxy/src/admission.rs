@@ -70,6 +70,24 @@ pub async fn admit(
         .host()
         .map(str::to_owned)
         .or_else(|| header_str(req, "host").map(str::to_owned));
+    // DNS rebinding: a page of another site reaches a loopback port under
+    // its own host name, same-origin with it. So `Host` must be a name this
+    // gateway serves: a loopback name on a loopback connection, a route's
+    // host, or `security.allowed_hosts` (which, when set, binds every
+    // listener).
+    let loopback = session
+        .server_addr()
+        .and_then(|a| a.as_inet())
+        .is_some_and(|a| a.ip().is_loopback());
+    let host_named = host.as_deref().map(host_name);
+    if loopback || !cfg.allowed_hosts.is_empty() {
+        let served = host_named
+            .as_deref()
+            .is_some_and(|h| serves_host(&rt.snap, loopback, h));
+        if !served {
+            return Err(Refusal::host(host.as_deref().unwrap_or("")));
+        }
+    }
     let path = req.uri.path();
     if let Some(suffix) = path.strip_prefix(crate::auth::WELL_KNOWN) {
         if (suffix.is_empty() || suffix.starts_with('/')) && req.method == http::Method::GET {
@@ -113,7 +131,10 @@ pub async fn admit(
     ctx.server = Some(route.server);
     if let Some(origin) = req.headers.get("origin") {
         let o = origin.to_str().unwrap_or("");
-        if !cfg.allowed_origins.contains(o) {
+        // A page served from one of the gateway's own names (a local tool
+        // on localhost, say) is no other site; any other origin is refused
+        // unless allowed by name.
+        if !cfg.allowed_origins.contains(o) && !own_origin(&rt.snap, loopback, o) {
             return Err(Refusal::origin(o));
         }
     }
@@ -367,4 +388,78 @@ fn open_resume_id(
 
 pub(crate) fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A `Host` value's name: lower-cased, without port or trailing dot; an
+/// IPv6 literal without its brackets.
+fn host_name(h: &str) -> String {
+    let h = h.trim();
+    let name = match h.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => h.rsplit_once(':').map_or(h, |(n, _)| n),
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `localhost`, a name under `.localhost` (RFC 6761), or a loopback address.
+fn loopback_name(name: &str) -> bool {
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether the gateway serves `name` (see the `Host` check in [`admit`]).
+fn serves_host(snap: &warden_filters::Snapshot, loopback: bool, name: &str) -> bool {
+    (loopback && loopback_name(name))
+        || snap.config.allowed_hosts.contains(name)
+        || snap.routes.iter().any(|r| r.host.as_deref() == Some(name))
+}
+
+/// Whether a browser `Origin` is a page of one of the gateway's own names
+/// (`http(s)://name[:port]`, nothing more).
+fn own_origin(snap: &warden_filters::Snapshot, loopback: bool, origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+        return false;
+    }
+    serves_host(snap, loopback, &host_name(rest))
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::{host_name, loopback_name};
+
+    #[test]
+    fn host_names_are_read_without_port_case_or_brackets() {
+        assert_eq!(host_name("LocalHost:8080"), "localhost");
+        assert_eq!(host_name("[::1]:80"), "::1");
+        assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
+        assert_eq!(host_name("evil.example.:443"), "evil.example");
+        for n in [
+            "localhost",
+            "app.localhost",
+            "127.0.0.1",
+            "127.8.9.1",
+            "::1",
+        ] {
+            assert!(loopback_name(&host_name(n)), "{n}");
+        }
+        for n in [
+            "localhost.evil.example",
+            "evil.example",
+            "0.0.0.0",
+            "10.0.0.1",
+            "127.0.0.1.nip.io",
+            "",
+        ] {
+            assert!(!loopback_name(&host_name(n)), "{n}");
+        }
+    }
 }

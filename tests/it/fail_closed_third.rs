@@ -87,7 +87,7 @@ async fn raw(gw: &Gateway, bytes: &[u8]) -> String {
 
 fn raw_request(method: &str, body: &str, extra: &str) -> Vec<u8> {
     format!(
-        "{method} /mock/mcp HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nx-api-key: wk_demo_dev_7Qm2\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        "{method} /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nx-api-key: wk_demo_dev_7Qm2\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -365,7 +365,7 @@ async fn the_servers_free_text_beside_the_status_never_passes() {
     let si = open_session(&h, &gw, DEV, "sess-i").await;
     h.script([Reply::sse(&["event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"ok\"}}\n\n"])
         .after_interim(103, &[("link", "</evil>; rel=preload"), ("mcp-session-id", "evil-1")])]);
-    let get = format!("GET /mock/mcp HTTP/1.1\r\nHost: gw\r\nAccept: text/event-stream\r\nx-api-key: wk_demo_dev_7Qm2\r\nmcp-session-id: {si}\r\nmcp-protocol-version: 2025-06-18\r\nConnection: close\r\n\r\n");
+    let get = format!("GET /mock/mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nx-api-key: wk_demo_dev_7Qm2\r\nmcp-session-id: {si}\r\nmcp-protocol-version: 2025-06-18\r\nConnection: close\r\n\r\n");
     let text = raw(&gw, get.as_bytes()).await;
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(!text.contains("103") && !text.contains("evil"), "{text}");

@@ -764,7 +764,7 @@ async fn slow_clients_and_silent_upstreams_are_cut_off() {
     let mut c = tokio::net::TcpStream::connect(gw.addr)
         .await
         .expect("connect");
-    c.write_all(b"POST /mock/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\"").await.expect("write");
+    c.write_all(b"POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\"").await.expect("write");
     let mut resp = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut resp))
         .await

@@ -140,3 +140,81 @@ async fn a_second_json_value_is_refused_when_it_begins() {
     assert_eq!(s, 200, "{text}");
     assert_eq!(messages(&text)[0]["result"]["s"], "{[\"]}", "{text}");
 }
+
+/// DNS rebinding is refused by `Host`, not by refusing every browser:
+/// on a loopback listener a request must name a loopback name (or a
+/// route's host, or `security.allowed_hosts`), and a page of one of those
+/// names may call; any other `Host` or `Origin` is refused, unforwarded.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_names_guard_against_rebinding_and_local_pages_may_call() {
+    let (h, gw) = setup_with(
+        &format!("{BUNDLE}security: {{allowed_hosts: [mcp.internal]}}\n"),
+        POLICY,
+    )
+    .await;
+    let port = gw.addr.port().to_string();
+    let ping = json!({"jsonrpc":"2.0","id":1,"method":"ping"}).to_string();
+    let on = |host: String, origin: Option<String>| {
+        let (gw, ping, h) = (&gw, &ping, &h);
+        async move {
+            h.reset();
+            h.script([Reply::json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)]);
+            let mut hs = vec![("host", host.as_str())];
+            if let Some(o) = &origin {
+                hs.push(("origin", o.as_str()));
+            }
+            let (s, _, text) = post_with(gw, ping, &hs).await;
+            (s, text, h.received().len())
+        }
+    };
+    for (host, origin) in [
+        (
+            format!("localhost:{port}"),
+            Some(format!("http://localhost:{port}")),
+        ),
+        (
+            format!("127.0.0.1:{port}"),
+            Some("http://127.0.0.1:5173".into()),
+        ),
+        (
+            format!("[::1]:{port}"),
+            Some("https://app.localhost".into()),
+        ),
+        ("LOCALHOST".into(), None),
+        ("mcp.internal".into(), Some("https://mcp.internal".into())),
+    ] {
+        let (s, text, n) = on(host.clone(), origin.clone()).await;
+        assert_eq!((s, n), (200, 1), "{host} {origin:?}: {text}");
+    }
+    for (host, origin, reason) in [
+        ("evil.example".to_owned(), None, "Host"),
+        (
+            format!("evil.example:{port}"),
+            Some("http://evil.example".to_owned()),
+            "Host",
+        ),
+        ("localhost.evil.example".into(), None, "Host"),
+        ("127.0.0.1.nip.io".into(), None, "Host"),
+        (
+            "localhost".into(),
+            Some("http://evil.example".into()),
+            "Origin",
+        ),
+        ("localhost".into(), Some("null".into()), "Origin"),
+        (
+            "localhost".into(),
+            Some("http://localhost@evil.example".into()),
+            "Origin",
+        ),
+        ("localhost".into(), Some("file://".into()), "Origin"),
+    ] {
+        let (s, text, n) = on(host.clone(), origin.clone()).await;
+        assert_eq!((s, n), (403, 0), "{host} {origin:?}: {text}");
+        assert!(
+            messages(&text)[0]["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(reason)),
+            "{host} {origin:?}: {text}"
+        );
+    }
+}
