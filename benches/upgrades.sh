@@ -36,7 +36,7 @@ PORT="$(free_port)"; APORT="$(free_port)"
 gen() {
   taskset -c 0 ./target/perf/warden run --bundle "$TMP/bundle" --state-dir "$TMP/state" \
     --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$APORT" --threads 1 \
-    --upgrade-sock "$TMP/upgrade.sock" --audit "$TMP/audit.jsonl" "$@" 2>>"$TMP/warden.err" &
+    --upgrade-sock "$TMP/upgrade.sock" --audit "$TMP/audit.jsonl" "$@" >/dev/null 2>>"$TMP/warden.err" &
   echo $!
 }
 OLD="$(gen)"; PIDS="$PIDS $OLD"

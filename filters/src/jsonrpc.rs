@@ -703,7 +703,9 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
 /// hash set of folded keys.
 #[derive(Default)]
 struct KeySet<'de> {
-    small: smallvec::SmallVec<[Cow<'de, str>; 8]>,
+    /// Each key, and whether it is printable ASCII (two such keys are one
+    /// name exactly when they are equal but for ASCII case).
+    small: smallvec::SmallVec<[(Cow<'de, str>, bool); 8]>,
     large: Option<std::collections::HashSet<unicase::UniCase<Cow<'de, str>>>>,
 }
 
@@ -725,19 +727,22 @@ impl<'de> KeySet<'de> {
             }
             return false;
         }
-        if self
-            .small
-            .iter()
-            .any(|s| crate::names::same_name(s.as_ref(), key))
-        {
+        let printable = crate::names::printable_ascii(key);
+        if self.small.iter().any(|(s, p)| {
+            if printable && *p {
+                s.len() == key.len() && s.eq_ignore_ascii_case(key)
+            } else {
+                crate::names::same_name(s.as_ref(), key)
+            }
+        }) {
             return true;
         }
-        self.small.push(key.clone());
+        self.small.push((key.clone(), printable));
         if self.small.len() > 16 {
             self.large = Some(
                 self.small
                     .drain(..)
-                    .flat_map(|k| {
+                    .flat_map(|(k, _)| {
                         crate::names::folded_readings(&k)
                             .into_iter()
                             .map(|f| unicase::UniCase::unicode(Cow::Owned(f.into_owned())))

@@ -172,11 +172,17 @@ pub(crate) fn dropped_by_some(c: char) -> bool {
     warden_config::person::invisible(c)
 }
 
+/// Whether `name` is printable ASCII: every peer reads it as it is, and
+/// another such name is the same name only by ASCII case.
+pub(crate) fn printable_ascii(name: &str) -> bool {
+    name.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
 /// Whether every peer reads `name` with all its characters: none is one a
 /// decoder drops or stops at.
 fn plain(name: &str) -> bool {
     // One pass in the common case: printable ASCII.
-    if name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+    if printable_ascii(name) {
         return true;
     }
     !name.is_ascii() && !name.chars().any(dropped_by_some)

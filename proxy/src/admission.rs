@@ -217,7 +217,7 @@ pub async fn admit(
     let server = &cfg.servers[route.server];
     // A session id that does not open is refused with the session checks,
     // last, so that a request refused for what it carries says so.
-    let (legacy_sealed, unopened) = match unseal_session(ctx, &server.name) {
+    let (legacy_sealed, unopened) = match unseal_session(gw, ctx, &server.name) {
         Ok(legacy) => (legacy, None),
         Err(r) => (false, Some(r)),
     };
@@ -320,7 +320,7 @@ fn check_sessions(
 /// binding to the principal and the server, and puts the upstream's own id
 /// and replica in the context. A token that does not open → 404. `true`
 /// when a legacy endpoint's sealed query was opened.
-fn unseal_session(ctx: &mut RequestCtx, server: &str) -> Result<bool, Refusal> {
+fn unseal_session(gw: &Gateway, ctx: &mut RequestCtx, server: &str) -> Result<bool, Refusal> {
     let Some(sealer) = ctx.rt.as_ref().and_then(|rt| rt.sealer.clone()) else {
         return Ok(false);
     };
@@ -336,9 +336,9 @@ fn unseal_session(ctx: &mut RequestCtx, server: &str) -> Result<bool, Refusal> {
         Ok(p.upstream.parse().ok())
     };
     if let Some(token) = ctx.session_id.clone() {
-        let p = sealer.open(&token).ok_or_else(unknown)?;
+        let p = gw.sessions.open(&sealer, &token).ok_or_else(unknown)?;
         ctx.sealed_upstream = check(&p)?;
-        ctx.session_id = Some(p.session);
+        ctx.session_id = Some(p.session.clone());
         ctx.session_sealed = true;
     } else if ctx.exchange == ExchangeKind::Post {
         // Legacy HTTP+SSE: the endpoint's query was sealed into `ws=`.

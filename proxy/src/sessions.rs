@@ -17,6 +17,17 @@ pub struct Sessions {
     /// Whether any `endpoint` event was seen: until then no POST is a
     /// legacy one, and none pays for the lookup.
     any_legacy: std::sync::atomic::AtomicBool,
+    /// Session tokens opened lately, with the key that opened them: a
+    /// session's every request presents the same token, and opening it
+    /// (AEAD and JSON) costs more than the rest of its admission.
+    opened: moka::sync::Cache<Arc<str>, Opened>,
+}
+
+/// A token opened by the sealer whose id is `sealer`.
+#[derive(Clone)]
+struct Opened {
+    sealer: [u8; 32],
+    session: Arc<crate::seal::SealedSession>,
 }
 
 #[derive(Clone)]
@@ -47,12 +58,41 @@ impl Sessions {
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
             any_legacy: std::sync::atomic::AtomicBool::new(false),
+            // A token and what it opens are about four sticky entries.
+            opened: moka::sync::Cache::builder()
+                .max_capacity((capacity / 4).max(1))
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
         }
     }
 
-    /// Sessions remembered now.
+    /// Sessions remembered now (an opened token counts as four).
     pub fn len(&self) -> u64 {
-        self.sticky.entry_count() + self.legacy_paths.entry_count()
+        self.sticky.entry_count() + self.legacy_paths.entry_count() + 4 * self.opened.entry_count()
+    }
+
+    /// What `token` opens to under `sealer`: remembered from an earlier
+    /// request of the session, else opened now (and remembered). A token
+    /// another key sealed opens only under that key.
+    pub fn open(
+        &self,
+        sealer: &crate::seal::Sealer,
+        token: &str,
+    ) -> Option<Arc<crate::seal::SealedSession>> {
+        if let Some(o) = self.opened.get(token) {
+            if o.sealer == sealer.id {
+                return Some(o.session);
+            }
+        }
+        let session = Arc::new(sealer.open(token)?);
+        self.opened.insert(
+            token.into(),
+            Opened {
+                sealer: sealer.id,
+                session: session.clone(),
+            },
+        );
+        Some(session)
     }
 
     pub fn is_empty(&self) -> bool {
