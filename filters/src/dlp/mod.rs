@@ -609,27 +609,10 @@ fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<GluedAnchors>, 
     if anchors.is_empty() {
         return Ok(None);
     }
-    // What wakes the pass: a literal's first three bytes where several
-    // literals share them (`xox` for the five Slack prefixes), else the
-    // literal. Fewer patterns keep the SIMD searcher on its slim variant;
-    // every literal is still tried where one wakes it.
-    let mut wake: Vec<&[u8]> = Vec::new();
-    for l in &anchors {
-        let head = &l.as_bytes()[..3];
-        let shared = anchors
-            .iter()
-            .filter(|o| o.as_bytes().starts_with(head))
-            .count()
-            > 1;
-        let w = if shared { head } else { l.as_bytes() };
-        if !wake.contains(&w) {
-            wake.push(w);
-        }
-    }
     Ok(Some(GluedAnchors {
-        packed: aho_corasick::packed::Searcher::new(wake.iter()),
+        packed: aho_corasick::packed::Searcher::new(anchors.iter()),
         ac: AhoCorasick::builder()
-            .build(&wake)
+            .build(&anchors)
             .map_err(|e| e.to_string())?,
         lits: anchors,
         owner,
