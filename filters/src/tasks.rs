@@ -348,13 +348,22 @@ impl McpFilter for TaskFilter {
         let Some(method) = env.method.as_deref().filter(|m| names_task(m)) else {
             return Decision::Pass;
         };
+        let modern = ctx.protocol_version.is_some_and(|v| v >= "2026-07-28");
+        if modern && method == "tasks/result" {
+            // The tasks extension has no `tasks/result` (SEP-2663): answered
+            // as a server of the revision answers it, never forwarded with
+            // an id the gateway did not seal.
+            return Decision::Reject(Denial::error(
+                JsonRpcError::new(codes::METHOD_NOT_FOUND, "Method not found: tasks/result"),
+                "method_not_found",
+            ));
+        }
         let opened = env
             .task_id
             .as_deref()
             .and_then(|t| self.sealer.open(t, ctx.principal, ctx.server));
         let Some(opened) = opened else {
             // Exactly what a server says about a task it does not know.
-            let modern = ctx.protocol_version.is_some_and(|v| v >= "2026-07-28");
             let ack = modern && matches!(method, "tasks/update" | "tasks/cancel");
             let mut d = Denial::error(
                 JsonRpcError::new(codes::INVALID_PARAMS, "Task not found"),
@@ -467,6 +476,43 @@ mod tests {
         Principal {
             id: id.into(),
             ..Principal::anonymous()
+        }
+    }
+
+    /// At 2026-07-28 `tasks/result` is no method (the extension removed
+    /// it): -32601, whatever id it names, sealed or not; earlier revisions
+    /// still open it.
+    #[test]
+    fn the_removed_tasks_result_is_no_method_at_2026_07_28() {
+        use crate::filter::{Decision, McpFilter, Message, Notes};
+        use crate::jsonrpc::{parse, ParseLimits, Parsed};
+        let sealer = Arc::new(TaskSealer::new(b"fleet secret"));
+        let f = TaskFilter::new(sealer.clone(), Arc::new(TaskOwners::new(100)));
+        let alice = who("alice");
+        let sealed = sealer.seal("task-1", &alice, "jira", None).expect("seal");
+        for id in [sealed.as_str(), "raw-server-id"] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tasks/result","params":{{"taskId":"{id}"}}}}"#
+            );
+            let Ok(Parsed::Single(env)) = parse(body.as_bytes(), ParseLimits::default()) else {
+                panic!("parse")
+            };
+            let msg = Message::new(&env, body.as_bytes());
+            let modern = Exchange {
+                protocol_version: Some("2026-07-28"),
+                ..Exchange::new(&alice, "jira")
+            };
+            assert!(matches!(
+                f.on_request(&msg, &modern, &mut Notes::default()),
+                Decision::Reject(d) if d.error.code == -32601
+            ));
+            let older = Exchange {
+                protocol_version: Some("2025-11-25"),
+                ..Exchange::new(&alice, "jira")
+            };
+            let d = f.on_request(&msg, &older, &mut Notes::default());
+            // Opened and forwarded with the server's id; an unsealed one is unknown.
+            assert_eq!(!matches!(d, Decision::Reject(_)), id == sealed, "{id}");
         }
     }
 

@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use warden_tests::{bin, free_port, root, run_with_timeout, Gateway, Proc};
 
+/// The official MCP conformance suite, directly and through the gateway.
+#[path = "official_suite.rs"]
+mod official_suite;
+
 /// Every test here starts SDK peer processes; they take turns. On two
 /// cores, side by side, they starved each other's clients past their
 /// timeouts (the legacy HTTP+SSE client of the matrix hung at its progress
