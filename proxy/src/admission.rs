@@ -447,7 +447,8 @@ mod host_tests {
             "app.localhost",
             "127.0.0.1",
             "127.8.9.1",
-            "::1",
+            "[::1]",
+            "[::1]:8080",
         ] {
             assert!(loopback_name(&host_name(n)), "{n}");
         }

@@ -1018,10 +1018,14 @@ async fn tasks_belong_to_the_principal_that_created_them() {
         let body =
             json!({"jsonrpc":"2.0","id":7,"method":method,"params":{"taskId":id}}).to_string();
         for hs in [modern(method, id.clone()), vec![]] {
+            // 2026-07-28 has no `tasks/result` (-32601), and it names nothing.
+            let removed = method == "tasks/result" && !hs.is_empty();
+            let hs = if removed { hs[..2].to_vec() } else { hs };
             let (_, _, text) = send(OPS, body.clone(), hs).await;
             let v: Value = serde_json::from_str(&text).expect("json");
-            let unknown =
-                v["error"]["code"] == -32602 || v["result"] == json!({"resultType":"complete"});
+            let unknown = v["error"]["code"] == -32602
+                || v["result"] == json!({"resultType":"complete"})
+                || (removed && v["error"]["code"] == -32601);
             assert!(unknown, "{method}: {text}");
             assert!(!text.contains("task-42"), "{text}");
         }
@@ -1202,7 +1206,8 @@ async fn task_results_meet_their_tools_checks() {
             "structuredContent":{"n":"LEAKY"}}})
         .to_string(),
     )]);
-    let (s, text) = send(get(3, "tasks/result"), modern("tasks/result", &token)).await;
+    // (`tasks/result` is a 2025-11-25 method: the extension removed it.)
+    let (s, text) = send(get(3, "tasks/result"), vec![]).await;
     assert_eq!(s, 200, "{text}");
     assert!(text.contains("outputSchema"), "{text}");
     assert!(
@@ -1225,7 +1230,7 @@ async fn task_results_meet_their_tools_checks() {
         &json!({"jsonrpc":"2.0","id":5,"result":{"content":[],"structuredContent":{"n":5}}})
             .to_string(),
     )]);
-    let (_, text) = send(get(5, "tasks/result"), modern("tasks/result", &token)).await;
+    let (_, text) = send(get(5, "tasks/result"), vec![]).await;
     assert_eq!(
         serde_json::from_str::<Value>(&text).expect("json")["result"]["structuredContent"]["n"],
         5,
@@ -1252,7 +1257,7 @@ async fn task_results_meet_their_tools_checks() {
     )]);
     let masked = json!({"jsonrpc":"2.0","id":15,"method":"tasks/result","params":{"taskId":token,"name":"harmless"}})
         .to_string();
-    let (_, text) = send(masked, modern("tasks/result", &token)).await;
+    let (_, text) = send(masked, vec![]).await;
     assert!(
         text.contains("outputSchema") && !text.contains("LEAKY"),
         "{text}"
@@ -1292,7 +1297,7 @@ async fn task_results_meet_their_tools_checks() {
     )
     .await;
     let before = posts_received(&h);
-    let (_, text) = send(get(10, "tasks/result"), modern("tasks/result", &token)).await;
+    let (_, text) = send(get(10, "tasks/result"), vec![]).await;
     assert!(text.contains("quarantined"), "{text}");
     assert_eq!(posts_received(&h), before, "nothing reached the server");
 

@@ -789,7 +789,7 @@ async fn edge_routing_by_host_and_prefix() {
     let m1 = Mock::start(&[]).expect("m1");
     let m2 = Mock::start(&[]).expect("m2");
     let yaml = format!(
-        "version: 1\nservice_groups:\n  - name: edge\n    servers:\n      - {{name: one, upstreams: [\"{}\"]}}\n      - {{name: two, upstreams: [\"{}\"]}}\nroutes:\n  - {{prefix: /a, host: Tools.Example, server: one}}\n  - {{prefix: /a, server: two}}\n  - {{prefix: /a/deeper, server: one, upstream_prefix: /v1}}\n",
+        "version: 1\nservice_groups:\n  - name: edge\n    servers:\n      - {{name: one, upstreams: [\"{}\"]}}\n      - {{name: two, upstreams: [\"{}\"]}}\nsecurity: {{allowed_hosts: [other.example]}}\nroutes:\n  - {{prefix: /a, host: Tools.Example, server: one}}\n  - {{prefix: /a, server: two}}\n  - {{prefix: /a/deeper, server: one, upstream_prefix: /v1}}\n",
         m1.addr, m2.addr
     );
     let gw = Gateway::start(&yaml, true).expect("gateway");
