@@ -34,7 +34,7 @@ pub enum ResponseMode {
     Json {
         chunks: Vec<Bytes>,
         len: usize,
-        ends: crate::response::JsonEnds,
+        ends: JsonEnds,
     },
     /// `text/event-stream`: decoded and judged event by event.
     Sse { decoder: SseDecoder, injected: bool },
@@ -288,5 +288,54 @@ impl RequestCtx {
             Some(t) => Some(t.trace_hex()),
             None => self.trace_id.as_deref().map(str::to_owned),
         }
+    }
+}
+
+/// Where JSON text fed chunk by chunk stands: whether its first top-level
+/// value has ended and another begun. Strings and escapes are followed, so
+/// a brace inside a string is no structure.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JsonEnds {
+    depth: u32,
+    in_str: bool,
+    escaped: bool,
+    /// Inside a top-level scalar (`true`, a number).
+    scalar: bool,
+    ended: bool,
+}
+
+impl JsonEnds {
+    /// Feeds `b`; true once a second top-level value begins.
+    pub fn second_begins(&mut self, b: &[u8]) -> bool {
+        for &c in b {
+            if self.in_str {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == b'\\' {
+                    self.escaped = true;
+                } else if c == b'"' {
+                    self.in_str = false;
+                    self.ended |= self.depth == 0;
+                }
+                continue;
+            }
+            match c {
+                b' ' | b'\t' | b'\n' | b'\r' => {
+                    if self.scalar {
+                        self.scalar = false;
+                        self.ended = true;
+                    }
+                }
+                _ if self.ended => return true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    self.ended |= self.depth == 0;
+                }
+                b'"' => self.in_str = true,
+                _ => self.scalar |= self.depth == 0,
+            }
+        }
+        false
     }
 }

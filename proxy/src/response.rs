@@ -258,7 +258,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         ResponseMode::Json {
             chunks: Vec::new(),
             len: 0,
-            ends: JsonEnds::default(),
+            ends: crate::ctx::JsonEnds::default(),
         }
     } else if (200..300).contains(&status) && status != 202 {
         // Success of a type MCP does not define: 502 with a clear error.
@@ -289,55 +289,6 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         }
     };
     Ok(())
-}
-
-/// Where JSON text fed chunk by chunk stands: whether its first top-level
-/// value has ended and another begun. Strings and escapes are followed, so
-/// a brace inside a string is no structure.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct JsonEnds {
-    depth: u32,
-    in_str: bool,
-    escaped: bool,
-    /// Inside a top-level scalar (`true`, a number).
-    scalar: bool,
-    ended: bool,
-}
-
-impl JsonEnds {
-    /// Feeds `b`; true once a second top-level value begins.
-    pub fn second_begins(&mut self, b: &[u8]) -> bool {
-        for &c in b {
-            if self.in_str {
-                if self.escaped {
-                    self.escaped = false;
-                } else if c == b'\\' {
-                    self.escaped = true;
-                } else if c == b'"' {
-                    self.in_str = false;
-                    self.ended |= self.depth == 0;
-                }
-                continue;
-            }
-            match c {
-                b' ' | b'\t' | b'\n' | b'\r' => {
-                    if self.scalar {
-                        self.scalar = false;
-                        self.ended = true;
-                    }
-                }
-                _ if self.ended => return true,
-                b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => {
-                    self.depth = self.depth.saturating_sub(1);
-                    self.ended |= self.depth == 0;
-                }
-                b'"' => self.in_str = true,
-                _ => self.scalar |= self.depth == 0,
-            }
-        }
-        false
-    }
 }
 
 /// Refuses an upstream reply the gateway cannot pass on (502, -31003).
@@ -1211,7 +1162,8 @@ pub fn logs_io(rt: &crate::runtime::Runtime, server: usize, tool: &str) -> bool 
 
 #[cfg(test)]
 mod tests {
-    use super::{inferred_method, JsonEnds};
+    use super::inferred_method;
+    use crate::ctx::JsonEnds;
 
     /// A second top-level value is seen where it begins, however the text
     /// is cut into chunks; braces, quotes and escapes in strings are text.
