@@ -65,11 +65,12 @@ pub async fn admit(
             ),
         ));
     }
-    let host = req
-        .uri
-        .host()
-        .map(str::to_owned)
-        .or_else(|| header_str(req, "host").map(str::to_owned));
+    let host = req.uri.host().map(str::to_owned).or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
     // DNS rebinding: a page of another site reaches a loopback port under
     // its own host name, same-origin with it. So `Host` must be a name this
     // gateway serves: a loopback name on a loopback connection, a route's
@@ -129,7 +130,7 @@ pub async fn admit(
     ctx.via = route.via.clone();
     ctx.route = Some(route_pos);
     ctx.server = Some(route.server);
-    if let Some(origin) = req.headers.get("origin") {
+    if let Some(origin) = req.headers.get(http::header::ORIGIN) {
         let o = origin.to_str().unwrap_or("");
         // A page served from one of the gateway's own names (a local tool
         // on localhost, say) is no other site; any other origin is refused
@@ -363,7 +364,8 @@ fn open_resume_id(
     req: &RequestHeader,
     server: &str,
 ) -> Result<Option<String>, Refusal> {
-    let mut all = req.headers.get_all("last-event-id").iter();
+    static LAST_EVENT_ID: http::HeaderName = http::HeaderName::from_static("last-event-id");
+    let mut all = req.headers.get_all(&LAST_EVENT_ID).iter();
     let Some(first) = all.next() else {
         return Ok(None);
     };
