@@ -216,6 +216,8 @@ pub struct PolicySettings {
     pub denial: DenialStyle,
     pub timezone: String,
     pub cache_capacity: u64,
+    /// A candidate rule path evaluated beside `entrypoint`, never enforced.
+    pub shadow: Option<String>,
 }
 
 impl Default for PolicySettings {
@@ -225,6 +227,7 @@ impl Default for PolicySettings {
             denial: DenialStyle::ToolError,
             timezone: "UTC".into(),
             cache_capacity: 100_000,
+            shadow: None,
         }
     }
 }
@@ -615,15 +618,27 @@ pub(crate) fn identity(raw: &raw::IdentityConfig, root: &Path, p: &mut Problems)
 pub(crate) fn policy(raw: &raw::PolicyConfig, p: &mut Problems) -> PolicySettings {
     let d = PolicySettings::default();
     let entrypoint = raw.entrypoint.clone().unwrap_or(d.entrypoint);
-    if !entrypoint.starts_with("data.")
-        || entrypoint
-            .split('.')
-            .any(|s| s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-    {
+    let rule_path = |path: &str| {
+        path.starts_with("data.")
+            && path
+                .split('.')
+                .all(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    };
+    if !rule_path(&entrypoint) {
         p.push(
             "policy.entrypoint",
             format!("`{entrypoint}` is not a rule path such as `data.warden.authz.decision`"),
         );
+    }
+    if let Some(shadow) = &raw.shadow {
+        if !rule_path(shadow) {
+            p.push(
+                "policy.shadow",
+                format!("`{shadow}` is not a rule path such as `data.candidate.authz.decision`"),
+            );
+        } else if *shadow == entrypoint {
+            p.push("policy.shadow", "is the enforced entrypoint itself");
+        }
     }
     let denial = match raw.denial.as_deref() {
         None | Some("tool_error") => DenialStyle::ToolError,
@@ -641,6 +656,7 @@ pub(crate) fn policy(raw: &raw::PolicyConfig, p: &mut Problems) -> PolicySetting
         denial,
         timezone: raw.timezone.clone().unwrap_or(d.timezone),
         cache_capacity: raw.cache_capacity.unwrap_or(d.cache_capacity),
+        shadow: raw.shadow.clone(),
     }
 }
 

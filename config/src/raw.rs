@@ -833,6 +833,10 @@ pub struct PolicyConfig {
     /// Decisions kept in the cache (default 100000; 0 turns the cache off).
     #[serde(default)]
     pub cache_capacity: Option<u64>,
+    /// A candidate rule evaluated beside the enforced one on every message
+    /// and never enforced: each disagreement is audited and counted.
+    #[serde(default)]
+    pub shadow: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

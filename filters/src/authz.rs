@@ -168,8 +168,21 @@ impl McpFilter for ScopeFilter {
 /// server→client request, with the bundle's Rego policy; filters list results.
 pub struct PolicyFilter {
     engine: Arc<PolicyEngine>,
+    /// A candidate rule evaluated beside `engine`, never enforced.
+    shadow: Option<Arc<PolicyEngine>>,
     catalog: HashMap<String, ServerCatalog>,
     denial: DenialStyle,
+}
+
+/// Where the shadow rule disagreed with the enforced one on a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowNote {
+    /// What the enforced rule decided.
+    pub enforced_allow: bool,
+    pub enforced_reason: String,
+    /// What the shadow rule would have decided.
+    pub shadow_allow: bool,
+    pub shadow_reason: String,
 }
 
 impl std::fmt::Debug for PolicyFilter {
@@ -226,9 +239,16 @@ impl PolicyFilter {
     ) -> Self {
         PolicyFilter {
             engine,
+            shadow: None,
             catalog,
             denial,
         }
+    }
+
+    /// Evaluates `shadow` beside the enforced rule on every request.
+    pub fn with_shadow(mut self, shadow: Option<Arc<PolicyEngine>>) -> Self {
+        self.shadow = shadow;
+        self
     }
 
     pub fn engine(&self) -> &Arc<PolicyEngine> {
@@ -245,6 +265,19 @@ impl PolicyFilter {
     /// resource URI) as the policy sees it.
     fn decide(
         &self,
+        ctx: &Exchange<'_>,
+        method: &str,
+        name: Option<&str>,
+        args: Option<&str>,
+        listing: bool,
+    ) -> PolicyDecision {
+        self.decide_with(&self.engine, ctx, method, name, args, listing)
+    }
+
+    /// [`PolicyFilter::decide`] by `engine` (the enforced rule or the shadow).
+    fn decide_with(
+        &self,
+        engine: &PolicyEngine,
         ctx: &Exchange<'_>,
         method: &str,
         name: Option<&str>,
@@ -278,7 +311,7 @@ impl PolicyFilter {
             justification: ctx.justification,
             session_id: ctx.session_id,
         };
-        self.engine.decide(&input)
+        engine.decide(&input)
     }
 
     fn denial(
@@ -574,6 +607,17 @@ impl McpFilter for PolicyFilter {
             ));
         }
         let d = self.decide(ctx, method, name, args, false);
+        if let Some(shadow) = &self.shadow {
+            let s = self.decide_with(shadow, ctx, method, name, args, false);
+            if s.allow != d.allow {
+                notes.shadow = Some(ShadowNote {
+                    enforced_allow: d.allow,
+                    enforced_reason: d.reason.to_string(),
+                    shadow_allow: s.allow,
+                    shadow_reason: s.reason.to_string(),
+                });
+            }
+        }
         if !d.allow {
             return Decision::Reject(self.denial(ctx, method, name, d));
         }

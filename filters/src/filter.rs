@@ -78,6 +78,8 @@ pub struct Notes {
     /// The approval this call needs before it may be forwarded (see
     /// `approval`): `plan_request` holds it.
     pub approval: Option<crate::approval::ApprovalNeed>,
+    /// Where the bundle's shadow rule disagreed with the enforced one.
+    pub shadow: Option<crate::authz::ShadowNote>,
     holds: Vec<Hold>,
 }
 

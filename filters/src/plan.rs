@@ -29,6 +29,8 @@ pub struct MessageRecord {
     /// The human approval this call needed (held calls and the calls
     /// an approval let through).
     pub approval: Option<crate::approval::ApprovalNeed>,
+    /// The shadow rule's disagreement with the enforced one, if any.
+    pub shadow: Option<crate::authz::ShadowNote>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -349,6 +351,7 @@ impl MessageRecord {
             findings: Vec::new(),
             task: None,
             approval: None,
+            shadow: None,
         }
     }
 
@@ -366,6 +369,7 @@ impl MessageRecord {
             findings: Vec::new(),
             task: None,
             approval: None,
+            shadow: None,
         }
     }
 
@@ -375,6 +379,7 @@ impl MessageRecord {
     pub fn noted(&mut self, notes: Notes) {
         self.findings = notes.findings;
         self.approval = notes.approval;
+        self.shadow = notes.shadow;
         if let Some(t) = notes.task {
             // A task's messages are judged as its creating tool's, whatever
             // else the message names.

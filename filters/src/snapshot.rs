@@ -332,6 +332,30 @@ impl Snapshot {
             .map_err(|e| BuildError::at(e.file, "", e.message))?;
             Some(Arc::new(engine))
         };
+        // A candidate rule beside the enforced one (safe rollout): same
+        // modules and data, its own decision cache.
+        let shadow = match (&config.policy.shadow, policy.is_some()) {
+            (Some(rule), true) => {
+                let p = &config.policy;
+                let engine = PolicyEngine::compile(
+                    &bundle.policies,
+                    &bundle.data,
+                    rule,
+                    &p.timezone,
+                    p.cache_capacity,
+                )
+                .map_err(|e| BuildError::at(e.file, "policy.shadow", e.message))?;
+                Some(Arc::new(engine))
+            }
+            (Some(_), false) => {
+                return Err(BuildError::at(
+                    "warden.yaml",
+                    "policy.shadow",
+                    "a shadow rule needs the bundle's policies/ (there is no Rego)".to_owned(),
+                ))
+            }
+            (None, _) => None,
+        };
         // Kill switch → quota → policy → tool pinning → schema → egress → (DLP) …
         let mut filters: Vec<Arc<dyn McpFilter>> = Vec::new();
         // Task ids: another principal's never reach the server (see `tasks`).
@@ -385,11 +409,10 @@ impl Snapshot {
             filters.push(Arc::new(f));
         }
         if let Some(engine) = &policy {
-            filters.push(Arc::new(PolicyFilter::new(
-                engine.clone(),
-                config.catalog.clone(),
-                config.policy.denial,
-            )));
+            filters.push(Arc::new(
+                PolicyFilter::new(engine.clone(), config.catalog.clone(), config.policy.denial)
+                    .with_shadow(shadow.clone()),
+            ));
         }
         if config.tool_pinning {
             filters.push(Arc::new(crate::tools::PinFilter::new(

@@ -81,6 +81,10 @@ pub struct AuditRecord {
     /// notifications) to the `tools/call` whose reply created it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// What the bundle's shadow rule (`policy.shadow`) would have decided,
+    /// when it disagreed with the enforced one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowDecision>,
     /// `forwarded`, `mutated`, `denied`, `invalid`, or the reason of a refusal.
     pub outcome: &'static str,
     /// Which check decided (`policy`, `kill_switch` …) when one refused or rewrote.
@@ -512,6 +516,15 @@ fn write_loop(mut rx: mpsc::Receiver<AuditMsg>, mut out: Output, stalled: Arc<At
 
 /// Names shared by every record of a request (and the runtime) are `Arc<str>`:
 /// a record per message clones pointers, not strings.
+/// The shadow rule's decision beside the enforced one.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowDecision {
+    pub allow: bool,
+    pub reason: String,
+    pub enforced_allow: bool,
+    pub enforced_reason: String,
+}
+
 /// Who a record is about, written as `tenant/id` in canonical form; a
 /// name that has none (an invisible character) is written marked, never
 /// merged with another.

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub quota_store_fallbacks: IntCounterVec,
     /// DLP findings by detector, direction and action.
     pub dlp_findings: IntCounterVec,
+    pub policy_shadow_disagreements: IntCounterVec,
     /// Calls refused by a quota, by quota name.
     pub quota_denied: IntCounterVec,
     /// Tools quarantined (definition changed, or name refused), refreshed at each scrape.
@@ -169,6 +170,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "warden_policy_cache_lookups",
             "Policy decision-cache lookups since the active bundle was loaded, by result",
             &["result"]
+        )?,
+        policy_shadow_disagreements: register_int_counter_vec!(
+            "warden_policy_shadow_disagreements_total",
+            "Messages on which the bundle's shadow rule (policy.shadow) decided otherwise than the enforced one, by server and by what was enforced",
+            &["server", "enforced"]
         )?,
         dlp_findings: register_int_counter_vec!(
             "warden_dlp_findings_total",

@@ -162,6 +162,24 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
                 };
             }
             rec.task = r.task.take();
+            if let Some(sh) = r.shadow.take() {
+                m.policy_shadow_disagreements
+                    .with_label_values(&[
+                        rec.server.as_ref(),
+                        if sh.enforced_allow {
+                            "allowed"
+                        } else {
+                            "denied"
+                        },
+                    ])
+                    .inc();
+                rec.shadow = Some(crate::audit::ShadowDecision {
+                    allow: sh.shadow_allow,
+                    reason: sh.shadow_reason,
+                    enforced_allow: sh.enforced_allow,
+                    enforced_reason: sh.enforced_reason,
+                });
+            }
             for f in std::mem::take(&mut r.findings) {
                 m.dlp_findings
                     .with_label_values(&[&f.detector, dir, f.action])
@@ -400,6 +418,7 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         tool: None,
         risk: None,
         task: None,
+        shadow: None,
         outcome: "",
         decided_by: None,
         reason: None,

@@ -637,6 +637,7 @@ fn unjudgeable_record(id: Option<&warden_filters::Id>) -> MessageRecord {
         findings: Vec::new(),
         task: None,
         approval: None,
+        shadow: None,
     }
 }
 

@@ -1101,3 +1101,116 @@ fn policy_authors_work_offline_with_eval_and_test() {
         "{out}"
     );
 }
+
+/// A candidate rule rides beside the enforced one (`policy.shadow`): it is
+/// evaluated on every request and never enforced; each disagreement is in
+/// the request's audit record (both decisions and reasons) and counted per
+/// server and enforced outcome; agreement leaves no trace. A shadow rule
+/// that is the enforced one, is no rule path, or has no Rego to run is
+/// refused when the bundle loads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadow_policy_is_judged_beside_the_enforced_one_and_never_enforced() {
+    let mock = Mock::start(&[]).expect("mock");
+    let enforced =
+        "package warden.authz\nimport rego.v1\ndecision := {\"allow\": true, \"reason\": \"ok\"}\n";
+    let candidate = "package candidate\nimport rego.v1\ndecision := {\"allow\": false, \"reason\": \"echo_retired\"} if {\n\tinput.request.tool == \"echo\"\n} else := {\"allow\": true, \"reason\": \"ok\"}\n";
+    let files: [(&str, &[u8]); 2] = [
+        ("policies/authz.rego", enforced.as_bytes()),
+        ("policies/candidate.rego", candidate.as_bytes()),
+    ];
+    let yaml = warden_tests::mock_bundle(&[mock.addr], "policy: {shadow: data.candidate.decision}");
+    let gw = Gateway::start_with(&yaml, true, &files, &[], None).expect("gateway");
+    let url = gw.url("/mock/mcp");
+    let (s, _, b) = post_json(&url, call(1, "echo", json!({"text": "still here"})), &[])
+        .await
+        .expect("call");
+    let text = String::from_utf8_lossy(&b);
+    assert_eq!(s, 200, "{text}");
+    assert!(
+        text.contains("still here"),
+        "the shadow rule is never enforced: {text}"
+    );
+    let (s, _, _) = post_json(&url, call(2, "add", json!({"a": 1, "b": 2})), &[])
+        .await
+        .expect("call");
+    assert_eq!(s, 200);
+    let recs = gw.audit_when(|r| {
+        r.iter()
+            .filter(|x| x["direction"] == "request" && x["method"] == "tools/call")
+            .count()
+            >= 2
+    });
+    let echo = recs
+        .iter()
+        .find(|r| r["direction"] == "request" && r["tool"] == "echo")
+        .expect("echo audited");
+    assert_eq!(
+        echo["shadow"],
+        json!({"allow": false, "reason": "echo_retired", "enforced_allow": true, "enforced_reason": "ok"}),
+        "{echo}"
+    );
+    assert_eq!(echo["outcome"], "forwarded", "{echo}");
+    let add = recs
+        .iter()
+        .find(|r| r["direction"] == "request" && r["tool"] == "add")
+        .expect("add audited");
+    assert!(
+        add.get("shadow").is_none(),
+        "agreement leaves no trace: {add}"
+    );
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"warden_policy_shadow_disagreements_total{enforced="allowed",server="mock"} 1"#
+        ),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("shadow"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // Refused at load: the enforced rule itself, no rule path, no Rego.
+    for (extra, with_rego, says) in [
+        (
+            "policy: {shadow: data.warden.authz.decision}",
+            true,
+            "enforced entrypoint",
+        ),
+        (
+            "policy: {shadow: candidate.decision}",
+            true,
+            "not a rule path",
+        ),
+        (
+            "policy: {shadow: data.candidate.decision}",
+            false,
+            "policies/",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(
+            dir.path().join("warden.yaml"),
+            warden_tests::mock_bundle(&[mock.addr], extra),
+        )
+        .expect("yaml");
+        if with_rego {
+            std::fs::create_dir_all(dir.path().join("policies")).expect("mkdir");
+            for (name, body) in files {
+                std::fs::write(dir.path().join(name), body).expect("rego");
+            }
+        }
+        let (ok, out, err) = warden_tests::run_with_timeout(
+            std::process::Command::new(warden_tests::bin("warden"))
+                .arg("validate")
+                .arg(dir.path()),
+            Duration::from_secs(30),
+        )
+        .expect("validate");
+        assert!(
+            !ok && format!("{out}{err}").contains(says),
+            "{extra}: {out}{err}"
+        );
+    }
+}
