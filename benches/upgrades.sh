@@ -11,20 +11,9 @@
 # Prints one line per upgrade (seconds the old process took to drain), then
 # the load report's totals.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
 UPGRADES="${1:-10}"; RATE="${2:-1000}"
-cargo build --profile perf -q -p warden-loadtest -p warden-proxy --bins
-TMP="$(mktemp -d)"
-PIDS=""
-stop() { kill -TERM "$1" 2>/dev/null || return 0; for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done; kill -KILL "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-cleanup() { for p in ${PIDS:-}; do stop "$p"; done; rm -rf "$TMP"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-taskset -c 1 ./target/perf/warden-mock --listen 127.0.0.1:0 --threads 1 --require-session > "$TMP/mock.out" & PIDS="$!"
-for _ in $(seq 100); do grep -q listening "$TMP/mock.out" && break; sleep 0.05; done
-MOCK="$(sed -n 's/listening on //p' "$TMP/mock.out")"
+STOP_SIGNAL=TERM
+source "$(dirname "${BASH_SOURCE[0]}")/session-bench.sh"
 mkdir "$TMP/bundle"
 cat > "$TMP/bundle/warden.yaml" <<YAML
 version: 1

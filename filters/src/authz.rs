@@ -378,19 +378,25 @@ impl PolicyFilter {
         None
     }
 
-    /// A subscription to `uri` (`resources/subscribe`, or one of a
-    /// listen stream's): the policy's decision for subscribing, and the
-    /// resource must be one the principal may see at all, since every
-    /// update names it. A hidden one is answered as unknown.
-    fn judge_subscription(&self, ctx: &Exchange<'_>, uri: &str) -> Option<Decision> {
+    /// A subscription must be to a resource the principal may see at all,
+    /// since every update names it: a hidden one is answered as unknown.
+    fn hidden_resource(&self, ctx: &Exchange<'_>, uri: &str) -> Option<Decision> {
         let visible = self
             .decide(ctx, "resources/read", Some(uri), None, true)
             .allow;
-        if !visible {
-            return Some(Decision::Reject(Denial::error(
+        (!visible).then(|| {
+            Decision::Reject(Denial::error(
                 resource_not_found(ctx, uri),
                 "resource_hidden",
-            )));
+            ))
+        })
+    }
+
+    /// One URI of a listen stream's filter: visible, and allowed as a
+    /// `resources/subscribe` of it would be.
+    fn judge_subscription(&self, ctx: &Exchange<'_>, uri: &str) -> Option<Decision> {
+        if let Some(hidden) = self.hidden_resource(ctx, uri) {
+            return Some(hidden);
         }
         let d = self.decide(ctx, "resources/subscribe", Some(uri), None, false);
         if d.allow {
@@ -629,9 +635,10 @@ impl McpFilter for PolicyFilter {
                     return refused;
                 }
             }
+            // Its subscribe decision was made above.
             ("resources/subscribe", Kind::Request, Some(uri)) => {
-                if let Some(refused) = self.judge_subscription(ctx, uri) {
-                    return refused;
+                if let Some(hidden) = self.hidden_resource(ctx, uri) {
+                    return hidden;
                 }
             }
             _ => {}

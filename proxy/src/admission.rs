@@ -80,11 +80,10 @@ pub async fn admit(
         .server_addr()
         .and_then(|a| a.as_inet())
         .is_some_and(|a| a.ip().is_loopback());
-    let host_named = host.as_deref().map(host_name);
     if loopback || !cfg.allowed_hosts.is_empty() {
-        let served = host_named
+        let served = host
             .as_deref()
-            .is_some_and(|h| serves_host(&rt.snap, loopback, h));
+            .is_some_and(|h| serves_host(&rt.snap, loopback, &host_name(h)));
         if !served {
             return Err(Refusal::host(host.as_deref().unwrap_or("")));
         }

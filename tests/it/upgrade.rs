@@ -167,6 +167,30 @@ async fn binary_upgrade_under_load_fails_nothing() {
     );
 }
 
+/// `warden-load` open-loop at `rate` calls/s over 8 MCP sessions for
+/// `duration` (or until SIGINT), its report in `report`.
+fn open_loop(url: &str, rate: &str, duration: &str, report: &std::path::Path) -> Proc {
+    Proc {
+        child: Command::new(bin("warden-load"))
+            .args([
+                "run",
+                "--target",
+                url,
+                "--rate",
+                rate,
+                "--duration",
+                duration,
+            ])
+            .args(["--sessions", "8", "--quiet", "--report"])
+            .arg(report)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("warden-load"),
+        name: "warden-load".into(),
+    }
+}
+
 /// Starts the next binary waiting for the sockets of the running one.
 fn successor(
     dir: &std::path::Path,
@@ -263,25 +287,7 @@ async fn ten_upgrades_under_load_fail_no_call_and_keep_every_session() {
     let report_dir = tempfile::tempdir().expect("tmp");
     let report = report_dir.path().join("upgrades.json");
     let rate = UPGRADE_RATE.to_string();
-    let mut load = Proc {
-        child: Command::new(bin("warden-load"))
-            .args([
-                "run",
-                "--target",
-                &url,
-                "--rate",
-                &rate,
-                "--duration",
-                "600s",
-            ])
-            .args(["--sessions", "8", "--quiet", "--report"])
-            .arg(&report)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("warden-load"),
-        name: "warden-load".into(),
-    };
+    let mut load = open_loop(&url, &rate, "600s", &report);
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // A connection opened before the first hand-over and used after it is
@@ -484,17 +490,7 @@ async fn a_restart_under_load_keeps_every_session_and_cuts_no_call() {
     let report_dir = tempfile::tempdir().expect("tmp");
     let report = report_dir.path().join("restart.json");
     let url = first.url("/mock/mcp");
-    let mut load = Proc {
-        child: Command::new(bin("warden-load"))
-            .args(["run", "--target", &url, "--rate", "200", "--duration", "8s"])
-            .args(["--sessions", "8", "--quiet", "--report"])
-            .arg(&report)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("warden-load"),
-        name: "warden-load".into(),
-    };
+    let mut load = open_loop(&url, "200", "8s", &report);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     first.proc.terminate();
     let (code, first) = tokio::task::spawn_blocking(move || {
