@@ -1137,6 +1137,19 @@ impl McpFilter for EgressFilter {
 
 /// Every URI-valued member (`uri`, at any depth) under `v`, and with
 /// detection every other string and key that is or holds a URL.
+fn uris_under<'a>(v: &'a Json, out: &mut Vec<Found<'a>>) {
+    match v {
+        Json::String(u) => out.push(Found {
+            argument: None,
+            value: u.as_str().into(),
+            whole: false,
+        }),
+        Json::Array(a) => a.iter().for_each(|x| uris_under(x, out)),
+        Json::Object(o) => o.values().for_each(|x| uris_under(x, out)),
+        _ => {}
+    }
+}
+
 fn walk_outside<'a>(v: &'a Json, detect: bool, out: &mut Vec<Found<'a>>) {
     match v {
         Json::String(_) if detect => walk(v, None, out),
@@ -1153,16 +1166,10 @@ fn walk_outside<'a>(v: &'a Json, detect: bool, out: &mut Vec<Found<'a>>) {
                         value: u.as_str().into(),
                         whole: false,
                     }),
-                    // The resources a subscription stream follows (2026-07-28).
-                    ("resourceSubscriptions", Json::Array(uris)) => {
-                        for u in uris.iter().filter_map(Json::as_str) {
-                            out.push(Found {
-                                argument: None,
-                                value: u.into(),
-                                whole: false,
-                            });
-                        }
-                    }
+                    // The resources a subscription stream follows
+                    // (2026-07-28): every string under it is a URI,
+                    // whatever shape a client gave the filter.
+                    ("resourceSubscriptions", v) => uris_under(v, out),
                     _ => {
                         if detect && url_like(k) {
                             out.push(Found {
@@ -1746,6 +1753,46 @@ mod differential_tests {
         match d {
             Decision::Reject(d) => d.error,
             _ => panic!("not refused"),
+        }
+    }
+
+    /// A listen stream's `resourceSubscriptions` holds URIs whatever shape
+    /// a client gives it (a bare string, nested arrays, an object): each
+    /// network URI meets the SSRF rules, with detection on or off.
+    #[test]
+    fn subscription_uris_are_judged_whatever_their_shape() {
+        let listen = |f: &EgressFilter, subs: Json| {
+            let raw = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"subscriptions/listen",
+                "params":{"notifications":{"resourceSubscriptions":subs}}})
+            .to_string();
+            let Ok(crate::jsonrpc::Parsed::Single(env)) =
+                crate::jsonrpc::parse(raw.as_bytes(), crate::jsonrpc::ParseLimits::default())
+            else {
+                panic!("not a message: {raw}")
+            };
+            let p = Principal::anonymous();
+            f.on_request(
+                &Message::new(&env, raw.as_bytes()),
+                &Exchange::new(&p, "s"),
+                &mut Notes::default(),
+            )
+        };
+        for detect in [false, true] {
+            let f = filter(detect);
+            for subs in [
+                serde_json::json!("http://169.254.169.254/latest/"),
+                serde_json::json!([["gopher://127.0.0.1:6379/_x"]]),
+                serde_json::json!({"a": "http://10.0.0.1/"}),
+            ] {
+                assert!(
+                    matches!(listen(&f, subs.clone()), Decision::Reject(_)),
+                    "{detect} {subs}"
+                );
+            }
+            assert!(matches!(
+                listen(&f, serde_json::json!(["file:///ok", "test://r"])),
+                Decision::Pass
+            ));
         }
     }
 

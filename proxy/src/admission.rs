@@ -80,6 +80,16 @@ pub async fn admit(
         .server_addr()
         .and_then(|a| a.as_inet())
         .is_some_and(|a| a.ip().is_loopback());
+    // Two `Host` headers: peers pick different ones (RFC 9112 asks a 400).
+    if req
+        .headers
+        .get_all(http::header::HOST)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(Refusal::bad_header("Host", "sent more than once"));
+    }
     if loopback || !cfg.allowed_hosts.is_empty() {
         let served = host
             .as_deref()

@@ -218,3 +218,31 @@ async fn host_names_guard_against_rebinding_and_local_pages_may_call() {
         );
     }
 }
+
+/// Two `Host` headers are ambiguous (one peer reads the first, another the
+/// last, and a loopback check could judge the other one): refused with 400
+/// and never forwarded, whichever is first.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_host_headers_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (h, gw) = setup_with(BUNDLE, POLICY).await;
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"ping"}).to_string();
+    for (a, b) in [("localhost", "evil.example"), ("evil.example", "localhost")] {
+        h.reset();
+        h.script([Reply::json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)]);
+        let mut c = tokio::net::TcpStream::connect(gw.addr)
+            .await
+            .expect("connect");
+        let req = format!(
+            "POST /mock/mcp HTTP/1.1\r\nHost: {a}\r\nHost: {b}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        c.write_all(req.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(10), c.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 400"), "{a}, {b}: {text}");
+        assert!(h.received().is_empty(), "{a}, {b}: forwarded");
+    }
+}
