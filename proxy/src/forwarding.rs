@@ -64,7 +64,10 @@ impl Upstreams {
         if let Some(stream) = self.pool.take(p.reuse_hash()) {
             return Ok((Leg::H1(stream), true));
         }
-        let (up, reused) = self.connector.get_http_session(p).await?;
+        // Boxed: the connector's future is about 9 KB, and inline it would
+        // make every call's future (copied whole into its box per request)
+        // that much larger for a path the pool makes rare.
+        let (up, reused) = Box::pin(self.connector.get_http_session(p)).await?;
         Ok((Leg::of(up), reused))
     }
 
@@ -78,11 +81,8 @@ impl Upstreams {
                     self.pool.put(p.reuse_hash(), stream, idle);
                 }
             }
-            other => {
-                self.connector
-                    .release_http_session(other, p, Some(idle))
-                    .await
-            }
+            // Boxed for the same reason as the connector in `connect`.
+            other => Box::pin(self.connector.release_http_session(other, p, Some(idle))).await,
         }
     }
 }
@@ -250,7 +250,7 @@ async fn forward(
         // more on a fresh connection. Once written, a call is never repeated
         // (a tool call may not be idempotent): later failures are answered.
         let fresh = peer(s, addr, false);
-        match ups.connector.get_http_session(&fresh).await {
+        match Box::pin(ups.connector.get_http_session(&fresh)).await {
             Ok((u, _)) => {
                 p = fresh;
                 sent = write(Leg::of(u), &p, &rewrite, req, &body).await;
