@@ -79,6 +79,10 @@ struct GluedAnchors {
     ac: AhoCorasick,
     lits: Vec<String>,
     owner: Vec<u16>,
+    /// Every twin's match is at least `run - 1` bytes of letters, digits
+    /// and `-._=`, glued to a word character: the pass runs only where the
+    /// prefilter saw a run of `run` such bytes (0: always).
+    run: usize,
 }
 
 impl GluedAnchors {
@@ -198,6 +202,11 @@ impl Scanner {
         }
         pre.finish()?;
         let glued = glued_secrets(&mut detectors)?;
+        if let Some(g) = &glued {
+            if g.run != 0 {
+                pre.watch_runs(g.run);
+            }
+        }
         let group: Vec<usize> = pre.digit_detectors().iter().map(|&d| d as usize).collect();
         let digit_set = if group.is_empty() {
             None
@@ -293,7 +302,9 @@ impl Scanner {
     fn candidates(&self, hay: &[u8], out: &mut Vec<Cand>) -> Seen {
         let seen = self.pre.run(hay, out);
         if let Some(g) = &self.glued {
-            g.candidates(hay, out);
+            if seen.long_run || g.run == 0 {
+                g.candidates(hay, out);
+            }
         }
         if let Some(c) = &self.custom {
             for m in c.ac.find_overlapping_iter(hay) {
@@ -311,7 +322,7 @@ impl Scanner {
     /// (non-ASCII text may normalise to a finding, so it is never clean).
     pub fn clean(&self, raw: &[u8]) -> bool {
         let mut c = Vec::new();
-        self.candidates(raw, &mut c) == Seen::default() && c.is_empty() && self.always.is_empty()
+        self.candidates(raw, &mut c).plain() && c.is_empty() && self.always.is_empty()
     }
 
     /// Every validated match in one (unescaped) string: in the string as it
@@ -542,6 +553,10 @@ fn first_match(
 fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<GluedAnchors>, String> {
     let mut anchors: Vec<String> = Vec::new();
     let mut owner: Vec<u16> = Vec::new();
+    // The shortest run of word-class bytes a glued twin's match makes (with
+    // the word character before it); `None` once a twin can match another
+    // byte, which leaves the pass ungated.
+    let mut run: Option<usize> = Some(usize::MAX);
     for s in SPECS {
         if s.category != Category::Secret {
             continue;
@@ -589,6 +604,13 @@ fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<GluedAnchors>, 
         if max_len.is_none() {
             continue;
         }
+        let hir = regex_syntax::Parser::new()
+            .parse(&ascii_pattern(&unglued))
+            .map_err(|e| format!("detector {}: {e}", s.name))?;
+        run = match (run, hir.properties().minimum_len()) {
+            (Some(r), Some(min)) if run_bytes_only(&hir) => Some(r.min(min + 1)),
+            _ => None,
+        };
         let idx = detectors.len() as u16;
         detectors.push(Detector {
             name: s.name.to_owned(),
@@ -616,7 +638,33 @@ fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<GluedAnchors>, 
             .map_err(|e| e.to_string())?,
         lits: anchors,
         owner,
+        run: run.unwrap_or(0),
     }))
+}
+
+/// Whether every byte a pattern can match is a letter, a digit or one of
+/// `-._=` (the prefilter's `word` class; look-arounds match no byte).
+fn run_bytes_only(hir: &regex_syntax::hir::Hir) -> bool {
+    use regex_syntax::hir::{Class, HirKind};
+    let byte = |b: u32| {
+        b < 0x80
+            && (u8::try_from(b).is_ok_and(|b| b.is_ascii_alphanumeric() || b"-._=".contains(&b)))
+    };
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => true,
+        HirKind::Literal(l) => l.0.iter().all(|&b| byte(b.into())),
+        HirKind::Class(Class::Unicode(c)) => c
+            .ranges()
+            .iter()
+            .all(|r| (r.end() as u32) < 0x80 && (r.start() as u32..=r.end() as u32).all(byte)),
+        HirKind::Class(Class::Bytes(c)) => c
+            .ranges()
+            .iter()
+            .all(|r| (r.start() as u32..=r.end() as u32).all(byte)),
+        HirKind::Repetition(r) => run_bytes_only(&r.sub),
+        HirKind::Capture(c) => run_bytes_only(&c.sub),
+        HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().all(run_bytes_only),
+    }
 }
 
 fn resolve_overlaps(detectors: &[Detector], out: &mut Vec<Hit>) {
@@ -681,7 +729,7 @@ impl Scanner {
         // looked at even without candidates.
         let ascii = !seen.non_ascii && memchr::memchr(0x7f, raw).is_none();
         let plain = |b: &[u8]| b.is_ascii() && !b.contains(&0x7f);
-        if cands.is_empty() && seen == Seen::default() && ascii && self.always.is_empty() {
+        if cands.is_empty() && seen.plain() && ascii && self.always.is_empty() {
             return Ok(found);
         }
         cands.sort_unstable_by_key(|c| c.start);
@@ -1179,15 +1227,28 @@ mod tests {
                 5,
             ),
             ("_glpat-0123456789abcdefABCD", "gitlab_pat", 1),
+            // The shortest twin match (15 bytes) and its glued byte: a run
+            // of exactly the length that wakes the pass.
+            ("axoxb-0123456789", "slack_token", 1),
         ] {
-            let found = names(text);
-            assert!(
-                found.iter().any(|(n, a, _)| n == name && *a == at),
-                "{text}: {found:?}"
-            );
-            // One finding, not one per reading.
-            assert_eq!(found.len(), 1, "{text}: {found:?}");
+            // At every offset in and across the prefilter's 64-byte blocks,
+            // alone and inside a raw JSON message.
+            for pad in 0..140 {
+                let padded = format!("{}{text}", "ab ".repeat(pad / 3) + &" ".repeat(pad % 3));
+                let found = names(&padded);
+                assert!(
+                    found.iter().any(|(n, a, _)| n == name && *a == at + pad),
+                    "{padded}: {found:?}"
+                );
+                // One finding, not one per reading.
+                assert_eq!(found.len(), 1, "{padded}: {found:?}");
+                let raw = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"text":"{padded}"}}}}"#);
+                assert!(!s.clean(raw.as_bytes()), "{raw}");
+            }
         }
+        // Every built-in twin matches only letters, digits and `-._=`: the
+        // pass is gated, on runs of the shortest match and its glued byte.
+        assert_eq!(s.glued.as_ref().map(|g| g.run), Some(16));
         assert!(names("AKIAIOSFODNN7EXAMPLE").len() == 1);
         assert!(names("the task at hand is back").is_empty());
     }

@@ -40,6 +40,16 @@ pub(crate) struct Seen {
     pub escaped: bool,
     /// A byte outside ASCII.
     pub non_ascii: bool,
+    /// A run of at least [`Prefilter::watch_runs`] bytes of letters, digits
+    /// and `-._=` (not part of `plain`: it wakes one pass, it is no finding).
+    pub long_run: bool,
+}
+
+impl Seen {
+    /// Neither escapes nor non-ASCII bytes.
+    pub fn plain(&self) -> bool {
+        !self.escaped && !self.non_ascii
+    }
 }
 
 /// The candidate of every `Digits` detector at once.
@@ -79,6 +89,8 @@ pub(crate) struct Prefilter {
     min_consecutive: usize,
     dotted: Vec<u16>,
     upper_pair: Vec<u16>,
+    /// Report runs of this many `word` bytes (0: never; at most 64).
+    long_run: u32,
 }
 
 #[inline(always)]
@@ -285,6 +297,19 @@ fn separators(c: &[u8; 72]) -> u64 {
     sep
 }
 
+/// Whether `x` holds `n` (1..=64) consecutive set bits: after each step,
+/// bit `i` says bits `i..i + have` are all set.
+#[inline(always)]
+fn has_run(mut x: u64, n: u32) -> bool {
+    let mut have = 1;
+    while have < n {
+        let s = (n - have).min(have);
+        x &= x >> s;
+        have += s;
+    }
+    x != 0
+}
+
 /// Whether `n` or more bits are set (without a popcount instruction).
 #[inline(always)]
 fn at_least(mut x: u64, n: usize) -> bool {
@@ -335,6 +360,7 @@ impl Prefilter {
             min_consecutive: usize::MAX,
             dotted: Vec::new(),
             upper_pair: Vec::new(),
+            long_run: 0,
         }
     }
 
@@ -463,11 +489,21 @@ impl Prefilter {
 
     /// Appends every candidate in `hay` to `out`; tells whether `hay` holds
     /// a `\u` or `\/` escape and whether it holds non-ASCII bytes.
+    /// Also report (in [`Seen::long_run`]) whether a run of `n` or more
+    /// letters, digits and `-._=` occurs (capped at 64: a longer run holds
+    /// one of 64).
+    pub(crate) fn watch_runs(&mut self, n: usize) {
+        self.long_run = n.clamp(1, 64) as u32;
+    }
+
     pub(crate) fn run(&self, hay: &[u8], out: &mut Vec<Cand>) -> Seen {
         let mut carry = Carry::default();
         let mut escaped = false;
         let mut high = 0u64;
         let mut off = 0;
+        // `word` bytes ending the previous block, and whether a long run was seen.
+        let mut run_before = 0usize;
+        let mut long_run = false;
         // One block and a few bytes of look-ahead for word keys; the tail is
         // padded with a byte no mask selects.
         let mut tail;
@@ -483,6 +519,16 @@ impl Prefilter {
             };
             let m = masks(block);
             high |= m.high;
+            if self.long_run != 0 && !long_run {
+                let n = self.long_run;
+                long_run = run_before + m.word.trailing_ones() as usize >= n as usize
+                    || has_run(m.word, n);
+                run_before = if m.word == u64::MAX {
+                    run_before + 64
+                } else {
+                    m.word.leading_ones() as usize
+                };
+            }
             let backslash = if m.special == 0 {
                 0
             } else {
@@ -552,6 +598,7 @@ impl Prefilter {
         Seen {
             escaped,
             non_ascii: high != 0,
+            long_run,
         }
     }
 
@@ -903,6 +950,35 @@ mod tests {
             s.extend_from_slice("\u{a0}".as_bytes());
             s.extend_from_slice(&vec![b'y'; pad]);
             assert!(p.run(&s, &mut out).non_ascii, "{pad}");
+        }
+    }
+
+    #[test]
+    fn long_runs_of_word_bytes_anywhere() {
+        assert!(has_run(0xFFFF, 16) && !has_run(0x7FFF, 16) && has_run(u64::MAX, 64));
+        assert!(has_run(0b1011_0111, 3) && !has_run(0b1011_0110, 3));
+        let mut p = Prefilter::new();
+        p.finish().unwrap_or_default();
+        let mut out = Vec::new();
+        assert!(!p.run(&[b'a'; 200], &mut out).long_run, "not watched");
+        for n in [16, 40, 64, 100] {
+            p.watch_runs(n);
+            let n = n.min(64);
+            // A run of n (letters, digits, `-._=`) at every offset, so that
+            // it starts, ends and straddles blocks; one byte less is none.
+            for pad in 0..150 {
+                for (len, long) in [(n, true), (n - 1, false)] {
+                    let mut s: Vec<u8> = b"a b ".iter().copied().cycle().take(pad).collect();
+                    s.push(b' ');
+                    s.extend(b"Az09-._=".iter().copied().cycle().take(len));
+                    s.extend_from_slice(b"/x y");
+                    assert_eq!(
+                        p.run(&s, &mut out).long_run,
+                        long,
+                        "n {n} len {len} pad {pad}"
+                    );
+                }
+            }
         }
     }
 }
