@@ -5,5 +5,6 @@
 
 pub mod approvals;
 pub mod build;
+pub mod rollout;
 pub mod server;
 pub mod store;

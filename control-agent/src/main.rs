@@ -102,7 +102,9 @@ enum Cmd {
         /// Fleet token (gateways: fetch bundles, report status).
         #[arg(long, env = "WARDEN_AGENT_FLEET_TOKEN", hide_env_values = true)]
         fleet_token: String,
-        /// How often the source directory is checked for changes.
+        /// How often the source directory is checked for changes, each
+        /// change published to every gateway; `0` publishes only on
+        /// `publish` (what a canary workflow wants).
         #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
         watch_interval: Duration,
         /// Members not heard from for this long are shown as stale.
@@ -137,13 +139,51 @@ enum Cmd {
         #[arg(long)]
         public: PathBuf,
     },
-    /// Rebuild and publish the agent's source now.
-    Publish(Client),
-    /// Publish an earlier revision again as the newest.
+    /// Build and publish the agent's source now: to every gateway, to those
+    /// carrying `--select` labels, or as a `--canary` watched against the rest.
+    Publish {
+        #[command(flatten)]
+        client: Client,
+        /// Only gateways carrying these labels (`env=prod,region=eu`).
+        #[arg(long, default_value = "")]
+        select: String,
+        /// Publish to this share of the selected gateways first (`10%`).
+        #[arg(long)]
+        canary: Option<String>,
+        /// How long the canary is watched before it is promoted.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        watch: Duration,
+        /// Roll back when the canary's denied share of calls exceeds the
+        /// rest's by more than this (0.05: five points).
+        #[arg(long, default_value_t = 0.05)]
+        max_denial_increase: f64,
+        /// Likewise for its share of 5xx answers.
+        #[arg(long, default_value_t = 0.05)]
+        max_error_increase: f64,
+        /// Roll back when its p99 exceeds the rest's times this (plus 50 ms).
+        #[arg(long, default_value_t = 2.0)]
+        max_p99_ratio: f64,
+        /// Calls the canary must see to be judged (fewer by the end of the
+        /// watch rolls it back).
+        #[arg(long, default_value_t = 20)]
+        min_calls: u64,
+    },
+    /// Promote the canary being watched to every gateway it was selected from.
+    Promote(Client),
+    /// Without a revision: roll back the canary being watched. With one:
+    /// publish that earlier revision again, as built, to every gateway.
     Rollback {
         #[command(flatten)]
         client: Client,
-        revision: String,
+        revision: Option<String>,
+    },
+    /// The canary being watched (or the last one): its members, figures
+    /// against the rest, and how it ended.
+    Rollout {
+        #[command(flatten)]
+        client: Client,
+        #[command(subcommand)]
+        cmd: RolloutCmd,
     },
     /// Pause calls: `--all`, or a tenant, principal, server or tool (`tool` or `server/tool`).
     Kill {
@@ -168,6 +208,12 @@ enum Cmd {
         #[arg(required = true)]
         bundles: Vec<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum RolloutCmd {
+    /// Show the canary and its figures.
+    Status,
 }
 
 #[derive(clap::Args)]
@@ -376,14 +422,25 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                 println!("listening on {}", listener.local_addr()?);
                 use std::io::Write;
                 std::io::stdout().flush()?;
-                let watcher = store.clone();
+                if !watch_interval.is_zero() {
+                    let watcher = store.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(watch_interval).await;
+                            let s = watcher.clone();
+                            let _ = tokio::task::spawn_blocking(move || {
+                                s.publish_source("watcher", false)
+                            })
+                            .await;
+                        }
+                    });
+                }
+                // A canary is judged twice a second on what gateways report.
+                let judge = store.clone();
                 tokio::spawn(async move {
                     loop {
-                        tokio::time::sleep(watch_interval).await;
-                        let s = watcher.clone();
-                        let _ =
-                            tokio::task::spawn_blocking(move || s.publish_source("watcher", false))
-                                .await;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        judge.tick();
                     }
                 });
                 let api = Arc::new(Api {
@@ -461,13 +518,59 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
             Ok(true)
         }),
         Cmd::Keygen { private, public } => keygen(&private, &public).map(|_| true),
-        Cmd::Publish(c) => runtime()?.block_on(async {
-            print(&call(&c, reqwest::Method::POST, "/v1/publish", None).await?);
+        Cmd::Publish {
+            client,
+            select,
+            canary,
+            watch,
+            max_denial_increase,
+            max_error_increase,
+            max_p99_ratio,
+            min_calls,
+        } => {
+            let select =
+                warden_agent::rollout::parse_labels(&select).map_err(anyhow::Error::msg)?;
+            let mut body = serde_json::json!({"select": select});
+            if let Some(share) = canary {
+                let share =
+                    warden_agent::rollout::parse_share(&share).map_err(anyhow::Error::msg)?;
+                body["canary"] = serde_json::json!({
+                    "share": share,
+                    "watch_secs": watch.as_secs().max(1),
+                    "guard": {
+                        "max_denial_increase": max_denial_increase,
+                        "max_error_increase": max_error_increase,
+                        "max_p99_ratio": max_p99_ratio,
+                        "p99_slack_ms": 50.0,
+                        "min_calls": min_calls,
+                    },
+                });
+            }
+            runtime()?.block_on(async {
+                print(&call(&client, reqwest::Method::POST, "/v1/publish", Some(body)).await?);
+                Ok(true)
+            })
+        }
+        Cmd::Promote(c) => runtime()?.block_on(async {
+            print(&call(&c, reqwest::Method::POST, "/v1/rollout/promote", None).await?);
             Ok(true)
         }),
         Cmd::Rollback { client, revision } => runtime()?.block_on(async {
-            let body = serde_json::json!({"revision": revision});
-            print(&call(&client, reqwest::Method::POST, "/v1/rollback", Some(body)).await?);
+            let v = match revision {
+                Some(revision) => {
+                    let body = serde_json::json!({"revision": revision});
+                    call(&client, reqwest::Method::POST, "/v1/rollback", Some(body)).await?
+                }
+                None => call(&client, reqwest::Method::POST, "/v1/rollout/rollback", None).await?,
+            };
+            print(&v);
+            Ok(true)
+        }),
+        Cmd::Rollout {
+            client,
+            cmd: RolloutCmd::Status,
+        } => runtime()?.block_on(async {
+            print(&call(&client, reqwest::Method::GET, "/v1/rollout", None).await?);
             Ok(true)
         }),
         Cmd::Kill { client, target } => kill(&client, &target, "/v1/kill"),

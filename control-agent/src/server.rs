@@ -345,19 +345,55 @@ impl Api {
                 json(StatusCode::OK, &serde_json::json!(self.store.history()))
             }
             (Method::POST, "/v1/publish") => {
+                /// `{}` publishes the source to all; `select` narrows it to
+                /// the gateways carrying those labels; `canary` publishes
+                /// it to a share of them, watched against the rest.
+                #[derive(Default, serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Body {
+                    #[serde(default)]
+                    select: crate::rollout::Selector,
+                    #[serde(default)]
+                    canary: Option<crate::store::CanaryPlan>,
+                }
+                let b = match read_json_or_empty::<Body>(req).await {
+                    Ok(b) => b,
+                    Err(e) => return Ok(error(StatusCode::BAD_REQUEST, &e)),
+                };
+                if let Err(e) = b.select.check() {
+                    return Ok(error(StatusCode::BAD_REQUEST, &e));
+                }
                 let store = self.store.clone();
-                let res =
-                    tokio::task::spawn_blocking(move || store.publish_source("api", true)).await;
+                let res = tokio::task::spawn_blocking(move || match b.canary {
+                    Some(plan) => store.publish_canary("api", b.select, plan).map(Some),
+                    None => store.publish_source_to("api", true, b.select),
+                })
+                .await;
                 match res {
                     Ok(Ok(p)) => json(
                         StatusCode::OK,
-                        &serde_json::json!({"published": p.map(|p| p.revision.clone())}),
+                        &serde_json::json!({
+                            "published": p.as_ref().map(|p| p.revision.clone()),
+                            "target": p.as_ref().map(|p| p.target.clone()),
+                        }),
                     ),
                     Ok(Err(e)) => json(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         &serde_json::json!({"error": "bundle refused", "problems": e.0.iter().map(|p| p.to_string()).collect::<Vec<_>>()}),
                     ),
                     Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                }
+            }
+            (Method::GET, "/v1/rollout") => json(StatusCode::OK, &self.store.rollout()),
+            (Method::POST, p @ ("/v1/rollout/promote" | "/v1/rollout/rollback")) => {
+                let res = if p.ends_with("promote") {
+                    self.store.promote("api")
+                } else {
+                    self.store.roll_back_canary("api")
+                };
+                match res {
+                    Ok(_) => json(StatusCode::OK, &self.store.rollout()),
+                    Err(e) => error(StatusCode::CONFLICT, &e),
                 }
             }
             (Method::POST, "/v1/rollback") => {
@@ -426,11 +462,25 @@ impl Api {
                     .to_owned()
             });
         let wait = wait_of(&req);
+        // Who asks: a gateway names itself and its labels (one without them
+        // gets what is published to all).
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let id = header("x-warden-gateway");
+        let labels = match crate::rollout::parse_labels(&header("x-warden-labels")) {
+            Ok(l) => l,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
         let mut rx = self.store.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let cur = rx.borrow_and_update().clone();
-            match cur {
+            rx.borrow_and_update();
+            match self.store.for_gateway(&id, &labels) {
                 Some(p) if have.as_deref() != Some(p.revision.as_str()) => {
                     let mut r = Response::new(Full::new(p.archive.clone()));
                     let h = r.headers_mut();
@@ -441,16 +491,19 @@ impl Api {
                     if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", p.revision)) {
                         h.insert("etag", v);
                     }
+                    if let Ok(v) = http::HeaderValue::from_str(&p.target.why()) {
+                        h.insert("x-warden-rollout", v);
+                    }
                     return r;
                 }
                 _ => {}
             }
-            // Nothing newer: wait for a publish or the deadline.
+            // Nothing newer: wait for a change or the deadline.
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => continue,
                 _ => {
                     let mut r = Response::new(Full::new(Bytes::new()));
-                    *r.status_mut() = if self.store.current().is_some() {
+                    *r.status_mut() = if self.store.has_published() {
                         StatusCode::NOT_MODIFIED
                     } else {
                         StatusCode::SERVICE_UNAVAILABLE

@@ -1,7 +1,8 @@
-//! The agent's published revisions, kill-switch overlay, change record and
-//! fleet view, persisted under its state directory.
+//! The agent's published revisions, the set of them being served (to all,
+//! to label selectors, to a canary), the kill-switch overlay, the change
+//! record and the fleet view, persisted under its state directory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 use warden_config::archive::{self, Files};
 
 use crate::build::{self, BuildFailure, KillState, Signer};
+use crate::rollout::{self, Guard, Labels, Selector, Stats, Target, Verdict};
 
 /// One published revision.
 #[derive(Debug)]
@@ -20,6 +22,49 @@ pub struct Published {
     pub seq: u64,
     pub revision: String,
     pub archive: Bytes,
+    /// Who gets it.
+    pub target: Target,
+    /// The source it was built from (before the kill overlay): a kill
+    /// switch rebuilds every served revision from its own source.
+    pub files: Arc<Files>,
+}
+
+/// A canary being watched, or how the last one ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rollout {
+    pub revision: String,
+    pub seq: u64,
+    pub labels: Selector,
+    pub share: f64,
+    pub members: BTreeSet<String>,
+    #[serde(with = "humantime_serde_compat")]
+    pub started: SystemTime,
+    pub watch_secs: u64,
+    pub guard: Guard,
+    /// `watching`, `promoted`, `rolled_back` or `superseded`.
+    pub state: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Each member's counters when its window began (a canary member's
+    /// once it reported the canary revision).
+    #[serde(skip)]
+    marks: BTreeMap<String, Stats>,
+    /// The last figures judged: the canary's and the rest's.
+    #[serde(default)]
+    pub canary_stats: Stats,
+    #[serde(default)]
+    pub rest_stats: Stats,
+}
+
+/// How a canary is published.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryPlan {
+    /// Share of the selected gateways, in (0, 1].
+    pub share: f64,
+    pub watch_secs: u64,
+    #[serde(default)]
+    pub guard: Guard,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,6 +78,9 @@ pub struct HistoryEntry {
     /// Digest of the source files this revision was built from.
     #[serde(default)]
     pub source: Option<String>,
+    /// Who it was published to.
+    #[serde(default)]
+    pub target: Target,
 }
 
 mod humantime_serde_compat {
@@ -54,6 +102,11 @@ pub struct Report {
     pub healthy: bool,
     #[serde(default)]
     pub last_error: Option<String>,
+    #[serde(default)]
+    pub labels: Labels,
+    /// Counters since the gateway started (canaries are judged on them).
+    #[serde(default)]
+    pub stats: Stats,
 }
 
 #[derive(Debug)]
@@ -64,6 +117,9 @@ struct Member {
 
 struct Inner {
     history: Vec<HistoryEntry>,
+    /// What gateways are given: each gets the newest entry that reaches it.
+    served: Vec<Arc<Published>>,
+    rollout: Option<Rollout>,
     kill: KillState,
     /// Digest of the source directory last built (successfully or not).
     source_digest: Option<String>,
@@ -76,7 +132,8 @@ pub struct Store {
     source: PathBuf,
     signer: Option<Signer>,
     inner: Mutex<Inner>,
-    current: watch::Sender<Option<Arc<Published>>>,
+    /// Bumped whenever what is served changes (long polls wake on it).
+    generation: watch::Sender<u64>,
     /// A member is stale when it has not reported for this long.
     pub stale_after: Duration,
 }
@@ -89,8 +146,40 @@ fn io(e: impl std::fmt::Display) -> BuildFailure {
     }])
 }
 
+/// What `served.json` keeps of one served revision.
+#[derive(Serialize, Deserialize)]
+struct ServedEntry {
+    seq: u64,
+    target: Target,
+}
+
 impl Store {
-    /// Opens (or creates) the state directory and restores the last published revision.
+    fn revision_path(&self, seq: u64, what: &str) -> PathBuf {
+        self.dir.join("revisions").join(format!("{seq:08}.{what}"))
+    }
+
+    /// A published revision read back from the state directory.
+    fn load_published(dir: &Path, h: &HistoryEntry, target: Target) -> anyhow::Result<Published> {
+        let archive = std::fs::read(dir.join("revisions").join(format!("{:08}.tar.gz", h.seq)))?;
+        // The source it was built from; a state directory written before
+        // sources were kept has only the built archive.
+        let files = match std::fs::read(
+            dir.join("revisions")
+                .join(format!("{:08}.src.tar.gz", h.seq)),
+        ) {
+            Ok(b) => archive::unpack(&b)?,
+            Err(_) => archive::unpack(&archive)?,
+        };
+        Ok(Published {
+            seq: h.seq,
+            revision: h.revision.clone(),
+            archive: Bytes::from(archive),
+            target,
+            files: Arc::new(files),
+        })
+    }
+
+    /// Opens (or creates) the state directory and restores what was served.
     pub fn open(dir: &Path, source: &Path, signer: Option<Signer>) -> anyhow::Result<Store> {
         std::fs::create_dir_all(dir.join("revisions"))?;
         let history: Vec<HistoryEntry> = match std::fs::read_to_string(dir.join("history.jsonl")) {
@@ -106,32 +195,47 @@ impl Store {
             Ok(b) => serde_json::from_slice(&b)?,
             Err(_) => KillState::default(),
         };
-        let current = match history.last() {
-            Some(h) => {
-                let archive =
-                    std::fs::read(dir.join("revisions").join(format!("{:08}.tar.gz", h.seq)))?;
-                Some(Arc::new(Published {
+        let entries: Vec<ServedEntry> = match std::fs::read(dir.join("served.json")) {
+            Ok(b) => serde_json::from_slice(&b)?,
+            Err(_) => history
+                .last()
+                .map(|h| ServedEntry {
                     seq: h.seq,
-                    revision: h.revision.clone(),
-                    archive: Bytes::from(archive),
-                }))
-            }
-            None => None,
+                    target: Target::all(),
+                })
+                .into_iter()
+                .collect(),
+        };
+        let mut served = Vec::new();
+        for e in entries {
+            let Some(h) = history.iter().find(|h| h.seq == e.seq) else {
+                anyhow::bail!(
+                    "served.json names revision {} that the history lacks",
+                    e.seq
+                );
+            };
+            served.push(Arc::new(Self::load_published(dir, h, e.target)?));
+        }
+        let rollout: Option<Rollout> = match std::fs::read(dir.join("rollout.json")) {
+            Ok(b) => Some(serde_json::from_slice(&b)?),
+            Err(_) => None,
         };
         let source_digest = history.last().and_then(|h| h.source.clone());
-        let (tx, _) = watch::channel(current);
+        let (tx, _) = watch::channel(0);
         Ok(Store {
             dir: dir.to_path_buf(),
             source: source.to_path_buf(),
             signer,
             inner: Mutex::new(Inner {
                 history,
+                served,
+                rollout,
                 kill,
                 source_digest,
                 last_error: None,
                 fleet: BTreeMap::new(),
             }),
-            current: tx,
+            generation: tx,
             stale_after: Duration::from_secs(15),
         })
     }
@@ -146,12 +250,27 @@ impl Store {
         self.signer.as_ref()
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
-        self.current.subscribe()
+    /// Wakes when what is served changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
-    pub fn current(&self) -> Option<Arc<Published>> {
-        self.current.borrow().clone()
+    /// Whether anything is published at all.
+    pub fn has_published(&self) -> bool {
+        !self.lock().served.is_empty()
+    }
+
+    /// The revision a gateway gets: the newest served one that reaches it.
+    pub fn for_gateway(&self, id: &str, labels: &Labels) -> Option<Arc<Published>> {
+        Self::pick_for(&self.lock().served, id, labels)
+    }
+
+    fn pick_for(served: &[Arc<Published>], id: &str, labels: &Labels) -> Option<Arc<Published>> {
+        served
+            .iter()
+            .filter(|p| p.target.reaches(id, labels))
+            .max_by_key(|p| p.seq)
+            .cloned()
     }
 
     /// Appends one line to the change record.
@@ -177,21 +296,49 @@ impl Store {
         }
     }
 
-    fn publish_files(
+    /// Writes what is served (and the rollout) and wakes the long polls.
+    fn served_changed(&self, inner: &Inner) {
+        let entries: Vec<ServedEntry> = inner
+            .served
+            .iter()
+            .map(|p| ServedEntry {
+                seq: p.seq,
+                target: p.target.clone(),
+            })
+            .collect();
+        let mut res = write_atomic(
+            &self.dir.join("served.json"),
+            &serde_json::to_vec_pretty(&entries).unwrap_or_default(),
+        );
+        if let Some(r) = &inner.rollout {
+            res = res.and(write_atomic(
+                &self.dir.join("rollout.json"),
+                &serde_json::to_vec_pretty(r).unwrap_or_default(),
+            ));
+        }
+        if let Err(e) = res {
+            tracing::error!(error = %e, "cannot persist what is served");
+        }
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Builds, signs and stores one revision (not yet served).
+    fn build_revision(
         &self,
         inner: &mut Inner,
-        files: &Files,
+        files: Arc<Files>,
         kill: &KillState,
         actor: &str,
         reason: &str,
+        target: Target,
     ) -> Result<Arc<Published>, BuildFailure> {
         let seq = inner.history.last().map_or(1, |h| h.seq + 1);
-        let d = build::digest(files);
+        let d = build::digest(&files);
         let revision = format!("r{seq}-{}", &d[..8]);
-        let built = build::build(files, &revision, kill, self.signer.as_ref())?;
+        let built = build::build(&files, &revision, kill, self.signer.as_ref())?;
         let tgz = archive::pack(&built);
-        let path = self.dir.join("revisions").join(format!("{seq:08}.tar.gz"));
-        std::fs::write(&path, &tgz).map_err(io)?;
+        std::fs::write(self.revision_path(seq, "tar.gz"), &tgz).map_err(io)?;
+        std::fs::write(self.revision_path(seq, "src.tar.gz"), archive::pack(&files)).map_err(io)?;
         let entry = HistoryEntry {
             seq,
             revision: revision.clone(),
@@ -199,6 +346,7 @@ impl Store {
             actor: actor.into(),
             reason: reason.into(),
             source: Some(d.clone()),
+            target: target.clone(),
         };
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -207,20 +355,69 @@ impl Store {
             .map_err(io)?;
         writeln!(f, "{}", serde_json::to_string(&entry).map_err(io)?).map_err(io)?;
         inner.history.push(entry);
-        let p = Arc::new(Published {
+        Ok(Arc::new(Published {
             seq,
             revision,
             archive: Bytes::from(tgz),
-        });
-        self.current.send_replace(Some(p.clone()));
+            target,
+            files,
+        }))
+    }
+
+    /// Serves `p`: a revision for everyone replaces every other; one for a
+    /// selector replaces older ones for the same selector. A canary that a
+    /// newer revision for everyone replaces is over (superseded).
+    fn serve(&self, inner: &mut Inner, p: Arc<Published>) {
+        match &p.target {
+            t if t.is_all() => inner.served.clear(),
+            Target::Select { labels } => inner
+                .served
+                .retain(|q| !matches!(&q.target, Target::Select { labels: l } if l == labels)),
+            Target::Canary { .. } => {}
+        }
+        inner.served.push(p.clone());
+        if let Some(r) = inner.rollout.as_mut() {
+            if r.state == "watching" && !inner.served.iter().any(|q| q.seq == r.seq) {
+                r.state = "superseded".into();
+                r.reason = Some(format!(
+                    "{} was published to all during the watch",
+                    p.revision
+                ));
+            }
+        }
+        self.served_changed(inner);
+    }
+
+    fn publish_files(
+        &self,
+        inner: &mut Inner,
+        files: Arc<Files>,
+        kill: &KillState,
+        actor: &str,
+        reason: &str,
+        target: Target,
+    ) -> Result<Arc<Published>, BuildFailure> {
+        let p = self.build_revision(inner, files, kill, actor, reason, target)?;
+        self.serve(inner, p.clone());
         Ok(p)
     }
 
-    /// Builds the source directory and publishes it when it changed (or `force`).
+    /// Builds the source directory and publishes it to everyone when it
+    /// changed (or `force`).
     pub fn publish_source(
         &self,
         actor: &str,
         force: bool,
+    ) -> Result<Option<Arc<Published>>, BuildFailure> {
+        self.publish_source_to(actor, force, Selector::default())
+    }
+
+    /// As [`Store::publish_source`], to the gateways `labels` selects.
+    pub fn publish_source_to(
+        &self,
+        actor: &str,
+        force: bool,
+        labels: Selector,
     ) -> Result<Option<Arc<Published>>, BuildFailure> {
         let files = archive::read_dir(&self.source).map_err(io)?;
         let d = build::digest(&files);
@@ -230,9 +427,226 @@ impl Store {
         }
         inner.source_digest = Some(d);
         let kill = inner.kill.clone();
-        let res = self.publish_files(&mut inner, &files, &kill, actor, "source changed");
+        let reason = if labels.is_all() {
+            "source changed".to_owned()
+        } else {
+            format!("published to {labels}")
+        };
+        let res = self.publish_files(
+            &mut inner,
+            Arc::new(files),
+            &kill,
+            actor,
+            &reason,
+            Target::Select { labels },
+        );
         drop(inner);
         self.after(actor, "publish", res).map(Some)
+    }
+
+    /// Publishes the source as a canary: to `plan.share` of the live
+    /// gateways `labels` selects, watched against the rest.
+    pub fn publish_canary(
+        &self,
+        actor: &str,
+        labels: Selector,
+        plan: CanaryPlan,
+    ) -> Result<Arc<Published>, BuildFailure> {
+        let res = (|| {
+            plan.guard.check().map_err(io)?;
+            if !(plan.share > 0.0 && plan.share <= 1.0) || plan.watch_secs == 0 {
+                return Err(io(
+                    "a canary needs a share in (0, 100%] and a watch of at least a second",
+                ));
+            }
+            let files = archive::read_dir(&self.source).map_err(io)?;
+            let mut inner = self.lock();
+            if inner
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.state == "watching")
+            {
+                return Err(io(
+                    "a canary is already being watched: promote or roll it back first",
+                ));
+            }
+            let candidates: Vec<String> = inner
+                .fleet
+                .values()
+                .filter(|m| {
+                    m.seen.elapsed() <= self.stale_after && labels.matches(&m.report.labels)
+                })
+                .map(|m| m.report.id.clone())
+                .collect();
+            if candidates.is_empty() {
+                return Err(io(format!(
+                    "no live gateway matches {labels}: nothing to canary on"
+                )));
+            }
+            let d = build::digest(&files);
+            inner.source_digest = Some(d.clone());
+            // The members are picked by the revision about to be built.
+            let seq = inner.history.last().map_or(1, |h| h.seq + 1);
+            let members = rollout::pick(&candidates, plan.share, &format!("r{seq}-{}", &d[..8]));
+            let kill = inner.kill.clone();
+            let reason = format!(
+                "canary on {} of {} gateways of {labels}, watched {} s",
+                members.len(),
+                candidates.len(),
+                plan.watch_secs
+            );
+            let p = self.build_revision(
+                &mut inner,
+                Arc::new(files),
+                &kill,
+                actor,
+                &reason,
+                Target::Canary {
+                    labels: labels.clone(),
+                    members: members.clone(),
+                },
+            )?;
+            // Every member's window starts now (a canary member's once it
+            // reports the canary revision).
+            let marks = inner
+                .fleet
+                .values()
+                .filter(|m| !members.contains(&m.report.id))
+                .map(|m| (m.report.id.clone(), m.report.stats.clone()))
+                .collect();
+            inner.rollout = Some(Rollout {
+                revision: p.revision.clone(),
+                seq: p.seq,
+                labels,
+                share: plan.share,
+                members,
+                started: SystemTime::now(),
+                watch_secs: plan.watch_secs,
+                guard: plan.guard,
+                state: "watching".into(),
+                reason: None,
+                marks,
+                canary_stats: Stats::default(),
+                rest_stats: Stats::default(),
+            });
+            self.serve(&mut inner, p.clone());
+            Ok(p)
+        })();
+        self.after(actor, "canary", res)
+    }
+
+    /// Judges the canary being watched, if any: promotes or rolls it back
+    /// when its numbers say so. Returns what it did.
+    pub fn tick(&self) -> Option<Verdict> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let r = inner.rollout.as_mut().filter(|r| r.state == "watching")?;
+        let (mut canary, mut rest) = (Stats::default(), Stats::default());
+        for m in inner.fleet.values() {
+            let id = &m.report.id;
+            let member = r.members.contains(id);
+            if member && m.report.revision != r.revision {
+                continue; // not running it yet
+            }
+            if !member && !r.labels.matches(&m.report.labels) {
+                continue;
+            }
+            let mark = r
+                .marks
+                .entry(id.clone())
+                .or_insert_with(|| m.report.stats.clone());
+            let window = m.report.stats.since(mark);
+            if member {
+                canary.add(&window);
+            } else {
+                rest.add(&window);
+            }
+        }
+        let over = r.started.elapsed().unwrap_or_default() >= Duration::from_secs(r.watch_secs);
+        let verdict = rollout::judge(&canary, &rest, &r.guard, over);
+        r.canary_stats = canary;
+        r.rest_stats = rest;
+        match &verdict {
+            Verdict::Wait => return Some(verdict),
+            Verdict::Promote(why) => {
+                let why = why.clone();
+                self.promote_locked(inner, "watcher", &why);
+            }
+            Verdict::RollBack(why) => {
+                let why = why.clone();
+                self.roll_back_locked(inner, "watcher", &why);
+            }
+        }
+        Some(verdict)
+    }
+
+    fn promote_locked(&self, inner: &mut Inner, actor: &str, why: &str) -> Option<String> {
+        let r = inner.rollout.as_mut().filter(|r| r.state == "watching")?;
+        r.state = "promoted".into();
+        r.reason = Some(why.to_owned());
+        let (seq, labels, revision) = (r.seq, r.labels.clone(), r.revision.clone());
+        let old = inner.served.iter().find(|p| p.seq == seq)?.clone();
+        inner.served.retain(|p| p.seq != seq);
+        // The same revision (same ETag: its members do not reload) now
+        // reaches every gateway its selector matches.
+        let promoted = Arc::new(Published {
+            seq: old.seq,
+            revision: old.revision.clone(),
+            archive: old.archive.clone(),
+            target: Target::Select { labels },
+            files: old.files.clone(),
+        });
+        self.serve(inner, promoted);
+        self.record(actor, "promote", Some(&revision), true, why);
+        tracing::info!(revision = %revision, reason = why, "canary promoted");
+        Some(revision)
+    }
+
+    fn roll_back_locked(&self, inner: &mut Inner, actor: &str, why: &str) -> Option<String> {
+        let r = inner.rollout.as_mut().filter(|r| r.state == "watching")?;
+        r.state = "rolled_back".into();
+        r.reason = Some(why.to_owned());
+        let (seq, revision) = (r.seq, r.revision.clone());
+        inner.served.retain(|p| p.seq != seq);
+        self.served_changed(inner);
+        self.record(actor, "canary_rollback", Some(&revision), true, why);
+        tracing::warn!(revision = %revision, reason = why, "canary rolled back");
+        Some(revision)
+    }
+
+    /// An operator promotes the canary before its watch ends.
+    pub fn promote(&self, actor: &str) -> Result<String, String> {
+        let mut inner = self.lock();
+        self.promote_locked(&mut inner, actor, &format!("promoted by {actor}"))
+            .ok_or_else(|| "no canary is being watched".to_owned())
+    }
+
+    /// An operator rolls the canary back.
+    pub fn roll_back_canary(&self, actor: &str) -> Result<String, String> {
+        let mut inner = self.lock();
+        self.roll_back_locked(&mut inner, actor, &format!("rolled back by {actor}"))
+            .ok_or_else(|| "no canary is being watched".to_owned())
+    }
+
+    /// The canary being watched or the last one, with its figures.
+    pub fn rollout(&self) -> serde_json::Value {
+        let inner = self.lock();
+        let Some(r) = &inner.rollout else {
+            return serde_json::json!({"state": "none"});
+        };
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        let stats = |s: &Stats| {
+            serde_json::json!({
+                "calls": s.calls,
+                "denial_rate": s.denial_rate(),
+                "error_rate": s.error_rate(),
+                "p99_ms": s.p99().map(|p| p * 1000.0),
+            })
+        };
+        v["canary"] = stats(&r.canary_stats);
+        v["rest"] = stats(&r.rest_stats);
+        v["elapsed_secs"] = serde_json::json!(r.started.elapsed().unwrap_or_default().as_secs());
+        v
     }
 
     fn after(
@@ -256,8 +670,8 @@ impl Store {
         }
         res
     }
-
-    /// Republishes an earlier revision's content as a new revision.
+    /// Republishes an earlier revision's content, as it was built, as the
+    /// newest revision for everyone (ending any canary).
     pub fn rollback(&self, actor: &str, to: &str) -> Result<Arc<Published>, BuildFailure> {
         let mut inner = self.lock();
         let Some(h) = inner.history.iter().find(|h| h.revision == to).cloned() else {
@@ -268,27 +682,27 @@ impl Store {
                 Err(io(format!("no revision `{to}` in the history"))),
             );
         };
-        let res = std::fs::read(
-            self.dir
-                .join("revisions")
-                .join(format!("{:08}.tar.gz", h.seq)),
-        )
-        .map_err(io)
-        .and_then(|b| archive::unpack(&b).map_err(io))
-        .and_then(|files| {
-            self.publish_files(
-                &mut inner,
-                &files,
-                &KillState::default(),
-                actor,
-                &format!("rollback to {to}"),
-            )
-        });
+        let res = std::fs::read(self.revision_path(h.seq, "tar.gz"))
+            .map_err(io)
+            .and_then(|b| archive::unpack(&b).map_err(io))
+            .and_then(|files| {
+                self.publish_files(
+                    &mut inner,
+                    Arc::new(files),
+                    &KillState::default(),
+                    actor,
+                    &format!("rollback to {to}"),
+                    Target::all(),
+                )
+            });
         drop(inner);
         self.after(actor, "rollback", res)
     }
 
-    /// Changes the kill switch and publishes the source with it.
+    /// Changes the kill switch: every served revision (for everyone, for a
+    /// selector, a canary) is rebuilt from its own source with it, so the
+    /// switch reaches every gateway at once whatever it runs, and nothing
+    /// else changes (an unpublished source edit stays unpublished).
     pub fn kill(
         &self,
         actor: &str,
@@ -297,26 +711,53 @@ impl Store {
         on: bool,
     ) -> Result<Arc<Published>, BuildFailure> {
         let action = if on { "kill" } else { "revive" };
-        let files = archive::read_dir(&self.source).map_err(io)?;
         let mut inner = self.lock();
         let mut kill = inner.kill.clone();
         if let Err(e) = kill.set(scope, value, on) {
             drop(inner);
             return self.after(actor, action, Err(io(e)));
         }
-        let res = self.publish_files(
-            &mut inner,
-            &files,
-            &kill,
-            actor,
-            &format!("{action} {scope} {value}"),
-        );
+        let reason = format!("{action} {scope} {value}");
+        let res = (|| {
+            if inner.served.is_empty() {
+                let files = archive::read_dir(&self.source).map_err(io)?;
+                inner.source_digest = Some(build::digest(&files));
+                return self.publish_files(
+                    &mut inner,
+                    Arc::new(files),
+                    &kill,
+                    actor,
+                    &reason,
+                    Target::all(),
+                );
+            }
+            let old = inner.served.clone();
+            let mut rebuilt = Vec::with_capacity(old.len());
+            for p in &old {
+                rebuilt.push(self.build_revision(
+                    &mut inner,
+                    p.files.clone(),
+                    &kill,
+                    actor,
+                    &format!("{reason} (rebuilt {})", p.revision),
+                    p.target.clone(),
+                )?);
+            }
+            if let Some(r) = inner.rollout.as_mut().filter(|r| r.state == "watching") {
+                if let Some(i) = old.iter().position(|p| p.seq == r.seq) {
+                    r.seq = rebuilt[i].seq;
+                    r.revision = rebuilt[i].revision.clone();
+                }
+            }
+            inner.served = rebuilt.clone();
+            self.served_changed(&inner);
+            Ok(rebuilt.pop().expect("one served revision at least"))
+        })();
         if res.is_ok() {
             inner.kill = kill.clone();
-            inner.source_digest = Some(build::digest(&files));
-            let _ = std::fs::write(
-                self.dir.join("kill.json"),
-                serde_json::to_vec_pretty(&kill).unwrap_or_default(),
+            let _ = write_atomic(
+                &self.dir.join("kill.json"),
+                &serde_json::to_vec_pretty(&kill).unwrap_or_default(),
             );
         }
         drop(inner);
@@ -333,7 +774,17 @@ impl Store {
         );
     }
 
-    /// The fleet as JSON: who runs what, who is stale.
+    /// The revision for everyone (the newest served one without a target).
+    pub fn current(&self) -> Option<Arc<Published>> {
+        self.lock()
+            .served
+            .iter()
+            .filter(|p| p.target.is_all())
+            .max_by_key(|p| p.seq)
+            .cloned()
+    }
+
+    /// The fleet as JSON: who runs what and why, who is stale.
     pub fn fleet(&self) -> serde_json::Value {
         let current = self.current().map(|p| p.revision.clone());
         let inner = self.lock();
@@ -342,19 +793,31 @@ impl Store {
             .values()
             .map(|m| {
                 let age = m.seen.elapsed();
+                let due = Self::pick_for(&inner.served, &m.report.id, &m.report.labels);
                 serde_json::json!({
                     "id": m.report.id,
+                    "labels": m.report.labels,
                     "revision": m.report.revision,
-                    "current": Some(&m.report.revision) == current.as_ref(),
+                    "due": due.as_ref().map(|p| p.revision.clone()),
+                    "why": due.as_ref().map(|p| p.target.why()),
+                    "current": due.as_ref().map(|p| &p.revision) == Some(&m.report.revision),
                     "healthy": m.report.healthy,
                     "last_error": m.report.last_error,
+                    "calls": m.report.stats.calls,
                     "last_seen_secs": age.as_secs_f64(),
                     "stale": age > self.stale_after,
                 })
             })
             .collect();
+        let served: Vec<serde_json::Value> = inner
+            .served
+            .iter()
+            .map(|p| serde_json::json!({"revision": p.revision, "target": p.target, "why": p.target.why()}))
+            .collect();
         serde_json::json!({
             "current": current,
+            "served": served,
+            "rollout": inner.rollout.as_ref().map(|r| serde_json::json!({"revision": r.revision, "state": r.state})),
             "last_build_error": inner.last_error,
             "kill_switch": inner.kill,
             "members": members,
@@ -364,4 +827,11 @@ impl Store {
     pub fn history(&self) -> Vec<HistoryEntry> {
         self.lock().history.clone()
     }
+}
+
+/// Writes a file whole or not at all (a temporary file renamed over it).
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
 }

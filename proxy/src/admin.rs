@@ -48,6 +48,8 @@ impl AdminApp {
                 "failures": b.failures,
                 "last_error": b.last_error,
                 "last_error_at": b.last_error_at,
+                "rollout": b.rollout,
+                "labels": b.labels,
                 "policy_on_vm": rt.snap.policy.as_ref().map(|p| p.compiled_to_vm()),
                 "policy_cacheable": rt.snap.policy.as_ref().map(|p| p.cacheable()),
             },

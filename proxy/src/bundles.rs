@@ -11,6 +11,7 @@
 //! The last good bundle is kept on disk and used at start when the source is
 //! unreachable.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,8 +47,39 @@ pub struct SourceOptions {
     /// Fetched bundles and the last good one live here.
     pub state_dir: PathBuf,
     pub gateway_id: String,
+    /// Labels this gateway reports (`env=prod`, …): the agent serves it
+    /// the newest revision published to a selector they match.
+    pub labels: BTreeMap<String, String>,
     /// Directory polling / static-server polling interval.
     pub poll: Duration,
+    /// How often status and counters are reported to the agent.
+    pub report_every: Duration,
+}
+
+/// Parses one `key=value` gateway label (letters, digits and `-._/`, 1–63
+/// bytes each: what the agent's selectors accept).
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let ok = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 63
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b))
+    };
+    match s.split_once('=') {
+        Some((k, v)) if ok(k) && ok(v) => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!(
+            "label `{s}`: key=value, each 1-63 letters, digits or -._/"
+        )),
+    }
+}
+
+/// The labels as the agent reads them (`k=v,k2=v2`).
+fn labels_header(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// What `/status` says about bundles.
@@ -60,6 +92,11 @@ pub struct BundleStatus {
     pub last_error_at: Option<String>,
     pub reloads: u64,
     pub failures: u64,
+    /// Why the agent serves this gateway its revision (to all, to a
+    /// selector, a canary), as the agent said.
+    pub rollout: Option<String>,
+    /// The labels this gateway reports.
+    pub labels: BTreeMap<String, String>,
 }
 
 pub struct BundleState {
@@ -80,6 +117,14 @@ impl BundleState {
             reloads: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         }
+    }
+
+    /// Records why the agent serves this gateway what it runs.
+    pub fn set_rollout(&self, why: Option<String>, labels: &BTreeMap<String, String>) {
+        let mut s = (**self.status.load()).clone();
+        s.rollout = why;
+        s.labels = labels.clone();
+        self.status.store(Arc::new(s));
     }
 
     fn ok(&self, revision: &str) {
@@ -244,18 +289,24 @@ enum Fetched {
     New {
         etag: Option<String>,
         body: bytes::Bytes,
+        /// The agent's `X-Warden-Rollout`: why this gateway gets it.
+        why: Option<String>,
     },
     NotModified,
 }
 
 async fn fetch(
     client: &reqwest::Client,
+    opts: &SourceOptions,
     url: &str,
     token: Option<&str>,
     etag: Option<&str>,
     wait: Duration,
 ) -> Result<Fetched, String> {
-    let mut req = client.get(url);
+    let mut req = client
+        .get(url)
+        .header("x-warden-gateway", &opts.gateway_id)
+        .header("x-warden-labels", labels_header(&opts.labels));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -276,6 +327,11 @@ async fn fetch(
                 .get("etag")
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.trim_start_matches("W/").trim_matches('"').to_owned());
+            let why = resp
+                .headers()
+                .get("x-warden-rollout")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let body = resp
                 .bytes()
                 .await
@@ -283,7 +339,7 @@ async fn fetch(
             if body.len() as u64 > archive::MAX_BUNDLE_BYTES {
                 return Err(format!("{url}: bundle too large"));
             }
-            Ok(Fetched::New { etag, body })
+            Ok(Fetched::New { etag, body, why })
         }
         304 => Ok(Fetched::NotModified),
         s => Err(format!("fetching {url}: HTTP {s}")),
@@ -292,13 +348,15 @@ async fn fetch(
 
 /// The bundle the gateway starts with. An HTTP source that cannot be reached
 /// falls back to the last good bundle on disk; with neither, start-up fails.
-pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>)> {
+/// Also returns the source's ETag and why the agent serves this revision.
+#[allow(clippy::type_complexity)]
+pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>, Option<String>)> {
     match &opts.source {
         Source::Dir(dir) => {
             let b = load_local(dir, opts)
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .with_context(|| format!("loading bundle {}", dir.display()))?;
-            Ok((b, None))
+            Ok((b, None, None))
         }
         Source::Http { url, token, .. } => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -306,14 +364,14 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>)>
                 .build()?;
             let fetched = rt.block_on(async {
                 let client = http_client(Duration::from_secs(10)).map_err(|e| e.to_string())?;
-                fetch(&client, url, token.as_deref(), None, Duration::ZERO).await
+                fetch(&client, opts, url, token.as_deref(), None, Duration::ZERO).await
             });
             let from_source = match fetched {
-                Ok(Fetched::New { etag, body }) => materialize(&body, opts).and_then(|dir| {
+                Ok(Fetched::New { etag, body, why }) => materialize(&body, opts).and_then(|dir| {
                     let b = load_dir(&dir, None)?;
                     Snapshot::build(&b).map_err(|e| e.to_string())?;
                     remember_good(opts, &dir);
-                    Ok((b, etag))
+                    Ok((b, etag, why))
                 }),
                 Ok(Fetched::NotModified) => Err("the source answered 304 to a first fetch".into()),
                 Err(e) => Err(e),
@@ -324,7 +382,7 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>)>
                     Some(dir) => {
                         tracing::warn!(error = %why, dir = %dir.display(), "bundle source unavailable; starting on the last good bundle");
                         let b = load_dir(&dir, None).map_err(|e| anyhow::anyhow!("{e}"))?;
-                        Ok((b, None))
+                        Ok((b, None, None))
                     }
                     None => bail!(
                         "no bundle: {why}; and no last good bundle in {}",
@@ -440,6 +498,8 @@ impl BundleWatcher {
             "revision": st.revision,
             "healthy": st.last_error.is_none() || st.last_error_at <= st.loaded_at,
             "last_error": st.last_error,
+            "labels": self.opts.labels,
+            "stats": crate::metrics::fleet_stats(),
         });
         let mut req = client.post(url).json(&body);
         if let Some(t) = token {
@@ -487,18 +547,18 @@ impl BundleWatcher {
         };
         let mut etag = self.etag.clone();
         let mut backoff = Duration::from_millis(250);
-        let mut last_report = Instant::now();
         self.report(&reporter).await;
         loop {
             let started = Instant::now();
             let res = tokio::select! {
                 _ = shutdown.changed() => return,
-                r = fetch(&client, url, token, etag.as_deref(), Duration::from_secs(30)) => r,
+                r = fetch(&client, &self.opts, url, token, etag.as_deref(), Duration::from_secs(30)) => r,
             };
             let pause = match res {
                 Ok(Fetched::New {
                     etag: new_etag,
                     body,
+                    why,
                 }) => {
                     backoff = Duration::from_millis(250);
                     // Whatever happens to this one, do not fetch it again.
@@ -519,12 +579,12 @@ impl BundleWatcher {
                             if etag.is_none() {
                                 etag = Some(rev.clone());
                             }
+                            self.target.status.set_rollout(why, &self.opts.labels);
                             self.target.status.ok(&rev)
                         }
                         Err(e) => self.target.status.failed(&e),
                     }
                     self.report(&reporter).await;
-                    last_report = Instant::now();
                     Duration::ZERO
                 }
                 // A server without long-poll answers at once: poll politely.
@@ -543,10 +603,6 @@ impl BundleWatcher {
                     p
                 }
             };
-            if last_report.elapsed() >= Duration::from_secs(5) {
-                self.report(&reporter).await;
-                last_report = Instant::now();
-            }
             if !pause.is_zero() {
                 tokio::select! {
                     _ = shutdown.changed() => return,
@@ -557,13 +613,32 @@ impl BundleWatcher {
     }
 }
 
+impl BundleWatcher {
+    /// Reports status and counters every `report_every`, beside the long
+    /// poll (which may wait 30 s for a change).
+    async fn report_loop(&self, mut shutdown: ShutdownWatch) {
+        let Ok(reporter) = http_client(Duration::from_secs(5)) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(jitter(self.opts.report_every)) => {}
+            }
+            self.report(&reporter).await;
+        }
+    }
+}
+
 #[async_trait]
 impl BackgroundService for BundleWatcher {
     async fn start(&self, shutdown: ShutdownWatch) {
         match self.opts.source.clone() {
             Source::Dir(dir) => self.run_dir(&dir, shutdown).await,
             Source::Http { url, token, .. } => {
-                self.run_http(&url, token.as_deref(), shutdown).await
+                let reports = self.report_loop(shutdown.clone());
+                let polls = self.run_http(&url, token.as_deref(), shutdown);
+                tokio::join!(reports, polls);
             }
         }
     }

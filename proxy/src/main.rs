@@ -59,6 +59,15 @@ enum Cmd {
         /// How often a bundle directory (or a static URL) is checked.
         #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
         bundle_poll: std::time::Duration,
+        /// A label this gateway reports to the agent (`env=prod`,
+        /// repeatable): bundles published to a selector reach the gateways
+        /// whose labels match it.
+        #[arg(long = "label", value_parser = warden_proxy::bundles::parse_label)]
+        labels: Vec<(String, String)>,
+        /// How often status and counters are reported to the agent (a
+        /// canary is judged on them).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        report_interval: std::time::Duration,
         /// Listen on this address instead of the bundle's listeners (repeatable).
         #[arg(long)]
         listen: Vec<String>,
@@ -401,6 +410,8 @@ fn main() -> ExitCode {
             state_dir,
             gateway_id,
             bundle_poll,
+            labels,
+            report_interval,
             listen,
             admin,
             threads,
@@ -480,7 +491,9 @@ fn main() -> ExitCode {
                     verifier,
                     state_dir,
                     gateway_id,
+                    labels: labels.into_iter().collect(),
                     poll: bundle_poll,
+                    report_every: report_interval,
                 },
                 listen,
                 admin,

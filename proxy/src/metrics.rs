@@ -310,6 +310,67 @@ pub fn method_label(method: Option<&str>) -> &str {
     }
 }
 
+/// The counters the control agent judges a canary on, summed over every
+/// server: client messages judged, those denied, 5xx answers, and the
+/// request latency histogram (cumulative buckets, `+Inf` last).
+pub fn fleet_stats() -> serde_json::Value {
+    let (mut calls, mut denied, mut errors) = (0u64, 0u64, 0u64);
+    let mut latency: Vec<(f64, u64)> = Vec::new();
+    for fam in prometheus::gather() {
+        let label = |m: &prometheus::proto::Metric, name: &str| {
+            m.get_label()
+                .iter()
+                .find(|p| p.name() == name)
+                .map(|p| p.value().to_owned())
+        };
+        match fam.name() {
+            "warden_mcp_messages_total" => {
+                for m in fam.get_metric() {
+                    if label(m, "direction").as_deref() == Some("request") {
+                        let v = m.get_counter().get_value() as u64;
+                        calls += v;
+                        if label(m, "outcome").as_deref() == Some("denied") {
+                            denied += v;
+                        }
+                    }
+                }
+            }
+            "warden_http_requests_total" => {
+                for m in fam.get_metric() {
+                    if label(m, "status").is_some_and(|s| s.starts_with('5')) {
+                        errors += m.get_counter().get_value() as u64;
+                    }
+                }
+            }
+            "warden_request_duration_seconds" => {
+                for m in fam.get_metric() {
+                    let h = m.get_histogram();
+                    let mut row: Vec<(f64, u64)> = h
+                        .get_bucket()
+                        .iter()
+                        .map(|b| (b.upper_bound(), b.cumulative_count()))
+                        .collect();
+                    row.push((f64::INFINITY, h.get_sample_count()));
+                    if latency.is_empty() {
+                        latency = row;
+                    } else if latency.len() == row.len() {
+                        for (a, b) in latency.iter_mut().zip(row) {
+                            a.1 += b.1;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // JSON has no infinity: the last bound is written as a large number.
+    let latency: Vec<(f64, u64)> = latency
+        .into_iter()
+        .map(|(le, n)| (if le.is_finite() { le } else { 1e9 }, n))
+        .collect();
+    serde_json::json!({"calls": calls, "denied": denied, "errors": errors, "latency": latency})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,7 +40,7 @@ pub struct RunOptions {
 /// the new binary accepts from the same sockets while the old one finishes
 /// what it has (the audit file stays one chain: see `audit`).
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let (bundle, etag) = crate::bundles::initial(&opts.source)?;
+    let (bundle, etag, why) = crate::bundles::initial(&opts.source)?;
     // Where virtual servers call the gateway: `--listen`, else the
     // bundle's listeners at start.
     crate::aggregate::listening_on(&opts.listen, &bundle.config.listeners);
@@ -82,6 +82,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         crate::bundles::Source::Http { url, .. } => url.clone(),
     };
     let gateway = Arc::new(Gateway::new(rt, audit.clone(), source_desc, shared));
+    gateway.bundles.set_rollout(why, &opts.source.labels);
     if let Some(a) = opts.approvals {
         let _ = gateway.approvals.set(a);
     }

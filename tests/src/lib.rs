@@ -235,7 +235,8 @@ impl Agent {
         Self::start_with(source, state, key, &[])
     }
 
-    /// As [`Agent::start`], with extra `serve` arguments.
+    /// As [`Agent::start`], with extra `serve` arguments (a
+    /// `--watch-interval` among them replaces the default 100 ms).
     pub fn start_with(
         source: &Path,
         state: &Path,
@@ -248,7 +249,7 @@ impl Agent {
             .arg(source)
             .arg("--state")
             .arg(state)
-            .args(["--listen", "127.0.0.1:0", "--watch-interval", "100ms"])
+            .args(["--listen", "127.0.0.1:0"])
             .env("WARDEN_AGENT_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("WARDEN_AGENT_FLEET_TOKEN", FLEET_TOKEN)
             .stdout(Stdio::piped())
@@ -259,6 +260,9 @@ impl Agent {
             });
         if let Some(k) = key {
             cmd.arg("--signing-key").arg(k);
+        }
+        if !extra.iter().any(|a| *a == "--watch-interval") {
+            cmd.args(["--watch-interval", "100ms"]);
         }
         cmd.args(extra);
         let mut child = cmd.spawn().context("starting warden-agent")?;

@@ -1,0 +1,465 @@
+//! Which published revision each gateway gets: revisions published to a
+//! label selector, and canaries that reach a share of the gateways until
+//! their error rate, denial rate and p99 have been compared with the rest
+//! (promoted when healthy for the whole watch, rolled back as soon as they
+//! are not).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Labels a gateway reports (`env=prod`, `region=eu`, …).
+pub type Labels = BTreeMap<String, String>;
+
+/// Parses `k=v,k2=v2` (keys and values of letters, digits and `-._/`, at
+/// most 63 bytes each). An empty text is no labels.
+pub fn parse_labels(s: &str) -> Result<Labels, String> {
+    let mut out = Labels::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(format!("label `{part}` is not key=value"));
+        };
+        let (k, v) = (k.trim(), v.trim());
+        check_label(k, v)?;
+        if out.insert(k.to_owned(), v.to_owned()).is_some() {
+            return Err(format!("label `{k}` given twice"));
+        }
+    }
+    Ok(out)
+}
+
+fn check_label(k: &str, v: &str) -> Result<(), String> {
+    for t in [k, v] {
+        if t.is_empty()
+            || t.len() > 63
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b))
+        {
+            return Err(format!(
+                "label `{k}={v}`: keys and values are 1-63 letters, digits or -._/"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Labels a revision is published to: a gateway must carry every one
+/// (none: every gateway).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Selector(pub Labels);
+
+impl Selector {
+    pub fn matches(&self, labels: &Labels) -> bool {
+        self.0.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    pub fn is_all(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every key and value as [`parse_labels`] accepts them.
+    pub fn check(&self) -> Result<(), String> {
+        self.0.iter().try_for_each(|(k, v)| check_label(k, v))
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("all");
+        }
+        let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// Who a published revision is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    /// Every gateway the selector matches.
+    Select { labels: Selector },
+    /// A canary: only these gateways (which the selector matched when it
+    /// was published), until it is promoted or rolled back.
+    Canary {
+        labels: Selector,
+        members: BTreeSet<String>,
+    },
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target::all()
+    }
+}
+
+impl Target {
+    pub fn all() -> Target {
+        Target::Select {
+            labels: Selector::default(),
+        }
+    }
+
+    pub fn is_all(&self) -> bool {
+        matches!(self, Target::Select { labels } if labels.is_all())
+    }
+
+    pub fn reaches(&self, id: &str, labels: &Labels) -> bool {
+        match self {
+            Target::Select { labels: s } => s.matches(labels),
+            Target::Canary { labels: s, members } => members.contains(id) && s.matches(labels),
+        }
+    }
+
+    /// Why a gateway this target reaches runs its revision.
+    pub fn why(&self) -> String {
+        match self {
+            Target::Select { labels } if labels.is_all() => "published to all".into(),
+            Target::Select { labels } => format!("published to {labels}"),
+            Target::Canary { labels, members } => format!(
+                "canary on {} gateway{} of {labels}",
+                members.len(),
+                if members.len() == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+/// A gateway's counters since it started, as it reports them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Client requests judged (MCP messages from clients).
+    #[serde(default)]
+    pub calls: u64,
+    /// Of those, refused by a guard.
+    #[serde(default)]
+    pub denied: u64,
+    /// HTTP answers of status 5xx.
+    #[serde(default)]
+    pub errors: u64,
+    /// Request latency, cumulative: (upper bound in seconds, count).
+    #[serde(default)]
+    pub latency: Vec<(f64, u64)>,
+}
+
+impl Stats {
+    /// What happened between `earlier` and `self` (a gateway that restarted
+    /// in between counts from zero again).
+    pub fn since(&self, earlier: &Stats) -> Stats {
+        if self.calls < earlier.calls || self.errors < earlier.errors {
+            return self.clone();
+        }
+        let latency = if self.latency.len() == earlier.latency.len() {
+            self.latency
+                .iter()
+                .zip(&earlier.latency)
+                .map(|(&(le, n), &(_, m))| (le, n.saturating_sub(m)))
+                .collect()
+        } else {
+            self.latency.clone()
+        };
+        Stats {
+            calls: self.calls - earlier.calls,
+            denied: self.denied.saturating_sub(earlier.denied),
+            errors: self.errors - earlier.errors,
+            latency,
+        }
+    }
+
+    pub fn add(&mut self, other: &Stats) {
+        self.calls += other.calls;
+        self.denied += other.denied;
+        self.errors += other.errors;
+        if self.latency.is_empty() {
+            self.latency = other.latency.clone();
+        } else if self.latency.len() == other.latency.len() {
+            for (a, b) in self.latency.iter_mut().zip(&other.latency) {
+                a.1 += b.1;
+            }
+        }
+    }
+
+    fn rate(n: u64, of: u64) -> f64 {
+        if of == 0 {
+            0.0
+        } else {
+            n as f64 / of as f64
+        }
+    }
+
+    pub fn denial_rate(&self) -> f64 {
+        Self::rate(self.denied, self.calls)
+    }
+
+    pub fn error_rate(&self) -> f64 {
+        Self::rate(self.errors, self.calls)
+    }
+
+    /// The 99th percentile latency in seconds: the upper bound of the
+    /// bucket it falls in (`None` without observations).
+    pub fn p99(&self) -> Option<f64> {
+        let total = self.latency.last()?.1;
+        if total == 0 {
+            return None;
+        }
+        let want = (total as f64 * 0.99).ceil() as u64;
+        self.latency
+            .iter()
+            .find(|(_, n)| *n >= want)
+            .map(|(le, _)| *le)
+    }
+}
+
+/// When a canary is rolled back, compared with the gateways that do not
+/// run it (or with nothing at all when they saw too few calls).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Guard {
+    /// Denied share of calls above the rest's (0.05: five points).
+    pub max_denial_increase: f64,
+    /// 5xx share of calls above the rest's.
+    pub max_error_increase: f64,
+    /// p99 above the rest's times this, plus `p99_slack_ms`.
+    pub max_p99_ratio: f64,
+    pub p99_slack_ms: f64,
+    /// Calls the canary must see before it is judged; a watch that ends
+    /// with fewer rolls it back (nothing shows it is healthy).
+    pub min_calls: u64,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard {
+            max_denial_increase: 0.05,
+            max_error_increase: 0.05,
+            max_p99_ratio: 2.0,
+            p99_slack_ms: 50.0,
+            min_calls: 20,
+        }
+    }
+}
+
+impl Guard {
+    pub fn check(&self) -> Result<(), String> {
+        let finite = [
+            self.max_denial_increase,
+            self.max_error_increase,
+            self.max_p99_ratio,
+            self.p99_slack_ms,
+        ]
+        .iter()
+        .all(|x| x.is_finite() && *x >= 0.0);
+        if !finite || self.max_p99_ratio < 1.0 {
+            return Err(
+                "canary thresholds must be non-negative numbers (p99 ratio at least 1)".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What a canary's numbers say.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Wait,
+    Promote(String),
+    RollBack(String),
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+/// Judges a canary's calls against the rest's. It is rolled back as soon
+/// as one threshold is crossed (with at least `min_calls` seen), and
+/// promoted only once the watch is over.
+pub fn judge(canary: &Stats, rest: &Stats, guard: &Guard, watch_over: bool) -> Verdict {
+    let base = rest.calls >= guard.min_calls;
+    let (bd, be, bp) = if base {
+        (rest.denial_rate(), rest.error_rate(), rest.p99())
+    } else {
+        (0.0, 0.0, None)
+    };
+    let against = if base {
+        format!("{} calls on the rest", rest.calls)
+    } else {
+        "too few calls on the rest to compare: absolute".into()
+    };
+    if canary.calls >= guard.min_calls {
+        let (cd, ce) = (canary.denial_rate(), canary.error_rate());
+        if cd > bd + guard.max_denial_increase {
+            return Verdict::RollBack(format!(
+                "denial rate {} over {} calls against {} ({against})",
+                pct(cd),
+                canary.calls,
+                pct(bd)
+            ));
+        }
+        if ce > be + guard.max_error_increase {
+            return Verdict::RollBack(format!(
+                "error rate {} over {} calls against {} ({against})",
+                pct(ce),
+                canary.calls,
+                pct(be)
+            ));
+        }
+        if let (Some(cp), Some(bp)) = (canary.p99(), bp) {
+            if cp > bp * guard.max_p99_ratio + guard.p99_slack_ms / 1000.0 {
+                return Verdict::RollBack(format!(
+                    "p99 {:.1} ms against {:.1} ms ({against})",
+                    cp * 1000.0,
+                    bp * 1000.0
+                ));
+            }
+        }
+    }
+    if !watch_over {
+        return Verdict::Wait;
+    }
+    if canary.calls < guard.min_calls {
+        return Verdict::RollBack(format!(
+            "only {} calls reached the canary during the watch; {} are needed to judge it",
+            canary.calls, guard.min_calls
+        ));
+    }
+    Verdict::Promote(format!(
+        "healthy over {} calls: denial {} (rest {}), errors {} (rest {}), p99 {} ({against})",
+        canary.calls,
+        pct(canary.denial_rate()),
+        pct(bd),
+        pct(canary.error_rate()),
+        pct(be),
+        canary
+            .p99()
+            .map_or("-".into(), |p| format!("{:.1} ms", p * 1000.0)),
+    ))
+}
+
+/// The gateways a canary reaches: `share` of `candidates` (at least one),
+/// spread by a hash of the revision so that successive canaries do not
+/// always land on the same gateways.
+pub fn pick(candidates: &[String], share: f64, revision: &str) -> BTreeSet<String> {
+    let n = ((candidates.len() as f64) * share).ceil().max(1.0) as usize;
+    let mut ranked: Vec<(Vec<u8>, &String)> = candidates
+        .iter()
+        .map(|id| {
+            let mut h = Sha256::new();
+            h.update(revision.as_bytes());
+            h.update([0]);
+            h.update(id.as_bytes());
+            (h.finalize().to_vec(), id)
+        })
+        .collect();
+    ranked.sort();
+    ranked
+        .into_iter()
+        .take(n.min(candidates.len()))
+        .map(|(_, id)| id.clone())
+        .collect()
+}
+
+/// Parses `10%` or `0.1` into a share in (0, 1].
+pub fn parse_share(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    let v = match s.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|x| x / 100.0),
+        None => s.parse::<f64>(),
+    }
+    .map_err(|_| format!("canary share `{s}` is not a percentage"))?;
+    if !(v > 0.0 && v <= 1.0) {
+        return Err(format!(
+            "canary share `{s}` must be above 0 and at most 100%"
+        ));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(calls: u64, denied: u64, errors: u64) -> Stats {
+        Stats {
+            calls,
+            denied,
+            errors,
+            latency: vec![(0.001, calls / 2), (0.01, calls), (f64::INFINITY, calls)],
+        }
+    }
+
+    #[test]
+    fn labels_and_selectors() {
+        let l = parse_labels("env=prod, region=eu-west/1").expect("labels");
+        assert_eq!(l.len(), 2);
+        assert!(Selector(parse_labels("env=prod").expect("sel")).matches(&l));
+        assert!(!Selector(parse_labels("env=staging").expect("sel")).matches(&l));
+        assert!(Selector::default().matches(&Labels::new()));
+        for bad in ["env", "env=", "=x", "a=b,a=c", "k=v v", "k=\u{e9}"] {
+            assert!(parse_labels(bad).is_err(), "{bad}");
+        }
+        let c = Target::Canary {
+            labels: Selector::default(),
+            members: ["gw1".to_owned()].into(),
+        };
+        assert!(c.reaches("gw1", &l) && !c.reaches("gw2", &l));
+    }
+
+    #[test]
+    fn canary_verdicts() {
+        let g = Guard::default();
+        let rest = stats(1000, 10, 0);
+        assert_eq!(judge(&stats(10, 10, 0), &rest, &g, false), Verdict::Wait);
+        assert!(matches!(
+            judge(&stats(100, 30, 0), &rest, &g, false),
+            Verdict::RollBack(r) if r.contains("denial rate 30.0%")
+        ));
+        assert!(matches!(
+            judge(&stats(100, 0, 9), &rest, &g, false),
+            Verdict::RollBack(r) if r.contains("error rate")
+        ));
+        assert_eq!(judge(&stats(100, 2, 0), &rest, &g, false), Verdict::Wait);
+        assert!(matches!(
+            judge(&stats(100, 2, 0), &rest, &g, true),
+            Verdict::Promote(_)
+        ));
+        assert!(matches!(
+            judge(&stats(5, 0, 0), &rest, &g, true),
+            Verdict::RollBack(r) if r.contains("only 5 calls")
+        ));
+        // A slow canary.
+        let mut slow = stats(100, 0, 0);
+        slow.latency = vec![(0.001, 0), (0.5, 100), (f64::INFINITY, 100)];
+        assert!(
+            matches!(judge(&slow, &rest, &g, false), Verdict::RollBack(r) if r.contains("p99"))
+        );
+        // Nothing on the rest: absolute thresholds.
+        assert!(matches!(
+            judge(&stats(100, 6, 0), &Stats::default(), &g, false),
+            Verdict::RollBack(_)
+        ));
+    }
+
+    #[test]
+    fn deltas_percentiles_and_picks() {
+        let a = stats(100, 5, 1);
+        let b = stats(300, 20, 1);
+        let d = b.since(&a);
+        assert_eq!((d.calls, d.denied, d.errors), (200, 15, 0));
+        assert_eq!(d.p99(), Some(0.01));
+        // A restart counts from zero.
+        assert_eq!(a.since(&b), a);
+        let ids: Vec<String> = (0..10).map(|i| format!("gw{i}")).collect();
+        assert_eq!(pick(&ids, 0.1, "r1").len(), 1);
+        assert_eq!(pick(&ids, 0.25, "r1").len(), 3);
+        assert_eq!(pick(&ids, 1.0, "r1").len(), 10);
+        assert_eq!(pick(&ids[..1], 0.1, "r1").len(), 1);
+        assert_eq!(pick(&ids, 0.3, "r1"), pick(&ids, 0.3, "r1"));
+        assert_eq!(parse_share("10%"), Ok(0.1));
+        assert_eq!(parse_share("0.5"), Ok(0.5));
+        assert!(parse_share("0%").is_err() && parse_share("150%").is_err());
+    }
+}
