@@ -50,6 +50,11 @@ pub struct AuditRecord {
     /// (`warden_config::person`): `ALICE` and `alice` of one tenant are one
     /// `person`. Worked out by the writer thread, not on the request path.
     pub person: AuditPerson,
+    /// The rest of the principal as the policy read it (roles, kind,
+    /// attributes), on client requests: what `warden policy replay` needs
+    /// to judge the call again. Written by the writer thread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal_detail: Option<AuditPrincipal>,
     pub auth: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<std::net::IpAddr>,
@@ -535,6 +540,22 @@ impl Serialize for AuditPerson {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // The owner key (`tenant\0id`, canonical), worked out once per principal.
         s.serialize_str(&self.0.owner().replacen('\0', "/", 1))
+    }
+}
+
+/// A principal's roles, kind and attributes.
+#[derive(Debug, Clone)]
+pub struct AuditPrincipal(pub Arc<warden_filters::Principal>);
+
+impl Serialize for AuditPrincipal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let p = &self.0;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("roles", &p.roles)?;
+        m.serialize_entry("kind", p.kind.as_str())?;
+        m.serialize_entry("attributes", &p.attributes)?;
+        m.end()
     }
 }
 

@@ -415,3 +415,307 @@ pub fn dlp_scan(bundle_dir: &Path, files: &[PathBuf]) -> anyhow::Result<usize> {
     println!("{total} finding(s)");
     Ok(total)
 }
+
+/// Filters that run before the policy: a request one of them refused was
+/// never judged by it.
+const BEFORE_POLICY: &[&str] = &[
+    "task_binding",
+    "kill_switch",
+    "input_state",
+    "cursor",
+    "scopes",
+    "quota",
+    "runaway",
+];
+
+/// Filters that run after the policy: a request one of them refused was
+/// allowed by it.
+const AFTER_POLICY: &[&str] = &[
+    "tool_pinning",
+    "mirrored_headers",
+    "schema",
+    "egress",
+    "dlp",
+    "approval",
+];
+
+/// One recorded client request judged again.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Replayed {
+    pub ts: String,
+    pub request_id: Option<u64>,
+    pub trace_id: Option<String>,
+    pub principal: String,
+    pub server: String,
+    pub method: String,
+    pub target: Option<String>,
+    pub before: Verdict,
+    pub after: Verdict,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Verdict {
+    pub allow: bool,
+    /// The recorded reason (the policy's reason when it denied; `allowed`
+    /// otherwise: an allowing decision's reason is not recorded).
+    pub reason: String,
+}
+
+/// What `warden policy replay` found.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ReplayReport {
+    pub revision: String,
+    pub records: u64,
+    pub replayed: u64,
+    pub unchanged: u64,
+    pub newly_denied: Vec<Replayed>,
+    pub newly_allowed: Vec<Replayed>,
+    /// Still denied, for another reason.
+    pub reason_changed: Vec<Replayed>,
+    /// Requests the trail cannot replay, counted by why.
+    pub not_replayed: std::collections::BTreeMap<String, u64>,
+}
+
+/// The policy input of a recorded client request, in the shape the
+/// gateway builds (`docs/policy.md`), or why it cannot be rebuilt.
+fn replay_input(
+    rec: &serde_json::Value,
+    bundle: &Bundle,
+    engine: &PolicyEngine,
+) -> Result<serde_json::Value, &'static str> {
+    use serde_json::{json, Value};
+    let text = |k: &str| rec.get(k).and_then(Value::as_str);
+    let detail = rec
+        .get("principal_detail")
+        .ok_or("no principal detail (recorded before it was audited)")?;
+    let method = text("method").ok_or("no method")?;
+    let target = text("tool");
+    let (tool, prompt, uri) = match method {
+        "tools/call" => (target, None, None),
+        m if warden_filters::tasks::names_task(m) => (target, None, None),
+        "prompts/get" => (None, target, None),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => (None, None, target),
+        _ => (None, None, None),
+    };
+    let server = text("server").unwrap_or_default();
+    // The risk tier and group as the candidate bundle defines them.
+    let risk = tool.map(|t| {
+        bundle
+            .config
+            .catalog
+            .get(server)
+            .map_or(
+                warden_config::access::ServerCatalog::default().default_risk,
+                |c| c.risk(t),
+            )
+            .as_str()
+    });
+    let group = bundle
+        .config
+        .servers
+        .iter()
+        .find(|s| s.name == server)
+        .map(|s| s.group.clone())
+        .or_else(|| text("group").map(str::to_owned))
+        .unwrap_or_default();
+    let carries_arguments = matches!(method, "tools/call" | "prompts/get");
+    let arguments = match rec.get("arguments") {
+        Some(a) => a.clone(),
+        None if carries_arguments
+            && rec.get("args_digest").is_some()
+            && engine.reads_arguments() =>
+        {
+            return Err("arguments not in the trail (their risk tier is not logged in full)")
+        }
+        None => json!({}),
+    };
+    let ts = text("ts").ok_or("no timestamp")?;
+    let at: jiff::Timestamp = ts.parse().map_err(|_| "unreadable timestamp")?;
+    let at_sys = std::time::SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_secs(at.as_second().max(0) as u64);
+    let m = engine.clock().moment(at_sys);
+    let time = jiff::Timestamp::from_second(at.as_second())
+        .map_err(|_| "unreadable timestamp")?
+        .to_string();
+    Ok(json!({
+        "principal": {
+            "id": text("principal").unwrap_or_default(),
+            "tenant": text("tenant").unwrap_or_default(),
+            "roles": detail.get("roles").cloned().unwrap_or(json!([])),
+            "kind": detail.get("kind").cloned().unwrap_or(json!("agent")),
+            "auth": text("auth").unwrap_or_default(),
+            "attributes": detail.get("attributes").cloned().unwrap_or(json!({})),
+        },
+        "server": {"name": server, "group": group, "via": rec.get("via").cloned().unwrap_or(Value::Null)},
+        "request": {
+            "method": method,
+            "tool": tool,
+            "prompt": prompt,
+            "resource_uri": uri,
+            "arguments": arguments,
+            "risk": risk,
+            "listing": false,
+        },
+        "context": {
+            "time": time,
+            "hour": m.hour,
+            "weekday": m.weekday,
+            "source_ip": rec.get("source_ip").cloned().unwrap_or(Value::Null),
+            "justification": rec.get("justification").cloned().unwrap_or(Value::Null),
+            "session_id": rec.get("session_id").cloned().unwrap_or(Value::Null),
+        },
+    }))
+}
+
+/// Judges every client request of audit `files` with `bundle_dir`'s
+/// policy and compares with what the trail recorded.
+pub fn policy_replay(bundle_dir: &Path, files: &[PathBuf]) -> anyhow::Result<ReplayReport> {
+    use std::io::BufRead;
+    let bundle = Bundle::load(bundle_dir)?.with_content_revision();
+    let engine = engine(&bundle)?;
+    let mut report = ReplayReport {
+        revision: bundle.revision.clone(),
+        ..ReplayReport::default()
+    };
+    let mut not_replayed: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut skip = |why: &str| *not_replayed.entry(why.to_owned()).or_default() += 1;
+    let mut judged = Vec::new();
+    for f in files {
+        let file = std::fs::File::open(f).with_context(|| format!("reading {}", f.display()))?;
+        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.with_context(|| format!("{}:{}", f.display(), n + 1))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let rec: serde_json::Value = serde_json::from_str(&line)
+                .with_context(|| format!("{}:{}: not an audit record", f.display(), n + 1))?;
+            judged.push(rec);
+        }
+    }
+    for rec in &judged {
+        // Audit records only: the chain's anchors and seals are skipped.
+        if rec.get("direction").and_then(|d| d.as_str()) != Some("request") {
+            continue;
+        }
+        report.records += 1;
+        let text = |k: &str| rec.get(k).and_then(|v| v.as_str());
+        if text("method").is_none() {
+            skip("a client's reply (its request was judged)");
+            continue;
+        }
+        let before = match (text("outcome"), text("decided_by")) {
+            (_, Some("policy")) => Verdict {
+                allow: false,
+                reason: text("reason").unwrap_or_default().to_owned(),
+            },
+            (_, Some(f)) if BEFORE_POLICY.contains(&f) => {
+                skip(&format!("refused by {f} before the policy"));
+                continue;
+            }
+            (Some("forwarded" | "mutated"), _) => Verdict {
+                allow: true,
+                reason: "allowed".into(),
+            },
+            (Some("denied" | "invalid"), Some(f)) if AFTER_POLICY.contains(&f) => Verdict {
+                allow: true,
+                reason: "allowed".into(),
+            },
+            _ => {
+                skip("refused before any filter (not judged by the policy)");
+                continue;
+            }
+        };
+        let input = match replay_input(rec, &bundle, &engine) {
+            Ok(i) => i,
+            Err(why) => {
+                skip(why);
+                continue;
+            }
+        };
+        let d = engine.evaluate_value(regorus::Value::from(input));
+        let after = Verdict {
+            allow: d.allow,
+            reason: if d.allow {
+                "allowed".into()
+            } else {
+                d.reason.to_string()
+            },
+        };
+        report.replayed += 1;
+        let entry = || Replayed {
+            ts: text("ts").unwrap_or_default().to_owned(),
+            request_id: rec.get("request_id").and_then(|v| v.as_u64()),
+            trace_id: text("trace_id").map(str::to_owned),
+            principal: format!(
+                "{}/{}",
+                text("tenant").unwrap_or_default(),
+                text("principal").unwrap_or_default()
+            ),
+            server: text("server").unwrap_or_default().to_owned(),
+            method: text("method").unwrap_or_default().to_owned(),
+            target: text("tool").map(str::to_owned),
+            before: before.clone(),
+            after: after.clone(),
+        };
+        match (before.allow, after.allow) {
+            (true, false) => report.newly_denied.push(entry()),
+            (false, true) => report.newly_allowed.push(entry()),
+            (false, false) if before.reason != after.reason => report.reason_changed.push(entry()),
+            _ => report.unchanged += 1,
+        }
+    }
+    report.not_replayed = not_replayed;
+    Ok(report)
+}
+
+/// The report as an operator reads it: counts, then the flipped calls by
+/// tool, principal and reason.
+pub fn print_replay(r: &ReplayReport) {
+    println!(
+        "bundle {}: {} client requests in the trail, {} judged again: {} newly denied, {} newly allowed, {} denied for another reason, {} unchanged",
+        r.revision,
+        r.records,
+        r.replayed,
+        r.newly_denied.len(),
+        r.newly_allowed.len(),
+        r.reason_changed.len(),
+        r.unchanged
+    );
+    for (title, rows) in [
+        ("newly denied", &r.newly_denied),
+        ("newly allowed", &r.newly_allowed),
+        ("denied for another reason", &r.reason_changed),
+    ] {
+        if rows.is_empty() {
+            continue;
+        }
+        println!("\n{title}:");
+        let by = |name: &str, key: &dyn Fn(&Replayed) -> String| {
+            let mut m: std::collections::BTreeMap<String, u64> = Default::default();
+            for x in rows.iter() {
+                *m.entry(key(x)).or_default() += 1;
+            }
+            let mut v: Vec<_> = m.into_iter().collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let parts: Vec<String> = v.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            println!("  by {name:<10} {}", parts.join(", "));
+        };
+        by("tool", &|x| {
+            format!("{}/{}", x.server, x.target.as_deref().unwrap_or(&x.method))
+        });
+        by("principal", &|x| x.principal.clone());
+        by("reason", &|x| {
+            if x.after.allow {
+                x.before.reason.clone()
+            } else {
+                x.after.reason.clone()
+            }
+        });
+    }
+    if !r.not_replayed.is_empty() {
+        println!("\nnot replayed:");
+        for (why, n) in &r.not_replayed {
+            println!("  {n:>6}  {why}");
+        }
+    }
+}

@@ -204,6 +204,20 @@ enum PolicyCmd {
         #[arg(long)]
         bundle: PathBuf,
     },
+    /// Judge every client request of audit files again with a candidate
+    /// bundle's policy: prints the calls it would newly deny or allow, by
+    /// tool, principal and reason, and what the trail cannot replay.
+    Replay {
+        /// The candidate bundle (a directory).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Audit files (JSON lines), rotated ones in any order.
+        #[arg(long, required = true, num_args = 1..)]
+        audit: Vec<PathBuf>,
+        /// Print the whole report as JSON (every flipped call).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -361,6 +375,27 @@ fn main() -> ExitCode {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(3),
             Err(e) => fail(e),
+        },
+        Cmd::Policy {
+            cmd:
+                PolicyCmd::Replay {
+                    bundle,
+                    audit,
+                    json,
+                },
+        } => match warden_proxy::cli::policy_replay(&bundle, &audit) {
+            Ok(r) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                } else {
+                    warden_proxy::cli::print_replay(&r);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("warden: {e:#}");
+                ExitCode::FAILURE
+            }
         },
         Cmd::Policy {
             cmd: PolicyCmd::Test { bundle },

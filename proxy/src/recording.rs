@@ -117,6 +117,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
                 .inc();
             let mut rec = base.clone();
             rec.direction = if dir == "request" {
+                rec.principal_detail = Some(crate::audit::AuditPrincipal(ctx.principal.clone()));
                 "request"
             } else {
                 "response"
@@ -392,6 +393,7 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         principal: ctx.principal.id.as_str().into(),
         tenant: ctx.principal.tenant.as_str().into(),
         person: crate::audit::AuditPerson(ctx.principal.clone()),
+        principal_detail: None,
         auth: ctx.principal.auth.as_str(),
         source_ip: ctx.source_ip.or_else(|| {
             session

@@ -1214,3 +1214,167 @@ async fn a_shadow_policy_is_judged_beside_the_enforced_one_and_never_enforced() 
         );
     }
 }
+
+/// `warden policy replay`: the trail judged again by the bundle that wrote
+/// it changes nothing (the input is rebuilt as the gateway built it), and a
+/// changed rule reports exactly the calls it flips.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_replay_reports_exactly_the_calls_a_changed_rule_flips() {
+    let mock = Mock::start(&[]).expect("mock");
+    let gw = start_example(&mock, true, |y| {
+        y.replace(
+            "audit:\n  path: \"-\"",
+            "audit:\n  path: \"-\"\n  include_arguments: true",
+        )
+    });
+    let url = gw.url("/mock/mcp");
+    let calls: [(&str, &str, Value); 6] = [
+        (DEV, "echo", json!({"text": "hi"})),
+        (DEV, "deploy", json!({"service": "web", "region": "eu"})),
+        (DEV, "deploy", json!({"service": "web", "region": "us"})),
+        (AUDITOR, "echo", json!({"text": "hi"})),
+        (OPS, "echo", json!({"text": "hi"})),
+        (DEV, "purge", json!({"table": "users"})),
+    ];
+    for (i, (key, tool, args)) in calls.iter().enumerate() {
+        let (s, _, _) = post_json(
+            &url,
+            call(i as u64 + 1, tool, args.clone()),
+            &[("x-api-key", key)],
+        )
+        .await
+        .expect("call");
+        assert_eq!(s, 200);
+    }
+    let list = json!({"jsonrpc":"2.0","id":9,"method":"tools/list"}).to_string();
+    post_json(&url, list, &[("x-api-key", DEV)])
+        .await
+        .expect("list");
+    let recs = gw.audit_when(|r| {
+        r.iter()
+            .filter(|x| x["direction"] == "request" && x["method"].is_string())
+            .count()
+            >= 7
+    });
+    let denied_by_policy = |tool: &str, reason: &str| {
+        recs.iter().any(|r| {
+            r["direction"] == "request"
+                && r["tool"] == tool
+                && r["decided_by"] == "policy"
+                && r["reason"] == reason
+        })
+    };
+    assert!(denied_by_policy("deploy", "region_mismatch"), "{recs:?}");
+    assert!(
+        denied_by_policy("purge", "justification_required"),
+        "{recs:?}"
+    );
+    let dev = recs
+        .iter()
+        .find(|r| r["direction"] == "request" && r["principal"] == "agent-dev")
+        .expect("dev");
+    assert_eq!(
+        dev["principal_detail"],
+        json!({"roles": ["developer"], "kind": "agent", "attributes": {"region": "eu"}}),
+        "{dev}"
+    );
+
+    let audit = gw.dir.path().join("audit.jsonl");
+    let replay = |bundle: &std::path::Path, json: bool| {
+        let mut cmd = std::process::Command::new(warden_tests::bin("warden"));
+        cmd.args(["policy", "replay", "--bundle"])
+            .arg(bundle)
+            .arg("--audit")
+            .arg(&audit);
+        if json {
+            cmd.arg("--json");
+        }
+        let (ok, out, err) =
+            warden_tests::run_with_timeout(&mut cmd, Duration::from_secs(60)).expect("replay");
+        assert!(ok, "{out}{err}");
+        out
+    };
+    let same: Value = serde_json::from_str(&replay(gw.dir.path(), true)).expect("json");
+    assert_eq!(same["replayed"], 7, "{same}");
+    for k in ["newly_denied", "newly_allowed", "reason_changed"] {
+        assert_eq!(same[k], json!([]), "the bundle that judged them: {same}");
+    }
+
+    // The candidate retires echo and lets anyone deploy to us.
+    let cand = tempfile::tempdir().expect("tmp");
+    for entry in walk(gw.dir.path()) {
+        let rel = entry.strip_prefix(gw.dir.path()).expect("rel");
+        if rel.starts_with("audit.jsonl") {
+            continue;
+        }
+        let to = cand.path().join(rel);
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(&entry, &to).expect("copy");
+    }
+    let rego = cand.path().join("policies/authz.rego");
+    let text = std::fs::read_to_string(&rego).expect("rego");
+    let first = "tool_decision := {\"allow\": false, \"reason\": \"rbac_group_not_granted\"} if {";
+    assert!(text.contains(first));
+    let text = text.replacen(
+        first,
+        "tool_decision := {\"allow\": false, \"reason\": \"echo_retired\"} if {\n\tinput.request.tool == \"echo\"\n} else := {\"allow\": false, \"reason\": \"rbac_group_not_granted\"} if {",
+        1,
+    ) + "\nregion_ok if input.request.arguments.region == \"us\"\n";
+    std::fs::write(&rego, text).expect("write");
+    let r: Value = serde_json::from_str(&replay(cand.path(), true)).expect("json");
+    let who = |k: &str| {
+        let mut v: Vec<String> = r[k]
+            .as_array()
+            .expect(k)
+            .iter()
+            .map(|x| {
+                format!(
+                    "{} {} {}",
+                    x["principal"].as_str().unwrap_or("?"),
+                    x["target"].as_str().unwrap_or("?"),
+                    x["after"]["reason"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        who("newly_denied"),
+        [
+            "acme/agent-dev echo echo_retired",
+            "acme/alice-ops echo echo_retired"
+        ],
+        "{r}"
+    );
+    assert_eq!(
+        who("newly_allowed"),
+        ["acme/agent-dev deploy allowed"],
+        "{r}"
+    );
+    assert_eq!(
+        who("reason_changed"),
+        ["acme/agent-auditor echo echo_retired"],
+        "{r}"
+    );
+    assert_eq!(r["unchanged"], 3, "deploy eu, purge, tools/list: {r}");
+    let text = replay(cand.path(), false);
+    assert!(
+        text.contains("2 newly denied, 1 newly allowed")
+            && text.contains("by tool       mock/echo 2"),
+        "{text}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("dir").filter_map(Result::ok) {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
