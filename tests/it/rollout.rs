@@ -385,3 +385,64 @@ async fn canaries_roll_back_on_denials_promote_when_healthy_and_never_hold_the_k
         assert!(changes.contains(action), "{action} not recorded: {changes}");
     }
 }
+
+/// A candidate rule shipped through the agent as `policy.shadow`: every
+/// gateway judges each call by both, enforces only the current rule, and
+/// counts and audits each disagreement.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadow_rule_from_the_agent_is_judged_on_every_gateway_and_never_enforced() {
+    let mock = Mock::start(&[]).expect("mock");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (private, public) = keygen(tmp.path(), "sign");
+    let source = tmp.path().join("source");
+    write_source(&source, mock.addr, &[]);
+    std::fs::write(
+        source.join("warden.yaml"),
+        warden_tests::mock_bundle(&[mock.addr], "policy: {shadow: data.candidate.decision}"),
+    )
+    .expect("yaml");
+    std::fs::write(
+        source.join("policies/candidate.rego"),
+        "package candidate\nimport rego.v1\ndecision := {\"allow\": false, \"reason\": \"echo_retired\"} if {\n\tinput.request.tool == \"echo\"\n} else := {\"allow\": true, \"reason\": \"ok\"}\n",
+    )
+    .expect("rego");
+    let agent = manual_agent(&source, &tmp.path().join("agent"), &private);
+    let gws: Vec<Gateway> = (0..3)
+        .map(|i| {
+            labelled(
+                &agent,
+                &public,
+                &tmp.path().join(format!("gw{i}")),
+                &format!("gw{i}"),
+                &[],
+            )
+        })
+        .collect();
+    fleet_settled(&agent, 3).await;
+    for g in &gws {
+        assert_eq!(outcome(g, "echo").await, "ok", "never enforced");
+        assert_eq!(outcome(g, "add").await, "ok");
+    }
+    for (i, g) in gws.iter().enumerate() {
+        let recs = g.audit_when(|r| {
+            r.iter()
+                .any(|x| x["direction"] == "request" && x["tool"] == "echo")
+        });
+        let echo = recs
+            .iter()
+            .find(|r| r["direction"] == "request" && r["tool"] == "echo")
+            .expect("echo audited");
+        assert_eq!(echo["outcome"], "forwarded", "gateway {i}: {echo}");
+        assert_eq!(
+            echo["shadow"]["reason"], "echo_retired",
+            "gateway {i}: {echo}"
+        );
+        let metrics = g.metrics().await;
+        assert!(
+            metrics.contains(
+                r#"warden_policy_shadow_disagreements_total{enforced="allowed",server="mock"} 1"#
+            ),
+            "gateway {i}"
+        );
+    }
+}
