@@ -524,7 +524,10 @@ impl PolicyFilter {
 /// data tells a hidden resource from one that does not exist. 2026-07-28
 /// moved resource-not-found to -32602.
 fn resource_not_found(ctx: &Exchange<'_>, uri: &str) -> JsonRpcError {
-    let code = if ctx.protocol_version.is_some_and(|v| v >= "2026-07-28") {
+    let code = if crate::version::ProtocolVersion::at_least(
+        ctx.protocol_version,
+        crate::version::ProtocolVersion::V2026_07_28,
+    ) {
         codes::INVALID_PARAMS
     } else {
         codes::RESOURCE_NOT_FOUND
@@ -557,23 +560,6 @@ pub(crate) fn unreadable_reply() -> Decision {
 impl McpFilter for PolicyFilter {
     fn name(&self) -> &'static str {
         "policy"
-    }
-
-    fn inspects_json_response(&self, _: &str, method: Option<&str>, _: Option<&str>) -> bool {
-        // Lists are filtered; any other reply may hold multi-round-trip input
-        // requests (2026-07-28) or a task's (SEP-2663).
-        method.is_some_and(|m| {
-            list_shape(m).is_some()
-                || matches!(
-                    m,
-                    "tools/call"
-                        | "prompts/get"
-                        | "resources/read"
-                        | "resources/subscribe"
-                        | "resources/unsubscribe"
-                        | "tasks/get"
-                )
-        })
     }
 
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {

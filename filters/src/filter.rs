@@ -526,32 +526,6 @@ pub trait McpFilter: Send + Sync {
     fn on_response(&self, _msg: &Message<'_>, _ex: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         Decision::Pass
     }
-
-    /// Whether `on_response` does anything: what `acts_on` declares. When no
-    /// filter in the chain inspects responses, JSON responses are streamed
-    /// through untouched (Content-Length kept) instead of being buffered and
-    /// judged.
-    fn inspects_responses(&self) -> bool {
-        self.acts_on().responses != Methods::None
-    }
-
-    /// Whether `on_response` needs to see the JSON reply to a request of
-    /// `method` (naming `target`) on `server`. When no filter does, the reply
-    /// streams through untouched. By default what `acts_on` declares; a
-    /// filter that acts on more on streams (server→client requests never
-    /// arrive in a JSON reply) or depends on the tool narrows it.
-    fn inspects_json_response(
-        &self,
-        _server: &str,
-        method: Option<&str>,
-        _target: Option<&str>,
-    ) -> bool {
-        match self.acts_on().responses {
-            Methods::All => true,
-            Methods::None => false,
-            Methods::Only(m) => method.is_some_and(|x| m.contains(&x)),
-        }
-    }
 }
 
 /// The outcome of the whole chain for one message.
@@ -593,23 +567,6 @@ impl FilterChain {
 
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
-    }
-
-    /// Whether any filter judges server→client messages.
-    pub fn inspects_responses(&self) -> bool {
-        self.filters.iter().any(|f| f.inspects_responses())
-    }
-
-    /// Whether any filter judges the JSON reply to this request.
-    pub fn inspects_json_response(
-        &self,
-        server: &str,
-        method: Option<&str>,
-        target: Option<&str>,
-    ) -> bool {
-        self.filters
-            .iter()
-            .any(|f| f.inspects_json_response(server, method, target))
     }
 
     pub fn names(&self) -> Vec<&'static str> {

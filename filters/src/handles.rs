@@ -168,10 +168,6 @@ impl McpFilter for CursorFilter {
         }
     }
 
-    fn inspects_json_response(&self, _: &str, method: Option<&str>, _: Option<&str>) -> bool {
-        method.is_some_and(|m| PAGED.contains(&m))
-    }
-
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         let Some(method) = env.method.as_deref().filter(|m| PAGED.contains(m)) else {

@@ -23,6 +23,7 @@ pub mod sse;
 pub mod tasks;
 pub mod token;
 pub mod tools;
+pub mod version;
 
 pub use error::{codes, JsonRpcError, Refusal};
 pub use filter::{

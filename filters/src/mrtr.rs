@@ -161,10 +161,6 @@ impl McpFilter for InputStateFilter {
         }
     }
 
-    fn inspects_json_response(&self, _: &str, method: Option<&str>, _: Option<&str>) -> bool {
-        method.is_some_and(|m| MRTR_METHODS.contains(&m))
-    }
-
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request

@@ -336,10 +336,6 @@ impl McpFilter for TaskFilter {
         }
     }
 
-    fn inspects_json_response(&self, _: &str, method: Option<&str>, _: Option<&str>) -> bool {
-        matches!(method, Some("tools/call" | "tasks/list")) || method.is_some_and(names_task)
-    }
-
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request && env.kind != Kind::Notification {
@@ -348,7 +344,10 @@ impl McpFilter for TaskFilter {
         let Some(method) = env.method.as_deref().filter(|m| names_task(m)) else {
             return Decision::Pass;
         };
-        let modern = ctx.protocol_version.is_some_and(|v| v >= "2026-07-28");
+        let modern = crate::version::ProtocolVersion::at_least(
+            ctx.protocol_version,
+            crate::version::ProtocolVersion::V2026_07_28,
+        );
         if modern && method == "tasks/result" {
             // The tasks extension has no `tasks/result` (SEP-2663): answered
             // as a server of the revision answers it, never forwarded with

@@ -467,21 +467,6 @@ impl McpFilter for SchemaFilter {
         }
     }
 
-    fn inspects_json_response(
-        &self,
-        server: &str,
-        method: Option<&str>,
-        target: Option<&str>,
-    ) -> bool {
-        self.validate_output
-            && method.is_some_and(|m| RESULT_METHODS.contains(&m))
-            && match target {
-                Some(t) => self.schemas(server, t).1.is_some(),
-                // A task whose tool this gateway does not know.
-                None => method != Some("tools/call") && self.any_output_schema(server),
-            }
-    }
-
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
@@ -584,7 +569,10 @@ impl McpFilter for SchemaFilter {
         // request for input (2026-07-28; an older client reads any other
         // result as final, so only then). The final one is checked when it
         // comes. Any other `resultType` is checked like a final result.
-        let modern = ctx.protocol_version.is_some_and(|v| v >= "2026-07-28");
+        let modern = crate::version::ProtocolVersion::at_least(
+            ctx.protocol_version,
+            crate::version::ProtocolVersion::V2026_07_28,
+        );
         let interim = matches!(
             result.get("resultType").and_then(Json::as_str),
             Some("task" | "input_required")

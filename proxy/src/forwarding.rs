@@ -498,6 +498,36 @@ async fn read_head(up: &mut HttpSession) -> Result<()> {
     }
 }
 
+/// The answer to a reply the gateway withheld (502, -31003).
+fn reply_refused(r: crate::response::ReplyRefusal, server: &str) -> Refusal {
+    use crate::response::ReplyRefusal as R;
+    match r {
+        R::Compressed => Refusal::upstream_protocol(
+            "upstream_compressed",
+            format!("MCP server `{server}` sent a compressed response; Warden cannot inspect it"),
+        ),
+        R::TooLarge => Refusal::upstream_protocol(
+            "upstream_response_too_large",
+            format!("MCP server `{server}` sent a response larger than limits.max_response_body"),
+        ),
+        R::ProtocolSwitch
+        | R::DuplicateSessionHeader
+        | R::BadSessionHeader
+        | R::UnsupportedCharset
+        | R::DuplicateContentType
+        | R::SeveralJsonValues
+        | R::BadSse
+        | R::EndpointRefused
+        | R::EndpointOutsidePrefix => Refusal::upstream_protocol(
+            r.code(),
+            format!(
+                "MCP server `{server}` sent a reply Warden cannot judge ({}); it was withheld",
+                r.code().replace('_', " ")
+            ),
+        ),
+    }
+}
+
 fn set_timeouts(up: &mut HttpSession, p: &pingora::upstreams::peer::HttpPeer) {
     up.set_read_timeout(p.options.read_timeout);
     up.set_write_timeout(p.options.write_timeout);
@@ -506,6 +536,9 @@ fn set_timeouts(up: &mut HttpSession, p: &pingora::upstreams::peer::HttpPeer) {
 /// The answer for an error raised while talking to the upstream (`None`: the
 /// downstream went away, nobody is left to answer).
 pub fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
+    if let Some(r) = crate::response::ReplyRefusal::of(e) {
+        return Some(reply_refused(r, server));
+    }
     match e.etype() {
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
             Some(Refusal::upstream_timeout(server))
@@ -513,31 +546,6 @@ pub fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
         ErrorType::Custom("no_healthy_upstream") => {
             Some(Refusal::upstream_unavailable(server, "no healthy replica"))
         }
-        ErrorType::Custom("compressed_response") => Some(Refusal::upstream_protocol(
-            "upstream_compressed",
-            format!("MCP server `{server}` sent a compressed response; Warden cannot inspect it"),
-        )),
-        ErrorType::Custom(
-            reason @ ("unsupported_content_type"
-            | "unsupported_charset"
-            | "duplicate_session_header"
-            | "duplicate_content_type"
-            | "bad_session_header"
-            | "bad_sse"
-            | "endpoint_refused"
-            | "endpoint_outside_prefix"
-            | "several_json_values"),
-        ) => Some(Refusal::upstream_protocol(
-            reason,
-            format!(
-                "MCP server `{server}` sent a reply Warden cannot judge ({}); it was withheld",
-                reason.replace('_', " ")
-            ),
-        )),
-        ErrorType::Custom("response_too_large") => Some(Refusal::upstream_protocol(
-            "upstream_response_too_large",
-            format!("MCP server `{server}` sent a response larger than limits.max_response_body"),
-        )),
         _ => match e.esource() {
             ErrorSource::Upstream => Some(Refusal::upstream_unavailable(
                 server,
@@ -548,5 +556,38 @@ pub fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
                 Some(Refusal::internal(e.etype().as_str()))
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::response::ReplyRefusal;
+
+    /// Every withheld reply is answered as the server's fault (502,
+    /// -31003) naming its reason, wherever Pingora wraps the error; none
+    /// falls through to a 500.
+    #[test]
+    fn every_reply_refusal_has_its_answer() {
+        for r in ReplyRefusal::ALL {
+            let raise = || r.raise::<()>("srv", "why").expect_err("raised");
+            let once = Error::because(ErrorType::HTTPStatus(502), "wrapped", raise());
+            let twice = Error::because(
+                ErrorType::InternalError,
+                "outer",
+                Error::because(ErrorType::HTTPStatus(502), "wrapped", raise()),
+            );
+            for e in [raise(), once, twice] {
+                let answer = refusal_for(&e, "srv").expect("an answer");
+                assert_eq!(answer.status, 502, "{r:?}");
+                assert!(
+                    answer
+                        .reason
+                        .contains(r.code().trim_end_matches("_response")),
+                    "{r:?}: {}",
+                    answer.reason
+                );
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use pingora_proxy::Session;
+use warden_filters::version::ProtocolVersion;
 use warden_filters::{mcp, parse, plan_request, Forward, Parsed, Refusal};
 
 use crate::admission::header_str;
@@ -81,10 +82,10 @@ pub async fn judge(
         Parsed::Single(env) => {
             mcp::check_headers(method_hdr.as_deref(), name_hdr.as_deref(), env)?;
             let modern = method_hdr.is_some()
-                || ctx
-                    .protocol_version
-                    .as_deref()
-                    .is_some_and(|v| v >= "2026-07-28");
+                || ProtocolVersion::at_least(
+                    ctx.protocol_version.as_deref(),
+                    ProtocolVersion::V2026_07_28,
+                );
             (decls, checked_args, unchecked) =
                 check_params(gw, ctx, env, &body, &server.name, modern)?;
             ctx.request_method = env.method.clone();
@@ -284,10 +285,10 @@ pub async fn judge(
                 ctx.plan = Some(plan);
                 return Err(refusal);
             }
-            let modern = ctx
-                .protocol_version
-                .as_deref()
-                .is_some_and(|v| v >= "2026-07-28");
+            let modern = ProtocolVersion::at_least(
+                ctx.protocol_version.as_deref(),
+                ProtocolVersion::V2026_07_28,
+            );
             let status = write_answers(session, &plan.answers, plan.batch, modern)
                 .await
                 .map_err(|e| Refusal::internal(&e.to_string()))?;

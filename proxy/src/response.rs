@@ -115,7 +115,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     // forwarded, and Pingora refuses a 101 to a request that did not ask);
     // this holds should either change.
     if status == 101 {
-        return refuse_reply(server_name, "protocol_switch");
+        return refuse_reply(server_name, ReplyRefusal::ProtocolSwitch);
     }
     // An interim (1xx) reply is not the reply: Pingora does not pass it on
     // to an HTTP/1 client (`set_ignore_info_resp` at admission), and
@@ -137,7 +137,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     let mut sealed_header = None;
     let sids = resp.headers.get_all("mcp-session-id").iter().count();
     if sids > 1 {
-        return refuse_reply(server_name, "duplicate_session_header");
+        return refuse_reply(server_name, ReplyRefusal::DuplicateSessionHeader);
     }
     if let (Some(sid), Some(addr)) = (resp.headers.get("mcp-session-id"), ctx.chosen) {
         // Visible ASCII (the transport's rule), bounded, and nothing DLP
@@ -150,7 +150,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
             })
             .filter(|s| rt.sealer.is_some() || dlp_clean(&rt.snap, s))
         else {
-            return refuse_reply(server_name, "bad_session_header");
+            return refuse_reply(server_name, ReplyRefusal::BadSessionHeader);
         };
         let owner = crate::sessions::owner_key(&ctx.principal);
         gw.sessions
@@ -187,7 +187,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
             "application/json"
         };
         if !crate::judging::utf8_media(content_type(resp), want) {
-            return refuse_reply(server_name, "unsupported_charset");
+            return refuse_reply(server_name, ReplyRefusal::UnsupportedCharset);
         }
         resp.insert_header(http::header::CONTENT_TYPE, want)?;
     }
@@ -204,12 +204,8 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         })
     });
     if encoded && (sse || json) {
-        metrics()
-            .upstream_errors
-            .with_label_values(&[server_name, "compressed_response"])
-            .inc();
-        return Error::e_explain(
-            ErrorType::Custom("compressed_response"),
+        return ReplyRefusal::Compressed.raise(
+            server_name,
             "the upstream compressed a response Warden must inspect",
         );
     }
@@ -291,14 +287,89 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     Ok(())
 }
 
+/// Why an upstream reply is withheld. Carried as the cause of the error
+/// that stops the reply, and mapped to its answer in one place
+/// (`forwarding::refusal_for`), so that no reason can fall through to a
+/// generic internal error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyRefusal {
+    ProtocolSwitch,
+    DuplicateSessionHeader,
+    BadSessionHeader,
+    UnsupportedCharset,
+    DuplicateContentType,
+    SeveralJsonValues,
+    BadSse,
+    EndpointRefused,
+    EndpointOutsidePrefix,
+    Compressed,
+    TooLarge,
+}
+
+impl ReplyRefusal {
+    pub const ALL: [ReplyRefusal; 11] = [
+        ReplyRefusal::ProtocolSwitch,
+        ReplyRefusal::DuplicateSessionHeader,
+        ReplyRefusal::BadSessionHeader,
+        ReplyRefusal::UnsupportedCharset,
+        ReplyRefusal::DuplicateContentType,
+        ReplyRefusal::SeveralJsonValues,
+        ReplyRefusal::BadSse,
+        ReplyRefusal::EndpointRefused,
+        ReplyRefusal::EndpointOutsidePrefix,
+        ReplyRefusal::Compressed,
+        ReplyRefusal::TooLarge,
+    ];
+
+    /// The metric label (`warden_upstream_errors_total{kind}`) and the
+    /// refusal's reason.
+    pub fn code(self) -> &'static str {
+        match self {
+            ReplyRefusal::ProtocolSwitch => "protocol_switch",
+            ReplyRefusal::DuplicateSessionHeader => "duplicate_session_header",
+            ReplyRefusal::BadSessionHeader => "bad_session_header",
+            ReplyRefusal::UnsupportedCharset => "unsupported_charset",
+            ReplyRefusal::DuplicateContentType => "duplicate_content_type",
+            ReplyRefusal::SeveralJsonValues => "several_json_values",
+            ReplyRefusal::BadSse => "bad_sse",
+            ReplyRefusal::EndpointRefused => "endpoint_refused",
+            ReplyRefusal::EndpointOutsidePrefix => "endpoint_outside_prefix",
+            ReplyRefusal::Compressed => "compressed_response",
+            ReplyRefusal::TooLarge => "response_too_large",
+        }
+    }
+
+    /// The error that stops the reply (counted once, here).
+    pub fn raise<T>(self, server: &str, why: impl Into<String>) -> Result<T> {
+        metrics()
+            .upstream_errors
+            .with_label_values(&[server, self.code()])
+            .inc();
+        Err(Error::because(
+            ErrorType::Custom(self.code()),
+            why.into(),
+            self,
+        ))
+    }
+
+    /// The refusal carried by `e`, however deep Pingora wrapped it.
+    pub fn of(e: &Error) -> Option<ReplyRefusal> {
+        e.root_cause().downcast_ref::<ReplyRefusal>().copied()
+    }
+}
+
+impl std::fmt::Display for ReplyRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl std::error::Error for ReplyRefusal {}
+
 /// Refuses an upstream reply the gateway cannot pass on (502, -31003).
-fn refuse_reply(server: &str, reason: &'static str) -> Result<()> {
-    metrics()
-        .upstream_errors
-        .with_label_values(&[server, reason])
-        .inc();
-    Error::e_explain(
-        ErrorType::Custom(reason),
+fn refuse_reply(server: &str, reason: ReplyRefusal) -> Result<()> {
+    reason.raise(
+        server,
         "the upstream reply is not one the gateway can judge",
     )
 }
@@ -379,12 +450,8 @@ pub fn on_body(
                 .as_ref()
                 .map_or(usize::MAX, |rt| rt.snap.config.limits.max_response_body);
             if len + chunk.len() > limit {
-                metrics()
-                    .upstream_errors
-                    .with_label_values(&[ctx.server_name(), "response_too_large"])
-                    .inc();
-                return Error::e_explain(
-                    ErrorType::Custom("response_too_large"),
+                return ReplyRefusal::TooLarge.raise(
+                    ctx.server_name(),
                     format!("upstream JSON response exceeds {limit} bytes"),
                 );
             }
@@ -394,7 +461,7 @@ pub fn on_body(
             // broken server on a stream it keeps open would otherwise hold
             // the client until the read timeout).
             if !eos && ends.second_begins(&chunk) {
-                return refuse_reply(ctx.server_name(), "several_json_values");
+                return refuse_reply(ctx.server_name(), ReplyRefusal::SeveralJsonValues);
             }
             if !chunk.is_empty() {
                 chunks.push(chunk);
@@ -441,24 +508,14 @@ pub fn on_body(
                 Ok(ev)
             }) {
                 Ok(ev) => ev,
-                Err(e) => {
-                    metrics()
-                        .upstream_errors
-                        .with_label_values(&[ctx.server_name(), "bad_sse"])
-                        .inc();
-                    return Error::e_explain(ErrorType::Custom("bad_sse"), e.to_string());
-                }
+                Err(e) => return ReplyRefusal::BadSse.raise(ctx.server_name(), e.to_string()),
             };
             for ev in events {
                 match judge_event(gw, ctx, ev) {
                     Ok(b) => out.extend_from_slice(&b),
                     Err(reason) => {
-                        metrics()
-                            .upstream_errors
-                            .with_label_values(&[ctx.server_name(), reason])
-                            .inc();
-                        return Error::e_explain(
-                            ErrorType::Custom(reason),
+                        return reason.raise(
+                            ctx.server_name(),
                             "the upstream stream sent an event the gateway refuses",
                         );
                     }
@@ -916,7 +973,7 @@ fn judge_message(
 /// an event id that is not a plain id or that DLP flags); a `message` event
 /// is judged; anything else that carries data is withheld. `Err` cuts the
 /// stream (a legacy endpoint the gateway refuses).
-fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Result<Vec<u8>, &'static str> {
+fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Result<Vec<u8>, ReplyRefusal> {
     let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
         // No holder to bind an event id to: none reaches the client.
         return Ok(ev.cleaned(None, &|_| None));
@@ -995,24 +1052,24 @@ fn rewrite_endpoint(
     rt: &crate::runtime::Runtime,
     server: usize,
     ev: SseEvent,
-) -> Result<Vec<u8>, &'static str> {
+) -> Result<Vec<u8>, ReplyRefusal> {
     let data = ev.data.as_deref().unwrap_or("");
     let route = ctx
         .route
         .map(|i| &rt.snap.routes[i])
-        .ok_or("endpoint_refused")?;
+        .ok_or(ReplyRefusal::EndpointRefused)?;
     if data.is_empty()
         || data
             .bytes()
             .any(|b| b == b'\\' || b.is_ascii_whitespace() || b.is_ascii_control() || b >= 0x80)
     {
-        return Err("endpoint_refused");
+        return Err(ReplyRefusal::EndpointRefused);
     }
     // The URI may be relative (`/messages/?session_id=…`) or absolute on the
     // upstream's own origin.
     let path = if data.starts_with('/') {
         if data.starts_with("//") {
-            return Err("endpoint_refused");
+            return Err(ReplyRefusal::EndpointRefused);
         }
         data
     } else {
@@ -1020,11 +1077,11 @@ fn rewrite_endpoint(
         let rest = lower
             .strip_prefix("http://")
             .or_else(|| lower.strip_prefix("https://"))
-            .ok_or("endpoint_refused")?;
+            .ok_or(ReplyRefusal::EndpointRefused)?;
         let (authority, _) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let own = ctx.chosen.map(|a| a.to_string()).unwrap_or_default();
         if authority != own {
-            return Err("endpoint_refused");
+            return Err(ReplyRefusal::EndpointRefused);
         }
         let at = data.len() - rest.len() + authority.len();
         if at >= data.len() {
@@ -1039,11 +1096,11 @@ fn rewrite_endpoint(
         .split('/')
         .any(|seg| seg == "." || seg == ".." || seg.to_ascii_lowercase().contains("%2e"))
     {
-        return Err("endpoint_refused");
+        return Err(ReplyRefusal::EndpointRefused);
     }
     let Some(new) = route.downstream_path(path) else {
         tracing::warn!("legacy endpoint outside the route's upstream prefix; stream refused");
-        return Err("endpoint_outside_prefix");
+        return Err(ReplyRefusal::EndpointOutsidePrefix);
     };
     let server_name = &rt.snap.config.servers[server].name;
     let owner = crate::sessions::owner_key(&ctx.principal);
@@ -1069,7 +1126,7 @@ fn rewrite_endpoint(
         .split_once('?')
         .is_some_and(|(_, q)| !dlp_clean(&rt.snap, q))
     {
-        return Err("endpoint_refused");
+        return Err(ReplyRefusal::EndpointRefused);
     }
     Ok(ev.with_data(&new))
 }
@@ -1099,7 +1156,7 @@ fn keep_known_headers(
         .count()
         > 1
     {
-        return refuse_reply(server, "duplicate_content_type");
+        return refuse_reply(server, ReplyRefusal::DuplicateContentType);
     }
     let token_list = |v: &str| {
         v.len() <= 256
