@@ -9,6 +9,7 @@ use pingora_proxy::Session;
 use warden_filters::{mcp, Refusal};
 
 use crate::ctx::{ExchangeKind, RequestCtx};
+use crate::headers::header_str;
 use crate::state::Gateway;
 
 /// What admission decided.
@@ -44,7 +45,7 @@ pub async fn admit(
         )));
     } else {
         // Made once: the audit record and an identity assertion name it.
-        ctx.trace_id = Some(crate::recording::trace_id(req, ctx.request_id).into());
+        ctx.trace_id = Some(crate::headers::trace_id(req, ctx.request_id).into());
     }
 
     let header_bytes: usize = req
@@ -395,10 +396,6 @@ fn open_resume_id(
             scope: "",
         },
     ))
-}
-
-pub(crate) fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// A `Host` value's name: lower-cased, without port or trailing dot; an

@@ -9,9 +9,9 @@ use pingora_proxy::Session;
 use warden_filters::version::ProtocolVersion;
 use warden_filters::{mcp, parse, plan_request, Forward, Parsed, Refusal};
 
-use crate::admission::header_str;
 use crate::body::read_whole;
 use crate::ctx::RequestCtx;
+use crate::headers::{header_str, utf8_media};
 use crate::respond::write_answers;
 use crate::state::Gateway;
 
@@ -72,7 +72,7 @@ pub async fn judge(
     })?;
     // The upstream identity (a token exchange, say), before anything is
     // spent on the call: a failure costs no quota and no approval.
-    crate::service::outbound(gw, session, ctx)
+    crate::outbound::prepare(&gw.tokens, session, ctx)
         .await
         .map_err(|r| match &parsed {
             Parsed::Single(env) => r.with_id(env.id.clone()),
@@ -135,7 +135,7 @@ pub async fn judge(
     .filter(|e| e.kind == warden_filters::Kind::Response)
     .collect();
     if !responses.is_empty() {
-        let (owner, session) = crate::response::ledger_keys(ctx);
+        let (owner, session) = crate::scope::ledger_keys(ctx);
         let scope = crate::ledger::Scope {
             server: &server.name,
             owner: &owner,
@@ -171,7 +171,7 @@ pub async fn judge(
                         && env
                             .name
                             .as_deref()
-                            .is_some_and(|t| crate::response::logs_io(&rt, server_ix, t))
+                            .is_some_and(|t| crate::recording::logs_io(&rt, server_ix, t))
                 }
                 Parsed::Batch(_) => true,
             });
@@ -230,7 +230,7 @@ pub async fn judge(
     // replies the ledger matches on other exchanges (a replay, a legacy
     // GET stream) and have them judged as another request's.
     if !ctx.pending.is_empty() && ctx.session_key().is_some() {
-        let (owner, session) = crate::response::ledger_keys(ctx);
+        let (owner, session) = crate::scope::ledger_keys(ctx);
         let scope = crate::ledger::Scope {
             server: ctx.server_name(),
             owner: &owner,
@@ -301,8 +301,8 @@ pub async fn judge(
     // and may come before this POST's own 202 is back: their requests are
     // known there before the body is forwarded, or a reply would be judged
     // as one to no request (and one that cannot be judged is dropped).
-    if crate::response::legacy_post(ctx) && !ctx.pending.is_empty() {
-        crate::response::remember_pending(gw, ctx);
+    if crate::scope::legacy_post(ctx) && !ctx.pending.is_empty() {
+        crate::scope::remember_pending(gw, ctx);
     }
     if !decls.is_empty() || !ctx.params_in.is_empty() {
         // Mirrored headers go upstream as the forwarded body says, so a
@@ -467,39 +467,6 @@ fn undeclared_params(
 fn arguments_json(message: &[u8]) -> Option<serde_json::Value> {
     let at = warden_filters::jsonrpc::locate(message)?.arguments?;
     serde_json::from_slice(message.get(at)?).ok()
-}
-
-/// Whether a Content-Type is the media type `want` read as the gateway
-/// reads it: UTF-8, with at most a `charset` parameter of `utf-8`. Another
-/// charset (`utf-7`, `utf-16`: the TypeScript SDK's server decodes a body,
-/// and httpx a stream, with whatever the header names) or any other
-/// parameter would let the peer read other text than was judged. A request
-/// with one is refused, and the upstream is only ever told
-/// `application/json` (`upstream::Rewrite`); a reply with one is refused
-/// (`response::on_header`), and a judged reply carries the bare type.
-pub fn utf8_media(ct: &[u8], want: &str) -> bool {
-    let Ok(ct) = std::str::from_utf8(ct) else {
-        return false;
-    };
-    let mut parts = ct.split(';');
-    let media = parts.next().unwrap_or("").trim();
-    if !media.eq_ignore_ascii_case(want) {
-        return false;
-    }
-    // An empty parameter (`application/json;`) says nothing; `utf8` is a
-    // common spelling of UTF-8.
-    parts.all(|p| {
-        p.trim().is_empty()
-            || p.split_once('=').is_some_and(|(k, v)| {
-                let v = v.trim();
-                let v = v
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or(v);
-                k.trim().eq_ignore_ascii_case("charset")
-                    && (v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8"))
-            })
-    })
 }
 
 #[cfg(test)]

@@ -477,6 +477,25 @@ fn pass_through(
     Ok(header_value(&c.header, token))
 }
 
+/// The upstream identity this call needs, fetched before it is forwarded
+/// (a caller token checked for reuse, an OAuth token exchanged or fetched).
+pub async fn prepare(
+    tokens: &TokenCache,
+    session: &pingora::proxy::Session,
+    ctx: &mut RequestCtx,
+) -> Result<(), Refusal> {
+    let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
+        return Ok(());
+    };
+    let servers = &rt.snap.config.servers;
+    crate::outbound::check_reuse(ctx, session.req_header(), servers, server)?;
+    let server = &servers[server];
+    if server.oauth.is_none() && server.caller_token.is_none() {
+        return Ok(());
+    }
+    tokens.prepare(ctx, server, session.req_header()).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

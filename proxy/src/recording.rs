@@ -6,9 +6,9 @@ use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora_proxy::Session;
 
-use crate::admission::header_str;
 use crate::audit::AuditRecord;
 use crate::ctx::RequestCtx;
+use crate::headers::trace_id;
 use crate::metrics::metrics;
 use crate::state::Gateway;
 
@@ -194,13 +194,12 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             }
             // Raw with `include_arguments`; otherwise only for calls of a
             // tier logged in full, DLP-redacted.
-            let full = dir == "request"
-                && matches!(r.method.as_deref(), Some("tools/call"))
-                && ctx.rt.as_ref().zip(ctx.server).is_some_and(|(rt, s)| {
-                    r.target
-                        .as_deref()
-                        .is_some_and(|t| crate::response::logs_io(rt, s, t))
-                });
+            let full =
+                dir == "request"
+                    && matches!(r.method.as_deref(), Some("tools/call"))
+                    && ctx.rt.as_ref().zip(ctx.server).is_some_and(|(rt, s)| {
+                        r.target.as_deref().is_some_and(|t| logs_io(rt, s, t))
+                    });
             rec.arguments = match (r.arguments.take(), &ctx.rt) {
                 (Some(a), Some(rt)) if !rt.snap.config.audit.include_arguments => full
                     .then(|| serde_json::from_str::<serde_json::Value>(&a).ok())
@@ -473,22 +472,6 @@ fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
     .into()
 }
 
-/// The W3C trace id of the caller's `traceparent`, or a fresh one.
-pub fn trace_id(req: &RequestHeader, request_id: u64) -> String {
-    if let Some(tp) = header_str(req, "traceparent") {
-        let mut parts = tp.split('-');
-        if let (Some(_), Some(id)) = (parts.next(), parts.next()) {
-            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32) {
-                return id.to_ascii_lowercase();
-            }
-        }
-    }
-    let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&rand::random::<u64>().to_be_bytes());
-    id[8..].copy_from_slice(&request_id.to_be_bytes());
-    hex::encode(id)
-}
-
 /// A request path for the audit record: as it came when DLP finds nothing
 /// in it, as written or percent-decoded; otherwise the findings masked.
 fn redacted_path<'a>(rt: &crate::runtime::Runtime, path: &'a str) -> std::borrow::Cow<'a, str> {
@@ -508,4 +491,22 @@ fn bounded(s: &str, n: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
+}
+
+/// Whether calls of `tool` on `server` are logged in full (`audit.log_io`).
+pub fn logs_io(rt: &crate::runtime::Runtime, server: usize, tool: &str) -> bool {
+    let cfg = &rt.snap.config;
+    !cfg.audit.log_io.is_empty()
+        && cfg.servers.get(server).is_some_and(|s| {
+            // A virtual server's leg: its member's leg logs (with the
+            // tool's own risk).
+            if s.composed.is_some() {
+                return false;
+            }
+            let risk = cfg
+                .catalog
+                .get(&s.name)
+                .map_or(warden_config::access::Risk::Medium, |c| c.risk(tool));
+            cfg.audit.log_io.contains(&risk)
+        })
 }

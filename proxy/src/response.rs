@@ -13,6 +13,8 @@ use warden_filters::{
 
 use crate::ctx::{ExchangeKind, RequestCtx, ResponseMode};
 use crate::metrics::metrics;
+use crate::recording::logs_io;
+use crate::scope::{ledger_keys, legacy_post, remember_pending, scope};
 use crate::sessions::legacy_key;
 use crate::state::Gateway;
 
@@ -44,54 +46,6 @@ fn content_length_zero(resp: &ResponseHeader) -> bool {
     resp.headers
         .get(http::header::CONTENT_LENGTH)
         .is_some_and(|v| v.as_bytes().trim_ascii() == b"0")
-}
-
-/// The ledger scope of this exchange's session (`""` when it has none).
-fn scope<'a>(ctx: &'a RequestCtx, owner: &'a str, session: &'a str) -> crate::ledger::Scope<'a> {
-    crate::ledger::Scope {
-        server: ctx.server_name(),
-        owner,
-        session,
-    }
-}
-
-/// A POST of a legacy (HTTP+SSE) session: no `Mcp-Session-Id`, the session
-/// named in its query. Its replies come on the session's GET stream.
-pub fn legacy_post(ctx: &RequestCtx) -> bool {
-    ctx.exchange == ExchangeKind::Post && ctx.session_id.is_none() && ctx.session_key().is_some()
-}
-
-/// Puts this POST's requests in the reply ledger, so that replies arriving
-/// on another stream find the request they answer.
-pub fn remember_pending(gw: &Gateway, ctx: &RequestCtx) {
-    let (owner, session) = ledger_keys(ctx);
-    let sc = scope(ctx, &owner, &session);
-    for p in &ctx.pending {
-        gw.ledger.asked(&sc, &p.id, p.asked.clone());
-    }
-}
-
-/// The owner and session keys of this exchange's ledger scope.
-pub fn ledger_keys(ctx: &RequestCtx) -> (String, String) {
-    (
-        crate::sessions::owner_key(&ctx.principal),
-        session_scope_key(ctx),
-    )
-}
-
-/// The session key replies and server→client requests of this exchange belong to.
-pub fn session_scope_key(ctx: &RequestCtx) -> String {
-    match ctx.exchange {
-        ExchangeKind::Get => ctx
-            .stream_session
-            .clone()
-            .or_else(|| ctx.session_id.clone())
-            .unwrap_or_default(),
-        _ => ctx
-            .session_key()
-            .map(|k| k.into_owned())
-            .unwrap_or_default(),
-    }
 }
 
 /// Decides how the body will be handled and fixes the headers for it.
@@ -186,7 +140,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         } else {
             "application/json"
         };
-        if !crate::judging::utf8_media(content_type(resp), want) {
+        if !crate::headers::utf8_media(content_type(resp), want) {
             return refuse_reply(server_name, ReplyRefusal::UnsupportedCharset);
         }
         resp.insert_header(http::header::CONTENT_TYPE, want)?;
@@ -1198,24 +1152,6 @@ fn keep_known_headers(
         resp.remove_header(&name);
     }
     Ok(())
-}
-
-/// Whether calls of `tool` on `server` are logged in full (`audit.log_io`).
-pub fn logs_io(rt: &crate::runtime::Runtime, server: usize, tool: &str) -> bool {
-    let cfg = &rt.snap.config;
-    !cfg.audit.log_io.is_empty()
-        && cfg.servers.get(server).is_some_and(|s| {
-            // A virtual server's leg: its member's leg logs (with the
-            // tool's own risk).
-            if s.composed.is_some() {
-                return false;
-            }
-            let risk = cfg
-                .catalog
-                .get(&s.name)
-                .map_or(warden_config::access::Risk::Medium, |c| c.risk(tool));
-            cfg.audit.log_io.contains(&risk)
-        })
 }
 
 #[cfg(test)]

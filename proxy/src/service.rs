@@ -62,7 +62,7 @@ impl WardenProxy {
         let gw = &self.gateway;
         match admit(gw, session, ctx).await? {
             Admitted::Stream => {
-                outbound(gw, session, ctx).await?;
+                crate::outbound::prepare(&gw.tokens, session, ctx).await?;
                 Ok(None)
             }
             Admitted::Answered(status) => Ok(Some(status)),
@@ -78,24 +78,6 @@ impl WardenProxy {
             },
         }
     }
-}
-
-/// The upstream identity this call needs fetched (see `outbound`).
-pub async fn outbound(
-    gw: &Gateway,
-    session: &Session,
-    ctx: &mut RequestCtx,
-) -> Result<(), Refusal> {
-    let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
-        return Ok(());
-    };
-    let servers = &rt.snap.config.servers;
-    crate::outbound::check_reuse(ctx, session.req_header(), servers, server)?;
-    let server = &servers[server];
-    if server.oauth.is_none() && server.caller_token.is_none() {
-        return Ok(());
-    }
-    gw.tokens.prepare(ctx, server, session.req_header()).await
 }
 
 #[async_trait]
