@@ -16,6 +16,16 @@ pub enum Direction {
     Response,
 }
 
+impl Direction {
+    /// The word metrics and audit records use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Request => "request",
+            Direction::Response => "response",
+        }
+    }
+}
+
 pub use crate::identity::Principal;
 
 /// Who, where and when: what a filter knows about the exchange (one HTTP

@@ -210,6 +210,12 @@ impl RequestCtx {
         }
     }
 
+    /// The runtime and server of a routed exchange (both are set together
+    /// at admission; an exchange refused before routing has neither).
+    pub fn routed(&self) -> Option<(Arc<Runtime>, usize)> {
+        Some((self.rt.clone()?, self.server?))
+    }
+
     pub fn server_name(&self) -> &str {
         match (&self.rt, self.server) {
             (Some(rt), Some(i)) => &rt.snap.config.servers[i].name,

@@ -212,7 +212,7 @@ async fn forward(
     ctx: &mut RequestCtx,
     body: Bytes,
 ) -> Result<u16, Refusal> {
-    let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
+    let Some((rt, server)) = ctx.routed() else {
         return Err(Refusal::internal("no route"));
     };
     let s = &rt.snap.config.servers[server];

@@ -29,7 +29,7 @@ pub async fn judge(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<Judged, Refusal> {
-    let (Some(rt), Some(server_ix)) = (ctx.rt.clone(), ctx.server) else {
+    let Some((rt, server_ix)) = ctx.routed() else {
         return Err(Refusal::internal("judging a request that was not admitted"));
     };
     let cfg = &rt.snap.config;

@@ -28,7 +28,7 @@ use crate::ctx::RequestCtx;
 
 /// Judges `req`'s metadata for the server `ctx` admitted it to.
 pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader) -> Result<(), Refusal> {
-    let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
+    let Some((rt, server)) = ctx.routed() else {
         return Ok(());
     };
     let Some(dlp) = rt.snap.dlp.as_deref() else {

@@ -484,7 +484,7 @@ pub async fn prepare(
     session: &pingora::proxy::Session,
     ctx: &mut RequestCtx,
 ) -> Result<(), Refusal> {
-    let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
+    let Some((rt, server)) = ctx.routed() else {
         return Ok(());
     };
     let servers = &rt.snap.config.servers;

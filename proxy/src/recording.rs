@@ -5,6 +5,7 @@
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora_proxy::Session;
+use warden_filters::filter::Direction;
 
 use crate::audit::AuditRecord;
 use crate::ctx::RequestCtx;
@@ -79,11 +80,14 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
         .map(|e| e.to_string())
         .or_else(|| ctx.upstream_error.clone());
     for (dir, list) in [
-        ("request", plan_records),
-        ("response", std::mem::take(&mut ctx.response_records)),
+        (Direction::Request, plan_records),
+        (
+            Direction::Response,
+            std::mem::take(&mut ctx.response_records),
+        ),
     ] {
         for mut r in list {
-            if dir == "request" {
+            if dir == Direction::Request {
                 gw.live.count(&base.tenant, &base.principal);
             }
             // Labels and audit fields name only what the catalog knows;
@@ -109,19 +113,17 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             m.messages
                 .with_label_values(&[
                     &server,
-                    dir,
+                    dir.as_str(),
                     crate::metrics::method_label(r.method.as_deref()),
                     tool.as_deref().unwrap_or("-"),
                     r.outcome.label(),
                 ])
                 .inc();
             let mut rec = base.clone();
-            rec.direction = if dir == "request" {
+            rec.direction = dir.as_str();
+            if dir == Direction::Request {
                 rec.principal_detail = Some(crate::audit::AuditPrincipal(ctx.principal.clone()));
-                "request"
-            } else {
-                "response"
-            };
+            }
             rec.jsonrpc_id = r.id.as_ref().map(|i| i.to_json());
             if r.method.as_deref() == Some("tools/call") || r.task.is_some() {
                 // A virtual server's own leg has no catalog: its member's
@@ -156,7 +158,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
                 _ => None,
             };
             rec.args_digest = r.args_digest.take();
-            if dir == "request" && r.method.is_some() {
+            if dir == Direction::Request && r.method.is_some() {
                 rec.justification = match (&ctx.justification, &ctx.rt) {
                     (Some(j), Some(rt)) => Some(rt.snap.redact_text(j, 1024)),
                     _ => None,
@@ -183,7 +185,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             }
             for f in std::mem::take(&mut r.findings) {
                 m.dlp_findings
-                    .with_label_values(&[&f.detector, dir, f.action])
+                    .with_label_values(&[&f.detector, dir.as_str(), f.action])
                     .inc();
                 rec.dlp.push(crate::audit::DlpFinding {
                     detector: f.detector,
@@ -195,7 +197,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             // Raw with `include_arguments`; otherwise only for calls of a
             // tier logged in full, DLP-redacted.
             let full =
-                dir == "request"
+                dir == Direction::Request
                     && matches!(r.method.as_deref(), Some("tools/call"))
                     && ctx.rt.as_ref().zip(ctx.server).is_some_and(|(rt, s)| {
                         r.target.as_deref().is_some_and(|t| logs_io(rt, s, t))
@@ -222,7 +224,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
                 warden_filters::Outcome::Invalid { reason } => Some(reason.clone()),
                 _ => failed.clone(),
             };
-            if dir == "request" && r.method.as_deref() == Some("tools/call") {
+            if dir == Direction::Request && r.method.as_deref() == Some("tools/call") {
                 if let Some(risk @ ("HIGH" | "CRITICAL")) = rec.risk {
                     m.risky_calls
                         .with_label_values(&[&server, risk, r.outcome.label()])

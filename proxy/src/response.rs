@@ -60,7 +60,7 @@ fn content_length_zero(resp: &ResponseHeader) -> bool {
 pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
     let status = resp.status.as_u16();
     ctx.upstream_status = Some(status);
-    let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
+    let Some((rt, server)) = ctx.routed() else {
         return Ok(());
     };
     let server_name = &rt.snap.config.servers[server].name;
@@ -531,7 +531,7 @@ fn session_ended(ctx: &RequestCtx) -> warden_filters::JsonRpcError {
 }
 
 fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Bytes {
-    let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
+    let Some((rt, server)) = ctx.routed() else {
         return body;
     };
     if ctx.upstream_status == Some(404) && ctx.session_id.is_some() {
@@ -928,7 +928,7 @@ fn judge_message(
 /// is judged; anything else that carries data is withheld. `Err` cuts the
 /// stream (a legacy endpoint the gateway refuses).
 fn judge_event(gw: &Gateway, ctx: &mut RequestCtx, ev: SseEvent) -> Result<Vec<u8>, ReplyRefusal> {
-    let (Some(rt), Some(server)) = (ctx.rt.clone(), ctx.server) else {
+    let Some((rt, server)) = ctx.routed() else {
         // No holder to bind an event id to: none reaches the client.
         return Ok(ev.cleaned(None, &|_| None));
     };
