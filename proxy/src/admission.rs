@@ -236,7 +236,7 @@ pub async fn admit(
 
     // What goes upstream beside the body (headers, URL), before anything
     // is read or spent.
-    crate::metadata::judge(ctx, req)?;
+    crate::header_dlp::judge(ctx, req)?;
 
     // Streamable HTTP's requirements of the client, remembered so that a
     // server refusing the request gets an error that says why.

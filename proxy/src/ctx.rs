@@ -83,7 +83,7 @@ pub struct RequestCtx {
     /// The `x-warden-justification` header.
     pub justification: Option<String>,
     /// The control agent's answer for this request's held call.
-    pub approval: Option<crate::approvals::Claimed>,
+    pub approval: Option<crate::approval_client::Claimed>,
     /// An `initialize` whose client declared URL-mode elicitation.
     pub url_elicitation: bool,
     /// The upstream identity fetched for this call (header, value): see `outbound`.

@@ -33,10 +33,10 @@ use std::net::SocketAddr;
 
 use pingora::proxy::FailToProxy;
 
+use crate::answers::write_refusal;
 use crate::ctx::{ExchangeKind, RequestCtx, ResponseMode};
 use crate::metrics::metrics;
 use crate::pool::UpstreamPool;
-use crate::respond::write_refusal;
 use crate::response;
 use crate::state::Gateway;
 use crate::upstream::{peer, Rewrite};

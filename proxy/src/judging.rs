@@ -9,10 +9,10 @@ use pingora_proxy::Session;
 use warden_filters::version::ProtocolVersion;
 use warden_filters::{mcp, parse, plan_request, Forward, Parsed, Refusal};
 
+use crate::answers::write_answers;
 use crate::body::read_whole;
 use crate::ctx::RequestCtx;
 use crate::headers::{header_str, utf8_media};
-use crate::respond::write_answers;
 use crate::state::Gateway;
 
 /// What judging decided.
@@ -331,7 +331,7 @@ async fn settle_held(
     ctx: &mut RequestCtx,
     plan: &mut warden_filters::RequestPlan,
 ) {
-    use crate::approvals::{Caller, Claimed};
+    use crate::approval_client::{Caller, Claimed};
     let Some(held) = plan.held.as_ref() else {
         return;
     };

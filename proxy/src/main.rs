@@ -508,7 +508,7 @@ fn main() -> ExitCode {
                 format!("{}-{}", host.trim(), std::process::id())
             });
             let approvals = match approvals_agent.map(|base| {
-                warden_proxy::approvals::ApprovalClient::new(
+                warden_proxy::approval_client::ApprovalClient::new(
                     &base,
                     approvals_token,
                     &gateway_id,

@@ -347,7 +347,7 @@ pub fn on_body(
             let out = if eos {
                 ctx.plan
                     .as_ref()
-                    .map(|p| Bytes::from(crate::respond::answers_body(&p.answers, p.batch)))
+                    .map(|p| Bytes::from(crate::answers::answers_body(&p.answers, p.batch)))
             } else {
                 None
             };
@@ -564,7 +564,7 @@ fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Bytes {
                     unreadable_error().to_response_bytes(single_request_id(ctx).as_ref()),
                 ),
                 1 if !batch => Bytes::from(serde_json::to_vec(&errs[0]).unwrap_or_default()),
-                _ => Bytes::from(crate::respond::answers_body(&errs, true)),
+                _ => Bytes::from(crate::answers::answers_body(&errs, true)),
             };
         }
     };

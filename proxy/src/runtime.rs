@@ -30,7 +30,7 @@ pub struct Runtime {
     /// Seals session ids when the bundle has a `sessions` secret.
     pub sealer: Option<Arc<crate::seal::Sealer>>,
     /// The global quota store (the bundle's `redis` section), if any.
-    pub quota_store: Option<Arc<crate::global::QuotaStore>>,
+    pub quota_store: Option<Arc<crate::quota_store::QuotaStore>>,
     /// Signs identity assertions, when a server asks for them.
     pub assertions: Option<Arc<crate::assertion::Signer>>,
     /// The bundle revision, shared by every audit record.
@@ -253,7 +253,7 @@ impl Current {
     }
 
     /// The global quota store, when the current bundle has one.
-    pub fn quota_store(&self) -> Option<Arc<crate::global::QuotaStore>> {
+    pub fn quota_store(&self) -> Option<Arc<crate::quota_store::QuotaStore>> {
         self.rt.load().quota_store.clone()
     }
 }
@@ -270,7 +270,7 @@ fn adopt_fleet_settings(rt: &mut Runtime, before: Option<&Runtime>) {
     rt.quota_store = match kept_store {
         Some(s) => Some(s),
         None => cfg.redis.clone().and_then(|r| {
-            crate::global::QuotaStore::new(r)
+            crate::quota_store::QuotaStore::new(r)
                 .map_err(|e| tracing::error!(error = %e, "global quota store"))
                 .ok()
         }),

@@ -30,7 +30,7 @@ pub struct RunOptions {
     /// OTLP/HTTP collector base URL (spans go to `<url>/v1/traces`).
     pub otlp_endpoint: Option<String>,
     /// Where held calls are claimed (the control agent).
-    pub approvals: Option<crate::approvals::ApprovalClient>,
+    pub approvals: Option<crate::approval_client::ApprovalClient>,
 }
 
 /// Builds everything and runs until a shutdown signal. SIGTERM drains:

@@ -32,10 +32,10 @@ use pingora_proxy::{ProxyHttp, Session};
 use warden_filters::Refusal;
 
 use crate::admission::{admit, Admitted};
+use crate::answers::write_refusal;
 use crate::ctx::RequestCtx;
 use crate::judging::{judge, Judged};
 use crate::metrics::metrics;
-use crate::respond::write_refusal;
 use crate::state::Gateway;
 
 pub struct WardenProxy {
@@ -125,7 +125,7 @@ impl ProxyHttp for WardenProxy {
                 // resource), for the audit record: read within the body
                 // limit and a second, judged by nothing, forwarded nowhere.
                 if ctx.refused_message.is_none() && refusal.status != 413 {
-                    ctx.refused_message = crate::respond::read_refused(session, ctx).await;
+                    ctx.refused_message = crate::answers::read_refused(session, ctx).await;
                 }
                 write_refusal(session, &refusal).await?;
                 ctx.local_status = Some(refusal.status);

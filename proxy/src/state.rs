@@ -34,7 +34,7 @@ pub struct Gateway {
     /// the new process accepts instead of racing this one's close.
     pub leaving: std::sync::atomic::AtomicBool,
     /// Where held calls are claimed (the control agent), when there is one.
-    pub approvals: std::sync::OnceLock<crate::approvals::ApprovalClient>,
+    pub approvals: std::sync::OnceLock<crate::approval_client::ApprovalClient>,
     /// Upstream tokens from authorization servers (see `outbound`).
     pub tokens: crate::outbound::TokenCache,
     next_request: AtomicU64,
@@ -106,7 +106,7 @@ impl Gateway {
     }
 
     /// The global quota store, when the current bundle has one.
-    pub fn quota_store(&self) -> Option<Arc<crate::global::QuotaStore>> {
+    pub fn quota_store(&self) -> Option<Arc<crate::quota_store::QuotaStore>> {
         self.current.quota_store()
     }
 
