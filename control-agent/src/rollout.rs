@@ -171,16 +171,41 @@ impl Stats {
     }
 
     pub fn add(&mut self, other: &Stats) {
-        self.calls += other.calls;
-        self.denied += other.denied;
-        self.errors += other.errors;
+        self.calls = self.calls.saturating_add(other.calls);
+        self.denied = self.denied.saturating_add(other.denied);
+        self.errors = self.errors.saturating_add(other.errors);
         if self.latency.is_empty() {
             self.latency = other.latency.clone();
         } else if self.latency.len() == other.latency.len() {
             for (a, b) in self.latency.iter_mut().zip(&other.latency) {
-                a.1 += b.1;
+                a.1 = a.1.saturating_add(b.1);
             }
         }
+    }
+
+    /// What a gateway may report: at most 64 latency buckets, bounds
+    /// finite, positive and increasing, counts never decreasing, and no
+    /// more denials than calls.
+    pub fn check(&self) -> Result<(), String> {
+        if self.latency.len() > 64 {
+            return Err("at most 64 latency buckets".into());
+        }
+        let ordered = self
+            .latency
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1);
+        if !ordered
+            || self
+                .latency
+                .iter()
+                .any(|(le, _)| !le.is_finite() || *le <= 0.0)
+        {
+            return Err("latency buckets must have finite, increasing bounds and counts".into());
+        }
+        if self.denied > self.calls {
+            return Err("more denials than calls".into());
+        }
+        Ok(())
     }
 
     fn rate(n: u64, of: u64) -> f64 {
@@ -253,9 +278,10 @@ impl Guard {
         ]
         .iter()
         .all(|x| x.is_finite() && *x >= 0.0);
-        if !finite || self.max_p99_ratio < 1.0 {
+        if !finite || self.max_p99_ratio < 1.0 || self.min_calls == 0 {
             return Err(
-                "canary thresholds must be non-negative numbers (p99 ratio at least 1)".into(),
+                "canary thresholds must be non-negative numbers (p99 ratio at least 1, min_calls at least 1)"
+                    .into(),
             );
         }
         Ok(())
@@ -387,7 +413,7 @@ mod tests {
             calls,
             denied,
             errors,
-            latency: vec![(0.001, calls / 2), (0.01, calls), (f64::INFINITY, calls)],
+            latency: vec![(0.001, calls / 2), (0.01, calls), (1e9, calls)],
         }
     }
 
@@ -432,7 +458,7 @@ mod tests {
         ));
         // A slow canary.
         let mut slow = stats(100, 0, 0);
-        slow.latency = vec![(0.001, 0), (0.5, 100), (f64::INFINITY, 100)];
+        slow.latency = vec![(0.001, 0), (0.5, 100), (1e9, 100)];
         assert!(
             matches!(judge(&slow, &rest, &g, false), Verdict::RollBack(r) if r.contains("p99"))
         );
@@ -461,5 +487,41 @@ mod tests {
         assert_eq!(parse_share("10%"), Ok(0.1));
         assert_eq!(parse_share("0.5"), Ok(0.5));
         assert!(parse_share("0%").is_err() && parse_share("150%").is_err());
+    }
+
+    #[test]
+    fn reports_and_guards_a_gateway_cannot_bend() {
+        assert!(stats(10, 1, 0).check().is_ok());
+        let bad = [
+            Stats {
+                latency: vec![(0.1, 5), (0.05, 6)],
+                ..stats(10, 0, 0)
+            },
+            Stats {
+                latency: vec![(0.1, 5), (0.2, 4)],
+                ..stats(10, 0, 0)
+            },
+            Stats {
+                latency: vec![(f64::NAN, 5)],
+                ..stats(10, 0, 0)
+            },
+            Stats {
+                latency: (1..=65).map(|i| (i as f64, 1)).collect(),
+                ..stats(10, 0, 0)
+            },
+            stats(10, 11, 0),
+        ];
+        for b in bad {
+            assert!(b.check().is_err(), "{b:?}");
+        }
+        let mut sum = stats(u64::MAX, 0, u64::MAX);
+        sum.add(&stats(10, 0, 10));
+        assert_eq!((sum.calls, sum.errors), (u64::MAX, u64::MAX), "saturates");
+        let g = Guard {
+            min_calls: 0,
+            ..Guard::default()
+        };
+        assert!(g.check().is_err(), "a canary is never judged on no calls");
+        assert!(Guard::default().check().is_ok());
     }
 }

@@ -333,10 +333,10 @@ impl Api {
         Ok(match (req.method().clone(), path.as_str()) {
             (Method::GET, "/v1/bundles/current") => self.bundle(req).await,
             (Method::POST, "/v1/fleet/report") => match read_json::<Report>(req).await {
-                Ok(r) => {
-                    self.store.report(r);
-                    json(StatusCode::OK, &serde_json::json!({"ok": true}))
-                }
+                Ok(r) => match self.store.report(r) {
+                    Ok(()) => json(StatusCode::OK, &serde_json::json!({"ok": true})),
+                    Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+                },
                 Err(e) => error(StatusCode::BAD_REQUEST, &e),
             },
             _ if !admin_only(&role) => error(StatusCode::FORBIDDEN, "admin token required"),

@@ -146,6 +146,13 @@ fn io(e: impl std::fmt::Display) -> BuildFailure {
     }])
 }
 
+/// Gateways the fleet table holds at most.
+const MAX_FLEET: usize = 10_000;
+
+fn served_has(entries: &[ServedEntry], seq: u64) -> bool {
+    entries.iter().any(|e| e.seq == seq)
+}
+
 /// What `served.json` keeps of one served revision.
 #[derive(Serialize, Deserialize)]
 struct ServedEntry {
@@ -197,6 +204,9 @@ impl Store {
         };
         let entries: Vec<ServedEntry> = match std::fs::read(dir.join("served.json")) {
             Ok(b) => serde_json::from_slice(&b)?,
+            // Only a state directory from before targeted rollout has none;
+            // any other failure must not widen a targeted revision to all.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             Err(_) => history
                 .last()
                 .map(|h| ServedEntry {
@@ -207,19 +217,33 @@ impl Store {
                 .collect(),
         };
         let mut served = Vec::new();
-        for e in entries {
+        for e in &entries {
             let Some(h) = history.iter().find(|h| h.seq == e.seq) else {
                 anyhow::bail!(
                     "served.json names revision {} that the history lacks",
                     e.seq
                 );
             };
-            served.push(Arc::new(Self::load_published(dir, h, e.target)?));
+            served.push(Arc::new(Self::load_published(dir, h, e.target.clone())?));
         }
-        let rollout: Option<Rollout> = match std::fs::read(dir.join("rollout.json")) {
+        let mut rollout: Option<Rollout> = match std::fs::read(dir.join("rollout.json")) {
             Ok(b) => Some(serde_json::from_slice(&b)?),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             Err(_) => None,
         };
+        // A canary being watched when the agent stopped is watched again
+        // from now: the members' windows (and what they did while nobody
+        // watched) are gone, and judging the rest of an old watch on a
+        // few reports would decide on nothing.
+        if let Some(r) = rollout.as_mut().filter(|r| r.state == "watching") {
+            if served_has(&entries, r.seq) {
+                r.started = SystemTime::now();
+            } else {
+                r.state = "superseded".into();
+                r.reason =
+                    Some("its revision was no longer served when the agent restarted".into());
+            }
+        }
         let source_digest = history.last().and_then(|h| h.source.clone());
         let (tx, _) = watch::channel(0);
         Ok(Store {
@@ -375,16 +399,22 @@ impl Store {
                 .retain(|q| !matches!(&q.target, Target::Select { labels: l } if l == labels)),
             Target::Canary { .. } => {}
         }
-        inner.served.push(p.clone());
-        if let Some(r) = inner.rollout.as_mut() {
-            if r.state == "watching" && !inner.served.iter().any(|q| q.seq == r.seq) {
+        // Any other publish during a watch ends the canary: its members
+        // would run the newer revision (or the canary, once promoted, would
+        // undo it), so its figures would judge nothing.
+        if let Some(r) = inner.rollout.as_mut().filter(|r| r.state == "watching") {
+            if !matches!(p.target, Target::Canary { .. }) && p.seq > r.seq {
                 r.state = "superseded".into();
                 r.reason = Some(format!(
-                    "{} was published to all during the watch",
-                    p.revision
+                    "{} was published ({}) during the watch",
+                    p.revision,
+                    p.target.why()
                 ));
+                let seq = r.seq;
+                inner.served.retain(|q| q.seq != seq);
             }
         }
+        inner.served.push(p.clone());
         self.served_changed(inner);
     }
 
@@ -555,6 +585,10 @@ impl Store {
                 .marks
                 .entry(id.clone())
                 .or_insert_with(|| m.report.stats.clone());
+            if m.report.stats.calls < mark.calls {
+                // The gateway restarted: its counters began again at zero.
+                *mark = Stats::default();
+            }
             let window = m.report.stats.since(mark);
             if member {
                 canary.add(&window);
@@ -731,7 +765,10 @@ impl Store {
                     Target::all(),
                 );
             }
-            let old = inner.served.clone();
+            // Rebuilt oldest first, so that the newest stays the newest for
+            // every gateway it reaches.
+            let mut old = inner.served.clone();
+            old.sort_by_key(|p| p.seq);
             let mut rebuilt = Vec::with_capacity(old.len());
             for p in &old {
                 rebuilt.push(self.build_revision(
@@ -764,14 +801,31 @@ impl Store {
         self.after(actor, action, res)
     }
 
-    pub fn report(&self, r: Report) {
-        self.lock().fleet.insert(
+    /// Takes a gateway's report: refused when it is not one a gateway
+    /// writes, or when it names a new gateway while the fleet table is
+    /// full (members not heard from for ten stale periods are forgotten).
+    pub fn report(&self, r: Report) -> Result<(), String> {
+        if r.id.is_empty() || r.id.len() > 128 || !r.id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("a gateway id is 1-128 visible ASCII characters".into());
+        }
+        Selector(r.labels.clone()).check()?;
+        r.stats.check()?;
+        let mut inner = self.lock();
+        if !inner.fleet.contains_key(&r.id) && inner.fleet.len() >= MAX_FLEET {
+            let forget = self.stale_after * 10;
+            inner.fleet.retain(|_, m| m.seen.elapsed() <= forget);
+            if inner.fleet.len() >= MAX_FLEET {
+                return Err(format!("the fleet table holds {MAX_FLEET} gateways"));
+            }
+        }
+        inner.fleet.insert(
             r.id.clone(),
             Member {
                 report: r,
                 seen: Instant::now(),
             },
         );
+        Ok(())
     }
 
     /// The revision for everyone (the newest served one without a target).

@@ -530,7 +530,13 @@ fn replay_input(
         None => json!({}),
     };
     let ts = text("ts").ok_or("no timestamp")?;
-    let at: jiff::Timestamp = ts.parse().map_err(|_| "unreadable timestamp")?;
+    let written: jiff::Timestamp = ts.parse().map_err(|_| "unreadable timestamp")?;
+    // The record is written when the exchange ends; the policy judged it
+    // `latency_us` earlier.
+    let latency = rec.get("latency_us").and_then(Value::as_u64).unwrap_or(0);
+    let at = written
+        .checked_sub(jiff::SignedDuration::from_micros(latency as i64))
+        .map_err(|_| "unreadable timestamp")?;
     let at_sys = std::time::SystemTime::UNIX_EPOCH
         + std::time::Duration::from_secs(at.as_second().max(0) as u64);
     let m = engine.clock().moment(at_sys);
@@ -604,6 +610,16 @@ pub fn policy_replay(bundle_dir: &Path, files: &[PathBuf]) -> anyhow::Result<Rep
             continue;
         }
         let before = match (text("outcome"), text("decided_by")) {
+            // Refusals the policy filter makes beyond its rule's decision.
+            (_, Some("policy"))
+                if matches!(
+                    text("reason"),
+                    Some("argument_near_name" | "resource_hidden")
+                ) =>
+            {
+                skip("refused by the policy filter for a reason the rule did not give");
+                continue;
+            }
             (_, Some("policy")) => Verdict {
                 allow: false,
                 reason: text("reason").unwrap_or_default().to_owned(),

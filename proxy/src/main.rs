@@ -507,6 +507,19 @@ fn main() -> ExitCode {
                 let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
                 format!("{}-{}", host.trim(), std::process::id())
             });
+            // The agent reads the id from a header and a report: visible
+            // ASCII, as it accepts it.
+            if gateway_id.is_empty()
+                || gateway_id.len() > 128
+                || !gateway_id.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return fail(anyhow::anyhow!(
+                    "--gateway-id `{gateway_id}`: 1-128 visible ASCII characters"
+                ));
+            }
+            if report_interval < std::time::Duration::from_millis(100) {
+                return fail(anyhow::anyhow!("--report-interval must be at least 100ms"));
+            }
             let approvals = match approvals_agent.map(|base| {
                 warden_proxy::approval_client::ApprovalClient::new(
                     &base,

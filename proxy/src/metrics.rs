@@ -337,13 +337,22 @@ pub fn fleet_stats() -> serde_json::Value {
             }
             "warden_http_requests_total" => {
                 for m in fam.get_metric() {
-                    if label(m, "status").is_some_and(|s| s.starts_with('5')) {
+                    // POST exchanges (what carries calls); a GET stream's
+                    // end is no call.
+                    if label(m, "method").as_deref() == Some("POST")
+                        && label(m, "status").is_some_and(|s| s.starts_with('5'))
+                    {
                         errors += m.get_counter().get_value() as u64;
                     }
                 }
             }
             "warden_request_duration_seconds" => {
-                for m in fam.get_metric() {
+                // POST only: a GET stream lasts as long as the client keeps it.
+                for m in fam
+                    .get_metric()
+                    .iter()
+                    .filter(|m| label(m, "method").as_deref() == Some("POST"))
+                {
                     let h = m.get_histogram();
                     let mut row: Vec<(f64, u64)> = h
                         .get_bucket()
