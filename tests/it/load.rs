@@ -169,9 +169,20 @@ fn an_open_loop_run_shows_a_server_stall() {
         "p99 {p99} µs should include the 600 ms stall"
     );
     assert!(p90 >= 100_000, "p90 {p90} µs should include the stall");
-    // Outside the stall the mock answers in well under 100 ms.
+    // The timeline places the stall: some second holds it, and the first
+    // second (before it) is faster than that one. Relative, not a bound in
+    // milliseconds: a loaded CI machine slows every second.
     let seconds = r["timeline"].as_array().expect("timeline");
-    assert!(seconds[0]["p99_us"].as_u64().expect("first second") < 100_000);
+    let p99s: Vec<u64> = seconds
+        .iter()
+        .map(|s| s["p99_us"].as_u64().expect("p99 of a second"))
+        .collect();
+    let worst = *p99s.iter().max().expect("seconds");
+    assert!(worst >= 400_000, "no second shows the stall: {p99s:?}");
+    assert!(
+        p99s[0] < worst,
+        "the first second is before the stall: {p99s:?}"
+    );
 }
 
 #[test]
