@@ -171,7 +171,7 @@ enum Cmd {
     /// Promote the canary being watched to every gateway it was selected from.
     Promote(Client),
     /// Without a revision: roll back the canary being watched. With one:
-    /// publish that earlier revision again, as built, to every gateway.
+    /// publish that earlier revision's content again to every gateway (the kill switch stays as it is).
     Rollback {
         #[command(flatten)]
         client: Client,

@@ -704,8 +704,8 @@ impl Store {
         }
         res
     }
-    /// Republishes an earlier revision's content, as it was built, as the
-    /// newest revision for everyone (ending any canary).
+    /// Republishes an earlier revision's content as the newest revision for
+    /// everyone (ending any canary), with the current kill switch.
     pub fn rollback(&self, actor: &str, to: &str) -> Result<Arc<Published>, BuildFailure> {
         let mut inner = self.lock();
         let Some(h) = inner.history.iter().find(|h| h.revision == to).cloned() else {
@@ -716,14 +716,19 @@ impl Store {
                 Err(io(format!("no revision `{to}` in the history"))),
             );
         };
-        let res = std::fs::read(self.revision_path(h.seq, "tar.gz"))
+        // The revision's own source (its built archive for one published
+        // before sources were kept), built with today's kill switch: a
+        // rollback of content never lifts an emergency pause.
+        let kill = inner.kill.clone();
+        let res = std::fs::read(self.revision_path(h.seq, "src.tar.gz"))
+            .or_else(|_| std::fs::read(self.revision_path(h.seq, "tar.gz")))
             .map_err(io)
             .and_then(|b| archive::unpack(&b).map_err(io))
             .and_then(|files| {
                 self.publish_files(
                     &mut inner,
                     Arc::new(files),
-                    &KillState::default(),
+                    &kill,
                     actor,
                     &format!("rollback to {to}"),
                     Target::all(),

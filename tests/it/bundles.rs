@@ -165,8 +165,8 @@ async fn fleet_follows_the_agent_kill_switch_and_rollback() {
     assert_eq!(outcome(&gws[1], "echo").await, "ok");
     assert_eq!(
         outcome(&gws[2], "checksum").await,
-        "ok",
-        "the rollback predates the kill"
+        "paused",
+        "a rollback of content keeps the kill switch pulled"
     );
 
     // The agent's API wants its tokens, and records every change.
