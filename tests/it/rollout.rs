@@ -28,6 +28,24 @@ fn labelled(agent: &Agent, public: &Path, state: &Path, id: &str, labels: &[&str
     Gateway::start_with("", false, &[], &args, None).expect("gateway")
 }
 
+/// Gateways `gw0`, `gw1`, … on `agent`, each carrying its labels, each
+/// with its own state under `dir`.
+fn fleet(agent: &Agent, public: &Path, dir: &Path, labels: &[&[&str]]) -> Vec<Gateway> {
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            labelled(
+                agent,
+                public,
+                &dir.join(format!("gw{i}")),
+                &format!("gw{i}"),
+                l,
+            )
+        })
+        .collect()
+}
+
 /// An agent that publishes only when told (`--watch-interval 0`).
 fn manual_agent(source: &Path, state: &Path, key: &Path) -> Agent {
     Agent::start_with(
@@ -139,19 +157,7 @@ async fn a_bundle_published_to_a_label_reaches_only_those_gateways() {
         &["env=prod", "region=us"],
         &["env=staging"],
     ];
-    let gws: Vec<Gateway> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            labelled(
-                &agent,
-                &public,
-                &tmp.path().join(format!("gw{i}")),
-                &format!("gw{i}"),
-                l,
-            )
-        })
-        .collect();
+    let gws = fleet(&agent, &public, tmp.path(), &labels);
     fleet_settled(&agent, 3).await;
     for g in &gws {
         assert_eq!(outcome(g, "echo").await, "ok");
@@ -229,17 +235,7 @@ async fn canaries_roll_back_on_denials_promote_when_healthy_and_never_hold_the_k
     let source = tmp.path().join("source");
     write_source(&source, mock.addr, &[]);
     let agent = manual_agent(&source, &tmp.path().join("agent"), &private);
-    let gws: Vec<Gateway> = (0..3)
-        .map(|i| {
-            labelled(
-                &agent,
-                &public,
-                &tmp.path().join(format!("gw{i}")),
-                &format!("gw{i}"),
-                &[],
-            )
-        })
-        .collect();
+    let gws = fleet(&agent, &public, tmp.path(), &[&[], &[], &[]]);
     let urls: Vec<String> = gws.iter().map(|g| g.url("/mock/mcp")).collect();
     fleet_settled(&agent, 3).await;
 
@@ -410,17 +406,7 @@ async fn a_shadow_rule_from_the_agent_is_judged_on_every_gateway_and_never_enfor
     )
     .expect("rego");
     let agent = manual_agent(&source, &tmp.path().join("agent"), &private);
-    let gws: Vec<Gateway> = (0..3)
-        .map(|i| {
-            labelled(
-                &agent,
-                &public,
-                &tmp.path().join(format!("gw{i}")),
-                &format!("gw{i}"),
-                &[],
-            )
-        })
-        .collect();
+    let gws = fleet(&agent, &public, tmp.path(), &[&[], &[], &[]]);
     fleet_settled(&agent, 3).await;
     for g in &gws {
         assert_eq!(outcome(g, "echo").await, "ok", "never enforced");
