@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use criterion::{criterion_group, criterion_main, Criterion};
 use warden_config::guards::{Redis, StoreFailure};
 use warden_filters::quota::{GlobalDemand, GlobalVerdict};
-use warden_proxy::quota_store::QuotaStore;
+use warden_proxy::hub::quota_store::QuotaStore;
 
 fn bench(c: &mut Criterion) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

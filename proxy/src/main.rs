@@ -62,7 +62,7 @@ enum Cmd {
         /// A label this gateway reports to the agent (`env=prod`,
         /// repeatable): bundles published to a selector reach the gateways
         /// whose labels match it.
-        #[arg(long = "label", value_parser = warden_proxy::bundles::parse_label)]
+        #[arg(long = "label", value_parser = warden_proxy::hub::bundles::parse_label)]
         labels: Vec<(String, String)>,
         /// How often status and counters are reported to the agent (a
         /// canary is judged on them).
@@ -299,7 +299,7 @@ fn main() -> ExitCode {
                     .map(|l| l.address.clone())
                     .collect();
                 if let Some(w) = b.config.identity.as_ref().and_then(|id| {
-                    warden_proxy::server::resource_port_warning(&id.resource, &listen)
+                    warden_proxy::app::server::resource_port_warning(&id.resource, &listen)
                 }) {
                     eprintln!("{}: warning: {w}", bundle.display());
                 }
@@ -321,7 +321,7 @@ fn main() -> ExitCode {
             admin,
             interval,
             frames,
-        } => match warden_proxy::top::run(&admin, interval, frames) {
+        } => match warden_proxy::app::top::run(&admin, interval, frames) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
@@ -334,7 +334,7 @@ fn main() -> ExitCode {
             id,
             tenant,
         } => {
-            let opts = warden_proxy::init::InitOptions {
+            let opts = warden_proxy::app::init::InitOptions {
                 dir: dir.clone(),
                 upstream: upstream.clone(),
                 name,
@@ -343,7 +343,7 @@ fn main() -> ExitCode {
                 id,
                 tenant,
             };
-            match warden_proxy::init::init(&opts) {
+            match warden_proxy::app::init::init(&opts) {
                 Ok(done) => {
                     let d = dir.display();
                     match &done.tools {
@@ -371,7 +371,7 @@ fn main() -> ExitCode {
         }
         Cmd::Policy {
             cmd: PolicyCmd::Eval { bundle, input, now },
-        } => match warden_proxy::cli::policy_eval(&bundle, &input, now.as_deref()) {
+        } => match warden_proxy::app::cli::policy_eval(&bundle, &input, now.as_deref()) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(3),
             Err(e) => fail(e),
@@ -383,12 +383,12 @@ fn main() -> ExitCode {
                     audit,
                     json,
                 },
-        } => match warden_proxy::cli::policy_replay(&bundle, &audit) {
+        } => match warden_proxy::app::cli::policy_replay(&bundle, &audit) {
             Ok(r) => {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
                 } else {
-                    warden_proxy::cli::print_replay(&r);
+                    warden_proxy::app::cli::print_replay(&r);
                 }
                 ExitCode::SUCCESS
             }
@@ -399,26 +399,26 @@ fn main() -> ExitCode {
         },
         Cmd::Policy {
             cmd: PolicyCmd::Test { bundle },
-        } => match warden_proxy::cli::policy_test(&bundle) {
+        } => match warden_proxy::app::cli::policy_test(&bundle) {
             Ok((_, 0)) => ExitCode::SUCCESS,
             Ok(_) => ExitCode::FAILURE,
             Err(e) => fail(e),
         },
         Cmd::Audit {
             cmd: AuditCmd::Verify { files },
-        } => match warden_proxy::cli::audit_verify(&files) {
+        } => match warden_proxy::app::cli::audit_verify(&files) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
         Cmd::Dlp {
             cmd: DlpCmd::Scan { bundle, files },
-        } => match warden_proxy::cli::dlp_scan(&bundle, &files) {
+        } => match warden_proxy::app::cli::dlp_scan(&bundle, &files) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
         Cmd::Tools {
             cmd: ToolsCmd::Fingerprint { url, headers },
-        } => match warden_proxy::cli::tools_fingerprint(&url, &headers) {
+        } => match warden_proxy::app::cli::tools_fingerprint(&url, &headers) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
@@ -431,7 +431,7 @@ fn main() -> ExitCode {
                     roles,
                 },
         } => {
-            warden_proxy::cli::apikey_hash(key, &id, &tenant, &roles);
+            warden_proxy::app::cli::apikey_hash(key, &id, &tenant, &roles);
             ExitCode::SUCCESS
         }
         Cmd::Run {
@@ -463,16 +463,16 @@ fn main() -> ExitCode {
                 .map(|a| a.trim_end_matches('/').to_owned());
             let approvals_token = agent_token.clone();
             let source = match (bundle, agent, bundle_url) {
-                (Some(dir), None, None) => warden_proxy::bundles::Source::Dir(dir),
+                (Some(dir), None, None) => warden_proxy::hub::bundles::Source::Dir(dir),
                 (None, Some(base), None) => {
                     let base = base.trim_end_matches('/').to_owned();
-                    warden_proxy::bundles::Source::Http {
+                    warden_proxy::hub::bundles::Source::Http {
                         url: format!("{base}/v1/bundles/current"),
                         report_url: Some(format!("{base}/v1/fleet/report")),
                         token: agent_token,
                     }
                 }
-                (None, None, Some(url)) => warden_proxy::bundles::Source::Http {
+                (None, None, Some(url)) => warden_proxy::hub::bundles::Source::Http {
                     url,
                     report_url: None,
                     token: agent_token,
@@ -521,7 +521,7 @@ fn main() -> ExitCode {
                 return fail(anyhow::anyhow!("--report-interval must be at least 100ms"));
             }
             let approvals = match approvals_agent.map(|base| {
-                warden_proxy::approval_client::ApprovalClient::new(
+                warden_proxy::hub::approval_client::ApprovalClient::new(
                     &base,
                     approvals_token,
                     &gateway_id,
@@ -532,9 +532,9 @@ fn main() -> ExitCode {
                 Some(Ok(c)) => Some(c),
                 Some(Err(e)) => return fail(e),
             };
-            match warden_proxy::server::run(warden_proxy::server::RunOptions {
+            match warden_proxy::app::server::run(warden_proxy::app::server::RunOptions {
                 approvals,
-                source: warden_proxy::bundles::SourceOptions {
+                source: warden_proxy::hub::bundles::SourceOptions {
                     source,
                     verifier,
                     state_dir,

@@ -1,0 +1,645 @@
+//! Where bundles come from and how a new one takes effect.
+//!
+//! Sources: a local directory (watched), or an HTTP URL — the control agent
+//! (long-poll with `If-None-Match` + `Prefer: wait`) or any static server
+//! (polling with backoff and jitter). Each new bundle is verified (when a
+//! public key is configured), written to the state directory, loaded and
+//! compiled off the request path, and published with one `ArcSwap` store;
+//! requests in flight finish on the snapshot they started with. A bundle
+//! that fails any step is refused: the current one keeps serving, and the
+//! failure is logged, counted, shown in `/status` and reported to the agent.
+//! The last good bundle is kept on disk and used at start when the source is
+//! unreachable.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use warden_config::archive::{self, Verifier};
+use warden_config::Bundle;
+use warden_filters::Snapshot;
+
+use crate::hub::runtime::{Current, Runtime};
+use crate::observability::metrics::metrics;
+
+#[derive(Debug, Clone)]
+pub enum Source {
+    Dir(PathBuf),
+    Http {
+        url: String,
+        /// Where to report status (the agent's `/v1/fleet/report`).
+        report_url: Option<String>,
+        token: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    pub source: Source,
+    pub verifier: Option<Verifier>,
+    /// Fetched bundles and the last good one live here.
+    pub state_dir: PathBuf,
+    pub gateway_id: String,
+    /// Labels this gateway reports (`env=prod`, …): the agent serves it
+    /// the newest revision published to a selector they match.
+    pub labels: BTreeMap<String, String>,
+    /// Directory polling / static-server polling interval.
+    pub poll: Duration,
+    /// How often status and counters are reported to the agent.
+    pub report_every: Duration,
+}
+
+/// Parses one `key=value` gateway label (letters, digits and `-._/`, 1–63
+/// bytes each: what the agent's selectors accept).
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let ok = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 63
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b))
+    };
+    match s.split_once('=') {
+        Some((k, v)) if ok(k) && ok(v) => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!(
+            "label `{s}`: key=value, each 1-63 letters, digits or -._/"
+        )),
+    }
+}
+
+/// The labels as the agent reads them (`k=v,k2=v2`).
+fn labels_header(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What `/status` says about bundles.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BundleStatus {
+    pub source: String,
+    pub revision: String,
+    pub loaded_at: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub reloads: u64,
+    pub failures: u64,
+    /// Why the agent serves this gateway its revision (to all, to a
+    /// selector, a canary), as the agent said.
+    pub rollout: Option<String>,
+    /// The labels this gateway reports.
+    pub labels: BTreeMap<String, String>,
+}
+
+pub struct BundleState {
+    pub status: ArcSwap<BundleStatus>,
+    reloads: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl BundleState {
+    pub fn new(source: String, revision: String) -> Self {
+        BundleState {
+            status: ArcSwap::from_pointee(BundleStatus {
+                source,
+                revision,
+                loaded_at: Some(now()),
+                ..BundleStatus::default()
+            }),
+            reloads: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Records why the agent serves this gateway what it runs.
+    pub fn set_rollout(&self, why: Option<String>, labels: &BTreeMap<String, String>) {
+        let mut s = (**self.status.load()).clone();
+        s.rollout = why;
+        s.labels = labels.clone();
+        self.status.store(Arc::new(s));
+    }
+
+    fn ok(&self, revision: &str) {
+        let n = self.reloads.fetch_add(1, Ordering::Relaxed) + 1;
+        let previous = self.status.load().revision.clone();
+        tracing::info!(revision, previous = %previous, reloads = n, "bundle applied");
+        metrics().bundle_reloads.with_label_values(&["ok"]).inc();
+        let mut s = (**self.status.load()).clone();
+        s.revision = revision.to_owned();
+        s.loaded_at = Some(now());
+        s.reloads = n;
+        self.status.store(Arc::new(s));
+    }
+
+    fn failed(&self, why: &str) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics()
+            .bundle_reloads
+            .with_label_values(&["failed"])
+            .inc();
+        tracing::error!(error = why, "bundle refused; the current one keeps serving");
+        let mut s = (**self.status.load()).clone();
+        s.last_error = Some(why.to_owned());
+        s.last_error_at = Some(now());
+        s.failures = n;
+        self.status.store(Arc::new(s));
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Loads a bundle directory, verifying its signature first when a key is set.
+pub fn load_dir(dir: &Path, verifier: Option<&Verifier>) -> Result<Bundle, String> {
+    if let Some(v) = verifier {
+        let files = archive::read_dir(dir).map_err(|e| e.to_string())?;
+        v.verify(&files).map_err(|e| format!("signature: {e}"))?;
+    }
+    Bundle::load(dir).map_err(|e| e.to_string())
+}
+
+fn revision_of(files: &archive::Files) -> String {
+    files
+        .get(".manifest")
+        .and_then(|m| serde_json::from_slice::<serde_json::Value>(m).ok())
+        .and_then(|m| m["revision"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| {
+            let all: String = files
+                .iter()
+                .map(|(n, d)| archive::file_hash(n, d))
+                .collect();
+            format!(
+                "sha256-{}",
+                &archive::file_hash("all", all.as_bytes())[..16]
+            )
+        })
+}
+
+fn dir_name(revision: &str) -> String {
+    let mut s: String = revision
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        s.insert(0, 'r');
+    }
+    s
+}
+
+/// A local source: a bundle directory, or a `.tar.gz` file (unpacked into the state directory).
+fn load_local(path: &Path, opts: &SourceOptions) -> Result<Bundle, String> {
+    if path.is_file() {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let dir = materialize(&bytes, opts)?;
+        // An unsigned archive may be edited too: its revision follows the content.
+        return match &opts.verifier {
+            Some(_) => load_dir(&dir, None),
+            None => load_dir(&dir, None).map(Bundle::with_content_revision),
+        };
+    }
+    match &opts.verifier {
+        Some(v) => load_dir(path, Some(v)),
+        // Edited in place: the revision follows the content (see `Bundle`).
+        None => load_dir(path, None).map(Bundle::with_content_revision),
+    }
+}
+
+/// Verifies and unpacks an archive into the state directory; returns its directory.
+pub fn materialize(bytes: &[u8], opts: &SourceOptions) -> Result<PathBuf, String> {
+    let files = archive::unpack(bytes).map_err(|e| format!("archive: {e}"))?;
+    if let Some(v) = &opts.verifier {
+        v.verify(&files).map_err(|e| format!("signature: {e}"))?;
+    }
+    let revs = opts.state_dir.join("revisions");
+    std::fs::create_dir_all(&revs).map_err(|e| format!("{}: {e}", revs.display()))?;
+    let name = dir_name(&revision_of(&files));
+    let dir = revs.join(&name);
+    let tmp = revs.join(format!(".tmp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    archive::write_dir(&files, &tmp).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Records `dir` as the last good bundle and prunes older fetched ones.
+fn remember_good(opts: &SourceOptions, dir: &Path) {
+    let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let cur = opts.state_dir.join("current");
+    let tmp = opts.state_dir.join(".current.tmp");
+    if std::fs::write(&tmp, name)
+        .and_then(|_| std::fs::rename(&tmp, &cur))
+        .is_err()
+    {
+        tracing::warn!("could not record the last good bundle in {}", cur.display());
+    }
+    // Keep the newest few revisions besides the current one.
+    if let Ok(rd) = std::fs::read_dir(opts.state_dir.join("revisions")) {
+        let mut dirs: Vec<(SystemTime, PathBuf)> = rd
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n != name && !n.starts_with('.'))
+            })
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        dirs.sort();
+        let excess = dirs.len().saturating_sub(5);
+        for (_, d) in dirs.into_iter().take(excess) {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// The last good fetched bundle, if any.
+fn last_good(opts: &SourceOptions) -> Option<PathBuf> {
+    let name = std::fs::read_to_string(opts.state_dir.join("current")).ok()?;
+    let dir = opts.state_dir.join("revisions").join(name.trim());
+    dir.is_dir().then_some(dir)
+}
+
+fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(3))
+        .build()?)
+}
+
+/// Result of one fetch.
+enum Fetched {
+    New {
+        etag: Option<String>,
+        body: bytes::Bytes,
+        /// The agent's `X-Warden-Rollout`: why this gateway gets it.
+        why: Option<String>,
+    },
+    NotModified,
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    opts: &SourceOptions,
+    url: &str,
+    token: Option<&str>,
+    etag: Option<&str>,
+    wait: Duration,
+) -> Result<Fetched, String> {
+    let mut req = client
+        .get(url)
+        .header("x-warden-gateway", &opts.gateway_id)
+        .header("x-warden-labels", labels_header(&opts.labels));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(e) = etag {
+        req = req.header("if-none-match", format!("\"{e}\""));
+        if !wait.is_zero() {
+            req = req.header("prefer", format!("wait={}", wait.as_secs()));
+        }
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("fetching {url}: {e}"))?;
+    match resp.status().as_u16() {
+        200 => {
+            let etag = resp
+                .headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim_start_matches("W/").trim_matches('"').to_owned());
+            let why = resp
+                .headers()
+                .get("x-warden-rollout")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| format!("reading {url}: {e}"))?;
+            if body.len() as u64 > archive::MAX_BUNDLE_BYTES {
+                return Err(format!("{url}: bundle too large"));
+            }
+            Ok(Fetched::New { etag, body, why })
+        }
+        304 => Ok(Fetched::NotModified),
+        s => Err(format!("fetching {url}: HTTP {s}")),
+    }
+}
+
+/// The bundle the gateway starts with. An HTTP source that cannot be reached
+/// falls back to the last good bundle on disk; with neither, start-up fails.
+/// Also returns the source's ETag and why the agent serves this revision.
+#[allow(clippy::type_complexity)]
+pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>, Option<String>)> {
+    match &opts.source {
+        Source::Dir(dir) => {
+            let b = load_local(dir, opts)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("loading bundle {}", dir.display()))?;
+            Ok((b, None, None))
+        }
+        Source::Http { url, token, .. } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let fetched = rt.block_on(async {
+                let client = http_client(Duration::from_secs(10)).map_err(|e| e.to_string())?;
+                fetch(&client, opts, url, token.as_deref(), None, Duration::ZERO).await
+            });
+            let from_source = match fetched {
+                Ok(Fetched::New { etag, body, why }) => materialize(&body, opts).and_then(|dir| {
+                    let b = load_dir(&dir, None)?;
+                    Snapshot::build(&b).map_err(|e| e.to_string())?;
+                    remember_good(opts, &dir);
+                    Ok((b, etag, why))
+                }),
+                Ok(Fetched::NotModified) => Err("the source answered 304 to a first fetch".into()),
+                Err(e) => Err(e),
+            };
+            match from_source {
+                Ok(x) => Ok(x),
+                Err(why) => match last_good(opts) {
+                    Some(dir) => {
+                        tracing::warn!(error = %why, dir = %dir.display(), "bundle source unavailable; starting on the last good bundle");
+                        let b = load_dir(&dir, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+                        Ok((b, None, None))
+                    }
+                    None => bail!(
+                        "no bundle: {why}; and no last good bundle in {}",
+                        opts.state_dir.display()
+                    ),
+                },
+            }
+        }
+    }
+}
+
+/// Where a new bundle goes: the runtime it replaces, the state that outlives
+/// bundles (quota counters, pins), and the bundle status for `/status`.
+#[derive(Clone)]
+pub struct Publisher {
+    pub current: Arc<Current>,
+    pub shared: Arc<warden_filters::snapshot::Shared>,
+    pub status: Arc<BundleState>,
+}
+
+/// Compiles `bundle` and publishes it. Listener, admin and audit settings
+/// need a restart to change; a difference is logged.
+pub fn apply(target: &Publisher, bundle: &Bundle) -> Result<String, String> {
+    let mut snap =
+        Snapshot::build_shared(bundle, Vec::new(), &target.shared).map_err(|e| e.to_string())?;
+    let old = target.current.load();
+    if let (Some(new_auth), Some(old_auth)) = (snap.auth.as_mut(), old.snap.auth.as_ref()) {
+        new_auth.adopt_jwks(old_auth);
+    }
+    let (o, n) = (&old.snap.config, &snap.config);
+    if o.listeners.len() != n.listeners.len()
+        || o.listeners
+            .iter()
+            .zip(&n.listeners)
+            .any(|(a, b)| a.address != b.address)
+        || o.admin != n.admin
+        || o.audit.path != n.audit.path
+    {
+        tracing::warn!("listeners, admin or audit settings changed: they take effect on restart");
+    }
+    let revision = snap.revision.clone();
+    let rt = Runtime::new(snap).map_err(|e| format!("upstream pools: {e}"))?;
+    target.current.swap(rt);
+    Ok(revision)
+}
+
+/// Watches the source and applies new bundles.
+pub struct BundleWatcher {
+    pub target: Publisher,
+    pub opts: SourceOptions,
+    /// The ETag the gateway started with (HTTP sources).
+    pub etag: Option<String>,
+}
+
+fn fingerprint(dir: &Path) -> Vec<(String, u64, SystemTime)> {
+    fn walk(dir: &Path, out: &mut Vec<(String, u64, SystemTime)>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.filter_map(Result::ok) {
+            // Logs written next to a bundle (audit.jsonl …) are not part of it.
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".jsonl") || name.ends_with(".log") || name.starts_with(".tmp") {
+                continue;
+            }
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                walk(&e.path(), out);
+            } else {
+                out.push((
+                    e.path().to_string_lossy().into_owned(),
+                    m.len(),
+                    m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                ));
+            }
+        }
+    }
+    let mut v = Vec::new();
+    if dir.is_file() {
+        if let Ok(m) = std::fs::metadata(dir) {
+            v.push((
+                String::new(),
+                m.len(),
+                m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            ));
+        }
+        return v;
+    }
+    walk(dir, &mut v);
+    v.sort();
+    v
+}
+
+fn jitter(d: Duration) -> Duration {
+    let f = 0.8 + rand::random::<f64>() * 0.4;
+    d.mul_f64(f)
+}
+
+impl BundleWatcher {
+    async fn report(&self, client: &reqwest::Client) {
+        let Source::Http {
+            report_url: Some(url),
+            token,
+            ..
+        } = &self.opts.source
+        else {
+            return;
+        };
+        let st = self.target.status.status.load();
+        let body = serde_json::json!({
+            "id": self.opts.gateway_id,
+            "revision": st.revision,
+            "healthy": st.last_error.is_none() || st.last_error_at <= st.loaded_at,
+            "last_error": st.last_error,
+            "labels": self.opts.labels,
+            "stats": crate::observability::metrics::fleet_stats(),
+        });
+        let mut req = client.post(url).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Err(e) = req.send().await {
+            tracing::debug!(error = %e, "status report to the agent failed");
+        }
+    }
+
+    async fn run_dir(&self, dir: &Path, mut shutdown: ShutdownWatch) {
+        let mut seen = fingerprint(dir);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(self.opts.poll) => {}
+            }
+            let now = fingerprint(dir);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            let gw = self.target.clone();
+            let dir = dir.to_path_buf();
+            let opts = self.opts.clone();
+            let res = tokio::task::spawn_blocking(move || {
+                load_local(&dir, &opts).and_then(|b| apply(&gw, &b))
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match res {
+                Ok(rev) => self.target.status.ok(&rev),
+                Err(e) => self.target.status.failed(&e),
+            }
+        }
+    }
+
+    async fn run_http(&self, url: &str, token: Option<&str>, mut shutdown: ShutdownWatch) {
+        let (Ok(client), Ok(reporter)) = (
+            http_client(Duration::from_secs(75)),
+            http_client(Duration::from_secs(5)),
+        ) else {
+            tracing::error!("cannot build the bundle HTTP client");
+            return;
+        };
+        let mut etag = self.etag.clone();
+        let mut backoff = Duration::from_millis(250);
+        self.report(&reporter).await;
+        loop {
+            let started = Instant::now();
+            let res = tokio::select! {
+                _ = shutdown.changed() => return,
+                r = fetch(&client, &self.opts, url, token, etag.as_deref(), Duration::from_secs(30)) => r,
+            };
+            let pause = match res {
+                Ok(Fetched::New {
+                    etag: new_etag,
+                    body,
+                    why,
+                }) => {
+                    backoff = Duration::from_millis(250);
+                    // Whatever happens to this one, do not fetch it again.
+                    etag = new_etag.clone().or(etag);
+                    let gw = self.target.clone();
+                    let opts = self.opts.clone();
+                    let res = tokio::task::spawn_blocking(move || {
+                        let dir = materialize(&body, &opts)?;
+                        let b = load_dir(&dir, None)?;
+                        let rev = apply(&gw, &b)?;
+                        remember_good(&opts, &dir);
+                        Ok::<_, String>(rev)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                    match res {
+                        Ok(rev) => {
+                            if etag.is_none() {
+                                etag = Some(rev.clone());
+                            }
+                            self.target.status.set_rollout(why, &self.opts.labels);
+                            self.target.status.ok(&rev)
+                        }
+                        Err(e) => self.target.status.failed(&e),
+                    }
+                    self.report(&reporter).await;
+                    Duration::ZERO
+                }
+                // A server without long-poll answers at once: poll politely.
+                Ok(Fetched::NotModified) if started.elapsed() < Duration::from_secs(1) => {
+                    backoff = Duration::from_millis(250);
+                    jitter(self.opts.poll.max(Duration::from_secs(1)))
+                }
+                Ok(Fetched::NotModified) => {
+                    backoff = Duration::from_millis(250);
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "bundle source unreachable; keeping the current bundle");
+                    let p = jitter(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    p
+                }
+            };
+            if !pause.is_zero() {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
+impl BundleWatcher {
+    /// Reports status and counters every `report_every`, beside the long
+    /// poll (which may wait 30 s for a change).
+    async fn report_loop(&self, mut shutdown: ShutdownWatch) {
+        let Ok(reporter) = http_client(Duration::from_secs(5)) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(jitter(self.opts.report_every)) => {}
+            }
+            self.report(&reporter).await;
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for BundleWatcher {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        match self.opts.source.clone() {
+            Source::Dir(dir) => self.run_dir(&dir, shutdown).await,
+            Source::Http { url, token, .. } => {
+                let reports = self.report_loop(shutdown.clone());
+                let polls = self.run_http(&url, token.as_deref(), shutdown);
+                tokio::join!(reports, polls);
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! What every request reads and shares: the gateway hub (`state`), the
+//! compiled runtime of the current bundle, where bundles come from and how
+//! they swap, and the clients of shared services (the Redis quota store, the
+//! control agent's approval queue).
+
+pub mod approval_client;
+pub mod bundles;
+pub mod quota_store;
+pub mod runtime;
+pub mod state;

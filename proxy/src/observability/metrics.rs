@@ -1,0 +1,394 @@
+//! Prometheus metrics, registered once per process.
+
+use prometheus::{
+    exponential_buckets, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, register_int_gauge_vec, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec,
+};
+use std::sync::OnceLock;
+
+pub struct Metrics {
+    /// MCP messages by server, method, tool and outcome.
+    pub messages: IntCounterVec,
+    /// HTTP requests by server, HTTP method and status.
+    pub requests: IntCounterVec,
+    /// Whole-request latency by server and HTTP method.
+    pub latency: HistogramVec,
+    /// Request and response body sizes by server and direction.
+    pub body_bytes: HistogramVec,
+    /// Upstream failures by server and kind.
+    pub upstream_errors: IntCounterVec,
+    /// Requests refused before proxying, by reason.
+    pub refusals: IntCounterVec,
+    /// SSE events processed by server.
+    pub sse_events: IntCounterVec,
+    pub audit_written: IntCounter,
+    pub audit_failed: IntCounter,
+    pub audit_queue: IntGauge,
+    /// Records lost in fail-open mode (queue full).
+    pub audit_dropped: IntCounter,
+    /// Calls refused in fail-closed mode because the audit could not keep up.
+    pub audit_refused: IntCounter,
+    /// 1 while the writer is failing to write (disk full, I/O error).
+    pub audit_stalled: IntGauge,
+    /// Decision-cache lookups of the active bundle by result (`hit`, `miss`),
+    /// refreshed at each scrape.
+    pub policy_cache: prometheus::IntGaugeVec,
+    /// Entries each bounded table holds, and its bound (`limits.memory`).
+    pub table_entries: IntGaugeVec,
+    pub table_capacity: IntGaugeVec,
+    /// Authentication results by method and outcome.
+    pub auth: IntCounterVec,
+    pub quota_store_up: IntGaugeVec,
+    pub quota_store_requests: IntCounterVec,
+    pub quota_store_fallbacks: IntCounterVec,
+    /// DLP findings by detector, direction and action.
+    pub dlp_findings: IntCounterVec,
+    pub policy_shadow_disagreements: IntCounterVec,
+    /// Calls refused by a quota, by quota name.
+    pub quota_denied: IntCounterVec,
+    /// Tools quarantined (definition changed, or name refused), refreshed at each scrape.
+    pub tools_quarantined: IntGauge,
+    /// Bundle reloads by result (`ok`, `failed`).
+    pub bundle_reloads: IntCounterVec,
+    pub inflight: IntGauge,
+    pub bundle_info: prometheus::IntGaugeVec,
+    /// `tools/call` requests of the HIGH and CRITICAL tiers, by server,
+    /// risk and outcome (an alert fires on every CRITICAL one).
+    pub risky_calls: IntCounterVec,
+    /// Held calls by the control agent's answer (`approved`,
+    /// `approval_pending`, `approval_denied`, `approval_unavailable`).
+    pub approvals: IntCounterVec,
+    /// Upstream tokens from authorization servers, by server, grant and
+    /// result (`cached`, `fetched`, `failed`).
+    pub outbound_tokens: IntCounterVec,
+    /// Replicas taken out of rotation by passive ejection, by server.
+    pub ejections: IntCounterVec,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    Ok(Metrics {
+        risky_calls: register_int_counter_vec!(
+            "warden_risky_calls_total",
+            "tools/call requests of the HIGH and CRITICAL tiers, by server, risk and outcome",
+            &["server", "risk", "outcome"]
+        )?,
+        approvals: register_int_counter_vec!(
+            "warden_approvals_total",
+            "Held calls by the control agent's answer",
+            &["server", "answer"]
+        )?,
+        ejections: register_int_counter_vec!(
+            "warden_upstream_ejections_total",
+            "Replicas taken out of rotation after consecutive failed calls, by server",
+            &["server"]
+        )?,
+        outbound_tokens: register_int_counter_vec!(
+            "warden_outbound_tokens_total",
+            "Upstream tokens from authorization servers, by server, grant and result",
+            &["server", "grant", "result"]
+        )?,
+        messages: register_int_counter_vec!(
+            "warden_mcp_messages_total",
+            "MCP messages by server, method, tool and outcome",
+            &["server", "direction", "method", "tool", "outcome"]
+        )?,
+        requests: register_int_counter_vec!(
+            "warden_http_requests_total",
+            "HTTP requests by server, method and status",
+            &["server", "method", "status"]
+        )?,
+        latency: register_histogram_vec!(
+            "warden_request_duration_seconds",
+            "Time from request start to the end of the response",
+            &["server", "method"],
+            exponential_buckets(0.000_05, 2.0, 20)?
+        )?,
+        body_bytes: register_histogram_vec!(
+            "warden_body_bytes",
+            "Request and response body sizes",
+            &["server", "direction"],
+            exponential_buckets(64.0, 4.0, 12)?
+        )?,
+        upstream_errors: register_int_counter_vec!(
+            "warden_upstream_errors_total",
+            "Upstream failures by server and kind",
+            &["server", "kind"]
+        )?,
+        refusals: register_int_counter_vec!(
+            "warden_refusals_total",
+            "Requests refused by the gateway itself, by reason",
+            &["reason"]
+        )?,
+        sse_events: register_int_counter_vec!(
+            "warden_sse_events_total",
+            "Server-sent events inspected",
+            &["server"]
+        )?,
+        audit_written: register_int_counter!(
+            "warden_audit_records_written_total",
+            "Audit records written"
+        )?,
+        audit_failed: register_int_counter!(
+            "warden_audit_write_errors_total",
+            "Audit records that could not be written"
+        )?,
+        audit_queue: register_int_gauge!(
+            "warden_audit_queue_depth",
+            "Audit records waiting to be written"
+        )?,
+        audit_dropped: register_int_counter!(
+            "warden_audit_records_dropped_total",
+            "Audit records lost because the queue was full (audit.fail_mode: open)"
+        )?,
+        audit_refused: register_int_counter!(
+            "warden_audit_refused_requests_total",
+            "Requests refused because the audit queue was full (audit.fail_mode: closed)"
+        )?,
+        audit_stalled: register_int_gauge!(
+            "warden_audit_writer_stalled",
+            "1 while the audit writer cannot write and is retrying"
+        )?,
+        table_entries: register_int_gauge_vec!(
+            "warden_table_entries",
+            "Entries a table that grows with sessions or calls holds now",
+            &["table"]
+        )?,
+        table_capacity: register_int_gauge_vec!(
+            "warden_table_capacity",
+            "The most entries the table keeps (its share of limits.memory)",
+            &["table"]
+        )?,
+        policy_cache: prometheus::register_int_gauge_vec!(
+            "warden_policy_cache_lookups",
+            "Policy decision-cache lookups since the active bundle was loaded, by result",
+            &["result"]
+        )?,
+        policy_shadow_disagreements: register_int_counter_vec!(
+            "warden_policy_shadow_disagreements_total",
+            "Messages on which the bundle's shadow rule (policy.shadow) decided otherwise than the enforced one, by server and by what was enforced",
+            &["server", "enforced"]
+        )?,
+        dlp_findings: register_int_counter_vec!(
+            "warden_dlp_findings_total",
+            "DLP findings by detector, direction and action",
+            &["detector", "direction", "action"]
+        )?,
+        quota_denied: register_int_counter_vec!(
+            "warden_quota_denied_total",
+            "Calls refused by a quota",
+            &["limit"]
+        )?,
+        tools_quarantined: register_int_gauge!(
+            "warden_tools_quarantined",
+            "Tool definitions quarantined until a bundle approves them"
+        )?,
+        bundle_reloads: register_int_counter_vec!(
+            "warden_bundle_reloads_total",
+            "Bundle reloads by result; a failed one keeps the current bundle",
+            &["result"]
+        )?,
+        auth: register_int_counter_vec!(
+            "warden_auth_total",
+            "Authentication attempts by method and result",
+            &["method", "result"]
+        )?,
+        quota_store_up: register_int_gauge_vec!(
+            "warden_quota_store_up",
+            "1 while the global quota store (Redis) answers",
+            &["store"]
+        )?,
+        quota_store_requests: register_int_counter_vec!(
+            "warden_quota_store_requests_total",
+            "Lease requests to the global quota store by result",
+            &["result"]
+        )?,
+        quota_store_fallbacks: register_int_counter_vec!(
+            "warden_quota_store_fallbacks_total",
+            "Global quota checks decided without the store, by on_store_failure mode",
+            &["mode"]
+        )?,
+        inflight: register_int_gauge!("warden_inflight_requests", "Requests in flight")?,
+        bundle_info: prometheus::register_int_gauge_vec!(
+            "warden_bundle_info",
+            "The active bundle revision (value 1)",
+            &["revision"]
+        )?,
+    })
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process-wide metrics. Registration can only fail on a duplicate name,
+/// which is a programming error caught by the first test that runs.
+#[allow(clippy::expect_used)]
+pub fn metrics() -> &'static Metrics {
+    METRICS.get_or_init(|| build().expect("metric registration"))
+}
+
+/// Keeps a label's cardinality bounded: values from clients (tool names) are
+/// admitted up to a fixed number of distinct values, then folded into `_other`.
+pub struct LabelGuard {
+    seen: moka::sync::Cache<String, ()>,
+    /// Values admitted so far; a strict bound (moka's own count lags).
+    admitted: std::sync::atomic::AtomicU64,
+    max: u64,
+}
+
+impl LabelGuard {
+    pub fn new(max: u64) -> Self {
+        LabelGuard {
+            seen: moka::sync::Cache::builder().max_capacity(max * 2).build(),
+            admitted: std::sync::atomic::AtomicU64::new(0),
+            max,
+        }
+    }
+    pub fn admit<'a>(&self, v: &'a str) -> &'a str {
+        if v.len() > 128 {
+            return "_other";
+        }
+        if self.seen.contains_key(v) {
+            return v;
+        }
+        use std::sync::atomic::Ordering;
+        if self.admitted.fetch_add(1, Ordering::Relaxed) < self.max {
+            self.seen.insert(v.to_owned(), ());
+            return v;
+        }
+        self.admitted.fetch_sub(1, Ordering::Relaxed);
+        "_other"
+    }
+}
+
+/// MCP methods get their own label value; anything else a client invents is
+/// folded into `_other` so the label set stays bounded.
+pub fn method_label(method: Option<&str>) -> &str {
+    const KNOWN: &[&str] = &[
+        "initialize",
+        "ping",
+        "server/discover",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "sampling/createMessage",
+        "elicitation/create",
+        "roots/list",
+        "tasks/get",
+        "tasks/result",
+        "tasks/list",
+        "tasks/cancel",
+        "notifications/initialized",
+        "notifications/progress",
+        "notifications/cancelled",
+        "notifications/message",
+        "notifications/tools/list_changed",
+        "notifications/resources/list_changed",
+        "notifications/resources/updated",
+        "notifications/prompts/list_changed",
+        "notifications/roots/list_changed",
+        "notifications/tasks/status",
+    ];
+    match method {
+        None => "-",
+        Some(m) if KNOWN.contains(&m) => m,
+        Some(_) => "_other",
+    }
+}
+
+/// The counters the control agent judges a canary on, summed over every
+/// server: client messages judged, those denied, 5xx answers, and the
+/// request latency histogram (cumulative buckets, `+Inf` last).
+pub fn fleet_stats() -> serde_json::Value {
+    let (mut calls, mut denied, mut errors) = (0u64, 0u64, 0u64);
+    let mut latency: Vec<(f64, u64)> = Vec::new();
+    for fam in prometheus::gather() {
+        let label = |m: &prometheus::proto::Metric, name: &str| {
+            m.get_label()
+                .iter()
+                .find(|p| p.name() == name)
+                .map(|p| p.value().to_owned())
+        };
+        match fam.name() {
+            "warden_mcp_messages_total" => {
+                for m in fam.get_metric() {
+                    if label(m, "direction").as_deref() == Some("request") {
+                        let v = m.get_counter().get_value() as u64;
+                        calls += v;
+                        if label(m, "outcome").as_deref() == Some("denied") {
+                            denied += v;
+                        }
+                    }
+                }
+            }
+            "warden_http_requests_total" => {
+                for m in fam.get_metric() {
+                    // POST exchanges (what carries calls); a GET stream's
+                    // end is no call.
+                    if label(m, "method").as_deref() == Some("POST")
+                        && label(m, "status").is_some_and(|s| s.starts_with('5'))
+                    {
+                        errors += m.get_counter().get_value() as u64;
+                    }
+                }
+            }
+            "warden_request_duration_seconds" => {
+                // POST only: a GET stream lasts as long as the client keeps it.
+                for m in fam
+                    .get_metric()
+                    .iter()
+                    .filter(|m| label(m, "method").as_deref() == Some("POST"))
+                {
+                    let h = m.get_histogram();
+                    let mut row: Vec<(f64, u64)> = h
+                        .get_bucket()
+                        .iter()
+                        .map(|b| (b.upper_bound(), b.cumulative_count()))
+                        .collect();
+                    row.push((f64::INFINITY, h.get_sample_count()));
+                    if latency.is_empty() {
+                        latency = row;
+                    } else if latency.len() == row.len() {
+                        for (a, b) in latency.iter_mut().zip(row) {
+                            a.1 += b.1;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // JSON has no infinity: the last bound is written as a large number.
+    let latency: Vec<(f64, u64)> = latency
+        .into_iter()
+        .map(|(le, n)| (if le.is_finite() { le } else { 1e9 }, n))
+        .collect();
+    serde_json::json!({"calls": calls, "denied": denied, "errors": errors, "latency": latency})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_stay_bounded() {
+        assert_eq!(method_label(Some("tools/call")), "tools/call");
+        assert_eq!(method_label(Some("x/attacker-chosen-1")), "_other");
+        assert_eq!(method_label(None), "-");
+        let g = LabelGuard::new(3);
+        for i in 0..10 {
+            let v = format!("tool{i}");
+            let got = g.admit(&v).to_owned();
+            assert!(i < 3 && got == v || i >= 3 && got == "_other", "{i}: {got}");
+        }
+        assert_eq!(g.admit("tool1"), "tool1", "admitted values stay admitted");
+        assert_eq!(g.admit(&"x".repeat(200)), "_other");
+    }
+}

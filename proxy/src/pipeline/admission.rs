@@ -1,0 +1,477 @@
+//! Admission: everything decided from the request head before a body is
+//! read. The route, the browser origin, the method, header hygiene (`Mcp-*`
+//! headers once each, `Mcp-Param-*` decodable), authentication, and the
+//! session (a sealed id opened, a session bound to the principal that opened
+//! it). The protected-resource metadata document is answered here too.
+
+use pingora::http::RequestHeader;
+use pingora_proxy::Session;
+use warden_filters::{mcp, Refusal};
+
+use crate::hub::state::Gateway;
+use crate::pipeline::ctx::{ExchangeKind, RequestCtx};
+use crate::pipeline::headers::header_str;
+
+/// What admission decided.
+pub enum Admitted {
+    /// GET (the server's stream) or DELETE: no message to judge; proxied.
+    Stream,
+    /// A POST whose body is judged next (see `judging`).
+    Post,
+    /// The gateway answered by itself (metadata); the status it used.
+    Answered(u16),
+}
+
+/// Admits a request or refuses it (see the module documentation).
+pub async fn admit(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<Admitted, Refusal> {
+    let rt = gw.runtime();
+    ctx.rt = Some(rt.clone());
+    let cfg = &rt.snap.config;
+    // Whether an HTTP/2 request has DATA frames (checked before the header
+    // is borrowed for the rest of admission).
+    let h2_body = session.as_downstream().is_http2() && !session.is_body_empty();
+    // An upstream's interim (1xx) replies are not passed on: their headers
+    // are the server's, unjudged, and the final reply follows.
+    session.as_downstream_mut().set_ignore_info_resp(true);
+    let req = session.req_header();
+    if gw.telemetry.get().is_some() {
+        ctx.trace = Some(crate::observability::otel::TraceIds::from_header(
+            header_str(req, "traceparent"),
+        ));
+    } else {
+        // Made once: the audit record and an identity assertion name it.
+        ctx.trace_id = Some(crate::pipeline::headers::trace_id(req, ctx.request_id).into());
+    }
+
+    let header_bytes: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > cfg.limits.max_header_bytes {
+        return Err(Refusal::new(
+            431,
+            "headers_too_large",
+            warden_filters::JsonRpcError::new(
+                warden_filters::codes::REFUSED,
+                format!(
+                    "Request headers exceed {} bytes",
+                    cfg.limits.max_header_bytes
+                ),
+            ),
+        ));
+    }
+    let host = req.uri.host().map(str::to_owned).or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    // DNS rebinding: a page of another site reaches a loopback port under
+    // its own host name, same-origin with it. So `Host` must be a name this
+    // gateway serves: a loopback name on a loopback connection, a route's
+    // host, or `security.allowed_hosts` (which, when set, binds every
+    // listener).
+    let loopback = session
+        .server_addr()
+        .and_then(|a| a.as_inet())
+        .is_some_and(|a| a.ip().is_loopback());
+    // Two `Host` headers: peers pick different ones (RFC 9112 asks a 400).
+    if req
+        .headers
+        .get_all(http::header::HOST)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(Refusal::bad_header("Host", "sent more than once"));
+    }
+    if loopback || !cfg.allowed_hosts.is_empty() {
+        let served = host
+            .as_deref()
+            .is_some_and(|h| serves_host(&rt.snap, loopback, &host_name(h)));
+        if !served {
+            return Err(Refusal::host(host.as_deref().unwrap_or("")));
+        }
+    }
+    let path = req.uri.path();
+    if let Some(suffix) = path.strip_prefix(crate::identity::auth::WELL_KNOWN) {
+        if (suffix.is_empty() || suffix.starts_with('/')) && req.method == http::Method::GET {
+            let suffix = suffix.to_owned();
+            let id = rt.snap.auth.as_ref().map(|a| a.identity());
+            let status = crate::identity::auth::write_metadata(session, id, &suffix)
+                .await
+                .map_err(|e| Refusal::internal(&e.to_string()))?;
+            return Ok(Admitted::Answered(status));
+        }
+    }
+    // A member route of a virtual server answers only that server's
+    // aggregator; to anyone else it does not exist.
+    let route_pos =
+        rt.snap
+            .route_index(host.as_deref(), path)
+            .filter(|&i| match &rt.snap.routes[i].via {
+                Some(v) => header_str(req, warden_local_servers::aggregate::SECRET_HEADER)
+                    .is_some_and(|h| warden_local_servers::aggregate::is_inner_secret(v, h)),
+                None => true,
+            });
+    let Some(route_pos) = route_pos else {
+        // Name the paths served on this host (never another host's).
+        let host = host.as_deref().map(|h| {
+            h.rsplit_once(':')
+                .map_or(h, |(n, _)| n)
+                .to_ascii_lowercase()
+        });
+        let served: Vec<&str> = rt
+            .snap
+            .routes
+            .iter()
+            .filter(|r| r.via.is_none() && (r.host.is_none() || r.host == host))
+            .map(|r| r.prefix.as_str())
+            .collect();
+        return Err(Refusal::no_route_of(&served));
+    };
+    let route = &rt.snap.routes[route_pos];
+    ctx.via = route.via.clone();
+    ctx.route = Some(route_pos);
+    ctx.server = Some(route.server);
+    if let Some(origin) = req.headers.get(http::header::ORIGIN) {
+        let o = origin.to_str().unwrap_or("");
+        // A page served from one of the gateway's own names (a local tool
+        // on localhost, say) is no other site; any other origin is refused
+        // unless allowed by name.
+        if !cfg.allowed_origins.contains(o) && !own_origin(&rt.snap, loopback, o) {
+            return Err(Refusal::origin(o));
+        }
+    }
+    ctx.exchange = match req.method.as_str() {
+        "POST" => ExchangeKind::Post,
+        "GET" => ExchangeKind::Get,
+        "DELETE" => ExchangeKind::Delete,
+        m => return Err(Refusal::method_not_allowed(m)),
+    };
+    // A header that mirrors or scopes the body must be unambiguous.
+    for name in [
+        "mcp-session-id",
+        "mcp-protocol-version",
+        mcp::H_METHOD,
+        mcp::H_NAME,
+        "x-warden-justification",
+    ] {
+        if req.headers.get_all(name).iter().nth(1).is_some() {
+            return Err(Refusal::bad_header(name, "sent more than once"));
+        }
+    }
+    if mcp::duplicate_param_header(req.headers.iter().map(|(k, _)| k.as_str())).is_some() {
+        return Err(Refusal::bad_header("Mcp-Param-*", "sent more than once"));
+    }
+    // `Mcp-Param-*` mirror arguments into headers: each must decode to one
+    // value, or it cannot be compared with the body (2026-07-28).
+    for (name, value) in req.headers.iter() {
+        let n = name.as_str();
+        // `Mcp_Name` and the like: servers behind CGI-style stacks read
+        // them as the real header (both become HTTP_MCP_NAME).
+        if n.contains('_') && n.replace('_', "-").starts_with("mcp-") {
+            return Err(Refusal::bad_header(
+                "Mcp-*",
+                "a name spelled with `_` is ambiguous",
+            ));
+        }
+        if n.len() > mcp::H_PARAM_PREFIX.len() && n.starts_with(mcp::H_PARAM_PREFIX) {
+            let Some(v) = mcp::decode_header_value(value.as_bytes()) else {
+                return Err(Refusal::header_mismatch(
+                    None,
+                    "an Mcp-Param-* header value is not valid".into(),
+                ));
+            };
+            ctx.params_in
+                .push((n[mcp::H_PARAM_PREFIX.len()..].to_owned(), v));
+        }
+    }
+    ctx.session_id = header_str(req, "mcp-session-id").map(str::to_owned);
+    ctx.protocol_version = header_str(req, "mcp-protocol-version").map(str::to_owned);
+    ctx.justification = header_str(req, "x-warden-justification").map(str::to_owned);
+    ctx.source_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    if ctx.via.is_some() {
+        // The client of the virtual server, as its aggregator was told.
+        if let Some(ip) = header_str(req, warden_local_servers::aggregate::SOURCE_HEADER)
+            .and_then(|v| v.parse().ok())
+        {
+            ctx.source_ip = Some(ip);
+        }
+    }
+    ctx.upstream_uri = match req.uri.query() {
+        Some(q) => format!("{}?{}", route.upstream_path(path), q),
+        None => route.upstream_path(path),
+    };
+    if let Some(auth) = &rt.snap.auth {
+        ctx.principal = crate::identity::auth::authenticate(auth, session, path)?;
+    }
+    if ctx.via.is_some() {
+        // A member leg acts for the principal the virtual server's leg
+        // authenticated, or not at all (a client certificate, say, which
+        // the aggregator cannot present, never becomes `anonymous` here).
+        let want = header_str(
+            session.req_header(),
+            warden_local_servers::aggregate::OWNER_HEADER,
+        )
+        .unwrap_or("");
+        let got = warden_local_servers::aggregate::owner_digest(&ctx.principal, ctx.source_ip);
+        if !warden_local_servers::loopback::same(want.as_bytes(), got.as_bytes()) {
+            return Err(Refusal::session_principal_mismatch());
+        }
+    }
+    let server = &cfg.servers[route.server];
+    // A session id that does not open is refused with the session checks,
+    // last, so that a request refused for what it carries says so.
+    let (legacy_sealed, unopened) = match unseal_session(gw, ctx, &server.name) {
+        Ok(legacy) => (legacy, None),
+        Err(r) => (false, Some(r)),
+    };
+    ctx.resume_from = open_resume_id(ctx, req, &server.name)?;
+
+    // What goes upstream beside the body (headers, URL), before anything
+    // is read or spent.
+    crate::pipeline::header_dlp::judge(ctx, req)?;
+
+    // Streamable HTTP's requirements of the client, remembered so that a
+    // server refusing the request gets an error that says why.
+    let accept = header_str(req, "accept").unwrap_or("").to_ascii_lowercase();
+    let accepts = |t: &str| accept.contains(t) || accept.contains("*/*");
+    ctx.missing = match ctx.exchange {
+        ExchangeKind::Post if !(accepts("application/json") && accepts("text/event-stream")) => {
+            Some("the request lacks `Accept: application/json, text/event-stream`, which Streamable HTTP requires")
+        }
+        ExchangeKind::Get if !accepts("text/event-stream") => {
+            Some("the request lacks `Accept: text/event-stream`, which a GET stream requires")
+        }
+        ExchangeKind::Get | ExchangeKind::Delete if ctx.session_id.is_none() => {
+            Some("a GET stream or DELETE needs the `Mcp-Session-Id` of an initialized session")
+        }
+        _ => None,
+    };
+    if ctx.exchange != ExchangeKind::Post {
+        // GET and DELETE carry no MCP message; a body here would reach the upstream unjudged.
+        // HTTP/2 may send DATA frames with neither header.
+        let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
+            || req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0")
+            || h2_body;
+        if has_body {
+            return Err(Refusal::new(
+                400,
+                "unexpected_body",
+                warden_filters::JsonRpcError::new(
+                    warden_filters::codes::INVALID_REQUEST,
+                    format!("{} requests must not carry a body", req.method),
+                ),
+            ));
+        }
+    }
+    // Last of the checks that read nothing but the header, so that a
+    // request refused for what it carries says so.
+    if let Some(r) = unopened {
+        return Err(r);
+    }
+    check_sessions(gw, ctx, &server.name, legacy_sealed)?;
+    Ok(match ctx.exchange {
+        ExchangeKind::Post => Admitted::Post,
+        _ => Admitted::Stream,
+    })
+}
+
+/// A session belongs to the principal that opened it (another's → 403), and
+/// a session this gateway does not know is none (404, as MCP says: the
+/// client initialises again) — never forwarded on the chance that the
+/// upstream knows it. Two keys name sessions:
+/// - `Mcp-Session-Id`: known from the `initialize` reply that issued it,
+///   or proven by its sealed token (which names its owner);
+/// - a legacy (HTTP+SSE) POST's path and query: a POST to a path some
+///   `endpoint` event named as a message endpoint (read as loosely as a
+///   server routes it) must carry exactly the query of a session its
+///   principal opened. A server reads its session from that query however
+///   it likes (parameter order, case, escapes, extra parameters), so only
+///   the bytes the gateway handed out are accepted.
+fn check_sessions(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    server: &str,
+    legacy_sealed: bool,
+) -> Result<(), Refusal> {
+    // The principal's owner key, only for a request that names a session.
+    let me = || crate::sessions::sticky::owner_key(&ctx.principal);
+    if let Some(sid) = ctx.session_id.as_deref() {
+        match gw.sessions.owner(server, sid) {
+            Some(owner) if *owner != *me() => return Err(Refusal::session_principal_mismatch()),
+            None if !ctx.session_sealed => return Err(Refusal::session_unknown()),
+            _ => {}
+        }
+    }
+    if ctx.exchange == ExchangeKind::Post && !legacy_sealed {
+        let path = ctx.upstream_uri.split('?').next().unwrap_or("");
+        if gw.sessions.is_legacy_path(server, path) {
+            let key = crate::sessions::sticky::legacy_key(&ctx.upstream_uri);
+            match gw.sessions.owner(server, &key) {
+                Some(owner) if *owner == *me() => {}
+                Some(_) => return Err(Refusal::session_principal_mismatch()),
+                None => return Err(Refusal::session_unknown()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens a sealed session id (header) or legacy endpoint query: checks the
+/// binding to the principal and the server, and puts the upstream's own id
+/// and replica in the context. A token that does not open → 404. `true`
+/// when a legacy endpoint's sealed query was opened.
+fn unseal_session(gw: &Gateway, ctx: &mut RequestCtx, server: &str) -> Result<bool, Refusal> {
+    let Some(sealer) = ctx.rt.as_ref().and_then(|rt| rt.sealer.clone()) else {
+        return Ok(false);
+    };
+    let unknown = Refusal::session_unknown;
+    let owner = crate::sessions::sticky::owner_key(&ctx.principal);
+    let check = |p: &crate::sessions::seal::SealedSession| -> Result<Option<std::net::SocketAddr>, Refusal> {
+        if p.server != server {
+            return Err(unknown());
+        }
+        if p.owner != owner {
+            return Err(Refusal::session_principal_mismatch());
+        }
+        Ok(p.upstream.parse().ok())
+    };
+    if let Some(token) = ctx.session_id.clone() {
+        let p = gw.sessions.open(&sealer, &token).ok_or_else(unknown)?;
+        ctx.sealed_upstream = check(&p)?;
+        ctx.session_id = Some(p.session.clone());
+        ctx.session_sealed = true;
+    } else if ctx.exchange == ExchangeKind::Post {
+        // Legacy HTTP+SSE: the endpoint's query was sealed into `ws=`.
+        if let Some((path, query)) = ctx.upstream_uri.split_once('?') {
+            if let Some(token) = query.split('&').find_map(|kv| kv.strip_prefix("ws=")) {
+                let p = sealer.open(token).ok_or_else(unknown)?;
+                ctx.sealed_upstream = check(&p)?;
+                ctx.upstream_uri = format!("{path}?{}", p.session);
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The server's event id behind a `Last-Event-ID`, when it was sealed for
+/// this principal, server and session. Anyone else's is unknown: the
+/// request goes on without it, as a stream that resumes from nothing (the
+/// server never replays another principal's events).
+fn open_resume_id(
+    ctx: &RequestCtx,
+    req: &RequestHeader,
+    server: &str,
+) -> Result<Option<String>, Refusal> {
+    static LAST_EVENT_ID: http::HeaderName = http::HeaderName::from_static("last-event-id");
+    let mut all = req.headers.get_all(&LAST_EVENT_ID).iter();
+    let Some(first) = all.next() else {
+        return Ok(None);
+    };
+    if all.next().is_some() {
+        return Err(Refusal::bad_header("Last-Event-ID", "sent more than once"));
+    }
+    let (Some(rt), Ok(token)) = (ctx.rt.as_ref(), first.to_str()) else {
+        return Ok(None);
+    };
+    let owner = ctx.principal.owner_key();
+    Ok(rt.snap.handle_sealer.open(
+        warden_filters::handles::HandleKind::EventId,
+        token.trim(),
+        warden_filters::handles::Holder {
+            owner: &owner,
+            server,
+            session: ctx.session_id.as_deref(),
+            scope: "",
+        },
+    ))
+}
+
+/// A `Host` value's name: lower-cased, without port or trailing dot; an
+/// IPv6 literal without its brackets.
+fn host_name(h: &str) -> String {
+    let h = h.trim();
+    let name = match h.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => h.rsplit_once(':').map_or(h, |(n, _)| n),
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `localhost`, a name under `.localhost` (RFC 6761), or a loopback address.
+fn loopback_name(name: &str) -> bool {
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether the gateway serves `name` (see the `Host` check in [`admit`]).
+fn serves_host(snap: &warden_filters::Snapshot, loopback: bool, name: &str) -> bool {
+    (loopback && loopback_name(name))
+        || snap.config.allowed_hosts.contains(name)
+        || snap.routes.iter().any(|r| r.host.as_deref() == Some(name))
+}
+
+/// Whether a browser `Origin` is a page of one of the gateway's own names
+/// (`http(s)://name[:port]`, nothing more).
+fn own_origin(snap: &warden_filters::Snapshot, loopback: bool, origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+        return false;
+    }
+    serves_host(snap, loopback, &host_name(rest))
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::{host_name, loopback_name};
+
+    #[test]
+    fn host_names_are_read_without_port_case_or_brackets() {
+        assert_eq!(host_name("LocalHost:8080"), "localhost");
+        assert_eq!(host_name("[::1]:80"), "::1");
+        assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
+        assert_eq!(host_name("evil.example.:443"), "evil.example");
+        for n in [
+            "localhost",
+            "app.localhost",
+            "127.0.0.1",
+            "127.8.9.1",
+            "[::1]",
+            "[::1]:8080",
+        ] {
+            assert!(loopback_name(&host_name(n)), "{n}");
+        }
+        for n in [
+            "localhost.evil.example",
+            "evil.example",
+            "0.0.0.0",
+            "10.0.0.1",
+            "127.0.0.1.nip.io",
+            "",
+        ] {
+            assert!(!loopback_name(&host_name(n)), "{n}");
+        }
+    }
+}

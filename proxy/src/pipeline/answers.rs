@@ -1,0 +1,142 @@
+//! Writing the gateway's own answers: refusals, JSON-RPC answers, 202s.
+//! Every error the gateway produces goes through [`write_refusal`], so the
+//! body is always a JSON-RPC error carrying the request id.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora_proxy::Session;
+use warden_filters::Refusal;
+
+use crate::observability::metrics::metrics;
+
+pub const JSON: &str = "application/json";
+
+/// Writes `refusal` as the whole response. Closes the connection afterwards
+/// when the request body may be unread.
+pub async fn write_refusal(session: &mut Session, refusal: &Refusal) -> Result<()> {
+    metrics()
+        .refusals
+        .with_label_values(&[refusal.reason])
+        .inc();
+    let body = refusal.body();
+    let mut h = ResponseHeader::build(refusal.status, Some(4))?;
+    h.insert_header("content-type", JSON)?;
+    h.insert_header("content-length", body.len().to_string())?;
+    h.insert_header("cache-control", "no-store")?;
+    for (k, v) in &refusal.headers {
+        h.insert_header(*k, v.as_str())?;
+    }
+    if !session.is_body_done() {
+        if session.as_downstream().is_http2() {
+            // An h2 stream refused before its body arrived would be reset and
+            // the client would see a framing error instead of this answer:
+            // take in (and drop) a bounded amount of body first.
+            drain_body(session).await;
+        } else {
+            session.set_keepalive(None);
+        }
+    }
+    session.write_response_header(Box::new(h), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(())
+}
+
+/// Writes JSON-RPC answers the gateway produced itself (HTTP 200), or a bare
+/// 202 when there is nothing to answer.
+/// Writes the gateway's own answers. Under 2026-07-28 (`modern`) a lone
+/// `-32602` answer goes out with 400, as servers of that revision send their
+/// own invalid-params errors (an unknown resource, say): a hidden name and an
+/// unknown one must look alike.
+pub async fn write_answers(
+    session: &mut Session,
+    answers: &[serde_json::Value],
+    batch: bool,
+    modern: bool,
+) -> Result<u16> {
+    if answers.is_empty() {
+        let mut h = ResponseHeader::build(202, Some(1))?;
+        h.insert_header("content-length", "0")?;
+        session.write_response_header(Box::new(h), true).await?;
+        return Ok(202);
+    }
+    let body = answers_body(answers, batch);
+    let status = if modern
+        && !batch
+        && answers.len() == 1
+        && answers[0]["error"]["code"] == warden_filters::codes::INVALID_PARAMS
+    {
+        400
+    } else {
+        200
+    };
+    let mut h = ResponseHeader::build(status, Some(3))?;
+    h.insert_header("content-type", JSON)?;
+    h.insert_header("content-length", body.len().to_string())?;
+    session.write_response_header(Box::new(h), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(status)
+}
+
+pub fn answers_body(answers: &[serde_json::Value], batch: bool) -> Vec<u8> {
+    let v = if batch || answers.len() > 1 {
+        serde_json::Value::Array(answers.to_vec())
+    } else {
+        answers[0].clone()
+    };
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// Reads and discards up to 1 MiB of request body, for at most one second.
+/// The method and target (tool, prompt or resource) of a refused POST's
+/// single message, read from at most the body limit (1 MiB without a
+/// bundle) within one second, for the audit record only.
+pub async fn read_refused(
+    session: &mut Session,
+    ctx: &crate::pipeline::ctx::RequestCtx,
+) -> Option<(String, Option<String>)> {
+    if session.req_header().method != http::Method::POST || session.is_body_done() {
+        return None;
+    }
+    let (cap, limits) = match &ctx.rt {
+        Some(rt) => (rt.snap.config.limits.max_request_body, rt.snap.parse_limits),
+        None => (1 << 20, warden_filters::jsonrpc::ParseLimits::default()),
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut body = bytes::BytesMut::new();
+    while !session.is_body_done() {
+        match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => {
+                if body.len() + chunk.len() > cap {
+                    return None;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Ok(None)) => break,
+            _ => return None,
+        }
+    }
+    match warden_filters::jsonrpc::parse(&body, limits) {
+        Ok(warden_filters::jsonrpc::Parsed::Single(env)) => {
+            let target = warden_filters::mcp::judged_target(&env).map(str::to_owned);
+            Some((env.method?, target))
+        }
+        _ => None,
+    }
+}
+
+async fn drain_body(session: &mut Session) {
+    const CAP: usize = 1 << 20;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut seen = 0;
+    while !session.is_body_done() && seen <= CAP {
+        match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => seen += chunk.len(),
+            _ => break,
+        }
+    }
+}

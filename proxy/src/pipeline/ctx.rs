@@ -1,0 +1,347 @@
+//! Per-request state carried through Pingora's phases.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use warden_filters::{MessageRecord, Principal, Refusal, RequestPlan, SseDecoder};
+
+use crate::hub::runtime::Runtime;
+
+/// What kind of MCP exchange this HTTP request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    /// POST carrying JSON-RPC message(s).
+    Post,
+    /// GET: the server's event stream (Streamable HTTP) or a legacy `/sse` stream.
+    Get,
+    /// DELETE: end of a session.
+    Delete,
+}
+
+/// How the response body is being handled.
+pub enum ResponseMode {
+    /// Not decided yet (no response header seen).
+    Pending,
+    /// Forwarded untouched (errors, non-MCP content types).
+    Passthrough,
+    /// `application/json`: buffered up to the limit, judged, then forwarded.
+    /// The chunks are kept as they came: a reply read in one chunk and
+    /// passed unchanged leaves as the very bytes that arrived.
+    /// `ends` follows the chunks that are not the last, so a second JSON
+    /// value is refused when it begins, not when the server ends the body.
+    Json {
+        chunks: Vec<Bytes>,
+        len: usize,
+        ends: JsonEnds,
+    },
+    /// `text/event-stream`: decoded and judged event by event.
+    Sse { decoder: SseDecoder, injected: bool },
+    /// The upstream said 202 but the gateway has answers of its own to send.
+    AnswersOnly,
+    /// A body the gateway cannot judge (not a type MCP defines): dropped, and
+    /// replaced at the end by a JSON-RPC error when anything arrived.
+    /// `status`: what the server answered (the client may get another).
+    Withheld {
+        received: bool,
+        always: bool,
+        status: u16,
+    },
+    /// A session's end (a DELETE's 2xx): the status says it all and MCP
+    /// defines no body for it, so whatever body came is dropped.
+    Discarded,
+}
+
+/// A request this exchange forwarded, and whether its reply has come.
+#[derive(Debug, Clone)]
+pub struct PendingReply {
+    pub id: warden_filters::Id,
+    /// What the request asked (its reply is judged by it).
+    pub asked: crate::sessions::ledger::Asked,
+    pub answered: bool,
+}
+
+pub struct RequestCtx {
+    pub start: Instant,
+    pub request_id: u64,
+    /// The W3C trace id when no span is recorded (`trace` is `None`), set at
+    /// admission: the caller's `traceparent`'s, or a fresh one; the audit
+    /// record and an identity assertion name the same one.
+    pub trace_id: Option<Arc<str>>,
+    pub rt: Option<Arc<Runtime>>,
+    /// Index into `rt.snap.routes`.
+    pub route: Option<usize>,
+    pub server: Option<usize>,
+    pub exchange: ExchangeKind,
+    pub principal: std::sync::Arc<Principal>,
+    /// When the request arrived (the clock policy sees).
+    pub now: std::time::SystemTime,
+    pub source_ip: Option<std::net::IpAddr>,
+    /// The virtual server this request came through (a member route).
+    pub via: Option<String>,
+    /// The `x-warden-justification` header.
+    pub justification: Option<String>,
+    /// The control agent's answer for this request's held call.
+    pub approval: Option<crate::hub::approval_client::Claimed>,
+    /// An `initialize` whose client declared URL-mode elicitation.
+    pub url_elicitation: bool,
+    /// The upstream identity fetched for this call (header, value): see `outbound`.
+    pub outbound_auth: Option<(String, String)>,
+    /// Upstream path and query.
+    pub upstream_uri: String,
+    pub session_id: Option<String>,
+    /// The session id (or legacy query) came sealed: the upstream replica it
+    /// named, and the upstream's own id goes upstream instead of the token.
+    pub sealed_upstream: Option<std::net::SocketAddr>,
+    pub session_sealed: bool,
+    /// The server's own event id a `Last-Event-ID` resumes from, opened
+    /// for this principal, server and session (see `handles`).
+    pub resume_from: Option<String>,
+    /// A refused POST's message as far as it could be read: method and
+    /// target, for the audit record.
+    pub refused_message: Option<(String, Option<String>)>,
+    /// Set when spans are exported: this request's trace and Warden's span.
+    pub trace: Option<crate::observability::otel::TraceIds>,
+    pub protocol_version: Option<String>,
+    /// The exact bytes that were judged and will be forwarded.
+    pub body: Option<Bytes>,
+    pub body_len_in: usize,
+    pub plan: Option<RequestPlan>,
+    /// Set when the gateway answered by itself.
+    pub refusal: Option<Refusal>,
+    /// Status the gateway answered with itself (refusal, or answers-only).
+    pub local_status: Option<u16>,
+    pub tried: Vec<SocketAddr>,
+    pub chosen: Option<SocketAddr>,
+    pub upstream_status: Option<u16>,
+    pub upstream_error: Option<String>,
+    pub response: ResponseMode,
+    pub response_bytes: usize,
+    /// Server→client messages recorded on the response path.
+    pub response_records: Vec<MessageRecord>,
+    /// The method of the single request this exchange carries, for response context.
+    pub request_method: Option<String>,
+    /// The tool (prompt, resource) that single request named.
+    pub request_target: Option<String>,
+    pub counted_inflight: bool,
+    /// The requests this POST forwarded, by id (their replies are judged by them).
+    pub pending: Vec<PendingReply>,
+    /// Server messages that could not be judged and were not passed on.
+    pub unjudgeable: u32,
+    /// The session key of a GET stream (its `Mcp-Session-Id`, or the legacy
+    /// endpoint once its `endpoint` event was seen).
+    pub stream_session: Option<String>,
+    /// A legacy `endpoint` event was already passed on this stream.
+    pub endpoint_seen: bool,
+    /// The client speaks HTTP/2 to the gateway.
+    pub downstream_h2: bool,
+    /// The request's `Mcp-Param-*` headers: lower-cased name after the
+    /// prefix, decoded value.
+    pub params_in: Vec<(String, String)>,
+    /// When set, every `Mcp-Param-*` header is replaced by these (name after
+    /// the prefix, encoded value) on the way upstream.
+    pub params_out: Option<Vec<(String, String)>>,
+    /// When set, the `Mcp-Name` that goes upstream (the forwarded body's).
+    pub name_out: Option<String>,
+    /// What the client left out that Streamable HTTP requires (an `Accept`
+    /// naming both types, a session for a GET stream): named in the error
+    /// if the server then refuses the request.
+    pub missing: Option<&'static str>,
+    /// DLP's findings in the request's header values and URL (see
+    /// `metadata`), recorded with the exchange's first record.
+    pub metadata_findings: Vec<warden_filters::dlp::FindingNote>,
+    /// Client headers DLP withheld from the upstream.
+    pub withheld_headers: Vec<http::HeaderName>,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            start: Instant::now(),
+            request_id: 0,
+            trace_id: None,
+            via: None,
+            rt: None,
+            route: None,
+            server: None,
+            exchange: ExchangeKind::Post,
+            principal: Principal::shared_anonymous(),
+            now: std::time::SystemTime::now(),
+            source_ip: None,
+            justification: None,
+            approval: None,
+            url_elicitation: false,
+            outbound_auth: None,
+            upstream_uri: String::new(),
+            session_id: None,
+            sealed_upstream: None,
+            session_sealed: false,
+            resume_from: None,
+            refused_message: None,
+            trace: None,
+            protocol_version: None,
+            body: None,
+            body_len_in: 0,
+            plan: None,
+            refusal: None,
+            local_status: None,
+            tried: Vec::new(),
+            chosen: None,
+            upstream_status: None,
+            upstream_error: None,
+            response: ResponseMode::Pending,
+            response_bytes: 0,
+            response_records: Vec::new(),
+            request_method: None,
+            request_target: None,
+            counted_inflight: false,
+            pending: Vec::new(),
+            unjudgeable: 0,
+            stream_session: None,
+            endpoint_seen: false,
+            downstream_h2: false,
+            params_in: Vec::new(),
+            params_out: None,
+            name_out: None,
+            missing: None,
+            metadata_findings: Vec::new(),
+            withheld_headers: Vec::new(),
+        }
+    }
+
+    /// The runtime and server of a routed exchange (both are set together
+    /// at admission; an exchange refused before routing has neither).
+    pub fn routed(&self) -> Option<(Arc<Runtime>, usize)> {
+        Some((self.rt.clone()?, self.server?))
+    }
+
+    pub fn server_name(&self) -> &str {
+        match (&self.rt, self.server) {
+            (Some(rt), Some(i)) => &rt.snap.config.servers[i].name,
+            _ => "-",
+        }
+    }
+
+    pub fn group_name(&self) -> &str {
+        match (&self.rt, self.server) {
+            (Some(rt), Some(i)) => &rt.snap.config.servers[i].group,
+            _ => "-",
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RequestCtx {
+    /// The exchange this request's messages are judged in, both ways: who,
+    /// where, when. `keep_arguments` and `global` concern requests only.
+    pub fn exchange<'a>(
+        &'a self,
+        server: &'a warden_config::model::Server,
+        keep_arguments: bool,
+        global: Option<&'a warden_filters::quota::GlobalVerdicts>,
+    ) -> warden_filters::Exchange<'a> {
+        warden_filters::Exchange {
+            principal: &self.principal,
+            server: &server.name,
+            group: &server.group,
+            via: self.via.as_deref(),
+            session_id: self.session_id.as_deref(),
+            protocol_version: self.protocol_version.as_deref(),
+            source_ip: self.source_ip,
+            now: self.now,
+            justification: self.justification.as_deref(),
+            keep_arguments,
+            global,
+        }
+    }
+
+    /// The upstream replica that holds this request's session: named in a
+    /// sealed session id, or remembered by this process.
+    pub fn replica(
+        &self,
+        sessions: &crate::sessions::sticky::Sessions,
+        server: &str,
+    ) -> Option<std::net::SocketAddr> {
+        self.sealed_upstream.or_else(|| {
+            self.session_key()
+                .and_then(|k| sessions.replica(server, &k))
+        })
+    }
+
+    /// The key this request's session is known by: its `Mcp-Session-Id`, or
+    /// for a legacy HTTP+SSE POST the endpoint (path and query) it targets.
+    pub fn session_key(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match &self.session_id {
+            Some(sid) => Some(std::borrow::Cow::Borrowed(sid)),
+            None if self.exchange == ExchangeKind::Post && self.upstream_uri.contains('?') => Some(
+                std::borrow::Cow::Owned(crate::sessions::sticky::legacy_key(&self.upstream_uri)),
+            ),
+            None => None,
+        }
+    }
+}
+
+impl RequestCtx {
+    /// The call's W3C trace id (hex), whether or not spans are recorded.
+    pub fn trace_hex(&self) -> Option<String> {
+        match &self.trace {
+            Some(t) => Some(t.trace_hex()),
+            None => self.trace_id.as_deref().map(str::to_owned),
+        }
+    }
+}
+
+/// Where JSON text fed chunk by chunk stands: whether its first top-level
+/// value has ended and another begun. Strings and escapes are followed, so
+/// a brace inside a string is no structure.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JsonEnds {
+    depth: u32,
+    in_str: bool,
+    escaped: bool,
+    /// Inside a top-level scalar (`true`, a number).
+    scalar: bool,
+    ended: bool,
+}
+
+impl JsonEnds {
+    /// Feeds `b`; true once a second top-level value begins.
+    pub fn second_begins(&mut self, b: &[u8]) -> bool {
+        for &c in b {
+            if self.in_str {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == b'\\' {
+                    self.escaped = true;
+                } else if c == b'"' {
+                    self.in_str = false;
+                    self.ended |= self.depth == 0;
+                }
+                continue;
+            }
+            match c {
+                b' ' | b'\t' | b'\n' | b'\r' => {
+                    if self.scalar {
+                        self.scalar = false;
+                        self.ended = true;
+                    }
+                }
+                _ if self.ended => return true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    self.ended |= self.depth == 0;
+                }
+                b'"' => self.in_str = true,
+                _ => self.scalar |= self.depth == 0,
+            }
+        }
+        false
+    }
+}

@@ -1,0 +1,593 @@
+//! Forwarding: one place for reaching an upstream, for every method. Which
+//! replica (`next_replica`: the session's if healthy, else the next healthy
+//! one not tried), when another may be tried (`may_retry`: only while the
+//! request has reached none), and what a failure becomes on the wire
+//! (`refusal_for`). GET and DELETE go through Pingora's proxy loop, which
+//! calls these from `upstream_peer`, `fail_to_connect` and `fail_to_proxy`.
+//!
+//! A judged POST body is sent by the gateway itself (`forward_judged`):
+//! exactly the bytes the filters passed, over Pingora's upstream connector
+//! (pooled, health-checked, TLS as configured), and the response relayed
+//! through the same response path (`response::on_header`,
+//! `response::on_body`) as proxied requests.
+//!
+//! Owning the exchange lets a JSON reply that must be judged be read whole
+//! *before* the response header is written: the client gets the judged body
+//! with its exact Content-Length in one write (no chunked re-framing, no
+//! separate header and terminator packets), and an upstream failure while the
+//! body is read still gets a JSON-RPC error instead of a cut connection.
+//! SSE replies and replies nobody inspects stream through as they arrive.
+
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::upstreams::peer::HttpPeer;
+use pingora_core::connectors::http::Connector;
+use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::protocols::http::v1::client::HttpSession as Http1Session;
+use pingora_core::protocols::Stream;
+use pingora_core::upstreams::peer::Peer;
+use pingora_proxy::Session;
+use warden_filters::Refusal;
+
+use std::net::SocketAddr;
+
+use pingora::proxy::FailToProxy;
+
+use crate::hub::state::Gateway;
+use crate::observability::metrics::metrics;
+use crate::pipeline::answers::write_refusal;
+use crate::pipeline::ctx::{ExchangeKind, RequestCtx, ResponseMode};
+use crate::pipeline::response;
+use crate::upstreams::pool::UpstreamPool;
+use crate::upstreams::upstream::{peer, Rewrite};
+
+/// How judged POST bodies reach upstreams: Pingora's connector makes
+/// connections (TCP, TLS, HTTP/2 as the peer says) and keeps HTTP/2
+/// sessions; idle HTTP/1.1 connections wait in the gateway's own pool
+/// ([`UpstreamPool`]) between calls.
+pub struct Upstreams {
+    pub connector: Connector,
+    pub pool: UpstreamPool,
+}
+
+impl Upstreams {
+    pub fn new() -> Self {
+        Upstreams {
+            connector: Connector::new(None),
+            pool: UpstreamPool::default(),
+        }
+    }
+
+    /// A connection to `p`: an idle HTTP/1.1 one if the pool has one
+    /// (`true`: reused), else what the connector gives.
+    async fn connect(&self, p: &HttpPeer) -> Result<(Leg, bool)> {
+        if let Some(stream) = self.pool.take(p.reuse_hash()) {
+            return Ok((Leg::H1(stream), true));
+        }
+        // Boxed: the connector's future is about 9 KB, and inline it would
+        // make every call's future (copied whole into its box per request)
+        // that much larger for a path the pool makes rare.
+        let (up, reused) = Box::pin(self.connector.get_http_session(p)).await?;
+        Ok((Leg::of(up), reused))
+    }
+
+    /// Gives back the connection of a finished exchange: kept for the
+    /// next call when the exchange allows it, closed otherwise.
+    async fn release(&self, up: HttpSession, p: &HttpPeer, idle: std::time::Duration) {
+        match up {
+            HttpSession::H1(mut h1) => {
+                h1.respect_keepalive();
+                if let Some(stream) = h1.reuse().await {
+                    self.pool.put(p.reuse_hash(), stream, idle);
+                }
+            }
+            // Boxed for the same reason as the connector in `connect`.
+            other => Box::pin(self.connector.release_http_session(other, p, Some(idle))).await,
+        }
+    }
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Upstreams::new()
+    }
+}
+
+/// A connection about to carry a request: an HTTP/1.1 stream the gateway
+/// writes itself, or a session of another protocol.
+enum Leg {
+    H1(Stream),
+    /// HTTP/2 (boxed: rare, and far larger than a stream).
+    Other(Box<HttpSession>),
+}
+
+impl Leg {
+    fn of(up: HttpSession) -> Leg {
+        match up {
+            HttpSession::H1(h1) => Leg::H1(h1.into_inner()),
+            other => Leg::Other(Box::new(other)),
+        }
+    }
+}
+
+/// Picks the next replica for this request: the session's if it is healthy
+/// and not tried yet, otherwise the next healthy one not tried. Records it
+/// as tried and chosen.
+pub fn next_replica(gw: &Gateway, ctx: &mut RequestCtx) -> Option<(SocketAddr, HttpPeer)> {
+    let (rt, server) = (ctx.rt.clone()?, ctx.server?);
+    let s = &rt.snap.config.servers[server];
+    let sticky = ctx.replica(&gw.sessions, &s.name);
+    let addr = rt.select(server, sticky, &ctx.tried)?;
+    ctx.tried.push(addr);
+    ctx.chosen = Some(addr);
+    // A GET is the server's event stream: it may stay silent for long.
+    Some((addr, peer(s, addr, ctx.exchange == ExchangeKind::Get)))
+}
+
+/// The retry rule, the same for every method: a request that reached no
+/// replica (its connection failed) may go to one not tried yet. Once written,
+/// a request is never sent again (a tool call may not be idempotent).
+pub fn may_retry(ctx: &RequestCtx) -> bool {
+    let total = ctx
+        .rt
+        .as_ref()
+        .zip(ctx.server)
+        .map_or(0, |(rt, s)| rt.snap.config.servers[s].upstreams.len());
+    ctx.tried.len() < total
+}
+
+/// A connection to the chosen replica failed (Pingora's proxy loop).
+pub fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    metrics()
+        .upstream_errors
+        .with_label_values(&[ctx.server_name(), "connect"])
+        .inc();
+    if let (Some(rt), Some(s), Some(addr)) = (&ctx.rt, ctx.server, ctx.chosen) {
+        rt.outliers[s].record(&rt.snap.config.servers[s].name, addr, false);
+    }
+    if may_retry(ctx) {
+        e.set_retry(true);
+    }
+    e
+}
+
+/// Proxying failed (Pingora's proxy loop): the client gets the JSON-RPC
+/// error `refusal_for` maps it to, if the response has not started.
+pub async fn proxy_failed(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    let server = ctx.server_name().to_owned();
+    ctx.upstream_error = Some(e.to_string());
+    let mut code = 0;
+    if let Some(r) = refusal_for(e, &server) {
+        let r = counted(ctx, r);
+        // Once the response has started, the only honest signal left is to cut it.
+        if session.response_written().is_none() && write_refusal(session, &r).await.is_ok() {
+            code = r.status;
+        }
+        ctx.refusal = Some(r);
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
+    }
+}
+
+/// Sends a judged POST body and relays the reply (see [`forward`]); a
+/// failure is counted and answered with the request's id.
+pub async fn forward_judged(
+    gw: &Gateway,
+    ups: &Upstreams,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    body: Bytes,
+) -> Result<u16, Refusal> {
+    forward(gw, ups, session, ctx, body)
+        .await
+        .map_err(|r| counted(ctx, r))
+}
+
+/// An upstream failure as the client gets it: counted by reason, and
+/// carrying the id of the request it answers (a single request only).
+fn counted(ctx: &RequestCtx, mut r: Refusal) -> Refusal {
+    metrics()
+        .upstream_errors
+        .with_label_values(&[ctx.server_name(), r.reason])
+        .inc();
+    if let Some(p) = ctx.plan.as_ref().filter(|p| !p.batch) {
+        r.id = p.records.first().and_then(|rec| rec.id.clone());
+    }
+    r
+}
+
+/// How long a streamed reply's header waits for the first chunk of its body
+/// so that both leave in one write.
+const HEADER_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+/// The most a streamed reply holds back while its header waits.
+const HELD_MAX: usize = 64 * 1024;
+
+/// Sends `body` upstream and relays the response. Returns the status written.
+async fn forward(
+    gw: &Gateway,
+    ups: &Upstreams,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    body: Bytes,
+) -> Result<u16, Refusal> {
+    let Some((rt, server)) = ctx.routed() else {
+        return Err(Refusal::internal("no route"));
+    };
+    let s = &rt.snap.config.servers[server];
+    let (up, p, addr, reused) = loop {
+        let Some((addr, p)) = next_replica(gw, ctx) else {
+            return Err(Refusal::upstream_unavailable(&s.name, "no healthy replica"));
+        };
+        match ups.connect(&p).await {
+            Ok((up, reused)) => break (up, p, addr, reused),
+            Err(e) => {
+                metrics()
+                    .upstream_errors
+                    .with_label_values(&[&s.name, "connect"])
+                    .inc();
+                rt.outliers[server].record(&s.name, addr, false);
+                if matches!(e.etype(), ErrorType::ConnectTimedout) && !may_retry(ctx) {
+                    return Err(Refusal::upstream_timeout(&s.name));
+                }
+            }
+        }
+    };
+    let rewrite = Rewrite::new(&rt, ctx, s, addr, Some(body.len()))
+        .map_err(|e| Refusal::internal(&e.to_string()))?;
+    let req = session.req_header();
+    let unavailable = |e: Box<Error>| match e.etype() {
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Refusal::upstream_timeout(&s.name),
+        _ => Refusal::upstream_unavailable(&s.name, &e.etype().as_str().to_ascii_lowercase()),
+    };
+    let mut p = p;
+    let mut sent = write(up, &p, &rewrite, req, &body).await;
+    if sent.is_err() && reused {
+        // A pooled connection the server closed while idle fails while the
+        // request is written: the server cannot have acted on a request it
+        // did not receive whole (Content-Length framing), so it is sent once
+        // more on a fresh connection. Once written, a call is never repeated
+        // (a tool call may not be idempotent): later failures are answered.
+        let fresh = peer(s, addr, false);
+        match Box::pin(ups.connector.get_http_session(&fresh)).await {
+            Ok((u, _)) => {
+                p = fresh;
+                sent = write(Leg::of(u), &p, &rewrite, req, &body).await;
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
+    }
+    let mut up = sent.map_err(unavailable)?;
+    read_head(&mut up).await.map_err(unavailable)?;
+    let mut resp = up
+        .response_header()
+        .cloned()
+        .ok_or_else(|| Refusal::upstream_unavailable(&s.name, "no response header"))?;
+    let refuse = |e: Box<Error>| refusal_for(&e, &s.name).unwrap_or_else(|| unavailable(e));
+    response::on_header(gw, ctx, &mut resp).map_err(refuse)?;
+    resp.remove_header(&http::header::CONNECTION);
+    let status = resp.status.as_u16();
+
+    if matches!(
+        ctx.response,
+        ResponseMode::Json { .. } | ResponseMode::AnswersOnly | ResponseMode::Withheld { .. }
+    ) {
+        // Judged whole: read it all, then answer with the exact length.
+        let out = loop {
+            let chunk = up.read_response_body().await.map_err(unavailable)?;
+            let eos = chunk.is_none() || up.response_done();
+            let mut b = chunk;
+            response::on_body(gw, ctx, &mut b, eos).map_err(refuse)?;
+            if eos {
+                break b.unwrap_or_default();
+            }
+        };
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
+        resp.insert_header(http::header::CONTENT_LENGTH, out.len())
+            .map_err(|e| Refusal::internal(&e.to_string()))?;
+        if session
+            .write_response_header(Box::new(resp), false)
+            .await
+            .is_ok()
+        {
+            let _ = session.write_response_body(Some(out), true).await;
+        }
+        // Kept only if the exchange completed.
+        ups.release(up, &p, s.timeouts.idle).await;
+        return Ok(status);
+    }
+
+    if matches!(ctx.response, ResponseMode::Sse { .. }) {
+        // A stream may rest between events for as long as streams may idle.
+        up.set_read_timeout(Some(s.timeouts.stream_idle));
+    }
+    // 204 and 304 carry no body and may name no framing for one.
+    let bodiless = matches!(status, 204 | 304);
+    if session.as_downstream().is_http2() || bodiless {
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
+    } else if !resp.headers.contains_key(http::header::CONTENT_LENGTH) {
+        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")
+            .map_err(|e| Refusal::internal(&e.to_string()))?;
+    }
+    // A stream that ends within HEADER_WAIT (a reply that is one event, the
+    // common case) leaves in one write with its exact length. A longer one
+    // gets its header and what was judged so far when the wait is over, then
+    // each chunk as it is judged.
+    let mut head = Some(resp);
+    let mut held = bytes::BytesMut::new();
+    let deadline = tokio::time::Instant::now() + HEADER_WAIT;
+    let wait = tokio::time::sleep_until(deadline);
+    tokio::pin!(wait);
+    loop {
+        // A client that hangs up ends the upstream stream too (a quiet
+        // `subscriptions/listen` stream would otherwise stay open upstream
+        // until its next event): dropping `up` closes that connection.
+        let read = {
+            let next = up.read_response_body();
+            tokio::pin!(next);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut wait, if head.is_some() => {
+                        // From here on the response has started: failures can only cut it.
+                        if !start_stream(session, &mut head, &mut held).await {
+                            break None;
+                        }
+                    }
+                    r = &mut next => break Some(r),
+                    _ = session.as_downstream_mut().read_body_or_idle(true) => break None,
+                }
+            }
+        };
+        let Some(read) = read else {
+            ctx.upstream_error = Some("client closed the stream".into());
+            session.set_keepalive(None);
+            return Ok(status);
+        };
+        let judged = match read {
+            Ok(chunk) => {
+                let eos = chunk.is_none() || up.response_done();
+                let mut b = chunk;
+                response::on_body(gw, ctx, &mut b, eos).map(|()| (b, eos))
+            }
+            // A failed read is the upstream's failure, however the
+            // connection layer tagged it.
+            Err(e) => Err(e.into_up()),
+        };
+        let (b, eos) = match judged {
+            Ok(x) => x,
+            Err(e) if head.is_some() => {
+                // Nothing has left yet: the client gets a JSON-RPC error
+                // for its request instead of a stream that just ends.
+                return Err(refuse(e));
+            }
+            Err(e) => {
+                ctx.upstream_error = Some(e.to_string());
+                session.set_keepalive(None);
+                return Ok(status);
+            }
+        };
+        if let Some(h) = head.as_mut() {
+            if let Some(b) = b {
+                held.extend_from_slice(&b);
+            }
+            if !eos {
+                // Held back no longer than the wait, and no more than one
+                // window of bytes, however fast the upstream sends.
+                let due = held.len() >= HELD_MAX || tokio::time::Instant::now() >= deadline;
+                if due && !start_stream(session, &mut head, &mut held).await {
+                    ctx.upstream_error = Some("client closed the stream".into());
+                    session.set_keepalive(None);
+                    return Ok(status);
+                }
+                continue;
+            }
+            // The whole stream within the wait: one write, exact length.
+            h.remove_header(&http::header::TRANSFER_ENCODING);
+            if !bodiless {
+                h.insert_header(http::header::CONTENT_LENGTH, held.len())
+                    .map_err(|e| Refusal::internal(&e.to_string()))?;
+            }
+            let h = head.take().map(Box::new);
+            if let Some(h) = h {
+                if session.write_response_header(h, false).await.is_ok() {
+                    let _ = session
+                        .write_response_body(Some(held.split().freeze()), true)
+                        .await;
+                }
+            }
+            break;
+        }
+        if session.write_response_body(b, eos).await.is_err() || eos {
+            break;
+        }
+    }
+    ups.release(up, &p, s.timeouts.idle).await;
+    Ok(status)
+}
+
+/// Writes the pending header of a streamed reply and what was judged while
+/// it waited. `false`: the client is gone.
+async fn start_stream(
+    session: &mut Session,
+    head: &mut Option<pingora::http::ResponseHeader>,
+    held: &mut bytes::BytesMut,
+) -> bool {
+    let Some(h) = head.take() else {
+        return true;
+    };
+    if session
+        .write_response_header(Box::new(h), false)
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    held.is_empty()
+        || session
+            .write_response_body(Some(held.split().freeze()), false)
+            .await
+            .is_ok()
+}
+
+/// Writes the client's request `req` as `rewrite` makes it, with the
+/// judged body. Over HTTP/1.1 head and body leave in one write, so the
+/// server is woken once per call (Pingora's session flushes the header on
+/// its own, one more packet and wake-up), and the head is written straight
+/// from the client's header, which is never copied.
+async fn write(
+    up: Leg,
+    p: &HttpPeer,
+    rewrite: &Rewrite<'_>,
+    req: &pingora::http::RequestHeader,
+    body: &Bytes,
+) -> Result<HttpSession> {
+    use tokio::io::AsyncWriteExt;
+    match up {
+        Leg::H1(mut stream) => {
+            let mut wire = bytes::BytesMut::with_capacity(1024 + body.len());
+            rewrite.h1_head(req, &mut wire);
+            wire.extend_from_slice(body);
+            let io = async {
+                stream.write_all(&wire).await?;
+                stream.flush().await
+            };
+            let done = match p.options.write_timeout {
+                Some(t) => tokio::time::timeout(t, io)
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+                None => io.await,
+            };
+            done.map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut => {
+                    Error::because(ErrorType::WriteTimedout, "writing the request", e)
+                }
+                _ => Error::because(ErrorType::WriteError, "writing the request", e),
+            })?;
+            let mut up = HttpSession::H1(Http1Session::new_with_options(stream, p));
+            set_timeouts(&mut up, p);
+            Ok(up)
+        }
+        Leg::Other(up) => {
+            let mut up = *up;
+            set_timeouts(&mut up, p);
+            let mut req = req.clone();
+            // The downstream may be HTTP/2; Pingora's h2 leg takes the
+            // header as HTTP/1.1 and converts it.
+            req.set_version(http::Version::HTTP_11);
+            rewrite.apply(&mut req)?;
+            up.write_request_header(Box::new(req)).await?;
+            up.write_request_body(body.clone(), true).await?;
+            up.finish_request_body().await?;
+            Ok(up)
+        }
+    }
+}
+
+/// Reads up to the final (non-1xx) response header.
+async fn read_head(up: &mut HttpSession) -> Result<()> {
+    loop {
+        up.read_response_header().await?;
+        if up
+            .response_header()
+            .is_none_or(|h| !h.status.is_informational())
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// The answer to a reply the gateway withheld (502, -31003).
+fn reply_refused(r: crate::pipeline::response::ReplyRefusal, server: &str) -> Refusal {
+    use crate::pipeline::response::ReplyRefusal as R;
+    match r {
+        R::Compressed => Refusal::upstream_protocol(
+            "upstream_compressed",
+            format!("MCP server `{server}` sent a compressed response; Warden cannot inspect it"),
+        ),
+        R::TooLarge => Refusal::upstream_protocol(
+            "upstream_response_too_large",
+            format!("MCP server `{server}` sent a response larger than limits.max_response_body"),
+        ),
+        R::ProtocolSwitch
+        | R::DuplicateSessionHeader
+        | R::BadSessionHeader
+        | R::UnsupportedCharset
+        | R::DuplicateContentType
+        | R::SeveralJsonValues
+        | R::BadSse
+        | R::EndpointRefused
+        | R::EndpointOutsidePrefix => Refusal::upstream_protocol(
+            r.code(),
+            format!(
+                "MCP server `{server}` sent a reply Warden cannot judge ({}); it was withheld",
+                r.code().replace('_', " ")
+            ),
+        ),
+    }
+}
+
+fn set_timeouts(up: &mut HttpSession, p: &pingora::upstreams::peer::HttpPeer) {
+    up.set_read_timeout(p.options.read_timeout);
+    up.set_write_timeout(p.options.write_timeout);
+}
+
+/// The answer for an error raised while talking to the upstream (`None`: the
+/// downstream went away, nobody is left to answer).
+pub fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
+    if let Some(r) = crate::pipeline::response::ReplyRefusal::of(e) {
+        return Some(reply_refused(r, server));
+    }
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            Some(Refusal::upstream_timeout(server))
+        }
+        ErrorType::Custom("no_healthy_upstream") => {
+            Some(Refusal::upstream_unavailable(server, "no healthy replica"))
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => Some(Refusal::upstream_unavailable(
+                server,
+                &e.etype().as_str().to_ascii_lowercase(),
+            )),
+            ErrorSource::Downstream => None,
+            ErrorSource::Internal | ErrorSource::Unset => {
+                Some(Refusal::internal(e.etype().as_str()))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::response::ReplyRefusal;
+
+    /// Every withheld reply is answered as the server's fault (502,
+    /// -31003) naming its reason, wherever Pingora wraps the error; none
+    /// falls through to a 500.
+    #[test]
+    fn every_reply_refusal_has_its_answer() {
+        for r in ReplyRefusal::ALL {
+            let raise = || r.raise::<()>("srv", "why").expect_err("raised");
+            let once = Error::because(ErrorType::HTTPStatus(502), "wrapped", raise());
+            let twice = Error::because(
+                ErrorType::InternalError,
+                "outer",
+                Error::because(ErrorType::HTTPStatus(502), "wrapped", raise()),
+            );
+            for e in [raise(), once, twice] {
+                let answer = refusal_for(&e, "srv").expect("an answer");
+                assert_eq!(answer.status, 502, "{r:?}");
+                assert!(
+                    answer
+                        .reason
+                        .contains(r.code().trim_end_matches("_response")),
+                    "{r:?}: {}",
+                    answer.reason
+                );
+            }
+        }
+    }
+}

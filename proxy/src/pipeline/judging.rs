@@ -1,0 +1,514 @@
+//! Judging a request: its body read whole (bounded in size, time and rate,
+//! without Pingora's retry buffer), parsed once, checked against its headers
+//! (`Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`), global quota units reserved,
+//! and every message put through the filter chain (`plan_request`). The
+//! result is either the exact bytes to forward or the gateway's own answer.
+
+use bytes::Bytes;
+use pingora_proxy::Session;
+use warden_filters::version::ProtocolVersion;
+use warden_filters::{mcp, parse, plan_request, Forward, Parsed, Refusal};
+
+use crate::hub::state::Gateway;
+use crate::pipeline::answers::write_answers;
+use crate::pipeline::body::read_whole;
+use crate::pipeline::ctx::RequestCtx;
+use crate::pipeline::headers::{header_str, utf8_media};
+
+/// What judging decided.
+pub enum Judged {
+    /// Forward these bytes (exactly what the filters passed).
+    Forward(Bytes),
+    /// The gateway answered every message itself; the status it used.
+    Answered(u16),
+}
+
+/// Reads, parses and judges the body of an admitted POST.
+pub async fn judge(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<Judged, Refusal> {
+    let Some((rt, server_ix)) = ctx.routed() else {
+        return Err(Refusal::internal("judging a request that was not admitted"));
+    };
+    let cfg = &rt.snap.config;
+    let server = &cfg.servers[server_ix];
+    let req = session.req_header();
+    let ct = header_str(req, "content-type").unwrap_or("");
+    // Two labels are two readings: a server may take either.
+    let labels = req
+        .headers
+        .get_all(http::header::CONTENT_TYPE)
+        .iter()
+        .count();
+    if labels > 1 || !utf8_media(ct.as_bytes(), "application/json") {
+        return Err(Refusal::unsupported_media());
+    }
+    let method_hdr = req
+        .headers
+        .get(mcp::H_METHOD)
+        .map(|v| v.as_bytes().to_vec());
+    let name_hdr = req.headers.get(mcp::H_NAME).map(|v| v.as_bytes().to_vec());
+
+    let body = read_whole(
+        session,
+        cfg.limits.max_request_body,
+        cfg.timeouts.request_body,
+        cfg.limits.min_request_body_rate,
+    )
+    .await?;
+    ctx.body_len_in = body.len();
+    let mut decls: Vec<mcp::ParamDecl> = Vec::new();
+    // The arguments the mirrored headers were checked against (read once).
+    let mut checked_args: Option<serde_json::Value> = None;
+    // A `tools/call` whose tool's declarations are unknown here (see below).
+    let mut unchecked = false;
+    let parsed = parse(&body, rt.snap.parse_limits).map_err(|(id, e)| Refusal::parse(id, e))?;
+    // Fail closed: no new call while the audit trail cannot record it.
+    gw.audit.admit().map_err(|r| match &parsed {
+        Parsed::Single(env) => r.with_id(env.id.clone()),
+        Parsed::Batch(_) => r,
+    })?;
+    // The upstream identity (a token exchange, say), before anything is
+    // spent on the call: a failure costs no quota and no approval.
+    crate::identity::outbound::prepare(&gw.tokens, session, ctx)
+        .await
+        .map_err(|r| match &parsed {
+            Parsed::Single(env) => r.with_id(env.id.clone()),
+            Parsed::Batch(_) => r,
+        })?;
+    match &parsed {
+        Parsed::Single(env) => {
+            mcp::check_headers(method_hdr.as_deref(), name_hdr.as_deref(), env)?;
+            let modern = method_hdr.is_some()
+                || ProtocolVersion::at_least(
+                    ctx.protocol_version.as_deref(),
+                    ProtocolVersion::V2026_07_28,
+                );
+            (decls, checked_args, unchecked) =
+                check_params(gw, ctx, env, &body, &server.name, modern)?;
+            ctx.request_method = env.method.clone();
+            ctx.request_target = mcp::judged_target(env).map(str::to_owned);
+            if env.method.as_deref() == Some("initialize") {
+                let msg = warden_filters::Message::new(env, &body[env.span.clone()]);
+                ctx.url_elicitation = msg
+                    .value()
+                    .and_then(|v| v.pointer("/params/capabilities/elicitation/url"))
+                    .is_some_and(serde_json::Value::is_object);
+            }
+        }
+        Parsed::Batch(_)
+            if method_hdr.is_some() || name_hdr.is_some() || !ctx.params_in.is_empty() =>
+        {
+            return Err(Refusal::header_mismatch(
+                None,
+                "Mcp-Method/Mcp-Name/Mcp-Param-* headers cannot accompany a batch".into(),
+            ));
+        }
+        Parsed::Batch(_) if !mcp::batches_allowed(ctx.protocol_version.as_deref()) => {
+            return Err(Refusal::invalid_request(
+                "batch_not_allowed",
+                "this protocol version has no JSON-RPC batches",
+            ));
+        }
+        Parsed::Batch(_) => {}
+    }
+    // A call whose tool's declarations are unknown here (no `tools/list`
+    // seen since start, or one another replica saw, or a definition
+    // refused): its `Mcp-Param-*` headers cannot be checked against the
+    // arguments, so none goes upstream (a server that needs them answers
+    // for itself; what it reads is never a value policy did not judge).
+    // Judged by DLP either way: a secret in a header is refused, not just
+    // left behind.
+    let mut kept_params = undeclared_params(ctx, &decls, &rt.snap)?;
+    if unchecked {
+        kept_params.clear();
+    }
+    // A client response answers a server→client request the gateway let
+    // through on this session, once; anything else is refused.
+    let responses: Vec<&warden_filters::Envelope> = match &parsed {
+        Parsed::Single(env) => vec![env],
+        Parsed::Batch(items) => items.iter().filter_map(|i| i.as_ref().ok()).collect(),
+    }
+    .into_iter()
+    .filter(|e| e.kind == warden_filters::Kind::Response)
+    .collect();
+    if !responses.is_empty() {
+        let (owner, session) = crate::pipeline::scope::ledger_keys(ctx);
+        let scope = crate::sessions::ledger::Scope {
+            server: &server.name,
+            owner: &owner,
+            session: &session,
+        };
+        for env in responses {
+            let settled = env
+                .id
+                .as_ref()
+                .is_some_and(|id| gw.ledger.settle(&scope, id));
+            if !settled {
+                return Err(Refusal::invalid_request(
+                    "unsolicited_response",
+                    "a response to no request the server sent on this session",
+                )
+                .with_id(match &parsed {
+                    Parsed::Single(e) => e.id.clone(),
+                    Parsed::Batch(_) => None,
+                }));
+            }
+        }
+    }
+    // Global quotas: reserve their units in the shared store first (this
+    // waits on Redis only when this replica's lease for a key is empty).
+    // The arguments' text is kept for the audit record only where it is
+    // written: raw with `include_arguments`, else for calls of a tool whose
+    // tier is logged in full (a batch keeps it, and recording decides).
+    let keep_arguments = cfg.audit.include_arguments
+        || (!cfg.audit.log_io.is_empty()
+            && match &parsed {
+                Parsed::Single(env) => {
+                    env.method.as_deref() == Some("tools/call")
+                        && env
+                            .name
+                            .as_deref()
+                            .is_some_and(|t| crate::pipeline::recording::logs_io(&rt, server_ix, t))
+                }
+                Parsed::Batch(_) => true,
+            });
+    let mut global = warden_filters::quota::GlobalVerdicts::new();
+    let demands = {
+        let fctx = ctx.exchange(server, keep_arguments, None);
+        warden_filters::quota::global_demands(&cfg.quotas, &cfg.catalog, &parsed, &fctx)
+    };
+    // A virtual server's own leg spends nothing: its member's leg does.
+    if !demands.is_empty() && server.composed.is_none() {
+        let store = rt.quota_store.clone();
+        for d in demands {
+            let v = match &store {
+                Some(s) => s.reserve(&d, ctx.now).await,
+                None => warden_filters::quota::GlobalVerdict::Unavailable,
+            };
+            global.insert(d.key, v);
+        }
+    }
+    let mut plan = {
+        let fctx = ctx.exchange(
+            server,
+            keep_arguments,
+            Some(&global).filter(|g| !g.is_empty()),
+        );
+        plan_request(&body, &parsed, rt.snap.chain_for(server), &fctx)
+    };
+    if plan.held.is_some() {
+        settle_held(gw, &rt, server, ctx, &mut plan).await;
+    }
+    // Replies are judged by the request they answer.
+    ctx.pending = plan
+        .records
+        .iter()
+        .filter(|r| {
+            r.kind == Some(warden_filters::Kind::Request)
+                && matches!(
+                    r.outcome,
+                    warden_filters::Outcome::Forwarded | warden_filters::Outcome::Mutated { .. }
+                )
+        })
+        .filter_map(|r| {
+            Some(crate::pipeline::ctx::PendingReply {
+                id: r.id.clone()?,
+                asked: crate::sessions::ledger::Asked {
+                    method: r.method.clone()?,
+                    target: r.target.clone(),
+                    args_digest: r.args_digest.clone(),
+                    task: r.task.clone(),
+                },
+                answered: false,
+            })
+        })
+        .collect();
+    // In a session an id names one request: a reused one would relabel the
+    // replies the ledger matches on other exchanges (a replay, a legacy
+    // GET stream) and have them judged as another request's.
+    if !ctx.pending.is_empty() && ctx.session_key().is_some() {
+        let (owner, session) = crate::pipeline::scope::ledger_keys(ctx);
+        let scope = crate::sessions::ledger::Scope {
+            server: ctx.server_name(),
+            owner: &owner,
+            session: &session,
+        };
+        if let Some(p) = ctx
+            .pending
+            .iter()
+            .find(|p| !gw.ledger.claim(&scope, &p.id, &p.asked))
+        {
+            let refusal = Refusal::new(
+                400,
+                "request_id_reused",
+                warden_filters::JsonRpcError::new(
+                    warden_filters::codes::INVALID_REQUEST,
+                    format!(
+                        "Invalid Request: id {} already names another request in this session; use a fresh id",
+                        p.id.to_json()
+                    ),
+                ),
+            )
+            .with_id((!plan.batch).then(|| p.id.clone()));
+            ctx.plan = Some(plan);
+            return Err(refusal);
+        }
+    }
+    // The forwarded bytes move into the context; the plan keeps answers and records.
+    let rewritten = matches!(plan.forward, Forward::Rewritten(_));
+    match std::mem::replace(&mut plan.forward, Forward::Nothing) {
+        Forward::Original => ctx.body = Some(body),
+        Forward::Rewritten(b) => {
+            // `Mcp-Name` follows the forwarded body (a task id the
+            // gateway unsealed, say), as the upstream checks it there.
+            if name_hdr.is_some() {
+                if let Ok(Parsed::Single(e)) = parse(&b, rt.snap.parse_limits) {
+                    ctx.name_out = mcp::expected_name(&e).map(mcp::encode_header_value);
+                }
+            }
+            ctx.body = Some(Bytes::from(b))
+        }
+        Forward::Nothing => {
+            if let Some(missing) = plan.step_up.take() {
+                // Step-up: an HTTP answer the client's OAuth layer acts on.
+                let id = match &parsed {
+                    Parsed::Single(e) => e.id.clone(),
+                    Parsed::Batch(_) => None,
+                };
+                let identity = rt.snap.auth.as_ref().map(|a| a.identity());
+                let refusal = crate::identity::auth::step_up(
+                    identity,
+                    session.req_header().uri.path(),
+                    &missing,
+                )
+                .with_id(id);
+                ctx.plan = Some(plan);
+                return Err(refusal);
+            }
+            let modern = ProtocolVersion::at_least(
+                ctx.protocol_version.as_deref(),
+                ProtocolVersion::V2026_07_28,
+            );
+            let status = write_answers(session, &plan.answers, plan.batch, modern)
+                .await
+                .map_err(|e| Refusal::internal(&e.to_string()))?;
+            ctx.plan = Some(plan);
+            return Ok(Judged::Answered(status));
+        }
+    }
+    ctx.plan = Some(plan);
+    // On a legacy (HTTP+SSE) session the replies come on the GET stream,
+    // and may come before this POST's own 202 is back: their requests are
+    // known there before the body is forwarded, or a reply would be judged
+    // as one to no request (and one that cannot be judged is dropped).
+    if crate::pipeline::scope::legacy_post(ctx) && !ctx.pending.is_empty() {
+        crate::pipeline::scope::remember_pending(gw, ctx);
+    }
+    if !decls.is_empty() || !ctx.params_in.is_empty() {
+        // Mirrored headers go upstream as the forwarded body says, so a
+        // redacted argument never travels on in its header.
+        let forwarded = ctx.body.as_deref().unwrap_or_default();
+        // Unchanged by the filters: the arguments already read; rewritten:
+        // what the forwarded body now says.
+        let args = match (rewritten, checked_args) {
+            (false, Some(a)) => Some(a),
+            _ => arguments_json(forwarded),
+        };
+        let mut out = mcp::mirrored_headers(&decls, args.as_ref());
+        out.extend(kept_params);
+        ctx.params_out = Some(out);
+    }
+    Ok(Judged::Forward(ctx.body.clone().unwrap_or_default()))
+}
+
+/// A call held for approval: claimed at the control agent, then either
+/// released (forwarded as the guards passed it) or answered with where to
+/// approve. Never forwarded without an approval.
+async fn settle_held(
+    gw: &Gateway,
+    rt: &crate::hub::runtime::Runtime,
+    server: &warden_config::model::Server,
+    ctx: &mut RequestCtx,
+    plan: &mut warden_filters::RequestPlan,
+) {
+    use crate::hub::approval_client::{Caller, Claimed};
+    let Some(held) = plan.held.as_ref() else {
+        return;
+    };
+    let need = held.need.clone();
+    let cfg = &rt.snap.config.approvals;
+    // What the audit record keeps of a justification is what approvers see.
+    let justification = ctx
+        .justification
+        .as_deref()
+        .map(|j| rt.snap.redact_text(j, 1024));
+    let claimed = match gw.approvals.get() {
+        Some(client) => {
+            client
+                .claim(
+                    &need,
+                    &Caller {
+                        tenant: &ctx.principal.tenant,
+                        principal: &ctx.principal.id,
+                        server: &server.name,
+                        justification: justification.as_deref(),
+                        trace_id: ctx.trace_id.as_deref(),
+                    },
+                    cfg,
+                )
+                .await
+        }
+        None => Claimed::Unavailable(
+            "this gateway has no control agent (start it with --agent or --approvals-agent)".into(),
+        ),
+    };
+    crate::observability::metrics::metrics()
+        .approvals
+        .with_label_values(&[&server.name, claimed.reason()])
+        .inc();
+    let mut claimed = claimed;
+    if let Claimed::Unavailable(why) = &claimed {
+        tracing::warn!(server = %server.name, tool = %need.tool, "held call refused: {why}");
+    }
+    // An approver's comment reaches the model as DLP leaves it.
+    if let Claimed::Denied { by, .. } = &mut claimed {
+        if let Some(c) = &by.comment {
+            by.comment = Some(rt.snap.redact_text(c, 500));
+        }
+    }
+    if matches!(claimed, Claimed::Approved { .. }) {
+        plan.release_held();
+    } else {
+        let id = plan.records.last().and_then(|r| r.id.clone());
+        let url_elicitation = ctx
+            .session_id
+            .as_deref()
+            .is_some_and(|s| gw.sessions.url_elicitation(&server.name, s));
+        let url = match (gw.approvals.get(), claimed.id()) {
+            (Some(c), Some(aid)) => Some(c.approval_url(cfg.url.as_deref(), aid)),
+            _ => None,
+        };
+        plan.answers = vec![claimed.answer(&need, id.as_ref(), url.as_deref(), url_elicitation)];
+        if let Some(r) = plan.records.last_mut() {
+            r.outcome = warden_filters::Outcome::Denied {
+                filter: "approval",
+                reason: claimed.reason().to_owned(),
+            };
+        }
+    }
+    ctx.approval = Some(claimed);
+}
+
+/// Checks the `Mcp-Param-*` headers of a `tools/call` against the
+/// arguments the listed definition mirrors; returns those declarations, the
+/// arguments read for the check, and whether the call's declarations are
+/// unknown (no listing seen, or the definition refused).
+fn check_params(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    env: &warden_filters::Envelope,
+    body: &[u8],
+    server: &str,
+    modern: bool,
+) -> Result<(Vec<mcp::ParamDecl>, Option<serde_json::Value>, bool), Refusal> {
+    if env.method.as_deref() != Some("tools/call") {
+        return Ok((Vec::new(), None, false));
+    }
+    let decls = env
+        .name
+        .as_deref()
+        .and_then(|tool| gw.shared.params.get(server, tool));
+    let decls = match decls.as_deref() {
+        Some(Ok(d)) if !d.is_empty() => d.clone(),
+        Some(Ok(_)) => return Ok((Vec::new(), None, false)),
+        _ => return Ok((Vec::new(), None, true)),
+    };
+    let msg = warden_filters::Message::new(env, &body[env.span.clone()]);
+    let args = msg.arguments().cloned();
+    mcp::check_params(&decls, args.as_ref(), &ctx.params_in, modern)
+        .map_err(|m| Refusal::header_mismatch(env.id.clone(), m))?;
+    Ok((decls, args, false))
+}
+
+/// `Mcp-Param-*` headers no declaration covers: DLP-scanned like an
+/// argument (a finding refuses the request) and kept, or stripped, as the
+/// bundle says. Returns those to forward (name, encoded value).
+fn undeclared_params(
+    ctx: &RequestCtx,
+    decls: &[mcp::ParamDecl],
+    snap: &warden_filters::Snapshot,
+) -> Result<Vec<(String, String)>, Refusal> {
+    let mut kept = Vec::new();
+    for (name, value) in &ctx.params_in {
+        if decls.iter().any(|d| d.header == *name) {
+            continue;
+        }
+        if snap.config.undeclared_params == warden_config::model::UndeclaredParams::Strip {
+            continue;
+        }
+        let mut hits = Vec::new();
+        snap.redactor.scan_str(value, &mut hits);
+        // Names arrive lower-cased; detectors are case-sensitive.
+        snap.redactor.scan_str(name, &mut hits);
+        snap.redactor
+            .scan_str(&name.to_ascii_uppercase(), &mut hits);
+        if !hits.is_empty() {
+            return Err(Refusal::bad_header(
+                "Mcp-Param-*",
+                "carries data DLP refuses in a header",
+            ));
+        }
+        kept.push((name.clone(), mcp::encode_header_value(value)));
+    }
+    Ok(kept)
+}
+
+/// `params.arguments` of one judged message, as JSON (`None`: absent).
+fn arguments_json(message: &[u8]) -> Option<serde_json::Value> {
+    let at = warden_filters::jsonrpc::locate(message)?.arguments?;
+    serde_json::from_slice(message.get(at)?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utf8_media;
+
+    #[test]
+    fn only_utf8_json_is_read_as_json() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+            " application/json ; charset = utf-8 ",
+            "application/json;",
+            "application/json; charset=utf8",
+        ] {
+            assert!(utf8_media(ok.as_bytes(), "application/json"), "{ok}");
+        }
+        for bad in [
+            "",
+            "text/plain",
+            "application/json-seq",
+            "application/jsonx",
+            "application/json; charset=utf-7",
+            "application/json; charset=utf-16le",
+            "application/json; charset=iso-8859-1",
+            "application/json; charset=utf-8; charset=utf-7",
+            "application/json; boundary=x",
+            "application/json; charset",
+            "application/json, text/plain",
+        ] {
+            assert!(!utf8_media(bad.as_bytes(), "application/json"), "{bad}");
+        }
+        assert!(utf8_media(b"text/event-stream", "text/event-stream"));
+        assert!(!utf8_media(
+            b"text/event-stream; charset=utf-7",
+            "text/event-stream"
+        ));
+        assert!(!utf8_media(b"application/json\xff", "application/json"));
+    }
+}

@@ -1,0 +1,519 @@
+//! Recording: once an exchange ends, its metrics, one hash-chained audit
+//! record per MCP message (or one for the exchange when it carried none),
+//! and its spans when export is configured.
+
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora_proxy::Session;
+use warden_filters::filter::Direction;
+
+use crate::hub::state::Gateway;
+use crate::observability::audit::AuditRecord;
+use crate::observability::metrics::metrics;
+use crate::pipeline::ctx::RequestCtx;
+use crate::pipeline::headers::trace_id;
+
+/// Records the exchange (see the module documentation).
+pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    if let Some(g) = crate::app::conn::guard_of(session) {
+        g.exchange_done();
+    }
+    let m = metrics();
+    if ctx.counted_inflight {
+        m.inflight.dec();
+    }
+    let status = session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .or(ctx.local_status)
+        .unwrap_or(0);
+    let server = ctx.server_name().to_owned();
+    // Passive ejection: how the chosen replica answered this call (a
+    // connect failure was counted when it happened; the gateway's own
+    // timeouts and size limits, which a caller can provoke, never count).
+    if let (Some(rt), Some(s), Some(addr), Some(st)) =
+        (&ctx.rt, ctx.server, ctx.chosen, ctx.upstream_status)
+    {
+        rt.outliers[s].record(&server, addr, st < 500 && ctx.unjudgeable == 0);
+    }
+    let http_method = http_method(session.req_header());
+    m.requests
+        .with_label_values(&[&server, http_method, &status_label(status)])
+        .inc();
+    // The server's handles were resolved when its bundle was built.
+    let meta = ctx
+        .rt
+        .as_ref()
+        .zip(ctx.server)
+        .map(|(rt, s)| &rt.servers[s]);
+    let elapsed = ctx.start.elapsed().as_secs_f64();
+    match meta.and_then(|s| s.latency(http_method)) {
+        Some(h) => h.observe(elapsed),
+        None => m
+            .latency
+            .with_label_values(&[&server, http_method])
+            .observe(elapsed),
+    }
+    match meta {
+        Some(s) => {
+            s.body_in.observe(ctx.body_len_in as f64);
+            s.body_out.observe(ctx.response_bytes as f64);
+        }
+        None => {
+            m.body_bytes
+                .with_label_values(&[&server, "request"])
+                .observe(ctx.body_len_in as f64);
+            m.body_bytes
+                .with_label_values(&[&server, "response"])
+                .observe(ctx.response_bytes as f64);
+        }
+    }
+
+    let base = audit_base(session, ctx, status);
+    let mut out = Vec::new();
+    let plan_records = ctx
+        .plan
+        .as_mut()
+        .map(|p| std::mem::take(&mut p.records))
+        .unwrap_or_default();
+    let failed = e
+        .map(|e| e.to_string())
+        .or_else(|| ctx.upstream_error.clone());
+    for (dir, list) in [
+        (Direction::Request, plan_records),
+        (
+            Direction::Response,
+            std::mem::take(&mut ctx.response_records),
+        ),
+    ] {
+        for mut r in list {
+            if dir == Direction::Request {
+                gw.live.count(&base.tenant, &base.principal);
+            }
+            // Labels and audit fields name only what the catalog knows;
+            // anything else a client or server chose is bounded or redacted.
+            // Known: in the catalog, or a well-formed tool name that holds
+            // nothing DLP finds (and the label guard bounds how many).
+            let known = r.target.as_deref().filter(|t| {
+                ctx.rt.as_ref().is_some_and(|rt| {
+                    rt.snap
+                        .config
+                        .catalog
+                        .get(&server)
+                        .is_some_and(|c| c.tool(t).is_some())
+                        || ((r.method.as_deref() == Some("tools/call") || r.task.is_some())
+                            && warden_filters::tools::valid_name(t)
+                            && rt.snap.redact_text(t, 256) == *t)
+                })
+            });
+            let tool = r.target.as_ref().map(|_| match known {
+                Some(t) => gw.tool_labels.admit(t).to_owned(),
+                None => "other".to_owned(),
+            });
+            m.messages
+                .with_label_values(&[
+                    &server,
+                    dir.as_str(),
+                    crate::observability::metrics::method_label(r.method.as_deref()),
+                    tool.as_deref().unwrap_or("-"),
+                    r.outcome.label(),
+                ])
+                .inc();
+            let mut rec = base.clone();
+            rec.direction = dir.as_str();
+            if dir == Direction::Request {
+                rec.principal_detail = Some(crate::observability::audit::AuditPrincipal(
+                    ctx.principal.clone(),
+                ));
+            }
+            rec.jsonrpc_id = r.id.as_ref().map(|i| i.to_json());
+            if r.method.as_deref() == Some("tools/call") || r.task.is_some() {
+                // A virtual server's own leg has no catalog: its member's
+                // leg records the tool's risk.
+                let composed = ctx
+                    .rt
+                    .as_ref()
+                    .zip(ctx.server)
+                    .and_then(|(rt, i)| rt.snap.config.servers.get(i))
+                    .is_some_and(|s| s.composed.is_some());
+                if let (Some(rt), Some(tool), false) = (&ctx.rt, r.target.as_deref(), composed) {
+                    rec.risk = Some(
+                        rt.snap
+                            .config
+                            .catalog
+                            .get(&server)
+                            .map_or(warden_config::access::Risk::Medium, |c| c.risk(tool))
+                            .as_str(),
+                    );
+                }
+            }
+            rec.method = r.method.clone();
+            rec.tool = match (known, r.target.as_deref(), &ctx.rt) {
+                (Some(t), _, _) => Some(t.to_owned()),
+                (None, Some(t), Some(rt)) => Some(rt.snap.redact_text(t, 256)),
+                _ => None,
+            };
+            rec.outcome = r.outcome.label();
+            rec.decided_by = match &r.outcome {
+                warden_filters::Outcome::Denied { filter, .. }
+                | warden_filters::Outcome::Mutated { filter } => Some(filter),
+                _ => None,
+            };
+            rec.args_digest = r.args_digest.take();
+            if dir == Direction::Request && r.method.is_some() {
+                rec.justification = match (&ctx.justification, &ctx.rt) {
+                    (Some(j), Some(rt)) => Some(rt.snap.redact_text(j, 1024)),
+                    _ => None,
+                };
+            }
+            rec.task = r.task.take();
+            if let Some(sh) = r.shadow.take() {
+                m.policy_shadow_disagreements
+                    .with_label_values(&[
+                        rec.server.as_ref(),
+                        if sh.enforced_allow {
+                            "allowed"
+                        } else {
+                            "denied"
+                        },
+                    ])
+                    .inc();
+                rec.shadow = Some(crate::observability::audit::ShadowDecision {
+                    allow: sh.shadow_allow,
+                    reason: sh.shadow_reason,
+                    enforced_allow: sh.enforced_allow,
+                    enforced_reason: sh.enforced_reason,
+                });
+            }
+            for f in std::mem::take(&mut r.findings) {
+                m.dlp_findings
+                    .with_label_values(&[&f.detector, dir.as_str(), f.action])
+                    .inc();
+                rec.dlp.push(crate::observability::audit::DlpFinding {
+                    detector: f.detector,
+                    rule: f.rule,
+                    path: f.path,
+                    action: f.action,
+                });
+            }
+            // Raw with `include_arguments`; otherwise only for calls of a
+            // tier logged in full, DLP-redacted.
+            let full =
+                dir == Direction::Request
+                    && matches!(r.method.as_deref(), Some("tools/call"))
+                    && ctx.rt.as_ref().zip(ctx.server).is_some_and(|(rt, s)| {
+                        r.target.as_deref().is_some_and(|t| logs_io(rt, s, t))
+                    });
+            rec.arguments = match (r.arguments.take(), &ctx.rt) {
+                (Some(a), Some(rt)) if !rt.snap.config.audit.include_arguments => full
+                    .then(|| serde_json::from_str::<serde_json::Value>(&a).ok())
+                    .flatten()
+                    .map(|v| rt.snap.redact_json(&v).to_string()),
+                (a, _) => a,
+            }
+            .and_then(|a| serde_json::value::RawValue::from_string(a).ok());
+            rec.result = r
+                .result
+                .take()
+                .and_then(|a| serde_json::value::RawValue::from_string(a).ok());
+            if let warden_filters::Outcome::Denied { reason, .. } = &r.outcome {
+                if let Some(limit) = reason.strip_prefix("quota_exceeded:") {
+                    m.quota_denied.with_label_values(&[limit]).inc();
+                }
+            }
+            rec.reason = match &r.outcome {
+                warden_filters::Outcome::Denied { reason, .. } => Some(reason.clone()),
+                warden_filters::Outcome::Invalid { reason } => Some(reason.clone()),
+                _ => failed.clone(),
+            };
+            if dir == Direction::Request && r.method.as_deref() == Some("tools/call") {
+                if let Some(risk @ ("HIGH" | "CRITICAL")) = rec.risk {
+                    m.risky_calls
+                        .with_label_values(&[&server, risk, r.outcome.label()])
+                        .inc();
+                }
+            }
+            if let (Some(need), Some(rt)) = (r.approval.take(), &ctx.rt) {
+                // The approvers' decisions, each its own record in the
+                // chain, then the call they decided.
+                let claimed = ctx.approval.as_ref();
+                for d in claimed.map(|c| c.decisions()).unwrap_or_default() {
+                    let mut a = rec.clone();
+                    a.direction = "approval";
+                    a.outcome = if d.verdict == "approve" {
+                        "approved"
+                    } else {
+                        "denied"
+                    };
+                    a.decided_by = Some("approver");
+                    a.reason = None;
+                    a.arguments = None;
+                    a.result = None;
+                    a.dlp = Vec::new();
+                    a.approval = Some(serde_json::json!({
+                        "id": claimed.and_then(|c| c.id()),
+                        "approver": d.approver,
+                        "verdict": d.verdict,
+                        "at": d.at,
+                        "comment": d.comment.as_deref().map(|c| rt.snap.redact_text(c, 500)),
+                    }));
+                    out.push(a);
+                }
+                rec.approval = Some(serde_json::json!({
+                    "id": claimed.and_then(|c| c.id()),
+                    "answer": claimed.map_or("approval_required", |c| c.reason()),
+                    "required": need.approvers,
+                    "reason": rt.snap.redact_text(&need.reason, 256),
+                    "approvers": claimed
+                        .map(|c| c.decisions().into_iter().filter(|d| d.verdict == "approve").map(|d| d.approver).collect::<Vec<_>>())
+                        .unwrap_or_default(),
+                }));
+            }
+            out.push(rec);
+        }
+    }
+    if out.is_empty() {
+        // No MCP message (GET, DELETE, or refused before parsing): one record for the exchange.
+        let mut rec = base;
+        rec.jsonrpc_id = ctx
+            .refusal
+            .as_ref()
+            .and_then(|r| r.id.as_ref())
+            .map(|i| i.to_json());
+        // A refused request is recorded as what it was, as far as read.
+        if let (Some((method, target)), Some(rt)) = (&ctx.refused_message, &ctx.rt) {
+            rec.method = Some(method.clone());
+            rec.tool = target.as_deref().map(|t| rt.snap.redact_text(t, 256));
+        }
+        rec.outcome = match (&ctx.refusal, &failed) {
+            (Some(r), _) => r.reason,
+            (None, Some(_)) => "failed",
+            (None, None) => "forwarded",
+        };
+        rec.reason = ctx
+            .refusal
+            .as_ref()
+            .map(|r| r.error.message.clone())
+            .or(failed);
+        out.push(rec);
+    } else if let Some(r) = &ctx.refusal {
+        for rec in &mut out {
+            rec.outcome = r.reason;
+            rec.reason = Some(r.error.message.clone());
+        }
+    }
+    // What DLP found in the header values and URL: with the first record.
+    if let Some(first) = out.first_mut() {
+        for f in std::mem::take(&mut ctx.metadata_findings) {
+            m.dlp_findings
+                .with_label_values(&[&f.detector, "request", f.action])
+                .inc();
+            first.dlp.push(crate::observability::audit::DlpFinding {
+                detector: f.detector,
+                rule: f.rule,
+                path: f.path,
+                action: f.action,
+            });
+        }
+    }
+    for rec in &mut out {
+        // Client-chosen text in the record (a refusal's message can quote
+        // an `Origin` or a method; JSON-RPC methods and string ids are the
+        // client's own) is written DLP-redacted.
+        if let Some(rt) = &ctx.rt {
+            let clean = |s: String| match rt.snap.redacted(&s, &s) {
+                std::borrow::Cow::Borrowed(_) => s,
+                masked => masked.into_owned(),
+            };
+            rec.reason = rec.reason.take().map(clean);
+            rec.method = rec.method.take().map(clean);
+            if let Some(serde_json::Value::String(id)) = &mut rec.jsonrpc_id {
+                *id = clean(std::mem::take(id));
+            }
+        }
+    }
+    if let (Some(tel), Some(ids)) = (gw.telemetry.get(), ctx.trace) {
+        let start = std::time::SystemTime::now() - ctx.start.elapsed();
+        let end = std::time::SystemTime::now();
+        for (i, rec) in out.iter().enumerate() {
+            let mut attrs = vec![
+                ("mcp.server", rec.server.to_string()),
+                ("enduser.id", rec.principal.to_string()),
+                ("warden.tenant", rec.tenant.to_string()),
+                ("warden.outcome", rec.outcome.to_owned()),
+                ("warden.request_id", rec.request_id.to_string()),
+                ("warden.direction", rec.direction.to_owned()),
+            ];
+            let opt = [
+                ("mcp.method", rec.method.clone()),
+                ("mcp.tool", rec.tool.clone()),
+                (
+                    "mcp.session_id",
+                    rec.session_id.as_deref().map(str::to_owned),
+                ),
+                ("warden.decided_by", rec.decided_by.map(str::to_owned)),
+                ("warden.reason", rec.reason.clone()),
+                ("warden.risk", rec.risk.map(str::to_owned)),
+            ];
+            attrs.extend(opt.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+            tel.record(crate::observability::otel::MessageSpan {
+                name: format!("mcp {}", rec.method.as_deref().unwrap_or(http_method)),
+                ids,
+                own_span: i == 0,
+                start,
+                end,
+                attributes: attrs,
+                status,
+                error: (status >= 500 || rec.outcome == "failed").then_some(rec.outcome),
+            });
+        }
+    }
+    for rec in out {
+        gw.audit.record(rec).await;
+    }
+}
+
+fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
+    let req = session.req_header();
+    let meta = ctx
+        .rt
+        .as_ref()
+        .zip(ctx.server)
+        .map(|(rt, s)| &rt.servers[s]);
+    let none: std::sync::Arc<str> = "-".into();
+    AuditRecord {
+        ts: std::time::SystemTime::now(),
+        revision: ctx
+            .rt
+            .as_ref()
+            .map_or_else(|| "".into(), |r| r.revision.clone()),
+        request_id: ctx.request_id,
+        trace_id: match (&ctx.trace, &ctx.trace_id) {
+            (Some(t), _) => t.trace_hex().into(),
+            (None, Some(id)) => id.clone(),
+            (None, None) => trace_id(req, ctx.request_id).into(),
+        },
+        principal: ctx.principal.id.as_str().into(),
+        tenant: ctx.principal.tenant.as_str().into(),
+        person: crate::observability::audit::AuditPerson(ctx.principal.clone()),
+        principal_detail: None,
+        auth: ctx.principal.auth.as_str(),
+        source_ip: ctx.source_ip.or_else(|| {
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip())
+        }),
+        server: meta.map_or_else(|| none.clone(), |m| m.name.clone()),
+        group: meta.map_or(none, |m| m.group.clone()),
+        via: ctx.via.clone(),
+        http_method: http_method(req),
+        // The client wrote both: DLP-redacted, as every client-chosen field.
+        path: match &ctx.rt {
+            Some(rt) => redacted_path(rt, bounded(req.uri.path(), 512)).into(),
+            None => bounded(req.uri.path(), 512).into(),
+        },
+        session_id: ctx.session_id.as_deref().map(|s| match &ctx.rt {
+            Some(rt) => rt.snap.redacted(s, s).into(),
+            None => s.into(),
+        }),
+        direction: "request",
+        jsonrpc_id: None,
+        method: None,
+        tool: None,
+        risk: None,
+        task: None,
+        shadow: None,
+        outcome: "",
+        decided_by: None,
+        reason: None,
+        justification: None,
+        args_digest: None,
+        arguments: None,
+        result: None,
+        approval: None,
+        dlp: Vec::new(),
+        upstream: ctx.chosen,
+        upstream_status: ctx.upstream_status,
+        status,
+        latency_us: ctx.start.elapsed().as_micros() as u64,
+    }
+}
+
+/// The request method as a label (admission lets only these through).
+fn http_method(req: &RequestHeader) -> &'static str {
+    match req.method.as_str() {
+        "POST" => "POST",
+        "GET" => "GET",
+        "DELETE" => "DELETE",
+        _ => "other",
+    }
+}
+
+/// The status as a label, without formatting the common ones.
+fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
+    match status {
+        200 => "200",
+        202 => "202",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        431 => "431",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        0 => "0",
+        _ => return status.to_string().into(),
+    }
+    .into()
+}
+
+/// A request path for the audit record: as it came when DLP finds nothing
+/// in it, as written or percent-decoded; otherwise the findings masked.
+fn redacted_path<'a>(
+    rt: &crate::hub::runtime::Runtime,
+    path: &'a str,
+) -> std::borrow::Cow<'a, str> {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    match rt.snap.redacted(path, path) {
+        std::borrow::Cow::Borrowed(_) => rt.snap.redacted(path, &decoded),
+        masked => masked,
+    }
+}
+
+/// The first `n` characters of `s`.
+fn bounded(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        return s;
+    }
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Whether calls of `tool` on `server` are logged in full (`audit.log_io`).
+pub fn logs_io(rt: &crate::hub::runtime::Runtime, server: usize, tool: &str) -> bool {
+    let cfg = &rt.snap.config;
+    !cfg.audit.log_io.is_empty()
+        && cfg.servers.get(server).is_some_and(|s| {
+            // A virtual server's leg: its member's leg logs (with the
+            // tool's own risk).
+            if s.composed.is_some() {
+                return false;
+            }
+            let risk = cfg
+                .catalog
+                .get(&s.name)
+                .map_or(warden_config::access::Risk::Medium, |c| c.risk(tool));
+            cfg.audit.log_io.contains(&risk)
+        })
+}

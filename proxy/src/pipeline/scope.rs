@@ -1,0 +1,58 @@
+//! The scope an exchange's replies and server→client requests belong to:
+//! its principal, its session (or legacy stream), and the reply ledger
+//! entries its requests leave for replies that come on another stream.
+
+use crate::hub::state::Gateway;
+use crate::pipeline::ctx::{ExchangeKind, RequestCtx};
+
+/// The ledger scope of this exchange's session (`""` when it has none).
+pub fn scope<'a>(
+    ctx: &'a RequestCtx,
+    owner: &'a str,
+    session: &'a str,
+) -> crate::sessions::ledger::Scope<'a> {
+    crate::sessions::ledger::Scope {
+        server: ctx.server_name(),
+        owner,
+        session,
+    }
+}
+
+/// A POST of a legacy (HTTP+SSE) session: no `Mcp-Session-Id`, the session
+/// named in its query. Its replies come on the session's GET stream.
+pub fn legacy_post(ctx: &RequestCtx) -> bool {
+    ctx.exchange == ExchangeKind::Post && ctx.session_id.is_none() && ctx.session_key().is_some()
+}
+
+/// Puts this POST's requests in the reply ledger, so that replies arriving
+/// on another stream find the request they answer.
+pub fn remember_pending(gw: &Gateway, ctx: &RequestCtx) {
+    let (owner, session) = ledger_keys(ctx);
+    let sc = scope(ctx, &owner, &session);
+    for p in &ctx.pending {
+        gw.ledger.asked(&sc, &p.id, p.asked.clone());
+    }
+}
+
+/// The owner and session keys of this exchange's ledger scope.
+pub fn ledger_keys(ctx: &RequestCtx) -> (String, String) {
+    (
+        crate::sessions::sticky::owner_key(&ctx.principal),
+        session_scope_key(ctx),
+    )
+}
+
+/// The session key replies and server→client requests of this exchange belong to.
+pub fn session_scope_key(ctx: &RequestCtx) -> String {
+    match ctx.exchange {
+        ExchangeKind::Get => ctx
+            .stream_session
+            .clone()
+            .or_else(|| ctx.session_id.clone())
+            .unwrap_or_default(),
+        _ => ctx
+            .session_key()
+            .map(|k| k.into_owned())
+            .unwrap_or_default(),
+    }
+}

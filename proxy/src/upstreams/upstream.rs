@@ -1,0 +1,593 @@
+//! Reaching an upstream: the Pingora peer for one replica (TLS, timeouts,
+//! pooling) and the request as the upstream must see it (path, Host,
+//! framing, credentials). Which replica serves a request is
+//! `Runtime::select` (see `runtime`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pingora_core::upstreams::peer::HttpPeer;
+use warden_config::model::Server;
+
+/// Builds the Pingora peer for one upstream address of `server`.
+pub fn peer(server: &Server, addr: SocketAddr, streaming: bool) -> HttpPeer {
+    let (tls, sni) = match &server.tls {
+        Some(t) => (true, t.sni.clone()),
+        None => (false, String::new()),
+    };
+    let mut p = HttpPeer::new(addr, tls, sni);
+    let t = &server.timeouts;
+    p.options.connection_timeout = Some(t.connect);
+    p.options.total_connection_timeout = Some(t.connect + Duration::from_secs(1));
+    p.options.read_timeout = Some(if streaming { t.stream_idle } else { t.read });
+    p.options.write_timeout = Some(t.write);
+    p.options.idle_timeout = Some(t.idle);
+    if let Some(tls) = &server.tls {
+        p.options.verify_cert = tls.verify;
+        p.options.verify_hostname = tls.verify;
+        if tls.h2 {
+            p.options.set_http_version(2, 1);
+        }
+    }
+    p
+}
+
+/// A header the gateway sets on the upstream request: it replaces the
+/// client's headers of that name, or (`append`: mirrored argument headers)
+/// is added beside them.
+struct Set {
+    name: http::HeaderName,
+    value: http::HeaderValue,
+    append: bool,
+}
+
+/// How a request is rewritten for the upstream: path, Host (the upstream's
+/// own authority, which MCP servers validate against DNS rebinding),
+/// framing for the judged body; the client's credentials, cookies and
+/// browser Origin stripped (see [`stripped`]); an uncompressed body asked
+/// for, so it can be inspected. Decided once, then applied to a Pingora
+/// header ([`Rewrite::apply`]) or written straight to the wire for an
+/// HTTP/1.1 upstream ([`Rewrite::h1_head`]), with the same result.
+pub struct Rewrite<'a> {
+    uri: http::Uri,
+    direct: bool,
+    api_key_header: Option<&'a str>,
+    framed: bool,
+    set: Vec<Set>,
+    /// Client headers DLP withheld (see `metadata`).
+    withheld: Vec<http::HeaderName>,
+}
+
+/// One of the gateway's own header names (lower-case constants), without
+/// parsing it on every call.
+fn fixed(name: &'static str) -> http::HeaderName {
+    http::HeaderName::from_static(name)
+}
+
+/// Adds `s` to the headers the gateway sets. A replacing header keeps one
+/// value per name, the last (as `insert` does), so the wire head and the
+/// Pingora header never differ.
+fn push(set: &mut Vec<Set>, s: Set) {
+    if !s.append {
+        set.retain(|o| o.name != s.name);
+    }
+    set.push(s);
+}
+
+fn invalid(
+    what: &'static str,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Box<pingora::Error> {
+    pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, what, e)
+}
+
+impl<'a> Rewrite<'a> {
+    /// Decides the rewrite of this call for `server`'s replica `addr`;
+    /// `body_len` is the judged body's length (none: the body is streamed
+    /// as the client framed it).
+    pub fn new(
+        rt: &'a crate::hub::runtime::Runtime,
+        ctx: &crate::pipeline::ctx::RequestCtx,
+        server: &Server,
+        addr: SocketAddr,
+        body_len: Option<usize>,
+    ) -> pingora::Result<Rewrite<'a>> {
+        let uri: http::Uri = ctx.upstream_uri.parse().map_err(|e| {
+            pingora::Error::because(pingora::ErrorType::InternalError, "upstream uri", e)
+        })?;
+        let mut set = Vec::with_capacity(8);
+        let mut put = |name: http::HeaderName, value: &str, append: bool| -> pingora::Result<()> {
+            let value =
+                http::HeaderValue::from_str(value).map_err(|e| invalid("header value", e))?;
+            push(
+                &mut set,
+                Set {
+                    name,
+                    value,
+                    append,
+                },
+            );
+            Ok(())
+        };
+        let named = |n: &str| {
+            http::HeaderName::from_bytes(n.as_bytes()).map_err(|e| invalid("header name", e))
+        };
+        match &server.host {
+            Some(h) => put(http::header::HOST, h, false)?,
+            None => put(http::header::HOST, &addr.to_string(), false)?,
+        }
+        if server.composed.is_some() {
+            // A virtual server's aggregator is the gateway itself: it calls each
+            // member through the gateway as this caller, with the caller's own
+            // credentials, so each member leg authenticates and judges anew.
+            if let Some(secret) = warden_local_servers::aggregate::outer_secret_for(addr) {
+                put(
+                    fixed(warden_local_servers::aggregate::SECRET_HEADER),
+                    &secret,
+                    false,
+                )?;
+            }
+            if let Some(ip) = ctx.source_ip {
+                put(
+                    fixed(warden_local_servers::aggregate::SOURCE_HEADER),
+                    &ip.to_string(),
+                    false,
+                )?;
+            }
+            let owner =
+                warden_local_servers::aggregate::owner_digest(&ctx.principal, ctx.source_ip);
+            put(
+                fixed(warden_local_servers::aggregate::OWNER_HEADER),
+                &owner,
+                false,
+            )?;
+        }
+        if let Some(c) = &server.credentials {
+            put(named(&c.header)?, c.value.expose(), false)?;
+        }
+        // The user behind the agent, in a JWT the gateway signs for this call
+        // (see `assertion`).
+        if let (Some(a), Some(signer)) = (&server.assertion, rt.assertions.as_deref()) {
+            let trace = ctx.trace_hex();
+            // Bound to this call: a verifier that hashes the body it got
+            // refuses the assertion replayed on any other request.
+            let forwarded = ctx.plan.as_ref().and_then(|p| {
+                p.records.iter().find(|r| {
+                    r.kind == Some(warden_filters::jsonrpc::Kind::Request)
+                        && matches!(
+                            r.outcome,
+                            warden_filters::plan::Outcome::Forwarded
+                                | warden_filters::plan::Outcome::Mutated { .. }
+                        )
+                })
+            });
+            let call = crate::identity::assertion::CallBinding {
+                method: forwarded.and_then(|r| r.method.as_deref()),
+                name: forwarded.and_then(|r| r.target.as_deref()),
+                body: ctx.body.as_deref(),
+            };
+            let jwt = signer.mint(
+                a,
+                &ctx.principal,
+                trace.as_deref(),
+                &call,
+                std::time::SystemTime::now(),
+            );
+            let value = if a.header == "authorization" {
+                format!("Bearer {jwt}")
+            } else {
+                jwt
+            };
+            put(named(&a.header)?, &value, false)?;
+        }
+        // The gateway's own bridge to a stdio server admits only itself.
+        if server.stdio.is_some() {
+            if let Some(secret) = warden_local_servers::stdio::secret_for(addr) {
+                put(
+                    fixed(warden_local_servers::stdio::SECRET_HEADER),
+                    &secret,
+                    false,
+                )?;
+            }
+            // Who the session is for (a digest), for the per-principal bound.
+            use sha2::Digest;
+            let owner = hex::encode(&sha2::Sha256::digest(ctx.principal.owner().as_bytes())[..16]);
+            put(
+                fixed(warden_local_servers::stdio::OWNER_HEADER),
+                &owner,
+                false,
+            )?;
+        }
+        // A token fetched for this call (see `outbound`).
+        if let Some((h, v)) = &ctx.outbound_auth {
+            put(named(h)?, v, false)?;
+        }
+        // Warden's span becomes the upstream's parent.
+        if let Some(t) = &ctx.trace {
+            put(fixed("traceparent"), &t.traceparent(), false)?;
+        }
+        // A sealed session id goes upstream as the upstream's own id.
+        if ctx.session_sealed {
+            if let Some(sid) = &ctx.session_id {
+                put(fixed("mcp-session-id"), sid, false)?;
+            }
+        }
+        // A resumed stream names the server's own event id, never the
+        // client's token (stripped below).
+        if let Some(id) = &ctx.resume_from {
+            put(fixed("last-event-id"), id, false)?;
+        }
+        if let Some(n) = &ctx.name_out {
+            put(fixed(warden_filters::mcp::H_NAME), n, false)?;
+        }
+        // Mirrored argument headers: only those judged against the forwarded
+        // body (or scanned), on every method; nothing the client sent as is.
+        for (name, value) in ctx.params_out.iter().flatten() {
+            put(named(&format!("mcp-param-{name}"))?, value, true)?;
+        }
+        push(
+            &mut set,
+            Set {
+                name: http::header::ACCEPT_ENCODING,
+                value: http::HeaderValue::from_static("identity"),
+                append: false,
+            },
+        );
+        if let Some(n) = body_len {
+            push(
+                &mut set,
+                Set {
+                    name: http::header::CONTENT_LENGTH,
+                    value: n.into(),
+                    append: false,
+                },
+            );
+            // The judged body is UTF-8 JSON, and the upstream is told only
+            // that: a client's `charset` (or any other parameter) would let
+            // a server that honours it decode other text than was judged.
+            push(
+                &mut set,
+                Set {
+                    name: http::header::CONTENT_TYPE,
+                    value: http::HeaderValue::from_static("application/json"),
+                    append: false,
+                },
+            );
+        }
+        Ok(Rewrite {
+            uri,
+            direct: server.composed.is_none(),
+            api_key_header: rt
+                .snap
+                .config
+                .identity
+                .as_ref()
+                .map(|id| id.api_key_header.as_str()),
+            framed: body_len.is_some(),
+            set,
+            withheld: ctx.withheld_headers.clone(),
+        })
+    }
+
+    /// Whether the client's header `name` (lower case) is left out: stripped,
+    /// or replaced by one the gateway sets.
+    fn drops(&self, name: &http::HeaderName) -> bool {
+        let n = name.as_str();
+        self.drops_named(n)
+            // CGI-style stacks (WSGI, PHP, Rack) read `_` as `-`: a name
+            // that aliases one the gateway strips or sets goes with it.
+            || (n.contains('_') && self.drops_named(&n.replace('_', "-")))
+    }
+
+    fn drops_named(&self, n: &str) -> bool {
+        stripped(n, self.direct, self.api_key_header, self.framed)
+            || self.set.iter().any(|s| !s.append && s.name.as_str() == n)
+            || self.withheld.iter().any(|w| w.as_str() == n)
+    }
+
+    /// Applies the rewrite to a Pingora request header.
+    pub fn apply(&self, req: &mut pingora::http::RequestHeader) -> pingora::Result<()> {
+        req.set_uri(self.uri.clone());
+        let gone: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|name| self.drops(name))
+            .cloned()
+            .collect();
+        for name in gone {
+            req.remove_header(&name);
+        }
+        for s in &self.set {
+            if s.append {
+                req.append_header(s.name.clone(), s.value.clone())?;
+            } else {
+                req.insert_header(s.name.clone(), s.value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the HTTP/1.1 request head for the client's request `client`
+    /// into `buf`: what [`Rewrite::apply`] makes of it, in one pass, without
+    /// copying the client's header first.
+    pub fn h1_head(&self, client: &pingora::http::RequestHeader, buf: &mut bytes::BytesMut) {
+        let target = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        buf.extend_from_slice(client.method.as_str().as_bytes());
+        buf.extend_from_slice(b" ");
+        buf.extend_from_slice(target.as_bytes());
+        buf.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut line = |name: &http::HeaderName, value: &http::HeaderValue| {
+            buf.extend_from_slice(name.as_str().as_bytes());
+            buf.extend_from_slice(b": ");
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        };
+        for (name, value) in client.headers.iter() {
+            if !self.drops(name) {
+                line(name, value);
+            }
+        }
+        for s in &self.set {
+            line(&s.name, &s.value);
+        }
+        buf.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Rewrites a request for the upstream (see [`Rewrite`]).
+pub fn rewrite_request(
+    req: &mut pingora::http::RequestHeader,
+    rt: &crate::hub::runtime::Runtime,
+    ctx: &crate::pipeline::ctx::RequestCtx,
+    server: &Server,
+    addr: SocketAddr,
+    body_len: Option<usize>,
+) -> pingora::Result<()> {
+    Rewrite::new(rt, ctx, server, addr, body_len)?.apply(req)
+}
+
+/// Whether a client header (by its lower-case `name`) must not reach the
+/// upstream as the client sent it:
+/// - the gateway's own headers (`x-warden-*`: between a virtual server and
+///   its members, to a stdio bridge), whatever a client sends in them;
+/// - hop-by-hop headers (`Connection`, `Keep-Alive`, `Proxy-Connection`,
+///   `TE`, `Trailer`, `Upgrade`): for the gateway's own connection. Names
+///   a client lists in `Connection` are not removed for it: what the
+///   gateway judged (a session id, say) is what the upstream gets;
+/// - the client's credentials (`Authorization`, `Proxy-Authorization`, the
+///   API-key header), which are for the gateway — except on a virtual
+///   server's leg, whose aggregator calls each member through the gateway
+///   with them, so that each member leg authenticates anew;
+/// - the caller's justification (for policy and audit, where it is
+///   DLP-redacted; never sent on as free text), likewise;
+/// - `Cookie` and the browser's `Origin`;
+/// - `Last-Event-ID`: the client holds a sealed token; the server's own id
+///   goes up only when it opens for this caller (`resume_from`);
+/// - `Mcp-Param-*`: mirrored argument headers go upstream only as judged
+///   against the forwarded body;
+/// - `Expect` (the body has been read and judged) and, for a judged body,
+///   `Transfer-Encoding` (it is sent with its length).
+///
+/// `direct`: not a virtual server's leg.
+fn stripped(n: &str, direct: bool, api_key_header: Option<&str>, framed: bool) -> bool {
+    (n.starts_with("x-warden-") && (direct || n != JUSTIFICATION))
+        || matches!(
+            n,
+            "cookie"
+                | "origin"
+                | "last-event-id"
+                | "expect"
+                | "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "te"
+                | "trailer"
+                | "upgrade"
+        )
+        || n.starts_with(warden_filters::mcp::H_PARAM_PREFIX)
+        || (framed && n == "transfer-encoding")
+        || (direct
+            && (matches!(n, "authorization" | "proxy-authorization")
+                || api_key_header.is_some_and(|h| n.eq_ignore_ascii_case(h))))
+}
+
+/// Whether the client's header `name` (lower case) can reach an upstream
+/// with the value the client sent, on any leg: what DLP must judge (see
+/// `metadata`). Not the headers stripped on a direct route (credentials for
+/// the gateway, which a virtual server's member leg strips in turn), nor
+/// those the gateway always replaces (`Host`, framing, `Accept-Encoding`,
+/// a sealed `Mcp-Session-Id`).
+pub fn forwarded(name: &str, api_key_header: Option<&str>, session_sealed: bool) -> bool {
+    let kept = |n: &str| {
+        !(stripped(n, true, api_key_header, true)
+            || matches!(n, "host" | "content-length" | "accept-encoding")
+            || (session_sealed && n == "mcp-session-id"))
+    };
+    kept(name) && (!name.contains('_') || kept(&name.replace('_', "-")))
+}
+
+/// The caller's justification, for policy and audit (see [`stripped`]).
+const JUSTIFICATION: &str = "x-warden-justification";
+
+#[cfg(test)]
+mod tests {
+    use super::{Rewrite, Set};
+
+    fn request() -> pingora::http::RequestHeader {
+        let mut r = pingora::http::RequestHeader::build("POST", b"/mcp", None).expect("header");
+        for (n, v) in [
+            ("Host", "gateway"),
+            ("Content-Type", "application/json"),
+            ("Authorization", "Bearer t"),
+            ("Proxy-Authorization", "Basic x"),
+            ("X-Api-Key", "wk_1"),
+            ("Cookie", "a=b"),
+            ("Origin", "https://evil.example"),
+            ("Expect", "100-continue"),
+            ("Transfer-Encoding", "chunked"),
+            ("X-Warden-Justification", "INC-1"),
+            ("Mcp-Param-Region", "eu"),
+            ("mcp-param-other", "x"),
+            ("X-Warden-Virtual", "forged"),
+            ("X-Warden-Virtual-Source", "10.0.0.1"),
+            ("X-Warden-Virtual-Owner", "forged"),
+            ("X-Warden-Bridge", "forged"),
+            ("X-Warden-Bridge-Owner", "forged"),
+            ("X-Warden-Anything", "forged"),
+            ("Connection", "keep-alive, mcp-session-id, authorization"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("TE", "trailers"),
+            ("Trailer", "x-late"),
+            ("Upgrade", "websocket"),
+            ("Mcp-Session-Id", "s1"),
+            // DLP withheld it (see `metadata`).
+            ("X-Withheld", "123-45-6789"),
+            ("Accept", "application/json, text/event-stream"),
+        ] {
+            r.append_header(n, v).expect("append");
+        }
+        r
+    }
+
+    fn rewrite(direct: bool, api_key_header: &str, framed: bool, set: Vec<Set>) -> Rewrite<'_> {
+        Rewrite {
+            uri: "/upstream/mcp?x=1".parse().expect("uri"),
+            direct,
+            api_key_header: Some(api_key_header),
+            framed,
+            set,
+            withheld: vec![http::HeaderName::from_static("x-withheld")],
+        }
+    }
+
+    fn set(name: &'static str, value: &'static str, append: bool) -> Set {
+        Set {
+            name: http::HeaderName::from_static(name),
+            value: http::HeaderValue::from_static(value),
+            append,
+        }
+    }
+
+    fn names(r: &pingora::http::RequestHeader) -> Vec<String> {
+        let mut n: Vec<String> = r.headers.keys().map(|k| k.as_str().to_owned()).collect();
+        n.sort();
+        n
+    }
+
+    /// The request line, then the header lines sorted (order is not meaning).
+    fn lines(wire: &[u8]) -> (String, Vec<String>) {
+        let text = std::str::from_utf8(wire).expect("ascii");
+        let head = text
+            .strip_suffix("\r\n\r\n")
+            .expect("head ends with an empty line");
+        let mut it = head.split("\r\n");
+        let first = it.next().expect("request line").to_owned();
+        let mut rest: Vec<String> = it.map(str::to_ascii_lowercase).collect();
+        rest.sort();
+        (first, rest)
+    }
+
+    #[test]
+    fn a_direct_leg_gets_none_of_the_clients_credentials_or_gateway_headers() {
+        let mut r = request();
+        rewrite(true, "X-API-Key", true, Vec::new())
+            .apply(&mut r)
+            .expect("apply");
+        assert_eq!(
+            names(&r),
+            ["accept", "content-type", "host", "mcp-session-id"]
+        );
+    }
+
+    #[test]
+    fn a_virtual_leg_keeps_the_callers_credentials_for_its_member_legs() {
+        let mut r = request();
+        rewrite(false, "x-api-key", false, Vec::new())
+            .apply(&mut r)
+            .expect("apply");
+        assert_eq!(
+            names(&r),
+            [
+                "accept",
+                "authorization",
+                "content-type",
+                "host",
+                "mcp-session-id",
+                "proxy-authorization",
+                "transfer-encoding",
+                "x-api-key",
+                "x-warden-justification"
+            ]
+        );
+    }
+
+    /// The gateway's own header names are valid lower-case names
+    /// (`from_static` would panic on a call otherwise).
+    #[test]
+    fn the_gateways_own_header_names_are_valid() {
+        for n in [
+            warden_local_servers::aggregate::SECRET_HEADER,
+            warden_local_servers::aggregate::SOURCE_HEADER,
+            warden_local_servers::aggregate::OWNER_HEADER,
+            warden_local_servers::stdio::SECRET_HEADER,
+            warden_local_servers::stdio::OWNER_HEADER,
+            "traceparent",
+            "mcp-session-id",
+            warden_filters::mcp::H_NAME,
+        ] {
+            assert_eq!(super::fixed(n).as_str(), n);
+        }
+    }
+
+    /// The one-pass HTTP/1.1 head is the head Pingora writes for the
+    /// rewritten header: same request line, same headers, on both legs,
+    /// with gateway headers replacing the client's of the same name and
+    /// mirrored argument headers added.
+    #[test]
+    fn the_one_pass_head_is_what_pingora_writes_for_the_rewritten_header() {
+        for direct in [true, false] {
+            let rw = rewrite(
+                direct,
+                "x-api-key",
+                true,
+                vec![
+                    set("host", "upstream.internal:8080", false),
+                    set("mcp-session-id", "sealed-upstream-id", false),
+                    set("x-upstream-key", "secret", false),
+                    set("mcp-param-region", "eu-west-1", true),
+                    set("mcp-param-region", "us-east-1", true),
+                    set("accept-encoding", "identity", false),
+                    set("content-length", "42", false),
+                ],
+            );
+            let mut r = request();
+            r.set_version(http::Version::HTTP_11);
+            rw.apply(&mut r).expect("apply");
+            let pingora = pingora_core::protocols::http::v1::client::http_req_header_to_wire(&r)
+                .expect("writable");
+            let mut ours = bytes::BytesMut::new();
+            rw.h1_head(&request(), &mut ours);
+            let (line, headers) = lines(&ours);
+            assert_eq!((line.clone(), headers.clone()), lines(&pingora));
+            assert_eq!(line, "POST /upstream/mcp?x=1 HTTP/1.1");
+            assert!(headers.contains(&"host: upstream.internal:8080".to_owned()));
+            assert!(!headers.contains(&"host: gateway".to_owned()));
+            assert!(headers.contains(&"mcp-session-id: sealed-upstream-id".to_owned()));
+            assert_eq!(
+                headers
+                    .iter()
+                    .filter(|h| h.starts_with("mcp-param-"))
+                    .count(),
+                2,
+                "only the judged mirrored headers: {headers:?}"
+            );
+            assert!(!headers.iter().any(|h| h.starts_with("transfer-encoding")));
+            assert!(!headers.iter().any(|h| h.starts_with("x-withheld")));
+            assert_eq!(
+                headers.iter().any(|h| h.starts_with("authorization")),
+                !direct
+            );
+        }
+    }
+}
