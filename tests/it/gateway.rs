@@ -948,7 +948,9 @@ fn a_busy_port_is_one_clear_line_and_a_non_zero_exit() {
             .arg(warden_tests::root().join("config/examples/sidecar"))
             .args(["--listen", &addr.to_string(), "--admin", "127.0.0.1:0"])
             .arg("--audit")
-            .arg(dir.path().join("audit.jsonl")),
+            .arg(dir.path().join("audit.jsonl"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state")),
         Duration::from_secs(30),
     )
     .expect("ran");

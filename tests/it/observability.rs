@@ -194,7 +194,15 @@ async fn the_dashboard_queries_only_exported_metrics() {
     assert!(names.len() > 15);
     // Labelled families appear in /metrics only once they have a series; the
     // rest must at least be registered by the gateway.
-    let source = std::fs::read_to_string(root().join("proxy/src/metrics.rs")).expect("metrics.rs");
+    // Where the gateway's series are registered (its own, and those of the
+    // servers it runs on loopback).
+    let source = [
+        "proxy/src/observability/metrics.rs",
+        "proxy/local-servers/src/metrics.rs",
+    ]
+    .iter()
+    .map(|p| std::fs::read_to_string(root().join(p)).expect(p))
+    .collect::<String>();
     for core in [
         "warden_http_requests_total",
         "warden_mcp_messages_total",

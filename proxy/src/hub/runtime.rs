@@ -42,6 +42,29 @@ pub struct Runtime {
     pub outliers: Vec<crate::upstreams::health::Outliers>,
 }
 
+/// A server of a runtime's bundle: its position in `snap.config.servers`,
+/// `pools`, `servers` and `outliers` (valid for that runtime only, which a
+/// request holds for its whole life).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerId(pub usize);
+
+impl Runtime {
+    /// The bundle's definition of server `id`.
+    pub fn server(&self, id: ServerId) -> &warden_config::model::Server {
+        &self.snap.config.servers[id.0]
+    }
+
+    /// Server `id`'s names and metric handles.
+    pub fn meta(&self, id: ServerId) -> &ServerMeta {
+        &self.servers[id.0]
+    }
+
+    /// Server `id`'s replicas out of rotation.
+    pub fn outliers(&self, id: ServerId) -> &crate::upstreams::health::Outliers {
+        &self.outliers[id.0]
+    }
+}
+
 /// A server's names as audit records carry them, and its metric handles.
 pub struct ServerMeta {
     pub name: Arc<str>,
@@ -168,11 +191,11 @@ impl Runtime {
     /// the next healthy one not tried yet. `None` when every replica is down or tried.
     pub fn select(
         &self,
-        server: usize,
+        server: ServerId,
         sticky: Option<SocketAddr>,
         tried: &[SocketAddr],
     ) -> Option<SocketAddr> {
-        let pool = &self.pools[server];
+        let pool = &self.pools[server.0];
         if let Some(addr) = sticky {
             if !tried.contains(&addr) {
                 if let Some(b) = pool
@@ -181,14 +204,14 @@ impl Runtime {
                     .iter()
                     .find(|b| b.addr.as_inet() == Some(&addr))
                 {
-                    if pool.backends().ready(b) && !self.outliers[server].ejected(addr) {
+                    if pool.backends().ready(b) && !self.outliers(server).ejected(addr) {
                         return Some(addr);
                     }
                 }
             }
         }
-        let n = self.snap.config.servers[server].upstreams.len().max(1) * 2;
-        let out = &self.outliers[server];
+        let n = self.server(server).upstreams.len().max(1) * 2;
+        let out = self.outliers(server);
         let accept = |b: &Backend, healthy: bool| {
             healthy
                 && b.addr

@@ -1,7 +1,7 @@
 //! Outbound identity fetched per call: the upstream token an OAuth
 //! authorization server issues for this call, or the caller's own token
 //! where a server opted in. Static credentials and identity assertions need
-//! no I/O and are set in `upstream::rewrite_request`.
+//! no I/O and are set in `upstream::Rewrite`.
 //!
 //! - **Token exchange** (RFC 8693): the caller's validated OAuth token is
 //!   exchanged at the server's `oauth.token_endpoint` for one scoped to the
@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 use warden_config::model::{CallerToken, OAuthGrant, OutboundOAuth, Server};
 use warden_filters::{codes, JsonRpcError, Refusal};
 
+use crate::hub::runtime::ServerId;
 use crate::pipeline::ctx::RequestCtx;
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -128,7 +129,7 @@ pub fn check_reuse(
     ctx: &RequestCtx,
     req: &pingora::http::RequestHeader,
     servers: &[Server],
-    server: usize,
+    server: ServerId,
 ) -> Result<(), Refusal> {
     if !servers.iter().any(|s| s.caller_token.is_some()) {
         return Ok(());
@@ -146,7 +147,7 @@ pub fn check_reuse(
     };
     for (i, s) in servers.iter().enumerate() {
         if let Some(c) = &s.caller_token {
-            if i != server && names(&c.audience) {
+            if i != server.0 && names(&c.audience) {
                 return Err(refuse(
                     403,
                     "caller_token_elsewhere",
@@ -489,7 +490,7 @@ pub async fn prepare(
     };
     let servers = &rt.snap.config.servers;
     crate::identity::outbound::check_reuse(ctx, session.req_header(), servers, server)?;
-    let server = &servers[server];
+    let server = rt.server(server);
     if server.oauth.is_none() && server.caller_token.is_none() {
         return Ok(());
     }

@@ -8,8 +8,9 @@ use pingora::http::RequestHeader;
 use pingora_proxy::Session;
 use warden_filters::{mcp, Refusal};
 
+use crate::hub::runtime::ServerId;
 use crate::hub::state::Gateway;
-use crate::pipeline::ctx::{ExchangeKind, RequestCtx};
+use crate::pipeline::ctx::{ExchangeKind, RequestCtx, Routed};
 use crate::pipeline::headers::header_str;
 
 /// What admission decided.
@@ -28,8 +29,7 @@ pub async fn admit(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<Admitted, Refusal> {
-    let rt = gw.runtime();
-    ctx.rt = Some(rt.clone());
+    let rt = ctx.rt.clone();
     let cfg = &rt.snap.config;
     // Whether an HTTP/2 request has DATA frames (checked before the header
     // is borrowed for the rest of admission).
@@ -137,8 +137,10 @@ pub async fn admit(
     };
     let route = &rt.snap.routes[route_pos];
     ctx.via = route.via.clone();
-    ctx.route = Some(route_pos);
-    ctx.server = Some(route.server);
+    ctx.routed = Some(Routed {
+        route: route_pos,
+        server: ServerId(route.server),
+    });
     if let Some(origin) = req.headers.get(http::header::ORIGIN) {
         let o = origin.to_str().unwrap_or("");
         // A page served from one of the gateway's own names (a local tool
@@ -335,7 +337,7 @@ fn check_sessions(
 /// and replica in the context. A token that does not open → 404. `true`
 /// when a legacy endpoint's sealed query was opened.
 fn unseal_session(gw: &Gateway, ctx: &mut RequestCtx, server: &str) -> Result<bool, Refusal> {
-    let Some(sealer) = ctx.rt.as_ref().and_then(|rt| rt.sealer.clone()) else {
+    let Some(sealer) = ctx.rt.sealer.clone() else {
         return Ok(false);
     };
     let unknown = Refusal::session_unknown;
@@ -385,7 +387,8 @@ fn open_resume_id(
     if all.next().is_some() {
         return Err(Refusal::bad_header("Last-Event-ID", "sent more than once"));
     }
-    let (Some(rt), Ok(token)) = (ctx.rt.as_ref(), first.to_str()) else {
+    let rt = &ctx.rt;
+    let Ok(token) = first.to_str() else {
         return Ok(None);
     };
     let owner = ctx.principal.owner_key();

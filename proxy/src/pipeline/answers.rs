@@ -102,10 +102,10 @@ pub async fn read_refused(
     if session.req_header().method != http::Method::POST || session.is_body_done() {
         return None;
     }
-    let (cap, limits) = match &ctx.rt {
-        Some(rt) => (rt.snap.config.limits.max_request_body, rt.snap.parse_limits),
-        None => (1 << 20, warden_filters::jsonrpc::ParseLimits::default()),
-    };
+    let (cap, limits) = (
+        ctx.rt.snap.config.limits.max_request_body,
+        ctx.rt.snap.parse_limits,
+    );
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
     let mut body = bytes::BytesMut::new();
     while !session.is_body_done() {

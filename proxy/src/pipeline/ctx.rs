@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use warden_filters::{MessageRecord, Principal, Refusal, RequestPlan, SseDecoder};
 
-use crate::hub::runtime::Runtime;
+use crate::hub::runtime::{Runtime, ServerId};
 
 /// What kind of MCP exchange this HTTP request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,14 @@ pub struct PendingReply {
     pub answered: bool,
 }
 
+/// Where admission routed a request: the route and the server it names.
+#[derive(Debug, Clone, Copy)]
+pub struct Routed {
+    /// Index into `rt.snap.routes`.
+    pub route: usize,
+    pub server: ServerId,
+}
+
 pub struct RequestCtx {
     pub start: Instant,
     pub request_id: u64,
@@ -69,10 +77,11 @@ pub struct RequestCtx {
     /// admission: the caller's `traceparent`'s, or a fresh one; the audit
     /// record and an identity assertion name the same one.
     pub trace_id: Option<Arc<str>>,
-    pub rt: Option<Arc<Runtime>>,
-    /// Index into `rt.snap.routes`.
-    pub route: Option<usize>,
-    pub server: Option<usize>,
+    /// The runtime (bundle) this request reads from arrival to its audit
+    /// record, loaded once: it never sees two generations.
+    pub rt: Arc<Runtime>,
+    /// Where admission routed the request (none: refused before routing).
+    pub routed: Option<Routed>,
     pub exchange: ExchangeKind,
     pub principal: std::sync::Arc<Principal>,
     /// When the request arrived (the clock policy sees).
@@ -156,15 +165,14 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new() -> Self {
+    pub fn new(rt: Arc<Runtime>) -> Self {
         RequestCtx {
             start: Instant::now(),
             request_id: 0,
             trace_id: None,
             via: None,
-            rt: None,
-            route: None,
-            server: None,
+            rt,
+            routed: None,
             exchange: ExchangeKind::Post,
             principal: Principal::shared_anonymous(),
             now: std::time::SystemTime::now(),
@@ -210,30 +218,28 @@ impl RequestCtx {
         }
     }
 
-    /// The runtime and server of a routed exchange (both are set together
-    /// at admission; an exchange refused before routing has neither).
-    pub fn routed(&self) -> Option<(Arc<Runtime>, usize)> {
-        Some((self.rt.clone()?, self.server?))
+    /// The runtime and server of a routed exchange (an exchange refused
+    /// before routing has no server).
+    pub fn routed(&self) -> Option<(Arc<Runtime>, ServerId)> {
+        Some((self.rt.clone(), self.routed?.server))
+    }
+
+    /// The server admission routed to.
+    pub fn server_id(&self) -> Option<ServerId> {
+        self.routed.map(|r| r.server)
+    }
+
+    /// The bundle's definition of the routed server.
+    pub fn server(&self) -> Option<&warden_config::model::Server> {
+        Some(self.rt.server(self.server_id()?))
     }
 
     pub fn server_name(&self) -> &str {
-        match (&self.rt, self.server) {
-            (Some(rt), Some(i)) => &rt.snap.config.servers[i].name,
-            _ => "-",
-        }
+        self.server().map_or("-", |s| &s.name)
     }
 
     pub fn group_name(&self) -> &str {
-        match (&self.rt, self.server) {
-            (Some(rt), Some(i)) => &rt.snap.config.servers[i].group,
-            _ => "-",
-        }
-    }
-}
-
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
+        self.server().map_or("-", |s| &s.group)
     }
 }
 

@@ -1,15 +1,15 @@
-//! Forwarding: one place for reaching an upstream, for every method. Which
-//! replica (`next_replica`: the session's if healthy, else the next healthy
-//! one not tried), when another may be tried (`may_retry`: only while the
-//! request has reached none), and what a failure becomes on the wire
-//! (`refusal_for`). GET and DELETE go through Pingora's proxy loop, which
-//! calls these from `upstream_peer`, `fail_to_connect` and `fail_to_proxy`.
+//! Forwarding: the one driver of every exchange with an upstream, for every
+//! method. Which replica (`next_replica`: the session's if healthy, else the
+//! next healthy one not tried), when another may be tried (`may_retry`: only
+//! while the request has reached none), what a failure becomes on the wire
+//! (`refusal_for`), and the reply relayed through the reply path
+//! (`reply::on_header`, `reply::on_body`).
 //!
-//! A judged POST body is sent by the gateway itself (`forward_judged`):
-//! exactly the bytes the filters passed, over Pingora's upstream connector
-//! (pooled, health-checked, TLS as configured), and the response relayed
-//! through the same response path (`response::on_header`,
-//! `response::on_body`) as proxied requests.
+//! The gateway writes the request itself (`forward`): a POST's judged body,
+//! exactly the bytes the filters passed, or nothing for GET (the server's
+//! stream) and DELETE, over Pingora's upstream connector (pooled,
+//! health-checked, TLS as configured). Pingora's own proxy loop is never
+//! entered.
 //!
 //! Owning the exchange lets a JSON reply that must be judged be read whole
 //! *before* the response header is written: the client gets the judged body
@@ -31,13 +31,10 @@ use warden_filters::Refusal;
 
 use std::net::SocketAddr;
 
-use pingora::proxy::FailToProxy;
-
 use crate::hub::state::Gateway;
 use crate::observability::metrics::metrics;
-use crate::pipeline::answers::write_refusal;
 use crate::pipeline::ctx::{ExchangeKind, RequestCtx, ResponseMode};
-use crate::pipeline::response;
+use crate::pipeline::reply;
 use crate::upstreams::pool::UpstreamPool;
 use crate::upstreams::upstream::{peer, Rewrite};
 
@@ -60,15 +57,15 @@ impl Upstreams {
 
     /// A connection to `p`: an idle HTTP/1.1 one if the pool has one
     /// (`true`: reused), else what the connector gives.
-    async fn connect(&self, p: &HttpPeer) -> Result<(Leg, bool)> {
+    async fn connect(&self, p: &HttpPeer) -> Result<(UpstreamConn, bool)> {
         if let Some(stream) = self.pool.take(p.reuse_hash()) {
-            return Ok((Leg::H1(stream), true));
+            return Ok((UpstreamConn::H1(stream), true));
         }
         // Boxed: the connector's future is about 9 KB, and inline it would
         // make every call's future (copied whole into its box per request)
         // that much larger for a path the pool makes rare.
         let (up, reused) = Box::pin(self.connector.get_http_session(p)).await?;
-        Ok((Leg::of(up), reused))
+        Ok((UpstreamConn::of(up), reused))
     }
 
     /// Gives back the connection of a finished exchange: kept for the
@@ -95,17 +92,17 @@ impl Default for Upstreams {
 
 /// A connection about to carry a request: an HTTP/1.1 stream the gateway
 /// writes itself, or a session of another protocol.
-enum Leg {
+enum UpstreamConn {
     H1(Stream),
     /// HTTP/2 (boxed: rare, and far larger than a stream).
     Other(Box<HttpSession>),
 }
 
-impl Leg {
-    fn of(up: HttpSession) -> Leg {
+impl UpstreamConn {
+    fn of(up: HttpSession) -> UpstreamConn {
         match up {
-            HttpSession::H1(h1) => Leg::H1(h1.into_inner()),
-            other => Leg::Other(Box::new(other)),
+            HttpSession::H1(h1) => UpstreamConn::H1(h1.into_inner()),
+            other => UpstreamConn::Other(Box::new(other)),
         }
     }
 }
@@ -114,8 +111,8 @@ impl Leg {
 /// and not tried yet, otherwise the next healthy one not tried. Records it
 /// as tried and chosen.
 pub fn next_replica(gw: &Gateway, ctx: &mut RequestCtx) -> Option<(SocketAddr, HttpPeer)> {
-    let (rt, server) = (ctx.rt.clone()?, ctx.server?);
-    let s = &rt.snap.config.servers[server];
+    let (rt, server) = ctx.routed()?;
+    let s = rt.server(server);
     let sticky = ctx.replica(&gw.sessions, &s.name);
     let addr = rt.select(server, sticky, &ctx.tried)?;
     ctx.tried.push(addr);
@@ -128,57 +125,19 @@ pub fn next_replica(gw: &Gateway, ctx: &mut RequestCtx) -> Option<(SocketAddr, H
 /// replica (its connection failed) may go to one not tried yet. Once written,
 /// a request is never sent again (a tool call may not be idempotent).
 pub fn may_retry(ctx: &RequestCtx) -> bool {
-    let total = ctx
-        .rt
-        .as_ref()
-        .zip(ctx.server)
-        .map_or(0, |(rt, s)| rt.snap.config.servers[s].upstreams.len());
+    let total = ctx.server().map_or(0, |s| s.upstreams.len());
     ctx.tried.len() < total
 }
 
-/// A connection to the chosen replica failed (Pingora's proxy loop).
-pub fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
-    metrics()
-        .upstream_errors
-        .with_label_values(&[ctx.server_name(), "connect"])
-        .inc();
-    if let (Some(rt), Some(s), Some(addr)) = (&ctx.rt, ctx.server, ctx.chosen) {
-        rt.outliers[s].record(&rt.snap.config.servers[s].name, addr, false);
-    }
-    if may_retry(ctx) {
-        e.set_retry(true);
-    }
-    e
-}
-
-/// Proxying failed (Pingora's proxy loop): the client gets the JSON-RPC
-/// error `refusal_for` maps it to, if the response has not started.
-pub async fn proxy_failed(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-    let server = ctx.server_name().to_owned();
-    ctx.upstream_error = Some(e.to_string());
-    let mut code = 0;
-    if let Some(r) = refusal_for(e, &server) {
-        let r = counted(ctx, r);
-        // Once the response has started, the only honest signal left is to cut it.
-        if session.response_written().is_none() && write_refusal(session, &r).await.is_ok() {
-            code = r.status;
-        }
-        ctx.refusal = Some(r);
-    }
-    FailToProxy {
-        error_code: code,
-        can_reuse_downstream: false,
-    }
-}
-
-/// Sends a judged POST body and relays the reply (see [`forward`]); a
-/// failure is counted and answered with the request's id.
+/// Sends the request (a POST with its judged body, a GET or DELETE with
+/// none) and relays the reply (see [`forward`]); a failure is counted and
+/// answered with the request's id.
 pub async fn forward_judged(
     gw: &Gateway,
     ups: &Upstreams,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    body: Bytes,
+    body: Option<Bytes>,
 ) -> Result<u16, Refusal> {
     forward(gw, ups, session, ctx, body)
         .await
@@ -204,18 +163,19 @@ const HEADER_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 /// The most a streamed reply holds back while its header waits.
 const HELD_MAX: usize = 64 * 1024;
 
-/// Sends `body` upstream and relays the response. Returns the status written.
+/// Sends the request upstream (with `body`, the judged POST body; none for
+/// GET and DELETE) and relays the response. Returns the status written.
 async fn forward(
     gw: &Gateway,
     ups: &Upstreams,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    body: Bytes,
+    body: Option<Bytes>,
 ) -> Result<u16, Refusal> {
     let Some((rt, server)) = ctx.routed() else {
         return Err(Refusal::internal("no route"));
     };
-    let s = &rt.snap.config.servers[server];
+    let s = rt.server(server);
     let (up, p, addr, reused) = loop {
         let Some((addr, p)) = next_replica(gw, ctx) else {
             return Err(Refusal::upstream_unavailable(&s.name, "no healthy replica"));
@@ -227,14 +187,14 @@ async fn forward(
                     .upstream_errors
                     .with_label_values(&[&s.name, "connect"])
                     .inc();
-                rt.outliers[server].record(&s.name, addr, false);
+                rt.outliers(server).record(&s.name, addr, false);
                 if matches!(e.etype(), ErrorType::ConnectTimedout) && !may_retry(ctx) {
                     return Err(Refusal::upstream_timeout(&s.name));
                 }
             }
         }
     };
-    let rewrite = Rewrite::new(&rt, ctx, s, addr, Some(body.len()))
+    let rewrite = Rewrite::new(&rt, ctx, s, addr, body.as_ref().map(Bytes::len))
         .map_err(|e| Refusal::internal(&e.to_string()))?;
     let req = session.req_header();
     let unavailable = |e: Box<Error>| match e.etype() {
@@ -253,7 +213,7 @@ async fn forward(
         match Box::pin(ups.connector.get_http_session(&fresh)).await {
             Ok((u, _)) => {
                 p = fresh;
-                sent = write(Leg::of(u), &p, &rewrite, req, &body).await;
+                sent = write(UpstreamConn::of(u), &p, &rewrite, req, &body).await;
             }
             Err(e) => return Err(unavailable(e)),
         }
@@ -265,7 +225,7 @@ async fn forward(
         .cloned()
         .ok_or_else(|| Refusal::upstream_unavailable(&s.name, "no response header"))?;
     let refuse = |e: Box<Error>| refusal_for(&e, &s.name).unwrap_or_else(|| unavailable(e));
-    response::on_header(gw, ctx, &mut resp).map_err(refuse)?;
+    reply::on_header(gw, ctx, &mut resp).map_err(refuse)?;
     resp.remove_header(&http::header::CONNECTION);
     let status = resp.status.as_u16();
 
@@ -278,7 +238,7 @@ async fn forward(
             let chunk = up.read_response_body().await.map_err(unavailable)?;
             let eos = chunk.is_none() || up.response_done();
             let mut b = chunk;
-            response::on_body(gw, ctx, &mut b, eos).map_err(refuse)?;
+            reply::on_body(gw, ctx, &mut b, eos).map_err(refuse)?;
             if eos {
                 break b.unwrap_or_default();
             }
@@ -349,7 +309,7 @@ async fn forward(
             Ok(chunk) => {
                 let eos = chunk.is_none() || up.response_done();
                 let mut b = chunk;
-                response::on_body(gw, ctx, &mut b, eos).map(|()| (b, eos))
+                reply::on_body(gw, ctx, &mut b, eos).map(|()| (b, eos))
             }
             // A failed read is the upstream's failure, however the
             // connection layer tagged it.
@@ -437,15 +397,16 @@ async fn start_stream(
 /// its own, one more packet and wake-up), and the head is written straight
 /// from the client's header, which is never copied.
 async fn write(
-    up: Leg,
+    up: UpstreamConn,
     p: &HttpPeer,
     rewrite: &Rewrite<'_>,
     req: &pingora::http::RequestHeader,
-    body: &Bytes,
+    body: &Option<Bytes>,
 ) -> Result<HttpSession> {
     use tokio::io::AsyncWriteExt;
     match up {
-        Leg::H1(mut stream) => {
+        UpstreamConn::H1(mut stream) => {
+            let body = body.as_deref().unwrap_or_default();
             let mut wire = bytes::BytesMut::with_capacity(1024 + body.len());
             rewrite.h1_head(req, &mut wire);
             wire.extend_from_slice(body);
@@ -469,7 +430,7 @@ async fn write(
             set_timeouts(&mut up, p);
             Ok(up)
         }
-        Leg::Other(up) => {
+        UpstreamConn::Other(up) => {
             let mut up = *up;
             set_timeouts(&mut up, p);
             let mut req = req.clone();
@@ -478,7 +439,9 @@ async fn write(
             req.set_version(http::Version::HTTP_11);
             rewrite.apply(&mut req)?;
             up.write_request_header(Box::new(req)).await?;
-            up.write_request_body(body.clone(), true).await?;
+            if let Some(body) = body {
+                up.write_request_body(body.clone(), true).await?;
+            }
             up.finish_request_body().await?;
             Ok(up)
         }
@@ -499,8 +462,8 @@ async fn read_head(up: &mut HttpSession) -> Result<()> {
 }
 
 /// The answer to a reply the gateway withheld (502, -31003).
-fn reply_refused(r: crate::pipeline::response::ReplyRefusal, server: &str) -> Refusal {
-    use crate::pipeline::response::ReplyRefusal as R;
+fn reply_refused(r: crate::pipeline::reply::ReplyRefusal, server: &str) -> Refusal {
+    use crate::pipeline::reply::ReplyRefusal as R;
     match r {
         R::Compressed => Refusal::upstream_protocol(
             "upstream_compressed",
@@ -536,7 +499,7 @@ fn set_timeouts(up: &mut HttpSession, p: &pingora::upstreams::peer::HttpPeer) {
 /// The answer for an error raised while talking to the upstream (`None`: the
 /// downstream went away, nobody is left to answer).
 pub fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
-    if let Some(r) = crate::pipeline::response::ReplyRefusal::of(e) {
+    if let Some(r) = crate::pipeline::reply::ReplyRefusal::of(e) {
         return Some(reply_refused(r, server));
     }
     match e.etype() {
@@ -562,7 +525,7 @@ pub fn refusal_for(e: &Error, server: &str) -> Option<Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::response::ReplyRefusal;
+    use crate::pipeline::reply::ReplyRefusal;
 
     /// Every withheld reply is answered as the server's fault (502,
     /// -31003) naming its reason, wherever Pingora wraps the error; none

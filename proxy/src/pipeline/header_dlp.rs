@@ -34,7 +34,7 @@ pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader) -> Result<(), Refusal> {
     let Some(dlp) = rt.snap.dlp.as_deref() else {
         return Ok(());
     };
-    let risk = dlp.server_risk(&rt.snap.config.servers[server].name);
+    let risk = dlp.server_risk(&rt.server(server).name);
     let api_key_header = rt
         .snap
         .config
@@ -192,8 +192,8 @@ enum Place<'a> {
 fn client_url<'a>(ctx: &RequestCtx, req: &'a RequestHeader) -> Vec<(&'static str, Cow<'a, str>)> {
     let mut out = Vec::new();
     let path = req.uri.path();
-    let rest = match ctx.rt.as_ref().zip(ctx.route) {
-        Some((rt, r)) => rt.snap.routes[r].below_prefix(path),
+    let rest = match ctx.routed {
+        Some(r) => ctx.rt.snap.routes[r.route].below_prefix(path),
         None => path,
     };
     if !rest.is_empty() && rest != "/" {

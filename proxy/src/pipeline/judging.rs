@@ -29,11 +29,11 @@ pub async fn judge(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<Judged, Refusal> {
-    let Some((rt, server_ix)) = ctx.routed() else {
+    let Some((rt, server_id)) = ctx.routed() else {
         return Err(Refusal::internal("judging a request that was not admitted"));
     };
     let cfg = &rt.snap.config;
-    let server = &cfg.servers[server_ix];
+    let server = rt.server(server_id);
     let req = session.req_header();
     let ct = header_str(req, "content-type").unwrap_or("");
     // Two labels are two readings: a server may take either.
@@ -171,7 +171,7 @@ pub async fn judge(
                         && env
                             .name
                             .as_deref()
-                            .is_some_and(|t| crate::pipeline::recording::logs_io(&rt, server_ix, t))
+                            .is_some_and(|t| crate::pipeline::recording::logs_io(&rt, server_id, t))
                 }
                 Parsed::Batch(_) => true,
             });

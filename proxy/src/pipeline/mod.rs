@@ -13,6 +13,6 @@ pub mod header_dlp;
 pub mod headers;
 pub mod judging;
 pub mod recording;
-pub mod response;
+pub mod reply;
 pub mod scope;
 pub mod service;

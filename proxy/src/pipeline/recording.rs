@@ -7,6 +7,7 @@ use pingora::prelude::*;
 use pingora_proxy::Session;
 use warden_filters::filter::Direction;
 
+use crate::hub::runtime::ServerId;
 use crate::hub::state::Gateway;
 use crate::observability::audit::AuditRecord;
 use crate::observability::metrics::metrics;
@@ -28,24 +29,22 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
         .or(ctx.local_status)
         .unwrap_or(0);
     let server = ctx.server_name().to_owned();
+    let rt = ctx.rt.clone();
+    let rt = &rt;
     // Passive ejection: how the chosen replica answered this call (a
     // connect failure was counted when it happened; the gateway's own
     // timeouts and size limits, which a caller can provoke, never count).
-    if let (Some(rt), Some(s), Some(addr), Some(st)) =
-        (&ctx.rt, ctx.server, ctx.chosen, ctx.upstream_status)
-    {
-        rt.outliers[s].record(&server, addr, st < 500 && ctx.unjudgeable == 0);
+    if let (Some(s), Some(addr), Some(st)) = (ctx.server_id(), ctx.chosen, ctx.upstream_status) {
+        ctx.rt
+            .outliers(s)
+            .record(&server, addr, st < 500 && ctx.unjudgeable == 0);
     }
     let http_method = http_method(session.req_header());
     m.requests
         .with_label_values(&[&server, http_method, &status_label(status)])
         .inc();
     // The server's handles were resolved when its bundle was built.
-    let meta = ctx
-        .rt
-        .as_ref()
-        .zip(ctx.server)
-        .map(|(rt, s)| &rt.servers[s]);
+    let meta = ctx.server_id().map(|s| ctx.rt.meta(s));
     let elapsed = ctx.start.elapsed().as_secs_f64();
     match meta.and_then(|s| s.latency(http_method)) {
         Some(h) => h.observe(elapsed),
@@ -95,16 +94,14 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             // Known: in the catalog, or a well-formed tool name that holds
             // nothing DLP finds (and the label guard bounds how many).
             let known = r.target.as_deref().filter(|t| {
-                ctx.rt.as_ref().is_some_and(|rt| {
-                    rt.snap
-                        .config
-                        .catalog
-                        .get(&server)
-                        .is_some_and(|c| c.tool(t).is_some())
-                        || ((r.method.as_deref() == Some("tools/call") || r.task.is_some())
-                            && warden_filters::tools::valid_name(t)
-                            && rt.snap.redact_text(t, 256) == *t)
-                })
+                rt.snap
+                    .config
+                    .catalog
+                    .get(&server)
+                    .is_some_and(|c| c.tool(t).is_some())
+                    || ((r.method.as_deref() == Some("tools/call") || r.task.is_some())
+                        && warden_filters::tools::valid_name(t)
+                        && rt.snap.redact_text(t, 256) == *t)
             });
             let tool = r.target.as_ref().map(|_| match known {
                 Some(t) => gw.tool_labels.admit(t).to_owned(),
@@ -130,13 +127,8 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             if r.method.as_deref() == Some("tools/call") || r.task.is_some() {
                 // A virtual server's own leg has no catalog: its member's
                 // leg records the tool's risk.
-                let composed = ctx
-                    .rt
-                    .as_ref()
-                    .zip(ctx.server)
-                    .and_then(|(rt, i)| rt.snap.config.servers.get(i))
-                    .is_some_and(|s| s.composed.is_some());
-                if let (Some(rt), Some(tool), false) = (&ctx.rt, r.target.as_deref(), composed) {
+                let composed = ctx.server().is_some_and(|s| s.composed.is_some());
+                if let (Some(tool), false) = (r.target.as_deref(), composed) {
                     rec.risk = Some(
                         rt.snap
                             .config
@@ -148,9 +140,9 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
                 }
             }
             rec.method = r.method.clone();
-            rec.tool = match (known, r.target.as_deref(), &ctx.rt) {
-                (Some(t), _, _) => Some(t.to_owned()),
-                (None, Some(t), Some(rt)) => Some(rt.snap.redact_text(t, 256)),
+            rec.tool = match (known, r.target.as_deref()) {
+                (Some(t), _) => Some(t.to_owned()),
+                (None, Some(t)) => Some(rt.snap.redact_text(t, 256)),
                 _ => None,
             };
             rec.outcome = r.outcome.label();
@@ -161,10 +153,10 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             };
             rec.args_digest = r.args_digest.take();
             if dir == Direction::Request && r.method.is_some() {
-                rec.justification = match (&ctx.justification, &ctx.rt) {
-                    (Some(j), Some(rt)) => Some(rt.snap.redact_text(j, 1024)),
-                    _ => None,
-                };
+                rec.justification = ctx
+                    .justification
+                    .as_ref()
+                    .map(|j| rt.snap.redact_text(j, 1024));
             }
             rec.task = r.task.take();
             if let Some(sh) = r.shadow.take() {
@@ -198,18 +190,17 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             }
             // Raw with `include_arguments`; otherwise only for calls of a
             // tier logged in full, DLP-redacted.
-            let full =
-                dir == Direction::Request
-                    && matches!(r.method.as_deref(), Some("tools/call"))
-                    && ctx.rt.as_ref().zip(ctx.server).is_some_and(|(rt, s)| {
-                        r.target.as_deref().is_some_and(|t| logs_io(rt, s, t))
-                    });
-            rec.arguments = match (r.arguments.take(), &ctx.rt) {
-                (Some(a), Some(rt)) if !rt.snap.config.audit.include_arguments => full
+            let full = dir == Direction::Request
+                && matches!(r.method.as_deref(), Some("tools/call"))
+                && ctx
+                    .server_id()
+                    .is_some_and(|s| r.target.as_deref().is_some_and(|t| logs_io(rt, s, t)));
+            rec.arguments = match r.arguments.take() {
+                Some(a) if !rt.snap.config.audit.include_arguments => full
                     .then(|| serde_json::from_str::<serde_json::Value>(&a).ok())
                     .flatten()
                     .map(|v| rt.snap.redact_json(&v).to_string()),
-                (a, _) => a,
+                a => a,
             }
             .and_then(|a| serde_json::value::RawValue::from_string(a).ok());
             rec.result = r
@@ -233,7 +224,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
                         .inc();
                 }
             }
-            if let (Some(need), Some(rt)) = (r.approval.take(), &ctx.rt) {
+            if let Some(need) = r.approval.take() {
                 // The approvers' decisions, each its own record in the
                 // chain, then the call they decided.
                 let claimed = ctx.approval.as_ref();
@@ -281,7 +272,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             .and_then(|r| r.id.as_ref())
             .map(|i| i.to_json());
         // A refused request is recorded as what it was, as far as read.
-        if let (Some((method, target)), Some(rt)) = (&ctx.refused_message, &ctx.rt) {
+        if let Some((method, target)) = &ctx.refused_message {
             rec.method = Some(method.clone());
             rec.tool = target.as_deref().map(|t| rt.snap.redact_text(t, 256));
         }
@@ -320,7 +311,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
         // Client-chosen text in the record (a refusal's message can quote
         // an `Origin` or a method; JSON-RPC methods and string ids are the
         // client's own) is written DLP-redacted.
-        if let Some(rt) = &ctx.rt {
+        {
             let clean = |s: String| match rt.snap.redacted(&s, &s) {
                 std::borrow::Cow::Borrowed(_) => s,
                 masked => masked.into_owned(),
@@ -375,18 +366,11 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
 
 fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
     let req = session.req_header();
-    let meta = ctx
-        .rt
-        .as_ref()
-        .zip(ctx.server)
-        .map(|(rt, s)| &rt.servers[s]);
+    let meta = ctx.server_id().map(|s| ctx.rt.meta(s));
     let none: std::sync::Arc<str> = "-".into();
     AuditRecord {
         ts: std::time::SystemTime::now(),
-        revision: ctx
-            .rt
-            .as_ref()
-            .map_or_else(|| "".into(), |r| r.revision.clone()),
+        revision: ctx.rt.revision.clone(),
         request_id: ctx.request_id,
         trace_id: match (&ctx.trace, &ctx.trace_id) {
             (Some(t), _) => t.trace_hex().into(),
@@ -409,14 +393,11 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         via: ctx.via.clone(),
         http_method: http_method(req),
         // The client wrote both: DLP-redacted, as every client-chosen field.
-        path: match &ctx.rt {
-            Some(rt) => redacted_path(rt, bounded(req.uri.path(), 512)).into(),
-            None => bounded(req.uri.path(), 512).into(),
-        },
-        session_id: ctx.session_id.as_deref().map(|s| match &ctx.rt {
-            Some(rt) => rt.snap.redacted(s, s).into(),
-            None => s.into(),
-        }),
+        path: redacted_path(&ctx.rt, bounded(req.uri.path(), 512)).into(),
+        session_id: ctx
+            .session_id
+            .as_deref()
+            .map(|s| ctx.rt.snap.redacted(s, s).into()),
         direction: "request",
         jsonrpc_id: None,
         method: None,
@@ -501,10 +482,10 @@ fn bounded(s: &str, n: usize) -> &str {
 }
 
 /// Whether calls of `tool` on `server` are logged in full (`audit.log_io`).
-pub fn logs_io(rt: &crate::hub::runtime::Runtime, server: usize, tool: &str) -> bool {
+pub fn logs_io(rt: &crate::hub::runtime::Runtime, server: ServerId, tool: &str) -> bool {
     let cfg = &rt.snap.config;
     !cfg.audit.log_io.is_empty()
-        && cfg.servers.get(server).is_some_and(|s| {
+        && cfg.servers.get(server.0).is_some_and(|s| {
             // A virtual server's leg: its member's leg logs (with the
             // tool's own risk).
             if s.composed.is_some() {

@@ -2,32 +2,20 @@
 //!
 //! Phase contract (see Pingora's phase chart):
 //! - `early_request_filter` ends the header deadline and sets pipelining.
-//! - `request_filter` admits the request (`admission`: route, origin,
-//!   authentication, session). A POST is then read, parsed and judged whole
-//!   (`judging`) and forwarded by the gateway itself
-//!   (`forwarding::forward_judged`: the judged bytes sent, the reply judged on
-//!   the way back): `Ok(true)` — the gateway wrote the response, whether the
-//!   upstream's judged reply or its own answer. Only GET (the server's
-//!   stream) and DELETE return `Ok(false)` and continue through Pingora's
-//!   proxy loop below; they carry no body.
-//! - `upstream_peer` picks a replica (`forwarding::next_replica`, sticky per
-//!   MCP session), as the POST path does.
-//! - `upstream_request_filter` rewrites path, Host, framing; strips the
-//!   client's credentials and browser Origin (`upstream::rewrite_request`).
-//! - `response_filter` / `response_body_filter` judge what comes back
-//!   (`response`).
-//! - `fail_to_connect` / `fail_to_proxy` apply the retry rule and map
-//!   failures to JSON-RPC errors (`forwarding`), as the POST path does.
+//! - `request_filter` runs the whole exchange and always returns `Ok(true)`
+//!   (the gateway wrote the response): admission (`admission`: route,
+//!   origin, authentication, session); for a POST, its body read, parsed and
+//!   judged whole (`judging`); then, for every method, the request written
+//!   to the upstream by the gateway itself and the reply judged on its way
+//!   back (`forwarding`, `reply`). Pingora's proxy loop (`upstream_peer` and
+//!   the phases after it) is never entered.
 //! - `logging` writes metrics, one audit record per MCP message and spans
 //!   (`recording`).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::proxy::FailToProxy;
 use pingora_proxy::{ProxyHttp, Session};
 use warden_filters::Refusal;
 
@@ -52,35 +40,25 @@ impl WardenProxy {
         }
     }
 
-    /// Admission, then for a POST judging and forwarding. `Ok(None)`: a
-    /// GET/DELETE to proxy; `Ok(Some(status))`: the response was written.
-    async fn handle(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<u16>, Refusal> {
+    /// Admission, for a POST judging, then forwarding. Returns the status
+    /// of the response written (the upstream's judged reply or the
+    /// gateway's own answer).
+    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<u16, Refusal> {
         let gw = &self.gateway;
-        match admit(gw, session, ctx).await? {
+        let body = match admit(gw, session, ctx).await? {
+            Admitted::Answered(status) => return Ok(status),
             Admitted::Stream => {
                 crate::identity::outbound::prepare(&gw.tokens, session, ctx).await?;
-                Ok(None)
+                None
             }
-            Admitted::Answered(status) => Ok(Some(status)),
             // The upstream identity is fetched while judging, before
             // anything is spent on the call (quota, an approval).
             Admitted::Post => match judge(gw, session, ctx).await? {
-                Judged::Answered(status) => Ok(Some(status)),
-                Judged::Forward(body) => crate::pipeline::forwarding::forward_judged(
-                    gw,
-                    &self.upstreams,
-                    session,
-                    ctx,
-                    body,
-                )
-                .await
-                .map(Some),
+                Judged::Answered(status) => return Ok(status),
+                Judged::Forward(body) => Some(body),
             },
-        }
+        };
+        crate::pipeline::forwarding::forward_judged(gw, &self.upstreams, session, ctx, body).await
     }
 }
 
@@ -89,7 +67,7 @@ impl ProxyHttp for WardenProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+        RequestCtx::new(self.gateway.runtime())
     }
 
     async fn early_request_filter(&self, session: &mut Session, _: &mut RequestCtx) -> Result<()> {
@@ -119,8 +97,7 @@ impl ProxyHttp for WardenProxy {
         metrics().inflight.inc();
         ctx.counted_inflight = true;
         match self.handle(session, ctx).await {
-            Ok(None) => Ok(false),
-            Ok(Some(status)) => {
+            Ok(status) => {
                 ctx.local_status = Some(status);
                 Ok(true)
             }
@@ -140,77 +117,17 @@ impl ProxyHttp for WardenProxy {
         }
     }
 
+    /// Never reached: `request_filter` answers every request, so Pingora's
+    /// proxy loop does not run (see the module docs).
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        ctx: &mut RequestCtx,
+        _ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        match crate::pipeline::forwarding::next_replica(&self.gateway, ctx) {
-            Some((_, peer)) => Ok(Box::new(peer)),
-            None => Error::e_explain(
-                ErrorType::Custom("no_healthy_upstream"),
-                format!("no healthy upstream left for `{}`", ctx.server_name()),
-            ),
-        }
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        req: &mut RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        let (Some(rt), Some(server), Some(addr)) = (ctx.rt.clone(), ctx.server, ctx.chosen) else {
-            return Error::e_explain(ErrorType::InternalError, "upstream request without a peer");
-        };
-        crate::upstreams::upstream::rewrite_request(
-            req,
-            &rt,
-            ctx,
-            &rt.snap.config.servers[server],
-            addr,
-            ctx.body.as_ref().map(Bytes::len),
-        )?;
-        Ok(())
-    }
-
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        crate::pipeline::response::on_header(&self.gateway, ctx, resp)
-    }
-
-    fn response_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<std::time::Duration>> {
-        crate::pipeline::response::on_body(&self.gateway, ctx, body, end_of_stream)?;
-        Ok(None)
-    }
-
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut RequestCtx,
-        e: Box<Error>,
-    ) -> Box<Error> {
-        crate::pipeline::forwarding::connect_failed(ctx, e)
-    }
-
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut RequestCtx,
-    ) -> FailToProxy {
-        crate::pipeline::forwarding::proxy_failed(session, e, ctx).await
+        Error::e_explain(
+            ErrorType::InternalError,
+            "the gateway forwards every request itself",
+        )
     }
 
     /// A client that hangs up (an SDK closing its GET stream, a cancelled

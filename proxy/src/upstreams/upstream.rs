@@ -334,18 +334,6 @@ impl<'a> Rewrite<'a> {
     }
 }
 
-/// Rewrites a request for the upstream (see [`Rewrite`]).
-pub fn rewrite_request(
-    req: &mut pingora::http::RequestHeader,
-    rt: &crate::hub::runtime::Runtime,
-    ctx: &crate::pipeline::ctx::RequestCtx,
-    server: &Server,
-    addr: SocketAddr,
-    body_len: Option<usize>,
-) -> pingora::Result<()> {
-    Rewrite::new(rt, ctx, server, addr, body_len)?.apply(req)
-}
-
 /// Whether a client header (by its lower-case `name`) must not reach the
 /// upstream as the client sent it:
 /// - the gateway's own headers (`x-warden-*`: between a virtual server and

@@ -6,7 +6,11 @@ use super::*;
 
 impl Aggregator {
     /// A new session: every member's opened with the client's params.
-    pub(super) async fn initialize(&self, m: &Members, caller: &Caller) -> Response<Body> {
+    pub(super) async fn initialize(
+        &self,
+        m: &Members,
+        caller: &CallerCredentials,
+    ) -> Response<Body> {
         let id: Value = member(m, "id").unwrap_or(Value::Null);
         {
             let sessions = lock(&self.sessions);
@@ -67,9 +71,9 @@ impl Aggregator {
                 Err(e) => {
                     self.setback(i, "initialize", &e);
                     failures.push(self.members[i].server.clone());
-                    legs.push(Leg {
+                    legs.push(MemberSession {
                         failed: Some(e.text().to_owned()),
-                        ..Leg::default()
+                        ..MemberSession::default()
                     });
                 }
             }
@@ -177,7 +181,7 @@ impl Aggregator {
         if !authorised {
             return plain(StatusCode::FORBIDDEN);
         }
-        let caller = Caller::of(&req, self.api_key.as_deref());
+        let caller = CallerCredentials::of(&req, self.api_key.as_deref());
         let session = req
             .headers()
             .get("mcp-session-id")
@@ -212,7 +216,7 @@ impl Aggregator {
     }
 
     /// Ends every member session of `s`.
-    pub(super) async fn end(&self, s: &VSession, caller: &Caller) {
+    pub(super) async fn end(&self, s: &VSession, caller: &CallerCredentials) {
         let mut jobs = Vec::new();
         for i in 0..self.members.len() {
             let leg = s.legs[i].lock().await.clone();
@@ -232,7 +236,7 @@ impl Aggregator {
         req: Request<Incoming>,
         session: Option<Arc<VSession>>,
         has_sid: bool,
-        caller: Caller,
+        caller: CallerCredentials,
     ) -> Response<Body> {
         let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
             .collect()
@@ -326,7 +330,13 @@ impl Aggregator {
 
     /// Sends a message the client sent on to member `i`, not waiting for
     /// more than the member's acknowledgement.
-    pub(super) async fn pass_on(&self, s: &VSession, i: usize, m: &Members, caller: &Caller) {
+    pub(super) async fn pass_on(
+        &self,
+        s: &VSession,
+        i: usize,
+        m: &Members,
+        caller: &CallerCredentials,
+    ) {
         let Ok(body) = serde_json::to_vec(m) else {
             return;
         };
@@ -345,7 +355,7 @@ impl Aggregator {
         s: &VSession,
         m: &mut Members,
         id: &Value,
-        caller: &Caller,
+        caller: &CallerCredentials,
     ) {
         let asked = id
             .as_str()
@@ -363,7 +373,7 @@ impl Aggregator {
         s: &VSession,
         m: &mut Members,
         method: &str,
-        caller: &Caller,
+        caller: &CallerCredentials,
     ) {
         match method {
             "notifications/cancelled" => {
@@ -398,10 +408,10 @@ impl Aggregator {
         m: &mut Members,
         method: &str,
         id: Value,
-        caller: Caller,
+        caller: CallerCredentials,
     ) -> Response<Body> {
         let answer = |v: &Value| json_response(StatusCode::OK, None, v);
-        if let Some(kind) = Kind::of(method) {
+        if let Some(kind) = ListKind::of(method) {
             let params: Option<Members> = member(m, "params");
             return answer(&self.list(&s, kind, params.as_ref(), &id, &caller).await);
         }
@@ -409,15 +419,15 @@ impl Aggregator {
         let target = match method {
             "tools/call" | "prompts/get" => {
                 let kind = if method == "tools/call" {
-                    Kind::Tools
+                    ListKind::Tools
                 } else {
-                    Kind::Prompts
+                    ListKind::Prompts
                 };
                 let Some(name) = member::<String>(&params, "name") else {
                     return answer(&error_value(Some(&id), -32602, "Invalid params: no name"));
                 };
                 let Some((i, real)) = self.resolve(&s, kind, &name, &caller).await else {
-                    let what = if kind == Kind::Tools {
+                    let what = if kind == ListKind::Tools {
                         "tool"
                     } else {
                         "prompt"
@@ -429,7 +439,7 @@ impl Aggregator {
                     ));
                 };
                 params.insert("name".into(), raw(&json!(real)));
-                if kind == Kind::Tools {
+                if kind == ListKind::Tools {
                     if let Some(view) = self.members[i].tools.get(&real) {
                         if !view.hidden.is_empty() || !view.defaults.is_empty() {
                             let mut args: Members =
@@ -469,7 +479,8 @@ impl Aggregator {
                 match r.get("type").and_then(Value::as_str) {
                     Some("ref/prompt") => {
                         let name = r.get("name").and_then(Value::as_str).unwrap_or("");
-                        let Some((i, real)) = self.resolve(&s, Kind::Prompts, name, &caller).await
+                        let Some((i, real)) =
+                            self.resolve(&s, ListKind::Prompts, name, &caller).await
                         else {
                             return answer(&error_value(
                                 Some(&id),
@@ -537,7 +548,7 @@ impl Aggregator {
         m: &mut Members,
         id: Value,
         progress: Option<Value>,
-        caller: Caller,
+        caller: CallerCredentials,
     ) -> Response<Body> {
         let unavailable = |why: &str| {
             json_response(
@@ -737,7 +748,7 @@ impl Aggregator {
             v["params"]["requestId"] = json!(format!("{ASK_PREFIX}{bid}"));
             return true;
         }
-        let changed = Kind::changed(&method);
+        let changed = ListKind::changed(&method);
         if !changed.is_empty() {
             let mut l = lock(&s.learned);
             for k in changed {
@@ -749,7 +760,11 @@ impl Aggregator {
 
     /// The merged GET stream of a session (one at a time: a new one ends
     /// the one before).
-    pub(super) fn get(self: Arc<Self>, s: Arc<VSession>, caller: Caller) -> Response<Body> {
+    pub(super) fn get(
+        self: Arc<Self>,
+        s: Arc<VSession>,
+        caller: CallerCredentials,
+    ) -> Response<Body> {
         // A stop every task sees, even one not started yet.
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         if let Some(old) = lock(&s.get_stop).replace(stop_tx) {

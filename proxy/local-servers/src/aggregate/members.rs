@@ -43,8 +43,8 @@ impl Aggregator {
         &self,
         method: reqwest::Method,
         i: usize,
-        leg: Option<&Leg>,
-        caller: &Caller,
+        leg: Option<&MemberSession>,
+        caller: &CallerCredentials,
     ) -> reqwest::RequestBuilder {
         let mut rb = self
             .client
@@ -69,8 +69,8 @@ impl Aggregator {
     pub(super) async fn post(
         &self,
         i: usize,
-        leg: Option<&Leg>,
-        caller: &Caller,
+        leg: Option<&MemberSession>,
+        caller: &CallerCredentials,
         body: Vec<u8>,
     ) -> Result<reqwest::Response, String> {
         let rb = self
@@ -93,8 +93,8 @@ impl Aggregator {
     pub(super) async fn exchange(
         &self,
         i: usize,
-        leg: Option<&Leg>,
-        caller: &Caller,
+        leg: Option<&MemberSession>,
+        caller: &CallerCredentials,
         body: Vec<u8>,
         id: &Value,
     ) -> Result<(Value, Option<String>), Failure> {
@@ -162,8 +162,8 @@ impl Aggregator {
         &self,
         i: usize,
         init: &RawValue,
-        caller: &Caller,
-    ) -> Result<(Leg, Value), Asked> {
+        caller: &CallerCredentials,
+    ) -> Result<(MemberSession, Value), Asked> {
         let id = json!("warden-virtual-init");
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":"warden-virtual-init","method":"initialize","params":{}}}"#,
@@ -182,7 +182,7 @@ impl Aggregator {
             // Refused for this caller (policy, a quota …): not the member's health.
             return Err(Asked::Refused(format!("initialize: {}", loggable(msg))));
         };
-        let leg = Leg {
+        let leg = MemberSession {
             sid,
             version: result
                 .get("protocolVersion")
@@ -206,8 +206,8 @@ impl Aggregator {
         s: &VSession,
         i: usize,
         stale: Option<&str>,
-        caller: &Caller,
-    ) -> Result<Leg, String> {
+        caller: &CallerCredentials,
+    ) -> Result<MemberSession, String> {
         let mut leg = s.legs[i].lock().await;
         if leg.sid.is_some() && leg.sid.as_deref() != stale && leg.failed.is_none() {
             return Ok(leg.clone()); // someone else already did
@@ -230,7 +230,12 @@ impl Aggregator {
     }
 
     /// Member `i`'s session, opening it if it failed before.
-    pub(super) async fn leg(&self, s: &VSession, i: usize, caller: &Caller) -> Result<Leg, String> {
+    pub(super) async fn leg(
+        &self,
+        s: &VSession,
+        i: usize,
+        caller: &CallerCredentials,
+    ) -> Result<MemberSession, String> {
         let leg = s.legs[i].lock().await.clone();
         if leg.failed.is_none() {
             return Ok(leg);
@@ -244,7 +249,7 @@ impl Aggregator {
         &self,
         s: &VSession,
         i: usize,
-        caller: &Caller,
+        caller: &CallerCredentials,
         method: &str,
         params: Value,
     ) -> Result<Value, Asked> {

@@ -117,20 +117,20 @@ const CURSOR_AAD: &[u8] = b"warden virtual cursor v1";
 
 /// The lists a virtual server merges.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
+enum ListKind {
     Tools = 0,
     Prompts = 1,
     Resources = 2,
     Templates = 3,
 }
 
-impl Kind {
-    fn of(method: &str) -> Option<Kind> {
+impl ListKind {
+    fn of(method: &str) -> Option<ListKind> {
         Some(match method {
-            "tools/list" => Kind::Tools,
-            "prompts/list" => Kind::Prompts,
-            "resources/list" => Kind::Resources,
-            "resources/templates/list" => Kind::Templates,
+            "tools/list" => ListKind::Tools,
+            "prompts/list" => ListKind::Prompts,
+            "resources/list" => ListKind::Resources,
+            "resources/templates/list" => ListKind::Templates,
             _ => return None,
         })
     }
@@ -155,11 +155,11 @@ impl Kind {
         ["tools", "prompts", "resources", "resources"][self as usize]
     }
     /// Which list a `…/list_changed` notification concerns.
-    fn changed(method: &str) -> &'static [Kind] {
+    fn changed(method: &str) -> &'static [ListKind] {
         match method {
-            "notifications/tools/list_changed" => &[Kind::Tools],
-            "notifications/prompts/list_changed" => &[Kind::Prompts],
-            "notifications/resources/list_changed" => &[Kind::Resources, Kind::Templates],
+            "notifications/tools/list_changed" => &[ListKind::Tools],
+            "notifications/prompts/list_changed" => &[ListKind::Prompts],
+            "notifications/resources/list_changed" => &[ListKind::Resources, ListKind::Templates],
             _ => &[],
         }
     }
@@ -437,7 +437,7 @@ struct VSession {
     owner: String,
     /// The client's `initialize` params, to open a member's session again.
     init: Box<RawValue>,
-    legs: Vec<tokio::sync::Mutex<Leg>>,
+    legs: Vec<tokio::sync::Mutex<MemberSession>>,
     learned: Mutex<Learned>,
     /// Server→client requests by the id the client sees: (member, its id).
     asked: Mutex<HashMap<u64, (usize, Value)>>,
@@ -449,12 +449,12 @@ struct VSession {
     get_stop: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
     /// The credentials of the session's latest request (to end the member
     /// sessions when it goes idle).
-    caller: Mutex<Caller>,
+    caller: Mutex<CallerCredentials>,
     last_used: Mutex<Instant>,
 }
 
 #[derive(Clone, Default)]
-struct Leg {
+struct MemberSession {
     sid: Option<String>,
     version: String,
     capabilities: Value,
@@ -549,13 +549,13 @@ impl Drop for InFlight {
 /// What the caller sent that the member legs need: credentials, the
 /// justification, the trace, the client's address.
 #[derive(Clone, Default)]
-struct Caller {
+struct CallerCredentials {
     headers: Vec<(HeaderName, HeaderValue)>,
     owner: String,
 }
 
-impl Caller {
-    fn of(req: &Request<Incoming>, api_key: Option<&str>) -> Caller {
+impl CallerCredentials {
+    fn of(req: &Request<Incoming>, api_key: Option<&str>) -> CallerCredentials {
         let mut headers = Vec::new();
         let names = [
             Some("authorization"),
@@ -577,7 +577,7 @@ impl Caller {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        Caller { headers, owner }
+        CallerCredentials { headers, owner }
     }
 }
 

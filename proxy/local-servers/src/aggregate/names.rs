@@ -11,7 +11,7 @@ impl Aggregator {
     /// again. While an earlier member's list is unknown (it is down),
     /// later members get no bare names: a name could otherwise move from
     /// one member to another when it comes back.
-    pub(super) fn table(&self, l: &Learned, kind: Kind) -> NameTable {
+    pub(super) fn table(&self, l: &Learned, kind: ListKind) -> NameTable {
         let mut t = NameTable::default();
         let sets = &l.sets[kind as usize];
         let bound = &l.bound[kind as usize];
@@ -28,7 +28,7 @@ impl Aggregator {
                 t.by_real.insert((*i, real.clone()), name.clone());
             }
         }
-        if kind == Kind::Tools {
+        if kind == ListKind::Tools {
             for (i, m) in self.members.iter().enumerate() {
                 for (real, view) in &m.tools {
                     let (Some(alias), Some(names)) = (&view.alias, &sets[i]) else {
@@ -44,7 +44,7 @@ impl Aggregator {
         let taken = |t: &NameTable, n: &str| {
             t.by_name.contains_key(n)
                 || bound.contains_key(n)
-                || (kind == Kind::Tools && self.aliases.contains(n))
+                || (kind == ListKind::Tools && self.aliases.contains(n))
         };
         for (i, m) in self.members.iter().enumerate() {
             let Some(names) = &sets[i] else { continue };
@@ -72,7 +72,7 @@ impl Aggregator {
     }
 
     /// The current names table for tools or prompts.
-    pub(super) fn names(&self, s: &VSession, kind: Kind) -> Arc<NameTable> {
+    pub(super) fn names(&self, s: &VSession, kind: ListKind) -> Arc<NameTable> {
         let mut l = lock(&s.learned);
         let slot = kind as usize;
         if let Some(t) = &l.tables[slot] {
@@ -94,7 +94,13 @@ impl Aggregator {
     /// Reads the whole `kind` list of each member not known yet, or
     /// announced as changed (or every member's, with `all`). A member that
     /// cannot be read keeps what was known of it.
-    pub(super) async fn learn(&self, s: &VSession, kind: Kind, caller: &Caller, all: bool) {
+    pub(super) async fn learn(
+        &self,
+        s: &VSession,
+        kind: ListKind,
+        caller: &CallerCredentials,
+        all: bool,
+    ) {
         let wanted: Vec<usize> = {
             let l = lock(&s.learned);
             (0..self.members.len())
@@ -172,7 +178,7 @@ impl Aggregator {
     }
 
     /// Whether an unknown name may make the lists be read again now.
-    pub(super) fn may_relearn(&self, s: &VSession, kind: Kind) -> bool {
+    pub(super) fn may_relearn(&self, s: &VSession, kind: ListKind) -> bool {
         lock(&s.learned).relearned[kind as usize].is_none_or(|t| t.elapsed() >= RELEARN_EVERY)
     }
 
@@ -180,9 +186,9 @@ impl Aggregator {
     pub(super) async fn resolve(
         &self,
         s: &VSession,
-        kind: Kind,
+        kind: ListKind,
         name: &str,
-        caller: &Caller,
+        caller: &CallerCredentials,
     ) -> Option<(usize, String)> {
         // Served from what is known; a slow member is waited for only when
         // the name is not known yet.
@@ -208,26 +214,27 @@ impl Aggregator {
         &self,
         s: &VSession,
         uri: &str,
-        caller: &Caller,
+        caller: &CallerCredentials,
     ) -> Result<usize, &'static str> {
         for pass in 0..2 {
             if pass == 1 {
-                if !self.may_relearn(s, Kind::Resources) {
+                if !self.may_relearn(s, ListKind::Resources) {
                     break;
                 }
-                self.learn(s, Kind::Resources, caller, true).await;
-                self.learn(s, Kind::Templates, caller, true).await;
+                self.learn(s, ListKind::Resources, caller, true).await;
+                self.learn(s, ListKind::Templates, caller, true).await;
             } else {
-                self.learn(s, Kind::Resources, caller, false).await;
-                self.learn(s, Kind::Templates, caller, false).await;
+                self.learn(s, ListKind::Resources, caller, false).await;
+                self.learn(s, ListKind::Templates, caller, false).await;
             }
             let l = lock(&s.learned);
             let members: Vec<(bool, Vec<&str>)> = (0..self.members.len())
                 .map(|i| {
-                    let listed = |k: Kind| l.sets[k as usize][i].iter().flatten().any(|u| u == uri);
+                    let listed =
+                        |k: ListKind| l.sets[k as usize][i].iter().flatten().any(|u| u == uri);
                     (
-                        listed(Kind::Resources) || listed(Kind::Templates),
-                        l.sets[Kind::Templates as usize][i]
+                        listed(ListKind::Resources) || listed(ListKind::Templates),
+                        l.sets[ListKind::Templates as usize][i]
                             .iter()
                             .flatten()
                             .map(String::as_str)
@@ -262,7 +269,7 @@ impl Aggregator {
     pub(super) fn view(
         &self,
         table: Option<&NameTable>,
-        kind: Kind,
+        kind: ListKind,
         i: usize,
         mut item: Value,
     ) -> Option<(String, Value)> {
@@ -272,7 +279,7 @@ impl Aggregator {
         };
         let name = t.by_real.get(&(i, real.clone()))?.clone();
         item["name"] = json!(name);
-        if kind == Kind::Tools {
+        if kind == ListKind::Tools {
             if let Some(v) = self.members[i].tools.get(&real) {
                 if let Some(x) = &v.title {
                     item["title"] = json!(x);
@@ -305,7 +312,7 @@ impl Aggregator {
     pub(super) fn seal_cursor(
         &self,
         s: &VSession,
-        kind: Kind,
+        kind: ListKind,
         state: &[Option<Option<String>>],
     ) -> Option<String> {
         let payload = serde_json::to_vec(&json!({"s": s.id, "k": kind as u8, "c": state})).ok()?;
@@ -317,7 +324,7 @@ impl Aggregator {
     pub(super) fn open_cursor(
         &self,
         s: &VSession,
-        kind: Kind,
+        kind: ListKind,
         token: &str,
     ) -> Option<Vec<Option<Option<String>>>> {
         let plain = self
@@ -335,10 +342,10 @@ impl Aggregator {
     pub(super) async fn list(
         &self,
         s: &VSession,
-        kind: Kind,
+        kind: ListKind,
         params: Option<&Members>,
         id: &Value,
-        caller: &Caller,
+        caller: &CallerCredentials,
     ) -> Value {
         let cursor: Option<String> = params.and_then(|p| member(p, "cursor"));
         // Per member: None = done; Some(None) = from the start; Some(Some(c)) = from c.
@@ -371,7 +378,8 @@ impl Aggregator {
             })
         });
         let pages = futures_util::future::join_all(jobs).await;
-        let table = matches!(kind, Kind::Tools | Kind::Prompts).then(|| self.names(s, kind));
+        let table =
+            matches!(kind, ListKind::Tools | ListKind::Prompts).then(|| self.names(s, kind));
         let mut next: Vec<Option<Option<String>>> = vec![None; self.members.len()];
         let mut items = Vec::new();
         let mut seen = std::collections::HashSet::new();

@@ -76,7 +76,7 @@ fn names_are_decided_in_member_order() {
         Some(vec!["echo", "b_echo", "only_c"]),
         Some(vec!["echo"]),
     ]);
-    let t = a.table(&l, Kind::Tools);
+    let t = a.table(&l, ListKind::Tools);
     assert_eq!(name(&t, 0, "echo").as_deref(), Some("echo"));
     // The alias is the aliased tool's alone, whatever comes first.
     assert_eq!(name(&t, 0, "plus").as_deref(), Some("a_plus"));
@@ -104,7 +104,7 @@ fn no_bare_name_while_an_earlier_member_is_unknown() {
         ("c", Never, None),
     ]);
     let l = learned(vec![None, Some(vec!["send_email"]), Some(vec!["send"])]);
-    let t = a.table(&l, Kind::Tools);
+    let t = a.table(&l, ListKind::Tools);
     assert_eq!(name(&t, 1, "send_email").as_deref(), Some("b_send_email"));
     assert_eq!(name(&t, 2, "send"), None);
     assert!(!t.by_name.contains_key("send_email"));

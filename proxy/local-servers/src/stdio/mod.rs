@@ -5,7 +5,7 @@
 //! thread), which the request path forwards to like any upstream — so every
 //! message to and from the process is framed, parsed and judged by the same
 //! guards as an HTTP server's. The bridge answers only requests carrying its
-//! random secret (which the gateway adds, see `upstream::rewrite_request`),
+//! random secret (which the gateway adds, see `Rewrite` in the gateway's `upstreams::upstream`),
 //! so other local processes cannot reach the server through it.
 //!
 //! - **Processes.** `initialize` starts a process for the new MCP session

@@ -1,0 +1,297 @@
+//! The reply's body: JSON judged whole (bounded), SSE judged event by event
+//! as events complete; requests the reply leaves unanswered get errors.
+
+use super::*;
+
+/// Processes one chunk of the upstream body.
+pub fn on_body(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    body: &mut Option<Bytes>,
+    eos: bool,
+) -> Result<()> {
+    let chunk = body.take().unwrap_or_default();
+    ctx.response_bytes += chunk.len();
+    let mode = std::mem::replace(&mut ctx.response, ResponseMode::Passthrough);
+    let (mode, out) = match mode {
+        ResponseMode::Pending | ResponseMode::Passthrough => {
+            (ResponseMode::Passthrough, Some(chunk))
+        }
+        ResponseMode::Discarded => (ResponseMode::Discarded, None),
+        ResponseMode::AnswersOnly => {
+            let out = if eos {
+                ctx.plan.as_ref().map(|p| {
+                    Bytes::from(crate::pipeline::answers::answers_body(&p.answers, p.batch))
+                })
+            } else {
+                None
+            };
+            (ResponseMode::AnswersOnly, out)
+        }
+        ResponseMode::Withheld {
+            received,
+            always,
+            status,
+        } => {
+            let received = received || !chunk.is_empty();
+            let out = if eos && (received || always) && ctx.upstream_status != Some(202) {
+                metrics()
+                    .upstream_errors
+                    .with_label_values(&[ctx.server_name(), "withheld_body"])
+                    .inc();
+                // A client error the gateway can explain: say what was missing.
+                let hint = match ctx.missing {
+                    Some(m) if (400..500).contains(&status) => format!(" ({m})"),
+                    _ => String::new(),
+                };
+                let err = if status == 404 && ctx.session_id.is_some() {
+                    session_ended(ctx)
+                } else {
+                    warden_filters::JsonRpcError::new(
+                        warden_filters::codes::UPSTREAM_PROTOCOL,
+                        format!(
+                            "MCP server answered HTTP {status} with a body that is not JSON-RPC; it was withheld{hint}"
+                        ),
+                    )
+                };
+                Some(Bytes::from(
+                    err.to_response_bytes(single_request_id(ctx).as_ref()),
+                ))
+            } else {
+                None
+            };
+            (
+                ResponseMode::Withheld {
+                    received,
+                    always,
+                    status,
+                },
+                out,
+            )
+        }
+        ResponseMode::Json {
+            mut chunks,
+            mut len,
+            mut ends,
+        } => {
+            let limit = ctx.rt.snap.config.limits.max_response_body;
+            if len + chunk.len() > limit {
+                return ReplyRefusal::TooLarge.raise(
+                    ctx.server_name(),
+                    format!("upstream JSON response exceeds {limit} bytes"),
+                );
+            }
+            len += chunk.len();
+            // A body that arrives whole is parsed whole; one that does not
+            // is followed, and refused as soon as a second value begins (a
+            // broken server on a stream it keeps open would otherwise hold
+            // the client until the read timeout).
+            if !eos && ends.second_begins(&chunk) {
+                return refuse_reply(ctx.server_name(), ReplyRefusal::SeveralJsonValues);
+            }
+            if !chunk.is_empty() {
+                chunks.push(chunk);
+            }
+            if eos {
+                let whole = match chunks.len() {
+                    1 => chunks.remove(0),
+                    _ => {
+                        let mut b = BytesMut::with_capacity(len);
+                        chunks.iter().for_each(|c| b.extend_from_slice(c));
+                        b.freeze()
+                    }
+                };
+                let out = judge_json(gw, ctx, whole);
+                (
+                    ResponseMode::Json {
+                        chunks: Vec::new(),
+                        len: 0,
+                        ends,
+                    },
+                    Some(out),
+                )
+            } else {
+                (ResponseMode::Json { chunks, len, ends }, None)
+            }
+        }
+        ResponseMode::Sse {
+            mut decoder,
+            mut injected,
+        } => {
+            let mut out = BytesMut::new();
+            if !injected {
+                injected = true;
+                if let Some(p) = &ctx.plan {
+                    for a in &p.answers {
+                        out.extend_from_slice(&SseEvent::encode_message(&a.to_string()));
+                    }
+                }
+            }
+            let events = match decoder.push(&chunk).and_then(|mut ev| {
+                if eos {
+                    ev.extend(decoder.end()?);
+                }
+                Ok(ev)
+            }) {
+                Ok(ev) => ev,
+                Err(e) => return ReplyRefusal::BadSse.raise(ctx.server_name(), e.to_string()),
+            };
+            for ev in events {
+                match judge_event(gw, ctx, ev) {
+                    Ok(b) => out.extend_from_slice(&b),
+                    Err(reason) => {
+                        return reason.raise(
+                            ctx.server_name(),
+                            "the upstream stream sent an event the gateway refuses",
+                        );
+                    }
+                }
+            }
+            if eos {
+                // An unterminated tail is never an event a client acts on:
+                // nothing of it is passed on.
+                let tail = decoder.finish();
+                if tail.windows(4).any(|w| w == b"data") {
+                    ctx.unjudgeable += 1;
+                }
+                // Requests whose replies were withheld still get an answer.
+                for err in unanswered_errors(ctx) {
+                    out.extend_from_slice(&SseEvent::encode_message(&err.to_string()));
+                }
+            }
+            (ResponseMode::Sse { decoder, injected }, Some(out.freeze()))
+        }
+    };
+    ctx.response = mode;
+    *body = out.filter(|b| !b.is_empty() || eos);
+    Ok(())
+}
+
+/// Errors for the requests of this POST that got no readable reply, once
+/// something was withheld (a server that answered nothing readable must not
+/// leave the client waiting).
+pub(super) fn unanswered_errors(ctx: &mut RequestCtx) -> Vec<serde_json::Value> {
+    if ctx.unjudgeable == 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for p in ctx.pending.iter_mut().filter(|p| !p.answered) {
+        p.answered = true;
+        out.push(unreadable_error().to_response(Some(&p.id)));
+    }
+    out
+}
+
+pub(super) fn unreadable_error() -> warden_filters::JsonRpcError {
+    warden_filters::JsonRpcError::new(
+        warden_filters::codes::UPSTREAM_PROTOCOL,
+        "MCP server sent a reply the gateway cannot read; it was withheld",
+    )
+}
+
+/// The server no longer knows the session it was sent (it restarted, or
+/// ended it): said as MCP clients understand a 404, so that they
+/// initialise again, whatever the server's own 404 body says.
+pub(super) fn session_ended(ctx: &RequestCtx) -> warden_filters::JsonRpcError {
+    warden_filters::JsonRpcError::new(
+        warden_filters::codes::FORBIDDEN,
+        format!(
+            "Session not found: MCP server `{}` ended this session; start a new session with initialize",
+            ctx.server_name()
+        ),
+    )
+}
+
+pub(super) fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Bytes {
+    let Some((rt, server)) = ctx.routed() else {
+        return body;
+    };
+    if ctx.upstream_status == Some(404) && ctx.session_id.is_some() {
+        return Bytes::from(session_ended(ctx).to_response_bytes(single_request_id(ctx).as_ref()));
+    }
+    let buf = &body[..];
+    let single = ctx.plan.as_ref().is_some_and(|p| !p.batch);
+    let parsed = match parse(buf, rt.snap.parse_limits) {
+        // A batch answering one request is no reply to it: its client
+        // reads one object, and would take the array for something else.
+        Ok(Parsed::Batch(_)) if single => None,
+        r => r.ok(),
+    };
+    let parsed = match parsed {
+        Some(p) => p,
+        None => {
+            // Not MCP: the client is better served by a clear error than by bytes it cannot read.
+            metrics()
+                .upstream_errors
+                .with_label_values(&[&rt.server(server).name, "bad_json"])
+                .inc();
+            ctx.unjudgeable += 1;
+            ctx.response_records.push(unjudgeable_record(None));
+            let mut errs = unanswered_errors(ctx);
+            let answers = ctx.plan.as_ref().map_or(&[][..], |p| p.answers.as_slice());
+            errs.extend(answers.iter().cloned());
+            let batch = ctx.plan.as_ref().is_some_and(|p| p.batch);
+            return match errs.len() {
+                0 => Bytes::from(
+                    unreadable_error().to_response_bytes(single_request_id(ctx).as_ref()),
+                ),
+                1 if !batch => Bytes::from(serde_json::to_vec(&errs[0]).unwrap_or_default()),
+                _ => Bytes::from(crate::pipeline::answers::answers_body(&errs, true)),
+            };
+        }
+    };
+    let items: Vec<Result<&Envelope, &ElementError>> = match &parsed {
+        Parsed::Single(e) => vec![Ok(e)],
+        Parsed::Batch(items) => items.iter().map(Result::as_ref).collect(),
+    };
+    // Unchanged messages stay slices of the reply.
+    let mut out: Vec<std::borrow::Cow<'_, [u8]>> = Vec::with_capacity(items.len());
+    let mut changed = false;
+    for item in items {
+        match item {
+            Ok(env) => {
+                let bytes = &buf[env.span.clone()];
+                match judge_message(gw, ctx, &rt, server, env, bytes) {
+                    ServerMessageVerdict::Unchanged => out.push(std::borrow::Cow::Borrowed(bytes)),
+                    ServerMessageVerdict::Replaced(b) => {
+                        changed = true;
+                        out.push(std::borrow::Cow::Owned(b));
+                    }
+                    ServerMessageVerdict::Dropped => changed = true,
+                }
+            }
+            Err(e) => {
+                changed = true;
+                match unjudgeable(gw, ctx, e.id.as_ref()) {
+                    Some(b) => out.push(std::borrow::Cow::Owned(b)),
+                    None => ctx.response_records.push(MessageRecord::invalid(e)),
+                }
+            }
+        }
+    }
+    let mut extra: Vec<serde_json::Value> = unanswered_errors(ctx);
+    if let Some(p) = ctx.plan.as_ref() {
+        extra.extend(p.answers.iter().cloned());
+    }
+    if !changed && extra.is_empty() {
+        // Judged and unchanged: the bytes that came in, not a copy.
+        return body.clone();
+    }
+    out.extend(
+        extra
+            .iter()
+            .map(|a| std::borrow::Cow::Owned(serde_json::to_vec(a).unwrap_or_default())),
+    );
+    if !matches!(parsed, Parsed::Batch(_)) && out.len() == 1 {
+        return Bytes::from(out.remove(0).into_owned());
+    }
+    Bytes::from(warden_filters::plan::json_array(&out))
+}
+
+pub(super) fn single_request_id(ctx: &RequestCtx) -> Option<warden_filters::Id> {
+    let p = ctx.plan.as_ref()?;
+    if p.batch {
+        return None;
+    }
+    p.records.first().and_then(|r| r.id.clone())
+}

@@ -1,0 +1,100 @@
+//! The legacy HTTP+SSE transport's `endpoint` event: the URL the server
+//! names is rewritten to the gateway's own, and refused outside the route.
+
+use super::*;
+
+/// Legacy HTTP+SSE: the `endpoint` event names the POST URI; rewrite its path
+/// prefix to the gateway's and remember which replica owns the session. An
+/// endpoint on another origin, outside the route's prefix, or in any form a
+/// client could read differently is refused (the stream is cut).
+pub(super) fn rewrite_endpoint(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    rt: &crate::hub::runtime::Runtime,
+    server: ServerId,
+    ev: SseEvent,
+) -> Result<Vec<u8>, ReplyRefusal> {
+    let data = ev.data.as_deref().unwrap_or("");
+    let route = ctx
+        .routed
+        .map(|r| &rt.snap.routes[r.route])
+        .ok_or(ReplyRefusal::EndpointRefused)?;
+    if data.is_empty()
+        || data
+            .bytes()
+            .any(|b| b == b'\\' || b.is_ascii_whitespace() || b.is_ascii_control() || b >= 0x80)
+    {
+        return Err(ReplyRefusal::EndpointRefused);
+    }
+    // The URI may be relative (`/messages/?session_id=…`) or absolute on the
+    // upstream's own origin.
+    let path = if data.starts_with('/') {
+        if data.starts_with("//") {
+            return Err(ReplyRefusal::EndpointRefused);
+        }
+        data
+    } else {
+        let lower = data.to_ascii_lowercase();
+        let rest = lower
+            .strip_prefix("http://")
+            .or_else(|| lower.strip_prefix("https://"))
+            .ok_or(ReplyRefusal::EndpointRefused)?;
+        let (authority, _) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let own = ctx.chosen.map(|a| a.to_string()).unwrap_or_default();
+        if authority != own {
+            return Err(ReplyRefusal::EndpointRefused);
+        }
+        let at = data.len() - rest.len() + authority.len();
+        if at >= data.len() {
+            "/"
+        } else {
+            &data[at..]
+        }
+    };
+    // Dot segments would let the client's URL resolution leave the route.
+    let path_only = path.split(['?', '#']).next().unwrap_or("");
+    if path_only
+        .split('/')
+        .any(|seg| seg == "." || seg == ".." || seg.to_ascii_lowercase().contains("%2e"))
+    {
+        return Err(ReplyRefusal::EndpointRefused);
+    }
+    let Some(new) = route.downstream_path(path) else {
+        tracing::warn!("legacy endpoint outside the route's upstream prefix; stream refused");
+        return Err(ReplyRefusal::EndpointOutsidePrefix);
+    };
+    let server_name = &rt.server(server).name;
+    let owner = crate::sessions::sticky::owner_key(&ctx.principal);
+    ctx.stream_session = Some(legacy_key(path));
+    gw.sessions.remember_legacy_path(server_name, path_only);
+    if let Some(addr) = ctx.chosen {
+        gw.sessions
+            .remember(server_name, &legacy_key(path), addr, &owner, false);
+        // Stateless replicas: the session's query travels sealed.
+        if let (Some(sealer), Some((base, query))) = (rt.sealer.as_ref(), new.split_once('?')) {
+            if let Some(token) = sealer.seal(&crate::sessions::seal::SealedSession {
+                session: query.to_owned(),
+                upstream: addr.to_string(),
+                owner,
+                server: server_name.clone(),
+            }) {
+                return Ok(ev.with_data(&format!("{base}?ws={token}")));
+            }
+        }
+    }
+    // Unsealed, the session's query reaches the client as the server wrote it.
+    if new
+        .split_once('?')
+        .is_some_and(|(_, q)| !dlp_clean(&rt.snap, q))
+    {
+        return Err(ReplyRefusal::EndpointRefused);
+    }
+    Ok(ev.with_data(&new))
+}
+
+/// Whether DLP finds nothing in `text`.
+pub(super) fn dlp_clean(snap: &warden_filters::Snapshot, text: &str) -> bool {
+    let mut hits = Vec::new();
+    snap.redactor.scan_str(text, &mut hits);
+    hits.is_empty()
+}

@@ -1,0 +1,388 @@
+//! One server message judged: matched to the request it answers (or
+//! dropped when it answers none), passed through the chain, refused or
+//! rewritten; an SSE event's messages in turn.
+
+use super::*;
+
+/// What the chain made of one server→client message.
+pub(super) enum ServerMessageVerdict {
+    Unchanged,
+    Replaced(Vec<u8>),
+    /// A refused server→client request or notification: not passed on.
+    Dropped,
+}
+
+/// The audit record of a server message that could not be judged.
+pub(super) fn unjudgeable_record(id: Option<&warden_filters::Id>) -> MessageRecord {
+    MessageRecord {
+        id: id.cloned(),
+        kind: None,
+        method: None,
+        target: None,
+        outcome: Outcome::Invalid {
+            reason: "unjudgeable_server_message".into(),
+        },
+        args_digest: None,
+        arguments: None,
+        result: None,
+        findings: Vec::new(),
+        task: None,
+        approval: None,
+        shadow: None,
+    }
+}
+
+/// A server message the gateway cannot read: counted and audited; if it
+/// carries the id of a request still waiting here, that request gets an
+/// error (the bytes to send); otherwise nothing is passed on.
+pub(super) fn unjudgeable(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    id: Option<&warden_filters::Id>,
+) -> Option<Vec<u8>> {
+    ctx.unjudgeable += 1;
+    metrics()
+        .upstream_errors
+        .with_label_values(&[ctx.server_name(), "unjudgeable_message"])
+        .inc();
+    ctx.response_records.push(unjudgeable_record(id));
+    let id = id?;
+    let waiting = match ctx.exchange {
+        ExchangeKind::Post => match ctx.pending.iter_mut().find(|p| !p.answered && p.id == *id) {
+            Some(p) => {
+                p.answered = true;
+                true
+            }
+            None => false,
+        },
+        _ => {
+            let (owner, session) = ledger_keys(ctx);
+            gw.ledger
+                .answered(&scope(ctx, &owner, &session), id)
+                .is_some()
+        }
+    };
+    waiting
+        .then(|| serde_json::to_vec(&unreadable_error().to_response(Some(id))).unwrap_or_default())
+}
+
+/// The request a reply answers: one of this POST's own, or (on a GET
+/// stream) one the ledger remembers for the session.
+pub(super) fn match_reply(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    id: &warden_filters::Id,
+) -> Option<crate::sessions::ledger::Asked> {
+    match ctx.exchange {
+        ExchangeKind::Post => {
+            let p = ctx
+                .pending
+                .iter_mut()
+                .find(|p| p.id == *id && !p.answered)?;
+            p.answered = true;
+            Some(p.asked.clone())
+        }
+        _ => {
+            let (owner, session) = ledger_keys(ctx);
+            gw.ledger
+                .answered(&scope(ctx, &owner, &session), id)
+                .map(|a| (*a).clone())
+        }
+    }
+}
+
+/// The strictest reading of a reply on a stream whose request this replica
+/// never saw (another replica forwarded it): judged as the list its result
+/// holds, so filtering and pinning still apply. `Err`: more than one list
+/// shape, which no single request could have asked for.
+pub(super) fn inferred_method(bytes: &[u8]) -> Result<Option<String>, ()> {
+    #[derive(serde::Deserialize)]
+    struct Msg {
+        result: Option<Shape>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shape {
+        tools: Option<serde::de::IgnoredAny>,
+        prompts: Option<serde::de::IgnoredAny>,
+        resources: Option<serde::de::IgnoredAny>,
+        resource_templates: Option<serde::de::IgnoredAny>,
+        // What a tool's, prompt's or resource's own result carries: a list
+        // shape beside it is a disguise, not a list.
+        content: Option<serde::de::IgnoredAny>,
+        structured_content: Option<serde::de::IgnoredAny>,
+        contents: Option<serde::de::IgnoredAny>,
+        messages: Option<serde::de::IgnoredAny>,
+        // Handles the gateway seals by the request they answer (a task, a
+        // multi-round-trip state and its input requests): with no request,
+        // they cannot be sealed, and are never passed on raw.
+        input_requests: Option<serde::de::IgnoredAny>,
+        task: Option<serde::de::IgnoredAny>,
+        tasks: Option<serde::de::IgnoredAny>,
+        request_state: Option<serde::de::IgnoredAny>,
+        result_type: Option<String>,
+    }
+    let Ok(Msg { result: Some(s) }) = serde_json::from_slice::<Msg>(bytes) else {
+        return Ok(None);
+    };
+    if s.task.is_some()
+        || s.tasks.is_some()
+        || s.request_state.is_some()
+        || s.input_requests.is_some()
+        || s.result_type.as_deref().is_some_and(|t| t != "complete")
+    {
+        return Err(());
+    }
+    let own_result = s.content.is_some()
+        || s.structured_content.is_some()
+        || s.contents.is_some()
+        || s.messages.is_some();
+    let found: Vec<&str> = [
+        (s.tools.is_some(), "tools/list"),
+        (s.prompts.is_some(), "prompts/list"),
+        (s.resources.is_some(), "resources/list"),
+        (s.resource_templates.is_some(), "resources/templates/list"),
+    ]
+    .iter()
+    .filter(|(has, _)| *has)
+    .map(|(_, m)| *m)
+    .collect();
+    match found.as_slice() {
+        [] => Ok(None),
+        [_] if own_result => Err(()),
+        [m] => Ok(Some((*m).to_owned())),
+        _ => Err(()),
+    }
+}
+
+/// A reply to no request the gateway knows of: counted, audited, not passed on.
+pub(super) fn drop_unmatched(ctx: &mut RequestCtx, env: &Envelope) -> ServerMessageVerdict {
+    metrics()
+        .upstream_errors
+        .with_label_values(&[ctx.server_name(), "unmatched_response"])
+        .inc();
+    let mut rec = MessageRecord::of(
+        env,
+        Outcome::Denied {
+            filter: "gateway",
+            reason: "unmatched_response".into(),
+        },
+    );
+    rec.target = None;
+    ctx.response_records.push(rec);
+    // On a POST, a reply answering none of its requests is one they did
+    // not get: each still gets an answer (an error), not silence.
+    if ctx.exchange == ExchangeKind::Post {
+        ctx.unjudgeable += 1;
+    }
+    ServerMessageVerdict::Dropped
+}
+
+/// Runs the chain on one server→client message and records the outcome.
+/// Responses passed unchanged are audited with the request they answer;
+/// server→client requests and anything a filter touched get records of their own.
+/// A response that answers no request the gateway knows of is not passed on.
+pub(super) fn judge_message(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    rt: &crate::hub::runtime::Runtime,
+    server: ServerId,
+    env: &Envelope,
+    bytes: &[u8],
+) -> ServerMessageVerdict {
+    // A reply matched to no request of this replica: its id is the
+    // server's text, so a refusal drops it rather than answer with that id.
+    let mut inferred = false;
+    let asked = match (&env.kind, &env.id) {
+        (Kind::Response, Some(id)) => match match_reply(gw, ctx, id) {
+            Some(a) => Some(a),
+            None if ctx.exchange != ExchangeKind::Post => match inferred_method(bytes) {
+                Ok(m) => {
+                    inferred = true;
+                    metrics()
+                        .upstream_errors
+                        .with_label_values(&[ctx.server_name(), "unmatched_response"])
+                        .inc();
+                    Some(crate::sessions::ledger::Asked {
+                        method: m.unwrap_or_default(),
+                        target: None,
+                        args_digest: None,
+                        task: None,
+                    })
+                }
+                Err(()) => return drop_unmatched(ctx, env),
+            },
+            None => return drop_unmatched(ctx, env),
+        },
+        _ => None,
+    };
+    let mut notes = warden_filters::Notes::default();
+    let verdict = {
+        let ex = ctx.exchange(rt.server(server), false, None);
+        let mut msg = warden_filters::Message::from_server(
+            env,
+            bytes,
+            // An unmatched reply whose shape names no list has no method:
+            // it reaches every response filter.
+            asked
+                .as_ref()
+                .map(|a| a.method.as_str())
+                .filter(|m| !m.is_empty()),
+            asked.as_ref().and_then(|a| a.target.as_deref()),
+        );
+        msg.request_args_digest = asked.as_ref().and_then(|a| a.args_digest.as_deref());
+        msg.request_task = asked.as_ref().and_then(|a| a.task.as_deref());
+        rt.snap
+            .chain_for(rt.server(server))
+            .run(&msg, &ex, &mut notes)
+    };
+    let noted = !notes.findings.is_empty() || notes.task.is_some();
+    let (judged, outcome) = match verdict {
+        Verdict::Forward => (ServerMessageVerdict::Unchanged, Outcome::Forwarded),
+        Verdict::ForwardMutated(b) => (
+            ServerMessageVerdict::Replaced(b),
+            Outcome::Mutated { filter: "chain" },
+        ),
+        Verdict::Reject { filter, denial } => {
+            let judged = if env.kind == Kind::Response && !inferred {
+                ServerMessageVerdict::Replaced(
+                    serde_json::to_vec(&denial.to_response(env.id.as_ref())).unwrap_or_default(),
+                )
+            } else {
+                ServerMessageVerdict::Dropped
+            };
+            (
+                judged,
+                Outcome::Denied {
+                    filter,
+                    reason: denial.reason,
+                },
+            )
+        }
+    };
+    // A server→client request the client may now answer (and only then).
+    if let (Kind::Request, Some(id), false) = (
+        env.kind,
+        env.id.as_ref(),
+        matches!(judged, ServerMessageVerdict::Dropped),
+    ) {
+        let (owner, session) = ledger_keys(ctx);
+        gw.ledger.owe(&scope(ctx, &owner, &session), id);
+    }
+    // A reply to a call of a tier logged in full: its result, as the client
+    // gets it, DLP-redacted.
+    let logged_result = match (&env.kind, &asked) {
+        (Kind::Response, Some(a)) if a.method == "tools/call" => a
+            .target
+            .as_deref()
+            .filter(|t| logs_io(rt, server, t))
+            .and_then(|_| {
+                let sent: &[u8] = match &judged {
+                    ServerMessageVerdict::Replaced(b) => b,
+                    ServerMessageVerdict::Dropped => return None,
+                    _ => bytes,
+                };
+                let v: serde_json::Value = serde_json::from_slice(sent).ok()?;
+                Some(rt.snap.redact_json(v.get("result")?).to_string())
+            }),
+        _ => None,
+    };
+    if env.kind == Kind::Request
+        || outcome != Outcome::Forwarded
+        || noted
+        || logged_result.is_some()
+    {
+        let mut rec = MessageRecord::of(env, outcome);
+        rec.result = logged_result;
+        if env.kind == Kind::Response {
+            if let Some(a) = asked {
+                rec.method = Some(a.method);
+                rec.target = a.target;
+            }
+        }
+        rec.noted(notes);
+        ctx.response_records.push(rec);
+    }
+    judged
+}
+
+/// Judges one SSE event. Events without data (comments, `id:`/`retry:`
+/// lines, the empty priming event) pass cleaned of anything the server could
+/// smuggle past the judge (see `SseEvent::cleaned`: comment text, odd fields,
+/// an event id that is not a plain id or that DLP flags); a `message` event
+/// is judged; anything else that carries data is withheld. `Err` cuts the
+/// stream (a legacy endpoint the gateway refuses).
+pub(super) fn judge_event(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    ev: SseEvent,
+) -> Result<Vec<u8>, ReplyRefusal> {
+    let Some((rt, server)) = ctx.routed() else {
+        // No holder to bind an event id to: none reaches the client.
+        return Ok(ev.cleaned(None, &|_| None));
+    };
+    metrics()
+        .sse_events
+        .with_label_values(&[&rt.server(server).name])
+        .inc();
+    // The server's event id reaches the client sealed for this principal,
+    // server and session (see `warden_filters::handles`); a `Last-Event-ID`
+    // opens only for them.
+    let owner = ctx.principal.owner_key();
+    let session = ctx.session_id.clone();
+    let server_name = rt.server(server).name.clone();
+    let sealer = rt.snap.handle_sealer.clone();
+    let id_ok = move |id: &str| {
+        if !warden_filters::sse::safe_id(id) {
+            return None;
+        }
+        sealer.seal(
+            warden_filters::handles::HandleKind::EventId,
+            id,
+            warden_filters::handles::Holder {
+                owner: &owner,
+                server: &server_name,
+                session: session.as_deref(),
+                scope: "",
+            },
+        )
+    };
+    if ev.event_type() == "endpoint" {
+        if ctx.exchange == ExchangeKind::Get && !ctx.endpoint_seen {
+            ctx.endpoint_seen = true;
+            return rewrite_endpoint(gw, ctx, &rt, server, ev);
+        }
+        // Only the first event of a legacy GET stream names the endpoint.
+        return Ok(unjudgeable(gw, ctx, None).unwrap_or_default());
+    }
+    let Some(data) = ev.data.as_deref() else {
+        return Ok(ev.cleaned(None, &id_ok));
+    };
+    if data.is_empty() {
+        return Ok(ev.cleaned(None, &id_ok));
+    }
+    if ev.event_type() != "message" {
+        // SDK clients ignore other types today; a gateway cannot judge them.
+        return Ok(unjudgeable(gw, ctx, None).unwrap_or_default());
+    }
+    let env = match parse(data.as_bytes(), rt.snap.parse_limits) {
+        Ok(Parsed::Single(e)) => e,
+        Ok(Parsed::Batch(_)) => {
+            return Ok(unjudgeable(gw, ctx, None).unwrap_or_default());
+        }
+        Err((id, _)) => {
+            return Ok(unjudgeable(gw, ctx, id.as_ref())
+                .map(|b| ev.cleaned(Some(&String::from_utf8_lossy(&b)), &id_ok))
+                .unwrap_or_default());
+        }
+    };
+    Ok(
+        match judge_message(gw, ctx, &rt, server, &env, data.as_bytes()) {
+            ServerMessageVerdict::Unchanged => ev.cleaned(None, &id_ok),
+            ServerMessageVerdict::Replaced(b) => {
+                ev.cleaned(Some(&String::from_utf8_lossy(&b)), &id_ok)
+            }
+            ServerMessageVerdict::Dropped => Vec::new(),
+        },
+    )
+}

@@ -1,0 +1,319 @@
+//! The reply path: JSON bodies are judged whole (bounded), SSE streams event
+//! by event as events complete, so progress notifications and server→client
+//! requests are never held back behind later events (the first 20 ms of a POST
+//! stream may leave in one write, see `direct`).
+
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use warden_filters::jsonrpc::ElementError;
+use warden_filters::{
+    parse, Envelope, Kind, MessageRecord, Outcome, Parsed, SseDecoder, SseEvent, Verdict,
+};
+
+use crate::hub::runtime::ServerId;
+use crate::hub::state::Gateway;
+use crate::observability::metrics::metrics;
+use crate::pipeline::ctx::{ExchangeKind, RequestCtx, ResponseMode};
+use crate::pipeline::recording::logs_io;
+use crate::pipeline::scope::{ledger_keys, legacy_post, remember_pending, scope};
+use crate::sessions::sticky::legacy_key;
+
+mod body;
+mod endpoint;
+mod messages;
+mod refusal;
+#[cfg(test)]
+mod tests;
+
+pub use body::on_body;
+use body::*;
+use endpoint::*;
+use messages::*;
+pub use refusal::ReplyRefusal;
+use refusal::*;
+
+fn content_type(resp: &ResponseHeader) -> &[u8] {
+    resp.headers
+        .get(http::header::CONTENT_TYPE)
+        .map_or(&b""[..], |v| v.as_bytes())
+}
+
+fn media_is(ct: &[u8], want: &str) -> bool {
+    let main = ct.split(|b| *b == b';').next().unwrap_or(b"");
+    main.trim_ascii().eq_ignore_ascii_case(want.as_bytes())
+}
+
+/// The body will be rewritten, so its length is unknown up front: drop
+/// Content-Length and, on HTTP/1.1, frame it chunked so the connection stays
+/// reusable (HTTP/2 frames bodies itself and forbids Transfer-Encoding).
+fn unframe(ctx: &RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    if ctx.downstream_h2 {
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
+    } else {
+        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    Ok(())
+}
+
+fn content_length_zero(resp: &ResponseHeader) -> bool {
+    resp.headers
+        .get(http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"0")
+}
+
+/// Decides how the body will be handled and fixes the headers for it.
+///
+/// Only the two content types MCP defines are ever passed on, and only after
+/// judging: `text/event-stream` event by event, `application/json` whole
+/// (whatever the status: an error body can carry secrets too). A 2xx of any
+/// other type is refused (502, -31003, naming the status the server sent),
+/// but for a DELETE's, which passes without its body; any other status
+/// keeps its code but its body is replaced by a JSON-RPC error that quotes
+/// nothing of it.
+pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
+    let status = resp.status.as_u16();
+    ctx.upstream_status = Some(status);
+    let Some((rt, server)) = ctx.routed() else {
+        return Ok(());
+    };
+    let server_name = &rt.server(server).name;
+    // A switch to another protocol would make the connection a tunnel no
+    // guard reads. The gateway never asks for one (`Upgrade` is not
+    // forwarded, and Pingora refuses a 101 to a request that did not ask);
+    // this holds should either change.
+    if status == 101 {
+        return refuse_reply(server_name, ReplyRefusal::ProtocolSwitch);
+    }
+    // An interim (1xx) reply is not the reply: Pingora does not pass it on
+    // to an HTTP/1 client (`set_ignore_info_resp` at admission), and
+    // nothing of it counts here (a session id on it, say).
+    if resp.status.is_informational() {
+        // Should one go out anyway (HTTP/2 downstream, where Pingora has no
+        // such switch), it carries none of the server's headers.
+        let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
+        for n in names {
+            resp.remove_header(&n);
+        }
+        return Ok(());
+    }
+    // The reason phrase is the server's free text beside the status: the
+    // client gets the status's own (a status with none gets none).
+    resp.set_reason_phrase(None)?;
+    keep_known_headers(resp, &rt.snap, server_name)?;
+    // Session stickiness: the replica that created a session keeps serving it.
+    let mut sealed_header = None;
+    let sids = resp.headers.get_all("mcp-session-id").iter().count();
+    if sids > 1 {
+        return refuse_reply(server_name, ReplyRefusal::DuplicateSessionHeader);
+    }
+    if let (Some(sid), Some(addr)) = (resp.headers.get("mcp-session-id"), ctx.chosen) {
+        // Visible ASCII (the transport's rule), bounded, and nothing DLP
+        // flags: without a sealer the client sees it as the server sent it.
+        let Some(sid) = sid
+            .to_str()
+            .ok()
+            .filter(|s| {
+                !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
+            })
+            .filter(|s| rt.sealer.is_some() || dlp_clean(&rt.snap, s))
+        else {
+            return refuse_reply(server_name, ReplyRefusal::BadSessionHeader);
+        };
+        let owner = crate::sessions::sticky::owner_key(&ctx.principal);
+        gw.sessions
+            .remember(server_name, sid, addr, &owner, ctx.url_elicitation);
+        // Stateless replicas: the client gets the sealed form.
+        if let Some(sealer) = rt.sealer.as_ref() {
+            sealed_header = sealer.seal(&crate::sessions::seal::SealedSession {
+                session: sid.to_owned(),
+                upstream: addr.to_string(),
+                owner,
+                server: server_name.clone(),
+            });
+        }
+        ctx.session_id.get_or_insert_with(|| sid.to_owned());
+    }
+    if let Some(token) = sealed_header {
+        resp.insert_header("mcp-session-id", token)?;
+    }
+    if ctx.exchange == ExchangeKind::Delete && (200..300).contains(&status) {
+        if let Some(sid) = &ctx.session_id {
+            gw.sessions.forget(server_name, sid);
+        }
+    }
+    let sse = media_is(content_type(resp), "text/event-stream");
+    let json = media_is(content_type(resp), "application/json");
+    // A judged body is read as UTF-8: a reply that names another charset
+    // (or any parameter) could be decoded by the client as other text than
+    // was judged (httpx decodes a stream by the header's charset, UTF-7
+    // included). Refused; what passes carries the bare type.
+    if sse || json {
+        let want = if sse {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        if !crate::pipeline::headers::utf8_media(content_type(resp), want) {
+            return refuse_reply(server_name, ReplyRefusal::UnsupportedCharset);
+        }
+        resp.insert_header(http::header::CONTENT_TYPE, want)?;
+    }
+    let empty = status == 204 || status == 304 || content_length_zero(resp);
+    // Warden asks for `identity`; a server that compresses anyway would hand
+    // the filters bytes they cannot read, so a judged body must be plain.
+    // Every coding of every `Content-Encoding` counts: a client decodes
+    // the whole list (`identity, gzip` is gzip).
+    let encoded = resp.headers.get_all("content-encoding").iter().any(|v| {
+        v.to_str().map_or(true, |e| {
+            e.split(',')
+                .map(str::trim)
+                .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        })
+    });
+    if encoded && (sse || json) {
+        return ReplyRefusal::Compressed.raise(
+            server_name,
+            "the upstream compressed a response Warden must inspect",
+        );
+    }
+    // What passes on is plain (judged) or the gateway's own (withheld): a
+    // coding label would describe bytes the client never gets.
+    resp.remove_header("content-encoding");
+    // Replies to this POST that may arrive elsewhere (a replay of this SSE
+    // stream) must find their request there; a legacy POST's are there
+    // since it was judged.
+    if ctx.exchange == ExchangeKind::Post
+        && (status == 202 || sse)
+        && !ctx.pending.is_empty()
+        && !legacy_post(ctx)
+    {
+        remember_pending(gw, ctx);
+    }
+    let answers_pending = ctx.plan.as_ref().is_some_and(|p| !p.answers.is_empty());
+    ctx.response = if sse {
+        // Never buffer or compress a stream; lengths do not apply.
+        unframe(ctx, resp)?;
+        resp.insert_header("x-accel-buffering", "no")?;
+        ResponseMode::Sse {
+            decoder: SseDecoder::new(rt.snap.config.limits.max_sse_event),
+            injected: false,
+        }
+    } else if status == 202 && answers_pending {
+        // The upstream accepted what was forwarded; the gateway still owes answers.
+        resp.set_status(200)?;
+        resp.insert_header("content-type", "application/json")?;
+        unframe(ctx, resp)?;
+        ResponseMode::AnswersOnly
+    } else if ctx.exchange == ExchangeKind::Delete && (200..300).contains(&status) {
+        // A session ended: passed on as the server said it, without the
+        // body (an empty chunked `text/plain`, an "OK") MCP gives no meaning.
+        resp.remove_header(&http::header::CONTENT_TYPE);
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
+        resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+        ResponseMode::Discarded
+    } else if empty {
+        ResponseMode::Passthrough
+    } else if json
+        && status != 202
+        && !(ctx.exchange == ExchangeKind::Get && (200..300).contains(&status))
+    {
+        unframe(ctx, resp)?;
+        ResponseMode::Json {
+            chunks: Vec::new(),
+            len: 0,
+            ends: crate::pipeline::ctx::JsonEnds::default(),
+        }
+    } else if (200..300).contains(&status) && status != 202 {
+        // Success of a type MCP does not define: 502 with a clear error.
+        metrics()
+            .upstream_errors
+            .with_label_values(&[server_name, "unsupported_content_type"])
+            .inc();
+        resp.set_status(502)?;
+        resp.insert_header("content-type", "application/json")?;
+        unframe(ctx, resp)?;
+        ctx.upstream_status = Some(502);
+        ResponseMode::Withheld {
+            received: false,
+            always: true,
+            status,
+        }
+    } else {
+        // A body of a type MCP does not define (or any body on a 202): not
+        // passed on. The status stays, so clients still see what happened.
+        if status != 202 {
+            resp.insert_header("content-type", "application/json")?;
+        }
+        unframe(ctx, resp)?;
+        ResponseMode::Withheld {
+            received: false,
+            always: false,
+            status,
+        }
+    };
+    Ok(())
+}
+
+/// The upstream response headers a client may see. Everything else the
+/// server sent (its own `WWW-Authenticate`, cookies, `Location`, debug or
+/// vendor headers) is dropped: the body is judged, headers would otherwise
+/// be a way around it. Kept values are checked for shape; free text never
+/// passes.
+fn keep_known_headers(
+    resp: &mut ResponseHeader,
+    snap: &warden_filters::Snapshot,
+    server: &str,
+) -> Result<()> {
+    // Two types for one body: a client may read either.
+    if resp
+        .headers
+        .get_all(http::header::CONTENT_TYPE)
+        .iter()
+        .count()
+        > 1
+    {
+        return refuse_reply(server, ReplyRefusal::DuplicateContentType);
+    }
+    let token_list = |v: &str| {
+        v.len() <= 256
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b" ,;=-_./+\"".contains(&b))
+    };
+    let drop: Vec<http::HeaderName> = resp
+        .headers
+        .iter()
+        .filter(|(name, value)| {
+            let v = value.to_str().unwrap_or("\u{0}");
+            let ok = match name.as_str() {
+                // Framing: Pingora and `on_header` own it.
+                "content-length" | "transfer-encoding" => true,
+                // The body's type and coding: a media type and its
+                // parameters, no free text (dropped, the body is withheld).
+                "content-type" | "content-encoding" => token_list(v) && dlp_clean(snap, v),
+                // Checked (and sealed) where sessions are handled.
+                "mcp-session-id" => true,
+                "mcp-protocol-version" => {
+                    v.len() == 10 && v.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+                }
+                "cache-control" | "vary" => token_list(v) && dlp_clean(snap, v),
+                "retry-after" => {
+                    !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit())
+                }
+                "date" => {
+                    v.len() <= 40
+                        && v.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b" ,:".contains(&b))
+                }
+                _ => false,
+            };
+            !ok
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in drop {
+        resp.remove_header(&name);
+    }
+    Ok(())
+}
