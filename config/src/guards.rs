@@ -1,14 +1,22 @@
-//! Typed quotas, schema options, egress allowlists and tool pinning.
+//! Typed quotas (and the Redis store of global ones), schema options,
+//! egress allowlists, DLP rules, runaway guards and human approvals.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::access::DenialStyle;
+use crate::denial::DenialStyle;
 use crate::error::Problems;
-use crate::model::parse_duration;
+use crate::fields::parse_duration;
 use crate::raw;
+use crate::risk::Risk;
+use crate::secret::{secret, Secret};
+
+// Lives in a leaf module (the tool catalog reads it too); re-exported here,
+// where it has always been.
+use crate::host::host_patterns;
+pub use crate::host::HostPattern;
 
 /// What a quota keeps one counter per.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,60 +123,6 @@ impl Default for Schemas {
     }
 }
 
-/// A host an argument URL may point at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    /// Exact domain (lower case, no trailing dot).
-    Domain(String),
-    /// `*.example.com`: any subdomain (not the apex).
-    Suffix(String),
-    Net(ipnet::IpNet),
-}
-
-impl HostPattern {
-    pub fn parse(s: &str) -> Result<HostPattern, String> {
-        let t = s.trim().trim_end_matches('.').to_ascii_lowercase();
-        if let Ok(n) = t.parse::<ipnet::IpNet>() {
-            return Ok(HostPattern::Net(n));
-        }
-        if let Ok(ip) = t.parse::<IpAddr>() {
-            return Ok(HostPattern::Net(ipnet::IpNet::from(ip)));
-        }
-        let (suffix, name) = match t.strip_prefix("*.") {
-            Some(rest) => (true, rest),
-            None => (false, t.as_str()),
-        };
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        {
-            return Err(format!("`{s}` is not a host, `*.domain` or CIDR"));
-        }
-        Ok(if suffix {
-            HostPattern::Suffix(format!(".{name}"))
-        } else {
-            HostPattern::Domain(name.to_owned())
-        })
-    }
-
-    /// Whether a normalised host (lower-case domain or IP) matches.
-    pub fn matches_domain(&self, domain: &str) -> bool {
-        match self {
-            HostPattern::Domain(d) => d == domain,
-            HostPattern::Suffix(s) => domain.ends_with(s.as_str()),
-            HostPattern::Net(_) => false,
-        }
-    }
-
-    pub fn matches_ip(&self, ip: IpAddr) -> bool {
-        match self {
-            HostPattern::Net(n) => n.contains(&ip),
-            _ => false,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct Egress {
     /// Networks upstream addresses must lie in (empty: any).
@@ -176,17 +130,6 @@ pub struct Egress {
     pub upstream_addrs: Vec<SocketAddr>,
     pub allow: Vec<HostPattern>,
     pub detect_urls: bool,
-}
-
-pub(crate) fn host_patterns(list: &[String], base: &str, p: &mut Problems) -> Vec<HostPattern> {
-    list.iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            HostPattern::parse(s)
-                .map_err(|e| p.push(format!("{base}[{i}]"), e))
-                .ok()
-        })
-        .collect()
 }
 
 pub(crate) fn quotas(raw: &[raw::QuotaConfig], has_store: bool, p: &mut Problems) -> Vec<Quota> {
@@ -388,7 +331,7 @@ pub struct DlpRule {
     pub request: bool,
     pub response: bool,
     /// Applies to calls of tools at least this risky (others: any message).
-    pub min_risk: Option<crate::access::Risk>,
+    pub min_risk: Option<Risk>,
     pub action: DlpAction,
     /// Replacement text for `redact`; `{detector}` and `{rule}` are filled in.
     pub mask: String,
@@ -414,7 +357,7 @@ pub struct CustomDetector {
 pub struct Dlp {
     pub rules: Vec<DlpRule>,
     pub custom: Vec<CustomDetector>,
-    pub hash_key: Option<crate::access::Secret>,
+    pub hash_key: Option<Secret>,
 }
 
 impl Dlp {
@@ -424,7 +367,7 @@ impl Dlp {
         detector: &str,
         category: &str,
         dir: DlpDirection,
-        risk: crate::access::Risk,
+        risk: Risk,
     ) -> Option<&DlpRule> {
         self.rules.iter().find(|r| {
             let dir_ok = match dir {
@@ -473,7 +416,7 @@ pub(crate) fn dlp(raw: &raw::DlpConfig, p: &mut Problems) -> Dlp {
             }
         };
         let min_risk = r.min_risk.as_deref().and_then(|x| {
-            crate::access::Risk::parse(x).or_else(|| {
+            Risk::parse(x).or_else(|| {
                 p.push(
                     format!("{base}.min_risk"),
                     format!("`{x}` is not a risk level"),
@@ -531,7 +474,7 @@ pub(crate) fn dlp(raw: &raw::DlpConfig, p: &mut Problems) -> Dlp {
         .hash_key_env
         .as_ref()
         .and_then(|var| match std::env::var(var) {
-            Ok(v) if v.len() >= 16 => Some(crate::access::secret(v)),
+            Ok(v) if v.len() >= 16 => Some(secret(v)),
             _ => {
                 p.push(
                     "dlp.hash_key_env",
@@ -654,7 +597,7 @@ impl Default for Approvals {
 
 impl Approvals {
     /// Approvers a call of `risk` needs by its tier alone.
-    pub fn required(&self, risk: crate::access::Risk) -> u8 {
+    pub fn required(&self, risk: Risk) -> u8 {
         self.require[risk as usize]
     }
 }
@@ -668,7 +611,7 @@ pub(crate) fn approvals(raw: Option<&raw::ApprovalsConfig>, p: &mut Problems) ->
         return out;
     };
     for (tier, n) in &raw.require {
-        match crate::access::Risk::parse(tier) {
+        match Risk::parse(tier) {
             Some(r) if (1..=MAX_APPROVERS).contains(n) => out.require[r as usize] = *n,
             Some(_) => p.push(
                 format!("approvals.require.{tier}"),

@@ -15,6 +15,11 @@ use serde_json::Value;
 
 use super::report::{Aggregator, Report, SaturationReport, SaturationStep};
 use super::scenario::{Expect, OpKind, Scenario};
+// `Load`, `Sample` and `fmt_us` live in leaf modules the report reads too;
+// re-exported here, where they have always been.
+pub use super::sample::{fmt_us, Sample};
+pub use super::target::Load;
+use super::target::{Op, Session};
 
 /// How one request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,52 +29,6 @@ pub enum Outcome {
     Denied(String),
     /// Failed: transport, timeout, 5xx, a malformed reply.
     Error(String),
-}
-
-/// One completed (or abandoned) request as the aggregator sees it.
-pub struct Sample {
-    pub op: usize,
-    /// Seconds since the run started, at the intended send time.
-    pub at: f64,
-    pub latency_us: u64,
-    /// How late the generator itself started the request (open loop): from
-    /// its due time to the moment its task ran. Large values mean the
-    /// generator, not the target, fell behind.
-    pub lag_us: u64,
-    /// `None`: as expected. `Some(kind)`: an error of that kind.
-    pub error: Option<String>,
-    pub denied: bool,
-    pub measured: bool,
-}
-
-struct Op {
-    label: String,
-    method: &'static str,
-    params: String,
-    kind: OpKind,
-    expect: Expect,
-}
-
-struct Session {
-    /// The session's id; replaced when the server (or gateway) answers 404,
-    /// as MCP asks a client to: start a new session.
-    id: std::sync::Mutex<Option<HeaderValue>>,
-    principal: HeaderMap,
-}
-
-pub struct Load {
-    url: String,
-    client: reqwest::Client,
-    base: HeaderMap,
-    ops: Vec<Op>,
-    weights: Vec<u32>,
-    total_weight: u32,
-    sessions: Vec<Session>,
-    principals: Vec<HeaderMap>,
-    next_id: AtomicU64,
-    /// Sessions started anew after a 404 (see `one`).
-    pub reinitialised: AtomicU64,
-    pub scenario: Scenario,
 }
 
 fn header_map(h: &BTreeMap<String, String>) -> anyhow::Result<HeaderMap> {
@@ -514,10 +473,6 @@ impl Load {
         }
         SaturationReport::new(self, bound, steps)
     }
-
-    pub fn url(&self) -> &str {
-        &self.url
-    }
 }
 
 /// A one-shot timer on the runtime's reactor with the kernel's precision
@@ -579,16 +534,6 @@ pub fn stop() {
 
 fn stopped() -> bool {
     STOP.load(Ordering::Relaxed)
-}
-
-pub fn fmt_us(us: u64) -> String {
-    if us >= 10_000 {
-        format!("{:.1}ms", us as f64 / 1000.0)
-    } else if us >= 1000 {
-        format!("{:.2}ms", us as f64 / 1000.0)
-    } else {
-        format!("{us}µs")
-    }
 }
 
 fn transport_kind(e: &reqwest::Error) -> String {

@@ -3,8 +3,10 @@
 
 pub mod engine;
 pub mod report;
+mod sample;
 pub mod scenario;
+mod target;
 
-pub use engine::Load;
 pub use report::{compare, Report, SaturationReport};
 pub use scenario::Scenario;
+pub use target::Load;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::engine::{fmt_us, Load, Sample};
+use super::sample::{fmt_us, Sample};
+use super::target::Load;
 
 /// 1 µs … 10 min at three significant digits.
 fn histogram() -> Histogram<u64> {

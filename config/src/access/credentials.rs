@@ -1,0 +1,129 @@
+//! Warden's own credentials for an upstream (`credentials:`), the header
+//! an upstream credential goes in, and the fleet secret that seals session
+//! ids (`sessions:`).
+
+use std::path::Path;
+
+use crate::error::Problems;
+use crate::raw;
+use crate::secret::{secret, secret_ref, Secret};
+
+/// Warden's own credential for an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Lower-case header name.
+    pub header: String,
+    /// Full header value (prefix + secret).
+    pub value: Secret,
+}
+
+/// Reads the secret an upstream credential names. Secrets never live in the bundle text.
+/// The header an upstream credential goes in (`authorization` unless
+/// named), lower-cased; a problem at `<base>.header` when it is no header name.
+pub(crate) fn outbound_header(raw: Option<&str>, base: &str, p: &mut Problems) -> Option<String> {
+    let header = raw.unwrap_or("authorization").to_ascii_lowercase();
+    if header.is_empty()
+        || !header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        p.push(format!("{base}.header"), "must be a header name");
+        return None;
+    }
+    // Headers the gateway sets, strips or frames with: a credential there
+    // would be dropped or would change how the request is read.
+    const RESERVED: &[&str] = &[
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "expect",
+        "accept-encoding",
+        "cookie",
+        "origin",
+        "traceparent",
+        "tracestate",
+        "proxy-authorization",
+    ];
+    if RESERVED.contains(&header.as_str())
+        || header.starts_with("mcp-")
+        || header.starts_with("x-warden-")
+    {
+        p.push(
+            format!("{base}.header"),
+            format!("`{header}` is a header the gateway sets or strips itself"),
+        );
+        return None;
+    }
+    Some(header)
+}
+
+pub(crate) fn credentials(
+    raw: &raw::CredentialsConfig,
+    root: &Path,
+    base: &str,
+    p: &mut Problems,
+) -> Option<Credentials> {
+    let header = outbound_header(raw.header.as_deref(), base, p)?;
+    let prefix = raw.prefix.clone().unwrap_or_else(|| {
+        if header == "authorization" {
+            "Bearer ".into()
+        } else {
+            String::new()
+        }
+    });
+    let secret = secret_ref(raw.env.as_deref(), raw.file.as_deref(), root, base, p)?;
+    let secret = secret.expose();
+    let value = format!("{prefix}{secret}");
+    if value.is_empty() || value.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        p.push(base, "the secret is empty or holds control characters");
+        return None;
+    }
+    Some(Credentials {
+        header,
+        value: Secret::new(value),
+    })
+}
+
+/// The fleet secret that seals session ids (`sessions:`), if configured.
+pub(crate) fn session_seal(
+    raw: Option<&raw::SessionsConfig>,
+    root: &Path,
+    p: &mut Problems,
+) -> Option<Secret> {
+    let r = raw?;
+    let v = match (&r.seal_key_env, &r.seal_key_file) {
+        (Some(var), None) => match std::env::var(var) {
+            Ok(v) => v,
+            Err(_) => {
+                p.push(
+                    "sessions.seal_key_env",
+                    format!("environment variable `{var}` is not set"),
+                );
+                return None;
+            }
+        },
+        (None, Some(f)) => match std::fs::read_to_string(root.join(f)) {
+            Ok(v) => v.trim_end_matches(['\n', '\r']).to_owned(),
+            Err(e) => {
+                p.push("sessions.seal_key_file", format!("cannot read `{f}`: {e}"));
+                return None;
+            }
+        },
+        _ => {
+            p.push("sessions", "give one of seal_key_env or seal_key_file");
+            return None;
+        }
+    };
+    if v.len() < 32 {
+        p.push(
+            "sessions",
+            "the sealing secret must have at least 32 characters",
+        );
+        return None;
+    }
+    Some(secret(v))
+}

@@ -1,0 +1,32 @@
+//! Typed identity, policy, tool-catalog, kill-switch and upstream-credential
+//! settings, validated from the raw `warden.yaml` sections.
+//!
+//! - `identity`: who may call (API keys, JWT, mTLS rules, principals).
+//! - `policy`: the policy engine's settings and the kill switch.
+//! - `catalog`: what the bundle says about each server's tools.
+//! - `credentials`: Warden's own credentials for upstreams, and the
+//!   session-sealing secret.
+//!
+//! `Risk`, `DenialStyle` and `Secret` live in leaf modules the guards read
+//! too; they are re-exported here, where they have always been.
+
+mod catalog;
+mod credentials;
+mod identity;
+mod policy;
+
+pub use crate::denial::DenialStyle;
+pub use crate::risk::Risk;
+pub use crate::secret::Secret;
+pub use catalog::{ServerCatalog, ToolEntry};
+pub use credentials::Credentials;
+pub use identity::{
+    hash_api_key, parse_key_hash, ApiKey, CertMatch, Identity, JwksSource, Jwt, MtlsRule,
+    PrincipalKind, PrincipalSpec,
+};
+pub use policy::{KillSwitch, PolicySettings};
+
+pub(crate) use catalog::catalog;
+pub(crate) use credentials::{credentials, outbound_header, session_seal};
+pub(crate) use identity::identity;
+pub(crate) use policy::{kill_switch, policy};

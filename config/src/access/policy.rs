@@ -1,0 +1,123 @@
+//! The policy engine's settings (`policy:`) and the kill switch
+//! (`kill_switch:`).
+
+use std::collections::HashSet;
+
+use crate::denial::DenialStyle;
+use crate::error::Problems;
+use crate::raw;
+
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    pub entrypoint: String,
+    pub denial: DenialStyle,
+    pub timezone: String,
+    pub cache_capacity: u64,
+    /// A candidate rule path evaluated beside `entrypoint`, never enforced.
+    pub shadow: Option<String>,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            entrypoint: "data.warden.authz.decision".into(),
+            denial: DenialStyle::ToolError,
+            timezone: "UTC".into(),
+            cache_capacity: 100_000,
+            shadow: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KillSwitch {
+    pub all: bool,
+    pub tenants: HashSet<String>,
+    pub principals: HashSet<String>,
+    pub servers: HashSet<String>,
+    /// Tool names paused on every server.
+    pub tools: HashSet<String>,
+    /// `(server, tool)` pairs.
+    pub server_tools: HashSet<(String, String)>,
+}
+
+impl KillSwitch {
+    pub fn is_empty(&self) -> bool {
+        !self.all
+            && self.tenants.is_empty()
+            && self.principals.is_empty()
+            && self.servers.is_empty()
+            && self.tools.is_empty()
+            && self.server_tools.is_empty()
+    }
+}
+
+pub(crate) fn policy(raw: &raw::PolicyConfig, p: &mut Problems) -> PolicySettings {
+    let d = PolicySettings::default();
+    let entrypoint = raw.entrypoint.clone().unwrap_or(d.entrypoint);
+    let rule_path = |path: &str| {
+        path.starts_with("data.")
+            && path
+                .split('.')
+                .all(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    };
+    if !rule_path(&entrypoint) {
+        p.push(
+            "policy.entrypoint",
+            format!("`{entrypoint}` is not a rule path such as `data.warden.authz.decision`"),
+        );
+    }
+    if let Some(shadow) = &raw.shadow {
+        if !rule_path(shadow) {
+            p.push(
+                "policy.shadow",
+                format!("`{shadow}` is not a rule path such as `data.candidate.authz.decision`"),
+            );
+        } else if *shadow == entrypoint {
+            p.push("policy.shadow", "is the enforced entrypoint itself");
+        }
+    }
+    let denial = match raw.denial.as_deref() {
+        None | Some("tool_error") => DenialStyle::ToolError,
+        Some("error") => DenialStyle::Error,
+        Some(o) => {
+            p.push(
+                "policy.denial",
+                format!("`{o}` is not a denial style (tool_error or error)"),
+            );
+            DenialStyle::ToolError
+        }
+    };
+    PolicySettings {
+        entrypoint,
+        denial,
+        timezone: raw.timezone.clone().unwrap_or(d.timezone),
+        cache_capacity: raw.cache_capacity.unwrap_or(d.cache_capacity),
+        shadow: raw.shadow.clone(),
+    }
+}
+
+pub(crate) fn kill_switch(raw: &raw::KillSwitchConfig, p: &mut Problems) -> KillSwitch {
+    let mut k = KillSwitch {
+        all: raw.all,
+        tenants: raw.tenants.iter().cloned().collect(),
+        principals: raw.principals.iter().cloned().collect(),
+        servers: raw.servers.iter().cloned().collect(),
+        ..KillSwitch::default()
+    };
+    for (i, t) in raw.tools.iter().enumerate() {
+        match t.split_once('/') {
+            Some((s, tool)) if !s.is_empty() && !tool.is_empty() => {
+                k.server_tools.insert((s.to_owned(), tool.to_owned()));
+            }
+            Some(_) => p.push(
+                format!("kill_switch.tools[{i}]"),
+                "must be `tool` or `server/tool`",
+            ),
+            None => {
+                k.tools.insert(t.clone());
+            }
+        }
+    }
+    k
+}

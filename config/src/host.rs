@@ -1,0 +1,72 @@
+//! `HostPattern`: a host an argument URL may point at (a domain, any
+//! subdomain of one, or a network), and the allowlists made of them. A leaf:
+//! the egress guard and the tool catalog both read it.
+
+use std::net::IpAddr;
+
+use crate::error::Problems;
+
+/// A host an argument URL may point at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Exact domain (lower case, no trailing dot).
+    Domain(String),
+    /// `*.example.com`: any subdomain (not the apex).
+    Suffix(String),
+    Net(ipnet::IpNet),
+}
+
+impl HostPattern {
+    pub fn parse(s: &str) -> Result<HostPattern, String> {
+        let t = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        if let Ok(n) = t.parse::<ipnet::IpNet>() {
+            return Ok(HostPattern::Net(n));
+        }
+        if let Ok(ip) = t.parse::<IpAddr>() {
+            return Ok(HostPattern::Net(ipnet::IpNet::from(ip)));
+        }
+        let (suffix, name) = match t.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, t.as_str()),
+        };
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(format!("`{s}` is not a host, `*.domain` or CIDR"));
+        }
+        Ok(if suffix {
+            HostPattern::Suffix(format!(".{name}"))
+        } else {
+            HostPattern::Domain(name.to_owned())
+        })
+    }
+
+    /// Whether a normalised host (lower-case domain or IP) matches.
+    pub fn matches_domain(&self, domain: &str) -> bool {
+        match self {
+            HostPattern::Domain(d) => d == domain,
+            HostPattern::Suffix(s) => domain.ends_with(s.as_str()),
+            HostPattern::Net(_) => false,
+        }
+    }
+
+    pub fn matches_ip(&self, ip: IpAddr) -> bool {
+        match self {
+            HostPattern::Net(n) => n.contains(&ip),
+            _ => false,
+        }
+    }
+}
+
+pub(crate) fn host_patterns(list: &[String], base: &str, p: &mut Problems) -> Vec<HostPattern> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            HostPattern::parse(s)
+                .map_err(|e| p.push(format!("{base}[{i}]"), e))
+                .ok()
+        })
+        .collect()
+}

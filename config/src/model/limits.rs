@@ -1,0 +1,239 @@
+//! Limits on what one request may carry, the memory budget every growing
+//! table shares (`limits:`), and the timeouts (`timeouts:`, also per server).
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use crate::error::Problems;
+use crate::fields::{duration, nonzero, size};
+use crate::raw;
+
+pub const DEFAULT_MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
+pub const DEFAULT_MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_SSE_EVENT: usize = 4 * 1024 * 1024;
+pub const DEFAULT_MAX_JSON_DEPTH: u32 = 64;
+pub const DEFAULT_MAX_BATCH_LEN: u32 = 64;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_request_body: usize,
+    pub max_response_body: usize,
+    pub max_sse_event: usize,
+    pub max_json_depth: NonZeroU32,
+    pub max_batch_len: NonZeroU32,
+    pub max_header_bytes: usize,
+    /// Slowest request body accepted (bytes per second, after a grace period).
+    pub min_request_body_rate: usize,
+    /// What the tables that grow with sessions and calls share.
+    pub memory: MemoryBudget,
+}
+
+/// The tables that grow with sessions or calls, each bounded by its share
+/// of one memory budget (`limits.memory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Request ids remembered per session, to judge replies that arrive on
+    /// another exchange (and the server→client requests owed an answer).
+    Ledger,
+    /// Which replica serves each session, and its owner.
+    Sessions,
+    /// Quota counters.
+    Quotas,
+    /// Runaway budgets and loop counters per session.
+    Runaway,
+    /// Who created each task.
+    Tasks,
+    /// Requests per principal for `/top`.
+    Live,
+}
+
+impl Table {
+    pub const ALL: [Table; 6] = [
+        Table::Ledger,
+        Table::Sessions,
+        Table::Quotas,
+        Table::Runaway,
+        Table::Tasks,
+        Table::Live,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::Ledger => "ledger",
+            Table::Sessions => "sessions",
+            Table::Quotas => "quotas",
+            Table::Runaway => "runaway",
+            Table::Tasks => "tasks",
+            Table::Live => "live",
+        }
+    }
+
+    /// Its share of the budget (per mille; the rest is headroom for what
+    /// no table holds: buffers, connections, the snapshot).
+    fn share(self) -> u64 {
+        match self {
+            Table::Ledger => 300,
+            Table::Sessions => 100,
+            Table::Quotas => 100,
+            Table::Runaway => 100,
+            Table::Tasks => 80,
+            Table::Live => 20,
+        }
+    }
+
+    /// What one entry costs, measured with its key, value and the cache's
+    /// own bookkeeping (compact keys: digests, not strings; BENCHMARKS.md).
+    pub fn entry_bytes(self) -> u64 {
+        match self {
+            Table::Ledger => 320,
+            Table::Sessions => 256,
+            Table::Quotas => 256,
+            Table::Runaway => 256,
+            Table::Tasks => 320,
+            Table::Live => 256,
+        }
+    }
+}
+
+/// One budget for every table that grows with sessions or calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudget {
+    pub bytes: u64,
+}
+
+impl MemoryBudget {
+    /// The most entries `table` keeps (never fewer than 1,000).
+    pub fn entries(self, table: Table) -> u64 {
+        (self.bytes / 1000 * table.share() / table.entry_bytes()).max(1000)
+    }
+}
+
+impl Default for MemoryBudget {
+    fn default() -> Self {
+        MemoryBudget {
+            bytes: DEFAULT_MEMORY,
+        }
+    }
+}
+
+/// The default budget: a sidecar with a 256 MiB limit keeps half of it.
+pub const DEFAULT_MEMORY: u64 = 128 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub idle: Duration,
+    pub stream_idle: Duration,
+    pub drain: Duration,
+    pub request_body: Duration,
+    /// Longest time from a request header's first byte to its end.
+    pub request_header: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(60),
+            write: Duration::from_secs(30),
+            idle: Duration::from_secs(90),
+            stream_idle: Duration::from_secs(300),
+            drain: Duration::from_secs(10),
+            request_body: Duration::from_secs(30),
+            request_header: Duration::from_secs(10),
+        }
+    }
+}
+
+pub(super) fn limits(rl: &raw::LimitsConfig, p: &mut Problems) -> Limits {
+    let limits = Limits {
+        max_request_body: size(
+            p,
+            "limits.max_request_body",
+            &rl.max_request_body,
+            DEFAULT_MAX_REQUEST_BODY,
+        ),
+        max_response_body: size(
+            p,
+            "limits.max_response_body",
+            &rl.max_response_body,
+            DEFAULT_MAX_RESPONSE_BODY,
+        ),
+        max_sse_event: size(
+            p,
+            "limits.max_sse_event",
+            &rl.max_sse_event,
+            DEFAULT_MAX_SSE_EVENT,
+        ),
+        max_json_depth: nonzero(
+            p,
+            "limits.max_json_depth",
+            rl.max_json_depth,
+            DEFAULT_MAX_JSON_DEPTH,
+        ),
+        max_batch_len: nonzero(
+            p,
+            "limits.max_batch_len",
+            rl.max_batch_len,
+            DEFAULT_MAX_BATCH_LEN,
+        ),
+        max_header_bytes: size(
+            p,
+            "limits.max_header_bytes",
+            &rl.max_header_bytes,
+            DEFAULT_MAX_HEADER_BYTES,
+        ),
+        min_request_body_rate: size(
+            p,
+            "limits.min_request_body_rate",
+            &rl.min_request_body_rate,
+            1024,
+        ),
+        memory: MemoryBudget {
+            bytes: size(p, "limits.memory", &rl.memory, DEFAULT_MEMORY as usize) as u64,
+        },
+    };
+    if limits.memory.bytes < 8 << 20 {
+        p.push("limits.memory", "must be at least 8MiB");
+    }
+    if limits.max_json_depth.get() > 128 {
+        p.push("limits.max_json_depth", "must be at most 128");
+    }
+    limits
+}
+
+pub(super) fn timeouts(
+    p: &mut Problems,
+    base: &str,
+    raw: &raw::TimeoutsConfig,
+    d: Timeouts,
+) -> Timeouts {
+    Timeouts {
+        connect: duration(p, &format!("{base}.connect"), &raw.connect, d.connect),
+        read: duration(p, &format!("{base}.read"), &raw.read, d.read),
+        write: duration(p, &format!("{base}.write"), &raw.write, d.write),
+        idle: duration(p, &format!("{base}.idle"), &raw.idle, d.idle),
+        stream_idle: duration(
+            p,
+            &format!("{base}.stream_idle"),
+            &raw.stream_idle,
+            d.stream_idle,
+        ),
+        drain: duration(p, &format!("{base}.drain"), &raw.drain, d.drain),
+        request_body: duration(
+            p,
+            &format!("{base}.request_body"),
+            &raw.request_body,
+            d.request_body,
+        ),
+        request_header: duration(
+            p,
+            &format!("{base}.request_header"),
+            &raw.request_header,
+            d.request_header,
+        ),
+    }
+}

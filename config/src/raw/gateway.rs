@@ -1,0 +1,133 @@
+//! The gateway's own sections: `listeners:`, `admin:`, `limits:`,
+//! `timeouts:`, `audit:`, `security:` and `tool_pinning:`.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinningConfig {
+    /// Fingerprint tool definitions and quarantine changed ones (default true).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    /// `host:port`; port 0 is allowed only for the `--listen` override.
+    pub address: String,
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
+    /// Accept HTTP/2 over cleartext (prior knowledge, h2c). Default true.
+    #[serde(default)]
+    pub h2c: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// PEM certificate chain, path relative to the bundle root.
+    pub cert: String,
+    /// PEM private key, path relative to the bundle root.
+    pub key: String,
+    /// PEM bundle of CAs that sign client certificates (mTLS), relative to the bundle root.
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    /// `optional` (default when `client_ca` is set: other methods still work) or `required`.
+    #[serde(default)]
+    pub client_auth: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body accepted, e.g. `4MiB` (default).
+    pub max_request_body: Option<String>,
+    /// Largest `application/json` response body inspected, e.g. `16MiB` (default).
+    pub max_response_body: Option<String>,
+    /// Largest single SSE event, e.g. `4MiB` (default).
+    pub max_sse_event: Option<String>,
+    /// Deepest JSON nesting accepted in a message (default 64).
+    pub max_json_depth: Option<u32>,
+    /// Most elements in a 2025-03-26 batch (default 64).
+    pub max_batch_len: Option<u32>,
+    /// Largest request header block (all headers), e.g. `32KiB` (default).
+    pub max_header_bytes: Option<String>,
+    /// Slowest request body accepted, in bytes per second after a 5 s grace
+    /// period, e.g. `1KiB` (default).
+    pub min_request_body_rate: Option<String>,
+    /// The memory every table that grows with sessions or calls shares,
+    /// e.g. `128MiB` (default, sized for a sidecar): each takes its bound
+    /// from it (see the operations guide).
+    pub memory: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    pub connect: Option<String>,
+    pub read: Option<String>,
+    pub write: Option<String>,
+    pub idle: Option<String>,
+    /// Longest silence on a server-sent event stream before it is cut.
+    pub stream_idle: Option<String>,
+    /// How long shutdown waits for in-flight requests and streams.
+    pub drain: Option<String>,
+    /// How long a client may take to send a whole request body.
+    pub request_body: Option<String>,
+    /// How long a client may take to send a whole request header, from its
+    /// first byte (default `10s`). Read from the top-level `timeouts` only.
+    pub request_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// JSON-lines file, relative paths resolve against the working directory;
+    /// `-` writes to stdout. Default `-`.
+    pub path: Option<String>,
+    /// Records buffered between the request path and the writer (default 65536).
+    pub queue: Option<u32>,
+    /// What happens when the queue is full: `closed` (default: new calls are
+    /// refused until the writer catches up) or `open` (calls go on; every lost
+    /// record is counted in `warden_audit_dropped_total` and logged).
+    pub fail_mode: Option<String>,
+    /// Start a new file when the current one reaches this size (e.g. `100MiB`).
+    pub rotate_size: Option<String>,
+    /// Start a new file after this long (e.g. `1h`).
+    pub rotate_interval: Option<String>,
+    /// Put the raw `tools/call` arguments / prompt arguments in records (default false: digest only).
+    pub include_arguments: Option<bool>,
+    /// Risk tiers whose tool calls are logged in full: arguments and
+    /// results, DLP-redacted (default `[HIGH, CRITICAL]`; `[]` turns it off).
+    #[serde(default)]
+    pub log_io: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Browser origins allowed to call the gateway. A request carrying an
+    /// `Origin` not in this list is refused with 403. Empty: no browser origin
+    /// is allowed (requests without `Origin` are unaffected).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Host names (without port) requests may name in `Host`, beside the
+    /// routes' own hosts and, on a loopback listener, the loopback names.
+    /// Empty: a non-loopback listener takes any `Host`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// What to do with an `Mcp-Param-*` header that no listed tool
+    /// definition declares (`x-mcp-header`): `scan` (default: DLP-scan its
+    /// value like an argument and refuse the request on a finding) or
+    /// `strip` (never forward it).
+    #[serde(default)]
+    pub undeclared_param_headers: Option<String>,
+}
