@@ -27,10 +27,14 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes, Word};
-use crate::jsonrpc::Kind;
-use crate::token::{TokenKey, NONCE_LEN};
+use crate::chain::filter::{
+    Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes, Word,
+};
+use crate::engines::token::{TokenKey, NONCE_LEN};
+use crate::protocol::error::{codes, JsonRpcError};
+use crate::protocol::jsonrpc::Kind;
+
+pub use crate::chain::plan::args_digest;
 
 const PREFIX: &str = "wm1.";
 const AAD: &[u8] = b"warden input state v1";
@@ -100,19 +104,6 @@ impl StateSealer {
 
 fn secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// `sha256:<hex>` of a request's raw arguments, as its audit record has it.
-pub fn args_digest(raw: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let d = Sha256::digest(raw.as_bytes());
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256:");
-    for b in d {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 15)] as char);
-    }
-    out
 }
 
 /// Whether a message may hold a member this filter reads (escaped member
@@ -193,7 +184,7 @@ impl McpFilter for InputStateFilter {
         };
         // The retry names the same tool (prompt, resource) with the same
         // arguments, byte for byte, as the request the state was issued on.
-        let name = crate::mcp::judged_target(env).map(str::to_owned);
+        let name = crate::protocol::mcp::judged_target(env).map(str::to_owned);
         let args = msg.arguments_raw().map(args_digest);
         let method = env.method.as_deref().unwrap_or_default();
         if sealed.o != ctx.principal.owner()
@@ -294,7 +285,7 @@ impl McpFilter for InputStateFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jsonrpc::{parse, ParseLimits, Parsed};
+    use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
 
     #[test]
     fn the_arguments_digest_is_sha256_in_lower_hex() {
@@ -305,7 +296,7 @@ mod tests {
         );
     }
 
-    fn env(bytes: &[u8]) -> crate::jsonrpc::Envelope {
+    fn env(bytes: &[u8]) -> crate::protocol::jsonrpc::Envelope {
         match parse(bytes, ParseLimits::default()).expect("parse") {
             Parsed::Single(e) => e,
             Parsed::Batch(_) => panic!("batch"),
@@ -316,7 +307,7 @@ mod tests {
     #[test]
     fn state_expires() {
         let f = InputStateFilter::new(std::sync::Arc::new(StateSealer::random()));
-        let who = crate::identity::Principal::anonymous();
+        let who = crate::engines::identity::Principal::anonymous();
         let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let ctx = Exchange {
             now: t0,

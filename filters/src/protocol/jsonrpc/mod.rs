@@ -18,39 +18,16 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 
-use crate::names::Names;
+use crate::protocol::names::{near_name, Names};
 use std::fmt;
 use std::ops::Range;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::error::{codes, JsonRpcError};
+use crate::protocol::error::{codes, JsonRpcError};
 
-/// A JSON-RPC request id: a string or a number (MCP forbids null).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Id {
-    Num(serde_json::Number),
-    Str(String),
-}
-
-impl Id {
-    pub fn to_json(&self) -> serde_json::Value {
-        match self {
-            Id::Num(n) => serde_json::Value::Number(n.clone()),
-            Id::Str(s) => serde_json::Value::String(s.clone()),
-        }
-    }
-}
-
-impl fmt::Display for Id {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Id::Num(n) => write!(f, "{n}"),
-            Id::Str(s) => write!(f, "{s:?}"),
-        }
-    }
-}
+pub use crate::protocol::id::Id;
 
 /// What a message is, by JSON-RPC's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,12 +167,6 @@ fn is_request_method(m: &str) -> bool {
             | "tasks/cancel"
             | "tasks/update"
     )
-}
-
-/// Whether some mainstream peer reads `key` as one of `names` without
-/// it being that name (see [`crate::names`]).
-pub(crate) fn near_name(key: &str, names: &[&str]) -> bool {
-    crate::names::near_name(key, names)
 }
 
 /// Parses and validates a client→server or server→client body.
@@ -715,7 +686,7 @@ impl<'de> KeySet<'de> {
         if let Some(set) = &mut self.large {
             // One encoding for every entry, so equal folds hash alike; a
             // name some decoder reads two ways is entered under both.
-            let forms = crate::names::folded_readings(key);
+            let forms = crate::protocol::names::folded_readings(key);
             if forms
                 .iter()
                 .any(|f| set.contains(&unicase::UniCase::unicode(f.clone())))
@@ -727,12 +698,12 @@ impl<'de> KeySet<'de> {
             }
             return false;
         }
-        let printable = crate::names::printable_ascii(key);
+        let printable = crate::protocol::names::printable_ascii(key);
         if self.small.iter().any(|(s, p)| {
             if printable && *p {
                 s.len() == key.len() && s.eq_ignore_ascii_case(key)
             } else {
-                crate::names::same_name(s.as_ref(), key)
+                crate::protocol::names::same_name(s.as_ref(), key)
             }
         }) {
             return true;
@@ -743,7 +714,7 @@ impl<'de> KeySet<'de> {
                 self.small
                     .drain(..)
                     .flat_map(|(k, _)| {
-                        crate::names::folded_readings(&k)
+                        crate::protocol::names::folded_readings(&k)
                             .into_iter()
                             .map(|f| unicase::UniCase::unicode(Cow::Owned(f.into_owned())))
                             .collect::<Vec<_>>()

@@ -3,8 +3,11 @@
 
 use std::borrow::Cow;
 
-use crate::filter::{Exchange, FilterChain, Message, Notes, Verdict};
-use crate::jsonrpc::{ElementError, Envelope, Id, Kind, Parsed};
+use sha2::{Digest, Sha256};
+
+use crate::chain::filter::{Exchange, FilterChain, Message, Notes, Verdict};
+use crate::chain::notes::{ApprovalNeed, FindingNote, ShadowNote};
+use crate::protocol::jsonrpc::{ElementError, Envelope, Id, Kind, Parsed};
 
 /// One message's fate, for audit and metrics.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,14 +26,14 @@ pub struct MessageRecord {
     /// calls whose risk tier `audit.log_io` names).
     pub result: Option<String>,
     /// What DLP found (rule, path, action — never the text).
-    pub findings: Vec<crate::dlp::FindingNote>,
+    pub findings: Vec<FindingNote>,
     /// Links the records of one task to the call that created it.
     pub task: Option<String>,
     /// The human approval this call needed (held calls and the calls
     /// an approval let through).
-    pub approval: Option<crate::approval::ApprovalNeed>,
+    pub approval: Option<ApprovalNeed>,
     /// The shadow rule's disagreement with the enforced one, if any.
-    pub shadow: Option<crate::authz::ShadowNote>,
+    pub shadow: Option<ShadowNote>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +85,7 @@ pub struct RequestPlan {
     pub forwards_request: bool,
     pub records: Vec<MessageRecord>,
     /// Held until the exchange ends (concurrency slots of the forwarded calls).
-    pub holds: Vec<crate::filter::Hold>,
+    pub holds: Vec<crate::chain::filter::Hold>,
     /// A single request refused for lack of OAuth scopes: the scopes it
     /// needs (answered 403 `insufficient_scope`, not 200). Never for a batch.
     pub step_up: Option<Vec<String>>,
@@ -96,7 +99,7 @@ pub struct RequestPlan {
 /// A call held for approval: what it needs and what would be forwarded.
 #[derive(Debug)]
 pub struct Held {
-    pub need: crate::approval::ApprovalNeed,
+    pub need: ApprovalNeed,
     pub forward: Forward,
     /// What the guards made of the call (forwarded, or mutated by one).
     pub outcome: Outcome,
@@ -117,7 +120,7 @@ impl RequestPlan {
 }
 
 fn target(env: &Envelope) -> Option<String> {
-    crate::mcp::judged_target(env).map(str::to_owned)
+    crate::protocol::mcp::judged_target(env).map(str::to_owned)
 }
 
 /// Runs the chain over every message of a parsed body.
@@ -272,19 +275,19 @@ pub fn plan_request(
 
 /// An id as a peer may read it: `1` and `"1"` are one id to a client that
 /// looks replies up by `Number(id)` or `String(id)`.
-fn id_text(id: &crate::Id) -> Cow<'_, str> {
+fn id_text(id: &crate::protocol::id::Id) -> Cow<'_, str> {
     match id {
-        crate::Id::Num(n) => Cow::Owned(n.to_string()),
-        crate::Id::Str(s) => Cow::Borrowed(s),
+        crate::protocol::id::Id::Num(n) => Cow::Owned(n.to_string()),
+        crate::protocol::id::Id::Str(s) => Cow::Borrowed(s),
     }
 }
 
 /// The answer to a batch element whose id an earlier request of the batch
 /// already uses.
-fn duplicate_id() -> crate::filter::Denial {
-    crate::filter::Denial::error(
-        crate::error::JsonRpcError::new(
-            crate::error::codes::INVALID_REQUEST,
+fn duplicate_id() -> crate::chain::filter::Denial {
+    crate::chain::filter::Denial::error(
+        crate::protocol::error::JsonRpcError::new(
+            crate::protocol::error::codes::INVALID_REQUEST,
             "Invalid Request: another request of this batch has the same id",
         )
         .with_data(serde_json::json!({"reason": "duplicate_request_id"})),
@@ -294,7 +297,7 @@ fn duplicate_id() -> crate::filter::Denial {
 
 /// The answer to a call that needs approval, before (or without) the
 /// control agent: a batch element is refused outright.
-fn approval_required(in_batch: bool) -> crate::filter::Denial {
+fn approval_required(in_batch: bool) -> crate::chain::filter::Denial {
     let (reason, message) = if in_batch {
         (
             "approval_required_in_batch",
@@ -303,9 +306,12 @@ fn approval_required(in_batch: bool) -> crate::filter::Denial {
     } else {
         ("approval_required", "This call needs human approval")
     };
-    crate::filter::Denial::error(
-        crate::error::JsonRpcError::new(crate::error::codes::APPROVAL_REQUIRED, message)
-            .with_data(serde_json::json!({"reason": reason})),
+    crate::chain::filter::Denial::error(
+        crate::protocol::error::JsonRpcError::new(
+            crate::protocol::error::codes::APPROVAL_REQUIRED,
+            message,
+        )
+        .with_data(serde_json::json!({"reason": reason})),
         reason,
     )
 }
@@ -332,6 +338,19 @@ fn apply(plan: &mut RequestPlan, env: &Envelope, verdict: Verdict) -> Outcome {
             }
         }
     }
+}
+
+/// `sha256:<hex>` of a request's raw arguments, as its audit record has it.
+pub fn args_digest(raw: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let d = Sha256::digest(raw.as_bytes());
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in d {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 impl MessageRecord {
@@ -397,7 +416,7 @@ impl MessageRecord {
             Some("tools/call" | "prompts/get")
         ) {
             if let Some(args) = msg.arguments_raw() {
-                r.args_digest = Some(crate::mrtr::args_digest(args));
+                r.args_digest = Some(args_digest(args));
                 if keep {
                     r.arguments = Some(args.to_owned());
                 }
@@ -424,9 +443,9 @@ pub fn json_array<P: AsRef<[u8]>>(parts: &[P]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::JsonRpcError;
-    use crate::filter::{Decision, Denial, McpFilter, Principal};
-    use crate::jsonrpc::{parse, ParseLimits};
+    use crate::chain::filter::{Decision, Denial, McpFilter, Principal};
+    use crate::protocol::error::JsonRpcError;
+    use crate::protocol::jsonrpc::{parse, ParseLimits};
     use std::sync::Arc;
 
     /// Refuses calls to the tool `forbidden` and rewrites the tool `shout`'s text.

@@ -17,23 +17,13 @@ use std::time::{Duration, SystemTime};
 use warden_config::access::ServerCatalog;
 use warden_config::guards::{Quota, QuotaKey, QuotaKind, StoreFailure};
 
-use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, Exchange, Hold, McpFilter, Message, Methods, Notes};
-use crate::jsonrpc::{Envelope, Kind, Parsed};
+use crate::chain::filter::{
+    Acts, Decision, Denial, Exchange, Hold, McpFilter, Message, Methods, Notes,
+};
+use crate::protocol::error::{codes, JsonRpcError};
+use crate::protocol::jsonrpc::{Envelope, Kind, Parsed};
 
-/// What the shared store said about a global quota key for this request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GlobalVerdict {
-    /// The units came out of this replica's lease.
-    Granted,
-    /// The fleet used the whole window.
-    Exhausted { retry_after: u64 },
-    /// The store could not be asked; the quota's `on_store_failure` decides.
-    Unavailable,
-}
-
-/// Reservations made before the chain runs, by counter key.
-pub type GlobalVerdicts = std::collections::HashMap<Vec<u8>, GlobalVerdict>;
+pub use crate::chain::filter::{GlobalVerdict, GlobalVerdicts};
 
 /// Units of a global quota a request needs (summed over a batch's elements).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,10 +16,10 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
-use crate::jsonrpc::Kind;
-use crate::token::{TokenKey, NONCE_LEN};
+use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
+use crate::engines::token::{TokenKey, NONCE_LEN};
+use crate::protocol::error::{codes, JsonRpcError};
+use crate::protocol::jsonrpc::Kind;
 
 /// What a handle names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,19 +207,19 @@ impl McpFilter for CursorFilter {
             return Decision::Pass;
         }
         let Some(v) = msg.value() else {
-            return crate::authz::unreadable_reply();
+            return crate::chain::filter::unreadable_reply();
         };
         let next = match v.get("result").and_then(|r| r.get("nextCursor")) {
             None | Some(Json::Null) => return Decision::Pass,
             Some(Json::String(c)) => c,
-            Some(_) => return crate::authz::unreadable_reply(),
+            Some(_) => return crate::chain::filter::unreadable_reply(),
         };
         let owner = ctx.principal.owner_key();
         let Some(token) = self
             .sealer
             .seal(HandleKind::Cursor, next, holder(ctx, &owner, method))
         else {
-            return crate::authz::unreadable_reply();
+            return crate::chain::filter::unreadable_reply();
         };
         let mut out = v.clone();
         if let Some(r) = out.get_mut("result").and_then(Json::as_object_mut) {

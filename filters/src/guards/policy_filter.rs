@@ -1,168 +1,24 @@
-//! Authorisation filters: the kill switch and the Rego policy (including the
-//! filtering of list results to what the principal may use).
+//! The policy filter: the bundle's Rego policy decides every request and
+//! notification (and every server→client request), and list results are
+//! filtered to what the principal may use. The kill switch and step-up
+//! scopes, its neighbours in authorisation, are `kill_switch` and `scopes`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value as Json;
-use warden_config::access::{DenialStyle, KillSwitch, Risk, ServerCatalog};
+use warden_config::access::{DenialStyle, Risk, ServerCatalog};
 
-use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes, Word};
-use crate::jsonrpc::Kind;
-use crate::policy::{PolicyDecision, PolicyEngine, PolicyInput};
+use crate::chain::filter::{
+    unreadable_reply, Decision, Denial, Exchange, McpFilter, Message, Notes, Word,
+};
+use crate::engines::policy::{PolicyDecision, PolicyEngine, PolicyInput};
+use crate::protocol::error::{codes, JsonRpcError};
+use crate::protocol::jsonrpc::Kind;
 
-/// Refuses everything the bundle's kill switch pauses, before any other check.
-#[derive(Debug)]
-pub struct KillSwitchFilter {
-    switch: KillSwitch,
-}
+use crate::guards::scopes::missing_scopes;
 
-impl KillSwitchFilter {
-    pub fn new(switch: KillSwitch) -> Self {
-        KillSwitchFilter { switch }
-    }
-
-    fn paused(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &Notes) -> Option<&'static str> {
-        let k = &self.switch;
-        if k.all {
-            return Some("all");
-        }
-        if k.tenants.contains(&ctx.principal.tenant) {
-            return Some("tenant");
-        }
-        if k.principals.contains(&ctx.principal.id) {
-            return Some("principal");
-        }
-        // A paused virtual server pauses what goes through it.
-        if k.servers.contains(ctx.server) || ctx.via.is_some_and(|v| k.servers.contains(v)) {
-            return Some("server");
-        }
-        let env = msg.envelope;
-        // A call, or a request about the task a call created (the task
-        // filter, which runs first, opened its id).
-        let tool = match env.method.as_deref() {
-            Some("tools/call") => env.name.as_deref(),
-            Some(m) if crate::tasks::names_task(m) => {
-                notes.task.as_ref().and_then(|t| t.tool.as_deref())
-            }
-            _ => None,
-        };
-        if let Some(tool) = tool {
-            if k.tools.contains(tool)
-                || k.server_tools
-                    .contains(&(ctx.server.to_owned(), tool.to_owned()))
-            {
-                return Some("tool");
-            }
-        }
-        None
-    }
-}
-
-impl McpFilter for KillSwitchFilter {
-    fn name(&self) -> &'static str {
-        "kill_switch"
-    }
-
-    fn acts_on(&self) -> Acts {
-        Acts {
-            requests: Methods::All,
-            responses: Methods::None,
-        }
-    }
-
-    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
-        if msg.envelope.kind == Kind::Response {
-            return Decision::Pass;
-        }
-        match self.paused(msg, ctx, notes) {
-            None => Decision::Pass,
-            Some(scope) => Decision::Reject(Denial::error(
-                JsonRpcError::new(
-                    codes::PAUSED,
-                    format!("Paused by the kill switch ({scope})"),
-                )
-                .with_data(serde_json::json!({"reason": "kill_switch", "scope": scope})),
-                format!("kill_switch_{scope}"),
-            )),
-        }
-    }
-}
-
-/// The scopes of `needed` the principal's token does not carry.
-fn missing_scopes(needed: &[String], who: &crate::identity::Principal) -> Vec<String> {
-    needed
-        .iter()
-        .filter(|s| !who.scopes.contains(s))
-        .cloned()
-        .collect()
-}
-
-/// Step-up authorization from the catalog: a tool listing `scopes` is called
-/// only with a token that carries them all; otherwise the caller is told
-/// which (403 `insufficient_scope`), so it can re-authorise for that call.
-pub struct ScopeFilter {
-    catalog: HashMap<String, ServerCatalog>,
-}
-
-impl ScopeFilter {
-    /// `None` when no tool of the catalog needs a scope.
-    pub fn new(catalog: &HashMap<String, ServerCatalog>) -> Option<Self> {
-        catalog
-            .values()
-            .any(|c| c.tools.values().any(|t| !t.scopes.is_empty()))
-            .then(|| ScopeFilter {
-                catalog: catalog.clone(),
-            })
-    }
-}
-
-impl std::fmt::Debug for ScopeFilter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ScopeFilter")
-    }
-}
-
-impl McpFilter for ScopeFilter {
-    fn name(&self) -> &'static str {
-        "scopes"
-    }
-
-    fn acts_on(&self) -> Acts {
-        Acts {
-            requests: Methods::Only(&[
-                "tools/call",
-                "tasks/get",
-                "tasks/result",
-                "tasks/update",
-                "tasks/cancel",
-            ]),
-            responses: Methods::None,
-        }
-    }
-
-    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
-        let env = msg.envelope;
-        if env.kind != Kind::Request {
-            return Decision::Pass;
-        }
-        // A task's requests need what its creating tool needs.
-        let name = match env.method.as_deref() {
-            Some("tools/call") => env.name.as_deref(),
-            _ => notes.task.as_ref().and_then(|t| t.tool.as_deref()),
-        };
-        let Some(tool) = name.and_then(|n| self.catalog.get(ctx.server)?.tools.get(n)) else {
-            return Decision::Pass;
-        };
-        let missing = missing_scopes(&tool.scopes, ctx.principal);
-        if missing.is_empty() {
-            Decision::Pass
-        } else {
-            Decision::Reject(Denial::insufficient_scope(missing))
-        }
-    }
-}
+pub use crate::chain::notes::ShadowNote;
 
 /// Decides every client→server request and notification, and every
 /// server→client request, with the bundle's Rego policy; filters list results.
@@ -172,17 +28,6 @@ pub struct PolicyFilter {
     shadow: Option<Arc<PolicyEngine>>,
     catalog: HashMap<String, ServerCatalog>,
     denial: DenialStyle,
-}
-
-/// Where the shadow rule disagreed with the enforced one on a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShadowNote {
-    /// What the enforced rule decided.
-    pub enforced_allow: bool,
-    pub enforced_reason: String,
-    /// What the shadow rule would have decided.
-    pub shadow_allow: bool,
-    pub shadow_reason: String,
 }
 
 impl std::fmt::Debug for PolicyFilter {
@@ -287,7 +132,7 @@ impl PolicyFilter {
         let (tool, prompt, uri) = match method {
             // A task's requests are judged as its creating tool's.
             "tools/call" => (name, None, None),
-            m if crate::tasks::names_task(m) => (name, None, None),
+            m if crate::guards::tasks::names_task(m) => (name, None, None),
             "prompts/get" => (None, name, None),
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 (None, None, name)
@@ -491,10 +336,10 @@ impl PolicyFilter {
         let Some(mut msg) = reply.value().cloned() else {
             return unreadable_reply();
         };
-        let items = match crate::mcp::list_items(&mut msg, shape.array) {
-            crate::mcp::ListItems::Items(items) => items,
-            crate::mcp::ListItems::NotAList => return Decision::Pass,
-            crate::mcp::ListItems::Unreadable => return unreadable_reply(),
+        let items = match crate::protocol::mcp::list_items(&mut msg, shape.array) {
+            crate::protocol::mcp::ListItems::Items(items) => items,
+            crate::protocol::mcp::ListItems::NotAList => return Decision::Pass,
+            crate::protocol::mcp::ListItems::Unreadable => return unreadable_reply(),
         };
         let before = items.len();
         items.retain(|item| {
@@ -524,9 +369,9 @@ impl PolicyFilter {
 /// data tells a hidden resource from one that does not exist. 2026-07-28
 /// moved resource-not-found to -32602.
 fn resource_not_found(ctx: &Exchange<'_>, uri: &str) -> JsonRpcError {
-    let code = if crate::version::ProtocolVersion::at_least(
+    let code = if crate::protocol::version::ProtocolVersion::at_least(
         ctx.protocol_version,
-        crate::version::ProtocolVersion::V2026_07_28,
+        crate::protocol::version::ProtocolVersion::V2026_07_28,
     ) {
         codes::INVALID_PARAMS
     } else {
@@ -546,17 +391,6 @@ fn unreadable_request() -> Decision {
     ))
 }
 
-/// A reply a concern that applies to it cannot read: refused, never passed.
-pub(crate) fn unreadable_reply() -> Decision {
-    Decision::Reject(Denial::error(
-        JsonRpcError::new(
-            codes::UPSTREAM_PROTOCOL,
-            "MCP server sent a reply the gateway cannot read",
-        ),
-        "reply_unreadable",
-    ))
-}
-
 impl McpFilter for PolicyFilter {
     fn name(&self) -> &'static str {
         "policy"
@@ -569,11 +403,11 @@ impl McpFilter for PolicyFilter {
         else {
             return Decision::Pass;
         };
-        let name = if crate::tasks::names_task(method) {
+        let name = if crate::guards::tasks::names_task(method) {
             // The tool whose call created the task (the task filter opened its id).
             notes.task.as_ref().and_then(|t| t.tool.as_deref())
         } else {
-            crate::mcp::judged_target(env)
+            crate::protocol::mcp::judged_target(env)
         };
         let args = match method {
             "tools/call" | "prompts/get" => msg.arguments_raw(),
@@ -749,69 +583,5 @@ impl McpFilter for PolicyFilter {
             }
             _ => Decision::Pass,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::jsonrpc::{parse, ParseLimits, Parsed};
-
-    /// Pausing a virtual server pauses what reaches its members through it
-    /// (and nothing else of theirs).
-    #[test]
-    fn a_paused_virtual_server_pauses_its_member_legs() {
-        let mut k = warden_config::access::KillSwitch::default();
-        k.servers.insert("workspace".into());
-        let f = KillSwitchFilter::new(k);
-        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
-        let Ok(Parsed::Single(env)) = parse(body, ParseLimits::default()) else {
-            panic!("parse")
-        };
-        let who = crate::identity::Principal::anonymous();
-        let msg = Message::new(&env, body);
-        let direct = Exchange::new(&who, "docs");
-        assert!(matches!(
-            f.on_request(&msg, &direct, &mut Notes::default()),
-            Decision::Pass
-        ));
-        let through = Exchange {
-            via: Some("workspace"),
-            ..Exchange::new(&who, "docs")
-        };
-        assert!(matches!(
-            f.on_request(&msg, &through, &mut Notes::default()),
-            Decision::Reject(d) if d.reason == "kill_switch_server"
-        ));
-    }
-
-    /// A paused tool's tasks are paused too: the kill switch reads the tool
-    /// the task filter found in the task's id.
-    #[test]
-    fn a_paused_tool_pauses_its_tasks() {
-        let mut k = warden_config::access::KillSwitch::default();
-        k.tools.insert("deploy".into());
-        let f = KillSwitchFilter::new(k);
-        let body =
-            br#"{"jsonrpc":"2.0","id":1,"method":"tasks/result","params":{"taskId":"wt1.x"}}"#;
-        let Ok(Parsed::Single(env)) = parse(body, ParseLimits::default()) else {
-            panic!("parse")
-        };
-        let who = crate::identity::Principal::anonymous();
-        let ctx = Exchange::new(&who, "ops");
-        let msg = Message::new(&env, body);
-        let mut notes = Notes::default();
-        assert!(matches!(
-            f.on_request(&msg, &ctx, &mut notes),
-            Decision::Pass
-        ));
-        notes.task = Some(crate::tasks::TaskNote {
-            link: "tk_0".into(),
-            tool: Some("deploy".into()),
-        });
-        assert!(matches!(
-            f.on_request(&msg, &ctx, &mut notes),
-            Decision::Reject(d) if d.reason == "kill_switch_tool"
-        ));
     }
 }

@@ -44,10 +44,10 @@ use serde_json::Value as Json;
 use warden_config::access::{ServerCatalog, ToolEntry};
 use warden_config::guards::HostPattern;
 
-use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
-use crate::jsonrpc::Kind;
-use crate::tools::ToolPins;
+use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
+use crate::guards::tools::ToolPins;
+use crate::protocol::error::{codes, JsonRpcError};
+use crate::protocol::jsonrpc::Kind;
 
 /// Why a host is refused (the rule name in denials and audit).
 pub fn ssrf_rule_v4(ip: Ipv4Addr) -> Option<&'static str> {
@@ -880,8 +880,9 @@ fn near_named(
                 .chain(props.into_iter().flat_map(|p| p.keys().map(String::as_str)))
                 .collect();
             if !names.is_empty()
-                && o.keys()
-                    .any(|k| !names.contains(&k.as_str()) && crate::jsonrpc::near_name(k, &names))
+                && o.keys().any(|k| {
+                    !names.contains(&k.as_str()) && crate::protocol::names::near_name(k, &names)
+                })
             {
                 return true;
             }
@@ -1409,7 +1410,7 @@ mod tests {
 mod differential_tests {
     //! Parser differentials: what curl, Go, urllib and WHATWG read differently.
     use super::*;
-    use crate::identity::Principal;
+    use crate::engines::identity::Principal;
     use proptest::prelude::*;
     use warden_config::access::Risk;
 
@@ -1735,9 +1736,10 @@ mod differential_tests {
             "params": {"name": "fetch", "arguments": args}
         })
         .to_string();
-        let Ok(crate::jsonrpc::Parsed::Single(env)) =
-            crate::jsonrpc::parse(raw.as_bytes(), crate::jsonrpc::ParseLimits::default())
-        else {
+        let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
+            raw.as_bytes(),
+            crate::protocol::jsonrpc::ParseLimits::default(),
+        ) else {
             panic!("not a message: {raw}")
         };
         let p = Principal::anonymous();
@@ -1765,9 +1767,10 @@ mod differential_tests {
             let raw = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"subscriptions/listen",
                 "params":{"notifications":{"resourceSubscriptions":subs}}})
             .to_string();
-            let Ok(crate::jsonrpc::Parsed::Single(env)) =
-                crate::jsonrpc::parse(raw.as_bytes(), crate::jsonrpc::ParseLimits::default())
-            else {
+            let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
+                raw.as_bytes(),
+                crate::protocol::jsonrpc::ParseLimits::default(),
+            ) else {
                 panic!("not a message: {raw}")
             };
             let p = Principal::anonymous();
@@ -1997,9 +2000,10 @@ mod differential_tests {
 
     /// Whether `filter(detect)` refuses the request `raw`.
     fn refused_with(raw: &str, detect: bool) -> bool {
-        let Ok(crate::jsonrpc::Parsed::Single(env)) =
-            crate::jsonrpc::parse(raw.as_bytes(), crate::jsonrpc::ParseLimits::default())
-        else {
+        let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
+            raw.as_bytes(),
+            crate::protocol::jsonrpc::ParseLimits::default(),
+        ) else {
             panic!("parse")
         };
         let p = Principal::anonymous();
@@ -2127,9 +2131,10 @@ mod differential_tests {
     fn nothing_declared_and_detection_off_costs_nothing() {
         let f = EgressFilter::new(allow_example(), HashMap::new(), Arc::default(), false);
         let raw = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"u":"http://127.0.0.1/"}}}"#;
-        let Ok(crate::jsonrpc::Parsed::Single(env)) =
-            crate::jsonrpc::parse(raw.as_bytes(), crate::jsonrpc::ParseLimits::default())
-        else {
+        let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
+            raw.as_bytes(),
+            crate::protocol::jsonrpc::ParseLimits::default(),
+        ) else {
             panic!("parse")
         };
         let p = Principal::anonymous();

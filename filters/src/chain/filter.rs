@@ -4,8 +4,10 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::error::JsonRpcError;
-use crate::jsonrpc::{parse, Envelope, Kind, ParseLimits, Parsed};
+use crate::protocol::error::JsonRpcError;
+use crate::protocol::jsonrpc::{parse, Envelope, Kind, ParseLimits, Parsed};
+
+pub use super::notes::{Hold, Notes};
 
 /// Which way a message travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +28,21 @@ impl Direction {
     }
 }
 
-pub use crate::identity::Principal;
+pub use crate::engines::identity::Principal;
+
+/// What the shared store said about a global quota key for this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalVerdict {
+    /// The units came out of this replica's lease.
+    Granted,
+    /// The fleet used the whole window.
+    Exhausted { retry_after: u64 },
+    /// The store could not be asked; the quota's `on_store_failure` decides.
+    Unavailable,
+}
+
+/// Reservations made before the chain runs, by counter key.
+pub type GlobalVerdicts = std::collections::HashMap<Vec<u8>, GlobalVerdict>;
 
 /// Who, where and when: what a filter knows about the exchange (one HTTP
 /// request or stream) a message belongs to. Built once per request and
@@ -48,7 +64,7 @@ pub struct Exchange<'a> {
     /// Keep raw arguments in message records (`audit.include_arguments`).
     pub keep_arguments: bool,
     /// Global-quota reservations made for this request (see `quota::global_demands`).
-    pub global: Option<&'a crate::quota::GlobalVerdicts>,
+    pub global: Option<&'a GlobalVerdicts>,
 }
 
 impl<'a> Exchange<'a> {
@@ -68,40 +84,6 @@ impl<'a> Exchange<'a> {
             keep_arguments: false,
             global: None,
         }
-    }
-}
-
-/// What filters write while judging one message: findings for the audit
-/// record, and what they hold until the exchange ends (concurrency slots,
-/// released when dropped). The chain drops the holds a message took when a
-/// later filter refuses it.
-#[derive(Debug, Default)]
-pub struct Notes {
-    /// What DLP found (rule, path, action — never the text).
-    pub findings: Vec<crate::dlp::FindingNote>,
-    /// The task this message names or creates, as the task filter (which
-    /// runs before policy, pins and schemas) found it.
-    pub task: Option<crate::tasks::TaskNote>,
-    /// The policy's `require_approval` for this call (read by the approval
-    /// filter, which runs last).
-    pub approval_asked: Option<crate::policy::ApprovalAsk>,
-    /// The approval this call needs before it may be forwarded (see
-    /// `approval`): `plan_request` holds it.
-    pub approval: Option<crate::approval::ApprovalNeed>,
-    /// Where the bundle's shadow rule disagreed with the enforced one.
-    pub shadow: Option<crate::authz::ShadowNote>,
-    holds: Vec<Hold>,
-}
-
-impl Notes {
-    /// Keeps `h` until the exchange ends.
-    pub fn hold(&mut self, h: Hold) {
-        self.holds.push(h);
-    }
-
-    /// The holds taken so far, to keep for the exchange.
-    pub fn take_holds(&mut self) -> Vec<Hold> {
-        std::mem::take(&mut self.holds)
     }
 }
 
@@ -323,7 +305,7 @@ impl Denial {
             missing.join(" ")
         );
         Denial {
-            error: JsonRpcError::new(crate::error::codes::FORBIDDEN, message)
+            error: JsonRpcError::new(crate::protocol::error::codes::FORBIDDEN, message)
                 .with_data(serde_json::json!({"reason": "insufficient_scope", "scopes": missing})),
             reason: "insufficient_scope".into(),
             result: None,
@@ -332,7 +314,7 @@ impl Denial {
     }
 
     /// The JSON-RPC response answering request `id`.
-    pub fn to_response(&self, id: Option<&crate::jsonrpc::Id>) -> serde_json::Value {
+    pub fn to_response(&self, id: Option<&crate::protocol::jsonrpc::Id>) -> serde_json::Value {
         match &self.result {
             Some(r) => {
                 // Results carry `resultType` since 2026-07-28; earlier peers
@@ -344,29 +326,12 @@ impl Denial {
                 }
                 serde_json::json!({
                     "jsonrpc": "2.0",
-                    "id": id.map_or(serde_json::Value::Null, crate::jsonrpc::Id::to_json),
+                    "id": id.map_or(serde_json::Value::Null, crate::protocol::jsonrpc::Id::to_json),
                     "result": r,
                 })
             }
             None => self.error.to_response(id),
         }
-    }
-}
-
-/// Something held while a call is in flight (a concurrency slot); released
-/// when dropped, so every exit path — response, error, client disconnect,
-/// upstream reset — gives it back.
-pub struct Hold(pub Box<dyn std::any::Any + Send + Sync>);
-
-impl std::fmt::Debug for Hold {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Hold")
-    }
-}
-
-impl PartialEq for Hold {
-    fn eq(&self, _: &Self) -> bool {
-        false
     }
 }
 
@@ -391,13 +356,24 @@ impl Decision {
             Ok(b) => Decision::Mutated(b),
             Err(_) => Decision::Reject(Denial::error(
                 JsonRpcError::new(
-                    crate::error::codes::INTERNAL_ERROR,
+                    crate::protocol::error::codes::INTERNAL_ERROR,
                     "A gateway filter could not write its rewrite",
                 ),
                 "rewrite_failed",
             )),
         }
     }
+}
+
+/// A reply a concern that applies to it cannot read: refused, never passed.
+pub(crate) fn unreadable_reply() -> Decision {
+    Decision::Reject(Denial::error(
+        JsonRpcError::new(
+            crate::protocol::error::codes::UPSTREAM_PROTOCOL,
+            "MCP server sent a reply the gateway cannot read",
+        ),
+        "reply_unreadable",
+    ))
 }
 
 /// Which methods a filter acts on, in one direction.
@@ -640,7 +616,7 @@ impl FilterChain {
                                 filter: f.name(),
                                 denial: Denial::error(
                                     JsonRpcError::new(
-                                        crate::error::codes::INTERNAL_ERROR,
+                                        crate::protocol::error::codes::INTERNAL_ERROR,
                                         "A gateway filter produced an invalid rewrite",
                                     ),
                                     "filter_rewrite_invalid",

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::jsonrpc::Id;
+use super::id::Id;
 
 /// JSON-RPC and MCP error codes Warden answers with.
 ///

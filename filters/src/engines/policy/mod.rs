@@ -19,7 +19,7 @@ use regorus::Value;
 use serde_json::value::RawValue;
 use warden_config::access::Risk;
 
-use crate::identity::Principal;
+use crate::engines::identity::Principal;
 
 /// The policy's verdict on one input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,7 +363,7 @@ pub fn near_named_argument(paths: &[Vec<String>], args: &serde_json::Value) -> b
                 return false;
             };
             if o.keys()
-                .any(|k| k != seg && crate::names::same_name(k, seg))
+                .any(|k| k != seg && crate::protocol::names::same_name(k, seg))
             {
                 return true;
             }

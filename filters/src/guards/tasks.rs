@@ -31,11 +31,13 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
-use crate::identity::Principal;
-use crate::jsonrpc::Kind;
-use crate::token::{TokenKey, NONCE_LEN};
+use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
+use crate::engines::identity::Principal;
+use crate::engines::token::{TokenKey, NONCE_LEN};
+use crate::protocol::error::{codes, JsonRpcError};
+use crate::protocol::jsonrpc::Kind;
+
+pub use crate::chain::notes::TaskNote;
 
 const PREFIX: &str = "wt1.";
 const AAD: &[u8] = b"warden task v1";
@@ -72,17 +74,6 @@ struct Sealed {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Opened {
     pub task: String,
-    pub tool: Option<String>,
-}
-
-/// What the task filter leaves for later filters and the audit record about
-/// the task a message names or creates.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskNote {
-    /// Links every record about one task to the call that created it
-    /// (`tk_` and 16 hex digits of a keyed digest; reveals no id).
-    pub link: String,
-    /// The tool whose call created the task, when known.
     pub tool: Option<String>,
 }
 
@@ -318,7 +309,7 @@ impl std::fmt::Debug for TaskFilter {
 }
 
 /// Whether a message may carry a task id the gateway must seal.
-static TASK: crate::filter::Word = crate::filter::Word::new("task");
+static TASK: crate::chain::filter::Word = crate::chain::filter::Word::new("task");
 
 fn may_carry_task(bytes: &[u8]) -> bool {
     TASK.in_bytes(bytes)
@@ -344,9 +335,9 @@ impl McpFilter for TaskFilter {
         let Some(method) = env.method.as_deref().filter(|m| names_task(m)) else {
             return Decision::Pass;
         };
-        let modern = crate::version::ProtocolVersion::at_least(
+        let modern = crate::protocol::version::ProtocolVersion::at_least(
             ctx.protocol_version,
-            crate::version::ProtocolVersion::V2026_07_28,
+            crate::protocol::version::ProtocolVersion::V2026_07_28,
         );
         if modern && method == "tasks/result" {
             // The tasks extension has no `tasks/result` (SEP-2663): answered
@@ -483,8 +474,8 @@ mod tests {
     /// still open it.
     #[test]
     fn the_removed_tasks_result_is_no_method_at_2026_07_28() {
-        use crate::filter::{Decision, McpFilter, Message, Notes};
-        use crate::jsonrpc::{parse, ParseLimits, Parsed};
+        use crate::chain::filter::{Decision, McpFilter, Message, Notes};
+        use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
         let sealer = Arc::new(TaskSealer::new(b"fleet secret"));
         let f = TaskFilter::new(sealer.clone(), Arc::new(TaskOwners::new(100)));
         let alice = who("alice");

@@ -27,26 +27,10 @@ use sha2::{Digest, Sha256};
 use warden_config::access::{Risk, ServerCatalog};
 use warden_config::guards::Approvals;
 
-use crate::filter::{Acts, Decision, Exchange, McpFilter, Message, Methods, Notes};
-use crate::jsonrpc::Kind;
+use crate::chain::filter::{Acts, Decision, Exchange, McpFilter, Message, Methods, Notes};
+use crate::protocol::jsonrpc::Kind;
 
-/// A call that may go on only once approved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApprovalNeed {
-    /// Distinct approvers needed.
-    pub approvers: u8,
-    /// Why (the policy's reason, or `risk_tier:<TIER>`).
-    pub reason: String,
-    pub risk: Risk,
-    pub tool: String,
-    /// `sha256:<hex>` of the canonical arguments (`{}` when absent).
-    pub args_digest: String,
-    /// The canonical arguments, shown to approvers (after the chain's
-    /// redactions: what the upstream would receive).
-    pub arguments: String,
-    /// `sha256:<hex>` binding principal, server, tool and arguments.
-    pub binding: String,
-}
+pub use crate::chain::notes::ApprovalNeed;
 
 /// The binding of a call: a digest of length-prefixed parts, so no two
 /// tuples spell the same.
@@ -192,9 +176,9 @@ impl McpFilter for ApprovalFilter {
             Some(raw) => match canonical_text(raw) {
                 Some(t) => t,
                 None => {
-                    return Decision::Reject(crate::filter::Denial::error(
-                        crate::error::JsonRpcError::new(
-                            crate::error::codes::INVALID_PARAMS,
+                    return Decision::Reject(crate::chain::filter::Denial::error(
+                        crate::protocol::error::JsonRpcError::new(
+                            crate::protocol::error::codes::INVALID_PARAMS,
                             "The arguments of a call that needs approval could not be read",
                         ),
                         "approval_arguments_unreadable",
@@ -203,7 +187,7 @@ impl McpFilter for ApprovalFilter {
             },
             None => "{}".to_owned(),
         };
-        let args_digest = crate::mrtr::args_digest(&arguments);
+        let args_digest = crate::chain::plan::args_digest(&arguments);
         notes.approval = Some(ApprovalNeed {
             approvers: by_tier.max(by_policy),
             reason,
@@ -226,8 +210,8 @@ impl McpFilter for ApprovalFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Principal;
-    use crate::jsonrpc::{parse, ParseLimits, Parsed};
+    use crate::engines::identity::Principal;
+    use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
 
     fn need(f: &ApprovalFilter, who: &Principal, body: &str) -> Option<ApprovalNeed> {
         let Ok(Parsed::Single(env)) = parse(body.as_bytes(), ParseLimits::default()) else {

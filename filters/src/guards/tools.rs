@@ -18,9 +18,9 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 use warden_config::access::ServerCatalog;
 
-use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
-use crate::jsonrpc::Kind;
+use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
+use crate::protocol::error::{codes, JsonRpcError};
+use crate::protocol::jsonrpc::Kind;
 
 /// A compiled JSON Schema (draft 2020-12 by default, or the one `$schema` names).
 pub type Schema = Arc<jsonschema::Validator>;
@@ -305,18 +305,22 @@ impl McpFilter for PinFilter {
             return Decision::Pass;
         }
         let Some(mut v) = msg.value().cloned() else {
-            return crate::authz::unreadable_reply();
+            return crate::chain::filter::unreadable_reply();
         };
-        let tools = match crate::mcp::list_items(&mut v, "tools") {
-            crate::mcp::ListItems::Items(tools) => tools,
-            crate::mcp::ListItems::NotAList => return Decision::Pass,
-            crate::mcp::ListItems::Unreadable => return crate::authz::unreadable_reply(),
+        let tools = match crate::protocol::mcp::list_items(&mut v, "tools") {
+            crate::protocol::mcp::ListItems::Items(tools) => tools,
+            crate::protocol::mcp::ListItems::NotAList => return Decision::Pass,
+            crate::protocol::mcp::ListItems::Unreadable => {
+                return crate::chain::filter::unreadable_reply()
+            }
         };
         // Names that some peer reads as one are all refused.
         let mut seen: HashMap<String, usize> = HashMap::new();
         for t in tools.iter() {
             if let Some(n) = t.get("name").and_then(Json::as_str) {
-                *seen.entry(crate::names::fold(n).into_owned()).or_default() += 1;
+                *seen
+                    .entry(crate::protocol::names::fold(n).into_owned())
+                    .or_default() += 1;
             }
         }
         let before = tools.len();
@@ -332,7 +336,7 @@ impl McpFilter for PinFilter {
                 .map(|t| {
                     t.get("name").and_then(Json::as_str).is_some_and(|n| {
                         valid_name(n)
-                            && seen.get(&*crate::names::fold(n)) == Some(&1)
+                            && seen.get(&*crate::protocol::names::fold(n)) == Some(&1)
                             && self.judge(ctx.server, t, pins)
                     })
                 })
@@ -569,9 +573,9 @@ impl McpFilter for SchemaFilter {
         // request for input (2026-07-28; an older client reads any other
         // result as final, so only then). The final one is checked when it
         // comes. Any other `resultType` is checked like a final result.
-        let modern = crate::version::ProtocolVersion::at_least(
+        let modern = crate::protocol::version::ProtocolVersion::at_least(
             ctx.protocol_version,
-            crate::version::ProtocolVersion::V2026_07_28,
+            crate::protocol::version::ProtocolVersion::V2026_07_28,
         );
         let interim = matches!(
             result.get("resultType").and_then(Json::as_str),
@@ -634,13 +638,13 @@ mod tests {
     /// (a load-clone-store update loses the ones written meanwhile).
     #[test]
     fn concurrent_lists_lose_no_pin() {
-        use crate::filter::{Exchange, McpFilter, Message, Notes};
-        use crate::jsonrpc::{parse, ParseLimits, Parsed};
+        use crate::chain::filter::{Exchange, McpFilter, Message, Notes};
+        use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
         let reply = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"t","description":"d","inputSchema":{"type":"object"}}]}}"#;
         let Ok(Parsed::Single(env)) = parse(reply.as_bytes(), ParseLimits::default()) else {
             panic!("parse")
         };
-        let p = crate::filter::Principal::anonymous();
+        let p = crate::chain::filter::Principal::anonymous();
         for round in 0..300 {
             let pins = Arc::new(ToolPins::default());
             let f = PinFilter::new(pins.clone(), HashMap::new());

@@ -28,9 +28,9 @@ use sha2::{Digest, Sha256};
 use warden_config::access::DenialStyle;
 use warden_config::guards::Runaway;
 
-use crate::error::{codes, JsonRpcError};
-use crate::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
-use crate::jsonrpc::Kind;
+use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
+use crate::protocol::error::{codes, JsonRpcError};
+use crate::protocol::jsonrpc::Kind;
 
 #[derive(Default)]
 struct SessionUse {
@@ -156,8 +156,10 @@ impl RunawayFilter {
         // Anonymous callers all share one principal: one caller's loop must
         // not refuse the others, so theirs is kept per session or address.
         let who = match (ex.principal.auth, ex.session_id, ex.source_ip) {
-            (crate::identity::AuthMethod::Anonymous, Some(s), _) => format!("session {s}"),
-            (crate::identity::AuthMethod::Anonymous, None, Some(ip)) => format!("address {ip}"),
+            (crate::engines::identity::AuthMethod::Anonymous, Some(s), _) => format!("session {s}"),
+            (crate::engines::identity::AuthMethod::Anonymous, None, Some(ip)) => {
+                format!("address {ip}")
+            }
             _ => String::new(),
         };
         let owner = ex.principal.owner_key();
@@ -259,8 +261,8 @@ impl McpFilter for RunawayFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Principal;
-    use crate::jsonrpc::{parse, ParseLimits, Parsed};
+    use crate::engines::identity::Principal;
+    use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
     use warden_config::guards::{LoopDetection, SessionBudget};
 
     fn run(f: &RunawayFilter, body: &str, ex: &Exchange<'_>) -> Result<(), String> {
