@@ -23,9 +23,12 @@
 
 pub mod detectors;
 mod json;
+mod masks;
 pub(crate) mod normalise;
 mod prefilter;
 mod scanner;
+mod spec;
+mod validators;
 mod walk;
 
 pub use json::Uninspectable;

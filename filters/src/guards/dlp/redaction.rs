@@ -1,3 +1,6 @@
+//! Redaction by the DLP guard: numbers, disguises, metadata, exact splices,
+//! duplicates made by redacted keys, clean and binary content.
+
 use super::*;
 use crate::engines::identity::Principal;
 use warden_config::guards::DlpRule;

@@ -1,3 +1,5 @@
+//! Unit tests of the scanner: custom detectors, glued secrets, the library.
+
 use super::*;
 
 fn names(s: &Scanner, text: &str) -> Vec<String> {
