@@ -1,36 +1,59 @@
 //! Warden's pure engines. Nothing here performs I/O or depends on Pingora or
 //! tokio: the proxy turns each HTTP exchange into parsed MCP messages once and
 //! calls these functions, so every piece is testable and benchable alone.
+//!
+//! The layers, each importing only the ones above it:
+//!
+//! - [`protocol`]: the wire — the JSON-RPC parser, MCP result shapes and
+//!   headers, ids and errors, SSE, member names, protocol versions.
+//! - [`engines`]: the Rego policy engine, the DLP scanner, authentication,
+//!   sealed tokens.
+//! - [`chain`]: the filter seam (`McpFilter`, what a filter sees and may
+//!   touch, the notes filters leave) and the plan of a whole request.
+//! - [`guards`]: one filter per concern (policy, DLP, egress, quotas …).
+//! - [`snapshot`]: where a bundle's config becomes the runtime value that
+//!   holds the chain.
 
-pub mod approval;
-pub mod authz;
-pub mod dlp;
-pub mod egress;
-pub mod error;
-pub mod filter;
-pub mod handles;
-pub mod identity;
-pub mod jsonrpc;
-pub mod mcp;
-pub mod mrtr;
-mod names;
-pub mod plan;
-pub mod policy;
-pub mod quota;
-pub mod runaway;
+pub mod chain;
+pub mod engines;
+pub mod guards;
+pub mod protocol;
 pub mod snapshot;
-pub mod sse;
-pub mod tasks;
-pub mod token;
-pub mod tools;
-pub mod version;
 
-pub use error::{codes, JsonRpcError, Refusal};
-pub use filter::{
+// The module paths the other crates use, each a name for its home above.
+pub use chain::{filter, plan};
+pub use engines::{identity, policy, token};
+pub use guards::{approval, egress, handles, mrtr, quota, runaway, tasks, tools};
+pub use protocol::{error, jsonrpc, sse, version};
+
+/// The authorisation filters at their old path: the kill switch, step-up
+/// scopes and the policy filter (`guards::{kill_switch, scopes, policy_filter}`).
+pub mod authz {
+    pub use crate::guards::kill_switch::KillSwitchFilter;
+    pub use crate::guards::policy_filter::{PolicyFilter, ShadowNote};
+    pub use crate::guards::scopes::ScopeFilter;
+}
+
+/// DLP at its old path: the scanner (`engines::dlp`) and the filter
+/// (`guards::dlp`).
+pub mod dlp {
+    pub use crate::engines::dlp::*;
+    pub use crate::guards::dlp::*;
+}
+
+/// `protocol::mcp` and the mirrored-header guard (`guards::mirror`) at their
+/// old path.
+pub mod mcp {
+    pub use crate::guards::mirror::{Declared, MirrorFilter, ParamDecls, ToolParams};
+    pub use crate::protocol::mcp::*;
+}
+
+pub use chain::filter::{
     Acts, Decision, Denial, Direction, Exchange, FilterChain, McpFilter, Message, Methods, Notes,
     Principal, Verdict,
 };
-pub use jsonrpc::{parse, Envelope, Id, Kind, ParseLimits, Parsed, Spans};
-pub use plan::{plan_request, Forward, MessageRecord, Outcome, RequestPlan};
+pub use chain::plan::{plan_request, Forward, MessageRecord, Outcome, RequestPlan};
+pub use protocol::error::{codes, JsonRpcError, Refusal};
+pub use protocol::jsonrpc::{parse, Envelope, Id, Kind, ParseLimits, Parsed, Spans};
+pub use protocol::sse::{SseDecoder, SseEvent};
 pub use snapshot::{ResolvedRoute, Snapshot};
-pub use sse::{SseDecoder, SseEvent};

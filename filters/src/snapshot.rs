@@ -1,4 +1,6 @@
-//! One immutable runtime value compiled from a bundle. The proxy swaps it
+//! Where config becomes a runtime value: one immutable [`Snapshot`] compiled
+//! from a bundle (routes, authentication, the policy engine, the DLP scanner
+//! and the filter chain with every guard in order). The proxy swaps it
 //! atomically; each request loads it once and uses it from start to end.
 
 use std::sync::Arc;
@@ -8,11 +10,12 @@ use warden_config::{Bundle, Config};
 
 use warden_config::error::Problem;
 
-use crate::authz::{KillSwitchFilter, PolicyFilter};
-use crate::filter::{FilterChain, McpFilter};
-use crate::identity::Authenticator;
-use crate::jsonrpc::ParseLimits;
-use crate::policy::PolicyEngine;
+use crate::chain::filter::{FilterChain, McpFilter};
+use crate::engines::identity::Authenticator;
+use crate::engines::policy::PolicyEngine;
+use crate::guards::kill_switch::KillSwitchFilter;
+use crate::guards::policy_filter::PolicyFilter;
+use crate::protocol::jsonrpc::ParseLimits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -110,12 +113,12 @@ pub struct Snapshot {
     pub policy: Option<Arc<PolicyEngine>>,
     /// Redacts free text the gateway itself writes (audit fields): the
     /// bundle's DLP detectors, or the built-in ones.
-    pub redactor: Arc<crate::dlp::Scanner>,
+    pub redactor: Arc<crate::engines::dlp::Scanner>,
     /// The chain's DLP filter, which also judges what travels beside the
     /// messages (header values, the URL): `None` without a `dlp` section.
-    pub dlp: Option<Arc<crate::dlp::DlpFilter>>,
+    pub dlp: Option<Arc<crate::guards::dlp::DlpFilter>>,
     /// Seals the handles relayed to one client (cursors, event ids).
-    pub handle_sealer: Arc<crate::handles::HandleSealer>,
+    pub handle_sealer: Arc<crate::guards::handles::HandleSealer>,
 }
 
 impl Snapshot {
@@ -158,7 +161,7 @@ impl Snapshot {
 
 /// `text` with every match of `scanner` replaced by `[REDACTED]`, cut to
 /// `max` characters (see [`Snapshot::redact_text`]).
-pub fn redact_with(scanner: &crate::dlp::Scanner, text: &str, max: usize) -> String {
+pub fn redact_with(scanner: &crate::engines::dlp::Scanner, text: &str, max: usize) -> String {
     let mut hits = Vec::new();
     scanner.scan_str(text, &mut hits);
     let mut out = String::with_capacity(text.len().min(max));
@@ -196,20 +199,20 @@ impl std::fmt::Debug for Snapshot {
 /// State that outlives one snapshot: quota counters and pinned tool
 /// definitions carry over a bundle swap.
 pub struct Shared {
-    pub quotas: Arc<crate::quota::QuotaTables>,
+    pub quotas: Arc<crate::guards::quota::QuotaTables>,
     /// Session budgets and loop counters (see `runaway`).
-    pub runaway: Arc<crate::runaway::RunawayTables>,
-    pub pins: Arc<crate::tools::ToolPins>,
+    pub runaway: Arc<crate::guards::runaway::RunawayTables>,
+    pub pins: Arc<crate::guards::tools::ToolPins>,
     /// Which arguments each tool mirrors into `Mcp-Param-*` headers.
-    pub params: Arc<crate::mcp::ParamDecls>,
+    pub params: Arc<crate::guards::mirror::ParamDecls>,
     /// Who created each task (to filter `tasks/list`).
-    pub task_owners: Arc<crate::tasks::TaskOwners>,
+    pub task_owners: Arc<crate::guards::tasks::TaskOwners>,
     /// Seals task ids when the bundle has no fleet secret.
-    pub task_sealer: Arc<crate::tasks::TaskSealer>,
+    pub task_sealer: Arc<crate::guards::tasks::TaskSealer>,
     /// Seals multi-round-trip request state when the bundle has no fleet secret.
-    pub state_sealer: Arc<crate::mrtr::StateSealer>,
+    pub state_sealer: Arc<crate::guards::mrtr::StateSealer>,
     /// Seals cursors and event ids when the bundle has no fleet secret.
-    pub handle_sealer: Arc<crate::handles::HandleSealer>,
+    pub handle_sealer: Arc<crate::guards::handles::HandleSealer>,
 }
 
 impl Shared {
@@ -223,31 +226,33 @@ impl Shared {
         use warden_config::model::Table;
         let mut s = Arc::into_inner(Shared::new()).expect("fresh");
         if let Some(secret) = secret {
-            s.task_sealer = Arc::new(crate::tasks::TaskSealer::new(secret));
-            s.state_sealer = Arc::new(crate::mrtr::StateSealer::new(secret));
-            s.handle_sealer = Arc::new(crate::handles::HandleSealer::new(secret));
+            s.task_sealer = Arc::new(crate::guards::tasks::TaskSealer::new(secret));
+            s.state_sealer = Arc::new(crate::guards::mrtr::StateSealer::new(secret));
+            s.handle_sealer = Arc::new(crate::guards::handles::HandleSealer::new(secret));
         }
-        s.quotas = Arc::new(crate::quota::QuotaTables::new(
+        s.quotas = Arc::new(crate::guards::quota::QuotaTables::new(
             budget.entries(Table::Quotas),
         ));
         // Two caches (budgets and loops) share the runaway share.
-        s.runaway = Arc::new(crate::runaway::RunawayTables::new(
+        s.runaway = Arc::new(crate::guards::runaway::RunawayTables::new(
             budget.entries(Table::Runaway) / 2,
         ));
-        s.task_owners = Arc::new(crate::tasks::TaskOwners::new(budget.entries(Table::Tasks)));
+        s.task_owners = Arc::new(crate::guards::tasks::TaskOwners::new(
+            budget.entries(Table::Tasks),
+        ));
         Arc::new(s)
     }
 
     pub fn new() -> Arc<Shared> {
         Arc::new(Shared {
-            quotas: Arc::new(crate::quota::QuotaTables::new(1_000_000)),
-            runaway: Arc::new(crate::runaway::RunawayTables::new(200_000)),
-            pins: Arc::new(crate::tools::ToolPins::default()),
-            params: Arc::new(crate::mcp::ParamDecls::default()),
-            task_owners: Arc::new(crate::tasks::TaskOwners::default()),
-            task_sealer: Arc::new(crate::tasks::TaskSealer::random()),
-            state_sealer: Arc::new(crate::mrtr::StateSealer::random()),
-            handle_sealer: Arc::new(crate::handles::HandleSealer::random()),
+            quotas: Arc::new(crate::guards::quota::QuotaTables::new(1_000_000)),
+            runaway: Arc::new(crate::guards::runaway::RunawayTables::new(200_000)),
+            pins: Arc::new(crate::guards::tools::ToolPins::default()),
+            params: Arc::new(crate::guards::mirror::ParamDecls::default()),
+            task_owners: Arc::new(crate::guards::tasks::TaskOwners::default()),
+            task_sealer: Arc::new(crate::guards::tasks::TaskSealer::random()),
+            state_sealer: Arc::new(crate::guards::mrtr::StateSealer::random()),
+            handle_sealer: Arc::new(crate::guards::handles::HandleSealer::random()),
         })
     }
 }
@@ -360,10 +365,12 @@ impl Snapshot {
         let mut filters: Vec<Arc<dyn McpFilter>> = Vec::new();
         // Task ids: another principal's never reach the server (see `tasks`).
         let task_sealer = match &config.session_seal {
-            Some(secret) => Arc::new(crate::tasks::TaskSealer::new(secret.expose().as_bytes())),
+            Some(secret) => Arc::new(crate::guards::tasks::TaskSealer::new(
+                secret.expose().as_bytes(),
+            )),
             None => shared.task_sealer.clone(),
         };
-        filters.push(Arc::new(crate::tasks::TaskFilter::new(
+        filters.push(Arc::new(crate::guards::tasks::TaskFilter::new(
             task_sealer,
             shared.task_owners.clone(),
         )));
@@ -374,26 +381,30 @@ impl Snapshot {
         // Multi-round-trip input: bound to the principal and the request it
         // answers (see `mrtr`).
         let state_sealer = match &config.session_seal {
-            Some(secret) => Arc::new(crate::mrtr::StateSealer::new(secret.expose().as_bytes())),
+            Some(secret) => Arc::new(crate::guards::mrtr::StateSealer::new(
+                secret.expose().as_bytes(),
+            )),
             None => shared.state_sealer.clone(),
         };
-        filters.push(Arc::new(crate::mrtr::InputStateFilter::new(state_sealer)));
+        filters.push(Arc::new(crate::guards::mrtr::InputStateFilter::new(
+            state_sealer,
+        )));
         // Cursors: another principal's (or session's, or list's) are unknown.
         let handle_sealer = match &config.session_seal {
-            Some(secret) => Arc::new(crate::handles::HandleSealer::new(
+            Some(secret) => Arc::new(crate::guards::handles::HandleSealer::new(
                 secret.expose().as_bytes(),
             )),
             None => shared.handle_sealer.clone(),
         };
-        filters.push(Arc::new(crate::handles::CursorFilter::new(
+        filters.push(Arc::new(crate::guards::handles::CursorFilter::new(
             handle_sealer.clone(),
         )));
         // Step-up: tools that need scopes the caller's token lacks.
-        if let Some(f) = crate::authz::ScopeFilter::new(&config.catalog) {
+        if let Some(f) = crate::guards::scopes::ScopeFilter::new(&config.catalog) {
             filters.push(Arc::new(f));
         }
         if !config.quotas.is_empty() {
-            filters.push(Arc::new(crate::quota::QuotaFilter::new(
+            filters.push(Arc::new(crate::guards::quota::QuotaFilter::new(
                 config.quotas.clone(),
                 shared.quotas.clone(),
                 config.catalog.clone(),
@@ -401,7 +412,7 @@ impl Snapshot {
         }
         // Runaway agents: after the quotas, before the policy, so a loop of
         // denied calls is caught too.
-        if let Some(f) = crate::runaway::RunawayFilter::new(
+        if let Some(f) = crate::guards::runaway::RunawayFilter::new(
             &config.runaway,
             shared.runaway.clone(),
             config.policy.denial,
@@ -415,21 +426,21 @@ impl Snapshot {
             ));
         }
         if config.tool_pinning {
-            filters.push(Arc::new(crate::tools::PinFilter::new(
+            filters.push(Arc::new(crate::guards::tools::PinFilter::new(
                 shared.pins.clone(),
                 config.catalog.clone(),
             )));
         }
-        filters.push(Arc::new(crate::mcp::MirrorFilter::new(
+        filters.push(Arc::new(crate::guards::mirror::MirrorFilter::new(
             shared.params.clone(),
         )));
-        filters.push(Arc::new(crate::tools::SchemaFilter::new(
+        filters.push(Arc::new(crate::guards::tools::SchemaFilter::new(
             shared.pins.clone(),
             &config.catalog,
             config.schemas.invalid_arguments == warden_config::access::DenialStyle::ToolError,
             config.schemas.validate_output,
         )));
-        filters.push(Arc::new(crate::egress::EgressFilter::new(
+        filters.push(Arc::new(crate::guards::egress::EgressFilter::new(
             config.egress.allow.clone(),
             config.catalog.clone(),
             shared.pins.clone(),
@@ -437,13 +448,13 @@ impl Snapshot {
         )));
         let custom = config.dlp.as_ref().map_or(&[][..], |d| d.custom.as_slice());
         let redactor = Arc::new(
-            crate::dlp::Scanner::new(custom)
+            crate::engines::dlp::Scanner::new(custom)
                 .map_err(|e| BuildError::at("warden.yaml", "dlp", e))?,
         );
         let dlp = match &config.dlp {
             Some(d) => {
                 let f = Arc::new(
-                    crate::dlp::DlpFilter::new(d.clone(), config.catalog.clone())
+                    crate::guards::dlp::DlpFilter::new(d.clone(), config.catalog.clone())
                         .map_err(|e| BuildError::at("warden.yaml", "dlp", e))?,
                 );
                 filters.push(f.clone());
@@ -453,7 +464,7 @@ impl Snapshot {
         };
         filters.extend(extra);
         // Last: a held call has passed every other guard, its bytes final.
-        if let Some(f) = crate::approval::ApprovalFilter::new(
+        if let Some(f) = crate::guards::approval::ApprovalFilter::new(
             &config.approvals,
             &config.catalog,
             policy.is_some(),

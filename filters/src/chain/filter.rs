@@ -1,0 +1,696 @@
+//! The filter seam: every guard (policy, DLP, quotas, schemas …) is an
+//! [`McpFilter`] that the gateway calls once per MCP message in each direction.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::protocol::error::JsonRpcError;
+use crate::protocol::jsonrpc::{parse, Envelope, Kind, ParseLimits, Parsed};
+
+pub use super::notes::{Hold, Notes};
+
+/// Which way a message travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client → server (the body of a POST).
+    Request,
+    /// Server → client (a JSON response body or one SSE event).
+    Response,
+}
+
+impl Direction {
+    /// The word metrics and audit records use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Request => "request",
+            Direction::Response => "response",
+        }
+    }
+}
+
+pub use crate::engines::identity::Principal;
+
+/// What the shared store said about a global quota key for this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalVerdict {
+    /// The units came out of this replica's lease.
+    Granted,
+    /// The fleet used the whole window.
+    Exhausted { retry_after: u64 },
+    /// The store could not be asked; the quota's `on_store_failure` decides.
+    Unavailable,
+}
+
+/// Reservations made before the chain runs, by counter key.
+pub type GlobalVerdicts = std::collections::HashMap<Vec<u8>, GlobalVerdict>;
+
+/// Who, where and when: what a filter knows about the exchange (one HTTP
+/// request or stream) a message belongs to. Built once per request and
+/// never changed by a filter; what a filter finds goes into [`Notes`].
+#[derive(Debug, Clone)]
+pub struct Exchange<'a> {
+    pub principal: &'a Principal,
+    pub server: &'a str,
+    pub group: &'a str,
+    /// The virtual server the message came through (its member leg), if any.
+    pub via: Option<&'a str>,
+    pub session_id: Option<&'a str>,
+    pub protocol_version: Option<&'a str>,
+    pub source_ip: Option<IpAddr>,
+    /// When the request arrived (the clock filters see).
+    pub now: std::time::SystemTime,
+    /// The caller's `x-warden-justification` header.
+    pub justification: Option<&'a str>,
+    /// Keep raw arguments in message records (`audit.include_arguments`).
+    pub keep_arguments: bool,
+    /// Global-quota reservations made for this request (see `quota::global_demands`).
+    pub global: Option<&'a GlobalVerdicts>,
+}
+
+impl<'a> Exchange<'a> {
+    /// An exchange with nothing but who and where: no session, the current
+    /// time. Callers set the other fields they know with struct update syntax.
+    pub fn new(principal: &'a Principal, server: &'a str) -> Self {
+        Exchange {
+            principal,
+            server,
+            group: "",
+            via: None,
+            session_id: None,
+            protocol_version: None,
+            source_ip: None,
+            now: std::time::SystemTime::now(),
+            justification: None,
+            keep_arguments: false,
+            global: None,
+        }
+    }
+}
+
+/// One message as every filter, the audit record and the span see it: the
+/// exact bytes that will be forwarded if every filter passes it, the
+/// envelope and spans the parser recorded, and the arguments materialised
+/// at most once, only when a filter asks for them.
+#[derive(Debug)]
+pub struct Message<'a> {
+    pub envelope: &'a Envelope,
+    pub bytes: &'a [u8],
+    /// Which way the message travels.
+    pub direction: Direction,
+    /// For a server→client response: the method of the request it answers,
+    /// when known.
+    pub request_method: Option<&'a str>,
+    /// For a server→client response: the tool (or prompt, resource) that
+    /// request named.
+    pub request_target: Option<&'a str>,
+    /// For a server→client response: `sha256:<hex>` of that request's raw
+    /// arguments, when it had some.
+    pub request_args_digest: Option<&'a str>,
+    /// For a server→client response: the audit link of the task that
+    /// request named (`tasks/*`).
+    pub request_task: Option<&'a str>,
+    arguments: std::cell::OnceCell<Option<serde_json::Value>>,
+    value: std::cell::OnceCell<Option<serde_json::Value>>,
+    /// Whether the bytes hold a `\u` escape (looked for at most once).
+    escaped: std::cell::OnceCell<bool>,
+}
+
+/// A word a filter looks for in raw bytes, its searcher built once.
+pub struct Word {
+    word: &'static str,
+    finder: std::sync::OnceLock<memchr::memmem::Finder<'static>>,
+}
+
+impl Word {
+    pub const fn new(word: &'static str) -> Self {
+        Word {
+            word,
+            finder: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether `bytes` hold the word as it is.
+    pub fn in_bytes(&self, bytes: &[u8]) -> bool {
+        self.finder
+            .get_or_init(|| memchr::memmem::Finder::new(self.word.as_bytes()))
+            .find(bytes)
+            .is_some()
+    }
+}
+
+static UNICODE_ESCAPE: Word = Word::new("\\u");
+
+impl<'a> Message<'a> {
+    /// A client→server message.
+    pub fn new(envelope: &'a Envelope, bytes: &'a [u8]) -> Self {
+        Message {
+            envelope,
+            bytes,
+            direction: Direction::Request,
+            request_method: None,
+            request_target: None,
+            request_args_digest: None,
+            request_task: None,
+            arguments: std::cell::OnceCell::new(),
+            value: std::cell::OnceCell::new(),
+            escaped: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// A server→client message; a response answers a request of `method`
+    /// naming `target`, when known.
+    pub fn from_server(
+        envelope: &'a Envelope,
+        bytes: &'a [u8],
+        method: Option<&'a str>,
+        target: Option<&'a str>,
+    ) -> Self {
+        Message {
+            direction: Direction::Response,
+            request_method: method,
+            request_target: target,
+            ..Message::new(envelope, bytes)
+        }
+    }
+
+    /// The same message, rewritten: `bytes` parsed as `envelope`.
+    fn rewritten<'b>(&self, envelope: &'b Envelope, bytes: &'b [u8]) -> Message<'b>
+    where
+        'a: 'b,
+    {
+        Message {
+            envelope,
+            bytes,
+            direction: self.direction,
+            request_method: self.request_method,
+            request_target: self.request_target,
+            request_args_digest: self.request_args_digest,
+            request_task: self.request_task,
+            arguments: std::cell::OnceCell::new(),
+            value: std::cell::OnceCell::new(),
+            escaped: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Whether the message, once its strings are decoded, may hold `word`:
+    /// the bytes hold it as it is, or hold a `\u` escape (which can spell
+    /// anything; then a parse decides). The escape is looked for once per
+    /// message, however many filters ask.
+    pub fn may_hold(&self, word: &Word) -> bool {
+        word.in_bytes(self.bytes)
+            || *self
+                .escaped
+                .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
+    }
+
+    fn slice(&self, r: &Option<std::ops::Range<usize>>) -> Option<&'a str> {
+        let b = self.bytes.get(r.clone()?)?;
+        // Spans fall on value boundaries of a message that is valid UTF-8.
+        std::str::from_utf8(b).ok()
+    }
+
+    /// The raw JSON text of `params.arguments`.
+    pub fn arguments_raw(&self) -> Option<&'a str> {
+        self.slice(&self.envelope.spans.arguments)
+    }
+
+    /// The raw JSON text of `params`.
+    pub fn params_raw(&self) -> Option<&'a str> {
+        self.slice(&self.envelope.spans.params)
+    }
+
+    /// The raw JSON text of `params._meta`.
+    pub fn meta_raw(&self) -> Option<&'a str> {
+        self.slice(&self.envelope.spans.meta)
+    }
+
+    /// The raw JSON text of `result`.
+    pub fn result_raw(&self) -> Option<&'a str> {
+        self.slice(&self.envelope.spans.result)
+    }
+
+    /// The whole message as a value, read once for every filter that needs
+    /// it (a list reply judged by policy, pinning and header declarations is
+    /// parsed once, not once per filter). A filter that rewrites clones it.
+    pub fn value(&self) -> Option<&serde_json::Value> {
+        self.value
+            .get_or_init(|| serde_json::from_slice(self.bytes).ok())
+            .as_ref()
+    }
+
+    /// Whether some filter needed the arguments as a value.
+    pub fn arguments_materialised(&self) -> bool {
+        self.arguments.get().is_some()
+    }
+
+    /// `params.arguments` as a value, read once for every filter that needs
+    /// it (`None` when absent).
+    pub fn arguments(&self) -> Option<&serde_json::Value> {
+        self.arguments
+            .get_or_init(|| {
+                // Validated by the parser: reading it again cannot fail.
+                serde_json::from_str(self.arguments_raw()?).ok()
+            })
+            .as_ref()
+    }
+}
+
+/// Why a filter refused a message, in terms the caller can act on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Denial {
+    /// The JSON-RPC error the caller receives (with the request id added).
+    pub error: JsonRpcError,
+    /// Stable machine-readable reason for audit and metrics.
+    pub reason: String,
+    /// When set, the caller receives this JSON-RPC *result* instead of the
+    /// error (a `tools/call` denial as an `isError: true` tool result).
+    pub result: Option<serde_json::Value>,
+    /// Step-up authorization: the OAuth scopes the call needs and the
+    /// caller's token lacks. A request carrying only this message is then
+    /// answered 403 with `WWW-Authenticate: Bearer error="insufficient_scope"`.
+    pub step_up: Option<Vec<String>>,
+}
+
+impl Denial {
+    pub fn error(error: JsonRpcError, reason: impl Into<String>) -> Self {
+        Denial {
+            error,
+            reason: reason.into(),
+            result: None,
+            step_up: None,
+        }
+    }
+
+    /// A refusal the model can read: `text` becomes a tool error (an
+    /// `isError` result) when `as_tool_error`, else only the JSON-RPC error.
+    pub fn readable(error: JsonRpcError, reason: String, text: &str, as_tool_error: bool) -> Self {
+        let result = as_tool_error.then(|| {
+            serde_json::json!({
+                "content": [{"type": "text", "text": text}],
+                "isError": true,
+            })
+        });
+        Denial {
+            error,
+            reason,
+            result,
+            step_up: None,
+        }
+    }
+
+    /// The denial of a call whose caller's token lacks `missing` scopes.
+    pub fn insufficient_scope(missing: Vec<String>) -> Self {
+        let message = format!(
+            "Insufficient scope for this call: needs {}",
+            missing.join(" ")
+        );
+        Denial {
+            error: JsonRpcError::new(crate::protocol::error::codes::FORBIDDEN, message)
+                .with_data(serde_json::json!({"reason": "insufficient_scope", "scopes": missing})),
+            reason: "insufficient_scope".into(),
+            result: None,
+            step_up: Some(missing),
+        }
+    }
+
+    /// The JSON-RPC response answering request `id`.
+    pub fn to_response(&self, id: Option<&crate::protocol::jsonrpc::Id>) -> serde_json::Value {
+        match &self.result {
+            Some(r) => {
+                // Results carry `resultType` since 2026-07-28; earlier peers
+                // ignore it, later ones cannot read a result without it.
+                let mut r = r.clone();
+                if let Some(o) = r.as_object_mut() {
+                    o.entry("resultType")
+                        .or_insert_with(|| serde_json::Value::from("complete"));
+                }
+                serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": id.map_or(serde_json::Value::Null, crate::protocol::jsonrpc::Id::to_json),
+                    "result": r,
+                })
+            }
+            None => self.error.to_response(id),
+        }
+    }
+}
+
+/// A filter's verdict on one message.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    /// Forward the message as it is.
+    Pass,
+    /// Forward these bytes instead (a redacted re-serialisation). They must be
+    /// one JSON-RPC message with the same kind, id and method; the chain checks.
+    Mutated(Vec<u8>),
+    /// Do not forward; answer with this denial.
+    Reject(Denial),
+}
+
+impl Decision {
+    /// Forward `v` re-serialised in place of the message. A rewrite that
+    /// cannot be written is refused, never skipped (the original would then
+    /// go on unjudged).
+    pub fn rewrite(v: &serde_json::Value) -> Decision {
+        match serde_json::to_vec(v) {
+            Ok(b) => Decision::Mutated(b),
+            Err(_) => Decision::Reject(Denial::error(
+                JsonRpcError::new(
+                    crate::protocol::error::codes::INTERNAL_ERROR,
+                    "A gateway filter could not write its rewrite",
+                ),
+                "rewrite_failed",
+            )),
+        }
+    }
+}
+
+/// A reply a concern that applies to it cannot read: refused, never passed.
+pub(crate) fn unreadable_reply() -> Decision {
+    Decision::Reject(Denial::error(
+        JsonRpcError::new(
+            crate::protocol::error::codes::UPSTREAM_PROTOCOL,
+            "MCP server sent a reply the gateway cannot read",
+        ),
+        "reply_unreadable",
+    ))
+}
+
+/// Which methods a filter acts on, in one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Methods {
+    /// Every message.
+    All,
+    /// None: the filter is never called in this direction.
+    None,
+    /// Messages with one of these methods (for a response: the method of the
+    /// request it answers). A response whose request is unknown reaches
+    /// every filter that acts on responses at all.
+    Only(&'static [&'static str]),
+}
+
+/// What a filter acts on, declared as data: the chain indexes filters by it,
+/// so a filter is only called for the messages it judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acts {
+    /// Client→server messages.
+    pub requests: Methods,
+    /// Server→client messages.
+    pub responses: Methods,
+}
+
+impl Acts {
+    pub const ALL: Acts = Acts {
+        requests: Methods::All,
+        responses: Methods::All,
+    };
+}
+
+/// The chain's filters per direction and method, in chain order.
+#[derive(Clone, Default)]
+struct Index {
+    request: Side,
+    response: Side,
+}
+
+/// The filters of one direction, by the method of the message.
+#[derive(Clone, Default)]
+struct Side {
+    /// Each method some filter names, with every filter acting on it.
+    per: Vec<(&'static str, Vec<usize>)>,
+    /// For any other method: the filters that act on every message.
+    other: Vec<usize>,
+    /// For a message whose method is unknown: every filter of the direction.
+    unknown: Vec<usize>,
+}
+
+impl Index {
+    fn build(filters: &[Arc<dyn McpFilter>]) -> Index {
+        let acts: Vec<Acts> = filters.iter().map(|f| f.acts_on()).collect();
+        let side = |pick: fn(&Acts) -> Methods| {
+            let mut names: Vec<&'static str> = Vec::new();
+            for a in &acts {
+                if let Methods::Only(m) = pick(a) {
+                    for n in m {
+                        if !names.contains(n) {
+                            names.push(n);
+                        }
+                    }
+                }
+            }
+            let for_method = |name: Option<&str>| -> Vec<usize> {
+                acts.iter()
+                    .enumerate()
+                    .filter(|(_, a)| match (pick(a), name) {
+                        (Methods::All, _) => true,
+                        (Methods::None, _) => false,
+                        (Methods::Only(m), Some(n)) => m.contains(&n),
+                        (Methods::Only(_), None) => false,
+                    })
+                    .map(|(i, _)| i)
+                    .collect()
+            };
+            let per: Vec<(&'static str, Vec<usize>)> =
+                names.iter().map(|n| (*n, for_method(Some(n)))).collect();
+            let unknown: Vec<usize> = acts
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| pick(a) != Methods::None)
+                .map(|(i, _)| i)
+                .collect();
+            Side {
+                per,
+                other: for_method(None),
+                unknown,
+            }
+        };
+        let mut request = side(|a| a.requests);
+        // A client message without a method answers a server→client request:
+        // only the filters that judge every message see it.
+        request.unknown = request.other.clone();
+        Index {
+            request,
+            response: side(|a| a.responses),
+        }
+    }
+
+    fn order(&self, dir: Direction, method: Option<&str>) -> &[usize] {
+        let side = match dir {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        };
+        let Some(m) = method else {
+            return &side.unknown;
+        };
+        side.per
+            .iter()
+            .find(|(n, _)| *n == m)
+            .map_or(side.other.as_slice(), |(_, v)| v.as_slice())
+    }
+}
+
+/// A guard called once per MCP message. Filters are pure: no I/O, no clocks
+/// beyond what the context carries, so each can be unit-tested and fuzzed.
+pub trait McpFilter: Send + Sync {
+    /// Stable name used in audit records and metrics.
+    fn name(&self) -> &'static str;
+
+    /// The messages this filter judges; it is not called for others.
+    fn acts_on(&self) -> Acts {
+        Acts::ALL
+    }
+
+    /// Runs for each client→server message before anything reaches the
+    /// upstream. `Reject` keeps the message from the upstream entirely.
+    fn on_request(&self, _msg: &Message<'_>, _ex: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+        Decision::Pass
+    }
+
+    /// Runs for each server→client message (a JSON body, or one SSE event's
+    /// data) before it reaches the client. `Reject` replaces a response with
+    /// the denial for its id, and drops a server→client request or notification.
+    fn on_response(&self, _msg: &Message<'_>, _ex: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+        Decision::Pass
+    }
+}
+
+/// The outcome of the whole chain for one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Forward,
+    ForwardMutated(Vec<u8>),
+    Reject {
+        filter: &'static str,
+        denial: Denial,
+    },
+}
+
+/// Filters in the order they run. Cheap to clone; lives in the snapshot.
+#[derive(Clone, Default)]
+pub struct FilterChain {
+    filters: Vec<Arc<dyn McpFilter>>,
+    index: Index,
+    limits: ParseLimits,
+}
+
+impl std::fmt::Debug for FilterChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.filters.iter().map(|x| x.name()))
+            .finish()
+    }
+}
+
+impl FilterChain {
+    pub fn new(filters: Vec<Arc<dyn McpFilter>>, limits: ParseLimits) -> Self {
+        let index = Index::build(&filters);
+        FilterChain {
+            filters,
+            index,
+            limits,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.filters.iter().map(|f| f.name()).collect()
+    }
+
+    /// Runs every filter that acts on this message. A mutation is re-parsed
+    /// and must keep the message's kind, id and method; later filters judge
+    /// the mutated bytes, so what the chain approved is exactly what is
+    /// forwarded.
+    pub fn run(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Verdict {
+        let env = msg.envelope;
+        let method = match (msg.direction, env.kind) {
+            (Direction::Response, Kind::Response) => msg.request_method,
+            _ => env.method.as_deref(),
+        };
+        let order = self.index.order(msg.direction, method);
+        // Holds taken for this message are dropped (released) if a later filter refuses it.
+        let mark = notes.holds.len();
+        let verdict = self.run_from(order, msg, env, ex, notes);
+        if matches!(verdict, Verdict::Reject { .. }) {
+            notes.holds.truncate(mark);
+        }
+        verdict
+    }
+
+    fn run_from(
+        &self,
+        order: &[usize],
+        msg: &Message<'_>,
+        original: &Envelope,
+        ex: &Exchange<'_>,
+        notes: &mut Notes,
+    ) -> Verdict {
+        for (pos, &i) in order.iter().enumerate() {
+            let f = &self.filters[i];
+            let decision = match msg.direction {
+                Direction::Request => f.on_request(msg, ex, notes),
+                Direction::Response => f.on_response(msg, ex, notes),
+            };
+            match decision {
+                Decision::Pass => {}
+                Decision::Reject(denial) => {
+                    return Verdict::Reject {
+                        filter: f.name(),
+                        denial,
+                    }
+                }
+                Decision::Mutated(new) => {
+                    let ne = match parse(&new, self.limits) {
+                        Ok(Parsed::Single(mut ne))
+                            if ne.kind == original.kind
+                                && ne.id == original.id
+                                && ne.method == original.method =>
+                        {
+                            ne.span = 0..new.len();
+                            ne
+                        }
+                        _ => {
+                            return Verdict::Reject {
+                                filter: f.name(),
+                                denial: Denial::error(
+                                    JsonRpcError::new(
+                                        crate::protocol::error::codes::INTERNAL_ERROR,
+                                        "A gateway filter produced an invalid rewrite",
+                                    ),
+                                    "filter_rewrite_invalid",
+                                ),
+                            }
+                        }
+                    };
+                    let next = msg.rewritten(&ne, &new);
+                    return match self.run_from(&order[pos + 1..], &next, original, ex, notes) {
+                        Verdict::Forward => Verdict::ForwardMutated(new),
+                        other => other,
+                    };
+                }
+            }
+        }
+        Verdict::Forward
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts its calls; acts on `tools/call` only.
+    struct Counting(AtomicUsize);
+    impl McpFilter for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn acts_on(&self) -> Acts {
+            Acts {
+                requests: Methods::Only(&["tools/call"]),
+                responses: Methods::Only(&["tools/call"]),
+            }
+        }
+        fn on_request(&self, _: &Message<'_>, _: &Exchange<'_>, _: &mut Notes) -> Decision {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Decision::Pass
+        }
+        fn on_response(&self, _: &Message<'_>, _: &Exchange<'_>, _: &mut Notes) -> Decision {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Decision::Pass
+        }
+    }
+
+    #[test]
+    fn filters_are_called_only_for_what_they_act_on() {
+        let f = Arc::new(Counting(AtomicUsize::new(0)));
+        let chain = FilterChain::new(vec![f.clone()], ParseLimits::default());
+        let p = Principal::anonymous();
+        let run = |body: &str, dir: Direction, asked: Option<&str>| {
+            let Ok(Parsed::Single(env)) = parse(body.as_bytes(), ParseLimits::default()) else {
+                panic!("parse")
+            };
+            let ex = Exchange::new(&p, "s");
+            let msg = match dir {
+                Direction::Request => Message::new(&env, body.as_bytes()),
+                Direction::Response => Message::from_server(&env, body.as_bytes(), asked, None),
+            };
+            let before = f.0.load(Ordering::Relaxed);
+            chain.run(&msg, &ex, &mut Notes::default());
+            f.0.load(Ordering::Relaxed) - before
+        };
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}"#;
+        let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        let reply = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        assert_eq!(run(call, Direction::Request, None), 1);
+        assert_eq!(run(ping, Direction::Request, None), 0);
+        assert_eq!(run(reply, Direction::Response, Some("tools/call")), 1);
+        assert_eq!(run(reply, Direction::Response, Some("tools/list")), 0);
+        // A reply whose request is unknown reaches every response filter.
+        assert_eq!(run(reply, Direction::Response, None), 1);
+        // A client's answer to a server→client request has no method of its own.
+        assert_eq!(run(reply, Direction::Request, None), 0);
+    }
+}

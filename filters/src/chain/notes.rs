@@ -1,0 +1,110 @@
+//! What filters leave for each other, for `plan_request` and for the audit
+//! record while judging one message: [`Notes`] and the note types each guard
+//! writes into it (DLP findings, the task a message names, the approval a
+//! call needs, where the shadow policy disagreed), and the [`Hold`]s kept
+//! until the exchange ends. The guards import these types from here, so the
+//! seam never imports a guard.
+
+use warden_config::access::Risk;
+
+use crate::engines::policy::ApprovalAsk;
+
+/// What filters write while judging one message: findings for the audit
+/// record, and what they hold until the exchange ends (concurrency slots,
+/// released when dropped). The chain drops the holds a message took when a
+/// later filter refuses it.
+#[derive(Debug, Default)]
+pub struct Notes {
+    /// What DLP found (rule, path, action — never the text).
+    pub findings: Vec<FindingNote>,
+    /// The task this message names or creates, as the task filter (which
+    /// runs before policy, pins and schemas) found it.
+    pub task: Option<TaskNote>,
+    /// The policy's `require_approval` for this call (read by the approval
+    /// filter, which runs last).
+    pub approval_asked: Option<ApprovalAsk>,
+    /// The approval this call needs before it may be forwarded (see
+    /// `approval`): `plan_request` holds it.
+    pub approval: Option<ApprovalNeed>,
+    /// Where the bundle's shadow rule disagreed with the enforced one.
+    pub shadow: Option<ShadowNote>,
+    pub(super) holds: Vec<Hold>,
+}
+
+impl Notes {
+    /// Keeps `h` until the exchange ends.
+    pub fn hold(&mut self, h: Hold) {
+        self.holds.push(h);
+    }
+
+    /// The holds taken so far, to keep for the exchange.
+    pub fn take_holds(&mut self) -> Vec<Hold> {
+        std::mem::take(&mut self.holds)
+    }
+}
+
+/// Something held while a call is in flight (a concurrency slot); released
+/// when dropped, so every exit path — response, error, client disconnect,
+/// upstream reset — gives it back.
+pub struct Hold(pub Box<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hold")
+    }
+}
+
+impl PartialEq for Hold {
+    fn eq(&self, _: &Self) -> bool {
+        false
+    }
+}
+
+/// One finding as the audit records it: never the matched text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingNote {
+    pub detector: String,
+    pub rule: String,
+    pub path: String,
+    pub action: &'static str,
+}
+
+/// What the task filter leaves for later filters and the audit record about
+/// the task a message names or creates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskNote {
+    /// Links every record about one task to the call that created it
+    /// (`tk_` and 16 hex digits of a keyed digest; reveals no id).
+    pub link: String,
+    /// The tool whose call created the task, when known.
+    pub tool: Option<String>,
+}
+
+/// A call that may go on only once approved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalNeed {
+    /// Distinct approvers needed.
+    pub approvers: u8,
+    /// Why (the policy's reason, or `risk_tier:<TIER>`).
+    pub reason: String,
+    pub risk: Risk,
+    pub tool: String,
+    /// `sha256:<hex>` of the canonical arguments (`{}` when absent).
+    pub args_digest: String,
+    /// The canonical arguments, shown to approvers (after the chain's
+    /// redactions: what the upstream would receive).
+    pub arguments: String,
+    /// `sha256:<hex>` binding principal, server, tool and arguments.
+    pub binding: String,
+}
+
+/// Where the shadow rule disagreed with the enforced one on a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowNote {
+    /// What the enforced rule decided.
+    pub enforced_allow: bool,
+    pub enforced_reason: String,
+    /// What the shadow rule would have decided.
+    pub shadow_allow: bool,
+    pub shadow_reason: String,
+}

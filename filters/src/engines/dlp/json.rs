@@ -1,0 +1,161 @@
+//! The scanner over a raw JSON message: every string value, key and number
+//! that holds findings, found through the span-aware walk, with its JSON
+//! path and its place in the raw bytes.
+
+use std::borrow::Cow;
+
+use super::prefilter::Cand;
+use super::scanner::{Hit, Scanner};
+use super::walk;
+
+/// The integer a number literal with a fraction or exponent denotes, as a
+/// JavaScript reader prints it (`None`: the literal is what it reads).
+fn number_view(lit: &[u8]) -> Option<String> {
+    if !lit.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        return None;
+    }
+    let f: f64 = std::str::from_utf8(lit).ok()?.parse().ok()?;
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 1e21).then(|| format!("{f:.0}"))
+}
+
+/// One string of a message holding findings.
+pub(crate) struct Located<'a> {
+    pub(crate) path: String,
+    /// The literal's content in the raw message (between the quotes).
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    /// Its decoded text.
+    pub(crate) text: Cow<'a, str>,
+    pub(crate) hits: Vec<Hit>,
+    pub(crate) is_key: bool,
+    /// A number literal: no quotes around `start..end`.
+    pub(crate) number: bool,
+}
+
+/// The message could not be walked (it is not the JSON the gateway parsed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uninspectable;
+
+impl Scanner {
+    /// Every string of `raw` (within the root member `part`, if given) that
+    /// holds findings.
+    pub(crate) fn locate<'a>(
+        &self,
+        raw: &'a [u8],
+        part: Option<&str>,
+        sampling: bool,
+        echoed_id: bool,
+    ) -> Result<Vec<Located<'a>>, Uninspectable> {
+        let mut cands = Vec::new();
+        let seen = self.candidates(raw, &mut cands);
+        let mut found = Vec::new();
+        // Non-ASCII bytes may normalise into a finding: their strings are
+        // looked at even without candidates.
+        let ascii = !seen.non_ascii && memchr::memchr(0x7f, raw).is_none();
+        let plain = |b: &[u8]| b.is_ascii() && !b.contains(&0x7f);
+        if cands.is_empty() && seen.plain() && ascii && self.always.is_empty() {
+            return Ok(found);
+        }
+        cands.sort_unstable_by_key(|c| c.start);
+        let mut bad = false;
+        walk::walk(raw, part, sampling, |st| {
+            // The top-level `id` of a reply is the client's own, matched to
+            // its request byte for byte: nothing of the server's.
+            if echoed_id && st.path == ".id" {
+                return false;
+            }
+            // A number is scanned on its own text: the raw pass reads its
+            // digits joined to what precedes it (`: 4111…`), so its
+            // candidates may start outside it. One written with a fraction
+            // or exponent is read as the integer it denotes
+            // (`4.111111111111111e15` is a card number to a JavaScript
+            // client). Fewer than six digits is no finding of any detector.
+            let view = if st.number {
+                let lit = &raw[st.start..st.end];
+                if lit.iter().filter(|b| b.is_ascii_digit()).count() < 6 {
+                    return false;
+                }
+                Some(number_view(lit).unwrap_or_else(|| String::from_utf8_lossy(lit).into_owned()))
+            } else {
+                None
+            };
+            let (lo, hi) = if st.escaped || st.number {
+                (0, 0)
+            } else {
+                (
+                    cands.partition_point(|c| c.start < st.start),
+                    cands.partition_point(|c| c.start < st.end),
+                )
+            };
+            if !st.escaped
+                && !st.number
+                && lo == hi
+                && self.always.is_empty()
+                && (ascii || plain(&raw[st.start..st.end]))
+            {
+                return false;
+            }
+            let text = match view {
+                Some(v) => Cow::Owned(v),
+                None => match walk::decode(raw, st.start, st.end, st.escaped) {
+                    Some(t) => t,
+                    None => {
+                        bad = true;
+                        return false;
+                    }
+                },
+            };
+            let mut hits = Vec::new();
+            if st.escaped || st.number {
+                self.scan_str(&text, &mut hits);
+            } else {
+                let mut local: Vec<Cand> = cands[lo..hi]
+                    .iter()
+                    .map(|c| Cand {
+                        det: c.det,
+                        start: c.start - st.start,
+                        end: c.end.min(st.end) - st.start,
+                    })
+                    .collect();
+                self.scan_with(&text, &mut local, &mut hits);
+            }
+            if hits.is_empty() {
+                return false;
+            }
+            // A key holding a finding is not spelled out in paths.
+            let path = if st.is_key {
+                walk::masked_key(&st)
+            } else {
+                st.path.to_owned()
+            };
+            found.push(Located {
+                path,
+                start: st.start,
+                end: st.end,
+                text,
+                hits,
+                is_key: st.is_key,
+                number: st.number,
+            });
+            true
+        })
+        .map_err(|_| Uninspectable)?;
+        if bad {
+            return Err(Uninspectable);
+        }
+        Ok(found)
+    }
+
+    /// Every finding in a raw JSON message: `(JSON path, hit)`. Clean
+    /// messages are judged on their bytes without being parsed.
+    pub fn scan_json(&self, raw: &[u8]) -> Result<Vec<(String, Hit)>, Uninspectable> {
+        Ok(self
+            .locate(raw, None, false, false)?
+            .into_iter()
+            .flat_map(|l| {
+                let p = l.path;
+                l.hits.into_iter().map(move |h| (p.clone(), h))
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,125 @@
+//! The SIMD half of the prefilter: one 64-byte block (plus 8 bytes of
+//! look-ahead) classified into bit masks — word bytes, digits, dots,
+//! escapes, separators — and the bit tricks the prefilter asks of them.
+
+use wide::u8x32 as V;
+
+/// The masks every block needs.
+pub(super) struct Masks {
+    pub(super) alpha: u64,
+    pub(super) digit: u64,
+    /// Letters, digits and `-._=`: what an anchor's first three bytes are.
+    pub(super) word: u64,
+    pub(super) dot: u64,
+    /// Bytes with a look-around check (backslash included).
+    pub(super) special: u64,
+    /// Bytes outside ASCII (the high bits themselves).
+    pub(super) high: u64,
+}
+
+/// `lo <= x <= hi` per byte: subtract, then an unsigned min (SSE2 `pminub`).
+#[inline(always)]
+pub(super) fn range(x: V, lo: u8, hi: u8) -> V {
+    let d = x - V::splat(lo);
+    d.min(V::splat(hi - lo)).simd_eq(d)
+}
+
+/// `x >= lo` per byte (SSE2 `pmaxub`).
+#[inline(always)]
+pub(super) fn at_or_above(x: V, lo: u8) -> V {
+    x.max(V::splat(lo)).simd_eq(x)
+}
+
+#[inline(always)]
+pub(super) fn eq(x: V, b: u8) -> V {
+    x.simd_eq(V::splat(b))
+}
+
+/// One mask per 32-byte lane of the block (AVX2 where the build targets
+/// it, two SSE2 halves otherwise), joined into 64 bits.
+#[inline(always)]
+pub(super) fn lanes<const N: usize>(c: &[u8; 72], f: impl Fn(V) -> [V; N]) -> [u64; N] {
+    let mut m = [0u64; N];
+    for (k, part) in c[..64].chunks_exact(32).enumerate() {
+        let mut lane = [0u8; 32];
+        lane.copy_from_slice(part);
+        for (acc, v) in m.iter_mut().zip(f(V::new(lane))) {
+            *acc |= (v.to_bitmask() as u64) << (32 * k);
+        }
+    }
+    m
+}
+
+#[inline(always)]
+pub(super) fn masks(c: &[u8; 72]) -> Masks {
+    let [alpha, digit, word, dot, special, high] = lanes(c, |x| {
+        // `:;<=>?@` in one range (`;>?` are let through and ignored).
+        let special = range(x, b':', b'@')
+            | eq(x, b'!')
+            | eq(x, b'#')
+            | eq(x, b'+')
+            | eq(x, b'\\')
+            | at_or_above(x, 0xE2);
+        let alpha = range(x | V::splat(0x20), b'a', b'z');
+        let digit = range(x, b'0', b'9');
+        let dot = eq(x, b'.');
+        let word = alpha | digit | range(x, b'-', b'.') | eq(x, b'_') | eq(x, b'=');
+        [alpha, digit, word, dot, special, x]
+    });
+    Masks {
+        alpha,
+        digit,
+        word,
+        dot,
+        special,
+        high,
+    }
+}
+
+/// Backslashes (only looked for where special bytes are).
+pub(super) fn backslashes(c: &[u8; 72]) -> u64 {
+    let [b] = lanes(c, |x| [eq(x, b'\\')]);
+    b
+}
+
+/// Digit-run separators (only for blocks with digits to measure).
+pub(super) fn separators(c: &[u8; 72]) -> u64 {
+    let [sep] = lanes(c, |x| {
+        [eq(x, b' ')
+            | range(x, 0x09, 0x0D)
+            | range(x, b'(', b')')
+            | range(x, b'-', b'/')
+            | eq(x, b'\\')
+            | at_or_above(x, 0x80)]
+    });
+    sep
+}
+
+/// Whether `x` holds `n` (1..=64) consecutive set bits: after each step,
+/// bit `i` says bits `i..i + have` are all set.
+#[inline(always)]
+pub(super) fn has_run(mut x: u64, n: u32) -> bool {
+    let mut have = 1;
+    while have < n {
+        let s = (n - have).min(have);
+        x &= x >> s;
+        have += s;
+    }
+    x != 0
+}
+
+/// Whether `n` or more bits are set (without a popcount instruction).
+#[inline(always)]
+pub(super) fn at_least(mut x: u64, n: usize) -> bool {
+    for _ in 1..n {
+        x &= x.wrapping_sub(1);
+    }
+    x != 0
+}
+
+/// Bits `lo..hi` set.
+#[inline(always)]
+pub(super) fn span_mask(lo: u32, hi: u32) -> u64 {
+    let upper = if hi >= 64 { u64::MAX } else { (1u64 << hi) - 1 };
+    upper & !((1u64 << lo) - 1)
+}

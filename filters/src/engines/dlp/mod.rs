@@ -1,0 +1,35 @@
+//! DLP and content safety: a detector library scanned over what the JSON
+//! means (string values and object keys after unescaping), with per-rule,
+//! per-direction, per-risk actions — block, redact (mask or keyed hash
+//! token), strip, or log.
+//!
+//! Speed comes from not looking. One prefilter pass over the raw message
+//! ([`prefilter`]) finds every place where some detector could match; a
+//! message with none (and no `\u` or `\/` escape, which could hide one) is
+//! clean without being parsed. Otherwise a span-aware walk ([`walk`]) maps
+//! those places to the strings that hold them — strings with escapes are
+//! decoded and passed through the prefilter again — and each triggered
+//! detector's regex runs only on a window around its candidates. Strings
+//! holding non-ASCII characters that a reader would not see or would read
+//! as ASCII (zero-width and other format characters, Unicode spaces,
+//! full-width and other compatibility forms) are also scanned in their
+//! normalised view ([`normalise`]), whose matches map back to the whole
+//! original span. Redaction splices new string literals into the raw
+//! message; nothing else changes.
+//!
+//! This is the engine: [`Scanner`] finds what the detectors match in text
+//! or in a raw JSON message. The filter that applies the bundle's rules to
+//! messages (block, redact, strip, log) is `guards::dlp`.
+
+pub mod detectors;
+mod json;
+mod masks;
+pub(crate) mod normalise;
+mod prefilter;
+mod scanner;
+mod spec;
+mod validators;
+mod walk;
+
+pub use json::Uninspectable;
+pub use scanner::{Detector, Hit, Scanner};

@@ -1,0 +1,666 @@
+//! The scanner: the detector library (built-in and custom) compiled once,
+//! and the scan of one text — prefilter candidates, confirming regexes in
+//! windows around them, the normalised view, overlaps resolved.
+
+use std::collections::HashSet;
+
+use aho_corasick::AhoCorasick;
+use regex_automata::meta::Regex;
+use regex_automata::util::captures::Captures;
+use regex_automata::{Anchored, Input, PatternSet};
+
+use super::detectors::{self, Category, SPECS};
+use super::normalise;
+use super::prefilter::{Cand, Prefilter, Seen, DIGIT_GROUP};
+
+/// How far (bytes) past a candidate an unbounded pattern is searched before
+/// its match is followed to its end; and how far before it one may begin.
+const UNBOUNDED_AHEAD: usize = 4096;
+const UNBOUNDED_BEHIND: usize = 256;
+
+/// One detector ready to run.
+pub struct Detector {
+    pub name: String,
+    pub category: Category,
+    regex: Regex,
+    /// The pattern has a capture group; group 1 is the finding.
+    group: bool,
+    validate: Option<fn(&str) -> bool>,
+    /// Longest possible match in bytes, when bounded.
+    max_len: Option<usize>,
+    /// An unbounded pattern that can match only at the start of the text.
+    from_start: bool,
+    /// Every match begins where one of its candidates begins (a `\b` and
+    /// one of its word anchors): each candidate is tried with one anchored
+    /// search instead of a window.
+    at_anchor: bool,
+    /// Exact-match dictionary of SHA-256 hex digests of lower-cased tokens.
+    dictionary: Option<HashSet<String>>,
+}
+
+/// A match inside one string (byte offsets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub detector: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Custom detectors' anchors and keywords: found anywhere, any case.
+/// The literals of the secret detectors' twins (see `glued_secrets`).
+struct GluedAnchors {
+    /// Teddy (SIMD) where the CPU has it: the automaton below scans byte
+    /// by byte, which costs a 1 KB call several microseconds.
+    packed: Option<aho_corasick::packed::Searcher>,
+    ac: AhoCorasick,
+    lits: Vec<String>,
+    owner: Vec<u16>,
+    /// Every twin's match is at least `run - 1` bytes of letters, digits
+    /// and `-._=`, glued to a word character: the pass runs only where the
+    /// prefilter saw a run of `run` such bytes (0: always).
+    run: usize,
+}
+
+impl GluedAnchors {
+    /// Every position where a literal starts, each tried for every literal
+    /// that starts there (a search that runs on the SIMD prefilter and
+    /// resumes one byte after each hit, so a literal inside another's
+    /// match is still seen).
+    fn candidates(&self, hay: &[u8], out: &mut Vec<Cand>) {
+        let mut at = 0;
+        while at < hay.len() {
+            let found = match &self.packed {
+                Some(t) => t.find_in(hay, aho_corasick::Span::from(at..hay.len())),
+                None => self
+                    .ac
+                    .find(aho_corasick::Input::new(hay).span(at..hay.len())),
+            };
+            let Some(m) = found else { break };
+            let p = m.start();
+            for (lit, &det) in self.lits.iter().zip(&self.owner) {
+                if hay[p..].starts_with(lit.as_bytes()) {
+                    out.push(Cand {
+                        det,
+                        start: p,
+                        end: p + lit.len(),
+                    });
+                }
+            }
+            at = p + 1;
+        }
+    }
+}
+
+struct CustomAnchors {
+    ac: AhoCorasick,
+    owner: Vec<u16>,
+}
+
+pub struct Scanner {
+    /// Secrets glued to a word character before them (see `glued_secrets`).
+    glued: Option<GluedAnchors>,
+    pub detectors: Vec<Detector>,
+    pre: Prefilter,
+    custom: Option<CustomAnchors>,
+    /// Detectors that run on every string (no usable anchor).
+    pub(super) always: Vec<usize>,
+    /// The digit-run detectors' patterns as one set: a run asks which of
+    /// them match around it before any runs alone.
+    digit_set: Option<(Regex, Vec<usize>, usize)>,
+}
+
+fn compile(name: &str, pattern: &str) -> Result<(Regex, bool, Option<usize>, bool), String> {
+    let regex = Regex::new(pattern).map_err(|e| format!("detector {name}: {e}"))?;
+    let hir = regex_syntax::Parser::new()
+        .parse(pattern)
+        .map_err(|e| format!("detector {name}: {e}"))?;
+    let max_len = hir.properties().maximum_len();
+    let group = regex
+        .group_info()
+        .group_len(regex_automata::PatternID::ZERO)
+        > 1;
+    let from_start = max_len.is_none() && pattern.contains('^');
+    Ok((regex, group, max_len, from_start))
+}
+
+/// A built-in pattern with ASCII digits and word boundaries: what the
+/// validators and the prefilter understand (a Unicode digit is not a card
+/// digit).
+fn ascii_pattern(pattern: &str) -> String {
+    pattern.replace(r"\b", r"(?-u:\b)").replace(r"\d", "[0-9]")
+}
+
+/// Bytes a JSON escape other than `\u`/`\/` stands for: an anchor holding
+/// one may not appear verbatim in the raw message.
+fn escapable(s: &str) -> bool {
+    s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
+}
+
+impl Scanner {
+    /// The built-in library plus the bundle's custom detectors.
+    pub fn new(custom: &[warden_config::guards::CustomDetector]) -> Result<Scanner, String> {
+        let mut detectors = Vec::new();
+        let mut pre = Prefilter::new();
+        let mut always = Vec::new();
+        for s in SPECS {
+            let pattern = ascii_pattern(s.pattern);
+            let (regex, group, max_len, from_start) = compile(s.name, &pattern)?;
+            let idx = detectors.len() as u16;
+            for t in s.triggers {
+                pre.add(idx, t)
+                    .map_err(|e| format!("detector {}: {e}", s.name))?;
+            }
+            let words_only = s.triggers.iter().all(|t| {
+                matches!(
+                    t,
+                    detectors::Trigger::Word(_)
+                        | detectors::Trigger::WordThen(..)
+                        | detectors::Trigger::WordExact(..)
+                )
+            });
+            // Only bounded patterns: an anchored attempt then costs at most
+            // the longest match, so a string packed with anchors (`sk-sk-sk-…`)
+            // stays linear. Unbounded ones use merged windows.
+            let at_anchor = words_only
+                && max_len.is_some()
+                && s.pattern.trim_start_matches("(?i)").starts_with(r"\b");
+            detectors.push(Detector {
+                name: s.name.to_owned(),
+                category: s.category,
+                regex,
+                group,
+                validate: s.validate,
+                max_len,
+                from_start,
+                at_anchor,
+                dictionary: None,
+            });
+        }
+        pre.finish()?;
+        let glued = glued_secrets(&mut detectors)?;
+        if let Some(g) = &glued {
+            if g.run != 0 {
+                pre.watch_runs(g.run);
+            }
+        }
+        let group: Vec<usize> = pre.digit_detectors().iter().map(|&d| d as usize).collect();
+        let digit_set = if group.is_empty() {
+            None
+        } else {
+            let patterns: Vec<String> = group
+                .iter()
+                .map(|&d| ascii_pattern(SPECS[d].pattern))
+                .collect();
+            // Overlapping "which patterns match" needs all-matches semantics.
+            let set = Regex::builder()
+                .configure(Regex::config().match_kind(regex_automata::MatchKind::All))
+                .build_many(&patterns)
+                .map_err(|e| format!("digit detectors: {e}"))?;
+            let reach = group
+                .iter()
+                .map(|&d| detectors[d].max_len.unwrap_or(UNBOUNDED_AHEAD))
+                .max()
+                .unwrap_or(0);
+            Some((set, group, reach))
+        };
+        let mut anchors: Vec<String> = Vec::new();
+        let mut owner = Vec::new();
+        for c in custom {
+            let idx = detectors.len();
+            let pattern = match (&c.regex, c.keywords.is_empty()) {
+                (Some(r), _) => r.clone(),
+                (None, false) => {
+                    let alts: Vec<String> = c.keywords.iter().map(|k| regex::escape(k)).collect();
+                    format!(r"(?i)\b(?:{})\b", alts.join("|"))
+                }
+                (None, true) => r"[A-Za-z0-9_-]{4,}".to_owned(),
+            };
+            let (regex, group, max_len, from_start) =
+                compile(&format!("custom {}", c.name), &pattern)?;
+            let lits: Vec<&String> = c.anchors.iter().chain(c.keywords.iter()).collect();
+            let dictionary = !c.dictionary_sha256.is_empty();
+            if lits.is_empty() || dictionary || lits.iter().any(|l| l.is_empty() || escapable(l)) {
+                always.push(idx);
+            } else {
+                for l in lits {
+                    anchors.push(l.clone());
+                    owner.push(idx as u16);
+                }
+            }
+            detectors.push(Detector {
+                name: c.name.clone(),
+                category: if c.secret {
+                    Category::Secret
+                } else {
+                    Category::Pii
+                },
+                regex,
+                group,
+                validate: None,
+                max_len,
+                from_start,
+                // Keyword detectors match exactly their keywords (the anchors).
+                at_anchor: c.regex.is_none()
+                    && !c.keywords.is_empty()
+                    && max_len.is_some()
+                    && !always.contains(&idx),
+                dictionary: dictionary.then(|| {
+                    c.dictionary_sha256
+                        .iter()
+                        .map(|h| h.to_ascii_lowercase())
+                        .collect()
+                }),
+            });
+        }
+        let custom = if anchors.is_empty() {
+            None
+        } else {
+            Some(CustomAnchors {
+                ac: AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(&anchors)
+                    .map_err(|e| e.to_string())?,
+                owner,
+            })
+        };
+        Ok(Scanner {
+            detectors,
+            pre,
+            custom,
+            glued,
+            always,
+            digit_set,
+        })
+    }
+
+    /// Candidates in `hay`; whether it holds a `\u` or `\/` escape, and
+    /// non-ASCII bytes.
+    pub(super) fn candidates(&self, hay: &[u8], out: &mut Vec<Cand>) -> Seen {
+        let seen = self.pre.run(hay, out);
+        if let Some(g) = &self.glued {
+            if seen.long_run || g.run == 0 {
+                g.candidates(hay, out);
+            }
+        }
+        if let Some(c) = &self.custom {
+            for m in c.ac.find_overlapping_iter(hay) {
+                out.push(Cand {
+                    det: c.owner[m.pattern().as_usize()],
+                    start: m.start(),
+                    end: m.end(),
+                });
+            }
+        }
+        seen
+    }
+
+    /// Whether a raw JSON message certainly holds nothing any detector finds
+    /// (non-ASCII text may normalise to a finding, so it is never clean).
+    pub fn clean(&self, raw: &[u8]) -> bool {
+        let mut c = Vec::new();
+        self.candidates(raw, &mut c).plain() && c.is_empty() && self.always.is_empty()
+    }
+
+    /// Every validated match in one (unescaped) string: in the string as it
+    /// is and in its normalised view, mapped back to the string's bytes.
+    pub fn scan_str(&self, s: &str, out: &mut Vec<Hit>) {
+        let mut cands = Vec::new();
+        self.candidates(s.as_bytes(), &mut cands);
+        self.scan_with(s, &mut cands, out);
+    }
+
+    /// Every validated match in `s` as it is (no normalised view), before
+    /// overlaps are resolved.
+    fn scan_as_is(&self, s: &str, out: &mut Vec<Hit>) {
+        let mut cands = Vec::new();
+        self.candidates(s.as_bytes(), &mut cands);
+        self.confirm_raw(s, &mut cands, out);
+    }
+
+    /// `scan_str` with the candidates in `s` already found.
+    ///
+    /// A match in the normalised view covers the original from its first
+    /// character to its last, the invisible characters in between included.
+    /// Matches made only of characters the view drops (runs of zero-width
+    /// or tag characters) cannot collide with a match of the view: they are
+    /// kept beside the others, and may lie inside one of them.
+    pub(super) fn scan_with(&self, s: &str, cands: &mut [Cand], out: &mut Vec<Hit>) {
+        let view = normalise::view(s);
+        let Some(view) = view else {
+            self.confirm(s, cands, out);
+            return;
+        };
+        self.confirm_raw(s, cands, out);
+        let mut seen = Vec::new();
+        self.scan_as_is(&view.text, &mut seen);
+        out.extend(seen.into_iter().map(|h| {
+            let (start, end) = view.original(s, h.start, h.end);
+            Hit {
+                detector: h.detector,
+                start,
+                end,
+            }
+        }));
+        let (invisible, mut kept): (Vec<Hit>, Vec<Hit>) = out
+            .drain(..)
+            .partition(|h| normalise::invisible(&s[h.start..h.end]));
+        if kept.len() > 1 {
+            resolve_overlaps(&self.detectors, &mut kept);
+        }
+        kept.extend(invisible);
+        kept.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
+        *out = kept;
+    }
+
+    /// The window a candidate asks detector `d`'s regex to search.
+    fn window(d: &Detector, c: &Cand, len: usize) -> (usize, usize) {
+        let (behind, ahead) = match d.max_len {
+            Some(n) => (n, n),
+            None if d.from_start => (usize::MAX, UNBOUNDED_AHEAD),
+            None => (UNBOUNDED_BEHIND, UNBOUNDED_AHEAD),
+        };
+        (
+            c.start.saturating_sub(behind),
+            c.end.saturating_add(ahead).min(len),
+        )
+    }
+
+    /// Runs the triggered detectors around their candidates (windows of one
+    /// detector merged), then the always-on ones; resolves overlaps.
+    fn confirm(&self, s: &str, cands: &mut [Cand], out: &mut Vec<Hit>) {
+        self.confirm_raw(s, cands, out);
+        if out.len() > 1 {
+            resolve_overlaps(&self.detectors, out);
+        }
+    }
+
+    /// `confirm` before overlaps are resolved.
+    fn confirm_raw(&self, s: &str, cands: &mut [Cand], out: &mut Vec<Hit>) {
+        let len = s.len();
+        cands.sort_unstable_by_key(|c| (c.det, c.start));
+        let mut i = 0;
+        while i < cands.len() {
+            let det = cands[i].det;
+            if det != DIGIT_GROUP && self.detectors[det as usize].at_anchor {
+                let start = cands[i].start;
+                i += 1;
+                while cands
+                    .get(i)
+                    .is_some_and(|c| c.det == det && c.start == start)
+                {
+                    i += 1;
+                }
+                self.run_at(det as usize, s, start, out);
+                continue;
+            }
+            let window = |c: &Cand| match (det, &self.digit_set) {
+                (DIGIT_GROUP, Some((_, _, reach))) => (
+                    c.start.saturating_sub(*reach),
+                    c.end.saturating_add(*reach).min(len),
+                ),
+                _ => Self::window(&self.detectors[det as usize], c, len),
+            };
+            let (w0, mut w1) = window(&cands[i]);
+            i += 1;
+            while let Some(c) = cands.get(i).filter(|c| c.det == det) {
+                let (a, b) = window(c);
+                if a > w1 {
+                    break;
+                }
+                w1 = w1.max(b);
+                i += 1;
+            }
+            match (det, &self.digit_set) {
+                (DIGIT_GROUP, Some((set, group, _))) => {
+                    let mut which = PatternSet::new(set.pattern_len());
+                    set.which_overlapping_matches(&Input::new(s).range(w0..w1), &mut which);
+                    for p in which.iter() {
+                        self.run_window(group[p.as_usize()], s, w0, w1, out);
+                    }
+                }
+                (DIGIT_GROUP, None) => {}
+                _ if self.detectors[det as usize].at_anchor => {}
+                _ => self.run_window(det as usize, s, w0, w1, out),
+            }
+        }
+        for &det in &self.always {
+            self.run_window(det, s, 0, len, out);
+        }
+    }
+
+    /// The match of detector `det` beginning at `start`, if any.
+    fn run_at(&self, det: usize, s: &str, start: usize, out: &mut Vec<Hit>) {
+        let d = &self.detectors[det];
+        let mut caps = d.group.then(|| d.regex.create_captures());
+        let input = Input::new(s).range(start..s.len()).anchored(Anchored::Yes);
+        if let Some((m, group)) = first_match(d, &input, &mut caps) {
+            self.accept(det, s, group.unwrap_or(m), out);
+        }
+    }
+
+    /// Validates one match and records it.
+    fn accept(&self, det: usize, s: &str, span: regex_automata::Span, out: &mut Vec<Hit>) {
+        let d = &self.detectors[det];
+        let text = &s[span.start..span.end];
+        let ok = match (&d.dictionary, d.validate) {
+            (Some(dict), _) => {
+                use sha2::Digest;
+                dict.contains(&hex::encode(sha2::Sha256::digest(
+                    text.to_lowercase().as_bytes(),
+                )))
+            }
+            (None, Some(v)) => v(text),
+            (None, None) => true,
+        };
+        if ok && span.end > span.start {
+            out.push(Hit {
+                detector: det,
+                start: span.start,
+                end: span.end,
+            });
+        }
+    }
+
+    /// Every validated match of detector `det` in `s[w0..w1]`, looking at the
+    /// bytes around the window for boundaries; an unbounded match reaching
+    /// the window's end is followed to its real end.
+    fn run_window(&self, det: usize, s: &str, w0: usize, w1: usize, out: &mut Vec<Hit>) {
+        let d = &self.detectors[det];
+        let hay = s.as_bytes();
+        let mut caps = d.group.then(|| d.regex.create_captures());
+        let mut from = w0;
+        while from <= w1 {
+            let input = Input::new(hay).range(from..w1);
+            let Some((mut m, mut group)) = first_match(d, &input, &mut caps) else {
+                break;
+            };
+            if d.max_len.is_none() && m.end == w1 && w1 < hay.len() {
+                let whole = Input::new(hay)
+                    .range(m.start..hay.len())
+                    .anchored(Anchored::Yes);
+                if let Some((m2, g)) = first_match(d, &whole, &mut caps) {
+                    m.end = m2.end;
+                    group = g;
+                }
+            }
+            let (start, end) = (m.start, m.end);
+            let span = group.unwrap_or(m);
+            self.accept(det, s, span, out);
+            from = if end > start {
+                end
+            } else {
+                let mut n = end + 1;
+                while n < hay.len() && !s.is_char_boundary(n) {
+                    n += 1;
+                }
+                n
+            };
+        }
+    }
+}
+
+/// The first match of `d` in `input` and its group 1 (`caps` is `Some` for
+/// patterns with a group).
+fn first_match(
+    d: &Detector,
+    input: &Input<'_>,
+    caps: &mut Option<Captures>,
+) -> Option<(regex_automata::Span, Option<regex_automata::Span>)> {
+    match caps {
+        Some(c) => {
+            d.regex.search_captures(input, c);
+            c.get_match().map(|m| (m.span(), c.get_group(1)))
+        }
+        None => d.regex.search(input).map(|m| (m.span(), None)),
+    }
+}
+
+/// Overlapping hits: secrets win over injection markers over personal data
+/// (a password in a URL is not an e-mail address), then the longer.
+/// Secret detectors whose pattern begins at a word boundary (`\bAKIA…`)
+/// miss a secret glued to a word character before it (`x_AKIA…`,
+/// `1AKIA…`, `keyAKIA…`), which a reader of the text still sees whole. Each
+/// gets a twin without that boundary, woken by its literals anywhere (one
+/// Aho-Corasick pass) and tried anchored where a literal starts: the twin
+/// reports under the detector's own name, and a match both find is one
+/// finding once overlaps are resolved. Literals of two letters (`SK`,
+/// `AC`) are too common inside words to wake a detector anywhere. The pass
+/// is case-sensitive, as the secrets' formats are.
+fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<GluedAnchors>, String> {
+    let mut anchors: Vec<String> = Vec::new();
+    let mut owner: Vec<u16> = Vec::new();
+    // The shortest run of word-class bytes a glued twin's match makes (with
+    // the word character before it); `None` once a twin can match another
+    // byte, which leaves the pass ungated.
+    let mut run: Option<usize> = Some(usize::MAX);
+    for s in SPECS {
+        if s.category != Category::Secret {
+            continue;
+        }
+        let (flags, body) = match s.pattern.strip_prefix("(?i)") {
+            Some(rest) => ("(?i)", rest),
+            None => ("", s.pattern),
+        };
+        if !body.starts_with(r"\b") {
+            continue;
+        }
+        if !flags.is_empty() {
+            // A case-insensitive secret would need a case-insensitive pass.
+            continue;
+        }
+        // Each trigger literal in the case the pattern spells it (the
+        // triggers are lower case; the pass is case-sensitive, which keeps
+        // it on the SIMD searcher): found in the pattern's text, or, where
+        // the pattern spells it through a class or an alternation
+        // (`gh[us]_`, `xox[baprs]-`), lower case as the pattern writes it.
+        let text = body.replace('\\', "");
+        let lower = text.to_ascii_lowercase();
+        let lits: Vec<String> = s
+            .triggers
+            .iter()
+            .flat_map(|t| match t {
+                detectors::Trigger::Word(l) => l.to_vec(),
+                detectors::Trigger::WordThen(l, _) | detectors::Trigger::WordExact(l, _) => {
+                    l.to_vec()
+                }
+                _ => Vec::new(),
+            })
+            .filter(|l| l.len() >= 3)
+            .map(|l| match lower.find(l) {
+                Some(at) => text[at..at + l.len()].to_owned(),
+                None => l.to_owned(),
+            })
+            .collect();
+        if lits.is_empty() {
+            continue;
+        }
+        // Every alternative loses its leading boundary.
+        let unglued = format!("{flags}{}", body[2..].replace(r"|\b", "|"));
+        let (regex, group, max_len, from_start) = compile(s.name, &ascii_pattern(&unglued))?;
+        if max_len.is_none() {
+            continue;
+        }
+        let hir = regex_syntax::Parser::new()
+            .parse(&ascii_pattern(&unglued))
+            .map_err(|e| format!("detector {}: {e}", s.name))?;
+        run = match (run, hir.properties().minimum_len()) {
+            (Some(r), Some(min)) if run_bytes_only(&hir) => Some(r.min(min + 1)),
+            _ => None,
+        };
+        let idx = detectors.len() as u16;
+        detectors.push(Detector {
+            name: s.name.to_owned(),
+            category: s.category,
+            regex,
+            group,
+            validate: s.validate,
+            max_len,
+            from_start,
+            at_anchor: true,
+            dictionary: None,
+        });
+        for l in lits {
+            anchors.push(l);
+            owner.push(idx);
+        }
+    }
+    if anchors.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(GluedAnchors {
+        packed: aho_corasick::packed::Searcher::new(anchors.iter()),
+        ac: AhoCorasick::builder()
+            .build(&anchors)
+            .map_err(|e| e.to_string())?,
+        lits: anchors,
+        owner,
+        run: run.unwrap_or(0),
+    }))
+}
+
+/// Whether every byte a pattern can match is a letter, a digit or one of
+/// `-._=` (the prefilter's `word` class; look-arounds match no byte).
+fn run_bytes_only(hir: &regex_syntax::hir::Hir) -> bool {
+    use regex_syntax::hir::{Class, HirKind};
+    let byte = |b: u32| {
+        b < 0x80
+            && (u8::try_from(b).is_ok_and(|b| b.is_ascii_alphanumeric() || b"-._=".contains(&b)))
+    };
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => true,
+        HirKind::Literal(l) => l.0.iter().all(|&b| byte(b.into())),
+        HirKind::Class(Class::Unicode(c)) => c
+            .ranges()
+            .iter()
+            .all(|r| (r.end() as u32) < 0x80 && (r.start() as u32..=r.end() as u32).all(byte)),
+        HirKind::Class(Class::Bytes(c)) => c
+            .ranges()
+            .iter()
+            .all(|r| (r.start() as u32..=r.end() as u32).all(byte)),
+        HirKind::Repetition(r) => run_bytes_only(&r.sub),
+        HirKind::Capture(c) => run_bytes_only(&c.sub),
+        HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().all(run_bytes_only),
+    }
+}
+
+fn resolve_overlaps(detectors: &[Detector], out: &mut Vec<Hit>) {
+    let rank = |h: &Hit| match detectors[h.detector].category {
+        Category::Secret => 0,
+        Category::Injection => 1,
+        Category::Pii => 2,
+    };
+    out.sort_by_key(|h| (rank(h), std::cmp::Reverse(h.end - h.start), h.start));
+    let mut kept: Vec<Hit> = Vec::with_capacity(out.len());
+    for h in out.drain(..) {
+        if kept.iter().all(|k| h.end <= k.start || h.start >= k.end) {
+            kept.push(h);
+        }
+    }
+    kept.sort_by_key(|h| h.start);
+    *out = kept;
+}
+
+#[cfg(test)]
+mod differential;
+#[cfg(test)]
+mod tests;

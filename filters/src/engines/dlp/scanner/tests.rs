@@ -1,0 +1,134 @@
+//! Unit tests of the scanner: custom detectors, glued secrets, the library.
+
+use super::*;
+
+fn names(s: &Scanner, text: &str) -> Vec<String> {
+    let mut h = Vec::new();
+    s.scan_str(text, &mut h);
+    h.iter()
+        .map(|h| s.detectors[h.detector].name.clone())
+        .collect()
+}
+
+#[test]
+fn custom_detectors_run_around_their_anchors() {
+    use sha2::Digest;
+    let custom = |name: &str| warden_config::guards::CustomDetector {
+        name: name.into(),
+        regex: None,
+        anchors: Vec::new(),
+        keywords: Vec::new(),
+        dictionary_sha256: Vec::new(),
+        secret: false,
+    };
+    let dict = hex::encode(sha2::Sha256::digest(b"acme-4711"));
+    let s = Scanner::new(&[
+        warden_config::guards::CustomDetector {
+            regex: Some("CUST-[0-9]{8}".into()),
+            anchors: vec!["cust-".into()],
+            ..custom("customer_id")
+        },
+        warden_config::guards::CustomDetector {
+            keywords: vec!["bluebird".into(), "night jar".into()],
+            ..custom("codename")
+        },
+        warden_config::guards::CustomDetector {
+            regex: Some(r"[A-Za-z0-9-]{4,}".into()),
+            dictionary_sha256: vec![dict.to_uppercase()],
+            ..custom("known_customer")
+        },
+        warden_config::guards::CustomDetector {
+            regex: Some(r#"x"y[0-9]+"#.into()),
+            anchors: vec![r#"x"y"#.into()],
+            ..custom("quoted")
+        },
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(names(&s, "ref CUST-12345678 and CUST-1"), ["customer_id"]);
+    assert_eq!(
+        names(&s, "Project BlueBird, night jar, nightjar"),
+        ["codename", "codename"]
+    );
+    assert!(names(&s, "bluebirds").is_empty(), "whole words");
+    assert_eq!(names(&s, "customer ACME-4711 called"), ["known_customer"]);
+    // An anchor a JSON escape could split runs on every string: still
+    // found in the raw message.
+    assert_eq!(names(&s, r#"a x"y42 b"#), ["quoted"]);
+    let raw = br#"{"v":"a x\"y42 b"}"#;
+    let found = s.scan_json(raw).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(s.detectors[found[0].1.detector].name, "quoted");
+}
+
+/// A secret glued to a word character before it is still a secret.
+#[test]
+fn secrets_glued_to_a_word_are_found() {
+    let s = Scanner::new(&[]).expect("scanner");
+    let names = |t: &str| {
+        let mut out = Vec::new();
+        s.scan_str(t, &mut out);
+        out.iter()
+            .map(|h| (s.detectors[h.detector].name.clone(), h.start, h.end))
+            .collect::<Vec<_>>()
+    };
+    for (text, name, at) in [
+        ("x_AKIAIOSFODNN7EXAMPLE", "aws_access_key_id", 2),
+        ("1AKIAIOSFODNN7EXAMPLE", "aws_access_key_id", 1),
+        ("keyAKIAIOSFODNN7EXAMPLE", "aws_access_key_id", 3),
+        (
+            "tok=xghp_0123456789abcdefghijABCDEFGHIJ012345",
+            "github_pat",
+            5,
+        ),
+        ("_glpat-0123456789abcdefABCD", "gitlab_pat", 1),
+        // The shortest twin match (15 bytes) and its glued byte: a run
+        // of exactly the length that wakes the pass.
+        ("axoxb-0123456789", "slack_token", 1),
+    ] {
+        // At every offset in and across the prefilter's 64-byte blocks,
+        // alone and inside a raw JSON message.
+        for pad in 0..140 {
+            let padded = format!("{}{text}", "ab ".repeat(pad / 3) + &" ".repeat(pad % 3));
+            let found = names(&padded);
+            assert!(
+                found.iter().any(|(n, a, _)| n == name && *a == at + pad),
+                "{padded}: {found:?}"
+            );
+            // One finding, not one per reading.
+            assert_eq!(found.len(), 1, "{padded}: {found:?}");
+            let raw = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"text":"{padded}"}}}}"#);
+            assert!(!s.clean(raw.as_bytes()), "{raw}");
+        }
+    }
+    // Every built-in twin matches only letters, digits and `-._=`: the
+    // pass is gated, on runs of the shortest match and its glued byte.
+    assert_eq!(s.glued.as_ref().map(|g| g.run), Some(16));
+    assert!(names("AKIAIOSFODNN7EXAMPLE").len() == 1);
+    assert!(names("the task at hand is back").is_empty());
+}
+
+#[test]
+fn library_size_and_basic_hits() {
+    let s = Scanner::new(&[]).expect("scanner");
+    let non_injection = s
+        .detectors
+        .iter()
+        .filter(|d| d.category != Category::Injection)
+        .count();
+    assert!(non_injection >= 50, "{non_injection} detectors");
+    assert_eq!(names(&s, "card 4111 1111 1111 1111 ok"), ["card_visa"]);
+    assert!(
+        names(&s, "order 4111 1111 1111 1112").is_empty(),
+        "fails Luhn"
+    );
+    assert_eq!(names(&s, "AKIAIOSFODNN7EXAMPLE"), ["aws_access_key_id"]);
+    assert_eq!(names(&s, "mail bob@example.com now"), ["email"]);
+    assert_eq!(names(&s, "ssn 123-45-6789"), ["us_ssn"]);
+    assert!(names(&s, "ssn 666-45-6789").is_empty());
+    assert_eq!(names(&s, "DE89 3704 0044 0532 0130 00"), ["iban"]);
+    assert!(s.clean(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"all good here"}]}}"#));
+    assert!(
+        !s.clean(br#"{"text":"\u0034111"}"#),
+        "escapes force a parse"
+    );
+}

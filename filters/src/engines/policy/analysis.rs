@@ -1,0 +1,335 @@
+//! Rego text analysis: every `input` path a bundle's modules can reach
+//! (widened to the whole subtree behind a dynamic index, an alias or a bare
+//! `input`), which input fields the cache key must therefore hold, and the
+//! argument paths the policy reads by name.
+
+use std::collections::BTreeSet;
+
+/// One leaf (or subtree) of the input document a policy can read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum Field {
+    PrincipalId,
+    PrincipalTenant,
+    PrincipalRoles,
+    PrincipalKind,
+    PrincipalAuth,
+    /// `None`: the whole attribute map.
+    PrincipalAttribute(Option<String>),
+    ServerName,
+    ServerGroup,
+    ServerVia,
+    Method,
+    Tool,
+    Prompt,
+    ResourceUri,
+    /// `None`: the whole arguments value; `Some(k)`: its top-level member `k`.
+    Argument(Option<String>),
+    Risk,
+    Listing,
+    Time,
+    Hour,
+    Weekday,
+    SourceIp,
+    Justification,
+    SessionId,
+}
+
+pub(super) const ALL_PRINCIPAL: &[Field] = &[
+    Field::PrincipalId,
+    Field::PrincipalTenant,
+    Field::PrincipalRoles,
+    Field::PrincipalKind,
+    Field::PrincipalAuth,
+    Field::PrincipalAttribute(None),
+];
+pub(super) const ALL_SERVER: &[Field] = &[Field::ServerName, Field::ServerGroup, Field::ServerVia];
+pub(super) const ALL_REQUEST: &[Field] = &[
+    Field::Method,
+    Field::Tool,
+    Field::Prompt,
+    Field::ResourceUri,
+    Field::Argument(None),
+    Field::Risk,
+    Field::Listing,
+];
+pub(super) const ALL_CONTEXT: &[Field] = &[
+    Field::Time,
+    Field::Hour,
+    Field::Weekday,
+    Field::SourceIp,
+    Field::Justification,
+    Field::SessionId,
+];
+
+/// Builtins whose result is not a function of the input and data.
+pub(super) const NONDETERMINISTIC: &[&str] = &[
+    "time.now_ns",
+    "rand.intn",
+    "uuid.rfc4122",
+    "uuid.parse",
+    "http.send",
+    "opa.runtime",
+    "net.lookup_ip_addr",
+    "crypto.x509.parse_and_verify_certificates",
+];
+
+/// Which input fields the cache key must hold, or `None` when the policy
+/// cannot be cached at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPlan {
+    pub(super) fields: Vec<Field>,
+    /// Names of the `Argument(Some(_))` fields, in `fields` order.
+    pub(super) arg_names: Vec<String>,
+}
+
+pub(super) fn fields_for(path: &[String]) -> Vec<Field> {
+    let seg = |i: usize| path.get(i).map(String::as_str);
+    match seg(0) {
+        None => [ALL_PRINCIPAL, ALL_SERVER, ALL_REQUEST, ALL_CONTEXT].concat(),
+        Some("principal") => match seg(1) {
+            None => ALL_PRINCIPAL.to_vec(),
+            Some("id") => vec![Field::PrincipalId],
+            Some("tenant") => vec![Field::PrincipalTenant],
+            Some("roles") => vec![Field::PrincipalRoles],
+            Some("kind") => vec![Field::PrincipalKind],
+            Some("auth") => vec![Field::PrincipalAuth],
+            Some("attributes") => vec![Field::PrincipalAttribute(seg(2).map(str::to_owned))],
+            Some(_) => Vec::new(),
+        },
+        Some("server") => match seg(1) {
+            None => ALL_SERVER.to_vec(),
+            Some("name") => vec![Field::ServerName],
+            Some("group") => vec![Field::ServerGroup],
+            Some("via") => vec![Field::ServerVia],
+            Some(_) => Vec::new(),
+        },
+        Some("request") => match seg(1) {
+            None => ALL_REQUEST.to_vec(),
+            Some("method") => vec![Field::Method],
+            Some("tool") => vec![Field::Tool],
+            Some("prompt") => vec![Field::Prompt],
+            Some("resource_uri") => vec![Field::ResourceUri],
+            Some("arguments") => vec![Field::Argument(seg(2).map(str::to_owned))],
+            Some("risk") => vec![Field::Risk],
+            Some("listing") => vec![Field::Listing],
+            Some(_) => Vec::new(),
+        },
+        Some("context") => match seg(1) {
+            None => ALL_CONTEXT.to_vec(),
+            Some("time") => vec![Field::Time],
+            Some("hour") => vec![Field::Hour],
+            Some("weekday") => vec![Field::Weekday],
+            Some("source_ip") => vec![Field::SourceIp],
+            Some("justification") => vec![Field::Justification],
+            Some("session_id") => vec![Field::SessionId],
+            Some(_) => Vec::new(),
+        },
+        Some(_) => Vec::new(),
+    }
+}
+
+/// Strips comments so that only code (and string literals, which may index
+/// `input["x"]`) is scanned. Anything a literal adds only widens the key.
+pub(super) fn code_only(src: &str) -> String {
+    let b = src.as_bytes();
+    let mut out = String::with_capacity(src.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            q @ (b'"' | b'`') => {
+                let start = i;
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    if q == b'"' && b[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+                // Keep short literal contents: `input["x"]` indexes by them.
+                let end = i.min(b.len());
+                out.push_str(&src[start..end]);
+            }
+            _ => {
+                let ch = src[i..].chars().next().unwrap_or(' ');
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// The name paths of every `input` reference in `code` (comments
+/// stripped): `.name` and `["name"]` segments followed from `input`.
+pub(super) fn input_paths(code: &str) -> Vec<Vec<String>> {
+    paths_from(code, "input")
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// Every reference to the variable `root` in `code`, with where it starts
+/// and the `.name` / `["name"]` segments that follow it.
+pub(super) fn paths_from(code: &str, root: &str) -> Vec<(usize, Vec<String>)> {
+    let mut out = Vec::new();
+    let b = code.as_bytes();
+    let mut i = 0;
+    while let Some(off) = code[i..].find(root) {
+        let start = i + off;
+        let end = start + root.len();
+        i = end;
+        let before_ok = start == 0 || !(is_ident(b[start - 1]) || b[start - 1] == b'.');
+        let after_ok = end >= b.len() || !is_ident(b[end]);
+        if !(before_ok && after_ok) {
+            continue;
+        }
+        let mut path: Vec<String> = Vec::new();
+        let mut j = end;
+        loop {
+            if j < b.len() && b[j] == b'.' {
+                let s = j + 1;
+                let mut e = s;
+                while e < b.len() && is_ident(b[e]) {
+                    e += 1;
+                }
+                if e == s {
+                    break;
+                }
+                path.push(code[s..e].to_owned());
+                j = e;
+            } else if j + 1 < b.len() && b[j] == b'[' && b[j + 1] == b'"' {
+                let s = j + 2;
+                let Some(close) = code[s..].find('"') else {
+                    break;
+                };
+                let lit = &code[s..s + close];
+                if lit.contains('\\') || code.as_bytes().get(s + close + 1) != Some(&b']') {
+                    break;
+                }
+                path.push(lit.to_owned());
+                j = s + close + 2;
+            } else {
+                break;
+            }
+        }
+        out.push((start, path));
+    }
+    out
+}
+
+/// The variable a reference starting at `start` is bound to (`args :=
+/// input.request.arguments`, `loc = input.request.arguments.loc`), if any.
+pub(super) fn bound_to(code: &str, start: usize) -> Option<&str> {
+    let before = code[..start].trim_end();
+    let before = before
+        .strip_suffix(":=")
+        .or_else(|| {
+            before
+                .strip_suffix('=')
+                .filter(|b| !b.ends_with(['=', '!', '<', '>']))
+        })?
+        .trim_end();
+    let name_start = before
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(0, |i| i + 1);
+    let name = &before[name_start..];
+    (!name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit())).then_some(name)
+}
+
+/// The paths below `input.request.arguments` that `modules` read by name
+/// (`input.request.arguments.loc.region` gives `["loc", "region"]`), also
+/// through a variable bound to the arguments or a part of them (`args :=
+/// input.request.arguments` then `args.region`).
+pub fn argument_paths(modules: &[&str]) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for m in modules {
+        let code = code_only(m);
+        for (start, p) in paths_from(&code, "input") {
+            if p.len() < 2 || p[0] != "request" || p[1] != "arguments" {
+                continue;
+            }
+            let below = p[2..].to_vec();
+            if let Some(alias) = bound_to(&code, start) {
+                for (_, q) in paths_from(&code, alias) {
+                    let mut whole = below.clone();
+                    whole.extend(q);
+                    if !whole.is_empty() {
+                        out.push(whole);
+                    }
+                }
+            }
+            if !below.is_empty() {
+                out.push(below);
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether `args` holds, along one of `paths`, a member whose name some
+/// mainstream peer reads as the path's (`Region`, `regıon` for `region`)
+/// without being it: the server would act on a value the policy never saw.
+pub fn near_named_argument(paths: &[Vec<String>], args: &serde_json::Value) -> bool {
+    paths.iter().any(|path| {
+        let mut at = args;
+        for seg in path {
+            let Some(o) = at.as_object() else {
+                return false;
+            };
+            if o.keys()
+                .any(|k| k != seg && crate::protocol::names::same_name(k, seg))
+            {
+                return true;
+            }
+            match o.get(seg) {
+                Some(next) => at = next,
+                None => return false,
+            }
+        }
+        false
+    })
+}
+
+/// Finds every `input` reference in the modules and the fields it can reach.
+pub fn key_plan(modules: &[&str]) -> Option<KeyPlan> {
+    let mut fields: BTreeSet<Field> = BTreeSet::new();
+    for m in modules {
+        let code = code_only(m);
+        for nd in NONDETERMINISTIC {
+            if code.contains(nd) {
+                return None;
+            }
+        }
+        for path in input_paths(&code) {
+            fields.extend(fields_for(&path));
+        }
+    }
+    // A whole subtree subsumes its members.
+    if fields.contains(&Field::Argument(None)) {
+        fields.retain(|f| !matches!(f, Field::Argument(Some(_))));
+    }
+    if fields.contains(&Field::PrincipalAttribute(None)) {
+        fields.retain(|f| !matches!(f, Field::PrincipalAttribute(Some(_))));
+    }
+    let fields: Vec<Field> = fields.into_iter().collect();
+    let arg_names = fields
+        .iter()
+        .filter_map(|f| match f {
+            Field::Argument(Some(n)) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    Some(KeyPlan { fields, arg_names })
+}

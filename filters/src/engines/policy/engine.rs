@@ -1,0 +1,253 @@
+//! [`PolicyEngine`]: a bundle's Rego compiled once (to the VM where it
+//! can be), evaluated per input with an instruction limit, behind its
+//! decision cache.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use regorus::Value;
+
+use super::analysis::{argument_paths, key_plan, near_named_argument, KeyPlan};
+use super::clock::{Clock, NEXT_ENGINE};
+use super::decision::{decision_of, PolicyDecision};
+use super::diagnostics::{missing_entrypoint, tracing_free_log};
+use super::input::{input_for, PolicyInput};
+
+/// Instructions one evaluation may run before it is cut off (and denies).
+pub(super) const MAX_INSTRUCTIONS: usize = 2_000_000;
+
+thread_local! {
+    /// Reused for building cache keys on this thread.
+    static KEY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+thread_local! {
+    /// One Rego VM per worker thread, loaded with the program of the engine
+    /// that last used it on this thread (VMs are reused, never shared).
+    static VM: std::cell::RefCell<Option<(u64, regorus::rvm::vm::RegoVM)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Compiled policy plus its decision cache; one per snapshot.
+pub struct PolicyEngine {
+    id: u64,
+    compiled: regorus::CompiledPolicy,
+    /// The policy compiled to regorus' VM; `None` when it uses something the
+    /// VM compiler does not support (the interpreter then evaluates it).
+    program: Option<Arc<regorus::rvm::program::Program>>,
+    data: Value,
+    clock: Clock,
+    plan: Option<KeyPlan>,
+    /// The argument paths the modules read by name ([`argument_paths`]).
+    argument_paths: Vec<Vec<String>>,
+    cache: Option<moka::sync::Cache<Box<[u8]>, PolicyDecision, foldhash::fast::RandomState>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("plan", &self.plan)
+            .field("cached", &self.cache.is_some())
+            .finish()
+    }
+}
+
+/// A Rego compile failure, located where regorus could tell.
+#[derive(Debug, Clone)]
+pub struct PolicyCompileError {
+    pub file: String,
+    pub message: String,
+}
+
+impl PolicyEngine {
+    /// Compiles `modules` (path → text) with `data` once. `cache_capacity` 0
+    /// turns the cache off.
+    pub fn compile(
+        modules: &BTreeMap<String, String>,
+        data: &serde_json::Value,
+        entrypoint: &str,
+        timezone: &str,
+        cache_capacity: u64,
+    ) -> Result<Self, PolicyCompileError> {
+        // Rego unit tests (`*_test.rego`) are for `warden policy test`, not the data plane.
+        let modules: BTreeMap<String, String> = modules
+            .iter()
+            .filter(|(p, _)| !p.ends_with("_test.rego"))
+            .map(|(p, t)| (p.clone(), t.clone()))
+            .collect();
+        let modules = &modules;
+        let clock = Clock::new(timezone).map_err(|message| PolicyCompileError {
+            file: "warden.yaml".into(),
+            message: format!("policy.timezone: {message}"),
+        })?;
+        // Each module alone first, so a syntax error names its file.
+        for (path, text) in modules {
+            let mut e = regorus::Engine::new();
+            if let Err(err) = e.add_policy(path.clone(), text.clone()) {
+                return Err(PolicyCompileError {
+                    file: path.clone(),
+                    message: err.to_string(),
+                });
+            }
+        }
+        let mods: Vec<regorus::PolicyModule> = modules
+            .iter()
+            .map(|(p, t)| regorus::PolicyModule {
+                id: p.as_str().into(),
+                content: t.as_str().into(),
+            })
+            .collect();
+        // An entrypoint that names no rule is a mistake in warden.yaml, not
+        // in the modules: say so, and which rule was probably meant.
+        if let Some(message) = missing_entrypoint(modules, entrypoint) {
+            return Err(PolicyCompileError {
+                file: "warden.yaml".into(),
+                message,
+            });
+        }
+        let data = Value::from(data.clone());
+        let compiled =
+            regorus::compile_policy_with_entrypoint(data.clone(), &mods, entrypoint.into())
+                .map_err(|e| PolicyCompileError {
+                    file: modules.keys().next().cloned().unwrap_or_default(),
+                    message: format!("{e:#}"),
+                })?;
+        let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(
+            &compiled,
+            &[entrypoint],
+        )
+        .ok();
+        let texts: Vec<&str> = modules.values().map(String::as_str).collect();
+        let plan = key_plan(&texts);
+        let argument_paths = argument_paths(&texts);
+        let cache = (plan.is_some() && cache_capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(cache_capacity)
+                .build_with_hasher(foldhash::fast::RandomState::default())
+        });
+        Ok(PolicyEngine {
+            id: NEXT_ENGINE.fetch_add(1, Ordering::Relaxed),
+            compiled,
+            program,
+            data,
+            clock,
+            plan,
+            argument_paths,
+            cache,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Whether `args` holds a near-name of an argument the policy reads by
+    /// name (see [`near_named_argument`]); `false` when it reads none.
+    pub fn near_named_argument(&self, args: &serde_json::Value) -> bool {
+        near_named_argument(&self.argument_paths, args)
+    }
+
+    /// Whether the policy reads any argument by name.
+    pub fn reads_arguments(&self) -> bool {
+        !self.argument_paths.is_empty()
+    }
+
+    /// Whether decisions can be cached (no nondeterministic builtin).
+    pub fn cacheable(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// `(hits, misses)` since the snapshot was built.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Evaluates Rego for this input, bypassing the cache.
+    pub fn evaluate(&self, i: &PolicyInput<'_>) -> PolicyDecision {
+        self.evaluate_value(input_for(i, &self.clock, self.plan.as_ref()))
+    }
+
+    /// Whether evaluation runs on regorus' VM (else on its interpreter).
+    pub fn compiled_to_vm(&self) -> bool {
+        self.program.is_some()
+    }
+
+    /// Evaluates a ready-made input document (used by `warden policy eval`).
+    pub fn evaluate_value(&self, input: Value) -> PolicyDecision {
+        let Some(program) = &self.program else {
+            return self.evaluate_interpreted(input);
+        };
+        let res = VM.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().is_none_or(|(id, _)| *id != self.id) {
+                let mut vm = regorus::rvm::vm::RegoVM::new();
+                vm.set_max_instructions(MAX_INSTRUCTIONS);
+                vm.load_program(program.clone());
+                vm.set_data(self.data.clone())?;
+                *slot = Some((self.id, vm));
+            }
+            let Some((_, vm)) = slot.as_mut() else {
+                unreachable!("the slot was just filled")
+            };
+            vm.set_input(input);
+            vm.execute()
+        });
+        match res {
+            Ok(v) => decision_of(&v),
+            Err(e) => {
+                tracing_free_log(&format!("{e:#}"));
+                PolicyDecision::deny("policy_error")
+            }
+        }
+    }
+
+    /// Evaluates with regorus' interpreter (the reference the VM is checked against).
+    pub fn evaluate_interpreted(&self, input: Value) -> PolicyDecision {
+        match self.compiled.eval_with_input(input) {
+            Ok(v) => decision_of(&v),
+            Err(e) => {
+                tracing_free_log(&format!("{e:#}"));
+                PolicyDecision::deny("policy_error")
+            }
+        }
+    }
+
+    /// The decision, from the cache when an equal input was decided before.
+    pub fn decide(&self, i: &PolicyInput<'_>) -> PolicyDecision {
+        let (Some(cache), Some(plan)) = (&self.cache, &self.plan) else {
+            return self.evaluate(i);
+        };
+        let looked = KEY_BUF.with(|buf| {
+            let mut key = buf.borrow_mut();
+            if !plan.key(i, &self.clock, &mut key) {
+                return Err(None);
+            }
+            match cache.get(key.as_slice()) {
+                Some(d) => Ok(d),
+                None => Err(Some(Box::<[u8]>::from(key.as_slice()))),
+            }
+        });
+        match looked {
+            Ok(d) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                d
+            }
+            Err(key) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                let d = self.evaluate(i);
+                if let Some(k) = key {
+                    cache.insert(k, d.clone());
+                }
+                d
+            }
+        }
+    }
+}

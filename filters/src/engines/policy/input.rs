@@ -1,0 +1,267 @@
+//! The input document handed to Rego (the documented input contract):
+//! [`PolicyInput`], built whole or restricted to what the policy can read.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use regorus::Value;
+use serde_json::value::RawValue;
+use warden_config::access::Risk;
+
+use super::analysis::{Field, KeyPlan};
+use super::clock::Clock;
+use crate::engines::identity::Principal;
+
+/// Everything a decision may depend on (the documented input contract).
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyInput<'a> {
+    pub principal: &'a Principal,
+    pub server: &'a str,
+    pub group: &'a str,
+    /// The virtual server the message came through, if any.
+    pub via: Option<&'a str>,
+    pub method: &'a str,
+    pub tool: Option<&'a str>,
+    /// `params.name` of `prompts/get`.
+    pub prompt: Option<&'a str>,
+    pub resource_uri: Option<&'a str>,
+    /// Raw JSON text of `params.arguments`.
+    pub arguments: Option<&'a str>,
+    pub risk: Option<Risk>,
+    /// True when Warden asks whether a listed item may be shown.
+    pub listing: bool,
+    pub now: SystemTime,
+    pub source_ip: Option<IpAddr>,
+    pub justification: Option<&'a str>,
+    pub session_id: Option<&'a str>,
+}
+
+/// Member names of the input document, made once per thread (a Rego string
+/// is reference-counted: cloning one is cheaper than allocating it).
+pub(super) const NAME_LIST: [&str; 25] = [
+    "principal",
+    "id",
+    "tenant",
+    "roles",
+    "kind",
+    "auth",
+    "attributes",
+    "server",
+    "name",
+    "group",
+    "request",
+    "method",
+    "tool",
+    "prompt",
+    "resource_uri",
+    "arguments",
+    "risk",
+    "listing",
+    "context",
+    "time",
+    "hour",
+    "weekday",
+    "source_ip",
+    "justification",
+    "session_id",
+];
+
+thread_local! {
+    static NAMES: [Value; 25] = NAME_LIST.map(Value::from);
+}
+
+pub(super) fn s(v: &str) -> Value {
+    Value::from(v)
+}
+
+pub(super) fn opt(v: Option<&str>) -> Value {
+    v.map_or(Value::Null, Value::from)
+}
+
+/// The input document handed to Rego (see docs/policy.md, the input contract).
+pub fn input_value(i: &PolicyInput<'_>, clock: &Clock) -> Value {
+    input_for(i, clock, None)
+}
+
+/// The input document restricted to what `plan` says the policy can read
+/// (everything when `plan` is `None`). Leaving out what no rule can reach
+/// cannot change a decision, by the same analysis that makes the cache sound.
+pub(super) fn input_for(i: &PolicyInput<'_>, clock: &Clock, plan: Option<&KeyPlan>) -> Value {
+    let has = |f: &Field| plan.is_none_or(|p| p.fields.contains(f));
+    let has_arg = |name: &str| {
+        plan.is_none_or(|p| {
+            p.fields.iter().any(|f| match f {
+                Field::Argument(None) => true,
+                Field::Argument(Some(n)) => n == name,
+                _ => false,
+            })
+        })
+    };
+    NAMES.with(|names| {
+        let n = |k: &'static str| -> Value {
+            // Names are a handful of short literals: a linear scan over
+            // pointers first, then by value.
+            NAME_LIST
+                .iter()
+                .position(|x| std::ptr::eq(*x, k) || *x == k)
+                .map_or_else(|| Value::from(k), |p| names[p].clone())
+        };
+        let obj = |pairs: Vec<(&'static str, Value)>| -> Value {
+            let mut m = BTreeMap::new();
+            for (k, v) in pairs {
+                m.insert(n(k), v);
+            }
+            Value::from(m)
+        };
+        let p = i.principal;
+        let now = clock.moment(i.now);
+        let all_attributes = has(&Field::PrincipalAttribute(None));
+        let attributes: BTreeMap<Value, Value> = p
+            .attributes
+            .iter()
+            .filter(|(k, _)| all_attributes || has(&Field::PrincipalAttribute(Some((*k).clone()))))
+            .map(|(k, v)| (s(k), s(v)))
+            .collect();
+        let whole_args = || match i.arguments {
+            Some(raw) => Value::from_json_str(raw).unwrap_or(Value::Null),
+            None => Value::new_object(),
+        };
+        let arguments = match plan {
+            Some(pl) if !has(&Field::Argument(None)) => {
+                let wanted: Vec<String> = pl
+                    .arg_names
+                    .iter()
+                    .filter(|n| has_arg(n))
+                    .cloned()
+                    .collect();
+                match i.arguments.map(|raw| pick_members(raw, &wanted)) {
+                    None => Value::new_object(),
+                    Some(None) => whole_args(),
+                    Some(Some(values)) => {
+                        let mut m = BTreeMap::new();
+                        for (name, v) in wanted.iter().zip(values) {
+                            if let Some(v) = v {
+                                m.insert(
+                                    s(name),
+                                    Value::from_json_str(v.get()).unwrap_or(Value::Null),
+                                );
+                            }
+                        }
+                        Value::from(m)
+                    }
+                }
+            }
+            _ => whole_args(),
+        };
+        obj(vec![
+            (
+                "principal",
+                obj(vec![
+                    ("id", s(&p.id)),
+                    ("tenant", s(&p.tenant)),
+                    (
+                        "roles",
+                        Value::from(p.roles.iter().map(|r| s(r)).collect::<Vec<_>>()),
+                    ),
+                    ("kind", s(p.kind.as_str())),
+                    ("auth", s(p.auth.as_str())),
+                    ("attributes", Value::from(attributes)),
+                ]),
+            ),
+            (
+                "server",
+                obj(vec![
+                    ("name", s(i.server)),
+                    ("group", s(i.group)),
+                    ("via", opt(i.via)),
+                ]),
+            ),
+            (
+                "request",
+                obj(vec![
+                    ("method", s(i.method)),
+                    ("tool", opt(i.tool)),
+                    ("prompt", opt(i.prompt)),
+                    ("resource_uri", opt(i.resource_uri)),
+                    ("arguments", arguments),
+                    ("risk", opt(i.risk.map(Risk::as_str))),
+                    ("listing", Value::from(i.listing)),
+                ]),
+            ),
+            (
+                "context",
+                obj(vec![
+                    ("time", now.time.clone()),
+                    ("hour", Value::from(now.hour as u64)),
+                    ("weekday", s(now.weekday)),
+                    (
+                        "source_ip",
+                        i.source_ip
+                            .map_or(Value::Null, |ip| Value::from(ip.to_string())),
+                    ),
+                    ("justification", opt(i.justification)),
+                    ("session_id", opt(i.session_id)),
+                ]),
+            ),
+        ])
+    })
+}
+
+/// A JSON object key, borrowed from the text when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The raw values of the top-level members `wanted` of the JSON object
+/// `raw`, compared after unescaping; `None` when `raw` is not an object.
+pub(super) fn pick_members<'a>(
+    raw: &'a str,
+    wanted: &[String],
+) -> Option<Vec<Option<&'a RawValue>>> {
+    struct Pick<'w>(&'w [String]);
+    impl<'de> serde::de::Visitor<'de> for Pick<'_> {
+        type Value = Vec<Option<&'de RawValue>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = vec![None; self.0.len()];
+            while let Some(Key(k)) = m.next_key::<Key<'de>>()? {
+                match self.0.iter().position(|w| *w == k) {
+                    Some(i) => out[i] = Some(m.next_value::<&'de RawValue>()?),
+                    None => {
+                        m.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+    if !raw.trim_start().starts_with('{') {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(raw);
+    serde::Deserializer::deserialize_map(&mut de, Pick(wanted)).ok()
+}

@@ -1,0 +1,179 @@
+//! Unit tests of the policy engine: near-named arguments, decisions (step-up
+//! scopes, approvers) and the cache key plan.
+
+use regorus::Value;
+
+use super::analysis::*;
+use super::decision::*;
+
+#[test]
+fn near_names_of_the_arguments_policy_reads_are_found() {
+    let rego = r#"package warden.authz
+# input.request.arguments.commented is not read
+deny if input.request.arguments.region == "us"
+deny if input.request.arguments["loc"].zone == "a"
+deny if input.principal.id == "x"
+"#;
+    let paths = argument_paths(&[rego]);
+    assert_eq!(
+        paths,
+        vec![
+            vec!["loc".to_owned(), "zone".to_owned()],
+            vec!["region".to_owned()]
+        ]
+    );
+    // Through a variable bound to the arguments, or to a part of them.
+    let aliased = r#"package warden.authz
+deny if {
+args := input.request.arguments
+args.region == "us"
+}
+deny if {
+loc = input.request.arguments.loc
+loc["zone"] == "a"
+}
+deny if input.request.arguments.n == 1
+"#;
+    assert_eq!(
+        argument_paths(&[aliased]),
+        vec![
+            vec!["loc".to_owned()],
+            vec!["loc".to_owned(), "zone".to_owned()],
+            vec!["n".to_owned()],
+            vec!["region".to_owned()]
+        ]
+    );
+    for args in [
+        serde_json::json!({"Region": "us"}),
+        serde_json::json!({"regıon": "us"}),
+        serde_json::json!({"loc": {"Zone": "a"}}),
+        serde_json::json!({"LOC": {"zone": "a"}}),
+    ] {
+        assert!(near_named_argument(&paths, &args), "{args}");
+    }
+    for args in [
+        serde_json::json!({"region": "eu", "Other": 1}),
+        serde_json::json!({"loc": "flat", "Commented": 1}),
+        serde_json::json!([1, 2]),
+    ] {
+        assert!(!near_named_argument(&paths, &args), "{args}");
+    }
+}
+
+fn obj(pairs: Vec<(&str, Value)>) -> Value {
+    let mut m = std::collections::BTreeMap::new();
+    for (k, v) in pairs {
+        m.insert(Value::from(k), v);
+    }
+    Value::from(m)
+}
+
+#[test]
+fn decisions_may_name_step_up_scopes() {
+    let arr = |xs: &[&str]| Value::from(xs.iter().map(|x| Value::from(*x)).collect::<Vec<_>>());
+    let d = decision_of(&obj(vec![
+        ("allow", Value::Bool(true)),
+        ("scopes", arr(&["deploy:prod"])),
+    ]));
+    assert!(d.allow);
+    assert_eq!(d.scopes.as_deref(), Some(&["deploy:prod".to_owned()][..]));
+    let d = decision_of(&obj(vec![
+        ("allow", Value::Bool(true)),
+        ("scope", Value::from("a b")),
+    ]));
+    assert_eq!(d.scopes.as_deref().map(<[String]>::len), Some(2));
+    // A scope a header could not carry makes the decision invalid (deny).
+    let d = decision_of(&obj(vec![
+        ("allow", Value::Bool(true)),
+        ("scopes", arr(&["a\"b"])),
+    ]));
+    assert!(!d.allow);
+    assert_eq!(&*d.reason, "policy_invalid_decision");
+    let d = decision_of(&obj(vec![
+        ("allow", Value::Bool(true)),
+        ("scopes", Value::from("x")),
+    ]));
+    assert!(!d.allow, "scopes must be an array");
+}
+
+#[test]
+fn decisions_may_ask_for_approvers() {
+    let ask = |v: Value| {
+        decision_of(&obj(vec![
+            ("allow", Value::Bool(true)),
+            ("reason", Value::from("granted")),
+            ("require_approval", v),
+        ]))
+    };
+    let d = ask(Value::Bool(true));
+    assert_eq!(
+        d.approval.map(|a| (a.approvers, a.reason)),
+        Some((1, "granted".into()))
+    );
+    let d = ask(Value::from(2u64));
+    assert_eq!(d.approval.map(|a| a.approvers), Some(2));
+    let d = ask(obj(vec![
+        ("approvers", Value::from(2u64)),
+        ("reason", Value::from("prod change")),
+    ]));
+    assert_eq!(
+        d.approval.map(|a| (a.approvers, a.reason)),
+        Some((2, "prod change".into()))
+    );
+    assert_eq!(ask(Value::Bool(false)).approval, None);
+    // Out of range, or the wrong shape: the decision is invalid (deny).
+    for bad in [
+        Value::from(0u64),
+        Value::from(6u64),
+        Value::from("yes"),
+        obj(vec![("approvers", Value::from("2"))]),
+        obj(vec![("reason", Value::from(3u64))]),
+    ] {
+        let d = ask(bad);
+        assert!(!d.allow && &*d.reason == "policy_invalid_decision", "{d:?}");
+    }
+    // A denial asks no approver.
+    let d = decision_of(&obj(vec![
+        ("allow", Value::Bool(false)),
+        ("require_approval", Value::Bool(true)),
+    ]));
+    assert_eq!(d.approval, None);
+}
+
+fn plan(src: &str) -> Vec<Field> {
+    key_plan(&[src]).expect("test").fields
+}
+
+#[test]
+fn plan_follows_static_paths() {
+    let f = plan(
+        "package p\nimport rego.v1\nallow if { input.principal.roles[_] == \"x\"; input.request.arguments.region == input.principal.attributes.region }",
+    );
+    assert_eq!(
+        f,
+        vec![
+            Field::PrincipalRoles,
+            Field::PrincipalAttribute(Some("region".into())),
+            Field::Argument(Some("region".into())),
+        ]
+    );
+}
+
+#[test]
+fn plan_widens_dynamic_and_bare_references() {
+    assert!(plan("x := input.request.arguments[k]").contains(&Field::Argument(None)));
+    assert_eq!(
+        plan("x := input").len(),
+        ALL_PRINCIPAL.len() + ALL_SERVER.len() + ALL_REQUEST.len() + ALL_CONTEXT.len()
+    );
+    assert_eq!(plan("import input.context as c\n").len(), ALL_CONTEXT.len());
+    assert_eq!(plan("x := input[\"request\"][\"tool\"]"), vec![Field::Tool]);
+    // Comments and other identifiers do not count.
+    assert!(plan("# input.request.tool\nmy_input := 1\ndata.input.x").is_empty());
+}
+
+#[test]
+fn nondeterministic_builtins_disable_the_cache() {
+    assert!(key_plan(&["x := time.now_ns()"]).is_none());
+    assert!(key_plan(&["# time.now_ns() in a comment only"]).is_some());
+}

@@ -1,0 +1,329 @@
+//! Human approval of risky calls: when a `tools/call` needs approvers, and
+//! what an approval binds.
+//!
+//! A call needs approval when the policy's decision says `require_approval`
+//! or its risk tier is named in `approvals.require` (the larger number of
+//! approvers wins). The approval filter runs last in the chain, so a held
+//! call has passed every other guard and its bytes are final; it notes the
+//! need, and `plan_request` never forwards a noted call: the gateway asks
+//! the control agent and either forwards those exact bytes (an approval was
+//! claimed) or answers with where to approve.
+//!
+//! An approval binds the principal (tenant and id), the server, the tool and
+//! a digest of the arguments as the upstream would receive them, in a
+//! canonical text (members sorted, strings escaped one way, no whitespace,
+//! numbers exactly as written): member order and whitespace do not make a
+//! call new; any other change does, `1.0` for `1` and a digit past what a
+//! double holds included (approvers see the numbers as the upstream will).
+//!
+//! The number of approvers is the most any source asks: the policy, and
+//! the tier of the tool's risk or any lower tier (`require: {HIGH: 1}`
+//! holds CRITICAL calls too). A tool name the catalog knows only in
+//! another case takes that entry's risk.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sha2::{Digest, Sha256};
+use warden_config::access::{Risk, ServerCatalog};
+use warden_config::guards::Approvals;
+
+use crate::chain::filter::{Acts, Decision, Exchange, McpFilter, Message, Methods, Notes};
+use crate::protocol::jsonrpc::Kind;
+
+pub use crate::chain::notes::ApprovalNeed;
+
+/// The binding of a call: a digest of length-prefixed parts, so no two
+/// tuples spell the same.
+pub fn binding(
+    tenant: &str,
+    principal: &str,
+    server: &str,
+    tool: &str,
+    args_digest: &str,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [tenant, principal, server, tool, args_digest] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// `raw` JSON in the canonical text an approval binds (see the module docs);
+/// `None` if it is not JSON.
+pub fn canonical_text(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    write_canonical(raw, &mut out)?;
+    Some(out)
+}
+
+fn write_canonical(raw: &str, out: &mut String) -> Option<()> {
+    use serde_json::value::RawValue;
+    match raw.trim_start().as_bytes().first()? {
+        b'{' => {
+            // The parser refused duplicate (and case-folded) names already.
+            let members: BTreeMap<String, &RawValue> = serde_json::from_str(raw).ok()?;
+            out.push('{');
+            for (i, (k, v)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(k).ok()?);
+                out.push(':');
+                write_canonical(v.get(), out)?;
+            }
+            out.push('}');
+        }
+        b'[' => {
+            let items: Vec<&RawValue> = serde_json::from_str(raw).ok()?;
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v.get(), out)?;
+            }
+            out.push(']');
+        }
+        b'"' => {
+            let s: String = serde_json::from_str(raw).ok()?;
+            out.push_str(&serde_json::to_string(&s).ok()?);
+        }
+        // Numbers as written; true, false, null.
+        _ => {
+            let t = raw.trim();
+            serde_json::from_str::<&RawValue>(t).ok()?;
+            out.push_str(t);
+        }
+    }
+    Some(())
+}
+
+/// Notes the approval a `tools/call` needs (see the module docs).
+#[derive(Debug)]
+pub struct ApprovalFilter {
+    approvals: Approvals,
+    catalog: HashMap<String, ServerCatalog>,
+}
+
+impl ApprovalFilter {
+    /// `None` when nothing can need approval: no tier requires it and no
+    /// policy can ask (`policy_asks`: the bundle has a policy).
+    pub fn new(
+        approvals: &Approvals,
+        catalog: &HashMap<String, ServerCatalog>,
+        policy_asks: bool,
+    ) -> Option<Self> {
+        (policy_asks || approvals.require.iter().any(|n| *n > 0)).then(|| ApprovalFilter {
+            approvals: approvals.clone(),
+            catalog: catalog.clone(),
+        })
+    }
+}
+
+impl McpFilter for ApprovalFilter {
+    fn name(&self) -> &'static str {
+        "approval"
+    }
+
+    fn acts_on(&self) -> Acts {
+        Acts {
+            requests: Methods::Only(&["tools/call"]),
+            responses: Methods::None,
+        }
+    }
+
+    fn on_request(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Decision {
+        let env = msg.envelope;
+        if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
+            return Decision::Pass;
+        }
+        let asked = notes.approval_asked.take();
+        if asked.is_none() && self.approvals.require.iter().all(|n| *n == 0) {
+            return Decision::Pass;
+        }
+        let tool = env.name.as_deref().unwrap_or_default();
+        let risk = match self.catalog.get(ex.server) {
+            None => ServerCatalog::default().default_risk,
+            Some(c) if c.tools.contains_key(tool) => c.risk(tool),
+            // Known only in another case: that entry's risk, or the
+            // default if it is higher.
+            Some(c) => c
+                .tools
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(tool))
+                .filter_map(|(_, t)| t.risk)
+                .chain([c.default_risk])
+                .max()
+                .unwrap_or(c.default_risk),
+        };
+        // A tier asks at least what every lower tier asks.
+        let by_tier = [Risk::Low, Risk::Medium, Risk::High, Risk::Critical]
+            .into_iter()
+            .filter(|r| *r <= risk)
+            .map(|r| self.approvals.required(r))
+            .max()
+            .unwrap_or(0);
+        let by_policy = asked.as_ref().map_or(0, |a| a.approvers);
+        if by_tier == 0 && by_policy == 0 {
+            return Decision::Pass;
+        }
+        let reason = match &asked {
+            Some(a) if a.approvers >= by_tier => a.reason.to_string(),
+            _ => format!("risk_tier:{}", risk.as_str()),
+        };
+        let arguments = match msg.arguments_raw() {
+            Some(raw) => match canonical_text(raw) {
+                Some(t) => t,
+                None => {
+                    return Decision::Reject(crate::chain::filter::Denial::error(
+                        crate::protocol::error::JsonRpcError::new(
+                            crate::protocol::error::codes::INVALID_PARAMS,
+                            "The arguments of a call that needs approval could not be read",
+                        ),
+                        "approval_arguments_unreadable",
+                    ))
+                }
+            },
+            None => "{}".to_owned(),
+        };
+        let args_digest = crate::chain::plan::args_digest(&arguments);
+        notes.approval = Some(ApprovalNeed {
+            approvers: by_tier.max(by_policy),
+            reason,
+            risk,
+            tool: tool.to_owned(),
+            binding: binding(
+                &ex.principal.tenant,
+                &ex.principal.id,
+                ex.server,
+                tool,
+                &args_digest,
+            ),
+            args_digest,
+            arguments,
+        });
+        Decision::Pass
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engines::identity::Principal;
+    use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
+
+    fn need(f: &ApprovalFilter, who: &Principal, body: &str) -> Option<ApprovalNeed> {
+        let Ok(Parsed::Single(env)) = parse(body.as_bytes(), ParseLimits::default()) else {
+            panic!("parse {body}")
+        };
+        let ex = Exchange::new(who, "ops");
+        let mut notes = Notes::default();
+        assert_eq!(
+            f.on_request(&Message::new(&env, body.as_bytes()), &ex, &mut notes),
+            Decision::Pass
+        );
+        notes.approval
+    }
+
+    fn named(tenant: &str, id: &str) -> Principal {
+        Principal {
+            id: id.into(),
+            tenant: tenant.into(),
+            ..Principal::anonymous()
+        }
+    }
+
+    fn filter() -> ApprovalFilter {
+        let mut cat = ServerCatalog::default();
+        cat.tools.insert(
+            "deploy".into(),
+            warden_config::access::ToolEntry {
+                risk: Some(Risk::Critical),
+                ..Default::default()
+            },
+        );
+        let mut approvals = Approvals::default();
+        approvals.require[Risk::High as usize] = 1;
+        approvals.require[Risk::Critical as usize] = 2;
+        ApprovalFilter::new(&approvals, &HashMap::from([("ops".into(), cat)]), false)
+            .expect("tiers require approval")
+    }
+
+    #[test]
+    fn a_binding_follows_the_arguments_as_values_and_the_principal() {
+        let f = filter();
+        let alice = named("acme", "alice");
+        let call = |args: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"deploy","arguments":{args}}}}}"#
+            )
+        };
+        let a = need(&f, &alice, &call(r#"{"env":"prod","n":1}"#)).expect("critical");
+        assert_eq!(a.approvers, 2);
+        assert_eq!(a.reason, "risk_tier:CRITICAL");
+        // Order and whitespace make no new call.
+        let b = need(&f, &alice, &call(r#"{ "n" : 1, "env":"prod"}"#)).expect("critical");
+        assert_eq!(a.binding, b.binding);
+        assert_eq!(b.arguments, r#"{"env":"prod","n":1}"#);
+        // Numbers are bound as written: no two values share a digest by
+        // rounding to the same double.
+        let big = need(
+            &f,
+            &alice,
+            &call(r#"{"env":"prod","n":10000000000000000001}"#),
+        )
+        .expect("c");
+        let big2 = need(
+            &f,
+            &alice,
+            &call(r#"{"env":"prod","n":10000000000000000000}"#),
+        )
+        .expect("c");
+        assert_ne!(big.binding, big2.binding);
+        assert!(big.arguments.contains("10000000000000000001"));
+        let float = need(&f, &alice, &call(r#"{"env":"prod","n":1.0}"#)).expect("c");
+        assert_ne!(a.binding, float.binding);
+        // Another value, another principal: another binding.
+        let c = need(&f, &alice, &call(r#"{"env":"prod","n":2}"#)).expect("critical");
+        assert_ne!(a.binding, c.binding);
+        let bob = named("acme", "bob");
+        let d = need(&f, &bob, &call(r#"{"env":"prod","n":1}"#)).expect("critical");
+        assert_ne!(a.binding, d.binding);
+        // An escaped key is the same key to the upstream's parser.
+        let e = need(&f, &alice, &call(r#"{"\u0065nv":"prod","n":1}"#)).expect("critical");
+        assert_eq!(a.binding, e.binding);
+        // A low-risk tool needs nothing.
+        let low = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
+        assert_eq!(need(&f, &alice, low), None);
+        // Another case of a known name keeps its risk.
+        let upper = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"DEPLOY"}}"#;
+        assert_eq!(need(&f, &alice, upper).map(|n| n.approvers), Some(2));
+    }
+
+    #[test]
+    fn a_tier_asks_at_least_what_lower_tiers_ask() {
+        let mut approvals = Approvals::default();
+        approvals.require[Risk::High as usize] = 1;
+        let f = ApprovalFilter::new(
+            &approvals,
+            &HashMap::from([("ops".into(), filter().catalog["ops"].clone())]),
+            false,
+        )
+        .expect("filter");
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy","arguments":{}}}"#;
+        assert_eq!(
+            need(&f, &Principal::anonymous(), call).map(|n| n.approvers),
+            Some(1),
+            "CRITICAL is held by the HIGH requirement"
+        );
+    }
+
+    #[test]
+    fn parts_cannot_run_into_each_other() {
+        assert_ne!(
+            binding("a", "bc", "s", "t", "d"),
+            binding("ab", "c", "s", "t", "d")
+        );
+    }
+}

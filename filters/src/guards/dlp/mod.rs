@@ -1,0 +1,323 @@
+//! The DLP guard: applies the bundle's DLP rules to messages in both
+//! directions — per rule, per direction, per risk: block, redact (mask or
+//! keyed hash token), strip, or log — and judges request metadata (header
+//! values, URL). What the detectors find is the scanner's
+//! (`engines::dlp`).
+
+use warden_config::access::{Risk, ServerCatalog};
+use warden_config::guards::{Dlp, DlpAction, DlpDirection};
+
+use crate::chain::filter::{Decision, Denial, Direction, Exchange, McpFilter, Message, Notes};
+use crate::engines::dlp::normalise;
+use crate::engines::dlp::{Hit, Scanner, Uninspectable};
+use crate::protocol::error::{codes, JsonRpcError};
+
+pub use crate::chain::notes::FindingNote;
+
+/// What DLP makes of a request's metadata (header values, URL): text that
+/// cannot be redacted in place. A blocking rule refuses the request; a
+/// redacting or stripping rule withholds the item (a header is not sent
+/// on; a URL cannot go without it, so the caller refuses); a logging rule
+/// only records.
+#[derive(Debug, Default)]
+pub struct MetadataVerdict {
+    /// The blocking rules that matched.
+    pub blocked: Vec<String>,
+    /// Positions (in the items judged) of those a redacting rule matched,
+    /// with the rule.
+    pub withheld: Vec<(usize, String)>,
+    /// Each finding with the position of its item; the caller names the
+    /// place in `path`.
+    pub findings: Vec<(usize, FindingNote)>,
+}
+
+/// Applies the bundle's DLP rules to messages in both directions.
+pub struct DlpFilter {
+    scanner: Scanner,
+    dlp: Dlp,
+    catalog: std::collections::HashMap<String, ServerCatalog>,
+    hash_key: ring::hmac::Key,
+}
+
+impl std::fmt::Debug for DlpFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DlpFilter")
+            .field("detectors", &self.scanner.detectors.len())
+            .finish()
+    }
+}
+
+/// Replaces the spans of `hits` (sorted by start) in `s` with their
+/// replacement text; a span inside an earlier one is already replaced.
+fn rewrite(s: &str, hits: &[(Hit, String)]) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut at = 0;
+    for (h, r) in hits {
+        if h.end <= at {
+            continue;
+        }
+        out.push_str(&s[at..h.start.max(at)]);
+        out.push_str(r);
+        at = h.end;
+    }
+    out.push_str(&s[at..]);
+    out
+}
+
+impl DlpFilter {
+    pub fn new(
+        dlp: Dlp,
+        catalog: std::collections::HashMap<String, ServerCatalog>,
+    ) -> Result<Self, String> {
+        let scanner = Scanner::new(&dlp.custom)?;
+        let key_bytes = match &dlp.hash_key {
+            Some(k) => k.expose().as_bytes().to_vec(),
+            None => {
+                let mut k = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut k)
+                    .map_err(|_| "no randomness for the DLP hash key".to_owned())?;
+                k.to_vec()
+            }
+        };
+        Ok(DlpFilter {
+            scanner,
+            dlp,
+            catalog,
+            hash_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key_bytes),
+        })
+    }
+
+    pub fn scanner(&self) -> &Scanner {
+        &self.scanner
+    }
+
+    /// The highest risk a call to `server` can run at, for rules with
+    /// `min_risk`: its catalog's default (what an unrated tool runs at) or
+    /// its riskiest tool; `MEDIUM` without a catalog, as for its messages.
+    pub fn server_risk(&self, server: &str) -> Risk {
+        self.catalog.get(server).map_or(Risk::Medium, |c| {
+            c.tools
+                .values()
+                .filter_map(|t| t.risk)
+                .fold(c.default_risk, Risk::max)
+        })
+    }
+
+    /// Judges text that travels to the upstream beside the messages: the
+    /// client's header values and the URL's path and query (see
+    /// [`MetadataVerdict`]). `risk` is the riskiest call the request carries
+    /// (`LOW` when it carries none).
+    pub fn judge_metadata(&self, texts: &[&str], risk: Risk) -> MetadataVerdict {
+        let mut v = MetadataVerdict::default();
+        let mut hits = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            hits.clear();
+            self.scanner.scan_str(text, &mut hits);
+            for h in &hits {
+                let d = &self.scanner.detectors[h.detector];
+                let Some(rule) =
+                    self.dlp
+                        .rule_for(&d.name, d.category.as_str(), DlpDirection::Request, risk)
+                else {
+                    continue;
+                };
+                v.findings.push((
+                    i,
+                    FindingNote {
+                        detector: d.name.clone(),
+                        rule: rule.name.clone(),
+                        path: String::new(),
+                        action: rule.action.as_str(),
+                    },
+                ));
+                match rule.action {
+                    DlpAction::Block => {
+                        if !v.blocked.contains(&rule.name) {
+                            v.blocked.push(rule.name.clone());
+                        }
+                    }
+                    DlpAction::Redact | DlpAction::Strip => {
+                        if !v.withheld.iter().any(|(j, r)| *j == i && *r == rule.name) {
+                            v.withheld.push((i, rule.name.clone()));
+                        }
+                    }
+                    DlpAction::Log => {}
+                }
+            }
+        }
+        v
+    }
+
+    /// The refusal of a request whose metadata a blocking rule matched.
+    pub fn metadata_refusal(blocked: &[String]) -> crate::protocol::error::Refusal {
+        let d = dlp_blocked(blocked);
+        crate::protocol::error::Refusal::new(403, "dlp_blocked", d.error)
+    }
+
+    fn judge(
+        &self,
+        msg: &Message<'_>,
+        ctx: &Exchange<'_>,
+        dir: DlpDirection,
+        sink: &mut Notes,
+    ) -> Decision {
+        let env = msg.envelope;
+        // The part that carries content: params of requests, result of responses.
+        // The whole message: `params`, `result`, an error's `message` and
+        // `data`, and any member a peer may read beside them.
+        let sampling = env.kind == crate::protocol::jsonrpc::Kind::Request
+            && env.method.as_deref() == Some("sampling/createMessage");
+        // A reply's id was matched to the client's request before it got
+        // here: the client's own text, not the server's.
+        let echoed_id = env.kind == crate::protocol::jsonrpc::Kind::Response;
+        let found = match self.scanner.locate(msg.bytes, None, sampling, echoed_id) {
+            Ok(f) => f,
+            Err(Uninspectable) => return uninspectable(),
+        };
+        if found.is_empty() {
+            return Decision::Pass;
+        }
+        let tool = if env.method.as_deref() == Some("tools/call") {
+            env.name.as_deref()
+        } else {
+            msg.request_target
+        };
+        let risk = tool
+            .map(|t| {
+                self.catalog
+                    .get(ctx.server)
+                    .map_or(Risk::Medium, |c| c.risk(t))
+            })
+            .unwrap_or(Risk::Low);
+        let mut blocked: Vec<String> = Vec::new();
+        // (string index in `found`, hits with their replacement text)
+        let mut redactions: Vec<(usize, Vec<(Hit, String)>)> = Vec::new();
+        let mut redacting: Vec<String> = Vec::new();
+        let mut notes = Vec::new();
+        for (li, loc) in found.iter().enumerate() {
+            let mut reps = Vec::new();
+            for h in &loc.hits {
+                let d = &self.scanner.detectors[h.detector];
+                let Some(rule) = self.dlp.rule_for(&d.name, d.category.as_str(), dir, risk) else {
+                    continue;
+                };
+                notes.push(FindingNote {
+                    detector: d.name.clone(),
+                    rule: rule.name.clone(),
+                    path: loc.path.strip_prefix('.').unwrap_or(&loc.path).to_owned(),
+                    action: rule.action.as_str(),
+                });
+                match rule.action {
+                    DlpAction::Block => {
+                        if !blocked.contains(&rule.name) {
+                            blocked.push(rule.name.clone());
+                        }
+                    }
+                    DlpAction::Redact | DlpAction::Strip => {
+                        if !redacting.contains(&rule.name) {
+                            redacting.push(rule.name.clone());
+                        }
+                        let text = if rule.action == DlpAction::Strip {
+                            String::new()
+                        } else if rule.hash {
+                            // The token of what a reader sees: the same for
+                            // a value however it was disguised.
+                            let s = normalise::normalised(&loc.text[h.start..h.end]);
+                            let tag = ring::hmac::sign(&self.hash_key, s.as_bytes());
+                            format!("[{}:{}]", d.name, hex::encode(&tag.as_ref()[..6]))
+                        } else {
+                            rule.mask
+                                .replace("{detector}", &d.name)
+                                .replace("{rule}", &rule.name)
+                        };
+                        reps.push((h.clone(), text));
+                    }
+                    DlpAction::Log => {}
+                }
+            }
+            if !reps.is_empty() {
+                redactions.push((li, reps));
+            }
+        }
+        sink.findings.extend(notes);
+        if !blocked.is_empty() {
+            return Decision::Reject(dlp_blocked(&blocked));
+        }
+        if redactions.is_empty() {
+            return Decision::Pass;
+        }
+        // Splice: each changed string literal is replaced by its new
+        // literal; every other byte is forwarded as it came.
+        redactions.sort_by_key(|(li, _)| found[*li].start);
+        let raw = msg.bytes;
+        let mut out = Vec::with_capacity(raw.len());
+        let mut at = 0;
+        let mut keys_changed = false;
+        for (li, reps) in &redactions {
+            let loc = &found[*li];
+            // A string literal is replaced with its quotes; a number by a
+            // string (its redacted text).
+            let quote = usize::from(!loc.number);
+            out.extend_from_slice(&raw[at..loc.start - quote]);
+            let new = rewrite(&loc.text, reps);
+            if serde_json::to_writer(&mut out, &new).is_err() {
+                return uninspectable();
+            }
+            at = loc.end + quote;
+            keys_changed |= loc.is_key;
+        }
+        out.extend_from_slice(&raw[at..]);
+        // Two keys redacted to the same text would make a duplicate member,
+        // which parsers resolve differently: refuse rather than forward an
+        // ambiguous message.
+        if keys_changed
+            && crate::protocol::jsonrpc::parse(
+                &out,
+                crate::protocol::jsonrpc::ParseLimits::default(),
+            )
+            .is_err()
+        {
+            return Decision::Reject(dlp_blocked(&redacting));
+        }
+        Decision::Mutated(out)
+    }
+}
+
+fn dlp_blocked(rules: &[String]) -> Denial {
+    let error = JsonRpcError::new(
+        codes::DLP_BLOCKED,
+        format!("Blocked by data-loss prevention: {}", rules.join(", ")),
+    )
+    .with_data(serde_json::json!({"reason": "dlp_blocked", "rules": rules}));
+    Denial::error(error, format!("dlp_blocked:{}", rules.join(",")))
+}
+
+/// A message DLP cannot walk is refused, never forwarded unchecked.
+fn uninspectable() -> Decision {
+    let error = JsonRpcError::new(
+        codes::DLP_BLOCKED,
+        "Blocked by data-loss prevention: the message could not be inspected",
+    )
+    .with_data(serde_json::json!({"reason": "dlp_uninspectable"}));
+    Decision::Reject(Denial::error(error, "dlp_uninspectable".to_owned()))
+}
+
+impl McpFilter for DlpFilter {
+    fn name(&self) -> &'static str {
+        "dlp"
+    }
+
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
+        self.judge(msg, ctx, DlpDirection::Request, notes)
+    }
+
+    fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
+        debug_assert_eq!(msg.direction, Direction::Response);
+        self.judge(msg, ctx, DlpDirection::Response, notes)
+    }
+}
+
+#[cfg(test)]
+mod normalisation;
+#[cfg(test)]
+mod redaction;

@@ -1,0 +1,190 @@
+//! Redaction by the DLP guard: numbers, disguises, metadata, exact splices,
+//! duplicates made by redacted keys, clean and binary content.
+
+use super::*;
+use crate::engines::identity::Principal;
+use warden_config::guards::DlpRule;
+
+fn filter(action: DlpAction) -> DlpFilter {
+    let dlp = Dlp {
+        rules: vec![DlpRule {
+            name: "r".into(),
+            detectors: vec!["*".into()],
+            request: true,
+            response: true,
+            min_risk: None,
+            action,
+            mask: "[X]".into(),
+            hash: false,
+        }],
+        custom: Vec::new(),
+        hash_key: None,
+    };
+    DlpFilter::new(dlp, Default::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn judge(f: &DlpFilter, raw: &str) -> Decision {
+    let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
+        raw.as_bytes(),
+        crate::protocol::jsonrpc::ParseLimits::default(),
+    ) else {
+        panic!("not a message: {raw}")
+    };
+    let p = Principal::anonymous();
+    let ctx = Exchange::new(&p, "s");
+    let msg = Message::from_server(&env, raw.as_bytes(), Some("tools/call"), Some("t"));
+    f.on_response(&msg, &ctx, &mut Notes::default())
+}
+
+#[test]
+fn numbers_are_read_as_the_text_they_are() {
+    // A card number as a JSON number: every reader sees the card.
+    let raw = r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"card":4111111111111111,"c2":-4111111111111111e0,"n":[1,2.5,4111111111111111]},"content":[]}}"#;
+    let Decision::Mutated(out) = judge(&filter(DlpAction::Redact), raw) else {
+        panic!("a card in a number is redacted")
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("still JSON");
+    let sc = &v["result"]["structuredContent"];
+    assert_eq!(sc["card"], "[X]");
+    assert_eq!(sc["n"], serde_json::json!([1, 2.5, "[X]"]));
+    assert!(
+        !String::from_utf8_lossy(&out).contains("4111111111111111"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(matches!(
+        judge(&filter(DlpAction::Block), raw),
+        Decision::Reject(_)
+    ));
+    // Whitespace before the number (`json.dumps` writes `": "`).
+    let spaced = r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"card": 4111111111111111, "t":	4111111111111111},"content":[]}}"#;
+    assert!(matches!(
+        judge(&filter(DlpAction::Block), spaced),
+        Decision::Reject(_)
+    ));
+    // A reply's id is the client's own: never rewritten.
+    let id = r#"{"jsonrpc":"2.0","id":123456789,"result":{"content":[]}}"#;
+    assert!(matches!(
+        judge(&filter(DlpAction::Block), id),
+        Decision::Pass
+    ));
+    let id = r#"{"jsonrpc":"2.0","id":"123-45-6789","result":{"content":[]}}"#;
+    assert!(matches!(
+        judge(&filter(DlpAction::Block), id),
+        Decision::Pass
+    ));
+    // Ordinary numbers are not findings.
+    let plain = r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"n":42,"x":-1.5e3,"t":1700000000},"content":[]}}"#;
+    assert!(matches!(
+        judge(&filter(DlpAction::Block), plain),
+        Decision::Pass
+    ));
+}
+
+#[test]
+fn disguises_a_reader_passes_over_are_seen_through() {
+    for text in [
+        r"AKIA\u0000IOSFODNN7EXAMPLE",
+        r"AKIA\u001b[0mIOSFODNN7EXAMPLE",
+        r"AKIA\u0301IOSFODNN7EXAMPLE",
+        "AKIA\u{7f}IOSFODNN7EXAMPLE",
+        "A\u{7f}KIAIOSFODNN7EXAMPLE",
+        "alice@example\u{3002}com",
+    ] {
+        let raw = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"{text}"}}]}}}}"#
+        );
+        assert!(
+            matches!(judge(&filter(DlpAction::Block), &raw), Decision::Reject(_)),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn metadata_is_judged_by_the_request_rules() {
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    let ua = format!("agent/1.0 ({key})");
+    let items = [key, &ua, "hello there", "k=AKIAIOSFODNN7EXAMPLE"];
+    let v = filter(DlpAction::Block).judge_metadata(&items, Risk::Low);
+    assert_eq!(v.blocked, ["r"]);
+    let places: Vec<usize> = v.findings.iter().map(|(i, _)| *i).collect();
+    assert_eq!(places, [0, 1, 3]);
+    let v = filter(DlpAction::Redact).judge_metadata(&items, Risk::Low);
+    assert!(v.blocked.is_empty());
+    let withheld: Vec<usize> = v.withheld.iter().map(|(i, _)| *i).collect();
+    assert_eq!(withheld, [0, 1, 3]);
+    let v = filter(DlpAction::Log).judge_metadata(&items, Risk::Low);
+    assert!(v.blocked.is_empty() && v.withheld.is_empty());
+    assert_eq!(v.findings.len(), 3);
+    // A value's Latin-1 reading: the soft hyphen a reader does not see.
+    let v =
+        filter(DlpAction::Block).judge_metadata(&["x-note: AKIA\u{AD}IOSFODNN7EXAMPLE"], Risk::Low);
+    assert_eq!(v.blocked, ["r"]);
+}
+
+#[test]
+fn metadata_runs_at_the_servers_highest_risk() {
+    let mut catalog = std::collections::HashMap::new();
+    let mut c = ServerCatalog {
+        default_risk: Risk::Low,
+        ..Default::default()
+    };
+    let rated = |r| warden_config::access::ToolEntry {
+        risk: Some(r),
+        ..Default::default()
+    };
+    c.tools.insert("read".into(), rated(Risk::Low));
+    c.tools.insert("wire".into(), rated(Risk::High));
+    catalog.insert("bank".to_owned(), c);
+    let f = DlpFilter::new(filter(DlpAction::Block).dlp.clone(), catalog)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(f.server_risk("bank"), Risk::High);
+    assert_eq!(f.server_risk("other"), Risk::Medium);
+}
+
+#[test]
+fn only_the_changed_literals_change() {
+    let f = filter(DlpAction::Redact);
+    // Odd spacing, key order, number forms and escapes elsewhere survive
+    // byte for byte; the escaped card number is found and replaced.
+    let raw = r#"{ "result" : {"z":1.50E+2, "content":[ {"type":"text","text":"card 4111 1111 1111 1111 ok"}, {"a":"café"} ],"b":"mail bob@example.com"}, "id":7,"jsonrpc":"2.0" }"#;
+    let Decision::Mutated(out) = judge(&f, raw) else {
+        panic!("not redacted")
+    };
+    let want = r#"{ "result" : {"z":1.50E+2, "content":[ {"type":"text","text":"card [X] ok"}, {"a":"café"} ],"b":"mail [X]"}, "id":7,"jsonrpc":"2.0" }"#;
+    assert_eq!(String::from_utf8_lossy(&out), want);
+}
+
+#[test]
+fn keys_redacted_into_duplicates_are_refused() {
+    let f = filter(DlpAction::Redact);
+    let raw =
+        r#"{"jsonrpc":"2.0","id":1,"result":{"4111 1111 1111 1111":1,"5500 0000 0000 0004":2}}"#;
+    match judge(&f, raw) {
+        Decision::Reject(d) => assert_eq!(d.reason, "dlp_blocked:r"),
+        other => panic!("{other:?}"),
+    }
+    // One redacted key is fine.
+    let raw = r#"{"jsonrpc":"2.0","id":1,"result":{"4111 1111 1111 1111":1,"x":2}}"#;
+    assert!(matches!(judge(&f, raw), Decision::Mutated(_)));
+}
+
+#[test]
+fn clean_and_binary_pass_untouched() {
+    let f = filter(DlpAction::Block);
+    let clean = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"build 4821 passed"}]}}"#;
+    assert!(matches!(judge(&f, clean), Decision::Pass));
+    // Base64 image data is not text, even where its letters spell a
+    // card number …
+    let image = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"data":"4111111111111111","type":"image","mimeType":"image/png"}]}}"#;
+    assert!(matches!(judge(&f, image), Decision::Pass));
+    // … but the same bytes labelled text are, and so is image data that
+    // is not base64 (spaces), or image data outside a result's content.
+    let text = image.replace("image", "text");
+    assert!(matches!(judge(&f, &text), Decision::Reject(_)));
+    let spaced = image.replace("4111111111111111", "4111 1111 1111 1111");
+    assert!(matches!(judge(&f, &spaced), Decision::Reject(_)));
+    let structured = image.replace("\"content\"", "\"structuredContent\"");
+    assert!(matches!(judge(&f, &structured), Decision::Reject(_)));
+}

@@ -1,0 +1,276 @@
+//! Which strings are URLs: how a string starts as a WHATWG parser sees it,
+//! where URLs start inside text, scheme-less forbidden addresses in free
+//! text, and which schemes a client dials.
+
+use super::address::ssrf_rule_v4;
+
+/// Schemes that WHATWG parsers give a host after any mix of `/` and `\`, or
+/// none (`http:host`).
+pub(super) const SPECIAL: &[&str] = &["http", "https", "ws", "wss", "ftp"];
+
+/// ASCII tab and newlines, which WHATWG parsers delete anywhere in a URL.
+pub(super) fn dropped(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r')
+}
+
+/// How a string starts, seen the way a WHATWG parser sees it: leading C0
+/// controls and spaces skipped, tabs and newlines deleted.
+#[derive(Debug, Default)]
+pub(super) struct Lead {
+    /// The scheme (lower case), when the string starts with `scheme:`.
+    pub(super) scheme: Option<String>,
+    /// How many `/` and `\` follow that colon (or open the string).
+    pub(super) slashes: usize,
+    /// Whether text follows them, up to the next `/`, `\`, `?` or `#`,
+    /// without a space or control character: a host, if anything.
+    pub(super) host_like: bool,
+}
+
+pub(super) fn lead(s: &str) -> Lead {
+    let mut b = s
+        .bytes()
+        .skip_while(|&c| c <= b' ')
+        .filter(|&c| !dropped(c as char))
+        .peekable();
+    let mut name = String::new();
+    while let Some(c) = b.next_if(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+    {
+        name.push(c.to_ascii_lowercase() as char);
+    }
+    let scheme = if name.is_empty() {
+        None
+    } else if name.starts_with(|c: char| c.is_ascii_alphabetic()) && b.next_if_eq(&b':').is_some() {
+        Some(name)
+    } else {
+        return Lead::default();
+    };
+    let mut slashes = 0;
+    while b.next_if(|&c| c == b'/' || c == b'\\').is_some() {
+        slashes += 1;
+    }
+    let mut host_like = false;
+    for c in b.take_while(|c| !matches!(c, b'/' | b'\\' | b'?' | b'#')) {
+        if c <= b' ' || c == 0x7f {
+            host_like = false;
+            break;
+        }
+        host_like = true;
+    }
+    Lead {
+        scheme,
+        slashes,
+        host_like,
+    }
+}
+
+/// Whether `s`, taken whole, is a URL to some client (see the module docs).
+pub(super) fn starts_as_url(s: &str) -> bool {
+    let l = lead(s);
+    match l.scheme.as_deref() {
+        Some(scheme) if SPECIAL.contains(&scheme) => true,
+        // `C:\dir`, `C:/dir`: a drive path.
+        Some(scheme) => l.slashes > 0 && !(scheme.len() == 1 && l.slashes == 1),
+        None => l.slashes >= 2 && l.host_like,
+    }
+}
+
+/// Where a URL may start inside `s`: before each `scheme:` followed by `/`
+/// or `\`, and before a special scheme that ends such a scheme
+/// (`xhttp://` holds `http://` for a reader that looks for it).
+pub(super) fn embedded(s: &str) -> Vec<usize> {
+    let b = s.as_bytes();
+    let mut starts = Vec::new();
+    for (i, _) in s.match_indices(':') {
+        if !matches!(b.get(i + 1), Some(b'/' | b'\\')) {
+            continue;
+        }
+        let mut from = i;
+        while from > 0
+            && (b[from - 1].is_ascii_alphanumeric() || matches!(b[from - 1], b'+' | b'-' | b'.'))
+        {
+            from -= 1;
+        }
+        let run = &s[from..i];
+        if let Some(first) = run.find(|c: char| c.is_ascii_alphabetic()) {
+            starts.push(from + first);
+        }
+        for scheme in SPECIAL {
+            let len = scheme.len();
+            if run.len() > len && run[run.len() - len..].eq_ignore_ascii_case(scheme) {
+                starts.push(i - len);
+            }
+        }
+    }
+    starts
+}
+
+/// Whether a string found anywhere in the arguments is or holds a URL.
+pub(super) fn url_like(s: &str) -> bool {
+    if s.contains("://") || starts_as_url(s) {
+        return true;
+    }
+    let b = s.as_bytes();
+    s.match_indices(':').any(|(i, _)| {
+        let mut next = b[i + 1..].iter().filter(|&&c| !dropped(c as char));
+        matches!(next.next(), Some(b'/' | b'\\'))
+            && SPECIAL.iter().any(|scheme| {
+                i >= scheme.len() && b[i - scheme.len()..i].eq_ignore_ascii_case(scheme.as_bytes())
+            })
+    })
+}
+
+/// A scheme-less address in free text that curl or wget would dial and
+/// the SSRF rules forbid: an IPv4 literal in any form a URL parser reads
+/// with a dot (`169.254.169.254`, `0x7f.1`) or `localhost`, followed by a port or a
+/// path (`127.0.0.1:6379`, `localhost:8080/admin`). An address alone is
+/// prose (`host 10.1.2.3 is up`), and only forbidden ones are reported (so
+/// a version number or a public address is not judged against the
+/// allowlist); the token is judged as a whole, as a client would dial it.
+pub(super) fn bare_forbidden(s: &str) -> Option<&str> {
+    // Most text holds neither a dotted number nor `localhost`: one pass
+    // over its bytes, and nothing is tokenised or parsed.
+    let b = s.as_bytes();
+    let dotted = memchr::memchr_iter(b'.', b).any(|i| {
+        i > 0 && b[i - 1].is_ascii_hexdigit() && b.get(i + 1).is_some_and(u8::is_ascii_digit)
+    });
+    let local = memchr::memchr2_iter(b'l', b'L', b).any(|i| {
+        b.get(i..i + 9)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"localhost"))
+    });
+    if !dotted && !local {
+        return None;
+    }
+    let tokens = s.split(|c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                ',' | ';' | '"' | '\'' | '(' | ')' | '<' | '>' | '[' | ']' | '{' | '}' | '|' | '`'
+            )
+    });
+    for token in tokens.filter(|t| !t.is_empty()).take(256) {
+        let token = token.trim_end_matches(['.', '!', '?']);
+        let authority = token.split(['/', '?', '#']).next().unwrap_or("");
+        let rest = &token[authority.len()..];
+        // `user@host` dials the host; `mailto:a@host` names a mailbox.
+        let host_port = match authority.rsplit_once('@') {
+            Some((user, _)) if user.contains(':') => continue,
+            Some((_, h)) => h,
+            None => authority,
+        };
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, true),
+            Some(_) => continue,
+            None => (host_port, false),
+        };
+        if host.is_empty() {
+            continue;
+        }
+        let dialled = port || !rest.is_empty();
+        let hb = host.as_bytes();
+        let forbidden = if hb.eq_ignore_ascii_case(b"localhost")
+            || (hb.len() > 10 && hb[hb.len() - 10..].eq_ignore_ascii_case(b".localhost"))
+        {
+            dialled
+        } else if !hb[0].is_ascii_digit()
+            || !hb
+                .iter()
+                .all(|c| c.is_ascii_hexdigit() || matches!(c, b'.' | b'x' | b'X'))
+        {
+            // No IPv4 form a URL parser reads starts otherwise or holds
+            // other characters.
+            false
+        } else {
+            match url::Host::parse(host) {
+                // A dotted literal: `10:30` is a time, not host 0.0.0.10.
+                Ok(url::Host::Ipv4(ip)) if host.contains('.') => {
+                    dialled && ssrf_rule_v4(ip).is_some()
+                }
+                _ => false,
+            }
+        };
+        if forbidden {
+            return Some(token);
+        }
+    }
+    None
+}
+
+/// Schemes some client dials as a network address (curl's, the browsers',
+/// the language runtimes', and the SSRF classics): a URL of one of them is
+/// judged by its host. Any other scheme (`file:`, `test:`, `urn:`, a
+/// server's own) names a resource, not a place to connect to.
+pub(super) const NETWORK: &[&str] = &[
+    "http",
+    "https",
+    "ws",
+    "wss",
+    "ftp",
+    "ftps",
+    "sftp",
+    "scp",
+    "gopher",
+    "dict",
+    "ldap",
+    "ldaps",
+    "tftp",
+    "telnet",
+    "smb",
+    "smbs",
+    "ssh",
+    "rtsp",
+    "rtmp",
+    "mqtt",
+    "mqtts",
+    "imap",
+    "imaps",
+    "pop3",
+    "pop3s",
+    "smtp",
+    "smtps",
+    "redis",
+    "rediss",
+    "mysql",
+    "postgres",
+    "postgresql",
+    "mongodb",
+    "amqp",
+    "amqps",
+    "nntp",
+    "irc",
+    "ircs",
+    "xmpp",
+    "git",
+    "svn",
+    "jar",
+    "netdoc",
+    "dns",
+    "rsync",
+    "nfs",
+    "vnc",
+    "rdp",
+    "sip",
+    "sips",
+    "coap",
+    "coaps",
+    "grpc",
+    "grpcs",
+    "h2",
+    "h3",
+    "quic",
+    "tcp",
+    "udp",
+    "unix",
+];
+
+/// Whether a string that starts as `lead` names a network address, or,
+/// with `files` (in a tool's or prompt's arguments, which a fetching tool
+/// hands to a URL client: curl and Python's urllib read `file:` URLs), a
+/// local file.
+pub(super) fn dialled(l: &Lead, files: bool) -> bool {
+    match l.scheme.as_deref() {
+        Some("file") => files,
+        Some(s) => NETWORK.contains(&s),
+        // Protocol-relative `//host`.
+        None => l.slashes >= 2,
+    }
+}

@@ -1,0 +1,945 @@
+//! Parser differentials: what curl, Go, urllib and WHATWG read differently.
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+use warden_config::access::{ServerCatalog, ToolEntry};
+use warden_config::guards::HostPattern;
+
+use super::address::*;
+use super::detect::*;
+use super::filter::*;
+use super::readers::*;
+use crate::chain::filter::{Decision, Exchange, McpFilter, Message, Notes};
+use crate::engines::identity::Principal;
+use crate::protocol::error::{codes, JsonRpcError};
+use proptest::prelude::*;
+use warden_config::access::Risk;
+
+fn allow_example() -> Vec<HostPattern> {
+    vec![HostPattern::parse("*.example.com").expect("p")]
+}
+
+#[test]
+fn the_reported_differentials_are_ambiguous() {
+    let example = allow_example();
+    let example: Vec<&HostPattern> = example.iter().collect();
+    for v in [
+        "http:/169.254.169.254/",
+        "https:/10.0.0.5/",
+        "http:\\\\127.0.0.1\\",
+        "HTTP:/\\127.0.0.1:6379/",
+        "http://api.example.com\\@127.0.0.1/",
+    ] {
+        assert_eq!(check(v, &[]), Err(AMBIGUOUS), "{v}");
+        assert_eq!(check(v, &example), Err(AMBIGUOUS), "{v}");
+        assert!(url_like(v), "{v}");
+        assert_eq!(check_found(v, &[], true), Err(AMBIGUOUS), "{v}");
+    }
+}
+
+#[test]
+fn other_splits_that_readers_disagree_on_are_ambiguous() {
+    let example = allow_example();
+    let example: Vec<&HostPattern> = example.iter().collect();
+    for v in [
+        // Slashes: none, one, three, four, mixed, with tabs or newlines.
+        "http:127.0.0.1",
+        "http:api.example.com",
+        "https:\\api.example.com/",
+        "http:///127.0.0.1/",
+        "http:////api.example.com/",
+        "http:\\/api.example.com/",
+        "http:/\t/127.0.0.1/",
+        "http:/\n/api.example.com/",
+        "ws:/127.0.0.1/",
+        "WSS:\\\\127.0.0.1/",
+        // Tab, CR, LF or other whitespace and controls before the path.
+        "ht\ttp://127.0.0.1/",
+        "h\nttps://api.example.com/",
+        "http://127.0.0\t.1/",
+        "http://api.example.com\r\n.evil.net/",
+        "http://api.exa mple.com/",
+        "http://api.example.com\u{0}.evil.net/",
+        "http://api.example.com\u{a0}/",
+        "http://a\u{3000}pi.example.com/",
+        // Backslashes anywhere in the authority.
+        "http://api.example.com\\.evil.net/",
+        "http://127.0.0.1\\@api.example.com/",
+        "http://user\\:pw@api.example.com/",
+        "http://api.example.com:80\\@127.0.0.1/",
+        // More than one `@` (curl takes the first, the others the last).
+        "http://a@b@127.0.0.1/",
+        "http://api.example.com@evil.net@api.example.com/",
+        "http://user:p@ss@api.example.com/",
+        "http://@@127.0.0.1/",
+        "http://a:@b:@api.example.com/",
+        // Percent-encoded host bytes (WHATWG decodes, curl does not).
+        "http://%31%32%37.0.0.1/",
+        "http://api%2eexample.com/",
+        "http://exa%6dple.com/",
+        // Brackets: zone ids, junk, stray brackets.
+        "http://[fe80::1%25eth0]/",
+        "http://[::1]x/",
+        "http://[::1/",
+        "http://api.example.com]/",
+        // Ports that are not digits, or several colons.
+        "http://127.0.0.1:80:90/",
+        "http://api.example.com:80:127.0.0.1/",
+        "http://api.example.com:8o/",
+        // Forms WHATWG reads as an address and Go as a name.
+        "http://0x5db8d822/",
+        "http://1572395042/",
+        "http://93.184.216.034/",
+        "http://93.184.55330/",
+        // Addresses spelled in non-ASCII.
+        "http://93。184。216。34/",
+        "http://９３.１８４.２１６.３４/",
+        "http://api。example。com/",
+        "http://api．example．com/",
+        // IDNA deviation characters.
+        "http://straße.example.com/",
+        "http://ex\u{3c2}ample.com/",
+        // Protocol-relative in any slash form but `//`.
+        "\\\\127.0.0.1\\share",
+        "/\\127.0.0.1/",
+        "\\/api.example.com/",
+        "///127.0.0.1/",
+    ] {
+        assert_eq!(check(v, &[]), Err(AMBIGUOUS), "{v:?}");
+        assert_eq!(check(v, &example), Err(AMBIGUOUS), "{v:?}");
+    }
+}
+
+#[test]
+fn a_forbidden_reading_is_named_by_its_rule() {
+    for (v, rule) in [
+        ("http://127。0。0。1/", "ssrf_loopback"),
+        ("http://127．0．0．1/", "ssrf_loopback"),
+        ("http://127｡0｡0｡1/", "ssrf_loopback"),
+        ("http://１２７.０.０.１/", "ssrf_loopback"),
+        ("http://127.0.0.1./", "ssrf_loopback"),
+        ("http://localhost.localdomain/", "ssrf_loopback"),
+        ("http://LocalHost.LocalDomain./", "ssrf_loopback"),
+        ("http://ip6-localhost/", "ssrf_loopback"),
+        ("http://IP6-LOOPBACK./x", "ssrf_loopback"),
+        ("http://localhost6/", "ssrf_loopback"),
+        ("http://anything.localhost/", "ssrf_loopback"),
+        ("http://A.B.LOCALHOST../", "ssrf_loopback"),
+        ("ip6-localhost:6379", "ssrf_loopback"),
+        ("http://ip6-allnodes/", "ssrf_multicast_or_reserved"),
+        ("http://db.localdomain/", "ssrf_internal_name"),
+        ("//127.0.0.1/", "ssrf_loopback"),
+        ("  //169.254.169.254/latest", "ssrf_metadata"),
+        ("\u{1}\u{2} http://127.0.0.1/", "ssrf_loopback"),
+        ("http://api.example.com:80@127.0.0.1/", "ssrf_loopback"),
+        ("http://api.example.com%2f@127.0.0.1/", "ssrf_loopback"),
+        ("http://0x7f.1/", "ssrf_loopback"),
+        ("http://[::ffff:127.0.0.1]/", "ssrf_loopback"),
+    ] {
+        assert_eq!(check(v, &[]), Err(rule), "{v:?}");
+    }
+    assert_eq!(check("//10.0.0.5/", &[]), Err("ssrf_private"));
+    // A URL fragment is no host; the userinfo ends at the one `@`.
+    assert_eq!(check("http://api.example.com#@127.0.0.1/", &[]), Ok(()));
+    assert_eq!(
+        check("http://api.example.com:80@127.0.0.1/", &[]),
+        Err("ssrf_loopback")
+    );
+    // Schemes other than http(s) and ws(s), in any slash form.
+    for v in [
+        "gopher:/127.0.0.1:6379/",
+        "dict:\\\\127.0.0.1/",
+        "file:/etc/passwd",
+        "ftp:/x/",
+        "ftp:x",
+        "gopher:?@127.0.0.1",
+        "gopher:127.0.0.1:6379",
+        "mailto:someone@example.org",
+    ] {
+        assert_eq!(check(v, &[]), Err("egress_scheme"), "{v}");
+    }
+}
+
+#[test]
+fn legitimate_urls_still_pass() {
+    let example = allow_example();
+    let example: Vec<&HostPattern> = example.iter().collect();
+    for v in [
+        "https://api.example.com/path?q=a@b",
+        "https://user:pa%40ss@api.example.com/",
+        "https://user:pw@api.example.com/x",
+        "https://api.example.com:8443/x",
+        "https://API.Example.COM./x",
+        "https://api.example.com",
+        "https://api.example.com?x=1",
+        "https://api.example.com#frag",
+        "https://api.example.com/a\\b?c=\\d",
+        "https://api.example.com/a\tb",
+        "https://api.example.com/\\@127.0.0.1",
+        "https://127.0.0.1:80@api.example.com/",
+        "https://a:b:c@api.example.com/",
+        "https://api.example.com/?next=http://127.0.0.1/",
+        "https://api.example.com/ trailing words",
+        "  https://api.example.com/\n",
+        "wss://api.example.com/socket",
+        "//api.example.com/x",
+        "api.example.com",
+        "api.example.com:443",
+        "https://ａｐｉ.example.com/",
+    ] {
+        assert_eq!(check(v, &[]), Ok(()), "{v:?}");
+        assert_eq!(check(v, &example), Ok(()), "{v:?}");
+    }
+    for v in [
+        "https://bücher.example/",
+        "http://93.184.216.34/",
+        "https://[2606:2800:220:1:248:1893:25c8:1946]/",
+        "example.org:443/x",
+    ] {
+        assert_eq!(check(v, &[]), Ok(()), "{v:?}");
+    }
+}
+
+#[test]
+fn detection_finds_every_scheme_form() {
+    for v in [
+        "http://x",
+        "see http://x",
+        "http:/x",
+        "http:\\x",
+        "HTTP:/\\127.0.0.1:6379/",
+        "hTtPs:x",
+        "http:127.0.0.1",
+        " \u{1}\u{1f}http:\\\\x",
+        "ht\ttp://x",
+        "h\nttp:\\\\x",
+        "http:\t//x",
+        "gopher:/127.0.0.1",
+        "git+ssh:\\x",
+        "C:\\\\server\\share",
+        "//127.0.0.1/",
+        "\\\\127.0.0.1\\c$",
+        "/\\127.0.0.1",
+        "\t//x",
+        "text then http:\\\\127.0.0.1",
+        "text then xhttps:/127.0.0.1",
+    ] {
+        assert!(url_like(v), "{v:?} not found");
+    }
+    for v in [
+        "plain text",
+        "mailto:someone@example.org",
+        "urn:isbn:0451450523",
+        "data:text/plain,hi",
+        "C:\\Users\\me",
+        "c:/Users/me",
+        "/usr/local/bin:/usr/bin",
+        "// a comment",
+        "//",
+        "10:30/11:00",
+        "/etc/passwd",
+        "key: value",
+    ] {
+        assert!(!url_like(v), "{v:?} found");
+    }
+    // Text around a URL is refused, named by the URL's refusal.
+    assert_eq!(
+        check_found("see http://127.0.0.1/ now", &[], true),
+        Err("ssrf_loopback")
+    );
+    assert_eq!(
+        check_found("see http:\\\\127.0.0.1\\ now", &[], true),
+        Err(AMBIGUOUS)
+    );
+    assert_eq!(
+        check_found("see xhttp://10.0.0.1/", &[], true),
+        Err("ssrf_private")
+    );
+    // Resource identifiers are prose; network URLs of any scheme are not.
+    assert_eq!(check_found("test://example-resource", &[], true), Ok(()));
+    assert_eq!(
+        check_found("see file:///etc/hosts and urn://x", &[], false),
+        Ok(())
+    );
+    // In arguments a URL client reads a local file: refused there.
+    assert_eq!(
+        check_found("file:///etc/passwd", &[], true),
+        Err("egress_scheme")
+    );
+    assert_eq!(
+        check_found("gopher://2130706433:6379/_x", &[], true),
+        Err("ssrf_loopback")
+    );
+    assert_eq!(
+        check_found(
+            "a://1 b://2 c://3 d://4 e://5 f://6 g://7 h://8 i://9 http://10.0.0.1/",
+            &[],
+            true
+        ),
+        Err("ssrf_private"),
+        "resource identifiers never crowd out a network URL"
+    );
+    assert_eq!(
+        check_found("see https://example.org/ now", &[], true),
+        Err("egress_unparsable_url")
+    );
+    assert_eq!(check_found("https://example.org/ now", &[], true), Ok(()));
+    // Many embedded candidates: bounded work.
+    let flood = ".http:/".repeat(100_000);
+    assert!(url_like(&flood));
+    assert!(check_found(&flood, &[], true).is_err());
+}
+
+fn filter(detect: bool) -> EgressFilter {
+    let tool = ToolEntry {
+        risk: Some(Risk::Low),
+        cost: 1,
+        input_schema: Some(Arc::new(serde_json::json!({
+            "type": "object",
+            "properties": {"target": {"type": "string", "format": "uri"}, "opts": {"type": "object"}}
+        }))),
+        output_schema: None,
+        fingerprints: Vec::new(),
+        url_arguments: vec!["link".into()],
+        egress_allow: Vec::new(),
+        scopes: Vec::new(),
+    };
+    let catalog = ServerCatalog {
+        tools: HashMap::from([("fetch".to_owned(), tool)]),
+        ..ServerCatalog::default()
+    };
+    EgressFilter::new(
+        allow_example(),
+        HashMap::from([("s".to_owned(), catalog)]),
+        Arc::default(),
+        detect,
+    )
+}
+
+/// The `fetch` tool with `schema` as its only declaration (no
+/// catalog URL argument), detection off.
+fn with_schema(schema: Json) -> EgressFilter {
+    let mut f = filter(false);
+    if let Some(t) = f
+        .catalog
+        .get_mut("s")
+        .and_then(|c| c.tools.get_mut("fetch"))
+    {
+        t.input_schema = Some(Arc::new(schema));
+        t.url_arguments.clear();
+    }
+    f
+}
+
+fn call(f: &EgressFilter, args: Json) -> Decision {
+    let raw = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "fetch", "arguments": args}
+    })
+    .to_string();
+    let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
+        raw.as_bytes(),
+        crate::protocol::jsonrpc::ParseLimits::default(),
+    ) else {
+        panic!("not a message: {raw}")
+    };
+    let p = Principal::anonymous();
+    let ctx = Exchange::new(&p, "s");
+    f.on_request(
+        &Message::new(&env, raw.as_bytes()),
+        &ctx,
+        &mut Notes::default(),
+    )
+}
+
+fn denial(d: Decision) -> JsonRpcError {
+    match d {
+        Decision::Reject(d) => d.error,
+        _ => panic!("not refused"),
+    }
+}
+
+/// A listen stream's `resourceSubscriptions` holds URIs whatever shape
+/// a client gives it (a bare string, nested arrays, an object): each
+/// network URI meets the SSRF rules, with detection on or off.
+#[test]
+fn subscription_uris_are_judged_whatever_their_shape() {
+    let listen = |f: &EgressFilter, subs: Json| {
+        let raw = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"subscriptions/listen",
+            "params":{"notifications":{"resourceSubscriptions":subs}}})
+        .to_string();
+        let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
+            raw.as_bytes(),
+            crate::protocol::jsonrpc::ParseLimits::default(),
+        ) else {
+            panic!("not a message: {raw}")
+        };
+        let p = Principal::anonymous();
+        f.on_request(
+            &Message::new(&env, raw.as_bytes()),
+            &Exchange::new(&p, "s"),
+            &mut Notes::default(),
+        )
+    };
+    for detect in [false, true] {
+        let f = filter(detect);
+        for subs in [
+            serde_json::json!("http://169.254.169.254/latest/"),
+            serde_json::json!([["gopher://127.0.0.1:6379/_x"]]),
+            serde_json::json!({"a": "http://10.0.0.1/"}),
+        ] {
+            assert!(
+                matches!(listen(&f, subs.clone()), Decision::Reject(_)),
+                "{detect} {subs}"
+            );
+        }
+        assert!(matches!(
+            listen(&f, serde_json::json!(["file:///ok", "test://r"])),
+            Decision::Pass
+        ));
+    }
+}
+
+#[test]
+fn a_near_name_of_a_declared_argument_is_refused() {
+    // `link` is declared by the catalog, `target` by the schema's format,
+    // `opts` by the schema: a folding server reads these as those.
+    for detect in [false, true] {
+        let f = filter(detect);
+        for args in [
+            serde_json::json!({"LINK": "http://169.254.169.254/"}),
+            serde_json::json!({"Target": "http://127.0.0.1/"}),
+            serde_json::json!({"opt\u{17f}": {}}),
+            serde_json::json!({"lin\u{212a}": "https://api.example.com/"}),
+            serde_json::json!({"OPTS": {}}),
+        ] {
+            let Decision::Reject(d) = call(&f, args.clone()) else {
+                panic!("not refused: {args}")
+            };
+            let e = d.error;
+            assert_eq!(e.code, codes::INVALID_PARAMS, "{args}");
+            assert!(!e.message.contains("169.254"), "{}", e.message);
+        }
+        // Exact names, and names unlike any declared one, are judged as before.
+        assert!(matches!(
+            call(
+                &f,
+                serde_json::json!({"link": "https://api.example.com/", "Other": 1})
+            ),
+            Decision::Pass
+        ));
+    }
+}
+
+#[test]
+fn declared_scalars_are_judged_as_the_text_a_server_formats() {
+    // 2130706433 is 127.0.0.1 and 167772161 is 10.0.0.1 once a server
+    // writes them into `http://{x}/`.
+    for detect in [false, true] {
+        let f = filter(detect);
+        for args in [
+            serde_json::json!({"link": 2130706433u64}),
+            serde_json::json!({"target": 167772161u64}),
+            serde_json::json!({"link": [2130706433u64]}),
+            serde_json::json!({"target": ["https://api.example.com/", 0]}),
+        ] {
+            assert!(
+                matches!(call(&f, args.clone()), Decision::Reject(_)),
+                "{args}"
+            );
+        }
+    }
+}
+
+#[test]
+fn hosts_are_judged_at_every_depth_and_format_the_schema_declares() {
+    let f = with_schema(serde_json::json!({
+        "type": "object",
+        "properties": {
+            "target": {"type": "object", "properties": {"host": {"format": "hostname"}}},
+            "hosts": {"type": "array", "items": {"format": "hostname"}},
+            "addr": {"format": "ipv4"},
+            "addr6": {"format": "ipv6"},
+            "either": {"anyOf": [{"properties": {"u": {"format": "uri"}}}]}
+        }
+    }));
+    for args in [
+        serde_json::json!({"target": {"host": "169.254.169.254"}}),
+        serde_json::json!({"hosts": ["api.example.com", "169.254.169.254"]}),
+        serde_json::json!({"addr": "169.254.169.254"}),
+        serde_json::json!({"addr6": "::1"}),
+        serde_json::json!({"either": {"u": "http://127.0.0.1/"}}),
+        serde_json::json!({"target": {"host": 2130706433u64}}),
+    ] {
+        let e = denial(call(&f, args.clone()));
+        assert_eq!(e.code, codes::EGRESS_DENIED, "{args}");
+    }
+    for args in [
+        serde_json::json!({"target": {"host": "api.example.com"}}),
+        serde_json::json!({"hosts": ["api.example.com"], "other": "127.0.0.1"}),
+    ] {
+        assert!(matches!(call(&f, args.clone()), Decision::Pass), "{args}");
+    }
+}
+
+#[test]
+fn nested_models_behind_a_ref_are_read_too() {
+    // Pydantic writes nested models as `$ref` into `$defs`.
+    let f = with_schema(serde_json::json!({
+        "type": "object",
+        "properties": {"target": {"$ref": "#/$defs/Target"}},
+        "$defs": {"Target": {"type": "object", "properties": {
+            "host": {"type": "string", "format": "hostname"},
+            "region": {"type": "string"}
+        }}}
+    }));
+    let e = denial(call(
+        &f,
+        serde_json::json!({"target": {"host": "169.254.169.254"}}),
+    ));
+    assert_eq!(e.code, codes::EGRESS_DENIED);
+    let e = denial(call(&f, serde_json::json!({"target": {"Region": "us"}})));
+    assert_eq!(e.code, codes::INVALID_PARAMS);
+    assert!(matches!(
+        call(
+            &f,
+            serde_json::json!({"target": {"host": "api.example.com", "region": "us"}})
+        ),
+        Decision::Pass
+    ));
+}
+
+#[test]
+fn a_refs_sibling_keywords_are_read_beside_its_target() {
+    // JSON Schema 2019-09 on: `$ref` applies beside the schema's other
+    // keywords, so a URL the siblings declare is judged too.
+    let f = with_schema(serde_json::json!({
+        "type": "object",
+        "$ref": "#/$defs/Base",
+        "properties": {"callback": {"type": "string", "format": "uri"}},
+        "$defs": {"Base": {"type": "object", "properties": {
+            "host": {"type": "string", "format": "hostname"}
+        }}}
+    }));
+    for args in [
+        serde_json::json!({"callback": "http://169.254.169.254/latest/"}),
+        serde_json::json!({"host": "169.254.169.254"}),
+    ] {
+        let e = denial(call(&f, args.clone()));
+        assert_eq!(e.code, codes::EGRESS_DENIED, "{args}");
+    }
+    for args in [
+        serde_json::json!({"Callback": "x"}),
+        serde_json::json!({"HOST": "x"}),
+    ] {
+        let e = denial(call(&f, args.clone()));
+        assert_eq!(e.code, codes::INVALID_PARAMS, "{args}");
+    }
+    assert!(matches!(
+        call(
+            &f,
+            serde_json::json!({"callback": "https://api.example.com/cb", "host": "api.example.com"})
+        ),
+        Decision::Pass
+    ));
+}
+
+#[test]
+fn a_bulk_call_under_a_branching_schema_is_judged_not_refused() {
+    let f = with_schema(serde_json::json!({
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/Item"}}},
+        "$defs": {"Item": {"allOf": [{"$ref": "#/$defs/Base"}], "properties": {
+            "url": {"type": "string", "format": "uri"}, "n": {"type": "integer"}
+        }}, "Base": {"type": "object", "properties": {"name": {"type": "string"}}}}
+    }));
+    let items: Vec<Json> = (0..5000)
+        .map(|i| serde_json::json!({"url": "https://api.example.com/x", "n": i, "name": "a"}))
+        .collect();
+    assert!(matches!(
+        call(&f, serde_json::json!({ "items": items })),
+        Decision::Pass
+    ));
+}
+
+#[test]
+fn a_schema_whose_refs_multiply_is_refused_not_walked_forever() {
+    // A hostile server's pinned schema: every level doubles the walk
+    // (2^64 nodes without a budget). Refused after a bounded walk.
+    for schema in [
+        serde_json::json!({
+            "type": "object",
+            "properties": {"url": {"type": "string", "format": "uri"}},
+            "allOf": [{"$ref": "#"}, {"$ref": "#"}]
+        }),
+        serde_json::json!({
+            "type": "object",
+            "properties": {"url": {"type": "string", "format": "uri"}},
+            "anyOf": [{"$ref": "#/$defs/a"}],
+            "$defs": {"a": {"allOf": [{"$ref": "#"}, {"$ref": "#/$defs/a"}]}}
+        }),
+    ] {
+        let f = with_schema(schema.clone());
+        let e = denial(call(
+            &f,
+            serde_json::json!({"url": "https://api.example.com/"}),
+        ));
+        assert_eq!(e.code, codes::INVALID_PARAMS, "{schema}");
+        assert_eq!(
+            e.data.as_ref().map(|d| &d["reason"]),
+            Some(&serde_json::json!("schema_too_complex"))
+        );
+    }
+}
+
+#[test]
+fn prompt_arguments_meet_detection() {
+    let raw = r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p","arguments":{"page":"http://169.254.169.254/latest/"}}}"#;
+    assert!(refused_with(raw, true), "detection on");
+    assert!(!refused_with(raw, false), "detection off");
+}
+
+/// Whether `filter(detect)` refuses the request `raw`.
+fn refused_with(raw: &str, detect: bool) -> bool {
+    let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
+        raw.as_bytes(),
+        crate::protocol::jsonrpc::ParseLimits::default(),
+    ) else {
+        panic!("parse")
+    };
+    let p = Principal::anonymous();
+    let msg = Message::new(&env, raw.as_bytes());
+    let d = filter(detect).on_request(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
+    matches!(d, Decision::Reject(_))
+}
+
+#[test]
+fn scheme_less_addresses_a_client_would_dial_are_detected() {
+    for v in [
+        "169.254.169.254/latest/meta-data",
+        "fetch 127.0.0.1:6379 please",
+        "localhost:8080/admin",
+        "api.localhost:80",
+        "0x7f.1:22",
+        "10.0.0.1/",
+        "user@192.168.1.1:22",
+        "(169.254.169.254:80/).",
+    ] {
+        assert!(bare_forbidden(v).is_some(), "{v:?} not found");
+        assert!(
+            check(bare_forbidden(v).unwrap_or_default(), &[]).is_err(),
+            "{v:?}"
+        );
+    }
+    for v in [
+        "version 10.1 of the service",
+        "release 1.2.3.4",
+        "host 10.1.2.3 is up",
+        "169.254.169.254",
+        "8.8.8.8",
+        "8.8.8.8:53",
+        "runs on localhost",
+        "the 10.0 ratio",
+        "2130706433",
+        "eu-west-1",
+        "10:30",
+    ] {
+        assert_eq!(bare_forbidden(v), None, "{v:?}");
+    }
+    // Through the filter, in detection mode only.
+    let raw = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"other","arguments":{"q":"GET 169.254.169.254/latest/ now"}}}"#;
+    assert!(refused_with(raw, true), "detection on");
+    assert!(!refused_with(raw, false), "detection off");
+}
+
+#[test]
+fn near_names_are_refused_at_every_depth_the_schema_declares() {
+    let f = with_schema(serde_json::json!({
+        "type": "object",
+        "properties": {
+            "loc": {"type": "object", "properties": {"region": {"type": "string"}}},
+            "list": {"type": "array", "items": {"properties": {"host": {}}}},
+            "either": {"anyOf": [{"properties": {"zone": {}}}]}
+        }
+    }));
+    for args in [
+        serde_json::json!({"loc": {"Region": "us"}}),
+        serde_json::json!({"loc": {"regıon": "us"}}),
+        serde_json::json!({"list": [{"HOST": "x"}]}),
+        serde_json::json!({"either": {"Zone": "x"}}),
+        serde_json::json!({"LOC": {}}),
+    ] {
+        let e = denial(call(&f, args.clone()));
+        assert_eq!(e.code, codes::INVALID_PARAMS, "{args}");
+    }
+    for args in [
+        serde_json::json!({"loc": {"region": "us", "Other": 1}}),
+        serde_json::json!({"list": [{"host": "x"}], "free": {"Region": 1}}),
+    ] {
+        assert!(matches!(call(&f, args.clone()), Decision::Pass), "{args}");
+    }
+}
+
+#[test]
+fn keys_and_nested_strings_are_checked_and_never_quoted() {
+    let f = filter(true);
+    let secret = "SECRETKEY";
+    for args in [
+        serde_json::json!({"opts": {"http://127.0.0.1/": 1}}),
+        serde_json::json!({"a": [{"b": {"http:/\\127.0.0.1/": {secret: 1}}}]}),
+        serde_json::json!({"http:\\\\127.0.0.1\\": "x"}),
+        serde_json::json!({secret: {"deep": ["ok", {"k": "HTTP:/\\127.0.0.1:6379/"}]}}),
+        serde_json::json!({"target": "https://api.example.com/", secret: "//10.0.0.5/"}),
+        serde_json::json!({"note": "see http:\\\\127.0.0.1\\"}),
+    ] {
+        let e = denial(call(&f, args.clone()));
+        assert_eq!(e.code, codes::EGRESS_DENIED, "{args}");
+        let data = e.data.clone().expect("data").to_string();
+        for leak in ["127.0.0", "10.0.0", secret, "deep", "note", "http"] {
+            assert!(
+                !e.message.contains(leak) && !data.contains(leak),
+                "{leak} in {e:?}"
+            );
+        }
+    }
+    // A declared name may be said; the object key under it may not.
+    let e = denial(call(
+        &f,
+        serde_json::json!({"opts": {"http://127.0.0.1/": 1}}),
+    ));
+    assert_eq!(e.data.as_ref().expect("data")["argument"], "opts");
+    assert!(e.message.starts_with("Argument `opts` "), "{}", e.message);
+    let e = denial(call(
+        &f,
+        serde_json::json!({"link": "http://api.example.com\\@127.0.0.1/"}),
+    ));
+    let data = e.data.expect("data");
+    assert_eq!(data["rule"], AMBIGUOUS);
+    assert_eq!(data["argument"], "link");
+    assert!(!e.message.contains("127.0.0.1"), "{}", e.message);
+    let e = denial(call(
+        &f,
+        serde_json::json!({"x": {"y": "http://169.254.169.254/"}}),
+    ));
+    assert_eq!(e.data.as_ref().expect("data")["rule"], "ssrf_metadata");
+    assert!(e.data.expect("data").get("argument").is_none());
+    assert!(e.message.starts_with("An argument "), "{}", e.message);
+}
+
+/// A tool with no URL argument, detection off: egress has nothing to
+/// judge and does not even read the arguments.
+#[test]
+fn nothing_declared_and_detection_off_costs_nothing() {
+    let f = EgressFilter::new(allow_example(), HashMap::new(), Arc::default(), false);
+    let raw = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"u":"http://127.0.0.1/"}}}"#;
+    let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
+        raw.as_bytes(),
+        crate::protocol::jsonrpc::ParseLimits::default(),
+    ) else {
+        panic!("parse")
+    };
+    let p = Principal::anonymous();
+    let msg = Message::new(&env, raw.as_bytes());
+    let d = f.on_request(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
+    assert!(matches!(d, Decision::Pass));
+    assert!(!msg.arguments_materialised());
+    // With detection on, the same call is judged (and refused).
+    let f = EgressFilter::new(allow_example(), HashMap::new(), Arc::default(), true);
+    let msg = Message::new(&env, raw.as_bytes());
+    let d = f.on_request(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
+    assert!(matches!(d, Decision::Reject(_)));
+    assert!(msg.arguments_materialised());
+}
+
+#[test]
+fn declared_arguments_are_checked_without_detection() {
+    let f = filter(false);
+    for args in [
+        serde_json::json!({"link": "http:/\\127.0.0.1/"}),
+        serde_json::json!({"target": ["https://api.example.com/", "//127.0.0.1/"]}),
+        serde_json::json!({"target": {"nested": "http://127.0.0.1/"}}),
+        serde_json::json!({"target": [{"http://10.0.0.1/": true}]}),
+    ] {
+        assert!(
+            matches!(call(&f, args.clone()), Decision::Reject(_)),
+            "{args}"
+        );
+    }
+    // Undeclared ones wait for detection.
+    assert!(matches!(
+        call(&f, serde_json::json!({"x": "http://127.0.0.1/"})),
+        Decision::Pass
+    ));
+    for args in [
+        serde_json::json!({"link": "https://api.example.com/path?q=a@b"}),
+        serde_json::json!({"target": "https://user:pa%40ss@api.example.com/", "x": "C:\\dir"}),
+        serde_json::json!({"target": "https://api.example.com:8443/x", "mail": "mailto:a@127.0.0.1"}),
+    ] {
+        assert!(matches!(call(&f, args.clone()), Decision::Pass), "{args}");
+        assert!(
+            matches!(call(&filter(true), args.clone()), Decision::Pass),
+            "{args}"
+        );
+    }
+}
+
+/// An RFC 3986 reader written apart from the checker: authority between
+/// `//` and the first `/`, `?` or `#`; userinfo up to the last `@` (Go,
+/// urllib) or the first (`first_at`, curl); host up to the first `:`.
+fn rfc_reader(s: &str, first_at: bool) -> Option<String> {
+    let s = s.trim_matches(|c: char| c <= ' ');
+    let (scheme, rest) = s.split_once(':')?;
+    let mut sc = scheme.chars();
+    if !sc.next()?.is_ascii_alphabetic()
+        || !sc.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        return None;
+    }
+    let rest = rest.strip_prefix("//")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = if first_at {
+        authority.split_once('@').map_or(authority, |(_, h)| h)
+    } else {
+        authority.rsplit_once('@').map_or(authority, |(_, h)| h)
+    };
+    let host = if host_port.starts_with('[') {
+        &host_port[..=host_port.find(']')?]
+    } else {
+        host_port.split(':').next()?
+    };
+    // Clients that take non-ASCII names apply IDNA (curl with libidn2,
+    // Go's idna.Lookup, Python's idna codec).
+    let host = if host.is_ascii() {
+        host.to_ascii_lowercase()
+    } else {
+        url::Host::parse(host).ok()?.to_string()
+    };
+    Some(host.trim_end_matches('.').to_owned())
+}
+
+fn whatwg_reader(s: &str) -> Option<String> {
+    let url = url::Url::parse(s).ok()?;
+    Some(url.host_str()?.trim_end_matches('.').to_owned())
+}
+
+/// `Some(ip)` for an address literal, else `None` (a name).
+fn literal(h: &str) -> Option<IpAddr> {
+    h.trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
+fn same(a: &str, b: &str) -> bool {
+    match (literal(a), literal(b)) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => a == b,
+        _ => false,
+    }
+}
+
+fn forbidden(h: &str) -> bool {
+    match literal(h) {
+        Some(ip) => ssrf_rule(ip).is_some(),
+        None => ssrf_name(h).is_some(),
+    }
+}
+
+fn piece(options: &'static [&'static str], max: usize) -> impl Strategy<Value = String> {
+    proptest::collection::vec(proptest::sample::select(options), 0..=max).prop_map(|v| v.concat())
+}
+
+fn urlish() -> impl Strategy<Value = (String, bool)> {
+    // Mostly clean parts, so that a fair share is allowed and the
+    // property has something to say.
+    (
+        prop_oneof![4 => Just(""), 1 => proptest::sample::select(&[" ", "\u{1}", "\t", "\n"][..])],
+        proptest::sample::select(
+            &["http", "https", "ws", "wss", "ht\ttp", "ftp", "gopher", ""][..],
+        ),
+        prop_oneof![3 => Just("//".to_owned()), 2 => piece(&["/", "\\", "\t"], 4)],
+        prop_oneof![
+            2 => Just(String::new()),
+            1 => piece(&["a", "@", ":", "\\", "/", "%40", "\t", "b.c", "[", "?", "#"], 4),
+        ],
+        proptest::sample::select(
+            &[
+                "127.0.0.1",
+                "api.example.com",
+                "API.example.COM.",
+                "10.0.0.5",
+                "evil.net",
+                "localhost",
+                "ip6-localhost",
+                "x.localhost.",
+                "0x7f.1",
+                "0x5db8d822",
+                "93.184.216.34",
+                "[::1]",
+                "[::ffff:a9fe:a9fe]",
+                "127。0。0。1",
+                "%31%32%37.0.0.1",
+                "169.254.169.254",
+            ][..],
+        ),
+        prop_oneof![2 => Just(String::new()), 1 => piece(&[":", "80", "\t", "a", "@"], 2)],
+        prop_oneof![
+            1 => Just(String::new()),
+            1 => piece(&["/", "\\", "@", ":", "?", "#", "\t", "127.0.0.1", "x", "\r\n"], 5),
+        ],
+        proptest::collection::vec(any::<bool>(), 0..48),
+    )
+        .prop_map(|(lead, scheme, seps, user, host, port, tail, upper)| {
+            let user = if user.is_empty() {
+                user
+            } else {
+                format!("{user}@")
+            };
+            let colon = if scheme.is_empty() { "" } else { ":" };
+            let s = format!("{lead}{scheme}{colon}{seps}{user}{host}{port}{tail}");
+            let s = s
+                .chars()
+                .enumerate()
+                .map(|(i, c)| match upper.get(i) {
+                    Some(true) => c.to_ascii_uppercase(),
+                    _ => c,
+                })
+                .collect();
+            (s, scheme.is_empty())
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    #[test]
+    fn allowed_urls_read_alike_and_reach_no_forbidden_host((s, relative) in urlish()) {
+        let example = allow_example();
+        let example: Vec<&HostPattern> = example.iter().collect();
+        for allow in [&[][..], &example[..]] {
+            if check(&s, allow).is_err() {
+                continue;
+            }
+            // The text a client gets: the value, `//host` under `http:`,
+            // or a bare `host[:port]` as `http://host:port/`.
+            let t = s.trim_matches(|c: char| c <= ' ');
+            let untabbed: String = t.chars().filter(|c| !matches!(c, '\t' | '\n' | '\r')).collect();
+            let text = if !relative {
+                s.clone()
+            } else if untabbed.starts_with(['/', '\\']) && untabbed[1..].starts_with(['/', '\\']) {
+                format!("http:{t}")
+            } else {
+                format!("http://{t}/")
+            };
+            let w = whatwg_reader(&text);
+            let r = rfc_reader(&text, false);
+            let c = rfc_reader(&text, true);
+            prop_assert!(w.is_some() && r.is_some() && c.is_some(), "{s:?}: {w:?} {r:?} {c:?}");
+            let (w, r, c) = (w.unwrap_or_default(), r.unwrap_or_default(), c.unwrap_or_default());
+            prop_assert!(same(&w, &r) && same(&w, &c), "{s:?}: {w} {r} {c}");
+            prop_assert!(!forbidden(&w) && !forbidden(&r), "{s:?}: {w} {r}");
+            if !allow.is_empty() {
+                prop_assert!(w.ends_with(".example.com"), "{s:?}: {w}");
+            }
+        }
+    }
+}

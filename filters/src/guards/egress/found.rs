@@ -1,0 +1,120 @@
+//! The values egress judges: a declared argument taken whole, and every
+//! string and key detection finds, in the arguments and outside them.
+
+use serde_json::Value as Json;
+
+use super::detect::{bare_forbidden, url_like};
+
+/// One value to judge.
+pub(super) struct Found<'a> {
+    /// The argument it is in, by a name the catalog or schema declares;
+    /// `None` when only the arguments' own content could say (never quoted).
+    pub(super) argument: Option<String>,
+    pub(super) value: std::borrow::Cow<'a, str>,
+    /// A declared argument's string, a URL or bare host as a whole; else a
+    /// string or key detection found (`check_found`).
+    pub(super) whole: bool,
+}
+
+/// A declared argument's value judged whole: a string as it is, and a
+/// number or boolean as the text a server formats into its URL
+/// (`f"http://{url}/"` with 2130706433 is loopback): never passed
+/// unjudged. `None` for an object or null (walked like any content).
+pub(super) fn declared_value(argument: String, value: &Json) -> Option<Found<'_>> {
+    Some(Found {
+        argument: Some(argument),
+        value: match value {
+            Json::String(s) => s.as_str().into(),
+            Json::Number(n) => n.to_string().into(),
+            Json::Bool(b) => b.to_string().into(),
+            _ => return None,
+        },
+        whole: true,
+    })
+}
+
+/// Every string and object key at any depth under `v` that looks like a URL.
+pub(super) fn walk<'a>(v: &'a Json, argument: Option<&str>, out: &mut Vec<Found<'a>>) {
+    let found = |value: &'a str, out: &mut Vec<Found<'a>>| {
+        if url_like(value) {
+            out.push(Found {
+                argument: argument.map(str::to_owned),
+                value: value.into(),
+                whole: false,
+            });
+        } else if let Some(addr) = bare_forbidden(value) {
+            out.push(Found {
+                argument: argument.map(str::to_owned),
+                value: addr.into(),
+                whole: true,
+            });
+        }
+    };
+    match v {
+        Json::String(s) => found(s, out),
+        Json::Array(a) => {
+            for x in a {
+                walk(x, argument, out);
+            }
+        }
+        Json::Object(o) => {
+            for (k, x) in o {
+                found(k, out);
+                walk(x, argument, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every URI-valued member (`uri`, at any depth) under `v`, and with
+/// detection every other string and key that is or holds a URL.
+pub(super) fn uris_under<'a>(v: &'a Json, out: &mut Vec<Found<'a>>) {
+    match v {
+        Json::String(u) => out.push(Found {
+            argument: None,
+            value: u.as_str().into(),
+            whole: false,
+        }),
+        Json::Array(a) => a.iter().for_each(|x| uris_under(x, out)),
+        Json::Object(o) => o.values().for_each(|x| uris_under(x, out)),
+        _ => {}
+    }
+}
+
+pub(super) fn walk_outside<'a>(v: &'a Json, detect: bool, out: &mut Vec<Found<'a>>) {
+    match v {
+        Json::String(_) if detect => walk(v, None, out),
+        Json::Array(a) => {
+            for x in a {
+                walk_outside(x, detect, out);
+            }
+        }
+        Json::Object(o) => {
+            for (k, x) in o {
+                match (k.as_str(), x) {
+                    ("uri", Json::String(u)) => out.push(Found {
+                        argument: None,
+                        value: u.as_str().into(),
+                        whole: false,
+                    }),
+                    // The resources a subscription stream follows
+                    // (2026-07-28): every string under it is a URI,
+                    // whatever shape a client gave the filter.
+                    ("resourceSubscriptions", v) => uris_under(v, out),
+                    _ => {
+                        if detect && url_like(k) {
+                            out.push(Found {
+                                argument: None,
+                                value: k.as_str().into(),
+                                whole: false,
+                            });
+                        }
+                        walk_outside(x, detect, out);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,86 @@
+//! Unit tests of the URL verdicts: encodings of loopback and metadata, and
+//! allowlists.
+
+use warden_config::guards::HostPattern;
+
+use super::readers::*;
+
+#[test]
+fn every_encoding_of_loopback_and_metadata_is_refused() {
+    for v in [
+        "http://127.0.0.1/",
+        "http://localhost/",
+        "http://LOCALHOST./x",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://0x7f.0x0.0x0.0x1/",
+        "http://0177.0.0.1/",
+        "http://017700000001/",
+        "http://127.1/",
+        "http://127.0.1/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[::ffff:7f00:1]/",
+        "http://[0:0:0:0:0:0:0:1]/",
+        "http://[::127.0.0.1]/",
+        "http://[2002:7f00:1::]/",
+        "http://[64:ff9b::7f00:1]/",
+        "http://user:pw@127.0.0.1/",
+        "http://api.example.com@127.0.0.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://10.0.0.1/",
+        "http://172.31.255.255/",
+        "http://192.168.1.1/",
+        "http://[fe80::1]/",
+        "http://[fc00::1]/",
+        "http://0.0.0.0/",
+        "http://0/",
+        "HTTP://127.0.0.1/",
+        "file:///etc/passwd",
+        "gopher://127.0.0.1:25/",
+        "127.0.0.1:6379",
+        "localhost",
+    ] {
+        assert!(check(v, &[]).is_err(), "{v} was allowed");
+    }
+    assert_eq!(check("http://0x7f.1/", &[]), Err("ssrf_loopback"));
+    assert_eq!(check("http://169.254.169.254/", &[]), Err("ssrf_metadata"));
+    for v in [
+        "https://api.example.com/v1",
+        "http://93.184.216.34/",
+        "example.org:443",
+    ] {
+        assert_eq!(check(v, &[]), Ok(()), "{v}");
+    }
+}
+
+#[test]
+fn allowlists() {
+    let allow = [
+        HostPattern::parse("*.example.com").expect("p"),
+        HostPattern::parse("10.1.0.0/16").expect("p"),
+    ];
+    let refs: Vec<&HostPattern> = allow.iter().collect();
+    assert_eq!(check("https://api.example.com/", &refs), Ok(()));
+    assert_eq!(check("https://API.Example.COM./", &refs), Ok(()));
+    assert_eq!(
+        check("https://example.com/", &refs),
+        Err("egress_not_allowlisted")
+    );
+    assert_eq!(
+        check("https://evil.com/", &refs),
+        Err("egress_not_allowlisted")
+    );
+    assert_eq!(
+        check("http://10.1.2.3/", &refs),
+        Ok(()),
+        "an explicit CIDR overrides"
+    );
+    assert_eq!(check("http://10.2.0.1/", &refs), Err("ssrf_private"));
+    assert_eq!(
+        check("https://api.example.com.evil.com/", &refs),
+        Err("egress_not_allowlisted")
+    );
+}

@@ -1,0 +1,150 @@
+//! The kill switch: refuses everything the bundle pauses (all traffic, a
+//! tenant, a principal, a server or a tool), before any other check.
+
+use warden_config::access::KillSwitch;
+
+use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
+use crate::protocol::error::{codes, JsonRpcError};
+use crate::protocol::jsonrpc::Kind;
+
+/// Refuses everything the bundle's kill switch pauses, before any other check.
+#[derive(Debug)]
+pub struct KillSwitchFilter {
+    switch: KillSwitch,
+}
+
+impl KillSwitchFilter {
+    pub fn new(switch: KillSwitch) -> Self {
+        KillSwitchFilter { switch }
+    }
+
+    fn paused(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &Notes) -> Option<&'static str> {
+        let k = &self.switch;
+        if k.all {
+            return Some("all");
+        }
+        if k.tenants.contains(&ctx.principal.tenant) {
+            return Some("tenant");
+        }
+        if k.principals.contains(&ctx.principal.id) {
+            return Some("principal");
+        }
+        // A paused virtual server pauses what goes through it.
+        if k.servers.contains(ctx.server) || ctx.via.is_some_and(|v| k.servers.contains(v)) {
+            return Some("server");
+        }
+        let env = msg.envelope;
+        // A call, or a request about the task a call created (the task
+        // filter, which runs first, opened its id).
+        let tool = match env.method.as_deref() {
+            Some("tools/call") => env.name.as_deref(),
+            Some(m) if crate::guards::tasks::names_task(m) => {
+                notes.task.as_ref().and_then(|t| t.tool.as_deref())
+            }
+            _ => None,
+        };
+        if let Some(tool) = tool {
+            if k.tools.contains(tool)
+                || k.server_tools
+                    .contains(&(ctx.server.to_owned(), tool.to_owned()))
+            {
+                return Some("tool");
+            }
+        }
+        None
+    }
+}
+
+impl McpFilter for KillSwitchFilter {
+    fn name(&self) -> &'static str {
+        "kill_switch"
+    }
+
+    fn acts_on(&self) -> Acts {
+        Acts {
+            requests: Methods::All,
+            responses: Methods::None,
+        }
+    }
+
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
+        if msg.envelope.kind == Kind::Response {
+            return Decision::Pass;
+        }
+        match self.paused(msg, ctx, notes) {
+            None => Decision::Pass,
+            Some(scope) => Decision::Reject(Denial::error(
+                JsonRpcError::new(
+                    codes::PAUSED,
+                    format!("Paused by the kill switch ({scope})"),
+                )
+                .with_data(serde_json::json!({"reason": "kill_switch", "scope": scope})),
+                format!("kill_switch_{scope}"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
+
+    /// Pausing a virtual server pauses what reaches its members through it
+    /// (and nothing else of theirs).
+    #[test]
+    fn a_paused_virtual_server_pauses_its_member_legs() {
+        let mut k = warden_config::access::KillSwitch::default();
+        k.servers.insert("workspace".into());
+        let f = KillSwitchFilter::new(k);
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
+        let Ok(Parsed::Single(env)) = parse(body, ParseLimits::default()) else {
+            panic!("parse")
+        };
+        let who = crate::engines::identity::Principal::anonymous();
+        let msg = Message::new(&env, body);
+        let direct = Exchange::new(&who, "docs");
+        assert!(matches!(
+            f.on_request(&msg, &direct, &mut Notes::default()),
+            Decision::Pass
+        ));
+        let through = Exchange {
+            via: Some("workspace"),
+            ..Exchange::new(&who, "docs")
+        };
+        assert!(matches!(
+            f.on_request(&msg, &through, &mut Notes::default()),
+            Decision::Reject(d) if d.reason == "kill_switch_server"
+        ));
+    }
+
+    /// A paused tool's tasks are paused too: the kill switch reads the tool
+    /// the task filter found in the task's id.
+    #[test]
+    fn a_paused_tool_pauses_its_tasks() {
+        let mut k = warden_config::access::KillSwitch::default();
+        k.tools.insert("deploy".into());
+        let f = KillSwitchFilter::new(k);
+        let body =
+            br#"{"jsonrpc":"2.0","id":1,"method":"tasks/result","params":{"taskId":"wt1.x"}}"#;
+        let Ok(Parsed::Single(env)) = parse(body, ParseLimits::default()) else {
+            panic!("parse")
+        };
+        let who = crate::engines::identity::Principal::anonymous();
+        let ctx = Exchange::new(&who, "ops");
+        let msg = Message::new(&env, body);
+        let mut notes = Notes::default();
+        assert!(matches!(
+            f.on_request(&msg, &ctx, &mut notes),
+            Decision::Pass
+        ));
+        notes.task = Some(crate::chain::notes::TaskNote {
+            link: "tk_0".into(),
+            tool: Some("deploy".into()),
+        });
+        assert!(matches!(
+            f.on_request(&msg, &ctx, &mut notes),
+            Decision::Reject(d) if d.reason == "kill_switch_tool"
+        ));
+    }
+}

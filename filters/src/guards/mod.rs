@@ -1,0 +1,19 @@
+//! The guards: one [`McpFilter`](crate::chain::filter::McpFilter) each, a
+//! file or a folder. `snapshot` chains them in this order: `tasks`,
+//! `kill_switch`, `mrtr`, `handles`, `scopes`, `quota`, `runaway`,
+//! `policy_filter`, `tools` (pins), `mirror`, `tools` (schemas), `egress`,
+//! DLP, `approval`.
+
+pub mod approval;
+pub mod dlp;
+pub mod egress;
+pub mod handles;
+pub mod kill_switch;
+pub mod mirror;
+pub mod mrtr;
+pub mod policy_filter;
+pub mod quota;
+pub mod runaway;
+pub mod scopes;
+pub mod tasks;
+pub mod tools;

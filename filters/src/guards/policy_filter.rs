@@ -1,0 +1,587 @@
+//! The policy filter: the bundle's Rego policy decides every request and
+//! notification (and every server→client request), and list results are
+//! filtered to what the principal may use. The kill switch and step-up
+//! scopes, its neighbours in authorisation, are `kill_switch` and `scopes`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+use warden_config::access::{DenialStyle, Risk, ServerCatalog};
+
+use crate::chain::filter::{
+    unreadable_reply, Decision, Denial, Exchange, McpFilter, Message, Notes, Word,
+};
+use crate::engines::policy::{PolicyDecision, PolicyEngine, PolicyInput};
+use crate::protocol::error::{codes, JsonRpcError};
+use crate::protocol::jsonrpc::Kind;
+
+use crate::guards::scopes::missing_scopes;
+
+pub use crate::chain::notes::ShadowNote;
+
+/// Decides every client→server request and notification, and every
+/// server→client request, with the bundle's Rego policy; filters list results.
+pub struct PolicyFilter {
+    engine: Arc<PolicyEngine>,
+    /// A candidate rule evaluated beside `engine`, never enforced.
+    shadow: Option<Arc<PolicyEngine>>,
+    catalog: HashMap<String, ServerCatalog>,
+    denial: DenialStyle,
+}
+
+impl std::fmt::Debug for PolicyFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyFilter")
+            .field("engine", &self.engine)
+            .finish()
+    }
+}
+
+/// What a list result holds and how each item is judged.
+struct ListShape {
+    array: &'static str,
+    key: &'static str,
+    as_method: &'static str,
+}
+
+/// A reply that may carry server→client requests inside its result names
+/// this member (spelled as is, or with escapes: then the parse decides).
+static INPUT_REQUESTS: Word = Word::new("inputRequests");
+static ELICITATIONS: Word = Word::new("elicitations");
+
+fn list_shape(method: &str) -> Option<ListShape> {
+    Some(match method {
+        "tools/list" => ListShape {
+            array: "tools",
+            key: "name",
+            as_method: "tools/call",
+        },
+        "prompts/list" => ListShape {
+            array: "prompts",
+            key: "name",
+            as_method: "prompts/get",
+        },
+        "resources/list" => ListShape {
+            array: "resources",
+            key: "uri",
+            as_method: "resources/read",
+        },
+        "resources/templates/list" => ListShape {
+            array: "resourceTemplates",
+            key: "uriTemplate",
+            as_method: "resources/read",
+        },
+        _ => return None,
+    })
+}
+
+impl PolicyFilter {
+    pub fn new(
+        engine: Arc<PolicyEngine>,
+        catalog: HashMap<String, ServerCatalog>,
+        denial: DenialStyle,
+    ) -> Self {
+        PolicyFilter {
+            engine,
+            shadow: None,
+            catalog,
+            denial,
+        }
+    }
+
+    /// Evaluates `shadow` beside the enforced rule on every request.
+    pub fn with_shadow(mut self, shadow: Option<Arc<PolicyEngine>>) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    pub fn engine(&self) -> &Arc<PolicyEngine> {
+        &self.engine
+    }
+
+    fn risk(&self, server: &str, tool: &str) -> Risk {
+        self.catalog
+            .get(server)
+            .map_or(ServerCatalog::default().default_risk, |c| c.risk(tool))
+    }
+
+    /// The decision for `method` on `name` (a tool or prompt name, or a
+    /// resource URI) as the policy sees it.
+    fn decide(
+        &self,
+        ctx: &Exchange<'_>,
+        method: &str,
+        name: Option<&str>,
+        args: Option<&str>,
+        listing: bool,
+    ) -> PolicyDecision {
+        self.decide_with(&self.engine, ctx, method, name, args, listing)
+    }
+
+    /// [`PolicyFilter::decide`] by `engine` (the enforced rule or the shadow).
+    fn decide_with(
+        &self,
+        engine: &PolicyEngine,
+        ctx: &Exchange<'_>,
+        method: &str,
+        name: Option<&str>,
+        args: Option<&str>,
+        listing: bool,
+    ) -> PolicyDecision {
+        let (tool, prompt, uri) = match method {
+            // A task's requests are judged as its creating tool's.
+            "tools/call" => (name, None, None),
+            m if crate::guards::tasks::names_task(m) => (name, None, None),
+            "prompts/get" => (None, name, None),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                (None, None, name)
+            }
+            _ => (None, None, None),
+        };
+        let input = PolicyInput {
+            principal: ctx.principal,
+            server: ctx.server,
+            group: ctx.group,
+            via: ctx.via,
+            method,
+            tool,
+            prompt,
+            resource_uri: uri,
+            arguments: args,
+            risk: tool.map(|t| self.risk(ctx.server, t)),
+            listing,
+            now: ctx.now,
+            source_ip: ctx.source_ip,
+            justification: ctx.justification,
+            session_id: ctx.session_id,
+        };
+        engine.decide(&input)
+    }
+
+    fn denial(
+        &self,
+        ctx: &Exchange<'_>,
+        method: &str,
+        name: Option<&str>,
+        d: PolicyDecision,
+    ) -> Denial {
+        let reason = d.reason.to_string();
+        // A name the principal may not even see is answered as if it did not exist.
+        let hidden = matches!(method, "tools/call" | "prompts/get" | "resources/read")
+            && !self.decide(ctx, method, name, None, true).allow;
+        let name_s = name.unwrap_or_default();
+        if hidden {
+            let error = match method {
+                "tools/call" => {
+                    JsonRpcError::new(codes::INVALID_PARAMS, format!("Unknown tool: {name_s}"))
+                }
+                "prompts/get" => {
+                    JsonRpcError::new(codes::INVALID_PARAMS, format!("Unknown prompt: {name_s}"))
+                }
+                _ => resource_not_found(ctx, name_s),
+            };
+            return Denial::error(error, reason);
+        }
+        let text = format!("Denied by policy: {reason}");
+        let error = JsonRpcError::new(codes::DENIED, text.clone())
+            .with_data(serde_json::json!({"reason": reason}));
+        Denial::readable(
+            error,
+            reason,
+            &text,
+            method == "tools/call" && self.denial == DenialStyle::ToolError,
+        )
+    }
+
+    /// The resources a `subscriptions/listen` request follows
+    /// (`notifications.resourceSubscriptions`): every one must be a
+    /// resource the principal may subscribe to, or the stream is refused
+    /// as that subscription would be, a hidden one as unknown. A filter the
+    /// gateway cannot read is refused.
+    fn judge_listen(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Option<Decision> {
+        let Some(v) = msg.value() else {
+            return Some(unreadable_request());
+        };
+        let uris = match v
+            .get("params")
+            .and_then(|p| p.get("notifications"))
+            .and_then(|n| n.get("resourceSubscriptions"))
+        {
+            None => return None,
+            Some(Json::Array(a)) => a,
+            Some(_) => return Some(unreadable_request()),
+        };
+        for uri in uris {
+            let Some(uri) = uri.as_str() else {
+                return Some(unreadable_request());
+            };
+            if let Some(refused) = self.judge_subscription(ctx, uri) {
+                return Some(refused);
+            }
+        }
+        None
+    }
+
+    /// A subscription must be to a resource the principal may see at all,
+    /// since every update names it: a hidden one is answered as unknown.
+    fn hidden_resource(&self, ctx: &Exchange<'_>, uri: &str) -> Option<Decision> {
+        let visible = self
+            .decide(ctx, "resources/read", Some(uri), None, true)
+            .allow;
+        (!visible).then(|| {
+            Decision::Reject(Denial::error(
+                resource_not_found(ctx, uri),
+                "resource_hidden",
+            ))
+        })
+    }
+
+    /// One URI of a listen stream's filter: visible, and allowed as a
+    /// `resources/subscribe` of it would be.
+    fn judge_subscription(&self, ctx: &Exchange<'_>, uri: &str) -> Option<Decision> {
+        if let Some(hidden) = self.hidden_resource(ctx, uri) {
+            return Some(hidden);
+        }
+        let d = self.decide(ctx, "resources/subscribe", Some(uri), None, false);
+        if d.allow {
+            return None;
+        }
+        let reason = d.reason.to_string();
+        Some(Decision::Reject(Denial::error(
+            JsonRpcError::new(codes::DENIED, format!("Denied by policy: {reason}"))
+                .with_data(serde_json::json!({"reason": reason})),
+            reason,
+        )))
+    }
+
+    /// Server→client requests carried inside a result (`inputRequests` of an
+    /// `InputRequiredResult`, or of a task waiting for input) get the policy
+    /// the same requests get on a stream. One denied request refuses the
+    /// reply: the client gets the denial for its request id, so nothing
+    /// waits on an answer it may not give.
+    fn judge_input_requests(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
+        let Some(reply) = msg.value() else {
+            return unreadable_reply();
+        };
+        let reqs = match reply.get("result").and_then(|r| r.get("inputRequests")) {
+            None => return Decision::Pass,
+            Some(Json::Object(reqs)) => reqs,
+            Some(_) => return unreadable_reply(),
+        };
+        for r in reqs.values() {
+            let Some(method) = r.get("method").and_then(Json::as_str) else {
+                return Decision::Reject(Denial::error(
+                    JsonRpcError::new(
+                        codes::UPSTREAM_PROTOCOL,
+                        "The server asked for input the gateway cannot read",
+                    ),
+                    "input_request_unreadable",
+                ));
+            };
+            let d = self.decide(ctx, method, None, None, false);
+            if !d.allow {
+                // The method is the server's text: named only when it is one
+                // the revision defines.
+                let known = matches!(
+                    method,
+                    "sampling/createMessage" | "elicitation/create" | "roots/list"
+                );
+                let mut data = serde_json::json!({"reason": d.reason.to_string()});
+                if known {
+                    data["inputRequest"] = Json::from(method);
+                }
+                return Decision::Reject(Denial::error(
+                    JsonRpcError::new(codes::DENIED, format!("Denied by policy: {}", d.reason))
+                        .with_data(data),
+                    d.reason.to_string(),
+                ));
+            }
+        }
+        Decision::Pass
+    }
+
+    /// A URL elicitation the server asks for in an error (-32042,
+    /// `data.elicitations`, 2025-11-25) is a server→client request carried
+    /// in a reply: it gets the policy an `elicitation/create` on a stream
+    /// gets, or the error would open a URL the policy refuses to open.
+    fn judge_error_elicitations(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
+        let Some(error) = msg.value().and_then(|v| v.get("error")) else {
+            return Decision::Pass;
+        };
+        let asks = error.get("code").and_then(Json::as_i64)
+            == Some(i64::from(codes::URL_ELICITATION_REQUIRED))
+            && error
+                .get("data")
+                .and_then(|d| d.get("elicitations"))
+                .and_then(Json::as_array)
+                .is_some_and(|a| !a.is_empty());
+        if !asks {
+            return Decision::Pass;
+        }
+        let d = self.decide(ctx, "elicitation/create", None, None, false);
+        if d.allow {
+            return Decision::Pass;
+        }
+        Decision::Reject(Denial::error(
+            JsonRpcError::new(codes::DENIED, format!("Denied by policy: {}", d.reason)).with_data(
+                serde_json::json!({"reason": d.reason.to_string(), "inputRequest": "elicitation/create"}),
+            ),
+            d.reason.to_string(),
+        ))
+    }
+
+    /// Removes the items of a list result the principal may not use.
+    fn filter_list(&self, reply: &Message<'_>, ctx: &Exchange<'_>, shape: &ListShape) -> Decision {
+        let Some(mut msg) = reply.value().cloned() else {
+            return unreadable_reply();
+        };
+        let items = match crate::protocol::mcp::list_items(&mut msg, shape.array) {
+            crate::protocol::mcp::ListItems::Items(items) => items,
+            crate::protocol::mcp::ListItems::NotAList => return Decision::Pass,
+            crate::protocol::mcp::ListItems::Unreadable => return unreadable_reply(),
+        };
+        let before = items.len();
+        items.retain(|item| {
+            let name = item.get(shape.key).and_then(Json::as_str);
+            name.is_some() && self.decide(ctx, shape.as_method, name, None, true).allow
+        });
+        let filtered = items.len() != before;
+        // The list was judged for this principal: a shared cache must not
+        // hand it to another (2026-07-28 `cacheScope`, SEP-2549).
+        let result = msg.get_mut("result").and_then(Json::as_object_mut);
+        let shared = result
+            .as_ref()
+            .and_then(|r| r.get("cacheScope"))
+            .is_some_and(|c| c != "private");
+        if let (true, Some(r)) = (shared, result) {
+            r.insert("cacheScope".into(), Json::from("private"));
+        } else if !filtered {
+            return Decision::Pass;
+        }
+        Decision::rewrite(&msg)
+    }
+}
+
+/// The one answer for a resource the principal cannot read, hidden by
+/// policy or unknown to the server alike: the server's own not-found
+/// answers are rewritten to it, so that no difference of code, message or
+/// data tells a hidden resource from one that does not exist. 2026-07-28
+/// moved resource-not-found to -32602.
+fn resource_not_found(ctx: &Exchange<'_>, uri: &str) -> JsonRpcError {
+    let code = if crate::protocol::version::ProtocolVersion::at_least(
+        ctx.protocol_version,
+        crate::protocol::version::ProtocolVersion::V2026_07_28,
+    ) {
+        codes::INVALID_PARAMS
+    } else {
+        codes::RESOURCE_NOT_FOUND
+    };
+    JsonRpcError::new(code, "Resource not found").with_data(serde_json::json!({"uri": uri}))
+}
+
+/// A request member a concern must judge but cannot read: refused.
+fn unreadable_request() -> Decision {
+    Decision::Reject(Denial::error(
+        JsonRpcError::new(
+            codes::INVALID_PARAMS,
+            "Invalid params: a member the gateway judges has the wrong type",
+        ),
+        "params_unreadable",
+    ))
+}
+
+impl McpFilter for PolicyFilter {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
+        let env = msg.envelope;
+        // Client answers to server→client requests were judged when the request went by.
+        let (Kind::Request | Kind::Notification, Some(method)) = (env.kind, env.method.as_deref())
+        else {
+            return Decision::Pass;
+        };
+        let name = if crate::guards::tasks::names_task(method) {
+            // The tool whose call created the task (the task filter opened its id).
+            notes.task.as_ref().and_then(|t| t.tool.as_deref())
+        } else {
+            crate::protocol::mcp::judged_target(env)
+        };
+        let args = match method {
+            "tools/call" | "prompts/get" => msg.arguments_raw(),
+            _ => None,
+        };
+        // An argument the policy reads by name, sent under a name a folding
+        // server reads as it (`Region` for `region`): the policy would judge
+        // it absent while the server acts on it. Refused, never guessed.
+        if args.is_some()
+            && self.engine.reads_arguments()
+            && msg
+                .arguments()
+                .is_some_and(|a| self.engine.near_named_argument(a))
+        {
+            return Decision::Reject(Denial::error(
+                JsonRpcError::new(
+                    codes::INVALID_PARAMS,
+                    "An argument's name differs from one the policy reads only by case or \
+                     Unicode folding; send the exact name",
+                )
+                .with_data(serde_json::json!({"reason": "argument_near_name"})),
+                "argument_near_name",
+            ));
+        }
+        let d = self.decide(ctx, method, name, args, false);
+        if let Some(shadow) = &self.shadow {
+            let s = self.decide_with(shadow, ctx, method, name, args, false);
+            if s.allow != d.allow {
+                notes.shadow = Some(ShadowNote {
+                    enforced_allow: d.allow,
+                    enforced_reason: d.reason.to_string(),
+                    shadow_allow: s.allow,
+                    shadow_reason: s.reason.to_string(),
+                });
+            }
+        }
+        if !d.allow {
+            return Decision::Reject(self.denial(ctx, method, name, d));
+        }
+        // A subscription (a listen stream's of 2026-07-28 names several)
+        // must be to a resource the principal may see: every update names it.
+        match (method, env.kind, name) {
+            ("subscriptions/listen", Kind::Request, _) => {
+                if let Some(refused) = self.judge_listen(msg, ctx) {
+                    return refused;
+                }
+            }
+            // Its subscribe decision was made above.
+            ("resources/subscribe", Kind::Request, Some(uri)) => {
+                if let Some(hidden) = self.hidden_resource(ctx, uri) {
+                    return hidden;
+                }
+            }
+            _ => {}
+        }
+        if let Some(ask) = &d.approval {
+            if method != "tools/call" || env.kind != Kind::Request {
+                // Only a tool call can be held for approval: anything
+                // else the policy asks approvers for is refused.
+                return Decision::Reject(Denial::error(
+                    JsonRpcError::new(
+                        codes::DENIED,
+                        format!(
+                            "Denied by policy: only tool calls can wait for approvers ({method})"
+                        ),
+                    )
+                    .with_data(serde_json::json!({"reason": "approval_unsupported"})),
+                    "approval_unsupported",
+                ));
+            }
+            // The approval filter, last in the chain, holds the call.
+            notes.approval_asked = Some(ask.clone());
+        }
+        // Step-up: the decision names scopes this call needs.
+        match d
+            .scopes
+            .as_deref()
+            .map(|s| missing_scopes(s, ctx.principal))
+        {
+            Some(missing) if !missing.is_empty() => {
+                Decision::Reject(Denial::insufficient_scope(missing))
+            }
+            _ => Decision::Pass,
+        }
+    }
+
+    fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+        let env = msg.envelope;
+        match env.kind {
+            // Server→client requests: sampling, elicitation, roots, ping.
+            Kind::Request => {
+                let method = env.method.as_deref().unwrap_or_default();
+                let d = self.decide(ctx, method, None, None, false);
+                if d.allow {
+                    Decision::Pass
+                } else {
+                    Decision::Reject(Denial::error(
+                        JsonRpcError::new(codes::DENIED, format!("Denied by policy: {}", d.reason)),
+                        d.reason.to_string(),
+                    ))
+                }
+            }
+            // What a server says about a resource reaches only a principal
+            // who may see that resource.
+            Kind::Notification
+                if env.method.as_deref() == Some("notifications/resources/updated") =>
+            {
+                let uri = msg
+                    .value()
+                    .and_then(|v| v.get("params")?.get("uri")?.as_str().map(str::to_owned));
+                let Some(uri) = uri else {
+                    return unreadable_reply();
+                };
+                if self
+                    .decide(ctx, "resources/read", Some(&uri), None, true)
+                    .allow
+                {
+                    Decision::Pass
+                } else {
+                    Decision::Reject(Denial::error(
+                        JsonRpcError::new(codes::DENIED, "Denied by policy"),
+                        "resource_hidden",
+                    ))
+                }
+            }
+            // A server's "not found" for a resource answers as the gateway
+            // answers for a hidden one.
+            Kind::Response
+                if env.is_error
+                    && matches!(
+                        msg.request_method,
+                        Some("resources/read" | "resources/subscribe" | "resources/unsubscribe")
+                    ) =>
+            {
+                let Some(v) = msg.value() else {
+                    return unreadable_reply();
+                };
+                let code = v
+                    .get("error")
+                    .and_then(|e| e.get("code"))
+                    .and_then(Json::as_i64);
+                if !matches!(code, Some(c) if c == i64::from(codes::RESOURCE_NOT_FOUND) || c == i64::from(codes::INVALID_PARAMS))
+                {
+                    return Decision::Pass;
+                }
+                let uri = msg.request_target.unwrap_or_default();
+                let mut out = v.clone();
+                out["error"] =
+                    serde_json::to_value(resource_not_found(ctx, uri)).unwrap_or(Json::Null);
+                Decision::rewrite(&out)
+            }
+            Kind::Response if env.is_error => {
+                if msg.may_hold(&ELICITATIONS) {
+                    self.judge_error_elicitations(msg, ctx)
+                } else {
+                    Decision::Pass
+                }
+            }
+            // Every concern that applies to a result judges it, whatever
+            // else it holds: the input requests it carries, then the list it
+            // is. No concern's pass stands for another's.
+            Kind::Response => {
+                if msg.may_hold(&INPUT_REQUESTS) {
+                    let d = self.judge_input_requests(msg, ctx);
+                    if !matches!(d, Decision::Pass) {
+                        return d;
+                    }
+                }
+                match msg.request_method.and_then(list_shape) {
+                    Some(shape) => self.filter_list(msg, ctx, &shape),
+                    None => Decision::Pass,
+                }
+            }
+            _ => Decision::Pass,
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The wire: what a message is and how it is read. Nothing here knows the
+//! filter chain or any guard.
+//!
+//! - [`jsonrpc`]: the validating parser (`parse`) and what it yields
+//!   ([`jsonrpc::Envelope`], spans of the members filters read).
+//! - [`results`]: the MCP result shapes the parser checks inside `result`.
+//! - [`id`], [`error`]: request ids, JSON-RPC errors and refusals.
+//! - [`mcp`]: the `Mcp-*` headers and what a request names.
+//! - [`names`]: member names as every mainstream peer reads them.
+//! - [`sse`]: the Server-Sent Events decoder.
+//! - [`version`]: MCP protocol revisions.
+
+pub mod error;
+pub mod id;
+pub mod jsonrpc;
+pub mod mcp;
+pub(crate) mod names;
+mod results;
+pub mod sse;
+pub mod version;
