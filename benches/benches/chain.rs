@@ -12,9 +12,9 @@ use std::sync::Mutex;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use warden_config::Bundle;
-use warden_filters::dlp::detectors::SPECS;
-use warden_filters::identity::Presented;
-use warden_filters::plan::plan_request;
+use warden_filters::chain::plan::plan_request;
+use warden_filters::engines::dlp::detectors::SPECS;
+use warden_filters::engines::identity::Presented;
 use warden_filters::{parse, Exchange, Parsed, Snapshot, Verdict};
 
 #[global_allocator]

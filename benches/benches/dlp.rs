@@ -5,8 +5,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use warden_filters::dlp::detectors::SPECS;
-use warden_filters::dlp::Scanner;
+use warden_filters::engines::dlp::detectors::SPECS;
+use warden_filters::engines::dlp::Scanner;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn quota(c: &mut Criterion) {
-    let tables = warden_filters::quota::QuotaTables::new(1_000_000);
+    let tables = warden_filters::guards::quota::QuotaTables::new(1_000_000);
     let now = SystemTime::now();
     let key = b"definition-digest-32-bytes......acme\0agent-dev\0".to_vec();
     let mut g = c.benchmark_group("quota");
@@ -60,7 +60,7 @@ fn schema(c: &mut Criterion) {
         "project": "OPS", "summary": "Rotate the staging database credentials",
         "priority": 2, "labels": ["security", "db"], "assignee": "alice@example.com"
     });
-    let compiled = warden_filters::tools::compile(&schema).expect("schema");
+    let compiled = warden_filters::guards::tools::compile(&schema).expect("schema");
     assert!(compiled.is_valid(&args));
     let mut g = c.benchmark_group("schema");
     g.bench_function("validate_typical_tool_compiled_once", |b| {

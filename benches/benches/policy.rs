@@ -13,8 +13,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use warden_config::access::{PrincipalKind, Risk};
 use warden_config::Bundle;
-use warden_filters::identity::{AuthMethod, Principal};
-use warden_filters::policy::{input_value, PolicyInput};
+use warden_filters::engines::identity::{AuthMethod, Principal};
+use warden_filters::engines::policy::{input_value, PolicyInput};
 use warden_filters::Snapshot;
 
 fn bench(c: &mut Criterion) {

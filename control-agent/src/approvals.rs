@@ -396,10 +396,10 @@ impl Approvals {
             return Err(ClaimRefused::TooLarge(c.arguments.len()));
         }
         // Approvers are shown exactly what the digest binds.
-        if warden_filters::mrtr::args_digest(&c.arguments) != c.args_digest {
+        if warden_filters::guards::mrtr::args_digest(&c.arguments) != c.args_digest {
             return Err(ClaimRefused::DigestMismatch);
         }
-        let binding = warden_filters::approval::binding(
+        let binding = warden_filters::guards::approval::binding(
             &c.tenant,
             &c.principal,
             &c.server,
@@ -831,7 +831,7 @@ mod tests {
             principal: principal.into(),
             server: "ops".into(),
             tool: "deploy".into(),
-            args_digest: warden_filters::mrtr::args_digest("{}"),
+            args_digest: warden_filters::guards::mrtr::args_digest("{}"),
             arguments: "{}".into(),
             risk: "CRITICAL".into(),
             reason: "risk_tier:CRITICAL".into(),
@@ -1046,7 +1046,7 @@ mod tests {
         ));
         let mut big = claim("agent-7", 1);
         big.arguments = format!(r#"{{"a":"{}"}}"#, "x".repeat(MAX_SHOWN_ARGS));
-        big.args_digest = warden_filters::mrtr::args_digest(&big.arguments);
+        big.args_digest = warden_filters::guards::mrtr::args_digest(&big.arguments);
         assert!(matches!(
             ap.claim(big, None, t0),
             Err(ClaimRefused::TooLarge(_))

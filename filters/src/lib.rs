@@ -20,34 +20,6 @@ pub mod guards;
 pub mod protocol;
 pub mod snapshot;
 
-// The module paths the other crates use, each a name for its home above.
-pub use chain::{filter, plan};
-pub use engines::{identity, policy, token};
-pub use guards::{approval, egress, handles, mrtr, quota, runaway, tasks, tools};
-pub use protocol::{error, jsonrpc, sse, version};
-
-/// The authorisation filters at their old path: the kill switch, step-up
-/// scopes and the policy filter (`guards::{kill_switch, scopes, policy_filter}`).
-pub mod authz {
-    pub use crate::guards::kill_switch::KillSwitchFilter;
-    pub use crate::guards::policy_filter::{PolicyFilter, ShadowNote};
-    pub use crate::guards::scopes::ScopeFilter;
-}
-
-/// DLP at its old path: the scanner (`engines::dlp`) and the filter
-/// (`guards::dlp`).
-pub mod dlp {
-    pub use crate::engines::dlp::*;
-    pub use crate::guards::dlp::*;
-}
-
-/// `protocol::mcp` and the mirrored-header guard (`guards::mirror`) at their
-/// old path.
-pub mod mcp {
-    pub use crate::guards::mirror::{Declared, MirrorFilter, ParamDecls, ToolParams};
-    pub use crate::protocol::mcp::*;
-}
-
 pub use chain::filter::{
     Acts, Decision, Denial, Direction, Exchange, FilterChain, McpFilter, Message, Methods, Notes,
     Principal, Verdict,

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use warden_filters::dlp::Scanner;
+use warden_filters::engines::dlp::Scanner;
 
 /// Floors (README, DLP section): every detector with samples must reach them.
 const MIN_PRECISION: f64 = 0.95;

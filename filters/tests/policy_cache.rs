@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use warden_config::access::{PrincipalKind, Risk};
-use warden_filters::identity::{AuthMethod, Principal};
-use warden_filters::policy::{input_value, PolicyEngine, PolicyInput};
+use warden_filters::engines::identity::{AuthMethod, Principal};
+use warden_filters::engines::policy::{input_value, PolicyEngine, PolicyInput};
 
 /// Conditions over the input; each is one Rego body line.
 const FRAGMENTS: &[&str] = &[

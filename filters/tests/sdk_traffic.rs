@@ -152,7 +152,7 @@ mod egress_refs {
     use serde_json::{json, Value as Json};
     use warden_config::access::{ServerCatalog, ToolEntry};
     use warden_config::guards::HostPattern;
-    use warden_filters::egress::EgressFilter;
+    use warden_filters::guards::egress::EgressFilter;
     use warden_filters::{
         codes, parse, Decision, Exchange, McpFilter, Message, Notes, ParseLimits, Parsed, Principal,
     };

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use warden_config::guards::{Dlp, DlpAction, DlpRule};
-use warden_filters::dlp::DlpFilter;
+use warden_filters::guards::dlp::DlpFilter;
 use warden_filters::{Decision, Exchange, McpFilter, Notes, Principal};
 
 fn filter() -> &'static DlpFilter {

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use warden_config::guards::{Dlp, DlpAction, DlpRule};
-use warden_filters::dlp::DlpFilter;
+use warden_filters::guards::dlp::DlpFilter;
 use warden_filters::{
     Envelope, Exchange, FilterChain, Notes, ParseLimits, Parsed, Principal, SseDecoder,
     SseEvent, Verdict,

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use warden_config::guards::{Redis, StoreFailure};
-use warden_filters::quota::{GlobalDemand, GlobalVerdict};
+use warden_filters::guards::quota::{GlobalDemand, GlobalVerdict};
 use warden_proxy::hub::quota_store::QuotaStore;
 
 fn bench(c: &mut Criterion) {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use warden_config::Bundle;
-use warden_filters::policy::PolicyEngine;
+use warden_filters::engines::policy::PolicyEngine;
 
 fn engine(bundle: &Bundle) -> anyhow::Result<PolicyEngine> {
     if bundle.policies.is_empty() {
@@ -284,7 +284,7 @@ pub fn tools_fingerprint(url: &str, headers: &[String]) -> anyhow::Result<()> {
         .iter()
         .map(|t| {
             let name = t["name"].as_str().unwrap_or_default();
-            let mark = if warden_filters::tools::valid_name(name) {
+            let mark = if warden_filters::guards::tools::valid_name(name) {
                 ""
             } else {
                 "\t(name refused)"
@@ -292,7 +292,7 @@ pub fn tools_fingerprint(url: &str, headers: &[String]) -> anyhow::Result<()> {
             format!(
                 "{}\t{}{mark}",
                 name.escape_default(),
-                warden_filters::tools::fingerprint(t)
+                warden_filters::guards::tools::fingerprint(t)
             )
         })
         .collect();
@@ -365,11 +365,12 @@ pub async fn list_tools(
 pub fn dlp_scan(bundle_dir: &Path, files: &[PathBuf]) -> anyhow::Result<usize> {
     let bundle = Bundle::load(bundle_dir)?;
     let dlp = bundle.config.dlp.clone().unwrap_or_default();
-    let scanner = warden_filters::dlp::Scanner::new(&dlp.custom).map_err(|e| anyhow::anyhow!(e))?;
+    let scanner =
+        warden_filters::engines::dlp::Scanner::new(&dlp.custom).map_err(|e| anyhow::anyhow!(e))?;
     let mut total = 0;
     for f in files {
         let raw = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-        let findings: Vec<(String, warden_filters::dlp::Hit, String)> =
+        let findings: Vec<(String, warden_filters::engines::dlp::Hit, String)> =
             if serde_json::from_slice::<serde_json::Value>(&raw).is_ok() {
                 scanner
                     .scan_json(&raw)
@@ -492,7 +493,7 @@ fn replay_input(
     let target = text("tool");
     let (tool, prompt, uri) = match method {
         "tools/call" => (target, None, None),
-        m if warden_filters::tasks::names_task(m) => (target, None, None),
+        m if warden_filters::guards::tasks::names_task(m) => (target, None, None),
         "prompts/get" => (None, target, None),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => (None, None, target),
         _ => (None, None, None),

@@ -246,7 +246,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Initialised> {
             let mut names: Vec<String> = ts
                 .iter()
                 .filter_map(|t| t["name"].as_str())
-                .filter(|n| warden_filters::tools::valid_name(n))
+                .filter(|n| warden_filters::guards::tools::valid_name(n))
                 .map(str::to_owned)
                 .collect();
             names.sort();

@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use warden_config::archive::Verifier;
-use warden_filters::approval::ApprovalNeed;
+use warden_filters::guards::approval::ApprovalNeed;
 
 use warden_config::archive::APPROVAL_GRANT_TYP as GRANT_TYP;
 
@@ -275,7 +275,7 @@ impl Claimed {
         url: Option<&str>,
         url_elicitation: bool,
     ) -> serde_json::Value {
-        use warden_filters::{codes, filter::Denial, JsonRpcError};
+        use warden_filters::{codes, Denial, JsonRpcError};
         let tool = &need.tool;
         let (code, reason, text, data) = match self {
             Claimed::Pending {

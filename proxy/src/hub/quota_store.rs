@@ -27,7 +27,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use warden_config::guards::{Redis, StoreFailure};
-use warden_filters::quota::{GlobalDemand, GlobalVerdict};
+use warden_filters::guards::quota::{GlobalDemand, GlobalVerdict};
 
 use crate::observability::metrics::metrics;
 
@@ -366,7 +366,11 @@ impl QuotaStore {
     /// Shares tool pins through the store: publishes this replica's pins
     /// (`HSETNX`: the first replica to pin a tool wins) and adopts the
     /// fleet's, quarantining local pins that disagree.
-    pub async fn sync_pins(&self, pins: &warden_filters::tools::ToolPins, servers: &[String]) {
+    pub async fn sync_pins(
+        &self,
+        pins: &warden_filters::guards::tools::ToolPins,
+        servers: &[String],
+    ) {
         let Some(conn) = self.conn.load_full() else {
             return;
         };

@@ -375,7 +375,7 @@ impl BackgroundService for HealthChecker {
 /// then shares tool pins through it.
 pub struct StoreProbe {
     pub current: Arc<Current>,
-    pub pins: Arc<warden_filters::tools::ToolPins>,
+    pub pins: Arc<warden_filters::guards::tools::ToolPins>,
 }
 
 #[async_trait::async_trait]

@@ -27,7 +27,7 @@ use base64::Engine as _;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use sha2::{Digest, Sha256};
 use warden_config::model::{Assertions, IdentityAssertion};
-use warden_filters::identity::Principal;
+use warden_filters::engines::identity::Principal;
 
 struct Key {
     pair: Ed25519KeyPair,

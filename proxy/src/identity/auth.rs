@@ -5,7 +5,9 @@
 use pingora::http::ResponseHeader;
 use pingora_proxy::Session;
 use warden_config::access::Identity;
-use warden_filters::identity::{AuthError, Authenticator, ClientCert, Presented, Principal};
+use warden_filters::engines::identity::{
+    AuthError, Authenticator, ClientCert, Presented, Principal,
+};
 use warden_filters::{codes, JsonRpcError, Refusal};
 
 pub const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";

@@ -104,7 +104,7 @@ fn claims_of(token: &str) -> Option<serde_json::Value> {
 
 /// The caller's OAuth token, when it authenticated with one.
 fn caller_token<'a>(ctx: &RequestCtx, req: &'a pingora::http::RequestHeader) -> Option<&'a str> {
-    if ctx.principal.auth != warden_filters::identity::AuthMethod::Jwt {
+    if ctx.principal.auth != warden_filters::engines::identity::AuthMethod::Jwt {
         return None;
     }
     let h = req
@@ -112,7 +112,7 @@ fn caller_token<'a>(ctx: &RequestCtx, req: &'a pingora::http::RequestHeader) -> 
         .get(http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
-    warden_filters::identity::bearer(h)
+    warden_filters::engines::identity::bearer(h)
 }
 
 fn header_value(header: &str, token: &str) -> String {
@@ -177,7 +177,7 @@ fn error_code(v: &serde_json::Value) -> String {
 }
 
 impl TokenCache {
-    /// Sets `ctx.outbound_auth` for a server that fetches its upstream
+    /// Sets `ctx.upstream.outbound_auth` for a server that fetches its upstream
     /// identity per call; does nothing for the others.
     pub async fn prepare(
         &self,
@@ -186,7 +186,7 @@ impl TokenCache {
         req: &pingora::http::RequestHeader,
     ) -> Result<(), Refusal> {
         if let Some(c) = &server.caller_token {
-            ctx.outbound_auth = Some((c.header.clone(), pass_through(ctx, req, c)?));
+            ctx.upstream.outbound_auth = Some((c.header.clone(), pass_through(ctx, req, c)?));
         } else if let Some(o) = &server.oauth {
             let v = self.fetch(ctx, server, o, req).await;
             let m = crate::observability::metrics::metrics();
@@ -202,7 +202,7 @@ impl TokenCache {
             m.outbound_tokens
                 .with_label_values(&[&server.name, grant, result])
                 .inc();
-            ctx.outbound_auth = Some((o.header.clone(), v?.0));
+            ctx.upstream.outbound_auth = Some((o.header.clone(), v?.0));
         }
         Ok(())
     }

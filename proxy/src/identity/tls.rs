@@ -11,7 +11,7 @@ use pingora_core::protocols::tls::TlsRef;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use warden_config::model::ListenerTls;
-use warden_filters::identity::ClientCert;
+use warden_filters::engines::identity::ClientCert;
 
 /// After the handshake, reads the verified leaf certificate into a
 /// [`ClientCert`] that the request path finds in the session's TLS digest.

@@ -6,7 +6,8 @@
 
 use pingora::http::RequestHeader;
 use pingora_proxy::Session;
-use warden_filters::{mcp, Refusal};
+use warden_filters::protocol::mcp;
+use warden_filters::Refusal;
 
 use crate::hub::runtime::ServerId;
 use crate::hub::state::Gateway;
@@ -209,7 +210,7 @@ pub async fn admit(
             ctx.source_ip = Some(ip);
         }
     }
-    ctx.upstream_uri = match req.uri.query() {
+    ctx.upstream.uri = match req.uri.query() {
         Some(q) => format!("{}?{}", route.upstream_path(path), q),
         None => route.upstream_path(path),
     };
@@ -319,9 +320,9 @@ fn check_sessions(
         }
     }
     if ctx.exchange == ExchangeKind::Post && !legacy_sealed {
-        let path = ctx.upstream_uri.split('?').next().unwrap_or("");
+        let path = ctx.upstream.uri.split('?').next().unwrap_or("");
         if gw.sessions.is_legacy_path(server, path) {
-            let key = crate::sessions::sticky::legacy_key(&ctx.upstream_uri);
+            let key = crate::sessions::sticky::legacy_key(&ctx.upstream.uri);
             match gw.sessions.owner(server, &key) {
                 Some(owner) if *owner == *me() => {}
                 Some(_) => return Err(Refusal::session_principal_mismatch()),
@@ -353,16 +354,16 @@ fn unseal_session(gw: &Gateway, ctx: &mut RequestCtx, server: &str) -> Result<bo
     };
     if let Some(token) = ctx.session_id.clone() {
         let p = gw.sessions.open(&sealer, &token).ok_or_else(unknown)?;
-        ctx.sealed_upstream = check(&p)?;
+        ctx.upstream.sealed = check(&p)?;
         ctx.session_id = Some(p.session.clone());
         ctx.session_sealed = true;
     } else if ctx.exchange == ExchangeKind::Post {
         // Legacy HTTP+SSE: the endpoint's query was sealed into `ws=`.
-        if let Some((path, query)) = ctx.upstream_uri.split_once('?') {
+        if let Some((path, query)) = ctx.upstream.uri.split_once('?') {
             if let Some(token) = query.split('&').find_map(|kv| kv.strip_prefix("ws=")) {
                 let p = sealer.open(token).ok_or_else(unknown)?;
-                ctx.sealed_upstream = check(&p)?;
-                ctx.upstream_uri = format!("{path}?{}", p.session);
+                ctx.upstream.sealed = check(&p)?;
+                ctx.upstream.uri = format!("{path}?{}", p.session);
                 return Ok(true);
             }
         }
@@ -393,9 +394,9 @@ fn open_resume_id(
     };
     let owner = ctx.principal.owner_key();
     Ok(rt.snap.handle_sealer.open(
-        warden_filters::handles::HandleKind::EventId,
+        warden_filters::guards::handles::HandleKind::EventId,
         token.trim(),
-        warden_filters::handles::Holder {
+        warden_filters::guards::handles::Holder {
             owner: &owner,
             server,
             session: ctx.session_id.as_deref(),

@@ -120,9 +120,9 @@ pub async fn read_refused(
             _ => return None,
         }
     }
-    match warden_filters::jsonrpc::parse(&body, limits) {
-        Ok(warden_filters::jsonrpc::Parsed::Single(env)) => {
-            let target = warden_filters::mcp::judged_target(&env).map(str::to_owned);
+    match warden_filters::protocol::jsonrpc::parse(&body, limits) {
+        Ok(warden_filters::protocol::jsonrpc::Parsed::Single(env)) => {
+            let target = warden_filters::protocol::mcp::judged_target(&env).map(str::to_owned);
             Some((env.method?, target))
         }
         _ => None,

@@ -62,6 +62,40 @@ pub struct PendingReply {
     pub answered: bool,
 }
 
+/// The exchange with the upstream: which replicas were tried, what the
+/// chosen one answered, and what the gateway sent it beside the body.
+pub struct UpstreamLeg {
+    /// The upstream identity fetched for this call (header, value): see `outbound`.
+    pub outbound_auth: Option<(String, String)>,
+    /// Upstream path and query.
+    pub uri: String,
+    /// The session id (or legacy query) came sealed: the upstream replica it
+    /// named, and the upstream's own id goes upstream instead of the token.
+    pub sealed: Option<std::net::SocketAddr>,
+    pub tried: Vec<SocketAddr>,
+    pub chosen: Option<SocketAddr>,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// The reply on its way back: how its body is handled, the requests it
+/// answers and the server messages recorded.
+pub struct ReplyState {
+    pub mode: ResponseMode,
+    pub bytes: usize,
+    /// Server→client messages recorded on the response path.
+    pub records: Vec<MessageRecord>,
+    /// The requests this POST forwarded, by id (their replies are judged by them).
+    pub pending: Vec<PendingReply>,
+    /// Server messages that could not be judged and were not passed on.
+    pub unjudgeable: u32,
+    /// The session key of a GET stream (its `Mcp-Session-Id`, or the legacy
+    /// endpoint once its `endpoint` event was seen).
+    pub stream_session: Option<String>,
+    /// A legacy `endpoint` event was already passed on this stream.
+    pub endpoint_seen: bool,
+}
+
 /// Where admission routed a request: the route and the server it names.
 #[derive(Debug, Clone, Copy)]
 pub struct Routed {
@@ -95,14 +129,7 @@ pub struct RequestCtx {
     pub approval: Option<crate::hub::approval_client::Claimed>,
     /// An `initialize` whose client declared URL-mode elicitation.
     pub url_elicitation: bool,
-    /// The upstream identity fetched for this call (header, value): see `outbound`.
-    pub outbound_auth: Option<(String, String)>,
-    /// Upstream path and query.
-    pub upstream_uri: String,
     pub session_id: Option<String>,
-    /// The session id (or legacy query) came sealed: the upstream replica it
-    /// named, and the upstream's own id goes upstream instead of the token.
-    pub sealed_upstream: Option<std::net::SocketAddr>,
     pub session_sealed: bool,
     /// The server's own event id a `Last-Event-ID` resumes from, opened
     /// for this principal, server and session (see `handles`).
@@ -121,28 +148,11 @@ pub struct RequestCtx {
     pub refusal: Option<Refusal>,
     /// Status the gateway answered with itself (refusal, or answers-only).
     pub local_status: Option<u16>,
-    pub tried: Vec<SocketAddr>,
-    pub chosen: Option<SocketAddr>,
-    pub upstream_status: Option<u16>,
-    pub upstream_error: Option<String>,
-    pub response: ResponseMode,
-    pub response_bytes: usize,
-    /// Server→client messages recorded on the response path.
-    pub response_records: Vec<MessageRecord>,
     /// The method of the single request this exchange carries, for response context.
     pub request_method: Option<String>,
     /// The tool (prompt, resource) that single request named.
     pub request_target: Option<String>,
     pub counted_inflight: bool,
-    /// The requests this POST forwarded, by id (their replies are judged by them).
-    pub pending: Vec<PendingReply>,
-    /// Server messages that could not be judged and were not passed on.
-    pub unjudgeable: u32,
-    /// The session key of a GET stream (its `Mcp-Session-Id`, or the legacy
-    /// endpoint once its `endpoint` event was seen).
-    pub stream_session: Option<String>,
-    /// A legacy `endpoint` event was already passed on this stream.
-    pub endpoint_seen: bool,
     /// The client speaks HTTP/2 to the gateway.
     pub downstream_h2: bool,
     /// The request's `Mcp-Param-*` headers: lower-cased name after the
@@ -159,9 +169,13 @@ pub struct RequestCtx {
     pub missing: Option<&'static str>,
     /// DLP's findings in the request's header values and URL (see
     /// `metadata`), recorded with the exchange's first record.
-    pub metadata_findings: Vec<warden_filters::dlp::FindingNote>,
+    pub metadata_findings: Vec<warden_filters::chain::notes::FindingNote>,
     /// Client headers DLP withheld from the upstream.
     pub withheld_headers: Vec<http::HeaderName>,
+    /// The exchange with the upstream (`forwarding`).
+    pub upstream: UpstreamLeg,
+    /// The reply on its way back (`reply`).
+    pub reply: ReplyState,
 }
 
 impl RequestCtx {
@@ -173,6 +187,24 @@ impl RequestCtx {
             via: None,
             rt,
             routed: None,
+            upstream: UpstreamLeg {
+                tried: Vec::new(),
+                chosen: None,
+                status: None,
+                error: None,
+                uri: String::new(),
+                outbound_auth: None,
+                sealed: None,
+            },
+            reply: ReplyState {
+                mode: ResponseMode::Pending,
+                bytes: 0,
+                records: Vec::new(),
+                pending: Vec::new(),
+                unjudgeable: 0,
+                stream_session: None,
+                endpoint_seen: false,
+            },
             exchange: ExchangeKind::Post,
             principal: Principal::shared_anonymous(),
             now: std::time::SystemTime::now(),
@@ -180,10 +212,7 @@ impl RequestCtx {
             justification: None,
             approval: None,
             url_elicitation: false,
-            outbound_auth: None,
-            upstream_uri: String::new(),
             session_id: None,
-            sealed_upstream: None,
             session_sealed: false,
             resume_from: None,
             refused_message: None,
@@ -194,20 +223,9 @@ impl RequestCtx {
             plan: None,
             refusal: None,
             local_status: None,
-            tried: Vec::new(),
-            chosen: None,
-            upstream_status: None,
-            upstream_error: None,
-            response: ResponseMode::Pending,
-            response_bytes: 0,
-            response_records: Vec::new(),
             request_method: None,
             request_target: None,
             counted_inflight: false,
-            pending: Vec::new(),
-            unjudgeable: 0,
-            stream_session: None,
-            endpoint_seen: false,
             downstream_h2: false,
             params_in: Vec::new(),
             params_out: None,
@@ -250,7 +268,7 @@ impl RequestCtx {
         &'a self,
         server: &'a warden_config::model::Server,
         keep_arguments: bool,
-        global: Option<&'a warden_filters::quota::GlobalVerdicts>,
+        global: Option<&'a warden_filters::guards::quota::GlobalVerdicts>,
     ) -> warden_filters::Exchange<'a> {
         warden_filters::Exchange {
             principal: &self.principal,
@@ -274,7 +292,7 @@ impl RequestCtx {
         sessions: &crate::sessions::sticky::Sessions,
         server: &str,
     ) -> Option<std::net::SocketAddr> {
-        self.sealed_upstream.or_else(|| {
+        self.upstream.sealed.or_else(|| {
             self.session_key()
                 .and_then(|k| sessions.replica(server, &k))
         })
@@ -285,8 +303,8 @@ impl RequestCtx {
     pub fn session_key(&self) -> Option<std::borrow::Cow<'_, str>> {
         match &self.session_id {
             Some(sid) => Some(std::borrow::Cow::Borrowed(sid)),
-            None if self.exchange == ExchangeKind::Post && self.upstream_uri.contains('?') => Some(
-                std::borrow::Cow::Owned(crate::sessions::sticky::legacy_key(&self.upstream_uri)),
+            None if self.exchange == ExchangeKind::Post && self.upstream.uri.contains('?') => Some(
+                std::borrow::Cow::Owned(crate::sessions::sticky::legacy_key(&self.upstream.uri)),
             ),
             None => None,
         }

@@ -114,9 +114,9 @@ pub fn next_replica(gw: &Gateway, ctx: &mut RequestCtx) -> Option<(SocketAddr, H
     let (rt, server) = ctx.routed()?;
     let s = rt.server(server);
     let sticky = ctx.replica(&gw.sessions, &s.name);
-    let addr = rt.select(server, sticky, &ctx.tried)?;
-    ctx.tried.push(addr);
-    ctx.chosen = Some(addr);
+    let addr = rt.select(server, sticky, &ctx.upstream.tried)?;
+    ctx.upstream.tried.push(addr);
+    ctx.upstream.chosen = Some(addr);
     // A GET is the server's event stream: it may stay silent for long.
     Some((addr, peer(s, addr, ctx.exchange == ExchangeKind::Get)))
 }
@@ -126,7 +126,7 @@ pub fn next_replica(gw: &Gateway, ctx: &mut RequestCtx) -> Option<(SocketAddr, H
 /// a request is never sent again (a tool call may not be idempotent).
 pub fn may_retry(ctx: &RequestCtx) -> bool {
     let total = ctx.server().map_or(0, |s| s.upstreams.len());
-    ctx.tried.len() < total
+    ctx.upstream.tried.len() < total
 }
 
 /// Sends the request (a POST with its judged body, a GET or DELETE with
@@ -230,7 +230,7 @@ async fn forward(
     let status = resp.status.as_u16();
 
     if matches!(
-        ctx.response,
+        ctx.reply.mode,
         ResponseMode::Json { .. } | ResponseMode::AnswersOnly | ResponseMode::Withheld { .. }
     ) {
         // Judged whole: read it all, then answer with the exact length.
@@ -258,7 +258,7 @@ async fn forward(
         return Ok(status);
     }
 
-    if matches!(ctx.response, ResponseMode::Sse { .. }) {
+    if matches!(ctx.reply.mode, ResponseMode::Sse { .. }) {
         // A stream may rest between events for as long as streams may idle.
         up.set_read_timeout(Some(s.timeouts.stream_idle));
     }
@@ -301,7 +301,7 @@ async fn forward(
             }
         };
         let Some(read) = read else {
-            ctx.upstream_error = Some("client closed the stream".into());
+            ctx.upstream.error = Some("client closed the stream".into());
             session.set_keepalive(None);
             return Ok(status);
         };
@@ -323,7 +323,7 @@ async fn forward(
                 return Err(refuse(e));
             }
             Err(e) => {
-                ctx.upstream_error = Some(e.to_string());
+                ctx.upstream.error = Some(e.to_string());
                 session.set_keepalive(None);
                 return Ok(status);
             }
@@ -337,7 +337,7 @@ async fn forward(
                 // window of bytes, however fast the upstream sends.
                 let due = held.len() >= HELD_MAX || tokio::time::Instant::now() >= deadline;
                 if due && !start_stream(session, &mut head, &mut held).await {
-                    ctx.upstream_error = Some("client closed the stream".into());
+                    ctx.upstream.error = Some("client closed the stream".into());
                     session.set_keepalive(None);
                     return Ok(status);
                 }

@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 
 use pingora::http::RequestHeader;
-use warden_filters::dlp::DlpFilter;
+use warden_filters::guards::dlp::DlpFilter;
 use warden_filters::Refusal;
 
 use crate::pipeline::ctx::RequestCtx;
@@ -202,7 +202,8 @@ fn client_url<'a>(ctx: &RequestCtx, req: &'a RequestHeader) -> Vec<(&'static str
     if let Some(q) = req.uri.query().filter(|q| !q.is_empty()) {
         // Forwarded as the client wrote it, or replaced by the gateway.
         let forwarded = ctx
-            .upstream_uri
+            .upstream
+            .uri
             .split_once('?')
             .is_some_and(|(_, up)| up == q);
         if forwarded {

@@ -6,8 +6,9 @@
 
 use bytes::Bytes;
 use pingora_proxy::Session;
-use warden_filters::version::ProtocolVersion;
-use warden_filters::{mcp, parse, plan_request, Forward, Parsed, Refusal};
+use warden_filters::protocol::mcp;
+use warden_filters::protocol::version::ProtocolVersion;
+use warden_filters::{parse, plan_request, Forward, Parsed, Refusal};
 
 use crate::hub::state::Gateway;
 use crate::pipeline::answers::write_answers;
@@ -175,10 +176,10 @@ pub async fn judge(
                 }
                 Parsed::Batch(_) => true,
             });
-    let mut global = warden_filters::quota::GlobalVerdicts::new();
+    let mut global = warden_filters::guards::quota::GlobalVerdicts::new();
     let demands = {
         let fctx = ctx.exchange(server, keep_arguments, None);
-        warden_filters::quota::global_demands(&cfg.quotas, &cfg.catalog, &parsed, &fctx)
+        warden_filters::guards::quota::global_demands(&cfg.quotas, &cfg.catalog, &parsed, &fctx)
     };
     // A virtual server's own leg spends nothing: its member's leg does.
     if !demands.is_empty() && server.composed.is_none() {
@@ -186,7 +187,7 @@ pub async fn judge(
         for d in demands {
             let v = match &store {
                 Some(s) => s.reserve(&d, ctx.now).await,
-                None => warden_filters::quota::GlobalVerdict::Unavailable,
+                None => warden_filters::guards::quota::GlobalVerdict::Unavailable,
             };
             global.insert(d.key, v);
         }
@@ -203,7 +204,7 @@ pub async fn judge(
         settle_held(gw, &rt, server, ctx, &mut plan).await;
     }
     // Replies are judged by the request they answer.
-    ctx.pending = plan
+    ctx.reply.pending = plan
         .records
         .iter()
         .filter(|r| {
@@ -229,7 +230,7 @@ pub async fn judge(
     // In a session an id names one request: a reused one would relabel the
     // replies the ledger matches on other exchanges (a replay, a legacy
     // GET stream) and have them judged as another request's.
-    if !ctx.pending.is_empty() && ctx.session_key().is_some() {
+    if !ctx.reply.pending.is_empty() && ctx.session_key().is_some() {
         let (owner, session) = crate::pipeline::scope::ledger_keys(ctx);
         let scope = crate::sessions::ledger::Scope {
             server: ctx.server_name(),
@@ -237,6 +238,7 @@ pub async fn judge(
             session: &session,
         };
         if let Some(p) = ctx
+            .reply
             .pending
             .iter()
             .find(|p| !gw.ledger.claim(&scope, &p.id, &p.asked))
@@ -304,7 +306,7 @@ pub async fn judge(
     // and may come before this POST's own 202 is back: their requests are
     // known there before the body is forwarded, or a reply would be judged
     // as one to no request (and one that cannot be judged is dropped).
-    if crate::pipeline::scope::legacy_post(ctx) && !ctx.pending.is_empty() {
+    if crate::pipeline::scope::legacy_post(ctx) && !ctx.reply.pending.is_empty() {
         crate::pipeline::scope::remember_pending(gw, ctx);
     }
     if !decls.is_empty() || !ctx.params_in.is_empty() {
@@ -468,7 +470,7 @@ fn undeclared_params(
 
 /// `params.arguments` of one judged message, as JSON (`None`: absent).
 fn arguments_json(message: &[u8]) -> Option<serde_json::Value> {
-    let at = warden_filters::jsonrpc::locate(message)?.arguments?;
+    let at = warden_filters::protocol::jsonrpc::locate(message)?.arguments?;
     serde_json::from_slice(message.get(at)?).ok()
 }
 

@@ -5,7 +5,7 @@
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora_proxy::Session;
-use warden_filters::filter::Direction;
+use warden_filters::chain::filter::Direction;
 
 use crate::hub::runtime::ServerId;
 use crate::hub::state::Gateway;
@@ -34,10 +34,12 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
     // Passive ejection: how the chosen replica answered this call (a
     // connect failure was counted when it happened; the gateway's own
     // timeouts and size limits, which a caller can provoke, never count).
-    if let (Some(s), Some(addr), Some(st)) = (ctx.server_id(), ctx.chosen, ctx.upstream_status) {
+    if let (Some(s), Some(addr), Some(st)) =
+        (ctx.server_id(), ctx.upstream.chosen, ctx.upstream.status)
+    {
         ctx.rt
             .outliers(s)
-            .record(&server, addr, st < 500 && ctx.unjudgeable == 0);
+            .record(&server, addr, st < 500 && ctx.reply.unjudgeable == 0);
     }
     let http_method = http_method(session.req_header());
     m.requests
@@ -56,7 +58,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
     match meta {
         Some(s) => {
             s.body_in.observe(ctx.body_len_in as f64);
-            s.body_out.observe(ctx.response_bytes as f64);
+            s.body_out.observe(ctx.reply.bytes as f64);
         }
         None => {
             m.body_bytes
@@ -64,7 +66,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
                 .observe(ctx.body_len_in as f64);
             m.body_bytes
                 .with_label_values(&[&server, "response"])
-                .observe(ctx.response_bytes as f64);
+                .observe(ctx.reply.bytes as f64);
         }
     }
 
@@ -77,13 +79,10 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
         .unwrap_or_default();
     let failed = e
         .map(|e| e.to_string())
-        .or_else(|| ctx.upstream_error.clone());
+        .or_else(|| ctx.upstream.error.clone());
     for (dir, list) in [
         (Direction::Request, plan_records),
-        (
-            Direction::Response,
-            std::mem::take(&mut ctx.response_records),
-        ),
+        (Direction::Response, std::mem::take(&mut ctx.reply.records)),
     ] {
         for mut r in list {
             if dir == Direction::Request {
@@ -100,7 +99,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
                     .get(&server)
                     .is_some_and(|c| c.tool(t).is_some())
                     || ((r.method.as_deref() == Some("tools/call") || r.task.is_some())
-                        && warden_filters::tools::valid_name(t)
+                        && warden_filters::guards::tools::valid_name(t)
                         && rt.snap.redact_text(t, 256) == *t)
             });
             let tool = r.target.as_ref().map(|_| match known {
@@ -414,8 +413,8 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         result: None,
         approval: None,
         dlp: Vec::new(),
-        upstream: ctx.chosen,
-        upstream_status: ctx.upstream_status,
+        upstream: ctx.upstream.chosen,
+        upstream_status: ctx.upstream.status,
         status,
         latency_us: ctx.start.elapsed().as_micros() as u64,
     }

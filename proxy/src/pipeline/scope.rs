@@ -29,7 +29,7 @@ pub fn legacy_post(ctx: &RequestCtx) -> bool {
 pub fn remember_pending(gw: &Gateway, ctx: &RequestCtx) {
     let (owner, session) = ledger_keys(ctx);
     let sc = scope(ctx, &owner, &session);
-    for p in &ctx.pending {
+    for p in &ctx.reply.pending {
         gw.ledger.asked(&sc, &p.id, p.asked.clone());
     }
 }
@@ -46,6 +46,7 @@ pub fn ledger_keys(ctx: &RequestCtx) -> (String, String) {
 pub fn session_scope_key(ctx: &RequestCtx) -> String {
     match ctx.exchange {
         ExchangeKind::Get => ctx
+            .reply
             .stream_session
             .clone()
             .or_else(|| ctx.session_id.clone())

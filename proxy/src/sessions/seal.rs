@@ -13,7 +13,7 @@
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use warden_filters::token::{TokenKey, NONCE_LEN};
+use warden_filters::engines::token::{TokenKey, NONCE_LEN};
 
 const PREFIX: &str = "ws1.";
 const AAD: &[u8] = b"warden session v1";

@@ -92,7 +92,7 @@ impl<'a> Rewrite<'a> {
         addr: SocketAddr,
         body_len: Option<usize>,
     ) -> pingora::Result<Rewrite<'a>> {
-        let uri: http::Uri = ctx.upstream_uri.parse().map_err(|e| {
+        let uri: http::Uri = ctx.upstream.uri.parse().map_err(|e| {
             pingora::Error::because(pingora::ErrorType::InternalError, "upstream uri", e)
         })?;
         let mut set = Vec::with_capacity(8);
@@ -153,11 +153,11 @@ impl<'a> Rewrite<'a> {
             // refuses the assertion replayed on any other request.
             let forwarded = ctx.plan.as_ref().and_then(|p| {
                 p.records.iter().find(|r| {
-                    r.kind == Some(warden_filters::jsonrpc::Kind::Request)
+                    r.kind == Some(warden_filters::protocol::jsonrpc::Kind::Request)
                         && matches!(
                             r.outcome,
-                            warden_filters::plan::Outcome::Forwarded
-                                | warden_filters::plan::Outcome::Mutated { .. }
+                            warden_filters::chain::plan::Outcome::Forwarded
+                                | warden_filters::chain::plan::Outcome::Mutated { .. }
                         )
                 })
             });
@@ -199,7 +199,7 @@ impl<'a> Rewrite<'a> {
             )?;
         }
         // A token fetched for this call (see `outbound`).
-        if let Some((h, v)) = &ctx.outbound_auth {
+        if let Some((h, v)) = &ctx.upstream.outbound_auth {
             put(named(h)?, v, false)?;
         }
         // Warden's span becomes the upstream's parent.
@@ -218,7 +218,7 @@ impl<'a> Rewrite<'a> {
             put(fixed("last-event-id"), id, false)?;
         }
         if let Some(n) = &ctx.name_out {
-            put(fixed(warden_filters::mcp::H_NAME), n, false)?;
+            put(fixed(warden_filters::protocol::mcp::H_NAME), n, false)?;
         }
         // Mirrored argument headers: only those judged against the forwarded
         // body (or scanned), on every method; nothing the client sent as is.
@@ -372,7 +372,7 @@ fn stripped(n: &str, direct: bool, api_key_header: Option<&str>, framed: bool) -
                 | "trailer"
                 | "upgrade"
         )
-        || n.starts_with(warden_filters::mcp::H_PARAM_PREFIX)
+        || n.starts_with(warden_filters::protocol::mcp::H_PARAM_PREFIX)
         || (framed && n == "transfer-encoding")
         || (direct
             && (matches!(n, "authorization" | "proxy-authorization")
@@ -522,7 +522,7 @@ mod tests {
             warden_local_servers::stdio::OWNER_HEADER,
             "traceparent",
             "mcp-session-id",
-            warden_filters::mcp::H_NAME,
+            warden_filters::protocol::mcp::H_NAME,
         ] {
             assert_eq!(super::fixed(n).as_str(), n);
         }

@@ -64,8 +64,8 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use warden_config::model::{Config, Prefixing, Server, VirtualMember};
+use warden_filters::engines::token::{TokenKey, NONCE_LEN};
 use warden_filters::snapshot::VIRTUAL_PREFIX;
-use warden_filters::token::{TokenKey, NONCE_LEN};
 
 use crate::loopback::{lock, member, session_not_found as not_found, Body, Members};
 
@@ -200,13 +200,13 @@ static LISTEN: OnceLock<Vec<(String, bool, bool)>> = OnceLock::new();
 /// principal). The aggregator binds sessions and bounds to it, and each
 /// member leg must authenticate the same one.
 pub fn owner_digest(
-    principal: &warden_filters::identity::Principal,
+    principal: &warden_filters::engines::identity::Principal,
     source: Option<std::net::IpAddr>,
 ) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     h.update(principal.owner().as_bytes());
-    if principal.auth == warden_filters::identity::AuthMethod::Anonymous {
+    if principal.auth == warden_filters::engines::identity::AuthMethod::Anonymous {
         h.update(b"\0");
         // `::ffff:a.b.c.d` and `a.b.c.d` are one caller.
         h.update(

@@ -112,7 +112,7 @@ fn no_bare_name_while_an_earlier_member_is_unknown() {
 
 #[test]
 fn anonymous_callers_are_told_apart_by_address() {
-    use warden_filters::identity::{AuthMethod, Principal};
+    use warden_filters::engines::identity::{AuthMethod, Principal};
     let a: Option<std::net::IpAddr> = "10.0.0.1".parse().ok();
     let b: Option<std::net::IpAddr> = "10.0.0.2".parse().ok();
     let anon = Principal::anonymous();

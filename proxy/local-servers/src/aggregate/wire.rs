@@ -30,13 +30,13 @@ pub(super) fn loggable(s: &str) -> String {
 /// event split anywhere), so a member leg's events are read here as they
 /// were judged there.
 pub(super) struct SseReader {
-    dec: warden_filters::sse::SseDecoder,
+    dec: warden_filters::protocol::sse::SseDecoder,
 }
 
 impl Default for SseReader {
     fn default() -> Self {
         SseReader {
-            dec: warden_filters::sse::SseDecoder::new(MAX_EVENT),
+            dec: warden_filters::protocol::sse::SseDecoder::new(MAX_EVENT),
         }
     }
 }

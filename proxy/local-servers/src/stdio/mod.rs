@@ -115,7 +115,7 @@ fn registry() -> &'static Registry {
 /// while the server's process setup is unchanged.
 pub fn bridge_for(
     server: &Server,
-    redactor: &Arc<warden_filters::dlp::Scanner>,
+    redactor: &Arc<warden_filters::engines::dlp::Scanner>,
 ) -> std::io::Result<SocketAddr> {
     let Some(cfg) = &server.stdio else {
         return Err(std::io::Error::other("not a stdio server"));
@@ -201,7 +201,7 @@ struct Shared {
     read: Duration,
     /// Redacts the process's stderr before it is logged (the bundle's DLP
     /// detectors, or the built-in ones).
-    redactor: arc_swap::ArcSwap<warden_filters::dlp::Scanner>,
+    redactor: arc_swap::ArcSwap<warden_filters::engines::dlp::Scanner>,
     cfg: Stdio,
     secret: String,
     sessions: Mutex<HashMap<String, Arc<Session>>>,

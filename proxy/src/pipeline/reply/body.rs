@@ -11,8 +11,8 @@ pub fn on_body(
     eos: bool,
 ) -> Result<()> {
     let chunk = body.take().unwrap_or_default();
-    ctx.response_bytes += chunk.len();
-    let mode = std::mem::replace(&mut ctx.response, ResponseMode::Passthrough);
+    ctx.reply.bytes += chunk.len();
+    let mode = std::mem::replace(&mut ctx.reply.mode, ResponseMode::Passthrough);
     let (mode, out) = match mode {
         ResponseMode::Pending | ResponseMode::Passthrough => {
             (ResponseMode::Passthrough, Some(chunk))
@@ -34,7 +34,7 @@ pub fn on_body(
             status,
         } => {
             let received = received || !chunk.is_empty();
-            let out = if eos && (received || always) && ctx.upstream_status != Some(202) {
+            let out = if eos && (received || always) && ctx.upstream.status != Some(202) {
                 metrics()
                     .upstream_errors
                     .with_label_values(&[ctx.server_name(), "withheld_body"])
@@ -152,7 +152,7 @@ pub fn on_body(
                 // nothing of it is passed on.
                 let tail = decoder.finish();
                 if tail.windows(4).any(|w| w == b"data") {
-                    ctx.unjudgeable += 1;
+                    ctx.reply.unjudgeable += 1;
                 }
                 // Requests whose replies were withheld still get an answer.
                 for err in unanswered_errors(ctx) {
@@ -162,7 +162,7 @@ pub fn on_body(
             (ResponseMode::Sse { decoder, injected }, Some(out.freeze()))
         }
     };
-    ctx.response = mode;
+    ctx.reply.mode = mode;
     *body = out.filter(|b| !b.is_empty() || eos);
     Ok(())
 }
@@ -171,11 +171,11 @@ pub fn on_body(
 /// something was withheld (a server that answered nothing readable must not
 /// leave the client waiting).
 pub(super) fn unanswered_errors(ctx: &mut RequestCtx) -> Vec<serde_json::Value> {
-    if ctx.unjudgeable == 0 {
+    if ctx.reply.unjudgeable == 0 {
         return Vec::new();
     }
     let mut out = Vec::new();
-    for p in ctx.pending.iter_mut().filter(|p| !p.answered) {
+    for p in ctx.reply.pending.iter_mut().filter(|p| !p.answered) {
         p.answered = true;
         out.push(unreadable_error().to_response(Some(&p.id)));
     }
@@ -206,7 +206,7 @@ pub(super) fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Byt
     let Some((rt, server)) = ctx.routed() else {
         return body;
     };
-    if ctx.upstream_status == Some(404) && ctx.session_id.is_some() {
+    if ctx.upstream.status == Some(404) && ctx.session_id.is_some() {
         return Bytes::from(session_ended(ctx).to_response_bytes(single_request_id(ctx).as_ref()));
     }
     let buf = &body[..];
@@ -225,8 +225,8 @@ pub(super) fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Byt
                 .upstream_errors
                 .with_label_values(&[&rt.server(server).name, "bad_json"])
                 .inc();
-            ctx.unjudgeable += 1;
-            ctx.response_records.push(unjudgeable_record(None));
+            ctx.reply.unjudgeable += 1;
+            ctx.reply.records.push(unjudgeable_record(None));
             let mut errs = unanswered_errors(ctx);
             let answers = ctx.plan.as_ref().map_or(&[][..], |p| p.answers.as_slice());
             errs.extend(answers.iter().cloned());
@@ -264,7 +264,7 @@ pub(super) fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Byt
                 changed = true;
                 match unjudgeable(gw, ctx, e.id.as_ref()) {
                     Some(b) => out.push(std::borrow::Cow::Owned(b)),
-                    None => ctx.response_records.push(MessageRecord::invalid(e)),
+                    None => ctx.reply.records.push(MessageRecord::invalid(e)),
                 }
             }
         }
@@ -285,7 +285,7 @@ pub(super) fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Byt
     if !matches!(parsed, Parsed::Batch(_)) && out.len() == 1 {
         return Bytes::from(out.remove(0).into_owned());
     }
-    Bytes::from(warden_filters::plan::json_array(&out))
+    Bytes::from(warden_filters::chain::plan::json_array(&out))
 }
 
 pub(super) fn single_request_id(ctx: &RequestCtx) -> Option<warden_filters::Id> {

@@ -40,7 +40,11 @@ pub(super) fn rewrite_endpoint(
             .or_else(|| lower.strip_prefix("https://"))
             .ok_or(ReplyRefusal::EndpointRefused)?;
         let (authority, _) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let own = ctx.chosen.map(|a| a.to_string()).unwrap_or_default();
+        let own = ctx
+            .upstream
+            .chosen
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         if authority != own {
             return Err(ReplyRefusal::EndpointRefused);
         }
@@ -65,9 +69,9 @@ pub(super) fn rewrite_endpoint(
     };
     let server_name = &rt.server(server).name;
     let owner = crate::sessions::sticky::owner_key(&ctx.principal);
-    ctx.stream_session = Some(legacy_key(path));
+    ctx.reply.stream_session = Some(legacy_key(path));
     gw.sessions.remember_legacy_path(server_name, path_only);
-    if let Some(addr) = ctx.chosen {
+    if let Some(addr) = ctx.upstream.chosen {
         gw.sessions
             .remember(server_name, &legacy_key(path), addr, &owner, false);
         // Stateless replicas: the session's query travels sealed.

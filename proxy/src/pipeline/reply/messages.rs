@@ -40,15 +40,20 @@ pub(super) fn unjudgeable(
     ctx: &mut RequestCtx,
     id: Option<&warden_filters::Id>,
 ) -> Option<Vec<u8>> {
-    ctx.unjudgeable += 1;
+    ctx.reply.unjudgeable += 1;
     metrics()
         .upstream_errors
         .with_label_values(&[ctx.server_name(), "unjudgeable_message"])
         .inc();
-    ctx.response_records.push(unjudgeable_record(id));
+    ctx.reply.records.push(unjudgeable_record(id));
     let id = id?;
     let waiting = match ctx.exchange {
-        ExchangeKind::Post => match ctx.pending.iter_mut().find(|p| !p.answered && p.id == *id) {
+        ExchangeKind::Post => match ctx
+            .reply
+            .pending
+            .iter_mut()
+            .find(|p| !p.answered && p.id == *id)
+        {
             Some(p) => {
                 p.answered = true;
                 true
@@ -76,6 +81,7 @@ pub(super) fn match_reply(
     match ctx.exchange {
         ExchangeKind::Post => {
             let p = ctx
+                .reply
                 .pending
                 .iter_mut()
                 .find(|p| p.id == *id && !p.answered)?;
@@ -169,11 +175,11 @@ pub(super) fn drop_unmatched(ctx: &mut RequestCtx, env: &Envelope) -> ServerMess
         },
     );
     rec.target = None;
-    ctx.response_records.push(rec);
+    ctx.reply.records.push(rec);
     // On a POST, a reply answering none of its requests is one they did
     // not get: each still gets an answer (an error), not silence.
     if ctx.exchange == ExchangeKind::Post {
-        ctx.unjudgeable += 1;
+        ctx.reply.unjudgeable += 1;
     }
     ServerMessageVerdict::Dropped
 }
@@ -301,7 +307,7 @@ pub(super) fn judge_message(
             }
         }
         rec.noted(notes);
-        ctx.response_records.push(rec);
+        ctx.reply.records.push(rec);
     }
     judged
 }
@@ -326,20 +332,20 @@ pub(super) fn judge_event(
         .with_label_values(&[&rt.server(server).name])
         .inc();
     // The server's event id reaches the client sealed for this principal,
-    // server and session (see `warden_filters::handles`); a `Last-Event-ID`
+    // server and session (see `warden_filters::guards::handles`); a `Last-Event-ID`
     // opens only for them.
     let owner = ctx.principal.owner_key();
     let session = ctx.session_id.clone();
     let server_name = rt.server(server).name.clone();
     let sealer = rt.snap.handle_sealer.clone();
     let id_ok = move |id: &str| {
-        if !warden_filters::sse::safe_id(id) {
+        if !warden_filters::protocol::sse::safe_id(id) {
             return None;
         }
         sealer.seal(
-            warden_filters::handles::HandleKind::EventId,
+            warden_filters::guards::handles::HandleKind::EventId,
             id,
-            warden_filters::handles::Holder {
+            warden_filters::guards::handles::Holder {
                 owner: &owner,
                 server: &server_name,
                 session: session.as_deref(),
@@ -348,8 +354,8 @@ pub(super) fn judge_event(
         )
     };
     if ev.event_type() == "endpoint" {
-        if ctx.exchange == ExchangeKind::Get && !ctx.endpoint_seen {
-            ctx.endpoint_seen = true;
+        if ctx.exchange == ExchangeKind::Get && !ctx.reply.endpoint_seen {
+            ctx.reply.endpoint_seen = true;
             return rewrite_endpoint(gw, ctx, &rt, server, ev);
         }
         // Only the first event of a legacy GET stream names the endpoint.

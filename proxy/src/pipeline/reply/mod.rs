@@ -6,7 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use warden_filters::jsonrpc::ElementError;
+use warden_filters::protocol::jsonrpc::ElementError;
 use warden_filters::{
     parse, Envelope, Kind, MessageRecord, Outcome, Parsed, SseDecoder, SseEvent, Verdict,
 };
@@ -44,17 +44,13 @@ fn media_is(ct: &[u8], want: &str) -> bool {
     main.trim_ascii().eq_ignore_ascii_case(want.as_bytes())
 }
 
-/// The body will be rewritten, so its length is unknown up front: drop
-/// Content-Length and, on HTTP/1.1, frame it chunked so the connection stays
-/// reusable (HTTP/2 frames bodies itself and forbids Transfer-Encoding).
-fn unframe(ctx: &RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
+/// The body will be rewritten, so its length is unknown up front: the
+/// upstream's framing goes. The driver frames what leaves (`forwarding`):
+/// the exact length of a body judged whole, chunks for a stream on
+/// HTTP/1.1, nothing on HTTP/2 (which frames bodies itself).
+fn unframe(resp: &mut ResponseHeader) {
     resp.remove_header(&http::header::CONTENT_LENGTH);
-    if ctx.downstream_h2 {
-        resp.remove_header(&http::header::TRANSFER_ENCODING);
-    } else {
-        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-    }
-    Ok(())
+    resp.remove_header(&http::header::TRANSFER_ENCODING);
 }
 
 fn content_length_zero(resp: &ResponseHeader) -> bool {
@@ -74,7 +70,7 @@ fn content_length_zero(resp: &ResponseHeader) -> bool {
 /// nothing of it.
 pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
     let status = resp.status.as_u16();
-    ctx.upstream_status = Some(status);
+    ctx.upstream.status = Some(status);
     let Some((rt, server)) = ctx.routed() else {
         return Ok(());
     };
@@ -108,7 +104,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     if sids > 1 {
         return refuse_reply(server_name, ReplyRefusal::DuplicateSessionHeader);
     }
-    if let (Some(sid), Some(addr)) = (resp.headers.get("mcp-session-id"), ctx.chosen) {
+    if let (Some(sid), Some(addr)) = (resp.headers.get("mcp-session-id"), ctx.upstream.chosen) {
         // Visible ASCII (the transport's rule), bounded, and nothing DLP
         // flags: without a sealer the client sees it as the server sent it.
         let Some(sid) = sid
@@ -186,15 +182,15 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     // since it was judged.
     if ctx.exchange == ExchangeKind::Post
         && (status == 202 || sse)
-        && !ctx.pending.is_empty()
+        && !ctx.reply.pending.is_empty()
         && !legacy_post(ctx)
     {
         remember_pending(gw, ctx);
     }
     let answers_pending = ctx.plan.as_ref().is_some_and(|p| !p.answers.is_empty());
-    ctx.response = if sse {
+    ctx.reply.mode = if sse {
         // Never buffer or compress a stream; lengths do not apply.
-        unframe(ctx, resp)?;
+        unframe(resp);
         resp.insert_header("x-accel-buffering", "no")?;
         ResponseMode::Sse {
             decoder: SseDecoder::new(rt.snap.config.limits.max_sse_event),
@@ -204,7 +200,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         // The upstream accepted what was forwarded; the gateway still owes answers.
         resp.set_status(200)?;
         resp.insert_header("content-type", "application/json")?;
-        unframe(ctx, resp)?;
+        unframe(resp);
         ResponseMode::AnswersOnly
     } else if ctx.exchange == ExchangeKind::Delete && (200..300).contains(&status) {
         // A session ended: passed on as the server said it, without the
@@ -219,7 +215,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         && status != 202
         && !(ctx.exchange == ExchangeKind::Get && (200..300).contains(&status))
     {
-        unframe(ctx, resp)?;
+        unframe(resp);
         ResponseMode::Json {
             chunks: Vec::new(),
             len: 0,
@@ -233,8 +229,8 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
             .inc();
         resp.set_status(502)?;
         resp.insert_header("content-type", "application/json")?;
-        unframe(ctx, resp)?;
-        ctx.upstream_status = Some(502);
+        unframe(resp);
+        ctx.upstream.status = Some(502);
         ResponseMode::Withheld {
             received: false,
             always: true,
@@ -246,7 +242,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         if status != 202 {
             resp.insert_header("content-type", "application/json")?;
         }
-        unframe(ctx, resp)?;
+        unframe(resp);
         ResponseMode::Withheld {
             received: false,
             always: false,
