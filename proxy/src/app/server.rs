@@ -137,7 +137,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Every accepted stream gets a whole-header deadline first (see `conn`).
     let mut proxy = Service::new(
         "warden".to_string(),
-        crate::app::conn::Guarded {
+        crate::pipeline::conn::Guarded {
             app: Arc::new(app),
             current: gateway.current.clone(),
         },

@@ -59,6 +59,24 @@ impl Runtime {
         &self.servers[id.0]
     }
 
+    /// Whether calls of `tool` on `server` are logged in full (`audit.log_io`).
+    pub fn logs_io(&self, server: ServerId, tool: &str) -> bool {
+        let cfg = &self.snap.config;
+        !cfg.audit.log_io.is_empty()
+            && cfg.servers.get(server.0).is_some_and(|s| {
+                // A virtual server's leg: its member's leg logs (with the
+                // tool's own risk).
+                if s.composed.is_some() {
+                    return false;
+                }
+                let risk = cfg
+                    .catalog
+                    .get(&s.name)
+                    .map_or(warden_config::access::Risk::Medium, |c| c.risk(tool));
+                cfg.audit.log_io.contains(&risk)
+            })
+    }
+
     /// Server `id`'s replicas out of rotation.
     pub fn outliers(&self, id: ServerId) -> &crate::upstreams::health::Outliers {
         &self.outliers[id.0]

@@ -29,10 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use warden_config::model::{CallerToken, OAuthGrant, OutboundOAuth, Server};
-use warden_filters::{codes, JsonRpcError, Refusal};
-
-use crate::hub::runtime::ServerId;
-use crate::pipeline::ctx::RequestCtx;
+use warden_filters::{codes, JsonRpcError, Principal, Refusal};
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -103,8 +100,11 @@ fn claims_of(token: &str) -> Option<serde_json::Value> {
 }
 
 /// The caller's OAuth token, when it authenticated with one.
-fn caller_token<'a>(ctx: &RequestCtx, req: &'a pingora::http::RequestHeader) -> Option<&'a str> {
-    if ctx.principal.auth != warden_filters::engines::identity::AuthMethod::Jwt {
+fn caller_token<'a>(
+    principal: &Principal,
+    req: &'a pingora::http::RequestHeader,
+) -> Option<&'a str> {
+    if principal.auth != warden_filters::engines::identity::AuthMethod::Jwt {
         return None;
     }
     let h = req
@@ -124,17 +124,18 @@ fn header_value(header: &str, token: &str) -> String {
 }
 
 /// A token that names some server's `caller_token` audience is accepted
-/// only on that server's routes (see the module docs).
+/// only on that server's routes (see the module docs): `routed` is the
+/// server of this request, one of `servers` (names are unique).
 pub fn check_reuse(
-    ctx: &RequestCtx,
+    principal: &Principal,
     req: &pingora::http::RequestHeader,
     servers: &[Server],
-    server: ServerId,
+    routed: &Server,
 ) -> Result<(), Refusal> {
     if !servers.iter().any(|s| s.caller_token.is_some()) {
         return Ok(());
     }
-    let Some(token) = caller_token(ctx, req) else {
+    let Some(token) = caller_token(principal, req) else {
         return Ok(());
     };
     let aud = claims_of(token)
@@ -145,9 +146,9 @@ pub fn check_reuse(
         serde_json::Value::Array(xs) => xs.iter().any(|x| x.as_str() == Some(a)),
         _ => false,
     };
-    for (i, s) in servers.iter().enumerate() {
+    for s in servers {
         if let Some(c) = &s.caller_token {
-            if i != server.0 && names(&c.audience) {
+            if s.name != routed.name && names(&c.audience) {
                 return Err(refuse(
                     403,
                     "caller_token_elsewhere",
@@ -177,18 +178,18 @@ fn error_code(v: &serde_json::Value) -> String {
 }
 
 impl TokenCache {
-    /// Sets `ctx.upstream.outbound_auth` for a server that fetches its upstream
-    /// identity per call; does nothing for the others.
+    /// The upstream identity (header, value) for a server that fetches it
+    /// per call; none for the others.
     pub async fn prepare(
         &self,
-        ctx: &mut RequestCtx,
+        principal: &Principal,
         server: &Server,
         req: &pingora::http::RequestHeader,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<(String, String)>, Refusal> {
         if let Some(c) = &server.caller_token {
-            ctx.upstream.outbound_auth = Some((c.header.clone(), pass_through(ctx, req, c)?));
+            Ok(Some((c.header.clone(), pass_through(principal, req, c)?)))
         } else if let Some(o) = &server.oauth {
-            let v = self.fetch(ctx, server, o, req).await;
+            let v = self.fetch(principal, server, o, req).await;
             let m = crate::observability::metrics::metrics();
             let grant = match o.grant {
                 OAuthGrant::TokenExchange => "token_exchange",
@@ -202,21 +203,22 @@ impl TokenCache {
             m.outbound_tokens
                 .with_label_values(&[&server.name, grant, result])
                 .inc();
-            ctx.upstream.outbound_auth = Some((o.header.clone(), v?.0));
+            Ok(Some((o.header.clone(), v?.0)))
+        } else {
+            Ok(None)
         }
-        Ok(())
     }
 
     /// The header value and whether it came from the cache.
     async fn fetch(
         &self,
-        ctx: &RequestCtx,
+        principal: &Principal,
         server: &Server,
         o: &OutboundOAuth,
         req: &pingora::http::RequestHeader,
     ) -> Result<(String, bool), Refusal> {
         let subject = match o.grant {
-            OAuthGrant::TokenExchange => Some(caller_token(ctx, req).ok_or_else(|| {
+            OAuthGrant::TokenExchange => Some(caller_token(principal, req).ok_or_else(|| {
                 refuse(
                     403,
                     "token_exchange_needs_caller_token",
@@ -230,7 +232,7 @@ impl TokenCache {
         };
         // Length-prefixed parts: no two identities spell the same key.
         let mut h = Sha256::new();
-        let owner = ctx.principal.owner_key();
+        let owner = principal.owner_key();
         // The secret too: rotating a leaked one drops what it obtained.
         let secret = hex::encode(Sha256::digest(o.client_secret.expose().as_bytes()));
         let parts: [&str; 9] = [
@@ -446,11 +448,11 @@ fn form_encode(s: &str) -> String {
 
 /// The caller's own token, for a server that opted in, only when issued for it.
 fn pass_through(
-    ctx: &RequestCtx,
+    principal: &Principal,
     req: &pingora::http::RequestHeader,
     c: &CallerToken,
 ) -> Result<String, Refusal> {
-    let token = caller_token(ctx, req).ok_or_else(|| {
+    let token = caller_token(principal, req).ok_or_else(|| {
         refuse(
             403,
             "caller_token_missing",
@@ -476,25 +478,6 @@ fn pass_through(
         ));
     }
     Ok(header_value(&c.header, token))
-}
-
-/// The upstream identity this call needs, fetched before it is forwarded
-/// (a caller token checked for reuse, an OAuth token exchanged or fetched).
-pub async fn prepare(
-    tokens: &TokenCache,
-    session: &pingora::proxy::Session,
-    ctx: &mut RequestCtx,
-) -> Result<(), Refusal> {
-    let Some((rt, server)) = ctx.routed() else {
-        return Ok(());
-    };
-    let servers = &rt.snap.config.servers;
-    crate::identity::outbound::check_reuse(ctx, session.req_header(), servers, server)?;
-    let server = rt.server(server);
-    if server.oauth.is_none() && server.caller_token.is_none() {
-        return Ok(());
-    }
-    tokens.prepare(ctx, server, session.req_header()).await
 }
 
 #[cfg(test)]

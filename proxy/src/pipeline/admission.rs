@@ -11,6 +11,7 @@ use warden_filters::Refusal;
 
 use crate::hub::runtime::ServerId;
 use crate::hub::state::Gateway;
+use crate::identity::outbound::{check_reuse, TokenCache};
 use crate::pipeline::ctx::{ExchangeKind, RequestCtx, Routed};
 use crate::pipeline::headers::header_str;
 
@@ -445,6 +446,28 @@ fn own_origin(snap: &warden_filters::Snapshot, loopback: bool, origin: &str) -> 
         return false;
     }
     serves_host(snap, loopback, &host_name(rest))
+}
+
+/// The upstream identity this call needs, fetched before it is forwarded
+/// (a caller token checked for reuse, an OAuth token exchanged or fetched):
+/// for a GET or DELETE once admitted, for a POST once its body is judged
+/// well-formed (before a quota or an approval is spent on it).
+pub async fn upstream_identity(
+    tokens: &TokenCache,
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> Result<(), Refusal> {
+    let Some((rt, server)) = ctx.routed() else {
+        return Ok(());
+    };
+    let server = rt.server(server);
+    let req = session.req_header();
+    check_reuse(&ctx.principal, req, &rt.snap.config.servers, server)?;
+    if server.oauth.is_none() && server.caller_token.is_none() {
+        return Ok(());
+    }
+    ctx.upstream.outbound_auth = tokens.prepare(&ctx.principal, server, req).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -35,8 +35,9 @@ use crate::hub::state::Gateway;
 use crate::observability::metrics::metrics;
 use crate::pipeline::ctx::{ExchangeKind, RequestCtx, ResponseMode};
 use crate::pipeline::reply;
+use crate::pipeline::rewrite::Rewrite;
+use crate::upstreams::peer::peer;
 use crate::upstreams::pool::UpstreamPool;
-use crate::upstreams::upstream::{peer, Rewrite};
 
 /// How judged POST bodies reach upstreams: Pingora's connector makes
 /// connections (TCP, TLS, HTTP/2 as the peer says) and keeps HTTP/2

@@ -5,7 +5,7 @@
 //!
 //! Judged here, at admission (before a body is read or anything is spent):
 //! every client header the upstream receives as the client sent it (see
-//! [`crate::upstreams::upstream::forwarded`]; credentials for the gateway, hop-by-hop
+//! [`crate::pipeline::rewrite::forwarded`]; credentials for the gateway, hop-by-hop
 //! headers and the ones the gateway replaces never reach it), and the path
 //! below the route's prefix and the query, percent-decoded as a server
 //! reads them (a `+` in the query also as a space). A header is read as
@@ -51,8 +51,7 @@ pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader) -> Result<(), Refusal> {
     };
     for (name, value) in req.headers.iter() {
         let spelled = cased.next();
-        if !crate::upstreams::upstream::forwarded(name.as_str(), api_key_header, ctx.session_sealed)
-        {
+        if !crate::pipeline::rewrite::forwarded(name.as_str(), api_key_header, ctx.session_sealed) {
             continue;
         }
         let lower = name.as_str();

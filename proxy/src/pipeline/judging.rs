@@ -73,7 +73,7 @@ pub async fn judge(
     })?;
     // The upstream identity (a token exchange, say), before anything is
     // spent on the call: a failure costs no quota and no approval.
-    crate::identity::outbound::prepare(&gw.tokens, session, ctx)
+    crate::pipeline::admission::upstream_identity(&gw.tokens, session, ctx)
         .await
         .map_err(|r| match &parsed {
             Parsed::Single(env) => r.with_id(env.id.clone()),
@@ -172,7 +172,7 @@ pub async fn judge(
                         && env
                             .name
                             .as_deref()
-                            .is_some_and(|t| crate::pipeline::recording::logs_io(&rt, server_id, t))
+                            .is_some_and(|t| rt.logs_io(server_id, t))
                 }
                 Parsed::Batch(_) => true,
             });

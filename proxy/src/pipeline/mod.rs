@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod answers;
 pub mod body;
+pub mod conn;
 pub mod ctx;
 pub mod forwarding;
 pub mod header_dlp;
@@ -14,5 +15,6 @@ pub mod headers;
 pub mod judging;
 pub mod recording;
 pub mod reply;
+pub mod rewrite;
 pub mod scope;
 pub mod service;

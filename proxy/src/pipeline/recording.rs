@@ -7,7 +7,6 @@ use pingora::prelude::*;
 use pingora_proxy::Session;
 use warden_filters::chain::filter::Direction;
 
-use crate::hub::runtime::ServerId;
 use crate::hub::state::Gateway;
 use crate::observability::audit::AuditRecord;
 use crate::observability::metrics::metrics;
@@ -16,7 +15,7 @@ use crate::pipeline::headers::trace_id;
 
 /// Records the exchange (see the module documentation).
 pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-    if let Some(g) = crate::app::conn::guard_of(session) {
+    if let Some(g) = crate::pipeline::conn::guard_of(session) {
         g.exchange_done();
     }
     let m = metrics();
@@ -193,7 +192,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
                 && matches!(r.method.as_deref(), Some("tools/call"))
                 && ctx
                     .server_id()
-                    .is_some_and(|s| r.target.as_deref().is_some_and(|t| logs_io(rt, s, t)));
+                    .is_some_and(|s| r.target.as_deref().is_some_and(|t| rt.logs_io(s, t)));
             rec.arguments = match r.arguments.take() {
                 Some(a) if !rt.snap.config.audit.include_arguments => full
                     .then(|| serde_json::from_str::<serde_json::Value>(&a).ok())
@@ -478,22 +477,4 @@ fn bounded(s: &str, n: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
-}
-
-/// Whether calls of `tool` on `server` are logged in full (`audit.log_io`).
-pub fn logs_io(rt: &crate::hub::runtime::Runtime, server: ServerId, tool: &str) -> bool {
-    let cfg = &rt.snap.config;
-    !cfg.audit.log_io.is_empty()
-        && cfg.servers.get(server.0).is_some_and(|s| {
-            // A virtual server's leg: its member's leg logs (with the
-            // tool's own risk).
-            if s.composed.is_some() {
-                return false;
-            }
-            let risk = cfg
-                .catalog
-                .get(&s.name)
-                .map_or(warden_config::access::Risk::Medium, |c| c.risk(tool));
-            cfg.audit.log_io.contains(&risk)
-        })
 }

@@ -48,7 +48,7 @@ impl WardenProxy {
         let body = match admit(gw, session, ctx).await? {
             Admitted::Answered(status) => return Ok(status),
             Admitted::Stream => {
-                crate::identity::outbound::prepare(&gw.tokens, session, ctx).await?;
+                crate::pipeline::admission::upstream_identity(&gw.tokens, session, ctx).await?;
                 None
             }
             // The upstream identity is fetched while judging, before
@@ -73,7 +73,7 @@ impl ProxyHttp for WardenProxy {
     async fn early_request_filter(&self, session: &mut Session, _: &mut RequestCtx) -> Result<()> {
         // The header is complete: its deadline no longer applies. Pipelined
         // HTTP/1.1 requests are answered one after another, in order.
-        if let Some(g) = crate::app::conn::guard_of(session) {
+        if let Some(g) = crate::pipeline::conn::guard_of(session) {
             g.header_done();
         }
         // Only for POST: a stream's connection must keep watching for the

@@ -1,6 +1,6 @@
-//! Reaching upstreams: peers and header rewriting, the idle connection pool
+//! Reaching upstreams: the peer of one replica, the idle connection pool
 //! of the judged POST path, and MCP-aware health checks.
 
 pub mod health;
+pub mod peer;
 pub mod pool;
-pub mod upstream;

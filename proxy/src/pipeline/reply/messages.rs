@@ -281,7 +281,7 @@ pub(super) fn judge_message(
         (Kind::Response, Some(a)) if a.method == "tools/call" => a
             .target
             .as_deref()
-            .filter(|t| logs_io(rt, server, t))
+            .filter(|t| rt.logs_io(server, t))
             .and_then(|_| {
                 let sent: &[u8] = match &judged {
                     ServerMessageVerdict::Replaced(b) => b,

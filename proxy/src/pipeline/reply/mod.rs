@@ -15,7 +15,6 @@ use crate::hub::runtime::ServerId;
 use crate::hub::state::Gateway;
 use crate::observability::metrics::metrics;
 use crate::pipeline::ctx::{ExchangeKind, RequestCtx, ResponseMode};
-use crate::pipeline::recording::logs_io;
 use crate::pipeline::scope::{ledger_keys, legacy_post, remember_pending, scope};
 use crate::sessions::sticky::legacy_key;
 
