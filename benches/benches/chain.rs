@@ -98,7 +98,11 @@ fn bench(c: &mut Criterion) {
             keep_arguments: false,
             global: None,
         };
-        let plan = plan_request(&request, &parsed, &snap.chain, &fctx);
+        let plan = plan_request(
+            &warden_filters::RequestMessages::new(&request, &parsed),
+            &snap.chain,
+            &fctx,
+        );
         let Ok(Parsed::Single(env)) = parse(&reply, snap.parse_limits) else {
             panic!("reply parses");
         };

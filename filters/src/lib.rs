@@ -24,7 +24,9 @@ pub use chain::filter::{
     Acts, Decision, Denial, Direction, Exchange, FilterChain, McpFilter, Message, Methods, Notes,
     Principal, Verdict,
 };
-pub use chain::plan::{plan_request, Forward, MessageRecord, Outcome, RequestPlan};
+pub use chain::plan::{
+    plan_request, Forward, MessageRecord, Outcome, RequestMessages, RequestPlan,
+};
 pub use protocol::error::{codes, JsonRpcError, Refusal};
 pub use protocol::jsonrpc::{parse, Envelope, Id, Kind, ParseLimits, Parsed, Spans};
 pub use protocol::sse::{SseDecoder, SseEvent};

@@ -123,18 +123,52 @@ fn target(env: &Envelope) -> Option<String> {
     crate::protocol::mcp::judged_target(env).map(str::to_owned)
 }
 
+/// The messages of one request body, each built once: what the gateway
+/// reads before the chain (the mirrored headers' arguments, `initialize`'s
+/// capabilities), the chain, and the audit record all read the same
+/// [`Message`], so each is parsed into a value at most once.
+pub enum RequestMessages<'a> {
+    Single(Message<'a>),
+    /// A batch's elements in order: a message, or why the element is none.
+    Batch(Vec<Result<Message<'a>, &'a ElementError>>),
+}
+
+impl<'a> RequestMessages<'a> {
+    pub fn new(body: &'a [u8], parsed: &'a Parsed) -> Self {
+        match parsed {
+            Parsed::Single(env) => RequestMessages::Single(Message::new(env, body)),
+            Parsed::Batch(items) => RequestMessages::Batch(
+                items
+                    .iter()
+                    .map(|item| {
+                        item.as_ref()
+                            .map(|env| Message::new(env, &body[env.span.clone()]))
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The body's one message, when it is not a batch.
+    pub fn single(&self) -> Option<&Message<'a>> {
+        match self {
+            RequestMessages::Single(m) => Some(m),
+            RequestMessages::Batch(_) => None,
+        }
+    }
+}
+
 /// Runs the chain over every message of a parsed body.
 pub fn plan_request(
-    body: &[u8],
-    parsed: &Parsed,
+    messages: &RequestMessages<'_>,
     chain: &FilterChain,
     ctx: &Exchange<'_>,
 ) -> RequestPlan {
-    match parsed {
-        Parsed::Single(env) => {
+    match messages {
+        RequestMessages::Single(msg) => {
+            let env = msg.envelope;
             let mut notes = Notes::default();
-            let msg = Message::new(env, body);
-            let verdict = chain.run(&msg, ctx, &mut notes);
+            let verdict = chain.run(msg, ctx, &mut notes);
             let mut plan = RequestPlan {
                 forward: Forward::Original,
                 answers: Vec::new(),
@@ -167,13 +201,13 @@ pub fn plan_request(
                     outcome: judged,
                 });
             }
-            let mut rec = MessageRecord::with_arguments(&msg, outcome, ctx.keep_arguments);
+            let mut rec = MessageRecord::with_arguments(msg, outcome, ctx.keep_arguments);
             rec.noted(notes);
             plan.records.push(rec);
             plan.forwards_request = env.kind == Kind::Request && plan.forward != Forward::Nothing;
             plan
         }
-        Parsed::Batch(items) => {
+        RequestMessages::Batch(items) => {
             let mut plan = RequestPlan {
                 forward: Forward::Original,
                 answers: Vec::new(),
@@ -194,10 +228,9 @@ pub fn plan_request(
             let mut ids: Vec<Cow<'_, str>> = Vec::new();
             for item in items {
                 match item {
-                    Ok(env) => {
-                        let bytes = &body[env.span.clone()];
+                    Ok(msg) => {
+                        let (env, bytes) = (msg.envelope, msg.bytes);
                         let mut notes = Notes::default();
-                        let msg = Message::new(env, bytes);
                         let reused = match (&env.kind, &env.id) {
                             (Kind::Request, Some(id)) => {
                                 let text = id_text(id);
@@ -215,7 +248,7 @@ pub fn plan_request(
                                 denial: duplicate_id(),
                             }
                         } else {
-                            chain.run(&msg, ctx, &mut notes)
+                            chain.run(msg, ctx, &mut notes)
                         };
                         if notes.approval.is_some() && !matches!(verdict, Verdict::Reject { .. }) {
                             // Approval is asked for a call sent alone.
@@ -250,7 +283,7 @@ pub fn plan_request(
                         }
                         plan.answers.extend(single.answers);
                         let mut rec =
-                            MessageRecord::with_arguments(&msg, outcome, ctx.keep_arguments);
+                            MessageRecord::with_arguments(msg, outcome, ctx.keep_arguments);
                         rec.noted(notes);
                         plan.records.push(rec);
                     }
@@ -478,7 +511,11 @@ mod tests {
         let p = Principal::anonymous();
         let ctx = Exchange::new(&p, "s");
         let parsed = parse(body.as_bytes(), ParseLimits::default()).expect("parse");
-        plan_request(body.as_bytes(), &parsed, &chain, &ctx)
+        plan_request(
+            &RequestMessages::new(body.as_bytes(), &parsed),
+            &chain,
+            &ctx,
+        )
     }
 
     fn call(id: u32, tool: &str) -> String {

@@ -170,32 +170,7 @@ pub async fn admit(
             return Err(Refusal::bad_header(name, "sent more than once"));
         }
     }
-    if mcp::duplicate_param_header(req.headers.iter().map(|(k, _)| k.as_str())).is_some() {
-        return Err(Refusal::bad_header("Mcp-Param-*", "sent more than once"));
-    }
-    // `Mcp-Param-*` mirror arguments into headers: each must decode to one
-    // value, or it cannot be compared with the body (2026-07-28).
-    for (name, value) in req.headers.iter() {
-        let n = name.as_str();
-        // `Mcp_Name` and the like: servers behind CGI-style stacks read
-        // them as the real header (both become HTTP_MCP_NAME).
-        if n.contains('_') && n.replace('_', "-").starts_with("mcp-") {
-            return Err(Refusal::bad_header(
-                "Mcp-*",
-                "a name spelled with `_` is ambiguous",
-            ));
-        }
-        if n.len() > mcp::H_PARAM_PREFIX.len() && n.starts_with(mcp::H_PARAM_PREFIX) {
-            let Some(v) = mcp::decode_header_value(value.as_bytes()) else {
-                return Err(Refusal::header_mismatch(
-                    None,
-                    "an Mcp-Param-* header value is not valid".into(),
-                ));
-            };
-            ctx.params_in
-                .push((n[mcp::H_PARAM_PREFIX.len()..].to_owned(), v));
-        }
-    }
+    ctx.mirrored = crate::pipeline::mirrored::read(req)?;
     ctx.session_id = header_str(req, "mcp-session-id").map(str::to_owned);
     ctx.protocol_version = header_str(req, "mcp-protocol-version").map(str::to_owned);
     ctx.justification = header_str(req, "x-warden-justification").map(str::to_owned);

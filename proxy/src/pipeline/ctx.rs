@@ -155,14 +155,9 @@ pub struct RequestCtx {
     pub counted_inflight: bool,
     /// The client speaks HTTP/2 to the gateway.
     pub downstream_h2: bool,
-    /// The request's `Mcp-Param-*` headers: lower-cased name after the
-    /// prefix, decoded value.
-    pub params_in: Vec<(String, String)>,
-    /// When set, every `Mcp-Param-*` header is replaced by these (name after
-    /// the prefix, encoded value) on the way upstream.
-    pub params_out: Option<Vec<(String, String)>>,
-    /// When set, the `Mcp-Name` that goes upstream (the forwarded body's).
-    pub name_out: Option<String>,
+    /// The headers that mirror the body (`Mcp-Method`, `Mcp-Name`,
+    /// `Mcp-Param-*`): see `mirrored`.
+    pub mirrored: crate::pipeline::mirrored::Mirrored,
     /// What the client left out that Streamable HTTP requires (an `Accept`
     /// naming both types, a session for a GET stream): named in the error
     /// if the server then refuses the request.
@@ -227,9 +222,7 @@ impl RequestCtx {
             request_target: None,
             counted_inflight: false,
             downstream_h2: false,
-            params_in: Vec::new(),
-            params_out: None,
-            name_out: None,
+            mirrored: Default::default(),
             missing: None,
             metadata_findings: Vec::new(),
             withheld_headers: Vec::new(),

@@ -8,13 +8,14 @@ use bytes::Bytes;
 use pingora_proxy::Session;
 use warden_filters::protocol::mcp;
 use warden_filters::protocol::version::ProtocolVersion;
-use warden_filters::{parse, plan_request, Forward, Parsed, Refusal};
+use warden_filters::{parse, plan_request, Forward, Parsed, Refusal, RequestMessages};
 
 use crate::hub::state::Gateway;
 use crate::pipeline::answers::write_answers;
 use crate::pipeline::body::read_whole;
 use crate::pipeline::ctx::RequestCtx;
 use crate::pipeline::headers::{header_str, utf8_media};
+use crate::pipeline::mirrored;
 
 /// What judging decided.
 pub enum Judged {
@@ -46,11 +47,6 @@ pub async fn judge(
     if labels > 1 || !utf8_media(ct.as_bytes(), "application/json") {
         return Err(Refusal::unsupported_media());
     }
-    let method_hdr = req
-        .headers
-        .get(mcp::H_METHOD)
-        .map(|v| v.as_bytes().to_vec());
-    let name_hdr = req.headers.get(mcp::H_NAME).map(|v| v.as_bytes().to_vec());
 
     let body = read_whole(
         session,
@@ -60,12 +56,10 @@ pub async fn judge(
     )
     .await?;
     ctx.body_len_in = body.len();
-    let mut decls: Vec<mcp::ParamDecl> = Vec::new();
-    // The arguments the mirrored headers were checked against (read once).
-    let mut checked_args: Option<serde_json::Value> = None;
-    // A `tools/call` whose tool's declarations are unknown here (see below).
-    let mut unchecked = false;
     let parsed = parse(&body, rt.snap.parse_limits).map_err(|(id, e)| Refusal::parse(id, e))?;
+    // Each message built once: the mirrored headers' check, `initialize`'s
+    // capabilities, the chain and the audit record read the same one.
+    let messages = RequestMessages::new(&body, &parsed);
     // Fail closed: no new call while the audit trail cannot record it.
     gw.audit.admit().map_err(|r| match &parsed {
         Parsed::Single(env) => r.with_id(env.id.clone()),
@@ -81,27 +75,18 @@ pub async fn judge(
         })?;
     match &parsed {
         Parsed::Single(env) => {
-            mcp::check_headers(method_hdr.as_deref(), name_hdr.as_deref(), env)?;
-            let modern = method_hdr.is_some()
-                || ProtocolVersion::at_least(
-                    ctx.protocol_version.as_deref(),
-                    ProtocolVersion::V2026_07_28,
-                );
-            (decls, checked_args, unchecked) =
-                check_params(gw, ctx, env, &body, &server.name, modern)?;
+            let msg = messages.single();
+            mirrored::check_message(gw, ctx, env, msg, &server.name)?;
             ctx.request_method = env.method.clone();
             ctx.request_target = mcp::judged_target(env).map(str::to_owned);
-            if env.method.as_deref() == Some("initialize") {
-                let msg = warden_filters::Message::new(env, &body[env.span.clone()]);
+            if let (Some("initialize"), Some(msg)) = (env.method.as_deref(), msg) {
                 ctx.url_elicitation = msg
                     .value()
                     .and_then(|v| v.pointer("/params/capabilities/elicitation/url"))
                     .is_some_and(serde_json::Value::is_object);
             }
         }
-        Parsed::Batch(_)
-            if method_hdr.is_some() || name_hdr.is_some() || !ctx.params_in.is_empty() =>
-        {
+        Parsed::Batch(_) if ctx.mirrored.any() => {
             return Err(Refusal::header_mismatch(
                 None,
                 "Mcp-Method/Mcp-Name/Mcp-Param-* headers cannot accompany a batch".into(),
@@ -115,17 +100,7 @@ pub async fn judge(
         }
         Parsed::Batch(_) => {}
     }
-    // A call whose tool's declarations are unknown here (no `tools/list`
-    // seen since start, or one another replica saw, or a definition
-    // refused): its `Mcp-Param-*` headers cannot be checked against the
-    // arguments, so none goes upstream (a server that needs them answers
-    // for itself; what it reads is never a value policy did not judge).
-    // Judged by DLP either way: a secret in a header is refused, not just
-    // left behind.
-    let mut kept_params = undeclared_params(ctx, &decls, &rt.snap)?;
-    if unchecked {
-        kept_params.clear();
-    }
+    mirrored::keep_undeclared(ctx, &rt.snap)?;
     // A client response answers a server→client request the gateway let
     // through on this session, once; anything else is refused.
     let responses: Vec<&warden_filters::Envelope> = match &parsed {
@@ -198,7 +173,7 @@ pub async fn judge(
             keep_arguments,
             Some(&global).filter(|g| !g.is_empty()),
         );
-        plan_request(&body, &parsed, rt.snap.chain_for(server), &fctx)
+        plan_request(&messages, rt.snap.chain_for(server), &fctx)
     };
     if plan.held.is_some() {
         settle_held(gw, &rt, server, ctx, &mut plan).await;
@@ -262,17 +237,8 @@ pub async fn judge(
     // The forwarded bytes move into the context; the plan keeps answers and records.
     let rewritten = matches!(plan.forward, Forward::Rewritten(_));
     match std::mem::replace(&mut plan.forward, Forward::Nothing) {
-        Forward::Original => ctx.body = Some(body),
-        Forward::Rewritten(b) => {
-            // `Mcp-Name` follows the forwarded body (a task id the
-            // gateway unsealed, say), as the upstream checks it there.
-            if name_hdr.is_some() {
-                if let Ok(Parsed::Single(e)) = parse(&b, rt.snap.parse_limits) {
-                    ctx.name_out = mcp::expected_name(&e).map(mcp::encode_header_value);
-                }
-            }
-            ctx.body = Some(Bytes::from(b))
-        }
+        Forward::Original => ctx.body = Some(body.clone()),
+        Forward::Rewritten(b) => ctx.body = Some(Bytes::from(b)),
         Forward::Nothing => {
             if let Some(missing) = plan.step_up.take() {
                 // Step-up: an HTTP answer the client's OAuth layer acts on.
@@ -309,21 +275,10 @@ pub async fn judge(
     if crate::pipeline::scope::legacy_post(ctx) && !ctx.reply.pending.is_empty() {
         crate::pipeline::scope::remember_pending(gw, ctx);
     }
-    if !decls.is_empty() || !ctx.params_in.is_empty() {
-        // Mirrored headers go upstream as the forwarded body says, so a
-        // redacted argument never travels on in its header.
-        let forwarded = ctx.body.as_deref().unwrap_or_default();
-        // Unchanged by the filters: the arguments already read; rewritten:
-        // what the forwarded body now says.
-        let args = match (rewritten, checked_args) {
-            (false, Some(a)) => Some(a),
-            _ => arguments_json(forwarded),
-        };
-        let mut out = mcp::mirrored_headers(&decls, args.as_ref());
-        out.extend(kept_params);
-        ctx.params_out = Some(out);
-    }
-    Ok(Judged::Forward(ctx.body.clone().unwrap_or_default()))
+    let forwarded = ctx.body.clone().unwrap_or_default();
+    let original = messages.single().filter(|_| !rewritten);
+    mirrored::outbound(ctx, original, &forwarded, rt.snap.parse_limits);
+    Ok(Judged::Forward(forwarded))
 }
 
 /// A call held for approval: claimed at the control agent, then either
@@ -402,76 +357,6 @@ async fn settle_held(
         }
     }
     ctx.approval = Some(claimed);
-}
-
-/// Checks the `Mcp-Param-*` headers of a `tools/call` against the
-/// arguments the listed definition mirrors; returns those declarations, the
-/// arguments read for the check, and whether the call's declarations are
-/// unknown (no listing seen, or the definition refused).
-fn check_params(
-    gw: &Gateway,
-    ctx: &RequestCtx,
-    env: &warden_filters::Envelope,
-    body: &[u8],
-    server: &str,
-    modern: bool,
-) -> Result<(Vec<mcp::ParamDecl>, Option<serde_json::Value>, bool), Refusal> {
-    if env.method.as_deref() != Some("tools/call") {
-        return Ok((Vec::new(), None, false));
-    }
-    let decls = env
-        .name
-        .as_deref()
-        .and_then(|tool| gw.shared.params.get(server, tool));
-    let decls = match decls.as_deref() {
-        Some(Ok(d)) if !d.is_empty() => d.clone(),
-        Some(Ok(_)) => return Ok((Vec::new(), None, false)),
-        _ => return Ok((Vec::new(), None, true)),
-    };
-    let msg = warden_filters::Message::new(env, &body[env.span.clone()]);
-    let args = msg.arguments().cloned();
-    mcp::check_params(&decls, args.as_ref(), &ctx.params_in, modern)
-        .map_err(|m| Refusal::header_mismatch(env.id.clone(), m))?;
-    Ok((decls, args, false))
-}
-
-/// `Mcp-Param-*` headers no declaration covers: DLP-scanned like an
-/// argument (a finding refuses the request) and kept, or stripped, as the
-/// bundle says. Returns those to forward (name, encoded value).
-fn undeclared_params(
-    ctx: &RequestCtx,
-    decls: &[mcp::ParamDecl],
-    snap: &warden_filters::Snapshot,
-) -> Result<Vec<(String, String)>, Refusal> {
-    let mut kept = Vec::new();
-    for (name, value) in &ctx.params_in {
-        if decls.iter().any(|d| d.header == *name) {
-            continue;
-        }
-        if snap.config.undeclared_params == warden_config::model::UndeclaredParams::Strip {
-            continue;
-        }
-        let mut hits = Vec::new();
-        snap.redactor.scan_str(value, &mut hits);
-        // Names arrive lower-cased; detectors are case-sensitive.
-        snap.redactor.scan_str(name, &mut hits);
-        snap.redactor
-            .scan_str(&name.to_ascii_uppercase(), &mut hits);
-        if !hits.is_empty() {
-            return Err(Refusal::bad_header(
-                "Mcp-Param-*",
-                "carries data DLP refuses in a header",
-            ));
-        }
-        kept.push((name.clone(), mcp::encode_header_value(value)));
-    }
-    Ok(kept)
-}
-
-/// `params.arguments` of one judged message, as JSON (`None`: absent).
-fn arguments_json(message: &[u8]) -> Option<serde_json::Value> {
-    let at = warden_filters::protocol::jsonrpc::locate(message)?.arguments?;
-    serde_json::from_slice(message.get(at)?).ok()
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod forwarding;
 pub mod header_dlp;
 pub mod headers;
 pub mod judging;
+pub mod mirrored;
 pub mod recording;
 pub mod reply;
 pub mod rewrite;

@@ -190,12 +190,12 @@ impl<'a> Rewrite<'a> {
         if let Some(id) = &ctx.resume_from {
             put(fixed("last-event-id"), id, false)?;
         }
-        if let Some(n) = &ctx.name_out {
+        if let Some(n) = &ctx.mirrored.name_out {
             put(fixed(warden_filters::protocol::mcp::H_NAME), n, false)?;
         }
         // Mirrored argument headers: only those judged against the forwarded
         // body (or scanned), on every method; nothing the client sent as is.
-        for (name, value) in ctx.params_out.iter().flatten() {
+        for (name, value) in ctx.mirrored.params_out.iter().flatten() {
             put(named(&format!("mcp-param-{name}"))?, value, true)?;
         }
         push(

@@ -223,21 +223,22 @@ pub(super) fn judge_message(
         _ => None,
     };
     let mut notes = warden_filters::Notes::default();
+    // Built once: the chain and the record of a reply logged in full read it.
+    let mut msg = warden_filters::Message::from_server(
+        env,
+        bytes,
+        // An unmatched reply whose shape names no list has no method:
+        // it reaches every response filter.
+        asked
+            .as_ref()
+            .map(|a| a.method.as_str())
+            .filter(|m| !m.is_empty()),
+        asked.as_ref().and_then(|a| a.target.as_deref()),
+    );
+    msg.request_args_digest = asked.as_ref().and_then(|a| a.args_digest.as_deref());
+    msg.request_task = asked.as_ref().and_then(|a| a.task.as_deref());
     let verdict = {
         let ex = ctx.exchange(rt.server(server), false, None);
-        let mut msg = warden_filters::Message::from_server(
-            env,
-            bytes,
-            // An unmatched reply whose shape names no list has no method:
-            // it reaches every response filter.
-            asked
-                .as_ref()
-                .map(|a| a.method.as_str())
-                .filter(|m| !m.is_empty()),
-            asked.as_ref().and_then(|a| a.target.as_deref()),
-        );
-        msg.request_args_digest = asked.as_ref().and_then(|a| a.args_digest.as_deref());
-        msg.request_task = asked.as_ref().and_then(|a| a.task.as_deref());
         rt.snap
             .chain_for(rt.server(server))
             .run(&msg, &ex, &mut notes)
@@ -283,12 +284,17 @@ pub(super) fn judge_message(
             .as_deref()
             .filter(|t| rt.logs_io(server, t))
             .and_then(|_| {
-                let sent: &[u8] = match &judged {
-                    ServerMessageVerdict::Replaced(b) => b,
+                // Passed unchanged: the value the chain read; replaced: what
+                // the client gets instead.
+                let replaced;
+                let v = match &judged {
+                    ServerMessageVerdict::Replaced(b) => {
+                        replaced = serde_json::from_slice::<serde_json::Value>(b).ok()?;
+                        &replaced
+                    }
                     ServerMessageVerdict::Dropped => return None,
-                    _ => bytes,
+                    ServerMessageVerdict::Unchanged => msg.value()?,
                 };
-                let v: serde_json::Value = serde_json::from_slice(sent).ok()?;
                 Some(rt.snap.redact_json(v.get("result")?).to_string())
             }),
         _ => None,
