@@ -24,7 +24,7 @@ pub enum ExchangeKind {
 pub enum ResponseMode {
     /// Not decided yet (no response header seen).
     Pending,
-    /// Forwarded untouched (errors, non-MCP content types).
+    /// Nothing to judge (204, 304, an empty body): forwarded as it comes.
     Passthrough,
     /// `application/json`: buffered up to the limit, judged, then forwarded.
     /// The chunks are kept as they came: a reply read in one chunk and

@@ -16,7 +16,8 @@
 //! with its exact Content-Length in one write (no chunked re-framing, no
 //! separate header and terminator packets), and an upstream failure while the
 //! body is read still gets a JSON-RPC error instead of a cut connection.
-//! SSE replies and replies nobody inspects stream through as they arrive.
+//! SSE replies leave event by event as each is judged; an empty reply (204,
+//! 304, a zero length) as it arrives.
 
 use bytes::Bytes;
 use pingora::prelude::*;

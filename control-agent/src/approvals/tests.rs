@@ -1,0 +1,250 @@
+//! Unit tests of the approval queue: claims, decisions, approver rules.
+
+use super::*;
+
+fn claim(principal: &str, n: u8) -> Claim {
+    Claim {
+        tenant: "acme".into(),
+        principal: principal.into(),
+        server: "ops".into(),
+        tool: "deploy".into(),
+        args_digest: warden_filters::guards::mrtr::args_digest("{}"),
+        arguments: "{}".into(),
+        risk: "CRITICAL".into(),
+        reason: "risk_tier:CRITICAL".into(),
+        justification: None,
+        required: n,
+        pending_secs: 60,
+        grant_secs: 30,
+        gateway: "gw1".into(),
+        trace_id: None,
+        nonce: None,
+    }
+}
+
+fn open() -> (tempfile::TempDir, Approvals) {
+    let d = tempfile::tempdir().expect("tempdir");
+    let a = Approvals::open(d.path(), BTreeMap::new()).expect("open");
+    (d, a)
+}
+
+fn id_of(a: &ClaimAnswer) -> String {
+    match a {
+        ClaimAnswer::Approved { id, .. }
+        | ClaimAnswer::Pending { id, .. }
+        | ClaimAnswer::Denied { id, .. } => id.clone(),
+    }
+}
+
+#[test]
+fn two_distinct_approvers_then_one_use() {
+    let (_d, ap) = open();
+    let t0 = SystemTime::now();
+    let first = ap.claim(claim("agent-7", 2), None, t0).expect("claim");
+    assert!(matches!(first, ClaimAnswer::Pending { created: true, .. }));
+    let id = id_of(&first);
+    // The same call again finds the same approval.
+    let again = ap.claim(claim("agent-7", 2), None, t0).expect("claim");
+    assert!(matches!(&again, ClaimAnswer::Pending { created: false, id: i, .. } if *i == id));
+    assert_eq!(
+        ap.decide(&id, "agent-7", Verdict::Approve, None, t0),
+        Err(Refused::SelfApproval)
+    );
+    ap.decide(&id, "alice", Verdict::Approve, None, t0)
+        .expect("alice");
+    assert_eq!(
+        ap.decide(&id, "alice", Verdict::Approve, None, t0),
+        Err(Refused::Already("alice".into()))
+    );
+    assert!(matches!(
+        ap.claim(claim("agent-7", 2), None, t0).expect("claim"),
+        ClaimAnswer::Pending { approvals: 1, .. }
+    ));
+    ap.decide(&id, "bob", Verdict::Approve, None, t0)
+        .expect("bob");
+    assert!(matches!(
+        ap.claim(claim("agent-7", 2), None, t0).expect("claim"),
+        ClaimAnswer::Approved { approvers, .. } if approvers.len() == 2
+    ));
+    // Used: the next identical call needs a new approval.
+    let next = ap.claim(claim("agent-7", 2), None, t0).expect("claim");
+    assert!(matches!(&next, ClaimAnswer::Pending { created: true, id: i, .. } if *i != id));
+    // Kept across a restart.
+    let reopened = Approvals::open(_d.path(), BTreeMap::new()).expect("reopen");
+    assert_eq!(
+        reopened
+            .get(&id, None, t0)
+            .and_then(|v| v["state"].as_str().map(str::to_owned)),
+        Some("used".into())
+    );
+}
+
+#[test]
+fn approvals_lapse_and_denials_are_told_once() {
+    let (_d, ap) = open();
+    let t0 = SystemTime::now();
+    let id = id_of(&ap.claim(claim("agent-7", 1), None, t0).expect("claim"));
+    ap.decide(&id, "alice", Verdict::Approve, None, t0)
+        .expect("approve");
+    // Usable for grant_secs (30 s) only.
+    let late = t0 + Duration::from_secs(31);
+    assert!(matches!(
+        ap.claim(claim("agent-7", 1), None, late).expect("claim"),
+        ClaimAnswer::Pending { created: true, .. }
+    ));
+    let id2 = ap.list(false, None, late)[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    ap.decide(&id2, "bob", Verdict::Deny, Some("not today".into()), late)
+        .expect("deny");
+    assert!(matches!(
+        ap.claim(claim("agent-7", 1), None, late).expect("claim"),
+        ClaimAnswer::Denied { by, .. } if by.approver == "bob"
+    ));
+    // The denial holds for the pending time: no flood of new requests.
+    assert!(matches!(
+        ap.claim(claim("agent-7", 1), None, late).expect("claim"),
+        ClaimAnswer::Denied { .. }
+    ));
+    let late = late + Duration::from_secs(61);
+    assert!(matches!(
+        ap.claim(claim("agent-7", 1), None, late).expect("claim"),
+        ClaimAnswer::Pending { created: true, .. }
+    ));
+    // A pending approval nobody answers lapses.
+    let id3 = ap.list(false, None, late)[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let lapsed = late + Duration::from_secs(61);
+    assert_eq!(
+        ap.decide(&id3, "alice", Verdict::Approve, None, lapsed),
+        Err(Refused::Finished("expired"))
+    );
+}
+
+/// One person however the name is spelled: a non-ASCII caller cannot
+/// approve his own call under another case, and one person is never
+/// two approvers.
+#[test]
+fn one_person_is_one_approver_in_any_spelling() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let approvers = BTreeMap::from([
+        ("ÖLAF".to_owned(), Approver::default()),
+        ("bob".to_owned(), Approver::default()),
+    ]);
+    let ap = Approvals::open(d.path(), approvers).expect("open");
+    let t0 = SystemTime::now();
+    let id = id_of(&ap.claim(claim("ölaf", 2), None, t0).expect("claim"));
+    assert_eq!(
+        ap.decide(&id, "ÖLAF", Verdict::Approve, None, t0),
+        Err(Refused::SelfApproval)
+    );
+    // Files that name one person twice are refused whole.
+    for (text, what) in [
+        ("alice: {h}\nALICE: {h2}\n", "case"),
+        (
+            "alice: {h}\nbob: {{token_sha256: {h2}, principals: [acme/Alice]}}\n",
+            "tenant",
+        ),
+        ("ölaf: {h}\nÖLAF: {h2}\n", "Unicode case"),
+        ("olaf: {h}\n\"o\\u0308laf\": {h2}\n", "normalisation"),
+        ("\"al\\u200bice\": {h}\n", "invisible"),
+    ] {
+        let text = text
+            .replace("{h}", &"a".repeat(64))
+            .replace("{h2}", &"b".repeat(64))
+            .replace("{{", "{")
+            .replace("}}", "}");
+        let f = d.path().join("approvers.yaml");
+        std::fs::write(&f, text).expect("write");
+        assert!(read_approvers(&f).is_err(), "{what}");
+    }
+    let f = d.path().join("approvers.yaml");
+    std::fs::write(
+        &f,
+        format!("alice: {}\nalicia: {}\n", "a".repeat(64), "b".repeat(64)),
+    )
+    .expect("write");
+    assert_eq!(read_approvers(&f).expect("distinct people").len(), 2);
+}
+
+#[test]
+fn approvers_never_approve_themselves_and_see_their_tenants() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let approvers = BTreeMap::from([
+        ("Agent-7".to_owned(), Approver::default()),
+        (
+            "carol".to_owned(),
+            Approver {
+                principals: vec!["acme/agent-7".into()],
+                ..Approver::default()
+            },
+        ),
+        (
+            "dave".to_owned(),
+            Approver {
+                tenants: vec!["globex".into()],
+                ..Approver::default()
+            },
+        ),
+    ]);
+    let ap = Approvals::open(d.path(), approvers).expect("open");
+    let t0 = SystemTime::now();
+    let id = id_of(&ap.claim(claim("agent-7", 1), None, t0).expect("claim"));
+    // The same name in another case, and a listed principal, are the caller.
+    assert_eq!(
+        ap.decide(&id, "Agent-7", Verdict::Approve, None, t0),
+        Err(Refused::SelfApproval)
+    );
+    assert_eq!(
+        ap.decide(&id, "carol", Verdict::Approve, None, t0),
+        Err(Refused::SelfApproval)
+    );
+    // Another tenant's approver does not see it.
+    assert_eq!(
+        ap.decide(&id, "dave", Verdict::Approve, None, t0),
+        Err(Refused::NotFound)
+    );
+    assert!(ap.list(false, Some("dave"), t0).is_empty());
+    assert_eq!(ap.list(false, Some("carol"), t0).len(), 1);
+}
+
+#[test]
+fn claims_show_approvers_what_the_digest_binds() {
+    let (_d, ap) = open();
+    let t0 = SystemTime::now();
+    let mut lie = claim("agent-7", 1);
+    lie.arguments = r#"{"harmless":true}"#.into();
+    assert!(matches!(
+        ap.claim(lie, None, t0),
+        Err(ClaimRefused::DigestMismatch)
+    ));
+    let mut big = claim("agent-7", 1);
+    big.arguments = format!(r#"{{"a":"{}"}}"#, "x".repeat(MAX_SHOWN_ARGS));
+    big.args_digest = warden_filters::guards::mrtr::args_digest(&big.arguments);
+    assert!(matches!(
+        ap.claim(big, None, t0),
+        Err(ClaimRefused::TooLarge(_))
+    ));
+    // A later claim asking more approvers raises what the approval needs.
+    let id = id_of(&ap.claim(claim("agent-7", 1), None, t0).expect("claim"));
+    ap.decide(&id, "alice", Verdict::Approve, None, t0)
+        .expect("alice");
+    assert!(matches!(
+        ap.claim(claim("agent-7", 2), None, t0).expect("claim"),
+        ClaimAnswer::Pending {
+            required: 2,
+            approvals: 1,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn ids_are_long_and_distinct() {
+    let a = new_id();
+    assert_eq!(a.len(), 3 + 26);
+    assert_ne!(a, new_id());
+}
