@@ -49,57 +49,12 @@ pub async fn admit(
         ctx.trace_id = Some(crate::pipeline::headers::trace_id(req, ctx.request_id).into());
     }
 
-    let header_bytes: usize = req
-        .headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
-    if header_bytes > cfg.limits.max_header_bytes {
-        return Err(Refusal::new(
-            431,
-            "headers_too_large",
-            warden_filters::JsonRpcError::new(
-                warden_filters::codes::REFUSED,
-                format!(
-                    "Request headers exceed {} bytes",
-                    cfg.limits.max_header_bytes
-                ),
-            ),
-        ));
-    }
-    let host = req.uri.host().map(str::to_owned).or_else(|| {
-        req.headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    });
-    // DNS rebinding: a page of another site reaches a loopback port under
-    // its own host name, same-origin with it. So `Host` must be a name this
-    // gateway serves: a loopback name on a loopback connection, a route's
-    // host, or `security.allowed_hosts` (which, when set, binds every
-    // listener).
+    check_header_size(req, cfg.limits.max_header_bytes)?;
     let loopback = session
         .server_addr()
         .and_then(|a| a.as_inet())
         .is_some_and(|a| a.ip().is_loopback());
-    // Two `Host` headers: peers pick different ones (RFC 9112 asks a 400).
-    if req
-        .headers
-        .get_all(http::header::HOST)
-        .iter()
-        .nth(1)
-        .is_some()
-    {
-        return Err(Refusal::bad_header("Host", "sent more than once"));
-    }
-    if loopback || !cfg.allowed_hosts.is_empty() {
-        let served = host
-            .as_deref()
-            .is_some_and(|h| serves_host(&rt.snap, loopback, &host_name(h)));
-        if !served {
-            return Err(Refusal::host(host.as_deref().unwrap_or("")));
-        }
-    }
+    let host = served_host(&rt.snap, req, loopback)?;
     let path = req.uri.path();
     if let Some(suffix) = path.strip_prefix(crate::identity::auth::WELL_KNOWN) {
         if (suffix.is_empty() || suffix.starts_with('/')) && req.method == http::Method::GET {
@@ -111,32 +66,7 @@ pub async fn admit(
             return Ok(Admitted::Answered(status));
         }
     }
-    // A member route of a virtual server answers only that server's
-    // aggregator; to anyone else it does not exist.
-    let route_pos =
-        rt.snap
-            .route_index(host.as_deref(), path)
-            .filter(|&i| match &rt.snap.routes[i].via {
-                Some(v) => header_str(req, warden_local_servers::aggregate::SECRET_HEADER)
-                    .is_some_and(|h| warden_local_servers::aggregate::is_inner_secret(v, h)),
-                None => true,
-            });
-    let Some(route_pos) = route_pos else {
-        // Name the paths served on this host (never another host's).
-        let host = host.as_deref().map(|h| {
-            h.rsplit_once(':')
-                .map_or(h, |(n, _)| n)
-                .to_ascii_lowercase()
-        });
-        let served: Vec<&str> = rt
-            .snap
-            .routes
-            .iter()
-            .filter(|r| r.via.is_none() && (r.host.is_none() || r.host == host))
-            .map(|r| r.prefix.as_str())
-            .collect();
-        return Err(Refusal::no_route_of(&served));
-    };
+    let route_pos = route_of(&rt.snap, req, host.as_deref(), path)?;
     let route = &rt.snap.routes[route_pos];
     ctx.via = route.via.clone();
     ctx.routed = Some(Routed {
@@ -220,42 +150,7 @@ pub async fn admit(
     // is read or spent.
     crate::pipeline::header_dlp::judge(ctx, req)?;
 
-    // Streamable HTTP's requirements of the client, remembered so that a
-    // server refusing the request gets an error that says why.
-    let accept = header_str(req, "accept").unwrap_or("").to_ascii_lowercase();
-    let accepts = |t: &str| accept.contains(t) || accept.contains("*/*");
-    ctx.missing = match ctx.exchange {
-        ExchangeKind::Post if !(accepts("application/json") && accepts("text/event-stream")) => {
-            Some("the request lacks `Accept: application/json, text/event-stream`, which Streamable HTTP requires")
-        }
-        ExchangeKind::Get if !accepts("text/event-stream") => {
-            Some("the request lacks `Accept: text/event-stream`, which a GET stream requires")
-        }
-        ExchangeKind::Get | ExchangeKind::Delete if ctx.session_id.is_none() => {
-            Some("a GET stream or DELETE needs the `Mcp-Session-Id` of an initialized session")
-        }
-        _ => None,
-    };
-    if ctx.exchange != ExchangeKind::Post {
-        // GET and DELETE carry no MCP message; a body here would reach the upstream unjudged.
-        // HTTP/2 may send DATA frames with neither header.
-        let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
-            || req
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0")
-            || h2_body;
-        if has_body {
-            return Err(Refusal::new(
-                400,
-                "unexpected_body",
-                warden_filters::JsonRpcError::new(
-                    warden_filters::codes::INVALID_REQUEST,
-                    format!("{} requests must not carry a body", req.method),
-                ),
-            ));
-        }
-    }
+    client_requirements(ctx, req, h2_body)?;
     // Last of the checks that read nothing but the header, so that a
     // request refused for what it carries says so.
     if let Some(r) = unopened {
@@ -421,6 +316,142 @@ fn own_origin(snap: &warden_filters::Snapshot, loopback: bool, origin: &str) -> 
         return false;
     }
     serves_host(snap, loopback, &host_name(rest))
+}
+
+/// The header block within `limits.max_header_bytes` (431).
+fn check_header_size(req: &RequestHeader, max: usize) -> Result<(), Refusal> {
+    let header_bytes: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > max {
+        return Err(Refusal::new(
+            431,
+            "headers_too_large",
+            warden_filters::JsonRpcError::new(
+                warden_filters::codes::REFUSED,
+                format!("Request headers exceed {} bytes", max),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The `Host` the request names, which must be one this gateway serves
+/// (DNS rebinding: a page of another site reaches a loopback port under its
+/// own host name, same-origin with it): a loopback name on a loopback
+/// connection, a route's host, or `security.allowed_hosts` (which, when
+/// set, binds every listener).
+fn served_host(
+    snap: &warden_filters::Snapshot,
+    req: &RequestHeader,
+    loopback: bool,
+) -> Result<Option<String>, Refusal> {
+    let host = req.uri.host().map(str::to_owned).or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    // Two `Host` headers: peers pick different ones (RFC 9112 asks a 400).
+    if req
+        .headers
+        .get_all(http::header::HOST)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(Refusal::bad_header("Host", "sent more than once"));
+    }
+    if loopback || !snap.config.allowed_hosts.is_empty() {
+        let served = host
+            .as_deref()
+            .is_some_and(|h| serves_host(snap, loopback, &host_name(h)));
+        if !served {
+            return Err(Refusal::host(host.as_deref().unwrap_or("")));
+        }
+    }
+    Ok(host)
+}
+
+/// The route the request takes (404 naming the paths served on its host).
+fn route_of(
+    snap: &warden_filters::Snapshot,
+    req: &RequestHeader,
+    host: Option<&str>,
+    path: &str,
+) -> Result<usize, Refusal> {
+    // A member route of a virtual server answers only that server's
+    // aggregator; to anyone else it does not exist.
+    let route_pos = snap
+        .route_index(host, path)
+        .filter(|&i| match &snap.routes[i].via {
+            Some(v) => header_str(req, warden_local_servers::aggregate::SECRET_HEADER)
+                .is_some_and(|h| warden_local_servers::aggregate::is_inner_secret(v, h)),
+            None => true,
+        });
+    let Some(route_pos) = route_pos else {
+        // Name the paths served on this host (never another host's).
+        let host = host.map(|h| {
+            h.rsplit_once(':')
+                .map_or(h, |(n, _)| n)
+                .to_ascii_lowercase()
+        });
+        let served: Vec<&str> = snap
+            .routes
+            .iter()
+            .filter(|r| r.via.is_none() && (r.host.is_none() || r.host == host))
+            .map(|r| r.prefix.as_str())
+            .collect();
+        return Err(Refusal::no_route_of(&served));
+    };
+    Ok(route_pos)
+}
+
+/// Streamable HTTP's requirements of the client, remembered so that a
+/// server refusing the request gets an error that says why; and no body on
+/// a GET or DELETE.
+fn client_requirements(
+    ctx: &mut RequestCtx,
+    req: &RequestHeader,
+    h2_body: bool,
+) -> Result<(), Refusal> {
+    let accept = header_str(req, "accept").unwrap_or("").to_ascii_lowercase();
+    let accepts = |t: &str| accept.contains(t) || accept.contains("*/*");
+    ctx.missing = match ctx.exchange {
+        ExchangeKind::Post if !(accepts("application/json") && accepts("text/event-stream")) => {
+            Some("the request lacks `Accept: application/json, text/event-stream`, which Streamable HTTP requires")
+        }
+        ExchangeKind::Get if !accepts("text/event-stream") => {
+            Some("the request lacks `Accept: text/event-stream`, which a GET stream requires")
+        }
+        ExchangeKind::Get | ExchangeKind::Delete if ctx.session_id.is_none() => {
+            Some("a GET stream or DELETE needs the `Mcp-Session-Id` of an initialized session")
+        }
+        _ => None,
+    };
+    if ctx.exchange != ExchangeKind::Post {
+        // GET and DELETE carry no MCP message; a body here would reach the upstream unjudged.
+        // HTTP/2 may send DATA frames with neither header.
+        let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
+            || req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0")
+            || h2_body;
+        if has_body {
+            return Err(Refusal::new(
+                400,
+                "unexpected_body",
+                warden_filters::JsonRpcError::new(
+                    warden_filters::codes::INVALID_REQUEST,
+                    format!("{} requests must not carry a body", req.method),
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The upstream identity this call needs, fetched before it is forwarded

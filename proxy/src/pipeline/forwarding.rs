@@ -178,6 +178,37 @@ async fn forward(
         return Err(Refusal::internal("no route"));
     };
     let s = rt.server(server);
+    let (up, p) = send(gw, ups, session, ctx, body).await?;
+    let mut resp = up
+        .response_header()
+        .cloned()
+        .ok_or_else(|| Refusal::upstream_unavailable(&s.name, "no response header"))?;
+    let refuse = |e: Box<Error>| refused(&s.name, e);
+    reply::on_header(gw, ctx, &mut resp).map_err(refuse)?;
+    resp.remove_header(&http::header::CONNECTION);
+    if matches!(
+        ctx.reply.mode,
+        ResponseMode::Json { .. } | ResponseMode::AnswersOnly | ResponseMode::Withheld { .. }
+    ) {
+        return relay_whole(gw, ups, session, ctx, up, &p, s, resp).await;
+    }
+    relay_stream(gw, ups, session, ctx, up, &p, s, resp).await
+}
+
+/// Connects to a replica (the next one while none was reached), writes the
+/// request and reads the reply's header. A request written whole is never
+/// written again.
+async fn send(
+    gw: &Gateway,
+    ups: &Upstreams,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    body: Option<Bytes>,
+) -> Result<(HttpSession, HttpPeer), Refusal> {
+    let Some((rt, server)) = ctx.routed() else {
+        return Err(Refusal::internal("no route"));
+    };
+    let s = rt.server(server);
     let (up, p, addr, reused) = loop {
         let Some((addr, p)) = next_replica(gw, ctx) else {
             return Err(Refusal::upstream_unavailable(&s.name, "no healthy replica"));
@@ -199,10 +230,7 @@ async fn forward(
     let rewrite = Rewrite::new(&rt, ctx, s, addr, body.as_ref().map(Bytes::len))
         .map_err(|e| Refusal::internal(&e.to_string()))?;
     let req = session.req_header();
-    let unavailable = |e: Box<Error>| match e.etype() {
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Refusal::upstream_timeout(&s.name),
-        _ => Refusal::upstream_unavailable(&s.name, &e.etype().as_str().to_ascii_lowercase()),
-    };
+    let unavailable = |e: Box<Error>| unavailable(&s.name, &e);
     let mut p = p;
     let mut sent = write(up, &p, &rewrite, req, &body).await;
     if sent.is_err() && reused {
@@ -211,7 +239,7 @@ async fn forward(
         // did not receive whole (Content-Length framing), so it is sent once
         // more on a fresh connection. Once written, a call is never repeated
         // (a tool call may not be idempotent): later failures are answered.
-        let fresh = peer(s, addr, false);
+        let fresh = peer(s, addr, ctx.exchange == ExchangeKind::Get);
         match Box::pin(ups.connector.get_http_session(&fresh)).await {
             Ok((u, _)) => {
                 p = fresh;
@@ -222,43 +250,77 @@ async fn forward(
     }
     let mut up = sent.map_err(unavailable)?;
     read_head(&mut up).await.map_err(unavailable)?;
-    let mut resp = up
-        .response_header()
-        .cloned()
-        .ok_or_else(|| Refusal::upstream_unavailable(&s.name, "no response header"))?;
-    let refuse = |e: Box<Error>| refusal_for(&e, &s.name).unwrap_or_else(|| unavailable(e));
-    reply::on_header(gw, ctx, &mut resp).map_err(refuse)?;
-    resp.remove_header(&http::header::CONNECTION);
-    let status = resp.status.as_u16();
+    Ok((up, p))
+}
 
-    if matches!(
-        ctx.reply.mode,
-        ResponseMode::Json { .. } | ResponseMode::AnswersOnly | ResponseMode::Withheld { .. }
-    ) {
-        // Judged whole: read it all, then answer with the exact length.
-        let out = loop {
-            let chunk = up.read_response_body().await.map_err(unavailable)?;
-            let eos = chunk.is_none() || up.response_done();
-            let mut b = chunk;
-            reply::on_body(gw, ctx, &mut b, eos).map_err(refuse)?;
-            if eos {
-                break b.unwrap_or_default();
-            }
-        };
-        resp.remove_header(&http::header::TRANSFER_ENCODING);
-        resp.insert_header(http::header::CONTENT_LENGTH, out.len())
-            .map_err(|e| Refusal::internal(&e.to_string()))?;
-        if session
-            .write_response_header(Box::new(resp), false)
-            .await
-            .is_ok()
-        {
-            let _ = session.write_response_body(Some(out), true).await;
-        }
-        // Kept only if the exchange completed.
-        ups.release(up, &p, s.timeouts.idle).await;
-        return Ok(status);
+/// A failure reaching or reading the upstream, as the client gets it.
+fn unavailable(server: &str, e: &Error) -> Refusal {
+    match e.etype() {
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Refusal::upstream_timeout(server),
+        _ => Refusal::upstream_unavailable(server, &e.etype().as_str().to_ascii_lowercase()),
     }
+}
+
+/// A failure of the reply path: a withheld reply's answer, else the
+/// upstream's failure.
+fn refused(server: &str, e: Box<Error>) -> Refusal {
+    refusal_for(&e, server).unwrap_or_else(|| unavailable(server, &e))
+}
+
+/// A reply judged whole: read it all, then answered with the exact length
+/// in one write.
+#[allow(clippy::too_many_arguments)]
+async fn relay_whole(
+    gw: &Gateway,
+    ups: &Upstreams,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    mut up: HttpSession,
+    p: &HttpPeer,
+    s: &warden_config::model::Server,
+    mut resp: pingora::http::ResponseHeader,
+) -> Result<u16, Refusal> {
+    let status = resp.status.as_u16();
+    let unavailable = |e: Box<Error>| unavailable(&s.name, &e);
+    let refuse = |e: Box<Error>| refused(&s.name, e);
+    let out = loop {
+        let chunk = up.read_response_body().await.map_err(unavailable)?;
+        let eos = chunk.is_none() || up.response_done();
+        let mut b = chunk;
+        reply::on_body(gw, ctx, &mut b, eos).map_err(refuse)?;
+        if eos {
+            break b.unwrap_or_default();
+        }
+    };
+    resp.remove_header(&http::header::TRANSFER_ENCODING);
+    resp.insert_header(http::header::CONTENT_LENGTH, out.len())
+        .map_err(|e| Refusal::internal(&e.to_string()))?;
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_ok()
+    {
+        let _ = session.write_response_body(Some(out), true).await;
+    }
+    // Kept only if the exchange completed.
+    ups.release(up, p, s.timeouts.idle).await;
+    Ok(status)
+}
+
+/// A streamed reply: each chunk relayed as it is judged (see `HEADER_WAIT`).
+#[allow(clippy::too_many_arguments)]
+async fn relay_stream(
+    gw: &Gateway,
+    ups: &Upstreams,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    mut up: HttpSession,
+    p: &HttpPeer,
+    s: &warden_config::model::Server,
+    mut resp: pingora::http::ResponseHeader,
+) -> Result<u16, Refusal> {
+    let status = resp.status.as_u16();
+    let refuse = |e: Box<Error>| refused(&s.name, e);
 
     if matches!(ctx.reply.mode, ResponseMode::Sse { .. }) {
         // A stream may rest between events for as long as streams may idle.
@@ -365,7 +427,7 @@ async fn forward(
             break;
         }
     }
-    ups.release(up, &p, s.timeouts.idle).await;
+    ups.release(up, p, s.timeouts.idle).await;
     Ok(status)
 }
 

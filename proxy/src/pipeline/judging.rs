@@ -10,6 +10,7 @@ use warden_filters::protocol::mcp;
 use warden_filters::protocol::version::ProtocolVersion;
 use warden_filters::{parse, plan_request, Forward, Parsed, Refusal, RequestMessages};
 
+use crate::hub::runtime::{Runtime, ServerId};
 use crate::hub::state::Gateway;
 use crate::pipeline::answers::write_answers;
 use crate::pipeline::body::read_whole;
@@ -101,8 +102,79 @@ pub async fn judge(
         Parsed::Batch(_) => {}
     }
     mirrored::keep_undeclared(ctx, &rt.snap)?;
-    // A client response answers a server→client request the gateway let
-    // through on this session, once; anything else is refused.
+    settle_client_responses(gw, ctx, &parsed, &server.name)?;
+    let keep_arguments = keeps_arguments(&rt, server_id, &parsed);
+    let global = reserve_global(&rt, server, ctx, &parsed, keep_arguments).await;
+    let mut plan = {
+        let fctx = ctx.exchange(
+            server,
+            keep_arguments,
+            Some(&global).filter(|g| !g.is_empty()),
+        );
+        plan_request(&messages, rt.snap.chain_for(server), &fctx)
+    };
+    if plan.held.is_some() {
+        settle_held(gw, &rt, server, ctx, &mut plan).await;
+    }
+    if let Err(refusal) = remember_requests(gw, ctx, &plan) {
+        ctx.plan = Some(plan);
+        return Err(refusal);
+    }
+    // The forwarded bytes move into the context; the plan keeps answers and records.
+    let rewritten = matches!(plan.forward, Forward::Rewritten(_));
+    match std::mem::replace(&mut plan.forward, Forward::Nothing) {
+        Forward::Original => ctx.body = Some(body.clone()),
+        Forward::Rewritten(b) => ctx.body = Some(Bytes::from(b)),
+        Forward::Nothing => {
+            if let Some(missing) = plan.step_up.take() {
+                // Step-up: an HTTP answer the client's OAuth layer acts on.
+                let id = match &parsed {
+                    Parsed::Single(e) => e.id.clone(),
+                    Parsed::Batch(_) => None,
+                };
+                let identity = rt.snap.auth.as_ref().map(|a| a.identity());
+                let refusal = crate::identity::auth::step_up(
+                    identity,
+                    session.req_header().uri.path(),
+                    &missing,
+                )
+                .with_id(id);
+                ctx.plan = Some(plan);
+                return Err(refusal);
+            }
+            let modern = ProtocolVersion::at_least(
+                ctx.protocol_version.as_deref(),
+                ProtocolVersion::V2026_07_28,
+            );
+            let status = write_answers(session, &plan.answers, plan.batch, modern)
+                .await
+                .map_err(|e| Refusal::internal(&e.to_string()))?;
+            ctx.plan = Some(plan);
+            return Ok(Judged::Answered(status));
+        }
+    }
+    ctx.plan = Some(plan);
+    // On a legacy (HTTP+SSE) session the replies come on the GET stream,
+    // and may come before this POST's own 202 is back: their requests are
+    // known there before the body is forwarded, or a reply would be judged
+    // as one to no request (and one that cannot be judged is dropped).
+    if crate::pipeline::scope::legacy_post(ctx) && !ctx.reply.pending.is_empty() {
+        crate::pipeline::scope::remember_pending(gw, ctx);
+    }
+    let forwarded = ctx.body.clone().unwrap_or_default();
+    let original = messages.single().filter(|_| !rewritten);
+    mirrored::outbound(ctx, original, &forwarded, rt.snap.parse_limits);
+    Ok(Judged::Forward(forwarded))
+}
+
+/// A client response answers a server→client request the gateway let
+/// through on this session, once; anything else is refused.
+fn settle_client_responses(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    parsed: &Parsed,
+    server: &str,
+) -> Result<(), Refusal> {
     let responses: Vec<&warden_filters::Envelope> = match &parsed {
         Parsed::Single(env) => vec![env],
         Parsed::Batch(items) => items.iter().filter_map(|i| i.as_ref().ok()).collect(),
@@ -113,7 +185,7 @@ pub async fn judge(
     if !responses.is_empty() {
         let (owner, session) = crate::pipeline::scope::ledger_keys(ctx);
         let scope = crate::sessions::ledger::Scope {
-            server: &server.name,
+            server,
             owner: &owner,
             session: &session,
         };
@@ -134,12 +206,15 @@ pub async fn judge(
             }
         }
     }
-    // Global quotas: reserve their units in the shared store first (this
-    // waits on Redis only when this replica's lease for a key is empty).
-    // The arguments' text is kept for the audit record only where it is
-    // written: raw with `include_arguments`, else for calls of a tool whose
-    // tier is logged in full (a batch keeps it, and recording decides).
-    let keep_arguments = cfg.audit.include_arguments
+    Ok(())
+}
+
+/// Whether the arguments' text is kept for the audit record: only where it
+/// is written, raw with `include_arguments`, else for calls of a tool whose
+/// tier is logged in full (a batch keeps it, and recording decides).
+fn keeps_arguments(rt: &Runtime, server_id: ServerId, parsed: &Parsed) -> bool {
+    let cfg = &rt.snap.config;
+    cfg.audit.include_arguments
         || (!cfg.audit.log_io.is_empty()
             && match &parsed {
                 Parsed::Single(env) => {
@@ -150,11 +225,23 @@ pub async fn judge(
                             .is_some_and(|t| rt.logs_io(server_id, t))
                 }
                 Parsed::Batch(_) => true,
-            });
+            })
+}
+
+/// Global quotas: their units reserved in the shared store first (this
+/// waits on Redis only when this replica's lease for a key is empty).
+async fn reserve_global(
+    rt: &Runtime,
+    server: &warden_config::model::Server,
+    ctx: &RequestCtx,
+    parsed: &Parsed,
+    keep_arguments: bool,
+) -> warden_filters::guards::quota::GlobalVerdicts {
+    let cfg = &rt.snap.config;
     let mut global = warden_filters::guards::quota::GlobalVerdicts::new();
     let demands = {
         let fctx = ctx.exchange(server, keep_arguments, None);
-        warden_filters::guards::quota::global_demands(&cfg.quotas, &cfg.catalog, &parsed, &fctx)
+        warden_filters::guards::quota::global_demands(&cfg.quotas, &cfg.catalog, parsed, &fctx)
     };
     // A virtual server's own leg spends nothing: its member's leg does.
     if !demands.is_empty() && server.composed.is_none() {
@@ -167,18 +254,16 @@ pub async fn judge(
             global.insert(d.key, v);
         }
     }
-    let mut plan = {
-        let fctx = ctx.exchange(
-            server,
-            keep_arguments,
-            Some(&global).filter(|g| !g.is_empty()),
-        );
-        plan_request(&messages, rt.snap.chain_for(server), &fctx)
-    };
-    if plan.held.is_some() {
-        settle_held(gw, &rt, server, ctx, &mut plan).await;
-    }
-    // Replies are judged by the request they answer.
+    global
+}
+
+/// Replies are judged by the request they answer: the requests the plan
+/// forwards are remembered, and in a session an id names one request.
+fn remember_requests(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    plan: &warden_filters::RequestPlan,
+) -> Result<(), Refusal> {
     ctx.reply.pending = plan
         .records
         .iter()
@@ -230,55 +315,10 @@ pub async fn judge(
                 ),
             )
             .with_id((!plan.batch).then(|| p.id.clone()));
-            ctx.plan = Some(plan);
             return Err(refusal);
         }
     }
-    // The forwarded bytes move into the context; the plan keeps answers and records.
-    let rewritten = matches!(plan.forward, Forward::Rewritten(_));
-    match std::mem::replace(&mut plan.forward, Forward::Nothing) {
-        Forward::Original => ctx.body = Some(body.clone()),
-        Forward::Rewritten(b) => ctx.body = Some(Bytes::from(b)),
-        Forward::Nothing => {
-            if let Some(missing) = plan.step_up.take() {
-                // Step-up: an HTTP answer the client's OAuth layer acts on.
-                let id = match &parsed {
-                    Parsed::Single(e) => e.id.clone(),
-                    Parsed::Batch(_) => None,
-                };
-                let identity = rt.snap.auth.as_ref().map(|a| a.identity());
-                let refusal = crate::identity::auth::step_up(
-                    identity,
-                    session.req_header().uri.path(),
-                    &missing,
-                )
-                .with_id(id);
-                ctx.plan = Some(plan);
-                return Err(refusal);
-            }
-            let modern = ProtocolVersion::at_least(
-                ctx.protocol_version.as_deref(),
-                ProtocolVersion::V2026_07_28,
-            );
-            let status = write_answers(session, &plan.answers, plan.batch, modern)
-                .await
-                .map_err(|e| Refusal::internal(&e.to_string()))?;
-            ctx.plan = Some(plan);
-            return Ok(Judged::Answered(status));
-        }
-    }
-    ctx.plan = Some(plan);
-    // On a legacy (HTTP+SSE) session the replies come on the GET stream,
-    // and may come before this POST's own 202 is back: their requests are
-    // known there before the body is forwarded, or a reply would be judged
-    // as one to no request (and one that cannot be judged is dropped).
-    if crate::pipeline::scope::legacy_post(ctx) && !ctx.reply.pending.is_empty() {
-        crate::pipeline::scope::remember_pending(gw, ctx);
-    }
-    let forwarded = ctx.body.clone().unwrap_or_default();
-    let original = messages.single().filter(|_| !rewritten);
-    mirrored::outbound(ctx, original, &forwarded, rt.snap.parse_limits);
-    Ok(Judged::Forward(forwarded))
+    Ok(())
 }
 
 /// A call held for approval: claimed at the control agent, then either

@@ -18,9 +18,8 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
     if let Some(g) = crate::pipeline::conn::guard_of(session) {
         g.exchange_done();
     }
-    let m = metrics();
     if ctx.counted_inflight {
-        m.inflight.dec();
+        metrics().inflight.dec();
     }
     let status = session
         .response_written()
@@ -28,263 +27,16 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
         .or(ctx.local_status)
         .unwrap_or(0);
     let server = ctx.server_name().to_owned();
-    let rt = ctx.rt.clone();
-    let rt = &rt;
-    // Passive ejection: how the chosen replica answered this call (a
-    // connect failure was counted when it happened; the gateway's own
-    // timeouts and size limits, which a caller can provoke, never count).
-    if let (Some(s), Some(addr), Some(st)) =
-        (ctx.server_id(), ctx.upstream.chosen, ctx.upstream.status)
-    {
-        ctx.rt
-            .outliers(s)
-            .record(&server, addr, st < 500 && ctx.reply.unjudgeable == 0);
-    }
     let http_method = http_method(session.req_header());
-    m.requests
-        .with_label_values(&[&server, http_method, &status_label(status)])
-        .inc();
-    // The server's handles were resolved when its bundle was built.
-    let meta = ctx.server_id().map(|s| ctx.rt.meta(s));
-    let elapsed = ctx.start.elapsed().as_secs_f64();
-    match meta.and_then(|s| s.latency(http_method)) {
-        Some(h) => h.observe(elapsed),
-        None => m
-            .latency
-            .with_label_values(&[&server, http_method])
-            .observe(elapsed),
-    }
-    match meta {
-        Some(s) => {
-            s.body_in.observe(ctx.body_len_in as f64);
-            s.body_out.observe(ctx.reply.bytes as f64);
-        }
-        None => {
-            m.body_bytes
-                .with_label_values(&[&server, "request"])
-                .observe(ctx.body_len_in as f64);
-            m.body_bytes
-                .with_label_values(&[&server, "response"])
-                .observe(ctx.reply.bytes as f64);
-        }
-    }
+    exchange_metrics(ctx, &server, http_method, status);
 
     let base = audit_base(session, ctx, status);
-    let mut out = Vec::new();
-    let plan_records = ctx
-        .plan
-        .as_mut()
-        .map(|p| std::mem::take(&mut p.records))
-        .unwrap_or_default();
     let failed = e
         .map(|e| e.to_string())
         .or_else(|| ctx.upstream.error.clone());
-    for (dir, list) in [
-        (Direction::Request, plan_records),
-        (Direction::Response, std::mem::take(&mut ctx.reply.records)),
-    ] {
-        for mut r in list {
-            if dir == Direction::Request {
-                gw.live.count(&base.tenant, &base.principal);
-            }
-            // Labels and audit fields name only what the catalog knows;
-            // anything else a client or server chose is bounded or redacted.
-            // Known: in the catalog, or a well-formed tool name that holds
-            // nothing DLP finds (and the label guard bounds how many).
-            let known = r.target.as_deref().filter(|t| {
-                rt.snap
-                    .config
-                    .catalog
-                    .get(&server)
-                    .is_some_and(|c| c.tool(t).is_some())
-                    || ((r.method.as_deref() == Some("tools/call") || r.task.is_some())
-                        && warden_filters::guards::tools::valid_name(t)
-                        && rt.snap.redact_text(t, 256) == *t)
-            });
-            let tool = r.target.as_ref().map(|_| match known {
-                Some(t) => gw.tool_labels.admit(t).to_owned(),
-                None => "other".to_owned(),
-            });
-            m.messages
-                .with_label_values(&[
-                    &server,
-                    dir.as_str(),
-                    crate::observability::metrics::method_label(r.method.as_deref()),
-                    tool.as_deref().unwrap_or("-"),
-                    r.outcome.label(),
-                ])
-                .inc();
-            let mut rec = base.clone();
-            rec.direction = dir.as_str();
-            if dir == Direction::Request {
-                rec.principal_detail = Some(crate::observability::audit::AuditPrincipal(
-                    ctx.principal.clone(),
-                ));
-            }
-            rec.jsonrpc_id = r.id.as_ref().map(|i| i.to_json());
-            if r.method.as_deref() == Some("tools/call") || r.task.is_some() {
-                // A virtual server's own leg has no catalog: its member's
-                // leg records the tool's risk.
-                let composed = ctx.server().is_some_and(|s| s.composed.is_some());
-                if let (Some(tool), false) = (r.target.as_deref(), composed) {
-                    rec.risk = Some(
-                        rt.snap
-                            .config
-                            .catalog
-                            .get(&server)
-                            .map_or(warden_config::access::Risk::Medium, |c| c.risk(tool))
-                            .as_str(),
-                    );
-                }
-            }
-            rec.method = r.method.clone();
-            rec.tool = match (known, r.target.as_deref()) {
-                (Some(t), _) => Some(t.to_owned()),
-                (None, Some(t)) => Some(rt.snap.redact_text(t, 256)),
-                _ => None,
-            };
-            rec.outcome = r.outcome.label();
-            rec.decided_by = match &r.outcome {
-                warden_filters::Outcome::Denied { filter, .. }
-                | warden_filters::Outcome::Mutated { filter } => Some(filter),
-                _ => None,
-            };
-            rec.args_digest = r.args_digest.take();
-            if dir == Direction::Request && r.method.is_some() {
-                rec.justification = ctx
-                    .justification
-                    .as_ref()
-                    .map(|j| rt.snap.redact_text(j, 1024));
-            }
-            rec.task = r.task.take();
-            if let Some(sh) = r.shadow.take() {
-                m.policy_shadow_disagreements
-                    .with_label_values(&[
-                        rec.server.as_ref(),
-                        if sh.enforced_allow {
-                            "allowed"
-                        } else {
-                            "denied"
-                        },
-                    ])
-                    .inc();
-                rec.shadow = Some(crate::observability::audit::ShadowDecision {
-                    allow: sh.shadow_allow,
-                    reason: sh.shadow_reason,
-                    enforced_allow: sh.enforced_allow,
-                    enforced_reason: sh.enforced_reason,
-                });
-            }
-            for f in std::mem::take(&mut r.findings) {
-                m.dlp_findings
-                    .with_label_values(&[&f.detector, dir.as_str(), f.action])
-                    .inc();
-                rec.dlp.push(crate::observability::audit::DlpFinding {
-                    detector: f.detector,
-                    rule: f.rule,
-                    path: f.path,
-                    action: f.action,
-                });
-            }
-            // Raw with `include_arguments`; otherwise only for calls of a
-            // tier logged in full, DLP-redacted.
-            let full = dir == Direction::Request
-                && matches!(r.method.as_deref(), Some("tools/call"))
-                && ctx
-                    .server_id()
-                    .is_some_and(|s| r.target.as_deref().is_some_and(|t| rt.logs_io(s, t)));
-            rec.arguments = match r.arguments.take() {
-                Some(a) if !rt.snap.config.audit.include_arguments => full
-                    .then(|| serde_json::from_str::<serde_json::Value>(&a).ok())
-                    .flatten()
-                    .map(|v| rt.snap.redact_json(&v).to_string()),
-                a => a,
-            }
-            .and_then(|a| serde_json::value::RawValue::from_string(a).ok());
-            rec.result = r
-                .result
-                .take()
-                .and_then(|a| serde_json::value::RawValue::from_string(a).ok());
-            if let warden_filters::Outcome::Denied { reason, .. } = &r.outcome {
-                if let Some(limit) = reason.strip_prefix("quota_exceeded:") {
-                    m.quota_denied.with_label_values(&[limit]).inc();
-                }
-            }
-            rec.reason = match &r.outcome {
-                warden_filters::Outcome::Denied { reason, .. } => Some(reason.clone()),
-                warden_filters::Outcome::Invalid { reason } => Some(reason.clone()),
-                _ => failed.clone(),
-            };
-            if dir == Direction::Request && r.method.as_deref() == Some("tools/call") {
-                if let Some(risk @ ("HIGH" | "CRITICAL")) = rec.risk {
-                    m.risky_calls
-                        .with_label_values(&[&server, risk, r.outcome.label()])
-                        .inc();
-                }
-            }
-            if let Some(need) = r.approval.take() {
-                // The approvers' decisions, each its own record in the
-                // chain, then the call they decided.
-                let claimed = ctx.approval.as_ref();
-                for d in claimed.map(|c| c.decisions()).unwrap_or_default() {
-                    let mut a = rec.clone();
-                    a.direction = "approval";
-                    a.outcome = if d.verdict == "approve" {
-                        "approved"
-                    } else {
-                        "denied"
-                    };
-                    a.decided_by = Some("approver");
-                    a.reason = None;
-                    a.arguments = None;
-                    a.result = None;
-                    a.dlp = Vec::new();
-                    a.approval = Some(serde_json::json!({
-                        "id": claimed.and_then(|c| c.id()),
-                        "approver": d.approver,
-                        "verdict": d.verdict,
-                        "at": d.at,
-                        "comment": d.comment.as_deref().map(|c| rt.snap.redact_text(c, 500)),
-                    }));
-                    out.push(a);
-                }
-                rec.approval = Some(serde_json::json!({
-                    "id": claimed.and_then(|c| c.id()),
-                    "answer": claimed.map_or("approval_required", |c| c.reason()),
-                    "required": need.approvers,
-                    "reason": rt.snap.redact_text(&need.reason, 256),
-                    "approvers": claimed
-                        .map(|c| c.decisions().into_iter().filter(|d| d.verdict == "approve").map(|d| d.approver).collect::<Vec<_>>())
-                        .unwrap_or_default(),
-                }));
-            }
-            out.push(rec);
-        }
-    }
+    let mut out = message_records(gw, ctx, &base, &server, &failed);
     if out.is_empty() {
-        // No MCP message (GET, DELETE, or refused before parsing): one record for the exchange.
-        let mut rec = base;
-        rec.jsonrpc_id = ctx
-            .refusal
-            .as_ref()
-            .and_then(|r| r.id.as_ref())
-            .map(|i| i.to_json());
-        // A refused request is recorded as what it was, as far as read.
-        if let Some((method, target)) = &ctx.refused_message {
-            rec.method = Some(method.clone());
-            rec.tool = target.as_deref().map(|t| rt.snap.redact_text(t, 256));
-        }
-        rec.outcome = match (&ctx.refusal, &failed) {
-            (Some(r), _) => r.reason,
-            (None, Some(_)) => "failed",
-            (None, None) => "forwarded",
-        };
-        rec.reason = ctx
-            .refusal
-            .as_ref()
-            .map(|r| r.error.message.clone())
-            .or(failed);
-        out.push(rec);
+        out.push(exchange_record(ctx, base, failed));
     } else if let Some(r) = &ctx.refusal {
         for rec in &mut out {
             rec.outcome = r.reason;
@@ -294,7 +46,8 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
     // What DLP found in the header values and URL: with the first record.
     if let Some(first) = out.first_mut() {
         for f in std::mem::take(&mut ctx.metadata_findings) {
-            m.dlp_findings
+            metrics()
+                .dlp_findings
                 .with_label_values(&[&f.detector, "request", f.action])
                 .inc();
             first.dlp.push(crate::observability::audit::DlpFinding {
@@ -305,22 +58,324 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
             });
         }
     }
+    // Client-chosen text in the record (a refusal's message can quote an
+    // `Origin` or a method; JSON-RPC methods and string ids are the
+    // client's own) is written DLP-redacted.
+    let clean = |s: String| match ctx.rt.snap.redacted(&s, &s) {
+        std::borrow::Cow::Borrowed(_) => s,
+        masked => masked.into_owned(),
+    };
     for rec in &mut out {
-        // Client-chosen text in the record (a refusal's message can quote
-        // an `Origin` or a method; JSON-RPC methods and string ids are the
-        // client's own) is written DLP-redacted.
-        {
-            let clean = |s: String| match rt.snap.redacted(&s, &s) {
-                std::borrow::Cow::Borrowed(_) => s,
-                masked => masked.into_owned(),
-            };
-            rec.reason = rec.reason.take().map(clean);
-            rec.method = rec.method.take().map(clean);
-            if let Some(serde_json::Value::String(id)) = &mut rec.jsonrpc_id {
-                *id = clean(std::mem::take(id));
-            }
+        rec.reason = rec.reason.take().map(clean);
+        rec.method = rec.method.take().map(clean);
+        if let Some(serde_json::Value::String(id)) = &mut rec.jsonrpc_id {
+            *id = clean(std::mem::take(id));
         }
     }
+    spans(gw, ctx, &out, http_method, status);
+    for rec in out {
+        gw.audit.record(rec).await;
+    }
+}
+
+/// The exchange's metrics, and how the chosen replica answered it.
+fn exchange_metrics(ctx: &RequestCtx, server: &str, http_method: &'static str, status: u16) {
+    let m = metrics();
+    // Passive ejection: how the chosen replica answered this call (a
+    // connect failure was counted when it happened; the gateway's own
+    // timeouts and size limits, which a caller can provoke, never count).
+    if let (Some(s), Some(addr), Some(st)) =
+        (ctx.server_id(), ctx.upstream.chosen, ctx.upstream.status)
+    {
+        ctx.rt
+            .outliers(s)
+            .record(server, addr, st < 500 && ctx.reply.unjudgeable == 0);
+    }
+    m.requests
+        .with_label_values(&[server, http_method, &status_label(status)])
+        .inc();
+    // The server's handles were resolved when its bundle was built.
+    let meta = ctx.server_id().map(|s| ctx.rt.meta(s));
+    let elapsed = ctx.start.elapsed().as_secs_f64();
+    match meta.and_then(|s| s.latency(http_method)) {
+        Some(h) => h.observe(elapsed),
+        None => m
+            .latency
+            .with_label_values(&[server, http_method])
+            .observe(elapsed),
+    }
+    match meta {
+        Some(s) => {
+            s.body_in.observe(ctx.body_len_in as f64);
+            s.body_out.observe(ctx.reply.bytes as f64);
+        }
+        None => {
+            m.body_bytes
+                .with_label_values(&[server, "request"])
+                .observe(ctx.body_len_in as f64);
+            m.body_bytes
+                .with_label_values(&[server, "response"])
+                .observe(ctx.reply.bytes as f64);
+        }
+    }
+}
+
+/// One audit record per MCP message the exchange carried, requests first
+/// (with the records of the approvals that decided them), then the server's.
+fn message_records(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    base: &AuditRecord,
+    server: &str,
+    failed: &Option<String>,
+) -> Vec<AuditRecord> {
+    let mut out = Vec::new();
+    let plan_records = ctx
+        .plan
+        .as_mut()
+        .map(|p| std::mem::take(&mut p.records))
+        .unwrap_or_default();
+    for (dir, list) in [
+        (Direction::Request, plan_records),
+        (Direction::Response, std::mem::take(&mut ctx.reply.records)),
+    ] {
+        for mut r in list {
+            let mut rec = message_record(gw, ctx, base, server, dir, &mut r, failed);
+            if let Some(need) = r.approval.take() {
+                approval_records(ctx, &mut rec, &need, &mut out);
+            }
+            out.push(rec);
+        }
+    }
+    out
+}
+
+/// The audit record of one message, and its metrics.
+fn message_record(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    base: &AuditRecord,
+    server: &str,
+    dir: Direction,
+    r: &mut warden_filters::MessageRecord,
+    failed: &Option<String>,
+) -> AuditRecord {
+    let m = metrics();
+    let rt = &ctx.rt;
+    if dir == Direction::Request {
+        gw.live.count(&base.tenant, &base.principal);
+    }
+    // Labels and audit fields name only what the catalog knows;
+    // anything else a client or server chose is bounded or redacted.
+    // Known: in the catalog, or a well-formed tool name that holds
+    // nothing DLP finds (and the label guard bounds how many).
+    let known = r.target.as_deref().filter(|t| {
+        rt.snap
+            .config
+            .catalog
+            .get(server)
+            .is_some_and(|c| c.tool(t).is_some())
+            || ((r.method.as_deref() == Some("tools/call") || r.task.is_some())
+                && warden_filters::guards::tools::valid_name(t)
+                && rt.snap.redact_text(t, 256) == *t)
+    });
+    let tool = r.target.as_ref().map(|_| match known {
+        Some(t) => gw.tool_labels.admit(t).to_owned(),
+        None => "other".to_owned(),
+    });
+    m.messages
+        .with_label_values(&[
+            server,
+            dir.as_str(),
+            crate::observability::metrics::method_label(r.method.as_deref()),
+            tool.as_deref().unwrap_or("-"),
+            r.outcome.label(),
+        ])
+        .inc();
+    let mut rec = base.clone();
+    rec.direction = dir.as_str();
+    if dir == Direction::Request {
+        rec.principal_detail = Some(crate::observability::audit::AuditPrincipal(
+            ctx.principal.clone(),
+        ));
+    }
+    rec.jsonrpc_id = r.id.as_ref().map(|i| i.to_json());
+    if r.method.as_deref() == Some("tools/call") || r.task.is_some() {
+        // A virtual server's own leg has no catalog: its member's
+        // leg records the tool's risk.
+        let composed = ctx.server().is_some_and(|s| s.composed.is_some());
+        if let (Some(tool), false) = (r.target.as_deref(), composed) {
+            rec.risk = Some(
+                rt.snap
+                    .config
+                    .catalog
+                    .get(server)
+                    .map_or(warden_config::access::Risk::Medium, |c| c.risk(tool))
+                    .as_str(),
+            );
+        }
+    }
+    rec.method = r.method.clone();
+    rec.tool = match (known, r.target.as_deref()) {
+        (Some(t), _) => Some(t.to_owned()),
+        (None, Some(t)) => Some(rt.snap.redact_text(t, 256)),
+        _ => None,
+    };
+    rec.outcome = r.outcome.label();
+    rec.decided_by = match &r.outcome {
+        warden_filters::Outcome::Denied { filter, .. }
+        | warden_filters::Outcome::Mutated { filter } => Some(filter),
+        _ => None,
+    };
+    rec.args_digest = r.args_digest.take();
+    if dir == Direction::Request && r.method.is_some() {
+        rec.justification = ctx
+            .justification
+            .as_ref()
+            .map(|j| rt.snap.redact_text(j, 1024));
+    }
+    rec.task = r.task.take();
+    if let Some(sh) = r.shadow.take() {
+        m.policy_shadow_disagreements
+            .with_label_values(&[
+                rec.server.as_ref(),
+                if sh.enforced_allow {
+                    "allowed"
+                } else {
+                    "denied"
+                },
+            ])
+            .inc();
+        rec.shadow = Some(crate::observability::audit::ShadowDecision {
+            allow: sh.shadow_allow,
+            reason: sh.shadow_reason,
+            enforced_allow: sh.enforced_allow,
+            enforced_reason: sh.enforced_reason,
+        });
+    }
+    for f in std::mem::take(&mut r.findings) {
+        m.dlp_findings
+            .with_label_values(&[&f.detector, dir.as_str(), f.action])
+            .inc();
+        rec.dlp.push(crate::observability::audit::DlpFinding {
+            detector: f.detector,
+            rule: f.rule,
+            path: f.path,
+            action: f.action,
+        });
+    }
+    // Raw with `include_arguments`; otherwise only for calls of a
+    // tier logged in full, DLP-redacted.
+    let full = dir == Direction::Request
+        && matches!(r.method.as_deref(), Some("tools/call"))
+        && ctx
+            .server_id()
+            .is_some_and(|s| r.target.as_deref().is_some_and(|t| rt.logs_io(s, t)));
+    rec.arguments = match r.arguments.take() {
+        Some(a) if !rt.snap.config.audit.include_arguments => full
+            .then(|| serde_json::from_str::<serde_json::Value>(&a).ok())
+            .flatten()
+            .map(|v| rt.snap.redact_json(&v).to_string()),
+        a => a,
+    }
+    .and_then(|a| serde_json::value::RawValue::from_string(a).ok());
+    rec.result = r
+        .result
+        .take()
+        .and_then(|a| serde_json::value::RawValue::from_string(a).ok());
+    if let warden_filters::Outcome::Denied { reason, .. } = &r.outcome {
+        if let Some(limit) = reason.strip_prefix("quota_exceeded:") {
+            m.quota_denied.with_label_values(&[limit]).inc();
+        }
+    }
+    rec.reason = match &r.outcome {
+        warden_filters::Outcome::Denied { reason, .. } => Some(reason.clone()),
+        warden_filters::Outcome::Invalid { reason } => Some(reason.clone()),
+        _ => failed.clone(),
+    };
+    if dir == Direction::Request && r.method.as_deref() == Some("tools/call") {
+        if let Some(risk @ ("HIGH" | "CRITICAL")) = rec.risk {
+            m.risky_calls
+                .with_label_values(&[server, risk, r.outcome.label()])
+                .inc();
+        }
+    }
+    rec
+}
+
+/// The records of the approvers' decisions, each its own record in the
+/// chain, and what the call's record says of them.
+fn approval_records(
+    ctx: &RequestCtx,
+    rec: &mut AuditRecord,
+    need: &warden_filters::guards::approval::ApprovalNeed,
+    out: &mut Vec<AuditRecord>,
+) {
+    let rt = &ctx.rt;
+    let claimed = ctx.approval.as_ref();
+    for d in claimed.map(|c| c.decisions()).unwrap_or_default() {
+        let mut a = rec.clone();
+        a.direction = "approval";
+        a.outcome = if d.verdict == "approve" {
+            "approved"
+        } else {
+            "denied"
+        };
+        a.decided_by = Some("approver");
+        a.reason = None;
+        a.arguments = None;
+        a.result = None;
+        a.dlp = Vec::new();
+        a.approval = Some(serde_json::json!({
+            "id": claimed.and_then(|c| c.id()),
+            "approver": d.approver,
+            "verdict": d.verdict,
+            "at": d.at,
+            "comment": d.comment.as_deref().map(|c| rt.snap.redact_text(c, 500)),
+        }));
+        out.push(a);
+    }
+    rec.approval = Some(serde_json::json!({
+        "id": claimed.and_then(|c| c.id()),
+        "answer": claimed.map_or("approval_required", |c| c.reason()),
+        "required": need.approvers,
+        "reason": rt.snap.redact_text(&need.reason, 256),
+        "approvers": claimed
+            .map(|c| c.decisions().into_iter().filter(|d| d.verdict == "approve").map(|d| d.approver).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    }));
+}
+
+/// The one record of an exchange that carried no MCP message (GET, DELETE,
+/// or refused before parsing).
+fn exchange_record(ctx: &RequestCtx, base: AuditRecord, failed: Option<String>) -> AuditRecord {
+    let rt = &ctx.rt;
+    let mut rec = base;
+    rec.jsonrpc_id = ctx
+        .refusal
+        .as_ref()
+        .and_then(|r| r.id.as_ref())
+        .map(|i| i.to_json());
+    // A refused request is recorded as what it was, as far as read.
+    if let Some((method, target)) = &ctx.refused_message {
+        rec.method = Some(method.clone());
+        rec.tool = target.as_deref().map(|t| rt.snap.redact_text(t, 256));
+    }
+    rec.outcome = match (&ctx.refusal, &failed) {
+        (Some(r), _) => r.reason,
+        (None, Some(_)) => "failed",
+        (None, None) => "forwarded",
+    };
+    rec.reason = ctx
+        .refusal
+        .as_ref()
+        .map(|r| r.error.message.clone())
+        .or(failed);
+    rec
+}
+
+/// One span per record, when export is configured.
+fn spans(gw: &Gateway, ctx: &RequestCtx, out: &[AuditRecord], http_method: &str, status: u16) {
     if let (Some(tel), Some(ids)) = (gw.telemetry.get(), ctx.trace) {
         let start = std::time::SystemTime::now() - ctx.start.elapsed();
         let end = std::time::SystemTime::now();
@@ -356,9 +411,6 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
                 error: (status >= 500 || rec.outcome == "failed").then_some(rec.outcome),
             });
         }
-    }
-    for rec in out {
-        gw.audit.record(rec).await;
     }
 }
 
