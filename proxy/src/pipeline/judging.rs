@@ -77,7 +77,14 @@ pub async fn judge(
     match &parsed {
         Parsed::Single(env) => {
             let msg = messages.single();
-            mirrored::check_message(gw, ctx, env, msg, &server.name)?;
+            mirrored::check_message(
+                gw,
+                &mut ctx.mirrored,
+                ctx.protocol_version.as_deref(),
+                env,
+                msg,
+                &server.name,
+            )?;
             ctx.request_method = env.method.clone();
             ctx.request_target = mcp::judged_target(env).map(str::to_owned);
             if let (Some("initialize"), Some(msg)) = (env.method.as_deref(), msg) {
@@ -101,7 +108,7 @@ pub async fn judge(
         }
         Parsed::Batch(_) => {}
     }
-    mirrored::keep_undeclared(ctx, &rt.snap)?;
+    mirrored::keep_undeclared(&mut ctx.mirrored, &rt.snap)?;
     settle_client_responses(gw, ctx, &parsed, &server.name)?;
     let keep_arguments = keeps_arguments(&rt, server_id, &parsed);
     let global = reserve_global(&rt, server, ctx, &parsed, keep_arguments).await;
@@ -163,7 +170,12 @@ pub async fn judge(
     }
     let forwarded = ctx.body.clone().unwrap_or_default();
     let original = messages.single().filter(|_| !rewritten);
-    mirrored::outbound(ctx, original, &forwarded, rt.snap.parse_limits);
+    mirrored::outbound(
+        &mut ctx.mirrored,
+        original,
+        &forwarded,
+        rt.snap.parse_limits,
+    );
     Ok(Judged::Forward(forwarded))
 }
 

@@ -12,7 +12,6 @@ use warden_filters::protocol::version::ProtocolVersion;
 use warden_filters::{Envelope, Message, Refusal, Snapshot};
 
 use crate::hub::state::Gateway;
-use crate::pipeline::ctx::RequestCtx;
 
 /// What the client's mirrored headers said, and what goes upstream.
 #[derive(Default)]
@@ -84,18 +83,15 @@ pub fn read(req: &RequestHeader) -> Result<Mirrored, Refusal> {
 /// arguments its tool's listed definition mirrors.
 pub fn check_message(
     gw: &Gateway,
-    ctx: &mut RequestCtx,
+    m: &mut Mirrored,
+    protocol_version: Option<&str>,
     env: &Envelope,
     msg: Option<&Message<'_>>,
     server: &str,
 ) -> Result<(), Refusal> {
-    let m = &ctx.mirrored;
     mcp::check_headers(m.method.as_deref(), m.name.as_deref(), env)?;
     let modern = m.method.is_some()
-        || ProtocolVersion::at_least(
-            ctx.protocol_version.as_deref(),
-            ProtocolVersion::V2026_07_28,
-        );
+        || ProtocolVersion::at_least(protocol_version, ProtocolVersion::V2026_07_28);
     let Some(msg) = msg.filter(|_| env.method.as_deref() == Some("tools/call")) else {
         return Ok(());
     };
@@ -107,7 +103,7 @@ pub fn check_message(
         Some(Ok(d)) if !d.is_empty() => {
             mcp::check_params(d, msg.arguments(), &m.params_in, modern)
                 .map_err(|e| Refusal::header_mismatch(env.id.clone(), e))?;
-            ctx.mirrored.decls = d.clone();
+            m.decls = d.clone();
         }
         Some(Ok(_)) => {}
         // A call whose tool's declarations are unknown here (no
@@ -117,7 +113,7 @@ pub fn check_message(
         // them answers for itself; what it reads is never a value policy
         // did not judge). Judged by DLP either way (see [`keep_undeclared`]):
         // a secret in a header is refused, not just left behind.
-        _ => ctx.mirrored.params_out = Some(Vec::new()),
+        _ => m.params_out = Some(Vec::new()),
     }
     Ok(())
 }
@@ -125,8 +121,7 @@ pub fn check_message(
 /// `Mcp-Param-*` headers no declaration covers: DLP-scanned like an
 /// argument (a finding refuses the request) and kept, or stripped, as the
 /// bundle says.
-pub fn keep_undeclared(ctx: &mut RequestCtx, snap: &Snapshot) -> Result<(), Refusal> {
-    let m = &ctx.mirrored;
+pub fn keep_undeclared(m: &mut Mirrored, snap: &Snapshot) -> Result<(), Refusal> {
     let mut kept = Vec::new();
     for (name, value) in &m.params_in {
         if m.decls.iter().any(|d| d.header == *name) {
@@ -150,8 +145,8 @@ pub fn keep_undeclared(ctx: &mut RequestCtx, snap: &Snapshot) -> Result<(), Refu
         kept.push((name.clone(), mcp::encode_header_value(value)));
     }
     // Unchecked declarations: nothing goes upstream (see `check_message`).
-    if ctx.mirrored.params_out.is_none() {
-        ctx.mirrored.kept = kept;
+    if m.params_out.is_none() {
+        m.kept = kept;
     }
     Ok(())
 }
@@ -160,12 +155,11 @@ pub fn keep_undeclared(ctx: &mut RequestCtx, snap: &Snapshot) -> Result<(), Refu
 /// is forwarded says (a redacted argument never travels on in its header).
 /// `original`: the message as it arrived, when the chain left it unchanged.
 pub fn outbound(
-    ctx: &mut RequestCtx,
+    m: &mut Mirrored,
     original: Option<&Message<'_>>,
     forwarded: &[u8],
     limits: warden_filters::ParseLimits,
 ) {
-    let m = &mut ctx.mirrored;
     // `Mcp-Name` follows a rewritten body (a task id the gateway unsealed,
     // say), as the upstream checks it there.
     if original.is_none() && m.name.is_some() {
