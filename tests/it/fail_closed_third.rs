@@ -387,6 +387,45 @@ async fn the_servers_free_text_beside_the_status_never_passes() {
     }
 }
 
+/// A 101 is the server's last word on an exchange, on every method: a
+/// switch to a tunnel no guard reads is refused (502, -31003), and what the
+/// server writes after it (another status line and reply) never reaches the
+/// client.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_protocol_switch_is_refused_whatever_follows_it() {
+    let (h, gw) = setup().await;
+    let sid = open_session(&h, &gw, DEV, "sess-101").await;
+    let leak = "UNJUDGED AKIAIOSFODNN7EXAMPLE";
+    let event = format!(
+        "event: message\ndata: {}\n\n",
+        json!({"jsonrpc":"2.0","method":"notifications/message",
+            "params":{"level":"info","data":leak}})
+    );
+    let switch = || Reply::sse(&[event.as_str()]).after_interim(101, &[("upgrade", "websocket")]);
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+        "params":{"name":"echo","arguments":{"text":"x"}}})
+    .to_string();
+    let auth = format!("mcp-session-id: {sid}\r\nmcp-protocol-version: 2025-06-18\r\n");
+    for (method, body) in [("POST", call.as_str()), ("GET", ""), ("DELETE", "")] {
+        h.script([switch()]);
+        let req = if method == "POST" {
+            raw_request("POST", body, &auth)
+        } else {
+            format!("{method} /mock/mcp HTTP/1.1\r\nHost: localhost\r\nAccept: application/json, text/event-stream\r\nx-api-key: wk_demo_dev_7Qm2\r\n{auth}Connection: close\r\n\r\n").into_bytes()
+        };
+        let text = raw(&gw, &req).await;
+        assert!(text.starts_with("HTTP/1.1 502"), "{method}: {text}");
+        assert!(
+            text.contains("-31003") && text.contains("protocol switch"),
+            "{method}: {text}"
+        );
+        assert!(
+            !text.contains("AKIA") && !text.contains("101"),
+            "{method}: {text}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_header_a_cgi_server_reads_as_a_credential_never_reaches_it() {
     let (h, gw) = setup().await;

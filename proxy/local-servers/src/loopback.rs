@@ -107,6 +107,50 @@ where
     r
 }
 
+/// Runs an endpoint on a thread of its own, with a current-thread runtime,
+/// for the process's lifetime (a stdio server's parent-death signal is tied
+/// to the thread that started it): `start` gets the listener made async.
+/// `what` names the endpoint in the log if the runtime cannot start.
+pub fn spawn<S, F>(
+    thread: String,
+    what: &'static str,
+    listener: std::net::TcpListener,
+    start: S,
+) -> std::io::Result<()>
+where
+    S: FnOnce(tokio::net::TcpListener) -> F + Send + 'static,
+    F: std::future::Future<Output = ()>,
+{
+    std::thread::Builder::new().name(thread).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!("{what} runtime: {e}");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => start(l).await,
+                Err(e) => tracing::error!("{what}: {e}"),
+            }
+        });
+    })?;
+    Ok(())
+}
+
+/// The text of header `name` (empty when absent or not visible ASCII).
+pub fn header_text(req: &Request<Incoming>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
 /// Serves HTTP/1.1 on `listener` with `handle`, at most `slots` connections
 /// at once (a connection beyond that is closed at once); a client gets 10 s
 /// to send its headers.

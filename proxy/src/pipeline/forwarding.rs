@@ -190,9 +190,19 @@ async fn forward(
         ctx.reply.mode,
         ResponseMode::Json { .. } | ResponseMode::AnswersOnly | ResponseMode::Withheld { .. }
     ) {
-        return relay_whole(gw, ups, session, ctx, up, &p, s, resp).await;
+        return relay_whole(gw, ups, session, ctx, Reply { up, p, s, resp }).await;
     }
-    relay_stream(gw, ups, session, ctx, up, &p, s, resp).await
+    relay_stream(gw, ups, session, ctx, Reply { up, p, s, resp }).await
+}
+
+/// A reply on its way back: the upstream session it comes on, the peer
+/// that session belongs to (it goes back to the pool after), the server,
+/// and the reply's header as judged.
+struct Reply<'a> {
+    up: HttpSession,
+    p: HttpPeer,
+    s: &'a warden_config::model::Server,
+    resp: pingora::http::ResponseHeader,
 }
 
 /// Connects to a replica (the next one while none was reached), writes the
@@ -269,17 +279,19 @@ fn refused(server: &str, e: Box<Error>) -> Refusal {
 
 /// A reply judged whole: read it all, then answered with the exact length
 /// in one write.
-#[allow(clippy::too_many_arguments)]
 async fn relay_whole(
     gw: &Gateway,
     ups: &Upstreams,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    mut up: HttpSession,
-    p: &HttpPeer,
-    s: &warden_config::model::Server,
-    mut resp: pingora::http::ResponseHeader,
+    reply: Reply<'_>,
 ) -> Result<u16, Refusal> {
+    let Reply {
+        mut up,
+        p,
+        s,
+        mut resp,
+    } = reply;
     let status = resp.status.as_u16();
     let unavailable = |e: Box<Error>| unavailable(&s.name, &e);
     let refuse = |e: Box<Error>| refused(&s.name, e);
@@ -303,22 +315,24 @@ async fn relay_whole(
         let _ = session.write_response_body(Some(out), true).await;
     }
     // Kept only if the exchange completed.
-    ups.release(up, p, s.timeouts.idle).await;
+    ups.release(up, &p, s.timeouts.idle).await;
     Ok(status)
 }
 
 /// A streamed reply: each chunk relayed as it is judged (see `HEADER_WAIT`).
-#[allow(clippy::too_many_arguments)]
 async fn relay_stream(
     gw: &Gateway,
     ups: &Upstreams,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    mut up: HttpSession,
-    p: &HttpPeer,
-    s: &warden_config::model::Server,
-    mut resp: pingora::http::ResponseHeader,
+    reply: Reply<'_>,
 ) -> Result<u16, Refusal> {
+    let Reply {
+        mut up,
+        p,
+        s,
+        mut resp,
+    } = reply;
     let status = resp.status.as_u16();
     let refuse = |e: Box<Error>| refused(&s.name, e);
 
@@ -427,7 +441,7 @@ async fn relay_stream(
             break;
         }
     }
-    ups.release(up, p, s.timeouts.idle).await;
+    ups.release(up, &p, s.timeouts.idle).await;
     Ok(status)
 }
 
@@ -512,13 +526,15 @@ async fn write(
     }
 }
 
-/// Reads up to the final (non-1xx) response header.
+/// Reads up to the final response header: past interim replies (1xx),
+/// but never past a 101, which is the server's last word on this exchange
+/// (a switch the reply path refuses), not a step to another reply.
 async fn read_head(up: &mut HttpSession) -> Result<()> {
     loop {
         up.read_response_header().await?;
         if up
             .response_header()
-            .is_none_or(|h| !h.status.is_informational())
+            .is_none_or(|h| !h.status.is_informational() || h.status == 101)
         {
             return Ok(());
         }

@@ -819,14 +819,7 @@ impl Aggregator {
     }
 }
 
-pub(super) async fn serve(listener: std::net::TcpListener, agg: Arc<Aggregator>) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("virtual server: {e}");
-            return;
-        }
-    };
+pub(super) async fn serve(listener: tokio::net::TcpListener, agg: Arc<Aggregator>) {
     // Idle sessions end, and their member sessions with them.
     let reaper = agg.clone();
     tokio::spawn(async move {

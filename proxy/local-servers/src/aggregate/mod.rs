@@ -352,21 +352,12 @@ pub fn aggregator_for(server: &Server, cfg: &Config) -> std::io::Result<SocketAd
         }
     }
     let run = agg.clone();
-    std::thread::Builder::new()
-        .name(format!("virtual-{}", server.name))
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("virtual server runtime: {e}");
-                    return;
-                }
-            };
-            rt.block_on(serve(listener, run));
-        })?;
+    crate::loopback::spawn(
+        format!("virtual-{}", server.name),
+        "virtual server",
+        listener,
+        move |l| serve(l, run),
+    )?;
     if let Some(old) = map.insert(server.name.clone(), agg) {
         lock(&r.retired).push(old);
     }
@@ -571,12 +562,7 @@ impl CallerCredentials {
                 headers.push((name, v.clone()));
             }
         }
-        let owner = req
-            .headers()
-            .get(OWNER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let owner = crate::loopback::header_text(req, OWNER_HEADER);
         CallerCredentials { headers, owner }
     }
 }

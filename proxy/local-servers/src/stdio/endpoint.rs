@@ -80,12 +80,7 @@ impl Shared {
         req: Request<Incoming>,
         sid: Option<String>,
     ) -> Response<Body> {
-        let owner = req
-            .headers()
-            .get(OWNER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let owner = crate::loopback::header_text(&req, OWNER_HEADER);
         let body = match http_body_util::Limited::new(req.into_body(), MAX_LINE)
             .collect()
             .await
@@ -324,14 +319,7 @@ pub(super) fn sse(
     crate::loopback::event_stream(stream, session.as_deref())
 }
 
-pub(super) async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("stdio bridge: {e}");
-            return;
-        }
-    };
+pub(super) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     // Requests whose client went away stop being waited for; idle
     // sessions (and their processes) end.
     let reaper = shared.clone();

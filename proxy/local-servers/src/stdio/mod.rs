@@ -152,24 +152,14 @@ pub fn bridge_for(
         owners: Mutex::new(HashMap::new()),
     });
     let run = shared.clone();
-    std::thread::Builder::new()
-        .name(format!("stdio-{}", server.name))
-        .spawn(move || {
-            // One thread, one runtime, for the gateway's lifetime: the
-            // parent-death signal is tied to the thread that started the
-            // process.
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("stdio bridge runtime: {e}");
-                    return;
-                }
-            };
-            rt.block_on(serve(listener, run));
-        })?;
+    // One thread, one runtime, for the gateway's lifetime: the parent-death
+    // signal is tied to the thread that started the process.
+    crate::loopback::spawn(
+        format!("stdio-{}", server.name),
+        "stdio bridge",
+        listener,
+        move |l| serve(l, run),
+    )?;
     if let Some(old) = map.insert(
         server.name.clone(),
         Arc::new(BridgeHandle {

@@ -14,8 +14,17 @@ pub fn on_body(
     ctx.reply.bytes += chunk.len();
     let mode = std::mem::replace(&mut ctx.reply.mode, ResponseMode::Passthrough);
     let (mode, out) = match mode {
+        // A reply with nothing to judge (204, 304, a zero length) carries
+        // nothing: bytes that arrive anyway (a server breaking its own
+        // framing) are never passed on unjudged.
         ResponseMode::Pending | ResponseMode::Passthrough => {
-            (ResponseMode::Passthrough, Some(chunk))
+            if !chunk.is_empty() {
+                metrics()
+                    .upstream_errors
+                    .with_label_values(&[ctx.server_name(), "unexpected_body"])
+                    .inc();
+            }
+            (ResponseMode::Passthrough, None)
         }
         ResponseMode::Discarded => (ResponseMode::Discarded, None),
         ResponseMode::AnswersOnly => {

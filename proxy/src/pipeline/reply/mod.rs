@@ -76,8 +76,8 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     let server_name = &rt.server(server).name;
     // A switch to another protocol would make the connection a tunnel no
     // guard reads. The gateway never asks for one (`Upgrade` is not
-    // forwarded, and Pingora refuses a 101 to a request that did not ask);
-    // this holds should either change.
+    // forwarded), and the forwarder stops at a 101 as the final reply
+    // (`read_head`), so it is refused here, whatever follows it.
     if status == 101 {
         return refuse_reply(server_name, ReplyRefusal::ProtocolSwitch);
     }
