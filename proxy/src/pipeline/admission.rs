@@ -82,7 +82,7 @@ pub async fn admit(
             return Err(Refusal::origin(o));
         }
     }
-    ctx.exchange = match req.method.as_str() {
+    ctx.kind = match req.method.as_str() {
         "POST" => ExchangeKind::Post,
         "GET" => ExchangeKind::Get,
         "DELETE" => ExchangeKind::Delete,
@@ -157,7 +157,7 @@ pub async fn admit(
         return Err(r);
     }
     check_sessions(gw, ctx, &server.name, legacy_sealed)?;
-    Ok(match ctx.exchange {
+    Ok(match ctx.kind {
         ExchangeKind::Post => Admitted::Post,
         _ => Admitted::Stream,
     })
@@ -190,7 +190,7 @@ fn check_sessions(
             _ => {}
         }
     }
-    if ctx.exchange == ExchangeKind::Post && !legacy_sealed {
+    if ctx.kind == ExchangeKind::Post && !legacy_sealed {
         let path = ctx.upstream.uri.split('?').next().unwrap_or("");
         if gw.sessions.is_legacy_path(server, path) {
             let key = crate::sessions::sticky::legacy_key(&ctx.upstream.uri);
@@ -228,7 +228,7 @@ fn unseal_session(gw: &Gateway, ctx: &mut RequestCtx, server: &str) -> Result<bo
         ctx.upstream.sealed = check(&p)?;
         ctx.session_id = Some(p.session.clone());
         ctx.session_sealed = true;
-    } else if ctx.exchange == ExchangeKind::Post {
+    } else if ctx.kind == ExchangeKind::Post {
         // Legacy HTTP+SSE: the endpoint's query was sealed into `ws=`.
         if let Some((path, query)) = ctx.upstream.uri.split_once('?') {
             if let Some(token) = query.split('&').find_map(|kv| kv.strip_prefix("ws=")) {
@@ -419,7 +419,7 @@ fn client_requirements(
 ) -> Result<(), Refusal> {
     let accept = header_str(req, "accept").unwrap_or("").to_ascii_lowercase();
     let accepts = |t: &str| accept.contains(t) || accept.contains("*/*");
-    ctx.missing = match ctx.exchange {
+    ctx.missing = match ctx.kind {
         ExchangeKind::Post if !(accepts("application/json") && accepts("text/event-stream")) => {
             Some("the request lacks `Accept: application/json, text/event-stream`, which Streamable HTTP requires")
         }
@@ -431,7 +431,7 @@ fn client_requirements(
         }
         _ => None,
     };
-    if ctx.exchange != ExchangeKind::Post {
+    if ctx.kind != ExchangeKind::Post {
         // GET and DELETE carry no MCP message; a body here would reach the upstream unjudged.
         // HTTP/2 may send DATA frames with neither header.
         let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)

@@ -116,7 +116,8 @@ pub struct RequestCtx {
     pub rt: Arc<Runtime>,
     /// Where admission routed the request (none: refused before routing).
     pub routed: Option<Routed>,
-    pub exchange: ExchangeKind,
+    /// POST (messages), GET (the server's stream) or DELETE.
+    pub kind: ExchangeKind,
     pub principal: std::sync::Arc<Principal>,
     /// When the request arrived (the clock policy sees).
     pub now: std::time::SystemTime,
@@ -200,7 +201,7 @@ impl RequestCtx {
                 stream_session: None,
                 endpoint_seen: false,
             },
-            exchange: ExchangeKind::Post,
+            kind: ExchangeKind::Post,
             principal: Principal::shared_anonymous(),
             now: std::time::SystemTime::now(),
             source_ip: None,
@@ -296,7 +297,7 @@ impl RequestCtx {
     pub fn session_key(&self) -> Option<std::borrow::Cow<'_, str>> {
         match &self.session_id {
             Some(sid) => Some(std::borrow::Cow::Borrowed(sid)),
-            None if self.exchange == ExchangeKind::Post && self.upstream.uri.contains('?') => Some(
+            None if self.kind == ExchangeKind::Post && self.upstream.uri.contains('?') => Some(
                 std::borrow::Cow::Owned(crate::sessions::sticky::legacy_key(&self.upstream.uri)),
             ),
             None => None,

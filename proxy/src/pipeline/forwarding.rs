@@ -120,7 +120,7 @@ pub fn next_replica(gw: &Gateway, ctx: &mut RequestCtx) -> Option<(SocketAddr, H
     ctx.upstream.tried.push(addr);
     ctx.upstream.chosen = Some(addr);
     // A GET is the server's event stream: it may stay silent for long.
-    Some((addr, peer(s, addr, ctx.exchange == ExchangeKind::Get)))
+    Some((addr, peer(s, addr, ctx.kind == ExchangeKind::Get)))
 }
 
 /// The retry rule, the same for every method: a request that reached no
@@ -249,7 +249,7 @@ async fn send(
         // did not receive whole (Content-Length framing), so it is sent once
         // more on a fresh connection. Once written, a call is never repeated
         // (a tool call may not be idempotent): later failures are answered.
-        let fresh = peer(s, addr, ctx.exchange == ExchangeKind::Get);
+        let fresh = peer(s, addr, ctx.kind == ExchangeKind::Get);
         match Box::pin(ups.connector.get_http_session(&fresh)).await {
             Ok((u, _)) => {
                 p = fresh;

@@ -21,7 +21,7 @@ pub fn scope<'a>(
 /// A POST of a legacy (HTTP+SSE) session: no `Mcp-Session-Id`, the session
 /// named in its query. Its replies come on the session's GET stream.
 pub fn legacy_post(ctx: &RequestCtx) -> bool {
-    ctx.exchange == ExchangeKind::Post && ctx.session_id.is_none() && ctx.session_key().is_some()
+    ctx.kind == ExchangeKind::Post && ctx.session_id.is_none() && ctx.session_key().is_some()
 }
 
 /// Puts this POST's requests in the reply ledger, so that replies arriving
@@ -44,7 +44,7 @@ pub fn ledger_keys(ctx: &RequestCtx) -> (String, String) {
 
 /// The session key replies and server→client requests of this exchange belong to.
 pub fn session_scope_key(ctx: &RequestCtx) -> String {
-    match ctx.exchange {
+    match ctx.kind {
         ExchangeKind::Get => ctx
             .reply
             .stream_session

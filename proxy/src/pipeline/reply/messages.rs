@@ -47,7 +47,7 @@ pub(super) fn unjudgeable(
         .inc();
     ctx.reply.records.push(unjudgeable_record(id));
     let id = id?;
-    let waiting = match ctx.exchange {
+    let waiting = match ctx.kind {
         ExchangeKind::Post => match ctx
             .reply
             .pending
@@ -78,7 +78,7 @@ pub(super) fn match_reply(
     ctx: &mut RequestCtx,
     id: &warden_filters::Id,
 ) -> Option<crate::sessions::ledger::Asked> {
-    match ctx.exchange {
+    match ctx.kind {
         ExchangeKind::Post => {
             let p = ctx
                 .reply
@@ -178,7 +178,7 @@ pub(super) fn drop_unmatched(ctx: &mut RequestCtx, env: &Envelope) -> ServerMess
     ctx.reply.records.push(rec);
     // On a POST, a reply answering none of its requests is one they did
     // not get: each still gets an answer (an error), not silence.
-    if ctx.exchange == ExchangeKind::Post {
+    if ctx.kind == ExchangeKind::Post {
         ctx.reply.unjudgeable += 1;
     }
     ServerMessageVerdict::Dropped
@@ -202,7 +202,7 @@ pub(super) fn judge_message(
     let asked = match (&env.kind, &env.id) {
         (Kind::Response, Some(id)) => match match_reply(gw, ctx, id) {
             Some(a) => Some(a),
-            None if ctx.exchange != ExchangeKind::Post => match inferred_method(bytes) {
+            None if ctx.kind != ExchangeKind::Post => match inferred_method(bytes) {
                 Ok(m) => {
                     inferred = true;
                     metrics()
@@ -360,7 +360,7 @@ pub(super) fn judge_event(
         )
     };
     if ev.event_type() == "endpoint" {
-        if ctx.exchange == ExchangeKind::Get && !ctx.reply.endpoint_seen {
+        if ctx.kind == ExchangeKind::Get && !ctx.reply.endpoint_seen {
             ctx.reply.endpoint_seen = true;
             return rewrite_endpoint(gw, ctx, &rt, server, ev);
         }

@@ -133,7 +133,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     if let Some(token) = sealed_header {
         resp.insert_header("mcp-session-id", token)?;
     }
-    if ctx.exchange == ExchangeKind::Delete && (200..300).contains(&status) {
+    if ctx.kind == ExchangeKind::Delete && (200..300).contains(&status) {
         if let Some(sid) = &ctx.session_id {
             gw.sessions.forget(server_name, sid);
         }
@@ -179,7 +179,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     // Replies to this POST that may arrive elsewhere (a replay of this SSE
     // stream) must find their request there; a legacy POST's are there
     // since it was judged.
-    if ctx.exchange == ExchangeKind::Post
+    if ctx.kind == ExchangeKind::Post
         && (status == 202 || sse)
         && !ctx.reply.pending.is_empty()
         && !legacy_post(ctx)
@@ -201,7 +201,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         resp.insert_header("content-type", "application/json")?;
         unframe(resp);
         ResponseMode::AnswersOnly
-    } else if ctx.exchange == ExchangeKind::Delete && (200..300).contains(&status) {
+    } else if ctx.kind == ExchangeKind::Delete && (200..300).contains(&status) {
         // A session ended: passed on as the server said it, without the
         // body (an empty chunked `text/plain`, an "OK") MCP gives no meaning.
         resp.remove_header(&http::header::CONTENT_TYPE);
@@ -212,7 +212,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         ResponseMode::Passthrough
     } else if json
         && status != 202
-        && !(ctx.exchange == ExchangeKind::Get && (200..300).contains(&status))
+        && !(ctx.kind == ExchangeKind::Get && (200..300).contains(&status))
     {
         unframe(resp);
         ResponseMode::Json {
