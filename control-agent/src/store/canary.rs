@@ -1,0 +1,225 @@
+//! Canaries: a revision published to a share of the gateways a selector
+//! picks, watched against the rest, promoted or rolled back by its guard.
+
+use super::*;
+
+impl Store {
+    /// Publishes the source as a canary: to `plan.share` of the live
+    /// gateways `labels` selects, watched against the rest.
+    pub fn publish_canary(
+        &self,
+        actor: &str,
+        labels: Selector,
+        plan: CanaryPlan,
+    ) -> Result<Arc<Published>, BuildFailure> {
+        let res = (|| {
+            plan.guard.check().map_err(io)?;
+            if !(plan.share > 0.0 && plan.share <= 1.0) || plan.watch_secs == 0 {
+                return Err(io(
+                    "a canary needs a share in (0, 100%] and a watch of at least a second",
+                ));
+            }
+            let files = archive::read_dir(&self.source).map_err(io)?;
+            let mut inner = self.lock();
+            if inner
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.state == "watching")
+            {
+                return Err(io(
+                    "a canary is already being watched: promote or roll it back first",
+                ));
+            }
+            let candidates: Vec<String> = inner
+                .fleet
+                .values()
+                .filter(|m| {
+                    m.seen.elapsed() <= self.stale_after && labels.matches(&m.report.labels)
+                })
+                .map(|m| m.report.id.clone())
+                .collect();
+            if candidates.is_empty() {
+                return Err(io(format!(
+                    "no live gateway matches {labels}: nothing to canary on"
+                )));
+            }
+            let d = build::digest(&files);
+            inner.source_digest = Some(d.clone());
+            // The members are picked by the revision about to be built.
+            let seq = inner.history.last().map_or(1, |h| h.seq + 1);
+            let members = rollout::pick(&candidates, plan.share, &format!("r{seq}-{}", &d[..8]));
+            let kill = inner.kill.clone();
+            let reason = format!(
+                "canary on {} of {} gateways of {labels}, watched {} s",
+                members.len(),
+                candidates.len(),
+                plan.watch_secs
+            );
+            let p = self.build_revision(
+                &mut inner,
+                Arc::new(files),
+                &kill,
+                actor,
+                &reason,
+                Target::Canary {
+                    labels: labels.clone(),
+                    members: members.clone(),
+                },
+            )?;
+            // Every member's window starts now (a canary member's once it
+            // reports the canary revision).
+            let marks = inner
+                .fleet
+                .values()
+                .filter(|m| !members.contains(&m.report.id))
+                .map(|m| (m.report.id.clone(), m.report.stats.clone()))
+                .collect();
+            inner.rollout = Some(Rollout {
+                revision: p.revision.clone(),
+                seq: p.seq,
+                labels,
+                share: plan.share,
+                members,
+                started: SystemTime::now(),
+                watch_secs: plan.watch_secs,
+                guard: plan.guard,
+                state: "watching".into(),
+                reason: None,
+                marks,
+                canary_stats: Stats::default(),
+                rest_stats: Stats::default(),
+            });
+            self.serve(&mut inner, p.clone());
+            Ok(p)
+        })();
+        self.after(actor, "canary", res)
+    }
+
+    /// Judges the canary being watched, if any: promotes or rolls it back
+    /// when its numbers say so. Returns what it did.
+    pub fn tick(&self) -> Option<Verdict> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let r = inner.rollout.as_mut().filter(|r| r.state == "watching")?;
+        let (mut canary, mut rest) = (Stats::default(), Stats::default());
+        for m in inner.fleet.values() {
+            let id = &m.report.id;
+            let member = r.members.contains(id);
+            if member && m.report.revision != r.revision {
+                continue; // not running it yet
+            }
+            if !member && !r.labels.matches(&m.report.labels) {
+                continue;
+            }
+            let mark = r
+                .marks
+                .entry(id.clone())
+                .or_insert_with(|| m.report.stats.clone());
+            if m.report.stats.calls < mark.calls {
+                // The gateway restarted: its counters began again at zero.
+                *mark = Stats::default();
+            }
+            let window = m.report.stats.since(mark);
+            if member {
+                canary.add(&window);
+            } else {
+                rest.add(&window);
+            }
+        }
+        let over = r.started.elapsed().unwrap_or_default() >= Duration::from_secs(r.watch_secs);
+        let verdict = rollout::judge(&canary, &rest, &r.guard, over);
+        r.canary_stats = canary;
+        r.rest_stats = rest;
+        match &verdict {
+            Verdict::Wait => return Some(verdict),
+            Verdict::Promote(why) => {
+                let why = why.clone();
+                self.promote_locked(inner, "watcher", &why);
+            }
+            Verdict::RollBack(why) => {
+                let why = why.clone();
+                self.roll_back_locked(inner, "watcher", &why);
+            }
+        }
+        Some(verdict)
+    }
+
+    pub(super) fn promote_locked(
+        &self,
+        inner: &mut Inner,
+        actor: &str,
+        why: &str,
+    ) -> Option<String> {
+        let r = inner.rollout.as_mut().filter(|r| r.state == "watching")?;
+        r.state = "promoted".into();
+        r.reason = Some(why.to_owned());
+        let (seq, labels, revision) = (r.seq, r.labels.clone(), r.revision.clone());
+        let old = inner.served.iter().find(|p| p.seq == seq)?.clone();
+        inner.served.retain(|p| p.seq != seq);
+        // The same revision (same ETag: its members do not reload) now
+        // reaches every gateway its selector matches.
+        let promoted = Arc::new(Published {
+            seq: old.seq,
+            revision: old.revision.clone(),
+            archive: old.archive.clone(),
+            target: Target::Select { labels },
+            files: old.files.clone(),
+        });
+        self.serve(inner, promoted);
+        self.record(actor, "promote", Some(&revision), true, why);
+        tracing::info!(revision = %revision, reason = why, "canary promoted");
+        Some(revision)
+    }
+
+    pub(super) fn roll_back_locked(
+        &self,
+        inner: &mut Inner,
+        actor: &str,
+        why: &str,
+    ) -> Option<String> {
+        let r = inner.rollout.as_mut().filter(|r| r.state == "watching")?;
+        r.state = "rolled_back".into();
+        r.reason = Some(why.to_owned());
+        let (seq, revision) = (r.seq, r.revision.clone());
+        inner.served.retain(|p| p.seq != seq);
+        self.served_changed(inner);
+        self.record(actor, "canary_rollback", Some(&revision), true, why);
+        tracing::warn!(revision = %revision, reason = why, "canary rolled back");
+        Some(revision)
+    }
+
+    /// An operator promotes the canary before its watch ends.
+    pub fn promote(&self, actor: &str) -> Result<String, String> {
+        let mut inner = self.lock();
+        self.promote_locked(&mut inner, actor, &format!("promoted by {actor}"))
+            .ok_or_else(|| "no canary is being watched".to_owned())
+    }
+
+    /// An operator rolls the canary back.
+    pub fn roll_back_canary(&self, actor: &str) -> Result<String, String> {
+        let mut inner = self.lock();
+        self.roll_back_locked(&mut inner, actor, &format!("rolled back by {actor}"))
+            .ok_or_else(|| "no canary is being watched".to_owned())
+    }
+
+    /// The canary being watched or the last one, with its figures.
+    pub fn rollout(&self) -> serde_json::Value {
+        let inner = self.lock();
+        let Some(r) = &inner.rollout else {
+            return serde_json::json!({"state": "none"});
+        };
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        let stats = |s: &Stats| {
+            serde_json::json!({
+                "calls": s.calls,
+                "denial_rate": s.denial_rate(),
+                "error_rate": s.error_rate(),
+                "p99_ms": s.p99().map(|p| p * 1000.0),
+            })
+        };
+        v["canary"] = stats(&r.canary_stats);
+        v["rest"] = stats(&r.rest_stats);
+        v["elapsed_secs"] = serde_json::json!(r.started.elapsed().unwrap_or_default().as_secs());
+        v
+    }
+}

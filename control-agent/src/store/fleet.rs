@@ -1,0 +1,73 @@
+//! The fleet view: gateways' reports (revision, labels, traffic figures)
+//! and what the agent shows of them.
+
+use super::*;
+
+impl Store {
+    /// Takes a gateway's report: refused when it is not one a gateway
+    /// writes, or when it names a new gateway while the fleet table is
+    /// full (members not heard from for ten stale periods are forgotten).
+    pub fn report(&self, r: Report) -> Result<(), String> {
+        if r.id.is_empty() || r.id.len() > 128 || !r.id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("a gateway id is 1-128 visible ASCII characters".into());
+        }
+        Selector(r.labels.clone()).check()?;
+        r.stats.check()?;
+        let mut inner = self.lock();
+        if !inner.fleet.contains_key(&r.id) && inner.fleet.len() >= MAX_FLEET {
+            let forget = self.stale_after * 10;
+            inner.fleet.retain(|_, m| m.seen.elapsed() <= forget);
+            if inner.fleet.len() >= MAX_FLEET {
+                return Err(format!("the fleet table holds {MAX_FLEET} gateways"));
+            }
+        }
+        inner.fleet.insert(
+            r.id.clone(),
+            Member {
+                report: r,
+                seen: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// The fleet as JSON: who runs what and why, who is stale.
+    pub fn fleet(&self) -> serde_json::Value {
+        let current = self.current().map(|p| p.revision.clone());
+        let inner = self.lock();
+        let members: Vec<serde_json::Value> = inner
+            .fleet
+            .values()
+            .map(|m| {
+                let age = m.seen.elapsed();
+                let due = Self::pick_for(&inner.served, &m.report.id, &m.report.labels);
+                serde_json::json!({
+                    "id": m.report.id,
+                    "labels": m.report.labels,
+                    "revision": m.report.revision,
+                    "due": due.as_ref().map(|p| p.revision.clone()),
+                    "why": due.as_ref().map(|p| p.target.why()),
+                    "current": due.as_ref().map(|p| &p.revision) == Some(&m.report.revision),
+                    "healthy": m.report.healthy,
+                    "last_error": m.report.last_error,
+                    "calls": m.report.stats.calls,
+                    "last_seen_secs": age.as_secs_f64(),
+                    "stale": age > self.stale_after,
+                })
+            })
+            .collect();
+        let served: Vec<serde_json::Value> = inner
+            .served
+            .iter()
+            .map(|p| serde_json::json!({"revision": p.revision, "target": p.target, "why": p.target.why()}))
+            .collect();
+        serde_json::json!({
+            "current": current,
+            "served": served,
+            "rollout": inner.rollout.as_ref().map(|r| serde_json::json!({"revision": r.revision, "state": r.state})),
+            "last_build_error": inner.last_error,
+            "kill_switch": inner.kill,
+            "members": members,
+        })
+    }
+}
