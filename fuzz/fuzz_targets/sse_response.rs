@@ -61,7 +61,7 @@ fn judge_message(env: &Envelope, bytes: &[u8]) {
         ..Exchange::new(&p, "s")
     };
     let msg = warden_filters::Message::from_server(env, bytes, Some("tools/call"), Some("t"));
-    if let Verdict::ForwardMutated(out) = chain().run(&msg, &ctx, &mut Notes::default()) {
+    if let Verdict::ForwardMutated(out, _) = chain().run(&msg, &ctx, &mut Notes::default()) {
         match warden_filters::parse(&out, ParseLimits::default()) {
             Ok(Parsed::Single(e)) => assert_eq!(e.id, env.id, "a rewrite keeps the id"),
             other => panic!("the chain forwarded a rewrite that is not one message: {other:?}"),

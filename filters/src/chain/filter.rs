@@ -518,7 +518,9 @@ pub trait McpFilter: Send + Sync {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Forward,
-    ForwardMutated(Vec<u8>),
+    /// Forward these bytes instead, and the envelope the chain parsed them
+    /// as (the last rewrite, which the filters after it judged).
+    ForwardMutated(Vec<u8>, Box<Envelope>),
     Reject {
         filter: &'static str,
         denial: Denial,
@@ -625,8 +627,9 @@ impl FilterChain {
                         }
                     };
                     let next = msg.rewritten(&ne, &new);
-                    return match self.run_from(&order[pos + 1..], &next, original, ex, notes) {
-                        Verdict::Forward => Verdict::ForwardMutated(new),
+                    let verdict = self.run_from(&order[pos + 1..], &next, original, ex, notes);
+                    return match verdict {
+                        Verdict::Forward => Verdict::ForwardMutated(new, Box::new(ne)),
                         other => other,
                     };
                 }

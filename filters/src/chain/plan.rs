@@ -94,6 +94,10 @@ pub struct RequestPlan {
     /// required) until the gateway claims an approval for it and forwards
     /// `Held::forward` instead.
     pub held: Option<Held>,
+    /// A single message the chain rewrote: the envelope of the rewrite, as
+    /// the chain parsed it (what reads the forwarded body after the chain
+    /// reads this, never a parse of its own).
+    pub rewritten: Option<Box<Envelope>>,
 }
 
 /// A call held for approval: what it needs and what would be forwarded.
@@ -178,6 +182,7 @@ pub fn plan_request(
                 holds: notes.take_holds(),
                 step_up: None,
                 held: None,
+                rewritten: None,
             };
             let held = notes.approval.clone().filter(|_| {
                 env.kind == Kind::Request && !matches!(verdict, Verdict::Reject { .. })
@@ -217,6 +222,7 @@ pub fn plan_request(
                 holds: Vec::new(),
                 step_up: None,
                 held: None,
+                rewritten: None,
             };
             // Elements stay slices of the body unless a filter rewrote them.
             let mut kept: Vec<Cow<'_, [u8]>> = Vec::with_capacity(items.len());
@@ -268,6 +274,7 @@ pub fn plan_request(
                             holds: Vec::new(),
                             step_up: None,
                             held: None,
+                            rewritten: None,
                         };
                         let outcome = apply(&mut single, env, verdict);
                         match single.forward {
@@ -352,8 +359,11 @@ fn approval_required(in_batch: bool) -> crate::chain::filter::Denial {
 fn apply(plan: &mut RequestPlan, env: &Envelope, verdict: Verdict) -> Outcome {
     match verdict {
         Verdict::Forward => Outcome::Forwarded,
-        Verdict::ForwardMutated(b) => {
+        Verdict::ForwardMutated(b, rewritten) => {
             plan.forward = Forward::Rewritten(b);
+            if !plan.batch {
+                plan.rewritten = Some(rewritten);
+            }
             Outcome::Mutated { filter: "chain" }
         }
         Verdict::Reject { filter, denial } => {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use pingora_proxy::Session;
 use warden_filters::protocol::mcp;
 use warden_filters::protocol::version::ProtocolVersion;
-use warden_filters::{parse, plan_request, Forward, Parsed, Refusal, RequestMessages};
+use warden_filters::{parse, plan_request, Forward, Message, Parsed, Refusal, RequestMessages};
 
 use crate::hub::runtime::{Runtime, ServerId};
 use crate::hub::state::Gateway;
@@ -129,6 +129,7 @@ pub async fn judge(
     }
     // The forwarded bytes move into the context; the plan keeps answers and records.
     let rewritten = matches!(plan.forward, Forward::Rewritten(_));
+    let rewrite = plan.rewritten.take();
     match std::mem::replace(&mut plan.forward, Forward::Nothing) {
         Forward::Original => ctx.body = Some(body.clone()),
         Forward::Rewritten(b) => ctx.body = Some(Bytes::from(b)),
@@ -169,13 +170,15 @@ pub async fn judge(
         crate::pipeline::scope::remember_pending(gw, ctx);
     }
     let forwarded = ctx.body.clone().unwrap_or_default();
-    let original = messages.single().filter(|_| !rewritten);
-    mirrored::outbound(
-        &mut ctx.mirrored,
-        original,
-        &forwarded,
-        rt.snap.parse_limits,
-    );
+    // The message that goes upstream: the one read, or the chain's rewrite
+    // of it (as the chain parsed it).
+    let rewrite = rewrite.as_deref().map(|e| Message::new(e, &forwarded));
+    let sent = match &rewrite {
+        Some(msg) => Some(msg),
+        None if !rewritten => messages.single(),
+        None => None,
+    };
+    mirrored::outbound(&mut ctx.mirrored, sent, rewritten);
     Ok(Judged::Forward(forwarded))
 }
 

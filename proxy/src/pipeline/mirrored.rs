@@ -151,40 +151,22 @@ pub fn keep_undeclared(m: &mut Mirrored, snap: &Snapshot) -> Result<(), Refusal>
     Ok(())
 }
 
-/// After the chain: the mirrored headers that go upstream, as the body that
-/// is forwarded says (a redacted argument never travels on in its header).
-/// `original`: the message as it arrived, when the chain left it unchanged.
-pub fn outbound(
-    m: &mut Mirrored,
-    original: Option<&Message<'_>>,
-    forwarded: &[u8],
-    limits: warden_filters::ParseLimits,
-) {
+/// After the chain: the mirrored headers that go upstream, as the message
+/// that is forwarded says (a redacted argument never travels on in its
+/// header). `forwarded` is that message: the one that arrived, or the
+/// chain's rewrite of it (`rewritten`); `None` for a batch.
+pub fn outbound(m: &mut Mirrored, forwarded: Option<&Message<'_>>, rewritten: bool) {
     // `Mcp-Name` follows a rewritten body (a task id the gateway unsealed,
     // say), as the upstream checks it there.
-    if original.is_none() && m.name.is_some() {
-        if let Ok(warden_filters::Parsed::Single(e)) = warden_filters::parse(forwarded, limits) {
-            m.name_out = mcp::expected_name(&e).map(mcp::encode_header_value);
-        }
+    if rewritten && m.name.is_some() {
+        m.name_out = forwarded
+            .and_then(|msg| mcp::expected_name(msg.envelope))
+            .map(mcp::encode_header_value);
     }
     if m.params_out.is_some() || (m.decls.is_empty() && m.params_in.is_empty()) {
         return;
     }
-    let reread;
-    let args = match original {
-        Some(msg) => msg.arguments(),
-        None => {
-            reread = arguments_json(forwarded);
-            reread.as_ref()
-        }
-    };
-    let mut out = mcp::mirrored_headers(&m.decls, args);
+    let mut out = mcp::mirrored_headers(&m.decls, forwarded.and_then(Message::arguments));
     out.append(&mut m.kept);
     m.params_out = Some(out);
-}
-
-/// `params.arguments` of one judged message, as JSON (`None`: absent).
-fn arguments_json(message: &[u8]) -> Option<serde_json::Value> {
-    let at = warden_filters::protocol::jsonrpc::locate(message)?.arguments?;
-    serde_json::from_slice(message.get(at)?).ok()
 }

@@ -246,7 +246,7 @@ pub(super) fn judge_message(
     let noted = !notes.findings.is_empty() || notes.task.is_some();
     let (judged, outcome) = match verdict {
         Verdict::Forward => (ServerMessageVerdict::Unchanged, Outcome::Forwarded),
-        Verdict::ForwardMutated(b) => (
+        Verdict::ForwardMutated(b, _) => (
             ServerMessageVerdict::Replaced(b),
             Outcome::Mutated { filter: "chain" },
         ),
