@@ -21,78 +21,104 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// The gateway's options (`warden run`).
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Bundle directory (warden.yaml, *.rego, data.json, .manifest) or .tar.gz file, watched for changes.
+    #[arg(long, env = "WARDEN_BUNDLE", conflicts_with_all = ["agent", "bundle_url"])]
+    bundle: Option<PathBuf>,
+    /// Control agent base URL: bundles from `/v1/bundles/current` (long-poll),
+    /// status reported to `/v1/fleet/report`.
+    #[arg(long, env = "WARDEN_AGENT", conflicts_with = "bundle_url")]
+    agent: Option<String>,
+    /// Any HTTP(S) URL serving a bundle tar.gz (polled with ETag).
+    #[arg(long)]
+    bundle_url: Option<String>,
+    /// Bearer token for the agent / bundle URL.
+    #[arg(long, env = "WARDEN_AGENT_FLEET_TOKEN", hide_env_values = true)]
+    agent_token: Option<String>,
+    /// Control agent that holds approvals of held calls (default: `--agent`),
+    /// reached with `--agent-token`.
+    #[arg(long, env = "WARDEN_APPROVALS_AGENT")]
+    approvals_agent: Option<String>,
+    /// PEM public key: bundles must carry a valid `.signatures.json` made with its private key.
+    #[arg(long)]
+    bundle_public_key: Option<PathBuf>,
+    /// Signature algorithm of `--bundle-public-key`: EdDSA (default), ES256, RS256, PS256.
+    #[arg(long, default_value = "EdDSA")]
+    bundle_key_alg: String,
+    /// Where fetched bundles and the last good one are kept.
+    #[arg(long, default_value = "warden-state")]
+    state_dir: PathBuf,
+    /// This gateway's name in the fleet (default: host name and pid).
+    #[arg(long)]
+    gateway_id: Option<String>,
+    /// How often a bundle directory (or a static URL) is checked.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    bundle_poll: std::time::Duration,
+    /// A label this gateway reports to the agent (`env=prod`,
+    /// repeatable): bundles published to a selector reach the gateways
+    /// whose labels match it.
+    #[arg(long = "label", value_parser = warden_proxy::hub::bundles::parse_label)]
+    labels: Vec<(String, String)>,
+    /// How often status and counters are reported to the agent (a
+    /// canary is judged on them).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    report_interval: std::time::Duration,
+    /// Listen on this address instead of the bundle's listeners (repeatable).
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Admin listener address (overrides the bundle's).
+    #[arg(long)]
+    admin: Option<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Audit log path (`-` for stdout), overriding the bundle's.
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// Take over the listening sockets of a running Warden (binary
+    /// upgrade): start this, then send the old process SIGQUIT.
+    #[arg(long)]
+    upgrade: bool,
+    /// Unix socket the listening sockets are handed over on (the same
+    /// path for the old and the new process).
+    #[arg(long, default_value = "/tmp/warden-upgrade.sock")]
+    upgrade_sock: PathBuf,
+    /// Export a span per MCP message to this OTLP/HTTP collector
+    /// (`<url>/v1/traces`, JSON) and propagate `traceparent` upstream.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+}
+
+/// What `warden init` writes and for which server.
+#[derive(clap::Args)]
+struct InitArgs {
+    /// The directory to create (must be new or empty).
+    dir: PathBuf,
+    /// Your server's MCP endpoint, e.g. http://127.0.0.1:3000/mcp
+    #[arg(long)]
+    upstream: String,
+    /// Name of the server and of its route (default: from the URL's host).
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin: String,
+    /// Principal id of the generated key.
+    #[arg(long, default_value = "my-agent")]
+    id: String,
+    #[arg(long, default_value = "default")]
+    tenant: String,
+}
+
 // Parsed once at start; the size of the largest variant does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the gateway on a bundle.
-    Run {
-        /// Bundle directory (warden.yaml, *.rego, data.json, .manifest) or .tar.gz file, watched for changes.
-        #[arg(long, env = "WARDEN_BUNDLE", conflicts_with_all = ["agent", "bundle_url"])]
-        bundle: Option<PathBuf>,
-        /// Control agent base URL: bundles from `/v1/bundles/current` (long-poll),
-        /// status reported to `/v1/fleet/report`.
-        #[arg(long, env = "WARDEN_AGENT", conflicts_with = "bundle_url")]
-        agent: Option<String>,
-        /// Any HTTP(S) URL serving a bundle tar.gz (polled with ETag).
-        #[arg(long)]
-        bundle_url: Option<String>,
-        /// Bearer token for the agent / bundle URL.
-        #[arg(long, env = "WARDEN_AGENT_FLEET_TOKEN", hide_env_values = true)]
-        agent_token: Option<String>,
-        /// Control agent that holds approvals of held calls (default: `--agent`),
-        /// reached with `--agent-token`.
-        #[arg(long, env = "WARDEN_APPROVALS_AGENT")]
-        approvals_agent: Option<String>,
-        /// PEM public key: bundles must carry a valid `.signatures.json` made with its private key.
-        #[arg(long)]
-        bundle_public_key: Option<PathBuf>,
-        /// Signature algorithm of `--bundle-public-key`: EdDSA (default), ES256, RS256, PS256.
-        #[arg(long, default_value = "EdDSA")]
-        bundle_key_alg: String,
-        /// Where fetched bundles and the last good one are kept.
-        #[arg(long, default_value = "warden-state")]
-        state_dir: PathBuf,
-        /// This gateway's name in the fleet (default: host name and pid).
-        #[arg(long)]
-        gateway_id: Option<String>,
-        /// How often a bundle directory (or a static URL) is checked.
-        #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
-        bundle_poll: std::time::Duration,
-        /// A label this gateway reports to the agent (`env=prod`,
-        /// repeatable): bundles published to a selector reach the gateways
-        /// whose labels match it.
-        #[arg(long = "label", value_parser = warden_proxy::hub::bundles::parse_label)]
-        labels: Vec<(String, String)>,
-        /// How often status and counters are reported to the agent (a
-        /// canary is judged on them).
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-        report_interval: std::time::Duration,
-        /// Listen on this address instead of the bundle's listeners (repeatable).
-        #[arg(long)]
-        listen: Vec<String>,
-        /// Admin listener address (overrides the bundle's).
-        #[arg(long)]
-        admin: Option<String>,
-        /// Worker threads (default: one per core).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Audit log path (`-` for stdout), overriding the bundle's.
-        #[arg(long)]
-        audit: Option<PathBuf>,
-        /// Take over the listening sockets of a running Warden (binary
-        /// upgrade): start this, then send the old process SIGQUIT.
-        #[arg(long)]
-        upgrade: bool,
-        /// Unix socket the listening sockets are handed over on (the same
-        /// path for the old and the new process).
-        #[arg(long, default_value = "/tmp/warden-upgrade.sock")]
-        upgrade_sock: PathBuf,
-        /// Export a span per MCP message to this OTLP/HTTP collector
-        /// (`<url>/v1/traces`, JSON) and propagate `traceparent` upstream.
-        #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-        otlp_endpoint: Option<String>,
-    },
+    Run(RunArgs),
     /// Check a bundle and print every problem; exits non-zero if there are any.
     Validate { bundle: PathBuf },
     /// Work with a bundle's Rego policy offline.
@@ -102,25 +128,7 @@ enum Cmd {
     },
     /// Write a working bundle for your own MCP server: one generated key
     /// (printed once), RBAC policy with tests, DLP, audit to a file.
-    Init {
-        /// The directory to create (must be new or empty).
-        dir: PathBuf,
-        /// Your server's MCP endpoint, e.g. http://127.0.0.1:3000/mcp
-        #[arg(long)]
-        upstream: String,
-        /// Name of the server and of its route (default: from the URL's host).
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: String,
-        #[arg(long, default_value = "127.0.0.1:9090")]
-        admin: String,
-        /// Principal id of the generated key.
-        #[arg(long, default_value = "my-agent")]
-        id: String,
-        #[arg(long, default_value = "default")]
-        tenant: String,
-    },
+    Init(InitArgs),
     /// A running gateway in the terminal, refreshed in place: calls per
     /// second, decisions, top tools and principals, latency, upstream
     /// health, bundle revision (from the admin listener).
@@ -284,39 +292,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().cmd {
-        Cmd::Validate { bundle } => match warden_config::Bundle::load(&bundle)
-            .map(warden_config::Bundle::with_content_revision)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| {
-                warden_filters::Snapshot::build(&b)?;
-                Ok(b)
-            }) {
-            Ok(b) => {
-                let listen: Vec<String> = b
-                    .config
-                    .listeners
-                    .iter()
-                    .map(|l| l.address.clone())
-                    .collect();
-                if let Some(w) = b.config.identity.as_ref().and_then(|id| {
-                    warden_proxy::app::server::resource_port_warning(&id.resource, &listen)
-                }) {
-                    eprintln!("{}: warning: {w}", bundle.display());
-                }
-                println!(
-                    "{}: ok (revision {}, {} route(s), {} server(s))",
-                    bundle.display(),
-                    b.revision,
-                    b.config.routes.len(),
-                    b.config.servers.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", bundle.display());
-                ExitCode::FAILURE
-            }
-        },
+        Cmd::Validate { bundle } => validate(&bundle),
         Cmd::Top {
             admin,
             interval,
@@ -325,50 +301,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
-        Cmd::Init {
-            dir,
-            upstream,
-            name,
-            listen,
-            admin,
-            id,
-            tenant,
-        } => {
-            let opts = warden_proxy::app::init::InitOptions {
-                dir: dir.clone(),
-                upstream: upstream.clone(),
-                name,
-                listen,
-                admin,
-                id,
-                tenant,
-            };
-            match warden_proxy::app::init::init(&opts) {
-                Ok(done) => {
-                    let d = dir.display();
-                    match &done.tools {
-                        Ok(t) => println!("{upstream} answered: {} tool(s), written into the catalog at MEDIUM risk", t.len()),
-                        Err(e) => println!("{upstream} did not answer ({e}); the catalog is empty until you add tools"),
-                    }
-                    println!("wrote {d}/ (warden.yaml, .manifest, data.json, policies/)");
-                    println!();
-                    println!("Your API key, shown once (only its salted hash is in the bundle):");
-                    println!("  {}", done.key);
-                    println!();
-                    println!("Next:");
-                    println!("  warden validate {d}");
-                    println!("  warden policy test --bundle {d}");
-                    println!("  warden run --bundle {d}");
-                    println!(
-                        "  point your MCP client at {} with header `x-api-key: <the key>`",
-                        done.client_url
-                    );
-                    println!("  (the audit trail goes to {d}/audit.jsonl)");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(e),
-            }
-        }
+        Cmd::Init(args) => init(args),
         Cmd::Policy {
             cmd: PolicyCmd::Eval { bundle, input, now },
         } => match warden_proxy::app::cli::policy_eval(&bundle, &input, now.as_deref()) {
@@ -434,129 +367,222 @@ fn main() -> ExitCode {
             warden_proxy::app::cli::apikey_hash(key, &id, &tenant, &roles);
             ExitCode::SUCCESS
         }
-        Cmd::Run {
-            bundle,
-            agent,
-            bundle_url,
-            agent_token,
-            approvals_agent,
-            bundle_public_key,
-            bundle_key_alg,
-            state_dir,
-            gateway_id,
-            bundle_poll,
-            labels,
-            report_interval,
-            listen,
-            admin,
-            threads,
-            audit,
-            upgrade,
-            upgrade_sock,
-            otlp_endpoint,
-        } => {
-            let threads = threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let audit = audit.filter(|p| p.as_os_str() != "-");
-            let approvals_agent = approvals_agent
-                .or_else(|| agent.clone())
-                .map(|a| a.trim_end_matches('/').to_owned());
-            let approvals_token = agent_token.clone();
-            let source = match (bundle, agent, bundle_url) {
-                (Some(dir), None, None) => warden_proxy::hub::bundles::Source::Dir(dir),
-                (None, Some(base), None) => {
-                    let base = base.trim_end_matches('/').to_owned();
-                    warden_proxy::hub::bundles::Source::Http {
-                        url: format!("{base}/v1/bundles/current"),
-                        report_url: Some(format!("{base}/v1/fleet/report")),
-                        token: agent_token,
-                    }
-                }
-                (None, None, Some(url)) => warden_proxy::hub::bundles::Source::Http {
-                    url,
-                    report_url: None,
-                    token: agent_token,
-                },
-                _ => {
+        Cmd::Run(args) => run(args),
+    }
+}
+
+/// `warden validate`: the bundle loads and compiles as the gateway would.
+fn validate(bundle: &std::path::Path) -> ExitCode {
+    match warden_config::Bundle::load(bundle)
+        .map(warden_config::Bundle::with_content_revision)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| {
+            warden_filters::Snapshot::build(&b)?;
+            Ok(b)
+        }) {
+        Ok(b) => {
+            let listen: Vec<String> = b
+                .config
+                .listeners
+                .iter()
+                .map(|l| l.address.clone())
+                .collect();
+            if let Some(w) = b.config.identity.as_ref().and_then(|id| {
+                warden_proxy::app::server::resource_port_warning(&id.resource, &listen)
+            }) {
+                eprintln!("{}: warning: {w}", bundle.display());
+            }
+            println!(
+                "{}: ok (revision {}, {} route(s), {} server(s))",
+                bundle.display(),
+                b.revision,
+                b.config.routes.len(),
+                b.config.servers.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", bundle.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `warden init`.
+fn init(args: InitArgs) -> ExitCode {
+    let InitArgs {
+        dir,
+        upstream,
+        name,
+        listen,
+        admin,
+        id,
+        tenant,
+    } = args;
+    let opts = warden_proxy::app::init::InitOptions {
+        dir: dir.clone(),
+        upstream: upstream.clone(),
+        name,
+        listen,
+        admin,
+        id,
+        tenant,
+    };
+    match warden_proxy::app::init::init(&opts) {
+        Ok(done) => {
+            let d = dir.display();
+            match &done.tools {
+                Ok(t) => println!(
+                    "{upstream} answered: {} tool(s), written into the catalog at MEDIUM risk",
+                    t.len()
+                ),
+                Err(e) => println!(
+                    "{upstream} did not answer ({e}); the catalog is empty until you add tools"
+                ),
+            }
+            println!("wrote {d}/ (warden.yaml, .manifest, data.json, policies/)");
+            println!();
+            println!("Your API key, shown once (only its salted hash is in the bundle):");
+            println!("  {}", done.key);
+            println!();
+            println!("Next:");
+            println!("  warden validate {d}");
+            println!("  warden policy test --bundle {d}");
+            println!("  warden run --bundle {d}");
+            println!(
+                "  point your MCP client at {} with header `x-api-key: <the key>`",
+                done.client_url
+            );
+            println!("  (the audit trail goes to {d}/audit.jsonl)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// `warden run`: the gateway.
+fn run(args: RunArgs) -> ExitCode {
+    let RunArgs {
+        bundle,
+        agent,
+        bundle_url,
+        agent_token,
+        approvals_agent,
+        bundle_public_key,
+        bundle_key_alg,
+        state_dir,
+        gateway_id,
+        bundle_poll,
+        labels,
+        report_interval,
+        listen,
+        admin,
+        threads,
+        audit,
+        upgrade,
+        upgrade_sock,
+        otlp_endpoint,
+    } = args;
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let audit = audit.filter(|p| p.as_os_str() != "-");
+    let approvals_agent = approvals_agent
+        .or_else(|| agent.clone())
+        .map(|a| a.trim_end_matches('/').to_owned());
+    let approvals_token = agent_token.clone();
+    let source = match (bundle, agent, bundle_url) {
+        (Some(dir), None, None) => warden_proxy::hub::bundles::Source::Dir(dir),
+        (None, Some(base), None) => {
+            let base = base.trim_end_matches('/').to_owned();
+            warden_proxy::hub::bundles::Source::Http {
+                url: format!("{base}/v1/bundles/current"),
+                report_url: Some(format!("{base}/v1/fleet/report")),
+                token: agent_token,
+            }
+        }
+        (None, None, Some(url)) => warden_proxy::hub::bundles::Source::Http {
+            url,
+            report_url: None,
+            token: agent_token,
+        },
+        _ => {
+            return fail(anyhow::anyhow!(
+                "give one of --bundle DIR, --agent URL, --bundle-url URL"
+            ))
+        }
+    };
+    let verifier = match bundle_public_key {
+        None => None,
+        Some(p) => {
+            let alg = match warden_config::archive::algorithm(&bundle_key_alg) {
+                Some(a) => a,
+                None => {
                     return fail(anyhow::anyhow!(
-                        "give one of --bundle DIR, --agent URL, --bundle-url URL"
+                        "unsupported --bundle-key-alg `{bundle_key_alg}`"
                     ))
                 }
             };
-            let verifier = match bundle_public_key {
-                None => None,
-                Some(p) => {
-                    let alg = match warden_config::archive::algorithm(&bundle_key_alg) {
-                        Some(a) => a,
-                        None => {
-                            return fail(anyhow::anyhow!(
-                                "unsupported --bundle-key-alg `{bundle_key_alg}`"
-                            ))
-                        }
-                    };
-                    match std::fs::read(&p)
-                        .map_err(|e| e.to_string())
-                        .and_then(|pem| warden_config::archive::Verifier::new(&pem, alg))
-                    {
-                        Ok(v) => Some(v),
-                        Err(e) => return fail(anyhow::anyhow!("{}: {e}", p.display())),
-                    }
-                }
-            };
-            let gateway_id = gateway_id.unwrap_or_else(|| {
-                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-                format!("{}-{}", host.trim(), std::process::id())
-            });
-            // The agent reads the id from a header and a report: visible
-            // ASCII, as it accepts it.
-            if gateway_id.is_empty()
-                || gateway_id.len() > 128
-                || !gateway_id.bytes().all(|b| b.is_ascii_graphic())
+            match std::fs::read(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| warden_config::archive::Verifier::new(&pem, alg))
             {
-                return fail(anyhow::anyhow!(
-                    "--gateway-id `{gateway_id}`: 1-128 visible ASCII characters"
-                ));
+                Ok(v) => Some(v),
+                Err(e) => return fail(anyhow::anyhow!("{}: {e}", p.display())),
             }
-            if report_interval < std::time::Duration::from_millis(100) {
-                return fail(anyhow::anyhow!("--report-interval must be at least 100ms"));
-            }
-            let approvals = match approvals_agent.map(|base| {
-                warden_proxy::hub::approval_client::ApprovalClient::new(
-                    &base,
-                    approvals_token,
-                    &gateway_id,
-                    verifier.clone(),
-                )
-            }) {
-                None => None,
-                Some(Ok(c)) => Some(c),
-                Some(Err(e)) => return fail(e),
-            };
-            match warden_proxy::app::server::run(warden_proxy::app::server::RunOptions {
-                approvals,
-                source: warden_proxy::hub::bundles::SourceOptions {
-                    source,
-                    verifier,
-                    state_dir,
-                    gateway_id,
-                    labels: labels.into_iter().collect(),
-                    poll: bundle_poll,
-                    report_every: report_interval,
-                },
-                listen,
-                admin,
-                threads,
-                audit,
-                upgrade,
-                upgrade_sock,
-                otlp_endpoint,
-            }) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("warden: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        }
+    };
+    let gateway_id = gateway_id.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    // The agent reads the id from a header and a report: visible
+    // ASCII, as it accepts it.
+    if gateway_id.is_empty()
+        || gateway_id.len() > 128
+        || !gateway_id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return fail(anyhow::anyhow!(
+            "--gateway-id `{gateway_id}`: 1-128 visible ASCII characters"
+        ));
+    }
+    if report_interval < std::time::Duration::from_millis(100) {
+        return fail(anyhow::anyhow!("--report-interval must be at least 100ms"));
+    }
+    let approvals = match approvals_agent.map(|base| {
+        warden_proxy::hub::approval_client::ApprovalClient::new(
+            &base,
+            approvals_token,
+            &gateway_id,
+            verifier.clone(),
+        )
+    }) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => return fail(e),
+    };
+    match warden_proxy::app::server::run(warden_proxy::app::server::RunOptions {
+        approvals,
+        source: warden_proxy::hub::bundles::SourceOptions {
+            source,
+            verifier,
+            state_dir,
+            gateway_id,
+            labels: labels.into_iter().collect(),
+            poll: bundle_poll,
+            report_every: report_interval,
+        },
+        listen,
+        admin,
+        threads,
+        audit,
+        upgrade,
+        upgrade_sock,
+        otlp_endpoint,
+    }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warden: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
