@@ -23,6 +23,8 @@ if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then
   command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
   # Global quotas are tested against a real Redis (started by the tests on loopback).
   command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-server redis-tools)
+  # The SIEM export is tested against a real rsyslog (TCP and TLS).
+  [ -x /usr/sbin/rsyslogd ] && [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || need_apt+=(rsyslog rsyslog-gnutls)
 fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
@@ -30,7 +32,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # Debian starts a system Prometheus on :9090 where systemd runs; the tests start their own.
-  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now prometheus redis-server >/dev/null 2>&1 || true; fi
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now prometheus redis-server rsyslog >/dev/null 2>&1 || true; fi
 fi
 
 if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then

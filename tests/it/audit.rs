@@ -10,6 +10,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use warden_tests::{bin, mock_bundle, post_json, run_with_timeout, Gateway, Mock};
 
+#[path = "siem.rs"]
+mod siem;
+
 fn call(id: u64, tool: &str) -> String {
     json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":{"text":"t","a":1,"b":2}}})
         .to_string()

@@ -20,6 +20,88 @@ pub struct Audit {
     /// Risk tiers whose calls are logged in full (arguments and results,
     /// DLP-redacted).
     pub log_io: Vec<Risk>,
+    /// Records exported to a syslog receiver as they are written.
+    pub syslog: Option<SyslogExport>,
+}
+
+/// A syslog receiver the trail is exported to (RFC 5424, over TCP or TLS).
+#[derive(Debug, Clone)]
+pub struct SyslogExport {
+    pub address: String,
+    pub tls: Option<SyslogTls>,
+    pub app_name: String,
+    /// The facility's number (RFC 5424 section 6.2.1).
+    pub facility: u8,
+    /// Bytes of the trail the export may fall behind before it skips ahead.
+    pub max_lag: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyslogTls {
+    pub ca_file: std::path::PathBuf,
+    pub server_name: String,
+}
+
+fn syslog(raw: &raw::SyslogExportConfig, p: &mut Problems) -> Option<SyslogExport> {
+    let at = "audit.export.syslog";
+    let host = match raw.address.rsplit_once(':') {
+        Some((h, port)) if !h.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0) => {
+            h.trim_start_matches('[').trim_end_matches(']').to_owned()
+        }
+        _ => {
+            p.push(format!("{at}.address"), "must be `host:port`");
+            return None;
+        }
+    };
+    let facility = match raw.facility.as_deref().unwrap_or("local0") {
+        "user" => 1,
+        "daemon" => 3,
+        "auth" => 4,
+        "authpriv" => 10,
+        f => match f.strip_prefix("local").and_then(|n| n.parse::<u8>().ok()) {
+            Some(n) if n <= 7 => 16 + n,
+            _ => {
+                p.push(
+                    format!("{at}.facility"),
+                    format!("`{f}` is not local0..local7, auth, authpriv, daemon or user"),
+                );
+                return None;
+            }
+        },
+    };
+    let app_name = raw.app_name.clone().unwrap_or_else(|| "warden".into());
+    // RFC 5424: APP-NAME is 1..48 printable US-ASCII characters, no space.
+    if app_name.is_empty()
+        || app_name.len() > 48
+        || !app_name.bytes().all(|b| (33..=126).contains(&b))
+    {
+        p.push(
+            format!("{at}.app_name"),
+            "must be 1 to 48 visible ASCII characters",
+        );
+        return None;
+    }
+    Some(SyslogExport {
+        address: raw.address.clone(),
+        tls: raw.tls.as_ref().map(|t| SyslogTls {
+            ca_file: t.ca_file.clone().into(),
+            server_name: t.server_name.clone().unwrap_or(host),
+        }),
+        app_name,
+        facility,
+        max_lag: match raw.max_lag.as_deref().map(parse_size) {
+            None => 1 << 30,
+            Some(Ok(n)) if n > 0 => n as u64,
+            Some(Ok(_)) => {
+                p.push(format!("{at}.max_lag"), "must be more than 0");
+                return None;
+            }
+            Some(Err(e)) => {
+                p.push(format!("{at}.max_lag"), e);
+                return None;
+            }
+        },
+    })
 }
 
 /// What the gateway does when audit records cannot be written fast enough.
@@ -32,7 +114,21 @@ pub enum AuditFailMode {
 }
 
 pub(super) fn audit(raw: &raw::AuditConfig, p: &mut Problems) -> Audit {
+    let syslog = raw
+        .export
+        .as_ref()
+        .and_then(|e| e.syslog.as_ref())
+        .and_then(|s| syslog(s, p));
+    // The export reads the trail's files (`--audit` may name the file
+    // instead of `audit.path`; the gateway refuses to start without one).
+    if syslog.is_some() && raw.path.as_deref() == Some("-") {
+        p.push(
+            "audit.export",
+            "exports the audit file as it is written: `audit.path` must be a file, not stdout",
+        );
+    }
     Audit {
+        syslog,
         path: match raw.path.as_deref() {
             None | Some("-") => None,
             Some("") => {

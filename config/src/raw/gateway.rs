@@ -109,6 +109,41 @@ pub struct AuditConfig {
     /// results, DLP-redacted (default `[HIGH, CRITICAL]`; `[]` turns it off).
     #[serde(default)]
     pub log_io: Option<Vec<String>>,
+    /// Where records are exported as they are written (a SIEM).
+    #[serde(default)]
+    pub export: Option<AuditExportConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditExportConfig {
+    pub syslog: Option<SyslogExportConfig>,
+}
+
+/// RFC 5424 syslog over TCP (RFC 6587 octet counting), or over TLS (RFC 5425).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogExportConfig {
+    /// `host:port` of the receiver.
+    pub address: String,
+    /// TLS to the receiver: the CA file that signs its certificate and the
+    /// name it must carry (default: the host of `address`).
+    pub tls: Option<SyslogTlsConfig>,
+    /// The APP-NAME field (default `warden`).
+    pub app_name: Option<String>,
+    /// The facility, `local0`..`local7`, `auth`, `authpriv`, `daemon`, `user` (default `local0`).
+    pub facility: Option<String>,
+    /// How far the export may fall behind the trail (the unsent part of the
+    /// audit files, which are its spool) before it skips the oldest records,
+    /// counting them as dropped (default `1GiB`).
+    pub max_lag: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogTlsConfig {
+    pub ca_file: String,
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -22,8 +22,8 @@ pub use access::{
     ServerCatalogConfig, ToolCatalogConfig,
 };
 pub use gateway::{
-    AdminConfig, AuditConfig, LimitsConfig, ListenerConfig, ListenerTlsConfig, PinningConfig,
-    SecurityConfig, TimeoutsConfig,
+    AdminConfig, AuditConfig, AuditExportConfig, LimitsConfig, ListenerConfig, ListenerTlsConfig,
+    PinningConfig, SecurityConfig, SyslogExportConfig, SyslogTlsConfig, TimeoutsConfig,
 };
 pub use guards::{
     ApprovalsConfig, CustomDetectorConfig, DlpConfig, DlpRuleConfig, EgressConfig, LoopConfig,

@@ -75,9 +75,27 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .with_context(|| {
             format!(
                 "opening audit log {}",
-                audit_path.map_or("stdout".into(), |p| p.display().to_string())
+                audit_path
+                    .as_ref()
+                    .map_or("stdout".into(), |p| p.display().to_string())
             )
         })?;
+    // The SIEM export reads the trail the writer writes (see `siem`).
+    let export = match (&cfg.audit.syslog, &audit_path) {
+        (Some(s), Some(path)) => Some(
+            crate::observability::siem::Exporter::start(
+                s.clone(),
+                path.clone(),
+                &opts.source.state_dir,
+                crate::observability::siem::hostname(),
+            )
+            .context("starting the audit export")?,
+        ),
+        (Some(_), None) => {
+            anyhow::bail!("audit.export needs the audit trail in a file (audit.path or --audit)")
+        }
+        (None, _) => None,
+    };
     let source_desc = match &opts.source.source {
         crate::hub::bundles::Source::Dir(d) => format!("dir:{}", d.display()),
         crate::hub::bundles::Source::Http { url, .. } => url.clone(),
@@ -221,6 +239,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     audit.stop_blocking();
     writer.join();
+    // What the writer wrote last is exported before the process ends.
+    if let Some(e) = export {
+        e.stop();
+    }
     Ok(())
 }
 

@@ -5,3 +5,4 @@ pub mod audit;
 pub mod live;
 pub mod metrics;
 pub mod otel;
+pub mod siem;
