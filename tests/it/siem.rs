@@ -7,23 +7,35 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use warden_tests::{free_port, mock_bundle, post_json, Gateway, Mock, Proc};
+use warden_tests::{free_port, mock_bundle, openssl, post_json, Gateway, Mock, Proc};
 
 use super::call;
 
 /// A real rsyslogd on a loopback port, writing every message it receives,
-/// as received, one per line.
-fn rsyslog(dir: &Path, port: u16) -> Proc {
+/// as received, one per line; over TLS (its certificate `dir/cert.pem`)
+/// when `tls`.
+fn rsyslog(dir: &Path, port: u16, tls: bool) -> Proc {
     let conf = dir.join("rsyslog.conf");
+    let d = dir.display();
+    let (global, module) = if tls {
+        (
+            format!(
+                " defaultNetstreamDriver=\"gtls\" defaultNetstreamDriverCAFile=\"{d}/ca.pem\" \
+                 defaultNetstreamDriverCertFile=\"{d}/cert.pem\" defaultNetstreamDriverKeyFile=\"{d}/key.pem\""
+            ),
+            " streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\"",
+        )
+    } else {
+        (String::new(), "")
+    };
     std::fs::write(
         &conf,
         format!(
-            "global(workDirectory=\"{d}\")\n\
-             module(load=\"imtcp\")\n\
+            "global(workDirectory=\"{d}\"{global})\n\
+             module(load=\"imtcp\"{module})\n\
              input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
              template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
-             action(type=\"omfile\" file=\"{d}/received.log\" template=\"raw\" flushOnTXEnd=\"on\" asyncWriting=\"off\")\n",
-            d = dir.display()
+             action(type=\"omfile\" file=\"{d}/received.log\" template=\"raw\" flushOnTXEnd=\"on\" asyncWriting=\"off\")\n"
         ),
     )
     .expect("conf");
@@ -52,6 +64,69 @@ fn rsyslog(dir: &Path, port: u16) -> Proc {
         std::thread::sleep(Duration::from_millis(50));
     }
     proc
+}
+
+/// A CA (`dir/ca.pem`) and a server certificate it signed for 127.0.0.1
+/// (`dir/cert.pem`, `dir/key.pem`).
+fn server_cert(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=siem-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("cert.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "cert.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            "cert.pem",
+            "-extfile",
+            "cert.ext",
+        ],
+    );
 }
 
 /// The `seq` and whether it was marked resent, of each message received.
@@ -88,7 +163,7 @@ fn all_received(dir: &Path, n: u64) -> Vec<(u64, bool)> {
 async fn every_record_reaches_rsyslog_across_a_receiver_restart() {
     let syslog = tempfile::tempdir().expect("tmp");
     let port = free_port();
-    let mut receiver = rsyslog(syslog.path(), port);
+    let mut receiver = rsyslog(syslog.path(), port, false);
     let mock = Mock::start(&[]).expect("mock");
     let yaml = mock_bundle(
         &[mock.addr],
@@ -123,7 +198,7 @@ async fn every_record_reaches_rsyslog_across_a_receiver_restart() {
             .expect("post");
         assert_eq!(s, 200);
     }
-    let _receiver = rsyslog(syslog.path(), port);
+    let _receiver = rsyslog(syslog.path(), port, false);
     all_received(syslog.path(), 20);
 
     // A gateway restart resumes after what it exported (the cursor in its
@@ -159,4 +234,61 @@ async fn every_record_reaches_rsyslog_across_a_receiver_restart() {
         .filter(|s| *s < 20)
         .collect();
     assert!(again.is_empty(), "sent again after a restart: {again:?}");
+}
+
+/// Over TLS (RFC 5425): the receiver's certificate is checked against the
+/// CA file the bundle names, and every record arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_reach_rsyslog_over_tls() {
+    let syslog = tempfile::tempdir().expect("tmp");
+    server_cert(syslog.path());
+    let port = free_port();
+    let _receiver = rsyslog(syslog.path(), port, true);
+    let mock = Mock::start(&[]).expect("mock");
+    let ca = syslog.path().join("ca.pem");
+    let yaml = mock_bundle(
+        &[mock.addr],
+        &format!(
+            "audit:\n  export:\n    syslog:\n      address: 127.0.0.1:{port}\n      tls: {{ca_file: {}}}\n",
+            ca.display()
+        ),
+    );
+    let gw = Gateway::start(&yaml, false).expect("gateway");
+    for i in 0..5 {
+        let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[])
+            .await
+            .expect("post");
+        assert_eq!(s, 200);
+    }
+    all_received(syslog.path(), 5);
+
+    // A receiver whose certificate the CA file does not vouch for gets
+    // nothing: the handshake fails, and the export waits.
+    let other = tempfile::tempdir().expect("tmp");
+    server_cert(other.path());
+    let port2 = free_port();
+    let _impostor = rsyslog(other.path(), port2, true);
+    let yaml2 = mock_bundle(
+        &[mock.addr],
+        &format!(
+            "audit:\n  export:\n    syslog:\n      address: 127.0.0.1:{port2}\n      tls: {{ca_file: {}}}\n",
+            ca.display()
+        ),
+    );
+    let gw2 = Gateway::start(&yaml2, false).expect("gateway");
+    let (s, _, _) = post_json(&gw2.url("/mock/mcp"), call(1, "echo"), &[])
+        .await
+        .expect("post");
+    assert_eq!(s, 200);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        received(other.path()).is_empty(),
+        "sent to an unverified receiver"
+    );
+    assert!(
+        gw2.metrics()
+            .await
+            .contains("warden_audit_export_connected 0"),
+        "not connected"
+    );
 }
