@@ -67,8 +67,11 @@ impl Outcome {
 pub enum Forward {
     /// The body exactly as received.
     Original,
-    /// A rewritten body (redactions, or a batch with refused elements removed).
-    Rewritten(Vec<u8>),
+    /// A rewritten body (redactions, or a batch with refused elements
+    /// removed) and, for a single message, the envelope the chain parsed the
+    /// rewrite as (what reads the forwarded body after the chain reads this,
+    /// never a parse of its own).
+    Rewritten(Vec<u8>, Option<Box<Envelope>>),
     /// Nothing reaches the upstream; the gateway answers alone.
     Nothing,
 }
@@ -94,10 +97,6 @@ pub struct RequestPlan {
     /// required) until the gateway claims an approval for it and forwards
     /// `Held::forward` instead.
     pub held: Option<Held>,
-    /// A single message the chain rewrote: the envelope of the rewrite, as
-    /// the chain parsed it (what reads the forwarded body after the chain
-    /// reads this, never a parse of its own).
-    pub rewritten: Option<Box<Envelope>>,
 }
 
 /// A call held for approval: what it needs and what would be forwarded.
@@ -182,7 +181,6 @@ pub fn plan_request(
                 holds: notes.take_holds(),
                 step_up: None,
                 held: None,
-                rewritten: None,
             };
             let held = notes.approval.clone().filter(|_| {
                 env.kind == Kind::Request && !matches!(verdict, Verdict::Reject { .. })
@@ -222,7 +220,6 @@ pub fn plan_request(
                 holds: Vec::new(),
                 step_up: None,
                 held: None,
-                rewritten: None,
             };
             // Elements stay slices of the body unless a filter rewrote them.
             let mut kept: Vec<Cow<'_, [u8]>> = Vec::with_capacity(items.len());
@@ -274,12 +271,11 @@ pub fn plan_request(
                             holds: Vec::new(),
                             step_up: None,
                             held: None,
-                            rewritten: None,
                         };
                         let outcome = apply(&mut single, env, verdict);
                         match single.forward {
                             Forward::Original => kept.push(Cow::Borrowed(bytes)),
-                            Forward::Rewritten(b) => {
+                            Forward::Rewritten(b, _) => {
                                 changed = true;
                                 kept.push(Cow::Owned(b))
                             }
@@ -306,7 +302,7 @@ pub fn plan_request(
             } else if !changed {
                 Forward::Original
             } else {
-                Forward::Rewritten(json_array(&kept))
+                Forward::Rewritten(json_array(&kept), None)
             };
             plan
         }
@@ -360,10 +356,7 @@ fn apply(plan: &mut RequestPlan, env: &Envelope, verdict: Verdict) -> Outcome {
     match verdict {
         Verdict::Forward => Outcome::Forwarded,
         Verdict::ForwardMutated(b, rewritten) => {
-            plan.forward = Forward::Rewritten(b);
-            if !plan.batch {
-                plan.rewritten = Some(rewritten);
-            }
+            plan.forward = Forward::Rewritten(b, (!plan.batch).then_some(rewritten));
             Outcome::Mutated { filter: "chain" }
         }
         Verdict::Reject { filter, denial } => {
@@ -543,7 +536,7 @@ mod tests {
         assert_eq!(denied.answers[0]["error"]["code"], -31010);
         let m = run(&call(3, "shout"));
         assert!(
-            matches!(&m.forward, Forward::Rewritten(b) if String::from_utf8_lossy(b).contains("HI"))
+            matches!(&m.forward, Forward::Rewritten(b, _) if String::from_utf8_lossy(b).contains("HI"))
         );
         // A rewrite that changes the id is refused, never forwarded.
         let h = run(&call(4, "hijack"));
@@ -561,7 +554,7 @@ mod tests {
         );
         let plan = run(&body);
         assert!(plan.batch);
-        let Forward::Rewritten(fwd) = &plan.forward else {
+        let Forward::Rewritten(fwd, _) = &plan.forward else {
             panic!("{:?}", plan.forward)
         };
         let v: serde_json::Value = serde_json::from_slice(fwd).expect("json");

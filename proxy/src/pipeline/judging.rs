@@ -128,11 +128,14 @@ pub async fn judge(
         return Err(refusal);
     }
     // The forwarded bytes move into the context; the plan keeps answers and records.
-    let rewritten = matches!(plan.forward, Forward::Rewritten(_));
-    let rewrite = plan.rewritten.take();
+    let rewritten = matches!(plan.forward, Forward::Rewritten(..));
+    let mut rewrite = None;
     match std::mem::replace(&mut plan.forward, Forward::Nothing) {
         Forward::Original => ctx.body = Some(body.clone()),
-        Forward::Rewritten(b) => ctx.body = Some(Bytes::from(b)),
+        Forward::Rewritten(b, envelope) => {
+            ctx.body = Some(Bytes::from(b));
+            rewrite = envelope;
+        }
         Forward::Nothing => {
             if let Some(missing) = plan.step_up.take() {
                 // Step-up: an HTTP answer the client's OAuth layer acts on.
@@ -172,8 +175,8 @@ pub async fn judge(
     let forwarded = ctx.body.clone().unwrap_or_default();
     // The message that goes upstream: the one read, or the chain's rewrite
     // of it (as the chain parsed it).
-    let rewrite = rewrite.as_deref().map(|e| Message::new(e, &forwarded));
-    let sent = match &rewrite {
+    let rewritten_msg = rewrite.as_deref().map(|e| Message::new(e, &forwarded));
+    let sent = match &rewritten_msg {
         Some(msg) => Some(msg),
         None if !rewritten => messages.single(),
         None => None,
