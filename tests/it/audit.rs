@@ -12,6 +12,8 @@ use warden_tests::{bin, mock_bundle, post_json, run_with_timeout, Gateway, Mock}
 
 #[path = "siem.rs"]
 mod siem;
+#[path = "siem_http.rs"]
+mod siem_http;
 
 fn call(id: u64, tool: &str) -> String {
     json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":{"text":"t","a":1,"b":2}}})

@@ -288,7 +288,7 @@ async fn records_reach_rsyslog_over_tls() {
     assert!(
         gw2.metrics()
             .await
-            .contains("warden_audit_export_connected 0"),
+            .contains("warden_audit_export_connected{exporter=\"syslog\"} 0"),
         "not connected"
     );
 }

@@ -22,6 +22,83 @@ pub struct Audit {
     pub log_io: Vec<Risk>,
     /// Records exported to a syslog receiver as they are written.
     pub syslog: Option<SyslogExport>,
+    /// Records exported to an HTTP receiver as they are written.
+    pub http: Option<HttpExport>,
+}
+
+/// An HTTP receiver the trail is exported to.
+#[derive(Debug, Clone)]
+pub struct HttpExport {
+    pub url: String,
+    pub format: HttpExportFormat,
+    pub token: Option<crate::secret::Secret>,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub max_lag: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpExportFormat {
+    /// A JSON array of OCSF API Activity events per POST.
+    Ocsf,
+    /// Splunk HTTP Event Collector events.
+    SplunkHec,
+}
+
+fn max_lag(raw: Option<&str>, at: &str, p: &mut Problems) -> Option<u64> {
+    match raw.map(parse_size) {
+        None => Some(1 << 30),
+        Some(Ok(n)) if n > 0 => Some(n as u64),
+        Some(Ok(_)) => {
+            p.push(format!("{at}.max_lag"), "must be more than 0");
+            None
+        }
+        Some(Err(e)) => {
+            p.push(format!("{at}.max_lag"), e);
+            None
+        }
+    }
+}
+
+fn http(raw: &raw::HttpExportConfig, p: &mut Problems) -> Option<HttpExport> {
+    let at = "audit.export.http";
+    let url = match url::Url::parse(&raw.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => raw.url.clone(),
+        _ => {
+            p.push(format!("{at}.url"), "must be an http:// or https:// URL");
+            return None;
+        }
+    };
+    let format = match raw.format.as_deref().unwrap_or("ocsf") {
+        "ocsf" => HttpExportFormat::Ocsf,
+        "splunk_hec" => HttpExportFormat::SplunkHec,
+        f => {
+            p.push(
+                format!("{at}.format"),
+                format!("`{f}` is not ocsf or splunk_hec"),
+            );
+            return None;
+        }
+    };
+    let token = match raw.token_env.as_deref() {
+        None => None,
+        Some(var) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Some(crate::secret::Secret::new(v)),
+            _ => {
+                p.push(
+                    format!("{at}.token_env"),
+                    format!("environment variable `{var}` is not set"),
+                );
+                return None;
+            }
+        },
+    };
+    Some(HttpExport {
+        url,
+        format,
+        token,
+        ca_file: raw.ca_file.as_ref().map(Into::into),
+        max_lag: max_lag(raw.max_lag.as_deref(), at, p)?,
+    })
 }
 
 /// A syslog receiver the trail is exported to (RFC 5424, over TCP or TLS).
@@ -89,18 +166,7 @@ fn syslog(raw: &raw::SyslogExportConfig, p: &mut Problems) -> Option<SyslogExpor
         }),
         app_name,
         facility,
-        max_lag: match raw.max_lag.as_deref().map(parse_size) {
-            None => 1 << 30,
-            Some(Ok(n)) if n > 0 => n as u64,
-            Some(Ok(_)) => {
-                p.push(format!("{at}.max_lag"), "must be more than 0");
-                return None;
-            }
-            Some(Err(e)) => {
-                p.push(format!("{at}.max_lag"), e);
-                return None;
-            }
-        },
+        max_lag: max_lag(raw.max_lag.as_deref(), at, p)?,
     })
 }
 
@@ -119,9 +185,14 @@ pub(super) fn audit(raw: &raw::AuditConfig, p: &mut Problems) -> Audit {
         .as_ref()
         .and_then(|e| e.syslog.as_ref())
         .and_then(|s| syslog(s, p));
+    let http = raw
+        .export
+        .as_ref()
+        .and_then(|e| e.http.as_ref())
+        .and_then(|h| http(h, p));
     // The export reads the trail's files (`--audit` may name the file
     // instead of `audit.path`; the gateway refuses to start without one).
-    if syslog.is_some() && raw.path.as_deref() == Some("-") {
+    if (syslog.is_some() || http.is_some()) && raw.path.as_deref() == Some("-") {
         p.push(
             "audit.export",
             "exports the audit file as it is written: `audit.path` must be a file, not stdout",
@@ -129,6 +200,7 @@ pub(super) fn audit(raw: &raw::AuditConfig, p: &mut Problems) -> Audit {
     }
     Audit {
         syslog,
+        http,
         path: match raw.path.as_deref() {
             None | Some("-") => None,
             Some("") => {

@@ -40,7 +40,7 @@ use servers::{check_members, outlast_members, service_groups};
 use upstream_auth::assertions;
 
 pub use crate::fields::{parse_duration, parse_size};
-pub use audit::{Audit, AuditFailMode, SyslogExport, SyslogTls};
+pub use audit::{Audit, AuditFailMode, HttpExport, HttpExportFormat, SyslogExport, SyslogTls};
 pub use limits::{
     Limits, MemoryBudget, Table, Timeouts, DEFAULT_MAX_BATCH_LEN, DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY,

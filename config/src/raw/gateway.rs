@@ -118,6 +118,25 @@ pub struct AuditConfig {
 #[serde(deny_unknown_fields)]
 pub struct AuditExportConfig {
     pub syslog: Option<SyslogExportConfig>,
+    pub http: Option<HttpExportConfig>,
+}
+
+/// JSON over HTTP: OCSF API Activity events, or Splunk HEC.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpExportConfig {
+    /// Where batches are POSTed (`http://` or `https://`).
+    pub url: String,
+    /// `ocsf` (default: a JSON array of OCSF events per POST) or
+    /// `splunk_hec` (HEC events, `Authorization: Splunk <token>`).
+    pub format: Option<String>,
+    /// The environment variable that holds the receiver's token (sent as
+    /// `Bearer`, or as HEC's `Splunk`).
+    pub token_env: Option<String>,
+    /// A CA file for an `https://` receiver signed by a private CA.
+    pub ca_file: Option<String>,
+    /// As for syslog (default `1GiB`).
+    pub max_lag: Option<String>,
 }
 
 /// RFC 5424 syslog over TCP (RFC 6587 octet counting), or over TLS (RFC 5425).

@@ -22,8 +22,9 @@ pub use access::{
     ServerCatalogConfig, ToolCatalogConfig,
 };
 pub use gateway::{
-    AdminConfig, AuditConfig, AuditExportConfig, LimitsConfig, ListenerConfig, ListenerTlsConfig,
-    PinningConfig, SecurityConfig, SyslogExportConfig, SyslogTlsConfig, TimeoutsConfig,
+    AdminConfig, AuditConfig, AuditExportConfig, HttpExportConfig, LimitsConfig, ListenerConfig,
+    ListenerTlsConfig, PinningConfig, SecurityConfig, SyslogExportConfig, SyslogTlsConfig,
+    TimeoutsConfig,
 };
 pub use guards::{
     ApprovalsConfig, CustomDetectorConfig, DlpConfig, DlpRuleConfig, EgressConfig, LoopConfig,

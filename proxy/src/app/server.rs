@@ -81,21 +81,25 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             )
         })?;
     // The SIEM export reads the trail the writer writes (see `siem`).
-    let export = match (&cfg.audit.syslog, &audit_path) {
-        (Some(s), Some(path)) => Some(
-            crate::observability::siem::Exporter::start(
-                s.clone(),
-                path.clone(),
-                &opts.source.state_dir,
-                crate::observability::siem::hostname(),
-            )
-            .context("starting the audit export")?,
-        ),
-        (Some(_), None) => {
-            anyhow::bail!("audit.export needs the audit trail in a file (audit.path or --audit)")
+    let mut exports = Vec::new();
+    if cfg.audit.syslog.is_some() || cfg.audit.http.is_some() {
+        let Some(path) = &audit_path else {
+            anyhow::bail!("audit.export needs the audit trail in a file (audit.path or --audit)");
+        };
+        use crate::observability::siem::{hostname, Exporter};
+        if let Some(s) = &cfg.audit.syslog {
+            exports.push(
+                Exporter::syslog(s.clone(), path.clone(), &opts.source.state_dir, hostname())
+                    .context("starting the syslog audit export")?,
+            );
         }
-        (None, _) => None,
-    };
+        if let Some(h) = &cfg.audit.http {
+            exports.push(
+                Exporter::http(h.clone(), path.clone(), &opts.source.state_dir, hostname())
+                    .context("starting the HTTP audit export")?,
+            );
+        }
+    }
     let source_desc = match &opts.source.source {
         crate::hub::bundles::Source::Dir(d) => format!("dir:{}", d.display()),
         crate::hub::bundles::Source::Http { url, .. } => url.clone(),
@@ -240,7 +244,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     audit.stop_blocking();
     writer.join();
     // What the writer wrote last is exported before the process ends.
-    if let Some(e) = export {
+    for e in exports {
         e.stop();
     }
     Ok(())

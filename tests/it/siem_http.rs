@@ -1,0 +1,182 @@
+//! SIEM export over HTTP: every audit record reaches a real HTTP receiver
+//! (a Python `http.server` process) as an OCSF API Activity event, across a
+//! restart of the receiver; and, in Splunk HEC mode, wrapped as HEC events
+//! with the collector's token.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use warden_tests::{free_port, mock_bundle, post_json, Gateway, Mock, Proc};
+
+use super::call;
+
+/// A receiver that appends every POSTed body to `dir/bodies` (one per line,
+/// hex of the body, so any bytes survive) and answers 200, or 401 when
+/// `token` is set and the request's `Authorization` is not it.
+fn receiver(dir: &Path, port: u16, token: Option<&str>) -> Proc {
+    // Python literals for the token and the file.
+    let token = token.map_or("None".to_owned(), |t| format!("{t:?}"));
+    let out = format!("{:?}", dir.join("bodies").display().to_string());
+    let script = format!(
+        r#"
+import binascii, http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get('content-length', 0)))
+        want = {token}
+        if want is not None and self.headers.get('authorization') != want:
+            self.send_response(401); self.end_headers(); return
+        with open({out}, 'a') as f:
+            f.write(binascii.hexlify(body).decode() + '\n')
+        self.send_response(200)
+        self.send_header('content-type', 'application/json')
+        self.end_headers()
+        self.wfile.write(b'{{"text":"Success","code":0}}')
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()
+"#,
+    );
+    let child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let proc = Proc {
+        child,
+        name: "http receiver".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the receiver did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proc
+}
+
+/// Every event received so far, in order.
+fn events(dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("bodies")).unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let bytes: Vec<u8> = (0..line.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&line[2 * i..2 * i + 2], 16).ok())
+            .collect();
+        // OCSF: one JSON array per POST; HEC: one event per line.
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Array(items)) => out.extend(items),
+            _ => out.extend(
+                bytes
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .filter_map(|l| serde_json::from_slice(l).ok()),
+            ),
+        }
+    }
+    out
+}
+
+/// The audit `seq` an event carries (OCSF `metadata.uid`, inside HEC's `event`).
+fn seq(e: &Value) -> Option<u64> {
+    let e = e.get("event").unwrap_or(e);
+    e["metadata"]["uid"].as_str()?.parse().ok()
+}
+
+fn all_received(dir: &Path, n: u64) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = events(dir);
+        if (0..n).all(|s| got.iter().any(|e| seq(e) == Some(s))) {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every record arrived: {:?}",
+            got.iter().filter_map(seq).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_record_reaches_an_http_receiver_as_ocsf_across_its_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let mut rx = receiver(dir.path(), port, None);
+    let mock = Mock::start(&[]).expect("mock");
+    let yaml = mock_bundle(
+        &[mock.addr],
+        &format!("audit:\n  export:\n    http:\n      url: http://127.0.0.1:{port}/ingest\n"),
+    );
+    let gw = Gateway::start(&yaml, false).expect("gateway");
+    for i in 0..10 {
+        let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[])
+            .await
+            .expect("post");
+        assert_eq!(s, 200);
+    }
+    let got = all_received(dir.path(), 10);
+    let e = &got[0];
+    assert_eq!(e["class_uid"], 6003, "{e}");
+    assert_eq!(e["category_uid"], 6, "{e}");
+    assert_eq!(e["type_uid"], 600399, "{e}");
+    assert_eq!(e["status_id"], 1, "{e}");
+    assert_eq!(e["severity_id"], 1, "{e}");
+    assert_eq!(e["api"]["operation"], "tools/call", "{e}");
+    assert_eq!(e["api"]["service"]["name"], "mock", "{e}");
+    assert_eq!(e["unmapped"]["audit"]["seq"], 0, "{e}");
+    assert!(
+        e["time"].as_i64().is_some_and(|t| t > 1_700_000_000_000),
+        "{e}"
+    );
+
+    rx.child.kill().expect("kill");
+    let _ = rx.child.wait();
+    for i in 10..20 {
+        let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[])
+            .await
+            .expect("post");
+        assert_eq!(s, 200);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let _rx = receiver(dir.path(), port, None);
+    let got = all_received(dir.path(), 20);
+    // What was sent again after a failed POST says so.
+    let resent: Vec<u64> = got
+        .iter()
+        .filter(|e| e["unmapped"]["resent"] == true)
+        .filter_map(seq)
+        .collect();
+    assert!(resent.iter().all(|s| *s >= 10), "{resent:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn splunk_hec_mode_wraps_events_and_sends_the_token() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let _rx = receiver(dir.path(), port, Some("Splunk hec-token-1"));
+    let mock = Mock::start(&[]).expect("mock");
+    let yaml = mock_bundle(
+        &[mock.addr],
+        &format!(
+            "audit:\n  export:\n    http:\n      url: http://127.0.0.1:{port}/services/collector/event\n      format: splunk_hec\n      token_env: WARDEN_TEST_HEC_TOKEN\n"
+        ),
+    );
+    std::env::set_var("WARDEN_TEST_HEC_TOKEN", "hec-token-1");
+    let gw = Gateway::start(&yaml, false).expect("gateway");
+    for i in 0..3 {
+        let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[])
+            .await
+            .expect("post");
+        assert_eq!(s, 200);
+    }
+    let got = all_received(dir.path(), 3);
+    let e = &got[0];
+    assert_eq!(e["sourcetype"], "warden:audit:ocsf", "{e}");
+    assert_eq!(e["event"]["class_uid"], 6003, "{e}");
+    assert!(e["time"].as_f64().is_some(), "{e}");
+}
