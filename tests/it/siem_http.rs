@@ -1,7 +1,7 @@
 //! SIEM export over HTTP: every audit record reaches a real HTTP receiver
 //! (a Python `http.server` process) as an OCSF API Activity event, across a
-//! restart of the receiver; and, in Splunk HEC mode, wrapped as HEC events
-//! with the collector's token.
+//! restart of the receiver; and, in Splunk HEC mode over TLS (the CA file
+//! only), wrapped as HEC events with the collector's token.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,10 +15,20 @@ use super::call;
 /// A receiver that appends every POSTed body to `dir/bodies` (one per line,
 /// hex of the body, so any bytes survive) and answers 200, or 401 when
 /// `token` is set and the request's `Authorization` is not it.
-fn receiver(dir: &Path, port: u16, token: Option<&str>) -> Proc {
+fn receiver(dir: &Path, port: u16, token: Option<&str>, tls: bool) -> Proc {
     // Python literals for the token and the file.
     let token = token.map_or("None".to_owned(), |t| format!("{t:?}"));
     let out = format!("{:?}", dir.join("bodies").display().to_string());
+    // Over TLS: the certificate `server_cert` made in `dir`.
+    let wrap = if tls {
+        format!(
+            "import ssl\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nctx.load_cert_chain({:?}, {:?})\nsrv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n",
+            dir.join("cert.pem").display().to_string(),
+            dir.join("key.pem").display().to_string()
+        )
+    } else {
+        String::new()
+    };
     let script = format!(
         r#"
 import binascii, http.server, sys
@@ -36,7 +46,8 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(b'{{"text":"Success","code":0}}')
     def log_message(self, *a):
         pass
-http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()
+srv = http.server.HTTPServer(('127.0.0.1', {port}), H)
+{wrap}srv.serve_forever()
 "#,
     );
     let child = Command::new("python3")
@@ -106,7 +117,7 @@ fn all_received(dir: &Path, n: u64) -> Vec<Value> {
 async fn every_record_reaches_an_http_receiver_as_ocsf_across_its_restart() {
     let dir = tempfile::tempdir().expect("tmp");
     let port = free_port();
-    let mut rx = receiver(dir.path(), port, None);
+    let mut rx = receiver(dir.path(), port, None, false);
     let mock = Mock::start(&[]).expect("mock");
     let yaml = mock_bundle(
         &[mock.addr],
@@ -143,7 +154,7 @@ async fn every_record_reaches_an_http_receiver_as_ocsf_across_its_restart() {
         assert_eq!(s, 200);
     }
     std::thread::sleep(Duration::from_millis(500));
-    let _rx = receiver(dir.path(), port, None);
+    let _rx = receiver(dir.path(), port, None, false);
     let got = all_received(dir.path(), 20);
     // What was sent again after a failed POST says so.
     let resent: Vec<u64> = got
@@ -158,12 +169,14 @@ async fn every_record_reaches_an_http_receiver_as_ocsf_across_its_restart() {
 async fn splunk_hec_mode_wraps_events_and_sends_the_token() {
     let dir = tempfile::tempdir().expect("tmp");
     let port = free_port();
-    let _rx = receiver(dir.path(), port, Some("Splunk hec-token-1"));
+    super::siem::server_cert(dir.path());
+    let _rx = receiver(dir.path(), port, Some("Splunk hec-token-1"), true);
     let mock = Mock::start(&[]).expect("mock");
     let yaml = mock_bundle(
         &[mock.addr],
         &format!(
-            "audit:\n  export:\n    http:\n      url: http://127.0.0.1:{port}/services/collector/event\n      format: splunk_hec\n      token_env: WARDEN_TEST_HEC_TOKEN\n"
+            "audit:\n  export:\n    http:\n      url: https://127.0.0.1:{port}/services/collector/event\n      format: splunk_hec\n      token_env: WARDEN_TEST_HEC_TOKEN\n      ca_file: {}\n",
+            dir.path().join("ca.pem").display()
         ),
     );
     std::env::set_var("WARDEN_TEST_HEC_TOKEN", "hec-token-1");

@@ -82,7 +82,23 @@ fn http(raw: &raw::HttpExportConfig, p: &mut Problems) -> Option<HttpExport> {
     let token = match raw.token_env.as_deref() {
         None => None,
         Some(var) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Some(crate::secret::Secret::new(v)),
+            Ok(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()) => {
+                if raw.url.starts_with("http://") {
+                    p.push(
+                        format!("{at}.token_env"),
+                        "a token goes only to an https:// receiver (it would travel in clear)",
+                    );
+                    return None;
+                }
+                Some(crate::secret::Secret::new(v))
+            }
+            Ok(v) if !v.is_empty() => {
+                p.push(
+                    format!("{at}.token_env"),
+                    format!("`{var}` holds characters a header cannot carry"),
+                );
+                return None;
+            }
             _ => {
                 p.push(
                     format!("{at}.token_env"),

@@ -86,6 +86,14 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let Some(path) = &audit_path else {
             anyhow::bail!("audit.export needs the audit trail in a file (audit.path or --audit)");
         };
+        // Reading a pipe or a terminal would take records from their reader
+        // or block for ever.
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            anyhow::bail!(
+                "audit.export reads the audit trail back: {} must be a regular file",
+                path.display()
+            );
+        }
         use crate::observability::siem::{hostname, Exporter};
         if let Some(s) = &cfg.audit.syslog {
             exports.push(

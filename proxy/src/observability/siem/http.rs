@@ -10,15 +10,29 @@ use warden_config::model::{HttpExport, HttpExportFormat};
 
 use super::{metrics, Sink};
 
-/// Records per POST at most.
+/// Records per POST at most, and about the most bytes (below the 1 MB a
+/// Splunk HEC takes by default).
 const BATCH: usize = 100;
+const BATCH_BYTES: usize = 800 << 10;
 
 pub(super) struct Http {
     cfg: HttpExport,
     hostname: String,
     rt: tokio::runtime::Runtime,
     client: reqwest::Client,
-    batch: Vec<Value>,
+    /// Events not yet delivered, by seq.
+    batch: Vec<(u64, Value)>,
+    batch_bytes: usize,
+}
+
+/// What the receiver said to a POST.
+enum Posted {
+    Delivered,
+    /// A refusal of these events themselves (4xx but 408 and 429): sending
+    /// them again would be refused again.
+    Refused(u16),
+    /// Down, slow, or refusing for now: try again.
+    Failed,
 }
 
 impl Http {
@@ -28,11 +42,24 @@ impl Http {
             .build()?;
         let mut b = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(5));
+            .connect_timeout(Duration::from_secs(5))
+            // A redirect could turn the POST into a GET that "succeeds".
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &cfg.ca_file {
+            // The CA file only: no public CA vouches for the receiver.
             let pem = std::fs::read(ca)?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(std::io::Error::other)?;
-            b = b.add_root_certificate(cert);
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(std::io::Error::other)?;
+            if certs.is_empty() {
+                return Err(std::io::Error::other(format!(
+                    "{}: no certificate",
+                    ca.display()
+                )));
+            }
+            b = b.tls_built_in_root_certs(false);
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
         }
         let client = b.build().map_err(std::io::Error::other)?;
         Ok(Http {
@@ -41,60 +68,108 @@ impl Http {
             rt,
             client,
             batch: Vec::new(),
+            batch_bytes: 0,
         })
     }
 
-    /// POSTs the pending batch until the receiver takes it. `false`: the
-    /// exporter is stopping.
+    /// The receiver as logs name it: scheme, host and port (never a
+    /// credential in the URL).
+    fn receiver(&self) -> String {
+        match url::Url::parse(&self.cfg.url) {
+            Ok(u) => format!(
+                "{}://{}:{}",
+                u.scheme(),
+                u.host_str().unwrap_or("-"),
+                u.port_or_known_default().unwrap_or(0)
+            ),
+            Err(_) => "-".into(),
+        }
+    }
+
+    fn post(&self, events: &[(u64, Value)]) -> Posted {
+        let (body, content_type) = self.body(events);
+        let mut req = self
+            .client
+            .post(&self.cfg.url)
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = &self.cfg.token {
+            req = match self.cfg.format {
+                HttpExportFormat::SplunkHec => {
+                    req.header("authorization", format!("Splunk {}", t.expose()))
+                }
+                HttpExportFormat::Ocsf => req.bearer_auth(t.expose()),
+            };
+        }
+        match self.rt.block_on(async { req.send().await }) {
+            Ok(r) if r.status().is_success() => Posted::Delivered,
+            Ok(r) => {
+                let st = r.status().as_u16();
+                tracing::warn!(receiver = %self.receiver(), status = st, "audit export: the receiver refused a batch");
+                if (400..500).contains(&st) && st != 408 && st != 429 {
+                    Posted::Refused(st)
+                } else {
+                    Posted::Failed
+                }
+            }
+            Err(e) => {
+                tracing::warn!(receiver = %self.receiver(), "audit export: {}", e.without_url());
+                Posted::Failed
+            }
+        }
+    }
+
+    /// POSTs the pending batch until the receiver takes it. A batch the
+    /// receiver refuses as such (too large, say) goes event by event, and
+    /// an event refused alone is dropped, counted. `false`: stopping.
     fn flush(&mut self, stop: &dyn Fn() -> bool) -> bool {
         if self.batch.is_empty() {
             return true;
         }
         let m = metrics();
         let mut backoff = Duration::from_millis(100);
-        let mut attempt = 0u32;
         loop {
-            if attempt > 0 {
-                // A POST that timed out may have arrived: what is sent again
-                // says so.
-                for e in &mut self.batch {
-                    e["unmapped"]["resent"] = json!(true);
-                }
-            }
-            let (body, content_type) = self.body();
-            let mut req = self
-                .client
-                .post(&self.cfg.url)
-                .header("content-type", content_type)
-                .body(body);
-            if let Some(t) = &self.cfg.token {
-                req = match self.cfg.format {
-                    HttpExportFormat::SplunkHec => {
-                        req.header("authorization", format!("Splunk {}", t.expose()))
-                    }
-                    HttpExportFormat::Ocsf => req.bearer_auth(t.expose()),
-                };
-            }
-            let sent = self.rt.block_on(async { req.send().await });
-            match sent {
-                Ok(r) if r.status().is_success() => {
+            match self.post(&self.batch) {
+                Posted::Delivered => {
                     m.connected.with_label_values(&["http"]).set(1);
-                    let n = self.batch.len() as u64;
-                    let label = if attempt > 0 { "resent" } else { "sent" };
-                    m.records.with_label_values(&["http", label]).inc_by(n);
+                    for (_, e) in &self.batch {
+                        let label = if e["unmapped"]["resent"] == true {
+                            "resent"
+                        } else {
+                            "sent"
+                        };
+                        m.records.with_label_values(&["http", label]).inc();
+                    }
                     self.batch.clear();
+                    self.batch_bytes = 0;
                     return true;
                 }
-                Ok(r) => {
-                    m.connected.with_label_values(&["http"]).set(0);
-                    tracing::warn!(url = %self.cfg.url, status = r.status().as_u16(), "audit export: the receiver refused a batch");
+                Posted::Refused(st) => {
+                    m.connected.with_label_values(&["http"]).set(1);
+                    let batch = std::mem::take(&mut self.batch);
+                    self.batch_bytes = 0;
+                    if batch.len() == 1 {
+                        m.records.with_label_values(&["http", "dropped"]).inc();
+                        tracing::error!(receiver = %self.receiver(), status = st, seq = batch[0].0, "audit export: the receiver refused a record; it is dropped");
+                        return true;
+                    }
+                    for one in batch {
+                        self.batch = vec![one];
+                        if !self.flush(stop) {
+                            return false;
+                        }
+                    }
+                    return true;
                 }
-                Err(e) => {
+                Posted::Failed => {
                     m.connected.with_label_values(&["http"]).set(0);
-                    tracing::warn!(url = %self.cfg.url, "audit export: {e}");
                 }
             }
-            attempt += 1;
+            // A POST that timed out may have arrived: what is sent again
+            // says so.
+            for (_, e) in &mut self.batch {
+                e["unmapped"]["resent"] = json!(true);
+            }
             if stop() {
                 return false;
             }
@@ -103,16 +178,19 @@ impl Http {
         }
     }
 
-    fn body(&self) -> (Vec<u8>, &'static str) {
+    fn body(&self, events: &[(u64, Value)]) -> (Vec<u8>, &'static str) {
         match self.cfg.format {
-            HttpExportFormat::Ocsf => (
-                serde_json::to_vec(&self.batch).unwrap_or_default(),
-                "application/json",
-            ),
+            HttpExportFormat::Ocsf => {
+                let list: Vec<&Value> = events.iter().map(|(_, e)| e).collect();
+                (
+                    serde_json::to_vec(&list).unwrap_or_default(),
+                    "application/json",
+                )
+            }
             // HEC takes events one after another in one body.
             HttpExportFormat::SplunkHec => {
                 let mut out = Vec::new();
-                for e in &self.batch {
+                for (_, e) in events {
                     let wrapped = json!({
                         "time": e["time"].as_i64().map(|ms| ms as f64 / 1000.0),
                         "host": self.hostname,
@@ -130,13 +208,23 @@ impl Http {
 }
 
 impl Sink for Http {
-    fn deliver(&mut self, _seq: u64, line: &[u8], stop: &dyn Fn() -> bool) -> bool {
-        self.batch.push(ocsf(line, &self.hostname));
-        self.batch.len() < BATCH || self.flush(stop)
+    fn deliver(&mut self, seq: u64, line: &[u8], resent: bool, stop: &dyn Fn() -> bool) -> bool {
+        let mut event = ocsf(line, &self.hostname);
+        if resent {
+            event["unmapped"]["resent"] = json!(true);
+        }
+        // The record's bytes stand for the event's (it carries the record).
+        self.batch_bytes += line.len() * 2;
+        self.batch.push((seq, event));
+        (self.batch.len() < BATCH && self.batch_bytes < BATCH_BYTES) || self.flush(stop)
     }
 
     fn idle(&mut self, stop: &dyn Fn() -> bool) -> bool {
         self.flush(stop)
+    }
+
+    fn pending_from(&self) -> Option<u64> {
+        self.batch.first().map(|(seq, _)| *seq)
     }
 }
 

@@ -17,8 +17,11 @@
 //!   again, marked (see each sink); the `seq` of each record lets a
 //!   receiver drop what it already has.
 //! - **Metrics**, by exporter: `warden_audit_export_records_total{result}`
-//!   (`sent`, `resent`, `dropped`), `warden_audit_export_lag_bytes`,
+//!   (`sent`, `resent`, `dropped`, `unreadable`), `warden_audit_export_lag_bytes`,
 //!   `warden_audit_export_connected`.
+//! - **One exporter per cursor**: a lock on `export-<name>.lock`, so during
+//!   a binary upgrade the new process's exporter starts where the old one
+//!   stopped.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -34,11 +37,15 @@ mod syslog;
 
 /// Where an exporter delivers records.
 trait Sink: Send {
-    /// Sends (or queues) one record. `false`: the exporter is stopping.
-    fn deliver(&mut self, seq: u64, line: &[u8], stop: &dyn Fn() -> bool) -> bool;
+    /// Sends (or queues) one record; `resent`: it may have been delivered
+    /// before (it is marked so). `false`: the exporter is stopping.
+    fn deliver(&mut self, seq: u64, line: &[u8], resent: bool, stop: &dyn Fn() -> bool) -> bool;
     /// Nothing more to read for now: whatever is queued is delivered.
     /// `false`: the exporter is stopping.
     fn idle(&mut self, stop: &dyn Fn() -> bool) -> bool;
+    /// The oldest record sent or queued that is not known delivered (the
+    /// cursor resumes there after a restart, marking what it sends again).
+    fn pending_from(&self) -> Option<u64>;
 }
 
 struct ExportMetrics {
@@ -112,7 +119,7 @@ impl Exporter {
     ) -> std::io::Result<Exporter> {
         std::fs::create_dir_all(state_dir)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let mut run = Run {
+        let run = Run {
             name,
             cursor_path: state_dir.join(format!("export-{name}.seq")),
             next: 0,
@@ -121,7 +128,6 @@ impl Exporter {
             sink,
             stop: stop.clone(),
         };
-        run.next = run.load_cursor();
         metrics();
         let thread = std::thread::Builder::new()
             .name(format!("audit-export-{name}"))
@@ -188,28 +194,90 @@ fn seq_of(line: &[u8]) -> Option<u64> {
 }
 
 impl Run {
-    fn load_cursor(&self) -> u64 {
-        std::fs::read_to_string(&self.cursor_path)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+    /// The cursor: where to resume, and up to where what is sent again may
+    /// be a duplicate (`<resend from> <next>`; an older file holds `<next>`).
+    fn load_cursor(&self) -> (u64, u64) {
+        let text = match std::fs::read_to_string(&self.cursor_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (0, 0),
+            Err(e) => {
+                tracing::error!(cursor = %self.cursor_path.display(), "audit export: {e}; exporting the trail again from its start, marked resent");
+                return (0, u64::MAX);
+            }
+        };
+        let nums: Vec<Option<u64>> = text.split_whitespace().map(|w| w.parse().ok()).collect();
+        match nums.as_slice() {
+            [Some(next)] => (*next, *next),
+            [Some(from), Some(next)] if from <= next => (*from, *next),
+            _ => {
+                tracing::error!(cursor = %self.cursor_path.display(), "audit export: the cursor is unreadable; exporting the trail again from its start, marked resent");
+                (0, u64::MAX)
+            }
+        }
     }
 
+    /// Saves where to resume: the oldest record not known delivered (the
+    /// sink's pending ones are sent again, marked, after a restart).
     fn save_cursor(&self) {
-        let tmp = self.cursor_path.with_extension("seq.tmp");
-        if std::fs::write(&tmp, format!("{}\n", self.next)).is_ok() {
-            let _ = std::fs::rename(&tmp, &self.cursor_path);
+        let from = self.sink.pending_from().unwrap_or(self.next).min(self.next);
+        let tmp = self
+            .cursor_path
+            .with_extension(format!("seq.{}.tmp", std::process::id()));
+        let written = std::fs::File::create(&tmp).and_then(|mut f| {
+            std::io::Write::write_all(&mut f, format!("{from} {}\n", self.next).as_bytes())?;
+            f.sync_all()
+        });
+        if written.is_ok() && std::fs::rename(&tmp, &self.cursor_path).is_ok() {
+            if let Some(dir) = self.cursor_path.parent() {
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
+        } else {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Waits for the cursor's lock: during a binary upgrade the old
+    /// process's exporter finishes first. `false`: stopping.
+    fn lock(&self) -> Option<std::fs::File> {
+        let path = self.cursor_path.with_extension("lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ok()?;
+        loop {
+            match f.try_lock() {
+                Ok(()) => return Some(f),
+                Err(std::fs::TryLockError::WouldBlock) if !self.stopping() => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                _ => return None,
+            }
         }
     }
 
     fn run(mut self) {
+        let Some(_lock) = self.lock() else {
+            return;
+        };
+        let (from, resent_upto) = self.load_cursor();
+        self.next = from;
         let m = metrics();
-        let mut saved = self.next;
+        let mut saved = (from, resent_upto);
         let mut last_save = Instant::now();
+        let mut lag = Lag::default();
+        // A gap in the trail is looked for once before it is counted lost.
+        let mut gap_rescanned = false;
         'files: loop {
             // The file that holds the next record to send.
-            let files = trail(&self.audit);
-            let Some((limit, path)) = files.into_iter().find(|(after, _)| *after > self.next)
+            let Some((limit, path)) = trail(&self.audit)
+                .into_iter()
+                .find(|(after, _)| *after > self.next)
             else {
                 return;
             };
@@ -220,12 +288,28 @@ impl Run {
                 std::thread::sleep(Duration::from_millis(200));
                 continue;
             };
+            let opened = file_id(&f);
             let mut r = BufReader::with_capacity(256 * 1024, f);
             let mut offset = 0u64;
             let mut line = Vec::new();
+            // The seqs this pass over the file read (a trail that starts
+            // again lower than the cursor is found by them).
+            let mut seen: Option<(u64, u64)> = None;
+            let mut draining = false;
             loop {
                 line.clear();
-                let n: usize = r.read_until(b'\n', &mut line).unwrap_or_default();
+                let n = match r.read_until(b'\n', &mut line) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // Read again from the last whole line.
+                        tracing::warn!("audit export: reading {}: {e}", path.display());
+                        if r.seek(SeekFrom::Start(offset)).is_err() || self.stopping() {
+                            continue 'files;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
+                };
                 if n == 0 || line.last() != Some(&b'\n') {
                     // The end of what is written: a partial line is read
                     // again whole.
@@ -233,15 +317,15 @@ impl Run {
                         continue 'files;
                     }
                     // What was read is delivered before the cursor moves.
-                    let stop = self.stop.clone();
-                    if !self.sink.idle(&|| stop.load(Ordering::Relaxed)) {
+                    if !self.idle() {
                         return;
                     }
-                    if saved != self.next
+                    let now = (self.sink.pending_from().unwrap_or(self.next), self.next);
+                    if saved != now
                         && (last_save.elapsed() >= Duration::from_millis(200) || self.stopping())
                     {
                         self.save_cursor();
-                        saved = self.next;
+                        saved = now;
                         last_save = Instant::now();
                     }
                     if limit != u64::MAX {
@@ -249,14 +333,35 @@ impl Run {
                         self.next = self.next.max(limit);
                         continue 'files;
                     }
-                    let rotated = trail(&self.audit)
-                        .iter()
-                        .any(|(after, _)| *after != u64::MAX && *after > self.next);
-                    m.lag
-                        .with_label_values(&[self.name])
-                        .set(self.lag(&path, offset) as i64);
-                    if rotated {
-                        continue 'files;
+                    m.lag.with_label_values(&[self.name]).set(lag.get(
+                        &self.audit,
+                        &path,
+                        offset,
+                        true,
+                    ) as i64);
+                    // Rotated: the file open is no longer the trail's
+                    // current one. Read it to its end once more (the
+                    // writer flushed before it renamed), then move on.
+                    let current = std::fs::metadata(&self.audit).ok().map(|md| id_of(&md));
+                    if current.is_some() && current != opened {
+                        if draining {
+                            continue 'files;
+                        }
+                        draining = true;
+                        continue;
+                    }
+                    // The trail starts again below the cursor (a new file,
+                    // one moved aside): what it holds now is exported.
+                    if let Some((first, last)) = seen {
+                        if last + 1 < self.next {
+                            tracing::warn!(
+                                cursor = self.next,
+                                trail_ends_at = last,
+                                "audit export: the trail restarted below the cursor; exporting it from seq {first}"
+                            );
+                            self.next = first;
+                            continue 'files;
+                        }
                     }
                     if self.stopping() {
                         return;
@@ -266,14 +371,36 @@ impl Run {
                 }
                 offset += n as u64;
                 let Some(seq) = seq_of(&line) else {
+                    m.records
+                        .with_label_values(&[self.name, "unreadable"])
+                        .inc();
                     continue;
                 };
+                seen = Some(seen.map_or((seq, seq), |(f, l)| (f.min(seq), l.max(seq))));
                 if seq < self.next {
                     continue;
                 }
-                let lag = self.lag(&path, offset);
-                m.lag.with_label_values(&[self.name]).set(lag as i64);
-                if lag > self.max_lag {
+                if seq > self.next {
+                    // Records missing between: the writer may have rotated
+                    // between the listing and the open; look once more, then
+                    // count what is really gone.
+                    if !gap_rescanned {
+                        gap_rescanned = true;
+                        continue 'files;
+                    }
+                    tracing::warn!(
+                        from = self.next,
+                        to = seq - 1,
+                        "audit export: records missing from the trail"
+                    );
+                    m.records
+                        .with_label_values(&[self.name, "dropped"])
+                        .inc_by(seq - self.next);
+                }
+                gap_rescanned = false;
+                let behind = lag.get(&self.audit, &path, offset, false);
+                m.lag.with_label_values(&[self.name]).set(behind as i64);
+                if behind > self.max_lag {
                     // Too far behind: the oldest are skipped, counted.
                     m.records.with_label_values(&[self.name, "dropped"]).inc();
                     self.next = seq + 1;
@@ -281,36 +408,76 @@ impl Run {
                 }
                 line.pop();
                 let stop = self.stop.clone();
-                if !self
-                    .sink
-                    .deliver(seq, &line, &|| stop.load(Ordering::Relaxed))
-                {
+                if !self.sink.deliver(seq, &line, seq < resent_upto, &|| {
+                    stop.load(Ordering::Relaxed)
+                }) {
                     return;
                 }
                 self.next = seq + 1;
+                // During a long catch-up too, the cursor follows, and a stop
+                // is heard.
+                if last_save.elapsed() >= Duration::from_secs(1) || self.stopping() {
+                    if !self.idle() {
+                        return;
+                    }
+                    self.save_cursor();
+                    saved = (self.sink.pending_from().unwrap_or(self.next), self.next);
+                    last_save = Instant::now();
+                    if self.stopping() {
+                        return;
+                    }
+                }
             }
         }
     }
 
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+    fn idle(&mut self) -> bool {
+        let stop = self.stop.clone();
+        self.sink.idle(&|| stop.load(Ordering::Relaxed))
     }
+}
 
-    /// Bytes of the trail after `offset` in `path` (and in any later file).
-    fn lag(&self, path: &Path, offset: u64) -> u64 {
-        let mut behind = 0;
-        let mut after = false;
-        for (_, p) in trail(&self.audit) {
-            let len = std::fs::metadata(&p).map_or(0, |m| m.len());
-            if p == path {
-                behind += len.saturating_sub(offset);
-                after = true;
-            } else if after {
-                behind += len;
+/// How far behind the export is, in bytes of the trail, measured at most
+/// once a second (it lists the trail's files).
+#[derive(Default)]
+struct Lag {
+    at: Option<Instant>,
+    bytes: u64,
+}
+
+impl Lag {
+    fn get(&mut self, audit: &Path, path: &Path, offset: u64, now: bool) -> u64 {
+        if now
+            || self
+                .at
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            let mut behind = 0;
+            let mut after = false;
+            for (_, p) in trail(audit) {
+                let len = std::fs::metadata(&p).map_or(0, |m| m.len());
+                if p == path {
+                    behind += len.saturating_sub(offset);
+                    after = true;
+                } else if after {
+                    behind += len;
+                }
             }
+            self.bytes = behind;
+            self.at = Some(Instant::now());
         }
-        behind
+        self.bytes
     }
+}
+
+/// A file's identity (device and inode).
+fn id_of(md: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (md.dev(), md.ino())
+}
+
+fn file_id(f: &std::fs::File) -> Option<(u64, u64)> {
+    f.metadata().ok().map(|md| id_of(&md))
 }
 
 /// The hostname field: the host's name as RFC 5424 allows it (printable

@@ -16,8 +16,9 @@ use super::{metrics, Sink};
 
 /// How long records stay ready to be sent again after a connection fails.
 const RESEND_WINDOW: Duration = Duration::from_secs(5);
-/// The most records kept ready to be sent again.
+/// The most records kept ready to be sent again, and their most bytes.
 const RESEND_MAX: usize = 10_000;
+const RESEND_MAX_BYTES: usize = 8 << 20;
 /// The structured data's id: the documentation enterprise number of
 /// RFC 5612 (Warden has none of its own).
 const SD_ID: &str = "warden@32473";
@@ -28,12 +29,18 @@ pub(super) struct Syslog {
     hostname: String,
     conn: Option<Conn>,
     window: VecDeque<Sent>,
+    window_bytes: usize,
 }
 
 impl Syslog {
     pub(super) fn new(cfg: SyslogExport, hostname: String) -> std::io::Result<Syslog> {
         let tls = match &cfg.tls {
-            Some(t) => Some(tls_config(&t.ca_file)?),
+            Some(t) => {
+                // A name that can never match fails the start, not each connect.
+                rustls::pki_types::ServerName::try_from(t.server_name.clone())
+                    .map_err(|e| std::io::Error::other(format!("tls.server_name: {e}")))?;
+                Some(tls_config(&t.ca_file)?)
+            }
             None => None,
         };
         Ok(Syslog {
@@ -42,16 +49,17 @@ impl Syslog {
             hostname,
             conn: None,
             window: VecDeque::new(),
+            window_bytes: 0,
         })
     }
 
     /// Sends one record, reconnecting (and sending the recent ones again)
     /// until it leaves. `false`: the exporter is stopping.
-    fn send(&mut self, seq: u64, line: &[u8], stop: &dyn Fn() -> bool) -> bool {
+    fn send(&mut self, seq: u64, line: &[u8], resent: bool, stop: &dyn Fn() -> bool) -> bool {
         let m = metrics();
         let mut backoff = Duration::from_millis(100);
         loop {
-            if self.conn.as_ref().is_some_and(Conn::closed) {
+            if self.conn.as_mut().is_some_and(Conn::closed) {
                 self.conn = None;
                 m.connected.with_label_values(&["syslog"]).set(0);
             }
@@ -78,7 +86,7 @@ impl Syslog {
                     }
                 }
             }
-            let framed = self.frame(seq, line, false);
+            let framed = self.frame(seq, line, resent);
             if let Some(c) = self.conn.as_mut() {
                 if c.write_all(&framed).is_ok() {
                     let now = Instant::now();
@@ -87,13 +95,17 @@ impl Syslog {
                         seq,
                         line: line.to_vec(),
                     });
+                    self.window_bytes += line.len();
                     while self.window.len() > RESEND_MAX
+                        || self.window_bytes > RESEND_MAX_BYTES
                         || self
                             .window
                             .front()
                             .is_some_and(|s| now - s.at > RESEND_WINDOW)
                     {
-                        self.window.pop_front();
+                        if let Some(s) = self.window.pop_front() {
+                            self.window_bytes -= s.line.len();
+                        }
                     }
                     return true;
                 }
@@ -109,10 +121,21 @@ impl Syslog {
     }
 
     fn connect(&self) -> std::io::Result<Conn> {
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(&self.cfg.address)?
-            .next()
-            .ok_or_else(|| std::io::Error::other("the address names no host"))?;
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        let mut last = std::io::Error::other("the address names no host");
+        let mut stream = None;
+        for addr in std::net::ToSocketAddrs::to_socket_addrs(&self.cfg.address)? {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let s = stream.ok_or(last)?;
+        // The handshake is bounded too: a receiver that never answers it
+        // must not hold the exporter (and the gateway's stop) for ever.
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
         s.set_write_timeout(Some(Duration::from_secs(10)))?;
         s.set_nodelay(true)?;
         match (&self.tls, &self.cfg.tls) {
@@ -180,22 +203,34 @@ impl Syslog {
 }
 
 impl Sink for Syslog {
-    fn deliver(&mut self, seq: u64, line: &[u8], stop: &dyn Fn() -> bool) -> bool {
-        let sent = self.send(seq, line, stop);
+    fn deliver(&mut self, seq: u64, line: &[u8], resent: bool, stop: &dyn Fn() -> bool) -> bool {
+        let sent = self.send(seq, line, resent, stop);
         if sent {
+            let label = if resent { "resent" } else { "sent" };
             metrics()
                 .records
-                .with_label_values(&["syslog", "sent"])
+                .with_label_values(&["syslog", label])
                 .inc();
         }
         sent
     }
 
     fn idle(&mut self, _stop: &dyn Fn() -> bool) -> bool {
-        if let Some(c) = self.conn.as_mut() {
-            let _ = c.flush();
+        // A write that failed inside TLS shows here, or as a closed
+        // connection: either way the window goes again on the next one.
+        let gone = match self.conn.as_mut() {
+            Some(c) => c.flush().is_err() || c.closed(),
+            None => false,
+        };
+        if gone {
+            self.conn = None;
+            metrics().connected.with_label_values(&["syslog"]).set(0);
         }
         true
+    }
+
+    fn pending_from(&self) -> Option<u64> {
+        self.window.front().map(|s| s.seq)
     }
 }
 
@@ -250,19 +285,43 @@ impl Conn {
         }
     }
 
-    /// Whether the receiver closed its side: it never sends, so anything
-    /// readable (an end of stream, an alert) means the connection is over.
-    fn closed(&self) -> bool {
-        let s = self.tcp();
-        if s.set_nonblocking(true).is_err() {
+    /// Whether the receiver closed its side. A syslog receiver sends
+    /// nothing, so over TCP anything readable (an end of stream) means the
+    /// connection is over; over TLS what arrives is read (a TLS 1.3 session
+    /// ticket is no close) and only an end of stream, a close_notify or an
+    /// alert is.
+    fn closed(&mut self) -> bool {
+        if self.tcp().set_nonblocking(true).is_err() {
             return true;
         }
-        let mut b = [0u8; 1];
-        let gone = match s.peek(&mut b) {
-            Ok(_) => true,
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        let gone = match self {
+            Conn::Tcp(s) => {
+                let mut b = [0u8; 1];
+                match s.peek(&mut b) {
+                    Ok(_) => true,
+                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                }
+            }
+            Conn::Tls(s) => loop {
+                match s.conn.read_tls(&mut s.sock) {
+                    Ok(0) => break true,
+                    Ok(_) => match s.conn.process_new_packets() {
+                        Ok(io) if io.peer_has_closed() => break true,
+                        Ok(_) => {
+                            // Whatever plaintext came is no syslog traffic.
+                            let mut sink = [0u8; 4096];
+                            while std::io::Read::read(&mut s.conn.reader(), &mut sink)
+                                .is_ok_and(|n| n > 0)
+                            {}
+                        }
+                        Err(_) => break true,
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                    Err(_) => break true,
+                }
+            },
         };
-        gone || s.set_nonblocking(false).is_err()
+        gone || self.tcp().set_nonblocking(false).is_err()
     }
 }
 
