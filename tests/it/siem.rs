@@ -54,13 +54,18 @@ fn rsyslog(dir: &Path, port: u16, tls: bool) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .expect("rsyslogd (Debian package rsyslog)");
+    receiving(child, "rsyslogd", port)
+}
+
+/// A receiver process, once it accepts connections on `port`.
+pub(super) fn receiving(child: std::process::Child, name: &str, port: u16) -> Proc {
     let proc = Proc {
         child,
-        name: "rsyslogd".into(),
+        name: name.into(),
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "rsyslogd did not listen");
+        assert!(Instant::now() < deadline, "{name} did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
     proc

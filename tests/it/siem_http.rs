@@ -57,16 +57,7 @@ srv = http.server.HTTPServer(('127.0.0.1', {port}), H)
         .stderr(Stdio::null())
         .spawn()
         .expect("python3");
-    let proc = Proc {
-        child,
-        name: "http receiver".into(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the receiver did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    proc
+    super::siem::receiving(child, "the HTTP receiver", port)
 }
 
 /// Every event received so far, in order.
