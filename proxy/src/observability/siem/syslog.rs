@@ -1,7 +1,8 @@
 //! The syslog sink: RFC 5424 messages, RFC 6587 octet counting over TCP,
 //! or TLS as RFC 5425 has it. TCP accepts bytes a receiver that dies never
-//! reads: the records of the last seconds on a connection are kept and sent
-//! again on the next one, marked (`resent="1"`).
+//! reads: the records of the last 30 seconds on a connection are kept and
+//! sent again on the next one, marked (`resent="1"`), and a connection whose
+//! data stays unacknowledged for 20 seconds is given up.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -14,8 +15,14 @@ use warden_config::model::SyslogExport;
 
 use super::{metrics, Sink};
 
-/// How long records stay ready to be sent again after a connection fails.
-const RESEND_WINDOW: Duration = Duration::from_secs(5);
+/// How long records stay ready to be sent again after a connection fails:
+/// longer than bytes may stay unacknowledged before the kernel gives the
+/// connection up (`UNACKED`), so whatever a dead receiver swallowed is
+/// still here to send again.
+const RESEND_WINDOW: Duration = Duration::from_secs(30);
+/// Data the receiver has not acknowledged for this long ends the connection
+/// (TCP_USER_TIMEOUT; with keepalive probes for a quiet one).
+const UNACKED: Duration = Duration::from_secs(20);
 /// The most records kept ready to be sent again, and their most bytes.
 const RESEND_MAX: usize = 10_000;
 const RESEND_MAX_BYTES: usize = 8 << 20;
@@ -133,6 +140,15 @@ impl Syslog {
             }
         }
         let s = stream.ok_or(last)?;
+        // A receiver that vanished without a reset (its host down, a
+        // partition) is noticed within UNACKED, not after minutes.
+        let sock = socket2::SockRef::from(&s);
+        sock.set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(10))
+                .with_interval(Duration::from_secs(5)),
+        )?;
+        sock.set_tcp_user_timeout(Some(UNACKED))?;
         // The handshake is bounded too: a receiver that never answers it
         // must not hold the exporter (and the gateway's stop) for ever.
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
