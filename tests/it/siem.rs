@@ -146,6 +146,16 @@ fn received(dir: &Path) -> Vec<(u64, bool)> {
         .collect()
 }
 
+/// Calls `echo` through `gw` once for each id in `ids`, each answered 200.
+pub(super) async fn calls(gw: &Gateway, ids: std::ops::Range<u64>) {
+    for i in ids {
+        let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[])
+            .await
+            .expect("post");
+        assert_eq!(s, 200);
+    }
+}
+
 /// Waits until every seq in `0..n` was received.
 fn all_received(dir: &Path, n: u64) -> Vec<(u64, bool)> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -175,12 +185,7 @@ async fn every_record_reaches_rsyslog_across_a_receiver_restart() {
         &format!("audit:\n  export:\n    syslog:\n      address: 127.0.0.1:{port}\n      app_name: warden-test\n"),
     );
     let gw = Gateway::start(&yaml, false).expect("gateway");
-    for i in 0..10 {
-        let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[])
-            .await
-            .expect("post");
-        assert_eq!(s, 200);
-    }
+    calls(&gw, 0..10).await;
     let got = all_received(syslog.path(), 10);
     // RFC 5424 as sent: priority (local0, info), version 1, the app name,
     // the record itself as the message.
@@ -197,12 +202,7 @@ async fn every_record_reaches_rsyslog_across_a_receiver_restart() {
     // and whatever the dead connection swallowed, arrives after all.
     receiver.child.kill().expect("kill");
     let _ = receiver.child.wait();
-    for i in 10..20 {
-        let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[])
-            .await
-            .expect("post");
-        assert_eq!(s, 200);
-    }
+    calls(&gw, 10..20).await;
     let _receiver = rsyslog(syslog.path(), port, false);
     all_received(syslog.path(), 20);
 
@@ -226,12 +226,7 @@ async fn every_record_reaches_rsyslog_across_a_receiver_restart() {
         None,
     )
     .expect("gateway again");
-    for i in 20..25 {
-        let (s, _, _) = post_json(&gw2.url("/mock/mcp"), call(i, "echo"), &[])
-            .await
-            .expect("post");
-        assert_eq!(s, 200);
-    }
+    calls(&gw2, 20..25).await;
     let got = all_received(syslog.path(), 25);
     // What the last connection may not have delivered (its last seconds:
     // here the whole run) goes again after the restart, every one marked.
@@ -257,12 +252,7 @@ async fn records_reach_rsyslog_over_tls() {
         ),
     );
     let gw = Gateway::start(&yaml, false).expect("gateway");
-    for i in 0..5 {
-        let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[])
-            .await
-            .expect("post");
-        assert_eq!(s, 200);
-    }
+    calls(&gw, 0..5).await;
     all_received(syslog.path(), 5);
 
     // A receiver whose certificate the CA file does not vouch for gets

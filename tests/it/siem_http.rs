@@ -8,9 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use warden_tests::{free_port, mock_bundle, post_json, Gateway, Mock, Proc};
+use warden_tests::{free_port, mock_bundle, Gateway, Mock, Proc};
 
-use super::call;
+use super::siem::calls;
 
 /// A receiver that appends every POSTed body to `dir/bodies` (one per line,
 /// hex of the body, so any bytes survive) and answers 200, or 401 when
@@ -115,12 +115,7 @@ async fn every_record_reaches_an_http_receiver_as_ocsf_across_its_restart() {
         &format!("audit:\n  export:\n    http:\n      url: http://127.0.0.1:{port}/ingest\n"),
     );
     let gw = Gateway::start(&yaml, false).expect("gateway");
-    for i in 0..10 {
-        let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[])
-            .await
-            .expect("post");
-        assert_eq!(s, 200);
-    }
+    calls(&gw, 0..10).await;
     let got = all_received(dir.path(), 10);
     let e = &got[0];
     assert_eq!(e["class_uid"], 6003, "{e}");
@@ -138,12 +133,7 @@ async fn every_record_reaches_an_http_receiver_as_ocsf_across_its_restart() {
 
     rx.child.kill().expect("kill");
     let _ = rx.child.wait();
-    for i in 10..20 {
-        let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[])
-            .await
-            .expect("post");
-        assert_eq!(s, 200);
-    }
+    calls(&gw, 10..20).await;
     std::thread::sleep(Duration::from_millis(500));
     let _rx = receiver(dir.path(), port, None, false);
     let got = all_received(dir.path(), 20);
@@ -172,12 +162,7 @@ async fn splunk_hec_mode_wraps_events_and_sends_the_token() {
     );
     std::env::set_var("WARDEN_TEST_HEC_TOKEN", "hec-token-1");
     let gw = Gateway::start(&yaml, false).expect("gateway");
-    for i in 0..3 {
-        let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(i, "echo"), &[])
-            .await
-            .expect("post");
-        assert_eq!(s, 200);
-    }
+    calls(&gw, 0..3).await;
     let got = all_received(dir.path(), 3);
     let e = &got[0];
     assert_eq!(e["sourcetype"], "warden:audit:ocsf", "{e}");

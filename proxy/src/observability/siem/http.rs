@@ -142,12 +142,14 @@ impl Http {
                     }
                     self.batch.clear();
                     self.batch_bytes = 0;
+                    m.pending.with_label_values(&["http"]).set(0);
                     return true;
                 }
                 Posted::Refused(st) => {
                     m.connected.with_label_values(&["http"]).set(1);
                     let batch = std::mem::take(&mut self.batch);
                     self.batch_bytes = 0;
+                    m.pending.with_label_values(&["http"]).set(0);
                     if batch.len() == 1 {
                         m.records.with_label_values(&["http", "dropped"]).inc();
                         tracing::error!(receiver = %self.receiver(), status = st, seq = batch[0].0, "audit export: the receiver refused a record; it is dropped");
@@ -216,6 +218,10 @@ impl Sink for Http {
         // The record's bytes stand for the event's (it carries the record).
         self.batch_bytes += line.len() * 2;
         self.batch.push((seq, event));
+        metrics()
+            .pending
+            .with_label_values(&["http"])
+            .set(self.batch_bytes as i64);
         (self.batch.len() < BATCH && self.batch_bytes < BATCH_BYTES) || self.flush(stop)
     }
 

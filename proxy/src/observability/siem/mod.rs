@@ -52,6 +52,9 @@ struct ExportMetrics {
     records: IntCounterVec,
     lag: IntGaugeVec,
     connected: IntGaugeVec,
+    /// Bytes held in memory to be sent (again): the syslog window, the
+    /// HTTP batch (each bounded by a constant of its sink).
+    pending: IntGaugeVec,
 }
 
 #[allow(clippy::expect_used)]
@@ -67,6 +70,12 @@ fn metrics() -> &'static ExportMetrics {
         lag: register_int_gauge_vec!(
             "warden_audit_export_lag_bytes",
             "Bytes of the audit trail written but not yet exported, by exporter",
+            &["exporter"]
+        )
+        .expect("registers once"),
+        pending: register_int_gauge_vec!(
+            "warden_audit_export_pending_bytes",
+            "Bytes of records an exporter holds in memory until they are known delivered",
             &["exporter"]
         )
         .expect("registers once"),

@@ -114,6 +114,9 @@ impl Syslog {
                             self.window_bytes -= s.line.len();
                         }
                     }
+                    m.pending
+                        .with_label_values(&["syslog"])
+                        .set(self.window_bytes as i64);
                     return true;
                 }
                 self.conn = None;
