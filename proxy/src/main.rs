@@ -490,6 +490,10 @@ fn run(args: RunArgs) -> ExitCode {
         .or_else(|| agent.clone())
         .map(|a| a.trim_end_matches('/').to_owned());
     let approvals_token = agent_token.clone();
+    // The agent's audit store: the raw records are shipped there.
+    let agent_export = agent
+        .as_ref()
+        .map(|base| (base.trim_end_matches('/').to_owned(), agent_token.clone()));
     let source = match (bundle, agent, bundle_url) {
         (Some(dir), None, None) => warden_proxy::hub::bundles::Source::Dir(dir),
         (None, Some(base), None) => {
@@ -560,8 +564,16 @@ fn run(args: RunArgs) -> ExitCode {
         Some(Ok(c)) => Some(c),
         Some(Err(e)) => return fail(e),
     };
+    let agent = agent_export.map(
+        |(base, token)| warden_proxy::observability::siem::AgentTarget {
+            base,
+            token,
+            gateway_id: gateway_id.clone(),
+        },
+    );
     match warden_proxy::app::server::run(warden_proxy::app::server::RunOptions {
         approvals,
+        agent,
         source: warden_proxy::hub::bundles::SourceOptions {
             source,
             verifier,

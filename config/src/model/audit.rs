@@ -24,6 +24,9 @@ pub struct Audit {
     pub syslog: Option<SyslogExport>,
     /// Records exported to an HTTP receiver as they are written.
     pub http: Option<HttpExport>,
+    /// Raw records shipped to the control agent (`--agent`) as they are
+    /// written (`audit.export.agent`, default true).
+    pub agent_export: bool,
 }
 
 /// An HTTP receiver the trail is exported to.
@@ -217,6 +220,7 @@ pub(super) fn audit(raw: &raw::AuditConfig, p: &mut Problems) -> Audit {
     Audit {
         syslog,
         http,
+        agent_export: raw.export.as_ref().and_then(|e| e.agent).unwrap_or(true),
         path: match raw.path.as_deref() {
             None | Some("-") => None,
             Some("") => {

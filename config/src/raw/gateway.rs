@@ -119,6 +119,10 @@ pub struct AuditConfig {
 pub struct AuditExportConfig {
     pub syslog: Option<SyslogExportConfig>,
     pub http: Option<HttpExportConfig>,
+    /// Ship the raw records to the control agent the gateway runs on
+    /// (`--agent`), for search, live figures and chain verification there
+    /// (default true; needs the trail in a file).
+    pub agent: Option<bool>,
 }
 
 /// JSON over HTTP: OCSF API Activity events, or Splunk HEC.

@@ -31,6 +31,9 @@ pub struct RunOptions {
     pub otlp_endpoint: Option<String>,
     /// Where held calls are claimed (the control agent).
     pub approvals: Option<crate::hub::approval_client::ApprovalClient>,
+    /// The control agent the gateway runs on (`--agent`): its audit
+    /// records are shipped there (`audit.export.agent`, default on).
+    pub agent: Option<crate::observability::siem::AgentTarget>,
 }
 
 /// Builds everything and runs until a shutdown signal. SIGTERM drains:
@@ -107,6 +110,30 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                     .context("starting the HTTP audit export")?,
             );
         }
+    }
+    // The agent's audit store gets the raw lines (see `siem::agent`).
+    match (&opts.agent, &audit_path) {
+        (Some(target), Some(path)) if cfg.audit.agent_export => {
+            if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+                tracing::warn!(
+                    audit = %path.display(),
+                    "the audit trail is not a regular file: its records are not shipped to the agent"
+                );
+            } else {
+                exports.push(
+                    crate::observability::siem::Exporter::agent(
+                        target.clone(),
+                        path.clone(),
+                        &opts.source.state_dir,
+                    )
+                    .context("starting the audit export to the agent")?,
+                );
+            }
+        }
+        (Some(_), None) if cfg.audit.agent_export => tracing::warn!(
+            "the audit trail goes to stdout: its records are not shipped to the agent (set audit.path or --audit; audit.export.agent: false silences this)"
+        ),
+        _ => {}
     }
     let source_desc = match &opts.source.source {
         crate::hub::bundles::Source::Dir(d) => format!("dir:{}", d.display()),

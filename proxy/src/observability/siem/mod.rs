@@ -1,6 +1,8 @@
 //! SIEM export: the audit trail sent, as it is written and at least once,
-//! to a syslog receiver (`syslog`: RFC 5424 over TCP or TLS) and to an HTTP
-//! receiver (`http`: OCSF API Activity events, or Splunk HEC).
+//! to a syslog receiver (`syslog`: RFC 5424 over TCP or TLS), to an HTTP
+//! receiver (`http`: OCSF API Activity events, or Splunk HEC) and to the
+//! control agent the gateway runs on (`agent`: the raw lines, for the
+//! agent's audit store).
 //!
 //! - **The trail is the spool.** Each exporter reads the audit files the
 //!   writer writes (the current one and those rotated aside, which are
@@ -18,7 +20,7 @@
 //!   receiver drop what it already has.
 //! - **Metrics**, by exporter: `warden_audit_export_records_total{result}`
 //!   (`sent`, `resent`, `dropped`, `unreadable`), `warden_audit_export_lag_bytes`,
-//!   `warden_audit_export_connected`.
+//!   `warden_audit_export_connected`, `warden_audit_export_pending_bytes`.
 //! - **One exporter per cursor**: a lock on `export-<name>.lock`, so during
 //!   a binary upgrade the new process's exporter starts where the old one
 //!   stopped.
@@ -32,8 +34,11 @@ use std::time::{Duration, Instant};
 
 use prometheus::{register_int_counter_vec, register_int_gauge_vec, IntCounterVec, IntGaugeVec};
 
+mod agent;
 mod http;
 mod syslog;
+
+pub use agent::AgentTarget;
 
 /// Where an exporter delivers records.
 trait Sink: Send {
@@ -117,6 +122,16 @@ impl Exporter {
         let max_lag = cfg.max_lag;
         let sink = http::Http::new(cfg, hostname)?;
         Exporter::start("http", Box::new(sink), max_lag, audit, state_dir)
+    }
+
+    /// Ships the raw lines of the trail at `audit` to the control agent.
+    pub fn agent(
+        target: AgentTarget,
+        audit: PathBuf,
+        state_dir: &Path,
+    ) -> std::io::Result<Exporter> {
+        let sink = agent::Agent::new(target)?;
+        Exporter::start("agent", Box::new(sink), 1 << 30, audit, state_dir)
     }
 
     fn start(

@@ -1,0 +1,230 @@
+//! The agent sink: the raw audit lines, byte for byte, POSTed in batches to
+//! the control agent the gateway runs on (`<agent>/v1/audit/ingest`,
+//! NDJSON, the fleet token, `X-Warden-Gateway`). The agent keeps them in an
+//! indexed store for search, live figures and chain verification: since
+//! the lines are unchanged, the hash chain (`prev`) can be checked there.
+//! A batch is delivered when the agent answers 2xx; until then it is sent
+//! again (the agent drops lines it already holds, by their hash).
+
+use std::time::{Duration, Instant};
+
+use super::{metrics, Sink};
+
+/// Records per POST at most, and about the most bytes (the agent takes
+/// bodies up to 8 MiB and lines up to 1 MiB).
+const BATCH: usize = 1000;
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Where the records go: the agent's base URL (`--agent`), its fleet token
+/// (`--agent-token`) and this gateway's id (`--gateway-id`).
+#[derive(Debug, Clone)]
+pub struct AgentTarget {
+    pub base: String,
+    pub token: Option<String>,
+    pub gateway_id: String,
+}
+
+pub(super) struct Agent {
+    url: String,
+    target: AgentTarget,
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    /// The pending lines, each followed by `\n`.
+    body: Vec<u8>,
+    /// Per pending line: its seq, where it ends in `body` (after its
+    /// newline), and whether it may have been delivered before.
+    lines: Vec<(u64, usize, bool)>,
+    /// When a run of failures started and when it was last logged.
+    failing: Option<(Instant, Instant)>,
+}
+
+/// What the agent said to a POST.
+enum Posted {
+    Delivered,
+    /// The batch itself was refused (a malformed or too large line):
+    /// sending it again would be refused again.
+    Refused(u16, String),
+    /// Down, restarting, or refusing for now (a token it does not take
+    /// yet, say): try again, the records wait in the trail.
+    Failed(String),
+}
+
+impl Agent {
+    pub(super) fn new(target: AgentTarget) -> std::io::Result<Agent> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            // A redirect could turn the POST into a GET that "succeeds".
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(std::io::Error::other)?;
+        Ok(Agent {
+            url: format!("{}/v1/audit/ingest", target.base.trim_end_matches('/')),
+            target,
+            rt,
+            client,
+            body: Vec::new(),
+            lines: Vec::new(),
+            failing: None,
+        })
+    }
+
+    /// The agent as logs name it: scheme, host and port.
+    fn receiver(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(u) => format!(
+                "{}://{}:{}",
+                u.scheme(),
+                u.host_str().unwrap_or("-"),
+                u.port_or_known_default().unwrap_or(0)
+            ),
+            Err(_) => "-".into(),
+        }
+    }
+
+    fn post(&self, body: &[u8]) -> Posted {
+        let mut req = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/x-ndjson")
+            .header("x-warden-gateway", &self.target.gateway_id)
+            .body(body.to_vec());
+        if let Some(t) = &self.target.token {
+            req = req.bearer_auth(t);
+        }
+        self.rt.block_on(async {
+            match req.send().await {
+                Ok(r) if r.status().is_success() => Posted::Delivered,
+                Ok(r) => {
+                    let st = r.status().as_u16();
+                    let text = r.text().await.unwrap_or_default();
+                    let why: String = text.chars().take(300).collect();
+                    // Only a refusal of the lines themselves is final; a
+                    // token refused, a missing route, an overloaded agent
+                    // are waited out.
+                    if st == 400 || st == 413 {
+                        Posted::Refused(st, why)
+                    } else {
+                        Posted::Failed(format!("status {st}: {why}"))
+                    }
+                }
+                Err(e) => Posted::Failed(e.without_url().to_string()),
+            }
+        })
+    }
+
+    fn failed(&mut self, why: &str) {
+        metrics().connected.with_label_values(&["agent"]).set(0);
+        let now = Instant::now();
+        let receiver = self.receiver();
+        match &mut self.failing {
+            None => {
+                tracing::warn!(agent = %receiver, "audit export to the agent: {why}; records wait in the trail and are sent again");
+                self.failing = Some((now, now));
+            }
+            Some((since, logged)) if logged.elapsed() >= Duration::from_secs(60) => {
+                tracing::warn!(agent = %receiver, failing_for_s = since.elapsed().as_secs(), "audit export to the agent: {why}");
+                *logged = now;
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn clear(&mut self) {
+        self.body.clear();
+        self.lines.clear();
+        metrics().pending.with_label_values(&["agent"]).set(0);
+    }
+
+    /// POSTs the pending lines until the agent takes them. A batch the
+    /// agent refuses as such goes line by line, and a line refused alone is
+    /// dropped, counted and logged. `false`: stopping.
+    fn flush(&mut self, stop: &dyn Fn() -> bool) -> bool {
+        if self.lines.is_empty() {
+            return true;
+        }
+        let m = metrics();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.post(&self.body) {
+                Posted::Delivered => {
+                    m.connected.with_label_values(&["agent"]).set(1);
+                    if let Some((since, _)) = self.failing.take() {
+                        tracing::info!(agent = %self.receiver(), after_s = since.elapsed().as_secs(), "audit export to the agent: delivering again");
+                    }
+                    let resent = self.lines.iter().filter(|l| l.2).count() as u64;
+                    let sent = self.lines.len() as u64 - resent;
+                    m.records.with_label_values(&["agent", "sent"]).inc_by(sent);
+                    m.records
+                        .with_label_values(&["agent", "resent"])
+                        .inc_by(resent);
+                    self.clear();
+                    return true;
+                }
+                Posted::Refused(st, why) => {
+                    m.connected.with_label_values(&["agent"]).set(1);
+                    let body = std::mem::take(&mut self.body);
+                    let lines = std::mem::take(&mut self.lines);
+                    self.clear();
+                    if lines.len() == 1 {
+                        m.records.with_label_values(&["agent", "dropped"]).inc();
+                        tracing::error!(agent = %self.receiver(), status = st, seq = lines[0].0, "audit export to the agent: the agent refused a record ({why}); it is dropped");
+                        return true;
+                    }
+                    let mut start = 0;
+                    for (seq, end, resent) in lines {
+                        self.body.extend_from_slice(&body[start..end]);
+                        self.lines.push((seq, self.body.len(), resent));
+                        start = end;
+                        if !self.flush(stop) {
+                            return false;
+                        }
+                    }
+                    return true;
+                }
+                Posted::Failed(why) => self.failed(&why),
+            }
+            // A POST that timed out may have arrived: the agent drops what
+            // it holds already; counted as resent.
+            for l in &mut self.lines {
+                l.2 = true;
+            }
+            if stop() {
+                return false;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Sink for Agent {
+    fn deliver(&mut self, seq: u64, line: &[u8], resent: bool, stop: &dyn Fn() -> bool) -> bool {
+        // A line that would take the batch past its bytes goes in the next.
+        if !self.lines.is_empty()
+            && self.body.len() + line.len() + 1 > BATCH_BYTES
+            && !self.flush(stop)
+        {
+            return false;
+        }
+        self.body.extend_from_slice(line);
+        self.body.push(b'\n');
+        self.lines.push((seq, self.body.len(), resent));
+        metrics()
+            .pending
+            .with_label_values(&["agent"])
+            .set(self.body.len() as i64);
+        (self.lines.len() < BATCH && self.body.len() < BATCH_BYTES) || self.flush(stop)
+    }
+
+    fn idle(&mut self, stop: &dyn Fn() -> bool) -> bool {
+        self.flush(stop)
+    }
+
+    fn pending_from(&self) -> Option<u64> {
+        self.lines.first().map(|(seq, _, _)| *seq)
+    }
+}
