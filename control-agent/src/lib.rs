@@ -4,6 +4,7 @@
 //! kill switch and shows the fleet. It talks to gateways over HTTP only.
 
 pub mod approvals;
+pub mod audit;
 pub mod build;
 pub mod rollout;
 pub mod server;

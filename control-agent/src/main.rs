@@ -110,6 +110,13 @@ enum Cmd {
         /// Members not heard from for this long are shown as stale.
         #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
         stale_after: Duration,
+        /// Audit records shipped by the gateways are kept this long
+        /// (`<state>/audit.sqlite3`).
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        audit_retention: Duration,
+        /// At most this many audit records are kept (the oldest go first).
+        #[arg(long, default_value_t = 5_000_000)]
+        audit_max_rows: u64,
         /// Approvers: a YAML map of name → SHA-256 (hex) of their token.
         /// Without it, held calls wait and nobody can approve them.
         #[arg(long)]
@@ -398,6 +405,8 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
             fleet_token,
             watch_interval,
             stale_after,
+            audit_retention,
+            audit_max_rows,
             approvers,
         } => {
             if admin_token.len() < 16 || fleet_token.len() < 16 {
@@ -411,6 +420,13 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                 None => Default::default(),
             };
             let approvals = Arc::new(warden_agent::approvals::Approvals::open(&state, approvers)?);
+            let audit = Arc::new(warden_agent::audit::AuditStore::open(
+                &state.join("audit.sqlite3"),
+                warden_agent::audit::Limits {
+                    retention: audit_retention,
+                    max_rows: audit_max_rows.max(1),
+                },
+            )?);
             let mut store = Store::open(&state, &source, signer(&signing)?)?;
             store.stale_after = stale_after;
             let store = Arc::new(store);
@@ -448,6 +464,7 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                     tokens: Tokens::new(&admin_token, &fleet_token),
                     approvals,
                     metrics: Default::default(),
+                    audit,
                 });
                 warden_agent::server::serve(listener, api).await
             })?;

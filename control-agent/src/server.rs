@@ -13,7 +13,9 @@
 //! | `GET /v1/approvals` | approver, admin | waiting and approved-unused approvals (`?all=1`: every kept one) |
 //! | `GET /v1/approvals/{id}` | approver, admin | one approval |
 //! | `POST /v1/approvals/{id}/approve`, `/deny` | approver | `{comment}` optional; not one's own call |
-//! | `GET /metrics` | — | Prometheus: approvals waiting, the oldest wait, decisions |
+//! | `POST /v1/audit/ingest` | fleet | a gateway's raw audit lines (NDJSON, `X-Warden-Gateway`): `{accepted, duplicates}` (see `audit`) |
+//! | `GET /v1/audit`, `/v1/audit/verify`, `/v1/audit/live` | admin | search the shipped records, verify their chains, the last minutes' figures |
+//! | `GET /metrics` | — | Prometheus: approvals waiting, the oldest wait, decisions, audit rows |
 //! | `GET /healthz` | — | liveness |
 
 use std::convert::Infallible;
@@ -58,6 +60,8 @@ pub struct Api {
     pub tokens: Tokens,
     pub approvals: Arc<Approvals>,
     pub metrics: Metrics,
+    /// Audit records shipped by the gateways (search, live, verification).
+    pub audit: Arc<crate::audit::AuditStore>,
 }
 
 /// The agent's own metrics.
@@ -67,6 +71,10 @@ pub struct Metrics {
     oldest: prometheus::Gauge,
     decisions: prometheus::IntCounterVec,
     claims: prometheus::IntCounterVec,
+    /// Records in the audit store.
+    pub(crate) audit_rows: prometheus::IntGauge,
+    /// Audit lines shipped by gateways, by result.
+    pub(crate) audit_ingested: prometheus::IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -98,8 +106,23 @@ impl Default for Metrics {
             &["answer"],
         )
         .expect("metric");
+        let audit_rows = prometheus::IntGauge::new(
+            "warden_agent_audit_rows",
+            "Audit records kept in the agent's store",
+        )
+        .expect("metric");
+        let audit_ingested = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "warden_agent_audit_ingested_total",
+                "Audit lines shipped by gateways, by result (accepted, duplicate, refused)",
+            ),
+            &["result"],
+        )
+        .expect("metric");
         for c in [
-            Box::new(waiting.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(audit_rows.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(audit_ingested.clone()),
+            Box::new(waiting.clone()),
             Box::new(oldest.clone()),
             Box::new(decisions.clone()),
             Box::new(claims.clone()),
@@ -112,6 +135,8 @@ impl Default for Metrics {
             oldest,
             decisions,
             claims,
+            audit_rows,
+            audit_ingested,
         }
     }
 }
@@ -174,6 +199,7 @@ impl Api {
         let (n, oldest) = self.approvals.waiting(std::time::SystemTime::now());
         self.metrics.waiting.set(n as i64);
         self.metrics.oldest.set(oldest.as_secs_f64());
+        self.metrics.audit_rows.set(self.audit.rows() as i64);
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&self.metrics.registry.gather())
             .unwrap_or_default();
@@ -339,7 +365,11 @@ impl Api {
                 },
                 Err(e) => error(StatusCode::BAD_REQUEST, &e),
             },
+            (Method::POST, "/v1/audit/ingest") => self.audit_ingest(req).await,
             _ if !admin_only(&role) => error(StatusCode::FORBIDDEN, "admin token required"),
+            (Method::GET, p @ ("/v1/audit" | "/v1/audit/verify" | "/v1/audit/live")) => {
+                self.audit_read(p, &req).await
+            }
             (Method::GET, "/v1/fleet") => json(StatusCode::OK, &self.store.fleet()),
             (Method::GET, "/v1/history") => {
                 json(StatusCode::OK, &serde_json::json!(self.store.history()))

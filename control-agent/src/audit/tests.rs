@@ -1,0 +1,463 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+/// A gateway's trail: `n` chained lines from `seq`, after the line `prev`
+/// (None: the start), one a second from `t0` (unix seconds); each call is
+/// a request and its reply.
+struct Trail {
+    lines: Vec<String>,
+    seq: u64,
+    prev: [u8; 32],
+}
+
+impl Trail {
+    fn new() -> Trail {
+        Trail {
+            lines: Vec::new(),
+            seq: 0,
+            prev: [0; 32],
+        }
+    }
+
+    fn push(&mut self, rec: serde_json::Value) -> &str {
+        let mut obj = serde_json::Map::new();
+        obj.insert("seq".into(), self.seq.into());
+        obj.insert("prev".into(), hex::encode(self.prev).into());
+        if let serde_json::Value::Object(m) = rec {
+            obj.extend(m);
+        }
+        let line = serde_json::Value::Object(obj).to_string();
+        self.prev = Sha256::digest(line.as_bytes()).into();
+        self.seq += 1;
+        self.lines.push(line);
+        self.lines.last().unwrap()
+    }
+
+    /// A call: its request and reply records.
+    fn call(&mut self, ts_s: i64, principal: &str, tenant: &str, tool: &str, outcome: &str) {
+        let ts = jiff::Timestamp::from_second(ts_s).unwrap().to_string();
+        let trace = format!("trace-{}", self.seq);
+        let reason = (outcome != "forwarded").then(|| format!("{outcome}: not for {principal}"));
+        self.push(serde_json::json!({
+            "ts": ts, "principal": principal, "tenant": tenant, "server": "mock",
+            "direction": "request", "method": "tools/call", "tool": tool, "outcome": outcome,
+            "reason": reason, "trace_id": trace, "latency_us": 1000, "status": 200,
+            "dlp": if tool == "leak" { serde_json::json!([{"detector": "email", "rule": "r", "path": "$", "action": "redact"}]) } else { serde_json::json!([]) },
+        }));
+        if outcome == "forwarded" {
+            self.push(serde_json::json!({
+                "ts": ts, "principal": principal, "tenant": tenant, "server": "mock",
+                "direction": "response", "method": "tools/call", "tool": tool, "outcome": "forwarded",
+                "trace_id": trace, "latency_us": 2000 + self.seq, "status": 200,
+            }));
+        }
+    }
+
+    fn body(&self, from: usize, to: usize) -> Vec<u8> {
+        let mut b = self.lines[from..to].join("\n").into_bytes();
+        b.push(b'\n');
+        b
+    }
+}
+
+fn store(limits: Limits) -> (tempfile::TempDir, AuditStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = AuditStore::open(&dir.path().join("audit.sqlite3"), limits).unwrap();
+    (dir, s)
+}
+
+fn now_s() -> i64 {
+    now_us() / 1_000_000
+}
+
+/// Ten calls of two principals, two tenants, some denied.
+fn sample() -> Trail {
+    let mut t = Trail::new();
+    let base = now_s() - 100;
+    for i in 0..10 {
+        let (p, tenant) = if i % 2 == 0 {
+            ("alice", "acme")
+        } else {
+            ("bob", "globex")
+        };
+        let outcome = if i % 5 == 4 { "denied" } else { "forwarded" };
+        let tool = if i == 3 { "leak" } else { "echo" };
+        t.call(base + i, p, tenant, tool, outcome);
+    }
+    t
+}
+
+#[test]
+fn a_batch_is_stored_and_a_resent_one_is_all_duplicates() {
+    let (_d, s) = store(Limits::default());
+    let t = sample();
+    let n = t.lines.len();
+    let half = n / 2;
+    assert_eq!(
+        s.ingest("gw-1", &t.body(0, half)).unwrap(),
+        Ingested {
+            accepted: half as u64,
+            duplicates: 0
+        }
+    );
+    // The second batch overlaps the first (a POST that timed out, resent).
+    let again = s.ingest("gw-1", &t.body(half - 3, n)).unwrap();
+    assert_eq!(again.accepted, (n - half) as u64);
+    assert_eq!(again.duplicates, 3);
+    assert_eq!(s.rows(), n as u64);
+    // The same lines from another gateway are that gateway's records.
+    assert_eq!(s.ingest("gw-2", &t.body(0, 2)).unwrap().accepted, 2);
+    assert_eq!(s.rows(), n as u64 + 2);
+    // The stored line is the line, byte for byte.
+    let page = s
+        .search(&Query {
+            gateway: Some("gw-1".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(page.total, n as u64);
+    let newest = s.get(page.rows[0].id, &[]).unwrap().unwrap();
+    assert_eq!(newest.raw.as_deref(), Some(t.lines[n - 1].as_str()));
+    assert_eq!(newest.seq, (n - 1) as u64);
+}
+
+#[test]
+fn a_malformed_line_refuses_the_whole_batch() {
+    let (_d, s) = store(Limits::default());
+    let t = sample();
+    for (bad, why) in [
+        ("[1,2]".to_owned(), "not a JSON object"),
+        (
+            "{\"seq\":1.5,\"prev\":\"00\"}".to_owned(),
+            "not an audit record",
+        ),
+        (
+            t.lines[2].replacen("\"prev\":\"", "\"prev\":\"zz", 1),
+            "`prev` is not 64 hex digits",
+        ),
+        (
+            t.lines[2].replacen("\"ts\":\"", "\"ts\":\"yesterday", 1),
+            "`ts` is not an RFC 3339 time",
+        ),
+        ("{\"seq\":3".to_owned(), "not an audit record"),
+    ] {
+        let mut lines = t.lines[..4].to_vec();
+        lines[2] = bad;
+        let e = s.ingest("gw", lines.join("\n").as_bytes()).unwrap_err();
+        assert!(e.starts_with("line 3: ") && e.contains(why), "{e}");
+        assert_eq!(s.rows(), 0, "nothing of a refused batch is stored");
+    }
+    let long = format!("{{\"pad\":\"{}\"}}", "x".repeat(MAX_LINE));
+    let e = s.ingest("gw", long.as_bytes()).unwrap_err();
+    assert!(e.starts_with("line 1: ") && e.contains("more than"), "{e}");
+    assert!(s.ingest("", &t.body(0, 1)).is_err());
+    assert!(s.ingest("a b", &t.body(0, 1)).is_err());
+    assert_eq!(s.search(&Query::default()).unwrap().total, 0);
+}
+
+#[test]
+fn search_filters_pages_and_counts() {
+    let (_d, s) = store(Limits::default());
+    let t = sample();
+    s.ingest("gw-1", &t.body(0, t.lines.len())).unwrap();
+    let all = s.search(&Query::default()).unwrap();
+    assert_eq!(all.total, t.lines.len() as u64);
+    assert!(
+        all.rows.windows(2).all(|w| w[0].id > w[1].id),
+        "newest first"
+    );
+    let alice = Query {
+        principal: Some("alice".into()),
+        ..Query::default()
+    };
+    let page = s.search(&alice).unwrap();
+    assert!(page.rows.iter().all(|r| r.principal == "alice"));
+    assert_eq!(page.total, page.rows.len() as u64);
+    // alice: calls 0, 2, 4 (denied), 6, 8 → 4 forwarded with replies + 1.
+    assert_eq!(page.total, 9);
+    let denied = s
+        .search(&Query {
+            outcome: Some("denied".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(denied.total, 2);
+    assert!(denied.rows.iter().all(|r| r.reason.is_some()));
+    let by_reason = s
+        .search(&Query {
+            reason: Some("not for bob".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(by_reason.total, 1);
+    assert_eq!(by_reason.rows[0].principal, "bob");
+    let leak = s
+        .search(&Query {
+            tool: Some("leak".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(leak.total, 2);
+    assert!(leak.rows.iter().any(|r| r.dlp == vec!["email".to_owned()]));
+    let trace = s
+        .search(&Query {
+            trace_id: Some("trace-0".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(trace.total, 2, "a call's request and reply");
+    // A time range: the first three seconds.
+    let t0 = all.rows.last().unwrap().ts_us;
+    let early = s
+        .search(&Query {
+            from_us: Some(t0),
+            to_us: Some(t0 + 3_000_000),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(early.total, 6);
+    // Paging: pages of 4 cover everything once, in order, total fixed.
+    let mut seen = Vec::new();
+    let mut q = Query {
+        limit: 4,
+        ..Query::default()
+    };
+    loop {
+        let p = s.search(&q).unwrap();
+        assert_eq!(p.total, t.lines.len() as u64);
+        assert!(p.rows.len() <= 4);
+        seen.extend(p.rows.iter().map(|r| r.id));
+        match p.next_before {
+            Some(b) => q.before_id = Some(b),
+            None => break,
+        }
+    }
+    let ids: Vec<i64> = all_ids(&s);
+    assert_eq!(seen, ids);
+    assert_eq!(
+        s.search(&Query {
+            limit: 100_000,
+            ..Query::default()
+        })
+        .unwrap()
+        .rows
+        .len(),
+        t.lines.len().min(500)
+    );
+}
+
+fn all_ids(s: &AuditStore) -> Vec<i64> {
+    s.search(&Query {
+        limit: 500,
+        ..Query::default()
+    })
+    .unwrap()
+    .rows
+    .iter()
+    .map(|r| r.id)
+    .collect()
+}
+
+#[test]
+fn a_viewer_sees_only_their_tenants() {
+    let (_d, s) = store(Limits::default());
+    let t = sample();
+    s.ingest("gw-1", &t.body(0, t.lines.len())).unwrap();
+    let scoped = Query {
+        tenants: vec!["acme".into()],
+        ..Query::default()
+    };
+    let page = s.search(&scoped).unwrap();
+    assert!(page.total > 0 && page.rows.iter().all(|r| r.tenant == "acme"));
+    // Asking for another tenant inside the scope finds nothing.
+    let other = s
+        .search(&Query {
+            tenant: Some("globex".into()),
+            ..scoped.clone()
+        })
+        .unwrap();
+    assert_eq!(other.total, 0);
+    let bobs = s
+        .search(&Query {
+            principal: Some("bob".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    let id = bobs.rows[0].id;
+    assert!(s.get(id, &["acme".into()]).unwrap().is_none());
+    assert!(s.get(id, &["globex".into()]).unwrap().is_some());
+    assert!(s.get(id, &[]).unwrap().is_some());
+    let live = s
+        .live(Duration::from_secs(300), None, &["acme".into()])
+        .unwrap();
+    assert_eq!(live.top_principals, vec![("alice".to_owned(), 5)]);
+    let v = s.verify(&scoped).unwrap();
+    assert_eq!(v.records, page.total);
+}
+
+#[test]
+fn verify_finds_an_edited_line_a_gap_and_a_line_altered_in_the_store() {
+    let (_d, s) = store(Limits::default());
+    let t = sample();
+    let n = t.lines.len();
+    s.ingest("good", &t.body(0, n)).unwrap();
+    let v = s.verify(&Query::default()).unwrap();
+    assert!(v.ok, "{:?}", v.chains);
+    assert_eq!(v.records, n as u64);
+    assert_eq!(
+        (v.chains[0].first_seq, v.chains[0].last_seq),
+        (0, n as u64 - 1)
+    );
+    // A filtered range is checked against the lines before it in the store.
+    let alice = s
+        .verify(&Query {
+            principal: Some("alice".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    assert!(alice.ok, "{:?}", alice.chains);
+
+    // An edited line (its next record's `prev` no longer matches it).
+    let mut edited = t.lines.clone();
+    edited[4] = edited[4].replace("\"alice\"", "\"mallory\"");
+    assert_ne!(edited[4], t.lines[4]);
+    s.ingest("edited", (edited.join("\n") + "\n").as_bytes())
+        .unwrap();
+    // A gap: seqs 6 and 7 never arrived.
+    let mut gap = t.lines.clone();
+    gap.drain(6..8);
+    s.ingest("gap", (gap.join("\n") + "\n").as_bytes()).unwrap();
+    let v = s.verify(&Query::default()).unwrap();
+    assert!(!v.ok);
+    let chain = |g: &str| v.chains.iter().find(|c| c.gateway == g).unwrap();
+    assert!(chain("good").ok);
+    let e = chain("edited");
+    assert!(!e.ok);
+    assert!(
+        e.problems.iter().any(|p| p.starts_with("seq 5: break")),
+        "{:?}",
+        e.problems
+    );
+    let g = chain("gap");
+    assert!(
+        g.problems == vec!["gap: seqs 6 to 7 are missing".to_owned()],
+        "{:?}",
+        g.problems
+    );
+    // Only the gateway asked for.
+    let only = s
+        .verify(&Query {
+            gateway: Some("good".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    assert!(only.ok && only.chains.len() == 1);
+
+    // A line changed in the store itself.
+    {
+        let c = lock(&s.inner.writer);
+        c.execute(
+            "UPDATE lines SET raw = replace(raw, 'echo', 'ECHO') WHERE id = \
+             (SELECT id FROM records WHERE gateway = 'good' AND seq = 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let v = s
+        .verify(&Query {
+            gateway: Some("good".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    let p = &v.chains[0].problems;
+    assert!(
+        p.iter().any(|p| p.contains("altered in the store"))
+            && p.iter().any(|p| p.starts_with("seq 1: break")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn retention_deletes_old_records_and_the_oldest_beyond_the_bound() {
+    let (_d, s) = store(Limits {
+        retention: Duration::from_secs(3600),
+        max_rows: 8,
+    });
+    let mut t = Trail::new();
+    let now = now_s();
+    // Two calls of two hours ago, then eight recent ones.
+    for i in 0..10 {
+        let at = if i < 2 { now - 7200 } else { now - 100 + i };
+        t.call(at, "alice", "acme", "echo", "forwarded");
+    }
+    s.ingest("gw", &t.body(0, t.lines.len())).unwrap();
+    assert_eq!(s.rows(), 20);
+    // (The background retention may have run first.)
+    s.trim().unwrap();
+    assert_eq!(s.rows(), 8);
+    let page = s.search(&Query::default()).unwrap();
+    assert_eq!(page.total, 8);
+    // The newest eight are kept, and their lines with them.
+    assert_eq!(page.rows.last().unwrap().seq, 12);
+    let lines: i64 = lock(&s.inner.writer)
+        .query_row("SELECT count(*) FROM lines", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(lines, 8);
+    // A verification of what is left: the trimmed start is no gap.
+    assert!(s.verify(&Query::default()).unwrap().ok);
+}
+
+#[test]
+fn live_counts_the_calls_of_the_window() {
+    let (dir, s) = store(Limits::default());
+    let t = sample();
+    s.ingest("gw-1", &t.body(0, t.lines.len())).unwrap();
+    let live = s.live(Duration::from_secs(300), None, &[]).unwrap();
+    assert_eq!(live.window_secs, 300);
+    assert_eq!(live.calls, 10);
+    assert_eq!(live.per_second.len(), 300);
+    assert_eq!(live.per_second.iter().map(|p| p.1).sum::<u64>(), 10);
+    assert_eq!(
+        live.outcomes,
+        vec![("forwarded".to_owned(), 8), ("denied".to_owned(), 2)]
+    );
+    assert_eq!(live.top_tools[0], ("echo".to_owned(), 9));
+    assert_eq!(live.dlp, vec![("email".to_owned(), 1)]);
+    assert_eq!(live.gateways, vec![("gw-1".to_owned(), 10)]);
+    assert_eq!(live.top_reasons.len(), 2);
+    assert!(live.p50_ms.is_some_and(|p| p > 2.0) && live.p99_ms >= live.p50_ms);
+    // A window that ends before the records: nothing.
+    let short = s.live(Duration::from_secs(5), None, &[]).unwrap();
+    assert_eq!(short.calls, 0);
+    assert!(short.p50_ms.is_none());
+    assert_eq!(
+        s.live(Duration::from_secs(300), Some("other"), &[])
+            .unwrap()
+            .calls,
+        0
+    );
+    // Reopened: the rows are still there.
+    drop(s);
+    let s = AuditStore::open(&dir.path().join("audit.sqlite3"), Limits::default()).unwrap();
+    assert_eq!(s.rows(), t.lines.len() as u64);
+}
+
+#[test]
+fn api_times_and_queries_parse() {
+    assert_eq!(
+        http::parse_time("1700000000").unwrap(),
+        1_700_000_000_000_000
+    );
+    assert_eq!(
+        http::parse_time("2023-11-14T22:13:20Z").unwrap(),
+        1_700_000_000_000_000
+    );
+    assert!(http::parse_time("soon").is_err());
+    let q = http::parse_query("from=1700000000&principal=a%20b&before=9&limit=3&reason=").unwrap();
+    assert_eq!(q.from_us, Some(1_700_000_000_000_000));
+    assert_eq!(q.principal.as_deref(), Some("a b"));
+    assert_eq!((q.before_id, q.limit), (Some(9), 3));
+    assert!(q.reason.is_none());
+    assert!(http::parse_query("princpal=x").is_err());
+}
