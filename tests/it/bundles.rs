@@ -16,6 +16,9 @@ use warden_tests::{
 #[path = "rollout.rs"]
 mod rollout;
 
+#[path = "audit_agent.rs"]
+mod audit_agent;
+
 const POLICY: &str = r#"package warden.authz
 
 import rego.v1

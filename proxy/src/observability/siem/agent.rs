@@ -55,7 +55,7 @@ impl Agent {
             .enable_all()
             .build()?;
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))
             // A redirect could turn the POST into a GET that "succeeds".
             .redirect(reqwest::redirect::Policy::none())
