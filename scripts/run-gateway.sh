@@ -3,7 +3,9 @@
 # bundled warden-mock MCP server behind it. Nothing else to start.
 #   gateway:  http://127.0.0.1:8080/mock/mcp   (MCP Streamable HTTP)
 #   admin:    http://127.0.0.1:9090/{metrics,healthz,readyz,status}
-# Ctrl-C stops both.
+#   console:  http://127.0.0.1:7070/console   (the control agent: the gateway
+#             takes its signed bundle from it and ships its audit records there)
+# Ctrl-C stops all three.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -19,7 +21,8 @@ BUNDLE="${WARDEN_BUNDLE:-$ROOT/config/examples/sidecar}"
 ./target/release/warden validate "$BUNDLE"
 ./target/release/warden-mock --listen 127.0.0.1:8931 &
 MOCK=$!
-trap 'kill "$MOCK" 2>/dev/null || true; wait "$MOCK" 2>/dev/null || true' EXIT
+AGENT=""
+trap 'kill "$MOCK" $AGENT 2>/dev/null || true; wait "$MOCK" $AGENT 2>/dev/null || true' EXIT
 # The mock must be listening before the gateway starts in front of it.
 for _ in $(seq 1 50); do
   if ! kill -0 "$MOCK" 2>/dev/null; then
@@ -55,4 +58,33 @@ case " $* " in
   *" --state-dir "*) ;;
   *) STATE=(--state-dir "$ROOT/target/demo/state") ;;
 esac
-./target/release/warden run --bundle "$BUNDLE" "${AUDIT[@]}" "${STATE[@]}" "$@"
+# The control agent serves the bundle (signed), the console, approvals and
+# the fleet's audit search. Demo tokens only: a deployment sets its own
+# (WARDEN_AGENT_ADMIN_TOKEN, WARDEN_AGENT_FLEET_TOKEN, --approvers, --viewers).
+DEMO="$ROOT/target/demo"
+mkdir -p "$DEMO/agent"
+[ -s "$DEMO/bundle.key" ] || ./target/release/warden-agent keygen --private "$DEMO/bundle.key" --public "$DEMO/bundle.pub" >/dev/null
+sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+ADMIN_TOKEN="${WARDEN_AGENT_ADMIN_TOKEN:-demo-admin-token-0001}"
+FLEET_TOKEN="${WARDEN_AGENT_FLEET_TOKEN:-demo-fleet-token-0001}"
+printf 'ann: %s\n' "$(sha demo-approver-token-01)" >"$DEMO/approvers.yaml"
+printf 'vic: %s\n' "$(sha demo-viewer-token-0001)" >"$DEMO/viewers.yaml"
+WARDEN_AGENT_ADMIN_TOKEN="$ADMIN_TOKEN" WARDEN_AGENT_FLEET_TOKEN="$FLEET_TOKEN" \
+  ./target/release/warden-agent serve --source "$BUNDLE" --state "$DEMO/agent" \
+  --signing-key "$DEMO/bundle.key" --listen "${WARDEN_AGENT_LISTEN:-127.0.0.1:7070}" \
+  --approvers "$DEMO/approvers.yaml" --viewers "$DEMO/viewers.yaml" >/dev/null &
+AGENT=$!
+AGENT_URL="http://${WARDEN_AGENT_LISTEN:-127.0.0.1:7070}"
+for _ in $(seq 1 100); do
+  if ! kill -0 "$AGENT" 2>/dev/null; then
+    echo "[run] warden-agent could not start on ${AGENT_URL#http://} (is the port in use? WARDEN_AGENT_LISTEN=127.0.0.1:PORT picks another)" >&2
+    exit 1
+  fi
+  curl -fsS "$AGENT_URL/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+echo "[run] console: $AGENT_URL/console — log in with $ADMIN_TOKEN (admin), demo-approver-token-01 (approver ann) or demo-viewer-token-0001 (viewer vic)" >&2
+unset WARDEN_BUNDLE
+./target/release/warden run --agent "$AGENT_URL" --agent-token "$FLEET_TOKEN" \
+  --bundle-public-key "$DEMO/bundle.pub" --gateway-id demo-1 \
+  "${AUDIT[@]}" "${STATE[@]}" "$@"

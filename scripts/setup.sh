@@ -25,6 +25,8 @@ if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then
   command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-server redis-tools)
   # The SIEM export is tested against a real rsyslog (TCP and TLS).
   [ -x /usr/sbin/rsyslogd ] && [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || need_apt+=(rsyslog rsyslog-gnutls)
+  # The web console is tested in a real browser (WebDriver).
+  [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || need_apt+=(chromium chromium-driver)
 fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"

@@ -6,6 +6,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod build;
+pub mod console;
 pub mod rollout;
 pub mod server;
 pub mod store;

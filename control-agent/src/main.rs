@@ -121,6 +121,11 @@ enum Cmd {
         /// Without it, held calls wait and nobody can approve them.
         #[arg(long)]
         approvers: Option<PathBuf>,
+        /// Console viewers (read-only): a YAML map of name → SHA-256 (hex)
+        /// of their token, or `{token_sha256, tenants}` (the approvers
+        /// file's format).
+        #[arg(long)]
+        viewers: Option<PathBuf>,
     },
     /// Held calls: list them, approve or deny one (an approver's token).
     Approvals {
@@ -408,6 +413,7 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
             audit_retention,
             audit_max_rows,
             approvers,
+            viewers,
         } => {
             if admin_token.len() < 16 || fleet_token.len() < 16 {
                 bail!("admin and fleet tokens must be at least 16 characters");
@@ -419,6 +425,15 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                 Some(p) => warden_agent::approvals::read_approvers(p)?,
                 None => Default::default(),
             };
+            let viewers = match &viewers {
+                Some(p) => warden_agent::approvals::read_approvers(p)?,
+                None => Default::default(),
+            };
+            if let Some((name, _)) = viewers.iter().find(|(n, v)| {
+                approvers.contains_key(*n) || approvers.values().any(|a| a.token == v.token)
+            }) {
+                bail!("viewer `{name}` is also an approver (by name or token): give each person one role and one token");
+            }
             let approvals = Arc::new(warden_agent::approvals::Approvals::open(&state, approvers)?);
             let audit = Arc::new(warden_agent::audit::AuditStore::open(
                 &state.join("audit.sqlite3"),
@@ -465,6 +480,7 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                     approvals,
                     metrics: Default::default(),
                     audit,
+                    console: warden_agent::console::Console::new(viewers),
                 });
                 warden_agent::server::serve(listener, api).await
             })?;

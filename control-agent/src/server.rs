@@ -17,6 +17,7 @@
 //! | `GET /v1/audit`, `/v1/audit/verify`, `/v1/audit/live` | admin | search the shipped records, verify their chains, the last minutes' figures |
 //! | `GET /metrics` | — | Prometheus: approvals waiting, the oldest wait, decisions, audit rows |
 //! | `GET /healthz` | — | liveness |
+//! | `/console…` | a console session (login with a token) | the web console: see [`crate::console`] |
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -45,6 +46,11 @@ impl Tokens {
             fleet: Sha256::digest(fleet.as_bytes()).into(),
         }
     }
+
+    /// Whether `digest` is the admin token's.
+    pub fn is_admin(&self, digest: &[u8; 32]) -> bool {
+        *digest == self.admin
+    }
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -62,6 +68,8 @@ pub struct Api {
     pub metrics: Metrics,
     /// Audit records shipped by the gateways (search, live, verification).
     pub audit: Arc<crate::audit::AuditStore>,
+    /// The web console's sessions and viewers (`/console`).
+    pub console: crate::console::Console,
 }
 
 /// The agent's own metrics.
@@ -71,6 +79,7 @@ pub struct Metrics {
     oldest: prometheus::Gauge,
     decisions: prometheus::IntCounterVec,
     claims: prometheus::IntCounterVec,
+    console_sessions: prometheus::IntGauge,
     /// Records in the audit store.
     pub(crate) audit_rows: prometheus::IntGauge,
     /// Audit lines shipped by gateways, by result.
@@ -106,6 +115,11 @@ impl Default for Metrics {
             &["answer"],
         )
         .expect("metric");
+        let console_sessions = prometheus::IntGauge::new(
+            "warden_agent_console_sessions",
+            "Console sessions open (bounded by the console's session table)",
+        )
+        .expect("metric");
         let audit_rows = prometheus::IntGauge::new(
             "warden_agent_audit_rows",
             "Audit records kept in the agent's store",
@@ -122,6 +136,7 @@ impl Default for Metrics {
         for c in [
             Box::new(audit_rows.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(audit_ingested.clone()),
+            Box::new(console_sessions.clone()),
             Box::new(waiting.clone()),
             Box::new(oldest.clone()),
             Box::new(decisions.clone()),
@@ -135,6 +150,7 @@ impl Default for Metrics {
             oldest,
             decisions,
             claims,
+            console_sessions,
             audit_rows,
             audit_ingested,
         }
@@ -200,6 +216,9 @@ impl Api {
         self.metrics.waiting.set(n as i64);
         self.metrics.oldest.set(oldest.as_secs_f64());
         self.metrics.audit_rows.set(self.audit.rows() as i64);
+        self.metrics
+            .console_sessions
+            .set(self.console.sessions.count() as i64);
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&self.metrics.registry.gather())
             .unwrap_or_default();
@@ -297,28 +316,8 @@ impl Api {
                     Ok(b) => b,
                     Err(e) => return error(StatusCode::BAD_REQUEST, &e),
                 };
-                let res = self
-                    .approvals
-                    .decide(id, name, verdict.clone(), body.comment, now);
-                let action = match verdict {
-                    Verdict::Approve => "approval.approve",
-                    Verdict::Deny => "approval.deny",
-                };
-                self.store.record(
-                    &format!("approver:{name}"),
-                    action,
-                    None,
-                    res.is_ok(),
-                    &match &res {
-                        Ok(_) => id.to_owned(),
-                        Err(e) => format!("{id}: {e}"),
-                    },
-                );
-                match res {
-                    Ok(v) => {
-                        self.metrics.decisions.with_label_values(&[verb]).inc();
-                        json(StatusCode::OK, &v)
-                    }
+                match self.decide(name, id, verdict, body.comment) {
+                    Ok(v) => json(StatusCode::OK, &v),
                     Err(e @ Refused::NotFound) => error(StatusCode::NOT_FOUND, &e.to_string()),
                     Err(e @ Refused::SelfApproval) => error(StatusCode::FORBIDDEN, &e.to_string()),
                     Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
@@ -332,6 +331,39 @@ impl Api {
         }
     }
 
+    /// An approver's answer to a held call, recorded and counted (the API
+    /// and the console both decide through here).
+    pub fn decide(
+        &self,
+        approver: &str,
+        id: &str,
+        verdict: Verdict,
+        comment: Option<String>,
+    ) -> Result<serde_json::Value, Refused> {
+        let now = std::time::SystemTime::now();
+        let res = self
+            .approvals
+            .decide(id, approver, verdict.clone(), comment, now);
+        let (action, verb) = match verdict {
+            Verdict::Approve => ("approval.approve", "approve"),
+            Verdict::Deny => ("approval.deny", "deny"),
+        };
+        self.store.record(
+            &format!("approver:{approver}"),
+            action,
+            None,
+            res.is_ok(),
+            &match &res {
+                Ok(_) => id.to_owned(),
+                Err(e) => format!("{id}: {e}"),
+            },
+        );
+        if res.is_ok() {
+            self.metrics.decisions.with_label_values(&[verb]).inc();
+        }
+        res
+    }
+
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Resp, Infallible> {
         let path = req.uri().path().to_owned();
         if path == "/healthz" {
@@ -339,6 +371,9 @@ impl Api {
         }
         if path == "/metrics" {
             return Ok(self.metrics_text());
+        }
+        if path == "/console" || path.starts_with("/console/") {
+            return Ok(self.console(req).await);
         }
         let Some(role) = self.role(&req) else {
             let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
@@ -572,10 +607,14 @@ async fn read_json_or_empty<T: serde::de::DeserializeOwned + Default>(
 /// Serves the API until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>) -> anyhow::Result<()> {
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, peer) = listener.accept().await?;
         let api = api.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| api.clone().handle(req));
+            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut()
+                    .insert(crate::console::PeerAddr(peer.ip()));
+                api.clone().handle(req)
+            });
             let _ =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)

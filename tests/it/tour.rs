@@ -111,23 +111,47 @@ fn the_readme_tour_prints_what_it_promises() {
         .replace("127.0.0.1:8931", &mock.addr.to_string());
     std::fs::write(bundle.join("warden.yaml"), yaml).expect("write");
     let audit = w.join("target/demo/audit.jsonl");
+    // As `scripts/run-gateway.sh` runs it: the control agent serves the
+    // example bundle (signed) and the console; the gateway takes its bundle
+    // from the agent and ships its audit records there.
+    let (private, public) = warden_tests::keygen(w, "demo");
+    let agent = warden_tests::Agent::start_with(
+        &bundle,
+        &w.join("target/demo/agent"),
+        Some(&private),
+        &[
+            "--admin-token".as_ref(),
+            "demo-admin-token-0001".as_ref(),
+            "--fleet-token".as_ref(),
+            "demo-fleet-token-0001".as_ref(),
+        ],
+    )
+    .expect("agent on the example bundle");
     let gw = Gateway::start_with(
         "unused",
         true,
         &[],
         &[
-            "--bundle",
-            bundle.to_str().expect("utf8"),
+            "--agent",
+            &agent.url,
+            "--agent-token",
+            "demo-fleet-token-0001",
+            "--bundle-public-key",
+            public.to_str().expect("utf8"),
+            "--gateway-id",
+            "demo-1",
             "--audit",
             audit.to_str().expect("utf8"),
         ],
         Some(addr),
     )
     .expect("gateway on the example bundle");
+    let agent_port = agent.url.rsplit(':').next().unwrap_or("").to_owned();
     let ports = |s: &str| {
         s.replace(":8080", &format!(":{}", addr.port()))
             .replace(":9090", &format!(":{}", gw.admin.port()))
             .replace(":8931", &format!(":{}", mock.addr.port()))
+            .replace(":7070", &format!(":{agent_port}"))
     };
     let prelude = vars.join("\n");
     let mut failures = Vec::new();
@@ -159,6 +183,7 @@ fn the_readme_tour_prints_what_it_promises() {
         failures.join("\n\n")
     );
     drop(gw);
+    drop(agent);
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -477,7 +477,7 @@ impl Gateway {
         .unwrap_or_default()
     }
 
-    fn wait_ready(&self) -> Result<()> {
+    pub fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if sync_get_status(self.admin, "/readyz") == Some(200) {

@@ -739,7 +739,8 @@ impl AuditStore {
 
     /// Figures of the last `window` (1 s to 1 h): calls (`tools/call`
     /// requests) per second, by outcome, tool, principal and gateway; the
-    /// reasons given; DLP findings; latency of the calls' replies.
+    /// reasons given; DLP findings; latency of the calls (each call's record
+    /// is written after its reply, with the time it took).
     pub fn live(
         &self,
         window: Duration,
@@ -789,24 +790,21 @@ impl AuditStore {
             if method.as_deref() != Some("tools/call") {
                 continue;
             }
-            match direction.as_str() {
-                "request" => {
-                    calls += 1;
-                    if let Some(n) = per_second.get_mut(&ts_us.div_euclid(1_000_000)) {
-                        *n += 1;
-                    }
-                    *outcomes.entry(r.get::<_, String>(4)?).or_insert(0) += 1;
-                    let tool = r.get::<_, Option<String>>(5)?.unwrap_or_else(|| "-".into());
-                    *tools.entry(tool).or_insert(0) += 1;
-                    *principals.entry(r.get::<_, String>(6)?).or_insert(0) += 1;
-                    *gateways.entry(r.get::<_, String>(1)?).or_insert(0) += 1;
+            if direction == "request" {
+                calls += 1;
+                if let Some(n) = per_second.get_mut(&ts_us.div_euclid(1_000_000)) {
+                    *n += 1;
                 }
-                "response" => {
-                    if let Some(l) = r.get::<_, Option<i64>>(8)? {
-                        latencies.push(l.max(0) as u64);
-                    }
+                *outcomes.entry(r.get::<_, String>(4)?).or_insert(0) += 1;
+                let tool = r.get::<_, Option<String>>(5)?.unwrap_or_else(|| "-".into());
+                *tools.entry(tool).or_insert(0) += 1;
+                *principals.entry(r.get::<_, String>(6)?).or_insert(0) += 1;
+                *gateways.entry(r.get::<_, String>(1)?).or_insert(0) += 1;
+                // The gateway writes one record per call, after its
+                // reply: its latency is the call's.
+                if let Some(l) = r.get::<_, Option<i64>>(8)? {
+                    latencies.push(l.max(0) as u64);
                 }
-                _ => {}
             }
         }
         latencies.sort_unstable();

@@ -34,7 +34,9 @@ impl Trail {
         self.lines.last().unwrap()
     }
 
-    /// A call: its request and reply records.
+    /// A call: its record (the gateway writes one per client message,
+    /// after the reply, with the call's latency), and a reply record as an
+    /// older trail might hold (ignored by the live figures).
     fn call(&mut self, ts_s: i64, principal: &str, tenant: &str, tool: &str, outcome: &str) {
         let ts = jiff::Timestamp::from_second(ts_s).unwrap().to_string();
         let trace = format!("trace-{}", self.seq);
@@ -42,7 +44,7 @@ impl Trail {
         self.push(serde_json::json!({
             "ts": ts, "principal": principal, "tenant": tenant, "server": "mock",
             "direction": "request", "method": "tools/call", "tool": tool, "outcome": outcome,
-            "reason": reason, "trace_id": trace, "latency_us": 1000, "status": 200,
+            "reason": reason, "trace_id": trace, "latency_us": 2000 + self.seq, "status": 200,
             "dlp": if tool == "leak" { serde_json::json!([{"detector": "email", "rule": "r", "path": "$", "action": "redact"}]) } else { serde_json::json!([]) },
         }));
         if outcome == "forwarded" {

@@ -13,6 +13,15 @@ impl Store {
         }
         Selector(r.labels.clone()).check()?;
         r.stats.check()?;
+        if r.upstreams.len() > MAX_REPORTED_UPSTREAMS
+            || r.upstreams
+                .iter()
+                .any(|u| u.server.is_empty() || u.server.len() > 256 || u.healthy > u.replicas)
+        {
+            return Err(format!(
+                "upstreams: at most {MAX_REPORTED_UPSTREAMS}, each named (1-256 bytes) with healthy <= replicas"
+            ));
+        }
         let mut inner = self.lock();
         if !inner.fleet.contains_key(&r.id) && inner.fleet.len() >= MAX_FLEET {
             let forget = self.stale_after * 10;
@@ -21,11 +30,24 @@ impl Store {
                 return Err(format!("the fleet table holds {MAX_FLEET} gateways"));
             }
         }
+        let now = Instant::now();
+        let rate = match inner.fleet.get(&r.id) {
+            Some(m) if r.stats.calls >= m.report.stats.calls => {
+                let secs = now.duration_since(m.seen).as_secs_f64();
+                if secs > 0.0 {
+                    (r.stats.calls - m.report.stats.calls) as f64 / secs
+                } else {
+                    m.rate
+                }
+            }
+            _ => 0.0,
+        };
         inner.fleet.insert(
             r.id.clone(),
             Member {
                 report: r,
-                seen: Instant::now(),
+                seen: now,
+                rate,
             },
         );
         Ok(())
@@ -51,6 +73,8 @@ impl Store {
                     "healthy": m.report.healthy,
                     "last_error": m.report.last_error,
                     "calls": m.report.stats.calls,
+                    "calls_per_sec": m.rate,
+                    "upstreams": m.report.upstreams,
                     "last_seen_secs": age.as_secs_f64(),
                     "stale": age > self.stale_after,
                 })

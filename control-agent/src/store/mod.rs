@@ -17,6 +17,7 @@ use crate::build::{self, BuildFailure, KillState, Signer};
 use crate::rollout::{self, Guard, Labels, Selector, Stats, Target, Verdict};
 
 mod canary;
+mod changes;
 mod fleet;
 
 /// One published revision.
@@ -110,12 +111,29 @@ pub struct Report {
     /// Counters since the gateway started (canaries are judged on them).
     #[serde(default)]
     pub stats: Stats,
+    /// Each upstream server's replicas and how many pass health checks.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamHealth>,
 }
+
+/// One upstream server as a gateway sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamHealth {
+    pub server: String,
+    pub replicas: u32,
+    pub healthy: u32,
+}
+
+/// Upstream servers one report may list.
+pub const MAX_REPORTED_UPSTREAMS: usize = 1024;
 
 #[derive(Debug)]
 struct Member {
     report: Report,
     seen: Instant,
+    /// Client calls per second between its last two reports.
+    rate: f64,
 }
 
 struct Inner {
@@ -485,16 +503,37 @@ impl Store {
         action: &str,
         res: Result<Arc<Published>, BuildFailure>,
     ) -> Result<Arc<Published>, BuildFailure> {
+        self.after_with(actor, action, "", res)
+    }
+
+    /// As [`Store::after`], saying what was done (`detail`) in the record.
+    fn after_with(
+        &self,
+        actor: &str,
+        action: &str,
+        detail: &str,
+        res: Result<Arc<Published>, BuildFailure>,
+    ) -> Result<Arc<Published>, BuildFailure> {
         match &res {
             Ok(p) => {
                 self.lock().last_error = None;
-                self.record(actor, action, Some(&p.revision), true, "");
+                self.record(actor, action, Some(&p.revision), true, detail);
                 tracing::info!(revision = %p.revision, action, "published");
             }
             Err(e) => {
                 let msg = e.to_string();
                 self.lock().last_error = Some(msg.clone());
-                self.record(actor, action, None, false, &msg);
+                self.record(
+                    actor,
+                    action,
+                    None,
+                    false,
+                    &if detail.is_empty() {
+                        msg.clone()
+                    } else {
+                        format!("{detail}: {msg}")
+                    },
+                );
                 tracing::error!(action, "refused to publish:\n{msg}");
             }
         }
@@ -531,7 +570,7 @@ impl Store {
                 )
             });
         drop(inner);
-        self.after(actor, "rollback", res)
+        self.after_with(actor, "rollback", &format!("to {to}"), res)
     }
 
     /// Changes the kill switch: every served revision (for everyone, for a
@@ -550,7 +589,7 @@ impl Store {
         let mut kill = inner.kill.clone();
         if let Err(e) = kill.set(scope, value, on) {
             drop(inner);
-            return self.after(actor, action, Err(io(e)));
+            return self.after_with(actor, action, &format!("{scope} {value}"), Err(io(e)));
         }
         let reason = format!("{action} {scope} {value}");
         let res = (|| {
@@ -599,7 +638,7 @@ impl Store {
             );
         }
         drop(inner);
-        self.after(actor, action, res)
+        self.after_with(actor, action, &format!("{scope} {value}"), res)
     }
 
     /// The revision for everyone (the newest served one without a target).

@@ -493,6 +493,21 @@ impl BundleWatcher {
             return;
         };
         let st = self.target.status.status.load();
+        // Each server's replicas and how many pass their health checks.
+        let upstreams: Vec<serde_json::Value> = self
+            .target
+            .current
+            .load()
+            .health()
+            .into_iter()
+            .map(|(server, list)| {
+                serde_json::json!({
+                    "server": server,
+                    "replicas": list.len(),
+                    "healthy": list.iter().filter(|(_, ok)| *ok).count(),
+                })
+            })
+            .collect();
         let body = serde_json::json!({
             "id": self.opts.gateway_id,
             "revision": st.revision,
@@ -500,6 +515,7 @@ impl BundleWatcher {
             "last_error": st.last_error,
             "labels": self.opts.labels,
             "stats": crate::observability::metrics::fleet_stats(),
+            "upstreams": upstreams,
         });
         let mut req = client.post(url).json(&body);
         if let Some(t) = token {

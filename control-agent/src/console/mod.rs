@@ -1,0 +1,397 @@
+//! The web console, served by the agent under `/console`: the fleet, bundle
+//! history with diffs and rollback, the approvals queue, audit search with
+//! chain verification, and live figures.
+//!
+//! Pages are rendered on the server with `askama` (HTML escaping on by
+//! default; no template marks anything safe) and work without JavaScript:
+//! every action is a plain form POST. Security of the console itself:
+//!
+//! - **Login** with a token the agent already knows: the admin token
+//!   (role `admin`), an approver's token (`approver`, scoped to the tenants
+//!   the approvers file gives), or a viewer's token (`--viewers FILE`,
+//!   same format: `viewer`). Failed logins are limited per address
+//!   ([`session::MAX_FAILURES`] per [`session::FAIL_WINDOW`]).
+//! - **Sessions** in an `HttpOnly; Secure; SameSite=Strict` cookie (see
+//!   [`session`]); the table keeps digests only and is bounded.
+//! - **CSRF**: every POST carries the session's token in a form field
+//!   (compared in constant time), and a POST whose `Origin` or
+//!   `Sec-Fetch-Site` says another site sent it is refused — the login form
+//!   included.
+//! - **Headers**: a strict Content-Security-Policy (`default-src 'none'`,
+//!   styles and images from the agent only, no scripts at all, forms only
+//!   to the agent, no framing), `X-Content-Type-Options: nosniff`,
+//!   `Referrer-Policy: same-origin` (a browser then names the origin of its own POSTs; `no-referrer` would make it `null`), `Cache-Control: no-store`.
+//! - **Nothing secret rendered**: arguments, results and justifications
+//!   are shown after DLP redaction with the built-in detectors (the
+//!   gateways redacted them already; this is the second pass).
+//! - **Every console action is audited** in the agent's change record
+//!   (`changes.jsonl`, actor `console:<name>`): logins (failed ones too),
+//!   logouts, refused requests, approvals, denials, rollbacks, kill
+//!   switches, audit searches and verifications, record views.
+//! - The rules of the CLI hold: only an approver decides a held call, never
+//!   their own, distinct approvers for CRITICAL, tenant scoping
+//!   (`Approvals::decide` enforces them for the API and the console alike).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
+use crate::approvals::Approver;
+use crate::server::Api;
+
+mod diff;
+mod pages;
+pub mod session;
+
+pub use session::{Role, Sessions, User};
+
+type Resp = Response<Full<Bytes>>;
+
+/// The most a console form may send.
+const MAX_FORM: usize = 16 * 1024;
+
+/// The console's own state.
+#[derive(Default)]
+pub struct Console {
+    pub sessions: Sessions,
+    /// Read-only users: name → token digest and tenants (`--viewers`).
+    pub viewers: BTreeMap<String, Approver>,
+    /// Redacts what records and approvals show (the built-in detectors).
+    redactor: std::sync::OnceLock<Option<warden_filters::engines::dlp::Scanner>>,
+}
+
+/// The address a connection came from (set by the server).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub IpAddr);
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+impl Console {
+    pub fn new(viewers: BTreeMap<String, Approver>) -> Console {
+        Console {
+            viewers,
+            ..Default::default()
+        }
+    }
+
+    /// `text` with every built-in DLP detector's match replaced.
+    pub fn redact(&self, text: &str) -> String {
+        let scanner = self
+            .redactor
+            .get_or_init(|| warden_filters::engines::dlp::Scanner::new(&[]).ok());
+        match scanner {
+            Some(s) => warden_filters::snapshot::redact_with(s, text, usize::MAX),
+            // No scanner: show nothing rather than something unchecked.
+            None => "[not shown: the redactor did not start]".into(),
+        }
+    }
+}
+
+/// Adds the console's security headers.
+fn harden(mut r: Resp) -> Resp {
+    let h = r.headers_mut();
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    r
+}
+
+fn html(status: StatusCode, body: String) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    harden(r)
+}
+
+fn redirect(to: &str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert("location", v);
+    }
+    harden(r)
+}
+
+fn plain(status: StatusCode, text: &str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(text.to_owned())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    harden(r)
+}
+
+fn cookie_of(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == session::COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Whether a state-changing request came from another site: its `Origin`
+/// names a host other than the one it was sent to, or the browser says
+/// (`Sec-Fetch-Site`) it is cross-site.
+fn cross_site(req: &Request<Incoming>) -> bool {
+    let h = req.headers();
+    if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if !matches!(site, "same-origin" | "none") {
+            return true;
+        }
+    }
+    if let Some(origin) = h.get("origin") {
+        let host = h.get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let origin = origin.to_str().unwrap_or("null");
+        let origin_host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .unwrap_or("\u{0}");
+        return origin_host != host;
+    }
+    false
+}
+
+/// A form body, decoded (`application/x-www-form-urlencoded`).
+async fn read_form(req: Request<Incoming>) -> Result<BTreeMap<String, String>, String> {
+    let body = http_body_util::Limited::new(req.into_body(), MAX_FORM)
+        .collect()
+        .await
+        .map_err(|e| format!("form: {e}"))?
+        .to_bytes();
+    let mut out = BTreeMap::new();
+    for (k, v) in url::form_urlencoded::parse(&body) {
+        // A field given twice is refused: no reading one and acting on another.
+        if out.insert(k.into_owned(), v.into_owned()).is_some() {
+            return Err("a form field was given twice".into());
+        }
+    }
+    Ok(out)
+}
+
+/// The query string, decoded (a field given twice keeps the first).
+fn query_of(req: &Request<Incoming>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(q) = req.uri().query() {
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+        }
+    }
+    out
+}
+
+impl Api {
+    /// Who a token makes its bearer in the console.
+    fn console_user(&self, token: &str) -> Option<User> {
+        use sha2::{Digest, Sha256};
+        let token = token.trim();
+        if token.is_empty() {
+            return None;
+        }
+        let d: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if self.tokens.is_admin(&d) {
+            return Some(User {
+                name: "admin".into(),
+                role: Role::Admin,
+                tenants: vec![],
+            });
+        }
+        if let Some((name, a)) = self.approvals.approvers.iter().find(|(_, a)| a.token == d) {
+            return Some(User {
+                name: name.clone(),
+                role: Role::Approver,
+                tenants: a.tenants.clone(),
+            });
+        }
+        self.console
+            .viewers
+            .iter()
+            .find(|(_, a)| a.token == d)
+            .map(|(name, a)| User {
+                name: name.clone(),
+                role: Role::Viewer,
+                tenants: a.tenants.clone(),
+            })
+    }
+
+    /// Writes a console action to the change record.
+    fn console_record(&self, who: &str, action: &str, ok: bool, detail: &str) {
+        self.store.record(
+            &format!("console:{who}"),
+            &format!("console.{action}"),
+            None,
+            ok,
+            detail,
+        );
+    }
+
+    /// Serves `/console…`.
+    pub async fn console(self: &Arc<Self>, req: Request<Incoming>) -> Resp {
+        let path = req.uri().path().to_owned();
+        let method = req.method().clone();
+        let peer = req
+            .extensions()
+            .get::<PeerAddr>()
+            .map(|p| p.0)
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        match (&method, path.as_str()) {
+            (&Method::GET, "/console/static/console.css") => {
+                let mut r = Response::new(Full::new(Bytes::from_static(include_bytes!(
+                    "../../static/console.css"
+                ))));
+                r.headers_mut().insert(
+                    "content-type",
+                    HeaderValue::from_static("text/css; charset=utf-8"),
+                );
+                let mut r = harden(r);
+                r.headers_mut()
+                    .insert("cache-control", HeaderValue::from_static("max-age=300"));
+                return r;
+            }
+            (&Method::GET, "/console/login") => return self.login_page(None, StatusCode::OK),
+            (&Method::POST, "/console/login") => return self.login(req, peer).await,
+            _ => {}
+        }
+        let cookie = cookie_of(&req);
+        let Some(session) = cookie.as_deref().and_then(|c| self.console.sessions.get(c)) else {
+            return if method == Method::GET {
+                redirect("/console/login")
+            } else {
+                plain(StatusCode::UNAUTHORIZED, "log in first")
+            };
+        };
+        let user = session.user.clone();
+        if method == Method::POST {
+            if cross_site(&req) {
+                self.console_record(
+                    &user.name,
+                    "refused",
+                    false,
+                    &format!("cross-site POST {path}"),
+                );
+                return plain(
+                    StatusCode::FORBIDDEN,
+                    "refused: the request came from another site",
+                );
+            }
+            let form = match read_form(req).await {
+                Ok(f) => f,
+                Err(e) => return plain(StatusCode::BAD_REQUEST, &e),
+            };
+            let token_ok = form
+                .get("csrf")
+                .is_some_and(|t| session::same_secret(t, &session.csrf));
+            if !token_ok {
+                self.console_record(
+                    &user.name,
+                    "refused",
+                    false,
+                    &format!("no valid CSRF token on POST {path}"),
+                );
+                return plain(
+                    StatusCode::FORBIDDEN,
+                    "refused: the form's CSRF token is missing or wrong (reload the page)",
+                );
+            }
+            if path == "/console/logout" {
+                if let Some(c) = &cookie {
+                    self.console.sessions.close(c);
+                }
+                self.console_record(&user.name, "logout", true, "");
+                let mut r = redirect("/console/login");
+                r.headers_mut().insert(
+                    "set-cookie",
+                    HeaderValue::from_static(
+                        "warden_console=; Path=/console; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
+                    ),
+                );
+                return r;
+            }
+            let sid = cookie.clone().unwrap_or_default();
+            return self.console_post(&session, &sid, &path, form).await;
+        }
+        if method != Method::GET {
+            return plain(StatusCode::METHOD_NOT_ALLOWED, "GET or POST only");
+        }
+        let q = query_of(&req);
+        let sid = cookie.clone().unwrap_or_default();
+        self.console_get(&session, &sid, &path, q).await
+    }
+
+    async fn login(&self, req: Request<Incoming>, peer: IpAddr) -> Resp {
+        if cross_site(&req) {
+            self.console_record(
+                "-",
+                "login",
+                false,
+                &format!("cross-site login from {peer}"),
+            );
+            return plain(
+                StatusCode::FORBIDDEN,
+                "refused: the request came from another site",
+            );
+        }
+        if !self.console.sessions.may_try(peer) {
+            self.console_record(
+                "-",
+                "login",
+                false,
+                &format!("{peer}: too many failed logins"),
+            );
+            return self.login_page(
+                Some("Too many failed logins from this address: wait a few minutes."),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+        }
+        let form = match read_form(req).await {
+            Ok(f) => f,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, &e),
+        };
+        let Some(user) = form.get("token").and_then(|t| self.console_user(t)) else {
+            self.console.sessions.failed(peer);
+            self.console_record("-", "login", false, &format!("{peer}: unknown token"));
+            return self.login_page(
+                Some("That token is not one this agent knows."),
+                StatusCode::UNAUTHORIZED,
+            );
+        };
+        self.console.sessions.succeeded(peer);
+        self.console_record(
+            &user.name,
+            "login",
+            true,
+            &format!("{peer} as {}", user.role.as_str()),
+        );
+        let (id, _) = self.console.sessions.open(user);
+        let mut r = redirect("/console/fleet");
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{}={id}; Path=/console; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+            session::COOKIE,
+            session::MAX_AGE.as_secs()
+        )) {
+            r.headers_mut().insert("set-cookie", v);
+        }
+        r
+    }
+}

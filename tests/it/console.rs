@@ -1,0 +1,929 @@
+//! The web console in a real browser: Debian's `chromium`, driven through
+//! `chromedriver` with the `fantoccini` WebDriver client, against a running
+//! agent and a gateway serving a real MCP SDK server (Python) with real
+//! traffic.
+//!
+//! One test walks what an operator does: log in, watch calls in Live and
+//! Audit, verify the chain of what is shown, approve a held HIGH call and
+//! see it served, deny another, diff two bundle revisions and roll back,
+//! pull the kill switch. Beside it: a viewer cannot approve, a POST
+//! without the CSRF token (or from another site) is refused, and hostile
+//! text in a tool name, an argument and a justification renders inert.
+//!
+//! Screenshots of every page go to `$WARDEN_CONSOLE_SHOTS` when set (the
+//! ones in `docs/console/` were taken so), else to a temporary directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use warden_tests::{free_port, header, post_json, root, Agent, Gateway, Proc};
+
+const KEY: &str = "wk_console_agent_key_1";
+const ALICE: &str = "approver-alice-token-0001";
+const BOB: &str = "approver-bob-token-00002";
+const VIC: &str = "viewer-vic-token-0000003";
+/// Runs when a page interprets text as markup.
+const XSS: &str = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>";
+
+fn python() -> PathBuf {
+    let p = root().join("tests/peers/.venv/bin/python");
+    assert!(p.exists(), "Python peers missing: run scripts/setup.sh");
+    p
+}
+
+fn spawn(name: &str, cmd: &mut Command) -> Proc {
+    let quiet = std::env::var_os("WARDEN_TEST_LOG").is_none();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(if quiet {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        })
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    Proc {
+        child,
+        name: name.into(),
+    }
+}
+
+fn wait_port(addr: SocketAddr, p: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(p.is_running(), "{} exited", p.name);
+        assert!(Instant::now() < deadline, "{} never listened", p.name);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn source_yaml(py: SocketAddr, extra_rule: &str) -> String {
+    let key = warden_config::access::hash_api_key(KEY, &[7u8; 16]);
+    format!(
+        "version: 1\npolicy: {{entrypoint: data.ops.decision, denial: tool_error}}\n\
+identity:\n  resource: http://127.0.0.1/py/mcp\n  api_keys:\n    - {{id: agent-7, tenant: acme, roles: [developer], kind: agent, hash: \"{key}\"}}\n\
+approvals:\n  pending: 10m\n  expires: 5m\n\
+audit:\n  log_io: [HIGH]\n\
+catalog:\n  py:\n    default_risk: LOW\n    tools:\n      checksum: {{risk: HIGH}}\n\
+service_groups:\n  - name: g\n    servers:\n      - {{name: py, upstreams: [\"{py}\"]}}\n\
+routes:\n  - {{prefix: /py, server: py}}\n{extra_rule}"
+    )
+}
+
+const POLICY: &str = "package ops\nimport rego.v1\n\
+decision := {\"allow\": true, \"reason\": \"ok\", \"require_approval\": {\"approvers\": 1, \"reason\": \"checksums of customer data need a second pair of eyes\"}} if {\n\tinput.request.tool == \"checksum\"\n} else := {\"allow\": false, \"reason\": \"adding past 100 is not allowed\"} if {\n\tinput.request.tool == \"add\"\n\tinput.request.arguments.a > 100\n} else := {\"allow\": true, \"reason\": \"ok\"}\n";
+
+/// An MCP client session through the gateway (raw JSON-RPC over real sockets).
+struct Mcp {
+    url: String,
+    session: String,
+    next: u64,
+}
+
+impl Mcp {
+    async fn open(gw: &Gateway) -> Mcp {
+        let url = gw.url("/py/mcp");
+        let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+            "protocolVersion":"2025-06-18","capabilities":{},
+            "clientInfo":{"name":"console-test","version":"1"}}});
+        let (s, h, b) = post_json(&url, init.to_string(), &[("x-api-key", KEY)])
+            .await
+            .expect("initialize");
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+        let session = header(&h, "mcp-session-id").expect("session").to_owned();
+        let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
+        post_json(
+            &url,
+            note.to_string(),
+            &[("x-api-key", KEY), ("mcp-session-id", &session)],
+        )
+        .await
+        .expect("initialized");
+        Mcp {
+            url,
+            session,
+            next: 1,
+        }
+    }
+
+    /// Calls `tool`; returns the JSON-RPC reply.
+    async fn call(&mut self, tool: &str, args: Value, justification: Option<&str>) -> Value {
+        self.next += 1;
+        let body = json!({"jsonrpc":"2.0","id":self.next,"method":"tools/call",
+            "params":{"name":tool,"arguments":args}});
+        let mut h = vec![
+            ("x-api-key", KEY),
+            ("mcp-session-id", self.session.as_str()),
+        ];
+        if let Some(j) = justification {
+            h.push(("x-warden-justification", j));
+        }
+        let (_, _, b) = post_json(&self.url, body.to_string(), &h)
+            .await
+            .expect("call");
+        let text = String::from_utf8_lossy(&b).into_owned();
+        warden_tests::rpc_messages(&text)
+            .into_iter()
+            .find(|m| m.get("id").is_some())
+            .unwrap_or(Value::Null)
+    }
+}
+
+fn result_text(v: &Value) -> String {
+    v["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// `chromedriver` and the browsers it starts, ended on drop (the browsers
+/// by the id of every process using this test's profile directory).
+struct Driver {
+    proc: Proc,
+    port: u16,
+    profile: tempfile::TempDir,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        assert!(
+            Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists(),
+            "Chromium missing: run scripts/setup.sh (Debian packages chromium, chromium-driver)"
+        );
+        let port = free_port();
+        let mut proc = spawn(
+            "chromedriver",
+            Command::new("/usr/bin/chromedriver").arg(format!("--port={port}")),
+        );
+        wait_port(
+            format!("127.0.0.1:{port}").parse().expect("addr"),
+            &mut proc,
+        );
+        Driver {
+            proc,
+            port,
+            profile: tempfile::tempdir().expect("profile"),
+        }
+    }
+
+    async fn browser(&self) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         "--disable-dev-shm-usage", "--window-size=1440,1000",
+                         format!("--user-data-dir={}", self.profile.path().display())],
+            }),
+        );
+        ClientBuilder::rustls()
+            .expect("tls")
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a browser session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        // Browsers left behind: every process whose command line names the profile.
+        let mark = self.profile.path().display().to_string();
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmdline).contains(&mark) {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+struct Shots(PathBuf, #[allow(dead_code)] Option<tempfile::TempDir>);
+
+impl Shots {
+    fn new() -> Shots {
+        match std::env::var_os("WARDEN_CONSOLE_SHOTS") {
+            Some(d) => {
+                std::fs::create_dir_all(&d).expect("shots dir");
+                Shots(PathBuf::from(d), None)
+            }
+            None => {
+                let t = tempfile::tempdir().expect("tmp");
+                Shots(t.path().to_path_buf(), Some(t))
+            }
+        }
+    }
+
+    async fn take(&self, c: &Client, name: &str) {
+        let png = c.screenshot().await.expect("screenshot");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        std::fs::write(self.0.join(format!("{name}.png")), png).expect("write shot");
+    }
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    match c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+    {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(e) => panic!(
+            "{css}: {e} at {:?}:\n{}",
+            c.current_url().await.map(|u| u.to_string()),
+            c.source().await.unwrap_or_default()
+        ),
+    }
+}
+
+/// Clicks `css` (a submit button or a link) and waits for the next page.
+async fn click(c: &Client, css: &str) {
+    let old = c.find(Locator::Css("html")).await.expect("a page");
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while old.text().await.is_ok() {
+        assert!(Instant::now() < deadline, "clicking {css} led nowhere");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("body"))
+        .await
+        .expect("the next page");
+}
+
+async fn login(c: &Client, base: &str, token: &str) {
+    c.goto(&format!("{base}/console/login"))
+        .await
+        .expect("login page");
+    c.find(Locator::Css("#token"))
+        .await
+        .expect("token field")
+        .send_keys(token)
+        .await
+        .expect("type");
+    click(&c, "#login").await;
+    let who = text_of(c, "#who").await;
+    assert!(!who.is_empty(), "logged in");
+}
+
+async fn logout(c: &Client) {
+    click(c, "header form.who button").await;
+    c.find(Locator::Css("#token")).await.expect("back at login");
+}
+
+/// Reloads `url` until `css` holds `needle` (records reach the agent
+/// shortly after the calls).
+async fn until_page(c: &Client, url: &str, css: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        c.goto(url).await.expect("page");
+        let t = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if t.contains(needle) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url}: `{css}` never showed {needle:?}; last: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// No script of a hostile text ran, and no element it carried exists.
+async fn inert(c: &Client) {
+    let v = c
+        .execute(
+            "return [typeof window.__xss, document.querySelectorAll('img[src=x]').length];",
+            vec![],
+        )
+        .await
+        .expect("script");
+    assert_eq!(v, json!(["undefined", 0]), "a hostile text was interpreted");
+}
+
+/// A form POST with the browser's session cookie, as a script of another
+/// origin (or a tool outside the browser) would send it.
+async fn raw_post(base: &str, path: &str, cookie: &str, body: &str, extra: &[(&str, &str)]) -> u16 {
+    let c = format!("warden_console={cookie}");
+    let mut h = vec![
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("cookie", c.as_str()),
+    ];
+    h.extend_from_slice(extra);
+    let (s, _, _) = warden_tests::request(
+        &format!("{base}{path}"),
+        "POST",
+        &h,
+        bytes::Bytes::from(body.to_owned()),
+        false,
+    )
+    .await
+    .expect("post");
+    s
+}
+
+fn token_file(dir: &Path, name: &str, entries: &[(&str, &str, &str)]) -> PathBuf {
+    use sha2::Digest;
+    let text: String = entries
+        .iter()
+        .map(|(n, t, tenants)| {
+            format!(
+                "{n}: {{token_sha256: {}, tenants: [{tenants}]}}\n",
+                hex::encode(sha2::Sha256::digest(t.as_bytes()))
+            )
+        })
+        .collect();
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("tokens");
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_runs_the_fleet_from_the_console() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let py_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut py = spawn(
+        "python MCP server",
+        Command::new(python())
+            .arg(root().join("tests/peers/py_server.py"))
+            .arg(port.to_string())
+            .arg("streamable-http"),
+    );
+    wait_port(py_addr, &mut py);
+
+    let (source, state) = (dir.path().join("source"), dir.path().join("state"));
+    std::fs::create_dir_all(source.join("policies")).expect("mkdir");
+    std::fs::write(source.join("warden.yaml"), source_yaml(py_addr, "")).expect("yaml");
+    std::fs::write(source.join("policies/ops.rego"), POLICY).expect("rego");
+    let approvers = token_file(
+        dir.path(),
+        "approvers.yaml",
+        &[("alice", ALICE, ""), ("bob", BOB, "")],
+    );
+    let viewers = token_file(dir.path(), "viewers.yaml", &[("vic", VIC, "")]);
+    let (private, public) = warden_tests::keygen(dir.path(), "k");
+    let agent = Agent::start_with(
+        &source,
+        &state,
+        Some(&private),
+        &[
+            "--approvers".as_ref(),
+            approvers.as_os_str(),
+            "--viewers".as_ref(),
+            viewers.as_os_str(),
+        ],
+    )
+    .expect("agent");
+    let gw =
+        Gateway::on_agent(&agent.url, &public, &dir.path().join("gw-1"), "gw-1").expect("gateway");
+    gw.wait_ready().expect("ready");
+    let base = agent.url.clone();
+
+    let driver = Driver::start();
+    let c = driver.browser().await;
+    let shots = Shots::new();
+
+    // Not logged in: every page sends to the login; a wrong token is refused.
+    c.goto(&format!("{base}/console/audit"))
+        .await
+        .expect("goto");
+    assert!(c
+        .current_url()
+        .await
+        .expect("url")
+        .path()
+        .ends_with("/console/login"));
+    c.find(Locator::Css("#token"))
+        .await
+        .expect("field")
+        .send_keys("not-a-token-of-this-agent")
+        .await
+        .expect("type");
+    click(&c, "#login").await;
+    assert!(text_of(&c, "#error")
+        .await
+        .contains("not one this agent knows"));
+    shots.take(&c, "login").await;
+
+    // Traffic: allowed calls, a denial, hostile text in a tool name, an
+    // argument and a justification.
+    let mut mcp = Mcp::open(&gw).await;
+    for i in 0..5 {
+        let r = mcp
+            .call("echo", json!({"text": format!("hello {i}")}), None)
+            .await;
+        assert_eq!(result_text(&r), format!("hello {i}"), "{r}");
+    }
+    let denied = mcp.call("add", json!({"a": 500, "b": 1}), None).await;
+    assert!(denied.to_string().contains("adding past 100"), "{denied}");
+    let r = mcp.call("echo", json!({"text": XSS}), Some(XSS)).await;
+    assert_eq!(result_text(&r), XSS, "{r}");
+    let unknown = mcp.call(XSS, json!({}), None).await;
+    assert!(
+        unknown.get("error").is_some() || unknown["result"]["isError"] == true,
+        "{unknown}"
+    );
+
+    // The admin logs in: the fleet shows the gateway, its upstream, its revision.
+    login(&c, &base, warden_tests::ADMIN_TOKEN).await;
+    let fleet = until_page(&c, &format!("{base}/console/fleet"), "#gateways", "gw-1").await;
+    assert!(fleet.contains("healthy"), "{fleet}");
+    until_page(&c, &format!("{base}/console/fleet"), "#gateways", "py 1/1").await;
+    shots.take(&c, "fleet").await;
+
+    // Live and Audit show the calls.
+    let live = until_page(&c, &format!("{base}/console/live"), "#tools", "echo").await;
+    assert!(live.contains("echo"), "{live}");
+    let outcomes = text_of(&c, "#outcomes").await;
+    assert!(
+        outcomes.contains("denied") || outcomes.contains("forwarded"),
+        "{outcomes}"
+    );
+    assert!(text_of(&c, "#reasons").await.contains("adding past 100"));
+    shots.take(&c, "live").await;
+    inert(&c).await;
+
+    let records = until_page(
+        &c,
+        &format!("{base}/console/audit?tool=echo"),
+        "#records",
+        "echo",
+    )
+    .await;
+    assert!(!records.contains(" add "), "filtered by tool: {records}");
+    assert!(text_of(&c, "#total").await.parse::<u64>().unwrap_or(0) >= 6);
+    // The hostile payloads are shown as text, never run.
+    c.goto(&format!("{base}/console/audit"))
+        .await
+        .expect("audit");
+    let all = text_of(&c, "#records").await;
+    assert!(
+        all.contains("<img src=x"),
+        "the hostile tool name shows as text: {all}"
+    );
+    inert(&c).await;
+    // Verify the chain of the records shown.
+    click(&c, "#verify").await;
+    let v = text_of(&c, "#verification").await;
+    assert!(v.contains("Chain intact"), "{v}");
+    shots.take(&c, "audit").await;
+    // One record, opened.
+    click(&c, "a.record-link").await;
+    let json = text_of(&c, "#record-json").await;
+    assert!(json.contains("\"seq\""), "{json}");
+    inert(&c).await;
+    shots.take(&c, "record").await;
+
+    // A held HIGH call: the admin sees it and cannot decide it.
+    let held = mcp
+        .call(
+            "checksum",
+            json!({"data": XSS}),
+            Some(&format!("quarterly close {XSS}")),
+        )
+        .await;
+    let held_text = held.to_string();
+    assert!(held_text.contains("held for human approval"), "{held}");
+    let id = held_text
+        .split("ap_")
+        .nth(1)
+        .map(|rest| format!("ap_{}", &rest[..26]))
+        .expect("an approval id");
+    let queue = until_page(&c, &format!("{base}/console/approvals"), "#approvals", &id).await;
+    assert!(
+        queue.contains("HIGH") && queue.contains("checksum"),
+        "{queue}"
+    );
+    inert(&c).await;
+    c.goto(&format!("{base}/console/approvals/{id}"))
+        .await
+        .expect("approval");
+    assert!(
+        c.find(Locator::Css("#approve")).await.is_err(),
+        "an admin does not approve"
+    );
+    assert!(text_of(&c, "#arguments").await.contains("<img src=x"));
+    assert!(text_of(&c, "#justification")
+        .await
+        .contains("quarterly close"));
+    inert(&c).await;
+
+    // CSRF: the session's cookie without the form's token is refused, and
+    // so is the token sent from another site.
+    let cookie = c
+        .get_named_cookie("warden_console")
+        .await
+        .expect("the session cookie")
+        .value()
+        .to_owned();
+    let csrf = c
+        .find(Locator::Css("header form.who input[name=csrf]"))
+        .await
+        .expect("csrf field")
+        .attr("value")
+        .await
+        .expect("attr")
+        .expect("value");
+    assert_eq!(
+        raw_post(&base, "/console/kill", &cookie, "scope=all&verb=kill", &[]).await,
+        403,
+        "no CSRF token"
+    );
+    assert_eq!(
+        raw_post(
+            &base,
+            "/console/kill",
+            &cookie,
+            &format!("scope=all&verb=kill&csrf={csrf}"),
+            &[("origin", "http://evil.example")]
+        )
+        .await,
+        403,
+        "another site"
+    );
+    // The admin's own (valid) POST to decide is refused: approvers only.
+    assert_eq!(
+        raw_post(
+            &base,
+            &format!("/console/approvals/{id}/decide"),
+            &cookie,
+            &format!("verdict=approve&csrf={csrf}"),
+            &[]
+        )
+        .await,
+        403
+    );
+    logout(&c).await;
+
+    // A viewer sees the queue and cannot approve.
+    login(&c, &base, VIC).await;
+    c.goto(&format!("{base}/console/approvals/{id}"))
+        .await
+        .expect("approval");
+    assert!(text_of(&c, "#state").await.contains("pending"));
+    assert!(
+        c.find(Locator::Css("#approve")).await.is_err(),
+        "a viewer does not approve"
+    );
+    let vcookie = c
+        .get_named_cookie("warden_console")
+        .await
+        .expect("cookie")
+        .value()
+        .to_owned();
+    let vcsrf = c
+        .find(Locator::Css("header form.who input[name=csrf]"))
+        .await
+        .expect("csrf")
+        .attr("value")
+        .await
+        .expect("attr")
+        .expect("value");
+    assert_eq!(
+        raw_post(
+            &base,
+            &format!("/console/approvals/{id}/decide"),
+            &vcookie,
+            &format!("verdict=approve&csrf={vcsrf}"),
+            &[]
+        )
+        .await,
+        403,
+        "a viewer's POST is refused"
+    );
+    logout(&c).await;
+
+    // Alice approves with a comment; the retried call is served.
+    login(&c, &base, ALICE).await;
+    c.goto(&format!("{base}/console/approvals/{id}"))
+        .await
+        .expect("approval");
+    c.find(Locator::Css("#comment"))
+        .await
+        .expect("comment")
+        .send_keys("checked with finance")
+        .await
+        .expect("type");
+    shots.take(&c, "approval").await;
+    click(&c, "#approve").await;
+    assert!(text_of(&c, "#flash").await.contains("approved"), "flash");
+    assert!(text_of(&c, "#state").await.contains("approved"));
+    let served = mcp
+        .call(
+            "checksum",
+            json!({"data": XSS}),
+            Some("quarterly close, approved"),
+        )
+        .await;
+    assert!(
+        served.get("result").is_some() && served["result"]["isError"] != true,
+        "{served}"
+    );
+
+    // Another held call, denied.
+    let held2 = mcp
+        .call(
+            "checksum",
+            json!({"data": "payroll"}),
+            Some("payroll run now"),
+        )
+        .await;
+    let t2 = held2.to_string();
+    let id2 = t2
+        .split("ap_")
+        .nth(1)
+        .map(|rest| format!("ap_{}", &rest[..26]))
+        .expect("an approval id");
+    c.goto(&format!("{base}/console/approvals/{id2}"))
+        .await
+        .expect("approval");
+    c.find(Locator::Css("#comment"))
+        .await
+        .expect("c")
+        .send_keys("not today")
+        .await
+        .expect("t");
+    click(&c, "#deny").await;
+    assert!(text_of(&c, "#state").await.contains("denied"));
+    let told = mcp
+        .call(
+            "checksum",
+            json!({"data": "payroll"}),
+            Some("payroll run now"),
+        )
+        .await;
+    assert!(
+        told.to_string().contains("denied by approver alice"),
+        "{told}"
+    );
+    c.goto(&format!("{base}/console/approvals?all=1"))
+        .await
+        .expect("all");
+    shots.take(&c, "approvals").await;
+    logout(&c).await;
+
+    // Bundles: a new revision (the source changed), the diff, a rollback.
+    login(&c, &base, warden_tests::ADMIN_TOKEN).await;
+    std::fs::write(
+        source.join("policies/ops.rego"),
+        POLICY.replace("adding past 100", "adding past one hundred"),
+    )
+    .expect("edit");
+    let hist = until_page(&c, &format!("{base}/console/bundles"), "#history", "r2-").await;
+    assert!(hist.contains("r1-"), "{hist}");
+    click(&c, "#diff").await;
+    let page = c.source().await.expect("source");
+    assert!(
+        page.contains("adding past one hundred") && page.contains("class=\"del\""),
+        "the diff shows the changed rule"
+    );
+    shots.take(&c, "diff").await;
+    click(&c, "#rollback-a").await;
+    assert!(text_of(&c, "#flash").await.contains("rolled back to r1-"));
+    shots.take(&c, "bundles").await;
+    // The gateway serves the rolled-back rule again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = mcp
+            .call("add", json!({"a": 500, "b": 1}), None)
+            .await
+            .to_string();
+        if d.contains("adding past 100") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rollback never reached the gateway: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The kill switch, pulled from the fleet page, with who pulled it.
+    c.goto(&format!("{base}/console/fleet"))
+        .await
+        .expect("fleet");
+    c.find(Locator::Css("#kill-value"))
+        .await
+        .expect("value")
+        .send_keys("py/echo")
+        .await
+        .expect("type");
+    click(&c, "#kill").await;
+    assert!(text_of(&c, "#flash").await.contains("kill tool py/echo"));
+    assert!(text_of(&c, "#kill-history").await.contains("console:admin"));
+    shots.take(&c, "kill").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = mcp.call("echo", json!({"text": "after kill"}), None).await;
+        if result_text(&r) != "after kill" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kill switch never reached the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Every console action is in the agent's change record.
+    let changes = std::fs::read_to_string(state.join("changes.jsonl")).expect("changes");
+    for action in [
+        "console.login",
+        "console.logout",
+        "console.refused",
+        "console.audit.verify",
+        "console.approval.approved",
+        "console.approval.denied",
+    ] {
+        assert!(changes.contains(action), "{action} not recorded");
+    }
+    assert!(
+        changes
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|c| c["actor"] == "console:admin" && c["action"] == "kill" && c["ok"] == true),
+        "the kill switch is recorded with who pulled it"
+    );
+
+    c.close().await.expect("close");
+    drop(driver);
+    drop(gw);
+    drop(agent);
+    drop(py);
+}
+
+/// The console's own defences, without a browser: headers, cookies,
+/// sessions that end, limited logins, refused cross-site and ambiguous forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_guards_itself() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let source = dir.path().join("source");
+    std::fs::create_dir_all(&source).expect("mkdir");
+    std::fs::write(
+        source.join("warden.yaml"),
+        source_yaml("127.0.0.1:9".parse().expect("addr"), ""),
+    )
+    .expect("yaml");
+    std::fs::create_dir_all(source.join("policies")).expect("mkdir");
+    std::fs::write(source.join("policies/ops.rego"), POLICY).expect("rego");
+    let agent = Agent::start(&source, &dir.path().join("state"), None).expect("agent");
+    let base = agent.url.clone();
+    let get = |path: &str, cookie: Option<String>| {
+        let url = format!("{base}{path}");
+        async move {
+            let c = cookie
+                .map(|c| format!("warden_console={c}"))
+                .unwrap_or_default();
+            let h: Vec<(&str, &str)> = if c.is_empty() {
+                vec![]
+            } else {
+                vec![("cookie", c.as_str())]
+            };
+            warden_tests::request(&url, "GET", &h, bytes::Bytes::new(), false)
+                .await
+                .expect("get")
+        }
+    };
+    let login = |token: &str, extra: Vec<(&'static str, &'static str)>| {
+        let url = format!("{base}/console/login");
+        let body = format!("token={token}");
+        async move {
+            let mut h = vec![("content-type", "application/x-www-form-urlencoded")];
+            h.extend(extra);
+            warden_tests::request(&url, "POST", &h, bytes::Bytes::from(body), false)
+                .await
+                .expect("post")
+        }
+    };
+
+    // Every page without a session sends to the login page.
+    for p in [
+        "/console",
+        "/console/fleet",
+        "/console/audit",
+        "/console/approvals/ap_x",
+    ] {
+        let (s, h, _) = get(p, None).await;
+        assert_eq!(
+            (s, header(&h, "location")),
+            (303, Some("/console/login")),
+            "{p}"
+        );
+    }
+    // The headers of a page.
+    let (s, h, body) = get("/console/login", None).await;
+    assert_eq!(s, 200);
+    let csp = header(&h, "content-security-policy").expect("CSP");
+    for want in [
+        "default-src 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(want), "{csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert!(!csp.contains("script-src"), "no script runs at all: {csp}");
+    assert_eq!(header(&h, "x-frame-options"), Some("DENY"));
+    assert_eq!(header(&h, "x-content-type-options"), Some("nosniff"));
+    assert_eq!(header(&h, "cache-control"), Some("no-store"));
+    assert!(!String::from_utf8_lossy(&body).contains("<script"));
+
+    // A login: the cookie's attributes; the session works, a forged one does not.
+    let (s, h, _) = login(warden_tests::ADMIN_TOKEN, vec![]).await;
+    assert_eq!(s, 303);
+    let set = header(&h, "set-cookie").expect("cookie").to_owned();
+    for want in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/console"] {
+        assert!(set.contains(want), "{set}");
+    }
+    let cookie = set
+        .split(';')
+        .next()
+        .and_then(|kv| kv.split_once('='))
+        .map(|(_, v)| v.to_owned())
+        .expect("value");
+    assert_eq!(get("/console/fleet", Some(cookie.clone())).await.0, 200);
+    assert_eq!(get("/console/fleet", Some("forged".into())).await.0, 303);
+    // A login form from another site is refused.
+    let (s, _, _) = login(
+        warden_tests::ADMIN_TOKEN,
+        vec![("origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, _, _) = login(
+        warden_tests::ADMIN_TOKEN,
+        vec![("sec-fetch-site", "cross-site")],
+    )
+    .await;
+    assert_eq!(s, 403);
+
+    // A form with a field twice is refused whole.
+    let (_, _, page) = get("/console/fleet", Some(cookie.clone())).await;
+    let page = String::from_utf8_lossy(&page).into_owned();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("csrf")
+        .to_owned();
+    let s = raw_post(
+        &base,
+        "/console/kill",
+        &cookie,
+        &format!("csrf={csrf}&scope=tool&value=py/echo&verb=revive&verb=kill"),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 400);
+    // Logging out ends the session.
+    assert_eq!(
+        raw_post(
+            &base,
+            "/console/logout",
+            &cookie,
+            &format!("csrf={csrf}"),
+            &[]
+        )
+        .await,
+        303
+    );
+    assert_eq!(get("/console/fleet", Some(cookie)).await.0, 303);
+
+    // Failed logins are limited per address: after ten, even the right token waits.
+    for _ in 0..10 {
+        assert_eq!(login("wrong-token-guess", vec![]).await.0, 401);
+    }
+    assert_eq!(login(warden_tests::ADMIN_TOKEN, vec![]).await.0, 429);
+    let changes = std::fs::read_to_string(dir.path().join("state/changes.jsonl")).expect("changes");
+    assert!(changes.contains("too many failed logins") && changes.contains("cross-site login"));
+}
