@@ -83,12 +83,18 @@ fn day(now_us: i64) -> Vec<Chain> {
             _ => ("failed", None, Some("upstream timed out".to_owned())),
         };
         let risk = ["LOW", "MEDIUM", "HIGH", "CRITICAL"][(t % 4) as usize];
-        let dlp = if rng.next() % 100 == 0 {
-            serde_json::json!([{"detector": if t % 2 == 0 {"email"} else {"aws_key"}, "rule": "default", "path": "$.arguments.text", "action": "redact"}])
+        let dlp = if rng.next().is_multiple_of(100) {
+            serde_json::json!([{"detector": if t.is_multiple_of(2) {"email"} else {"aws_key"}, "rule": "default", "path": "$.arguments.text", "action": "redact"}])
         } else {
             serde_json::json!([])
         };
-        let latency = 2_000 + rng.next() % 40_000 + if rng.next() % 100 == 0 { 400_000 } else { 0 };
+        let latency = 2_000
+            + rng.next() % 40_000
+            + if rng.next().is_multiple_of(100) {
+                400_000
+            } else {
+                0
+            };
         let trace = format!("{:032x}", rng.next() as u128 * 0x1_0000_0001);
         let session = format!("sess-{:016x}", rng.next());
         let g = (call % 3) as usize;
