@@ -279,4 +279,14 @@ mod tests {
         let twice = a.clone().with_content_revision();
         assert_eq!(twice.revision, a.revision);
     }
+
+    #[test]
+    fn audit_records_go_to_the_agent_unless_turned_off() {
+        assert!(bundle("{}", YAML).config.audit.agent_export);
+        let off = bundle(
+            "{}",
+            &format!("{YAML}audit:\n  export:\n    agent: false\n"),
+        );
+        assert!(!off.config.audit.agent_export);
+    }
 }
