@@ -126,6 +126,10 @@ enum Cmd {
         /// file's format).
         #[arg(long)]
         viewers: Option<PathBuf>,
+        /// A host name the console answers to (repeatable), beside IP
+        /// literals and `localhost`: the name operators type to reach it.
+        #[arg(long = "console-host")]
+        console_hosts: Vec<String>,
     },
     /// Held calls: list them, approve or deny one (an approver's token).
     Approvals {
@@ -414,6 +418,7 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
             audit_max_rows,
             approvers,
             viewers,
+            console_hosts,
         } => {
             if admin_token.len() < 16 || fleet_token.len() < 16 {
                 bail!("admin and fleet tokens must be at least 16 characters");
@@ -433,6 +438,13 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                 approvers.contains_key(*n) || approvers.values().any(|a| a.token == v.token)
             }) {
                 bail!("viewer `{name}` is also an approver (by name or token): give each person one role and one token");
+            }
+            if let Some(name) = approvers
+                .keys()
+                .chain(viewers.keys())
+                .find(|n| n.eq_ignore_ascii_case("admin"))
+            {
+                bail!("`{name}`: the name `admin` is the admin token's in the console and the change record; choose another");
             }
             let approvals = Arc::new(warden_agent::approvals::Approvals::open(&state, approvers)?);
             let audit = Arc::new(warden_agent::audit::AuditStore::open(
@@ -480,7 +492,7 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                     approvals,
                     metrics: Default::default(),
                     audit,
-                    console: warden_agent::console::Console::new(viewers),
+                    console: warden_agent::console::Console::new(viewers, console_hosts),
                 });
                 warden_agent::server::serve(listener, api).await
             })?;

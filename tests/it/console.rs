@@ -220,8 +220,10 @@ impl Shots {
     fn new() -> Shots {
         match std::env::var_os("WARDEN_CONSOLE_SHOTS") {
             Some(d) => {
+                // Relative to the repository (tests run in `tests/`).
+                let d = root().join(d);
                 std::fs::create_dir_all(&d).expect("shots dir");
-                Shots(PathBuf::from(d), None)
+                Shots(d, None)
             }
             None => {
                 let t = tempfile::tempdir().expect("tmp");
@@ -286,7 +288,7 @@ async fn login(c: &Client, base: &str, token: &str) {
         .send_keys(token)
         .await
         .expect("type");
-    click(&c, "#login").await;
+    click(c, "#login").await;
     let who = text_of(c, "#who").await;
     assert!(!who.is_empty(), "logged in");
 }
@@ -332,7 +334,7 @@ async fn inert(c: &Client) {
 /// A form POST with the browser's session cookie, as a script of another
 /// origin (or a tool outside the browser) would send it.
 async fn raw_post(base: &str, path: &str, cookie: &str, body: &str, extra: &[(&str, &str)]) -> u16 {
-    let c = format!("warden_console={cookie}");
+    let c = format!("__Host-warden_console={cookie}");
     let mut h = vec![
         ("content-type", "application/x-www-form-urlencoded"),
         ("cookie", c.as_str()),
@@ -540,7 +542,7 @@ async fn an_operator_runs_the_fleet_from_the_console() {
     // CSRF: the session's cookie without the form's token is refused, and
     // so is the token sent from another site.
     let cookie = c
-        .get_named_cookie("warden_console")
+        .get_named_cookie("__Host-warden_console")
         .await
         .expect("the session cookie")
         .value()
@@ -595,7 +597,7 @@ async fn an_operator_runs_the_fleet_from_the_console() {
         "a viewer does not approve"
     );
     let vcookie = c
-        .get_named_cookie("warden_console")
+        .get_named_cookie("__Host-warden_console")
         .await
         .expect("cookie")
         .value()
@@ -801,7 +803,7 @@ async fn the_console_guards_itself() {
         let url = format!("{base}{path}");
         async move {
             let c = cookie
-                .map(|c| format!("warden_console={c}"))
+                .map(|c| format!("__Host-warden_console={c}"))
                 .unwrap_or_default();
             let h: Vec<(&str, &str)> = if c.is_empty() {
                 vec![]
@@ -862,7 +864,8 @@ async fn the_console_guards_itself() {
     let (s, h, _) = login(warden_tests::ADMIN_TOKEN, vec![]).await;
     assert_eq!(s, 303);
     let set = header(&h, "set-cookie").expect("cookie").to_owned();
-    for want in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/console"] {
+    assert!(set.starts_with("__Host-warden_console="), "{set}");
+    for want in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/;"] {
         assert!(set.contains(want), "{set}");
     }
     let cookie = set
@@ -871,8 +874,23 @@ async fn the_console_guards_itself() {
         .and_then(|kv| kv.split_once('='))
         .map(|(_, v)| v.to_owned())
         .expect("value");
-    assert_eq!(get("/console/fleet", Some(cookie.clone())).await.0, 200);
+    let (st, hh, _) = get("/console/fleet", Some(cookie.clone())).await;
+    assert_eq!(st, 200, "{set} {cookie} {hh:?}");
     assert_eq!(get("/console/fleet", Some("forged".into())).await.0, 303);
+    // The cookie twice (one planted beside the real one): no session.
+    let twice = format!("{cookie}; __Host-warden_console=planted");
+    assert_eq!(get("/console/fleet", Some(twice)).await.0, 303);
+    // Another host name (a page that rebinds its DNS to the agent): refused.
+    let (s, _, _) = warden_tests::request(
+        &format!("{base}/console/login"),
+        "GET",
+        &[("host", "evil.example:80")],
+        bytes::Bytes::new(),
+        false,
+    )
+    .await
+    .expect("get");
+    assert_eq!(s, 421);
     // A login form from another site is refused.
     let (s, _, _) = login(
         warden_tests::ADMIN_TOKEN,
@@ -919,11 +937,180 @@ async fn the_console_guards_itself() {
     );
     assert_eq!(get("/console/fleet", Some(cookie)).await.0, 303);
 
-    // Failed logins are limited per address: after ten, even the right token waits.
-    for _ in 0..10 {
+    // Failed logins are limited per address, and a success in between
+    // does not reset the count: after ten, even the right token waits.
+    // (The two cross-site logins above counted.)
+    for _ in 0..5 {
+        assert_eq!(login("wrong-token-guess", vec![]).await.0, 401);
+    }
+    assert_eq!(login(warden_tests::ADMIN_TOKEN, vec![]).await.0, 303);
+    for _ in 0..3 {
         assert_eq!(login("wrong-token-guess", vec![]).await.0, 401);
     }
     assert_eq!(login(warden_tests::ADMIN_TOKEN, vec![]).await.0, 429);
+    // Refusals past the allowance are not each written down.
+    for _ in 0..50 {
+        assert_eq!(login("wrong-token-guess", vec![]).await.0, 429);
+    }
     let changes = std::fs::read_to_string(dir.path().join("state/changes.jsonl")).expect("changes");
     assert!(changes.contains("too many failed logins") && changes.contains("cross-site login"));
+    let refused = changes
+        .lines()
+        .filter(|l| l.contains("\"console.login\"") && l.contains("\"ok\":false"))
+        .count();
+    assert!(
+        refused <= 11,
+        "{refused} refused logins written: the record is flooded"
+    );
+
+    // The name `admin` is the admin token's alone.
+    let viewers = token_file(dir.path(), "admin-viewer.yaml", &[("admin", VIC, "")]);
+    assert!(Agent::start_with(
+        &source,
+        &dir.path().join("state2"),
+        None,
+        &["--viewers".as_ref(), viewers.as_os_str()],
+    )
+    .is_err());
+}
+
+/// What the console shows of records gateways shipped: secrets redacted
+/// with their key in view, other tenants' records hidden from a scoped
+/// viewer, and a verification that tells a scoped viewer only the verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_no_secret_and_no_other_tenant() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let source = dir.path().join("source");
+    std::fs::create_dir_all(source.join("policies")).expect("mkdir");
+    std::fs::write(
+        source.join("warden.yaml"),
+        source_yaml("127.0.0.1:9".parse().expect("addr"), ""),
+    )
+    .expect("yaml");
+    std::fs::write(source.join("policies/ops.rego"), POLICY).expect("rego");
+    let viewers = token_file(
+        dir.path(),
+        "viewers.yaml",
+        &[
+            ("vic", VIC, ""),
+            ("ace", "viewer-acme-only-token-01", "acme"),
+        ],
+    );
+    let agent = Agent::start_with(
+        &source,
+        &dir.path().join("state"),
+        None,
+        &["--viewers".as_ref(), viewers.as_os_str()],
+    )
+    .expect("agent");
+    let base = agent.url.clone();
+    // Two records of one chain: globex's with secrets in its arguments, then acme's.
+    use sha2::Digest;
+    let first = json!({"seq": 0, "prev": "0".repeat(64), "ts": "2026-11-25T06:00:00Z",
+        "principal": "gina", "tenant": "globex", "server": "py", "direction": "request",
+        "method": "tools/call", "tool": "login", "outcome": "forwarded", "trace_id": "t1",
+        "latency_us": 5, "status": 200,
+        "arguments": {"password": "Xk9mQ2vLp7wRt4zA", "note": "key AKIAIOSFODNN7EXAMPLE"}})
+    .to_string();
+    let second = json!({"seq": 1, "prev": hex::encode(sha2::Sha256::digest(first.as_bytes())),
+        "ts": "2026-11-25T06:00:01Z", "principal": "ann", "tenant": "acme", "server": "py",
+        "direction": "request", "method": "tools/call", "tool": "echo", "outcome": "forwarded",
+        "trace_id": "t2&tenant=globex", "latency_us": 5, "status": 200})
+    .to_string();
+    let bearer = format!("Bearer {}", warden_tests::FLEET_TOKEN);
+    let (s, _, b) = warden_tests::request(
+        &format!("{base}/v1/audit/ingest"),
+        "POST",
+        &[
+            ("authorization", bearer.as_str()),
+            ("x-warden-gateway", "gw-9"),
+            ("content-type", "application/x-ndjson"),
+        ],
+        bytes::Bytes::from(format!("{first}\n{second}\n")),
+        false,
+    )
+    .await
+    .expect("ingest");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+
+    let session = |token: &'static str| {
+        let url = format!("{base}/console/login");
+        async move {
+            let (s, h, _) = warden_tests::request(
+                &url,
+                "POST",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                bytes::Bytes::from(format!("token={token}")),
+                false,
+            )
+            .await
+            .expect("login");
+            assert_eq!(s, 303);
+            let set = header(&h, "set-cookie").expect("cookie").to_owned();
+            set.split(';').next().expect("pair").to_owned()
+        }
+    };
+    let page = |cookie: String, path: String| {
+        let url = format!("{base}{path}");
+        async move {
+            let (s, _, b) = warden_tests::request(
+                &url,
+                "GET",
+                &[("cookie", cookie.as_str())],
+                bytes::Bytes::new(),
+                false,
+            )
+            .await
+            .expect("page");
+            (s, String::from_utf8_lossy(&b).into_owned())
+        }
+    };
+    let admin = session(warden_tests::ADMIN_TOKEN).await;
+    let (_, list) = page(admin.clone(), "/console/audit".into()).await;
+    let ids: Vec<String> = list
+        .split("href=\"/console/audit/")
+        .skip(1)
+        .filter_map(|r| r.split('"').next().map(str::to_owned))
+        .collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    // The trace id's `&` is encoded in the link, never a second parameter.
+    let (_, acme_record) = page(admin.clone(), format!("/console/audit/{}", ids[0])).await;
+    assert!(
+        acme_record.contains("trace_id=t2%26tenant%3Dglobex"),
+        "{acme_record}"
+    );
+    // The globex record: no secret on the page, whatever its key.
+    let (s, globex_record) = page(admin.clone(), format!("/console/audit/{}", ids[1])).await;
+    assert_eq!(s, 200);
+    for secret in ["Xk9mQ2vLp7wRt4zA", "AKIAIOSFODNN7EXAMPLE"] {
+        assert!(
+            !globex_record.contains(secret),
+            "{secret} shown: {globex_record}"
+        );
+    }
+    // The viewer of acme: the acme record only; globex's is not found.
+    let ace = session("viewer-acme-only-token-01").await;
+    let (_, scoped) = page(ace.clone(), "/console/audit".into()).await;
+    assert!(
+        scoped.contains("ann") && !scoped.contains("gina"),
+        "{scoped}"
+    );
+    assert_eq!(
+        page(ace.clone(), format!("/console/audit/{}", ids[1]))
+            .await
+            .0,
+        404
+    );
+    // Verifying the range shown: the verdict, not the other tenant's counts.
+    let (_, verified) = page(ace.clone(), "/console/audit?verify=1".into()).await;
+    assert!(verified.contains("Chain intact"), "{verified}");
+    assert!(
+        !verified.contains("2 records checked") && !verified.contains("gw-9: records"),
+        "{verified}"
+    );
+    let (_, all) = page(admin, "/console/audit?verify=1".into()).await;
+    assert!(all.contains("2 records checked"), "{all}");
+    // Bundle sources are not shown to a scoped viewer.
+    let (s, _) = page(ace, "/console/bundles/diff?a=x&b=y".into()).await;
+    assert_eq!(s, 403);
 }

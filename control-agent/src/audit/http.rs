@@ -11,7 +11,8 @@
 //!   `approval_id`, `trace_id`; paged by `before` (the `next_before` of
 //!   the previous page) and `limit` (1–500, default 50).
 //! - `GET /v1/audit/verify` (admin): the hash chains of the records those
-//!   filters match.
+//!   filters match (`limit`, when given, caps the records read; the answer
+//!   says `truncated`).
 //! - `GET /v1/audit/live?window=300&gateway=` (admin): the last window's
 //!   figures.
 

@@ -167,7 +167,8 @@ pub struct Verification {
     pub ok: bool,
     pub records: u64,
     pub chains: Vec<ChainCheck>,
-    /// More than [`MAX_VERIFY`] records matched: only the first were read.
+    /// More than [`MAX_VERIFY`] records (or the query's `limit`) matched:
+    /// only the first were read.
     pub truncated: bool,
 }
 
@@ -624,7 +625,13 @@ impl AuditStore {
     pub fn verify(&self, q: &Query) -> anyhow::Result<Verification> {
         let conn = self.inner.reader();
         let (w, mut v) = conditions(q, false);
-        v.push(Sql::Integer(MAX_VERIFY as i64 + 1));
+        // `limit` (when set) caps the records read, as MAX_VERIFY does.
+        let cap = if q.limit > 0 {
+            q.limit.min(MAX_VERIFY)
+        } else {
+            MAX_VERIFY
+        };
+        v.push(Sql::Integer(cap as i64 + 1));
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT r.gateway, r.seq, r.prev, r.hash, l.raw FROM records r JOIN lines l ON l.id = r.id \
              WHERE {w} ORDER BY r.gateway, r.seq, r.id LIMIT ?"
@@ -638,7 +645,7 @@ impl AuditStore {
         };
         let mut chain: Option<Chain> = None;
         while let Some(r) = rows.next()? {
-            if out.records as usize == MAX_VERIFY {
+            if out.records as usize == cap {
                 out.truncated = true;
                 break;
             }

@@ -9,10 +9,14 @@
 //! - **Login** with a token the agent already knows: the admin token
 //!   (role `admin`), an approver's token (`approver`, scoped to the tenants
 //!   the approvers file gives), or a viewer's token (`--viewers FILE`,
-//!   same format: `viewer`). Failed logins are limited per address
-//!   ([`session::MAX_FAILURES`] per [`session::FAIL_WINDOW`]).
-//! - **Sessions** in an `HttpOnly; Secure; SameSite=Strict` cookie (see
-//!   [`session`]); the table keeps digests only and is bounded.
+//!   same format: `viewer`). Failed logins are limited per address (an
+//!   IPv6 /64 counts as one; [`session::MAX_FAILURES`] per
+//!   [`session::FAIL_WINDOW`]; a success does not reset them).
+//! - **Sessions** in an `HttpOnly; Secure; SameSite=Strict` cookie named
+//!   `__Host-warden_console` (see [`session`]); the table keeps digests
+//!   only and is bounded, per user too.
+//! - **Host names**: the console answers only to IP literals, `localhost`
+//!   and the names given with `--console-host` (DNS rebinding).
 //! - **CSRF**: every POST carries the session's token in a form field
 //!   (compared in constant time), and a POST whose `Origin` or
 //!   `Sec-Fetch-Site` says another site sent it is refused — the login form
@@ -56,13 +60,31 @@ type Resp = Response<Full<Bytes>>;
 const MAX_FORM: usize = 16 * 1024;
 
 /// The console's own state.
-#[derive(Default)]
 pub struct Console {
     pub sessions: Sessions,
     /// Read-only users: name → token digest and tenants (`--viewers`).
     pub viewers: BTreeMap<String, Approver>,
+    /// Host names the console answers to (`--console-host`), beside IP
+    /// literals and `localhost`: a page of another name that rebinds its
+    /// DNS to the agent is refused.
+    pub hosts: Vec<String>,
     /// Redacts what records and approvals show (the built-in detectors).
     redactor: std::sync::OnceLock<Option<warden_filters::engines::dlp::Scanner>>,
+    /// One chain verification at a time (each reads up to
+    /// [`pages::VERIFY_CAP`] records).
+    pub(crate) verifying: tokio::sync::Semaphore,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console {
+            sessions: Sessions::default(),
+            viewers: BTreeMap::new(),
+            hosts: Vec::new(),
+            redactor: std::sync::OnceLock::new(),
+            verifying: tokio::sync::Semaphore::new(1),
+        }
+    }
 }
 
 /// The address a connection came from (set by the server).
@@ -73,11 +95,33 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
                    frame-ancestors 'none'; base-uri 'none'";
 
 impl Console {
-    pub fn new(viewers: BTreeMap<String, Approver>) -> Console {
+    pub fn new(viewers: BTreeMap<String, Approver>, hosts: Vec<String>) -> Console {
         Console {
             viewers,
+            hosts: hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
             ..Default::default()
         }
+    }
+
+    /// Whether a request's `Host` is one the console answers to.
+    fn host_allowed(&self, host: Option<&str>) -> bool {
+        let Some(host) = host else {
+            return false;
+        };
+        if let Some(rest) = host.strip_prefix('[') {
+            // An IPv6 literal, `[::1]:7070`.
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        let name = host
+            .rsplit_once(':')
+            .map_or(host, |(n, _)| n)
+            .to_ascii_lowercase();
+        name == "localhost"
+            || name.parse::<std::net::Ipv4Addr>().is_ok()
+            || self.hosts.contains(&name)
     }
 
     /// `text` with every built-in DLP detector's match replaced.
@@ -140,15 +184,20 @@ fn plain(status: StatusCode, text: &str) -> Resp {
     harden(r)
 }
 
+/// The session cookie's value; none when the request carries it twice
+/// (no guessing which one the browser meant).
 fn cookie_of(req: &Request<Incoming>) -> Option<String> {
-    req.headers()
+    let mut found = req
+        .headers()
         .get_all("cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == session::COOKIE)
-        .map(|(_, v)| v.to_owned())
+        .filter(|(k, _)| *k == session::COOKIE)
+        .map(|(_, v)| v.trim().to_owned());
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
 }
 
 /// Whether a state-changing request came from another site: its `Origin`
@@ -156,6 +205,9 @@ fn cookie_of(req: &Request<Incoming>) -> Option<String> {
 /// (`Sec-Fetch-Site`) it is cross-site.
 fn cross_site(req: &Request<Incoming>) -> bool {
     let h = req.headers();
+    if h.get_all("sec-fetch-site").iter().count() > 1 || h.get_all("origin").iter().count() > 1 {
+        return true;
+    }
     if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         if !matches!(site, "same-origin" | "none") {
             return true;
@@ -168,7 +220,7 @@ fn cross_site(req: &Request<Incoming>) -> bool {
             .strip_prefix("https://")
             .or_else(|| origin.strip_prefix("http://"))
             .unwrap_or("\u{0}");
-        return origin_host != host;
+        return !origin_host.eq_ignore_ascii_case(host);
     }
     false
 }
@@ -255,6 +307,13 @@ impl Api {
             .get::<PeerAddr>()
             .map(|p| p.0)
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let host = req.headers().get("host").and_then(|v| v.to_str().ok());
+        if req.headers().get_all("host").iter().count() > 1 || !self.console.host_allowed(host) {
+            return plain(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this console does not answer to that host name (see --console-host)",
+            );
+        }
         match (&method, path.as_str()) {
             (&Method::GET, "/console/static/console.css") => {
                 let mut r = Response::new(Full::new(Bytes::from_static(include_bytes!(
@@ -320,12 +379,12 @@ impl Api {
                 }
                 self.console_record(&user.name, "logout", true, "");
                 let mut r = redirect("/console/login");
-                r.headers_mut().insert(
-                    "set-cookie",
-                    HeaderValue::from_static(
-                        "warden_console=; Path=/console; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
-                    ),
-                );
+                if let Ok(v) = HeaderValue::from_str(&format!(
+                    "{}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
+                    session::COOKIE
+                )) {
+                    r.headers_mut().insert("set-cookie", v);
+                }
                 return r;
             }
             let sid = cookie.clone().unwrap_or_default();
@@ -339,26 +398,33 @@ impl Api {
         self.console_get(&session, &sid, &path, q).await
     }
 
-    async fn login(&self, req: Request<Incoming>, peer: IpAddr) -> Resp {
-        if cross_site(&req) {
+    /// A refused login, counted against the address; recorded while the
+    /// address is within its allowance (and once when it runs out), so
+    /// refusals cannot flood the change record.
+    fn login_refused(&self, peer: IpAddr, why: &str) {
+        let n = self.console.sessions.failed(peer);
+        if n <= session::MAX_FAILURES {
+            self.console_record("-", "login", false, &format!("{peer}: {why}"));
+        } else if n == session::MAX_FAILURES + 1 {
             self.console_record(
                 "-",
                 "login",
                 false,
-                &format!("cross-site login from {peer}"),
+                &format!("{peer}: too many failed logins; more are refused unrecorded for a while"),
             );
+        }
+    }
+
+    async fn login(&self, req: Request<Incoming>, peer: IpAddr) -> Resp {
+        if cross_site(&req) {
+            self.login_refused(peer, "cross-site login");
             return plain(
                 StatusCode::FORBIDDEN,
                 "refused: the request came from another site",
             );
         }
         if !self.console.sessions.may_try(peer) {
-            self.console_record(
-                "-",
-                "login",
-                false,
-                &format!("{peer}: too many failed logins"),
-            );
+            self.login_refused(peer, "too many failed logins");
             return self.login_page(
                 Some("Too many failed logins from this address: wait a few minutes."),
                 StatusCode::TOO_MANY_REQUESTS,
@@ -369,24 +435,28 @@ impl Api {
             Err(e) => return plain(StatusCode::BAD_REQUEST, &e),
         };
         let Some(user) = form.get("token").and_then(|t| self.console_user(t)) else {
-            self.console.sessions.failed(peer);
-            self.console_record("-", "login", false, &format!("{peer}: unknown token"));
+            self.login_refused(peer, "unknown token");
             return self.login_page(
                 Some("That token is not one this agent knows."),
                 StatusCode::UNAUTHORIZED,
             );
         };
-        self.console.sessions.succeeded(peer);
+        let (id, _) = match self.console.sessions.open(user.clone()) {
+            Ok(x) => x,
+            Err(e) => {
+                self.console_record(&user.name, "login", false, &format!("{peer}: {e}"));
+                return self.login_page(Some(&e), StatusCode::SERVICE_UNAVAILABLE);
+            }
+        };
         self.console_record(
             &user.name,
             "login",
             true,
             &format!("{peer} as {}", user.role.as_str()),
         );
-        let (id, _) = self.console.sessions.open(user);
         let mut r = redirect("/console/fleet");
         if let Ok(v) = HeaderValue::from_str(&format!(
-            "{}={id}; Path=/console; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+            "{}={id}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
             session::COOKIE,
             session::MAX_AGE.as_secs()
         )) {

@@ -153,6 +153,7 @@ pub struct ApprovalView {
     requested_at: String,
     requested_by: String,
     trace_id: String,
+    trace_link: String,
     decisions: Vec<(String, String, String, String)>,
 }
 
@@ -203,7 +204,8 @@ pub struct RowView {
     outcome: String,
     reason: String,
     latency: String,
-    trace_id: String,
+    /// `/console/audit?trace_id=…`, encoded.
+    trace_link: String,
     denied: bool,
 }
 
@@ -225,7 +227,8 @@ struct AuditPage {
     total: u64,
     next: Option<String>,
     verify_link: String,
-    verification: Option<(bool, u64, Vec<ChainView>)>,
+    /// (intact, what was checked, each chain: shown to users of every tenant).
+    verification: Option<(bool, String, Vec<ChainView>)>,
     error: Option<String>,
 }
 
@@ -351,7 +354,7 @@ impl Api {
                     q.get("a").cloned().unwrap_or_default(),
                     q.get("b").cloned().unwrap_or_default(),
                 );
-                self.diff_page(session, flash, &a, &b)
+                self.diff_page(session, flash, &a, &b).await
             }
             "/console/approvals" => {
                 let all = q.get("all").is_some_and(|v| v == "1");
@@ -493,6 +496,10 @@ impl Api {
 
     fn fleet_page(&self, session: &Session, flash: Option<String>) -> Resp {
         let f = self.store.fleet();
+        let user = &session.user;
+        // A user of some tenants sees gateways, not what their labels,
+        // errors and the kill switch say about other tenants.
+        let scoped = !user.tenants.is_empty();
         let members = f["members"]
             .as_array()
             .map(|a| a.as_slice())
@@ -500,21 +507,31 @@ impl Api {
             .iter()
             .map(|m| MemberView {
                 id: s(&m["id"]),
-                labels: m["labels"]
-                    .as_object()
-                    .map(|o| {
-                        o.iter()
-                            .map(|(k, v)| format!("{k}={}", s(v)))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .unwrap_or_default(),
+                labels: if scoped {
+                    String::new()
+                } else {
+                    self.console.redact(
+                        &m["labels"]
+                            .as_object()
+                            .map(|o| {
+                                o.iter()
+                                    .map(|(k, v)| format!("{k}={}", s(v)))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            })
+                            .unwrap_or_default(),
+                    )
+                },
                 revision: s(&m["revision"]),
                 due: s(&m["due"]),
                 why: s(&m["why"]),
                 current: m["current"] == true,
                 healthy: m["healthy"] == true,
-                last_error: s(&m["last_error"]),
+                last_error: if scoped {
+                    String::new()
+                } else {
+                    self.console.redact(&s(&m["last_error"]))
+                },
                 calls: m["calls"].as_u64().unwrap_or(0),
                 rate: format!("{:.1}", m["calls_per_sec"].as_f64().unwrap_or(0.0)),
                 last_seen: format!("{:.0} s ago", m["last_seen_secs"].as_f64().unwrap_or(0.0)),
@@ -548,19 +565,29 @@ impl Api {
                 revision: s(&c["revision"]),
             })
             .collect();
-        let kill_history = changes
-            .iter()
-            .filter(|c| matches!(c.action.as_str(), "kill" | "revive"))
+        let kill_history = self
+            .store
+            .kill_log()
+            .into_iter()
+            .filter(|k| kill_visible(user, &k.scope, &k.value))
             .take(10)
-            .map(|c| ChangeView {
-                ts: c.ts.clone(),
-                actor: c.actor.clone(),
-                action: c.action.clone(),
-                ok: c.ok,
-                detail: c.detail.clone(),
-                revision: c.revision.clone(),
+            .map(|k| ChangeView {
+                ts: k.at,
+                actor: k.actor,
+                action: k.action,
+                ok: true,
+                detail: format!("{} {}", k.scope, k.value),
+                revision: k.revision,
             })
             .collect();
+        let mut kill_switch = f["kill_switch"].clone();
+        if scoped {
+            for (list, scope) in [("tenants", "tenant"), ("principals", "principal")] {
+                if let Some(a) = kill_switch.get_mut(list).and_then(|v| v.as_array_mut()) {
+                    a.retain(|v| kill_visible(user, scope, v.as_str().unwrap_or("")));
+                }
+            }
+        }
         let admin = session.user.role == Role::Admin;
         render(&FleetPage {
             frame: Frame::new("Fleet", "fleet", session, flash),
@@ -582,8 +609,12 @@ impl Api {
                     s(&f["rollout"]["state"])
                 )
             },
-            last_build_error: s(&f["last_build_error"]),
-            kill_switch: serde_json::to_string_pretty(&f["kill_switch"]).unwrap_or_default(),
+            last_build_error: if scoped {
+                String::new()
+            } else {
+                self.console.redact(&s(&f["last_build_error"]))
+            },
+            kill_switch: serde_json::to_string_pretty(&kill_switch).unwrap_or_default(),
             kill_history,
             // The change record names principals of every tenant: admins only.
             changes: if admin {
@@ -619,10 +650,39 @@ impl Api {
         })
     }
 
-    fn diff_page(&self, session: &Session, flash: Option<String>, a: &str, b: &str) -> Resp {
-        let files = match (self.store.files_of(a), self.store.files_of(b)) {
-            (Ok(fa), Ok(fb)) => super::diff::diff(&fa, &fb, |t| self.console.redact(t)),
-            (Err(e), _) | (_, Err(e)) => return plain(StatusCode::NOT_FOUND, &e),
+    async fn diff_page(
+        self: &Arc<Self>,
+        session: &Session,
+        flash: Option<String>,
+        a: &str,
+        b: &str,
+    ) -> Resp {
+        if !session.user.tenants.is_empty() {
+            return self.forbidden(
+                &session.user,
+                "/console/bundles/diff",
+                "bundle sources are the whole fleet's: users of some tenants do not see them",
+            );
+        }
+        self.console_record(
+            &session.user.name,
+            "bundles.diff",
+            true,
+            &format!("{a} {b}"),
+        );
+        let api = self.clone();
+        let (ra, rb) = (a.to_owned(), b.to_owned());
+        let files = tokio::task::spawn_blocking(move || {
+            match (api.store.files_of(&ra), api.store.files_of(&rb)) {
+                (Ok(fa), Ok(fb)) => Ok(super::diff::diff(&fa, &fb, |t| api.console.redact(t))),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        })
+        .await;
+        let files = match files {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => return plain(StatusCode::NOT_FOUND, &e),
+            Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         };
         render(&DiffPage {
             frame: Frame::new(format!("{a} → {b}"), "bundles", session, flash),
@@ -657,6 +717,7 @@ impl Api {
             requested_at: s(&v["requested_at"]),
             requested_by: s(&v["requested_by"]),
             trace_id: s(&v["trace_id"]),
+            trace_link: trace_link(&s(&v["trace_id"])),
             decisions: v["decisions"]
                 .as_array()
                 .map(|a| a.as_slice())
@@ -692,7 +753,7 @@ impl Api {
                 .latency_us
                 .map(|us| format!("{:.1} ms", us as f64 / 1000.0))
                 .unwrap_or_default(),
-            trace_id: r.trace_id.clone(),
+            trace_link: trace_link(&r.trace_id),
             denied: !matches!(r.outcome.as_str(), "forwarded" | "mutated"),
         }
     }
@@ -785,52 +846,17 @@ impl Api {
                 "audit.search"
             },
             true,
-            &serde_json::to_string(&query).unwrap_or_default(),
+            &serde_json::to_string(&query)
+                .unwrap_or_default()
+                .chars()
+                .take(512)
+                .collect::<String>(),
         );
         // Verifying "the range shown": every record of each chain between
         // the oldest and newest shown, whoever it belongs to (only the
         // counts and the verdict are shown of records outside the filter).
         let verification = if verify && !page.rows.is_empty() {
-            let lo = page.rows.iter().map(|r| r.ts_us).min().unwrap_or(0);
-            let hi = page.rows.iter().map(|r| r.ts_us).max().unwrap_or(0);
-            let range = Query {
-                from_us: Some(lo),
-                to_us: Some(hi + 1),
-                gateway: query.gateway.clone(),
-                limit: 500,
-                ..Default::default()
-            };
-            let store = self.audit.clone();
-            match tokio::task::spawn_blocking(move || store.verify(&range)).await {
-                Ok(Ok(v)) => Some((
-                    v.ok,
-                    v.records,
-                    v.chains
-                        .into_iter()
-                        .map(|c| ChainView {
-                            gateway: c.gateway,
-                            records: c.records,
-                            first_seq: c.first_seq,
-                            last_seq: c.last_seq,
-                            ok: c.ok,
-                            problems: c.problems,
-                        })
-                        .collect(),
-                )),
-                Ok(Err(e)) => Some((
-                    false,
-                    0,
-                    vec![ChainView {
-                        gateway: "-".into(),
-                        records: 0,
-                        first_seq: 0,
-                        last_seq: 0,
-                        ok: false,
-                        problems: vec![e.to_string()],
-                    }],
-                )),
-                Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-            }
+            Some(self.verify_shown(&session.user, &query, &page.rows).await)
         } else {
             None
         };
@@ -868,6 +894,71 @@ impl Api {
         })
     }
 
+    /// Verifies the chains around the records shown: every record of each
+    /// gateway's chain between the oldest and the newest on the page (at
+    /// most [`VERIFY_CAP`], one verification at a time). A user of some
+    /// tenants gets the verdict only: the other records are not theirs to
+    /// count.
+    async fn verify_shown(
+        self: &Arc<Self>,
+        user: &User,
+        query: &Query,
+        rows: &[crate::audit::Row],
+    ) -> (bool, String, Vec<ChainView>) {
+        let Ok(_turn) = self.console.verifying.try_acquire() else {
+            return (
+                false,
+                "not checked: another verification is running; try again in a moment".into(),
+                vec![],
+            );
+        };
+        let lo = rows.iter().map(|r| r.ts_us).min().unwrap_or(0);
+        let hi = rows.iter().map(|r| r.ts_us).max().unwrap_or(0);
+        let range = Query {
+            from_us: Some(lo),
+            to_us: Some(hi + 1),
+            gateway: query.gateway.clone(),
+            limit: VERIFY_CAP,
+            ..Default::default()
+        };
+        let store = self.audit.clone();
+        let v = match tokio::task::spawn_blocking(move || store.verify(&range)).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return (false, format!("not checked: {e}"), vec![]),
+            Err(e) => return (false, format!("not checked: {e}"), vec![]),
+        };
+        let scoped = !user.tenants.is_empty();
+        let what = if v.truncated {
+            format!(
+                "the range holds more than {VERIFY_CAP} records: only the first were checked; narrow the time range"
+            )
+        } else if scoped {
+            format!("the {} records shown and the chain around them", rows.len())
+        } else {
+            format!("{} records checked", v.records)
+        };
+        let chains = if scoped {
+            Vec::new()
+        } else {
+            v.chains
+                .into_iter()
+                .map(|c| ChainView {
+                    gateway: c.gateway,
+                    records: c.records,
+                    first_seq: c.first_seq,
+                    last_seq: c.last_seq,
+                    ok: c.ok,
+                    problems: c
+                        .problems
+                        .into_iter()
+                        .map(|p| self.console.redact(&p))
+                        .collect(),
+                })
+                .collect()
+        };
+        (v.ok && !v.truncated, what, chains)
+    }
+
     async fn record_page(
         self: &Arc<Self>,
         session: &Session,
@@ -902,12 +993,14 @@ impl Api {
                 }
             }
         }
+        // Each field is redacted with its name beside it (detectors such as
+        // `password: …` need the key), and the whole record again below.
         let fields = v
             .as_object()
             .map(|o| {
                 o.iter()
                     .filter(|(k, _)| !matches!(k.as_str(), "arguments" | "result"))
-                    .map(|(k, x)| (k.clone(), s(x)))
+                    .map(|(k, x)| (k.clone(), redact_field(&self.console, k, x)))
                     .collect()
             })
             .unwrap_or_default();
@@ -920,7 +1013,9 @@ impl Api {
             ),
             row: self.row_view(&row),
             fields,
-            json: serde_json::to_string_pretty(&v).unwrap_or_default(),
+            json: self
+                .console
+                .redact(&serde_json::to_string_pretty(&v).unwrap_or_default()),
         })
     }
 
@@ -966,15 +1061,27 @@ impl Api {
             buckets.push((fmt_us(t * 1_000_000)[11..19].to_owned(), n));
             t += step;
         }
-        let mut gateways: Vec<String> = self.store.fleet()["members"]
-            .as_array()
-            .map(|a| a.iter().map(|m| s(&m["id"])).collect())
-            .unwrap_or_default();
+        let scoped = !session.user.tenants.is_empty();
+        let mut gateways: Vec<String> = if scoped {
+            Vec::new()
+        } else {
+            self.store.fleet()["members"]
+                .as_array()
+                .map(|a| a.iter().map(|m| s(&m["id"])).collect())
+                .unwrap_or_default()
+        };
         for (g, _) in &live.gateways {
             if !gateways.contains(g) {
                 gateways.push(g.clone());
             }
         }
+        // Labels come from records gateways wrote: redacted like the rest.
+        let red = |items: &[(String, u64)]| -> Vec<(String, u64)> {
+            items
+                .iter()
+                .map(|(l, n)| (self.console.redact(l), *n))
+                .collect()
+        };
         let ms = |v: Option<f64>| {
             v.map(|x| format!("{x:.1} ms"))
                 .unwrap_or_else(|| "–".into())
@@ -990,14 +1097,57 @@ impl Api {
             p99: ms(live.p99_ms),
             timeline: bars(&buckets),
             panels: vec![
-                ("Decisions by outcome", "outcomes", bars(&live.outcomes)),
-                ("Top tools", "tools", bars(&live.top_tools)),
-                ("Top principals", "principals", bars(&live.top_principals)),
-                ("Denial reasons", "reasons", bars(&live.top_reasons)),
-                ("DLP findings by detector", "dlp", bars(&live.dlp)),
-                ("By gateway", "gateways", bars(&live.gateways)),
+                (
+                    "Decisions by outcome",
+                    "outcomes",
+                    bars(&red(&live.outcomes)),
+                ),
+                ("Top tools", "tools", bars(&red(&live.top_tools))),
+                (
+                    "Top principals",
+                    "principals",
+                    bars(&red(&live.top_principals)),
+                ),
+                ("Denial reasons", "reasons", bars(&red(&live.top_reasons))),
+                ("DLP findings by detector", "dlp", bars(&red(&live.dlp))),
+                ("By gateway", "gateways", bars(&red(&live.gateways))),
             ],
         })
+    }
+}
+
+/// Records one console verification reads at most.
+pub const VERIFY_CAP: usize = 20_000;
+
+/// `/console/audit?trace_id=<id>`, the id encoded.
+fn trace_link(trace_id: &str) -> String {
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("trace_id", trace_id)
+        .finish();
+    format!("/console/audit?{q}")
+}
+
+/// Whether a kill-switch entry (`scope`, `value`) is one `user` may see:
+/// tenant and principal entries of other tenants are not.
+fn kill_visible(user: &User, scope: &str, value: &str) -> bool {
+    match scope {
+        _ if user.tenants.is_empty() => true,
+        "tenant" => user.sees(value),
+        "principal" => value.split_once('/').is_some_and(|(t, _)| user.sees(t)),
+        _ => true,
+    }
+}
+
+/// One field of a record for display: redacted with its name beside it.
+fn redact_field(c: &super::Console, k: &str, x: &serde_json::Value) -> String {
+    let key = serde_json::to_string(k).unwrap_or_default();
+    let line = format!("{key}: {}", serde_json::to_string(x).unwrap_or_default());
+    let red = c.redact(&line);
+    let shown = red.strip_prefix(&format!("{key}: ")).unwrap_or(&red);
+    if x.is_string() {
+        serde_json::from_str::<String>(shown).unwrap_or_else(|_| shown.to_owned())
+    } else {
+        shown.to_owned()
     }
 }
 

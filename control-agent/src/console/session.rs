@@ -14,6 +14,8 @@ use sha2::{Digest, Sha256};
 
 /// Sessions at once, fleet-wide (operators, not agents, log in).
 pub const MAX_SESSIONS: usize = 1024;
+/// Sessions one user may hold at once (their oldest ends first).
+pub const MAX_PER_USER: usize = 16;
 /// A session unused this long ends.
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
 /// A session this old ends, used or not.
@@ -24,7 +26,10 @@ pub const FAIL_WINDOW: Duration = Duration::from_secs(300);
 /// Addresses whose failures are remembered.
 const MAX_FAIL_ENTRIES: usize = 4096;
 
-pub const COOKIE: &str = "warden_console";
+/// The cookie's name: `__Host-` makes a browser take it only when it is
+/// `Secure`, has `Path=/` and names no domain, so a sibling domain cannot
+/// plant its own session.
+pub const COOKIE: &str = "__Host-warden_console";
 
 /// What a console user may do. Each role can do what the one before can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -105,8 +110,10 @@ impl Sessions {
         self.by_digest.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Opens a session for `user`; returns the cookie value.
-    pub fn open(&self, user: User) -> (String, Session) {
+    /// Opens a session for `user`; returns the cookie value. A user at
+    /// [`MAX_PER_USER`] loses their own oldest session; a full table
+    /// refuses the login (it never ends someone else's session).
+    pub fn open(&self, user: User) -> Result<(String, Session), String> {
         let id = random_token();
         let now = Instant::now();
         let s = Session {
@@ -118,13 +125,23 @@ impl Sessions {
         };
         let mut all = self.lock_sessions();
         all.retain(|_, s| live(s, now));
-        if all.len() >= MAX_SESSIONS {
-            if let Some(k) = all.iter().min_by_key(|(_, s)| s.used).map(|(k, _)| *k) {
-                all.remove(&k);
+        let mine: Vec<([u8; 32], Instant)> = all
+            .iter()
+            .filter(|(_, x)| x.user.name == s.user.name && x.user.role == s.user.role)
+            .map(|(k, x)| (*k, x.created))
+            .collect();
+        if mine.len() >= MAX_PER_USER {
+            if let Some((k, _)) = mine.iter().min_by_key(|(_, c)| *c) {
+                all.remove(k);
             }
         }
+        if all.len() >= MAX_SESSIONS {
+            return Err(format!(
+                "the console holds {MAX_SESSIONS} sessions: log in again when some have ended"
+            ));
+        }
         all.insert(digest(&id), s.clone());
-        (id, s)
+        Ok((id, s))
     }
 
     /// The live session of a cookie value, refreshed.
@@ -173,21 +190,25 @@ impl Sessions {
     /// Whether `ip` may try to log in now.
     pub fn may_try(&self, ip: IpAddr) -> bool {
         let f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match f.get(&ip) {
+        match f.get(&bucket(ip)) {
             Some((n, since)) => since.elapsed() > FAIL_WINDOW || *n < MAX_FAILURES,
             None => true,
         }
     }
 
-    pub fn failed(&self, ip: IpAddr) {
+    /// Counts a failed login of `ip`; returns its failures in the window.
+    /// A success does not reset them: they age out with the window.
+    pub fn failed(&self, ip: IpAddr) -> u32 {
         let now = Instant::now();
+        let ip = bucket(ip);
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if f.len() >= MAX_FAIL_ENTRIES {
             f.retain(|_, (_, since)| since.elapsed() <= FAIL_WINDOW);
         }
         if f.len() >= MAX_FAIL_ENTRIES && !f.contains_key(&ip) {
-            // Full of recent failures: everyone's next try is refused
-            // until some age out, rather than forgetting an attacker.
+            // Full of recent failures from as many addresses: the oldest
+            // entry goes (the table stays bounded; an attacker with more
+            // addresses than it holds gets more tries).
             if let Some(k) = f.iter().min_by_key(|(_, (_, s))| *s).map(|(k, _)| *k) {
                 f.remove(&k);
             }
@@ -197,13 +218,23 @@ impl Sessions {
             *e = (0, now);
         }
         e.0 += 1;
+        e.0
     }
+}
 
-    pub fn succeeded(&self, ip: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ip);
+/// The unit failed logins are counted by: an IPv4 address, or an IPv6
+/// /64 (one host usually holds a whole /64).
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::V6(o.into())
+            }
+        },
+        v4 => v4,
     }
 }
 
@@ -231,22 +262,49 @@ mod tests {
     #[test]
     fn sessions_open_find_and_close() {
         let s = Sessions::default();
-        let (id, sess) = s.open(user());
+        let (id, sess) = match s.open(user()) {
+            Ok(x) => x,
+            Err(e) => panic!("{e}"),
+        };
         assert_eq!(s.get(&id).map(|x| x.csrf), Some(sess.csrf));
         assert!(s.get("forged").is_none());
         s.close(&id);
         assert!(s.get(&id).is_none());
     }
 
+    fn opened(s: &Sessions, u: User) -> String {
+        match s.open(u) {
+            Ok((id, _)) => id,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn named(n: usize) -> User {
+        User {
+            name: format!("user{n}"),
+            ..user()
+        }
+    }
+
     #[test]
-    fn the_table_is_bounded() {
+    fn one_user_cannot_end_anothers_session() {
         let s = Sessions::default();
-        let (first, _) = s.open(user());
-        for _ in 0..MAX_SESSIONS {
-            s.open(user());
+        let other = opened(&s, named(9999));
+        // One user logging in again and again keeps MAX_PER_USER sessions.
+        let first = opened(&s, user());
+        for _ in 0..100 {
+            assert!(s.open(user()).is_ok());
+        }
+        assert_eq!(s.count(), MAX_PER_USER + 1);
+        assert!(s.get(&first).is_none(), "their own oldest went");
+        assert!(s.get(&other).is_some(), "the other user's stays");
+        // A full table refuses new logins rather than ending sessions.
+        for n in 0..MAX_SESSIONS {
+            let _ = s.open(named(n));
         }
         assert_eq!(s.count(), MAX_SESSIONS);
-        assert!(s.get(&first).is_none(), "the longest idle one goes");
+        assert!(s.open(named(5000)).is_err());
+        assert!(s.get(&other).is_some());
     }
 
     #[test]
@@ -259,5 +317,13 @@ mod tests {
         }
         assert!(!s.may_try(ip));
         assert!(s.may_try("192.0.2.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 1]))));
+        // One IPv6 /64 is one address.
+        let a: IpAddr = "2001:db8::1".parse().unwrap_or(ip);
+        for n in 0..MAX_FAILURES {
+            let other: IpAddr = format!("2001:db8::{:x}", n + 2).parse().unwrap_or(ip);
+            s.failed(other);
+        }
+        assert!(!s.may_try(a));
+        assert!(s.may_try("2001:db8:0:1::1".parse().unwrap_or(ip)));
     }
 }

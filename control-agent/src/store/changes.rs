@@ -7,8 +7,53 @@ use super::*;
 
 /// How much of the end of the change record the console reads.
 const TAIL: u64 = 256 * 1024;
+/// Kill-switch events kept (`kill-log.json`).
+const KILL_LOG: usize = 100;
+
+/// One pull or release of the kill switch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KillEvent {
+    pub at: String,
+    pub actor: String,
+    /// `kill` or `revive`.
+    pub action: String,
+    pub scope: String,
+    pub value: String,
+    /// The revision that carried it.
+    pub revision: String,
+}
+
+pub(super) fn load_kill_log(dir: &Path) -> std::collections::VecDeque<KillEvent> {
+    std::fs::read(dir.join("kill-log.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+pub(super) fn log_kill(
+    dir: &Path,
+    log: &mut std::collections::VecDeque<KillEvent>,
+    event: KillEvent,
+) {
+    log.push_back(event);
+    while log.len() > KILL_LOG {
+        log.pop_front();
+    }
+    if let Err(e) = write_atomic(
+        &dir.join("kill-log.json"),
+        &serde_json::to_vec_pretty(log).unwrap_or_default(),
+    ) {
+        tracing::error!(error = %e, "cannot write the kill-switch log");
+    }
+}
 
 impl Store {
+    /// Who pulled and released the kill switch, newest first (its own
+    /// bounded log: a flood of other changes cannot push it away).
+    pub fn kill_log(&self) -> Vec<KillEvent> {
+        self.lock().kill_log.iter().rev().cloned().collect()
+    }
+
     /// The newest `n` entries of the change record, newest first.
     pub fn recent_changes(&self, n: usize) -> Vec<serde_json::Value> {
         let Ok(mut f) = std::fs::File::open(self.dir.join("changes.jsonl")) else {

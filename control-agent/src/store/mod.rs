@@ -18,6 +18,7 @@ use crate::rollout::{self, Guard, Labels, Selector, Stats, Target, Verdict};
 
 mod canary;
 mod changes;
+pub use changes::KillEvent;
 mod fleet;
 
 /// One published revision.
@@ -142,6 +143,8 @@ struct Inner {
     served: Vec<Arc<Published>>,
     rollout: Option<Rollout>,
     kill: KillState,
+    /// Who pulled and released the kill switch, newest last (bounded).
+    kill_log: std::collections::VecDeque<KillEvent>,
     /// Digest of the source directory last built (successfully or not).
     source_digest: Option<String>,
     last_error: Option<String>,
@@ -276,6 +279,7 @@ impl Store {
                 served,
                 rollout,
                 kill,
+                kill_log: changes::load_kill_log(dir),
                 source_digest,
                 last_error: None,
                 fleet: BTreeMap::new(),
@@ -630,12 +634,21 @@ impl Store {
             self.served_changed(&inner);
             Ok(rebuilt.pop().expect("one served revision at least"))
         })();
-        if res.is_ok() {
+        if let Ok(p) = &res {
             inner.kill = kill.clone();
             let _ = write_atomic(
                 &self.dir.join("kill.json"),
                 &serde_json::to_vec_pretty(&kill).unwrap_or_default(),
             );
+            let event = KillEvent {
+                at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                actor: actor.to_owned(),
+                action: action.to_owned(),
+                scope: scope.to_owned(),
+                value: value.to_owned(),
+                revision: p.revision.clone(),
+            };
+            changes::log_kill(&self.dir, &mut inner.kill_log, event);
         }
         drop(inner);
         self.after_with(actor, action, &format!("{scope} {value}"), res)
