@@ -9,6 +9,7 @@
 pub mod access;
 pub mod archive;
 pub mod error;
+pub mod flows;
 pub mod guards;
 pub mod model;
 pub mod person;

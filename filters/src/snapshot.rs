@@ -202,6 +202,8 @@ pub struct Shared {
     pub quotas: Arc<crate::guards::quota::QuotaTables>,
     /// Session budgets and loop counters (see `runaway`).
     pub runaway: Arc<crate::guards::runaway::RunawayTables>,
+    /// Information-flow states (see `flow`).
+    pub flows: Arc<crate::guards::flow::FlowTables>,
     pub pins: Arc<crate::guards::tools::ToolPins>,
     /// Which arguments each tool mirrors into `Mcp-Param-*` headers.
     pub params: Arc<crate::guards::mirror::ParamDecls>,
@@ -240,6 +242,9 @@ impl Shared {
         s.task_owners = Arc::new(crate::guards::tasks::TaskOwners::new(
             budget.entries(Table::Tasks),
         ));
+        s.flows = Arc::new(crate::guards::flow::FlowTables::new(
+            budget.entries(Table::Flows),
+        ));
         Arc::new(s)
     }
 
@@ -247,6 +252,7 @@ impl Shared {
         Arc::new(Shared {
             quotas: Arc::new(crate::guards::quota::QuotaTables::new(1_000_000)),
             runaway: Arc::new(crate::guards::runaway::RunawayTables::new(200_000)),
+            flows: Arc::new(crate::guards::flow::FlowTables::new(100_000)),
             pins: Arc::new(crate::guards::tools::ToolPins::default()),
             params: Arc::new(crate::guards::mirror::ParamDecls::default()),
             task_owners: Arc::new(crate::guards::tasks::TaskOwners::default()),
@@ -419,6 +425,18 @@ impl Snapshot {
         ) {
             filters.push(Arc::new(f));
         }
+        // Information flow: its request half before the policy (which
+        // reads what it notes), its reply half after DLP (below).
+        let flow = crate::guards::flow::FlowFilter::new(
+            config.flows.as_ref(),
+            Arc::new(config.catalog.clone()),
+            shared.flows.clone(),
+            config.policy.denial,
+        )
+        .map(Arc::new);
+        if let Some(f) = &flow {
+            filters.push(f.clone());
+        }
         if let Some(engine) = &policy {
             filters.push(Arc::new(
                 PolicyFilter::new(engine.clone(), config.catalog.clone(), config.policy.denial)
@@ -462,12 +480,19 @@ impl Snapshot {
             }
             None => None,
         };
+        if let Some(f) = flow {
+            filters.push(Arc::new(crate::guards::flow::FlowReplyFilter(f)));
+        }
         filters.extend(extra);
         // Last: a held call has passed every other guard, its bytes final.
+        let flows_ask = config
+            .flows
+            .as_ref()
+            .is_some_and(|f| f.on_violation == warden_config::flows::OnViolation::Approval);
         if let Some(f) = crate::guards::approval::ApprovalFilter::new(
             &config.approvals,
             &config.catalog,
-            policy.is_some(),
+            policy.is_some() || flows_ask,
         ) {
             filters.push(Arc::new(f));
         }

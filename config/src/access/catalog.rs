@@ -20,6 +20,8 @@ pub struct ToolEntry {
     pub egress_allow: Vec<HostPattern>,
     /// Scopes a caller's token must carry for this tool (step-up).
     pub scopes: Vec<String>,
+    /// Classification and flow roles (`flows`).
+    pub labels: crate::flows::Labels,
 }
 
 /// A catalog entry that says nothing but the defaults (cost 1).
@@ -34,6 +36,7 @@ impl Default for ToolEntry {
             url_arguments: Vec::new(),
             egress_allow: Vec::new(),
             scopes: Vec::new(),
+            labels: crate::flows::Labels::default(),
         }
     }
 }
@@ -44,6 +47,10 @@ pub struct ServerCatalog {
     pub default_risk: Risk,
     pub tools: HashMap<String, ToolEntry>,
     pub egress_allow: Vec<HostPattern>,
+    /// Labels of every tool of the server the tool's own do not replace.
+    pub labels: crate::flows::Labels,
+    /// Labels of resources by URI pattern (first match).
+    pub resources: Vec<(String, crate::flows::Labels)>,
 }
 
 impl Default for ServerCatalog {
@@ -52,6 +59,8 @@ impl Default for ServerCatalog {
             default_risk: Risk::Medium,
             tools: HashMap::new(),
             egress_allow: Vec::new(),
+            labels: crate::flows::Labels::default(),
+            resources: Vec::new(),
         }
     }
 }
@@ -72,6 +81,7 @@ impl ServerCatalog {
 pub(crate) fn catalog(
     raw: &BTreeMap<String, raw::ServerCatalogConfig>,
     servers: &HashSet<&str>,
+    flows: Option<&crate::flows::Flows>,
     p: &mut Problems,
 ) -> HashMap<String, ServerCatalog> {
     let mut out = HashMap::new();
@@ -151,6 +161,7 @@ pub(crate) fn catalog(
                         p,
                     ),
                     scopes: t.scopes.clone(),
+                    labels: crate::flows::labels(flows, &t.classification, &t.flow, &tbase, p),
                 },
             );
         }
@@ -160,6 +171,22 @@ pub(crate) fn catalog(
                 default_risk,
                 tools,
                 egress_allow: host_patterns(&c.egress_allow, &format!("{base}.egress_allow"), p),
+                labels: crate::flows::labels(flows, &c.classification, &c.flow, &base, p),
+                resources: c
+                    .resources
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let at = format!("{base}.resources[{i}]");
+                        if r.uri.is_empty() {
+                            p.push(format!("{at}.uri"), "a URI pattern is required");
+                        }
+                        (
+                            r.uri.clone(),
+                            crate::flows::labels(flows, &r.classification, &r.flow, &at, p),
+                        )
+                    })
+                    .collect(),
             },
         );
     }

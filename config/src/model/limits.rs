@@ -46,16 +46,19 @@ pub enum Table {
     Tasks,
     /// Requests per principal for `/top`.
     Live,
+    /// Information-flow states per session or principal (`flows`).
+    Flows,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Ledger,
         Table::Sessions,
         Table::Quotas,
         Table::Runaway,
         Table::Tasks,
         Table::Live,
+        Table::Flows,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +69,7 @@ impl Table {
             Table::Runaway => "runaway",
             Table::Tasks => "tasks",
             Table::Live => "live",
+            Table::Flows => "flows",
         }
     }
 
@@ -73,12 +77,13 @@ impl Table {
     /// no table holds: buffers, connections, the snapshot).
     fn share(self) -> u64 {
         match self {
-            Table::Ledger => 300,
+            Table::Ledger => 260,
             Table::Sessions => 100,
             Table::Quotas => 100,
             Table::Runaway => 100,
             Table::Tasks => 80,
             Table::Live => 20,
+            Table::Flows => 40,
         }
     }
 
@@ -92,6 +97,8 @@ impl Table {
             Table::Runaway => 256,
             Table::Tasks => 320,
             Table::Live => 256,
+            // A state holds up to 16 sources of ~60 bytes each.
+            Table::Flows => 1280,
         }
     }
 }

@@ -92,6 +92,8 @@ pub struct Config {
     pub tool_pinning: bool,
     /// `None`: no DLP scanning.
     pub dlp: Option<crate::guards::Dlp>,
+    /// `None`: no flow tracking (`flows:`).
+    pub flows: Option<crate::flows::Flows>,
 }
 
 impl Config {
@@ -121,7 +123,8 @@ impl Config {
         let identity = raw.identity.as_ref().map(|i| access::identity(i, root, p));
         let policy = access::policy(&raw.policy, p);
         let known: HashSet<&str> = servers.iter().map(|s: &Server| s.name.as_str()).collect();
-        let catalog = access::catalog(&raw.catalog, &known, p);
+        let flows = crate::flows::flows(raw.flows.as_ref(), p);
+        let catalog = access::catalog(&raw.catalog, &known, flows.as_ref(), p);
         let kill_switch = access::kill_switch(&raw.kill_switch, p);
         let redis = crate::guards::redis(raw.redis.as_ref(), p);
         let quotas = crate::guards::quotas(&raw.quotas, redis.is_some(), p);
@@ -150,6 +153,7 @@ impl Config {
             approvals,
             tool_pinning: raw.tool_pinning.enabled.unwrap_or(true),
             dlp: raw.dlp.as_ref().map(|d| crate::guards::dlp(d, p)),
+            flows,
             listeners,
             admin,
             limits,

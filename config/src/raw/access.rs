@@ -150,6 +150,15 @@ pub struct ServerCatalogConfig {
     /// Hosts URL arguments of this server's tools may reach (adds to `egress.allow`).
     #[serde(default)]
     pub egress_allow: Vec<String>,
+    /// Classification of what this server's tools return (see `flows`).
+    #[serde(default)]
+    pub classification: Option<String>,
+    /// Flow roles of this server's tools: `private`, `untrusted`, `sink`.
+    #[serde(default)]
+    pub flow: Option<Vec<String>>,
+    /// Labels of resources by URI pattern (first match).
+    #[serde(default)]
+    pub resources: Vec<super::ResourceLabelConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +189,14 @@ pub struct ToolCatalogConfig {
     /// without them, 403 `insufficient_scope` naming them).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Classification of what this tool returns; for a sink, the highest
+    /// it may receive (see `flows`).
+    #[serde(default)]
+    pub classification: Option<String>,
+    /// Flow roles: `private` (reads private data), `untrusted` (returns
+    /// content from outside), `sink` (sends data outward).
+    #[serde(default)]
+    pub flow: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]

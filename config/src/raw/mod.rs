@@ -8,6 +8,7 @@
 //! read: `gateway`, `servers`, `upstream_auth`, `access` and `guards`.
 
 mod access;
+mod flows;
 mod gateway;
 mod guards;
 mod servers;
@@ -21,6 +22,7 @@ pub use access::{
     ApiKeyConfig, IdentityConfig, JwtConfig, KillSwitchConfig, MtlsPrincipalConfig, PolicyConfig,
     ServerCatalogConfig, ToolCatalogConfig,
 };
+pub use flows::{FlowsConfig, ResourceLabelConfig};
 pub use gateway::{
     AdminConfig, AuditConfig, AuditExportConfig, HttpExportConfig, LimitsConfig, ListenerConfig,
     ListenerTlsConfig, PinningConfig, SecurityConfig, SyslogExportConfig, SyslogTlsConfig,
@@ -96,4 +98,7 @@ pub struct WardenConfig {
     /// Human approval of risky calls (held until approvers say yes).
     #[serde(default)]
     pub approvals: Option<ApprovalsConfig>,
+    /// Data classification and information flow. Absent: no flow tracking.
+    #[serde(default)]
+    pub flows: Option<FlowsConfig>,
 }

@@ -65,6 +65,9 @@ pub struct Exchange<'a> {
     pub keep_arguments: bool,
     /// Global-quota reservations made for this request (see `quota::global_demands`).
     pub global: Option<&'a GlobalVerdicts>,
+    /// The flow state read from the shared store for this request (see
+    /// `flow`); `None`: the process's own table holds it.
+    pub flow: Option<&'a crate::guards::flow::Loaded>,
 }
 
 impl<'a> Exchange<'a> {
@@ -83,6 +86,7 @@ impl<'a> Exchange<'a> {
             justification: None,
             keep_arguments: false,
             global: None,
+            flow: None,
         }
     }
 }

@@ -28,6 +28,11 @@ pub struct Notes {
     pub approval: Option<ApprovalNeed>,
     /// Where the bundle's shadow rule disagreed with the enforced one.
     pub shadow: Option<ShadowNote>,
+    /// What the flow guard saw of a request: the flow's state and the
+    /// call's labels (for the policy input and the audit record).
+    pub flow: Option<crate::guards::flow::FlowNote>,
+    /// What a reply added to its flow (to share and to audit).
+    pub flow_out: Option<crate::guards::flow::FlowOut>,
     pub(super) holds: Vec<Hold>,
 }
 

@@ -7,6 +7,7 @@
 pub mod approval;
 pub mod dlp;
 pub mod egress;
+pub mod flow;
 pub mod handles;
 pub mod kill_switch;
 pub mod mirror;

@@ -90,6 +90,7 @@ impl Gateway {
                 Table::Runaway => self.shared.runaway.len(),
                 Table::Tasks => self.shared.task_owners.len(),
                 Table::Live => self.live.len(),
+                Table::Flows => self.shared.flows.len(),
             };
             m.table_entries
                 .with_label_values(&[t.as_str()])

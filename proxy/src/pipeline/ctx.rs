@@ -128,6 +128,9 @@ pub struct RequestCtx {
     pub justification: Option<String>,
     /// The control agent's answer for this request's held call.
     pub approval: Option<crate::hub::approval_client::Claimed>,
+    /// The flow state read from the shared store before the chain (see
+    /// `warden_filters::guards::flow`); `None`: this process's table.
+    pub flow: Option<warden_filters::guards::flow::Loaded>,
     /// An `initialize` whose client declared URL-mode elicitation.
     pub url_elicitation: bool,
     pub session_id: Option<String>,
@@ -207,6 +210,7 @@ impl RequestCtx {
             source_ip: None,
             justification: None,
             approval: None,
+            flow: None,
             url_elicitation: false,
             session_id: None,
             session_sealed: false,
@@ -276,6 +280,7 @@ impl RequestCtx {
             justification: self.justification.as_deref(),
             keep_arguments,
             global,
+            flow: self.flow.as_ref(),
         }
     }
 

@@ -305,6 +305,7 @@ fn filter(detect: bool) -> EgressFilter {
         url_arguments: vec!["link".into()],
         egress_allow: Vec::new(),
         scopes: Vec::new(),
+        labels: Default::default(),
     };
     let catalog = ServerCatalog {
         tools: HashMap::from([("fetch".to_owned(), tool)]),

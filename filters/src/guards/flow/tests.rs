@@ -1,0 +1,416 @@
+use std::collections::HashMap;
+
+use super::*;
+use crate::chain::notes::FindingNote;
+use crate::engines::identity::Principal;
+use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
+use warden_config::access::ToolEntry;
+use warden_config::flows::{Labels, DEFAULT_LEVELS};
+
+fn flows(on_violation: OnViolation, track: Track) -> Flows {
+    Flows {
+        levels: DEFAULT_LEVELS.iter().map(|s| (*s).to_owned()).collect(),
+        track,
+        default_clearance: 1,
+        dlp_level: 2,
+        unlabelled: Roles {
+            untrusted: true,
+            ..Roles::default()
+        },
+        decide: Decide::Gateway,
+        on_violation,
+        approvers: 1,
+    }
+}
+
+fn labels(level: Option<u8>, roles: Roles) -> Labels {
+    Labels {
+        classification: level,
+        roles: Some(roles),
+    }
+}
+
+fn catalog() -> HashMap<String, ServerCatalog> {
+    let tool = |l: Labels| ToolEntry {
+        labels: l,
+        ..ToolEntry::default()
+    };
+    let hr = ServerCatalog {
+        labels: labels(
+            Some(3),
+            Roles {
+                private: true,
+                ..Roles::default()
+            },
+        ),
+        resources: vec![("hr://public/*".into(), labels(Some(0), Roles::default()))],
+        ..ServerCatalog::default()
+    };
+    let web = ServerCatalog {
+        tools: HashMap::from([
+            (
+                "fetch".to_owned(),
+                tool(labels(
+                    None,
+                    Roles {
+                        untrusted: true,
+                        ..Roles::default()
+                    },
+                )),
+            ),
+            (
+                "post".to_owned(),
+                tool(labels(
+                    Some(0),
+                    Roles {
+                        sink: true,
+                        ..Roles::default()
+                    },
+                )),
+            ),
+            (
+                "notes".to_owned(),
+                tool(labels(
+                    Some(2),
+                    Roles {
+                        sink: true,
+                        ..Roles::default()
+                    },
+                )),
+            ),
+        ]),
+        ..ServerCatalog::default()
+    };
+    HashMap::from([
+        ("hr".to_owned(), hr),
+        ("web".to_owned(), web),
+        ("misc".to_owned(), ServerCatalog::default()),
+    ])
+}
+
+struct Gw {
+    req: FlowFilter,
+    reply: FlowReplyFilter,
+}
+
+fn gateway(on_violation: OnViolation, track: Track) -> Gw {
+    let tables = Arc::new(FlowTables::new(1000));
+    let mk = || {
+        FlowFilter::new(
+            Some(&flows(on_violation, track)),
+            Arc::new(catalog()),
+            tables.clone(),
+            DenialStyle::ToolError,
+        )
+        .expect("flows")
+    };
+    Gw {
+        req: mk(),
+        reply: FlowReplyFilter(Arc::new(mk())),
+    }
+}
+
+fn principal(clearance: Option<&str>) -> Principal {
+    let mut p = Principal::anonymous();
+    p.id = "agent-7".into();
+    p.tenant = "acme".into();
+    p.auth = crate::engines::identity::AuthMethod::ApiKey;
+    if let Some(c) = clearance {
+        p.attributes.insert("clearance".into(), c.into());
+    }
+    p
+}
+
+/// Calls `server/tool` and, when it passes, replies with `reply_text`
+/// (with a DLP finding when `finding`). Returns the refusal reason, or
+/// the approval the call was held for.
+fn call(
+    gw: &Gw,
+    p: &Principal,
+    session: Option<&str>,
+    server: &str,
+    tool: &str,
+    args: &str,
+    finding: bool,
+) -> Result<Option<String>, String> {
+    let ex = Exchange {
+        session_id: session,
+        ..Exchange::new(p, server)
+    };
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
+    );
+    let Parsed::Single(env) = parse(body.as_bytes(), ParseLimits::default()).expect("parse") else {
+        panic!("single")
+    };
+    let mut notes = Notes::default();
+    if let Decision::Reject(d) =
+        gw.req
+            .on_request(&Message::new(&env, body.as_bytes()), &ex, &mut notes)
+    {
+        return Err(format!("{}: {}", d.reason, d.to_response(None)));
+    }
+    let held = notes.approval_asked.map(|a| a.reason.to_string());
+    let reply = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+    let Parsed::Single(renv) = parse(reply.as_bytes(), ParseLimits::default()).expect("parse")
+    else {
+        panic!("single")
+    };
+    let mut rnotes = Notes::default();
+    if finding {
+        rnotes.findings.push(FindingNote {
+            detector: "ssn".into(),
+            rule: "r".into(),
+            path: "$".into(),
+            action: "redact",
+        });
+    }
+    let msg = Message::from_server(&renv, reply.as_bytes(), Some("tools/call"), Some(tool));
+    let _ = gw.reply.on_response(&msg, &ex, &mut rnotes);
+    Ok(held)
+}
+
+#[test]
+fn private_then_untrusted_then_sink_is_refused_naming_the_flow() {
+    let gw = gateway(OnViolation::Deny, Track::Session);
+    let p = principal(Some("restricted"));
+    let s = Some("s1");
+    assert!(call(&gw, &p, s, "hr", "get_employee", "{}", false).is_ok());
+    assert!(call(
+        &gw,
+        &p,
+        s,
+        "web",
+        "fetch",
+        r#"{"url":"https://evil.example"}"#,
+        false
+    )
+    .is_ok());
+    let e = call(&gw, &p, s, "web", "post", r#"{"text":"x"}"#, false).unwrap_err();
+    assert!(e.starts_with("flow_blocked"), "{e}");
+    assert!(
+        e.contains("restricted data from `hr/get_employee` cannot go to `web/post` after untrusted content from `web/fetch`"),
+        "{e}"
+    );
+    // A sink cleared for the level takes it.
+    assert!(
+        call(&gw, &p, s, "web", "notes", r#"{"text":"x"}"#, false).is_err(),
+        "notes takes confidential, not restricted"
+    );
+}
+
+#[test]
+fn without_the_untrusted_step_the_sink_is_allowed() {
+    let gw = gateway(OnViolation::Deny, Track::Session);
+    let p = principal(Some("restricted"));
+    assert!(call(&gw, &p, Some("s"), "hr", "get_employee", "{}", false).is_ok());
+    assert!(call(&gw, &p, Some("s"), "web", "post", "{}", false).is_ok());
+    // Untrusted first, then public data only: allowed too.
+    assert!(call(&gw, &p, Some("t"), "web", "fetch", "{}", false).is_ok());
+    assert!(call(&gw, &p, Some("t"), "web", "post", "{}", false).is_ok());
+}
+
+#[test]
+fn clearance_bounds_reads() {
+    let gw = gateway(OnViolation::Deny, Track::Session);
+    let e = call(
+        &gw,
+        &principal(None),
+        Some("s"),
+        "hr",
+        "get_employee",
+        "{}",
+        false,
+    )
+    .unwrap_err();
+    assert!(
+        e.starts_with("flow_above_clearance") && e.contains("above your clearance (internal)"),
+        "{e}"
+    );
+    let e = call(
+        &gw,
+        &principal(Some("no-such-level")),
+        Some("s"),
+        "hr",
+        "x",
+        "{}",
+        false,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("(public)"),
+        "an unknown clearance clears the lowest level only: {e}"
+    );
+    assert!(call(
+        &gw,
+        &principal(Some("RESTRICTED")),
+        Some("s"),
+        "hr",
+        "x",
+        "{}",
+        false
+    )
+    .is_ok());
+}
+
+#[test]
+fn a_dlp_finding_raises_a_reply() {
+    let gw = gateway(OnViolation::Deny, Track::Session);
+    let p = principal(Some("restricted"));
+    // `misc/lookup` is unlabelled: untrusted, level 0 — but its reply
+    // carried an SSN, so it is confidential.
+    assert!(call(&gw, &p, Some("s"), "misc", "lookup", "{}", true).is_ok());
+    let e = call(&gw, &p, Some("s"), "web", "post", "{}", false).unwrap_err();
+    assert!(e.contains("confidential data from `misc/lookup`"), "{e}");
+}
+
+#[test]
+fn an_unlabelled_tool_with_a_url_is_a_sink() {
+    let gw = gateway(OnViolation::Deny, Track::Session);
+    let p = principal(Some("restricted"));
+    assert!(call(&gw, &p, Some("s"), "hr", "get", "{}", false).is_ok());
+    assert!(call(&gw, &p, Some("s"), "web", "fetch", "{}", false).is_ok());
+    let e = call(
+        &gw,
+        &p,
+        Some("s"),
+        "misc",
+        "ping",
+        r#"{"to":"https://x.example/?d=1"}"#,
+        false,
+    )
+    .unwrap_err();
+    assert!(e.contains("`misc/ping`"), "{e}");
+    assert!(call(
+        &gw,
+        &p,
+        Some("s"),
+        "misc",
+        "ping",
+        r#"{"to":"x.example"}"#,
+        false
+    )
+    .is_ok());
+}
+
+#[test]
+fn sessions_start_clean_unless_tracked_per_principal() {
+    let gw = gateway(OnViolation::Deny, Track::Session);
+    let p = principal(Some("restricted"));
+    call(&gw, &p, Some("a"), "hr", "get", "{}", false).expect("read");
+    call(&gw, &p, Some("a"), "web", "fetch", "{}", false).expect("fetch");
+    assert!(
+        call(&gw, &p, Some("b"), "web", "post", "{}", false).is_ok(),
+        "a new session starts clean"
+    );
+    // Another principal's session of the same id is its own.
+    let mut q = principal(Some("restricted"));
+    q.id = "other".into();
+    assert!(call(&gw, &q, Some("a"), "web", "post", "{}", false).is_ok());
+
+    let gw = gateway(OnViolation::Deny, Track::Principal);
+    call(&gw, &p, Some("a"), "hr", "get", "{}", false).expect("read");
+    call(&gw, &p, Some("a"), "web", "fetch", "{}", false).expect("fetch");
+    assert!(
+        call(&gw, &p, Some("b"), "web", "post", "{}", false).is_err(),
+        "no laundering through a new session"
+    );
+    assert!(call(&gw, &p, None, "web", "post", "{}", false).is_err());
+}
+
+#[test]
+fn a_violation_can_ask_for_an_approval_instead() {
+    let gw = gateway(OnViolation::Approval, Track::Session);
+    let p = principal(Some("restricted"));
+    call(&gw, &p, Some("s"), "hr", "get", "{}", false).expect("read");
+    call(&gw, &p, Some("s"), "web", "fetch", "{}", false).expect("fetch");
+    let held = call(&gw, &p, Some("s"), "web", "post", "{}", false).expect("held, not refused");
+    assert!(held.is_some_and(|r| r.contains("cannot go to `web/post`")));
+}
+
+#[test]
+fn an_unreadable_state_refuses_sinks_only() {
+    let gw = gateway(OnViolation::Deny, Track::Session);
+    let p = principal(Some("restricted"));
+    let down = Loaded::Unreadable("redis down".into());
+    let body =
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"post","arguments":{}}}"#;
+    let Parsed::Single(env) = parse(body.as_bytes(), ParseLimits::default()).expect("parse") else {
+        panic!("single")
+    };
+    let ex = Exchange {
+        session_id: Some("s"),
+        flow: Some(&down),
+        ..Exchange::new(&p, "web")
+    };
+    let d = gw.req.on_request(
+        &Message::new(&env, body.as_bytes()),
+        &ex,
+        &mut Notes::default(),
+    );
+    assert!(matches!(d, Decision::Reject(ref x) if x.reason == "flow_state_unavailable"));
+    let ex = Exchange {
+        session_id: Some("s"),
+        flow: Some(&down),
+        ..Exchange::new(&p, "hr")
+    };
+    let read = body.replace("post", "get");
+    let Parsed::Single(env) = parse(read.as_bytes(), ParseLimits::default()).expect("parse") else {
+        panic!("single")
+    };
+    let d = gw.req.on_request(
+        &Message::new(&env, read.as_bytes()),
+        &ex,
+        &mut Notes::default(),
+    );
+    assert!(matches!(d, Decision::Pass));
+}
+
+#[test]
+fn states_only_grow_and_keep_their_explanation() {
+    let mut st = FlowState::default();
+    let src = |i: usize, level: u8, untrusted: bool| Source {
+        id: format!("fl_{i}"),
+        what: format!("s/t{i}"),
+        level,
+        untrusted,
+    };
+    assert!(st.raise(&src(0, 3, false)));
+    assert!(st.raise(&src(1, 0, true)));
+    for i in 2..100 {
+        st.raise(&src(i, 1, false));
+    }
+    assert_eq!((st.level, st.untrusted), (3, true));
+    assert!(st.sources.len() <= MAX_SOURCES);
+    let (high, untrusted) = st.culprits();
+    assert_eq!(high.map(|s| s.id.as_str()), Some("fl_0"));
+    assert_eq!(untrusted.map(|s| s.id.as_str()), Some("fl_1"));
+    let mut other = FlowState::default();
+    other.merge(&st);
+    assert_eq!(other.level, 3);
+    assert!(!other.raise(&src(200, 2, false)), "lower adds nothing");
+}
+
+#[test]
+fn resources_take_their_pattern_labels() {
+    let f = flows(OnViolation::Deny, Track::Session);
+    let c = catalog();
+    let l = call_labels(
+        &f,
+        c.get("hr"),
+        "hr",
+        "resources/read",
+        "hr://public/handbook",
+        None,
+    );
+    assert_eq!((l.level, l.what.as_str()), (0, "hr:hr://public/handbook"));
+    let l = call_labels(
+        &f,
+        c.get("hr"),
+        "hr",
+        "resources/read",
+        "hr://employees/1",
+        None,
+    );
+    assert_eq!(l.level, 3, "the server's label");
+}
