@@ -186,7 +186,7 @@ fn private_then_untrusted_then_sink_is_refused_naming_the_flow() {
         false
     )
     .is_ok());
-    let e = call(&gw, &p, s, "web", "post", r#"{"text":"x"}"#, false).unwrap_err();
+    let e = call(&gw, &p, s, "web", "post", r#"{"text":"x"}"#, false).expect_err("refused");
     assert!(e.starts_with("flow_blocked"), "{e}");
     assert!(
         e.contains("restricted data from `hr/get_employee` cannot go to `web/post` after untrusted content from `web/fetch`"),
@@ -222,7 +222,7 @@ fn clearance_bounds_reads() {
         "{}",
         false,
     )
-    .unwrap_err();
+    .expect_err("refused");
     assert!(
         e.starts_with("flow_above_clearance") && e.contains("above your clearance (internal)"),
         "{e}"
@@ -236,7 +236,7 @@ fn clearance_bounds_reads() {
         "{}",
         false,
     )
-    .unwrap_err();
+    .expect_err("refused");
     assert!(
         e.contains("(public)"),
         "an unknown clearance clears the lowest level only: {e}"
@@ -260,7 +260,7 @@ fn a_dlp_finding_raises_a_reply() {
     // `misc/lookup` is unlabelled: untrusted, level 0 — but its reply
     // carried an SSN, so it is confidential.
     assert!(call(&gw, &p, Some("s"), "misc", "lookup", "{}", true).is_ok());
-    let e = call(&gw, &p, Some("s"), "web", "post", "{}", false).unwrap_err();
+    let e = call(&gw, &p, Some("s"), "web", "post", "{}", false).expect_err("refused");
     assert!(e.contains("confidential data from `misc/lookup`"), "{e}");
 }
 
@@ -279,7 +279,7 @@ fn an_unlabelled_tool_with_a_url_is_a_sink() {
         r#"{"to":"https://x.example/?d=1"}"#,
         false,
     )
-    .unwrap_err();
+    .expect_err("refused");
     assert!(e.contains("`misc/ping`"), "{e}");
     assert!(call(
         &gw,
