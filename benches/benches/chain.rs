@@ -97,6 +97,7 @@ fn bench(c: &mut Criterion) {
             justification: None,
             keep_arguments: false,
             global: None,
+            flow: None,
         };
         let plan = plan_request(
             &warden_filters::RequestMessages::new(&request, &parsed),

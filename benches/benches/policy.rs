@@ -50,6 +50,7 @@ fn bench(c: &mut Criterion) {
         source_ip: Some("10.0.0.7".parse().expect("ip")),
         justification: None,
         session_id: Some("6f1c2a"),
+        flow: None,
     };
     assert!(engine.decide(&input).allow, "the bench input is allowed");
     assert_eq!(engine.evaluate(&input), engine.decide(&input));

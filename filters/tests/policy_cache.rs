@@ -194,6 +194,7 @@ fn input(c: &Case) -> PolicyInput<'_> {
         source_ip: c.ip,
         justification: c.justification,
         session_id: c.session,
+        flow: None,
     }
 }
 
@@ -248,4 +249,59 @@ fn nondeterministic_policies_are_never_cached() {
         "package t\nimport rego.v1\ndecision := {\"allow\": time.now_ns() > 0, \"reason\": \"clock\"}\n",
     );
     assert!(!engine.cacheable());
+}
+
+/// A policy that reads `input.flow` is cached on it: the same call with
+/// another flow state is decided again, never answered from the cache.
+#[test]
+fn the_flow_state_is_part_of_the_cache_key() {
+    use std::sync::Arc;
+    use warden_filters::guards::flow::{CallLabels, FlowNote, FlowState, Source};
+    let engine = compile(
+        "package t\nimport rego.v1\ndecision := {\"allow\": false, \"reason\": \"exfiltration\"} if {\n\t\"sink\" in input.flow.call.roles\n\tinput.flow.session.untrusted\n\tinput.flow.session.rank > input.flow.call.rank\n} else := {\"allow\": true, \"reason\": \"ok\"}\n",
+    );
+    assert!(engine.cacheable());
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let case = arb_case().new_tree(&mut runner).expect("case").current();
+    let names: Arc<[String]> = ["public", "internal", "confidential", "restricted"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect::<Vec<_>>()
+        .into();
+    let note = |level: u8, untrusted: bool| FlowNote {
+        state: FlowState {
+            level,
+            untrusted,
+            sources: vec![Source {
+                id: "fl_1".into(),
+                what: "hr/get".into(),
+                level,
+                untrusted,
+            }],
+        },
+        call: CallLabels {
+            what: "web/post".into(),
+            level: 0,
+            roles: warden_config::flows::Roles {
+                sink: true,
+                ..Default::default()
+            },
+        },
+        unreadable: false,
+        clearance: 1,
+        names: names.clone(),
+    };
+    let clean = note(0, false);
+    let tainted = note(3, true);
+    let with = |n: &FlowNote| {
+        let mut i = input(&case);
+        i.flow = Some(n);
+        engine.decide(&i)
+    };
+    for _ in 0..3 {
+        let d = with(&clean);
+        assert!(d.allow, "{d:?}");
+        assert!(!with(&tainted).allow);
+    }
+    assert_eq!(engine.cache_stats(), (4, 2), "two keys, each hit twice");
 }

@@ -190,6 +190,41 @@ pub struct FlowNote {
     pub call: CallLabels,
     /// The state could not be read (shared store down).
     pub unreadable: bool,
+    /// The caller's clearance.
+    pub clearance: u8,
+    /// The level names, lowest first.
+    pub names: Arc<[String]>,
+}
+
+impl FlowNote {
+    fn name(&self, i: u8) -> &str {
+        self.names.get(usize::from(i)).map_or("?", String::as_str)
+    }
+
+    /// `input.flow` as the policy reads it (docs/policy.md), and the
+    /// audit record's `flow` (without `out`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "session": {
+                "level": self.name(self.state.level),
+                "rank": self.state.level,
+                "untrusted": self.state.untrusted,
+                "readable": !self.unreadable,
+                "sources": self.state.sources.iter().map(|s| serde_json::json!({
+                    "id": s.id, "what": s.what, "level": self.name(s.level), "rank": s.level,
+                    "untrusted": s.untrusted,
+                })).collect::<Vec<_>>(),
+            },
+            "call": {
+                "what": self.call.what,
+                "level": self.name(self.call.level),
+                "rank": self.call.level,
+                "roles": self.call.roles.names(),
+            },
+            "clearance": self.name(self.clearance),
+            "clearance_rank": self.clearance,
+        })
+    }
 }
 
 /// What a reply added to its flow: the proxy writes it to the shared
@@ -298,6 +333,7 @@ pub fn clearance(flows: &Flows, ex: &Exchange<'_>) -> u8 {
 
 pub struct FlowFilter {
     flows: Flows,
+    names: Arc<[String]>,
     catalog: Arc<std::collections::HashMap<String, ServerCatalog>>,
     tables: Arc<FlowTables>,
     style: DenialStyle,
@@ -312,6 +348,7 @@ impl FlowFilter {
     ) -> Option<Self> {
         flows.map(|f| FlowFilter {
             flows: f.clone(),
+            names: f.levels.clone().into(),
             catalog,
             tables,
             style,
@@ -395,16 +432,18 @@ impl McpFilter for FlowFilter {
             Ok(s) => (s, false),
             Err(_) => (FlowState::default(), true),
         };
+        let f = &self.flows;
+        let clear = clearance(f, ex);
         notes.flow = Some(FlowNote {
             state: state.clone(),
             call: call.clone(),
             unreadable,
+            clearance: clear,
+            names: self.names.clone(),
         });
         if self.flows.decide == Decide::Policy {
             return Decision::Pass;
         }
-        let f = &self.flows;
-        let clear = clearance(f, ex);
         if !call.roles.sink && call.level > clear {
             return Decision::Reject(self.denial(
                 "flow_above_clearance",

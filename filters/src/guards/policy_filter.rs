@@ -13,6 +13,7 @@ use crate::chain::filter::{
     unreadable_reply, Decision, Denial, Exchange, McpFilter, Message, Notes, Word,
 };
 use crate::engines::policy::{PolicyDecision, PolicyEngine, PolicyInput};
+use crate::guards::flow::FlowNote;
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
 
@@ -111,12 +112,13 @@ impl PolicyFilter {
     fn decide(
         &self,
         ctx: &Exchange<'_>,
+        flow: Option<&FlowNote>,
         method: &str,
         name: Option<&str>,
         args: Option<&str>,
         listing: bool,
     ) -> PolicyDecision {
-        self.decide_with(&self.engine, ctx, method, name, args, listing)
+        self.decide_with(&self.engine, ctx, flow, method, name, args, listing)
     }
 
     /// [`PolicyFilter::decide`] by `engine` (the enforced rule or the shadow).
@@ -124,6 +126,7 @@ impl PolicyFilter {
         &self,
         engine: &PolicyEngine,
         ctx: &Exchange<'_>,
+        flow: Option<&FlowNote>,
         method: &str,
         name: Option<&str>,
         args: Option<&str>,
@@ -155,6 +158,7 @@ impl PolicyFilter {
             source_ip: ctx.source_ip,
             justification: ctx.justification,
             session_id: ctx.session_id,
+            flow,
         };
         engine.decide(&input)
     }
@@ -169,7 +173,7 @@ impl PolicyFilter {
         let reason = d.reason.to_string();
         // A name the principal may not even see is answered as if it did not exist.
         let hidden = matches!(method, "tools/call" | "prompts/get" | "resources/read")
-            && !self.decide(ctx, method, name, None, true).allow;
+            && !self.decide(ctx, None, method, name, None, true).allow;
         let name_s = name.unwrap_or_default();
         if hidden {
             let error = match method {
@@ -227,7 +231,7 @@ impl PolicyFilter {
     /// since every update names it: a hidden one is answered as unknown.
     fn hidden_resource(&self, ctx: &Exchange<'_>, uri: &str) -> Option<Decision> {
         let visible = self
-            .decide(ctx, "resources/read", Some(uri), None, true)
+            .decide(ctx, None, "resources/read", Some(uri), None, true)
             .allow;
         (!visible).then(|| {
             Decision::Reject(Denial::error(
@@ -243,7 +247,7 @@ impl PolicyFilter {
         if let Some(hidden) = self.hidden_resource(ctx, uri) {
             return Some(hidden);
         }
-        let d = self.decide(ctx, "resources/subscribe", Some(uri), None, false);
+        let d = self.decide(ctx, None, "resources/subscribe", Some(uri), None, false);
         if d.allow {
             return None;
         }
@@ -279,7 +283,7 @@ impl PolicyFilter {
                     "input_request_unreadable",
                 ));
             };
-            let d = self.decide(ctx, method, None, None, false);
+            let d = self.decide(ctx, None, method, None, None, false);
             if !d.allow {
                 // The method is the server's text: named only when it is one
                 // the revision defines.
@@ -319,7 +323,7 @@ impl PolicyFilter {
         if !asks {
             return Decision::Pass;
         }
-        let d = self.decide(ctx, "elicitation/create", None, None, false);
+        let d = self.decide(ctx, None, "elicitation/create", None, None, false);
         if d.allow {
             return Decision::Pass;
         }
@@ -344,7 +348,10 @@ impl PolicyFilter {
         let before = items.len();
         items.retain(|item| {
             let name = item.get(shape.key).and_then(Json::as_str);
-            name.is_some() && self.decide(ctx, shape.as_method, name, None, true).allow
+            name.is_some()
+                && self
+                    .decide(ctx, None, shape.as_method, name, None, true)
+                    .allow
         });
         let filtered = items.len() != before;
         // The list was judged for this principal: a shared cache must not
@@ -432,9 +439,9 @@ impl McpFilter for PolicyFilter {
                 "argument_near_name",
             ));
         }
-        let d = self.decide(ctx, method, name, args, false);
+        let d = self.decide(ctx, notes.flow.as_ref(), method, name, args, false);
         if let Some(shadow) = &self.shadow {
-            let s = self.decide_with(shadow, ctx, method, name, args, false);
+            let s = self.decide_with(shadow, ctx, notes.flow.as_ref(), method, name, args, false);
             if s.allow != d.allow {
                 notes.shadow = Some(ShadowNote {
                     enforced_allow: d.allow,
@@ -500,7 +507,7 @@ impl McpFilter for PolicyFilter {
             // Server→client requests: sampling, elicitation, roots, ping.
             Kind::Request => {
                 let method = env.method.as_deref().unwrap_or_default();
-                let d = self.decide(ctx, method, None, None, false);
+                let d = self.decide(ctx, None, method, None, None, false);
                 if d.allow {
                     Decision::Pass
                 } else {
@@ -522,7 +529,7 @@ impl McpFilter for PolicyFilter {
                     return unreadable_reply();
                 };
                 if self
-                    .decide(ctx, "resources/read", Some(&uri), None, true)
+                    .decide(ctx, None, "resources/read", Some(&uri), None, true)
                     .allow
                 {
                     Decision::Pass

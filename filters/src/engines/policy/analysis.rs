@@ -32,6 +32,8 @@ pub(super) enum Field {
     SourceIp,
     Justification,
     SessionId,
+    /// `input.flow`, whole (the session's state and the call's labels).
+    Flow,
 }
 
 pub(super) const ALL_PRINCIPAL: &[Field] = &[
@@ -85,7 +87,15 @@ pub struct KeyPlan {
 pub(super) fn fields_for(path: &[String]) -> Vec<Field> {
     let seg = |i: usize| path.get(i).map(String::as_str);
     match seg(0) {
-        None => [ALL_PRINCIPAL, ALL_SERVER, ALL_REQUEST, ALL_CONTEXT].concat(),
+        None => [
+            ALL_PRINCIPAL,
+            ALL_SERVER,
+            ALL_REQUEST,
+            ALL_CONTEXT,
+            &[Field::Flow],
+        ]
+        .concat(),
+        Some("flow") => vec![Field::Flow],
         Some("principal") => match seg(1) {
             None => ALL_PRINCIPAL.to_vec(),
             Some("id") => vec![Field::PrincipalId],

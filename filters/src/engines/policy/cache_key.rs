@@ -105,6 +105,12 @@ impl KeyPlan {
                 },
                 Field::Justification => put(key, tag, i.justification.map(str::as_bytes)),
                 Field::SessionId => put(key, tag, i.session_id.map(str::as_bytes)),
+                // The whole flow as the policy reads it: the session's
+                // state is part of what a decision depends on.
+                Field::Flow => {
+                    let text = i.flow.map(|f| f.to_json().to_string());
+                    put(key, tag, text.as_deref().map(str::as_bytes))
+                }
             }
             if key.len() > MAX_KEY {
                 return false;

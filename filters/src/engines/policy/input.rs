@@ -36,11 +36,13 @@ pub struct PolicyInput<'a> {
     pub source_ip: Option<IpAddr>,
     pub justification: Option<&'a str>,
     pub session_id: Option<&'a str>,
+    /// The call's flow (`flows`): the session's state and the call's labels.
+    pub flow: Option<&'a crate::guards::flow::FlowNote>,
 }
 
 /// Member names of the input document, made once per thread (a Rego string
 /// is reference-counted: cloning one is cheaper than allocating it).
-pub(super) const NAME_LIST: [&str; 25] = [
+pub(super) const NAME_LIST: [&str; 26] = [
     "principal",
     "id",
     "tenant",
@@ -66,10 +68,11 @@ pub(super) const NAME_LIST: [&str; 25] = [
     "source_ip",
     "justification",
     "session_id",
+    "flow",
 ];
 
 thread_local! {
-    static NAMES: [Value; 25] = NAME_LIST.map(Value::from);
+    static NAMES: [Value; 26] = NAME_LIST.map(Value::from);
 }
 
 pub(super) fn s(v: &str) -> Value {
@@ -189,6 +192,16 @@ pub(super) fn input_for(i: &PolicyInput<'_>, clock: &Clock, plan: Option<&KeyPla
                     ("risk", opt(i.risk.map(Risk::as_str))),
                     ("listing", Value::from(i.listing)),
                 ]),
+            ),
+            (
+                "flow",
+                if has(&Field::Flow) {
+                    i.flow
+                        .and_then(|f| Value::from_json_str(&f.to_json().to_string()).ok())
+                        .unwrap_or(Value::Null)
+                } else {
+                    Value::Null
+                },
             ),
             (
                 "context",
