@@ -122,6 +122,9 @@ impl PolicyFilter {
     }
 
     /// [`PolicyFilter::decide`] by `engine` (the enforced rule or the shadow).
+    // The input's parts, each from where it lives (the exchange, the
+    // flow note, the message): a struct would only be built to be taken apart.
+    #[allow(clippy::too_many_arguments)]
     fn decide_with(
         &self,
         engine: &PolicyEngine,
