@@ -34,6 +34,9 @@ pub struct MessageRecord {
     pub approval: Option<ApprovalNeed>,
     /// The shadow rule's disagreement with the enforced one, if any.
     pub shadow: Option<ShadowNote>,
+    /// The flow (`flows`): on a request, the session's state and the
+    /// call's labels with the lineage; on a reply, what it added (`out`).
+    pub flow: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -407,6 +410,7 @@ impl MessageRecord {
             task: None,
             approval: None,
             shadow: None,
+            flow: None,
         }
     }
 
@@ -425,6 +429,7 @@ impl MessageRecord {
             task: None,
             approval: None,
             shadow: None,
+            flow: None,
         }
     }
 
@@ -435,6 +440,20 @@ impl MessageRecord {
         self.findings = notes.findings;
         self.approval = notes.approval;
         self.shadow = notes.shadow;
+        self.flow = match (notes.flow, notes.flow_out) {
+            (_, Some(out)) => Some(serde_json::json!({"out": {
+                "id": out.source.id,
+                "what": out.source.what,
+                "level": out.level_name,
+                "untrusted": out.source.untrusted,
+            }})),
+            (Some(n), None) => {
+                let mut v = n.to_json();
+                v["lineage"] = n.state.sources.iter().map(|s| s.id.clone()).collect();
+                Some(v)
+            }
+            (None, None) => None,
+        };
         if let Some(t) = notes.task {
             // A task's messages are judged as its creating tool's, whatever
             // else the message names.

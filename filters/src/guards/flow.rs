@@ -233,6 +233,8 @@ impl FlowNote {
 pub struct FlowOut {
     pub key: [u8; 32],
     pub source: Source,
+    /// The name of the source's level.
+    pub level_name: String,
 }
 
 /// The flow key of an exchange: the principal's own, plus the session's
@@ -556,7 +558,12 @@ impl FlowFilter {
             _ => None,
         };
         self.tables.raise(&key, &source, seen);
-        notes.flow_out = Some(FlowOut { key, source });
+        let level_name = self.flows.name(source.level).to_owned();
+        notes.flow_out = Some(FlowOut {
+            key,
+            source,
+            level_name,
+        });
         Decision::Pass
     }
 }

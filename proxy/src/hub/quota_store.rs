@@ -402,3 +402,97 @@ impl QuotaStore {
         }
     }
 }
+
+/// Raises a flow's state (`warden_filters::guards::flow`) in the store:
+/// KEYS[1] the state hash, KEYS[2] its sources list; ARGV level, untrusted
+/// (0/1), the source as JSON, the most sources kept, the lifetime in s.
+/// Both only grow, so replicas raising at once never lose a label.
+const FLOW_RAISE: &str = r#"
+local cur = tonumber(redis.call('HGET', KEYS[1], 'level') or '-1')
+if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[1], 'level', ARGV[1]) end
+if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'untrusted', '1') end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
+return 1
+"#;
+
+/// A shared flow lives this long after its last raise.
+const FLOW_TTL_SECS: u64 = 86_400;
+
+impl QuotaStore {
+    fn flow_keys(&self, key: &[u8; 32]) -> (String, String) {
+        let k = format!("{}flow:{}", self.cfg.prefix, hex::encode(key));
+        let s = format!("{k}:src");
+        (k, s)
+    }
+
+    async fn conn_or_err(&self) -> Result<ConnectionManager, String> {
+        match self.conn.load_full() {
+            Some(c) if self.is_up() => Ok((*c).clone()),
+            _ => Err(format!(
+                "the shared store {} is unreachable",
+                self.display_url()
+            )),
+        }
+    }
+
+    /// The fleet's view of a flow (empty when no replica raised it).
+    pub async fn flow_get(
+        &self,
+        key: &[u8; 32],
+    ) -> Result<warden_filters::guards::flow::FlowState, String> {
+        let mut conn = self.conn_or_err().await?;
+        let (k, s) = self.flow_keys(key);
+        let mut pipe = redis::pipe();
+        pipe.hgetall(&k).lrange(&s, 0, -1);
+        type Got = (std::collections::HashMap<String, String>, Vec<String>);
+        let got: Result<Got, _> =
+            tokio::time::timeout(self.cfg.timeout * 4, pipe.query_async(&mut conn))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::IoError,
+                        "timeout",
+                    )))
+                });
+        let (h, sources) = got.map_err(|e| format!("flow state: {e}"))?;
+        Ok(warden_filters::guards::flow::FlowState {
+            level: h.get("level").and_then(|l| l.parse().ok()).unwrap_or(0),
+            untrusted: h.get("untrusted").is_some_and(|u| u == "1"),
+            sources: sources
+                .iter()
+                .filter_map(|j| serde_json::from_str(j).ok())
+                .collect(),
+        })
+    }
+
+    /// Adds what a reply brought to the fleet's view of its flow.
+    pub async fn flow_raise(
+        &self,
+        key: &[u8; 32],
+        source: &warden_filters::guards::flow::Source,
+    ) -> Result<(), String> {
+        let mut conn = self.conn_or_err().await?;
+        let (k, s) = self.flow_keys(key);
+        let script = redis::Script::new(FLOW_RAISE);
+        let mut inv = script.key(&k);
+        inv.key(&s)
+            .arg(source.level)
+            .arg(if source.untrusted { "1" } else { "0" })
+            .arg(serde_json::to_string(source).unwrap_or_default())
+            .arg(warden_filters::guards::flow::MAX_SOURCES)
+            .arg(FLOW_TTL_SECS);
+        let res: Result<i64, _> =
+            tokio::time::timeout(self.cfg.timeout * 4, inv.invoke_async(&mut conn))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::IoError,
+                        "timeout",
+                    )))
+                });
+        res.map(|_| ()).map_err(|e| format!("flow state: {e}"))
+    }
+}

@@ -90,6 +90,11 @@ pub struct AuditRecord {
     /// when it disagreed with the enforced one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowDecision>,
+    /// Information flow (`flows`): on a call, the flow's state, the call's
+    /// labels and the `lineage` (ids of the earlier calls whose labels it
+    /// carries); on a reply that added to the flow, `out` (its id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<serde_json::Value>,
     /// `forwarded`, `mutated`, `denied`, `invalid`, or the reason of a refusal.
     pub outcome: &'static str,
     /// Which check decided (`policy`, `kill_switch` …) when one refused or rewrote.

@@ -89,6 +89,9 @@ pub struct ReplyState {
     pub pending: Vec<PendingReply>,
     /// Server messages that could not be judged and were not passed on.
     pub unjudgeable: u32,
+    /// What judged replies added to their flows, to write to the shared
+    /// store before they leave (`reply::share_flows`).
+    pub flow_outs: Vec<warden_filters::guards::flow::FlowOut>,
     /// The session key of a GET stream (its `Mcp-Session-Id`, or the legacy
     /// endpoint once its `endpoint` event was seen).
     pub stream_session: Option<String>,
@@ -201,6 +204,7 @@ impl RequestCtx {
                 records: Vec::new(),
                 pending: Vec::new(),
                 unjudgeable: 0,
+                flow_outs: Vec::new(),
                 stream_session: None,
                 endpoint_seen: false,
             },

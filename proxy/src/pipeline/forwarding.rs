@@ -300,6 +300,7 @@ async fn relay_whole(
         let eos = chunk.is_none() || up.response_done();
         let mut b = chunk;
         reply::on_body(gw, ctx, &mut b, eos).map_err(refuse)?;
+        reply::share_flows(ctx).await.map_err(refuse)?;
         if eos {
             break b.unwrap_or_default();
         }
@@ -387,7 +388,10 @@ async fn relay_stream(
             Ok(chunk) => {
                 let eos = chunk.is_none() || up.response_done();
                 let mut b = chunk;
-                reply::on_body(gw, ctx, &mut b, eos).map(|()| (b, eos))
+                match reply::on_body(gw, ctx, &mut b, eos) {
+                    Ok(()) => reply::share_flows(ctx).await.map(|()| (b, eos)),
+                    Err(e) => Err(e),
+                }
             }
             // A failed read is the upstream's failure, however the
             // connection layer tagged it.
@@ -552,6 +556,12 @@ fn reply_refused(r: crate::pipeline::reply::ReplyRefusal, server: &str) -> Refus
         R::TooLarge => Refusal::upstream_protocol(
             "upstream_response_too_large",
             format!("MCP server `{server}` sent a response larger than limits.max_response_body"),
+        ),
+        R::FlowUnrecorded => Refusal::upstream_protocol(
+            "flow_unrecorded",
+            format!(
+                "the reply of `{server}` was withheld: what it carries could not be recorded in the fleet's flow state (the shared store is unreachable)"
+            ),
         ),
         R::ProtocolSwitch
         | R::DuplicateSessionHeader

@@ -112,6 +112,7 @@ pub async fn judge(
     settle_client_responses(gw, ctx, &parsed, &server.name)?;
     let keep_arguments = keeps_arguments(&rt, server_id, &parsed);
     let global = reserve_global(&rt, server, ctx, &parsed, keep_arguments).await;
+    load_flow(&rt, server, ctx, &parsed).await;
     let mut plan = {
         let fctx = ctx.exchange(
             server,
@@ -244,6 +245,39 @@ fn keeps_arguments(rt: &Runtime, server_id: ServerId, parsed: &Parsed) -> bool {
                 }
                 Parsed::Batch(_) => true,
             })
+}
+
+/// Information flow across replicas: the fleet's view of this call's flow
+/// read from the shared store before the chain (a store that does not
+/// answer makes the state unreadable: sink calls are refused). Without a
+/// shared store the flow guard's own table holds it.
+async fn load_flow(
+    rt: &Runtime,
+    server: &warden_config::model::Server,
+    ctx: &mut RequestCtx,
+    parsed: &Parsed,
+) {
+    let (Some(flows), Some(store)) = (&rt.snap.config.flows, &rt.quota_store) else {
+        return;
+    };
+    let flowing = |e: &warden_filters::Envelope| {
+        matches!(e.method.as_deref(), Some("tools/call" | "resources/read"))
+    };
+    let wanted = match parsed {
+        Parsed::Single(e) => flowing(e),
+        Parsed::Batch(items) => items.iter().any(|i| i.as_ref().is_ok_and(flowing)),
+    };
+    if !wanted {
+        return;
+    }
+    let key = {
+        let fctx = ctx.exchange(server, false, None);
+        warden_filters::guards::flow::flow_key(flows, &fctx)
+    };
+    ctx.flow = Some(match store.flow_get(&key).await {
+        Ok(s) => warden_filters::guards::flow::Loaded::State(s),
+        Err(e) => warden_filters::guards::flow::Loaded::Unreadable(e),
+    });
 }
 
 /// Global quotas: their units reserved in the shared store first (this

@@ -235,6 +235,7 @@ fn message_record(
             .map(|j| rt.snap.redact_text(j, 1024));
     }
     rec.task = r.task.take();
+    rec.flow = r.flow.take();
     if let Some(sh) = r.shadow.take() {
         m.policy_shadow_disagreements
             .with_label_values(&[
@@ -455,6 +456,7 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         risk: None,
         task: None,
         shadow: None,
+        flow: None,
         outcome: "",
         decided_by: None,
         reason: None,

@@ -29,6 +29,7 @@ pub(super) fn unjudgeable_record(id: Option<&warden_filters::Id>) -> MessageReco
         task: None,
         approval: None,
         shadow: None,
+        flow: None,
     }
 }
 
@@ -243,7 +244,8 @@ pub(super) fn judge_message(
             .chain_for(rt.server(server))
             .run(&msg, &ex, &mut notes)
     };
-    let noted = !notes.findings.is_empty() || notes.task.is_some();
+    let noted = !notes.findings.is_empty() || notes.task.is_some() || notes.flow_out.is_some();
+    let flow_out = notes.flow_out.clone();
     let (judged, outcome) = match verdict {
         Verdict::Forward => (ServerMessageVerdict::Unchanged, Outcome::Forwarded),
         Verdict::ForwardMutated(b, _) => (
@@ -267,6 +269,10 @@ pub(super) fn judge_message(
             )
         }
     };
+    // What a reply the client gets adds to its flow is shared before it leaves.
+    if let (Some(o), false) = (flow_out, matches!(judged, ServerMessageVerdict::Dropped)) {
+        ctx.reply.flow_outs.push(o);
+    }
     // A server→client request the client may now answer (and only then).
     if let (Kind::Request, Some(id), false) = (
         env.kind,

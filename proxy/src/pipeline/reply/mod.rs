@@ -26,6 +26,27 @@ mod refusal;
 mod tests;
 
 pub use body::on_body;
+
+/// Writes what the replies judged so far added to their flows into the
+/// shared store, before they leave: a client's next call through another
+/// replica reads them. A write that fails withholds the reply (fail
+/// closed). Without a shared store the filter's own table holds them.
+pub async fn share_flows(ctx: &mut RequestCtx) -> pingora::Result<()> {
+    if ctx.reply.flow_outs.is_empty() {
+        return Ok(());
+    }
+    let outs = std::mem::take(&mut ctx.reply.flow_outs);
+    let Some(store) = ctx.rt.quota_store.clone() else {
+        return Ok(());
+    };
+    for o in &outs {
+        if let Err(e) = store.flow_raise(&o.key, &o.source).await {
+            tracing::warn!(error = %e, "flow state not shared; the reply is withheld");
+            return ReplyRefusal::FlowUnrecorded.raise(ctx.server_name(), e);
+        }
+    }
+    Ok(())
+}
 use body::*;
 use endpoint::*;
 use messages::*;

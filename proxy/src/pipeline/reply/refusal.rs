@@ -20,10 +20,13 @@ pub enum ReplyRefusal {
     EndpointOutsidePrefix,
     Compressed,
     TooLarge,
+    /// What the reply adds to its flow could not be written to the shared
+    /// store: the reply is withheld (another replica would not know).
+    FlowUnrecorded,
 }
 
 impl ReplyRefusal {
-    pub const ALL: [ReplyRefusal; 11] = [
+    pub const ALL: [ReplyRefusal; 12] = [
         ReplyRefusal::ProtocolSwitch,
         ReplyRefusal::DuplicateSessionHeader,
         ReplyRefusal::BadSessionHeader,
@@ -35,6 +38,7 @@ impl ReplyRefusal {
         ReplyRefusal::EndpointOutsidePrefix,
         ReplyRefusal::Compressed,
         ReplyRefusal::TooLarge,
+        ReplyRefusal::FlowUnrecorded,
     ];
 
     /// The metric label (`warden_upstream_errors_total{kind}`) and the
@@ -52,6 +56,7 @@ impl ReplyRefusal {
             ReplyRefusal::EndpointOutsidePrefix => "endpoint_outside_prefix",
             ReplyRefusal::Compressed => "compressed_response",
             ReplyRefusal::TooLarge => "response_too_large",
+            ReplyRefusal::FlowUnrecorded => "flow_unrecorded",
         }
     }
 
