@@ -9,7 +9,8 @@
 #   `WARDEN_BINARY[:SECTION,SECTION...]`: that binary with the full-pipeline
 #   bundle of benches/e2e.py (API-key auth, cached policy, catalog schema, DLP
 #   both ways, a quota, hash-chained audit) minus the named top-level
-#   sections (`dlp`, `quotas`; `schema` drops the argument schema). The
+#   sections (`dlp`, `quotas`; `schema` drops the argument schema), plus
+#   those named with a `+` (`+flows`: information flow, docs/data-flow.md). The
 #   bundle's `policies/` stay: a bundle without a policy refuses every call,
 #   and a variant that does not forward the call is refused here.
 # e.g. bash benches/ab.sh 6 3 before=/tmp/old/warden after=target/perf/warden
@@ -76,8 +77,12 @@ if "schema" not in drop:
                   "          properties: {text: {type: string, maxLength: 1000000}, sse: {type: boolean}}")
 if "quotas" not in drop:
     y += "\nquotas:\n  - {name: per-agent, per: [principal], limit: 1000000000, window: 1h}\n"
+if "+flows" in drop:
+    # Every call is tracked: echo is unlabelled (its output untrusted),
+    # so each reply raises its flow, and each call is checked as a read.
+    y += "\nflows: {default_clearance: restricted}\n"
 sections = re.split(r"(?m)^(?=[a-z_]+:)", y)
-y = "".join(s for s in sections if not any(s.startswith(d + ":") for d in drop if d != "schema"))
+y = "".join(s for s in sections if not any(s.startswith(d + ":") for d in drop if d != "schema" and not d.startswith("+")))
 open(path, "w").write(y)
 PY
     admin="$(free_port)"

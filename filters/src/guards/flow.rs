@@ -544,10 +544,8 @@ impl FlowFilter {
         if level == 0 && !untrusted {
             return Decision::Pass;
         }
-        let mut id = [0u8; 8];
-        getrandom_fill(&mut id);
         let source = Source {
-            id: format!("fl_{}", hex::encode(id)),
+            id: next_id(),
             what: call.what,
             level,
             untrusted,
@@ -568,14 +566,25 @@ impl FlowFilter {
     }
 }
 
-fn getrandom_fill(b: &mut [u8]) {
-    // A link between audit records, not a secret: on failure, the clock.
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), b).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        b.copy_from_slice(&t.to_le_bytes()[..b.len().min(8)]);
-    }
+/// `fl_` and 16 hex digits: a process-random prefix and a counter, so ids
+/// of replicas and restarts do not collide and no call pays for a random
+/// draw. A link between audit records, not a secret.
+fn next_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut b = [0u8; 8];
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            b = t.to_le_bytes();
+        }
+        u64::from_le_bytes(b) & 0xffff_ffff_0000_0000
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
+    format!("fl_{:016x}", prefix | n)
 }
 
 #[cfg(test)]
