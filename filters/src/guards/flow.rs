@@ -246,7 +246,16 @@ pub fn flow_key(flows: &Flows, ex: &Exchange<'_>) -> [u8; 32] {
         Track::Session => ex.session_id.unwrap_or(""),
         Track::Principal => "",
     };
-    for part in ["flow", owner.as_str(), session] {
+    // Anonymous callers all share one principal: without a session, one
+    // caller's flow is its address's, so it neither taints nor clears
+    // another's.
+    let address = match (ex.principal.auth, session) {
+        (crate::engines::identity::AuthMethod::Anonymous, "") => {
+            ex.source_ip.map(|ip| ip.to_string()).unwrap_or_default()
+        }
+        _ => String::new(),
+    };
+    for part in ["flow", owner.as_str(), session, address.as_str()] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
@@ -281,12 +290,7 @@ pub fn call_labels(
     let (what, own, server_labels, tool) = match method {
         "resources/read" => {
             let own = catalog
-                .and_then(|c| {
-                    c.resources
-                        .iter()
-                        .find(|(p, _)| warden_config::flows::uri_matches(p, target))
-                })
-                .map(|(_, l)| l.clone())
+                .map(|c| resource_labels(c, target))
                 .unwrap_or_default();
             (
                 format!("{server}:{target}"),
@@ -296,7 +300,16 @@ pub fn call_labels(
             )
         }
         _ => {
-            let tool = catalog.and_then(|c| c.tool(target));
+            // A name that differs from a catalog entry only by case is
+            // that entry (a server may read it so).
+            let tool = catalog.and_then(|c| {
+                c.tool(target).or_else(|| {
+                    c.tools
+                        .iter()
+                        .find(|(n, _)| n.to_lowercase() == target.to_lowercase())
+                        .map(|(_, t)| t)
+                })
+            });
             (
                 format!("{server}/{target}"),
                 tool.map(|t| t.labels.clone()).unwrap_or_default(),
@@ -322,6 +335,45 @@ pub fn call_labels(
         .or(server_labels.classification)
         .unwrap_or(if roles.private { flows.dlp_level } else { 0 });
     CallLabels { what, level, roles }
+}
+
+/// The labels of a resource URI. The first pattern it matches decides; a
+/// URI a server could read as another one — dot segments, escapes,
+/// backslashes, or a pattern it matches only ignoring case — takes the
+/// highest label of every pattern it could be, and the server's.
+fn resource_labels(c: &ServerCatalog, uri: &str) -> warden_config::flows::Labels {
+    use warden_config::flows::{uri_matches, Labels};
+    let exact = c
+        .resources
+        .iter()
+        .find(|(p, _)| uri_matches(p, uri))
+        .map(|(_, l)| l.clone());
+    let lower = uri.to_lowercase();
+    let ambiguous = uri.contains("/.")
+        || uri.contains('%')
+        || uri.contains('\\')
+        || c.resources
+            .iter()
+            .any(|(p, _)| uri_matches(&p.to_lowercase(), &lower) && !uri_matches(p, uri));
+    if !ambiguous {
+        return exact.unwrap_or_default();
+    }
+    let mut out = exact.unwrap_or_default();
+    let mut raise = |l: &Labels| {
+        out.classification = out.classification.max(l.classification);
+        if let Some(r) = l.roles {
+            let mut mine = out.roles.unwrap_or_default();
+            mine.private |= r.private;
+            mine.untrusted |= r.untrusted;
+            mine.sink |= r.sink;
+            out.roles = Some(mine);
+        }
+    };
+    raise(&c.labels);
+    for (_, l) in &c.resources {
+        raise(l);
+    }
+    out
 }
 
 /// A principal's clearance: its `clearance` attribute, else the default.
@@ -446,7 +498,7 @@ impl McpFilter for FlowFilter {
         if self.flows.decide == Decide::Policy {
             return Decision::Pass;
         }
-        if !call.roles.sink && call.level > clear {
+        if (!call.roles.sink || call.roles.private) && call.level > clear {
             return Decision::Reject(self.denial(
                 "flow_above_clearance",
                 format!(
@@ -508,10 +560,19 @@ impl McpFilter for FlowReplyFilter {
         "flow"
     }
 
+    /// Replies to calls and reads, a task's result (its creating tool's
+    /// output), and what a server asks of the client's model (sampling,
+    /// elicitation: content from that server).
     fn acts_on(&self) -> Acts {
         Acts {
             requests: Methods::None,
-            responses: Methods::Only(&["tools/call", "resources/read"]),
+            responses: Methods::Only(&[
+                "tools/call",
+                "resources/read",
+                "tasks/result",
+                "sampling/createMessage",
+                "elicitation/create",
+            ]),
         }
     }
 
@@ -522,13 +583,37 @@ impl McpFilter for FlowReplyFilter {
 
 impl FlowFilter {
     fn reply(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Decision {
+        let env = msg.envelope;
+        let server_asks = env.kind == crate::protocol::jsonrpc::Kind::Request;
         let (method, target) = match (msg.request_method, msg.request_target) {
+            _ if server_asks => ("server", "?"),
             (Some(m @ ("tools/call" | "resources/read")), Some(t)) => (m, t),
+            // A task's result is its creating tool's output.
+            (Some("tasks/result"), Some(t)) => ("tools/call", t),
             // A reply to a request the gateway does not know: untrusted,
             // of the level DLP gives it.
             _ => ("tools/call", "?"),
         };
-        let call = self.labels(ex, method, target, None);
+        let call = if server_asks {
+            // Content the server sends the client's model: the server's
+            // labels, untrusted unless the catalog says otherwise.
+            let l = self
+                .catalog
+                .get(ex.server)
+                .map(|c| c.labels.clone())
+                .unwrap_or_default();
+            CallLabels {
+                what: format!(
+                    "{} ({})",
+                    ex.server,
+                    env.method.as_deref().unwrap_or("request")
+                ),
+                level: l.classification.unwrap_or(0),
+                roles: l.roles.unwrap_or(self.flows.unlabelled),
+            }
+        } else {
+            self.labels(ex, method, target, None)
+        };
         if call.roles.sink
             && !call.roles.untrusted
             && !call.roles.private

@@ -414,3 +414,151 @@ fn resources_take_their_pattern_labels() {
     );
     assert_eq!(l.level, 3, "the server's label");
 }
+
+#[test]
+fn names_a_server_may_read_otherwise_take_the_stricter_label() {
+    let f = flows(OnViolation::Deny, Track::Session);
+    let mut c = catalog();
+    // A case variant of a sink is that sink.
+    let l = call_labels(&f, c.get("web"), "web", "tools/call", "POST", None);
+    assert!(l.roles.sink, "{l:?}");
+    // A resource URI with dot segments or escapes may be another one:
+    // the highest label of every pattern, and the server's.
+    if let Some(hr) = c.get_mut("hr") {
+        hr.labels = Labels::default();
+        hr.resources
+            .push(("hr://employees/*".into(), labels(Some(3), Roles::default())));
+    }
+    for uri in [
+        "hr://public/../employees/1",
+        "hr://public/%2e%2e/employees/1",
+        "hr://public\\..\\employees\\1",
+        "hr://PUBLIC/x",
+    ] {
+        let l = call_labels(&f, c.get("hr"), "hr", "resources/read", uri, None);
+        assert_eq!(l.level, 3, "{uri}");
+    }
+    let l = call_labels(
+        &f,
+        c.get("hr"),
+        "hr",
+        "resources/read",
+        "hr://public/handbook",
+        None,
+    );
+    assert_eq!(l.level, 0);
+}
+
+#[test]
+fn a_task_result_is_its_tools_output() {
+    let gw = gateway(OnViolation::Deny, Track::Session);
+    let p = principal(Some("restricted"));
+    let ex = Exchange {
+        session_id: Some("s"),
+        ..Exchange::new(&p, "hr")
+    };
+    let reply = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"ssn"}]}}"#;
+    let Parsed::Single(env) = parse(reply.as_bytes(), ParseLimits::default()).expect("parse")
+    else {
+        panic!("single")
+    };
+    let msg = Message::from_server(
+        &env,
+        reply.as_bytes(),
+        Some("tasks/result"),
+        Some("get_employee"),
+    );
+    let mut notes = Notes::default();
+    let _ = gw.reply.on_response(&msg, &ex, &mut notes);
+    assert_eq!(notes.flow_out.map(|o| o.source.level), Some(3));
+}
+
+#[test]
+fn a_server_asking_the_model_brings_untrusted_content() {
+    let gw = gateway(OnViolation::Deny, Track::Session);
+    let p = principal(Some("restricted"));
+    call(&gw, &p, Some("s"), "hr", "get", "{}", false).expect("read");
+    let ex = Exchange {
+        session_id: Some("s"),
+        ..Exchange::new(&p, "misc")
+    };
+    let ask =
+        r#"{"jsonrpc":"2.0","id":9,"method":"sampling/createMessage","params":{"messages":[]}}"#;
+    let Parsed::Single(env) = parse(ask.as_bytes(), ParseLimits::default()).expect("parse") else {
+        panic!("single")
+    };
+    let mut msg = Message::from_server(&env, ask.as_bytes(), None, None);
+    msg.request_method = Some("sampling/createMessage");
+    let _ = gw.reply.on_response(&msg, &ex, &mut Notes::default());
+    let e = call(&gw, &p, Some("s"), "web", "post", "{}", false).expect_err("refused");
+    assert!(
+        e.contains("after untrusted content from `misc (sampling/createMessage)`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn anonymous_callers_without_a_session_are_kept_apart_by_address() {
+    let f = flows(OnViolation::Deny, Track::Session);
+    let p = Principal::anonymous();
+    let a = Exchange {
+        source_ip: "192.0.2.1".parse().ok(),
+        ..Exchange::new(&p, "web")
+    };
+    let b = Exchange {
+        source_ip: "192.0.2.2".parse().ok(),
+        ..Exchange::new(&p, "web")
+    };
+    assert_ne!(flow_key(&f, &a), flow_key(&f, &b));
+}
+
+#[test]
+fn a_private_sink_still_needs_clearance() {
+    let f = flows(OnViolation::Deny, Track::Session);
+    let mut c = catalog();
+    if let Some(web) = c.get_mut("web") {
+        web.tools.insert(
+            "export".into(),
+            ToolEntry {
+                labels: labels(
+                    Some(3),
+                    Roles {
+                        private: true,
+                        sink: true,
+                        ..Roles::default()
+                    },
+                ),
+                ..ToolEntry::default()
+            },
+        );
+    }
+    let gw = Gw {
+        req: FlowFilter::new(
+            Some(&f),
+            Arc::new(c.clone()),
+            Arc::new(FlowTables::new(10)),
+            DenialStyle::ToolError,
+        )
+        .expect("flows"),
+        reply: FlowReplyFilter(Arc::new(
+            FlowFilter::new(
+                Some(&f),
+                Arc::new(c),
+                Arc::new(FlowTables::new(10)),
+                DenialStyle::ToolError,
+            )
+            .expect("flows"),
+        )),
+    };
+    let e = call(
+        &gw,
+        &principal(None),
+        Some("s"),
+        "web",
+        "export",
+        "{}",
+        false,
+    )
+    .expect_err("refused");
+    assert!(e.starts_with("flow_above_clearance"), "{e}");
+}
