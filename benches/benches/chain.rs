@@ -98,6 +98,7 @@ fn bench(c: &mut Criterion) {
             keep_arguments: false,
             global: None,
             flow: None,
+            flow_session: None,
         };
         let plan = plan_request(
             &warden_filters::RequestMessages::new(&request, &parsed),

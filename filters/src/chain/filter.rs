@@ -68,6 +68,10 @@ pub struct Exchange<'a> {
     /// The flow state read from the shared store for this request (see
     /// `flow`); `None`: the process's own table holds it.
     pub flow: Option<&'a crate::guards::flow::Loaded>,
+    /// On a virtual server's member leg: the client's session of the
+    /// virtual server (a digest its aggregator names), which flows are
+    /// tracked by instead of the leg's own session.
+    pub flow_session: Option<&'a str>,
 }
 
 impl<'a> Exchange<'a> {
@@ -87,6 +91,7 @@ impl<'a> Exchange<'a> {
             keep_arguments: false,
             global: None,
             flow: None,
+            flow_session: None,
         }
     }
 }

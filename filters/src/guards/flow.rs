@@ -242,8 +242,10 @@ pub struct FlowOut {
 pub fn flow_key(flows: &Flows, ex: &Exchange<'_>) -> [u8; 32] {
     let mut h = Sha256::new();
     let owner = ex.principal.owner_key();
+    // A member leg of a virtual server tracks the client's session of the
+    // virtual server (its aggregator names it), not its own leg's.
     let session = match flows.track {
-        Track::Session => ex.session_id.unwrap_or(""),
+        Track::Session => ex.flow_session.or(ex.session_id).unwrap_or(""),
         Track::Principal => "",
     };
     // Anonymous callers all share one principal: without a session, one
@@ -409,14 +411,17 @@ impl FlowFilter {
         })
     }
 
-    fn denial(&self, reason: &str, text: String) -> Denial {
+    /// A refusal the model can read: a tool error for a `tools/call` when
+    /// the bundle answers denials so, a JSON-RPC error otherwise (a read's
+    /// result has no tool-error shape).
+    fn denial(&self, method: &str, reason: &str, text: String) -> Denial {
         let error = JsonRpcError::new(codes::DENIED, text.clone())
             .with_data(serde_json::json!({ "reason": reason }));
         Denial::readable(
             error,
             reason.to_owned(),
             &text,
-            self.style == DenialStyle::ToolError,
+            self.style == DenialStyle::ToolError && method == "tools/call",
         )
     }
 
@@ -500,6 +505,7 @@ impl McpFilter for FlowFilter {
         }
         if (!call.roles.sink || call.roles.private) && call.level > clear {
             return Decision::Reject(self.denial(
+                method,
                 "flow_above_clearance",
                 format!(
                     "Refused: {} data from `{}` is above your clearance ({}) (flow_above_clearance).",
@@ -514,6 +520,7 @@ impl McpFilter for FlowFilter {
         }
         if unreadable {
             return Decision::Reject(self.denial(
+                method,
                 "flow_state_unavailable",
                 format!(
                     "Refused: what this session has read cannot be checked now, so `{}` (which sends data outward) is refused (flow_state_unavailable). Retry shortly.",
@@ -533,9 +540,11 @@ impl McpFilter for FlowFilter {
             untrusted.map_or("an earlier call", |s| s.what.as_str()),
         );
         match f.on_violation {
-            OnViolation::Deny => Decision::Reject(
-                self.denial("flow_blocked", format!("Refused: {text} (flow_blocked).")),
-            ),
+            OnViolation::Deny => Decision::Reject(self.denial(
+                method,
+                "flow_blocked",
+                format!("Refused: {text} (flow_blocked)."),
+            )),
             OnViolation::Approval => {
                 let ask = ApprovalAsk {
                     approvers: f.approvers,

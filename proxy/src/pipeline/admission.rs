@@ -115,6 +115,10 @@ pub async fn admit(
         {
             ctx.source_ip = Some(ip);
         }
+        // The client's session of the virtual server: flows are tracked by it.
+        ctx.flow_session = header_str(req, warden_local_servers::aggregate::FLOW_HEADER)
+            .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_owned);
     }
     ctx.upstream.uri = match req.uri.query() {
         Some(q) => format!("{}?{}", route.upstream_path(path), q),

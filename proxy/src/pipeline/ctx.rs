@@ -134,6 +134,9 @@ pub struct RequestCtx {
     /// The flow state read from the shared store before the chain (see
     /// `warden_filters::guards::flow`); `None`: this process's table.
     pub flow: Option<warden_filters::guards::flow::Loaded>,
+    /// On a virtual server's member leg: the client's session of the
+    /// virtual server (a digest), which flows are tracked by.
+    pub flow_session: Option<String>,
     /// An `initialize` whose client declared URL-mode elicitation.
     pub url_elicitation: bool,
     pub session_id: Option<String>,
@@ -215,6 +218,7 @@ impl RequestCtx {
             justification: None,
             approval: None,
             flow: None,
+            flow_session: None,
             url_elicitation: false,
             session_id: None,
             session_sealed: false,
@@ -285,6 +289,7 @@ impl RequestCtx {
             keep_arguments,
             global,
             flow: self.flow.as_ref(),
+            flow_session: self.flow_session.as_deref(),
         }
     }
 

@@ -107,6 +107,16 @@ impl<'a> Rewrite<'a> {
                     false,
                 )?;
             }
+            // The client's session of this virtual server, as a digest:
+            // every member leg tracks information flow by it.
+            if let Some(sid) = &ctx.session_id {
+                use sha2::Digest;
+                put(
+                    fixed(warden_local_servers::aggregate::FLOW_HEADER),
+                    &hex::encode(sha2::Sha256::digest(sid.as_bytes())),
+                    false,
+                )?;
+            }
             let owner =
                 warden_local_servers::aggregate::owner_digest(&ctx.principal, ctx.source_ip);
             put(
@@ -491,6 +501,7 @@ mod tests {
             warden_local_servers::aggregate::SECRET_HEADER,
             warden_local_servers::aggregate::SOURCE_HEADER,
             warden_local_servers::aggregate::OWNER_HEADER,
+            warden_local_servers::aggregate::FLOW_HEADER,
             warden_local_servers::stdio::SECRET_HEADER,
             warden_local_servers::stdio::OWNER_HEADER,
             "traceparent",

@@ -86,6 +86,10 @@ pub const SECRET_HEADER: &str = "x-warden-virtual";
 pub const SOURCE_HEADER: &str = "x-warden-virtual-source";
 /// A digest of the principal, to which a virtual session is bound.
 pub const OWNER_HEADER: &str = "x-warden-virtual-owner";
+/// The client's session of the virtual server (a digest), which member
+/// legs track information flow by (set by the gateway on the virtual
+/// server's leg, passed on to each member leg).
+pub const FLOW_HEADER: &str = "x-warden-virtual-flow";
 const MAX_BODY: usize = 64 << 20;
 const MAX_EVENT: usize = 16 << 20;
 const STREAM_DEPTH: usize = 256;
@@ -554,6 +558,7 @@ impl CallerCredentials {
             Some("x-warden-justification"),
             Some("traceparent"),
             Some(SOURCE_HEADER),
+            Some(FLOW_HEADER),
         ];
         for n in names.into_iter().flatten() {
             if let (Ok(name), Some(v)) =
