@@ -61,16 +61,23 @@ pub struct FlowState {
 }
 
 impl FlowState {
-    /// Adds what `src` brought; whether anything changed.
+    /// Adds what `src` brought; whether anything changed. A source that
+    /// changes nothing is not kept: the lineage names the calls that
+    /// raised the state.
     pub fn raise(&mut self, src: &Source) -> bool {
         let changed = src.level > self.level || (src.untrusted && !self.untrusted);
         self.level = self.level.max(src.level);
         self.untrusted |= src.untrusted;
-        if (src.level > 0 || src.untrusted) && !self.sources.iter().any(|s| s.id == src.id) {
+        if changed && !self.sources.iter().any(|s| s.id == src.id) {
             self.sources.push(src.clone());
             self.trim();
         }
         changed
+    }
+
+    /// Whether `src` would change this state.
+    pub fn would_raise(&self, level: u8, untrusted: bool) -> bool {
+        level > self.level || (untrusted && !self.untrusted)
     }
 
     /// Merges another replica's view (both only grow).
@@ -156,14 +163,15 @@ impl FlowTables {
             .unwrap_or_default()
     }
 
-    /// Raises `key`'s state by `src` (and by what another replica saw).
-    pub fn raise(&self, key: &[u8; 32], src: &Source, seen: Option<&FlowState>) {
+    /// Raises `key`'s state by `src` (and by what another replica saw);
+    /// whether `src` changed it.
+    pub fn raise(&self, key: &[u8; 32], src: &Source, seen: Option<&FlowState>) -> bool {
         let entry = self.states.get_with(*key, Default::default);
         let mut st = entry.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(o) = seen {
             st.merge(o);
         }
-        st.raise(src);
+        st.raise(src)
     }
 }
 
@@ -265,18 +273,34 @@ pub fn flow_key(flows: &Flows, ex: &Exchange<'_>) -> [u8; 32] {
 }
 
 /// Whether any string in `v` is an absolute http(s) URL.
+/// Whether any string in `v` (member names too) names a place outside:
+/// a URL anywhere in it (`scheme://`, `//host`, `mailto:`), or an e-mail
+/// address.
 fn holds_url(v: &serde_json::Value) -> bool {
     match v {
-        serde_json::Value::String(s) => {
-            let t = s.trim_start().as_bytes();
-            t.len() > 8
-                && (t[..7].eq_ignore_ascii_case(b"http://")
-                    || t[..8].eq_ignore_ascii_case(b"https://"))
-        }
+        serde_json::Value::String(s) => reaches_out(s),
         serde_json::Value::Array(a) => a.iter().any(holds_url),
-        serde_json::Value::Object(m) => m.values().any(holds_url),
+        serde_json::Value::Object(m) => m.iter().any(|(k, x)| reaches_out(k) || holds_url(x)),
         _ => false,
     }
+}
+
+fn reaches_out(s: &str) -> bool {
+    let t = s.trim_start();
+    if s.contains("://") || t.starts_with("//") {
+        return true;
+    }
+    let lower = t.get(..7).map(str::to_ascii_lowercase).unwrap_or_default();
+    if lower.starts_with("mailto:") {
+        return true;
+    }
+    // An address: `local@domain.tld`, anywhere in the text.
+    s.split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';' | '"' | '\''))
+        .any(|w| {
+            w.split_once('@').is_some_and(|(l, d)| {
+                !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
+            })
+        })
 }
 
 /// The labels of a call of `server` to `target` (a tool, or a resource URI
@@ -290,6 +314,12 @@ pub fn call_labels(
     arguments: Option<&serde_json::Value>,
 ) -> CallLabels {
     let (what, own, server_labels, tool) = match method {
+        "prompts/get" | "completion/complete" => (
+            format!("{server} ({method} {target})"),
+            warden_config::flows::Labels::default(),
+            catalog.map(|c| c.labels.clone()),
+            None,
+        ),
         "resources/read" => {
             let own = catalog
                 .map(|c| resource_labels(c, target))
@@ -321,17 +351,19 @@ pub fn call_labels(
         }
     };
     let server_labels = server_labels.unwrap_or_default();
-    let roles = own.roles.or(server_labels.roles).unwrap_or_else(|| {
-        // Unlabelled: the bundle's default roles; a sink too when it can
-        // reach out (URL arguments, an egress allowance, a URL given).
-        let mut r = flows.unlabelled;
-        let reaches = tool
-            .is_some_and(|t| !t.url_arguments.is_empty() || !t.egress_allow.is_empty())
-            || catalog.is_some_and(|c| !c.egress_allow.is_empty())
-            || arguments.is_some_and(holds_url);
-        r.sink |= reaches;
-        r
-    });
+    // Unlabelled: the bundle's default roles. Labelled or not, a call
+    // that can reach out (URL arguments, an egress allowance, a URL or an
+    // address given, a resource URI of a network scheme) is a sink too: a
+    // fetch with the data in its query sends it out.
+    let mut roles = own
+        .roles
+        .or(server_labels.roles)
+        .unwrap_or(flows.unlabelled);
+    let reaches = tool.is_some_and(|t| !t.url_arguments.is_empty() || !t.egress_allow.is_empty())
+        || catalog.is_some_and(|c| !c.egress_allow.is_empty())
+        || arguments.is_some_and(holds_url)
+        || (method == "resources/read" && reaches_out(target));
+    roles.sink |= reaches;
     let level = own
         .classification
         .or(server_labels.classification)
@@ -444,25 +476,38 @@ impl FlowFilter {
 
     /// The state of this exchange's flow key: what the gateway read for it
     /// (the shared store), else this process's table.
-    fn state(&self, ex: &Exchange<'_>) -> Result<FlowState, String> {
+    /// The state, and whether the fleet's view could be read (when it
+    /// could not, this process's own view is all there is).
+    fn state(&self, ex: &Exchange<'_>) -> (FlowState, bool) {
+        let local = self.tables.get(&flow_key(&self.flows, ex));
         match ex.flow {
             Some(Loaded::State(s)) => {
                 let mut st = s.clone();
-                st.merge(&self.tables.get(&flow_key(&self.flows, ex)));
-                Ok(st)
+                st.merge(&local);
+                (st, true)
             }
-            Some(Loaded::Unreadable(e)) => Err(e.clone()),
-            None => Ok(self.tables.get(&flow_key(&self.flows, ex))),
+            Some(Loaded::Unreadable(_)) => (local, false),
+            None => (local, true),
         }
     }
 }
+
+/// The methods whose replies bring data to the client (the flow guard
+/// judges their requests and raises the flow by their replies).
+pub const FLOWING: [&str; 4] = [
+    "tools/call",
+    "resources/read",
+    "prompts/get",
+    "completion/complete",
+];
 
 fn target_of<'m>(msg: &'m Message<'_>) -> Option<(&'m str, &'m str)> {
     let env = msg.envelope;
     let method = env.method.as_deref()?;
     let target = match method {
-        "tools/call" => env.name.as_deref()?,
+        "tools/call" | "prompts/get" => env.name.as_deref()?,
         "resources/read" => env.uri.as_deref()?,
+        "completion/complete" => "completion",
         _ => return None,
     };
     Some((method, target))
@@ -477,7 +522,7 @@ impl McpFilter for FlowFilter {
     /// replies are [`FlowReplyFilter`]'s, after DLP has looked at them.
     fn acts_on(&self) -> Acts {
         Acts {
-            requests: Methods::Only(&["tools/call", "resources/read"]),
+            requests: Methods::Only(&FLOWING),
             responses: Methods::None,
         }
     }
@@ -487,10 +532,8 @@ impl McpFilter for FlowFilter {
             return Decision::Pass;
         };
         let call = self.labels(ex, method, target, msg.arguments());
-        let (state, unreadable) = match self.state(ex) {
-            Ok(s) => (s, false),
-            Err(_) => (FlowState::default(), true),
-        };
+        let (state, readable) = self.state(ex);
+        let unreadable = !readable;
         let f = &self.flows;
         let clear = clearance(f, ex);
         notes.flow = Some(FlowNote {
@@ -500,6 +543,18 @@ impl McpFilter for FlowFilter {
             clearance: clear,
             names: self.names.clone(),
         });
+        // A sink whose flow cannot be read is refused, whoever decides:
+        // an empty state would look harmless to any rule.
+        if call.roles.sink && unreadable {
+            return Decision::Reject(self.denial(
+                method,
+                "flow_state_unavailable",
+                format!(
+                    "Refused: what this session has read cannot be checked now, so `{}` (which sends data outward) is refused (flow_state_unavailable). Retry shortly.",
+                    call.what
+                ),
+            ));
+        }
         if self.flows.decide == Decide::Policy {
             return Decision::Pass;
         }
@@ -517,16 +572,6 @@ impl McpFilter for FlowFilter {
         }
         if !call.roles.sink {
             return Decision::Pass;
-        }
-        if unreadable {
-            return Decision::Reject(self.denial(
-                method,
-                "flow_state_unavailable",
-                format!(
-                    "Refused: what this session has read cannot be checked now, so `{}` (which sends data outward) is refused (flow_state_unavailable). Retry shortly.",
-                    call.what
-                ),
-            ));
         }
         if !(state.level > call.level && state.untrusted) {
             return Decision::Pass;
@@ -578,7 +623,10 @@ impl McpFilter for FlowReplyFilter {
             responses: Methods::Only(&[
                 "tools/call",
                 "resources/read",
+                "prompts/get",
+                "completion/complete",
                 "tasks/result",
+                "tasks/get",
                 "sampling/createMessage",
                 "elicitation/create",
             ]),
@@ -596,9 +644,11 @@ impl FlowFilter {
         let server_asks = env.kind == crate::protocol::jsonrpc::Kind::Request;
         let (method, target) = match (msg.request_method, msg.request_target) {
             _ if server_asks => ("server", "?"),
-            (Some(m @ ("tools/call" | "resources/read")), Some(t)) => (m, t),
-            // A task's result is its creating tool's output.
-            (Some("tasks/result"), Some(t)) => ("tools/call", t),
+            (Some(m @ ("tools/call" | "resources/read" | "prompts/get")), Some(t)) => (m, t),
+            (Some("completion/complete"), _) => ("completion/complete", "completion"),
+            // A task's result (`tasks/result`, or inline in `tasks/get`)
+            // is its creating tool's output.
+            (Some("tasks/result" | "tasks/get"), Some(t)) => ("tools/call", t),
             // A reply to a request the gateway does not know: untrusted,
             // of the level DLP gives it.
             _ => ("tools/call", "?"),
@@ -649,7 +699,11 @@ impl FlowFilter {
             Some(Loaded::State(s)) => Some(s),
             _ => None,
         };
-        self.tables.raise(&key, &source, seen);
+        // A reply that adds nothing to its flow is neither shared nor named
+        // (the lineage names the calls that raised the state).
+        if !self.tables.raise(&key, &source, seen) {
+            return Decision::Pass;
+        }
         let level_name = self.flows.name(source.level).to_owned();
         notes.flow_out = Some(FlowOut {
             key,

@@ -446,7 +446,13 @@ impl QuotaStore {
         let mut conn = self.conn_or_err().await?;
         let (k, s) = self.flow_keys(key);
         let mut pipe = redis::pipe();
-        pipe.hgetall(&k).lrange(&s, 0, -1);
+        // A flow in use lives on, raised or not.
+        pipe.hgetall(&k)
+            .lrange(&s, 0, -1)
+            .expire(&k, FLOW_TTL_SECS as i64)
+            .ignore()
+            .expire(&s, FLOW_TTL_SECS as i64)
+            .ignore();
         type Got = (std::collections::HashMap<String, String>, Vec<String>);
         let got: Result<Got, _> =
             tokio::time::timeout(self.cfg.timeout * 4, pipe.query_async(&mut conn))

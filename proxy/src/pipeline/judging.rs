@@ -261,7 +261,9 @@ async fn load_flow(
         return;
     };
     let flowing = |e: &warden_filters::Envelope| {
-        matches!(e.method.as_deref(), Some("tools/call" | "resources/read"))
+        e.method
+            .as_deref()
+            .is_some_and(|m| warden_filters::guards::flow::FLOWING.contains(&m))
     };
     let wanted = match parsed {
         Parsed::Single(e) => flowing(e),
