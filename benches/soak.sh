@@ -24,6 +24,9 @@ quotas:
 runaway:
   session: {calls: 100000000}
   loops: {max_repeats: 100000000, window: 10s}
+# Information flow: every session's calls raise its flow state (echo is
+# unlabelled: its replies are untrusted content), one table entry per session.
+flows: {default_clearance: restricted}
 service_groups: [{name: bench, servers: [{name: mock, upstreams: ["$MOCK"]}]}]
 routes: [{prefix: /mock, server: mock}]
 YAML
