@@ -118,6 +118,69 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+    flow_keyed(c, &input);
+}
+
+/// A policy that reads `input.flow` (information flow): its decisions are
+/// cached per flow state, so the key holds the whole `flow` value. What
+/// that costs a cached decision, and an evaluation.
+fn flow_keyed(c: &mut Criterion, base: &PolicyInput<'_>) {
+    use std::sync::Arc;
+    use warden_filters::engines::policy::PolicyEngine;
+    use warden_filters::guards::flow::{CallLabels, FlowNote, FlowState, Source};
+    let mut m = BTreeMap::new();
+    m.insert(
+        "flow.rego".to_owned(),
+        "package t\nimport rego.v1\ndecision := {\"allow\": false, \"reason\": \"flow_blocked\"} if {\n\t\"sink\" in input.flow.call.roles\n\tinput.flow.session.untrusted\n\tinput.flow.session.rank > input.flow.call.rank\n} else := {\"allow\": true, \"reason\": \"ok\"}\n"
+            .to_owned(),
+    );
+    let engine =
+        PolicyEngine::compile(&m, &serde_json::json!({}), "data.t.decision", "UTC", 10_000)
+            .unwrap_or_else(|e| panic!("{}", e.message));
+    let names: Arc<[String]> = ["public", "internal", "confidential", "restricted"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect::<Vec<_>>()
+        .into();
+    let note = FlowNote {
+        state: FlowState {
+            level: 3,
+            untrusted: true,
+            sources: (0..3)
+                .map(|i| Source {
+                    id: format!("fl_00000000000000{i:02}"),
+                    what: format!("hr/get_employee_{i}"),
+                    level: 3,
+                    untrusted: i == 2,
+                })
+                .collect(),
+        },
+        call: CallLabels {
+            what: "web/post".into(),
+            level: 0,
+            roles: warden_config::flows::Roles {
+                sink: true,
+                ..Default::default()
+            },
+        },
+        unreadable: false,
+        clearance: 3,
+        names,
+    };
+    let mut with_flow = *base;
+    with_flow.flow = Some(&note);
+    assert!(!engine.decide(&with_flow).allow);
+    let mut g = c.benchmark_group("policy_flow");
+    g.bench_function("cached_decision_no_flow", |b| {
+        b.iter(|| engine.decide(black_box(base)))
+    });
+    g.bench_function("cached_decision_flow_3_sources", |b| {
+        b.iter(|| engine.decide(black_box(&with_flow)))
+    });
+    g.bench_function("uncached_decision_flow_3_sources", |b| {
+        b.iter(|| engine.evaluate(black_box(&with_flow)))
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

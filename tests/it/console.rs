@@ -183,8 +183,9 @@ impl Driver {
                          format!("--user-data-dir={}", self.profile.path().display())],
             }),
         );
-        ClientBuilder::rustls()
-            .expect("tls")
+        // chromedriver speaks plain HTTP on loopback: no TLS stack (and no
+        // process-wide crypto provider to choose) is involved.
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&format!("http://127.0.0.1:{}", self.port))
             .await

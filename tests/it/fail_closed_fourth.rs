@@ -699,12 +699,13 @@ async fn tables_take_their_bounds_from_one_budget() {
     let m = gw.metrics().await;
     let bytes: u64 = 16 << 20;
     for (table, share, entry) in [
-        ("ledger", 300, 320),
+        ("ledger", 260, 320),
         ("sessions", 100, 256),
         ("quotas", 100, 256),
         ("runaway", 100, 256),
         ("tasks", 80, 320),
         ("live", 20, 256),
+        ("flows", 40, 1280),
     ] {
         let cap = (bytes / 1000 * share / entry).max(1000);
         assert!(

@@ -209,6 +209,32 @@ impl FlowNote {
         self.names.get(usize::from(i)).map_or("?", String::as_str)
     }
 
+    /// Everything `input.flow` is made of, as bytes, for the decision
+    /// cache's key: the same bytes exactly when the same `input.flow` (the
+    /// level names are the bundle's, fixed for a snapshot).
+    pub fn key_bytes(&self, out: &mut Vec<u8>) {
+        let r = self.call.roles;
+        out.extend_from_slice(&[
+            self.state.level,
+            u8::from(self.state.untrusted),
+            u8::from(self.unreadable),
+            self.clearance,
+            self.call.level,
+            u8::from(r.private) | u8::from(r.untrusted) << 1 | u8::from(r.sink) << 2,
+        ]);
+        let text = |out: &mut Vec<u8>, t: &str| {
+            out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            out.extend_from_slice(t.as_bytes());
+        };
+        text(out, &self.call.what);
+        out.extend_from_slice(&(self.state.sources.len() as u32).to_le_bytes());
+        for s in &self.state.sources {
+            text(out, &s.id);
+            text(out, &s.what);
+            out.extend_from_slice(&[s.level, u8::from(s.untrusted)]);
+        }
+    }
+
     /// `input.flow` as the policy reads it (docs/policy.md), and the
     /// audit record's `flow` (without `out`).
     pub fn to_json(&self) -> serde_json::Value {
@@ -446,12 +472,18 @@ impl FlowFilter {
     /// A refusal the model can read: a tool error for a `tools/call` when
     /// the bundle answers denials so, a JSON-RPC error otherwise (a read's
     /// result has no tool-error shape).
+    /// The audit record's reason names the flow too: `flow_blocked:
+    /// restricted data from … cannot go to …`.
     fn denial(&self, method: &str, reason: &str, text: String) -> Denial {
         let error = JsonRpcError::new(codes::DENIED, text.clone())
             .with_data(serde_json::json!({ "reason": reason }));
+        let said = text
+            .strip_prefix("Refused: ")
+            .and_then(|t| t.rsplit_once(" (").map(|(t, _)| t))
+            .unwrap_or(&text);
         Denial::readable(
             error,
-            reason.to_owned(),
+            format!("{reason}: {said}"),
             &text,
             self.style == DenialStyle::ToolError && method == "tools/call",
         )

@@ -107,10 +107,14 @@ impl KeyPlan {
                 Field::SessionId => put(key, tag, i.session_id.map(str::as_bytes)),
                 // The whole flow as the policy reads it: the session's
                 // state is part of what a decision depends on.
-                Field::Flow => {
-                    let text = i.flow.map(|f| f.to_json().to_string());
-                    put(key, tag, text.as_deref().map(str::as_bytes))
-                }
+                Field::Flow => match i.flow {
+                    Some(f) => {
+                        let mut b = Vec::with_capacity(128);
+                        f.key_bytes(&mut b);
+                        put(key, tag, Some(&b))
+                    }
+                    None => put(key, tag, None),
+                },
             }
             if key.len() > MAX_KEY {
                 return false;

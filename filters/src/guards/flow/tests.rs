@@ -348,7 +348,9 @@ fn an_unreadable_state_refuses_sinks_only() {
         &ex,
         &mut Notes::default(),
     );
-    assert!(matches!(d, Decision::Reject(ref x) if x.reason == "flow_state_unavailable"));
+    assert!(
+        matches!(d, Decision::Reject(ref x) if x.reason.starts_with("flow_state_unavailable: what this session has read"))
+    );
     let ex = Exchange {
         session_id: Some("s"),
         flow: Some(&down),
@@ -653,7 +655,7 @@ fn prompts_are_data_too() {
     // The hr server's prompts carry its classification: above clearance.
     assert_eq!(
         prompt(&gw, &principal(None), Some("s"), "hr", "brief"),
-        Err("flow_above_clearance".into())
+        Err("flow_above_clearance: restricted data from `hr (prompts/get brief)` is above your clearance (internal)".into())
     );
     // An unlabelled server's prompt is untrusted content.
     let p = principal(Some("restricted"));
@@ -692,5 +694,7 @@ fn policy_mode_still_refuses_sinks_it_cannot_see_the_flow_of() {
     };
     let mut notes = Notes::default();
     let d = filter.on_request(&Message::new(&env, body.as_bytes()), &ex, &mut notes);
-    assert!(matches!(d, Decision::Reject(ref x) if x.reason == "flow_state_unavailable"));
+    assert!(
+        matches!(d, Decision::Reject(ref x) if x.reason.starts_with("flow_state_unavailable: what this session has read"))
+    );
 }
