@@ -126,8 +126,8 @@ fn bench(c: &mut Criterion) {
 /// that costs a cached decision, and an evaluation.
 fn flow_keyed(c: &mut Criterion, base: &PolicyInput<'_>) {
     use std::sync::Arc;
+    use warden_filters::engines::flow::{CallLabels, FlowNote, FlowState, Source};
     use warden_filters::engines::policy::PolicyEngine;
-    use warden_filters::guards::flow::{CallLabels, FlowNote, FlowState, Source};
     let mut m = BTreeMap::new();
     m.insert(
         "flow.rego".to_owned(),

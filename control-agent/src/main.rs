@@ -492,7 +492,7 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                     approvals,
                     metrics: Default::default(),
                     audit,
-                    console: warden_agent::console::Console::new(viewers, console_hosts),
+                    console: warden_agent::console::state::Console::new(viewers, console_hosts),
                 });
                 warden_agent::server::serve(listener, api).await
             })?;

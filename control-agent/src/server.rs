@@ -69,7 +69,7 @@ pub struct Api {
     /// Audit records shipped by the gateways (search, live, verification).
     pub audit: Arc<crate::audit::AuditStore>,
     /// The web console's sessions and viewers (`/console`).
-    pub console: crate::console::Console,
+    pub console: crate::console::state::Console,
 }
 
 /// The agent's own metrics.
@@ -612,7 +612,7 @@ pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>) -> anyhow::
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut()
-                    .insert(crate::console::PeerAddr(peer.ip()));
+                    .insert(crate::console::state::PeerAddr(peer.ip()));
                 api.clone().handle(req)
             });
             let _ =

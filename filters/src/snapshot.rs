@@ -203,7 +203,7 @@ pub struct Shared {
     /// Session budgets and loop counters (see `runaway`).
     pub runaway: Arc<crate::guards::runaway::RunawayTables>,
     /// Information-flow states (see `flow`).
-    pub flows: Arc<crate::guards::flow::FlowTables>,
+    pub flows: Arc<crate::engines::flow::FlowTables>,
     pub pins: Arc<crate::guards::tools::ToolPins>,
     /// Which arguments each tool mirrors into `Mcp-Param-*` headers.
     pub params: Arc<crate::guards::mirror::ParamDecls>,
@@ -242,7 +242,7 @@ impl Shared {
         s.task_owners = Arc::new(crate::guards::tasks::TaskOwners::new(
             budget.entries(Table::Tasks),
         ));
-        s.flows = Arc::new(crate::guards::flow::FlowTables::new(
+        s.flows = Arc::new(crate::engines::flow::FlowTables::new(
             budget.entries(Table::Flows),
         ));
         Arc::new(s)
@@ -252,7 +252,7 @@ impl Shared {
         Arc::new(Shared {
             quotas: Arc::new(crate::guards::quota::QuotaTables::new(1_000_000)),
             runaway: Arc::new(crate::guards::runaway::RunawayTables::new(200_000)),
-            flows: Arc::new(crate::guards::flow::FlowTables::new(100_000)),
+            flows: Arc::new(crate::engines::flow::FlowTables::new(100_000)),
             pins: Arc::new(crate::guards::tools::ToolPins::default()),
             params: Arc::new(crate::guards::mirror::ParamDecls::default()),
             task_owners: Arc::new(crate::guards::tasks::TaskOwners::default()),

@@ -256,7 +256,7 @@ fn nondeterministic_policies_are_never_cached() {
 #[test]
 fn the_flow_state_is_part_of_the_cache_key() {
     use std::sync::Arc;
-    use warden_filters::guards::flow::{CallLabels, FlowNote, FlowState, Source};
+    use warden_filters::engines::flow::{CallLabels, FlowNote, FlowState, Source};
     let engine = compile(
         "package t\nimport rego.v1\ndecision := {\"allow\": false, \"reason\": \"exfiltration\"} if {\n\t\"sink\" in input.flow.call.roles\n\tinput.flow.session.untrusted\n\tinput.flow.session.rank > input.flow.call.rank\n} else := {\"allow\": true, \"reason\": \"ok\"}\n",
     );

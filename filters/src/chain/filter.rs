@@ -67,7 +67,7 @@ pub struct Exchange<'a> {
     pub global: Option<&'a GlobalVerdicts>,
     /// The flow state read from the shared store for this request (see
     /// `flow`); `None`: the process's own table holds it.
-    pub flow: Option<&'a crate::guards::flow::Loaded>,
+    pub flow: Option<&'a crate::engines::flow::Loaded>,
     /// On a virtual server's member leg: the client's session of the
     /// virtual server (a digest its aggregator names), which flows are
     /// tracked by instead of the leg's own session.

@@ -30,9 +30,9 @@ pub struct Notes {
     pub shadow: Option<ShadowNote>,
     /// What the flow guard saw of a request: the flow's state and the
     /// call's labels (for the policy input and the audit record).
-    pub flow: Option<crate::guards::flow::FlowNote>,
+    pub flow: Option<crate::engines::flow::FlowNote>,
     /// What a reply added to its flow (to share and to audit).
-    pub flow_out: Option<crate::guards::flow::FlowOut>,
+    pub flow_out: Option<crate::engines::flow::FlowOut>,
     pub(super) holds: Vec<Hold>,
 }
 

@@ -12,8 +12,8 @@ use warden_config::access::{DenialStyle, Risk, ServerCatalog};
 use crate::chain::filter::{
     unreadable_reply, Decision, Denial, Exchange, McpFilter, Message, Notes, Word,
 };
+use crate::engines::flow::FlowNote;
 use crate::engines::policy::{PolicyDecision, PolicyEngine, PolicyInput};
-use crate::guards::flow::FlowNote;
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
 

@@ -442,7 +442,7 @@ impl QuotaStore {
     pub async fn flow_get(
         &self,
         key: &[u8; 32],
-    ) -> Result<warden_filters::guards::flow::FlowState, String> {
+    ) -> Result<warden_filters::engines::flow::FlowState, String> {
         let mut conn = self.conn_or_err().await?;
         let (k, s) = self.flow_keys(key);
         let mut pipe = redis::pipe();
@@ -464,7 +464,7 @@ impl QuotaStore {
                     )))
                 });
         let (h, sources) = got.map_err(|e| format!("flow state: {e}"))?;
-        Ok(warden_filters::guards::flow::FlowState {
+        Ok(warden_filters::engines::flow::FlowState {
             level: h.get("level").and_then(|l| l.parse().ok()).unwrap_or(0),
             untrusted: h.get("untrusted").is_some_and(|u| u == "1"),
             sources: sources
@@ -478,7 +478,7 @@ impl QuotaStore {
     pub async fn flow_raise(
         &self,
         key: &[u8; 32],
-        source: &warden_filters::guards::flow::Source,
+        source: &warden_filters::engines::flow::Source,
     ) -> Result<(), String> {
         let mut conn = self.conn_or_err().await?;
         let (k, s) = self.flow_keys(key);
@@ -488,7 +488,7 @@ impl QuotaStore {
             .arg(source.level)
             .arg(if source.untrusted { "1" } else { "0" })
             .arg(serde_json::to_string(source).unwrap_or_default())
-            .arg(warden_filters::guards::flow::MAX_SOURCES)
+            .arg(warden_filters::engines::flow::MAX_SOURCES)
             .arg(FLOW_TTL_SECS);
         let res: Result<i64, _> =
             tokio::time::timeout(self.cfg.timeout * 4, inv.invoke_async(&mut conn))

@@ -91,7 +91,7 @@ pub struct ReplyState {
     pub unjudgeable: u32,
     /// What judged replies added to their flows, to write to the shared
     /// store before they leave (`reply::share_flows`).
-    pub flow_outs: Vec<warden_filters::guards::flow::FlowOut>,
+    pub flow_outs: Vec<warden_filters::engines::flow::FlowOut>,
     /// The session key of a GET stream (its `Mcp-Session-Id`, or the legacy
     /// endpoint once its `endpoint` event was seen).
     pub stream_session: Option<String>,
@@ -133,7 +133,7 @@ pub struct RequestCtx {
     pub approval: Option<crate::hub::approval_client::Claimed>,
     /// The flow state read from the shared store before the chain (see
     /// `warden_filters::guards::flow`); `None`: this process's table.
-    pub flow: Option<warden_filters::guards::flow::Loaded>,
+    pub flow: Option<warden_filters::engines::flow::Loaded>,
     /// On a virtual server's member leg: the client's session of the
     /// virtual server (a digest), which flows are tracked by.
     pub flow_session: Option<String>,

@@ -277,8 +277,8 @@ async fn load_flow(
         warden_filters::guards::flow::flow_key(flows, &fctx)
     };
     ctx.flow = Some(match store.flow_get(&key).await {
-        Ok(s) => warden_filters::guards::flow::Loaded::State(s),
-        Err(e) => warden_filters::guards::flow::Loaded::Unreadable(e),
+        Ok(s) => warden_filters::engines::flow::Loaded::State(s),
+        Err(e) => warden_filters::engines::flow::Loaded::Unreadable(e),
     });
 }
 

@@ -37,7 +37,7 @@ pub struct PolicyInput<'a> {
     pub justification: Option<&'a str>,
     pub session_id: Option<&'a str>,
     /// The call's flow (`flows`): the session's state and the call's labels.
-    pub flow: Option<&'a crate::guards::flow::FlowNote>,
+    pub flow: Option<&'a crate::engines::flow::FlowNote>,
 }
 
 /// Member names of the input document, made once per thread (a Rego string

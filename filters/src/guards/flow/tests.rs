@@ -2,10 +2,11 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::chain::notes::FindingNote;
+use crate::engines::flow::MAX_SOURCES;
 use crate::engines::identity::Principal;
 use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
 use warden_config::access::ToolEntry;
-use warden_config::flows::{Labels, DEFAULT_LEVELS};
+use warden_config::flows::{Labels, Roles, DEFAULT_LEVELS};
 
 fn flows(on_violation: OnViolation, track: Track) -> Flows {
     Flows {

@@ -1,0 +1,84 @@
+//! The console's own state, apart from the pages: the sessions, the
+//! viewers, the host names it answers to, the redactor, the verification
+//! turn. The agent's server holds it; the pages read it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::session::Sessions;
+use crate::approvals::Approver;
+
+/// The console's own state.
+pub struct Console {
+    pub sessions: Sessions,
+    /// Read-only users: name → token digest and tenants (`--viewers`).
+    pub viewers: BTreeMap<String, Approver>,
+    /// Host names the console answers to (`--console-host`), beside IP
+    /// literals and `localhost`: a page of another name that rebinds its
+    /// DNS to the agent is refused.
+    pub hosts: Vec<String>,
+    /// Redacts what records and approvals show (the built-in detectors).
+    redactor: std::sync::OnceLock<Option<warden_filters::engines::dlp::Scanner>>,
+    /// One chain verification at a time (each reads up to
+    /// [`pages::VERIFY_CAP`] records).
+    pub(crate) verifying: tokio::sync::Semaphore,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console {
+            sessions: Sessions::default(),
+            viewers: BTreeMap::new(),
+            hosts: Vec::new(),
+            redactor: std::sync::OnceLock::new(),
+            verifying: tokio::sync::Semaphore::new(1),
+        }
+    }
+}
+
+/// The address a connection came from (set by the server).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub IpAddr);
+
+impl Console {
+    pub fn new(viewers: BTreeMap<String, Approver>, hosts: Vec<String>) -> Console {
+        Console {
+            viewers,
+            hosts: hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Whether a request's `Host` is one the console answers to.
+    pub(super) fn host_allowed(&self, host: Option<&str>) -> bool {
+        let Some(host) = host else {
+            return false;
+        };
+        if let Some(rest) = host.strip_prefix('[') {
+            // An IPv6 literal, `[::1]:7070`.
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        let name = host
+            .rsplit_once(':')
+            .map_or(host, |(n, _)| n)
+            .to_ascii_lowercase();
+        name == "localhost"
+            || name.parse::<std::net::Ipv4Addr>().is_ok()
+            || self.hosts.contains(&name)
+    }
+
+    /// `text` with every built-in DLP detector's match replaced.
+    pub fn redact(&self, text: &str) -> String {
+        let scanner = self
+            .redactor
+            .get_or_init(|| warden_filters::engines::dlp::Scanner::new(&[]).ok());
+        match scanner {
+            Some(s) => warden_filters::snapshot::redact_with(s, text, usize::MAX),
+            // No scanner: show nothing rather than something unchecked.
+            None => "[not shown: the redactor did not start]".into(),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Information flow, the data: what has flowed to the client under one
+//! flow key ([`FlowState`]), what a call's labels are, what the guard notes
+//! for the policy and the audit record, and the bounded table of this
+//! process. The guard that judges calls by them is `guards::flow`.
+
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use warden_config::flows::Roles;
+
+/// Calls kept in a state's lineage (the newest that raised it).
+pub const MAX_SOURCES: usize = 16;
+
+/// One call that brought data into a flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// `fl_` and 16 hex digits: named in that call's audit record.
+    pub id: String,
+    /// `server/tool` or `server:uri`.
+    pub what: String,
+    pub level: u8,
+    pub untrusted: bool,
+}
+
+/// What has flowed to the client under one flow key. Only grows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowState {
+    pub level: u8,
+    pub untrusted: bool,
+    pub sources: Vec<Source>,
+}
+
+impl FlowState {
+    /// Adds what `src` brought; whether anything changed. A source that
+    /// changes nothing is not kept: the lineage names the calls that
+    /// raised the state.
+    pub fn raise(&mut self, src: &Source) -> bool {
+        let changed = src.level > self.level || (src.untrusted && !self.untrusted);
+        self.level = self.level.max(src.level);
+        self.untrusted |= src.untrusted;
+        if changed && !self.sources.iter().any(|s| s.id == src.id) {
+            self.sources.push(src.clone());
+            self.trim();
+        }
+        changed
+    }
+
+    /// Whether `src` would change this state.
+    pub fn would_raise(&self, level: u8, untrusted: bool) -> bool {
+        level > self.level || (untrusted && !self.untrusted)
+    }
+
+    /// Merges another replica's view (both only grow).
+    pub fn merge(&mut self, other: &FlowState) {
+        self.level = self.level.max(other.level);
+        self.untrusted |= other.untrusted;
+        for s in &other.sources {
+            if !self.sources.iter().any(|x| x.id == s.id) {
+                self.sources.push(s.clone());
+            }
+        }
+        self.trim();
+    }
+
+    /// Keeps the sources that explain the state: those at its level and the
+    /// untrusted ones first, newest first, at most [`MAX_SOURCES`].
+    fn trim(&mut self) {
+        if self.sources.len() <= MAX_SOURCES {
+            return;
+        }
+        let level = self.level;
+        let mut keep: Vec<Source> = Vec::with_capacity(MAX_SOURCES);
+        for want in [
+            |s: &Source, l: u8| s.level == l,
+            |s: &Source, _: u8| s.untrusted,
+            |_: &Source, _: u8| true,
+        ] {
+            for s in self.sources.iter().rev() {
+                if keep.len() < MAX_SOURCES && want(s, level) && !keep.contains(s) {
+                    keep.push(s.clone());
+                }
+            }
+        }
+        keep.reverse();
+        self.sources = keep;
+    }
+
+    /// The newest source at the state's level, and the newest untrusted one.
+    pub fn culprits(&self) -> (Option<&Source>, Option<&Source>) {
+        (
+            self.sources.iter().rev().find(|s| s.level == self.level),
+            self.sources.iter().rev().find(|s| s.untrusted),
+        )
+    }
+}
+
+/// The state of a call's flow key as the gateway read it before the chain.
+#[derive(Debug, Clone)]
+pub enum Loaded {
+    State(FlowState),
+    /// The shared store could not be asked: sink calls are refused.
+    Unreadable(String),
+}
+
+/// Flow states kept in this process (bounded; shared across bundle swaps).
+pub struct FlowTables {
+    states: moka::sync::Cache<[u8; 32], Arc<Mutex<FlowState>>>,
+}
+
+impl FlowTables {
+    pub fn new(capacity: u64) -> FlowTables {
+        FlowTables {
+            // A flow idle for a day is gone with its session.
+            states: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_idle(std::time::Duration::from_secs(86_400))
+                .build(),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.states.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, key: &[u8; 32]) -> FlowState {
+        self.states
+            .get(key)
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// Raises `key`'s state by `src` (and by what another replica saw);
+    /// whether `src` changed it.
+    pub fn raise(&self, key: &[u8; 32], src: &Source, seen: Option<&FlowState>) -> bool {
+        let entry = self.states.get_with(*key, Default::default);
+        let mut st = entry.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(o) = seen {
+            st.merge(o);
+        }
+        st.raise(src)
+    }
+}
+
+impl std::fmt::Debug for FlowTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowTables").finish_non_exhaustive()
+    }
+}
+
+/// A call's labels, as the catalog and the defaults give them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallLabels {
+    /// `server/tool` or `server:uri`.
+    pub what: String,
+    /// What a read returns; for a sink, the highest level it may receive.
+    pub level: u8,
+    pub roles: Roles,
+}
+
+/// What the flow guard saw of a request, for the policy and the audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowNote {
+    pub state: FlowState,
+    pub call: CallLabels,
+    /// The state could not be read (shared store down).
+    pub unreadable: bool,
+    /// The caller's clearance.
+    pub clearance: u8,
+    /// The level names, lowest first.
+    pub names: Arc<[String]>,
+}
+
+impl FlowNote {
+    fn name(&self, i: u8) -> &str {
+        self.names.get(usize::from(i)).map_or("?", String::as_str)
+    }
+
+    /// Everything `input.flow` is made of, as bytes, for the decision
+    /// cache's key: the same bytes exactly when the same `input.flow` (the
+    /// level names are the bundle's, fixed for a snapshot).
+    pub fn key_bytes(&self, out: &mut Vec<u8>) {
+        let r = self.call.roles;
+        out.extend_from_slice(&[
+            self.state.level,
+            u8::from(self.state.untrusted),
+            u8::from(self.unreadable),
+            self.clearance,
+            self.call.level,
+            u8::from(r.private) | u8::from(r.untrusted) << 1 | u8::from(r.sink) << 2,
+        ]);
+        let text = |out: &mut Vec<u8>, t: &str| {
+            out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            out.extend_from_slice(t.as_bytes());
+        };
+        text(out, &self.call.what);
+        out.extend_from_slice(&(self.state.sources.len() as u32).to_le_bytes());
+        for s in &self.state.sources {
+            text(out, &s.id);
+            text(out, &s.what);
+            out.extend_from_slice(&[s.level, u8::from(s.untrusted)]);
+        }
+    }
+
+    /// `input.flow` as the policy reads it (docs/policy.md), and the
+    /// audit record's `flow` (without `out`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "session": {
+                "level": self.name(self.state.level),
+                "rank": self.state.level,
+                "untrusted": self.state.untrusted,
+                "readable": !self.unreadable,
+                "sources": self.state.sources.iter().map(|s| serde_json::json!({
+                    "id": s.id, "what": s.what, "level": self.name(s.level), "rank": s.level,
+                    "untrusted": s.untrusted,
+                })).collect::<Vec<_>>(),
+            },
+            "call": {
+                "what": self.call.what,
+                "level": self.name(self.call.level),
+                "rank": self.call.level,
+                "roles": self.call.roles.names(),
+            },
+            "clearance": self.name(self.clearance),
+            "clearance_rank": self.clearance,
+        })
+    }
+}
+
+/// What a reply added to its flow: the proxy writes it to the shared
+/// store, and the audit record names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowOut {
+    pub key: [u8; 32],
+    pub source: Source,
+    /// The name of the source's level.
+    pub level_name: String,
+}
