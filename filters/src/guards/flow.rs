@@ -319,13 +319,18 @@ impl McpFilter for FlowFilter {
     /// Requests: before the policy (which reads what this notes). The
     /// replies are [`FlowReplyFilter`]'s, after DLP has looked at them.
     fn acts_on(&self) -> Acts {
+        // Every client message: a client's answer to a server's request
+        // has no method, and is judged too (`client_reply`).
         Acts {
-            requests: Methods::Only(&FLOWING),
+            requests: Methods::All,
             responses: Methods::None,
         }
     }
 
     fn on_request(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Decision {
+        if msg.envelope.kind == crate::protocol::jsonrpc::Kind::Response {
+            return self.client_reply(ex);
+        }
         let Some((method, target)) = target_of(msg) else {
             return Decision::Pass;
         };
@@ -400,6 +405,44 @@ impl McpFilter for FlowFilter {
                 Decision::Pass
             }
         }
+    }
+}
+
+impl FlowFilter {
+    /// A client's answer to a server's request (a sampling result, an
+    /// elicitation's content, its roots) goes to that server: it is judged
+    /// as a sink of the server's level. A refused answer is dropped (the
+    /// server's request goes unanswered), never passed.
+    fn client_reply(&self, ex: &Exchange<'_>) -> Decision {
+        let level = self
+            .catalog
+            .get(ex.server)
+            .and_then(|c| c.labels.classification)
+            .unwrap_or(0);
+        let what = format!("{} (an answer to its request)", ex.server);
+        let (state, readable) = self.state(ex);
+        let f = &self.flows;
+        if !readable {
+            return Decision::Reject(self.denial(
+                "response",
+                "flow_state_unavailable",
+                format!("Refused: what this session has read cannot be checked now, so an answer to `{}` is not sent (flow_state_unavailable).", ex.server),
+            ));
+        }
+        if f.decide == Decide::Policy || !(state.level > level && state.untrusted) {
+            return Decision::Pass;
+        }
+        let (high, untrusted) = state.culprits();
+        Decision::Reject(self.denial(
+            "response",
+            "flow_blocked",
+            format!(
+                "Refused: {} data from `{}` cannot go to `{what}` after untrusted content from `{}` (flow_blocked).",
+                f.name(state.level),
+                high.map_or("an earlier call", |s| s.what.as_str()),
+                untrusted.map_or("an earlier call", |s| s.what.as_str()),
+            ),
+        ))
     }
 }
 

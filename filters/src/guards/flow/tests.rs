@@ -699,3 +699,83 @@ fn policy_mode_still_refuses_sinks_it_cannot_see_the_flow_of() {
         matches!(d, Decision::Reject(ref x) if x.reason.starts_with("flow_state_unavailable: what this session has read"))
     );
 }
+
+#[test]
+fn a_clients_answer_to_a_server_is_a_sink() {
+    let gw = gateway(OnViolation::Deny, Track::Session);
+    let p = principal(Some("restricted"));
+    let answer = r#"{"jsonrpc":"2.0","id":"srv-1","result":{"role":"assistant","content":{"type":"text","text":"x"}}}"#;
+    let Parsed::Single(env) = parse(answer.as_bytes(), ParseLimits::default()).expect("parse")
+    else {
+        panic!("single")
+    };
+    let ex = Exchange {
+        session_id: Some("s"),
+        ..Exchange::new(&p, "web")
+    };
+    let judge = || {
+        gw.req.on_request(
+            &Message::new(&env, answer.as_bytes()),
+            &ex,
+            &mut Notes::default(),
+        )
+    };
+    assert!(matches!(judge(), Decision::Pass), "a clean flow answers");
+    call(&gw, &p, Some("s"), "hr", "get_employee", "{}", false).expect("read");
+    call(&gw, &p, Some("s"), "web", "fetch", "{}", false).expect("fetch");
+    match judge() {
+        Decision::Reject(d) => assert!(
+            d.reason
+                .contains("cannot go to `web (an answer to its request)`"),
+            "{}",
+            d.reason
+        ),
+        _ => panic!("a tainted flow's answer to a server is refused"),
+    }
+}
+
+/// The chain calls the guard for a client's answer to a server (it has no
+/// method, so it reaches only the filters that act on every message).
+#[test]
+fn the_chain_judges_a_clients_answer_to_a_server() {
+    let f = flows(OnViolation::Deny, Track::Session);
+    let tables = Arc::new(FlowTables::new(10));
+    let guard = FlowFilter::new(
+        Some(&f),
+        Arc::new(catalog()),
+        tables.clone(),
+        DenialStyle::ToolError,
+    )
+    .expect("flows");
+    let p = principal(Some("restricted"));
+    let ex = Exchange {
+        session_id: Some("s"),
+        ..Exchange::new(&p, "web")
+    };
+    let key = flow_key(&f, &ex);
+    for (id, level, untrusted) in [("fl_a", 3, false), ("fl_b", 0, true)] {
+        let src = Source {
+            id: id.into(),
+            what: "x/y".into(),
+            level,
+            untrusted,
+        };
+        tables.raise(&key, &src, None);
+    }
+    let answer = r#"{"jsonrpc":"2.0","id":"srv-1","result":{"roots":[]}}"#;
+    let Parsed::Single(env) = parse(answer.as_bytes(), ParseLimits::default()).expect("parse")
+    else {
+        panic!("single")
+    };
+    let chain =
+        crate::chain::filter::FilterChain::new(vec![Arc::new(guard)], ParseLimits::default());
+    let verdict = chain.run(
+        &Message::new(&env, answer.as_bytes()),
+        &ex,
+        &mut Notes::default(),
+    );
+    assert!(
+        matches!(verdict, crate::chain::filter::Verdict::Reject { .. }),
+        "{verdict:?}"
+    );
+}
