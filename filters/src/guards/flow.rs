@@ -128,9 +128,10 @@ pub fn call_labels(
             // that entry (a server may read it so).
             let tool = catalog.and_then(|c| {
                 c.tool(target).or_else(|| {
+                    let folded = target.to_lowercase();
                     c.tools
                         .iter()
-                        .find(|(n, _)| n.to_lowercase() == target.to_lowercase())
+                        .find(|(n, _)| n.to_lowercase() == folded)
                         .map(|(_, t)| t)
                 })
             });

@@ -58,6 +58,8 @@ pub struct QuotaStore {
     client: redis::Client,
     conn: ArcSwapOption<ConnectionManager>,
     script: redis::Script,
+    /// [`FLOW_RAISE`], its digest computed once.
+    flow_script: redis::Script,
     up: AtomicBool,
     /// Per counter key, the lease of its current window (looked up by `&[u8]`,
     /// no allocation on the hot path).
@@ -86,6 +88,7 @@ impl QuotaStore {
             client,
             conn: ArcSwapOption::empty(),
             script: redis::Script::new(GRANT),
+            flow_script: redis::Script::new(FLOW_RAISE),
             up: AtomicBool::new(false),
             leases: dashmap::DashMap::with_hasher(foldhash::fast::RandomState::default()),
             down_since: AtomicU64::new(unix(SystemTime::now())),
@@ -385,14 +388,7 @@ impl QuotaStore {
             pipe.hgetall(key(server));
         }
         let got: Result<Vec<std::collections::HashMap<String, String>>, _> =
-            tokio::time::timeout(self.cfg.timeout * 4, pipe.query_async(&mut conn))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(redis::RedisError::from((
-                        redis::ErrorKind::IoError,
-                        "timeout",
-                    )))
-                });
+            self.bounded(pipe.query_async(&mut conn)).await;
         match got {
             Ok(maps) => {
                 let fleet = servers.iter().cloned().zip(maps).collect();
@@ -428,6 +424,22 @@ impl QuotaStore {
         (k, s)
     }
 
+    /// A store round trip of the pins and flows, bounded by four times
+    /// the store's timeout (a store that does not answer is an error).
+    async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        tokio::time::timeout(self.cfg.timeout * 4, f)
+            .await
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from((
+                    redis::ErrorKind::IoError,
+                    "timeout",
+                )))
+            })
+    }
+
     async fn conn_or_err(&self) -> Result<ConnectionManager, String> {
         match self.conn.load_full() {
             Some(c) if self.is_up() => Ok((*c).clone()),
@@ -454,15 +466,7 @@ impl QuotaStore {
             .expire(&s, FLOW_TTL_SECS as i64)
             .ignore();
         type Got = (std::collections::HashMap<String, String>, Vec<String>);
-        let got: Result<Got, _> =
-            tokio::time::timeout(self.cfg.timeout * 4, pipe.query_async(&mut conn))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(redis::RedisError::from((
-                        redis::ErrorKind::IoError,
-                        "timeout",
-                    )))
-                });
+        let got: Result<Got, _> = self.bounded(pipe.query_async(&mut conn)).await;
         let (h, sources) = got.map_err(|e| format!("flow state: {e}"))?;
         Ok(warden_filters::engines::flow::FlowState {
             level: h.get("level").and_then(|l| l.parse().ok()).unwrap_or(0),
@@ -482,23 +486,14 @@ impl QuotaStore {
     ) -> Result<(), String> {
         let mut conn = self.conn_or_err().await?;
         let (k, s) = self.flow_keys(key);
-        let script = redis::Script::new(FLOW_RAISE);
-        let mut inv = script.key(&k);
+        let mut inv = self.flow_script.key(&k);
         inv.key(&s)
             .arg(source.level)
             .arg(if source.untrusted { "1" } else { "0" })
             .arg(serde_json::to_string(source).unwrap_or_default())
             .arg(warden_filters::engines::flow::MAX_SOURCES)
             .arg(FLOW_TTL_SECS);
-        let res: Result<i64, _> =
-            tokio::time::timeout(self.cfg.timeout * 4, inv.invoke_async(&mut conn))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(redis::RedisError::from((
-                        redis::ErrorKind::IoError,
-                        "timeout",
-                    )))
-                });
+        let res: Result<i64, _> = self.bounded(inv.invoke_async(&mut conn)).await;
         res.map(|_| ()).map_err(|e| format!("flow state: {e}"))
     }
 }

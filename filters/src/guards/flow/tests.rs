@@ -8,6 +8,14 @@ use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
 use warden_config::access::ToolEntry;
 use warden_config::flows::{Labels, Roles, DEFAULT_LEVELS};
 
+/// The one message `body` holds, parsed.
+fn envelope(body: &str) -> crate::protocol::jsonrpc::Envelope {
+    match parse(body.as_bytes(), ParseLimits::default()).expect("parse") {
+        Parsed::Single(env) => env,
+        _ => panic!("one message"),
+    }
+}
+
 fn flows(on_violation: OnViolation, track: Track) -> Flows {
     Flows {
         levels: DEFAULT_LEVELS.iter().map(|s| (*s).to_owned()).collect(),
@@ -141,9 +149,7 @@ fn call(
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
     );
-    let Parsed::Single(env) = parse(body.as_bytes(), ParseLimits::default()).expect("parse") else {
-        panic!("single")
-    };
+    let env = envelope(&body);
     let mut notes = Notes::default();
     if let Decision::Reject(d) =
         gw.req
@@ -153,10 +159,7 @@ fn call(
     }
     let held = notes.approval_asked.map(|a| a.reason.to_string());
     let reply = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
-    let Parsed::Single(renv) = parse(reply.as_bytes(), ParseLimits::default()).expect("parse")
-    else {
-        panic!("single")
-    };
+    let renv = envelope(reply);
     let mut rnotes = Notes::default();
     if finding {
         rnotes.findings.push(FindingNote {
@@ -336,9 +339,7 @@ fn an_unreadable_state_refuses_sinks_only() {
     let down = Loaded::Unreadable("redis down".into());
     let body =
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"post","arguments":{}}}"#;
-    let Parsed::Single(env) = parse(body.as_bytes(), ParseLimits::default()).expect("parse") else {
-        panic!("single")
-    };
+    let env = envelope(body);
     let ex = Exchange {
         session_id: Some("s"),
         flow: Some(&down),
@@ -358,9 +359,7 @@ fn an_unreadable_state_refuses_sinks_only() {
         ..Exchange::new(&p, "hr")
     };
     let read = body.replace("post", "get");
-    let Parsed::Single(env) = parse(read.as_bytes(), ParseLimits::default()).expect("parse") else {
-        panic!("single")
-    };
+    let env = envelope(&read);
     let d = gw.req.on_request(
         &Message::new(&env, read.as_bytes()),
         &ex,
@@ -461,10 +460,7 @@ fn a_task_result_is_its_tools_output() {
         ..Exchange::new(&p, "hr")
     };
     let reply = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"ssn"}]}}"#;
-    let Parsed::Single(env) = parse(reply.as_bytes(), ParseLimits::default()).expect("parse")
-    else {
-        panic!("single")
-    };
+    let env = envelope(reply);
     let msg = Message::from_server(
         &env,
         reply.as_bytes(),
@@ -487,9 +483,7 @@ fn a_server_asking_the_model_brings_untrusted_content() {
     };
     let ask =
         r#"{"jsonrpc":"2.0","id":9,"method":"sampling/createMessage","params":{"messages":[]}}"#;
-    let Parsed::Single(env) = parse(ask.as_bytes(), ParseLimits::default()).expect("parse") else {
-        panic!("single")
-    };
+    let env = envelope(ask);
     let mut msg = Message::from_server(&env, ask.as_bytes(), None, None);
     msg.request_method = Some("sampling/createMessage");
     let _ = gw.reply.on_response(&msg, &ex, &mut Notes::default());
@@ -630,9 +624,7 @@ fn prompt(
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{{"name":"{name}"}}}}"#
     );
-    let Parsed::Single(env) = parse(body.as_bytes(), ParseLimits::default()).expect("parse") else {
-        panic!("single")
-    };
+    let env = envelope(&body);
     if let Decision::Reject(d) = gw.req.on_request(
         &Message::new(&env, body.as_bytes()),
         &ex,
@@ -641,10 +633,7 @@ fn prompt(
         return Err(d.reason);
     }
     let reply = r#"{"jsonrpc":"2.0","id":1,"result":{"messages":[]}}"#;
-    let Parsed::Single(renv) = parse(reply.as_bytes(), ParseLimits::default()).expect("parse")
-    else {
-        panic!("single")
-    };
+    let renv = envelope(reply);
     let msg = Message::from_server(&renv, reply.as_bytes(), Some("prompts/get"), Some(name));
     let _ = gw.reply.on_response(&msg, &ex, &mut Notes::default());
     Ok(())
@@ -685,9 +674,7 @@ fn policy_mode_still_refuses_sinks_it_cannot_see_the_flow_of() {
     let down = Loaded::Unreadable("redis down".into());
     let body =
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"post","arguments":{}}}"#;
-    let Parsed::Single(env) = parse(body.as_bytes(), ParseLimits::default()).expect("parse") else {
-        panic!("single")
-    };
+    let env = envelope(body);
     let ex = Exchange {
         session_id: Some("s"),
         flow: Some(&down),
@@ -705,10 +692,7 @@ fn a_clients_answer_to_a_server_is_a_sink() {
     let gw = gateway(OnViolation::Deny, Track::Session);
     let p = principal(Some("restricted"));
     let answer = r#"{"jsonrpc":"2.0","id":"srv-1","result":{"role":"assistant","content":{"type":"text","text":"x"}}}"#;
-    let Parsed::Single(env) = parse(answer.as_bytes(), ParseLimits::default()).expect("parse")
-    else {
-        panic!("single")
-    };
+    let env = envelope(answer);
     let ex = Exchange {
         session_id: Some("s"),
         ..Exchange::new(&p, "web")
@@ -763,10 +747,7 @@ fn the_chain_judges_a_clients_answer_to_a_server() {
         tables.raise(&key, &src, None);
     }
     let answer = r#"{"jsonrpc":"2.0","id":"srv-1","result":{"roots":[]}}"#;
-    let Parsed::Single(env) = parse(answer.as_bytes(), ParseLimits::default()).expect("parse")
-    else {
-        panic!("single")
-    };
+    let env = envelope(answer);
     let chain =
         crate::chain::filter::FilterChain::new(vec![Arc::new(guard)], ParseLimits::default());
     let verdict = chain.run(
