@@ -4,7 +4,7 @@
 # guard on/off) are compared on the same noisy machine at the same moment.
 #
 # usage: benches/ab.sh SECS ROUNDS NAME=SPEC [NAME=SPEC ...]
-#   SPEC is `pingora` (the Pingora pass-through of target/perf),
+#   SPEC is `pingora` (the Pingora pass-through of target/release, from warden-benches),
 #   `pingora:BINARY` (another build of it), or
 #   `WARDEN_BINARY[:SECTION,SECTION...]`: that binary with the full-pipeline
 #   bundle of benches/e2e.py (API-key auth, cached policy, catalog schema, DLP
@@ -13,7 +13,7 @@
 #   those named with a `+` (`+flows`: information flow, docs/data-flow.md). The
 #   bundle's `policies/` stay: a bundle without a policy refuses every call,
 #   and a variant that does not forward the call is refused here.
-# e.g. bash benches/ab.sh 6 3 before=/tmp/old/warden after=target/perf/warden
+# e.g. bash benches/ab.sh 6 3 before=/tmp/old/warden after=target/release/warden
 #
 # One worker per proxy on core 0; wrk (-t1 -c32) and warden-mock on core 1.
 # Prints each round, then the median calls/s and proxy CPU µs per call
@@ -23,7 +23,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SECS="$1"; ROUNDS="$2"; shift 2
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --profile perf -q -p warden-loadtest -p warden-proxy --bins
+cargo build --release -q -p warden-loadtest -p warden-proxy -p warden-benches --bins
 TMP="$(mktemp -d)"
 PIDS=""
 # SIGINT first (Pingora's fast shutdown; SIGTERM would wait out its grace
@@ -35,7 +35,7 @@ cleanup() { for p in ${PIDS:-}; do stop "$p"; done; rm -rf "$TMP"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-taskset -c 1 ./target/perf/warden-mock --listen 127.0.0.1:0 --threads 1 > "$TMP/mock.out" & PIDS="$!"
+taskset -c 1 ./target/release/warden-mock --listen 127.0.0.1:0 --threads 1 > "$TMP/mock.out" & PIDS="$!"
 for _ in $(seq 100); do grep -q listening "$TMP/mock.out" && break; sleep 0.05; done
 MOCK="$(sed -n 's/listening on //p' "$TMP/mock.out")"
 
@@ -59,7 +59,7 @@ for arg in "$@"; do
   name="${arg%%=*}"; spec="${arg#*=}"; NAMES+=("$name")
   port="$(free_port)"
   if [ "${spec%%:*}" = pingora ]; then
-    pt=./target/perf/pingora-passthrough; [ "$spec" != pingora ] && pt="${spec#pingora:}"
+    pt=./target/release/pingora-passthrough; [ "$spec" != pingora ] && pt="${spec#pingora:}"
     taskset -c 0 "$pt" "127.0.0.1:$port" "$MOCK" 1 2>/dev/null &
     PID[$name]=$!; PIDS="$PIDS $!"; URL[$name]="http://127.0.0.1:$port/mcp"
   else

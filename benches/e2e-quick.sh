@@ -8,7 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SECS="${1:-10}"; CONNS="${2:-32}"; ROUNDS="${3:-3}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --profile perf -q
+cargo build --release -q -p warden-loadtest -p warden-proxy -p warden-benches --bins
 TMP="$(mktemp -d)"
 # SIGINT first (Pingora's fast shutdown; SIGTERM would wait out its grace
 # period), SIGKILL after 3 s: a background job of a non-interactive shell
@@ -17,7 +17,7 @@ TMP="$(mktemp -d)"
 stop() { kill -INT "$1" 2>/dev/null || return 0; for _ in $(seq 30); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done; kill -KILL "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 cleanup() { for p in ${PIDS:-}; do stop "$p"; done; rm -rf "$TMP"; }
 trap cleanup EXIT
-taskset -c 1 ./target/perf/warden-mock --listen 127.0.0.1:0 --threads 1 > "$TMP/mock.out" & PIDS="$!"
+taskset -c 1 ./target/release/warden-mock --listen 127.0.0.1:0 --threads 1 > "$TMP/mock.out" & PIDS="$!"
 for _ in $(seq 100); do grep -q listening "$TMP/mock.out" && break; sleep 0.05; done
 MOCK="$(sed -n 's/listening on //p' "$TMP/mock.out")"
 mkdir "$TMP/bundle"
@@ -29,10 +29,10 @@ routes: [{prefix: /mock, server: mock}]
 YAML
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 APORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-taskset -c 0 ./target/perf/warden run --bundle "$TMP/bundle" --state-dir "$TMP/state" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$APORT" --threads 1 2>"$TMP/warden.err" & PIDS="$PIDS $!"
+taskset -c 0 ./target/release/warden run --bundle "$TMP/bundle" --state-dir "$TMP/state" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$APORT" --threads 1 2>"$TMP/warden.err" & PIDS="$PIDS $!"
 for _ in $(seq 200); do curl -sf "127.0.0.1:$APORT/readyz" >/dev/null && break; sleep 0.05; done
 PPORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-taskset -c 0 ./target/perf/pingora-passthrough "127.0.0.1:$PPORT" "$MOCK" 1 2>/dev/null & PIDS="$PIDS $!"
+taskset -c 0 ./target/release/pingora-passthrough "127.0.0.1:$PPORT" "$MOCK" 1 2>/dev/null & PIDS="$PIDS $!"
 for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$PPORT") 2>/dev/null && break; sleep 0.05; done
 python3 - "$TMP/body.json" <<'PY'
 import json, sys

@@ -31,8 +31,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Built by e2e.sh with `--profile perf` (fat LTO since session 18; thin before).
-REL = os.path.join(ROOT, "target", "perf")
+# Built by e2e.sh: the release profile, the build users make (fat LTO, one
+# codegen unit; `--profile perf` with the same settings before session 25).
+REL = os.path.join(ROOT, "target", "release")
 SECS, ROUNDS, CONNS = (int(a) for a in (sys.argv[1:4] + ["8", "3", "32"][len(sys.argv[1:4]):]))
 ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, "benches", ".venv", "bin", "envoy"))
 API_KEY = "wk_demo_dev_7Qm2"

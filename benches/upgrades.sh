@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Binary upgrades in a row under open-loop load: Warden (perf build, one
+# Binary upgrades in a row under open-loop load: Warden (release build, one
 # worker) in front of warden-mock (which requires its sessions), driven by
 # warden-load at RATE calls/s over 8 MCP sessions, while UPGRADES successive
 # generations take over the listening sockets (`warden run --upgrade`, then
@@ -23,14 +23,14 @@ routes: [{prefix: /mock, server: mock}]
 YAML
 PORT="$(free_port)"; APORT="$(free_port)"
 gen() {
-  taskset -c 0 ./target/perf/warden run --bundle "$TMP/bundle" --state-dir "$TMP/state" \
+  taskset -c 0 ./target/release/warden run --bundle "$TMP/bundle" --state-dir "$TMP/state" \
     --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$APORT" --threads 1 \
     --upgrade-sock "$TMP/upgrade.sock" --audit "$TMP/audit.jsonl" "$@" >/dev/null 2>>"$TMP/warden.err" &
   echo $!
 }
 OLD="$(gen)"; PIDS="$PIDS $OLD"
 for _ in $(seq 200); do curl -sf "127.0.0.1:$APORT/readyz" >/dev/null && break; sleep 0.05; done
-taskset -c 1 ./target/perf/warden-load run --target "http://127.0.0.1:$PORT/mock/mcp" --rate "$RATE" \
+taskset -c 1 ./target/release/warden-load run --target "http://127.0.0.1:$PORT/mock/mcp" --rate "$RATE" \
   --duration 3600s --sessions 8 --report "$TMP/report.json" --quiet & LPID=$!; PIDS="$PIDS $LPID"
 sleep 2
 echo "# ${UPGRADES} upgrades at ${RATE}/s, 8 sessions"
