@@ -359,6 +359,17 @@ impl Api {
                 "bundle sources are the whole fleet's: users of some tenants do not see them",
             );
         }
+        // Checked before it is recorded: only revisions of the history
+        // reach the record whole (a refusal's value is cut there).
+        if let Some(unknown) = [a, b].into_iter().find(|r| !self.store.has_revision(r)) {
+            self.console_record(
+                &session.user.name,
+                "bundles.diff",
+                false,
+                &format!("no revision `{unknown}` in the history"),
+            );
+            return plain(StatusCode::NOT_FOUND, "no such revision in the history");
+        }
         self.console_record(
             &session.user.name,
             "bundles.diff",

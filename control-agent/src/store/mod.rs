@@ -20,6 +20,8 @@ mod canary;
 mod changes;
 pub use changes::KillEvent;
 mod fleet;
+#[cfg(test)]
+mod tests;
 
 /// One published revision.
 #[derive(Debug)]
@@ -160,6 +162,11 @@ pub struct Store {
     generation: watch::Sender<u64>,
     /// A member is stale when it has not reported for this long.
     pub stale_after: Duration,
+    /// The change record's size at which it is moved aside (one previous
+    /// file is kept): [`changes::MAX_FILE`] unless a test makes it smaller.
+    pub changes_limit: u64,
+    /// Taken while the change record is written (and moved aside).
+    changes_turn: Mutex<()>,
 }
 
 fn io(e: impl std::fmt::Display) -> BuildFailure {
@@ -286,6 +293,8 @@ impl Store {
             }),
             generation: tx,
             stale_after: Duration::from_secs(15),
+            changes_limit: changes::MAX_FILE,
+            changes_turn: Mutex::new(()),
         })
     }
 
@@ -322,7 +331,10 @@ impl Store {
             .cloned()
     }
 
-    /// Appends one line to the change record.
+    /// Appends one line to the change record. Each value is cut to
+    /// [`changes::MAX_VALUE`] characters (what a user typed reaches it), and
+    /// the file is bounded: past `changes_limit` bytes it is moved aside to
+    /// `changes.jsonl.1` (replacing the one before) and started again.
     pub fn record(
         &self,
         actor: &str,
@@ -331,14 +343,26 @@ impl Store {
         ok: bool,
         detail: &str,
     ) {
+        let cut = changes::cut;
         let line = serde_json::json!({
             "ts": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            "actor": actor, "action": action, "revision": revision, "ok": ok, "detail": detail,
+            "actor": cut(actor), "action": cut(action), "revision": revision.map(cut),
+            "ok": ok, "detail": cut(detail),
         });
+        let path = self.dir.join(changes::FILE);
+        // One writer at a time: two that both found the file full would
+        // each move it aside, the second over the first's.
+        let _turn = self.changes_turn.lock().unwrap_or_else(|p| p.into_inner());
+        let full = std::fs::metadata(&path).is_ok_and(|m| m.len() >= self.changes_limit);
+        if full {
+            if let Err(e) = std::fs::rename(&path, self.dir.join(changes::PREVIOUS)) {
+                tracing::error!(error = %e, "cannot move the full change record aside");
+            }
+        }
         let res = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("changes.jsonl"))
+            .open(&path)
             .and_then(|mut f| writeln!(f, "{line}"));
         if let Err(e) = res {
             tracing::error!(error = %e, "cannot write the change record");

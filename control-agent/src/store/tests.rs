@@ -1,0 +1,88 @@
+//! Unit tests of the store: the change record's bounds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+fn open() -> (tempfile::TempDir, Store) {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&d.path().join("state"), &d.path().join("source"), None).unwrap();
+    (d, s)
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Whatever a user sends (a query string of 100,000 characters), each
+/// value the record keeps is cut, and a line stays small.
+#[test]
+fn the_change_record_cuts_what_it_is_given() {
+    let (d, s) = open();
+    let long = "x".repeat(100_000);
+    s.record(&long, &long, Some(&long), false, &long);
+    s.record("console:ann", "console.audit.search", None, true, "ok");
+    let path = d.path().join("state").join(changes::FILE);
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size < 4 * 1024, "{size} bytes");
+    let all = lines(&path);
+    assert_eq!(all.len(), 2);
+    for k in ["actor", "action", "revision", "detail"] {
+        let v = all[0][k].as_str().unwrap();
+        assert_eq!(v.chars().count(), changes::MAX_VALUE + 1, "{k}");
+        assert!(v.starts_with("xxx") && v.ends_with('…'), "{k}");
+    }
+    // Short values are kept whole; characters, not bytes, are counted.
+    assert_eq!(all[1]["detail"], "ok");
+    let wide = "é".repeat(changes::MAX_VALUE);
+    assert_eq!(changes::cut(&wide), wide);
+}
+
+/// Past its limit the record is moved aside once (the one before is
+/// replaced): the two files stay bounded, and the newest entries are
+/// still read, across the move.
+#[test]
+fn the_change_record_is_bounded_on_disk() {
+    let (d, mut s) = open();
+    assert_eq!(s.changes_limit, changes::MAX_FILE);
+    s.changes_limit = 4096;
+    for i in 0..300 {
+        s.record(
+            "console:vic",
+            "console.audit.view",
+            None,
+            true,
+            &format!("{i} {}", "y".repeat(400)),
+        );
+    }
+    let state = d.path().join("state");
+    let current = std::fs::metadata(state.join(changes::FILE)).unwrap().len();
+    let previous = std::fs::metadata(state.join(changes::PREVIOUS))
+        .unwrap()
+        .len();
+    // Each file holds at most the limit and one line more.
+    assert!(current < 4096 + 1024, "{current}");
+    assert!((4096..4096 + 1024).contains(&previous), "{previous}");
+    let names: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("changes"))
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    // The newest first, without a hole where the file was moved.
+    let in_current = lines(&state.join(changes::FILE)).len();
+    let n = in_current + 3;
+    let recent = s.recent_changes(n);
+    assert_eq!(recent.len(), n);
+    for (k, c) in recent.iter().enumerate() {
+        let detail = c["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with(&format!("{} ", 299 - k)),
+            "{k}: {detail}"
+        );
+    }
+}
