@@ -1109,9 +1109,148 @@ async fn the_console_shows_no_secret_and_no_other_tenant() {
         !verified.contains("2 records checked") && !verified.contains("gw-9: records"),
         "{verified}"
     );
-    let (_, all) = page(admin, "/console/audit?verify=1".into()).await;
+    let (_, all) = page(admin.clone(), "/console/audit?verify=1".into()).await;
     assert!(all.contains("2 records checked"), "{all}");
     // Bundle sources are not shown to a scoped viewer.
     let (s, _) = page(ace, "/console/bundles/diff?a=x&b=y".into()).await;
     assert_eq!(s, 403);
+
+    // Anyone with the fleet token writes what the console shows: a
+    // record, a held call and a fleet report whose names carry secrets
+    // (SSNs, AWS key ids). None is rendered, whichever field carries it.
+    let secrets = [
+        "123-45-6789",          // the tool
+        "AKIAIOSFODNN7EXAMPLE", // the principal
+        "078-05-1120",          // the server
+        "219-09-9999",          // the tenant
+        "536-90-4399",          // the trace id
+        "457-55-5462",          // the gateway
+        "321-54-9876",          // a field's name
+        "AKIAI44QH8DHBEXAMPLE", // a reported upstream
+        "ASIAZZZZ1111YYYY2222", // a reported revision
+    ];
+    let gateway = "gw-457-55-5462";
+    let planted = json!({"seq": 0, "prev": "0".repeat(64), "ts": "2026-11-25T06:00:02Z",
+        "principal": "svc AKIAIOSFODNN7EXAMPLE", "tenant": "t 219-09-9999",
+        "server": "srv 078-05-1120", "direction": "request", "method": "tools/call",
+        "tool": "lookup 123-45-6789", "outcome": "denied", "reason": "policy",
+        "trace_id": "tr 536-90-4399", "latency_us": 5, "status": 403,
+        "321-54-9876": "a name that is a secret"})
+    .to_string();
+    let (s, _, b) = warden_tests::request(
+        &format!("{base}/v1/audit/ingest"),
+        "POST",
+        &[
+            ("authorization", bearer.as_str()),
+            ("x-warden-gateway", gateway),
+            ("content-type", "application/x-ndjson"),
+        ],
+        bytes::Bytes::from(format!("{planted}\n")),
+        false,
+    )
+    .await
+    .expect("ingest");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(b"{}")));
+    let claim = json!({"tenant": "t 219-09-9999", "principal": "svc AKIAIOSFODNN7EXAMPLE",
+        "server": "srv 078-05-1120", "tool": "lookup 123-45-6789", "args_digest": digest,
+        "arguments": "{}", "risk": "HIGH", "reason": "risk_tier:HIGH", "required": 1,
+        "pending_secs": 600, "grant_secs": 60, "gateway": gateway,
+        "trace_id": "tr 536-90-4399"});
+    let fleet_post = |path: &'static str, body: Value| {
+        let url = format!("{base}{path}");
+        let bearer = bearer.clone();
+        async move {
+            let (s, _, b) = warden_tests::request(
+                &url,
+                "POST",
+                &[
+                    ("authorization", bearer.as_str()),
+                    ("content-type", "application/json"),
+                ],
+                bytes::Bytes::from(body.to_string()),
+                false,
+            )
+            .await
+            .expect("post");
+            assert_eq!(s, 200, "{path}: {}", String::from_utf8_lossy(&b));
+            serde_json::from_slice::<Value>(&b).expect("json")
+        }
+    };
+    let held = fleet_post("/v1/approvals/claim", claim).await;
+    let held_id = held["id"].as_str().expect("an approval id").to_owned();
+    fleet_post(
+        "/v1/fleet/report",
+        json!({"id": gateway, "revision": "ASIAZZZZ1111YYYY2222", "healthy": true,
+            "upstreams": [{"server": "up AKIAI44QH8DHBEXAMPLE", "replicas": 1, "healthy": 1}]}),
+    )
+    .await;
+    let (_, list) = page(admin.clone(), "/console/audit".into()).await;
+    let planted_id = list
+        .split("href=\"/console/audit/")
+        .skip(1)
+        .filter_map(|r| r.split('"').next().map(str::to_owned))
+        .find(|id| !ids.contains(id))
+        .expect("the planted record is listed");
+    // An admin searches with a secret: the query goes to the change
+    // record, which the fleet page shows.
+    let (s, _) = page(
+        admin.clone(),
+        "/console/audit?principal=AKIAIOSFODNN7EXAMPLE&tool=lookup+123-45-6789".into(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let mut shown = vec![("/console/audit".to_owned(), list)];
+    for path in [
+        format!("/console/audit/{planted_id}"),
+        "/console/audit?verify=1".to_owned(),
+        "/console/approvals".to_owned(),
+        format!("/console/approvals/{held_id}"),
+        "/console/fleet".to_owned(),
+        "/console/live?window=3600".to_owned(),
+    ] {
+        let (s, body) = page(admin.clone(), path.clone()).await;
+        assert_eq!(s, 200, "{path}: {body}");
+        shown.push((path, body));
+    }
+    // The pages did show the planted record, held call and gateway.
+    let on = |p: &str| &shown.iter().find(|(q, _)| q == p).expect("shown").1;
+    assert!(
+        on("/console/audit").contains("lookup"),
+        "{}",
+        on("/console/audit")
+    );
+    assert!(on("/console/approvals").contains("lookup"));
+    assert!(on("/console/fleet").contains("gw-"));
+    assert!(on("/console/fleet").contains("console.audit.search"));
+    for (path, body) in &shown {
+        for secret in secrets {
+            assert!(!body.contains(secret), "{secret} shown on {path}: {body}");
+        }
+    }
+
+    // What a user types is cut before it is recorded, and a diff of
+    // revisions that do not exist is refused before anything is read.
+    let long = "x".repeat(20_000);
+    let (s, _) = page(
+        admin.clone(),
+        format!("/console/bundles/diff?a={long}&b=r1"),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = page(admin, format!("/console/audit?tool={long}")).await;
+    assert_eq!(s, 200);
+    let changes = std::fs::read_to_string(dir.path().join("state/changes.jsonl")).expect("changes");
+    let longest = changes.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 2048, "a line of {longest} bytes");
+    let refused: Value = changes
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .rfind(|c| c["action"] == "console.bundles.diff")
+        .expect("the refused diff is recorded");
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(
+        refused["detail"].as_str().is_some_and(|d| d.ends_with('…')),
+        "{refused}"
+    );
 }

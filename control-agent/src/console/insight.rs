@@ -13,25 +13,30 @@ use crate::audit::Query;
 use crate::server::Api;
 
 impl Api {
+    /// One record's row. Every text in it is what a holder of the fleet
+    /// token sent, so each is redacted, not only the reason (the time
+    /// was checked when the record was stored).
     fn row_view(&self, r: &crate::audit::Row) -> RowView {
+        let red = |x: &str| self.console.redact(x);
         RowView {
             id: r.id,
+            // Checked as an RFC 3339 time when it was stored.
             ts: r.ts.clone(),
-            gateway: r.gateway.clone(),
+            gateway: red(&r.gateway),
             seq: r.seq,
-            tenant: r.tenant.clone(),
-            principal: r.principal.clone(),
-            server: r.server.clone(),
-            tool: r.tool.clone().unwrap_or_default(),
-            method: r.method.clone().unwrap_or_default(),
-            direction: r.direction.clone(),
-            outcome: r.outcome.clone(),
-            reason: self.console.redact(r.reason.as_deref().unwrap_or("")),
+            tenant: red(&r.tenant),
+            principal: red(&r.principal),
+            server: red(&r.server),
+            tool: red(r.tool.as_deref().unwrap_or("")),
+            method: red(r.method.as_deref().unwrap_or("")),
+            direction: red(&r.direction),
+            outcome: red(&r.outcome),
+            reason: red(r.reason.as_deref().unwrap_or("")),
             latency: r
                 .latency_us
                 .map(|us| format!("{:.1} ms", us as f64 / 1000.0))
                 .unwrap_or_default(),
-            trace_link: trace_link(&r.trace_id),
+            trace_link: trace_link(&red(&r.trace_id)),
             denied: !matches!(r.outcome.as_str(), "forwarded" | "mutated"),
         }
     }
@@ -221,7 +226,7 @@ impl Api {
             v.chains
                 .into_iter()
                 .map(|c| ChainView {
-                    gateway: c.gateway,
+                    gateway: self.console.redact(&c.gateway),
                     records: c.records,
                     first_seq: c.first_seq,
                     last_seq: c.last_seq,
@@ -278,18 +283,19 @@ impl Api {
             .map(|o| {
                 o.iter()
                     .filter(|(k, _)| !matches!(k.as_str(), "arguments" | "result"))
-                    .map(|(k, x)| (k.clone(), redact_field(&self.console, k, x)))
+                    .map(|(k, x)| (self.console.redact(k), redact_field(&self.console, k, x)))
                     .collect()
             })
             .unwrap_or_default();
+        let shown = self.row_view(&row);
         render(&RecordPage {
             frame: Frame::new(
-                format!("Record {} #{}", row.gateway, row.seq),
+                format!("Record {} #{}", shown.gateway, row.seq),
                 "audit",
                 session,
                 flash,
             ),
-            row: self.row_view(&row),
+            row: shown,
             fields,
             json: self
                 .console
@@ -353,6 +359,8 @@ impl Api {
                 gateways.push(g.clone());
             }
         }
+        // Gateways name themselves (reports, records): redacted like the rest.
+        let gateways: Vec<String> = gateways.iter().map(|g| self.console.redact(g)).collect();
         // Labels come from records gateways wrote: redacted like the rest.
         let red = |items: &[(String, u64)]| -> Vec<(String, u64)> {
             items

@@ -201,7 +201,9 @@ impl Api {
             .unwrap_or_default()
             .iter()
             .map(|m| MemberView {
-                id: s(&m["id"]),
+                // What a gateway reports (its id, revision, upstreams) is
+                // whatever a holder of the fleet token sent: redacted.
+                id: self.console.redact(&s(&m["id"])),
                 labels: if scoped {
                     String::new()
                 } else {
@@ -217,7 +219,7 @@ impl Api {
                             .unwrap_or_default(),
                     )
                 },
-                revision: s(&m["revision"]),
+                revision: self.console.redact(&s(&m["revision"])),
                 due: s(&m["due"]),
                 why: s(&m["why"]),
                 current: m["current"] == true,
@@ -238,7 +240,7 @@ impl Api {
                     .iter()
                     .map(|u| {
                         (
-                            s(&u["server"]),
+                            self.console.redact(&s(&u["server"])),
                             u["healthy"].as_u64().unwrap_or(0),
                             u["replicas"].as_u64().unwrap_or(0),
                         )
@@ -252,12 +254,13 @@ impl Api {
             .iter()
             .map(|c| ChangeView {
                 ts: s(&c["ts"]),
-                actor: s(&c["actor"]),
                 action: s(&c["action"]),
                 ok: c["ok"] != false,
-                // Written by the agent itself: ids, names, revisions.
-                detail: s(&c["detail"]),
-                revision: s(&c["revision"]),
+                // Written by the agent, but of what others sent: users'
+                // search queries, gateways' principals and tools.
+                actor: self.console.redact(&s(&c["actor"])),
+                detail: self.console.redact(&s(&c["detail"])),
+                revision: self.console.redact(&s(&c["revision"])),
             })
             .collect();
         let kill_history = self
@@ -271,7 +274,7 @@ impl Api {
                 actor: k.actor,
                 action: k.action,
                 ok: true,
-                detail: format!("{} {}", k.scope, k.value),
+                detail: self.console.redact(&format!("{} {}", k.scope, k.value)),
                 revision: k.revision,
             })
             .collect();
@@ -309,7 +312,9 @@ impl Api {
             } else {
                 self.console.redact(&s(&f["last_build_error"]))
             },
-            kill_switch: serde_json::to_string_pretty(&kill_switch).unwrap_or_default(),
+            kill_switch: self
+                .console
+                .redact(&serde_json::to_string_pretty(&kill_switch).unwrap_or_default()),
             kill_history,
             // The change record names principals of every tenant: admins only.
             changes: if admin {
@@ -405,25 +410,28 @@ impl Api {
             .ok()
             .and_then(|j| serde_json::to_string_pretty(&j).ok())
             .unwrap_or(args);
+        // Every text of a claim is what a holder of the fleet token sent:
+        // each is redacted, not only the arguments.
+        let red = |k: &str| self.console.redact(&s(&v[k]));
         ApprovalView {
             id: s(&v["id"]),
             state: s(&v["state"]),
-            tenant: s(&v["tenant"]),
-            principal: s(&v["principal"]),
-            server: s(&v["server"]),
-            tool: s(&v["tool"]),
-            risk: s(&v["risk"]),
-            reason: self.console.redact(&s(&v["reason"])),
-            justification: self.console.redact(&s(&v["justification"])),
+            tenant: red("tenant"),
+            principal: red("principal"),
+            server: red("server"),
+            tool: red("tool"),
+            risk: red("risk"),
+            reason: red("reason"),
+            justification: red("justification"),
             arguments: self.console.redact(&pretty),
-            args_digest: s(&v["args_digest"]),
+            args_digest: red("args_digest"),
             approvals: v["approvals"].as_u64().unwrap_or(0),
             required: v["required"].as_u64().unwrap_or(1),
             waiting: format!("{} s", v["waiting_secs"].as_u64().unwrap_or(0)),
             requested_at: s(&v["requested_at"]),
-            requested_by: s(&v["requested_by"]),
-            trace_id: s(&v["trace_id"]),
-            trace_link: trace_link(&s(&v["trace_id"])),
+            requested_by: red("requested_by"),
+            trace_id: red("trace_id"),
+            trace_link: trace_link(&red("trace_id")),
             decisions: v["decisions"]
                 .as_array()
                 .map(|a| a.as_slice())
@@ -431,7 +439,7 @@ impl Api {
                 .iter()
                 .map(|d| {
                     (
-                        s(&d["approver"]),
+                        self.console.redact(&s(&d["approver"])),
                         s(&d["verdict"]),
                         s(&d["at"]),
                         self.console.redact(&s(&d["comment"])),
