@@ -85,6 +85,20 @@ pub fn canonical_or_marked(name: &str) -> String {
     canonical(name).unwrap_or_else(|_| format!("\u{fffd}{}", name.escape_unicode()))
 }
 
+/// Whether `tenant` is one of the tenants of `scope` (an approver's, a
+/// console user's, an audit search's), compared in canonical form; an
+/// empty scope holds every tenant. The one comparison of a tenant against
+/// a scope, wherever the agent makes it.
+pub fn in_scope<S: AsRef<str>>(scope: &[S], tenant: &str) -> bool {
+    if scope.is_empty() {
+        return true;
+    }
+    let t = canonical_or_marked(tenant);
+    scope
+        .iter()
+        .any(|mine| canonical_or_marked(mine.as_ref()) == t)
+}
+
 /// A person as named somewhere: `id`, or `tenant/id`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Person {
@@ -154,6 +168,25 @@ mod tests {
         );
         assert_eq!(canonical("alice\u{0}"), Err(PersonError::Invisible(0)));
         assert_eq!(canonical(" "), Err(PersonError::Empty));
+    }
+
+    #[test]
+    fn a_scope_holds_its_tenants_in_any_spelling() {
+        let scope = ["acme".to_owned(), "Straße".to_owned()];
+        for t in [
+            "acme",
+            "ACME",
+            "\u{ff21}\u{ff43}\u{ff4d}\u{ff45}",
+            "A\u{301}cme",
+            "STRASSE",
+        ] {
+            assert!(in_scope(&scope, t), "{t}");
+        }
+        for t in ["acm", "globex", "ac\u{200b}me", ""] {
+            assert!(!in_scope(&scope, t), "{t:?}");
+        }
+        // An empty scope holds every tenant.
+        assert!(in_scope::<String>(&[], "globex"));
     }
 
     #[test]

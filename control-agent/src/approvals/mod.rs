@@ -103,13 +103,10 @@ impl Approver {
             .collect()
     }
 
+    /// Whether this approver sees the calls of `tenant`
+    /// ([`warden_config::person::in_scope`]).
     pub fn sees(&self, tenant: &str) -> bool {
-        let t = warden_config::person::canonical_or_marked(tenant);
-        self.tenants.is_empty()
-            || self
-                .tenants
-                .iter()
-                .any(|mine| warden_config::person::canonical_or_marked(mine) == t)
+        warden_config::person::in_scope(&self.tenants, tenant)
     }
 }
 

@@ -94,6 +94,7 @@ pub struct Query {
     pub to_us: Option<i64>,
     pub gateway: Option<String>,
     pub principal: Option<String>,
+    /// Compared in canonical form (`ACME` finds `acme`'s records).
     pub tenant: Option<String>,
     pub server: Option<String>,
     pub tool: Option<String>,
@@ -103,7 +104,8 @@ pub struct Query {
     pub approval_id: Option<String>,
     pub trace_id: Option<String>,
     /// The viewer's scope: empty = every tenant; else only these tenants'
-    /// records.
+    /// records (compared in canonical form, as approvals and console
+    /// sessions compare tenants).
     pub tenants: Vec<String>,
     /// Paging: rows with `id < before_id` (newest first).
     pub before_id: Option<i64>,
@@ -205,6 +207,7 @@ CREATE TABLE IF NOT EXISTS records (
     ts_us INTEGER NOT NULL,
     principal TEXT NOT NULL,
     tenant TEXT NOT NULL,
+    tenant_key TEXT NOT NULL,
     server TEXT NOT NULL,
     tool TEXT,
     method TEXT,
@@ -225,13 +228,13 @@ CREATE TRIGGER IF NOT EXISTS records_gone AFTER DELETE ON records
     BEGIN DELETE FROM lines WHERE id = old.id; END;
 CREATE UNIQUE INDEX IF NOT EXISTS records_line ON records(gateway, hash);
 CREATE INDEX IF NOT EXISTS records_chain ON records(gateway, seq);
-CREATE INDEX IF NOT EXISTS records_ts ON records(ts_us, tenant);
-CREATE INDEX IF NOT EXISTS records_gateway ON records(gateway, ts_us, tenant);
-CREATE INDEX IF NOT EXISTS records_principal ON records(principal, ts_us, tenant);
-CREATE INDEX IF NOT EXISTS records_tenant ON records(tenant, ts_us);
-CREATE INDEX IF NOT EXISTS records_server ON records(server, ts_us, tenant);
-CREATE INDEX IF NOT EXISTS records_tool ON records(tool, ts_us, tenant);
-CREATE INDEX IF NOT EXISTS records_outcome ON records(outcome, ts_us, tenant);
+CREATE INDEX IF NOT EXISTS records_ts ON records(ts_us, tenant_key);
+CREATE INDEX IF NOT EXISTS records_gateway ON records(gateway, ts_us, tenant_key);
+CREATE INDEX IF NOT EXISTS records_principal ON records(principal, ts_us, tenant_key);
+CREATE INDEX IF NOT EXISTS records_tenant ON records(tenant_key, ts_us);
+CREATE INDEX IF NOT EXISTS records_server ON records(server, ts_us, tenant_key);
+CREATE INDEX IF NOT EXISTS records_tool ON records(tool, ts_us, tenant_key);
+CREATE INDEX IF NOT EXISTS records_outcome ON records(outcome, ts_us, tenant_key);
 CREATE INDEX IF NOT EXISTS records_trace ON records(trace_id);
 CREATE INDEX IF NOT EXISTS records_approval ON records(approval_id) WHERE approval_id IS NOT NULL;
 ";
@@ -240,6 +243,56 @@ CREATE INDEX IF NOT EXISTS records_approval ON records(approval_id) WHERE approv
 const COLUMNS: &str = "r.id, r.gateway, r.seq, r.ts, r.ts_us, r.principal, r.tenant, r.server, \
      r.tool, r.method, r.direction, r.outcome, r.decided_by, r.reason, r.risk, r.trace_id, \
      r.approval_id, r.latency_us, r.dlp";
+
+/// The indexes that held the tenant as written, before `tenant_key`.
+const TENANT_INDEXES: &[&str] = &[
+    "records_ts",
+    "records_gateway",
+    "records_principal",
+    "records_tenant",
+    "records_server",
+    "records_tool",
+    "records_outcome",
+];
+
+/// The form a tenant is compared in (a search's, a viewer's scope, a
+/// record's): the canonical one approvals and console sessions use
+/// ([`warden_config::person::in_scope`]), so `ACME` and `acme` are one
+/// tenant everywhere.
+fn tenant_key(tenant: &str) -> String {
+    warden_config::person::canonical_or_marked(tenant)
+}
+
+/// Brings a store written before `tenant_key` existed up to date: the
+/// column, filled from each row's tenant, and the indexes that scope by it
+/// (made again by [`SCHEMA`]).
+fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
+    let old = c
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'")?
+        .exists([])?
+        && !c
+            .prepare("SELECT 1 FROM pragma_table_info('records') WHERE name = 'tenant_key'")?
+            .exists([])?;
+    if !old {
+        return Ok(());
+    }
+    let tx = c.transaction()?;
+    tx.execute_batch("ALTER TABLE records ADD COLUMN tenant_key TEXT NOT NULL DEFAULT '';")?;
+    for index in TENANT_INDEXES {
+        tx.execute_batch(&format!("DROP INDEX IF EXISTS {index};"))?;
+    }
+    let tenants: Vec<String> = tx
+        .prepare("SELECT DISTINCT tenant FROM records")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for t in tenants {
+        tx.execute(
+            "UPDATE records SET tenant_key = ?1 WHERE tenant = ?2",
+            params![tenant_key(&t), t],
+        )?;
+    }
+    tx.commit()
+}
 
 fn connect(path: &Path) -> anyhow::Result<Connection> {
     let c = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -376,7 +429,6 @@ fn conditions(q: &Query, paged: bool) -> (String, Vec<Sql>) {
     for (col, val) in [
         ("gateway", &q.gateway),
         ("principal", &q.principal),
-        ("tenant", &q.tenant),
         ("server", &q.server),
         ("tool", &q.tool),
         ("outcome", &q.outcome),
@@ -392,12 +444,18 @@ fn conditions(q: &Query, paged: bool) -> (String, Vec<Sql>) {
         w.push("instr(r.reason, ?) > 0".into());
         v.push(Sql::Text(x.clone()));
     }
+    // Tenants are compared in canonical form, as approvals and console
+    // sessions compare them.
+    if let Some(x) = &q.tenant {
+        w.push("r.tenant_key = ?".into());
+        v.push(Sql::Text(tenant_key(x)));
+    }
     if !q.tenants.is_empty() {
         w.push(format!(
-            "r.tenant IN ({})",
+            "r.tenant_key IN ({})",
             vec!["?"; q.tenants.len()].join(",")
         ));
-        v.extend(q.tenants.iter().map(|t| Sql::Text(t.clone())));
+        v.extend(q.tenants.iter().map(|t| Sql::Text(tenant_key(t))));
     }
     if paged {
         if let Some(b) = q.before_id {
@@ -455,7 +513,9 @@ impl AuditStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let writer = connect(path)?;
+        let mut writer = connect(path)?;
+        migrate(&mut writer)
+            .with_context(|| format!("bringing the audit store {} up to date", path.display()))?;
         writer
             .execute_batch(SCHEMA)
             .with_context(|| format!("creating the audit store in {}", path.display()))?;
@@ -513,9 +573,9 @@ impl AuditStore {
                 let mut rec = tx.prepare_cached(
                     "INSERT OR IGNORE INTO records (gateway, seq, ts, ts_us, principal, tenant, \
                      server, tool, method, direction, outcome, decided_by, reason, risk, trace_id, \
-                     approval_id, latency_us, dlp, prev, hash) \
+                     approval_id, latency_us, dlp, prev, hash, tenant_key) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                     ?17, ?18, ?19, ?20)",
+                     ?17, ?18, ?19, ?20, ?21)",
                 )?;
                 let mut raw = tx.prepare_cached("INSERT INTO lines (id, raw) VALUES (?1, ?2)")?;
                 for p in &lines {
@@ -542,6 +602,7 @@ impl AuditStore {
                         p.dlp,
                         &p.prev[..],
                         &p.hash[..],
+                        tenant_key(f.tenant.as_deref().unwrap_or("")),
                     ])?;
                     if n == 1 {
                         raw.execute(params![tx.last_insert_rowid(), p.raw])?;
@@ -614,7 +675,7 @@ impl AuditStore {
                 Ok(row)
             })
             .optional()?;
-        Ok(found.filter(|r| tenants.is_empty() || tenants.contains(&r.tenant)))
+        Ok(found.filter(|r| warden_config::person::in_scope(tenants, &r.tenant)))
     }
 
     /// Verifies the hash chain of every record `q` matches (ignoring

@@ -463,3 +463,181 @@ fn api_times_and_queries_parse() {
     assert!(q.reason.is_none());
     assert!(http::parse_query("princpal=x").is_err());
 }
+
+/// One record of `tenant` at `server` (a `tools/call` request, recent),
+/// carrying approval `approval` when given.
+fn held(t: &mut Trail, tenant: &str, server: &str, approval: Option<&str>) {
+    let ts = jiff::Timestamp::from_second(now_s() - 50)
+        .unwrap()
+        .to_string();
+    t.push(serde_json::json!({
+        "ts": ts, "principal": "alice", "tenant": tenant, "server": server,
+        "direction": "request", "method": "tools/call", "tool": "deploy",
+        "outcome": "forwarded", "trace_id": format!("trace-{}", t.seq), "latency_us": 10,
+        "approval": approval.map(|id| serde_json::json!({"id": id, "approvers": ["bob"]})),
+    }));
+}
+
+/// The seqs of what `q` finds, in seq order.
+fn seqs(s: &AuditStore, q: Query) -> Vec<u64> {
+    let page = s.search(&q).unwrap();
+    assert_eq!(page.total, page.rows.len() as u64, "one page holds it all");
+    let mut v: Vec<u64> = page.rows.iter().map(|r| r.seq).collect();
+    v.sort_unstable();
+    v
+}
+
+/// A tenant is one tenant however a record spells it: the store scopes
+/// search, one record and live figures as a console session and an
+/// approver see tenants (in canonical form).
+#[test]
+fn a_scope_matches_tenants_as_sessions_and_approvers_do() {
+    use crate::approvals::Approver;
+    use crate::console::{Role, User};
+    let (_d, s) = store(Limits::default());
+    let mut t = Trail::new();
+    let spellings = [
+        "acme",
+        "ACME",
+        "\u{ff21}\u{ff43}\u{ff4d}\u{ff45}", // fullwidth Ａｃｍｅ
+        "A\u{301}cme",                      // Ácme, decomposed
+        "ac\u{200b}me",                     // an invisible character: not acme
+        "globex",
+        "stra\u{df}e", // straße
+    ];
+    for tenant in spellings {
+        held(&mut t, tenant, "ops", None);
+    }
+    s.ingest("gw-1", &t.body(0, t.lines.len())).unwrap();
+    let rows = s
+        .search(&Query {
+            limit: 500,
+            ..Query::default()
+        })
+        .unwrap()
+        .rows;
+    assert_eq!(rows.len(), spellings.len());
+    for scope in [
+        vec!["acme".to_owned()],
+        vec!["Acme".to_owned()],
+        vec!["STRASSE".to_owned()],
+        vec!["globex".to_owned(), "ACME".to_owned()],
+        vec!["ac\u{200b}me".to_owned()],
+    ] {
+        let user = User {
+            name: "vic".into(),
+            role: Role::Viewer,
+            tenants: scope.clone(),
+        };
+        let approver = Approver {
+            tenants: scope.clone(),
+            ..Approver::default()
+        };
+        let found = seqs(
+            &s,
+            Query {
+                tenants: scope.clone(),
+                ..Query::default()
+            },
+        );
+        for r in &rows {
+            let sees = user.sees(&r.tenant);
+            assert_eq!(approver.sees(&r.tenant), sees, "{scope:?} {:?}", r.tenant);
+            assert_eq!(found.contains(&r.seq), sees, "{scope:?} {:?}", r.tenant);
+            assert_eq!(
+                s.get(r.id, &scope).unwrap().is_some(),
+                sees,
+                "{scope:?} {:?}",
+                r.tenant
+            );
+        }
+        let live = s.live(Duration::from_secs(300), None, &scope).unwrap();
+        assert_eq!(live.calls, found.len() as u64, "{scope:?}");
+    }
+    // Four spellings of acme are acme's, the invisible one is not.
+    let acme = seqs(
+        &s,
+        Query {
+            tenants: vec!["acme".into()],
+            ..Query::default()
+        },
+    );
+    assert_eq!(acme, vec![0, 1, 2, 3]);
+    // The `tenant` filter compares the same way.
+    assert_eq!(
+        seqs(
+            &s,
+            Query {
+                tenant: Some("ＡＣＭＥ".into()),
+                ..Query::default()
+            }
+        ),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(
+        seqs(
+            &s,
+            Query {
+                tenant: Some("strasse".into()),
+                ..Query::default()
+            }
+        ),
+        vec![6]
+    );
+}
+
+/// A store written before tenants were kept in canonical form is brought
+/// up to date when it is opened: scoped searches find its records.
+#[test]
+fn an_older_store_gains_the_tenant_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.sqlite3");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE records (id INTEGER PRIMARY KEY, gateway TEXT NOT NULL, \
+             seq INTEGER NOT NULL, ts TEXT NOT NULL, ts_us INTEGER NOT NULL, \
+             principal TEXT NOT NULL, tenant TEXT NOT NULL, server TEXT NOT NULL, tool TEXT, \
+             method TEXT, direction TEXT NOT NULL, outcome TEXT NOT NULL, decided_by TEXT, \
+             reason TEXT, risk TEXT, trace_id TEXT NOT NULL, approval_id TEXT, \
+             latency_us INTEGER, dlp TEXT, prev BLOB NOT NULL, hash BLOB NOT NULL);
+             CREATE TABLE lines (id INTEGER PRIMARY KEY, raw TEXT NOT NULL);
+             CREATE INDEX records_ts ON records(ts_us, tenant);
+             CREATE INDEX records_tenant ON records(tenant, ts_us);",
+        )
+        .unwrap();
+        for (seq, tenant) in [(0, "ACME"), (1, "globex")] {
+            c.execute(
+                "INSERT INTO records (gateway, seq, ts, ts_us, principal, tenant, server, \
+                 direction, outcome, trace_id, prev, hash) \
+                 VALUES ('gw', ?1, '2026-01-01T00:00:00Z', ?2, 'alice', ?3, 'ops', 'request', \
+                 'forwarded', 't', x'00', ?4)",
+                params![seq, now_us(), tenant, vec![seq as u8; 32]],
+            )
+            .unwrap();
+        }
+    }
+    let s = AuditStore::open(&path, Limits::default()).unwrap();
+    assert_eq!(
+        seqs(
+            &s,
+            Query {
+                tenants: vec!["acme".into()],
+                ..Query::default()
+            }
+        ),
+        vec![0]
+    );
+    let indexed: Vec<String> = lock(&s.inner.writer)
+        .prepare("SELECT name FROM pragma_index_info('records_ts')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(indexed, vec!["ts_us".to_owned(), "tenant_key".to_owned()]);
+    // Opened again: nothing more to do.
+    drop(s);
+    let s = AuditStore::open(&path, Limits::default()).unwrap();
+    assert_eq!(s.rows(), 2);
+}

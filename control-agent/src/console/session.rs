@@ -64,13 +64,10 @@ pub struct User {
 }
 
 impl User {
+    /// Whether `tenant` is one of this user's (compared as the audit store
+    /// and the approvals compare it: [`warden_config::person::in_scope`]).
     pub fn sees(&self, tenant: &str) -> bool {
-        let t = warden_config::person::canonical_or_marked(tenant);
-        self.tenants.is_empty()
-            || self
-                .tenants
-                .iter()
-                .any(|mine| warden_config::person::canonical_or_marked(mine) == t)
+        warden_config::person::in_scope(&self.tenants, tenant)
     }
 }
 
