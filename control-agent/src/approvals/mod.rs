@@ -13,7 +13,8 @@
 //! An approver may not approve a call made by a principal they are (their
 //! name, or a principal the approvers file lists for them, compared without
 //! case, with or without the tenant), counts once however often they
-//! approve, and sees only the tenants the file gives them (all if none).
+//! approve, and sees only the tenants the file gives them (all if none); a
+//! name the file does not hold sees nothing.
 //! The agent checks that the arguments it shows approvers are the ones the
 //! digest binds, and refuses arguments too large to show whole. A denial
 //! holds for the binding until its pending time ends (a denied agent cannot
@@ -567,7 +568,11 @@ impl Approvals {
         comment: Option<String>,
         now: SystemTime,
     ) -> Result<serde_json::Value, Refused> {
-        let who = self.approvers.get(approver).cloned().unwrap_or_default();
+        // A name the approvers file does not hold sees nothing: were it
+        // taken as a default approver it would see every tenant.
+        let Some(who) = self.approvers.get(approver).cloned() else {
+            return Err(Refused::NotFound);
+        };
         let mut all = self.lock();
         let a = all
             .get_mut(id)

@@ -22,9 +22,17 @@ fn claim(principal: &str, n: u8) -> Claim {
     }
 }
 
+/// The approvers the tests decide as: each of every tenant.
+fn approvers() -> BTreeMap<String, Approver> {
+    ["alice", "bob", "agent-7"]
+        .into_iter()
+        .map(|n| (n.to_owned(), Approver::default()))
+        .collect()
+}
+
 fn open() -> (tempfile::TempDir, Approvals) {
     let d = tempfile::tempdir().expect("tempdir");
-    let a = Approvals::open(d.path(), BTreeMap::new()).expect("open");
+    let a = Approvals::open(d.path(), approvers()).expect("open");
     (d, a)
 }
 
@@ -70,7 +78,7 @@ fn two_distinct_approvers_then_one_use() {
     let next = ap.claim(claim("agent-7", 2), None, t0).expect("claim");
     assert!(matches!(&next, ClaimAnswer::Pending { created: true, id: i, .. } if *i != id));
     // Kept across a restart.
-    let reopened = Approvals::open(_d.path(), BTreeMap::new()).expect("reopen");
+    let reopened = Approvals::open(_d.path(), approvers()).expect("reopen");
     assert_eq!(
         reopened
             .get(&id, None, t0)
@@ -209,6 +217,39 @@ fn approvers_never_approve_themselves_and_see_their_tenants() {
     );
     assert!(ap.list(false, Some("dave"), t0).is_empty());
     assert_eq!(ap.list(false, Some("carol"), t0).len(), 1);
+}
+
+/// A name the approvers file does not hold is nobody: it sees no
+/// approval (not every tenant's, as a default approver would) and
+/// decides none.
+#[test]
+fn an_unknown_approver_sees_and_decides_nothing() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let approvers = BTreeMap::from([(
+        "dave".to_owned(),
+        Approver {
+            tenants: vec!["globex".into()],
+            ..Approver::default()
+        },
+    )]);
+    let ap = Approvals::open(d.path(), approvers).expect("open");
+    let t0 = SystemTime::now();
+    let id = id_of(&ap.claim(claim("agent-7", 1), None, t0).expect("claim"));
+    for who in ["mallory", "", "Dave2"] {
+        for verdict in [Verdict::Approve, Verdict::Deny] {
+            assert_eq!(
+                ap.decide(&id, who, verdict, None, t0),
+                Err(Refused::NotFound),
+                "{who:?}"
+            );
+        }
+        assert!(ap.list(true, Some(who), t0).is_empty(), "{who:?}");
+        assert!(ap.get(&id, Some(who), t0).is_none(), "{who:?}");
+    }
+    // Nothing was decided: the call still waits, with no decision.
+    let v = ap.get(&id, None, t0).expect("kept");
+    assert_eq!(v["state"], "pending");
+    assert_eq!(v["decisions"].as_array().map_or(0, Vec::len), 0);
 }
 
 #[test]
