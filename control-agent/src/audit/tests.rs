@@ -487,6 +487,103 @@ fn seqs(s: &AuditStore, q: Query) -> Vec<u64> {
     v
 }
 
+#[test]
+fn search_filters_by_server_tenant_and_approval() {
+    let (_d, s) = store(Limits::default());
+    let mut t = Trail::new();
+    held(&mut t, "acme", "ops", Some("ap_one")); // 0
+    held(&mut t, "globex", "ops", None); // 1
+    held(&mut t, "acme", "mock", Some("ap_two")); // 2
+    held(&mut t, "globex", "mock", None); // 3
+    held(&mut t, "acme", "ops", Some("ap_one")); // 4: the approved call itself
+    held(&mut t, "globex", "ops", Some("ap_three")); // 5
+    s.ingest("gw-1", &t.body(0, t.lines.len())).unwrap();
+    let q = Query::default;
+
+    // `server`: exactly that server (no substring, no other case).
+    let server = |x: &str| Query {
+        server: Some(x.into()),
+        ..q()
+    };
+    assert_eq!(seqs(&s, server("ops")), vec![0, 1, 4, 5]);
+    assert_eq!(seqs(&s, server("mock")), vec![2, 3]);
+    assert_eq!(seqs(&s, server("op")), Vec::<u64>::new());
+    assert_eq!(seqs(&s, server("other")), Vec::<u64>::new());
+
+    // `tenant`.
+    let tenant = |x: &str| Query {
+        tenant: Some(x.into()),
+        ..q()
+    };
+    assert_eq!(seqs(&s, tenant("acme")), vec![0, 2, 4]);
+    assert_eq!(seqs(&s, tenant("globex")), vec![1, 3, 5]);
+    assert_eq!(seqs(&s, tenant("acm")), Vec::<u64>::new());
+
+    // `approval_id`: the records that carry that approval, and only them.
+    let approval = |x: &str| Query {
+        approval_id: Some(x.into()),
+        ..q()
+    };
+    assert_eq!(seqs(&s, approval("ap_one")), vec![0, 4]);
+    assert_eq!(seqs(&s, approval("ap_two")), vec![2]);
+    assert_eq!(seqs(&s, approval("ap_")), Vec::<u64>::new());
+    let one = s.search(&approval("ap_one")).unwrap();
+    assert!(one
+        .rows
+        .iter()
+        .all(|r| r.approval_id.as_deref() == Some("ap_one")));
+
+    // Together, and inside a viewer's scope: every filter must match.
+    assert_eq!(
+        seqs(
+            &s,
+            Query {
+                server: Some("ops".into()),
+                tenant: Some("acme".into()),
+                ..q()
+            }
+        ),
+        vec![0, 4]
+    );
+    assert_eq!(
+        seqs(
+            &s,
+            Query {
+                server: Some("mock".into()),
+                approval_id: Some("ap_one".into()),
+                ..q()
+            }
+        ),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        seqs(
+            &s,
+            Query {
+                approval_id: Some("ap_three".into()),
+                tenants: vec!["acme".into()],
+                ..q()
+            }
+        ),
+        Vec::<u64>::new(),
+        "another tenant's approval is not found inside the scope"
+    );
+    assert_eq!(
+        seqs(
+            &s,
+            Query {
+                server: Some("ops".into()),
+                tenants: vec!["globex".into()],
+                ..q()
+            }
+        ),
+        vec![1, 5]
+    );
+    // A verification takes the same filters.
+    assert_eq!(s.verify(&server("mock")).unwrap().records, 2);
+    assert_eq!(s.verify(&approval("ap_one")).unwrap().records, 2);
+}
+
 /// A tenant is one tenant however a record spells it: the store scopes
 /// search, one record and live figures as a console session and an
 /// approver see tenants (in canonical form).
