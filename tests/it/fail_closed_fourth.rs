@@ -705,7 +705,7 @@ async fn tables_take_their_bounds_from_one_budget() {
         ("runaway", 100, 256),
         ("tasks", 80, 320),
         ("live", 20, 256),
-        ("flows", 40, 1280),
+        ("flows", 40, 3072),
     ] {
         let cap = (bytes / 1000 * share / entry).max(1000);
         assert!(

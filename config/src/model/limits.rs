@@ -97,8 +97,12 @@ impl Table {
             Table::Runaway => 256,
             Table::Tasks => 320,
             Table::Live => 256,
-            // A state holds up to 16 sources of ~60 bytes each.
-            Table::Flows => 1280,
+            // A state holds up to 16 sources (56 bytes each, an id of 19
+            // bytes and a name of at most 64: `MAX_NAME` in
+            // `warden_filters::engines::flow`), about 2.5 KB at most, and
+            // the key and the cache's bookkeeping (the filters' test
+            // `the_largest_state_fits_its_table_entry` holds it to this).
+            Table::Flows => 3072,
         }
     }
 }

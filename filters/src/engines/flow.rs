@@ -11,6 +11,40 @@ use warden_config::flows::Roles;
 /// Calls kept in a state's lineage (the newest that raised it).
 pub const MAX_SOURCES: usize = 16;
 
+/// The longest name of a call (`server/tool`, `server:uri`) a state keeps,
+/// in bytes: a longer one is cut at a character boundary and ends with
+/// `…`, so a state's size has a bound whatever URIs clients send (the
+/// flows table's entry estimate, `Table::Flows`, counts on it).
+pub const MAX_NAME: usize = 64;
+
+/// The longest id kept (`fl_` and 16 hex digits are 19 bytes).
+const MAX_ID: usize = 24;
+
+/// `name`, cut to [`MAX_NAME`] bytes with a marker when longer.
+pub fn bounded_name(name: String) -> String {
+    if name.len() <= MAX_NAME {
+        return name;
+    }
+    bounded(&name, MAX_NAME)
+}
+
+/// `s` in at most `max` bytes (a new string, so no spare capacity stays
+/// behind): cut at a character boundary, `…` marking the cut.
+fn bounded(s: &str, max: usize) -> String {
+    const MARK: &str = "…";
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut cut = max - MARK.len();
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut out = String::with_capacity(cut + MARK.len());
+    out.push_str(&s[..cut]);
+    out.push_str(MARK);
+    out
+}
+
 /// One call that brought data into a flow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
@@ -30,6 +64,19 @@ pub struct FlowState {
     pub sources: Vec<Source>,
 }
 
+impl Source {
+    /// The source as a state keeps it: its id and name bounded (one read
+    /// from the shared store may have been written by anyone).
+    fn kept(&self) -> Source {
+        Source {
+            id: bounded(&self.id, MAX_ID),
+            what: bounded(&self.what, MAX_NAME),
+            level: self.level,
+            untrusted: self.untrusted,
+        }
+    }
+}
+
 impl FlowState {
     /// Adds what `src` brought; whether anything changed. A source that
     /// changes nothing is not kept: the lineage names the calls that
@@ -39,7 +86,7 @@ impl FlowState {
         self.level = self.level.max(src.level);
         self.untrusted |= src.untrusted;
         if changed && !self.sources.iter().any(|s| s.id == src.id) {
-            self.sources.push(src.clone());
+            self.sources.push(src.kept());
             self.trim();
         }
         changed
@@ -56,7 +103,7 @@ impl FlowState {
         self.untrusted |= other.untrusted;
         for s in &other.sources {
             if !self.sources.iter().any(|x| x.id == s.id) {
-                self.sources.push(s.clone());
+                self.sources.push(s.kept());
             }
         }
         self.trim();
@@ -240,3 +287,6 @@ pub struct FlowOut {
     /// The name of the source's level.
     pub level_name: String,
 }
+
+#[cfg(test)]
+mod tests;

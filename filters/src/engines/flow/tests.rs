@@ -1,0 +1,109 @@
+use super::*;
+
+#[test]
+fn states_only_grow_and_keep_their_explanation() {
+    let mut st = FlowState::default();
+    let src = |i: usize, level: u8, untrusted: bool| Source {
+        id: format!("fl_{i}"),
+        what: format!("s/t{i}"),
+        level,
+        untrusted,
+    };
+    assert!(st.raise(&src(0, 3, false)));
+    assert!(st.raise(&src(1, 0, true)));
+    for i in 2..100 {
+        st.raise(&src(i, 1, false));
+    }
+    assert_eq!((st.level, st.untrusted), (3, true));
+    assert!(st.sources.len() <= MAX_SOURCES);
+    let (high, untrusted) = st.culprits();
+    assert_eq!(high.map(|s| s.id.as_str()), Some("fl_0"));
+    assert_eq!(untrusted.map(|s| s.id.as_str()), Some("fl_1"));
+    let mut other = FlowState::default();
+    other.merge(&st);
+    assert_eq!(other.level, 3);
+    assert!(!other.raise(&src(200, 2, false)), "lower adds nothing");
+}
+
+fn long(i: usize, len: usize) -> Source {
+    Source {
+        id: format!("fl_{i:016x}"),
+        what: format!("srv:{}", "é".repeat(len / 2)),
+        level: i as u8,
+        untrusted: i.is_multiple_of(2),
+    }
+}
+
+/// Attack G: a state keeps each call's name to [`MAX_NAME`] bytes (a
+/// resource's URI can be as long as a client likes), cut at a character
+/// boundary and marked; so do states merged from the shared store.
+#[test]
+fn source_names_are_bounded() {
+    let mut st = FlowState::default();
+    assert!(st.raise(&long(1, 10_000)));
+    let kept = &st.sources[0].what;
+    assert!(kept.len() <= MAX_NAME && kept.ends_with('…'), "{kept}");
+    assert!(kept.starts_with("srv:é"), "{kept}");
+    let short = Source {
+        what: "hr/get_employee".into(),
+        ..long(2, 0)
+    };
+    st.raise(&short);
+    assert_eq!(st.sources[1].what, "hr/get_employee", "short names stay");
+    let foreign = FlowState {
+        level: 9,
+        untrusted: true,
+        sources: vec![Source {
+            id: "x".repeat(5_000),
+            ..long(9, 5_000)
+        }],
+    };
+    st.merge(&foreign);
+    assert!(
+        st.sources
+            .iter()
+            .all(|s| s.what.len() <= MAX_NAME && s.id.len() <= 24),
+        "{st:?}"
+    );
+    assert_eq!(bounded_name("a".repeat(65)).len(), MAX_NAME);
+}
+
+/// What a table entry may hold beside its state: the 32-byte key, the
+/// state's `Arc<Mutex<…>>`, and the cache's own bookkeeping per entry.
+const ENTRY_OVERHEAD: usize = 512;
+
+/// The heap and inline bytes of a state, each allocation rounded up to
+/// the allocator's 16-byte classes.
+fn footprint(st: &FlowState) -> usize {
+    let alloc = |n: usize| n.div_ceil(16) * 16;
+    std::mem::size_of::<FlowState>()
+        + alloc(st.sources.capacity() * std::mem::size_of::<Source>())
+        + st.sources
+            .iter()
+            .map(|s| alloc(s.id.capacity()) + alloc(s.what.capacity()))
+            .sum::<usize>()
+}
+
+/// The flows table's bound (`Table::Flows`, one entry per flow key)
+/// holds for the largest state: [`MAX_SOURCES`] sources whose names are
+/// as long as a client can make them, raised one by one and merged from
+/// another replica's view.
+#[test]
+fn the_largest_state_fits_its_table_entry() {
+    let mut st = FlowState::default();
+    for i in 1..=40 {
+        st.raise(&long(i, 20_000));
+    }
+    let mut other = FlowState::default();
+    for i in 100..140 {
+        other.raise(&long(i, 20_000));
+    }
+    st.merge(&other);
+    assert_eq!(st.sources.len(), MAX_SOURCES);
+    let entry = warden_config::model::Table::Flows.entry_bytes() as usize;
+    let used = footprint(&st) + ENTRY_OVERHEAD;
+    assert!(
+        used <= entry,
+        "a state of {MAX_SOURCES} sources takes {used} bytes, the table counts {entry} per entry"
+    );
+}
