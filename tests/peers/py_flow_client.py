@@ -8,6 +8,11 @@ GATEWAYS: a JSON list of base URLs (`http://127.0.0.1:PORT`), one per replica.
 STEPS: a JSON list; each step is one of
   {"session": "s1", "path": "/desk/mcp", "gw": 0, "tool": "post", "args": {...}}
   {"session": "s1", "path": "/hr/mcp", "resource": "hr://employees/7"}
+  {"session": "s1", "path": "/one/mcp", "subscribe": "https://…"}
+                                  resources/subscribe to that URI
+  {"session": "s1", "path": "/one/mcp", "cancel": "a reason"}
+                                  notifications/cancelled with that reason
+                                  (a notification: its line says "sent")
   {"approve": 2, "as": "ALICE"}   approves the approval id step 2 was told,
                                   with `warden-agent approvals approve`
                                   (env WARDEN_AGENT_BIN, WARDEN_AGENT_URL,
@@ -31,8 +36,10 @@ import subprocess
 import sys
 import traceback
 
+import warnings
+
 import httpx2
-from mcp import Client, MCPError
+from mcp import Client, MCPError, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 
@@ -76,6 +83,15 @@ async def run_call(c, step):
         if "resource" in step:
             r = await c.read_resource(step["resource"], cache_mode="bypass")
             return outcome(False, texts(r.contents))
+        if "subscribe" in step:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                await c.subscribe_resource(step["subscribe"])
+            return outcome(False, "subscribed")
+        if "cancel" in step:
+            params = types.CancelledNotificationParams(request_id=999, reason=step["cancel"])
+            await c.session.send_notification(types.CancelledNotification(params=params))
+            return outcome(False, "sent")
         r = await c.call_tool(step["tool"], step.get("args", {}))
         return outcome(bool(r.is_error), texts(r.content))
     except MCPError as e:

@@ -238,6 +238,11 @@ impl<'a> Message<'a> {
         self.slice(&self.envelope.spans.result)
     }
 
+    /// The raw JSON text of `error`.
+    pub fn error_raw(&self) -> Option<&'a str> {
+        self.slice(&self.envelope.spans.error)
+    }
+
     /// The whole message as a value, read once for every filter that needs
     /// it (a list reply judged by policy, pinning and header declarations is
     /// parsed once, not once per filter). A filter that rewrites clones it.

@@ -9,23 +9,31 @@
 //! returned to the client so far, whether untrusted content was returned,
 //! and the calls that brought them (the lineage, bounded).
 //!
-//! - **On a request** (`tools/call`, `resources/read`): a read of a level
-//!   above the principal's clearance (`attributes.clearance`, else
-//!   `flows.default_clearance`) is refused; a sink call is refused once the
-//!   state holds data above the sink's level together with untrusted
-//!   content ("restricted data from `hr/get_employee` cannot go to
-//!   `web/post` after untrusted content from `web/fetch`"), or held for an
-//!   approval of that call (`flows.on_violation: approval`). With
-//!   `flows.decide: policy` the gateway refuses nothing itself: the Rego
-//!   input carries the state and the call's labels (`input.flow`).
-//! - **On the reply**: what it returned raises the state — the tool's
-//!   classification, at least `flows.dlp_level` when DLP found something
-//!   in it, and untrusted when the tool returns untrusted content.
+//! - **On a request**: a read (`tools/call`, `resources/read`,
+//!   `prompts/get`, `completion/complete`) of a level above the principal's
+//!   clearance (`attributes.clearance`, else `flows.default_clearance`) is
+//!   refused, whatever else the call is. A sink — a call labelled so, or
+//!   any client message that reaches out ([`reach`]: a URL or an address
+//!   anywhere in its params, a tool with URL arguments or an egress
+//!   allowance) — is refused once the state holds data above the sink's
+//!   level together with untrusted content ("restricted data from
+//!   `hr/get_employee` cannot go to `web/post` after untrusted content from
+//!   `web/fetch`"), or held for an approval of that call
+//!   (`flows.on_violation: approval`). A call can be both: a read and a
+//!   sink. With `flows.decide: policy` the gateway refuses nothing itself:
+//!   the Rego input carries the state and the call's labels (`input.flow`).
+//! - **On the reply** ([`FlowReplyFilter`]): whatever reaches the client
+//!   raises the state — a call's reply by the call's labels (a sink's
+//!   too), everything else a server sends (its `initialize` instructions,
+//!   its lists' descriptions, its notifications and requests) by the
+//!   server's own labels, at least `flows.dlp_level` when DLP found
+//!   something in it.
 //!
 //! The state lives in a bounded table of this process, or in the shared
 //! store (Redis) when the bundle has one: the gateway reads it before the
-//! chain and hands it in [`Exchange::flow`]; a state it could not read
-//! refuses sink calls (fail closed).
+//! chain (for every message [`judges`] names) and hands it in
+//! [`Exchange::flow`]; a state it could not read refuses sink calls (fail
+//! closed).
 
 use std::sync::Arc;
 
@@ -34,9 +42,14 @@ use warden_config::access::{DenialStyle, ServerCatalog};
 use warden_config::flows::{Decide, Flows, OnViolation, Track};
 
 use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
-use crate::engines::flow::{CallLabels, FlowNote, FlowOut, FlowState, FlowTables, Loaded, Source};
+use crate::engines::flow::{bounded_name, CallLabels, FlowNote, FlowState, FlowTables, Loaded};
 use crate::engines::policy::ApprovalAsk;
 use crate::protocol::error::{codes, JsonRpcError};
+
+mod reach;
+mod reply;
+
+pub use reply::FlowReplyFilter;
 
 /// The flow key of an exchange: the principal's own, plus the session's
 /// when flows are tracked per session and the call has one.
@@ -65,64 +78,30 @@ pub fn flow_key(flows: &Flows, ex: &Exchange<'_>) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Whether any string in `v` (member names too) names a place outside:
-/// a URL anywhere in it (`scheme://`, `//host`, `mailto:`), or an e-mail
-/// address.
-fn holds_url(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::String(s) => reaches_out(s),
-        serde_json::Value::Array(a) => a.iter().any(holds_url),
-        serde_json::Value::Object(m) => m.iter().any(|(k, x)| reaches_out(k) || holds_url(x)),
-        _ => false,
-    }
-}
-
-fn reaches_out(s: &str) -> bool {
-    let t = s.trim_start();
-    if s.contains("://") || t.starts_with("//") {
-        return true;
-    }
-    let lower = t.get(..7).map(str::to_ascii_lowercase).unwrap_or_default();
-    if lower.starts_with("mailto:") {
-        return true;
-    }
-    // An address: `local@domain.tld`, anywhere in the text.
-    s.split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';' | '"' | '\''))
-        .any(|w| {
-            w.split_once('@').is_some_and(|(l, d)| {
-                !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
-            })
-        })
-}
-
 /// The labels of a call of `server` to `target` (a tool, or a resource URI
-/// for `resources/read`).
+/// for `resources/read`); `reaches`: the message names a place outside
+/// ([`reach`]).
 pub fn call_labels(
     flows: &Flows,
     catalog: Option<&ServerCatalog>,
     server: &str,
     method: &str,
     target: &str,
-    arguments: Option<&serde_json::Value>,
+    reaches: bool,
 ) -> CallLabels {
-    let (what, own, server_labels, tool) = match method {
+    let (what, own, tool) = match method {
         "prompts/get" | "completion/complete" => (
             format!("{server} ({method} {target})"),
             warden_config::flows::Labels::default(),
-            catalog.map(|c| c.labels.clone()),
             None,
         ),
-        "resources/read" => {
-            let own = catalog
+        "resources/read" => (
+            format!("{server}:{target}"),
+            catalog
                 .map(|c| resource_labels(c, target))
-                .unwrap_or_default();
-            (
-                format!("{server}:{target}"),
-                own,
-                catalog.map(|c| c.labels.clone()),
-                None,
-            )
-        }
+                .unwrap_or_default(),
+            None,
+        ),
         _ => {
             // A name that differs from a catalog entry only by case is
             // that entry (a server may read it so).
@@ -138,30 +117,86 @@ pub fn call_labels(
             (
                 format!("{server}/{target}"),
                 tool.map(|t| t.labels.clone()).unwrap_or_default(),
-                catalog.map(|c| c.labels.clone()),
                 tool,
             )
         }
     };
-    let server_labels = server_labels.unwrap_or_default();
+    let server_labels = catalog.map(|c| c.labels.clone()).unwrap_or_default();
     // Unlabelled: the bundle's default roles. Labelled or not, a call
-    // that can reach out (URL arguments, an egress allowance, a URL or an
-    // address given, a resource URI of a network scheme) is a sink too: a
-    // fetch with the data in its query sends it out.
+    // that can reach out (URL arguments, an egress allowance, a place
+    // named in its params) is a sink too: a fetch with the data in its
+    // query sends it out. It stays what else it is: a sink's reply
+    // raises the flow by its labels, and reading it needs clearance.
     let mut roles = own
         .roles
         .or(server_labels.roles)
         .unwrap_or(flows.unlabelled);
-    let reaches = tool.is_some_and(|t| !t.url_arguments.is_empty() || !t.egress_allow.is_empty())
-        || catalog.is_some_and(|c| !c.egress_allow.is_empty())
-        || arguments.is_some_and(holds_url)
-        || (method == "resources/read" && reaches_out(target));
-    roles.sink |= reaches;
+    roles.sink |= reaches
+        || tool.is_some_and(|t| !t.url_arguments.is_empty() || !t.egress_allow.is_empty())
+        || catalog.is_some_and(|c| !c.egress_allow.is_empty());
     let level = own
         .classification
         .or(server_labels.classification)
         .unwrap_or(if roles.private { flows.dlp_level } else { 0 });
-    CallLabels { what, level, roles }
+    CallLabels {
+        what: bounded_name(what),
+        level,
+        roles,
+    }
+}
+
+/// The labels of what `server` itself says (`what`: the message): its
+/// `initialize` result, its lists, its notifications, its requests to the
+/// client — the server's own labels, `flows.unlabelled` when it has none.
+pub fn server_labels(
+    flows: &Flows,
+    catalog: Option<&ServerCatalog>,
+    server: &str,
+    what: &str,
+) -> CallLabels {
+    let l = catalog.map(|c| c.labels.clone()).unwrap_or_default();
+    let roles = l.roles.unwrap_or(flows.unlabelled);
+    CallLabels {
+        what: bounded_name(format!("{server} ({what})")),
+        level: l
+            .classification
+            .unwrap_or(if roles.private { flows.dlp_level } else { 0 }),
+        roles,
+    }
+}
+
+/// The labels of a reply the gateway cannot match to its call (another
+/// replica forwarded it): the most it could be — the highest level of the
+/// server, its tools and its resource patterns — and untrusted.
+pub fn unmatched_labels(
+    flows: &Flows,
+    catalog: Option<&ServerCatalog>,
+    server: &str,
+) -> CallLabels {
+    let own = server_labels(flows, catalog, server, "an unmatched reply");
+    let level_of = |l: &warden_config::flows::Labels| {
+        let private = l
+            .roles
+            .or(catalog.and_then(|c| c.labels.roles))
+            .is_some_and(|r| r.private);
+        l.classification
+            .unwrap_or(if private { flows.dlp_level } else { 0 })
+    };
+    let level = catalog.map_or(own.level, |c| {
+        c.tools
+            .values()
+            .map(|t| level_of(&t.labels))
+            .chain(c.resources.iter().map(|(_, l)| level_of(l)))
+            .fold(own.level, u8::max)
+    });
+    CallLabels {
+        level,
+        roles: warden_config::flows::Roles {
+            untrusted: true,
+            ..own.roles
+        },
+        ..own
+    }
 }
 
 /// The labels of a resource URI. The first pattern it matches decides; a
@@ -256,20 +291,14 @@ impl FlowFilter {
         )
     }
 
-    fn labels(
-        &self,
-        ex: &Exchange<'_>,
-        method: &str,
-        target: &str,
-        args: Option<&serde_json::Value>,
-    ) -> CallLabels {
+    fn labels(&self, ex: &Exchange<'_>, method: &str, target: &str, reaches: bool) -> CallLabels {
         call_labels(
             &self.flows,
             self.catalog.get(ex.server),
             ex.server,
             method,
             target,
-            args,
+            reaches,
         )
     }
 
@@ -291,8 +320,9 @@ impl FlowFilter {
     }
 }
 
-/// The methods whose replies bring data to the client (the flow guard
-/// judges their requests and raises the flow by their replies).
+/// The methods whose replies bring data to the client: the flow guard
+/// judges their requests as reads (clearance) and raises the flow by their
+/// replies as their calls' labels say.
 pub const FLOWING: [&str; 4] = [
     "tools/call",
     "resources/read",
@@ -312,6 +342,33 @@ fn target_of<'m>(msg: &'m Message<'_>) -> Option<(&'m str, &'m str)> {
     Some((method, target))
 }
 
+/// Whether a client message names a place outside anywhere in its params
+/// ([`reach`]). Params the gateway cannot read as a value count as
+/// reaching out (judged, never skipped).
+pub fn reaches_out(msg: &Message<'_>) -> bool {
+    if msg.params_raw().is_none() {
+        return false;
+    }
+    match msg.value().and_then(|v| v.get("params")) {
+        Some(p) => reach::params_reach_out(msg.envelope.method.as_deref(), p),
+        None => true,
+    }
+}
+
+/// Whether the flow guard judges a client message against its flow's
+/// state: a read, a client's answer to a server, or any message that
+/// reaches out. The gateway reads the fleet's state (the shared store)
+/// before the chain for each of them.
+pub fn judges(msg: &Message<'_>) -> bool {
+    msg.envelope.kind == crate::protocol::jsonrpc::Kind::Response
+        || msg
+            .envelope
+            .method
+            .as_deref()
+            .is_some_and(|m| FLOWING.contains(&m))
+        || reaches_out(msg)
+}
+
 impl McpFilter for FlowFilter {
     fn name(&self) -> &'static str {
         "flow"
@@ -320,8 +377,8 @@ impl McpFilter for FlowFilter {
     /// Requests: before the policy (which reads what this notes). The
     /// replies are [`FlowReplyFilter`]'s, after DLP has looked at them.
     fn acts_on(&self) -> Acts {
-        // Every client message: a client's answer to a server's request
-        // has no method, and is judged too (`client_reply`).
+        // Every client message: any may reach out, and a client's answer
+        // to a server's request has no method (`client_reply`).
         Acts {
             requests: Methods::All,
             responses: Methods::None,
@@ -329,13 +386,25 @@ impl McpFilter for FlowFilter {
     }
 
     fn on_request(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Decision {
-        if msg.envelope.kind == crate::protocol::jsonrpc::Kind::Response {
+        let env = msg.envelope;
+        if env.kind == crate::protocol::jsonrpc::Kind::Response {
             return self.client_reply(ex);
         }
-        let Some((method, target)) = target_of(msg) else {
-            return Decision::Pass;
+        let reaches = reaches_out(msg);
+        let read = target_of(msg);
+        let method = env.method.as_deref().unwrap_or("request");
+        let call = match read {
+            Some((method, target)) => self.labels(ex, method, target, reaches),
+            // Any other message that reaches out is a sink of its server's
+            // level (a cancellation's reason, a subscription's URI, …).
+            None if reaches => {
+                let mut c =
+                    server_labels(&self.flows, self.catalog.get(ex.server), ex.server, method);
+                c.roles.sink = true;
+                c
+            }
+            None => return Decision::Pass,
         };
-        let call = self.labels(ex, method, target, msg.arguments());
         let (state, readable) = self.state(ex);
         let unreadable = !readable;
         let f = &self.flows;
@@ -362,7 +431,9 @@ impl McpFilter for FlowFilter {
         if self.flows.decide == Decide::Policy {
             return Decision::Pass;
         }
-        if (!call.roles.sink || call.roles.private) && call.level > clear {
+        // A read above clearance is refused, whatever else the call is (a
+        // sink too, say: being one never lets a read through).
+        if read.is_some() && call.level > clear {
             return Decision::Reject(self.denial(
                 method,
                 "flow_above_clearance",
@@ -374,10 +445,7 @@ impl McpFilter for FlowFilter {
                 ),
             ));
         }
-        if !call.roles.sink {
-            return Decision::Pass;
-        }
-        if !(state.level > call.level && state.untrusted) {
+        if !(call.roles.sink && state.level > call.level && state.untrusted) {
             return Decision::Pass;
         }
         let (high, untrusted) = state.culprits();
@@ -394,7 +462,7 @@ impl McpFilter for FlowFilter {
                 "flow_blocked",
                 format!("Refused: {text} (flow_blocked)."),
             )),
-            OnViolation::Approval => {
+            OnViolation::Approval if env.kind == crate::protocol::jsonrpc::Kind::Request => {
                 let ask = ApprovalAsk {
                     approvers: f.approvers,
                     reason: format!("{text}: a human must release this flow").into(),
@@ -405,6 +473,12 @@ impl McpFilter for FlowFilter {
                 });
                 Decision::Pass
             }
+            // A notification cannot wait for an approval: refused.
+            OnViolation::Approval => Decision::Reject(self.denial(
+                method,
+                "flow_blocked",
+                format!("Refused: {text} (flow_blocked)."),
+            )),
         }
     }
 }
@@ -445,136 +519,6 @@ impl FlowFilter {
             ),
         ))
     }
-}
-
-/// The reply half of the flow guard: after DLP, so its findings raise the
-/// reply's level.
-pub struct FlowReplyFilter(pub Arc<FlowFilter>);
-
-impl McpFilter for FlowReplyFilter {
-    fn name(&self) -> &'static str {
-        "flow"
-    }
-
-    /// Replies to calls and reads, a task's result (its creating tool's
-    /// output), and what a server asks of the client's model (sampling,
-    /// elicitation: content from that server).
-    fn acts_on(&self) -> Acts {
-        Acts {
-            requests: Methods::None,
-            responses: Methods::Only(&[
-                "tools/call",
-                "resources/read",
-                "prompts/get",
-                "completion/complete",
-                "tasks/result",
-                "tasks/get",
-                "sampling/createMessage",
-                "elicitation/create",
-            ]),
-        }
-    }
-
-    fn on_response(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Decision {
-        self.0.reply(msg, ex, notes)
-    }
-}
-
-impl FlowFilter {
-    fn reply(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Decision {
-        let env = msg.envelope;
-        let server_asks = env.kind == crate::protocol::jsonrpc::Kind::Request;
-        let (method, target) = match (msg.request_method, msg.request_target) {
-            _ if server_asks => ("server", "?"),
-            (Some(m @ ("tools/call" | "resources/read" | "prompts/get")), Some(t)) => (m, t),
-            (Some("completion/complete"), _) => ("completion/complete", "completion"),
-            // A task's result (`tasks/result`, or inline in `tasks/get`)
-            // is its creating tool's output.
-            (Some("tasks/result" | "tasks/get"), Some(t)) => ("tools/call", t),
-            // A reply to a request the gateway does not know: untrusted,
-            // of the level DLP gives it.
-            _ => ("tools/call", "?"),
-        };
-        let call = if server_asks {
-            // Content the server sends the client's model: the server's
-            // labels, untrusted unless the catalog says otherwise.
-            let l = self
-                .catalog
-                .get(ex.server)
-                .map(|c| c.labels.clone())
-                .unwrap_or_default();
-            CallLabels {
-                what: format!(
-                    "{} ({})",
-                    ex.server,
-                    env.method.as_deref().unwrap_or("request")
-                ),
-                level: l.classification.unwrap_or(0),
-                roles: l.roles.unwrap_or(self.flows.unlabelled),
-            }
-        } else {
-            self.labels(ex, method, target, None)
-        };
-        if call.roles.sink
-            && !call.roles.untrusted
-            && !call.roles.private
-            && notes.findings.is_empty()
-        {
-            return Decision::Pass;
-        }
-        let mut level = if call.roles.sink { 0 } else { call.level };
-        if !notes.findings.is_empty() {
-            level = level.max(self.flows.dlp_level);
-        }
-        let untrusted = call.roles.untrusted || target == "?";
-        if level == 0 && !untrusted {
-            return Decision::Pass;
-        }
-        let source = Source {
-            id: next_id(),
-            what: call.what,
-            level,
-            untrusted,
-        };
-        let key = flow_key(&self.flows, ex);
-        let seen = match ex.flow {
-            Some(Loaded::State(s)) => Some(s),
-            _ => None,
-        };
-        // A reply that adds nothing to its flow is neither shared nor named
-        // (the lineage names the calls that raised the state).
-        if !self.tables.raise(&key, &source, seen) {
-            return Decision::Pass;
-        }
-        let level_name = self.flows.name(source.level).to_owned();
-        notes.flow_out = Some(FlowOut {
-            key,
-            source,
-            level_name,
-        });
-        Decision::Pass
-    }
-}
-
-/// `fl_` and 16 hex digits: a process-random prefix and a counter, so ids
-/// of replicas and restarts do not collide and no call pays for a random
-/// draw. A link between audit records, not a secret.
-fn next_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
-        let mut b = [0u8; 8];
-        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            b = t.to_le_bytes();
-        }
-        u64::from_le_bytes(b) & 0xffff_ffff_0000_0000
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
-    format!("fl_{:016x}", prefix | n)
 }
 
 #[cfg(test)]

@@ -112,7 +112,8 @@ pub async fn judge(
     settle_client_responses(gw, ctx, &parsed, &server.name)?;
     let keep_arguments = keeps_arguments(&rt, server_id, &parsed);
     let global = reserve_global(&rt, server, ctx, &parsed, keep_arguments).await;
-    load_flow(&rt, server, ctx, &parsed).await;
+    let flow_judged = flow_judged(&rt, &messages);
+    load_flow(&rt, server, ctx, flow_judged).await;
     let mut plan = {
         let fctx = ctx.exchange(
             server,
@@ -247,31 +248,35 @@ fn keeps_arguments(rt: &Runtime, server_id: ServerId, parsed: &Parsed) -> bool {
             })
 }
 
+/// Whether the flow guard judges some message of the body against a flow
+/// state the shared store holds (`guards::flow::judges`: a read, a
+/// client's answer to a server, anything that reaches out).
+fn flow_judged(rt: &Runtime, messages: &RequestMessages<'_>) -> bool {
+    if rt.snap.config.flows.is_none() || rt.quota_store.is_none() {
+        return false;
+    }
+    let judged = warden_filters::guards::flow::judges;
+    match messages {
+        RequestMessages::Single(m) => judged(m),
+        RequestMessages::Batch(items) => items.iter().any(|i| i.as_ref().is_ok_and(judged)),
+    }
+}
+
 /// Information flow across replicas: the fleet's view of this call's flow
-/// read from the shared store before the chain (a store that does not
-/// answer makes the state unreadable: sink calls are refused). Without a
-/// shared store the flow guard's own table holds it.
+/// read from the shared store before the chain, when the flow guard
+/// judges a message of it against that state (`wanted`, see
+/// [`flow_judged`]). A store that does not answer makes the state
+/// unreadable: sinks are refused. Without a shared store the flow guard's
+/// own table holds it.
 async fn load_flow(
     rt: &Runtime,
     server: &warden_config::model::Server,
     ctx: &mut RequestCtx,
-    parsed: &Parsed,
+    wanted: bool,
 ) {
-    let (Some(flows), Some(store)) = (&rt.snap.config.flows, &rt.quota_store) else {
+    let (Some(flows), Some(store), true) = (&rt.snap.config.flows, &rt.quota_store, wanted) else {
         return;
     };
-    let flowing = |e: &warden_filters::Envelope| {
-        e.method
-            .as_deref()
-            .is_some_and(|m| warden_filters::guards::flow::FLOWING.contains(&m))
-    };
-    let wanted = match parsed {
-        Parsed::Single(e) => flowing(e),
-        Parsed::Batch(items) => items.iter().any(|i| i.as_ref().is_ok_and(flowing)),
-    };
-    if !wanted {
-        return;
-    }
     let key = {
         let fctx = ctx.exchange(server, false, None);
         warden_filters::guards::flow::flow_key(flows, &fctx)

@@ -6,27 +6,27 @@ use super::address::ssrf_rule_v4;
 
 /// Schemes that WHATWG parsers give a host after any mix of `/` and `\`, or
 /// none (`http:host`).
-pub(super) const SPECIAL: &[&str] = &["http", "https", "ws", "wss", "ftp"];
+pub(crate) const SPECIAL: &[&str] = &["http", "https", "ws", "wss", "ftp"];
 
 /// ASCII tab and newlines, which WHATWG parsers delete anywhere in a URL.
-pub(super) fn dropped(c: char) -> bool {
+pub(crate) fn dropped(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r')
 }
 
 /// How a string starts, seen the way a WHATWG parser sees it: leading C0
 /// controls and spaces skipped, tabs and newlines deleted.
 #[derive(Debug, Default)]
-pub(super) struct Lead {
+pub(crate) struct Lead {
     /// The scheme (lower case), when the string starts with `scheme:`.
-    pub(super) scheme: Option<String>,
+    pub(crate) scheme: Option<String>,
     /// How many `/` and `\` follow that colon (or open the string).
-    pub(super) slashes: usize,
+    pub(crate) slashes: usize,
     /// Whether text follows them, up to the next `/`, `\`, `?` or `#`,
     /// without a space or control character: a host, if anything.
-    pub(super) host_like: bool,
+    pub(crate) host_like: bool,
 }
 
-pub(super) fn lead(s: &str) -> Lead {
+pub(crate) fn lead(s: &str) -> Lead {
     let mut b = s
         .bytes()
         .skip_while(|&c| c <= b' ')
@@ -199,7 +199,7 @@ pub(super) fn bare_forbidden(s: &str) -> Option<&str> {
 /// the language runtimes', and the SSRF classics): a URL of one of them is
 /// judged by its host. Any other scheme (`file:`, `test:`, `urn:`, a
 /// server's own) names a resource, not a place to connect to.
-pub(super) const NETWORK: &[&str] = &[
+pub(crate) const NETWORK: &[&str] = &[
     "http",
     "https",
     "ws",

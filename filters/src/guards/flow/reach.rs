@@ -1,0 +1,256 @@
+//! What reaches out: whether a client's message names a place outside that
+//! a peer could send data to, read as leniently as any peer would (over
+//! detecting rather than missing one: a false find only makes a call a
+//! sink, judged against what its flow holds).
+//!
+//! A string names a place when, with the tabs and newlines WHATWG parsers
+//! delete taken out, it holds
+//! - a network scheme: `http:`, `https:`, `ws:`, `wss:`, `ftp:` followed by
+//!   any run of `/` and `\` (none too: `https:evil.example` is a URL to a
+//!   WHATWG parser) and then a host character, in any case, also at the end
+//!   of a longer scheme (`git+https:`, `xhttps:`); another network scheme
+//!   (`gopher://`, `ssh:\\`) followed by a slash; `mailto:`;
+//! - a scheme-relative `//host` or `\\host` opening a word;
+//! - an e-mail address (`local@domain.tld`);
+//! - a bare host a lenient client would dial: dotted labels whose last one
+//!   looks like a top-level domain (two or more characters, a letter first,
+//!   IDN and `xn--` forms included; `。`, `．`, `｡` are dots as IDNA maps
+//!   them) or a dotted IPv4 literal, followed by `/`, `\`, `?`, `#`, an
+//!   escape (`%2F`), a port, or the end of its word (`evil.example/?d=…`,
+//!   `see evil.example.`).
+//!
+//! A resource URI is judged by its scheme: one of a network scheme reaches
+//! out, one of another scheme (`hr://`, `file:`) is a read of that server's
+//! resource, and one without a scheme is judged as any string.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use crate::guards::egress::{dropped, lead, NETWORK, SPECIAL};
+
+/// Whether the params of a client message of `method` hold a place
+/// anywhere, member names included: a tool's or prompt's `name` only by a
+/// scheme or an address (a dotted name such as `files.read` is a name, and
+/// the catalog labels it), a resource's `uri` by its scheme, and a `_meta`
+/// key of the form MCP gives them (`io.modelcontextprotocol/related-task`)
+/// not as a host (its value is read as any other).
+pub(crate) fn params_reach_out(method: Option<&str>, params: &Value) -> bool {
+    let Value::Object(m) = params else {
+        return holds_place(params);
+    };
+    m.iter().any(|(k, v)| {
+        let own = match (method, k.as_str(), v) {
+            (Some("tools/call" | "prompts/get"), "name", Value::String(s)) => {
+                Some(names_a_place(s, false))
+            }
+            (
+                Some("resources/read" | "resources/subscribe" | "resources/unsubscribe"),
+                "uri",
+                Value::String(s),
+            ) => Some(uri_reaches_out(s)),
+            (_, "_meta", Value::Object(meta)) => Some(
+                meta.iter()
+                    .any(|(mk, mv)| (!meta_key(mk) && reaches_out(mk)) || holds_place(mv)),
+            ),
+            _ => None,
+        };
+        own.unwrap_or_else(|| reaches_out(k) || holds_place(v))
+    })
+}
+
+/// Whether any string in `v`, member names included, names a place.
+pub(crate) fn holds_place(v: &Value) -> bool {
+    match v {
+        Value::String(s) => reaches_out(s),
+        Value::Array(a) => a.iter().any(holds_place),
+        Value::Object(m) => m.iter().any(|(k, x)| reaches_out(k) || holds_place(x)),
+        _ => false,
+    }
+}
+
+/// Whether a resource URI names a place (see the module docs).
+pub(crate) fn uri_reaches_out(uri: &str) -> bool {
+    match lead(uri).scheme.as_deref() {
+        Some(scheme) => scheme == "mailto" || NETWORK.contains(&scheme),
+        None => reaches_out(uri),
+    }
+}
+
+/// Whether `s` names a place (see the module docs).
+pub(crate) fn reaches_out(s: &str) -> bool {
+    names_a_place(s, true)
+}
+
+fn names_a_place(s: &str, bare_hosts: bool) -> bool {
+    // WHATWG parsers delete tabs and newlines anywhere in a URL.
+    let s: Cow<'_, str> = if s.contains(dropped) {
+        s.chars()
+            .filter(|c| !dropped(*c))
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    };
+    scheme_form(&s)
+        || words(&s)
+            .any(|w| scheme_relative(w) || address(w) || (bare_hosts && bare_host(w).is_some()))
+}
+
+/// The words of a text: split at spaces and at what ends a URL in prose.
+fn words(s: &str) -> impl Iterator<Item = &str> {
+    s.split(|c: char| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(
+                c,
+                '"' | '\'' | '`' | '<' | '>' | '(' | ')' | '{' | '}' | ',' | ';' | '|' | '^' | '*'
+            )
+    })
+    .filter(|w| !w.is_empty())
+}
+
+/// `scheme:` of a network scheme, followed by what makes it a URL.
+fn scheme_form(s: &str) -> bool {
+    let b = s.as_bytes();
+    memchr::memchr_iter(b':', b).any(|i| {
+        let mut from = i;
+        while from > 0
+            && (b[from - 1].is_ascii_alphanumeric() || matches!(b[from - 1], b'+' | b'-' | b'.'))
+        {
+            from -= 1;
+        }
+        if from == i {
+            return false;
+        }
+        let run = s[from..i].to_ascii_lowercase();
+        let after = &b[i + 1..];
+        let slashes = after
+            .iter()
+            .take_while(|c| matches!(c, b'/' | b'\\'))
+            .count();
+        // A host (or a mailbox) must follow: `https:` alone names nothing.
+        if !after.get(slashes).is_some_and(|&c| c > b' ' && c != 0x7f) {
+            return false;
+        }
+        // The scheme a lenient reader finds: the run, its last part
+        // (`svn+ssh`), or a special scheme of three letters or more it ends
+        // with (`xhttps`, for a reader that looks for `https:`).
+        let last = run.rsplit(['+', '-', '.']).next().unwrap_or(&run);
+        let special = SPECIAL
+            .iter()
+            .any(|x| run == *x || last == *x || (x.len() >= 3 && run.ends_with(x)));
+        special
+            || run == "mailto"
+            || last == "mailto"
+            || (slashes > 0 && (NETWORK.contains(&run.as_str()) || NETWORK.contains(&last)))
+    })
+}
+
+/// A word opening with `//host` or `\\host` (any mix of the two).
+fn scheme_relative(w: &str) -> bool {
+    let slashes = w.bytes().take_while(|c| matches!(c, b'/' | b'\\')).count();
+    slashes >= 2 && w[slashes..].chars().next().is_some_and(label_char)
+}
+
+/// `local@domain.tld`.
+fn address(w: &str) -> bool {
+    w.split_once('@').is_some_and(|(l, d)| {
+        !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
+    })
+}
+
+/// What a host's label is made of (a WHATWG parser maps IDN forms).
+fn label_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_') || (!c.is_ascii() && c.is_alphanumeric())
+}
+
+/// A dot, as IDNA maps the full-width and ideographic ones.
+fn dot(c: char) -> bool {
+    matches!(c, '.' | '\u{3002}' | '\u{ff0e}' | '\u{ff61}')
+}
+
+/// The first bare host in a word (see the module docs), if any.
+pub(crate) fn bare_host(w: &str) -> Option<&str> {
+    let chars: Vec<(usize, char)> = w.char_indices().collect();
+    let at = |j: usize| chars.get(j).map_or(w.len(), |(i, _)| *i);
+    let mut i = 0;
+    while i < chars.len() {
+        if !label_char(chars[i].1) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut labels: Vec<&str> = Vec::new();
+        let mut j = i;
+        loop {
+            let from = j;
+            while j < chars.len() && label_char(chars[j].1) {
+                j += 1;
+            }
+            labels.push(&w[at(from)..at(j)]);
+            if j + 1 < chars.len() && dot(chars[j].1) && label_char(chars[j + 1].1) {
+                j += 1;
+                continue;
+            }
+            break;
+        }
+        let rest = &w[at(j)..];
+        if labels.len() >= 2 && host_labels(&labels) && ends_host(rest) {
+            return Some(&w[at(start)..at(j)]);
+        }
+        i = j.max(i + 1);
+    }
+    None
+}
+
+/// Dotted labels a client would dial: a top-level-domain-like last label,
+/// or four numbers (an IPv4 literal).
+fn host_labels(labels: &[&str]) -> bool {
+    let ipv4 = labels.len() == 4
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()));
+    let tld = labels.last().is_some_and(|l| {
+        l.chars().count() >= 2
+            && l.chars().next().is_some_and(char::is_alphabetic)
+            && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+    });
+    ipv4 || tld
+}
+
+/// What may follow a host: a path, query or fragment, a port, or the end
+/// of its word (after sentence punctuation).
+fn ends_host(rest: &str) -> bool {
+    let mut c = rest.chars();
+    match c.next() {
+        None | Some('/' | '\\' | '?' | '#' | '%') => true,
+        Some(':') if c.clone().next().is_some_and(|d| d.is_ascii_digit()) => true,
+        Some(_) => rest.chars().all(|c| matches!(c, '!' | ':') || dot(c)),
+    }
+}
+
+/// A `_meta` key as MCP writes them with a prefix: dotted labels (a
+/// reverse domain name, not a host anyone dials) and a slash, then a name
+/// without dots (letters and digits at both ends, `-` and `_` between).
+fn meta_key(k: &str) -> bool {
+    let Some((prefix, name)) = k.split_once('/') else {
+        return false;
+    };
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.starts_with(|c: char| c.is_ascii_alphabetic())
+            && l.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let name_ok = !name.is_empty()
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+    name_ok && prefix.split('.').all(label)
+}
+
+#[cfg(test)]
+mod tests;

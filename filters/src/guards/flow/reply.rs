@@ -1,0 +1,165 @@
+//! The reply half of the flow guard: whatever a server sends the client
+//! raises the client's flow.
+//!
+//! - A call's reply (`tools/call`, `resources/read`, `prompts/get`,
+//!   `completion/complete`, a task's result) by the call's labels: its
+//!   classification, untrusted when the call returns untrusted content. A
+//!   sink's reply too: being a sink never lowers what a reply brings.
+//! - Everything else a server sends is that server's content, judged by
+//!   its own labels (`flows.unlabelled` when it has none: untrusted by
+//!   default): its notifications (`notifications/message`, progress
+//!   messages) and its requests to the client's model (sampling,
+//!   elicitation) by its classification and roles; what it says of itself
+//!   — the reply to `initialize` (its instructions), to a list (its
+//!   descriptions), to any other request — by its roles only (untrusted or
+//!   not: it is no read of the server's data). A message with nothing in
+//!   it (`{}`) brings nothing.
+//! - A reply the gateway cannot match to its call (it was forwarded by
+//!   another replica whose ledger lacks it) as the most it could be: the
+//!   highest level of the server, its tools and its resource patterns, and
+//!   untrusted.
+//!
+//! A DLP finding in any of them makes it at least `flows.dlp_level`.
+
+use std::sync::Arc;
+
+use super::{call_labels, flow_key, server_labels, unmatched_labels, FlowFilter, FLOWING};
+use crate::chain::filter::{Acts, Decision, Exchange, McpFilter, Message, Methods, Notes};
+use crate::engines::flow::{CallLabels, FlowOut, Loaded, Source};
+use crate::protocol::jsonrpc::Kind;
+
+/// The reply half of the flow guard: after DLP, so its findings raise the
+/// reply's level.
+pub struct FlowReplyFilter(pub Arc<FlowFilter>);
+
+impl McpFilter for FlowReplyFilter {
+    fn name(&self) -> &'static str {
+        "flow"
+    }
+
+    /// Every server→client message: each brings the server's content to
+    /// the client (see the module docs).
+    fn acts_on(&self) -> Acts {
+        Acts {
+            requests: Methods::None,
+            responses: Methods::All,
+        }
+    }
+
+    fn on_response(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Decision {
+        self.0.reply(msg, ex, notes)
+    }
+}
+
+/// Whether a message's payload (`result`, `error` or `params`) holds
+/// nothing a model could read.
+fn empty(raw: Option<&str>) -> bool {
+    raw.is_none_or(|r| matches!(r.trim(), "{}" | "[]" | "null"))
+}
+
+impl FlowFilter {
+    /// The labels of what a server→client message brings, `None` when it
+    /// brings nothing.
+    fn brought(&self, msg: &Message<'_>, ex: &Exchange<'_>) -> Option<CallLabels> {
+        let env = msg.envelope;
+        let catalog = self.catalog.get(ex.server);
+        let call = |method: &str, target: &str| {
+            call_labels(&self.flows, catalog, ex.server, method, target, false)
+        };
+        if env.kind != Kind::Response {
+            // A server's own request or notification.
+            if empty(msg.params_raw()) {
+                return None;
+            }
+            let what = env.method.as_deref().unwrap_or("request");
+            return Some(server_labels(&self.flows, catalog, ex.server, what));
+        }
+        Some(match (msg.request_method, msg.request_target) {
+            (Some(m @ ("tools/call" | "resources/read" | "prompts/get")), Some(t)) => call(m, t),
+            (Some("completion/complete"), _) => call("completion/complete", "completion"),
+            // A task's result (`tasks/result`, or inline in `tasks/get`)
+            // is its creating tool's output.
+            (Some("tasks/result" | "tasks/get"), Some(t)) => call("tools/call", t),
+            // What the server says of itself (`initialize`, its lists, …):
+            // untrusted as its roles say; no read of its data, so of no
+            // level but what DLP finds in it.
+            (Some(m), _) if !FLOWING.contains(&m) && !matches!(m, "tasks/result" | "tasks/get") => {
+                if empty(msg.result_raw()) && empty(msg.error_raw()) {
+                    return None;
+                }
+                CallLabels {
+                    level: 0,
+                    ..server_labels(&self.flows, catalog, ex.server, m)
+                }
+            }
+            // A reply to a request the gateway does not know.
+            _ => unmatched_labels(&self.flows, catalog, ex.server),
+        })
+    }
+
+    pub(super) fn reply(
+        &self,
+        msg: &Message<'_>,
+        ex: &Exchange<'_>,
+        notes: &mut Notes,
+    ) -> Decision {
+        let Some(call) = self.brought(msg, ex) else {
+            return Decision::Pass;
+        };
+        let mut level = call.level;
+        if !notes.findings.is_empty() {
+            level = level.max(self.flows.dlp_level);
+        }
+        let untrusted = call.roles.untrusted;
+        if level == 0 && !untrusted {
+            return Decision::Pass;
+        }
+        let source = Source {
+            id: next_id(),
+            what: call.what,
+            level,
+            untrusted,
+        };
+        let key = flow_key(&self.flows, ex);
+        let seen = match ex.flow {
+            Some(Loaded::State(s)) => Some(s),
+            _ => None,
+        };
+        // A reply that adds nothing to its flow is neither shared nor named
+        // (the lineage names the calls that raised the state).
+        if !self.tables.raise(&key, &source, seen) {
+            return Decision::Pass;
+        }
+        let level_name = self.flows.name(source.level).to_owned();
+        notes.flow_out = Some(FlowOut {
+            key,
+            source,
+            level_name,
+        });
+        Decision::Pass
+    }
+}
+
+/// `fl_` and 16 hex digits: a process-random prefix and a counter, so ids
+/// of replicas and restarts do not collide and no call pays for a random
+/// draw. A link between audit records, not a secret.
+fn next_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut b = [0u8; 8];
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            b = t.to_le_bytes();
+        }
+        u64::from_le_bytes(b) & 0xffff_ffff_0000_0000
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
+    format!("fl_{:016x}", prefix | n)
+}
+
+#[cfg(test)]
+mod tests;
