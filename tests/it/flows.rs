@@ -847,3 +847,48 @@ fn reads_that_reach_out_a_servers_own_words_and_every_client_message() {
         "the cancellation naming a place is refused: {cancelled:?}"
     );
 }
+
+/// A reply whose label the shared store cannot record is withheld: a Redis
+/// that answers reads but refuses scripts (the flow's raise is one).
+#[test]
+fn a_reply_whose_flow_cannot_be_recorded_is_withheld() {
+    let _turn = heavy();
+    let redis = Redis::start(free_port());
+    let (_all, all) = flow_server("all");
+    let yaml = format!(
+        "version: 1\n{identity}flows:\n  track: session\ncatalog:\n  one:\n    flow: []\n    tools:\n      get_employee: {{classification: restricted, flow: [private]}}\n      post: {{flow: [sink], classification: public}}\nredis: {{url: \"redis://127.0.0.1:{port}\", timeout: 300ms}}\nservice_groups:\n  - name: g\n    servers:\n      - {{name: one, upstreams: [\"{all}\"]}}\nroutes:\n  - {{prefix: /one, server: one}}\n",
+        identity = identity(),
+        port = redis.port,
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    assert!(
+        redis
+            .cli(&["ACL", "SETUSER", "default", "-@scripting"])
+            .contains("OK"),
+        "scripts refused"
+    );
+    let steps = json!([
+        call("s", "/one/mcp", "get_employee", json!({"id": "7"})),
+        // A reply that raises nothing needs no record.
+        call("s", "/one/mcp", "post", json!({"text": "hello"})),
+    ]);
+    let r = scenario(&[base(&gw)], AGENT, &steps, &[]);
+    assert!(
+        r[0]["error"] == true
+            && text(&r[0]).contains("was withheld")
+            && text(&r[0]).contains("flow state")
+            && !text(&r[0]).contains("536-22-8145"),
+        "{r:?}\n{}",
+        gw.log().join("\n")
+    );
+    assert!(served(&r[1]) && text(&r[1]) == "posted", "{r:?}");
+    let recs = gw.audit_when(|recs| {
+        recs.iter()
+            .any(|x| x["outcome"].to_string().contains("flow_unrecorded"))
+    });
+    assert!(
+        recs.iter()
+            .any(|x| x["outcome"].to_string().contains("flow_unrecorded")),
+        "{recs:?}"
+    );
+}
