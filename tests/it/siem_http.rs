@@ -145,6 +145,125 @@ async fn every_record_reaches_an_http_receiver_as_ocsf_across_its_restart() {
         .collect();
     assert!(resent.iter().all(|s| *s >= 10), "{resent:?}");
 }
+/// The value of `name{labels}` in a Prometheus text page (0 when absent).
+fn metric(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Polls the gateway's metrics until `ok` holds of them (or fails, saying
+/// `what`).
+async fn metrics_until(gw: &Gateway, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = gw.metrics().await;
+        if ok(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "{what}:\n{m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An outage longer than `max_lag` allows: while the receiver is down the
+/// lag metric grows past it; when it returns, the oldest records beyond
+/// `max_lag` are skipped and counted as dropped, and the newest arrive.
+/// Every record is either received or counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_max_lag_the_oldest_are_dropped_counted_and_the_newest_arrive() {
+    const MAX_LAG: f64 = 2048.0;
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let mut rx = receiver(dir.path(), port, None, false);
+    let mock = Mock::start(&[]).expect("mock");
+    let yaml = mock_bundle(
+        &[mock.addr],
+        &format!(
+            "audit:\n  export:\n    http:\n      url: http://127.0.0.1:{port}/ingest\n      max_lag: 2KiB\n"
+        ),
+    );
+    let gw = Gateway::start(&yaml, false).expect("gateway");
+    calls(&gw, 0..3).await;
+    all_received(dir.path(), 3);
+
+    rx.child.kill().expect("kill");
+    let _ = rx.child.wait();
+    // One record, then a pause: the exporter is retrying its POST when
+    // the rest are written, and reads none of them until it gets through.
+    calls(&gw, 3..4).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    const N: u64 = 40;
+    calls(&gw, 4..N).await;
+    // The trail: one record per call, N in all (written after each reply).
+    let trail = gw.dir.path().join("audit.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&trail).map_or(0, |t| t.lines().count()) < N as usize {
+        assert!(Instant::now() < deadline, "the trail lacks records");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&trail).expect("trail");
+    assert_eq!(text.lines().count(), N as usize, "one record per call");
+    assert!(
+        text.len() as f64 > 2.0 * MAX_LAG,
+        "the trail is {} bytes",
+        text.len()
+    );
+    // The lag is told while the receiver is down, not only once it is back.
+    let lag = |m: &str| metric(m, "warden_audit_export_lag_bytes", &[("exporter", "http")]);
+    metrics_until(&gw, "the lag did not grow past max_lag", |m| {
+        lag(m) > MAX_LAG
+    })
+    .await;
+
+    let _rx = receiver(dir.path(), port, None, false);
+    // The newest records arrive (those within max_lag of the end).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !events(dir.path()).iter().any(|e| seq(e) == Some(N - 1)) {
+        assert!(
+            Instant::now() < deadline,
+            "the newest record did not arrive: {:?}",
+            events(dir.path())
+                .iter()
+                .filter_map(seq)
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dropped = |m: &str| {
+        metric(
+            m,
+            "warden_audit_export_records_total",
+            &[("exporter", "http"), ("result", "dropped")],
+        )
+    };
+    // Caught up: no lag, and what was skipped is counted.
+    let m = metrics_until(&gw, "the export did not catch up", |m| {
+        lag(m) == 0.0 && dropped(m) > 0.0
+    })
+    .await;
+    let got: std::collections::BTreeSet<u64> = events(dir.path()).iter().filter_map(seq).collect();
+    assert!(
+        (0..4).all(|s| got.contains(&s)),
+        "what was read before the outage arrives: {got:?}"
+    );
+    assert!(got.len() < N as usize, "nothing was skipped: {got:?}");
+    assert_eq!(
+        got.len() as f64 + dropped(&m),
+        N as f64,
+        "every record is received or counted as dropped: {got:?}\n{m}"
+    );
+    // What arrived after the skip is the end of the trail, without a hole.
+    let first_after = got.iter().copied().find(|s| *s >= 4).unwrap_or(N);
+    assert!((first_after..N).all(|s| got.contains(&s)), "{got:?}");
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn splunk_hec_mode_wraps_events_and_sends_the_token() {

@@ -25,6 +25,7 @@
 //!   a binary upgrade the new process's exporter starts where the old one
 //!   stopped.
 
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +41,9 @@ mod syslog;
 
 pub use agent::AgentTarget;
 
-/// Where an exporter delivers records.
+/// Where an exporter delivers records. `stop` is asked between attempts
+/// while a receiver is down (whether the exporter is stopping); each ask
+/// also refreshes the exporter's lag figure, which grows meanwhile.
 trait Sink: Send {
     /// Sends (or queues) one record; `resent`: it may have been delivered
     /// before (it is marked so). `false`: the exporter is stopping.
@@ -294,7 +297,8 @@ impl Run {
         let m = metrics();
         let mut saved = (from, resent_upto);
         let mut last_save = Instant::now();
-        let mut lag = Lag::default();
+        // Measured here, and between a sink's attempts (`Waiting`).
+        let lag = RefCell::new(Lag::default());
         // A gap in the trail is looked for once before it is counted lost.
         let mut gap_rescanned = false;
         'files: loop {
@@ -341,7 +345,7 @@ impl Run {
                         continue 'files;
                     }
                     // What was read is delivered before the cursor moves.
-                    if !self.idle() {
+                    if !self.idle(&lag, &path, offset) {
                         return;
                     }
                     let now = (self.sink.pending_from().unwrap_or(self.next), self.next);
@@ -357,12 +361,9 @@ impl Run {
                         self.next = self.next.max(limit);
                         continue 'files;
                     }
-                    m.lag.with_label_values(&[self.name]).set(lag.get(
-                        &self.audit,
-                        &path,
-                        offset,
-                        true,
-                    ) as i64);
+                    m.lag
+                        .with_label_values(&[self.name])
+                        .set(lag.borrow_mut().get(&self.audit, &path, offset, true) as i64);
                     // Rotated: the file open is no longer the trail's
                     // current one. Read it to its end once more (the
                     // writer flushed before it renamed), then move on.
@@ -422,7 +423,7 @@ impl Run {
                         .inc_by(seq - self.next);
                 }
                 gap_rescanned = false;
-                let behind = lag.get(&self.audit, &path, offset, false);
+                let behind = lag.borrow_mut().get(&self.audit, &path, offset, false);
                 m.lag.with_label_values(&[self.name]).set(behind as i64);
                 if behind > self.max_lag {
                     // Too far behind: the oldest are skipped, counted.
@@ -431,17 +432,25 @@ impl Run {
                     continue;
                 }
                 line.pop();
-                let stop = self.stop.clone();
-                if !self.sink.deliver(seq, &line, seq < resent_upto, &|| {
-                    stop.load(Ordering::Relaxed)
-                }) {
+                let waiting = Waiting {
+                    name: self.name,
+                    audit: &self.audit,
+                    stop: &self.stop,
+                    lag: &lag,
+                    path: &path,
+                    offset,
+                };
+                if !self
+                    .sink
+                    .deliver(seq, &line, seq < resent_upto, &|| waiting.ask())
+                {
                     return;
                 }
                 self.next = seq + 1;
                 // During a long catch-up too, the cursor follows, and a stop
                 // is heard.
                 if last_save.elapsed() >= Duration::from_secs(1) || self.stopping() {
-                    if !self.idle() {
+                    if !self.idle(&lag, &path, offset) {
                         return;
                     }
                     self.save_cursor();
@@ -455,41 +464,82 @@ impl Run {
         }
     }
 
-    fn idle(&mut self) -> bool {
-        let stop = self.stop.clone();
-        self.sink.idle(&|| stop.load(Ordering::Relaxed))
+    /// Lets the sink deliver what it holds; the reader is at `offset` of
+    /// `path`. `false`: stopping.
+    fn idle(&mut self, lag: &RefCell<Lag>, path: &Path, offset: u64) -> bool {
+        let waiting = Waiting {
+            name: self.name,
+            audit: &self.audit,
+            stop: &self.stop,
+            lag,
+            path,
+            offset,
+        };
+        self.sink.idle(&|| waiting.ask())
     }
 }
 
-/// How far behind the export is, in bytes of the trail, measured at most
-/// once a second (it lists the trail's files).
+/// What a sink asks between its attempts to reach a receiver: whether
+/// the exporter is stopping. Each ask also measures the lag again (at
+/// most once a second), so that `warden_audit_export_lag_bytes` grows
+/// while the receiver is down rather than keeping the figure of the last
+/// record read.
+struct Waiting<'a> {
+    name: &'static str,
+    audit: &'a Path,
+    stop: &'a AtomicBool,
+    lag: &'a RefCell<Lag>,
+    /// Where the reader is: what follows is not exported yet.
+    path: &'a Path,
+    offset: u64,
+}
+
+impl Waiting<'_> {
+    fn ask(&self) -> bool {
+        if let Ok(mut lag) = self.lag.try_borrow_mut() {
+            let behind = lag.get(self.audit, self.path, self.offset, false);
+            metrics()
+                .lag
+                .with_label_values(&[self.name])
+                .set(behind as i64);
+        }
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// How far behind the export is, in bytes of the trail after the reader,
+/// measured at most once a second (it lists the trail's files). Between
+/// two measures, what the reader went past since the last is taken off:
+/// a catch-up that skips the oldest records stops skipping once what is
+/// left is within `max_lag`, not a second later, so the newest records
+/// are sent.
 #[derive(Default)]
 struct Lag {
-    at: Option<Instant>,
+    /// When it was measured, with the reader in which file, at which offset.
+    at: Option<(Instant, PathBuf, u64)>,
     bytes: u64,
 }
 
 impl Lag {
     fn get(&mut self, audit: &Path, path: &Path, offset: u64, now: bool) -> u64 {
-        if now
-            || self
-                .at
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
-            let mut behind = 0;
-            let mut after = false;
-            for (_, p) in trail(audit) {
-                let len = std::fs::metadata(&p).map_or(0, |m| m.len());
-                if p == path {
-                    behind += len.saturating_sub(offset);
-                    after = true;
-                } else if after {
-                    behind += len;
-                }
+        if let Some((t, p, o)) = &self.at {
+            if !now && t.elapsed() < Duration::from_secs(1) && p.as_path() == path && offset >= *o {
+                return self.bytes.saturating_sub(offset - o);
             }
-            self.bytes = behind;
-            self.at = Some(Instant::now());
         }
+        let mut behind = 0;
+        let mut after = false;
+        for (_, p) in trail(audit) {
+            let len = std::fs::metadata(&p).map_or(0, |m| m.len());
+            if p == path {
+                behind += len.saturating_sub(offset);
+                after = true;
+            } else if after {
+                behind += len;
+            }
+        }
+        self.bytes = behind;
+        self.at = Some((Instant::now(), path.to_owned(), offset));
         self.bytes
     }
 }
