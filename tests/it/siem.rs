@@ -202,16 +202,41 @@ async fn every_record_reaches_rsyslog_across_a_receiver_restart() {
     // and whatever the dead connection swallowed, arrives after all.
     receiver.child.kill().expect("kill");
     let _ = receiver.child.wait();
+    let before = got.len();
     calls(&gw, 10..20).await;
     let _receiver = rsyslog(syslog.path(), port, false);
-    all_received(syslog.path(), 20);
+    let got = all_received(syslog.path(), 20);
+    // On the new connection the records of the last one go again, marked
+    // (the dead one may have swallowed them): the whole run is within the
+    // window, so at least the last record the old receiver got is among
+    // them, and nothing is marked that was never sent before.
+    let again: Vec<u64> = got[before..]
+        .iter()
+        .filter(|(_, resent)| *resent)
+        .map(|(s, _)| *s)
+        .collect();
+    assert!(again.contains(&9), "{again:?}");
+    assert!(again.iter().all(|s| *s < 20), "{again:?}");
 
     // A gateway restart resumes where the export stopped (the cursor in
     // its state dir): nothing is lost.
-    let before = received(syslog.path()).len();
     let mut gw = gw;
     gw.proc.terminate();
     assert!(gw.proc.wait_exit(Duration::from_secs(20)).is_some());
+    // What the stopped exporter had not known delivered: `<from> <next>`,
+    // the records from `from` are sent again, marked.
+    let cursor = std::fs::read_to_string(gw.state.path().join("export-syslog.seq"))
+        .expect("the export's cursor");
+    let nums: Vec<u64> = cursor
+        .split_whitespace()
+        .map(|w| w.parse().expect("a seq"))
+        .collect();
+    let [from, next] = nums[..] else {
+        panic!("cursor {cursor:?}")
+    };
+    assert_eq!(next, 20, "{cursor:?}");
+    assert!(from < next, "nothing to send again: {cursor:?}");
+    let before = received(syslog.path()).len();
     let audit = gw.dir.path().join("audit.jsonl");
     let gw2 = Gateway::start_with(
         &yaml,
@@ -229,9 +254,25 @@ async fn every_record_reaches_rsyslog_across_a_receiver_restart() {
     calls(&gw2, 20..25).await;
     let got = all_received(syslog.path(), 25);
     // What the last connection may not have delivered (its last seconds:
-    // here the whole run) goes again after the restart, every one marked.
+    // here the whole run) goes again after the restart: each of `from..20`
+    // arrives again, and every record of before the restart that arrives
+    // again is marked.
     let again: Vec<&(u64, bool)> = got[before..].iter().filter(|(s, _)| *s < 20).collect();
     assert!(again.iter().all(|(_, resent)| *resent), "{again:?}");
+    for s in from..next {
+        assert!(
+            again.iter().any(|(g, _)| *g == s),
+            "seq {s} was not sent again: {again:?}"
+        );
+    }
+    // What was written after the restart goes once, unmarked.
+    assert!(
+        got[before..]
+            .iter()
+            .filter(|(s, _)| *s >= 20)
+            .all(|(_, resent)| !resent),
+        "{got:?}"
+    );
 }
 
 /// Over TLS (RFC 5425): the receiver's certificate is checked against the

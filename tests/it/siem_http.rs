@@ -131,20 +131,36 @@ async fn every_record_reaches_an_http_receiver_as_ocsf_across_its_restart() {
         "{e}"
     );
 
+    assert!(
+        got.iter().all(|e| e["unmapped"]["resent"].is_null()),
+        "nothing is marked while the receiver is up"
+    );
+
     rx.child.kill().expect("kill");
     let _ = rx.child.wait();
     calls(&gw, 10..20).await;
     std::thread::sleep(Duration::from_millis(500));
     let _rx = receiver(dir.path(), port, None, false);
     let got = all_received(dir.path(), 20);
-    // What was sent again after a failed POST says so.
+    // What was sent again after a failed POST says so: the first record
+    // written while the receiver was down went in the first POST that
+    // failed, so it arrives marked (every copy of it), and only records
+    // written while it was down are.
     let resent: Vec<u64> = got
         .iter()
         .filter(|e| e["unmapped"]["resent"] == true)
         .filter_map(seq)
         .collect();
-    assert!(resent.iter().all(|s| *s >= 10), "{resent:?}");
+    assert!(resent.contains(&10), "{resent:?}");
+    assert!(resent.iter().all(|s| (10..20).contains(s)), "{resent:?}");
+    assert!(
+        got.iter()
+            .filter(|e| seq(e) == Some(10))
+            .all(|e| e["unmapped"]["resent"] == true),
+        "seq 10 arrived unmarked"
+    );
 }
+
 /// The value of `name{labels}` in a Prometheus text page (0 when absent).
 fn metric(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     page.lines()
