@@ -25,6 +25,10 @@ pub(super) struct Http {
     batch_bytes: usize,
 }
 
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;
+
 /// What the receiver said to a POST.
 enum Posted {
     Delivered,
