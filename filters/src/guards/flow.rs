@@ -20,8 +20,11 @@
 //!   `hr/get_employee` cannot go to `web/post` after untrusted content from
 //!   `web/fetch`"), or held for an approval of that call
 //!   (`flows.on_violation: approval`). A call can be both: a read and a
-//!   sink. With `flows.decide: policy` the gateway refuses nothing itself:
-//!   the Rego input carries the state and the call's labels (`input.flow`).
+//!   sink. With `flows.decide: policy` the gateway refuses no request
+//!   itself: the Rego input carries the state and the call's labels
+//!   (`input.flow`). A client's answer to a server's request (which the
+//!   policy never sees) is judged as a sink of that server's level in
+//!   either mode.
 //! - **On the reply** ([`FlowReplyFilter`]): whatever reaches the client
 //!   raises the state — a call's reply by the call's labels (a sink's
 //!   too), everything else a server sends (its `initialize` instructions,
@@ -487,7 +490,10 @@ impl FlowFilter {
     /// A client's answer to a server's request (a sampling result, an
     /// elicitation's content, its roots) goes to that server: it is judged
     /// as a sink of the server's level. A refused answer is dropped (the
-    /// server's request goes unanswered), never passed.
+    /// server's request goes unanswered), never passed. The gateway's rule
+    /// judges it with `decide: policy` too: the policy never sees an
+    /// answer (it has no method; `PolicyFilter` judged the server's
+    /// request when it went by), so nothing else would.
     fn client_reply(&self, ex: &Exchange<'_>) -> Decision {
         let level = self
             .catalog
@@ -504,7 +510,7 @@ impl FlowFilter {
                 format!("Refused: what this session has read cannot be checked now, so an answer to `{}` is not sent (flow_state_unavailable).", ex.server),
             ));
         }
-        if f.decide == Decide::Policy || !(state.level > level && state.untrusted) {
+        if !(state.level > level && state.untrusted) {
             return Decision::Pass;
         }
         let (high, untrusted) = state.culprits();

@@ -157,6 +157,63 @@ fn the_chain_judges_a_clients_answer_to_a_server() {
     );
 }
 
+/// With `decide: policy` a client's answer to a server is judged by the
+/// gateway's rule too: the policy never sees a message without a method,
+/// so an answer passed to it would pass unjudged.
+#[test]
+fn a_clients_answer_is_judged_when_the_policy_decides() {
+    let mut f = flows(OnViolation::Deny, Track::Session);
+    f.decide = Decide::Policy;
+    let tables = Arc::new(FlowTables::new(10));
+    let guard = FlowFilter::new(
+        Some(&f),
+        Arc::new(catalog()),
+        tables.clone(),
+        DenialStyle::ToolError,
+    )
+    .expect("flows");
+    let chain =
+        crate::chain::filter::FilterChain::new(vec![Arc::new(guard)], ParseLimits::default());
+    let p = principal(Some("restricted"));
+    let ex = Exchange {
+        session_id: Some("s"),
+        ..Exchange::new(&p, "web")
+    };
+    let answer = r#"{"jsonrpc":"2.0","id":"srv-1","result":{"action":"accept","content":{"ssn":"123-45-6789"}}}"#;
+    let env = envelope(answer);
+    let judge = || {
+        chain.run(
+            &Message::new(&env, answer.as_bytes()),
+            &ex,
+            &mut Notes::default(),
+        )
+    };
+    assert!(
+        matches!(judge(), crate::chain::filter::Verdict::Forward),
+        "a clean flow answers"
+    );
+    let key = flow_key(&f, &ex);
+    for (id, what, level, untrusted) in [
+        ("fl_a", "hr/get_employee", 3, false),
+        ("fl_b", "web/fetch", 0, true),
+    ] {
+        let src = Source {
+            id: id.into(),
+            what: what.into(),
+            level,
+            untrusted,
+        };
+        tables.raise(&key, &src, None);
+    }
+    match judge() {
+        crate::chain::filter::Verdict::Reject { denial, .. } => assert_eq!(
+            denial.reason,
+            "flow_blocked: restricted data from `hr/get_employee` cannot go to `web (an answer to its request)` after untrusted content from `web/fetch`"
+        ),
+        v => panic!("a tainted flow's answer is refused when the policy decides: {v:?}"),
+    }
+}
+
 /// Runs the request half on one client message `body` sent to `server`.
 pub(super) fn send(
     gw: &Gw,
