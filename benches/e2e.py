@@ -207,6 +207,81 @@ static_resources:
     return p, f"http://127.0.0.1:{port}/mcp"
 
 
+# agentgateway (https://github.com/agentgateway/agentgateway), the closest
+# production MCP gateway, when AGENTGATEWAY names its binary: built by the
+# user from its public source (see BENCHMARKS.md, "agentgateway"); never
+# needed by the test suite. Two variants on the same call: "agw" proxies MCP
+# with no policy; "agw-checked" adds what the project's comparison uses, an
+# API key, a CEL MCP authorization rule (only `echo`) and a local rate limit
+# that never triggers. It keeps a session per client (stateful mode), so
+# each run opens one first and wrk sends its Mcp-Session-Id.
+AGW = os.environ.get("AGENTGATEWAY", "")
+if AGW and not os.access(AGW, os.X_OK):
+    raise SystemExit(f"AGENTGATEWAY={AGW} is not an executable (see BENCHMARKS.md, \"agentgateway\")")
+
+
+def agentgateway(name, checked):
+    port = free_port()
+    policies = ""
+    if checked:
+        policies = f"""
+      policies:
+        localRateLimit:
+        - {{maxTokens: 1000000, tokensPerFill: 1000000, fillInterval: 1s, type: requests}}
+        apiKey:
+          mode: strict
+          keys:
+          - {{key: {API_KEY}, metadata: {{user: demo}}}}
+          location:
+            header: {{name: x-api-key}}
+        mcpAuthorization:
+          rules:
+          - 'mcp.tool.name == "echo"'"""
+    conf = os.path.join(tmp, f"{name}.yaml")
+    open(conf, "w").write(f"""
+config: {{adminAddr: "off", statsAddr: "off", readinessAddr: "off"}}
+binds:
+- port: {port}
+  listeners:
+  - routes:
+    - matches:
+      - path: {{pathPrefix: /mcp}}{policies}
+      backends:
+      - mcp:
+          targets:
+          - name: upstream
+            mcp: {{host: "http://{MOCK}/mcp"}}
+""")
+    # One worker, as every proxy here; its access log off (RUST_LOG=warn):
+    # Warden's hash-chained audit record stays on.
+    p = start([AGW, "-f", conf], 0, name,
+              env=dict(os.environ, WORKER_THREADS="1", RUST_LOG="warn", IPV6_ENABLED="false"))
+    wait_port(port, name)
+    return p, f"http://127.0.0.1:{port}/mcp"
+
+
+def open_session(url):
+    """An MCP session through `url` (initialize, then initialized): the
+    Mcp-Session-Id its answer carries, or None for a stateless one."""
+    import urllib.request
+    hdrs = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+            "x-api-key": API_KEY}
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "e2e", "version": "1"}}}
+    with urllib.request.urlopen(urllib.request.Request(
+            url, json.dumps(init).encode(), hdrs, method="POST"), timeout=10) as r:
+        sid = r.headers.get("mcp-session-id")
+        r.read()
+    if sid:
+        hdrs["mcp-session-id"] = sid
+        hdrs["mcp-protocol-version"] = "2025-06-18"
+        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        urllib.request.urlopen(urllib.request.Request(
+            url, json.dumps(note).encode(), hdrs, method="POST"), timeout=10).read()
+    return sid
+
+
 targets = {"direct": (mock, f"http://{MOCK}/mcp")}
 targets["pingora"] = pingora()
 if shutil.which("nginx"):
@@ -215,6 +290,12 @@ if os.path.exists(ENVOY):
     targets["envoy"] = envoy()
 targets["warden"] = warden("warden")
 targets["warden-miss"] = warden("warden-miss", cache_capacity=0)
+if AGW:
+    targets["agw"] = agentgateway("agw", checked=False)
+    targets["agw-checked"] = agentgateway("agw-checked", checked=True)
+# Every target gets an MCP session first where it keeps one; its id goes
+# with each of wrk's calls.
+SESSIONS = {name: open_session(url) for name, (p, url) in targets.items()}
 
 # --- loads -------------------------------------------------------------------
 
@@ -245,6 +326,27 @@ wrk.headers["x-api-key"] = "{API_KEY}"
 local f = io.open("{b}"); wrk.body = f:read("*a"); f:close()
 """)
         loads[name] = lua
+# E2E_LOADS="1KB JSON,16KB SSE": only those loads, for a quicker run (the
+# 1 KB JSON call is always measured: every later part reads it).
+if os.environ.get("E2E_LOADS"):
+    keep = {l.strip() for l in os.environ["E2E_LOADS"].split(",")} | {"1KB JSON"}
+    loads = {k: v for k, v in loads.items() if k in keep}
+# E2E_TABLE_ONLY=1: the side-by-side table only (no half-load latency, no
+# two-worker scaling).
+TABLE_ONLY = os.environ.get("E2E_TABLE_ONLY") == "1"
+
+
+def lua_for(name, load):
+    """The wrk script of `load` for target `name`: with its session id."""
+    sid = SESSIONS.get(name)
+    if not sid:
+        return loads[load]
+    path = os.path.join(tmp, f"post-{name}-{load.replace(' ', '-')}.lua")
+    if not os.path.exists(path):
+        open(path, "w").write(open(loads[load]).read() +
+                              f'wrk.headers["Mcp-Session-Id"] = "{sid}"\n'
+                              'wrk.headers["MCP-Protocol-Version"] = "2025-06-18"\n')
+    return path
 
 
 def wrk(url, lua):
@@ -278,15 +380,15 @@ ONLY_HALF = os.environ.get("E2E_ONLY_HALF") == "1"
 
 # Warm every path once (connection pools, caches, page faults).
 for name, (p, url) in ({} if ONLY_HALF else targets).items():
-    for lua in loads.values():
-        subprocess.run(["wrk", "-t1", "-c4", "-d1s", "-s", lua, url], capture_output=True)
+    for load in loads:
+        subprocess.run(["wrk", "-t1", "-c4", "-d1s", "-s", lua_for(name, load), url], capture_output=True)
 
 results = {}  # (target, load) -> list of (rps, p99, cpu_us_per_req)
 for r in range(0 if ONLY_HALF else ROUNDS):
     for load, lua in loads.items():
         for name, (p, url) in targets.items():
             t0 = cpu_ticks(p.pid)
-            rps, p99, total, non2xx = wrk(url, lua)
+            rps, p99, total, non2xx = wrk(url, lua_for(name, load))
             cpu_us = (cpu_ticks(p.pid) - t0) * 1e6 / CLK / max(total, 1)
             if non2xx:
                 print(f"warning: {name} {load}: {non2xx} non-2xx answers", file=sys.stderr)
@@ -312,8 +414,27 @@ if not ONLY_HALF:
             cells.append(f"{rps:,.0f} ({rps / base:.0%})")
         p99 = med(name, "1KB JSON", 1) / 1000
         cpu = "—" if name == "direct" else f"{med(name, '1KB JSON', 2):.1f}"
-        cpu16 = "—" if name == "direct" else f"{med(name, '16KB JSON', 2):.1f}"
+        cpu16 = "—" if name == "direct" or "16KB JSON" not in loads else f"{med(name, '16KB JSON', 2):.1f}"
         print(f"| {name} | " + " | ".join(cells) + f" | {p99:.2f} ms | {cpu} | {cpu16} |")
+    print("\nWhat each checks on the call: direct, pingora, nginx, envoy: nothing (a plain "
+          "HTTP pass-through); warden: API-key auth, the call parsed strictly, cached Rego "
+          "policy, the catalog's argument schema, egress, a quota, DLP on the call and the "
+          "reply, the reply parsed and judged, one hash-chained audit record per message; "
+          "warden-miss: the same with every policy decision evaluated afresh"
+          + ("; agw: MCP parsed, its session mapped to the upstream's, no policy; agw-checked: "
+             "the same plus an API key, a CEL MCP authorization rule and a local rate limit"
+             if AGW else ""))
+
+
+def finish():
+    audit = os.path.join(tmp, "warden-audit.jsonl")
+    print(f"\naudit records written by the full-pipeline Warden: {sum(1 for _ in open(audit))}")
+    cleanup()
+
+
+if TABLE_ONLY:
+    finish()
+    sys.exit(0)
 
 
 # --- added latency at half load (open loop) -----------------------------------
@@ -427,6 +548,4 @@ if not ONLY_HALF:
         print(f"| {name} | {one[0]:,.0f} | {dbl[0]:,.0f} | {dbl[0] / one[0]:.2f}× | "
               f"{one[1]:.1f} | {dbl[1]:.1f} |")
 
-audit = os.path.join(tmp, "warden-audit.jsonl")
-print(f"\naudit records written by the full-pipeline Warden: {sum(1 for _ in open(audit))}")
-cleanup()
+finish()

