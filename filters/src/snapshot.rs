@@ -433,7 +433,7 @@ impl Snapshot {
             shared.flows.clone(),
             config.policy.denial,
         )
-        .map(Arc::new);
+        .map(|f| Arc::new(f.with_shared_store(config.redis.is_some())));
         if let Some(f) = &flow {
             filters.push(f.clone());
         }

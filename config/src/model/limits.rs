@@ -46,7 +46,9 @@ pub enum Table {
     Tasks,
     /// Requests per principal for `/top`.
     Live,
-    /// Information-flow states per session or principal (`flows`).
+    /// Information-flow states per session or principal (`flows`). It
+    /// never forgets a live state (one would come back clean): when full,
+    /// a reply that would raise a state it does not hold is withheld.
     Flows,
 }
 

@@ -3,7 +3,8 @@
 //! for the policy and the audit record, and the bounded table of this
 //! process. The guard that judges calls by them is `guards::flow`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use warden_config::flows::Roles;
@@ -149,46 +150,114 @@ pub enum Loaded {
     Unreadable(String),
 }
 
-/// Flow states kept in this process (bounded; shared across bundle swaps).
+/// How long a flow state lives after it was last read or raised: a day, a
+/// session's idle lifetime (the shared store keeps its states as long).
+pub const IDLE_SECS: u64 = 86_400;
+
+/// Flow states kept in this process (shared across bundle swaps), bounded
+/// by `max_keys` (the `flows` share of `limits.memory`).
+///
+/// A live state is never dropped to make room: a forgotten state would
+/// come back clean, so a client could push its tainted state out by
+/// opening sessions and then call a sink. When the table is full it drops
+/// the states idle for [`IDLE_SECS`] (at most once a second); while it is
+/// still full, a key it does not hold cannot be raised ([`Self::raise`]
+/// says `None`), and the reply that would raise it is withheld unless the
+/// shared store records it (`guards::flow`): the bound fails closed.
 pub struct FlowTables {
-    states: moka::sync::Cache<[u8; 32], Arc<Mutex<FlowState>>>,
+    states: dashmap::DashMap<[u8; 32], Held, foldhash::fast::RandomState>,
+    max_keys: usize,
+    /// When the table was last swept (seconds): a full table is swept at
+    /// most once a second, never once per refused key.
+    swept: AtomicU64,
+}
+
+/// A state and when it was last read or raised (seconds).
+struct Held {
+    state: FlowState,
+    used: AtomicU64,
+}
+
+/// Seconds since the epoch of `now` (the clock the exchange carries).
+pub fn unix_secs(now: std::time::SystemTime) -> u64 {
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl FlowTables {
-    pub fn new(capacity: u64) -> FlowTables {
+    /// At most `max_keys` states.
+    pub fn new(max_keys: u64) -> FlowTables {
         FlowTables {
-            // A flow idle for a day is gone with its session.
-            states: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_idle(std::time::Duration::from_secs(86_400))
-                .build(),
+            states: dashmap::DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            max_keys: usize::try_from(max_keys.max(1)).unwrap_or(usize::MAX),
+            swept: AtomicU64::new(0),
         }
     }
 
+    /// States held (the `flows` gauge): exact, idle ones included until a
+    /// sweep drops them.
     pub fn len(&self) -> u64 {
-        self.states.entry_count()
+        self.states.len() as u64
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.states.is_empty()
     }
 
-    pub fn get(&self, key: &[u8; 32]) -> FlowState {
+    /// The state of `key` at `now` (seconds), clean when the table holds
+    /// none: it was never raised, or a sweep dropped it after
+    /// [`IDLE_SECS`] idle. Reading it keeps it alive.
+    pub fn get(&self, key: &[u8; 32], now: u64) -> FlowState {
         self.states
             .get(key)
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .map(|h| {
+                h.used.fetch_max(now, Ordering::Relaxed);
+                h.state.clone()
+            })
             .unwrap_or_default()
     }
 
-    /// Raises `key`'s state by `src` (and by what another replica saw);
-    /// whether `src` changed it.
-    pub fn raise(&self, key: &[u8; 32], src: &Source, seen: Option<&FlowState>) -> bool {
-        let entry = self.states.get_with(*key, Default::default);
-        let mut st = entry.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(o) = seen {
-            st.merge(o);
+    /// Drops the states idle for [`IDLE_SECS`] at `now`, at most once a
+    /// second.
+    fn sweep(&self, now: u64) {
+        let last = self.swept.load(Ordering::Relaxed);
+        if last < now
+            && self
+                .swept
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.states
+                .retain(|_, h| now.saturating_sub(h.used.load(Ordering::Relaxed)) <= IDLE_SECS);
         }
-        st.raise(src)
+    }
+
+    /// Raises `key`'s state by `src` (and by what another replica saw) at
+    /// `now` (seconds): whether `src` changed it, or `None` when the table
+    /// is full of live states and holds no state for `key` — nothing was
+    /// recorded (see the type's docs).
+    pub fn raise(
+        &self,
+        key: &[u8; 32],
+        src: &Source,
+        seen: Option<&FlowState>,
+        now: u64,
+    ) -> Option<bool> {
+        if !self.states.contains_key(key) && self.states.len() >= self.max_keys {
+            self.sweep(now);
+            if self.states.len() >= self.max_keys {
+                return None;
+            }
+        }
+        let mut held = self.states.entry(*key).or_insert_with(|| Held {
+            state: FlowState::default(),
+            used: AtomicU64::new(now),
+        });
+        held.used.fetch_max(now, Ordering::Relaxed);
+        if let Some(o) = seen {
+            held.state.merge(o);
+        }
+        Some(held.state.raise(src))
     }
 }
 
@@ -286,6 +355,10 @@ pub struct FlowOut {
     pub source: Source,
     /// The name of the source's level.
     pub level_name: String,
+    /// Whether this process's table holds the raised state. When it does
+    /// not (the table is full), only the shared store records it: without
+    /// one the reply must not leave.
+    pub held: bool,
 }
 
 #[cfg(test)]

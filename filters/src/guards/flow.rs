@@ -36,7 +36,10 @@
 //! store (Redis) when the bundle has one: the gateway reads it before the
 //! chain (for every message [`judges`] names) and hands it in
 //! [`Exchange::flow`]; a state it could not read refuses sink calls (fail
-//! closed).
+//! closed). The table never forgets a live state to make room (a
+//! forgotten state would come back clean): a reply that would raise a
+//! state a full table does not hold is withheld, `flow_unrecorded`,
+//! unless the shared store records it.
 
 use std::sync::Arc;
 
@@ -45,7 +48,9 @@ use warden_config::access::{DenialStyle, ServerCatalog};
 use warden_config::flows::{Decide, Flows, OnViolation, Track};
 
 use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
-use crate::engines::flow::{bounded_name, CallLabels, FlowNote, FlowState, FlowTables, Loaded};
+use crate::engines::flow::{
+    bounded_name, unix_secs, CallLabels, FlowNote, FlowState, FlowTables, Loaded,
+};
 use crate::engines::policy::ApprovalAsk;
 use crate::protocol::error::{codes, JsonRpcError};
 
@@ -256,6 +261,9 @@ pub struct FlowFilter {
     catalog: Arc<std::collections::HashMap<String, ServerCatalog>>,
     tables: Arc<FlowTables>,
     style: DenialStyle,
+    /// The bundle shares flows through a store (`redis:`): a state this
+    /// process's full table cannot hold is recorded there alone.
+    shared: bool,
 }
 
 impl FlowFilter {
@@ -271,7 +279,16 @@ impl FlowFilter {
             catalog,
             tables,
             style,
+            shared: false,
         })
+    }
+
+    /// Flows are shared through a store (`redis:` in the bundle): the
+    /// gateway reads the fleet's state before judging, and records what a
+    /// reply adds there before it leaves.
+    pub fn with_shared_store(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// A refusal the model can read: a tool error for a `tools/call` when
@@ -310,7 +327,9 @@ impl FlowFilter {
     /// The state, and whether the fleet's view could be read (when it
     /// could not, this process's own view is all there is).
     fn state(&self, ex: &Exchange<'_>) -> (FlowState, bool) {
-        let local = self.tables.get(&flow_key(&self.flows, ex));
+        let local = self
+            .tables
+            .get(&flow_key(&self.flows, ex), unix_secs(ex.now));
         match ex.flow {
             Some(Loaded::State(s)) => {
                 let mut st = s.clone();

@@ -68,8 +68,8 @@ fn source_names_are_bounded() {
     assert_eq!(bounded_name("a".repeat(65)).len(), MAX_NAME);
 }
 
-/// What a table entry may hold beside its state: the 32-byte key, the
-/// state's `Arc<Mutex<…>>`, and the cache's own bookkeeping per entry.
+/// What a table entry may hold beside its state: the 32-byte key, when
+/// it was last used, and the map's own bookkeeping per entry.
 const ENTRY_OVERHEAD: usize = 512;
 
 /// The heap and inline bytes of a state, each allocation rounded up to
@@ -106,4 +106,49 @@ fn the_largest_state_fits_its_table_entry() {
         used <= entry,
         "a state of {MAX_SOURCES} sources takes {used} bytes, the table counts {entry} per entry"
     );
+}
+
+fn source(i: usize, level: u8, untrusted: bool) -> Source {
+    Source {
+        id: format!("fl_{i}"),
+        what: format!("s/t{i}"),
+        level,
+        untrusted,
+    }
+}
+
+/// A full table never drops a live state to make room (it would come back
+/// clean): a key it does not hold is not raised (`None`) until states idle
+/// for a day are swept, and a state read within the day lives on.
+#[test]
+fn a_full_table_keeps_its_live_states() {
+    let t = FlowTables::new(2);
+    let now = 1_000_000;
+    assert_eq!(
+        t.raise(&[1; 32], &source(1, 3, true), None, now),
+        Some(true)
+    );
+    assert_eq!(
+        t.raise(&[2; 32], &source(2, 0, true), None, now),
+        Some(true)
+    );
+    assert_eq!(t.raise(&[3; 32], &source(3, 1, false), None, now + 5), None);
+    assert_eq!(t.len(), 2);
+    assert_eq!(t.get(&[3; 32], now + 5), FlowState::default());
+    assert_eq!(t.get(&[1; 32], now + 5).level, 3, "still held");
+    // A key it holds is raised as ever.
+    assert_eq!(
+        t.raise(&[2; 32], &source(4, 2, false), None, now + 6),
+        Some(true)
+    );
+    // A day on, the state read lately lives; the idle one is swept.
+    let later = now + 6 + IDLE_SECS + 1;
+    assert_eq!(t.get(&[1; 32], later - 2).level, 3);
+    assert_eq!(
+        t.raise(&[3; 32], &source(3, 1, false), None, later),
+        Some(true)
+    );
+    assert_eq!(t.len(), 2);
+    assert_eq!(t.get(&[1; 32], later).level, 3);
+    assert_eq!(t.get(&[2; 32], later), FlowState::default(), "idle a day");
 }

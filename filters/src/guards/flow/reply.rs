@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use super::{call_labels, flow_key, server_labels, unmatched_labels, FlowFilter, FLOWING};
 use crate::chain::filter::{Acts, Decision, Exchange, McpFilter, Message, Methods, Notes};
-use crate::engines::flow::{CallLabels, FlowOut, Loaded, Source};
+use crate::engines::flow::{unix_secs, CallLabels, FlowOut, Loaded, Source};
 use crate::protocol::jsonrpc::Kind;
 
 /// The reply half of the flow guard: after DLP, so its findings raise the
@@ -125,9 +125,19 @@ impl FlowFilter {
             Some(Loaded::State(s)) => Some(s),
             _ => None,
         };
+        let (changed, held) = match self.tables.raise(&key, &source, seen, unix_secs(ex.now)) {
+            Some(changed) => (changed, true),
+            // The table is full of live states and holds none for this
+            // key: the shared store alone records it (the gateway reads
+            // the fleet's state before judging any sink) …
+            None if self.shared => (seen.is_none_or(|s| s.would_raise(level, untrusted)), false),
+            // … and without one it cannot be recorded: delivered, it
+            // would come back clean at the next sink. Withheld.
+            None => return Decision::Reject(self.unrecorded(msg, ex)),
+        };
         // A reply that adds nothing to its flow is neither shared nor named
         // (the lineage names the calls that raised the state).
-        if !self.tables.raise(&key, &source, seen) {
+        if !changed {
             return Decision::Pass;
         }
         let level_name = self.flows.name(source.level).to_owned();
@@ -135,8 +145,29 @@ impl FlowFilter {
             key,
             source,
             level_name,
+            held,
         });
         Decision::Pass
+    }
+
+    /// The refusal of a reply whose flow cannot be recorded: this
+    /// process's flows table is full of live states (`limits.memory`) and
+    /// there is no shared store. A refused reply reaches the client as the
+    /// error (a tool error for a call, as the bundle answers denials); a
+    /// refused server request or notification is dropped.
+    fn unrecorded(&self, msg: &Message<'_>, ex: &Exchange<'_>) -> crate::chain::filter::Denial {
+        let method = match msg.envelope.kind {
+            Kind::Response => msg.request_method.unwrap_or("response"),
+            _ => msg.envelope.method.as_deref().unwrap_or("request"),
+        };
+        self.denial(
+            method,
+            "flow_unrecorded",
+            format!(
+                "Refused: the reply of `{}` was withheld: what it carries could not be recorded in this session's flow state (the gateway's flows table is full) (flow_unrecorded). Retry later.",
+                ex.server
+            ),
+        )
     }
 }
 

@@ -30,13 +30,19 @@ pub use body::on_body;
 /// Writes what the replies judged so far added to their flows into the
 /// shared store, before they leave: a client's next call through another
 /// replica reads them. A write that fails withholds the reply (fail
-/// closed). Without a shared store the filter's own table holds them.
+/// closed). Without a shared store the filter's own table holds them; one
+/// it could not hold (full, counting on a store the bundle names but that
+/// could not be built) withholds the reply too.
 pub async fn share_flows(ctx: &mut RequestCtx) -> pingora::Result<()> {
     if ctx.reply.flow_outs.is_empty() {
         return Ok(());
     }
     let outs = std::mem::take(&mut ctx.reply.flow_outs);
     let Some(store) = ctx.rt.quota_store.clone() else {
+        if outs.iter().any(|o| !o.held) {
+            tracing::warn!("flow state neither held nor shared; the reply is withheld");
+            return ReplyRefusal::FlowUnrecorded.raise(ctx.server_name(), "no flow store");
+        }
         return Ok(());
     };
     for o in &outs {

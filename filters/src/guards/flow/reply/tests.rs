@@ -234,3 +234,114 @@ fn an_unmatched_reply_is_the_most_its_server_could_send() {
         );
     }
 }
+
+/// A gateway whose flows table holds at most `max` states.
+fn gateway_of(max: u64, shared: bool) -> Gw {
+    let f = crate::guards::flow::tests::flows(OnViolation::Deny, Track::Session);
+    let tables = Arc::new(crate::engines::flow::FlowTables::new(max));
+    let mk = || {
+        FlowFilter::new(
+            Some(&f),
+            Arc::new(catalog()),
+            tables.clone(),
+            warden_config::access::DenialStyle::ToolError,
+        )
+        .expect("flows")
+        .with_shared_store(shared)
+    };
+    Gw {
+        req: mk(),
+        reply: FlowReplyFilter(Arc::new(mk())),
+    }
+}
+
+/// The reply to `web/fetch` in `session`, judged by the reply half.
+fn fetched(gw: &Gw, session: &str, seen: Option<&Loaded>) -> (Decision, Notes) {
+    let p = principal(Some("restricted"));
+    let ex = Exchange {
+        session_id: Some(session),
+        flow: seen,
+        ..Exchange::new(&p, "web")
+    };
+    let reply = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"page"}]}}"#;
+    let env = envelope(reply);
+    let msg = Message::from_server(&env, reply.as_bytes(), Some("tools/call"), Some("fetch"));
+    let mut notes = Notes::default();
+    let d = gw.reply.on_response(&msg, &ex, &mut notes);
+    (d, notes)
+}
+
+/// Attack H: a client that opens sessions until the flows table is full
+/// cannot push its tainted state out to call a sink from a clean one. A
+/// full table forgets no live state; the reply that would raise a state it
+/// cannot hold is withheld (it would come back clean at the next sink),
+/// and the table stays at its bound.
+#[test]
+fn a_full_table_forgets_no_tainted_state() {
+    let gw = gateway_of(4, false);
+    let p = principal(Some("restricted"));
+    call(&gw, &p, Some("victim"), "hr", "get_employee", "{}", false).expect("read");
+    call(&gw, &p, Some("victim"), "web", "fetch", "{}", false).expect("fetch");
+    // Many sessions, each used often (a cache that admits by frequency
+    // would let them in over the victim's state).
+    let mut withheld = 0;
+    for i in 0..200 {
+        for _ in 0..10 {
+            let (d, notes) = fetched(&gw, &format!("flood-{i}"), None);
+            match d {
+                Decision::Reject(d) => {
+                    assert!(
+                        d.reason
+                            .starts_with("flow_unrecorded: the reply of `web` was withheld"),
+                        "{}",
+                        d.reason
+                    );
+                    let said = d.to_response(None).to_string();
+                    assert!(said.contains("flows table is full"), "{said}");
+                    assert!(notes.flow_out.is_none());
+                    withheld += 1;
+                }
+                Decision::Pass => assert!(notes.flow_out.is_none_or(|o| o.held)),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(withheld, 197 * 10, "three states fit beside the victim's");
+    assert_eq!(
+        gw.req.tables.len(),
+        4,
+        "the gauge shows the table at its bound"
+    );
+    let e = call(&gw, &p, Some("victim"), "web", "post", "{}", false).expect_err("refused");
+    assert!(
+        e.starts_with("flow_blocked") && e.contains("restricted data from `hr/get_employee`"),
+        "{e}"
+    );
+    // A reply that raises a state the table holds is recorded as ever.
+    let (d, _) = fetched(&gw, "flood-0", None);
+    assert!(matches!(d, Decision::Pass));
+}
+
+/// With a shared store a full table is a cache that misses: the reply is
+/// recorded in the store alone (the proxy writes it before it leaves, and
+/// reads the fleet's state before any sink), never withheld for the table.
+#[test]
+fn a_full_table_leaves_the_state_to_the_shared_store() {
+    let gw = gateway_of(1, true);
+    let (d, notes) = fetched(&gw, "first", None);
+    assert!(matches!(d, Decision::Pass));
+    assert!(notes.flow_out.is_some_and(|o| o.held));
+    let (d, notes) = fetched(&gw, "second", None);
+    assert!(matches!(d, Decision::Pass), "{d:?}");
+    let out = notes.flow_out.expect("shared");
+    assert!(!out.held && out.source.untrusted, "{out:?}");
+    // What the fleet's view already holds is not written again.
+    let fleet = Loaded::State(crate::engines::flow::FlowState {
+        level: 0,
+        untrusted: true,
+        sources: Vec::new(),
+    });
+    let (d, notes) = fetched(&gw, "second", Some(&fleet));
+    assert!(matches!(d, Decision::Pass) && notes.flow_out.is_none());
+    assert_eq!(gw.req.tables.len(), 1);
+}
