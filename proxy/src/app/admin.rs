@@ -54,13 +54,24 @@ impl AdminApp {
                 "policy_cacheable": rt.snap.policy.as_ref().map(|p| p.cacheable()),
             },
             "filters": rt.snap.chain.names(),
-            "quota_store": self.gateway.quota_store().map(|q| serde_json::json!({
-                "url": q.display_url(),
-                "up": q.is_up(),
-                "probed": q.probed(),
-                "down_since": q.down_since(),
-                "leases": q.leases(),
-            })),
+            "quota_store": match (self.gateway.quota_store(), &rt.snap.config.redis) {
+                (Some(q), _) => Some(serde_json::json!({
+                    "url": q.display_url(),
+                    "up": q.is_up(),
+                    "probed": q.probed(),
+                    "down_since": q.down_since(),
+                    "leases": q.leases(),
+                })),
+                // Named by the bundle, but this process could not build it
+                // (see the log): as down as a store can be.
+                (None, Some(_)) => Some(serde_json::json!({
+                    "url": null,
+                    "up": false,
+                    "probed": true,
+                    "error": "the store named by `redis:` could not be set up (see the log)",
+                })),
+                (None, None) => None,
+            },
             "quarantined_tools": self.gateway.shared.pins.quarantined().into_iter().map(|(s, t, f)| serde_json::json!({"server": s, "tool": t, "fingerprint": f})).collect::<Vec<_>>(),
             "routes": rt.snap.routes.iter().map(|r| serde_json::json!({"prefix": r.prefix, "host": r.host, "server": rt.snap.config.servers[r.server].name})).collect::<Vec<_>>(),
             "servers": upstreams,

@@ -69,6 +69,20 @@ pub struct QuotaStore {
     probed: AtomicBool,
 }
 
+/// A global quota decided without the store (it is down, or the bundle
+/// names one this process could not build): `on_store_failure` applies,
+/// and `warden_quota_store_fallbacks_total` counts it.
+pub fn unavailable(d: &GlobalDemand) -> GlobalVerdict {
+    metrics()
+        .quota_store_fallbacks
+        .with_label_values(&[match d.on_failure {
+            StoreFailure::Local => "local",
+            StoreFailure::Closed => "closed",
+        }])
+        .inc();
+    GlobalVerdict::Unavailable
+}
+
 fn unix(now: SystemTime) -> u64 {
     now.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -81,6 +95,13 @@ fn take(n: &AtomicU64, cost: u64) -> bool {
 
 impl QuotaStore {
     pub fn new(cfg: Redis) -> Result<Arc<QuotaStore>, String> {
+        // `rediss://`: rustls with the ring provider (the workspace's), the
+        // system's root certificates. The process-wide provider is set once
+        // so rustls never has to guess between the providers its
+        // dependents enable.
+        if cfg.url.starts_with("rediss://") {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client =
             redis::Client::open(cfg.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
         Ok(Arc::new(QuotaStore {
@@ -319,14 +340,7 @@ impl QuotaStore {
     }
 
     fn unavailable(&self, d: &GlobalDemand) -> GlobalVerdict {
-        metrics()
-            .quota_store_fallbacks
-            .with_label_values(&[match d.on_failure {
-                StoreFailure::Local => "local",
-                StoreFailure::Closed => "closed",
-            }])
-            .inc();
-        GlobalVerdict::Unavailable
+        unavailable(d)
     }
 
     /// Fetches the next block in the background once the lease runs below half a block.
@@ -495,5 +509,26 @@ impl QuotaStore {
             .arg(FLOW_TTL_SECS);
         let res: Result<i64, _> = self.bounded(inv.invoke_async(&mut conn)).await;
         res.map(|_| ()).map_err(|e| format!("flow state: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rediss://` (which the bundle accepts) is a store this build can
+    /// serve, over rustls: a fleet that names one gets a store, never a
+    /// silent per-process fallback.
+    #[test]
+    fn a_tls_store_can_be_built() {
+        for url in ["rediss://redis.example:6380/0", "redis://127.0.0.1:6379"] {
+            let cfg = Redis {
+                url: url.into(),
+                lease: None,
+                timeout: std::time::Duration::from_millis(250),
+                prefix: "warden:".into(),
+            };
+            assert!(QuotaStore::new(cfg).is_ok(), "{url}");
+        }
     }
 }

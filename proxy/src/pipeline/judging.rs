@@ -112,7 +112,7 @@ pub async fn judge(
     settle_client_responses(gw, ctx, &parsed, &server.name)?;
     let keep_arguments = keeps_arguments(&rt, server_id, &parsed);
     let global = reserve_global(&rt, server, ctx, &parsed, keep_arguments).await;
-    let flow_judged = flow_judged(&rt, &messages);
+    let flow_judged = flow_judged(&rt, &server.name, &messages);
     load_flow(&rt, server, ctx, flow_judged).await;
     let mut plan = {
         let fctx = ctx.exchange(
@@ -250,12 +250,17 @@ fn keeps_arguments(rt: &Runtime, server_id: ServerId, parsed: &Parsed) -> bool {
 
 /// Whether the flow guard judges some message of the body against a flow
 /// state the shared store holds (`guards::flow::judges`: a read, a
-/// client's answer to a server, anything that reaches out).
-fn flow_judged(rt: &Runtime, messages: &RequestMessages<'_>) -> bool {
-    if rt.snap.config.flows.is_none() || rt.quota_store.is_none() {
+/// client's answer to a server, anything that reaches out, anything with
+/// params to a sink server). Asked whenever the bundle names a store,
+/// built or not: one this process could not build is no store to read.
+fn flow_judged(rt: &Runtime, server: &str, messages: &RequestMessages<'_>) -> bool {
+    let cfg = &rt.snap.config;
+    let (Some(flows), Some(_)) = (&cfg.flows, &cfg.redis) else {
         return false;
-    }
-    let judged = warden_filters::guards::flow::judges;
+    };
+    let catalog = cfg.catalog.get(server);
+    let judged =
+        |m: &warden_filters::Message<'_>| warden_filters::guards::flow::judges(flows, catalog, m);
     match messages {
         RequestMessages::Single(m) => judged(m),
         RequestMessages::Batch(items) => items.iter().any(|i| i.as_ref().is_ok_and(judged)),
@@ -266,15 +271,25 @@ fn flow_judged(rt: &Runtime, messages: &RequestMessages<'_>) -> bool {
 /// read from the shared store before the chain, when the flow guard
 /// judges a message of it against that state (`wanted`, see
 /// [`flow_judged`]). A store that does not answer makes the state
-/// unreadable: sinks are refused. Without a shared store the flow guard's
-/// own table holds it.
+/// unreadable: sinks are refused. So does a store the bundle names but
+/// this process could not build (a URL it cannot serve, say): this
+/// replica's own view is not the fleet's, and another replica may have
+/// served the rest of the flow. Without a shared store in the bundle the
+/// flow guard's own table holds it.
 async fn load_flow(
     rt: &Runtime,
     server: &warden_config::model::Server,
     ctx: &mut RequestCtx,
     wanted: bool,
 ) {
-    let (Some(flows), Some(store), true) = (&rt.snap.config.flows, &rt.quota_store, wanted) else {
+    let (Some(flows), Some(_), true) = (&rt.snap.config.flows, &rt.snap.config.redis, wanted)
+    else {
+        return;
+    };
+    let Some(store) = &rt.quota_store else {
+        ctx.flow = Some(warden_filters::engines::flow::Loaded::Unreadable(
+            "the shared store named by `redis:` could not be set up".into(),
+        ));
         return;
     };
     let key = {
@@ -308,7 +323,9 @@ async fn reserve_global(
         for d in demands {
             let v = match &store {
                 Some(s) => s.reserve(&d, ctx.now).await,
-                None => warden_filters::guards::quota::GlobalVerdict::Unavailable,
+                // Named by the bundle but not built: as a store that is
+                // down, `on_store_failure` decides (counted, never silent).
+                None => crate::hub::quota_store::unavailable(&d),
             };
             global.insert(d.key, v);
         }

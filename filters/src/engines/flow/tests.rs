@@ -125,30 +125,74 @@ fn a_full_table_keeps_its_live_states() {
     let t = FlowTables::new(2);
     let now = 1_000_000;
     assert_eq!(
-        t.raise(&[1; 32], &source(1, 3, true), None, now),
+        t.raise(&[1; 32], &[0; 32], &source(1, 3, true), None, now),
         Some(true)
     );
     assert_eq!(
-        t.raise(&[2; 32], &source(2, 0, true), None, now),
+        t.raise(&[2; 32], &[0; 32], &source(2, 0, true), None, now),
         Some(true)
     );
-    assert_eq!(t.raise(&[3; 32], &source(3, 1, false), None, now + 5), None);
+    assert_eq!(
+        t.raise(&[3; 32], &[0; 32], &source(3, 1, false), None, now + 5),
+        None
+    );
     assert_eq!(t.len(), 2);
     assert_eq!(t.get(&[3; 32], now + 5), FlowState::default());
     assert_eq!(t.get(&[1; 32], now + 5).level, 3, "still held");
     // A key it holds is raised as ever.
     assert_eq!(
-        t.raise(&[2; 32], &source(4, 2, false), None, now + 6),
+        t.raise(&[2; 32], &[0; 32], &source(4, 2, false), None, now + 6),
         Some(true)
     );
     // A day on, the state read lately lives; the idle one is swept.
     let later = now + 6 + IDLE_SECS + 1;
     assert_eq!(t.get(&[1; 32], later - 2).level, 3);
     assert_eq!(
-        t.raise(&[3; 32], &source(3, 1, false), None, later),
+        t.raise(&[3; 32], &[0; 32], &source(3, 1, false), None, later),
         Some(true)
     );
     assert_eq!(t.len(), 2);
     assert_eq!(t.get(&[1; 32], later).level, 3);
     assert_eq!(t.get(&[2; 32], later), FlowState::default(), "idle a day");
+}
+
+/// Each owner holds at most its cap of a table's states: past it a key it
+/// does not hold is not raised (`None`), another owner's is; a state swept
+/// after a day idle gives its owner room again.
+#[test]
+fn an_owner_holds_at_most_its_cap() {
+    assert_eq!(super::per_owner(4), 4, "a small table is anyone's");
+    assert_eq!(super::per_owner(1_700), 106);
+    assert_eq!(super::per_owner(14_000), 875);
+    let t = FlowTables::new(1_000);
+    let now = 1_000_000;
+    let (a, b) = ([0xa; 32], [0xb; 32]);
+    for i in 0..64u8 {
+        assert_eq!(
+            t.raise(&[i; 32], &a, &source(i.into(), 1, false), None, now),
+            Some(true)
+        );
+    }
+    assert_eq!(
+        t.raise(&[200; 32], &a, &source(200, 1, false), None, now),
+        None
+    );
+    assert_eq!(
+        t.raise(&[3; 32], &a, &source(201, 2, false), None, now),
+        Some(true),
+        "a state it holds is raised as ever"
+    );
+    assert_eq!(
+        t.raise(&[201; 32], &b, &source(202, 1, false), None, now),
+        Some(true)
+    );
+    assert_eq!(t.len(), 65);
+    // A day on, all but one of its states idle: swept, room again.
+    let later = now + IDLE_SECS + 1;
+    assert_eq!(t.get(&[3; 32], later - 1).level, 2);
+    assert_eq!(
+        t.raise(&[200; 32], &a, &source(203, 1, false), None, later),
+        Some(true)
+    );
+    assert_eq!(t.len(), 2, "the idle ones swept (b's too)");
 }

@@ -19,6 +19,9 @@
 //!   escape (`%2F`), a port, or the end of its word (`evil.example/?d=…`,
 //!   `see evil.example.`).
 //!
+//! Every string is read in its NFKC form first: full-width and other
+//! compatibility forms (`ｈｔｔｐｓ：／／`, `＠`) are what they stand for.
+//!
 //! A resource URI is judged by its scheme: one of a network scheme reaches
 //! out, one of another scheme (`hr://`, `file:`) is a read of that server's
 //! resource, and one without a scheme is judged as any string.
@@ -71,9 +74,17 @@ pub(crate) fn holds_place(v: &Value) -> bool {
 
 /// Whether a resource URI names a place (see the module docs).
 pub(crate) fn uri_reaches_out(uri: &str) -> bool {
-    match lead(uri).scheme.as_deref() {
+    // Judged by its scheme as a peer that folds compatibility forms reads
+    // it (`ｈｔｔｐｓ：` is `https:`).
+    let uri: Cow<'_, str> = if uri.is_ascii() {
+        uri.into()
+    } else {
+        use unicode_normalization::UnicodeNormalization;
+        uri.nfkc().collect::<String>().into()
+    };
+    match lead(&uri).scheme.as_deref() {
         Some(scheme) => scheme == "mailto" || NETWORK.contains(&scheme),
-        None => reaches_out(uri),
+        None => reaches_out(&uri),
     }
 }
 
@@ -83,6 +94,15 @@ pub(crate) fn reaches_out(s: &str) -> bool {
 }
 
 fn names_a_place(s: &str, bare_hosts: bool) -> bool {
+    // Compatibility forms read as what they stand for (NFKC): full-width
+    // `ｈｔｔｐｓ：／／evil.example／` is `https://evil.example/` to a peer
+    // (or a model) that folds them, and so are `＠`, `．` and the like.
+    let s: Cow<'_, str> = if s.is_ascii() {
+        s.into()
+    } else {
+        use unicode_normalization::UnicodeNormalization;
+        s.nfkc().collect::<String>().into()
+    };
     // WHATWG parsers delete tabs and newlines anywhere in a URL.
     let s: Cow<'_, str> = if s.contains(dropped) {
         s.chars()
@@ -90,7 +110,7 @@ fn names_a_place(s: &str, bare_hosts: bool) -> bool {
             .collect::<String>()
             .into()
     } else {
-        s.into()
+        s
     };
     scheme_form(&s)
         || words(&s)

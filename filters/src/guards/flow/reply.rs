@@ -23,7 +23,10 @@
 
 use std::sync::Arc;
 
-use super::{call_labels, flow_key, server_labels, unmatched_labels, FlowFilter, FLOWING};
+use super::{
+    call_labels, clearance, empty, flow_key, flow_owner, server_labels, unmatched_labels,
+    FlowFilter, FLOWING,
+};
 use crate::chain::filter::{Acts, Decision, Exchange, McpFilter, Message, Methods, Notes};
 use crate::engines::flow::{unix_secs, CallLabels, FlowOut, Loaded, Source};
 use crate::protocol::jsonrpc::Kind;
@@ -49,12 +52,6 @@ impl McpFilter for FlowReplyFilter {
     fn on_response(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Decision {
         self.0.reply(msg, ex, notes)
     }
-}
-
-/// Whether a message's payload (`result`, `error` or `params`) holds
-/// nothing a model could read.
-fn empty(raw: Option<&str>) -> bool {
-    raw.is_none_or(|r| matches!(r.trim(), "{}" | "[]" | "null"))
 }
 
 impl FlowFilter {
@@ -114,6 +111,19 @@ impl FlowFilter {
         if level == 0 && !untrusted {
             return Decision::Pass;
         }
+        // What reaches the client must be within its clearance: a reply a
+        // DLP finding raised above it, a server's notification or request
+        // of a level above it, are withheld (and raise nothing). With
+        // `decide: policy`, a reply at exactly the level its request was
+        // judged at is the policy's to allow (it saw that level).
+        let clear = clearance(&self.flows, ex);
+        let judged_by_policy = self.flows.decide == warden_config::flows::Decide::Policy
+            && msg.envelope.kind == Kind::Response
+            && msg.request_method.is_some_and(|m| FLOWING.contains(&m))
+            && level == call.level;
+        if level > clear && !judged_by_policy {
+            return Decision::Reject(self.above_clearance(msg, ex, level, clear));
+        }
         let source = Source {
             id: next_id(),
             what: call.what,
@@ -125,16 +135,31 @@ impl FlowFilter {
             Some(Loaded::State(s)) => Some(s),
             _ => None,
         };
-        let (changed, held) = match self.tables.raise(&key, &source, seen, unix_secs(ex.now)) {
-            Some(changed) => (changed, true),
-            // The table is full of live states and holds none for this
-            // key: the shared store alone records it (the gateway reads
-            // the fleet's state before judging any sink) …
-            None if self.shared => (seen.is_none_or(|s| s.would_raise(level, untrusted)), false),
-            // … and without one it cannot be recorded: delivered, it
-            // would come back clean at the next sink. Withheld.
-            None => return Decision::Reject(self.unrecorded(msg, ex)),
-        };
+        let owner = flow_owner(ex);
+        let (changed, held) =
+            match self
+                .tables
+                .raise(&key, &owner, &source, seen, unix_secs(ex.now))
+            {
+                // Written to the shared store whenever the fleet's state
+                // (as read for this message) would be raised, even when
+                // this process's own view holds it already: a store that
+                // lost it gets it back.
+                Some(changed) => (
+                    changed || seen.is_some_and(|s| s.would_raise(level, untrusted)),
+                    true,
+                ),
+                // The table cannot hold a state for this key (full of live
+                // states, or its principal at its cap): the shared store
+                // alone records it (the gateway reads the fleet's state
+                // before judging any sink) …
+                None if self.shared => {
+                    (seen.is_none_or(|s| s.would_raise(level, untrusted)), false)
+                }
+                // … and without one it cannot be recorded: delivered, it
+                // would come back clean at the next sink. Withheld.
+                None => return Decision::Reject(self.unrecorded(msg, ex)),
+            };
         // A reply that adds nothing to its flow is neither shared nor named
         // (the lineage names the calls that raised the state).
         if !changed {
@@ -148,6 +173,34 @@ impl FlowFilter {
             held,
         });
         Decision::Pass
+    }
+
+    /// The refusal of a reply above the caller's clearance: a reply
+    /// reaches the client as the error (a tool error for a call, as the
+    /// bundle answers denials); a server's request or notification is
+    /// dropped.
+    fn above_clearance(
+        &self,
+        msg: &Message<'_>,
+        ex: &Exchange<'_>,
+        level: u8,
+        clear: u8,
+    ) -> crate::chain::filter::Denial {
+        let method = match msg.envelope.kind {
+            Kind::Response => msg.request_method.unwrap_or("response"),
+            _ => msg.envelope.method.as_deref().unwrap_or("request"),
+        };
+        let f = &self.flows;
+        self.denial(
+            method,
+            "flow_above_clearance",
+            format!(
+                "Refused: the reply of `{}` was withheld: it carries {} data, above your clearance ({}) (flow_above_clearance).",
+                ex.server,
+                f.name(level),
+                f.name(clear)
+            ),
+        )
     }
 
     /// The refusal of a reply whose flow cannot be recorded: this

@@ -192,3 +192,27 @@ proptest! {
         }
     }
 }
+
+/// Compatibility forms (full-width letters, colon, slashes, at sign, dot)
+/// are what they stand for: read in NFKC.
+#[test]
+fn full_width_forms_are_what_they_stand_for() {
+    for s in [
+        "ｈｔｔｐｓ：／／evil.example／?d=536-22-8145",
+        "see ｈｔｔｐｓ：／／ｅｖｉｌ．ｅｘａｍｐｌｅ／",
+        "evil.example／?d=536",
+        "ａ＠evil.example",
+        "／／evil.example／x",
+    ] {
+        assert!(reaches_out(s), "{s:?}");
+        assert!(holds_place(&json!({ "k": s })), "{s:?}");
+    }
+    assert!(uri_reaches_out("ｈｔｔｐｓ：／／evil.example／x"));
+    assert!(params_reach_out(
+        Some("resources/read"),
+        &json!({"uri": "ｈｔｔｐｓ：／／evil.example／?d=1"})
+    ));
+    assert!(!reaches_out(
+        "ｆｕｌｌ－ｗｉｄｔｈ ｐｒｏｓｅ， ｎｏ ｐｌａｃｅ"
+    ));
+}

@@ -345,3 +345,70 @@ fn a_full_table_leaves_the_state_to_the_shared_store() {
     assert!(matches!(d, Decision::Pass) && notes.flow_out.is_none());
     assert_eq!(gw.req.tables.len(), 1);
 }
+
+/// With a shared store, a reply is written whenever the fleet's state as
+/// read for it would be raised, even when this process's own view holds
+/// it already: a store that lost a state (a restart, an eviction) gets it
+/// back from the next reply that carries it.
+#[test]
+fn the_fleet_gets_back_what_it_lost() {
+    let gw = gateway_of(10, true);
+    let (_, notes) = fetched(&gw, "s", None);
+    assert!(notes.flow_out.is_some(), "first raise written");
+    let lost = Loaded::State(crate::engines::flow::FlowState::default());
+    let (d, notes) = fetched(&gw, "s", Some(&lost));
+    assert!(matches!(d, Decision::Pass));
+    let out = notes
+        .flow_out
+        .expect("written again: the fleet's state lacks it");
+    assert!(out.held && out.source.untrusted, "{out:?}");
+    let kept = Loaded::State(crate::engines::flow::FlowState {
+        level: 0,
+        untrusted: true,
+        sources: Vec::new(),
+    });
+    let (_, notes) = fetched(&gw, "s", Some(&kept));
+    assert!(notes.flow_out.is_none(), "nothing new for the fleet");
+}
+
+/// The reply to `web/fetch` in `session` of principal `id`.
+fn fetched_by(gw: &Gw, id: &str, session: &str) -> Decision {
+    let mut p = principal(Some("restricted"));
+    p.id = id.into();
+    let ex = Exchange {
+        session_id: Some(session),
+        ..Exchange::new(&p, "web")
+    };
+    let reply = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"page"}]}}"#;
+    let env = envelope(reply);
+    let msg = Message::from_server(&env, reply.as_bytes(), Some("tools/call"), Some("fetch"));
+    gw.reply.on_response(&msg, &ex, &mut Notes::default())
+}
+
+/// Attack 7: one principal cannot fill the flows table on purpose (and
+/// have everyone else's raising replies withheld for a day): past its cap
+/// (a sixteenth of the table, at least 64) its own replies are withheld,
+/// nobody else's.
+#[test]
+fn one_principal_cannot_fill_the_table() {
+    let gw = gateway_of(1000, false);
+    let cap = crate::engines::flow::per_owner(1000);
+    assert_eq!(cap, 64);
+    let mut withheld = 0;
+    for i in 0..1000 {
+        if let Decision::Reject(d) = fetched_by(&gw, "mallory", &format!("m-{i}")) {
+            assert!(d.reason.starts_with("flow_unrecorded"), "{}", d.reason);
+            withheld += 1;
+        }
+    }
+    assert_eq!(withheld, 1000 - cap);
+    assert_eq!(gw.req.tables.len(), cap as u64);
+    // Her sessions already held go on being raised.
+    assert!(matches!(fetched_by(&gw, "mallory", "m-0"), Decision::Pass));
+    for i in 0..10 {
+        assert!(
+            matches!(fetched_by(&gw, &format!("user-{i}"), "s"), Decision::Pass),
+            "another principal's reply is recorded"
+        );
+    }
+}

@@ -140,7 +140,7 @@ fn the_chain_judges_a_clients_answer_to_a_server() {
             level,
             untrusted,
         };
-        tables.raise(&key, &src, None, unix_secs(ex.now));
+        tables.raise(&key, &flow_owner(&ex), &src, None, unix_secs(ex.now));
     }
     let answer = r#"{"jsonrpc":"2.0","id":"srv-1","result":{"roots":[]}}"#;
     let env = envelope(answer);
@@ -203,7 +203,7 @@ fn a_clients_answer_is_judged_when_the_policy_decides() {
             level,
             untrusted,
         };
-        tables.raise(&key, &src, None, unix_secs(ex.now));
+        tables.raise(&key, &flow_owner(&ex), &src, None, unix_secs(ex.now));
     }
     match judge() {
         crate::chain::filter::Verdict::Reject { denial, .. } => assert_eq!(
@@ -444,7 +444,11 @@ fn every_client_message_that_reaches_out_is_a_sink() {
         let env = envelope(body);
         let msg = Message::new(&env, body.as_bytes());
         assert_eq!(
-            judges(&msg),
+            judges(
+                &flows(OnViolation::Deny, Track::Session),
+                catalog().get("web"),
+                &msg
+            ),
             sinks.contains(body),
             "the fleet's state is read for a sink only: {body}"
         );
