@@ -955,3 +955,42 @@ fn a_store_named_but_not_built_refuses_sinks() {
         status["quota_store"]
     );
 }
+
+/// A virtual server opens its members inside the client's `initialize`,
+/// before the client has a session: what the members' `initialize`
+/// replies bring (here an SSN in a member's instructions) raises the
+/// client's virtual session, which every later leg is judged by.
+#[test]
+fn a_virtual_members_initialize_raises_the_clients_session() {
+    let _turn = heavy();
+    let (_m, memo) = flow_server("memo");
+    let (_w, web) = flow_server("web");
+    let (_o, out) = flow_server("out");
+    let yaml = format!(
+        "version: 1\n{identity}flows:\n  track: session\ndlp:\n  rules:\n    - {{name: ssn-seen, detectors: [us_ssn], direction: response, action: log}}\ncatalog:\n  memo:\n    flow: []\n  web:\n    flow: []\n    tools:\n      fetch: {{flow: [untrusted]}}\n  out:\n    flow: []\n    tools:\n      post: {{flow: [sink], classification: public}}\nservice_groups:\n  - name: g\n    servers:\n      - {{name: memo, upstreams: [\"{memo}\"]}}\n      - {{name: web, upstreams: [\"{web}\"]}}\n      - {{name: out, upstreams: [\"{out}\"]}}\n      - name: desk\n        virtual:\n          members: [{{server: memo}}, {{server: web}}, {{server: out}}]\nroutes:\n  - {{prefix: /desk, server: desk}}\n",
+        identity = identity(),
+    );
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    let steps = json!([
+        call(
+            "v",
+            "/desk/mcp",
+            "fetch",
+            json!({"url": "https://news.example.com/a"})
+        ),
+        call(
+            "v",
+            "/desk/mcp",
+            "post",
+            json!({"text": "escalate to 536-22-8145"})
+        ),
+    ]);
+    let r = scenario(&[base(&gw)], AGENT, &steps, &[]);
+    assert!(served(&r[0]), "{r:?}");
+    assert_eq!(
+        text(&r[1]),
+        "Refused: confidential data from `memo (initialize)` cannot go to `out/post` after untrusted content from `web/fetch` (flow_blocked).",
+        "{r:?}\n{}",
+        dump(&gw)
+    );
+}

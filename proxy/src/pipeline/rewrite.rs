@@ -109,11 +109,12 @@ impl<'a> Rewrite<'a> {
             }
             // The client's session of this virtual server, as a digest:
             // every member leg tracks information flow by it.
+            // (A client's `initialize` names none yet: the aggregator names
+            // the session it opens to the members it opens it with.)
             if let Some(sid) = &ctx.session_id {
-                use sha2::Digest;
                 put(
                     fixed(warden_local_servers::aggregate::FLOW_HEADER),
-                    &hex::encode(sha2::Sha256::digest(sid.as_bytes())),
+                    &warden_local_servers::aggregate::flow_digest(sid),
                     false,
                 )?;
             }

@@ -54,6 +54,13 @@ impl Aggregator {
                     .and_then(Value::as_str)
                     .map(str::to_owned)
             });
+        // The session's id before its members are opened: their
+        // `initialize` replies (instructions a member wrote) reach the
+        // client in this session, so their legs track information flow by
+        // it as every later leg does (`FLOW_HEADER`, the digest the
+        // gateway sends once the client names the session).
+        let sid = hex::encode(rand::random::<[u8; 16]>());
+        let caller = &caller.with_flow(&sid);
         let opened = futures_util::future::join_all(
             (0..self.members.len()).map(|i| self.open(i, &init, caller)),
         )
@@ -151,7 +158,6 @@ impl Aggregator {
         if !instructions.is_empty() {
             result["instructions"] = json!(instructions.join("\n\n"));
         }
-        let sid = hex::encode(rand::random::<[u8; 16]>());
         let session = Arc::new(VSession {
             id: sid.clone(),
             owner: caller.owner.clone(),

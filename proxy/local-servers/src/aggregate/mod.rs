@@ -570,6 +570,26 @@ impl CallerCredentials {
         let owner = crate::loopback::header_text(req, OWNER_HEADER);
         CallerCredentials { headers, owner }
     }
+
+    /// The same caller in the virtual session `sid`: its member legs
+    /// track information flow by the session's digest, whatever the
+    /// request said (a client's `initialize` names no session yet).
+    fn with_flow(&self, sid: &str) -> CallerCredentials {
+        let mut c = self.clone();
+        c.headers.retain(|(k, _)| k.as_str() != FLOW_HEADER);
+        if let Ok(v) = HeaderValue::from_str(&flow_digest(sid)) {
+            c.headers.push((HeaderName::from_static(FLOW_HEADER), v));
+        }
+        c
+    }
+}
+
+/// The digest of a virtual session's id that its member legs track
+/// information flow by (`FLOW_HEADER`): the gateway sends the same for the
+/// client's session of the virtual server.
+pub fn flow_digest(sid: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(sid.as_bytes()))
 }
 
 /// Why a request of the aggregator's own got no result.
