@@ -261,6 +261,70 @@ pub fn sign(
     Ok(())
 }
 
+/// The JWS `typ` of a tenant layer's signature (`.layer.json`).
+pub const LAYER_TYP: &str = "warden-layer+jws";
+
+/// The digest of a tenant layer: hex SHA-256 over its files (paths
+/// relative to the layer's directory) as the agent's source digest
+/// computes it — each file's name length, name, data length (little-endian
+/// u64) and data, in name order — with `.layer.json` left out.
+pub fn layer_digest(files: &Files) -> String {
+    let mut h = Sha256::new();
+    for (n, d) in files {
+        if n == crate::tenants::LAYER_META_FILE {
+            continue;
+        }
+        h.update((n.len() as u64).to_le_bytes());
+        h.update(n.as_bytes());
+        h.update((d.len() as u64).to_le_bytes());
+        h.update(d);
+    }
+    hex::encode(h.finalize())
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Signs a layer's digest: a compact JWS with a detached payload
+/// (`<header>..<signature>`, the payload being the digest's text), the
+/// value of `.layer.json`'s `signature`.
+pub fn sign_layer(
+    digest: &str,
+    private_pem: &[u8],
+    alg: Algorithm,
+    keyid: &str,
+) -> Result<String, String> {
+    let mut h = Header::new(alg);
+    h.kid = Some(keyid.to_owned());
+    h.typ = Some(LAYER_TYP.to_owned());
+    let header = b64(&serde_json::to_vec(&h).map_err(|e| e.to_string())?);
+    let input = format!("{header}.{}", b64(digest.as_bytes()));
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &encoding_key(private_pem, alg)?, alg)
+        .map_err(|e| format!("signing: {e}"))?;
+    Ok(format!("{header}..{sig}"))
+}
+
+/// The files of each tenant layer in `files` (`tenants/<t>/…`), by tenant,
+/// their paths relative to the layer's directory.
+pub fn layers(files: &Files) -> BTreeMap<String, Files> {
+    let mut out: BTreeMap<String, Files> = BTreeMap::new();
+    let prefix = format!("{}/", crate::tenants::TENANTS_DIR);
+    for (name, data) in files {
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((tenant, file)) = rest.split_once('/') else {
+            continue;
+        };
+        out.entry(tenant.to_owned())
+            .or_default()
+            .insert(file.to_owned(), data.clone());
+    }
+    out
+}
+
 /// The JWS `typ` of an approval grant (signed by the agent, checked by gateways).
 pub const APPROVAL_GRANT_TYP: &str = "warden-approval+jwt";
 
@@ -323,6 +387,57 @@ impl Verifier {
             .map_err(|e| e.to_string())
     }
 
+    /// Checks a layer's signature (made by [`sign_layer`]) over `digest`.
+    pub fn verify_layer(&self, jws: &str, digest: &str) -> Result<(), String> {
+        let mut parts = jws.split('.');
+        let (Some(header), Some(""), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("not a compact JWS with a detached payload".into());
+        };
+        let h = jsonwebtoken::decode_header(format!("{header}.e30.x"))
+            .map_err(|e| format!("header: {e}"))?;
+        if h.typ.as_deref() != Some(LAYER_TYP) {
+            return Err(format!("not a {LAYER_TYP}"));
+        }
+        if h.alg != self.alg {
+            return Err(format!(
+                "signed with {:?}, the key is {:?}",
+                h.alg, self.alg
+            ));
+        }
+        let input = format!("{header}.{}", b64(digest.as_bytes()));
+        match jsonwebtoken::crypto::verify(sig, input.as_bytes(), &self.key, self.alg) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the signature does not verify with the configured key".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Every tenant layer of a bundle carries a `.layer.json` whose digest
+    /// is its files' and whose signature verifies over it.
+    pub fn verify_layers(&self, files: &Files) -> Result<(), ArchiveError> {
+        for (tenant, layer) in layers(files) {
+            let bad =
+                |m: String| ArchiveError::BadSignature(format!("tenant layer `{tenant}`: {m}"));
+            let meta = layer
+                .get(crate::tenants::LAYER_META_FILE)
+                .ok_or_else(|| bad(format!("no {}", crate::tenants::LAYER_META_FILE)))?;
+            let meta: crate::raw::LayerMetaConfig =
+                serde_json::from_slice(meta).map_err(|e| bad(e.to_string()))?;
+            let digest = layer_digest(&layer);
+            if meta.digest != digest {
+                return Err(bad("its digest does not match its files".into()));
+            }
+            let sig = meta
+                .signature
+                .as_deref()
+                .ok_or_else(|| bad("not signed".into()))?;
+            self.verify_layer(sig, &digest).map_err(bad)?;
+        }
+        Ok(())
+    }
+
     /// Checks the signature block and that it covers exactly these files.
     pub fn verify(&self, files: &Files) -> Result<(), ArchiveError> {
         let raw = files.get(SIGNATURES_FILE).ok_or(ArchiveError::Unsigned)?;
@@ -365,7 +480,7 @@ impl Verifier {
         if let Some((name, _)) = signed.into_iter().next() {
             return Err(ArchiveError::Missing(name.to_owned()));
         }
-        Ok(())
+        self.verify_layers(files)
     }
 }
 

@@ -75,6 +75,10 @@ impl Problems {
             message: message.into(),
         });
     }
+    /// The file problems are reported in.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
     pub fn set_file(&mut self, file: impl Into<String>) {
         self.file = file.into();
     }

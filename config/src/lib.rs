@@ -14,6 +14,7 @@ pub mod guards;
 pub mod model;
 pub mod person;
 pub mod raw;
+pub mod tenants;
 
 // Leaves the sections share; their items are re-exported where they have
 // always been (`access::Risk`, `guards::HostPattern`, `model::parse_duration` …).
@@ -63,6 +64,9 @@ pub struct Bundle {
     pub revision: String,
     /// Hex SHA-256 over every file the bundle is made of (names and bytes).
     pub digest: String,
+    /// The tenant layers (already composed into `config`: their servers,
+    /// routes, catalog entries and keys) and the registry.
+    pub tenants: tenants::Tenants,
 }
 
 impl Bundle {
@@ -134,11 +138,43 @@ impl Bundle {
             hash_file(&mut hasher, name, text.as_bytes());
         }
         problems.extend(other);
+        let layer_files = read_layers(root).map_err(|e| io(&root.join(tenants::TENANTS_DIR), e))?;
+        for (t, files) in &layer_files {
+            for (name, bytes) in files {
+                hash_file(
+                    &mut hasher,
+                    &format!("{}/{t}/{name}", tenants::TENANTS_DIR),
+                    bytes,
+                );
+            }
+        }
+        let registry_bytes = match std::fs::read(root.join(tenants::REGISTRY_FILE)) {
+            Ok(b) => {
+                hash_file(&mut hasher, tenants::REGISTRY_FILE, &b);
+                Some(b)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&root.join(tenants::REGISTRY_FILE), e)),
+        };
 
         let config = raw.map(|r| {
             let mut p = Problems::new(CONFIG_FILE);
             let c = Config::from_raw(&r, root, &mut p);
             problems.extend(p);
+            c
+        });
+        let mut tenants = tenants::Tenants::default();
+        if let Some(config) = &config {
+            let mut out = Vec::new();
+            tenants = load_tenants(config, &layer_files, registry_bytes.as_deref(), &mut out);
+            for pr in out {
+                let mut one = Problems::new(pr.file);
+                one.push(pr.path, pr.message);
+                problems.extend(one);
+            }
+        }
+        let config = config.map(|mut c| {
+            tenants::compose(&mut c, &tenants.layers);
             c
         });
         match config {
@@ -157,6 +193,7 @@ impl Bundle {
                     policies,
                     revision,
                     digest,
+                    tenants,
                 })
             }
             _ => Err(BundleError::Invalid(problems.into_vec())),
@@ -211,6 +248,74 @@ pub fn parse_config(text: &str, problems: &mut Problems) -> Option<raw::WardenCo
     }
 }
 
+/// The files of each directory under `tenants/` (by tenant, paths
+/// relative to its directory), symlinks left out.
+fn read_layers(root: &Path) -> std::io::Result<BTreeMap<String, archive::Files>> {
+    let dir = root.join(tenants::TENANTS_DIR);
+    let mut out = BTreeMap::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let files =
+            archive::read_dir(&entry.path()).map_err(|e| std::io::Error::other(e.to_string()))?;
+        out.insert(name, files);
+    }
+    Ok(out)
+}
+
+/// Checks every tenant layer against the org's config (in directory
+/// order, each against the ones accepted before it) and reads the registry.
+fn load_tenants(
+    config: &Config,
+    layer_files: &BTreeMap<String, archive::Files>,
+    registry: Option<&[u8]>,
+    problems: &mut Vec<Problem>,
+) -> tenants::Tenants {
+    let mut out = tenants::Tenants::default();
+    for (dir, files) in layer_files {
+        let others: Vec<&tenants::TenantLayer> = out.layers.values().collect();
+        match tenants::check_layer(config, &others, dir, files) {
+            Ok(layer) => {
+                for s in &layer.servers {
+                    out.owners.insert(s.name.clone(), layer.tenant.clone());
+                }
+                out.layers.insert(dir.clone(), layer);
+            }
+            Err(ps) => problems.extend(ps),
+        }
+    }
+    if let Some(bytes) = registry {
+        let mut p = Problems::new(tenants::REGISTRY_FILE);
+        out.registry = tenants::registry(bytes, &mut p);
+        if let Some(reg) = &out.registry {
+            for (name, s) in &reg.servers {
+                let owner = out.owners.get(name);
+                let defined = owner.is_some() || config.server(name).is_some();
+                if defined && s.tenant.as_ref() != owner {
+                    p.push(
+                        format!("servers.{name}.tenant"),
+                        format!(
+                            "says `{}` but the bundle's `{name}` is {}",
+                            s.tenant.as_deref().unwrap_or("(the org)"),
+                            owner.map_or("the org's".to_owned(), |t| format!("tenant `{t}`'s"))
+                        ),
+                    );
+                }
+            }
+        }
+        problems.extend(p.into_vec());
+    }
+    out
+}
+
 fn collect_rego(
     root: &Path,
     dir: &Path,
@@ -226,6 +331,10 @@ fn collect_rego(
             continue; // a bundle never reaches outside itself
         }
         if ft.is_dir() {
+            // Tenant layers' Rego is theirs, compiled apart (`tenants`).
+            if dir == root && entry.file_name() == tenants::TENANTS_DIR {
+                continue;
+            }
             collect_rego(root, &path, out, p)?;
         } else if path.extension().is_some_and(|e| e == "rego") {
             let rel = path

@@ -36,7 +36,7 @@ use checks::{caller_tokens, mtls_listener, upstreams_in_egress, virtual_aliases}
 use limits::{limits, timeouts};
 use listeners::{admin, allowed_hosts, listeners, undeclared_params};
 use routes::routes;
-use servers::{check_members, outlast_members, service_groups};
+use servers::{check_members, outlast_members};
 use upstream_auth::assertions;
 
 pub use crate::fields::{parse_duration, parse_size};
@@ -47,7 +47,9 @@ pub use limits::{
     DEFAULT_MAX_SSE_EVENT, DEFAULT_MEMORY,
 };
 pub use listeners::{Listener, ListenerTls, UndeclaredParams};
+pub(crate) use routes::valid_prefix as valid_route_prefix;
 pub use routes::Route;
+pub(crate) use servers::service_groups;
 pub use servers::{Ejection, HealthCheck, Probe, Server, ServiceGroup, UpstreamTls};
 pub use stdio::Stdio;
 pub use upstream_auth::{Assertions, CallerToken, IdentityAssertion, OAuthGrant, OutboundOAuth};
@@ -94,6 +96,9 @@ pub struct Config {
     pub dlp: Option<crate::guards::Dlp>,
     /// `None`: no flow tracking (`flows:`).
     pub flows: Option<crate::flows::Flows>,
+    /// What each tenant may own (`tenants:`); their layers are read with
+    /// the bundle (`crate::tenants`).
+    pub tenants: std::collections::BTreeMap<String, crate::tenants::Grant>,
 }
 
 impl Config {
@@ -138,7 +143,9 @@ impl Config {
         upstreams_in_egress(&raw.service_groups, &egress, p);
         caller_tokens(identity.as_ref(), &servers, p);
         mtls_listener(identity.as_ref(), &listeners, p);
+        let tenants = crate::tenants::grants(&raw.tenants, p);
         Config {
+            tenants,
             identity,
             policy,
             catalog,

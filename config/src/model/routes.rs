@@ -66,7 +66,7 @@ pub(super) fn routes(
     routes
 }
 
-fn valid_prefix(s: &str) -> bool {
+pub(crate) fn valid_prefix(s: &str) -> bool {
     s.starts_with('/')
         && (s == "/" || !s.ends_with('/'))
         && !s.contains("//")

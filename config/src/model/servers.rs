@@ -104,7 +104,7 @@ impl Default for HealthCheck {
 
 /// Reads every group and its servers, in order; also returns each server's
 /// group by server name (routes are checked against it).
-pub(super) fn service_groups(
+pub(crate) fn service_groups(
     raw: &[raw::ServiceGroupConfig],
     root: &Path,
     timeouts_v: Timeouts,

@@ -12,6 +12,7 @@ mod flows;
 mod gateway;
 mod guards;
 mod servers;
+mod tenants;
 mod upstream_auth;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,11 @@ pub use servers::{
     EjectConfig, EnvValueConfig, HealthCheckConfig, RouteConfig, RunAsConfig, ServerConfig,
     ServiceGroupConfig, StdioConfig, StdioLimitsConfig, ToolViewConfig, UpstreamTlsConfig,
     VirtualConfig, VirtualMemberConfig,
+};
+pub use tenants::{
+    LayerMetaConfig, RegistryConfig, RegistryServerConfig, RegistryState, RegistryToolConfig,
+    TenantApprovalsConfig, TenantDlpConfig, TenantEgressConfig, TenantGrantConfig,
+    TenantIdentityConfig, TenantLayerConfig, TenantRouteConfig,
 };
 pub use upstream_auth::{
     AssertionsConfig, CallerTokenConfig, CredentialsConfig, IdentityAssertionConfig,
@@ -101,4 +107,8 @@ pub struct WardenConfig {
     /// Data classification and information flow. Absent: no flow tracking.
     #[serde(default)]
     pub flows: Option<FlowsConfig>,
+    /// The tenants that may publish a layer, and what each may own
+    /// (see `docs/governance.md`).
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantGrantConfig>,
 }

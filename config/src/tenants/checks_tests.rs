@@ -1,0 +1,460 @@
+use super::*;
+use crate::archive::Files;
+
+const ORG: &str = r#"
+version: 1
+service_groups:
+  - name: g
+    servers:
+      - {name: crm, upstreams: ["127.0.0.1:9000"]}
+routes:
+  - {prefix: /crm, server: crm}
+  - {prefix: /finance/reports, server: crm}
+identity:
+  resource: https://gw.example/
+  api_keys:
+    - {id: alice, tenant: acme, hash: "sha256:0011223344556677:0000000000000000000000000000000000000000000000000000000000000000"}
+catalog:
+  crm:
+    default_risk: MEDIUM
+    tools:
+      wire: {risk: HIGH}
+tenants:
+  finance:
+    path_prefixes: ["/finance/"]
+    hosts: ["ledger.example"]
+    upstreams: ["10.20.0.0/16", "127.0.0.1:9100"]
+  hr:
+    path_prefixes: ["/hr/"]
+"#;
+
+const HASH: &str =
+    "sha256:0011223344556677:1111111111111111111111111111111111111111111111111111111111111111";
+
+fn org() -> Config {
+    let mut p = Problems::new("warden.yaml");
+    let raw = crate::parse_config(ORG, &mut p).expect("parses");
+    let c = Config::from_raw(&raw, Path::new("."), &mut p);
+    assert!(p.is_empty(), "{:?}", p.into_vec());
+    c
+}
+
+fn files(yaml: &str) -> Files {
+    let mut f = Files::new();
+    f.insert(LAYER_FILE.into(), yaml.as_bytes().to_vec());
+    f
+}
+
+const BASE: &str = "version: 1\ntenant: finance\nservers:\n  - {name: ledger, upstreams: [\"10.20.0.5:8080\"]}\nroutes:\n  - {path_prefix: /finance/ledger, server: ledger}\n";
+
+fn check(dir: &str, f: &Files) -> Result<TenantLayer, Vec<Problem>> {
+    check_with(dir, f, &[])
+}
+
+fn check_with(dir: &str, f: &Files, others: &[&TenantLayer]) -> Result<TenantLayer, Vec<Problem>> {
+    super::layer(&org(), others, dir, f)
+}
+
+/// The refusal names `needle` (the rule) in the layer's file.
+fn refused(dir: &str, f: &Files, needle: &str) {
+    let ps = check(dir, f).expect_err("refused");
+    assert!(
+        ps.iter()
+            .any(|p| p.file.starts_with(&format!("tenants/{dir}/"))
+                && format!("{}: {}", p.path, p.message).contains(needle)),
+        "no problem mentions `{needle}`: {ps:?}"
+    );
+}
+
+#[test]
+fn a_layer_inside_its_grant_is_accepted() {
+    let l = check("finance", &files(BASE)).expect("accepted");
+    assert_eq!(l.tenant, "finance");
+    assert_eq!(l.servers[0].name, "ledger");
+    assert_eq!(l.routes[0].prefix, "/finance/ledger");
+    assert!(l.revision.starts_with("sha256:"));
+}
+
+#[test]
+fn tenant_names_and_grants() {
+    refused(
+        "legal",
+        &files(&BASE.replace("finance", "legal")),
+        "not granted",
+    );
+    // The directory is in canonical form; `tenant:` compares canonically.
+    refused("Finance", &files(BASE), "not a tenant name");
+    assert!(check(
+        "finance",
+        &files(&BASE.replace("tenant: finance", "tenant: FINANCE"))
+    )
+    .is_ok());
+    assert!(check(
+        "finance",
+        &files(&BASE.replace("tenant: finance", "tenant: \"\u{FB01}nance\""))
+    )
+    .is_ok());
+    refused(
+        "finance",
+        &files(&BASE.replace("tenant: finance", "tenant: hr")),
+        "tenant",
+    );
+    refused(
+        "finance",
+        &files(&BASE.replace("tenant: finance", "tenant: \"fin\u{200b}ance\"")),
+        "not the tenant",
+    );
+    for bad in ["", "fin-ance", "1fin", "fin.ance", "finance/", "ﬁnance"] {
+        assert!(valid_tenant_name(bad).is_err(), "{bad}");
+    }
+    refused(
+        "finance",
+        &files(&format!("{BASE}bogus: 1\n")),
+        "unknown field",
+    );
+}
+
+#[test]
+fn server_rules() {
+    refused(
+        "finance",
+        &files(
+            &BASE
+                .replace("name: ledger", "name: crm")
+                .replace("server: ledger", "server: crm"),
+        ),
+        "already the org's",
+    );
+    for (field, yaml) in [
+        ("stdio", "stdio: {command: /bin/true}"),
+        ("credentials", "credentials: {header: x, value: {env: X}}"),
+        ("caller_token", "caller_token: {audience: x}"),
+    ] {
+        let y = BASE.replace(
+            "upstreams: [\"10.20.0.5:8080\"]}",
+            &format!("upstreams: [\"10.20.0.5:8080\"], {yaml}}}"),
+        );
+        let ps = check("finance", &files(&y)).expect_err(field);
+        assert!(
+            ps.iter()
+                .any(|p| p.path.contains(field) || p.message.contains(field)),
+            "{field}: {ps:?}"
+        );
+    }
+    refused(
+        "finance",
+        &files(&BASE.replace("10.20.0.5:8080", "10.30.0.5:8080")),
+        "outside the tenant's grant",
+    );
+    // An exact ip:port of the grant is inside it.
+    assert!(check(
+        "finance",
+        &files(&BASE.replace("10.20.0.5:8080", "127.0.0.1:9100"))
+    )
+    .is_ok());
+    refused(
+        "finance",
+        &files(&BASE.replace("10.20.0.5:8080", "127.0.0.1:9101")),
+        "outside the tenant's grant",
+    );
+    // Another tenant's server name.
+    let fin = check("finance", &files(BASE)).expect("finance");
+    let hr = BASE
+        .replace("tenant: finance", "tenant: hr")
+        .replace("/finance/ledger", "/hr/ledger");
+    let ps = check_with("hr", &files(&hr), &[&fin]).expect_err("taken");
+    assert!(
+        ps.iter()
+            .any(|p| p.message.contains("already tenant `finance`'s")),
+        "{ps:?}"
+    );
+}
+
+#[test]
+fn routes_stay_inside_the_grant() {
+    let route = |r: &str| files(&BASE.replace("{path_prefix: /finance/ledger, server: ledger}", r));
+    for bad in [
+        "{path_prefix: /hr/x, server: ledger}",
+        "{path_prefix: /financex, server: ledger}",
+        "{path_prefix: /Finance/x, server: ledger}",
+        "{path_prefix: /, server: ledger}",
+        "{host: other.example, server: ledger}",
+        "{path_prefix: /crm/x, server: ledger}",
+    ] {
+        refused("finance", &route(bad), "outside the tenant's grant");
+    }
+    for malformed in [
+        "{path_prefix: /finance/../hr, server: ledger}",
+        "{path_prefix: /finance/%2e%2e/hr, server: ledger}",
+        "{path_prefix: /finance/x/, server: ledger}",
+        "{path_prefix: //finance/x, server: ledger}",
+        "{path_prefix: finance/x, server: ledger}",
+    ] {
+        refused("finance", &route(malformed), "must start with");
+    }
+    // A host route for a granted host, any path; case and a trailing dot do not matter.
+    assert!(check("finance", &route("{host: Ledger.Example., server: ledger}")).is_ok());
+    // Exactly the granted prefix.
+    assert!(check("finance", &route("{path_prefix: /finance, server: ledger}")).is_ok());
+    // A route to a server not of this layer (the org's).
+    refused(
+        "finance",
+        &route("{path_prefix: /finance/c, server: crm}"),
+        "not a server of this layer",
+    );
+    // Under an org route inside the grant: it would take the org's requests.
+    refused(
+        "finance",
+        &route("{path_prefix: /finance/reports/x, server: ledger}"),
+        "org's route",
+    );
+    refused(
+        "finance",
+        &route("{path_prefix: /finance/reports, server: ledger}"),
+        "org's route",
+    );
+    assert!(grant_covers_route(
+        &Grant {
+            path_prefixes: vec!["/finance".into()],
+            ..Grant::default()
+        },
+        None,
+        "/finance/a"
+    ));
+    assert!(!grant_covers_route(
+        &Grant {
+            path_prefixes: vec!["/finance".into()],
+            ..Grant::default()
+        },
+        None,
+        "/financex"
+    ));
+}
+
+#[test]
+fn catalog_only_narrows() {
+    let cat = |c: &str| files(&format!("{BASE}catalog:\n{c}"));
+    assert!(check(
+        "finance",
+        &cat("  ledger:\n    tools:\n      post: {risk: HIGH}\n")
+    )
+    .is_ok());
+    refused(
+        "finance",
+        &cat("  crm:\n    tools:\n      x: {risk: HIGH}\n"),
+        "not a server of this layer",
+    );
+    refused(
+        "finance",
+        &cat("  ledger:\n    egress_allow: [\"*.example\"]\n"),
+        "egress_allow",
+    );
+    refused(
+        "finance",
+        &cat("  ledger:\n    tools:\n      post: {egress_allow: [\"x.example\"]}\n"),
+        "egress_allow",
+    );
+    // Below the org's default (MEDIUM) for a server its catalog does not list.
+    refused(
+        "finance",
+        &cat("  ledger:\n    tools:\n      post: {risk: LOW}\n"),
+        "lower than the org",
+    );
+    refused(
+        "finance",
+        &cat("  ledger:\n    default_risk: LOW\n"),
+        "lower than the org",
+    );
+}
+
+#[test]
+fn principals_of_the_tenant_only() {
+    let key = |tenant: &str, id: &str| {
+        files(&format!("{BASE}identity:\n  api_keys:\n    - {{id: {id}, tenant: \"{tenant}\", hash: \"{HASH}\"}}\n"))
+    };
+    let l = check("finance", &key("FINANCE", "bot")).expect("canonical tenant");
+    assert_eq!(l.api_keys[0].principal.tenant, "finance");
+    refused("finance", &key("hr", "bot"), "not this layer's tenant");
+    refused("finance", &key("acme", "bot"), "not this layer's tenant");
+    refused(
+        "finance",
+        &key("fin\u{200b}ance", "bot"),
+        "not this layer's tenant",
+    );
+    // Another tenant's principal spelled otherwise is still theirs.
+    let hr_layer = check("hr", &files(&format!(
+        "version: 1\ntenant: hr\nidentity:\n  api_keys:\n    - {{id: bot, tenant: hr, hash: \"{HASH}\"}}\n"
+    ))).expect("hr");
+    assert!(check_with("finance", &key("finance", "bot"), &[&hr_layer]).is_ok());
+}
+
+#[test]
+fn quotas_count_the_layer_only() {
+    let q = |body: &str| {
+        files(&format!(
+            "{BASE}quotas:\n  - {{name: q, per: [principal], limit: 5, window: 1m{body}}}\n"
+        ))
+    };
+    let l = check("finance", &q("")).expect("ok");
+    assert_eq!(l.quotas[0].name, "finance/q");
+    refused("finance", &q(", tenants: [hr]"), "another tenant");
+    refused(
+        "finance",
+        &q(", servers: [crm]"),
+        "not a server of this layer",
+    );
+    refused("finance", &q(", groups: [g]"), "org-only");
+    assert!(check("finance", &q(", tenants: [Finance], servers: [ledger]")).is_ok());
+}
+
+#[test]
+fn dlp_egress_and_approvals_are_read() {
+    let l = check("finance", &files(&format!(
+        "{BASE}dlp:\n  rules:\n    - {{name: no-iban, detectors: [iban], action: block, direction: response}}\negress:\n  allow: [\"*.bank.example\"]\napprovals:\n  require: {{HIGH: 2}}\napprovers:\n  frank: {{token_sha256: x, principals: [finance/frank]}}\n"
+    ))).expect("ok");
+    assert_eq!(l.dlp.as_ref().map(|d| d.rules.len()), Some(1));
+    assert_eq!(l.egress_allow.as_ref().map(Vec::len), Some(1));
+    assert_eq!(l.approvals[crate::risk::Risk::High as usize], 2);
+    refused(
+        "finance",
+        &files(&format!("{BASE}approvals:\n  require: {{HUGE: 1}}\n")),
+        "approvals.require",
+    );
+}
+
+fn with_rego(text: &str) -> Files {
+    let mut f = files(BASE);
+    f.insert("policy.rego".into(), text.as_bytes().to_vec());
+    f
+}
+
+#[test]
+fn rego_stays_in_the_tenant_package() {
+    let ok = "package warden.tenants.finance\n\ndecision := {\"allow\": true}\n";
+    let l = check("finance", &with_rego(ok)).expect("ok");
+    assert!(l.policies.contains_key("tenants/finance/policy.rego"));
+    // Below the tenant's package; bracket spelling; comments before it.
+    let mut two = with_rego(ok);
+    two.insert(
+        "rules.rego".into(),
+        b"package warden.tenants.finance.rules\nx := 1\n".to_vec(),
+    );
+    two.insert(
+        "more.rego".into(),
+        b"# package warden.tenants.hr\npackage warden.tenants[\"finance\"].x\ny := 1\n".to_vec(),
+    );
+    assert!(check("finance", &two).is_ok());
+    // Modules that define no decision compile to nothing: refused.
+    let ps = check(
+        "finance",
+        &with_rego("package warden.tenants.finance.rules\nx := 1\n"),
+    )
+    .expect_err("no decision");
+    assert!(
+        ps.iter().any(|p| p.message.contains("does not compile")),
+        "{ps:?}"
+    );
+    for bad in [
+        "package warden.tenants.financex\ndecision := {\"allow\": true}\n",
+        "package warden.tenants\ndecision := {\"allow\": true}\n",
+        "package warden.tenants.hr\ndecision := {\"allow\": true}\n",
+        "package warden.authz\ndecision := {\"allow\": true}\n",
+        "package warden.tenants[\"hr\"].finance\nx := 1\n",
+        "package finance\ndecision := {\"allow\": true}\n",
+    ] {
+        let ps = check("finance", &with_rego(bad)).expect_err(bad);
+        assert!(
+            ps.iter().any(|p| p.file == "tenants/finance/policy.rego"
+                && p.message.contains("outside the tenant's")),
+            "{bad}: {ps:?}"
+        );
+    }
+    let ps = check(
+        "finance",
+        &with_rego("package warden.tenants.finance\ndecision := {"),
+    )
+    .expect_err("syntax");
+    assert!(
+        ps.iter().any(|p| p.message.contains("invalid Rego")),
+        "{ps:?}"
+    );
+    // It compiles apart: an org rule it imports is simply not there (undefined, not a widening).
+    assert!(check("finance", &with_rego(
+        "package warden.tenants.finance\nimport data.warden.authz\ndecision := {\"allow\": authz.decision.allow}\n"
+    )).is_ok());
+}
+
+#[test]
+fn layer_meta_digest_must_match() {
+    let mut f = files(BASE);
+    let digest = crate::archive::layer_digest(&f);
+    let meta = |d: &str| format!(r#"{{"tenant": "finance", "revision": "r7", "digest": "{d}"}}"#);
+    f.insert(LAYER_META_FILE.into(), meta(&digest).into_bytes());
+    let l = check("finance", &f).expect("ok");
+    assert_eq!(l.revision, "r7");
+    assert_eq!(l.label(), "finance@r7");
+    f.insert(LAYER_META_FILE.into(), meta(&"0".repeat(64)).into_bytes());
+    refused("finance", &f, "does not match");
+    // The digest covers every file but .layer.json.
+    let mut g = files(BASE);
+    g.insert(
+        "x.rego".into(),
+        b"package warden.tenants.finance\n".to_vec(),
+    );
+    assert_ne!(crate::archive::layer_digest(&g), digest);
+}
+
+#[test]
+fn layer_signatures() {
+    // Ed25519 test key.
+    let private = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJL4wWCTcbhQT/5IX5tPsWrKdIBoQzVaQcyzCund/WdU\n-----END PRIVATE KEY-----\n";
+    let public = b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAk+eZta8zXsquyhrg8M8TtTYHVwNV5JVrKD7eP5NRBvc=\n-----END PUBLIC KEY-----\n";
+    let alg = jsonwebtoken::Algorithm::EdDSA;
+    let sig = crate::archive::sign_layer("abc", private, alg, "k1").expect("signs");
+    let v = crate::archive::Verifier::new(public, alg).expect("key");
+    v.verify_layer(&sig, "abc").expect("verifies");
+    assert!(v.verify_layer(&sig, "abd").is_err());
+    assert!(sig.contains(".."), "detached payload");
+    // A bundle's layer must carry a matching, signed .layer.json.
+    let mut bundle = Files::new();
+    bundle.insert("warden.yaml".into(), b"version: 1\n".to_vec());
+    bundle.insert(
+        "tenants/finance/tenant.yaml".into(),
+        BASE.as_bytes().to_vec(),
+    );
+    let layer = crate::archive::layers(&bundle)
+        .remove("finance")
+        .expect("layer");
+    let digest = crate::archive::layer_digest(&layer);
+    assert!(v.verify_layers(&bundle).is_err(), "unsigned layer");
+    let meta = |sig: &str| {
+        format!(r#"{{"tenant":"finance","revision":"1","digest":"{digest}","signature":"{sig}"}}"#)
+    };
+    let good = crate::archive::sign_layer(&digest, private, alg, "k1").expect("signs");
+    bundle.insert(
+        "tenants/finance/.layer.json".into(),
+        meta(&good).into_bytes(),
+    );
+    v.verify_layers(&bundle).expect("signed layer");
+    let other = crate::archive::sign_layer(&"0".repeat(64), private, alg, "k1").expect("signs");
+    bundle.insert(
+        "tenants/finance/.layer.json".into(),
+        meta(&other).into_bytes(),
+    );
+    assert!(
+        v.verify_layers(&bundle).is_err(),
+        "signature over another digest"
+    );
+    bundle.insert(
+        "tenants/finance/.layer.json".into(),
+        meta(&good).into_bytes(),
+    );
+    bundle.insert(
+        "tenants/finance/extra.rego".into(),
+        b"package warden.tenants.finance\n".to_vec(),
+    );
+    assert!(
+        v.verify_layers(&bundle).is_err(),
+        "a file added after signing"
+    );
+}

@@ -1,0 +1,227 @@
+//! Tenant layers and the registry (`docs/governance.md`).
+//!
+//! The org's `warden.yaml` grants tenants their space (`tenants:`, read
+//! into [`Grant`]s). Each tenant's layer lives in the bundle under
+//! `tenants/<tenant>/` (`tenant.yaml`, `*.rego`, `.layer.json`) and may
+//! only narrow what the org allows: [`check_layer`] refuses everything
+//! that would widen (see `checks`), each refusal a [`Problem`] naming the
+//! layer's file and the rule. `registry.json` holds each registered
+//! server's lifecycle state ([`Registry`], `registry`).
+//!
+//! [`Bundle::load`](crate::Bundle::load) runs the same checks; the control
+//! agent calls [`check_layer`] to validate one layer against the org's
+//! config before it publishes it.
+
+mod checks;
+mod registry;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use crate::access::{ApiKey, ServerCatalog};
+use crate::archive::Files;
+use crate::error::{Problem, Problems};
+use crate::guards::{Dlp, HostPattern, Quota};
+use crate::model::{Config, Route, Server};
+use crate::raw;
+
+pub use checks::{grant_covers_route, package_in_tenant, valid_tenant_name};
+pub use registry::{registry, RegisteredServer, RegisteredTool, Registry, REGISTRY_FILE};
+
+/// Where tenant layers live in a bundle.
+pub const TENANTS_DIR: &str = "tenants";
+/// A layer's own file.
+pub const LAYER_FILE: &str = "tenant.yaml";
+/// A layer's metadata and signature (left out of the layer digest).
+pub const LAYER_META_FILE: &str = ".layer.json";
+
+/// What the org grants a tenant (`tenants.<name>`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grant {
+    /// Path prefixes without a trailing `/` (`/finance/` is `/finance`).
+    pub path_prefixes: Vec<String>,
+    /// Lower-case host names, without a trailing dot.
+    pub hosts: Vec<String>,
+    /// Networks the layer's servers may live in; with `upstream_addrs`,
+    /// both empty means anywhere `egress.upstreams` allows.
+    pub upstreams: Vec<ipnet::IpNet>,
+    pub upstream_addrs: Vec<SocketAddr>,
+}
+
+impl Grant {
+    /// Whether a server of the layer may live at `a`.
+    pub fn upstream_allowed(&self, a: SocketAddr) -> bool {
+        (self.upstreams.is_empty() && self.upstream_addrs.is_empty())
+            || self.upstream_addrs.contains(&a)
+            || self.upstreams.iter().any(|n| n.contains(&a.ip()))
+    }
+}
+
+/// Reads `tenants:` of `warden.yaml`.
+pub(crate) fn grants(
+    raw: &BTreeMap<String, raw::TenantGrantConfig>,
+    p: &mut Problems,
+) -> BTreeMap<String, Grant> {
+    let mut out = BTreeMap::new();
+    for (name, g) in raw {
+        let base = format!("tenants.{name}");
+        if let Err(e) = valid_tenant_name(name) {
+            p.push(&base, e);
+            continue;
+        }
+        let mut grant = Grant::default();
+        for (i, pre) in g.path_prefixes.iter().enumerate() {
+            let trimmed = if pre == "/" {
+                "/"
+            } else {
+                pre.strip_suffix('/').unwrap_or(pre)
+            };
+            if !crate::model::valid_route_prefix(trimmed) {
+                p.push(
+                    format!("{base}.path_prefixes[{i}]"),
+                    format!("`{pre}` must start with `/` and have no `//`, `.`/`..` segments, `%`, `?` or `#`"),
+                );
+                continue;
+            }
+            grant.path_prefixes.push(trimmed.to_owned());
+        }
+        for (i, h) in g.hosts.iter().enumerate() {
+            let h = h.trim_end_matches('.').to_ascii_lowercase();
+            if h.is_empty() || !h.is_ascii() || h.contains(['/', ':', '*', ' ']) {
+                p.push(
+                    format!("{base}.hosts[{i}]"),
+                    "must be a host name (no port, no wildcard)",
+                );
+                continue;
+            }
+            grant.hosts.push(h);
+        }
+        for (i, u) in g.upstreams.iter().enumerate() {
+            if let Ok(a) = u.parse::<SocketAddr>() {
+                grant.upstream_addrs.push(a);
+            } else if let Ok(n) = u.parse::<ipnet::IpNet>() {
+                grant.upstreams.push(n);
+            } else if let Ok(ip) = u.parse::<IpAddr>() {
+                grant.upstreams.push(ipnet::IpNet::from(ip));
+            } else {
+                p.push(
+                    format!("{base}.upstreams[{i}]"),
+                    format!("`{u}` is not a CIDR, IP or ip:port"),
+                );
+            }
+        }
+        out.insert(name.clone(), grant);
+    }
+    out
+}
+
+/// One tenant's validated layer.
+#[derive(Debug, Clone)]
+pub struct TenantLayer {
+    /// The tenant (canonical: equal to its directory's name and its grant).
+    pub tenant: String,
+    /// `.layer.json`'s revision, or `sha256:<digest>` without one.
+    pub revision: String,
+    /// [`crate::archive::layer_digest`] of the layer's files.
+    pub digest: String,
+    /// `.layer.json`, when the layer has one.
+    pub meta: Option<raw::LayerMetaConfig>,
+    /// HTTP servers (their `group` is `tenant:<tenant>`).
+    pub servers: Vec<Server>,
+    pub routes: Vec<Route>,
+    /// Entries for this layer's servers.
+    pub catalog: HashMap<String, ServerCatalog>,
+    /// Principals of this tenant.
+    pub api_keys: Vec<ApiKey>,
+    /// Named `<tenant>/<name>`; counted for calls in the tenant's scope only.
+    pub quotas: Vec<Quota>,
+    /// Rules judged beside the org's for calls in scope.
+    pub dlp: Option<Dlp>,
+    /// `None`: the layer does not narrow egress.
+    pub egress_allow: Option<Vec<HostPattern>>,
+    /// Approvers per risk tier (0: none asked by the layer).
+    pub approvals: [u8; 4],
+    /// Rego modules by path relative to the bundle root (`tenants/<t>/x.rego`).
+    pub policies: BTreeMap<String, String>,
+}
+
+impl TenantLayer {
+    /// `data.warden.tenants.<tenant>.decision`.
+    pub fn entrypoint(&self) -> String {
+        entrypoint(&self.tenant)
+    }
+
+    /// How audit records name the layer: `<tenant>@<revision>`.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.tenant, self.revision)
+    }
+}
+
+/// The rule a tenant's Rego must define.
+pub fn entrypoint(tenant: &str) -> String {
+    format!("data.warden.tenants.{tenant}.decision")
+}
+
+/// Every tenant layer of a bundle, and the registry.
+#[derive(Debug, Clone, Default)]
+pub struct Tenants {
+    /// By tenant.
+    pub layers: BTreeMap<String, TenantLayer>,
+    /// The owning tenant of each tenant server, by server name.
+    pub owners: HashMap<String, String>,
+    /// `registry.json`; `None`: nothing is registered.
+    pub registry: Option<Registry>,
+}
+
+impl Tenants {
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty() && self.registry.is_none()
+    }
+
+    /// The tenant owning `server`, if a layer defines it.
+    pub fn owner(&self, server: &str) -> Option<&str> {
+        self.owners.get(server).map(String::as_str)
+    }
+}
+
+/// Validates one tenant's layer against the org's config (and the layers
+/// of the other tenants already accepted, whose server names and routes
+/// it must not reuse). `files` are the layer's files by path relative to
+/// the layer's directory (`tenant.yaml`, `policy.rego`, `.layer.json`);
+/// `dir` is the directory's name (the tenant). Every refusal is a
+/// [`Problem`] whose file is `tenants/<dir>/<file>`.
+pub fn check_layer(
+    org: &Config,
+    others: &[&TenantLayer],
+    dir: &str,
+    files: &Files,
+) -> Result<TenantLayer, Vec<Problem>> {
+    checks::layer(org, others, dir, files)
+}
+
+/// Composes validated layers into the org's config: their servers,
+/// routes, catalog entries and API keys join the org's (the rules that
+/// apply by scope — Rego, DLP, egress, quotas, approvals — stay in the
+/// layers, for the gateway's snapshot).
+pub fn compose(config: &mut Config, layers: &BTreeMap<String, TenantLayer>) {
+    for layer in layers.values() {
+        if !layer.servers.is_empty() {
+            config.service_groups.push(crate::model::ServiceGroup {
+                name: format!("tenant:{}", layer.tenant),
+                servers: layer.servers.iter().map(|s| s.name.clone()).collect(),
+            });
+        }
+        config.servers.extend(layer.servers.iter().cloned());
+        config.routes.extend(layer.routes.iter().cloned());
+        for (server, c) in &layer.catalog {
+            config.catalog.insert(server.clone(), c.clone());
+        }
+        if let Some(id) = &mut config.identity {
+            id.api_keys.extend(layer.api_keys.iter().cloned());
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "bundle_tests.rs"]
+mod bundle_tests;
