@@ -119,6 +119,9 @@ pub struct Snapshot {
     pub dlp: Option<Arc<crate::guards::dlp::DlpFilter>>,
     /// Seals the handles relayed to one client (cursors, event ids).
     pub handle_sealer: Arc<crate::guards::handles::HandleSealer>,
+    /// Which tenant layers apply to a call (owners of servers, layers'
+    /// revisions), for the audit record.
+    pub tenants: Arc<crate::guards::tenants::Scope>,
 }
 
 impl Snapshot {
@@ -215,6 +218,8 @@ pub struct Shared {
     pub state_sealer: Arc<crate::guards::mrtr::StateSealer>,
     /// Seals cursors and event ids when the bundle has no fleet secret.
     pub handle_sealer: Arc<crate::guards::handles::HandleSealer>,
+    /// The tool definitions registered servers listed last (`registry`).
+    pub live_tools: Arc<crate::guards::registry::LiveTools>,
 }
 
 impl Shared {
@@ -259,6 +264,7 @@ impl Shared {
             task_sealer: Arc::new(crate::guards::tasks::TaskSealer::random()),
             state_sealer: Arc::new(crate::guards::mrtr::StateSealer::random()),
             handle_sealer: Arc::new(crate::guards::handles::HandleSealer::random()),
+            live_tools: Arc::new(crate::guards::registry::LiveTools::default()),
         })
     }
 }
@@ -284,7 +290,30 @@ impl Snapshot {
         extra: Vec<Arc<dyn McpFilter>>,
         shared: &Arc<Shared>,
     ) -> Result<Snapshot, BuildError> {
-        let config = bundle.config.clone();
+        let mut config = bundle.config.clone();
+        let tenants = &bundle.tenants;
+        let scope = Arc::new(crate::guards::tenants::Scope::new(
+            tenants.owners.clone(),
+            tenants
+                .layers
+                .values()
+                .map(|l| (l.tenant.clone(), l.label()))
+                .collect(),
+        ));
+        // The registry's definitions are the pins of registered servers.
+        if let Some(reg) = &tenants.registry {
+            for (server, s) in &reg.servers {
+                let entry = config.catalog.entry(server.clone()).or_default();
+                for (tool, t) in &s.tools {
+                    let e = entry.tools.entry(tool.clone()).or_default();
+                    for f in t.approved.iter().chain(t.candidate.iter()) {
+                        if !e.fingerprints.contains(f) {
+                            e.fingerprints.push(f.clone());
+                        }
+                    }
+                }
+            }
+        }
         let parse_limits = ParseLimits {
             max_depth: config.limits.max_json_depth.get(),
             max_batch_len: config.limits.max_batch_len.get(),
@@ -343,6 +372,26 @@ impl Snapshot {
             .map_err(|e| BuildError::at(e.file, "", e.message))?;
             Some(Arc::new(engine))
         };
+        // Each tenant's Rego, compiled on its own: no org modules, no data.
+        let mut tenant_engines = Vec::new();
+        for layer in tenants.layers.values().filter(|l| !l.policies.is_empty()) {
+            let p = &config.policy;
+            let engine = PolicyEngine::compile(
+                &layer.policies,
+                &serde_json::json!({}),
+                &layer.entrypoint(),
+                &p.timezone,
+                p.cache_capacity,
+            )
+            .map_err(|e| BuildError::at(e.file, "", e.message))?;
+            tenant_engines.push((layer.tenant.clone(), Arc::new(engine)));
+        }
+        let tenant_policies = (!tenant_engines.is_empty()).then(|| {
+            Arc::new(crate::guards::tenants::TenantPolicies {
+                scope: scope.clone(),
+                engines: tenant_engines,
+            })
+        });
         // A candidate rule beside the enforced one (safe rollout): same
         // modules and data, its own decision cache.
         let shadow = match (&config.policy.shadow, policy.is_some()) {
@@ -384,6 +433,14 @@ impl Snapshot {
         if !config.kill_switch.is_empty() {
             filters.push(Arc::new(KillSwitchFilter::new(config.kill_switch.clone())));
         }
+        // The registry: who may reach a registered server in its state.
+        if let Some(f) = crate::guards::registry::RegistryFilter::new(
+            tenants.registry.as_ref(),
+            scope.clone(),
+            shared.live_tools.clone(),
+        ) {
+            filters.push(Arc::new(f));
+        }
         // Multi-round-trip input: bound to the principal and the request it
         // answers (see `mrtr`).
         let state_sealer = match &config.session_seal {
@@ -416,6 +473,18 @@ impl Snapshot {
                 config.catalog.clone(),
             )));
         }
+        // Each tenant's quotas, for calls in its scope only.
+        for layer in tenants.layers.values().filter(|l| !l.quotas.is_empty()) {
+            filters.push(scoped(
+                &layer.tenant,
+                &scope,
+                Arc::new(crate::guards::quota::QuotaFilter::new(
+                    layer.quotas.clone(),
+                    shared.quotas.clone(),
+                    config.catalog.clone(),
+                )),
+            ));
+        }
         // Runaway agents: after the quotas, before the policy, so a loop of
         // denied calls is caught too.
         if let Some(f) = crate::guards::runaway::RunawayFilter::new(
@@ -437,10 +506,18 @@ impl Snapshot {
         if let Some(f) = &flow {
             filters.push(f.clone());
         }
-        if let Some(engine) = &policy {
+        // Without org Rego, tenants' Rego is composed with an org rule
+        // that allows everything (what the org says without a policy).
+        let enforced = match (&policy, &tenant_policies) {
+            (Some(e), _) => Some(e.clone()),
+            (None, Some(_)) => Some(Arc::new(allow_all(&config)?)),
+            (None, None) => None,
+        };
+        if let Some(engine) = &enforced {
             filters.push(Arc::new(
                 PolicyFilter::new(engine.clone(), config.catalog.clone(), config.policy.denial)
-                    .with_shadow(shadow.clone()),
+                    .with_shadow(shadow.clone())
+                    .with_tenants(tenant_policies.clone()),
             ));
         }
         if config.tool_pinning {
@@ -464,6 +541,35 @@ impl Snapshot {
             shared.pins.clone(),
             config.egress.detect_urls,
         )));
+        // A tenant's egress list narrows: for calls in its scope a URL must
+        // pass the org's check above and match the tenant's list (the
+        // catalog's own additions do not widen it).
+        let no_widening: std::collections::HashMap<_, _> = config
+            .catalog
+            .iter()
+            .map(|(n, c)| {
+                let mut c = c.clone();
+                c.egress_allow.clear();
+                for t in c.tools.values_mut() {
+                    t.egress_allow.clear();
+                }
+                (n.clone(), c)
+            })
+            .collect();
+        for layer in tenants.layers.values() {
+            if let Some(allow) = &layer.egress_allow {
+                filters.push(scoped(
+                    &layer.tenant,
+                    &scope,
+                    Arc::new(crate::guards::egress::EgressFilter::new(
+                        allow.clone(),
+                        no_widening.clone(),
+                        shared.pins.clone(),
+                        config.egress.detect_urls,
+                    )),
+                ));
+            }
+        }
         let custom = config.dlp.as_ref().map_or(&[][..], |d| d.custom.as_slice());
         let redactor = Arc::new(
             crate::engines::dlp::Scanner::new(custom)
@@ -480,6 +586,16 @@ impl Snapshot {
             }
             None => None,
         };
+        // Tenants' DLP rules, beside the org's (after it: an org rule is
+        // never skipped for a tenant's; the stricter action wins).
+        for layer in tenants.layers.values() {
+            if let Some(d) = &layer.dlp {
+                let file = format!("tenants/{}/tenant.yaml", layer.tenant);
+                let f = crate::guards::dlp::DlpFilter::new(d.clone(), config.catalog.clone())
+                    .map_err(|e| BuildError::at(file, "dlp", e))?;
+                filters.push(scoped(&layer.tenant, &scope, Arc::new(f)));
+            }
+        }
         if let Some(f) = flow {
             filters.push(Arc::new(crate::guards::flow::FlowReplyFilter(f)));
         }
@@ -489,10 +605,16 @@ impl Snapshot {
             .flows
             .as_ref()
             .is_some_and(|f| f.on_violation == warden_config::flows::OnViolation::Approval);
-        if let Some(f) = crate::guards::approval::ApprovalFilter::new(
+        if let Some(f) = crate::guards::approval::ApprovalFilter::with_tenants(
             &config.approvals,
             &config.catalog,
-            policy.is_some() || flows_ask,
+            enforced.is_some() || flows_ask,
+            tenants
+                .layers
+                .values()
+                .map(|l| (l.tenant.clone(), l.approvals))
+                .collect(),
+            scope.clone(),
         ) {
             filters.push(Arc::new(f));
         }
@@ -510,6 +632,7 @@ impl Snapshot {
             redactor,
             handle_sealer,
             dlp,
+            tenants: scope,
         })
     }
 
@@ -546,6 +669,35 @@ impl Snapshot {
     pub fn server(&self, route: &ResolvedRoute) -> &Server {
         &self.config.servers[route.server]
     }
+}
+
+fn scoped(
+    tenant: &str,
+    scope: &Arc<crate::guards::tenants::Scope>,
+    inner: Arc<dyn McpFilter>,
+) -> Arc<dyn McpFilter> {
+    Arc::new(crate::guards::tenants::Scoped::new(
+        tenant.to_owned(),
+        scope.clone(),
+        inner,
+    ))
+}
+
+/// The org's rule when the org has no Rego but tenants do: allow.
+fn allow_all(config: &Config) -> Result<PolicyEngine, BuildError> {
+    let modules = std::collections::BTreeMap::from([(
+        "warden/org_allow.rego".to_owned(),
+        "package warden.org_allow\n\ndecision := {\"allow\": true, \"reason\": \"no_org_policy\"}\n"
+            .to_owned(),
+    )]);
+    PolicyEngine::compile(
+        &modules,
+        &serde_json::json!({}),
+        "data.warden.org_allow.decision",
+        &config.policy.timezone,
+        config.policy.cache_capacity,
+    )
+    .map_err(|e| BuildError::at("warden.yaml", "policy", e.message))
 }
 
 fn resolve(index: usize, r: &Route, server: usize) -> ResolvedRoute {

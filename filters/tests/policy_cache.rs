@@ -305,3 +305,60 @@ fn the_flow_state_is_part_of_the_cache_key() {
     }
     assert_eq!(engine.cache_stats(), (4, 2), "two keys, each hit twice");
 }
+
+/// A tenant's policy composed with the org's: the composed decision, with
+/// both engines' caches, always equals the composition of fresh
+/// evaluations (each tenant engine keys its cache on what its own modules
+/// read), and the tenant's rule applies only in its scope.
+mod tenants {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use warden_filters::guards::tenants::{compose, Scope, TenantPolicies};
+    use warden_filters::Exchange;
+
+    fn tenant_engine(src: &str) -> PolicyEngine {
+        let src = src.replacen("package t\n", "package warden.tenants.t1\n", 1);
+        let mut m = BTreeMap::new();
+        m.insert("tenants/t1/p.rego".to_owned(), src.clone());
+        PolicyEngine::compile(
+            &m,
+            &serde_json::json!({}),
+            "data.warden.tenants.t1.decision",
+            "UTC",
+            10_000,
+        )
+        .unwrap_or_else(|e| panic!("{}\n{src}", e.message))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn composed_cached_decision_equals_fresh_composition(
+            org_conds in prop::collection::vec((0..FRAGMENTS.len(), any::<bool>()), 1..3),
+            t_conds in prop::collection::vec((0..FRAGMENTS.len(), any::<bool>()), 1..3),
+            cases in prop::collection::vec(arb_case(), 40),
+        ) {
+            let org = compile(&policy(&org_conds, false));
+            let tenant = Arc::new(tenant_engine(&policy(&t_conds, true)));
+            // s2 belongs to tenant t1; principals of t1 are in its scope too.
+            let scope = Arc::new(Scope::new(
+                HashMap::from([("s2".to_owned(), "t1".to_owned())]),
+                vec![("t1".to_owned(), "t1@1".to_owned())],
+            ));
+            let tp = TenantPolicies { scope: scope.clone(), engines: vec![("t1".to_owned(), tenant.clone())] };
+            for c in &cases {
+                let i = input(c);
+                let ex = Exchange::new(&c.principal, c.server);
+                let cached = tp.compose(org.decide(&i), &i, &ex);
+                let in_scope = c.principal.tenant == "t1" || c.server == "s2";
+                let fresh_org = org.evaluate(&i);
+                let fresh = if in_scope { compose(fresh_org.clone(), "t1", tenant.evaluate(&i)) } else { fresh_org.clone() };
+                prop_assert_eq!(&cached, &fresh, "input: {:?}", c);
+                // Narrowing only: never allowed where the org alone denies.
+                prop_assert!(!cached.allow || fresh_org.allow);
+            }
+        }
+    }
+}

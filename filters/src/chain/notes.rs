@@ -33,6 +33,9 @@ pub struct Notes {
     pub flow: Option<crate::engines::flow::FlowNote>,
     /// What a reply added to its flow (to share and to audit).
     pub flow_out: Option<crate::engines::flow::FlowOut>,
+    /// A notice for the audit record (a deprecated server's call: see
+    /// `registry`).
+    pub notice: Option<String>,
     pub(super) holds: Vec<Hold>,
 }
 

@@ -37,6 +37,8 @@ pub struct MessageRecord {
     /// The flow (`flows`): on a request, the session's state and the
     /// call's labels with the lineage; on a reply, what it added (`out`).
     pub flow: Option<serde_json::Value>,
+    /// A notice the guards left (a deprecated server's call).
+    pub notice: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -411,6 +413,7 @@ impl MessageRecord {
             approval: None,
             shadow: None,
             flow: None,
+            notice: None,
         }
     }
 
@@ -430,6 +433,7 @@ impl MessageRecord {
             approval: None,
             shadow: None,
             flow: None,
+            notice: None,
         }
     }
 
@@ -440,6 +444,7 @@ impl MessageRecord {
         self.findings = notes.findings;
         self.approval = notes.approval;
         self.shadow = notes.shadow;
+        self.notice = notes.notice;
         self.flow = match (notes.flow, notes.flow_out) {
             (_, Some(out)) => Some(serde_json::json!({"out": {
                 "id": out.source.id,

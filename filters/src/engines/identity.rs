@@ -83,6 +83,12 @@ impl Principal {
             .get_or_init(|| format!("{}\0{}", c(&self.tenant), c(&self.id)))
     }
 
+    /// The principal's tenant in canonical form (how tenant layers'
+    /// scopes compare it).
+    pub fn canonical_tenant(&self) -> &str {
+        self.owner().split('\0').next().unwrap_or_default()
+    }
+
     /// The caller when the bundle has no identity section (or allows
     /// anonymous calls), one shared value.
     pub fn shared_anonymous() -> Arc<Principal> {

@@ -104,6 +104,9 @@ fn write_canonical(raw: &str, out: &mut String) -> Option<()> {
 pub struct ApprovalFilter {
     approvals: Approvals,
     catalog: HashMap<String, ServerCatalog>,
+    /// Tenants' `approvals.require`, for calls in each tenant's scope.
+    tenants: Vec<(String, [u8; 4])>,
+    scope: std::sync::Arc<crate::guards::tenants::Scope>,
 }
 
 impl ApprovalFilter {
@@ -114,10 +117,36 @@ impl ApprovalFilter {
         catalog: &HashMap<String, ServerCatalog>,
         policy_asks: bool,
     ) -> Option<Self> {
-        (policy_asks || approvals.require.iter().any(|n| *n > 0)).then(|| ApprovalFilter {
-            approvals: approvals.clone(),
-            catalog: catalog.clone(),
-        })
+        Self::with_tenants(
+            approvals,
+            catalog,
+            policy_asks,
+            Vec::new(),
+            Default::default(),
+        )
+    }
+
+    /// As [`ApprovalFilter::new`], with tenants' tiers: a call in a
+    /// tenant's scope needs the higher of the org's and the tenant's.
+    pub fn with_tenants(
+        approvals: &Approvals,
+        catalog: &HashMap<String, ServerCatalog>,
+        policy_asks: bool,
+        tenants: Vec<(String, [u8; 4])>,
+        scope: std::sync::Arc<crate::guards::tenants::Scope>,
+    ) -> Option<Self> {
+        let tenants: Vec<_> = tenants
+            .into_iter()
+            .filter(|(_, r)| r.iter().any(|n| *n > 0))
+            .collect();
+        (policy_asks || !tenants.is_empty() || approvals.require.iter().any(|n| *n > 0)).then(
+            || ApprovalFilter {
+                approvals: approvals.clone(),
+                catalog: catalog.clone(),
+                tenants,
+                scope,
+            },
+        )
     }
 }
 
@@ -139,7 +168,15 @@ impl McpFilter for ApprovalFilter {
             return Decision::Pass;
         }
         let asked = notes.approval_asked.take();
-        if asked.is_none() && self.approvals.require.iter().all(|n| *n == 0) {
+        let mut require = self.approvals.require;
+        for (t, r) in &self.tenants {
+            if self.scope.applies(t, ex) {
+                for (mine, theirs) in require.iter_mut().zip(r) {
+                    *mine = (*mine).max(*theirs);
+                }
+            }
+        }
+        if asked.is_none() && require.iter().all(|n| *n == 0) {
             return Decision::Pass;
         }
         let tool = env.name.as_deref().unwrap_or_default();
@@ -161,7 +198,7 @@ impl McpFilter for ApprovalFilter {
         let by_tier = [Risk::Low, Risk::Medium, Risk::High, Risk::Critical]
             .into_iter()
             .filter(|r| *r <= risk)
-            .map(|r| self.approvals.required(r))
+            .map(|r| require[r as usize])
             .max()
             .unwrap_or(0);
         let by_policy = asked.as_ref().map_or(0, |a| a.approvers);

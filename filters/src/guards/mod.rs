@@ -14,7 +14,11 @@ pub mod mirror;
 pub mod mrtr;
 pub mod policy_filter;
 pub mod quota;
+pub mod registry;
 pub mod runaway;
 pub mod scopes;
 pub mod tasks;
+#[cfg(test)]
+mod tenant_fixture;
+pub mod tenants;
 pub mod tools;

@@ -29,6 +29,8 @@ pub struct PolicyFilter {
     shadow: Option<Arc<PolicyEngine>>,
     catalog: HashMap<String, ServerCatalog>,
     denial: DenialStyle,
+    /// Tenants' Rego, each composed with the org's for calls in its scope.
+    tenants: Option<Arc<crate::guards::tenants::TenantPolicies>>,
 }
 
 impl std::fmt::Debug for PolicyFilter {
@@ -88,7 +90,18 @@ impl PolicyFilter {
             shadow: None,
             catalog,
             denial,
+            tenants: None,
         }
+    }
+
+    /// Composes the tenants' decisions with the org's on every message
+    /// (a call is allowed only when the org and every applicable tenant allow it).
+    pub fn with_tenants(
+        mut self,
+        tenants: Option<Arc<crate::guards::tenants::TenantPolicies>>,
+    ) -> Self {
+        self.tenants = tenants.filter(|t| !t.engines.is_empty());
+        self
     }
 
     /// Evaluates `shadow` beside the enforced rule on every request.
@@ -163,7 +176,21 @@ impl PolicyFilter {
             session_id: ctx.session_id,
             flow,
         };
-        engine.decide(&input)
+        let d = engine.decide(&input);
+        match &self.tenants {
+            Some(t) => t.compose(d, &input, ctx),
+            None => d,
+        }
+    }
+
+    /// Whether `args` holds a near-name of an argument the org's policy, or
+    /// that of a tenant applying to the call, reads by name.
+    fn near_named(&self, ctx: &Exchange<'_>, args: &Json) -> bool {
+        (self.engine.reads_arguments() && self.engine.near_named_argument(args))
+            || self.tenants.as_ref().is_some_and(|t| {
+                t.applicable(ctx)
+                    .any(|(_, e)| e.reads_arguments() && e.near_named_argument(args))
+            })
     }
 
     fn denial(
@@ -426,12 +453,7 @@ impl McpFilter for PolicyFilter {
         // An argument the policy reads by name, sent under a name a folding
         // server reads as it (`Region` for `region`): the policy would judge
         // it absent while the server acts on it. Refused, never guessed.
-        if args.is_some()
-            && self.engine.reads_arguments()
-            && msg
-                .arguments()
-                .is_some_and(|a| self.engine.near_named_argument(a))
-        {
+        if args.is_some() && msg.arguments().is_some_and(|a| self.near_named(ctx, a)) {
             return Decision::Reject(Denial::error(
                 JsonRpcError::new(
                     codes::INVALID_PARAMS,

@@ -49,6 +49,11 @@ pub mod codes {
     pub const AUDIT_UNAVAILABLE: i32 = -31040;
     /// MCP: resource not found.
     pub const RESOURCE_NOT_FOUND: i32 = -32002;
+    /// The server was retired (the registry says when).
+    pub const SERVER_RETIRED: i32 = -31017;
+    /// The server is not released to this caller: a draft, in testing
+    /// (testers only), or a tenant's server not registered.
+    pub const SERVER_NOT_RELEASED: i32 = -31018;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

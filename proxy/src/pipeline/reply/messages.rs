@@ -29,6 +29,7 @@ pub(super) fn unjudgeable_record(id: Option<&warden_filters::Id>) -> MessageReco
         task: None,
         approval: None,
         shadow: None,
+        notice: None,
         flow: None,
     }
 }

@@ -1,0 +1,194 @@
+//! Tenant layers at the gateway (`docs/governance.md`): which tenants'
+//! rules apply to a call ([`Scope`]), a tenant's guards run only for calls
+//! in its scope ([`Scoped`]), and a tenant's Rego decision composed with
+//! the org's ([`TenantPolicies`]): a call is allowed only when the org and
+//! every applicable tenant allow it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::chain::filter::{Acts, Decision, Exchange, McpFilter, Message, Notes};
+use crate::engines::policy::{PolicyDecision, PolicyEngine, PolicyInput};
+
+/// Who owns which server, and which tenants have layers.
+#[derive(Debug, Default)]
+pub struct Scope {
+    /// Owning tenant by server name.
+    owners: HashMap<String, String>,
+    /// `<tenant>@<revision>` of each layer, by tenant.
+    labels: Vec<(String, String)>,
+}
+
+impl Scope {
+    pub fn new(owners: HashMap<String, String>, labels: Vec<(String, String)>) -> Self {
+        Scope { owners, labels }
+    }
+
+    /// The tenant owning `server`, if a layer defines it.
+    pub fn owner(&self, server: &str) -> Option<&str> {
+        self.owners.get(server).map(String::as_str)
+    }
+
+    /// Whether `tenant`'s rules apply to the exchange: the caller is one of
+    /// its principals (canonical tenant), or the server belongs to it.
+    pub fn applies(&self, tenant: &str, ex: &Exchange<'_>) -> bool {
+        ex.principal.canonical_tenant() == tenant || self.owner(ex.server) == Some(tenant)
+    }
+
+    /// The layers that apply to the exchange, as audit records name them
+    /// (`<tenant>@<layer revision>`).
+    pub fn applicable(&self, ex: &Exchange<'_>) -> Vec<String> {
+        self.labels
+            .iter()
+            .filter(|(t, _)| self.applies(t, ex))
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// As [`Scope::applicable`], from a principal's canonical tenant and a server.
+    pub fn applicable_to(&self, tenant: &str, server: &str) -> Vec<String> {
+        self.labels
+            .iter()
+            .filter(|(t, _)| t == tenant || self.owner(server) == Some(t.as_str()))
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.owners.is_empty()
+    }
+
+    /// Every tenant server and its owner.
+    pub fn owners(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.owners.iter().map(|(s, t)| (s.as_str(), t.as_str()))
+    }
+}
+
+/// A tenant's guard (its DLP rules, egress list, quotas): called only for
+/// messages in the tenant's scope. It runs beside the org's own guard of
+/// the same kind, never instead of it, so the stricter of the two decides.
+pub struct Scoped {
+    tenant: String,
+    scope: Arc<Scope>,
+    inner: Arc<dyn McpFilter>,
+}
+
+impl Scoped {
+    pub fn new(tenant: String, scope: Arc<Scope>, inner: Arc<dyn McpFilter>) -> Self {
+        Scoped {
+            tenant,
+            scope,
+            inner,
+        }
+    }
+}
+
+impl McpFilter for Scoped {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn acts_on(&self) -> Acts {
+        self.inner.acts_on()
+    }
+
+    fn on_request(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Decision {
+        if self.scope.applies(&self.tenant, ex) {
+            self.inner.on_request(msg, ex, notes)
+        } else {
+            Decision::Pass
+        }
+    }
+
+    fn on_response(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Decision {
+        if self.scope.applies(&self.tenant, ex) {
+            self.inner.on_response(msg, ex, notes)
+        } else {
+            Decision::Pass
+        }
+    }
+}
+
+/// Each tenant's Rego, compiled on its own, and the scope that says which
+/// apply to a call.
+pub struct TenantPolicies {
+    pub scope: Arc<Scope>,
+    /// By tenant, in tenant order.
+    pub engines: Vec<(String, Arc<PolicyEngine>)>,
+}
+
+impl TenantPolicies {
+    /// The engines of the tenants whose rules apply to the exchange.
+    pub fn applicable<'a>(
+        &'a self,
+        ex: &'a Exchange<'_>,
+    ) -> impl Iterator<Item = &'a (String, Arc<PolicyEngine>)> + 'a {
+        self.engines
+            .iter()
+            .filter(move |(t, _)| self.scope.applies(t, ex))
+    }
+
+    /// The org's decision composed with every applicable tenant's: denied
+    /// when any denies (the reason names the tenant's policy), the most
+    /// approvers any asks, every scope any names.
+    pub fn compose(
+        &self,
+        org: PolicyDecision,
+        input: &PolicyInput<'_>,
+        ex: &Exchange<'_>,
+    ) -> PolicyDecision {
+        if !org.allow {
+            return org;
+        }
+        let mut out = org;
+        for (tenant, engine) in self.applicable(ex) {
+            let d = engine.decide(input);
+            out = compose(out, tenant, d);
+            if !out.allow {
+                return out;
+            }
+        }
+        out
+    }
+}
+
+/// `org` (allowed so far) and one tenant's decision `d`.
+pub fn compose(org: PolicyDecision, tenant: &str, d: PolicyDecision) -> PolicyDecision {
+    if !org.allow {
+        return org;
+    }
+    if !d.allow {
+        return PolicyDecision {
+            allow: false,
+            reason: format!("tenant_policy:{tenant}:{}", d.reason).into(),
+            scopes: None,
+            approval: None,
+        };
+    }
+    let approval = match (org.approval, d.approval) {
+        (Some(a), Some(b)) => Some(if b.approvers > a.approvers { b } else { a }),
+        (a, b) => a.or(b),
+    };
+    let scopes = match (org.scopes, d.scopes) {
+        (Some(a), Some(b)) => {
+            let mut v: Vec<String> = a.iter().cloned().collect();
+            for s in b.iter() {
+                if !v.contains(s) {
+                    v.push(s.clone());
+                }
+            }
+            Some(v.into())
+        }
+        (a, b) => a.or(b),
+    };
+    PolicyDecision {
+        allow: true,
+        reason: org.reason,
+        scopes,
+        approval,
+    }
+}
+
+#[cfg(test)]
+#[path = "tenants_tests.rs"]
+mod tests;

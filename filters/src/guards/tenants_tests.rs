@@ -1,0 +1,239 @@
+use super::*;
+use crate::guards::tenant_fixture::*;
+
+const FIN_REGO: &str = "package warden.tenants.finance\n\ndefault decision := {\"allow\": true}\n\ndecision := {\"allow\": false, \"reason\": \"fin_no_delete\"} if input.request.tool == \"delete\"\n";
+
+fn registry(servers: &[(&str, &str, &str)]) -> String {
+    let entries: Vec<String> = servers
+        .iter()
+        .map(|(name, tenant, state)| {
+            // Every tool the tests call, approved (no live definition seen).
+            let fp = format!("sha256:{}", "0".repeat(64));
+            let tools: Vec<String> = ["delete", "wire", "post", "fetch", "read"]
+                .iter()
+                .map(|t| format!(r#""{t}": {{"approved": "{fp}"}}"#))
+                .collect();
+            format!(
+                r#""{name}": {{"tenant": "{tenant}", "state": "{state}", "shared": true, "tools": {{{}}}}}"#,
+                tools.join(",")
+            )
+        })
+        .collect();
+    format!(r#"{{"version": 1, "servers": {{{}}}}}"#, entries.join(","))
+}
+
+fn fin_snapshot(extra_fin: &str, rego: Option<&str>) -> crate::snapshot::Snapshot {
+    let fin = layer("finance", "ledger", extra_fin);
+    let hr = layer("hr", "people", "");
+    let reg = registry(&[
+        ("ledger", "finance", "deployed"),
+        ("people", "hr", "deployed"),
+    ]);
+    let mut files = vec![
+        ("policies/org.rego", ORG_REGO),
+        ("tenants/finance/tenant.yaml", fin.as_str()),
+        ("tenants/hr/tenant.yaml", hr.as_str()),
+        ("registry.json", reg.as_str()),
+    ];
+    if let Some(r) = rego {
+        files.push(("tenants/finance/p.rego", r));
+    }
+    snapshot(&files)
+}
+
+#[test]
+fn a_tenant_policy_narrows_for_its_scope_only() {
+    let s = fin_snapshot("", Some(FIN_REGO));
+    let fin = principal("finance", "fred", &[]);
+    let hr = principal("hr", "hanna", &[]);
+    // A finance principal, on an org server: finance's rule applies.
+    let (v, _) = request(&s, &fin, "crm", &call("delete", "{}"));
+    assert!(
+        refused(&v).is_some_and(|r| r.contains("tenant_policy:finance:fin_no_delete")),
+        "{v:?}"
+    );
+    // An hr principal on the same org server: finance's rule does not apply.
+    assert!(refused(&request(&s, &hr, "crm", &call("delete", "{}")).0).is_none());
+    // An hr principal on finance's (shared) server: finance's rule applies.
+    let v = request(&s, &hr, "ledger", &call("delete", "{}")).0;
+    assert!(
+        refused(&v).is_some_and(|r| r.contains("tenant_policy:finance:fin_no_delete")),
+        "{v:?}"
+    );
+    assert!(refused(&request(&s, &hr, "ledger", &call("read", "{}")).0).is_none());
+    // The tenant is compared canonically.
+    let shouty = principal("FINANCE", "fred", &[]);
+    assert!(refused(&request(&s, &shouty, "crm", &call("delete", "{}")).0).is_some());
+    // Anything else the tenant allows.
+    assert!(refused(&request(&s, &fin, "crm", &call("read", "{}")).0).is_none());
+}
+
+#[test]
+fn a_tenant_cannot_allow_what_the_org_denies() {
+    let all = "package warden.tenants.finance\n\ndecision := {\"allow\": true, \"reason\": \"finance says yes\"}\n";
+    let s = fin_snapshot("", Some(all));
+    let fin = principal("finance", "fred", &[]);
+    let v = request(&s, &fin, "ledger", &call("wire", "{}")).0;
+    assert!(
+        refused(&v).is_some_and(|r| r.contains("org_no_wire")),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn an_undefined_tenant_decision_denies_and_org_rules_are_out_of_reach() {
+    // The module imports the org's rules: compiled apart, they are not there.
+    let peek = "package warden.tenants.finance\nimport data.warden.authz\n\ndecision := {\"allow\": authz.decision.allow}\n";
+    let s = fin_snapshot("", Some(peek));
+    let v = request(
+        &s,
+        &principal("finance", "fred", &[]),
+        "crm",
+        &call("read", "{}"),
+    )
+    .0;
+    assert!(
+        refused(&v).is_some_and(|r| r.contains("tenant_policy:finance:policy_undefined")),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn tenant_rego_without_org_rego_still_applies() {
+    let fin = layer("finance", "ledger", "");
+    let reg = registry(&[("ledger", "finance", "deployed")]);
+    let s = snapshot(&[
+        ("tenants/finance/tenant.yaml", fin.as_str()),
+        ("tenants/finance/p.rego", FIN_REGO),
+        ("registry.json", reg.as_str()),
+    ]);
+    assert!(s.policy.is_none());
+    let fin_p = principal("finance", "fred", &[]);
+    assert!(refused(&request(&s, &fin_p, "crm", &call("delete", "{}")).0).is_some());
+    assert!(
+        refused(&request(&s, &principal("hr", "h", &[]), "crm", &call("delete", "{}")).0).is_none()
+    );
+}
+
+#[test]
+fn tenant_dlp_is_judged_beside_the_orgs() {
+    let rule = "dlp:\n  rules:\n    - {name: no-email, detectors: [email], action: block, direction: request}\n";
+    let s = fin_snapshot(rule, None);
+    let args = r#"{"to": "someone@example.com"}"#;
+    let v = request(
+        &s,
+        &principal("finance", "fred", &[]),
+        "crm",
+        &call("send", args),
+    )
+    .0;
+    assert!(refused(&v).is_some(), "finance's rule blocks: {v:?}");
+    let v = request(&s, &principal("hr", "h", &[]), "crm", &call("send", args)).0;
+    assert!(refused(&v).is_none(), "not in finance's scope: {v:?}");
+}
+
+#[test]
+fn tenant_egress_narrows_the_orgs() {
+    let cat = "catalog:\n  ledger:\n    tools:\n      fetch: {url_arguments: [url]}\negress:\n  allow: [\"*.bank.example\"]\n";
+    let s = fin_snapshot(cat, None);
+    let fin = principal("finance", "fred", &[]);
+    // The org allows any host (no egress.allow): the tenant's list narrows.
+    let ok = request(
+        &s,
+        &fin,
+        "ledger",
+        &call("fetch", r#"{"url": "https://api.bank.example/x"}"#),
+    )
+    .0;
+    assert!(refused(&ok).is_none(), "{ok:?}");
+    let bad = request(
+        &s,
+        &fin,
+        "ledger",
+        &call("fetch", r#"{"url": "https://evil.example/x"}"#),
+    )
+    .0;
+    assert!(
+        refused(&bad).is_some_and(|r| r.contains("egress")),
+        "{bad:?}"
+    );
+    // Outside finance's scope (an hr principal on an org server) the list does not apply.
+    let hr = principal("hr", "h", &[]);
+    let v = request(
+        &s,
+        &hr,
+        "crm",
+        &call("fetch", r#"{"url": "https://evil.example/x"}"#),
+    )
+    .0;
+    assert!(refused(&v).is_none(), "{v:?}");
+}
+
+#[test]
+fn tenant_quotas_count_calls_in_scope_under_their_own_name() {
+    let q = "quotas:\n  - {name: q, per: [principal], limit: 1, window: 1m}\n";
+    let s = fin_snapshot(q, None);
+    let fin = principal("finance", "fred", &[]);
+    assert!(refused(&request(&s, &fin, "crm", &call("read", "{}")).0).is_none());
+    let v = request(&s, &fin, "crm", &call("read", "{}")).0;
+    assert!(refused(&v).is_some_and(|r| r.contains("quota")), "{v:?}");
+    // Another tenant's principal is not counted by finance's quota.
+    let hr = principal("hr", "h", &[]);
+    for _ in 0..3 {
+        assert!(refused(&request(&s, &hr, "crm", &call("read", "{}")).0).is_none());
+    }
+}
+
+#[test]
+fn tenant_approval_tiers_raise_the_orgs() {
+    let a = "catalog:\n  ledger:\n    tools:\n      post: {risk: HIGH}\napprovals:\n  require: {HIGH: 2}\n";
+    let s = fin_snapshot(a, None);
+    let (_, notes) = request(
+        &s,
+        &principal("hr", "h", &[]),
+        "ledger",
+        &call("post", "{}"),
+    );
+    assert_eq!(
+        notes.approval.map(|n| n.approvers),
+        Some(2),
+        "ledger is finance's"
+    );
+    let (_, notes) = request(&s, &principal("hr", "h", &[]), "crm", &call("post", "{}"));
+    assert!(notes.approval.is_none());
+}
+
+#[test]
+fn composition_keeps_the_stricter() {
+    use crate::engines::policy::{ApprovalAsk, PolicyDecision};
+    let allow = |n: Option<u8>| PolicyDecision {
+        allow: true,
+        reason: "ok".into(),
+        scopes: None,
+        approval: n.map(|approvers| ApprovalAsk {
+            approvers,
+            reason: "r".into(),
+        }),
+    };
+    let deny = PolicyDecision {
+        allow: false,
+        reason: "no".into(),
+        scopes: None,
+        approval: None,
+    };
+    assert!(!compose(deny.clone(), "t", allow(None)).allow);
+    let d = compose(allow(None), "t", deny);
+    assert!(!d.allow && &*d.reason == "tenant_policy:t:no");
+    assert_eq!(
+        compose(allow(Some(1)), "t", allow(Some(3)))
+            .approval
+            .map(|a| a.approvers),
+        Some(3)
+    );
+    assert_eq!(
+        compose(allow(Some(2)), "t", allow(None))
+            .approval
+            .map(|a| a.approvers),
+        Some(2)
+    );
+}
