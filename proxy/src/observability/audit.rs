@@ -38,6 +38,11 @@ pub struct AuditRecord {
     pub ts: std::time::SystemTime,
     #[serde(serialize_with = "shared_str")]
     pub revision: Arc<str>,
+    /// The tenant layers whose rules applied beside the org's (`revision`),
+    /// as `<tenant>@<layer revision>`: the caller's tenant and the owner of
+    /// the server called. Absent when none did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
     pub request_id: u64,
     #[serde(serialize_with = "shared_str")]
     pub trace_id: Arc<str>,
@@ -95,6 +100,9 @@ pub struct AuditRecord {
     /// carries); on a reply that added to the flow, `out` (its id).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow: Option<serde_json::Value>,
+    /// A notice about the call (`server `x` is deprecated`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
     /// `forwarded`, `mutated`, `denied`, `invalid`, or the reason of a refusal.
     pub outcome: &'static str,
     /// Which check decided (`policy`, `kill_switch` …) when one refused or rewrote.

@@ -45,6 +45,8 @@ pub struct Metrics {
     /// DLP findings by detector, direction and action.
     pub dlp_findings: IntCounterVec,
     pub policy_shadow_disagreements: IntCounterVec,
+    /// Calls to servers the registry marks deprecated, by server.
+    pub deprecated_calls: IntCounterVec,
     /// Calls refused by a quota, by quota name.
     pub quota_denied: IntCounterVec,
     /// Tools quarantined (definition changed, or name refused), refreshed at each scrape.
@@ -163,6 +165,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "warden_policy_cache_lookups",
             "Policy decision-cache lookups since the active bundle was loaded, by result",
             &["result"]
+        )?,
+        deprecated_calls: register_int_counter_vec!(
+            "warden_deprecated_calls_total",
+            "Calls to servers the registry marks deprecated, by server",
+            &["server"]
         )?,
         policy_shadow_disagreements: register_int_counter_vec!(
             "warden_policy_shadow_disagreements_total",

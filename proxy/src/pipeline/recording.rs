@@ -236,6 +236,14 @@ fn message_record(
     }
     rec.task = r.task.take();
     rec.flow = r.flow.take();
+    if let Some(notice) = r.notice.take() {
+        // Set on calls to deprecated servers only (`registry`); the
+        // label is a server of the bundle.
+        if dir == Direction::Request {
+            m.deprecated_calls.with_label_values(&[server]).inc();
+        }
+        rec.notice = Some(notice);
+    }
     if let Some(sh) = r.shadow.take() {
         m.policy_shadow_disagreements
             .with_label_values(&[
@@ -419,9 +427,18 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
     let req = session.req_header();
     let meta = ctx.server_id().map(|s| ctx.rt.meta(s));
     let none: std::sync::Arc<str> = "-".into();
+    let layers = match meta {
+        Some(m) if !ctx.rt.snap.tenants.is_empty() => ctx
+            .rt
+            .snap
+            .tenants
+            .applicable_to(ctx.principal.canonical_tenant(), &m.name),
+        _ => Vec::new(),
+    };
     AuditRecord {
         ts: std::time::SystemTime::now(),
         revision: ctx.rt.revision.clone(),
+        layers,
         request_id: ctx.request_id,
         trace_id: match (&ctx.trace, &ctx.trace_id) {
             (Some(t), _) => t.trace_hex().into(),
@@ -457,6 +474,7 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         task: None,
         shadow: None,
         flow: None,
+        notice: None,
         outcome: "",
         decided_by: None,
         reason: None,
