@@ -3,10 +3,12 @@
 //! serves them with ETag and long-poll, keeps history for rollback, runs the
 //! kill switch and shows the fleet. It talks to gateways over HTTP only.
 
+pub mod admins;
 pub mod approvals;
 pub mod audit;
 pub mod build;
 pub mod console;
+pub mod registry;
 pub mod rollout;
 pub mod server;
 pub mod store;

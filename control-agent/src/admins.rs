@@ -1,0 +1,331 @@
+//! Who administers what (`serve --admins FILE`): org admins, org reviewers
+//! and tenant admins, each with a token of their own (see
+//! docs/governance.md, "Who is who at the agent").
+//!
+//! ```yaml
+//! alice: {token_sha256: "<hex>", role: org_admin}
+//! rita:  {token_sha256: "<hex>", role: org_reviewer}
+//! fiona: {token_sha256: "<hex>", role: tenant_admin, tenant: finance}
+//! ```
+//!
+//! Names (and tenants) are compared in their canonical form
+//! ([`warden_config::person::canonical`]): two entries that are one person
+//! under two spellings are refused, and a registrant who reviews under
+//! another spelling is still the registrant.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::Digest;
+use warden_config::person;
+
+/// What an administrator may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// Everything: the org layer, every tenant, the registry, the kill switch.
+    OrgAdmin,
+    /// Reads everything; reviews registry entries and shares.
+    OrgReviewer,
+    /// Only their tenant (canonical form).
+    TenantAdmin(String),
+}
+
+/// One entry of the admins file.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub token: [u8; 32],
+    pub kind: Kind,
+}
+
+/// A person acting through the API: the admin token (`admin`) or an entry
+/// of the admins file (`admin:<name>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The name the file gives them (`admin` for the admin token).
+    pub name: String,
+    pub kind: Kind,
+}
+
+impl Actor {
+    /// The admin token's bearer.
+    pub fn root() -> Actor {
+        Actor {
+            name: "admin".into(),
+            kind: Kind::OrgAdmin,
+        }
+    }
+
+    /// How the change record names them.
+    pub fn label(&self) -> String {
+        if self.name == "admin" && self.kind == Kind::OrgAdmin {
+            "admin".into()
+        } else {
+            format!("admin:{}", self.name)
+        }
+    }
+
+    /// The canonical person (for "not the registrant" checks).
+    pub fn person(&self) -> String {
+        person::canonical_or_marked(&self.name)
+    }
+
+    pub fn is_org_admin(&self) -> bool {
+        self.kind == Kind::OrgAdmin
+    }
+
+    /// Org admins and org reviewers: they read every tenant.
+    pub fn is_org(&self) -> bool {
+        matches!(self.kind, Kind::OrgAdmin | Kind::OrgReviewer)
+    }
+
+    /// The tenant a tenant admin is confined to.
+    pub fn tenant(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::TenantAdmin(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Whether they may read `tenant`'s things (org roles: every tenant).
+    pub fn reads(&self, tenant: &str) -> bool {
+        match &self.kind {
+            Kind::TenantAdmin(t) => same_tenant(t, tenant),
+            _ => true,
+        }
+    }
+
+    /// Whether they may change `tenant`'s layer or servers (org admins and
+    /// the tenant's own admins).
+    pub fn writes(&self, tenant: &str) -> bool {
+        match &self.kind {
+            Kind::OrgAdmin => true,
+            Kind::OrgReviewer => false,
+            Kind::TenantAdmin(t) => same_tenant(t, tenant),
+        }
+    }
+}
+
+/// Whether two tenant names are one tenant (canonical comparison; a name
+/// with invisible characters matches nothing but itself marked).
+pub fn same_tenant(a: &str, b: &str) -> bool {
+    person::canonical_or_marked(a) == person::canonical_or_marked(b)
+}
+
+/// A tenant name as the agent keeps it: canonical, and safe as a directory
+/// name (`a-z`, `0-9`, `-`, `_`, 1-63 characters, starting with a letter
+/// or digit).
+pub fn tenant_name(t: &str) -> Result<String, String> {
+    let c = person::canonical(t).map_err(|e| format!("tenant `{}` {e}", t.escape_debug()))?;
+    let ok = !c.is_empty()
+        && c.len() <= 63
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && c.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(c)
+    } else {
+        Err(format!(
+            "tenant `{}`: a tenant is 1-63 of a-z, 0-9, - and _, starting with a letter or digit",
+            t.escape_debug()
+        ))
+    }
+}
+
+/// Reads the admins file. Refuses an unknown role, a tenant admin without
+/// a tenant (or an org role with one), two entries for one person, two
+/// entries with one token, and the name `admin` (the admin token's).
+pub fn read_admins(path: &Path) -> anyhow::Result<BTreeMap<String, Admin>> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        token_sha256: String,
+        role: String,
+        #[serde(default)]
+        tenant: Option<String>,
+    }
+    let text = std::fs::read_to_string(path)?;
+    let raw: BTreeMap<String, Entry> =
+        serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    parse(
+        raw.into_iter()
+            .map(|(n, e)| (n, e.token_sha256, e.role, e.tenant)),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn parse(
+    raw: impl Iterator<Item = (String, String, String, Option<String>)>,
+) -> Result<BTreeMap<String, Admin>, String> {
+    let empty: [u8; 32] = sha2::Sha256::digest(b"").into();
+    let mut out: BTreeMap<String, Admin> = BTreeMap::new();
+    let mut people: BTreeMap<String, String> = BTreeMap::new();
+    for (name, hexd, role, tenant) in raw {
+        let canon = person::canonical(&name)
+            .map_err(|e| format!("admin name `{}` {e}", name.escape_debug()))?;
+        if name.contains('/') || name.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "admin name `{}` has a slash or spaces",
+                name.escape_debug()
+            ));
+        }
+        if canon == "admin" {
+            return Err(format!(
+                "`{name}`: the name `admin` is the admin token's; choose another"
+            ));
+        }
+        if let Some(other) = people.insert(canon, name.clone()) {
+            return Err(format!(
+                "admins `{other}` and `{name}` are one person: give one person one entry"
+            ));
+        }
+        let token: [u8; 32] = hex::decode(hexd.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                format!("`{name}`: token_sha256 must be the SHA-256 (64 hex) of the token")
+            })?;
+        if token == empty {
+            return Err(format!("`{name}` has the digest of an empty token"));
+        }
+        let kind = match (role.as_str(), tenant) {
+            ("org_admin", None) => Kind::OrgAdmin,
+            ("org_reviewer", None) => Kind::OrgReviewer,
+            ("org_admin" | "org_reviewer", Some(_)) => {
+                return Err(format!(
+                    "`{name}`: an org role has no tenant (a tenant admin is role: tenant_admin)"
+                ))
+            }
+            ("tenant_admin", Some(t)) => Kind::TenantAdmin(tenant_name(&t)?),
+            ("tenant_admin", None) => {
+                return Err(format!("`{name}`: a tenant_admin needs a tenant"));
+            }
+            (other, _) => {
+                return Err(format!(
+                    "`{name}`: unknown role `{}` (org_admin, org_reviewer or tenant_admin)",
+                    other.escape_debug()
+                ))
+            }
+        };
+        if let Some((other, _)) = out.iter().find(|(_, a)| a.token == token) {
+            return Err(format!("admins `{other}` and `{name}` have one token"));
+        }
+        out.insert(name, Admin { token, kind });
+    }
+    Ok(out)
+}
+
+/// Refuses one token for two roles: the admin and fleet tokens, every
+/// admin, approver and viewer must each have a token of their own (a token
+/// found twice would make its bearer whichever role is looked up first).
+pub fn check_distinct<'a>(
+    tokens: impl IntoIterator<Item = (String, &'a [u8; 32])>,
+) -> Result<(), String> {
+    let mut seen: BTreeMap<[u8; 32], String> = BTreeMap::new();
+    for (who, t) in tokens {
+        if let Some(first) = seen.insert(*t, who.clone()) {
+            return Err(format!(
+                "{first} and {who} have one token: give each role a token of its own"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn h(t: &str) -> String {
+        hex::encode(sha2::Sha256::digest(t.as_bytes()))
+    }
+
+    fn one(
+        name: &str,
+        role: &str,
+        tenant: Option<&str>,
+    ) -> (String, String, String, Option<String>) {
+        (
+            name.into(),
+            h(&format!("tok-{name}")),
+            role.into(),
+            tenant.map(Into::into),
+        )
+    }
+
+    #[test]
+    fn roles_are_read_and_bad_entries_refused() {
+        let ok = parse(
+            [
+                one("alice", "org_admin", None),
+                one("rita", "org_reviewer", None),
+                one("fiona", "tenant_admin", Some("Finance")),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(ok["fiona"].kind, Kind::TenantAdmin("finance".into()));
+        assert_eq!(ok["rita"].kind, Kind::OrgReviewer);
+        for (bad, why) in [
+            (vec![one("x", "tenant_admin", None)], "needs a tenant"),
+            (vec![one("x", "superuser", None)], "unknown role"),
+            (
+                vec![one("x", "org_admin", Some("hr"))],
+                "an org role has no tenant",
+            ),
+            (vec![one("Admin", "org_admin", None)], "`admin`"),
+            (
+                vec![
+                    one("fiona", "org_admin", None),
+                    one("ＦＩＯＮＡ", "org_reviewer", None),
+                ],
+                "one person",
+            ),
+            (
+                vec![one("x", "tenant_admin", Some("../etc"))],
+                "a tenant is",
+            ),
+        ] {
+            let e = parse(bad.into_iter()).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        let mut a = one("a", "org_admin", None);
+        let mut b = one("b", "org_reviewer", None);
+        a.1 = h("same");
+        b.1 = h("same");
+        assert!(parse([a, b].into_iter()).unwrap_err().contains("one token"));
+    }
+
+    #[test]
+    fn one_token_for_two_roles_is_refused() {
+        let (x, y) = ([1u8; 32], [2u8; 32]);
+        assert!(check_distinct([("admin token".into(), &x), ("fleet token".into(), &y)]).is_ok());
+        let e = check_distinct([
+            ("admin token".into(), &x),
+            ("approver `bob`".into(), &y),
+            ("admin `fiona`".into(), &x),
+        ])
+        .unwrap_err();
+        assert!(e.contains("admin token") && e.contains("fiona"), "{e}");
+    }
+
+    #[test]
+    fn tenants_and_people_compare_canonically() {
+        let fiona = Actor {
+            name: "fiona".into(),
+            kind: Kind::TenantAdmin("finance".into()),
+        };
+        assert!(fiona.writes("Finance") && fiona.writes("ＦＩＮＡＮＣＥ"));
+        assert!(!fiona.writes("hr") && !fiona.reads("financ"));
+        assert!(!fiona.reads("finance\u{200b}"));
+        let other = Actor {
+            name: "ﬁona".into(),
+            kind: Kind::OrgReviewer,
+        };
+        assert_eq!(fiona.person(), other.person());
+        assert_eq!(other.label(), "admin:ﬁona");
+        assert_eq!(Actor::root().label(), "admin");
+        assert!(!other.writes("finance") && other.reads("hr"));
+    }
+}

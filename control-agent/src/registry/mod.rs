@@ -1,0 +1,651 @@
+//! The registry: each server's lifecycle (draft → testing → approved →
+//! deployed → deprecated, retired from any state), its registered tool
+//! definitions and their fingerprints (the pins the gateway's rug-pull
+//! guard enforces), who registered and who reviewed, and whether a
+//! tenant's server is offered to every tenant. Kept in the agent's state
+//! (`registry.json`, every step appended to `registry-events.jsonl`) and
+//! written into every served bundle as `registry.json` (see
+//! docs/governance.md, "The registry").
+//!
+//! Every operation takes the [`Actor`] asking and refuses what their role
+//! does not reach ([`Refusal::Forbidden`]): a tenant admin touches only
+//! their tenant's servers, an approval needs a reviewer who is not (under
+//! any spelling) the person who registered the definition under review.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::admins::{same_tenant, Actor, Kind};
+
+#[cfg(test)]
+mod tests;
+
+/// Tools one registered definition may list.
+pub const MAX_TOOLS: usize = 1024;
+/// Events kept per server (the oldest are dropped; the events file keeps all).
+pub const MAX_EVENTS: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Draft,
+    Testing,
+    Approved,
+    Deployed,
+    Deprecated,
+    Retired,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Draft => "draft",
+            State::Testing => "testing",
+            State::Approved => "approved",
+            State::Deployed => "deployed",
+            State::Deprecated => "deprecated",
+            State::Retired => "retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        serde_json::from_value(Json::String(s.trim().to_ascii_lowercase())).ok()
+    }
+}
+
+/// Why an operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Not the actor's to do (403; recorded as `refused`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Not from this state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A malformed request (400).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// One step of a server's life.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub at: String,
+    pub actor: String,
+    pub from: Option<State>,
+    pub to: State,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// A tool's pins: the fingerprint approved for everyone, and the one under
+/// review (testers may use it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Pin {
+    pub approved: Option<String>,
+    pub candidate: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Server {
+    /// `None`: an org server.
+    pub tenant: Option<String>,
+    pub state: State,
+    pub since: String,
+    #[serde(default)]
+    pub shared: bool,
+    /// Who asked to offer it to every tenant (waiting for an org reviewer).
+    #[serde(default)]
+    pub share_requested_by: Option<String>,
+    #[serde(default)]
+    pub retired_at: Option<String>,
+    /// Who registered the definition under review (as recorded), and the
+    /// canonical person (compared with the reviewer's).
+    pub registered_by: String,
+    pub registrant: String,
+    pub registered_at: String,
+    #[serde(default)]
+    pub approved_by: Option<String>,
+    #[serde(default)]
+    pub approved_at: Option<String>,
+    /// The tools as last registered.
+    pub definition: Vec<Json>,
+    pub tools: BTreeMap<String, Pin>,
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Registry {
+    pub servers: BTreeMap<String, Server>,
+}
+
+/// What an operation did: the server, the event appended.
+pub type Done = (String, Event);
+
+fn now_text(now: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(now).to_string()
+}
+
+/// A server name: 1-64 of `a-z A-Z 0-9 _ - .`.
+pub fn valid_server(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// The tools of a definition `{tools: [...]}`, checked, with their
+/// fingerprints, by name.
+fn tools_of(def: &Json) -> Result<(Vec<Json>, BTreeMap<String, String>), Refusal> {
+    let bad = |m: String| Refusal::Invalid(format!("definition: {m}"));
+    let tools = def
+        .get("tools")
+        .and_then(Json::as_array)
+        .ok_or_else(|| bad("must be an object with a `tools` array".into()))?;
+    if tools.is_empty() || tools.len() > MAX_TOOLS {
+        return Err(bad(format!("lists 1 to {MAX_TOOLS} tools")));
+    }
+    let mut prints = BTreeMap::new();
+    for t in tools {
+        let name = t
+            .get("name")
+            .and_then(Json::as_str)
+            .filter(|n| warden_filters::guards::tools::valid_name(n))
+            .ok_or_else(|| {
+                bad("every tool has a valid `name` (1-128 of A-Z a-z 0-9 _ - .)".into())
+            })?;
+        if !t.get("inputSchema").is_some_and(Json::is_object) {
+            return Err(bad(format!("tool `{name}` has no inputSchema object")));
+        }
+        if let Some(k) = t.as_object().and_then(|o| {
+            o.keys().find(|k| {
+                !matches!(
+                    k.as_str(),
+                    "name"
+                        | "title"
+                        | "description"
+                        | "inputSchema"
+                        | "outputSchema"
+                        | "annotations"
+                )
+            })
+        }) {
+            return Err(bad(format!("tool `{name}`: unknown field `{k}`")));
+        }
+        if prints
+            .insert(
+                name.to_owned(),
+                warden_filters::guards::tools::fingerprint(t),
+            )
+            .is_some()
+        {
+            return Err(bad(format!("tool `{name}` is listed twice")));
+        }
+    }
+    Ok((tools.clone(), prints))
+}
+
+impl Registry {
+    fn get_mut(&mut self, server: &str) -> Result<&mut Server, Refusal> {
+        self.servers
+            .get_mut(server)
+            .ok_or_else(|| Refusal::NotFound(format!("no server `{server}` in the registry")))
+    }
+
+    /// Whether `actor` may read `server`'s entry.
+    pub fn readable(actor: &Actor, s: &Server) -> bool {
+        match &s.tenant {
+            Some(t) => actor.reads(t),
+            None => actor.is_org(),
+        }
+    }
+
+    /// Whether `actor` may register and move `s` (not approve).
+    fn writable(actor: &Actor, s: &Server) -> bool {
+        match &s.tenant {
+            Some(t) => actor.writes(t),
+            None => actor.is_org_admin(),
+        }
+    }
+
+    /// Whether `actor` may review `s`: its tenant's admins, org reviewers,
+    /// org admins.
+    fn may_review(actor: &Actor, s: &Server) -> bool {
+        match (&actor.kind, &s.tenant) {
+            (Kind::OrgAdmin | Kind::OrgReviewer, _) => true,
+            (Kind::TenantAdmin(mine), Some(t)) => same_tenant(mine, t),
+            (Kind::TenantAdmin(_), None) => false,
+        }
+    }
+
+    fn push(s: &mut Server, e: Event) {
+        s.events.push(e);
+        if s.events.len() > MAX_EVENTS {
+            let drop = s.events.len() - MAX_EVENTS;
+            s.events.drain(..drop);
+        }
+    }
+
+    /// Registers a server's definition: a new server is a `draft`; a known
+    /// one whose tools changed goes back to `testing` with the changed and
+    /// new tools as candidates (the approved pins stay until a second
+    /// person approves). `taken` names servers the org or another tenant
+    /// defines (a tenant cannot register them).
+    pub fn register(
+        &mut self,
+        actor: &Actor,
+        server: &str,
+        tenant: Option<&str>,
+        definition: &Json,
+        taken: &dyn Fn(&str) -> Option<Option<String>>,
+        now: std::time::SystemTime,
+    ) -> Result<Done, Refusal> {
+        if !valid_server(server) {
+            return Err(Refusal::Invalid(format!(
+                "server `{}`: 1-64 of A-Z a-z 0-9 _ - .",
+                server.escape_debug()
+            )));
+        }
+        // A tenant admin registers for their own tenant (the default).
+        let tenant = match (tenant, actor.tenant()) {
+            (Some(t), _) => Some(crate::admins::tenant_name(t).map_err(Refusal::Invalid)?),
+            (None, Some(mine)) => Some(mine.to_owned()),
+            (None, None) => None,
+        };
+        let allowed = match &tenant {
+            Some(t) => actor.writes(t),
+            None => actor.is_org_admin(),
+        };
+        if !allowed {
+            return Err(Refusal::Forbidden(format!(
+                "{} may not register servers of {}",
+                actor.label(),
+                tenant
+                    .as_deref()
+                    .map_or("the org".into(), |t| format!("tenant `{t}`"))
+            )));
+        }
+        let (tools, prints) = tools_of(definition)?;
+        // One name is one server: `Ledger` beside `ledger` of another
+        // tenant is refused.
+        let folded = server.to_ascii_lowercase();
+        if let Some((other, s)) = self
+            .servers
+            .iter()
+            .find(|(n, _)| n.to_ascii_lowercase() == folded && n.as_str() != server)
+        {
+            return Err(Refusal::Conflict(format!(
+                "`{other}` ({}) is registered: one name, one server",
+                s.tenant.as_deref().unwrap_or("org")
+            )));
+        }
+        if let Some(owner) = taken(server) {
+            let same = match (&owner, &tenant) {
+                (None, None) => true,
+                (Some(a), Some(b)) => same_tenant(a, b),
+                _ => false,
+            };
+            if !same {
+                return Err(Refusal::Forbidden(format!(
+                    "server `{server}` is defined by {}",
+                    owner.map_or("the org".into(), |t| format!("tenant `{t}`"))
+                )));
+            }
+        }
+        let at = now_text(now);
+        let who = actor.label();
+        let Some(s) = self.servers.get_mut(server) else {
+            let e = Event {
+                at: at.clone(),
+                actor: who.clone(),
+                from: None,
+                to: State::Draft,
+                note: format!("registered with {} tools", tools.len()),
+            };
+            self.servers.insert(
+                server.to_owned(),
+                Server {
+                    tenant,
+                    state: State::Draft,
+                    since: at.clone(),
+                    shared: false,
+                    share_requested_by: None,
+                    retired_at: None,
+                    registered_by: who,
+                    registrant: actor.person(),
+                    registered_at: at,
+                    approved_by: None,
+                    approved_at: None,
+                    definition: tools,
+                    tools: prints
+                        .into_iter()
+                        .map(|(n, f)| {
+                            (
+                                n,
+                                Pin {
+                                    approved: None,
+                                    candidate: Some(f),
+                                },
+                            )
+                        })
+                        .collect(),
+                    events: vec![e.clone()],
+                },
+            );
+            return Ok((server.to_owned(), e));
+        };
+        // A known server: same owner only.
+        let same_owner = match (&s.tenant, &tenant) {
+            (None, None) => true,
+            (Some(a), Some(b)) => same_tenant(a, b),
+            _ => false,
+        };
+        if !same_owner || !Self::writable(actor, s) {
+            return Err(Refusal::Forbidden(format!(
+                "server `{server}` belongs to {}",
+                s.tenant
+                    .as_deref()
+                    .map_or("the org".into(), |t| format!("tenant `{t}`"))
+            )));
+        }
+        if s.state == State::Retired {
+            return Err(Refusal::Conflict(format!(
+                "server `{server}` was retired at {}: it cannot be registered again",
+                s.retired_at.as_deref().unwrap_or("?")
+            )));
+        }
+        let mut pins: BTreeMap<String, Pin> = BTreeMap::new();
+        let mut changed = Vec::new();
+        for (name, f) in &prints {
+            let approved = s.tools.get(name).and_then(|p| p.approved.clone());
+            let candidate = (approved.as_deref() != Some(f.as_str())).then(|| f.clone());
+            if candidate.is_some() {
+                changed.push(name.clone());
+            }
+            pins.insert(
+                name.clone(),
+                Pin {
+                    approved,
+                    candidate,
+                },
+            );
+        }
+        let removed: Vec<String> = s
+            .tools
+            .keys()
+            .filter(|n| !prints.contains_key(*n))
+            .cloned()
+            .collect();
+        // A tool no longer listed keeps its approved pin while the new
+        // definition is reviewed (a removal is a change to review too).
+        for n in &removed {
+            if let Some(p) = s.tools.get(n).filter(|p| p.approved.is_some()) {
+                pins.insert(
+                    n.clone(),
+                    Pin {
+                        approved: p.approved.clone(),
+                        candidate: None,
+                    },
+                );
+            }
+        }
+        if changed.is_empty() && removed.is_empty() {
+            return Err(Refusal::Conflict(format!(
+                "server `{server}`: the definition is the one registered"
+            )));
+        }
+        let from = s.state;
+        let to = match from {
+            State::Draft => State::Draft,
+            _ => State::Testing,
+        };
+        let e = Event {
+            at: at.clone(),
+            actor: who.clone(),
+            from: Some(from),
+            to,
+            note: format!(
+                "definition changed: candidates {changed:?}{}",
+                if removed.is_empty() {
+                    String::new()
+                } else {
+                    format!(", removed {removed:?}")
+                }
+            ),
+        };
+        s.tools = pins;
+        s.definition = tools;
+        s.registered_by = who;
+        s.registrant = actor.person();
+        s.registered_at = at.clone();
+        if to != from {
+            s.state = to;
+            s.since = at;
+        }
+        Self::push(s, e.clone());
+        Ok((server.to_owned(), e))
+    }
+
+    /// Moves a server to `to`: draft→testing, testing→approved (a reviewer
+    /// other than the registrant), approved→deployed, deployed→deprecated,
+    /// any→retired.
+    pub fn transition(
+        &mut self,
+        actor: &Actor,
+        server: &str,
+        to: State,
+        note: &str,
+        now: std::time::SystemTime,
+    ) -> Result<Done, Refusal> {
+        let s = self.get_mut(server)?;
+        if !Self::readable(actor, s) {
+            // Another tenant's server is as good as absent, but refused.
+            return Err(Refusal::Forbidden(format!(
+                "server `{server}` is not of {}'s tenant",
+                actor.label()
+            )));
+        }
+        let from = s.state;
+        let legal = matches!(
+            (from, to),
+            (State::Draft, State::Testing)
+                | (State::Testing, State::Approved)
+                | (State::Approved, State::Deployed)
+                | (State::Deployed, State::Deprecated)
+        ) || (to == State::Retired && from != State::Retired);
+        if !legal {
+            return Err(Refusal::Conflict(format!(
+                "server `{server}` is {}: it cannot move to {} (draft → testing → approved → deployed → deprecated; retired from any state but retired)",
+                from.as_str(),
+                to.as_str()
+            )));
+        }
+        let at = now_text(now);
+        if to == State::Approved {
+            if !Self::may_review(actor, s) {
+                return Err(Refusal::Forbidden(format!(
+                    "{} may not review server `{server}`",
+                    actor.label()
+                )));
+            }
+            if actor.person() == s.registrant {
+                return Err(Refusal::Forbidden(format!(
+                    "{} registered the definition under review of `{server}`: a second person approves it",
+                    actor.label()
+                )));
+            }
+            for p in s.tools.values_mut() {
+                if p.candidate.is_some() {
+                    p.approved = p.candidate.take();
+                }
+            }
+            // Tools the approved definition no longer lists lose their pin.
+            let listed: std::collections::BTreeSet<String> = s
+                .definition
+                .iter()
+                .filter_map(|t| t.get("name").and_then(Json::as_str).map(str::to_owned))
+                .collect();
+            s.tools.retain(|n, _| listed.contains(n));
+            s.approved_by = Some(actor.label());
+            s.approved_at = Some(at.clone());
+        } else if !Self::writable(actor, s) {
+            return Err(Refusal::Forbidden(format!(
+                "{} may not move server `{server}`",
+                actor.label()
+            )));
+        }
+        // A server moved back to testing by a re-registration may have been
+        // deployed: it returns to deployed through approval.
+        let e = Event {
+            at: at.clone(),
+            actor: actor.label(),
+            from: Some(from),
+            to,
+            note: note.to_owned(),
+        };
+        if to == State::Retired {
+            s.retired_at = Some(at.clone());
+        }
+        s.state = to;
+        s.since = at;
+        Self::push(s, e.clone());
+        Ok((server.to_owned(), e))
+    }
+
+    /// A tenant admin (or an org admin) asks to offer a tenant's server to
+    /// every tenant.
+    pub fn request_share(
+        &mut self,
+        actor: &Actor,
+        server: &str,
+        now: std::time::SystemTime,
+    ) -> Result<Done, Refusal> {
+        let s = self.get_mut(server)?;
+        if !Self::writable(actor, s) {
+            return Err(Refusal::Forbidden(format!(
+                "{} may not offer server `{server}`",
+                actor.label()
+            )));
+        }
+        if s.tenant.is_none() {
+            return Err(Refusal::Conflict(format!(
+                "`{server}` is an org server: it is every tenant's already"
+            )));
+        }
+        if s.shared || s.share_requested_by.is_some() || s.state == State::Retired {
+            return Err(Refusal::Conflict(format!(
+                "`{server}` is {}",
+                if s.shared {
+                    "shared already"
+                } else if s.state == State::Retired {
+                    "retired"
+                } else {
+                    "waiting for an org reviewer to approve sharing"
+                }
+            )));
+        }
+        s.share_requested_by = Some(actor.label());
+        let e = Event {
+            at: now_text(now),
+            actor: actor.label(),
+            from: Some(s.state),
+            to: s.state,
+            note: "asked to share with every tenant".into(),
+        };
+        Self::push(s, e.clone());
+        Ok((server.to_owned(), e))
+    }
+
+    /// An org reviewer or org admin approves a share request.
+    pub fn approve_share(
+        &mut self,
+        actor: &Actor,
+        server: &str,
+        now: std::time::SystemTime,
+    ) -> Result<Done, Refusal> {
+        if !actor.is_org() {
+            return Err(Refusal::Forbidden(format!(
+                "{}: only an org reviewer or org admin approves sharing",
+                actor.label()
+            )));
+        }
+        let s = self.get_mut(server)?;
+        if s.share_requested_by.is_none() {
+            return Err(Refusal::Conflict(format!(
+                "nobody asked to share `{server}`"
+            )));
+        }
+        s.shared = true;
+        s.share_requested_by = None;
+        let e = Event {
+            at: now_text(now),
+            actor: actor.label(),
+            from: Some(s.state),
+            to: s.state,
+            note: "shared with every tenant".into(),
+        };
+        Self::push(s, e.clone());
+        Ok((server.to_owned(), e))
+    }
+
+    /// `registry.json` as the bundle carries it.
+    pub fn bundle_json(&self) -> Vec<u8> {
+        let servers: serde_json::Map<String, Json> = self
+            .servers
+            .iter()
+            .map(|(n, s)| {
+                (
+                    n.clone(),
+                    serde_json::json!({
+                        "tenant": s.tenant,
+                        "state": s.state,
+                        "since": s.since,
+                        "shared": s.shared,
+                        "retired_at": s.retired_at,
+                        "tools": s.tools,
+                    }),
+                )
+            })
+            .collect();
+        serde_json::to_vec_pretty(&serde_json::json!({"version": 1, "servers": servers}))
+            .unwrap_or_default()
+    }
+
+    /// The servers `actor` may read, without their definitions and events.
+    pub fn summary(&self, actor: &Actor) -> Json {
+        Json::Array(
+            self.servers
+                .iter()
+                .filter(|(_, s)| Self::readable(actor, s))
+                .map(|(n, s)| {
+                    serde_json::json!({
+                        "server": n, "tenant": s.tenant, "state": s.state,
+                        "since": s.since, "shared": s.shared,
+                        "share_requested_by": s.share_requested_by,
+                        "retired_at": s.retired_at, "tools": s.tools,
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Server names a `warden.yaml` (or `tenant.yaml`) defines.
+pub fn server_names(yaml: &[u8]) -> Vec<String> {
+    let Ok(doc) = serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(yaml) else {
+        return Vec::new();
+    };
+    doc.get("servers")
+        .and_then(|s| s.as_sequence())
+        .map(|l| {
+            l.iter()
+                .filter_map(|s| s.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
