@@ -13,14 +13,45 @@ impl Store {
         plan: CanaryPlan,
     ) -> Result<Arc<Published>, BuildFailure> {
         let res = (|| {
+            let files = archive::read_dir(&self.source).map_err(io)?;
+            let d = build::digest(&files);
+            let mut inner = self.lock();
+            self.start_canary(
+                &mut inner,
+                actor,
+                labels,
+                plan,
+                Arc::new(files),
+                BTreeMap::new(),
+                None,
+                Some(d),
+            )
+        })();
+        self.after(actor, "canary", res)
+    }
+
+    /// Builds `files` (the org source, with the layers `overrides` names)
+    /// as a canary and serves it; `source_digest` is the source's, noted
+    /// once the canary's members are picked.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_canary(
+        &self,
+        inner: &mut Inner,
+        actor: &str,
+        labels: Selector,
+        plan: CanaryPlan,
+        files: Arc<Files>,
+        overrides: BTreeMap<String, u64>,
+        layer: Option<layers::LayerCanary>,
+        source_digest: Option<String>,
+    ) -> Result<Arc<Published>, BuildFailure> {
+        {
             plan.guard.check().map_err(io)?;
             if !(plan.share > 0.0 && plan.share <= 1.0) || plan.watch_secs == 0 {
                 return Err(io(
                     "a canary needs a share in (0, 100%] and a watch of at least a second",
                 ));
             }
-            let files = archive::read_dir(&self.source).map_err(io)?;
-            let mut inner = self.lock();
             if inner
                 .rollout
                 .as_ref()
@@ -44,7 +75,9 @@ impl Store {
                 )));
             }
             let d = build::digest(&files);
-            inner.source_digest = Some(d.clone());
+            if let Some(sd) = source_digest {
+                inner.source_digest = Some(sd);
+            }
             // The members are picked by the revision about to be built.
             let seq = inner.history.last().map_or(1, |h| h.seq + 1);
             let members = rollout::pick(&candidates, plan.share, &format!("r{seq}-{}", &d[..8]));
@@ -56,8 +89,8 @@ impl Store {
                 plan.watch_secs
             );
             let p = self.build_revision(
-                &mut inner,
-                Arc::new(files),
+                inner,
+                files,
                 &kill,
                 actor,
                 &reason,
@@ -65,6 +98,7 @@ impl Store {
                     labels: labels.clone(),
                     members: members.clone(),
                 },
+                overrides,
             )?;
             // Every member's window starts now (a canary member's once it
             // reports the canary revision).
@@ -88,11 +122,11 @@ impl Store {
                 marks,
                 canary_stats: Stats::default(),
                 rest_stats: Stats::default(),
+                layer,
             });
-            self.serve(&mut inner, p.clone());
+            self.serve(inner, p.clone());
             Ok(p)
-        })();
-        self.after(actor, "canary", res)
+        }
     }
 
     /// Judges the canary being watched, if any: promotes or rolls it back
@@ -154,6 +188,13 @@ impl Store {
         r.state = "promoted".into();
         r.reason = Some(why.to_owned());
         let (seq, labels, revision) = (r.seq, r.labels.clone(), r.revision.clone());
+        if let Some(l) = r.layer.clone() {
+            // A layer's canary: its layer becomes the tenant's for all.
+            inner.served.retain(|p| p.seq != seq);
+            self.promote_layer(inner, actor, &l);
+            self.record(actor, "promote", Some(&revision), true, why);
+            return Some(revision);
+        }
         let old = inner.served.iter().find(|p| p.seq == seq)?.clone();
         inner.served.retain(|p| p.seq != seq);
         // The same revision (same ETag: its members do not reload) now
@@ -164,6 +205,7 @@ impl Store {
             archive: old.archive.clone(),
             target: Target::Select { labels },
             files: old.files.clone(),
+            overrides: old.overrides.clone(),
         });
         self.serve(inner, promoted);
         self.record(actor, "promote", Some(&revision), true, why);

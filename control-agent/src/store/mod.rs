@@ -18,8 +18,13 @@ use crate::rollout::{self, Guard, Labels, Selector, Stats, Target, Verdict};
 
 mod canary;
 mod changes;
+mod compose;
+pub mod layers;
+mod registry;
 pub use changes::KillEvent;
 mod fleet;
+#[cfg(test)]
+pub(crate) mod layer_tests;
 #[cfg(test)]
 mod tests;
 
@@ -34,6 +39,9 @@ pub struct Published {
     /// The source it was built from (before the kill overlay): a kill
     /// switch rebuilds every served revision from its own source.
     pub files: Arc<Files>,
+    /// Tenant layer revisions (by seq) this one carries instead of the
+    /// tenant's current one (a layer's canary).
+    pub overrides: BTreeMap<String, u64>,
 }
 
 /// A canary being watched, or how the last one ended.
@@ -61,6 +69,9 @@ pub struct Rollout {
     pub canary_stats: Stats,
     #[serde(default)]
     pub rest_stats: Stats,
+    /// A tenant layer's canary (`None`: the org's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<layers::LayerCanary>,
 }
 
 /// How a canary is published.
@@ -88,6 +99,12 @@ pub struct HistoryEntry {
     /// Who it was published to.
     #[serde(default)]
     pub target: Target,
+    /// The tenant layers it carries: tenant → layer revision.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layers: BTreeMap<String, String>,
+    /// Tenant layers left out because they do not compose: tenant → why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub left_out: BTreeMap<String, String>,
 }
 
 mod humantime_serde_compat {
@@ -151,6 +168,9 @@ struct Inner {
     source_digest: Option<String>,
     last_error: Option<String>,
     fleet: BTreeMap<String, Member>,
+    /// Each tenant's layer revisions.
+    layers: BTreeMap<String, layers::Tenant>,
+    registry: crate::registry::Registry,
 }
 
 pub struct Store {
@@ -189,6 +209,8 @@ fn served_has(entries: &[ServedEntry], seq: u64) -> bool {
 struct ServedEntry {
     seq: u64,
     target: Target,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    overrides: BTreeMap<String, u64>,
 }
 
 impl Store {
@@ -197,7 +219,12 @@ impl Store {
     }
 
     /// A published revision read back from the state directory.
-    fn load_published(dir: &Path, h: &HistoryEntry, target: Target) -> anyhow::Result<Published> {
+    fn load_published(
+        dir: &Path,
+        h: &HistoryEntry,
+        target: Target,
+        overrides: BTreeMap<String, u64>,
+    ) -> anyhow::Result<Published> {
         let archive = std::fs::read(dir.join("revisions").join(format!("{:08}.tar.gz", h.seq)))?;
         // The source it was built from; a state directory written before
         // sources were kept has only the built archive.
@@ -214,6 +241,7 @@ impl Store {
             archive: Bytes::from(archive),
             target,
             files: Arc::new(files),
+            overrides,
         })
     }
 
@@ -243,6 +271,7 @@ impl Store {
                 .map(|h| ServedEntry {
                     seq: h.seq,
                     target: Target::all(),
+                    overrides: BTreeMap::new(),
                 })
                 .into_iter()
                 .collect(),
@@ -255,7 +284,12 @@ impl Store {
                     e.seq
                 );
             };
-            served.push(Arc::new(Self::load_published(dir, h, e.target.clone())?));
+            served.push(Arc::new(Self::load_published(
+                dir,
+                h,
+                e.target.clone(),
+                e.overrides.clone(),
+            )?));
         }
         let mut rollout: Option<Rollout> = match std::fs::read(dir.join("rollout.json")) {
             Ok(b) => Some(serde_json::from_slice(&b)?),
@@ -290,6 +324,8 @@ impl Store {
                 source_digest,
                 last_error: None,
                 fleet: BTreeMap::new(),
+                layers: layers::load(dir)?,
+                registry: registry::load(dir)?,
             }),
             generation: tx,
             stale_after: Duration::from_secs(15),
@@ -377,6 +413,7 @@ impl Store {
             .map(|p| ServedEntry {
                 seq: p.seq,
                 target: p.target.clone(),
+                overrides: p.overrides.clone(),
             })
             .collect();
         let mut res = write_atomic(
@@ -395,7 +432,11 @@ impl Store {
         self.generation.send_modify(|g| *g += 1);
     }
 
-    /// Builds, signs and stores one revision (not yet served).
+    /// Builds, signs and stores one revision (not yet served): the org
+    /// source `files` composed with each tenant's current layer (or the
+    /// one `overrides` names) and the registry; a layer that does not
+    /// compose is left out (and recorded as its tenant's last error).
+    #[allow(clippy::too_many_arguments)]
     fn build_revision(
         &self,
         inner: &mut Inner,
@@ -404,11 +445,23 @@ impl Store {
         actor: &str,
         reason: &str,
         target: Target,
+        overrides: BTreeMap<String, u64>,
     ) -> Result<Arc<Published>, BuildFailure> {
         let seq = inner.history.last().map_or(1, |h| h.seq + 1);
         let d = build::digest(&files);
         let revision = format!("r{seq}-{}", &d[..8]);
-        let built = build::build(&files, &revision, kill, self.signer.as_ref())?;
+        let layers = self.layer_set(inner, &overrides, None)?;
+        let registry = inner.registry.bundle_json();
+        let composed = self.compose_build(
+            &files,
+            &layers,
+            &registry,
+            &revision,
+            kill,
+            self.signer.as_ref(),
+        )?;
+        self.note_left_out(inner, &composed, &overrides, actor, &revision);
+        let built = composed.files;
         let tgz = archive::pack(&built);
         std::fs::write(self.revision_path(seq, "tar.gz"), &tgz).map_err(io)?;
         std::fs::write(self.revision_path(seq, "src.tar.gz"), archive::pack(&files)).map_err(io)?;
@@ -420,6 +473,12 @@ impl Store {
             reason: reason.into(),
             source: Some(d.clone()),
             target: target.clone(),
+            layers: composed.layers,
+            left_out: composed
+                .left_out
+                .iter()
+                .map(|(t, e)| (t.clone(), e.to_string()))
+                .collect(),
         };
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -434,6 +493,7 @@ impl Store {
             archive: Bytes::from(tgz),
             target,
             files,
+            overrides,
         }))
     }
 
@@ -476,7 +536,7 @@ impl Store {
         reason: &str,
         target: Target,
     ) -> Result<Arc<Published>, BuildFailure> {
-        let p = self.build_revision(inner, files, kill, actor, reason, target)?;
+        let p = self.build_revision(inner, files, kill, actor, reason, target, BTreeMap::new())?;
         self.serve(inner, p.clone());
         Ok(p)
     }
@@ -633,30 +693,8 @@ impl Store {
                     Target::all(),
                 );
             }
-            // Rebuilt oldest first, so that the newest stays the newest for
-            // every gateway it reaches.
-            let mut old = inner.served.clone();
-            old.sort_by_key(|p| p.seq);
-            let mut rebuilt = Vec::with_capacity(old.len());
-            for p in &old {
-                rebuilt.push(self.build_revision(
-                    &mut inner,
-                    p.files.clone(),
-                    &kill,
-                    actor,
-                    &format!("{reason} (rebuilt {})", p.revision),
-                    p.target.clone(),
-                )?);
-            }
-            if let Some(r) = inner.rollout.as_mut().filter(|r| r.state == "watching") {
-                if let Some(i) = old.iter().position(|p| p.seq == r.seq) {
-                    r.seq = rebuilt[i].seq;
-                    r.revision = rebuilt[i].revision.clone();
-                }
-            }
-            inner.served = rebuilt.clone();
-            self.served_changed(&inner);
-            Ok(rebuilt.pop().expect("one served revision at least"))
+            self.rebuild_served(&mut inner, &kill, actor, &reason)
+                .map(|p| p.expect("one served revision at least"))
         })();
         if let Ok(p) = &res {
             inner.kill = kill.clone();
@@ -690,6 +728,45 @@ impl Store {
 
     pub fn history(&self) -> Vec<HistoryEntry> {
         self.lock().history.clone()
+    }
+
+    /// Rebuilds every served revision (for everyone, for a selector, a
+    /// canary) from its own source with `kill` and today's layers and
+    /// registry, oldest first so that the newest stays the newest for every
+    /// gateway it reaches. `None` when nothing is served.
+    fn rebuild_served(
+        &self,
+        inner: &mut Inner,
+        kill: &KillState,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Option<Arc<Published>>, BuildFailure> {
+        let mut old = inner.served.clone();
+        old.sort_by_key(|p| p.seq);
+        let mut rebuilt = Vec::with_capacity(old.len());
+        for p in &old {
+            rebuilt.push(self.build_revision(
+                inner,
+                p.files.clone(),
+                kill,
+                actor,
+                &format!("{reason} (rebuilt {})", p.revision),
+                p.target.clone(),
+                p.overrides.clone(),
+            )?);
+        }
+        if let Some(r) = inner.rollout.as_mut().filter(|r| r.state == "watching") {
+            if let Some(i) = old.iter().position(|p| p.seq == r.seq) {
+                r.seq = rebuilt[i].seq;
+                r.revision = rebuilt[i].revision.clone();
+            }
+        }
+        if rebuilt.is_empty() {
+            return Ok(None);
+        }
+        inner.served = rebuilt.clone();
+        self.served_changed(inner);
+        Ok(rebuilt.pop())
     }
 }
 

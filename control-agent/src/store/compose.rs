@@ -1,0 +1,159 @@
+//! Composing what is served: the org source, each tenant's layer under
+//! `tenants/<tenant>/` beside its `.layer.json`, and `registry.json`. A
+//! layer that does not compose with the org (and the layers accepted
+//! before it, in tenant order) is left out alone; the rest is served.
+
+use warden_config::error::Problem;
+
+use super::layers::LayerEntry;
+use super::*;
+
+/// One tenant's layer picked for a composition.
+pub(super) struct LayerPick {
+    pub entry: LayerEntry,
+    pub files: Arc<Files>,
+}
+
+/// A composition that built.
+pub(super) struct Composed {
+    pub files: Files,
+    /// Tenant → layer revision carried.
+    pub layers: BTreeMap<String, String>,
+    /// Tenant → why its layer was left out.
+    pub left_out: BTreeMap<String, BuildFailure>,
+}
+
+fn problem(file: &str, message: String) -> Problem {
+    Problem {
+        file: file.into(),
+        path: String::new(),
+        message,
+    }
+}
+
+/// The org source with `with` layers and the registry placed in it, and
+/// the layers named in `.manifest`.
+fn assemble(
+    base: &Files,
+    with: &[&LayerPick],
+    signer: Option<&Signer>,
+) -> Result<Files, BuildFailure> {
+    let mut files = base.clone();
+    let mut names = serde_json::Map::new();
+    for l in with {
+        let t = &l.entry.tenant;
+        for (n, d) in l.files.iter() {
+            files.insert(format!("tenants/{t}/{n}"), d.clone());
+        }
+        let signature = match signer {
+            Some(s) => Some(
+                archive::sign_layer(&l.entry.digest, &s.pem, s.alg, &s.keyid)
+                    .map_err(|e| BuildFailure(vec![problem(".layer.json", e)]))?,
+            ),
+            None => None,
+        };
+        let meta = serde_json::json!({
+            "tenant": t,
+            "revision": l.entry.revision,
+            "seq": l.entry.seq,
+            "digest": l.entry.digest,
+            "published_at": humantime::format_rfc3339_millis(l.entry.published_at).to_string(),
+            "actor": l.entry.actor,
+            "signature": signature,
+        });
+        files.insert(
+            format!("tenants/{t}/.layer.json"),
+            serde_json::to_vec_pretty(&meta).unwrap_or_default(),
+        );
+        names.insert(t.clone(), l.entry.revision.clone().into());
+    }
+    if !names.is_empty() {
+        // A `.manifest` that is not an object is refused by the build.
+        let mut m: serde_json::Map<String, serde_json::Value> = match files.get(".manifest") {
+            Some(b) => match serde_json::from_slice(b) {
+                Ok(m) => m,
+                Err(_) => return Ok(files),
+            },
+            None => serde_json::Map::new(),
+        };
+        m.insert("layers".into(), serde_json::Value::Object(names));
+        files.insert(
+            ".manifest".into(),
+            serde_json::to_vec_pretty(&m).unwrap_or_default(),
+        );
+    }
+    Ok(files)
+}
+
+impl Store {
+    /// Builds the org source `org` with `layers` and `registry`. The org
+    /// source may not carry what the agent composes (`tenants/`,
+    /// `registry.json`). When the whole does not build, each layer is
+    /// tried in turn with the org and the layers accepted so far; one that
+    /// breaks it is left out. Fails only when the org (with the registry)
+    /// does not build on its own.
+    pub(super) fn compose_build(
+        &self,
+        org: &Files,
+        layers: &[LayerPick],
+        registry: &[u8],
+        revision: &str,
+        kill: &KillState,
+        signer: Option<&Signer>,
+    ) -> Result<Composed, BuildFailure> {
+        let owned: Vec<Problem> = org
+            .keys()
+            .filter(|n| n.starts_with("tenants/") || n.as_str() == "registry.json")
+            .map(|n| {
+                problem(
+                    n,
+                    "the agent composes tenants/ and registry.json: publish a tenant's layer with `warden-agent tenant publish`, change the registry through the registry API".into(),
+                )
+            })
+            .collect();
+        if !owned.is_empty() {
+            return Err(BuildFailure(owned));
+        }
+        let mut base = org.clone();
+        base.insert("registry.json".into(), registry.to_vec());
+        let attempt = |with: &[&LayerPick], signer: Option<&Signer>| {
+            build::build(&assemble(&base, with, signer)?, revision, kill, signer)
+        };
+        let names = |with: &[&LayerPick]| -> BTreeMap<String, String> {
+            with.iter()
+                .map(|l| (l.entry.tenant.clone(), l.entry.revision.clone()))
+                .collect()
+        };
+        let all: Vec<&LayerPick> = layers.iter().collect();
+        match attempt(&all, signer) {
+            Ok(files) => {
+                return Ok(Composed {
+                    files,
+                    layers: names(&all),
+                    left_out: BTreeMap::new(),
+                })
+            }
+            Err(e) if layers.is_empty() => return Err(e),
+            Err(_) => {}
+        }
+        // The org alone must build; then each layer on top of it.
+        attempt(&[], None)?;
+        let mut ok: Vec<&LayerPick> = Vec::new();
+        let mut left_out = BTreeMap::new();
+        for l in layers {
+            let mut with = ok.clone();
+            with.push(l);
+            match attempt(&with, None) {
+                Ok(_) => ok = with,
+                Err(e) => {
+                    left_out.insert(l.entry.tenant.clone(), e);
+                }
+            }
+        }
+        Ok(Composed {
+            files: attempt(&ok, signer)?,
+            layers: names(&ok),
+            left_out,
+        })
+    }
+}

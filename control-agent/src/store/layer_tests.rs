@@ -1,0 +1,360 @@
+//! Tenant layers in the store: publish, version, rollback, canary per
+//! layer, composition with the org, isolation of a broken layer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+pub(crate) const ORG: &str = "version: 1\nservice_groups:\n  - name: tools\n    servers:\n      - name: mock\n        upstreams: [\"127.0.0.1:9\"]\nroutes:\n  - prefix: /mock\n    server: mock\ntenants:\n  finance: {path_prefixes: [/finance/]}\n  hr: {path_prefixes: [/hr/]}\n";
+
+pub(crate) fn layer(tenant: &str, rego: &str) -> Files {
+    let mut f = Files::new();
+    f.insert(
+        "tenant.yaml".into(),
+        format!("version: 1\ntenant: {tenant}\n").into_bytes(),
+    );
+    f.insert(format!("{tenant}.rego"), rego.as_bytes().to_vec());
+    f
+}
+
+pub(crate) fn rego(tenant: &str, body: &str) -> String {
+    format!("package warden.tenants.{tenant}\n\n{body}\n")
+}
+
+/// A store with the org source published.
+pub(crate) fn org_store() -> (tempfile::TempDir, Store) {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("source");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("warden.yaml"), ORG).unwrap();
+    let s = Store::open(&d.path().join("state"), &src, None).unwrap();
+    s.publish_source("test", true).unwrap();
+    (d, s)
+}
+
+fn served_files(p: &Published) -> Files {
+    archive::unpack(&p.archive).unwrap()
+}
+
+fn changes(d: &tempfile::TempDir) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(d.path().join("state").join(changes::FILE))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_layer_is_published_versioned_and_rolled_back_on_its_own() {
+    let (d, s) = org_store();
+    let org_rev = s.current().unwrap();
+    let org_digest = s.history().last().unwrap().source.clone();
+    let v1 = layer("finance", &rego("finance", "decision := {\"allow\": true}"));
+    let e1 = s
+        .publish_layer("admin:fiona", "Finance", v1.clone(), None)
+        .unwrap();
+    assert!(e1.revision.starts_with("finance-r1-"), "{}", e1.revision);
+    assert_eq!(e1.digest, archive::layer_digest(&v1));
+    let hr = layer("hr", &rego("hr", "decision := {\"allow\": false}"));
+    let h1 = s
+        .publish_layer("admin:harry", "hr", hr.clone(), None)
+        .unwrap();
+    let p = s.current().unwrap();
+    assert_ne!(p.revision, org_rev.revision);
+    // The org's content is unchanged; the layers are carried beside it.
+    let last = s.history().last().unwrap().clone();
+    assert_eq!(last.source, org_digest);
+    assert_eq!(last.layers["finance"], e1.revision);
+    assert_eq!(last.layers["hr"], h1.revision);
+    let f = served_files(&p);
+    assert_eq!(f["tenants/finance/finance.rego"], v1["finance.rego"]);
+    assert_eq!(f["tenants/hr/tenant.yaml"], hr["tenant.yaml"]);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&f["tenants/finance/.layer.json"]).unwrap();
+    assert_eq!(meta["revision"], e1.revision.as_str());
+    assert_eq!(meta["digest"], e1.digest.as_str());
+    assert_eq!(meta["actor"], "admin:fiona");
+    let manifest: serde_json::Value = serde_json::from_slice(&f[".manifest"]).unwrap();
+    assert_eq!(manifest["layers"]["hr"], h1.revision.as_str());
+    assert!(f.contains_key("registry.json"));
+
+    let v2 = layer(
+        "finance",
+        &rego(
+            "finance",
+            "decision := {\"allow\": false, \"reason\": \"v2\"}",
+        ),
+    );
+    let e2 = s
+        .publish_layer("admin:fiona", "finance", v2.clone(), None)
+        .unwrap();
+    assert!(e2.revision.starts_with("finance-r2-"));
+    let diff = s.layer_diff("finance", &e1.revision, &e2.revision).unwrap();
+    let files = diff["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{diff}");
+    assert_eq!(files[0]["file"], "finance.rego");
+    let text = files[0]["diff"].as_str().unwrap();
+    assert!(
+        text.contains("-decision := {\"allow\": true}") && text.contains("+decision"),
+        "{text}"
+    );
+
+    // Rolling finance back leaves the org and hr as they are.
+    let e3 = s
+        .rollback_layer("admin:fiona", "finance", &e1.revision)
+        .unwrap();
+    assert!(e3.revision.starts_with("finance-r3-") && e3.digest == e1.digest);
+    let f = served_files(&s.current().unwrap());
+    assert_eq!(f["tenants/finance/finance.rego"], v1["finance.rego"]);
+    assert_eq!(f["tenants/hr/tenant.yaml"], hr["tenant.yaml"]);
+    assert_eq!(s.history().last().unwrap().source, org_digest);
+    assert!(s
+        .rollback_layer("admin:fiona", "finance", "hr-r1-x")
+        .is_err());
+
+    // An org publish keeps every tenant's current layer.
+    std::fs::write(
+        d.path().join("source").join("warden.yaml"),
+        format!("{ORG}\n# changed\n"),
+    )
+    .unwrap();
+    s.publish_source("test", false).unwrap().unwrap();
+    let last = s.history().last().unwrap().clone();
+    assert_ne!(last.source, org_digest);
+    assert_eq!(last.layers["finance"], e3.revision);
+    assert_eq!(last.layers["hr"], h1.revision);
+    // And an org rollback too.
+    s.rollback("admin", &org_rev.revision).unwrap();
+    let last = s.history().last().unwrap().clone();
+    assert_eq!(last.source, org_digest);
+    assert_eq!(last.layers["finance"], e3.revision);
+
+    // Everything survives a restart.
+    let served = s.current().unwrap().revision.clone();
+    drop(s);
+    let s = Store::open(&d.path().join("state"), &d.path().join("source"), None).unwrap();
+    let h = s.layer_history("finance");
+    assert_eq!(h["current"], e3.revision.as_str());
+    assert_eq!(h["history"].as_array().unwrap().len(), 3);
+    assert_eq!(s.current().unwrap().revision, served);
+    s.kill("admin", "all", "", true).unwrap();
+    assert_eq!(s.history().last().unwrap().layers["finance"], e3.revision);
+    let recorded = changes(&d);
+    assert!(recorded
+        .iter()
+        .any(|c| c["action"] == "layer.rollback" && c["actor"] == "admin:fiona"));
+}
+
+#[test]
+fn a_layer_that_does_not_compose_is_refused_and_nothing_changes() {
+    let (d, s) = org_store();
+    let before = s.current().unwrap().revision.clone();
+    let n = s.history().len();
+    let bad = layer("finance", &rego("finance", "decision := {\"allow\": true"));
+    let e = s
+        .publish_layer("admin:fiona", "finance", bad, None)
+        .unwrap_err();
+    assert!(
+        e.0.iter().any(|p| p.file.contains("tenants/finance/")),
+        "{e}"
+    );
+    assert_eq!(s.current().unwrap().revision, before);
+    assert_eq!(s.history().len(), n);
+    assert_eq!(s.layer_history("finance")["history"], serde_json::json!([]));
+    // Not a layer's files, or naming another tenant.
+    let mut odd = layer("finance", &rego("finance", "x := 1"));
+    odd.insert("warden.yaml".into(), b"version: 1\n".to_vec());
+    assert!(s
+        .publish_layer("admin:fiona", "finance", odd, None)
+        .is_err());
+    let other = layer("hr", &rego("hr", "x := 1"));
+    let e = s
+        .publish_layer("admin:fiona", "finance", other, None)
+        .unwrap_err();
+    assert!(e.to_string().contains("tenant:"), "{e}");
+    assert!(s
+        .publish_layer("x", "../etc", layer("x", "x"), None)
+        .is_err());
+    assert!(!d.path().join("state").join("etc").exists());
+    let recorded = changes(&d);
+    assert!(recorded
+        .iter()
+        .any(|c| c["action"] == "layer.publish" && c["ok"] == false));
+}
+
+pub(crate) const FIN_LEDGER: &str = "version: 1\ntenant: finance\nservers:\n  - {name: ledger, upstreams: [\"127.0.0.1:2\"]}\nroutes:\n  - {path_prefix: /finance/ledger, server: ledger}\n";
+
+pub(crate) fn yaml_layer(yaml: &str) -> Files {
+    Files::from([("tenant.yaml".to_owned(), yaml.as_bytes().to_vec())])
+}
+
+#[test]
+fn a_layer_that_widens_is_refused() {
+    let (_d, s) = org_store();
+    for (why, yaml) in [
+        ("route outside the grant", "version: 1\ntenant: finance\nservers:\n  - {name: ledger, upstreams: [\"127.0.0.1:2\"]}\nroutes:\n  - {path_prefix: /hr/ledger, server: ledger}\n"),
+        ("the org's server", "version: 1\ntenant: finance\nservers:\n  - {name: mock, upstreams: [\"127.0.0.1:2\"]}\n"),
+        ("a stdio server", "version: 1\ntenant: finance\nservers:\n  - {name: sh, stdio: {command: /bin/sh}}\n"),
+    ] {
+        let e = s.publish_layer("admin:fiona", "finance", yaml_layer(yaml), None);
+        assert!(e.is_err(), "{why}");
+    }
+    // A tenant the org does not grant cannot publish.
+    let legal = yaml_layer("version: 1\ntenant: legal\n");
+    let e = s
+        .publish_layer("admin:x", "legal", legal, None)
+        .unwrap_err();
+    assert!(e.to_string().contains("not granted"), "{e}");
+    assert_eq!(s.layer_history("finance")["history"], serde_json::json!([]));
+    s.publish_layer("admin:fiona", "finance", yaml_layer(FIN_LEDGER), None)
+        .unwrap();
+    // Hr cannot take finance's server name.
+    let hr = "version: 1\ntenant: hr\nservers:\n  - {name: ledger, upstreams: [\"127.0.0.1:3\"]}\n";
+    assert!(s
+        .publish_layer("admin:harry", "hr", yaml_layer(hr), None)
+        .is_err());
+}
+
+#[test]
+fn a_layer_the_org_breaks_is_left_out_and_the_rest_served() {
+    let (d, s) = org_store();
+    let src = d.path().join("source");
+    let e = s
+        .publish_layer("admin:fiona", "finance", yaml_layer(FIN_LEDGER), None)
+        .unwrap();
+    let hr = s
+        .publish_layer(
+            "admin:harry",
+            "hr",
+            layer("hr", &rego("hr", "decision := {\"allow\": true}")),
+            None,
+        )
+        .unwrap();
+    assert_eq!(s.history().last().unwrap().layers.len(), 2);
+    // The org moves finance's grant: its layer's route lies outside it.
+    std::fs::write(
+        src.join("warden.yaml"),
+        ORG.replace("/finance/]", "/fin2/]"),
+    )
+    .unwrap();
+    s.publish_source("test", false).unwrap().unwrap();
+    let last = s.history().last().unwrap().clone();
+    assert_eq!(last.layers.get("hr"), Some(&hr.revision));
+    assert!(!last.layers.contains_key("finance"));
+    assert!(
+        last.left_out["finance"].contains("tenants/finance/tenant.yaml"),
+        "{last:?}"
+    );
+    let f = served_files(&s.current().unwrap());
+    assert!(f.contains_key("tenants/hr/hr.rego"));
+    assert!(!f.keys().any(|k| k.starts_with("tenants/finance/")));
+    let h = s.layer_history("finance");
+    assert_eq!(h["current"], e.revision.as_str());
+    assert!(h["last_error"].is_string(), "{h}");
+    assert!(changes(&d).iter().any(|c| c["action"] == "layer.left_out"
+        && c["detail"].as_str().unwrap().contains("tenant finance")));
+    // A kill switch rebuild leaves it out too, and still serves hr.
+    s.kill("admin", "tenant", "x", true).unwrap();
+    let last = s.history().last().unwrap().clone();
+    assert!(last.left_out.contains_key("finance") && last.layers.contains_key("hr"));
+    // The grant back: finance is served again.
+    std::fs::write(src.join("warden.yaml"), ORG).unwrap();
+    s.publish_source("test", false).unwrap().unwrap();
+    assert_eq!(
+        s.history().last().unwrap().layers.get("finance"),
+        Some(&e.revision)
+    );
+    assert!(s.layer_history("finance")["last_error"].is_null());
+    assert!(changes(&d).iter().any(|c| c["action"] == "layer.restored"));
+    // The org's source may not carry tenants/ itself.
+    std::fs::create_dir_all(src.join("tenants/finance")).unwrap();
+    std::fs::write(src.join("tenants/finance/tenant.yaml"), FIN_LEDGER).unwrap();
+    assert!(s.publish_source("test", false).is_err());
+}
+
+fn report(s: &Store, id: &str) {
+    s.report(Report {
+        id: id.into(),
+        revision: s.current().unwrap().revision.clone(),
+        healthy: true,
+        last_error: None,
+        labels: Labels::new(),
+        stats: Stats::default(),
+        upstreams: vec![],
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_layer_canary_reaches_its_share_and_promotion_makes_it_current() {
+    let (_d, s) = org_store();
+    let v1 = layer("finance", &rego("finance", "decision := {\"allow\": true}"));
+    let e1 = s
+        .publish_layer("admin:fiona", "finance", v1.clone(), None)
+        .unwrap();
+    for i in 0..10 {
+        report(&s, &format!("gw{i}"));
+    }
+    let v2 = layer(
+        "finance",
+        &rego("finance", "decision := {\"allow\": false}"),
+    );
+    let plan: CanaryPlan =
+        serde_json::from_value(serde_json::json!({"share": 0.3, "watch_secs": 600})).unwrap();
+    let e2 = s
+        .publish_layer(
+            "admin:fiona",
+            "finance",
+            v2.clone(),
+            Some((Selector::default(), plan.clone())),
+        )
+        .unwrap();
+    let ro = s.rollout();
+    assert_eq!(ro["state"], "watching");
+    assert_eq!(ro["layer"]["revision"], e2.revision.as_str());
+    let members: Vec<String> = serde_json::from_value(ro["members"].clone()).unwrap();
+    assert_eq!(members.len(), 3);
+    let none = Labels::new();
+    for i in 0..10 {
+        let id = format!("gw{i}");
+        let f = served_files(&s.for_gateway(&id, &none).unwrap());
+        let want = if members.contains(&id) { &v2 } else { &v1 };
+        assert_eq!(
+            f["tenants/finance/finance.rego"], want["finance.rego"],
+            "{id}"
+        );
+    }
+    // The tenant's current layer is still v1 until promotion.
+    assert_eq!(s.layer_history("finance")["current"], e1.revision.as_str());
+    // A kill switch rebuild keeps the canary's layer for its members.
+    s.kill("admin", "all", "", true).unwrap();
+    let f = served_files(&s.for_gateway(&members[0], &none).unwrap());
+    assert_eq!(f["tenants/finance/finance.rego"], v2["finance.rego"]);
+    s.promote("admin:fiona").unwrap();
+    assert_eq!(s.layer_history("finance")["current"], e2.revision.as_str());
+    for i in 0..10 {
+        let f = served_files(&s.for_gateway(&format!("gw{i}"), &none).unwrap());
+        assert_eq!(f["tenants/finance/finance.rego"], v2["finance.rego"]);
+    }
+    // A canary rolled back leaves the current layer as it was.
+    let v3 = layer(
+        "finance",
+        &rego(
+            "finance",
+            "decision := {\"allow\": true, \"reason\": \"v3\"}",
+        ),
+    );
+    s.publish_layer(
+        "admin:fiona",
+        "finance",
+        v3,
+        Some((Selector::default(), plan)),
+    )
+    .unwrap();
+    s.roll_back_canary("admin:fiona").unwrap();
+    assert_eq!(s.layer_history("finance")["current"], e2.revision.as_str());
+    for i in 0..10 {
+        let f = served_files(&s.for_gateway(&format!("gw{i}"), &none).unwrap());
+        assert_eq!(f["tenants/finance/finance.rego"], v2["finance.rego"]);
+    }
+}

@@ -1,0 +1,599 @@
+//! Tenant layers: per tenant a history of layer revisions
+//! (`<state>/tenants/<tenant>/history.jsonl`, each revision's files in
+//! `<seq>.src.tar.gz`, the current one and the last error in
+//! `state.json`). Each layer is versioned, diffed, canaried and rolled
+//! back on its own; every served revision carries each tenant's current
+//! layer (a layer canary, its own), validated composed with the org.
+
+use super::compose::{Composed, LayerPick};
+use super::*;
+use crate::admins::tenant_name;
+
+/// Bytes of one layer's files at most.
+pub const MAX_LAYER_BYTES: usize = 4 << 20;
+
+/// One revision of a tenant's layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerEntry {
+    pub tenant: String,
+    pub seq: u64,
+    /// `<tenant>-r<seq>-<digest8>`.
+    pub revision: String,
+    #[serde(with = "humantime_serde_compat")]
+    pub published_at: SystemTime,
+    pub actor: String,
+    pub reason: String,
+    /// SHA-256 (hex) of the layer's files (`archive::layer_digest`).
+    pub digest: String,
+    /// `all` or `canary`.
+    pub target: String,
+}
+
+/// A tenant's current layer and why it is not served, if it is not.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LayerState {
+    pub current: Option<u64>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tenant {
+    pub history: Vec<LayerEntry>,
+    pub state: LayerState,
+}
+
+/// The layer a canary carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerCanary {
+    pub tenant: String,
+    pub seq: u64,
+    pub revision: String,
+}
+
+/// Reads every tenant's layer history back.
+pub(super) fn load(dir: &Path) -> anyhow::Result<BTreeMap<String, Tenant>> {
+    let mut out = BTreeMap::new();
+    let root = dir.join("tenants");
+    let entries = match std::fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if tenant_name(&name).ok().as_deref() != Some(name.as_str()) {
+            anyhow::bail!("{}: not a tenant's directory", e.path().display());
+        }
+        let history: Vec<LayerEntry> = match std::fs::read_to_string(e.path().join("history.jsonl"))
+        {
+            Ok(t) => t
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(serde_json::from_str)
+                .collect::<Result<_, _>>()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let state: LayerState = match std::fs::read(e.path().join("state.json")) {
+            Ok(b) => serde_json::from_slice(&b)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LayerState::default(),
+            Err(e) => return Err(e.into()),
+        };
+        out.insert(name, Tenant { history, state });
+    }
+    Ok(out)
+}
+
+/// Refuses a layer whose files are not a layer: `tenant.yaml` (naming the
+/// tenant) and `.rego` files, nothing else, within the size bound.
+pub fn check_layer_files(tenant: &str, files: &Files) -> Result<(), BuildFailure> {
+    let mut problems = Vec::new();
+    let mut p = |file: &str, m: String| {
+        problems.push(warden_config::error::Problem {
+            file: file.into(),
+            path: String::new(),
+            message: m,
+        })
+    };
+    let total: usize = files.values().map(Vec::len).sum();
+    if total > MAX_LAYER_BYTES {
+        p("", format!("a layer has {MAX_LAYER_BYTES} bytes at most"));
+    }
+    for n in files.keys() {
+        let ok = n == "tenant.yaml"
+            || (n.ends_with(".rego")
+                && !n.split('/').any(|s| s.is_empty() || s.starts_with('.'))
+                && n.bytes().all(|b| b.is_ascii_graphic()));
+        if !ok {
+            p(
+                n,
+                "a layer holds tenant.yaml and .rego files only".to_owned(),
+            );
+        }
+    }
+    match files.get("tenant.yaml") {
+        None => p("tenant.yaml", "missing: every layer has one".into()),
+        Some(b) => match serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(b) {
+            Err(e) => p("tenant.yaml", format!("not YAML: {e}")),
+            Ok(doc) => {
+                let named = doc.get("tenant").and_then(|t| t.as_str());
+                if !named.is_some_and(|t| crate::admins::same_tenant(t, tenant)) {
+                    p(
+                        "tenant.yaml",
+                        format!("`tenant:` must name `{tenant}`, the tenant published to"),
+                    );
+                }
+            }
+        },
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(BuildFailure(problems))
+    }
+}
+
+impl Store {
+    fn tenant_dir(&self, tenant: &str) -> PathBuf {
+        self.dir.join("tenants").join(tenant)
+    }
+
+    fn layer_path(&self, tenant: &str, seq: u64) -> PathBuf {
+        self.tenant_dir(tenant).join(format!("{seq:08}.src.tar.gz"))
+    }
+
+    /// The files of one layer revision.
+    fn layer_files(&self, tenant: &str, seq: u64) -> Result<Files, BuildFailure> {
+        let b = std::fs::read(self.layer_path(tenant, seq)).map_err(io)?;
+        archive::unpack(&b).map_err(io)
+    }
+
+    fn save_layer_state(&self, tenant: &str, s: &LayerState) {
+        if let Err(e) = write_atomic(
+            &self.tenant_dir(tenant).join("state.json"),
+            &serde_json::to_vec_pretty(s).unwrap_or_default(),
+        ) {
+            tracing::error!(error = %e, tenant, "cannot write the layer's state");
+        }
+    }
+
+    /// Each tenant's layer for a composition: the one `overrides` names,
+    /// else the current one; `replace` stands in for its tenant's.
+    pub(super) fn layer_set(
+        &self,
+        inner: &Inner,
+        overrides: &BTreeMap<String, u64>,
+        replace: Option<(&LayerEntry, &Arc<Files>)>,
+    ) -> Result<Vec<LayerPick>, BuildFailure> {
+        let mut out = Vec::new();
+        let mut names: BTreeSet<&String> = inner.layers.keys().collect();
+        if let Some((e, _)) = replace {
+            names.insert(&e.tenant);
+        }
+        for t in names {
+            if let Some((e, f)) = replace.filter(|(e, _)| &e.tenant == t) {
+                out.push(LayerPick {
+                    entry: e.clone(),
+                    files: f.clone(),
+                });
+                continue;
+            }
+            let Some(tn) = inner.layers.get(t) else {
+                continue;
+            };
+            let Some(seq) = overrides.get(t).copied().or(tn.state.current) else {
+                continue;
+            };
+            let Some(entry) = tn.history.iter().find(|e| e.seq == seq) else {
+                return Err(io(format!(
+                    "tenant `{t}`: layer {seq} is not in its history"
+                )));
+            };
+            out.push(LayerPick {
+                entry: entry.clone(),
+                files: Arc::new(self.layer_files(t, seq)?),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records layers left out of (or back in) what is served: each
+    /// tenant's `last_error` follows the compositions that carry its
+    /// current layer.
+    pub(super) fn note_left_out(
+        &self,
+        inner: &mut Inner,
+        composed: &Composed,
+        overrides: &BTreeMap<String, u64>,
+        actor: &str,
+        revision: &str,
+    ) {
+        let mut changes = Vec::new();
+        for (t, tn) in inner.layers.iter_mut() {
+            if overrides.contains_key(t) || tn.state.current.is_none() {
+                continue;
+            }
+            let now = composed.left_out.get(t).map(|e| e.to_string());
+            if now != tn.state.last_error {
+                changes.push((t.clone(), now.clone()));
+                tn.state.last_error = now;
+                self.save_layer_state(t, &tn.state);
+            }
+        }
+        for (t, err) in changes {
+            match err {
+                Some(e) => {
+                    tracing::warn!(tenant = %t, revision, "tenant layer left out:\n{e}");
+                    self.record(
+                        actor,
+                        "layer.left_out",
+                        Some(revision),
+                        false,
+                        &format!("tenant {t}: its layer does not compose with the org and is not served: {e}"),
+                    );
+                }
+                None => self.record(
+                    actor,
+                    "layer.restored",
+                    Some(revision),
+                    true,
+                    &format!("tenant {t}: its layer composes again and is served"),
+                ),
+            }
+        }
+    }
+
+    /// The org revision layers are checked against: the newest one for
+    /// everyone (else the newest served).
+    pub(super) fn org_source(&self, inner: &Inner) -> Result<Arc<Published>, BuildFailure> {
+        inner
+            .served
+            .iter()
+            .filter(|p| p.target.is_all())
+            .max_by_key(|p| p.seq)
+            .or_else(|| inner.served.iter().max_by_key(|p| p.seq))
+            .cloned()
+            .ok_or_else(|| io("nothing is served yet: publish the org layer first"))
+    }
+
+    /// Ends a canary of `tenant`'s layer (its layer is changed by other means).
+    fn supersede_layer_canary(&self, inner: &mut Inner, tenant: &str, why: &str) {
+        if let Some(r) = inner.rollout.as_mut().filter(|r| {
+            r.state == "watching" && r.layer.as_ref().is_some_and(|l| l.tenant == tenant)
+        }) {
+            r.state = "superseded".into();
+            r.reason = Some(why.to_owned());
+            let seq = r.seq;
+            inner.served.retain(|p| p.seq != seq);
+        }
+    }
+
+    /// Adds a layer revision (checked: composes with the org and the other
+    /// layers served) to the tenant's history; nothing is served yet.
+    fn add_layer(
+        &self,
+        inner: &mut Inner,
+        actor: &str,
+        tenant: &str,
+        files: Files,
+        reason: &str,
+        target: &str,
+    ) -> Result<(LayerEntry, Arc<Published>), BuildFailure> {
+        check_layer_files(tenant, &files)?;
+        let org = self.org_source(inner)?;
+        let seq = inner
+            .layers
+            .get(tenant)
+            .and_then(|t| t.history.last())
+            .map_or(1, |e| e.seq + 1);
+        let digest = archive::layer_digest(&files);
+        let entry = LayerEntry {
+            tenant: tenant.to_owned(),
+            seq,
+            revision: format!("{tenant}-r{seq}-{}", &digest[..8]),
+            published_at: SystemTime::now(),
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            digest,
+            target: target.to_owned(),
+        };
+        let files = Arc::new(files);
+        let layers = self.layer_set(inner, &BTreeMap::new(), Some((&entry, &files)))?;
+        let registry = inner.registry.bundle_json();
+        let mut trial = self.compose_build(
+            &org.files,
+            &layers,
+            &registry,
+            &entry.revision,
+            &inner.kill,
+            None,
+        )?;
+        if let Some(e) = trial.left_out.remove(tenant) {
+            return Err(e);
+        }
+        std::fs::create_dir_all(self.tenant_dir(tenant)).map_err(io)?;
+        std::fs::write(self.layer_path(tenant, seq), archive::pack(&files)).map_err(io)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tenant_dir(tenant).join("history.jsonl"))
+            .map_err(io)?;
+        writeln!(f, "{}", serde_json::to_string(&entry).map_err(io)?).map_err(io)?;
+        inner
+            .layers
+            .entry(tenant.to_owned())
+            .or_default()
+            .history
+            .push(entry.clone());
+        Ok((entry, org))
+    }
+
+    /// Makes `seq` the tenant's current layer and rebuilds what is served
+    /// (the previous one stays current when that fails).
+    fn make_current(
+        &self,
+        inner: &mut Inner,
+        actor: &str,
+        tenant: &str,
+        seq: u64,
+        reason: &str,
+    ) -> Result<(), BuildFailure> {
+        let t = inner.layers.entry(tenant.to_owned()).or_default();
+        let before = t.state.clone();
+        t.state.current = Some(seq);
+        t.state.last_error = None;
+        let kill = inner.kill.clone();
+        match self.rebuild_served(inner, &kill, actor, reason) {
+            Ok(_) => {
+                let t = &inner.layers[tenant];
+                self.save_layer_state(tenant, &t.state);
+                Ok(())
+            }
+            Err(e) => {
+                inner.layers.entry(tenant.to_owned()).or_default().state = before;
+                Err(e)
+            }
+        }
+    }
+
+    fn layer_done(
+        &self,
+        actor: &str,
+        action: &str,
+        tenant: &str,
+        res: Result<LayerEntry, BuildFailure>,
+    ) -> Result<LayerEntry, BuildFailure> {
+        match &res {
+            Ok(e) => self.record(
+                actor,
+                action,
+                Some(&e.revision),
+                true,
+                &format!("tenant {tenant}: {}", e.reason),
+            ),
+            Err(e) => self.record(actor, action, None, false, &format!("tenant {tenant}: {e}")),
+        }
+        res
+    }
+
+    /// Publishes a tenant's layer: to everyone (it becomes the tenant's
+    /// current layer, every served revision rebuilt with it), or with
+    /// `canary` to a share of the gateways `labels` selects. Refused, with
+    /// nothing changed, when it does not compose with the org.
+    pub fn publish_layer(
+        &self,
+        actor: &str,
+        tenant: &str,
+        files: Files,
+        canary: Option<(Selector, CanaryPlan)>,
+    ) -> Result<LayerEntry, BuildFailure> {
+        let res = (|| {
+            let tenant = tenant_name(tenant).map_err(io)?;
+            let mut inner = self.lock();
+            let target = if canary.is_some() { "canary" } else { "all" };
+            let reason = match &canary {
+                Some((l, p)) => format!("canary on {:.0}% of {l}", p.share * 100.0),
+                None => "published".to_owned(),
+            };
+            if canary.is_some()
+                && inner
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|r| r.state == "watching")
+            {
+                return Err(io(
+                    "a canary is already being watched: promote or roll it back first",
+                ));
+            }
+            let (entry, org) =
+                self.add_layer(&mut inner, actor, &tenant, files, &reason, target)?;
+            match canary {
+                Some((labels, plan)) => {
+                    let layer = LayerCanary {
+                        tenant: tenant.clone(),
+                        seq: entry.seq,
+                        revision: entry.revision.clone(),
+                    };
+                    self.start_canary(
+                        &mut inner,
+                        actor,
+                        labels,
+                        plan,
+                        org.files.clone(),
+                        BTreeMap::from([(tenant.clone(), entry.seq)]),
+                        Some(layer),
+                        None,
+                    )?;
+                }
+                None => {
+                    self.supersede_layer_canary(
+                        &mut inner,
+                        &tenant,
+                        &format!("{} was published during the watch", entry.revision),
+                    );
+                    self.make_current(
+                        &mut inner,
+                        actor,
+                        &tenant,
+                        entry.seq,
+                        &format!("layer {}", entry.revision),
+                    )?;
+                }
+            }
+            Ok(entry)
+        })();
+        self.layer_done(actor, "layer.publish", tenant, res)
+    }
+
+    /// Publishes an earlier revision of a tenant's layer again, as its
+    /// newest revision, to everyone; the org and other tenants unchanged.
+    pub fn rollback_layer(
+        &self,
+        actor: &str,
+        tenant: &str,
+        to: &str,
+    ) -> Result<LayerEntry, BuildFailure> {
+        let res = (|| {
+            let tenant = tenant_name(tenant).map_err(io)?;
+            let mut inner = self.lock();
+            let seq = inner
+                .layers
+                .get(&tenant)
+                .and_then(|t| t.history.iter().find(|e| e.revision == to))
+                .map(|e| e.seq)
+                .ok_or_else(|| io(format!("tenant `{tenant}` has no layer revision `{to}`")))?;
+            let files = self.layer_files(&tenant, seq)?;
+            let (entry, _) = self.add_layer(
+                &mut inner,
+                actor,
+                &tenant,
+                files,
+                &format!("rollback to {to}"),
+                "all",
+            )?;
+            self.supersede_layer_canary(&mut inner, &tenant, &format!("rolled back to {to}"));
+            self.make_current(
+                &mut inner,
+                actor,
+                &tenant,
+                entry.seq,
+                &format!("layer {} (rollback to {to})", entry.revision),
+            )?;
+            Ok(entry)
+        })();
+        self.layer_done(actor, "layer.rollback", tenant, res)
+    }
+
+    /// Promotes a layer canary: its layer becomes the tenant's current one
+    /// for everyone.
+    pub(super) fn promote_layer(&self, inner: &mut Inner, actor: &str, l: &LayerCanary) {
+        let res = self.make_current(
+            inner,
+            actor,
+            &l.tenant,
+            l.seq,
+            &format!("layer {} promoted", l.revision),
+        );
+        self.record(
+            actor,
+            "layer.promote",
+            Some(&l.revision),
+            res.is_ok(),
+            &match res {
+                Ok(()) => format!("tenant {}", l.tenant),
+                Err(e) => format!("tenant {}: {e}", l.tenant),
+            },
+        );
+    }
+
+    /// A tenant's layer history, its current revision and last error.
+    pub fn layer_history(&self, tenant: &str) -> serde_json::Value {
+        let inner = self.lock();
+        let t = tenant_name(tenant)
+            .ok()
+            .and_then(|t| inner.layers.get(&t).cloned());
+        let t = t.unwrap_or_default();
+        let current = t
+            .state
+            .current
+            .and_then(|s| t.history.iter().find(|e| e.seq == s))
+            .map(|e| e.revision.clone());
+        let canary = inner
+            .rollout
+            .as_ref()
+            .filter(|r| r.layer.as_ref().is_some_and(|l| crate::admins::same_tenant(&l.tenant, tenant)))
+            .map(|r| serde_json::json!({"revision": r.layer.as_ref().map(|l| &l.revision), "state": r.state, "reason": r.reason}));
+        serde_json::json!({
+            "tenant": tenant,
+            "current": current,
+            "last_error": t.state.last_error,
+            "canary": canary,
+            "history": t.history,
+        })
+    }
+
+    /// Every tenant with a layer: current revision and last error.
+    pub fn layers_summary(&self) -> serde_json::Value {
+        let inner = self.lock();
+        serde_json::Value::Array(
+            inner
+                .layers
+                .iter()
+                .map(|(name, t)| {
+                    serde_json::json!({
+                        "tenant": name,
+                        "current": t.state.current.and_then(|s| t.history.iter().find(|e| e.seq == s)).map(|e| e.revision.clone()),
+                        "last_error": t.state.last_error,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// The files of one revision of a tenant's layer.
+    pub fn layer_files_of(&self, tenant: &str, revision: &str) -> Result<Files, String> {
+        let tenant = tenant_name(tenant)?;
+        let seq = self
+            .lock()
+            .layers
+            .get(&tenant)
+            .and_then(|t| t.history.iter().find(|e| e.revision == revision))
+            .map(|e| e.seq)
+            .ok_or_else(|| format!("tenant `{tenant}` has no layer revision `{revision}`"))?;
+        self.layer_files(&tenant, seq).map_err(|e| e.to_string())
+    }
+
+    /// Per-file unified diff between two revisions of a tenant's layer.
+    pub fn layer_diff(&self, tenant: &str, a: &str, b: &str) -> Result<serde_json::Value, String> {
+        let (fa, fb) = (
+            self.layer_files_of(tenant, a)?,
+            self.layer_files_of(tenant, b)?,
+        );
+        let names: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+        let mut files = Vec::new();
+        for n in names {
+            let (x, y) = (fa.get(n), fb.get(n));
+            if x == y {
+                continue;
+            }
+            let change = match (x, y) {
+                (None, _) => "added",
+                (_, None) => "removed",
+                _ => "changed",
+            };
+            let text = |v: Option<&Vec<u8>>| {
+                String::from_utf8_lossy(v.map_or(&[][..], |v| v)).into_owned()
+            };
+            let (tx, ty) = (text(x), text(y));
+            let diff = similar::TextDiff::from_lines(&tx, &ty)
+                .unified_diff()
+                .context_radius(3)
+                .header(&format!("{a}/{n}"), &format!("{b}/{n}"))
+                .to_string();
+            files.push(serde_json::json!({"file": n, "change": change, "diff": diff}));
+        }
+        Ok(serde_json::json!({"tenant": tenant, "from": a, "to": b, "files": files}))
+    }
+}

@@ -1,0 +1,178 @@
+//! The registry in the store: kept in `<state>/registry.json`, each step
+//! appended to `registry-events.jsonl`, and written into every served
+//! bundle, so a change rebuilds what is served (as the kill switch does).
+
+use super::*;
+use crate::admins::Actor;
+use crate::registry::{Done, Refusal, Registry};
+
+const FILE: &str = "registry.json";
+const EVENTS: &str = "registry-events.jsonl";
+
+pub(super) fn load(dir: &Path) -> anyhow::Result<Registry> {
+    match std::fs::read(dir.join(FILE)) {
+        Ok(b) => Ok(serde_json::from_slice(&b)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Why a registry change did not happen.
+#[derive(Debug)]
+pub enum RegistryError {
+    Refused(Refusal),
+    /// The registry as changed does not build with the org (422).
+    Build(BuildFailure),
+}
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryError::Refused(r) => write!(f, "{r}"),
+            RegistryError::Build(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl Store {
+    /// Applies `op` to the registry: kept, logged and every served revision
+    /// rebuilt with it; when that fails nothing changes.
+    pub fn registry_change(
+        &self,
+        actor: &Actor,
+        action: &str,
+        op: impl FnOnce(&mut Registry, &dyn Fn(&str) -> Option<Option<String>>) -> Result<Done, Refusal>,
+    ) -> Result<serde_json::Value, RegistryError> {
+        let label = actor.label();
+        let mut inner = self.lock();
+        let before = inner.registry.clone();
+        let taken = self.defined_servers(&inner);
+        let owner = |s: &str| taken.get(s).cloned();
+        let done = match op(&mut inner.registry, &owner) {
+            Ok(d) => d,
+            Err(r) => {
+                drop(inner);
+                let refused = matches!(r, Refusal::Forbidden(_));
+                self.record(
+                    &label,
+                    if refused { "refused" } else { action },
+                    None,
+                    false,
+                    &format!("{action}: {r}"),
+                );
+                return Err(RegistryError::Refused(r));
+            }
+        };
+        let (server, event) = done;
+        let kill = inner.kill.clone();
+        let reason = format!("registry: {server} {}", event.to.as_str());
+        if let Err(e) = self.rebuild_served(&mut inner, &kill, &label, &reason) {
+            inner.registry = before;
+            drop(inner);
+            self.record(&label, action, None, false, &format!("{server}: {e}"));
+            return Err(RegistryError::Build(e));
+        }
+        let res = write_atomic(
+            &self.dir.join(FILE),
+            &serde_json::to_vec_pretty(&inner.registry).unwrap_or_default(),
+        )
+        .and_then(|()| {
+            let line = serde_json::json!({"server": server, "event": event});
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(EVENTS))
+                .and_then(|mut f| writeln!(f, "{line}"))
+        });
+        if let Err(e) = res {
+            tracing::error!(error = %e, "cannot write the registry");
+        }
+        let view = self.registry_entry(&inner, &server);
+        drop(inner);
+        self.record(
+            &label,
+            action,
+            None,
+            true,
+            &format!(
+                "{server}: {} → {}{}",
+                event.from.map_or("new", |f| f.as_str()),
+                event.to.as_str(),
+                if event.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", event.note)
+                }
+            ),
+        );
+        Ok(view)
+    }
+
+    /// Servers the org source and each tenant's current layer define:
+    /// name → owner (`None`: the org).
+    fn defined_servers(&self, inner: &Inner) -> BTreeMap<String, Option<String>> {
+        let mut out = BTreeMap::new();
+        if let Ok(org) = self.org_source(inner) {
+            if let Some(y) = org.files.get("warden.yaml") {
+                for n in crate::registry::server_names(y) {
+                    out.insert(n, None);
+                }
+            }
+        }
+        if let Ok(layers) = self.layer_set(inner, &BTreeMap::new(), None) {
+            for l in layers {
+                if let Some(y) = l.files.get("tenant.yaml") {
+                    for n in crate::registry::server_names(y) {
+                        out.entry(n).or_insert_with(|| Some(l.entry.tenant.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn registry_entry(&self, inner: &Inner, server: &str) -> serde_json::Value {
+        inner
+            .registry
+            .servers
+            .get(server)
+            .map(|s| {
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                v["server"] = server.into();
+                v
+            })
+            .unwrap_or_default()
+    }
+
+    /// The servers `actor` may read.
+    pub fn registry_list(&self, actor: &Actor) -> serde_json::Value {
+        self.lock().registry.summary(actor)
+    }
+
+    /// One server with its events, tools and definition; `Forbidden` for
+    /// another tenant's.
+    pub fn registry_show(&self, actor: &Actor, server: &str) -> Result<serde_json::Value, Refusal> {
+        let inner = self.lock();
+        let s =
+            inner.registry.servers.get(server).ok_or_else(|| {
+                Refusal::NotFound(format!("no server `{server}` in the registry"))
+            })?;
+        if !Registry::readable(actor, s) {
+            return Err(Refusal::Forbidden(format!(
+                "server `{server}` is not of {}'s tenant",
+                actor.label()
+            )));
+        }
+        Ok(self.registry_entry(&inner, server))
+    }
+
+    /// The tenant a server belongs to (registry, else the layer that
+    /// defines it); `Some(None)` for an org server, `None` when unknown.
+    pub fn server_owner(&self, server: &str) -> Option<Option<String>> {
+        let inner = self.lock();
+        if let Some(s) = inner.registry.servers.get(server) {
+            return Some(s.tenant.clone());
+        }
+        self.defined_servers(&inner).get(server).cloned()
+    }
+}
