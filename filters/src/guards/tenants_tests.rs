@@ -237,3 +237,51 @@ fn composition_keeps_the_stricter() {
         Some(2)
     );
 }
+
+#[test]
+fn the_org_kill_switch_overrides_every_tenant() {
+    let org = format!("{ORG}kill_switch: {{tenants: [finance], servers: [people]}}\n");
+    let fin = layer("finance", "ledger", "");
+    let hr = layer("hr", "people", "");
+    let all = "package warden.tenants.finance\n\ndecision := {\"allow\": true}\n";
+    let s = snapshot(&[
+        ("warden.yaml", org.as_str()),
+        ("tenants/finance/tenant.yaml", fin.as_str()),
+        ("tenants/finance/p.rego", all),
+        ("tenants/hr/tenant.yaml", hr.as_str()),
+    ]);
+    let v = request(
+        &s,
+        &principal("finance", "fred", &[]),
+        "crm",
+        &call("read", "{}"),
+    )
+    .0;
+    assert!(
+        matches!(
+            &v,
+            crate::chain::filter::Verdict::Reject {
+                filter: "kill_switch",
+                ..
+            }
+        ),
+        "{v:?}"
+    );
+    let v = request(
+        &s,
+        &principal("hr", "h", &[]),
+        "people",
+        &call("read", "{}"),
+    )
+    .0;
+    assert!(
+        matches!(
+            &v,
+            crate::chain::filter::Verdict::Reject {
+                filter: "kill_switch",
+                ..
+            }
+        ),
+        "{v:?}"
+    );
+}
