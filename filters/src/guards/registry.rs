@@ -147,13 +147,15 @@ impl RegistryFilter {
             return Ok(None);
         };
         let s = match g {
-            Gate::Unregistered { tenant } => return Err(refuse(
-                codes::SERVER_NOT_RELEASED,
-                "server_unregistered",
-                format!(
+            Gate::Unregistered { tenant } => {
+                return Err(refuse(
+                    codes::SERVER_NOT_RELEASED,
+                    "server_unregistered",
+                    format!(
                     "server `{server}` of tenant `{tenant}` is not registered: it cannot be called"
                 ),
-            )),
+                ))
+            }
             Gate::Registered(s) => s,
         };
         let tester = ex.principal.roles.iter().any(|r| r == TESTER_ROLE);
