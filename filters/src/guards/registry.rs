@@ -37,8 +37,16 @@ use crate::protocol::jsonrpc::Kind;
 /// The role that may use servers and definitions under review.
 pub const TESTER_ROLE: &str = "tester";
 
-/// The definitions servers listed last, by server and tool (fingerprints);
-/// shared by the snapshots of one gateway.
+/// The definitions registered servers listed last, by server and tool
+/// (fingerprints); shared by the snapshots of one gateway.
+///
+/// Bounded by the registry: only a tool the registry lists for the server
+/// is remembered (a hostile server listing a million names adds nothing),
+/// and a server's entry keeps only the tools its registration names now.
+/// One per gateway, not per principal or session: it tells whether the
+/// server's live definition has drifted from the approved one, which is a
+/// property of the server; what each client sees is the reply filtered
+/// for it, always an approved (testers: or candidate) definition.
 #[derive(Default)]
 pub struct LiveTools {
     map: ArcSwap<HashMap<String, HashMap<String, String>>>,
@@ -49,11 +57,26 @@ impl LiveTools {
         self.map.load().get(server)?.get(tool).cloned()
     }
 
-    fn record(&self, server: &str, tools: &[(String, String)]) {
+    /// How many definitions are remembered, over every server.
+    pub fn len(&self) -> usize {
+        self.map.load().values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn record(&self, server: &str, registered: &RegisteredServer, tools: &[(String, String)]) {
+        let tools: Vec<&(String, String)> = tools
+            .iter()
+            .filter(|(n, _)| registered.tools.contains_key(n))
+            .collect();
         let unchanged = {
             let m = self.map.load();
-            m.get(server)
-                .is_some_and(|t| tools.iter().all(|(n, f)| t.get(n) == Some(f)))
+            m.get(server).is_some_and(|t| {
+                t.keys().all(|n| registered.tools.contains_key(n))
+                    && tools.iter().all(|(n, f)| t.get(n) == Some(f))
+            })
         };
         if unchanged {
             return;
@@ -61,7 +84,8 @@ impl LiveTools {
         self.map.rcu(|m| {
             let mut m = (**m).clone();
             let e = m.entry(server.to_owned()).or_default();
-            for (n, f) in tools {
+            e.retain(|n, _| registered.tools.contains_key(n));
+            for (n, f) in &tools {
                 e.insert(n.clone(), f.clone());
             }
             m
@@ -285,9 +309,15 @@ impl McpFilter for RegistryFilter {
         };
         let seen: Vec<(String, String)> = tools
             .iter()
-            .filter_map(|t| Some((t.get("name")?.as_str()?.to_owned(), fingerprint(t))))
+            .filter_map(|t| {
+                let name = t.get("name")?.as_str()?;
+                // Only what the registry names is worth a fingerprint.
+                s.tools
+                    .contains_key(name)
+                    .then(|| (name.to_owned(), fingerprint(t)))
+            })
             .collect();
-        self.live.record(ex.server, &seen);
+        self.live.record(ex.server, s, &seen);
         let tester = ex.principal.roles.iter().any(|r| r == TESTER_ROLE);
         let before = tools.len();
         tools.retain(|t| {

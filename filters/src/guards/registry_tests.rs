@@ -151,3 +151,43 @@ fn only_approved_definitions_are_listed_and_called() {
         Some(codes::TOOL_QUARANTINED)
     );
 }
+
+/// A hostile server lists ever new names: the gateway remembers only the
+/// tools the registry lists for it, so its memory is bounded by the registry.
+#[test]
+fn live_definitions_are_bounded_by_the_registry() {
+    let good = tool("Posts an entry");
+    let tools = format!(r#"{{"post": {{"approved": "{}"}}}}"#, fingerprint(&good));
+    let fin = layer("finance", "ledger", "");
+    let reg = format!(
+        r#"{{"version": 1, "servers": {{"ledger": {{"tenant": "finance", "state": "deployed", "tools": {tools}}}}}}}"#
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    for (name, text) in [
+        ("warden.yaml", ORG),
+        ("tenants/finance/tenant.yaml", fin.as_str()),
+        ("registry.json", reg.as_str()),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+        std::fs::write(p, text).expect("write");
+    }
+    let bundle = warden_config::Bundle::load(dir.path()).expect("bundle");
+    let shared = crate::snapshot::Shared::new();
+    let s = crate::snapshot::Snapshot::build_shared(&bundle, Vec::new(), &shared).expect("snap");
+    let fred = principal("finance", "fred", &[]);
+    for page in 0..20 {
+        let junk: Vec<serde_json::Value> = (0..50)
+            .map(|i| serde_json::json!({"name": format!("junk{page}_{i}"), "description": "x"}))
+            .chain([good.clone()])
+            .collect();
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": junk}});
+        reply(&s, &fred, "ledger", "tools/list", &body.to_string());
+    }
+    assert_eq!(shared.live_tools.get("ledger", "junk3_7"), None);
+    assert_eq!(shared.live_tools.len(), 1);
+    assert_eq!(
+        shared.live_tools.get("ledger", "post").as_deref(),
+        Some(fingerprint(&good).as_str())
+    );
+}
