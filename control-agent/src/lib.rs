@@ -8,6 +8,7 @@ pub mod approvals;
 pub mod audit;
 pub mod build;
 pub mod console;
+pub mod governance;
 pub mod registry;
 pub mod rollout;
 pub mod server;

@@ -29,6 +29,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 
+use crate::admins::{Actor, Admin};
 use crate::approvals::{Approvals, ClaimRefused, Refused, Verdict};
 use crate::store::{Report, Store};
 
@@ -54,8 +55,9 @@ impl Tokens {
 }
 
 #[derive(Clone, PartialEq, Eq)]
-enum Role {
-    Admin,
+pub(crate) enum Role {
+    /// The admin token (`admin`) or an entry of the admins file.
+    Admin(Actor),
     Fleet,
     /// An approver, by the name the approvers file gives their token.
     Approver(String),
@@ -70,6 +72,8 @@ pub struct Api {
     pub audit: Arc<crate::audit::AuditStore>,
     /// The web console's sessions and viewers (`/console`).
     pub console: crate::console::state::Console,
+    /// Org admins, org reviewers and tenant admins (`--admins`).
+    pub admins: std::collections::BTreeMap<String, Admin>,
 }
 
 /// The agent's own metrics.
@@ -199,9 +203,14 @@ impl Api {
             .filter(|t| !t.trim().is_empty())?;
         let d: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
         if d == self.tokens.admin {
-            Some(Role::Admin)
+            Some(Role::Admin(Actor::root()))
         } else if d == self.tokens.fleet {
             Some(Role::Fleet)
+        } else if let Some((name, a)) = self.admins.iter().find(|(_, a)| a.token == d) {
+            Some(Role::Admin(Actor {
+                name: name.clone(),
+                kind: a.kind.clone(),
+            }))
         } else {
             self.approvals
                 .approvers
@@ -382,6 +391,11 @@ impl Api {
             return Ok(r);
         };
         if path == "/v1/approvals" || path.starts_with("/v1/approvals/") {
+            if let Role::Admin(a) = &role {
+                if let Some(t) = a.tenant() {
+                    return Ok(self.tenant_approvals(a, t, req, &path));
+                }
+            }
             return Ok(self.approvals(role, req, &path).await);
         }
         if matches!(role, Role::Approver(_)) {
@@ -390,7 +404,18 @@ impl Api {
                 "an approver's token reaches only /v1/approvals",
             ));
         }
-        let admin_only = |r: &Role| *r == Role::Admin;
+        let req = match &role {
+            Role::Admin(a) => match self.governance(a, req, &path).await {
+                Ok(r) => return Ok(r),
+                Err(req) => req,
+            },
+            _ => req,
+        };
+        // Past `governance`: the org admins, and org reviewers' reads.
+        let actor = match &role {
+            Role::Admin(a) => a.label(),
+            _ => String::new(),
+        };
         Ok(match (req.method().clone(), path.as_str()) {
             (Method::GET, "/v1/bundles/current") => self.bundle(req).await,
             (Method::POST, "/v1/fleet/report") => match read_json::<Report>(req).await {
@@ -401,9 +426,11 @@ impl Api {
                 Err(e) => error(StatusCode::BAD_REQUEST, &e),
             },
             (Method::POST, "/v1/audit/ingest") => self.audit_ingest(req).await,
-            _ if !admin_only(&role) => error(StatusCode::FORBIDDEN, "admin token required"),
+            _ if !matches!(role, Role::Admin(_)) => {
+                error(StatusCode::FORBIDDEN, "admin token required")
+            }
             (Method::GET, p @ ("/v1/audit" | "/v1/audit/verify" | "/v1/audit/live")) => {
-                self.audit_read(p, &req).await
+                self.audit_read(p, &req, &[]).await
             }
             (Method::GET, "/v1/fleet") => json(StatusCode::OK, &self.store.fleet()),
             (Method::GET, "/v1/history") => {
@@ -430,8 +457,8 @@ impl Api {
                 }
                 let store = self.store.clone();
                 let res = tokio::task::spawn_blocking(move || match b.canary {
-                    Some(plan) => store.publish_canary("api", b.select, plan).map(Some),
-                    None => store.publish_source_to("api", true, b.select),
+                    Some(plan) => store.publish_canary(&actor, b.select, plan).map(Some),
+                    None => store.publish_source_to(&actor, true, b.select),
                 })
                 .await;
                 match res {
@@ -452,9 +479,9 @@ impl Api {
             (Method::GET, "/v1/rollout") => json(StatusCode::OK, &self.store.rollout()),
             (Method::POST, p @ ("/v1/rollout/promote" | "/v1/rollout/rollback")) => {
                 let res = if p.ends_with("promote") {
-                    self.store.promote("api")
+                    self.store.promote(&actor)
                 } else {
-                    self.store.roll_back_canary("api")
+                    self.store.roll_back_canary(&actor)
                 };
                 match res {
                     Ok(_) => json(StatusCode::OK, &self.store.rollout()),
@@ -469,7 +496,7 @@ impl Api {
                 match read_json::<Body>(req).await {
                     Ok(b) => {
                         let store = self.store.clone();
-                        self.mutate(move || store.rollback("api", &b.revision))
+                        self.mutate(move || store.rollback(&actor, &b.revision))
                             .await
                     }
                     Err(e) => error(StatusCode::BAD_REQUEST, &e),
@@ -486,7 +513,7 @@ impl Api {
                 match read_json::<Body>(req).await {
                     Ok(b) => {
                         let store = self.store.clone();
-                        self.mutate(move || store.kill("api", &b.scope, &b.value, on))
+                        self.mutate(move || store.kill(&actor, &b.scope, &b.value, on))
                             .await
                     }
                     Err(e) => error(StatusCode::BAD_REQUEST, &e),

@@ -660,6 +660,33 @@ impl Approvals {
         v.into_iter().map(|a| a.view(now)).collect()
     }
 
+    /// The tenant of approval `id`, if it is kept.
+    pub fn tenant_of(&self, id: &str) -> Option<String> {
+        self.lock().get(id).map(|a| a.tenant.clone())
+    }
+
+    /// As [`Approvals::list`], for a tenant admin: only the approvals of
+    /// `tenants` (compared canonically; never empty here, which would be
+    /// every tenant).
+    pub fn list_in(
+        &self,
+        all: bool,
+        tenants: &[String],
+        now: SystemTime,
+    ) -> Vec<serde_json::Value> {
+        if tenants.is_empty() {
+            return Vec::new();
+        }
+        let guard = self.lock();
+        let mut v: Vec<&Approval> = guard
+            .values()
+            .filter(|a| all || matches!(a.state(now), State::Pending | State::Approved))
+            .filter(|a| warden_config::person::in_scope(tenants, &a.tenant))
+            .collect();
+        v.sort_by_key(|a| a.requested_at);
+        v.into_iter().map(|a| a.view(now)).collect()
+    }
+
     /// Approvals waiting for approvers, and how long the oldest has waited.
     pub fn waiting(&self, now: SystemTime) -> (usize, Duration) {
         let guard = self.lock();

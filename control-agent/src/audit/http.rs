@@ -186,9 +186,10 @@ impl Api {
         }
     }
 
-    /// `GET /v1/audit`, `/v1/audit/verify`, `/v1/audit/live` (the admin's:
-    /// every tenant).
-    pub async fn audit_read(&self, path: &str, req: &Request<Incoming>) -> Resp {
+    /// `GET /v1/audit`, `/v1/audit/verify`, `/v1/audit/live`, of the
+    /// tenants of `scope` (empty: every tenant, the org's roles).
+    pub async fn audit_read(&self, path: &str, req: &Request<Incoming>, scope: &[String]) -> Resp {
+        let scope = scope.to_vec();
         let qs = req.uri().query().unwrap_or("").to_owned();
         let store = self.audit.clone();
         let res = match path {
@@ -199,16 +200,17 @@ impl Api {
                 };
                 tokio::task::spawn_blocking(move || {
                     store
-                        .live(window, gateway.as_deref(), &[])
+                        .live(window, gateway.as_deref(), &scope)
                         .map(|l| serde_json::to_value(l).unwrap_or_default())
                 })
                 .await
             }
             _ => {
-                let q = match parse_query(&qs) {
+                let mut q = match parse_query(&qs) {
                     Ok(q) => q,
                     Err(e) => return error(StatusCode::BAD_REQUEST, &e),
                 };
+                q.tenants = scope;
                 let verify = path == "/v1/audit/verify";
                 tokio::task::spawn_blocking(move || {
                     if verify {

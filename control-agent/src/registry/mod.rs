@@ -635,17 +635,29 @@ impl Registry {
     }
 }
 
-/// Server names a `warden.yaml` (or `tenant.yaml`) defines.
+/// Server names a `warden.yaml` (`servers`, `service_groups[].servers`)
+/// or a `tenant.yaml` (`servers`) defines.
 pub fn server_names(yaml: &[u8]) -> Vec<String> {
     let Ok(doc) = serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(yaml) else {
         return Vec::new();
     };
-    doc.get("servers")
-        .and_then(|s| s.as_sequence())
-        .map(|l| {
-            l.iter()
-                .filter_map(|s| s.get("name").and_then(|n| n.as_str()).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    let names = |v: Option<&serde_yaml_ng::Value>| -> Vec<String> {
+        v.and_then(|s| s.as_sequence())
+            .map(|l| {
+                l.iter()
+                    .filter_map(|s| s.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = names(doc.get("servers"));
+    for g in doc
+        .get("service_groups")
+        .and_then(|g| g.as_sequence())
+        .into_iter()
+        .flatten()
+    {
+        out.extend(names(g.get("servers")));
+    }
+    out
 }

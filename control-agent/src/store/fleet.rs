@@ -94,4 +94,27 @@ impl Store {
             "members": members,
         })
     }
+
+    /// What gateways report of `servers`' upstreams, and nothing else.
+    pub fn upstream_health(&self, servers: &BTreeSet<String>) -> Vec<serde_json::Value> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        for m in inner.fleet.values() {
+            for u in m
+                .report
+                .upstreams
+                .iter()
+                .filter(|u| servers.contains(&u.server))
+            {
+                out.push(serde_json::json!({
+                    "gateway": m.report.id,
+                    "server": u.server,
+                    "replicas": u.replicas,
+                    "healthy": u.healthy,
+                    "stale": m.seen.elapsed() > self.stale_after,
+                }));
+            }
+        }
+        out
+    }
 }

@@ -22,6 +22,7 @@ mod compose;
 pub mod layers;
 mod registry;
 pub use changes::KillEvent;
+pub use registry::RegistryError;
 mod fleet;
 #[cfg(test)]
 pub(crate) mod layer_tests;

@@ -175,4 +175,26 @@ impl Store {
         }
         self.defined_servers(&inner).get(server).cloned()
     }
+
+    /// The servers of `tenant`: registered to it, or defined by its layer.
+    pub fn servers_of(&self, tenant: &str) -> BTreeSet<String> {
+        let inner = self.lock();
+        let mut out: BTreeSet<String> = inner
+            .registry
+            .servers
+            .iter()
+            .filter(|(_, s)| {
+                s.tenant
+                    .as_deref()
+                    .is_some_and(|t| crate::admins::same_tenant(t, tenant))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for (n, owner) in self.defined_servers(&inner) {
+            if owner.is_some_and(|t| crate::admins::same_tenant(&t, tenant)) {
+                out.insert(n);
+            }
+        }
+        out
+    }
 }
