@@ -358,3 +358,66 @@ fn a_layer_canary_reaches_its_share_and_promotion_makes_it_current() {
         assert_eq!(f["tenants/finance/finance.rego"], v2["finance.rego"]);
     }
 }
+
+fn pem(label: &str, der: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+    .into_bytes()
+}
+
+/// With a signing key, each layer's `.layer.json` carries a signature
+/// the gateway's verifier accepts, and an altered layer file is refused.
+#[test]
+fn layers_are_signed_with_the_bundle_key() {
+    use ring::signature::KeyPair;
+    let pkcs8 =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let mut spki = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    spki.extend_from_slice(pair.public_key().as_ref());
+    let signer = Signer {
+        pem: pem("PRIVATE KEY", pkcs8.as_ref()),
+        alg: jsonwebtoken::Algorithm::EdDSA,
+        keyid: "k1".into(),
+    };
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("source");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("warden.yaml"), ORG).unwrap();
+    let s = Store::open(&d.path().join("state"), &src, Some(signer)).unwrap();
+    s.publish_source("test", true).unwrap();
+    let e = s
+        .publish_layer("admin:fiona", "finance", yaml_layer(FIN_LEDGER), None)
+        .unwrap();
+    let mut f = served_files(&s.current().unwrap());
+    let v =
+        archive::Verifier::new(&pem("PUBLIC KEY", &spki), jsonwebtoken::Algorithm::EdDSA).unwrap();
+    v.verify(&f).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&f["tenants/finance/.layer.json"]).unwrap();
+    assert_eq!(meta["digest"], e.digest.as_str());
+    v.verify_layer(meta["signature"].as_str().unwrap(), &e.digest)
+        .unwrap();
+    // Another digest does not verify with that signature.
+    assert!(v
+        .verify_layer(meta["signature"].as_str().unwrap(), &"0".repeat(64))
+        .is_err());
+    f.insert(
+        "tenants/finance/tenant.yaml".into(),
+        FIN_LEDGER
+            .replace("127.0.0.1:2", "127.0.0.1:4")
+            .into_bytes(),
+    );
+    assert!(v.verify_layers(&f).is_err());
+}
