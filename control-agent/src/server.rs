@@ -18,6 +18,7 @@
 //! | `GET /metrics` | — | Prometheus: approvals waiting, the oldest wait, decisions, audit rows |
 //! | `GET /healthz` | — | liveness |
 //! | `/console…` | a console session (login with a token) | the web console: see [`crate::console`] |
+//! | `/v1/tenants…`, `/v1/registry…` | admins (`--admins`) | tenant layers and the registry: see [`crate::governance`], which also confines tenant admins and org reviewers on the routes above |
 
 use std::convert::Infallible;
 use std::sync::Arc;
