@@ -117,6 +117,9 @@ pub struct Snapshot {
     /// The chain's DLP filter, which also judges what travels beside the
     /// messages (header values, the URL): `None` without a `dlp` section.
     pub dlp: Option<Arc<crate::guards::dlp::DlpFilter>>,
+    /// Each tenant's DLP filter, which judges the metadata of calls in the
+    /// tenant's scope beside the org's (see [`Snapshot::metadata_dlp`]).
+    pub tenant_dlp: Vec<(String, Arc<crate::guards::dlp::DlpFilter>)>,
     /// Seals the handles relayed to one client (cursors, event ids).
     pub handle_sealer: Arc<crate::guards::handles::HandleSealer>,
     /// Which tenant layers apply to a call (owners of servers, layers'
@@ -588,12 +591,15 @@ impl Snapshot {
         };
         // Tenants' DLP rules, beside the org's (after it: an org rule is
         // never skipped for a tenant's; the stricter action wins).
+        let mut tenant_dlp = Vec::new();
         for layer in tenants.layers.values() {
             if let Some(d) = &layer.dlp {
                 let file = format!("tenants/{}/tenant.yaml", layer.tenant);
                 let f = crate::guards::dlp::DlpFilter::new(d.clone(), config.catalog.clone())
                     .map_err(|e| BuildError::at(file, "dlp", e))?;
-                filters.push(scoped(&layer.tenant, &scope, Arc::new(f)));
+                let f = Arc::new(f);
+                filters.push(scoped(&layer.tenant, &scope, f.clone()));
+                tenant_dlp.push((layer.tenant.clone(), f));
             }
         }
         if let Some(f) = flow {
@@ -632,6 +638,7 @@ impl Snapshot {
             redactor,
             handle_sealer,
             dlp,
+            tenant_dlp,
             tenants: scope,
         })
     }
@@ -664,6 +671,29 @@ impl Snapshot {
         } else {
             &self.chain
         }
+    }
+
+    /// The DLP filters that judge what travels beside the messages of a
+    /// call by `principal` to `server` (header values, the URL): the org's,
+    /// then each tenant's whose scope the call is in. Each judges on its
+    /// own; a block or a withholding by any stands.
+    pub fn metadata_dlp(
+        &self,
+        principal: &crate::engines::identity::Principal,
+        server: &str,
+    ) -> Vec<&crate::guards::dlp::DlpFilter> {
+        let tenant = principal.canonical_tenant();
+        let owner = self.tenants.owner(server);
+        self.dlp
+            .iter()
+            .map(|d| &**d)
+            .chain(
+                self.tenant_dlp
+                    .iter()
+                    .filter(|(t, _)| t == tenant || owner == Some(t.as_str()))
+                    .map(|(_, d)| &**d),
+            )
+            .collect()
     }
 
     pub fn server(&self, route: &ResolvedRoute) -> &Server {
@@ -732,48 +762,5 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn route(prefix: &str, up: &str) -> ResolvedRoute {
-        ResolvedRoute {
-            index: 0,
-            prefix: prefix.into(),
-            host: None,
-            upstream_prefix: up.into(),
-            server: 0,
-            via: None,
-        }
-    }
-
-    #[test]
-    fn path_mapping() {
-        let r = route("/jira", "/");
-        assert_eq!(r.upstream_path("/jira/mcp"), "/mcp");
-        assert_eq!(r.upstream_path("/jira"), "/");
-        assert_eq!(
-            r.downstream_path("/messages/?session_id=1").as_deref(),
-            Some("/jira/messages/?session_id=1")
-        );
-        let r = route("/a", "/v1");
-        assert_eq!(r.upstream_path("/a/mcp"), "/v1/mcp");
-        assert_eq!(
-            r.downstream_path("/v1/messages?x=1").as_deref(),
-            Some("/a/messages?x=1")
-        );
-        assert_eq!(r.downstream_path("/v10/messages"), None);
-        assert_eq!(r.downstream_path("/other"), None);
-        let r = route("/", "/");
-        assert_eq!(r.upstream_path("/mcp"), "/mcp");
-    }
-
-    #[test]
-    fn prefix_on_segment_boundary() {
-        assert!(prefix_matches("/jira", "/jira/mcp"));
-        assert!(prefix_matches("/jira", "/jira"));
-        assert!(!prefix_matches("/jira", "/jiramcp"));
-        assert!(prefix_matches("/", "/x"));
-        assert_eq!(strip_port("Example.com:8080"), "Example.com");
-        assert_eq!(strip_port("[::1]:80"), "::1");
-    }
-}
+#[path = "snapshot_tests.rs"]
+mod tests;

@@ -304,3 +304,6 @@ async fn tenant_layers_and_the_registry_over_real_sockets() {
     .await;
     assert_eq!(v["error"]["code"], -31013, "{v}");
 }
+
+#[path = "tenants_attacks.rs"]
+mod attacks;

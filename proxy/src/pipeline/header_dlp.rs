@@ -13,7 +13,9 @@
 //! upper and lower case (a server may fold it); a value that is not UTF-8
 //! is also read as Latin-1, as Node and Starlette read it. Metadata goes to
 //! the server, not to one tool: it is judged at the server's highest risk
-//! (its catalog's default or riskiest tool). A blocking rule refuses the
+//! (its catalog's default or riskiest tool). The org's rules judge it, and
+//! so do the rules of each tenant whose scope the call is in (the caller's
+//! tenant, the server's owner): the stricter wins. A blocking rule refuses the
 //! request (403, -31015). A redacting or stripping rule withholds a header
 //! (it is not sent on) and refuses a URL, which cannot go without its
 //! text. Every finding is recorded in the audit record.
@@ -31,10 +33,14 @@ pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader) -> Result<(), Refusal> {
     let Some((rt, server)) = ctx.routed() else {
         return Ok(());
     };
-    let Some(dlp) = rt.snap.dlp.as_deref() else {
+    // The org's rules, and those of every tenant whose scope the call is
+    // in: each judges on its own, a block or a withholding by any stands.
+    let filters = rt
+        .snap
+        .metadata_dlp(&ctx.principal, &rt.server(server).name);
+    if filters.is_empty() {
         return Ok(());
-    };
-    let risk = dlp.server_risk(&rt.server(server).name);
+    }
     let api_key_header = rt
         .snap
         .config
@@ -79,7 +85,18 @@ pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader) -> Result<(), Refusal> {
     }
     let items: Vec<&str> = t.spans.iter().map(|r| &t.buf[r.clone()]).collect();
     let places = &t.places;
-    let v = dlp.judge_metadata(&items, risk);
+    let mut v = warden_filters::guards::dlp::MetadataVerdict::default();
+    for dlp in filters {
+        let risk = dlp.server_risk(&rt.server(server).name);
+        let one = dlp.judge_metadata(&items, risk);
+        for rule in one.blocked {
+            if !v.blocked.contains(&rule) {
+                v.blocked.push(rule);
+            }
+        }
+        v.withheld.extend(one.withheld);
+        v.findings.extend(one.findings);
+    }
     for (i, mut f) in v.findings {
         // The client chose the name: it is named only when DLP finds
         // nothing in it (in either case).
