@@ -125,6 +125,9 @@ pub struct Snapshot {
     /// Which tenant layers apply to a call (owners of servers, layers'
     /// revisions), for the audit record.
     pub tenants: Arc<crate::guards::tenants::Scope>,
+    /// The registry's gate, also asked where no message is judged (a GET
+    /// stream, a DELETE): `None` when nothing is registered or tenant-owned.
+    pub registry: Option<Arc<crate::guards::registry::RegistryFilter>>,
 }
 
 impl Snapshot {
@@ -437,12 +440,14 @@ impl Snapshot {
             filters.push(Arc::new(KillSwitchFilter::new(config.kill_switch.clone())));
         }
         // The registry: who may reach a registered server in its state.
-        if let Some(f) = crate::guards::registry::RegistryFilter::new(
+        let registry = crate::guards::registry::RegistryFilter::new(
             tenants.registry.as_ref(),
             scope.clone(),
             shared.live_tools.clone(),
-        ) {
-            filters.push(Arc::new(f));
+        )
+        .map(Arc::new);
+        if let Some(f) = &registry {
+            filters.push(f.clone());
         }
         // Multi-round-trip input: bound to the principal and the request it
         // answers (see `mrtr`).
@@ -640,6 +645,7 @@ impl Snapshot {
             dlp,
             tenant_dlp,
             tenants: scope,
+            registry,
         })
     }
 

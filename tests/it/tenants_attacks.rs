@@ -76,3 +76,33 @@ async fn tenant_dlp_rules_judge_headers_and_the_url() {
         .expect("post");
     assert!(String::from_utf8_lossy(&b).contains("fin-no-aws"));
 }
+
+/// Legacy SSE's GET opens a session with no message: a retired server, or
+/// another tenant's unshared one, is not reached that way either.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_get_stream_passes_the_registry_gate() {
+    let mock = Mock::start(&[]).expect("mock");
+    let gw = gateway(mock.addr);
+    let get = |path: &'static str, k: &'static str| {
+        let url = gw.url(path);
+        async move {
+            warden_tests::request(
+                &url,
+                "GET",
+                &[("accept", "text/event-stream"), ("x-api-key", k)],
+                Default::default(),
+                false,
+            )
+            .await
+            .expect("get")
+        }
+    };
+    let (s, _, b) = get("/finance/gone/sse", FIN).await;
+    let b = String::from_utf8_lossy(&b);
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("was retired on 2026-11-20T09:00:00Z"), "{b}");
+    let (s, _, b) = get("/finance/ledger/sse", HR).await;
+    let b = String::from_utf8_lossy(&b);
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("belongs to tenant `finance`"), "{b}");
+}

@@ -31,7 +31,7 @@ use warden_config::tenants::{RegisteredServer, Registry};
 use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
 use crate::guards::tenants::Scope;
 use crate::guards::tools::fingerprint;
-use crate::protocol::error::{codes, JsonRpcError};
+use crate::protocol::error::{codes, JsonRpcError, Refusal};
 use crate::protocol::jsonrpc::Kind;
 
 /// The role that may use servers and definitions under review.
@@ -237,6 +237,33 @@ impl RegistryFilter {
     }
 }
 
+impl RegistryFilter {
+    /// Whether the exchange's principal may reach its server at all, for
+    /// an exchange that carries no message the chain judges (a GET stream,
+    /// legacy SSE's included, a DELETE): the server's state and sharing,
+    /// as for every message.
+    pub fn admit(&self, ex: &Exchange<'_>) -> Result<(), Refusal> {
+        match self.gate(ex.server, ex, &mut Notes::default()) {
+            Ok(_) => Ok(()),
+            Err(Decision::Reject(d)) => {
+                let reason = match d.reason.as_str() {
+                    "server_retired" => "server_retired",
+                    "server_draft" => "server_draft",
+                    "server_testing" => "server_testing",
+                    "server_not_shared" => "server_not_shared",
+                    _ => "server_unregistered",
+                };
+                Err(Refusal::new(403, reason, d.error))
+            }
+            Err(_) => Err(Refusal::new(
+                403,
+                "server_unregistered",
+                JsonRpcError::new(codes::SERVER_NOT_RELEASED, "server not callable"),
+            )),
+        }
+    }
+}
+
 impl McpFilter for RegistryFilter {
     fn name(&self) -> &'static str {
         "registry"
@@ -251,9 +278,14 @@ impl McpFilter for RegistryFilter {
 
     fn on_request(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
-        // Client answers to server→client requests were judged with them.
+        // A client's answer to a server→client request (sampling,
+        // elicitation) goes to the server too: a retired, draft or
+        // unshared server gets none (a stream opened before the change).
         if !matches!(env.kind, Kind::Request | Kind::Notification) {
-            return Decision::Pass;
+            return match self.gate(ex.server, ex, &mut Notes::default()) {
+                Err(d) => d,
+                Ok(_) => Decision::Pass,
+            };
         }
         // Only a request is a call (counted when deprecated).
         let mut noted = Notes::default();

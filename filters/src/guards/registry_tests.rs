@@ -191,3 +191,23 @@ fn live_definitions_are_bounded_by_the_registry() {
         Some(fingerprint(&good).as_str())
     );
 }
+
+/// A stream opened before the server was retired (or by a session that
+/// predates the change) carries a server→client request; the client's
+/// answer is a message to the server like any other: refused.
+#[test]
+fn a_client_answer_to_a_retired_server_is_refused() {
+    let fred = principal("finance", "fred", &[]);
+    let answer = r#"{"jsonrpc":"2.0","id":"s1","result":{"content":{"type":"text","text":"ok"}}}"#;
+    let s = snap("retired", false, "{}");
+    assert_eq!(
+        code(&request(&s, &fred, "ledger", answer).0),
+        Some(codes::SERVER_RETIRED)
+    );
+    let s = snap("deployed", false, "{}");
+    assert_eq!(
+        code(&request(&s, &principal("hr", "h", &[]), "ledger", answer).0),
+        Some(codes::DENIED)
+    );
+    assert!(code(&request(&s, &fred, "ledger", answer).0).is_none());
+}

@@ -150,6 +150,15 @@ pub async fn admit(
     };
     ctx.resume_from = open_resume_id(ctx, req, &server.name)?;
 
+    // A GET stream (legacy SSE's, which opens a session with no message)
+    // or a DELETE carries nothing the chain judges: the registry's gate
+    // (state, sharing) is asked here, as for every message.
+    if ctx.kind != ExchangeKind::Post {
+        if let Some(reg) = &rt.snap.registry {
+            reg.admit(&ctx.exchange(server, false, None))?;
+        }
+    }
+
     // What goes upstream beside the body (headers, URL), before anything
     // is read or spent.
     crate::pipeline::header_dlp::judge(ctx, req)?;
