@@ -649,7 +649,9 @@ impl Snapshot {
         })
     }
 
-    /// Finds the route for a request: host (without port, case-insensitive) and path.
+    /// Finds the route for a request: host (without port or a trailing
+    /// dot, case-insensitive: `Finance.Example.:443` is `finance.example`,
+    /// as DNS and the upstream read it) and path.
     /// A prefix matches on a segment boundary only.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&ResolvedRoute> {
         self.route_index(host, path).map(|i| &self.routes[i])
@@ -657,11 +659,11 @@ impl Snapshot {
 
     /// As [`Snapshot::route`], the position in `routes`.
     pub fn route_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        let host = host.map(|h| strip_port(h).to_ascii_lowercase());
+        let host = host.map(|h| strip_port(h).trim_end_matches('.').to_ascii_lowercase());
         self.routes.iter().position(|r| {
             let host_ok = match (&r.host, &host) {
                 (None, _) => true,
-                (Some(want), Some(got)) => want == got,
+                (Some(want), Some(got)) => want.trim_end_matches('.') == got,
                 (Some(_), None) => false,
             };
             host_ok && prefix_matches(&r.prefix, path)

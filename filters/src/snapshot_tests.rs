@@ -41,3 +41,28 @@ fn prefix_on_segment_boundary() {
     assert_eq!(strip_port("Example.com:8080"), "Example.com");
     assert_eq!(strip_port("[::1]:80"), "::1");
 }
+
+/// A tenant's host route is found whatever the spelling of the `Host`
+/// header a peer reads as its host: case, port, a trailing dot (which
+/// would fall through to a host-agnostic route, the org's catch-all).
+#[test]
+fn host_routes_match_the_host_as_peers_read_it() {
+    let org = "version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {name: crm, upstreams: [\"127.0.0.1:1\"]}\nroutes:\n  - {prefix: /, server: crm}\ntenants:\n  finance: {hosts: [finance.example]}\n";
+    let fin = "version: 1\ntenant: finance\nservers:\n  - {name: ledger, upstreams: [\"127.0.0.1:2\"]}\nroutes:\n  - {host: finance.example, path_prefix: /mcp, server: ledger}\n";
+    let s =
+        crate::guards::tenant_fixture::snapshot_with(org, &[("tenants/finance/tenant.yaml", fin)]);
+    let server = |host: &str| {
+        let r = s.route(Some(host), "/mcp").expect("route");
+        s.server(r).name.clone()
+    };
+    for h in [
+        "finance.example",
+        "Finance.Example",
+        "finance.example:443",
+        "finance.example.",
+        "FINANCE.EXAMPLE.:8443",
+    ] {
+        assert_eq!(server(h), "ledger", "{h}");
+    }
+    assert_eq!(server("other.example"), "crm");
+}

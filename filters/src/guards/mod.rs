@@ -19,6 +19,6 @@ pub mod runaway;
 pub mod scopes;
 pub mod tasks;
 #[cfg(test)]
-mod tenant_fixture;
+pub(crate) mod tenant_fixture;
 pub mod tenants;
 pub mod tools;

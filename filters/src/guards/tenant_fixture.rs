@@ -32,8 +32,13 @@ pub(crate) fn layer(tenant: &str, server: &str, extra: &str) -> String {
 }
 
 pub(crate) fn snapshot(files: &[(&str, &str)]) -> Snapshot {
+    snapshot_with(ORG, files)
+}
+
+/// As [`snapshot`], with `org` as `warden.yaml`.
+pub(crate) fn snapshot_with(org: &str, files: &[(&str, &str)]) -> Snapshot {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut all: BTreeMap<&str, &str> = BTreeMap::from([("warden.yaml", ORG)]);
+    let mut all: BTreeMap<&str, &str> = BTreeMap::from([("warden.yaml", org)]);
     all.extend(files.iter().copied());
     for (name, text) in all {
         let p = dir.path().join(name);
