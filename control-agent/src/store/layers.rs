@@ -8,6 +8,7 @@
 use super::compose::{Composed, LayerPick};
 use super::*;
 use crate::admins::tenant_name;
+use warden_config::error::Problem;
 
 /// Bytes of one layer's files at most.
 pub const MAX_LAYER_BYTES: usize = 4 << 20;
@@ -312,6 +313,29 @@ impl Store {
         )?;
         if let Some(e) = trial.left_out.remove(tenant) {
             return Err(e);
+        }
+        // Layers are composed in tenant order: one that takes what another
+        // tenant's served layer has (a server name) would be kept and the
+        // other left out. A publish never leaves another tenant out.
+        let knocked: Vec<Problem> = trial
+            .left_out
+            .iter()
+            .filter(|(t, _)| {
+                inner
+                    .layers
+                    .get(*t)
+                    .is_some_and(|x| x.state.current.is_some() && x.state.last_error.is_none())
+            })
+            .map(|(t, e)| Problem {
+                file: "tenant.yaml".into(),
+                path: String::new(),
+                message: format!(
+                    "this layer would leave tenant `{t}`'s served layer out (it takes what that layer has): {e}"
+                ),
+            })
+            .collect();
+        if !knocked.is_empty() {
+            return Err(BuildFailure(knocked));
         }
         std::fs::create_dir_all(self.tenant_dir(tenant)).map_err(io)?;
         std::fs::write(self.layer_path(tenant, seq), archive::pack(&files)).map_err(io)?;

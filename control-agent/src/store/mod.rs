@@ -27,6 +27,8 @@ mod fleet;
 #[cfg(test)]
 pub(crate) mod layer_tests;
 #[cfg(test)]
+mod isolation_tests;
+#[cfg(test)]
 mod tests;
 
 /// One published revision.
