@@ -222,7 +222,7 @@ impl RegistryFilter {
             .map(str::to_owned)
             .or_else(|| s.tenant.clone());
         if let Some(owner) = owner {
-            if !s.shared && ex.principal.canonical_tenant() != owner {
+            if !s.shared && !member_of(&ex.principal.tenant, &owner) {
                 return Err(refuse(
                     codes::DENIED,
                     "server_not_shared",
@@ -262,6 +262,20 @@ impl RegistryFilter {
             )),
         }
     }
+}
+
+/// Whether a principal whose tenant claim is `claim` belongs to the tenant
+/// `owner` for what the tenant's membership grants (its unshared servers).
+/// Stricter than the canonical form that decides whose *rules* apply
+/// (where merging spellings only adds rules): tenant names are ASCII
+/// (`[a-z][a-z0-9_]*`), so a claim matches only as the same ASCII letters
+/// in any case, around spaces. `ﬁnance`, `ｆｉｎａｎｃｅ` or `financé`,
+/// which the canonical form folds into `finance`, may be another
+/// organisation's name at an identity provider that lets customers pick
+/// one: they never enter finance's servers.
+pub fn member_of(claim: &str, owner: &str) -> bool {
+    let claim = claim.trim_matches(' ');
+    claim.is_ascii() && claim.eq_ignore_ascii_case(owner)
 }
 
 impl McpFilter for RegistryFilter {

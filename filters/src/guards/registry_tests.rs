@@ -244,13 +244,34 @@ fn a_tool_name_spelled_otherwise_is_judged_as_the_server_reads_it() {
 #[test]
 fn tenant_claims_are_compared_canonically() {
     let s = snap("deployed", false, "{}");
-    for t in ["Finance", "\u{FB01}nance", "finance ", "FINANCE"] {
+    for t in ["Finance", "finance ", "FINANCE"] {
         let p = principal(t, "f", &[]);
         assert!(code(&request(&s, &p, "ledger", PING).0).is_none(), "{t}");
         assert_eq!(
             s.tenants.applicable_to(p.canonical_tenant(), "crm").len(),
             1,
             "{t}"
+        );
+    }
+    // Spellings the canonical form folds into `finance` (a ligature,
+    // full-width letters, an accent) are held to finance's rules, and
+    // never enter finance's unshared server: at an identity provider
+    // where customers name themselves they may be another organisation.
+    for t in [
+        "\u{FB01}nance",
+        "\u{ff46}\u{ff49}\u{ff4e}\u{ff41}\u{ff4e}\u{ff43}\u{ff45}",
+        "financ\u{e9}",
+    ] {
+        let p = principal(t, "f", &[]);
+        assert_eq!(
+            code(&request(&s, &p, "ledger", PING).0),
+            Some(codes::DENIED),
+            "{t:?}"
+        );
+        assert_eq!(
+            s.tenants.applicable_to(p.canonical_tenant(), "crm").len(),
+            1,
+            "{t:?}"
         );
     }
     for t in ["HR", "finance\u{200b}", "finance\u{0}x"] {
