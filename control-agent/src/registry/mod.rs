@@ -24,8 +24,41 @@ mod tests;
 
 /// Tools one registered definition may list.
 pub const MAX_TOOLS: usize = 1024;
-/// Events kept per server (the oldest are dropped; the events file keeps all).
+/// Events kept per server (the oldest are dropped; the events file keeps
+/// them, itself bounded: see `store::registry`).
 pub const MAX_EVENTS: usize = 500;
+/// Bytes of one registered definition (its tools as JSON) at most.
+pub const MAX_DEFINITION_BYTES: usize = 256 << 10;
+/// Levels of nesting of one tool's definition at most. The state file holds
+/// a definition a few levels deeper than the request did: without this
+/// bound one the API accepts at the JSON parser's limit (128) made
+/// `registry.json` unreadable, and the agent would not start again.
+pub const MAX_DEPTH: usize = 32;
+/// Characters of a move's note at most.
+pub const MAX_NOTE: usize = 1000;
+/// Servers (retired ones included: they stay in the history) one tenant,
+/// or the org, may have registered.
+pub const MAX_SERVERS_PER_TENANT: usize = 256;
+/// Servers the registry holds at most, every owner together.
+pub const MAX_SERVERS: usize = 4096;
+
+/// Levels of nesting of `v` (a scalar: 0).
+fn depth(v: &Json) -> usize {
+    match v {
+        Json::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Json::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn check_note(note: &str) -> Result<(), Refusal> {
+    if note.chars().count() > MAX_NOTE {
+        return Err(Refusal::Invalid(format!(
+            "a note has {MAX_NOTE} characters at most"
+        )));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -149,6 +182,20 @@ fn tools_of(def: &Json) -> Result<(Vec<Json>, BTreeMap<String, String>), Refusal
         .ok_or_else(|| bad("must be an object with a `tools` array".into()))?;
     if tools.is_empty() || tools.len() > MAX_TOOLS {
         return Err(bad(format!("lists 1 to {MAX_TOOLS} tools")));
+    }
+    if serde_json::to_vec(tools).map_or(usize::MAX, |b| b.len()) > MAX_DEFINITION_BYTES {
+        return Err(bad(format!(
+            "the tools take {MAX_DEFINITION_BYTES} bytes of JSON at most"
+        )));
+    }
+    if let Some(t) = tools.iter().find(|t| depth(t) > MAX_DEPTH) {
+        return Err(bad(format!(
+            "tool `{}` is nested deeper than {MAX_DEPTH} levels",
+            t.get("name")
+                .and_then(Json::as_str)
+                .unwrap_or("?")
+                .escape_debug()
+        )));
     }
     let mut prints = BTreeMap::new();
     for t in tools {
@@ -299,6 +346,26 @@ impl Registry {
         }
         let at = now_text(now);
         let who = actor.label();
+        if !self.servers.contains_key(server) {
+            let mine = self
+                .servers
+                .values()
+                .filter(|s| match (&s.tenant, &tenant) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => same_tenant(a, b),
+                    _ => false,
+                })
+                .count();
+            if mine >= MAX_SERVERS_PER_TENANT || self.servers.len() >= MAX_SERVERS {
+                return Err(Refusal::Conflict(format!(
+                    "{} has {mine} servers registered (retired ones included), the registry {}: {MAX_SERVERS_PER_TENANT} per owner and {MAX_SERVERS} in all at most",
+                    tenant
+                        .as_deref()
+                        .map_or("the org".into(), |t| format!("tenant `{t}`")),
+                    self.servers.len()
+                )));
+            }
+        }
         let Some(s) = self.servers.get_mut(server) else {
             let e = Event {
                 at: at.clone(),
@@ -442,6 +509,7 @@ impl Registry {
         note: &str,
         now: std::time::SystemTime,
     ) -> Result<Done, Refusal> {
+        check_note(note)?;
         let s = self.get_mut(server)?;
         if !Self::readable(actor, s) {
             // Another tenant's server is as good as absent, but refused.

@@ -48,3 +48,101 @@ fn a_layer_that_would_leave_another_tenants_layer_out_is_refused() {
     let files = archive::unpack(&s.current().unwrap().archive).unwrap();
     assert!(files.contains_key("tenants/hr/tenant.yaml"));
 }
+
+fn fiona() -> crate::admins::Actor {
+    crate::admins::Actor {
+        name: "fiona".into(),
+        kind: crate::admins::Kind::TenantAdmin("finance".into()),
+    }
+}
+
+/// A definition as the API reads it (`serde_json`, 128 levels at most):
+/// the deepest one it accepts, nested in its first tool's inputSchema.
+fn deepest_definition() -> serde_json::Value {
+    (1..200)
+        .rev()
+        .find_map(|depth| {
+            let mut schema = String::from("{}");
+            for _ in 0..depth {
+                schema = format!("{{\"properties\":{schema}}}");
+            }
+            let body = format!(
+                "{{\"server\":\"ledger\",\"definition\":{{\"tools\":[{{\"name\":\"t\",\"inputSchema\":{schema}}}]}}}}"
+            );
+            serde_json::from_str::<serde_json::Value>(&body).ok()
+        })
+        .expect("some depth is read")["definition"]
+        .clone()
+}
+
+/// A definition the API accepts sits deeper in `registry.json` than in
+/// the request: one nested to the parser's limit made the state file
+/// unreadable, and the agent refused to start (a tenant admin's persistent
+/// denial of service). Registering it is refused; the agent restarts.
+#[test]
+fn a_registered_definition_never_stops_the_agent_from_starting() {
+    let (d, s) = org_store();
+    let def = deepest_definition();
+    let res = s.registry_change(&fiona(), "registry.register", |r, taken| {
+        r.register(&fiona(), "ledger", None, &def, taken, SystemTime::now())
+    });
+    drop(s);
+    Store::open(&d.path().join("state"), &d.path().join("source"), None)
+        .expect("the agent starts again");
+    assert!(res.is_err(), "a definition nested this deep is refused");
+}
+
+/// Every registry table a tenant admin writes is bounded: servers per
+/// tenant, a definition's size, a move's note.
+#[test]
+fn the_registry_is_bounded() {
+    let (_d, s) = org_store();
+    let now = SystemTime::now();
+    let tools = |desc: &str| serde_json::json!({"tools": [{"name": "t", "description": desc, "inputSchema": {"type": "object"}}]});
+    let big = "x".repeat(crate::registry::MAX_DEFINITION_BYTES + 1);
+    let res = s.registry_change(&fiona(), "registry.register", |r, taken| {
+        r.register(&fiona(), "ledger", None, &tools(&big), taken, now)
+    });
+    assert!(res.is_err(), "a definition past the bound is refused");
+    let ok = s.registry_change(&fiona(), "registry.register", |r, taken| {
+        r.register(&fiona(), "ledger", None, &tools("ok"), taken, now)
+    });
+    assert!(ok.is_ok(), "{ok:?}");
+    let note = "n".repeat(crate::registry::MAX_NOTE + 1);
+    let res = s.registry_change(&fiona(), "registry.move", |r, _| {
+        r.transition(
+            &fiona(),
+            "ledger",
+            crate::registry::State::Testing,
+            &note,
+            now,
+        )
+    });
+    assert!(res.is_err(), "a note past the bound is refused");
+    let mut r = crate::registry::Registry::default();
+    let nobody = |_: &str| None;
+    for i in 0..crate::registry::MAX_SERVERS_PER_TENANT {
+        r.register(&fiona(), &format!("s{i}"), None, &tools("ok"), &nobody, now)
+            .unwrap();
+    }
+    assert!(r
+        .register(&fiona(), "one-more", None, &tools("ok"), &nobody, now)
+        .is_err());
+}
+
+/// The registry's events file is bounded on disk: full, it is moved aside.
+#[test]
+fn the_registry_events_file_is_bounded() {
+    let (d, s) = org_store();
+    let state = d.path().join("state");
+    let f = std::fs::File::create(state.join("registry-events.jsonl")).unwrap();
+    f.set_len(super::registry::MAX_EVENTS_FILE).unwrap();
+    let tools = serde_json::json!({"tools": [{"name": "t", "inputSchema": {}}]});
+    s.registry_change(&fiona(), "registry.register", |r, taken| {
+        r.register(&fiona(), "ledger", None, &tools, taken, SystemTime::now())
+    })
+    .unwrap();
+    let now = std::fs::metadata(state.join("registry-events.jsonl")).unwrap();
+    assert!(now.len() < 4096, "started again: {}", now.len());
+    assert!(state.join("registry-events.jsonl.1").exists());
+}

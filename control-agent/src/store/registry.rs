@@ -8,6 +8,11 @@ use crate::registry::{Done, Refusal, Registry};
 
 const FILE: &str = "registry.json";
 const EVENTS: &str = "registry-events.jsonl";
+/// Where the events file is moved when it is full (replacing the one before).
+const EVENTS_PREVIOUS: &str = "registry-events.jsonl.1";
+/// The size past which the events file is moved aside (16 MiB): with the
+/// previous one, the registry's events take at most about twice this.
+pub const MAX_EVENTS_FILE: u64 = 16 << 20;
 
 pub(super) fn load(dir: &Path) -> anyhow::Result<Registry> {
     match std::fs::read(dir.join(FILE)) {
@@ -78,10 +83,14 @@ impl Store {
         )
         .and_then(|()| {
             let line = serde_json::json!({"server": server, "event": event});
+            let path = self.dir.join(EVENTS);
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() >= MAX_EVENTS_FILE) {
+                std::fs::rename(&path, self.dir.join(EVENTS_PREVIOUS))?;
+            }
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(self.dir.join(EVENTS))
+                .open(&path)
                 .and_then(|mut f| writeln!(f, "{line}"))
         });
         if let Err(e) = res {
