@@ -44,6 +44,23 @@ type RegistryOp = Box<
 
 /// Bytes of a layer's tar.gz at most.
 const MAX_LAYER_BODY: usize = 8 << 20;
+/// Bytes a layer's gzip stream may unpack to: the layer's files, and the
+/// tar's headers and padding around them.
+const MAX_LAYER_TAR: u64 = crate::store::layers::MAX_LAYER_BYTES as u64 + (8 << 20);
+
+/// A layer's tar.gz unpacked, its gzip stream bounded first: the archive
+/// reader reads the stream to its end after the tar's end, into memory,
+/// so 8 MiB of gzip (zeros after a small tar) took gigabytes of the
+/// agent's memory before any bound on the files applied.
+pub(crate) fn unpack_layer(bytes: &[u8]) -> Result<warden_config::archive::Files, String> {
+    use std::io::Read;
+    let mut gz = flate2::read::GzDecoder::new(bytes).take(MAX_LAYER_TAR + 1);
+    let n = std::io::copy(&mut gz, &mut std::io::sink()).map_err(|e| e.to_string())?;
+    if n > MAX_LAYER_TAR {
+        return Err(format!("it unpacks to more than {MAX_LAYER_TAR} bytes"));
+    }
+    warden_config::archive::unpack(bytes).map_err(|e| e.to_string())
+}
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
@@ -341,7 +358,7 @@ impl Api {
                     Ok(b) => b,
                     Err(e) => return error(StatusCode::BAD_REQUEST, &e),
                 };
-                let files = match warden_config::archive::unpack(&bytes) {
+                let files = match unpack_layer(&bytes) {
                     Ok(f) => f,
                     Err(e) => {
                         return error(
@@ -541,3 +558,7 @@ impl Api {
 #[cfg(test)]
 #[path = "governance_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "governance_attack_tests.rs"]
+mod attack_tests;
