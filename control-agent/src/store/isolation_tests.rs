@@ -146,3 +146,58 @@ fn the_registry_events_file_is_bounded() {
     assert!(now.len() < 4096, "started again: {}", now.len());
     assert!(state.join("registry-events.jsonl.1").exists());
 }
+
+/// A tenant admin who publishes again and again fills neither the disk nor
+/// the history: past the bound the oldest revisions go, the current stays,
+/// and the agent starts again.
+#[test]
+fn a_tenants_layer_history_is_bounded() {
+    let (d, mut s) = org_store();
+    s.layer_revisions = 4;
+    let mut first = None;
+    for i in 0..s.layer_revisions + 3 {
+        let e = s
+            .publish_layer(
+                "admin:fiona",
+                "finance",
+                layer(
+                    "finance",
+                    &rego(
+                        "finance",
+                        &format!("decision := {{\"allow\": true, \"n\": {i}}}"),
+                    ),
+                ),
+                None,
+            )
+            .unwrap();
+        first.get_or_insert(e.revision);
+    }
+    let h = s.layer_history("finance");
+    let kept = h["history"].as_array().unwrap();
+    assert_eq!(kept.len(), 4);
+    assert_eq!(h["current"], kept.last().unwrap()["revision"]);
+    let dir = d.path().join("state").join("tenants").join("finance");
+    let tars = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".src.tar.gz")
+        })
+        .count();
+    assert_eq!(tars, 4);
+    assert!(s
+        .rollback_layer("admin:fiona", "finance", &first.unwrap())
+        .is_err());
+    drop(s);
+    let s = Store::open(&d.path().join("state"), &d.path().join("source"), None).unwrap();
+    assert_eq!(
+        s.layer_history("finance")["history"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+}

@@ -12,6 +12,10 @@ use warden_config::error::Problem;
 
 /// Bytes of one layer's files at most.
 pub const MAX_LAYER_BYTES: usize = 4 << 20;
+/// Revisions of one tenant's layer kept (each with its files, up to
+/// [`MAX_LAYER_BYTES`]): past it the oldest are dropped, except those
+/// current, canaried or carried by a served revision.
+pub const MAX_LAYER_REVISIONS: usize = 50;
 
 /// One revision of a tenant's layer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -351,7 +355,63 @@ impl Store {
             .or_default()
             .history
             .push(entry.clone());
+        self.prune_layers(inner, tenant);
         Ok((entry, org))
+    }
+
+    /// Drops the oldest revisions of `tenant`'s layer past
+    /// `layer_revisions` ([`MAX_LAYER_REVISIONS`]): their files and history
+    /// lines. The current one, a canary's and those served revisions carry
+    /// are kept.
+    fn prune_layers(&self, inner: &mut Inner, tenant: &str) {
+        let mut keep: BTreeSet<u64> = inner
+            .served
+            .iter()
+            .filter_map(|p| p.overrides.get(tenant).copied())
+            .collect();
+        if let Some(l) = inner.rollout.as_ref().and_then(|r| r.layer.as_ref()) {
+            if l.tenant == tenant {
+                keep.insert(l.seq);
+            }
+        }
+        let Some(t) = inner.layers.get_mut(tenant) else {
+            return;
+        };
+        keep.extend(t.state.current);
+        let Some(newest) = t.history.last().map(|e| e.seq) else {
+            return;
+        };
+        keep.insert(newest);
+        let mut over = t.history.len().saturating_sub(self.layer_revisions);
+        if over == 0 {
+            return;
+        }
+        let mut dropped = Vec::new();
+        t.history.retain(|e| {
+            if over > 0 && !keep.contains(&e.seq) {
+                over -= 1;
+                dropped.push(e.seq);
+                false
+            } else {
+                true
+            }
+        });
+        let text: String = t
+            .history
+            .iter()
+            .filter_map(|e| serde_json::to_string(e).ok())
+            .map(|l| l + "\n")
+            .collect();
+        if let Err(e) = write_atomic(
+            &self.tenant_dir(tenant).join("history.jsonl"),
+            text.as_bytes(),
+        ) {
+            tracing::error!(error = %e, tenant, "cannot write the layer's history");
+            return;
+        }
+        for seq in dropped {
+            let _ = std::fs::remove_file(self.layer_path(tenant, seq));
+        }
     }
 
     /// Makes `seq` the tenant's current layer and rebuilds what is served

@@ -188,6 +188,8 @@ pub struct Store {
     /// The change record's size at which it is moved aside (one previous
     /// file is kept): [`changes::MAX_FILE`] unless a test makes it smaller.
     pub changes_limit: u64,
+    /// Revisions of one tenant's layer kept (tests lower it).
+    pub layer_revisions: usize,
     /// Taken while the change record is written (and moved aside).
     changes_turn: Mutex<()>,
 }
@@ -333,6 +335,7 @@ impl Store {
             generation: tx,
             stale_after: Duration::from_secs(15),
             changes_limit: changes::MAX_FILE,
+            layer_revisions: layers::MAX_LAYER_REVISIONS,
             changes_turn: Mutex::new(()),
         })
     }
