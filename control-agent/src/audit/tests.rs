@@ -625,6 +625,7 @@ fn a_scope_matches_tenants_as_sessions_and_approvers_do() {
             name: "vic".into(),
             role: Role::Viewer,
             tenants: scope.clone(),
+            actor: None,
         };
         let approver = Approver {
             tenants: scope.clone(),

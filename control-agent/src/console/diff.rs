@@ -19,10 +19,27 @@ pub fn shown(name: &str) -> bool {
         || (name.ends_with(".rego") && !name.contains(".."))
 }
 
+/// Whether a file of a tenant's layer may be shown: its `tenant.yaml`
+/// (keys and approvers appear there as digests only) and its Rego.
+pub fn shown_layer(name: &str) -> bool {
+    name == "tenant.yaml" || (name.ends_with(".rego") && !name.contains(".."))
+}
+
 /// Files that differ between `a` and `b`, in name order. Each file's whole
 /// text goes through `redact` before it is compared (detectors that span
 /// lines, such as a PEM key, see it whole).
 pub fn diff(a: &Files, b: &Files, redact: impl Fn(&str) -> String) -> Vec<FileDiff> {
+    diff_shown(a, b, redact, shown)
+}
+
+/// As [`diff`], showing the files `shown` allows (the others are listed
+/// as changed, never shown).
+pub fn diff_shown(
+    a: &Files,
+    b: &Files,
+    redact: impl Fn(&str) -> String,
+    shown: fn(&str) -> bool,
+) -> Vec<FileDiff> {
     let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     let mut out = Vec::new();
     for name in names {
@@ -38,7 +55,7 @@ pub fn diff(a: &Files, b: &Files, redact: impl Fn(&str) -> String) -> Vec<FileDi
         if !shown(name) {
             out.push(FileDiff {
                 name: name.clone(),
-                change: "not shown (only warden.yaml, data.json, .manifest and Rego are)",
+                change: "not shown (only the configuration and Rego are)",
                 lines: vec![],
             });
             continue;

@@ -8,10 +8,15 @@
 //!
 //! - **Login** with a token the agent already knows: the admin token
 //!   (role `admin`), an approver's token (`approver`, scoped to the tenants
-//!   the approvers file gives), or a viewer's token (`--viewers FILE`,
-//!   same format: `viewer`). Failed logins are limited per address (an
-//!   IPv6 /64 counts as one; [`session::MAX_FAILURES`] per
-//!   [`session::FAIL_WINDOW`]; a success does not reset them).
+//!   the approvers file gives), a viewer's token (`--viewers FILE`,
+//!   same format: `viewer`), or an administrator's of `--admins` (an org
+//!   admin does what the admin token does; an org reviewer reads every
+//!   tenant and reviews registry entries; a tenant admin reads their
+//!   tenant alone, as a viewer of it, and changes its layer and servers on
+//!   the tenants and registry pages — see [`governance`]). Failed logins
+//!   are limited per address (an IPv6 /64 counts as one;
+//!   [`session::MAX_FAILURES`] per [`session::FAIL_WINDOW`]; a success
+//!   does not reset them).
 //! - **Sessions** in an `HttpOnly; Secure; SameSite=Strict` cookie named
 //!   `__Host-warden_console` (see [`session`]); the table keeps digests
 //!   only and is bounded, per user too.
@@ -48,6 +53,9 @@ use hyper::body::Incoming;
 use crate::server::Api;
 
 mod diff;
+mod governance;
+#[cfg(test)]
+mod governance_tests;
 mod insight;
 mod pages;
 pub mod session;
@@ -195,6 +203,28 @@ impl Api {
                 name: "admin".into(),
                 role: Role::Admin,
                 tenants: vec![],
+                actor: Some(crate::admins::Actor::root()),
+            });
+        }
+        // Org admins do what the admin token does; org reviewers read every
+        // tenant; a tenant admin reads as a viewer of their tenant alone
+        // (the fleet, approvals, audit and live pages scope them by
+        // `tenants`) and changes only what the governance pages let them.
+        if let Some((name, a)) = self.admins.iter().find(|(_, a)| a.token == d) {
+            use crate::admins::Kind;
+            let (role, tenants) = match &a.kind {
+                Kind::OrgAdmin => (Role::Admin, vec![]),
+                Kind::OrgReviewer => (Role::Viewer, vec![]),
+                Kind::TenantAdmin(t) => (Role::Viewer, vec![t.clone()]),
+            };
+            return Some(User {
+                name: name.clone(),
+                role,
+                tenants,
+                actor: Some(crate::admins::Actor {
+                    name: name.clone(),
+                    kind: a.kind.clone(),
+                }),
             });
         }
         if let Some((name, a)) = self.approvals.approvers.iter().find(|(_, a)| a.token == d) {
@@ -202,6 +232,7 @@ impl Api {
                 name: name.clone(),
                 role: Role::Approver,
                 tenants: a.tenants.clone(),
+                actor: None,
             });
         }
         self.console
@@ -212,6 +243,7 @@ impl Api {
                 name: name.clone(),
                 role: Role::Viewer,
                 tenants: a.tenants.clone(),
+                actor: None,
             })
     }
 
@@ -380,7 +412,7 @@ impl Api {
             &user.name,
             "login",
             true,
-            &format!("{peer} as {}", user.role.as_str()),
+            &format!("{peer} as {}", user.role_label()),
         );
         let mut r = redirect("/console/fleet");
         if let Ok(v) = HeaderValue::from_str(&format!(

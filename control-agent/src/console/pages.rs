@@ -101,6 +101,9 @@ impl Api {
                 self.record_page(session, flash, id).await
             }
             "/console/live" => self.live_page(session, flash, &q).await,
+            p if super::governance::is_governance(p) => {
+                self.governance_get(session, flash, p, &q).await
+            }
             _ => plain(StatusCode::NOT_FOUND, "no such page"),
         }
     }
@@ -180,11 +183,14 @@ impl Api {
                 self.console.sessions.flash(sid, msg);
                 redirect(&format!("/console/approvals/{id}"))
             }
+            p if super::governance::is_governance(p) => {
+                self.governance_post(session, sid, p, &form).await
+            }
             _ => plain(StatusCode::NOT_FOUND, "no such action"),
         }
     }
 
-    fn forbidden(&self, user: &User, path: &str, why: &str) -> Resp {
+    pub(super) fn forbidden(&self, user: &User, path: &str, why: &str) -> Resp {
         self.console_record(&user.name, "refused", false, &format!("{path}: {why}"));
         plain(StatusCode::FORBIDDEN, &format!("refused: {why}"))
     }
@@ -195,6 +201,20 @@ impl Api {
         // A user of some tenants sees gateways, not what their labels,
         // errors and the kill switch say about other tenants.
         let scoped = !user.tenants.is_empty();
+        // Their servers' upstream health only (registered to one of their
+        // tenants or defined by its layer): the org's and other tenants'
+        // servers are not theirs to watch.
+        let mine: std::collections::BTreeSet<String> = if scoped {
+            user.tenants
+                .iter()
+                .flat_map(|t| self.store.servers_of(t))
+                .collect()
+        } else {
+            Default::default()
+        };
+        let shown_upstream = |u: &serde_json::Value| {
+            !scoped || u["server"].as_str().is_some_and(|x| mine.contains(x))
+        };
         let members = f["members"]
             .as_array()
             .map(|a| a.as_slice())
@@ -221,7 +241,8 @@ impl Api {
                 },
                 revision: self.console.redact(&s(&m["revision"])),
                 due: s(&m["due"]),
-                why: s(&m["why"]),
+                // Why a revision is due names layers of every tenant.
+                why: if scoped { String::new() } else { s(&m["why"]) },
                 current: m["current"] == true,
                 healthy: m["healthy"] == true,
                 last_error: if scoped {
@@ -238,6 +259,7 @@ impl Api {
                     .map(|a| a.as_slice())
                     .unwrap_or_default()
                     .iter()
+                    .filter(|u| shown_upstream(u))
                     .map(|u| {
                         (
                             self.console.redact(&s(&u["server"])),
@@ -296,7 +318,12 @@ impl Api {
                 .map(|a| a.as_slice())
                 .unwrap_or_default()
                 .iter()
-                .map(|p| (s(&p["revision"]), s(&p["why"])))
+                .map(|p| {
+                    (
+                        s(&p["revision"]),
+                        if scoped { String::new() } else { s(&p["why"]) },
+                    )
+                })
                 .collect(),
             rollout: if f["rollout"].is_null() {
                 String::new()
@@ -343,10 +370,18 @@ impl Api {
             })
             .collect();
         revisions.reverse();
+        // A revision's reason and source name every tenant's layer and the
+        // org's rules: users of some tenants see none of it here.
+        let scoped = !session.user.tenants.is_empty();
+        if scoped {
+            revisions.clear();
+        }
         render(&BundlesPage {
             frame: Frame::new("Bundles", "bundles", session, flash),
             revisions,
             admin: session.user.role == Role::Admin,
+            scoped,
+            governs: session.user.actor.is_some(),
         })
     }
 
@@ -400,7 +435,12 @@ impl Api {
             a: a.to_owned(),
             b: b.to_owned(),
             files,
-            admin: session.user.role == Role::Admin,
+            back: "/console/bundles".into(),
+            rollback: if session.user.role == Role::Admin {
+                "/console/bundles/rollback".into()
+            } else {
+                String::new()
+            },
         })
     }
 

@@ -61,6 +61,12 @@ pub struct User {
     /// Tenants whose calls, approvals and records this user sees (empty:
     /// every tenant).
     pub tenants: Vec<String>,
+    /// The administrator they are (the admin token, or an entry of
+    /// `--admins`): what the tenants and registry pages let them read and
+    /// change ([`Actor::reads`], [`Actor::writes`]). `None` for approvers
+    /// and viewers. A tenant admin's `role` is [`Role::Viewer`] and their
+    /// `tenants` theirs alone: the org's actions stay out of reach.
+    pub actor: Option<crate::admins::Actor>,
 }
 
 impl User {
@@ -68,6 +74,20 @@ impl User {
     /// and the approvals compare it: [`warden_config::person::in_scope`]).
     pub fn sees(&self, tenant: &str) -> bool {
         warden_config::person::in_scope(&self.tenants, tenant)
+    }
+
+    /// How the console names their role: the administrator's kind when
+    /// they are one (`org admin`, `org reviewer`, `tenant admin`).
+    pub fn role_label(&self) -> &'static str {
+        use crate::admins::Kind;
+        match self.actor.as_ref().map(|a| &a.kind) {
+            Some(Kind::OrgAdmin) if self.actor.as_ref().is_some_and(|a| a.name != "admin") => {
+                "org admin"
+            }
+            Some(Kind::OrgReviewer) => "org reviewer",
+            Some(Kind::TenantAdmin(_)) => "tenant admin",
+            _ => self.role.as_str(),
+        }
     }
 }
 
@@ -253,6 +273,7 @@ mod tests {
             name: "ann".into(),
             role: Role::Viewer,
             tenants: vec![],
+            actor: None,
         }
     }
 

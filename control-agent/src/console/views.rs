@@ -23,6 +23,8 @@ pub(super) struct UserView {
     pub(super) name: String,
     pub(super) role: &'static str,
     pub(super) scope: String,
+    /// An administrator (the tenants and registry pages are theirs).
+    pub(super) governs: bool,
 }
 
 impl Frame {
@@ -37,12 +39,13 @@ impl Frame {
             active,
             user: Some(UserView {
                 name: s.user.name.clone(),
-                role: s.user.role.as_str(),
+                role: s.user.role_label(),
                 scope: if s.user.tenants.is_empty() {
                     "all tenants".into()
                 } else {
                     s.user.tenants.join(", ")
                 },
+                governs: s.user.actor.is_some(),
             }),
             csrf: s.csrf.clone(),
             flash,
@@ -117,6 +120,11 @@ pub(super) struct BundlesPage {
     pub(super) frame: Frame,
     pub(super) revisions: Vec<RevisionView>,
     pub(super) admin: bool,
+    /// A user of some tenants: the fleet's revisions (the org's source,
+    /// every tenant's layer) are not listed.
+    pub(super) scoped: bool,
+    /// They administer a tenant: its layers are on the tenants page.
+    pub(super) governs: bool,
 }
 
 #[derive(Template)]
@@ -126,7 +134,10 @@ pub(super) struct DiffPage {
     pub(super) a: String,
     pub(super) b: String,
     pub(super) files: Vec<super::diff::FileDiff>,
-    pub(super) admin: bool,
+    /// The history the diff came from.
+    pub(super) back: String,
+    /// Where "roll back to a" posts; empty: no such form for this user.
+    pub(super) rollback: String,
 }
 
 // ------------------------------------------------------------ approvals

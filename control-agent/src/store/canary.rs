@@ -244,6 +244,39 @@ impl Store {
             .ok_or_else(|| "no canary is being watched".to_owned())
     }
 
+    /// Promotes (or rolls back) the canary of `tenant`'s layer: checked
+    /// under the lock that ends it, so a request about one tenant's canary
+    /// never ends another's (or the org's) that started in between.
+    pub fn end_layer_canary(
+        &self,
+        actor: &str,
+        tenant: &str,
+        promote: bool,
+    ) -> Result<String, String> {
+        let mut inner = self.lock();
+        let theirs = inner.rollout.as_ref().is_some_and(|r| {
+            r.state == "watching"
+                && r.layer
+                    .as_ref()
+                    .is_some_and(|l| crate::admins::same_tenant(&l.tenant, tenant))
+        });
+        if !theirs {
+            return Err(format!(
+                "no canary of tenant `{tenant}`'s layer is being watched"
+            ));
+        }
+        let why = format!(
+            "{} by {actor}",
+            if promote { "promoted" } else { "rolled back" }
+        );
+        let done = if promote {
+            self.promote_locked(&mut inner, actor, &why)
+        } else {
+            self.roll_back_locked(&mut inner, actor, &why)
+        };
+        done.ok_or_else(|| "no canary is being watched".to_owned())
+    }
+
     /// The canary being watched or the last one, with its figures.
     pub fn rollout(&self) -> serde_json::Value {
         let inner = self.lock();

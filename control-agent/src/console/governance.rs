@@ -1,0 +1,649 @@
+//! The console's governance pages (docs/governance.md): each tenant's
+//! layer with its history, diffs, rollback and canary, and the registry
+//! with each server's lifecycle.
+//!
+//! Who reaches what is the API's rule ([`crate::governance`]), decided by
+//! the session's [`Actor`]: an org admin everything, an org reviewer reads
+//! every tenant and reviews, a tenant admin their tenant alone. A request
+//! about another tenant (a page, a diff, a rollback, a server) is refused
+//! with 403 and written to the change record as `console.refused` before
+//! anything is read or changed; what the store refuses (a registrant
+//! approving their own definition, a move the lifecycle does not allow) is
+//! shown as the page's flash and recorded. Approvers and viewers (no
+//! actor) reach none of these pages.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use askama::Template;
+use http::StatusCode;
+
+use super::session::Session;
+use super::views::{render, s, Frame};
+use super::{plain, redirect, Resp};
+use crate::admins::{tenant_name, Actor};
+use crate::registry::{valid_server, Refusal, State};
+use crate::server::Api;
+use crate::store::RegistryError;
+
+/// Revisions of a tenant's layer the tenants page lists (newest first).
+const HISTORY_SHOWN: usize = 20;
+/// Events of a server its page lists (newest first).
+const EVENTS_SHOWN: usize = 50;
+/// Characters of a move's note kept.
+const MAX_NOTE: usize = 500;
+
+/// Whether `path` is one of these pages' or actions'.
+pub(super) fn is_governance(path: &str) -> bool {
+    ["/console/tenants", "/console/registry"]
+        .iter()
+        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+}
+
+struct LayerRow {
+    seq: u64,
+    revision: String,
+    published_at: String,
+    actor: String,
+    reason: String,
+    target: String,
+    current: bool,
+    /// `/console/tenants/<t>/diff?a=<previous>&b=<this>`; empty for the first.
+    diff: String,
+}
+
+struct TenantView {
+    name: String,
+    current: String,
+    last_error: String,
+    /// `revision (state)` of the tenant's layer canary, if any.
+    canary: String,
+    canary_reason: String,
+    canary_watching: bool,
+    history: Vec<LayerRow>,
+    more: usize,
+    writes: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/tenants.html")]
+struct TenantsPage {
+    frame: Frame,
+    tenants: Vec<TenantView>,
+}
+
+struct ServerRow {
+    server: String,
+    tenant: String,
+    state: String,
+    since: String,
+    shared: String,
+    tools: usize,
+}
+
+#[derive(Template)]
+#[template(path = "console/registry.html")]
+struct RegistryPage {
+    frame: Frame,
+    servers: Vec<ServerRow>,
+}
+
+struct ToolView {
+    name: String,
+    approved: String,
+    candidate: String,
+}
+
+struct EventView {
+    at: String,
+    actor: String,
+    from: String,
+    to: String,
+    note: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/server.html")]
+struct ServerPage {
+    frame: Frame,
+    server: ServerRow,
+    share_requested_by: String,
+    registered_by: String,
+    registered_at: String,
+    approved_by: String,
+    approved_at: String,
+    retired_at: String,
+    tools: Vec<ToolView>,
+    events: Vec<EventView>,
+    /// (state, button label) of each move this user may ask for.
+    moves: Vec<(&'static str, &'static str)>,
+    share: bool,
+    approve_share: bool,
+}
+
+/// `/console/tenants/<t>/diff?a=…&b=…`, the revisions encoded.
+fn diff_link(tenant: &str, a: &str, b: &str) -> String {
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("a", a)
+        .append_pair("b", b)
+        .finish();
+    format!("/console/tenants/{tenant}/diff?{q}")
+}
+
+/// The moves `actor` may ask for on a server in `state` of `tenant`
+/// (`None`: the org's). The store decides; this only offers the forms: an
+/// approval is offered to every reviewer, the registrant included (the
+/// store refuses them, and the refusal is shown).
+fn moves_for(
+    actor: &Actor,
+    tenant: Option<&str>,
+    state: Option<State>,
+) -> Vec<(&'static str, &'static str)> {
+    let writes = tenant.map_or(actor.is_org_admin(), |t| actor.writes(t));
+    let reviews = actor.is_org() || tenant.is_some_and(|t| actor.writes(t));
+    let mut out = Vec::new();
+    match state {
+        Some(State::Draft) if writes => out.push(("testing", "Move to testing")),
+        Some(State::Testing) if reviews => out.push(("approved", "Approve")),
+        Some(State::Approved) if writes => out.push(("deployed", "Deploy")),
+        Some(State::Deployed) if writes => out.push(("deprecated", "Deprecate")),
+        _ => {}
+    }
+    if writes && state.is_some_and(|s| s != State::Retired) {
+        out.push(("retired", "Retire"));
+    }
+    out
+}
+
+impl Api {
+    /// The session's administrator, or the refusal (recorded) for a user
+    /// who is none.
+    fn governor<'a>(&self, session: &'a Session, path: &str) -> Result<&'a Actor, Resp> {
+        session.user.actor.as_ref().ok_or_else(|| {
+            self.forbidden(
+                &session.user,
+                path,
+                "the tenants and registry pages are administrators' (the admin token or --admins)",
+            )
+        })
+    }
+
+    pub(super) async fn governance_get(
+        self: &Arc<Self>,
+        session: &Session,
+        flash: Option<String>,
+        path: &str,
+        q: &BTreeMap<String, String>,
+    ) -> Resp {
+        let actor = match self.governor(session, path) {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        if path == "/console/tenants" {
+            return self.tenants_page(session, actor, flash);
+        }
+        if path == "/console/registry" {
+            return self.registry_page(session, actor, flash);
+        }
+        if let Some(rest) = path.strip_prefix("/console/tenants/") {
+            if let Some(t) = rest.strip_suffix("/diff") {
+                let (a, b) = (
+                    q.get("a").cloned().unwrap_or_default(),
+                    q.get("b").cloned().unwrap_or_default(),
+                );
+                return self.layer_diff_page(session, actor, flash, t, &a, &b).await;
+            }
+        }
+        if let Some(server) = path.strip_prefix("/console/registry/") {
+            if valid_server(server) {
+                return self.server_page(session, actor, flash, server);
+            }
+        }
+        plain(StatusCode::NOT_FOUND, "no such page")
+    }
+
+    fn tenants_page(&self, session: &Session, actor: &Actor, flash: Option<String>) -> Resp {
+        let mut names: BTreeSet<String> = self
+            .store
+            .layers_summary()
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e["tenant"].as_str().map(str::to_owned))
+            .collect();
+        if let Some(t) = actor.tenant() {
+            names.insert(t.to_owned());
+        }
+        names.retain(|t| actor.reads(t));
+        let red = |v: &serde_json::Value| self.console.redact(&s(v));
+        let tenants = names
+            .into_iter()
+            .map(|t| {
+                let h = self.store.layer_history(&t);
+                let current = s(&h["current"]);
+                let list = h["history"]
+                    .as_array()
+                    .map(|a| a.as_slice())
+                    .unwrap_or_default();
+                let mut rows: Vec<LayerRow> = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let revision = s(&e["revision"]);
+                        LayerRow {
+                            seq: e["seq"].as_u64().unwrap_or(0),
+                            diff: i
+                                .checked_sub(1)
+                                .map(|p| diff_link(&t, &s(&list[p]["revision"]), &revision))
+                                .unwrap_or_default(),
+                            current: !current.is_empty() && revision == current,
+                            revision,
+                            published_at: s(&e["published_at"]),
+                            actor: red(&e["actor"]),
+                            reason: red(&e["reason"]),
+                            target: s(&e["target"]),
+                        }
+                    })
+                    .collect();
+                rows.reverse();
+                let more = rows.len().saturating_sub(HISTORY_SHOWN);
+                rows.truncate(HISTORY_SHOWN);
+                let c = &h["canary"];
+                TenantView {
+                    writes: actor.writes(&t),
+                    current,
+                    last_error: red(&h["last_error"]),
+                    canary: if c.is_null() {
+                        String::new()
+                    } else {
+                        format!("{} ({})", s(&c["revision"]), s(&c["state"]))
+                    },
+                    canary_reason: red(&c["reason"]),
+                    canary_watching: c["state"] == "watching",
+                    history: rows,
+                    more,
+                    name: t,
+                }
+            })
+            .collect();
+        render(&TenantsPage {
+            frame: Frame::new("Tenants", "tenants", session, flash),
+            tenants,
+        })
+    }
+
+    async fn layer_diff_page(
+        self: &Arc<Self>,
+        session: &Session,
+        actor: &Actor,
+        flash: Option<String>,
+        raw: &str,
+        a: &str,
+        b: &str,
+    ) -> Resp {
+        let user = &session.user;
+        let path = format!("/console/tenants/{raw}/diff");
+        let Ok(t) = tenant_name(raw) else {
+            return plain(StatusCode::NOT_FOUND, "no such tenant");
+        };
+        if !actor.reads(&t) {
+            return self.forbidden(
+                user,
+                &path,
+                &format!("tenant `{t}`'s layers are not {}'s to read", user.name),
+            );
+        }
+        let known: BTreeSet<String> = self.store.layer_history(&t)["history"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|e| s(&e["revision"]))
+            .collect();
+        if let Some(unknown) = [a, b].into_iter().find(|r| !known.contains(*r)) {
+            self.console_record(
+                &user.name,
+                "tenants.diff",
+                false,
+                &format!("tenant {t}: no layer revision `{unknown}`"),
+            );
+            return plain(
+                StatusCode::NOT_FOUND,
+                "no such revision of this tenant's layer",
+            );
+        }
+        self.console_record(&user.name, "tenants.diff", true, &format!("{t} {a} {b}"));
+        let api = self.clone();
+        let (tt, ra, rb) = (t.clone(), a.to_owned(), b.to_owned());
+        let files = tokio::task::spawn_blocking(move || {
+            match (
+                api.store.layer_files_of(&tt, &ra),
+                api.store.layer_files_of(&tt, &rb),
+            ) {
+                (Ok(fa), Ok(fb)) => Ok(super::diff::diff_shown(
+                    &fa,
+                    &fb,
+                    |x| api.console.redact(x),
+                    super::diff::shown_layer,
+                )),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        })
+        .await;
+        let files = match files {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => return plain(StatusCode::NOT_FOUND, &e),
+            Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        };
+        render(&super::views::DiffPage {
+            frame: Frame::new(format!("{t}: {a} → {b}"), "tenants", session, flash),
+            a: a.to_owned(),
+            b: b.to_owned(),
+            files,
+            back: "/console/tenants".into(),
+            rollback: if actor.writes(&t) {
+                format!("/console/tenants/{t}/rollback")
+            } else {
+                String::new()
+            },
+        })
+    }
+
+    fn server_row(&self, v: &serde_json::Value) -> ServerRow {
+        ServerRow {
+            server: s(&v["server"]),
+            tenant: v["tenant"].as_str().unwrap_or("(org)").to_owned(),
+            state: s(&v["state"]),
+            since: s(&v["since"]),
+            shared: if v["shared"] == true {
+                "shared with every tenant".into()
+            } else if let Some(by) = v["share_requested_by"].as_str() {
+                format!("sharing asked by {}", self.console.redact(by))
+            } else {
+                String::new()
+            },
+            tools: v["tools"].as_object().map_or(0, |o| o.len()),
+        }
+    }
+
+    fn registry_page(&self, session: &Session, actor: &Actor, flash: Option<String>) -> Resp {
+        let servers = self
+            .store
+            .registry_list(actor)
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|v| self.server_row(v))
+            .collect();
+        render(&RegistryPage {
+            frame: Frame::new("Registry", "registry", session, flash),
+            servers,
+        })
+    }
+
+    /// `server`'s entry when `actor` may read it; a refusal (403, recorded)
+    /// for another tenant's, 404 for none.
+    fn readable_server(
+        &self,
+        session: &Session,
+        actor: &Actor,
+        path: &str,
+        server: &str,
+    ) -> Result<serde_json::Value, Resp> {
+        match self.store.registry_show(actor, server) {
+            Ok(v) => Ok(v),
+            Err(Refusal::Forbidden(m)) => Err(self.forbidden(&session.user, path, &m)),
+            Err(_) => Err(plain(
+                StatusCode::NOT_FOUND,
+                "no such server in the registry",
+            )),
+        }
+    }
+
+    fn server_page(
+        &self,
+        session: &Session,
+        actor: &Actor,
+        flash: Option<String>,
+        server: &str,
+    ) -> Resp {
+        let path = format!("/console/registry/{server}");
+        let v = match self.readable_server(session, actor, &path, server) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        let red = |x: &serde_json::Value| self.console.redact(&s(x));
+        let pins = v["tools"].as_object().cloned().unwrap_or_default();
+        let mut names: BTreeSet<String> = v["definition"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_owned))
+            .collect();
+        names.extend(pins.keys().cloned());
+        let tools = names
+            .into_iter()
+            .map(|n| ToolView {
+                approved: s(&pins
+                    .get(&n)
+                    .map_or(serde_json::Value::Null, |p| p["approved"].clone())),
+                candidate: s(&pins
+                    .get(&n)
+                    .map_or(serde_json::Value::Null, |p| p["candidate"].clone())),
+                name: self.console.redact(&n),
+            })
+            .collect();
+        let events = v["events"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .take(EVENTS_SHOWN)
+            .map(|e| EventView {
+                at: s(&e["at"]),
+                actor: red(&e["actor"]),
+                from: s(&e["from"]),
+                to: s(&e["to"]),
+                note: red(&e["note"]),
+            })
+            .collect();
+        let tenant = v["tenant"].as_str();
+        let state = State::parse(&s(&v["state"]));
+        let writes = tenant.is_some_and(|t| actor.writes(t));
+        let asked = v["share_requested_by"].is_string();
+        render(&ServerPage {
+            frame: Frame::new(format!("Server {server}"), "registry", session, flash),
+            moves: moves_for(actor, tenant, state),
+            share: writes && !asked && v["shared"] != true && state != Some(State::Retired),
+            approve_share: actor.is_org() && asked,
+            share_requested_by: red(&v["share_requested_by"]),
+            registered_by: red(&v["registered_by"]),
+            registered_at: s(&v["registered_at"]),
+            approved_by: red(&v["approved_by"]),
+            approved_at: s(&v["approved_at"]),
+            retired_at: s(&v["retired_at"]),
+            tools,
+            events,
+            server: self.server_row(&v),
+        })
+    }
+
+    pub(super) async fn governance_post(
+        self: &Arc<Self>,
+        session: &Session,
+        sid: &str,
+        path: &str,
+        form: &BTreeMap<String, String>,
+    ) -> Resp {
+        let actor = match self.governor(session, path) {
+            Ok(a) => a.clone(),
+            Err(r) => return r,
+        };
+        let field = |k: &str| form.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
+        if let Some(rest) = path.strip_prefix("/console/tenants/") {
+            let Some((raw, op)) = rest.split_once('/') else {
+                return plain(StatusCode::NOT_FOUND, "no such action");
+            };
+            if !matches!(op, "rollback" | "canary") {
+                return plain(StatusCode::NOT_FOUND, "no such action");
+            }
+            let Ok(t) = tenant_name(raw) else {
+                return plain(StatusCode::NOT_FOUND, "no such tenant");
+            };
+            if !actor.writes(&t) {
+                return self.forbidden(
+                    &session.user,
+                    path,
+                    &format!("tenant `{t}`'s layer is not {}'s to change", actor.name),
+                );
+            }
+            return self.layer_action(session, sid, &t, op, field).await;
+        }
+        if let Some(rest) = path.strip_prefix("/console/registry/") {
+            let Some((server, op)) = rest.split_once('/') else {
+                return plain(StatusCode::NOT_FOUND, "no such action");
+            };
+            if !valid_server(server) || !matches!(op, "move" | "share" | "approve-share") {
+                return plain(StatusCode::NOT_FOUND, "no such action");
+            }
+            // Another tenant's server: refused before anything is asked of
+            // the registry.
+            if let Err(r) = self.readable_server(session, &actor, path, server) {
+                return r;
+            }
+            return self
+                .registry_action(session, sid, &actor, server, op, field)
+                .await;
+        }
+        plain(StatusCode::NOT_FOUND, "no such action")
+    }
+
+    async fn layer_action(
+        &self,
+        session: &Session,
+        sid: &str,
+        tenant: &str,
+        op: &str,
+        field: impl Fn(&str) -> String,
+    ) -> Resp {
+        let user = &session.user;
+        let label = format!("console:{}", user.name);
+        let store = self.store.clone();
+        let t = tenant.to_owned();
+        let msg = if op == "rollback" {
+            let revision = field("revision");
+            let rev = revision.clone();
+            let res =
+                tokio::task::spawn_blocking(move || store.rollback_layer(&label, &t, &rev)).await;
+            let ok = matches!(res, Ok(Ok(_)));
+            let msg = match res {
+                Ok(Ok(e)) => format!("{tenant}: rolled back to {revision}: now {}", e.revision),
+                Ok(Err(e)) => format!("{tenant}: rollback refused: {e}"),
+                Err(e) => format!("{tenant}: rollback failed: {e}"),
+            };
+            self.console_record(&user.name, "tenants.rollback", ok, &msg);
+            msg
+        } else {
+            let promote = match field("verb").as_str() {
+                "promote" => true,
+                "rollback" => false,
+                _ => return plain(StatusCode::BAD_REQUEST, "verb: promote or rollback"),
+            };
+            let res =
+                tokio::task::spawn_blocking(move || store.end_layer_canary(&label, &t, promote))
+                    .await;
+            let verb = if promote { "promoted" } else { "rolled back" };
+            let ok = matches!(res, Ok(Ok(_)));
+            let msg = match res {
+                Ok(Ok(r)) => format!("{tenant}: canary {r} {verb}"),
+                Ok(Err(e)) => format!("{tenant}: canary not {verb}: {e}"),
+                Err(e) => format!("{tenant}: canary not {verb}: {e}"),
+            };
+            self.console_record(&user.name, "tenants.canary", ok, &msg);
+            msg
+        };
+        self.console.sessions.flash(sid, self.console.redact(&msg));
+        redirect("/console/tenants")
+    }
+
+    async fn registry_action(
+        &self,
+        session: &Session,
+        sid: &str,
+        actor: &Actor,
+        server: &str,
+        op: &str,
+        field: impl Fn(&str) -> String,
+    ) -> Resp {
+        let user = &session.user;
+        let now = std::time::SystemTime::now();
+        let (who, name) = (actor.clone(), server.to_owned());
+        let (action, what, res) = match op {
+            "move" => {
+                let Some(to) = State::parse(&field("state")) else {
+                    return plain(
+                        StatusCode::BAD_REQUEST,
+                        "state: testing, approved, deployed, deprecated or retired",
+                    );
+                };
+                let note: String = field("note").chars().take(MAX_NOTE).collect();
+                let store = self.store.clone();
+                let res = tokio::task::spawn_blocking(move || {
+                    store.registry_change(&who.clone(), "registry.move", |r, _| {
+                        r.transition(&who, &name, to, &note, now)
+                    })
+                })
+                .await;
+                ("registry.move", format!("move to {}", to.as_str()), res)
+            }
+            "share" => {
+                let store = self.store.clone();
+                let res = tokio::task::spawn_blocking(move || {
+                    store.registry_change(&who.clone(), "registry.share", |r, _| {
+                        r.request_share(&who, &name, now)
+                    })
+                })
+                .await;
+                ("registry.share", "sharing".to_owned(), res)
+            }
+            _ => {
+                let store = self.store.clone();
+                let res = tokio::task::spawn_blocking(move || {
+                    store.registry_change(&who.clone(), "registry.approve_share", |r, _| {
+                        r.approve_share(&who, &name, now)
+                    })
+                })
+                .await;
+                ("registry.approve_share", "sharing approval".to_owned(), res)
+            }
+        };
+        let (ok, msg) = match res {
+            Ok(Ok(v)) => (
+                true,
+                format!("{server}: {what} done: now {}", s(&v["state"])),
+            ),
+            Ok(Err(RegistryError::Refused(r))) => {
+                let forbidden = matches!(r, Refusal::Forbidden(_));
+                let msg = format!("{server}: {what} refused: {r}");
+                if forbidden {
+                    // Not theirs to do: the console's refusal record too.
+                    self.console_record(&user.name, "refused", false, &msg);
+                    self.console.sessions.flash(sid, self.console.redact(&msg));
+                    return redirect(&format!("/console/registry/{server}"));
+                }
+                (false, msg)
+            }
+            Ok(Err(RegistryError::Build(b))) => {
+                (false, format!("{server}: {what} does not build: {b}"))
+            }
+            Err(e) => (false, format!("{server}: {what} failed: {e}")),
+        };
+        self.console_record(&user.name, action, ok, &msg);
+        self.console.sessions.flash(sid, self.console.redact(&msg));
+        redirect(&format!("/console/registry/{server}"))
+    }
+}

@@ -1,0 +1,558 @@
+//! The console's governance pages through a real listener: who logs in as
+//! what, tenant admins confined to their tenant (pages, diffs, rollbacks,
+//! canaries, servers, upstream health, bundle history), the store's
+//! refusals shown and recorded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::admins::{Admin, Kind};
+use crate::approvals::{Approvals, Approver};
+use crate::server::{Api, Tokens};
+use crate::store::layer_tests::{org_store, yaml_layer, FIN_LEDGER};
+
+const ADMIN: &str = "admin-token-0123456789";
+const FLEET: &str = "fleet-token-0123456789";
+const HR: &str = "version: 1\ntenant: hr\nservers:\n  - {name: payroll, upstreams: [\"127.0.0.1:3\"]}\nroutes:\n  - {path_prefix: /hr/pay, server: payroll}\n";
+
+fn tok(name: &str) -> String {
+    format!("tok-{name}-0123456789")
+}
+
+fn digest(t: &str) -> [u8; 32] {
+    Sha256::digest(t.as_bytes()).into()
+}
+
+struct H {
+    _d: tempfile::TempDir,
+    url: String,
+    api: Arc<Api>,
+    state: PathBuf,
+    http: reqwest::Client,
+}
+
+/// A logged-in browser, as far as the console can tell: its cookie and
+/// the CSRF token of its forms.
+struct B {
+    cookie: String,
+    csrf: String,
+}
+
+async fn start() -> H {
+    let (d, store) = tokio::task::spawn_blocking(org_store).await.unwrap();
+    let state = d.path().join("state");
+    let mut admins = BTreeMap::new();
+    for (n, k) in [
+        ("alice", Kind::OrgAdmin),
+        ("rita", Kind::OrgReviewer),
+        ("fiona", Kind::TenantAdmin("finance".into())),
+        ("felix", Kind::TenantAdmin("finance".into())),
+        ("harry", Kind::TenantAdmin("hr".into())),
+    ] {
+        admins.insert(
+            n.to_owned(),
+            Admin {
+                token: digest(&tok(n)),
+                kind: k,
+            },
+        );
+    }
+    let approvers = BTreeMap::from([(
+        "frank".to_owned(),
+        Approver {
+            token: digest(&tok("frank")),
+            principals: vec![],
+            tenants: vec!["finance".into()],
+        },
+    )]);
+    let api = Arc::new(Api {
+        store: Arc::new(store),
+        tokens: Tokens::new(ADMIN, FLEET),
+        approvals: Arc::new(Approvals::open(&state, approvers).unwrap()),
+        metrics: Default::default(),
+        audit: Arc::new(
+            crate::audit::AuditStore::open(
+                &state.join("audit.sqlite3"),
+                crate::audit::Limits {
+                    retention: std::time::Duration::from_secs(86400),
+                    max_rows: 1000,
+                },
+            )
+            .unwrap(),
+        ),
+        console: Default::default(),
+        admins,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(crate::server::serve(listener, api.clone()));
+    H {
+        _d: d,
+        url,
+        api,
+        state,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+    }
+}
+
+fn csrf_of(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a form with the CSRF token")
+        .to_owned()
+}
+
+impl H {
+    async fn login(&self, who: &str) -> B {
+        let token = if who == "admin" {
+            ADMIN.to_owned()
+        } else {
+            tok(who)
+        };
+        let r = self
+            .http
+            .post(format!("{}/console/login", self.url))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{who} logs in");
+        let cookie = r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let mut b = B {
+            cookie,
+            csrf: String::new(),
+        };
+        let (s, page) = self.get(&b, "/console/fleet").await;
+        assert_eq!(s, 200, "{page}");
+        b.csrf = csrf_of(&page);
+        b
+    }
+
+    async fn get(&self, b: &B, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header("cookie", &b.cookie)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// A form POST; returns the status and, after a redirect, the page it
+    /// leads to (with the flash).
+    async fn post(&self, b: &B, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let mut form: Vec<(&str, &str)> = vec![("csrf", &b.csrf)];
+        form.extend_from_slice(fields);
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("cookie", &b.cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        if status == 303 {
+            let to = r.headers()["location"].to_str().unwrap().to_owned();
+            let (_, page) = self.get(b, &to).await;
+            return (status, page);
+        }
+        (status, r.text().await.unwrap())
+    }
+
+    async fn api(&self, who: &str, path: &str, body: serde_json::Value) -> u16 {
+        let token = if who == "fleet" {
+            FLEET.into()
+        } else {
+            tok(who)
+        };
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    fn changes(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.state.join("changes.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Whether the console recorded a refusal of `who` whose detail holds `what`.
+    fn refused(&self, who: &str, what: &str) -> bool {
+        self.changes().iter().any(|c| {
+            c["action"] == "console.refused"
+                && c["ok"] == false
+                && c["actor"] == format!("console:{who}")
+                && c["detail"].as_str().unwrap().contains(what)
+        })
+    }
+}
+
+/// Finance with two layer revisions and `ledger` registered by felix; hr
+/// with one and `payroll` registered by harry.
+async fn governed() -> (H, Vec<String>, String) {
+    let h = start().await;
+    let store = h.api.store.clone();
+    let (fin, hr) = tokio::task::spawn_blocking(move || {
+        let r1 = store
+            .publish_layer("admin:fiona", "finance", yaml_layer(FIN_LEDGER), None)
+            .unwrap();
+        let v2 = FIN_LEDGER.replace("127.0.0.1:2", "127.0.0.1:4");
+        let r2 = store
+            .publish_layer("admin:felix", "finance", yaml_layer(&v2), None)
+            .unwrap();
+        let hr = store
+            .publish_layer("admin:harry", "hr", yaml_layer(HR), None)
+            .unwrap();
+        (vec![r1.revision, r2.revision], hr.revision)
+    })
+    .await
+    .unwrap();
+    let def = |tool: &str| serde_json::json!({"tools": [{"name": tool, "inputSchema": {"type": "object"}}]});
+    let ledger = serde_json::json!({"server": "ledger", "definition": def("post_entry")});
+    assert_eq!(h.api("felix", "/v1/registry", ledger).await, 200);
+    let payroll = serde_json::json!({"server": "payroll", "definition": def("pay")});
+    assert_eq!(h.api("harry", "/v1/registry", payroll).await, 200);
+    (h, fin, hr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_log_in_with_their_roles() {
+    let (h, _, _) = governed().await;
+    for (who, shown) in [
+        ("admin", "admin · admin · all tenants"),
+        ("alice", "alice · org admin · all tenants"),
+        ("rita", "rita · org reviewer · all tenants"),
+        ("fiona", "fiona · tenant admin · finance"),
+    ] {
+        let b = h.login(who).await;
+        let (_, page) = h.get(&b, "/console/fleet").await;
+        assert!(page.contains(shown), "{who}: {page}");
+        assert!(page.contains("id=\"nav-tenants\""), "{who}");
+    }
+    assert!(h.changes().iter().any(|c| c["action"] == "console.login"
+        && c["actor"] == "console:fiona"
+        && c["detail"].as_str().unwrap().ends_with("as tenant admin")));
+    // An approver is not an administrator: no governance pages.
+    let frank = h.login("frank").await;
+    let (_, page) = h.get(&frank, "/console/fleet").await;
+    assert!(!page.contains("nav-tenants"));
+    for p in [
+        "/console/tenants",
+        "/console/registry",
+        "/console/registry/ledger",
+    ] {
+        assert_eq!(h.get(&frank, p).await.0, 403, "{p}");
+    }
+    assert!(h.refused("frank", "administrators'"));
+    // The org admin holds the org's actions, the tenant admin none of them.
+    let alice = h.login("alice").await;
+    let (_, fleet) = h.get(&alice, "/console/fleet").await;
+    assert!(fleet.contains("id=\"kill-form\""));
+    let fiona = h.login("fiona").await;
+    let (_, fleet) = h.get(&fiona, "/console/fleet").await;
+    assert!(!fleet.contains("id=\"kill-form\""), "{fleet}");
+    let (s, _) = h
+        .post(&fiona, "/console/kill", &[("scope", "all"), ("value", "")])
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = h
+        .post(&fiona, "/console/bundles/rollback", &[("revision", "r1")])
+        .await;
+    assert_eq!(s, 403);
+    assert!(h.refused("fiona", "/console/kill"));
+    assert!(h.api.store.fleet()["kill_switch"]["all"] != true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_admin_governs_their_layer_and_nothing_else() {
+    let (h, fin, hr) = governed().await;
+    let fiona = h.login("fiona").await;
+    let (s, page) = h.get(&fiona, "/console/tenants").await;
+    assert_eq!(s, 200);
+    assert!(
+        page.contains("tenant-finance") && page.contains(&fin[1]),
+        "{page}"
+    );
+    assert!(!page.contains("tenant-hr") && !page.contains(&hr), "{page}");
+    assert!(page.contains("layer-rollback") && page.contains("layer-diff"));
+    // The diff of their two revisions: tenant.yaml's changed upstream.
+    let link = format!("/console/tenants/finance/diff?a={}&b={}", fin[0], fin[1]);
+    assert!(page.contains(&link.replace('&', "&#38;")), "{page}");
+    let (s, diff) = h.get(&fiona, &link).await;
+    assert_eq!(s, 200, "{diff}");
+    // (Addresses are redacted as everything the console shows is.)
+    assert!(
+        diff.contains("tenant.yaml") && diff.contains("[REDACTED]:4&#34;]}</span>"),
+        "{diff}"
+    );
+    assert!(diff.contains("/console/tenants/finance/rollback"));
+    // Another tenant's diff, rollback or canary: refused and recorded,
+    // under any spelling; hr's layer is unchanged.
+    for t in ["hr", "HR", "Hr"] {
+        let (s, _) = h
+            .get(&fiona, &format!("/console/tenants/{t}/diff?a={hr}&b={hr}"))
+            .await;
+        assert_eq!(s, 403, "{t}");
+        let (s, _) = h
+            .post(
+                &fiona,
+                &format!("/console/tenants/{t}/rollback"),
+                &[("revision", &hr)],
+            )
+            .await;
+        assert_eq!(s, 403, "{t}");
+        let (s, _) = h
+            .post(
+                &fiona,
+                &format!("/console/tenants/{t}/canary"),
+                &[("verb", "rollback")],
+            )
+            .await;
+        assert_eq!(s, 403, "{t}");
+    }
+    assert!(h.refused("fiona", "tenant `hr`'s layer is not fiona's to change"));
+    assert!(h.refused("fiona", "tenant `hr`'s layers are not fiona's to read"));
+    assert_eq!(
+        h.api.store.layer_history("hr")["history"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Their own rollback: done, flashed, recorded.
+    let (s, page) = h
+        .post(
+            &fiona,
+            "/console/tenants/finance/rollback",
+            &[("revision", &fin[0])],
+        )
+        .await;
+    assert_eq!(s, 303);
+    assert!(
+        page.contains(&format!("rolled back to {}", fin[0])),
+        "{page}"
+    );
+    let now = h.api.store.layer_history("finance");
+    assert!(
+        now["current"].as_str().unwrap().starts_with("finance-r3-"),
+        "{now}"
+    );
+    assert_eq!(now["history"][2]["actor"], "console:fiona");
+    assert!(h
+        .changes()
+        .iter()
+        .any(|c| c["action"] == "console.tenants.rollback" && c["ok"] == true));
+    // The bundles page lists no fleet revision to them, diffs are refused.
+    let (_, bundles) = h.get(&fiona, "/console/bundles").await;
+    assert!(bundles.contains("scoped-bundles"), "{bundles}");
+    assert!(!bundles.contains("hr-r1") && !bundles.contains("id=\"history\""));
+    // The reviewer reads both tenants, changes neither.
+    let rita = h.login("rita").await;
+    let (_, page) = h.get(&rita, "/console/tenants").await;
+    assert!(page.contains("tenant-finance") && page.contains("tenant-hr"));
+    assert!(!page.contains("layer-rollback"), "{page}");
+    let (s, _) = h
+        .post(&rita, "/console/tenants/hr/rollback", &[("revision", &hr)])
+        .await;
+    assert_eq!(s, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_admin_ends_only_their_own_canary() {
+    let (h, _, _) = governed().await;
+    // A live gateway for the canary to reach.
+    let current = h.api.store.current().unwrap().revision.clone();
+    let report = serde_json::json!({"id": "gw1", "revision": current, "healthy": true});
+    assert_eq!(h.api("fleet", "/v1/fleet/report", report).await, 200);
+    let store = h.api.store.clone();
+    let canary = tokio::task::spawn_blocking(move || {
+        let plan: crate::store::CanaryPlan =
+            serde_json::from_value(serde_json::json!({"share": 0.3, "watch_secs": 600})).unwrap();
+        let v3 = FIN_LEDGER.replace("127.0.0.1:2", "127.0.0.1:5");
+        store
+            .publish_layer(
+                "admin:fiona",
+                "finance",
+                yaml_layer(&v3),
+                Some((crate::rollout::Selector::default(), plan)),
+            )
+            .unwrap()
+            .revision
+    })
+    .await
+    .unwrap();
+    // Harry asks to end "his" canary: there is none of hr; finance's runs on.
+    let harry = h.login("harry").await;
+    let (_, page) = h.get(&harry, "/console/tenants").await;
+    assert!(
+        !page.contains(&canary) && !page.contains("canary-promote"),
+        "{page}"
+    );
+    let (s, page) = h
+        .post(&harry, "/console/tenants/hr/canary", &[("verb", "promote")])
+        .await;
+    assert_eq!(s, 303);
+    assert!(page.contains("no canary of tenant `hr`"), "{page}");
+    assert_eq!(h.api.store.rollout()["state"], "watching");
+    let fiona = h.login("fiona").await;
+    let (_, page) = h.get(&fiona, "/console/tenants").await;
+    assert!(
+        page.contains(&canary) && page.contains("canary-promote"),
+        "{page}"
+    );
+    let (_, page) = h
+        .post(
+            &fiona,
+            "/console/tenants/finance/canary",
+            &[("verb", "promote")],
+        )
+        .await;
+    assert!(page.contains("promoted"), "{page}");
+    assert_eq!(h.api.store.rollout()["state"], "promoted");
+    assert_eq!(
+        h.api.store.layer_history("finance")["current"],
+        canary.as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_in_the_console_keeps_tenants_apart_and_two_people_on_approval() {
+    let (h, _, _) = governed().await;
+    let felix = h.login("felix").await;
+    let (_, list) = h.get(&felix, "/console/registry").await;
+    assert!(list.contains("/console/registry/ledger"), "{list}");
+    assert!(!list.contains("payroll"), "{list}");
+    // Another tenant's server: refused, recorded, nothing moved.
+    assert_eq!(h.get(&felix, "/console/registry/payroll").await.0, 403);
+    let (s, _) = h
+        .post(
+            &felix,
+            "/console/registry/payroll/move",
+            &[("state", "retired")],
+        )
+        .await;
+    assert_eq!(s, 403);
+    assert!(h.refused("felix", "/console/registry/payroll/move"));
+    assert_eq!(h.get(&felix, "/console/registry/nosuch").await.0, 404);
+    let state = |s: &str| {
+        h.api
+            .store
+            .registry_show(&crate::admins::Actor::root(), s)
+            .unwrap()["state"]
+            .clone()
+    };
+    assert_eq!(state("payroll"), "draft");
+    // Felix moves his server to testing, then cannot approve it himself.
+    let (_, page) = h
+        .post(
+            &felix,
+            "/console/registry/ledger/move",
+            &[("state", "testing"), ("note", "ready")],
+        )
+        .await;
+    assert!(page.contains("now testing"), "{page}");
+    assert!(page.contains("id=\"move-approved\""), "{page}");
+    let (_, page) = h
+        .post(
+            &felix,
+            "/console/registry/ledger/move",
+            &[("state", "approved")],
+        )
+        .await;
+    assert!(page.contains("a second person approves it"), "{page}");
+    assert!(h.refused("felix", "a second person approves it"));
+    assert_eq!(state("ledger"), "testing");
+    // Fiona approves: the second person.
+    let fiona = h.login("fiona").await;
+    let (_, page) = h
+        .post(
+            &fiona,
+            "/console/registry/ledger/move",
+            &[("state", "approved")],
+        )
+        .await;
+    assert!(page.contains("now approved"), "{page}");
+    assert!(page.contains("admin:fiona at"), "{page}");
+    assert_eq!(state("ledger"), "approved");
+    // Sharing: fiona asks, harry cannot approve, the reviewer does.
+    let (_, page) = h.post(&fiona, "/console/registry/ledger/share", &[]).await;
+    assert!(page.contains("sharing done"), "{page}");
+    assert!(!page.contains("id=\"approve-share\""));
+    let rita = h.login("rita").await;
+    let (_, page) = h.get(&rita, "/console/registry/ledger").await;
+    assert!(page.contains("id=\"approve-share\""), "{page}");
+    assert!(
+        !page.contains("id=\"move-deployed\""),
+        "a reviewer does not deploy"
+    );
+    let (_, page) = h
+        .post(&rita, "/console/registry/ledger/approve-share", &[])
+        .await;
+    assert!(page.contains("shared with every tenant"), "{page}");
+    // A lifecycle conflict is the store's, shown and recorded.
+    let (_, page) = h
+        .post(
+            &fiona,
+            "/console/registry/ledger/move",
+            &[("state", "deprecated")],
+        )
+        .await;
+    assert!(page.contains("cannot move to deprecated"), "{page}");
+    assert!(h
+        .changes()
+        .iter()
+        .any(|c| c["action"] == "console.registry.move"
+            && c["ok"] == false
+            && c["actor"] == "console:fiona"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_page_shows_a_tenant_admin_their_upstreams_only() {
+    let (h, _, _) = governed().await;
+    let report = serde_json::json!({
+        "id": "gw1", "revision": "x", "healthy": true,
+        "upstreams": [
+            {"server": "ledger", "replicas": 2, "healthy": 1},
+            {"server": "payroll", "replicas": 1, "healthy": 1},
+            {"server": "mock", "replicas": 1, "healthy": 0},
+        ],
+    });
+    assert_eq!(h.api("fleet", "/v1/fleet/report", report).await, 200);
+    let fiona = h.login("fiona").await;
+    let (_, page) = h.get(&fiona, "/console/fleet").await;
+    assert!(page.contains("ledger 1/2"), "{page}");
+    assert!(
+        !page.contains("payroll") && !page.contains("mock 0/1"),
+        "{page}"
+    );
+    let alice = h.login("alice").await;
+    let (_, page) = h.get(&alice, "/console/fleet").await;
+    assert!(
+        page.contains("ledger 1/2") && page.contains("payroll 1/1") && page.contains("mock 0/1")
+    );
+}
