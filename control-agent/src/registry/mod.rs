@@ -643,9 +643,18 @@ impl Registry {
             )));
         }
         let s = self.get_mut(server)?;
-        if s.share_requested_by.is_none() {
+        let Some(asked) = s.share_requested_by.as_deref() else {
             return Err(Refusal::Conflict(format!(
                 "nobody asked to share `{server}`"
+            )));
+        };
+        // A second person: an org admin who asked does not approve it too
+        // (under any spelling of their name).
+        let asker = asked.strip_prefix("admin:").unwrap_or(asked);
+        if warden_config::person::canonical_or_marked(asker) == actor.person() {
+            return Err(Refusal::Forbidden(format!(
+                "{} asked to share `{server}`: a second person approves it",
+                actor.label()
             )));
         }
         s.shared = true;

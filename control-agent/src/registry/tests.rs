@@ -285,3 +285,38 @@ fn malformed_definitions_are_refused() {
     }
     assert!(r.servers.is_empty());
 }
+
+/// An org admin who asks to share a tenant's server cannot approve the
+/// share too: the admin token's bearer, or an entry under another spelling.
+#[test]
+fn who_asked_to_share_does_not_approve_it() {
+    let mut r = Registry::default();
+    let fiona = tenant_admin("fiona", "finance");
+    r.register(&fiona, "ledger", None, &def("a", false), &nobody, now())
+        .unwrap();
+    let alice = Actor {
+        name: "alice".into(),
+        kind: Kind::OrgAdmin,
+    };
+    let alice_again = Actor {
+        name: "Alice".into(),
+        kind: Kind::OrgAdmin,
+    };
+    r.request_share(&alice, "ledger", now()).unwrap();
+    for who in [&alice, &alice_again] {
+        assert!(matches!(
+            r.approve_share(who, "ledger", now()),
+            Err(Refusal::Forbidden(_))
+        ));
+    }
+    let root = Actor::root();
+    let mut r2 = r.clone();
+    r2.servers.get_mut("ledger").unwrap().share_requested_by = None;
+    r2.request_share(&root, "ledger", now()).unwrap();
+    assert!(matches!(
+        r2.approve_share(&root, "ledger", now()),
+        Err(Refusal::Forbidden(_))
+    ));
+    r.approve_share(&reviewer("rita"), "ledger", now()).unwrap();
+    assert!(r.servers["ledger"].shared);
+}
