@@ -201,3 +201,24 @@ fn a_tenants_layer_history_is_bounded() {
         4
     );
 }
+
+/// A tenant cannot register another spelling of a server the org defines.
+#[test]
+fn a_tenant_cannot_register_an_org_servers_name_in_another_case() {
+    let (_d, s) = org_store();
+    let tools = serde_json::json!({"tools": [{"name": "t", "inputSchema": {}}]});
+    for name in ["mock", "MOCK", "Mock"] {
+        let res = s.registry_change(&fiona(), "registry.register", |r, taken| {
+            r.register(&fiona(), name, None, &tools, taken, SystemTime::now())
+        });
+        assert!(
+            matches!(
+                res,
+                Err(RegistryError::Refused(crate::registry::Refusal::Forbidden(
+                    _
+                )))
+            ),
+            "{name}: {res:?}"
+        );
+    }
+}

@@ -52,7 +52,14 @@ impl Store {
         let mut inner = self.lock();
         let before = inner.registry.clone();
         let taken = self.defined_servers(&inner);
-        let owner = |s: &str| taken.get(s).cloned();
+        // Names compared without case, as the registry compares its own:
+        // `MOCK` is the org's `mock`.
+        let owner = |s: &str| {
+            taken
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(s))
+                .map(|(_, o)| o.clone())
+        };
         let done = match op(&mut inner.registry, &owner) {
             Ok(d) => d,
             Err(r) => {
