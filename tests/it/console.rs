@@ -9,6 +9,10 @@
 //! pull the kill switch. Beside it: a viewer cannot approve, a POST
 //! without the CSRF token (or from another site) is refused, and hostile
 //! text in a tool name, an argument and a justification renders inert.
+//! Another walks delegated administration (`--admins`): tenant admins see
+//! their tenant's layer and servers only, a second finance admin approves
+//! a registration, the registrant's own approval and another tenant's
+//! server and rollback are refused and recorded.
 //!
 //! Screenshots of every page go to `$WARDEN_CONSOLE_SHOTS` when set (the
 //! ones in `docs/console/` were taken so), else to a temporary directory.
@@ -1252,5 +1256,369 @@ async fn the_console_shows_no_secret_and_no_other_tenant() {
     assert!(
         refused["detail"].as_str().is_some_and(|d| d.ends_with('…')),
         "{refused}"
+    );
+}
+
+/// An API call with an administrator's token (`--admins`); (status, JSON).
+async fn api_as(
+    base: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: bytes::Bytes,
+) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    let (s, _, b) = warden_tests::request(
+        &format!("{base}{path}"),
+        method,
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", content_type),
+        ],
+        body,
+        false,
+    )
+    .await
+    .expect("api");
+    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+const FIONA: &str = "tenant-admin-fiona-token-01";
+const FELIX: &str = "tenant-admin-felix-token-02";
+const HARRY: &str = "tenant-admin-harry-token-03";
+const ALICE_ORG: &str = "org-admin-alice-token-0004";
+const RITA: &str = "org-reviewer-rita-token-05";
+
+/// Delegated administration in a real browser: tenant admins see their
+/// tenant's layer and servers only, approve a colleague's registration
+/// through the form, and are refused (403, recorded) another tenant's
+/// server; a registrant approving their own is refused with the
+/// registry's reason, shown and recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_admins_govern_their_tenant_from_the_console() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().expect("tmp");
+    let source = dir.path().join("source");
+    std::fs::create_dir_all(&source).expect("mkdir");
+    std::fs::write(
+        source.join("warden.yaml"),
+        "version: 1\nservice_groups:\n  - name: tools\n    servers:\n      - {name: mock, upstreams: [\"127.0.0.1:9\"]}\nroutes:\n  - {prefix: /mock, server: mock}\ntenants:\n  finance: {path_prefixes: [/finance/]}\n  hr: {path_prefixes: [/hr/]}\n",
+    )
+    .expect("yaml");
+    let admins: String = [
+        ("alice", ALICE_ORG, "org_admin", ""),
+        ("rita", RITA, "org_reviewer", ""),
+        ("fiona", FIONA, "tenant_admin", "finance"),
+        ("felix", FELIX, "tenant_admin", "finance"),
+        ("harry", HARRY, "tenant_admin", "hr"),
+    ]
+    .iter()
+    .map(|(n, t, role, tenant)| {
+        format!(
+            "{n}: {{token_sha256: \"{}\", role: {role}{}}}\n",
+            hex::encode(sha2::Sha256::digest(t.as_bytes())),
+            if tenant.is_empty() {
+                String::new()
+            } else {
+                format!(", tenant: {tenant}")
+            }
+        )
+    })
+    .collect();
+    let admins_file = dir.path().join("admins.yaml");
+    std::fs::write(&admins_file, admins).expect("admins");
+    let state = dir.path().join("state");
+    let agent = Agent::start_with(
+        &source,
+        &state,
+        None,
+        &["--admins".as_ref(), admins_file.as_os_str()],
+    )
+    .expect("agent");
+    let base = agent.url.clone();
+
+    // Each tenant publishes its layer; finance twice.
+    let layer = |tenant: &str, server: &str, port: u16| {
+        let yaml = format!(
+            "version: 1\ntenant: {tenant}\nservers:\n  - {{name: {server}, upstreams: [\"127.0.0.1:{port}\"]}}\nroutes:\n  - {{path_prefix: /{tenant}/{server}, server: {server}}}\n"
+        );
+        let files =
+            warden_config::archive::Files::from([("tenant.yaml".to_owned(), yaml.into_bytes())]);
+        bytes::Bytes::from(warden_config::archive::pack(&files))
+    };
+    let mut fin = Vec::new();
+    for (who, port) in [(FIONA, 2), (FELIX, 4)] {
+        let (s, v) = api_as(
+            &base,
+            who,
+            "POST",
+            "/v1/tenants/finance/layer",
+            "application/gzip",
+            layer("finance", "ledger", port),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        fin.push(
+            v["published"]["revision"]
+                .as_str()
+                .expect("revision")
+                .to_owned(),
+        );
+    }
+    let (s, v) = api_as(
+        &base,
+        HARRY,
+        "POST",
+        "/v1/tenants/hr/layer",
+        "application/gzip",
+        layer("hr", "payroll", 3),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let hr_rev = v["published"]["revision"]
+        .as_str()
+        .expect("revision")
+        .to_owned();
+    // Felix registers finance's ledger and moves it to testing; harry hr's payroll.
+    let def = |server: &str, tool: &str| {
+        bytes::Bytes::from(
+            json!({"server": server, "definition": {"tools": [{"name": tool, "inputSchema": {"type": "object"}}]}})
+                .to_string(),
+        )
+    };
+    let js = "application/json";
+    let (s, v) = api_as(
+        &base,
+        FELIX,
+        "POST",
+        "/v1/registry",
+        js,
+        def("ledger", "post_entry"),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api_as(
+        &base,
+        FELIX,
+        "POST",
+        "/v1/registry/ledger/move",
+        js,
+        bytes::Bytes::from(json!({"state": "testing"}).to_string()),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api_as(
+        &base,
+        HARRY,
+        "POST",
+        "/v1/registry",
+        js,
+        def("payroll", "pay"),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+
+    let driver = Driver::start();
+    let c = driver.browser().await;
+    let shots = Shots::new();
+
+    // Felix cannot approve his own registration: the form is there, the
+    // registry refuses, the page says why.
+    login(&c, &base, FELIX).await;
+    assert!(text_of(&c, "#who")
+        .await
+        .contains("felix · tenant admin · finance"));
+    c.goto(&format!("{base}/console/registry/ledger"))
+        .await
+        .expect("server page");
+    assert_eq!(
+        text_of(&c, "#server-state").await.split(' ').next(),
+        Some("testing")
+    );
+    click(&c, "#move-approved").await;
+    let flash = text_of(&c, "#flash").await;
+    assert!(
+        flash.contains("refused") && flash.contains("a second person approves it"),
+        "{flash}"
+    );
+    assert!(text_of(&c, "#reviewer").await.contains("not yet"));
+    shots.take(&c, "governance-self-approval").await;
+    logout(&c).await;
+
+    // Fiona: finance's layer and server, nothing of hr's.
+    login(&c, &base, FIONA).await;
+    click(&c, "#nav-tenants").await;
+    let tenants = text_of(&c, "main").await;
+    assert!(
+        tenants.contains("finance") && tenants.contains(&fin[1]),
+        "{tenants}"
+    );
+    assert!(
+        !tenants.contains(&hr_rev) && !tenants.contains("hr-r"),
+        "{tenants}"
+    );
+    assert!(text_of(&c, "#tenant-finance .current-layer")
+        .await
+        .contains(&fin[1]));
+    shots.take(&c, "governance-tenants").await;
+    // The diff of her two revisions.
+    click(&c, "#tenant-finance a.layer-diff").await;
+    let diff = text_of(&c, "main").await;
+    assert!(
+        diff.contains("tenant.yaml") && diff.contains(&fin[0]) && diff.contains(&fin[1]),
+        "{diff}"
+    );
+    shots.take(&c, "governance-layer-diff").await;
+    click(&c, "#nav-registry").await;
+    let registry = text_of(&c, "#registry").await;
+    assert!(
+        registry.contains("ledger") && !registry.contains("payroll"),
+        "{registry}"
+    );
+    click(&c, "#registry a").await;
+    click(&c, "#move-approved").await;
+    let flash = text_of(&c, "#flash").await;
+    assert!(flash.contains("now approved"), "{flash}");
+    assert!(text_of(&c, "#reviewer").await.contains("admin:fiona"));
+    assert!(text_of(&c, "#server-state").await.starts_with("approved"));
+    assert!(text_of(&c, "#events").await.contains("approved"));
+    shots.take(&c, "governance-server").await;
+    // Hr's server by its address: refused.
+    c.goto(&format!("{base}/console/registry/payroll"))
+        .await
+        .expect("page");
+    let body = text_of(&c, "body").await;
+    assert!(
+        body.starts_with("refused") && body.contains("payroll"),
+        "{body}"
+    );
+    assert!(!body.contains("pay "), "{body}");
+    // Her session posting a rollback of hr's layer (a form of her own
+    // page, retargeted, as a hostile admin would): refused, nothing changes.
+    c.goto(&format!("{base}/console/tenants"))
+        .await
+        .expect("page");
+    let cookie = c
+        .get_named_cookie("__Host-warden_console")
+        .await
+        .expect("the session cookie")
+        .value()
+        .to_owned();
+    let csrf = c
+        .find(Locator::Css("header form.who input[name=csrf]"))
+        .await
+        .expect("csrf field")
+        .attr("value")
+        .await
+        .expect("attr")
+        .expect("value");
+    assert_eq!(
+        raw_post(
+            &base,
+            "/console/tenants/hr/rollback",
+            &cookie,
+            &format!("csrf={csrf}&revision={hr_rev}"),
+            &[]
+        )
+        .await,
+        403
+    );
+    logout(&c).await;
+
+    // The reviewer sees both tenants and both servers.
+    login(&c, &base, RITA).await;
+    c.goto(&format!("{base}/console/tenants"))
+        .await
+        .expect("page");
+    let all = text_of(&c, "main").await;
+    assert!(all.contains(&hr_rev) && all.contains(&fin[1]), "{all}");
+    c.goto(&format!("{base}/console/registry"))
+        .await
+        .expect("page");
+    let registry = text_of(&c, "#registry").await;
+    assert!(
+        registry.contains("ledger") && registry.contains("payroll"),
+        "{registry}"
+    );
+    logout(&c).await;
+    drop(c);
+
+    // The API agrees: approved by fiona; payroll untouched.
+    let (_, v) = agent
+        .api("GET", "/v1/registry/ledger", None)
+        .await
+        .expect("show");
+    assert_eq!(v["state"], "approved", "{v}");
+    assert_eq!(v["approved_by"], "admin:fiona", "{v}");
+    let (_, v) = agent
+        .api("GET", "/v1/registry/payroll", None)
+        .await
+        .expect("show");
+    assert_eq!(v["state"], "draft", "{v}");
+    let (_, v) = agent
+        .api("GET", "/v1/tenants/hr/history", None)
+        .await
+        .expect("history");
+    assert_eq!(v["current"], hr_rev.as_str(), "{v}");
+    assert_eq!(v["history"].as_array().map(Vec::len), Some(1), "{v}");
+    // The change record holds the refusals and the approval.
+    let changes: Vec<Value> = std::fs::read_to_string(state.join("changes.jsonl"))
+        .expect("changes")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let has = |actor: &str, action: &str, ok: bool, detail: &str| {
+        changes.iter().any(|c| {
+            c["actor"] == actor
+                && c["action"] == action
+                && c["ok"] == ok
+                && c["detail"].as_str().is_some_and(|d| d.contains(detail))
+        })
+    };
+    assert!(
+        has(
+            "console:felix",
+            "console.refused",
+            false,
+            "a second person approves it"
+        ),
+        "{changes:?}"
+    );
+    assert!(
+        has(
+            "console:fiona",
+            "console.refused",
+            false,
+            "/console/registry/payroll"
+        ),
+        "{changes:?}"
+    );
+    assert!(
+        has(
+            "console:fiona",
+            "console.refused",
+            false,
+            "/console/tenants/hr/rollback"
+        ),
+        "{changes:?}"
+    );
+    assert!(
+        has(
+            "console:fiona",
+            "console.registry.move",
+            true,
+            "now approved"
+        ),
+        "{changes:?}"
+    );
+    assert!(
+        has(
+            "admin:fiona",
+            "registry.move",
+            true,
+            "ledger: testing → approved"
+        ),
+        "{changes:?}"
     );
 }
