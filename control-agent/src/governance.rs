@@ -398,24 +398,13 @@ impl Api {
                 }
             }
             (Method::POST, op @ ("canary/promote" | "canary/rollback")) => {
-                let ro = store.rollout();
-                let theirs = ro["state"] == "watching"
-                    && ro["layer"]["tenant"]
-                        .as_str()
-                        .is_some_and(|t| same_tenant(t, &tenant));
-                if !theirs {
-                    return error(
-                        StatusCode::CONFLICT,
-                        &format!("no canary of tenant `{tenant}`'s layer is being watched"),
-                    );
-                }
+                // Whose canary it is is checked under the lock that ends
+                // it: a check here, then `promote()`, let an org (or
+                // another tenant's) canary started in between be ended by
+                // this tenant's admin.
                 let promote = op == "canary/promote";
                 let res = tokio::task::spawn_blocking(move || {
-                    if promote {
-                        store.promote(&label)
-                    } else {
-                        store.roll_back_canary(&label)
-                    }
+                    store.end_layer_canary(&label, &tenant, promote)
                 })
                 .await;
                 match res {

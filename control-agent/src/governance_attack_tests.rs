@@ -37,3 +37,77 @@ fn a_layer_whose_gzip_unpacks_past_the_bound_is_refused() {
     let err = super::unpack_layer(&b).expect_err("64 MiB of zeros after the tar");
     assert!(err.contains("unpacks to more than"), "{err}");
 }
+
+/// A tenant admin's promote (or roll back) of their layer's canary ends
+/// that canary or nothing: an org canary started between the request's
+/// look at the rollout and its end (here: right after the route reads
+/// the rollout) is neither promoted nor rolled back by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_admin_never_ends_a_canary_that_is_not_their_layers() {
+    use std::sync::{Arc, Mutex};
+    let h = super::tests::start().await;
+    let store = h.api.store.clone();
+    let current = store.current().unwrap().revision.clone();
+    let report = serde_json::json!({"id": "gw1", "revision": current, "healthy": true});
+    assert_eq!(h.post("fleet", "/v1/fleet/report", report).await.0, 200);
+    let plan = || -> crate::store::CanaryPlan {
+        serde_json::from_value(serde_json::json!({"share": 1.0, "watch_secs": 600})).unwrap()
+    };
+    let s = store.clone();
+    let fin = tokio::task::spawn_blocking(move || {
+        let l = crate::store::layer_tests::yaml_layer(crate::store::layer_tests::FIN_LEDGER);
+        s.publish_layer(
+            "admin:fiona",
+            "finance",
+            l,
+            Some((crate::rollout::Selector::default(), plan())),
+        )
+        .unwrap()
+        .revision
+    })
+    .await
+    .unwrap();
+    assert_eq!(store.rollout()["layer"]["tenant"], "finance");
+    // In the gap: finance's canary is rolled back and the org's starts.
+    let org = Arc::new(Mutex::new(String::new()));
+    let o = org.clone();
+    *store.after_rollout_read.lock().unwrap() = Some(Box::new(move |s| {
+        let _ = s.roll_back_canary("admin");
+        let p = s
+            .publish_canary("admin", crate::rollout::Selector::default(), plan())
+            .unwrap();
+        *o.lock().unwrap() = p.revision.clone();
+    }));
+    let (st, v) = h
+        .post(
+            "fiona",
+            "/v1/tenants/finance/canary/promote",
+            serde_json::json!({}),
+        )
+        .await;
+    assert!(store.after_rollout_read.lock().unwrap().is_none());
+    let org = org.lock().unwrap().clone();
+    let ro = store.rollout();
+    assert_eq!(
+        (ro["state"].as_str(), ro["revision"].as_str()),
+        (Some("watching"), Some(org.as_str())),
+        "fiona's promote ({st} {v}) ended the org's canary"
+    );
+    assert!(ro["layer"].is_null(), "{ro}");
+    // The org's canary watched: finance's admins (and hr's) end nothing.
+    for (who, path) in [
+        ("fiona", "/v1/tenants/finance/canary/promote"),
+        ("felix", "/v1/tenants/finance/canary/rollback"),
+        ("harry", "/v1/tenants/hr/canary/promote"),
+    ] {
+        let (st, v) = h.post(who, path, serde_json::json!({})).await;
+        assert_eq!(st, 409, "{who} {path}: {v}");
+        let now = store.rollout();
+        assert_eq!(
+            (now["state"].as_str(), now["revision"].as_str()),
+            (Some("watching"), Some(org.as_str())),
+            "{who} {path}"
+        );
+    }
+    assert_eq!(store.layer_history("finance")["current"], fin.as_str());
+}

@@ -25,15 +25,15 @@ fn digest(t: &str) -> [u8; 32] {
     Sha256::digest(t.as_bytes()).into()
 }
 
-struct H {
+pub(super) struct H {
     _d: tempfile::TempDir,
     url: String,
-    api: Arc<Api>,
+    pub(super) api: Arc<Api>,
     state: PathBuf,
     http: reqwest::Client,
 }
 
-async fn start() -> H {
+pub(super) async fn start() -> H {
     let (d, store) = tokio::task::spawn_blocking(org_store).await.unwrap();
     let state = d.path().join("state");
     let mut admins = BTreeMap::new();
@@ -115,11 +115,11 @@ impl H {
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 
-    async fn get(&self, who: &str, path: &str) -> (u16, serde_json::Value) {
+    pub(super) async fn get(&self, who: &str, path: &str) -> (u16, serde_json::Value) {
         self.send(who, reqwest::Method::GET, path, None).await
     }
 
-    async fn post(
+    pub(super) async fn post(
         &self,
         who: &str,
         path: &str,

@@ -279,6 +279,20 @@ impl Store {
 
     /// The canary being watched or the last one, with its figures.
     pub fn rollout(&self) -> serde_json::Value {
+        let v = self.rollout_now();
+        #[cfg(test)]
+        if let Some(f) = self
+            .after_rollout_read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            f(self);
+        }
+        v
+    }
+
+    fn rollout_now(&self) -> serde_json::Value {
         let inner = self.lock();
         let Some(r) = &inner.rollout else {
             return serde_json::json!({"state": "none"});

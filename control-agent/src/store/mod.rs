@@ -25,9 +25,9 @@ pub use changes::KillEvent;
 pub use registry::RegistryError;
 mod fleet;
 #[cfg(test)]
-pub(crate) mod layer_tests;
-#[cfg(test)]
 mod isolation_tests;
+#[cfg(test)]
+pub(crate) mod layer_tests;
 #[cfg(test)]
 mod tests;
 
@@ -176,6 +176,10 @@ struct Inner {
     registry: crate::registry::Registry,
 }
 
+/// A test's code run inside the store at a chosen point.
+#[cfg(test)]
+pub(crate) type TestHook = Box<dyn FnOnce(&Store) + Send>;
+
 pub struct Store {
     dir: PathBuf,
     source: PathBuf,
@@ -192,6 +196,10 @@ pub struct Store {
     pub layer_revisions: usize,
     /// Taken while the change record is written (and moved aside).
     changes_turn: Mutex<()>,
+    /// Run once after the next [`Store::rollout`] read (a test's way into
+    /// the gap between a check and an action).
+    #[cfg(test)]
+    pub(crate) after_rollout_read: Mutex<Option<TestHook>>,
 }
 
 fn io(e: impl std::fmt::Display) -> BuildFailure {
@@ -337,6 +345,8 @@ impl Store {
             changes_limit: changes::MAX_FILE,
             layer_revisions: layers::MAX_LAYER_REVISIONS,
             changes_turn: Mutex::new(()),
+            #[cfg(test)]
+            after_rollout_read: Mutex::new(None),
         })
     }
 
