@@ -114,6 +114,9 @@ struct ServerPage {
     approved_at: String,
     retired_at: String,
     tools: Vec<ToolView>,
+    /// The digest of the definition rendered: an approval sends it back
+    /// (refused when the definition changed since the page was read).
+    definition_digest: String,
     events: Vec<EventView>,
     /// (state, button label) of each move this user may ask for.
     moves: Vec<(&'static str, &'static str)>,
@@ -467,6 +470,7 @@ impl Api {
             approved_at: s(&v["approved_at"]),
             retired_at: s(&v["retired_at"]),
             tools,
+            definition_digest: s(&v["definition_digest"]),
             events,
             server: self.server_row(&v),
         })
@@ -488,7 +492,7 @@ impl Api {
             let Some((raw, op)) = rest.split_once('/') else {
                 return plain(StatusCode::NOT_FOUND, "no such action");
             };
-            if !matches!(op, "rollback" | "canary") {
+            if !matches!(op, "rollback" | "canary" | "publish") {
                 return plain(StatusCode::NOT_FOUND, "no such action");
             }
             let Ok(t) = tenant_name(raw) else {
@@ -500,6 +504,9 @@ impl Api {
                     path,
                     &format!("tenant `{t}`'s layer is not {}'s to change", actor.name),
                 );
+            }
+            if op == "publish" {
+                return self.layer_publish(session, sid, &t, form).await;
             }
             return self.layer_action(session, sid, &t, op, field).await;
         }
@@ -520,6 +527,50 @@ impl Api {
                 .await;
         }
         plain(StatusCode::NOT_FOUND, "no such action")
+    }
+
+    /// A layer published from the console: `tenant.yaml` and `policy.rego`
+    /// as typed (an empty policy removes `policy.rego`); the current
+    /// layer's other `.rego` files are kept. Checked exactly as the API's
+    /// publish is (the files, then composed with the org and the others).
+    async fn layer_publish(
+        &self,
+        session: &Session,
+        sid: &str,
+        tenant: &str,
+        form: &BTreeMap<String, String>,
+    ) -> Resp {
+        let user = &session.user;
+        let label = format!("console:{}", user.name);
+        let store = self.store.clone();
+        let t = tenant.to_owned();
+        // Browsers send CRLF line ends from a textarea.
+        let text = |k: &str| {
+            form.get(k)
+                .map(|v| v.replace("\r\n", "\n"))
+                .unwrap_or_default()
+        };
+        let (yaml, rego) = (text("tenant_yaml"), text("policy_rego"));
+        let res = tokio::task::spawn_blocking(move || {
+            let mut files = store.current_layer_files(&t).unwrap_or_default();
+            files.retain(|n, _| n.ends_with(".rego") && n != "policy.rego");
+            files.insert("tenant.yaml".into(), yaml.into_bytes());
+            if !rego.trim().is_empty() {
+                files.insert("policy.rego".into(), rego.into_bytes());
+            }
+            crate::store::layers::check_layer_files(&t, &files)?;
+            store.publish_layer(&label, &t, files, None)
+        })
+        .await;
+        let ok = matches!(res, Ok(Ok(_)));
+        let msg = match res {
+            Ok(Ok(e)) => format!("{tenant}: published {}", e.revision),
+            Ok(Err(e)) => format!("{tenant}: layer refused:\n{e}"),
+            Err(e) => format!("{tenant}: publish failed: {e}"),
+        };
+        self.console_record(&user.name, "tenants.publish", ok, &msg);
+        self.console.sessions.flash(sid, self.console.redact(&msg));
+        redirect("/console/tenants")
     }
 
     async fn layer_action(
@@ -591,10 +642,11 @@ impl Api {
                     );
                 };
                 let note: String = field("note").chars().take(MAX_NOTE).collect();
+                let reviewed = field("reviewed");
                 let store = self.store.clone();
                 let res = tokio::task::spawn_blocking(move || {
                     store.registry_change(&who.clone(), "registry.move", |r, _| {
-                        r.transition(&who, &name, to, &note, now)
+                        r.transition(&who, &name, to, Some(&reviewed), &note, now)
                     })
                 })
                 .await;

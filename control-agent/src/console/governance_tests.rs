@@ -556,3 +556,104 @@ async fn the_fleet_page_shows_a_tenant_admin_their_upstreams_only() {
         page.contains("ledger 1/2") && page.contains("payroll 1/1") && page.contains("mock 0/1")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_admin_publishes_their_layer_from_the_console() {
+    let (h, fin, _hr) = governed().await;
+    let fiona = h.login("fiona").await;
+    let (_, page) = h.get(&fiona, "/console/tenants").await;
+    assert!(
+        page.contains("action=\"/console/tenants/finance/publish\""),
+        "{page}"
+    );
+    assert!(!page.contains("/console/tenants/hr/publish"), "{page}");
+    // Typed in a browser (CRLF line ends), with a policy of its own.
+    let yaml = FIN_LEDGER
+        .replace("127.0.0.1:2", "127.0.0.1:5")
+        .replace('\n', "\r\n");
+    let rego = "package warden.tenants.finance\r\n\r\ndefault decision := {\"allow\": true}\r\n";
+    let (s, page) = h
+        .post(
+            &fiona,
+            "/console/tenants/finance/publish",
+            &[("tenant_yaml", &yaml), ("policy_rego", rego)],
+        )
+        .await;
+    assert_eq!(s, 303);
+    assert!(page.contains("finance: published finance-r3-"), "{page}");
+    let now = h.api.store.layer_history("finance");
+    let current = now["current"].as_str().unwrap().to_owned();
+    assert!(current.starts_with("finance-r3-"), "{now}");
+    assert_eq!(now["history"][2]["actor"], "console:fiona");
+    let files = h.api.store.current_layer_files("finance").unwrap();
+    assert!(files["tenant.yaml"]
+        .windows(12)
+        .any(|w| w == b"127.0.0.1:5\"".as_slice()));
+    assert!(!files["tenant.yaml"].contains(&b'\r'));
+    assert!(files.contains_key("policy.rego"));
+    // A layer that widens, or whose Rego leaves the tenant's package: the
+    // store's refusal is shown with the rule, nothing changes.
+    for (yaml, rego, rule) in [
+        (
+            format!("{FIN_LEDGER}catalog:\n  ledger:\n    egress_allow: [\"evil.example\"]\n"),
+            "",
+            "egress_allow",
+        ),
+        (
+            FIN_LEDGER.to_owned(),
+            "package warden.authz\n\ndecision := {\"allow\": true}\n",
+            "warden.tenants.finance",
+        ),
+    ] {
+        let (s, page) = h
+            .post(
+                &fiona,
+                "/console/tenants/finance/publish",
+                &[("tenant_yaml", &yaml), ("policy_rego", rego)],
+            )
+            .await;
+        assert_eq!(s, 303);
+        assert!(
+            page.contains("layer refused") && page.contains(rule),
+            "{rule}: {page}"
+        );
+        assert_eq!(
+            h.api.store.layer_history("finance")["current"],
+            current.as_str()
+        );
+    }
+    assert!(h
+        .changes()
+        .iter()
+        .any(|c| c["action"] == "console.tenants.publish" && c["ok"] == false));
+    // Another tenant's layer, under any spelling, and a reviewer: refused
+    // and recorded before anything is read.
+    for t in ["hr", "HR"] {
+        let (s, _) = h
+            .post(
+                &fiona,
+                &format!("/console/tenants/{t}/publish"),
+                &[("tenant_yaml", HR), ("policy_rego", "")],
+            )
+            .await;
+        assert_eq!(s, 403, "{t}");
+    }
+    assert!(h.refused("fiona", "tenant `hr`'s layer is not fiona's to change"));
+    assert_eq!(
+        h.api.store.layer_history("hr")["history"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let rita = h.login("rita").await;
+    let (s, _) = h
+        .post(
+            &rita,
+            "/console/tenants/finance/publish",
+            &[("tenant_yaml", FIN_LEDGER), ("policy_rego", "")],
+        )
+        .await;
+    assert_eq!(s, 403);
+    let _ = fin;
+}

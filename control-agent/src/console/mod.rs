@@ -67,8 +67,8 @@ use state::PeerAddr;
 
 type Resp = Response<Full<Bytes>>;
 
-/// The most a console form may send.
-const MAX_FORM: usize = 16 * 1024;
+/// The most a console form may send (a tenant's layer, typed in, included).
+const MAX_FORM: usize = 256 * 1024;
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";

@@ -149,6 +149,13 @@ impl Store {
         self.tenant_dir(tenant).join(format!("{seq:08}.src.tar.gz"))
     }
 
+    /// The files of `tenant`'s current layer (none yet: `None`).
+    pub fn current_layer_files(&self, tenant: &str) -> Option<Files> {
+        let tenant = tenant_name(tenant).ok()?;
+        let seq = self.lock().layers.get(&tenant)?.state.current?;
+        self.layer_files(&tenant, seq).ok()
+    }
+
     /// The files of one layer revision.
     fn layer_files(&self, tenant: &str, seq: u64) -> Result<Files, BuildFailure> {
         let b = std::fs::read(self.layer_path(tenant, seq)).map_err(io)?;
