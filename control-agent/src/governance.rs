@@ -11,7 +11,7 @@
 //! | `POST /v1/tenants/{t}/canary/promote`, `/rollback` | org admin, t's admins | end t's layer canary |
 //! | `GET /v1/registry`, `/v1/registry/{s}` | admins (a tenant admin: their servers) | state, events, tools and fingerprints |
 //! | `POST /v1/registry` | org admin, the tenant's admins | `{server, tenant?, definition: {tools: […]}}` |
-//! | `POST /v1/registry/{s}/move` | see the registry's rules | `{state, note?}` |
+//! | `POST /v1/registry/{s}/move` | see the registry's rules | `{state, reviewed?, note?}`; `reviewed` (the `definition_digest` read) is required for `approved`: 409 when the definition changed since |
 //! | `POST /v1/registry/{s}/share`, `/approve-share` | tenant admin asks; org reviewer/admin approves | offer a tenant's server to every tenant |
 //!
 //! A tenant admin's `/v1/audit…` is confined to their tenant (a `tenant=`
@@ -503,6 +503,10 @@ impl Api {
                 #[serde(deny_unknown_fields)]
                 struct Body {
                     state: String,
+                    /// The definition_digest the reviewer read: required
+                    /// to move to `approved`.
+                    #[serde(default)]
+                    reviewed: Option<String>,
                     #[serde(default)]
                     note: String,
                 }
@@ -519,7 +523,9 @@ impl Api {
                 let who = actor.clone();
                 change(
                     "registry.move",
-                    Box::new(move |r, _| r.transition(&who, &server, to, &b.note, now)),
+                    Box::new(move |r, _| {
+                        r.transition(&who, &server, to, b.reviewed.as_deref(), &b.note, now)
+                    }),
                 )
                 .await
             }

@@ -75,6 +75,11 @@ pub enum RegistryCmd {
     Move {
         server: String,
         state: String,
+        /// The definition you reviewed (its `definition_digest`, as
+        /// `registry show SERVER` prints it): required to approve; refused
+        /// when the definition changed since.
+        #[arg(long)]
+        reviewed: Option<String>,
         #[arg(long, default_value = "")]
         note: String,
     },
@@ -199,10 +204,16 @@ pub fn registry_cmd(c: &Client, cmd: RegistryCmd) -> anyhow::Result<bool> {
             RegistryCmd::Move {
                 server,
                 state,
+                reviewed,
                 note,
             } => {
                 let path = format!("/v1/registry/{}/move", server_part(&server)?);
-                let body = serde_json::json!({"state": state, "note": note});
+                if state == "approved" && reviewed.is_none() {
+                    bail!(
+                        "approving needs --reviewed DIGEST: the definition_digest `registry show {server}` prints for the definition you reviewed"
+                    );
+                }
+                let body = serde_json::json!({"state": state, "reviewed": reviewed, "note": note});
                 call(c, Method::POST, &path, Some(body)).await?
             }
             RegistryCmd::Share { server } => {

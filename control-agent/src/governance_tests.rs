@@ -521,21 +521,63 @@ async fn the_registry_through_the_api() {
             .0,
         200
     );
+    // An approval names the definition read (its definition_digest).
+    let read = |h: &H| {
+        let v = h
+            .api
+            .store
+            .registry_show(&crate::admins::Actor::root(), "ledger")
+            .unwrap();
+        v["definition_digest"].as_str().unwrap().to_owned()
+    };
+    let approve = |d: &str| serde_json::json!({"state": "approved", "reviewed": d});
+    let (s, v) = h.get("rita", "/v1/registry/ledger").await;
+    assert_eq!(s, 200, "{v}");
+    let seen = v["definition_digest"].as_str().unwrap().to_owned();
+    assert_eq!(seen, read(&h));
     // The registrant does not approve; another tenant's admin neither.
     assert_eq!(
-        h.post("fiona", "/v1/registry/ledger/move", mv("approved"))
+        h.post("fiona", "/v1/registry/ledger/move", approve(&seen))
             .await
             .0,
         403
     );
     assert_eq!(
-        h.post("harry", "/v1/registry/ledger/move", mv("approved"))
+        h.post("harry", "/v1/registry/ledger/move", approve(&seen))
             .await
             .0,
         403
     );
+    // Not saying what was reviewed: 400.
+    assert_eq!(
+        h.post("rita", "/v1/registry/ledger/move", mv("approved"))
+            .await
+            .0,
+        400
+    );
+    // Fiona registers another definition after Rita read hers: Rita's
+    // approval is of what she read, refused, and nothing is approved.
+    assert_eq!(
+        h.post("fiona", "/v1/registry", reg(None, "a2")).await.0,
+        200
+    );
     let (s, v) = h
-        .post("rita", "/v1/registry/ledger/move", mv("approved"))
+        .post("rita", "/v1/registry/ledger/move", approve(&seen))
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("the definition changed since you reviewed it"),
+        "{v}"
+    );
+    let (_, now) = h.get("rita", "/v1/registry/ledger").await;
+    assert_eq!(now["state"], "testing");
+    assert!(now["approved_by"].is_null(), "{now}");
+    let seen = now["definition_digest"].as_str().unwrap().to_owned();
+    let (s, v) = h
+        .post("rita", "/v1/registry/ledger/move", approve(&seen))
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["approved_by"], "admin:rita");
@@ -572,13 +614,13 @@ async fn the_registry_through_the_api() {
     assert_eq!(v["tools"]["post_entry"]["approved"], pinned);
     assert!(v["tools"]["post_entry"]["candidate"].is_string());
     assert_eq!(
-        h.post("felix", "/v1/registry/ledger/move", mv("approved"))
+        h.post("felix", "/v1/registry/ledger/move", approve(&read(&h)))
             .await
             .0,
         403
     );
     assert_eq!(
-        h.post("fiona", "/v1/registry/ledger/move", mv("approved"))
+        h.post("fiona", "/v1/registry/ledger/move", approve(&read(&h)))
             .await
             .0,
         200
@@ -629,8 +671,8 @@ async fn the_registry_through_the_api() {
     assert_eq!(
         steps,
         [
-            "draft", "testing", "approved", "deployed", "testing", "approved", "approved",
-            "approved"
+            "draft", "testing", "testing", "approved", "deployed", "testing", "approved",
+            "approved", "approved"
         ]
     );
     assert!(h

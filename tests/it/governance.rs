@@ -628,16 +628,38 @@ harry: {{token_sha256: \"{}\", role: tenant_admin, tenant: hr}}\n",
     {
         assert_eq!(v["error"]["code"], -31018, "{v}");
     }
-    // Felix registered it: he may not approve it, whatever the spelling.
+    // An approval names the definition reviewed: `registry show` prints
+    // its digest, `registry move … approved` needs it.
     let out = mv(&agent, FELIX, "ledger", "approved", false);
-    assert!(out.contains("second person"), "{out}");
+    assert!(out.contains("--reviewed"), "{out}");
+    let (ok, out) = cli(&agent, FELIX, &["registry", "show", "ledger"]);
+    assert!(ok, "registry show: {out}");
+    let shown: Value = serde_json::from_str(&out).expect("registry show prints JSON");
+    let digest = shown["definition_digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    // Felix registered it: he may not approve it, whatever the spelling.
+    let (ok, out) = cli(
+        &agent,
+        FELIX,
+        &[
+            "registry",
+            "move",
+            "ledger",
+            "approved",
+            "--reviewed",
+            &digest,
+        ],
+    );
+    assert!(!ok && out.contains("second person"), "{out}");
     // Fiona does; felix deploys.
     let (s, v) = api(
         &agent,
         FIONA,
         "POST",
         "/v1/registry/ledger/move",
-        Some(json!({"state": "approved", "note": "reviewed the schemas"})),
+        Some(json!({"state": "approved", "reviewed": digest, "note": "reviewed the schemas"})),
     )
     .await;
     assert_eq!(s, 200, "{v}");
@@ -711,12 +733,13 @@ harry: {{token_sha256: \"{}\", role: tenant_admin, tenant: hr}}\n",
         let shown = listed(gw, "/finance/ledger/mcp", TESS).await;
         assert!(shown.iter().any(|d| d.contains("mirror")), "{shown:?}");
     }
+    let (_, read) = api(&agent, RITA, "GET", "/v1/registry/ledger", None).await;
     let (s, v) = api(
         &agent,
         RITA,
         "POST",
         "/v1/registry/ledger/move",
-        Some(json!({"state": "approved"})),
+        Some(json!({"state": "approved", "reviewed": read["definition_digest"]})),
     )
     .await;
     assert_eq!(s, 200, "rita (org reviewer) approves: {v}");

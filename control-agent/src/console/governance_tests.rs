@@ -487,13 +487,56 @@ async fn the_registry_in_the_console_keeps_tenants_apart_and_two_people_on_appro
     assert!(page.contains("a second person approves it"), "{page}");
     assert!(h.refused("felix", "a second person approves it"));
     assert_eq!(state("ledger"), "testing");
-    // Fiona approves: the second person.
+    // Fiona approves: the second person, with the digest of the
+    // definition the page showed her (the form's hidden `reviewed`).
     let fiona = h.login("fiona").await;
+    let reviewed = |page: &str| {
+        let mark = "name=\"reviewed\" value=\"";
+        let at = page.find(mark).expect("the approve form") + mark.len();
+        page[at..at + page[at..].find('"').unwrap()].to_owned()
+    };
+    let (_, page) = h.get(&fiona, "/console/registry/ledger").await;
+    let shown = reviewed(&page);
+    assert!(
+        page.contains(&shown) && shown.starts_with("sha256:"),
+        "{page}"
+    );
+    // Felix registers another definition after the page was read: the
+    // form's approval is refused, nothing approved.
+    let store = h.api.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let felix = crate::admins::Actor {
+            name: "felix".into(),
+            kind: crate::admins::Kind::TenantAdmin("finance".into()),
+        };
+        let def = serde_json::json!({"tools": [{"name": "post_entry", "description": "changed", "inputSchema": {"type": "object"}}]});
+        store
+            .registry_change(&felix.clone(), "registry.register", |r, taken| {
+                r.register(&felix, "ledger", None, &def, taken, std::time::SystemTime::now())
+            })
+            .unwrap();
+    })
+    .await
+    .unwrap();
     let (_, page) = h
         .post(
             &fiona,
             "/console/registry/ledger/move",
-            &[("state", "approved")],
+            &[("state", "approved"), ("reviewed", &shown)],
+        )
+        .await;
+    assert!(
+        page.contains("the definition changed since you reviewed it"),
+        "{page}"
+    );
+    assert_eq!(state("ledger"), "testing");
+    let (_, page) = h.get(&fiona, "/console/registry/ledger").await;
+    let shown = reviewed(&page);
+    let (_, page) = h
+        .post(
+            &fiona,
+            "/console/registry/ledger/move",
+            &[("state", "approved"), ("reviewed", &shown)],
         )
         .await;
     assert!(page.contains("now approved"), "{page}");

@@ -19,6 +19,7 @@ use serde_json::Value as Json;
 
 use crate::admins::{same_tenant, Actor, Kind};
 
+mod review;
 #[cfg(test)]
 mod tests;
 
@@ -499,13 +500,15 @@ impl Registry {
     }
 
     /// Moves a server to `to`: draft→testing, testing→approved (a reviewer
-    /// other than the registrant), approved→deployed, deployed→deprecated,
+    /// other than the registrant, naming the definition they reviewed by
+    /// its digest: `reviewed`), approved→deployed, deployed→deprecated,
     /// any→retired.
     pub fn transition(
         &mut self,
         actor: &Actor,
         server: &str,
         to: State,
+        reviewed: Option<&str>,
         note: &str,
         now: std::time::SystemTime,
     ) -> Result<Done, Refusal> {
@@ -547,6 +550,7 @@ impl Registry {
                     actor.label()
                 )));
             }
+            s.check_reviewed(server, reviewed)?;
             for p in s.tools.values_mut() {
                 if p.candidate.is_some() {
                     p.approved = p.candidate.take();

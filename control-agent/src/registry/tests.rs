@@ -36,6 +36,11 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
+/// What a reviewer reads of `ledger` before approving: its digest.
+fn seen(r: &Registry) -> String {
+    r.servers["ledger"].definition_digest()
+}
+
 #[test]
 fn the_lifecycle_moves_only_along_its_edges() {
     let mut r = Registry::default();
@@ -59,10 +64,12 @@ fn the_lifecycle_moves_only_along_its_edges() {
         State::Deprecated,
         State::Draft,
     ] {
-        let e = r.transition(&fiona, "ledger", to, "", now()).unwrap_err();
+        let e = r
+            .transition(&fiona, "ledger", to, None, "", now())
+            .unwrap_err();
         assert!(matches!(e, Refusal::Conflict(_)), "{to:?}: {e}");
     }
-    r.transition(&fiona, "ledger", State::Testing, "", now())
+    r.transition(&fiona, "ledger", State::Testing, None, "", now())
         .unwrap();
     // The registrant cannot approve, under any spelling.
     for me in ["fiona", "Fiona", "ＦＩＯＮＡ", "ﬁona"] {
@@ -71,6 +78,7 @@ fn the_lifecycle_moves_only_along_its_edges() {
                 &tenant_admin(me, "finance"),
                 "ledger",
                 State::Approved,
+                Some(&seen(&r)),
                 "",
                 now(),
             )
@@ -81,29 +89,50 @@ fn the_lifecycle_moves_only_along_its_edges() {
     // admin of the tenant may.
     let harry = tenant_admin("harry", "hr");
     assert!(matches!(
-        r.transition(&harry, "ledger", State::Approved, "", now()),
+        r.transition(
+            &harry,
+            "ledger",
+            State::Approved,
+            Some(&seen(&r)),
+            "",
+            now()
+        ),
         Err(Refusal::Forbidden(_))
     ));
-    r.transition(&felix, "ledger", State::Approved, "ok", now())
-        .unwrap();
+    r.transition(
+        &felix,
+        "ledger",
+        State::Approved,
+        Some(&seen(&r)),
+        "ok",
+        now(),
+    )
+    .unwrap();
     let s = &r.servers["ledger"];
     assert_eq!(s.approved_by.as_deref(), Some("admin:felix"));
     assert!(s.tools["post_entry"].approved.is_some() && s.tools["post_entry"].candidate.is_none());
     // A reviewer reviews, never moves.
     assert!(matches!(
-        r.transition(&reviewer("rita"), "ledger", State::Deployed, "", now()),
+        r.transition(
+            &reviewer("rita"),
+            "ledger",
+            State::Deployed,
+            None,
+            "",
+            now()
+        ),
         Err(Refusal::Forbidden(_))
     ));
-    r.transition(&fiona, "ledger", State::Deployed, "", now())
+    r.transition(&fiona, "ledger", State::Deployed, None, "", now())
         .unwrap();
-    r.transition(&fiona, "ledger", State::Deprecated, "", now())
+    r.transition(&fiona, "ledger", State::Deprecated, None, "", now())
         .unwrap();
-    r.transition(&fiona, "ledger", State::Retired, "gone", now())
+    r.transition(&fiona, "ledger", State::Retired, None, "gone", now())
         .unwrap();
     let s = &r.servers["ledger"];
     assert!(s.retired_at.is_some());
     assert!(matches!(
-        r.transition(&fiona, "ledger", State::Retired, "", now()),
+        r.transition(&fiona, "ledger", State::Retired, None, "", now()),
         Err(Refusal::Conflict(_))
     ));
     let steps: Vec<_> = r.servers["ledger"].events.iter().map(|e| e.to).collect();
@@ -127,11 +156,18 @@ fn a_changed_definition_goes_back_to_testing_keeping_the_approved_pin() {
     let felix = tenant_admin("felix", "finance");
     r.register(&fiona, "ledger", None, &def("a", false), &nobody, now())
         .unwrap();
-    r.transition(&fiona, "ledger", State::Testing, "", now())
+    r.transition(&fiona, "ledger", State::Testing, None, "", now())
         .unwrap();
-    r.transition(&felix, "ledger", State::Approved, "", now())
-        .unwrap();
-    r.transition(&fiona, "ledger", State::Deployed, "", now())
+    r.transition(
+        &felix,
+        "ledger",
+        State::Approved,
+        Some(&seen(&r)),
+        "",
+        now(),
+    )
+    .unwrap();
+    r.transition(&fiona, "ledger", State::Deployed, None, "", now())
         .unwrap();
     let pinned = r.servers["ledger"].tools["post_entry"].approved.clone();
     // The same definition again is no change.
@@ -157,11 +193,25 @@ fn a_changed_definition_goes_back_to_testing_keeping_the_approved_pin() {
     assert!(s.tools["close_books"].candidate.is_some());
     // Felix cannot approve his own change; Fiona can.
     assert!(matches!(
-        r.transition(&felix, "ledger", State::Approved, "", now()),
+        r.transition(
+            &felix,
+            "ledger",
+            State::Approved,
+            Some(&seen(&r)),
+            "",
+            now()
+        ),
         Err(Refusal::Forbidden(_))
     ));
-    r.transition(&fiona, "ledger", State::Approved, "", now())
-        .unwrap();
+    r.transition(
+        &fiona,
+        "ledger",
+        State::Approved,
+        Some(&seen(&r)),
+        "",
+        now(),
+    )
+    .unwrap();
     let s = &r.servers["ledger"];
     assert_ne!(s.tools["post_entry"].approved, pinned);
     assert!(s
@@ -211,7 +261,7 @@ fn tenants_cannot_touch_each_other_or_the_org() {
     ));
     for to in [State::Testing, State::Retired] {
         assert!(matches!(
-            r.transition(&harry, "ledger", to, "", now()),
+            r.transition(&harry, "ledger", to, None, "", now()),
             Err(Refusal::Forbidden(_))
         ));
     }
@@ -319,4 +369,68 @@ fn who_asked_to_share_does_not_approve_it() {
     ));
     r.approve_share(&reviewer("rita"), "ledger", now()).unwrap();
     assert!(r.servers["ledger"].shared);
+}
+
+/// An approval pins the definition its reviewer read, never one registered
+/// after: the registrant re-registering between the reviewer's read and
+/// the approval is refused with 409 and nothing is approved.
+#[test]
+fn an_approval_names_the_definition_its_reviewer_read() {
+    let mut r = Registry::default();
+    let fiona = tenant_admin("fiona", "finance");
+    let felix = tenant_admin("felix", "finance");
+    r.register(&fiona, "ledger", None, &def("a", true), &nobody, now())
+        .unwrap();
+    r.transition(&fiona, "ledger", State::Testing, None, "", now())
+        .unwrap();
+    // Felix reads the definition under review.
+    let read = seen(&r);
+    assert!(read.starts_with("sha256:") && read.len() == 71, "{read}");
+    // Fiona registers another one (a changed description) meanwhile.
+    r.register(&fiona, "ledger", None, &def("evil", true), &nobody, now())
+        .unwrap();
+    let before = r.servers["ledger"].tools.clone();
+    let e = r
+        .transition(&felix, "ledger", State::Approved, Some(&read), "", now())
+        .unwrap_err();
+    assert!(matches!(e, Refusal::Conflict(_)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("the definition changed since you reviewed it"),
+        "{e}"
+    );
+    let s = &r.servers["ledger"];
+    assert_eq!(
+        (s.state, &s.tools, &s.approved_by),
+        (State::Testing, &before, &None)
+    );
+    // A removal is a change too: the digest of a definition without
+    // close_books is another one.
+    let evil = seen(&r);
+    r.register(&fiona, "ledger", None, &def("evil", false), &nobody, now())
+        .unwrap();
+    assert_ne!(seen(&r), evil);
+    assert!(matches!(
+        r.transition(&felix, "ledger", State::Approved, Some(&evil), "", now()),
+        Err(Refusal::Conflict(_))
+    ));
+    // Without saying what was reviewed: refused (400).
+    for none in [None, Some("")] {
+        assert!(matches!(
+            r.transition(&felix, "ledger", State::Approved, none, "", now()),
+            Err(Refusal::Invalid(_))
+        ));
+    }
+    // Read again, approved: what was read is what is pinned.
+    let read = seen(&r);
+    r.transition(&felix, "ledger", State::Approved, Some(&read), "", now())
+        .unwrap();
+    let s = &r.servers["ledger"];
+    assert_eq!(s.state, State::Approved);
+    assert_eq!(
+        s.tools["post_entry"].approved.as_deref(),
+        Some(warden_filters::guards::tools::fingerprint(&def("evil", false)["tools"][0]).as_str())
+    );
+    // Approval leaves the digest as it was: the same definition.
+    assert_eq!(seen(&r), read);
 }

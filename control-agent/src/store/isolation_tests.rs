@@ -114,6 +114,7 @@ fn the_registry_is_bounded() {
             &fiona(),
             "ledger",
             crate::registry::State::Testing,
+            None,
             &note,
             now,
         )

@@ -155,6 +155,7 @@ impl Store {
             .map(|s| {
                 let mut v = serde_json::to_value(s).unwrap_or_default();
                 v["server"] = server.into();
+                v["definition_digest"] = s.definition_digest().into();
                 v
             })
             .unwrap_or_default()
