@@ -115,13 +115,15 @@ impl Store {
     /// The source files of a published revision (as it was built, before
     /// the kill-switch overlay).
     pub fn files_of(&self, revision: &str) -> Result<Files, String> {
-        let seq = self
-            .lock()
-            .history
-            .iter()
-            .find(|h| h.revision == revision)
-            .map(|h| h.seq)
-            .ok_or_else(|| format!("no revision `{revision}` in the history"))?;
+        let seq = {
+            let inner = self.lock();
+            inner
+                .history
+                .iter()
+                .find(|h| h.revision == revision)
+                .map(|h| h.seq)
+                .ok_or_else(|| Self::no_revision(&inner, revision))?
+        };
         let bytes = std::fs::read(self.revision_path(seq, "src.tar.gz"))
             .or_else(|_| std::fs::read(self.revision_path(seq, "tar.gz")))
             .map_err(|e| format!("{revision}: {e}"))?;

@@ -24,6 +24,8 @@ mod registry;
 pub use changes::KillEvent;
 pub use registry::RegistryError;
 mod fleet;
+mod prune;
+pub use prune::MAX_ORG_REVISIONS;
 #[cfg(test)]
 mod isolation_tests;
 #[cfg(test)]
@@ -194,6 +196,8 @@ pub struct Store {
     pub changes_limit: u64,
     /// Revisions of one tenant's layer kept (tests lower it).
     pub layer_revisions: usize,
+    /// Org revisions kept beside those served ([`MAX_ORG_REVISIONS`]).
+    pub org_revisions: usize,
     /// Taken while the change record is written (and moved aside).
     changes_turn: Mutex<()>,
     /// Run once after the next [`Store::rollout`] read (a test's way into
@@ -344,6 +348,7 @@ impl Store {
             stale_after: Duration::from_secs(15),
             changes_limit: changes::MAX_FILE,
             layer_revisions: layers::MAX_LAYER_REVISIONS,
+            org_revisions: MAX_ORG_REVISIONS,
             changes_turn: Mutex::new(()),
             #[cfg(test)]
             after_rollout_read: Mutex::new(None),
@@ -503,6 +508,7 @@ impl Store {
             .map_err(io)?;
         writeln!(f, "{}", serde_json::to_string(&entry).map_err(io)?).map_err(io)?;
         inner.history.push(entry);
+        self.prune_revisions(inner);
         Ok(Arc::new(Published {
             seq,
             revision,
@@ -648,12 +654,9 @@ impl Store {
     pub fn rollback(&self, actor: &str, to: &str) -> Result<Arc<Published>, BuildFailure> {
         let mut inner = self.lock();
         let Some(h) = inner.history.iter().find(|h| h.revision == to).cloned() else {
+            let why = Self::no_revision(&inner, to);
             drop(inner);
-            return self.after(
-                actor,
-                "rollback",
-                Err(io(format!("no revision `{to}` in the history"))),
-            );
+            return self.after(actor, "rollback", Err(io(why)));
         };
         // The revision's own source (its built archive for one published
         // before sources were kept), built with today's kill switch: a
