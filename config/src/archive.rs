@@ -22,6 +22,11 @@ pub const SIGNATURES_FILE: &str = ".signatures.json";
 pub const MAX_BUNDLE_BYTES: u64 = 64 << 20;
 /// Most files in one bundle.
 pub const MAX_BUNDLE_FILES: usize = 4096;
+/// Bytes an archive's gzip stream may unpack to at most: the files (at
+/// most [`MAX_BUNDLE_BYTES`]) and the tar's headers, long names and padding
+/// around them (about 1 KiB per file: 4 MiB for [`MAX_BUNDLE_FILES`]), with
+/// room to spare. Past it [`unpack`] stops with [`ArchiveError::Unpacked`].
+pub const MAX_UNPACKED_BYTES: u64 = MAX_BUNDLE_BYTES + (16 << 20);
 
 /// A bundle's files by relative path (`/`-separated).
 pub type Files = BTreeMap<String, Vec<u8>>;
@@ -36,6 +41,8 @@ pub enum ArchiveError {
     NotAFile(String),
     #[error("archive is larger than {MAX_BUNDLE_BYTES} bytes unpacked or holds more than {MAX_BUNDLE_FILES} files")]
     TooLarge,
+    #[error("archive's gzip stream unpacks to more than {MAX_UNPACKED_BYTES} bytes")]
+    Unpacked,
     #[error("bundle is not signed (no {SIGNATURES_FILE})")]
     Unsigned,
     #[error("signature does not verify with the configured key: {0}")]
@@ -77,20 +84,65 @@ pub fn pack(files: &Files) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// A reader that fails once more than `left` bytes would come through it
+/// (and says so in `over`).
+struct Bounded<'a, R> {
+    inner: R,
+    left: u64,
+    over: &'a std::cell::Cell<bool>,
+}
+
+impl<R: Read> Read for Bounded<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            // At the bound: one byte more is one too many.
+            if self.inner.read(&mut [0u8; 1])? == 0 {
+                return Ok(0);
+            }
+            self.over.set(true);
+            return Err(std::io::Error::other(ArchiveError::Unpacked.to_string()));
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// Unpacks an archive, refusing unsafe paths, links, and oversize content.
+/// The gzip stream is read through a bound ([`MAX_UNPACKED_BYTES`]): the
+/// tar reader reads what lies between and after the files (skipped
+/// entries, long names, the stream's rest after the tar's end), and a
+/// gateway unpacks a fetched bundle before it verifies the signature, so
+/// a small gzip of zeros would otherwise take gigabytes of memory.
 pub fn unpack(bytes: &[u8]) -> Result<Files, ArchiveError> {
-    let gz = flate2::read::GzDecoder::new(bytes);
+    let over = std::cell::Cell::new(false);
+    let gz = Bounded {
+        inner: flate2::read::GzDecoder::new(bytes),
+        left: MAX_UNPACKED_BYTES,
+        over: &over,
+    };
+    let corrupt = |e: std::io::Error| {
+        if over.get() {
+            ArchiveError::Unpacked
+        } else {
+            ArchiveError::Corrupt(e.to_string())
+        }
+    };
     let mut ar = tar::Archive::new(gz);
     let mut files = Files::new();
     let mut total = 0u64;
-    let entries = ar
-        .entries()
-        .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+    let entries = ar.entries().map_err(corrupt)?;
     for entry in entries {
-        let mut e = entry.map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+        let mut e = entry.map_err(corrupt)?;
         let name = e
             .path()
-            .map_err(|e| ArchiveError::Corrupt(e.to_string()))?
+            .map_err(corrupt)?
             .to_string_lossy()
             .trim_start_matches("./")
             .to_owned();
@@ -107,16 +159,14 @@ pub fn unpack(bytes: &[u8]) -> Result<Files, ArchiveError> {
             return Err(ArchiveError::TooLarge);
         }
         let mut data = Vec::with_capacity(e.size() as usize);
-        e.read_to_end(&mut data)
-            .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+        e.read_to_end(&mut data).map_err(corrupt)?;
         files.insert(name, data);
     }
     // A truncated gzip stream can end the tar reader early without an error:
-    // insist the compressed stream was read to its end intact.
+    // insist the compressed stream was read to its end intact (read, not
+    // kept, and within the bound).
     let mut gz = ar.into_inner();
-    let mut rest = Vec::new();
-    gz.read_to_end(&mut rest)
-        .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+    std::io::copy(&mut gz, &mut std::io::sink()).map_err(corrupt)?;
     if files.is_empty() {
         return Err(ArchiveError::Corrupt("no files".into()));
     }
@@ -501,6 +551,37 @@ mod tests {
         ));
         assert!(matches!(unpack(b"not gzip"), Err(ArchiveError::Corrupt(_))));
         assert!(!safe("../etc/passwd") && !safe("/abs") && !safe("a/./b") && safe("a/b.rego"));
+    }
+
+    /// A tar.gz whose gzip stream goes on with `zeros` bytes after the tar.
+    fn bomb(zeros: usize) -> Vec<u8> {
+        use std::io::Write;
+        let mut f = Files::new();
+        f.insert("warden.yaml".into(), b"version: 1\n".to_vec());
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(&pack(&f)[..])
+            .read_to_end(&mut tar)
+            .expect("tar");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&tar).expect("gzip");
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..zeros / chunk.len() {
+            gz.write_all(&chunk).expect("gzip");
+        }
+        gz.finish().expect("gzip")
+    }
+
+    /// What the gzip stream unpacks to is bounded, whatever the tar says:
+    /// 100 MiB of zeros after a small tar (about 100 KiB of gzip) is
+    /// refused, not read into memory.
+    #[test]
+    fn a_gzip_bomb_is_refused() {
+        assert!(unpack(&bomb(1 << 20)).is_ok(), "a tar's trailing zeros");
+        let b = bomb(100 << 20);
+        assert!(b.len() < 1 << 20, "{} bytes of gzip", b.len());
+        let e = unpack(&b).expect_err("100 MiB unpacked");
+        assert_eq!(e, ArchiveError::Unpacked);
+        assert!(e.to_string().contains("unpacks to more than"), "{e}");
     }
 
     #[test]
