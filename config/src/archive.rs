@@ -18,6 +18,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub const SIGNATURES_FILE: &str = ".signatures.json";
+/// Where tenant layers live in a bundle (`tenants/<tenant>/`).
+pub const TENANTS_DIR: &str = "tenants";
+/// A tenant layer's metadata and signature (left out of the layer digest).
+pub const LAYER_META_FILE: &str = ".layer.json";
 /// Largest unpacked bundle accepted.
 pub const MAX_BUNDLE_BYTES: u64 = 64 << 20;
 /// Most files in one bundle.
@@ -321,7 +325,7 @@ pub const LAYER_TYP: &str = "warden-layer+jws";
 pub fn layer_digest(files: &Files) -> String {
     let mut h = Sha256::new();
     for (n, d) in files {
-        if n == crate::tenants::LAYER_META_FILE {
+        if n == LAYER_META_FILE {
             continue;
         }
         h.update((n.len() as u64).to_le_bytes());
@@ -360,7 +364,7 @@ pub fn sign_layer(
 /// their paths relative to the layer's directory.
 pub fn layers(files: &Files) -> BTreeMap<String, Files> {
     let mut out: BTreeMap<String, Files> = BTreeMap::new();
-    let prefix = format!("{}/", crate::tenants::TENANTS_DIR);
+    let prefix = format!("{}/", TENANTS_DIR);
     for (name, data) in files {
         let Some(rest) = name.strip_prefix(&prefix) else {
             continue;
@@ -471,8 +475,8 @@ impl Verifier {
             let bad =
                 |m: String| ArchiveError::BadSignature(format!("tenant layer `{tenant}`: {m}"));
             let meta = layer
-                .get(crate::tenants::LAYER_META_FILE)
-                .ok_or_else(|| bad(format!("no {}", crate::tenants::LAYER_META_FILE)))?;
+                .get(LAYER_META_FILE)
+                .ok_or_else(|| bad(format!("no {}", LAYER_META_FILE)))?;
             let meta: crate::raw::LayerMetaConfig =
                 serde_json::from_slice(meta).map_err(|e| bad(e.to_string()))?;
             let digest = layer_digest(&layer);

@@ -17,6 +17,7 @@
 
 mod audit;
 mod checks;
+mod grants;
 mod limits;
 mod listeners;
 mod routes;
@@ -41,6 +42,8 @@ use upstream_auth::assertions;
 
 pub use crate::fields::{parse_duration, parse_size};
 pub use audit::{Audit, AuditFailMode, HttpExport, HttpExportFormat, SyslogExport, SyslogTls};
+pub(crate) use grants::grants;
+pub use grants::{valid_tenant_name, Grant};
 pub use limits::{
     Limits, MemoryBudget, Table, Timeouts, DEFAULT_MAX_BATCH_LEN, DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY,
@@ -98,7 +101,7 @@ pub struct Config {
     pub flows: Option<crate::flows::Flows>,
     /// What each tenant may own (`tenants:`); their layers are read with
     /// the bundle (`crate::tenants`).
-    pub tenants: std::collections::BTreeMap<String, crate::tenants::Grant>,
+    pub tenants: std::collections::BTreeMap<String, Grant>,
 }
 
 impl Config {
@@ -143,7 +146,7 @@ impl Config {
         upstreams_in_egress(&raw.service_groups, &egress, p);
         caller_tokens(identity.as_ref(), &servers, p);
         mtls_listener(identity.as_ref(), &listeners, p);
-        let tenants = crate::tenants::grants(&raw.tenants, p);
+        let tenants = grants(&raw.tenants, p);
         Config {
             tenants,
             identity,

@@ -11,28 +11,9 @@ use crate::model::{Config, Route};
 use crate::raw;
 use crate::risk::Risk;
 
-use super::{Grant, TenantLayer, LAYER_FILE, LAYER_META_FILE, TENANTS_DIR};
+pub use crate::model::valid_tenant_name;
 
-/// A tenant's name: 1–63 of `a-z 0-9 _`, starting with a letter. Written
-/// in its canonical form (a principal's tenant is compared after
-/// canonicalisation, `crate::person`), and a plain Rego identifier so that
-/// its package is `warden.tenants.<name>`.
-pub fn valid_tenant_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.as_bytes()[0].is_ascii_lowercase()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not a tenant name (1-63 of a-z, 0-9 and _, starting with a letter, in lower case)",
-            name.escape_debug()
-        ))
-    }
-}
+use super::{Grant, TenantLayer, LAYER_FILE, LAYER_META_FILE, TENANTS_DIR};
 
 /// Whether a route (`host`, path `prefix`, already a valid route prefix)
 /// lies inside the grant: a host route for one of its hosts, or a path

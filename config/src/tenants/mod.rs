@@ -16,11 +16,10 @@ mod checks;
 mod registry;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
 
 use crate::access::{ApiKey, ServerCatalog};
 use crate::archive::Files;
-use crate::error::{Problem, Problems};
+use crate::error::Problem;
 use crate::guards::{Dlp, HostPattern, Quota};
 use crate::model::{Config, Route, Server};
 use crate::raw;
@@ -28,92 +27,10 @@ use crate::raw;
 pub use checks::{grant_covers_route, package_in_tenant, valid_tenant_name};
 pub use registry::{registry, RegisteredServer, RegisteredTool, Registry, REGISTRY_FILE};
 
-/// Where tenant layers live in a bundle.
-pub const TENANTS_DIR: &str = "tenants";
+pub use crate::archive::{LAYER_META_FILE, TENANTS_DIR};
+pub use crate::model::Grant;
 /// A layer's own file.
 pub const LAYER_FILE: &str = "tenant.yaml";
-/// A layer's metadata and signature (left out of the layer digest).
-pub const LAYER_META_FILE: &str = ".layer.json";
-
-/// What the org grants a tenant (`tenants.<name>`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Grant {
-    /// Path prefixes without a trailing `/` (`/finance/` is `/finance`).
-    pub path_prefixes: Vec<String>,
-    /// Lower-case host names, without a trailing dot.
-    pub hosts: Vec<String>,
-    /// Networks the layer's servers may live in; with `upstream_addrs`,
-    /// both empty means anywhere `egress.upstreams` allows.
-    pub upstreams: Vec<ipnet::IpNet>,
-    pub upstream_addrs: Vec<SocketAddr>,
-}
-
-impl Grant {
-    /// Whether a server of the layer may live at `a`.
-    pub fn upstream_allowed(&self, a: SocketAddr) -> bool {
-        (self.upstreams.is_empty() && self.upstream_addrs.is_empty())
-            || self.upstream_addrs.contains(&a)
-            || self.upstreams.iter().any(|n| n.contains(&a.ip()))
-    }
-}
-
-/// Reads `tenants:` of `warden.yaml`.
-pub(crate) fn grants(
-    raw: &BTreeMap<String, raw::TenantGrantConfig>,
-    p: &mut Problems,
-) -> BTreeMap<String, Grant> {
-    let mut out = BTreeMap::new();
-    for (name, g) in raw {
-        let base = format!("tenants.{name}");
-        if let Err(e) = valid_tenant_name(name) {
-            p.push(&base, e);
-            continue;
-        }
-        let mut grant = Grant::default();
-        for (i, pre) in g.path_prefixes.iter().enumerate() {
-            let trimmed = if pre == "/" {
-                "/"
-            } else {
-                pre.strip_suffix('/').unwrap_or(pre)
-            };
-            if !crate::model::valid_route_prefix(trimmed) {
-                p.push(
-                    format!("{base}.path_prefixes[{i}]"),
-                    format!("`{pre}` must start with `/` and have no `//`, `.`/`..` segments, `%`, `?` or `#`"),
-                );
-                continue;
-            }
-            grant.path_prefixes.push(trimmed.to_owned());
-        }
-        for (i, h) in g.hosts.iter().enumerate() {
-            let h = h.trim_end_matches('.').to_ascii_lowercase();
-            if h.is_empty() || !h.is_ascii() || h.contains(['/', ':', '*', ' ']) {
-                p.push(
-                    format!("{base}.hosts[{i}]"),
-                    "must be a host name (no port, no wildcard)",
-                );
-                continue;
-            }
-            grant.hosts.push(h);
-        }
-        for (i, u) in g.upstreams.iter().enumerate() {
-            if let Ok(a) = u.parse::<SocketAddr>() {
-                grant.upstream_addrs.push(a);
-            } else if let Ok(n) = u.parse::<ipnet::IpNet>() {
-                grant.upstreams.push(n);
-            } else if let Ok(ip) = u.parse::<IpAddr>() {
-                grant.upstreams.push(ipnet::IpNet::from(ip));
-            } else {
-                p.push(
-                    format!("{base}.upstreams[{i}]"),
-                    format!("`{u}` is not a CIDR, IP or ip:port"),
-                );
-            }
-        }
-        out.insert(name.clone(), grant);
-    }
-    out
-}
 
 /// One tenant's validated layer.
 #[derive(Debug, Clone)]

@@ -5,23 +5,8 @@
 
 use warden_config::error::Problem;
 
-use super::layers::LayerEntry;
+use super::layers::{Composed, LayerPick};
 use super::*;
-
-/// One tenant's layer picked for a composition.
-pub(super) struct LayerPick {
-    pub entry: LayerEntry,
-    pub files: Arc<Files>,
-}
-
-/// A composition that built.
-pub(super) struct Composed {
-    pub files: Files,
-    /// Tenant → layer revision carried.
-    pub layers: BTreeMap<String, String>,
-    /// Tenant → why its layer was left out.
-    pub left_out: BTreeMap<String, BuildFailure>,
-}
 
 fn problem(file: &str, message: String) -> Problem {
     Problem {

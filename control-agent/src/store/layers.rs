@@ -5,7 +5,6 @@
 //! back on its own; every served revision carries each tenant's current
 //! layer (a layer canary, its own), validated composed with the org.
 
-use super::compose::{Composed, LayerPick};
 use super::*;
 use crate::admins::tenant_name;
 use warden_config::error::Problem;
@@ -54,6 +53,21 @@ pub struct LayerCanary {
     pub tenant: String,
     pub seq: u64,
     pub revision: String,
+}
+
+/// One tenant's layer picked for a composition.
+pub(super) struct LayerPick {
+    pub entry: LayerEntry,
+    pub files: Arc<Files>,
+}
+
+/// A composition that built.
+pub(super) struct Composed {
+    pub files: Files,
+    /// Tenant → layer revision carried.
+    pub layers: BTreeMap<String, String>,
+    /// Tenant → why its layer was left out.
+    pub left_out: BTreeMap<String, BuildFailure>,
 }
 
 /// Reads every tenant's layer history back.

@@ -1,0 +1,110 @@
+//! What the org grants each tenant (`tenants:` of `warden.yaml`): where
+//! its layer's routes and servers may live. Read here, beside the rest of
+//! the org's model; the layers themselves are checked in `crate::tenants`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::error::Problems;
+use crate::raw;
+
+/// A tenant's name: 1–63 of `a-z 0-9 _`, starting with a letter. Written
+/// in its canonical form (a principal's tenant is compared after
+/// canonicalisation, `crate::person`), and a plain Rego identifier so that
+/// its package is `warden.tenants.<name>`.
+pub fn valid_tenant_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.as_bytes()[0].is_ascii_lowercase()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a tenant name (1-63 of a-z, 0-9 and _, starting with a letter, in lower case)",
+            name.escape_debug()
+        ))
+    }
+}
+
+/// What the org grants a tenant (`tenants.<name>`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grant {
+    /// Path prefixes without a trailing `/` (`/finance/` is `/finance`).
+    pub path_prefixes: Vec<String>,
+    /// Lower-case host names, without a trailing dot.
+    pub hosts: Vec<String>,
+    /// Networks the layer's servers may live in; with `upstream_addrs`,
+    /// both empty means anywhere `egress.upstreams` allows.
+    pub upstreams: Vec<ipnet::IpNet>,
+    pub upstream_addrs: Vec<SocketAddr>,
+}
+
+impl Grant {
+    /// Whether a server of the layer may live at `a`.
+    pub fn upstream_allowed(&self, a: SocketAddr) -> bool {
+        (self.upstreams.is_empty() && self.upstream_addrs.is_empty())
+            || self.upstream_addrs.contains(&a)
+            || self.upstreams.iter().any(|n| n.contains(&a.ip()))
+    }
+}
+
+/// Reads `tenants:` of `warden.yaml`.
+pub(crate) fn grants(
+    raw: &BTreeMap<String, raw::TenantGrantConfig>,
+    p: &mut Problems,
+) -> BTreeMap<String, Grant> {
+    let mut out = BTreeMap::new();
+    for (name, g) in raw {
+        let base = format!("tenants.{name}");
+        if let Err(e) = valid_tenant_name(name) {
+            p.push(&base, e);
+            continue;
+        }
+        let mut grant = Grant::default();
+        for (i, pre) in g.path_prefixes.iter().enumerate() {
+            let trimmed = if pre == "/" {
+                "/"
+            } else {
+                pre.strip_suffix('/').unwrap_or(pre)
+            };
+            if !crate::model::valid_route_prefix(trimmed) {
+                p.push(
+                    format!("{base}.path_prefixes[{i}]"),
+                    format!("`{pre}` must start with `/` and have no `//`, `.`/`..` segments, `%`, `?` or `#`"),
+                );
+                continue;
+            }
+            grant.path_prefixes.push(trimmed.to_owned());
+        }
+        for (i, h) in g.hosts.iter().enumerate() {
+            let h = h.trim_end_matches('.').to_ascii_lowercase();
+            if h.is_empty() || !h.is_ascii() || h.contains(['/', ':', '*', ' ']) {
+                p.push(
+                    format!("{base}.hosts[{i}]"),
+                    "must be a host name (no port, no wildcard)",
+                );
+                continue;
+            }
+            grant.hosts.push(h);
+        }
+        for (i, u) in g.upstreams.iter().enumerate() {
+            if let Ok(a) = u.parse::<SocketAddr>() {
+                grant.upstream_addrs.push(a);
+            } else if let Ok(n) = u.parse::<ipnet::IpNet>() {
+                grant.upstreams.push(n);
+            } else if let Ok(ip) = u.parse::<IpAddr>() {
+                grant.upstreams.push(ipnet::IpNet::from(ip));
+            } else {
+                p.push(
+                    format!("{base}.upstreams[{i}]"),
+                    format!("`{u}` is not a CIDR, IP or ip:port"),
+                );
+            }
+        }
+        out.insert(name.clone(), grant);
+    }
+    out
+}
