@@ -1470,6 +1470,49 @@ async fn tenant_admins_govern_their_tenant_from_the_console() {
         "{diff}"
     );
     shots.take(&c, "governance-layer-diff").await;
+    // A new layer typed into the Tenants page: a widening one is refused
+    // with the rule it breaks, then a narrowing one is published.
+    for (yaml, rego, expect) in [
+        (
+            "version: 1\ntenant: finance\nservers:\n  - {name: ledger, upstreams: [\"127.0.0.1:6\"]}\nroutes:\n  - {path_prefix: /finance/ledger, server: ledger}\ncatalog:\n  ledger:\n    egress_allow: [\"evil.example\"]\n",
+            "",
+            "egress_allow",
+        ),
+        (
+            "version: 1\ntenant: finance\nservers:\n  - {name: ledger, upstreams: [\"127.0.0.1:6\"]}\nroutes:\n  - {path_prefix: /finance/ledger, server: ledger}\n",
+            "package warden.tenants.finance\n\ndefault decision := {\"allow\": true}\n",
+            "finance: published finance-r3-",
+        ),
+    ] {
+        click(&c, "#nav-tenants").await;
+        // Opening the form is not a navigation.
+        c.find(Locator::Css("#tenant-finance details.layer-publish summary"))
+            .await
+            .expect("the publish form")
+            .click()
+            .await
+            .expect("opened");
+        for (name, text) in [("tenant_yaml", yaml), ("policy_rego", rego)] {
+            if text.is_empty() {
+                continue;
+            }
+            c.find(Locator::Css(&format!(
+                "#tenant-finance textarea[name={name}]"
+            )))
+            .await
+            .expect("layer field")
+            .send_keys(text)
+            .await
+            .expect("typed");
+        }
+        click(&c, "#tenant-finance .layer-publish-button").await;
+        let flash = text_of(&c, "#flash").await;
+        assert!(flash.contains(expect), "{expect}: {flash}");
+    }
+    assert!(text_of(&c, "#tenant-finance .current-layer")
+        .await
+        .starts_with("finance-r3-"));
+    shots.take(&c, "governance-layer-published").await;
     click(&c, "#nav-registry").await;
     let registry = text_of(&c, "#registry").await;
     assert!(
