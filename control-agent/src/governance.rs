@@ -552,7 +552,7 @@ impl Api {
 
 #[cfg(test)]
 #[path = "governance_tests.rs"]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 #[path = "governance_attack_tests.rs"]

@@ -33,7 +33,11 @@ pub(super) struct H {
     http: reqwest::Client,
 }
 
-pub(super) async fn start() -> H {
+/// An agent on a real listener with the fixture's administrators (alice
+/// org admin, rita org reviewer, fiona and felix of finance, harry of hr;
+/// tokens `tok(name)`) and approver frank: its directory, API, state
+/// directory and URL. The console's tests use it too.
+pub(crate) async fn serve_fixture() -> (tempfile::TempDir, Arc<Api>, PathBuf, String) {
     let (d, store) = tokio::task::spawn_blocking(org_store).await.unwrap();
     let state = d.path().join("state");
     let mut admins = BTreeMap::new();
@@ -81,6 +85,11 @@ pub(super) async fn start() -> H {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(crate::server::serve(listener, api.clone()));
+    (d, api, state, url)
+}
+
+pub(super) async fn start() -> H {
+    let (d, api, state, url) = serve_fixture().await;
     H {
         _d: d,
         url,

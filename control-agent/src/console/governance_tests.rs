@@ -5,16 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
-use crate::admins::{Admin, Kind};
-use crate::approvals::{Approvals, Approver};
-use crate::server::{Api, Tokens};
-use crate::store::layer_tests::{org_store, yaml_layer, FIN_LEDGER};
+use crate::server::Api;
+use crate::store::layer_tests::{yaml_layer, FIN_LEDGER};
 
 const ADMIN: &str = "admin-token-0123456789";
 const FLEET: &str = "fleet-token-0123456789";
@@ -22,10 +17,6 @@ const HR: &str = "version: 1\ntenant: hr\nservers:\n  - {name: payroll, upstream
 
 fn tok(name: &str) -> String {
     format!("tok-{name}-0123456789")
-}
-
-fn digest(t: &str) -> [u8; 32] {
-    Sha256::digest(t.as_bytes()).into()
 }
 
 struct H {
@@ -44,53 +35,7 @@ struct B {
 }
 
 async fn start() -> H {
-    let (d, store) = tokio::task::spawn_blocking(org_store).await.unwrap();
-    let state = d.path().join("state");
-    let mut admins = BTreeMap::new();
-    for (n, k) in [
-        ("alice", Kind::OrgAdmin),
-        ("rita", Kind::OrgReviewer),
-        ("fiona", Kind::TenantAdmin("finance".into())),
-        ("felix", Kind::TenantAdmin("finance".into())),
-        ("harry", Kind::TenantAdmin("hr".into())),
-    ] {
-        admins.insert(
-            n.to_owned(),
-            Admin {
-                token: digest(&tok(n)),
-                kind: k,
-            },
-        );
-    }
-    let approvers = BTreeMap::from([(
-        "frank".to_owned(),
-        Approver {
-            token: digest(&tok("frank")),
-            principals: vec![],
-            tenants: vec!["finance".into()],
-        },
-    )]);
-    let api = Arc::new(Api {
-        store: Arc::new(store),
-        tokens: Tokens::new(ADMIN, FLEET),
-        approvals: Arc::new(Approvals::open(&state, approvers).unwrap()),
-        metrics: Default::default(),
-        audit: Arc::new(
-            crate::audit::AuditStore::open(
-                &state.join("audit.sqlite3"),
-                crate::audit::Limits {
-                    retention: std::time::Duration::from_secs(86400),
-                    max_rows: 1000,
-                },
-            )
-            .unwrap(),
-        ),
-        console: Default::default(),
-        admins,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(crate::server::serve(listener, api.clone()));
+    let (d, api, state, url) = crate::governance::tests::serve_fixture().await;
     H {
         _d: d,
         url,
