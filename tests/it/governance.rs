@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use warden_config::access::hash_api_key;
-use warden_tests::{
-    bin, keygen, post_json, request, run_with_timeout, Agent, Gateway, Mock, FLEET_TOKEN,
-};
+use warden_tests::{bin, keygen, post_json, request, run_with_timeout, Agent, Gateway, Mock};
 
 const FRED: &str = "k_fin_fred_0001"; // finance
 const TESS: &str = "k_fin_tess_0002"; // finance, tester
@@ -149,25 +147,12 @@ fn cli(agent: &Agent, token: &str, args: &[&str]) -> (bool, String) {
 }
 
 fn gateway(agent: &Agent, public: &Path, state: &Path, id: &str) -> Gateway {
-    Gateway::start_with(
-        "",
-        false,
-        &[],
-        &[
-            "--agent",
-            agent.url.as_str(),
-            "--agent-token",
-            FLEET_TOKEN,
-            "--bundle-public-key",
-            public.to_str().expect("utf8"),
-            "--state-dir",
-            state.to_str().expect("utf8"),
-            "--gateway-id",
-            id,
-            "--report-interval",
-            "200ms",
-        ],
-        None,
+    Gateway::on_agent_with(
+        &agent.url,
+        public,
+        state,
+        id,
+        &["--report-interval", "200ms"],
     )
     .expect("gateway")
 }
@@ -253,18 +238,6 @@ fn refused_for(state: &Path, actor_part: &str, what: &str) -> bool {
             && c["actor"].as_str().unwrap_or("").contains(actor_part)
             && c["detail"].as_str().unwrap_or("").contains(what)
     })
-}
-
-async fn mock_tools(mock: &Mock) -> Vec<Value> {
-    let (_, _, b) = post_json(
-        &format!("http://{}/mcp", mock.addr),
-        json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}).to_string(),
-        &[],
-    )
-    .await
-    .expect("mock list");
-    let v: Value = serde_json::from_slice(&b).expect("json");
-    v["result"]["tools"].as_array().cloned().expect("tools")
 }
 
 fn write_tools(path: &Path, tools: &[Value]) -> PathBuf {
@@ -569,7 +542,7 @@ harry: {{token_sha256: \"{}\", role: tenant_admin, tenant: hr}}\n",
     {
         assert_eq!(v["error"]["code"], -31018, "{v}");
     }
-    let tools = mock_tools(&mock).await;
+    let tools = mock.tools().await;
     let tools_file = write_tools(&tmp.path().join("tools.json"), &tools);
     let (ok, out) = cli(
         &agent,

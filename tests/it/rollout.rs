@@ -8,24 +8,11 @@ use super::*;
 
 /// A gateway on `agent` carrying `labels`, reporting every 200 ms.
 fn labelled(agent: &Agent, public: &Path, state: &Path, id: &str, labels: &[&str]) -> Gateway {
-    let mut args = vec![
-        "--agent",
-        agent.url.as_str(),
-        "--agent-token",
-        FLEET_TOKEN,
-        "--bundle-public-key",
-        public.to_str().expect("utf8"),
-        "--state-dir",
-        state.to_str().expect("utf8"),
-        "--gateway-id",
-        id,
-        "--report-interval",
-        "200ms",
-    ];
+    let mut extra = vec!["--report-interval", "200ms"];
     for l in labels {
-        args.extend(["--label", l]);
+        extra.extend(["--label", l]);
     }
-    Gateway::start_with("", false, &[], &args, None).expect("gateway")
+    Gateway::on_agent_with(&agent.url, public, state, id, &extra).expect("gateway")
 }
 
 /// Gateways `gw0`, `gw1`, … on `agent`, each carrying its labels, each

@@ -48,24 +48,11 @@ async fn list(gw: &Gateway, path: &str, apikey: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The mock's tools, as it lists them.
-async fn mock_tools(mock: &Mock) -> Vec<Value> {
-    let (_, _, b) = post_json(
-        &format!("http://{}/mcp", mock.addr),
-        json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}).to_string(),
-        &[],
-    )
-    .await
-    .expect("mock list");
-    let v: Value = serde_json::from_slice(&b).expect("json");
-    v["result"]["tools"].as_array().cloned().expect("tools")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn tenant_layers_and_the_registry_over_real_sockets() {
     let mock = Mock::start(&[]).expect("mock");
     let up = mock.addr;
-    let tools = mock_tools(&mock).await;
+    let tools = mock.tools().await;
     let approved: serde_json::Map<String, Value> = tools
         .iter()
         .map(|t| {

@@ -177,6 +177,19 @@ impl Mock {
         Ok(serde_json::from_slice(&b)?)
     }
 
+    /// The tools the mock lists (`tools/list` asked directly), as it lists them.
+    pub async fn tools(&self) -> Vec<serde_json::Value> {
+        let (_, _, b) = post_json(
+            &format!("http://{}/mcp", self.addr),
+            serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}).to_string(),
+            &[],
+        )
+        .await
+        .expect("mock list");
+        let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
+        v["result"]["tools"].as_array().cloned().expect("tools")
+    }
+
     /// Adds a tool, or replaces one by name (`POST /__mock/tools`): a rug pull.
     pub async fn set_tool(&self, def: serde_json::Value) {
         let (s, _, _) = request(
@@ -442,24 +455,32 @@ impl Gateway {
     /// A gateway whose bundles come from the agent at `agent_url`, verified
     /// with `public`, kept in `state`, reporting as `id`.
     pub fn on_agent(agent_url: &str, public: &Path, state: &Path, id: &str) -> Result<Gateway> {
-        Self::start_with(
-            "",
-            false,
-            &[],
-            &[
-                "--agent",
-                agent_url,
-                "--agent-token",
-                FLEET_TOKEN,
-                "--bundle-public-key",
-                public.to_str().context("utf8 path")?,
-                "--state-dir",
-                state.to_str().context("utf8 path")?,
-                "--gateway-id",
-                id,
-            ],
-            None,
-        )
+        Self::on_agent_with(agent_url, public, state, id, &[])
+    }
+
+    /// As [`Gateway::on_agent`], with more `warden run` arguments
+    /// (`--report-interval`, `--label`…).
+    pub fn on_agent_with(
+        agent_url: &str,
+        public: &Path,
+        state: &Path,
+        id: &str,
+        extra: &[&str],
+    ) -> Result<Gateway> {
+        let mut args = vec![
+            "--agent",
+            agent_url,
+            "--agent-token",
+            FLEET_TOKEN,
+            "--bundle-public-key",
+            public.to_str().context("utf8 path")?,
+            "--state-dir",
+            state.to_str().context("utf8 path")?,
+            "--gateway-id",
+            id,
+        ];
+        args.extend_from_slice(extra);
+        Self::start_with("", false, &[], &args, None)
     }
 
     /// `/status` of the admin endpoint.
