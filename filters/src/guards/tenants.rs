@@ -38,11 +38,7 @@ impl Scope {
     /// The layers that apply to the exchange, as audit records name them
     /// (`<tenant>@<layer revision>`).
     pub fn applicable(&self, ex: &Exchange<'_>) -> Vec<String> {
-        self.labels
-            .iter()
-            .filter(|(t, _)| self.applies(t, ex))
-            .map(|(_, l)| l.clone())
-            .collect()
+        self.applicable_to(ex.principal.canonical_tenant(), ex.server)
     }
 
     /// As [`Scope::applicable`], from a principal's canonical tenant and a server.
