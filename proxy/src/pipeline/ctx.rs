@@ -58,7 +58,8 @@ pub enum ResponseMode {
 pub struct PendingReply {
     pub id: warden_filters::Id,
     /// What the request asked (its reply is judged by it).
-    pub asked: crate::sessions::ledger::Asked,
+    /// Shared with the ledger and the reply that answers it.
+    pub asked: std::sync::Arc<crate::sessions::ledger::Asked>,
     pub answered: bool,
 }
 

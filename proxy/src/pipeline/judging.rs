@@ -353,12 +353,12 @@ fn remember_requests(
         .filter_map(|r| {
             Some(crate::pipeline::ctx::PendingReply {
                 id: r.id.clone()?,
-                asked: crate::sessions::ledger::Asked {
+                asked: std::sync::Arc::new(crate::sessions::ledger::Asked {
                     method: r.method.clone()?,
                     target: r.target.clone(),
                     args_digest: r.args_digest.clone(),
                     task: r.task.clone(),
-                },
+                }),
                 answered: false,
             })
         })

@@ -180,15 +180,15 @@ fn message_record(
                 && rt.snap.redact_text(t, 256) == *t)
     });
     let tool = r.target.as_ref().map(|_| match known {
-        Some(t) => gw.tool_labels.admit(t).to_owned(),
-        None => "other".to_owned(),
+        Some(t) => gw.tool_labels.admit(t),
+        None => "other",
     });
     m.messages
         .with_label_values(&[
             server,
             dir.as_str(),
             crate::observability::metrics::method_label(r.method.as_deref()),
-            tool.as_deref().unwrap_or("-"),
+            tool.unwrap_or("-"),
             r.outcome.label(),
         ])
         .inc();
@@ -426,7 +426,6 @@ fn spans(gw: &Gateway, ctx: &RequestCtx, out: &[AuditRecord], http_method: &str,
 fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
     let req = session.req_header();
     let meta = ctx.server_id().map(|s| ctx.rt.meta(s));
-    let none: std::sync::Arc<str> = "-".into();
     let layers = match meta {
         Some(m) if !ctx.rt.snap.tenants.is_empty() => ctx
             .rt
@@ -456,8 +455,8 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip())
         }),
-        server: meta.map_or_else(|| none.clone(), |m| m.name.clone()),
-        group: meta.map_or(none, |m| m.group.clone()),
+        server: meta.map_or_else(|| "-".into(), |m| m.name.clone()),
+        group: meta.map_or_else(|| "-".into(), |m| m.group.clone()),
         via: ctx.via.clone(),
         http_method: http_method(req),
         // The client wrote both: DLP-redacted, as every client-chosen field.
@@ -535,6 +534,10 @@ fn redacted_path<'a>(
 ) -> std::borrow::Cow<'a, str> {
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
     match rt.snap.redacted(path, path) {
+        // Decoding changed nothing: the text just scanned is the one read.
+        std::borrow::Cow::Borrowed(_) if matches!(decoded, std::borrow::Cow::Borrowed(_)) => {
+            std::borrow::Cow::Borrowed(path)
+        }
         std::borrow::Cow::Borrowed(_) => rt.snap.redacted(path, &decoded),
         masked => masked,
     }

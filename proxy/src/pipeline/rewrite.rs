@@ -47,6 +47,52 @@ fn push(set: &mut Vec<Set>, s: Set) {
     set.push(s);
 }
 
+/// `addr` as a `Host` value (`127.0.0.1:8931`, `[::1]:8931`), written
+/// into `buf`: this runs on every call to a server without a configured
+/// host, and `to_string` would allocate and run the formatter each time.
+fn host_of<'b>(addr: &SocketAddr, buf: &'b mut [u8; 64]) -> &'b str {
+    fn num(out: &mut [u8; 64], at: &mut usize, mut v: u32) {
+        let mut digits = [0u8; 10];
+        let mut n = 0;
+        loop {
+            digits[n] = b'0' + (v % 10) as u8;
+            n += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        for d in digits[..n].iter().rev() {
+            out[*at] = *d;
+            *at += 1;
+        }
+    }
+    let mut at = 0;
+    match addr {
+        SocketAddr::V4(a) => {
+            for (i, o) in a.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    buf[at] = b'.';
+                    at += 1;
+                }
+                num(buf, &mut at, u32::from(*o));
+            }
+        }
+        SocketAddr::V6(_) => {
+            // Rare: the formatter's form (`[v6%scope]:port`, at most 58 bytes).
+            use std::io::Write;
+            let mut w = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(w, "{addr}");
+            let n = w.position() as usize;
+            return std::str::from_utf8(&buf[..n]).unwrap_or_default();
+        }
+    }
+    buf[at] = b':';
+    at += 1;
+    num(buf, &mut at, u32::from(addr.port()));
+    std::str::from_utf8(&buf[..at]).unwrap_or_default()
+}
+
 fn invalid(
     what: &'static str,
     e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -87,7 +133,7 @@ impl<'a> Rewrite<'a> {
         };
         match &server.host {
             Some(h) => put(http::header::HOST, h, false)?,
-            None => put(http::header::HOST, &addr.to_string(), false)?,
+            None => put(http::header::HOST, host_of(&addr, &mut [0u8; 64]), false)?,
         }
         if server.composed.is_some() {
             // A virtual server's aggregator is the gateway itself: it calls each
@@ -561,6 +607,28 @@ mod tests {
                 headers.iter().any(|h| h.starts_with("authorization")),
                 !direct
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::host_of;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn host_of_writes_what_display_writes() {
+        for a in [
+            "127.0.0.1:8931",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.0.20.3:80",
+            "[::1]:8931",
+            "[fe80::1%7]:443",
+            "[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
+        ] {
+            let addr: SocketAddr = a.parse().expect("a socket address");
+            assert_eq!(host_of(&addr, &mut [0u8; 64]), addr.to_string(), "{a}");
         }
     }
 }

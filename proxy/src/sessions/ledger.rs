@@ -94,8 +94,8 @@ impl Ledger {
     }
 
     /// A client request was forwarded and its reply may come on another exchange.
-    pub fn asked(&self, scope: &Scope<'_>, id: &Id, asked: Asked) {
-        self.asked.insert(key(scope, id), Arc::new(asked));
+    pub fn asked(&self, scope: &Scope<'_>, id: &Id, asked: Arc<Asked>) {
+        self.asked.insert(key(scope, id), asked);
     }
 
     /// Claims `id` in the session for a request about to be forwarded. An
@@ -104,20 +104,19 @@ impl Ledger {
     /// already names another (another method, target or task), whose
     /// replies, replayed on another exchange, would otherwise be judged as
     /// this one's. The same request sent again (a retry) keeps its claim.
-    pub fn claim(&self, scope: &Scope<'_>, id: &Id, asked: &Asked) -> bool {
+    pub fn claim(&self, scope: &Scope<'_>, id: &Id, asked: &Arc<Asked>) -> bool {
         let entry = self
             .asked
             .entry(key(scope, id))
-            .or_insert_with(|| Arc::new(asked.clone()));
+            .or_insert_with(|| asked.clone());
         if entry.is_fresh() {
             return true;
         }
         let held = entry.value();
         let same =
             held.method == asked.method && held.target == asked.target && held.task == asked.task;
-        if same && **held != *asked {
-            self.asked
-                .insert(entry.key().clone(), Arc::new(asked.clone()));
+        if same && **held != **asked {
+            self.asked.insert(entry.key().clone(), asked.clone());
         }
         same
     }
@@ -160,12 +159,12 @@ mod tests {
         l.asked(
             &a,
             &id,
-            Asked {
+            Arc::new(Asked {
                 method: "tools/list".into(),
                 target: None,
                 args_digest: None,
                 task: None,
-            },
+            }),
         );
         assert_eq!(
             l.answered(&a, &id).map(|x| x.method.clone()).as_deref(),
@@ -173,18 +172,20 @@ mod tests {
         );
         assert!(l.answered(&b, &id).is_none());
         assert!(l.answered(&a, &Id::Str("7".into())).is_none());
-        let call = |tool: &str| Asked {
-            method: "tools/call".into(),
-            target: Some(tool.into()),
-            args_digest: None,
-            task: None,
+        let call = |tool: &str| {
+            Arc::new(Asked {
+                method: "tools/call".into(),
+                target: Some(tool.into()),
+                args_digest: None,
+                task: None,
+            })
         };
-        let ping = Asked {
+        let ping = Arc::new(Asked {
             method: "ping".into(),
             target: None,
             args_digest: None,
             task: None,
-        };
+        });
         let c = Id::Num(8.into());
         assert!(l.claim(&a, &c, &call("echo")), "a fresh id");
         assert!(l.claim(&a, &c, &call("echo")), "the same request again");

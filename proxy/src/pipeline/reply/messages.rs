@@ -79,7 +79,7 @@ pub(super) fn match_reply(
     gw: &Gateway,
     ctx: &mut RequestCtx,
     id: &warden_filters::Id,
-) -> Option<crate::sessions::ledger::Asked> {
+) -> Option<std::sync::Arc<crate::sessions::ledger::Asked>> {
     match ctx.kind {
         ExchangeKind::Post => {
             let p = ctx
@@ -92,9 +92,7 @@ pub(super) fn match_reply(
         }
         _ => {
             let (owner, session) = ledger_keys(ctx);
-            gw.ledger
-                .answered(&scope(ctx, &owner, &session), id)
-                .map(|a| (*a).clone())
+            gw.ledger.answered(&scope(ctx, &owner, &session), id)
         }
     }
 }
@@ -211,12 +209,12 @@ pub(super) fn judge_message(
                         .upstream_errors
                         .with_label_values(&[ctx.server_name(), "unmatched_response"])
                         .inc();
-                    Some(crate::sessions::ledger::Asked {
+                    Some(std::sync::Arc::new(crate::sessions::ledger::Asked {
                         method: m.unwrap_or_default(),
                         target: None,
                         args_digest: None,
                         task: None,
-                    })
+                    }))
                 }
                 Err(()) => return drop_unmatched(ctx, env),
             },
@@ -315,8 +313,8 @@ pub(super) fn judge_message(
         rec.result = logged_result;
         if env.kind == Kind::Response {
             if let Some(a) = asked {
-                rec.method = Some(a.method);
-                rec.target = a.target;
+                rec.method = Some(a.method.clone());
+                rec.target = a.target.clone();
             }
         }
         rec.noted(notes);
