@@ -18,12 +18,18 @@
 # One worker per proxy on core 0; wrk (-t1 -c32) and warden-mock on core 1.
 # Prints each round, then the median calls/s and proxy CPU µs per call
 # (from /proc/PID/stat) of every variant.
+#
+# AB_PROFILE=NAME (one of the variants): after the rounds, `perf record
+# --call-graph dwarf` of that proxy over one more SECS run, kept in
+# AB_PROFILE_OUT (default /tmp/warden-ab.perf.data), and the CPU of a call
+# by phase (benches/phases.py). Needs `perf` (Debian's linux-perf).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SECS="$1"; ROUNDS="$2"; shift 2
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release -q -p warden-loadtest -p warden-proxy -p warden-benches --bins
+# AB_SKIP_BUILD=1: use the binaries already in target/release as they are.
+[ -n "${AB_SKIP_BUILD:-}" ] || cargo build --release -q -p warden-loadtest -p warden-proxy -p warden-benches --bins
 TMP="$(mktemp -d)"
 PIDS=""
 # SIGINT first (Pingora's fast shutdown; SIGTERM would wait out its grace
@@ -114,6 +120,21 @@ for r in $(seq "$ROUNDS"); do
     echo "round $r  $name  rps=$rps  cpu_us=$cpu  non2xx=${non2xx:-0}" | tee -a "$TMP/rounds"
   done
 done
+if [ -n "${AB_PROFILE:-}" ]; then
+  out="${AB_PROFILE_OUT:-/tmp/warden-ab.perf.data}"
+  pid="${PID[$AB_PROFILE]}"
+  t0="$(ticks "$pid")"
+  taskset -c 1 wrk -t1 -c32 -d"$((SECS + 2))s" -s "$TMP/post.lua" "${URL[$AB_PROFILE]}" > "$TMP/prof.wrk" &
+  W=$!
+  sleep 1
+  perf record -q -F 999 --call-graph dwarf,16384 -o "$out" -p "$pid" -- sleep "$SECS" >/dev/null 2>&1
+  wait "$W"
+  t1="$(ticks "$pid")"
+  total="$(awk '/requests in/ {print $1}' "$TMP/prof.wrk")"
+  us="$(python3 -c "print(f'{($t1 - $t0) * 1e6 / $CLK / max($total, 1):.1f}')")"
+  echo "profile of $AB_PROFILE under perf: $(awk '/Requests\/sec/ {print $2}' "$TMP/prof.wrk") calls/s, $us µs CPU per call; samples in $out"
+  perf script -i "$out" -F comm,ip,sym 2>/dev/null | python3 benches/phases.py "$us"
+fi
 echo
 echo "| variant | calls/s (median) | proxy CPU µs per call (median) |"
 echo "|---|---|---|"
