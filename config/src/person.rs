@@ -12,6 +12,12 @@
 //! towards merging: two people whose names differ only by an accent are
 //! treated as one for every rule that compares people, which can only make
 //! those rules stricter.
+//!
+//! Tenants are *scoped* by a stricter key ([`tenant_key`], [`in_scope`]):
+//! what a tenant admin, an approver or a viewer reads. There merging would
+//! widen what someone sees, so only ASCII case is folded; `financé`,
+//! `ﬁnance` or `ｆｉｎａｎｃｅ` (another organisation's name, perhaps, at an
+//! identity provider that lets customers pick one) are never `finance`.
 
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
@@ -85,18 +91,47 @@ pub fn canonical_or_marked(name: &str) -> String {
     canonical(name).unwrap_or_else(|_| format!("\u{fffd}{}", name.escape_unicode()))
 }
 
+/// What the [`tenant_key`] of a name that is not plain ASCII starts with:
+/// never the start of an ASCII name's key, nor of a marked one (whose
+/// U+FFFD is followed by an escape's backslash).
+const UNFOLDED: &str = "\u{fffd}nfc:";
+
+/// The key a tenant is scoped by: a record's or an approval's tenant claim,
+/// a tenant admin's, an approver's or a viewer's tenants. Stricter than the
+/// canonical form (which decides whose *rules* apply, where merging
+/// spellings only adds rules), as the gateway's tenant membership is:
+///
+/// - a name of ASCII characters only: its canonical form, lower case and
+///   without spaces around (`ACME` and ` acme` are `acme`), the key it has
+///   always had;
+/// - a name with any other character: the name itself without spaces
+///   around, in NFC (a precomposed `é` and `e` + U+0301 are one), behind a
+///   mark no ASCII name's key has. Nothing is folded: not accents,
+///   ligatures, full-width or other compatibility forms, nor case, so
+///   `financé`, `ﬁnance`, `ｆｉｎａｎｃｅ` or a name with the Kelvin sign
+///   (U+212A, whose NFC is an ASCII `K`) for a `k` are never an ASCII
+///   tenant, nor one another;
+/// - a name with invisible characters, or an empty one: marked as
+///   [`canonical_or_marked`] marks it, equal to nothing but itself.
+pub fn tenant_key(tenant: &str) -> String {
+    if tenant.is_ascii() || tenant.chars().any(invisible) {
+        return canonical_or_marked(tenant);
+    }
+    let mut key = String::from(UNFOLDED);
+    key.extend(tenant.trim_matches(' ').nfc());
+    key
+}
+
 /// Whether `tenant` is one of the tenants of `scope` (an approver's, a
-/// console user's, an audit search's), compared in canonical form; an
-/// empty scope holds every tenant. The one comparison of a tenant against
-/// a scope, wherever the agent makes it.
+/// console user's, a tenant admin's, an audit search's), compared by
+/// [`tenant_key`]; an empty scope holds every tenant. The one comparison
+/// of a tenant against a scope, wherever the agent makes it.
 pub fn in_scope<S: AsRef<str>>(scope: &[S], tenant: &str) -> bool {
     if scope.is_empty() {
         return true;
     }
-    let t = canonical_or_marked(tenant);
-    scope
-        .iter()
-        .any(|mine| canonical_or_marked(mine.as_ref()) == t)
+    let t = tenant_key(tenant);
+    scope.iter().any(|mine| tenant_key(mine.as_ref()) == t)
 }
 
 /// A person as named somewhere: `id`, or `tenant/id`.
@@ -171,22 +206,118 @@ mod tests {
     }
 
     #[test]
-    fn a_scope_holds_its_tenants_in_any_spelling() {
+    fn a_scope_holds_its_tenants_in_ascii_case_only() {
         let scope = ["acme".to_owned(), "Straße".to_owned()];
+        for t in ["acme", "ACME", " Acme ", "Straße", "Stra\u{df}e "] {
+            assert!(in_scope(&scope, t), "{t}");
+        }
         for t in [
-            "acme",
-            "ACME",
+            "acm",
+            "globex",
+            "ac\u{200b}me",
+            "",
+            // What the canonical form folds into a tenant of the scope:
+            // full-width letters, an accent (decomposed), `ß` as `SS`.
             "\u{ff21}\u{ff43}\u{ff4d}\u{ff45}",
             "A\u{301}cme",
             "STRASSE",
+            "strasse",
+            "STRAẞE",
         ] {
-            assert!(in_scope(&scope, t), "{t}");
-        }
-        for t in ["acm", "globex", "ac\u{200b}me", ""] {
             assert!(!in_scope(&scope, t), "{t:?}");
         }
         // An empty scope holds every tenant.
         assert!(in_scope::<String>(&[], "globex"));
+        // A name with invisible characters is in a scope that names it so.
+        assert!(in_scope(&["ac\u{200b}me"], "ac\u{200b}me"));
+    }
+
+    /// Look-alikes of an ASCII tenant are other tenants: an accent, a
+    /// ligature, full-width letters, the Kelvin sign, a dotless `ı`, a
+    /// space that is not ASCII.
+    #[test]
+    fn a_tenant_key_folds_ascii_case_and_nothing_else() {
+        let finance = tenant_key("finance");
+        assert_eq!(finance, "finance");
+        for same in ["FINANCE", "Finance", " finance ", "fInAnCe"] {
+            assert_eq!(tenant_key(same), finance, "{same:?}");
+        }
+        // The keys ASCII names always had: their canonical form.
+        for ascii in ["ACME", "acme", "hr_2", " x ", "", " ", "a\u{0}b", "a\u{7f}"] {
+            assert_eq!(tenant_key(ascii), canonical_or_marked(ascii), "{ascii:?}");
+        }
+        assert_eq!(tenant_key("ACME"), tenant_key("acme"));
+        let kelvin = "\u{212a}elvin";
+        assert_eq!(
+            kelvin.nfc().collect::<String>(),
+            "Kelvin",
+            "NFC alone would make the Kelvin sign ASCII"
+        );
+        assert_ne!(tenant_key(kelvin), tenant_key("kelvin"));
+        assert_ne!(tenant_key(kelvin), tenant_key("Kelvin"));
+        let look_alikes = [
+            "financ\u{e9}",                                             // financé
+            "FINANC\u{c9}",                                             // FINANCÉ
+            "finance\u{300}",                                           // financè, decomposed
+            "\u{fb01}nance",                                            // ﬁnance
+            "\u{ff46}\u{ff49}\u{ff4e}\u{ff41}\u{ff4e}\u{ff43}\u{ff45}", // ｆｉｎａｎｃｅ
+            "\u{1d41f}inance",                                          // mathematical bold f
+            "fınance",                                                  // dotless ı
+            "F\u{130}NANCE",                                            // dotted İ
+            "finance\u{a0}",                                            // a no-break space
+            "finance\u{3000}",                                          // an ideographic space
+        ];
+        for t in look_alikes {
+            assert_ne!(tenant_key(t), finance, "{t:?}");
+            assert!(!in_scope(&["finance"], t), "{t:?}");
+            assert!(!in_scope(&[t], "finance"), "{t:?}");
+            assert!(in_scope(&[t], t), "{t:?}");
+        }
+        for (i, a) in look_alikes.iter().enumerate() {
+            for b in &look_alikes[i + 1..] {
+                assert_ne!(tenant_key(a), tenant_key(b), "{a:?} / {b:?}");
+            }
+        }
+        // Canonical equivalents are one name: NFC and NFD, spaces around.
+        let nfc = "Z\u{fc}rich";
+        let nfd = "Zu\u{308}rich";
+        assert_eq!(tenant_key(nfc), tenant_key(nfd));
+        assert_eq!(tenant_key(nfc), tenant_key(" Z\u{fc}rich "));
+        assert!(in_scope(&[nfd], nfc));
+        assert_ne!(tenant_key(nfc), tenant_key("z\u{fc}rich"));
+        // Invisible characters are marked, as before.
+        assert_eq!(
+            tenant_key("fin\u{200b}ance"),
+            canonical_or_marked("fin\u{200b}ance")
+        );
+        assert_ne!(tenant_key("fin\u{200b}ance"), finance);
+        assert_ne!(tenant_key("fin\u{e9}\u{200b}"), tenant_key("fin\u{e9}"));
+    }
+
+    /// The class, not the examples: any one visible character that is not
+    /// ASCII, in place of the first letter (even code points) or the last
+    /// (odd ones), makes a name whose key is no ASCII name's (an ASCII
+    /// name's key is ASCII, or marked when it is empty or holds a control).
+    #[test]
+    fn no_name_with_a_non_ascii_character_is_an_ascii_tenant() {
+        let mut checked = 0u32;
+        for c in ('\u{80}'..=char::MAX).filter(|c| !invisible(*c)) {
+            let name = if u32::from(c) % 2 == 0 {
+                format!("{c}inance")
+            } else {
+                format!("financ{c}")
+            };
+            let key = tenant_key(&name);
+            assert!(
+                key.starts_with(UNFOLDED) && !key.is_ascii(),
+                "{name:?}: {key:?}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 1_000_000);
+        for ascii in ["finance", "FINANCE", "hr", "a_1"] {
+            assert!(tenant_key(ascii).is_ascii(), "{ascii}");
+        }
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! fiona: {token_sha256: "<hex>", role: tenant_admin, tenant: finance}
 //! ```
 //!
-//! Names (and tenants) are compared in their canonical form
+//! Names are compared in their canonical form
 //! ([`warden_config::person::canonical`]): two entries that are one person
 //! under two spellings are refused, and a registrant who reviews under
-//! another spelling is still the registrant.
+//! another spelling is still the registrant. A tenant admin's tenant is
+//! kept as its canonical name, but what they may read and change is
+//! decided by the stricter tenant scope key ([`same_tenant`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,7 +29,8 @@ pub enum Kind {
     OrgAdmin,
     /// Reads everything; reviews registry entries and shares.
     OrgReviewer,
-    /// Only their tenant (canonical form).
+    /// Only their tenant (its canonical name, [`tenant_name`]; compared
+    /// as [`same_tenant`] compares).
     TenantAdmin(String),
 }
 
@@ -106,10 +109,15 @@ impl Actor {
     }
 }
 
-/// Whether two tenant names are one tenant (canonical comparison; a name
-/// with invisible characters matches nothing but itself marked).
+/// Whether two tenant names are one tenant for what an administrator may
+/// read and change: compared by the tenant scope key
+/// ([`warden_config::person::tenant_key`]), ASCII case folded and nothing
+/// else, so `FINANCE` is `finance` while `ﬁnance`, `ｆｉｎａｎｃｅ` or
+/// `financé` (a principal's tenant claim, perhaps another organisation's
+/// name) are not; a name with invisible characters matches nothing but
+/// itself.
 pub fn same_tenant(a: &str, b: &str) -> bool {
-    person::canonical_or_marked(a) == person::canonical_or_marked(b)
+    person::tenant_key(a) == person::tenant_key(b)
 }
 
 /// A tenant name as the agent keeps it: canonical, and safe as a directory
@@ -311,14 +319,21 @@ mod tests {
     }
 
     #[test]
-    fn tenants_and_people_compare_canonically() {
+    fn people_compare_canonically_and_tenants_by_their_scope_key() {
         let fiona = Actor {
             name: "fiona".into(),
             kind: Kind::TenantAdmin("finance".into()),
         };
-        assert!(fiona.writes("Finance") && fiona.writes("ＦＩＮＡＮＣＥ"));
+        assert!(fiona.writes("Finance") && fiona.reads("FINANCE") && fiona.reads(" finance"));
         assert!(!fiona.writes("hr") && !fiona.reads("financ"));
         assert!(!fiona.reads("finance\u{200b}"));
+        // Look-alikes of finance are other tenants: neither read nor written.
+        for t in ["ＦＩＮＡＮＣＥ", "ﬁnance", "financ\u{e9}", "finance\u{301}"] {
+            assert!(!fiona.reads(t) && !fiona.writes(t), "{t:?}");
+            assert!(!same_tenant("finance", t), "{t:?}");
+        }
+        assert!(same_tenant("financ\u{e9}", "finance\u{301}"));
+        assert!(!same_tenant("kyc", "\u{212a}yc") && same_tenant("kyc", "KYC"));
         let other = Actor {
             name: "ﬁona".into(),
             kind: Kind::OrgReviewer,

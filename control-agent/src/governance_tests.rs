@@ -367,6 +367,111 @@ async fn a_tenant_admin_sees_only_their_tenants_audit() {
     assert_eq!(principals(&v).len(), 4);
 }
 
+/// Principals whose tenant claim only looks like finance (an accent, a
+/// ligature, full-width letters) are another tenant's: finance's admin
+/// reads none of their records or held calls, and naming them is refused;
+/// the org reviewer reads them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_admin_reads_nothing_of_a_look_alike_tenant() {
+    let h = start().await;
+    let look_alikes = [
+        "financ\u{e9}",
+        "finance\u{301}",
+        "\u{fb01}nance",
+        "\u{ff46}\u{ff49}\u{ff4e}\u{ff41}\u{ff4e}\u{ff43}\u{ff45}",
+    ];
+    let mut calls = vec![("finance", "fin-bot"), ("FINANCE", "fin-2")];
+    calls.extend(look_alikes.iter().map(|t| (*t, "mallory")));
+    let resp = h
+        .http
+        .post(format!("{}/v1/audit/ingest", h.url))
+        .bearer_auth(FLEET)
+        .header("x-warden-gateway", "gw1")
+        .body(trail(&calls))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let principals = |v: &serde_json::Value| -> Vec<String> {
+        let mut p: Vec<String> = v["rows"]
+            .as_array()
+            .unwrap_or(&vec![])
+            .iter()
+            .map(|r| r["principal"].as_str().unwrap().to_owned())
+            .collect();
+        p.sort();
+        p
+    };
+    let (s, v) = h.get("fiona", "/v1/audit").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(principals(&v), ["fin-2", "fin-bot"], "{v}");
+    let (_, v) = h.get("fiona", "/v1/audit?principal=mallory").await;
+    assert_eq!(principals(&v), Vec::<String>::new(), "{v}");
+    let (_, v) = h.get("fiona", "/v1/audit/verify").await;
+    assert_eq!(v["records"], 2, "{v}");
+    let (_, v) = h.get("fiona", "/v1/audit/live?window=600").await;
+    assert_eq!(v["calls"], 2, "{v}");
+    for t in look_alikes {
+        let q: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("tenant", t)
+            .finish();
+        for path in ["/v1/audit", "/v1/audit/verify"] {
+            let (s, _) = h.get("fiona", &format!("{path}?{q}")).await;
+            assert_eq!(s, 403, "{path} {t:?}");
+        }
+        assert!(h.refused("admin:fiona", &format!("/v1/audit?{q}")), "{t:?}");
+    }
+    let (_, v) = h.get("rita", "/v1/audit").await;
+    assert_eq!(principals(&v).len(), 6, "{v}");
+    // Held calls: listed, read one by one.
+    let now = std::time::SystemTime::now();
+    let id_of = |a: crate::approvals::ClaimAnswer| {
+        serde_json::to_value(a).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let fin_id = id_of(
+        h.api
+            .approvals
+            .claim(claim("Finance", "fin-bot"), None, now)
+            .unwrap(),
+    );
+    let others: Vec<String> = look_alikes
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            id_of(
+                h.api
+                    .approvals
+                    .claim(claim(t, &format!("mallory-{i}")), None, now)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let (s, v) = h.get("fiona", "/v1/approvals?all=1").await;
+    assert_eq!(s, 200);
+    let ids: Vec<&str> = v["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [fin_id.as_str()], "{v}");
+    assert_eq!(
+        h.get("fiona", &format!("/v1/approvals/{fin_id}")).await.0,
+        200
+    );
+    for id in &others {
+        assert_eq!(h.get("fiona", &format!("/v1/approvals/{id}")).await.0, 403);
+        assert!(h.refused("admin:fiona", id));
+        // Finance's approver does not see them either.
+        assert_eq!(h.get("frank", &format!("/v1/approvals/{id}")).await.0, 404);
+    }
+    let (_, v) = h.get("rita", "/v1/approvals").await;
+    assert_eq!(v["approvals"].as_array().unwrap().len(), 1 + others.len());
+}
+
 fn claim(tenant: &str, principal: &str) -> Claim {
     Claim {
         tenant: tenant.into(),

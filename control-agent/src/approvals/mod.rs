@@ -666,7 +666,8 @@ impl Approvals {
     }
 
     /// As [`Approvals::list`], for a tenant admin: only the approvals of
-    /// `tenants` (compared canonically; never empty here, which would be
+    /// `tenants` (compared by the tenant scope key,
+    /// [`warden_config::person::in_scope`]; never empty here, which would be
     /// every tenant).
     pub fn list_in(
         &self,

@@ -219,6 +219,108 @@ fn approvers_never_approve_themselves_and_see_their_tenants() {
     assert_eq!(ap.list(false, Some("carol"), t0).len(), 1);
 }
 
+/// An approver or a tenant admin of finance sees finance's held calls
+/// (`finance` in any ASCII case), never those of a principal whose tenant
+/// claim only looks like finance: the admin and an unscoped approver see
+/// them all.
+#[test]
+fn a_look_alike_tenants_calls_are_not_the_tenants() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let approvers = BTreeMap::from([
+        (
+            "fran".to_owned(),
+            Approver {
+                tenants: vec!["finance".into()],
+                ..Approver::default()
+            },
+        ),
+        (
+            "eve".to_owned(),
+            Approver {
+                tenants: vec!["financ\u{e9}".into()],
+                ..Approver::default()
+            },
+        ),
+        ("olga".to_owned(), Approver::default()),
+    ]);
+    let ap = Approvals::open(d.path(), approvers).expect("open");
+    let t0 = SystemTime::now();
+    let tenants = [
+        "finance",
+        "FINANCE",
+        "financ\u{e9}",
+        "\u{fb01}nance",
+        "\u{ff46}\u{ff49}\u{ff4e}\u{ff41}\u{ff4e}\u{ff43}\u{ff45}",
+        "finance\u{301}",
+    ];
+    let ids: Vec<String> = tenants
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let c = Claim {
+                tenant: (*t).to_owned(),
+                ..claim(&format!("bot-{i}"), 1)
+            };
+            id_of(&ap.claim(c, None, t0).expect("claim"))
+        })
+        .collect();
+    let listed = |v: Vec<serde_json::Value>| -> Vec<String> {
+        let mut v: Vec<String> = v
+            .iter()
+            .map(|a| a["id"].as_str().expect("id").to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let of = |which: &[usize]| -> Vec<String> {
+        let mut v: Vec<String> = which.iter().map(|i| ids[*i].clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(listed(ap.list(true, Some("fran"), t0)), of(&[0, 1]));
+    assert_eq!(
+        listed(ap.list_in(true, &["finance".into()], t0)),
+        of(&[0, 1])
+    );
+    assert_eq!(
+        listed(ap.list_in(true, &["Finance".into()], t0)),
+        of(&[0, 1])
+    );
+    // financé, precomposed or not, is one tenant: not finance.
+    assert_eq!(listed(ap.list(true, Some("eve"), t0)), of(&[2, 5]));
+    assert_eq!(
+        listed(ap.list_in(true, &["finance\u{301}".into()], t0)),
+        of(&[2, 5])
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let finances = i < 2;
+        assert_eq!(
+            ap.get(id, Some("fran"), t0).is_some(),
+            finances,
+            "{:?}",
+            tenants[i]
+        );
+        assert!(ap.get(id, Some("olga"), t0).is_some());
+        assert!(ap.get(id, None, t0).is_some());
+        if !finances {
+            assert_eq!(
+                ap.decide(id, "fran", Verdict::Approve, None, t0),
+                Err(Refused::NotFound),
+                "{:?}",
+                tenants[i]
+            );
+        }
+    }
+    assert_eq!(
+        listed(ap.list(true, Some("olga"), t0)),
+        of(&[0, 1, 2, 3, 4, 5])
+    );
+    assert_eq!(listed(ap.list(true, None, t0)), of(&[0, 1, 2, 3, 4, 5]));
+    assert!(ap
+        .decide(&ids[0], "fran", Verdict::Approve, None, t0)
+        .is_ok());
+}
+
 /// A name the approvers file does not hold is nobody: it sees no
 /// approval (not every tenant's, as a default approver would) and
 /// decides none.

@@ -94,7 +94,8 @@ pub struct Query {
     pub to_us: Option<i64>,
     pub gateway: Option<String>,
     pub principal: Option<String>,
-    /// Compared in canonical form (`ACME` finds `acme`'s records).
+    /// Compared by the tenant scope key (`ACME` finds `acme`'s records,
+    /// `financé` only `financé`'s, never `finance`'s).
     pub tenant: Option<String>,
     pub server: Option<String>,
     pub tool: Option<String>,
@@ -104,8 +105,8 @@ pub struct Query {
     pub approval_id: Option<String>,
     pub trace_id: Option<String>,
     /// The viewer's scope: empty = every tenant; else only these tenants'
-    /// records (compared in canonical form, as approvals and console
-    /// sessions compare tenants).
+    /// records (compared by the tenant scope key, as approvals and console
+    /// sessions compare tenants: [`warden_config::person::in_scope`]).
     pub tenants: Vec<String>,
     /// Paging: rows with `id < before_id` (newest first).
     pub before_id: Option<i64>,
@@ -256,12 +257,19 @@ const TENANT_INDEXES: &[&str] = &[
 ];
 
 /// The form a tenant is compared in (a search's, a viewer's scope, a
-/// record's): the canonical one approvals and console sessions use
+/// record's): the tenant scope key approvals and console sessions use
 /// ([`warden_config::person::in_scope`]), so `ACME` and `acme` are one
-/// tenant everywhere.
+/// tenant everywhere, and `financé`, `ﬁnance` or `ｆｉｎａｎｃｅ` never
+/// `finance`.
 fn tenant_key(tenant: &str) -> String {
-    warden_config::person::canonical_or_marked(tenant)
+    warden_config::person::tenant_key(tenant)
 }
+
+/// The store's `user_version` once every row's `tenant_key` is the tenant
+/// scope key ([`tenant_key`]); before it (0), the key of a tenant that is
+/// not plain ASCII was its canonical form, which folds accents and
+/// compatibility forms (`financé` was `finance`).
+const KEYS_STRICT: i64 = 1;
 
 /// Brings a store written before `tenant_key` existed up to date: the
 /// column, filled from each row's tenant, and the indexes that scope by it
@@ -291,6 +299,39 @@ fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
             params![tenant_key(&t), t],
         )?;
     }
+    tx.commit()
+}
+
+/// Brings the `tenant_key` of a store written before [`KEYS_STRICT`] up to
+/// date, once (its `user_version` says so): the rows whose tenant is not
+/// plain ASCII are keyed again (an ASCII tenant's key did not change).
+/// Those are found by their tenant's length in bytes, which is its length
+/// in characters only for ASCII (or a NUL, which SQLite's `length` stops
+/// at: keyed again too, to the same key).
+fn rekey(c: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= KEYS_STRICT {
+        return Ok(());
+    }
+    let tx = c.transaction()?;
+    let rows: Vec<(i64, String)> = tx
+        .prepare(
+            "SELECT id, tenant FROM records WHERE length(CAST(tenant AS BLOB)) <> length(tenant)",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut keys: HashMap<String, String> = HashMap::new();
+    {
+        let mut set = tx.prepare("UPDATE records SET tenant_key = ?1 WHERE id = ?2")?;
+        for (id, tenant) in rows {
+            let key = keys
+                .entry(tenant)
+                .or_insert_with_key(|t| tenant_key(t))
+                .as_str();
+            set.execute(params![key, id])?;
+        }
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {KEYS_STRICT};"))?;
     tx.commit()
 }
 
@@ -444,8 +485,8 @@ fn conditions(q: &Query, paged: bool) -> (String, Vec<Sql>) {
         w.push("instr(r.reason, ?) > 0".into());
         v.push(Sql::Text(x.clone()));
     }
-    // Tenants are compared in canonical form, as approvals and console
-    // sessions compare them.
+    // Tenants are compared by the tenant scope key, as approvals and
+    // console sessions compare them.
     if let Some(x) = &q.tenant {
         w.push("r.tenant_key = ?".into());
         v.push(Sql::Text(tenant_key(x)));
@@ -519,6 +560,8 @@ impl AuditStore {
         writer
             .execute_batch(SCHEMA)
             .with_context(|| format!("creating the audit store in {}", path.display()))?;
+        rekey(&mut writer)
+            .with_context(|| format!("keying the audit store {} again", path.display()))?;
         let rows: i64 = writer.query_row("SELECT count(*) FROM records", [], |r| r.get(0))?;
         let readers = (0..2)
             .map(|_| {

@@ -584,9 +584,9 @@ fn search_filters_by_server_tenant_and_approval() {
     assert_eq!(s.verify(&approval("ap_one")).unwrap().records, 2);
 }
 
-/// A tenant is one tenant however a record spells it: the store scopes
-/// search, one record and live figures as a console session and an
-/// approver see tenants (in canonical form).
+/// The store scopes search, one record and live figures as a console
+/// session and an approver see tenants (by the tenant scope key): an ASCII
+/// tenant in any case, any other name only as itself (NFC or NFD).
 #[test]
 fn a_scope_matches_tenants_as_sessions_and_approvers_do() {
     use crate::approvals::Approver;
@@ -620,6 +620,9 @@ fn a_scope_matches_tenants_as_sessions_and_approvers_do() {
         vec!["STRASSE".to_owned()],
         vec!["globex".to_owned(), "ACME".to_owned()],
         vec!["ac\u{200b}me".to_owned()],
+        vec!["\u{c1}cme".to_owned()],
+        vec!["stra\u{df}e".to_owned()],
+        vec!["\u{ff41}\u{ff43}\u{ff4d}\u{ff45}".to_owned()],
     ] {
         let user = User {
             name: "vic".into(),
@@ -652,39 +655,101 @@ fn a_scope_matches_tenants_as_sessions_and_approvers_do() {
         let live = s.live(Duration::from_secs(300), None, &scope).unwrap();
         assert_eq!(live.calls, found.len() as u64, "{scope:?}");
     }
-    // Four spellings of acme are acme's, the invisible one is not.
-    let acme = seqs(
-        &s,
-        Query {
-            tenants: vec!["acme".into()],
-            ..Query::default()
-        },
-    );
-    assert_eq!(acme, vec![0, 1, 2, 3]);
+    // Acme's records are those of `acme` in ASCII letters: not the
+    // full-width, accented or invisible spellings.
+    let by = |q: Query| seqs(&s, q);
+    let scoped = |t: &str| Query {
+        tenants: vec![t.to_owned()],
+        ..Query::default()
+    };
+    let filtered = |t: &str| Query {
+        tenant: Some(t.to_owned()),
+        ..Query::default()
+    };
+    assert_eq!(by(scoped("acme")), vec![0, 1]);
     // The `tenant` filter compares the same way.
+    assert_eq!(by(filtered("ACME")), vec![0, 1]);
+    assert_eq!(by(filtered("\u{ff21}\u{ff43}\u{ff4d}\u{ff45}")), vec![2]);
+    // Another case of a name that is not ASCII is another name.
+    assert_eq!(by(filtered("ＡＣＭＥ")), Vec::<u64>::new());
+    assert_eq!(by(filtered("\u{c1}cme")), vec![3]);
+    assert_eq!(by(filtered("strasse")), Vec::<u64>::new());
+    assert_eq!(by(filtered("stra\u{df}e")), vec![6]);
+    assert_eq!(by(scoped("STRASSE")), Vec::<u64>::new());
+}
+
+/// Records of principals whose tenant claim looks like finance (an accent,
+/// a ligature, full-width letters, the Kelvin sign for k) are not
+/// finance's: a scope of finance (a tenant admin's, an approver's, a
+/// viewer's) does not search, verify, count or read them; the org, with no
+/// scope, reads them all.
+#[test]
+fn a_look_alike_tenants_records_are_not_the_tenants() {
+    let (_d, s) = store(Limits::default());
+    let mut t = Trail::new();
+    let tenants = [
+        "finance",                                                  // 0
+        "FINANCE",                                                  // 1
+        "financ\u{e9}",                                             // 2 financé
+        "finance\u{301}",                                           // 3 financé, decomposed
+        "\u{fb01}nance",                                            // 4 ﬁnance
+        "\u{ff46}\u{ff49}\u{ff4e}\u{ff41}\u{ff4e}\u{ff43}\u{ff45}", // 5 ｆｉｎａｎｃｅ
+        "kyc",                                                      // 6
+        "\u{212a}yc",                                               // 7 Kelvin sign
+    ];
+    for tenant in tenants {
+        held(&mut t, tenant, "ops", None);
+    }
+    s.ingest("gw-1", &t.body(0, t.lines.len())).unwrap();
+    let scoped = |scope: &[&str]| Query {
+        tenants: scope.iter().map(|t| (*t).to_owned()).collect(),
+        ..Query::default()
+    };
+    for (scope, theirs) in [
+        (&["finance"][..], vec![0, 1]),
+        (&["Finance"][..], vec![0, 1]),
+        (&["kyc"][..], vec![6]),
+        (&["finance", "kyc"][..], vec![0, 1, 6]),
+        (&["financ\u{e9}"][..], vec![2, 3]),
+        (&["\u{212a}yc"][..], vec![7]),
+    ] {
+        let q = scoped(scope);
+        assert_eq!(seqs(&s, q.clone()), theirs, "search {scope:?}");
+        let v = s.verify(&q).unwrap();
+        assert_eq!(v.records, theirs.len() as u64, "verify {scope:?}");
+        let live = s.live(Duration::from_secs(300), None, &q.tenants).unwrap();
+        assert_eq!(live.calls, theirs.len() as u64, "live {scope:?}");
+        let owned: Vec<String> = q.tenants.clone();
+        for r in s.search(&scoped(&[])).unwrap().rows {
+            assert_eq!(
+                s.get(r.id, &owned).unwrap().is_some(),
+                theirs.contains(&r.seq),
+                "get {scope:?} {:?}",
+                r.tenant
+            );
+        }
+    }
+    // Inside finance's scope, naming a look-alike finds nothing.
+    for other in ["financ\u{e9}", "\u{fb01}nance", "ＦＩＮＡＮＣＥ"] {
+        let q = Query {
+            tenant: Some(other.to_owned()),
+            ..scoped(&["finance"])
+        };
+        assert_eq!(seqs(&s, q.clone()), Vec::<u64>::new(), "{other:?}");
+        assert_eq!(s.verify(&q).unwrap().records, 0, "{other:?}");
+    }
+    // The org reads every record.
+    let all = scoped(&[]);
+    assert_eq!(seqs(&s, all.clone()), (0..8).collect::<Vec<u64>>());
+    assert_eq!(s.verify(&all).unwrap().records, 8);
+    assert!(s.verify(&all).unwrap().ok);
     assert_eq!(
-        seqs(
-            &s,
-            Query {
-                tenant: Some("ＡＣＭＥ".into()),
-                ..Query::default()
-            }
-        ),
-        vec![0, 1, 2, 3]
-    );
-    assert_eq!(
-        seqs(
-            &s,
-            Query {
-                tenant: Some("strasse".into()),
-                ..Query::default()
-            }
-        ),
-        vec![6]
+        s.live(Duration::from_secs(300), None, &[]).unwrap().calls,
+        8
     );
 }
 
-/// A store written before tenants were kept in canonical form is brought
+/// A store written before records had a `tenant_key` column is brought
 /// up to date when it is opened: scoped searches find its records.
 #[test]
 fn an_older_store_gains_the_tenant_key() {
@@ -704,7 +769,11 @@ fn an_older_store_gains_the_tenant_key() {
              CREATE INDEX records_tenant ON records(tenant, ts_us);",
         )
         .unwrap();
-        for (seq, tenant) in [(0, "ACME"), (1, "globex")] {
+        for (seq, tenant) in [
+            (0, "ACME"),
+            (1, "globex"),
+            (2, "\u{ff21}\u{ff23}\u{ff2d}\u{ff25}"),
+        ] {
             c.execute(
                 "INSERT INTO records (gateway, seq, ts, ts_us, principal, tenant, server, \
                  direction, outcome, trace_id, prev, hash) \
@@ -734,8 +803,120 @@ fn an_older_store_gains_the_tenant_key() {
         .collect::<rusqlite::Result<_>>()
         .unwrap();
     assert_eq!(indexed, vec!["ts_us".to_owned(), "tenant_key".to_owned()]);
+    assert_eq!(user_version(&s), KEYS_STRICT);
     // Opened again: nothing more to do.
     drop(s);
     let s = AuditStore::open(&path, Limits::default()).unwrap();
-    assert_eq!(s.rows(), 2);
+    assert_eq!(s.rows(), 3);
+}
+
+fn user_version(s: &AuditStore) -> i64 {
+    lock(&s.inner.writer)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// A store written when a tenant's key was its canonical form (`financé`
+/// keyed `finance`) is keyed again when it is opened, once: finance's
+/// scope no longer holds the look-alikes' records; ASCII tenants' keys
+/// (and the lines, and the chain) are as they were.
+#[test]
+fn an_older_store_is_keyed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.sqlite3");
+    let mut t = Trail::new();
+    let tenants = [
+        "finance",
+        "FINANCE",
+        "financ\u{e9}",
+        "\u{fb01}nance",
+        "\u{ff46}\u{ff49}\u{ff4e}\u{ff41}\u{ff4e}\u{ff43}\u{ff45}",
+        "\u{212a}yc",
+        "kyc",
+        "fin\u{200b}ance",
+        "",
+    ];
+    for tenant in tenants {
+        held(&mut t, tenant, "ops", None);
+    }
+    // What the older agent wrote: the same rows, each keyed by its
+    // tenant's canonical form, and no user_version.
+    {
+        let s = AuditStore::open(&path, Limits::default()).unwrap();
+        s.ingest("gw-1", &t.body(0, t.lines.len())).unwrap();
+        let c = lock(&s.inner.writer);
+        for tenant in tenants {
+            c.execute(
+                "UPDATE records SET tenant_key = ?1 WHERE tenant = ?2",
+                params![warden_config::person::canonical_or_marked(tenant), tenant],
+            )
+            .unwrap();
+        }
+        c.execute_batch("PRAGMA user_version = 0;").unwrap();
+        let leaked: i64 = c
+            .query_row(
+                "SELECT count(*) FROM records WHERE tenant_key = 'finance'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(leaked, 5, "the older keys hold the look-alikes in finance");
+    }
+    let keys = |s: &AuditStore| -> Vec<(String, String)> {
+        lock(&s.inner.writer)
+            .prepare("SELECT tenant, tenant_key FROM records ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    let finance = Query {
+        tenants: vec!["finance".into()],
+        ..Query::default()
+    };
+    let s = AuditStore::open(&path, Limits::default()).unwrap();
+    assert_eq!(user_version(&s), KEYS_STRICT);
+    assert_eq!(seqs(&s, finance.clone()), vec![0, 1]);
+    assert_eq!(s.verify(&finance).unwrap().records, 2);
+    assert_eq!(
+        s.live(Duration::from_secs(300), None, &finance.tenants)
+            .unwrap()
+            .calls,
+        2
+    );
+    for (tenant, key) in keys(&s) {
+        assert_eq!(key, tenant_key(&tenant), "{tenant:?}");
+        if tenant.is_ascii() {
+            assert_eq!(
+                key,
+                warden_config::person::canonical_or_marked(&tenant),
+                "an ASCII tenant's key is as it was"
+            );
+        }
+    }
+    for (scope, theirs) in [
+        ("kyc", vec![6]),
+        ("\u{212a}yc", vec![5]),
+        ("financ\u{e9}", vec![2]),
+        ("fin\u{200b}ance", vec![7]),
+    ] {
+        let q = Query {
+            tenants: vec![scope.to_owned()],
+            ..Query::default()
+        };
+        assert_eq!(seqs(&s, q), theirs, "{scope:?}");
+    }
+    let all = s.verify(&Query::default()).unwrap();
+    assert!(all.ok && all.records == tenants.len() as u64, "{all:?}");
+    // Once: a key set by hand afterwards stays (nothing scans again).
+    lock(&s.inner.writer)
+        .execute(
+            "UPDATE records SET tenant_key = 'x' WHERE tenant = ?1",
+            ["financ\u{e9}"],
+        )
+        .unwrap();
+    drop(s);
+    let s = AuditStore::open(&path, Limits::default()).unwrap();
+    assert!(keys(&s).contains(&("financ\u{e9}".to_owned(), "x".to_owned())));
 }

@@ -137,8 +137,14 @@ pub fn check_layer_files(tenant: &str, files: &Files) -> Result<(), BuildFailure
         Some(b) => match serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(b) {
             Err(e) => p("tenant.yaml", format!("not YAML: {e}")),
             Ok(doc) => {
-                let named = doc.get("tenant").and_then(|t| t.as_str());
-                if !named.is_some_and(|t| crate::admins::same_tenant(t, tenant)) {
+                // Named as the gateway's `check_layer` takes it: the
+                // canonical form of the tenant's name (a name, not a scope).
+                let named = doc
+                    .get("tenant")
+                    .and_then(|t| t.as_str())
+                    .and_then(|t| warden_config::person::canonical(t).ok());
+                let own = warden_config::person::canonical(tenant).ok();
+                if named.is_none() || named != own {
                     p(
                         "tenant.yaml",
                         format!("`tenant:` must name `{tenant}`, the tenant published to"),
