@@ -1295,3 +1295,137 @@ async fn replicas_whose_calls_keep_failing_are_ejected_for_a_cooldown() {
         .await
         .contains("warden_upstream_ejections_total{server=\"mock\"}"));
 }
+
+/// A reply that outlives the bundle it began under follows the new one: a
+/// kill switch applied while a call's SSE stream is under way (pausing the
+/// server, or only the tool called), or a bundle without the server, stops
+/// the stream; no event the server sends after the change reaches the
+/// client, and the final result never does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_under_way_stops_when_the_kill_switch_pauses_it() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let mock = Mock::start(&[]).expect("mock");
+    let gw = Gateway::start(&mock_bundle(&[mock.addr], ""), false).expect("gateway");
+    let url = gw.url("/mock/mcp");
+    let client: Client<_, http_body_util::Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let reloads = |st: Value| st["bundle"]["reloads"].as_u64().unwrap_or(0);
+    let mut applied = reloads(gw.status().await);
+    for (n, (switch, bundle)) in [
+        (
+            "the server paused",
+            mock_bundle(&[mock.addr], "kill_switch:\n  servers: [mock]\n"),
+        ),
+        (
+            "the tool paused",
+            mock_bundle(&[mock.addr], "kill_switch:\n  tools: [progress]\n"),
+        ),
+        (
+            "the server removed",
+            mock_bundle(&[mock.addr], "")
+                .replace("name: mock", "name: other")
+                .replace("server: mock", "server: other"),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Back to no switch, and a stream of 200 events 25 ms apart (5 s).
+        std::fs::write(
+            gw.dir.path().join("warden.yaml"),
+            mock_bundle(&[mock.addr], &format!("# round {n}\n")),
+        )
+        .expect("edit");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while reloads(gw.status().await) <= applied {
+            assert!(std::time::Instant::now() < deadline, "no reload");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        applied = reloads(gw.status().await);
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(http_body_util::Full::new(Bytes::from(call(
+                9,
+                "progress",
+                json!({"steps": 200, "delay_ms": 25}),
+            ))))
+            .expect("req");
+        let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+            .await
+            .expect("timely")
+            .expect("resp");
+        assert_eq!(resp.status(), 200, "{switch}");
+        // Every frame with the time it arrived, read as it comes.
+        let mut body = resp.into_body();
+        let frames = std::sync::Arc::new(std::sync::Mutex::new(
+            Vec::<(std::time::Instant, String)>::new(),
+        ));
+        let sink = frames.clone();
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(Ok(f))) =
+                tokio::time::timeout(Duration::from_secs(10), body.frame()).await
+            {
+                if let Ok(d) = f.into_data() {
+                    let text = String::from_utf8_lossy(&d).into_owned();
+                    sink.lock()
+                        .expect("frames")
+                        .push((std::time::Instant::now(), text));
+                }
+            }
+            std::time::Instant::now()
+        });
+        let events = |frames: &[(std::time::Instant, String)]| {
+            frames
+                .iter()
+                .map(|(_, t)| t.matches("notifications/progress").count())
+                .sum::<usize>()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while events(&frames.lock().expect("frames")) < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{switch}: events flow"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The switch, while the stream runs.
+        std::fs::write(gw.dir.path().join("warden.yaml"), bundle).expect("edit");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while reloads(gw.status().await) <= applied {
+            assert!(std::time::Instant::now() < deadline, "no reload");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        applied = reloads(gw.status().await);
+        let switched = std::time::Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the stream ends after the switch")
+            .expect("reader");
+        assert!(
+            ended.duration_since(switched) < Duration::from_secs(3),
+            "{switch}: the stream ended {:?} after the switch (it would run 5 s)",
+            ended.duration_since(switched)
+        );
+        let frames = frames.lock().expect("frames");
+        // An event already on its way when the bundle changed may still
+        // arrive; none the server sent later does, nor the final result.
+        let late: Vec<&str> = frames
+            .iter()
+            .filter(|(at, _)| *at > switched + Duration::from_millis(200))
+            .map(|(_, t)| t.as_str())
+            .filter(|t| t.contains("notifications/progress"))
+            .collect();
+        assert!(
+            late.is_empty(),
+            "{switch}: events after the switch: {late:?}"
+        );
+        assert!(
+            events(&frames) < 200 && !frames.iter().any(|(_, t)| t.contains("\"result\"")),
+            "{switch}: the stream ran to its end"
+        );
+    }
+}

@@ -50,6 +50,40 @@ impl KillSwitch {
             && self.tools.is_empty()
             && self.server_tools.is_empty()
     }
+
+    /// What of the switch pauses a message of `principal` (of `tenant`) to
+    /// `server` (reached through the virtual server `via`, if any), naming
+    /// `tool` when it is a call or about a call's task: `all`, `tenant`,
+    /// `principal`, `server` or `tool`. The one rule, for messages as they
+    /// are judged and for replies that outlive the bundle they began under.
+    pub fn pauses(
+        &self,
+        tenant: &str,
+        principal: &str,
+        server: &str,
+        via: Option<&str>,
+        tool: Option<&str>,
+    ) -> Option<&'static str> {
+        if self.all {
+            return Some("all");
+        }
+        if self.tenants.contains(tenant) {
+            return Some("tenant");
+        }
+        if self.principals.contains(principal) {
+            return Some("principal");
+        }
+        // A paused virtual server pauses what goes through it.
+        if self.servers.contains(server) || via.is_some_and(|v| self.servers.contains(v)) {
+            return Some("server");
+        }
+        let tool = tool?;
+        (self.tools.contains(tool)
+            || self
+                .server_tools
+                .contains(&(server.to_owned(), tool.to_owned())))
+        .then_some("tool")
+    }
 }
 
 pub(crate) fn policy(raw: &raw::PolicyConfig, p: &mut Problems) -> PolicySettings {

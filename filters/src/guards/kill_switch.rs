@@ -19,20 +19,6 @@ impl KillSwitchFilter {
     }
 
     fn paused(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &Notes) -> Option<&'static str> {
-        let k = &self.switch;
-        if k.all {
-            return Some("all");
-        }
-        if k.tenants.contains(&ctx.principal.tenant) {
-            return Some("tenant");
-        }
-        if k.principals.contains(&ctx.principal.id) {
-            return Some("principal");
-        }
-        // A paused virtual server pauses what goes through it.
-        if k.servers.contains(ctx.server) || ctx.via.is_some_and(|v| k.servers.contains(v)) {
-            return Some("server");
-        }
         let env = msg.envelope;
         // A call, or a request about the task a call created (the task
         // filter, which runs first, opened its id).
@@ -43,15 +29,13 @@ impl KillSwitchFilter {
             }
             _ => None,
         };
-        if let Some(tool) = tool {
-            if k.tools.contains(tool)
-                || k.server_tools
-                    .contains(&(ctx.server.to_owned(), tool.to_owned()))
-            {
-                return Some("tool");
-            }
-        }
-        None
+        self.switch.pauses(
+            &ctx.principal.tenant,
+            &ctx.principal.id,
+            ctx.server,
+            ctx.via,
+            tool,
+        )
     }
 }
 

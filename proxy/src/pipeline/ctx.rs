@@ -98,6 +98,9 @@ pub struct ReplyState {
     pub stream_session: Option<String>,
     /// A legacy `endpoint` event was already passed on this stream.
     pub endpoint_seen: bool,
+    /// The newest bundle this reply was found still allowed under, when
+    /// one was applied after the exchange began (`reply::still_allowed`).
+    pub allowed_under: Option<Arc<Runtime>>,
 }
 
 /// Where admission routed a request: the route and the server it names.
@@ -211,6 +214,7 @@ impl RequestCtx {
                 flow_outs: Vec::new(),
                 stream_session: None,
                 endpoint_seen: false,
+                allowed_under: None,
             },
             kind: ExchangeKind::Post,
             principal: Principal::shared_anonymous(),

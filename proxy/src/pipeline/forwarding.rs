@@ -563,6 +563,25 @@ fn reply_refused(r: crate::pipeline::reply::ReplyRefusal, server: &str) -> Refus
                 "the reply of `{server}` was withheld: what it carries could not be recorded in the fleet's flow state (the shared store is unreachable)"
             ),
         ),
+        // Answers to the request, as the guards' own refusals are (200 with
+        // the request's id: the TypeScript client drops a non-2xx body).
+        R::Paused => Refusal::new(
+            200,
+            "kill_switch",
+            warden_filters::JsonRpcError::new(
+                warden_filters::codes::PAUSED,
+                format!("Paused by the kill switch: the reply of `{server}` was stopped"),
+            )
+            .with_data(serde_json::json!({"reason": "kill_switch"})),
+        ),
+        R::Withdrawn => Refusal::new(
+            200,
+            "server_withdrawn",
+            warden_filters::JsonRpcError::new(
+                warden_filters::codes::SERVER_NOT_RELEASED,
+                format!("MCP server `{server}` was withdrawn while its reply was under way"),
+            ),
+        ),
         R::ProtocolSwitch
         | R::DuplicateSessionHeader
         | R::BadSessionHeader
@@ -619,10 +638,29 @@ mod tests {
 
     /// Every withheld reply is answered as the server's fault (502,
     /// -31003) naming its reason, wherever Pingora wraps the error; none
-    /// falls through to a 500.
+    /// falls through to a 500. A reply stopped by a bundle applied while it
+    /// was under way is answered as the guards answer (200, -31011 paused
+    /// or -31018 not released).
     #[test]
     fn every_reply_refusal_has_its_answer() {
-        for r in ReplyRefusal::ALL {
+        for (r, code) in [
+            (ReplyRefusal::Paused, warden_filters::codes::PAUSED),
+            (
+                ReplyRefusal::Withdrawn,
+                warden_filters::codes::SERVER_NOT_RELEASED,
+            ),
+        ] {
+            let raise = || r.raise::<()>("srv", "why").expect_err("raised");
+            let wrapped = Error::because(ErrorType::HTTPStatus(502), "wrapped", raise());
+            for e in [raise(), wrapped] {
+                let answer = refusal_for(&e, "srv").expect("an answer");
+                assert_eq!((answer.status, answer.error.code), (200, code), "{r:?}");
+            }
+        }
+        for r in ReplyRefusal::ALL
+            .into_iter()
+            .filter(|r| !matches!(r, ReplyRefusal::Paused | ReplyRefusal::Withdrawn))
+        {
             let raise = || r.raise::<()>("srv", "why").expect_err("raised");
             let once = Error::because(ErrorType::HTTPStatus(502), "wrapped", raise());
             let twice = Error::because(

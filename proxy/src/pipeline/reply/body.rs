@@ -1,7 +1,62 @@
 //! The reply's body: JSON judged whole (bounded), SSE judged event by event
 //! as events complete; requests the reply leaves unanswered get errors.
 
+use std::sync::Arc;
+
 use super::*;
+
+/// Whether the bundle now in force still lets this reply through. One
+/// applied after the exchange began (it is judged under `ctx.rt`) may pause
+/// it (the kill switch: all, its tenant, principal, server or the call's
+/// tool) or withdraw its server (removed from the bundle, retired, no
+/// longer released to this principal): then nothing more of it reaches the
+/// client, however long the stream would run. Checked before every chunk;
+/// the checks run once per bundle applied.
+fn still_allowed(gw: &Gateway, ctx: &mut RequestCtx) -> Result<()> {
+    let now = gw.runtime();
+    if Arc::ptr_eq(&now, &ctx.rt)
+        || ctx
+            .reply
+            .allowed_under
+            .as_ref()
+            .is_some_and(|a| Arc::ptr_eq(a, &now))
+    {
+        return Ok(());
+    }
+    let Some(name) = ctx.server().map(|s| s.name.clone()) else {
+        return Ok(());
+    };
+    let Some(server) = now.snap.config.servers.iter().find(|s| s.name == name) else {
+        return ReplyRefusal::Withdrawn.raise(&name, "the server is no longer in the bundle");
+    };
+    // The calls this POST forwarded (a GET stream or a DELETE names none).
+    let calls: Vec<&str> = ctx
+        .plan
+        .as_ref()
+        .map(|p| {
+            p.records
+                .iter()
+                .filter(|r| r.method.as_deref() == Some("tools/call"))
+                .filter_map(|r| r.target.as_deref())
+                .collect()
+        })
+        .unwrap_or_default();
+    let k = &now.snap.config.kill_switch;
+    let (tenant, id, via) = (&ctx.principal.tenant, &ctx.principal.id, ctx.via.as_deref());
+    let paused = std::iter::once(None)
+        .chain(calls.into_iter().map(Some))
+        .find_map(|tool| k.pauses(tenant, id, &name, via, tool));
+    if let Some(scope) = paused {
+        return ReplyRefusal::Paused.raise(&name, format!("paused by the kill switch ({scope})"));
+    }
+    if let Some(reg) = &now.snap.registry {
+        if let Err(r) = reg.admit(&ctx.exchange(server, false, None)) {
+            return ReplyRefusal::Withdrawn.raise(&name, r.reason);
+        }
+    }
+    ctx.reply.allowed_under = Some(now);
+    Ok(())
+}
 
 /// Processes one chunk of the upstream body.
 pub fn on_body(
@@ -10,6 +65,7 @@ pub fn on_body(
     body: &mut Option<Bytes>,
     eos: bool,
 ) -> Result<()> {
+    still_allowed(gw, ctx)?;
     let chunk = body.take().unwrap_or_default();
     ctx.reply.bytes += chunk.len();
     let mode = std::mem::replace(&mut ctx.reply.mode, ResponseMode::Passthrough);

@@ -23,10 +23,16 @@ pub enum ReplyRefusal {
     /// What the reply adds to its flow could not be written to the shared
     /// store: the reply is withheld (another replica would not know).
     FlowUnrecorded,
+    /// A bundle applied while the reply was under way pauses it (the kill
+    /// switch): nothing more of it reaches the client.
+    Paused,
+    /// A bundle applied while the reply was under way withdrew its server
+    /// (removed, retired, or no longer released to this principal).
+    Withdrawn,
 }
 
 impl ReplyRefusal {
-    pub const ALL: [ReplyRefusal; 12] = [
+    pub const ALL: [ReplyRefusal; 14] = [
         ReplyRefusal::ProtocolSwitch,
         ReplyRefusal::DuplicateSessionHeader,
         ReplyRefusal::BadSessionHeader,
@@ -39,6 +45,8 @@ impl ReplyRefusal {
         ReplyRefusal::Compressed,
         ReplyRefusal::TooLarge,
         ReplyRefusal::FlowUnrecorded,
+        ReplyRefusal::Paused,
+        ReplyRefusal::Withdrawn,
     ];
 
     /// The metric label (`warden_upstream_errors_total{kind}`) and the
@@ -57,6 +65,8 @@ impl ReplyRefusal {
             ReplyRefusal::Compressed => "compressed_response",
             ReplyRefusal::TooLarge => "response_too_large",
             ReplyRefusal::FlowUnrecorded => "flow_unrecorded",
+            ReplyRefusal::Paused => "paused_mid_reply",
+            ReplyRefusal::Withdrawn => "server_withdrawn_mid_reply",
         }
     }
 
