@@ -1410,7 +1410,7 @@ async fn a_stream_under_way_stops_when_the_kill_switch_pauses_it() {
             "{switch}: the stream ended {:?} after the switch (it would run 5 s)",
             ended.duration_since(switched)
         );
-        let frames = frames.lock().expect("frames");
+        let frames = frames.lock().expect("frames").clone();
         // An event already on its way when the bundle changed may still
         // arrive; none the server sent later does, nor the final result.
         let late: Vec<&str> = frames
@@ -1427,5 +1427,24 @@ async fn a_stream_under_way_stops_when_the_kill_switch_pauses_it() {
             events(&frames) < 200 && !frames.iter().any(|(_, t)| t.contains("\"result\"")),
             "{switch}: the stream ran to its end"
         );
+        if n == 0 {
+            // Nor does a paused server get a new stream (a client's
+            // reconnect): refused at admission, as its calls are.
+            let (s, _, b) = request(
+                &url,
+                "GET",
+                &[("accept", "text/event-stream")],
+                Bytes::new(),
+                false,
+            )
+            .await
+            .expect("get");
+            let text = String::from_utf8_lossy(&b);
+            assert_eq!(s, 403, "{text}");
+            assert!(
+                text.contains("-31011") && text.contains("kill_switch"),
+                "{text}"
+            );
+        }
     }
 }

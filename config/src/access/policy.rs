@@ -67,10 +67,21 @@ impl KillSwitch {
         if self.all {
             return Some("all");
         }
-        if self.tenants.contains(tenant) {
+        // Every spelling the gateway takes as the same tenant or person
+        // (case, a padding space, accents and compatibility forms) is
+        // paused with it: a pause may only be broader than its words.
+        let named = |set: &HashSet<String>, who: &str| {
+            !set.is_empty()
+                && (set.contains(who) || {
+                    let key = crate::person::canonical_or_marked(who);
+                    set.iter()
+                        .any(|s| crate::person::canonical_or_marked(s) == key)
+                })
+        };
+        if named(&self.tenants, tenant) {
             return Some("tenant");
         }
-        if self.principals.contains(principal) {
+        if named(&self.principals, principal) {
             return Some("principal");
         }
         // A paused virtual server pauses what goes through it.
@@ -154,4 +165,35 @@ pub(crate) fn kill_switch(raw: &raw::KillSwitchConfig, p: &mut Problems) -> Kill
         }
     }
     k
+}
+
+#[cfg(test)]
+mod kill_switch_tests {
+    use super::KillSwitch;
+
+    #[test]
+    fn a_pause_covers_every_spelling_of_its_tenant_and_principal() {
+        let mut k = KillSwitch::default();
+        k.tenants.insert("finance".into());
+        k.principals.insert("alice".into());
+        for t in [
+            "finance",
+            "FINANCE",
+            " finance ",
+            "Finance",
+            "financé",
+            "ｆｉｎａｎｃｅ",
+        ] {
+            assert_eq!(k.pauses(t, "bob", "s", None, None), Some("tenant"), "{t:?}");
+        }
+        for p in ["alice", "ALICE", "Alice ", "alicé"] {
+            assert_eq!(
+                k.pauses("hr", p, "s", None, None),
+                Some("principal"),
+                "{p:?}"
+            );
+        }
+        assert_eq!(k.pauses("hr", "bob", "s", None, None), None);
+        assert_eq!(k.pauses("financial", "alicia", "s", None, None), None);
+    }
 }

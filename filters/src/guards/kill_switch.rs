@@ -5,7 +5,6 @@ use warden_config::access::KillSwitch;
 
 use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
 use crate::protocol::error::{codes, JsonRpcError};
-use crate::protocol::jsonrpc::Kind;
 
 /// Refuses everything the bundle's kill switch pauses, before any other check.
 #[derive(Debug)]
@@ -51,10 +50,10 @@ impl McpFilter for KillSwitchFilter {
         }
     }
 
+    /// Every client message: requests, notifications, and answers to a
+    /// server's requests (sampling, elicitation), which a paused server,
+    /// tenant or principal does not get either (an answer names no tool).
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
-        if msg.envelope.kind == Kind::Response {
-            return Decision::Pass;
-        }
         match self.paused(msg, ctx, notes) {
             None => Decision::Pass,
             Some(scope) => Decision::Reject(Denial::error(
@@ -99,6 +98,32 @@ mod tests {
         assert!(matches!(
             f.on_request(&msg, &through, &mut Notes::default()),
             Decision::Reject(d) if d.reason == "kill_switch_server"
+        ));
+    }
+
+    /// A client's answer to a paused server's request (sampling,
+    /// elicitation) does not reach it either; a tool's pause, which an
+    /// answer names nothing of, lets answers through.
+    #[test]
+    fn a_paused_server_gets_no_answers() {
+        let body = br#"{"jsonrpc":"2.0","id":"s-1","result":{"content":[]}}"#;
+        let Ok(Parsed::Single(env)) = parse(body, ParseLimits::default()) else {
+            panic!("parse")
+        };
+        let who = crate::engines::identity::Principal::anonymous();
+        let msg = Message::new(&env, body);
+        let ctx = Exchange::new(&who, "docs");
+        let mut server = warden_config::access::KillSwitch::default();
+        server.servers.insert("docs".into());
+        assert!(matches!(
+            KillSwitchFilter::new(server).on_request(&msg, &ctx, &mut Notes::default()),
+            Decision::Reject(d) if d.reason == "kill_switch_server"
+        ));
+        let mut tool = warden_config::access::KillSwitch::default();
+        tool.tools.insert("echo".into());
+        assert!(matches!(
+            KillSwitchFilter::new(tool).on_request(&msg, &ctx, &mut Notes::default()),
+            Decision::Pass
         ));
     }
 

@@ -154,6 +154,22 @@ pub async fn admit(
     // or a DELETE carries nothing the chain judges: the registry's gate
     // (state, sharing) is asked here, as for every message.
     if ctx.kind != ExchangeKind::Post {
+        // The kill switch, which judges every message, for the stream (or
+        // the session's end) that carries none: a paused server, tenant or
+        // principal opens no stream.
+        let k = &rt.snap.config.kill_switch;
+        let p = &ctx.principal;
+        if let Some(scope) = k.pauses(&p.tenant, &p.id, &server.name, ctx.via.as_deref(), None) {
+            return Err(Refusal::new(
+                403,
+                "kill_switch",
+                warden_filters::JsonRpcError::new(
+                    warden_filters::codes::PAUSED,
+                    format!("Paused by the kill switch ({scope})"),
+                )
+                .with_data(serde_json::json!({"reason": "kill_switch", "scope": scope})),
+            ));
+        }
         if let Some(reg) = &rt.snap.registry {
             reg.admit(&ctx.exchange(server, false, None))?;
         }

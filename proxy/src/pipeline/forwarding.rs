@@ -305,6 +305,9 @@ async fn relay_whole(
             break b.unwrap_or_default();
         }
     };
+    // Once more just before the write: a bundle applied while the body was
+    // read or its flows were shared may stop it.
+    reply::still_allowed(gw, ctx).map_err(refuse)?;
     resp.remove_header(&http::header::TRANSFER_ENCODING);
     resp.insert_header(http::header::CONTENT_LENGTH, out.len())
         .map_err(|e| Refusal::internal(&e.to_string()))?;
@@ -369,6 +372,9 @@ async fn relay_stream(
                 tokio::select! {
                     biased;
                     _ = &mut wait, if head.is_some() => {
+                        // What was judged and held leaves only if the
+                        // bundle in force still lets it (see `still_allowed`).
+                        reply::still_allowed(gw, ctx).map_err(refuse)?;
                         // From here on the response has started: failures can only cut it.
                         if !start_stream(session, &mut head, &mut held).await {
                             break None;
@@ -418,6 +424,9 @@ async fn relay_stream(
                 // Held back no longer than the wait, and no more than one
                 // window of bytes, however fast the upstream sends.
                 let due = held.len() >= HELD_MAX || tokio::time::Instant::now() >= deadline;
+                if due {
+                    reply::still_allowed(gw, ctx).map_err(refuse)?;
+                }
                 if due && !start_stream(session, &mut head, &mut held).await {
                     ctx.upstream.error = Some("client closed the stream".into());
                     session.set_keepalive(None);
@@ -426,6 +435,7 @@ async fn relay_stream(
                 continue;
             }
             // The whole stream within the wait: one write, exact length.
+            reply::still_allowed(gw, ctx).map_err(refuse)?;
             h.remove_header(&http::header::TRANSFER_ENCODING);
             if !bodiless {
                 h.insert_header(http::header::CONTENT_LENGTH, held.len())
@@ -440,6 +450,13 @@ async fn relay_stream(
                 }
             }
             break;
+        }
+        // Judged before a flow share that may have waited on the store:
+        // asked again before it leaves.
+        if let Err(e) = reply::still_allowed(gw, ctx) {
+            ctx.upstream.error = Some(e.to_string());
+            session.set_keepalive(None);
+            return Ok(status);
         }
         if session.write_response_body(b, eos).await.is_err() || eos {
             break;

@@ -12,7 +12,7 @@ use super::*;
 /// longer released to this principal): then nothing more of it reaches the
 /// client, however long the stream would run. Checked before every chunk;
 /// the checks run once per bundle applied.
-fn still_allowed(gw: &Gateway, ctx: &mut RequestCtx) -> Result<()> {
+pub fn still_allowed(gw: &Gateway, ctx: &mut RequestCtx) -> Result<()> {
     let now = gw.runtime();
     if Arc::ptr_eq(&now, &ctx.rt)
         || ctx
@@ -29,14 +29,27 @@ fn still_allowed(gw: &Gateway, ctx: &mut RequestCtx) -> Result<()> {
     let Some(server) = now.snap.config.servers.iter().find(|s| s.name == name) else {
         return ReplyRefusal::Withdrawn.raise(&name, "the server is no longer in the bundle");
     };
-    // The calls this POST forwarded (a GET stream or a DELETE names none).
+    // The tools this POST's forwarded requests name: its calls, and the
+    // calls whose tasks it asks about (the record names the creating tool,
+    // as the kill switch reads it). A GET stream or a DELETE names none.
     let calls: Vec<&str> = ctx
         .plan
         .as_ref()
         .map(|p| {
             p.records
                 .iter()
-                .filter(|r| r.method.as_deref() == Some("tools/call"))
+                .filter(|r| {
+                    matches!(
+                        r.outcome,
+                        warden_filters::Outcome::Forwarded
+                            | warden_filters::Outcome::Mutated { .. }
+                    )
+                })
+                .filter(|r| {
+                    r.method.as_deref().is_some_and(|m| {
+                        m == "tools/call" || warden_filters::guards::tasks::names_task(m)
+                    })
+                })
                 .filter_map(|r| r.target.as_deref())
                 .collect()
         })

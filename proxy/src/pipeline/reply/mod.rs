@@ -25,7 +25,7 @@ mod refusal;
 #[cfg(test)]
 mod tests;
 
-pub use body::on_body;
+pub use body::{on_body, still_allowed};
 
 /// Writes what the replies judged so far added to their flows into the
 /// shared store, before they leave: a client's next call through another
