@@ -38,6 +38,16 @@ impl KillSwitchFilter {
     }
 }
 
+/// The error every kill-switch refusal carries (-31011, `data.scope`):
+/// a message's, and a GET stream's or DELETE's at admission.
+pub fn paused_error(scope: &str) -> JsonRpcError {
+    JsonRpcError::new(
+        codes::PAUSED,
+        format!("Paused by the kill switch ({scope})"),
+    )
+    .with_data(serde_json::json!({"reason": "kill_switch", "scope": scope}))
+}
+
 impl McpFilter for KillSwitchFilter {
     fn name(&self) -> &'static str {
         "kill_switch"
@@ -57,11 +67,7 @@ impl McpFilter for KillSwitchFilter {
         match self.paused(msg, ctx, notes) {
             None => Decision::Pass,
             Some(scope) => Decision::Reject(Denial::error(
-                JsonRpcError::new(
-                    codes::PAUSED,
-                    format!("Paused by the kill switch ({scope})"),
-                )
-                .with_data(serde_json::json!({"reason": "kill_switch", "scope": scope})),
+                paused_error(scope),
                 format!("kill_switch_{scope}"),
             )),
         }

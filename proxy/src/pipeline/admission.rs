@@ -163,11 +163,7 @@ pub async fn admit(
             return Err(Refusal::new(
                 403,
                 "kill_switch",
-                warden_filters::JsonRpcError::new(
-                    warden_filters::codes::PAUSED,
-                    format!("Paused by the kill switch ({scope})"),
-                )
-                .with_data(serde_json::json!({"reason": "kill_switch", "scope": scope})),
+                warden_filters::guards::kill_switch::paused_error(scope),
             ));
         }
         if let Some(reg) = &rt.snap.registry {
