@@ -64,13 +64,20 @@ impl WardenProxy {
 
 #[async_trait]
 impl ProxyHttp for WardenProxy {
-    type CTX = RequestCtx;
+    /// Boxed: Pingora keeps the context inline in its per-request future,
+    /// which it moves by value several times a call; a pointer moves
+    /// instead of the whole context (about 1.6 KB).
+    type CTX = Box<RequestCtx>;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.gateway.runtime())
+    fn new_ctx(&self) -> Box<RequestCtx> {
+        Box::new(RequestCtx::new(self.gateway.runtime()))
     }
 
-    async fn early_request_filter(&self, session: &mut Session, _: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _: &mut Box<RequestCtx>,
+    ) -> Result<()> {
         // The header is complete: its deadline no longer applies. Pipelined
         // HTTP/1.1 requests are answered one after another, in order.
         if let Some(g) = crate::pipeline::conn::guard_of(session) {
@@ -91,7 +98,11 @@ impl ProxyHttp for WardenProxy {
         Ok(())
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Box<RequestCtx>,
+    ) -> Result<bool> {
         ctx.request_id = self.gateway.next_request_id();
         ctx.downstream_h2 = session.as_downstream().is_http2();
         metrics().inflight.inc();
@@ -122,7 +133,7 @@ impl ProxyHttp for WardenProxy {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Box<RequestCtx>,
     ) -> Result<Box<HttpPeer>> {
         Error::e_explain(
             ErrorType::InternalError,
@@ -132,7 +143,12 @@ impl ProxyHttp for WardenProxy {
 
     /// A client that hangs up (an SDK closing its GET stream, a cancelled
     /// call) is ordinary: it is audited, not logged as an error.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+    fn suppress_error_log(
+        &self,
+        _session: &Session,
+        _ctx: &Box<RequestCtx>,
+        error: &Error,
+    ) -> bool {
         error.esource() == &ErrorSource::Downstream
             && matches!(
                 error.etype(),
@@ -140,7 +156,7 @@ impl ProxyHttp for WardenProxy {
             )
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
         crate::pipeline::recording::record(&self.gateway, session, e, ctx).await
     }
 }
