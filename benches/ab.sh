@@ -15,9 +15,13 @@
 #   and a variant that does not forward the call is refused here.
 # e.g. bash benches/ab.sh 6 3 before=/tmp/old/warden after=target/release/warden
 #
-# One worker per proxy on core 0; wrk (-t1 -c32) and warden-mock on core 1.
+# One worker per proxy on core 0; wrk (-t1, -c32 or AB_CONNECTIONS) and warden-mock on core 1.
 # Prints each round, then the median calls/s and proxy CPU µs per call
 # (from /proc/PID/stat) of every variant.
+#
+# AB_CONNECTIONS=N: wrk's connections (default 32; e2e.sh uses 64).
+# AB_TEXT_BYTES=N: the echoed text's length (default 924: a 1 KB call and
+# reply; 16300 gives e2e.sh's 16 KB call).
 #
 # AB_PROFILE=NAME (one of the variants): after the rounds, `perf record
 # --call-graph dwarf` of that proxy over one more SECS run, kept in
@@ -45,9 +49,10 @@ taskset -c 1 ./target/release/warden-mock --listen 127.0.0.1:0 --threads 1 > "$T
 for _ in $(seq 100); do grep -q listening "$TMP/mock.out" && break; sleep 0.05; done
 MOCK="$(sed -n 's/listening on //p' "$TMP/mock.out")"
 
-python3 - "$TMP/body.json" <<'PY'
+python3 - "$TMP/body.json" "${AB_TEXT_BYTES:-924}" <<'PY'
 import json, sys
-text = ("deploy the service to eu-west-1 with 3 replicas " * 40)[:924]
+n = int(sys.argv[2])
+text = ("deploy the service to eu-west-1 with 3 replicas " * (n // 48 + 1))[:n]
 json.dump({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
            "params": {"name": "echo", "arguments": {"text": text}}}, open(sys.argv[1], "w"))
 PY
@@ -107,11 +112,11 @@ done
 
 CLK="$(getconf CLK_TCK)"
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-echo "1 KB tools/call, wrk -t1 -c32 -d${SECS}s, $ROUNDS rounds alternating; proxy on core 0, wrk + mock on core 1"
+echo "tools/call with ${AB_TEXT_BYTES:-924} bytes of text, wrk -t1 -c${AB_CONNECTIONS:-32} -d${SECS}s, $ROUNDS rounds alternating; proxy on core 0, wrk + mock on core 1"
 for r in $(seq "$ROUNDS"); do
   for name in "${NAMES[@]}"; do
     t0="$(ticks "${PID[$name]}")"
-    out="$(taskset -c 1 wrk -t1 -c32 -d"${SECS}s" -s "$TMP/post.lua" "${URL[$name]}")"
+    out="$(taskset -c 1 wrk -t1 -c"${AB_CONNECTIONS:-32}" -d"${SECS}s" -s "$TMP/post.lua" "${URL[$name]}")"
     t1="$(ticks "${PID[$name]}")"
     rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
     total="$(echo "$out" | awk '/requests in/ {print $1}')"
@@ -124,7 +129,7 @@ if [ -n "${AB_PROFILE:-}" ]; then
   out="${AB_PROFILE_OUT:-/tmp/warden-ab.perf.data}"
   pid="${PID[$AB_PROFILE]}"
   t0="$(ticks "$pid")"
-  taskset -c 1 wrk -t1 -c32 -d"$((SECS + 2))s" -s "$TMP/post.lua" "${URL[$AB_PROFILE]}" > "$TMP/prof.wrk" &
+  taskset -c 1 wrk -t1 -c"${AB_CONNECTIONS:-32}" -d"$((SECS + 2))s" -s "$TMP/post.lua" "${URL[$AB_PROFILE]}" > "$TMP/prof.wrk" &
   W=$!
   sleep 1
   perf record -q -F 999 --call-graph dwarf,16384 -o "$out" -p "$pid" -- sleep "$SECS" >/dev/null 2>&1
