@@ -350,18 +350,32 @@ pub struct JsonEnds {
 impl JsonEnds {
     /// Feeds `b`; true once a second top-level value begins.
     pub fn second_begins(&mut self, b: &[u8]) -> bool {
-        for &c in b {
+        let mut i = 0;
+        while i < b.len() {
             if self.in_str {
                 if self.escaped {
                     self.escaped = false;
-                } else if c == b'\\' {
+                    i += 1;
+                    continue;
+                }
+                // A string's content up to its next quote or backslash is
+                // skipped whole (an MCP reply is mostly string content):
+                // nothing in it is structure.
+                let Some(k) = memchr::memchr2(b'"', b'\\', &b[i..]) else {
+                    return false;
+                };
+                i += k;
+                if b[i] == b'\\' {
                     self.escaped = true;
-                } else if c == b'"' {
+                } else {
                     self.in_str = false;
                     self.ended |= self.depth == 0;
                 }
+                i += 1;
                 continue;
             }
+            let c = b[i];
+            i += 1;
             match c {
                 b' ' | b'\t' | b'\n' | b'\r' => {
                     if self.scalar {

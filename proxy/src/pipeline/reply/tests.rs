@@ -28,6 +28,83 @@ fn a_second_json_value_is_seen_where_it_begins() {
     }
 }
 
+/// The reference reading of [`JsonEnds`]: one byte at a time.
+#[derive(Default)]
+struct Bytewise {
+    depth: u32,
+    in_str: bool,
+    escaped: bool,
+    scalar: bool,
+    ended: bool,
+}
+
+impl Bytewise {
+    fn second_begins(&mut self, b: &[u8]) -> bool {
+        for &c in b {
+            if self.in_str {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == b'\\' {
+                    self.escaped = true;
+                } else if c == b'"' {
+                    self.in_str = false;
+                    self.ended |= self.depth == 0;
+                }
+                continue;
+            }
+            match c {
+                b' ' | b'\t' | b'\n' | b'\r' => {
+                    if self.scalar {
+                        self.scalar = false;
+                        self.ended = true;
+                    }
+                }
+                _ if self.ended => return true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    self.ended |= self.depth == 0;
+                }
+                b'"' => self.in_str = true,
+                _ => self.scalar |= self.depth == 0,
+            }
+        }
+        false
+    }
+}
+
+/// The string-skipping reading agrees with the byte-at-a-time one on
+/// every text of JSON's structural bytes, cut into three chunks anywhere.
+#[test]
+fn json_ends_agrees_with_the_bytewise_reading() {
+    const ALPHABET: &[u8] = b"{}[]\"\\ \na1,:";
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) as usize
+    };
+    for _ in 0..3000 {
+        let len = next() % 24;
+        let text: Vec<u8> = (0..len)
+            .map(|_| ALPHABET[next() % ALPHABET.len()])
+            .collect();
+        for i in 0..=len {
+            for j in i..=len {
+                let (mut fast, mut slow) = (JsonEnds::default(), Bytewise::default());
+                for part in [&text[..i], &text[i..j], &text[j..]] {
+                    let (f, s) = (fast.second_begins(part), slow.second_begins(part));
+                    assert_eq!(f, s, "{:?} cut at {i}, {j}", String::from_utf8_lossy(&text));
+                    if f {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A reply to a request this replica never saw is judged as the list its
 /// shape names; one that also carries a call's output is not a list.
 #[test]
