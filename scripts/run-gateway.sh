@@ -14,7 +14,7 @@ WARDEN_SETUP_PEERS=0 bash scripts/setup.sh
 # --release` (the workspace's default members: the gateway, the mock, the
 # load tester, the agent). Any of them after another is a no-op.
 if [ ! -x target/release/warden ]; then
-  echo "[run] building Warden in release mode (the fast build, fat LTO): about 15 minutes on 2 cores the first time, seconds afterwards" >&2
+  echo "[run] building Warden in release mode (the fast build, fat LTO): 8 to 15 minutes on 2 cores the first time, seconds afterwards" >&2
 fi
 cargo build --release
 BUNDLE="${WARDEN_BUNDLE:-$ROOT/config/examples/sidecar}"
