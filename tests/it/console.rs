@@ -145,11 +145,14 @@ fn result_text(v: &Value) -> String {
 }
 
 /// `chromedriver` and the browsers it starts, ended on drop (the browsers
-/// by the id of every process using this test's profile directory).
+/// by the id of every process using this test's profile directory). Their
+/// temporary files go to `_scratch` (their `TMPDIR`), removed with it: a
+/// browser ended by SIGKILL leaves its `org.chromium.*` directories behind.
 struct Driver {
     proc: Proc,
     port: u16,
     profile: tempfile::TempDir,
+    _scratch: tempfile::TempDir,
 }
 
 impl Driver {
@@ -159,9 +162,12 @@ impl Driver {
             "Chromium missing: run scripts/setup.sh (Debian packages chromium, chromium-driver)"
         );
         let port = free_port();
+        let scratch = tempfile::tempdir().expect("scratch");
         let mut proc = spawn(
             "chromedriver",
-            Command::new("/usr/bin/chromedriver").arg(format!("--port={port}")),
+            Command::new("/usr/bin/chromedriver")
+                .arg(format!("--port={port}"))
+                .env("TMPDIR", scratch.path()),
         );
         wait_port(
             format!("127.0.0.1:{port}").parse().expect("addr"),
@@ -171,6 +177,7 @@ impl Driver {
             proc,
             port,
             profile: tempfile::tempdir().expect("profile"),
+            _scratch: scratch,
         }
     }
 
