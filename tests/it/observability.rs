@@ -333,10 +333,13 @@ async fn warden_top_shows_what_metrics_say_on_a_real_terminal() {
             .expect("add");
     }
 
-    let sock = format!("warden-top-test-{}", std::process::id());
+    // The server's socket in a directory of the test's own, removed with
+    // it (`-L` puts it under /tmp/tmux-UID, where it outlived the server).
+    let sock_dir = tempfile::tempdir().expect("tmux socket dir");
+    let sock = sock_dir.path().join("tmux.sock").display().to_string();
     let tmux = |args: &[&str]| {
         Command::new("tmux")
-            .args(["-L", &sock])
+            .args(["-S", &sock])
             .args(args)
             .output()
             .expect("tmux (scripts/setup.sh installs it)")
@@ -369,7 +372,7 @@ async fn warden_top_shows_what_metrics_say_on_a_real_terminal() {
     impl Drop for Cleanup {
         fn drop(&mut self) {
             let _ = Command::new("tmux")
-                .args(["-L", &self.0, "kill-server"])
+                .args(["-S", &self.0, "kill-server"])
                 .status();
             if !self.1.is_empty() {
                 let _ = Command::new("kill").arg(&self.1).status();
