@@ -21,7 +21,7 @@
 #
 # AB_CONNECTIONS=N: wrk's connections (default 32; e2e.sh uses 64).
 # AB_TEXT_BYTES=N: the echoed text's length (default 924: a 1 KB call and
-# reply; 16300 gives e2e.sh's 16 KB call).
+# reply; 16284 gives a 16 KB call, as e2e.sh sends).
 #
 # AB_PROFILE=NAME (one of the variants): after the rounds, `perf record
 # --call-graph dwarf` of that proxy over one more SECS run, kept in
