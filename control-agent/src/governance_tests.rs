@@ -304,15 +304,8 @@ fn trail(calls: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_admin_sees_only_their_tenants_audit() {
-    let h = start().await;
-    let body = trail(&[
-        ("finance", "fin-bot"),
-        ("hr", "hr-bot"),
-        ("HR", "hr-2"),
-        ("Finance", "fin-2"),
-    ]);
+/// Ships `body` to the agent as gateway `gw1` does.
+async fn ship(h: &H, body: Vec<u8>) {
     let resp = h
         .http
         .post(format!("{}/v1/audit/ingest", h.url))
@@ -323,16 +316,30 @@ async fn a_tenant_admin_sees_only_their_tenants_audit() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let principals = |v: &serde_json::Value| -> Vec<String> {
-        let mut p: Vec<String> = v["rows"]
-            .as_array()
-            .unwrap_or(&vec![])
-            .iter()
-            .map(|r| r["principal"].as_str().unwrap().to_owned())
-            .collect();
-        p.sort();
-        p
-    };
+}
+
+/// The principals of an audit page's rows, sorted.
+fn principals(v: &serde_json::Value) -> Vec<String> {
+    let mut p: Vec<String> = v["rows"]
+        .as_array()
+        .unwrap_or(&vec![])
+        .iter()
+        .map(|r| r["principal"].as_str().unwrap().to_owned())
+        .collect();
+    p.sort();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_admin_sees_only_their_tenants_audit() {
+    let h = start().await;
+    let body = trail(&[
+        ("finance", "fin-bot"),
+        ("hr", "hr-bot"),
+        ("HR", "hr-2"),
+        ("Finance", "fin-2"),
+    ]);
+    ship(&h, body).await;
     let (s, v) = h.get("fiona", "/v1/audit").await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(principals(&v), ["fin-2", "fin-bot"], "{v}");
@@ -382,26 +389,7 @@ async fn a_tenant_admin_reads_nothing_of_a_look_alike_tenant() {
     ];
     let mut calls = vec![("finance", "fin-bot"), ("FINANCE", "fin-2")];
     calls.extend(look_alikes.iter().map(|t| (*t, "mallory")));
-    let resp = h
-        .http
-        .post(format!("{}/v1/audit/ingest", h.url))
-        .bearer_auth(FLEET)
-        .header("x-warden-gateway", "gw1")
-        .body(trail(&calls))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let principals = |v: &serde_json::Value| -> Vec<String> {
-        let mut p: Vec<String> = v["rows"]
-            .as_array()
-            .unwrap_or(&vec![])
-            .iter()
-            .map(|r| r["principal"].as_str().unwrap().to_owned())
-            .collect();
-        p.sort();
-        p
-    };
+    ship(&h, trail(&calls)).await;
     let (s, v) = h.get("fiona", "/v1/audit").await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(principals(&v), ["fin-2", "fin-bot"], "{v}");
