@@ -413,12 +413,6 @@ async fn a_tenant_admin_reads_nothing_of_a_look_alike_tenant() {
     assert_eq!(principals(&v).len(), 6, "{v}");
     // Held calls: listed, read one by one.
     let now = std::time::SystemTime::now();
-    let id_of = |a: crate::approvals::ClaimAnswer| {
-        serde_json::to_value(a).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
     let fin_id = id_of(
         h.api
             .approvals
@@ -460,6 +454,14 @@ async fn a_tenant_admin_reads_nothing_of_a_look_alike_tenant() {
     assert_eq!(v["approvals"].as_array().unwrap().len(), 1 + others.len());
 }
 
+/// The id of a held call, as its claim answered.
+fn id_of(a: crate::approvals::ClaimAnswer) -> String {
+    serde_json::to_value(a).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 fn claim(tenant: &str, principal: &str) -> Claim {
     Claim {
         tenant: tenant.into(),
@@ -484,12 +486,6 @@ fn claim(tenant: &str, principal: &str) -> Claim {
 async fn approvals_and_fleet_are_scoped() {
     let h = start().await;
     let now = std::time::SystemTime::now();
-    let id_of = |a: crate::approvals::ClaimAnswer| {
-        serde_json::to_value(a).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
     let fin_id = id_of(
         h.api
             .approvals
