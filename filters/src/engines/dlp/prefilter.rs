@@ -63,10 +63,12 @@ struct Anchor {
     exact: bool,
     after: Option<After>,
     det: u16,
-    /// Up to four bytes from the word start, case-folded (`| 0x20`), and
-    /// the mask of those present: a one-compare rejection.
-    head: u32,
-    head_mask: u32,
+    /// Up to eight bytes from the word start, case-folded (`| 0x20`), and
+    /// the mask of those present: a one-compare rejection (eight, not
+    /// four: prose is full of words that begin like an anchor, `service`
+    /// like `service_account`).
+    head: u64,
+    head_mask: u64,
 }
 
 const TABLE_BITS: u32 = 14;
@@ -108,6 +110,14 @@ fn word_at(block: &[u8; 72], i: usize) -> u32 {
     let mut w = [0u8; 4];
     w.copy_from_slice(&block[i..i + 4]);
     u32::from_le_bytes(w)
+}
+
+/// The eight bytes from `block[i]` (`i < 64`).
+#[inline(always)]
+fn head_at(block: &[u8; 72], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&block[i..i + 8]);
+    u64::from_le_bytes(w)
 }
 
 /// The table slot of the word starting at `block[i]` (`i < 64`).
@@ -308,9 +318,9 @@ impl Prefilter {
             } else {
                 bytes.to_ascii_lowercase().into()
             };
-            let mut head = [0u8; 4];
-            let mut head_mask = [0u8; 4];
-            for (k, b) in lit[word..].iter().take(4).enumerate() {
+            let mut head = [0u8; 8];
+            let mut head_mask = [0u8; 8];
+            for (k, b) in lit[word..].iter().take(8).enumerate() {
                 head[k] = b | 0x20;
                 head_mask[k] = 0xFF;
             }
@@ -320,8 +330,8 @@ impl Prefilter {
                 exact,
                 after,
                 det,
-                head: u32::from_le_bytes(head),
-                head_mask: u32::from_le_bytes(head_mask),
+                head: u64::from_le_bytes(head),
+                head_mask: u64::from_le_bytes(head_mask),
             });
         }
         Ok(())
@@ -521,7 +531,7 @@ impl Prefilter {
             let i = pass.trailing_zeros() as usize;
             pass &= pass - 1;
             let h = key_slot(block, i);
-            let w = word_at(block, i) | 0x2020_2020;
+            let w = head_at(block, i) | 0x2020_2020_2020_2020;
             let p = off + i;
             for &k in &self.items[self.heads[h] as usize..self.heads[h + 1] as usize] {
                 let a = &self.anchors[k as usize];

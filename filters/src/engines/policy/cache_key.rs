@@ -71,7 +71,7 @@ impl KeyPlan {
                     let n = next_arg;
                     next_arg += 1;
                     match &picked {
-                        Some(values) => put(key, tag, values[n].map(|v| v.get().as_bytes())),
+                        Some(values) => put(key, tag, values[n].map(str::as_bytes)),
                         // Not an object (or absent): the whole value decides.
                         None => {
                             key.push(0xff);

@@ -1,13 +1,11 @@
 //! The input document handed to Rego (the documented input contract):
 //! [`PolicyInput`], built whole or restricted to what the policy can read.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
 use regorus::Value;
-use serde_json::value::RawValue;
 use warden_config::access::Risk;
 
 use super::analysis::{Field, KeyPlan};
@@ -146,10 +144,7 @@ pub(super) fn input_for(i: &PolicyInput<'_>, clock: &Clock, plan: Option<&KeyPla
                         let mut m = BTreeMap::new();
                         for (name, v) in wanted.iter().zip(values) {
                             if let Some(v) = v {
-                                m.insert(
-                                    s(name),
-                                    Value::from_json_str(v.get()).unwrap_or(Value::Null),
-                                );
+                                m.insert(s(name), Value::from_json_str(v).unwrap_or(Value::Null));
                             }
                         }
                         Value::from(m)
@@ -222,59 +217,17 @@ pub(super) fn input_for(i: &PolicyInput<'_>, clock: &Clock, plan: Option<&KeyPla
     })
 }
 
-/// A JSON object key, borrowed from the text when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
 /// The raw values of the top-level members `wanted` of the JSON object
-/// `raw`, compared after unescaping; `None` when `raw` is not an object.
-pub(super) fn pick_members<'a>(
-    raw: &'a str,
-    wanted: &[String],
-) -> Option<Vec<Option<&'a RawValue>>> {
-    struct Pick<'w>(&'w [String]);
-    impl<'de> serde::de::Visitor<'de> for Pick<'_> {
-        type Value = Vec<Option<&'de RawValue>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an object")
+/// `raw`, names compared after unescaping; `None` when `raw` is not an
+/// object. `raw` is validated JSON (the arguments of a parsed message):
+/// values are found by the parser's structural scan, so a long string
+/// argument the policy does not read is skipped, not read again.
+pub(super) fn pick_members<'a>(raw: &'a str, wanted: &[String]) -> Option<Vec<Option<&'a str>>> {
+    let mut out = vec![None; wanted.len()];
+    crate::protocol::jsonrpc::object_members(raw.as_bytes(), |key, span| {
+        if let Some(i) = wanted.iter().position(|w| w.as_bytes() == key) {
+            out[i] = raw.get(span);
         }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut m: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut out = vec![None; self.0.len()];
-            while let Some(Key(k)) = m.next_key::<Key<'de>>()? {
-                match self.0.iter().position(|w| *w == k) {
-                    Some(i) => out[i] = Some(m.next_value::<&'de RawValue>()?),
-                    None => {
-                        m.next_value::<serde::de::IgnoredAny>()?;
-                    }
-                }
-            }
-            Ok(out)
-        }
-    }
-    if !raw.trim_start().starts_with('{') {
-        return None;
-    }
-    let mut de = serde_json::Deserializer::from_str(raw);
-    serde::Deserializer::deserialize_map(&mut de, Pick(wanted)).ok()
+    })?;
+    Some(out)
 }

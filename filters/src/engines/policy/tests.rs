@@ -179,3 +179,38 @@ fn nondeterministic_builtins_disable_the_cache() {
     assert!(key_plan(&["x := time.now_ns()"]).is_none());
     assert!(key_plan(&["# time.now_ns() in a comment only"]).is_some());
 }
+
+/// The structural scan picks exactly the value text serde_json reads for
+/// each wanted member: names with escapes, strings holding braces, quotes
+/// and backslashes, nesting, whitespace everywhere, and a non-object.
+#[test]
+fn picked_members_are_the_values_serde_reads() {
+    use super::input::pick_members;
+    use serde_json::value::RawValue;
+    let wanted: Vec<String> = ["region", "loc", "q\"x", "é", "n", "absent"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let objects = [
+        r#"{"region":"us"}"#,
+        r#" { "region" : "u\"s}" , "loc" : {"zone":"a\\","x":[1,{"}":"{"}]} } "#,
+        r#"{"re\u0067ion":"x","q\"x":[true,false,null],"\u00e9":-1.5e3,"n":0}"#,
+        r#"{"text":"a long } ] \" \\ string","n":{"region":"inner"},"region":["a","b"]}"#,
+        "{\n\t\"n\"\r\n:\n12 ,\"loc\":\"\\ud83d\\ude00\"}",
+        r#"{}"#,
+        r#"["region"]"#,
+        r#""region""#,
+        r#"7"#,
+    ];
+    for raw in objects {
+        let reference: Option<std::collections::BTreeMap<String, &RawValue>> =
+            serde_json::from_str(raw).ok();
+        let want = reference.map(|m| {
+            wanted
+                .iter()
+                .map(|w| m.get(w).map(|v| v.get()))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(pick_members(raw, &wanted), want, "{raw}");
+    }
+}

@@ -80,7 +80,7 @@ pub(super) fn starts_as_url(s: &str) -> bool {
 pub(super) fn embedded(s: &str) -> Vec<usize> {
     let b = s.as_bytes();
     let mut starts = Vec::new();
-    for (i, _) in s.match_indices(':') {
+    for i in memchr::memchr_iter(b':', b) {
         if !matches!(b.get(i + 1), Some(b'/' | b'\\')) {
             continue;
         }
@@ -110,13 +110,44 @@ pub(super) fn url_like(s: &str) -> bool {
         return true;
     }
     let b = s.as_bytes();
-    s.match_indices(':').any(|(i, _)| {
+    memchr::memchr_iter(b':', b).any(|i| {
         let mut next = b[i + 1..].iter().filter(|&&c| !dropped(c as char));
         matches!(next.next(), Some(b'/' | b'\\'))
             && SPECIAL.iter().any(|scheme| {
                 i >= scheme.len() && b[i - scheme.len()..i].eq_ignore_ascii_case(scheme.as_bytes())
             })
     })
+}
+
+/// Whether `b` holds `localhost` in any ASCII case. Prose is full of `l`s,
+/// so one byte is no filter: the `l` and the `t` eight bytes on are
+/// compared (case folded) at 32 positions at a time, and only where both
+/// are there is the word compared whole.
+pub(super) fn holds_localhost(b: &[u8]) -> bool {
+    use wide::u8x32 as V;
+    const WORD: &[u8; 9] = b"localhost";
+    let at = |i: usize| {
+        b.get(i..i + WORD.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(WORD))
+    };
+    let lane = |i: usize| {
+        let mut x = [0u8; 32];
+        x.copy_from_slice(&b[i..i + 32]);
+        V::new(x) | V::splat(0x20)
+    };
+    let mut i = 0;
+    while i + 32 + 8 <= b.len() {
+        let both = lane(i).simd_eq(V::splat(b'l')) & lane(i + 8).simd_eq(V::splat(b't'));
+        let mut m = both.to_bitmask() as u32;
+        while m != 0 {
+            if at(i + m.trailing_zeros() as usize) {
+                return true;
+            }
+            m &= m - 1;
+        }
+        i += 32;
+    }
+    (i..b.len()).any(at)
 }
 
 /// A scheme-less address in free text that curl or wget would dial and
@@ -133,11 +164,7 @@ pub(super) fn bare_forbidden(s: &str) -> Option<&str> {
     let dotted = memchr::memchr_iter(b'.', b).any(|i| {
         i > 0 && b[i - 1].is_ascii_hexdigit() && b.get(i + 1).is_some_and(u8::is_ascii_digit)
     });
-    let local = memchr::memchr2_iter(b'l', b'L', b).any(|i| {
-        b.get(i..i + 9)
-            .is_some_and(|w| w.eq_ignore_ascii_case(b"localhost"))
-    });
-    if !dotted && !local {
+    if !dotted && !holds_localhost(b) {
         return None;
     }
     let tokens = s.split(|c: char| {

@@ -944,3 +944,48 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+    /// The 32-at-a-time search for `localhost` finds it exactly where a
+    /// byte-by-byte, case-blind comparison does: at every offset (in the
+    /// SIMD body, across its 32-byte steps, in the scalar tail), in any
+    /// case, beside near misses and bytes whose case fold collides.
+    #[test]
+    fn localhost_is_found_where_a_byte_scan_finds_it(
+        parts in prop::collection::vec(prop_oneof![
+            Just("l"), Just("L"), Just("t"), Just("T"), Just(" "), Just("x"), Just("\u{e9}"),
+            Just("\u{ff4c}"), Just("\u{4c}\u{54}"), Just("localhost"), Just("LOCALHOST"),
+            Just("lOcAlHoSt"), Just("localhos"), Just("ocalhost"), Just("local host"),
+            Just("lXcalhost"), Just("l\u{0}calhost"), Just("localhosT:8080/"),
+            Just("01234567890123456789012345678901"),
+        ], 0..24),
+    ) {
+        let s: String = parts.concat();
+        let b = s.as_bytes();
+        let naive = b.windows(9).any(|w| w.eq_ignore_ascii_case(b"localhost"));
+        prop_assert_eq!(holds_localhost(b), naive, "{:?}", s);
+    }
+}
+
+#[test]
+fn localhost_is_found_at_every_offset_and_case() {
+    for len in 0..100 {
+        for at in 0..=len {
+            if at + 9 > len {
+                break;
+            }
+            for (k, word) in ["localhost", "LOCALHOST", "LocalHost", "localhosT"]
+                .iter()
+                .enumerate()
+            {
+                let mut b = vec![b'a' + (k as u8); len];
+                b[at..at + 9].copy_from_slice(word.as_bytes());
+                assert!(holds_localhost(&b), "{len} {at} {word}");
+                // One byte off: not found.
+                b[at + 4] = b'_';
+                assert!(!holds_localhost(&b), "{len} {at} {word}");
+            }
+        }
+    }
+}

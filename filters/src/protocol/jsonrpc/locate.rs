@@ -2,6 +2,8 @@
 //! `params._meta`, `result` and `error` in a message the parser validated —
 //! a structural scan that unescapes nothing but member names.
 
+use std::ops::Range;
+
 use super::envelope::Spans;
 
 /// Finds the spans of `params`, `params.arguments`, `params._meta`,
@@ -44,6 +46,25 @@ pub fn locate(msg: &[u8]) -> Option<Spans> {
         Some(())
     })?;
     Some(out)
+}
+
+/// Visits each top-level member of the JSON object `obj` (text the
+/// parser validated, such as the `params.arguments` span of a parsed
+/// message): its name, unescaped, and the span of its value. The same
+/// structural scan as [`locate`]: a long string value is skipped with
+/// `memchr`, not read. `None` if `obj` is not an object.
+pub fn object_members(obj: &[u8], mut f: impl FnMut(&[u8], Range<usize>)) -> Option<()> {
+    let mut c = Cursor { b: obj, i: 0 };
+    c.ws();
+    c.eat(b'{')?;
+    c.members(|c, key| {
+        let start = c.i;
+        c.skip_value()?;
+        f(key, start..c.i);
+        Some(())
+    })?;
+    c.ws();
+    (c.i == obj.len()).then_some(())
 }
 
 struct Cursor<'b> {

@@ -31,5 +31,5 @@ mod tests;
 
 pub use super::id::Id;
 pub use envelope::{ElementError, Envelope, Kind, ParseLimits, Parsed, Spans};
-pub use locate::locate;
+pub use locate::{locate, object_members};
 pub use parse::parse;
