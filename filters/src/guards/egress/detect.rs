@@ -138,7 +138,7 @@ pub(super) fn holds_localhost(b: &[u8]) -> bool {
     let mut i = 0;
     while i + 32 + 8 <= b.len() {
         let both = lane(i).simd_eq(V::splat(b'l')) & lane(i + 8).simd_eq(V::splat(b't'));
-        let mut m = both.to_bitmask() as u32;
+        let mut m = both.to_bitmask();
         while m != 0 {
             if at(i + m.trailing_zeros() as usize) {
                 return true;
