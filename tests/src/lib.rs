@@ -537,6 +537,21 @@ impl Gateway {
         }
     }
 
+    /// The metrics once `done` holds for them: counters a call's records
+    /// add are counted after its reply is sent (Pingora's logging phase),
+    /// so a scrape right after the reply can precede them. Gives up after
+    /// five seconds and returns the last scrape.
+    pub async fn metrics_when(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = self.metrics().await;
+            if done(&m) || Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn metrics(&self) -> String {
         request(
             &format!("http://{}/metrics", self.admin),
