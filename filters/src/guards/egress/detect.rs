@@ -2,7 +2,7 @@
 //! where URLs start inside text, scheme-less forbidden addresses in free
 //! text, and which schemes a client dials.
 
-use super::address::ssrf_rule_v4;
+use super::address::{ssrf_name, ssrf_rule_v4, ssrf_rule_v6};
 
 /// Schemes that WHATWG parsers give a host after any mix of `/` and `\`, or
 /// none (`http:host`).
@@ -151,21 +151,47 @@ pub(super) fn holds_localhost(b: &[u8]) -> bool {
 }
 
 /// A scheme-less address in free text that curl or wget would dial and
-/// the SSRF rules forbid: an IPv4 literal in any form a URL parser reads
-/// with a dot (`169.254.169.254`, `0x7f.1`) or `localhost`, followed by a port or a
-/// path (`127.0.0.1:6379`, `localhost:8080/admin`). An address alone is
-/// prose (`host 10.1.2.3 is up`), and only forbidden ones are reported (so
-/// a version number or a public address is not judged against the
-/// allowlist); the token is judged as a whole, as a client would dial it.
+/// the SSRF rules forbid, followed by a port or a path
+/// (`127.0.0.1:6379`, `localhost:8080/admin`, `[::1]:80/`,
+/// `metadata.google.internal/computeMetadata/`): an IPv4 literal in any
+/// form a URL parser reads with a dot (`169.254.169.254`, `0x7f.1`), a
+/// bracketed IPv6 literal, `localhost` and the other forbidden names that
+/// hold a dot. The host is read as a WHATWG client reads it (IDNA mapping:
+/// full-width letters, ideographic full stops, a trailing dot), whatever
+/// credentials precede it. An address alone is prose (`host 10.1.2.3 is
+/// up`), a dotless name with a path is a path (`metadata/schema.json`), and
+/// only forbidden ones are reported (so a version number or a public
+/// address is not judged against the allowlist); the token is judged as a
+/// whole, as a client would dial it.
 pub(super) fn bare_forbidden(s: &str) -> Option<&str> {
-    // Most text holds neither a dotted number nor `localhost`: one pass
-    // over its bytes, and nothing is tokenised or parsed.
+    // Most text holds no dotted number, forbidden dotted name, bracket,
+    // `localhost` or non-ASCII character: one pass over its dots and
+    // brackets (and SIMD passes for the rest), and nothing is tokenised.
     let b = s.as_bytes();
-    let dotted = memchr::memchr_iter(b'.', b).any(|i| {
-        i > 0 && b[i - 1].is_ascii_hexdigit() && b.get(i + 1).is_some_and(u8::is_ascii_digit)
-    });
-    if !dotted && !holds_localhost(b) {
+    let mut bracket = false;
+    let mut candidate = false;
+    for i in memchr::memchr2_iter(b'.', b'[', b) {
+        if b[i] == b'[' {
+            bracket = true;
+            candidate = true;
+        } else if (i > 0
+            && b[i - 1].is_ascii_hexdigit()
+            && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+            || forbidden_name_at_dot(b, i)
+        {
+            candidate = true;
+        }
+        if candidate && bracket {
+            break;
+        }
+    }
+    if !candidate && !holds_localhost(b) && s.is_ascii() {
         return None;
+    }
+    if bracket {
+        if let Some(t) = bracketed_forbidden(s) {
+            return Some(t);
+        }
     }
     let tokens = s.split(|c: char| {
         c.is_whitespace()
@@ -174,49 +200,105 @@ pub(super) fn bare_forbidden(s: &str) -> Option<&str> {
                 ',' | ';' | '"' | '\'' | '(' | ')' | '<' | '>' | '[' | ']' | '{' | '}' | '|' | '`'
             )
     });
-    for token in tokens.filter(|t| !t.is_empty()).take(256) {
-        let token = token.trim_end_matches(['.', '!', '?']);
+    // Every token: a cap would leave the rest of a long text unjudged.
+    for token in tokens.filter(|t| !t.is_empty()) {
+        let token = token.trim_end_matches(['.', '!', '?', '\u{3002}']);
         let authority = token.split(['/', '?', '#']).next().unwrap_or("");
         let rest = &token[authority.len()..];
-        // `user@host` dials the host; `mailto:a@host` names a mailbox.
-        let host_port = match authority.rsplit_once('@') {
-            Some((user, _)) if user.contains(':') => continue,
-            Some((_, h)) => h,
-            None => authority,
-        };
+        // `user:password@host` dials the host as `user@host` does.
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         let (host, port) = match host_port.rsplit_once(':') {
             Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, true),
             Some(_) => continue,
             None => (host_port, false),
         };
-        if host.is_empty() {
+        // An address alone is prose: a client dials it with a port or a path.
+        let dialled = port || !rest.is_empty();
+        if host.is_empty() || !dialled {
             continue;
         }
-        let dialled = port || !rest.is_empty();
-        let hb = host.as_bytes();
-        let forbidden = if hb.eq_ignore_ascii_case(b"localhost")
-            || (hb.len() > 10 && hb[hb.len() - 10..].eq_ignore_ascii_case(b".localhost"))
-        {
-            dialled
-        } else if !hb[0].is_ascii_digit()
-            || !hb
-                .iter()
-                .all(|c| c.is_ascii_hexdigit() || matches!(c, b'.' | b'x' | b'X'))
-        {
-            // No IPv4 form a URL parser reads starts otherwise or holds
-            // other characters.
-            false
-        } else {
-            match url::Host::parse(host) {
-                // A dotted literal: `10:30` is a time, not host 0.0.0.10.
-                Ok(url::Host::Ipv4(ip)) if host.contains('.') => {
-                    dialled && ssrf_rule_v4(ip).is_some()
-                }
-                _ => false,
-            }
-        };
-        if forbidden {
+        if forbidden_host(host) {
             return Some(token);
+        }
+    }
+    None
+}
+
+/// Whether the dot at `b[i]` belongs to a forbidden name (`*.internal`,
+/// `*.local`, `*.localhost`, `*.localdomain`, `metadata.*`,
+/// `instance-data.*`), in any ASCII case.
+fn forbidden_name_at_dot(b: &[u8], i: usize) -> bool {
+    let after = &b[i + 1..];
+    let before = &b[..i];
+    let starts = |w: &[u8]| after.len() >= w.len() && after[..w.len()].eq_ignore_ascii_case(w);
+    let ends = |w: &[u8]| {
+        before.len() >= w.len() && before[before.len() - w.len()..].eq_ignore_ascii_case(w)
+    };
+    starts(b"internal") || starts(b"local") || ends(b"metadata") || ends(b"instance-data")
+}
+
+/// Whether a scheme-less token's host, read as a WHATWG client reads it,
+/// is one the SSRF rules forbid. An IPv4 literal counts only when written
+/// with a dot (`10:30` is a time, `3/4` a fraction), a name only with a dot
+/// or as `localhost`'s family (`metadata/x` is a path).
+fn forbidden_host(host: &str) -> bool {
+    // No DNS name is longer, even written in full-width characters.
+    if host.len() > 1024 {
+        return false;
+    }
+    if host.is_ascii() {
+        let hb = host.as_bytes();
+        let ipv4_like = hb[0].is_ascii_digit()
+            && hb
+                .iter()
+                .all(|c| c.is_ascii_hexdigit() || matches!(c, b'.' | b'x' | b'X'));
+        let localhost = hb.len() >= 9 && hb[..9].eq_ignore_ascii_case(b"localhost");
+        if !ipv4_like && !localhost && !host.contains('.') {
+            return false;
+        }
+    }
+    match url::Host::parse(host) {
+        Ok(url::Host::Ipv4(ip)) => {
+            host.contains(['.', '\u{3002}', '\u{ff0e}', '\u{ff61}']) && ssrf_rule_v4(ip).is_some()
+        }
+        Ok(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.');
+            (d.contains('.') || d.starts_with("localhost")) && ssrf_name(d).is_some()
+        }
+        Ok(url::Host::Ipv6(_)) | Err(_) => false,
+    }
+}
+
+/// A bracketed IPv6 literal the SSRF rules forbid, followed by a port or a
+/// path (`[::1]:8080/admin`), up to the next space.
+fn bracketed_forbidden(s: &str) -> Option<&str> {
+    let b = s.as_bytes();
+    for p in memchr::memchr_iter(b'[', b) {
+        let Some(len) = b[p + 1..].iter().take(64).position(|&c| c == b']') else {
+            continue;
+        };
+        let q = p + 1 + len;
+        let inner = &b[p + 1..q];
+        if !inner.contains(&b':')
+            || !inner
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b':' | b'.' | b'%'))
+        {
+            continue;
+        }
+        let after = &b[q + 1..];
+        let dialled = after.first() == Some(&b'/')
+            || (after.first() == Some(&b':') && after.get(1).is_some_and(u8::is_ascii_digit));
+        if !dialled {
+            continue;
+        }
+        if let Ok(url::Host::Ipv6(ip)) = url::Host::parse(&s[p..=q]) {
+            if ssrf_rule_v6(ip).is_some() {
+                let end = s[q..]
+                    .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
+                    .map_or(s.len(), |e| q + e);
+                return Some(&s[p..end]);
+            }
         }
     }
     None

@@ -655,6 +655,67 @@ fn scheme_less_addresses_a_client_would_dial_are_detected() {
     assert!(!refused_with(raw, false), "detection off");
 }
 
+/// The forms a client dials without a scheme that a byte-level reading
+/// misses: a trailing dot, credentials with a password, a bracketed IPv6
+/// literal, full-width letters and ideographic full stops (IDNA maps both),
+/// forbidden dotted names, and an address after hundreds of words.
+#[test]
+fn scheme_less_addresses_are_read_as_the_client_reads_their_host() {
+    let long = format!("{} localhost:8080/admin", "word ".repeat(400));
+    let dialled = [
+        "localhost.:8080/admin",
+        "foo.localhost.:80/",
+        "LOCALHOST.:80",
+        "user:pw@127.0.0.1:6379/",
+        "user:pw@localhost:8080/admin",
+        "mailto:a@10.0.0.1:25/",
+        "[::1]:8080/admin",
+        "see [::ffff:127.0.0.1]:80/x",
+        "[fd00:ec2::254]/latest",
+        "(user@[::1]:22)",
+        "\u{ff4c}\u{ff4f}\u{ff43}\u{ff41}\u{ff4c}\u{ff48}\u{ff4f}\u{ff53}\u{ff54}:8080/",
+        "127\u{3002}0\u{3002}0\u{3002}1:80/",
+        "169\u{ff0e}254\u{ff0e}169\u{ff0e}254/latest",
+        "\u{8bbf}\u{95ee} 127\u{3002}0\u{3002}0\u{3002}1:80/\u{3002}",
+        "metadata.google.internal/computeMetadata/v1/",
+        "Metadata.Google.Internal:80",
+        "db.internal:5432",
+        "printer.local/admin",
+        "instance-data.ec2.internal/latest",
+        "127.0.0.1.:6379",
+        long.as_str(),
+    ];
+    for v in dialled {
+        let found = bare_forbidden(v);
+        assert!(found.is_some(), "{v:?} not found");
+        assert!(
+            check(found.unwrap_or_default(), &[]).is_err(),
+            "{v:?} judged allowed as {found:?}"
+        );
+    }
+    for v in [
+        "[::1]",
+        "[1]: see the note",
+        "the array a[0]:1/2",
+        "[2001:db8::1]:443/",
+        "metadata/schema.json",
+        "see docs/metadata.md",
+        "example.com/path",
+        "\u{4e2d}\u{6587}\u{6587}\u{672c} 10:30",
+        "\u{ff11}\u{ff10}:30",
+        "3/4 of the 10.0 ratio",
+        "user:pw@example.com:80/",
+        "localhost.",
+    ] {
+        assert_eq!(bare_forbidden(v), None, "{v:?}");
+    }
+    // Through the filter, in detection mode.
+    let raw = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"other","arguments":{"q":"GET [::1]:8080/admin now"}}}"#;
+    assert!(refused_with(raw, true), "detection on");
+    let raw = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"other","arguments":{"q":"\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54:8080/admin"}}}"#;
+    assert!(refused_with(raw, true), "escaped full-width letters");
+}
+
 #[test]
 fn near_names_are_refused_at_every_depth_the_schema_declares() {
     let f = with_schema(serde_json::json!({
