@@ -150,40 +150,58 @@ pub(super) fn holds_localhost(b: &[u8]) -> bool {
     (i..b.len()).any(at)
 }
 
-/// A scheme-less address in free text that curl or wget would dial and
-/// the SSRF rules forbid, followed by a port or a path
-/// (`127.0.0.1:6379`, `localhost:8080/admin`, `[::1]:80/`,
+/// A scheme-less address in free text that curl, wget, a browser's URL
+/// parser or a link finder would dial and the SSRF rules forbid, followed
+/// by a port (possibly empty) or a path (`127.0.0.1:6379`,
+/// `localhost:8080/admin`, `[::1]:80/`, `169.254.169.254\latest`,
 /// `metadata.google.internal/computeMetadata/`): an IPv4 literal in any
-/// form a URL parser reads with a dot (`169.254.169.254`, `0x7f.1`), a
-/// bracketed IPv6 literal, `localhost` and the other forbidden names that
-/// hold a dot. The host is read as a WHATWG client reads it (IDNA mapping:
-/// full-width letters, ideographic full stops, a trailing dot), whatever
-/// credentials precede it. An address alone is prose (`host 10.1.2.3 is
-/// up`), a dotless name with a path is a path (`metadata/schema.json`), and
-/// only forbidden ones are reported (so a version number or a public
-/// address is not judged against the allowlist); the token is judged as a
-/// whole, as a client would dial it.
+/// form a URL parser reads with a dot (`169.254.169.254`, `0x7f.1`,
+/// `2130706433.`) or as a long or hex number (`0x7f000001`), a bracketed
+/// IPv6 literal (zone ids too), `localhost` and the other forbidden names.
+/// The host is read as a WHATWG client reads it (percent-decoding, IDNA
+/// mapping: full-width letters, ideographic full stops, a trailing dot),
+/// whatever credentials or `http:`-like prefix precede it, and wherever
+/// punctuation or non-Latin text glues it to its neighbours (`**…**`,
+/// `host=…`, `访问127.0.0.1:6379/`). An address alone is prose (`host
+/// 10.1.2.3 is up`), as are a dotless name before a path (`metadata/x`),
+/// a CIDR block (`10.0.0.0/8`), addresses no TCP client can reach
+/// (`0.5/1.0` is 0.0.0.5, `250.5/s` multicast) and a `.local` or
+/// `.internal` name without a port; only forbidden addresses are reported
+/// (so a version number or a public address is not judged against the
+/// allowlist), each as the token a client would dial.
 pub(super) fn bare_forbidden(s: &str) -> Option<&str> {
     // Most text holds no dotted number, forbidden dotted name, bracket,
-    // `localhost` or non-ASCII character: one pass over its dots and
-    // brackets (and SIMD passes for the rest), and nothing is tokenised.
+    // percent sign, `localhost`, number or name before a port, or
+    // non-ASCII character: a few passes over its bytes, and nothing is
+    // tokenised.
     let b = s.as_bytes();
     let mut bracket = false;
     let mut candidate = false;
-    for i in memchr::memchr2_iter(b'.', b'[', b) {
-        if b[i] == b'[' {
-            bracket = true;
-            candidate = true;
-        } else if (i > 0
-            && b[i - 1].is_ascii_hexdigit()
-            && b.get(i + 1).is_some_and(u8::is_ascii_digit))
-            || forbidden_name_at_dot(b, i)
-        {
-            candidate = true;
+    for i in memchr::memchr3_iter(b'.', b'[', b'%', b) {
+        match b[i] {
+            b'[' => {
+                bracket = true;
+                candidate = true;
+            }
+            b'%' => candidate = true,
+            _ => {
+                let before = if i > 0 { b[i - 1] } else { 0 };
+                let after = b.get(i + 1).copied().unwrap_or(0);
+                if ((before.is_ascii_hexdigit() || before | 0x20 == b'x') && after.is_ascii_digit())
+                    || (before.is_ascii_digit()
+                        && matches!(after, b':' | b'/' | b'\\' | b'?' | b'#'))
+                    || forbidden_name_at_dot(b, i)
+                {
+                    candidate = true;
+                }
+            }
         }
         if candidate && bracket {
             break;
         }
+    }
+    if !candidate {
+        candidate = memchr::memchr_iter(b':', b).any(|i| dotless_before_port(b, i));
     }
     if !candidate && !holds_localhost(b) && s.is_ascii() {
         return None;
@@ -193,33 +211,55 @@ pub(super) fn bare_forbidden(s: &str) -> Option<&str> {
             return Some(t);
         }
     }
-    let tokens = s.split(|c: char| {
+    // Tokens as prose splits them (keeping non-ASCII letters together, so
+    // IDNA reads a full-width name), then as a link finder carves an ASCII
+    // address out of glued text.
+    let prose = s.split(|c: char| {
         c.is_whitespace()
             || matches!(
                 c,
                 ',' | ';' | '"' | '\'' | '(' | ')' | '<' | '>' | '[' | ']' | '{' | '}' | '|' | '`'
             )
     });
+    let glued = s.split(|c: char| {
+        !(c.is_ascii_alphanumeric()
+            || matches!(c, '.' | '-' | ':' | '/' | '\\' | '?' | '#' | '@' | '%'))
+    });
     // Every token: a cap would leave the rest of a long text unjudged.
-    for token in tokens.filter(|t| !t.is_empty()) {
-        let token = token.trim_end_matches(['.', '!', '?', '\u{3002}']);
-        let authority = token.split(['/', '?', '#']).next().unwrap_or("");
+    for token in prose.chain(glued).filter(|t| !t.is_empty()) {
+        let token = token.trim_end_matches(['.', '!', '?', ':', '\u{3002}']);
+        if let Some(t) = forbidden_token(token) {
+            return Some(t);
+        }
+    }
+    None
+}
+
+/// Whether `token` (or what follows a `scheme:` or `label:` in it) is a
+/// forbidden address a client dials; the part that is.
+fn forbidden_token(mut token: &str) -> Option<&str> {
+    // `http:169.254.169.254/`, `Target:10.0.0.1:80`: each part after a
+    // colon that does not hold a port may start the address.
+    for _ in 0..8 {
+        if token.is_empty() {
+            return None;
+        }
+        let authority = token.split(['/', '\\', '?', '#']).next().unwrap_or("");
         let rest = &token[authority.len()..];
         // `user:password@host` dials the host as `user@host` does.
         let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         let (host, port) = match host_port.rsplit_once(':') {
-            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, true),
-            Some(_) => continue,
-            None => (host_port, false),
+            // An empty port is the scheme's own to a WHATWG reader.
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, true),
+            _ => (host_port, false),
         };
         // An address alone is prose: a client dials it with a port or a path.
         let dialled = port || !rest.is_empty();
-        if host.is_empty() || !dialled {
-            continue;
-        }
-        if forbidden_host(host) {
+        if !host.is_empty() && !host.contains(':') && dialled && forbidden_host(host, port, rest) {
             return Some(token);
         }
+        let colon = token.find(':')?;
+        token = token[colon + 1..].trim_start_matches(['/', '\\']);
     }
     None
 }
@@ -237,15 +277,47 @@ fn forbidden_name_at_dot(b: &[u8], i: usize) -> bool {
     starts(b"internal") || starts(b"local") || ends(b"metadata") || ends(b"instance-data")
 }
 
-/// Whether a scheme-less token's host, read as a WHATWG client reads it,
-/// is one the SSRF rules forbid. An IPv4 literal counts only when written
-/// with a dot (`10:30` is a time, `3/4` a fraction), a name only with a dot
-/// or as `localhost`'s family (`metadata/x` is a path).
-fn forbidden_host(host: &str) -> bool {
-    // No DNS name is longer, even written in full-width characters.
-    if host.len() > 1024 {
+/// Dotless forbidden names a resolver knows (`/etc/hosts`, a cloud's
+/// search domain): dialled with a port.
+const DOTLESS: &[&str] = &[
+    "metadata",
+    "instance-data",
+    "ip6-localhost",
+    "ip6-loopback",
+    "ip6-localnet",
+    "ip6-mcastprefix",
+    "ip6-allnodes",
+    "ip6-allrouters",
+    "ip6-allhosts",
+];
+
+/// Whether the colon at `b[i]` follows a dotless forbidden name or a
+/// number a URL parser reads as an address (`metadata:80`, `0x7f000001:`,
+/// `2130706433:`), and precedes a port or a path.
+fn dotless_before_port(b: &[u8], i: usize) -> bool {
+    if !matches!(b.get(i + 1), Some(b'0'..=b'9' | b'/' | b'\\')) {
         return false;
     }
+    let from = b[..i]
+        .iter()
+        .rposition(|c| !(c.is_ascii_alphanumeric() || *c == b'-'))
+        .map_or(0, |p| p + 1);
+    let word = &b[from..i];
+    (word.len() >= 3 && word[..2].eq_ignore_ascii_case(b"0x"))
+        || (word.len() >= 8 && word.iter().all(u8::is_ascii_digit))
+        || DOTLESS
+            .iter()
+            .any(|d| d.as_bytes().eq_ignore_ascii_case(word))
+}
+
+/// Whether a scheme-less token's host, read as a WHATWG client reads it,
+/// is one the SSRF rules forbid and a client can reach. An IPv4 literal
+/// counts when written with a dot (`10:30` is a time, `3/4` a fraction),
+/// in hex (`0x7f000001`) or as a number of eight digits or more; a name
+/// with a dot or as `localhost`'s family, or with a port among the dotless
+/// names a resolver knows (`metadata/x` is a path); a `.local` or
+/// `.internal` name other than a metadata service's with a port.
+fn forbidden_host(host: &str, port: bool, rest: &str) -> bool {
     if host.is_ascii() {
         let hb = host.as_bytes();
         let ipv4_like = hb[0].is_ascii_digit()
@@ -253,52 +325,80 @@ fn forbidden_host(host: &str) -> bool {
                 .iter()
                 .all(|c| c.is_ascii_hexdigit() || matches!(c, b'.' | b'x' | b'X'));
         let localhost = hb.len() >= 9 && hb[..9].eq_ignore_ascii_case(b"localhost");
-        if !ipv4_like && !localhost && !host.contains('.') {
+        let dotless = port && DOTLESS.iter().any(|d| d.eq_ignore_ascii_case(host));
+        if !ipv4_like && !localhost && !dotless && !host.contains(['.', '%']) {
             return false;
         }
     }
     match url::Host::parse(host) {
         Ok(url::Host::Ipv4(ip)) => {
-            host.contains(['.', '\u{3002}', '\u{ff0e}', '\u{ff61}']) && ssrf_rule_v4(ip).is_some()
+            let o = ip.octets();
+            let written = host.contains(['.', '\u{3002}', '\u{ff0e}', '\u{ff61}', '%'])
+                || host.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
+                || (host.len() >= 8 && host.bytes().all(|c| c.is_ascii_digit()));
+            // `10.0.0.0/8` is a block, not a path.
+            let cidr = !port
+                && rest.len() <= 3
+                && rest.starts_with('/')
+                && rest[1..].bytes().all(|c| c.is_ascii_digit())
+                && rest.len() > 1;
+            // 0.x.y.z other than 0.0.0.0, multicast and reserved
+            // addresses take no TCP connection.
+            let reachable = ip.is_unspecified() || (o[0] != 0 && o[0] < 224);
+            written && !cidr && reachable && ssrf_rule_v4(ip).is_some()
         }
         Ok(url::Host::Domain(d)) => {
             let d = d.trim_end_matches('.');
-            (d.contains('.') || d.starts_with("localhost")) && ssrf_name(d).is_some()
+            let Some(rule) = ssrf_name(d) else {
+                return false;
+            };
+            if rule == "ssrf_internal_name" {
+                port
+            } else {
+                d.contains('.') || d.starts_with("localhost") || port
+            }
         }
         Ok(url::Host::Ipv6(_)) | Err(_) => false,
     }
 }
 
-/// A bracketed IPv6 literal the SSRF rules forbid, followed by a port or a
-/// path (`[::1]:8080/admin`), up to the next space.
+/// A bracketed IPv6 literal the SSRF rules forbid, followed by anything a
+/// URL continues with (`[::1]:8080/admin`, `[::1]?x`, `[fe80::1%25eth0]:80`),
+/// up to the next space.
 fn bracketed_forbidden(s: &str) -> Option<&str> {
     let b = s.as_bytes();
     for p in memchr::memchr_iter(b'[', b) {
-        let Some(len) = b[p + 1..].iter().take(64).position(|&c| c == b']') else {
+        let Some(len) = b[p + 1..].iter().take(80).position(|&c| c == b']') else {
             continue;
         };
         let q = p + 1 + len;
-        let inner = &b[p + 1..q];
-        if !inner.contains(&b':')
+        let inner = &s[p + 1..q];
+        if !inner.contains(':')
             || !inner
-                .iter()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b':' | b'.' | b'%'))
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b':' | b'.' | b'%' | b'-' | b'_'))
         {
             continue;
         }
         let after = &b[q + 1..];
-        let dialled = after.first() == Some(&b'/')
-            || (after.first() == Some(&b':') && after.get(1).is_some_and(u8::is_ascii_digit));
+        let dialled = matches!(after.first(), Some(b'/' | b'\\' | b'?' | b'#'))
+            || (after.first() == Some(&b':')
+                && after
+                    .get(1)
+                    .is_none_or(|c| c.is_ascii_digit() || matches!(c, b'/' | b'\\')));
         if !dialled {
             continue;
         }
-        if let Ok(url::Host::Ipv6(ip)) = url::Host::parse(&s[p..=q]) {
-            if ssrf_rule_v6(ip).is_some() {
-                let end = s[q..]
-                    .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
-                    .map_or(s.len(), |e| q + e);
-                return Some(&s[p..end]);
-            }
+        // A zone id (`%25eth0`, `%eth0`) names the interface, not the address.
+        let addr = inner.split('%').next().unwrap_or("");
+        let Ok(ip) = addr.parse::<std::net::Ipv6Addr>() else {
+            continue;
+        };
+        if ssrf_rule_v6(ip).is_some() {
+            let end = s[q..]
+                .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
+                .map_or(s.len(), |e| q + e);
+            return Some(&s[p..end]);
         }
     }
     None
@@ -369,7 +469,58 @@ pub(crate) const NETWORK: &[&str] = &[
     "tcp",
     "udp",
     "unix",
+    "gophers",
+    "socks",
+    "socks4",
+    "socks4a",
+    "socks5",
+    "socks5h",
+    "kafka",
+    "nats",
+    "tls",
+    "ssl",
+    "memcached",
+    "memcache",
+    "ldapi",
+    "rtmps",
+    "rtmpt",
+    "rtsps",
+    "dav",
+    "davs",
+    "webdav",
+    "webdavs",
+    "mariadb",
+    "mssql",
+    "sqlserver",
+    "clickhouse",
+    "cassandra",
+    "couchdb",
+    "couchbase",
+    "neo4j",
+    "bolt",
+    "zk",
+    "etcd",
+    "consul",
+    "hdfs",
+    "webhdfs",
+    "thrift",
+    "ipp",
+    "ipps",
+    "snmp",
+    "syslog",
+    "stomp",
+    "stomps",
+    "wais",
+    "prospero",
 ];
+
+/// Whether a scheme names a network address: one of [`NETWORK`], or a
+/// compound whose parts hold one (`git+ssh`, `postgresql+psycopg2`,
+/// `mongodb+srv`, `svn+ssh`).
+pub(crate) fn network_scheme(scheme: &str) -> bool {
+    NETWORK.contains(&scheme)
+        || (scheme.contains('+') && scheme.split('+').any(|p| NETWORK.contains(&p)))
+}
 
 /// Whether a string that starts as `lead` names a network address, or,
 /// with `files` (in a tool's or prompt's arguments, which a fetching tool
@@ -378,7 +529,7 @@ pub(crate) const NETWORK: &[&str] = &[
 pub(super) fn dialled(l: &Lead, files: bool) -> bool {
     match l.scheme.as_deref() {
         Some("file") => files,
-        Some(s) => NETWORK.contains(&s),
+        Some(s) => network_scheme(s),
         // Protocol-relative `//host`.
         None => l.slashes >= 2,
     }

@@ -680,7 +680,7 @@ fn scheme_less_addresses_are_read_as_the_client_reads_their_host() {
         "metadata.google.internal/computeMetadata/v1/",
         "Metadata.Google.Internal:80",
         "db.internal:5432",
-        "printer.local/admin",
+        "printer.local:631/admin",
         "instance-data.ec2.internal/latest",
         "127.0.0.1.:6379",
         long.as_str(),
@@ -714,6 +714,129 @@ fn scheme_less_addresses_are_read_as_the_client_reads_their_host() {
     assert!(refused_with(raw, true), "detection on");
     let raw = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"other","arguments":{"q":"\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54:8080/admin"}}}"#;
     assert!(refused_with(raw, true), "escaped full-width letters");
+}
+
+/// Scheme-less addresses a hostile peer glues, pads, encodes or prefixes
+/// so that a byte-level tokeniser misses them, each refused through the
+/// filter; and the prose that must still pass.
+#[test]
+fn scheme_less_addresses_are_found_however_the_text_wraps_them() {
+    let zeros = format!("{}177.0.0.1:6379/", "0".repeat(1100));
+    let refused = [
+        // Text holding a resource URL still has its addresses read.
+        "see test://x and 169.254.169.254/latest/meta-data",
+        "see :// then 127.0.0.1:6379/",
+        "s3://bucket/key then localhost:8080/admin",
+        "note:/ 10.0.0.1:80/",
+        "localhost:/admin",
+        // Dotted forms the old prefilter missed.
+        "0x.0x.0x.0x:8080/",
+        "2130706433.:6379/",
+        "0x7f000001./latest",
+        zeros.as_str(),
+        // Percent-encoded hosts.
+        "%6cocalhost:8080/admin",
+        "127%2e0%2e0%2e1:80/",
+        "metadata%2egoogle%2einternal/computeMetadata/v1/",
+        // How a token is read.
+        "127.0.0.1:/admin",
+        "169.254.169.254:/latest/meta-data/",
+        "[::1]:/x",
+        "[::1]?x=1",
+        "[::1]#f",
+        "[::1]\\x",
+        "[fe80::1%25eth0]:80/",
+        "[fe80::1%eth0]:80/",
+        "localhost:8080\\admin",
+        "169.254.169.254\\latest\\meta-data",
+        "127.0.0\t.1:80/",
+        "local\nhost:8080/",
+        "fetch http:169.254.169.254/latest/meta-data/",
+        "fetch http:\t//169.254.169.254/latest",
+        "htt\tp://169.254.169.254/latest",
+        "metadata:80/computeMetadata/v1/instance/service-accounts/default/token",
+        "instance-data:80/latest/meta-data/",
+        "ip6-localhost:80/",
+        "ip6-loopback:8080/admin",
+        "0x7f000001:6379/",
+        "**127.0.0.1:6379/**",
+        "__169.254.169.254/latest/meta-data__",
+        "host=169.254.169.254/latest/meta-data",
+        "Target:169.254.169.254/latest/meta-data",
+        "\u{8bbf}\u{95ee}127.0.0.1:6379/",
+        "\u{5730}\u{5740}\u{ff1a}169.254.169.254/latest/meta-data",
+        "\u{ff08}127.0.0.1:6379/\u{ff09}",
+        "\u{300c}169.254.169.254/latest\u{300d}",
+        // Network schemes beyond the list, and compounds.
+        "gophers://127.0.0.1:6379/_x",
+        "socks5h://127.0.0.1:1080",
+        "postgresql+psycopg2://u:p@169.254.169.254:5432/db",
+        "mongodb+srv://10.0.0.5/db",
+        "git+ssh://git@10.0.0.5/x.git",
+        "kafka://10.0.0.5:9092",
+    ];
+    for v in refused {
+        let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "other", "arguments": {"q": v}}})
+        .to_string();
+        assert!(refused_with(&raw, true), "{v:?} passed");
+    }
+    for v in [
+        "scored 0.5/1.0",
+        "probability 0.85/1.00",
+        "a 0.1:1 ratio",
+        "see 0.1.0/0.2.0 changelog",
+        "throughput 250.5/s",
+        "ratio 224.1:1",
+        "route 10.0.0.0/8",
+        "subnet 192.168.1.0/24",
+        "config.local/settings",
+        "db.internal/overview in docs",
+        "metadata/schema.json",
+        "the meeting is at 10:30",
+        "a 100:1 ratio",
+        "docs/v1.2/api.md and 3.10.4/3.11",
+        "Done. See below: 1/2 of it",
+        "**bold** and __under__ host=example.com/x",
+    ] {
+        let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "other", "arguments": {"q": v}}})
+        .to_string();
+        assert!(!refused_with(&raw, true), "{v:?} refused");
+    }
+}
+
+/// Every member of a call's `params` besides its arguments is read: a
+/// retry's answers and state, and any URI in them.
+#[test]
+fn a_calls_other_params_are_judged_too() {
+    for params in [
+        serde_json::json!({"name": "fetch", "arguments": {},
+            "inputResponses": {"r1": {"action": "accept", "content": {"url": "http://169.254.169.254/latest/meta-data/"}}}}),
+        serde_json::json!({"name": "fetch", "arguments": {},
+            "inputResponses": {"r1": {"uri": "http://169.254.169.254/latest/"}}}),
+        serde_json::json!({"name": "fetch", "arguments": {}, "requestState": "http://169.254.169.254/latest/"}),
+    ] {
+        let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+            .to_string();
+        assert!(refused_with(&raw, true), "{raw}");
+    }
+    // A `uri` member is judged without detection.
+    let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params":
+        {"name": "fetch", "arguments": {}, "inputResponses": {"r1": {"uri": "http://169.254.169.254/latest/"}}}})
+    .to_string();
+    assert!(refused_with(&raw, false), "{raw}");
+    // Subscriptions: a scheme-less address too.
+    let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params":
+        {"name": "fetch", "arguments": {}, "_meta": {"resourceSubscriptions": ["169.254.169.254/latest/meta-data"]}}})
+    .to_string();
+    assert!(refused_with(&raw, false), "{raw}");
+}
+
+/// A byte-order mark JavaScript's `trim()` removes does not hide a URL.
+#[test]
+fn a_leading_byte_order_mark_is_trimmed_as_a_client_trims_it() {
+    assert!(check("\u{feff}http://169.254.169.254/latest/meta-data/", &[]).is_err());
 }
 
 #[test]

@@ -220,12 +220,36 @@ impl EgressFilter {
         let detect = self.detect && env.kind != Kind::Response;
         let meta;
         match (env.method.as_deref(), env.kind) {
-            // Their arguments are judged on their own; the rest is `_meta`
-            // (read alone: the call's arguments are not materialised twice).
+            // Their arguments are judged on their own; every other member of
+            // `params` (`_meta`, a retry's `inputResponses` and
+            // `requestState` …) here, read without the arguments (which are
+            // not materialised twice).
             (Some("tools/call" | "prompts/get"), Kind::Request) => {
-                meta = msg
-                    .meta_raw()
-                    .and_then(|m| serde_json::from_str::<Json>(m).ok());
+                meta = msg.params_raw().and_then(|p| {
+                    let mut rest = serde_json::Map::new();
+                    let mut bad = false;
+                    let read =
+                        crate::protocol::jsonrpc::object_members(p.as_bytes(), |key, span| {
+                            if key == b"arguments" {
+                                return;
+                            }
+                            match (
+                                std::str::from_utf8(key),
+                                serde_json::from_str::<Json>(&p[span]),
+                            ) {
+                                (Ok(k), Ok(v)) => {
+                                    rest.insert(k.to_owned(), v);
+                                }
+                                _ => bad = true,
+                            }
+                        });
+                    // The parser validated `params`: a member that cannot be
+                    // read again is judged with the whole of it.
+                    if bad || read.is_none() {
+                        return serde_json::from_str::<Json>(p).ok();
+                    }
+                    Some(Json::Object(rest))
+                });
                 if let Some(m) = &meta {
                     walk_outside(m, detect, &mut values);
                 }

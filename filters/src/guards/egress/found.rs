@@ -3,7 +3,7 @@
 
 use serde_json::Value as Json;
 
-use super::detect::{bare_forbidden, url_like};
+use super::detect::{bare_forbidden, dropped, url_like};
 
 /// One value to judge.
 pub(super) struct Found<'a> {
@@ -33,23 +33,11 @@ pub(super) fn declared_value(argument: String, value: &Json) -> Option<Found<'_>
     })
 }
 
-/// Every string and object key at any depth under `v` that looks like a URL.
+/// Every string and object key at any depth under `v` that looks like a
+/// URL or holds a scheme-less forbidden address (both: text that holds a
+/// URL of a resource scheme may hold an address too).
 pub(super) fn walk<'a>(v: &'a Json, argument: Option<&str>, out: &mut Vec<Found<'a>>) {
-    let found = |value: &'a str, out: &mut Vec<Found<'a>>| {
-        if url_like(value) {
-            out.push(Found {
-                argument: argument.map(str::to_owned),
-                value: value.into(),
-                whole: false,
-            });
-        } else if let Some(addr) = bare_forbidden(value) {
-            out.push(Found {
-                argument: argument.map(str::to_owned),
-                value: addr.into(),
-                whole: true,
-            });
-        }
-    };
+    let found = |value: &'a str, out: &mut Vec<Found<'a>>| judge_text(value, argument, out);
     match v {
         Json::String(s) => found(s, out),
         Json::Array(a) => {
@@ -67,15 +55,52 @@ pub(super) fn walk<'a>(v: &'a Json, argument: Option<&str>, out: &mut Vec<Found<
     }
 }
 
+/// One string found in content: as it is, and, if it holds tabs or line
+/// breaks (which a WHATWG parser deletes inside a URL), as a parser reads
+/// it without them.
+fn judge_text<'a>(value: &'a str, argument: Option<&str>, out: &mut Vec<Found<'a>>) {
+    let push = |value: std::borrow::Cow<'a, str>, whole: bool, out: &mut Vec<Found<'a>>| {
+        out.push(Found {
+            argument: argument.map(str::to_owned),
+            value,
+            whole,
+        })
+    };
+    if url_like(value) {
+        push(value.into(), false, out);
+    }
+    if let Some(addr) = bare_forbidden(value) {
+        push(addr.into(), true, out);
+    }
+    if value.contains(['\t', '\n', '\r']) {
+        let joined: String = value.chars().filter(|c| !dropped(*c)).collect();
+        if url_like(&joined) {
+            push(joined.clone().into(), false, out);
+        }
+        if let Some(addr) = bare_forbidden(&joined) {
+            push(addr.to_owned().into(), true, out);
+        }
+    }
+}
+
 /// Every URI-valued member (`uri`, at any depth) under `v`, and with
 /// detection every other string and key that is or holds a URL.
 pub(super) fn uris_under<'a>(v: &'a Json, out: &mut Vec<Found<'a>>) {
     match v {
-        Json::String(u) => out.push(Found {
-            argument: None,
-            value: u.as_str().into(),
-            whole: false,
-        }),
+        Json::String(u) => {
+            out.push(Found {
+                argument: None,
+                value: u.as_str().into(),
+                whole: false,
+            });
+            if let Some(addr) = bare_forbidden(u) {
+                out.push(Found {
+                    argument: None,
+                    value: addr.into(),
+                    whole: true,
+                });
+            }
+        }
         Json::Array(a) => a.iter().for_each(|x| uris_under(x, out)),
         Json::Object(o) => o.values().for_each(|x| uris_under(x, out)),
         _ => {}

@@ -56,6 +56,6 @@ mod tests;
 pub use address::{ssrf_rule, ssrf_rule_v4};
 /// How a string starts and which schemes are dialled, as the information
 /// flow guard reads what reaches out.
-pub(crate) use detect::{dropped, lead, NETWORK, SPECIAL};
+pub(crate) use detect::{dropped, lead, network_scheme, SPECIAL};
 pub use filter::EgressFilter;
 pub use readers::{check, check_uri, AMBIGUOUS};

@@ -71,11 +71,18 @@ pub(super) fn is_port(rest: &str) -> bool {
                 .is_none_or(|c| matches!(c, '/' | '?' | '#'))
 }
 
+/// What a client trims around a URL before reading it: controls and
+/// spaces (WHATWG), any Unicode white space and the byte-order mark
+/// (JavaScript's `trim()`).
+fn trimmed(c: char) -> bool {
+    c <= ' ' || c.is_whitespace() || c == '\u{feff}'
+}
+
 /// The verdict on a value that is a URL or a bare host as a whole (a declared
 /// argument, or a found string that starts as a URL): `Ok` or the rule that
 /// refuses it.
 pub fn check(value: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
-    let v = value.trim_matches(|c: char| c <= ' ' || c.is_whitespace());
+    let v = value.trim_matches(trimmed);
     let l = lead(v);
     let (text, unparsable) = match l.scheme.as_deref() {
         Some(s) if l.slashes > 0 || s == "file" || SPECIAL.contains(&s) => {
@@ -114,7 +121,7 @@ pub fn check(value: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
 /// http would dial its host, so `gopher://2130706433/` is loopback); any
 /// other scheme names a resource and is no egress.
 pub fn check_uri(value: &str, allow: &[&HostPattern], files: bool) -> Result<(), &'static str> {
-    let v = value.trim_matches(|c: char| c <= ' ' || c.is_whitespace());
+    let v = value.trim_matches(trimmed);
     let l = lead(v);
     if !dialled(&l, files) {
         return Ok(());

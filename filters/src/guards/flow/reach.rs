@@ -30,7 +30,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use crate::guards::egress::{dropped, lead, NETWORK, SPECIAL};
+use crate::guards::egress::{dropped, lead, network_scheme, SPECIAL};
 
 /// Whether the params of a client message of `method` hold a place
 /// anywhere, member names included: a tool's or prompt's `name` only by a
@@ -83,7 +83,7 @@ pub(crate) fn uri_reaches_out(uri: &str) -> bool {
         uri.nfkc().collect::<String>().into()
     };
     match lead(&uri).scheme.as_deref() {
-        Some(scheme) => scheme == "mailto" || NETWORK.contains(&scheme),
+        Some(scheme) => scheme == "mailto" || network_scheme(scheme),
         None => reaches_out(&uri),
     }
 }
@@ -163,7 +163,7 @@ fn scheme_form(s: &str) -> bool {
         special
             || run == "mailto"
             || last == "mailto"
-            || (slashes > 0 && (NETWORK.contains(&run.as_str()) || NETWORK.contains(&last)))
+            || (slashes > 0 && (network_scheme(run.as_str()) || network_scheme(last)))
     })
 }
 
