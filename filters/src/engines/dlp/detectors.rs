@@ -129,7 +129,9 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "iban",
         category: Pii,
-        triggers: &[Digits(10)],
+        // Ten digits in a row, or the country code and check digits (an
+        // account part with letters breaks every run of digits).
+        triggers: &[Digits(10), UpperPair],
         pattern: r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b",
         validate: Some(iban),
     },

@@ -177,12 +177,18 @@ impl After {
             After::DigitWithin(n) => within(h, i, n, |j| h[j].is_ascii_digit()),
             After::Near(lit, n) => within(h, i, n, |j| starts_with_ci(h, j, lit.as_bytes())),
             After::Assignment => {
+                // `["']?\s*` over-approximated: any quotes, escape pairs
+                // (raw JSON writes the quote as `\"`, a tab as `\t`),
+                // whitespace and non-ASCII bytes.
                 let mut j = i;
-                // `["']?` — raw JSON writes the quote as `\"`.
-                while matches!(at(h, j), b'"' | b'\'' | b'\\') {
-                    j += 1;
+                loop {
+                    match at(h, j) {
+                        b'"' | b'\'' | b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C => j += 1,
+                        b'\\' => j += 2,
+                        b if b >= 0x80 => j += 1,
+                        _ => break,
+                    }
                 }
-                j = skip_space(h, j);
                 matches!(at(h, j), b':' | b'=')
             }
             After::Colon => at(h, skip_space(h, i)) == b':',
@@ -600,7 +606,9 @@ impl Prefilter {
                 b'#' if next == b'#' && at(hay, p + 2) == b'#' => {
                     self.push_special(Special::HashMarker, p, p + 3, out)
                 }
-                b'\\' => escaped |= matches!(next, b'u' | b'/'),
+                // `\u`, `\/`, and the controls `\b` and `\f`, which the normalised
+                // view drops, joining what they split: the text is decoded.
+                b'\\' => escaped |= matches!(next, b'u' | b'/' | b'b' | b'f'),
                 0xE2 => {
                     let third = at(hay, p + 2);
                     if (next == 0x80 && (0x8B..=0x8D).contains(&third))

@@ -13,10 +13,9 @@ use super::detectors::{self, Category, SPECS};
 use super::normalise;
 use super::prefilter::{Cand, Prefilter, Seen, DIGIT_GROUP};
 
-/// How far (bytes) past a candidate an unbounded pattern is searched before
-/// its match is followed to its end; and how far before it one may begin.
+/// How far (bytes) past its candidate a group of digit patterns, one of
+/// them unbounded, may reach.
 const UNBOUNDED_AHEAD: usize = 4096;
-const UNBOUNDED_BEHIND: usize = 256;
 
 /// One detector ready to run.
 pub struct Detector {
@@ -28,8 +27,6 @@ pub struct Detector {
     validate: Option<fn(&str) -> bool>,
     /// Longest possible match in bytes, when bounded.
     max_len: Option<usize>,
-    /// An unbounded pattern that can match only at the start of the text.
-    from_start: bool,
     /// Every match begins where one of its candidates begins (a `\b` and
     /// one of its word anchors): each candidate is tried with one anchored
     /// search instead of a window.
@@ -109,7 +106,7 @@ pub struct Scanner {
     digit_set: Option<(Regex, Vec<usize>, usize)>,
 }
 
-fn compile(name: &str, pattern: &str) -> Result<(Regex, bool, Option<usize>, bool), String> {
+fn compile(name: &str, pattern: &str) -> Result<(Regex, bool, Option<usize>), String> {
     let regex = Regex::new(pattern).map_err(|e| format!("detector {name}: {e}"))?;
     let hir = regex_syntax::Parser::new()
         .parse(pattern)
@@ -119,8 +116,7 @@ fn compile(name: &str, pattern: &str) -> Result<(Regex, bool, Option<usize>, boo
         .group_info()
         .group_len(regex_automata::PatternID::ZERO)
         > 1;
-    let from_start = max_len.is_none() && pattern.contains('^');
-    Ok((regex, group, max_len, from_start))
+    Ok((regex, group, max_len))
 }
 
 /// A built-in pattern with ASCII digits and word boundaries: what the
@@ -144,7 +140,7 @@ impl Scanner {
         let mut always = Vec::new();
         for s in SPECS {
             let pattern = ascii_pattern(s.pattern);
-            let (regex, group, max_len, from_start) = compile(s.name, &pattern)?;
+            let (regex, group, max_len) = compile(s.name, &pattern)?;
             let idx = detectors.len() as u16;
             for t in s.triggers {
                 pre.add(idx, t)
@@ -171,7 +167,6 @@ impl Scanner {
                 group,
                 validate: s.validate,
                 max_len,
-                from_start,
                 at_anchor,
                 dictionary: None,
             });
@@ -215,8 +210,7 @@ impl Scanner {
                 }
                 (None, true) => r"[A-Za-z0-9_-]{4,}".to_owned(),
             };
-            let (regex, group, max_len, from_start) =
-                compile(&format!("custom {}", c.name), &pattern)?;
+            let (regex, group, max_len) = compile(&format!("custom {}", c.name), &pattern)?;
             let lits: Vec<&String> = c.anchors.iter().chain(c.keywords.iter()).collect();
             let dictionary = !c.dictionary_sha256.is_empty();
             if lits.is_empty() || dictionary || lits.iter().any(|l| l.is_empty() || escapable(l)) {
@@ -238,7 +232,6 @@ impl Scanner {
                 group,
                 validate: None,
                 max_len,
-                from_start,
                 // Keyword detectors match exactly their keywords (the anchors).
                 at_anchor: c.regex.is_none()
                     && !c.keywords.is_empty()
@@ -354,10 +347,13 @@ impl Scanner {
 
     /// The window a candidate asks detector `d`'s regex to search.
     fn window(d: &Detector, c: &Cand, len: usize) -> (usize, usize) {
+        // An unbounded pattern is searched over the whole text: a fixed
+        // reach misses a match padded past it (a 5 KB JWT, a key's JSON with
+        // 300 spaces before its anchor). The windows of one detector merge,
+        // so that is still one pass per detector.
         let (behind, ahead) = match d.max_len {
             Some(n) => (n, n),
-            None if d.from_start => (usize::MAX, UNBOUNDED_AHEAD),
-            None => (UNBOUNDED_BEHIND, UNBOUNDED_AHEAD),
+            None => (usize::MAX, usize::MAX),
         };
         (
             c.start.saturating_sub(behind),
@@ -576,7 +572,7 @@ fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<GluedAnchors>, 
         }
         // Every alternative loses its leading boundary.
         let unglued = format!("{flags}{}", body[2..].replace(r"|\b", "|"));
-        let (regex, group, max_len, from_start) = compile(s.name, &ascii_pattern(&unglued))?;
+        let (regex, group, max_len) = compile(s.name, &ascii_pattern(&unglued))?;
         if max_len.is_none() {
             continue;
         }
@@ -595,7 +591,6 @@ fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<GluedAnchors>, 
             group,
             validate: s.validate,
             max_len,
-            from_start,
             at_anchor: true,
             dictionary: None,
         });
