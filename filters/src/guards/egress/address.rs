@@ -53,6 +53,17 @@ pub(super) fn ssrf_rule_v6(ip: Ipv6Addr) -> Option<&'static str> {
             return Some(r);
         }
     }
+    // SIIT's IPv4-translated `::ffff:0:a.b.c.d`.
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return Some(ssrf_rule_v4(embedded(s[6], s[7])).unwrap_or("ssrf_ipv4_translated"));
+    }
+    // NAT64's local-use prefix `64:ff9b:1::/48` (RFC 8215) carries the
+    // IPv4 address in its last 32 bits as the well-known prefix does.
+    if s[..3] == [0x64, 0xff9b, 1] {
+        if let Some(r) = ssrf_rule_v4(embedded(s[6], s[7])) {
+            return Some(r);
+        }
+    }
     if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         if let Some(r) = ssrf_rule_v4(embedded(s[6], s[7])) {
             return Some(r);
@@ -64,6 +75,8 @@ pub(super) fn ssrf_rule_v6(ip: Ipv6Addr) -> Option<&'static str> {
     Some(match s[0] {
         x if x & 0xfe00 == 0xfc00 => "ssrf_private",
         x if x & 0xffc0 == 0xfe80 => "ssrf_link_local",
+        // Site-local (deprecated, still routed inside some networks).
+        x if x & 0xffc0 == 0xfec0 => "ssrf_private",
         x if x & 0xff00 == 0xff00 => "ssrf_multicast_or_reserved",
         _ => return None,
     })
@@ -104,6 +117,7 @@ pub(super) fn ssrf_name(domain: &str) -> Option<&'static str> {
         return Some("ssrf_metadata");
     }
     if domain.ends_with(".internal")
+        || domain.ends_with(".svc")
         || domain.ends_with(".local")
         || domain.ends_with(".localdomain")
     {
