@@ -833,6 +833,22 @@ fn a_calls_other_params_are_judged_too() {
     assert!(refused_with(&raw, false), "{raw}");
 }
 
+/// A client's answers go to the server like a call's arguments: a form's
+/// answer or a sampled text holding an address is judged with detection;
+/// a `uri` (a root) always.
+#[test]
+fn a_clients_answers_are_judged_like_arguments() {
+    let elicited = r#"{"jsonrpc":"2.0","id":7,"result":{"action":"accept","content":{"url":"http://169.254.169.254/latest/meta-data/"}}}"#;
+    assert!(refused_with(elicited, true), "form answer, detection on");
+    assert!(!refused_with(elicited, false), "form answer, detection off");
+    let sampled = r#"{"jsonrpc":"2.0","id":8,"result":{"role":"assistant","model":"m","content":{"type":"text","text":"fetch 169.254.169.254/latest/meta-data next"}}}"#;
+    assert!(refused_with(sampled, true), "sampled text");
+    let fine = r#"{"jsonrpc":"2.0","id":9,"result":{"action":"accept","content":{"url":"https://example.com/page","n":3}}}"#;
+    assert!(!refused_with(fine, true), "a public URL");
+    let root = r#"{"jsonrpc":"2.0","id":10,"result":{"roots":[{"uri":"http://127.0.0.1/"}]}}"#;
+    assert!(refused_with(root, false), "a root");
+}
+
 /// A byte-order mark JavaScript's `trim()` removes does not hide a URL.
 #[test]
 fn a_leading_byte_order_mark_is_trimmed_as_a_client_trims_it() {

@@ -216,8 +216,11 @@ impl EgressFilter {
     fn judge_outside_arguments(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
         let env = msg.envelope;
         let mut values = Vec::new();
-        // A client's answer to a server's request: its URIs (roots) only.
-        let detect = self.detect && env.kind != Kind::Response;
+        // A client's answer to a server's request (a form's answers, a
+        // sampled text, roots) goes to the server as a call's arguments do:
+        // its URIs always, and with detection anything that reads as an
+        // address.
+        let detect = self.detect;
         let meta;
         match (env.method.as_deref(), env.kind) {
             // Their arguments are judged on their own; every other member of
@@ -256,7 +259,7 @@ impl EgressFilter {
             }
             (_, Kind::Response) => {
                 if let Some(r) = msg.value().and_then(|v| v.get("result")) {
-                    walk_outside(r, false, &mut values);
+                    walk_outside(r, detect, &mut values);
                 }
             }
             _ => {
