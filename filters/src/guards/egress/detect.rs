@@ -169,7 +169,16 @@ pub(super) fn holds_localhost(b: &[u8]) -> bool {
 /// `.internal` name without a port; only forbidden addresses are reported
 /// (so a version number or a public address is not judged against the
 /// allowlist), each as the token a client would dial.
+#[cfg(test)]
 pub(super) fn bare_forbidden(s: &str) -> Option<&str> {
+    bare_forbidden_all(s).into_iter().next()
+}
+
+/// Every forbidden address [`bare_forbidden`] would report, in order and
+/// without repeats: each is judged, so an allowlisted one cannot stand in
+/// front of another.
+pub(super) fn bare_forbidden_all(s: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
     // Most text holds no dotted number, forbidden dotted name, bracket,
     // percent sign, `localhost`, number or name before a port, or
     // non-ASCII character: a few passes over its bytes, and nothing is
@@ -201,15 +210,13 @@ pub(super) fn bare_forbidden(s: &str) -> Option<&str> {
         }
     }
     if !candidate {
-        candidate = memchr::memchr_iter(b':', b).any(|i| dotless_before_port(b, i));
+        candidate = memchr::memchr2_iter(b':', b'/', b).any(|i| dotless_before_port(b, i));
     }
     if !candidate && !holds_localhost(b) && s.is_ascii() {
-        return None;
+        return out;
     }
     if bracket {
-        if let Some(t) = bracketed_forbidden(s) {
-            return Some(t);
-        }
+        out.extend(bracketed_forbidden(s));
     }
     // Tokens as prose splits them (keeping non-ASCII letters together, so
     // IDNA reads a full-width name), then as a link finder carves an ASCII
@@ -229,18 +236,22 @@ pub(super) fn bare_forbidden(s: &str) -> Option<&str> {
     for token in prose.chain(glued).filter(|t| !t.is_empty()) {
         let token = token.trim_end_matches(['.', '!', '?', ':', '\u{3002}']);
         if let Some(t) = forbidden_token(token) {
-            return Some(t);
+            if !out.contains(&t) {
+                out.push(t);
+            }
         }
     }
-    None
+    out
 }
 
 /// Whether `token` (or what follows a `scheme:` or `label:` in it) is a
 /// forbidden address a client dials; the part that is.
-fn forbidden_token(mut token: &str) -> Option<&str> {
+fn forbidden_token(token: &str) -> Option<&str> {
+    // `//host/…` (protocol-relative) and `\\host\share` (UNC) dial the host.
+    let mut token = token.trim_start_matches(['/', '\\']);
     // `http:169.254.169.254/`, `Target:10.0.0.1:80`: each part after a
     // colon that does not hold a port may start the address.
-    for _ in 0..8 {
+    for _ in 0..32 {
         if token.is_empty() {
             return None;
         }
@@ -265,7 +276,7 @@ fn forbidden_token(mut token: &str) -> Option<&str> {
 }
 
 /// Whether the dot at `b[i]` belongs to a forbidden name (`*.internal`,
-/// `*.local`, `*.localhost`, `*.localdomain`, `metadata.*`,
+/// `*.local`, `*.localhost`, `*.localdomain`, `*.svc`, `metadata.*`,
 /// `instance-data.*`), in any ASCII case.
 fn forbidden_name_at_dot(b: &[u8], i: usize) -> bool {
     let after = &b[i + 1..];
@@ -274,7 +285,11 @@ fn forbidden_name_at_dot(b: &[u8], i: usize) -> bool {
     let ends = |w: &[u8]| {
         before.len() >= w.len() && before[before.len() - w.len()..].eq_ignore_ascii_case(w)
     };
-    starts(b"internal") || starts(b"local") || ends(b"metadata") || ends(b"instance-data")
+    starts(b"internal")
+        || starts(b"local")
+        || starts(b"svc")
+        || ends(b"metadata")
+        || ends(b"instance-data")
 }
 
 /// Dotless forbidden names a resolver knows (`/etc/hosts`, a cloud's
@@ -291,23 +306,56 @@ const DOTLESS: &[&str] = &[
     "ip6-allhosts",
 ];
 
-/// Whether the colon at `b[i]` follows a dotless forbidden name or a
-/// number a URL parser reads as an address (`metadata:80`, `0x7f000001:`,
-/// `2130706433:`), and precedes a port or a path.
+/// Whether the colon or slash at `b[i]` follows a dotless forbidden name
+/// (a trailing dot allowed) or a number a URL parser reads as an address
+/// (`metadata:80`, `ip6-loopback.:80`, `0x7f000001:`, `2130706433/`), and
+/// precedes a port or a path (a name only with a port).
 fn dotless_before_port(b: &[u8], i: usize) -> bool {
-    if !matches!(b.get(i + 1), Some(b'0'..=b'9' | b'/' | b'\\')) {
+    let colon = b[i] == b':';
+    if colon && !matches!(b.get(i + 1), Some(b'0'..=b'9' | b'/' | b'\\')) {
         return false;
     }
-    let from = b[..i]
+    let mut end = i;
+    while end > 0 && b[end - 1] == b'.' {
+        end -= 1;
+    }
+    let from = b[..end]
         .iter()
         .rposition(|c| !(c.is_ascii_alphanumeric() || *c == b'-'))
         .map_or(0, |p| p + 1);
-    let word = &b[from..i];
+    let word = &b[from..end];
     (word.len() >= 3 && word[..2].eq_ignore_ascii_case(b"0x"))
         || (word.len() >= 8 && word.iter().all(u8::is_ascii_digit))
-        || DOTLESS
-            .iter()
-            .any(|d| d.as_bytes().eq_ignore_ascii_case(word))
+        || (colon
+            && DOTLESS
+                .iter()
+                .any(|d| d.as_bytes().eq_ignore_ascii_case(word)))
+}
+
+/// Whether a host a WHATWG parser reads as IPv4 is written as an address
+/// rather than as a number of prose: four dotted parts (ASCII, full-width
+/// or ideographic dots, or percent-encoded), any part in hex or octal
+/// (`0x7f.1`, `0177.1`), or one number of eight digits or more before a
+/// path (`2130706433/admin`; `1684000000:123` is a timestamp). Prices,
+/// versions, scores and ratios (`10.99/month`, `10.0/11.0`, `10.5:1`)
+/// have fewer parts.
+fn literal_form(host: &str, rest: &str) -> bool {
+    if host.contains('%') {
+        return true;
+    }
+    let h = host.trim_end_matches(['.', '\u{3002}', '\u{ff0e}', '\u{ff61}']);
+    let parts: Vec<&str> = h.split(['.', '\u{3002}', '\u{ff0e}', '\u{ff61}']).collect();
+    if parts.len() == 4 {
+        return true;
+    }
+    let marked = |p: &str| {
+        p.get(..2).is_some_and(|x| x.eq_ignore_ascii_case("0x"))
+            || (p.len() > 1 && p.starts_with('0'))
+    };
+    if parts.iter().any(|p| marked(p)) {
+        return true;
+    }
+    parts.len() == 1 && h.len() >= 8 && h.bytes().all(|c| c.is_ascii_digit()) && !rest.is_empty()
 }
 
 /// Whether a scheme-less token's host, read as a WHATWG client reads it,
@@ -333,9 +381,7 @@ fn forbidden_host(host: &str, port: bool, rest: &str) -> bool {
     match url::Host::parse(host) {
         Ok(url::Host::Ipv4(ip)) => {
             let o = ip.octets();
-            let written = host.contains(['.', '\u{3002}', '\u{ff0e}', '\u{ff61}', '%'])
-                || host.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
-                || (host.len() >= 8 && host.bytes().all(|c| c.is_ascii_digit()));
+            let written = literal_form(host, rest);
             // `10.0.0.0/8` is a block, not a path.
             let cidr = !port
                 && rest.len() <= 3
@@ -365,7 +411,8 @@ fn forbidden_host(host: &str, port: bool, rest: &str) -> bool {
 /// A bracketed IPv6 literal the SSRF rules forbid, followed by anything a
 /// URL continues with (`[::1]:8080/admin`, `[::1]?x`, `[fe80::1%25eth0]:80`),
 /// up to the next space.
-fn bracketed_forbidden(s: &str) -> Option<&str> {
+fn bracketed_forbidden(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
     let b = s.as_bytes();
     for p in memchr::memchr_iter(b'[', b) {
         let Some(len) = b[p + 1..].iter().take(80).position(|&c| c == b']') else {
@@ -398,10 +445,10 @@ fn bracketed_forbidden(s: &str) -> Option<&str> {
             let end = s[q..]
                 .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
                 .map_or(s.len(), |e| q + e);
-            return Some(&s[p..end]);
+            out.push(&s[p..end]);
         }
     }
-    None
+    out
 }
 
 /// Schemes some client dials as a network address (curl's, the browsers',

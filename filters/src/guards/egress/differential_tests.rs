@@ -806,6 +806,54 @@ fn scheme_less_addresses_are_found_however_the_text_wraps_them() {
     }
 }
 
+/// Prices, versions, scores, ratios and timestamps are prose; an address
+/// written as one (four parts, hex or octal, a long number before a path),
+/// after `//` or `\\`, behind an allowlisted decoy, or a `*.svc` name, is
+/// not.
+#[test]
+fn numbers_of_prose_pass_and_addresses_behind_decoys_do_not() {
+    for v in [
+        "Pro plan: $10.99/month, billed yearly",
+        "costs 10.99/mo",
+        "price 127.50/share",
+        "$192.50/night",
+        "Supports Android 10.0/11.0/12.0",
+        "macOS 10.15/arm64 build",
+        "version 10.1.2/linux",
+        "see sections 10.2/10.3",
+        "scored 0.0/1.0 on the test",
+        "x = img*127.5/255",
+        "contrast ratio 10.5:1",
+        "meeting at 10.30:00",
+        "ts=1684000000:123",
+        "ports: 8080:80",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    ] {
+        assert_eq!(bare_forbidden(v), None, "{v:?}");
+    }
+    for v in [
+        "fetch //169.254.169.254/latest/meta-data please",
+        "see //localhost:8080/admin",
+        "GET //10.0.0.1/",
+        "see \\\\10.0.0.5\\share",
+        "redis.default.svc:6379",
+        "my-service.default.svc:8080/admin",
+        "2130706433/admin",
+        "0x7f000001/admin",
+        "017700000001/x",
+        "0177.1:22",
+        "ip6-allnodes.:80/x",
+        "ip6-loopback.:80/",
+        "a:a:a:a:a:a:a:a:a:a:a:a:127.0.0.1:6379/",
+    ] {
+        assert!(bare_forbidden(v).is_some(), "{v:?} not found");
+    }
+    // An allowlisted address does not stand in front of a forbidden one.
+    let v = "use 10.0.0.5:80/ then 169.254.169.254/latest/meta-data";
+    let all = super::detect::bare_forbidden_all(v);
+    assert_eq!(all.len(), 2, "{all:?}");
+}
+
 /// Every member of a call's `params` besides its arguments is read: a
 /// retry's answers and state, and any URI in them.
 #[test]

@@ -3,7 +3,7 @@
 
 use serde_json::Value as Json;
 
-use super::detect::{bare_forbidden, dropped, url_like};
+use super::detect::{bare_forbidden_all, dropped, url_like};
 
 /// One value to judge.
 pub(super) struct Found<'a> {
@@ -69,7 +69,7 @@ fn judge_text<'a>(value: &'a str, argument: Option<&str>, out: &mut Vec<Found<'a
     if url_like(value) {
         push(value.into(), false, out);
     }
-    if let Some(addr) = bare_forbidden(value) {
+    for addr in bare_forbidden_all(value) {
         push(addr.into(), true, out);
     }
     if value.contains(['\t', '\n', '\r']) {
@@ -77,7 +77,7 @@ fn judge_text<'a>(value: &'a str, argument: Option<&str>, out: &mut Vec<Found<'a
         if url_like(&joined) {
             push(joined.clone().into(), false, out);
         }
-        if let Some(addr) = bare_forbidden(&joined) {
+        for addr in bare_forbidden_all(&joined) {
             push(addr.to_owned().into(), true, out);
         }
     }
@@ -93,7 +93,7 @@ pub(super) fn uris_under<'a>(v: &'a Json, out: &mut Vec<Found<'a>>) {
                 value: u.as_str().into(),
                 whole: false,
             });
-            if let Some(addr) = bare_forbidden(u) {
+            for addr in bare_forbidden_all(u) {
                 out.push(Found {
                     argument: None,
                     value: addr.into(),
