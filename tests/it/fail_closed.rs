@@ -25,6 +25,10 @@ mod third;
 #[path = "fail_closed_fourth.rs"]
 mod fourth;
 
+/// URLs a server asks the client to open, wherever it asks.
+#[path = "fail_closed_fifth.rs"]
+mod fifth;
+
 /// What the official conformance suite saw differ through the gateway:
 /// each fixed at its root, checked against a hostile server.
 #[path = "transparent.rs"]

@@ -57,8 +57,14 @@ impl McpFilter for EgressFilter {
     fn acts_on(&self) -> Acts {
         Acts {
             requests: Methods::All,
-            responses: Methods::None,
+            // Server→client messages: the URLs a server asks the client to
+            // open (URL-mode elicitation), wherever they arrive.
+            responses: Methods::All,
         }
+    }
+
+    fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+        super::elicitation::judge(msg, || self.exceptions(ctx))
     }
 
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
@@ -271,17 +277,7 @@ impl EgressFilter {
         if values.is_empty() {
             return Decision::Pass;
         }
-        let server_cat = self.catalog.get(ctx.server);
-        let allow: Vec<&HostPattern> = self
-            .global
-            .iter()
-            .chain(
-                server_cat
-                    .map(|c| c.egress_allow.iter())
-                    .into_iter()
-                    .flatten(),
-            )
-            .collect();
+        let allow = self.exceptions(ctx);
         for found in values {
             let verdict = if found.whole {
                 check(&found.value, &allow)
@@ -305,6 +301,21 @@ impl EgressFilter {
             }
         }
         Decision::Pass
+    }
+
+    /// The global and the server's allowlists, for the exceptions they make
+    /// to the SSRF rules where what is judged is not sent to a tool.
+    fn exceptions(&self, ctx: &Exchange<'_>) -> Vec<&HostPattern> {
+        let server_cat = self.catalog.get(ctx.server);
+        self.global
+            .iter()
+            .chain(
+                server_cat
+                    .map(|c| c.egress_allow.iter())
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect()
     }
 
     /// The first value of `values` the allowlists (global, the server's,

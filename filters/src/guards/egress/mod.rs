@@ -43,6 +43,7 @@
 
 mod address;
 mod detect;
+mod elicitation;
 mod filter;
 mod found;
 mod readers;
@@ -50,6 +51,8 @@ mod schema;
 
 #[cfg(test)]
 mod differential_tests;
+#[cfg(test)]
+mod elicitation_tests;
 #[cfg(test)]
 mod tests;
 

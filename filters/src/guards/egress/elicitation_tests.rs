@@ -1,0 +1,189 @@
+//! URL-mode elicitation from a hostile server: every place a server can
+//! ask the client to open a URL, every spelling of an address on the
+//! user's own network, and what cannot be read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use warden_config::guards::HostPattern;
+
+use super::filter::EgressFilter;
+use crate::chain::filter::{Decision, Exchange, McpFilter, Message, Notes};
+use crate::engines::identity::Principal;
+use crate::protocol::error::codes;
+
+fn filter(global: &[&str]) -> EgressFilter {
+    EgressFilter::new(
+        global
+            .iter()
+            .map(|p| HostPattern::parse(p).expect("pattern"))
+            .collect(),
+        HashMap::new(),
+        Arc::default(),
+        false,
+    )
+}
+
+/// The verdict on a server→client message `raw` answering (if a
+/// response) a request of `asked`.
+fn reply(f: &EgressFilter, raw: &str, asked: Option<&str>) -> Decision {
+    let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
+        raw.as_bytes(),
+        crate::protocol::jsonrpc::ParseLimits::default(),
+    ) else {
+        panic!("not a message: {raw}")
+    };
+    let p = Principal::anonymous();
+    let ctx = Exchange::new(&p, "s");
+    f.on_response(
+        &Message::from_server(&env, raw.as_bytes(), asked, None),
+        &ctx,
+        &mut Notes::default(),
+    )
+}
+
+fn rule(d: Decision) -> Option<String> {
+    match d {
+        Decision::Reject(d) => {
+            assert_eq!(d.error.code, codes::EGRESS_DENIED);
+            Some(d.error.data.expect("data")["rule"].as_str()?.to_owned())
+        }
+        _ => None,
+    }
+}
+
+fn on_stream(url: &str) -> String {
+    serde_json::json!({"jsonrpc":"2.0","id":7,"method":"elicitation/create",
+        "params":{"mode":"url","elicitationId":"e1","message":"Sign in","url":url}})
+    .to_string()
+}
+
+fn in_result(url: &str) -> String {
+    serde_json::json!({"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required",
+        "inputRequests":{"a":{"method":"elicitation/create",
+            "params":{"mode":"url","elicitationId":"e1","message":"m","url":url}}}}})
+    .to_string()
+}
+
+fn in_error(url: &str) -> String {
+    serde_json::json!({"jsonrpc":"2.0","id":1,"error":{"code":-32042,"message":"m",
+        "data":{"elicitations":[{"mode":"url","elicitationId":"e1","message":"m","url":url}]}}})
+    .to_string()
+}
+
+const USERS_NETWORK: &[&str] = &[
+    "http://127.0.0.1:8080/admin/delete",
+    "http://localhost:3000/",
+    "HTTP://LOCALHOST./",
+    "http://2130706433/",
+    "http://0x7f.1/",
+    "http://[::1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://192.168.1.1/setup.cgi",
+    "http://10.0.0.1/",
+    "https://user@127.0.0.1/",
+    "http://127。0。0。1/",
+    " http://127.0.0.1/",
+    "ht\ttp://127.0.0.1/",
+    "http:\\\\127.0.0.1\\",
+];
+
+#[test]
+fn a_url_on_the_users_own_network_is_refused_wherever_it_is_asked_for() {
+    let f = filter(&[]);
+    for url in USERS_NETWORK {
+        for (raw, asked) in [
+            (on_stream(url), None),
+            (in_result(url), Some("tools/call")),
+            (in_result(url), Some("tasks/result")),
+            (in_result(url), None),
+            (in_error(url), Some("tools/call")),
+        ] {
+            assert!(rule(reply(&f, &raw, asked)).is_some(), "{raw} passed");
+        }
+    }
+}
+
+#[test]
+fn escapes_in_names_and_values_do_not_hide_the_url() {
+    let f = filter(&[]);
+    for raw in [
+        r#"{"jsonrpc":"2.0","id":7,"method":"elicitation/create","params":{"mode":"url","u\u0072l":"http://127.0.0.1/"}}"#,
+        r#"{"jsonrpc":"2.0","id":7,"method":"elicitation\/create","params":{"mode":"url","url":"http:\/\/127.0.0.1\/"}}"#,
+        r#"{"jsonrpc":"2.0","id":7,"method":"elicitation/create","params":{"mode":"url","url":"\u0068ttp://\u0031\u0032\u0037.0.0.1/"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"input\u0052equests":{"a":{"method":"elicitation/create","params":{"url":"http://127.0.0.1/"}}}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32042,"message":"m","data":{"elicit\u0061tions":[{"url":"http://127.0.0.1/"}]}}}"#,
+    ] {
+        assert!(
+            rule(reply(&f, raw, Some("tools/call"))).is_some(),
+            "{raw} passed"
+        );
+    }
+}
+
+#[test]
+fn only_web_urls_are_opened_and_what_cannot_be_read_is_refused() {
+    let f = filter(&[]);
+    for url in [
+        "javascript:alert(1)",
+        "file:///etc/passwd",
+        "data:text/html,<script>x</script>",
+        "ws://example.com/",
+        "//127.0.0.1/",
+        "example.com",
+        "",
+    ] {
+        assert_eq!(
+            rule(reply(&f, &on_stream(url), None)).as_deref(),
+            Some("egress_scheme"),
+            "{url}"
+        );
+    }
+    for raw in [
+        r#"{"jsonrpc":"2.0","id":7,"method":"elicitation/create","params":{"mode":"url","url":7}}"#,
+        r#"{"jsonrpc":"2.0","id":7,"method":"elicitation/create","params":{"mode":"url"}}"#,
+        r#"{"jsonrpc":"2.0","id":7,"method":"elicitation/create","params":["http://127.0.0.1/"]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"inputRequests":[{"method":"elicitation/create","params":{"url":"http://127.0.0.1/"}}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32042,"message":"m","data":{"elicitations":{"url":"http://127.0.0.1/"}}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32042,"message":"m","data":{"elicitations":["http://127.0.0.1/"]}}}"#,
+    ] {
+        assert_eq!(
+            rule(reply(&f, raw, Some("tools/call"))).as_deref(),
+            Some("egress_unreadable_elicitation"),
+            "{raw}"
+        );
+    }
+}
+
+#[test]
+fn a_public_sign_in_page_a_form_and_an_allowlisted_address_pass() {
+    let f = filter(&[]);
+    for raw in [
+        on_stream("https://auth.example.com/connect?state=x"),
+        in_result("https://auth.example.com/connect"),
+        in_error("https://auth.example.com/connect"),
+        // A form elicitation has no URL.
+        r#"{"jsonrpc":"2.0","id":7,"method":"elicitation/create","params":{"message":"Name?","requestedSchema":{"type":"object","properties":{}}}}"#.into(),
+        // Sampling is not an elicitation.
+        r#"{"jsonrpc":"2.0","id":1,"result":{"inputRequests":{"a":{"method":"sampling/createMessage","params":{"messages":[],"maxTokens":5}}}}}"#.into(),
+        // Another error code's data is the server's own.
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"m","data":{"elicitations":[{"url":"http://127.0.0.1/"}]}}}"#.into(),
+        // A tool result naming a local address is the tool's content.
+        r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"http://127.0.0.1/"}]}}"#.into(),
+    ] {
+        assert_eq!(rule(reply(&f, &raw, Some("tools/call"))), None, "{raw}");
+    }
+    // The allowlists' exceptions to the SSRF rules hold here too; a public
+    // host outside them is no tool's egress and passes.
+    let f = filter(&["10.0.0.0/8", "*.example.com"]);
+    assert_eq!(
+        rule(reply(&f, &on_stream("http://10.1.2.3/login"), None)),
+        None
+    );
+    assert_eq!(
+        rule(reply(&f, &on_stream("https://login.other.org/"), None)),
+        None
+    );
+    assert!(rule(reply(&f, &on_stream("http://192.168.0.1/"), None)).is_some());
+}
