@@ -9,7 +9,9 @@
 //! of the default-ignorable code points such as variation selectors), turns
 //! every Unicode space (Zs) into an ASCII space and every Unicode hyphen or
 //! dash into `-`, and applies NFKC to everything else (full-width `４`,
-//! mathematical `𝟒`, superscript `⁴` → `4`; `ＡＫＩＡ` → `AKIA`).
+//! mathematical `𝟒`, superscript `⁴` → `4`; `ＡＫＩＡ` → `AKIA`); the
+//! decimal digits of every other script (Arabic-Indic `٤`, Devanagari `४`,
+//! Bengali `৪` …), which NFKC keeps, read as their ASCII digits.
 //!
 //! Each byte of the view remembers the original character it came from, so
 //! a match in the view maps back to the whole original span, invisible
@@ -42,6 +44,8 @@ enum Fold {
     Space,
     Dash,
     Dot,
+    /// A decimal digit of another script (`٤`, `४`, `৪`): its ASCII digit.
+    Digit(u8),
     Nfkc,
 }
 
@@ -101,6 +105,7 @@ fn fold(c: char) -> Fold {
         | GeneralCategory::EnclosingMark
         | GeneralCategory::Control => return Fold::Drop,
         GeneralCategory::SpaceSeparator => return Fold::Space,
+        GeneralCategory::DecimalNumber => return Fold::Digit(digit_value(c)),
         _ => {}
     }
     if matches!(c, '\u{3002}' | '\u{FF61}' | '\u{FE12}') {
@@ -115,6 +120,21 @@ fn fold(c: char) -> Fold {
     } else {
         Fold::Nfkc
     }
+}
+
+/// The value of a decimal digit (general category Nd). Unicode encodes
+/// each script's digits as one contiguous run from 0 to 9, and runs that
+/// touch (the mathematical digits) are whole runs of ten: the value is the
+/// distance from the start of the contiguous digits, modulo ten.
+fn digit_value(c: char) -> u8 {
+    let mut start = c as u32;
+    while let Some(p) = start.checked_sub(1).and_then(char::from_u32) {
+        if get_general_category(p) != GeneralCategory::DecimalNumber {
+            break;
+        }
+        start -= 1;
+    }
+    ((c as u32 - start) % 10) as u8
 }
 
 /// The normalised view of `s`, if it differs from `s`.
@@ -161,6 +181,7 @@ pub(crate) fn view(s: &str) -> Option<View> {
             Fold::Space => push(&mut text, &mut from, at, ' '),
             Fold::Dash => push(&mut text, &mut from, at, '-'),
             Fold::Dot => push(&mut text, &mut from, at, '.'),
+            Fold::Digit(d) => push(&mut text, &mut from, at, char::from(b'0' + d)),
             Fold::Nfkc => {
                 for d in std::iter::once(c).nfkc() {
                     match fold(d) {
@@ -168,6 +189,7 @@ pub(crate) fn view(s: &str) -> Option<View> {
                         Fold::Space => push(&mut text, &mut from, at, ' '),
                         Fold::Dash => push(&mut text, &mut from, at, '-'),
                         Fold::Dot => push(&mut text, &mut from, at, '.'),
+                        Fold::Digit(v) => push(&mut text, &mut from, at, char::from(b'0' + v)),
                         Fold::Keep | Fold::Nfkc => push(&mut text, &mut from, at, d),
                     }
                 }
@@ -279,6 +301,31 @@ mod tests {
         // Half of an expansion maps to the whole character.
         assert_eq!(v.original(s, 15, 16), (24, 27));
         assert_eq!(v.original(s, 0, v.text.len()), (0, s.len()));
+    }
+
+    /// Digits NFKC keeps read as their ASCII digits; the rule that finds a
+    /// digit's value agrees with NFKC wherever NFKC gives one.
+    #[test]
+    fn digits_of_every_script_read_as_ascii() {
+        assert_eq!(norm("٤١١١ ١١١١ ١١١١ ١١١١"), "4111 1111 1111 1111");
+        assert_eq!(norm("۱۲۳-۴۵-۶۷۸۹"), "123-45-6789");
+        assert_eq!(norm("४१११-१११"), "4111-111");
+        assert_eq!(norm("৪১১১ ๔๑๑๑ ༤༡ ၄၁"), "4111 4111 41 41");
+        let mut seen = 0;
+        for c in (0x80..=0x10FFFFu32).filter_map(char::from_u32) {
+            if get_general_category(c) != GeneralCategory::DecimalNumber {
+                continue;
+            }
+            seen += 1;
+            let Fold::Digit(d) = fold(c) else {
+                panic!("{:04X} is not read as a digit", c as u32)
+            };
+            let nfkc: String = std::iter::once(c).nfkc().collect();
+            if let [b @ b'0'..=b'9'] = nfkc.as_bytes() {
+                assert_eq!(d, b - b'0', "{:04X}", c as u32);
+            }
+        }
+        assert!(seen > 600, "{seen}");
     }
 
     #[test]

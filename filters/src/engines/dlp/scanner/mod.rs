@@ -13,10 +13,6 @@ use super::detectors::{self, Category, SPECS};
 use super::normalise;
 use super::prefilter::{Cand, Prefilter, Seen, DIGIT_GROUP};
 
-/// How far (bytes) past its candidate a group of digit patterns, one of
-/// them unbounded, may reach.
-const UNBOUNDED_AHEAD: usize = 4096;
-
 /// One detector ready to run.
 pub struct Detector {
     pub name: String,
@@ -191,9 +187,12 @@ impl Scanner {
                 .configure(Regex::config().match_kind(regex_automata::MatchKind::All))
                 .build_many(&patterns)
                 .map_err(|e| format!("digit detectors: {e}"))?;
+            // As far as the longest match; an unbounded pattern (none of the
+            // built-in ones is) reaches over the whole text, so no padding
+            // hides its match.
             let reach = group
                 .iter()
-                .map(|&d| detectors[d].max_len.unwrap_or(UNBOUNDED_AHEAD))
+                .map(|&d| detectors[d].max_len.unwrap_or(usize::MAX))
                 .max()
                 .unwrap_or(0);
             Some((set, group, reach))

@@ -192,3 +192,48 @@ fn padded_escaped_and_lettered_values_are_found() {
     let got = located(&s, &msg(&padded));
     assert!(got.iter().any(|n| n == "password_assignment"), "{got:?}");
 }
+
+/// The digit patterns are confirmed in windows as wide as their longest
+/// match: each built-in one is bounded, so a window is small and no
+/// padding between a candidate and its match hides it.
+#[test]
+fn every_digit_pattern_is_bounded() {
+    let s = Scanner::new(&[]).expect("scanner");
+    let (_, group, reach) = s.digit_set.as_ref().expect("digit detectors");
+    for &d in group {
+        assert!(
+            s.detectors[d].max_len.is_some(),
+            "{} has no longest match",
+            s.detectors[d].name
+        );
+    }
+    assert!(*reach < 256, "reach {reach}");
+    // A card number padded inside a long text is found wherever it sits.
+    for pad in [0, 300, 5000, 70_000] {
+        let text = format!(
+            "{}card 4111 1111 1111 1111 ok{}",
+            " ".repeat(pad),
+            "x ".repeat(pad)
+        );
+        assert!(
+            names(&s, &text).iter().any(|n| n == "card_visa"),
+            "pad {pad}"
+        );
+    }
+}
+
+/// Numbers written in the digits of another script are what a reader
+/// (and a model) reads: found as the ASCII ones are, and redacted whole.
+#[test]
+fn numbers_in_other_scripts_digits_are_found() {
+    let s = Scanner::new(&[]).expect("scanner");
+    for (text, want) in [
+        ("card ٤١١١ ١١١١ ١١١١ ١١١١ ok", "card_visa"),
+        ("card ۴۱۱۱-۱۱۱۱-۱۱۱۱-۱۱۱۱", "card_visa"),
+        ("ssn १२३-४५-६७८९", "us_ssn"),
+        ("card ৪১১১১১১১১১১১১১১১", "card_visa"),
+    ] {
+        let got = names(&s, text);
+        assert!(got.iter().any(|n| n == want), "{text}: {got:?}");
+    }
+}
