@@ -53,6 +53,15 @@ pub(super) fn ssrf_rule_v6(ip: Ipv6Addr) -> Option<&'static str> {
             return Some(r);
         }
     }
+    // Teredo `2001:0::/32` (RFC 4380): the relay's IPv4 address in bits
+    // 32–63 and the client's, each bit inverted, in the last 32; a host
+    // with a Teredo interface reaches either.
+    if s[..2] == [0x2001, 0] {
+        let client = embedded(!s[6], !s[7]);
+        if let Some(r) = ssrf_rule_v4(client).or_else(|| ssrf_rule_v4(embedded(s[2], s[3]))) {
+            return Some(r);
+        }
+    }
     // SIIT's IPv4-translated `::ffff:0:a.b.c.d`.
     if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
         return Some(ssrf_rule_v4(embedded(s[6], s[7])).unwrap_or("ssrf_ipv4_translated"));

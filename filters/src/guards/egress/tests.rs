@@ -29,6 +29,9 @@ fn every_encoding_of_loopback_and_metadata_is_refused() {
         "http://[::ffff:0:7f00:1]/",
         "http://[::ffff:0:a9fe:a9fe]/",
         "http://[fec0::1]/",
+        // Teredo: client 127.0.0.1 inverted, then relay 10.0.0.1.
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",
+        "http://[2001:0:a00:1::]/",
         "http://kubernetes.default.svc/",
         "http://user:pw@127.0.0.1/",
         "http://api.example.com@127.0.0.1/",
@@ -55,6 +58,7 @@ fn every_encoding_of_loopback_and_metadata_is_refused() {
     for v in [
         "https://api.example.com/v1",
         "http://93.184.216.34/",
+        "http://[2001:0:4136:e378:8000:63bf:a247:27dd]/",
         "example.org:443",
     ] {
         assert_eq!(check(v, &[]), Ok(()), "{v}");
