@@ -87,3 +87,32 @@ async fn a_url_on_the_users_network_never_reaches_the_client() {
         assert!(!text.contains("elicitations"), "{url}: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn icons_and_links_on_the_users_network_are_removed_from_lists() {
+    let (h, gw) = setup_with(BUNDLE, ALLOW_ALL).await;
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":1,"result":{"tools":[{
+        "name":"echo","inputSchema":{"type":"object"},
+        "icons":[
+            {"src":"http://127.0.0.1:631/admin/?op=purge-jobs","mimeType":"image/png"},
+            {"src":"https://cdn.example.com/echo.png","mimeType":"image/png"},
+            {"src":"file:///etc/passwd"}
+        ]}]}})
+        .to_string(),
+    )]);
+    let (s, _, text) = post_with(
+        &gw,
+        &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["result"]["tools"][0]["name"], "echo", "{text}");
+    assert_eq!(
+        v["result"]["tools"][0]["icons"],
+        json!([{"src":"https://cdn.example.com/echo.png","mimeType":"image/png"}]),
+        "{text}"
+    );
+}

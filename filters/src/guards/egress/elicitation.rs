@@ -114,8 +114,8 @@ fn url_mode<'a>(e: &'a Json, urls: &mut Vec<Result<&'a str, ()>>) {
     }
 }
 
-/// The verdict on a URL the client opens for the user.
-fn opened(url: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
+/// The verdict on a URL the client opens (or fetches) for the user.
+pub(super) fn opened(url: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
     let web = lead(url.trim_matches(|c: char| c <= ' ' || c.is_whitespace() || c == '\u{feff}'))
         .scheme
         .is_some_and(|s| s == "http" || s == "https");

@@ -187,3 +187,90 @@ fn a_public_sign_in_page_a_form_and_an_allowlisted_address_pass() {
     );
     assert!(rule(reply(&f, &on_stream("http://192.168.0.1/"), None)).is_some());
 }
+
+/// The reply as the client gets it: the rewrite, or `raw` when passed.
+fn as_sent(f: &EgressFilter, raw: &str, asked: &str) -> serde_json::Value {
+    match reply(f, raw, Some(asked)) {
+        Decision::Pass => serde_json::from_str(raw).expect("json"),
+        Decision::Mutated(b) => serde_json::from_slice(&b).expect("json"),
+        _ => panic!("refused: {raw}"),
+    }
+}
+
+#[test]
+fn icons_and_links_on_the_users_network_are_removed_the_rest_passes() {
+    let f = filter(&[]);
+    let icon = |src: &str| serde_json::json!({"src": src, "mimeType": "image/png"});
+    let tools = serde_json::json!({"jsonrpc":"2.0","id":1,"result":{"tools":[
+        {"name":"a","inputSchema":{"type":"object"},"icons":[
+            icon("https://cdn.example.com/a.png"),
+            icon("http://127.0.0.1:8080/admin/delete"),
+            icon("data:image/png;base64,iVBORw0KGgo="),
+            icon("javascript:alert(1)"),
+            icon("http://[::ffff:169.254.169.254]/"),
+            {"src": 7},
+            "http://10.0.0.1/"
+        ]},
+        {"name":"b","inputSchema":{"type":"object","properties":{"icons":{"type":"string"}}},
+         "icons":"http://127.0.0.1/"}
+    ]}})
+    .to_string();
+    let v = as_sent(&f, &tools, "tools/list");
+    let a = &v["result"]["tools"][0];
+    assert_eq!(
+        a["icons"],
+        serde_json::json!([
+            icon("https://cdn.example.com/a.png"),
+            icon("data:image/png;base64,iVBORw0KGgo=")
+        ]),
+        "{v}"
+    );
+    assert!(v["result"]["tools"][1].get("icons").is_none(), "{v}");
+    // A schema's own property named `icons` is the tool's business.
+    assert_eq!(
+        v["result"]["tools"][1]["inputSchema"]["properties"]["icons"]["type"],
+        "string"
+    );
+    // The server's own description, on initialize and on discovery.
+    for method in ["initialize", "server/discover"] {
+        let init =
+            serde_json::json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25",
+            "capabilities":{},"serverInfo":{"name":"s","version":"1",
+                "websiteUrl":"http://192.168.1.1/setup.cgi",
+                "icons":[icon("http://localhost/x.png"), icon("https://example.com/i.png")]}}})
+            .to_string();
+        let v = as_sent(&f, &init, method);
+        let info = &v["result"]["serverInfo"];
+        assert!(info.get("websiteUrl").is_none(), "{v}");
+        assert_eq!(
+            info["icons"],
+            serde_json::json!([icon("https://example.com/i.png")])
+        );
+    }
+    // Escaped names are read as the client reads them.
+    let escaped = r#"{"jsonrpc":"2.0","id":1,"result":{"prompts":[{"name":"p","ic\u006fns":[{"src":"http:\/\/127.0.0.1\/"}]}]}}"#;
+    let v = as_sent(&f, escaped, "prompts/list");
+    assert_eq!(
+        v["result"]["prompts"][0]["icons"],
+        serde_json::json!([]),
+        "{v}"
+    );
+    // Nothing refused: the reply passes byte for byte.
+    let fine = serde_json::json!({"jsonrpc":"2.0","id":1,"result":{"resources":[{"uri":"file:///a",
+        "name":"a","icons":[icon("https://example.com/i.png")]}],
+        "serverInfo":{"name":"s","version":"1","websiteUrl":"https://example.com"}}})
+    .to_string();
+    assert!(matches!(
+        reply(&f, &fine, Some("resources/list")),
+        Decision::Pass
+    ));
+    // An allowlist CIDR makes its exception here too.
+    let f = filter(&["10.0.0.0/8"]);
+    let local = serde_json::json!({"jsonrpc":"2.0","id":1,"result":{"resourceTemplates":[
+        {"uriTemplate":"x://{a}","name":"t","icons":[icon("http://10.1.1.1/i.png")]}]}})
+    .to_string();
+    assert!(matches!(
+        reply(&f, &local, Some("resources/templates/list")),
+        Decision::Pass
+    ));
+}

@@ -58,13 +58,17 @@ impl McpFilter for EgressFilter {
         Acts {
             requests: Methods::All,
             // Server→client messages: the URLs a server asks the client to
-            // open (URL-mode elicitation), wherever they arrive.
+            // open (URL-mode elicitation), wherever they arrive, and the
+            // icons and website links the client fetches or opens.
             responses: Methods::All,
         }
     }
 
     fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
-        super::elicitation::judge(msg, || self.exceptions(ctx))
+        match super::elicitation::judge(msg, || self.exceptions(ctx)) {
+            Decision::Pass => super::icons::judge(msg, || self.exceptions(ctx)),
+            d => d,
+        }
     }
 
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {

@@ -46,6 +46,7 @@ mod detect;
 mod elicitation;
 mod filter;
 mod found;
+mod icons;
 mod readers;
 mod schema;
 

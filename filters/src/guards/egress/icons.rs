@@ -1,0 +1,107 @@
+//! Icons and website links a server describes itself and its tools,
+//! prompts and resources with (`icons[].src`, `websiteUrl`, 2025-11-25):
+//! the client fetches an icon itself, and opens a website link for its
+//! user, from the user's machine. An icon on loopback, a private network
+//! or a metadata address is a request forgery the client makes without
+//! asking; one in a scheme a client should not fetch (`javascript:`,
+//! `file:`, `ftp:`, `ws:`) is no image. Such an icon or link is removed
+//! from the reply, the rest of it passes: the server's list stays usable,
+//! and nothing the gateway refuses reaches the client. `data:` icons are
+//! inline images and pass; an icon the gateway cannot read (not an object,
+//! `src` not a string, `icons` not an array) is removed too.
+
+use serde_json::Value as Json;
+use warden_config::guards::HostPattern;
+
+use super::detect::lead;
+use super::elicitation::opened;
+use crate::chain::filter::{Decision, Message, Word};
+use crate::protocol::jsonrpc::Kind;
+
+static ICONS: Word = Word::new("icons");
+static WEBSITE: Word = Word::new("websiteUrl");
+
+/// The lists whose items carry icons.
+const LISTS: &[&str] = &["tools", "prompts", "resources", "resourceTemplates"];
+
+/// `msg` (a server→client message) with every icon and website link the
+/// address rules refuse removed, or `Pass` when it holds none.
+pub(super) fn judge<'h>(
+    msg: &Message<'_>,
+    allow: impl FnOnce() -> Vec<&'h HostPattern>,
+) -> Decision {
+    let env = msg.envelope;
+    if env.kind != Kind::Response || env.is_error {
+        return Decision::Pass;
+    }
+    if !(msg.may_hold(&ICONS) || msg.may_hold(&WEBSITE)) {
+        return Decision::Pass;
+    }
+    let Some(v) = msg.value() else {
+        return Decision::Pass;
+    };
+    if v.get("result").is_none() {
+        return Decision::Pass;
+    }
+    let allow = allow();
+    let mut out = v.clone();
+    let changed = out.get_mut("result").is_some_and(|r| clean(r, &allow));
+    if changed {
+        Decision::rewrite(&out)
+    } else {
+        Decision::Pass
+    }
+}
+
+/// Removes what the rules refuse from `result`; whether anything was.
+fn clean(result: &mut Json, allow: &[&HostPattern]) -> bool {
+    let mut changed = false;
+    if let Some(info) = result.get_mut("serverInfo") {
+        changed |= described(info, allow);
+    }
+    for list in LISTS {
+        if let Some(Json::Array(items)) = result.get_mut(*list) {
+            for item in items {
+                changed |= described(item, allow);
+            }
+        }
+    }
+    changed
+}
+
+/// One described thing (an implementation, a tool, a prompt, a resource):
+/// its refused icons and website link removed; whether any was.
+fn described(thing: &mut Json, allow: &[&HostPattern]) -> bool {
+    let Json::Object(o) = thing else {
+        return false;
+    };
+    let mut changed = false;
+    if let Some(link) = o.get("websiteUrl") {
+        if link.as_str().is_none_or(|u| opened(u, allow).is_err()) {
+            o.remove("websiteUrl");
+            changed = true;
+        }
+    }
+    match o.get_mut("icons") {
+        None => {}
+        Some(Json::Array(icons)) => {
+            let before = icons.len();
+            icons.retain(|i| {
+                i.get("src")
+                    .and_then(Json::as_str)
+                    .is_some_and(|src| fetched(src, allow))
+            });
+            changed |= icons.len() != before;
+        }
+        Some(_) => {
+            o.remove("icons");
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Whether a client may fetch an icon at `src`.
+fn fetched(src: &str, allow: &[&HostPattern]) -> bool {
+    lead(src).scheme.as_deref() == Some("data") || opened(src, allow).is_ok()
+}
