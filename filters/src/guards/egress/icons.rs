@@ -21,6 +21,16 @@ use crate::protocol::jsonrpc::Kind;
 static ICONS: Word = Word::new("icons");
 static WEBSITE: Word = Word::new("websiteUrl");
 
+/// The requests whose replies describe the server or list what it offers.
+const DESCRIBING: &[&str] = &[
+    "initialize",
+    "server/discover",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+];
+
 /// The lists whose items carry icons.
 const LISTS: &[&str] = &["tools", "prompts", "resources", "resourceTemplates"];
 
@@ -32,6 +42,10 @@ pub(super) fn judge<'h>(
 ) -> Decision {
     let env = msg.envelope;
     if env.kind != Kind::Response || env.is_error {
+        return Decision::Pass;
+    }
+    // Replies that describe things; a reply whose request is unknown may.
+    if msg.request_method.is_some_and(|m| !DESCRIBING.contains(&m)) {
         return Decision::Pass;
     }
     if !(msg.may_hold(&ICONS) || msg.may_hold(&WEBSITE)) {
