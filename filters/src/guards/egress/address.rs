@@ -119,6 +119,9 @@ pub(super) fn ssrf_name(domain: &str) -> Option<&'static str> {
     if LOOPBACK.contains(&domain) || domain.ends_with(".localhost") {
         return Some("ssrf_loopback");
     }
+    if let Some(rule) = wildcard_dns(domain) {
+        return Some(rule);
+    }
     if RESERVED.contains(&domain) {
         return Some("ssrf_multicast_or_reserved");
     }
@@ -131,6 +134,68 @@ pub(super) fn ssrf_name(domain: &str) -> Option<&'static str> {
         || domain.ends_with(".localdomain")
     {
         return Some("ssrf_internal_name");
+    }
+    None
+}
+
+/// Public names under which every name resolves to loopback.
+pub(super) const LOOPBACK_ZONES: &[&str] = &["localtest.me", "lvh.me", "vcap.me", "localho.st"];
+/// Public DNS services that answer for a name with the address in it.
+pub(super) const ECHO_ZONES: &[&str] =
+    &["nip.io", "sslip.io", "xip.io", "traefik.me", "nip.direct"];
+
+/// Public DNS services that answer for a name with the address written in
+/// it (`10.0.0.1.nip.io`, `app-10-0-0-1.sslip.io`, `app-0a000001.nip.io`,
+/// `--1.sslip.io` for `::1`), and public names that always resolve to
+/// loopback: the address a client reaches through them, judged as if it
+/// were written. No lookup is made; these are the services SSRF payloads
+/// use, named as the metadata services are.
+fn wildcard_dns(domain: &str) -> Option<&'static str> {
+    let under = |zone: &str| {
+        domain == zone
+            || domain
+                .strip_suffix(zone)
+                .is_some_and(|rest| rest.ends_with('.'))
+    };
+    if LOOPBACK_ZONES.iter().any(|z| under(z)) {
+        return Some("ssrf_loopback");
+    }
+    let zone = ECHO_ZONES.iter().find(|z| under(z))?;
+    let name = domain.strip_suffix(*zone)?.strip_suffix('.')?;
+    echoed(name).and_then(ssrf_rule)
+}
+
+/// The address a wildcard DNS service reads in `name` (the labels before
+/// its zone): four dotted labels at the end, or in the last label four
+/// dash-separated numbers, eight hex digits or an IPv6 address with `-`
+/// for `:`, each after an optional `name-` prefix.
+fn echoed(name: &str) -> Option<IpAddr> {
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.len() >= 4 {
+        if let Ok(ip) = labels[labels.len() - 4..].join(".").parse::<Ipv4Addr>() {
+            return Some(ip.into());
+        }
+    }
+    let last = *labels.last()?;
+    let parts: Vec<&str> = last.split('-').collect();
+    if parts.len() >= 4 {
+        if let Ok(ip) = parts[parts.len() - 4..].join(".").parse::<Ipv4Addr>() {
+            return Some(ip.into());
+        }
+    }
+    let tail = *parts.last()?;
+    if tail.len() == 8 && tail.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return u32::from_str_radix(tail, 16)
+            .ok()
+            .map(|n| Ipv4Addr::from(n).into());
+    }
+    if last.contains("--") || parts.len() >= 3 {
+        // IPv6 with `-` for `:`, after any prefix of the label.
+        for i in std::iter::once(0).chain(last.match_indices('-').map(|(i, _)| i + 1)) {
+            if let Ok(ip) = last[i..].replace('-', ":").parse::<Ipv6Addr>() {
+                return Some(ip.into());
+            }
+        }
     }
     None
 }

@@ -2,7 +2,7 @@
 //! where URLs start inside text, scheme-less forbidden addresses in free
 //! text, and which schemes a client dials.
 
-use super::address::{ssrf_name, ssrf_rule_v4, ssrf_rule_v6};
+use super::address::{ssrf_name, ssrf_rule_v4, ssrf_rule_v6, ECHO_ZONES, LOOPBACK_ZONES};
 
 /// Schemes that WHATWG parsers give a host after any mix of `/` and `\`, or
 /// none (`http:host`).
@@ -277,7 +277,7 @@ fn forbidden_token(token: &str) -> Option<&str> {
 
 /// Whether the dot at `b[i]` belongs to a forbidden name (`*.internal`,
 /// `*.local`, `*.localhost`, `*.localdomain`, `*.svc`, `metadata.*`,
-/// `instance-data.*`), in any ASCII case.
+/// `instance-data.*`, a wildcard DNS service's), in any ASCII case.
 fn forbidden_name_at_dot(b: &[u8], i: usize) -> bool {
     let after = &b[i + 1..];
     let before = &b[..i];
@@ -290,6 +290,11 @@ fn forbidden_name_at_dot(b: &[u8], i: usize) -> bool {
         || starts(b"svc")
         || ends(b"metadata")
         || ends(b"instance-data")
+        || LOOPBACK_ZONES
+            .iter()
+            .chain(ECHO_ZONES)
+            .filter_map(|z| z.split_once('.'))
+            .any(|(head, tail)| ends(head.as_bytes()) && starts(tail.as_bytes()))
 }
 
 /// Dotless forbidden names a resolver knows (`/etc/hosts`, a cloud's

@@ -774,6 +774,10 @@ fn scheme_less_addresses_are_found_however_the_text_wraps_them() {
         "mongodb+srv://10.0.0.5/db",
         "git+ssh://git@10.0.0.5/x.git",
         "kafka://10.0.0.5:9092",
+        // Wildcard DNS names carrying a forbidden address.
+        "redis at 127.0.0.1.nip.io:6379/",
+        "http://app-169-254-169-254.sslip.io/latest/meta-data/",
+        "curl localtest.me:8080/admin",
     ];
     for v in refused {
         let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
