@@ -51,7 +51,6 @@ struct ListShape {
 /// A reply that may carry server→client requests inside its result names
 /// this member (spelled as is, or with escapes: then the parse decides).
 static INPUT_REQUESTS: Word = Word::new("inputRequests");
-static ELICITATIONS: Word = Word::new("elicitations");
 
 fn list_shape(method: &str) -> Option<ListShape> {
     Some(match method {
@@ -343,13 +342,15 @@ impl PolicyFilter {
         let Some(error) = msg.value().and_then(|v| v.get("error")) else {
             return Decision::Pass;
         };
-        let asks = error.get("code").and_then(Json::as_i64)
+        // Any error that carries elicitations (whatever spelling of the
+        // code, or name a folding client reads as `elicitations`).
+        let asks = crate::protocol::error::code_of(error)
             == Some(i64::from(codes::URL_ELICITATION_REQUIRED))
-            && error
-                .get("data")
-                .and_then(|d| d.get("elicitations"))
-                .and_then(Json::as_array)
-                .is_some_and(|a| !a.is_empty());
+            || error.get("data").is_some_and(|d| {
+                crate::protocol::names::members_named(d, "elicitations")
+                    .next()
+                    .is_some()
+            });
         if !asks {
             return Decision::Pass;
         }
@@ -577,10 +578,7 @@ impl McpFilter for PolicyFilter {
                 let Some(v) = msg.value() else {
                     return unreadable_reply();
                 };
-                let code = v
-                    .get("error")
-                    .and_then(|e| e.get("code"))
-                    .and_then(Json::as_i64);
+                let code = v.get("error").and_then(crate::protocol::error::code_of);
                 if !matches!(code, Some(c) if c == i64::from(codes::RESOURCE_NOT_FOUND) || c == i64::from(codes::INVALID_PARAMS))
                 {
                     return Decision::Pass;
@@ -591,13 +589,9 @@ impl McpFilter for PolicyFilter {
                     serde_json::to_value(resource_not_found(ctx, uri)).unwrap_or(Json::Null);
                 Decision::rewrite(&out)
             }
-            Kind::Response if env.is_error => {
-                if msg.may_hold(&ELICITATIONS) {
-                    self.judge_error_elicitations(msg, ctx)
-                } else {
-                    Decision::Pass
-                }
-            }
+            // Errors are few: each is read for elicitations however it
+            // spells them.
+            Kind::Response if env.is_error => self.judge_error_elicitations(msg, ctx),
             // Every concern that applies to a result judges it, whatever
             // else it holds: the input requests it carries, then the list it
             // is. No concern's pass stands for another's.

@@ -314,3 +314,44 @@ impl Refusal {
         self.error.to_response_bytes(self.id.as_ref())
     }
 }
+
+/// The code of an error object as clients compare it: an integer, or a
+/// number with an integral value (`-32042.0` and `-3.2042e4` are -32042 to
+/// JavaScript and Python), or a string of one (a lax model such as
+/// Pydantic's coerces `"-32042"`). `None` when it is none of these.
+pub fn code_of(error: &serde_json::Value) -> Option<i64> {
+    let number = |f: f64| (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64);
+    match error.get("code")? {
+        serde_json::Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(number)),
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            s.parse::<i64>()
+                .ok()
+                .or_else(|| s.parse::<f64>().ok().and_then(number))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::code_of;
+
+    #[test]
+    fn a_code_is_read_as_clients_compare_it() {
+        for (raw, want) in [
+            (r#"{"code":-32042}"#, Some(-32042)),
+            (r#"{"code":-32042.0}"#, Some(-32042)),
+            (r#"{"code":-3.2042e4}"#, Some(-32042)),
+            (r#"{"code":" -32042 "}"#, Some(-32042)),
+            (r#"{"code":"-32042.0"}"#, Some(-32042)),
+            (r#"{"code":-32042.5}"#, None),
+            (r#"{"code":true}"#, None),
+            (r#"{"code":1e300}"#, None),
+            (r#"{}"#, None),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(raw).expect("json");
+            assert_eq!(code_of(&v), want, "{raw}");
+        }
+    }
+}

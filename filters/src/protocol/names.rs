@@ -283,6 +283,21 @@ pub(crate) fn same_name(a: &str, b: &str) -> bool {
         .any(|x| rb.iter().any(|y| same_plain(x, y)))
 }
 
+/// The members of `v` (an object) some mainstream peer reads as `name`:
+/// the member itself and every near-name of it (`URL`, `Elicitations`,
+/// `elıcitations`), for a concern that must judge whatever a folding
+/// client would take.
+pub(crate) fn members_named<'a>(
+    v: &'a serde_json::Value,
+    name: &'a str,
+) -> impl Iterator<Item = &'a serde_json::Value> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .filter(move |(k, _)| k.as_str() == name || same_name(k, name))
+        .map(|(_, x)| x)
+}
+
 /// Whether `key` is read by some peer as one of `names` without being it.
 pub(crate) fn near_name(key: &str, names: &[&str]) -> bool {
     if !plain(key) {

@@ -128,15 +128,33 @@ pub(super) fn ssrf_name(domain: &str) -> Option<&'static str> {
     if METADATA.contains(&domain) {
         return Some("ssrf_metadata");
     }
-    if domain.ends_with(".internal")
-        || domain.ends_with(".svc")
-        || domain.ends_with(".local")
-        || domain.ends_with(".localdomain")
+    // A single-label name a resolver completes with its search domain
+    // (`http://redis:6379/`, `http://intranet/`): no public host is named so.
+    if PRIVATE_SUFFIXES
+        .iter()
+        .any(|p| domain.ends_with(p) || domain == &p[1..])
+        || !domain.contains('.')
     {
         return Some("ssrf_internal_name");
     }
     None
 }
+
+/// Names only a private resolver answers: the reserved `.internal` and
+/// `home.arpa` (RFC 8375), mDNS `.local`, cluster `.svc`, and the
+/// undelegated suffixes home and office networks use.
+pub(super) const PRIVATE_SUFFIXES: &[&str] = &[
+    ".internal",
+    ".svc",
+    ".local",
+    ".localdomain",
+    ".home.arpa",
+    ".lan",
+    ".home",
+    ".corp",
+    ".intranet",
+    ".private",
+];
 
 /// Public names under which every name resolves to loopback.
 pub(super) const LOOPBACK_ZONES: &[&str] = &["localtest.me", "lvh.me", "vcap.me", "localho.st"];

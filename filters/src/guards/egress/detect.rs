@@ -2,7 +2,9 @@
 //! where URLs start inside text, scheme-less forbidden addresses in free
 //! text, and which schemes a client dials.
 
-use super::address::{ssrf_name, ssrf_rule_v4, ssrf_rule_v6, ECHO_ZONES, LOOPBACK_ZONES};
+use super::address::{
+    ssrf_name, ssrf_rule_v4, ssrf_rule_v6, ECHO_ZONES, LOOPBACK_ZONES, PRIVATE_SUFFIXES,
+};
 
 /// Schemes that WHATWG parsers give a host after any mix of `/` and `\`, or
 /// none (`http:host`).
@@ -285,9 +287,9 @@ fn forbidden_name_at_dot(b: &[u8], i: usize) -> bool {
     let ends = |w: &[u8]| {
         before.len() >= w.len() && before[before.len() - w.len()..].eq_ignore_ascii_case(w)
     };
-    starts(b"internal")
-        || starts(b"local")
-        || starts(b"svc")
+    PRIVATE_SUFFIXES
+        .iter()
+        .any(|p| starts(p[1..].split('.').next().unwrap_or_default().as_bytes()))
         || ends(b"metadata")
         || ends(b"instance-data")
         || LOOPBACK_ZONES
@@ -404,7 +406,9 @@ fn forbidden_host(host: &str, port: bool, rest: &str) -> bool {
                 return false;
             };
             if rule == "ssrf_internal_name" {
-                port
+                // In prose a dotless word before a colon is a label
+                // (`步骤:1/2`), not a host: only a private suffix counts.
+                port && d.contains('.')
             } else {
                 d.contains('.') || d.starts_with("localhost") || port
             }

@@ -778,6 +778,8 @@ fn scheme_less_addresses_are_found_however_the_text_wraps_them() {
         "redis at 127.0.0.1.nip.io:6379/",
         "http://app-169-254-169-254.sslip.io/latest/meta-data/",
         "curl localtest.me:8080/admin",
+        "printer.lan:631/admin",
+        "http://redis:6379/",
     ];
     for v in refused {
         let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -787,6 +789,9 @@ fn scheme_less_addresses_are_found_however_the_text_wraps_them() {
     }
     for v in [
         "scored 0.5/1.0",
+        "\u{6b65}\u{9aa4}:1/2",
+        "Note:5/10 and Step:2/3",
+        "lan:8/9",
         "probability 0.85/1.00",
         "a 0.1:1 ratio",
         "see 0.1.0/0.2.0 changelog",

@@ -1,25 +1,33 @@
 //! URLs a server asks the client to open (URL-mode elicitation): on a
-//! stream as an `elicitation/create` request, inside a result's
-//! `inputRequests` (2026-07-28 multi-round-trip requests and tasks waiting
-//! for input), and in a `-32042` error's `data.elicitations`. The client
-//! opens such a URL in the user's browser, on the user's network: a URL
-//! that points at loopback, a private network or a metadata address is a
-//! request forgery against the user's machine, so it meets the SSRF rules
-//! (and the allowlists' exceptions to them) as a URI in a request does.
-//! Only `http` and `https` are opened by a browser for the user; any other
-//! scheme, or an elicitation whose URL cannot be read, is refused.
+//! stream as an `elicitation/create` request, inside `inputRequests`
+//! (2026-07-28 multi-round-trip requests, and tasks waiting for input,
+//! wherever a result or a notification carries them), and in an error's
+//! `data.elicitations` (`-32042`, 2025-11-25). The client opens such a URL
+//! in the user's browser, on the user's network: a URL that points at
+//! loopback, a private network or a metadata address is a request forgery
+//! against the user's machine, so it meets the SSRF rules (and the
+//! allowlists' exceptions to them) as a URI in a request does. Only `http`
+//! and `https` are opened; any other scheme, or an elicitation whose URL
+//! cannot be read, is refused. Member names are read as a folding client
+//! reads them (`URL`, `Elicitations`), and an error's code in any form a
+//! client compares equal; errors are read whatever their code says.
 
 use serde_json::Value as Json;
 use warden_config::guards::HostPattern;
 
-use super::detect::lead;
-use super::readers::check;
+use super::address::{judge as judge_host, Dest};
 use crate::chain::filter::{Decision, Denial, Message, Word};
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
+use crate::protocol::names::members_named;
 
 static INPUT_REQUESTS: Word = Word::new("inputRequests");
-static ELICITATIONS: Word = Word::new("elicitations");
+
+/// How deep `inputRequests` are looked for in a result or notification.
+const DEPTH: usize = 64;
+
+/// One URL to judge, or an elicitation that cannot be read.
+type Asked<'a> = Result<&'a str, ()>;
 
 /// The verdict on every URL elicitation `msg` (a server→client message)
 /// carries, against the allowlists `allow` gives (asked for only when
@@ -31,9 +39,9 @@ pub(super) fn judge<'h>(
     let env = msg.envelope;
     let asks = match env.kind {
         Kind::Request => env.method.as_deref() == Some("elicitation/create"),
-        Kind::Response if env.is_error => msg.may_hold(&ELICITATIONS),
-        Kind::Response => msg.may_hold(&INPUT_REQUESTS),
-        _ => false,
+        // Errors are few: every one is read.
+        Kind::Response if env.is_error => true,
+        Kind::Response | Kind::Notification => msg.may_hold(&INPUT_REQUESTS),
     };
     if !asks {
         return Decision::Pass;
@@ -41,36 +49,34 @@ pub(super) fn judge<'h>(
     let Some(v) = msg.value() else {
         return refuse("egress_unreadable_elicitation");
     };
-    let mut urls: Vec<Result<&str, ()>> = Vec::new();
+    let mut urls: Vec<Asked<'_>> = Vec::new();
     match env.kind {
-        Kind::Request => elicitation(v.get("params"), &mut urls),
-        _ if env.is_error => {
-            let error = v.get("error");
-            if error.and_then(|e| e.get("code")).and_then(Json::as_i64)
-                == Some(i64::from(codes::URL_ELICITATION_REQUIRED))
-            {
-                match error
-                    .and_then(|e| e.get("data"))
-                    .and_then(|d| d.get("elicitations"))
-                {
-                    None => {}
-                    Some(Json::Array(a)) => a.iter().for_each(|e| url_mode(e, &mut urls)),
-                    Some(_) => urls.push(Err(())),
-                }
+        Kind::Request => {
+            if let Some(p) = v.get("params") {
+                elicitation(p, &mut urls);
             }
         }
-        _ => match v.get("result").and_then(|r| r.get("inputRequests")) {
-            None => {}
-            Some(Json::Object(reqs)) => {
-                for r in reqs.values() {
-                    if r.get("method").and_then(Json::as_str) == Some("elicitation/create") {
-                        elicitation(r.get("params"), &mut urls);
+        Kind::Response if env.is_error => {
+            for data in v
+                .get("error")
+                .into_iter()
+                .flat_map(|e| members_named(e, "data"))
+            {
+                for list in members_named(data, "elicitations") {
+                    match list {
+                        Json::Array(a) => a.iter().for_each(|e| elicitation(e, &mut urls)),
+                        _ => urls.push(Err(())),
                     }
                 }
             }
-            // Policy refuses input requests it cannot read; so does egress.
-            Some(_) => urls.push(Err(())),
-        },
+        }
+        _ => {
+            for part in ["result", "params"] {
+                if let Some(x) = v.get(part) {
+                    input_requests(x, &mut urls, DEPTH);
+                }
+            }
+        }
     }
     if urls.is_empty() {
         return Decision::Pass;
@@ -88,41 +94,76 @@ pub(super) fn judge<'h>(
     Decision::Pass
 }
 
-/// The URL of an `elicitation/create`'s `params`, when it asks for one.
-fn elicitation<'a>(params: Option<&'a Json>, urls: &mut Vec<Result<&'a str, ()>>) {
-    match params {
-        Some(p @ Json::Object(_)) => url_mode(p, urls),
-        // No params: a form the client cannot show; not a URL.
-        None => {}
-        Some(_) => urls.push(Err(())),
-    }
-}
-
-/// The URL of one elicitation (`{mode: "url", url, …}`). A `url` member
-/// is judged whatever the mode says: a client that reads the URL first,
-/// or a later revision, must not open an unjudged one.
-fn url_mode<'a>(e: &'a Json, urls: &mut Vec<Result<&'a str, ()>>) {
-    let Json::Object(o) = e else {
+/// Every `inputRequests` map at any depth under `v`: each entry a
+/// request with a method; an elicitation's URL judged. An entry that is
+/// not a request cannot be judged.
+fn input_requests<'a>(v: &'a Json, urls: &mut Vec<Asked<'a>>, depth: usize) {
+    if depth == 0 {
         urls.push(Err(()));
         return;
-    };
-    match (o.get("mode"), o.get("url")) {
-        (_, Some(Json::String(u))) => urls.push(Ok(u)),
-        (_, Some(_)) => urls.push(Err(())),
-        (Some(Json::String(m)), None) if m == "url" => urls.push(Err(())),
+    }
+    match v {
+        Json::Object(o) => {
+            for (k, x) in o {
+                if k == "inputRequests" || crate::protocol::names::same_name(k, "inputRequests") {
+                    match x {
+                        Json::Object(reqs) => {
+                            for r in reqs.values() {
+                                match r.get("method").and_then(Json::as_str) {
+                                    Some("elicitation/create") => {
+                                        if let Some(p) = r.get("params") {
+                                            elicitation(p, urls);
+                                        }
+                                    }
+                                    Some(_) => {}
+                                    None => urls.push(Err(())),
+                                }
+                            }
+                        }
+                        _ => urls.push(Err(())),
+                    }
+                } else {
+                    input_requests(x, urls, depth - 1);
+                }
+            }
+        }
+        Json::Array(a) => a.iter().for_each(|x| input_requests(x, urls, depth - 1)),
         _ => {}
     }
 }
 
-/// The verdict on a URL the client opens (or fetches) for the user.
+/// The URLs of one elicitation (`params` of an `elicitation/create`, or an
+/// item of `elicitations`: `{mode: "url", url, …}`). Every member a
+/// folding client reads as `url` is judged whatever the mode says; a
+/// URL-mode one without a URL cannot be read.
+fn elicitation<'a>(e: &'a Json, urls: &mut Vec<Asked<'a>>) {
+    if !e.is_object() {
+        urls.push(Err(()));
+        return;
+    }
+    let mut any = false;
+    for u in members_named(e, "url") {
+        any = true;
+        urls.push(u.as_str().ok_or(()));
+    }
+    let url_mode =
+        members_named(e, "mode").any(|m| m.as_str().is_some_and(|m| m.eq_ignore_ascii_case("url")));
+    if url_mode && !any {
+        urls.push(Err(()));
+    }
+}
+
+/// The verdict on a URL the client opens (or fetches) for the user. Only
+/// a browser reads it, so its one reading is the WHATWG parser's (the
+/// `url` crate): `https://straße.de/`, `https://例え。jp/` and a backslash
+/// path are what they are to the browser.
 pub(super) fn opened(url: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
-    let web = lead(url.trim_matches(|c: char| c <= ' ' || c.is_whitespace() || c == '\u{feff}'))
-        .scheme
-        .is_some_and(|s| s == "http" || s == "https");
-    if !web {
+    let parsed = url::Url::parse(url).map_err(|_| "egress_unparsable_url")?;
+    if !matches!(parsed.scheme(), "http" | "https") {
         return Err("egress_scheme");
     }
-    match check(url, allow) {
+    let host = Dest::whatwg(parsed.host().ok_or("egress_no_host")?);
+    match judge_host(&host, allow) {
         // The allowlists are for what tools are sent: here only their
         // exceptions to the SSRF rules count.
         Ok(()) | Err("egress_not_allowlisted") => Ok(()),

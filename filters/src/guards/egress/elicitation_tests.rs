@@ -134,10 +134,13 @@ fn only_web_urls_are_opened_and_what_cannot_be_read_is_refused() {
         "example.com",
         "",
     ] {
-        assert_eq!(
-            rule(reply(&f, &on_stream(url), None)).as_deref(),
-            Some("egress_scheme"),
-            "{url}"
+        let r = rule(reply(&f, &on_stream(url), None));
+        assert!(
+            matches!(
+                r.as_deref(),
+                Some("egress_scheme" | "egress_unparsable_url")
+            ),
+            "{url}: {r:?}"
         );
     }
     for raw in [
@@ -167,8 +170,12 @@ fn a_public_sign_in_page_a_form_and_an_allowlisted_address_pass() {
         r#"{"jsonrpc":"2.0","id":7,"method":"elicitation/create","params":{"message":"Name?","requestedSchema":{"type":"object","properties":{}}}}"#.into(),
         // Sampling is not an elicitation.
         r#"{"jsonrpc":"2.0","id":1,"result":{"inputRequests":{"a":{"method":"sampling/createMessage","params":{"messages":[],"maxTokens":5}}}}}"#.into(),
-        // Another error code's data is the server's own.
-        r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"m","data":{"elicitations":[{"url":"http://127.0.0.1/"}]}}}"#.into(),
+        // Another error's data without elicitations is the server's own.
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"m","data":{"url":"http://127.0.0.1/"}}}"#.into(),
+        // Names a browser reads as the server meant them.
+        on_stream("https://straße.de/login"),
+        on_stream("https://例え。jp/"),
+        on_stream("https://example.com\\path"),
         // A tool result naming a local address is the tool's content.
         r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"http://127.0.0.1/"}]}}"#.into(),
     ] {
@@ -273,4 +280,51 @@ fn icons_and_links_on_the_users_network_are_removed_the_rest_passes() {
         reply(&f, &local, Some("resources/templates/list")),
         Decision::Pass
     ));
+}
+
+/// What a hostile server tried after the first version: the code in
+/// another form a client compares equal (or none at all), names a folding
+/// client reads as the real ones, input requests in other places of a
+/// result or in a notification, and entries that are not requests.
+#[test]
+fn codes_names_and_places_a_client_reads_alike_are_judged() {
+    let f = filter(&[]);
+    let local = "http://127.0.0.1/";
+    let error = |code: &str, data: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":{code},"message":"m","data":{data}}}}}"#
+        )
+    };
+    let item = format!(r#"[{{"mode":"url","elicitationId":"e","message":"m","url":"{local}"}}]"#);
+    for raw in [
+        error("-32042.0", &format!(r#"{{"elicitations":{item}}}"#)),
+        error("-3.2042e4", &format!(r#"{{"elicitations":{item}}}"#)),
+        error(r#""-32042""#, &format!(r#"{{"elicitations":{item}}}"#)),
+        error("-32000", &format!(r#"{{"elicitations":{item}}}"#)),
+        error("-32042", &format!(r#"{{"Elicitations":{item}}}"#)),
+        error("-32042", &format!(r#"{{"ELICITATIONS":{item}}}"#)),
+        error(
+            "-32042",
+            &format!(r#"{{"elicitations":[{{"Mode":"url","URL":"{local}"}}]}}"#),
+        ),
+        error("-32042", r#"{"elicitations":[{"mode":"URL"}]}"#),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"task":{{"taskId":"t","inputRequests":{{"a":{{"method":"elicitation/create","params":{{"url":"{local}"}}}}}}}}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"tasks":[{{"inputRequests":{{"a":{{"method":"elicitation/create","params":{{"url":"{local}"}}}}}}}}]}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{{"taskId":"t","inputRequests":{{"a":{{"method":"elicitation/create","params":{{"url":"{local}"}}}}}}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"inputRequests":{{"a":{{"params":{{"url":"{local}"}}}}}}}}}}"#
+        ),
+        r#"{"jsonrpc":"2.0","id":1,"result":{"inputRequests":{"a":"http://127.0.0.1/"}}}"#.into(),
+    ] {
+        assert!(
+            rule(reply(&f, &raw, Some("tools/call"))).is_some(),
+            "{raw} passed"
+        );
+    }
 }

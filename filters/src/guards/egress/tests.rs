@@ -44,6 +44,13 @@ fn every_encoding_of_loopback_and_metadata_is_refused() {
         "http://LOCALTEST.ME/",
         "http://api.lvh.me:8080/",
         "http://localho.st/",
+        // Names only a private resolver answers.
+        "http://router.home.arpa/",
+        "http://printer.lan:631/",
+        "http://nas.home/",
+        "http://intranet/",
+        "http://redis:6379/",
+        "https://wiki.corp/",
         "http://user:pw@127.0.0.1/",
         "http://api.example.com@127.0.0.1/",
         "http://169.254.169.254/latest/meta-data/",
