@@ -79,12 +79,32 @@ fn ignorable(c: char) -> bool {
     )
 }
 
-/// Hyphens, dashes and minus signs read as `-`.
+/// Minus signs and hyphen-like symbols outside the dash punctuation
+/// category, read as `-`.
 fn dash(c: char) -> bool {
     matches!(
         c as u32,
-        0x2010..=0x2015 | 0x2212 | 0x2E3A | 0x2E3B | 0xFE58 | 0xFE63 | 0xFF0D
+        0x02D7 | 0x2043 | 0x2212 | 0x2796 | 0xFE63 | 0xFF0D | 0x1F5D5
     )
+}
+
+/// Digits drawn in circles, with a full stop or comma, or in parentheses,
+/// that NFKC leaves alone or expands with punctuation (`❶`, `➀`, `⓵`,
+/// `⑴` → `(1)`, `⒈` → `1.`, `🄂` → `1,`): the digit a reader sees.
+fn lookalike_digit(c: char) -> Option<u8> {
+    let n = c as u32;
+    let from = |start: u32, first: u8| Some(first + (n - start) as u8);
+    match n {
+        0x2776..=0x277E => from(0x2776, 1),
+        0x2780..=0x2788 => from(0x2780, 1),
+        0x278A..=0x2792 => from(0x278A, 1),
+        0x24F5..=0x24FD => from(0x24F5, 1),
+        0x24FF | 0x1F10B | 0x1F10C | 0x1F100 => Some(0),
+        0x2474..=0x247C => from(0x2474, 1),
+        0x2488..=0x2490 => from(0x2488, 1),
+        0x1F101..=0x1F10A => from(0x1F101, 0),
+        _ => None,
+    }
 }
 
 fn fold(c: char) -> Fold {
@@ -102,11 +122,20 @@ fn fold(c: char) -> Fold {
     match get_general_category(c) {
         GeneralCategory::Format
         | GeneralCategory::NonspacingMark
+        | GeneralCategory::SpacingMark
         | GeneralCategory::EnclosingMark
         | GeneralCategory::Control => return Fold::Drop,
         GeneralCategory::SpaceSeparator => return Fold::Space,
         GeneralCategory::DecimalNumber => return Fold::Digit(digit_value(c)),
+        GeneralCategory::DashPunctuation => return Fold::Dash,
         _ => {}
+    }
+    if let Some(d) = lookalike_digit(c) {
+        return Fold::Digit(d);
+    }
+    // The braille blank renders as a space.
+    if c == '\u{2800}' {
+        return Fold::Space;
     }
     if matches!(c, '\u{3002}' | '\u{FF61}' | '\u{FE12}') {
         return Fold::Dot;
@@ -207,7 +236,11 @@ impl View {
     pub(crate) fn original(&self, s: &str, start: usize, end: usize) -> (usize, usize) {
         let last = self.from[end - 1];
         let width = s[last..].chars().next().map_or(0, char::len_utf8);
-        (self.from[start], last + width)
+        // What the view dropped right after the last character (a keycap,
+        // an accent, a joiner) belongs to it: up to the next character
+        // the view kept.
+        let next = self.from[end].max(last + width);
+        (self.from[start], next)
     }
 }
 
@@ -293,11 +326,17 @@ mod tests {
         assert_eq!(&s[2..16], "4111\u{200b}\u{200b}1111");
         // `４１` (three bytes each).
         assert_eq!(v.original(s, 11, 13), (17, 23));
-        // A match ending inside an unchanged multi-byte character.
+        // A match ending inside an unchanged multi-byte character takes it
+        // whole, and the invisible character after it that the view dropped.
         let s2 = "é\u{200b}";
         let v2 = view(s2).expect("changes");
-        assert_eq!(v2.original(s2, 0, 2), (0, 2));
-        assert_eq!(v2.original(s2, 1, 2), (0, 2));
+        assert_eq!(v2.original(s2, 0, 2), (0, 5));
+        assert_eq!(v2.original(s2, 1, 2), (0, 5));
+        // A keycap card leaves no keycap marks behind.
+        let s3 = "1\u{fe0f}\u{20e3}2\u{fe0f}\u{20e3} x";
+        let v3 = view(s3).expect("changes");
+        assert_eq!(v3.text, "12 x");
+        assert_eq!(v3.original(s3, 0, 2), (0, 14));
         // Half of an expansion maps to the whole character.
         assert_eq!(v.original(s, 15, 16), (24, 27));
         assert_eq!(v.original(s, 0, v.text.len()), (0, s.len()));
@@ -311,6 +350,12 @@ mod tests {
         assert_eq!(norm("۱۲۳-۴۵-۶۷۸۹"), "123-45-6789");
         assert_eq!(norm("४१११-१११"), "4111-111");
         assert_eq!(norm("৪১১১ ๔๑๑๑ ༤༡ ၄၁"), "4111 4111 41 41");
+        // Look-alikes NFKC keeps or expands with punctuation.
+        assert_eq!(norm("❹❶❶❶ ➃➀➀➀ ➍➊➊➊ ⓸⓵⓵⓵ ⓿"), "4111 4111 4111 4111 0");
+        assert_eq!(norm("⑷⑴⑴⑴ ⒋⒈⒈⒈ 🄅🄂🄂🄂 🄀"), "4111 4111 4111 0");
+        // Spacing marks dropped; every dash a `-`; the braille blank a space.
+        assert_eq!(norm("४ः१ः१ः१ः"), "4111");
+        assert_eq!(norm("1֊2־3〜4➖5˗6⁃7\u{2800}8"), "1-2-3-4-5-6-7 8");
         let mut seen = 0;
         for c in (0x80..=0x10FFFFu32).filter_map(char::from_u32) {
             if get_general_category(c) != GeneralCategory::DecimalNumber {

@@ -232,8 +232,47 @@ fn numbers_in_other_scripts_digits_are_found() {
         ("card ۴۱۱۱-۱۱۱۱-۱۱۱۱-۱۱۱۱", "card_visa"),
         ("ssn १२३-४५-६७८९", "us_ssn"),
         ("card ৪১১১১১১১১১১১১১১১", "card_visa"),
+        // Look-alikes a hostile peer tried, spacing marks between digits,
+        // and separators that render as spaces or dashes.
+        ("card ❹❶❶❶ ❶❶❶❶ ❶❶❶❶ ❶❶❶❶", "card_visa"),
+        ("card ➃➀➀➀ ➀➀➀➀ ➀➀➀➀ ➀➀➀➀", "card_visa"),
+        ("card ⓸⓵⓵⓵ ⓵⓵⓵⓵ ⓵⓵⓵⓵ ⓵⓵⓵⓵", "card_visa"),
+        ("card ⑷⑴⑴⑴ ⑴⑴⑴⑴ ⑴⑴⑴⑴ ⑴⑴⑴⑴", "card_visa"),
+        ("card ⒋⒈⒈⒈ ⒈⒈⒈⒈ ⒈⒈⒈⒈ ⒈⒈⒈⒈", "card_visa"),
+        ("ssn ❶❷❸-❹❺-❻❼❽❾", "us_ssn"),
+        ("card ४ः१ः१ः१ः १ः१ः१ः१ः १ः१ः१ः१ः १ः१ः१ः१ः", "card_visa"),
+        ("card ٤١١١\u{2800}١١١١\u{2800}١١١١\u{2800}١١١١", "card_visa"),
+        ("ssn 123֊45֊6789", "us_ssn"),
+        ("ssn 123〜45〜6789", "us_ssn"),
+        ("ssn 123➖45➖6789", "us_ssn"),
+        ("ssn 123˗45˗6789", "us_ssn"),
     ] {
         let got = names(&s, text);
         assert!(got.iter().any(|n| n == want), "{text}: {got:?}");
     }
+}
+
+/// A finding in the normalised view covers its whole original: the marks
+/// the view dropped after its last digit are redacted with it.
+#[test]
+fn a_finding_covers_what_the_view_dropped_after_it() {
+    let s = Scanner::new(&[]).expect("scanner");
+    let key = |d: char| format!("{d}\u{fe0f}\u{20e3}");
+    let card: String = "4111111111111111".chars().map(key).collect();
+    let text = format!("card {card} ok");
+    let mut h = Vec::new();
+    s.scan_str(&text, &mut h);
+    let hit = h
+        .iter()
+        .find(|h| s.detectors[h.detector].name == "card_visa")
+        .expect("found");
+    assert_eq!(&text[hit.start..hit.end], card, "{h:?}");
+    let accented = "card ٤\u{301}١١١ ١١١١ ١١١١ ١١١١\u{301} ok";
+    let mut h = Vec::new();
+    s.scan_str(accented, &mut h);
+    let hit = h
+        .iter()
+        .find(|h| s.detectors[h.detector].name == "card_visa")
+        .expect("found");
+    assert!(accented[hit.start..hit.end].ends_with('\u{301}'), "{h:?}");
 }
