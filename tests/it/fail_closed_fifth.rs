@@ -116,3 +116,54 @@ async fn icons_and_links_on_the_users_network_are_removed_from_lists() {
         "{text}"
     );
 }
+
+/// Resources under `file:///public/` only.
+const PUBLIC_ONLY: &str = r#"package warden.authz
+import rego.v1
+decision := {"allow": true, "reason": "ok"} if {
+	input.request.method != "resources/read"
+} else := {"allow": true, "reason": "ok"} if {
+	startswith(input.request.resource_uri, "file:///public/")
+} else := {"allow": false, "reason": "private_resource"}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resource_uri_a_server_reads_as_another_is_refused() {
+    let (h, gw) = setup_with(BUNDLE, PUBLIC_ONLY).await;
+    let read = |id: u64, uri: &str| {
+        json!({"jsonrpc":"2.0","id":id,"method":"resources/read","params":{"uri":uri}}).to_string()
+    };
+    // Control: a public resource is read.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"file:///public/a.txt","text":"a"}]}})
+            .to_string(),
+    )]);
+    let (_, _, text) = post_with(&gw, &read(1, "file:///public/a.txt"), &[]).await;
+    assert!(text.contains("\"contents\""), "control: {text}");
+    let before = super::posts_received(&h);
+    for (i, uri) in [
+        "file:///public/../secret.txt",
+        "file:///public/./../secret.txt",
+        "file:///public/%2e%2e/secret.txt",
+        "file:///public/%2E%2E%2Fsecret.txt",
+        "file:///public/..%5csecret.txt",
+        "file:///public\\..\\secret.txt",
+        "file:///public/%252e%252e/secret.txt",
+        "file:///public/..",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (_, _, text) = post_with(&gw, &read(10 + i as u64, uri), &[]).await;
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            v["error"]["data"]["reason"], "resource_uri_ambiguous",
+            "{uri}: {text}"
+        );
+    }
+    assert_eq!(
+        super::posts_received(&h),
+        before,
+        "an ambiguous URI reached the server"
+    );
+}

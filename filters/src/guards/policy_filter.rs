@@ -447,6 +447,23 @@ impl McpFilter for PolicyFilter {
         } else {
             crate::protocol::mcp::judged_target(env)
         };
+        // A resource URI a server could read as another resource: the
+        // policy would judge the text, the server read something else.
+        if matches!(
+            method,
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe"
+        ) && name.is_some_and(crate::protocol::mcp::ambiguous_uri)
+        {
+            return Decision::Reject(Denial::error(
+                JsonRpcError::new(
+                    codes::INVALID_PARAMS,
+                    "The resource URI holds dot segments, escaped separators, backslashes or \
+                     control characters that servers read differently; send it normalised",
+                )
+                .with_data(serde_json::json!({"reason": "resource_uri_ambiguous"})),
+                "resource_uri_ambiguous",
+            ));
+        }
         let args = match method {
             "tools/call" | "prompts/get" => msg.arguments_raw(),
             _ => None,
@@ -554,6 +571,12 @@ impl McpFilter for PolicyFilter {
                 let Some(uri) = uri else {
                     return unreadable_reply();
                 };
+                if crate::protocol::mcp::ambiguous_uri(&uri) {
+                    return Decision::Reject(Denial::error(
+                        JsonRpcError::new(codes::DENIED, "Denied by policy"),
+                        "resource_hidden",
+                    ));
+                }
                 if self
                     .decide(ctx, None, "resources/read", Some(&uri), None, true)
                     .allow

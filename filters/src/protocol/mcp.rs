@@ -318,6 +318,34 @@ pub fn judged_target(env: &Envelope) -> Option<&str> {
     }
 }
 
+/// Whether servers could read resource URI `uri` as another resource than
+/// its text names, so that a rule on the text (`file:///public/…`) judges
+/// something else than what is read: dot segments (`/../`, `/./`, a
+/// trailing `/..`), an escaped dot, slash, backslash or percent sign
+/// (`%2e`, `%2f`, `%5c`, `%25`, which a decoding server turns into path
+/// syntax), a backslash (a separator to Windows and WHATWG), or a control
+/// character (which URL parsers drop). Such a URI is refused, never
+/// judged by its text.
+pub fn ambiguous_uri(uri: &str) -> bool {
+    let b = uri.as_bytes();
+    if b.iter().any(|&c| c == b'\\' || c < 0x20 || c == 0x7f) {
+        return true;
+    }
+    let escaped = memchr::memchr_iter(b'%', b).any(|i| {
+        let hex = b.get(i + 1..i + 3).unwrap_or_default();
+        hex.len() == 2
+            && matches!(
+                [hex[0], hex[1].to_ascii_lowercase()],
+                [b'2', b'e' | b'f'] | [b'5', b'c'] | [b'2', b'5']
+            )
+    });
+    if escaped {
+        return true;
+    }
+    let path = &uri[..uri.find(['?', '#']).unwrap_or(uri.len())];
+    path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
 /// The items of a list result (`tools`, `prompts`, `resources`,
 /// `resourceTemplates`) as a concern that judges them finds them.
 pub enum ListItems<'v> {
@@ -412,6 +440,38 @@ mod tests {
         match parse(s.as_bytes(), ParseLimits::default()) {
             Ok(Parsed::Single(e)) => e,
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn resource_uris_servers_read_as_another_are_ambiguous() {
+        for uri in [
+            "file:///public/../secret",
+            "file:///public/./x",
+            "file:///public/..",
+            "file:///public/%2e%2e/secret",
+            "file:///public/%2E%2e%2fsecret",
+            "file:///public/a%5cb",
+            "file:///public/%252e%252e/x",
+            "file:///public\\..\\x",
+            "file:///public/a\tb",
+            "note://../x",
+        ] {
+            assert!(ambiguous_uri(uri), "{uri}");
+        }
+        for uri in [
+            "file:///public/a.txt",
+            "file:///My%20Docs/a.txt",
+            "test://static-text",
+            "test://template/1/data",
+            "ui://widget/x.html",
+            "https://example.com/a?next=../y",
+            "https://example.com/a#../y",
+            "file:///a.b/..c/d.../e..",
+            "postgres://db/table%41",
+            "file:///x%",
+        ] {
+            assert!(!ambiguous_uri(uri), "{uri}");
         }
     }
 
