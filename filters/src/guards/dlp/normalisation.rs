@@ -32,12 +32,7 @@ fn filter(action: DlpAction, hash: bool) -> DlpFilter {
 
 /// The decision on a response or request and the findings noted.
 fn judge(f: &DlpFilter, raw: &str) -> (Decision, Vec<FindingNote>) {
-    let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
-        raw.as_bytes(),
-        crate::protocol::jsonrpc::ParseLimits::default(),
-    ) else {
-        panic!("not a message: {raw}")
-    };
+    let env = crate::protocol::jsonrpc::single(raw);
     let p = Principal::anonymous();
     let mut notes = Notes::default();
     let ctx = Exchange::new(&p, "s");

@@ -24,12 +24,7 @@ fn filter(action: DlpAction) -> DlpFilter {
 }
 
 fn judge(f: &DlpFilter, raw: &str) -> Decision {
-    let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
-        raw.as_bytes(),
-        crate::protocol::jsonrpc::ParseLimits::default(),
-    ) else {
-        panic!("not a message: {raw}")
-    };
+    let env = crate::protocol::jsonrpc::single(raw);
     let p = Principal::anonymous();
     let ctx = Exchange::new(&p, "s");
     let msg = Message::from_server(&env, raw.as_bytes(), Some("tools/call"), Some("t"));

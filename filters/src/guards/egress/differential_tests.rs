@@ -340,12 +340,7 @@ fn call(f: &EgressFilter, args: Json) -> Decision {
         "params": {"name": "fetch", "arguments": args}
     })
     .to_string();
-    let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
-        raw.as_bytes(),
-        crate::protocol::jsonrpc::ParseLimits::default(),
-    ) else {
-        panic!("not a message: {raw}")
-    };
+    let env = crate::protocol::jsonrpc::single(&raw);
     let p = Principal::anonymous();
     let ctx = Exchange::new(&p, "s");
     f.on_request(
@@ -371,12 +366,7 @@ fn subscription_uris_are_judged_whatever_their_shape() {
         let raw = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"subscriptions/listen",
             "params":{"notifications":{"resourceSubscriptions":subs}}})
         .to_string();
-        let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
-            raw.as_bytes(),
-            crate::protocol::jsonrpc::ParseLimits::default(),
-        ) else {
-            panic!("not a message: {raw}")
-        };
+        let env = crate::protocol::jsonrpc::single(&raw);
         let p = Principal::anonymous();
         f.on_request(
             &Message::new(&env, raw.as_bytes()),

@@ -27,12 +27,7 @@ fn filter(global: &[&str]) -> EgressFilter {
 /// The verdict on a server→client message `raw` answering (if a
 /// response) a request of `asked`.
 fn reply(f: &EgressFilter, raw: &str, asked: Option<&str>) -> Decision {
-    let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
-        raw.as_bytes(),
-        crate::protocol::jsonrpc::ParseLimits::default(),
-    ) else {
-        panic!("not a message: {raw}")
-    };
+    let env = crate::protocol::jsonrpc::single(raw);
     let p = Principal::anonymous();
     let ctx = Exchange::new(&p, "s");
     f.on_response(

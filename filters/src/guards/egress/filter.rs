@@ -310,7 +310,11 @@ impl EgressFilter {
     /// The global and the server's allowlists, for the exceptions they make
     /// to the SSRF rules where what is judged is not sent to a tool.
     fn exceptions(&self, ctx: &Exchange<'_>) -> Vec<&HostPattern> {
-        let server_cat = self.catalog.get(ctx.server);
+        self.allowlists(self.catalog.get(ctx.server))
+    }
+
+    /// The global allowlist and `server_cat`'s.
+    fn allowlists<'s>(&'s self, server_cat: Option<&'s ServerCatalog>) -> Vec<&'s HostPattern> {
         self.global
             .iter()
             .chain(
@@ -333,22 +337,8 @@ impl EgressFilter {
         if values.is_empty() {
             return Decision::Pass;
         }
-        let allow: Vec<&HostPattern> = self
-            .global
-            .iter()
-            .chain(
-                server_cat
-                    .map(|c| c.egress_allow.iter())
-                    .into_iter()
-                    .flatten(),
-            )
-            .chain(
-                tool_cat
-                    .map(|t| t.egress_allow.iter())
-                    .into_iter()
-                    .flatten(),
-            )
-            .collect();
+        let mut allow = self.allowlists(server_cat);
+        allow.extend(tool_cat.into_iter().flat_map(|t| t.egress_allow.iter()));
         for found in values {
             let verdict = if found.whole {
                 check(&found.value, &allow)

@@ -33,3 +33,13 @@ pub use super::id::Id;
 pub use envelope::{ElementError, Envelope, Kind, ParseLimits, Parsed, Spans};
 pub use locate::{locate, object_members};
 pub use parse::parse;
+
+/// One message `raw` parsed with the default limits, for tests that judge
+/// a message; panics when it is not a single valid message.
+#[cfg(test)]
+pub(crate) fn single(raw: &str) -> Envelope {
+    match parse(raw.as_bytes(), ParseLimits::default()) {
+        Ok(Parsed::Single(env)) => env,
+        _ => panic!("not a message: {raw}"),
+    }
+}
