@@ -23,8 +23,9 @@ use crate::protocol::names::members_named;
 
 static INPUT_REQUESTS: Word = Word::new("inputRequests");
 
-/// How deep `inputRequests` are looked for in a result or notification.
-const DEPTH: usize = 64;
+/// How deep `inputRequests` are looked for in a result or notification:
+/// as deep as a message can be read into a value (serde_json's limit).
+const DEPTH: usize = 128;
 
 /// One URL to judge, or an elicitation that cannot be read.
 type Asked<'a> = Result<&'a str, ()>;
