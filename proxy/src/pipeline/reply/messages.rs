@@ -126,16 +126,22 @@ pub(super) fn inferred_method(bytes: &[u8]) -> Result<Option<String>, ()> {
         task: Option<serde::de::IgnoredAny>,
         tasks: Option<serde::de::IgnoredAny>,
         request_state: Option<serde::de::IgnoredAny>,
-        result_type: Option<String>,
+        // Any JSON value: a `resultType` that is not a string must not make
+        // the shape unreadable, and so unjudged.
+        result_type: Option<serde_json::Value>,
     }
-    let Ok(Msg { result: Some(s) }) = serde_json::from_slice::<Msg>(bytes) else {
-        return Ok(None);
+    // A reply whose result cannot be read as an object is never passed on
+    // unjudged: it is dropped, as one of two shapes is.
+    let s = match serde_json::from_slice::<Msg>(bytes) {
+        Ok(Msg { result: Some(s) }) => s,
+        Ok(Msg { result: None }) => return Ok(None),
+        Err(_) => return Err(()),
     };
     if s.task.is_some()
         || s.tasks.is_some()
         || s.request_state.is_some()
         || s.input_requests.is_some()
-        || s.result_type.as_deref().is_some_and(|t| t != "complete")
+        || s.result_type.as_ref().is_some_and(|t| t != "complete")
     {
         return Err(());
     }

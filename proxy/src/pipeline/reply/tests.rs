@@ -118,7 +118,19 @@ fn a_list_shape_beside_a_result_is_no_list() {
         br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"structuredContent":{"k":1}}}"#,
         br#"{"jsonrpc":"2.0","id":1,"result":{"resources":[],"contents":[]}}"#,
         br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"prompts":[]}}"#,
+        // A shape that cannot be read is not "no list": a `resultType` that
+        // is no string hid a whole tool list once.
+        br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"wire"}],"resultType":1}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"wire"}],"resultType":true}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"wire"}],"resultType":["complete"]}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"resultType":{}}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":[{"tools":[]}]}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":"tools"}"#,
     ] {
         assert_eq!(inferred_method(disguised), Err(()));
     }
+    let done = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"resultType":"complete"}}"#;
+    assert_eq!(inferred_method(done), Ok(Some("tools/list".into())));
+    let error = br#"{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"m"}}"#;
+    assert_eq!(inferred_method(error), Ok(None));
 }
