@@ -388,10 +388,16 @@ impl PolicyFilter {
         // The list was judged for this principal: a shared cache must not
         // hand it to another (2026-07-28 `cacheScope`, SEP-2549).
         let result = msg.get_mut("result").and_then(Json::as_object_mut);
-        let shared = result
-            .as_ref()
-            .and_then(|r| r.get("cacheScope"))
-            .is_some_and(|c| c != "private");
+        // A list without a scope is public to a 2026-07-28 cache (the
+        // schema's default), and so is one that names a lifetime.
+        let modern = crate::protocol::version::ProtocolVersion::at_least(
+            ctx.protocol_version,
+            crate::protocol::version::ProtocolVersion::V2026_07_28,
+        );
+        let shared = result.as_ref().is_some_and(|r| match r.get("cacheScope") {
+            Some(c) => c != "private",
+            None => modern || r.contains_key("ttlMs"),
+        });
         if let (true, Some(r)) = (shared, result) {
             r.insert("cacheScope".into(), Json::from("private"));
         } else if !filtered {

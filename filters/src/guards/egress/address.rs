@@ -128,12 +128,9 @@ pub(super) fn ssrf_name(domain: &str) -> Option<&'static str> {
     if METADATA.contains(&domain) {
         return Some("ssrf_metadata");
     }
-    // A single-label name a resolver completes with its search domain
-    // (`http://redis:6379/`, `http://intranet/`): no public host is named so.
     if PRIVATE_SUFFIXES
         .iter()
         .any(|p| domain.ends_with(p) || domain == &p[1..])
-        || !domain.contains('.')
     {
         return Some("ssrf_internal_name");
     }
@@ -156,66 +153,61 @@ pub(super) const PRIVATE_SUFFIXES: &[&str] = &[
     ".private",
 ];
 
-/// Public names under which every name resolves to loopback.
-pub(super) const LOOPBACK_ZONES: &[&str] = &["localtest.me", "lvh.me", "vcap.me", "localho.st"];
-/// Public DNS services that answer for a name with the address in it.
-pub(super) const ECHO_ZONES: &[&str] =
-    &["nip.io", "sslip.io", "xip.io", "traefik.me", "nip.direct"];
+/// Private suffixes that are also words of code and prose (`user.home`,
+/// `self.private`): judged in URLs and declared hosts, not in free text.
+pub(super) const WORDLIKE_SUFFIXES: &[&str] = &[".home", ".corp", ".intranet", ".private"];
 
-/// Public DNS services that answer for a name with the address written in
-/// it (`10.0.0.1.nip.io`, `app-10-0-0-1.sslip.io`, `app-0a000001.nip.io`,
-/// `--1.sslip.io` for `::1`), and public names that always resolve to
-/// loopback: the address a client reaches through them, judged as if it
-/// were written. No lookup is made; these are the services SSRF payloads
-/// use, named as the metadata services are.
-fn wildcard_dns(domain: &str) -> Option<&'static str> {
-    let under = |zone: &str| {
-        domain == zone
-            || domain
-                .strip_suffix(zone)
-                .is_some_and(|rest| rest.ends_with('.'))
-    };
-    if LOOPBACK_ZONES.iter().any(|z| under(z)) {
-        return Some("ssrf_loopback");
-    }
-    let zone = ECHO_ZONES.iter().find(|z| under(z))?;
-    let name = domain.strip_suffix(*zone)?.strip_suffix('.')?;
-    echoed(name).and_then(ssrf_rule)
+/// A single-label host (`redis`, `intranet`): a resolver completes it with
+/// its search domain, so it names a host of the local network. Judged in
+/// URLs of the schemes a client dials as the web does (and in declared
+/// hosts); a resource URI of a server's own scheme (`mysql://users/data`)
+/// names a resource, not a host.
+pub(super) fn single_label(host: &Dest, allow: &[&HostPattern]) -> bool {
+    matches!(host, Dest::Name(d) if !d.contains('.') && !allow.iter().any(|p| p.matches_domain(d)))
 }
 
-/// The address a wildcard DNS service reads in `name` (the labels before
-/// its zone): four dotted labels at the end, or in the last label four
-/// dash-separated numbers, eight hex digits or an IPv6 address with `-`
-/// for `:`, each after an optional `name-` prefix.
-fn echoed(name: &str) -> Option<IpAddr> {
-    let labels: Vec<&str> = name.split('.').collect();
-    if labels.len() >= 4 {
-        if let Ok(ip) = labels[labels.len() - 4..].join(".").parse::<Ipv4Addr>() {
-            return Some(ip.into());
-        }
+/// Public names under which every name resolves to loopback.
+pub(super) const LOOPBACK_ZONES: &[&str] = &[
+    "localtest.me",
+    "lvh.me",
+    "vcap.me",
+    "localho.st",
+    "localhost.direct",
+    "local.gd",
+    "lacolhost.com",
+];
+/// Public DNS services that answer with an address written into the name
+/// (`10.0.0.1.nip.io`, `app-7f000001.sslip.io`), or alternate between two
+/// (rebinding: `rbndr.us`, `1u.ms`).
+pub(super) const ECHO_ZONES: &[&str] = &[
+    "nip.io",
+    "sslip.io",
+    "xip.io",
+    "traefik.me",
+    "nip.direct",
+    "rbndr.us",
+    "1u.ms",
+];
+
+/// Names of the public services SSRF payloads use to reach an address
+/// by name: every name under a loopback zone is loopback; every name
+/// under an echo or rebinding service is refused whatever address it
+/// seems to spell (the services read an address anywhere in the name, in
+/// forms of their own, and a rebinding name answers with two). No lookup
+/// is made; these are named as the metadata services are.
+fn wildcard_dns(domain: &str) -> Option<&'static str> {
+    let under = |zone: &str| {
+        domain
+            .strip_suffix(zone)
+            .is_some_and(|rest| rest.ends_with('.'))
+    };
+    if LOOPBACK_ZONES.iter().any(|z| domain == *z || under(z)) {
+        return Some("ssrf_loopback");
     }
-    let last = *labels.last()?;
-    let parts: Vec<&str> = last.split('-').collect();
-    if parts.len() >= 4 {
-        if let Ok(ip) = parts[parts.len() - 4..].join(".").parse::<Ipv4Addr>() {
-            return Some(ip.into());
-        }
-    }
-    let tail = *parts.last()?;
-    if tail.len() == 8 && tail.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return u32::from_str_radix(tail, 16)
-            .ok()
-            .map(|n| Ipv4Addr::from(n).into());
-    }
-    if last.contains("--") || parts.len() >= 3 {
-        // IPv6 with `-` for `:`, after any prefix of the label.
-        for i in std::iter::once(0).chain(last.match_indices('-').map(|(i, _)| i + 1)) {
-            if let Ok(ip) = last[i..].replace('-', ":").parse::<Ipv6Addr>() {
-                return Some(ip.into());
-            }
-        }
-    }
-    None
+    ECHO_ZONES
+        .iter()
+        .any(|z| under(z))
+        .then_some("ssrf_wildcard_dns")
 }
 
 /// A host, normalised for comparison and judgement.

@@ -4,6 +4,7 @@
 
 use super::address::{
     ssrf_name, ssrf_rule_v4, ssrf_rule_v6, ECHO_ZONES, LOOPBACK_ZONES, PRIVATE_SUFFIXES,
+    WORDLIKE_SUFFIXES,
 };
 
 /// Schemes that WHATWG parsers give a host after any mix of `/` and `\`, or
@@ -408,7 +409,7 @@ fn forbidden_host(host: &str, port: bool, rest: &str) -> bool {
             if rule == "ssrf_internal_name" {
                 // In prose a dotless word before a colon is a label
                 // (`步骤:1/2`), not a host: only a private suffix counts.
-                port && d.contains('.')
+                port && d.contains('.') && !WORDLIKE_SUFFIXES.iter().any(|w| d.ends_with(w))
             } else {
                 d.contains('.') || d.starts_with("localhost") || port
             }

@@ -594,12 +594,7 @@ fn prompt_arguments_meet_detection() {
 
 /// Whether `filter(detect)` refuses the request `raw`.
 fn refused_with(raw: &str, detect: bool) -> bool {
-    let Ok(crate::protocol::jsonrpc::Parsed::Single(env)) = crate::protocol::jsonrpc::parse(
-        raw.as_bytes(),
-        crate::protocol::jsonrpc::ParseLimits::default(),
-    ) else {
-        panic!("parse")
-    };
+    let env = crate::protocol::jsonrpc::single(raw);
     let p = Principal::anonymous();
     let msg = Message::new(&env, raw.as_bytes());
     let d = filter(detect).on_request(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
@@ -768,6 +763,8 @@ fn scheme_less_addresses_are_found_however_the_text_wraps_them() {
         "redis at 127.0.0.1.nip.io:6379/",
         "http://app-169-254-169-254.sslip.io/latest/meta-data/",
         "curl localtest.me:8080/admin",
+        "curl x-127.0.0.1.nip.io/admin",
+        "curl 7f000001.foo.nip.io:80",
         "printer.lan:631/admin",
         "http://redis:6379/",
     ];
@@ -1235,4 +1232,37 @@ fn localhost_is_found_at_every_offset_and_case() {
             }
         }
     }
+}
+
+/// A single-label host is refused where a client dials it as the web does
+/// (a URL, a declared host), not in a server's own resource URIs
+/// (`mysql://users/data` names a table) nor as a word of prose; private
+/// suffixes that are also words of code count in URLs only.
+#[test]
+fn single_labels_and_wordlike_suffixes_count_where_a_client_dials() {
+    for uri in [
+        "mysql://users/data",
+        "postgres://orders/schema",
+        "redis://sessions/key1",
+        "git://repo/README.md",
+    ] {
+        let raw = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"resources/read",
+            "params":{"uri":uri}})
+        .to_string();
+        assert!(!refused_with(&raw, true), "{uri} refused");
+    }
+    for v in ["obj.home:12", "self.private:1/x", "user.home:8080/path", "see wiki.corp:443/x"] {
+        let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "other", "arguments": {"q": v}}})
+        .to_string();
+        assert!(!refused_with(&raw, true), "{v:?} refused");
+    }
+    for v in ["http://intranet/", "see http://redis:6379/ now", "https://wiki.corp/x", "printer.lan:631/"] {
+        let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "other", "arguments": {"q": v}}})
+        .to_string();
+        assert!(refused_with(&raw, true), "{v:?} passed");
+    }
+    assert_eq!(check("redis:6379", &[]), Err("ssrf_internal_name"));
+    assert_eq!(check("http://db/", &[]), Err("ssrf_internal_name"));
 }

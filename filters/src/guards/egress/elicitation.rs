@@ -15,7 +15,7 @@
 use serde_json::Value as Json;
 use warden_config::guards::HostPattern;
 
-use super::address::{judge as judge_host, Dest};
+use super::address::{judge as judge_host, single_label, Dest};
 use crate::chain::filter::{Decision, Denial, Message, Word};
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
@@ -164,6 +164,9 @@ pub(super) fn opened(url: &str, allow: &[&HostPattern]) -> Result<(), &'static s
         return Err("egress_scheme");
     }
     let host = Dest::whatwg(parsed.host().ok_or("egress_no_host")?);
+    if single_label(&host, allow) {
+        return Err("ssrf_internal_name");
+    }
     match judge_host(&host, allow) {
         // The allowlists are for what tools are sent: here only their
         // exceptions to the SSRF rules count.

@@ -5,7 +5,7 @@
 
 use warden_config::guards::HostPattern;
 
-use super::address::{judge, Dest};
+use super::address::{judge, single_label, Dest};
 use super::detect::{dialled, dropped, embedded, lead, starts_as_url, SPECIAL};
 
 /// The rule for a URL that clients could read with different hosts.
@@ -82,6 +82,13 @@ fn trimmed(c: char) -> bool {
 /// argument, or a found string that starts as a URL): `Ok` or the rule that
 /// refuses it.
 pub fn check(value: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
+    check_as(value, allow, true)
+}
+
+/// [`check`]; `web`: the value is dialled as written (http(s), ws(s), a
+/// bare host), so a single-label host is refused, rather than a URI of
+/// another scheme read as http to find its host.
+fn check_as(value: &str, allow: &[&HostPattern], web: bool) -> Result<(), &'static str> {
     let v = value.trim_matches(trimmed);
     let l = lead(v);
     let (text, unparsable) = match l.scheme.as_deref() {
@@ -103,7 +110,10 @@ pub fn check(value: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
         return Err("egress_scheme");
     }
     let host = Dest::whatwg(url.host().ok_or("egress_no_host")?);
-    let verdict = judge(&host, allow);
+    let verdict = match judge(&host, allow) {
+        Ok(()) if web && single_label(&host, allow) => Err("ssrf_internal_name"),
+        v => v,
+    };
     if Dest::rfc3986(raw).as_ref() != Some(&host) {
         // Two readings: refused either way, named by the WHATWG one if it
         // is forbidden.
@@ -129,7 +139,7 @@ pub fn check_uri(value: &str, allow: &[&HostPattern], files: bool) -> Result<(),
     match l.scheme.as_deref() {
         Some(s) if s != "file" && !SPECIAL.contains(&s) => {
             let rest = v.find(':').map_or("", |i| &v[i + 1..]);
-            check(&format!("http:{rest}"), allow)
+            check_as(&format!("http:{rest}"), allow, false)
         }
         _ => check(v, allow),
     }
