@@ -150,6 +150,10 @@ async fn a_resource_uri_a_server_reads_as_another_is_refused() {
         "file:///public\\..\\secret.txt",
         "file:///public/%252e%252e/secret.txt",
         "file:///public/..",
+        "file:///public/x?/../../secret.txt",
+        "file:///public//etc/passwd",
+        "file:///public/..;/secret.txt",
+        "file:///public/%c0%ae%c0%ae/secret.txt",
     ]
     .into_iter()
     .enumerate()
@@ -161,6 +165,16 @@ async fn a_resource_uri_a_server_reads_as_another_is_refused() {
             "{uri}: {text}"
         );
     }
+    // A 2026-07-28 subscription stream follows no such URI either.
+    let listen = json!({"jsonrpc":"2.0","id":30,"method":"subscriptions/listen",
+        "params":{"notifications":{"resourceSubscriptions":["file:///public/../secret.txt"]}}})
+    .to_string();
+    let hs = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "subscriptions/listen"),
+    ];
+    let (_, _, text) = post_with(&gw, &listen, &hs).await;
+    assert!(text.contains("resource_uri_ambiguous"), "{text}");
     assert_eq!(
         super::posts_received(&h),
         before,

@@ -273,6 +273,9 @@ impl PolicyFilter {
     /// One URI of a listen stream's filter: visible, and allowed as a
     /// `resources/subscribe` of it would be.
     fn judge_subscription(&self, ctx: &Exchange<'_>, uri: &str) -> Option<Decision> {
+        if crate::protocol::mcp::ambiguous_uri(uri) {
+            return Some(ambiguous_resource());
+        }
         if let Some(hidden) = self.hidden_resource(ctx, uri) {
             return Some(hidden);
         }
@@ -424,6 +427,21 @@ fn resource_not_found(ctx: &Exchange<'_>, uri: &str) -> JsonRpcError {
     JsonRpcError::new(code, "Resource not found").with_data(serde_json::json!({"uri": uri}))
 }
 
+/// A resource URI a server could read as another resource: refused before
+/// any rule judges its text.
+fn ambiguous_resource() -> Decision {
+    Decision::Reject(Denial::error(
+        JsonRpcError::new(
+            codes::INVALID_PARAMS,
+            "The resource URI holds dot segments, empty segments, escaped separators, \
+             backslashes or control characters that servers read differently; send it \
+             normalised",
+        )
+        .with_data(serde_json::json!({"reason": "resource_uri_ambiguous"})),
+        "resource_uri_ambiguous",
+    ))
+}
+
 /// A request member a concern must judge but cannot read: refused.
 fn unreadable_request() -> Decision {
     Decision::Reject(Denial::error(
@@ -460,15 +478,7 @@ impl McpFilter for PolicyFilter {
             "resources/read" | "resources/subscribe" | "resources/unsubscribe"
         ) && name.is_some_and(crate::protocol::mcp::ambiguous_uri)
         {
-            return Decision::Reject(Denial::error(
-                JsonRpcError::new(
-                    codes::INVALID_PARAMS,
-                    "The resource URI holds dot segments, escaped separators, backslashes or \
-                     control characters that servers read differently; send it normalised",
-                )
-                .with_data(serde_json::json!({"reason": "resource_uri_ambiguous"})),
-                "resource_uri_ambiguous",
-            ));
+            return ambiguous_resource();
         }
         let args = match method {
             "tools/call" | "prompts/get" => msg.arguments_raw(),

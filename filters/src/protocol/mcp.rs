@@ -320,30 +320,97 @@ pub fn judged_target(env: &Envelope) -> Option<&str> {
 
 /// Whether servers could read resource URI `uri` as another resource than
 /// its text names, so that a rule on the text (`file:///public/…`) judges
-/// something else than what is read: dot segments (`/../`, `/./`, a
-/// trailing `/..`), an escaped dot, slash, backslash or percent sign
-/// (`%2e`, `%2f`, `%5c`, `%25`, which a decoding server turns into path
-/// syntax), a backslash (a separator to Windows and WHATWG), or a control
-/// character (which URL parsers drop). Such a URI is refused, never
-/// judged by its text.
+/// something else than what is read. The part a server resolves as a path
+/// (for http(s) and ws(s) the path, for any other scheme everything after
+/// the authority, query and fragment included: servers strip a prefix and
+/// join the rest) is percent-decoded until nothing changes, then refused
+/// when it holds a dot segment (`..`, `.`, and their Windows and servlet
+/// spellings `...`, `.. `, `..;x`), an empty segment (`//etc`, which a
+/// join takes as the root), a drive (`C:` after the first segment), a
+/// backslash, a control character or NUL, or bytes that are not UTF-8 (an
+/// overlong `%c0%ae`); a `%` not followed by two hex digits (`%u002e`) is
+/// refused too, as decoders differ on it. Escaped slashes in a segment
+/// (`users://a%2Fb/profile`) and escapes in an http query are the data
+/// they say.
 pub fn ambiguous_uri(uri: &str) -> bool {
-    let b = uri.as_bytes();
-    if b.iter().any(|&c| c == b'\\' || c < 0x20 || c == 0x7f) {
+    if uri.bytes().any(|c| c == b'\\' || c < 0x20 || c == 0x7f) {
         return true;
     }
-    let escaped = memchr::memchr_iter(b'%', b).any(|i| {
-        let hex = b.get(i + 1..i + 3).unwrap_or_default();
-        hex.len() == 2
-            && matches!(
-                [hex[0], hex[1].to_ascii_lowercase()],
-                [b'2', b'e' | b'f'] | [b'5', b'c'] | [b'2', b'5']
-            )
-    });
-    if escaped {
+    let Some(colon) = uri.find(':') else {
+        return false;
+    };
+    let scheme = &uri[..colon];
+    let rest = &uri[colon + 1..];
+    let web = ["http", "https", "ws", "wss"]
+        .iter()
+        .any(|w| w.eq_ignore_ascii_case(scheme));
+    let path = match rest.strip_prefix("//") {
+        // A web URI's authority is a host; its path ends at the query.
+        Some(r) if web => {
+            let p = &r[r.find('/').unwrap_or(r.len())..];
+            &p[..p.find(['?', '#']).unwrap_or(p.len())]
+        }
+        // Another scheme's "authority" is as often the first part of a
+        // path a server joins (`note://../x`).
+        Some(r) => r,
+        None => rest,
+    };
+    // Decoded until stable (double encoding), at most a few times.
+    // The URI's own escapes must be whole; a `%` that a first decoding
+    // leaves (`100%25` is `100%`) is text unless it starts another escape.
+    let Some(mut text) = percent_decoded(path.as_bytes()) else {
+        return true;
+    };
+    for _ in 0..3 {
+        match percent_decoded(&text) {
+            Some(next) if next != text => text = next,
+            _ => break,
+        }
+    }
+    let Ok(text) = std::str::from_utf8(&text) else {
+        return true;
+    };
+    if text.bytes().any(|c| c == b'\\' || c < 0x20 || c == 0x7f) {
         return true;
     }
-    let path = &uri[..uri.find(['?', '#']).unwrap_or(uri.len())];
-    path.split('/').any(|seg| seg == "." || seg == "..")
+    // Segments of the path; the leading `/` of an absolute path opens none.
+    let body = text.strip_prefix('/').unwrap_or(text);
+    if body.is_empty() {
+        return false;
+    }
+    body.split(['/', '?', '#']).enumerate().any(|(i, seg)| {
+        let bare = seg.split(';').next().unwrap_or_default();
+        let dots =
+            !bare.is_empty() && bare.contains('.') && bare.bytes().all(|c| c == b'.' || c == b' ');
+        let drive = i > 0
+            && bare.len() == 2
+            && bare.as_bytes()[0].is_ascii_alphabetic()
+            && bare.as_bytes()[1] == b':';
+        // An empty segment inside the path (`a//b`), not a trailing `/`
+        // or the separator before a query.
+        let empty = seg.is_empty() && i > 0 && !text.ends_with('/');
+        dots || drive || empty
+    })
+}
+
+/// `b` with every `%XX` decoded; `None` when a `%` is not followed by two
+/// hex digits.
+fn percent_decoded(b: &[u8]) -> Option<Vec<u8>> {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hi = hex(*b.get(i + 1)?)?;
+            let lo = hex(*b.get(i + 2)?)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// The items of a list result (`tools`, `prompts`, `resources`,
@@ -456,20 +523,44 @@ mod tests {
             "file:///public\\..\\x",
             "file:///public/a\tb",
             "note://../x",
+            // Found by a hostile review.
+            "file:///public/x?/../../secret.txt",
+            "file:///public/x#/../../secret.txt",
+            "file:///public//etc/passwd",
+            "file:///public/C:/Windows/win.ini",
+            "file:///public/%%32%65%%32%65/secret",
+            "file:///public/..;/secret",
+            "file:///public/.../secret",
+            "file:///public/.. /secret",
+            "file:///public/%u002e%u002e/secret",
+            "file:///public/%c0%ae%c0%ae/secret",
+            "file:///public/a%00b",
+            "notes:public/../secret",
+            "https://example.com/public/%2e%2e/admin",
+            "file:///x%",
         ] {
             assert!(ambiguous_uri(uri), "{uri}");
         }
         for uri in [
             "file:///public/a.txt",
             "file:///My%20Docs/a.txt",
+            "file:///C:/Users/me/a.txt",
             "test://static-text",
             "test://template/1/data",
             "ui://widget/x.html",
             "https://example.com/a?next=../y",
             "https://example.com/a#../y",
+            "https://example.com/search?q=a%2Fb",
+            "https://example.com/?next=https%3A%2F%2Fexample.org%2F",
+            "https://example.com/dir/",
             "file:///a.b/..c/d.../e..",
             "postgres://db/table%41",
-            "file:///x%",
+            "users://a%2Fb/profile",
+            "gitlab://projects/group%2Fproject/readme",
+            "file:///public/100%25%20done.txt",
+            "mysql://users/data",
+            "file:///",
+            "note:x",
         ] {
             assert!(!ambiguous_uri(uri), "{uri}");
         }

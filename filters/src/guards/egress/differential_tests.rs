@@ -1251,13 +1251,23 @@ fn single_labels_and_wordlike_suffixes_count_where_a_client_dials() {
         .to_string();
         assert!(!refused_with(&raw, true), "{uri} refused");
     }
-    for v in ["obj.home:12", "self.private:1/x", "user.home:8080/path", "see wiki.corp:443/x"] {
+    for v in [
+        "obj.home:12",
+        "self.private:1/x",
+        "user.home:8080/path",
+        "see wiki.corp:443/x",
+    ] {
         let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
             "params": {"name": "other", "arguments": {"q": v}}})
         .to_string();
         assert!(!refused_with(&raw, true), "{v:?} refused");
     }
-    for v in ["http://intranet/", "see http://redis:6379/ now", "https://wiki.corp/x", "printer.lan:631/"] {
+    for v in [
+        "http://intranet/",
+        "see http://redis:6379/ now",
+        "https://wiki.corp/x",
+        "printer.lan:631/",
+    ] {
         let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
             "params": {"name": "other", "arguments": {"q": v}}})
         .to_string();
