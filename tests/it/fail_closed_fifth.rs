@@ -181,3 +181,40 @@ async fn a_resource_uri_a_server_reads_as_another_is_refused() {
         "an ambiguous URI reached the server"
     );
 }
+
+/// Reads the region through `object.get`, which names no path.
+const REGION_BY_GET: &str = r#"package warden.authz
+import rego.v1
+decision := {"allow": false, "reason": "region_mismatch"} if {
+	object.get(input.request.arguments, "region", "") == "us"
+} else := {"allow": true, "reason": "ok"}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_argument_policy_reads_opaquely_cannot_be_renamed_past_it() {
+    let (h, gw) = setup_with(BUNDLE, REGION_BY_GET).await;
+    let before = super::posts_received(&h);
+    let (_, _, text) = post_with(&gw, &call_with(1, json!({"region":"us"})), &[]).await;
+    assert!(text.contains("region_mismatch"), "control: {text}");
+    for (i, args) in [
+        json!({"Region":"us"}),
+        json!({"REGION":"us"}),
+        json!({"regıon":"us"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (_, _, text) = post_with(&gw, &call_with(2 + i as u64, args.clone()), &[]).await;
+        assert!(text.contains("argument_near_name"), "{args}: {text}");
+    }
+    assert_eq!(
+        super::posts_received(&h),
+        before,
+        "a renamed argument reached the server"
+    );
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":9,"result":{"content":[]}}).to_string(),
+    )]);
+    let (_, _, text) = post_with(&gw, &call_with(9, json!({"region":"eu"})), &[]).await;
+    assert_eq!(super::posts_received(&h), before + 1, "control: {text}");
+}

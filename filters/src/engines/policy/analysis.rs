@@ -288,6 +288,136 @@ pub fn argument_paths(modules: &[&str]) -> Vec<Vec<String>> {
     out
 }
 
+/// How a bundle's modules read the call's arguments: the paths they name,
+/// and whether they also reach the arguments in a way no path names (the
+/// whole arguments handed to a function, `object.get`, iterated, indexed
+/// by a variable, re-aliased; `input` or `input.request` taken whole).
+/// Then every word the modules hold (identifiers and string literals) is
+/// a name the policy may read, and an argument key some peer reads as one
+/// of them without being it is refused.
+#[derive(Debug, Clone, Default)]
+pub struct ArgumentReads {
+    pub paths: Vec<Vec<String>>,
+    /// `Some`: the arguments are read opaquely; the modules' words, exact
+    /// and folded.
+    pub opaque: Option<Words>,
+}
+
+/// The words of a bundle's modules.
+#[derive(Debug, Clone, Default)]
+pub struct Words {
+    exact: std::collections::HashSet<String>,
+    folded: std::collections::HashSet<String>,
+}
+
+impl Words {
+    fn of(modules: &[&str]) -> Words {
+        let mut w = Words::default();
+        for m in modules {
+            let code = code_only(m);
+            let mut add = |t: &str| {
+                if !t.is_empty() && t.len() <= 256 {
+                    w.folded
+                        .insert(crate::protocol::names::fold(t).into_owned());
+                    w.exact.insert(t.to_owned());
+                }
+            };
+            for t in code.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+                add(t);
+            }
+            // Whole string literals (`"eu-west"`, `"max.tokens"`).
+            for lit in code.split('"').skip(1).step_by(2) {
+                add(lit);
+            }
+        }
+        w
+    }
+
+    /// Whether some peer reads `key` as one of the words without it being one.
+    fn near(&self, key: &str) -> bool {
+        if self.exact.contains(key) {
+            return false;
+        }
+        if key.is_ascii() {
+            return self.folded.contains(&key.to_ascii_lowercase());
+        }
+        crate::protocol::names::folded_readings(key)
+            .iter()
+            .any(|r| self.folded.contains(r.as_ref()))
+            || self
+                .exact
+                .iter()
+                .any(|w| crate::protocol::names::same_name(key, w))
+    }
+}
+
+/// Whether `args` holds, at any depth, a key that is a near-name of one
+/// of `words`.
+fn near_a_word(words: &Words, args: &serde_json::Value, depth: usize) -> bool {
+    if depth == 0 {
+        return false;
+    }
+    match args {
+        serde_json::Value::Object(o) => o
+            .iter()
+            .any(|(k, v)| words.near(k) || near_a_word(words, v, depth - 1)),
+        serde_json::Value::Array(a) => a.iter().any(|v| near_a_word(words, v, depth - 1)),
+        _ => false,
+    }
+}
+
+/// [`argument_paths`], and whether the modules also read the arguments
+/// opaquely (see [`ArgumentReads`]).
+pub fn argument_reads(modules: &[&str]) -> ArgumentReads {
+    let mut opaque = false;
+    for m in modules {
+        let code = code_only(m);
+        for (start, p) in paths_from(&code, "input") {
+            let arguments = p.len() >= 2 && p[0] == "request" && p[1] == "arguments";
+            let whole = match p.len() {
+                0 => true,
+                1 => p[0] == "request",
+                2 => arguments,
+                _ => false,
+            };
+            let alias = bound_to(&code, start);
+            if !whole && !(arguments && alias.is_some()) {
+                continue;
+            }
+            // Bound to a name every use of which names a path below it:
+            // the paths say it all. Anything else is opaque.
+            let named = arguments
+                && alias.is_some_and(|alias| {
+                    let uses = paths_from(&code, alias);
+                    // The binding itself is one use with no path; a part
+                    // bound to a further name (`loc := args.loc`) is not
+                    // followed.
+                    uses.iter().filter(|(_, q)| q.is_empty()).count() <= 1
+                        && uses
+                            .iter()
+                            .all(|(at, q)| q.is_empty() || bound_to(&code, *at).is_none())
+                });
+            if !named {
+                opaque = true;
+            }
+        }
+    }
+    ArgumentReads {
+        paths: argument_paths(modules),
+        opaque: opaque.then(|| Words::of(modules)),
+    }
+}
+
+/// Whether `args` holds a near-name of an argument the modules read, by
+/// path or (when they read the arguments opaquely) of any of their words.
+pub fn near_named_read(reads: &ArgumentReads, args: &serde_json::Value) -> bool {
+    near_named_argument(&reads.paths, args)
+        || reads
+            .opaque
+            .as_ref()
+            .is_some_and(|w| near_a_word(w, args, 128))
+}
+
 /// Whether `args` holds, along one of `paths`, a member whose name some
 /// mainstream peer reads as the path's (`Region`, `regıon` for `region`)
 /// without being it: the server would act on a value the policy never saw.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use regorus::Value;
 
-use super::analysis::{argument_paths, key_plan, near_named_argument, KeyPlan};
+use super::analysis::{argument_reads, key_plan, near_named_read, ArgumentReads, KeyPlan};
 use super::clock::{Clock, NEXT_ENGINE};
 use super::decision::{decision_of, PolicyDecision};
 use super::diagnostics::{missing_entrypoint, tracing_free_log};
@@ -39,8 +39,8 @@ pub struct PolicyEngine {
     data: Value,
     clock: Clock,
     plan: Option<KeyPlan>,
-    /// The argument paths the modules read by name ([`argument_paths`]).
-    argument_paths: Vec<Vec<String>>,
+    /// How the modules read the arguments ([`argument_reads`]).
+    argument_reads: ArgumentReads,
     cache: Option<moka::sync::Cache<Box<[u8]>, PolicyDecision, foldhash::fast::RandomState>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -122,7 +122,7 @@ impl PolicyEngine {
         .ok();
         let texts: Vec<&str> = modules.values().map(String::as_str).collect();
         let plan = key_plan(&texts);
-        let argument_paths = argument_paths(&texts);
+        let argument_reads = argument_reads(&texts);
         let cache = (plan.is_some() && cache_capacity > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(cache_capacity)
@@ -135,7 +135,7 @@ impl PolicyEngine {
             data,
             clock,
             plan,
-            argument_paths,
+            argument_reads,
             cache,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -146,15 +146,16 @@ impl PolicyEngine {
         &self.clock
     }
 
-    /// Whether `args` holds a near-name of an argument the policy reads by
-    /// name (see [`near_named_argument`]); `false` when it reads none.
+    /// Whether `args` holds a near-name of an argument the policy reads
+    /// (see [`near_named_read`]); `false` when it reads none.
     pub fn near_named_argument(&self, args: &serde_json::Value) -> bool {
-        near_named_argument(&self.argument_paths, args)
+        near_named_read(&self.argument_reads, args)
     }
 
-    /// Whether the policy reads any argument by name.
+    /// Whether the policy reads any argument by name, or the arguments
+    /// opaquely.
     pub fn reads_arguments(&self) -> bool {
-        !self.argument_paths.is_empty()
+        !self.argument_reads.paths.is_empty() || self.argument_reads.opaque.is_some()
     }
 
     /// Whether decisions can be cached (no nondeterministic builtin).

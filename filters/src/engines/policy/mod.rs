@@ -25,7 +25,10 @@ mod input;
 #[cfg(test)]
 mod tests;
 
-pub use analysis::{argument_paths, key_plan, near_named_argument, KeyPlan};
+pub use analysis::{
+    argument_paths, argument_reads, key_plan, near_named_argument, near_named_read, ArgumentReads,
+    KeyPlan,
+};
 pub use clock::{Clock, Moment};
 pub use decision::{ApprovalAsk, PolicyDecision};
 pub use engine::{PolicyCompileError, PolicyEngine};

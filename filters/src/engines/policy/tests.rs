@@ -214,3 +214,48 @@ fn picked_members_are_the_values_serde_reads() {
         assert_eq!(pick_members(raw, &wanted), want, "{raw}");
     }
 }
+
+/// Rego reads the arguments in ways no path names: handed to a function,
+/// `object.get`, iterated, indexed by a variable, re-aliased, through
+/// `input.request` taken whole. Each is found, and then a key some peer
+/// reads as one of the modules' words (`Region` for `"region"`) is refused.
+#[test]
+fn arguments_read_opaquely_refuse_near_names_of_the_policys_words() {
+    let deny = |body: &str| {
+        format!(
+            "package warden.authz\nimport rego.v1\n{body}\ndecision := {{\"allow\": false, \"reason\": \"us\"}} if {{ us }} else := {{\"allow\": true, \"reason\": \"ok\"}}\n"
+        )
+    };
+    for rego in [
+        deny(r#"us if object.get(input.request.arguments, "region", "") == "us""#),
+        deny("us if { some k, v in input.request.arguments; k == \"region\"; v == \"us\" }"),
+        deny("us if { k := \"region\"; input.request.arguments[k] == \"us\" }"),
+        deny("is_us(a) if a.region == \"us\"\nus if is_us(input.request.arguments)"),
+        deny("us if { r := input.request; r.arguments.region == \"us\" }"),
+        deny("us if { a := input.request.arguments; b := a; b.region == \"us\" }"),
+        deny("us if { args := input.request.arguments; loc := args.loc; loc.region == \"us\" }"),
+        deny("us if { loc := input.request.arguments.loc; x := loc; x.region == \"us\" }"),
+    ] {
+        let reads = argument_reads(&[&rego]);
+        assert!(reads.opaque.is_some(), "{rego}");
+        for args in [
+            serde_json::json!({"Region": "us"}),
+            serde_json::json!({"loc": {"REGION": "us"}}),
+            serde_json::json!({"regıon": "us"}),
+        ] {
+            assert!(near_named_read(&reads, &args), "{rego}: {args}");
+        }
+        for args in [
+            serde_json::json!({"region": "us"}),
+            serde_json::json!({"text": "Region"}),
+            serde_json::json!({"Query": 1}),
+        ] {
+            assert!(!near_named_read(&reads, &args), "{rego}: {args}");
+        }
+    }
+    // Paths alone say it all: no words are kept.
+    let plain = deny("us if input.request.arguments.region == \"us\"");
+    assert!(argument_reads(&[&plain]).opaque.is_none());
+    let aliased = deny("us if { args := input.request.arguments; args.region == \"us\" }");
+    assert!(argument_reads(&[&aliased]).opaque.is_none());
+}
