@@ -381,7 +381,7 @@ pub fn argument_reads(modules: &[&str]) -> ArgumentReads {
                 _ => false,
             };
             let alias = bound_to(&code, start);
-            if !whole && !(arguments && alias.is_some()) {
+            if !(whole || arguments && alias.is_some()) {
                 continue;
             }
             // Bound to a name every use of which names a path below it:
