@@ -218,3 +218,42 @@ async fn an_argument_policy_reads_opaquely_cannot_be_renamed_past_it() {
     let (_, _, text) = post_with(&gw, &call_with(9, json!({"region":"eu"})), &[]).await;
     assert_eq!(super::posts_received(&h), before + 1, "control: {text}");
 }
+
+/// A call naming a listed or cataloged tool in another case: a server that
+/// looks tools up ignoring case runs the tool the policy did not judge.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_name_in_another_case_is_refused() {
+    let (h, gw) = setup_with(BUNDLE, ALLOW_ALL).await;
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":1,"result":{"tools":[
+            {"name":"echo","inputSchema":{"type":"object"}},
+            {"name":"wire","inputSchema":{"type":"object"}}]}})
+        .to_string(),
+    )]);
+    let (_, _, text) = post_with(
+        &gw,
+        &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}).to_string(),
+        &[],
+    )
+    .await;
+    assert!(text.contains("echo"), "{text}");
+    let before = super::posts_received(&h);
+    for (i, name) in ["ECHO", "Echo", "eCHO"].into_iter().enumerate() {
+        let call = json!({"jsonrpc":"2.0","id":10 + i,"method":"tools/call",
+            "params":{"name":name,"arguments":{}}});
+        let (_, _, text) = post_with(&gw, &call.to_string(), &[]).await;
+        assert!(text.contains("tool_name_near"), "{name}: {text}");
+    }
+    assert_eq!(
+        super::posts_received(&h),
+        before,
+        "a case variant reached the server"
+    );
+    // The listed names themselves are called.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":20,"result":{"content":[]}}).to_string(),
+    )]);
+    let call = json!({"jsonrpc":"2.0","id":20,"method":"tools/call","params":{"name":"echo","arguments":{}}});
+    let (_, _, text) = post_with(&gw, &call.to_string(), &[]).await;
+    assert_eq!(super::posts_received(&h), before + 1, "control: {text}");
+}

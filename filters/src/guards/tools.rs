@@ -112,6 +112,15 @@ impl ToolPins {
         self.map.load().get(server)?.get(tool).cloned()
     }
 
+    /// Whether `server` listed a tool whose name is `tool` only ignoring
+    /// case (tool names are ASCII): a server that looks tools up that way
+    /// runs it.
+    pub fn near(&self, server: &str, tool: &str) -> bool {
+        self.map.load().get(server).is_some_and(|tools| {
+            !tools.contains_key(tool) && tools.keys().any(|t| t.eq_ignore_ascii_case(tool))
+        })
+    }
+
     /// `(server, tool, new fingerprint)` of every quarantined tool.
     pub fn quarantined(&self) -> Vec<(String, String, String)> {
         let map = self.map.load();
@@ -275,8 +284,17 @@ impl McpFilter for PinFilter {
         let Some(tool) = tool else {
             return Decision::Pass;
         };
+        let cataloged_near = || {
+            self.catalog.get(ctx.server).is_some_and(|c| {
+                c.tool(tool).is_none() && c.tools.keys().any(|t| t.eq_ignore_ascii_case(tool))
+            })
+        };
         let refused = if !valid_name(tool) {
             Some("tool_name_invalid")
+        } else if self.pins.near(ctx.server, tool) || cataloged_near() {
+            // `WIRE` for a listed `wire`: the policy judged another name
+            // than a case-insensitive server runs.
+            Some("tool_name_near")
         } else if self
             .pins
             .get(ctx.server, tool)
