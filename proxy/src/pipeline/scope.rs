@@ -30,7 +30,11 @@ pub fn remember_pending(gw: &Gateway, ctx: &RequestCtx) {
     let (owner, session) = ledger_keys(ctx);
     let sc = scope(ctx, &owner, &session);
     for p in &ctx.reply.pending {
-        gw.ledger.asked(&sc, &p.id, p.asked.clone());
+        if session.is_empty() {
+            gw.ledger.asked_unclaimed(&sc, &p.id, p.asked.clone());
+        } else {
+            gw.ledger.asked(&sc, &p.id, p.asked.clone());
+        }
     }
 }
 

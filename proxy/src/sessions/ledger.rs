@@ -98,6 +98,36 @@ impl Ledger {
         self.asked.insert(key(scope, id), asked);
     }
 
+    /// Remembers a request of an exchange without a session, where ids are
+    /// not claimed (stateless clients reuse them freely): when `id`
+    /// already names another request, neither is remembered, so a reply
+    /// replayed elsewhere is judged as one to an unknown request (by its
+    /// shape), never as the other request's.
+    pub fn asked_unclaimed(&self, scope: &Scope<'_>, id: &Id, asked: Arc<Asked>) {
+        let k = key(scope, id);
+        match self.asked.get(&k) {
+            // Two requests under one id: the id answers nothing from now on
+            // (until the entry expires), whatever a later request adds.
+            Some(held)
+                if held.method.is_empty()
+                    || held.method != asked.method
+                    || held.target != asked.target
+                    || held.task != asked.task =>
+            {
+                self.asked.insert(
+                    k,
+                    Arc::new(Asked {
+                        method: String::new(),
+                        target: None,
+                        args_digest: None,
+                        task: None,
+                    }),
+                );
+            }
+            _ => self.asked.insert(k, asked),
+        }
+    }
+
     /// Claims `id` in the session for a request about to be forwarded. An
     /// id names one request for as long as the ledger remembers it (MCP:
     /// a requestor never reuses an id within a session): `false` when it
@@ -124,7 +154,9 @@ impl Ledger {
     /// The request a reply on another exchange answers. Kept after the
     /// answer: a replayed stream answers again, and is judged the same way.
     pub fn answered(&self, scope: &Scope<'_>, id: &Id) -> Option<Arc<Asked>> {
-        self.asked.get(&key(scope, id))
+        self.asked
+            .get(&key(scope, id))
+            .filter(|a| !a.method.is_empty())
     }
 
     /// A server→client request went out to the client.
@@ -141,6 +173,37 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without a session ids are not claimed: an id that named two
+    /// requests answers neither on another exchange, nor a third.
+    #[test]
+    fn an_unclaimed_id_naming_two_requests_answers_none() {
+        let l = Ledger::new(100, Duration::from_secs(60));
+        let sc = Scope {
+            server: "s",
+            owner: "t\0alice",
+            session: "",
+        };
+        let id = Id::Num(7.into());
+        let asked = |m: &str, t: Option<&str>| {
+            Arc::new(Asked {
+                method: m.into(),
+                target: t.map(str::to_owned),
+                args_digest: None,
+                task: None,
+            })
+        };
+        l.asked_unclaimed(&sc, &id, asked("tools/list", None));
+        l.asked_unclaimed(&sc, &id, asked("tools/list", None));
+        assert_eq!(
+            l.answered(&sc, &id).map(|a| a.method.clone()).as_deref(),
+            Some("tools/list")
+        );
+        l.asked_unclaimed(&sc, &id, asked("tools/call", Some("echo")));
+        assert!(l.answered(&sc, &id).is_none());
+        l.asked_unclaimed(&sc, &id, asked("tools/call", Some("echo")));
+        assert!(l.answered(&sc, &id).is_none());
+    }
 
     #[test]
     fn scoped_by_server_owner_and_session() {
