@@ -308,12 +308,10 @@ impl std::fmt::Debug for TaskFilter {
     }
 }
 
-/// Whether a message may carry a task id the gateway must seal.
+/// Whether a message may carry a task id the gateway must seal: its
+/// decoded text may hold `task` (an escape such as `\u0074ask` spells it
+/// too, so any `\u` escape makes the message read).
 static TASK: crate::chain::filter::Word = crate::chain::filter::Word::new("task");
-
-fn may_carry_task(bytes: &[u8]) -> bool {
-    TASK.in_bytes(bytes)
-}
 
 impl McpFilter for TaskFilter {
     fn name(&self) -> &'static str {
@@ -381,7 +379,7 @@ impl McpFilter for TaskFilter {
 
     fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
-        if env.is_error || !may_carry_task(msg.bytes) {
+        if env.is_error || !msg.may_hold(&TASK) {
             return Decision::Pass;
         }
         let Some(mut v) = msg.value().cloned() else {
@@ -503,6 +501,26 @@ mod tests {
             let d = f.on_request(&msg, &older, &mut Notes::default());
             // Opened and forwarded with the server's id; an unsealed one is unknown.
             assert_eq!(!matches!(d, Decision::Reject(_)), id == sealed, "{id}");
+        }
+    }
+
+    /// A server that spells `task` with escapes gets its ids sealed and
+    /// judged as one that writes it plainly.
+    #[test]
+    fn escaped_task_members_are_sealed_and_judged() {
+        use crate::chain::filter::{Decision, McpFilter, Message, Notes};
+        let sealer = Arc::new(TaskSealer::new(b"fleet secret"));
+        let f = TaskFilter::new(sealer, Arc::new(TaskOwners::new(100)));
+        let bob = who("bob");
+        let ex = Exchange::new(&bob, "jira");
+        for raw in [
+            r#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"T-esc","status":"working","createdAt":"2026-01-01T00:00:00Z"}}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"T-alice","status":"completed","createdAt":"2026-01-01T00:00:00Z"}}"#,
+        ] {
+            let env = crate::protocol::jsonrpc::single(raw);
+            let msg = Message::from_server(&env, raw.as_bytes(), Some("tools/call"), Some("t"));
+            let d = f.on_response(&msg, &ex, &mut Notes::default());
+            assert!(!matches!(d, Decision::Pass), "{raw} passed unsealed");
         }
     }
 
