@@ -88,12 +88,17 @@ pub fn canonical(name: &str) -> Result<String, PersonError> {
 /// canonical form: for comparisons that must not fail, such as a token's
 /// subject, where the name cannot be refused).
 pub fn canonical_or_marked(name: &str) -> String {
-    canonical(name).unwrap_or_else(|_| format!("\u{fffd}{}", name.escape_unicode()))
+    canonical(name).unwrap_or_else(|_| format!("{MARKED}{}", name.escape_unicode()))
 }
 
+/// What a marked name starts with: a control character, which no canonical
+/// form and no [`strict_key`] of a name without invisible characters can
+/// hold, so a name typed to look like a marked one (`\u{61}\u{200b}`
+/// written out) is never equal to it.
+const MARKED: char = '\u{1}';
+
 /// What the [`tenant_key`] of a name that is not plain ASCII starts with:
-/// never the start of an ASCII name's key, nor of a marked one (whose
-/// U+FFFD is followed by an escape's backslash).
+/// never the start of an ASCII name's key, nor of a marked one.
 const UNFOLDED: &str = "\u{fffd}nfc:";
 
 /// The key a tenant is scoped by: a record's or an approval's tenant claim,
@@ -114,11 +119,21 @@ const UNFOLDED: &str = "\u{fffd}nfc:";
 /// - a name with invisible characters, or an empty one: marked as
 ///   [`canonical_or_marked`] marks it, equal to nothing but itself.
 pub fn tenant_key(tenant: &str) -> String {
-    if tenant.is_ascii() || tenant.chars().any(invisible) {
-        return canonical_or_marked(tenant);
+    strict_key(tenant)
+}
+
+/// The strict form of a name, which merges only spellings no one could
+/// tell apart: ASCII case and surrounding spaces, and NFC. It is what a
+/// tenant is scoped by ([`tenant_key`]) and what a handle is bound to (a
+/// task, a cursor, a session, a round's state): there merging `rené` with
+/// `rene`, or `ａｌｉｃｅ` with `alice`, would hand one person's handles to
+/// another, where for rules (quotas, approvals) it only adds strictness.
+pub fn strict_key(name: &str) -> String {
+    if name.is_ascii() || name.chars().any(invisible) {
+        return canonical_or_marked(name);
     }
     let mut key = String::from(UNFOLDED);
-    key.extend(tenant.trim_matches(' ').nfc());
+    key.extend(name.trim_matches(' ').nfc());
     key
 }
 
@@ -328,5 +343,36 @@ mod tests {
         assert!(bare.same(&acme) && bare.same(&other));
         assert!(!acme.same(&other));
         assert!(Person::of("ACME", "ALICE").expect("p").same(&acme));
+    }
+}
+
+#[cfg(test)]
+mod strict_tests {
+    use super::*;
+
+    /// Handles are bound by the strict key: spellings one reader merges
+    /// into a person (accents, compatibility forms) own none of each
+    /// other's; a marked name is equal to nothing typed.
+    #[test]
+    fn strict_keys_merge_only_what_no_one_tells_apart() {
+        assert_eq!(strict_key("Alice"), strict_key(" alice "));
+        assert_eq!(strict_key("ren\u{e9}"), strict_key("rene\u{301}"));
+        for (a, b) in [
+            ("alice", "alic\u{e9}"),
+            ("alice", "\u{ff41}lice"),
+            ("rene", "ren\u{e9}"),
+            ("kim", "\u{212a}im"),
+        ] {
+            assert_ne!(strict_key(a), strict_key(b), "{a} / {b}");
+        }
+        let marked = strict_key("a\u{200b}");
+        let typed: String = "a\u{200b}".escape_unicode().collect();
+        for lookalike in [typed.clone(), format!("\u{fffd}{typed}")] {
+            assert_ne!(strict_key(&lookalike), marked, "{lookalike}");
+            assert_ne!(
+                canonical_or_marked(&lookalike),
+                canonical_or_marked("a\u{200b}")
+            );
+        }
     }
 }

@@ -47,16 +47,16 @@ pub struct Principal {
     pub attributes: BTreeMap<String, String>,
     /// The OAuth scopes the caller's token carries (none for other methods).
     pub scopes: Vec<String>,
-    /// The owner key, worked out once per principal (an API key's or a
-    /// certificate's principal lives as long as its bundle).
+    /// The person and owner keys, worked out once per principal (an API
+    /// key's or a certificate's principal lives as long as its bundle).
     pub canonical: CanonicalOnce,
 }
 
-/// A principal's canonical owner key, computed on first use. Not part of
-/// what a principal is: two principals compare equal whatever their
-/// caches hold.
+/// A principal's person key and owner key, computed on first use. Not
+/// part of what a principal is: two principals compare equal whatever
+/// their caches hold.
 #[derive(Debug, Clone, Default)]
-pub struct CanonicalOnce(std::sync::OnceLock<String>);
+pub struct CanonicalOnce(std::sync::OnceLock<String>, std::sync::OnceLock<String>);
 
 impl PartialEq for CanonicalOnce {
     fn eq(&self, _: &Self) -> bool {
@@ -68,15 +68,28 @@ impl Eq for CanonicalOnce {}
 
 impl Principal {
     /// The key things are bound to this principal by (sessions, task ids,
-    /// multi-round-trip state): tenant and id.
-    /// Kept in the person's canonical form ([`warden_config::person`]):
-    /// `ALICE` and `alice` of one tenant are one person everywhere.
+    /// cursors, multi-round-trip state, minted credentials): tenant and id
+    /// in their strict form, so `ALICE` and `alice` of one tenant own the
+    /// same handles and `alicé` or `ａｌｉｃｅ` none of them.
     pub fn owner_key(&self) -> String {
         self.owner().to_owned()
     }
 
-    /// [`Principal::owner_key`], borrowed.
+    /// [`Principal::owner_key`], borrowed: the strict key of tenant and id
+    /// (`warden_config::person::strict_key`), what every handle is bound
+    /// to, so that no spelling another reader merges with this one opens
+    /// it.
     pub fn owner(&self) -> &str {
+        use warden_config::person::strict_key as k;
+        self.canonical
+            .1
+            .get_or_init(|| format!("{}\0{}", k(&self.tenant), k(&self.id)))
+    }
+
+    /// The person this principal is, in canonical form (`tenant\0id`,
+    /// spellings a reader takes for one merged): what rules that compare
+    /// people (quotas, budgets, the audit trail) key on.
+    pub fn person(&self) -> &str {
         use warden_config::person::canonical_or_marked as c;
         self.canonical
             .0
@@ -86,7 +99,7 @@ impl Principal {
     /// The principal's tenant in canonical form (how tenant layers'
     /// scopes compare it).
     pub fn canonical_tenant(&self) -> &str {
-        self.owner().split('\0').next().unwrap_or_default()
+        self.person().split('\0').next().unwrap_or_default()
     }
 
     /// The caller when the bundle has no identity section (or allows

@@ -329,7 +329,7 @@ impl QuotaFilter {
             let v: &str = match p {
                 QuotaKey::Principal => {
                     // One person, however the credential spells the name.
-                    k.extend_from_slice(ctx.principal.owner().as_bytes());
+                    k.extend_from_slice(ctx.principal.person().as_bytes());
                     k.push(0);
                     continue;
                 }

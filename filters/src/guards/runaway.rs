@@ -162,8 +162,9 @@ impl RunawayFilter {
             }
             _ => String::new(),
         };
-        let owner = ex.principal.owner_key();
-        for part in [owner.as_str(), who.as_str(), ex.server, tool] {
+        // A rule about a person: spellings a reader merges count as one.
+        let owner = ex.principal.person();
+        for part in [owner, who.as_str(), ex.server, tool] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
         }

@@ -535,6 +535,11 @@ mod tests {
             Some("task-1")
         );
         assert_eq!(s.open(&t, &who("bob"), "jira"), None);
+        // Spellings merged into one person for rules own no handles.
+        for other in ["alic\u{e9}", "\u{ff41}lice", " alice\u{301}"] {
+            assert_eq!(s.open(&t, &who(other), "jira"), None, "{other}");
+        }
+        assert!(s.open(&t, &who("ALICE"), "jira").is_some());
         assert_eq!(s.open(&t, &who("alice"), "gmail"), None);
         assert_eq!(s.open("task-1", &who("alice"), "jira"), None);
         let other = TaskSealer::new(b"another fleet");

@@ -552,7 +552,7 @@ pub struct AuditPerson(pub Arc<warden_filters::Principal>);
 impl Serialize for AuditPerson {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // The owner key (`tenant\0id`, canonical), worked out once per principal.
-        s.serialize_str(&self.0.owner().replacen('\0', "/", 1))
+        s.serialize_str(&self.0.person().replacen('\0', "/", 1))
     }
 }
 
