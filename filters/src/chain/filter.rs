@@ -118,6 +118,10 @@ pub struct Message<'a> {
     /// For a server→client response: the audit link of the task that
     /// request named (`tasks/*`).
     pub request_task: Option<&'a str>,
+    /// A reply matched to a request of the client's, whose id is therefore
+    /// the client's own text; `false` for a reply the gateway matched to
+    /// nothing it forwarded (its id is the server's text).
+    pub id_matched: bool,
     arguments: std::cell::OnceCell<Option<serde_json::Value>>,
     value: std::cell::OnceCell<Option<serde_json::Value>>,
     /// Whether the bytes hold a `\u` escape (looked for at most once).
@@ -160,6 +164,7 @@ impl<'a> Message<'a> {
             request_target: None,
             request_args_digest: None,
             request_task: None,
+            id_matched: false,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
             escaped: std::cell::OnceCell::new(),
@@ -178,6 +183,7 @@ impl<'a> Message<'a> {
             direction: Direction::Response,
             request_method: method,
             request_target: target,
+            id_matched: method.is_some(),
             ..Message::new(envelope, bytes)
         }
     }
@@ -195,6 +201,7 @@ impl<'a> Message<'a> {
             request_target: self.request_target,
             request_args_digest: self.request_args_digest,
             request_task: self.request_task,
+            id_matched: self.id_matched,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
             escaped: std::cell::OnceCell::new(),

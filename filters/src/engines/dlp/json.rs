@@ -105,9 +105,12 @@ impl Scanner {
                     }
                 },
             };
+            // Every detector's matches, overlapping or not: which of them
+            // a rule applies to is the filter's to say before any is
+            // dropped (a card inside a password's value is still a card).
             let mut hits = Vec::new();
             if st.escaped || st.number {
-                self.scan_str(&text, &mut hits);
+                self.scan_str_all(&text, &mut hits);
             } else {
                 let mut local: Vec<Cand> = cands[lo..hi]
                     .iter()
@@ -117,7 +120,7 @@ impl Scanner {
                         end: c.end.min(st.end) - st.start,
                     })
                     .collect();
-                self.scan_with(&text, &mut local, &mut hits);
+                self.scan_with_all(&text, &mut local, &mut hits);
             }
             if hits.is_empty() {
                 return false;

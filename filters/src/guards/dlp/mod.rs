@@ -112,7 +112,7 @@ impl DlpFilter {
         let mut hits = Vec::new();
         for (i, text) in texts.iter().enumerate() {
             hits.clear();
-            self.scanner.scan_str(text, &mut hits);
+            self.scanner.scan_str_all(text, &mut hits);
             for h in &hits {
                 let d = &self.scanner.detectors[h.detector];
                 let Some(rule) =
@@ -167,9 +167,10 @@ impl DlpFilter {
         // `data`, and any member a peer may read beside them.
         let sampling = env.kind == crate::protocol::jsonrpc::Kind::Request
             && env.method.as_deref() == Some("sampling/createMessage");
-        // A reply's id was matched to the client's request before it got
-        // here: the client's own text, not the server's.
-        let echoed_id = env.kind == crate::protocol::jsonrpc::Kind::Response;
+        // A reply's id matched to the client's request is the client's own
+        // text; one matched to nothing (a stream's unknown reply) is the
+        // server's, and is judged.
+        let echoed_id = env.kind == crate::protocol::jsonrpc::Kind::Response && msg.id_matched;
         let found = match self.scanner.locate(msg.bytes, None, sampling, echoed_id) {
             Ok(f) => f,
             Err(Uninspectable) => return uninspectable(),
@@ -182,13 +183,16 @@ impl DlpFilter {
         } else {
             msg.request_target
         };
-        let risk = tool
-            .map(|t| {
-                self.catalog
-                    .get(ctx.server)
-                    .map_or(Risk::Medium, |c| c.risk(t))
-            })
-            .unwrap_or(Risk::Low);
+        // A message that names no tool (a notification, a server's
+        // sampling or elicitation request, a reply to an unknown request)
+        // is judged at the server's risk, so `min_risk` rules reach it.
+        let risk = match tool {
+            Some(t) => self
+                .catalog
+                .get(ctx.server)
+                .map_or(Risk::Medium, |c| c.risk(t)),
+            None => self.server_risk(ctx.server),
+        };
         let mut blocked: Vec<String> = Vec::new();
         // (string index in `found`, hits with their replacement text)
         let mut redactions: Vec<(usize, Vec<(Hit, String)>)> = Vec::new();

@@ -68,6 +68,22 @@ fn numbers_are_read_as_the_text_they_are() {
         judge(&filter(DlpAction::Block), id),
         Decision::Pass
     ));
+    // A reply matched to no request the client sent: its id is the
+    // server's text, and is judged.
+    for id in [
+        r#"{"jsonrpc":"2.0","id":"AKIAIOSFODNN7EXAMPLE","result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":4111111111111111,"result":{}}"#,
+    ] {
+        let env = crate::protocol::jsonrpc::single(id);
+        let msg = Message::from_server(&env, id.as_bytes(), None, None);
+        let p = Principal::anonymous();
+        let d = filter(DlpAction::Block).on_response(
+            &msg,
+            &Exchange::new(&p, "s"),
+            &mut Notes::default(),
+        );
+        assert!(matches!(d, Decision::Reject(_)), "{id}");
+    }
     // Ordinary numbers are not findings.
     let plain = r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"n":42,"x":-1.5e3,"t":1700000000},"content":[]}}"#;
     assert!(matches!(
@@ -182,4 +198,84 @@ fn clean_and_binary_pass_untouched() {
     assert!(matches!(judge(&f, &spaced), Decision::Reject(_)));
     let structured = image.replace("\"content\"", "\"structuredContent\"");
     assert!(matches!(judge(&f, &structured), Decision::Reject(_)));
+}
+
+fn rule(name: &str, detectors: &[&str], action: DlpAction, min_risk: Option<Risk>) -> DlpRule {
+    DlpRule {
+        name: name.into(),
+        detectors: detectors.iter().map(|d| (*d).to_owned()).collect(),
+        request: true,
+        response: true,
+        min_risk,
+        action,
+        mask: "[X]".into(),
+        hash: false,
+    }
+}
+
+fn with_rules(rules: Vec<DlpRule>) -> DlpFilter {
+    let dlp = Dlp {
+        rules,
+        custom: Vec::new(),
+        hash_key: None,
+    };
+    DlpFilter::new(dlp, Default::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Which rule applies is decided for every detector's match before any
+/// overlap is resolved: a card inside an email, a password's value or a
+/// connection string is still a card to a rule that blocks cards, and a
+/// redacted card inside a logged secret is still redacted.
+#[test]
+fn a_rule_sees_its_findings_inside_others() {
+    let f = with_rules(vec![
+        rule("cards", &["card_visa"], DlpAction::Block, None),
+        rule("secrets", &["category:secret"], DlpAction::Log, None),
+        rule("pii", &["email"], DlpAction::Log, None),
+    ]);
+    for text in [
+        "4532015112830366@x.io",
+        "password=ZqX9wRt7/4532015112830366/pLm3",
+        "postgres://u:4532015112830366@db.example.com/x",
+    ] {
+        let raw = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"{text}"}}]}}}}"#
+        );
+        assert!(matches!(judge(&f, &raw), Decision::Reject(_)), "{text}");
+    }
+    let f = with_rules(vec![
+        rule("cards", &["card_visa"], DlpAction::Redact, None),
+        rule("secrets", &["category:secret"], DlpAction::Log, None),
+    ]);
+    let raw = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"password=ZqX9wRt7/4532015112830366/pLm3"}]}}"#;
+    match judge(&f, raw) {
+        Decision::Mutated(b) => {
+            let out = String::from_utf8(b).expect("utf8");
+            assert!(!out.contains("4532015112830366"), "{out}");
+            assert!(out.contains("[X]"), "{out}");
+        }
+        _ => panic!("not redacted"),
+    }
+}
+
+/// A message that names no tool (a notification, a server's request) is
+/// judged at the server's risk, so rules with a `min_risk` reach it.
+#[test]
+fn messages_without_a_tool_meet_min_risk_rules() {
+    let f = with_rules(vec![rule(
+        "keys",
+        &["*"],
+        DlpAction::Block,
+        Some(Risk::Medium),
+    )]);
+    let p = Principal::anonymous();
+    for raw in [
+        r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"AKIAIOSFODNN7EXAMPLE"}}"#,
+        r#"{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"messages":[{"role":"user","content":{"type":"text","text":"AKIAIOSFODNN7EXAMPLE"}}],"maxTokens":5}}"#,
+    ] {
+        let env = crate::protocol::jsonrpc::single(raw);
+        let msg = Message::from_server(&env, raw.as_bytes(), None, None);
+        let d = f.on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
+        assert!(matches!(d, Decision::Reject(_)), "{raw}");
+    }
 }

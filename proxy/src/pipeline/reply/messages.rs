@@ -242,6 +242,8 @@ pub(super) fn judge_message(
         asked.as_ref().and_then(|a| a.target.as_deref()),
     );
     msg.request_args_digest = asked.as_ref().and_then(|a| a.args_digest.as_deref());
+    // An inferred method is the gateway's guess: the id is the server's.
+    msg.id_matched = asked.is_some() && !inferred;
     msg.request_task = asked.as_ref().and_then(|a| a.task.as_deref());
     let verdict = {
         let ex = ctx.exchange(rt.server(server), false, None);

@@ -301,6 +301,34 @@ impl Scanner {
         self.scan_with(s, &mut cands, out);
     }
 
+    /// [`Scanner::scan_str`] keeping the matches of different detectors
+    /// that overlap (a card inside an email or a password's value): the
+    /// caller decides which apply before any is dropped.
+    pub(crate) fn scan_str_all(&self, s: &str, out: &mut Vec<Hit>) {
+        let mut cands = Vec::new();
+        self.candidates(s.as_bytes(), &mut cands);
+        self.scan_with_all(s, &mut cands, out);
+    }
+
+    /// [`Scanner::scan_with`] keeping overlapping matches of different
+    /// detectors (one detector's matches are still one).
+    pub(crate) fn scan_with_all(&self, s: &str, cands: &mut [Cand], out: &mut Vec<Hit>) {
+        self.confirm_raw(s, cands, out);
+        if let Some(view) = normalise::view(s) {
+            let mut seen = Vec::new();
+            self.scan_as_is(&view.text, &mut seen);
+            out.extend(seen.into_iter().map(|h| {
+                let (start, end) = view.original(s, h.start, h.end);
+                Hit {
+                    detector: h.detector,
+                    start,
+                    end,
+                }
+            }));
+        }
+        resolve_within_detectors(&self.detectors, out);
+    }
+
     /// Every validated match in `s` as it is (no normalised view), before
     /// overlaps are resolved.
     fn scan_as_is(&self, s: &str, out: &mut Vec<Hit>) {
@@ -635,6 +663,31 @@ fn run_bytes_only(hir: &regex_syntax::hir::Hir) -> bool {
         HirKind::Capture(c) => run_bytes_only(&c.sub),
         HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().all(run_bytes_only),
     }
+}
+
+/// Overlapping matches of one detector (the same finding in the text and
+/// in its view, or by a detector and its glued twin, which share its
+/// name) as one: the first, widened over the others.
+fn resolve_within_detectors(detectors: &[Detector], out: &mut Vec<Hit>) {
+    let name = |h: &Hit| detectors[h.detector].name.as_str();
+    out.sort_by(|a, b| {
+        (name(a), a.start, std::cmp::Reverse(a.end)).cmp(&(
+            name(b),
+            b.start,
+            std::cmp::Reverse(b.end),
+        ))
+    });
+    let mut kept: Vec<Hit> = Vec::with_capacity(out.len());
+    for h in out.drain(..) {
+        match kept.last_mut() {
+            Some(k) if name(k) == name(&h) && h.start < k.end => {
+                k.end = k.end.max(h.end);
+            }
+            _ => kept.push(h),
+        }
+    }
+    kept.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
+    *out = kept;
 }
 
 fn resolve_overlaps(detectors: &[Detector], out: &mut Vec<Hit>) {
