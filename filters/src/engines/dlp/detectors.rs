@@ -413,8 +413,11 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "pem_private_key",
         category: Sec,
-        triggers: &[WordThen(&["-----begin"], Near("private key", 24))],
-        pattern: r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----",
+        // The header in any case and spacing a reader still takes for one;
+        // redaction extends the match over the key's body (see
+        // `guards::dlp::key_body`).
+        triggers: &[WordThen(&["---begin"], Near("private", 40))],
+        pattern: r"(?i)-{3,8}\s{0,4}BEGIN\s{1,4}(?:(?:RSA|EC|DSA|OPENSSH|ENCRYPTED|PGP)\s{1,4})?PRIVATE\s{1,4}KEY(?:\s{1,4}BLOCK)?\s{0,4}-{3,8}",
         validate: None,
     },
     Spec {

@@ -49,6 +49,58 @@ impl std::fmt::Debug for DlpFilter {
 
 /// Replaces the spans of `hits` (sorted by start) in `s` with their
 /// replacement text; a span inside an earlier one is already replaced.
+/// Where a private key that starts with the header at `..end` of `s`
+/// ends: after its END line when one follows within 64 KiB, else after the
+/// run of base64 and white space that follows the header. A key redacted
+/// by its header alone would leave its body.
+fn key_body(s: &str, end: usize) -> usize {
+    const REACH: usize = 64 * 1024;
+    let rest = &s[end..];
+    let window = &rest[..floor_char(rest, REACH.min(rest.len()))];
+    let lower = window.to_ascii_lowercase();
+    // `-----END … PRIVATE KEY-----`: the dashes before END, the words,
+    // the dashes after them (an `end` inside the body is no END line).
+    let line = lower
+        .match_indices("end")
+        .map(|(at, _)| at)
+        .find(|&at| lower[..at].trim_end_matches([' ', '\t']).ends_with("---"));
+    if let Some(at) = line {
+        {
+            if let Some(k) = lower[at..].find("key") {
+                let mut e = at + k + 3;
+                let tail = &lower[e..];
+                let block = tail.trim_start().starts_with("block");
+                if block {
+                    e += tail.find("block").unwrap_or(0) + 5;
+                }
+                let dashes = lower[e..]
+                    .trim_start()
+                    .bytes()
+                    .take_while(|&b| b == b'-')
+                    .count();
+                let gap = lower[e..].len() - lower[e..].trim_start().len();
+                return end + e + gap + dashes;
+            }
+        }
+    }
+    let body = rest
+        .bytes()
+        .take_while(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'+' | b'/' | b'=' | b' ' | b'\t' | b'\r' | b'\n')
+        })
+        .count();
+    end + body
+}
+
+/// The largest char boundary of `s` at or below `i`.
+fn floor_char(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
 fn rewrite(s: &str, hits: &[(Hit, String)]) -> String {
     let mut out = String::with_capacity(s.len());
     let mut at = 0;
@@ -234,7 +286,11 @@ impl DlpFilter {
                                 .replace("{detector}", &d.name)
                                 .replace("{rule}", &rule.name)
                         };
-                        reps.push((h.clone(), text));
+                        let mut h = h.clone();
+                        if d.name == "pem_private_key" {
+                            h.end = key_body(&loc.text, h.end);
+                        }
+                        reps.push((h, text));
                     }
                     DlpAction::Log => {}
                 }

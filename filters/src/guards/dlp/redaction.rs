@@ -279,3 +279,31 @@ fn messages_without_a_tool_meet_min_risk_rules() {
         assert!(matches!(d, Decision::Reject(_)), "{raw}");
     }
 }
+
+/// A private key is redacted whole: its body up to the END line, or the
+/// base64 that follows a header with no END line.
+#[test]
+fn a_private_key_is_redacted_with_its_body() {
+    let f = filter(DlpAction::Redact);
+    for (text, gone) in [
+        ("-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAendXyz\n+abc/def==\n-----END RSA PRIVATE KEY-----\nafter", "MIIEpA"),
+        ("key: -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\nhkiG9w0BAQEFAASC", "hkiG9w0"),
+        ("-----begin  rsa private key-----\nMIIEpAIBAAKCAQEA\n----end rsa private key----", "MIIEpA"),
+        ("----BEGIN OPENSSH PRIVATE KEY----\nb3BlbnNzaC1rZXktdjE=\n", "b3Blbn"),
+    ] {
+        let raw = serde_json::json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":text}]}}).to_string();
+        match judge(&f, &raw) {
+            Decision::Mutated(b) => {
+                let out = String::from_utf8(b).expect("utf8");
+                assert!(!out.contains(gone), "{text:?} → {out}");
+                assert!(!out.to_ascii_lowercase().contains("end rsa private key----"), "{out}");
+            }
+            _ => panic!("{text:?} not redacted"),
+        }
+    }
+    let raw = serde_json::json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\nafter"}]}}).to_string();
+    let Decision::Mutated(b) = judge(&f, &raw) else {
+        panic!("not redacted")
+    };
+    assert!(String::from_utf8(b).expect("utf8").contains("after"));
+}

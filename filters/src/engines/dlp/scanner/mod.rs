@@ -667,23 +667,24 @@ fn run_bytes_only(hir: &regex_syntax::hir::Hir) -> bool {
 
 /// Overlapping matches of one detector (the same finding in the text and
 /// in its view, or by a detector and its glued twin, which share its
-/// name) as one: the first, widened over the others.
+/// name) as one: the longest.
 fn resolve_within_detectors(detectors: &[Detector], out: &mut Vec<Hit>) {
     let name = |h: &Hit| detectors[h.detector].name.as_str();
+    // The longest first, as overlaps across detectors were resolved.
     out.sort_by(|a, b| {
-        (name(a), a.start, std::cmp::Reverse(a.end)).cmp(&(
+        (name(a), std::cmp::Reverse(a.end - a.start), a.start).cmp(&(
             name(b),
+            std::cmp::Reverse(b.end - b.start),
             b.start,
-            std::cmp::Reverse(b.end),
         ))
     });
     let mut kept: Vec<Hit> = Vec::with_capacity(out.len());
     for h in out.drain(..) {
-        match kept.last_mut() {
-            Some(k) if name(k) == name(&h) && h.start < k.end => {
-                k.end = k.end.max(h.end);
-            }
-            _ => kept.push(h),
+        let taken = kept
+            .iter()
+            .any(|k| name(k) == name(&h) && h.start < k.end && k.start < h.end);
+        if !taken {
+            kept.push(h);
         }
     }
     kept.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
