@@ -325,6 +325,12 @@ impl DlpFilter {
             }
             at = loc.end + quote;
             keys_changed |= loc.is_key;
+            // A key with part of it cut out reads as another name
+            // (`pa\u200bth` as `path`, `_m…eta` as `_meta`) that the guards
+            // before DLP never judged: refused, never forwarded renamed.
+            if loc.is_key && reps.iter().any(|(_, text)| text.is_empty()) {
+                return Decision::Reject(dlp_blocked(&redacting));
+            }
         }
         out.extend_from_slice(&raw[at..]);
         // Two keys redacted to the same text would make a duplicate member,

@@ -179,6 +179,13 @@ fn keys_redacted_into_duplicates_are_refused() {
     // One redacted key is fine.
     let raw = r#"{"jsonrpc":"2.0","id":1,"result":{"4111 1111 1111 1111":1,"x":2}}"#;
     assert!(matches!(judge(&f, raw), Decision::Mutated(_)));
+    // A key with a part stripped out would read as a name nobody judged.
+    let strip = filter(DlpAction::Strip);
+    let raw = r#"{"jsonrpc":"2.0","id":1,"result":{"pa 4111 1111 1111 1111 th":1}}"#;
+    assert!(matches!(judge(&strip, raw), Decision::Reject(_)));
+    // A value is stripped as before.
+    let raw = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"a 4111 1111 1111 1111 b"}]}}"#;
+    assert!(matches!(judge(&strip, raw), Decision::Mutated(_)));
 }
 
 #[test]
