@@ -87,10 +87,17 @@ impl Scanner {
                     cands.partition_point(|c| c.start < st.end),
                 )
             };
+            // A value under a secret-like key (`"password": "…"` in
+            // structured content) is also read as the assignment a reader
+            // sees in it, `password=…`.
+            let assigned = (!st.is_key && !st.number)
+                .then(|| secret_key(st.path))
+                .flatten();
             if !st.escaped
                 && !st.number
                 && lo == hi
                 && self.always.is_empty()
+                && assigned.is_none()
                 && (ascii || plain(&raw[st.start..st.end]))
             {
                 return false;
@@ -121,6 +128,28 @@ impl Scanner {
                     })
                     .collect();
                 self.scan_with_all(&text, &mut local, &mut hits);
+            }
+            if let Some(k) = assigned {
+                let joined = format!("{k}={text}");
+                let off = k.len() + 1;
+                let mut more = Vec::new();
+                self.scan_str_all(&joined, &mut more);
+                for h in more {
+                    // What lies in the value, and a match over the key and
+                    // value as the whole value.
+                    if h.end <= off {
+                        continue;
+                    }
+                    let hit = Hit {
+                        detector: h.detector,
+                        start: h.start.saturating_sub(off),
+                        end: h.end - off,
+                    };
+                    if hit.start < hit.end && !hits.contains(&hit) {
+                        hits.push(hit);
+                    }
+                }
+                hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
             }
             if hits.is_empty() {
                 return false;
@@ -161,4 +190,31 @@ impl Scanner {
             })
             .collect())
     }
+}
+
+/// The key of a member whose path is `path`, when it names a secret
+/// (`password`, `api_key`, `client_secret`, `auth_token` …).
+fn secret_key(path: &str) -> Option<&str> {
+    if path.ends_with(']') {
+        return None;
+    }
+    let key = &path[path.rfind('.')? + 1..];
+    if key.is_empty() || key.len() > 64 {
+        return None;
+    }
+    let lower = key.to_ascii_lowercase();
+    [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "apikey",
+        "api_key",
+        "access_key",
+        "private_key",
+        "credential",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+    .then_some(key)
 }

@@ -314,3 +314,34 @@ fn a_private_key_is_redacted_with_its_body() {
     };
     assert!(String::from_utf8(b).expect("utf8").contains("after"));
 }
+
+/// A secret under a secret-like key in structured content is the
+/// assignment a reader sees there: found and redacted as in text.
+#[test]
+fn secrets_under_secret_keys_are_found_in_structured_content() {
+    for raw in [
+        r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"password":"Xk9#mP2vL8qRt5"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"db":{"aws_secret_access_key":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ3vT9kLmN"}}}}"#,
+    ] {
+        assert!(
+            matches!(judge(&filter(DlpAction::Block), raw), Decision::Reject(_)),
+            "{raw}"
+        );
+        match judge(&filter(DlpAction::Redact), raw) {
+            Decision::Mutated(b) => {
+                let out = String::from_utf8(b).expect("utf8");
+                assert!(
+                    !out.contains("Xk9#mP2vL8qRt5") && !out.contains("wJalrXUtnFEMI"),
+                    "{out}"
+                );
+            }
+            _ => panic!("{raw} not redacted"),
+        }
+    }
+    // Ordinary members under ordinary keys stay clean.
+    let raw = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"name":"Xk9#mP2vL8qRt5","passes":3,"token_count":"12"}}}"#;
+    assert!(
+        matches!(judge(&filter(DlpAction::Block), raw), Decision::Pass),
+        "{raw}"
+    );
+}
