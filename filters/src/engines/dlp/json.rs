@@ -202,7 +202,8 @@ fn secret_key(path: &str) -> Option<&str> {
     if key.is_empty() || key.len() > 64 {
         return None;
     }
-    let lower = key.to_ascii_lowercase();
+    // Without allocating: every string of a message passes here.
+    let k = key.as_bytes();
     [
         "pass",
         "pwd",
@@ -215,6 +216,9 @@ fn secret_key(path: &str) -> Option<&str> {
         "credential",
     ]
     .iter()
-    .any(|w| lower.contains(w))
+    .any(|w| {
+        k.windows(w.len())
+            .any(|s| s.eq_ignore_ascii_case(w.as_bytes()))
+    })
     .then_some(key)
 }
