@@ -315,18 +315,23 @@ impl Scanner {
     pub(crate) fn scan_with_all(&self, s: &str, cands: &mut [Cand], out: &mut Vec<Hit>) {
         self.confirm_raw(s, cands, out);
         if let Some(view) = normalise::view(s) {
-            let mut seen = Vec::new();
-            self.scan_as_is(&view.text, &mut seen);
-            out.extend(seen.into_iter().map(|h| {
-                let (start, end) = view.original(s, h.start, h.end);
-                Hit {
-                    detector: h.detector,
-                    start,
-                    end,
-                }
-            }));
+            self.view_matches(s, &view, out);
         }
         resolve_within_detectors(&self.detectors, out);
+    }
+
+    /// The matches in `view` (of `s`), as spans of `s`.
+    fn view_matches(&self, s: &str, view: &normalise::View, out: &mut Vec<Hit>) {
+        let mut seen = Vec::new();
+        self.scan_as_is(&view.text, &mut seen);
+        out.extend(seen.into_iter().map(|h| {
+            let (start, end) = view.original(s, h.start, h.end);
+            Hit {
+                detector: h.detector,
+                start,
+                end,
+            }
+        }));
     }
 
     /// Every validated match in `s` as it is (no normalised view), before
@@ -351,16 +356,7 @@ impl Scanner {
             return;
         };
         self.confirm_raw(s, cands, out);
-        let mut seen = Vec::new();
-        self.scan_as_is(&view.text, &mut seen);
-        out.extend(seen.into_iter().map(|h| {
-            let (start, end) = view.original(s, h.start, h.end);
-            Hit {
-                detector: h.detector,
-                start,
-                end,
-            }
-        }));
+        self.view_matches(s, &view, out);
         let (invisible, mut kept): (Vec<Hit>, Vec<Hit>) = out
             .drain(..)
             .partition(|h| normalise::invisible(&s[h.start..h.end]));
