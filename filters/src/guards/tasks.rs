@@ -32,7 +32,6 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
 use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
-use crate::engines::identity::Principal;
 use crate::engines::token::{TokenKey, NONCE_LEN};
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
@@ -106,13 +105,13 @@ impl TaskSealer {
     pub fn seal(
         &self,
         task: &str,
-        who: &Principal,
+        holder: &str,
         server: &str,
         tool: Option<&str>,
     ) -> Option<String> {
         let buf = serde_json::to_vec(&Sealed {
             t: task.to_owned(),
-            o: who.owner_key(),
+            o: holder.to_owned(),
             v: server.to_owned(),
             n: tool.map(str::to_owned),
         })
@@ -129,11 +128,11 @@ impl TaskSealer {
     }
 
     /// The server's task id (and the tool), when `token` was sealed for
-    /// this principal and server.
-    pub fn open(&self, token: &str, who: &Principal, server: &str) -> Option<Opened> {
+    /// this holder ([`holder`]) and server.
+    pub fn open(&self, token: &str, holder: &str, server: &str) -> Option<Opened> {
         let plain = self.key.open(PREFIX, AAD, token, 4096)?;
         let s: Sealed = serde_json::from_slice(&plain).ok()?;
-        (s.o == who.owner() && s.v == server).then_some(Opened {
+        (s.o == holder && s.v == server).then_some(Opened {
             task: s.t,
             tool: s.n,
         })
@@ -141,17 +140,29 @@ impl TaskSealer {
 
     /// The audit link of one task: the same for the call that created it and
     /// every later request naming it, whichever token spelled it.
-    pub fn link(&self, task: &str, who: &Principal, server: &str) -> String {
+    pub fn link(&self, task: &str, holder: &str, server: &str) -> String {
         let d = Sha256::new()
             .chain_update(self.nonce_key)
             .chain_update(b"link\0")
             .chain_update(server.as_bytes())
             .chain_update(b"\0")
-            .chain_update(who.owner().as_bytes())
+            .chain_update(holder.as_bytes())
             .chain_update(b"\0")
             .chain_update(task.as_bytes())
             .finalize();
         format!("tk_{}", hex::encode(&d[..8]))
+    }
+}
+
+/// Whom a task is bound to: the principal's owner key; for the anonymous
+/// principal, which every unauthenticated client shares, also the session
+/// (a client without one shares its tasks with every other such client).
+pub fn holder<'a>(ctx: &Exchange<'a>) -> std::borrow::Cow<'a, str> {
+    let owner = ctx.principal.owner();
+    if ctx.principal.auth == crate::engines::identity::AuthMethod::Anonymous {
+        std::borrow::Cow::Owned(format!("{owner}\0{}", ctx.session_id.unwrap_or("")))
+    } else {
+        std::borrow::Cow::Borrowed(owner)
     }
 }
 
@@ -216,7 +227,7 @@ impl TaskFilter {
             return Ok(false);
         };
         let key = (ctx.server.to_owned(), id.to_owned());
-        let me = ctx.principal.owner_key();
+        let me = holder(ctx).into_owned();
         let known = self.owners.map.get(&key);
         if known.as_ref().is_some_and(|(o, _)| *o != me) {
             // The server handed this id to another principal first.
@@ -224,7 +235,7 @@ impl TaskFilter {
         }
         // Remembered here, and (checked above) as this principal's.
         let mine = known.is_some();
-        let link = self.sealer.link(id, ctx.principal, ctx.server);
+        let link = self.sealer.link(id, &holder(ctx), ctx.server);
         let remembered = known.and_then(|(_, t)| t);
         let tool = match seen {
             Seen::Created => {
@@ -241,7 +252,7 @@ impl TaskFilter {
             Seen::Mentioned if mine => tool.or(remembered.as_deref()),
             _ => return Err(NotOurs),
         };
-        match self.sealer.seal(id, ctx.principal, ctx.server, tool) {
+        match self.sealer.seal(id, &holder(ctx), ctx.server, tool) {
             Some(t) => {
                 *v = Json::String(t);
                 Ok(true)
@@ -349,7 +360,7 @@ impl McpFilter for TaskFilter {
         let opened = env
             .task_id
             .as_deref()
-            .and_then(|t| self.sealer.open(t, ctx.principal, ctx.server));
+            .and_then(|t| self.sealer.open(t, &holder(ctx), ctx.server));
         let Some(opened) = opened else {
             // Exactly what a server says about a task it does not know.
             let ack = modern && matches!(method, "tasks/update" | "tasks/cancel");
@@ -365,7 +376,7 @@ impl McpFilter for TaskFilter {
         // Later filters (policy, pin, schema) and the audit record see the
         // tool whose call created the task.
         notes.task = Some(TaskNote {
-            link: self.sealer.link(&opened.task, ctx.principal, ctx.server),
+            link: self.sealer.link(&opened.task, &holder(ctx), ctx.server),
             tool: opened.tool,
         });
         let Some(mut v) = msg.value().cloned() else {
@@ -459,6 +470,7 @@ impl McpFilter for TaskFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engines::identity::Principal;
 
     fn who(id: &str) -> Principal {
         Principal {
@@ -477,7 +489,14 @@ mod tests {
         let sealer = Arc::new(TaskSealer::new(b"fleet secret"));
         let f = TaskFilter::new(sealer.clone(), Arc::new(TaskOwners::new(100)));
         let alice = who("alice");
-        let sealed = sealer.seal("task-1", &alice, "jira", None).expect("seal");
+        let sealed = sealer
+            .seal(
+                "task-1",
+                &holder(&Exchange::new(&alice, "jira")),
+                "jira",
+                None,
+            )
+            .expect("seal");
         for id in [sealed.as_str(), "raw-server-id"] {
             let body = format!(
                 r#"{{"jsonrpc":"2.0","id":1,"method":"tasks/result","params":{{"taskId":"{id}"}}}}"#
@@ -524,53 +543,90 @@ mod tests {
         }
     }
 
+    /// Every unauthenticated client is the one anonymous principal: its
+    /// tasks are bound to its session too, so another such client neither
+    /// opens nor lists them. An authenticated principal's follow it across
+    /// sessions.
+    #[test]
+    fn anonymous_tasks_are_bound_to_their_session() {
+        let s = TaskSealer::new(b"fleet secret");
+        let anon = Principal::anonymous();
+        let at = |p: &Principal, sid: &'static str| -> String {
+            let ex = Exchange {
+                session_id: Some(sid),
+                ..Exchange::new(p, "jira")
+            };
+            holder(&ex).into_owned()
+        };
+        let t = s
+            .seal("task-1", &at(&anon, "sA"), "jira", None)
+            .expect("seal");
+        assert!(s.open(&t, &at(&anon, "sA"), "jira").is_some());
+        assert_eq!(s.open(&t, &at(&anon, "sB"), "jira"), None);
+        let alice = Principal {
+            id: "alice".into(),
+            auth: crate::engines::identity::AuthMethod::ApiKey,
+            ..Principal::anonymous()
+        };
+        let t = s
+            .seal("task-2", &at(&alice, "s1"), "jira", None)
+            .expect("seal");
+        assert!(s.open(&t, &at(&alice, "s2"), "jira").is_some());
+    }
+
     #[test]
     fn sealed_for_one_principal_and_server() {
         let s = TaskSealer::new(b"fleet secret");
-        let t = s.seal("task-1", &who("alice"), "jira", None).expect("seal");
+        let t = s
+            .seal("task-1", who("alice").owner(), "jira", None)
+            .expect("seal");
         assert!(t.starts_with(PREFIX));
         let id = |o: Option<Opened>| o.map(|o| o.task);
         assert_eq!(
-            id(s.open(&t, &who("alice"), "jira")).as_deref(),
+            id(s.open(&t, who("alice").owner(), "jira")).as_deref(),
             Some("task-1")
         );
-        assert_eq!(s.open(&t, &who("bob"), "jira"), None);
+        assert_eq!(s.open(&t, who("bob").owner(), "jira"), None);
         // Spellings merged into one person for rules own no handles.
         for other in ["alic\u{e9}", "\u{ff41}lice", " alice\u{301}"] {
-            assert_eq!(s.open(&t, &who(other), "jira"), None, "{other}");
+            assert_eq!(s.open(&t, who(other).owner(), "jira"), None, "{other}");
         }
-        assert!(s.open(&t, &who("ALICE"), "jira").is_some());
-        assert_eq!(s.open(&t, &who("alice"), "gmail"), None);
-        assert_eq!(s.open("task-1", &who("alice"), "jira"), None);
+        assert!(s.open(&t, who("ALICE").owner(), "jira").is_some());
+        assert_eq!(s.open(&t, who("alice").owner(), "gmail"), None);
+        assert_eq!(s.open("task-1", who("alice").owner(), "jira"), None);
         let other = TaskSealer::new(b"another fleet");
-        assert_eq!(other.open(&t, &who("alice"), "jira"), None);
+        assert_eq!(other.open(&t, who("alice").owner(), "jira"), None);
         assert_eq!(
-            s.seal("task-1", &who("alice"), "jira", None).as_deref(),
+            s.seal("task-1", who("alice").owner(), "jira", None)
+                .as_deref(),
             Some(t.as_str())
         );
         assert_ne!(
-            s.seal("task-2", &who("alice"), "jira", None).as_deref(),
+            s.seal("task-2", who("alice").owner(), "jira", None)
+                .as_deref(),
             Some(t.as_str())
         );
         // Another replica with the same secret opens it.
         let twin = TaskSealer::new(b"fleet secret");
         assert_eq!(
-            id(twin.open(&t, &who("alice"), "jira")).as_deref(),
+            id(twin.open(&t, who("alice").owner(), "jira")).as_deref(),
             Some("task-1")
         );
         // The creating tool travels sealed; the link names the task, not the token.
         let with_tool = s
-            .seal("task-1", &who("alice"), "jira", Some("export"))
+            .seal("task-1", who("alice").owner(), "jira", Some("export"))
             .expect("seal");
-        let o = s.open(&with_tool, &who("alice"), "jira").expect("opens");
+        let o = s
+            .open(&with_tool, who("alice").owner(), "jira")
+            .expect("opens");
         assert_eq!(o.tool.as_deref(), Some("export"));
         assert_eq!(
-            s.link("task-1", &who("alice"), "jira"),
-            s.link(&o.task, &who("alice"), "jira")
+            s.link("task-1", who("alice").owner(), "jira"),
+            s.link(&o.task, who("alice").owner(), "jira")
         );
         assert_ne!(
-            s.link("task-1", &who("alice"), "jira"),
-            s.link("task-1", &who("bob"), "jira")
+            s.link("task-1", who("alice").owner(), "jira"),
+            s.link("task-1", who("bob").owner(), "jira")
         );
     }
 }
