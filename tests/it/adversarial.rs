@@ -1893,37 +1893,27 @@ async fn modern_results_are_judged_like_the_older_shapes() {
     );
     assert_eq!(got, elicit);
 
-    // A list judged for one principal is never left shareable.
-    h.script([Reply::json(
-        &json!({"jsonrpc":"2.0","id":4,"result":{"resources":[{"uri":"file:///a","name":"a"},{"uri":"file:///secret","name":"s"}],
-            "cacheScope":"public","ttlMs":60000,"resultType":"complete"}})
-        .to_string(),
-    )]);
-    let (_, _, text) = post_with(
-        &gw,
-        "/mock/mcp",
-        &json!({"jsonrpc":"2.0","id":4,"method":"resources/list"}).to_string(),
-        &modern("resources/list", ""),
-    )
-    .await;
-    let v: Value = serde_json::from_str(&text).expect("json");
-    assert_eq!(v["result"]["cacheScope"], "private", "{text}");
-    assert!(!text.contains("secret"), "{text}");
-    // Without a scope, a 2026-07-28 cache takes a list as public: it gets one.
-    h.script([Reply::json(
-        &json!({"jsonrpc":"2.0","id":4,"result":{"resources":[{"uri":"file:///a","name":"a"}],
-            "ttlMs":60000,"resultType":"complete"}})
-        .to_string(),
-    )]);
-    let (_, _, text) = post_with(
-        &gw,
-        "/mock/mcp",
-        &json!({"jsonrpc":"2.0","id":4,"method":"resources/list"}).to_string(),
-        &modern("resources/list", ""),
-    )
-    .await;
-    let v: Value = serde_json::from_str(&text).expect("json");
-    assert_eq!(v["result"]["cacheScope"], "private", "{text}");
+    // A list judged for one principal is never left shareable, whether the
+    // server called it public or (2026-07-28's default) said nothing.
+    for result in [
+        json!({"resources":[{"uri":"file:///a","name":"a"},{"uri":"file:///secret","name":"s"}],
+            "cacheScope":"public","ttlMs":60000,"resultType":"complete"}),
+        json!({"resources":[{"uri":"file:///a","name":"a"}],"ttlMs":60000,"resultType":"complete"}),
+    ] {
+        h.script([Reply::json(
+            &json!({"jsonrpc":"2.0","id":4,"result":result}).to_string(),
+        )]);
+        let (_, _, text) = post_with(
+            &gw,
+            "/mock/mcp",
+            &json!({"jsonrpc":"2.0","id":4,"method":"resources/list"}).to_string(),
+            &modern("resources/list", ""),
+        )
+        .await;
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["result"]["cacheScope"], "private", "{text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
 
     // A hidden resource looks exactly like an unknown one: -32602, HTTP 400.
     let before = posts_received(&h);

@@ -235,11 +235,13 @@ impl TaskFilter {
         }
         // Remembered here, and (checked above) as this principal's.
         let mine = known.is_some();
-        let link = self.sealer.link(id, &holder(ctx), ctx.server);
+        let link = self.sealer.link(id, &me, ctx.server);
         let remembered = known.and_then(|(_, t)| t);
         let tool = match seen {
             Seen::Created => {
-                self.owners.map.insert(key, (me, tool.map(str::to_owned)));
+                self.owners
+                    .map
+                    .insert(key, (me.clone(), tool.map(str::to_owned)));
                 notes.task = Some(TaskNote {
                     link,
                     tool: tool.map(str::to_owned),
@@ -252,7 +254,7 @@ impl TaskFilter {
             Seen::Mentioned if mine => tool.or(remembered.as_deref()),
             _ => return Err(NotOurs),
         };
-        match self.sealer.seal(id, &holder(ctx), ctx.server, tool) {
+        match self.sealer.seal(id, &me, ctx.server, tool) {
             Some(t) => {
                 *v = Json::String(t);
                 Ok(true)
@@ -357,10 +359,11 @@ impl McpFilter for TaskFilter {
                 "method_not_found",
             ));
         }
+        let me = holder(ctx);
         let opened = env
             .task_id
             .as_deref()
-            .and_then(|t| self.sealer.open(t, &holder(ctx), ctx.server));
+            .and_then(|t| self.sealer.open(t, &me, ctx.server));
         let Some(opened) = opened else {
             // Exactly what a server says about a task it does not know.
             let ack = modern && matches!(method, "tasks/update" | "tasks/cancel");
@@ -376,7 +379,7 @@ impl McpFilter for TaskFilter {
         // Later filters (policy, pin, schema) and the audit record see the
         // tool whose call created the task.
         notes.task = Some(TaskNote {
-            link: self.sealer.link(&opened.task, &holder(ctx), ctx.server),
+            link: self.sealer.link(&opened.task, &me, ctx.server),
             tool: opened.tool,
         });
         let Some(mut v) = msg.value().cloned() else {

@@ -28,6 +28,14 @@ pub struct Asked {
     pub task: Option<String>,
 }
 
+impl Asked {
+    /// Whether `other` is the same request (a retry): the same method,
+    /// target and task, whatever its arguments.
+    fn same_request(&self, other: &Asked) -> bool {
+        self.method == other.method && self.target == other.target && self.task == other.task
+    }
+}
+
 pub struct Ledger {
     /// Client requests whose replies may arrive on another exchange.
     asked: moka::sync::Cache<String, Arc<Asked>>,
@@ -108,12 +116,7 @@ impl Ledger {
         match self.asked.get(&k) {
             // Two requests under one id: the id answers nothing from now on
             // (until the entry expires), whatever a later request adds.
-            Some(held)
-                if held.method.is_empty()
-                    || held.method != asked.method
-                    || held.target != asked.target
-                    || held.task != asked.task =>
-            {
+            Some(held) if held.method.is_empty() || !held.same_request(&asked) => {
                 self.asked.insert(
                     k,
                     Arc::new(Asked {
@@ -143,8 +146,7 @@ impl Ledger {
             return true;
         }
         let held = entry.value();
-        let same =
-            held.method == asked.method && held.target == asked.target && held.task == asked.task;
+        let same = held.same_request(asked);
         if same && **held != **asked {
             self.asked.insert(entry.key().clone(), asked.clone());
         }
@@ -174,6 +176,15 @@ impl Ledger {
 mod tests {
     use super::*;
 
+    fn asked(method: &str, target: Option<&str>) -> Arc<Asked> {
+        Arc::new(Asked {
+            method: method.into(),
+            target: target.map(str::to_owned),
+            args_digest: None,
+            task: None,
+        })
+    }
+
     /// Without a session ids are not claimed: an id that named two
     /// requests answers neither on another exchange, nor a third.
     #[test]
@@ -185,14 +196,6 @@ mod tests {
             session: "",
         };
         let id = Id::Num(7.into());
-        let asked = |m: &str, t: Option<&str>| {
-            Arc::new(Asked {
-                method: m.into(),
-                target: t.map(str::to_owned),
-                args_digest: None,
-                task: None,
-            })
-        };
         l.asked_unclaimed(&sc, &id, asked("tools/list", None));
         l.asked_unclaimed(&sc, &id, asked("tools/list", None));
         assert_eq!(
@@ -219,36 +222,15 @@ mod tests {
             session: "1",
         };
         let id = Id::Num(7.into());
-        l.asked(
-            &a,
-            &id,
-            Arc::new(Asked {
-                method: "tools/list".into(),
-                target: None,
-                args_digest: None,
-                task: None,
-            }),
-        );
+        l.asked(&a, &id, asked("tools/list", None));
         assert_eq!(
             l.answered(&a, &id).map(|x| x.method.clone()).as_deref(),
             Some("tools/list")
         );
         assert!(l.answered(&b, &id).is_none());
         assert!(l.answered(&a, &Id::Str("7".into())).is_none());
-        let call = |tool: &str| {
-            Arc::new(Asked {
-                method: "tools/call".into(),
-                target: Some(tool.into()),
-                args_digest: None,
-                task: None,
-            })
-        };
-        let ping = Arc::new(Asked {
-            method: "ping".into(),
-            target: None,
-            args_digest: None,
-            task: None,
-        });
+        let call = |tool: &str| asked("tools/call", Some(tool));
+        let ping = asked("ping", None);
         let c = Id::Num(8.into());
         assert!(l.claim(&a, &c, &call("echo")), "a fresh id");
         assert!(l.claim(&a, &c, &call("echo")), "the same request again");

@@ -56,32 +56,18 @@ impl std::fmt::Debug for DlpFilter {
 fn key_body(s: &str, end: usize) -> usize {
     const REACH: usize = 64 * 1024;
     let rest = &s[end..];
-    let window = &rest[..floor_char(rest, REACH.min(rest.len()))];
-    let lower = window.to_ascii_lowercase();
+    let lower = rest[..rest.floor_char_boundary(REACH)].to_ascii_lowercase();
     // `-----END … PRIVATE KEY-----`: the dashes before END, the words,
     // the dashes after them (an `end` inside the body is no END line).
     let line = lower
         .match_indices("end")
         .map(|(at, _)| at)
         .find(|&at| lower[..at].trim_end_matches([' ', '\t']).ends_with("---"));
-    if let Some(at) = line {
-        {
-            if let Some(k) = lower[at..].find("key") {
-                let mut e = at + k + 3;
-                let tail = &lower[e..];
-                let block = tail.trim_start().starts_with("block");
-                if block {
-                    e += tail.find("block").unwrap_or(0) + 5;
-                }
-                let dashes = lower[e..]
-                    .trim_start()
-                    .bytes()
-                    .take_while(|&b| b == b'-')
-                    .count();
-                let gap = lower[e..].len() - lower[e..].trim_start().len();
-                return end + e + gap + dashes;
-            }
-        }
+    if let Some(k) = line.and_then(|at| Some(at + lower[at..].find("key")? + 3)) {
+        let after = lower[k..].trim_start();
+        let after = after.strip_prefix("block").unwrap_or(after).trim_start();
+        let dashes = after.bytes().take_while(|&b| b == b'-').count();
+        return end + lower.len() - after.len() + dashes;
     }
     let body = rest
         .bytes()
@@ -91,14 +77,6 @@ fn key_body(s: &str, end: usize) -> usize {
         })
         .count();
     end + body
-}
-
-/// The largest char boundary of `s` at or below `i`.
-fn floor_char(s: &str, mut i: usize) -> usize {
-    while i > 0 && !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }
 
 fn rewrite(s: &str, hits: &[(Hit, String)]) -> String {
