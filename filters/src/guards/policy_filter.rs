@@ -620,7 +620,8 @@ impl McpFilter for PolicyFilter {
                 let code = v.get("error").and_then(crate::protocol::error::code_of);
                 if !matches!(code, Some(c) if c == i64::from(codes::RESOURCE_NOT_FOUND) || c == i64::from(codes::INVALID_PARAMS))
                 {
-                    return Decision::Pass;
+                    // Not a not-found: still an error, read for elicitations.
+                    return self.judge_error_elicitations(msg, ctx);
                 }
                 let uri = msg.request_target.unwrap_or_default();
                 let mut out = v.clone();
