@@ -82,13 +82,16 @@ pub(super) fn backslashes(c: &[u8; 72]) -> u64 {
     b
 }
 
-/// Digit-run separators (only for blocks with digits to measure).
+/// Digit-run separators (only for blocks with digits to measure): what a
+/// card or a percent-encoded number may put between its digits.
 pub(super) fn separators(c: &[u8; 72]) -> u64 {
     let [sep] = lanes(c, |x| {
         [eq(x, b' ')
             | range(x, 0x09, 0x0D)
             | range(x, b'(', b')')
             | range(x, b'-', b'/')
+            | eq(x, b'_')
+            | eq(x, b'%')
             | eq(x, b'\\')
             | at_or_above(x, 0x80)]
     });

@@ -135,7 +135,11 @@ impl Scanner {
         let mut pre = Prefilter::new();
         let mut always = Vec::new();
         for s in SPECS {
-            let pattern = ascii_pattern(s.pattern);
+            let pattern = match s.category {
+                Category::Secret => tail_glued(s.pattern),
+                _ => None,
+            };
+            let pattern = ascii_pattern(pattern.as_deref().unwrap_or(s.pattern));
             let (regex, group, max_len) = compile(s.name, &pattern)?;
             let idx = detectors.len() as u16;
             for t in s.triggers {
@@ -502,7 +506,10 @@ impl Scanner {
                     group = g;
                 }
             }
-            let (start, end) = (m.start, m.end);
+            // The next search starts where the finding ends: a pattern that
+            // reads one character past its token (`tail_glued`) leaves it to
+            // begin the next.
+            let (start, end) = (m.start, group.map_or(m.end, |g| g.end));
             let span = group.unwrap_or(m);
             self.accept(det, s, span, out);
             from = if end > start {
@@ -595,13 +602,16 @@ fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<GluedAnchors>, 
         }
         // Every alternative loses its leading boundary.
         let unglued = format!("{flags}{}", body[2..].replace(r"|\b", "|"));
-        let (regex, group, max_len) = compile(s.name, &ascii_pattern(&unglued))?;
-        if max_len.is_none() {
-            continue;
-        }
         let hir = regex_syntax::Parser::new()
             .parse(&ascii_pattern(&unglued))
             .map_err(|e| format!("detector {}: {e}", s.name))?;
+        // The run gate reads the token itself; the twin also takes a
+        // character glued after it (see `tail_glued`).
+        let twin = tail_glued(&unglued).unwrap_or(unglued);
+        let (regex, group, max_len) = compile(s.name, &ascii_pattern(&twin))?;
+        if max_len.is_none() {
+            continue;
+        }
         run = match (run, hir.properties().minimum_len()) {
             (Some(r), Some(min)) if run_bytes_only(&hir) => Some(r.min(min + 1)),
             _ => None,
@@ -634,6 +644,44 @@ fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<GluedAnchors>, 
         owner,
         run: run.unwrap_or(0),
     }))
+}
+
+/// A secret whose format ends in a run of one class (`AKIA[0-9A-Z]{16}\b`)
+/// followed by a word character outside that class (`AKIA…EXAMPLEx`,
+/// `ghp_…_`) fails the final boundary, yet a reader sees the token whole.
+/// The pattern is rewritten to end where the next character is outside the
+/// run's class instead, the token captured as group 1: a longer run of the
+/// same class is still a different token, not this one. `None` for a
+/// pattern of another shape (a capture group already, an alternation at
+/// the top level, or no class run before its final boundary).
+fn tail_glued(pattern: &str) -> Option<String> {
+    let (flags, body) = match pattern.strip_prefix("(?i)") {
+        Some(rest) => ("(?i)", rest),
+        None => ("", pattern),
+    };
+    let token = body.strip_suffix(r"\b")?;
+    let quantified = token.strip_suffix('}')?;
+    let class = quantified[..quantified.rfind('{')?].strip_suffix(']')?;
+    let inner = &class[class.rfind('[')? + 1..];
+    if inner.is_empty() || inner.starts_with('^') || inner.contains('[') {
+        return None;
+    }
+    // No group of its own, no alternation outside a group.
+    let mut depth = 0i32;
+    let mut bytes = body.bytes().peekable();
+    let mut escaped = false;
+    while let Some(b) = bytes.next() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'(' if bytes.peek() != Some(&b'?') => return None,
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b'|' if depth == 0 => return None,
+            _ => {}
+        }
+    }
+    Some(format!("{flags}({token})(?:[^{inner}]|$)"))
 }
 
 /// Whether every byte a pattern can match is a letter, a digit or one of

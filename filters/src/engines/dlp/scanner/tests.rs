@@ -276,3 +276,66 @@ fn a_finding_covers_what_the_view_dropped_after_it() {
         .expect("found");
     assert!(accented[hit.start..hit.end].ends_with('\u{301}'), "{h:?}");
 }
+
+/// Shapes a reader still reads as the finding: a letter glued after a
+/// fixed-length token, card groups joined by other separators, an IBAN in
+/// lower case or grouped by dashes, an SSN with dots. A longer run of the
+/// token's own class is another token, and is not reported.
+#[test]
+fn glued_tails_and_other_separators_are_found() {
+    let s = Scanner::new(&[]).expect("scanner");
+    let msg = |text: &str| {
+        serde_json::json!({"jsonrpc": "2.0", "id": 1,
+            "result": {"content": [{"type": "text", "text": text}]}})
+        .to_string()
+    };
+    for (text, want) in [
+        ("key AKIAIOSFODNN7EXAMPLEx here", "aws_access_key_id"),
+        ("key AKIAIOSFODNN7EXAMPLE_ here", "aws_access_key_id"),
+        ("x_AKIAIOSFODNN7EXAMPLEz", "aws_access_key_id"),
+        (
+            "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789_suffix",
+            "github_pat",
+        ),
+        ("SKabcdef0123456789abcdef0123456789XYZ", "twilio_api_key"),
+        ("card 4111.1111.1111.1111 ok", "card_visa"),
+        ("card 4111/1111/1111/1111 ok", "card_visa"),
+        ("card 4111_1111_1111_1111 ok", "card_visa"),
+        ("card 4111\t1111\t1111\t1111 ok", "card_visa"),
+        ("card 3782.822463.10005 ok", "card_amex"),
+        ("iban de89 3704 0044 0532 0130 00", "iban"),
+        ("iban gb82west12345698765432", "iban"),
+        ("iban DE89-3704-0044-0532-0130-00", "iban"),
+        ("iban HU42117730161111101800000000", "iban"),
+        ("ssn 123.45.6789", "us_ssn"),
+    ] {
+        let got = names(&s, text);
+        assert!(got.iter().any(|n| n == want), "{text:?}: {got:?}");
+        let got = located(&s, &msg(text));
+        assert!(got.iter().any(|n| n == want), "json {text:?}: {got:?}");
+    }
+    // The finding is the token, not the glued character.
+    let text = "key AKIAIOSFODNN7EXAMPLEx here";
+    let mut h = Vec::new();
+    s.scan_str(text, &mut h);
+    assert_eq!(&text[h[0].start..h[0].end], "AKIAIOSFODNN7EXAMPLE");
+    // Two tokens one glued character apart are both found.
+    let two = "AKIAIOSFODNN7EXAMPLE,AKIAIOSFODNN7EXAMPLF";
+    let mut h = Vec::new();
+    s.scan_str(two, &mut h);
+    assert_eq!(h.len(), 2, "{h:?}");
+    for text in [
+        // Longer runs of the token's own class are other tokens.
+        "AKIAIOSFODNN7EXAMPLEXYZ",
+        "key-0123456789abcdef0123456789abcdef0123",
+        // Not valid: wrong length, bad check digits.
+        "iban de89 3704 0044 0532 0130 01",
+        "4111.1111.1111.1112",
+    ] {
+        assert!(
+            names(&s, text).is_empty(),
+            "{text:?}: {:?}",
+            names(&s, text)
+        );
+    }
+}
