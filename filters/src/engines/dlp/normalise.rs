@@ -22,6 +22,10 @@
 //! reader copying the text past an accent would; ideographic full stops
 //! (`。`, `｡`) read as `.`.
 //!
+//! Letters drawn like ASCII ones (Cyrillic `А`, Greek `Ο`: the Unicode
+//! confusables whose skeleton is one ASCII character) read as that ASCII
+//! character, and CJK numerals (`四一一一`) as digits.
+//!
 //! Printable ASCII text has no view: only strings holding characters that
 //! change are normalised.
 
@@ -44,8 +48,12 @@ enum Fold {
     Space,
     Dash,
     Dot,
-    /// A decimal digit of another script (`٤`, `४`, `৪`): its ASCII digit.
+    /// A decimal digit of another script (`٤`, `४`, `৪`) or a CJK
+    /// numeral (`四`): its ASCII digit.
     Digit(u8),
+    /// A character drawn like one ASCII character (Cyrillic `А`, Greek
+    /// `Ο`, Armenian `օ`): that character.
+    Ascii(u8),
     Nfkc,
 }
 
@@ -115,6 +123,9 @@ fn fold(c: char) -> Fold {
             Fold::Keep
         };
     }
+    if let Some(d) = cjk_numeral(c) {
+        return Fold::Digit(d);
+    }
     // The bulk of CJK and Hangul text is NFKC-stable and visible.
     if matches!(c as u32, 0x4E00..=0x9FFF | 0xAC00..=0xD7A3 | 0x3041..=0x3096 | 0x30A1..=0x30FA) {
         return Fold::Keep;
@@ -144,11 +155,48 @@ fn fold(c: char) -> Fold {
         Fold::Drop
     } else if dash(c) {
         Fold::Dash
-    } else if is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes {
-        Fold::Keep
-    } else {
+    } else if is_nfkc_quick(std::iter::once(c)) != IsNormalized::Yes {
         Fold::Nfkc
+    } else if let Some(a) = lookalike_ascii(c) {
+        Fold::Ascii(a)
+    } else {
+        Fold::Keep
     }
+}
+
+/// The CJK numerals a reader reads as digits (`〇一二三四五六七八九`, `零`).
+fn cjk_numeral(c: char) -> Option<u8> {
+    Some(match c {
+        '〇' | '零' => 0,
+        '一' => 1,
+        '二' => 2,
+        '三' => 3,
+        '四' => 4,
+        '五' => 5,
+        '六' => 6,
+        '七' => 7,
+        '八' => 8,
+        '九' => 9,
+        _ => return None,
+    })
+}
+
+/// The ASCII character a non-ASCII one is drawn like, by the Unicode
+/// confusables data (UTS #39): its skeleton is one printable ASCII
+/// character. `l` is also the skeleton of `I`, so an upper-case letter
+/// drawn like it (Cyrillic `І`, `Ӏ`) reads as `I`.
+fn lookalike_ascii(c: char) -> Option<u8> {
+    let mut buf = [0u8; 4];
+    let mut sk = unicode_security::skeleton(c.encode_utf8(&mut buf));
+    let a = sk.next().filter(|a| a.is_ascii_graphic())?;
+    if sk.next().is_some() {
+        return None;
+    }
+    Some(if a == 'l' && c.is_uppercase() {
+        b'I'
+    } else {
+        a as u8
+    })
 }
 
 /// The value of a decimal digit (general category Nd). Unicode encodes
@@ -211,6 +259,7 @@ pub(crate) fn view(s: &str) -> Option<View> {
             Fold::Dash => push(&mut text, &mut from, at, '-'),
             Fold::Dot => push(&mut text, &mut from, at, '.'),
             Fold::Digit(d) => push(&mut text, &mut from, at, char::from(b'0' + d)),
+            Fold::Ascii(a) => push(&mut text, &mut from, at, char::from(a)),
             Fold::Nfkc => {
                 for d in std::iter::once(c).nfkc() {
                     match fold(d) {
@@ -219,6 +268,7 @@ pub(crate) fn view(s: &str) -> Option<View> {
                         Fold::Dash => push(&mut text, &mut from, at, '-'),
                         Fold::Dot => push(&mut text, &mut from, at, '.'),
                         Fold::Digit(v) => push(&mut text, &mut from, at, char::from(b'0' + v)),
+                        Fold::Ascii(a) => push(&mut text, &mut from, at, char::from(a)),
                         Fold::Keep | Fold::Nfkc => push(&mut text, &mut from, at, d),
                     }
                 }
@@ -371,6 +421,22 @@ mod tests {
             }
         }
         assert!(seen > 600, "{seen}");
+    }
+
+    /// Letters of other scripts drawn like ASCII ones, and CJK numerals.
+    #[test]
+    fn lookalike_letters_and_numerals_read_as_ascii() {
+        // Cyrillic А К І А, Greek Ο, Cyrillic Е, Ѕ, Armenian օ.
+        assert_eq!(
+            norm("\u{410}\u{41a}\u{406}\u{410}IOSFODNN7EXAMPLE"),
+            "AKIAIOSFODNN7EXAMPLE"
+        );
+        assert_eq!(norm("ΟΕ\u{405}օ"), "OESo");
+        assert_eq!(norm("ghр_"), "ghp_");
+        assert_eq!(norm("四一一一 一一一一 〇零"), "4111 1111 00");
+        // Text of those scripts keeps the letters nothing resembles.
+        assert_eq!(norm("Пароль"), "Пapoль");
+        assert!(view("日本語のテキスト").is_none());
     }
 
     #[test]

@@ -107,6 +107,16 @@ const FORMS: &[(&str, &str)] = &[
     ("１２３－４５－６７８９", "us_ssn"),
     ("123\u{2011}45\u{2013}6789", "us_ssn"),
     ("１２３４５６７８９", "us_ssn"),
+    // Letters of other scripts drawn like the ASCII ones; CJK numerals.
+    (
+        "\u{410}\u{41a}\u{406}\u{410}IOSFODNN7EXAMPLE",
+        "aws_access_key_id",
+    ),
+    ("AKIAIOSFODNN7EXАMPLE", "aws_access_key_id"),
+    ("AKIA\u{399}\u{39f}SFODNN7EXAMPLE", "aws_access_key_id"),
+    ("ghр_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "github_pat"),
+    ("alice@ехample.com", "email"),
+    ("四一一一 一一一一 一一一一 一一一一", "card_visa"),
 ];
 
 #[test]
