@@ -53,7 +53,9 @@ impl Scanner {
         // looked at even without candidates.
         let ascii = !seen.non_ascii && memchr::memchr(0x7f, raw).is_none();
         let plain = |b: &[u8]| b.is_ascii() && !b.contains(&0x7f);
-        if cands.is_empty() && seen.plain() && ascii && self.always.is_empty() {
+        // Text under an encoding (base64, hex, `%XX`) is decoded and read.
+        let encoded = self.may_encode(&seen, raw);
+        if cands.is_empty() && seen.plain() && ascii && self.always.is_empty() && !encoded {
             return Ok(found);
         }
         cands.sort_unstable_by_key(|c| c.start);
@@ -63,6 +65,28 @@ impl Scanner {
             // its request byte for byte: nothing of the server's.
             if echoed_id && st.path == ".id" {
                 return false;
+            }
+            // Binary content is read for the text it may decode to; what
+            // is found there covers the whole member.
+            if st.binary {
+                let Ok(b64) = std::str::from_utf8(&raw[st.start..st.end]) else {
+                    return false;
+                };
+                let mut hits = Vec::new();
+                self.binary_matches(b64, &mut hits);
+                if hits.is_empty() {
+                    return false;
+                }
+                found.push(Located {
+                    path: st.path.to_owned(),
+                    start: st.start,
+                    end: st.end,
+                    text: Cow::Borrowed(b64),
+                    hits,
+                    is_key: false,
+                    number: false,
+                });
+                return true;
             }
             // A number is scanned on its own text: the raw pass reads its
             // digits joined to what precedes it (`: 4111…`), so its
@@ -99,6 +123,7 @@ impl Scanner {
                 && self.always.is_empty()
                 && assigned.is_none()
                 && (ascii || plain(&raw[st.start..st.end]))
+                && !(encoded && super::encoded::may_hold(&raw[st.start..st.end]))
             {
                 return false;
             }

@@ -14,7 +14,9 @@
 //! as ASCII (zero-width and other format characters, Unicode spaces,
 //! full-width and other compatibility forms) are also scanned in their
 //! normalised view ([`normalise`]), whose matches map back to the whole
-//! original span. Redaction splices new string literals into the raw
+//! original span. Text under an encoding a reader undoes (base64, hex,
+//! percent-encoding) is decoded and scanned too ([`encoded`]); binary
+//! content that decodes to text is read as that text. Redaction splices new string literals into the raw
 //! message; nothing else changes.
 //!
 //! This is the engine: [`Scanner`] finds what the detectors match in text
@@ -22,6 +24,7 @@
 //! messages (block, redact, strip, log) is `guards::dlp`.
 
 pub mod detectors;
+mod encoded;
 mod json;
 mod masks;
 pub(crate) mod normalise;

@@ -30,6 +30,10 @@ pub(crate) struct Str<'p> {
     pub is_key: bool,
     /// A number literal (`start..end` is the literal itself, unquoted).
     pub number: bool,
+    /// Base64 binary content where MCP carries it (an image's or audio
+    /// item's `data`, a resource's `blob`): read only for the text it
+    /// may decode to.
+    pub binary: bool,
 }
 
 /// The message is not the JSON the gateway accepted (or nests deeper than
@@ -188,7 +192,21 @@ impl<F: FnMut(Str<'_>) -> bool> Walker<'_, F> {
             escaped,
             is_key: parent.is_some(),
             number: false,
+            binary: false,
         })
+    }
+
+    fn visit_binary(&mut self, start: usize, end: usize) {
+        (self.f)(Str {
+            path: &self.path,
+            parent: self.path.len(),
+            start,
+            end,
+            escaped: false,
+            is_key: false,
+            number: false,
+            binary: true,
+        });
     }
 
     fn value(&mut self, depth: usize, skip: bool) -> Result<(), Malformed> {
@@ -226,6 +244,7 @@ impl<F: FnMut(Str<'_>) -> bool> Walker<'_, F> {
                         escaped: false,
                         is_key: false,
                         number: true,
+                        binary: false,
                     });
                 }
                 Ok(())
@@ -305,6 +324,8 @@ impl<F: FnMut(Str<'_>) -> bool> Walker<'_, F> {
                 let (s, e, esc) = self.string()?;
                 if esc || !base64(&self.b[s..e]) {
                     self.visit(s, e, esc, None);
+                } else {
+                    self.visit_binary(s, e);
                 }
             } else {
                 self.value(depth, skip)?;
@@ -320,17 +341,16 @@ impl<F: FnMut(Str<'_>) -> bool> Walker<'_, F> {
             }
         }
         if let Some((path, s, e, esc)) = held {
-            if !(binary && binary_here && !esc && base64(&self.b[s..e])) {
-                (self.f)(Str {
-                    path: &path,
-                    parent: path.len(),
-                    start: s,
-                    end: e,
-                    escaped: esc,
-                    is_key: false,
-                    number: false,
-                });
-            }
+            (self.f)(Str {
+                path: &path,
+                parent: path.len(),
+                start: s,
+                end: e,
+                escaped: esc,
+                is_key: false,
+                number: false,
+                binary: binary && binary_here && !esc && base64(&self.b[s..e]),
+            });
         }
         Ok(())
     }
@@ -358,9 +378,13 @@ impl<F: FnMut(Str<'_>) -> bool> Walker<'_, F> {
 mod tests {
     use super::*;
 
+    /// The strings read as text (binary content is visited apart).
     fn strings(raw: &str, part: Option<&str>) -> Vec<(String, String, bool)> {
         let mut out = Vec::new();
         let r = walk(raw.as_bytes(), part, true, |s| {
+            if s.binary {
+                return false;
+            }
             let text = decode(raw.as_bytes(), s.start, s.end, s.escaped)
                 .map(|t| t.into_owned())
                 .unwrap_or_default();
@@ -413,7 +437,17 @@ mod tests {
                 .collect()
         };
         let secret = "AKIAIOSFODNN7EXAMPLE";
-        // Where MCP carries binary content, base64 is not scanned as text.
+        // Where MCP carries binary content, base64 is not scanned as text:
+        // it is visited as binary, to be read for the text it decodes to.
+        let binary = |raw: &str| {
+            let mut n = 0;
+            walk(raw.as_bytes(), None, true, |s| {
+                n += usize::from(s.binary);
+                false
+            })
+            .expect("walks");
+            n
+        };
         for skipped in [
             format!(r#"{{"result":{{"content":[{{"type":"image","data":"{secret}"}}]}}}}"#),
             format!(r#"{{"result":{{"contents":[{{"uri":"u","blob":"{secret}"}}]}}}}"#),
@@ -422,6 +456,7 @@ mod tests {
             ),
         ] {
             assert!(!scanned(&skipped).contains(&secret.to_owned()), "{skipped}");
+            assert_eq!(binary(&skipped), 1, "{skipped}");
         }
         // Anywhere else, or as text that is not base64, it is scanned.
         for seen in [

@@ -345,3 +345,64 @@ fn secrets_under_secret_keys_are_found_in_structured_content() {
         "{raw}"
     );
 }
+
+/// Text under an encoding a reader undoes is read decoded: a secret in
+/// base64, hex or percent-encoding, and binary content whose bytes are
+/// text. A redaction covers the encoded run (or, for percent-encoding,
+/// exactly the escapes); real binary content passes untouched.
+#[test]
+fn encoded_secrets_and_text_in_binary_content_are_read() {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let f = filter(DlpAction::Block);
+    let reply = |item: serde_json::Value| {
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [item]}}).to_string()
+    };
+    let text = |t: &str| reply(serde_json::json!({"type": "text", "text": t}));
+    for t in [
+        format!("key {}", b64("AKIAIOSFODNN7EXAMPLE")),
+        format!("card={}", b64("4111 1111 1111 1111")),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("pay 4111111111111111 now"),
+        format!("hex {}", hex::encode("AKIAIOSFODNN7EXAMPLE")),
+        "%41KIA%49OSFODNN7EXAMPLE".to_owned(),
+        "card=4111%201111%201111%201111".to_owned(),
+        // Two levels: base64 of a percent-encoded key.
+        b64("x=%41KIAIOSFODNN7EXAMPLE"),
+    ] {
+        assert!(matches!(judge(&f, &text(&t)), Decision::Reject(_)), "{t}");
+    }
+    // Binary members whose bytes are text (whatever the mime type says).
+    let secret_text = b64("notes: AKIAIOSFODNN7EXAMPLE\n");
+    for item in [
+        serde_json::json!({"type": "image", "mimeType": "image/png", "data": secret_text}),
+        serde_json::json!({"type": "resource", "resource":
+            {"uri": "file:///k.txt", "mimeType": "text/plain", "blob": secret_text}}),
+    ] {
+        let raw = reply(item);
+        assert!(matches!(judge(&f, &raw), Decision::Reject(_)), "{raw}");
+    }
+    // Redaction: the whole base64 run; exactly the percent escapes.
+    let run = b64("AKIAIOSFODNN7EXAMPLE");
+    let raw = text(&format!("a {run} b"));
+    let Decision::Mutated(out) = judge(&filter(DlpAction::Redact), &raw) else {
+        panic!("redacted")
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(v["result"]["content"][0]["text"], "a [X] b");
+    let raw = text("see %41KIAIOSFODNN7EXAMPLE now");
+    let Decision::Mutated(out) = judge(&filter(DlpAction::Redact), &raw) else {
+        panic!("redacted")
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(v["result"]["content"][0]["text"], "see [X] now");
+    // A real image, identifiers and base64 of harmless text pass.
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+    for raw in [
+        reply(serde_json::json!({"type": "image", "mimeType": "image/png", "data": png})),
+        text("id 123e4567-e89b-12d3-a456-426614174000 deploy_the_billing_service"),
+        text(&b64("the build passed on every platform")),
+        text("100% done, 50%off"),
+    ] {
+        assert!(matches!(judge(&f, &raw), Decision::Pass), "{raw}");
+    }
+}

@@ -10,8 +10,8 @@ use regex_automata::util::captures::Captures;
 use regex_automata::{Anchored, Input, PatternSet};
 
 use super::detectors::{self, Category, SPECS};
-use super::normalise;
 use super::prefilter::{Cand, Prefilter, Seen, DIGIT_GROUP};
+use super::{encoded, normalise};
 
 /// One detector ready to run.
 pub struct Detector {
@@ -173,11 +173,12 @@ impl Scanner {
         }
         pre.finish()?;
         let glued = glued_secrets(&mut detectors)?;
-        if let Some(g) = &glued {
-            if g.run != 0 {
-                pre.watch_runs(g.run);
-            }
-        }
+        // Long runs wake the glued pass and the decoding of encoded text
+        // (base64 and hex runs are runs of word bytes, `+` and `/` aside).
+        pre.watch_runs(match &glued {
+            Some(g) if g.run != 0 => g.run.min(encoded::MIN_RUN),
+            _ => encoded::MIN_RUN,
+        });
         let group: Vec<usize> = pre.digit_detectors().iter().map(|&d| d as usize).collect();
         let digit_set = if group.is_empty() {
             None
@@ -294,7 +295,15 @@ impl Scanner {
     /// (non-ASCII text may normalise to a finding, so it is never clean).
     pub fn clean(&self, raw: &[u8]) -> bool {
         let mut c = Vec::new();
-        self.candidates(raw, &mut c).plain() && c.is_empty() && self.always.is_empty()
+        let seen = self.candidates(raw, &mut c);
+        seen.plain() && c.is_empty() && self.always.is_empty() && !self.may_encode(&seen, raw)
+    }
+
+    /// Whether `raw`, passed through the prefilter with `seen`, may hold
+    /// text under an encoding (see [`encoded`]): the prefilter saw a long
+    /// run of word bytes, or there is a `%`.
+    pub(crate) fn may_encode(&self, seen: &Seen, raw: &[u8]) -> bool {
+        (seen.long_run || memchr::memchr(b'%', raw).is_some()) && encoded::may_hold(raw)
     }
 
     /// Every validated match in one (unescaped) string: in the string as it
@@ -321,7 +330,55 @@ impl Scanner {
         if let Some(view) = normalise::view(s) {
             self.view_matches(s, &view, out);
         }
+        self.encoded_matches(s, out, 0);
         resolve_within_detectors(&self.detectors, out);
+    }
+
+    /// The matches in the text encoded inside `s` (`depth` encodings
+    /// down), as spans of `s`: see [`encoded`].
+    fn encoded_matches(&self, s: &str, out: &mut Vec<Hit>, depth: u8) {
+        if depth >= encoded::MAX_DEPTH {
+            return;
+        }
+        encoded::each(s, |d| {
+            let mut found = Vec::new();
+            self.scan_as_is(&d.text, &mut found);
+            if let Some(view) = normalise::view(&d.text) {
+                self.view_matches(&d.text, &view, &mut found);
+            }
+            self.encoded_matches(&d.text, &mut found, depth + 1);
+            out.extend(found.into_iter().map(|h| {
+                let (start, end) = d.original(h.start, h.end);
+                Hit {
+                    detector: h.detector,
+                    start,
+                    end,
+                }
+            }));
+        });
+    }
+
+    /// The matches in binary content (a base64 `data` or `blob`) that
+    /// decodes to text: each covers the whole member.
+    pub(crate) fn binary_matches(&self, b64: &str, out: &mut Vec<Hit>) {
+        if !encoded::base64_starts_as_text(b64.as_bytes()) {
+            return;
+        }
+        let Some(text) = encoded::base64_text(b64.as_bytes()) else {
+            return;
+        };
+        let mut found = Vec::new();
+        self.scan_str_all(&text, &mut found);
+        let mut seen = HashSet::new();
+        for h in found {
+            if seen.insert(h.detector) {
+                out.push(Hit {
+                    detector: h.detector,
+                    start: 0,
+                    end: b64.len(),
+                });
+            }
+        }
     }
 
     /// The matches in `view` (of `s`), as spans of `s`.
@@ -357,10 +414,16 @@ impl Scanner {
         let view = normalise::view(s);
         let Some(view) = view else {
             self.confirm(s, cands, out);
+            let before = out.len();
+            self.encoded_matches(s, out, 0);
+            if out.len() > before {
+                resolve_overlaps(&self.detectors, out);
+            }
             return;
         };
         self.confirm_raw(s, cands, out);
         self.view_matches(s, &view, out);
+        self.encoded_matches(s, out, 0);
         let (invisible, mut kept): (Vec<Hit>, Vec<Hit>) = out
             .drain(..)
             .partition(|h| normalise::invisible(&s[h.start..h.end]));
