@@ -373,6 +373,12 @@ pub fn ambiguous_uri(uri: &str) -> bool {
     if text.bytes().any(|c| c == b'\\' || c < 0x20 || c == 0x7f) {
         return true;
     }
+    // A character that compatibility folding or a "best fit" code page
+    // turns into a dot or a slash (`．`, `‥`, `／`, `∕`, `＼`) is a
+    // separator to some server and text to the rule.
+    if text.chars().any(separator_lookalike) {
+        return true;
+    }
     // Segments of the path; the leading `/` of an absolute path opens none.
     let body = text.strip_prefix('/').unwrap_or(text);
     if body.is_empty() {
@@ -391,6 +397,19 @@ pub fn ambiguous_uri(uri: &str) -> bool {
         let empty = seg.is_empty() && i > 0 && !text.ends_with('/');
         dots || drive || empty
     })
+}
+
+/// A non-ASCII character that NFKC or the Unicode confusables data
+/// (UTS #39) reads as `.`, `/` or `\\`.
+fn separator_lookalike(c: char) -> bool {
+    use unicode_normalization::UnicodeNormalization;
+    if c.is_ascii() {
+        return false;
+    }
+    let sep = |d: char| matches!(d, '.' | '/' | '\\');
+    let mut buf = [0u8; 4];
+    std::iter::once(c).nfkc().any(sep)
+        || unicode_security::skeleton(c.encode_utf8(&mut buf)).any(sep)
 }
 
 /// `b` with every `%XX` decoded; `None` when a `%` is not followed by two
@@ -538,6 +557,13 @@ mod tests {
             "notes:public/../secret",
             "https://example.com/public/%2e%2e/admin",
             "file:///x%",
+            // Dots and slashes a folding server reads.
+            "file:///public/\u{ff0e}\u{ff0e}/secret",
+            "file:///public/\u{2025}/secret",
+            "file:///public/..\u{ff0f}secret",
+            "file:///public/..\u{2215}secret",
+            "file:///public/..\u{ff3c}secret",
+            "file:///public/%EF%BC%8E%EF%BC%8E/secret",
         ] {
             assert!(ambiguous_uri(uri), "{uri}");
         }
@@ -561,6 +587,7 @@ mod tests {
             "mysql://users/data",
             "file:///",
             "note:x",
+            "file:///public/résumé-日本.txt",
         ] {
             assert!(!ambiguous_uri(uri), "{uri}");
         }
