@@ -52,11 +52,20 @@ impl Decoded {
     }
 }
 
-/// Whether `b` may hold encoded text worth decoding: a `%XX` escape or a
-/// run of [`MIN_RUN`] base64 characters. A cheap byte pass for strings the
-/// prefilter did not already clear.
+/// Whether `b` holds encoded text: a `%XX` escape, or a run of at least
+/// [`MIN_RUN`] base64 characters that decodes to text. For strings (or a
+/// raw message) the prefilter did not already send to the scanner.
 pub(crate) fn may_hold(b: &[u8]) -> bool {
-    percent_escape(b) || runs(b).next().is_some()
+    percent_escape(b) || runs(b).any(|(start, end)| decode_run(&b[start..end]).is_some())
+}
+
+/// The text a run decodes to: as hex when it is all hex digits of even
+/// length and that is text, as base64 otherwise.
+fn decode_run(run: &[u8]) -> Option<String> {
+    let hex = run.len().is_multiple_of(2) && run.iter().all(u8::is_ascii_hexdigit);
+    hex.then(|| hex::decode(run).ok().and_then(text))
+        .flatten()
+        .or_else(|| base64_text(run))
 }
 
 fn percent_escape(b: &[u8]) -> bool {
@@ -128,14 +137,26 @@ pub(crate) fn base64_text(run: &[u8]) -> Option<String> {
         (true, false) => &base64::alphabet::URL_SAFE,
         _ => &base64::alphabet::STANDARD,
     };
-    text(engine(alphabet).decode(run).ok()?)
+    let engine = engine(alphabet);
+    // A long run (an image) is looked at before it is decoded whole.
+    if run.len() > HEAD && !starts_as_text(&engine, run) {
+        return None;
+    }
+    text(engine.decode(run).ok()?)
 }
+
+/// How much of a long base64 run is decoded to tell whether it is text.
+const HEAD: usize = 256;
 
 /// Whether the start of a base64 string decodes to text (a cheap look
 /// before decoding a large binary member whole).
 pub(crate) fn base64_starts_as_text(b: &[u8]) -> bool {
-    let head = &b[..b.len().min(256) / 4 * 4];
-    let Ok(bytes) = engine(&base64::alphabet::STANDARD).decode(head) else {
+    starts_as_text(&engine(&base64::alphabet::STANDARD), b)
+}
+
+fn starts_as_text(engine: &GeneralPurpose, b: &[u8]) -> bool {
+    let head = &b[..b.len().min(HEAD) / 4 * 4];
+    let Ok(bytes) = engine.decode(head) else {
         return false;
     };
     let valid = match std::str::from_utf8(&bytes) {
@@ -153,13 +174,7 @@ pub(crate) fn base64_starts_as_text(b: &[u8]) -> bool {
 pub(crate) fn each(s: &str, mut f: impl FnMut(Decoded)) {
     let b = s.as_bytes();
     for (start, end) in runs(b) {
-        let run = &b[start..end];
-        let hex = run.len().is_multiple_of(2) && run.iter().all(u8::is_ascii_hexdigit);
-        let decoded = hex
-            .then(|| hex::decode(run).ok().and_then(text))
-            .flatten()
-            .or_else(|| base64_text(run));
-        if let Some(text) = decoded {
+        if let Some(text) = decode_run(&b[start..end]) {
             f(Decoded {
                 text,
                 span: Span::Whole(start, end),
