@@ -55,7 +55,15 @@ impl Scanner {
         let plain = |b: &[u8]| b.is_ascii() && !b.contains(&0x7f);
         // Text under an encoding (base64, hex, `%XX`) is decoded and read.
         let encoded = self.may_encode(&seen, raw);
-        if cands.is_empty() && seen.plain() && ascii && self.always.is_empty() && !encoded {
+        // So are spaced-out words (`A K I A …`).
+        let spaced = seen.spaced && super::normalise::may_be_spaced(raw);
+        if cands.is_empty()
+            && seen.plain()
+            && ascii
+            && self.always.is_empty()
+            && !encoded
+            && !spaced
+        {
             return Ok(found);
         }
         cands.sort_unstable_by_key(|c| c.start);
@@ -124,6 +132,7 @@ impl Scanner {
                 && assigned.is_none()
                 && (ascii || plain(&raw[st.start..st.end]))
                 && !(encoded && super::encoded::may_hold(&raw[st.start..st.end]))
+                && !(spaced && super::normalise::may_be_spaced(&raw[st.start..st.end]))
             {
                 return false;
             }

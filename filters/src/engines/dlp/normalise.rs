@@ -294,6 +294,71 @@ impl View {
     }
 }
 
+/// The fewest single characters, each set apart by one separator, that
+/// read as one spaced-out word (`4 1 1 1 …`, `A-K-I-A-…`): a card number's
+/// shortest length less one, fewer than a spaced SSN or a row of a
+/// calendar (`1 2 3 4 5 6 7 8 9`).
+pub(crate) const SPACED_RUN: usize = 12;
+
+/// A separator between the characters of a spaced-out word.
+fn spacer(b: u8) -> bool {
+    matches!(b, b' ' | b'-' | b'.' | b'_' | b',' | b'/' | b'|' | b'*')
+}
+
+/// The view of `s` with the separators inside spaced-out words removed
+/// (`A K I A I O S F …` reads as `AKIAIOSF…` to a reader): runs of at
+/// least [`SPACED_RUN`] single ASCII letters or digits, each set apart
+/// from the next by one separator. `None` when `s` holds no such run.
+pub(crate) fn spaced(s: &str) -> Option<View> {
+    let b = s.as_bytes();
+    let single = |i: usize| {
+        b[i].is_ascii_alphanumeric()
+            && (i == 0 || !b[i - 1].is_ascii_alphanumeric())
+            && b.get(i + 1).is_none_or(|c| !c.is_ascii_alphanumeric())
+    };
+    // The separators to drop: those inside each long enough run.
+    let mut drop = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if !single(i) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut n = 1;
+        while i + 2 < b.len() && spacer(b[i + 1]) && single(i + 2) {
+            i += 2;
+            n += 1;
+        }
+        if n >= SPACED_RUN {
+            drop.extend((start + 1..i).step_by(2));
+        }
+        i += 1;
+    }
+    if drop.is_empty() {
+        return None;
+    }
+    let mut text = String::with_capacity(s.len());
+    let mut from = Vec::with_capacity(s.len() + 1);
+    let mut next = drop.iter().peekable();
+    for (at, c) in s.char_indices() {
+        if next.peek() == Some(&&at) {
+            next.next();
+            continue;
+        }
+        let n = text.len();
+        text.push(c);
+        from.extend(std::iter::repeat_n(at, text.len() - n));
+    }
+    from.push(s.len());
+    Some(View { text, from })
+}
+
+/// Whether `b` may hold a spaced-out word (see [`spaced`]).
+pub(crate) fn may_be_spaced(b: &[u8]) -> bool {
+    std::str::from_utf8(b).is_ok_and(|s| spaced(s).is_some())
+}
+
 /// The normalised text of `s` (itself when nothing changes).
 pub(crate) fn normalised(s: &str) -> std::borrow::Cow<'_, str> {
     match view(s) {
@@ -437,6 +502,28 @@ mod tests {
         // Text of those scripts keeps the letters nothing resembles.
         assert_eq!(norm("Пароль"), "Пapoль");
         assert!(view("日本語のテキスト").is_none());
+    }
+
+    #[test]
+    fn spaced_out_words_are_read_whole() {
+        let s = "key A K I A I O S F O D N N 7 E X A M P L E end";
+        let v = spaced(s).expect("spaced");
+        assert_eq!(v.text, "key AKIAIOSFODNN7EXAMPLE end");
+        // The match maps back over the separators.
+        assert_eq!(v.original(s, 4, 24), (4, 43));
+        assert_eq!(
+            spaced("4-1-1-1-1-1-1-1-1-1-1-1-1-1-1-1").map(|v| v.text),
+            Some("4111111111111111".into())
+        );
+        // Too short, words, groups: nothing.
+        for plain in [
+            "1 2 3 4 5 6 7 8 9 10 11",
+            "a b c d e f g h i j k",
+            "4111 1111 1111 1111",
+            "I am a b c",
+        ] {
+            assert!(spaced(plain).is_none(), "{plain}");
+        }
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub(crate) struct Seen {
     /// A run of at least [`Prefilter::watch_runs`] bytes of letters, digits
     /// and `-._=` (not part of `plain`: it wakes one pass, it is no finding).
     pub long_run: bool,
+    /// Six single letters or digits in a row, each one byte apart: maybe
+    /// a spaced-out word (`A K I A …`, see `normalise::spaced`).
+    pub spaced: bool,
 }
 
 impl Seen {
@@ -399,6 +402,7 @@ impl Prefilter {
         // `word` bytes ending the previous block, and whether a long run was seen.
         let mut run_before = 0usize;
         let mut long_run = false;
+        let mut spaced = false;
         // One block and a few bytes of look-ahead for word keys; the tail is
         // padded with a byte no mask selects.
         let mut tail;
@@ -414,6 +418,17 @@ impl Prefilter {
             };
             let m = masks(block);
             high |= m.high;
+            if !spaced {
+                // Letters and digits with no letter or digit either side,
+                // six of them at every other byte.
+                let alnum = m.alpha | m.digit;
+                let single = alnum & !(alnum << 1) & !(alnum >> 1);
+                let mut chain = single;
+                for k in 1..6 {
+                    chain &= single >> (2 * k);
+                }
+                spaced = chain != 0;
+            }
             if self.long_run != 0 && !long_run {
                 let n = self.long_run;
                 long_run = run_before + m.word.trailing_ones() as usize >= n as usize
@@ -494,6 +509,7 @@ impl Prefilter {
             escaped,
             non_ascii: high != 0,
             long_run,
+            spaced,
         }
     }
 

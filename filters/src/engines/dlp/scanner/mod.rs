@@ -296,7 +296,11 @@ impl Scanner {
     pub fn clean(&self, raw: &[u8]) -> bool {
         let mut c = Vec::new();
         let seen = self.candidates(raw, &mut c);
-        seen.plain() && c.is_empty() && self.always.is_empty() && !self.may_encode(&seen, raw)
+        seen.plain()
+            && c.is_empty()
+            && self.always.is_empty()
+            && !self.may_encode(&seen, raw)
+            && !(seen.spaced && normalise::may_be_spaced(raw))
     }
 
     /// Whether `raw`, passed through the prefilter with `seen`, may hold
@@ -327,11 +331,36 @@ impl Scanner {
     /// detectors (one detector's matches are still one).
     pub(crate) fn scan_with_all(&self, s: &str, cands: &mut [Cand], out: &mut Vec<Hit>) {
         self.confirm_raw(s, cands, out);
-        if let Some(view) = normalise::view(s) {
-            self.view_matches(s, &view, out);
-        }
-        self.encoded_matches(s, out, 0);
+        self.readings(s, normalise::view(s).as_ref(), out, 0);
         resolve_within_detectors(&self.detectors, out);
+    }
+
+    /// The matches in what a reader makes of `s` besides its bytes, as
+    /// spans of `s`: its normalised `view`, its spaced-out words read
+    /// whole (in `s` and in the view), and the text encoded in it
+    /// (`depth` encodings down).
+    fn readings(&self, s: &str, view: Option<&normalise::View>, out: &mut Vec<Hit>, depth: u8) {
+        if let Some(view) = view {
+            self.view_matches(s, view, out);
+        }
+        if let Some(sp) = normalise::spaced(s) {
+            self.view_matches(s, &sp, out);
+        }
+        if let Some(view) = view {
+            if let Some(sp) = normalise::spaced(&view.text) {
+                let mut inner = Vec::new();
+                self.view_matches(&view.text, &sp, &mut inner);
+                out.extend(inner.into_iter().map(|h| {
+                    let (start, end) = view.original(s, h.start, h.end);
+                    Hit {
+                        detector: h.detector,
+                        start,
+                        end,
+                    }
+                }));
+            }
+        }
+        self.encoded_matches(s, out, depth);
     }
 
     /// The matches in the text encoded inside `s` (`depth` encodings
@@ -343,10 +372,8 @@ impl Scanner {
         encoded::each(s, |d| {
             let mut found = Vec::new();
             self.scan_as_is(&d.text, &mut found);
-            if let Some(view) = normalise::view(&d.text) {
-                self.view_matches(&d.text, &view, &mut found);
-            }
-            self.encoded_matches(&d.text, &mut found, depth + 1);
+            let view = normalise::view(&d.text);
+            self.readings(&d.text, view.as_ref(), &mut found, depth + 1);
             out.extend(found.into_iter().map(|h| {
                 let (start, end) = d.original(h.start, h.end);
                 Hit {
@@ -415,15 +442,14 @@ impl Scanner {
         let Some(view) = view else {
             self.confirm(s, cands, out);
             let before = out.len();
-            self.encoded_matches(s, out, 0);
+            self.readings(s, None, out, 0);
             if out.len() > before {
                 resolve_overlaps(&self.detectors, out);
             }
             return;
         };
         self.confirm_raw(s, cands, out);
-        self.view_matches(s, &view, out);
-        self.encoded_matches(s, out, 0);
+        self.readings(s, Some(&view), out, 0);
         let (invisible, mut kept): (Vec<Hit>, Vec<Hit>) = out
             .drain(..)
             .partition(|h| normalise::invisible(&s[h.start..h.end]));

@@ -339,3 +339,44 @@ fn glued_tails_and_other_separators_are_found() {
         );
     }
 }
+
+/// A secret or a card spelled out one character at a time, each set apart
+/// by a separator, is read whole, in text and in a raw JSON message.
+#[test]
+fn spaced_out_secrets_are_found() {
+    let s = Scanner::new(&[]).expect("scanner");
+    let msg = |text: &str| {
+        serde_json::json!({"jsonrpc": "2.0", "id": 1,
+            "result": {"content": [{"type": "text", "text": text}]}})
+        .to_string()
+    };
+    for (text, want) in [
+        (
+            "key A K I A I O S F O D N N 7 E X A M P L E ok",
+            "aws_access_key_id",
+        ),
+        ("card 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 ok", "card_visa"),
+        ("card 4-1-1-1-1-1-1-1-1-1-1-1-1-1-1-1", "card_visa"),
+        ("card 4.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1", "card_visa"),
+        (
+            "key Ａ Ｋ Ｉ Ａ Ｉ Ｏ Ｓ Ｆ Ｏ Ｄ Ｎ Ｎ ７ Ｅ Ｘ Ａ Ｍ Ｐ Ｌ Ｅ",
+            "aws_access_key_id",
+        ),
+    ] {
+        let got = names(&s, text);
+        assert!(got.iter().any(|n| n == want), "{text:?}: {got:?}");
+        let got = located(&s, &msg(text));
+        assert!(got.iter().any(|n| n == want), "json {text:?}: {got:?}");
+    }
+    // The finding covers the spaced-out characters.
+    let text = "key A K I A I O S F O D N N 7 E X A M P L E ok";
+    let mut h = Vec::new();
+    s.scan_str(text, &mut h);
+    assert_eq!(
+        &text[h[0].start..h[0].end],
+        "A K I A I O S F O D N N 7 E X A M P L E"
+    );
+    for text in ["1 2 3 4 5 6 7 8 9 10 11 12", "a b c d e f g h i j k l m n"] {
+        assert!(names(&s, text).is_empty(), "{text:?}");
+    }
+}
