@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use super::prefilter::Cand;
 use super::scanner::{Hit, Scanner};
-use super::walk;
+use super::{items, walk};
 
 /// The integer a number literal with a fraction or exponent denotes, as a
 /// JavaScript reader prints it (`None`: the literal is what it reads).
@@ -57,22 +57,29 @@ impl Scanner {
         let encoded = self.may_encode(&seen, raw);
         // So are spaced-out words (`A K I A …`).
         let spaced = seen.spaced && super::normalise::may_be_spaced(raw);
+        // And text split across the items of a list of objects (`content`).
+        let lists = items::has_object_list(raw);
         if cands.is_empty()
             && seen.plain()
             && ascii
             && self.always.is_empty()
             && !encoded
             && !spaced
+            && !lists
         {
             return Ok(found);
         }
         cands.sort_unstable_by_key(|c| c.start);
         let mut bad = false;
+        let mut listed = Vec::new();
         walk::walk(raw, part, sampling, |st| {
             // The top-level `id` of a reply is the client's own, matched to
             // its request byte for byte: nothing of the server's.
             if echoed_id && st.path == ".id" {
                 return false;
+            }
+            if !st.is_key && !st.number && !st.binary {
+                listed.extend(items::Item::at(st.path, st.start, st.end, st.escaped));
             }
             // Binary content is read for the text it may decode to; what
             // is found there covers the whole member.
@@ -209,6 +216,8 @@ impl Scanner {
         if bad {
             return Err(Uninspectable);
         }
+        self.joined_items(raw, listed, &mut found)
+            .ok_or(Uninspectable)?;
         Ok(found)
     }
 

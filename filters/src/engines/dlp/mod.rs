@@ -25,6 +25,7 @@
 
 pub mod detectors;
 mod encoded;
+mod items;
 mod json;
 mod masks;
 pub(crate) mod normalise;

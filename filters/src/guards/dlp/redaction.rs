@@ -406,3 +406,52 @@ fn encoded_secrets_and_text_in_binary_content_are_read() {
         assert!(matches!(judge(&f, &raw), Decision::Pass), "{raw}");
     }
 }
+
+/// A secret cut across the text items of a result, or across a list of
+/// strings, is the secret to a model reading them in turn: found, and
+/// redacted in every item it touches.
+#[test]
+fn secrets_split_across_list_items_are_found() {
+    let f = filter(DlpAction::Block);
+    let items = |parts: &[&str]| {
+        let content: Vec<serde_json::Value> = parts
+            .iter()
+            .map(|p| serde_json::json!({"type": "text", "text": p}))
+            .collect();
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"content": content}}).to_string()
+    };
+    for parts in [
+        &["AKIAIOSF", "ODNN7EXAMPLE"][..],
+        &["AK", "IAIOSFODNN7EXAMPLE"],
+        &["card 4111 1111", " 1111 1111"],
+        &["4", "1", "1", "1", "1111", "1111", "1111"],
+    ] {
+        let raw = items(parts);
+        assert!(matches!(judge(&f, &raw), Decision::Reject(_)), "{raw}");
+    }
+    // Python's separators (`}, {`) and a list of strings in structured content.
+    let spaced = items(&["AKIAIOSF", "ODNN7EXAMPLE"]).replace("},{", "}, {");
+    assert!(
+        matches!(judge(&f, &spaced), Decision::Reject(_)),
+        "{spaced}"
+    );
+    let strings = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"parts":["AKIAIOSF","ODNN7EXAMPLE"]}}}"#;
+    assert!(matches!(judge(&f, strings), Decision::Reject(_)));
+    // Redacted in both items, and nothing else changes.
+    let Decision::Mutated(out) = judge(
+        &filter(DlpAction::Redact),
+        &items(&["key AKIAIOSF", "ODNN7EXAMPLE end"]),
+    ) else {
+        panic!("redacted")
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(v["result"]["content"][0]["text"], "key [X]");
+    assert_eq!(v["result"]["content"][1]["text"], "[X] end");
+    // Items that only sit side by side pass.
+    for parts in [&["build 4111", "passed"][..], &["one", "two", "three"]] {
+        assert!(
+            matches!(judge(&f, &items(parts)), Decision::Pass),
+            "{parts:?}"
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! Text split across the items of a list. A model reads the text items of
+//! a result's `content` one after another, and a list of strings as one
+//! run of text, so a secret cut into pieces (`[{"text": "AKIAIOSF"},
+//! {"text": "ODNN7EXAMPLE"}]`, `["4111 1111", "1111 1111"]`) is still the
+//! secret to it. The strings of consecutive items of one list — direct
+//! string items (`x[0]`, `x[1]` …) and the `text` members of object items
+//! (`content[0].text`, `content[1].text` …) — are joined as they are and
+//! scanned; a finding that crosses items is reported in each item it
+//! touches, over the part it covers there.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use super::json::Located;
+use super::scanner::{Hit, Scanner};
+use super::walk;
+
+/// One string item of a list.
+pub(crate) struct Item {
+    group: String,
+    index: usize,
+    path: String,
+    start: usize,
+    end: usize,
+    escaped: bool,
+}
+
+impl Item {
+    /// The item a string value at `path` is, if it is one: a list's direct
+    /// item or the `text` of an object item.
+    pub(crate) fn at(path: &str, start: usize, end: usize, escaped: bool) -> Option<Item> {
+        let (head, suffix) = match path.strip_suffix(".text") {
+            Some(h) if h.ends_with(']') => (h, ".text"),
+            _ if path.ends_with(']') => (path, ""),
+            _ => return None,
+        };
+        let open = head.rfind('[')?;
+        let index = head[open + 1..head.len() - 1].parse().ok()?;
+        Some(Item {
+            group: format!("{}{suffix}", &head[..open]),
+            index,
+            path: path.to_owned(),
+            start,
+            end,
+            escaped,
+        })
+    }
+}
+
+/// Whether `raw` holds a list of objects (`}` then `,` then `{`, which
+/// JSON writes only between the items of an array): such lists are walked
+/// for text split across their items even when nothing else wakes the
+/// scanner.
+pub(crate) fn has_object_list(raw: &[u8]) -> bool {
+    let skip = |mut i: usize| {
+        while raw
+            .get(i)
+            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            i += 1;
+        }
+        i
+    };
+    memchr::memchr_iter(b'}', raw).any(|i| {
+        let c = skip(i + 1);
+        raw.get(c) == Some(&b',') && raw.get(skip(c + 1)) == Some(&b'{')
+    })
+}
+
+impl Scanner {
+    /// Findings across consecutive `items` of each list, added to `found`
+    /// (to the located string of each item they touch).
+    pub(crate) fn joined_items<'a>(
+        &self,
+        raw: &'a [u8],
+        items: Vec<Item>,
+        found: &mut Vec<Located<'a>>,
+    ) -> Option<()> {
+        let mut groups: HashMap<String, Vec<Item>> = HashMap::new();
+        for it in items {
+            groups.entry(it.group.clone()).or_default().push(it);
+        }
+        for list in groups.into_values() {
+            let mut i = 0;
+            while i < list.len() {
+                let mut j = i + 1;
+                while j < list.len() && list[j].index == list[j - 1].index + 1 {
+                    j += 1;
+                }
+                if j - i >= 2 {
+                    self.join(raw, &list[i..j], found)?;
+                }
+                i = j;
+            }
+        }
+        Some(())
+    }
+
+    fn join<'a>(&self, raw: &'a [u8], run: &[Item], found: &mut Vec<Located<'a>>) -> Option<()> {
+        let texts: Vec<Cow<'a, str>> = run
+            .iter()
+            .map(|it| walk::decode(raw, it.start, it.end, it.escaped))
+            .collect::<Option<_>>()?;
+        let mut joined = String::new();
+        let mut offs = Vec::with_capacity(texts.len() + 1);
+        for t in &texts {
+            offs.push(joined.len());
+            joined.push_str(t);
+        }
+        offs.push(joined.len());
+        let mut hits = Vec::new();
+        self.scan_str_all(&joined, &mut hits);
+        // The item holding byte `at` of the joined text.
+        let item_of = |at: usize| offs.partition_point(|&o| o <= at) - 1;
+        for h in hits {
+            let (first, last) = (item_of(h.start), item_of(h.end - 1));
+            if first == last {
+                // Inside one item: that item's own scan reports it.
+                continue;
+            }
+            for k in first..=last {
+                let (a, b) = (h.start.max(offs[k]), h.end.min(offs[k + 1]));
+                if a >= b {
+                    continue;
+                }
+                let hit = Hit {
+                    detector: h.detector,
+                    start: a - offs[k],
+                    end: b - offs[k],
+                };
+                let it = &run[k];
+                let at = match found.iter().position(|l| l.start == it.start && !l.is_key) {
+                    Some(p) => p,
+                    None => {
+                        found.push(Located {
+                            path: it.path.clone(),
+                            start: it.start,
+                            end: it.end,
+                            text: texts[k].clone(),
+                            hits: Vec::new(),
+                            is_key: false,
+                            number: false,
+                        });
+                        found.len() - 1
+                    }
+                };
+                let l = &mut found[at];
+                if !l.hits.contains(&hit) {
+                    l.hits.push(hit);
+                    l.hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
+                }
+            }
+        }
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_and_object_lists() {
+        let it = Item::at(".result.content[3].text", 0, 0, false).expect("item");
+        assert_eq!((it.group.as_str(), it.index), (".result.content.text", 3));
+        let it = Item::at(".params.arguments.parts[12]", 0, 0, false).expect("item");
+        assert_eq!(
+            (it.group.as_str(), it.index),
+            (".params.arguments.parts", 12)
+        );
+        assert!(Item::at(".result.content[3].uri", 0, 0, false).is_none());
+        assert!(Item::at(".text", 0, 0, false).is_none());
+        assert!(has_object_list(br#"{"a":[{"x":1}, {"y":2}]}"#));
+        assert!(has_object_list(b"[{}\n,\n{}]"));
+        assert!(!has_object_list(br#"{"a":{"x":1},"b":{"y":2}}"#));
+    }
+}
