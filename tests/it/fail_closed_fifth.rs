@@ -3,10 +3,12 @@
 //! `-32042` error. The client opens them in its user's browser, on the
 //! user's network, so an address on that network (loopback, private,
 //! metadata) never reaches the client, whatever the policy allows.
+//! Task ids in a server's errors, and in what a client sends back, cross
+//! the gateway only sealed one way and opened the other.
 
 use serde_json::{json, Value};
 
-use super::{call_with, post_with, setup_with, MODERN};
+use super::{call_with, messages, post_with, posts_received, setup_with, MODERN};
 use warden_tests::hostile::Reply;
 
 const BUNDLE: &str = "catalog:\n  mock:\n    tools:\n      echo: {risk: LOW}\n";
@@ -256,4 +258,129 @@ async fn a_tool_name_in_another_case_is_refused() {
     let call = json!({"jsonrpc":"2.0","id":20,"method":"tools/call","params":{"name":"echo","arguments":{}}});
     let (_, _, text) = post_with(&gw, &call.to_string(), &[]).await;
     assert_eq!(super::posts_received(&h), before + 1, "control: {text}");
+}
+
+/// The hostile server hands the caller a task (`raw-task-1`, 2025-11-25
+/// shape) and returns the caller's sealed token for it.
+async fn a_task(h: &warden_tests::hostile::Hostile, gw: &warden_tests::Gateway, id: u64) -> String {
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":id,"result":{"task":{"taskId":"raw-task-1","status":"working"}}})
+            .to_string(),
+    )]);
+    let (_, _, text) = post_with(gw, &call_with(id, json!({"text":"hi"})), &[]).await;
+    let v: Value = serde_json::from_str(&text).expect("json");
+    let token = v["result"]["task"]["taskId"].as_str().expect("token");
+    assert!(token.starts_with("wt1."), "{text}");
+    token.to_owned()
+}
+
+/// A server's error reply names tasks in `data` (any case a Go client
+/// folds, any escape, nested arrays, related-task metadata): the caller's
+/// own reaches it sealed, any other not at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn task_ids_in_a_servers_errors_reach_the_client_sealed_or_not_at_all() {
+    let (h, gw) = setup_with(BUNDLE, ALLOW_ALL).await;
+    let token = a_task(&h, &gw, 1).await;
+    h.script([Reply::json(
+        r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32000,"message":"failed","data":{
+            "TaskId":"raw-task-1","items":[[{"\u0074askId":"raw-task-9"}]],
+            "_meta":{"io.modelcontextprotocol/related-task":{"TASKID":"raw-task-9"}}}}}"#,
+    )]);
+    let (_, _, text) = post_with(&gw, &call_with(2, json!({"text":"hi"})), &[]).await;
+    let v = &messages(&text)[0];
+    assert_eq!(v["error"]["code"], -32000, "{text}");
+    assert!(
+        !text.contains("raw-task-"),
+        "a raw task id reached the client: {text}"
+    );
+    assert_eq!(v["error"]["data"]["TaskId"], token.as_str(), "{text}");
+    assert_eq!(v["error"]["data"]["items"], json!([[{}]]), "{text}");
+    assert_eq!(v["error"]["data"]["_meta"], json!({}), "{text}");
+    // The error answering a poll of the task names it sealed.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":3,"error":{"code":-32602,"message":"Task expired",
+            "data":{"taskId":"raw-task-1"}}})
+        .to_string(),
+    )]);
+    let get = json!({"jsonrpc":"2.0","id":3,"method":"tasks/get","params":{"taskId":token}});
+    let (_, _, text) = post_with(&gw, &get.to_string(), &[]).await;
+    let v = &messages(&text)[0];
+    assert_eq!(v["error"]["data"]["taskId"], token.as_str(), "{text}");
+}
+
+/// What the client sends back names a task only by the token it holds:
+/// the server gets its own id; a raw id refuses a request before the
+/// server, and is removed from the client's answer to a server's request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clients_related_task_ids_reach_the_server_only_opened() {
+    let (h, gw) = setup_with(BUNDLE, ALLOW_ALL).await;
+    let token = a_task(&h, &gw, 1).await;
+    let related = |id: &str| json!({"io.modelcontextprotocol/related-task":{"taskId":id}});
+    let call = |id: u64, task: &str| {
+        json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"echo",
+            "arguments":{"text":"hi"},"_meta":related(task)}})
+        .to_string()
+    };
+    // A request with the caller's token: the server reads its own id.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":2,"result":{"content":[]}}).to_string(),
+    )]);
+    let (s, _, text) = post_with(&gw, &call(2, &token), &[]).await;
+    assert_eq!(s, 200, "{text}");
+    let fwd = h.received().last().expect("forwarded").body_text();
+    assert!(
+        fwd.contains("\"raw-task-1\"") && !fwd.contains(&token),
+        "{fwd}"
+    );
+    // With the server's raw id, or a forged token: unknown, never forwarded.
+    let before = posts_received(&h);
+    for (i, id) in ["raw-task-1", "wt1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]
+        .iter()
+        .enumerate()
+    {
+        let (_, _, text) = post_with(&gw, &call(3 + i as u64, id), &[]).await;
+        let v = &messages(&text)[0];
+        assert_eq!(v["error"]["code"], -32602, "{id}: {text}");
+    }
+    assert_eq!(
+        posts_received(&h),
+        before,
+        "an unchecked task id reached the server"
+    );
+
+    // The client's answers to a server's requests sent during the task.
+    let sampling = |sid: &str| {
+        json!({"jsonrpc":"2.0","id":sid,"method":"sampling/createMessage",
+            "params":{"messages":[],"maxTokens":1,"_meta":related("raw-task-1")}})
+    };
+    for (sid, id, names) in [("s1", token.as_str(), true), ("s2", "raw-task-1", false)] {
+        h.script([
+            Reply::sse(&[
+                &format!("data: {}\n\n", sampling(sid)),
+                &format!(
+                    "data: {}\n\n",
+                    json!({"jsonrpc":"2.0","id":10,"result":{"content":[]}})
+                ),
+            ]),
+            Reply::accepted(),
+        ]);
+        let (_, _, text) = post_with(&gw, &call_with(10, json!({"text":"hi"})), &[]).await;
+        assert!(
+            text.contains("sampling/createMessage") && !text.contains("raw-task-1"),
+            "the server's request reached the client unsealed: {text}"
+        );
+        let answer = json!({"jsonrpc":"2.0","id":sid,"result":{"role":"assistant",
+            "content":{"type":"text","text":"ok"},"model":"m","_meta":related(id)}});
+        let (s, _, text) = post_with(&gw, &answer.to_string(), &[]).await;
+        assert_eq!(s, 202, "{text}");
+        let fwd: Value =
+            serde_json::from_slice(&h.received().last().expect("forwarded").body).expect("json");
+        assert_eq!(fwd["id"], sid, "{fwd}");
+        let want = if names {
+            related("raw-task-1")
+        } else {
+            json!({})
+        };
+        assert_eq!(fwd["result"]["_meta"], want, "{sid}: {fwd}");
+    }
 }

@@ -16,6 +16,17 @@
 //! `tasks/list` results keep only the tasks this principal created through
 //! this gateway.
 //!
+//! Errors name tasks too: every member a peer reads as `taskId` (any case
+//! a case-insensitive peer folds, any escape) at any depth of a server's
+//! error, and of a failed task's inline error, and every related-task
+//! entry, is sealed when it is this principal's task and removed
+//! otherwise. The other way, a client's related-task metadata
+//! (`params._meta`, `result._meta`) and the task ids in an error it answers
+//! with reach the server only as the server's ids, opened from this
+//! caller's tokens: a request naming one that does not open is answered as
+//! an unknown task; from a notification or a response (which nobody
+//! answers) the member is removed.
+//!
 //! The token also names the tool whose call created the task, so a task's
 //! result meets exactly the checks the tool's direct result meets (its output
 //! schema, its pin: a quarantined tool's results are refused), and policy
@@ -263,29 +274,270 @@ impl TaskFilter {
         }
     }
 
-    /// A related-task id in `_meta`: sealed when it is this principal's
-    /// task, removed otherwise.
+    /// The server's id `id` sealed for this principal when it is this
+    /// principal's task (see [`Seen`]); `None` when it is not.
+    fn sealed(
+        &self,
+        id: &str,
+        ctx: &Exchange<'_>,
+        seen: Seen<'_>,
+        notes: &mut Notes,
+    ) -> Option<String> {
+        let mut v = Json::String(id.to_owned());
+        self.seal_at(&mut v, ctx, None, seen, notes).ok()?;
+        match v {
+            Json::String(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Related-task metadata in the `_meta` of `parent` (a server's
+    /// params or result): each id sealed when it is this principal's task,
+    /// the entry removed otherwise.
     fn seal_related(
         &self,
-        meta: Option<&mut Json>,
+        parent: &mut Json,
         ctx: &Exchange<'_>,
         seen: Seen<'_>,
         notes: &mut Notes,
     ) -> bool {
-        let Some(meta) = meta.and_then(Json::as_object_mut) else {
+        related(parent, &mut |id| self.sealed(id, ctx, seen, notes)).changed
+    }
+
+    /// What a task object carries inline (its `error`, its `result`'s
+    /// related-task metadata): sealed or removed as an error's and a
+    /// result's are.
+    fn seal_inline(
+        &self,
+        task: &mut Json,
+        ctx: &Exchange<'_>,
+        seen: Seen<'_>,
+        notes: &mut Notes,
+    ) -> bool {
+        let Some(o) = task.as_object_mut() else {
             return false;
         };
-        let Some(id) = meta.get_mut(RELATED).and_then(|r| r.get_mut("taskId")) else {
-            return false;
+        let mut changed = false;
+        for (k, x) in o.iter_mut() {
+            if named(k, "error") {
+                changed |= self.seal_error(x, ctx, seen, notes);
+            } else if named(k, "result") {
+                changed |= self.seal_related(x, ctx, seen, notes);
+            }
+        }
+        changed
+    }
+
+    /// Every task id an error names (see [`task_ids`]): sealed when it is
+    /// this principal's task, removed otherwise.
+    fn seal_error(
+        &self,
+        error: &mut Json,
+        ctx: &Exchange<'_>,
+        seen: Seen<'_>,
+        notes: &mut Notes,
+    ) -> bool {
+        task_ids(error, &mut |id| self.sealed(id, ctx, seen, notes)).changed
+    }
+
+    /// The task ids a client message names outside `params.taskId`, which
+    /// the client holds sealed and the server knows raw: related-task
+    /// metadata in `params._meta` or `result._meta`, and any task id in an
+    /// error the client answers with. Each token that opens for this
+    /// principal and server becomes the server's id. One that does not (a
+    /// raw id, another principal's or another server's token) refuses a
+    /// request as an unknown task; from a notification or a response,
+    /// which cannot be answered, its member is removed.
+    fn open_client(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
+        let env = msg.envelope;
+        let Some(v) = msg.value() else {
+            return Decision::Pass;
         };
-        match self.seal_at(id, ctx, None, seen, notes) {
-            Ok(changed) => changed,
-            Err(NotOurs) => {
-                meta.remove(RELATED);
-                true
+        let slot = match env.kind {
+            Kind::Response if env.is_error => "error",
+            Kind::Response => "result",
+            Kind::Request | Kind::Notification => "params",
+        };
+        let Some(part) = v.get(slot) else {
+            return Decision::Pass;
+        };
+        let named = if env.is_error {
+            names_task_id(part)
+        } else {
+            has_related(part)
+        };
+        if !named {
+            return Decision::Pass;
+        }
+        let mut v = v.clone();
+        let Some(part) = v.get_mut(slot) else {
+            return Decision::Pass;
+        };
+        let me = holder(ctx);
+        let mut open = |t: &str| self.sealer.open(t, &me, ctx.server).map(|o| o.task);
+        let walk = if env.is_error {
+            task_ids(part, &mut open)
+        } else {
+            related(part, &mut open)
+        };
+        if walk.removed && env.kind == Kind::Request {
+            return task_unknown(false);
+        }
+        if !walk.changed {
+            return Decision::Pass;
+        }
+        Decision::rewrite(&v)
+    }
+}
+
+/// What a walk over task ids did.
+#[derive(Default, Clone, Copy)]
+struct Walk {
+    /// Some id was replaced or some member removed.
+    changed: bool,
+    /// Some member was removed: an id `f` did not map.
+    removed: bool,
+}
+
+impl std::ops::BitOrAssign for Walk {
+    fn bitor_assign(&mut self, o: Walk) {
+        self.changed |= o.changed;
+        self.removed |= o.removed;
+    }
+}
+
+/// Whether some peer reads member `key` as `name`: itself, or a name a
+/// case-insensitive or lenient decoder takes for it (`TaskId`, `TASKID`,
+/// `taſkId`). Escapes (`\u0074askId`) are decoded before this is asked.
+fn named(key: &str, name: &str) -> bool {
+    key == name || crate::protocol::names::same_name(key, name)
+}
+
+/// Whether `part` (a params or result object) holds related-task
+/// metadata in a member some peer reads as `_meta`.
+fn has_related(part: &Json) -> bool {
+    crate::protocol::names::members_named(part, "_meta")
+        .filter_map(Json::as_object)
+        .any(|m| m.keys().any(|k| named(k, RELATED)))
+}
+
+/// Whether `v` holds, at any depth, a member some peer reads as `taskId`
+/// or as the related-task key.
+fn names_task_id(v: &Json) -> bool {
+    match v {
+        Json::Object(o) => o
+            .iter()
+            .any(|(k, x)| named(k, "taskId") || named(k, RELATED) || names_task_id(x)),
+        Json::Array(a) => a.iter().any(names_task_id),
+        _ => false,
+    }
+}
+
+/// Maps every task id under `v`, at any depth (error data, nested arrays,
+/// related-task metadata wherever it sits): each member some peer reads as
+/// `taskId` becomes `f` of its id, and is removed when `f` gives `None` or
+/// its value is no string. A related-task entry that is no object, or
+/// from which an id was removed, is removed whole.
+fn task_ids(v: &mut Json, f: &mut dyn FnMut(&str) -> Option<String>) -> Walk {
+    let mut walk = Walk::default();
+    match v {
+        Json::Object(o) => {
+            let keys: Vec<String> = o.keys().cloned().collect();
+            for k in keys {
+                let Some(x) = o.get_mut(&k) else { continue };
+                let (w, keep) = member(&k, x, f);
+                walk |= w;
+                if !keep {
+                    o.remove(&k);
+                }
+            }
+        }
+        Json::Array(a) => {
+            for x in a {
+                walk |= task_ids(x, f);
+            }
+        }
+        _ => {}
+    }
+    walk
+}
+
+/// One member `k: x` of an object [`task_ids`] walks, and whether it is
+/// kept.
+fn member(k: &str, x: &mut Json, f: &mut dyn FnMut(&str) -> Option<String>) -> (Walk, bool) {
+    const GONE: Walk = Walk {
+        changed: true,
+        removed: true,
+    };
+    if named(k, "taskId") {
+        let Some(id) = x.as_str() else {
+            return (GONE, false);
+        };
+        return match f(id) {
+            Some(t) => {
+                let changed = t != id;
+                *x = Json::String(t);
+                (
+                    Walk {
+                        changed,
+                        removed: false,
+                    },
+                    true,
+                )
+            }
+            None => (GONE, false),
+        };
+    }
+    if named(k, RELATED) {
+        if !x.is_object() {
+            return (GONE, false);
+        }
+        let w = task_ids(x, f);
+        return if w.removed { (GONE, false) } else { (w, true) };
+    }
+    (task_ids(x, f), true)
+}
+
+/// Maps the related-task metadata in the `_meta` of `parent` (every
+/// member some peer reads as `_meta`, every key it reads as the
+/// related-task key) as [`task_ids`] does.
+fn related(parent: &mut Json, f: &mut dyn FnMut(&str) -> Option<String>) -> Walk {
+    let mut walk = Walk::default();
+    let Some(o) = parent.as_object_mut() else {
+        return walk;
+    };
+    for (k, meta) in o.iter_mut() {
+        if !named(k, "_meta") {
+            continue;
+        }
+        let Some(meta) = meta.as_object_mut() else {
+            continue;
+        };
+        let keys: Vec<String> = meta.keys().filter(|k| named(k, RELATED)).cloned().collect();
+        for k in keys {
+            let Some(x) = meta.get_mut(&k) else { continue };
+            let (w, keep) = member(&k, x, f);
+            walk |= w;
+            if !keep {
+                meta.remove(&k);
             }
         }
     }
+    walk
+}
+
+/// What a server says about a task it does not know: -32602, or under the
+/// tasks extension the empty acknowledgement of `tasks/update` and
+/// `tasks/cancel` (`ack`).
+fn task_unknown(ack: bool) -> Decision {
+    let mut d = Denial::error(
+        JsonRpcError::new(codes::INVALID_PARAMS, "Task not found"),
+        "task_unknown",
+    );
+    if ack {
+        d.result = Some(serde_json::json!({"resultType": "complete"}));
+    }
+    Decision::Reject(d)
 }
 
 /// How a server message came to name a task id.
@@ -332,19 +584,27 @@ impl McpFilter for TaskFilter {
     }
 
     fn acts_on(&self) -> Acts {
+        // Every client message: any may carry related-task metadata, and a
+        // client's answer to a server's request (no method) reaches only
+        // the filters that act on every message. Those that cannot hold
+        // `task` pass untouched (`may_hold`, no parse).
         Acts {
-            requests: Methods::Only(TASK_METHODS),
+            requests: Methods::All,
             responses: Methods::All,
         }
     }
 
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
-        if env.kind != Kind::Request && env.kind != Kind::Notification {
-            return Decision::Pass;
-        }
-        let Some(method) = env.method.as_deref().filter(|m| names_task(m)) else {
-            return Decision::Pass;
+        let method = match env.kind {
+            Kind::Request | Kind::Notification => env.method.as_deref().filter(|m| names_task(m)),
+            Kind::Response => None,
+        };
+        let Some(method) = method else {
+            if !msg.may_hold(&TASK) {
+                return Decision::Pass;
+            }
+            return self.open_client(msg, ctx);
         };
         let modern = crate::protocol::version::ProtocolVersion::at_least(
             ctx.protocol_version,
@@ -364,17 +624,10 @@ impl McpFilter for TaskFilter {
             .task_id
             .as_deref()
             .and_then(|t| self.sealer.open(t, &me, ctx.server));
+        // Exactly what a server says about a task it does not know.
+        let ack = modern && matches!(method, "tasks/update" | "tasks/cancel");
         let Some(opened) = opened else {
-            // Exactly what a server says about a task it does not know.
-            let ack = modern && matches!(method, "tasks/update" | "tasks/cancel");
-            let mut d = Denial::error(
-                JsonRpcError::new(codes::INVALID_PARAMS, "Task not found"),
-                "task_unknown",
-            );
-            if ack {
-                d.result = Some(serde_json::json!({"resultType": "complete"}));
-            }
-            return Decision::Reject(d);
+            return task_unknown(ack);
         };
         // Later filters (policy, pin, schema) and the audit record see the
         // tool whose call created the task.
@@ -385,16 +638,52 @@ impl McpFilter for TaskFilter {
         let Some(mut v) = msg.value().cloned() else {
             return Decision::Pass;
         };
-        if let Some(t) = v.get_mut("params").and_then(|p| p.get_mut("taskId")) {
-            *t = Json::String(opened.task);
+        if let Some(p) = v.get_mut("params") {
+            if let Some(t) = p.get_mut("taskId") {
+                *t = Json::String(opened.task);
+            }
+            // Related-task metadata beside it opens for this caller too.
+            let mut open = |t: &str| self.sealer.open(t, &me, ctx.server).map(|o| o.task);
+            if related(p, &mut open).removed {
+                return task_unknown(ack);
+            }
         }
         Decision::rewrite(&v)
     }
 
     fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
-        if env.is_error || !msg.may_hold(&TASK) {
+        if !msg.may_hold(&TASK) {
             return Decision::Pass;
+        }
+        let method = msg.request_method.unwrap_or("");
+        if env.is_error {
+            // An error names tasks wherever its server put them (`data`
+            // at any depth, related-task metadata): sealed or removed. In
+            // the reply to a task request the asked task is this caller's.
+            let named = msg
+                .value()
+                .and_then(|v| v.get("error"))
+                .is_some_and(names_task_id);
+            if !named {
+                return Decision::Pass;
+            }
+            let Some(mut v) = msg.value().cloned() else {
+                return Decision::Pass;
+            };
+            let seen = if names_task(method) {
+                Seen::Answer(msg.request_task)
+            } else {
+                Seen::Mentioned
+            };
+            let changed = v
+                .get_mut("error")
+                .is_some_and(|e| self.seal_error(e, ctx, seen, notes));
+            return if changed {
+                Decision::rewrite(&v)
+            } else {
+                Decision::Pass
+            };
         }
         let Some(mut v) = msg.value().cloned() else {
             return Decision::Pass;
@@ -402,7 +691,6 @@ impl McpFilter for TaskFilter {
         let mut changed = false;
         match env.kind {
             Kind::Response => {
-                let method = msg.request_method.unwrap_or("");
                 let Some(r) = v.get_mut("result").filter(|r| r.is_object()) else {
                     return Decision::Pass;
                 };
@@ -433,6 +721,9 @@ impl McpFilter for TaskFilter {
                             Err(NotOurs) => return not_ours(),
                         }
                     }
+                    // The task inline (2026-07-28): a failed one's error, a
+                    // finished one's result and its related-task metadata.
+                    changed |= self.seal_inline(r, ctx, related, notes);
                 } else if method == "tasks/list" {
                     if let Some(tasks) = r.get_mut("tasks").and_then(Json::as_array_mut) {
                         tasks.retain_mut(|t| match t.get_mut("taskId") {
@@ -441,10 +732,13 @@ impl McpFilter for TaskFilter {
                                 .is_ok_and(|c| c),
                             None => false,
                         });
+                        for t in tasks.iter_mut() {
+                            self.seal_inline(t, ctx, Seen::Mentioned, notes);
+                        }
                         changed = true;
                     }
                 }
-                changed |= self.seal_related(r.get_mut("_meta"), ctx, related, notes);
+                changed |= self.seal_related(r, ctx, related, notes);
             }
             Kind::Notification | Kind::Request => {
                 let notif = env.method.as_deref() == Some("notifications/tasks/status");
@@ -460,7 +754,7 @@ impl McpFilter for TaskFilter {
                         }
                     }
                 }
-                changed |= self.seal_related(p.get_mut("_meta"), ctx, Seen::Mentioned, notes);
+                changed |= self.seal_related(p, ctx, Seen::Mentioned, notes);
             }
         }
         if !changed {
@@ -471,165 +765,5 @@ impl McpFilter for TaskFilter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engines::identity::Principal;
-
-    fn who(id: &str) -> Principal {
-        Principal {
-            id: id.into(),
-            ..Principal::anonymous()
-        }
-    }
-
-    /// At 2026-07-28 `tasks/result` is no method (the extension removed
-    /// it): -32601, whatever id it names, sealed or not; earlier revisions
-    /// still open it.
-    #[test]
-    fn the_removed_tasks_result_is_no_method_at_2026_07_28() {
-        use crate::chain::filter::{Decision, McpFilter, Message, Notes};
-        use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
-        let sealer = Arc::new(TaskSealer::new(b"fleet secret"));
-        let f = TaskFilter::new(sealer.clone(), Arc::new(TaskOwners::new(100)));
-        let alice = who("alice");
-        let sealed = sealer
-            .seal(
-                "task-1",
-                &holder(&Exchange::new(&alice, "jira")),
-                "jira",
-                None,
-            )
-            .expect("seal");
-        for id in [sealed.as_str(), "raw-server-id"] {
-            let body = format!(
-                r#"{{"jsonrpc":"2.0","id":1,"method":"tasks/result","params":{{"taskId":"{id}"}}}}"#
-            );
-            let Ok(Parsed::Single(env)) = parse(body.as_bytes(), ParseLimits::default()) else {
-                panic!("parse")
-            };
-            let msg = Message::new(&env, body.as_bytes());
-            let modern = Exchange {
-                protocol_version: Some("2026-07-28"),
-                ..Exchange::new(&alice, "jira")
-            };
-            assert!(matches!(
-                f.on_request(&msg, &modern, &mut Notes::default()),
-                Decision::Reject(d) if d.error.code == -32601
-            ));
-            let older = Exchange {
-                protocol_version: Some("2025-11-25"),
-                ..Exchange::new(&alice, "jira")
-            };
-            let d = f.on_request(&msg, &older, &mut Notes::default());
-            // Opened and forwarded with the server's id; an unsealed one is unknown.
-            assert_eq!(!matches!(d, Decision::Reject(_)), id == sealed, "{id}");
-        }
-    }
-
-    /// A server that spells `task` with escapes gets its ids sealed and
-    /// judged as one that writes it plainly.
-    #[test]
-    fn escaped_task_members_are_sealed_and_judged() {
-        use crate::chain::filter::{Decision, McpFilter, Message, Notes};
-        let sealer = Arc::new(TaskSealer::new(b"fleet secret"));
-        let f = TaskFilter::new(sealer, Arc::new(TaskOwners::new(100)));
-        let bob = who("bob");
-        let ex = Exchange::new(&bob, "jira");
-        for raw in [
-            r#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"T-esc","status":"working","createdAt":"2026-01-01T00:00:00Z"}}}"#,
-            r#"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"T-alice","status":"completed","createdAt":"2026-01-01T00:00:00Z"}}"#,
-        ] {
-            let env = crate::protocol::jsonrpc::single(raw);
-            let msg = Message::from_server(&env, raw.as_bytes(), Some("tools/call"), Some("t"));
-            let d = f.on_response(&msg, &ex, &mut Notes::default());
-            assert!(!matches!(d, Decision::Pass), "{raw} passed unsealed");
-        }
-    }
-
-    /// Every unauthenticated client is the one anonymous principal: its
-    /// tasks are bound to its session too, so another such client neither
-    /// opens nor lists them. An authenticated principal's follow it across
-    /// sessions.
-    #[test]
-    fn anonymous_tasks_are_bound_to_their_session() {
-        let s = TaskSealer::new(b"fleet secret");
-        let anon = Principal::anonymous();
-        let at = |p: &Principal, sid: &'static str| -> String {
-            let ex = Exchange {
-                session_id: Some(sid),
-                ..Exchange::new(p, "jira")
-            };
-            holder(&ex).into_owned()
-        };
-        let t = s
-            .seal("task-1", &at(&anon, "sA"), "jira", None)
-            .expect("seal");
-        assert!(s.open(&t, &at(&anon, "sA"), "jira").is_some());
-        assert_eq!(s.open(&t, &at(&anon, "sB"), "jira"), None);
-        let alice = Principal {
-            id: "alice".into(),
-            auth: crate::engines::identity::AuthMethod::ApiKey,
-            ..Principal::anonymous()
-        };
-        let t = s
-            .seal("task-2", &at(&alice, "s1"), "jira", None)
-            .expect("seal");
-        assert!(s.open(&t, &at(&alice, "s2"), "jira").is_some());
-    }
-
-    #[test]
-    fn sealed_for_one_principal_and_server() {
-        let s = TaskSealer::new(b"fleet secret");
-        let t = s
-            .seal("task-1", who("alice").owner(), "jira", None)
-            .expect("seal");
-        assert!(t.starts_with(PREFIX));
-        let id = |o: Option<Opened>| o.map(|o| o.task);
-        assert_eq!(
-            id(s.open(&t, who("alice").owner(), "jira")).as_deref(),
-            Some("task-1")
-        );
-        assert_eq!(s.open(&t, who("bob").owner(), "jira"), None);
-        // Spellings merged into one person for rules own no handles.
-        for other in ["alic\u{e9}", "\u{ff41}lice", " alice\u{301}"] {
-            assert_eq!(s.open(&t, who(other).owner(), "jira"), None, "{other}");
-        }
-        assert!(s.open(&t, who("ALICE").owner(), "jira").is_some());
-        assert_eq!(s.open(&t, who("alice").owner(), "gmail"), None);
-        assert_eq!(s.open("task-1", who("alice").owner(), "jira"), None);
-        let other = TaskSealer::new(b"another fleet");
-        assert_eq!(other.open(&t, who("alice").owner(), "jira"), None);
-        assert_eq!(
-            s.seal("task-1", who("alice").owner(), "jira", None)
-                .as_deref(),
-            Some(t.as_str())
-        );
-        assert_ne!(
-            s.seal("task-2", who("alice").owner(), "jira", None)
-                .as_deref(),
-            Some(t.as_str())
-        );
-        // Another replica with the same secret opens it.
-        let twin = TaskSealer::new(b"fleet secret");
-        assert_eq!(
-            id(twin.open(&t, who("alice").owner(), "jira")).as_deref(),
-            Some("task-1")
-        );
-        // The creating tool travels sealed; the link names the task, not the token.
-        let with_tool = s
-            .seal("task-1", who("alice").owner(), "jira", Some("export"))
-            .expect("seal");
-        let o = s
-            .open(&with_tool, who("alice").owner(), "jira")
-            .expect("opens");
-        assert_eq!(o.tool.as_deref(), Some("export"));
-        assert_eq!(
-            s.link("task-1", who("alice").owner(), "jira"),
-            s.link(&o.task, who("alice").owner(), "jira")
-        );
-        assert_ne!(
-            s.link("task-1", who("alice").owner(), "jira"),
-            s.link("task-1", who("bob").owner(), "jira")
-        );
-    }
-}
+#[path = "tasks_tests.rs"]
+mod tests;
