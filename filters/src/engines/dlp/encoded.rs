@@ -56,12 +56,42 @@ impl Decoded {
 /// [`MIN_RUN`] base64 characters that decodes to text. For strings (or a
 /// raw message) the prefilter did not already send to the scanner.
 pub(crate) fn may_hold(b: &[u8]) -> bool {
-    percent_escape(b) || runs(b).any(|(start, end)| decode_run(&b[start..end]).is_some())
+    percent_escape(b) || runs(b, false).any(|(start, end)| decode_run(&b[start..end]).is_some())
+}
+
+/// [`may_hold`] of a raw JSON message: the letter of an escape (`\n`,
+/// `\t`, a `\u`'s four digits) is no part of a run, so a base64 line after
+/// a `\n` is read from its own first character.
+pub(crate) fn may_hold_json(b: &[u8]) -> bool {
+    percent_escape(b) || runs(b, true).any(|(start, end)| decode_run(&b[start..end]).is_some())
 }
 
 /// The text a run decodes to: as hex when it is all hex digits of even
 /// length and that is text, as base64 otherwise.
 fn decode_run(run: &[u8]) -> Option<String> {
+    if !run.contains(&b'\n') {
+        return decode_line(run);
+    }
+    // Lines wrapped at a multiple of four (MIME, PEM) decode as one
+    // block; failing that, each line that is text is read on its own.
+    let joined: Vec<u8> = run
+        .iter()
+        .copied()
+        .filter(|&c| c != b'\n' && c != b'\r')
+        .collect();
+    decode_line(&joined).or_else(|| {
+        let lines: Vec<String> = run
+            .split(|&c| c == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .filter(|l| l.len() >= MIN_RUN)
+            .filter_map(decode_line)
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("\n"))
+    })
+}
+
+/// [`decode_run`] of a run without line breaks.
+fn decode_line(run: &[u8]) -> Option<String> {
     let hex = run.len().is_multiple_of(2) && run.iter().all(u8::is_ascii_hexdigit);
     hex.then(|| hex::decode(run).ok().and_then(text))
         .flatten()
@@ -81,25 +111,43 @@ fn base64_byte(c: u8) -> bool {
 
 /// Maximal runs of base64 characters (their `=` padding included) at least
 /// [`MIN_RUN`] long: `(start, end)`.
-fn runs(b: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+/// With `json`, `b` is raw JSON and its escapes are skipped.
+fn runs(b: &[u8], json: bool) -> impl Iterator<Item = (usize, usize)> + '_ {
     let mut i = 0;
     std::iter::from_fn(move || {
         while i < b.len() {
+            if json && b[i] == b'\\' {
+                i += if b.get(i + 1) == Some(&b'u') { 6 } else { 2 };
+                continue;
+            }
             if !base64_byte(b[i]) {
                 i += 1;
                 continue;
             }
             let start = i;
-            while i < b.len() && base64_byte(b[i]) {
+            let mut line = i;
+            loop {
+                while i < b.len() && base64_byte(b[i]) {
+                    i += 1;
+                }
+                // A line of a wrapped block (a multiple of four long, the
+                // next line glued after its break) continues the run.
+                let eol = match &b[i..] {
+                    [b'\n', c, ..] if base64_byte(*c) => 1,
+                    [b'\r', b'\n', c, ..] if base64_byte(*c) => 2,
+                    _ => 0,
+                };
+                if eol == 0 || i - line < MIN_RUN || !(i - line).is_multiple_of(4) {
+                    break;
+                }
+                i += eol;
+                line = i;
+            }
+            // Padding a decoder ignores (`===`) is part of the run.
+            while b.get(i) == Some(&b'=') {
                 i += 1;
             }
-            let body = i - start;
-            let mut pad = 0;
-            while pad < 2 && b.get(i) == Some(&b'=') {
-                i += 1;
-                pad += 1;
-            }
-            if body >= MIN_RUN {
+            if i - start >= MIN_RUN {
                 return Some((start, i));
             }
         }
@@ -142,7 +190,10 @@ pub(crate) fn base64_text(run: &[u8]) -> Option<String> {
     if run.len() > HEAD && !starts_as_text(&engine, run) {
         return None;
     }
-    text(engine.decode(run).ok()?)
+    // Padding is optional to the engine, and more of it than is due
+    // (`==` for one, `===`) is ignored by a reader.
+    let body = &run[..run.len() - run.iter().rev().take_while(|&&c| c == b'=').count()];
+    text(engine.decode(body).ok()?)
 }
 
 /// How much of a long base64 run is decoded to tell whether it is text.
@@ -173,7 +224,7 @@ fn starts_as_text(engine: &GeneralPurpose, b: &[u8]) -> bool {
 /// Every decoded text in `s`.
 pub(crate) fn each(s: &str, mut f: impl FnMut(Decoded)) {
     let b = s.as_bytes();
-    for (start, end) in runs(b) {
+    for (start, end) in runs(b, false) {
         if let Some(text) = decode_run(&b[start..end]) {
             f(Decoded {
                 text,
@@ -188,20 +239,49 @@ pub(crate) fn each(s: &str, mut f: impl FnMut(Decoded)) {
     }
 }
 
-/// `b` percent-decoded, if that is text.
+/// `b` with every escape of text percent-decoded: an escape of a
+/// printable ASCII byte (or tab or line break), or the escapes of one whole
+/// UTF-8 character. An escape of anything else (`%00`, `%FF`, a cut
+/// sequence) stays as it is written, so it hides nothing after it. `None`
+/// when no escape decodes.
 fn percent(b: &[u8]) -> Option<Decoded> {
+    let esc = |i: usize| -> Option<u8> {
+        let h = b.get(i + 1..i + 3)?;
+        if b[i] != b'%' || !h.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
+    };
+    // The bytes of the character whose escapes start at `i`, if it is text.
+    let char_at = |i: usize| -> Option<([u8; 4], usize)> {
+        let n = match esc(i)? {
+            0x00..=0x7f => 1,
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => return None,
+        };
+        let mut bytes = [0u8; 4];
+        for (k, byte) in bytes.iter_mut().enumerate().take(n) {
+            *byte = esc(i + 3 * k)?;
+        }
+        let c = std::str::from_utf8(&bytes[..n]).ok()?.chars().next()?;
+        let control = (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\x7f';
+        (!control).then_some((bytes, n))
+    };
     let mut out = Vec::with_capacity(b.len());
     let mut from = Vec::with_capacity(b.len() + 1);
+    let mut decoded = false;
     let mut i = 0;
     while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .filter(|h| b[i] == b'%' && h.iter().all(u8::is_ascii_hexdigit));
-        match hex.and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()) {
-            Some(v) => {
-                out.push(v);
-                from.push(i);
-                i += 3;
+        match char_at(i) {
+            Some((bytes, n)) => {
+                for (k, &byte) in bytes[..n].iter().enumerate() {
+                    out.push(byte);
+                    from.push(i + 3 * k);
+                }
+                i += 3 * n;
+                decoded = true;
             }
             None => {
                 out.push(b[i]);
@@ -211,8 +291,12 @@ fn percent(b: &[u8]) -> Option<Decoded> {
         }
     }
     from.push(b.len());
+    if !decoded {
+        return None;
+    }
     Some(Decoded {
-        text: text(out)?,
+        // Whole characters of `b` and of its escapes: always UTF-8.
+        text: String::from_utf8(out).ok()?,
         span: Span::Mapped(from),
     })
 }
@@ -264,5 +348,24 @@ mod tests {
         }
         assert!(!base64_starts_as_text(b"iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB"));
         assert!(base64_starts_as_text(b"QUtJQUlPU0ZPRE5ON0VYQU1QTEU="));
+    }
+
+    /// Review: in a raw message a `\n` escape glues its `n` to a base64
+    /// line after it, which then decodes misaligned: the gate must skip
+    /// escape letters or the message passes unread.
+    #[test]
+    fn raw_json_escapes_are_not_part_of_runs() {
+        for raw in [
+            r#"{"t":"key:\nQUtJQUlPU0ZPRE5ON0VYQU1QTEU="}"#,
+            r#"{"t":"key:\tQUtJQUlPU0ZPRE5ON0VYQU1QTEU="}"#,
+            r#"{"t":"key:\u0020QUtJQUlPU0ZPRE5ON0VYQU1QTEU="}"#,
+        ] {
+            assert!(!may_hold(raw.as_bytes()), "as text, {raw} is misaligned");
+            assert!(may_hold_json(raw.as_bytes()), "{raw}");
+        }
+        // An escaped backslash is content: the letter after it is the run's.
+        assert!(may_hold_json(
+            br#"{"t":"C:\\QUtJQUlPU0ZPRE5ON0VYQU1QTEU="}"#
+        ));
     }
 }

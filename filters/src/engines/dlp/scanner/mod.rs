@@ -303,7 +303,7 @@ impl Scanner {
     /// text under an encoding (see [`encoded`]): the prefilter saw a long
     /// run of word bytes, or there is a `%`.
     pub(crate) fn may_encode(&self, seen: &Seen, raw: &[u8]) -> bool {
-        (seen.long_run || memchr::memchr(b'%', raw).is_some()) && encoded::may_hold(raw)
+        (seen.long_run || memchr::memchr(b'%', raw).is_some()) && encoded::may_hold_json(raw)
     }
 
     /// Every validated match in one (unescaped) string: in the string as it
