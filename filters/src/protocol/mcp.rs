@@ -399,8 +399,11 @@ pub fn ambiguous_uri(uri: &str) -> bool {
     })
 }
 
-/// A non-ASCII character that NFKC or the Unicode confusables data
-/// (UTS #39) reads as `.`, `/` or `\\`.
+/// A non-ASCII character that NFKC reads as `.`, `/` or `\\`, or a
+/// symbol the Unicode confusables data (UTS #39) draws like one (`∕`,
+/// `⁄`, `⧸`). Letters and digits with such a skeleton (Katakana `ノ`,
+/// Arabic-Indic `٠`) are text to every server: no folding or code page
+/// turns them into separators.
 fn separator_lookalike(c: char) -> bool {
     use unicode_normalization::UnicodeNormalization;
     if c.is_ascii() {
@@ -409,7 +412,7 @@ fn separator_lookalike(c: char) -> bool {
     let sep = |d: char| matches!(d, '.' | '/' | '\\');
     let mut buf = [0u8; 4];
     std::iter::once(c).nfkc().any(sep)
-        || unicode_security::skeleton(c.encode_utf8(&mut buf)).any(sep)
+        || (!c.is_alphanumeric() && unicode_security::skeleton(c.encode_utf8(&mut buf)).any(sep))
 }
 
 /// `b` with every `%XX` decoded; `None` when a `%` is not followed by two
@@ -590,6 +593,30 @@ mod tests {
             "file:///public/résumé-日本.txt",
         ] {
             assert!(!ambiguous_uri(uri), "{uri}");
+        }
+    }
+
+    /// Letters and digits whose confusables skeleton is a separator
+    /// (Katakana `ノ`, CJK `丿`, Arabic-Indic `٠`, Lisu `ꓸ`) are text to
+    /// every server: no folding or code page turns them into one.
+    #[test]
+    fn letters_drawn_like_separators_are_not_ambiguous() {
+        for uri in [
+            "file:///docs/ノート.txt",
+            "file:///notes/\u{4e3f}.md",
+            "file:///reports/\u{662}\u{660}\u{662}\u{664}.pdf",
+            "file:///docs/\u{6f1}\u{6f0}.txt",
+            "file:///lisu/\u{a4f8}.txt",
+        ] {
+            assert!(!ambiguous_uri(uri), "{uri}");
+        }
+        // Symbols drawn like them still are.
+        for uri in [
+            "file:///a\u{2215}b",
+            "file:///a\u{2044}b",
+            "file:///a\u{29f8}b",
+        ] {
+            assert!(ambiguous_uri(uri), "{uri}");
         }
     }
 

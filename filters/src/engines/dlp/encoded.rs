@@ -5,18 +5,24 @@
 //! scanner reads the decoded text too.
 //!
 //! - **base64 and hex**: every run of at least [`MIN_RUN`] characters of
-//!   the base64 alphabet (`=` padding after it) is decoded, as hex when it
-//!   is all hex digits of even length and that decodes to text, as base64
-//!   otherwise. Only a decoding that is text (valid UTF-8 without control
-//!   characters but tab and line breaks) is read: random identifiers and
-//!   binary data decode to bytes that are not. A finding in it covers the
-//!   whole run, which is all that can be redacted of it.
+//!   the base64 alphabet (`=` padding after it, lines of a wrapped block
+//!   joined) is decoded, as hex when it is all hex digits of even length
+//!   and that reads, as base64 otherwise — also from each of its next
+//!   three characters, for a run glued after a word (`tokenQUtJ…`). What
+//!   is read is the decoding when it is text (valid UTF-8 without control
+//!   characters but tab and line breaks), or else every stretch of such
+//!   text of at least ten bytes in it (text beside a NUL or binary bytes):
+//!   random identifiers decode to bytes that hold none. A finding in it
+//!   covers the whole run, which is all that can be redacted of it.
 //! - **percent-encoding**: a string holding a `%XX` escape is read decoded,
 //!   and a finding maps back to exactly the escapes and characters it came
 //!   from.
 //!
 //! The decoded text is scanned like any string, its own encodings
-//! included, to [`MAX_DEPTH`] levels (base64 of percent-encoded text).
+//! included, to [`MAX_DEPTH`] levels (base64 of percent-encoded text, base64
+//! of base64 of hex). Hex may start with `0x`; base64 chunks encoded one by
+//! one and joined after their padding (`QUtJQUlPU0Y=T0RO…`) are read
+//! together.
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
@@ -25,7 +31,7 @@ use base64::Engine;
 pub(crate) const MIN_RUN: usize = 16;
 
 /// How many encodings deep the scanner reads.
-pub(crate) const MAX_DEPTH: u8 = 2;
+pub(crate) const MAX_DEPTH: u8 = 3;
 
 /// Decoded text found in a string, and how its bytes map back.
 pub(crate) struct Decoded {
@@ -53,19 +59,140 @@ impl Decoded {
 }
 
 /// Whether `b` holds encoded text: a `%XX` escape, or a run of at least
-/// [`MIN_RUN`] base64 characters that decodes to text. For strings (or a
-/// raw message) the prefilter did not already send to the scanner.
+/// [`MIN_RUN`] base64 characters that decodes to something readable. For
+/// strings (or a raw message) the prefilter did not already send to the
+/// scanner.
 pub(crate) fn may_hold(b: &[u8]) -> bool {
-    percent_escape(b) || runs(b).any(|(start, end)| decode_run(&b[start..end]).is_some())
+    percent_escape(b) || runs(b, false).any(|(start, end)| !decode_run(&b[start..end]).is_empty())
 }
 
-/// The text a run decodes to: as hex when it is all hex digits of even
-/// length and that is text, as base64 otherwise.
-fn decode_run(run: &[u8]) -> Option<String> {
-    let hex = run.len().is_multiple_of(2) && run.iter().all(u8::is_ascii_hexdigit);
-    hex.then(|| hex::decode(run).ok().and_then(text))
-        .flatten()
-        .or_else(|| base64_text(run))
+/// [`may_hold`] of a raw JSON message: the letter of an escape (`\n`,
+/// `\t`, a `\u`'s four digits) is no part of a run, so a base64 line after
+/// a `\n` is read from its own first character.
+pub(crate) fn may_hold_json(b: &[u8]) -> bool {
+    percent_escape(b) || runs(b, true).any(|(start, end)| !decode_run(&b[start..end]).is_empty())
+}
+
+/// The readable parts of what a run decodes to: as hex when it is all hex
+/// digits of even length and that reads, as base64 otherwise.
+fn decode_run(run: &[u8]) -> Vec<String> {
+    if !run.contains(&b'\n') {
+        return decode_line(run);
+    }
+    // Lines wrapped at a multiple of four (MIME, PEM) decode as one
+    // block; failing that, each line is read on its own.
+    let joined: Vec<u8> = run
+        .iter()
+        .copied()
+        .filter(|&c| c != b'\n' && c != b'\r')
+        .collect();
+    let whole = decode_line(&joined);
+    if !whole.is_empty() {
+        return whole;
+    }
+    run.split(|&c| c == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| l.len() >= MIN_RUN)
+        .flat_map(decode_line)
+        .collect()
+}
+
+/// [`decode_run`] of a run without line breaks.
+fn decode_line(run: &[u8]) -> Vec<String> {
+    // Hex, with or without a `0x` before it.
+    let digits = match run {
+        [b'0', b'x' | b'X', rest @ ..] => rest,
+        _ => run,
+    };
+    if digits.len().is_multiple_of(2) && digits.iter().all(u8::is_ascii_hexdigit) {
+        if let Ok(bytes) = hex::decode(digits) {
+            let found = readable(&bytes);
+            if !found.is_empty() {
+                return found;
+            }
+        }
+    }
+    base64_readable(run)
+}
+
+/// The least length of a readable part of decoded bytes that is read
+/// when the bytes are not text as a whole.
+const MIN_SEGMENT: usize = 10;
+
+/// Runs longer than this are decoded from their start only (an encoder's
+/// output), not also from the next three characters.
+const LONG_RUN: usize = 64 * 1024;
+
+/// What a reader can read of decoded bytes: all of them when they are
+/// text (UTF-8 without control characters but tab and line breaks);
+/// otherwise every such stretch of at least [`MIN_SEGMENT`] bytes (text
+/// beside a NUL, colour codes or binary bytes).
+fn readable(bytes: &[u8]) -> Vec<String> {
+    let control = |c: char| (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\x7f';
+    if let Ok(t) = std::str::from_utf8(bytes) {
+        if !t.chars().any(control) {
+            return vec![t.to_owned()];
+        }
+    }
+    let mut out = Vec::new();
+    for chunk in bytes.utf8_chunks() {
+        for part in chunk.valid().split(control) {
+            if part.len() >= MIN_SEGMENT {
+                out.push(part.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The readable parts of a base64 string (standard or URL-safe alphabet,
+/// padded or not, with more padding than is due). A run glued after a word
+/// or a path (`tokenQUtJ…`, `/v1/QUtJ…`) decodes misaligned from its start,
+/// so it is also decoded from each of the next three characters.
+pub(crate) fn base64_readable(run: &[u8]) -> Vec<String> {
+    let url = run.iter().any(|c| matches!(c, b'-' | b'_'));
+    let std = run.iter().any(|c| matches!(c, b'+' | b'/'));
+    let alphabet = match (url, std) {
+        (true, true) => return Vec::new(),
+        (true, false) => &base64::alphabet::URL_SAFE,
+        _ => &base64::alphabet::STANDARD,
+    };
+    let engine = engine(alphabet);
+    let body = &run[..run.len() - run.iter().rev().take_while(|&&c| c == b'=').count()];
+    if body.contains(&b'=') {
+        // Chunks encoded one by one and joined: each decodes on its own.
+        let mut bytes = Vec::new();
+        for chunk in body.split(|&c| c == b'=').filter(|c| !c.is_empty()) {
+            let Ok(b) = engine.decode(chunk) else {
+                return Vec::new();
+            };
+            bytes.extend(b);
+        }
+        return readable(&bytes);
+    }
+    let shifts = if body.len() > LONG_RUN { 1 } else { 4 };
+    let mut out: Vec<String> = Vec::new();
+    for k in 0..shifts.min(body.len()) {
+        let mut part = &body[k..];
+        // A lone character left over decodes to nothing.
+        if part.len() % 4 == 1 {
+            part = &part[..part.len() - 1];
+        }
+        let Ok(bytes) = engine.decode(part) else {
+            continue;
+        };
+        let found = readable(&bytes);
+        if k == 0 && found.len() == 1 && found[0].len() == bytes.len() {
+            // Text from its first character: the run is what it encodes.
+            return found;
+        }
+        for f in found {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    out
 }
 
 fn percent_escape(b: &[u8]) -> bool {
@@ -81,41 +208,61 @@ fn base64_byte(c: u8) -> bool {
 
 /// Maximal runs of base64 characters (their `=` padding included) at least
 /// [`MIN_RUN`] long: `(start, end)`.
-fn runs(b: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+/// With `json`, `b` is raw JSON and its escapes are skipped.
+fn runs(b: &[u8], json: bool) -> impl Iterator<Item = (usize, usize)> + '_ {
     let mut i = 0;
     std::iter::from_fn(move || {
         while i < b.len() {
+            if json && b[i] == b'\\' {
+                i += if b.get(i + 1) == Some(&b'u') { 6 } else { 2 };
+                continue;
+            }
             if !base64_byte(b[i]) {
                 i += 1;
                 continue;
             }
             let start = i;
-            while i < b.len() && base64_byte(b[i]) {
-                i += 1;
+            let mut line = i;
+            loop {
+                while i < b.len() && base64_byte(b[i]) {
+                    i += 1;
+                }
+                // A line of a wrapped block (a multiple of four long, the
+                // next line glued after its break) continues the run.
+                let eol = match &b[i..] {
+                    [b'\n', c, ..] if base64_byte(*c) => 1,
+                    [b'\r', b'\n', c, ..] if base64_byte(*c) => 2,
+                    _ => 0,
+                };
+                if eol == 0 || i - line < MIN_RUN || !(i - line).is_multiple_of(4) {
+                    break;
+                }
+                i += eol;
+                line = i;
             }
-            let body = i - start;
-            let mut pad = 0;
-            while pad < 2 && b.get(i) == Some(&b'=') {
-                i += 1;
-                pad += 1;
+            // Padding a decoder ignores (`===`) is part of the run, and so
+            // is a chunk encoded on its own after it (`QUtJQQ==SU9T…`).
+            let mut chunk = line;
+            loop {
+                while b.get(i) == Some(&b'=') {
+                    i += 1;
+                }
+                // Only after a whole padded chunk (`key=QUtJ…` is a name).
+                let padded = b[i - 1] == b'=' && (i - chunk).is_multiple_of(4) && i - chunk >= 4;
+                if !padded || !b.get(i).is_some_and(|&c| base64_byte(c)) {
+                    break;
+                }
+                chunk = i;
+                while i < b.len() && base64_byte(b[i]) {
+                    i += 1;
+                }
             }
-            if body >= MIN_RUN {
+            if i - start >= MIN_RUN {
                 return Some((start, i));
             }
         }
         None
     })
-}
-
-/// `b` as text a reader takes for text: UTF-8 without control characters
-/// but tab, line feed and carriage return.
-fn text(b: Vec<u8>) -> Option<String> {
-    if b.iter()
-        .any(|&c| (c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r')) || c == 0x7f)
-    {
-        return None;
-    }
-    String::from_utf8(b).ok()
 }
 
 fn engine(alphabet: &base64::alphabet::Alphabet) -> GeneralPurpose {
@@ -127,54 +274,11 @@ fn engine(alphabet: &base64::alphabet::Alphabet) -> GeneralPurpose {
     )
 }
 
-/// The text a base64 string decodes to (standard or URL-safe alphabet,
-/// padded or not), if it is text.
-pub(crate) fn base64_text(run: &[u8]) -> Option<String> {
-    let url = run.iter().any(|c| matches!(c, b'-' | b'_'));
-    let std = run.iter().any(|c| matches!(c, b'+' | b'/'));
-    let alphabet = match (url, std) {
-        (true, true) => return None,
-        (true, false) => &base64::alphabet::URL_SAFE,
-        _ => &base64::alphabet::STANDARD,
-    };
-    let engine = engine(alphabet);
-    // A long run (an image) is looked at before it is decoded whole.
-    if run.len() > HEAD && !starts_as_text(&engine, run) {
-        return None;
-    }
-    text(engine.decode(run).ok()?)
-}
-
-/// How much of a long base64 run is decoded to tell whether it is text.
-const HEAD: usize = 256;
-
-/// Whether the start of a base64 string decodes to text (a cheap look
-/// before decoding a large binary member whole).
-pub(crate) fn base64_starts_as_text(b: &[u8]) -> bool {
-    starts_as_text(&engine(&base64::alphabet::STANDARD), b)
-}
-
-fn starts_as_text(engine: &GeneralPurpose, b: &[u8]) -> bool {
-    let head = &b[..b.len().min(HEAD) / 4 * 4];
-    let Ok(bytes) = engine.decode(head) else {
-        return false;
-    };
-    let valid = match std::str::from_utf8(&bytes) {
-        Ok(_) => bytes.len(),
-        // A character cut at the end of the look is still text.
-        Err(e) if e.error_len().is_none() => e.valid_up_to(),
-        Err(_) => return false,
-    };
-    !bytes[..valid]
-        .iter()
-        .any(|&c| (c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r')) || c == 0x7f)
-}
-
 /// Every decoded text in `s`.
 pub(crate) fn each(s: &str, mut f: impl FnMut(Decoded)) {
     let b = s.as_bytes();
-    for (start, end) in runs(b) {
-        if let Some(text) = decode_run(&b[start..end]) {
+    for (start, end) in runs(b, false) {
+        for text in decode_run(&b[start..end]) {
             f(Decoded {
                 text,
                 span: Span::Whole(start, end),
@@ -188,20 +292,49 @@ pub(crate) fn each(s: &str, mut f: impl FnMut(Decoded)) {
     }
 }
 
-/// `b` percent-decoded, if that is text.
+/// `b` with every escape of text percent-decoded: an escape of a
+/// printable ASCII byte (or tab or line break), or the escapes of one whole
+/// UTF-8 character. An escape of anything else (`%00`, `%FF`, a cut
+/// sequence) stays as it is written, so it hides nothing after it. `None`
+/// when no escape decodes.
 fn percent(b: &[u8]) -> Option<Decoded> {
+    let esc = |i: usize| -> Option<u8> {
+        let h = b.get(i + 1..i + 3)?;
+        if b[i] != b'%' || !h.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
+    };
+    // The bytes of the character whose escapes start at `i`, if it is text.
+    let char_at = |i: usize| -> Option<([u8; 4], usize)> {
+        let n = match esc(i)? {
+            0x00..=0x7f => 1,
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => return None,
+        };
+        let mut bytes = [0u8; 4];
+        for (k, byte) in bytes.iter_mut().enumerate().take(n) {
+            *byte = esc(i + 3 * k)?;
+        }
+        let c = std::str::from_utf8(&bytes[..n]).ok()?.chars().next()?;
+        let control = (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\x7f';
+        (!control).then_some((bytes, n))
+    };
     let mut out = Vec::with_capacity(b.len());
     let mut from = Vec::with_capacity(b.len() + 1);
+    let mut decoded = false;
     let mut i = 0;
     while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .filter(|h| b[i] == b'%' && h.iter().all(u8::is_ascii_hexdigit));
-        match hex.and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()) {
-            Some(v) => {
-                out.push(v);
-                from.push(i);
-                i += 3;
+        match char_at(i) {
+            Some((bytes, n)) => {
+                for (k, &byte) in bytes[..n].iter().enumerate() {
+                    out.push(byte);
+                    from.push(i + 3 * k);
+                }
+                i += 3 * n;
+                decoded = true;
             }
             None => {
                 out.push(b[i]);
@@ -211,8 +344,12 @@ fn percent(b: &[u8]) -> Option<Decoded> {
         }
     }
     from.push(b.len());
+    if !decoded {
+        return None;
+    }
     Some(Decoded {
-        text: text(out)?,
+        // Whole characters of `b` and of its escapes: always UTF-8.
+        text: String::from_utf8(out).ok()?,
         span: Span::Mapped(from),
     })
 }
@@ -262,7 +399,28 @@ mod tests {
         ] {
             assert!(all(s).is_empty(), "{s}: {:?}", all(s));
         }
-        assert!(!base64_starts_as_text(b"iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB"));
-        assert!(base64_starts_as_text(b"QUtJQUlPU0ZPRE5ON0VYQU1QTEU="));
+        assert!(base64_readable(b"iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB").is_empty());
+        assert_eq!(
+            base64_readable(b"QUtJQUlPU0ZPRE5ON0VYQU1QTEU="),
+            ["AKIAIOSFODNN7EXAMPLE"]
+        );
+    }
+
+    /// Review: in a raw message a `\n` escape glues its `n` to a base64
+    /// line after it, which then decodes misaligned: the gate must skip
+    /// escape letters or the message passes unread.
+    #[test]
+    fn raw_json_escapes_are_not_part_of_runs() {
+        for raw in [
+            r#"{"t":"key:\nQUtJQUlPU0ZPRE5ON0VYQU1QTEU="}"#,
+            r#"{"t":"key:\tQUtJQUlPU0ZPRE5ON0VYQU1QTEU="}"#,
+            r#"{"t":"key:\u0020QUtJQUlPU0ZPRE5ON0VYQU1QTEU="}"#,
+        ] {
+            assert!(may_hold_json(raw.as_bytes()), "{raw}");
+        }
+        // An escaped backslash is content: the letter after it is the run's.
+        assert!(may_hold_json(
+            br#"{"t":"C:\\QUtJQUlPU0ZPRE5ON0VYQU1QTEU="}"#
+        ));
     }
 }

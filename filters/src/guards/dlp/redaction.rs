@@ -455,3 +455,44 @@ fn secrets_split_across_list_items_are_found() {
         );
     }
 }
+
+/// Review: a percent escape that is no text no longer hides the escapes
+/// after it, and a line-wrapped base64 block (JSON `\n` between its lines)
+/// is read and redacted whole; the message stays JSON.
+#[test]
+fn percent_beside_bad_escapes_and_wrapped_base64_are_redacted() {
+    use base64::Engine;
+    let reply = |t: &str| {
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": t}]}})
+            .to_string()
+    };
+    let redacted = |raw: &str| {
+        let Decision::Mutated(out) = judge(&filter(DlpAction::Redact), raw) else {
+            panic!("redacted: {raw}")
+        };
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        redacted(&reply("%00 see %41KIAIOSFODNN7EXAMPLE now")),
+        "%00 see [X] now"
+    );
+    let text = format!("{}AKIAIOSFODNN7EXAMPLE and more after it", "x".repeat(50));
+    let enc = base64::engine::general_purpose::STANDARD.encode(text);
+    let lines: Vec<&str> = enc
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        redacted(&reply(&format!("a\n{}\nb", lines.join("\n")))),
+        "a\n[X]\nb"
+    ); // One base64 line after a `\n` escape: the raw message reads
+       // `\nQUtJ…`, whose `n` is the escape's, not the run's.
+    let one = base64::engine::general_purpose::STANDARD.encode("AKIAIOSFODNN7EXAMPLE");
+    assert_eq!(redacted(&reply(&format!("key:\n{one}"))), "key:\n[X]");
+    assert_eq!(redacted(&reply(&format!("key:\t{one}"))), "key:\t[X]");
+}

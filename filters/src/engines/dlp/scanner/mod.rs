@@ -307,7 +307,7 @@ impl Scanner {
     /// text under an encoding (see [`encoded`]): the prefilter saw a long
     /// run of word bytes, or there is a `%`.
     pub(crate) fn may_encode(&self, seen: &Seen, raw: &[u8]) -> bool {
-        (seen.long_run || memchr::memchr(b'%', raw).is_some()) && encoded::may_hold(raw)
+        (seen.long_run || memchr::memchr(b'%', raw).is_some()) && encoded::may_hold_json(raw)
     }
 
     /// Every validated match in one (unescaped) string: in the string as it
@@ -385,25 +385,22 @@ impl Scanner {
         });
     }
 
-    /// The matches in binary content (a base64 `data` or `blob`) that
-    /// decodes to text: each covers the whole member.
+    /// The matches in binary content (a base64 `data` or `blob`) whose
+    /// bytes hold text (an image's text chunk, a blob that is a text
+    /// file whatever its `mimeType`): each covers the whole member.
     pub(crate) fn binary_matches(&self, b64: &str, out: &mut Vec<Hit>) {
-        if !encoded::base64_starts_as_text(b64.as_bytes()) {
-            return;
-        }
-        let Some(text) = encoded::base64_text(b64.as_bytes()) else {
-            return;
-        };
-        let mut found = Vec::new();
-        self.scan_str_all(&text, &mut found);
         let mut seen = HashSet::new();
-        for h in found {
-            if seen.insert(h.detector) {
-                out.push(Hit {
-                    detector: h.detector,
-                    start: 0,
-                    end: b64.len(),
-                });
+        for text in encoded::base64_readable(b64.as_bytes()) {
+            let mut found = Vec::new();
+            self.scan_str_all(&text, &mut found);
+            for h in found {
+                if seen.insert(h.detector) {
+                    out.push(Hit {
+                        detector: h.detector,
+                        start: 0,
+                        end: b64.len(),
+                    });
+                }
             }
         }
     }

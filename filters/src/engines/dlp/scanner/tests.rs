@@ -380,3 +380,136 @@ fn spaced_out_secrets_are_found() {
         assert!(names(&s, text).is_empty(), "{text:?}");
     }
 }
+
+fn b64(x: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(x)
+}
+
+const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+
+/// Review of the decoding of encoded text: padding a reader ignores
+/// (a run of sixteen with its `=`, more `=` than needed).
+#[test]
+fn encoded_runs_counted_with_their_padding_and_excess_padding() {
+    let s = Scanner::new(&[]).unwrap_or_else(|e| panic!("{e}"));
+    // `123-45-6789` is 15 base64 characters and one `=`.
+    let ssn = b64(b"123-45-6789");
+    assert_eq!(ssn, "MTIzLTQ1LTY3ODk=");
+    assert_eq!(names(&s, &format!("ssn {ssn}")), ["us_ssn"]);
+    // Padding a decoder ignores: `==` where one is due, or three.
+    for t in [
+        "QUtJQUlPU0ZPRE5ON0VYQU1QTEU==",
+        "QUtJQUlPU0ZPRE5ON0VYQU1QTEU===",
+    ] {
+        assert_eq!(names(&s, t), ["aws_access_key_id"], "{t}");
+    }
+}
+
+/// One escape that is no text (`%00`, `%FF`, a cut UTF-8 sequence)
+/// turned off the percent-decoded view of the whole string.
+#[test]
+fn percent_escapes_are_read_beside_ones_that_are_not_text() {
+    let s = Scanner::new(&[]).unwrap_or_else(|e| panic!("{e}"));
+    for t in [
+        "%00 %41KIAIOSFODNN7EXAMPLE",
+        "%01 %41KIAIOSFODNN7EXAMPLE",
+        "%FF %41KIAIOSFODNN7EXAMPLE",
+        "%E2%82 %41KIAIOSFODNN7EXAMPLE",
+        "%41KIAIOSFODNN7EXAMPLE%C0%AF",
+    ] {
+        let mut h = Vec::new();
+        s.scan_str(t, &mut h);
+        let at = t.find("%41").unwrap_or_default();
+        assert_eq!(h.len(), 1, "{t}: {h:?}");
+        assert_eq!(s.detectors[h[0].detector].name, "aws_access_key_id", "{t}");
+        assert_eq!(
+            (h[0].start, h[0].end),
+            (at, at + 22),
+            "{t}: exactly the key's escapes and letters"
+        );
+    }
+}
+
+/// MIME and PEM wrap base64 every 64 or 76 characters: a secret cut by
+/// a line break is still one to whoever decodes the block.
+#[test]
+fn line_wrapped_base64_is_read_across_its_lines() {
+    let s = Scanner::new(&[]).unwrap_or_else(|e| panic!("{e}"));
+    // The key's bytes 50..70 straddle the first line (57 bytes).
+    let text = format!("{}{KEY} and more text after the key here", "x".repeat(50));
+    let enc = b64(text.as_bytes());
+    for (width, eol) in [(76, "\n"), (76, "\r\n"), (64, "\n")] {
+        let lines: Vec<&str> = enc
+            .as_bytes()
+            .chunks(width)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect();
+        let t = lines.join(eol);
+        let mut h = Vec::new();
+        s.scan_str(&t, &mut h);
+        assert_eq!(h.len(), 1, "{width} {eol:?}: {h:?}");
+        assert_eq!((h[0].start, h[0].end), (0, t.len()), "the whole block");
+    }
+    // A binary line beside a text one: the text line is still read.
+    let t = format!("{}\n{}", "////////////////", b64(KEY.as_bytes()));
+    assert_eq!(names(&s, &t), ["aws_access_key_id"]);
+}
+
+/// A base64 run glued after a word, a path or a dash decodes misaligned
+/// as one run; a reader sees the word and the base64 after it.
+#[test]
+fn base64_glued_after_a_word_or_path_is_read() {
+    let s = Scanner::new(&[]).unwrap_or_else(|e| panic!("{e}"));
+    let enc = b64(KEY.as_bytes());
+    for t in [
+        format!("token{enc}"),
+        format!("https://api.example.com/v1/{enc}"),
+        format!("token-{}", enc.trim_end_matches('=')),
+    ] {
+        assert_eq!(names(&s, &t), ["aws_access_key_id"], "{t}");
+    }
+}
+
+/// Text beside a control byte (a NUL terminator, an ANSI colour) or after
+/// binary bytes is read.
+#[test]
+fn text_beside_control_bytes_or_binary_is_read() {
+    let s = Scanner::new(&[]).unwrap_or_else(|e| panic!("{e}"));
+    let mut bin = vec![0xffu8; 200];
+    bin.extend_from_slice(format!(" {KEY} ").as_bytes());
+    for t in [
+        b64(format!("{KEY}\0").as_bytes()),
+        b64(format!("\x1b[31m{KEY}\x1b[0m").as_bytes()),
+        b64(&bin),
+    ] {
+        assert_eq!(names(&s, &t), ["aws_access_key_id"], "{t}");
+    }
+    let mut hits = Vec::new();
+    s.binary_matches(&b64(&bin), &mut hits);
+    assert_eq!(hits.len(), 1, "a blob whose first 192 bytes are binary");
+}
+
+/// Three encodings deep, chunks of base64 concatenated after their
+/// padding, `0x` hex; runs of fewer than sixteen are not read.
+#[test]
+fn encodings_past_the_decoding_limits() {
+    let s = Scanner::new(&[]).unwrap_or_else(|e| panic!("{e}"));
+    for (t, want) in [
+        ("%252541KIAIOSFODNN7EXAMPLE".to_owned(), "aws_access_key_id"),
+        (
+            b64(b64(hex::encode(KEY).as_bytes()).as_bytes()),
+            "aws_access_key_id",
+        ),
+        (format!("0x{}", hex::encode(KEY)), "aws_access_key_id"),
+        (
+            format!("{}{}", b64(b"AKIAIOSF"), b64(b"ODNN7EXAMPLE")),
+            "aws_access_key_id",
+        ),
+    ] {
+        assert_eq!(names(&s, &t), [want], "{t}");
+    }
+    // Runs shorter than sixteen (the base64 of a bare nine-digit SSN) are
+    // not decoded: words of prose are that long.
+    assert!(names(&s, &format!("ssn {}", b64(b"123456789"))).is_empty());
+}
