@@ -809,11 +809,14 @@ fn resolve_within_detectors(detectors: &[Detector], out: &mut Vec<Hit>) {
         ))
     });
     let mut kept: Vec<Hit> = Vec::with_capacity(out.len());
+    let mut taken = Taken::default();
+    let mut current = "";
     for h in out.drain(..) {
-        let taken = kept
-            .iter()
-            .any(|k| name(k) == name(&h) && h.start < k.end && k.start < h.end);
-        if !taken {
+        if name(&h) != current {
+            current = detectors[h.detector].name.as_str();
+            taken = Taken::default();
+        }
+        if taken.claim(&h) {
             kept.push(h);
         }
     }
@@ -829,13 +832,37 @@ fn resolve_overlaps(detectors: &[Detector], out: &mut Vec<Hit>) {
     };
     out.sort_by_key(|h| (rank(h), std::cmp::Reverse(h.end - h.start), h.start));
     let mut kept: Vec<Hit> = Vec::with_capacity(out.len());
+    let mut taken = Taken::default();
     for h in out.drain(..) {
-        if kept.iter().all(|k| h.end <= k.start || h.start >= k.end) {
+        if taken.claim(&h) {
             kept.push(h);
         }
     }
     kept.sort_by_key(|h| h.start);
     *out = kept;
+}
+
+/// Spans already kept, which never overlap one another: a hit is checked
+/// against them in logarithmic time (a text packed with findings stays
+/// linear-logarithmic, not quadratic).
+#[derive(Default)]
+struct Taken(std::collections::BTreeMap<usize, usize>);
+
+impl Taken {
+    /// Keeps `h`'s span unless it overlaps one already kept. Of kept spans
+    /// starting before `h` ends, only the last can reach into it: they are
+    /// disjoint, so their ends grow with their starts.
+    fn claim(&mut self, h: &Hit) -> bool {
+        let overlaps = self
+            .0
+            .range(..h.end)
+            .next_back()
+            .is_some_and(|(_, &end)| end > h.start);
+        if !overlaps {
+            self.0.insert(h.start, h.end);
+        }
+        !overlaps
+    }
 }
 
 #[cfg(test)]

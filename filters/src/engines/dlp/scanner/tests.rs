@@ -513,3 +513,28 @@ fn encodings_past_the_decoding_limits() {
     // not decoded: words of prose are that long.
     assert!(names(&s, &format!("ssn {}", b64(b"123456789"))).is_empty());
 }
+
+/// Overlaps are resolved in n log n: a megabyte packed with findings is
+/// one pass, and every finding is kept once.
+#[test]
+fn many_findings_resolve_without_quadratic_work() {
+    let s = Scanner::new(&[]).expect("scanner");
+    let text = "AKIAIOSFODNN7EXAMPLEx ".repeat(20_000);
+    let mut h = Vec::new();
+    s.scan_str(&text, &mut h);
+    assert_eq!(h.len(), 20_000);
+    // Empty and touching spans are not overlaps; nested ones are.
+    let mut t = Taken::default();
+    let hit = |start, end| Hit {
+        detector: 0,
+        start,
+        end,
+    };
+    assert!(t.claim(&hit(10, 20)));
+    assert!(t.claim(&hit(20, 30)));
+    assert!(t.claim(&hit(0, 10)));
+    assert!(!t.claim(&hit(12, 14)));
+    assert!(!t.claim(&hit(5, 25)));
+    assert!(!t.claim(&hit(29, 40)));
+    assert!(t.claim(&hit(30, 40)));
+}
