@@ -350,14 +350,7 @@ impl Scanner {
             if let Some(sp) = normalise::spaced(&view.text) {
                 let mut inner = Vec::new();
                 self.view_matches(&view.text, &sp, &mut inner);
-                out.extend(inner.into_iter().map(|h| {
-                    let (start, end) = view.original(s, h.start, h.end);
-                    Hit {
-                        detector: h.detector,
-                        start,
-                        end,
-                    }
-                }));
+                mapped(out, inner, |a, b| view.original(s, a, b));
             }
         }
         self.encoded_matches(s, out, depth);
@@ -374,14 +367,7 @@ impl Scanner {
             self.scan_as_is(&d.text, &mut found);
             let view = normalise::view(&d.text);
             self.readings(&d.text, view.as_ref(), &mut found, depth + 1);
-            out.extend(found.into_iter().map(|h| {
-                let (start, end) = d.original(h.start, h.end);
-                Hit {
-                    detector: h.detector,
-                    start,
-                    end,
-                }
-            }));
+            mapped(out, found, |a, b| d.original(a, b));
         });
     }
 
@@ -409,14 +395,7 @@ impl Scanner {
     fn view_matches(&self, s: &str, view: &normalise::View, out: &mut Vec<Hit>) {
         let mut seen = Vec::new();
         self.scan_as_is(&view.text, &mut seen);
-        out.extend(seen.into_iter().map(|h| {
-            let (start, end) = view.original(s, h.start, h.end);
-            Hit {
-                detector: h.detector,
-                start,
-                end,
-            }
-        }));
+        mapped(out, seen, |a, b| view.original(s, a, b));
     }
 
     /// Every validated match in `s` as it is (no normalised view), before
@@ -798,6 +777,19 @@ fn run_bytes_only(hir: &regex_syntax::hir::Hir) -> bool {
 /// Overlapping matches of one detector (the same finding in the text and
 /// in its view, or by a detector and its glued twin, which share its
 /// name) as one: the longest.
+/// `found` (matches in another text) added to `out` as spans of this one,
+/// through `to`, which maps a span of that text back.
+fn mapped(out: &mut Vec<Hit>, found: Vec<Hit>, to: impl Fn(usize, usize) -> (usize, usize)) {
+    out.extend(found.into_iter().map(|h| {
+        let (start, end) = to(h.start, h.end);
+        Hit {
+            detector: h.detector,
+            start,
+            end,
+        }
+    }));
+}
+
 fn resolve_within_detectors(detectors: &[Detector], out: &mut Vec<Hit>) {
     let name = |h: &Hit| detectors[h.detector].name.as_str();
     // The longest first, as overlaps across detectors were resolved.

@@ -135,6 +135,13 @@ fn library_size_and_basic_hits() {
 
 /// The detectors' names `locate` reports for a whole JSON message (what the
 /// guard scans).
+/// A tool result holding one text item.
+fn text_reply(text: &str) -> String {
+    serde_json::json!({"jsonrpc": "2.0", "id": 1,
+        "result": {"content": [{"type": "text", "text": text}]}})
+    .to_string()
+}
+
 fn located(s: &Scanner, raw: &str) -> Vec<String> {
     let mut out: Vec<String> = s
         .locate(raw.as_bytes(), None, false, false)
@@ -154,11 +161,7 @@ fn located(s: &Scanner, raw: &str) -> Vec<String> {
 #[test]
 fn padded_escaped_and_lettered_values_are_found() {
     let s = Scanner::new(&[]).expect("scanner");
-    let msg = |text: &str| {
-        serde_json::json!({"jsonrpc": "2.0", "id": 1,
-            "result": {"content": [{"type": "text", "text": text}]}})
-        .to_string()
-    };
+    let msg = text_reply;
     for (text, want) in [
         ("password\"\t: Hx9$kQ2!vLm7", "password_assignment"),
         ("api_key'\n= Hx9kQ2vLm7Zp", "password_assignment"),
@@ -284,11 +287,7 @@ fn a_finding_covers_what_the_view_dropped_after_it() {
 #[test]
 fn glued_tails_and_other_separators_are_found() {
     let s = Scanner::new(&[]).expect("scanner");
-    let msg = |text: &str| {
-        serde_json::json!({"jsonrpc": "2.0", "id": 1,
-            "result": {"content": [{"type": "text", "text": text}]}})
-        .to_string()
-    };
+    let msg = text_reply;
     for (text, want) in [
         ("key AKIAIOSFODNN7EXAMPLEx here", "aws_access_key_id"),
         ("key AKIAIOSFODNN7EXAMPLE_ here", "aws_access_key_id"),
@@ -345,11 +344,7 @@ fn glued_tails_and_other_separators_are_found() {
 #[test]
 fn spaced_out_secrets_are_found() {
     let s = Scanner::new(&[]).expect("scanner");
-    let msg = |text: &str| {
-        serde_json::json!({"jsonrpc": "2.0", "id": 1,
-            "result": {"content": [{"type": "text", "text": text}]}})
-        .to_string()
-    };
+    let msg = text_reply;
     for (text, want) in [
         (
             "key A K I A I O S F O D N N 7 E X A M P L E ok",
