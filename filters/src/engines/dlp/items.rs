@@ -11,7 +11,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::json::Located;
 use super::scanner::{Hit, Scanner};
 use super::walk;
 
@@ -67,19 +66,30 @@ pub(crate) fn has_object_list(raw: &[u8]) -> bool {
     })
 }
 
+/// A finding's part in one item of a list: the item's string (its path,
+/// its span in the raw message, its decoded text) and the part of it the
+/// finding covers.
+pub(crate) struct ItemHit<'a> {
+    pub(crate) path: String,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) text: Cow<'a, str>,
+    pub(crate) hit: Hit,
+}
+
 impl Scanner {
-    /// Findings across consecutive `items` of each list, added to `found`
-    /// (to the located string of each item they touch).
+    /// Findings across consecutive `items` of each list, each part in the
+    /// item it touches. `None` when an item's text does not decode.
     pub(crate) fn joined_items<'a>(
         &self,
         raw: &'a [u8],
         items: Vec<Item>,
-        found: &mut Vec<Located<'a>>,
-    ) -> Option<()> {
+    ) -> Option<Vec<ItemHit<'a>>> {
         let mut groups: HashMap<String, Vec<Item>> = HashMap::new();
         for it in items {
             groups.entry(it.group.clone()).or_default().push(it);
         }
+        let mut out = Vec::new();
         for list in groups.into_values() {
             let mut i = 0;
             while i < list.len() {
@@ -88,15 +98,15 @@ impl Scanner {
                     j += 1;
                 }
                 if j - i >= 2 {
-                    self.join(raw, &list[i..j], found)?;
+                    self.join(raw, &list[i..j], &mut out)?;
                 }
                 i = j;
             }
         }
-        Some(())
+        Some(out)
     }
 
-    fn join<'a>(&self, raw: &'a [u8], run: &[Item], found: &mut Vec<Located<'a>>) -> Option<()> {
+    fn join<'a>(&self, raw: &'a [u8], run: &[Item], out: &mut Vec<ItemHit<'a>>) -> Option<()> {
         let texts: Vec<Cow<'a, str>> = run
             .iter()
             .map(|it| walk::decode(raw, it.start, it.end, it.escaped))
@@ -123,32 +133,17 @@ impl Scanner {
                 if a >= b {
                     continue;
                 }
-                let hit = Hit {
-                    detector: h.detector,
-                    start: a - offs[k],
-                    end: b - offs[k],
-                };
-                let it = &run[k];
-                let at = match found.iter().position(|l| l.start == it.start && !l.is_key) {
-                    Some(p) => p,
-                    None => {
-                        found.push(Located {
-                            path: it.path.clone(),
-                            start: it.start,
-                            end: it.end,
-                            text: texts[k].clone(),
-                            hits: Vec::new(),
-                            is_key: false,
-                            number: false,
-                        });
-                        found.len() - 1
-                    }
-                };
-                let l = &mut found[at];
-                if !l.hits.contains(&hit) {
-                    l.hits.push(hit);
-                    l.hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
-                }
+                out.push(ItemHit {
+                    path: run[k].path.clone(),
+                    start: run[k].start,
+                    end: run[k].end,
+                    text: texts[k].clone(),
+                    hit: Hit {
+                        detector: h.detector,
+                        start: a - offs[k],
+                        end: b - offs[k],
+                    },
+                });
             }
         }
         Some(())

@@ -216,8 +216,32 @@ impl Scanner {
         if bad {
             return Err(Uninspectable);
         }
-        self.joined_items(raw, listed, &mut found)
-            .ok_or(Uninspectable)?;
+        // Findings across list items, each part in its item's string.
+        for part in self.joined_items(raw, listed).ok_or(Uninspectable)? {
+            let at = match found
+                .iter()
+                .position(|l| l.start == part.start && !l.is_key)
+            {
+                Some(p) => p,
+                None => {
+                    found.push(Located {
+                        path: part.path,
+                        start: part.start,
+                        end: part.end,
+                        text: part.text,
+                        hits: Vec::new(),
+                        is_key: false,
+                        number: false,
+                    });
+                    found.len() - 1
+                }
+            };
+            let l = &mut found[at];
+            if !l.hits.contains(&part.hit) {
+                l.hits.push(part.hit);
+                l.hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
+            }
+        }
         Ok(found)
     }
 
