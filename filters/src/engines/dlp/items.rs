@@ -67,6 +67,45 @@ pub(crate) fn has_object_list(raw: &[u8]) -> bool {
     })
 }
 
+/// Whether `raw` may hold two string items in a row of one list: a list
+/// that opens with a string (`[` then `"`), or a string after a string and
+/// a comma that is no object key (no `:` after it). Such lists are walked
+/// for text split across their items even when nothing else wakes the
+/// scanner (`["AK", "IAIOSFODNN7EXAMPLE"]`).
+pub(crate) fn has_string_list(raw: &[u8]) -> bool {
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let skip = |mut i: usize| {
+        while raw.get(i).is_some_and(ws) {
+            i += 1;
+        }
+        i
+    };
+    // The end of the string literal opening at `i` (its closing quote).
+    let close = |i: usize| {
+        let mut j = i + 1;
+        while j < raw.len() {
+            match raw[j] {
+                b'\\' => j += 2,
+                b'"' => return Some(j),
+                _ => j += 1,
+            }
+        }
+        None
+    };
+    if memchr::memchr_iter(b'[', raw).any(|i| raw.get(skip(i + 1)) == Some(&b'"')) {
+        return true;
+    }
+    // `"…" , "…"` not followed by `:`: each literal after a comma is read
+    // once, so this stays linear.
+    memchr::memchr_iter(b',', raw).any(|c| {
+        let before = raw[..c].iter().rposition(|b| !ws(b));
+        let next = skip(c + 1);
+        before.is_some_and(|p| raw[p] == b'"')
+            && raw.get(next) == Some(&b'"')
+            && close(next).is_some_and(|e| raw.get(skip(e + 1)) != Some(&b':'))
+    })
+}
+
 impl Scanner {
     /// Findings across consecutive `items` of each list, added to `found`
     /// (to the located string of each item they touch).
@@ -115,8 +154,22 @@ impl Scanner {
         for h in hits {
             let (first, last) = (item_of(h.start), item_of(h.end - 1));
             if first == last {
-                // Inside one item: that item's own scan reports it.
-                continue;
+                // Inside one item: that item's own scan reports it, unless
+                // it takes its context from a neighbour (`password=` in
+                // one item, the value in the next).
+                let it = &run[first];
+                let own = found.iter().any(|l| {
+                    l.start == it.start
+                        && !l.is_key
+                        && l.hits.iter().any(|o| {
+                            o.detector == h.detector
+                                && o.start < h.end - offs[first]
+                                && h.start - offs[first] < o.end
+                        })
+                });
+                if own {
+                    continue;
+                }
             }
             for k in first..=last {
                 let (a, b) = (h.start.max(offs[k]), h.end.min(offs[k + 1]));
@@ -173,5 +226,17 @@ mod tests {
         assert!(has_object_list(br#"{"a":[{"x":1}, {"y":2}]}"#));
         assert!(has_object_list(b"[{}\n,\n{}]"));
         assert!(!has_object_list(br#"{"a":{"x":1},"b":{"y":2}}"#));
+    }
+
+    /// Review: lists of strings are looked for too (a list of bare strings
+    /// woke nothing, so a secret cut across them passed unread).
+    #[test]
+    fn string_lists() {
+        assert!(has_string_list(br#"{"p":["AK","IAIOSFODNN7EXAMPLE"]}"#));
+        assert!(has_string_list(br#"{"p":[ 7, "AK" , "IAIO"]}"#));
+        assert!(has_string_list(b"{\"p\":[1,\"a\",\n\"b\"\n]}"));
+        assert!(!has_string_list(br#"{"a":"x","b":"y","c":1}"#));
+        assert!(!has_string_list(br#"{"a":[1,2],"b":{"c":"d"}}"#));
+        assert!(!has_string_list(br#"{"a":"x,\"b\"","c":"y"}"#));
     }
 }
