@@ -11,7 +11,7 @@
 //!   three characters, for a run glued after a word (`tokenQUtJ…`). What
 //!   is read is the decoding when it is text (valid UTF-8 without control
 //!   characters but tab and line breaks), or else every stretch of such
-//!   text of at least ten bytes in it (text beside a NUL or binary bytes):
+//!   text of at least nine bytes in it (text beside a NUL or binary bytes):
 //!   random identifiers decode to bytes that hold none. A finding in it
 //!   covers the whole run, which is all that can be redacted of it.
 //! - **percent-encoding**: a string holding a `%XX` escape is read decoded,
@@ -80,21 +80,26 @@ fn decode_run(run: &[u8]) -> Vec<String> {
         return decode_line(run);
     }
     // Lines wrapped at a multiple of four (MIME, PEM) decode as one
-    // block; failing that, each line is read on its own.
+    // block (its first line may be glued after a word, which the shifts
+    // of the decoding undo); each line is also read on its own, as runs
+    // of their own that only sit one under the other.
     let joined: Vec<u8> = run
         .iter()
         .copied()
         .filter(|&c| c != b'\n' && c != b'\r')
         .collect();
-    let whole = decode_line(&joined);
-    if !whole.is_empty() {
-        return whole;
-    }
-    run.split(|&c| c == b'\n')
+    let mut out = decode_line(&joined);
+    for part in run
+        .split(|&c| c == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .filter(|l| l.len() >= MIN_RUN)
         .flat_map(decode_line)
-        .collect()
+    {
+        if !out.contains(&part) {
+            out.push(part);
+        }
+    }
+    out
 }
 
 /// [`decode_run`] of a run without line breaks.
@@ -116,8 +121,8 @@ fn decode_line(run: &[u8]) -> Vec<String> {
 }
 
 /// The least length of a readable part of decoded bytes that is read
-/// when the bytes are not text as a whole.
-const MIN_SEGMENT: usize = 10;
+/// when the bytes are not text as a whole (a bare nine-digit SSN).
+const MIN_SEGMENT: usize = 9;
 
 /// Runs longer than this are decoded from their start only (an encoder's
 /// output), not also from the next three characters.
@@ -228,13 +233,16 @@ fn runs(b: &[u8], json: bool) -> impl Iterator<Item = (usize, usize)> + '_ {
                     i += 1;
                 }
                 // A line of a wrapped block (a multiple of four long, the
-                // next line glued after its break) continues the run.
+                // next line glued after its break) continues the run. The
+                // first line may be glued after a word (`tok` then the
+                // block): any length.
                 let eol = match &b[i..] {
                     [b'\n', c, ..] if base64_byte(*c) => 1,
                     [b'\r', b'\n', c, ..] if base64_byte(*c) => 2,
                     _ => 0,
                 };
-                if eol == 0 || i - line < MIN_RUN || !(i - line).is_multiple_of(4) {
+                let aligned = line == start || (i - line).is_multiple_of(4);
+                if eol == 0 || i - line < MIN_RUN || !aligned {
                     break;
                 }
                 i += eol;
@@ -404,6 +412,33 @@ mod tests {
             base64_readable(b"QUtJQUlPU0ZPRE5ON0VYQU1QTEU="),
             ["AKIAIOSFODNN7EXAMPLE"]
         );
+    }
+
+    /// Review: a wrapped block glued after a word (its first line is no
+    /// multiple of four long) is read across its lines; nine readable
+    /// bytes between binary ones (a bare SSN) are read.
+    #[test]
+    fn shifted_wrapped_blocks_and_nine_byte_stretches() {
+        use base64::Engine;
+        let e = base64::engine::general_purpose::STANDARD;
+        let enc = e.encode(format!(
+            "{}AKIAIOSFODNN7EXAMPLE and more after it",
+            "x".repeat(50)
+        ));
+        let lines: Vec<&str> = enc
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect();
+        let s = format!("tok{}", lines.join("\n"));
+        let got = all(&s);
+        assert!(
+            got.iter()
+                .any(|(t, a, b)| t.contains("AKIAIOSFODNN7EXAMPLE") && (*a, *b) == (0, s.len())),
+            "{got:?}"
+        );
+        let bin = e.encode(b"\x00\x01\x02123456789\x00\x02\x03\x04\x05");
+        assert_eq!(all(&bin)[0].0, "123456789");
     }
 
     /// Review: in a raw message a `\n` escape glues its `n` to a base64

@@ -26,17 +26,22 @@ pub(crate) struct Item {
 
 impl Item {
     /// The item a string value at `path` is, if it is one: a list's direct
-    /// item or the `text` of an object item.
+    /// item (of a nested list too: `p[0][1]` is an item of `p`), the `text`
+    /// of an object item, or the `text` of an item's embedded resource.
     pub(crate) fn at(path: &str, start: usize, end: usize, escaped: bool) -> Option<Item> {
-        let (head, suffix) = match path.strip_suffix(".text") {
-            Some(h) if h.ends_with(']') => (h, ".text"),
-            _ if path.ends_with(']') => (path, ""),
-            _ => return None,
-        };
-        let open = head.rfind('[')?;
-        let index = head[open + 1..head.len() - 1].parse().ok()?;
+        let head = [".resource.text", ".text"]
+            .iter()
+            .find_map(|suffix| path.strip_suffix(suffix).filter(|h| h.ends_with(']')))
+            .or_else(|| path.ends_with(']').then_some(path))?;
+        // The outermost list of the trailing `[i][j]…`.
+        let mut open = head.rfind('[')?;
+        while open > 0 && head.as_bytes()[open - 1] == b']' {
+            open = head[..open].rfind('[')?;
+        }
+        let close = open + head[open..].find(']')?;
+        let index = head[open + 1..close].parse().ok()?;
         Some(Item {
-            group: format!("{}{suffix}", &head[..open]),
+            group: head[..open].to_owned(),
             index,
             path: path.to_owned(),
             start,
@@ -75,7 +80,53 @@ pub(crate) struct ItemHit<'a> {
     pub(crate) end: usize,
     pub(crate) text: Cow<'a, str>,
     pub(crate) hit: Hit,
+    /// The finding lies inside this one item: it counts only when the
+    /// item's own scan did not find it (its context, `password=`, was in
+    /// a neighbour).
+    pub(crate) inside: bool,
 }
+
+/// Whether `raw` may hold two string items in a row of one list: a list
+/// that opens with a string (`[` then `"`), or a string after a string and
+/// a comma that is no object key (no `:` after it). Such lists are walked
+/// for text split across their items even when nothing else wakes the
+/// scanner (`["AK", "IAIOSFODNN7EXAMPLE"]`).
+pub(crate) fn has_string_list(raw: &[u8]) -> bool {
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let skip = |mut i: usize| {
+        while raw.get(i).is_some_and(ws) {
+            i += 1;
+        }
+        i
+    };
+    // The end of the string literal opening at `i` (its closing quote).
+    let close = |i: usize| {
+        let mut j = i + 1;
+        while j < raw.len() {
+            match raw[j] {
+                b'\\' => j += 2,
+                b'"' => return Some(j),
+                _ => j += 1,
+            }
+        }
+        None
+    };
+    if memchr::memchr_iter(b'[', raw).any(|i| raw.get(skip(i + 1)) == Some(&b'"')) {
+        return true;
+    }
+    // `"…" , "…"` not followed by `:`: each literal after a comma is read
+    // once, so this stays linear.
+    memchr::memchr_iter(b',', raw).any(|c| {
+        let before = raw[..c].iter().rposition(|b| !ws(b));
+        let next = skip(c + 1);
+        before.is_some_and(|p| raw[p] == b'"')
+            && raw.get(next) == Some(&b'"')
+            && close(next).is_some_and(|e| raw.get(skip(e + 1)) != Some(&b':'))
+    })
+}
+
+/// Detectors whose matches across items are not reported.
+const NOT_ACROSS: &[&str] = &["ipv4_address", "ipv6_address"];
 
 impl Scanner {
     /// Findings across consecutive `items` of each list, each part in the
@@ -90,17 +141,11 @@ impl Scanner {
             groups.entry(it.group.clone()).or_default().push(it);
         }
         let mut out = Vec::new();
+        // Every text item of one list, in order, whatever lies between
+        // them (an image between two text items).
         for list in groups.into_values() {
-            let mut i = 0;
-            while i < list.len() {
-                let mut j = i + 1;
-                while j < list.len() && list[j].index == list[j - 1].index + 1 {
-                    j += 1;
-                }
-                if j - i >= 2 {
-                    self.join(raw, &list[i..j], &mut out)?;
-                }
-                i = j;
+            if list.len() >= 2 && list.iter().any(|it| it.index != list[0].index) {
+                self.join(raw, &list, &mut out)?;
             }
         }
         Some(out)
@@ -124,8 +169,9 @@ impl Scanner {
         let item_of = |at: usize| offs.partition_point(|&o| o <= at) - 1;
         for h in hits {
             let (first, last) = (item_of(h.start), item_of(h.end - 1));
-            if first == last {
-                // Inside one item: that item's own scan reports it.
+            if first != last && NOT_ACROSS.contains(&self.detectors[h.detector].name.as_str()) {
+                // Version numbers side by side (`"1.2.3", "4.5.6"`) join
+                // into an address; an address is no secret worth cutting.
                 continue;
             }
             for k in first..=last {
@@ -143,6 +189,7 @@ impl Scanner {
                         start: a - offs[k],
                         end: b - offs[k],
                     },
+                    inside: first == last,
                 });
             }
         }
@@ -157,7 +204,11 @@ mod tests {
     #[test]
     fn items_and_object_lists() {
         let it = Item::at(".result.content[3].text", 0, 0, false).expect("item");
-        assert_eq!((it.group.as_str(), it.index), (".result.content.text", 3));
+        assert_eq!((it.group.as_str(), it.index), (".result.content", 3));
+        let it = Item::at(".result.content[2].resource.text", 0, 0, false).expect("item");
+        assert_eq!((it.group.as_str(), it.index), (".result.content", 2));
+        let it = Item::at(".p[4][1]", 0, 0, false).expect("item");
+        assert_eq!((it.group.as_str(), it.index), (".p", 4));
         let it = Item::at(".params.arguments.parts[12]", 0, 0, false).expect("item");
         assert_eq!(
             (it.group.as_str(), it.index),
@@ -168,5 +219,17 @@ mod tests {
         assert!(has_object_list(br#"{"a":[{"x":1}, {"y":2}]}"#));
         assert!(has_object_list(b"[{}\n,\n{}]"));
         assert!(!has_object_list(br#"{"a":{"x":1},"b":{"y":2}}"#));
+    }
+
+    /// Review: lists of strings are looked for too (a list of bare strings
+    /// woke nothing, so a secret cut across them passed unread).
+    #[test]
+    fn string_lists() {
+        assert!(has_string_list(br#"{"p":["AK","IAIOSFODNN7EXAMPLE"]}"#));
+        assert!(has_string_list(br#"{"p":[ 7, "AK" , "IAIO"]}"#));
+        assert!(has_string_list(b"{\"p\":[1,\"a\",\n\"b\"\n]}"));
+        assert!(!has_string_list(br#"{"a":"x","b":"y","c":1}"#));
+        assert!(!has_string_list(br#"{"a":[1,2],"b":{"c":"d"}}"#));
+        assert!(!has_string_list(br#"{"a":"x,\"b\"","c":"y"}"#));
     }
 }

@@ -56,9 +56,10 @@ impl Scanner {
         // Text under an encoding (base64, hex, `%XX`) is decoded and read.
         let encoded = self.may_encode(&seen, raw);
         // So are spaced-out words (`A K I A …`).
-        let spaced = seen.spaced && super::normalise::may_be_spaced(raw);
-        // And text split across the items of a list of objects (`content`).
-        let lists = items::has_object_list(raw);
+        let spaced = seen.spaced && super::normalise::may_be_spaced_json(raw);
+        // And text split across the items of a list (of objects, as
+        // `content`, or of strings).
+        let lists = items::has_object_list(raw) || items::has_string_list(raw);
         if cands.is_empty()
             && seen.plain()
             && ascii
@@ -218,6 +219,19 @@ impl Scanner {
         }
         // Findings across list items, each part in its item's string.
         for part in self.joined_items(raw, listed).ok_or(Uninspectable)? {
+            let own = |l: &Located<'_>| {
+                l.start == part.start
+                    && !l.is_key
+                    && l.hits.iter().any(|o| {
+                        o.detector == part.hit.detector
+                            && o.start < part.hit.end
+                            && part.hit.start < o.end
+                    })
+            };
+            if part.inside && found.iter().any(own) {
+                // The item's own scan found it.
+                continue;
+            }
             let at = match found
                 .iter()
                 .position(|l| l.start == part.start && !l.is_key)

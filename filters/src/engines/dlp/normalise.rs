@@ -294,7 +294,7 @@ impl View {
     }
 }
 
-/// The fewest single characters, each set apart by one separator, that
+/// The fewest single characters, each set apart by separators, that
 /// read as one spaced-out word (`4 1 1 1 …`, `A-K-I-A-…`): a card number's
 /// shortest length less one, fewer than a spaced SSN or a row of a
 /// calendar (`1 2 3 4 5 6 7 8 9`).
@@ -302,21 +302,42 @@ pub(crate) const SPACED_RUN: usize = 12;
 
 /// A separator between the characters of a spaced-out word.
 fn spacer(b: u8) -> bool {
-    matches!(b, b' ' | b'-' | b'.' | b'_' | b',' | b'/' | b'|' | b'*')
+    matches!(
+        b,
+        b' ' | b'\t' | b'\n' | b'\r' | b'-' | b'.' | b'_' | b',' | b'/' | b'|' | b'*' | b':' | b'+'
+    )
 }
 
-/// The view of `s` with the separators inside spaced-out words removed
-/// (`A K I A I O S F …` reads as `AKIAIOSF…` to a reader): runs of at
-/// least [`SPACED_RUN`] single ASCII letters or digits, each set apart
-/// from the next by one separator. `None` when `s` holds no such run.
-pub(crate) fn spaced(s: &str) -> Option<View> {
-    let b = s.as_bytes();
-    let single = |i: usize| {
-        b[i].is_ascii_alphanumeric()
-            && (i == 0 || !b[i - 1].is_ascii_alphanumeric())
-            && b.get(i + 1).is_none_or(|c| !c.is_ascii_alphanumeric())
+/// The most separators between two characters of a spaced-out word
+/// (`A  K`, `A, K`, `A - K`, `A\r\nK`).
+pub(crate) const SPACED_GAP: usize = 3;
+
+/// The byte offsets of the separators inside the spaced-out words of `b`
+/// (see [`spaced`]). With `json`, `b` is a raw JSON message: an escape
+/// pair (`\n`, `\t`, `\/` …) is one separator, and its letter is no
+/// letter of a word.
+fn spaced_drops(b: &[u8], json: bool) -> Vec<usize> {
+    let escaped = |i: usize| json && i > 0 && b[i - 1] == b'\\';
+    let alnum = |i: usize| b[i].is_ascii_alphanumeric() && !escaped(i);
+    let single =
+        |i: usize| alnum(i) && (i == 0 || !alnum(i - 1)) && (i + 1 == b.len() || !alnum(i + 1));
+    // The separators after the single character at `i`, up to the next
+    // single character: `(next, separator bytes)`.
+    let gap = |i: usize| -> Option<usize> {
+        let mut j = i + 1;
+        let mut n = 0;
+        while n < SPACED_GAP && j < b.len() {
+            if spacer(b[j]) {
+                j += 1;
+            } else if json && b[j] == b'\\' && j + 1 < b.len() {
+                j += 2;
+            } else {
+                break;
+            }
+            n += 1;
+        }
+        (n > 0 && j < b.len() && single(j)).then_some(j)
     };
-    // The separators to drop: those inside each long enough run.
     let mut drop = Vec::new();
     let mut i = 0;
     while i < b.len() {
@@ -326,15 +347,31 @@ pub(crate) fn spaced(s: &str) -> Option<View> {
         }
         let start = i;
         let mut n = 1;
-        while i + 2 < b.len() && spacer(b[i + 1]) && single(i + 2) {
-            i += 2;
+        while let Some(j) = gap(i) {
+            i = j;
             n += 1;
         }
         if n >= SPACED_RUN {
-            drop.extend((start + 1..i).step_by(2));
+            let mut k = start;
+            while k < i {
+                if !alnum(k) || escaped(k) {
+                    drop.push(k);
+                }
+                k += 1;
+            }
         }
         i += 1;
     }
+    drop
+}
+
+/// The view of `s` with the separators inside spaced-out words removed
+/// (`A K I A I O S F …` reads as `AKIAIOSF…` to a reader): runs of at
+/// least [`SPACED_RUN`] single ASCII letters or digits, each set apart
+/// from the next by one to [`SPACED_GAP`] separators (spaces, line
+/// breaks, tabs, `-._,/|*:+`, mixed). `None` when `s` holds no such run.
+pub(crate) fn spaced(s: &str) -> Option<View> {
+    let drop = spaced_drops(s.as_bytes(), false);
     if drop.is_empty() {
         return None;
     }
@@ -356,7 +393,13 @@ pub(crate) fn spaced(s: &str) -> Option<View> {
 
 /// Whether `b` may hold a spaced-out word (see [`spaced`]).
 pub(crate) fn may_be_spaced(b: &[u8]) -> bool {
-    std::str::from_utf8(b).is_ok_and(|s| spaced(s).is_some())
+    !spaced_drops(b, false).is_empty()
+}
+
+/// [`may_be_spaced`] of a raw JSON message, whose escapes (`\n`, `\t`)
+/// are separators.
+pub(crate) fn may_be_spaced_json(b: &[u8]) -> bool {
+    !spaced_drops(b, true).is_empty()
 }
 
 /// The normalised text of `s` (itself when nothing changes).
@@ -524,6 +567,32 @@ mod tests {
         ] {
             assert!(spaced(plain).is_none(), "{plain}");
         }
+    }
+
+    /// Review: one to three separators between the characters, mixed,
+    /// line breaks and tabs included; a raw message's escapes are
+    /// separators to the gate.
+    #[test]
+    fn spaced_out_words_with_wider_separators() {
+        for (s, want) in [
+            ("A  K  I  A  I  O  S  F  O  D  N  N", "AKIAIOSFODNN"),
+            ("A, K, I, A, I, O, S, F, O, D, N, N", "AKIAIOSFODNN"),
+            (
+                "A - K - I - A - I - O - S - F - O - D - N - N",
+                "AKIAIOSFODNN",
+            ),
+            ("A\nK\r\nI\tA:I+O S-F.O_D,N/N|7*E", "AKIAIOSFODNN7E"),
+        ] {
+            assert_eq!(spaced(s).map(|v| v.text), Some(want.to_owned()), "{s:?}");
+        }
+        // Four separators, or eleven characters: nothing.
+        assert!(spaced("A ,  K ,  I ,  A ,  I ,  O ,  S ,  F ,  O ,  D ,  N ,  N").is_none());
+        assert!(spaced("a, b, c, d, e, f, g, h, i, j, k").is_none());
+        // The raw message writes a line break as `\n`: its `n` is no
+        // letter, and the pair is one separator.
+        let raw = r#"{"t":"\nA\nK\nI\nA\nI\nO\nS\nF\nO\nD\nN\nN"}"#;
+        assert!(may_be_spaced_json(raw.as_bytes()));
+        assert!(!may_be_spaced(raw.as_bytes()));
     }
 
     #[test]

@@ -42,8 +42,9 @@ pub(crate) struct Seen {
     /// A run of at least [`Prefilter::watch_runs`] bytes of letters, digits
     /// and `-._=` (not part of `plain`: it wakes one pass, it is no finding).
     pub long_run: bool,
-    /// Six single letters or digits in a row, each one byte apart: maybe
-    /// a spaced-out word (`A K I A …`, see `normalise::spaced`).
+    /// Six single letters or digits in a row, each up to six bytes
+    /// apart: maybe a spaced-out word (`A K I A …`, see
+    /// `normalise::spaced`).
     pub spaced: bool,
 }
 
@@ -418,17 +419,6 @@ impl Prefilter {
             };
             let m = masks(block);
             high |= m.high;
-            if !spaced {
-                // Letters and digits with no letter or digit either side,
-                // six of them at every other byte.
-                let alnum = m.alpha | m.digit;
-                let single = alnum & !(alnum << 1) & !(alnum >> 1);
-                let mut chain = single;
-                for k in 1..6 {
-                    chain &= single >> (2 * k);
-                }
-                spaced = chain != 0;
-            }
             if self.long_run != 0 && !long_run {
                 let n = self.long_run;
                 long_run = run_before + m.word.trailing_ones() as usize >= n as usize
@@ -449,6 +439,22 @@ impl Prefilter {
             let esc = (backslash << 1) | carry.backslash;
             carry.backslash = backslash >> 63;
             let cont = (m.alpha | m.digit) & !esc;
+            if !spaced {
+                // Letters and digits with no letter or digit either side
+                // (an escape's letter is none), six of them in a row, each
+                // two to seven bytes after the last (up to three
+                // separators, an escape pair counting as one).
+                let single = cont & !(cont << 1) & !(cont >> 1);
+                let mut chain = single;
+                for _ in 1..6 {
+                    let mut next = 0;
+                    for k in 2..=7 {
+                        next |= chain >> k;
+                    }
+                    chain = single & next;
+                }
+                spaced = chain != 0;
+            }
             let starts = m.alpha & !((cont << 1) | carry.word);
             carry.word = cont >> 63;
             // Anchors span three word bytes from their start (letters,

@@ -496,3 +496,114 @@ fn percent_beside_bad_escapes_and_wrapped_base64_are_redacted() {
     assert_eq!(redacted(&reply(&format!("key:\n{one}"))), "key:\n[X]");
     assert_eq!(redacted(&reply(&format!("key:\t{one}"))), "key:\t[X]");
 }
+
+/// Review: a word spelled out with two spaces, a comma and a space, or
+/// one character a line (JSON `\n` escapes in the raw message) is read
+/// whole, and redacted with its separators.
+#[test]
+fn words_spelled_out_with_wider_separators_are_redacted() {
+    let reply = |t: &str| {
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": t}]}})
+            .to_string()
+    };
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    let spell = |sep: &str| key.chars().map(String::from).collect::<Vec<_>>().join(sep);
+    for sep in ["  ", ", ", " - ", "\n", "\r\n", "\t"] {
+        let raw = reply(&format!("key {} ok", spell(sep)));
+        let Decision::Mutated(out) = judge(&filter(DlpAction::Redact), &raw) else {
+            panic!("redacted: {raw}")
+        };
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["result"]["content"][0]["text"], "key [X] ok", "{sep:?}");
+    }
+    let raw = reply(&format!("\n{}", spell(" ")));
+    assert!(matches!(
+        judge(&filter(DlpAction::Block), &raw),
+        Decision::Reject(_)
+    ));
+}
+
+/// Review: a list of bare strings that wakes nothing on its own (no
+/// anchor in any item, no list of objects) is still read joined; a value
+/// whose keyword sits in the item before it (`password=` | value) is
+/// found in its own item; base64 wrapped over lines and glued after a
+/// word is redacted whole.
+#[test]
+fn string_lists_context_items_and_shifted_wrapped_base64_are_redacted() {
+    use base64::Engine;
+    let redact = |raw: &str| -> serde_json::Value {
+        let Decision::Mutated(out) = judge(&filter(DlpAction::Redact), raw) else {
+            panic!("redacted: {raw}")
+        };
+        serde_json::from_slice(&out).expect("json")
+    };
+    let sc = |v: serde_json::Value| {
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [], "structuredContent": v}})
+            .to_string()
+    };
+    let v = redact(&sc(serde_json::json!({"p": ["AK", "IAIOSFODNN7EXAMPLE"]})));
+    assert_eq!(
+        v["result"]["structuredContent"]["p"],
+        serde_json::json!(["[X]", "[X]"])
+    );
+    let v = redact(&sc(serde_json::json!({"p": [7, "4111 1111", "1111 1111"]})));
+    assert_eq!(
+        v["result"]["structuredContent"]["p"],
+        serde_json::json!([7, "[X]", "[X]"])
+    );
+    let content = serde_json::json!([
+        {"type": "text", "text": "password="},
+        {"type": "text", "text": "Sup3rS3cretPassw0rd!"}
+    ]);
+    let v = redact(
+        &serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"content": content}}).to_string(),
+    );
+    assert_eq!(v["result"]["content"][0]["text"], "password=");
+    assert_eq!(v["result"]["content"][1]["text"], "[X]");
+    let enc = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}AKIAIOSFODNN7EXAMPLE and more after it",
+        "x".repeat(50)
+    ));
+    let lines: Vec<&str> = enc
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [
+        {"type": "text", "text": format!("tok{}\nend", lines.join("\n"))}
+    ]}})
+    .to_string();
+    let v = redact(&raw);
+    assert_eq!(v["result"]["content"][0]["text"], "[X]\nend");
+}
+
+/// A list of version strings joined without a separator reads
+/// `1.2.34.5.67.8.9`, where the IP address detector would find addresses
+/// no reader sees: addresses are not read across items.
+#[test]
+fn version_lists_are_not_ip_addresses() {
+    let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [],
+        "structuredContent": {"v": ["1.2.3", "4.5.6", "7.8.9", "1.0.0"]}}})
+    .to_string();
+    assert!(matches!(
+        judge(&filter(DlpAction::Block), &raw),
+        Decision::Pass
+    ));
+}
+
+/// Text items with another item between them (an image), the `text` of
+/// embedded resources, and nested lists are joined.
+#[test]
+fn text_items_around_an_image_or_in_resources_are_joined() {
+    let f = filter(DlpAction::Block);
+    for content in [
+        serde_json::json!([{"type":"text","text":"AKIAIOSF"},{"type":"image","mimeType":"image/png","data":"AAAA"},{"type":"text","text":"ODNN7EXAMPLE"}]),
+        serde_json::json!([{"type":"resource","resource":{"uri":"a","text":"AKIAIOSF"}},{"type":"resource","resource":{"uri":"b","text":"ODNN7EXAMPLE"}}]),
+    ] {
+        let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"content": content}})
+            .to_string();
+        assert!(matches!(judge(&f, &raw), Decision::Reject(_)), "{raw}");
+    }
+    let nested = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"p":[["AKIAIOSF"],["ODNN7EXAMPLE"]]}}}"#;
+    assert!(matches!(judge(&f, nested), Decision::Reject(_)));
+}

@@ -300,7 +300,9 @@ impl Scanner {
             && c.is_empty()
             && self.always.is_empty()
             && !self.may_encode(&seen, raw)
-            && !(seen.spaced && normalise::may_be_spaced(raw))
+            && !(seen.spaced && normalise::may_be_spaced_json(raw))
+            && !super::items::has_object_list(raw)
+            && !super::items::has_string_list(raw)
     }
 
     /// Whether `raw`, passed through the prefilter with `seen`, may hold

@@ -533,3 +533,95 @@ fn many_findings_resolve_without_quadratic_work() {
     assert!(!t.claim(&hit(29, 40)));
     assert!(t.claim(&hit(30, 40)));
 }
+
+/// Review: spaced-out words with up to three separators between their
+/// characters, mixed, line breaks and tabs included, in a string and in a
+/// raw message whose escapes (`\n`) glue their letter to the next
+/// character; a run crossing a 64-byte block of the prefilter.
+#[test]
+fn spaced_out_secrets_with_wider_separators_are_found() {
+    let s = Scanner::new(&[]).expect("scanner");
+    let msg = |text: &str| {
+        serde_json::json!({"jsonrpc": "2.0", "id": 1,
+            "result": {"content": [{"type": "text", "text": text}]}})
+        .to_string()
+    };
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    let spell = |sep: &str| key.chars().map(String::from).collect::<Vec<_>>().join(sep);
+    for text in [
+        spell("  "),
+        spell(", "),
+        spell(" - "),
+        spell("\n"),
+        spell("\r\n"),
+        spell("\t"),
+        spell(":"),
+        format!("\n{}", spell(" ")),
+        format!("{} {}", "x".repeat(52), spell(" ")),
+        format!("{} {}", "x".repeat(40), spell(",  ")),
+        "4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1".to_owned(),
+    ] {
+        let want = if text.starts_with('4') {
+            "card_visa"
+        } else {
+            "aws_access_key_id"
+        };
+        let got = names(&s, &text);
+        assert!(got.iter().any(|n| n == want), "{text:?}: {got:?}");
+        let raw = msg(&text);
+        let got = located(&s, &raw);
+        assert!(got.iter().any(|n| n == want), "json {raw}: {got:?}");
+    }
+}
+
+/// Review (left): hex written with separators or as `\x` escapes, which
+/// a model reads as easily as bare hex, is not decoded.
+#[test]
+#[ignore = "hex with separators (`41 4b …`, `41:4b:…`, `\\x41\\x4b…`) is not an encoding the scanner reads"]
+fn hex_with_separators_is_read() {
+    let s = Scanner::new(&[]).expect("scanner");
+    let hex: Vec<String> = "AKIAIOSFODNN7EXAMPLE"
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    for text in [
+        hex.join(" "),
+        hex.join(":"),
+        hex.iter().map(|h| format!("\\x{h}")).collect::<String>(),
+    ] {
+        let got = names(&s, &text);
+        assert!(
+            got.iter().any(|n| n == "aws_access_key_id"),
+            "{text:?}: {got:?}"
+        );
+    }
+}
+
+/// Review (left): a key written in groups (`AKIA IOSF ODNN 7EXA MPLE`)
+/// and base64 wrapped in lines shorter than a run or in groups set apart
+/// by spaces are read by a model but not by the scanner.
+#[test]
+#[ignore = "secrets in groups and base64 in short lines or space-separated groups are not joined"]
+fn grouped_secrets_and_short_wrapped_base64_are_read() {
+    let s = Scanner::new(&[]).expect("scanner");
+    let enc = b64(format!("{}AKIAIOSFODNN7EXAMPLE and more", "x".repeat(10)).as_bytes());
+    let chunks = |n: usize, sep: &str| {
+        enc.as_bytes()
+            .chunks(n)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(sep)
+    };
+    for text in [
+        "AKIA IOSF ODNN 7EXA MPLE".to_owned(),
+        chunks(12, "\n"),
+        chunks(16, " "),
+        chunks(18, "\n"),
+    ] {
+        let got = names(&s, &text);
+        assert!(
+            got.iter().any(|n| n == "aws_access_key_id"),
+            "{text:?}: {got:?}"
+        );
+    }
+}
