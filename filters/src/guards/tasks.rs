@@ -743,6 +743,11 @@ impl McpFilter for TaskFilter {
                     // finished one's result and its related-task metadata.
                     changed |= self.seal_inline(r, ctx, related, notes);
                 } else if method == "tasks/list" {
+                    // A list that is no array (an object keyed by id, say)
+                    // cannot be filtered: refused, never passed whole.
+                    if r.get("tasks").is_some_and(|t| !t.is_array()) {
+                        return crate::chain::filter::unreadable_reply();
+                    }
                     if let Some(tasks) = r.get_mut("tasks").and_then(Json::as_array_mut) {
                         tasks.retain_mut(|t| match t.get_mut("taskId") {
                             Some(id) => self

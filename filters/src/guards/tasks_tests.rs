@@ -676,3 +676,35 @@ fn every_message_the_parser_accepts_is_read() {
         assert!(!matches!(d, Decision::Pass), "{member}: passed unread");
     }
 }
+
+/// A `tasks/list` reply whose `tasks` is no array (an object keyed by
+/// the server's ids) cannot be filtered per principal: it is refused, not
+/// passed with every principal's raw ids.
+#[test]
+fn a_task_list_that_is_no_array_is_refused() {
+    let x = Fixture::new();
+    x.create(&x.bob, "T-b");
+    let raw = r#"{"jsonrpc":"2.0","id":5,"result":{"tasks":{"T-b":{"taskId":"T-b","status":"working"}}}}"#;
+    let d = x.reply(&x.alice, raw, raw, "tasks/list", None);
+    assert!(matches!(d, Decision::Reject(_)), "{d:?}");
+}
+
+/// Related-task metadata a server puts below the message's own `_meta`
+/// (a content block's `_meta`, `structuredContent`): a client that reads
+/// it there gets another principal's raw id. Only an error's members are
+/// walked at every depth today.
+#[test]
+#[ignore = "related-task metadata is sealed only in the result's own _meta (and anywhere in an error); a content block's _meta is passed as it is"]
+fn related_task_ids_below_the_results_meta_are_sealed_or_removed() {
+    let x = Fixture::new();
+    x.create(&x.bob, "T-b");
+    let raw = r#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"x",
+        "_meta":{"io.modelcontextprotocol/related-task":{"taskId":"T-b"}}}]}}"#;
+    let d = x.reply(&x.alice, raw, raw, "tools/call", None);
+    let out = match &d {
+        Decision::Pass => raw.to_owned(),
+        Decision::Mutated(b) => String::from_utf8_lossy(b).into_owned(),
+        Decision::Reject(_) => String::new(),
+    };
+    assert!(!out.contains("T-b"), "bob's raw id reached alice: {out}");
+}
