@@ -384,3 +384,45 @@ async fn a_clients_related_task_ids_reach_the_server_only_opened() {
         assert_eq!(fwd["result"]["_meta"], want, "{sid}: {fwd}");
     }
 }
+
+/// A reply on a stream that answers no request this replica forwarded (a
+/// stream resumed on another replica, a request the ledger forgot): a
+/// task in it (a `tasks/get` reply, 2025-11-25 and 2026-07-28 shapes)
+/// cannot be sealed as the answer to a token, so it never reaches the
+/// client with the server's own id.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_in_a_reply_matched_to_no_request_never_reaches_the_client_raw() {
+    let (h, gw) = setup_with(BUNDLE, ALLOW_ALL).await;
+    for result in [
+        json!({"taskId":"raw-task-7","status":"working","createdAt":"2026-01-01T00:00:00Z"}),
+        json!({"resultType":"complete","taskId":"raw-task-8","status":"completed"}),
+    ] {
+        h.script([Reply::sse(&[
+            &format!(
+                "event: message\ndata: {}\n\n",
+                json!({"jsonrpc":"2.0","id":77,"result":result})
+            ),
+            &format!(
+                "event: message\ndata: {}\n\n",
+                json!({"jsonrpc":"2.0","method":"notifications/message",
+                    "params":{"level":"info","data":"control"}})
+            ),
+        ])]);
+        let (s, _, b) = warden_tests::request(
+            &gw.url("/mock/mcp"),
+            "GET",
+            &[("accept", "text/event-stream")],
+            Default::default(),
+            false,
+        )
+        .await
+        .expect("get");
+        let text = String::from_utf8_lossy(&b);
+        assert_eq!(s, 200, "{text}");
+        assert!(text.contains("control"), "control: {text}");
+        assert!(
+            !text.contains("raw-task-"),
+            "a raw task id reached the client: {text}"
+        );
+    }
+}

@@ -351,7 +351,8 @@ impl TaskFilter {
     fn open_client(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
         let env = msg.envelope;
         let Some(v) = msg.value() else {
-            return Decision::Pass;
+            // Unread is never passed: whatever it names stays unjudged.
+            return task_unknown(false);
         };
         let slot = match env.kind {
             Kind::Response if env.is_error => "error",
@@ -573,10 +574,24 @@ impl std::fmt::Debug for TaskFilter {
     }
 }
 
-/// Whether a message may carry a task id the gateway must seal: its
-/// decoded text may hold `task` (an escape such as `\u0074ask` spells it
-/// too, so any `\u` escape makes the message read).
 static TASK: crate::chain::filter::Word = crate::chain::filter::Word::new("task");
+
+/// Whether a message may carry a task id the gateway must seal or open:
+/// its decoded text may hold a name some peer reads as `taskId` or as the
+/// related-task key. An escape (`\u0074ask`) spells anything, so any `\u`
+/// makes the message read; so does `task` in any ASCII case (`TASKID`,
+/// `RELATED-TASK`), a DEL a decoder drops (`tas\x7fkId`), and any other
+/// character than ASCII (`taſkId`, `tas\u{200b}kId` written raw).
+fn may_name_task(msg: &Message<'_>) -> bool {
+    let b = msg.bytes;
+    msg.may_hold(&TASK)
+        || !b.is_ascii()
+        || memchr::memchr(0x7f, b).is_some()
+        || memchr::memchr2_iter(b't', b'T', b).any(|i| {
+            b.get(i..i + 4)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"task"))
+        })
+}
 
 impl McpFilter for TaskFilter {
     fn name(&self) -> &'static str {
@@ -600,8 +615,12 @@ impl McpFilter for TaskFilter {
             Kind::Request | Kind::Notification => env.method.as_deref().filter(|m| names_task(m)),
             Kind::Response => None,
         };
-        let Some(method) = method else {
-            if !msg.may_hold(&TASK) {
+        // `params.taskId` on any other request (`tasks/list`, a later
+        // draft's or a vendor's method): a server may read it there too, so
+        // it is opened as on a task method, or the request is refused.
+        let other = env.kind == Kind::Request && env.task_id.is_some();
+        let Some(method) = method.or(other.then_some("")) else {
+            if !may_name_task(msg) {
                 return Decision::Pass;
             }
             return self.open_client(msg, ctx);
@@ -636,7 +655,7 @@ impl McpFilter for TaskFilter {
             tool: opened.tool,
         });
         let Some(mut v) = msg.value().cloned() else {
-            return Decision::Pass;
+            return task_unknown(ack);
         };
         if let Some(p) = v.get_mut("params") {
             if let Some(t) = p.get_mut("taskId") {
@@ -653,7 +672,7 @@ impl McpFilter for TaskFilter {
 
     fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
-        if !msg.may_hold(&TASK) {
+        if !may_name_task(msg) {
             return Decision::Pass;
         }
         let method = msg.request_method.unwrap_or("");
@@ -661,16 +680,12 @@ impl McpFilter for TaskFilter {
             // An error names tasks wherever its server put them (`data`
             // at any depth, related-task metadata): sealed or removed. In
             // the reply to a task request the asked task is this caller's.
-            let named = msg
-                .value()
-                .and_then(|v| v.get("error"))
-                .is_some_and(names_task_id);
-            if !named {
+            let Some(mut v) = msg.value().cloned() else {
+                return crate::chain::filter::unreadable_reply();
+            };
+            if !v.get("error").is_some_and(names_task_id) {
                 return Decision::Pass;
             }
-            let Some(mut v) = msg.value().cloned() else {
-                return Decision::Pass;
-            };
             let seen = if names_task(method) {
                 Seen::Answer(msg.request_task)
             } else {
@@ -686,7 +701,7 @@ impl McpFilter for TaskFilter {
             };
         }
         let Some(mut v) = msg.value().cloned() else {
-            return Decision::Pass;
+            return crate::chain::filter::unreadable_reply();
         };
         let mut changed = false;
         match env.kind {
@@ -699,17 +714,20 @@ impl McpFilter for TaskFilter {
                 if method == "tools/call" {
                     // A task handle instead of the tool's result: 2026-07-28
                     // (`resultType: "task"`, the task inline) or 2025-11-25
-                    // (`task: {taskId, …}`).
+                    // (`task: {taskId, …}`). A reply carrying both shapes
+                    // is read by a client of either revision: both sealed.
                     let tool = msg.request_target;
-                    let handle = if r.get("resultType").and_then(Json::as_str) == Some("task") {
-                        r.get_mut("taskId")
-                    } else {
-                        r.get_mut("task").and_then(|t| t.get_mut("taskId"))
-                    };
-                    if let Some(id) = handle {
-                        match self.seal_at(id, ctx, tool, Seen::Created, notes) {
-                            Ok(c) => changed |= c,
-                            Err(NotOurs) => return not_ours(),
+                    for nested in [false, true] {
+                        let handle = if nested {
+                            r.get_mut("task").and_then(|t| t.get_mut("taskId"))
+                        } else {
+                            r.get_mut("taskId")
+                        };
+                        if let Some(id) = handle {
+                            match self.seal_at(id, ctx, tool, Seen::Created, notes) {
+                                Ok(c) => changed |= c,
+                                Err(NotOurs) => return not_ours(),
+                            }
                         }
                     }
                 } else if names_task(method) {
@@ -725,6 +743,11 @@ impl McpFilter for TaskFilter {
                     // finished one's result and its related-task metadata.
                     changed |= self.seal_inline(r, ctx, related, notes);
                 } else if method == "tasks/list" {
+                    // A list that is no array (an object keyed by id, say)
+                    // cannot be filtered: refused, never passed whole.
+                    if r.get("tasks").is_some_and(|t| !t.is_array()) {
+                        return crate::chain::filter::unreadable_reply();
+                    }
                     if let Some(tasks) = r.get_mut("tasks").and_then(Json::as_array_mut) {
                         tasks.retain_mut(|t| match t.get_mut("taskId") {
                             Some(id) => self

@@ -546,3 +546,165 @@ fn client_messages_naming_no_task_pass() {
         other => panic!("the client's answer passed unjudged: {other:?}"),
     }
 }
+
+/// The fast path (`may_hold`) must not skip a message naming a task in a
+/// spelling the walk folds: `TASKID`, `TaskId`, `taſkId`, `tas<DEL>kId`
+/// hold no lowercase `task` and no `\u` escape, yet a case-insensitive
+/// or lenient peer reads each as `taskId`.
+#[test]
+fn a_task_id_spelled_without_lowercase_task_is_not_skipped() {
+    let x = Fixture::new();
+    x.create(&x.bob, "T-b");
+    for key in ["TASKID", "TaskId", "TAsKID", "ta\u{17f}kId", "tas\u{7f}kId"] {
+        let raw = format!(
+            r#"{{"jsonrpc":"2.0","id":2,"error":{{"code":-32000,"message":"failed","data":{{"{key}":"T-b"}}}}}}"#
+        );
+        let d = x.reply(&x.alice, &raw, &raw, "tools/call", None);
+        let out = match &d {
+            Decision::Pass => raw.clone(),
+            Decision::Mutated(b) => String::from_utf8_lossy(b).into_owned(),
+            Decision::Reject(_) => String::new(),
+        };
+        assert!(
+            !out.contains("T-b"),
+            "{key:?}: bob's raw id reached alice: {out}"
+        );
+    }
+    // The other way: a related-task entry whose key and id member a
+    // case-insensitive server reads, with no lowercase `task` anywhere.
+    let bobs = x.token(&x.bob, "T-b", "jira");
+    for (key, id) in [
+        ("IO.MODELCONTEXTPROTOCOL/RELATED-TASK", "TASKID"),
+        ("IO.ModelContextProtocol/Related-Task", "TaskId"),
+    ] {
+        for value in ["T-b", bobs.as_str()] {
+            let raw = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t","arguments":{{}},"_meta":{{"{key}":{{"{id}":"{value}"}}}}}}}}"#
+            );
+            let d = x.client_sends(&x.alice, &raw);
+            assert!(refused_as_unknown(&d), "{key}/{id}={value}: {d:?}");
+        }
+    }
+}
+
+/// A tool call's reply naming its task in both shapes (2026-07-28
+/// `resultType: "task"` with `taskId`, and 2025-11-25 `task.taskId`):
+/// a client of either revision reads one of them, so both reach it
+/// sealed, never raw.
+#[test]
+fn a_task_handle_in_either_shape_is_sealed() {
+    let x = Fixture::new();
+    for raw in [
+        r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":"T-1","status":"working","task":{"taskId":"T-2","status":"working"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"taskId":"T-2","status":"working","task":{"taskId":"T-1","status":"working"}}}"#,
+    ] {
+        let d = x.reply(&x.alice, raw, raw, "tools/call", None);
+        let v = rewritten(&d);
+        let text = v.to_string();
+        assert!(
+            !text.contains("\"T-1\"") && !text.contains("\"T-2\""),
+            "{text}"
+        );
+    }
+}
+
+/// `params.taskId` on a request the gateway does not open (`tasks/list`,
+/// a method of a later draft or a vendor's): a server that reads it there
+/// must never get another principal's id, nor a raw one.
+#[test]
+fn a_task_id_on_any_other_request_is_opened_or_refused() {
+    let x = Fixture::new();
+    let mine = x.token(&x.alice, "T-a", "jira");
+    let bobs = x.token(&x.bob, "T-b", "jira");
+    for method in ["tasks/list", "tasks/watch", "vendor/tasks/delete"] {
+        let send = |id: &str| {
+            let raw = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"taskId":"{id}"}}}}"#
+            );
+            x.client_sends(&x.alice, &raw)
+        };
+        for id in ["T-b", bobs.as_str()] {
+            let d = send(id);
+            assert!(refused_as_unknown(&d), "{method} {id}: {d:?}");
+        }
+        let v = rewritten(&send(&mine));
+        assert_eq!(v["params"]["taskId"], "T-a", "{method}");
+    }
+}
+
+/// A message the parser accepts is one `msg.value()` reads (the filter
+/// passes one it cannot read): at the deepest nesting the bundle may allow,
+/// with numbers serde_json reads only as some type, with escapes.
+#[test]
+fn every_message_the_parser_accepts_is_read() {
+    use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
+    let x = Fixture::new();
+    let limits = ParseLimits {
+        max_depth: 128,
+        ..ParseLimits::default()
+    };
+    let handle = r#""task":{"taskId":"T-raw","status":"working"}"#;
+    let mut odd: Vec<String> = (110..130)
+        .map(|n| format!(r#""d":{}1{}"#, "[".repeat(n), "]".repeat(n)))
+        .collect();
+    for v in [
+        "1e400",
+        "-1e400",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "1.7976931348623157e309",
+        r#""\ud800""#,
+        r#""\udc00\ud800""#,
+        "-0",
+        "0.0000000000000000000000000000000000001e-400",
+    ] {
+        odd.push(format!(r#""d":{v}"#));
+    }
+    for member in odd {
+        let raw = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[],"structuredContent":{{{member}}},{handle}}}}}"#
+        );
+        let Ok(Parsed::Single(env)) = parse(raw.as_bytes(), limits) else {
+            continue;
+        };
+        let msg = Message::from_server(&env, raw.as_bytes(), Some("tools/call"), Some("t"));
+        let d = x.f.on_response(
+            &msg,
+            &Exchange::new(&x.alice, "jira"),
+            &mut Notes::default(),
+        );
+        assert!(!matches!(d, Decision::Pass), "{member}: passed unread");
+    }
+}
+
+/// A `tasks/list` reply whose `tasks` is no array (an object keyed by
+/// the server's ids) cannot be filtered per principal: it is refused, not
+/// passed with every principal's raw ids.
+#[test]
+fn a_task_list_that_is_no_array_is_refused() {
+    let x = Fixture::new();
+    x.create(&x.bob, "T-b");
+    let raw = r#"{"jsonrpc":"2.0","id":5,"result":{"tasks":{"T-b":{"taskId":"T-b","status":"working"}}}}"#;
+    let d = x.reply(&x.alice, raw, raw, "tasks/list", None);
+    assert!(matches!(d, Decision::Reject(_)), "{d:?}");
+}
+
+/// Related-task metadata a server puts below the message's own `_meta`
+/// (a content block's `_meta`, `structuredContent`): a client that reads
+/// it there gets another principal's raw id. Only an error's members are
+/// walked at every depth today.
+#[test]
+#[ignore = "related-task metadata is sealed only in the result's own _meta (and anywhere in an error); a content block's _meta is passed as it is"]
+fn related_task_ids_below_the_results_meta_are_sealed_or_removed() {
+    let x = Fixture::new();
+    x.create(&x.bob, "T-b");
+    let raw = r#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"x",
+        "_meta":{"io.modelcontextprotocol/related-task":{"taskId":"T-b"}}}]}}"#;
+    let d = x.reply(&x.alice, raw, raw, "tools/call", None);
+    let out = match &d {
+        Decision::Pass => raw.to_owned(),
+        Decision::Mutated(b) => String::from_utf8_lossy(b).into_owned(),
+        Decision::Reject(_) => String::new(),
+    };
+    assert!(!out.contains("T-b"), "bob's raw id reached alice: {out}");
+}

@@ -124,6 +124,10 @@ pub(super) fn inferred_method(bytes: &[u8]) -> Result<Option<String>, ()> {
         // they cannot be sealed, and are never passed on raw.
         input_requests: Option<serde::de::IgnoredAny>,
         task: Option<serde::de::IgnoredAny>,
+        // A task itself (a `tasks/get`, `tasks/cancel` or `tasks/update`
+        // reply): its id is sealed only as the answer to the request
+        // whose token named it.
+        task_id: Option<serde::de::IgnoredAny>,
         tasks: Option<serde::de::IgnoredAny>,
         request_state: Option<serde::de::IgnoredAny>,
         // Any JSON value: a `resultType` that is not a string must not make
@@ -138,6 +142,7 @@ pub(super) fn inferred_method(bytes: &[u8]) -> Result<Option<String>, ()> {
         Err(_) => return Err(()),
     };
     if s.task.is_some()
+        || s.task_id.is_some()
         || s.tasks.is_some()
         || s.request_state.is_some()
         || s.input_requests.is_some()
