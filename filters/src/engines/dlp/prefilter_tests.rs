@@ -1,0 +1,122 @@
+//! Unit tests of the prefilter: digit runs, word starts, long runs.
+
+use super::*;
+
+fn digits_only(min: usize) -> Prefilter {
+    let mut p = Prefilter::new();
+    p.add(0, &Trigger::Digits(min)).unwrap_or_default();
+    assert_eq!(p.digit_detectors(), [0]);
+    p.add(1, &Trigger::DottedQuad).unwrap_or_default();
+    p.add(2, &Trigger::ConsecutiveDigits(8)).unwrap_or_default();
+    p.finish().unwrap_or_default();
+    p
+}
+
+fn cands(p: &Prefilter, s: &[u8]) -> Vec<Cand> {
+    let mut out = Vec::new();
+    p.run(s, &mut out);
+    out
+}
+
+#[test]
+fn digit_runs_cross_blocks_and_escapes() {
+    let p = digits_only(9);
+    // Runs at every offset around the 64-byte block edge.
+    for pad in 50..70 {
+        let mut s = vec![b'x'; pad];
+        s.extend_from_slice(b" 4111 1111-1111.1111 ");
+        let c = cands(&p, &s);
+        let run = c.iter().find(|c| c.det == DIGIT_GROUP).expect("run found");
+        // The leading space belongs to the run unless it ends a block.
+        assert!((pad..=pad + 1).contains(&run.start), "pad {pad}: {run:?}");
+        assert_eq!(run.end, pad + 21, "pad {pad}");
+    }
+    // A JSON `\n` joins digits as whitespace would.
+    assert!(cands(&p, br#"(555)\n123-4567"#)
+        .iter()
+        .any(|c| c.det == DIGIT_GROUP));
+    // Dates and versions are not runs of nine.
+    assert!(cands(&p, b"on 2026-11-02 covered 1.8.3 ships").is_empty());
+    assert!(cands(&p, b"host 10.0.0.1 up").iter().any(|c| c.det == 1));
+    assert!(cands(&p, b"id 12345678A").iter().any(|c| c.det == 2));
+    assert!(!cands(&p, b"id 1234567A").iter().any(|c| c.det == 2));
+    // Digits a match cannot join (no pattern lets eight separators sit
+    // between its digits) are not counted together …
+    let mut s = b"1234".to_vec();
+    s.extend(std::iter::repeat_n(b' ', 130));
+    s.extend_from_slice(b"56789");
+    assert!(!cands(&p, &s).iter().any(|c| c.det == DIGIT_GROUP));
+    // … but a match straddling two blocks is, whatever its separators.
+    for sep in [&b"\\n"[..], b")\\t", b"\xc2\xa0", b" "] {
+        for pad in 52..64 {
+            let mut s = vec![b'x'; pad];
+            s.extend_from_slice(b"(555");
+            s.extend_from_slice(sep);
+            s.extend_from_slice(b"123-4567 and more text");
+            assert!(
+                cands(&p, &s).iter().any(|c| c.det == DIGIT_GROUP),
+                "pad {pad} sep {sep:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn word_starts_and_escapes() {
+    let mut p = Prefilter::new();
+    p.add(0, &Trigger::Word(&["secret_access"]))
+        .unwrap_or_default();
+    p.add(1, &Trigger::WordExact(&["SK"], After::LowerHex(4)))
+        .unwrap_or_default();
+    p.add(2, &Trigger::Word(&["[inst]"])).unwrap_or_default();
+    p.finish().unwrap_or_default();
+    let hit = |s: &[u8], det| cands(&p, s).iter().any(|c| c.det == det);
+    assert!(hit(b"x SECRET_ACCESS_KEY", 0));
+    assert!(hit(br#"a\nsecret_access"#, 0), "after a JSON escape");
+    assert!(!hit(b"mysecret_access", 0), "inside a word");
+    assert!(hit(b"SKabcd", 1));
+    assert!(!hit(b"skabcd", 1), "exact case");
+    assert!(!hit(b"SKabcX", 1));
+    assert!(hit(b"[INST] do", 2));
+    let mut out = Vec::new();
+    assert!(p.run(br#"x\u0041"#, &mut out).escaped);
+    assert!(p.run(br#"https:\/\/x"#, &mut out).escaped);
+    assert!(!p.run(br#"a\"b\\c\n"#, &mut out).escaped);
+    // Non-ASCII bytes anywhere, the padded tail included.
+    for pad in [0, 1, 63, 64, 65, 130] {
+        let mut s = vec![b'x'; pad];
+        assert!(!p.run(&s, &mut out).non_ascii, "{pad}");
+        s.extend_from_slice("\u{a0}".as_bytes());
+        s.extend_from_slice(&vec![b'y'; pad]);
+        assert!(p.run(&s, &mut out).non_ascii, "{pad}");
+    }
+}
+
+#[test]
+fn long_runs_of_word_bytes_anywhere() {
+    assert!(has_run(0xFFFF, 16) && !has_run(0x7FFF, 16) && has_run(u64::MAX, 64));
+    assert!(has_run(0b1011_0111, 3) && !has_run(0b1011_0110, 3));
+    let mut p = Prefilter::new();
+    p.finish().unwrap_or_default();
+    let mut out = Vec::new();
+    assert!(!p.run(&[b'a'; 200], &mut out).long_run, "not watched");
+    for n in [16, 40, 64, 100] {
+        p.watch_runs(n);
+        let n = n.min(64);
+        // A run of n (letters, digits, `-._=`) at every offset, so that
+        // it starts, ends and straddles blocks; one byte less is none.
+        for pad in 0..150 {
+            for (len, long) in [(n, true), (n - 1, false)] {
+                let mut s: Vec<u8> = b"a b ".iter().copied().cycle().take(pad).collect();
+                s.push(b' ');
+                s.extend(b"Az09-._=".iter().copied().cycle().take(len));
+                s.extend_from_slice(b"/x y");
+                assert_eq!(
+                    p.run(&s, &mut out).long_run,
+                    long,
+                    "n {n} len {len} pad {pad}"
+                );
+            }
+        }
+    }
+}
