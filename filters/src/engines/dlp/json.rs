@@ -37,6 +37,20 @@ pub(crate) struct Located<'a> {
 pub struct Uninspectable;
 
 impl Scanner {
+    /// Whether a raw JSON message certainly holds nothing any detector finds
+    /// (non-ASCII text may normalise to a finding, so it is never clean).
+    pub fn clean(&self, raw: &[u8]) -> bool {
+        let mut c = Vec::new();
+        let seen = self.candidates(raw, &mut c);
+        seen.plain()
+            && c.is_empty()
+            && self.always.is_empty()
+            && !self.may_encode(&seen, raw)
+            && !(seen.spaced && super::normalise::may_be_spaced_json(raw))
+            && !items::has_object_list(raw)
+            && !items::has_string_list(raw)
+    }
+
     /// Every string of `raw` (within the root member `part`, if given) that
     /// holds findings.
     pub(crate) fn locate<'a>(

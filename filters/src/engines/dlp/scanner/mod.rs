@@ -250,20 +250,6 @@ impl Scanner {
         seen
     }
 
-    /// Whether a raw JSON message certainly holds nothing any detector finds
-    /// (non-ASCII text may normalise to a finding, so it is never clean).
-    pub fn clean(&self, raw: &[u8]) -> bool {
-        let mut c = Vec::new();
-        let seen = self.candidates(raw, &mut c);
-        seen.plain()
-            && c.is_empty()
-            && self.always.is_empty()
-            && !self.may_encode(&seen, raw)
-            && !(seen.spaced && normalise::may_be_spaced_json(raw))
-            && !super::items::has_object_list(raw)
-            && !super::items::has_string_list(raw)
-    }
-
     /// Whether `raw`, passed through the prefilter with `seen`, may hold
     /// text under an encoding (see [`encoded`]): the prefilter saw a long
     /// run of word bytes, or there is a `%`.
