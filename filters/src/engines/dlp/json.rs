@@ -85,6 +85,8 @@ impl Scanner {
             return Ok(found);
         }
         cands.sort_unstable_by_key(|c| c.start);
+        // What the message as a whole may hold, for each of its strings.
+        let gate = super::scanner::Gate { spaced, encoded };
         let mut bad = false;
         let mut listed = Vec::new();
         walk::walk(raw, part, sampling, |st| {
@@ -183,7 +185,7 @@ impl Scanner {
                         end: c.end.min(st.end) - st.start,
                     })
                     .collect();
-                self.scan_with_all(&text, &mut local, &mut hits);
+                self.scan_with_all(&text, &mut local, &mut hits, gate);
             }
             if let Some(k) = assigned {
                 let joined = format!("{k}={text}");

@@ -443,17 +443,21 @@ impl Prefilter {
                 // Letters and digits with no letter or digit either side
                 // (an escape's letter is none), six of them in a row, each
                 // two to seven bytes after the last (up to three
-                // separators, an escape pair counting as one).
+                // separators, an escape pair counting as one). Most blocks
+                // hold fewer than six such characters.
                 let single = cont & !(cont << 1) & !(cont >> 1);
-                let mut chain = single;
-                for _ in 1..6 {
-                    let mut next = 0;
-                    for k in 2..=7 {
-                        next |= chain >> k;
+                if single.count_ones() >= 6 {
+                    let mut chain = single;
+                    for _ in 1..6 {
+                        // Shifted by two to seven: by two, then spread over
+                        // the next five bits.
+                        let a = chain >> 2;
+                        let b = a | (a >> 1);
+                        let c = b | (b >> 2);
+                        chain = single & (c | (b >> 4));
                     }
-                    chain = single & next;
+                    spaced = chain != 0;
                 }
-                spaced = chain != 0;
             }
             let starts = m.alpha & !((cont << 1) | carry.word);
             carry.word = cont >> 63;

@@ -261,8 +261,8 @@ impl Scanner {
     /// is and in its normalised view, mapped back to the string's bytes.
     pub fn scan_str(&self, s: &str, out: &mut Vec<Hit>) {
         let mut cands = Vec::new();
-        self.candidates(s.as_bytes(), &mut cands);
-        self.scan_with(s, &mut cands, out);
+        let seen = self.candidates(s.as_bytes(), &mut cands);
+        self.scan_with(s, &mut cands, out, Gate::of(&seen, s.as_bytes()));
     }
 
     /// [`Scanner::scan_str`] keeping the matches of different detectors
@@ -270,27 +270,40 @@ impl Scanner {
     /// caller decides which apply before any is dropped.
     pub(crate) fn scan_str_all(&self, s: &str, out: &mut Vec<Hit>) {
         let mut cands = Vec::new();
-        self.candidates(s.as_bytes(), &mut cands);
-        self.scan_with_all(s, &mut cands, out);
+        let seen = self.candidates(s.as_bytes(), &mut cands);
+        self.scan_with_all(s, &mut cands, out, Gate::of(&seen, s.as_bytes()));
     }
 
     /// [`Scanner::scan_with`] keeping overlapping matches of different
     /// detectors (one detector's matches are still one).
-    pub(crate) fn scan_with_all(&self, s: &str, cands: &mut [Cand], out: &mut Vec<Hit>) {
+    pub(crate) fn scan_with_all(
+        &self,
+        s: &str,
+        cands: &mut [Cand],
+        out: &mut Vec<Hit>,
+        gate: Gate,
+    ) {
         self.confirm_raw(s, cands, out);
-        self.readings(s, normalise::view(s).as_ref(), out, 0);
+        self.readings(s, normalise::view(s).as_ref(), out, 0, gate);
         resolve_within_detectors(&self.detectors, out);
     }
 
     /// The matches in what a reader makes of `s` besides its bytes, as
     /// spans of `s`: its normalised `view`, its spaced-out words read
     /// whole (in `s` and in the view), and the text encoded in it
-    /// (`depth` encodings down).
-    fn readings(&self, s: &str, view: Option<&normalise::View>, out: &mut Vec<Hit>, depth: u8) {
+    /// (`depth` encodings down), each as far as `gate` lets it.
+    fn readings(
+        &self,
+        s: &str,
+        view: Option<&normalise::View>,
+        out: &mut Vec<Hit>,
+        depth: u8,
+        gate: Gate,
+    ) {
         if let Some(view) = view {
             self.view_matches(s, view, out);
         }
-        if let Some(sp) = normalise::spaced(s) {
+        if let Some(sp) = gate.spaced.then(|| normalise::spaced(s)).flatten() {
             self.view_matches(s, &sp, out);
         }
         if let Some(view) = view {
@@ -300,7 +313,9 @@ impl Scanner {
                 mapped(out, inner, |a, b| view.original(s, a, b));
             }
         }
-        self.encoded_matches(s, out, depth);
+        if gate.encoded {
+            self.encoded_matches(s, out, depth);
+        }
     }
 
     /// The matches in the text encoded inside `s` (`depth` encodings
@@ -311,9 +326,10 @@ impl Scanner {
         }
         encoded::each(s, |d| {
             let mut found = Vec::new();
-            self.scan_as_is(&d.text, &mut found);
+            let seen = self.scan_as_is(&d.text, &mut found);
             let view = normalise::view(&d.text);
-            self.readings(&d.text, view.as_ref(), &mut found, depth + 1);
+            let gate = Gate::of(&seen, d.text.as_bytes());
+            self.readings(&d.text, view.as_ref(), &mut found, depth + 1, gate);
             mapped(out, found, |a, b| d.original(a, b));
         });
     }
@@ -347,10 +363,11 @@ impl Scanner {
 
     /// Every validated match in `s` as it is (no normalised view), before
     /// overlaps are resolved.
-    fn scan_as_is(&self, s: &str, out: &mut Vec<Hit>) {
+    fn scan_as_is(&self, s: &str, out: &mut Vec<Hit>) -> Seen {
         let mut cands = Vec::new();
-        self.candidates(s.as_bytes(), &mut cands);
+        let seen = self.candidates(s.as_bytes(), &mut cands);
         self.confirm_raw(s, &mut cands, out);
+        seen
     }
 
     /// `scan_str` with the candidates in `s` already found.
@@ -360,19 +377,19 @@ impl Scanner {
     /// Matches made only of characters the view drops (runs of zero-width
     /// or tag characters) cannot collide with a match of the view: they are
     /// kept beside the others, and may lie inside one of them.
-    pub(super) fn scan_with(&self, s: &str, cands: &mut [Cand], out: &mut Vec<Hit>) {
+    pub(super) fn scan_with(&self, s: &str, cands: &mut [Cand], out: &mut Vec<Hit>, gate: Gate) {
         let view = normalise::view(s);
         let Some(view) = view else {
             self.confirm(s, cands, out);
             let before = out.len();
-            self.readings(s, None, out, 0);
+            self.readings(s, None, out, 0, gate);
             if out.len() > before {
                 resolve_overlaps(&self.detectors, out);
             }
             return;
         };
         self.confirm_raw(s, cands, out);
-        self.readings(s, Some(&view), out, 0);
+        self.readings(s, Some(&view), out, 0, gate);
         let (invisible, mut kept): (Vec<Hit>, Vec<Hit>) = out
             .drain(..)
             .partition(|h| normalise::invisible(&s[h.start..h.end]));
@@ -550,6 +567,26 @@ fn first_match(
             c.get_match().map(|m| (m.span(), c.get_group(1)))
         }
         None => d.regex.search(input).map(|m| (m.span(), None)),
+    }
+}
+
+/// Which of the costlier readings of a string may find anything, as the
+/// prefilter saw it: a spaced-out word needs single characters close
+/// together, encoded text a long run of word bytes or a `%`. (The view of
+/// a string with non-ASCII characters is always read for spaced-out
+/// words: its letters are not ASCII ones to the prefilter.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gate {
+    pub(crate) spaced: bool,
+    pub(crate) encoded: bool,
+}
+
+impl Gate {
+    pub(crate) fn of(seen: &Seen, s: &[u8]) -> Gate {
+        Gate {
+            spaced: seen.spaced,
+            encoded: seen.long_run || memchr::memchr(b'%', s).is_some(),
+        }
     }
 }
 
