@@ -109,6 +109,25 @@ fn slot(b0: u8, b1: u8, b2: u8) -> usize {
     (key.wrapping_mul(0x9E37_79B1) >> (32 - TABLE_BITS)) as usize
 }
 
+/// Whether `single` holds six set bits in a row, each two to seven bits
+/// after the last. Most blocks hold fewer than six such bits.
+#[inline(always)]
+fn spaced_chain(single: u64) -> bool {
+    if single.count_ones() < 6 {
+        return false;
+    }
+    let mut chain = single;
+    for _ in 1..6 {
+        // Shifted by two to seven: by two, then spread over the next
+        // five bits.
+        let a = chain >> 2;
+        let b = a | (a >> 1);
+        let c = b | (b >> 2);
+        chain = single & (c | (b >> 4));
+    }
+    chain != 0
+}
+
 #[inline(always)]
 fn word_at(block: &[u8; 72], i: usize) -> u32 {
     let mut w = [0u8; 4];
@@ -446,18 +465,7 @@ impl Prefilter {
                 // separators, an escape pair counting as one). Most blocks
                 // hold fewer than six such characters.
                 let single = cont & !(cont << 1) & !(cont >> 1);
-                if single.count_ones() >= 6 {
-                    let mut chain = single;
-                    for _ in 1..6 {
-                        // Shifted by two to seven: by two, then spread over
-                        // the next five bits.
-                        let a = chain >> 2;
-                        let b = a | (a >> 1);
-                        let c = b | (b >> 2);
-                        chain = single & (c | (b >> 4));
-                    }
-                    spaced = chain != 0;
-                }
+                spaced = spaced_chain(single);
             }
             let starts = m.alpha & !((cont << 1) | carry.word);
             carry.word = cont >> 63;

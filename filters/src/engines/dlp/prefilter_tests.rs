@@ -120,3 +120,47 @@ fn long_runs_of_word_bytes_anywhere() {
         }
     }
 }
+
+/// The chain as it was first written: each step shifts by two to seven.
+fn spaced_chain_loop(single: u64) -> bool {
+    let mut chain = single;
+    for _ in 1..6 {
+        let mut next = 0;
+        for k in 2..=7 {
+            next |= chain >> k;
+        }
+        chain = single & next;
+    }
+    chain != 0
+}
+
+proptest::proptest! {
+    /// Review: the shift-spreading formula (and its six-bit gate) is the
+    /// loop, on dense, sparse and very sparse masks alike.
+    #[test]
+    fn spaced_chain_is_the_shift_loop(a: u64, b: u64, c: u64, d: u64) {
+        for single in [a, a & b, a & b & c, a & b & c & d, a & !(a << 1) & !(a >> 1)] {
+            proptest::prop_assert_eq!(spaced_chain(single), spaced_chain_loop(single), "{:#066b}", single);
+        }
+    }
+}
+
+/// Review: every mask of six bits whose gaps are one to eight (the
+/// edges of the two-to-seven window) agrees with the loop.
+#[test]
+fn spaced_chain_edges() {
+    for gaps in 0..8u32.pow(5) {
+        let mut single = 1u64;
+        let mut at = 0;
+        let mut g = gaps;
+        for _ in 0..5 {
+            at += 1 + g % 8;
+            g /= 8;
+            single |= 1 << at;
+        }
+        for shift in [0, 63 - at] {
+            let s = single << shift;
+            assert_eq!(spaced_chain(s), spaced_chain_loop(s), "{s:#066b}");
+        }
+    }
+}

@@ -678,4 +678,6 @@ impl Taken {
 #[cfg(test)]
 mod differential;
 #[cfg(test)]
+mod gates;
+#[cfg(test)]
 mod tests;
