@@ -207,6 +207,35 @@ fn percent_escape(b: &[u8]) -> bool {
     })
 }
 
+/// Whether `b` holds a run of at least [`MIN_RUN`] base64 characters and
+/// padding with a `+` or `/` in it. Every other such run is a run of the
+/// prefilter's word bytes (letters, digits, `-_=`); this one may be too
+/// short in each piece between its `+` and `/` (`~`, `?` or `>` at every
+/// twelfth byte of the text encode as one of them). Only the
+/// neighbourhood of each `+` and `/` is looked at.
+pub(crate) fn slashed_run(b: &[u8]) -> bool {
+    let run_byte = |c: u8| base64_byte(c) || c == b'=';
+    let mut from = 0;
+    for i in memchr::memchr2_iter(b'+', b'/', b) {
+        if i < from {
+            continue;
+        }
+        let lo = b[..i]
+            .iter()
+            .rposition(|&c| !run_byte(c))
+            .map_or(0, |p| p + 1);
+        let hi = b[i..]
+            .iter()
+            .position(|&c| !run_byte(c))
+            .map_or(b.len(), |p| i + p);
+        if hi - lo >= MIN_RUN {
+            return true;
+        }
+        from = hi;
+    }
+    false
+}
+
 fn base64_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_')
 }

@@ -252,9 +252,11 @@ impl Scanner {
 
     /// Whether `raw`, passed through the prefilter with `seen`, may hold
     /// text under an encoding (see [`encoded`]): the prefilter saw a long
-    /// run of word bytes, or there is a `%`.
+    /// run of word bytes, or there is a `%` or a long run of base64 with a
+    /// `+` or `/` in it.
     pub(crate) fn may_encode(&self, seen: &Seen, raw: &[u8]) -> bool {
-        (seen.long_run || memchr::memchr(b'%', raw).is_some()) && encoded::may_hold_json(raw)
+        (seen.long_run || memchr::memchr(b'%', raw).is_some() || encoded::slashed_run(raw))
+            && encoded::may_hold_json(raw)
     }
 
     /// Every validated match in one (unescaped) string: in the string as it
@@ -572,7 +574,8 @@ fn first_match(
 
 /// Which of the costlier readings of a string may find anything, as the
 /// prefilter saw it: a spaced-out word needs single characters close
-/// together, encoded text a long run of word bytes or a `%`. (The view of
+/// together, encoded text a long run of word bytes, a `%`, or a long run
+/// of base64 broken by `+` or `/` into short runs of word bytes. (The view of
 /// a string with non-ASCII characters is always read for spaced-out
 /// words: its letters are not ASCII ones to the prefilter.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -585,7 +588,7 @@ impl Gate {
     pub(crate) fn of(seen: &Seen, s: &[u8]) -> Gate {
         Gate {
             spaced: seen.spaced,
-            encoded: seen.long_run || memchr::memchr(b'%', s).is_some(),
+            encoded: seen.long_run || memchr::memchr(b'%', s).is_some() || encoded::slashed_run(s),
         }
     }
 }
