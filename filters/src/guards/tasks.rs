@@ -584,13 +584,14 @@ static TASK: crate::chain::filter::Word = crate::chain::filter::Word::new("task"
 /// character than ASCII (`taſkId`, `tas\u{200b}kId` written raw).
 fn may_name_task(msg: &Message<'_>) -> bool {
     let b = msg.bytes;
-    msg.may_hold(&TASK)
-        || !b.is_ascii()
-        || memchr::memchr(0x7f, b).is_some()
-        // `task` in any case, found by its rarer last letter.
-        || memchr::memchr2_iter(b'k', b'K', b).any(|i| {
-            i >= 3 && b[i - 3..=i].eq_ignore_ascii_case(b"task")
-        })
+    msg.may_hold(&TASK) || !b.is_ascii() || memchr::memchr(0x7f, b).is_some() || task_any_case(b)
+}
+
+/// Whether `b` holds `task` in any ASCII case, found by its rarer last
+/// letter.
+fn task_any_case(b: &[u8]) -> bool {
+    memchr::memchr2_iter(b'k', b'K', b)
+        .any(|i| i >= 3 && b[i - 3..=i].eq_ignore_ascii_case(b"task"))
 }
 
 impl McpFilter for TaskFilter {

@@ -708,3 +708,25 @@ fn related_task_ids_below_the_results_meta_are_sealed_or_removed() {
     };
     assert!(!out.contains("T-b"), "bob's raw id reached alice: {out}");
 }
+
+proptest::proptest! {
+    /// Review: `task` found by its last letter is `task` found by its first,
+    /// at the start and end of the bytes and in every case.
+    #[test]
+    fn task_by_its_last_letter_is_task_by_its_first(
+        b in proptest::collection::vec(proptest::sample::select(b"tTaAsSkKx\\u0\xc5\x7f".to_vec()), 0..12)
+    ) {
+        let first = memchr::memchr2_iter(b't', b'T', &b).any(|i| {
+            b.get(i..i + 4).is_some_and(|w| w.eq_ignore_ascii_case(b"task"))
+        });
+        proptest::prop_assert_eq!(super::task_any_case(&b), first, "{:?}", b);
+    }
+}
+
+#[test]
+fn task_at_the_edges() {
+    for b in [&b"TASK"[..], b"xTaSk", b"taskx", b"tas", b"ask", b"k", b""] {
+        let want = b.windows(4).any(|w| w.eq_ignore_ascii_case(b"task"));
+        assert_eq!(super::task_any_case(b), want, "{b:?}");
+    }
+}
