@@ -212,7 +212,11 @@ fn percent_escape(b: &[u8]) -> bool {
 /// prefilter's word bytes (letters, digits, `-_=`); this one may be too
 /// short in each piece between its `+` and `/` (`~`, `?` or `>` at every
 /// twelfth byte of the text encode as one of them). Only the
-/// neighbourhood of each `+` and `/` is looked at.
+/// neighbourhood of each `+` and `/` is looked at. A run without an
+/// upper-case letter is a path or a media type (`application/json`,
+/// `/usr/local/bin`), not base64 of text: every digit, capital or
+/// punctuation byte of a text encodes with a capital (its first six bits
+/// are below 26, or the digit's low bits land in one).
 pub(crate) fn slashed_run(b: &[u8]) -> bool {
     let run_byte = |c: u8| base64_byte(c) || c == b'=';
     let mut from = 0;
@@ -228,7 +232,7 @@ pub(crate) fn slashed_run(b: &[u8]) -> bool {
             .iter()
             .position(|&c| !run_byte(c))
             .map_or(b.len(), |p| i + p);
-        if hi - lo >= MIN_RUN {
+        if hi - lo >= MIN_RUN && b[lo..hi].iter().any(u8::is_ascii_uppercase) {
             return true;
         }
         from = hi;

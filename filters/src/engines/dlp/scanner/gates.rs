@@ -203,7 +203,17 @@ fn prose_keeps_the_gates_shut() {
     let raw = format!(
         r#"{{"jsonrpc":"2.0","id":42,"method":"tools/call","result":{{"text":"{prose}"}}}}"#
     );
-    for b in [prose.as_bytes(), raw.as_bytes()] {
+    // The header values every call carries (the metadata DLP reads them).
+    let headers = [
+        "content-type: application/json",
+        "accept: application/json, text/event-stream",
+        "CONTENT-TYPE content-type",
+        "user-agent: python-httpx/0.28.1",
+    ];
+    let all = [prose.as_bytes(), raw.as_bytes()]
+        .into_iter()
+        .chain(headers.iter().map(|h| h.as_bytes()));
+    for b in all {
         let mut c = Vec::new();
         let seen = s.candidates(b, &mut c);
         let g = Gate::of(&seen, b);
