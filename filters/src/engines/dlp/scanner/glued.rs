@@ -161,7 +161,8 @@ pub(super) fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<Glue
 /// `ghp_…_`) fails the final boundary, yet a reader sees the token whole.
 /// The pattern is rewritten to end where the next character is outside the
 /// run's class instead, the token captured as group 1: a longer run of the
-/// same class is still a different token, not this one. `None` for a
+/// same class is still a different token, not this one, unless it is the
+/// same kind of token glued after it (`ghp_…ghp_…`). `None` for a
 /// pattern of another shape (a capture group already, an alternation at
 /// the top level, or no class run before its final boundary).
 pub(super) fn tail_glued(pattern: &str) -> Option<String> {
@@ -172,7 +173,16 @@ pub(super) fn tail_glued(pattern: &str) -> Option<String> {
     let token = body.strip_suffix(r"\b")?;
     let quantified = token.strip_suffix('}')?;
     let class = quantified[..quantified.rfind('{')?].strip_suffix(']')?;
-    let inner = &class[class.rfind('[')? + 1..];
+    let open = class.rfind('[')?;
+    let inner = &class[open + 1..];
+    // What the token begins with (`ghp_`, `(?:AKIA|ASIA|…)`): a second
+    // token glued right after the first (`ghp_…ghp_…`) ends the first too.
+    let prefix = token[..open].trim_start_matches(r"\b");
+    let next = if prefix.is_empty() || prefix.contains('{') {
+        String::new()
+    } else {
+        format!("|{prefix}")
+    };
     if inner.is_empty() || inner.starts_with('^') || inner.contains('[') {
         return None;
     }
@@ -191,7 +201,7 @@ pub(super) fn tail_glued(pattern: &str) -> Option<String> {
             _ => {}
         }
     }
-    Some(format!("{flags}({token})(?:[^{inner}]|$)"))
+    Some(format!("{flags}({token})(?:[^{inner}]|${next})"))
 }
 
 /// Whether every byte a pattern can match is a letter, a digit or one of

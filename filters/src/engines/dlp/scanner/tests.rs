@@ -318,11 +318,28 @@ fn glued_tails_and_other_separators_are_found() {
     let mut h = Vec::new();
     s.scan_str(text, &mut h);
     assert_eq!(&text[h[0].start..h[0].end], "AKIAIOSFODNN7EXAMPLE");
-    // Two tokens one glued character apart are both found.
+    // Two tokens one glued character apart are both found, and so are
+    // two tokens glued together, each over its own bytes.
     let two = "AKIAIOSFODNN7EXAMPLE,AKIAIOSFODNN7EXAMPLF";
     let mut h = Vec::new();
     s.scan_str(two, &mut h);
     assert_eq!(h.len(), 2, "{h:?}");
+    let pat = "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789";
+    for glued in [
+        "AKIAIOSFODNN7EXAMPLEAKIAIOSFODNN7EXAMPLF".to_owned(),
+        "ASIAIOSFODNN7EXAMPLEAKIAIOSFODNN7EXAMPLF".to_owned(),
+        format!("{pat}{pat}"),
+        format!("x {pat}{pat}{pat} y"),
+    ] {
+        let mut h = Vec::new();
+        s.scan_str(&glued, &mut h);
+        let spans: Vec<&str> = h.iter().map(|h| &glued[h.start..h.end]).collect();
+        assert!(spans.len() >= 2, "{glued}: {spans:?}");
+        assert!(
+            spans.iter().all(|t| t.len() == 20 || t.len() == 40),
+            "{glued}: {spans:?}"
+        );
+    }
     for text in [
         // Longer runs of the token's own class are other tokens.
         "AKIAIOSFODNN7EXAMPLEXYZ",
