@@ -58,17 +58,19 @@ impl Decoded {
     }
 }
 
-/// Whether `b` holds encoded text: a `%XX` escape, or a run of at least
-/// [`MIN_RUN`] base64 characters that decodes to something readable. For
-/// strings (or a raw message) the prefilter did not already send to the
-/// scanner.
-pub(crate) fn may_hold(b: &[u8]) -> bool {
-    percent_escape(b) || runs(b, false).any(|(start, end)| !decode_run(&b[start..end]).is_empty())
+/// Whether `b` has anything [`each`] would decode: a `%XX` escape or a
+/// run of at least [`MIN_RUN`] base64 characters, decoded or not. For the
+/// strings of a message [`may_hold_json`] found encoded text in,
+/// so that the decoding is done once, by the scan.
+pub(crate) fn has_run(b: &[u8]) -> bool {
+    percent_escape(b) || runs(b, false).next().is_some()
 }
 
-/// [`may_hold`] of a raw JSON message: the letter of an escape (`\n`,
-/// `\t`, a `\u`'s four digits) is no part of a run, so a base64 line after
-/// a `\n` is read from its own first character.
+/// Whether raw JSON message `b` holds encoded text: a `%XX` escape, or a
+/// run of at least [`MIN_RUN`] base64 characters that decodes to something
+/// readable. The letter of an escape (`\n`, `\t`, a `\u`'s four digits)
+/// is no part of a run, so a base64 line after a `\n` is read from its own
+/// first character.
 pub(crate) fn may_hold_json(b: &[u8]) -> bool {
     percent_escape(b) || runs(b, true).any(|(start, end)| !decode_run(&b[start..end]).is_empty())
 }
@@ -395,6 +397,22 @@ fn percent(b: &[u8]) -> Option<Decoded> {
     })
 }
 
+/// Test input: the base64 of a key behind 50 bytes of text, wrapped at
+/// 76 characters as MIME writes it (the key is cut by a line break).
+#[cfg(test)]
+pub(crate) fn wrapped_key_block() -> String {
+    let enc = engine(&base64::alphabet::STANDARD).encode(format!(
+        "{}AKIAIOSFODNN7EXAMPLE and more after it",
+        "x".repeat(50)
+    ));
+    let lines: Vec<&str> = enc
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    lines.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,16 +472,7 @@ mod tests {
     fn shifted_wrapped_blocks_and_nine_byte_stretches() {
         use base64::Engine;
         let e = base64::engine::general_purpose::STANDARD;
-        let enc = e.encode(format!(
-            "{}AKIAIOSFODNN7EXAMPLE and more after it",
-            "x".repeat(50)
-        ));
-        let lines: Vec<&str> = enc
-            .as_bytes()
-            .chunks(76)
-            .map(|c| std::str::from_utf8(c).unwrap_or_default())
-            .collect();
-        let s = format!("tok{}", lines.join("\n"));
+        let s = format!("tok{}", wrapped_key_block());
         let got = all(&s);
         assert!(
             got.iter()

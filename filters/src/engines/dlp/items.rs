@@ -51,6 +51,12 @@ impl Item {
     }
 }
 
+/// Whether `raw` may hold a list whose items are read joined: a list of
+/// objects or of strings.
+pub(crate) fn has_list(raw: &[u8]) -> bool {
+    has_object_list(raw) || has_string_list(raw)
+}
+
 /// Whether `raw` holds a list of objects (`}` then `,` then `{`, which
 /// JSON writes only between the items of an array): such lists are walked
 /// for text split across their items even when nothing else wakes the

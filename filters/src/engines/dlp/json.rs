@@ -47,8 +47,7 @@ impl Scanner {
             && self.always.is_empty()
             && !self.may_encode(&seen, raw)
             && !(seen.spaced && super::normalise::may_be_spaced_json(raw))
-            && !items::has_object_list(raw)
-            && !items::has_string_list(raw)
+            && !items::has_list(raw)
     }
 
     /// Every string of `raw` (within the root member `part`, if given) that
@@ -73,7 +72,7 @@ impl Scanner {
         let spaced = seen.spaced && super::normalise::may_be_spaced_json(raw);
         // And text split across the items of a list (of objects, as
         // `content`, or of strings).
-        let lists = items::has_object_list(raw) || items::has_string_list(raw);
+        let lists = items::has_list(raw);
         if cands.is_empty()
             && seen.plain()
             && ascii
@@ -155,7 +154,7 @@ impl Scanner {
                 && self.always.is_empty()
                 && assigned.is_none()
                 && (ascii || plain(&raw[st.start..st.end]))
-                && !(encoded && super::encoded::may_hold(&raw[st.start..st.end]))
+                && !(encoded && super::encoded::has_run(&raw[st.start..st.end]))
                 && !(spaced && super::normalise::may_be_spaced(&raw[st.start..st.end]))
             {
                 return false;

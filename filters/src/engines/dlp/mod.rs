@@ -24,7 +24,7 @@
 //! messages (block, redact, strip, log) is `guards::dlp`.
 
 pub mod detectors;
-mod encoded;
+pub(crate) mod encoded;
 mod items;
 mod json;
 mod masks;

@@ -530,7 +530,6 @@ fn words_spelled_out_with_wider_separators_are_redacted() {
 /// word is redacted whole.
 #[test]
 fn string_lists_context_items_and_shifted_wrapped_base64_are_redacted() {
-    use base64::Engine;
     let redact = |raw: &str| -> serde_json::Value {
         let Decision::Mutated(out) = judge(&filter(DlpAction::Redact), raw) else {
             panic!("redacted: {raw}")
@@ -560,17 +559,9 @@ fn string_lists_context_items_and_shifted_wrapped_base64_are_redacted() {
     );
     assert_eq!(v["result"]["content"][0]["text"], "password=");
     assert_eq!(v["result"]["content"][1]["text"], "[X]");
-    let enc = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}AKIAIOSFODNN7EXAMPLE and more after it",
-        "x".repeat(50)
-    ));
-    let lines: Vec<&str> = enc
-        .as_bytes()
-        .chunks(76)
-        .map(|c| std::str::from_utf8(c).unwrap_or_default())
-        .collect();
+    let block = crate::engines::dlp::encoded::wrapped_key_block();
     let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [
-        {"type": "text", "text": format!("tok{}\nend", lines.join("\n"))}
+        {"type": "text", "text": format!("tok{block}\nend")}
     ]}})
     .to_string();
     let v = redact(&raw);

@@ -118,8 +118,8 @@ pub(super) fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<Glue
         // The run gate reads the token itself; the twin also takes a
         // character glued after it (see `tail_glued`).
         let twin = tail_glued(&unglued).unwrap_or(unglued);
-        let (regex, group, max_len) = compile(s.name, &ascii_pattern(&twin))?;
-        if max_len.is_none() {
+        let compiled = compile(s.name, &ascii_pattern(&twin))?;
+        if compiled.2.is_none() {
             continue;
         }
         run = match (run, hir.properties().minimum_len()) {
@@ -127,16 +127,7 @@ pub(super) fn glued_secrets(detectors: &mut Vec<Detector>) -> Result<Option<Glue
             _ => None,
         };
         let idx = detectors.len() as u16;
-        detectors.push(Detector {
-            name: s.name.to_owned(),
-            category: s.category,
-            regex,
-            group,
-            validate: s.validate,
-            max_len,
-            at_anchor: true,
-            dictionary: None,
-        });
+        detectors.push(Detector::builtin(s, compiled, true));
         for l in lits {
             anchors.push(l);
             owner.push(idx);

@@ -61,6 +61,26 @@ pub struct Scanner {
     digit_set: Option<(Regex, Vec<usize>, usize)>,
 }
 
+impl Detector {
+    /// Built-in detector `s` with its compiled pattern (see [`compile`]).
+    fn builtin(
+        s: &detectors::Spec,
+        (regex, group, max_len): (Regex, bool, Option<usize>),
+        at_anchor: bool,
+    ) -> Detector {
+        Detector {
+            name: s.name.to_owned(),
+            category: s.category,
+            regex,
+            group,
+            validate: s.validate,
+            max_len,
+            at_anchor,
+            dictionary: None,
+        }
+    }
+}
+
 fn compile(name: &str, pattern: &str) -> Result<(Regex, bool, Option<usize>), String> {
     let regex = Regex::new(pattern).map_err(|e| format!("detector {name}: {e}"))?;
     let hir = regex_syntax::Parser::new()
@@ -99,7 +119,7 @@ impl Scanner {
                 _ => None,
             };
             let pattern = ascii_pattern(pattern.as_deref().unwrap_or(s.pattern));
-            let (regex, group, max_len) = compile(s.name, &pattern)?;
+            let compiled = compile(s.name, &pattern)?;
             let idx = detectors.len() as u16;
             for t in s.triggers {
                 pre.add(idx, t)
@@ -117,18 +137,9 @@ impl Scanner {
             // the longest match, so a string packed with anchors (`sk-sk-sk-…`)
             // stays linear. Unbounded ones use merged windows.
             let at_anchor = words_only
-                && max_len.is_some()
+                && compiled.2.is_some()
                 && s.pattern.trim_start_matches("(?i)").starts_with(r"\b");
-            detectors.push(Detector {
-                name: s.name.to_owned(),
-                category: s.category,
-                regex,
-                group,
-                validate: s.validate,
-                max_len,
-                at_anchor,
-                dictionary: None,
-            });
+            detectors.push(Detector::builtin(s, compiled, at_anchor));
         }
         pre.finish()?;
         let glued = glued_secrets(&mut detectors)?;
