@@ -47,6 +47,7 @@ impl Scanner {
             && self.always.is_empty()
             && !self.may_encode(&seen, raw)
             && !(seen.spaced && super::normalise::may_be_spaced_json(raw))
+            && !self.may_be_grouped(&seen, raw)
             && !items::has_list(raw)
     }
 
@@ -70,6 +71,8 @@ impl Scanner {
         let encoded = self.may_encode(&seen, raw);
         // So are spaced-out words (`A K I A …`).
         let spaced = seen.spaced && super::normalise::may_be_spaced_json(raw);
+        // And groups read joined (`AKIA IOSF …`, `41 4b …`).
+        let grouped = self.may_be_grouped(&seen, raw);
         // And text split across the items of a list (of objects, as
         // `content`, or of strings).
         let lists = items::has_list(raw);
@@ -79,13 +82,18 @@ impl Scanner {
             && self.always.is_empty()
             && !encoded
             && !spaced
+            && !grouped
             && !lists
         {
             return Ok(found);
         }
         cands.sort_unstable_by_key(|c| c.start);
         // What the message as a whole may hold, for each of its strings.
-        let gate = super::scanner::Gate { spaced, encoded };
+        let gate = super::scanner::Gate {
+            spaced,
+            encoded,
+            grouped,
+        };
         let mut bad = false;
         let mut listed = Vec::new();
         walk::walk(raw, part, sampling, |st| {
@@ -156,6 +164,7 @@ impl Scanner {
                 && (ascii || plain(&raw[st.start..st.end]))
                 && !(encoded && super::encoded::has_run(&raw[st.start..st.end]))
                 && !(spaced && super::normalise::may_be_spaced(&raw[st.start..st.end]))
+                && !(grouped && super::grouped::may_be_grouped(&raw[st.start..st.end]))
             {
                 return false;
             }

@@ -25,6 +25,7 @@
 
 pub mod detectors;
 pub(crate) mod encoded;
+mod grouped;
 mod items;
 mod json;
 mod masks;

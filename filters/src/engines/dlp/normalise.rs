@@ -280,6 +280,25 @@ pub(crate) fn view(s: &str) -> Option<View> {
 }
 
 impl View {
+    /// The view of `s` without the bytes at the ascending offsets `drop`
+    /// (each an ASCII byte).
+    pub(crate) fn without(s: &str, drop: &[usize]) -> View {
+        let mut text = String::with_capacity(s.len());
+        let mut from = Vec::with_capacity(s.len() + 1);
+        let mut next = drop.iter().peekable();
+        for (at, c) in s.char_indices() {
+            if next.peek() == Some(&&at) {
+                next.next();
+                continue;
+            }
+            let n = text.len();
+            text.push(c);
+            from.extend(std::iter::repeat_n(at, text.len() - n));
+        }
+        from.push(s.len());
+        View { text, from }
+    }
+
     /// The original span of the view's bytes `start..end` (`start < end`):
     /// from the first character that produced them to the end of the last,
     /// with everything the view dropped in between. `s` is the original.
@@ -375,20 +394,7 @@ pub(crate) fn spaced(s: &str) -> Option<View> {
     if drop.is_empty() {
         return None;
     }
-    let mut text = String::with_capacity(s.len());
-    let mut from = Vec::with_capacity(s.len() + 1);
-    let mut next = drop.iter().peekable();
-    for (at, c) in s.char_indices() {
-        if next.peek() == Some(&&at) {
-            next.next();
-            continue;
-        }
-        let n = text.len();
-        text.push(c);
-        from.extend(std::iter::repeat_n(at, text.len() - n));
-    }
-    from.push(s.len());
-    Some(View { text, from })
+    Some(View::without(s, &drop))
 }
 
 /// Whether `b` may hold a spaced-out word (see [`spaced`]).

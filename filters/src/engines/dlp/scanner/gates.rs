@@ -30,6 +30,7 @@ fn gated_and_open(s: &Scanner, text: &str) -> (Found, Found) {
     let all = Gate {
         spaced: true,
         encoded: true,
+        grouped: true,
     };
     s.scan_with(text, &mut cands, &mut open, all);
     (sorted(s, &gated), sorted(s, &open))
@@ -217,8 +218,69 @@ fn prose_keeps_the_gates_shut() {
         let mut c = Vec::new();
         let seen = s.candidates(b, &mut c);
         let g = Gate::of(&seen, b);
-        assert!(!g.spaced && !g.encoded, "{g:?}");
+        assert!(
+            !g.spaced && !g.encoded && !g.grouped,
+            "{g:?} {}",
+            String::from_utf8_lossy(b)
+        );
         assert!(!s.may_encode(&seen, b));
+    }
+}
+
+/// Text in groups (see `grouped`): a key in blocks, hex dumps in three
+/// spellings, base64 in short lines and in groups set apart by spaces.
+fn grouped_texts() -> Vec<String> {
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    let hex: Vec<String> = key.bytes().map(|b| format!("{b:02x}")).collect();
+    let enc = b64(&format!("xxxxxxxxxx{key} and more"));
+    let chunks = |n: usize, sep: &str| {
+        enc.as_bytes()
+            .chunks(n)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join(sep)
+    };
+    vec![
+        "AKIA IOSF ODNN 7EXA MPLE".to_owned(),
+        "AKIA-IOSF-ODNN-7EXA-MPLE".to_owned(),
+        hex.join(" "),
+        hex.join(":"),
+        hex.iter().map(|h| format!("\\\\x{h}")).collect(),
+        hex.iter()
+            .map(|h| format!("0x{h}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        chunks(12, "\\n"),
+        chunks(8, " "),
+        chunks(16, " "),
+        chunks(18, "\\n"),
+    ]
+}
+
+/// Groups at every offset around a block edge, in a string and in a raw
+/// message (where `\n` and `\\` are escapes): the prefilter's windows never
+/// lose a run.
+#[test]
+fn groups_across_block_edges() {
+    let s = scanner();
+    for text in grouped_texts() {
+        // `text` is written as raw JSON; the string it spells:
+        let plain: String = serde_json::from_str(&format!("\"{text}\"")).expect("json");
+        for pad in 0..130 {
+            let line = format!("{} {plain} x", "w".repeat(pad));
+            let (gated, open) = gated_and_open(&s, &line);
+            assert!(
+                open.iter().any(|h| h.0 == "aws_access_key_id"),
+                "{line:?}: {open:?}"
+            );
+            assert_eq!(gated, open, "{line:?}");
+            let raw = format!(r#"{{"t":"{} {text} x"}}"#, "w".repeat(pad));
+            let names = json_names(&s, &raw);
+            assert!(
+                names.contains(&"aws_access_key_id".into()),
+                "{raw}: {names:?}"
+            );
+        }
     }
 }
 
@@ -236,6 +298,12 @@ fn piece() -> impl proptest::strategy::Strategy<Value = String> {
             hex::encode("ssn 123-45-6789"),
             "%41KIAIOSFODNN7EXAMPLE".to_owned(),
         ]),
+        proptest::sample::select(
+            grouped_texts()
+                .into_iter()
+                .map(|t| t.replace("\\n", "\n").replace("\\\\", "\\"))
+                .collect::<Vec<_>>()
+        ),
     ]
 }
 

@@ -11,7 +11,7 @@ use regex_automata::{Anchored, Input, PatternSet};
 
 use super::detectors::{self, Category, SPECS};
 use super::prefilter::{Cand, Prefilter, Seen, DIGIT_GROUP};
-use super::{encoded, normalise};
+use super::{encoded, grouped, normalise};
 
 mod glued;
 use glued::{glued_secrets, tail_glued, GluedAnchors};
@@ -270,6 +270,13 @@ impl Scanner {
             && encoded::may_hold_json(raw)
     }
 
+    /// Whether raw JSON message `raw`, passed through the prefilter with
+    /// `seen`, may hold groups to read joined (see [`grouped`]).
+    pub(crate) fn may_be_grouped(&self, seen: &Seen, raw: &[u8]) -> bool {
+        (seen.grouped || seen.long_run || encoded::slashed_run(raw))
+            && grouped::may_be_grouped_json(raw)
+    }
+
     /// Every validated match in one (unescaped) string: in the string as it
     /// is and in its normalised view, mapped back to the string's bytes.
     pub fn scan_str(&self, s: &str, out: &mut Vec<Hit>) {
@@ -328,6 +335,15 @@ impl Scanner {
         }
         if gate.encoded {
             self.encoded_matches(s, out, depth);
+        }
+        if gate.grouped && depth < encoded::MAX_DEPTH {
+            if let Some(g) = grouped::view(s) {
+                // The joined groups as they are and for what they encode.
+                let mut inner = Vec::new();
+                self.scan_as_is(&g.text, &mut inner);
+                self.encoded_matches(&g.text, &mut inner, depth + 1);
+                mapped(out, inner, |a, b| g.original(s, a, b));
+            }
         }
     }
 
@@ -593,13 +609,18 @@ fn first_match(
 pub(crate) struct Gate {
     pub(crate) spaced: bool,
     pub(crate) encoded: bool,
+    /// Groups to read joined (see [`grouped`]): letters and digits in
+    /// groups at one period, or groups of base64 long enough to be runs.
+    pub(crate) grouped: bool,
 }
 
 impl Gate {
     pub(crate) fn of(seen: &Seen, s: &[u8]) -> Gate {
+        let encoded = seen.long_run || memchr::memchr(b'%', s).is_some() || encoded::slashed_run(s);
         Gate {
             spaced: seen.spaced,
-            encoded: seen.long_run || memchr::memchr(b'%', s).is_some() || encoded::slashed_run(s),
+            encoded,
+            grouped: (seen.grouped || encoded) && grouped::may_be_grouped(s),
         }
     }
 }

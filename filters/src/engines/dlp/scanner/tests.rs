@@ -594,7 +594,6 @@ fn spaced_out_secrets_with_wider_separators_are_found() {
 /// Review (left): hex written with separators or as `\x` escapes, which
 /// a model reads as easily as bare hex, is not decoded.
 #[test]
-#[ignore = "hex with separators (`41 4b …`, `41:4b:…`, `\\x41\\x4b…`) is not an encoding the scanner reads"]
 fn hex_with_separators_is_read() {
     let s = Scanner::new(&[]).expect("scanner");
     let hex: Vec<String> = "AKIAIOSFODNN7EXAMPLE"
@@ -618,7 +617,6 @@ fn hex_with_separators_is_read() {
 /// and base64 wrapped in lines shorter than a run or in groups set apart
 /// by spaces are read by a model but not by the scanner.
 #[test]
-#[ignore = "secrets in groups and base64 in short lines or space-separated groups are not joined"]
 fn grouped_secrets_and_short_wrapped_base64_are_read() {
     let s = Scanner::new(&[]).expect("scanner");
     let enc = b64(format!("{}AKIAIOSFODNN7EXAMPLE and more", "x".repeat(10)).as_bytes());
