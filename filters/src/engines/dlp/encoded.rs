@@ -1,5 +1,6 @@
 //! Text hidden under an encoding a reader (or the model) undoes at once:
-//! base64 (standard or URL-safe, padded or not), hex, and percent-encoding.
+//! base64 (standard or URL-safe, padded or not), base32, hex, and
+//! percent-encoding.
 //! A secret sent as `QUtJQUlPU0ZPRE5ON0VYQU1QTEU=` or
 //! `%41KIAIOSFODNN7EXAMPLE` is the secret to whoever decodes it, so the
 //! scanner reads the decoded text too.
@@ -7,7 +8,8 @@
 //! - **base64 and hex**: every run of at least [`MIN_RUN`] characters of
 //!   the base64 alphabet (`=` padding after it, lines of a wrapped block
 //!   joined) is decoded, as hex when it is all hex digits of even length
-//!   and that reads, as base64 otherwise — also from each of its next
+//!   and that reads, as base64 otherwise (and as base32 too when it is
+//!   all base32 characters of one case) — also from each of its next
 //!   three characters, for a run glued after a word (`tokenQUtJ…`). What
 //!   is read is the decoding when it is text (valid UTF-8 without control
 //!   characters but tab and line breaks), or else every stretch of such
@@ -119,7 +121,34 @@ fn decode_line(run: &[u8]) -> Vec<String> {
             }
         }
     }
-    base64_readable(run)
+    let mut out = base64_readable(run);
+    for f in base32_readable(run) {
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// The readable parts of a base32 run (RFC 4648: `A`–`Z` and `2`–`7`, in
+/// upper or lower case, padded or not), which is also base64 to the
+/// eye: both are read.
+fn base32_readable(run: &[u8]) -> Vec<String> {
+    let body = &run[..run.len() - run.iter().rev().take_while(|&&c| c == b'=').count()];
+    let upper = body.iter().all(|c| matches!(c, b'A'..=b'Z' | b'2'..=b'7'));
+    let lower = body.iter().all(|c| matches!(c, b'a'..=b'z' | b'2'..=b'7'));
+    if body.is_empty() || !(upper || lower) {
+        return Vec::new();
+    }
+    // A length that is no whole number of bytes loses its last character.
+    let mut body = body.to_ascii_uppercase();
+    while matches!(body.len() % 8, 1 | 3 | 6) {
+        body.pop();
+    }
+    match data_encoding::BASE32_NOPAD.decode(&body) {
+        Ok(bytes) => readable(&bytes),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The least length of a readable part of decoded bytes that is read

@@ -640,3 +640,34 @@ fn grouped_secrets_and_short_wrapped_base64_are_read() {
         );
     }
 }
+
+/// Review (left in session 32): base32, which a model decodes as readily
+/// as base64, in upper or lower case, padded or not, bare and in a message.
+#[test]
+fn base32_is_read() {
+    let s = Scanner::new(&[]).expect("scanner");
+    for plain in ["AKIAIOSFODNN7EXAMPLE", "ssn 123-45-6789 on file"] {
+        let want = if plain.starts_with('A') {
+            "aws_access_key_id"
+        } else {
+            "us_ssn"
+        };
+        let enc = data_encoding::BASE32.encode(plain.as_bytes());
+        for text in [
+            enc.clone(),
+            enc.trim_end_matches('=').to_owned(),
+            enc.to_ascii_lowercase(),
+            format!("data: {enc} end"),
+        ] {
+            let got = names(&s, &text);
+            assert!(got.iter().any(|n| n == want), "{text:?}: {got:?}");
+            let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1,
+                "result": {"content": [{"type": "text", "text": text}]}})
+            .to_string();
+            let got = located(&s, &raw);
+            assert!(got.iter().any(|n| n == want), "json {raw}: {got:?}");
+        }
+    }
+    // An upper-case word run is no base32 finding.
+    assert!(names(&s, "THEQUICKBROWNFOXJUMPSOVERTHELAZYDOG").is_empty());
+}
