@@ -72,7 +72,7 @@ fn judge_text<'a>(value: &'a str, argument: Option<&str>, out: &mut Vec<Found<'a
     for addr in bare_forbidden_all(value) {
         push(addr.into(), true, out);
     }
-    if value.contains(['\t', '\n', '\r']) {
+    if memchr::memchr3(b'\t', b'\n', b'\r', value.as_bytes()).is_some() {
         let joined: String = value.chars().filter(|c| !dropped(*c)).collect();
         if url_like(&joined) {
             push(joined.clone().into(), false, out);
