@@ -4,7 +4,7 @@
 //! groups by spaces. A reader (or the model) reads the groups as one word,
 //! so the scanner reads them joined: a run of at least [`MIN_GROUPS`]
 //! groups of one length (the last may be shorter), at least two characters
-//! each, each set apart from the next by the same one to [`MAX_GAP`]
+//! each, each set apart from the next by as many (one to [`MAX_GAP`])
 //! separators, joined at least [`MIN_JOINED`] characters long, with a
 //! letter next to a digit somewhere (prose has none). The joined text is scanned as it is and for the
 //! encodings it may be (hex, base64).
@@ -104,7 +104,8 @@ fn drops(b: &[u8], json: bool) -> Vec<usize> {
             i += 1;
             continue;
         };
-        // Groups of `len` set apart by `sep`; the last may be shorter.
+        // Groups of `len` set apart by gaps as long as `sep` (`AKIA-IOSF
+        // ODNN-…`, a period the prefilter sees); the last may be shorter.
         let mut j = i + 1;
         loop {
             let (s, e) = gs[j];
@@ -116,7 +117,7 @@ fn drops(b: &[u8], json: bool) -> Vec<usize> {
                 .get(j + 1)
                 .filter(|_| e - s == len)
                 .and_then(|&(s1, _)| gap(b, e, s1, json));
-            if next != Some(sep) {
+            if next.map(<[u8]>::len) != Some(sep.len()) {
                 break;
             }
             j += 1;
@@ -206,6 +207,7 @@ mod tests {
             ("41:4b:49:41:49:4f", "414b4941494f"),
             ("\\x41\\x4b\\x49\\x41\\x49\\x4f", "\\414b4941494f"),
             ("0x41, 0x4b, 0x49, 0x41, 0x49, 0x4f", "414b4941494f"),
+            ("AKIA-IOSF ODNN-7EXA MPLE", "AKIAIOSFODNN7EXAMPLE"),
             (
                 "QUtJQUlP\nU0ZPRE5O\nN0VYQU1Q\nTEU=",
                 "QUtJQUlPU0ZPRE5ON0VYQU1QTEU=",
