@@ -6,8 +6,8 @@
 //! groups of one length (the last may be shorter), at least two characters
 //! each, each set apart from the next by as many (one to [`MAX_GAP`])
 //! separators, joined at least [`MIN_JOINED`] characters long, with a
-//! letter next to a digit somewhere (prose has none). The joined text is scanned as it is and for the
-//! encodings it may be (hex, base64).
+//! letter next to a digit somewhere (prose has none). The joined text is
+//! scanned as it is and for the encodings it may be (hex, base64).
 
 use super::normalise::View;
 
