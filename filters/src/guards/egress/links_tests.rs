@@ -248,3 +248,64 @@ fn urls_a_client_opens_are_read_as_every_client_reads_them() {
         assert_eq!(v["result"]["serverInfo"]["icons"], json!([]), "{url}: {v}");
     }
 }
+
+/// The verdict on a client→server message `raw`.
+fn request(f: &EgressFilter, raw: &str) -> Option<String> {
+    let env = crate::protocol::jsonrpc::single(raw);
+    let p = Principal::anonymous();
+    let ctx = Exchange::new(&p, "s");
+    rule(f.on_request(
+        &Message::new(&env, raw.as_bytes()),
+        &ctx,
+        &mut Notes::default(),
+    ))
+}
+
+/// A `file:` URI with a host is no local file: Windows opens
+/// `file://10.0.0.5/share` as `\\10.0.0.5\share` over SMB (with the user's
+/// NTLM credentials), Java's `file:` handler fetches it over FTP. Its host
+/// is judged wherever a URI is, in both directions.
+#[test]
+fn a_file_uri_with_a_host_is_judged_by_its_host() {
+    let f = filter(&[]);
+    let read = |uri: &str| {
+        json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":uri}}).to_string()
+    };
+    let root = |uri: &str| {
+        json!({"jsonrpc":"2.0","id":2,"result":{"roots":[{"uri":uri,"name":"r"}]}}).to_string()
+    };
+    let complete = |uri: &str| {
+        json!({"jsonrpc":"2.0","id":3,"method":"completion/complete","params":{
+            "ref":{"type":"ref/resource","uri":uri},"argument":{"name":"a","value":"b"}}})
+        .to_string()
+    };
+    for uri in [
+        "file://169.254.169.254/latest/meta-data",
+        "file://10.0.0.5/share/x",
+        "FILE://192.168.1.10/c$/",
+        "file:\\\\127.0.0.1\\c$\\",
+        "file://fileserver.corp/share",
+        "file:////10.0.0.5/share",
+        "file://0x7f000001/x",
+    ] {
+        for raw in [read(uri), root(uri), complete(uri)] {
+            assert!(request(&f, &raw).is_some(), "{raw}");
+        }
+        for (raw, asked) in carriers(uri) {
+            assert!(rule(reply(&f, &raw, asked)).is_some(), "{raw}");
+        }
+    }
+    for uri in [
+        "file:///home/me/project",
+        "file://localhost/home/me",
+        "file:///C:/Users/me",
+        "file://files.example.com/pub/readme",
+    ] {
+        for raw in [read(uri), root(uri), complete(uri)] {
+            assert_eq!(request(&f, &raw), None, "{raw}");
+        }
+        for (raw, asked) in carriers(uri) {
+            assert_eq!(rule(reply(&f, &raw, asked)), None, "{raw}");
+        }
+    }
+}
