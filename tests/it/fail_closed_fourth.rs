@@ -467,7 +467,12 @@ async fn network_uris_are_judged_wherever_mcp_carries_them() {
         h.script([Reply::json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)]);
         let (_, _, text) = post_with(&gw, &msg.to_string(), &[]).await;
         assert!(h.received().is_empty(), "variant {i} reached the server: {msg}");
-        if msg.get("id").is_some() {
+        if i == 1 {
+            // An upper-case scheme and a hex host are no canonical resource
+            // URI: the policy refuses it as ambiguous before egress reads it.
+            let e = &messages(&text)[0]["error"];
+            assert_eq!(e["data"]["reason"], "resource_uri_ambiguous", "{text}");
+        } else if msg.get("id").is_some() {
             assert_eq!(messages(&text)[0]["error"]["code"], -31014, "variant {i}: {text}");
         }
     }

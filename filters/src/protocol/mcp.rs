@@ -331,9 +331,14 @@ pub fn judged_target(env: &Envelope) -> Option<&str> {
 /// overlong `%c0%ae`); a `%` not followed by two hex digits (`%u002e`) is
 /// refused too, as decoders differ on it. Escaped slashes in a segment
 /// (`users://a%2Fb/profile`) and escapes in an http query are the data
-/// they say.
+/// they say. So is a URI whose scheme or authority is not written in the
+/// one form servers read it in (`FILE:`, `file://localhost/`,
+/// `https://Admin.example.com:443/`: see `resource_uri`).
 pub fn ambiguous_uri(uri: &str) -> bool {
     if uri.bytes().any(|c| c == b'\\' || c < 0x20 || c == 0x7f) {
+        return true;
+    }
+    if super::resource_uri::uncanonical(uri) {
         return true;
     }
     let Some(colon) = uri.find(':') else {

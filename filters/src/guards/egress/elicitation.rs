@@ -15,7 +15,7 @@
 use serde_json::Value as Json;
 use warden_config::guards::HostPattern;
 
-use super::address::{judge as judge_host, single_label, Dest};
+use super::readers::check;
 use crate::chain::filter::{Decision, Denial, Message, Word};
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
@@ -154,20 +154,19 @@ fn elicitation<'a>(e: &'a Json, urls: &mut Vec<Asked<'a>>) {
     }
 }
 
-/// The verdict on a URL the client opens (or fetches) for the user. Only
-/// a browser reads it, so its one reading is the WHATWG parser's (the
-/// `url` crate): `https://straße.de/`, `https://例え。jp/` and a backslash
-/// path are what they are to the browser.
+/// The verdict on a URL the client opens (or fetches) for the user: a
+/// web URL, read by both readers of a URL as a tool's is (`check`). The
+/// client is written with one library or another — its consent prompt may
+/// show the host urllib reads while the browser opens the one WHATWG reads
+/// (`https://bank.example\\@evil.example/`), and a client that fetches an
+/// icon with Python's `requests` dials the host curl would — so a URL they
+/// read with different hosts is refused as ambiguous.
 pub(super) fn opened(url: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
     let parsed = url::Url::parse(url).map_err(|_| "egress_unparsable_url")?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err("egress_scheme");
     }
-    let host = Dest::whatwg(parsed.host().ok_or("egress_no_host")?);
-    if single_label(&host, allow) {
-        return Err("ssrf_internal_name");
-    }
-    match judge_host(&host, allow) {
+    match check(url, allow) {
         // The allowlists are for what tools are sent: here only their
         // exceptions to the SSRF rules count.
         Ok(()) | Err("egress_not_allowlisted") => Ok(()),

@@ -167,14 +167,24 @@ fn a_public_sign_in_page_a_form_and_an_allowlisted_address_pass() {
         r#"{"jsonrpc":"2.0","id":1,"result":{"inputRequests":{"a":{"method":"sampling/createMessage","params":{"messages":[],"maxTokens":5}}}}}"#.into(),
         // Another error's data without elicitations is the server's own.
         r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"m","data":{"url":"http://127.0.0.1/"}}}"#.into(),
-        // Names a browser reads as the server meant them.
-        on_stream("https://straße.de/login"),
-        on_stream("https://例え。jp/"),
-        on_stream("https://example.com\\path"),
         // A tool result naming a local address is the tool's content.
         r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"http://127.0.0.1/"}]}}"#.into(),
     ] {
         assert_eq!(rule(reply(&f, &raw, Some("tools/call"))), None, "{raw}");
+    }
+    // Names a browser reads one way and urllib (IDNA 2003, which maps `ß`
+    // to `ss`; `\\` inside the host) another: the client's consent prompt
+    // may show one host and the browser open the other.
+    for url in [
+        "https://straße.de/login",
+        "https://例え。jp/",
+        "https://example.com\\path",
+    ] {
+        assert_eq!(
+            rule(reply(&f, &on_stream(url), None)).as_deref(),
+            Some(super::AMBIGUOUS),
+            "{url}"
+        );
     }
     // The allowlists' exceptions to the SSRF rules hold here too; a public
     // host outside them is no tool's egress and passes.

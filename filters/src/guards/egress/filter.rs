@@ -58,7 +58,8 @@ impl McpFilter for EgressFilter {
         Acts {
             requests: Methods::All,
             // Server→client messages: the URLs a server asks the client to
-            // open (URL-mode elicitation), wherever they arrive, and the
+            // open (URL-mode elicitation), wherever they arrive, the URIs
+            // it sends (resource links, contents, updates …), and the
             // icons and website links the client fetches or opens.
             responses: Methods::All,
         }
@@ -66,6 +67,10 @@ impl McpFilter for EgressFilter {
 
     fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         match super::elicitation::judge(msg, || self.exceptions(ctx)) {
+            Decision::Pass => {}
+            d => return d,
+        }
+        match super::links::judge(msg, || self.exceptions(ctx)) {
             Decision::Pass => super::icons::judge(msg, || self.exceptions(ctx)),
             d => d,
         }

@@ -8,21 +8,30 @@
 //! from the reply, the rest of it passes: the server's list stays usable,
 //! and nothing the gateway refuses reaches the client. `data:` icons are
 //! inline images and pass; an icon the gateway cannot read (not an object,
-//! `src` not a string, `icons` not an array) is removed too.
+//! `src` not a string, `icons` not an array) is removed too. A resource
+//! link (a content block of a tool's result, a prompt's messages, a
+//! sampling request …) carries icons as a resource does: judged wherever
+//! it is. A listed resource whose URI the rules refuse (`links.rs`) is
+//! removed from the list as its icons would be.
 
 use serde_json::Value as Json;
 use warden_config::guards::HostPattern;
 
 use super::detect::lead;
 use super::elicitation::opened;
+use super::links::sent;
 use crate::chain::filter::{Decision, Message, Word};
 use crate::protocol::jsonrpc::Kind;
 
 static ICONS: Word = Word::new("icons");
 static WEBSITE: Word = Word::new("websiteUrl");
+static URI: Word = Word::new("uri");
+
+/// How deep resource links are looked for (serde_json's limit).
+const DEPTH: usize = 128;
 
 /// The requests whose replies describe the server or list what it offers.
-const DESCRIBING: &[&str] = &[
+pub(super) const DESCRIBING: &[&str] = &[
     "initialize",
     "server/discover",
     "tools/list",
@@ -32,34 +41,43 @@ const DESCRIBING: &[&str] = &[
 ];
 
 /// The lists whose items carry icons.
-const LISTS: &[&str] = &["tools", "prompts", "resources", "resourceTemplates"];
+pub(super) const LISTS: &[&str] = &["tools", "prompts", "resources", "resourceTemplates"];
 
-/// `msg` (a server→client message) with every icon and website link the
-/// address rules refuse removed, or `Pass` when it holds none.
+/// `msg` (a server→client message) with every icon, website link and
+/// listed resource the address rules refuse removed, or `Pass` when it
+/// holds none.
 pub(super) fn judge<'h>(
     msg: &Message<'_>,
     allow: impl FnOnce() -> Vec<&'h HostPattern>,
 ) -> Decision {
     let env = msg.envelope;
-    if env.kind != Kind::Response || env.is_error {
+    if env.is_error {
         return Decision::Pass;
     }
     // Replies that describe things; a reply whose request is unknown may.
-    if msg.request_method.is_some_and(|m| !DESCRIBING.contains(&m)) {
-        return Decision::Pass;
-    }
-    if !(msg.may_hold(&ICONS) || msg.may_hold(&WEBSITE)) {
+    let describing =
+        env.kind == Kind::Response && msg.request_method.is_none_or(|m| DESCRIBING.contains(&m));
+    if !(msg.may_hold(&ICONS) || describing && (msg.may_hold(&WEBSITE) || msg.may_hold(&URI))) {
         return Decision::Pass;
     }
     let Some(v) = msg.value() else {
         return Decision::Pass;
     };
-    if v.get("result").is_none() {
+    let part = if env.kind == Kind::Response {
+        "result"
+    } else {
+        "params"
+    };
+    if v.get(part).is_none() {
         return Decision::Pass;
     }
     let allow = allow();
     let mut out = v.clone();
-    let changed = out.get_mut("result").is_some_and(|r| clean(r, &allow));
+    let Some(r) = out.get_mut(part) else {
+        return Decision::Pass;
+    };
+    let mut changed = describing && clean(r, &allow);
+    changed |= links(r, &allow, DEPTH);
     if changed {
         Decision::rewrite(&out)
     } else {
@@ -75,12 +93,35 @@ fn clean(result: &mut Json, allow: &[&HostPattern]) -> bool {
     }
     for list in LISTS {
         if let Some(Json::Array(items)) = result.get_mut(*list) {
+            let before = items.len();
+            items.retain(|i| i.get("uri").is_none_or(|u| sent(u, allow).is_ok()));
+            changed |= items.len() != before;
             for item in items {
                 changed |= described(item, allow);
             }
         }
     }
     changed
+}
+
+/// Every resource link at any depth under `v`, its refused icons removed;
+/// whether any was.
+fn links(v: &mut Json, allow: &[&HostPattern], depth: usize) -> bool {
+    if depth == 0 {
+        return false;
+    }
+    match v {
+        Json::Object(o) if o.get("type").and_then(Json::as_str) == Some("resource_link") => {
+            described(v, allow)
+        }
+        Json::Object(o) => o
+            .values_mut()
+            .fold(false, |c, x| links(x, allow, depth - 1) | c),
+        Json::Array(a) => a
+            .iter_mut()
+            .fold(false, |c, x| links(x, allow, depth - 1) | c),
+        _ => false,
+    }
 }
 
 /// One described thing (an implementation, a tool, a prompt, a resource):

@@ -39,7 +39,11 @@
 //! Where things are: the SSRF address rules in `address.rs`; which strings
 //! are or hold URLs in `detect.rs`; the two readers of a URL and the
 //! verdicts in `readers.rs`; what the schema declares in `schema.rs`; the
-//! values to judge in `found.rs`; the filter in `filter.rs`.
+//! values to judge in `found.rs`; the filter in `filter.rs`. What a server
+//! sends the client: URL elicitations in `elicitation.rs`, URIs (resource
+//! links, contents, updates, anywhere a `uri` member is) in `links.rs`,
+//! icons, website links and listed resources in `icons.rs` — each read by
+//! both readers as a tool's URL is.
 
 mod address;
 mod detect;
@@ -47,6 +51,7 @@ mod elicitation;
 mod filter;
 mod found;
 mod icons;
+mod links;
 mod readers;
 mod schema;
 
@@ -54,6 +59,8 @@ mod schema;
 mod differential_tests;
 #[cfg(test)]
 mod elicitation_tests;
+#[cfg(test)]
+mod links_tests;
 #[cfg(test)]
 mod tests;
 

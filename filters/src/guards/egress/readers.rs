@@ -6,7 +6,7 @@
 use warden_config::guards::HostPattern;
 
 use super::address::{judge, single_label, Dest};
-use super::detect::{dialled, dropped, embedded, lead, starts_as_url, SPECIAL};
+use super::detect::{dialled, dropped, embedded, lead, starts_as_url, Lead, SPECIAL};
 
 /// The rule for a URL that clients could read with different hosts.
 pub const AMBIGUOUS: &str = "egress_ambiguous_url";
@@ -133,16 +133,32 @@ fn check_as(value: &str, allow: &[&HostPattern], web: bool) -> Result<(), &'stat
 pub fn check_uri(value: &str, allow: &[&HostPattern], files: bool) -> Result<(), &'static str> {
     let v = value.trim_matches(trimmed);
     let l = lead(v);
-    if !dialled(&l, files) {
+    let remote = remote_file(&l, v);
+    if !dialled(&l, files) && !remote {
         return Ok(());
     }
     match l.scheme.as_deref() {
-        Some(s) if s != "file" && !SPECIAL.contains(&s) => {
+        Some(s) if (s != "file" && !SPECIAL.contains(&s)) || (remote && !files) => {
             let rest = v.find(':').map_or("", |i| &v[i + 1..]);
             check_as(&format!("http:{rest}"), allow, false)
         }
         _ => check(v, allow),
     }
+}
+
+/// Whether `v` (starting as `l`) is a `file:` URI with a host other than
+/// the local one (`file://10.0.0.5/share/x`, `file:\\\\host\\share`): not
+/// a local file but a place some client connects to — Windows opens it as
+/// the UNC path `\\\\host\\share` over SMB (sending the user's NTLM
+/// credentials), Java's `file:` handler fetches it over FTP. Its host is
+/// judged as a network URL's is, and so is `file:////host/share` (no host
+/// to WHATWG, a UNC path to Windows: refused as ambiguous); `file:///…`
+/// and `file://localhost/…` are local files.
+fn remote_file(l: &Lead, v: &str) -> bool {
+    l.scheme.as_deref() == Some("file")
+        && (l.slashes >= 4
+            || l.slashes >= 2
+                && url::Url::parse(v).map_or(true, |u| u.host_str().is_some_and(|h| !h.is_empty())))
 }
 
 /// The verdict on a string detection found: a URL as a whole, or text that
@@ -155,7 +171,7 @@ pub(super) fn check_found(
     allow: &[&HostPattern],
     files: bool,
 ) -> Result<(), &'static str> {
-    if starts_as_url(s) && dialled(&lead(s), files) {
+    if starts_as_url(s) && (dialled(&lead(s), files) || remote_file(&lead(s), s)) {
         return check_uri(s, allow, files);
     }
     // A resource identifier, or prose: the network URLs in it, if any.

@@ -1,0 +1,311 @@
+//! URIs a hostile server sends the client outside elicitations, icons and
+//! website links: resource links and embedded resources in a tool's or a
+//! prompt's result, a read's contents, a list's resources, an update's URI,
+//! a sampling request's messages, structured content, `_meta`, an error's
+//! data — and the URLs a client opens or fetches, read by every client.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::json;
+use warden_config::guards::HostPattern;
+
+use super::filter::EgressFilter;
+use crate::chain::filter::{Decision, Exchange, McpFilter, Message, Notes};
+use crate::engines::identity::Principal;
+use crate::protocol::error::codes;
+
+fn filter(global: &[&str]) -> EgressFilter {
+    EgressFilter::new(
+        global
+            .iter()
+            .map(|p| HostPattern::parse(p).expect("pattern"))
+            .collect(),
+        HashMap::new(),
+        Arc::default(),
+        false,
+    )
+}
+
+fn reply(f: &EgressFilter, raw: &str, asked: Option<&str>) -> Decision {
+    let env = crate::protocol::jsonrpc::single(raw);
+    let p = Principal::anonymous();
+    let ctx = Exchange::new(&p, "s");
+    f.on_response(
+        &Message::from_server(&env, raw.as_bytes(), asked, None),
+        &ctx,
+        &mut Notes::default(),
+    )
+}
+
+/// The rule a refusal names, or `None` when the message passed (as is or
+/// rewritten).
+fn rule(d: Decision) -> Option<String> {
+    match d {
+        Decision::Reject(d) => {
+            assert_eq!(d.error.code, codes::EGRESS_DENIED);
+            Some(d.error.data.expect("data")["rule"].as_str()?.to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// Every place a server→client message carries a URI, with `uri` in it,
+/// and the method of the request it answers (`None`: not a reply).
+fn carriers(uri: &str) -> Vec<(String, Option<&'static str>)> {
+    let link = json!({"type":"resource_link","uri":uri,"name":"doc"});
+    let embedded = json!({"type":"resource","resource":{"uri":uri,"text":"x"}});
+    vec![
+        (
+            json!({"jsonrpc":"2.0","id":1,"result":{"content":[link]}}),
+            Some("tools/call"),
+        ),
+        (
+            json!({"jsonrpc":"2.0","id":1,"result":{"content":[embedded]}}),
+            Some("tools/call"),
+        ),
+        (
+            json!({"jsonrpc":"2.0","id":1,"result":{"content":[],
+                "structuredContent":{"items":[{"uri":uri}]}}}),
+            Some("tools/call"),
+        ),
+        (
+            json!({"jsonrpc":"2.0","id":1,"result":{"content":[],
+                "_meta":{"io.example/source":{"uri":uri}}}}),
+            Some("tools/call"),
+        ),
+        (
+            json!({"jsonrpc":"2.0","id":1,"result":{"messages":[
+                {"role":"user","content":link}]}}),
+            Some("prompts/get"),
+        ),
+        (
+            json!({"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":uri,"text":"x"}]}}),
+            Some("resources/read"),
+        ),
+        (
+            json!({"jsonrpc":"2.0","id":1,"result":{"content":[link]}}),
+            Some("tasks/result"),
+        ),
+        (
+            json!({"jsonrpc":"2.0","id":1,"result":{"content":[link]}}),
+            None,
+        ),
+        (
+            json!({"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"m",
+                "data":{"uri":uri}}}),
+            Some("tools/call"),
+        ),
+        (
+            json!({"jsonrpc":"2.0","method":"notifications/resources/updated",
+                "params":{"uri":uri}}),
+            None,
+        ),
+        (
+            json!({"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage",
+                "params":{"maxTokens":5,"messages":[{"role":"user","content":link}]}}),
+            None,
+        ),
+    ]
+    .into_iter()
+    .map(|(v, m)| (v.to_string(), m))
+    .collect()
+}
+
+const FORBIDDEN: &[&str] = &[
+    "http://169.254.169.254/latest/meta-data/",
+    "http://127.0.0.1:8080/admin",
+    "https://localhost/",
+    "http://2130706433/",
+    "http://[::ffff:10.0.0.1]/",
+    "HTTP://LOCALHOST./",
+    "gopher://0x7f.1:6379/_INFO",
+];
+
+/// Read with different hosts by WHATWG and by curl, Go or urllib.
+const AMBIGUOUS: &[&str] = &[
+    "http://evil.example\\@127.0.0.1/",
+    "https://docs.example.com\\@evil.example/",
+    "http:/127.0.0.1/",
+    "http://ex%61mple.com/",
+    "http://0x7f000001/",
+];
+
+#[test]
+fn uris_a_server_sends_the_client_are_judged_wherever_they_are() {
+    let f = filter(&[]);
+    for uri in FORBIDDEN.iter().chain(AMBIGUOUS) {
+        for (raw, asked) in carriers(uri) {
+            assert!(
+                rule(reply(&f, &raw, asked)).is_some(),
+                "{uri} passed in {raw} ({asked:?})"
+            );
+        }
+    }
+    for uri in AMBIGUOUS.iter().take(2) {
+        let (raw, asked) = &carriers(uri)[0];
+        assert_eq!(
+            rule(reply(&f, raw, *asked)).as_deref(),
+            Some(super::AMBIGUOUS),
+            "{uri}"
+        );
+    }
+}
+
+#[test]
+fn ordinary_uris_from_a_server_pass() {
+    let f = filter(&[]);
+    for uri in [
+        "https://example.com/docs/a.pdf",
+        "https://docs.example.com:8443/x?y=1#z",
+        "file:///project/src/main.rs",
+        "file:///C:/Users/me/notes.txt",
+        "notes://internal/7",
+        "urn:isbn:0451450523",
+        "data:text/plain,hi",
+    ] {
+        for (raw, asked) in carriers(uri) {
+            assert_eq!(rule(reply(&f, &raw, asked)), None, "{uri} in {raw}");
+        }
+    }
+    // A tool's text naming a local address is its content, not a link.
+    let text = json!({"jsonrpc":"2.0","id":1,"result":{"content":[
+        {"type":"text","text":"the service is on http://127.0.0.1:8080/"}]}})
+    .to_string();
+    assert_eq!(rule(reply(&f, &text, Some("tools/call"))), None);
+    // An allowlist CIDR makes its exception here as it does for requests.
+    let f = filter(&["10.0.0.0/8"]);
+    for (raw, asked) in carriers("http://10.1.2.3/wiki") {
+        assert_eq!(rule(reply(&f, &raw, asked)), None, "{raw}");
+    }
+}
+
+/// The reply as the client gets it: the rewrite, or `raw` when passed.
+fn as_sent(f: &EgressFilter, raw: &str, asked: &str) -> serde_json::Value {
+    match reply(f, raw, Some(asked)) {
+        Decision::Pass => serde_json::from_str(raw).expect("json"),
+        Decision::Mutated(b) => serde_json::from_slice(&b).expect("json"),
+        _ => panic!("refused: {raw}"),
+    }
+}
+
+#[test]
+fn a_resource_links_icons_are_judged_as_a_lists_are() {
+    let f = filter(&[]);
+    let icon = |src: &str| json!({"src": src, "mimeType": "image/png"});
+    let link = |icons: serde_json::Value| json!({"type":"resource_link","uri":"https://example.com/a","name":"a","icons":icons});
+    let ok = icon("https://cdn.example.com/a.png");
+    for (raw, asked) in [
+        (
+            json!({"jsonrpc":"2.0","id":1,"result":{"content":[
+                link(json!([ok, icon("http://127.0.0.1:8080/admin/delete")]))]}}),
+            "tools/call",
+        ),
+        (
+            json!({"jsonrpc":"2.0","id":1,"result":{"messages":[{"role":"user",
+                "content":link(json!([ok, icon("http://evil.example\\@10.0.0.1/i.png")]))}]}}),
+            "prompts/get",
+        ),
+    ] {
+        let v = as_sent(&f, &raw.to_string(), asked);
+        let sent = v.to_string();
+        assert!(sent.contains("cdn.example.com"), "{sent}");
+        assert!(
+            !sent.contains("127.0.0.1") && !sent.contains("10.0.0.1"),
+            "{sent}"
+        );
+    }
+}
+
+/// A URL the client opens for its user or fetches itself (a URL
+/// elicitation, an icon, a website link) is read by whichever library the
+/// client is written with: a URL they read with different hosts is no
+/// URL to open (`https://bank.example\@evil.example/` shows one host and
+/// opens another).
+#[test]
+fn urls_a_client_opens_are_read_as_every_client_reads_them() {
+    let f = filter(&[]);
+    for url in [
+        "http://evil.example\\@127.0.0.1/",
+        "https://bank.example\\@evil.example/login",
+        "http://0x7f000001/",
+        "https:/example.com/",
+        "http://a@b@example.com/",
+    ] {
+        let ask = json!({"jsonrpc":"2.0","id":7,"method":"elicitation/create",
+            "params":{"mode":"url","elicitationId":"e","message":"m","url":url}})
+        .to_string();
+        assert!(rule(reply(&f, &ask, None)).is_some(), "{url}");
+        let init = json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25",
+            "capabilities":{},"serverInfo":{"name":"s","version":"1","websiteUrl":url,
+            "icons":[{"src":url}]}}})
+        .to_string();
+        let v = as_sent(&f, &init, "initialize");
+        assert!(
+            v["result"]["serverInfo"].get("websiteUrl").is_none(),
+            "{url}: {v}"
+        );
+        assert_eq!(v["result"]["serverInfo"]["icons"], json!([]), "{url}: {v}");
+    }
+}
+
+/// The verdict on a client→server message `raw`.
+fn request(f: &EgressFilter, raw: &str) -> Option<String> {
+    let env = crate::protocol::jsonrpc::single(raw);
+    let p = Principal::anonymous();
+    let ctx = Exchange::new(&p, "s");
+    rule(f.on_request(
+        &Message::new(&env, raw.as_bytes()),
+        &ctx,
+        &mut Notes::default(),
+    ))
+}
+
+/// A `file:` URI with a host is no local file: Windows opens
+/// `file://10.0.0.5/share` as `\\10.0.0.5\share` over SMB (with the user's
+/// NTLM credentials), Java's `file:` handler fetches it over FTP. Its host
+/// is judged wherever a URI is, in both directions.
+#[test]
+fn a_file_uri_with_a_host_is_judged_by_its_host() {
+    let f = filter(&[]);
+    let read = |uri: &str| {
+        json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":uri}}).to_string()
+    };
+    let root = |uri: &str| {
+        json!({"jsonrpc":"2.0","id":2,"result":{"roots":[{"uri":uri,"name":"r"}]}}).to_string()
+    };
+    let complete = |uri: &str| {
+        json!({"jsonrpc":"2.0","id":3,"method":"completion/complete","params":{
+            "ref":{"type":"ref/resource","uri":uri},"argument":{"name":"a","value":"b"}}})
+        .to_string()
+    };
+    for uri in [
+        "file://169.254.169.254/latest/meta-data",
+        "file://10.0.0.5/share/x",
+        "FILE://192.168.1.10/c$/",
+        "file:\\\\127.0.0.1\\c$\\",
+        "file://fileserver.corp/share",
+        "file:////10.0.0.5/share",
+        "file://0x7f000001/x",
+    ] {
+        for raw in [read(uri), root(uri), complete(uri)] {
+            assert!(request(&f, &raw).is_some(), "{raw}");
+        }
+        for (raw, asked) in carriers(uri) {
+            assert!(rule(reply(&f, &raw, asked)).is_some(), "{raw}");
+        }
+    }
+    for uri in [
+        "file:///home/me/project",
+        "file://localhost/home/me",
+        "file:///C:/Users/me",
+        "file://files.example.com/pub/readme",
+    ] {
+        for raw in [read(uri), root(uri), complete(uri)] {
+            assert_eq!(request(&f, &raw), None, "{raw}");
+        }
+        for (raw, asked) in carriers(uri) {
+            assert_eq!(rule(reply(&f, &raw, asked)), None, "{raw}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The scheme and authority of a resource URI, as every server reads them.
+//!
+//! A rule on a resource URI judges its text (`startswith(uri,
+//! "https://admin.example.com/")`, `startswith(uri, "file:///secret/")`); a
+//! server acts on what the text names. Servers lower-case a scheme
+//! (`FILE:`, `HTTPS:`), read `file://localhost/x`, `file:/x` and `file:///x`
+//! as one file, and connect to one host for `https://ADMIN.example.com./`,
+//! `https://u@admin.example.com:443/`, `https://0x7f.1/` and their
+//! canonical forms. [`uncanonical`] refuses, as `ambiguous_uri` refuses a
+//! path a server could normalise, a URI whose scheme or authority is not
+//! written in the one form those readings share.
+
+/// Whether `uri`'s scheme or authority is not in its canonical form: a
+/// scheme with an upper-case letter; a `file:` URI that is not `file:///`
+/// and its path (a host, `localhost` included, the single-slash form, or
+/// `file:////host/share`, a UNC path to Windows); a web URI (http, https,
+/// ws, wss) whose scheme is not followed by `//`, or whose authority is
+/// not the host and port a WHATWG parser serialises (lower case, IDNA
+/// applied, no userinfo, no default port, no trailing dot, an IPv4
+/// address as a dotted quad). Any other scheme's authority is the
+/// server's own to read.
+pub(crate) fn uncanonical(uri: &str) -> bool {
+    let Some(colon) = uri.find(':') else {
+        return false;
+    };
+    let (scheme, rest) = (&uri[..colon], &uri[colon + 1..]);
+    if scheme.bytes().any(|b| b.is_ascii_uppercase()) {
+        return true;
+    }
+    match scheme {
+        "file" => !rest.starts_with("///") || rest.starts_with("////"),
+        "http" | "https" | "ws" | "wss" => {
+            let Some(r) = rest.strip_prefix("//") else {
+                return true;
+            };
+            let authority = &r[..r.find(['/', '?', '#']).unwrap_or(r.len())];
+            let Ok(url) = url::Url::parse(uri) else {
+                return true;
+            };
+            let Some(host) = url.host_str() else {
+                return true;
+            };
+            let canonical = match url.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host.to_owned(),
+            };
+            authority != canonical || host.ends_with('.')
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::protocol::mcp::ambiguous_uri;
+
+    #[test]
+    fn a_resource_uri_in_another_spelling_of_its_scheme_or_host_is_ambiguous() {
+        for uri in [
+            "FILE:///secret/x",
+            "File:///secret/x",
+            "file://localhost/secret/x",
+            "file://LOCALHOST/secret/x",
+            "file:/secret/x",
+            "file:secret/x",
+            "file:////fileserver/secret/x",
+            "file://10.0.0.5/secret/x",
+            "HTTPS://admin.example.com/",
+            "https://ADMIN.example.com/",
+            "https://admin.example.com./",
+            "https://admin.example.com:443/",
+            "http://admin.example.com:80/x",
+            "https://user@admin.example.com/",
+            "https://user:pw@admin.example.com/",
+            "https:admin.example.com/",
+            "https:/admin.example.com/",
+            "https:///admin.example.com/",
+            "http://0x7f.1/",
+            "http://2130706433/",
+            "http://127.1/",
+            "http://[::FFFF:7f00:1]/",
+            "https://ａｄｍｉｎ.example.com/",
+            "https://admin。example.com/",
+            "https://bücher.example/",
+            "HR://employees/7",
+        ] {
+            assert!(ambiguous_uri(uri), "{uri}");
+        }
+        for uri in [
+            "file:///secret/x",
+            "file:///C:/Users/me/a.txt",
+            "https://admin.example.com/",
+            "https://admin.example.com",
+            "https://admin.example.com:8443/x?y=1#z",
+            "https://xn--bcher-kva.example/",
+            "http://127.0.0.1:8080/",
+            "http://[::1]/",
+            "wss://stream.example.com/feed",
+            "hr://employees/7",
+            "test://static-text",
+            "postgres://db/table%41",
+            "urn:isbn:0451450523",
+        ] {
+            assert!(!ambiguous_uri(uri), "{uri}");
+        }
+    }
+}
