@@ -23,9 +23,11 @@ use super::links::sent;
 use crate::chain::filter::{Decision, Message, Word};
 use crate::protocol::jsonrpc::Kind;
 
-static ICONS: Word = Word::new("icons");
-static WEBSITE: Word = Word::new("websiteUrl");
-static URI: Word = Word::new("uri");
+// Member names as the raw bytes spell them (or with a `\u` escape, which
+// `may_hold` looks for too): prose naming icons is not parsed for them.
+static ICONS: Word = Word::new("\"icons\"");
+static WEBSITE: Word = Word::new("\"websiteUrl\"");
+static URI: Word = Word::new("\"uri\"");
 
 /// How deep resource links are looked for (serde_json's limit).
 const DEPTH: usize = 128;

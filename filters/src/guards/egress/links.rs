@@ -24,7 +24,10 @@ use crate::chain::filter::{Decision, Denial, Message, Word};
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
 
-static URI: Word = Word::new("uri");
+/// A member named `uri` is `"uri"` in the raw bytes, or spelled with a
+/// `\u` escape (which `may_hold` looks for too): prose with `security` or
+/// `during` in it is not parsed for it.
+static URI: Word = Word::new("\"uri\"");
 
 /// How deep URIs are looked for: as deep as a message can be read into a
 /// value (serde_json's limit).

@@ -309,3 +309,25 @@ fn a_file_uri_with_a_host_is_judged_by_its_host() {
         }
     }
 }
+
+/// The fast path looks for the member names as raw JSON spells them
+/// (`"uri"`, `"icons"`): one spelled with a `\u` escape is still judged,
+/// and prose that merely contains the words is not mistaken for them.
+#[test]
+fn member_names_spelled_with_escapes_are_judged() {
+    let f = filter(&[]);
+    for raw in [
+        r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource_link","\u0075ri":"http://169.254.169.254/latest/","name":"d"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"t","inputSchema":{"type":"object"},"\u0069cons":[{"src":"http://127.0.0.1/x.png"}]}]}}"#,
+    ] {
+        let asked = raw.contains("tools").then_some("tools/list");
+        let d = reply(&f, raw, asked.or(Some("tools/call")));
+        let passed_as_is = matches!(d, Decision::Pass);
+        assert!(!passed_as_is, "{raw}");
+    }
+    let prose = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"security during icons review: see http://169.254.169.254/ uri"}]}}"#;
+    assert!(matches!(
+        reply(&f, prose, Some("tools/call")),
+        Decision::Pass
+    ));
+}
