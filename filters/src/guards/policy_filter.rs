@@ -414,9 +414,13 @@ impl PolicyFilter {
             crate::protocol::mcp::ListItems::Unreadable => return unreadable_reply(),
         };
         let before = items.len();
+        // A resource's URI (or a template's) that servers read as another
+        // resource than its text: the rule would judge the text, so the
+        // entry is hidden, as an update naming it is.
+        let uris = shape.as_method == "resources/read";
         items.retain(|item| {
             let name = item.get(shape.key).and_then(Json::as_str);
-            name.is_some()
+            name.is_some_and(|n| !(uris && crate::protocol::mcp::ambiguous_uri(n)))
                 && self
                     .decide(ctx, None, shape.as_method, name, None, true)
                     .allow

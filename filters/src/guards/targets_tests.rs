@@ -147,3 +147,35 @@ fn a_completion_of_a_hidden_prompt_or_resource_is_refused() {
         assert!(refused(&v).is_some(), "{r}: {v:?}");
     }
 }
+
+/// A listed resource or template whose URI servers read as another
+/// resource than its text (dot segments, escaped separators): the policy
+/// judged the text, so the entry is not shown, as its update is not.
+#[test]
+fn listed_uris_a_server_reads_as_another_resource_are_hidden() {
+    let s = snap();
+    let p = principal("", "alice", &[]);
+    let uris = |key: &str, array: &str, list: &[&str]| {
+        let items: Vec<Value> = list.iter().map(|u| json!({key: u, "name": u})).collect();
+        json!({"jsonrpc":"2.0","id":1,"result":{array: items}}).to_string()
+    };
+    let list = uris(
+        "uri",
+        "resources",
+        &[
+            "file:///a.txt",
+            "file:///pub/../vault/x",
+            "file:///pub/%2e%2e/x",
+            "vault://k",
+        ],
+    );
+    let v = reply(&s, &p, "crm", "resources/list", &list);
+    assert_eq!(shown(&v, &list, "resources"), ["file:///a.txt"]);
+    let list = uris(
+        "uriTemplate",
+        "resourceTemplates",
+        &["file:///{path}", "file:///pub/..\\{x}", "vault://{k}"],
+    );
+    let v = reply(&s, &p, "crm", "resources/templates/list", &list);
+    assert_eq!(shown(&v, &list, "resourceTemplates"), ["file:///{path}"]);
+}
