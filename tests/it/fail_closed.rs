@@ -29,6 +29,10 @@ mod fourth;
 #[path = "fail_closed_fifth.rs"]
 mod fifth;
 
+/// Names a folding peer reads as another, in lists and in requests.
+#[path = "fail_closed_sixth.rs"]
+mod sixth;
+
 /// What the official conformance suite saw differ through the gateway:
 /// each fixed at its root, checked against a hostile server.
 #[path = "transparent.rs"]
