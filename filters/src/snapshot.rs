@@ -226,6 +226,8 @@ pub struct Shared {
     pub handle_sealer: Arc<crate::guards::handles::HandleSealer>,
     /// The tool definitions registered servers listed last (`registry`).
     pub live_tools: Arc<crate::guards::registry::LiveTools>,
+    /// The tool and prompt names each server listed (see `targets`).
+    pub listed: Arc<crate::guards::targets::ListedNames>,
 }
 
 impl Shared {
@@ -271,6 +273,7 @@ impl Shared {
             state_sealer: Arc::new(crate::guards::mrtr::StateSealer::random()),
             handle_sealer: Arc::new(crate::guards::handles::HandleSealer::random()),
             live_tools: Arc::new(crate::guards::registry::LiveTools::default()),
+            listed: Arc::new(crate::guards::targets::ListedNames::default()),
         })
     }
 }
@@ -521,6 +524,21 @@ impl Snapshot {
             (None, Some(_)) => Some(Arc::new(allow_all(&config)?)),
             (None, None) => None,
         };
+        // Names a peer reads as another: before the policy, which judges
+        // each spelling as written and hides what the server listed.
+        let written = crate::guards::targets::bundle_names(
+            &config,
+            bundle
+                .policies
+                .values()
+                .chain(tenants.layers.values().flat_map(|l| l.policies.values()))
+                .map(String::as_str),
+            &bundle.data,
+        );
+        filters.push(Arc::new(crate::guards::targets::TargetFilter::new(
+            Arc::new(written),
+            shared.listed.clone(),
+        )));
         if let Some(engine) = &enforced {
             filters.push(Arc::new(
                 PolicyFilter::new(engine.clone(), config.catalog.clone(), config.policy.denial)

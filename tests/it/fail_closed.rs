@@ -34,6 +34,10 @@ mod fifth;
 #[path = "fail_closed_sixth.rs"]
 mod sixth;
 
+/// Names a folding peer reads as another, in lists and in requests.
+#[path = "fail_closed_seventh.rs"]
+mod seventh;
+
 /// What the official conformance suite saw differ through the gateway:
 /// each fixed at its root, checked against a hostile server.
 #[path = "transparent.rs"]

@@ -1,7 +1,7 @@
 //! The guards: one [`McpFilter`](crate::chain::filter::McpFilter) each, a
 //! file or a folder. `snapshot` chains them in this order: `tasks`,
 //! `kill_switch`, `mrtr`, `handles`, `scopes`, `quota`, `runaway`,
-//! `policy_filter`, `tools` (pins), `mirror`, `tools` (schemas), `egress`,
+//! `targets`, `policy_filter`, `tools` (pins), `mirror`, `tools` (schemas), `egress`,
 //! DLP, `approval`.
 
 pub mod approval;
@@ -17,6 +17,9 @@ pub mod quota;
 pub mod registry;
 pub mod runaway;
 pub mod scopes;
+pub mod targets;
+#[cfg(test)]
+mod targets_tests;
 pub mod tasks;
 #[cfg(test)]
 pub(crate) mod tenant_fixture;

@@ -256,6 +256,40 @@ impl PolicyFilter {
         None
     }
 
+    /// A completion names a prompt (`ref/prompt`) or a resource or
+    /// template (`ref/resource`): one the principal may not see is
+    /// answered as unknown, as a `prompts/get` or `resources/read` of it
+    /// is, so no completion tells what it holds, nor that it exists. A
+    /// reference whose name or URI is not a string is refused.
+    fn judge_completion(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Option<Decision> {
+        if let Some(prompt) = crate::guards::targets::completed_prompt(msg) {
+            let Ok(name) = prompt else {
+                return Some(unreadable_request());
+            };
+            if self
+                .decide(ctx, None, "prompts/get", Some(&name), None, true)
+                .allow
+            {
+                return None;
+            }
+            return Some(Decision::Reject(Denial::error(
+                JsonRpcError::new(codes::INVALID_PARAMS, format!("Unknown prompt: {name}")),
+                "prompt_hidden",
+            )));
+        }
+        let r = msg.value()?.get("params")?.get("ref")?;
+        if r.get("type").and_then(Json::as_str) != Some("ref/resource") {
+            return None;
+        }
+        let Some(uri) = r.get("uri").and_then(Json::as_str) else {
+            return Some(unreadable_request());
+        };
+        if crate::protocol::mcp::ambiguous_uri(uri) {
+            return Some(ambiguous_resource());
+        }
+        self.hidden_resource(ctx, uri)
+    }
+
     /// A subscription must be to a resource the principal may see at all,
     /// since every update names it: a hidden one is answered as unknown.
     fn hidden_resource(&self, ctx: &Exchange<'_>, uri: &str) -> Option<Decision> {
@@ -380,9 +414,13 @@ impl PolicyFilter {
             crate::protocol::mcp::ListItems::Unreadable => return unreadable_reply(),
         };
         let before = items.len();
+        // A resource's URI (or a template's) that servers read as another
+        // resource than its text: the rule would judge the text, so the
+        // entry is hidden, as an update naming it is.
+        let uris = shape.as_method == "resources/read";
         items.retain(|item| {
             let name = item.get(shape.key).and_then(Json::as_str);
-            name.is_some()
+            name.is_some_and(|n| !(uris && crate::protocol::mcp::ambiguous_uri(n)))
                 && self
                     .decide(ctx, None, shape.as_method, name, None, true)
                     .allow
@@ -518,6 +556,11 @@ impl McpFilter for PolicyFilter {
         match (method, env.kind, name) {
             ("subscriptions/listen", Kind::Request, _) => {
                 if let Some(refused) = self.judge_listen(msg, ctx) {
+                    return refused;
+                }
+            }
+            ("completion/complete", Kind::Request, _) => {
+                if let Some(refused) = self.judge_completion(msg, ctx) {
                     return refused;
                 }
             }

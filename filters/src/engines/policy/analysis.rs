@@ -442,6 +442,51 @@ pub fn near_named_argument(paths: &[Vec<String>], args: &serde_json::Value) -> b
     })
 }
 
+/// The string literals of a bundle's modules, comments aside: `"…"`
+/// (unescaped as Rego reads it, which is JSON's escaping) and raw
+/// `` `…` ``. A name a rule compares with (`input.request.tool == "purge"`)
+/// is one of them.
+pub fn string_literals(modules: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in modules {
+        let b = m.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'#' => {
+                    while i < b.len() && b[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                q @ (b'"' | b'`') => {
+                    let start = i;
+                    i += 1;
+                    while i < b.len() && b[i] != q {
+                        if q == b'"' && b[i] == b'\\' {
+                            i += 1;
+                        }
+                        i += 1;
+                    }
+                    let end = (i + 1).min(b.len());
+                    i += 1;
+                    let Some(text) = m.get(start..end) else {
+                        continue;
+                    };
+                    let inner = text.get(1..text.len().saturating_sub(1)).unwrap_or("");
+                    let lit = if q == b'"' && inner.contains('\\') {
+                        serde_json::from_str::<String>(text).unwrap_or_else(|_| inner.to_owned())
+                    } else {
+                        inner.to_owned()
+                    };
+                    out.push(lit);
+                }
+                _ => i += 1,
+            }
+        }
+    }
+    out
+}
+
 /// Finds every `input` reference in the modules and the fields it can reach.
 pub fn key_plan(modules: &[&str]) -> Option<KeyPlan> {
     let mut fields: BTreeSet<Field> = BTreeSet::new();

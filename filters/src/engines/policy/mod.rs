@@ -26,8 +26,8 @@ mod input;
 mod tests;
 
 pub use analysis::{
-    argument_paths, argument_reads, key_plan, near_named_argument, near_named_read, ArgumentReads,
-    KeyPlan,
+    argument_paths, argument_reads, key_plan, near_named_argument, near_named_read,
+    string_literals, ArgumentReads, KeyPlan,
 };
 pub use clock::{Clock, Moment};
 pub use decision::{ApprovalAsk, PolicyDecision};

@@ -1,0 +1,334 @@
+//! Names a peer reads as another name: the tool of a `tools/call`, the
+//! prompt of a `prompts/get` or of a completion's `ref/prompt`, and the
+//! names of listed tools and prompts.
+//!
+//! Every guard judges a name exactly as it is written: the policy, the
+//! catalog, the kill switch, quotas. A server that looks names up ignoring
+//! case, stops at a NUL or drops invisible characters (see
+//! `protocol::names`) runs `purge` for `PURGE`, `purge\u0000` or
+//! `pur\u200bge`. So a name is refused when some peer reads it as another
+//! spelling the gateway knows of: a name the bundle writes (the policy's
+//! string literals, `data.json`, the catalog, the kill switch, quotas,
+//! session budgets), or one the server listed — hidden ones included,
+//! which is why the server's lists are read here, before the policy
+//! filters them. A listed entry so read is not shown: two entries one
+//! name to a folding peer (`purge` beside `Purge`) are both hidden, as
+//! is one that a bundle's name shadows (`Purge` when the policy denies
+//! `purge`), whatever the policy says of the spelling itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value as Json;
+use smallvec::SmallVec;
+use unicase::UniCase;
+
+use crate::chain::filter::{
+    unreadable_reply, Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes,
+};
+use crate::protocol::error::{codes, JsonRpcError};
+use crate::protocol::jsonrpc::Kind;
+use crate::protocol::names::{fold, readings};
+
+/// Spellings recorded of one server's tools or prompts; later ones are
+/// not recorded, and a list entry that could not be is not shown.
+const MAX_LISTED: usize = 10_000;
+/// Longer names are never recorded (nor shown, when listed).
+const MAX_NAME: usize = 1024;
+
+/// Spellings of names, found by every reading some peer makes of them:
+/// per character folding (Go, Java, .NET) and full case folding, after
+/// dropping what some decoder drops or stops at.
+#[derive(Default, Debug)]
+pub struct Spellings {
+    folded: HashMap<String, SmallVec<[String; 1]>>,
+    cased: HashMap<UniCase<String>, SmallVec<[String; 1]>>,
+    len: usize,
+}
+
+impl Spellings {
+    /// The keys a name is found by.
+    fn keys(name: &str) -> impl Iterator<Item = (String, UniCase<String>)> + '_ {
+        readings(name)
+            .into_iter()
+            .map(|r| (fold(&r).into_owned(), UniCase::unicode(r.into_owned())))
+    }
+
+    /// Records `name`; `false` when it was recorded already.
+    pub fn insert(&mut self, name: &str) -> bool {
+        if self.contains(name) {
+            return false;
+        }
+        for (f, c) in Self::keys(name) {
+            let a = self.folded.entry(f).or_default();
+            if !a.iter().any(|s| s == name) {
+                a.push(name.to_owned());
+            }
+            let b = self.cased.entry(c).or_default();
+            if !b.iter().any(|s| s == name) {
+                b.push(name.to_owned());
+            }
+        }
+        self.len += 1;
+        true
+    }
+
+    /// Whether `name` itself is recorded.
+    pub fn contains(&self, name: &str) -> bool {
+        self.folded
+            .get(&*fold(&readings(name)[0]))
+            .is_some_and(|s| s.iter().any(|x| x == name))
+    }
+
+    /// Whether some peer reads `name` as a recorded spelling other than
+    /// `name` itself.
+    pub fn other_than(&self, name: &str) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        let other =
+            |s: Option<&SmallVec<[String; 1]>>| s.is_some_and(|s| s.iter().any(|x| x != name));
+        Self::keys(name).any(|(f, c)| other(self.folded.get(&f)) || other(self.cased.get(&c)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Which names a list or a request is about.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Named {
+    Tool,
+    Prompt,
+}
+
+/// The tool and prompt names each server listed, hidden ones included;
+/// shared by every snapshot of a gateway (a bundle swap forgets nothing).
+#[derive(Default, Debug)]
+pub struct ListedNames {
+    map: RwLock<HashMap<(String, Named), Spellings>>,
+}
+
+impl ListedNames {
+    fn other_than(&self, server: &str, named: Named, name: &str) -> bool {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&(server.to_owned(), named))
+            .is_some_and(|s| s.other_than(name))
+    }
+
+    /// Records `names`; returns which of them are recorded (now or before).
+    fn record<'n>(
+        &self,
+        server: &str,
+        named: Named,
+        names: impl Iterator<Item = &'n str>,
+    ) -> Vec<bool> {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let set = map.entry((server.to_owned(), named)).or_default();
+        names
+            .map(|n| {
+                if set.contains(n) {
+                    return true;
+                }
+                if n.len() > MAX_NAME || set.len() >= MAX_LISTED {
+                    return false;
+                }
+                set.insert(n)
+            })
+            .collect()
+    }
+}
+
+/// The names a bundle writes: its policy's (and tenants') string literals,
+/// the strings of `data.json` (keys and values), the catalog's tools, the
+/// kill switch's, quotas' and session budgets'.
+pub fn bundle_names<'a>(
+    config: &warden_config::model::Config,
+    policies: impl Iterator<Item = &'a str>,
+    data: &Json,
+) -> Spellings {
+    let mut s = Spellings::default();
+    let mut add = |n: &str| {
+        if !n.is_empty() && n.len() <= MAX_NAME {
+            s.insert(n);
+        }
+    };
+    let modules: Vec<&str> = policies.collect();
+    for lit in crate::engines::policy::string_literals(&modules) {
+        add(&lit);
+    }
+    fn walk(v: &Json, depth: usize, add: &mut dyn FnMut(&str)) {
+        if depth == 0 {
+            return;
+        }
+        match v {
+            Json::String(x) => add(x),
+            Json::Array(a) => a.iter().for_each(|x| walk(x, depth - 1, add)),
+            Json::Object(o) => o.iter().for_each(|(k, x)| {
+                add(k);
+                walk(x, depth - 1, add);
+            }),
+            _ => {}
+        }
+    }
+    walk(data, 64, &mut add);
+    for c in config.catalog.values() {
+        c.tools.keys().for_each(|t| add(t));
+    }
+    let k = &config.kill_switch;
+    k.tools.iter().for_each(|t| add(t));
+    k.server_tools.iter().for_each(|(_, t)| add(t));
+    config
+        .quotas
+        .iter()
+        .flat_map(|q| &q.tools)
+        .for_each(|t| add(t));
+    if let Some(b) = &config.runaway.session {
+        b.per_tool.keys().for_each(|t| add(t));
+    }
+    s
+}
+
+/// Refuses a call or a prompt named in a spelling some peer reads as
+/// another known name, and hides list entries so read (see the module).
+pub struct TargetFilter {
+    bundle: Arc<Spellings>,
+    listed: Arc<ListedNames>,
+}
+
+impl std::fmt::Debug for TargetFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TargetFilter")
+    }
+}
+
+impl TargetFilter {
+    pub fn new(bundle: Arc<Spellings>, listed: Arc<ListedNames>) -> Self {
+        TargetFilter { bundle, listed }
+    }
+
+    fn near(&self, server: &str, named: Named, name: &str) -> bool {
+        self.bundle.other_than(name) || self.listed.other_than(server, named, name)
+    }
+}
+
+/// The prompt a completion request names (`ref/prompt`), if any.
+pub(crate) fn completed_prompt(msg: &Message<'_>) -> Option<Result<String, ()>> {
+    let r = msg.value()?.get("params")?.get("ref")?;
+    if r.get("type").and_then(Json::as_str) != Some("ref/prompt") {
+        return None;
+    }
+    Some(
+        r.get("name")
+            .and_then(Json::as_str)
+            .map(str::to_owned)
+            .ok_or(()),
+    )
+}
+
+impl McpFilter for TargetFilter {
+    fn name(&self) -> &'static str {
+        "names"
+    }
+
+    fn acts_on(&self) -> Acts {
+        Acts {
+            requests: Methods::Only(&["tools/call", "prompts/get", "completion/complete"]),
+            responses: Methods::Only(&["tools/list", "prompts/list"]),
+        }
+    }
+
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+        let env = msg.envelope;
+        if env.kind != Kind::Request {
+            return Decision::Pass;
+        }
+        let completed;
+        let (named, name) = match env.method.as_deref() {
+            Some("tools/call") => (Named::Tool, env.name.as_deref()),
+            Some("prompts/get") => (Named::Prompt, env.name.as_deref()),
+            Some("completion/complete") => match completed_prompt(msg) {
+                Some(Ok(n)) => {
+                    completed = n;
+                    (Named::Prompt, Some(completed.as_str()))
+                }
+                // The policy filter refuses a reference it cannot read.
+                _ => return Decision::Pass,
+            },
+            _ => return Decision::Pass,
+        };
+        let Some(name) = name else {
+            return Decision::Pass;
+        };
+        if !self.near(ctx.server, named, name) {
+            return Decision::Pass;
+        }
+        let (what, reason) = match named {
+            Named::Tool => ("tool", "tool_name_near"),
+            Named::Prompt => ("prompt", "prompt_name_near"),
+        };
+        Decision::Reject(Denial::error(
+            JsonRpcError::new(
+                codes::INVALID_PARAMS,
+                // The name is not quoted: the gateway's texts never echo
+                // message content.
+                format!(
+                    "The {what} name is read by some servers as another {what}'s name \
+                     (it differs only by case, Unicode folding or invisible characters); \
+                     send the exact name"
+                ),
+            )
+            .with_data(serde_json::json!({"reason": reason})),
+            reason,
+        ))
+    }
+
+    fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+        let env = msg.envelope;
+        if env.kind != Kind::Response || env.is_error {
+            return Decision::Pass;
+        }
+        let (named, array) = match msg.request_method {
+            Some("tools/list") => (Named::Tool, "tools"),
+            Some("prompts/list") => (Named::Prompt, "prompts"),
+            _ => return Decision::Pass,
+        };
+        let Some(mut v) = msg.value().cloned() else {
+            return unreadable_reply();
+        };
+        let items = match crate::protocol::mcp::list_items(&mut v, array) {
+            crate::protocol::mcp::ListItems::Items(items) => items,
+            crate::protocol::mcp::ListItems::NotAList => return Decision::Pass,
+            crate::protocol::mcp::ListItems::Unreadable => return unreadable_reply(),
+        };
+        let name = |item: &Json| item.get("name").and_then(Json::as_str).map(str::to_owned);
+        let names: Vec<Option<String>> = items.iter().map(name).collect();
+        // Every name the server lists, before any is hidden: what it
+        // hides from one principal is still what it runs for a spelling.
+        let recorded = self.listed.record(
+            ctx.server,
+            named,
+            names.iter().flatten().map(String::as_str),
+        );
+        let mut recorded = recorded.into_iter();
+        let keep: Vec<bool> = names
+            .iter()
+            .map(|n| match n {
+                // Not a name: the concerns that judge names refuse it.
+                None => true,
+                Some(n) => recorded.next().unwrap_or(false) && !self.near(ctx.server, named, n),
+            })
+            .collect();
+        if keep.iter().all(|k| *k) {
+            return Decision::Pass;
+        }
+        let mut verdicts = keep.into_iter();
+        items.retain(|_| verdicts.next().unwrap_or(false));
+        Decision::rewrite(&v)
+    }
+}
