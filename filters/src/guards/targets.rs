@@ -83,12 +83,19 @@ impl Spellings {
     /// Whether some peer reads `name` as a recorded spelling other than
     /// `name` itself.
     pub fn other_than(&self, name: &str) -> bool {
+        let keys: Keys = Self::keys(name).collect();
+        self.other_than_keys(name, &keys)
+    }
+
+    /// [`Spellings::other_than`] with the keys of `name` found already.
+    fn other_than_keys(&self, name: &str, keys: &Keys) -> bool {
         if self.len == 0 {
             return false;
         }
         let other =
             |s: Option<&SmallVec<[String; 1]>>| s.is_some_and(|s| s.iter().any(|x| x != name));
-        Self::keys(name).any(|(f, c)| other(self.folded.get(&f)) || other(self.cased.get(&c)))
+        keys.iter()
+            .any(|(f, c)| other(self.folded.get(f)) || other(self.cased.get(c)))
     }
 
     pub fn len(&self) -> usize {
@@ -99,6 +106,9 @@ impl Spellings {
         self.len == 0
     }
 }
+
+/// The keys a name is found by (one per reading, most names have one).
+type Keys = SmallVec<[(String, UniCase<String>); 1]>;
 
 /// Which names a list or a request is about.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -111,14 +121,23 @@ enum Named {
 /// shared by every snapshot of a gateway (a bundle swap forgets nothing).
 #[derive(Default, Debug)]
 pub struct ListedNames {
-    map: RwLock<HashMap<(String, Named), Spellings>>,
+    map: RwLock<HashMap<String, [Spellings; 2]>>,
+}
+
+impl Named {
+    fn at(self) -> usize {
+        match self {
+            Named::Tool => 0,
+            Named::Prompt => 1,
+        }
+    }
 }
 
 impl ListedNames {
-    fn other_than(&self, server: &str, named: Named, name: &str) -> bool {
+    fn other_than(&self, server: &str, named: Named, name: &str, keys: &Keys) -> bool {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        map.get(&(server.to_owned(), named))
-            .is_some_and(|s| s.other_than(name))
+        map.get(server)
+            .is_some_and(|s| s[named.at()].other_than_keys(name, keys))
     }
 
     /// Records `names`; returns which of them are recorded (now or before).
@@ -129,7 +148,7 @@ impl ListedNames {
         names: impl Iterator<Item = &'n str>,
     ) -> Vec<bool> {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        let set = map.entry((server.to_owned(), named)).or_default();
+        let set = &mut map.entry(server.to_owned()).or_default()[named.at()];
         names
             .map(|n| {
                 if set.contains(n) {
@@ -213,7 +232,9 @@ impl TargetFilter {
     }
 
     fn near(&self, server: &str, named: Named, name: &str) -> bool {
-        self.bundle.other_than(name) || self.listed.other_than(server, named, name)
+        let keys: Keys = Spellings::keys(name).collect();
+        self.bundle.other_than_keys(name, &keys)
+            || self.listed.other_than(server, named, name, &keys)
     }
 }
 
