@@ -172,14 +172,15 @@ impl TaskSealer {
 }
 
 /// Whom a task is bound to: the principal's owner key; for the anonymous
-/// principal, which every unauthenticated client shares, also the session
-/// (a client without one shares its tasks with every other such client).
+/// principal, which every unauthenticated client shares, also the session,
+/// or without one the client's address (see
+/// [`crate::guards::handles::owner_of`]).
 pub fn holder<'a>(ctx: &Exchange<'a>) -> std::borrow::Cow<'a, str> {
-    let owner = ctx.principal.owner();
+    let owner = crate::guards::handles::owner_of(ctx.principal, ctx.session_id, ctx.source_ip);
     if ctx.principal.auth == crate::engines::identity::AuthMethod::Anonymous {
         std::borrow::Cow::Owned(format!("{owner}\0{}", ctx.session_id.unwrap_or("")))
     } else {
-        std::borrow::Cow::Borrowed(owner)
+        owner
     }
 }
 

@@ -183,3 +183,53 @@ fn a_task_requests_reply_in_the_handle_shape_is_sealed_or_refused() {
     let t = v["result"]["task"]["taskId"].as_str().expect("sealed");
     assert!(x.opens_to(&x.alice, t, "T-a"), "{v}");
 }
+
+/// Unauthenticated clients without a session (a 2026-07-28 stateless
+/// client, say) are one principal: a task one of them created is neither
+/// listed to another client nor opened by one, on any address but its
+/// own; the client that created it keeps it.
+#[test]
+fn anonymous_clients_without_a_session_do_not_share_tasks() {
+    let x = Fixture::new();
+    let anon = Principal::anonymous();
+    let from = |ip: &str| Exchange {
+        source_ip: Some(ip.parse().expect("ip")),
+        ..Exchange::new(&anon, "jira")
+    };
+    let (a, b) = (from("10.0.0.1"), from("10.0.0.2"));
+    let raw = r#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"T-1","status":"working"}}}"#;
+    let env = crate::protocol::jsonrpc::single(raw);
+    let msg = Message::from_server(&env, raw.as_bytes(), Some("tools/call"), Some("t"));
+    let v = rewritten(&x.f.on_response(&msg, &a, &mut Notes::default()));
+    let token = v["result"]["task"]["taskId"]
+        .as_str()
+        .expect("sealed")
+        .to_owned();
+    // Listed to its creator only.
+    let list =
+        r#"{"jsonrpc":"2.0","id":5,"result":{"tasks":[{"taskId":"T-1","status":"working"}]}}"#;
+    let env = crate::protocol::jsonrpc::single(list);
+    let msg = Message::from_server(&env, list.as_bytes(), Some("tasks/list"), None);
+    let listed = |ex: &Exchange<'_>| {
+        rewritten(&x.f.on_response(&msg, ex, &mut Notes::default()))["result"]["tasks"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(listed(&a), 1);
+    assert_eq!(listed(&b), 0, "another client was listed the task");
+    // Opened by its creator only.
+    let get = format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tasks/get","params":{{"taskId":"{token}"}}}}"#
+    );
+    let env = crate::protocol::jsonrpc::single(&get);
+    let msg = Message::new(&env, get.as_bytes());
+    assert!(matches!(
+        x.f.on_request(&msg, &a, &mut Notes::default()),
+        Decision::Mutated(_)
+    ));
+    let d = x.f.on_request(&msg, &b, &mut Notes::default());
+    assert!(
+        refused_as_unknown(&d),
+        "another client opened the task: {d:?}"
+    );
+}

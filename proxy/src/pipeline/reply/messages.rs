@@ -358,8 +358,13 @@ pub(super) fn judge_event(
     // The server's event id reaches the client sealed for this principal,
     // server and session (see `warden_filters::guards::handles`); a `Last-Event-ID`
     // opens only for them.
-    let owner = ctx.principal.owner_key();
     let session = ctx.session_id.clone();
+    let owner = warden_filters::guards::handles::owner_of(
+        &ctx.principal,
+        session.as_deref(),
+        ctx.source_ip,
+    )
+    .into_owned();
     let server_name = rt.server(server).name.clone();
     let sealer = rt.snap.handle_sealer.clone();
     let id_ok = move |id: &str| {
