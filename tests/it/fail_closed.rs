@@ -29,6 +29,11 @@ mod fourth;
 #[path = "fail_closed_fifth.rs"]
 mod fifth;
 
+/// Handles of unauthenticated clients without a session, bound to their
+/// address.
+#[path = "fail_closed_sixth.rs"]
+mod sixth;
+
 /// What the official conformance suite saw differ through the gateway:
 /// each fixed at its root, checked against a hostile server.
 #[path = "transparent.rs"]

@@ -1,0 +1,149 @@
+//! Handles an unauthenticated client without a session is given (an SSE
+//! event id, a task id) are bound to its address: every such client is the
+//! one anonymous principal, and nothing else tells two of them apart. A
+//! client at another address resumes nothing and opens nothing with them.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+use super::{setup_with, BUNDLE, POLICY};
+use warden_tests::hostile::Reply;
+
+/// A request to `url` from the loopback address `ip` (any of 127.0.0.0/8
+/// reaches the gateway on 127.0.0.1): the status and the body.
+async fn from(
+    ip: &str,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut conn = HttpConnector::new();
+    conn.set_local_address(Some(ip.parse().expect("ip")));
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(req))
+        .await
+        .expect("in time")
+        .expect("response");
+    let status = resp.status().as_u16();
+    let body = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        resp.into_body().collect(),
+    )
+    .await
+    .expect("in time")
+    .expect("body")
+    .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The one JSON-RPC message of a JSON or SSE body.
+fn message(text: &str) -> Value {
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or(text);
+    serde_json::from_str(data).unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_id_resumes_only_at_the_address_it_was_given_to() {
+    let (h, gw) = setup_with(BUNDLE, POLICY).await;
+    let url = gw.url("/mock/mcp");
+    let note = json!({"jsonrpc":"2.0","method":"notifications/message",
+        "params":{"level":"info","data":"for the first client"}});
+    h.script([Reply::sse(&[&format!("id: ev-7\ndata: {note}\n\n")])]);
+    let (s, text) = from("127.0.0.1", "GET", &url, &[], "").await;
+    assert_eq!(s, 200, "{text}");
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("an event id")
+        .to_owned();
+    assert!(!token.contains("ev-7"), "{text}");
+    // Another client, at another address: the server is asked to resume nothing.
+    h.reset();
+    h.script([Reply::sse(&[": nothing\n\n"])]);
+    let _ = from("127.0.0.2", "GET", &url, &[("last-event-id", &token)], "").await;
+    let got = h.received();
+    assert!(!got.is_empty());
+    for r in got {
+        assert!(
+            r.header("last-event-id").is_empty(),
+            "another client had the first client's stream resumed"
+        );
+    }
+    // The client it was given to resumes.
+    h.reset();
+    h.script([Reply::sse(&[": resumed\n\n"])]);
+    let _ = from("127.0.0.1", "GET", &url, &[("last-event-id", &token)], "").await;
+    assert_eq!(h.received()[0].header("last-event-id"), ["ev-7"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_is_listed_and_opened_only_at_the_address_that_created_it() {
+    let (h, gw) = setup_with(BUNDLE, POLICY).await;
+    let url = gw.url("/mock/mcp");
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"T-1","status":"working",
+            "createdAt":"2026-01-01T00:00:00Z","lastUpdatedAt":"2026-01-01T00:00:00Z","ttl":60000}}})
+        .to_string(),
+    )]);
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"echo","arguments":{"text":"x"},"task":{"ttl":60000}}});
+    let (s, text) = from("127.0.0.1", "POST", &url, &[], &call.to_string()).await;
+    assert_eq!(s, 200, "{text}");
+    let token = message(&text)["result"]["task"]["taskId"]
+        .as_str()
+        .expect("a sealed task id")
+        .to_owned();
+    assert!(!token.contains("T-1"), "{text}");
+    // Another client neither opens it (the server is never asked) nor sees it listed.
+    h.reset();
+    let get = json!({"jsonrpc":"2.0","id":2,"method":"tasks/get","params":{"taskId":token}});
+    let (_, text) = from("127.0.0.2", "POST", &url, &[], &get.to_string()).await;
+    assert_eq!(message(&text)["error"]["code"], -32602, "{text}");
+    assert!(h.received().is_empty(), "the server was asked for the task");
+    let listed = json!({"jsonrpc":"2.0","id":3,"result":{"tasks":[{"taskId":"T-1","status":"working",
+        "createdAt":"2026-01-01T00:00:00Z","lastUpdatedAt":"2026-01-01T00:00:00Z","ttl":60000}]}});
+    let list = json!({"jsonrpc":"2.0","id":3,"method":"tasks/list"}).to_string();
+    let count = |text: &str| {
+        message(text)["result"]["tasks"]
+            .as_array()
+            .map_or(usize::MAX, Vec::len)
+    };
+    h.script([Reply::json(&listed.to_string())]);
+    let (_, text) = from("127.0.0.2", "POST", &url, &[], &list).await;
+    assert_eq!(
+        count(&text),
+        0,
+        "another client was listed the task: {text}"
+    );
+    // The client that created it opens and lists it.
+    h.script([Reply::json(&listed.to_string())]);
+    let (_, text) = from("127.0.0.1", "POST", &url, &[], &list).await;
+    assert_eq!(count(&text), 1, "{text}");
+    h.reset();
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":2,"result":{"taskId":"T-1","status":"working",
+            "createdAt":"2026-01-01T00:00:00Z","lastUpdatedAt":"2026-01-01T00:00:00Z","ttl":60000}})
+        .to_string(),
+    )]);
+    let (_, text) = from("127.0.0.1", "POST", &url, &[], &get.to_string()).await;
+    assert_eq!(message(&text)["result"]["status"], "working", "{text}");
+    assert!(h.received()[0].body_text().contains("\"T-1\""));
+}
