@@ -147,3 +147,81 @@ async fn a_task_is_listed_and_opened_only_at_the_address_that_created_it() {
     assert_eq!(message(&text)["result"]["status"], "working", "{text}");
     assert!(h.received()[0].body_text().contains("\"T-1\""));
 }
+
+/// A server that hands one task to two principals (an idempotent call, a
+/// reused id, a hostile server) gives it to the first only — on every
+/// replica, when the fleet shares a store: the replica that sealed it for
+/// the first claims it there, and another replica withholds it from the
+/// second as the first replica does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_handed_to_one_principal_reaches_no_other_on_any_replica() {
+    let redis = warden_tests::Redis::start(warden_tests::free_port());
+    let h = warden_tests::hostile::Hostile::start().await;
+    let yaml = warden_tests::mock_bundle(
+        &[h.addr],
+        &format!(
+            "{}{BUNDLE}sessions: {{seal_key_file: seal.key}}\nredis: {{url: \"redis://127.0.0.1:{}\"}}\n",
+            warden_tests::TWO_KEYS,
+            redis.port
+        ),
+    );
+    let files: [(&str, &[u8]); 2] = [
+        ("policies/authz.rego", POLICY.as_bytes()),
+        ("seal.key", b"fleet-session-secret-0123456789abcdef-tasks\n"),
+    ];
+    let a = warden_tests::Gateway::start_with(&yaml, false, &files, &[], None).expect("a");
+    let b = warden_tests::Gateway::start_with(&yaml, false, &files, &[], None).expect("b");
+    const DEV: (&str, &str) = ("x-api-key", "wk_demo_dev_7Qm2");
+    const OPS: (&str, &str) = ("x-api-key", "wk_demo_ops_Z8r5");
+    let handle = json!({"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"T-shared",
+        "status":"working","createdAt":"2026-01-01T00:00:00Z",
+        "lastUpdatedAt":"2026-01-01T00:00:00Z","ttl":60000}}})
+    .to_string();
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"echo","arguments":{"text":"x"},"task":{"ttl":60000}}})
+    .to_string();
+    let create = |gw: &warden_tests::Gateway, who: (&'static str, &'static str)| {
+        h.script([Reply::json(&handle)]);
+        let url = gw.url("/mock/mcp");
+        let call = call.clone();
+        async move {
+            let hs = [
+                who,
+                ("accept", "application/json, text/event-stream"),
+                ("content-type", "application/json"),
+            ];
+            let (_, _, body) = warden_tests::request(&url, "POST", &hs, call.into(), false)
+                .await
+                .expect("call");
+            message(&String::from_utf8_lossy(&body))
+        }
+    };
+    // The store is reachable once a replica's probe has seen it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let first = loop {
+        let v = create(&a, DEV).await;
+        if v["result"]["task"]["taskId"].is_string() {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never created: {v}");
+        h.reset();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let token = first["result"]["task"]["taskId"].as_str().expect("token");
+    assert!(!token.contains("T-shared"), "{first}");
+    // Another principal, on a replica that never saw the task (b) and on
+    // the one that sealed it (a).
+    for (gw, which) in [(&b, "another replica"), (&a, "the same replica")] {
+        let v = create(gw, OPS).await;
+        assert!(
+            !v.to_string().contains("wt1."),
+            "{which}: another principal was handed the task: {v}"
+        );
+        assert_eq!(v["error"]["code"], -31003, "{which}: {v}");
+    }
+    // The holder itself is handed it again, on either replica.
+    for gw in [&b, &a] {
+        let v = create(gw, DEV).await;
+        assert!(v["result"]["task"]["taskId"].is_string(), "{v}");
+    }
+}

@@ -155,6 +155,26 @@ impl TaskSealer {
         })
     }
 
+    /// What a holder claims of a new task in the fleet's shared store
+    /// (see [`crate::chain::notes::TaskClaim`]): unkeyed digests, so that
+    /// replicas agree whatever secret they seal with.
+    pub fn claim(task: &str, holder: &str, server: &str) -> crate::chain::notes::TaskClaim {
+        let digest = |what: &[u8], parts: &[&str]| {
+            let mut h = Sha256::new();
+            h.update(what);
+            for p in parts {
+                h.update((p.len() as u64).to_be_bytes());
+                h.update(p.as_bytes());
+            }
+            hex::encode(h.finalize())
+        };
+        crate::chain::notes::TaskClaim {
+            task: digest(b"warden task claim v1\0", &[server, task]),
+            holder: digest(b"warden task holder v1\0", &[server, holder]),
+            local: (server.to_owned(), task.to_owned(), holder.to_owned()),
+        }
+    }
+
     /// The audit link of one task: the same for the call that created it and
     /// every later request naming it, whichever token spelled it.
     pub fn link(&self, task: &str, holder: &str, server: &str) -> String {
@@ -216,6 +236,18 @@ impl TaskOwners {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Forgets the task of `claim` when this replica remembers it as the
+    /// claim's holder's: the fleet's store said another holder has it, so
+    /// this replica must not take the claimant for its owner (and refuse
+    /// the true one).
+    pub fn forget(&self, claim: &crate::chain::notes::TaskClaim) {
+        let (server, task, holder) = &claim.local;
+        let key = (server.clone(), task.clone());
+        if self.map.get(&key).is_some_and(|(o, _)| o == *holder) {
+            self.map.invalidate(&key);
+        }
+    }
 }
 
 /// Binds task ids to their creator (see the module documentation).
@@ -260,6 +292,11 @@ impl TaskFilter {
         let remembered = known.and_then(|(_, t)| t);
         let tool = match seen {
             Seen::Created => {
+                // This replica's memory holds the first holder; the fleet's
+                // store (when there is one) is asked before the reply leaves.
+                notes
+                    .task_claims
+                    .push(TaskSealer::claim(id, &me, ctx.server));
                 self.owners
                     .map
                     .insert(key, (me.clone(), tool.map(str::to_owned)));

@@ -233,3 +233,31 @@ fn anonymous_clients_without_a_session_do_not_share_tasks() {
         "another client opened the task: {d:?}"
     );
 }
+
+/// A task handed out as new leaves a claim for the fleet's store: one task
+/// digest whoever holds it, one holder digest per holder, neither naming
+/// the server's id nor the principal.
+#[test]
+fn a_new_task_leaves_its_claim() {
+    let x = Fixture::new();
+    let claim = |p: &Principal| {
+        let raw =
+            r#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"T-9","status":"working"}}}"#;
+        let env = crate::protocol::jsonrpc::single(raw);
+        let msg = Message::from_server(&env, raw.as_bytes(), Some("tools/call"), Some("t"));
+        let mut notes = Notes::default();
+        // A fresh replica each time: its own memory knows no holder.
+        let f = TaskFilter::new(x.sealer.clone(), Arc::new(TaskOwners::new(10)));
+        let d = f.on_response(&msg, &Exchange::new(p, "jira"), &mut notes);
+        assert!(matches!(d, Decision::Mutated(_)), "{d:?}");
+        assert_eq!(notes.task_claims.len(), 1);
+        notes.task_claims.remove(0)
+    };
+    let (a, b) = (claim(&x.alice), claim(&x.bob));
+    assert_eq!(a.task, b.task);
+    assert_ne!(a.holder, b.holder);
+    assert_eq!(a, claim(&x.alice));
+    for c in [&a, &b] {
+        assert!(!c.task.contains("T-9") && !c.holder.contains("alice"));
+    }
+}

@@ -281,9 +281,17 @@ pub(super) fn judge_message(
             )
         }
     };
-    // What a reply the client gets adds to its flow is shared before it leaves.
+    // What a reply the client gets adds to its flow is shared before it
+    // leaves; so are the tasks it hands out as new (claimed fleet-wide).
     if let (Some(o), false) = (flow_out, matches!(judged, ServerMessageVerdict::Dropped)) {
         ctx.reply.flow_outs.push(o);
+    }
+    if matches!(
+        judged,
+        ServerMessageVerdict::Unchanged | ServerMessageVerdict::Replaced(_)
+    ) && matches!(outcome, Outcome::Forwarded | Outcome::Mutated { .. })
+    {
+        ctx.reply.task_claims.append(&mut notes.task_claims);
     }
     // A server→client request the client may now answer (and only then).
     if let (Kind::Request, Some(id), false) = (
