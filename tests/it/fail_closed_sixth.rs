@@ -225,3 +225,44 @@ async fn a_task_handed_to_one_principal_reaches_no_other_on_any_replica() {
         assert!(v["result"]["task"]["taskId"].is_string(), "{v}");
     }
 }
+
+/// A server→client request's id is a handle too: the answer the server
+/// gets for it must come from the client it asked. Unauthenticated
+/// clients without a session are one principal; one at another address
+/// cannot answer what the server asked another.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_servers_request_is_answered_only_from_the_address_it_was_sent_to() {
+    let (h, gw) = setup_with(BUNDLE, POLICY).await;
+    let url = gw.url("/mock/mcp");
+    let ask = json!({"jsonrpc":"2.0","id":"ask-1","method":"elicitation/create","params":{
+        "message":"Which project?","requestedSchema":{"type":"object",
+        "properties":{"p":{"type":"string"}}}}});
+    let done = json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}});
+    h.script([Reply::sse(&[
+        &format!("data: {ask}\n\n"),
+        &format!("data: {done}\n\n"),
+    ])]);
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"echo","arguments":{"text":"x"}}});
+    let (s, text) = from("127.0.0.1", "POST", &url, &[], &call.to_string()).await;
+    assert_eq!(s, 200, "{text}");
+    assert!(
+        text.contains("ask-1"),
+        "the server's request reached its client: {text}"
+    );
+    let answer = json!({"jsonrpc":"2.0","id":"ask-1","result":{"action":"accept",
+        "content":{"p":"another client's choice"}}})
+    .to_string();
+    h.reset();
+    h.script([Reply::accepted()]);
+    let (s, text) = from("127.0.0.2", "POST", &url, &[], &answer).await;
+    assert!(
+        h.received().is_empty(),
+        "another client's answer reached the server ({s}): {text}"
+    );
+    assert_eq!(s, 400, "{text}");
+    // The client it was sent to answers it.
+    let (s, text) = from("127.0.0.1", "POST", &url, &[], &answer).await;
+    assert_eq!(s, 202, "{text}");
+    assert_eq!(h.received().len(), 1);
+}
