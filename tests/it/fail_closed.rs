@@ -38,6 +38,11 @@ mod sixth;
 #[path = "fail_closed_seventh.rs"]
 mod seventh;
 
+/// Handles of unauthenticated clients without a session, bound to their
+/// address.
+#[path = "fail_closed_eighth.rs"]
+mod eighth;
+
 /// What the official conformance suite saw differ through the gateway:
 /// each fixed at its root, checked against a hostile server.
 #[path = "transparent.rs"]

@@ -36,6 +36,9 @@ pub struct Notes {
     /// A notice for the audit record (a deprecated server's call: see
     /// `registry`).
     pub notice: Option<String>,
+    /// The tasks a reply hands out as new, each to be claimed for its
+    /// holder fleet-wide before the reply leaves (see [`TaskClaim`]).
+    pub task_claims: Vec<TaskClaim>,
     pub(super) holds: Vec<Hold>,
 }
 
@@ -75,6 +78,22 @@ pub struct FindingNote {
     pub rule: String,
     pub path: String,
     pub action: &'static str,
+}
+
+/// A task a server handed out as new (a `tools/call` task handle): the
+/// holder it was sealed for claims it in the fleet's shared store, where a
+/// task another holder claimed first (through any replica) withholds the
+/// reply. Digests only: the store learns neither ids nor principals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskClaim {
+    /// The task (server and the server's id).
+    pub task: String,
+    /// Its holder (see `tasks::holder`).
+    pub holder: String,
+    /// The server, the server's id and the holder, in this process only:
+    /// what this replica's memory of the task is keyed by (see
+    /// `TaskOwners::forget`).
+    pub(crate) local: (String, String, String),
 }
 
 /// What the task filter leaves for later filters and the audit record about

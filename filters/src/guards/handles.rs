@@ -4,8 +4,9 @@
 //! that resumes a stream or pages a list by them trusts whoever presents
 //! them. So the client never sees the server's handle: it gets a token
 //! sealed (ChaCha20-Poly1305, the fleet's or the install's key) over the
-//! handle, its kind, the principal, the server, the session and, for a
-//! cursor, the list method. Any replica with the key opens it for the same
+//! handle, its kind, the principal (for an unauthenticated client without
+//! a session, also its address: [`owner_of`]), the server, the session
+//! and, for a cursor, the list method. Any replica with the key opens it for the same
 //! principal, server, session and method; for anyone else it is unknown.
 //! (Task ids and multi-round-trip state are sealed the same way by their
 //! own filters; session ids by the proxy.)
@@ -20,6 +21,29 @@ use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message,
 use crate::engines::token::{TokenKey, NONCE_LEN};
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
+
+/// The owner key a handle is bound to: the principal's
+/// ([`crate::engines::identity::Principal::owner`]). Every unauthenticated
+/// client is the one anonymous principal; with a session, the session
+/// (which every handle binds too) tells them apart, but without one
+/// nothing does, and each would open the others' handles (list a task
+/// another created, resume another's stream). So the anonymous principal
+/// without a session owns handles per client address, as a virtual
+/// server's sessions are (`aggregate::owner_digest`): one client behind
+/// one address keeps its handles, another address opens none of them.
+pub fn owner_of<'a>(
+    principal: &'a crate::engines::identity::Principal,
+    session: Option<&str>,
+    source: Option<std::net::IpAddr>,
+) -> std::borrow::Cow<'a, str> {
+    let owner = principal.owner();
+    if principal.auth != crate::engines::identity::AuthMethod::Anonymous || session.is_some() {
+        return std::borrow::Cow::Borrowed(owner);
+    }
+    // `::ffff:a.b.c.d` and `a.b.c.d` are one client.
+    let at = source.map(|ip| ip.to_canonical().to_string());
+    std::borrow::Cow::Owned(format!("{owner}\0@{}", at.unwrap_or_default()))
+}
 
 /// What a handle names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +208,7 @@ impl McpFilter for CursorFilter {
             Some(Json::String(c)) => c,
             Some(_) => return invalid_cursor(),
         };
-        let owner = ctx.principal.owner_key();
+        let owner = owner_of(ctx.principal, ctx.session_id, ctx.source_ip);
         let Some(raw) = self
             .sealer
             .open(HandleKind::Cursor, cursor, holder(ctx, &owner, method))
@@ -214,7 +238,7 @@ impl McpFilter for CursorFilter {
             Some(Json::String(c)) => c,
             Some(_) => return crate::chain::filter::unreadable_reply(),
         };
-        let owner = ctx.principal.owner_key();
+        let owner = owner_of(ctx.principal, ctx.session_id, ctx.source_ip);
         let Some(token) = self
             .sealer
             .seal(HandleKind::Cursor, next, holder(ctx, &owner, method))
@@ -297,6 +321,55 @@ mod tests {
                 .open(HandleKind::Cursor, &t, to)
                 .as_deref(),
             Some("page-2")
+        );
+    }
+
+    /// Unauthenticated clients without a session are one principal: a
+    /// cursor one of them was given opens for it, not for a client at
+    /// another address (nor does an event id, sealed for the same owner).
+    #[test]
+    fn anonymous_clients_without_a_session_do_not_share_cursors() {
+        use crate::chain::filter::{Decision, Message, Notes};
+        let f = CursorFilter::new(Arc::new(HandleSealer::new(b"fleet")));
+        let anon = crate::engines::identity::Principal::anonymous();
+        let from = |ip: &str| Exchange {
+            source_ip: Some(ip.parse().expect("ip")),
+            ..Exchange::new(&anon, "jira")
+        };
+        let (a, b) = (from("10.0.0.1"), from("10.0.0.2"));
+        let raw = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"nextCursor":"page-2"}}"#;
+        let env = crate::protocol::jsonrpc::single(raw);
+        let msg = Message::from_server(&env, raw.as_bytes(), Some("tools/list"), None);
+        let Decision::Mutated(out) = f.on_response(&msg, &a, &mut Notes::default()) else {
+            panic!("cursor not sealed")
+        };
+        let v: Json = serde_json::from_slice(&out).expect("json");
+        let cursor = v["result"]["nextCursor"].as_str().expect("cursor");
+        let next = format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{{"cursor":"{cursor}"}}}}"#
+        );
+        let env = crate::protocol::jsonrpc::single(&next);
+        let msg = Message::new(&env, next.as_bytes());
+        assert!(matches!(
+            f.on_request(&msg, &a, &mut Notes::default()),
+            Decision::Mutated(_)
+        ));
+        assert!(
+            matches!(
+                f.on_request(&msg, &b, &mut Notes::default()),
+                Decision::Reject(_)
+            ),
+            "another client paged with the cursor"
+        );
+        // The same client over IPv4 and IPv4-mapped IPv6 is one client.
+        assert_eq!(
+            owner_of(&anon, None, Some("10.0.0.1".parse().expect("ip"))),
+            owner_of(&anon, None, Some("::ffff:10.0.0.1".parse().expect("ip")))
+        );
+        // With a session, or authenticated, the address plays no part.
+        assert_eq!(
+            owner_of(&anon, Some("s"), Some("10.0.0.1".parse().expect("ip"))),
+            anon.owner()
         );
     }
 }

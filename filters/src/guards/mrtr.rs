@@ -187,10 +187,8 @@ impl McpFilter for InputStateFilter {
         let name = crate::protocol::mcp::judged_target(env).map(str::to_owned);
         let args = msg.arguments_raw().map(args_digest);
         let method = env.method.as_deref().unwrap_or_default();
-        if sealed.o != ctx.principal.owner()
-            || sealed.v != ctx.server
-            || sealed.x.as_deref() != ctx.session_id
-        {
+        let owner = crate::guards::handles::owner_of(ctx.principal, ctx.session_id, ctx.source_ip);
+        if sealed.o != owner || sealed.v != ctx.server || sealed.x.as_deref() != ctx.session_id {
             return refuse("not issued to this caller");
         }
         if sealed.m != method || sealed.n != name || sealed.a != args {
@@ -262,7 +260,8 @@ impl McpFilter for InputStateFilter {
         // and arguments the gateway forwarded.
         let sealed = Sealed {
             s: server_state,
-            o: ctx.principal.owner_key(),
+            o: crate::guards::handles::owner_of(ctx.principal, ctx.session_id, ctx.source_ip)
+                .into_owned(),
             v: ctx.server.to_owned(),
             m: method.to_owned(),
             n: msg.request_target.map(str::to_owned),
@@ -370,5 +369,44 @@ mod tests {
         let i = bad.len() - 3;
         bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
         assert_eq!(s.open(&String::from_utf8(bad).expect("utf8")), None);
+    }
+
+    /// Unauthenticated clients without a session are one principal: the
+    /// state one of them was given is refused from another address.
+    #[test]
+    fn anonymous_clients_without_a_session_do_not_share_state() {
+        let f = InputStateFilter::new(std::sync::Arc::new(StateSealer::random()));
+        let who = crate::engines::identity::Principal::anonymous();
+        let from = |ip: &str| Exchange {
+            source_ip: Some(ip.parse().expect("ip")),
+            ..Exchange::new(&who, "s")
+        };
+        let reply = br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","requestState":"srv","inputRequests":{"e1":{"method":"elicitation/create","params":{}}}}}"#;
+        let e = env(reply);
+        let mut m = Message::from_server(&e, reply, Some("tools/call"), Some("t"));
+        let digest = args_digest("{}");
+        m.request_args_digest = Some(&digest);
+        let Decision::Mutated(out) = f.on_response(&m, &from("10.0.0.1"), &mut Notes::default())
+        else {
+            panic!("state not sealed")
+        };
+        let v: Json = serde_json::from_slice(&out).expect("json");
+        let state = v["result"]["requestState"].as_str().expect("state");
+        let retry = serde_json::json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+            "name":"t","arguments":{},"requestState":state,"inputResponses":{"e1":{"action":"decline"}}}})
+        .to_string();
+        let e = env(retry.as_bytes());
+        let judge = |ex: &Exchange<'_>| {
+            f.on_request(
+                &Message::new(&e, retry.as_bytes()),
+                ex,
+                &mut Notes::default(),
+            )
+        };
+        assert!(matches!(judge(&from("10.0.0.1")), Decision::Mutated(_)));
+        assert!(matches!(
+            judge(&from("10.0.0.2")),
+            Decision::Reject(d) if d.error.message.contains("not issued to this caller")
+        ));
     }
 }

@@ -19,13 +19,16 @@
 //! Errors name tasks too: every member a peer reads as `taskId` (any case
 //! a case-insensitive peer folds, any escape) at any depth of a server's
 //! error, and of a failed task's inline error, and every related-task
-//! entry, is sealed when it is this principal's task and removed
-//! otherwise. The other way, a client's related-task metadata
-//! (`params._meta`, `result._meta`) and the task ids in an error it answers
-//! with reach the server only as the server's ids, opened from this
-//! caller's tokens: a request naming one that does not open is answered as
-//! an unknown task; from a notification or a response (which nobody
-//! answers) the member is removed.
+//! entry wherever it sits (a result's or params' own `_meta`, a content
+//! block's, a listed task's, structured content), is sealed when it is
+//! this principal's task and removed otherwise. A handle that is no
+//! string (a number, an object) cannot be sealed: the reply is refused.
+//! The other way, a client's related-task metadata (at any depth of its
+//! params or result) and the task ids in an error it answers with reach
+//! the server only as the server's ids, opened from this caller's tokens:
+//! a request naming one that does not open is answered as an unknown
+//! task; from a notification or a response (which nobody answers) the
+//! member is removed. (Where each walk looks: `tasks_walk`.)
 //!
 //! The token also names the tool whose call created the task, so a task's
 //! result meets exactly the checks the tool's direct result meets (its output
@@ -51,7 +54,10 @@ pub use crate::chain::notes::TaskNote;
 
 const PREFIX: &str = "wt1.";
 const AAD: &[u8] = b"warden task v1";
-const RELATED: &str = "io.modelcontextprotocol/related-task";
+
+#[path = "tasks_walk.rs"]
+mod walk;
+use walk::{has_related, names_task_id, related, task_ids, Reach};
 
 /// The methods that name a task by `params.taskId`.
 pub fn names_task(method: &str) -> bool {
@@ -149,6 +155,26 @@ impl TaskSealer {
         })
     }
 
+    /// What a holder claims of a new task in the fleet's shared store
+    /// (see [`crate::chain::notes::TaskClaim`]): unkeyed digests, so that
+    /// replicas agree whatever secret they seal with.
+    pub fn claim(task: &str, holder: &str, server: &str) -> crate::chain::notes::TaskClaim {
+        let digest = |what: &[u8], parts: &[&str]| {
+            let mut h = Sha256::new();
+            h.update(what);
+            for p in parts {
+                h.update((p.len() as u64).to_be_bytes());
+                h.update(p.as_bytes());
+            }
+            hex::encode(h.finalize())
+        };
+        crate::chain::notes::TaskClaim {
+            task: digest(b"warden task claim v1\0", &[server, task]),
+            holder: digest(b"warden task holder v1\0", &[server, holder]),
+            local: (server.to_owned(), task.to_owned(), holder.to_owned()),
+        }
+    }
+
     /// The audit link of one task: the same for the call that created it and
     /// every later request naming it, whichever token spelled it.
     pub fn link(&self, task: &str, holder: &str, server: &str) -> String {
@@ -166,14 +192,15 @@ impl TaskSealer {
 }
 
 /// Whom a task is bound to: the principal's owner key; for the anonymous
-/// principal, which every unauthenticated client shares, also the session
-/// (a client without one shares its tasks with every other such client).
+/// principal, which every unauthenticated client shares, also the session,
+/// or without one the client's address (see
+/// [`crate::guards::handles::owner_of`]).
 pub fn holder<'a>(ctx: &Exchange<'a>) -> std::borrow::Cow<'a, str> {
-    let owner = ctx.principal.owner();
+    let owner = crate::guards::handles::owner_of(ctx.principal, ctx.session_id, ctx.source_ip);
     if ctx.principal.auth == crate::engines::identity::AuthMethod::Anonymous {
         std::borrow::Cow::Owned(format!("{owner}\0{}", ctx.session_id.unwrap_or("")))
     } else {
-        std::borrow::Cow::Borrowed(owner)
+        owner
     }
 }
 
@@ -209,6 +236,18 @@ impl TaskOwners {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Forgets the task of `claim` when this replica remembers it as the
+    /// claim's holder's: the fleet's store said another holder has it, so
+    /// this replica must not take the claimant for its owner (and refuse
+    /// the true one).
+    pub fn forget(&self, claim: &crate::chain::notes::TaskClaim) {
+        let (server, task, holder) = &claim.local;
+        let key = (server.clone(), task.clone());
+        if self.map.get(&key).is_some_and(|(o, _)| o == *holder) {
+            self.map.invalidate(&key);
+        }
+    }
 }
 
 /// Binds task ids to their creator (see the module documentation).
@@ -235,14 +274,17 @@ impl TaskFilter {
         notes: &mut Notes,
     ) -> Result<bool, NotOurs> {
         let Some(id) = v.as_str() else {
-            return Ok(false);
+            // An id that is no string cannot be sealed, and a peer may
+            // read it (a number, an object holding another's id) all the
+            // same: never passed on.
+            return Err(NotOurs::NoString);
         };
         let key = (ctx.server.to_owned(), id.to_owned());
         let me = holder(ctx).into_owned();
         let known = self.owners.map.get(&key);
         if known.as_ref().is_some_and(|(o, _)| *o != me) {
             // The server handed this id to another principal first.
-            return Err(NotOurs);
+            return Err(NotOurs::Another);
         }
         // Remembered here, and (checked above) as this principal's.
         let mine = known.is_some();
@@ -250,6 +292,11 @@ impl TaskFilter {
         let remembered = known.and_then(|(_, t)| t);
         let tool = match seen {
             Seen::Created => {
+                // This replica's memory holds the first holder; the fleet's
+                // store (when there is one) is asked before the reply leaves.
+                notes
+                    .task_claims
+                    .push(TaskSealer::claim(id, &me, ctx.server));
                 self.owners
                     .map
                     .insert(key, (me.clone(), tool.map(str::to_owned)));
@@ -263,15 +310,46 @@ impl TaskFilter {
                 tool.or(remembered.as_deref())
             }
             Seen::Mentioned if mine => tool.or(remembered.as_deref()),
-            _ => return Err(NotOurs),
+            _ => return Err(NotOurs::Another),
         };
         match self.sealer.seal(id, &me, ctx.server, tool) {
             Some(t) => {
                 *v = Json::String(t);
                 Ok(true)
             }
-            None => Err(NotOurs),
+            None => Err(NotOurs::Another),
         }
+    }
+
+    /// The task handles of a reply (`v` its result): `taskId` (2026-07-28,
+    /// and a task request's reply) and `task.taskId` (2025-11-25). A reply
+    /// carrying both shapes is read by a client of either revision: both
+    /// sealed (see [`TaskFilter::seal_at`]). A `task` that is no object
+    /// holds a handle the gateway cannot seal: refused.
+    fn seal_handles(
+        &self,
+        r: &mut Json,
+        ctx: &Exchange<'_>,
+        tool: Option<&str>,
+        seen: Seen<'_>,
+        notes: &mut Notes,
+    ) -> Result<bool, NotOurs> {
+        let mut changed = false;
+        for nested in [false, true] {
+            let handle = if nested {
+                match r.get_mut("task") {
+                    None | Some(Json::Null) => None,
+                    Some(Json::Object(t)) => t.get_mut("taskId"),
+                    Some(_) => return Err(NotOurs::NoString),
+                }
+            } else {
+                r.get_mut("taskId")
+            };
+            if let Some(id) = handle {
+                changed |= self.seal_at(id, ctx, tool, seen, notes)?;
+            }
+        }
+        Ok(changed)
     }
 
     /// The server's id `id` sealed for this principal when it is this
@@ -291,9 +369,10 @@ impl TaskFilter {
         }
     }
 
-    /// Related-task metadata in the `_meta` of `parent` (a server's
-    /// params or result): each id sealed when it is this principal's task,
-    /// the entry removed otherwise.
+    /// Related-task metadata anywhere in `parent` (a server's params or
+    /// result: its own `_meta`, a content block's, a listed task's, inside
+    /// structured content): each id sealed when it is this principal's
+    /// task, the entry removed otherwise.
     fn seal_related(
         &self,
         parent: &mut Json,
@@ -304,9 +383,9 @@ impl TaskFilter {
         related(parent, &mut |id| self.sealed(id, ctx, seen, notes)).changed
     }
 
-    /// What a task object carries inline (its `error`, its `result`'s
-    /// related-task metadata): sealed or removed as an error's and a
-    /// result's are.
+    /// The task ids a task object's inline `error` names (outside
+    /// related-task entries, which the related walk of the enclosing value
+    /// judges): sealed or removed as an error's are.
     fn seal_inline(
         &self,
         task: &mut Json,
@@ -319,10 +398,9 @@ impl TaskFilter {
         };
         let mut changed = false;
         for (k, x) in o.iter_mut() {
-            if named(k, "error") {
-                changed |= self.seal_error(x, ctx, seen, notes);
-            } else if named(k, "result") {
-                changed |= self.seal_related(x, ctx, seen, notes);
+            if walk::named(k, "error") {
+                let f = &mut |id: &str| self.sealed(id, ctx, seen, notes);
+                changed |= walk::walk(x, f, Reach::Ids).changed;
             }
         }
         changed
@@ -391,142 +469,6 @@ impl TaskFilter {
     }
 }
 
-/// What a walk over task ids did.
-#[derive(Default, Clone, Copy)]
-struct Walk {
-    /// Some id was replaced or some member removed.
-    changed: bool,
-    /// Some member was removed: an id `f` did not map.
-    removed: bool,
-}
-
-impl std::ops::BitOrAssign for Walk {
-    fn bitor_assign(&mut self, o: Walk) {
-        self.changed |= o.changed;
-        self.removed |= o.removed;
-    }
-}
-
-/// Whether some peer reads member `key` as `name`: itself, or a name a
-/// case-insensitive or lenient decoder takes for it (`TaskId`, `TASKID`,
-/// `taſkId`). Escapes (`\u0074askId`) are decoded before this is asked.
-fn named(key: &str, name: &str) -> bool {
-    key == name || crate::protocol::names::same_name(key, name)
-}
-
-/// Whether `part` (a params or result object) holds related-task
-/// metadata in a member some peer reads as `_meta`.
-fn has_related(part: &Json) -> bool {
-    crate::protocol::names::members_named(part, "_meta")
-        .filter_map(Json::as_object)
-        .any(|m| m.keys().any(|k| named(k, RELATED)))
-}
-
-/// Whether `v` holds, at any depth, a member some peer reads as `taskId`
-/// or as the related-task key.
-fn names_task_id(v: &Json) -> bool {
-    match v {
-        Json::Object(o) => o
-            .iter()
-            .any(|(k, x)| named(k, "taskId") || named(k, RELATED) || names_task_id(x)),
-        Json::Array(a) => a.iter().any(names_task_id),
-        _ => false,
-    }
-}
-
-/// Maps every task id under `v`, at any depth (error data, nested arrays,
-/// related-task metadata wherever it sits): each member some peer reads as
-/// `taskId` becomes `f` of its id, and is removed when `f` gives `None` or
-/// its value is no string. A related-task entry that is no object, or
-/// from which an id was removed, is removed whole.
-fn task_ids(v: &mut Json, f: &mut dyn FnMut(&str) -> Option<String>) -> Walk {
-    let mut walk = Walk::default();
-    match v {
-        Json::Object(o) => {
-            let keys: Vec<String> = o.keys().cloned().collect();
-            for k in keys {
-                let Some(x) = o.get_mut(&k) else { continue };
-                let (w, keep) = member(&k, x, f);
-                walk |= w;
-                if !keep {
-                    o.remove(&k);
-                }
-            }
-        }
-        Json::Array(a) => {
-            for x in a {
-                walk |= task_ids(x, f);
-            }
-        }
-        _ => {}
-    }
-    walk
-}
-
-/// One member `k: x` of an object [`task_ids`] walks, and whether it is
-/// kept.
-fn member(k: &str, x: &mut Json, f: &mut dyn FnMut(&str) -> Option<String>) -> (Walk, bool) {
-    const GONE: Walk = Walk {
-        changed: true,
-        removed: true,
-    };
-    if named(k, "taskId") {
-        let Some(id) = x.as_str() else {
-            return (GONE, false);
-        };
-        return match f(id) {
-            Some(t) => {
-                let changed = t != id;
-                *x = Json::String(t);
-                (
-                    Walk {
-                        changed,
-                        removed: false,
-                    },
-                    true,
-                )
-            }
-            None => (GONE, false),
-        };
-    }
-    if named(k, RELATED) {
-        if !x.is_object() {
-            return (GONE, false);
-        }
-        let w = task_ids(x, f);
-        return if w.removed { (GONE, false) } else { (w, true) };
-    }
-    (task_ids(x, f), true)
-}
-
-/// Maps the related-task metadata in the `_meta` of `parent` (every
-/// member some peer reads as `_meta`, every key it reads as the
-/// related-task key) as [`task_ids`] does.
-fn related(parent: &mut Json, f: &mut dyn FnMut(&str) -> Option<String>) -> Walk {
-    let mut walk = Walk::default();
-    let Some(o) = parent.as_object_mut() else {
-        return walk;
-    };
-    for (k, meta) in o.iter_mut() {
-        if !named(k, "_meta") {
-            continue;
-        }
-        let Some(meta) = meta.as_object_mut() else {
-            continue;
-        };
-        let keys: Vec<String> = meta.keys().filter(|k| named(k, RELATED)).cloned().collect();
-        for k in keys {
-            let Some(x) = meta.get_mut(&k) else { continue };
-            let (w, keep) = member(&k, x, f);
-            walk |= w;
-            if !keep {
-                meta.remove(&k);
-            }
-        }
-    }
-    walk
-}
-
 /// What a server says about a task it does not know: -32602, or under the
 /// tasks extension the empty acknowledgement of `tasks/update` and
 /// `tasks/cancel` (`ack`).
@@ -555,16 +497,28 @@ enum Seen<'a> {
     Mentioned,
 }
 
-/// A task id that is not this principal's.
-struct NotOurs;
+/// Why a task id a server named is not passed on.
+enum NotOurs {
+    /// It is not this principal's.
+    Another,
+    /// It is no string (a number, an object, a list): nothing to seal.
+    NoString,
+}
 
-fn not_ours() -> Decision {
-    Decision::Reject(Denial::error(
-        JsonRpcError::new(
-            codes::UPSTREAM_PROTOCOL,
+fn not_ours(why: NotOurs) -> Decision {
+    let (message, reason) = match why {
+        NotOurs::Another => (
             "The MCP server named a task that is not this caller's; the reply was withheld",
+            "task_not_owned",
         ),
-        "task_not_owned",
+        NotOurs::NoString => (
+            "The MCP server named a task by an id that is not a string; the reply was withheld",
+            "task_id_unreadable",
+        ),
+    };
+    Decision::Reject(Denial::error(
+        JsonRpcError::new(codes::UPSTREAM_PROTOCOL, message),
+        reason,
     ))
 }
 
@@ -715,33 +669,23 @@ impl McpFilter for TaskFilter {
                 if method == "tools/call" {
                     // A task handle instead of the tool's result: 2026-07-28
                     // (`resultType: "task"`, the task inline) or 2025-11-25
-                    // (`task: {taskId, …}`). A reply carrying both shapes
-                    // is read by a client of either revision: both sealed.
+                    // (`task: {taskId, …}`).
                     let tool = msg.request_target;
-                    for nested in [false, true] {
-                        let handle = if nested {
-                            r.get_mut("task").and_then(|t| t.get_mut("taskId"))
-                        } else {
-                            r.get_mut("taskId")
-                        };
-                        if let Some(id) = handle {
-                            match self.seal_at(id, ctx, tool, Seen::Created, notes) {
-                                Ok(c) => changed |= c,
-                                Err(NotOurs) => return not_ours(),
-                            }
-                        }
+                    match self.seal_handles(r, ctx, tool, Seen::Created, notes) {
+                        Ok(c) => changed |= c,
+                        Err(why) => return not_ours(why),
                     }
                 } else if names_task(method) {
-                    // The request's token named the task and its tool.
+                    // The request's token named the task and its tool. A
+                    // server may answer in either revision's shape.
                     related = Seen::Answer(msg.request_task);
-                    if let Some(id) = r.get_mut("taskId") {
-                        match self.seal_at(id, ctx, msg.request_target, related, notes) {
-                            Ok(c) => changed |= c,
-                            Err(NotOurs) => return not_ours(),
-                        }
+                    match self.seal_handles(r, ctx, msg.request_target, related, notes) {
+                        Ok(c) => changed |= c,
+                        Err(why) => return not_ours(why),
                     }
-                    // The task inline (2026-07-28): a failed one's error, a
-                    // finished one's result and its related-task metadata.
+                    // The task inline (2026-07-28): a failed one's error
+                    // (its result's related-task metadata is judged with
+                    // the rest of the reply's, below).
                     changed |= self.seal_inline(r, ctx, related, notes);
                 } else if method == "tasks/list" {
                     // A list that is no array (an object keyed by id, say)
@@ -774,9 +718,11 @@ impl McpFilter for TaskFilter {
                         match self.seal_at(id, ctx, None, Seen::Mentioned, notes) {
                             Ok(c) => changed |= c,
                             // Another principal's task: not passed on.
-                            Err(NotOurs) => return not_ours(),
+                            Err(why) => return not_ours(why),
                         }
                     }
+                    // The task inline, as in a `tasks/get` reply.
+                    changed |= self.seal_inline(p, ctx, Seen::Mentioned, notes);
                 }
                 changed |= self.seal_related(p, ctx, Seen::Mentioned, notes);
             }

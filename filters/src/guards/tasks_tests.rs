@@ -689,25 +689,8 @@ fn a_task_list_that_is_no_array_is_refused() {
     assert!(matches!(d, Decision::Reject(_)), "{d:?}");
 }
 
-/// Related-task metadata a server puts below the message's own `_meta`
-/// (a content block's `_meta`, `structuredContent`): a client that reads
-/// it there gets another principal's raw id. Only an error's members are
-/// walked at every depth today.
-#[test]
-#[ignore = "related-task metadata is sealed only in the result's own _meta (and anywhere in an error); a content block's _meta is passed as it is"]
-fn related_task_ids_below_the_results_meta_are_sealed_or_removed() {
-    let x = Fixture::new();
-    x.create(&x.bob, "T-b");
-    let raw = r#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"x",
-        "_meta":{"io.modelcontextprotocol/related-task":{"taskId":"T-b"}}}]}}"#;
-    let d = x.reply(&x.alice, raw, raw, "tools/call", None);
-    let out = match &d {
-        Decision::Pass => raw.to_owned(),
-        Decision::Mutated(b) => String::from_utf8_lossy(b).into_owned(),
-        Decision::Reject(_) => String::new(),
-    };
-    assert!(!out.contains("T-b"), "bob's raw id reached alice: {out}");
-}
+#[path = "tasks_deep_tests.rs"]
+mod deep;
 
 proptest::proptest! {
     /// Review: `task` found by its last letter is `task` found by its first,

@@ -60,6 +60,8 @@ pub struct QuotaStore {
     script: redis::Script,
     /// [`FLOW_RAISE`], its digest computed once.
     flow_script: redis::Script,
+    /// [`TASK_CLAIM`].
+    task_script: redis::Script,
     up: AtomicBool,
     /// Per counter key, the lease of its current window (looked up by `&[u8]`,
     /// no allocation on the hot path).
@@ -110,6 +112,7 @@ impl QuotaStore {
             conn: ArcSwapOption::empty(),
             script: redis::Script::new(GRANT),
             flow_script: redis::Script::new(FLOW_RAISE),
+            task_script: redis::Script::new(TASK_CLAIM),
             up: AtomicBool::new(false),
             leases: dashmap::DashMap::with_hasher(foldhash::fast::RandomState::default()),
             down_since: AtomicU64::new(unix(SystemTime::now())),
@@ -509,6 +512,33 @@ impl QuotaStore {
             .arg(FLOW_TTL_SECS);
         let res: Result<i64, _> = self.bounded(inv.invoke_async(&mut conn)).await;
         res.map(|_| ()).map_err(|e| format!("flow state: {e}"))
+    }
+}
+
+/// Claims a task for a holder: KEYS[1] the task's key; ARGV the holder's
+/// digest and the lifetime in s. 1 when the task is (now) this holder's, 0
+/// when another holder claimed it first.
+const TASK_CLAIM: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+return 1
+"#;
+
+/// A task's claim lives this long after it was last handed out (as long
+/// as a replica remembers an idle task).
+const TASK_TTL_SECS: u64 = 86_400;
+
+impl QuotaStore {
+    /// Claims the task `task` (a digest, see `TaskClaim`) for `holder`:
+    /// `Ok(false)` when another holder claimed it first.
+    pub async fn task_claim(&self, task: &str, holder: &str) -> Result<bool, String> {
+        let mut conn = self.conn_or_err().await?;
+        let key = format!("{}task:{task}", self.cfg.prefix);
+        let mut inv = self.task_script.key(&key);
+        inv.arg(holder).arg(TASK_TTL_SECS);
+        let res: Result<i64, _> = self.bounded(inv.invoke_async(&mut conn)).await;
+        res.map(|n| n == 1).map_err(|e| format!("task claim: {e}"))
     }
 }
 

@@ -288,7 +288,11 @@ fn open_resume_id(
     let Ok(token) = first.to_str() else {
         return Ok(None);
     };
-    let owner = ctx.principal.owner_key();
+    let owner = warden_filters::guards::handles::owner_of(
+        &ctx.principal,
+        ctx.session_id.as_deref(),
+        ctx.source_ip,
+    );
     Ok(rt.snap.handle_sealer.open(
         warden_filters::guards::handles::HandleKind::EventId,
         token.trim(),

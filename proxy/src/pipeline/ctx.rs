@@ -93,6 +93,9 @@ pub struct ReplyState {
     /// What judged replies added to their flows, to write to the shared
     /// store before they leave (`reply::share_flows`).
     pub flow_outs: Vec<warden_filters::engines::flow::FlowOut>,
+    /// New tasks judged replies hand out, to claim in the shared store
+    /// before they leave (`reply::share_flows`).
+    pub task_claims: Vec<warden_filters::chain::notes::TaskClaim>,
     /// The session key of a GET stream (its `Mcp-Session-Id`, or the legacy
     /// endpoint once its `endpoint` event was seen).
     pub stream_session: Option<String>,
@@ -212,6 +215,7 @@ impl RequestCtx {
                 pending: Vec::new(),
                 unjudgeable: 0,
                 flow_outs: Vec::new(),
+                task_claims: Vec::new(),
                 stream_session: None,
                 endpoint_seen: false,
                 allowed_under: None,

@@ -300,7 +300,7 @@ async fn relay_whole(
         let eos = chunk.is_none() || up.response_done();
         let mut b = chunk;
         reply::on_body(gw, ctx, &mut b, eos).map_err(refuse)?;
-        reply::share_flows(ctx).await.map_err(refuse)?;
+        reply::share_flows(gw, ctx).await.map_err(refuse)?;
         if eos {
             break b.unwrap_or_default();
         }
@@ -395,7 +395,7 @@ async fn relay_stream(
                 let eos = chunk.is_none() || up.response_done();
                 let mut b = chunk;
                 match reply::on_body(gw, ctx, &mut b, eos) {
-                    Ok(()) => reply::share_flows(ctx).await.map(|()| (b, eos)),
+                    Ok(()) => reply::share_flows(gw, ctx).await.map(|()| (b, eos)),
                     Err(e) => Err(e),
                 }
             }
@@ -578,6 +578,18 @@ fn reply_refused(r: crate::pipeline::reply::ReplyRefusal, server: &str) -> Refus
             "flow_unrecorded",
             format!(
                 "the reply of `{server}` was withheld: what it carries could not be recorded in the fleet's flow state (the shared store is unreachable)"
+            ),
+        ),
+        R::TaskNotOwned => Refusal::upstream_protocol(
+            "task_not_owned",
+            format!(
+                "MCP server `{server}` named a task that is not this caller's; the reply was withheld"
+            ),
+        ),
+        R::TaskUnrecorded => Refusal::upstream_protocol(
+            "task_unrecorded",
+            format!(
+                "the reply of `{server}` was withheld: the task it hands out could not be recorded in the fleet's shared store (the store is unreachable)"
             ),
         ),
         // Answers to the request, as the guards' own refusals are (200 with

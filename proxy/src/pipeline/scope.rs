@@ -38,12 +38,20 @@ pub fn remember_pending(gw: &Gateway, ctx: &RequestCtx) {
     }
 }
 
-/// The owner and session keys of this exchange's ledger scope.
+/// The owner and session keys of this exchange's ledger scope. The owner
+/// is the one handles are bound to (`guards::handles::owner_of`): for an
+/// unauthenticated client without a session, its address, so that such a
+/// client neither answers a server's request asked of another nor has
+/// another's replies matched to its requests.
 pub fn ledger_keys(ctx: &RequestCtx) -> (String, String) {
-    (
-        crate::sessions::sticky::owner_key(&ctx.principal),
-        session_scope_key(ctx),
+    let session = session_scope_key(ctx);
+    let owner = warden_filters::guards::handles::owner_of(
+        &ctx.principal,
+        (!session.is_empty()).then_some(session.as_str()),
+        ctx.source_ip,
     )
+    .into_owned();
+    (owner, session)
 }
 
 /// The session key replies and server→client requests of this exchange belong to.

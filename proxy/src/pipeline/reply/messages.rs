@@ -281,9 +281,17 @@ pub(super) fn judge_message(
             )
         }
     };
-    // What a reply the client gets adds to its flow is shared before it leaves.
+    // What a reply the client gets adds to its flow is shared before it
+    // leaves; so are the tasks it hands out as new (claimed fleet-wide).
     if let (Some(o), false) = (flow_out, matches!(judged, ServerMessageVerdict::Dropped)) {
         ctx.reply.flow_outs.push(o);
+    }
+    if matches!(
+        judged,
+        ServerMessageVerdict::Unchanged | ServerMessageVerdict::Replaced(_)
+    ) && matches!(outcome, Outcome::Forwarded | Outcome::Mutated { .. })
+    {
+        ctx.reply.task_claims.append(&mut notes.task_claims);
     }
     // A server→client request the client may now answer (and only then).
     if let (Kind::Request, Some(id), false) = (
@@ -358,8 +366,13 @@ pub(super) fn judge_event(
     // The server's event id reaches the client sealed for this principal,
     // server and session (see `warden_filters::guards::handles`); a `Last-Event-ID`
     // opens only for them.
-    let owner = ctx.principal.owner_key();
     let session = ctx.session_id.clone();
+    let owner = warden_filters::guards::handles::owner_of(
+        &ctx.principal,
+        session.as_deref(),
+        ctx.source_ip,
+    )
+    .into_owned();
     let server_name = rt.server(server).name.clone();
     let sealer = rt.snap.handle_sealer.clone();
     let id_ok = move |id: &str| {

@@ -33,7 +33,8 @@ pub use body::{on_body, still_allowed};
 /// closed). Without a shared store the filter's own table holds them; one
 /// it could not hold (full, counting on a store the bundle names but that
 /// could not be built) withholds the reply too.
-pub async fn share_flows(ctx: &mut RequestCtx) -> pingora::Result<()> {
+pub async fn share_flows(gw: &Gateway, ctx: &mut RequestCtx) -> pingora::Result<()> {
+    claim_tasks(gw, ctx).await?;
     if ctx.reply.flow_outs.is_empty() {
         return Ok(());
     }
@@ -53,6 +54,41 @@ pub async fn share_flows(ctx: &mut RequestCtx) -> pingora::Result<()> {
     }
     Ok(())
 }
+/// Claims, in the shared store, the tasks the replies judged so far hand
+/// out as new, for the holders they were sealed for: a task the server
+/// handed another holder first, through any replica, withholds the reply
+/// (as the replica that saw it first withholds it); a store that does not
+/// answer, or that the bundle names but this process could not build,
+/// withholds it too. Without a store in the bundle, this replica's own
+/// memory of its tasks is all there is (`guards::tasks`).
+async fn claim_tasks(gw: &Gateway, ctx: &mut RequestCtx) -> pingora::Result<()> {
+    if ctx.reply.task_claims.is_empty() {
+        return Ok(());
+    }
+    let claims = std::mem::take(&mut ctx.reply.task_claims);
+    if ctx.rt.snap.config.redis.is_none() {
+        return Ok(());
+    }
+    let Some(store) = ctx.rt.quota_store.clone() else {
+        return ReplyRefusal::TaskUnrecorded.raise(ctx.server_name(), "no shared store");
+    };
+    for c in &claims {
+        match store.task_claim(&c.task, &c.holder).await {
+            Ok(true) => {}
+            Ok(false) => {
+                gw.shared.task_owners.forget(c);
+                tracing::warn!("a server handed out another holder's task; the reply is withheld");
+                return ReplyRefusal::TaskNotOwned.raise(ctx.server_name(), "claimed by another");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "task not claimed; the reply is withheld");
+                return ReplyRefusal::TaskUnrecorded.raise(ctx.server_name(), e);
+            }
+        }
+    }
+    Ok(())
+}
+
 use body::*;
 use endpoint::*;
 use messages::*;

@@ -23,6 +23,13 @@ pub enum ReplyRefusal {
     /// What the reply adds to its flow could not be written to the shared
     /// store: the reply is withheld (another replica would not know).
     FlowUnrecorded,
+    /// The reply hands this caller, as new, a task the server handed
+    /// another holder first through another replica (the fleet's store
+    /// says so): withheld, as one replica withholds it.
+    TaskNotOwned,
+    /// A new task the reply hands out could not be claimed in the shared
+    /// store: withheld (another replica may know it as another's).
+    TaskUnrecorded,
     /// A bundle applied while the reply was under way pauses it (the kill
     /// switch): nothing more of it reaches the client.
     Paused,
@@ -32,7 +39,7 @@ pub enum ReplyRefusal {
 }
 
 impl ReplyRefusal {
-    pub const ALL: [ReplyRefusal; 14] = [
+    pub const ALL: [ReplyRefusal; 16] = [
         ReplyRefusal::ProtocolSwitch,
         ReplyRefusal::DuplicateSessionHeader,
         ReplyRefusal::BadSessionHeader,
@@ -45,6 +52,8 @@ impl ReplyRefusal {
         ReplyRefusal::Compressed,
         ReplyRefusal::TooLarge,
         ReplyRefusal::FlowUnrecorded,
+        ReplyRefusal::TaskNotOwned,
+        ReplyRefusal::TaskUnrecorded,
         ReplyRefusal::Paused,
         ReplyRefusal::Withdrawn,
     ];
@@ -65,6 +74,8 @@ impl ReplyRefusal {
             ReplyRefusal::Compressed => "compressed_response",
             ReplyRefusal::TooLarge => "response_too_large",
             ReplyRefusal::FlowUnrecorded => "flow_unrecorded",
+            ReplyRefusal::TaskNotOwned => "task_not_owned",
+            ReplyRefusal::TaskUnrecorded => "task_unrecorded",
             ReplyRefusal::Paused => "paused_mid_reply",
             ReplyRefusal::Withdrawn => "server_withdrawn_mid_reply",
         }
