@@ -155,7 +155,11 @@ fn drops(b: &[u8], json: bool) -> Vec<usize> {
             }
             i = j + 1;
         } else {
-            i += 1;
+            // A run starting inside this one is part of it, and no more
+            // of a run: the next may start at its last group, which may
+            // be of another length. (Linear in the groups, whatever the
+            // text.)
+            i = j.max(i + 1);
         }
     }
     drop
@@ -229,6 +233,19 @@ mod tests {
         ] {
             assert_eq!(joined(s), None, "{s:?}");
         }
+    }
+
+    /// Hundreds of thousands of groups that are no run (no letter beside
+    /// a digit) or one long run: each group is looked at a bounded number
+    /// of times (this took minutes when every group started a new look).
+    #[test]
+    fn long_texts_of_groups_are_read_in_one_pass() {
+        let plain = "ab ".repeat(200_000);
+        assert!(!may_be_grouped(plain.as_bytes()));
+        let marked = format!("{plain}a1");
+        assert!(may_be_grouped(marked.as_bytes()));
+        let hex = "4b ".repeat(200_000);
+        assert_eq!(view(&hex).map(|v| v.text.len()), Some(400_000 + 1));
     }
 
     #[test]
