@@ -138,21 +138,30 @@ pub(super) fn fields_for(path: &[String]) -> Vec<Field> {
     }
 }
 
-/// Strips comments so that only code (and string literals, which may index
-/// `input["x"]`) is scanned. Anything a literal adds only widens the key.
-pub(super) fn code_only(src: &str) -> String {
+/// One piece of a Rego module as its lexer sees it.
+enum Piece {
+    /// A comment, `#` to the end of its line.
+    Comment,
+    /// A string literal, quotes included: `"…"` or raw `` `…` ``.
+    Literal,
+    /// Any other character.
+    Code,
+}
+
+/// The pieces of `src` in order, as `(kind, start, end)`.
+fn pieces(src: &str) -> impl Iterator<Item = (Piece, usize, usize)> + '_ {
     let b = src.as_bytes();
-    let mut out = String::with_capacity(src.len());
     let mut i = 0;
-    while i < b.len() {
-        match b[i] {
+    std::iter::from_fn(move || {
+        let start = i;
+        match *b.get(i)? {
             b'#' => {
                 while i < b.len() && b[i] != b'\n' {
                     i += 1;
                 }
+                Some((Piece::Comment, start, i))
             }
             q @ (b'"' | b'`') => {
-                let start = i;
                 i += 1;
                 while i < b.len() && b[i] != q {
                     if q == b'"' && b[i] == b'\\' {
@@ -160,16 +169,24 @@ pub(super) fn code_only(src: &str) -> String {
                     }
                     i += 1;
                 }
-                i += 1;
-                // Keep short literal contents: `input["x"]` indexes by them.
-                let end = i.min(b.len());
-                out.push_str(&src[start..end]);
+                i = (i + 1).min(b.len());
+                Some((Piece::Literal, start, i))
             }
             _ => {
-                let ch = src[i..].chars().next().unwrap_or(' ');
-                out.push(ch);
-                i += ch.len_utf8();
+                i += src[i..].chars().next().map_or(1, char::len_utf8);
+                Some((Piece::Code, start, i))
             }
+        }
+    })
+}
+
+/// Strips comments so that only code (and string literals, which may index
+/// `input["x"]`) is scanned. Anything a literal adds only widens the key.
+pub(super) fn code_only(src: &str) -> String {
+    let mut out = String::with_capacity(src.len());
+    for (piece, start, end) in pieces(src) {
+        if !matches!(piece, Piece::Comment) {
+            out.push_str(&src[start..end]);
         }
     }
     out
@@ -449,39 +466,18 @@ pub fn near_named_argument(paths: &[Vec<String>], args: &serde_json::Value) -> b
 pub fn string_literals(modules: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for m in modules {
-        let b = m.as_bytes();
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'#' => {
-                    while i < b.len() && b[i] != b'\n' {
-                        i += 1;
-                    }
-                }
-                q @ (b'"' | b'`') => {
-                    let start = i;
-                    i += 1;
-                    while i < b.len() && b[i] != q {
-                        if q == b'"' && b[i] == b'\\' {
-                            i += 1;
-                        }
-                        i += 1;
-                    }
-                    let end = (i + 1).min(b.len());
-                    i += 1;
-                    let Some(text) = m.get(start..end) else {
-                        continue;
-                    };
-                    let inner = text.get(1..text.len().saturating_sub(1)).unwrap_or("");
-                    let lit = if q == b'"' && inner.contains('\\') {
-                        serde_json::from_str::<String>(text).unwrap_or_else(|_| inner.to_owned())
-                    } else {
-                        inner.to_owned()
-                    };
-                    out.push(lit);
-                }
-                _ => i += 1,
-            }
+        for (piece, start, end) in pieces(m) {
+            let Piece::Literal = piece else {
+                continue;
+            };
+            let text = &m[start..end];
+            let inner = text.get(1..text.len().saturating_sub(1)).unwrap_or("");
+            let lit = if text.starts_with('"') && inner.contains('\\') {
+                serde_json::from_str::<String>(text).unwrap_or_else(|_| inner.to_owned())
+            } else {
+                inner.to_owned()
+            };
+            out.push(lit);
         }
     }
     out

@@ -12,7 +12,7 @@ use crate::chain::filter::{Decision, Exchange, McpFilter, Message, Notes};
 use crate::engines::identity::Principal;
 use crate::protocol::error::codes;
 
-fn filter(global: &[&str]) -> EgressFilter {
+pub(super) fn filter(global: &[&str]) -> EgressFilter {
     EgressFilter::new(
         global
             .iter()
@@ -26,7 +26,7 @@ fn filter(global: &[&str]) -> EgressFilter {
 
 /// The verdict on a server→client message `raw` answering (if a
 /// response) a request of `asked`.
-fn reply(f: &EgressFilter, raw: &str, asked: Option<&str>) -> Decision {
+pub(super) fn reply(f: &EgressFilter, raw: &str, asked: Option<&str>) -> Decision {
     let env = crate::protocol::jsonrpc::single(raw);
     let p = Principal::anonymous();
     let ctx = Exchange::new(&p, "s");
@@ -37,7 +37,9 @@ fn reply(f: &EgressFilter, raw: &str, asked: Option<&str>) -> Decision {
     )
 }
 
-fn rule(d: Decision) -> Option<String> {
+/// The rule a refusal names, or `None` when the message passed (as is or
+/// rewritten).
+pub(super) fn rule(d: Decision) -> Option<String> {
     match d {
         Decision::Reject(d) => {
             assert_eq!(d.error.code, codes::EGRESS_DENIED);

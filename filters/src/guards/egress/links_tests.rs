@@ -4,51 +4,12 @@
 //! a sampling request's messages, structured content, `_meta`, an error's
 //! data — and the URLs a client opens or fetches, read by every client.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use serde_json::json;
-use warden_config::guards::HostPattern;
 
+use super::elicitation_tests::{filter, reply, rule};
 use super::filter::EgressFilter;
 use crate::chain::filter::{Decision, Exchange, McpFilter, Message, Notes};
 use crate::engines::identity::Principal;
-use crate::protocol::error::codes;
-
-fn filter(global: &[&str]) -> EgressFilter {
-    EgressFilter::new(
-        global
-            .iter()
-            .map(|p| HostPattern::parse(p).expect("pattern"))
-            .collect(),
-        HashMap::new(),
-        Arc::default(),
-        false,
-    )
-}
-
-fn reply(f: &EgressFilter, raw: &str, asked: Option<&str>) -> Decision {
-    let env = crate::protocol::jsonrpc::single(raw);
-    let p = Principal::anonymous();
-    let ctx = Exchange::new(&p, "s");
-    f.on_response(
-        &Message::from_server(&env, raw.as_bytes(), asked, None),
-        &ctx,
-        &mut Notes::default(),
-    )
-}
-
-/// The rule a refusal names, or `None` when the message passed (as is or
-/// rewritten).
-fn rule(d: Decision) -> Option<String> {
-    match d {
-        Decision::Reject(d) => {
-            assert_eq!(d.error.code, codes::EGRESS_DENIED);
-            Some(d.error.data.expect("data")["rule"].as_str()?.to_owned())
-        }
-        _ => None,
-    }
-}
 
 /// Every place a server→client message carries a URI, with `uri` in it,
 /// and the method of the request it answers (`None`: not a reply).

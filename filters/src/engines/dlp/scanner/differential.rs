@@ -204,38 +204,25 @@ fn agree(s: &Scanner, t: &str, got: &[Hit]) -> Result<(), TestCaseError> {
             t
         );
     }
-    let in_view: Vec<Hit> = view
-        .iter()
-        .flat_map(|v| {
-            let mut h = Vec::new();
-            s.scan_as_is(&v.text, &mut h);
-            h.into_iter()
-                .filter(|h| genuine(s, &v.text, h))
-                .map(|h| mapped(&h))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    // And of the groups read joined (`DE89 3704 …`): a value runs on
-    // through them.
-    let grouped = grouped::view(t);
-    let in_groups: Vec<Hit> = grouped
-        .iter()
-        .flat_map(|v| {
-            let mut h = Vec::new();
-            s.scan_as_is(&v.text, &mut h);
-            h.into_iter()
-                .filter(|h| genuine(s, &v.text, h))
-                .map(|h| {
-                    let (start, end) = v.original(t, h.start, h.end);
-                    Hit {
-                        detector: h.detector,
-                        start,
-                        end,
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    // Each of ours is genuine in the text, in its normalised view, or in
+    // its groups read joined (`DE89 3704 …`: a value runs on through them).
+    let genuine_in = |v: &normalise::View| -> Vec<Hit> {
+        let mut h = Vec::new();
+        s.scan_as_is(&v.text, &mut h);
+        h.into_iter()
+            .filter(|h| genuine(s, &v.text, h))
+            .map(|h| {
+                let (start, end) = v.original(t, h.start, h.end);
+                Hit {
+                    detector: h.detector,
+                    start,
+                    end,
+                }
+            })
+            .collect()
+    };
+    let in_view: Vec<Hit> = view.iter().flat_map(genuine_in).collect();
+    let in_groups: Vec<Hit> = grouped::view(t).iter().flat_map(genuine_in).collect();
     for g in got {
         prop_assert!(
             genuine(s, t, g) || in_view.contains(g) || in_groups.contains(g),
