@@ -19,7 +19,7 @@ use warden_config::guards::HostPattern;
 
 use super::detect::lead;
 use super::elicitation::opened;
-use super::links::sent;
+use super::links::{sent, DESCRIBING, LISTS};
 use crate::chain::filter::{Decision, Message, Word};
 use crate::protocol::jsonrpc::Kind;
 
@@ -31,19 +31,6 @@ static URI: Word = Word::new("\"uri\"");
 
 /// How deep resource links are looked for (serde_json's limit).
 const DEPTH: usize = 128;
-
-/// The requests whose replies describe the server or list what it offers.
-pub(super) const DESCRIBING: &[&str] = &[
-    "initialize",
-    "server/discover",
-    "tools/list",
-    "prompts/list",
-    "resources/list",
-    "resources/templates/list",
-];
-
-/// The lists whose items carry icons.
-pub(super) const LISTS: &[&str] = &["tools", "prompts", "resources", "resourceTemplates"];
 
 /// `msg` (a server→client message) with every icon, website link and
 /// listed resource the address rules refuse removed, or `Pass` when it

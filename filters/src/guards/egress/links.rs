@@ -18,7 +18,6 @@
 use serde_json::Value as Json;
 use warden_config::guards::HostPattern;
 
-use super::icons::{DESCRIBING, LISTS};
 use super::readers::check_found;
 use crate::chain::filter::{Decision, Denial, Message, Word};
 use crate::protocol::error::{codes, JsonRpcError};
@@ -28,6 +27,19 @@ use crate::protocol::jsonrpc::Kind;
 /// `\u` escape (which `may_hold` looks for too): prose with `security` or
 /// `during` in it is not parsed for it.
 static URI: Word = Word::new("\"uri\"");
+
+/// The requests whose replies describe the server or list what it offers.
+pub(super) const DESCRIBING: &[&str] = &[
+    "initialize",
+    "server/discover",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+];
+
+/// The lists whose items carry icons.
+pub(super) const LISTS: &[&str] = &["tools", "prompts", "resources", "resourceTemplates"];
 
 /// How deep URIs are looked for: as deep as a message can be read into a
 /// value (serde_json's limit).
