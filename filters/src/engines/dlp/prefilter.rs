@@ -133,27 +133,43 @@ fn spaced_chain(single: u64) -> bool {
     chain != 0
 }
 
-/// Whether `cont` (letters and digits) holds three groups of two or more
-/// bytes starting at one period of three to sixteen bytes (a group of 2
-/// to 15 and one separator, of 2 to 13 and three), the first two ending
-/// at it too: maybe a run of groups (`AKIA IOSF ODNN …`, `41 4b 49 …`,
-/// see `grouped`). Three such groups span at most 33 bits, so windows of
-/// 64 bits every 32 see each of them whole. Prose with three words of
-/// one length in a row passes; the scanner's reading looks closer.
+/// The longest period of a run of groups the gate sees: a group of 15
+/// (one more is a long run) and three separators, each an escape pair
+/// of raw JSON (`\r\n\t`).
+const MAX_PERIOD: u32 = 21;
+
+/// Whether `cont` (letters and digits of two blocks, the earlier in the
+/// low bits) holds three groups of two or more bytes starting at one
+/// period of three to [`MAX_PERIOD`] bytes, the first two ending at it
+/// too: maybe a run of groups (`AKIA IOSF ODNN …`, `41 4b 49 …`, see
+/// `grouped`). Three such groups span at most 44 bits, so a window of
+/// two blocks, looked at for each block, sees each of them whole. Prose
+/// with three words of one length in a row passes; the scanner's reading
+/// looks closer.
 #[inline(always)]
-fn periodic(cont: u64) -> bool {
+fn periodic(cont: u128) -> bool {
     let starts = cont & !(cont << 1) & (cont >> 1);
     if starts.count_ones() < 3 {
         return false;
     }
     let ends = cont & !(cont >> 1) & (cont << 1);
-    for p in 3..=16 {
+    for p in 3..=MAX_PERIOD {
         let a = starts & (starts >> p);
         if a & (a >> p) != 0 && ends & (ends >> p) != 0 {
             return true;
         }
     }
     false
+}
+
+/// The bits of `x` (a block's mask; `prev`, the block's before) and the
+/// seven after each: what lies up to seven bytes after a byte of `x`.
+#[inline(always)]
+fn near(x: u64, prev: u64) -> u64 {
+    let w = ((x as u128) << 64) | prev as u128;
+    let a = w | (w << 1);
+    let b = a | (a << 2);
+    ((b | (b << 4)) >> 64) as u64
 }
 
 #[inline(always)]
@@ -453,6 +469,7 @@ impl Prefilter {
         let mut spaced = false;
         let mut grouped = false;
         let (mut prev_cont, mut prev_mixed) = (0u64, 0u64);
+        let (mut prev_alpha, mut prev_digit) = (0u64, 0u64);
         // One block and a few bytes of look-ahead for word keys; the tail is
         // padded with a byte no mask selects.
         let mut tail;
@@ -498,16 +515,19 @@ impl Prefilter {
                 spaced = spaced_chain(single);
             }
             if !grouped {
-                // Groups are looked for where a letter touches a digit (a
-                // hex dump, a key in groups and a base64 line have such
-                // pairs; prose has few), in this block and in the window
-                // across its start.
-                let mixed = (m.alpha & (m.digit << 1)) | (m.digit & (m.alpha << 1));
+                // Groups are looked for where a letter is up to seven
+                // bytes from a digit (inside a group or across the gap to
+                // the next: a hex dump, a key in groups and a base64 line
+                // have such pairs; most prose has few), in the window of
+                // this block and the last.
+                let mixed =
+                    (m.alpha & near(m.digit, prev_digit)) | (m.digit & near(m.alpha, prev_alpha));
                 if mixed | prev_mixed != 0 {
-                    grouped = periodic(cont) || periodic((prev_cont >> 32) | (cont << 32));
+                    grouped = periodic(((cont as u128) << 64) | prev_cont as u128);
                 }
                 prev_mixed = mixed;
                 prev_cont = cont;
+                (prev_alpha, prev_digit) = (m.alpha, m.digit);
             }
             let starts = m.alpha & !((cont << 1) | carry.word);
             carry.word = cont >> 63;

@@ -215,27 +215,32 @@ fn agree(s: &Scanner, t: &str, got: &[Hit]) -> Result<(), TestCaseError> {
                 .collect::<Vec<_>>()
         })
         .collect();
-    // And of the groups read joined (`DE89 3704 …`): a value runs on
-    // through them.
-    let grouped = grouped::view(t);
-    let in_groups: Vec<Hit> = grouped
-        .iter()
-        .flat_map(|v| {
-            let mut h = Vec::new();
-            s.scan_as_is(&v.text, &mut h);
-            h.into_iter()
-                .filter(|h| genuine(s, &v.text, h))
-                .map(|h| {
-                    let (start, end) = v.original(t, h.start, h.end);
-                    Hit {
-                        detector: h.detector,
-                        start,
-                        end,
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    // And of the groups read joined (`DE89 3704 …`), in the text and in
+    // its view: a value runs on through them.
+    let joined = |u: &str| -> Vec<Hit> {
+        grouped::views(u)
+            .iter()
+            .flat_map(|v| {
+                let mut h = Vec::new();
+                s.scan_as_is(&v.text, &mut h);
+                h.into_iter()
+                    .filter(|h| genuine(s, &v.text, h))
+                    .map(|h| {
+                        let (start, end) = v.original(u, h.start, h.end);
+                        Hit {
+                            detector: h.detector,
+                            start,
+                            end,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let mut in_groups = joined(t);
+    if let Some(v) = &view {
+        in_groups.extend(joined(&v.text).iter().map(&mapped));
+    }
     for g in got {
         prop_assert!(
             genuine(s, t, g) || in_view.contains(g) || in_groups.contains(g),
