@@ -6,8 +6,10 @@
 //! groups of one length (the last may be shorter), at least two characters
 //! each, each set apart from the next by as many (one to [`MAX_GAP`])
 //! separators, joined at least [`MIN_JOINED`] characters long, with a
-//! letter next to a digit somewhere (prose has none). The joined text is
-//! scanned as it is and for the encodings it may be (hex, base64).
+//! letter next to a digit somewhere, in a group or across a gap (prose
+//! has few). The joined text is scanned as it is and for the encodings it
+//! may be (hex, base64); a run holding a hex dump beside other groups is
+//! also read with only the dump joined.
 
 use super::normalise::View;
 

@@ -21,7 +21,9 @@
 //! caller decodes and rescans the strings that hold one. Non-ASCII bytes
 //! are reported too (their strings have a normalised view to scan).
 
-use super::masks::{at_least, backslashes, has_run, masks, separators, span_mask};
+use super::masks::{
+    at_least, backslashes, has_run, masks, near, periodic, separators, spaced_chain, span_mask,
+};
 use super::spec::{After, Special, Trigger};
 
 /// Where a detector could match: a span inside the match it may confirm.
@@ -112,64 +114,6 @@ fn fold(b: u8) -> u32 {
 fn slot(b0: u8, b1: u8, b2: u8) -> usize {
     let key = fold(b0) | fold(b1) << 8 | fold(b2) << 16;
     (key.wrapping_mul(0x9E37_79B1) >> (32 - TABLE_BITS)) as usize
-}
-
-/// Whether `single` holds six set bits in a row, each two to seven bits
-/// after the last. Most blocks hold fewer than six such bits.
-#[inline(always)]
-fn spaced_chain(single: u64) -> bool {
-    if single.count_ones() < 6 {
-        return false;
-    }
-    let mut chain = single;
-    for _ in 1..6 {
-        // Shifted by two to seven: by two, then spread over the next
-        // five bits.
-        let a = chain >> 2;
-        let b = a | (a >> 1);
-        let c = b | (b >> 2);
-        chain = single & (c | (b >> 4));
-    }
-    chain != 0
-}
-
-/// The longest period of a run of groups the gate sees: a group of 15
-/// (one more is a long run) and three separators, each an escape pair
-/// of raw JSON (`\r\n\t`).
-const MAX_PERIOD: u32 = 21;
-
-/// Whether `cont` (letters and digits of two blocks, the earlier in the
-/// low bits) holds three groups of two or more bytes starting at one
-/// period of three to [`MAX_PERIOD`] bytes, the first two ending at it
-/// too: maybe a run of groups (`AKIA IOSF ODNN …`, `41 4b 49 …`, see
-/// `grouped`). Three such groups span at most 44 bits, so a window of
-/// two blocks, looked at for each block, sees each of them whole. Prose
-/// with three words of one length in a row passes; the scanner's reading
-/// looks closer.
-#[inline(always)]
-fn periodic(cont: u128) -> bool {
-    let starts = cont & !(cont << 1) & (cont >> 1);
-    if starts.count_ones() < 3 {
-        return false;
-    }
-    let ends = cont & !(cont >> 1) & (cont << 1);
-    for p in 3..=MAX_PERIOD {
-        let a = starts & (starts >> p);
-        if a & (a >> p) != 0 && ends & (ends >> p) != 0 {
-            return true;
-        }
-    }
-    false
-}
-
-/// The bits of `x` (a block's mask; `prev`, the block's before) and the
-/// seven after each: what lies up to seven bytes after a byte of `x`.
-#[inline(always)]
-fn near(x: u64, prev: u64) -> u64 {
-    let w = ((x as u128) << 64) | prev as u128;
-    let a = w | (w << 1);
-    let b = a | (a << 2);
-    ((b | (b << 4)) >> 64) as u64
 }
 
 #[inline(always)]
@@ -515,11 +459,8 @@ impl Prefilter {
                 spaced = spaced_chain(single);
             }
             if !grouped {
-                // Groups are looked for where a letter is up to seven
-                // bytes from a digit (inside a group or across the gap to
-                // the next: a hex dump, a key in groups and a base64 line
-                // have such pairs; most prose has few), in the window of
-                // this block and the last.
+                // Groups are looked for where a letter is up to seven bytes
+                // from a digit, in the window of this block and the last.
                 let mixed =
                     (m.alpha & near(m.digit, prev_digit)) | (m.digit & near(m.alpha, prev_alpha));
                 if mixed | prev_mixed != 0 {
