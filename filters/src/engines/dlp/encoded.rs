@@ -8,9 +8,10 @@
 //! - **base64 and hex**: every run of at least [`MIN_RUN`] characters of
 //!   the base64 alphabet (`=` padding after it, lines of a wrapped block
 //!   joined) is decoded, as hex when it is all hex digits of even length
-//!   and that reads, as base64 otherwise (and as base32 too when it is
-//!   all base32 characters of one case) — also from each of its next
-//!   three characters, for a run glued after a word (`tokenQUtJ…`). What
+//!   and that reads, as base64 otherwise (and its longest stretch of
+//!   base32 characters of one case as base32 too) — also from each of its
+//!   next three characters (seven for base32), for a run glued after a
+//!   word (`tokenQUtJ…`). What
 //!   is read is the decoding when it is text (valid UTF-8 without control
 //!   characters but tab and line breaks), or else every stretch of such
 //!   text of at least nine bytes in it (text beside a NUL or binary bytes):
@@ -132,23 +133,54 @@ fn decode_line(run: &[u8]) -> Vec<String> {
 
 /// The readable parts of a base32 run (RFC 4648: `A`–`Z` and `2`–`7`, in
 /// upper or lower case, padded or not), which is also base64 to the
-/// eye: both are read.
+/// eye: both are read. The base32 is the run's longest stretch of one
+/// case, at least [`MIN_RUN`] long (a run glued after or before a word of
+/// the other case or a path, `tokenJBSW…`, `/v1/JBSW…`), decoded from its
+/// start and, as it may be glued after a word of its own case
+/// (`KEYJBSW…`), from each of its next seven characters.
 fn base32_readable(run: &[u8]) -> Vec<String> {
     let body = &run[..run.len() - run.iter().rev().take_while(|&&c| c == b'=').count()];
-    let upper = body.iter().all(|c| matches!(c, b'A'..=b'Z' | b'2'..=b'7'));
-    let lower = body.iter().all(|c| matches!(c, b'a'..=b'z' | b'2'..=b'7'));
-    if body.is_empty() || !(upper || lower) {
+    let upper = |c: u8| matches!(c, b'A'..=b'Z' | b'2'..=b'7');
+    let lower = |c: u8| matches!(c, b'a'..=b'z' | b'2'..=b'7');
+    // The longest stretch of each case, in one pass.
+    let (mut best, mut up, mut low) = ((0, 0), 0, 0);
+    for (i, &c) in body.iter().enumerate() {
+        up = if upper(c) { up + 1 } else { 0 };
+        low = if lower(c) { low + 1 } else { 0 };
+        let n = up.max(low);
+        if n > best.1 - best.0 {
+            best = (i + 1 - n, i + 1);
+        }
+    }
+    let body = &body[best.0..best.1];
+    if body.len() < MIN_RUN {
         return Vec::new();
     }
-    // A length that is no whole number of bytes loses its last character.
-    let mut body = body.to_ascii_uppercase();
-    while matches!(body.len() % 8, 1 | 3 | 6) {
-        body.pop();
+    let body = body.to_ascii_uppercase();
+    let shifts = if body.len() > LONG_RUN { 1 } else { 8 };
+    let mut out: Vec<String> = Vec::new();
+    for k in 0..shifts.min(body.len()) {
+        // A length that is no whole number of bytes loses its last
+        // characters.
+        let mut part = &body[k..];
+        while matches!(part.len() % 8, 1 | 3 | 6) {
+            part = &part[..part.len() - 1];
+        }
+        let Ok(bytes) = data_encoding::BASE32_NOPAD.decode(part) else {
+            continue;
+        };
+        let found = readable(&bytes);
+        if k == 0 && found.len() == 1 && found[0].len() == bytes.len() {
+            // Text from its first character: the run is what it encodes.
+            return found;
+        }
+        for f in found {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
     }
-    match data_encoding::BASE32_NOPAD.decode(&body) {
-        Ok(bytes) => readable(&bytes),
-        Err(_) => Vec::new(),
-    }
+    out
 }
 
 /// The least length of a readable part of decoded bytes that is read

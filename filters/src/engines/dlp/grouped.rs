@@ -6,8 +6,10 @@
 //! groups of one length (the last may be shorter), at least two characters
 //! each, each set apart from the next by as many (one to [`MAX_GAP`])
 //! separators, joined at least [`MIN_JOINED`] characters long, with a
-//! letter next to a digit somewhere (prose has none). The joined text is
-//! scanned as it is and for the encodings it may be (hex, base64).
+//! letter next to a digit somewhere, in a group or across a gap (prose
+//! has few). The joined text is scanned as it is and for the encodings it
+//! may be (hex, base64); a run holding a hex dump beside other groups is
+//! also read with only the dump joined.
 
 use super::normalise::View;
 
@@ -67,10 +69,10 @@ fn groups(b: &[u8], json: bool) -> Vec<(usize, usize)> {
     out
 }
 
-/// The gap from the end of one group to the start of the next, when it is
-/// one to [`MAX_GAP`] separators (an escape pair of raw JSON counting as
-/// one).
-fn gap(b: &[u8], from: usize, to: usize, json: bool) -> Option<&[u8]> {
+/// The number of separators from the end of one group to the start of
+/// the next, when it is one to [`MAX_GAP`] (an escape pair of raw JSON
+/// counting as one, as the character it stands for does in the string).
+fn gap(b: &[u8], from: usize, to: usize, json: bool) -> Option<usize> {
     let g = &b[from..to];
     let mut n = 0;
     let mut i = 0;
@@ -84,14 +86,50 @@ fn gap(b: &[u8], from: usize, to: usize, json: bool) -> Option<&[u8]> {
         }
         n += 1;
     }
-    (1..=MAX_GAP).contains(&n).then_some(g)
+    (1..=MAX_GAP).contains(&n).then_some(n)
 }
 
-/// The byte offsets of `b` a joined reading leaves out: the separators
-/// between the groups of each run and the prefixes of hex groups.
-fn drops(b: &[u8], json: bool) -> Vec<usize> {
+/// Whether the groups `run` of `b` hold a letter next to a digit, inside
+/// a group or across the gap between two (`AKIA 2345 …` reads
+/// `AKIA2345…`); `skip` is the length of each group's prefix.
+fn marked(b: &[u8], run: &[(usize, usize)], skip: impl Fn(usize, usize) -> usize) -> bool {
+    let mixed = |x: u8, y: u8| {
+        (x.is_ascii_digit() && y.is_ascii_alphabetic())
+            || (x.is_ascii_alphabetic() && y.is_ascii_digit())
+    };
+    run.iter()
+        .any(|&(s, e)| b[s..e].windows(2).any(|w| mixed(w[0], w[1])))
+        || run
+            .windows(2)
+            .any(|w| mixed(b[w[0].1 - 1], b[w[1].0 + skip(w[1].0, w[1].1)]))
+}
+
+/// The byte offsets of `b` joined readings leave out: the separators
+/// between the groups of each run and the prefixes of hex groups. The
+/// first reading joins each run whole; the second, where a run holds a
+/// hex dump beside other groups, only the dump (`is 41 4b …` would not
+/// decode as hex from `is`; `AKIA 2345 6723 4567 QRST` must not lose its
+/// `AKIA`). The second is empty when it is the first.
+fn drops(b: &[u8], json: bool) -> (Vec<usize>, Vec<usize>) {
     let gs = groups(b, json);
-    let mut drop = Vec::new();
+    let (mut whole, mut dump) = (Vec::new(), Vec::new());
+    let mut split = false;
+    // The drops of `run` when it is read joined.
+    let joined = |run: &[(usize, usize)], out: &mut Vec<usize>| {
+        let hex = run.iter().all(|&(s, e)| hex_prefix(&b[s..e]) > 0);
+        let prefix = |s: usize, e: usize| if hex { hex_prefix(&b[s..e]) } else { 0 };
+        let len: usize = run.iter().map(|&(s, e)| e - s - prefix(s, e)).sum();
+        if run.len() < MIN_GROUPS || len < MIN_JOINED || !marked(b, run, prefix) {
+            return false;
+        }
+        for (k, &(s, e)) in run.iter().enumerate() {
+            out.extend(s..s + prefix(s, e));
+            if let Some(&(next, _)) = run.get(k + 1) {
+                out.extend(e..next);
+            }
+        }
+        true
+    };
     let mut i = 0;
     while i + 1 < gs.len() {
         let (s0, e0) = gs[i];
@@ -104,8 +142,9 @@ fn drops(b: &[u8], json: bool) -> Vec<usize> {
             i += 1;
             continue;
         };
-        // Groups of `len` set apart by gaps as long as `sep` (`AKIA-IOSF
-        // ODNN-…`, a period the prefilter sees); the last may be shorter.
+        // Groups of `len` set apart by as many separators as `sep`
+        // (`AKIA-IOSF ODNN-…`, a period the prefilter sees); the last may
+        // be shorter.
         let mut j = i + 1;
         loop {
             let (s, e) = gs[j];
@@ -117,14 +156,14 @@ fn drops(b: &[u8], json: bool) -> Vec<usize> {
                 .get(j + 1)
                 .filter(|_| e - s == len)
                 .and_then(|&(s1, _)| gap(b, e, s1, json));
-            if next.map(<[u8]>::len) != Some(sep.len()) {
+            if next != Some(sep) {
                 break;
             }
             j += 1;
         }
-        // A word before or after a hex dump (`is 41 4b …`, `… 4c 45 x`)
-        // is no part of it: where a run holds a dump, the dump is the run.
-        let mut run = &gs[i..=j];
+        let run = &gs[i..=j];
+        // The longest stretch of hex pairs in the run: a word before or
+        // after a hex dump (`is 41 4b …`, `… 4c 45 x`) is no part of it.
         let mut best = (0, 0);
         let mut from = 0;
         for (k, g) in run.iter().enumerate() {
@@ -134,25 +173,16 @@ fn drops(b: &[u8], json: bool) -> Vec<usize> {
                 best = (from, k + 1);
             }
         }
-        if best.1 - best.0 >= MIN_GROUPS {
-            run = &run[best.0..best.1];
+        let sub = (best.1 - best.0 >= MIN_GROUPS && best.1 - best.0 < run.len())
+            .then(|| &run[best.0..best.1]);
+        let n = whole.len();
+        let read = joined(run, &mut whole);
+        match sub {
+            Some(sub) if joined(sub, &mut dump) => split = true,
+            // No dump of its own: the run as the first reading joins it.
+            _ => dump.extend_from_slice(&whole[n..]),
         }
-        let hex = run.iter().all(|&(s, e)| hex_prefix(&b[s..e]) > 0);
-        let prefix = |s: usize, e: usize| if hex { hex_prefix(&b[s..e]) } else { 0 };
-        let joined: usize = run.iter().map(|&(s, e)| e - s - prefix(s, e)).sum();
-        let marked = run.iter().any(|&(s, e)| {
-            b[s..e].windows(2).any(|w| {
-                (w[0].is_ascii_digit() && w[1].is_ascii_alphabetic())
-                    || (w[0].is_ascii_alphabetic() && w[1].is_ascii_digit())
-            })
-        });
-        if run.len() >= MIN_GROUPS && joined >= MIN_JOINED && marked {
-            for (k, &(s, e)) in run.iter().enumerate() {
-                drop.extend(s..s + prefix(s, e));
-                if let Some(&(next, _)) = run.get(k + 1) {
-                    drop.extend(e..next);
-                }
-            }
+        if read || sub.is_some() {
             i = j + 1;
         } else {
             // A run starting inside this one is part of it, and no more
@@ -162,29 +192,38 @@ fn drops(b: &[u8], json: bool) -> Vec<usize> {
             i = j.max(i + 1);
         }
     }
-    drop
-}
-
-/// The view of `s` with the groups of each run joined (`AKIA IOSF ODNN
-/// 7EXA MPLE` reads as `AKIAIOSFODNN7EXAMPLE`, `\x41\x4b…` as `414b…`).
-/// `None` when `s` holds no run.
-pub(crate) fn view(s: &str) -> Option<View> {
-    let drop = drops(s.as_bytes(), false);
-    if drop.is_empty() {
-        return None;
+    if !split {
+        dump.clear();
     }
-    Some(View::without(s, &drop))
+    (whole, dump)
 }
 
-/// Whether `b` may hold a run of groups (see [`view`]).
+/// The views of `s` with the groups of each run joined (`AKIA IOSF ODNN
+/// 7EXA MPLE` reads as `AKIAIOSFODNN7EXAMPLE`, `\x41\x4b…` as `414b…`),
+/// and, when a run holds a hex dump beside other groups, with only the
+/// dump joined. Empty when `s` holds no run.
+pub(crate) fn views(s: &str) -> Vec<View> {
+    let (whole, dump) = drops(s.as_bytes(), false);
+    let mut out = Vec::new();
+    for d in [whole, dump] {
+        if !d.is_empty() {
+            out.push(View::without(s, &d));
+        }
+    }
+    out
+}
+
+/// Whether `b` may hold a run of groups (see [`views`]).
 pub(crate) fn may_be_grouped(b: &[u8]) -> bool {
-    !drops(b, false).is_empty()
+    let (whole, dump) = drops(b, false);
+    !whole.is_empty() || !dump.is_empty()
 }
 
 /// [`may_be_grouped`] of a raw JSON message, whose escapes (`\n`, `\\`)
 /// are separators.
 pub(crate) fn may_be_grouped_json(b: &[u8]) -> bool {
-    !drops(b, true).is_empty()
+    let (whole, dump) = drops(b, true);
+    !whole.is_empty() || !dump.is_empty()
 }
 
 #[cfg(test)]
@@ -192,7 +231,44 @@ mod tests {
     use super::*;
 
     fn joined(s: &str) -> Option<String> {
-        view(s).map(|v| v.text)
+        views(s).into_iter().next().map(|v| v.text)
+    }
+
+    fn all(s: &str) -> Vec<String> {
+        views(s).into_iter().map(|v| v.text).collect()
+    }
+
+    /// Review (bypass): a run holding a stretch of hex-looking groups
+    /// (`2345 6723 4567`) was cut down to that stretch, which lost the
+    /// key's `AKIA`; and groups each all letters or all digits had no
+    /// letter next to a digit inside one group, so the key was not read
+    /// at all. The run is read whole, and the dump beside a word too.
+    #[test]
+    fn a_key_with_hex_looking_groups_is_read_whole() {
+        assert_eq!(
+            all("key AKIA 2345 6723 4567 QRST end"),
+            ["key AKIA234567234567QRSTend"]
+        );
+        assert_eq!(
+            all("AK IA 23 45 67 23 45 67 QR ST"),
+            ["AKIA234567234567QRST"]
+        );
+        assert_eq!(
+            all("is 41 4b 49 41 49 4f"),
+            ["is414b4941494f", "is 414b4941494f"]
+        );
+    }
+
+    /// A run whose gaps are as many separators written differently
+    /// (`\n ` then two spaces) is one run, in a string and in raw JSON
+    /// (where `\n` is two bytes).
+    #[test]
+    fn gaps_are_counted_in_separators() {
+        assert_eq!(
+            joined("AKIA\n IOSF  ODNN\n 7EXA  MPLE").as_deref(),
+            Some("AKIAIOSFODNN7EXAMPLE")
+        );
+        assert!(may_be_grouped_json(br#""AKIA\n IOSF  ODNN\n 7EXA  MPLE""#));
     }
 
     #[test]
@@ -245,7 +321,7 @@ mod tests {
         let marked = format!("{plain}a1");
         assert!(may_be_grouped(marked.as_bytes()));
         let hex = "4b ".repeat(200_000);
-        assert_eq!(view(&hex).map(|v| v.text.len()), Some(400_000 + 1));
+        assert_eq!(joined(&hex).map(|t| t.len()), Some(400_000 + 1));
     }
 
     #[test]

@@ -126,3 +126,61 @@ pub(super) fn span_mask(lo: u32, hi: u32) -> u64 {
     let upper = if hi >= 64 { u64::MAX } else { (1u64 << hi) - 1 };
     upper & !((1u64 << lo) - 1)
 }
+
+/// Whether `single` holds six set bits in a row, each two to seven bits
+/// after the last. Most blocks hold fewer than six such bits.
+#[inline(always)]
+pub(super) fn spaced_chain(single: u64) -> bool {
+    if single.count_ones() < 6 {
+        return false;
+    }
+    let mut chain = single;
+    for _ in 1..6 {
+        // Shifted by two to seven: by two, then spread over the next
+        // five bits.
+        let a = chain >> 2;
+        let b = a | (a >> 1);
+        let c = b | (b >> 2);
+        chain = single & (c | (b >> 4));
+    }
+    chain != 0
+}
+
+/// The longest period of a run of groups the gate sees: a group of 15
+/// (one more is a long run) and three separators, each an escape pair
+/// of raw JSON (`\r\n\t`).
+const MAX_PERIOD: u32 = 21;
+
+/// Whether `cont` (letters and digits of two blocks, the earlier in the
+/// low bits) holds three groups of two or more bytes starting at one
+/// period of three to [`MAX_PERIOD`] bytes, the first two ending at it
+/// too: maybe a run of groups (`AKIA IOSF ODNN …`, `41 4b 49 …`, see
+/// `grouped`). Three such groups span at most 44 bits, so a window of
+/// two blocks, looked at for each block, sees each of them whole. Prose
+/// with three words of one length in a row passes; the scanner's reading
+/// looks closer.
+#[inline(always)]
+pub(super) fn periodic(cont: u128) -> bool {
+    let starts = cont & !(cont << 1) & (cont >> 1);
+    if starts.count_ones() < 3 {
+        return false;
+    }
+    let ends = cont & !(cont >> 1) & (cont << 1);
+    for p in 3..=MAX_PERIOD {
+        let a = starts & (starts >> p);
+        if a & (a >> p) != 0 && ends & (ends >> p) != 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// The bits of `x` (a block's mask; `prev`, the block's before) and the
+/// seven after each: what lies up to seven bytes after a byte of `x`.
+#[inline(always)]
+pub(super) fn near(x: u64, prev: u64) -> u64 {
+    let w = ((x as u128) << 64) | prev as u128;
+    let a = w | (w << 1);
+    let b = a | (a << 2);
+    ((b | (b << 4)) >> 64) as u64
+}

@@ -21,7 +21,9 @@
 //! caller decodes and rescans the strings that hold one. Non-ASCII bytes
 //! are reported too (their strings have a normalised view to scan).
 
-use super::masks::{at_least, backslashes, has_run, masks, separators, span_mask};
+use super::masks::{
+    at_least, backslashes, has_run, masks, near, periodic, separators, spaced_chain, span_mask,
+};
 use super::spec::{After, Special, Trigger};
 
 /// Where a detector could match: a span inside the match it may confirm.
@@ -112,48 +114,6 @@ fn fold(b: u8) -> u32 {
 fn slot(b0: u8, b1: u8, b2: u8) -> usize {
     let key = fold(b0) | fold(b1) << 8 | fold(b2) << 16;
     (key.wrapping_mul(0x9E37_79B1) >> (32 - TABLE_BITS)) as usize
-}
-
-/// Whether `single` holds six set bits in a row, each two to seven bits
-/// after the last. Most blocks hold fewer than six such bits.
-#[inline(always)]
-fn spaced_chain(single: u64) -> bool {
-    if single.count_ones() < 6 {
-        return false;
-    }
-    let mut chain = single;
-    for _ in 1..6 {
-        // Shifted by two to seven: by two, then spread over the next
-        // five bits.
-        let a = chain >> 2;
-        let b = a | (a >> 1);
-        let c = b | (b >> 2);
-        chain = single & (c | (b >> 4));
-    }
-    chain != 0
-}
-
-/// Whether `cont` (letters and digits) holds three groups of two or more
-/// bytes starting at one period of three to sixteen bytes (a group of 2
-/// to 15 and one separator, of 2 to 13 and three), the first two ending
-/// at it too: maybe a run of groups (`AKIA IOSF ODNN …`, `41 4b 49 …`,
-/// see `grouped`). Three such groups span at most 33 bits, so windows of
-/// 64 bits every 32 see each of them whole. Prose with three words of
-/// one length in a row passes; the scanner's reading looks closer.
-#[inline(always)]
-fn periodic(cont: u64) -> bool {
-    let starts = cont & !(cont << 1) & (cont >> 1);
-    if starts.count_ones() < 3 {
-        return false;
-    }
-    let ends = cont & !(cont >> 1) & (cont << 1);
-    for p in 3..=16 {
-        let a = starts & (starts >> p);
-        if a & (a >> p) != 0 && ends & (ends >> p) != 0 {
-            return true;
-        }
-    }
-    false
 }
 
 #[inline(always)]
@@ -453,6 +413,7 @@ impl Prefilter {
         let mut spaced = false;
         let mut grouped = false;
         let (mut prev_cont, mut prev_mixed) = (0u64, 0u64);
+        let (mut prev_alpha, mut prev_digit) = (0u64, 0u64);
         // One block and a few bytes of look-ahead for word keys; the tail is
         // padded with a byte no mask selects.
         let mut tail;
@@ -498,16 +459,16 @@ impl Prefilter {
                 spaced = spaced_chain(single);
             }
             if !grouped {
-                // Groups are looked for where a letter touches a digit (a
-                // hex dump, a key in groups and a base64 line have such
-                // pairs; prose has few), in this block and in the window
-                // across its start.
-                let mixed = (m.alpha & (m.digit << 1)) | (m.digit & (m.alpha << 1));
+                // Groups are looked for where a letter is up to seven bytes
+                // from a digit, in the window of this block and the last.
+                let mixed =
+                    (m.alpha & near(m.digit, prev_digit)) | (m.digit & near(m.alpha, prev_alpha));
                 if mixed | prev_mixed != 0 {
-                    grouped = periodic(cont) || periodic((prev_cont >> 32) | (cont << 32));
+                    grouped = periodic(((cont as u128) << 64) | prev_cont as u128);
                 }
                 prev_mixed = mixed;
                 prev_cont = cont;
+                (prev_alpha, prev_digit) = (m.alpha, m.digit);
             }
             let starts = m.alpha & !((cont << 1) | carry.word);
             carry.word = cont >> 63;

@@ -205,14 +205,15 @@ fn agree(s: &Scanner, t: &str, got: &[Hit]) -> Result<(), TestCaseError> {
         );
     }
     // Each of ours is genuine in the text, in its normalised view, or in
-    // its groups read joined (`DE89 3704 …`: a value runs on through them).
-    let genuine_in = |v: &normalise::View| -> Vec<Hit> {
+    // the groups read joined (`DE89 3704 …`: a value runs on through
+    // them) of the text or of its view.
+    let genuine_in = |u: &str, v: &normalise::View| -> Vec<Hit> {
         let mut h = Vec::new();
         s.scan_as_is(&v.text, &mut h);
         h.into_iter()
             .filter(|h| genuine(s, &v.text, h))
             .map(|h| {
-                let (start, end) = v.original(t, h.start, h.end);
+                let (start, end) = v.original(u, h.start, h.end);
                 Hit {
                     detector: h.detector,
                     start,
@@ -221,8 +222,17 @@ fn agree(s: &Scanner, t: &str, got: &[Hit]) -> Result<(), TestCaseError> {
             })
             .collect()
     };
-    let in_view: Vec<Hit> = view.iter().flat_map(genuine_in).collect();
-    let in_groups: Vec<Hit> = grouped::view(t).iter().flat_map(genuine_in).collect();
+    let in_view: Vec<Hit> = view.iter().flat_map(|v| genuine_in(t, v)).collect();
+    let joined = |u: &str| -> Vec<Hit> {
+        grouped::views(u)
+            .iter()
+            .flat_map(|v| genuine_in(u, v))
+            .collect()
+    };
+    let mut in_groups = joined(t);
+    if let Some(v) = &view {
+        in_groups.extend(joined(&v.text).iter().map(&mapped));
+    }
     for g in got {
         prop_assert!(
             genuine(s, t, g) || in_view.contains(g) || in_groups.contains(g),

@@ -320,3 +320,126 @@ proptest::proptest! {
         proptest::prop_assert_eq!(gated, open, "{:?}", text);
     }
 }
+
+fn b32(s: &str) -> String {
+    data_encoding::BASE32_NOPAD.encode(s.as_bytes())
+}
+
+/// `text` cut into pieces of `n` characters joined by `sep`.
+fn cut(text: &str, n: usize, sep: &str) -> String {
+    text.as_bytes()
+        .chunks(n)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+/// Review (bypass): groups of 13 to 15 characters set apart by a `\r\n`
+/// (four bytes of raw JSON) or by ` | ` repeat at a period longer than
+/// the sixteen bytes the prefilter looked at; being shorter than a long
+/// run, nothing else opened the gate, and the message was judged clean.
+#[test]
+fn groups_at_long_periods_wake_the_gate() {
+    let s = scanner();
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    let enc = b64(&format!("xxxxxxxxxx{key} and more"));
+    let hx = hex::encode(format!("the key {key} ok"));
+    for (text, n, sep) in [
+        (&enc, 13, r"\r\n"),
+        (&enc, 14, r"\r\n"),
+        (&enc, 15, r"\r\n"),
+        (&enc, 14, " | "),
+        (&hx, 14, " | "),
+        (&hx, 15, r"\n\t "),
+    ] {
+        let raw = format!(r#"{{"t":"{}"}}"#, cut(text, n, sep));
+        assert!(!s.clean(raw.as_bytes()), "{raw}");
+        let names = json_names(&s, &raw);
+        assert!(names.contains(&"aws_access_key_id".into()), "{raw}");
+        let plain: String = serde_json::from_str(&raw[5..raw.len() - 1]).expect("json");
+        let (gated, open) = gated_and_open(&s, &plain);
+        assert!(
+            gated.iter().any(|h| h.0 == "aws_access_key_id"),
+            "{plain:?}"
+        );
+        assert_eq!(gated, open, "{plain:?}");
+    }
+}
+
+/// Review (bypass): a key in groups of which none mixes letters and
+/// digits (`AKIA 2345 6723 4567 QRST`: the letter meets the digit across
+/// a gap) was not read joined, and one whose groups look like hex
+/// (`AK IA 23 45 67 …`) was cut down to the hex and lost its `AKIA`.
+#[test]
+fn keys_in_plain_groups_are_read_joined() {
+    let s = scanner();
+    for text in [
+        "key AKIA 2345 6723 4567 QRST end",
+        "AKIA 2345 6723 4567 ABCD",
+        "key AK IA 23 45 67 23 45 67 QR ST end",
+    ] {
+        let (gated, open) = gated_and_open(&s, text);
+        assert!(gated.iter().any(|h| h.0 == "aws_access_key_id"), "{text}");
+        assert_eq!(gated, open, "{text}");
+        for pad in [0, 40, 57, 60, 63] {
+            let raw = format!(r#"{{"t":"{} {text}"}}"#, "w".repeat(pad));
+            let names = json_names(&s, &raw);
+            assert!(names.contains(&"aws_access_key_id".into()), "{raw}");
+        }
+    }
+}
+
+/// Review (bypass): the groups and the encoded text of a string's
+/// normalised view were not read: a key in full-width groups or set
+/// apart by ideographic or no-break spaces or full-width dashes, a
+/// look-alike letter in a grouped key, base64 cut by a zero-width space
+/// into runs shorter than sixteen, or written full-width.
+#[test]
+fn the_normalised_view_is_read_for_groups_and_encodings() {
+    let s = scanner();
+    let enc = b64("k AKIAIOSFODNN7EXAMPLE");
+    let full: String = enc
+        .chars()
+        .map(|c| match c {
+            '!'..='~' => char::from_u32(c as u32 - 0x21 + 0xFF01).unwrap_or(c),
+            _ => c,
+        })
+        .collect();
+    for text in [
+        "ＡＫＩＡ ＩＯＳＦ ＯＤＮＮ ７ＥＸＡ ＭＰＬＥ".to_owned(),
+        "AKIA\u{3000}IOSF\u{3000}ODNN\u{3000}7EXA\u{3000}MPLE".to_owned(),
+        "AKIA\u{a0}IOSF\u{a0}ODNN\u{a0}7EXA\u{a0}MPLE".to_owned(),
+        "AKIA－IOSF－ODNN－7EXA－MPLE".to_owned(),
+        "\u{410}KIA IOSF ODNN 7EXA MPLE".to_owned(),
+        format!("{}\u{200b}{}", &enc[..14], &enc[14..]),
+        full,
+    ] {
+        let (gated, open) = gated_and_open(&s, &text);
+        assert!(gated.iter().any(|h| h.0 == "aws_access_key_id"), "{text:?}");
+        assert_eq!(gated, open, "{text:?}");
+        let raw = serde_json::json!({ "t": text }).to_string();
+        let names = json_names(&s, &raw);
+        assert!(names.contains(&"aws_access_key_id".into()), "{raw}");
+    }
+}
+
+/// Review (bypass): base32 glued after a word of the other case or a
+/// path (`tokenNMQE…`, `/v1/NMQE…`) was no run of one case, and after a
+/// word of its own case (`KEYNMQE…`) decoded misaligned.
+#[test]
+fn base32_glued_after_a_word_is_read() {
+    let s = scanner();
+    let enc = b32("k AKIAIOSFODNN7EXAMPLE");
+    for text in [
+        format!("token{enc}"),
+        format!("KEY{enc}"),
+        format!("KEYS{enc}"),
+        format!("/v1/{enc}"),
+        format!("x{}", enc.to_lowercase()),
+        format!("{enc}tail"),
+    ] {
+        let (gated, open) = gated_and_open(&s, &text);
+        assert!(gated.iter().any(|h| h.0 == "aws_access_key_id"), "{text}");
+        assert_eq!(gated, open, "{text}");
+    }
+}

@@ -321,23 +321,27 @@ impl Scanner {
         gate: Gate,
     ) {
         if let Some(view) = view {
-            self.view_matches(s, view, out);
+            // The view read as the text is: its spaced-out words (always),
+            // and its groups and encoded text as far as its own gate lets
+            // them (`ＡＫＩＡ ＩＯＳＦ …`, base64 cut by a zero-width space
+            // or written full-width).
+            let mut inner = Vec::new();
+            let seen = self.scan_as_is(&view.text, &mut inner);
+            let own = Gate {
+                spaced: true,
+                ..Gate::of(&seen, view.text.as_bytes())
+            };
+            self.readings(&view.text, None, &mut inner, depth, own);
+            mapped(out, inner, |a, b| view.original(s, a, b));
         }
         if let Some(sp) = gate.spaced.then(|| normalise::spaced(s)).flatten() {
             self.view_matches(s, &sp, out);
-        }
-        if let Some(view) = view {
-            if let Some(sp) = normalise::spaced(&view.text) {
-                let mut inner = Vec::new();
-                self.view_matches(&view.text, &sp, &mut inner);
-                mapped(out, inner, |a, b| view.original(s, a, b));
-            }
         }
         if gate.encoded {
             self.encoded_matches(s, out, depth);
         }
         if gate.grouped && depth < encoded::MAX_DEPTH {
-            if let Some(g) = grouped::view(s) {
+            for g in grouped::views(s) {
                 // The joined groups as they are and for what they encode.
                 let mut inner = Vec::new();
                 self.scan_as_is(&g.text, &mut inner);
