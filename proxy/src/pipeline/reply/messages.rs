@@ -195,6 +195,33 @@ pub(super) fn drop_unmatched(ctx: &mut RequestCtx, env: &Envelope) -> ServerMess
     ServerMessageVerdict::Dropped
 }
 
+/// The pause, under the bundle now in force, of the call a reply answers
+/// (a `tools/call`, or a request about the task one created, which names
+/// its tool): `None` when it is not paused.
+pub(super) fn paused_call(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    asked: &crate::sessions::ledger::Asked,
+) -> Option<warden_filters::Denial> {
+    let m = asked.method.as_str();
+    if m != "tools/call" && !warden_filters::guards::tasks::names_task(m) {
+        return None;
+    }
+    let tool = asked.target.as_deref()?;
+    let now = gw.runtime();
+    let scope = now.snap.config.kill_switch.pauses(
+        &ctx.principal.tenant,
+        &ctx.principal.id,
+        ctx.server_name(),
+        ctx.via.as_deref(),
+        Some(tool),
+    )?;
+    Some(warden_filters::Denial::error(
+        warden_filters::guards::kill_switch::paused_error(scope),
+        format!("kill_switch_{scope}"),
+    ))
+}
+
 /// Runs the chain on one server→client message and records the outcome.
 /// Responses passed unchanged are audited with the request they answer;
 /// server→client requests and anything a filter touched get records of their own.
@@ -250,11 +277,25 @@ pub(super) fn judge_message(
     // An inferred method is the gateway's guess: the id is the server's.
     msg.id_matched = asked.is_some() && !inferred;
     msg.request_task = asked.as_ref().and_then(|a| a.task.as_deref());
-    let verdict = {
-        let ex = ctx.exchange(rt.server(server), false, None);
-        rt.snap
-            .chain_for(rt.server(server))
-            .run(&msg, &ex, &mut notes)
+    // A call paused since it was forwarded gets the pause, on whichever
+    // stream its reply comes: the call's own stream is cut
+    // (`still_allowed`), a GET stream (live, replayed, legacy) names no
+    // call, so each reply is asked here.
+    let paused = asked
+        .as_deref()
+        .filter(|_| !inferred)
+        .and_then(|a| paused_call(gw, ctx, a));
+    let verdict = match paused {
+        Some(denial) => Verdict::Reject {
+            filter: "kill_switch",
+            denial,
+        },
+        None => {
+            let ex = ctx.exchange(rt.server(server), false, None);
+            rt.snap
+                .chain_for(rt.server(server))
+                .run(&msg, &ex, &mut notes)
+        }
     };
     let noted = !notes.findings.is_empty() || notes.task.is_some() || notes.flow_out.is_some();
     let flow_out = notes.flow_out.clone();

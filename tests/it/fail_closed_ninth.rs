@@ -1,0 +1,95 @@
+//! Every path a server message takes goes through every guard: a reply
+//! that comes on the session's GET stream (live, replayed, or the legacy
+//! transport's) instead of its request's own stream meets what the
+//! request's stream would have met.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{setup_with, BUNDLE, POLICY};
+use warden_tests::hostile::{Piece, Reply};
+use warden_tests::{mock_bundle, Streaming};
+
+fn event(v: serde_json::Value) -> String {
+    format!("event: message\ndata: {v}\n\n")
+}
+
+/// A tool paused by the kill switch after its call was forwarded: the
+/// call's own stream is cut (see `gateway.rs`), and its result does not
+/// reach the client on the GET stream either. The client gets the pause
+/// for its request's id instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_tools_result_reaches_the_client_on_no_stream() {
+    let (h, gw) = setup_with(BUNDLE, POLICY).await;
+    let result = json!({"jsonrpc":"2.0","id":7,"result":{"content":[
+        {"type":"text","text":"RESULT-AFTER-PAUSE"}]}});
+    h.script([
+        // The call's own stream: opened, then quiet (the server answers
+        // elsewhere).
+        Reply::sse(&[": open\n\n"]).with_more(vec![Piece::Wait(Duration::from_secs(20))]),
+        // The GET stream: the call's result, once the switch is on.
+        Reply::sse(&[": open\n\n"]).with_more(vec![
+            Piece::AfterRequests(3),
+            Piece::Bytes(event(result).into_bytes()),
+            Piece::Bytes(
+                event(json!({"jsonrpc":"2.0","method":"notifications/message",
+                    "params":{"level":"info","data":"control"}}))
+                .into_bytes(),
+            ),
+        ]),
+        Reply::json(&json!({"jsonrpc":"2.0","id":8,"result":{}}).to_string()),
+    ]);
+    let url = gw.url("/mock/mcp");
+    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
+        "params":{"name":"echo","arguments":{"text":"hi"}}})
+    .to_string();
+    let post_url = url.clone();
+    let posted = tokio::spawn(async move { warden_tests::post_json(&post_url, call, &[]).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.received().iter().all(|r| r.method != "POST") {
+        assert!(std::time::Instant::now() < deadline, "the call never left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, mut stream) = Streaming::get(&url, &[("accept", "text/event-stream")])
+        .await
+        .expect("get");
+    assert_eq!(s, 200);
+    // The switch, while the call is under way.
+    let reloads = |st: serde_json::Value| st["bundle"]["reloads"].as_u64().unwrap_or(0);
+    let before = reloads(gw.status().await);
+    std::fs::write(
+        gw.dir.path().join("warden.yaml"),
+        mock_bundle(
+            &[h.addr],
+            &format!("{BUNDLE}kill_switch:\n  tools: [echo]\n"),
+        ),
+    )
+    .expect("edit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reloads(gw.status().await) <= before {
+        assert!(std::time::Instant::now() < deadline, "no reload");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another request lets the server's GET stream go on.
+    let ping = json!({"jsonrpc":"2.0","id":8,"method":"ping"}).to_string();
+    let (s, _, _) = warden_tests::post_json(&url, ping, &[])
+        .await
+        .expect("ping");
+    assert_eq!(s, 200);
+    assert!(
+        stream.until("control", Duration::from_secs(10)).await,
+        "control: {}",
+        stream.text
+    );
+    let text = stream.text.clone();
+    assert!(
+        !text.contains("RESULT-AFTER-PAUSE"),
+        "a paused tool's result reached the client on the GET stream: {text}"
+    );
+    assert!(
+        text.contains("-31011") && text.contains("kill_switch"),
+        "the call got no answer: {text}"
+    );
+    posted.abort();
+}
