@@ -222,6 +222,31 @@ pub(super) fn paused_call(
     ))
 }
 
+/// For a reply matched to no request: the pause, under the bundle now in
+/// force, of its server (or its principal, tenant, everything) or of any
+/// tool its server may run, which the reply may be the result of.
+pub(super) fn paused_unmatched(gw: &Gateway, ctx: &RequestCtx) -> Option<warden_filters::Denial> {
+    let now = gw.runtime();
+    let k = &now.snap.config.kill_switch;
+    let server = ctx.server_name();
+    let scope = k
+        .pauses(
+            &ctx.principal.tenant,
+            &ctx.principal.id,
+            server,
+            ctx.via.as_deref(),
+            None,
+        )
+        .or_else(|| {
+            (!k.tools.is_empty() || k.server_tools.iter().any(|(s, _)| s == server))
+                .then_some("tool")
+        })?;
+    Some(warden_filters::Denial::error(
+        warden_filters::guards::kill_switch::paused_error(scope),
+        format!("kill_switch_{scope}"),
+    ))
+}
+
 /// Runs the chain on one server→client message and records the outcome.
 /// Responses passed unchanged are audited with the request they answer;
 /// server→client requests and anything a filter touched get records of their own.
@@ -280,11 +305,14 @@ pub(super) fn judge_message(
     // A call paused since it was forwarded gets the pause, on whichever
     // stream its reply comes: the call's own stream is cut
     // (`still_allowed`), a GET stream (live, replayed, legacy) names no
-    // call, so each reply is asked here.
-    let paused = asked
-        .as_deref()
-        .filter(|_| !inferred)
-        .and_then(|a| paused_call(gw, ctx, a));
+    // call, so each reply is asked here. A reply matched to no request
+    // (an id in a form clients take for another: `"7"` for 7) may be a
+    // paused tool's result: withheld while any tool of its server is.
+    let paused = match asked.as_deref() {
+        Some(_) if inferred => paused_unmatched(gw, ctx),
+        Some(a) => paused_call(gw, ctx, a),
+        None => None,
+    };
     let verdict = match paused {
         Some(denial) => Verdict::Reject {
             filter: "kill_switch",
