@@ -103,3 +103,60 @@ async fn paused_result_on_the_get_stream(id: serde_json::Value, answered: bool) 
     }
     posted.abort();
 }
+
+/// A stream outlives the bundle it began under (a GET stream, a
+/// `subscriptions/listen` stream may run for hours): what the server sends
+/// on it after a bundle is applied meets that bundle's rules. A DLP rule
+/// added while the stream is open withholds a secret sent after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_is_judged_by_the_bundle_in_force() {
+    let (h, gw) = setup_with("", POLICY).await;
+    h.script([
+        Reply::sse(&[": open\n\n"]).with_more(vec![
+            Piece::AfterRequests(2),
+            Piece::Bytes(
+                event(json!({"jsonrpc":"2.0","method":"notifications/message",
+                    "params":{"level":"info","data":"key AKIAIOSFODNN7EXAMPLE"}}))
+                .into_bytes(),
+            ),
+            Piece::Bytes(
+                event(json!({"jsonrpc":"2.0","method":"notifications/message",
+                    "params":{"level":"info","data":"control"}}))
+                .into_bytes(),
+            ),
+        ]),
+        Reply::json(&json!({"jsonrpc":"2.0","id":8,"result":{}}).to_string()),
+    ]);
+    let url = gw.url("/mock/mcp");
+    let (s, mut stream) = Streaming::get(&url, &[("accept", "text/event-stream")])
+        .await
+        .expect("get");
+    assert_eq!(s, 200);
+    let reloads = |st: serde_json::Value| st["bundle"]["reloads"].as_u64().unwrap_or(0);
+    let before = reloads(gw.status().await);
+    std::fs::write(
+        gw.dir.path().join("warden.yaml"),
+        mock_bundle(&[h.addr], BUNDLE),
+    )
+    .expect("edit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reloads(gw.status().await) <= before {
+        assert!(std::time::Instant::now() < deadline, "no reload");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ping = json!({"jsonrpc":"2.0","id":8,"method":"ping"}).to_string();
+    let (s, _, _) = warden_tests::post_json(&url, ping, &[])
+        .await
+        .expect("ping");
+    assert_eq!(s, 200);
+    assert!(
+        stream.until("control", Duration::from_secs(10)).await,
+        "control: {}",
+        stream.text
+    );
+    assert!(
+        !stream.text.contains("AKIAIOSFODNN7EXAMPLE"),
+        "a secret passed under the bundle the stream began with: {}",
+        stream.text
+    );
+}

@@ -71,6 +71,27 @@ pub fn still_allowed(gw: &Gateway, ctx: &mut RequestCtx) -> Result<()> {
     Ok(())
 }
 
+/// The bundle that judges what the server sends now, and the server in
+/// it: the bundle in force, once one was applied after the exchange began
+/// (a GET or `subscriptions/listen` stream outlives the bundle it began
+/// under; `still_allowed`, asked before every chunk, has found the server
+/// still in it), else the exchange's own.
+pub(super) fn judging(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+) -> Option<(Arc<crate::hub::runtime::Runtime>, ServerId)> {
+    let (rt, server) = ctx.routed()?;
+    let now = gw.runtime();
+    if Arc::ptr_eq(&now, &rt) {
+        return Some((rt, server));
+    }
+    let name = &rt.server(server).name;
+    match now.snap.config.servers.iter().position(|s| s.name == *name) {
+        Some(i) => Some((now, ServerId(i))),
+        None => Some((rt, server)),
+    }
+}
+
 /// Processes one chunk of the upstream body.
 pub fn on_body(
     gw: &Gateway,
@@ -281,7 +302,7 @@ pub(super) fn session_ended(ctx: &RequestCtx) -> warden_filters::JsonRpcError {
 }
 
 pub(super) fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Bytes {
-    let Some((rt, server)) = ctx.routed() else {
+    let Some((rt, server)) = judging(gw, ctx) else {
         return body;
     };
     if ctx.upstream.status == Some(404) && ctx.session_id.is_some() {

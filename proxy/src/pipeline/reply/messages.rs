@@ -424,7 +424,7 @@ pub(super) fn judge_event(
     ctx: &mut RequestCtx,
     ev: SseEvent,
 ) -> Result<Vec<u8>, ReplyRefusal> {
-    let Some((rt, server)) = ctx.routed() else {
+    let Some((rt, server)) = judging(gw, ctx) else {
         // No holder to bind an event id to: none reaches the client.
         return Ok(ev.cleaned(None, &|_| None));
     };
@@ -462,7 +462,11 @@ pub(super) fn judge_event(
     if ev.event_type() == "endpoint" {
         if ctx.kind == ExchangeKind::Get && !ctx.reply.endpoint_seen {
             ctx.reply.endpoint_seen = true;
-            return rewrite_endpoint(gw, ctx, &rt, server, ev);
+            // The route it names is the exchange's own bundle's.
+            let Some((own, server)) = ctx.routed() else {
+                return Err(ReplyRefusal::EndpointRefused);
+            };
+            return rewrite_endpoint(gw, ctx, &own, server, ev);
         }
         // Only the first event of a legacy GET stream names the endpoint.
         return Ok(unjudgeable(gw, ctx, None).unwrap_or_default());
