@@ -160,3 +160,71 @@ async fn a_stream_is_judged_by_the_bundle_in_force() {
         stream.text
     );
 }
+
+/// `unix` seconds as RFC 3339 UTC, as the policy's `input.context.time`
+/// says it (`2026-11-26T07:10:48Z`).
+fn rfc3339(unix: u64) -> String {
+    let (days, rem) = ((unix / 86_400) as i64, unix % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The clock a server message is judged by is the one when it arrives,
+/// not when its stream began: a policy that refuses sampling from a time
+/// on refuses a request sent on a stream opened before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streams_messages_are_judged_when_they_arrive() {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let cutoff = rfc3339(unix + 3);
+    let policy = format!(
+        "package warden.authz\nimport rego.v1\n\
+         decision := {{\"allow\": false, \"reason\": \"closed\"}} if {{\n\
+         \tinput.request.method == \"sampling/createMessage\"\n\
+         \tinput.context.time >= \"{cutoff}\"\n\
+         }} else := {{\"allow\": true, \"reason\": \"ok\"}}\n"
+    );
+    let (h, gw) = setup_with("", &policy).await;
+    let sampling = json!({"jsonrpc":"2.0","id":"s-1","method":"sampling/createMessage",
+        "params":{"messages":[{"role":"user","content":{"type":"text","text":"LATE-SAMPLING"}}],
+        "maxTokens":10}});
+    h.script([Reply::sse(&[": open\n\n"]).with_more(vec![
+        Piece::Wait(Duration::from_secs(5)),
+        Piece::Bytes(event(sampling).into_bytes()),
+        Piece::Bytes(
+            event(json!({"jsonrpc":"2.0","method":"notifications/message",
+                "params":{"level":"info","data":"control"}}))
+            .into_bytes(),
+        ),
+    ])]);
+    let (s, mut stream) = Streaming::get(&gw.url("/mock/mcp"), &[("accept", "text/event-stream")])
+        .await
+        .expect("get");
+    assert_eq!(s, 200);
+    assert!(
+        stream.until("control", Duration::from_secs(15)).await,
+        "control: {}",
+        stream.text
+    );
+    assert!(
+        !stream.text.contains("LATE-SAMPLING"),
+        "a request sent after the cutoff was judged at the stream's start: {}",
+        stream.text
+    );
+}

@@ -319,7 +319,12 @@ pub(super) fn judge_message(
             denial,
         },
         None => {
-            let ex = ctx.exchange(rt.server(server), false, None);
+            // Judged when it arrives: a stream may have begun hours before
+            // (time-of-day rules, when a flow was last raised).
+            let ex = warden_filters::Exchange {
+                now: std::time::SystemTime::now(),
+                ..ctx.exchange(rt.server(server), false, None)
+            };
             rt.snap
                 .chain_for(rt.server(server))
                 .run(&msg, &ex, &mut notes)
