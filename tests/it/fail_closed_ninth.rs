@@ -228,3 +228,65 @@ async fn a_streams_messages_are_judged_when_they_arrive() {
         stream.text
     );
 }
+
+/// A reply whose id a client reads as its request's (`"7"`, `7.0`,
+/// `"0x7"`, `""` for 0 …: the TypeScript SDK correlates by `Number(id)`,
+/// the Python SDK by `int(id)`), sent on the GET stream while the call's
+/// own stream stays quiet: the gateway matches ids exactly, so it would
+/// judge the reply as answering nothing while the client takes it as the
+/// call's result (not audited as it, not judged as it). Never passed on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_in_a_disguised_id_reaches_the_client_on_no_stream() {
+    let (h, gw) = setup_with(BUNDLE, POLICY).await;
+    let forms = [
+        json!("7"),
+        json!(" 7"),
+        json!(7.0),
+        json!("0x7"),
+        json!("7e0"),
+        json!(""),
+    ];
+    let mut events: Vec<Piece> = vec![Piece::AfterRequests(2)];
+    for (i, id) in forms.iter().enumerate() {
+        events.push(Piece::Bytes(
+            event(json!({"jsonrpc":"2.0","id":id,"result":{"content":[
+                {"type":"text","text":format!("DISGUISED-{i}")}]}}))
+            .into_bytes(),
+        ));
+    }
+    events.push(Piece::Bytes(
+        event(json!({"jsonrpc":"2.0","method":"notifications/message",
+            "params":{"level":"info","data":"control"}}))
+        .into_bytes(),
+    ));
+    h.script([
+        Reply::sse(&[": open\n\n"]).with_more(vec![Piece::Wait(Duration::from_secs(20))]),
+        Reply::sse(&[": open\n\n"]).with_more(events),
+    ]);
+    let url = gw.url("/mock/mcp");
+    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
+        "params":{"name":"echo","arguments":{"text":"hi"}}})
+    .to_string();
+    let post_url = url.clone();
+    let posted = tokio::spawn(async move { warden_tests::post_json(&post_url, call, &[]).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.received().iter().all(|r| r.method != "POST") {
+        assert!(std::time::Instant::now() < deadline, "the call never left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, mut stream) = Streaming::get(&url, &[("accept", "text/event-stream")])
+        .await
+        .expect("get");
+    assert_eq!(s, 200);
+    assert!(
+        stream.until("control", Duration::from_secs(10)).await,
+        "control: {}",
+        stream.text
+    );
+    assert!(
+        !stream.text.contains("DISGUISED-"),
+        "a reply in a disguised id passed: {}",
+        stream.text
+    );
+    posted.abort();
+}

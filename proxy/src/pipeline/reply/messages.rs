@@ -265,6 +265,9 @@ pub(super) fn judge_message(
     let asked = match (&env.kind, &env.id) {
         (Kind::Response, Some(id)) => match match_reply(gw, ctx, id) {
             Some(a) => Some(a),
+            // An id a client reads as another (`"7"`, `7.0` for 7) answers
+            // to it a request the gateway did not judge the reply under.
+            None if id.read_as_number() => return drop_unmatched(ctx, env),
             None if ctx.kind != ExchangeKind::Post => match inferred_method(bytes) {
                 Ok(m) => {
                     inferred = true;
