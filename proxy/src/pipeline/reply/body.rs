@@ -85,8 +85,17 @@ pub(super) fn judging(
     if Arc::ptr_eq(&now, &rt) {
         return Some((rt, server));
     }
-    let name = &rt.server(server).name;
-    match now.snap.config.servers.iter().position(|s| s.name == *name) {
+    // The same server, of the same kind: a virtual server's own leg is
+    // judged by no guard (its members' legs are), so a server that became
+    // virtual (or stopped being) keeps the chain the exchange began with.
+    let was = rt.server(server);
+    match now
+        .snap
+        .config
+        .servers
+        .iter()
+        .position(|s| s.name == was.name && s.composed.is_some() == was.composed.is_some())
+    {
         Some(i) => Some((now, ServerId(i))),
         None => Some((rt, server)),
     }
