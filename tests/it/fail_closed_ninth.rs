@@ -290,3 +290,61 @@ async fn a_reply_in_a_disguised_id_reaches_the_client_on_no_stream() {
     );
     posted.abort();
 }
+
+/// A JSON body is the server's whole reply to a POST: a request of the
+/// batch it leaves unanswered gets an error there (it would otherwise wait
+/// for a reply on the GET stream, where nothing the gateway remembers
+/// matches it), and a single request whose JSON reply answers it not gets
+/// one error object.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_reply_answers_every_request_it_was_sent_for() {
+    let (h, gw) = setup_with(BUNDLE, POLICY).await;
+    h.script([Reply::json(
+        &json!([{"jsonrpc":"2.0","id":8,"result":{}}]).to_string(),
+    )]);
+    let batch = json!([
+        {"jsonrpc":"2.0","id":7,"method":"tools/call",
+            "params":{"name":"echo","arguments":{"text":"hi"}}},
+        {"jsonrpc":"2.0","id":8,"method":"ping"}
+    ]);
+    let (s, _, text) = warden_tests::post_json(
+        &gw.url("/mock/mcp"),
+        batch.to_string(),
+        &[("mcp-protocol-version", "2025-03-26")],
+    )
+    .await
+    .expect("post");
+    let text = String::from_utf8_lossy(&text).into_owned();
+    assert_eq!(s, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let items = v.as_array().expect("a batch reply");
+    assert!(
+        items
+            .iter()
+            .any(|m| m["id"] == 8 && m.get("result").is_some()),
+        "{text}"
+    );
+    assert!(
+        items
+            .iter()
+            .any(|m| m["id"] == 7 && m["error"]["code"] == -31003),
+        "the call got no answer: {text}"
+    );
+    // One request, and a body that is only a notification.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","method":"notifications/message",
+            "params":{"level":"info","data":"x"}})
+        .to_string(),
+    )]);
+    let call = json!({"jsonrpc":"2.0","id":9,"method":"tools/call",
+        "params":{"name":"echo","arguments":{"text":"hi"}}});
+    let (s, _, text) = warden_tests::post_json(&gw.url("/mock/mcp"), call.to_string(), &[])
+        .await
+        .expect("post");
+    let text = String::from_utf8_lossy(&text).into_owned();
+    assert_eq!(s, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert!(v.is_object(), "one request gets one reply: {text}");
+    assert_eq!(v["id"], 9, "{text}");
+    assert_eq!(v["error"]["code"], -31003, "{text}");
+}

@@ -282,6 +282,11 @@ pub(super) fn unanswered_errors(ctx: &mut RequestCtx) -> Vec<serde_json::Value> 
     if ctx.reply.unjudgeable == 0 {
         return Vec::new();
     }
+    answer_unanswered(ctx)
+}
+
+/// Errors for every request of this POST still unanswered, now answered.
+fn answer_unanswered(ctx: &mut RequestCtx) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for p in ctx.reply.pending.iter_mut().filter(|p| !p.answered) {
         p.answered = true;
@@ -377,7 +382,14 @@ pub(super) fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Byt
             }
         }
     }
-    let mut extra: Vec<serde_json::Value> = unanswered_errors(ctx);
+    // A JSON body is the server's whole reply: a request it leaves
+    // unanswered is answered here, not left waiting for a reply on the GET
+    // stream (where nothing the gateway remembers would match it). One
+    // request gets one object: what else the body held is not its reply.
+    let mut extra: Vec<serde_json::Value> = answer_unanswered(ctx);
+    if single && !extra.is_empty() {
+        return Bytes::from(serde_json::to_vec(&extra[0]).unwrap_or_default());
+    }
     if let Some(p) = ctx.plan.as_ref() {
         extra.extend(p.answers.iter().cloned());
     }
