@@ -43,6 +43,10 @@ mod seventh;
 #[path = "fail_closed_eighth.rs"]
 mod eighth;
 
+/// Every path a server message takes goes through every guard.
+#[path = "fail_closed_ninth.rs"]
+mod ninth;
+
 /// What the official conformance suite saw differ through the gateway:
 /// each fixed at its root, checked against a hostile server.
 #[path = "transparent.rs"]

@@ -71,6 +71,36 @@ pub fn still_allowed(gw: &Gateway, ctx: &mut RequestCtx) -> Result<()> {
     Ok(())
 }
 
+/// The bundle that judges what the server sends now, and the server in
+/// it: the bundle in force, once one was applied after the exchange began
+/// (a GET or `subscriptions/listen` stream outlives the bundle it began
+/// under; `still_allowed`, asked before every chunk, has found the server
+/// still in it), else the exchange's own.
+pub(super) fn judging(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+) -> Option<(Arc<crate::hub::runtime::Runtime>, ServerId)> {
+    let (rt, server) = ctx.routed()?;
+    let now = gw.runtime();
+    if Arc::ptr_eq(&now, &rt) {
+        return Some((rt, server));
+    }
+    // The same server, of the same kind: a virtual server's own leg is
+    // judged by no guard (its members' legs are), so a server that became
+    // virtual (or stopped being) keeps the chain the exchange began with.
+    let was = rt.server(server);
+    match now
+        .snap
+        .config
+        .servers
+        .iter()
+        .position(|s| s.name == was.name && s.composed.is_some() == was.composed.is_some())
+    {
+        Some(i) => Some((now, ServerId(i))),
+        None => Some((rt, server)),
+    }
+}
+
 /// Processes one chunk of the upstream body.
 pub fn on_body(
     gw: &Gateway,
@@ -252,6 +282,11 @@ pub(super) fn unanswered_errors(ctx: &mut RequestCtx) -> Vec<serde_json::Value> 
     if ctx.reply.unjudgeable == 0 {
         return Vec::new();
     }
+    answer_unanswered(ctx)
+}
+
+/// Errors for every request of this POST still unanswered, now answered.
+fn answer_unanswered(ctx: &mut RequestCtx) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for p in ctx.reply.pending.iter_mut().filter(|p| !p.answered) {
         p.answered = true;
@@ -281,7 +316,7 @@ pub(super) fn session_ended(ctx: &RequestCtx) -> warden_filters::JsonRpcError {
 }
 
 pub(super) fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Bytes {
-    let Some((rt, server)) = ctx.routed() else {
+    let Some((rt, server)) = judging(gw, ctx) else {
         return body;
     };
     if ctx.upstream.status == Some(404) && ctx.session_id.is_some() {
@@ -347,7 +382,14 @@ pub(super) fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Byt
             }
         }
     }
-    let mut extra: Vec<serde_json::Value> = unanswered_errors(ctx);
+    // A JSON body is the server's whole reply: a request it leaves
+    // unanswered is answered here, not left waiting for a reply on the GET
+    // stream (where nothing the gateway remembers would match it). One
+    // request gets one object: what else the body held is not its reply.
+    let mut extra: Vec<serde_json::Value> = answer_unanswered(ctx);
+    if single && !extra.is_empty() {
+        return Bytes::from(serde_json::to_vec(&extra[0]).unwrap_or_default());
+    }
     if let Some(p) = ctx.plan.as_ref() {
         extra.extend(p.answers.iter().cloned());
     }

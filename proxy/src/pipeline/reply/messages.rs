@@ -195,6 +195,58 @@ pub(super) fn drop_unmatched(ctx: &mut RequestCtx, env: &Envelope) -> ServerMess
     ServerMessageVerdict::Dropped
 }
 
+/// The pause, under the bundle now in force, of the call a reply answers
+/// (a `tools/call`, or a request about the task one created, which names
+/// its tool): `None` when it is not paused.
+pub(super) fn paused_call(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    asked: &crate::sessions::ledger::Asked,
+) -> Option<warden_filters::Denial> {
+    let m = asked.method.as_str();
+    if m != "tools/call" && !warden_filters::guards::tasks::names_task(m) {
+        return None;
+    }
+    let tool = asked.target.as_deref()?;
+    let now = gw.runtime();
+    let scope = now.snap.config.kill_switch.pauses(
+        &ctx.principal.tenant,
+        &ctx.principal.id,
+        ctx.server_name(),
+        ctx.via.as_deref(),
+        Some(tool),
+    )?;
+    Some(warden_filters::Denial::error(
+        warden_filters::guards::kill_switch::paused_error(scope),
+        format!("kill_switch_{scope}"),
+    ))
+}
+
+/// For a reply matched to no request: the pause, under the bundle now in
+/// force, of its server (or its principal, tenant, everything) or of any
+/// tool its server may run, which the reply may be the result of.
+pub(super) fn paused_unmatched(gw: &Gateway, ctx: &RequestCtx) -> Option<warden_filters::Denial> {
+    let now = gw.runtime();
+    let k = &now.snap.config.kill_switch;
+    let server = ctx.server_name();
+    let scope = k
+        .pauses(
+            &ctx.principal.tenant,
+            &ctx.principal.id,
+            server,
+            ctx.via.as_deref(),
+            None,
+        )
+        .or_else(|| {
+            (!k.tools.is_empty() || k.server_tools.iter().any(|(s, _)| s == server))
+                .then_some("tool")
+        })?;
+    Some(warden_filters::Denial::error(
+        warden_filters::guards::kill_switch::paused_error(scope),
+        format!("kill_switch_{scope}"),
+    ))
+}
+
 /// Runs the chain on one server→client message and records the outcome.
 /// Responses passed unchanged are audited with the request they answer;
 /// server→client requests and anything a filter touched get records of their own.
@@ -213,6 +265,9 @@ pub(super) fn judge_message(
     let asked = match (&env.kind, &env.id) {
         (Kind::Response, Some(id)) => match match_reply(gw, ctx, id) {
             Some(a) => Some(a),
+            // An id a client reads as another (`"7"`, `7.0` for 7) answers
+            // to it a request the gateway did not judge the reply under.
+            None if id.read_as_number() => return drop_unmatched(ctx, env),
             None if ctx.kind != ExchangeKind::Post => match inferred_method(bytes) {
                 Ok(m) => {
                     inferred = true;
@@ -250,11 +305,33 @@ pub(super) fn judge_message(
     // An inferred method is the gateway's guess: the id is the server's.
     msg.id_matched = asked.is_some() && !inferred;
     msg.request_task = asked.as_ref().and_then(|a| a.task.as_deref());
-    let verdict = {
-        let ex = ctx.exchange(rt.server(server), false, None);
-        rt.snap
-            .chain_for(rt.server(server))
-            .run(&msg, &ex, &mut notes)
+    // A call paused since it was forwarded gets the pause, on whichever
+    // stream its reply comes: the call's own stream is cut
+    // (`still_allowed`), a GET stream (live, replayed, legacy) names no
+    // call, so each reply is asked here. A reply matched to no request
+    // (an id in a form clients take for another: `"7"` for 7) may be a
+    // paused tool's result: withheld while any tool of its server is.
+    let paused = match asked.as_deref() {
+        Some(_) if inferred => paused_unmatched(gw, ctx),
+        Some(a) => paused_call(gw, ctx, a),
+        None => None,
+    };
+    let verdict = match paused {
+        Some(denial) => Verdict::Reject {
+            filter: "kill_switch",
+            denial,
+        },
+        None => {
+            // Judged when it arrives: a stream may have begun hours before
+            // (time-of-day rules, when a flow was last raised).
+            let ex = warden_filters::Exchange {
+                now: std::time::SystemTime::now(),
+                ..ctx.exchange(rt.server(server), false, None)
+            };
+            rt.snap
+                .chain_for(rt.server(server))
+                .run(&msg, &ex, &mut notes)
+        }
     };
     let noted = !notes.findings.is_empty() || notes.task.is_some() || notes.flow_out.is_some();
     let flow_out = notes.flow_out.clone();
@@ -355,7 +432,7 @@ pub(super) fn judge_event(
     ctx: &mut RequestCtx,
     ev: SseEvent,
 ) -> Result<Vec<u8>, ReplyRefusal> {
-    let Some((rt, server)) = ctx.routed() else {
+    let Some((rt, server)) = judging(gw, ctx) else {
         // No holder to bind an event id to: none reaches the client.
         return Ok(ev.cleaned(None, &|_| None));
     };
@@ -393,7 +470,11 @@ pub(super) fn judge_event(
     if ev.event_type() == "endpoint" {
         if ctx.kind == ExchangeKind::Get && !ctx.reply.endpoint_seen {
             ctx.reply.endpoint_seen = true;
-            return rewrite_endpoint(gw, ctx, &rt, server, ev);
+            // The route it names is the exchange's own bundle's.
+            let Some((own, server)) = ctx.routed() else {
+                return Err(ReplyRefusal::EndpointRefused);
+            };
+            return rewrite_endpoint(gw, ctx, &own, server, ev);
         }
         // Only the first event of a legacy GET stream names the endpoint.
         return Ok(unjudgeable(gw, ctx, None).unwrap_or_default());
