@@ -153,8 +153,10 @@ const MAX_PERIOD: u32 = 21;
 
 /// Whether `cont` (letters and digits of two blocks, the earlier in the
 /// low bits) holds three groups of two or more bytes starting at one
-/// period of three to [`MAX_PERIOD`] bytes, the first two ending at it
-/// too: maybe a run of groups (`AKIA IOSF ODNN …`, `41 4b 49 …`, see
+/// period of three to [`MAX_PERIOD`] bytes, and three ending at it too
+/// (a run's last group may be shorter, so a run of three groups is seen
+/// only when its last is whole; a longer run shows three whole ones):
+/// maybe a run of groups (`AKIA IOSF ODNN …`, `41 4b 49 …`, see
 /// `grouped`). Three such groups span at most 44 bits, so a window of
 /// two blocks, looked at for each block, sees each of them whole. Prose
 /// with three words of one length in a row passes; the scanner's reading
@@ -168,8 +170,11 @@ pub(super) fn periodic(cont: u128) -> bool {
     let ends = cont & !(cont >> 1) & (cont << 1);
     for p in 3..=MAX_PERIOD {
         let a = starts & (starts >> p);
-        if a & (a >> p) != 0 && ends & (ends >> p) != 0 {
-            return true;
+        if a & (a >> p) != 0 {
+            let e = ends & (ends >> p);
+            if e & (e >> p) != 0 {
+                return true;
+            }
         }
     }
     false

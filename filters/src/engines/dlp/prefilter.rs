@@ -459,10 +459,16 @@ impl Prefilter {
                 spaced = spaced_chain(single);
             }
             if !grouped {
-                // Groups are looked for where a letter is up to seven bytes
-                // from a digit, in the window of this block and the last.
-                let mixed =
-                    (m.alpha & near(m.digit, prev_digit)) | (m.digit & near(m.alpha, prev_alpha));
+                // Groups are looked for where a letter touches a digit, or
+                // is up to seven bytes from two digits in a row (`AKIA
+                // 2345`), in the window of this block and the last. Prose
+                // with single digits (`eu-west-1 with 3 replicas`) does
+                // not wake it.
+                let pairs = m.digit & (m.digit >> 1);
+                let prev_pairs = prev_digit & ((prev_digit >> 1) | (m.digit & 1) << 63);
+                let mixed = (m.alpha & (m.digit << 1 | m.digit >> 1))
+                    | (m.alpha & near(pairs, prev_pairs))
+                    | (pairs & near(m.alpha, prev_alpha));
                 if mixed | prev_mixed != 0 {
                     grouped = periodic(((cont as u128) << 64) | prev_cont as u128);
                 }

@@ -211,12 +211,20 @@ fn prose_keeps_the_gates_shut() {
         "CONTENT-TYPE content-type",
         "user-agent: python-httpx/0.28.1",
     ];
-    let all = [prose.as_bytes(), raw.as_bytes()]
+    // The benchmark's call: prose with single digits near words.
+    let bench = "deploy the service to eu-west-1 with 3 replicas ".repeat(20);
+    let all = [prose.as_bytes(), raw.as_bytes(), bench.as_bytes()]
         .into_iter()
         .chain(headers.iter().map(|h| h.as_bytes()));
     for b in all {
         let mut c = Vec::new();
         let seen = s.candidates(b, &mut c);
+        // The benchmark's call shows not even the prefilter's cheap sign
+        // of groups: the reading's scalar look is not paid on every call.
+        // (Prose dense with numbers may show it; the reading then looks.)
+        if b == bench.as_bytes() {
+            assert!(!seen.grouped, "{}", String::from_utf8_lossy(b));
+        }
         let g = Gate::of(&seen, b);
         assert!(
             !g.spaced && !g.encoded && !g.grouped,
