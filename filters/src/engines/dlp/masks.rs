@@ -180,6 +180,20 @@ pub(super) fn periodic(cont: u128) -> bool {
     false
 }
 
+/// Where groups are looked for (see [`periodic`]): letters touching a
+/// digit, and letters up to seven bytes from two digits in a row (`AKIA
+/// 2345`) either way, in a block (`alpha`, `digit`) after the block
+/// `prev_alpha`, `prev_digit`. Prose with single digits (`eu-west-1 with
+/// 3 replicas`) has none.
+#[inline(always)]
+pub(super) fn mixed(alpha: u64, digit: u64, prev_alpha: u64, prev_digit: u64) -> u64 {
+    let pairs = digit & (digit >> 1);
+    let prev_pairs = prev_digit & ((prev_digit >> 1) | (digit & 1) << 63);
+    (alpha & (digit << 1 | digit >> 1))
+        | (alpha & near(pairs, prev_pairs))
+        | (pairs & near(alpha, prev_alpha))
+}
+
 /// The bits of `x` (a block's mask; `prev`, the block's before) and the
 /// seven after each: what lies up to seven bytes after a byte of `x`.
 #[inline(always)]

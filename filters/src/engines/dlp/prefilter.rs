@@ -22,7 +22,7 @@
 //! are reported too (their strings have a normalised view to scan).
 
 use super::masks::{
-    at_least, backslashes, has_run, masks, near, periodic, separators, spaced_chain, span_mask,
+    at_least, backslashes, has_run, masks, mixed, periodic, separators, spaced_chain, span_mask,
 };
 use super::spec::{After, Special, Trigger};
 
@@ -459,16 +459,8 @@ impl Prefilter {
                 spaced = spaced_chain(single);
             }
             if !grouped {
-                // Groups are looked for where a letter touches a digit, or
-                // is up to seven bytes from two digits in a row (`AKIA
-                // 2345`), in the window of this block and the last. Prose
-                // with single digits (`eu-west-1 with 3 replicas`) does
-                // not wake it.
-                let pairs = m.digit & (m.digit >> 1);
-                let prev_pairs = prev_digit & ((prev_digit >> 1) | (m.digit & 1) << 63);
-                let mixed = (m.alpha & (m.digit << 1 | m.digit >> 1))
-                    | (m.alpha & near(pairs, prev_pairs))
-                    | (pairs & near(m.alpha, prev_alpha));
+                // In the window of this block and the last (see `mixed`).
+                let mixed = mixed(m.alpha, m.digit, prev_alpha, prev_digit);
                 if mixed | prev_mixed != 0 {
                     grouped = periodic(((cont as u128) << 64) | prev_cont as u128);
                 }
