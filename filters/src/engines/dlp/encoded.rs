@@ -157,16 +157,24 @@ fn base32_readable(run: &[u8]) -> Vec<String> {
         return Vec::new();
     }
     let body = body.to_ascii_uppercase();
-    let shifts = if body.len() > LONG_RUN { 1 } else { 8 };
-    let mut out: Vec<String> = Vec::new();
-    for k in 0..shifts.min(body.len()) {
-        // A length that is no whole number of bytes loses its last
-        // characters.
-        let mut part = &body[k..];
+    // A length that is no whole number of bytes loses its last characters.
+    shifted(&body, 8, |mut part| {
         while matches!(part.len() % 8, 1 | 3 | 6) {
             part = &part[..part.len() - 1];
         }
-        let Ok(bytes) = data_encoding::BASE32_NOPAD.decode(part) else {
+        data_encoding::BASE32_NOPAD.decode(part).ok()
+    })
+}
+
+/// The readable parts of `body` decoded by `decode` from its start and,
+/// for a run glued after a word, from each of its next `shifts - 1`
+/// characters (only from its start past [`LONG_RUN`]); text from the
+/// first character is the whole reading.
+fn shifted(body: &[u8], shifts: usize, decode: impl Fn(&[u8]) -> Option<Vec<u8>>) -> Vec<String> {
+    let shifts = if body.len() > LONG_RUN { 1 } else { shifts };
+    let mut out: Vec<String> = Vec::new();
+    for k in 0..shifts.min(body.len()) {
+        let Some(bytes) = decode(&body[k..]) else {
             continue;
         };
         let found = readable(&bytes);
@@ -238,29 +246,13 @@ pub(crate) fn base64_readable(run: &[u8]) -> Vec<String> {
         }
         return readable(&bytes);
     }
-    let shifts = if body.len() > LONG_RUN { 1 } else { 4 };
-    let mut out: Vec<String> = Vec::new();
-    for k in 0..shifts.min(body.len()) {
-        let mut part = &body[k..];
-        // A lone character left over decodes to nothing.
+    // A lone character left over decodes to nothing.
+    shifted(body, 4, |mut part| {
         if part.len() % 4 == 1 {
             part = &part[..part.len() - 1];
         }
-        let Ok(bytes) = engine.decode(part) else {
-            continue;
-        };
-        let found = readable(&bytes);
-        if k == 0 && found.len() == 1 && found[0].len() == bytes.len() {
-            // Text from its first character: the run is what it encodes.
-            return found;
-        }
-        for f in found {
-            if !out.contains(&f) {
-                out.push(f);
-            }
-        }
-    }
-    out
+        engine.decode(part).ok()
+    })
 }
 
 fn percent_escape(b: &[u8]) -> bool {
