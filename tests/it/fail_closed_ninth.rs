@@ -8,11 +8,54 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{setup_with, BUNDLE, POLICY};
-use warden_tests::hostile::{Piece, Reply};
-use warden_tests::{mock_bundle, Streaming};
+use warden_tests::hostile::{Hostile, Piece, Reply};
+use warden_tests::{mock_bundle, Gateway, Streaming};
 
 fn event(v: serde_json::Value) -> String {
     format!("event: message\ndata: {v}\n\n")
+}
+
+/// The call `echo` (id 7) posted in the background, once the server has it.
+async fn call_in_flight(
+    h: &Hostile,
+    url: &str,
+) -> tokio::task::JoinHandle<anyhow::Result<(u16, warden_tests::Headers, bytes::Bytes)>> {
+    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
+        "params":{"name":"echo","arguments":{"text":"hi"}}})
+    .to_string();
+    let post_url = url.to_owned();
+    let posted = tokio::spawn(async move { warden_tests::post_json(&post_url, call, &[]).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.received().iter().all(|r| r.method != "POST") {
+        assert!(std::time::Instant::now() < deadline, "the call never left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    posted
+}
+
+/// Writes `yaml` as the gateway's bundle and waits until it is applied.
+async fn apply(gw: &Gateway, yaml: &str) {
+    let reloads = |st: serde_json::Value| st["bundle"]["reloads"].as_u64().unwrap_or(0);
+    let before = reloads(gw.status().await);
+    std::fs::write(gw.dir.path().join("warden.yaml"), yaml).expect("edit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reloads(gw.status().await) <= before {
+        assert!(std::time::Instant::now() < deadline, "no reload");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Another request (a `ping`), which lets the server's GET stream go on to
+/// its `control` event.
+async fn nudge(url: &str, stream: &mut Streaming) {
+    let ping = json!({"jsonrpc":"2.0","id":8,"method":"ping"}).to_string();
+    let (s, _, _) = warden_tests::post_json(url, ping, &[]).await.expect("ping");
+    assert_eq!(s, 200);
+    assert!(
+        stream.until("control", Duration::from_secs(10)).await,
+        "control: {}",
+        stream.text
+    );
 }
 
 /// A tool paused by the kill switch after its call was forwarded: the
@@ -49,47 +92,22 @@ async fn paused_result_on_the_get_stream(id: serde_json::Value, answered: bool) 
         Reply::json(&json!({"jsonrpc":"2.0","id":8,"result":{}}).to_string()),
     ]);
     let url = gw.url("/mock/mcp");
-    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
-        "params":{"name":"echo","arguments":{"text":"hi"}}})
-    .to_string();
-    let post_url = url.clone();
-    let posted = tokio::spawn(async move { warden_tests::post_json(&post_url, call, &[]).await });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while h.received().iter().all(|r| r.method != "POST") {
-        assert!(std::time::Instant::now() < deadline, "the call never left");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let posted = call_in_flight(&h, &url).await;
     let (s, mut stream) = Streaming::get(&url, &[("accept", "text/event-stream")])
         .await
         .expect("get");
     assert_eq!(s, 200);
     // The switch, while the call is under way.
-    let reloads = |st: serde_json::Value| st["bundle"]["reloads"].as_u64().unwrap_or(0);
-    let before = reloads(gw.status().await);
-    std::fs::write(
-        gw.dir.path().join("warden.yaml"),
-        mock_bundle(
+    apply(
+        &gw,
+        &mock_bundle(
             &[h.addr],
             &format!("{BUNDLE}kill_switch:\n  tools: [echo]\n"),
         ),
     )
-    .expect("edit");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while reloads(gw.status().await) <= before {
-        assert!(std::time::Instant::now() < deadline, "no reload");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    .await;
     // Another request lets the server's GET stream go on.
-    let ping = json!({"jsonrpc":"2.0","id":8,"method":"ping"}).to_string();
-    let (s, _, _) = warden_tests::post_json(&url, ping, &[])
-        .await
-        .expect("ping");
-    assert_eq!(s, 200);
-    assert!(
-        stream.until("control", Duration::from_secs(10)).await,
-        "control: {}",
-        stream.text
-    );
+    nudge(&url, &mut stream).await;
     let text = stream.text.clone();
     assert!(
         !text.contains("RESULT-AFTER-PAUSE"),
@@ -132,28 +150,8 @@ async fn a_stream_is_judged_by_the_bundle_in_force() {
         .await
         .expect("get");
     assert_eq!(s, 200);
-    let reloads = |st: serde_json::Value| st["bundle"]["reloads"].as_u64().unwrap_or(0);
-    let before = reloads(gw.status().await);
-    std::fs::write(
-        gw.dir.path().join("warden.yaml"),
-        mock_bundle(&[h.addr], BUNDLE),
-    )
-    .expect("edit");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while reloads(gw.status().await) <= before {
-        assert!(std::time::Instant::now() < deadline, "no reload");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let ping = json!({"jsonrpc":"2.0","id":8,"method":"ping"}).to_string();
-    let (s, _, _) = warden_tests::post_json(&url, ping, &[])
-        .await
-        .expect("ping");
-    assert_eq!(s, 200);
-    assert!(
-        stream.until("control", Duration::from_secs(10)).await,
-        "control: {}",
-        stream.text
-    );
+    apply(&gw, &mock_bundle(&[h.addr], BUNDLE)).await;
+    nudge(&url, &mut stream).await;
     assert!(
         !stream.text.contains("AKIAIOSFODNN7EXAMPLE"),
         "a secret passed under the bundle the stream began with: {}",
@@ -264,16 +262,7 @@ async fn a_reply_in_a_disguised_id_reaches_the_client_on_no_stream() {
         Reply::sse(&[": open\n\n"]).with_more(events),
     ]);
     let url = gw.url("/mock/mcp");
-    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
-        "params":{"name":"echo","arguments":{"text":"hi"}}})
-    .to_string();
-    let post_url = url.clone();
-    let posted = tokio::spawn(async move { warden_tests::post_json(&post_url, call, &[]).await });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while h.received().iter().all(|r| r.method != "POST") {
-        assert!(std::time::Instant::now() < deadline, "the call never left");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let posted = call_in_flight(&h, &url).await;
     let (s, mut stream) = Streaming::get(&url, &[("accept", "text/event-stream")])
         .await
         .expect("get");
