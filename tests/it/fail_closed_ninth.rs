@@ -106,7 +106,6 @@ async fn paused_result_on_the_get_stream(id: serde_json::Value, answered: bool) 
         ),
     )
     .await;
-    // Another request lets the server's GET stream go on.
     nudge(&url, &mut stream).await;
     let text = stream.text.clone();
     assert!(

@@ -302,6 +302,23 @@ mod tests {
         }
     }
 
+    /// The client's retry of a `tools/call` of `t` with the state sealed in
+    /// the server's `input_required` `reply` to it, under `ctx`.
+    fn sealed_retry(f: &InputStateFilter, reply: &[u8], ctx: &Exchange<'_>) -> String {
+        let e = env(reply);
+        let mut m = Message::from_server(&e, reply, Some("tools/call"), Some("t"));
+        let digest = args_digest("{}");
+        m.request_args_digest = Some(&digest);
+        let Decision::Mutated(out) = f.on_response(&m, ctx, &mut Notes::default()) else {
+            panic!("state not sealed")
+        };
+        let v: Json = serde_json::from_slice(&out).expect("json");
+        let state = v["result"]["requestState"].as_str().expect("state");
+        serde_json::json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+            "name":"t","arguments":{},"requestState":state,"inputResponses":{"e1":{"action":"decline"}}}})
+        .to_string()
+    }
+
     /// A state outlives neither its TTL nor its principal.
     #[test]
     fn state_expires() {
@@ -313,18 +330,7 @@ mod tests {
             ..Exchange::new(&who, "s")
         };
         let reply = br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{"e1":{"method":"elicitation/create","params":{}}}}}"#;
-        let e = env(reply);
-        let mut m = Message::from_server(&e, reply, Some("tools/call"), Some("t"));
-        let digest = args_digest("{}");
-        m.request_args_digest = Some(&digest);
-        let Decision::Mutated(out) = f.on_response(&m, &ctx, &mut Notes::default()) else {
-            panic!("state not sealed")
-        };
-        let v: Json = serde_json::from_slice(&out).expect("json");
-        let state = v["result"]["requestState"].as_str().expect("state");
-        let retry = serde_json::json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
-            "name":"t","arguments":{},"requestState":state,"inputResponses":{"e1":{"action":"decline"}}}})
-        .to_string();
+        let retry = sealed_retry(&f, reply, &ctx);
         let e = env(retry.as_bytes());
         let judge = |now: SystemTime| {
             let ctx = Exchange {
@@ -382,19 +388,7 @@ mod tests {
             ..Exchange::new(&who, "s")
         };
         let reply = br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","requestState":"srv","inputRequests":{"e1":{"method":"elicitation/create","params":{}}}}}"#;
-        let e = env(reply);
-        let mut m = Message::from_server(&e, reply, Some("tools/call"), Some("t"));
-        let digest = args_digest("{}");
-        m.request_args_digest = Some(&digest);
-        let Decision::Mutated(out) = f.on_response(&m, &from("10.0.0.1"), &mut Notes::default())
-        else {
-            panic!("state not sealed")
-        };
-        let v: Json = serde_json::from_slice(&out).expect("json");
-        let state = v["result"]["requestState"].as_str().expect("state");
-        let retry = serde_json::json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
-            "name":"t","arguments":{},"requestState":state,"inputResponses":{"e1":{"action":"decline"}}}})
-        .to_string();
+        let retry = sealed_retry(&f, reply, &from("10.0.0.1"));
         let e = env(retry.as_bytes());
         let judge = |ex: &Exchange<'_>| {
             f.on_request(
