@@ -258,6 +258,9 @@ impl Shared {
         s.flows = Arc::new(crate::engines::flow::FlowTables::new(
             budget.entries(Table::Flows),
         ));
+        s.listed = Arc::new(crate::guards::targets::ListedNames::new(
+            budget.entries(Table::Names) as usize,
+        ));
         Arc::new(s)
     }
 

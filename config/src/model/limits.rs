@@ -50,10 +50,14 @@ pub enum Table {
     /// never forgets a live state (one would come back clean): when full,
     /// a reply that would raise a state it does not hold is withheld.
     Flows,
+    /// The tool and prompt names servers listed, in every spelling a peer
+    /// may read them as (the names guard). When full, a listed entry it
+    /// cannot record is not shown.
+    Names,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Ledger,
         Table::Sessions,
         Table::Quotas,
@@ -61,6 +65,7 @@ impl Table {
         Table::Tasks,
         Table::Live,
         Table::Flows,
+        Table::Names,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +77,7 @@ impl Table {
             Table::Tasks => "tasks",
             Table::Live => "live",
             Table::Flows => "flows",
+            Table::Names => "names",
         }
     }
 
@@ -86,6 +92,7 @@ impl Table {
             Table::Tasks => 80,
             Table::Live => 20,
             Table::Flows => 40,
+            Table::Names => 30,
         }
     }
 
@@ -105,6 +112,10 @@ impl Table {
             // the key and the cache's bookkeeping (the filters' test
             // `the_largest_state_fits_its_table_entry` holds it to this).
             Table::Flows => 3072,
+            // A spelling of a name of up to 32 bytes with its keys in both
+            // maps; longer names count as several (`ListedNames` bounds
+            // the bytes too: the filters' test `listed_names_stay_in_budget`).
+            Table::Names => 256,
         }
     }
 }

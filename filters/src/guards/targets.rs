@@ -17,6 +17,7 @@
 //! `purge`), whatever the policy says of the spelling itself.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde_json::Value as Json;
@@ -29,12 +30,19 @@ use crate::chain::filter::{
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
 use crate::protocol::names::{fold, readings};
+use warden_config::model::{MemoryBudget, Table};
 
-/// Spellings recorded of one server's tools or prompts; later ones are
-/// not recorded, and a list entry that could not be is not shown.
+/// Spellings recorded of one server's tools or prompts, at most (and at
+/// most a quarter of the table: one server cannot take all the room);
+/// later ones are not recorded, and a list entry that could not be is not
+/// shown.
 const MAX_LISTED: usize = 10_000;
 /// Longer names are never recorded (nor shown, when listed).
 const MAX_NAME: usize = 1024;
+/// What a key costs beside its strings: an entry in each of the two maps
+/// (the key's and the spellings' headers, the map's slot and control byte
+/// at its load factor).
+const KEY_OVERHEAD: usize = 160;
 
 /// Spellings of names, found by every reading some peer makes of them:
 /// per character folding (Go, Java, .NET) and full case folding, after
@@ -56,10 +64,26 @@ impl Spellings {
 
     /// Records `name`; `false` when it was recorded already.
     pub fn insert(&mut self, name: &str) -> bool {
+        self.insert_within(name, usize::MAX)
+            .is_some_and(|cost| cost > 0)
+    }
+
+    /// Records `name` when what it costs (bytes, its keys included) is at
+    /// most `room`: the cost (0 when it was recorded already), or `None`
+    /// when it does not fit.
+    fn insert_within(&mut self, name: &str, room: usize) -> Option<usize> {
         if self.contains(name) {
-            return false;
+            return Some(0);
         }
-        for (f, c) in Self::keys(name) {
+        let keys: Keys = Self::keys(name).collect();
+        let cost = keys
+            .iter()
+            .map(|(f, c)| f.len() + c.len() + 2 * name.len() + KEY_OVERHEAD)
+            .sum::<usize>();
+        if cost > room {
+            return None;
+        }
+        for (f, c) in keys {
             let a = self.folded.entry(f).or_default();
             if !a.iter().any(|s| s == name) {
                 a.push(name.to_owned());
@@ -70,7 +94,7 @@ impl Spellings {
             }
         }
         self.len += 1;
-        true
+        Some(cost)
     }
 
     /// Whether `name` itself is recorded.
@@ -112,16 +136,30 @@ type Keys = SmallVec<[(String, UniCase<String>); 1]>;
 
 /// Which names a list or a request is about.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum Named {
+pub(crate) enum Named {
     Tool,
     Prompt,
 }
 
 /// The tool and prompt names each server listed, hidden ones included;
 /// shared by every snapshot of a gateway (a bundle swap forgets nothing).
-#[derive(Default, Debug)]
+/// Bounded by its share of the memory budget (`Table::Names`), in
+/// spellings and in bytes, and per server and kind by [`MAX_LISTED`].
+#[derive(Debug)]
 pub struct ListedNames {
     map: RwLock<HashMap<String, [Spellings; 2]>>,
+    /// The most spellings held, over every server.
+    limit: usize,
+    /// The most bytes they may take (`limit` entries of the table's size).
+    byte_limit: usize,
+    held: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Default for ListedNames {
+    fn default() -> Self {
+        ListedNames::new(MemoryBudget::default().entries(Table::Names) as usize)
+    }
 }
 
 impl Named {
@@ -134,6 +172,31 @@ impl Named {
 }
 
 impl ListedNames {
+    /// A record of at most `limit` spellings (and `limit` entries' bytes).
+    pub fn new(limit: usize) -> Self {
+        ListedNames {
+            map: RwLock::default(),
+            limit,
+            byte_limit: limit.saturating_mul(Table::Names.entry_bytes() as usize),
+            held: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// Spellings recorded, over every server (the `names` table gauge).
+    pub fn len(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes the recorded spellings take, as [`ListedNames`] counts them.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     fn other_than(&self, server: &str, named: Named, name: &str, keys: &Keys) -> bool {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
         map.get(server)
@@ -141,23 +204,40 @@ impl ListedNames {
     }
 
     /// Records `names`; returns which of them are recorded (now or before).
-    fn record<'n>(
+    pub(crate) fn record<'n>(
         &self,
         server: &str,
         named: Named,
         names: impl Iterator<Item = &'n str>,
     ) -> Vec<bool> {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if !map.contains_key(server) && self.held.load(Ordering::Relaxed) >= self.limit {
+            return names.map(|_| false).collect();
+        }
         let set = &mut map.entry(server.to_owned()).or_default()[named.at()];
         names
             .map(|n| {
                 if set.contains(n) {
                     return true;
                 }
-                if n.len() > MAX_NAME || set.len() >= MAX_LISTED {
+                let held = self.held.load(Ordering::Relaxed);
+                let per_server = MAX_LISTED.min(self.limit / 4);
+                if n.len() > MAX_NAME || set.len() >= per_server || held >= self.limit {
                     return false;
                 }
-                set.insert(n)
+                let room = self
+                    .byte_limit
+                    .saturating_sub(self.bytes.load(Ordering::Relaxed));
+                match set.insert_within(n, room) {
+                    Some(cost) => {
+                        if cost > 0 {
+                            self.held.store(held + 1, Ordering::Relaxed);
+                            self.bytes.fetch_add(cost, Ordering::Relaxed);
+                        }
+                        true
+                    }
+                    None => false,
+                }
             })
             .collect()
     }

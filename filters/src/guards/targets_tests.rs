@@ -179,3 +179,59 @@ fn listed_uris_a_server_reads_as_another_resource_are_hidden() {
     let v = reply(&s, &p, "crm", "resources/templates/list", &list);
     assert_eq!(shown(&v, &list, "resourceTemplates"), ["file:///{path}"]);
 }
+
+/// The record of listed names keeps to its share of the memory budget:
+/// in spellings, in bytes (long names count as several), and one server
+/// takes at most a quarter of it. What it could not record is not shown.
+#[test]
+fn listed_names_stay_in_budget() {
+    use super::targets::{ListedNames, Named};
+    use warden_config::model::Table;
+    let l = ListedNames::new(1000);
+    let names: Vec<String> = (0..3000).map(|i| format!("t{i}")).collect();
+    let got = l.record("a", Named::Tool, names.iter().map(String::as_str));
+    assert_eq!(
+        got.iter().filter(|x| **x).count(),
+        250,
+        "a quarter per server"
+    );
+    assert!(got[..250].iter().all(|x| *x) && !got[250]);
+    for s in ["b", "c", "d", "e", "f"] {
+        l.record(s, Named::Prompt, names.iter().map(String::as_str));
+    }
+    assert_eq!(l.len(), 1000, "the table's bound");
+    assert!(l.record("a", Named::Tool, ["t5"].into_iter())[0], "kept");
+    assert!(!l.record("g", Named::Tool, ["t5"].into_iter())[0], "full");
+
+    let l = ListedNames::new(1000);
+    let long: Vec<String> = (0..250).map(|i| format!("{i:x>1000}")).collect();
+    let got = l.record("a", Named::Tool, long.iter().map(String::as_str));
+    let kept = got.iter().filter(|x| **x).count();
+    let bound = 1000 * Table::Names.entry_bytes() as usize;
+    assert!(
+        l.bytes() <= bound && l.bytes() > bound * 9 / 10,
+        "{}",
+        l.bytes()
+    );
+    assert!((50..250).contains(&kept), "{kept} names of 1 KB");
+}
+
+/// A full record hides what it cannot record, through the chain.
+#[test]
+fn a_list_entry_the_full_record_cannot_hold_is_not_shown() {
+    let s = snap();
+    let p = principal("", "alice", &[]);
+    let filler: Vec<String> = (0..20_000).map(|i| format!("tool{i}")).collect();
+    let names: Vec<&str> = filler.iter().map(String::as_str).collect();
+    let list = list_reply("tools", &names);
+    let v = reply(&s, &p, "crm", "tools/list", &list);
+    let shown_now = shown(&v, &list, "tools");
+    assert!(!shown_now.is_empty() && shown_now.len() < 20_000);
+    let list = list_reply("tools", &["echo", "fresh"]);
+    let v = reply(&s, &p, "other", "tools/list", &list);
+    assert_eq!(
+        shown(&v, &list, "tools"),
+        ["echo", "fresh"],
+        "another server keeps its room"
+    );
+}

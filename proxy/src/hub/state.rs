@@ -91,6 +91,7 @@ impl Gateway {
                 Table::Tasks => self.shared.task_owners.len(),
                 Table::Live => self.live.len(),
                 Table::Flows => self.shared.flows.len(),
+                Table::Names => self.shared.listed.len() as u64,
             };
             m.table_entries
                 .with_label_values(&[t.as_str()])

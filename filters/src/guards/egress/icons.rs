@@ -10,8 +10,8 @@
 //! inline images and pass; an icon the gateway cannot read (not an object,
 //! `src` not a string, `icons` not an array) is removed too. A resource
 //! link (a content block of a tool's result, a prompt's messages, a
-//! sampling request …) carries icons as a resource does: judged wherever
-//! it is. A listed resource whose URI the rules refuse (`links.rs`) is
+//! sampling request, an error's data …) carries icons as a resource
+//! does: judged wherever it is. A listed resource whose URI the rules refuse (`links.rs`) is
 //! removed from the list as its icons would be.
 
 use serde_json::Value as Json;
@@ -40,22 +40,21 @@ pub(super) fn judge<'h>(
     allow: impl FnOnce() -> Vec<&'h HostPattern>,
 ) -> Decision {
     let env = msg.envelope;
-    if env.is_error {
-        return Decision::Pass;
-    }
     // Replies that describe things; a reply whose request is unknown may.
-    let describing =
-        env.kind == Kind::Response && msg.request_method.is_none_or(|m| DESCRIBING.contains(&m));
+    // An error describes nothing, but its data may hold resource links.
+    let describing = env.kind == Kind::Response
+        && !env.is_error
+        && msg.request_method.is_none_or(|m| DESCRIBING.contains(&m));
     if !(msg.may_hold(&ICONS) || describing && (msg.may_hold(&WEBSITE) || msg.may_hold(&URI))) {
         return Decision::Pass;
     }
     let Some(v) = msg.value() else {
         return Decision::Pass;
     };
-    let part = if env.kind == Kind::Response {
-        "result"
-    } else {
-        "params"
+    let part = match env.kind {
+        Kind::Response if env.is_error => "error",
+        Kind::Response => "result",
+        Kind::Request | Kind::Notification => "params",
     };
     if v.get(part).is_none() {
         return Decision::Pass;

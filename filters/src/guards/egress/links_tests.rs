@@ -167,6 +167,11 @@ fn a_resource_links_icons_are_judged_as_a_lists_are() {
                 "content":link(json!([ok, icon("http://evil.example\\@10.0.0.1/i.png")]))}]}}),
             "prompts/get",
         ),
+        (
+            json!({"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"failed",
+                "data":{"see":[link(json!([ok, icon("http://127.0.0.1:8080/admin/delete")]))]}}}),
+            "tools/call",
+        ),
     ] {
         let v = as_sent(&f, &raw.to_string(), asked);
         let sent = v.to_string();
