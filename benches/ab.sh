@@ -22,6 +22,7 @@
 # AB_CONNECTIONS=N: wrk's connections (default 32; e2e.sh uses 64).
 # AB_TEXT_BYTES=N: the echoed text's length (default 924: a 1 KB call and
 # reply; 16284 gives a 16 KB call, as e2e.sh sends).
+# AB_SSE=1: the mock answers with an SSE stream instead of a JSON reply.
 #
 # AB_PROFILE=NAME (one of the variants): after the rounds, `perf record
 # --call-graph dwarf` of that proxy over one more SECS run, kept in
@@ -49,12 +50,15 @@ taskset -c 1 ./target/release/warden-mock --listen 127.0.0.1:0 --threads 1 > "$T
 for _ in $(seq 100); do grep -q listening "$TMP/mock.out" && break; sleep 0.05; done
 MOCK="$(sed -n 's/listening on //p' "$TMP/mock.out")"
 
-python3 - "$TMP/body.json" "${AB_TEXT_BYTES:-924}" <<'PY'
+python3 - "$TMP/body.json" "${AB_TEXT_BYTES:-924}" "${AB_SSE:-}" <<'PY'
 import json, sys
 n = int(sys.argv[2])
 text = ("deploy the service to eu-west-1 with 3 replicas " * (n // 48 + 1))[:n]
+args = {"text": text}
+if sys.argv[3] == "1":
+    args["sse"] = True
 json.dump({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-           "params": {"name": "echo", "arguments": {"text": text}}}, open(sys.argv[1], "w"))
+           "params": {"name": "echo", "arguments": args}}, open(sys.argv[1], "w"))
 PY
 cat > "$TMP/post.lua" <<LUA
 wrk.method = "POST"
