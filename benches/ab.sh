@@ -23,6 +23,8 @@
 # AB_TEXT_BYTES=N: the echoed text's length (default 924: a 1 KB call and
 # reply; 16284 gives a 16 KB call, as e2e.sh sends).
 # AB_SSE=1: the mock answers with an SSE stream instead of a JSON reply.
+# AB_FILLER="...": the prose the text repeats (e2e.py's is "deploy the
+# billing service to eu-west-1 with three replicas and a canary; ").
 #
 # AB_PROFILE=NAME (one of the variants): after the rounds, `perf record
 # --call-graph dwarf` of that proxy over one more SECS run, kept in
@@ -50,10 +52,11 @@ taskset -c 1 ./target/release/warden-mock --listen 127.0.0.1:0 --threads 1 > "$T
 for _ in $(seq 100); do grep -q listening "$TMP/mock.out" && break; sleep 0.05; done
 MOCK="$(sed -n 's/listening on //p' "$TMP/mock.out")"
 
-python3 - "$TMP/body.json" "${AB_TEXT_BYTES:-924}" "${AB_SSE:-}" <<'PY'
+python3 - "$TMP/body.json" "${AB_TEXT_BYTES:-924}" "${AB_SSE:-}" "${AB_FILLER:-deploy the service to eu-west-1 with 3 replicas }" <<'PY'
 import json, sys
 n = int(sys.argv[2])
-text = ("deploy the service to eu-west-1 with 3 replicas " * (n // 48 + 1))[:n]
+filler = sys.argv[4]
+text = (filler * (n // len(filler) + 1))[:n]
 args = {"text": text}
 if sys.argv[3] == "1":
     args["sse"] = True
@@ -110,7 +113,7 @@ PY
   # Every variant must forward the call: a refusal would be measured as a cheap call.
   reply="$(curl -s -X POST -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
     -H 'x-api-key: wk_demo_dev_7Qm2' --data @"$TMP/body.json" "${URL[$name]}")"
-  case "$reply" in *'"result"'*'deploy the service'*) ;; *) echo "$name does not forward the call: ${reply:0:200}" >&2; exit 1 ;; esac
+  case "$reply" in *'"result"'*"${AB_FILLER:-deploy the service}"*) ;; *) echo "$name does not forward the call: ${reply:0:200}" >&2; exit 1 ;; esac
   taskset -c 1 wrk -t1 -c8 -d1s -s "$TMP/post.lua" "${URL[$name]}" >/dev/null
 done
 

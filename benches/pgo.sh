@@ -3,7 +3,7 @@
 # (proxy/pgo/warden.profdata; proxy/pgo/rustc-wrapper.sh gives it to rustc):
 # an instrumented gateway is driven through the full pipeline with the
 # benchmark's calls (1 KB and 16 KB `tools/call`, JSON and SSE replies,
-# benches/ab.sh), and the raw counts are merged by the llvm-profdata of
+# three kinds of prose; benches/ab.sh), and the raw counts are merged by the llvm-profdata of
 # rustc's own LLVM version (Debian's `llvm-N`, installed if missing).
 # Run it after changes to the request path, then commit the profile: a
 # function whose code changed since the profile was made is built without
@@ -43,11 +43,20 @@ rm -f "$data"/*
 
 # 2. Training: the benchmark's calls through the full pipeline. The
 #    profile is written when the gateway exits (ab.sh stops it with SIGINT).
+#    More than one prose: code the training never runs is built as cold,
+#    so a text that wakes other readers (a number spelled out, a ticket
+#    id, a version, a time) would find them slower than the plain build has
+#    them.
 gen=gen=target/pgo-gen/release/warden
-AB_CONNECTIONS=64 AB_SKIP_BUILD=1 bash benches/ab.sh "$SECS" 2 "$gen"
-AB_SSE=1 AB_CONNECTIONS=64 AB_SKIP_BUILD=1 bash benches/ab.sh "$SECS" 1 "$gen"
-AB_TEXT_BYTES=16284 AB_CONNECTIONS=64 AB_SKIP_BUILD=1 bash benches/ab.sh "$SECS" 1 "$gen"
-AB_SSE=1 AB_TEXT_BYTES=16284 AB_CONNECTIONS=64 AB_SKIP_BUILD=1 bash benches/ab.sh "$SECS" 1 "$gen"
+export AB_CONNECTIONS=64 AB_SKIP_BUILD=1
+bash benches/ab.sh "$SECS" 2 "$gen"
+AB_FILLER="deploy the billing service to eu-west-1 with three replicas and a canary; " \
+  bash benches/ab.sh "$SECS" 1 "$gen"
+AB_FILLER="ticket OPS-4821: roll back at 14:05 UTC on 3 pods (v2.7.1), owner @sre-oncall; " \
+  bash benches/ab.sh "$SECS" 1 "$gen"
+AB_SSE=1 bash benches/ab.sh "$SECS" 1 "$gen"
+AB_TEXT_BYTES=16284 bash benches/ab.sh "$SECS" 1 "$gen"
+AB_SSE=1 AB_TEXT_BYTES=16284 bash benches/ab.sh "$SECS" 1 "$gen"
 # Not --sparse: a sparse profile (a seventh of the size) leaves out the
 # functions the training never ran, so they are not known to be cold and
 # stay in the hot code's way; it bought about 7 % less (s34).
