@@ -47,8 +47,12 @@ rm -f "$data"/*
 #    so a text that wakes other readers (a number spelled out, a ticket
 #    id, a version, a time) would find them slower than the plain build has
 #    them.
+#    Calls in an MCP session (as clients make them: the session table
+#    and the reply ledger run), and one load without.
 gen=gen=target/pgo-gen/release/warden
 export AB_CONNECTIONS=64 AB_SKIP_BUILD=1
+bash benches/ab.sh "$SECS" 1 "$gen"
+export AB_SESSION=1
 bash benches/ab.sh "$SECS" 2 "$gen"
 AB_FILLER="deploy the billing service to eu-west-1 with three replicas and a canary; " \
   bash benches/ab.sh "$SECS" 1 "$gen"
