@@ -210,10 +210,8 @@ impl ListedNames {
         named: Named,
         names: impl Iterator<Item = &'n str>,
     ) -> Vec<bool> {
+        let per_server = MAX_LISTED.min(self.limit / 4);
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        if !map.contains_key(server) && self.held.load(Ordering::Relaxed) >= self.limit {
-            return names.map(|_| false).collect();
-        }
         let set = &mut map.entry(server.to_owned()).or_default()[named.at()];
         names
             .map(|n| {
@@ -221,23 +219,18 @@ impl ListedNames {
                     return true;
                 }
                 let held = self.held.load(Ordering::Relaxed);
-                let per_server = MAX_LISTED.min(self.limit / 4);
                 if n.len() > MAX_NAME || set.len() >= per_server || held >= self.limit {
                     return false;
                 }
                 let room = self
                     .byte_limit
                     .saturating_sub(self.bytes.load(Ordering::Relaxed));
-                match set.insert_within(n, room) {
-                    Some(cost) => {
-                        if cost > 0 {
-                            self.held.store(held + 1, Ordering::Relaxed);
-                            self.bytes.fetch_add(cost, Ordering::Relaxed);
-                        }
-                        true
-                    }
-                    None => false,
-                }
+                let Some(cost) = set.insert_within(n, room) else {
+                    return false;
+                };
+                self.held.store(held + 1, Ordering::Relaxed);
+                self.bytes.fetch_add(cost, Ordering::Relaxed);
+                true
             })
             .collect()
     }

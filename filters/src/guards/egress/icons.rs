@@ -11,8 +11,8 @@
 //! `src` not a string, `icons` not an array) is removed too. A resource
 //! link (a content block of a tool's result, a prompt's messages, a
 //! sampling request, an error's data …) carries icons as a resource
-//! does: judged wherever it is. A listed resource whose URI the rules refuse (`links.rs`) is
-//! removed from the list as its icons would be.
+//! does: judged wherever it is. A listed resource whose URI the rules
+//! refuse (`links.rs`) is removed from the list as its icons would be.
 
 use serde_json::Value as Json;
 use warden_config::guards::HostPattern;
