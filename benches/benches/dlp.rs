@@ -1,6 +1,7 @@
 //! DLP throughput on realistic MCP JSON (a 16 KiB tool result): clean,
 //! clean but full of near misses, and with one finding per KiB, all built-in detectors on; beside a naive
-//! `regex::RegexSet` over the same patterns on every unescaped string.
+//! `regex::RegexSet` over the same patterns on every unescaped string; and
+//! short texts scanned again (the scanner's memo) and new.
 
 use std::hint::black_box;
 
@@ -78,6 +79,33 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function(format!("naive_regexset/{name}"), |b| {
             b.iter(|| black_box(naive(black_box(data))))
+        });
+    }
+    g.finish();
+    // Short texts that come back on every call (a session id in each audit
+    // record, a header line): scanned once, then found in the scanner's
+    // memo; `_new` scans a different id every time (the memo misses).
+    let mut g = c.benchmark_group("dlp_short");
+    for (name, text) in [
+        ("session_id", "3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b"),
+        ("header_line", "MCP-Protocol-Version: 2025-06-18"),
+    ] {
+        g.bench_function(format!("{name}_again"), |b| {
+            b.iter(|| {
+                let mut hits = Vec::new();
+                scanner.scan_str(black_box(text), &mut hits);
+                hits
+            })
+        });
+        let mut n = 0u64;
+        g.bench_function(format!("{name}_new"), |b| {
+            b.iter(|| {
+                n += 1;
+                let t = format!("{text}{n:x}");
+                let mut hits = Vec::new();
+                scanner.scan_str(black_box(&t), &mut hits);
+                hits
+            })
         });
     }
     g.finish();

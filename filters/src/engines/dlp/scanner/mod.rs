@@ -14,6 +14,7 @@ use super::prefilter::{Cand, Prefilter, Seen, DIGIT_GROUP};
 use super::{encoded, grouped, normalise};
 
 mod glued;
+mod memo;
 use glued::{glued_secrets, tail_glued, GluedAnchors};
 
 /// One detector ready to run.
@@ -59,6 +60,8 @@ pub struct Scanner {
     /// The digit-run detectors' patterns as one set: a run asks which of
     /// them match around it before any runs alone.
     digit_set: Option<(Regex, Vec<usize>, usize)>,
+    /// Short texts already scanned clean (see [`memo`]).
+    memo: memo::Memo,
 }
 
 impl Detector {
@@ -237,6 +240,7 @@ impl Scanner {
             glued,
             always,
             digit_set,
+            memo: memo::Memo::new(),
         })
     }
 
@@ -280,18 +284,46 @@ impl Scanner {
     /// Every validated match in one (unescaped) string: in the string as it
     /// is and in its normalised view, mapped back to the string's bytes.
     pub fn scan_str(&self, s: &str, out: &mut Vec<Hit>) {
-        let mut cands = Vec::new();
-        let seen = self.candidates(s.as_bytes(), &mut cands);
-        self.scan_with(s, &mut cands, out, Gate::of(&seen, s.as_bytes()));
+        self.remembered(s, memo::Scan::Resolved, out, |out| {
+            let mut cands = Vec::new();
+            let seen = self.candidates(s.as_bytes(), &mut cands);
+            self.scan_with(s, &mut cands, out, Gate::of(&seen, s.as_bytes()));
+        });
+    }
+
+    /// `scan` of `s` into `out`, skipped when the memo holds `s` as clean
+    /// under it, and `s` remembered when it is found clean. Only for a scan
+    /// into an empty `out` (the scans resolve what `out` already holds).
+    fn remembered(
+        &self,
+        s: &str,
+        how: memo::Scan,
+        out: &mut Vec<Hit>,
+        scan: impl FnOnce(&mut Vec<Hit>),
+    ) {
+        let key = if out.is_empty() {
+            self.memo.key(s, how)
+        } else {
+            None
+        };
+        if key.is_some_and(|k| self.memo.clean(k)) {
+            return;
+        }
+        scan(out);
+        if let Some(k) = key.filter(|_| out.is_empty()) {
+            self.memo.remember(k);
+        }
     }
 
     /// [`Scanner::scan_str`] keeping the matches of different detectors
     /// that overlap (a card inside an email or a password's value): the
     /// caller decides which apply before any is dropped.
     pub(crate) fn scan_str_all(&self, s: &str, out: &mut Vec<Hit>) {
-        let mut cands = Vec::new();
-        let seen = self.candidates(s.as_bytes(), &mut cands);
-        self.scan_with_all(s, &mut cands, out, Gate::of(&seen, s.as_bytes()));
+        self.remembered(s, memo::Scan::All, out, |out| {
+            let mut cands = Vec::new();
+            let seen = self.candidates(s.as_bytes(), &mut cands);
+            self.scan_with_all(s, &mut cands, out, Gate::of(&seen, s.as_bytes()));
+        });
     }
 
     /// [`Scanner::scan_with`] keeping overlapping matches of different

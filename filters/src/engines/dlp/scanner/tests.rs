@@ -671,3 +671,47 @@ fn base32_is_read() {
     // An upper-case word run is no base32 finding.
     assert!(names(&s, "THEQUICKBROWNFOXJUMPSOVERTHELAZYDOG").is_empty());
 }
+
+#[test]
+fn only_clean_short_texts_are_remembered_and_each_scan_on_its_own() {
+    let s = Scanner::new(&[]).expect("scanner");
+    let clean = "mcp-session-id: 3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b";
+    // base64 of an AWS key id: found under the encoding, never remembered.
+    let dirty = "x QUtJQUlPU0ZPRE5ON0VYQU1QTEU= y";
+    for _ in 0..2 {
+        assert!(names(&s, clean).is_empty());
+        assert_eq!(names(&s, dirty), ["aws_access_key_id"]);
+    }
+    let key = |t: &str, how| s.memo.key(t, how).expect("short");
+    assert!(s.memo.clean(key(clean, memo::Scan::Resolved)));
+    assert!(!s.memo.clean(key(dirty, memo::Scan::Resolved)));
+    assert!(
+        !s.memo.clean(key(clean, memo::Scan::All)),
+        "scan_str_all has not read it"
+    );
+    let mut all = Vec::new();
+    s.scan_str_all(dirty, &mut all);
+    assert_eq!(all.len(), 1, "{all:?}");
+    // A scan into hits already found resolves them with its own: it is
+    // never skipped, and what it adds to is not a clean text.
+    let mut more = all.clone();
+    s.scan_str(clean, &mut more);
+    assert_eq!(more, all);
+    // A long text is scanned every time (and found every time).
+    let long = format!("{} AKIAIOSFODNN7EXAMPLE", "word ".repeat(40));
+    for _ in 0..2 {
+        assert_eq!(names(&s, &long), ["aws_access_key_id"]);
+    }
+    // Another bundle's scanner (its own detectors) remembers nothing of
+    // this one's.
+    let other = Scanner::new(&[warden_config::guards::CustomDetector {
+        name: "session".into(),
+        regex: Some("3f2a9c1e-[0-9a-f-]+".into()),
+        anchors: vec!["3f2a9c1e".into()],
+        keywords: Vec::new(),
+        dictionary_sha256: Vec::new(),
+        secret: true,
+    }])
+    .expect("scanner");
+    assert_eq!(names(&other, clean), ["session"]);
+}
