@@ -31,7 +31,7 @@ fn detectors_meet_their_precision_and_recall_floors() {
         scanner.scan_str(text, &mut hits);
         let got: Vec<String> = hits
             .iter()
-            .map(|h| scanner.detectors[h.detector].name.clone())
+            .map(|h| scanner.detectors()[h.detector].name.clone())
             .collect();
         for g in &got {
             let e = stats.entry(g.clone()).or_default();

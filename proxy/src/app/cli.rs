@@ -389,7 +389,7 @@ pub fn dlp_scan(bundle_dir: &Path, files: &[PathBuf]) -> anyhow::Result<usize> {
                     .collect()
             };
         for (path, h, _) in &findings {
-            let d = &scanner.detectors[h.detector];
+            let d = &scanner.detectors()[h.detector];
             let rule = |dir| {
                 dlp.rule_for(
                     &d.name,

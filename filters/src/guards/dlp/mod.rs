@@ -42,7 +42,7 @@ pub struct DlpFilter {
 impl std::fmt::Debug for DlpFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DlpFilter")
-            .field("detectors", &self.scanner.detectors.len())
+            .field("detectors", &self.scanner.detectors().len())
             .finish()
     }
 }
@@ -144,7 +144,7 @@ impl DlpFilter {
             hits.clear();
             self.scanner.scan_str_all(text, &mut hits);
             for h in &hits {
-                let d = &self.scanner.detectors[h.detector];
+                let d = &self.scanner.detectors()[h.detector];
                 let Some(rule) =
                     self.dlp
                         .rule_for(&d.name, d.category.as_str(), DlpDirection::Request, risk)
@@ -231,7 +231,7 @@ impl DlpFilter {
         for (li, loc) in found.iter().enumerate() {
             let mut reps = Vec::new();
             for h in &loc.hits {
-                let d = &self.scanner.detectors[h.detector];
+                let d = &self.scanner.detectors()[h.detector];
                 let Some(rule) = self.dlp.rule_for(&d.name, d.category.as_str(), dir, risk) else {
                     continue;
                 };

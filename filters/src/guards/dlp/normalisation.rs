@@ -57,7 +57,7 @@ fn found(text: &str) -> Vec<(String, usize, usize)> {
     let mut h = Vec::new();
     s.scan_str(text, &mut h);
     h.iter()
-        .map(|h| (s.detectors[h.detector].name.clone(), h.start, h.end))
+        .map(|h| (s.detectors()[h.detector].name.clone(), h.start, h.end))
         .collect()
 }
 
@@ -183,7 +183,7 @@ fn escaped_and_raw_forms_agree() {
             let got = s.scan_json(json.as_bytes()).unwrap_or_default();
             assert!(
                 got.iter().any(|(p, h)| p == ".v"
-                    && s.detectors[h.detector].name == *det
+                    && s.detectors()[h.detector].name == *det
                     && (h.start, h.end) == (5, 5 + form.len())),
                 "{json}: {got:?}"
             );
@@ -304,7 +304,7 @@ fn keys_holding_findings_stay_out_of_paths() {
         s.scan_json(raw.as_bytes())
             .unwrap_or_else(|e| panic!("{e:?}"))
             .into_iter()
-            .map(|(p, h)| (p, s.detectors[h.detector].name.clone()))
+            .map(|(p, h)| (p, s.detectors()[h.detector].name.clone()))
             .collect()
     };
     assert_eq!(
@@ -500,7 +500,7 @@ proptest! {
         let got = s.scan_json(json.as_bytes()).unwrap_or_default();
         prop_assert!(
             got.iter().any(|(p, h)| p == ".v"
-                && s.detectors[h.detector].name == det
+                && s.detectors()[h.detector].name == det
                 && (h.start, h.end) == (5, 5 + secret.len())),
             "{}: {:?}", json, got
         );

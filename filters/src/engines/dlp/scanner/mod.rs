@@ -52,7 +52,8 @@ struct CustomAnchors {
 pub struct Scanner {
     /// Secrets glued to a word character before them (see `glued_secrets`).
     glued: Option<GluedAnchors>,
-    pub detectors: Vec<Detector>,
+    /// Fixed once built: the memo's "clean" holds only for these.
+    pub(in crate::engines::dlp) detectors: Vec<Detector>,
     pre: Prefilter,
     custom: Option<CustomAnchors>,
     /// Detectors that run on every string (no usable anchor).
@@ -279,6 +280,11 @@ impl Scanner {
     pub(crate) fn may_be_grouped(&self, seen: &Seen, raw: &[u8]) -> bool {
         (seen.grouped || seen.long_run || encoded::slashed_run(raw))
             && grouped::may_be_grouped_json(raw)
+    }
+
+    /// The detectors, in the order a [`Hit`]'s `detector` counts.
+    pub fn detectors(&self) -> &[Detector] {
+        &self.detectors
     }
 
     /// Every validated match in one (unescaped) string: in the string as it
