@@ -28,11 +28,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use siphasher::sip128::{Hasher128, SipHasher24};
 
 /// Slots of the memo (a power of two).
-pub(super) const SLOTS: usize = 1024;
+const SLOTS: usize = 1024;
 
 /// The longest text remembered: ids, header lines, names. Longer text is
 /// rarely repeated exactly and costs a scan in proportion anyway.
-pub(super) const MAX_LEN: usize = 128;
+const MAX_LEN: usize = 128;
 
 /// Which scan found the text clean: each is remembered on its own.
 #[derive(Clone, Copy)]
