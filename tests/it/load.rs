@@ -160,6 +160,8 @@ fn an_open_loop_run_shows_a_server_stall() {
     assert!(ok, "{out}\n{err}");
     let r = read_json(&report);
     assert_eq!(r["errors"], serde_json::json!({}), "{out}");
+    // The generator's own count agrees with the server's.
+    assert_eq!(r["connections_opened"].as_u64(), Some(opened), "{out}");
     // ~120 of 600 requests fell due during the stall: p90 still sees it,
     // their wait for a free connection counted in their latency.
     let p90 = r["latency_us"]["p90"].as_u64().expect("p90");

@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::FutureExt;
+use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use rand::Rng;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use serde_json::Value;
 
 use super::report::{Aggregator, Report, SaturationReport, SaturationStep};
@@ -20,6 +23,7 @@ use super::scenario::{Expect, OpKind, Scenario};
 pub use super::sample::{fmt_us, Sample};
 pub use super::target::Load;
 use super::target::{Op, Session};
+use super::wire::{Line, Wire};
 
 /// How one request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +51,7 @@ impl Load {
     /// notifications/initialized), as a real MCP client would.
     pub async fn connect(scenario: Scenario, url: String) -> anyhow::Result<Arc<Load>> {
         let timeout = scenario.timeout.unwrap_or(Duration::from_secs(10));
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .pool_max_idle_per_host(usize::MAX)
-            .tcp_nodelay(true)
-            .build()?;
+        let wire = Wire::new(&url, scenario.connections)?;
         let mut base = header_map(&scenario.headers)?;
         base.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         base.insert(
@@ -85,7 +85,8 @@ impl Load {
         let weights: Vec<u32> = scenario.mix.iter().map(|o| o.weight).collect();
         let mut load = Load {
             url,
-            client,
+            wire,
+            timeout,
             base,
             ops,
             total_weight: weights.iter().sum(),
@@ -99,7 +100,12 @@ impl Load {
         let mut opened = Vec::new();
         for i in 0..load.scenario.sessions {
             let principal = load.principals[i % load.principals.len()].clone();
-            let (id, outcome) = load.initialize(&principal).await;
+            let mut line = load.wire.line().await;
+            let (id, outcome) =
+                match tokio::time::timeout(timeout, load.initialize(&mut line, &principal)).await {
+                    Ok(r) => r,
+                    Err(_) => (None, Outcome::Error("timeout".into())),
+                };
             match outcome {
                 Outcome::Ok => opened.push(Session {
                     id: std::sync::Mutex::new(id),
@@ -138,25 +144,38 @@ impl Load {
 
     async fn post(
         &self,
+        line: &mut Line,
+        method: Method,
         session: Option<&HeaderValue>,
         principal: &HeaderMap,
         body: String,
-    ) -> Result<reqwest::Response, Outcome> {
-        let mut req = self
-            .client
-            .post(&self.url)
-            .headers(self.base.clone())
-            .headers(principal.clone());
-        if let Some(s) = session {
-            req = req.header("mcp-session-id", s.clone());
-        }
-        req.body(body)
-            .send()
+    ) -> Result<Response<Incoming>, Outcome> {
+        line.send(self.request(method, session, principal, body))
             .await
-            .map_err(|e| Outcome::Error(transport_kind(&e)))
     }
 
-    async fn initialize(&self, principal: &HeaderMap) -> (Option<HeaderValue>, Outcome) {
+    fn request(
+        &self,
+        method: Method,
+        session: Option<&HeaderValue>,
+        principal: &HeaderMap,
+        body: String,
+    ) -> http::Request<http_body_util::Full<Bytes>> {
+        let mut headers = self.base.clone();
+        for (k, v) in principal {
+            headers.insert(k.clone(), v.clone());
+        }
+        if let Some(s) = session {
+            headers.insert("mcp-session-id", s.clone());
+        }
+        self.wire.request(method, headers, Bytes::from(body))
+    }
+
+    async fn initialize(
+        &self,
+        line: &mut Line,
+        principal: &HeaderMap,
+    ) -> (Option<HeaderValue>, Outcome) {
         let op = Op {
             label: String::new(),
             method: "initialize",
@@ -165,21 +184,29 @@ impl Load {
             expect: Expect::Ok,
         };
         let (id, body) = self.body(&op);
-        let resp = match self.post(None, principal, body).await {
+        let resp = match self.post(line, Method::POST, None, principal, body).await {
             Ok(r) => r,
             Err(o) => return (None, o),
         };
         let sid = resp.headers().get("mcp-session-id").cloned();
-        let outcome = read_reply(resp, id).await;
+        let outcome = read_reply(resp, id, line).await;
         if outcome == Outcome::Ok {
             let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_owned();
-            match self.post(sid.as_ref(), principal, note).await {
-                Ok(r) if r.status().is_success() => {}
+            match self
+                .post(line, Method::POST, sid.as_ref(), principal, note)
+                .await
+            {
                 Ok(r) => {
-                    return (
-                        sid,
-                        Outcome::Error(format!("initialized_{}", r.status().as_u16())),
-                    )
+                    let status = r.status();
+                    if let Err(o) = drain(r, line).await {
+                        return (sid, o);
+                    }
+                    if !status.is_success() {
+                        return (
+                            sid,
+                            Outcome::Error(format!("initialized_{}", status.as_u16())),
+                        );
+                    }
                 }
                 Err(o) => return (sid, o),
             }
@@ -198,22 +225,38 @@ impl Load {
         self.weights.len() - 1
     }
 
-    /// Sends one operation on a random session and classifies the reply.
-    async fn one(&self, op_index: usize) -> Outcome {
+    /// Sends one operation on a random session over `line` and classifies
+    /// the reply; past the scenario's timeout it is a `timeout` error.
+    async fn one(&self, line: &mut Line, op_index: usize) -> Outcome {
+        tokio::time::timeout(self.timeout, self.exchange(line, op_index))
+            .await
+            .unwrap_or_else(|_| Outcome::Error("timeout".into()))
+    }
+
+    async fn exchange(&self, line: &mut Line, op_index: usize) -> Outcome {
         let op = &self.ops[op_index];
         let session = &self.sessions[rand::rng().random_range(0..self.sessions.len())];
         if op.kind == OpKind::Initialize {
-            let (sid, outcome) = self.initialize(&session.principal).await;
+            let (sid, outcome) = self.initialize(line, &session.principal).await;
             if let Some(sid) = sid {
-                // Close the throwaway session off the measured path.
-                let req = self
-                    .client
-                    .delete(&self.url)
-                    .headers(self.base.clone())
-                    .headers(session.principal.clone())
-                    .header("mcp-session-id", sid);
+                // Close the throwaway session off the measured path, on a
+                // line of the set when one is free.
+                let req = self.request(
+                    Method::DELETE,
+                    Some(&sid),
+                    &session.principal,
+                    String::new(),
+                );
+                let wire = Arc::clone(&self.wire);
+                let timeout = self.timeout;
                 tokio::spawn(async move {
-                    let _ = req.send().await;
+                    let mut line = wire.line().await;
+                    let _ = tokio::time::timeout(timeout, async {
+                        if let Ok(r) = line.send(req).await {
+                            let _ = drain(r, &mut line).await;
+                        }
+                    })
+                    .await;
                 });
             }
             return outcome;
@@ -221,13 +264,22 @@ impl Load {
         let (id, body) = self.body(op);
         let sid = session.id.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match self
-            .post(sid.as_ref(), &session.principal, body.clone())
+            .post(
+                line,
+                Method::POST,
+                sid.as_ref(),
+                &session.principal,
+                body.clone(),
+            )
             .await
         {
             // The session is gone (a restart, an upgrade of a stateful
             // server): a real client starts a new one and sends again.
-            Ok(resp) if resp.status() == reqwest::StatusCode::NOT_FOUND && sid.is_some() => {
-                let (fresh, outcome) = self.initialize(&session.principal).await;
+            Ok(resp) if resp.status() == StatusCode::NOT_FOUND && sid.is_some() => {
+                if let Err(o) = drain(resp, line).await {
+                    return o;
+                }
+                let (fresh, outcome) = self.initialize(line, &session.principal).await;
                 if outcome != Outcome::Ok {
                     return outcome;
                 }
@@ -239,12 +291,15 @@ impl Load {
                         cur.clone_from(&fresh);
                     }
                 }
-                match self.post(fresh.as_ref(), &session.principal, body).await {
-                    Ok(resp) => read_reply(resp, id).await,
+                match self
+                    .post(line, Method::POST, fresh.as_ref(), &session.principal, body)
+                    .await
+                {
+                    Ok(resp) => read_reply(resp, id, line).await,
                     Err(o) => o,
                 }
             }
-            Ok(resp) => read_reply(resp, id).await,
+            Ok(resp) => read_reply(resp, id, line).await,
             Err(o) => o,
         }
     }
@@ -329,9 +384,6 @@ impl Load {
             }
         };
         let inflight = Arc::new(AtomicUsize::new(0));
-        let wire = Arc::new(tokio::sync::Semaphore::new(
-            self.scenario.connections.max(1),
-        ));
         let start = Instant::now() + Duration::from_millis(20);
         let mut due = 0.0f64;
         while due < total && !stopped() {
@@ -361,14 +413,13 @@ impl Load {
                 let me = Arc::clone(&self);
                 let tx = tx.clone();
                 let inflight = Arc::clone(&inflight);
-                let wire = Arc::clone(&wire);
                 tokio::spawn(async move {
                     let lag_us = intended.elapsed().as_micros() as u64;
                     // Waiting for a free connection is the target's
                     // queueing: it counts in the latency, not in the lag.
-                    let permit = wire.acquire_owned().await;
-                    let outcome = me.one(op).await;
-                    drop(permit);
+                    let mut line = me.wire.line().await;
+                    let outcome = me.one(&mut line, op).await;
+                    drop(line);
                     let latency_us = intended.elapsed().as_micros() as u64;
                     let (error, denied) = me.judge(op, outcome);
                     let _ = tx.send(Sample {
@@ -395,6 +446,8 @@ impl Load {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sample>();
         let start = Instant::now();
         let end = start + length;
+        // One line of the set per client.
+        self.wire.grow(workers);
         for _ in 0..workers {
             let me = Arc::clone(self);
             let tx = tx.clone();
@@ -402,7 +455,9 @@ impl Load {
                 while Instant::now() < end {
                     let op = me.pick();
                     let t0 = Instant::now();
-                    let outcome = me.one(op).await;
+                    let mut line = me.wire.line().await;
+                    let outcome = me.one(&mut line, op).await;
+                    drop(line);
                     let (error, denied) = me.judge(op, outcome);
                     let _ = tx.send(Sample {
                         op,
@@ -536,44 +591,48 @@ fn stopped() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
-fn transport_kind(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timeout".into()
-    } else if e.is_connect() {
-        "connect".into()
-    } else if e.is_body() || e.is_decode() {
-        "body".into()
-    } else {
-        "io".into()
-    }
+/// Reads a reply to its end; the line may then carry the next request.
+async fn drain(resp: Response<Incoming>, line: &mut Line) -> Result<Bytes, Outcome> {
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| Outcome::Error("body".into()))?
+        .to_bytes();
+    line.finished();
+    Ok(body)
 }
 
 /// Reads a reply (JSON or SSE) until the response to `id` and classifies it.
-async fn read_reply(resp: reqwest::Response, id: u64) -> Outcome {
+async fn read_reply(resp: Response<Incoming>, id: u64, line: &mut Line) -> Outcome {
     let status = resp.status();
     let sse = resp
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
-    if status.is_server_error() {
-        return Outcome::Error(format!("http_{}", status.as_u16()));
-    }
-    if status.is_client_error() {
-        return Outcome::Denied(format!("http_{}", status.as_u16()));
-    }
-    if !sse {
-        return match resp.bytes().await {
-            Ok(b) => classify(&b),
-            Err(e) => Outcome::Error(transport_kind(&e)),
+    if !sse || !status.is_success() {
+        let body = match drain(resp, line).await {
+            Ok(b) => b,
+            Err(o) => return o,
         };
+        if status.is_server_error() {
+            return Outcome::Error(format!("http_{}", status.as_u16()));
+        }
+        if status.is_client_error() {
+            return Outcome::Denied(format!("http_{}", status.as_u16()));
+        }
+        return classify(&body);
     }
-    let mut stream = resp.bytes_stream();
+    let mut body = resp.into_body();
     let mut buf = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => return Outcome::Error(transport_kind(&e)),
+    while let Some(frame) = body.frame().await {
+        let chunk = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+            Err(_) => return Outcome::Error("body".into()),
         };
         buf.extend_from_slice(&chunk);
         while let Some((end, skip)) = event_end(&buf) {
@@ -583,12 +642,18 @@ async fn read_reply(resp: reqwest::Response, id: u64) -> Outcome {
                     if v.get("id").and_then(Value::as_u64) == Some(id)
                         && (v.get("result").is_some() || v.get("error").is_some())
                     {
+                        // A stream that ends with its reply leaves the
+                        // connection usable; one kept open costs it.
+                        if matches!(body.frame().now_or_never(), Some(None)) {
+                            line.finished();
+                        }
                         return classify_value(&v);
                     }
                 }
             }
         }
     }
+    line.finished();
     Outcome::Error("sse_ended_without_reply".into())
 }
 

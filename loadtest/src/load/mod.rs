@@ -6,6 +6,7 @@ pub mod report;
 mod sample;
 pub mod scenario;
 mod target;
+mod wire;
 
 pub use report::{compare, Report, SaturationReport};
 pub use scenario::Scenario;

@@ -91,6 +91,11 @@ pub struct Report {
     /// restart or upgrade that lost it), as MCP clients do.
     #[serde(default)]
     pub reinitialised: u64,
+    /// Connections opened to the target over the run (sessions' setup
+    /// included): the connection set, plus one for each connection the
+    /// target closed or a reply left unread.
+    #[serde(default)]
+    pub connections_opened: u64,
 }
 
 impl Report {
@@ -122,6 +127,11 @@ impl Report {
             self.ok,
             self.denied,
             self.error_count()
+        );
+        let _ = writeln!(
+            s,
+            "  connections opened: {} (a set kept open, and one for each the target closed)",
+            self.connections_opened
         );
         if self.reinitialised > 0 {
             let _ = writeln!(
@@ -350,6 +360,7 @@ impl Aggregator {
             reinitialised: load
                 .reinitialised
                 .load(std::sync::atomic::Ordering::Relaxed),
+            connections_opened: load.connections_opened(),
             ops,
             timeline: self
                 .seconds

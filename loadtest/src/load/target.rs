@@ -3,10 +3,13 @@
 //! report reads the target and the scenario from it.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 
 use super::scenario::{Expect, OpKind, Scenario};
+use super::wire::Wire;
 
 pub(super) struct Op {
     pub(super) label: String,
@@ -25,7 +28,10 @@ pub(super) struct Session {
 
 pub struct Load {
     pub(super) url: String,
-    pub(super) client: reqwest::Client,
+    /// The connection set every request goes through.
+    pub(super) wire: Arc<Wire>,
+    /// Per operation (its requests and replies together).
+    pub(super) timeout: Duration,
     pub(super) base: HeaderMap,
     pub(super) ops: Vec<Op>,
     pub(super) weights: Vec<u32>,
@@ -41,5 +47,10 @@ pub struct Load {
 impl Load {
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Connections opened to the target so far.
+    pub fn connections_opened(&self) -> u64 {
+        self.wire.opened()
     }
 }
