@@ -27,6 +27,11 @@
 # initialized) and every call carries its id, as e2e.py's calls do; without
 # it the calls are sessionless, which skips the session table and the reply
 # ledger (about 6 µs less per 1 KB call, s34).
+# AB_IDS=1: every call carries a new JSON-RPC id (a counter in wrk's Lua),
+# as real clients send; without it every call reuses id 1, which in a
+# session lets the reply ledger find the id it already holds. A variant
+# whose SECTION list names `+ids` gets new ids on its own, so the two are
+# compared on one binary in one run.
 # AB_FILLER="...": the prose the text repeats (e2e.py's is "deploy the
 # billing service to eu-west-1 with three replicas and a canary; ").
 #
@@ -74,6 +79,16 @@ wrk.headers["Accept"] = "application/json, text/event-stream"
 wrk.headers["x-api-key"] = "wk_demo_dev_7Qm2"
 local f = io.open("$TMP/body.json"); wrk.body = f:read("*a"); f:close()
 LUA
+# New ids per call: the body split around its id, a counter between.
+cat > "$TMP/ids.lua" <<'LUA'
+local head, tail = wrk.body:match('^(.-"id": ?)1(,.*)$')
+assert(head, "the body's id")
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, head .. n .. tail)
+end
+LUA
 
 declare -A URL PID LUA
 NAMES=()
@@ -115,6 +130,7 @@ PY
   fi
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
   LUA[$name]="$TMP/post.lua"; sess=()
+  ids="${AB_IDS:-}"; case ",${spec#*:}," in *,+ids,*) [ "$spec" != "${spec#*:}" ] && ids=1 ;; esac
   if [ -n "${AB_SESSION:-}" ]; then
     # An MCP session first, as e2e.py opens one: its id goes with each call.
     sid="$(curl -s -D - -o /dev/null -X POST -H 'content-type: application/json' \
@@ -128,6 +144,9 @@ PY
       LUA[$name]="$TMP/post-$name.lua"
       { cat "$TMP/post.lua"; echo "wrk.headers[\"Mcp-Session-Id\"] = \"$sid\""; echo 'wrk.headers["MCP-Protocol-Version"] = "2025-06-18"'; } > "${LUA[$name]}"
     fi
+  fi
+  if [ -n "$ids" ]; then
+    { cat "${LUA[$name]}" "$TMP/ids.lua"; } > "$TMP/post-$name-ids.lua"; LUA[$name]="$TMP/post-$name-ids.lua"
   fi
   # Every variant must forward the call: a refusal would be measured as a cheap call.
   reply="$(curl -s -X POST -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \

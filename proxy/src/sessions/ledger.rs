@@ -10,9 +10,13 @@
 //! the server→client requests the gateway let through, which are the only
 //! client responses it accepts. Entries are bounded in number and expire.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use siphasher::sip128::{Hasher128, SipHasher24};
 use warden_filters::Id;
 
 /// What a remembered client request was.
@@ -38,9 +42,11 @@ impl Asked {
 
 pub struct Ledger {
     /// Client requests whose replies may arrive on another exchange.
-    asked: moka::sync::Cache<String, Arc<Asked>>,
+    asked: Bounded<Arc<Asked>>,
     /// Server→client requests the client may answer (single use).
-    owed: moka::sync::Cache<String, ()>,
+    owed: Bounded<()>,
+    /// The key of the entries' digests (see [`Ledger::key`]).
+    sip: (u64, u64),
 }
 
 /// Scope of one session: server, owner (see `sessions::owner_key`), session key.
@@ -50,60 +56,239 @@ pub struct Scope<'a> {
     pub session: &'a str,
 }
 
-fn key(scope: &Scope<'_>, id: &Id) -> String {
-    let mut k =
-        String::with_capacity(scope.server.len() + scope.owner.len() + scope.session.len() + 24);
-    k.push_str(scope.server);
-    k.push('\0');
-    k.push_str(scope.owner);
-    k.push('\0');
-    k.push_str(scope.session);
-    k.push('\0');
-    match id {
-        Id::Num(n) => {
-            k.push('n');
-            k.push_str(&n.to_string());
-        }
-        Id::Str(s) => {
-            k.push('s');
-            k.push_str(s);
+/// An entry's key: a 128-bit SipHash, under a key drawn at start, of the
+/// scope and the id. Fixed in size however long a client makes its ids
+/// (a string id can be as long as a request body), and no string is
+/// built per call. Finding two scopes and ids with one digest needs the
+/// key.
+type Key = u128;
+
+/// Shards of the tables: workers on other cores rarely wait on one
+/// another, and each shard is small enough to stay warm.
+const SHARDS: usize = 16;
+
+/// A table bounded in entries that forgets its least recently used entry
+/// to make room (every new entry is kept: the requests a reply may answer
+/// are the recent ones), and treats an entry idle for longer than `ttl`
+/// as gone.
+struct Bounded<V> {
+    shards: Box<[Mutex<Shard<V>>]>,
+    ttl: Duration,
+    /// Where `Slot::used` counts from.
+    epoch: Instant,
+}
+
+type Shard<V> = lru::LruCache<Key, Slot<V>, BuildHasherDefault<Spread>>;
+
+struct Slot<V> {
+    value: V,
+    /// Seconds from the table's epoch to the entry's last use.
+    used: u32,
+}
+
+/// The keys are keyed digests already: their low bits place them.
+#[derive(Default)]
+struct Spread(u64);
+
+impl Hasher for Spread {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u128` keys are hashed (`write_u128`); any other input is
+        // folded in whole.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
     }
-    k
+
+    fn write_u128(&mut self, k: u128) {
+        self.0 = (k as u64) ^ ((k >> 64) as u64);
+    }
+}
+
+impl<V: Clone> Bounded<V> {
+    fn new(capacity: u64, ttl: Duration) -> Bounded<V> {
+        let per = usize::try_from(capacity.div_ceil(SHARDS as u64))
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let per = NonZeroUsize::new(per).unwrap_or(NonZeroUsize::MIN);
+        Bounded {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(lru::LruCache::with_hasher(per, Default::default())))
+                .collect(),
+            ttl,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn live(&self, slot: &Slot<V>, now: u32) -> bool {
+        u64::from(now.saturating_sub(slot.used)) <= self.ttl.as_secs()
+    }
+
+    fn shard(&self, k: Key) -> std::sync::MutexGuard<'_, Shard<V>> {
+        // The digest's high bits pick the shard; its low bits the bucket.
+        self.shards[(k >> 120) as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live entry at `k`, marked used.
+    fn get(&self, k: Key) -> Option<V> {
+        let now = self.now();
+        let mut shard = self.shard(k);
+        match shard.get_mut(&k) {
+            Some(slot) if self.live(slot, now) => {
+                slot.used = now;
+                return Some(slot.value.clone());
+            }
+            Some(_) => {}
+            None => return None,
+        }
+        shard.pop(&k);
+        None
+    }
+
+    fn put(&self, k: Key, value: V) {
+        let used = self.now();
+        self.shard(k).put(k, Slot { value, used });
+    }
+
+    /// Removes the entry at `k`; whether a live one was there.
+    fn take(&self, k: Key) -> bool {
+        let now = self.now();
+        self.shard(k)
+            .pop(&k)
+            .is_some_and(|slot| self.live(&slot, now))
+    }
+
+    /// `f` on the live entry at `k` (or `None`), which may replace it.
+    fn update<R>(&self, k: Key, f: impl FnOnce(Option<&V>) -> (R, Option<V>)) -> R {
+        let now = self.now();
+        let mut shard = self.shard(k);
+        let held = shard
+            .get(&k)
+            .filter(|slot| self.live(slot, now))
+            .map(|slot| &slot.value);
+        let (r, replace) = f(held);
+        match replace {
+            Some(value) => {
+                shard.put(k, Slot { value, used: now });
+            }
+            None => {
+                if let Some(slot) = shard.get_mut(&k) {
+                    slot.used = now;
+                }
+            }
+        }
+        r
+    }
+
+    fn len(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
+            .sum()
+    }
+
+    /// Drops the entries idle past `ttl` (the least recently used end of
+    /// each shard), so that `len` counts live entries.
+    fn expire(&self) {
+        let now = self.now();
+        for s in self.shards.iter() {
+            let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+            while s.peek_lru().is_some_and(|(_, slot)| !self.live(slot, now)) {
+                s.pop_lru();
+            }
+        }
+    }
+}
+
+/// Feeds a number's decimal form to the hasher without a string.
+struct Digits<'a>(&'a mut SipHasher24);
+
+impl std::fmt::Write for Digits<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.write(s.as_bytes());
+        Ok(())
+    }
 }
 
 impl Ledger {
-    /// Entries remembered now (both caches).
+    /// The digest of a scope and an id: each part length-prefixed, the id
+    /// tagged with its kind (`7` and `"7"` are two ids), a number by its
+    /// JSON text.
+    fn key(&self, scope: &Scope<'_>, id: &Id) -> Key {
+        let mut h = SipHasher24::new_with_keys(self.sip.0, self.sip.1);
+        for part in [scope.server, scope.owner, scope.session] {
+            h.write_usize(part.len());
+            h.write(part.as_bytes());
+        }
+        match id {
+            Id::Num(n) => {
+                h.write_u8(b'n');
+                let _ = write!(Digits(&mut h), "{n}");
+                // No digit, sign, dot or exponent is 0xff: the end is plain.
+                h.write_u8(0xff);
+            }
+            Id::Str(s) => {
+                h.write_u8(b's');
+                h.write_usize(s.len());
+                h.write(s.as_bytes());
+            }
+        }
+        h.finish128().as_u128()
+    }
+
+    /// Entries remembered now (both tables).
     pub fn len(&self) -> u64 {
-        self.asked.entry_count() + self.owed.entry_count()
+        self.asked.len() + self.owed.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Runs the caches' pending evictions, so that `len` is current.
+    /// Drops the entries idle past their time, so that `len` is current.
     pub fn sync(&self) {
-        self.asked.run_pending_tasks();
-        self.owed.run_pending_tasks();
+        self.asked.expire();
+        self.owed.expire();
     }
 
+    /// Two tables of `capacity` entries each; an entry idle for `ttl` is gone.
     pub fn new(capacity: u64, ttl: Duration) -> Ledger {
+        let mut seed = [0u8; 16];
+        let sip = match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
+        {
+            Ok(()) => {
+                let (a, b) = seed.split_at(8);
+                let word = |x: &[u8]| u64::from_le_bytes(x.try_into().unwrap_or([0; 8]));
+                (word(a), word(b))
+            }
+            Err(_) => {
+                // No system randomness (it does not happen on Linux): std's
+                // per-process keys, weaker but not fixed.
+                use std::hash::BuildHasher;
+                tracing::warn!("no system randomness for the reply ledger's key");
+                let r = std::collections::hash_map::RandomState::new();
+                (r.hash_one(1u8), r.hash_one(2u8))
+            }
+        };
         Ledger {
-            asked: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_idle(ttl)
-                .build(),
-            owed: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_idle(ttl)
-                .build(),
+            asked: Bounded::new(capacity, ttl),
+            owed: Bounded::new(capacity, ttl),
+            sip,
         }
     }
 
     /// A client request was forwarded and its reply may come on another exchange.
     pub fn asked(&self, scope: &Scope<'_>, id: &Id, asked: Arc<Asked>) {
-        self.asked.insert(key(scope, id), asked);
+        self.asked.put(self.key(scope, id), asked);
     }
 
     /// Remembers a request of an exchange without a session, where ids are
@@ -112,23 +297,20 @@ impl Ledger {
     /// replayed elsewhere is judged as one to an unknown request (by its
     /// shape), never as the other request's.
     pub fn asked_unclaimed(&self, scope: &Scope<'_>, id: &Id, asked: Arc<Asked>) {
-        let k = key(scope, id);
-        match self.asked.get(&k) {
+        self.asked.update(self.key(scope, id), |held| match held {
             // Two requests under one id: the id answers nothing from now on
             // (until the entry expires), whatever a later request adds.
-            Some(held) if held.method.is_empty() || !held.same_request(&asked) => {
-                self.asked.insert(
-                    k,
-                    Arc::new(Asked {
-                        method: String::new(),
-                        target: None,
-                        args_digest: None,
-                        task: None,
-                    }),
-                );
-            }
-            _ => self.asked.insert(k, asked),
-        }
+            Some(held) if held.method.is_empty() || !held.same_request(&asked) => (
+                (),
+                Some(Arc::new(Asked {
+                    method: String::new(),
+                    target: None,
+                    args_digest: None,
+                    task: None,
+                })),
+            ),
+            _ => ((), Some(asked)),
+        });
     }
 
     /// Claims `id` in the session for a request about to be forwarded. An
@@ -138,37 +320,31 @@ impl Ledger {
     /// replies, replayed on another exchange, would otherwise be judged as
     /// this one's. The same request sent again (a retry) keeps its claim.
     pub fn claim(&self, scope: &Scope<'_>, id: &Id, asked: &Arc<Asked>) -> bool {
-        let entry = self
-            .asked
-            .entry(key(scope, id))
-            .or_insert_with(|| asked.clone());
-        if entry.is_fresh() {
-            return true;
-        }
-        let held = entry.value();
-        let same = held.same_request(asked);
-        if same && **held != **asked {
-            self.asked.insert(entry.key().clone(), asked.clone());
-        }
-        same
+        self.asked.update(self.key(scope, id), |held| match held {
+            None => (true, Some(asked.clone())),
+            Some(held) if held.same_request(asked) => {
+                (true, (**held != **asked).then(|| asked.clone()))
+            }
+            Some(_) => (false, None),
+        })
     }
 
     /// The request a reply on another exchange answers. Kept after the
     /// answer: a replayed stream answers again, and is judged the same way.
     pub fn answered(&self, scope: &Scope<'_>, id: &Id) -> Option<Arc<Asked>> {
         self.asked
-            .get(&key(scope, id))
+            .get(self.key(scope, id))
             .filter(|a| !a.method.is_empty())
     }
 
     /// A server→client request went out to the client.
     pub fn owe(&self, scope: &Scope<'_>, id: &Id) {
-        self.owed.insert(key(scope, id), ());
+        self.owed.put(self.key(scope, id), ());
     }
 
     /// Whether the client may answer server→client request `id`; consumes it.
     pub fn settle(&self, scope: &Scope<'_>, id: &Id) -> bool {
-        self.owed.remove(&key(scope, id)).is_some()
+        self.owed.take(self.key(scope, id))
     }
 }
 
@@ -247,5 +423,124 @@ mod tests {
         assert!(!l.settle(&b, &id));
         assert!(l.settle(&a, &id));
         assert!(!l.settle(&a, &id), "single use");
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    fn call(tool: &str) -> Arc<Asked> {
+        Arc::new(Asked {
+            method: "tools/call".into(),
+            target: Some(tool.into()),
+            args_digest: Some(format!("sha256:{}", "0".repeat(64))),
+            task: None,
+        })
+    }
+
+    const SC: Scope<'static> = Scope {
+        server: "s",
+        owner: "t\0alice",
+        session: "0123456789abcdef",
+    };
+
+    /// A full ledger keeps every new claim and forgets the least recently
+    /// used: a client that sends a new id per call is judged by its own
+    /// requests, never left with claims the table refused to hold.
+    #[test]
+    fn a_full_ledger_keeps_new_claims_and_forgets_the_oldest() {
+        let cap = 64u64;
+        let l = Ledger::new(cap, Duration::from_secs(3600));
+        let n = 10_000u64;
+        for i in 0..n {
+            assert!(l.claim(&SC, &Id::Num(i.into()), &call("echo")));
+            // The newest claim is always there.
+            assert!(l.answered(&SC, &Id::Num(i.into())).is_some(), "claim {i}");
+        }
+        // Bounded: at most the capacity (rounded up to whole shards).
+        assert!(l.len() <= cap + SHARDS as u64, "{} entries", l.len());
+        assert!(l.answered(&SC, &Id::Num(0u64.into())).is_none());
+        // An entry read lately outlives ones written after it (two entries
+        // a shard: it and the newest of its shard).
+        let l = Ledger::new(2 * SHARDS as u64, Duration::from_secs(3600));
+        let keep = Id::Str("keep".into());
+        assert!(l.claim(&SC, &keep, &call("echo")));
+        for i in 0..1000u64 {
+            l.claim(&SC, &Id::Num(i.into()), &call("echo"));
+            assert!(l.answered(&SC, &keep).is_some(), "after {i}");
+        }
+    }
+
+    /// Kinds and scopes never share a key: `7` and `"7"`, and parts that
+    /// would read alike joined (`ab`+`c` and `a`+`bc`).
+    #[test]
+    fn keys_keep_ids_and_scopes_apart() {
+        let l = Ledger::new(1000, Duration::from_secs(3600));
+        let k = |server, owner, session, id: &Id| {
+            l.key(
+                &Scope {
+                    server,
+                    owner,
+                    session,
+                },
+                id,
+            )
+        };
+        let seven = Id::Num(7u64.into());
+        assert_ne!(
+            k("s", "o", "x", &seven),
+            k("s", "o", "x", &Id::Str("7".into()))
+        );
+        assert_ne!(k("ab", "c", "x", &seven), k("a", "bc", "x", &seven));
+        assert_ne!(
+            k("s", "o", "x", &seven),
+            k("s", "o", "x7", &Id::Str(String::new()))
+        );
+        assert_eq!(k("s", "o", "x", &seven), k("s", "o", "x", &seven));
+        // Another ledger (another replica, a restart) draws another key.
+        let other = Ledger::new(1000, Duration::from_secs(3600));
+        assert_ne!(l.key(&SC, &seven), other.key(&SC, &seven));
+    }
+
+    /// An entry idle past its time is gone, and `sync` drops it from the count.
+    #[test]
+    fn idle_entries_expire() {
+        let l = Ledger::new(100, Duration::ZERO);
+        assert!(l.claim(&SC, &Id::Num(1u64.into()), &call("echo")));
+        l.owe(&SC, &Id::Num(2u64.into()));
+        assert_eq!(l.len(), 2);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(l.answered(&SC, &Id::Num(1u64.into())).is_none());
+        assert!(!l.settle(&SC, &Id::Num(2u64.into())));
+        // A claim on an expired id is a fresh one, whatever it was.
+        assert!(l.claim(&SC, &Id::Num(1u64.into()), &call("purge")));
+        l.owe(&SC, &Id::Num(3u64.into()));
+        std::thread::sleep(Duration::from_millis(1100));
+        l.sync();
+        assert_eq!(l.len(), 0);
+    }
+
+    /// An entry's size does not depend on its id: a string id as long as a
+    /// request body is kept as a 16-byte digest. What an entry of a call
+    /// takes stays within what the memory budget counts for it.
+    #[test]
+    fn an_entry_fits_its_share_of_the_budget() {
+        let l = Ledger::new(100, Duration::from_secs(3600));
+        let long = Id::Str("x".repeat(1 << 20));
+        assert!(l.claim(&SC, &long, &call("echo")));
+        assert!(l.answered(&SC, &long).is_some());
+        // The list node (key, slot, two links), the hash table's pointer
+        // and control byte at its 7/8 load, the shared `Asked` with its
+        // counts, and its strings: a 64-byte tool name and the digest.
+        let node = std::mem::size_of::<(Key, Slot<Arc<Asked>>)>() + 2 * 8;
+        let table = (8 + 1) * 8 / 7 + 1;
+        let asked = 16 + std::mem::size_of::<Asked>() + "tools/call".len() + 64 + 71;
+        let entry = node + table + asked;
+        let counted = warden_config::model::Table::Ledger.entry_bytes() as usize;
+        assert!(
+            entry <= counted,
+            "an entry takes {entry} bytes, the budget counts {counted}"
+        );
     }
 }

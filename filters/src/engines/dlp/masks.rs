@@ -194,6 +194,58 @@ pub(super) fn mixed(alpha: u64, digit: u64, prev_alpha: u64, prev_digit: u64) ->
         | (pairs & near(alpha, prev_alpha))
 }
 
+/// Bytes a run of groups may hold (see `grouped`): group bytes (letters,
+/// digits, `+/=`), separators (`:,.-_|;`, spaces and line breaks, the
+/// backslash of an escape) and, as they may read as either once
+/// normalised, bytes outside ASCII. Any other byte (`"`, a bracket, `{`)
+/// ends a run: no run reaches across it.
+pub(super) fn joinable(c: &[u8; 72]) -> u64 {
+    let [j] = lanes(c, |x| {
+        [range(x | V::splat(0x20), b'a', b'z')
+            | range(x, b'0', b'9')
+            | range(x, b'+', b'/')
+            | range(x, b':', b';')
+            | eq(x, b'=')
+            | eq(x, b'_')
+            | eq(x, b'|')
+            | eq(x, b'\\')
+            | eq(x, b' ')
+            | range(x, 0x09, 0x0D)
+            | at_or_above(x, 0x80)]
+    });
+    j
+}
+
+/// [`mixed`] where the letter and the digits are joined by bytes of
+/// `pass` only (see [`joinable`]): a number after a key (`"id":12345`)
+/// is no part of a run with it. The previous block's bytes all pass.
+#[inline(always)]
+pub(super) fn mixed_through(
+    alpha: u64,
+    digit: u64,
+    prev_alpha: u64,
+    prev_digit: u64,
+    pass: u64,
+) -> u64 {
+    let pairs = digit & (digit >> 1);
+    let prev_pairs = prev_digit & ((prev_digit >> 1) | (digit & 1) << 63);
+    (alpha & (digit << 1 | digit >> 1))
+        | (alpha & near_through(pairs, prev_pairs, pass))
+        | (pairs & near_through(alpha, prev_alpha, pass))
+}
+
+/// [`near`] through bytes of `pass` only: what lies up to seven bytes
+/// after a byte of `x` with no byte outside `pass` between.
+#[inline(always)]
+fn near_through(x: u64, prev: u64, pass: u64) -> u64 {
+    let pass = ((pass as u128) << 64) | u128::from(u64::MAX);
+    let mut w = ((x as u128) << 64) | prev as u128;
+    for _ in 0..7 {
+        w |= (w << 1) & pass;
+    }
+    (w >> 64) as u64
+}
+
 /// The bits of `x` (a block's mask; `prev`, the block's before) and the
 /// seven after each: what lies up to seven bytes after a byte of `x`.
 #[inline(always)]

@@ -22,7 +22,8 @@
 //! are reported too (their strings have a normalised view to scan).
 
 use super::masks::{
-    at_least, backslashes, has_run, masks, mixed, periodic, separators, spaced_chain, span_mask,
+    at_least, backslashes, has_run, joinable, masks, mixed, mixed_through, periodic, separators,
+    spaced_chain, span_mask,
 };
 use super::spec::{After, Special, Trigger};
 
@@ -460,7 +461,13 @@ impl Prefilter {
             }
             if !grouped {
                 // In the window of this block and the last (see `mixed`).
-                let mixed = mixed(m.alpha, m.digit, prev_alpha, prev_digit);
+                let mut mixed = mixed(m.alpha, m.digit, prev_alpha, prev_digit);
+                if mixed != 0 {
+                    // Only where no quote or bracket parts them: the
+                    // message's `"id":12345` is no run.
+                    let pass = joinable(block) | esc;
+                    mixed = mixed_through(m.alpha, m.digit, prev_alpha, prev_digit, pass);
+                }
                 if mixed | prev_mixed != 0 {
                     grouped = periodic(((cont as u128) << 64) | prev_cont as u128);
                 }

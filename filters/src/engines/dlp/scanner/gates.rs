@@ -235,6 +235,45 @@ fn prose_keeps_the_gates_shut() {
     }
 }
 
+/// A client sends a new id with every request, and a reply carries it:
+/// the digits after `"id":` sit near the letters of `id`, but a quote
+/// parts them, so they are no run, and the messages of the benchmark's
+/// call show no sign of groups at any id (each such sign costs a scalar
+/// look over the whole message).
+#[test]
+fn request_ids_are_no_sign_of_groups() {
+    let s = scanner();
+    let text = "deploy the service to eu-west-1 with 3 replicas ".repeat(20);
+    for id in [1u64, 12, 345, 67_890, 1_234_567, 9_007_199_254_740_991] {
+        for pad in 0..70 {
+            let t = format!("{}{text}", "w".repeat(pad));
+            let messages = [
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{t}"}}}}}}"#
+                ),
+                format!(
+                    r#"{{"jsonrpc": "2.0", "id": {id}, "result": {{"content": [{{"type": "text", "text": "{t}"}}]}}}}"#
+                ),
+                format!(r#"{{"jsonrpc":"2.0","id":"req-{id}","result":{{}}}}"#),
+            ];
+            for m in messages {
+                let mut c = Vec::new();
+                let seen = s.candidates(m.as_bytes(), &mut c);
+                assert!(!seen.grouped, "{m}");
+            }
+        }
+    }
+    // A run of groups beside the id is still seen, through escapes too.
+    for m in [
+        r#"{"id":12345,"t":"AKIA 2345 6723 4567 QRST"}"#,
+        r#"{"id":12345,"t":"AKIA\n2345\n6723\n4567\nQRST"}"#,
+        r#"{"id":12345,"t":"AKIA\"2345\"6723\"4567\"QRST"}"#,
+    ] {
+        let mut c = Vec::new();
+        assert!(s.candidates(m.as_bytes(), &mut c).grouped, "{m}");
+    }
+}
+
 /// Text in groups (see `grouped`): a key in blocks, hex dumps in three
 /// spellings, base64 in short lines and in groups set apart by spaces.
 fn grouped_texts() -> Vec<String> {
