@@ -27,11 +27,11 @@
 # initialized) and every call carries its id, as e2e.py's calls do; without
 # it the calls are sessionless, which skips the session table and the reply
 # ledger (about 6 µs less per 1 KB call, s34).
-# AB_IDS=1: every call carries a new JSON-RPC id (a counter in wrk's Lua),
-# as real clients send; without it every call reuses id 1, which in a
-# session lets the reply ledger find the id it already holds. A variant
-# whose SECTION list names `+ids` gets new ids on its own, so the two are
-# compared on one binary in one run.
+# Every call carries a new JSON-RPC id (a counter in wrk's Lua), as real
+# clients send. AB_IDS=0 reuses id 1 on every call, as runs before session
+# 36 did (in a session the reply ledger then finds the id it already holds);
+# a variant whose SECTION list names `+ids` still gets new ids, so the two
+# are compared on one binary in one run.
 # AB_FILLER="...": the prose the text repeats (e2e.py's is "deploy the
 # billing service to eu-west-1 with three replicas and a canary; ").
 #
@@ -130,7 +130,7 @@ PY
   fi
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
   LUA[$name]="$TMP/post.lua"; sess=()
-  ids="${AB_IDS:-}"; case ",${spec#*:}," in *,+ids,*) [ "$spec" != "${spec#*:}" ] && ids=1 ;; esac
+  ids="${AB_IDS:-1}"; [ "$ids" = 0 ] && ids=""; case ",${spec#*:}," in *,+ids,*) [ "$spec" != "${spec#*:}" ] && ids=1 ;; esac
   if [ -n "${AB_SESSION:-}" ]; then
     # An MCP session first, as e2e.py opens one: its id goes with each call.
     sid="$(curl -s -D - -o /dev/null -X POST -H 'content-type: application/json' \
