@@ -10,9 +10,7 @@
 //! the server→client requests the gateway let through, which are the only
 //! client responses it accepts. Entries are bounded in number and expire.
 
-use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,6 +71,9 @@ const SHARDS: usize = 16;
 /// as gone.
 struct Bounded<V> {
     shards: Box<[Mutex<Shard<V>>]>,
+    /// Entries a shard holds at most (its maps grow to it, none is
+    /// reserved up front).
+    per: usize,
     ttl: Duration,
     /// Where `Slot::used` counts from.
     epoch: Instant,
@@ -113,11 +114,11 @@ impl<V: Clone> Bounded<V> {
         let per = usize::try_from(capacity.div_ceil(SHARDS as u64))
             .unwrap_or(usize::MAX)
             .max(1);
-        let per = NonZeroUsize::new(per).unwrap_or(NonZeroUsize::MIN);
         Bounded {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(lru::LruCache::with_hasher(per, Default::default())))
+                .map(|_| Mutex::new(lru::LruCache::unbounded_with_hasher(Default::default())))
                 .collect(),
+            per,
             ttl,
             epoch: Instant::now(),
         }
@@ -156,7 +157,17 @@ impl<V: Clone> Bounded<V> {
 
     fn put(&self, k: Key, value: V) {
         let used = self.now();
-        self.shard(k).put(k, Slot { value, used });
+        let mut shard = self.shard(k);
+        self.insert(&mut shard, k, Slot { value, used });
+    }
+
+    /// Puts `slot` at `k`, first forgetting the least recently used entry
+    /// when the shard is full and `k` is new.
+    fn insert(&self, shard: &mut Shard<V>, k: Key, slot: Slot<V>) {
+        if shard.len() >= self.per && !shard.contains(&k) {
+            shard.pop_lru();
+        }
+        shard.put(k, slot);
     }
 
     /// Removes the entry at `k`; whether a live one was there.
@@ -177,14 +188,16 @@ impl<V: Clone> Bounded<V> {
             .map(|slot| &slot.value);
         let (r, replace) = f(held);
         match replace {
-            Some(value) => {
-                shard.put(k, Slot { value, used: now });
-            }
-            None => {
-                if let Some(slot) = shard.get_mut(&k) {
-                    slot.used = now;
+            Some(value) => self.insert(&mut shard, k, Slot { value, used: now }),
+            // Kept as it is: marked used if live, forgotten if not (never
+            // brought back to life).
+            None => match shard.get_mut(&k) {
+                Some(slot) if self.live(slot, now) => slot.used = now,
+                Some(_) => {
+                    shard.pop(&k);
                 }
-            }
+                None => {}
+            },
         }
         r
     }
@@ -209,34 +222,79 @@ impl<V: Clone> Bounded<V> {
     }
 }
 
-/// Feeds a number's decimal form to the hasher without a string.
-struct Digits<'a>(&'a mut SipHasher24);
+/// How peers may read an id (see `Id::read_as_number`).
+enum Reading<'a> {
+    /// As this number (`-0` read as `0`).
+    Number(f64),
+    /// As some number this reading does not settle.
+    Unsettled,
+    /// As text only.
+    Text(&'a str),
+}
 
-impl std::fmt::Write for Digits<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.write(s.as_bytes());
-        Ok(())
+fn reading(id: &Id) -> Reading<'_> {
+    let settled = |v: f64| Reading::Number(if v == 0.0 { 0.0 } else { v });
+    match id {
+        Id::Num(n) => n.as_f64().map_or(Reading::Unsettled, settled),
+        Id::Str(s) if id.read_as_number() => number_text(s).map_or(Reading::Unsettled, settled),
+        Id::Str(s) => Reading::Text(s),
     }
+}
+
+/// The number JavaScript's `Number(s)` reads in `s` (blank is 0; `0x`,
+/// `0o`, `0b` integers), or Python's `int(s)` with `_` between digits.
+fn number_text(s: &str) -> Option<f64> {
+    let t = s.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    if t.is_empty() {
+        return Some(0.0);
+    }
+    let (neg, body) = match t.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let radix = match body.get(..2).map(str::to_ascii_lowercase).as_deref() {
+        Some("0x") => Some(16),
+        Some("0o") => Some(8),
+        Some("0b") => Some(2),
+        _ => None,
+    };
+    let v = match radix {
+        Some(r) => {
+            u64::from_str_radix(&body[2..], r)
+                .ok()
+                .map(|v| if neg { -(v as f64) } else { v as f64 })
+        }
+        None => t
+            .parse::<f64>()
+            .ok()
+            .or_else(|| t.replace('_', "").parse::<i64>().ok().map(|v| v as f64)),
+    }?;
+    v.is_finite().then_some(v)
 }
 
 impl Ledger {
     /// The digest of a scope and an id: each part length-prefixed, the id
-    /// tagged with its kind (`7` and `"7"` are two ids), a number by its
-    /// JSON text.
+    /// as a peer may read it. Ids peers read as one number are one key
+    /// (`7`, `7.0`, `7e0`, `"7"`, `" 7"`, `"0x7"`: the TypeScript SDK
+    /// correlates a reply by `Number(id)`, the Python SDK compares `7 ==
+    /// 7.0`, a JavaScript server echoes `7.0` as `7`), so a session cannot
+    /// hold two requests under ids a reply answers alike: the second is
+    /// refused as a reused id.
     fn key(&self, scope: &Scope<'_>, id: &Id) -> Key {
         let mut h = SipHasher24::new_with_keys(self.sip.0, self.sip.1);
         for part in [scope.server, scope.owner, scope.session] {
             h.write_usize(part.len());
             h.write(part.as_bytes());
         }
-        match id {
-            Id::Num(n) => {
+        match reading(id) {
+            Reading::Number(v) => {
                 h.write_u8(b'n');
-                let _ = write!(Digits(&mut h), "{n}");
-                // No digit, sign, dot or exponent is 0xff: the end is plain.
-                h.write_u8(0xff);
+                h.write_u64(v.to_bits());
             }
-            Id::Str(s) => {
+            // Number-like text no reading here settles (`"7_0"`, `"٧"`):
+            // all such ids of a session are one key.
+            Reading::Unsettled => h.write_u8(b'u'),
+            Reading::Text(s) => {
                 h.write_u8(b's');
                 h.write_usize(s.len());
                 h.write(s.as_bytes());
@@ -404,7 +462,14 @@ mod tests {
             Some("tools/list")
         );
         assert!(l.answered(&b, &id).is_none());
-        assert!(l.answered(&a, &Id::Str("7".into())).is_none());
+        // A client reads `"7"` as 7: it answers as 7 does.
+        assert_eq!(
+            l.answered(&a, &Id::Str("7".into()))
+                .map(|x| x.method.clone())
+                .as_deref(),
+            Some("tools/list")
+        );
+        assert!(l.answered(&a, &Id::Str("s7".into())).is_none());
         let call = |tool: &str| asked("tools/call", Some(tool));
         let ping = asked("ping", None);
         let c = Id::Num(8.into());
@@ -472,8 +537,8 @@ mod bound_tests {
         }
     }
 
-    /// Kinds and scopes never share a key: `7` and `"7"`, and parts that
-    /// would read alike joined (`ab`+`c` and `a`+`bc`).
+    /// Scopes never share a key, even parts that would read alike joined
+    /// (`ab`+`c` and `a`+`bc`), nor ids no peer reads alike.
     #[test]
     fn keys_keep_ids_and_scopes_apart() {
         let l = Ledger::new(1000, Duration::from_secs(3600));
@@ -490,7 +555,11 @@ mod bound_tests {
         let seven = Id::Num(7u64.into());
         assert_ne!(
             k("s", "o", "x", &seven),
-            k("s", "o", "x", &Id::Str("7".into()))
+            k("s", "o", "x", &Id::Str("s7".into()))
+        );
+        assert_ne!(
+            k("s", "o", "x", &seven),
+            k("s", "o", "x", &Id::Num(8u64.into()))
         );
         assert_ne!(k("ab", "c", "x", &seven), k("a", "bc", "x", &seven));
         assert_ne!(
@@ -542,5 +611,71 @@ mod bound_tests {
             entry <= counted,
             "an entry takes {entry} bytes, the budget counts {counted}"
         );
+    }
+
+    /// Review: a client claimed `1` for a call and `1.0` for `tools/list`
+    /// in one session; a JavaScript server answers the list as id `1`,
+    /// which the ledger then judged as the call's reply (no list
+    /// filtering). Ids a peer reads as one number are one claim.
+    #[test]
+    fn ids_peers_read_alike_are_one_claim() {
+        let l = Ledger::new(1000, Duration::from_secs(3600));
+        let num = |v: serde_json::Value| match v {
+            serde_json::Value::Number(n) => Id::Num(n),
+            _ => unreachable!(),
+        };
+        let list = Arc::new(Asked {
+            method: "tools/list".into(),
+            target: None,
+            args_digest: None,
+            task: None,
+        });
+        assert!(l.claim(&SC, &num(serde_json::json!(1)), &call("echo")));
+        for other in [
+            num(serde_json::json!(1.0)),
+            num(serde_json::json!(1e0)),
+            Id::Str("1".into()),
+            Id::Str(" 1 ".into()),
+            Id::Str("+1".into()),
+            Id::Str("1.0".into()),
+            Id::Str("0x1".into()),
+            Id::Str("0b1".into()),
+        ] {
+            assert!(!l.claim(&SC, &other, &list), "{other}");
+            assert_eq!(
+                l.answered(&SC, &other)
+                    .and_then(|a| a.target.clone())
+                    .as_deref(),
+                Some("echo"),
+                "{other}"
+            );
+        }
+        // Zero and minus zero, blank text; negative numbers stay apart.
+        assert!(l.claim(&SC, &num(serde_json::json!(0)), &call("echo")));
+        assert!(!l.claim(&SC, &num(serde_json::json!(-0.0)), &list));
+        assert!(!l.claim(&SC, &Id::Str(String::new()), &list));
+        assert!(l.claim(&SC, &num(serde_json::json!(-1)), &list));
+        assert!(!l.claim(&SC, &Id::Str("-1".into()), &call("echo")));
+        assert!(!l.claim(&SC, &Id::Str("-0x1".into()), &call("echo")));
+        // Integers past 2^53 that JavaScript reads as one number.
+        assert!(l.claim(
+            &SC,
+            &num(serde_json::json!(9_007_199_254_740_992u64)),
+            &list
+        ));
+        assert!(!l.claim(
+            &SC,
+            &num(serde_json::json!(9_007_199_254_740_993u64)),
+            &call("echo")
+        ));
+        // Text no peer reads as a number is its own id.
+        assert!(l.claim(&SC, &Id::Str("req-1".into()), &list));
+        // Number-like text this reading cannot settle is one id.
+        assert!(l.claim(&SC, &Id::Str("\u{0667}".into()), &list));
+        assert!(!l.claim(&SC, &Id::Str("\u{0668}".into()), &call("echo")));
+        // A server's request `5` answered as `5.0` is settled once.
+        l.owe(&SC, &num(serde_json::json!(5)));
+        assert!(l.settle(&SC, &num(serde_json::json!(5.0))));
+        assert!(!l.settle(&SC, &num(serde_json::json!(5))));
     }
 }

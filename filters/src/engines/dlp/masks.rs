@@ -180,20 +180,6 @@ pub(super) fn periodic(cont: u128) -> bool {
     false
 }
 
-/// Where groups are looked for (see [`periodic`]): letters touching a
-/// digit, and letters up to seven bytes from two digits in a row (`AKIA
-/// 2345`) either way, in a block (`alpha`, `digit`) after the block
-/// `prev_alpha`, `prev_digit`. Prose with single digits (`eu-west-1 with
-/// 3 replicas`) has none.
-#[inline(always)]
-pub(super) fn mixed(alpha: u64, digit: u64, prev_alpha: u64, prev_digit: u64) -> u64 {
-    let pairs = digit & (digit >> 1);
-    let prev_pairs = prev_digit & ((prev_digit >> 1) | (digit & 1) << 63);
-    (alpha & (digit << 1 | digit >> 1))
-        | (alpha & near(pairs, prev_pairs))
-        | (pairs & near(alpha, prev_alpha))
-}
-
 /// Bytes a run of groups may hold (see `grouped`): group bytes (letters,
 /// digits, `+/=`), separators (`:,.-_|;`, spaces and line breaks, the
 /// backslash of an escape) and, as they may read as either once
@@ -216,9 +202,14 @@ pub(super) fn joinable(c: &[u8; 72]) -> u64 {
     j
 }
 
-/// [`mixed`] where the letter and the digits are joined by bytes of
-/// `pass` only (see [`joinable`]): a number after a key (`"id":12345`)
-/// is no part of a run with it. The previous block's bytes all pass.
+/// Where groups are looked for (see [`periodic`]): letters touching a
+/// digit, and letters up to seven bytes from two digits in a row (`AKIA
+/// 2345`) either way, with only bytes of `pass` between (see
+/// [`joinable`]: a number after a key, `"id":12345`, is no part of a run
+/// with it), in a block (`alpha`, `digit`) after the block `prev_alpha`,
+/// `prev_digit`, whose bytes all pass. Prose with single digits
+/// (`eu-west-1 with 3 replicas`) has none; a run whose last group is one
+/// digit is [`lone_tail`]'s.
 #[inline(always)]
 pub(super) fn mixed_through(
     alpha: u64,
@@ -234,6 +225,63 @@ pub(super) fn mixed_through(
         | (pairs & near_through(alpha, prev_alpha, pass))
 }
 
+/// Group bytes (see `grouped`): letters, digits and `+/=`.
+pub(super) fn group_bytes(c: &[u8; 72]) -> u64 {
+    let [g] = lanes(c, |x| {
+        [range(x | V::splat(0x20), b'a', b'z')
+            | range(x, b'0', b'9')
+            | eq(x, b'+')
+            | eq(x, b'/')
+            | eq(x, b'=')]
+    });
+    g
+}
+
+/// Whether a digit at bit `q` of `groups` (group bytes of two blocks, the
+/// earlier in the low bits; `q` in the later) may end a run whose last
+/// group is that one digit (`AI za Sy … Ef 5`): before it, past a gap of
+/// one to six bytes, a group of two or more bytes, and before that, past
+/// another such gap, a group as long. Such a run may hold no letter next
+/// to a digit but across its last gap, and no two digits in a row for
+/// [`mixed_through`] to see. Where the window ends first it may, unless
+/// the text starts there (`whole`).
+pub(super) fn lone_tail(groups: u128, q: u32, whole: bool) -> bool {
+    let bit = |i: i64| i >= 0 && groups >> i & 1 == 1;
+    let mut i = i64::from(q) - 1;
+    // A gap, then a group's length; `None` where the window ends first.
+    let step = |i: &mut i64| -> Option<Option<i64>> {
+        let mut gap = 0;
+        while *i >= 0 && !bit(*i) {
+            gap += 1;
+            *i -= 1;
+        }
+        if *i < 0 {
+            return whole.then_some(None);
+        }
+        if !(1..=6).contains(&gap) {
+            return Some(None);
+        }
+        let end = *i;
+        while *i >= 0 && bit(*i) {
+            *i -= 1;
+        }
+        if *i < 0 && !whole {
+            return None;
+        }
+        Some(Some(end - *i))
+    };
+    let last = match step(&mut i) {
+        None => return true,
+        Some(None) => return false,
+        Some(Some(n)) if n < 2 => return false,
+        Some(Some(n)) => n,
+    };
+    match step(&mut i) {
+        None => true,
+        Some(before) => before == Some(last),
+    }
+}
+
 /// [`near`] through bytes of `pass` only: what lies up to seven bytes
 /// after a byte of `x` with no byte outside `pass` between.
 #[inline(always)]
@@ -244,14 +292,4 @@ fn near_through(x: u64, prev: u64, pass: u64) -> u64 {
         w |= (w << 1) & pass;
     }
     (w >> 64) as u64
-}
-
-/// The bits of `x` (a block's mask; `prev`, the block's before) and the
-/// seven after each: what lies up to seven bytes after a byte of `x`.
-#[inline(always)]
-pub(super) fn near(x: u64, prev: u64) -> u64 {
-    let w = ((x as u128) << 64) | prev as u128;
-    let a = w | (w << 1);
-    let b = a | (a << 2);
-    ((b | (b << 4)) >> 64) as u64
 }

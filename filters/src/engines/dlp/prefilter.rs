@@ -22,8 +22,8 @@
 //! are reported too (their strings have a normalised view to scan).
 
 use super::masks::{
-    at_least, backslashes, has_run, joinable, masks, mixed, mixed_through, periodic, separators,
-    spaced_chain, span_mask,
+    at_least, backslashes, group_bytes, has_run, joinable, lone_tail, masks, mixed_through,
+    periodic, separators, spaced_chain, span_mask,
 };
 use super::spec::{After, Special, Trigger};
 
@@ -252,6 +252,15 @@ struct Carry {
     run: Run,
 }
 
+/// The block of `hay` at `off` with its look-ahead, padded past the end
+/// with a byte no mask selects.
+fn padded(hay: &[u8], off: usize) -> [u8; 72] {
+    let mut b = [1u8; 72];
+    let n = hay.len().saturating_sub(off).min(72);
+    b[..n].copy_from_slice(&hay[off..off + n]);
+    b
+}
+
 impl Prefilter {
     pub(crate) fn new() -> Prefilter {
         Prefilter {
@@ -415,6 +424,7 @@ impl Prefilter {
         let mut grouped = false;
         let (mut prev_cont, mut prev_mixed) = (0u64, 0u64);
         let (mut prev_alpha, mut prev_digit) = (0u64, 0u64);
+        let mut prev_esc = 0u64;
         // One block and a few bytes of look-ahead for word keys; the tail is
         // padded with a byte no mask selects.
         let mut tail;
@@ -460,18 +470,36 @@ impl Prefilter {
                 spaced = spaced_chain(single);
             }
             if !grouped {
-                // In the window of this block and the last (see `mixed`).
-                let mut mixed = mixed(m.alpha, m.digit, prev_alpha, prev_digit);
-                if mixed != 0 {
-                    // Only where no quote or bracket parts them: the
-                    // message's `"id":12345` is no run.
+                // In the window of this block and the last (see
+                // `mixed_through` and `lone_tail`): letters and digits with
+                // no quote or bracket between (the message's `"id":12345`
+                // is no run), or a run ending in one digit.
+                let mixed = if (m.digit | prev_digit) != 0 && (m.alpha | prev_alpha) != 0 {
                     let pass = joinable(block) | esc;
-                    mixed = mixed_through(m.alpha, m.digit, prev_alpha, prev_digit, pass);
-                }
+                    mixed_through(m.alpha, m.digit, prev_alpha, prev_digit, pass)
+                } else {
+                    0
+                };
                 if mixed | prev_mixed != 0 {
                     grouped = periodic(((cont as u128) << 64) | prev_cont as u128);
                 }
+                // Digits alone between letters and digits (few in prose).
+                let lone = m.digit & !(cont << 1) & !(cont >> 1);
+                if !grouped && lone != 0 {
+                    let prev = if off >= 64 {
+                        group_bytes(&padded(hay, off - 64)) & !prev_esc
+                    } else {
+                        0
+                    };
+                    let groups = ((group_bytes(block) & !esc) as u128) << 64 | prev as u128;
+                    let mut l = lone & !(groups >> 65) as u64 & !(groups >> 63) as u64;
+                    while l != 0 && !grouped {
+                        grouped = lone_tail(groups, 64 + l.trailing_zeros(), off < 64);
+                        l &= l - 1;
+                    }
+                }
                 prev_mixed = mixed;
+                prev_esc = esc;
                 prev_cont = cont;
                 (prev_alpha, prev_digit) = (m.alpha, m.digit);
             }
