@@ -389,7 +389,13 @@ impl Ledger {
 
     /// The request a reply on another exchange answers. Kept after the
     /// answer: a replayed stream answers again, and is judged the same way.
+    /// A reply whose id a peer reads as a number it does not spell (`"7"`,
+    /// `7.0`) answers nothing here: the reply path drops it rather than
+    /// judge it as the request the client may take it for.
     pub fn answered(&self, scope: &Scope<'_>, id: &Id) -> Option<Arc<Asked>> {
+        if id.read_as_number() {
+            return None;
+        }
         self.asked
             .get(self.key(scope, id))
             .filter(|a| !a.method.is_empty())
@@ -402,7 +408,8 @@ impl Ledger {
 
     /// Whether the client may answer server→client request `id`; consumes it.
     pub fn settle(&self, scope: &Scope<'_>, id: &Id) -> bool {
-        self.owed.take(self.key(scope, id))
+        // Only the id as the server sent it (see `answered`).
+        !id.read_as_number() && self.owed.take(self.key(scope, id))
     }
 }
 
@@ -462,13 +469,8 @@ mod tests {
             Some("tools/list")
         );
         assert!(l.answered(&b, &id).is_none());
-        // A client reads `"7"` as 7: it answers as 7 does.
-        assert_eq!(
-            l.answered(&a, &Id::Str("7".into()))
-                .map(|x| x.method.clone())
-                .as_deref(),
-            Some("tools/list")
-        );
+        // A reply in a disguised id answers nothing (the reply path drops it).
+        assert!(l.answered(&a, &Id::Str("7".into())).is_none());
         assert!(l.answered(&a, &Id::Str("s7".into())).is_none());
         let call = |tool: &str| asked("tools/call", Some(tool));
         let ping = asked("ping", None);
@@ -613,10 +615,10 @@ mod bound_tests {
         );
     }
 
-    /// Review: a client claimed `1` for a call and `1.0` for `tools/list`
-    /// in one session; a JavaScript server answers the list as id `1`,
-    /// which the ledger then judged as the call's reply (no list
-    /// filtering). Ids a peer reads as one number are one claim.
+    /// Review: a client claimed `1` for a call and `"1"` (or `1.0`) for
+    /// `tools/list` in one session; a reply a peer reads as `1` answers
+    /// both to it. Ids a peer reads as one number are one claim, and a
+    /// reply in a spelling other than the plain one answers nothing.
     #[test]
     fn ids_peers_read_alike_are_one_claim() {
         let l = Ledger::new(1000, Duration::from_secs(3600));
@@ -642,13 +644,9 @@ mod bound_tests {
             Id::Str("0b1".into()),
         ] {
             assert!(!l.claim(&SC, &other, &list), "{other}");
-            assert_eq!(
-                l.answered(&SC, &other)
-                    .and_then(|a| a.target.clone())
-                    .as_deref(),
-                Some("echo"),
-                "{other}"
-            );
+            // The call's claim is untouched, and a reply in the other
+            // spelling is matched to nothing (the reply path drops it).
+            assert!(l.answered(&SC, &other).is_none(), "{other}");
         }
         // Zero and minus zero, blank text; negative numbers stay apart.
         assert!(l.claim(&SC, &num(serde_json::json!(0)), &call("echo")));
@@ -673,9 +671,17 @@ mod bound_tests {
         // Number-like text this reading cannot settle is one id.
         assert!(l.claim(&SC, &Id::Str("\u{0667}".into()), &list));
         assert!(!l.claim(&SC, &Id::Str("\u{0668}".into()), &call("echo")));
-        // A server's request `5` answered as `5.0` is settled once.
+        assert_eq!(
+            l.answered(&SC, &num(serde_json::json!(1)))
+                .and_then(|a| a.target.clone())
+                .as_deref(),
+            Some("echo")
+        );
+        // A server's request `5` is settled by `5` only, once.
         l.owe(&SC, &num(serde_json::json!(5)));
-        assert!(l.settle(&SC, &num(serde_json::json!(5.0))));
+        assert!(!l.settle(&SC, &num(serde_json::json!(5.0))));
+        assert!(!l.settle(&SC, &Id::Str("5".into())));
+        assert!(l.settle(&SC, &num(serde_json::json!(5))));
         assert!(!l.settle(&SC, &num(serde_json::json!(5))));
     }
 }
