@@ -225,15 +225,9 @@ pub(super) fn mixed_through(
         | (pairs & near_through(alpha, prev_alpha, pass))
 }
 
-/// Group bytes (see `grouped`): letters, digits and `+/=`.
-pub(super) fn group_bytes(c: &[u8; 72]) -> u64 {
-    let [g] = lanes(c, |x| {
-        [range(x | V::splat(0x20), b'a', b'z')
-            | range(x, b'0', b'9')
-            | eq(x, b'+')
-            | eq(x, b'/')
-            | eq(x, b'=')]
-    });
+/// The group bytes (see `grouped`) besides letters and digits: `+/=`.
+pub(super) fn group_extras(c: &[u8; 72]) -> u64 {
+    let [g] = lanes(c, |x| [eq(x, b'+') | eq(x, b'/') | eq(x, b'=')]);
     g
 }
 
@@ -244,41 +238,35 @@ pub(super) fn group_bytes(c: &[u8; 72]) -> u64 {
 /// another such gap, a group as long. Such a run may hold no letter next
 /// to a digit but across its last gap, and no two digits in a row for
 /// [`mixed_through`] to see. Where the window ends first it may, unless
-/// the text starts there (`whole`).
+/// the text starts there (`whole`). A few bit scans, whatever the text.
 pub(super) fn lone_tail(groups: u128, q: u32, whole: bool) -> bool {
-    let bit = |i: i64| i >= 0 && groups >> i & 1 == 1;
-    let mut i = i64::from(q) - 1;
-    // A gap, then a group's length; `None` where the window ends first.
-    let step = |i: &mut i64| -> Option<Option<i64>> {
-        let mut gap = 0;
-        while *i >= 0 && !bit(*i) {
-            gap += 1;
-            *i -= 1;
-        }
-        if *i < 0 {
-            return whole.then_some(None);
-        }
-        if !(1..=6).contains(&gap) {
-            return Some(None);
-        }
-        let end = *i;
-        while *i >= 0 && bit(*i) {
-            *i -= 1;
-        }
-        if *i < 0 && !whole {
-            return None;
-        }
-        Some(Some(end - *i))
+    // The highest set bit of `x` below bit `at`.
+    let top_below = |x: u128, at: u32| -> Option<u32> {
+        let m = x & ((1u128 << at) - 1);
+        (m != 0).then(|| 127 - m.leading_zeros())
     };
-    let last = match step(&mut i) {
-        None => return true,
-        Some(None) => return false,
-        Some(Some(n)) if n < 2 => return false,
-        Some(Some(n)) => n,
+    // The group before bit `at` past a gap of one to six bytes, as
+    // `(start, length)`: `Err(true)` where the window ends first (it
+    // may), `Err(false)` where there is none.
+    let before = |at: u32| -> Result<(u32, u32), bool> {
+        let end = top_below(groups, at).ok_or(!whole)?;
+        if !(1..=6).contains(&(at - 1 - end)) {
+            return Err(false);
+        }
+        let start = match top_below(!groups, end) {
+            Some(z) => z + 1,
+            None if whole => 0,
+            None => return Err(true),
+        };
+        Ok((start, end - start + 1))
     };
-    match step(&mut i) {
-        None => true,
-        Some(before) => before == Some(last),
+    match before(q) {
+        Ok((start, len)) if len >= 2 => match before(start) {
+            Ok((_, prev)) => prev == len,
+            Err(may) => may,
+        },
+        Ok(_) => false,
+        Err(may) => may,
     }
 }
 

@@ -22,7 +22,7 @@
 //! are reported too (their strings have a normalised view to scan).
 
 use super::masks::{
-    at_least, backslashes, group_bytes, has_run, joinable, lone_tail, masks, mixed_through,
+    at_least, backslashes, group_extras, has_run, joinable, lone_tail, masks, mixed_through,
     periodic, separators, spaced_chain, span_mask,
 };
 use super::spec::{After, Special, Trigger};
@@ -252,15 +252,6 @@ struct Carry {
     run: Run,
 }
 
-/// The block of `hay` at `off` with its look-ahead, padded past the end
-/// with a byte no mask selects.
-fn padded(hay: &[u8], off: usize) -> [u8; 72] {
-    let mut b = [1u8; 72];
-    let n = hay.len().saturating_sub(off).min(72);
-    b[..n].copy_from_slice(&hay[off..off + n]);
-    b
-}
-
 impl Prefilter {
     pub(crate) fn new() -> Prefilter {
         Prefilter {
@@ -424,7 +415,7 @@ impl Prefilter {
         let mut grouped = false;
         let (mut prev_cont, mut prev_mixed) = (0u64, 0u64);
         let (mut prev_alpha, mut prev_digit) = (0u64, 0u64);
-        let mut prev_esc = 0u64;
+        let mut prev_gb = 0u64;
         // One block and a few bytes of look-ahead for word keys; the tail is
         // padded with a byte no mask selects.
         let mut tail;
@@ -483,23 +474,19 @@ impl Prefilter {
                 if mixed | prev_mixed != 0 {
                     grouped = periodic(((cont as u128) << 64) | prev_cont as u128);
                 }
-                // Digits alone between letters and digits (few in prose).
-                let lone = m.digit & !(cont << 1) & !(cont >> 1);
+                // A digit standing alone among group bytes.
+                let gb = cont | (group_extras(block) & !esc);
+                let lone = m.digit & !(gb << 1 | prev_gb >> 63) & !(gb >> 1);
                 if !grouped && lone != 0 {
-                    let prev = if off >= 64 {
-                        group_bytes(&padded(hay, off - 64)) & !prev_esc
-                    } else {
-                        0
-                    };
-                    let groups = ((group_bytes(block) & !esc) as u128) << 64 | prev as u128;
-                    let mut l = lone & !(groups >> 65) as u64 & !(groups >> 63) as u64;
+                    let groups = (gb as u128) << 64 | prev_gb as u128;
+                    let mut l = lone;
                     while l != 0 && !grouped {
                         grouped = lone_tail(groups, 64 + l.trailing_zeros(), off < 64);
                         l &= l - 1;
                     }
                 }
+                prev_gb = gb;
                 prev_mixed = mixed;
-                prev_esc = esc;
                 prev_cont = cont;
                 (prev_alpha, prev_digit) = (m.alpha, m.digit);
             }
