@@ -15,6 +15,8 @@ pub(super) struct Masks {
     pub(super) special: u64,
     /// Bytes outside ASCII (the high bits themselves).
     pub(super) high: u64,
+    /// `+/=`: group bytes besides letters and digits (see `grouped`).
+    pub(super) extra: u64,
 }
 
 /// `lo <= x <= hi` per byte: subtract, then an unsigned min (SSE2 `pminub`).
@@ -52,7 +54,7 @@ pub(super) fn lanes<const N: usize>(c: &[u8; 72], f: impl Fn(V) -> [V; N]) -> [u
 
 #[inline(always)]
 pub(super) fn masks(c: &[u8; 72]) -> Masks {
-    let [alpha, digit, word, dot, special, high] = lanes(c, |x| {
+    let [alpha, digit, word, dot, special, high, extra] = lanes(c, |x| {
         // `:;<=>?@` in one range (`;>?` are let through and ignored).
         let special = range(x, b':', b'@')
             | eq(x, b'!')
@@ -64,7 +66,8 @@ pub(super) fn masks(c: &[u8; 72]) -> Masks {
         let digit = range(x, b'0', b'9');
         let dot = eq(x, b'.');
         let word = alpha | digit | range(x, b'-', b'.') | eq(x, b'_') | eq(x, b'=');
-        [alpha, digit, word, dot, special, x]
+        let extra = eq(x, b'+') | eq(x, b'/') | eq(x, b'=');
+        [alpha, digit, word, dot, special, x, extra]
     });
     Masks {
         alpha,
@@ -73,6 +76,7 @@ pub(super) fn masks(c: &[u8; 72]) -> Masks {
         dot,
         special,
         high,
+        extra,
     }
 }
 
@@ -225,12 +229,6 @@ pub(super) fn mixed_through(
         | (pairs & near_through(alpha, prev_alpha, pass))
 }
 
-/// The group bytes (see `grouped`) besides letters and digits: `+/=`.
-pub(super) fn group_extras(c: &[u8; 72]) -> u64 {
-    let [g] = lanes(c, |x| [eq(x, b'+') | eq(x, b'/') | eq(x, b'=')]);
-    g
-}
-
 /// Whether a digit at bit `q` of `groups` (group bytes of two blocks, the
 /// earlier in the low bits; `q` in the later) may end a run whose last
 /// group is that one digit (`AI za Sy … Ef 5`): before it, past a gap of
@@ -268,6 +266,27 @@ pub(super) fn lone_tail(groups: u128, q: u32, whole: bool) -> bool {
         Ok(_) => false,
         Err(may) => may,
     }
+}
+
+/// [`mixed_through`] with every byte passing: a cheap first look (most
+/// blocks of prose with single digits show nothing to it).
+#[inline(always)]
+pub(super) fn mixed(alpha: u64, digit: u64, prev_alpha: u64, prev_digit: u64) -> u64 {
+    let pairs = digit & (digit >> 1);
+    let prev_pairs = prev_digit & ((prev_digit >> 1) | (digit & 1) << 63);
+    (alpha & (digit << 1 | digit >> 1))
+        | (alpha & near(pairs, prev_pairs))
+        | (pairs & near(alpha, prev_alpha))
+}
+
+/// The bits of `x` (a block's mask; `prev`, the block's before) and the
+/// seven after each: what lies up to seven bytes after a byte of `x`.
+#[inline(always)]
+fn near(x: u64, prev: u64) -> u64 {
+    let w = ((x as u128) << 64) | prev as u128;
+    let a = w | (w << 1);
+    let b = a | (a << 2);
+    ((b | (b << 4)) >> 64) as u64
 }
 
 /// [`near`] through bytes of `pass` only: what lies up to seven bytes

@@ -22,8 +22,8 @@
 //! are reported too (their strings have a normalised view to scan).
 
 use super::masks::{
-    at_least, backslashes, group_extras, has_run, joinable, lone_tail, masks, mixed_through,
-    periodic, separators, spaced_chain, span_mask,
+    at_least, backslashes, has_run, joinable, lone_tail, masks, mixed, mixed_through, periodic,
+    separators, spaced_chain, span_mask,
 };
 use super::spec::{After, Special, Trigger};
 
@@ -465,17 +465,16 @@ impl Prefilter {
                 // `mixed_through` and `lone_tail`): letters and digits with
                 // no quote or bracket between (the message's `"id":12345`
                 // is no run), or a run ending in one digit.
-                let mixed = if (m.digit | prev_digit) != 0 && (m.alpha | prev_alpha) != 0 {
+                let mut mixed = mixed(m.alpha, m.digit, prev_alpha, prev_digit);
+                if mixed != 0 {
                     let pass = joinable(block) | esc;
-                    mixed_through(m.alpha, m.digit, prev_alpha, prev_digit, pass)
-                } else {
-                    0
-                };
+                    mixed = mixed_through(m.alpha, m.digit, prev_alpha, prev_digit, pass);
+                }
                 if mixed | prev_mixed != 0 {
                     grouped = periodic(((cont as u128) << 64) | prev_cont as u128);
                 }
                 // A digit standing alone among group bytes.
-                let gb = cont | (group_extras(block) & !esc);
+                let gb = cont | (m.extra & !esc);
                 let lone = m.digit & !(gb << 1 | prev_gb >> 63) & !(gb >> 1);
                 if !grouped && lone != 0 {
                     let groups = (gb as u128) << 64 | prev_gb as u128;
