@@ -373,23 +373,34 @@ fn remember_requests(
             owner: &owner,
             session: &session,
         };
-        if let Some(p) = ctx
-            .reply
-            .pending
-            .iter()
-            .find(|p| !gw.ledger.claim(&scope, &p.id, &p.asked))
-        {
-            let refusal = Refusal::new(
-                400,
-                "request_id_reused",
-                warden_filters::JsonRpcError::new(
-                    warden_filters::codes::INVALID_REQUEST,
-                    format!(
-                        "Invalid Request: id {} already names another request in this session; use a fresh id",
-                        p.id.to_json()
+        use crate::sessions::ledger::Claim;
+        if let Some((p, claim)) = ctx.reply.pending.iter().find_map(|p| {
+            let c = gw.ledger.claim(&scope, &p.id, &p.asked);
+            (c != Claim::Held).then_some((p, c))
+        }) {
+            let refusal = match claim {
+                Claim::Full => Refusal::new(
+                    429,
+                    "ledger_share_full",
+                    warden_filters::JsonRpcError::new(
+                        warden_filters::codes::QUOTA_EXCEEDED,
+                        "Too many requests awaiting replies: this principal holds its share of the gateway's reply ledger; retry later".to_owned(),
+                    )
+                    .with_data(serde_json::json!({"reason": "ledger_share_full", "retry_after": 1})),
+                )
+                .with_header("retry-after", "1"),
+                _ => Refusal::new(
+                    400,
+                    "request_id_reused",
+                    warden_filters::JsonRpcError::new(
+                        warden_filters::codes::INVALID_REQUEST,
+                        format!(
+                            "Invalid Request: id {} already names another request in this session; use a fresh id",
+                            p.id.to_json()
+                        ),
                     ),
                 ),
-            )
+            }
             .with_id((!plan.batch).then(|| p.id.clone()));
             return Err(refusal);
         }

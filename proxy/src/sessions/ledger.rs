@@ -47,6 +47,17 @@ pub struct Ledger {
     sip: (u64, u64),
 }
 
+/// What [`Ledger::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The id names this request now (new, or the same request again).
+    Held,
+    /// The id names another request of the session.
+    Reused,
+    /// The table is full and the owner holds its share of it.
+    Full,
+}
+
 /// Scope of one session: server, owner (see `sessions::owner_key`), session key.
 pub struct Scope<'a> {
     pub server: &'a str,
@@ -79,12 +90,90 @@ struct Bounded<V> {
     epoch: Instant,
 }
 
-type Shard<V> = lru::LruCache<Key, Slot<V>, BuildHasherDefault<Spread>>;
+/// One shard: its entries in use order, and how many each owner holds.
+struct Shard<V> {
+    lru: lru::LruCache<Key, Slot<V>, BuildHasherDefault<Spread>>,
+    owners: std::collections::HashMap<u32, u32, BuildHasherDefault<Spread>>,
+}
 
 struct Slot<V> {
     value: V,
     /// Seconds from the table's epoch to the entry's last use.
     used: u32,
+    /// The digest of the entry's server and owner (see [`Ledger::key`]),
+    /// 32 bits of it: two owners sharing one only share a count.
+    owner: u32,
+}
+
+/// The least recently used entries an owner over its share looks through
+/// for one of its own to give up.
+const OWN_LOOK: usize = 32;
+
+impl<V> Shard<V> {
+    fn new() -> Shard<V> {
+        Shard {
+            lru: lru::LruCache::unbounded_with_hasher(Default::default()),
+            owners: Default::default(),
+        }
+    }
+
+    fn forget(&mut self, owner: u32) {
+        if let std::collections::hash_map::Entry::Occupied(mut e) = self.owners.entry(owner) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    fn pop(&mut self, k: &Key) -> Option<Slot<V>> {
+        let slot = self.lru.pop(k)?;
+        self.forget(slot.owner);
+        Some(slot)
+    }
+
+    fn pop_lru(&mut self) -> Option<Slot<V>> {
+        let (_, slot) = self.lru.pop_lru()?;
+        self.forget(slot.owner);
+        Some(slot)
+    }
+
+    /// Puts `slot` at `k`. When the shard is full and `k` is new, the
+    /// least recently used entry makes room, unless the entry's owner
+    /// already holds `share` or more: then one of its own among the
+    /// [`OWN_LOOK`] least recently used does, and with none there the
+    /// entry is not kept (`false`). One principal sending new ids as fast
+    /// as it can pushes out no more than its share of the others'.
+    fn insert(&mut self, k: Key, slot: Slot<V>, per: usize, share: usize) -> bool {
+        if let Some(held) = self.lru.get_mut(&k) {
+            // The key holds its owner: same count.
+            *held = slot;
+            return true;
+        }
+        if self.lru.len() >= per {
+            let mine = self.owners.get(&slot.owner).copied().unwrap_or(0) as usize;
+            if mine >= share {
+                let own = self
+                    .lru
+                    .iter()
+                    .rev()
+                    .take(OWN_LOOK)
+                    .find(|(_, s)| s.owner == slot.owner)
+                    .map(|(k, _)| *k);
+                match own {
+                    Some(own) => {
+                        self.pop(&own);
+                    }
+                    None => return false,
+                }
+            } else {
+                self.pop_lru();
+            }
+        }
+        *self.owners.entry(slot.owner).or_insert(0) += 1;
+        self.lru.put(k, slot);
+        true
+    }
 }
 
 /// The keys are keyed digests already: their low bits place them.
@@ -115,9 +204,7 @@ impl<V: Clone> Bounded<V> {
             .unwrap_or(usize::MAX)
             .max(1);
         Bounded {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(lru::LruCache::unbounded_with_hasher(Default::default())))
-                .collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
             per,
             ttl,
             epoch: Instant::now(),
@@ -143,7 +230,7 @@ impl<V: Clone> Bounded<V> {
     fn get(&self, k: Key) -> Option<V> {
         let now = self.now();
         let mut shard = self.shard(k);
-        match shard.get_mut(&k) {
+        match shard.lru.get_mut(&k) {
             Some(slot) if self.live(slot, now) => {
                 slot.used = now;
                 return Some(slot.value.clone());
@@ -155,19 +242,17 @@ impl<V: Clone> Bounded<V> {
         None
     }
 
-    fn put(&self, k: Key, value: V) {
-        let used = self.now();
-        let mut shard = self.shard(k);
-        self.insert(&mut shard, k, Slot { value, used });
+    /// An owner's share of a full shard (see [`Shard::insert`]): half.
+    fn share(&self) -> usize {
+        self.per.div_ceil(2)
     }
 
-    /// Puts `slot` at `k`, first forgetting the least recently used entry
-    /// when the shard is full and `k` is new.
-    fn insert(&self, shard: &mut Shard<V>, k: Key, slot: Slot<V>) {
-        if shard.len() >= self.per && !shard.contains(&k) {
-            shard.pop_lru();
-        }
-        shard.put(k, slot);
+    /// Whether the entry was kept (see [`Shard::insert`]).
+    fn put(&self, (k, owner): (Key, u32), value: V) -> bool {
+        let used = self.now();
+        let (per, share) = (self.per, self.share());
+        self.shard(k)
+            .insert(k, Slot { value, used, owner }, per, share)
     }
 
     /// Removes the entry at `k`; whether a live one was there.
@@ -178,34 +263,53 @@ impl<V: Clone> Bounded<V> {
             .is_some_and(|slot| self.live(&slot, now))
     }
 
-    /// `f` on the live entry at `k` (or `None`), which may replace it.
-    fn update<R>(&self, k: Key, f: impl FnOnce(Option<&V>) -> (R, Option<V>)) -> R {
+    /// `f` on the live entry at `k` (or `None`), which may replace it;
+    /// with `f`'s answer, whether a replacement was kept.
+    fn update<R>(
+        &self,
+        (k, owner): (Key, u32),
+        f: impl FnOnce(Option<&V>) -> (R, Option<V>),
+    ) -> (R, bool) {
         let now = self.now();
+        let (per, share) = (self.per, self.share());
         let mut shard = self.shard(k);
         let held = shard
+            .lru
             .get(&k)
             .filter(|slot| self.live(slot, now))
             .map(|slot| &slot.value);
         let (r, replace) = f(held);
-        match replace {
-            Some(value) => self.insert(&mut shard, k, Slot { value, used: now }),
+        let kept = match replace {
+            Some(value) => shard.insert(
+                k,
+                Slot {
+                    value,
+                    used: now,
+                    owner,
+                },
+                per,
+                share,
+            ),
             // Kept as it is: marked used if live, forgotten if not (never
             // brought back to life).
-            None => match shard.get_mut(&k) {
-                Some(slot) if self.live(slot, now) => slot.used = now,
-                Some(_) => {
-                    shard.pop(&k);
+            None => {
+                match shard.lru.get_mut(&k) {
+                    Some(slot) if self.live(slot, now) => slot.used = now,
+                    Some(_) => {
+                        shard.pop(&k);
+                    }
+                    None => {}
                 }
-                None => {}
-            },
-        }
-        r
+                true
+            }
+        };
+        (r, kept)
     }
 
     fn len(&self) -> u64 {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).lru.len() as u64)
             .sum()
     }
 
@@ -215,7 +319,11 @@ impl<V: Clone> Bounded<V> {
         let now = self.now();
         for s in self.shards.iter() {
             let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
-            while s.peek_lru().is_some_and(|(_, slot)| !self.live(slot, now)) {
+            while s
+                .lru
+                .peek_lru()
+                .is_some_and(|(_, slot)| !self.live(slot, now))
+            {
                 s.pop_lru();
             }
         }
@@ -279,13 +387,17 @@ impl Ledger {
     /// correlates a reply by `Number(id)`, the Python SDK compares `7 ==
     /// 7.0`, a JavaScript server echoes `7.0` as `7`), so a session cannot
     /// hold two requests under ids a reply answers alike: the second is
-    /// refused as a reused id.
-    fn key(&self, scope: &Scope<'_>, id: &Id) -> Key {
+    /// refused as a reused id. With it, the digest of the server and the
+    /// owner alone, whose share of a full table the entry counts in.
+    fn key(&self, scope: &Scope<'_>, id: &Id) -> (Key, u32) {
         let mut h = SipHasher24::new_with_keys(self.sip.0, self.sip.1);
-        for part in [scope.server, scope.owner, scope.session] {
+        for part in [scope.server, scope.owner] {
             h.write_usize(part.len());
             h.write(part.as_bytes());
         }
+        let owner = h.clone().finish128().h1 as u32;
+        h.write_usize(scope.session.len());
+        h.write(scope.session.as_bytes());
         match reading(id) {
             Reading::Number(v) => {
                 h.write_u8(b'n');
@@ -300,7 +412,7 @@ impl Ledger {
                 h.write(s.as_bytes());
             }
         }
-        h.finish128().as_u128()
+        (h.finish128().as_u128(), owner)
     }
 
     /// Entries remembered now (both tables).
@@ -346,7 +458,7 @@ impl Ledger {
 
     /// A client request was forwarded and its reply may come on another exchange.
     pub fn asked(&self, scope: &Scope<'_>, id: &Id, asked: Arc<Asked>) {
-        self.asked.put(self.key(scope, id), asked);
+        let _ = self.asked.put(self.key(scope, id), asked);
     }
 
     /// Remembers a request of an exchange without a session, where ids are
@@ -355,7 +467,7 @@ impl Ledger {
     /// replayed elsewhere is judged as one to an unknown request (by its
     /// shape), never as the other request's.
     pub fn asked_unclaimed(&self, scope: &Scope<'_>, id: &Id, asked: Arc<Asked>) {
-        self.asked.update(self.key(scope, id), |held| match held {
+        let _ = self.asked.update(self.key(scope, id), |held| match held {
             // Two requests under one id: the id answers nothing from now on
             // (until the entry expires), whatever a later request adds.
             Some(held) if held.method.is_empty() || !held.same_request(&asked) => (
@@ -373,18 +485,32 @@ impl Ledger {
 
     /// Claims `id` in the session for a request about to be forwarded. An
     /// id names one request for as long as the ledger remembers it (MCP:
-    /// a requestor never reuses an id within a session): `false` when it
-    /// already names another (another method, target or task), whose
-    /// replies, replayed on another exchange, would otherwise be judged as
-    /// this one's. The same request sent again (a retry) keeps its claim.
-    pub fn claim(&self, scope: &Scope<'_>, id: &Id, asked: &Arc<Asked>) -> bool {
-        self.asked.update(self.key(scope, id), |held| match held {
+    /// a requestor never reuses an id within a session): [`Claim::Reused`]
+    /// when it already names another (another method, target or task),
+    /// whose replies, replayed on another exchange, would otherwise be
+    /// judged as this one's. The same request sent again (a retry) keeps
+    /// its claim. [`Claim::Full`] when the table is full and the owner
+    /// holds its share of it: a claim not remembered could not refuse a
+    /// reuse, so the request is not forwarded.
+    pub fn claim(&self, scope: &Scope<'_>, id: &Id, asked: &Arc<Asked>) -> Claim {
+        let (fresh, kept) = self.asked.update(self.key(scope, id), |held| match held {
             None => (true, Some(asked.clone())),
             Some(held) if held.same_request(asked) => {
                 (true, (**held != **asked).then(|| asked.clone()))
             }
             Some(_) => (false, None),
-        })
+        });
+        match (fresh, kept) {
+            (false, _) => Claim::Reused,
+            (true, false) => Claim::Full,
+            (true, true) => Claim::Held,
+        }
+    }
+
+    /// Whether the claim holds (tests).
+    #[cfg(test)]
+    fn claims(&self, scope: &Scope<'_>, id: &Id, asked: &Arc<Asked>) -> bool {
+        self.claim(scope, id, asked) == Claim::Held
     }
 
     /// The request a reply on another exchange answers. Kept after the
@@ -397,19 +523,21 @@ impl Ledger {
             return None;
         }
         self.asked
-            .get(self.key(scope, id))
+            .get(self.key(scope, id).0)
             .filter(|a| !a.method.is_empty())
     }
 
     /// A server→client request went out to the client.
     pub fn owe(&self, scope: &Scope<'_>, id: &Id) {
-        self.owed.put(self.key(scope, id), ());
+        // Not kept (the owner holds its share of a full table): the
+        // client's answer is refused as unsolicited.
+        let _ = self.owed.put(self.key(scope, id), ());
     }
 
     /// Whether the client may answer server→client request `id`; consumes it.
     pub fn settle(&self, scope: &Scope<'_>, id: &Id) -> bool {
         // Only the id as the server sent it (see `answered`).
-        !id.read_as_number() && self.owed.take(self.key(scope, id))
+        !id.read_as_number() && self.owed.take(self.key(scope, id).0)
     }
 }
 
@@ -475,12 +603,12 @@ mod tests {
         let call = |tool: &str| asked("tools/call", Some(tool));
         let ping = asked("ping", None);
         let c = Id::Num(8.into());
-        assert!(l.claim(&a, &c, &call("echo")), "a fresh id");
-        assert!(l.claim(&a, &c, &call("echo")), "the same request again");
-        assert!(!l.claim(&a, &c, &call("purge")), "another tool");
-        assert!(!l.claim(&a, &c, &ping), "another method");
-        assert!(!l.claim(&a, &id, &ping), "an id asked before");
-        assert!(l.claim(&b, &c, &ping), "another principal's session");
+        assert!(l.claims(&a, &c, &call("echo")), "a fresh id");
+        assert!(l.claims(&a, &c, &call("echo")), "the same request again");
+        assert!(!l.claims(&a, &c, &call("purge")), "another tool");
+        assert!(!l.claims(&a, &c, &ping), "another method");
+        assert!(!l.claims(&a, &id, &ping), "an id asked before");
+        assert!(l.claims(&b, &c, &ping), "another principal's session");
         assert_eq!(
             l.answered(&a, &c).and_then(|x| x.target.clone()).as_deref(),
             Some("echo"),
@@ -521,7 +649,7 @@ mod bound_tests {
         let l = Ledger::new(cap, Duration::from_secs(3600));
         let n = 10_000u64;
         for i in 0..n {
-            assert!(l.claim(&SC, &Id::Num(i.into()), &call("echo")));
+            assert!(l.claims(&SC, &Id::Num(i.into()), &call("echo")));
             // The newest claim is always there.
             assert!(l.answered(&SC, &Id::Num(i.into())).is_some(), "claim {i}");
         }
@@ -532,9 +660,9 @@ mod bound_tests {
         // a shard: it and the newest of its shard).
         let l = Ledger::new(2 * SHARDS as u64, Duration::from_secs(3600));
         let keep = Id::Str("keep".into());
-        assert!(l.claim(&SC, &keep, &call("echo")));
+        assert!(l.claims(&SC, &keep, &call("echo")));
         for i in 0..1000u64 {
-            l.claim(&SC, &Id::Num(i.into()), &call("echo"));
+            l.claims(&SC, &Id::Num(i.into()), &call("echo"));
             assert!(l.answered(&SC, &keep).is_some(), "after {i}");
         }
     }
@@ -578,14 +706,14 @@ mod bound_tests {
     #[test]
     fn idle_entries_expire() {
         let l = Ledger::new(100, Duration::ZERO);
-        assert!(l.claim(&SC, &Id::Num(1u64.into()), &call("echo")));
+        assert!(l.claims(&SC, &Id::Num(1u64.into()), &call("echo")));
         l.owe(&SC, &Id::Num(2u64.into()));
         assert_eq!(l.len(), 2);
         std::thread::sleep(Duration::from_millis(1100));
         assert!(l.answered(&SC, &Id::Num(1u64.into())).is_none());
         assert!(!l.settle(&SC, &Id::Num(2u64.into())));
         // A claim on an expired id is a fresh one, whatever it was.
-        assert!(l.claim(&SC, &Id::Num(1u64.into()), &call("purge")));
+        assert!(l.claims(&SC, &Id::Num(1u64.into()), &call("purge")));
         l.owe(&SC, &Id::Num(3u64.into()));
         std::thread::sleep(Duration::from_millis(1100));
         l.sync();
@@ -599,7 +727,7 @@ mod bound_tests {
     fn an_entry_fits_its_share_of_the_budget() {
         let l = Ledger::new(100, Duration::from_secs(3600));
         let long = Id::Str("x".repeat(1 << 20));
-        assert!(l.claim(&SC, &long, &call("echo")));
+        assert!(l.claims(&SC, &long, &call("echo")));
         assert!(l.answered(&SC, &long).is_some());
         // The list node (key, slot, two links), the hash table's pointer
         // and control byte at its 7/8 load, the shared `Asked` with its
@@ -632,7 +760,7 @@ mod bound_tests {
             args_digest: None,
             task: None,
         });
-        assert!(l.claim(&SC, &num(serde_json::json!(1)), &call("echo")));
+        assert!(l.claims(&SC, &num(serde_json::json!(1)), &call("echo")));
         for other in [
             num(serde_json::json!(1.0)),
             num(serde_json::json!(1e0)),
@@ -643,34 +771,34 @@ mod bound_tests {
             Id::Str("0x1".into()),
             Id::Str("0b1".into()),
         ] {
-            assert!(!l.claim(&SC, &other, &list), "{other}");
+            assert!(!l.claims(&SC, &other, &list), "{other}");
             // The call's claim is untouched, and a reply in the other
             // spelling is matched to nothing (the reply path drops it).
             assert!(l.answered(&SC, &other).is_none(), "{other}");
         }
         // Zero and minus zero, blank text; negative numbers stay apart.
-        assert!(l.claim(&SC, &num(serde_json::json!(0)), &call("echo")));
-        assert!(!l.claim(&SC, &num(serde_json::json!(-0.0)), &list));
-        assert!(!l.claim(&SC, &Id::Str(String::new()), &list));
-        assert!(l.claim(&SC, &num(serde_json::json!(-1)), &list));
-        assert!(!l.claim(&SC, &Id::Str("-1".into()), &call("echo")));
-        assert!(!l.claim(&SC, &Id::Str("-0x1".into()), &call("echo")));
+        assert!(l.claims(&SC, &num(serde_json::json!(0)), &call("echo")));
+        assert!(!l.claims(&SC, &num(serde_json::json!(-0.0)), &list));
+        assert!(!l.claims(&SC, &Id::Str(String::new()), &list));
+        assert!(l.claims(&SC, &num(serde_json::json!(-1)), &list));
+        assert!(!l.claims(&SC, &Id::Str("-1".into()), &call("echo")));
+        assert!(!l.claims(&SC, &Id::Str("-0x1".into()), &call("echo")));
         // Integers past 2^53 that JavaScript reads as one number.
-        assert!(l.claim(
+        assert!(l.claims(
             &SC,
             &num(serde_json::json!(9_007_199_254_740_992u64)),
             &list
         ));
-        assert!(!l.claim(
+        assert!(!l.claims(
             &SC,
             &num(serde_json::json!(9_007_199_254_740_993u64)),
             &call("echo")
         ));
         // Text no peer reads as a number is its own id.
-        assert!(l.claim(&SC, &Id::Str("req-1".into()), &list));
+        assert!(l.claims(&SC, &Id::Str("req-1".into()), &list));
         // Number-like text this reading cannot settle is one id.
-        assert!(l.claim(&SC, &Id::Str("\u{0667}".into()), &list));
-        assert!(!l.claim(&SC, &Id::Str("\u{0668}".into()), &call("echo")));
+        assert!(l.claims(&SC, &Id::Str("\u{0667}".into()), &list));
+        assert!(!l.claims(&SC, &Id::Str("\u{0668}".into()), &call("echo")));
         assert_eq!(
             l.answered(&SC, &num(serde_json::json!(1)))
                 .and_then(|a| a.target.clone())
@@ -683,5 +811,59 @@ mod bound_tests {
         assert!(!l.settle(&SC, &Id::Str("5".into())));
         assert!(l.settle(&SC, &num(serde_json::json!(5))));
         assert!(!l.settle(&SC, &num(serde_json::json!(5))));
+    }
+
+    /// Review: one principal sending new ids as fast as it can pushed every
+    /// other principal's entries out of the shared table. In a full table
+    /// an owner holding half of a shard gives up its own entries, or, with
+    /// none of them among the least recently used, is refused the claim;
+    /// the others' entries stay.
+    #[test]
+    fn a_flooding_principal_pushes_out_no_more_than_its_share() {
+        let l = Ledger::new(64 * SHARDS as u64, Duration::from_secs(3600));
+        let other = |session: &'static str| Scope {
+            server: "s",
+            owner: "t\0bob",
+            session,
+        };
+        // Bob's calls (about a quarter of each shard), then Mallory's
+        // flood of new ids.
+        let bob = 16 * SHARDS as u64;
+        for i in 0..bob {
+            assert!(l.claims(&other("b"), &Id::Num(i.into()), &call("echo")));
+        }
+        let flood = Scope {
+            server: "s",
+            owner: "t\0mallory",
+            session: "m",
+        };
+        let last = 100 * SHARDS as u64;
+        for i in 0..last {
+            assert_ne!(
+                l.claim(&flood, &Id::Num(i.into()), &call("echo")),
+                Claim::Reused
+            );
+        }
+        // Bob keeps every entry: once a shard is full, Mallory, holding
+        // more than half of it, gives up her own oldest entries.
+        let kept = (0..bob)
+            .filter(|i| l.answered(&other("b"), &Id::Num((*i).into())).is_some())
+            .count() as u64;
+        assert_eq!(kept, bob);
+        assert!(l.answered(&flood, &Id::Num((last - 1).into())).is_some());
+        assert!(l.len() <= 64 * SHARDS as u64);
+        // A principal alone uses the whole table, whatever its share, and
+        // two at one rate give up their own oldest entries in turn.
+        let alone = Ledger::new(64, Duration::from_secs(3600));
+        for i in 0..10_000u64 {
+            assert_eq!(
+                alone.claim(&flood, &Id::Num(i.into()), &call("echo")),
+                Claim::Held
+            );
+            assert_eq!(
+                alone.claim(&other("b"), &Id::Num(i.into()), &call("echo")),
+                Claim::Held
+            );
+        }
     }
 }
