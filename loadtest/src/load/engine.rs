@@ -20,20 +20,10 @@ use super::report::{Aggregator, Report, SaturationReport, SaturationStep};
 use super::scenario::{Expect, OpKind, Scenario};
 // `Load`, `Sample` and `fmt_us` live in leaf modules the report reads too;
 // re-exported here, where they have always been.
-pub use super::sample::{fmt_us, Sample};
+pub use super::sample::{fmt_us, Outcome, Sample};
 pub use super::target::Load;
 use super::target::{Op, Session};
 use super::wire::{Line, Wire};
-
-/// How one request ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    /// Refused by the gateway or the server (HTTP 4xx, JSON-RPC error, tool error).
-    Denied(String),
-    /// Failed: transport, timeout, 5xx, a malformed reply.
-    Error(String),
-}
 
 fn header_map(h: &BTreeMap<String, String>) -> anyhow::Result<HeaderMap> {
     let mut m = HeaderMap::new();

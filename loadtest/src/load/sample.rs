@@ -1,6 +1,6 @@
-//! What one request leaves behind for the aggregator (`Sample`), and how a
-//! latency is printed (`fmt_us`). A leaf: the engine makes samples, the
-//! report reads them.
+//! What one request leaves behind for the aggregator (`Sample`), how it
+//! ended (`Outcome`), and how a latency is printed (`fmt_us`). A leaf: the
+//! engine makes samples, the connection set and the report read them.
 
 /// One completed (or abandoned) request as the aggregator sees it.
 pub struct Sample {
@@ -26,4 +26,14 @@ pub fn fmt_us(us: u64) -> String {
     } else {
         format!("{us}µs")
     }
+}
+
+/// How one request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// Refused by the gateway or the server (HTTP 4xx, JSON-RPC error, tool error).
+    Denied(String),
+    /// Failed: transport, timeout, 5xx, a malformed reply.
+    Error(String),
 }

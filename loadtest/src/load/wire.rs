@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::engine::Outcome;
+use super::sample::Outcome;
 
 type Conn = SendRequest<Full<Bytes>>;
 
