@@ -186,8 +186,8 @@ impl Hasher for Spread {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Only `u128` keys are hashed (`write_u128`); any other input is
-        // folded in whole.
+        // Only `u128` keys and `u32` owners are hashed (`write_u128`,
+        // `write_u32`); any other input is folded in whole.
         for b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
@@ -195,6 +195,12 @@ impl Hasher for Spread {
 
     fn write_u128(&mut self, k: u128) {
         self.0 = (k as u64) ^ ((k >> 64) as u64);
+    }
+
+    /// Owner digests (32 bits): spread to the high bits too, which the
+    /// hash table's control bytes read.
+    fn write_u32(&mut self, k: u32) {
+        self.0 = u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
