@@ -39,6 +39,8 @@
 # --call-graph dwarf` of that proxy over one more SECS run, kept in
 # AB_PROFILE_OUT (default /tmp/warden-ab.perf.data), and the CPU of a call
 # by phase (benches/phases.py). Needs `perf` (Debian's linux-perf).
+# AB_SYSCALLS=1: after the rounds, each variant's syscalls per call by
+# name (`perf stat` over one more SECS run).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -184,6 +186,22 @@ if [ -n "${AB_PROFILE:-}" ]; then
   us="$(python3 -c "print(f'{($t1 - $t0) * 1e6 / $CLK / max($total, 1):.1f}')")"
   echo "profile of $AB_PROFILE under perf: $(awk '/Requests\/sec/ {print $2}' "$TMP/prof.wrk") calls/s, $us µs CPU per call; samples in $out"
   perf script -i "$out" -F comm,ip,sym 2>/dev/null | python3 benches/phases.py "$us"
+fi
+if [ -n "${AB_SYSCALLS:-}" ]; then
+  # Syscalls per call of each variant: `perf stat` counts every syscall
+  # entry of the proxy over one more wrk run (nothing else calls it then),
+  # ÷ the calls wrk made.
+  for name in "${NAMES[@]}"; do
+    perf stat -x, -e 'syscalls:sys_enter_*' -p "${PID[$name]}" -o "$TMP/sys.$name" 2>/dev/null &
+    P=$!
+    sleep 0.5
+    out="$(taskset -c 1 wrk -t1 -c"${AB_CONNECTIONS:-32}" -d"${SECS}s" -s "${LUA[$name]}" "${URL[$name]}")"
+    sleep 0.2
+    kill -INT "$P"; wait "$P" 2>/dev/null || true
+    calls="$(echo "$out" | awk '/requests in/ {print $1}')"
+    echo "syscalls per call, $name ($calls calls):"
+    awk -F, -v n="$calls" '$1 ~ /^[0-9]+$/ && $1 > 0 {sub("syscalls:sys_enter_", "", $3); printf "  %-16s %.3f\n", $3, $1 / n}' "$TMP/sys.$name" | sort -k2 -rn | head -12
+  done
 fi
 echo
 echo "| variant | calls/s (median) | proxy CPU µs per call (median) |"

@@ -89,10 +89,13 @@ impl KillSwitch {
             return Some("server");
         }
         let tool = tool?;
+        // No key is built for a lookup in an empty set: this runs on every
+        // message and every reply.
         (self.tools.contains(tool)
-            || self
-                .server_tools
-                .contains(&(server.to_owned(), tool.to_owned())))
+            || (!self.server_tools.is_empty()
+                && self
+                    .server_tools
+                    .contains(&(server.to_owned(), tool.to_owned()))))
         .then_some("tool")
     }
 }

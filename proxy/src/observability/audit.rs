@@ -443,16 +443,20 @@ pub fn chain_line(
     head: &ChainHead,
     rec: &AuditRecord,
 ) -> serde_json::Result<()> {
+    use std::io::Write as _;
     line.clear();
-    line.extend_from_slice(b"{\"seq\":");
-    line.extend_from_slice(head.next_seq.to_string().as_bytes());
-    line.extend_from_slice(b",\"prev\":\"");
-    line.extend_from_slice(hex::encode(head.prev).as_bytes());
-    line.extend_from_slice(b"\",");
+    let mut prev = [0u8; 64];
+    hex::encode_to_slice(head.prev, &mut prev).expect("64 hex digits for 32 bytes");
+    // Writing into a Vec does not fail.
+    let _ = write!(line, "{{\"seq\":{},\"prev\":\"", head.next_seq);
+    line.extend_from_slice(&prev);
+    line.push(b'"');
     let start = line.len();
     serde_json::to_writer(&mut *line, rec)?;
-    // Drop the record's own opening brace: its fields continue the object.
-    line.remove(start);
+    // The record's own opening brace becomes the comma after `prev`: its
+    // fields continue the object (a record always has fields).
+    debug_assert_eq!(line.get(start), Some(&b'{'));
+    line[start] = b',';
     Ok(())
 }
 
@@ -552,7 +556,10 @@ pub struct AuditPerson(pub Arc<warden_filters::Principal>);
 impl Serialize for AuditPerson {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // The owner key (`tenant\0id`, canonical), worked out once per principal.
-        s.serialize_str(&self.0.person().replacen('\0', "/", 1))
+        match self.0.person().split_once('\0') {
+            Some((tenant, id)) => s.collect_str(&format_args!("{tenant}/{id}")),
+            None => s.serialize_str(self.0.person()),
+        }
     }
 }
 
