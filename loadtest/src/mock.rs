@@ -43,6 +43,9 @@ pub struct Mock {
     pub release: tokio::sync::Notify,
     pub sessions: Mutex<std::collections::HashSet<String>>,
     pub require_session: bool,
+    /// Fault: every `initialize` gets the same session id, as a server
+    /// whose session counter started over hands one id out again.
+    pub reuse_session_ids: bool,
     /// Page `tools/list` results this many tools at a time (0: one page).
     pub tools_page_size: usize,
     /// Test hook (`POST /__mock/tools`): tools to add, or replace by name.
@@ -145,6 +148,7 @@ impl Mock {
             release: tokio::sync::Notify::new(),
             sessions: Mutex::new(Default::default()),
             require_session,
+            reuse_session_ids: false,
             tools_page_size: 0,
             tool_changes: Mutex::new(Vec::new()),
             fail_status: Default::default(),
@@ -408,7 +412,11 @@ impl Mock {
         match method {
             "initialize" => {
                 let n = self.stats.sessions.fetch_add(1, Ordering::Relaxed);
-                let sid = format!("mock-{n:08x}-{:x}", std::process::id());
+                let sid = if self.reuse_session_ids {
+                    format!("mock-reused-{:x}", std::process::id())
+                } else {
+                    format!("mock-{n:08x}-{:x}", std::process::id())
+                };
                 if let Ok(mut s) = self.sessions.lock() {
                     s.insert(sid.clone());
                 }

@@ -309,3 +309,65 @@ async fn tool_pins_are_shared_through_redis() {
         "g1 quarantines it too"
     );
 }
+
+/// A server that hands one session id out twice (its counter started
+/// over): the replica that relays the second `initialize` binds the id to
+/// its new holder, so the first holder's token is refused there; on a
+/// replica that saw neither, the first holder's token opens only until
+/// `sessions.max_age`, after which every token of it is an unknown
+/// session (404) and a new `initialize` works.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_id_handed_out_twice_reaches_only_its_new_holder_and_tokens_expire() {
+    let mock = Mock::start(&["--require-session", "--reuse-session-ids"]).expect("mock");
+    let (yaml, mut files) = example_bundle(mock.addr, |y| {
+        y + "\nsessions: {seal_key_file: seal.key, max_age: 4s}\n"
+    });
+    files.push(("seal.key".into(), SECRET.to_vec()));
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let gws: Vec<Gateway> = (0..2)
+        .map(|_| Gateway::start_with(&yaml, true, &refs, &[], None).expect("gateway"))
+        .collect();
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    let open = |key: &'static str| {
+        let (gw, init) = (&gws[0], init.clone());
+        async move {
+            let (s, hs, v) = post(gw, key, None, init).await;
+            assert_eq!(s, 200, "{v}");
+            header(&hs, "mcp-session-id")
+                .expect("session id")
+                .to_owned()
+        }
+    };
+    let call = |i: u64| json!({"jsonrpc":"2.0","id":i,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}});
+    let dev = open(DEV).await;
+    let ops = open(OPS).await;
+    // The replica that relayed both: the id is the second holder's now.
+    let (s, _, v) = post(&gws[0], OPS, Some(&ops), call(1)).await;
+    assert_eq!(s, 200, "the new holder uses its session: {v}");
+    let (s, _, v) = post(&gws[0], DEV, Some(&dev), call(2)).await;
+    assert_eq!(
+        s, 403,
+        "the first holder is refused where the second initialize was seen: {v}"
+    );
+    // A replica that saw neither cannot tell them apart, until the tokens expire.
+    let (s, _, v) = post(&gws[1], DEV, Some(&dev), call(3)).await;
+    assert_eq!(s, 200, "{v}");
+    tokio::time::sleep(std::time::Duration::from_millis(5_500)).await;
+    for (gw, key, token) in [
+        (&gws[1], DEV, &dev),
+        (&gws[0], OPS, &ops),
+        (&gws[1], OPS, &ops),
+    ] {
+        let (s, _, v) = post(gw, key, Some(token), call(4)).await;
+        assert_eq!(s, 404, "an expired token is an unknown session: {v}");
+    }
+    // The client opens a new one, which works everywhere.
+    let fresh = open(DEV).await;
+    for gw in &gws {
+        let (s, _, v) = post(gw, DEV, Some(&fresh), call(5)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+}

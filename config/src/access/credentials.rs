@@ -113,6 +113,8 @@ pub(crate) fn session_seal(
                 return None;
             }
         },
+        // Only `max_age`: the install's own key seals.
+        (None, None) if r.max_age.is_some() => return None,
         _ => {
             p.push("sessions", "give one of seal_key_env or seal_key_file");
             return None;

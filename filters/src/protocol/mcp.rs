@@ -363,10 +363,20 @@ pub fn ambiguous_uri(uri: &str) -> bool {
     // Decoded until stable (double encoding), at most a few times.
     // The URI's own escapes must be whole; a `%` that a first decoding
     // leaves (`100%25` is `100%`) is text unless it starts another escape.
+    // An unreserved character written as an escape (`%73ecret` for
+    // `secret`, `%2541` twice over) is the same URI to every server that
+    // normalises it (RFC 3986, 2.3) and another text to a rule that reads
+    // the letters: at any level of decoding.
+    if escapes_unreserved(path.as_bytes()) {
+        return true;
+    }
     let Some(mut text) = percent_decoded(path.as_bytes()) else {
         return true;
     };
     for _ in 0..3 {
+        if escapes_unreserved(&text) {
+            return true;
+        }
         match percent_decoded(&text) {
             Some(next) if next != text => text = next,
             _ => break,
@@ -401,6 +411,21 @@ pub fn ambiguous_uri(uri: &str) -> bool {
         // or the separator before a query.
         let empty = seg.is_empty() && i > 0 && !text.ends_with('/');
         dots || drive || empty
+    })
+}
+
+/// Whether `b` holds an escape (`%XX`) of an unreserved character: a
+/// letter, a digit, `-`, `.`, `_` or `~`.
+fn escapes_unreserved(b: &[u8]) -> bool {
+    memchr::memchr_iter(b'%', b).any(|i| {
+        let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16));
+        match (hex(b.get(i + 1)), hex(b.get(i + 2))) {
+            (Some(h), Some(l)) => {
+                let c = (h * 16 + l) as u8;
+                c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+            }
+            _ => false,
+        }
     })
 }
 
@@ -572,6 +597,18 @@ mod tests {
             "file:///public/..\u{2215}secret",
             "file:///public/..\u{ff3c}secret",
             "file:///public/%EF%BC%8E%EF%BC%8E/secret",
+            // Unreserved characters escaped: `secret` to a normalising
+            // server, not to a rule on `file:///secret/`.
+            "file:///%73ecret/x",
+            "file:///%73%65%63%72%65%74/x",
+            "postgres://db/table%41",
+            "file:///secret%2Dkeys/x",
+            "file:///a%5fb",
+            "file:///a%7Eb",
+            "file:///a%2Eb",
+            "note://%73ecret",
+            "file:///%2573ecret/x",
+            "https://example.com/%61dmin",
         ] {
             assert!(ambiguous_uri(uri), "{uri}");
         }
@@ -588,7 +625,6 @@ mod tests {
             "https://example.com/?next=https%3A%2F%2Fexample.org%2F",
             "https://example.com/dir/",
             "file:///a.b/..c/d.../e..",
-            "postgres://db/table%41",
             "users://a%2Fb/profile",
             "gitlab://projects/group%2Fproject/readme",
             "file:///public/100%25%20done.txt",

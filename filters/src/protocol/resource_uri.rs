@@ -98,7 +98,7 @@ mod tests {
             "wss://stream.example.com/feed",
             "hr://employees/7",
             "test://static-text",
-            "postgres://db/table%41",
+            "postgres://db/table%2F41",
             "urn:isbn:0451450523",
         ] {
             assert!(!ambiguous_uri(uri), "{uri}");

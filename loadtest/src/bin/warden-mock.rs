@@ -21,6 +21,10 @@ struct Args {
     /// Answer 404 to requests without a session created by initialize.
     #[arg(long)]
     require_session: bool,
+    /// Fault: hand every initialize the same session id (a server whose
+    /// session counter started over).
+    #[arg(long)]
+    reuse_session_ids: bool,
     /// Page tools/list results this many tools at a time (0: one page).
     #[arg(long, default_value_t = 0)]
     tools_page_size: usize,
@@ -43,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         let mut m = Mock::new(args.require_session);
         if let Some(mm) = Arc::get_mut(&mut m) {
             mm.tools_page_size = args.tools_page_size;
+            mm.reuse_session_ids = args.reuse_session_ids;
         }
         let mock = m;
         loop {

@@ -239,8 +239,14 @@ fn unseal_session(gw: &Gateway, ctx: &mut RequestCtx, server: &str) -> Result<bo
     };
     let unknown = Refusal::session_unknown;
     let owner = crate::sessions::sticky::owner_key(&ctx.principal);
+    let max_age = ctx.rt.snap.config.session_max_age;
+    let started = gw.sessions.started;
     let check = |p: &crate::sessions::seal::SealedSession| -> Result<Option<std::net::SocketAddr>, Refusal> {
         if p.server != server {
+            return Err(unknown());
+        }
+        // Past `sessions.max_age`: the client opens a new session (404).
+        if p.expired(crate::sessions::seal::unix_now(), started, max_age) {
             return Err(unknown());
         }
         if p.owner != owner {

@@ -86,6 +86,36 @@ pub struct SealedSession {
     /// The server (route target) it belongs to.
     #[serde(rename = "v")]
     pub server: String,
+    /// When the gateway issued it (Unix seconds); `0` in a token sealed by
+    /// a gateway before this field existed. It opens for
+    /// `sessions.max_age` after that ([`SealedSession::expired`]).
+    #[serde(rename = "t", default)]
+    pub issued: u64,
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl SealedSession {
+    /// Whether the token has outlived `max_age` at `now` (Unix seconds). A
+    /// server that hands one session id out again (a restart that starts
+    /// its counter over) would otherwise let an old holder's token into
+    /// the new holder's session on every replica that does not remember
+    /// the first. A token without an issue time (sealed by an older
+    /// gateway) counts from `started`, when this process started: an
+    /// upgrade keeps every session, for at most `max_age` more.
+    pub fn expired(&self, now: u64, started: u64, max_age: std::time::Duration) -> bool {
+        let issued = if self.issued == 0 {
+            started
+        } else {
+            self.issued
+        };
+        now.saturating_sub(issued) > max_age.as_secs()
+    }
 }
 
 pub struct Sealer {
@@ -131,7 +161,28 @@ mod tests {
             upstream: "10.0.0.7:8931".into(),
             owner: "acme\0agent-dev".into(),
             server: "jira".into(),
+            issued: 1_790_000_000,
         }
+    }
+
+    #[test]
+    fn a_token_opens_for_max_age_after_it_was_issued() {
+        let day = std::time::Duration::from_secs(86_400);
+        let s = sample();
+        assert!(!s.expired(s.issued, 0, day));
+        assert!(!s.expired(s.issued + 86_400, 0, day));
+        assert!(s.expired(s.issued + 86_401, 0, day));
+        // A clock that went back does not expire it.
+        assert!(!s.expired(s.issued - 10, 0, day));
+        // An older gateway's token (no issue time) counts from this
+        // process's start, whenever it was sealed.
+        let old: SealedSession = serde_json::from_str(
+            r#"{"s":"abc-123","a":"10.0.0.7:8931","o":"acme\u0000agent-dev","v":"jira"}"#,
+        )
+        .expect("a token of the field-less format");
+        assert_eq!(old.issued, 0);
+        assert!(!old.expired(2_000_000_000, 2_000_000_000 - 3_600, day));
+        assert!(old.expired(2_000_000_000, 2_000_000_000 - 86_401, day));
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct Sessions {
     /// session's every request presents the same token, and opening it
     /// (AEAD and JSON) costs more than the rest of its admission.
     opened: moka::sync::Cache<Arc<str>, Opened>,
+    /// When this process started (Unix seconds): a sealed token without an
+    /// issue time counts its age from here (`SealedSession::expired`).
+    pub started: u64,
 }
 
 /// A token opened by the sealer whose id is `sealer`.
@@ -63,6 +66,7 @@ impl Sessions {
                 .max_capacity((capacity / 4).max(1))
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
+            started: crate::sessions::seal::unix_now(),
         }
     }
 
@@ -124,7 +128,11 @@ impl Sessions {
 
     /// Records the replica serving `session` and binds the session to `owner`
     /// (see [`owner_key`]); an existing binding keeps its first owner and
-    /// what its client declared at `initialize` (`url_elicitation`).
+    /// what its client declared at `initialize` (`url_elicitation`),
+    /// unless the session is `fresh`: the server created it for `owner`
+    /// just now (its `initialize` reply, a legacy `endpoint` event), so a
+    /// session it handed out under that id before is over, and its holder
+    /// is refused here from now on.
     pub fn remember(
         &self,
         server: &str,
@@ -132,11 +140,12 @@ impl Sessions {
         addr: SocketAddr,
         owner: &str,
         url_elicitation: bool,
+        fresh: bool,
     ) {
         let key = sticky_key(server, session);
         let (owner, url_elicitation) = match self.sticky.get(&key) {
-            Some(e) => (e.owner, e.url_elicitation),
-            None => (owner.into(), url_elicitation),
+            Some(e) if !fresh => (e.owner, e.url_elicitation),
+            _ => (owner.into(), url_elicitation),
         };
         self.sticky.insert(
             key,

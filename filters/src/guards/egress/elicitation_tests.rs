@@ -143,7 +143,6 @@ fn only_web_urls_are_opened_and_what_cannot_be_read_is_refused() {
     for raw in [
         r#"{"jsonrpc":"2.0","id":7,"method":"elicitation/create","params":{"mode":"url","url":7}}"#,
         r#"{"jsonrpc":"2.0","id":7,"method":"elicitation/create","params":{"mode":"url"}}"#,
-        r#"{"jsonrpc":"2.0","id":7,"method":"elicitation/create","params":["http://127.0.0.1/"]}"#,
         r#"{"jsonrpc":"2.0","id":1,"result":{"inputRequests":[{"method":"elicitation/create","params":{"url":"http://127.0.0.1/"}}]}}"#,
         r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32042,"message":"m","data":{"elicitations":{"url":"http://127.0.0.1/"}}}}"#,
         r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32042,"message":"m","data":{"elicitations":["http://127.0.0.1/"]}}}"#,

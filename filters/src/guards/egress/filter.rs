@@ -272,8 +272,13 @@ impl EgressFilter {
                     walk_outside(m, detect, &mut values);
                 }
             }
+            // A client's error answer to a server's request goes to the
+            // server too: its `data` is read as a result is.
             (_, Kind::Response) => {
-                if let Some(r) = msg.value().and_then(|v| v.get("result")) {
+                let part = msg
+                    .value()
+                    .and_then(|v| v.get(if env.is_error { "error" } else { "result" }));
+                if let Some(r) = part {
                     walk_outside(r, detect, &mut values);
                 }
             }

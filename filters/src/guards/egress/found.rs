@@ -3,7 +3,7 @@
 
 use serde_json::Value as Json;
 
-use super::detect::{bare_forbidden_all, dropped, url_like};
+use super::detect::{bare_forbidden_all, dropped, starts_as_url, url_like};
 
 /// One value to judge.
 pub(super) struct Found<'a> {
@@ -87,23 +87,33 @@ fn judge_text<'a>(value: &'a str, argument: Option<&str>, out: &mut Vec<Found<'a
 /// detection every other string and key that is or holds a URL.
 pub(super) fn uris_under<'a>(v: &'a Json, out: &mut Vec<Found<'a>>) {
     match v {
-        Json::String(u) => {
-            out.push(Found {
-                argument: None,
-                value: u.as_str().into(),
-                whole: false,
-            });
-            for addr in bare_forbidden_all(u) {
-                out.push(Found {
-                    argument: None,
-                    value: addr.into(),
-                    whole: true,
-                });
-            }
-        }
+        Json::String(u) => uri_found(u, out),
         Json::Array(a) => a.iter().for_each(|x| uris_under(x, out)),
         Json::Object(o) => o.values().for_each(|x| uris_under(x, out)),
         _ => {}
+    }
+}
+
+/// One URI: itself, and when it does not start as a URL (a scheme and
+/// slashes), the addresses it names without one (`169.254.169.254/meta`,
+/// `localhost:8080/admin`, `user@10.0.0.1:22`), which a peer that dials
+/// it may read as a host. A URL is read by its scheme: the numbers in a
+/// `file:///logs/10.0.0.5.log` path are no address.
+pub(super) fn uri_found<'a>(u: &'a str, out: &mut Vec<Found<'a>>) {
+    out.push(Found {
+        argument: None,
+        value: u.into(),
+        whole: false,
+    });
+    if starts_as_url(u) {
+        return;
+    }
+    for addr in bare_forbidden_all(u) {
+        out.push(Found {
+            argument: None,
+            value: addr.into(),
+            whole: true,
+        });
     }
 }
 
@@ -118,11 +128,11 @@ pub(super) fn walk_outside<'a>(v: &'a Json, detect: bool, out: &mut Vec<Found<'a
         Json::Object(o) => {
             for (k, x) in o {
                 match (k.as_str(), x) {
-                    ("uri", Json::String(u)) => out.push(Found {
-                        argument: None,
-                        value: u.as_str().into(),
-                        whole: false,
-                    }),
+                    // A URI, and the addresses it names without a
+                    // scheme (`169.254.169.254/latest`, `localhost:8080/`):
+                    // a server that dials a resource's URI may read it as
+                    // a host, as the same text anywhere else is read.
+                    ("uri", Json::String(u)) => uri_found(u, out),
                     // The resources a subscription stream follows
                     // (2026-07-28): every string under it is a URI,
                     // whatever shape a client gave the filter.

@@ -18,7 +18,8 @@
 use serde_json::Value as Json;
 use warden_config::guards::HostPattern;
 
-use super::readers::check_found;
+use super::detect::{bare_forbidden_all, starts_as_url};
+use super::readers::{check, check_found};
 use crate::chain::filter::{Decision, Denial, Message, Word};
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
@@ -114,10 +115,20 @@ pub(super) fn sent(uri: &Json, allow: &[&HostPattern]) -> Result<(), &'static st
         uris_in(uri, &mut inner, DEPTH);
         return inner.into_iter().try_for_each(|u| sent(u, allow));
     };
-    match check_found(u, allow, false) {
+    let allowed = |r: Result<(), &'static str>| match r {
         Ok(()) | Err("egress_not_allowlisted") => Ok(()),
         Err(rule) => Err(rule),
+    };
+    allowed(check_found(u, allow, false))?;
+    // The addresses it names without a scheme (`169.254.169.254/meta`,
+    // `localhost:8080/`): a client that dials what it is sent may read
+    // them as hosts (see `found::uri_found`).
+    if starts_as_url(u) {
+        return Ok(());
     }
+    bare_forbidden_all(u)
+        .into_iter()
+        .try_for_each(|addr| allowed(check(addr, allow)))
 }
 
 /// Every `uri` member at any depth under `v`.

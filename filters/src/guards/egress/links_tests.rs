@@ -297,3 +297,82 @@ fn member_names_spelled_with_escapes_are_judged() {
         Decision::Pass
     ));
 }
+
+/// A `uri` without a scheme names an address a peer that dials it (a
+/// server that prefixes `http://`, a `{+url}` template, a client that
+/// fetches what it is sent) reads as a host: it meets the SSRF rules as
+/// the same text anywhere else does, in both directions and with
+/// detection off. A URL is read by its scheme (the numbers in a `file:`
+/// path are no address).
+#[test]
+fn a_uri_without_a_scheme_is_judged_by_the_address_it_names() {
+    for detect in [true, false] {
+        let f = EgressFilter::new(
+            Vec::new(),
+            std::collections::HashMap::new(),
+            std::sync::Arc::default(),
+            detect,
+        );
+        let read = |m: &str, uri: &str| {
+            json!({"jsonrpc":"2.0","id":1,"method":m,"params":{"uri":uri}}).to_string()
+        };
+        let root = |uri: &str| {
+            json!({"jsonrpc":"2.0","id":2,"result":{"roots":[{"uri":uri,"name":"r"}]}}).to_string()
+        };
+        // A client's error answer to a server's request goes to the server too.
+        let error = |uri: &str| {
+            json!({"jsonrpc":"2.0","id":"s1","error":{"code":1,"message":"x","data":{"uri":uri}}})
+                .to_string()
+        };
+        let complete = |uri: &str| {
+            json!({"jsonrpc":"2.0","id":3,"method":"completion/complete","params":{
+                "ref":{"type":"ref/resource","uri":uri},"argument":{"name":"a","value":"b"}}})
+            .to_string()
+        };
+        for uri in [
+            "169.254.169.254/latest/meta-data",
+            "localhost:8080/admin",
+            "10.0.0.1/",
+            "user@192.168.1.1:22",
+            "127.0.0.1:6379",
+            "[::1]:8080/x",
+            "0x7f.0.0.1/x",
+            "metadata.google.internal/computeMetadata/v1/",
+        ] {
+            for raw in [
+                read("resources/read", uri),
+                read("resources/subscribe", uri),
+                root(uri),
+                error(uri),
+                complete(uri),
+            ] {
+                assert!(request(&f, &raw).is_some(), "detect {detect}: {raw}");
+            }
+            for (raw, asked) in carriers(uri) {
+                assert!(
+                    rule(reply(&f, &raw, asked)).is_some(),
+                    "detect {detect}: {raw}"
+                );
+            }
+        }
+        for uri in [
+            "file:///var/log/hosts/10.0.0.5.log",
+            "notes/2024.10.01",
+            "db://orders/10.0.0.1",
+            "https://example.com/10.0.0.1",
+            "report-v1.2.pdf",
+        ] {
+            for raw in [
+                read("resources/read", uri),
+                root(uri),
+                error(uri),
+                complete(uri),
+            ] {
+                assert_eq!(request(&f, &raw), None, "detect {detect}: {raw}");
+            }
+            for (raw, asked) in carriers(uri) {
+                assert_eq!(rule(reply(&f, &raw, asked)), None, "detect {detect}: {raw}");
+            }
+        }
+    }
+}

@@ -32,33 +32,66 @@ const PARAMS_NAMES: [&str; 8] = [
 ];
 
 /// Methods MCP defines only as requests (either direction).
+const REQUEST_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/call",
+    "tools/list",
+    "prompts/get",
+    "prompts/list",
+    "resources/read",
+    "resources/list",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "subscriptions/listen",
+    "completion/complete",
+    "logging/setLevel",
+    "sampling/createMessage",
+    "elicitation/create",
+    "roots/list",
+    "tasks/get",
+    "tasks/result",
+    "tasks/list",
+    "tasks/cancel",
+    "tasks/update",
+];
+
 fn is_request_method(m: &str) -> bool {
-    matches!(
-        m,
-        "initialize"
-            | "ping"
-            | "server/discover"
-            | "tools/call"
-            | "tools/list"
-            | "prompts/get"
-            | "prompts/list"
-            | "resources/read"
-            | "resources/list"
-            | "resources/templates/list"
-            | "resources/subscribe"
-            | "resources/unsubscribe"
-            | "subscriptions/listen"
-            | "completion/complete"
-            | "logging/setLevel"
-            | "sampling/createMessage"
-            | "elicitation/create"
-            | "roots/list"
-            | "tasks/get"
-            | "tasks/result"
-            | "tasks/list"
-            | "tasks/cancel"
-            | "tasks/update"
-    )
+    REQUEST_METHODS.contains(&m)
+}
+
+/// MCP's notifications (either direction).
+const NOTIFICATIONS: &[&str] = &[
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/message",
+    "notifications/resources/updated",
+    "notifications/resources/list_changed",
+    "notifications/tools/list_changed",
+    "notifications/prompts/list_changed",
+    "notifications/roots/list_changed",
+    "notifications/tasks/status",
+    "notifications/elicitation/complete",
+];
+
+/// Why `m` is not a method every peer reads as the gateway does, if it is
+/// not: a space, control or non-ASCII character (a C reader stops at
+/// `\u0000`, another trims or folds), or an MCP method in another case
+/// (`Tools/Call`, which a case-insensitive router dispatches as
+/// `tools/call` while every check keyed on the method passed it by).
+fn unreadable_method(m: &str) -> Option<&'static str> {
+    if !m.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Some("`method` holds a space, control or non-ASCII character");
+    }
+    let known = is_request_method(m) || NOTIFICATIONS.contains(&m);
+    let folds_onto = |k: &&str| k.eq_ignore_ascii_case(m);
+    if !known && (REQUEST_METHODS.iter().any(folds_onto) || NOTIFICATIONS.iter().any(folds_onto)) {
+        return Some("`method` is an MCP method spelled in another case");
+    }
+    None
 }
 
 /// Parses and validates a client→server or server→client body.
@@ -242,6 +275,7 @@ struct Fields {
     uri: Option<String>,
     task_id: Option<String>,
     params: Option<bool>, // Some(true) = object/array
+    params_array: bool,
     result: bool,
     error: bool,
 }
@@ -274,13 +308,22 @@ impl Fields {
             None => return invalid(id, "missing `jsonrpc`"),
         }
         if self.params == Some(false) {
-            return invalid(id, "`params` must be an object or an array");
+            return invalid(id, "`params` must be an object");
+        }
+        // JSON-RPC allows positional `params`; MCP names every parameter.
+        // A server on a generic JSON-RPC stack binds `["purge", {…}]` to
+        // a call's name and arguments, which no check here would have read.
+        if self.params_array {
+            return invalid(id, "`params` must be an object (MCP names every parameter)");
         }
         let method = match self.method {
             None => None,
             Some(Scalar::Str(m)) if !m.is_empty() => Some(m),
             Some(_) => return invalid(id, "`method` must be a non-empty string"),
         };
+        if let Some(why) = method.as_deref().and_then(unreadable_method) {
+            return invalid(id, why);
+        }
         let kind = match (&method, &id, self.result, self.error) {
             (Some(_), _, false, false) => {
                 if id.is_some() {
@@ -376,6 +419,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
                 "params" => {
                     let p = map.next_value_seed(ParamsSeed(inner))?;
                     f.params = Some(p.compound);
+                    f.params_array = p.array;
                     f.name = p.name;
                     f.uri = p.uri;
                     f.task_id = p.task_id;
@@ -406,6 +450,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
 #[derive(Default)]
 struct ParamsOut {
     compound: bool,
+    array: bool,
     name: Option<String>,
     uri: Option<String>,
     task_id: Option<String>,
@@ -474,6 +519,7 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
         self.0.visit_seq(seq)?;
         Ok(ParamsOut {
             compound: true,
+            array: true,
             ..Default::default()
         })
     }

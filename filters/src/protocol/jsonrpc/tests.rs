@@ -339,3 +339,73 @@ fn batches() {
         matches!(parse(b"[[]]", ParseLimits::default()), Ok(Parsed::Batch(v)) if v[0].is_err())
     );
 }
+
+/// MCP names every parameter: positional `params` (which a generic
+/// JSON-RPC server binds to a call's name and arguments, while no check
+/// here read either) are refused in every message, both directions.
+#[test]
+fn positional_params_are_refused() {
+    for raw in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["purge",{"region":"us"}]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[null,"purge",{}]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":["secret"]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":["file:///etc/passwd"]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":["t1"]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x/custom","params":[]}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/progress","params":[1,2]}"#,
+        r#"{"jsonrpc":"2.0","id":7,"method":"elicitation/create","params":["http://127.0.0.1/"]}"#,
+    ] {
+        assert_eq!(code(raw), -32600, "{raw}");
+    }
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["purge",{}]}]"#;
+    match parse(batch.as_bytes(), ParseLimits::default()) {
+        Ok(Parsed::Batch(items)) => assert!(items.iter().all(Result::is_err), "{batch}"),
+        Ok(Parsed::Single(_)) => panic!("a batch"),
+        Err(_) => {}
+    }
+    assert!(one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}"#).is_ok());
+}
+
+/// A method every peer reads alike: no space, control or non-ASCII
+/// character (`tools/call\u0000` is `tools/call` to a C reader, a
+/// zero-width or fullwidth form to a folding one), and no MCP method in
+/// another case (`Tools/Call` to a case-insensitive router), which every
+/// check keyed on the method would have passed by.
+#[test]
+fn methods_peers_read_as_another_are_refused() {
+    for m in [
+        "tools/call\\u0000",
+        "tools/call ",
+        " tools/call",
+        "tools/call\\t",
+        "tools/call\\u200b",
+        "tools\\u2215call",
+        "ｔｏｏｌｓ/call",
+        "Tools/Call",
+        "TOOLS/CALL",
+        "tools/Call",
+        "Logging/SetLevel",
+        "logging/setlevel",
+        "Notifications/Initialized",
+        "notifications/Tools/list_changed",
+        "Initialize",
+    ] {
+        for raw in [
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{m}","params":{{"name":"purge"}}}}"#),
+            format!(r#"{{"jsonrpc":"2.0","method":"{m}"}}"#),
+        ] {
+            assert_eq!(code(&raw), -32600, "{raw}");
+        }
+    }
+    for m in [
+        "tools/call",
+        "logging/setLevel",
+        "sampling/createMessage",
+        "notifications/tools/list_changed",
+        "x-acme/Custom.Thing",
+        "io.example/doIt",
+    ] {
+        let raw = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{m}","params":{{}}}}"#);
+        assert!(one(&raw).is_ok(), "{raw}");
+    }
+}

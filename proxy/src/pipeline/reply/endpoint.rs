@@ -73,7 +73,7 @@ pub(super) fn rewrite_endpoint(
     gw.sessions.remember_legacy_path(server_name, path_only);
     if let Some(addr) = ctx.upstream.chosen {
         gw.sessions
-            .remember(server_name, &legacy_key(path), addr, &owner, false);
+            .remember(server_name, &legacy_key(path), addr, &owner, false, true);
         // Stateless replicas: the session's query travels sealed.
         if let (Some(sealer), Some((base, query))) = (rt.sealer.as_ref(), new.split_once('?')) {
             if let Some(token) = sealer.seal(&crate::sessions::seal::SealedSession {
@@ -81,6 +81,7 @@ pub(super) fn rewrite_endpoint(
                 upstream: addr.to_string(),
                 owner,
                 server: server_name.clone(),
+                issued: crate::sessions::seal::unix_now(),
             }) {
                 return Ok(ev.with_data(&format!("{base}?ws={token}")));
             }

@@ -180,8 +180,10 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
             return refuse_reply(server_name, ReplyRefusal::BadSessionHeader);
         };
         let owner = crate::sessions::sticky::owner_key(&ctx.principal);
+        // An `initialize` that named no session: the server made this one now.
+        let fresh = ctx.session_id.is_none() && ctx.request_method.as_deref() == Some("initialize");
         gw.sessions
-            .remember(server_name, sid, addr, &owner, ctx.url_elicitation);
+            .remember(server_name, sid, addr, &owner, ctx.url_elicitation, fresh);
         // Stateless replicas: the client gets the sealed form.
         if let Some(sealer) = rt.sealer.as_ref() {
             sealed_header = sealer.seal(&crate::sessions::seal::SealedSession {
@@ -189,6 +191,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
                 upstream: addr.to_string(),
                 owner,
                 server: server_name.clone(),
+                issued: crate::sessions::seal::unix_now(),
             });
         }
         ctx.session_id.get_or_insert_with(|| sid.to_owned());
