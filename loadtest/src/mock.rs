@@ -46,6 +46,9 @@ pub struct Mock {
     /// Fault: every `initialize` gets the same session id, as a server
     /// whose session counter started over hands one id out again.
     pub reuse_session_ids: bool,
+    /// Send the session's id on every reply in it (as some SDK servers
+    /// do), not only on `initialize`'s.
+    pub session_header_always: bool,
     /// Page `tools/list` results this many tools at a time (0: one page).
     pub tools_page_size: usize,
     /// Test hook (`POST /__mock/tools`): tools to add, or replace by name.
@@ -149,6 +152,7 @@ impl Mock {
             sessions: Mutex::new(Default::default()),
             require_session,
             reuse_session_ids: false,
+            session_header_always: false,
             tools_page_size: 0,
             tool_changes: Mutex::new(Vec::new()),
             fail_status: Default::default(),
@@ -379,7 +383,11 @@ impl Mock {
                         .unwrap_or_default()),
                     Some(v) => {
                         let mut r = json_resp(StatusCode::OK, &v);
-                        if let Some(s) = new_session {
+                        let echoed = self
+                            .session_header_always
+                            .then(|| session.clone())
+                            .flatten();
+                        if let Some(s) = new_session.or(echoed) {
                             if let Ok(h) = s.parse() {
                                 r.headers_mut().insert("mcp-session-id", h);
                             }

@@ -318,7 +318,12 @@ async fn tool_pins_are_shared_through_redis() {
 /// session (404) and a new `initialize` works.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_id_handed_out_twice_reaches_only_its_new_holder_and_tokens_expire() {
-    let mock = Mock::start(&["--require-session", "--reuse-session-ids"]).expect("mock");
+    let mock = Mock::start(&[
+        "--require-session",
+        "--reuse-session-ids",
+        "--session-header-always",
+    ])
+    .expect("mock");
     let (yaml, mut files) = example_bundle(mock.addr, |y| {
         y + "\nsessions: {seal_key_file: seal.key, max_age: 4s}\n"
     });
@@ -352,16 +357,30 @@ async fn a_session_id_handed_out_twice_reaches_only_its_new_holder_and_tokens_ex
         s, 403,
         "the first holder is refused where the second initialize was seen: {v}"
     );
-    // A replica that saw neither cannot tell them apart, until the tokens expire.
-    let (s, _, v) = post(&gws[1], DEV, Some(&dev), call(3)).await;
+    // A replica that saw neither cannot tell them apart, until the tokens
+    // expire; a reply there binds the id to nobody, so the new holder is
+    // not locked out by the old one's use.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let (s, hs, v) = post(&gws[1], DEV, Some(&dev), call(3)).await;
     assert_eq!(s, 200, "{v}");
-    tokio::time::sleep(std::time::Duration::from_millis(5_500)).await;
-    for (gw, key, token) in [
-        (&gws[1], DEV, &dev),
-        (&gws[0], OPS, &ops),
-        (&gws[1], OPS, &ops),
-    ] {
-        let (s, _, v) = post(gw, key, Some(token), call(4)).await;
+    let (s, _, v) = post(&gws[1], OPS, Some(&ops), call(6)).await;
+    assert_eq!(s, 200, "{v}");
+    // A token sealed again for a later reply keeps the session's opening
+    // time: the old holder cannot renew its way past `max_age`.
+    let renewed = header(&hs, "mcp-session-id")
+        .expect("the server names the session again")
+        .to_owned();
+    assert_ne!(renewed, dev, "sealed again, with a fresh nonce");
+    // 5 s after the sessions opened, 2.5 s after the token was sealed again.
+    tokio::time::sleep(std::time::Duration::from_millis(2_600)).await;
+    let mut expired = vec![
+        (&gws[1], DEV, dev.clone()),
+        (&gws[0], OPS, ops.clone()),
+        (&gws[1], OPS, ops.clone()),
+    ];
+    expired.push((&gws[1], DEV, renewed));
+    for (gw, key, token) in expired {
+        let (s, _, v) = post(gw, key, Some(&token), call(4)).await;
         assert_eq!(s, 404, "an expired token is an unknown session: {v}");
     }
     // The client opens a new one, which works everywhere.

@@ -58,10 +58,6 @@ pub use stdio::Stdio;
 pub use upstream_auth::{Assertions, CallerToken, IdentityAssertion, OAuthGrant, OutboundOAuth};
 pub use virtual_servers::{Prefixing, ToolView, Virtual, VirtualMember};
 
-/// How long a sealed session id opens by default: a session a server
-/// handed out outlives this only by the client opening a new one.
-pub const SESSION_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listeners: Vec<Listener>,
@@ -89,9 +85,10 @@ pub struct Config {
     pub redis: Option<crate::guards::Redis>,
     /// Fleet secret that seals session ids (stateless replicas).
     pub session_seal: Option<crate::access::Secret>,
-    /// How long a sealed session id opens after it was issued
-    /// (`sessions.max_age`, default 24 h).
-    pub session_max_age: std::time::Duration,
+    /// How long a sealed session id opens after the `initialize` that
+    /// issued it (`sessions.max_age`); `None`, the default: as long as the
+    /// server keeps the session.
+    pub session_max_age: Option<std::time::Duration>,
     pub schemas: crate::guards::Schemas,
     pub egress: crate::guards::Egress,
     /// Per-session budgets and loop detection.
@@ -145,12 +142,18 @@ impl Config {
         let quotas = crate::guards::quotas(&raw.quotas, redis.is_some(), p);
         virtual_aliases(&servers, &quotas, &kill_switch, &catalog, p);
         let session_seal = access::session_seal(raw.sessions.as_ref(), root, p);
-        let session_max_age = crate::fields::duration(
-            p,
-            "sessions.max_age",
-            &raw.sessions.as_ref().and_then(|s| s.max_age.clone()),
-            SESSION_MAX_AGE,
-        );
+        let session_max_age = raw
+            .sessions
+            .as_ref()
+            .and_then(|s| s.max_age.as_ref())
+            .map(|v| {
+                crate::fields::duration(
+                    p,
+                    "sessions.max_age",
+                    &Some(v.clone()),
+                    std::time::Duration::from_secs(86_400),
+                )
+            });
         let schemas = crate::guards::schemas(&raw.schemas, p);
         let egress = crate::guards::egress(&raw.egress, p);
         let runaway = crate::guards::runaway(raw.runaway.as_ref(), p);

@@ -16,9 +16,9 @@ pub struct SessionsConfig {
     /// File holding it (relative paths resolve against the bundle root).
     #[serde(default)]
     pub seal_key_file: Option<String>,
-    /// How long a sealed session id opens after the gateway issued it
-    /// (default `24h`); after that the client is told the session is
-    /// unknown (404) and opens a new one.
+    /// How long a sealed session id opens after the `initialize` that
+    /// issued it (no limit by default); after that the client is told the
+    /// session is unknown (404) and must open a new one.
     #[serde(default)]
     pub max_age: Option<String>,
 }

@@ -25,6 +25,10 @@ struct Args {
     /// session counter started over).
     #[arg(long)]
     reuse_session_ids: bool,
+    /// Send the session id on every reply in a session, not only on
+    /// initialize's (as some SDK servers do).
+    #[arg(long)]
+    session_header_always: bool,
     /// Page tools/list results this many tools at a time (0: one page).
     #[arg(long, default_value_t = 0)]
     tools_page_size: usize,
@@ -48,6 +52,7 @@ fn main() -> anyhow::Result<()> {
         if let Some(mm) = Arc::get_mut(&mut m) {
             mm.tools_page_size = args.tools_page_size;
             mm.reuse_session_ids = args.reuse_session_ids;
+            mm.session_header_always = args.session_header_always;
         }
         let mock = m;
         loop {

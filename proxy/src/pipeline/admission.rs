@@ -241,13 +241,19 @@ fn unseal_session(gw: &Gateway, ctx: &mut RequestCtx, server: &str) -> Result<bo
     let owner = crate::sessions::sticky::owner_key(&ctx.principal);
     let max_age = ctx.rt.snap.config.session_max_age;
     let started = gw.sessions.started;
-    let check = |p: &crate::sessions::seal::SealedSession| -> Result<Option<std::net::SocketAddr>, Refusal> {
+    // `expires`: a Streamable HTTP session id past `sessions.max_age` is an
+    // unknown session (404: the client opens a new one). A legacy
+    // endpoint's query lives as long as the stream it was handed on.
+    let check = |p: &crate::sessions::seal::SealedSession,
+                 expires: bool|
+     -> Result<Option<std::net::SocketAddr>, Refusal> {
         if p.server != server {
             return Err(unknown());
         }
-        // Past `sessions.max_age`: the client opens a new session (404).
-        if p.expired(crate::sessions::seal::unix_now(), started, max_age) {
-            return Err(unknown());
+        if let Some(max_age) = max_age.filter(|_| expires) {
+            if p.expired(crate::sessions::seal::unix_now(), started, max_age) {
+                return Err(unknown());
+            }
         }
         if p.owner != owner {
             return Err(Refusal::session_principal_mismatch());
@@ -256,15 +262,16 @@ fn unseal_session(gw: &Gateway, ctx: &mut RequestCtx, server: &str) -> Result<bo
     };
     if let Some(token) = ctx.session_id.clone() {
         let p = gw.sessions.open(&sealer, &token).ok_or_else(unknown)?;
-        ctx.upstream.sealed = check(&p)?;
+        ctx.upstream.sealed = check(&p, true)?;
         ctx.session_id = Some(p.session.clone());
         ctx.session_sealed = true;
+        ctx.session_issued = p.issued;
     } else if ctx.kind == ExchangeKind::Post {
         // Legacy HTTP+SSE: the endpoint's query was sealed into `ws=`.
         if let Some((path, query)) = ctx.upstream.uri.split_once('?') {
             if let Some(token) = query.split('&').find_map(|kv| kv.strip_prefix("ws=")) {
                 let p = sealer.open(token).ok_or_else(unknown)?;
-                ctx.upstream.sealed = check(&p)?;
+                ctx.upstream.sealed = check(&p, false)?;
                 ctx.upstream.uri = format!("{path}?{}", p.session);
                 return Ok(true);
             }

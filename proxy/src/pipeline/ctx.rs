@@ -148,6 +148,9 @@ pub struct RequestCtx {
     pub url_elicitation: bool,
     pub session_id: Option<String>,
     pub session_sealed: bool,
+    /// When the session the client's sealed id names was opened (its
+    /// token's `issued`; 0 when none was opened or it predates the field).
+    pub session_issued: u64,
     /// The server's own event id a `Last-Event-ID` resumes from, opened
     /// for this principal, server and session (see `handles`).
     pub resume_from: Option<String>,
@@ -231,6 +234,7 @@ impl RequestCtx {
             url_elicitation: false,
             session_id: None,
             session_sealed: false,
+            session_issued: 0,
             resume_from: None,
             refused_message: None,
             trace: None,

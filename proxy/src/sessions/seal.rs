@@ -86,9 +86,10 @@ pub struct SealedSession {
     /// The server (route target) it belongs to.
     #[serde(rename = "v")]
     pub server: String,
-    /// When the gateway issued it (Unix seconds); `0` in a token sealed by
-    /// a gateway before this field existed. It opens for
-    /// `sessions.max_age` after that ([`SealedSession::expired`]).
+    /// When the `initialize` that opened the session was relayed (Unix
+    /// seconds; a token sealed again for a later reply keeps it); `0` in
+    /// a token sealed by a gateway before this field existed. With
+    /// `sessions.max_age` it opens for that long ([`SealedSession::expired`]).
     #[serde(rename = "t", default)]
     pub issued: u64,
 }

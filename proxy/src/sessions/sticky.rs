@@ -157,6 +157,17 @@ impl Sessions {
         );
     }
 
+    /// A reply named `session`, served by `addr`: an existing binding
+    /// follows the replica; none is made.
+    pub fn seen(&self, server: &str, session: &str, addr: SocketAddr) {
+        let key = sticky_key(server, session);
+        if let Some(e) = self.sticky.get(&key) {
+            if e.addr != addr {
+                self.sticky.insert(key, SessionEntry { addr, ..e });
+            }
+        }
+    }
+
     /// An `endpoint` event named `path` (the upstream's, without its query)
     /// as a legacy session's message endpoint.
     pub fn remember_legacy_path(&self, server: &str, path: &str) {

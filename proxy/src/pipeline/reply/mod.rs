@@ -180,10 +180,21 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
             return refuse_reply(server_name, ReplyRefusal::BadSessionHeader);
         };
         let owner = crate::sessions::sticky::owner_key(&ctx.principal);
-        // An `initialize` that named no session: the server made this one now.
-        let fresh = ctx.session_id.is_none() && ctx.request_method.as_deref() == Some("initialize");
-        gw.sessions
-            .remember(server_name, sid, addr, &owner, ctx.url_elicitation, fresh);
+        // A successful `initialize` that named no session: the server made
+        // this one now, for this principal.
+        let fresh = ctx.session_id.is_none()
+            && ctx.request_method.as_deref() == Some("initialize")
+            && (200..300).contains(&status);
+        // Only the replica that relays a session's opening binds it; with
+        // a sealer every other one reads the binding from the token (a
+        // later reply naming an id is no proof whose it is: a server that
+        // hands one id out twice would have the old holder bound here).
+        if fresh || rt.sealer.is_none() {
+            gw.sessions
+                .remember(server_name, sid, addr, &owner, ctx.url_elicitation, fresh);
+        } else {
+            gw.sessions.seen(server_name, sid, addr);
+        }
         // Stateless replicas: the client gets the sealed form.
         if let Some(sealer) = rt.sealer.as_ref() {
             sealed_header = sealer.seal(&crate::sessions::seal::SealedSession {
@@ -191,7 +202,13 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
                 upstream: addr.to_string(),
                 owner,
                 server: server_name.clone(),
-                issued: crate::sessions::seal::unix_now(),
+                // A later reply's token keeps the session's opening time:
+                // a reply never renews `sessions.max_age`.
+                issued: match (fresh, ctx.session_sealed, ctx.session_issued) {
+                    (false, true, 0) => gw.sessions.started,
+                    (false, true, t) => t,
+                    _ => crate::sessions::seal::unix_now(),
+                },
             });
         }
         ctx.session_id.get_or_insert_with(|| sid.to_owned());
