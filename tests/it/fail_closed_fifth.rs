@@ -74,6 +74,34 @@ async fn a_url_on_the_users_network_never_reaches_the_client() {
     assert_eq!(v["id"], 2, "{text}");
     assert_eq!(v["error"]["code"], -31014, "{text}");
     assert!(!text.contains("192.168"), "{text}");
+    // The same request in a spelling the client dispatches alike (another
+    // case, a NUL, positional params): never relayed unread.
+    for (method, params) in [
+        (
+            "Elicitation/Create",
+            json!({"mode":"url","elicitationId":"x","message":"m","url":"http://169.254.169.254/latest/"}),
+        ),
+        (
+            "elicitation/create\\u0000",
+            json!({"mode":"url","elicitationId":"x","message":"m","url":"http://169.254.169.254/latest/"}),
+        ),
+        (
+            "elicitation/create",
+            json!(["url", "x", "m", "http://169.254.169.254/latest/"]),
+        ),
+    ] {
+        let body =
+            json!({"jsonrpc":"2.0","id":2,"result":{"resultType":"input_required","inputRequests":{
+            "a":{"method":"METHOD","params":params}}}})
+            .to_string()
+            .replace("METHOD", method);
+        h.script([Reply::json(&body)]);
+        let (_, _, text) = post_with(&gw, &call_with(2, json!({"text":"hi"})), &MODERN).await;
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["id"], 2, "{method}: {text}");
+        assert!(v["error"]["code"].is_i64(), "{method}: {text}");
+        assert!(!text.contains("169.254"), "{method}: {text}");
+    }
 
     // Inside a -32042 error (2025-11-25), in a scheme a browser runs.
     for url in ["javascript:fetch('http://10.0.0.1/')", "http://0x7f.1/"] {

@@ -341,11 +341,17 @@ pub fn ambiguous_uri(uri: &str) -> bool {
     if super::resource_uri::uncanonical(uri) {
         return true;
     }
-    let Some(colon) = uri.find(':') else {
-        return false;
+    // A URI without a scheme is a relative reference, a path a server
+    // joins to its own base: read as one.
+    let (scheme, rest) = match uri.find(':') {
+        Some(colon) => (&uri[..colon], &uri[colon + 1..]),
+        None => ("", uri),
     };
-    let scheme = &uri[..colon];
-    let rest = &uri[colon + 1..];
+    // A file path holds no slash or backslash of its own: escaped, it is
+    // one to every server that decodes the path (`file:///secret%2Fkeys`).
+    if scheme.eq_ignore_ascii_case("file") && escapes_separator(rest.as_bytes()) {
+        return true;
+    }
     let web = ["http", "https", "ws", "wss"]
         .iter()
         .any(|w| w.eq_ignore_ascii_case(scheme));
@@ -414,16 +420,26 @@ pub fn ambiguous_uri(uri: &str) -> bool {
     })
 }
 
-/// Whether `b` holds an escape (`%XX`) of an unreserved character: a
-/// letter, a digit, `-`, `.`, `_` or `~`.
+/// Whether `b` holds an escape (`%XX`) of an unreserved character a rule
+/// could read otherwise: a letter, a digit, `-`, `.` or `_`. (`%7E`, the
+/// `~` older encoders always escape, names nothing a rule reads.)
 fn escapes_unreserved(b: &[u8]) -> bool {
+    escapes(b, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_')
+    })
+}
+
+/// Whether `b` holds an escaped `/` or `\\`.
+fn escapes_separator(b: &[u8]) -> bool {
+    escapes(b, |c| matches!(c, b'/' | b'\\'))
+}
+
+/// Whether `b` holds an escape (`%XX`) of a byte `of` selects.
+fn escapes(b: &[u8], of: impl Fn(u8) -> bool) -> bool {
     memchr::memchr_iter(b'%', b).any(|i| {
         let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16));
         match (hex(b.get(i + 1)), hex(b.get(i + 2))) {
-            (Some(h), Some(l)) => {
-                let c = (h * 16 + l) as u8;
-                c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
-            }
+            (Some(h), Some(l)) => of((h * 16 + l) as u8),
             _ => false,
         }
     })
@@ -604,8 +620,14 @@ mod tests {
             "postgres://db/table%41",
             "file:///secret%2Dkeys/x",
             "file:///a%5fb",
-            "file:///a%7Eb",
             "file:///a%2Eb",
+            // Escaped separators in a file path; relative references.
+            "file:///secret%2Fkeys.txt",
+            "file:///secret%5ckeys.txt",
+            "%73ecret/x",
+            "../secret",
+            "a/../../secret",
+            "docs//etc/passwd",
             "note://%73ecret",
             "file:///%2573ecret/x",
             "https://example.com/%61dmin",
@@ -626,6 +648,10 @@ mod tests {
             "https://example.com/dir/",
             "file:///a.b/..c/d.../e..",
             "users://a%2Fb/profile",
+            "file:///home/%7Euser/a.txt",
+            "https://example.com/%7Euser/",
+            "notes/2024/summary.md",
+            "greeting",
             "gitlab://projects/group%2Fproject/readme",
             "file:///public/100%25%20done.txt",
             "mysql://users/data",

@@ -146,6 +146,13 @@ fn only_web_urls_are_opened_and_what_cannot_be_read_is_refused() {
         r#"{"jsonrpc":"2.0","id":1,"result":{"inputRequests":[{"method":"elicitation/create","params":{"url":"http://127.0.0.1/"}}]}}"#,
         r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32042,"message":"m","data":{"elicitations":{"url":"http://127.0.0.1/"}}}}"#,
         r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32042,"message":"m","data":{"elicitations":["http://127.0.0.1/"]}}}"#,
+        // Requests inside a result that a client dispatches as an
+        // elicitation while the exact-method read saw none: another case,
+        // a NUL a C reader stops at, positional params.
+        r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{"e":{"method":"Elicitation/Create","params":{"mode":"url","url":"http://169.254.169.254/","message":"m","elicitationId":"x"}}}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{"e":{"method":"elicitation/create\u0000","params":{"mode":"url","url":"http://169.254.169.254/"}}}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{"e":{"method":"elicitation/create","params":["http://169.254.169.254/"]}}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"t","status":"input_required","inputRequests":{"e":{"method":"ELICITATION/CREATE","params":{"mode":"url","url":"http://169.254.169.254/"}}}}}"#,
     ] {
         assert_eq!(
             rule(reply(&f, raw, Some("tools/call"))).as_deref(),

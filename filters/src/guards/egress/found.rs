@@ -108,12 +108,58 @@ pub(super) fn uri_found<'a>(u: &'a str, out: &mut Vec<Found<'a>>) {
     if starts_as_url(u) {
         return;
     }
+    // The whole value read as a host, where it names one: `169.254.169.254`,
+    // `localhost`, `2852039166:80`, `10.0.0.1/24`, `user@10.0.0.1` are
+    // addresses here, not the prose the scan below lets an address alone be.
+    if bare_host(u) {
+        out.push(Found {
+            argument: None,
+            value: u.into(),
+            whole: true,
+        });
+    }
     for addr in bare_forbidden_all(u) {
         out.push(Found {
             argument: None,
             value: addr.into(),
             whole: true,
         });
+    }
+}
+
+/// Whether `u` (no scheme and slashes) reads as a host a client would dial
+/// if it were prefixed with `http://`: its head (up to `/`, `?`, `#` or
+/// `\\`, after any `user@`) is bracketed, holds a dot, is all digits, is
+/// hex (`0x…`) or `localhost`, and no scheme precedes it (`mailto:a@b.c`
+/// names a mailbox, `localhost:8080` a port). A single word (`notes/x`)
+/// is a relative name, not a host.
+pub(super) fn bare_host(u: &str) -> bool {
+    let v = u.trim();
+    let l = super::detect::lead(v);
+    if l.scheme.is_some() && !super::readers::is_port(&v[v.find(':').map_or(0, |i| i + 1)..]) {
+        return false;
+    }
+    let head = &v[..v.find(['/', '?', '#', '\\']).unwrap_or(v.len())];
+    let hostport = &head[head.rfind('@').map_or(0, |i| i + 1)..];
+    if hostport.starts_with('[') {
+        return true;
+    }
+    let host = &hostport[..hostport.find(':').unwrap_or(hostport.len())];
+    !host.is_empty()
+        && (host.contains('.')
+            || host.bytes().all(|b| b.is_ascii_digit())
+            || host.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
+            || host.eq_ignore_ascii_case("localhost"))
+}
+
+/// The items of a `uri` that is a list: each string a URI.
+fn uri_list<'a>(a: &'a [Json], detect: bool, out: &mut Vec<Found<'a>>) {
+    for x in a {
+        match x {
+            Json::String(u) => uri_found(u, out),
+            Json::Array(b) => uri_list(b, detect, out),
+            x => walk_outside(x, detect, out),
+        }
     }
 }
 
@@ -133,6 +179,9 @@ pub(super) fn walk_outside<'a>(v: &'a Json, detect: bool, out: &mut Vec<Found<'a
                     // a server that dials a resource's URI may read it as
                     // a host, as the same text anywhere else is read.
                     ("uri", Json::String(u)) => uri_found(u, out),
+                    // A list of URIs (`["http://…"]`, which a lenient
+                    // peer reads its one string from): each item is one.
+                    ("uri", Json::Array(a)) => uri_list(a, detect, out),
                     // The resources a subscription stream follows
                     // (2026-07-28): every string under it is a URI,
                     // whatever shape a client gave the filter.

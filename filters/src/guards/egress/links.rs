@@ -110,9 +110,14 @@ pub(super) fn judge<'h>(
 /// their exceptions to the SSRF rules.
 pub(super) fn sent(uri: &Json, allow: &[&HostPattern]) -> Result<(), &'static str> {
     let Some(u) = uri.as_str() else {
-        // Not MCP's `uri` (a tool's own data): what it holds is read on.
+        // Not MCP's `uri`: a list (which a lenient client reads its one
+        // string from) is read item by item as URIs; an object (a tool's
+        // own data) for the `uri` members it holds.
         let mut inner = Vec::new();
-        uris_in(uri, &mut inner, DEPTH);
+        match uri {
+            Json::Array(a) => inner.extend(a.iter()),
+            _ => uris_in(uri, &mut inner, DEPTH),
+        }
         return inner.into_iter().try_for_each(|u| sent(u, allow));
     };
     let allowed = |r: Result<(), &'static str>| match r {
@@ -125,6 +130,9 @@ pub(super) fn sent(uri: &Json, allow: &[&HostPattern]) -> Result<(), &'static st
     // them as hosts (see `found::uri_found`).
     if starts_as_url(u) {
         return Ok(());
+    }
+    if super::found::bare_host(u) {
+        allowed(check(u, allow))?;
     }
     bare_forbidden_all(u)
         .into_iter()

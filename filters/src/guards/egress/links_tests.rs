@@ -338,6 +338,15 @@ fn a_uri_without_a_scheme_is_judged_by_the_address_it_names() {
             "[::1]:8080/x",
             "0x7f.0.0.1/x",
             "metadata.google.internal/computeMetadata/v1/",
+            // Alone, as a CIDR block or a number with a port: prose would
+            // let them be, a `uri` names them.
+            "169.254.169.254",
+            "localhost",
+            "metadata.google.internal",
+            "user@10.0.0.1",
+            "2852039166:80",
+            "169.254.169.254/1",
+            "10.0.0.1/24",
         ] {
             for raw in [
                 read("resources/read", uri),
@@ -361,6 +370,9 @@ fn a_uri_without_a_scheme_is_judged_by_the_address_it_names() {
             "db://orders/10.0.0.1",
             "https://example.com/10.0.0.1",
             "report-v1.2.pdf",
+            "notes/x",
+            "mailto:ops@example.com",
+            "example.com/docs",
         ] {
             for raw in [
                 read("resources/read", uri),
@@ -375,4 +387,43 @@ fn a_uri_without_a_scheme_is_judged_by_the_address_it_names() {
             }
         }
     }
+}
+
+/// A `uri` that is a list (`["http://…"]`, which a lenient peer reads its
+/// one string from): each item is judged as a URI, both directions.
+#[test]
+fn a_uri_given_as_a_list_is_judged_item_by_item() {
+    let f = EgressFilter::new(
+        Vec::new(),
+        std::collections::HashMap::new(),
+        std::sync::Arc::default(),
+        false,
+    );
+    for uri in [
+        json!(["http://169.254.169.254/latest/meta-data/"]),
+        json!([["http://127.0.0.1:8080/"]]),
+        json!(["https://example.com/a", "10.0.0.1/"]),
+    ] {
+        // (A request's own `params.uri` that is no string never parses.)
+        for raw in [
+            json!({"jsonrpc":"2.0","id":2,"result":{"roots":[{"uri":uri,"name":"r"}]}}),
+            json!({"jsonrpc":"2.0","id":1,"method":"resources/read",
+                "params":{"uri":"file:///a","_meta":{"io.example/src":{"uri":uri}}}}),
+        ] {
+            let raw = raw.to_string();
+            assert!(request(&f, &raw).is_some(), "{raw}");
+        }
+        let link = json!({"jsonrpc":"2.0","id":1,"result":{"content":[
+            {"type":"resource_link","name":"x","uri":uri}]}})
+        .to_string();
+        assert!(
+            rule(reply(&f, &link, Some("tools/call"))).is_some(),
+            "{link}"
+        );
+    }
+    let fine = json!(["https://example.com/a", "file:///tmp/x"]);
+    let link = json!({"jsonrpc":"2.0","id":1,"result":{"content":[
+        {"type":"resource_link","name":"x","uri":fine}]}})
+    .to_string();
+    assert_eq!(rule(reply(&f, &link, Some("tools/call"))), None, "{link}");
 }

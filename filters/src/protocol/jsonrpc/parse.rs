@@ -75,6 +75,8 @@ const NOTIFICATIONS: &[&str] = &[
     "notifications/roots/list_changed",
     "notifications/tasks/status",
     "notifications/elicitation/complete",
+    "notifications/subscriptions/acknowledged",
+    "notifications/tasks",
 ];
 
 /// Why `m` is not a method every peer reads as the gateway does, if it is
@@ -82,7 +84,8 @@ const NOTIFICATIONS: &[&str] = &[
 /// `\u0000`, another trims or folds), or an MCP method in another case
 /// (`Tools/Call`, which a case-insensitive router dispatches as
 /// `tools/call` while every check keyed on the method passed it by).
-fn unreadable_method(m: &str) -> Option<&'static str> {
+/// Requests nested in a message (`inputRequests`) meet it too.
+pub fn unreadable_method(m: &str) -> Option<&'static str> {
     if !m.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
         return Some("`method` holds a space, control or non-ASCII character");
     }
@@ -276,6 +279,8 @@ struct Fields {
     task_id: Option<String>,
     params: Option<bool>, // Some(true) = object/array
     params_array: bool,
+    /// `params: []`: generic JSON-RPC clients send it for no parameters.
+    params_empty: bool,
     result: bool,
     error: bool,
 }
@@ -313,7 +318,7 @@ impl Fields {
         // JSON-RPC allows positional `params`; MCP names every parameter.
         // A server on a generic JSON-RPC stack binds `["purge", {…}]` to
         // a call's name and arguments, which no check here would have read.
-        if self.params_array {
+        if self.params_array && !self.params_empty {
             return invalid(id, "`params` must be an object (MCP names every parameter)");
         }
         let method = match self.method {
@@ -420,6 +425,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
                     let p = map.next_value_seed(ParamsSeed(inner))?;
                     f.params = Some(p.compound);
                     f.params_array = p.array;
+                    f.params_empty = p.empty;
                     f.name = p.name;
                     f.uri = p.uri;
                     f.task_id = p.task_id;
@@ -451,6 +457,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
 struct ParamsOut {
     compound: bool,
     array: bool,
+    empty: bool,
     name: Option<String>,
     uri: Option<String>,
     task_id: Option<String>,
@@ -515,11 +522,16 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
         }
         Ok(out)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<ParamsOut, A::Error> {
-        self.0.visit_seq(seq)?;
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ParamsOut, A::Error> {
+        let inner = self.0.descend()?.item();
+        let mut items = 0usize;
+        while seq.next_element_seed(inner)?.is_some() {
+            items += 1;
+        }
         Ok(ParamsOut {
             compound: true,
             array: true,
+            empty: items == 0,
             ..Default::default()
         })
     }

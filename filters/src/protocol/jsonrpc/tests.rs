@@ -351,7 +351,7 @@ fn positional_params_are_refused() {
         r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":["secret"]}"#,
         r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":["file:///etc/passwd"]}"#,
         r#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":["t1"]}"#,
-        r#"{"jsonrpc":"2.0","id":1,"method":"x/custom","params":[]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x/custom","params":[null]}"#,
         r#"{"jsonrpc":"2.0","method":"notifications/progress","params":[1,2]}"#,
         r#"{"jsonrpc":"2.0","id":7,"method":"elicitation/create","params":["http://127.0.0.1/"]}"#,
     ] {
@@ -364,6 +364,8 @@ fn positional_params_are_refused() {
         Err(_) => {}
     }
     assert!(one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}"#).is_ok());
+    // No parameters at all, as generic JSON-RPC clients write it.
+    assert!(one(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[]}"#).is_ok());
 }
 
 /// A method every peer reads alike: no space, control or non-ASCII
@@ -389,6 +391,8 @@ fn methods_peers_read_as_another_are_refused() {
         "Notifications/Initialized",
         "notifications/Tools/list_changed",
         "Initialize",
+        "Notifications/Subscriptions/Acknowledged",
+        "notifications/TASKS",
     ] {
         for raw in [
             format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{m}","params":{{"name":"purge"}}}}"#),
