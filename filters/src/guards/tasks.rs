@@ -709,7 +709,13 @@ impl McpFilter for TaskFilter {
                 changed |= self.seal_related(r, ctx, related, notes);
             }
             Kind::Notification | Kind::Request => {
-                let notif = env.method.as_deref() == Some("notifications/tasks/status");
+                // The status notification: `notifications/tasks/status`
+                // (2025-11-25), bare `notifications/tasks` in the tasks
+                // extension (SEP-2663, 2026-07-28).
+                let notif = matches!(
+                    env.method.as_deref(),
+                    Some("notifications/tasks/status" | "notifications/tasks")
+                );
                 let Some(p) = v.get_mut("params").filter(|p| p.is_object()) else {
                     return Decision::Pass;
                 };

@@ -64,6 +64,8 @@ fn escaped_task_members_are_sealed_and_judged() {
     for raw in [
         r#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"T-esc","status":"working","createdAt":"2026-01-01T00:00:00Z"}}}"#,
         r#"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"T-alice","status":"completed","createdAt":"2026-01-01T00:00:00Z"}}"#,
+        // The tasks extension's (2026-07-28) status notification.
+        r#"{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"T-alice","status":"completed","createdAt":"2026-01-01T00:00:00Z"}}"#,
     ] {
         let env = crate::protocol::jsonrpc::single(raw);
         let msg = Message::from_server(&env, raw.as_bytes(), Some("tools/call"), Some("t"));

@@ -302,6 +302,9 @@ pub fn method_label(method: Option<&str>) -> &str {
         "notifications/prompts/list_changed",
         "notifications/roots/list_changed",
         "notifications/tasks/status",
+        "notifications/tasks",
+        "notifications/subscriptions/acknowledged",
+        "notifications/elicitation/complete",
     ];
     match method {
         None => "-",
