@@ -270,45 +270,9 @@ impl LabelGuard {
 /// MCP methods get their own label value; anything else a client invents is
 /// folded into `_other` so the label set stays bounded.
 pub fn method_label(method: Option<&str>) -> &str {
-    const KNOWN: &[&str] = &[
-        "initialize",
-        "ping",
-        "server/discover",
-        "tools/list",
-        "tools/call",
-        "resources/list",
-        "resources/templates/list",
-        "resources/read",
-        "resources/subscribe",
-        "resources/unsubscribe",
-        "prompts/list",
-        "prompts/get",
-        "completion/complete",
-        "logging/setLevel",
-        "sampling/createMessage",
-        "elicitation/create",
-        "roots/list",
-        "tasks/get",
-        "tasks/result",
-        "tasks/list",
-        "tasks/cancel",
-        "notifications/initialized",
-        "notifications/progress",
-        "notifications/cancelled",
-        "notifications/message",
-        "notifications/tools/list_changed",
-        "notifications/resources/list_changed",
-        "notifications/resources/updated",
-        "notifications/prompts/list_changed",
-        "notifications/roots/list_changed",
-        "notifications/tasks/status",
-        "notifications/tasks",
-        "notifications/subscriptions/acknowledged",
-        "notifications/elicitation/complete",
-    ];
     match method {
         None => "-",
-        Some(m) if KNOWN.contains(&m) => m,
+        Some(m) if warden_filters::protocol::jsonrpc::is_mcp_method(m) => m,
         Some(_) => "_other",
     }
 }

@@ -62,6 +62,11 @@ fn is_request_method(m: &str) -> bool {
     REQUEST_METHODS.contains(&m)
 }
 
+/// Whether `m` is a method MCP defines (a request or a notification).
+pub fn is_mcp_method(m: &str) -> bool {
+    is_request_method(m) || NOTIFICATIONS.contains(&m)
+}
+
 /// MCP's notifications (either direction).
 const NOTIFICATIONS: &[&str] = &[
     "notifications/initialized",
@@ -89,7 +94,7 @@ pub fn unreadable_method(m: &str) -> Option<&'static str> {
     if !m.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
         return Some("`method` holds a space, control or non-ASCII character");
     }
-    let known = is_request_method(m) || NOTIFICATIONS.contains(&m);
+    let known = is_mcp_method(m);
     let folds_onto = |k: &&str| k.eq_ignore_ascii_case(m);
     if !known && (REQUEST_METHODS.iter().any(folds_onto) || NOTIFICATIONS.iter().any(folds_onto)) {
         return Some("`method` is an MCP method spelled in another case");
