@@ -133,7 +133,7 @@ pub(super) fn uri_found<'a>(u: &'a str, out: &mut Vec<Found<'a>>) {
 /// hex (`0x…`) or `localhost`, and no scheme precedes it (`mailto:a@b.c`
 /// names a mailbox, `localhost:8080` a port). A single word (`notes/x`)
 /// is a relative name, not a host.
-pub(super) fn bare_host(u: &str) -> bool {
+fn bare_host(u: &str) -> bool {
     let v = u.trim();
     let l = super::detect::lead(v);
     if l.scheme.is_some() && !super::readers::is_port(&v[v.find(':').map_or(0, |i| i + 1)..]) {

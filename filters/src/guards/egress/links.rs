@@ -18,7 +18,6 @@
 use serde_json::Value as Json;
 use warden_config::guards::HostPattern;
 
-use super::detect::{bare_forbidden_all, starts_as_url};
 use super::readers::{check, check_found};
 use crate::chain::filter::{Decision, Denial, Message, Word};
 use crate::protocol::error::{codes, JsonRpcError};
@@ -120,23 +119,22 @@ pub(super) fn sent(uri: &Json, allow: &[&HostPattern]) -> Result<(), &'static st
         }
         return inner.into_iter().try_for_each(|u| sent(u, allow));
     };
-    let allowed = |r: Result<(), &'static str>| match r {
-        Ok(()) | Err("egress_not_allowlisted") => Ok(()),
-        Err(rule) => Err(rule),
-    };
-    allowed(check_found(u, allow, false))?;
-    // The addresses it names without a scheme (`169.254.169.254/meta`,
-    // `localhost:8080/`): a client that dials what it is sent may read
-    // them as hosts (see `found::uri_found`).
-    if starts_as_url(u) {
-        return Ok(());
-    }
-    if super::found::bare_host(u) {
-        allowed(check(u, allow))?;
-    }
-    bare_forbidden_all(u)
-        .into_iter()
-        .try_for_each(|addr| allowed(check(addr, allow)))
+    // The URI, and where it does not start as a URL the host and the
+    // addresses it names without a scheme, read as a client's request's
+    // `uri` is (`found::uri_found`).
+    let mut found = Vec::new();
+    super::found::uri_found(u, &mut found);
+    found.iter().try_for_each(|f| {
+        let verdict = if f.whole {
+            check(&f.value, allow)
+        } else {
+            check_found(&f.value, allow, false)
+        };
+        match verdict {
+            Ok(()) | Err("egress_not_allowlisted") => Ok(()),
+            Err(rule) => Err(rule),
+        }
+    })
 }
 
 /// Every `uri` member at any depth under `v`.
