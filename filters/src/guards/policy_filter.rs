@@ -342,12 +342,7 @@ impl PolicyFilter {
         for r in reqs.values() {
             // A method or params the client reads otherwise than the rule
             // (`Elicitation/Create`, positional params) is unreadable.
-            let Some(method) = r
-                .get("method")
-                .and_then(Json::as_str)
-                .filter(|m| crate::protocol::jsonrpc::unreadable_method(m).is_none())
-                .filter(|_| r.get("params").is_none_or(Json::is_object))
-            else {
+            let Some(method) = crate::protocol::jsonrpc::nested_request_method(r) else {
                 return Decision::Reject(Denial::error(
                     JsonRpcError::new(
                         codes::UPSTREAM_PROTOCOL,

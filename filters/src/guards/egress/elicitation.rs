@@ -113,12 +113,7 @@ fn input_requests<'a>(v: &'a Json, urls: &mut Vec<Asked<'a>>, depth: usize) {
                                 // A request the client reads as another
                                 // (`Elicitation/Create`, positional params)
                                 // is read by no check here.
-                                let readable = |m: &str| {
-                                    crate::protocol::jsonrpc::unreadable_method(m).is_none()
-                                        && r.get("params").is_none_or(Json::is_object)
-                                };
-                                match r.get("method").and_then(Json::as_str) {
-                                    Some(m) if !readable(m) => urls.push(Err(())),
+                                match crate::protocol::jsonrpc::nested_request_method(r) {
                                     Some("elicitation/create") => {
                                         if let Some(p) = r.get("params") {
                                             elicitation(p, urls);

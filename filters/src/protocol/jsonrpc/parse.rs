@@ -102,6 +102,16 @@ pub fn unreadable_method(m: &str) -> Option<&'static str> {
     None
 }
 
+/// The method of a request nested in a message (an `inputRequests`
+/// entry), when every peer reads it as the gateway does: a method string
+/// [`unreadable_method`] passes and `params`, if any, an object.
+pub fn nested_request_method(r: &serde_json::Value) -> Option<&str> {
+    r.get("method")
+        .and_then(serde_json::Value::as_str)
+        .filter(|m| unreadable_method(m).is_none())
+        .filter(|_| r.get("params").is_none_or(serde_json::Value::is_object))
+}
+
 /// Parses and validates a client→server or server→client body.
 ///
 /// Errors: -32700 for bytes that are not UTF-8 JSON; -32600 for JSON that is
