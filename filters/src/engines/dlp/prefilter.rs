@@ -473,9 +473,11 @@ impl Prefilter {
                 if mixed | prev_mixed != 0 {
                     grouped = periodic(((cont as u128) << 64) | prev_cont as u128);
                 }
-                // A digit standing alone among group bytes.
+                // A digit standing alone among group bytes: none before
+                // it, and no letter or digit after it (a `+` or `=` after
+                // it, `… Ef 5+`, leaves it the last group's one digit).
                 let gb = cont | (m.extra & !esc);
-                let lone = m.digit & !(gb << 1 | prev_gb >> 63) & !(gb >> 1);
+                let lone = m.digit & !(gb << 1 | prev_gb >> 63) & !(cont >> 1);
                 if !grouped && lone != 0 {
                     let groups = (gb as u128) << 64 | prev_gb as u128;
                     let mut l = lone;
