@@ -8,14 +8,40 @@ use super::prefilter::Cand;
 use super::scanner::{Hit, Scanner};
 use super::{items, walk};
 
-/// The integer a number literal with a fraction or exponent denotes, as a
-/// JavaScript reader prints it (`None`: the literal is what it reads).
-fn number_view(lit: &[u8]) -> Option<String> {
-    if !lit.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
-        return None;
+/// How readers print a number literal, where that differs from how it is
+/// written: JavaScript and Python print `4.1111111111111115e15` as
+/// `4111111111111111.5`, `1.2345678e8` as `123456780`, and an integer past
+/// 2^53 in its shortest digits (`4111111111111111168` as
+/// `4111111111111111000`); a reader printing the exact integer a literal
+/// denotes prints `4111111111111111168` for `4.111111111111111168e18`.
+fn number_views(lit: &[u8]) -> smallvec::SmallVec<[String; 2]> {
+    let mut views = smallvec::SmallVec::new();
+    let digits = lit.iter().filter(|b| b.is_ascii_digit()).count();
+    if digits <= 15 && !lit.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        return views;
     }
-    let f: f64 = std::str::from_utf8(lit).ok()?.parse().ok()?;
-    (f.is_finite() && f.fract() == 0.0 && f.abs() < 1e21).then(|| format!("{f:.0}"))
+    let Some(f) = std::str::from_utf8(lit)
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok())
+        .filter(|f| f.is_finite())
+    else {
+        return views;
+    };
+    let mut add = |v: String| {
+        if v.as_bytes() != lit && !views.contains(&v) {
+            views.push(v);
+        }
+    };
+    // JavaScript writes 1e-7 ≤ |x| < 1e21 without an exponent, in the
+    // shortest digits that read back as the same value (Rust's `{}`);
+    // Python's `repr` too, below 1e16.
+    if f == 0.0 || (1e-7..1e21).contains(&f.abs()) {
+        add(format!("{f}"));
+    }
+    if f.fract() == 0.0 && f.abs() < 1e21 {
+        add(format!("{f:.0}"));
+    }
+    views
 }
 
 /// One string of a message holding findings.
@@ -43,6 +69,7 @@ impl Scanner {
         let mut c = Vec::new();
         let seen = self.candidates(raw, &mut c);
         seen.plain()
+            && !seen.exponent
             && c.is_empty()
             && self.always.is_empty()
             && !self.may_encode(&seen, raw)
@@ -76,8 +103,10 @@ impl Scanner {
         // And text split across the items of a list (of objects, as
         // `content`, or of strings).
         let lists = items::has_list(raw);
+        // And numbers written with an exponent, read as printed.
         if cands.is_empty()
             && seen.plain()
+            && !seen.exponent
             && ascii
             && self.always.is_empty()
             && !encoded
@@ -129,19 +158,38 @@ impl Scanner {
             }
             // A number is scanned on its own text: the raw pass reads its
             // digits joined to what precedes it (`: 4111…`), so its
-            // candidates may start outside it. One written with a fraction
-            // or exponent is read as the integer it denotes
-            // (`4.111111111111111e15` is a card number to a JavaScript
-            // client). Fewer than six digits is no finding of any detector.
-            let view = if st.number {
+            // candidates may start outside it. It is read as each reader
+            // prints it (`number_views`: `4.1111111111111115e15` is a card
+            // number to a JavaScript client) and as it is written; the
+            // first reading holding findings is the one redacted. Fewer
+            // than six digits is no finding of any detector.
+            if st.number {
                 let lit = &raw[st.start..st.end];
-                if lit.iter().filter(|b| b.is_ascii_digit()).count() < 6 {
+                let Ok(written) = std::str::from_utf8(lit) else {
+                    bad = true;
                     return false;
+                };
+                let views = number_views(lit);
+                let digits = |t: &str| t.bytes().filter(u8::is_ascii_digit).count();
+                let readings = views.iter().map(String::as_str).chain([written]);
+                for text in readings.filter(|t| digits(t) >= 6) {
+                    let mut hits = Vec::new();
+                    self.scan_str_all(text, &mut hits);
+                    if !hits.is_empty() {
+                        found.push(Located {
+                            path: st.path.to_owned(),
+                            start: st.start,
+                            end: st.end,
+                            text: Cow::Owned(text.to_owned()),
+                            hits,
+                            is_key: false,
+                            number: true,
+                        });
+                        return true;
+                    }
                 }
-                Some(number_view(lit).unwrap_or_else(|| String::from_utf8_lossy(lit).into_owned()))
-            } else {
-                None
-            };
+                return false;
+            }
             let (lo, hi) = if st.escaped || st.number {
                 (0, 0)
             } else {
@@ -168,15 +216,12 @@ impl Scanner {
             {
                 return false;
             }
-            let text = match view {
-                Some(v) => Cow::Owned(v),
-                None => match walk::decode(raw, st.start, st.end, st.escaped) {
-                    Some(t) => t,
-                    None => {
-                        bad = true;
-                        return false;
-                    }
-                },
+            let text = match walk::decode(raw, st.start, st.end, st.escaped) {
+                Some(t) => t,
+                None => {
+                    bad = true;
+                    return false;
+                }
             };
             // Every detector's matches, overlapping or not: which of them
             // a rule applies to is the filter's to say before any is
@@ -326,4 +371,28 @@ fn secret_key(path: &str) -> Option<&str> {
             .any(|s| s.eq_ignore_ascii_case(w.as_bytes()))
     })
     .then_some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number_views;
+
+    #[test]
+    fn numbers_are_viewed_as_readers_print_them() {
+        let v = |lit: &str| number_views(lit.as_bytes()).into_vec();
+        assert_eq!(v("4.1111111111111115e15"), ["4111111111111111.5"]);
+        assert_eq!(v("1.2345678e8"), ["123456780"]);
+        // Past 2^53: the shortest digits (JavaScript) and the exact value.
+        assert_eq!(v("4111111111111111168"), ["4111111111111111000"]);
+        assert_eq!(
+            v("4.111111111111111168e18"),
+            ["4111111111111111000", "4111111111111111168"]
+        );
+        // Written as read, or too small or large to print without an
+        // exponent: no other view.
+        assert!(v("4111111111111111").is_empty());
+        assert!(v("42").is_empty());
+        assert!(v("1e300").is_empty());
+        assert_eq!(v("0.0"), ["0"]);
+    }
 }

@@ -54,6 +54,9 @@ pub(crate) struct Seen {
     /// a run of groups (`AKIA IOSF ODNN …`, `41 4b 49 …`, see
     /// `grouped`).
     pub grouped: bool,
+    /// A digit followed by an exponent (`1.2345678e8`): a number a reader
+    /// prints in other digits than it is written in (see `engines::dlp::json`).
+    pub exponent: bool,
 }
 
 impl Seen {
@@ -61,6 +64,14 @@ impl Seen {
     pub fn plain(&self) -> bool {
         !self.escaped && !self.non_ascii
     }
+}
+
+/// Whether an exponent starts at `at` (after a digit): `e` or `E`, an
+/// optional sign, a digit.
+fn exponent_at(hay: &[u8], at: usize) -> bool {
+    let b = |i: usize| hay.get(at + i).copied().unwrap_or(0);
+    matches!(b(0), b'e' | b'E')
+        && (b(1).is_ascii_digit() || (matches!(b(1), b'+' | b'-') && b(2).is_ascii_digit()))
 }
 
 /// The candidate of every `Digits` detector at once.
@@ -413,6 +424,7 @@ impl Prefilter {
         let mut long_run = false;
         let mut spaced = false;
         let mut grouped = false;
+        let mut exponent = false;
         let (mut prev_cont, mut prev_mixed) = (0u64, 0u64);
         let (mut prev_alpha, mut prev_digit) = (0u64, 0u64);
         let mut prev_gb = 0u64;
@@ -451,6 +463,15 @@ impl Prefilter {
             let esc = (backslash << 1) | carry.backslash;
             carry.backslash = backslash >> 63;
             let cont = (m.alpha | m.digit) & !esc;
+            if !exponent {
+                // A digit then a letter (the last digit's letter may be
+                // in the next block): rare in prose, looked at one by one.
+                let mut d = m.digit & ((m.alpha >> 1) | 1 << 63);
+                while d != 0 && !exponent {
+                    exponent = exponent_at(hay, off + d.trailing_zeros() as usize + 1);
+                    d &= d - 1;
+                }
+            }
             if !spaced {
                 // Letters and digits with no letter or digit either side
                 // (an escape's letter is none), six of them in a row, each
@@ -553,6 +574,7 @@ impl Prefilter {
             long_run,
             spaced,
             grouped,
+            exponent,
         }
     }
 

@@ -31,6 +31,10 @@ pub struct MetadataVerdict {
     pub findings: Vec<(usize, FindingNote)>,
 }
 
+/// How many times the text the rules made is read again before a message
+/// whose text keeps changing is refused.
+const MAX_PASSES: usize = 4;
+
 /// Applies the bundle's DLP rules to messages in both directions.
 pub struct DlpFilter {
     scanner: Scanner,
@@ -201,28 +205,82 @@ impl DlpFilter {
         // text; one matched to nothing (a stream's unknown reply) is the
         // server's, and is judged.
         let echoed_id = env.kind == crate::protocol::jsonrpc::Kind::Response && msg.id_matched;
-        let found = match self.scanner.locate(msg.bytes, None, sampling, echoed_id) {
+        let mut risk = None;
+        let mut current: Option<Vec<u8>> = None;
+        // Cutting a match out joins the text on either side of it
+        // (`AKIA…<|im_start|>…` stripped is a key; `<|im_<|im_start|>start|>`
+        // a marker), and a mask may complete what surrounds it: the text
+        // a rule made is judged again, as a reader will read it, until no
+        // rule changes it. Text that keeps changing is refused.
+        for _ in 0..MAX_PASSES {
+            let bytes = current.as_deref().unwrap_or(msg.bytes);
+            match self.pass(bytes, msg, ctx, dir, sampling, echoed_id, &mut risk, sink) {
+                Err(refused) => return refused,
+                Ok(None) => {
+                    return match current {
+                        Some(out) => Decision::Mutated(out),
+                        None => Decision::Pass,
+                    }
+                }
+                // A mask the rules find again, unchanged, is done.
+                Ok(Some(out)) if out == bytes => return Decision::Mutated(out),
+                Ok(Some(out)) => current = Some(out),
+            }
+        }
+        let rules: Vec<String> = sink
+            .findings
+            .iter()
+            .filter(|f| f.action != "log")
+            .map(|f| f.rule.clone())
+            .fold(Vec::new(), |mut v, r| {
+                if !v.contains(&r) {
+                    v.push(r);
+                }
+                v
+            });
+        Decision::Reject(dlp_blocked(&rules))
+    }
+
+    /// One reading of `bytes` by the rules: `None` when no rule changes
+    /// them, the text the rules made otherwise, or the refusal.
+    #[allow(clippy::too_many_arguments)]
+    fn pass(
+        &self,
+        bytes: &[u8],
+        msg: &Message<'_>,
+        ctx: &Exchange<'_>,
+        dir: DlpDirection,
+        sampling: bool,
+        echoed_id: bool,
+        risk: &mut Option<Risk>,
+        sink: &mut Notes,
+    ) -> Result<Option<Vec<u8>>, Decision> {
+        let again = risk.is_some();
+        let env = msg.envelope;
+        let found = match self.scanner.locate(bytes, None, sampling, echoed_id) {
             Ok(f) => f,
-            Err(Uninspectable) => return uninspectable(),
+            Err(Uninspectable) => return Err(uninspectable()),
         };
         if found.is_empty() {
-            return Decision::Pass;
+            return Ok(None);
         }
-        let tool = if env.method.as_deref() == Some("tools/call") {
-            env.name.as_deref()
-        } else {
-            msg.request_target
-        };
-        // A message that names no tool (a notification, a server's
-        // sampling or elicitation request, a reply to an unknown request)
-        // is judged at the server's risk, so `min_risk` rules reach it.
-        let risk = match tool {
-            Some(t) => self
-                .catalog
-                .get(ctx.server)
-                .map_or(Risk::Medium, |c| c.risk(t)),
-            None => self.server_risk(ctx.server),
-        };
+        let risk = *risk.get_or_insert_with(|| {
+            let tool = if env.method.as_deref() == Some("tools/call") {
+                env.name.as_deref()
+            } else {
+                msg.request_target
+            };
+            // A message that names no tool (a notification, a server's
+            // sampling or elicitation request, a reply to an unknown request)
+            // is judged at the server's risk, so `min_risk` rules reach it.
+            match tool {
+                Some(t) => self
+                    .catalog
+                    .get(ctx.server)
+                    .map_or(Risk::Medium, |c| c.risk(t)),
+                None => self.server_risk(ctx.server),
+            }
+        });
         let mut blocked: Vec<String> = Vec::new();
         // (string index in `found`, hits with their replacement text)
         let mut redactions: Vec<(usize, Vec<(Hit, String)>)> = Vec::new();
@@ -277,17 +335,22 @@ impl DlpFilter {
                 redactions.push((li, reps));
             }
         }
-        sink.findings.extend(notes);
+        // A later reading finds again what a rule only logs: recorded once.
+        for n in notes {
+            if !again || !sink.findings.contains(&n) {
+                sink.findings.push(n);
+            }
+        }
         if !blocked.is_empty() {
-            return Decision::Reject(dlp_blocked(&blocked));
+            return Err(Decision::Reject(dlp_blocked(&blocked)));
         }
         if redactions.is_empty() {
-            return Decision::Pass;
+            return Ok(None);
         }
         // Splice: each changed string literal is replaced by its new
         // literal; every other byte is forwarded as it came.
         redactions.sort_by_key(|(li, _)| found[*li].start);
-        let raw = msg.bytes;
+        let raw = bytes;
         let mut out = Vec::with_capacity(raw.len());
         let mut at = 0;
         let mut keys_changed = false;
@@ -299,7 +362,7 @@ impl DlpFilter {
             out.extend_from_slice(&raw[at..loc.start - quote]);
             let new = rewrite(&loc.text, reps);
             if serde_json::to_writer(&mut out, &new).is_err() {
-                return uninspectable();
+                return Err(uninspectable());
             }
             at = loc.end + quote;
             keys_changed |= loc.is_key;
@@ -307,7 +370,7 @@ impl DlpFilter {
             // (`pa\u200bth` as `path`, `_m…eta` as `_meta`) that the guards
             // before DLP never judged: refused, never forwarded renamed.
             if loc.is_key && reps.iter().any(|(_, text)| text.is_empty()) {
-                return Decision::Reject(dlp_blocked(&redacting));
+                return Err(Decision::Reject(dlp_blocked(&redacting)));
             }
         }
         out.extend_from_slice(&raw[at..]);
@@ -321,9 +384,9 @@ impl DlpFilter {
             )
             .is_err()
         {
-            return Decision::Reject(dlp_blocked(&redacting));
+            return Err(Decision::Reject(dlp_blocked(&redacting)));
         }
-        Decision::Mutated(out)
+        Ok(Some(out))
     }
 }
 

@@ -84,6 +84,25 @@ fn numbers_are_read_as_the_text_they_are() {
         );
         assert!(matches!(d, Decision::Reject(_)), "{id}");
     }
+    // A number is read as readers print it: JavaScript and Python print
+    // `4.1111111111111115e15` as `4111111111111111.5`, `1.2345678e8` as
+    // `123456780` (an SSN), `4111111111111111168` as `4111111111111111000`.
+    for lit in [
+        "4.1111111111111115e15",
+        "41111111111111115e-1",
+        "0.41111111111111115e16",
+        "1.2345678e8",
+        "12345678E1",
+        "1.23456789e+8",
+    ] {
+        let raw = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"structuredContent":{{"v":{lit}}},"content":[]}}}}"#
+        );
+        assert!(
+            matches!(judge(&filter(DlpAction::Block), &raw), Decision::Reject(_)),
+            "{lit}"
+        );
+    }
     // Ordinary numbers are not findings.
     let plain = r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"n":42,"x":-1.5e3,"t":1700000000},"content":[]}}"#;
     assert!(matches!(
@@ -597,4 +616,51 @@ fn text_items_around_an_image_or_in_resources_are_joined() {
     }
     let nested = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"p":[["AKIAIOSF"],["ODNN7EXAMPLE"]]}}}"#;
     assert!(matches!(judge(&f, nested), Decision::Reject(_)));
+}
+
+/// Cutting a match out joins the text on either side of it: what the
+/// rules made is read again, as the client reads it, until no rule
+/// changes it.
+#[test]
+fn text_a_strip_joins_is_judged_again() {
+    let f = with_rules(vec![
+        rule("injection", &["category:injection"], DlpAction::Strip, None),
+        rule("secrets", &["category:secret"], DlpAction::Block, None),
+        rule("cards", &["category:pii"], DlpAction::Redact, None),
+    ]);
+    let reply = |text: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"{text}"}}]}}}}"#
+        )
+    };
+    for text in [
+        "AKIAIOSF<|im_start|>ODNN7EXAMPLE",
+        "ghp_1234567890abcdefghij</s>ABCDEFGHIJ123456",
+    ] {
+        assert!(
+            matches!(judge(&f, &reply(text)), Decision::Reject(_)),
+            "{text}"
+        );
+    }
+    for (text, gone) in [
+        ("4111 1111 [INST]1111 1111", "4111 1111 1111 1111"),
+        ("<|im_<|im_start|>start|> x", "<|im_start|>"),
+        ("<|im_<|im_<|im_start|>start|>start|> x", "<|im_start|>"),
+    ] {
+        match judge(&f, &reply(text)) {
+            Decision::Mutated(b) => {
+                let out = String::from_utf8(b).expect("utf8");
+                assert!(!out.contains(gone), "{text} → {out}");
+            }
+            d => panic!("{text}: {d:?}"),
+        }
+    }
+    // A message that is clean once stripped passes as stripped.
+    match judge(&f, &reply("hello <|im_start|>world")) {
+        Decision::Mutated(b) => {
+            let out = String::from_utf8(b).expect("utf8");
+            assert!(out.contains("hello world"), "{out}");
+        }
+        d => panic!("{d:?}"),
+    }
 }
