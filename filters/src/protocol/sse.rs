@@ -226,9 +226,16 @@ pub enum SseError {
 #[derive(Debug)]
 pub struct SseDecoder {
     buf: Vec<u8>,
-    /// How far `buf` has been scanned for an event end (resume point).
+    /// How far `buf` has been scanned for a line end (resume point): each
+    /// byte is looked at once however the stream is chunked.
     scanned: usize,
+    /// Where the line holding `scanned` starts (a line end there ends the
+    /// event).
+    line_start: usize,
     max_event: usize,
+    /// Bytes the line search has looked at, over the stream.
+    #[cfg(test)]
+    looked: usize,
     /// Whether the stream's leading BOM has been dealt with.
     started: bool,
 }
@@ -238,7 +245,10 @@ impl SseDecoder {
         SseDecoder {
             buf: Vec::new(),
             scanned: 0,
+            line_start: 0,
             max_event,
+            #[cfg(test)]
+            looked: 0,
             started: false,
         }
     }
@@ -252,21 +262,29 @@ impl SseDecoder {
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, SseError> {
         self.buf.extend_from_slice(chunk);
         let mut events = Vec::new();
-        loop {
+        // Events are cut from the front, and the buffer moved once.
+        let mut start = 0;
+        let cut = loop {
             match self.find_event_end() {
                 Some(end) => {
-                    let raw: Vec<u8> = self.buf.drain(..end).collect();
-                    self.scanned = 0;
-                    events.push(decode(raw)?);
-                }
-                None => {
-                    if self.buf.len() > self.max_event {
-                        return Err(SseError::EventTooLarge(self.max_event));
+                    let raw = self.buf[start..end].to_vec();
+                    start = end;
+                    match decode(raw) {
+                        Ok(e) => events.push(e),
+                        Err(e) => break Err(e),
                     }
-                    return Ok(events);
                 }
+                None => break Ok(()),
             }
+        };
+        self.buf.drain(..start);
+        self.scanned -= start;
+        self.line_start -= start;
+        cut?;
+        if self.buf.len() > self.max_event {
+            return Err(SseError::EventTooLarge(self.max_event));
         }
+        Ok(events)
     }
 
     /// At end of stream: the events a final CR completes. A CR that ends
@@ -289,7 +307,8 @@ impl SseDecoder {
         std::mem::take(&mut self.buf)
     }
 
-    /// Finds the end (exclusive) of the first complete event in `buf`.
+    /// Finds the end (exclusive) of the next complete event in `buf`, from
+    /// where the last one ended; `scanned` and `line_start` then point past it.
     fn find_event_end(&mut self) -> Option<usize> {
         if !self.started {
             if self.buf.len() < 3 && b"\xEF\xBB\xBF".starts_with(&self.buf) {
@@ -302,19 +321,19 @@ impl SseDecoder {
             if self.buf.starts_with(b"\xEF\xBB\xBF") {
                 self.buf.drain(..3);
                 self.scanned = 0;
+                self.line_start = 0;
             }
             self.started = true;
         }
-        let mut pos = self.scanned;
-        let mut line_start = pos;
-        // Re-scan from the start of the line containing `scanned`.
-        while line_start > 0 && !matches!(self.buf[line_start - 1], b'\n' | b'\r') {
-            line_start -= 1;
-        }
-        pos = line_start;
         loop {
+            let pos = self.scanned;
             let rest = &self.buf[pos..];
-            let Some(i) = memchr2(b'\r', b'\n', rest) else {
+            let found = memchr2(b'\r', b'\n', rest);
+            #[cfg(test)]
+            {
+                self.looked += found.map_or(rest.len(), |i| i + 1);
+            }
+            let Some(i) = found else {
                 self.scanned = self.buf.len();
                 return None;
             };
@@ -322,19 +341,21 @@ impl SseDecoder {
                 match rest.get(i + 1) {
                     Some(b'\n') => 2,
                     Some(_) => 1,
-                    // A CR at the end of the buffer may be the first half of CRLF.
+                    // A CR at the end of the buffer may be the first half
+                    // of CRLF: looked at again with the next bytes.
                     None => {
-                        self.scanned = pos;
+                        self.scanned = pos + i;
                         return None;
                     }
                 }
             } else {
                 1
             };
-            let empty_line = i == 0;
-            pos += i + term;
+            let empty_line = pos + i == self.line_start;
+            self.scanned = pos + i + term;
+            self.line_start = self.scanned;
             if empty_line {
-                return Some(pos);
+                return Some(self.scanned);
             }
         }
     }
@@ -399,6 +420,35 @@ mod tests {
             evs.extend(d.push(&stream[split..]).expect("ok"));
             assert_eq!(evs, all, "split at {split}");
         }
+    }
+
+    /// Fed byte by byte, any mix of line ends decodes as when whole, and
+    /// each push resumes where the last one stopped: a long line arriving
+    /// in small chunks is looked at once, not again with every chunk.
+    #[test]
+    fn byte_by_byte_is_whole_and_each_byte_is_scanned_once() {
+        let stream =
+            b"\xEF\xBB\xBFdata: a\r\rid: 2\r\ndata: {\"b\":1}\r\n\r\n: c\n\ndata: x\ndata: y\n\n";
+        let all = SseDecoder::new(1024).push(stream).expect("ok");
+        assert_eq!(all.len(), 4);
+        let mut d = SseDecoder::new(1024);
+        let mut evs = Vec::new();
+        for (k, b) in stream.iter().enumerate() {
+            evs.extend(d.push(&[*b]).expect("ok"));
+            if *b != b'\r' && k >= 3 {
+                assert_eq!(d.scanned, d.buf.len(), "after byte {k}");
+            }
+        }
+        assert_eq!(evs, all);
+        let mut d = SseDecoder::new(1 << 20);
+        d.push(b"data: {\"t\":\"").expect("ok");
+        for _ in 0..1000 {
+            assert!(d.push(&[b'a'; 512]).expect("ok").is_empty());
+        }
+        assert!(d.looked <= 512_000 + 16, "looked at {} bytes", d.looked);
+        let evs = d.push(b"\"}\n\n").expect("ok");
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].data.as_deref().map(str::len), Some(512_000 + 8));
     }
 
     #[test]
