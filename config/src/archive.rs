@@ -177,32 +177,50 @@ pub fn unpack(bytes: &[u8]) -> Result<Files, ArchiveError> {
     Ok(files)
 }
 
-/// Reads every regular file under `dir` (skipping `.git` and editor leftovers).
+/// Whether a directory entry named `name` is left out of a bundle read
+/// from a directory: `.git` and editor leftovers. Every reader of a bundle
+/// directory (this module, the bundle loader) leaves out the same ones.
+pub fn skipped(name: &str) -> bool {
+    name == ".git" || name.ends_with('~') || name.ends_with(".swp")
+}
+
+/// Reads every regular file under `dir` (skipping what [`skipped`] names).
+/// A symbolic link or any other kind of entry is refused: a bundle never
+/// reaches outside itself, and what is verified must be what is loaded.
 pub fn read_dir(dir: &Path) -> Result<Files, ArchiveError> {
-    fn walk(root: &Path, dir: &Path, out: &mut Files) -> std::io::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    fn walk(root: &Path, dir: &Path, out: &mut Files) -> Result<(), ArchiveError> {
+        let io = |e: std::io::Error| ArchiveError::Io(format!("{}: {e}", dir.display()));
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name == ".git" || name.ends_with('~') || name.ends_with(".swp") {
+            if skipped(&name) {
                 continue;
             }
-            let ft = e.file_type()?;
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .map(|p| p.to_string_lossy().replace('\\', "/"))
+                .unwrap_or(name);
+            let ft = e.file_type().map_err(io)?;
             if ft.is_dir() {
                 walk(root, &e.path(), out)?;
             } else if ft.is_file() {
-                let rel = e
-                    .path()
-                    .strip_prefix(root)
-                    .map(|p| p.to_string_lossy().replace('\\', "/"))
-                    .unwrap_or(name);
-                out.insert(rel, std::fs::read(e.path())?);
+                if out.len() >= MAX_BUNDLE_FILES {
+                    return Err(ArchiveError::TooLarge);
+                }
+                out.insert(rel, std::fs::read(e.path()).map_err(io)?);
+            } else {
+                return Err(ArchiveError::NotAFile(rel));
             }
         }
         Ok(())
     }
     let mut out = Files::new();
-    walk(dir, dir, &mut out).map_err(|e| ArchiveError::Io(format!("{}: {e}", dir.display())))?;
+    walk(dir, dir, &mut out)?;
     Ok(out)
 }
 

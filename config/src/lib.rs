@@ -87,7 +87,10 @@ impl Bundle {
         let mut hasher = Sha256::new();
 
         let cfg_path = root.join(CONFIG_FILE);
-        let cfg_text = match std::fs::read_to_string(&cfg_path) {
+        let cfg_text = match read_own(&cfg_path).and_then(|b| {
+            String::from_utf8(b)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        }) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 problems.push("", "missing: every bundle needs a warden.yaml");
@@ -99,7 +102,7 @@ impl Bundle {
         let raw = parse_config(&cfg_text, &mut problems);
 
         let mut other = Problems::new(MANIFEST_FILE);
-        let manifest = match std::fs::read(root.join(MANIFEST_FILE)) {
+        let manifest = match read_own(&root.join(MANIFEST_FILE)) {
             Ok(b) => {
                 hash_file(&mut hasher, MANIFEST_FILE, &b);
                 match serde_json::from_slice::<Manifest>(&b) {
@@ -114,7 +117,7 @@ impl Bundle {
             Err(e) => return Err(io(&root.join(MANIFEST_FILE), e)),
         };
         other.set_file(DATA_FILE);
-        let data = match std::fs::read(root.join(DATA_FILE)) {
+        let data = match read_own(&root.join(DATA_FILE)) {
             Ok(b) => {
                 hash_file(&mut hasher, DATA_FILE, &b);
                 match serde_json::from_slice::<serde_json::Value>(&b) {
@@ -148,7 +151,7 @@ impl Bundle {
                 );
             }
         }
-        let registry_bytes = match std::fs::read(root.join(tenants::REGISTRY_FILE)) {
+        let registry_bytes = match read_own(&root.join(tenants::REGISTRY_FILE)) {
             Ok(b) => {
                 hash_file(&mut hasher, tenants::REGISTRY_FILE, &b);
                 Some(b)
@@ -219,6 +222,19 @@ impl Bundle {
     }
 }
 
+/// A bundle file's bytes; a symbolic link is refused (a bundle never
+/// reaches outside itself, and `archive::read_dir`, which signatures and
+/// content revisions are taken over, refuses it too).
+fn read_own(path: &Path) -> std::io::Result<Vec<u8>> {
+    if std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a symbolic link in a bundle",
+        ));
+    }
+    std::fs::read(path)
+}
+
 fn hash_file(h: &mut Sha256, name: &str, bytes: &[u8]) {
     h.update((name.len() as u64).to_be_bytes());
     h.update(name.as_bytes());
@@ -260,10 +276,10 @@ fn read_layers(root: &Path) -> std::io::Result<BTreeMap<String, archive::Files>>
     };
     for entry in entries {
         let entry = entry?;
-        if !entry.file_type()?.is_dir() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.file_type()?.is_dir() || archive::skipped(&name) {
             continue;
         }
-        let name = entry.file_name().to_string_lossy().into_owned();
         let files =
             archive::read_dir(&entry.path()).map_err(|e| std::io::Error::other(e.to_string()))?;
         out.insert(name, files);
@@ -327,8 +343,17 @@ fn collect_rego(
     for entry in entries {
         let path = entry.path();
         let ft = entry.file_type()?;
+        // What `archive::read_dir` leaves out (and so what a signature and
+        // the content revision never cover) is left out here too.
+        if archive::skipped(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
         if ft.is_symlink() {
-            continue; // a bundle never reaches outside itself
+            // A bundle never reaches outside itself.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{}: a symbolic link in a bundle", path.display()),
+            ));
         }
         if ft.is_dir() {
             // Tenant layers' Rego is theirs, compiled apart (`tenants`).

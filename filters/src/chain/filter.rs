@@ -533,6 +533,15 @@ pub trait McpFilter: Send + Sync {
     fn on_response(&self, _msg: &Message<'_>, _ex: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         Decision::Pass
     }
+
+    /// Whether this filter's judgment of a request only reads it (it counts
+    /// nothing, holds nothing and rewrites nothing), so the chain runs it
+    /// again on a request a later filter rewrote: what reaches the upstream
+    /// is what it judged (a redaction's mask, or text a strip joined, is
+    /// judged by the policy, the schema and egress like any argument).
+    fn judges_again(&self) -> bool {
+        false
+    }
 }
 
 /// The outcome of the whole chain for one message.
@@ -648,6 +657,37 @@ impl FilterChain {
                         }
                     };
                     let next = msg.rewritten(&ne, &new);
+                    // A rewritten request is judged again by the filters
+                    // before this one that only read it.
+                    if msg.direction == Direction::Request {
+                        for &j in &order[..pos] {
+                            let g = &self.filters[j];
+                            if !g.judges_again() {
+                                continue;
+                            }
+                            match g.on_request(&next, ex, notes) {
+                                Decision::Pass => {}
+                                Decision::Reject(denial) => {
+                                    return Verdict::Reject {
+                                        filter: g.name(),
+                                        denial,
+                                    }
+                                }
+                                Decision::Mutated(_) => {
+                                    return Verdict::Reject {
+                                        filter: g.name(),
+                                        denial: Denial::error(
+                                            JsonRpcError::new(
+                                                crate::protocol::error::codes::INTERNAL_ERROR,
+                                                "A gateway filter produced an invalid rewrite",
+                                            ),
+                                            "filter_rewrite_invalid",
+                                        ),
+                                    }
+                                }
+                            }
+                        }
+                    }
                     let verdict = self.run_from(&order[pos + 1..], &next, original, ex, notes);
                     return match verdict {
                         Verdict::Forward => Verdict::ForwardMutated(new, Box::new(ne)),

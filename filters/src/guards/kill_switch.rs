@@ -53,6 +53,10 @@ impl McpFilter for KillSwitchFilter {
         "kill_switch"
     }
 
+    fn judges_again(&self) -> bool {
+        true
+    }
+
     fn acts_on(&self) -> Acts {
         Acts {
             requests: Methods::All,

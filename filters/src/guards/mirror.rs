@@ -68,6 +68,10 @@ impl McpFilter for MirrorFilter {
         "mirrored_headers"
     }
 
+    fn judges_again(&self) -> bool {
+        true
+    }
+
     fn acts_on(&self) -> Acts {
         Acts {
             requests: Methods::Only(&["tools/call"]),

@@ -498,6 +498,10 @@ impl McpFilter for PolicyFilter {
         "policy"
     }
 
+    fn judges_again(&self) -> bool {
+        true
+    }
+
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         // Client answers to server→client requests were judged when the request went by.

@@ -283,6 +283,10 @@ impl McpFilter for RegistryFilter {
         "registry"
     }
 
+    fn judges_again(&self) -> bool {
+        true
+    }
+
     fn acts_on(&self) -> Acts {
         Acts {
             requests: Methods::All,

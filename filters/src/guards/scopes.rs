@@ -50,6 +50,10 @@ impl McpFilter for ScopeFilter {
         "scopes"
     }
 
+    fn judges_again(&self) -> bool {
+        true
+    }
+
     fn acts_on(&self) -> Acts {
         Acts {
             requests: Methods::Only(&[

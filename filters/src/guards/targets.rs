@@ -330,6 +330,10 @@ impl McpFilter for TargetFilter {
         "names"
     }
 
+    fn judges_again(&self) -> bool {
+        true
+    }
+
     fn acts_on(&self) -> Acts {
         Acts {
             requests: Methods::Only(&["tools/call", "prompts/get", "completion/complete"]),

@@ -103,6 +103,10 @@ impl McpFilter for Scoped {
             Decision::Pass
         }
     }
+
+    fn judges_again(&self) -> bool {
+        self.inner.judges_again()
+    }
 }
 
 /// Each tenant's Rego, compiled on its own, and the scope that says which

@@ -285,3 +285,28 @@ fn the_org_kill_switch_overrides_every_tenant() {
         "{v:?}"
     );
 }
+
+/// A tenant's DLP mask (or text its strip joins) rewrites a request after
+/// the org's policy and egress judged it: the rewritten request is judged
+/// again, so what reaches the upstream is what the org's rules allowed.
+#[test]
+fn a_rewritten_request_is_judged_again_by_the_orgs_rules() {
+    let rules = "dlp:\n  custom:\n    - {name: nm, regex: \"^read$\"}\n    - {name: host, regex: \"docs[.]example[.]com\"}\n  rules:\n    - {name: a, detectors: [nm], action: redact, direction: request, mask: \"wire\"}\n    - {name: b, detectors: [host], action: redact, direction: request, mask: \"169.254.169.254\"}\n";
+    let s = fin_snapshot(rules, None);
+    let fin = principal("finance", "fred", &[]);
+    // The tool `read` masked as `wire`, which the org denies.
+    let v = request(&s, &fin, "crm", &call("read", r#"{"op": "x"}"#)).0;
+    assert!(refused(&v).is_some(), "{v:?}");
+    // A URL masked into the metadata address.
+    let v = request(
+        &s,
+        &fin,
+        "crm",
+        &call("fetch", r#"{"url": "http://docs.example.com/x"}"#),
+    )
+    .0;
+    assert!(refused(&v).is_some_and(|r| r.contains("egress")), "{v:?}");
+    // A mask that makes nothing the org's rules refuse is forwarded rewritten.
+    let v = request(&s, &fin, "crm", &call("post", r#"{"op": "list"}"#)).0;
+    assert!(refused(&v).is_none(), "{v:?}");
+}

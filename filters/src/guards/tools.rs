@@ -260,6 +260,10 @@ impl McpFilter for PinFilter {
         "tool_pinning"
     }
 
+    fn judges_again(&self) -> bool {
+        true
+    }
+
     fn acts_on(&self) -> Acts {
         Acts {
             requests: Methods::Only(&["tools/call", "tasks/get", "tasks/result"]),
@@ -480,6 +484,10 @@ pub fn problems(schema: &jsonschema::Validator, v: &Json, quote_schema: bool) ->
 impl McpFilter for SchemaFilter {
     fn name(&self) -> &'static str {
         "schema"
+    }
+
+    fn judges_again(&self) -> bool {
+        true
     }
 
     fn acts_on(&self) -> Acts {

@@ -158,12 +158,9 @@ fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// Loads a bundle directory, verifying its signature first when a key is set.
-pub fn load_dir(dir: &Path, verifier: Option<&Verifier>) -> Result<Bundle, String> {
-    if let Some(v) = verifier {
-        let files = archive::read_dir(dir).map_err(|e| e.to_string())?;
-        v.verify(&files).map_err(|e| format!("signature: {e}"))?;
-    }
+/// Loads a bundle directory as it is (its signature, if any, verified
+/// before it was written where it is).
+pub fn load_dir(dir: &Path) -> Result<Bundle, String> {
     Bundle::load(dir).map_err(|e| e.to_string())
 }
 
@@ -209,14 +206,22 @@ fn load_local(path: &Path, opts: &SourceOptions) -> Result<Bundle, String> {
         let dir = materialize(&bytes, opts)?;
         // An unsigned archive may be edited too: its revision follows the content.
         return match &opts.verifier {
-            Some(_) => load_dir(&dir, None),
-            None => load_dir(&dir, None).map(Bundle::with_content_revision),
+            Some(_) => load_dir(&dir),
+            None => load_dir(&dir).map(Bundle::with_content_revision),
         };
     }
     match &opts.verifier {
-        Some(v) => load_dir(path, Some(v)),
+        // The files are read once, verified, and what was verified is
+        // what is loaded: a copy in the state directory, never the
+        // directory again (a file the signature does not cover, or one
+        // swapped in between, never reaches the gateway).
+        Some(v) => {
+            let files = archive::read_dir(path).map_err(|e| e.to_string())?;
+            v.verify(&files).map_err(|e| format!("signature: {e}"))?;
+            load_dir(&materialize_files(&files, opts)?)
+        }
         // Edited in place: the revision follows the content (see `Bundle`).
-        None => load_dir(path, None).map(Bundle::with_content_revision),
+        None => load_dir(path).map(Bundle::with_content_revision),
     }
 }
 
@@ -226,13 +231,29 @@ pub fn materialize(bytes: &[u8], opts: &SourceOptions) -> Result<PathBuf, String
     if let Some(v) = &opts.verifier {
         v.verify(&files).map_err(|e| format!("signature: {e}"))?;
     }
+    materialize_files(&files, opts)
+}
+
+/// Writes `files` into the state directory under their revision and
+/// content digest; returns the directory. A directory of that name holds
+/// those files already and is kept (it may be the last good bundle, which
+/// a refused bundle of the same revision name must never replace).
+fn materialize_files(files: &archive::Files, opts: &SourceOptions) -> Result<PathBuf, String> {
     let revs = opts.state_dir.join("revisions");
     std::fs::create_dir_all(&revs).map_err(|e| format!("{}: {e}", revs.display()))?;
-    let name = dir_name(&revision_of(&files));
+    let all: String = files
+        .iter()
+        .map(|(n, d)| format!("{}:{}\n", n.len(), archive::file_hash(n, d)) + n)
+        .collect();
+    let digest = archive::file_hash("all", all.as_bytes());
+    let name = format!("{}-{}", dir_name(&revision_of(files)), &digest[..16]);
     let dir = revs.join(&name);
+    if dir.is_dir() && archive::read_dir(&dir).is_ok_and(|on_disk| &on_disk == files) {
+        return Ok(dir);
+    }
     let tmp = revs.join(format!(".tmp-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    archive::write_dir(&files, &tmp).map_err(|e| e.to_string())?;
+    archive::write_dir(files, &tmp).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(dir)
@@ -368,7 +389,7 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>, 
             });
             let from_source = match fetched {
                 Ok(Fetched::New { etag, body, why }) => materialize(&body, opts).and_then(|dir| {
-                    let b = load_dir(&dir, None)?;
+                    let b = load_dir(&dir)?;
                     Snapshot::build(&b).map_err(|e| e.to_string())?;
                     remember_good(opts, &dir);
                     Ok((b, etag, why))
@@ -381,7 +402,7 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>, 
                 Err(why) => match last_good(opts) {
                     Some(dir) => {
                         tracing::warn!(error = %why, dir = %dir.display(), "bundle source unavailable; starting on the last good bundle");
-                        let b = load_dir(&dir, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+                        let b = load_dir(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
                         Ok((b, None, None))
                     }
                     None => bail!(
@@ -583,7 +604,7 @@ impl BundleWatcher {
                     let opts = self.opts.clone();
                     let res = tokio::task::spawn_blocking(move || {
                         let dir = materialize(&body, &opts)?;
-                        let b = load_dir(&dir, None)?;
+                        let b = load_dir(&dir)?;
                         let rev = apply(&gw, &b)?;
                         remember_good(&opts, &dir);
                         Ok::<_, String>(rev)
@@ -659,3 +680,7 @@ impl BackgroundService for BundleWatcher {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "bundles_tests.rs"]
+mod tests;

@@ -54,6 +54,10 @@ impl McpFilter for EgressFilter {
         "egress"
     }
 
+    fn judges_again(&self) -> bool {
+        true
+    }
+
     fn acts_on(&self) -> Acts {
         Acts {
             requests: Methods::All,

@@ -1,0 +1,102 @@
+//! Signed bundle directories: what is verified is what is loaded.
+
+use super::*;
+
+// An Ed25519 test key.
+const PRIVATE: &[u8] = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJL4wWCTcbhQT/5IX5tPsWrKdIBoQzVaQcyzCund/WdU\n-----END PRIVATE KEY-----\n";
+const PUBLIC: &[u8] = b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAk+eZta8zXsquyhrg8M8TtTYHVwNV5JVrKD7eP5NRBvc=\n-----END PUBLIC KEY-----\n";
+
+const YAML: &str = "version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {name: s, upstreams: [\"127.0.0.1:1\"]}\nroutes:\n  - {prefix: /s, server: s}\n";
+const REGO: &str =
+    "package warden.authz\n\ndefault decision := {\"allow\": false, \"reason\": \"no\"}\n";
+
+fn signed(revision: &str, rego: &str) -> archive::Files {
+    let mut f = archive::Files::new();
+    f.insert("warden.yaml".into(), YAML.as_bytes().to_vec());
+    f.insert("policies/authz.rego".into(), rego.as_bytes().to_vec());
+    f.insert(
+        ".manifest".into(),
+        format!(r#"{{"revision":"{revision}"}}"#).into_bytes(),
+    );
+    archive::sign(
+        &mut f,
+        PRIVATE,
+        archive::algorithm("EdDSA").expect("EdDSA"),
+        "k",
+    )
+    .expect("signs");
+    f
+}
+
+fn options(state: &Path, source: &Path) -> SourceOptions {
+    SourceOptions {
+        source: Source::Dir(source.to_path_buf()),
+        verifier: Some(
+            archive::Verifier::new(PUBLIC, archive::algorithm("EdDSA").expect("EdDSA"))
+                .expect("key"),
+        ),
+        state_dir: state.to_path_buf(),
+        gateway_id: "gw".into(),
+        labels: BTreeMap::new(),
+        poll: Duration::from_secs(1),
+        report_every: Duration::from_secs(5),
+    }
+}
+
+/// A file the signature never covered (under `.git`, an editor leftover)
+/// or a link out of the directory never reaches the gateway: the signed
+/// files are read once, verified, and loaded from a copy.
+#[test]
+fn a_signed_directory_loads_only_what_was_verified() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = tmp.path().join("src");
+    archive::write_dir(&signed("r1", REGO), &src).expect("write");
+    let opts = options(&tmp.path().join("state"), &src);
+    let b = load_local(&src, &opts).expect("loads");
+    assert_eq!(b.policies.len(), 1);
+    // Rego hidden where the verifier does not look.
+    for hidden in [".git/pwn.rego", "policies/x.rego~", "policies/y.rego.swp"] {
+        let p = src.join(hidden);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+        std::fs::write(&p, "package warden.authz\n\ntool_allowed if true\n").expect("write");
+    }
+    let b = load_local(&src, &opts).expect("loads");
+    assert_eq!(
+        b.policies.keys().collect::<Vec<_>>(),
+        ["policies/authz.rego"],
+        "only the signed policy is loaded"
+    );
+    assert!(!b.root.starts_with(&src), "loaded from the verified copy");
+    // A link in the directory is refused, signed file or not.
+    let evil = tmp.path().join("evil.json");
+    std::fs::write(&evil, r#"{"warden":{}}"#).expect("write");
+    std::os::unix::fs::symlink(&evil, src.join("data.json")).expect("link");
+    let err = load_local(&src, &opts).expect_err("a link is refused");
+    assert!(err.contains("data.json"), "{err}");
+    // Unsigned loading of the same directory refuses the link too.
+    let err = Bundle::load(&src).expect_err("a link is refused");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+}
+
+/// A refused bundle that reuses the revision name of the last good one
+/// never replaces it on disk: directories are named by content too.
+#[test]
+fn a_refused_bundle_never_replaces_the_last_good_one() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let opts = options(&tmp.path().join("state"), tmp.path());
+    let good = materialize(&archive::pack(&signed("manual", REGO)), &opts).expect("good");
+    let bad = materialize(
+        &archive::pack(&signed("manual", "package warden.authz\n\nbroken {")),
+        &opts,
+    )
+    .expect("written");
+    assert_ne!(good, bad);
+    assert_eq!(
+        std::fs::read_to_string(good.join("policies/authz.rego")).expect("kept"),
+        REGO,
+        "the good one is still on disk"
+    );
+    // The same content again is the same directory.
+    let again = materialize(&archive::pack(&signed("manual", REGO)), &opts).expect("again");
+    assert_eq!(good, again);
+}
