@@ -14,11 +14,13 @@ use super::siem::calls;
 
 /// A receiver that appends every POSTed body to `dir/bodies` (one per line,
 /// hex of the body, so any bytes survive) and answers 200, or 401 when
-/// `token` is set and the request's `Authorization` is not it.
+/// `token` is set and the request's `Authorization` is not it, or the
+/// status written in `dir/closed` while that file exists.
 fn receiver(dir: &Path, port: u16, token: Option<&str>, tls: bool) -> Proc {
     // Python literals for the token and the file.
     let token = token.map_or("None".to_owned(), |t| format!("{t:?}"));
     let out = format!("{:?}", dir.join("bodies").display().to_string());
+    let closed = format!("{:?}", dir.join("closed").display().to_string());
     // Over TLS: the certificate `server_cert` made in `dir`.
     let wrap = if tls {
         format!(
@@ -31,10 +33,12 @@ fn receiver(dir: &Path, port: u16, token: Option<&str>, tls: bool) -> Proc {
     };
     let script = format!(
         r#"
-import binascii, http.server, sys
+import binascii, http.server, os, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get('content-length', 0)))
+        if os.path.exists({closed}):
+            self.send_response(int(open({closed}).read())); self.end_headers(); return
         want = {token}
         if want is not None and self.headers.get('authorization') != want:
             self.send_response(401); self.end_headers(); return
@@ -303,4 +307,42 @@ async fn splunk_hec_mode_wraps_events_and_sends_the_token() {
     assert_eq!(e["sourcetype"], "warden:audit:ocsf", "{e}");
     assert_eq!(e["event"]["class_uid"], 6003, "{e}");
     assert!(e["time"].as_f64().is_some(), "{e}");
+}
+
+/// A receiver that answers 401, 403 or 404 (a rotated token, a route that
+/// is down) has not refused the events: they wait, retried, and every one
+/// arrives once it answers again; none is dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_wait_out_a_receiver_that_answers_401_403_or_404() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let _rx = receiver(dir.path(), port, None, false);
+    let mock = Mock::start(&[]).expect("mock");
+    let yaml = mock_bundle(
+        &[mock.addr],
+        &format!("audit:\n  export:\n    http:\n      url: http://127.0.0.1:{port}/ingest\n"),
+    );
+    let gw = Gateway::start(&yaml, false).expect("gateway");
+    calls(&gw, 0..2).await;
+    all_received(dir.path(), 2);
+    let mut next = 2;
+    for status in ["401", "403", "404"] {
+        std::fs::write(dir.path().join("closed"), status).expect("close");
+        calls(&gw, next..next + 3).await;
+        next += 3;
+        // Refused for a while: more than one retry.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        std::fs::remove_file(dir.path().join("closed")).expect("open");
+        all_received(dir.path(), next);
+    }
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "warden_audit_export_records_total",
+            &[("exporter", "http"), ("result", "dropped")]
+        ),
+        0.0,
+        "{m}"
+    );
 }

@@ -64,8 +64,10 @@ fn max_lag(raw: Option<&str>, at: &str, p: &mut Problems) -> Option<u64> {
 
 fn http(raw: &raw::HttpExportConfig, p: &mut Problems) -> Option<HttpExport> {
     let at = "audit.export.http";
-    let url = match url::Url::parse(&raw.url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => raw.url.clone(),
+    let (url, https) = match url::Url::parse(&raw.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            (raw.url.clone(), u.scheme() == "https")
+        }
         _ => {
             p.push(format!("{at}.url"), "must be an http:// or https:// URL");
             return None;
@@ -86,7 +88,8 @@ fn http(raw: &raw::HttpExportConfig, p: &mut Problems) -> Option<HttpExport> {
         None => None,
         Some(var) => match std::env::var(var) {
             Ok(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()) => {
-                if raw.url.starts_with("http://") {
+                // The scheme as parsed: `HTTP://` is plain HTTP too.
+                if !https {
                     p.push(
                         format!("{at}.token_env"),
                         "a token goes only to an https:// receiver (it would travel in clear)",
@@ -270,5 +273,32 @@ pub(super) fn audit(raw: &raw::AuditConfig, p: &mut Problems) -> Audit {
                 })
                 .collect(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A token travels only to a receiver whose URL parses as `https`,
+    /// however the scheme is spelled.
+    #[test]
+    fn a_token_goes_only_to_https_as_parsed() {
+        std::env::set_var("WARDEN_AUDIT_TEST_TOKEN", "t0ken");
+        for (url, ok) in [
+            ("http://siem.example/x", false),
+            ("HTTP://siem.example/x", false),
+            ("Http://siem.example/x", false),
+            ("HTTPS://siem.example/x", true),
+            ("https://siem.example/x", true),
+        ] {
+            let raw = raw::HttpExportConfig {
+                url: url.into(),
+                token_env: Some("WARDEN_AUDIT_TEST_TOKEN".into()),
+                ..Default::default()
+            };
+            let mut p = Problems::new("warden.yaml");
+            assert_eq!(http(&raw, &mut p).is_some(), ok, "{url}");
+        }
     }
 }

@@ -110,7 +110,12 @@ impl Http {
             Ok(r) => {
                 let st = r.status().as_u16();
                 tracing::warn!(receiver = %self.receiver(), status = st, "audit export: the receiver refused a batch");
-                if (400..500).contains(&st) && st != 408 && st != 429 {
+                // Only a refusal of the events themselves (malformed, too
+                // large, unprocessable) drops them. Anything else — a
+                // rotated or revoked token (401, 403), a route that is
+                // down (404), a proxy's answer — is the receiver's state,
+                // and the batch waits for it, retried with backoff.
+                if matches!(st, 400 | 413 | 422) {
                     Posted::Refused(st)
                 } else {
                     Posted::Failed
