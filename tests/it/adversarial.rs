@@ -2290,3 +2290,57 @@ async fn secrets_beside_the_body_are_judged() {
     .await;
     assert_eq!(s, 200, "{text}");
 }
+
+/// A hostile server's `endpoint` event is honoured only as the first event
+/// of a legacy stream (a GET without a session): later on that stream, or
+/// on a Streamable HTTP GET, it would bind a path of the server's choosing
+/// to one principal for all. Its `id:` never reaches the client.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_event_counts_only_first_on_a_legacy_stream() {
+    let (h, gw) = setup().await;
+    let get = |path: &'static str, headers: Vec<(&'static str, String)>| {
+        let url = gw.url(path);
+        async move {
+            let mut hs: Vec<(&str, &str)> = vec![("accept", "text/event-stream")];
+            hs.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
+            let r = request(&url, "GET", &hs, Default::default(), false).await;
+            r.map(|(_, _, b)| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        }
+    };
+    // Its id is the server's text: dropped.
+    h.script([Reply::sse(&[
+        "event: endpoint\nid: AKIAIOSFODNN7EXAMPLE\ndata: /messages/?session_id=abc\n\n",
+    ])]);
+    let text = get("/mock/sse", vec![]).await;
+    assert!(text.contains("data: /mock/messages/"), "{text}");
+    assert!(!text.contains("AKIA") && !text.contains("id:"), "{text}");
+    // Second on a legacy stream: withheld.
+    h.reset();
+    let note = json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}});
+    h.script([Reply::sse(&[
+        &format!("event: message\ndata: {note}\n\n"),
+        "event: endpoint\ndata: /mcp\n\n",
+    ])]);
+    let text = get("/mock/sse", vec![]).await;
+    assert!(text.contains("notifications/message"), "{text}");
+    assert!(!text.contains("event: endpoint"), "{text}");
+    // On a Streamable HTTP GET (it names its session): withheld.
+    h.reset();
+    let init = json!({"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"h","version":"1"}}});
+    h.script([
+        Reply::json(&init.to_string()).header("mcp-session-id", "s-1"),
+        Reply::sse(&["event: endpoint\ndata: /mcp\n\n"]),
+    ]);
+    let (s, headers, text) = post(
+        &gw,
+        &json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}).to_string(),
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    let sid = warden_tests::header(&headers, "mcp-session-id")
+        .expect("session")
+        .to_owned();
+    let text = get("/mock/mcp", vec![("mcp-session-id", sid)]).await;
+    assert!(!text.contains("endpoint"), "{text}");
+}

@@ -99,7 +99,8 @@ pub struct ReplyState {
     /// The session key of a GET stream (its `Mcp-Session-Id`, or the legacy
     /// endpoint once its `endpoint` event was seen).
     pub stream_session: Option<String>,
-    /// A legacy `endpoint` event was already passed on this stream.
+    /// An event (not a bare comment) went by on this stream: only the
+    /// first may be a legacy `endpoint`.
     pub endpoint_seen: bool,
     /// The newest bundle this reply was found still allowed under, when
     /// one was applied after the exchange began (`reply::still_allowed`).

@@ -83,7 +83,7 @@ pub(super) fn rewrite_endpoint(
                 server: server_name.clone(),
                 issued: crate::sessions::seal::unix_now(),
             }) {
-                return Ok(ev.with_data(&format!("{base}?ws={token}")));
+                return Ok(without_id(ev, &format!("{base}?ws={token}")));
             }
         }
     }
@@ -94,7 +94,14 @@ pub(super) fn rewrite_endpoint(
     {
         return Err(ReplyRefusal::EndpointRefused);
     }
-    Ok(ev.with_data(&new))
+    Ok(without_id(ev, &new))
+}
+
+/// The endpoint event as the client gets it: the rewritten URI, and no
+/// `id:` (the server's text, never judged nor sealed; a client would send
+/// it back as its `Last-Event-ID`, which the gateway could not open).
+fn without_id(ev: SseEvent, data: &str) -> Vec<u8> {
+    ev.cleaned(Some(data), &|_| None)
 }
 
 /// Whether DLP finds nothing in `text`.

@@ -467,16 +467,22 @@ pub(super) fn judge_event(
             },
         )
     };
+    // Only the first event of a legacy stream (a GET without a session:
+    // what `/sse` is) names the endpoint, as clients read it. Later, or on
+    // a Streamable HTTP stream, an `endpoint` event would bind a path of
+    // the server's choosing to this principal for every other one.
+    let first = ctx.kind == ExchangeKind::Get && !ctx.reply.endpoint_seen;
+    if ev.data.is_some() || ev.event.is_some() {
+        ctx.reply.endpoint_seen = true;
+    }
     if ev.event_type() == "endpoint" {
-        if ctx.kind == ExchangeKind::Get && !ctx.reply.endpoint_seen {
-            ctx.reply.endpoint_seen = true;
+        if first && ctx.session_id.is_none() {
             // The route it names is the exchange's own bundle's.
             let Some((own, server)) = ctx.routed() else {
                 return Err(ReplyRefusal::EndpointRefused);
             };
             return rewrite_endpoint(gw, ctx, &own, server, ev);
         }
-        // Only the first event of a legacy GET stream names the endpoint.
         return Ok(unjudgeable(gw, ctx, None).unwrap_or_default());
     }
     let Some(data) = ev.data.as_deref() else {
