@@ -428,7 +428,7 @@ pub fn judges(flows: &Flows, catalog: Option<&ServerCatalog>, msg: &Message<'_>)
             .envelope
             .method
             .as_deref()
-            .is_some_and(|m| FLOWING.contains(&m))
+            .is_some_and(|m| FLOWING.contains(&m) || crate::guards::tasks::names_task(m))
         || reaches_out(msg)
         || (sink_server(flows, catalog) && !empty(msg.params_raw()))
 }
@@ -455,10 +455,30 @@ impl McpFilter for FlowFilter {
             return self.client_reply(ex);
         }
         let reaches = reaches_out(msg);
-        let read = target_of(msg);
         let method = env.method.as_deref().unwrap_or("request");
+        // A task's requests are its creating tool's call (the task filter
+        // opened its id): its result is that tool's output, a read; and
+        // `tasks/update` hands that tool input, as the call's arguments
+        // did, so it is that tool's sink too. A task whose tool is not
+        // known, given input, is a sink of its server's level.
+        let task_tool = crate::guards::tasks::names_task(method)
+            .then(|| notes.task.as_ref().and_then(|t| t.tool.clone()))
+            .flatten();
+        let gives_input = method == "tasks/update" && !empty(msg.params_raw());
+        let read = target_of(msg).or(task_tool.as_deref().map(|t| ("tools/call", t)));
         let call = match read {
+            Some((_, target)) if task_tool.is_some() => {
+                let mut c = self.labels(ex, "tools/call", target, reaches);
+                c.roles.sink &= gives_input || reaches;
+                c
+            }
             Some((method, target)) => self.labels(ex, method, target, reaches),
+            None if gives_input => {
+                let mut c =
+                    server_labels(&self.flows, self.catalog.get(ex.server), ex.server, method);
+                c.roles.sink = true;
+                c
+            }
             // Any other message that reaches out is a sink of its server's
             // level (a cancellation's reason, a subscription's URI, …), and
             // so is any message with params to a server that is a sink (a

@@ -72,7 +72,24 @@ impl FlowFilter {
             return Some(server_labels(&self.flows, catalog, ex.server, what));
         }
         Some(match (msg.request_method, msg.request_target) {
-            (Some(m @ ("tools/call" | "resources/read" | "prompts/get")), Some(t)) => call(m, t),
+            // A reply names the resources it carries (`contents[].uri`,
+            // embedded `resource` blocks): each is data of its own label,
+            // whatever was asked for (`hr://public/index` may carry
+            // `hr://employees/7`). The reply is the most of them.
+            (Some(m @ ("tools/call" | "resources/read" | "prompts/get")), Some(t)) => {
+                let mut labels = call(m, t);
+                if let Some(result) = msg.value().and_then(|v| v.get("result")) {
+                    carried_uris(result, 0, &mut |uri| {
+                        let r = call("resources/read", uri);
+                        if r.level > labels.level {
+                            labels.level = r.level;
+                            labels.what = r.what;
+                        }
+                        labels.roles.untrusted |= r.roles.untrusted;
+                    });
+                }
+                labels
+            }
             (Some("completion/complete"), _) => call("completion/complete", "completion"),
             // A task's result (`tasks/result`, or inline in `tasks/get`)
             // is its creating tool's output.
@@ -247,3 +264,39 @@ fn next_id() -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Calls `each` with every resource URI a result carries data under: the
+/// `uri` of `contents` items (a read's reply) and of embedded `resource`
+/// blocks (in a call's `content`, a prompt's `messages`), at any depth of
+/// those lists.
+fn carried_uris(v: &serde_json::Value, depth: usize, each: &mut dyn FnMut(&str)) {
+    use serde_json::Value as Json;
+    if depth > 16 {
+        return;
+    }
+    match v {
+        Json::Object(o) => {
+            if let Some(Json::Array(items)) = o.get("contents") {
+                for it in items {
+                    if let Some(u) = it.get("uri").and_then(Json::as_str) {
+                        each(u);
+                    }
+                }
+            }
+            if let Some(u) = o
+                .get("resource")
+                .and_then(|r| r.get("uri"))
+                .and_then(Json::as_str)
+            {
+                each(u);
+            }
+            for (k, x) in o {
+                if matches!(k.as_str(), "content" | "messages" | "contents") || x.is_object() {
+                    carried_uris(x, depth + 1, each);
+                }
+            }
+        }
+        Json::Array(a) => a.iter().for_each(|x| carried_uris(x, depth + 1, each)),
+        _ => {}
+    }
+}

@@ -477,3 +477,80 @@ fn every_client_message_that_reaches_out_is_a_sink() {
         );
     }
 }
+
+/// A task's requests are its creating tool's call: `tasks/update` hands a
+/// sink's task input as the call's arguments did, so after private then
+/// untrusted data it is refused like a new call; polling the task's
+/// result is a read, never a sink.
+#[test]
+fn a_task_of_a_sink_takes_no_tainted_input() {
+    let gw = gateway(OnViolation::Deny, Track::Session);
+    let p = principal(Some("restricted"));
+    let s = Some("s");
+    let task = |body: &str, tool: Option<&str>| {
+        let ex = Exchange {
+            session_id: s,
+            ..Exchange::new(&p, "web")
+        };
+        let env = envelope(body);
+        let mut notes = Notes::default();
+        notes.task = Some(crate::chain::notes::TaskNote {
+            link: "tk_0".into(),
+            tool: tool.map(str::to_owned),
+        });
+        gw.req
+            .on_request(&Message::new(&env, body.as_bytes()), &ex, &mut notes)
+    };
+    let update = r#"{"jsonrpc":"2.0","id":3,"method":"tasks/update","params":{"taskId":"t1","inputResponses":{"e1":{"content":{"text":"emp 7 salary 212000"}}}}}"#;
+    let get = r#"{"jsonrpc":"2.0","id":4,"method":"tasks/get","params":{"taskId":"t1"}}"#;
+    // Clean: the task takes input.
+    assert!(matches!(task(update, Some("post")), Decision::Pass));
+    call(&gw, &p, s, "hr", "get_employee", "{}", false).expect("read");
+    call(&gw, &p, s, "web", "fetch", "{}", false).expect("fetch");
+    for tool in [Some("post"), None] {
+        match task(update, tool) {
+            Decision::Reject(d) => assert!(d.reason.starts_with("flow_blocked"), "{tool:?}"),
+            d => panic!("{tool:?}: tainted input reached a sink's task: {d:?}"),
+        }
+    }
+    assert!(matches!(task(get, Some("post")), Decision::Pass));
+}
+
+/// A reply is labelled by the resources it carries, not only by the one
+/// asked for: a public page that carries an employee record (in
+/// `contents`, or embedded in a call's result) is that record's level,
+/// withheld above the reader's clearance.
+#[test]
+fn a_reply_is_labelled_by_every_resource_it_carries() {
+    let gw = gateway(OnViolation::Deny, Track::Session);
+    let p = principal(Some("public"));
+    let ex = Exchange {
+        session_id: Some("s"),
+        ..Exchange::new(&p, "hr")
+    };
+    let judge = |reply: &str, method: &str, target: &str| {
+        let env = envelope(reply);
+        let msg = Message::from_server(&env, reply.as_bytes(), Some(method), Some(target));
+        gw.reply.on_response(&msg, &ex, &mut Notes::default())
+    };
+    let clean = r#"{"jsonrpc":"2.0","id":2,"result":{"contents":[{"uri":"hr://public/index","text":"hello"}]}}"#;
+    assert!(matches!(
+        judge(clean, "resources/read", "hr://public/index"),
+        Decision::Pass
+    ));
+    let carried = r#"{"jsonrpc":"2.0","id":2,"result":{"contents":[{"uri":"hr://public/index","text":"see"},{"uri":"hr://employees/7","text":"emp 7 salary 212000"}]}}"#;
+    assert!(matches!(
+        judge(carried, "resources/read", "hr://public/index"),
+        Decision::Reject(_)
+    ));
+    let embedded = r#"{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"resource","resource":{"uri":"hr://employees/7","text":"emp 7"}}]}}"#;
+    assert!(matches!(
+        judge(embedded, "resources/read", "hr://public/x"),
+        Decision::Reject(_)
+    ));
+    let prompt = r#"{"jsonrpc":"2.0","id":4,"result":{"messages":[{"role":"user","content":{"type":"resource","resource":{"uri":"hr://employees/7","text":"emp 7"}}}]}}"#;
+    assert!(matches!(
+        judge(prompt, "resources/read", "hr://public/x"),
+        Decision::Reject(_)
+    ));
+}
