@@ -86,6 +86,26 @@ pub fn digest(files: &Files) -> String {
     hex::encode(h.finalize())
 }
 
+/// The sequence of the next build: milliseconds since the epoch, and always
+/// more than the last one this process made. Time orders builds across
+/// restarts of the agent and across agents (and `warden-agent build`), so a
+/// lost store never starts it over.
+pub fn next_sequence() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
 /// Builds, validates and (with a signer) signs a bundle from `source` files.
 pub fn build(
     source: &Files,
@@ -106,6 +126,10 @@ pub fn build(
         None => serde_json::Map::new(),
     };
     manifest.insert("revision".into(), revision.into());
+    // Signed with the rest: gateways refuse a bundle older than the newest
+    // they applied (a mirror or a man in the middle serving an old, validly
+    // signed bundle would undo a kill switch or a deny).
+    manifest.insert("sequence".into(), next_sequence().into());
     manifest
         .entry("roots")
         .or_insert_with(|| serde_json::json!(["warden"]));

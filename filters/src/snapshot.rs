@@ -529,19 +529,30 @@ impl Snapshot {
         };
         // Names a peer reads as another: before the policy, which judges
         // each spelling as written and hides what the server listed.
+        // The org's names apply to every call; a tenant's Rego names only
+        // to calls in its scope (a literal `ECHO` in one tenant's rules
+        // must not refuse another's, or the org's, `echo`).
         let written = crate::guards::targets::bundle_names(
             &config,
-            bundle
-                .policies
-                .values()
-                .chain(tenants.layers.values().flat_map(|l| l.policies.values()))
-                .map(String::as_str),
+            bundle.policies.values().map(String::as_str),
             &bundle.data,
         );
         filters.push(Arc::new(crate::guards::targets::TargetFilter::new(
             Arc::new(written),
             shared.listed.clone(),
         )));
+        for layer in tenants.layers.values().filter(|l| !l.policies.is_empty()) {
+            let theirs =
+                crate::guards::targets::policy_names(layer.policies.values().map(String::as_str));
+            filters.push(scoped(
+                &layer.tenant,
+                &scope,
+                Arc::new(crate::guards::targets::TargetFilter::new(
+                    Arc::new(theirs),
+                    shared.listed.clone(),
+                )),
+            ));
+        }
         if let Some(engine) = &enforced {
             filters.push(Arc::new(
                 PolicyFilter::new(engine.clone(), config.catalog.clone(), config.policy.denial)

@@ -613,3 +613,75 @@ async fn a_local_signed_archive_is_watched_like_a_directory() {
     }
     assert_eq!(gw.status().await["bundle"]["revision"], "file-2");
 }
+
+/// An older bundle is still validly signed: a mirror (or anyone between)
+/// serving it again after a newer one would undo a kill switch or a deny.
+/// The gateway refuses it as a rollback, across a restart too, and takes
+/// the next newer one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_signed_bundle_is_refused_as_a_rollback() {
+    let mock = Mock::start(&[]).expect("mock");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (private, public) = keygen(tmp.path(), "sign");
+    let source = tmp.path().join("source");
+    write_source(&source, mock.addr, &[]);
+    let open = build_archive(&source, &tmp.path().join("r1.tgz"), &private, "r1");
+    set_blocked(&source, &["echo"]);
+    let closed = build_archive(&source, &tmp.path().join("r2.tgz"), &private, "r2");
+    let srv = Static::start(open.clone());
+    let state = tmp.path().join("gw");
+    let args = |srv: &Static| {
+        vec![
+            "--bundle-url".to_owned(),
+            format!("http://{}/bundle.tar.gz", srv.addr),
+            "--bundle-public-key".to_owned(),
+            public.to_str().expect("utf8").to_owned(),
+            "--state-dir".to_owned(),
+            state.to_str().expect("utf8").to_owned(),
+            "--bundle-poll".to_owned(),
+            "100ms".to_owned(),
+        ]
+    };
+    let a = args(&srv);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let gw = Gateway::start_with("", false, &[], &a, None).expect("gateway");
+    assert_eq!(outcome(&gw, "echo").await, "ok");
+    srv.set(closed.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while outcome(&gw, "echo").await != "denied" {
+        assert!(Instant::now() < deadline, "r2 never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // r1 again: refused, r2 keeps serving.
+    let before = gw.status().await["bundle"]["failures"]
+        .as_u64()
+        .unwrap_or(0);
+    srv.set(open.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let st = gw.status().await;
+        if st["bundle"]["failures"].as_u64().unwrap_or(0) > before {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "r1 never refused: {st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let err = st["bundle"]["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("rollback"), "{err}");
+    assert_eq!(outcome(&gw, "echo").await, "denied");
+    drop(gw);
+    // Restarted against a source serving r1: it starts on the last good
+    // (r2), never on r1.
+    let gw = Gateway::start_with("", false, &[], &a, None).expect("gateway");
+    assert_eq!(gw.status().await["bundle"]["revision"], "r2");
+    assert_eq!(outcome(&gw, "echo").await, "denied");
+    // A newer build is taken.
+    set_blocked(&source, &[]);
+    let r3 = build_archive(&source, &tmp.path().join("r3.tgz"), &private, "r3");
+    srv.set(r3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while outcome(&gw, "echo").await != "ok" {
+        assert!(Instant::now() < deadline, "r3 never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

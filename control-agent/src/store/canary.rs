@@ -224,7 +224,22 @@ impl Store {
         r.reason = Some(why.to_owned());
         let (seq, revision) = (r.seq, r.revision.clone());
         inner.served.retain(|p| p.seq != seq);
-        self.served_changed(inner);
+        // What the canary's gateways go back to is built again: a gateway
+        // never takes a bundle older than one it applied (see
+        // `build::next_sequence`), and nothing else changes.
+        let kill = inner.kill.clone();
+        match self.rebuild_served(
+            inner,
+            &kill,
+            actor,
+            &format!("canary {revision} rolled back"),
+        ) {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "rebuilding after a canary rollback failed; its gateways keep the canary until the next publish");
+                self.served_changed(inner);
+            }
+        }
         self.record(actor, "canary_rollback", Some(&revision), true, why);
         tracing::warn!(revision = %revision, reason = why, "canary rolled back");
         Some(revision)

@@ -123,6 +123,11 @@ pub struct ApprovalNeed {
     pub arguments: String,
     /// `sha256:<hex>` binding principal, server, tool and arguments.
     pub binding: String,
+    /// Who the approval is bound to, as the claim names them: the
+    /// principal's id, or for an unauthenticated caller `anonymous~` and a
+    /// digest of its session (or address): anonymous callers are many, and
+    /// one must not take an approval granted to another's call.
+    pub holder: String,
 }
 
 /// Where the shadow rule disagreed with the enforced one on a message.

@@ -49,6 +49,22 @@ pub fn binding(
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
+/// Who an approval of this exchange's call is bound to (see
+/// [`ApprovalNeed::holder`]): the principal's id; for an unauthenticated
+/// caller, the handles' owner (its session, or its address without one),
+/// digested so the claim carries no session id.
+fn holder_of(ex: &Exchange<'_>) -> String {
+    if ex.principal.auth != crate::engines::identity::AuthMethod::Anonymous {
+        return ex.principal.id.clone();
+    }
+    let owner = match ex.session_id {
+        Some(s) => format!("{}\0session\0{s}", ex.principal.owner()),
+        None => crate::guards::handles::owner_of(ex.principal, None, ex.source_ip).into_owned(),
+    };
+    let d = Sha256::digest(owner.as_bytes());
+    format!("{}~{}", ex.principal.id, &hex::encode(d)[..16])
+}
+
 /// `raw` JSON in the canonical text an approval binds (see the module docs);
 /// `None` if it is not JSON.
 pub fn canonical_text(raw: &str) -> Option<String> {
@@ -225,20 +241,16 @@ impl McpFilter for ApprovalFilter {
             None => "{}".to_owned(),
         };
         let args_digest = crate::chain::plan::args_digest(&arguments);
+        let holder = holder_of(ex);
         notes.approval = Some(ApprovalNeed {
             approvers: by_tier.max(by_policy),
             reason,
             risk,
             tool: tool.to_owned(),
-            binding: binding(
-                &ex.principal.tenant,
-                &ex.principal.id,
-                ex.server,
-                tool,
-                &args_digest,
-            ),
+            binding: binding(&ex.principal.tenant, &holder, ex.server, tool, &args_digest),
             args_digest,
             arguments,
+            holder,
         });
         Decision::Pass
     }
@@ -362,5 +374,39 @@ mod tests {
             binding("a", "bc", "s", "t", "d"),
             binding("ab", "c", "s", "t", "d")
         );
+    }
+
+    /// Unauthenticated callers are many under one id: an approval binds
+    /// each to its session (or address), so one never takes an approval
+    /// granted to another's identical call; named principals bind by id.
+    #[test]
+    fn anonymous_callers_are_bound_apart() {
+        let f = filter();
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy","arguments":{"env":"prod"}}}"#;
+        let Ok(Parsed::Single(env)) = parse(body.as_bytes(), ParseLimits::default()) else {
+            panic!("parse")
+        };
+        let anon = Principal::anonymous();
+        let bind = |session: Option<&str>, ip: &str| {
+            let ex = Exchange {
+                session_id: session,
+                source_ip: Some(ip.parse().expect("ip")),
+                ..Exchange::new(&anon, "ops")
+            };
+            let mut notes = Notes::default();
+            f.on_request(&Message::new(&env, body.as_bytes()), &ex, &mut notes);
+            let n = notes.approval.expect("held");
+            assert!(!n.holder.contains(session.unwrap_or("-")), "{}", n.holder);
+            n.binding
+        };
+        assert_ne!(bind(Some("s1"), "10.0.0.1"), bind(Some("s2"), "10.0.0.1"));
+        assert_ne!(bind(None, "10.0.0.1"), bind(None, "10.0.0.2"));
+        assert_eq!(bind(Some("s1"), "10.0.0.1"), bind(Some("s1"), "10.0.0.9"));
+        let alice = Principal {
+            auth: crate::engines::identity::AuthMethod::ApiKey,
+            ..named("acme", "alice")
+        };
+        let a = need(&f, &alice, body).expect("held");
+        assert_eq!(a.holder, "alice");
     }
 }

@@ -236,7 +236,7 @@ impl ListedNames {
     }
 }
 
-/// The names a bundle writes: its policy's (and tenants') string literals,
+/// The names a bundle writes: its policy's string literals,
 /// the strings of `data.json` (keys and values), the catalog's tools, the
 /// kill switch's, quotas' and session budgets'.
 pub fn bundle_names<'a>(
@@ -282,6 +282,18 @@ pub fn bundle_names<'a>(
         .for_each(|t| add(t));
     if let Some(b) = &config.runaway.session {
         b.per_tool.keys().for_each(|t| add(t));
+    }
+    s
+}
+
+/// The names a tenant's Rego writes (its string literals).
+pub fn policy_names<'a>(policies: impl Iterator<Item = &'a str>) -> Spellings {
+    let mut s = Spellings::default();
+    let modules: Vec<&str> = policies.collect();
+    for lit in crate::engines::policy::string_literals(&modules) {
+        if !lit.is_empty() && lit.len() <= MAX_NAME {
+            s.insert(&lit);
+        }
     }
     s
 }

@@ -310,3 +310,21 @@ fn a_rewritten_request_is_judged_again_by_the_orgs_rules() {
     let v = request(&s, &fin, "crm", &call("post", r#"{"op": "list"}"#)).0;
     assert!(refused(&v).is_none(), "{v:?}");
 }
+
+/// A name a tenant's Rego writes (`READ`) is a near-name only for calls in
+/// that tenant's scope: the org's and other tenants' `read` pass.
+#[test]
+fn a_tenants_written_names_bind_its_scope_only() {
+    let rego = "package warden.tenants.finance\n\ndefault decision := {\"allow\": true}\n\ndecision := {\"allow\": false, \"reason\": \"no\"} if input.request.tool == \"READ\"\n";
+    let s = fin_snapshot("", Some(rego));
+    let call_echo = call("read", "{}");
+    let v = request(&s, &principal("hr", "h", &[]), "crm", &call_echo).0;
+    assert!(refused(&v).is_none(), "{v:?}");
+    let v = request(&s, &principal("acme", "o", &[]), "crm", &call_echo).0;
+    assert!(refused(&v).is_none(), "{v:?}");
+    let v = request(&s, &principal("finance", "fred", &[]), "ledger", &call_echo).0;
+    assert!(
+        refused(&v).is_some_and(|r| r.contains("tool_name_near")),
+        "{v:?}"
+    );
+}

@@ -259,6 +259,72 @@ fn materialize_files(files: &archive::Files, opts: &SourceOptions) -> Result<Pat
     Ok(dir)
 }
 
+/// Where the newest signed bundle's sequence this gateway applied is kept.
+fn sequence_file(opts: &SourceOptions) -> PathBuf {
+    opts.state_dir.join("sequence")
+}
+
+/// A signed bundle's sequence (`.manifest`'s `sequence`, set by the agent
+/// at each build; 0 when it has none).
+fn sequence_of(bundle: &Bundle) -> u64 {
+    bundle
+        .manifest
+        .extra
+        .get("sequence")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// Refuses a signed bundle older than the newest this gateway applied: an
+/// old bundle is still validly signed, and a mirror, a cache or a man in
+/// the middle serving it again would undo a kill switch or a deny. An
+/// unsigned source proves nothing, so nothing is checked there.
+fn not_a_rollback(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String> {
+    if opts.verifier.is_none() {
+        return Ok(());
+    }
+    let newest = std::fs::read_to_string(sequence_file(opts))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let seq = sequence_of(bundle);
+    if seq < newest {
+        return Err(format!(
+            "rollback: the bundle's sequence {seq} is older than {newest}, the newest this \
+             gateway applied (remove {} to accept an older bundle on purpose)",
+            sequence_file(opts).display()
+        ));
+    }
+    Ok(())
+}
+
+/// Records a signed bundle's sequence once it is applied.
+fn applied_sequence(bundle: &Bundle, opts: &SourceOptions) {
+    if opts.verifier.is_none() {
+        return;
+    }
+    let path = sequence_file(opts);
+    let newest = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let seq = sequence_of(bundle);
+    if seq <= newest {
+        return;
+    }
+    let tmp = opts.state_dir.join(".sequence.tmp");
+    if std::fs::create_dir_all(&opts.state_dir)
+        .and_then(|_| std::fs::write(&tmp, seq.to_string()))
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .is_err()
+    {
+        tracing::warn!(
+            "could not record the bundle's sequence in {}",
+            path.display()
+        );
+    }
+}
+
 /// Records `dir` as the last good bundle and prunes older fetched ones.
 fn remember_good(opts: &SourceOptions, dir: &Path) {
     let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
@@ -375,8 +441,10 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>, 
     match &opts.source {
         Source::Dir(dir) => {
             let b = load_local(dir, opts)
+                .and_then(|b| not_a_rollback(&b, opts).map(|_| b))
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .with_context(|| format!("loading bundle {}", dir.display()))?;
+            applied_sequence(&b, opts);
             Ok((b, None, None))
         }
         Source::Http { url, token, .. } => {
@@ -390,7 +458,9 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>, 
             let from_source = match fetched {
                 Ok(Fetched::New { etag, body, why }) => materialize(&body, opts).and_then(|dir| {
                     let b = load_dir(&dir)?;
+                    not_a_rollback(&b, opts)?;
                     Snapshot::build(&b).map_err(|e| e.to_string())?;
+                    applied_sequence(&b, opts);
                     remember_good(opts, &dir);
                     Ok((b, etag, why))
                 }),
@@ -563,7 +633,11 @@ impl BundleWatcher {
             let dir = dir.to_path_buf();
             let opts = self.opts.clone();
             let res = tokio::task::spawn_blocking(move || {
-                load_local(&dir, &opts).and_then(|b| apply(&gw, &b))
+                let b = load_local(&dir, &opts)?;
+                not_a_rollback(&b, &opts)?;
+                let rev = apply(&gw, &b)?;
+                applied_sequence(&b, &opts);
+                Ok::<_, String>(rev)
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
@@ -600,17 +674,21 @@ impl BundleWatcher {
                     backoff = Duration::from_millis(250);
                     // Whatever happens to this one, do not fetch it again.
                     etag = new_etag.clone().or(etag);
+                    let before = self.target.current.load().snap.revision.clone();
                     let gw = self.target.clone();
                     let opts = self.opts.clone();
                     let res = tokio::task::spawn_blocking(move || {
                         let dir = materialize(&body, &opts)?;
                         let b = load_dir(&dir)?;
+                        not_a_rollback(&b, &opts)?;
                         let rev = apply(&gw, &b)?;
+                        applied_sequence(&b, &opts);
                         remember_good(&opts, &dir);
                         Ok::<_, String>(rev)
                     })
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()));
+                    let failed = res.is_err();
                     match res {
                         Ok(rev) => {
                             if etag.is_none() {
@@ -622,7 +700,16 @@ impl BundleWatcher {
                         Err(e) => self.target.status.failed(&e),
                     }
                     self.report(&reporter).await;
-                    Duration::ZERO
+                    // A source that answered at once with what is already
+                    // running (a static server without ETags) or with a
+                    // bundle that fails is polled politely, not in a loop;
+                    // the agent's long poll answers only with something new.
+                    let same = failed || self.target.current.load().snap.revision == before;
+                    if same && started.elapsed() < Duration::from_secs(1) {
+                        jitter(self.opts.poll.max(Duration::from_secs(1)))
+                    } else {
+                        Duration::ZERO
+                    }
                 }
                 // A server without long-poll answers at once: poll politely.
                 Ok(Fetched::NotModified) if started.elapsed() < Duration::from_secs(1) => {

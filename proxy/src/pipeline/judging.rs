@@ -436,7 +436,7 @@ async fn settle_held(
                     &need,
                     &Caller {
                         tenant: &ctx.principal.tenant,
-                        principal: &ctx.principal.id,
+                        principal: &need.holder,
                         server: &server.name,
                         justification: justification.as_deref(),
                         trace_id: ctx.trace_id.as_deref(),
