@@ -9,7 +9,8 @@
 //! the control agent and either forwards those exact bytes (an approval was
 //! claimed) or answers with where to approve.
 //!
-//! An approval binds the principal (tenant and id), the server, the tool and
+//! An approval binds the principal (tenant and id; an unauthenticated
+//! caller's session or address, digested), the server, the tool and
 //! a digest of the arguments as the upstream would receive them, in a
 //! canonical text (members sorted, strings escaped one way, no whitespace,
 //! numbers exactly as written): member order and whitespace do not make a
