@@ -479,6 +479,7 @@ fn claim(tenant: &str, principal: &str) -> Claim {
         gateway: "gw1".into(),
         trace_id: None,
         nonce: None,
+        for_tenants: Vec::new(),
     }
 }
 

@@ -329,7 +329,9 @@ impl Api {
                 match self.decide(name, id, verdict, body.comment) {
                     Ok(v) => json(StatusCode::OK, &v),
                     Err(e @ Refused::NotFound) => error(StatusCode::NOT_FOUND, &e.to_string()),
-                    Err(e @ Refused::SelfApproval) => error(StatusCode::FORBIDDEN, &e.to_string()),
+                    Err(e @ (Refused::SelfApproval | Refused::NotTheirs)) => {
+                        error(StatusCode::FORBIDDEN, &e.to_string())
+                    }
                     Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
                 }
             }

@@ -71,6 +71,11 @@ pub struct Claim {
     /// The gateway's one-time value, echoed in the signed grant.
     #[serde(default)]
     pub nonce: Option<String>,
+    /// The tenants whose own rules asked for this approval (a tenant's
+    /// layer on the server it owns, when another tenant's principal calls
+    /// it): only approvers who see each of them decide it.
+    #[serde(default)]
+    pub for_tenants: Vec<String>,
 }
 
 /// One approver: who their token makes them, whose calls they may never
@@ -108,6 +113,24 @@ impl Approver {
     /// ([`warden_config::person::in_scope`]).
     pub fn sees(&self, tenant: &str) -> bool {
         warden_config::person::in_scope(&self.tenants, tenant)
+    }
+
+    /// Whether this approver is shown `a`: it sees the caller's tenant, or
+    /// a tenant whose rules asked for it.
+    pub fn shown(&self, a: &Approval) -> bool {
+        self.sees(&a.tenant) || a.for_tenants.iter().any(|t| self.sees(t))
+    }
+
+    /// Whether this approver may decide `a`: when tenants' own rules asked
+    /// for it, it sees every one of them (the owner's approvers decide
+    /// what the owner's layer holds, not the caller's); otherwise it sees
+    /// the caller's tenant.
+    pub fn decides(&self, a: &Approval) -> bool {
+        if a.for_tenants.is_empty() {
+            self.sees(&a.tenant)
+        } else {
+            a.for_tenants.iter().all(|t| self.sees(t))
+        }
     }
 }
 
@@ -153,6 +176,9 @@ pub struct Approval {
     pub requested_by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// See [`Claim::for_tenants`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub for_tenants: Vec<String>,
     pub decisions: Vec<Decision>,
     /// When enough approvers said yes.
     #[serde(default, with = "opt_rfc3339")]
@@ -293,6 +319,8 @@ pub enum Refused {
     Finished(&'static str),
     #[error("{0} already approved this call; another approver is needed")]
     Already(String),
+    #[error("this call is held by the rules of a tenant you do not approve for")]
+    NotTheirs,
 }
 
 /// Why a claim was refused.
@@ -526,6 +554,7 @@ impl Approvals {
                         pending_until,
                         grant_secs: c.grant_secs.clamp(1, 86_400),
                         requested_by: c.gateway,
+                        for_tenants: c.for_tenants,
                         trace_id: c.trace_id,
                         decisions: Vec::new(),
                         approved_at: None,
@@ -576,8 +605,11 @@ impl Approvals {
         let mut all = self.lock();
         let a = all
             .get_mut(id)
-            .filter(|a| who.sees(&a.tenant))
+            .filter(|a| who.shown(a))
             .ok_or(Refused::NotFound)?;
+        if !who.decides(a) {
+            return Err(Refused::NotTheirs);
+        }
         if who.is(approver, &a.tenant, &a.principal) {
             return Err(Refused::SelfApproval);
         }
@@ -640,7 +672,7 @@ impl Approvals {
     fn visible(&self, viewer: Option<&str>, a: &Approval) -> bool {
         match viewer {
             None => true,
-            Some(name) => self.approvers.get(name).is_some_and(|w| w.sees(&a.tenant)),
+            Some(name) => self.approvers.get(name).is_some_and(|w| w.shown(a)),
         }
     }
 

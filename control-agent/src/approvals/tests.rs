@@ -19,6 +19,7 @@ fn claim(principal: &str, n: u8) -> Claim {
         gateway: "gw1".into(),
         trace_id: None,
         nonce: None,
+        for_tenants: Vec::new(),
     }
 }
 
@@ -390,4 +391,44 @@ fn ids_are_long_and_distinct() {
     let a = new_id();
     assert_eq!(a.len(), 3 + 26);
     assert_ne!(a, new_id());
+}
+
+/// A call a tenant's own rules held (its layer, on its server, called by
+/// another tenant's principal) is decided by that tenant's approvers: the
+/// caller's tenant's see it but may not decide it.
+#[test]
+fn the_tenant_whose_rules_held_a_call_decides_it() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let scoped = |t: &str| Approver {
+        tenants: vec![t.to_owned()],
+        ..Approver::default()
+    };
+    let approvers = BTreeMap::from([
+        ("fin_appr".to_owned(), scoped("finance")),
+        ("hr_appr".to_owned(), scoped("hr")),
+        ("ops_appr".to_owned(), scoped("ops")),
+    ]);
+    let ap = Approvals::open(d.path(), approvers).expect("open");
+    let t0 = SystemTime::now();
+    let c = Claim {
+        tenant: "hr".into(),
+        for_tenants: vec!["finance".into()],
+        ..claim("h", 1)
+    };
+    let id = id_of(&ap.claim(c, None, t0).expect("claim"));
+    assert_eq!(
+        ap.decide(&id, "hr_appr", Verdict::Approve, None, t0),
+        Err(Refused::NotTheirs)
+    );
+    assert_eq!(
+        ap.decide(&id, "ops_appr", Verdict::Approve, None, t0),
+        Err(Refused::NotFound)
+    );
+    assert!(
+        ap.get(&id, Some("fin_appr"), t0).is_some(),
+        "shown to finance"
+    );
+    assert!(ap.get(&id, Some("hr_appr"), t0).is_some(), "shown to hr");
+    ap.decide(&id, "fin_appr", Verdict::Approve, None, t0)
+        .expect("finance decides");
 }

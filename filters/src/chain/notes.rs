@@ -128,6 +128,10 @@ pub struct ApprovalNeed {
     /// digest of its session (or address): anonymous callers are many, and
     /// one must not take an approval granted to another's call.
     pub holder: String,
+    /// The tenants whose own approval tiers asked for this approval (a
+    /// tenant's layer on a call in its scope): their approvers decide it,
+    /// not only the caller's tenant's.
+    pub for_tenants: Vec<String>,
 }
 
 /// Where the shadow rule disagreed with the enforced one on a message.

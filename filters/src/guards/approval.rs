@@ -186,11 +186,14 @@ impl McpFilter for ApprovalFilter {
         }
         let asked = notes.approval_asked.take();
         let mut require = self.approvals.require;
-        for (t, r) in &self.tenants {
-            if self.scope.applies(t, ex) {
-                for (mine, theirs) in require.iter_mut().zip(r) {
-                    *mine = (*mine).max(*theirs);
-                }
+        let applying: smallvec::SmallVec<[&(String, [u8; 4]); 2]> = self
+            .tenants
+            .iter()
+            .filter(|(t, _)| self.scope.applies(t, ex))
+            .collect();
+        for (_, r) in &applying {
+            for (mine, theirs) in require.iter_mut().zip(r) {
+                *mine = (*mine).max(*theirs);
             }
         }
         if asked.is_none() && require.iter().all(|n| *n == 0) {
@@ -243,6 +246,21 @@ impl McpFilter for ApprovalFilter {
         };
         let args_digest = crate::chain::plan::args_digest(&arguments);
         let holder = holder_of(ex);
+        // A tenant whose own tier at this risk asks for approvers (its
+        // layer, on a call in its scope) has its approvers decide it.
+        let tier = |r: &[u8; 4]| {
+            [Risk::Low, Risk::Medium, Risk::High, Risk::Critical]
+                .into_iter()
+                .filter(|x| *x <= risk)
+                .map(|x| r[x as usize])
+                .max()
+                .unwrap_or(0)
+        };
+        let for_tenants = applying
+            .iter()
+            .filter(|(_, r)| tier(r) > 0)
+            .map(|(t, _)| t.clone())
+            .collect();
         notes.approval = Some(ApprovalNeed {
             approvers: by_tier.max(by_policy),
             reason,
@@ -252,6 +270,7 @@ impl McpFilter for ApprovalFilter {
             args_digest,
             arguments,
             holder,
+            for_tenants,
         });
         Decision::Pass
     }

@@ -194,11 +194,10 @@ fn tenant_approval_tiers_raise_the_orgs() {
         "ledger",
         &call("post", "{}"),
     );
-    assert_eq!(
-        notes.approval.map(|n| n.approvers),
-        Some(2),
-        "ledger is finance's"
-    );
+    let need = notes.approval.expect("held");
+    assert_eq!(need.approvers, 2, "ledger is finance's");
+    // Finance's layer asked: finance's approvers decide hr's call.
+    assert_eq!(need.for_tenants, ["finance"]);
     let (_, notes) = request(&s, &principal("hr", "h", &[]), "crm", &call("post", "{}"));
     assert!(notes.approval.is_none());
 }

@@ -142,6 +142,7 @@ impl ApprovalClient {
             "gateway": self.gateway_id,
             "trace_id": who.trace_id,
             "nonce": nonce,
+            "for_tenants": need.for_tenants,
         });
         let mut req = self
             .http
