@@ -95,6 +95,7 @@ pub(super) fn separators(c: &[u8; 72]) -> u64 {
             | range(x, b'(', b')')
             | range(x, b'-', b'/')
             | eq(x, b'_')
+            | eq(x, b'|')
             | eq(x, b'%')
             | eq(x, b'\\')
             | at_or_above(x, 0x80)]

@@ -718,3 +718,40 @@ fn only_clean_short_texts_are_remembered_and_each_scan_on_its_own() {
         assert_eq!(names(&s, &long), ["aws_access_key_id"]);
     }
 }
+
+/// Card and SSN digits are read as a reader reads them across runs of
+/// separators: doubled spaces, ` - `, line breaks, table bars.
+#[test]
+fn digits_across_separator_runs_are_found() {
+    let s = Scanner::new(&[]).expect("scanner");
+    for text in [
+        "4111  1111  1111  1111",
+        "4111 - 1111 - 1111 - 1111",
+        "4111\n1111\n1111\n1111",
+        "4111\r\n1111\r\n1111\r\n1111",
+        "4111\r1111\r1111\r1111",
+        "4111 | 1111 | 1111 | 1111",
+        "4111|1111|1111|1111",
+    ] {
+        assert!(
+            names(&s, text).contains(&"card_visa".to_owned()),
+            "{text:?}: {:?}",
+            names(&s, text)
+        );
+    }
+    for text in [
+        "123\n45\n6789",
+        "123 | 45 | 6789",
+        "123  45  6789",
+        "123 - 45 - 6789",
+    ] {
+        assert!(
+            names(&s, text).contains(&"us_ssn".to_owned()),
+            "{text:?}: {:?}",
+            names(&s, text)
+        );
+    }
+    // Still Luhn- and area-checked.
+    assert!(names(&s, "4111 | 1111 | 1111 | 1112").is_empty());
+    assert!(names(&s, "666 | 45 | 6789").is_empty());
+}
