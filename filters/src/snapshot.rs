@@ -510,9 +510,26 @@ impl Snapshot {
         }
         // Information flow: its request half before the policy (which
         // reads what it notes), its reply half after DLP (below).
+        // A tenant's server carries no flow labels (`flow` is the org's to
+        // give, and the org's catalog names only its own servers): it is
+        // judged as untrusted and a sink, so labelled data never leaves
+        // through a server nobody labelled.
+        let mut flow_catalog = config.catalog.clone();
+        if let Some(f) = config.flows.as_ref() {
+            for server in tenants.owners.keys() {
+                let entry = flow_catalog.entry(server.clone()).or_default();
+                if entry.labels.roles.is_none() {
+                    entry.labels.roles = Some(warden_config::flows::Roles {
+                        untrusted: true,
+                        sink: true,
+                        ..f.unlabelled
+                    });
+                }
+            }
+        }
         let flow = crate::guards::flow::FlowFilter::new(
             config.flows.as_ref(),
-            Arc::new(config.catalog.clone()),
+            Arc::new(flow_catalog),
             shared.flows.clone(),
             config.policy.denial,
         )

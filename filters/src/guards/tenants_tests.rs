@@ -327,3 +327,39 @@ fn a_tenants_written_names_bind_its_scope_only() {
         "{v:?}"
     );
 }
+
+/// A tenant's server carries no flow labels (the org's to give): it is
+/// judged as a sink, so data the org labelled never leaves through it.
+#[test]
+fn a_tenants_server_is_a_sink_to_the_orgs_flows() {
+    let org = format!(
+        "{ORG}flows:\n  track: principal\n  default_clearance: restricted\ncatalog:\n  crm:\n    flow: [private]\n    classification: restricted\n    tools:\n      get_employee: {{classification: restricted, flow: [private]}}\n      fetch: {{flow: [untrusted]}}\n"
+    );
+    let fin = layer("finance", "ledger", "");
+    let reg = registry(&[("ledger", "finance", "deployed")]);
+    let s = snapshot_with(
+        &org,
+        &[
+            ("tenants/finance/tenant.yaml", fin.as_str()),
+            ("registry.json", reg.as_str()),
+        ],
+    );
+    let fred = principal("finance", "fred", &[]);
+    let post = call("post", r#"{"text": "emp 7 salary 212000"}"#);
+    // Before any labelled read, the ledger takes it.
+    assert!(refused(&request(&s, &fred, "ledger", &post).0).is_none());
+    // A reply from crm the gateway cannot match: restricted and untrusted.
+    let v = reply(
+        &s,
+        &fred,
+        "crm",
+        "tools/call",
+        r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"emp 7 salary 212000"}]}}"#,
+    );
+    assert!(refused(&v).is_none(), "{v:?}");
+    let v = request(&s, &fred, "ledger", &post).0;
+    assert!(
+        refused(&v).is_some_and(|r| r.contains("flow_blocked")),
+        "{v:?}"
+    );
+}
