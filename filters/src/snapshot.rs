@@ -564,7 +564,7 @@ impl Snapshot {
             filters.push(scoped(
                 &layer.tenant,
                 &scope,
-                Arc::new(crate::guards::targets::TargetFilter::new(
+                Arc::new(crate::guards::targets::TargetFilter::scoped(
                     Arc::new(theirs),
                     shared.listed.clone(),
                 )),

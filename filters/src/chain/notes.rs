@@ -39,6 +39,11 @@ pub struct Notes {
     /// The tasks a reply hands out as new, each to be claimed for its
     /// holder fleet-wide before the reply leaves (see [`TaskClaim`]).
     pub task_claims: Vec<TaskClaim>,
+    /// The tool or prompt a request names is neither one the bundle writes
+    /// nor one this replica has seen its server list (the names guard's
+    /// finding, before the policy): the policy also judges how a folding
+    /// server reads it.
+    pub unlisted_name: bool,
     pub(super) holds: Vec<Hold>,
 }
 

@@ -557,6 +557,29 @@ impl McpFilter for PolicyFilter {
         if !d.allow {
             return Decision::Reject(self.denial(ctx, method, name, d));
         }
+        // A name this replica knows of no other way (the bundle does not
+        // write it, the server was not seen listing it) may be a spelling
+        // a folding server reads as a name the policy hides by a pattern
+        // (`ADMIN_purge` for `admin_purge` under a rule on `admin_`): each
+        // reading is judged too, and one the policy denies refuses it.
+        if notes.unlisted_name && env.kind == Kind::Request {
+            let named = match method {
+                "tools/call" => Some(crate::guards::targets::Named::Tool),
+                "prompts/get" => Some(crate::guards::targets::Named::Prompt),
+                _ => None,
+            };
+            if let (Some(named), Some(n)) = (named, name) {
+                for r in crate::protocol::names::folded_readings(n) {
+                    if r != n
+                        && !self
+                            .decide(ctx, notes.flow.as_ref(), method, Some(&r), args, false)
+                            .allow
+                    {
+                        return Decision::Reject(crate::guards::targets::near_name_denial(named));
+                    }
+                }
+            }
+        }
         // A subscription (a listen stream's of 2026-07-28 names several)
         // must be to a resource the principal may see: every update names it.
         match (method, env.kind, name) {

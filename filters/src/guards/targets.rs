@@ -197,6 +197,13 @@ impl ListedNames {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Whether `server` listed `name` itself (as this replica saw).
+    fn listed(&self, server: &str, named: Named, name: &str) -> bool {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.get(server)
+            .is_some_and(|s| s[named.at()].contains(name))
+    }
+
     fn other_than(&self, server: &str, named: Named, name: &str, keys: &Keys) -> bool {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
         map.get(server)
@@ -303,6 +310,10 @@ pub fn policy_names<'a>(policies: impl Iterator<Item = &'a str>) -> Spellings {
 pub struct TargetFilter {
     bundle: Arc<Spellings>,
     listed: Arc<ListedNames>,
+    /// Whether this filter notes a name it knows of no other way
+    /// ([`Notes::unlisted_name`]): the org's does, a tenant's (which knows
+    /// only its own names) does not.
+    notes_unlisted: bool,
 }
 
 impl std::fmt::Debug for TargetFilter {
@@ -313,7 +324,20 @@ impl std::fmt::Debug for TargetFilter {
 
 impl TargetFilter {
     pub fn new(bundle: Arc<Spellings>, listed: Arc<ListedNames>) -> Self {
-        TargetFilter { bundle, listed }
+        TargetFilter {
+            bundle,
+            listed,
+            notes_unlisted: true,
+        }
+    }
+
+    /// A filter of a tenant's names: it leaves [`Notes::unlisted_name`] to
+    /// the org's.
+    pub fn scoped(bundle: Arc<Spellings>, listed: Arc<ListedNames>) -> Self {
+        TargetFilter {
+            notes_unlisted: false,
+            ..TargetFilter::new(bundle, listed)
+        }
     }
 
     fn near(&self, server: &str, named: Named, name: &str) -> bool {
@@ -353,7 +377,7 @@ impl McpFilter for TargetFilter {
         }
     }
 
-    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request {
             return Decision::Pass;
@@ -376,26 +400,13 @@ impl McpFilter for TargetFilter {
             return Decision::Pass;
         };
         if !self.near(ctx.server, named, name) {
+            if self.notes_unlisted {
+                notes.unlisted_name =
+                    !self.bundle.contains(name) && !self.listed.listed(ctx.server, named, name);
+            }
             return Decision::Pass;
         }
-        let (what, reason) = match named {
-            Named::Tool => ("tool", "tool_name_near"),
-            Named::Prompt => ("prompt", "prompt_name_near"),
-        };
-        Decision::Reject(Denial::error(
-            JsonRpcError::new(
-                codes::INVALID_PARAMS,
-                // The name is not quoted: the gateway's texts never echo
-                // message content.
-                format!(
-                    "The {what} name is read by some servers as another {what}'s name \
-                     (it differs only by case, Unicode folding or invisible characters); \
-                     send the exact name"
-                ),
-            )
-            .with_data(serde_json::json!({"reason": reason})),
-            reason,
-        ))
+        Decision::Reject(near_name_denial(named))
     }
 
     fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
@@ -441,4 +452,26 @@ impl McpFilter for TargetFilter {
         items.retain(|_| verdicts.next().unwrap_or(false));
         Decision::rewrite(&v)
     }
+}
+
+/// The refusal of a name some peer reads as another.
+pub(crate) fn near_name_denial(named: Named) -> Denial {
+    let (what, reason) = match named {
+        Named::Tool => ("tool", "tool_name_near"),
+        Named::Prompt => ("prompt", "prompt_name_near"),
+    };
+    Denial::error(
+        JsonRpcError::new(
+            codes::INVALID_PARAMS,
+            // The name is not quoted: the gateway's texts never echo
+            // message content.
+            format!(
+                "The {what} name is read by some servers as another {what}'s name \
+                 (it differs only by case, Unicode folding or invisible characters); \
+                 send the exact name"
+            ),
+        )
+        .with_data(serde_json::json!({"reason": reason})),
+        reason,
+    )
 }

@@ -363,3 +363,27 @@ fn a_tenants_server_is_a_sink_to_the_orgs_flows() {
         "{v:?}"
     );
 }
+
+/// On a replica that has not seen the server list, a spelling a folding
+/// server reads as a name the policy hides by a pattern (`ADMIN_purge`
+/// under a rule on the `admin_` prefix) is judged as it is read too, and
+/// refused; a spelling whose readings the policy allows passes.
+#[test]
+fn an_unlisted_name_is_judged_as_a_folding_server_reads_it() {
+    let rego = "package warden.authz\n\ndefault decision := {\"allow\": true, \"reason\": \"ok\"}\n\ndecision := {\"allow\": false, \"reason\": \"hidden\"} if startswith(input.request.tool, \"admin_\")\n";
+    let s = snapshot(&[("policies/org.rego", rego)]);
+    let p = principal("acme", "o", &[]);
+    for name in ["ADMIN_purge", "Admin_Purge", "admin\u{200b}_purge"] {
+        let v = request(&s, &p, "crm", &call(name, "{}")).0;
+        assert!(
+            refused(&v).is_some_and(|r| r.contains("name_near")),
+            "{name:?}: {v:?}"
+        );
+    }
+    let v = request(&s, &p, "crm", &call("admin_purge", "{}")).0;
+    assert!(refused(&v).is_some_and(|r| r.contains("hidden")), "{v:?}");
+    for name in ["Echo", "getUser", "echo"] {
+        let v = request(&s, &p, "crm", &call(name, "{}")).0;
+        assert!(refused(&v).is_none(), "{name}: {v:?}");
+    }
+}
