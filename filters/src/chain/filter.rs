@@ -604,22 +604,26 @@ impl FilterChain {
         let order = self.index.order(msg.direction, method);
         // Holds taken for this message are dropped (released) if a later filter refuses it.
         let mark = notes.holds.len();
-        let verdict = self.run_from(order, msg, env, ex, notes);
+        let verdict = self.run_from(order, 0, msg, env, ex, notes);
         if matches!(verdict, Verdict::Reject { .. }) {
             notes.holds.truncate(mark);
         }
         verdict
     }
 
+    /// Runs `order[from..]`; `order` is the message's whole order, so a
+    /// rewrite is judged again by every filter before it, however many
+    /// rewrote the message before.
     fn run_from(
         &self,
         order: &[usize],
+        from: usize,
         msg: &Message<'_>,
         original: &Envelope,
         ex: &Exchange<'_>,
         notes: &mut Notes,
     ) -> Verdict {
-        for (pos, &i) in order.iter().enumerate() {
+        for (pos, &i) in order.iter().enumerate().skip(from) {
             let f = &self.filters[i];
             let decision = match msg.direction {
                 Direction::Request => f.on_request(msg, ex, notes),
@@ -635,10 +639,16 @@ impl FilterChain {
                 }
                 Decision::Mutated(new) => {
                     let ne = match parse(&new, self.limits) {
+                        // A rewrite keeps what the message names: its
+                        // kind, id and method, and (a request) the tool or
+                        // prompt and the URI, which every guard keyed on
+                        // (risk, quotas, flows, budgets) judged as they were.
                         Ok(Parsed::Single(mut ne))
                             if ne.kind == original.kind
                                 && ne.id == original.id
-                                && ne.method == original.method =>
+                                && ne.method == original.method
+                                && (msg.direction == Direction::Response
+                                    || (ne.name == original.name && ne.uri == original.uri)) =>
                         {
                             ne.span = 0..new.len();
                             ne
@@ -688,7 +698,7 @@ impl FilterChain {
                             }
                         }
                     }
-                    let verdict = self.run_from(&order[pos + 1..], &next, original, ex, notes);
+                    let verdict = self.run_from(order, pos + 1, &next, original, ex, notes);
                     return match verdict {
                         Verdict::Forward => Verdict::ForwardMutated(new, Box::new(ne)),
                         other => other,
@@ -756,5 +766,38 @@ mod tests {
         assert_eq!(run(reply, Direction::Response, None), 1);
         // A client's answer to a server→client request has no method of its own.
         assert_eq!(run(reply, Direction::Request, None), 0);
+    }
+
+    /// Rewrites a call's tool name.
+    struct Renaming;
+    impl McpFilter for Renaming {
+        fn name(&self) -> &'static str {
+            "renaming"
+        }
+        fn on_request(&self, msg: &Message<'_>, _: &Exchange<'_>, _: &mut Notes) -> Decision {
+            let text = String::from_utf8_lossy(msg.bytes).replace("\"send\"", "\"wire\"");
+            Decision::Mutated(text.into_bytes())
+        }
+    }
+
+    /// A rewrite never changes what a request names (its tool, its URI):
+    /// every guard keyed on it judged the name as sent.
+    #[test]
+    fn a_rewrite_that_renames_a_call_is_refused() {
+        let chain = FilterChain::new(vec![Arc::new(Renaming)], ParseLimits::default());
+        let p = Principal::anonymous();
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"send","arguments":{}}}"#;
+        let Ok(Parsed::Single(env)) = parse(body.as_bytes(), ParseLimits::default()) else {
+            panic!("parse")
+        };
+        let v = chain.run(
+            &Message::new(&env, body.as_bytes()),
+            &Exchange::new(&p, "s"),
+            &mut Notes::default(),
+        );
+        assert!(
+            matches!(&v, Verdict::Reject { denial, .. } if denial.reason == "filter_rewrite_invalid"),
+            "{v:?}"
+        );
     }
 }

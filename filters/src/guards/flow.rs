@@ -438,6 +438,10 @@ impl McpFilter for FlowFilter {
         "flow"
     }
 
+    fn judges_again(&self) -> bool {
+        true
+    }
+
     /// Requests: before the policy (which reads what this notes). The
     /// replies are [`FlowReplyFilter`]'s, after DLP has looked at them.
     fn acts_on(&self) -> Acts {

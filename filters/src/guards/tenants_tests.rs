@@ -387,3 +387,34 @@ fn an_unlisted_name_is_judged_as_a_folding_server_reads_it() {
         assert!(refused(&v).is_none(), "{name}: {v:?}");
     }
 }
+
+/// However many filters rewrote a request before, the last rewrite is
+/// judged again by every filter before it: the org's DLP redacting an
+/// e-mail first does not let the tenant's strip join a metadata URL past
+/// egress; and a rewrite never renames the tool a call names.
+#[test]
+fn every_rewrite_is_judged_again_and_names_stay() {
+    let org = format!(
+        "{ORG}dlp:\n  rules:\n    - {{name: mail, detectors: [email], action: redact, direction: request}}\n"
+    );
+    let fin = layer(
+        "finance",
+        "ledger",
+        "dlp:\n  custom:\n    - {name: host, regex: \"docs[.]example[.]com\"}\n  rules:\n    - {name: inj, detectors: [\"category:injection\"], action: strip, direction: request}\n    - {name: h, detectors: [host], action: redact, direction: request, mask: \"169.254.169.254\"}\n",
+    );
+    let s = snapshot_with(&org, &[("tenants/finance/tenant.yaml", fin.as_str())]);
+    let fred = principal("finance", "fred", &[]);
+    for args in [
+        r#"{"url": "http://docs.example.com/x"}"#,
+        r#"{"url": "http://docs.example.com/x", "cc": "bob@example.com"}"#,
+    ] {
+        let v = request(&s, &fred, "crm", &call("fetch", args)).0;
+        assert!(
+            refused(&v).is_some_and(|r| r.contains("egress")),
+            "{args}: {v:?}"
+        );
+    }
+    // A strip that would rename the tool is refused.
+    let v = request(&s, &fred, "crm", &call("sen<|im_start|>d", "{}")).0;
+    assert!(refused(&v).is_some(), "{v:?}");
+}

@@ -66,10 +66,11 @@ pub const SPECS: &[Spec] = &[
         category: Pii,
         triggers: &[Digits(9)],
         // `123-45-6789`, `123 45 6789`, `123.45.6789` or `123456789`, and
-        // as a reader still reads it: the same wider separator twice
-        // (`123  45  6789`, `123 - 45 - 6789`, `123\n45\n6789`,
-        // `123 | 45 | 6789`, tabs); mixed ones (`123-45 6789`) are not.
-        pattern: r"\b\d{3}(?:-\d{2}-|\x20\d{2}\x20|\.\d{2}\.|\d{2}|\x20{2,3}\d{2}\x20{2,3}|\x20-\x20\d{2}\x20-\x20|\x20?\|\x20?\d{2}\x20?\|\x20?|\r?\n\d{2}\r?\n|\r\d{2}\r|\t\d{2}\t)\d{4}\b",
+        // as a reader still reads it: doubled spaces or ` - ` twice
+        // (`123  45  6789`, `123 - 45 - 6789`); mixed ones (`123-45 6789`)
+        // are not, nor table cells, tabs or lines (`| 200 | 15 | 2024 |`
+        // is a table of numbers far more often than an SSN).
+        pattern: r"\b\d{3}(?:-\d{2}-|\x20\d{2}\x20|\.\d{2}\.|\d{2}|\x20{2,3}\d{2}\x20{2,3}|\x20-\x20\d{2}\x20-\x20)\d{4}\b",
         validate: Some(ssn),
     },
     Spec {
@@ -83,49 +84,49 @@ pub const SPECS: &[Spec] = &[
         name: "card_visa",
         category: Pii,
         triggers: &[Digits(13)],
-        pattern: r"\b4\d{3}(?:(?:[\s./_|-]{1,3})?\d{4}){3}\b",
+        pattern: r"\b4\d{3}(?:(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{4}){3}\b",
         validate: Some(luhn),
     },
     Spec {
         name: "card_mastercard",
         category: Pii,
         triggers: &[Digits(16)],
-        pattern: r"\b(?:5[1-5]\d{2}|222[1-9]|22[3-9]\d|2[3-6]\d{2}|27[01]\d|2720)(?:(?:[\s./_|-]{1,3})?\d{4}){3}\b",
+        pattern: r"\b(?:5[1-5]\d{2}|222[1-9]|22[3-9]\d|2[3-6]\d{2}|27[01]\d|2720)(?:(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{4}){3}\b",
         validate: Some(luhn),
     },
     Spec {
         name: "card_amex",
         category: Pii,
         triggers: &[Digits(15)],
-        pattern: r"\b3[47]\d{2}(?:[\s./_|-]{1,3})?\d{6}(?:[\s./_|-]{1,3})?\d{5}\b",
+        pattern: r"\b3[47]\d{2}(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{6}(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{5}\b",
         validate: Some(luhn),
     },
     Spec {
         name: "card_discover",
         category: Pii,
         triggers: &[Digits(16)],
-        pattern: r"\b6(?:011|5\d{2})(?:(?:[\s./_|-]{1,3})?\d{4}){3}\b",
+        pattern: r"\b6(?:011|5\d{2})(?:(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{4}){3}\b",
         validate: Some(luhn),
     },
     Spec {
         name: "card_jcb",
         category: Pii,
         triggers: &[Digits(16)],
-        pattern: r"\b35(?:2[89]|[3-8]\d)(?:(?:[\s./_|-]{1,3})?\d{4}){3}\b",
+        pattern: r"\b35(?:2[89]|[3-8]\d)(?:(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{4}){3}\b",
         validate: Some(luhn),
     },
     Spec {
         name: "card_diners",
         category: Pii,
         triggers: &[Digits(14)],
-        pattern: r"\b3(?:0[0-5]|[68]\d)\d(?:[\s./_|-]{1,3})?\d{6}(?:[\s./_|-]{1,3})?\d{4}\b",
+        pattern: r"\b3(?:0[0-5]|[68]\d)\d(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{6}(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{4}\b",
         validate: Some(luhn),
     },
     Spec {
         name: "card_unionpay",
         category: Pii,
         triggers: &[Digits(16)],
-        pattern: r"\b62\d{2}(?:(?:[\s./_|-]{1,3})?\d{4}){3}\b",
+        pattern: r"\b62\d{2}(?:(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{4}){3}\b",
         validate: Some(luhn),
     },
     Spec {

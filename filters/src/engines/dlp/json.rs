@@ -160,8 +160,12 @@ impl Scanner {
             // digits joined to what precedes it (`: 4111…`), so its
             // candidates may start outside it. It is read as each reader
             // prints it (`number_views`: `4.1111111111111115e15` is a card
-            // number to a JavaScript client) and as it is written; the
-            // first reading holding findings is the one redacted. Fewer
+            // number to a JavaScript client), as it is written, and by its
+            // digits before an exponent (`4111111111111111e-400`, which a
+            // reader of the text sees whatever it parses to). Every
+            // reading's findings count (one rule may cover a card in one
+            // and no rule an SSN in another): the number is replaced by
+            // the readings that hold findings, joined by spaces. Fewer
             // than six digits is no finding of any detector.
             if st.number {
                 let lit = &raw[st.start..st.end];
@@ -170,25 +174,48 @@ impl Scanner {
                     return false;
                 };
                 let views = number_views(lit);
+                let mantissa = written
+                    .find(['e', 'E'])
+                    .map(|at| &written[..at])
+                    .filter(|m| !views.iter().any(|v| v == m));
                 let digits = |t: &str| t.bytes().filter(u8::is_ascii_digit).count();
-                let readings = views.iter().map(String::as_str).chain([written]);
-                for text in readings.filter(|t| digits(t) >= 6) {
-                    let mut hits = Vec::new();
-                    self.scan_str_all(text, &mut hits);
-                    if !hits.is_empty() {
-                        found.push(Located {
-                            path: st.path.to_owned(),
-                            start: st.start,
-                            end: st.end,
-                            text: Cow::Owned(text.to_owned()),
-                            hits,
-                            is_key: false,
-                            number: true,
-                        });
-                        return true;
+                let readings = views
+                    .iter()
+                    .map(String::as_str)
+                    .chain([written])
+                    .chain(mantissa);
+                let mut text = String::new();
+                let mut hits = Vec::new();
+                for reading in readings.filter(|t| digits(t) >= 6) {
+                    let mut own = Vec::new();
+                    self.scan_str_all(reading, &mut own);
+                    if own.is_empty() {
+                        continue;
                     }
+                    if !text.is_empty() {
+                        text.push(' ');
+                    }
+                    let off = text.len();
+                    text.push_str(reading);
+                    hits.extend(own.into_iter().map(|h| Hit {
+                        start: h.start + off,
+                        end: h.end + off,
+                        ..h
+                    }));
                 }
-                return false;
+                if hits.is_empty() {
+                    return false;
+                }
+                found.push(Located {
+                    path: st.path.to_owned(),
+                    start: st.start,
+                    end: st.end,
+                    text: Cow::Owned(text),
+                    hits,
+                    is_key: false,
+                    number: true,
+                });
+                return true;
             }
             let (lo, hi) = if st.escaped || st.number {
                 (0, 0)

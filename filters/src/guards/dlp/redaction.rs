@@ -103,6 +103,16 @@ fn numbers_are_read_as_the_text_they_are() {
             "{lit}"
         );
     }
+    // Every reading counts: an SSN no rule covers in one reading never
+    // hides the card a rule blocks in another, and the digits before an
+    // exponent are read as written (`…e-400` parses to 0).
+    let cards = with_rules(vec![rule("cards", &["card_*"], DlpAction::Block, None)]);
+    for lit in ["123456789.4111111111111111", "4111111111111111e-400"] {
+        let raw = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"structuredContent":{{"v":{lit}}},"content":[]}}}}"#
+        );
+        assert!(matches!(judge(&cards, &raw), Decision::Reject(_)), "{lit}");
+    }
     // Ordinary numbers are not findings.
     let plain = r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"n":42,"x":-1.5e3,"t":1700000000},"content":[]}}"#;
     assert!(matches!(
