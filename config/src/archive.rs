@@ -181,12 +181,26 @@ pub fn unpack(bytes: &[u8]) -> Result<Files, ArchiveError> {
 /// from a directory: `.git` and editor leftovers. Every reader of a bundle
 /// directory (this module, the bundle loader) leaves out the same ones.
 pub fn skipped(name: &str) -> bool {
-    name == ".git" || name.ends_with('~') || name.ends_with(".swp")
+    // `..data`, `..2024_…`: a Kubernetes volume's own directories, whose
+    // files the volume's top-level links name.
+    name == ".git" || name.starts_with("..") || name.ends_with('~') || name.ends_with(".swp")
 }
 
-/// Reads every regular file under `dir` (skipping what [`skipped`] names).
-/// A symbolic link or any other kind of entry is refused: a bundle never
-/// reaches outside itself, and what is verified must be what is loaded.
+/// Whether the link at `path` names a file inside `root` (a Kubernetes
+/// ConfigMap or Secret volume links each file into its own directory); a
+/// link out of the bundle, to a directory, or that does not resolve, is
+/// not followed.
+pub fn link_inside(root: &Path, path: &Path) -> bool {
+    let (Ok(root), Ok(target)) = (root.canonicalize(), path.canonicalize()) else {
+        return false;
+    };
+    target.starts_with(&root) && target.is_file()
+}
+
+/// Reads every regular file under `dir` (skipping what [`skipped`] names),
+/// and each link to a file inside `dir` ([`link_inside`]). Any other link
+/// or kind of entry is refused: a bundle never reaches outside itself, and
+/// what is verified must be what is loaded.
 pub fn read_dir(dir: &Path) -> Result<Files, ArchiveError> {
     fn walk(root: &Path, dir: &Path, out: &mut Files) -> Result<(), ArchiveError> {
         let io = |e: std::io::Error| ArchiveError::Io(format!("{}: {e}", dir.display()));
@@ -208,7 +222,7 @@ pub fn read_dir(dir: &Path) -> Result<Files, ArchiveError> {
             let ft = e.file_type().map_err(io)?;
             if ft.is_dir() {
                 walk(root, &e.path(), out)?;
-            } else if ft.is_file() {
+            } else if ft.is_file() || (ft.is_symlink() && link_inside(root, &e.path())) {
                 if out.len() >= MAX_BUNDLE_FILES {
                     return Err(ArchiveError::TooLarge);
                 }

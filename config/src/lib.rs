@@ -87,7 +87,7 @@ impl Bundle {
         let mut hasher = Sha256::new();
 
         let cfg_path = root.join(CONFIG_FILE);
-        let cfg_text = match read_own(&cfg_path).and_then(|b| {
+        let cfg_text = match read_own(root, &cfg_path).and_then(|b| {
             String::from_utf8(b)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
         }) {
@@ -102,7 +102,7 @@ impl Bundle {
         let raw = parse_config(&cfg_text, &mut problems);
 
         let mut other = Problems::new(MANIFEST_FILE);
-        let manifest = match read_own(&root.join(MANIFEST_FILE)) {
+        let manifest = match read_own(root, &root.join(MANIFEST_FILE)) {
             Ok(b) => {
                 hash_file(&mut hasher, MANIFEST_FILE, &b);
                 match serde_json::from_slice::<Manifest>(&b) {
@@ -117,7 +117,7 @@ impl Bundle {
             Err(e) => return Err(io(&root.join(MANIFEST_FILE), e)),
         };
         other.set_file(DATA_FILE);
-        let data = match read_own(&root.join(DATA_FILE)) {
+        let data = match read_own(root, &root.join(DATA_FILE)) {
             Ok(b) => {
                 hash_file(&mut hasher, DATA_FILE, &b);
                 match serde_json::from_slice::<serde_json::Value>(&b) {
@@ -151,7 +151,7 @@ impl Bundle {
                 );
             }
         }
-        let registry_bytes = match read_own(&root.join(tenants::REGISTRY_FILE)) {
+        let registry_bytes = match read_own(root, &root.join(tenants::REGISTRY_FILE)) {
             Ok(b) => {
                 hash_file(&mut hasher, tenants::REGISTRY_FILE, &b);
                 Some(b)
@@ -222,11 +222,13 @@ impl Bundle {
     }
 }
 
-/// A bundle file's bytes; a symbolic link is refused (a bundle never
+/// A bundle file's bytes; a symbolic link out of the bundle is refused (a bundle never
 /// reaches outside itself, and `archive::read_dir`, which signatures and
 /// content revisions are taken over, refuses it too).
-fn read_own(path: &Path) -> std::io::Result<Vec<u8>> {
-    if std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+fn read_own(root: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
+    if std::fs::symlink_metadata(path)?.file_type().is_symlink()
+        && !archive::link_inside(root, path)
+    {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "a symbolic link in a bundle",
@@ -348,7 +350,7 @@ fn collect_rego(
         if archive::skipped(&entry.file_name().to_string_lossy()) {
             continue;
         }
-        if ft.is_symlink() {
+        if ft.is_symlink() && !archive::link_inside(root, &path) {
             // A bundle never reaches outside itself.
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,

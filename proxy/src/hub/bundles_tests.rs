@@ -100,3 +100,35 @@ fn a_refused_bundle_never_replaces_the_last_good_one() {
     let again = materialize(&archive::pack(&signed("manual", REGO)), &opts).expect("again");
     assert_eq!(good, again);
 }
+
+/// A bundle mounted as a Kubernetes ConfigMap or Secret volume (each file
+/// a link into the volume's own `..data` directory) loads, signed or not;
+/// a link out of it does not.
+#[test]
+fn a_configmap_volume_loads() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = tmp.path().join("cm");
+    let files = signed("r1", REGO);
+    archive::write_dir(&files, &src.join("..2026_11_26_20_00_00.1")).expect("write");
+    std::os::unix::fs::symlink("..2026_11_26_20_00_00.1", src.join("..data")).expect("link");
+    for name in files.keys() {
+        let top = name.split('/').next().expect("name");
+        let link = src.join(top);
+        if !link.exists() {
+            std::os::unix::fs::symlink(format!("..data/{top}"), &link).expect("link");
+        }
+    }
+    // Directories are linked whole by Kubernetes only for subPaths; here
+    // `policies/` must be a real directory of links.
+    std::fs::remove_file(src.join("policies")).expect("unlink");
+    std::fs::create_dir(src.join("policies")).expect("dir");
+    std::os::unix::fs::symlink(
+        "../..data/policies/authz.rego",
+        src.join("policies/authz.rego"),
+    )
+    .expect("link");
+    let opts = options(&tmp.path().join("state"), &src);
+    let b = load_local(&src, &opts).expect("a signed ConfigMap loads");
+    assert_eq!(b.revision, "r1");
+    assert!(Bundle::load(&src).is_ok(), "unsigned too");
+}
