@@ -128,6 +128,9 @@ pub struct Snapshot {
     /// The registry's gate, also asked where no message is judged (a GET
     /// stream, a DELETE): `None` when nothing is registered or tenant-owned.
     pub registry: Option<Arc<crate::guards::registry::RegistryFilter>>,
+    /// The catalog as the flow guard reads it (tenants' servers as sinks):
+    /// what decides whether a message needs the fleet's flow state.
+    pub flow_catalog: Arc<std::collections::HashMap<String, warden_config::access::ServerCatalog>>,
 }
 
 impl Snapshot {
@@ -527,9 +530,10 @@ impl Snapshot {
                 }
             }
         }
+        let flow_catalog = Arc::new(flow_catalog);
         let flow = crate::guards::flow::FlowFilter::new(
             config.flows.as_ref(),
-            Arc::new(flow_catalog),
+            flow_catalog.clone(),
             shared.flows.clone(),
             config.policy.denial,
         )
@@ -695,6 +699,7 @@ impl Snapshot {
             tenant_dlp,
             tenants: scope,
             registry,
+            flow_catalog,
         })
     }
 

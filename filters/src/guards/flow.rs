@@ -473,7 +473,16 @@ impl McpFilter for FlowFilter {
         let call = match read {
             Some((_, target)) if task_tool.is_some() => {
                 let mut c = self.labels(ex, "tools/call", target, reaches);
-                c.roles.sink &= gives_input || reaches;
+                // Params beyond the task's id (and `_meta`) to a server
+                // that is a sink as a whole are sent on, as any message's.
+                let extra = msg
+                    .value()
+                    .and_then(|v| v.get("params"))
+                    .and_then(serde_json::Value::as_object)
+                    .is_some_and(|o| o.keys().any(|k| k != "taskId" && k != "_meta"));
+                c.roles.sink &= gives_input
+                    || reaches
+                    || (extra && sink_server(&self.flows, self.catalog.get(ex.server)));
                 c
             }
             Some((method, target)) => self.labels(ex, method, target, reaches),

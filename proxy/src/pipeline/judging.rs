@@ -258,7 +258,7 @@ fn flow_judged(rt: &Runtime, server: &str, messages: &RequestMessages<'_>) -> bo
     let (Some(flows), Some(_)) = (&cfg.flows, &cfg.redis) else {
         return false;
     };
-    let catalog = cfg.catalog.get(server);
+    let catalog = rt.snap.flow_catalog.get(server);
     let judged =
         |m: &warden_filters::Message<'_>| warden_filters::guards::flow::judges(flows, catalog, m);
     match messages {

@@ -77,23 +77,14 @@ impl FlowFilter {
             // whatever was asked for (`hr://public/index` may carry
             // `hr://employees/7`). The reply is the most of them.
             (Some(m @ ("tools/call" | "resources/read" | "prompts/get")), Some(t)) => {
-                let mut labels = call(m, t);
-                if let Some(result) = msg.value().and_then(|v| v.get("result")) {
-                    carried_uris(result, 0, &mut |uri| {
-                        let r = call("resources/read", uri);
-                        if r.level > labels.level {
-                            labels.level = r.level;
-                            labels.what = r.what;
-                        }
-                        labels.roles.untrusted |= r.roles.untrusted;
-                    });
-                }
-                labels
+                self.with_carried(msg, ex, call(m, t))
             }
             (Some("completion/complete"), _) => call("completion/complete", "completion"),
             // A task's result (`tasks/result`, or inline in `tasks/get`)
             // is its creating tool's output.
-            (Some("tasks/result" | "tasks/get"), Some(t)) => call("tools/call", t),
+            (Some("tasks/result" | "tasks/get"), Some(t)) => {
+                self.with_carried(msg, ex, call("tools/call", t))
+            }
             // What the server says of itself (`initialize`, its lists, …):
             // untrusted as its roles say; no read of its data, so of no
             // level but what DLP finds in it.
@@ -109,6 +100,42 @@ impl FlowFilter {
             // A reply to a request the gateway does not know.
             _ => unmatched_labels(&self.flows, catalog, ex.server),
         })
+    }
+
+    /// `labels` raised by every resource the reply carries (see
+    /// [`carried_uris`]); a reply too deep to read through is the most it
+    /// could be.
+    fn with_carried(
+        &self,
+        msg: &Message<'_>,
+        ex: &Exchange<'_>,
+        mut labels: CallLabels,
+    ) -> CallLabels {
+        let catalog = self.catalog.get(ex.server);
+        let Some(result) = msg.value().and_then(|v| v.get("result")) else {
+            return labels;
+        };
+        let deep = carried_uris(result, 0, &mut |uri| {
+            let r = call_labels(
+                &self.flows,
+                catalog,
+                ex.server,
+                "resources/read",
+                uri,
+                false,
+            );
+            if r.level > labels.level {
+                labels.level = r.level;
+                labels.what = r.what;
+            }
+            labels.roles.untrusted |= r.roles.untrusted;
+        });
+        if deep {
+            let most = unmatched_labels(&self.flows, catalog, ex.server);
+            labels.level = labels.level.max(most.level);
+            labels.roles.untrusted |= most.roles.untrusted;
+        }
+        labels
     }
 
     pub(super) fn reply(
@@ -267,12 +294,12 @@ mod tests;
 
 /// Calls `each` with every resource URI a result carries data under: the
 /// `uri` of `contents` items (a read's reply) and of embedded `resource`
-/// blocks (in a call's `content`, a prompt's `messages`), at any depth of
-/// those lists.
-fn carried_uris(v: &serde_json::Value, depth: usize, each: &mut dyn FnMut(&str)) {
+/// blocks, wherever in the result they are. `true` when the result is
+/// nested deeper than it is read.
+fn carried_uris(v: &serde_json::Value, depth: usize, each: &mut dyn FnMut(&str)) -> bool {
     use serde_json::Value as Json;
-    if depth > 16 {
-        return;
+    if depth > 64 {
+        return true;
     }
     match v {
         Json::Object(o) => {
@@ -290,13 +317,23 @@ fn carried_uris(v: &serde_json::Value, depth: usize, each: &mut dyn FnMut(&str))
             {
                 each(u);
             }
-            for (k, x) in o {
-                if matches!(k.as_str(), "content" | "messages" | "contents") || x.is_object() {
-                    carried_uris(x, depth + 1, each);
+            let mut deep = false;
+            for x in o.values() {
+                if x.is_object() || x.is_array() {
+                    deep |= carried_uris(x, depth + 1, each);
                 }
             }
+            deep
         }
-        Json::Array(a) => a.iter().for_each(|x| carried_uris(x, depth + 1, each)),
-        _ => {}
+        Json::Array(a) => {
+            let mut deep = false;
+            for x in a {
+                if x.is_object() || x.is_array() {
+                    deep |= carried_uris(x, depth + 1, each);
+                }
+            }
+            deep
+        }
+        _ => false,
     }
 }

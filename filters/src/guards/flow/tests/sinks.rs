@@ -548,6 +548,12 @@ fn a_reply_is_labelled_by_every_resource_it_carries() {
         judge(embedded, "resources/read", "hr://public/x"),
         Decision::Reject(_)
     ));
+    // Anywhere in the result.
+    let nested = r#"{"jsonrpc":"2.0","id":5,"result":{"structuredContent":{"items":[{"resource":{"uri":"hr://employees/7","text":"emp 7"}}]}}}"#;
+    assert!(matches!(
+        judge(nested, "resources/read", "hr://public/x"),
+        Decision::Reject(_)
+    ));
     let prompt = r#"{"jsonrpc":"2.0","id":4,"result":{"messages":[{"role":"user","content":{"type":"resource","resource":{"uri":"hr://employees/7","text":"emp 7"}}}]}}"#;
     assert!(matches!(
         judge(prompt, "resources/read", "hr://public/x"),
