@@ -77,6 +77,13 @@ pub(crate) fn grants(
                 );
                 continue;
             }
+            if crate::model::gateway_own_prefix(trimmed) {
+                p.push(
+                    format!("{base}.path_prefixes[{i}]"),
+                    format!("`{pre}` is the gateway's own (`/.warden`: virtual servers reach their members there)"),
+                );
+                continue;
+            }
             grant.path_prefixes.push(trimmed.to_owned());
         }
         for (i, h) in g.hosts.iter().enumerate() {

@@ -51,7 +51,7 @@ pub use limits::{
 };
 pub use listeners::{Listener, ListenerTls, UndeclaredParams};
 pub(crate) use routes::valid_prefix as valid_route_prefix;
-pub use routes::Route;
+pub use routes::{gateway_own_prefix, Route, GATEWAY_PREFIX};
 pub(crate) use servers::service_groups;
 pub use servers::{Ejection, HealthCheck, Probe, Server, ServiceGroup, UpstreamTls};
 pub use stdio::Stdio;

@@ -297,6 +297,14 @@ fn routes(
             );
             continue;
         }
+        // The org's routes may not live there either (`model::routes`).
+        if crate::model::gateway_own_prefix(&prefix) {
+            p.push(
+                format!("{base}.path_prefix"),
+                format!("`{prefix}` is the gateway's own (`/.warden`, in any case or spelling a peer reads as it: virtual servers reach their members there)"),
+            );
+            continue;
+        }
         let up = r.upstream_prefix.clone().unwrap_or_else(|| "/".to_owned());
         if !crate::model::valid_route_prefix(&up) {
             p.push(

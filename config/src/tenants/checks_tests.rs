@@ -458,3 +458,78 @@ fn layer_signatures() {
         "a file added after signing"
     );
 }
+
+/// The org of these tests with `yaml` appended (or replacing a part of
+/// it), and the problems its own `warden.yaml` has.
+fn org_from(yaml: &str) -> (Config, Vec<Problem>) {
+    let mut p = Problems::new("warden.yaml");
+    let raw = crate::parse_config(yaml, &mut p).expect("parses");
+    let c = Config::from_raw(&raw, Path::new("."), &mut p);
+    (c, p.into_vec())
+}
+
+/// The layer checked against `org` (which has no problems of its own).
+fn check_in(org: &str, dir: &str, f: &Files) -> Result<TenantLayer, Vec<Problem>> {
+    let (c, ps) = org_from(org);
+    assert!(ps.is_empty(), "{ps:?}");
+    super::layer(&c, &[], dir, f)
+}
+
+fn says(ps: &[Problem], path: &str, needle: &str) -> bool {
+    ps.iter()
+        .any(|p| p.path == path && p.message.contains(needle))
+}
+
+#[test]
+fn routes_under_the_gateways_own_prefix_are_refused_in_every_spelling() {
+    // A host route for the granted host: inside the grant, and on that
+    // host it would win over a virtual server's member leg of the same
+    // length.
+    let route = |r: &str| files(&BASE.replace("{path_prefix: /finance/ledger, server: ledger}", r));
+    for own in [
+        "/.warden/virtual/ws/docs",
+        "/.warden",
+        "/.WARDEN/virtual/ws/docs",
+        "/.warden./virtual",
+        "\"/.warden\\\\virtual\"",
+        "/.warden;x/virtual",
+    ] {
+        let ps = check(
+            "finance",
+            &route(&format!(
+                "{{host: ledger.example, path_prefix: {own}, server: ledger}}"
+            )),
+        )
+        .expect_err(own);
+        assert!(
+            says(&ps, "routes[0].path_prefix", "gateway's own"),
+            "{own}: {ps:?}"
+        );
+    }
+    // And a grant of everything does not reach it.
+    let org = ORG.replace(
+        "  hr:\n    path_prefixes: [\"/hr/\"]\n",
+        "  hr:\n    path_prefixes: [\"/\"]\n",
+    );
+    let ps = check_in(
+        &org,
+        "hr",
+        &files("version: 1\ntenant: hr\nroutes:\n  - {path_prefix: /.Warden/virtual/ws/docs, server: x}\n"),
+    )
+    .expect_err("own");
+    assert!(
+        says(&ps, "routes[0].path_prefix", "gateway's own"),
+        "{ps:?}"
+    );
+    // Nor can the org grant it, nor route there itself in another case.
+    let (_, ps) = org_from(&ORG.replace("[\"/hr/\"]", "[\"/.warden/\"]"));
+    assert!(
+        says(&ps, "tenants.hr.path_prefixes[0]", "gateway's own"),
+        "{ps:?}"
+    );
+    let (_, ps) = org_from(&ORG.replace(
+        "{prefix: /crm, server: crm}",
+        "{prefix: /.WARDEN/virtual, server: crm}",
+    ));
+    assert!(says(&ps, "routes[0].prefix", "gateway's own"), "{ps:?}");
+}
