@@ -49,12 +49,26 @@ pub fn package_in_tenant(components: &[String], tenant: &str) -> bool {
         && components[2] == tenant
 }
 
-/// Two routes' host scopes overlap (a host-agnostic route takes every host).
+/// Two routes' host scopes overlap (a host-agnostic route takes every
+/// host). Hosts compare as the router matches them: without ASCII case or
+/// trailing dots (an org route for `Finance.Example.` is one for
+/// `finance.example`).
 fn hosts_overlap(a: Option<&str>, b: Option<&str>) -> bool {
     match (a, b) {
-        (Some(x), Some(y)) => x == y,
+        (Some(x), Some(y)) => x
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(y.trim_end_matches('.')),
         _ => true,
     }
+}
+
+/// Whether two server names are one, as the registry compares them (the
+/// agent's store: ASCII case folded, so `CRM` is the org's `crm`). A layer
+/// may take no name the org or another layer has in this comparison:
+/// the registry would hold the two as one server, and rules written for
+/// one name would be read against the other.
+pub fn same_server_name(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
 }
 
 /// Moves problems of a section read by the org's code (named as in
@@ -202,19 +216,41 @@ fn servers(
 ) -> Vec<crate::model::Server> {
     for (i, s) in raw.iter().enumerate() {
         let base = format!("servers[{i}]");
-        if org.server(&s.name).is_some() {
+        if let Some(o) = org
+            .servers
+            .iter()
+            .find(|o| same_server_name(&o.name, &s.name))
+        {
             p.push(
                 format!("{base}.name"),
-                format!("server `{}` is already the org's", s.name),
+                format!(
+                    "server `{}` is already the org's (`{}`: names compare without case)",
+                    s.name, o.name
+                ),
             );
         }
         if let Some(o) = others
             .iter()
-            .find(|o| o.servers.iter().any(|x| x.name == s.name))
+            .find(|o| o.servers.iter().any(|x| same_server_name(&x.name, &s.name)))
         {
             p.push(
                 format!("{base}.name"),
-                format!("server `{}` is already tenant `{}`'s", s.name, o.tenant),
+                format!(
+                    "server `{}` is already tenant `{}`'s (names compare without case)",
+                    s.name, o.tenant
+                ),
+            );
+        }
+        if let Some(j) = raw[..i]
+            .iter()
+            .position(|x| x.name != s.name && same_server_name(&x.name, &s.name))
+        {
+            p.push(
+                format!("{base}.name"),
+                format!(
+                    "`{}` is `servers[{j}]` (`{}`) of this layer: names compare without case",
+                    s.name, raw[j].name
+                ),
             );
         }
         for (field, set) in [

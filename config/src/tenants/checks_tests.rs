@@ -533,3 +533,67 @@ fn routes_under_the_gateways_own_prefix_are_refused_in_every_spelling() {
     ));
     assert!(says(&ps, "routes[0].prefix", "gateway's own"), "{ps:?}");
 }
+
+#[test]
+fn names_the_org_has_compare_as_the_registry_compares_them() {
+    let named = |name: &str| {
+        files(
+            &BASE
+                .replace("name: ledger", &format!("name: {name}"))
+                .replace("server: ledger", &format!("server: {name}")),
+        )
+    };
+    for taken in ["CRM", "Crm", "crm"] {
+        let ps = check("finance", &named(taken)).expect_err(taken);
+        assert!(
+            says(&ps, "servers[0].name", "already the org's (`crm`"),
+            "{taken}: {ps:?}"
+        );
+    }
+    // Another tenant's, in another case.
+    let (c, _) = org_from(&ORG.replace("  hr:\n", "  hr:\n    upstreams: [\"10.30.0.0/16\"]\n"));
+    let fin = super::layer(&c, &[], "finance", &files(BASE)).expect("finance");
+    let hr = BASE
+        .replace("tenant: finance", "tenant: hr")
+        .replace("/finance/ledger", "/hr/ledger")
+        .replace("name: ledger", "name: LEDGER")
+        .replace("server: ledger", "server: LEDGER")
+        .replace("10.20.0.5", "10.30.0.5");
+    let ps = super::layer(&c, &[&fin], "hr", &files(&hr)).expect_err("finance's");
+    assert!(
+        says(&ps, "servers[0].name", "already tenant `finance`'s"),
+        "{ps:?}"
+    );
+    // Two of the layer's own.
+    let two = format!(
+        "{BASE}  - {{path_prefix: /finance/ledger2, server: Ledger}}\n"
+    )
+    .replace(
+        "servers:\n  - {name: ledger, upstreams: [\"10.20.0.5:8080\"]}\n",
+        "servers:\n  - {name: ledger, upstreams: [\"10.20.0.5:8080\"]}\n  - {name: Ledger, upstreams: [\"10.20.0.6:8080\"]}\n",
+    );
+    let ps = check("finance", &files(&two)).expect_err("twice");
+    assert!(
+        says(&ps, "servers[1].name", "`servers[0]` (`ledger`)"),
+        "{ps:?}"
+    );
+    // An org host route's host, as the router reads it: `Ledger.Example.`
+    // is `ledger.example`, whose requests the layer may not take.
+    let org = ORG.replace(
+        "  - {prefix: /crm, server: crm}\n",
+        "  - {prefix: /crm, server: crm}\n  - {prefix: /books, host: Ledger.Example., server: crm}\n",
+    );
+    let ps = check_in(
+        &org,
+        "finance",
+        &files(&BASE.replace(
+            "{path_prefix: /finance/ledger, server: ledger}",
+            "{host: ledger.example, path_prefix: /books/x, server: ledger}",
+        )),
+    )
+    .expect_err("the org's host route");
+    assert!(
+        says(&ps, "routes[0].path_prefix", "org's route `/books`"),
+        "{ps:?}"
+    );
+}

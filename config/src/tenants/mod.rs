@@ -24,7 +24,7 @@ use crate::guards::{Dlp, HostPattern, Quota};
 use crate::model::{Config, Route, Server};
 use crate::raw;
 
-pub use checks::{grant_covers_route, package_in_tenant, valid_tenant_name};
+pub use checks::{grant_covers_route, package_in_tenant, same_server_name, valid_tenant_name};
 pub use registry::{registry, RegisteredServer, RegisteredTool, Registry, REGISTRY_FILE};
 
 pub use crate::archive::{LAYER_META_FILE, TENANTS_DIR};
