@@ -36,18 +36,24 @@ pub struct Grant {
     pub path_prefixes: Vec<String>,
     /// Lower-case host names, without a trailing dot.
     pub hosts: Vec<String>,
-    /// Networks the layer's servers may live in; with `upstream_addrs`,
-    /// both empty means anywhere `egress.upstreams` allows.
+    /// Networks the layer's servers may live in, and single addresses;
+    /// both empty: the layer may define no servers (an org that names no
+    /// place for them has not said where a tenant's servers may live, and
+    /// anywhere would include its own servers' hosts).
     pub upstreams: Vec<ipnet::IpNet>,
     pub upstream_addrs: Vec<SocketAddr>,
 }
 
 impl Grant {
-    /// Whether a server of the layer may live at `a`.
+    /// Whether the grant names any place for the layer's servers.
+    pub fn grants_upstreams(&self) -> bool {
+        !self.upstreams.is_empty() || !self.upstream_addrs.is_empty()
+    }
+
+    /// Whether a server of the layer may live at `a`: an address or
+    /// network the grant names (none named: nowhere).
     pub fn upstream_allowed(&self, a: SocketAddr) -> bool {
-        (self.upstreams.is_empty() && self.upstream_addrs.is_empty())
-            || self.upstream_addrs.contains(&a)
-            || self.upstreams.iter().any(|n| n.contains(&a.ip()))
+        self.upstream_addrs.contains(&a) || self.upstreams.iter().any(|n| n.contains(&a.ip()))
     }
 }
 

@@ -21,8 +21,8 @@ pub struct TenantGrantConfig {
     /// …or be host routes for one of these names.
     #[serde(default)]
     pub hosts: Vec<String>,
-    /// Where the layer's servers may live (CIDR, IP or ip:port); empty: anywhere
-    /// `egress.upstreams` allows.
+    /// Where the layer's servers may live (CIDR, IP or ip:port), inside
+    /// `egress.upstreams` too; empty: the layer may define no servers.
     #[serde(default)]
     pub upstreams: Vec<String>,
 }

@@ -3,6 +3,7 @@
 //! rule it breaks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use crate::archive::{layer_digest, Files};
@@ -69,6 +70,42 @@ fn hosts_overlap(a: Option<&str>, b: Option<&str>) -> bool {
 /// one name would be read against the other.
 pub fn same_server_name(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
+}
+
+/// Where an upstream address leads, for telling whether two servers are
+/// one: an IPv4-mapped IPv6 address is its IPv4 address, and every
+/// loopback or unspecified address (127/8, `::1`, `0.0.0.0`, `::`, and
+/// `localhost` where a name is allowed) is this host, which a server
+/// listening on all its addresses answers at any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    ThisHost(u16),
+    Ip(IpAddr, u16),
+}
+
+fn place(a: SocketAddr) -> Place {
+    let ip = match a.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    if ip.is_loopback() || ip.is_unspecified() {
+        Place::ThisHost(a.port())
+    } else {
+        Place::Ip(ip, a.port())
+    }
+}
+
+/// [`place`] of an address written in the config (an upstream, a
+/// listener): `ip:port`, or `localhost:port` in any case.
+fn place_of(s: &str) -> Option<Place> {
+    if let Ok(a) = s.trim().parse::<SocketAddr>() {
+        return Some(place(a));
+    }
+    let (host, port) = s.trim().rsplit_once(':')?;
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let local = host == "localhost" || host.ends_with(".localhost");
+    local.then_some(())?;
+    port.parse().ok().map(Place::ThisHost)
 }
 
 /// Moves problems of a section read by the org's code (named as in
@@ -214,6 +251,40 @@ fn servers(
     raw: &[raw::ServerConfig],
     p: &mut Problems,
 ) -> Vec<crate::model::Server> {
+    // Every address another owner's server (or the gateway itself) is
+    // reached at: a layer's server there would be that server under a
+    // name no org rule (catalog, flow labels, kill switch, Rego on
+    // `input.server.name`) is written for.
+    let mut taken: Vec<(Place, String)> = Vec::new();
+    for o in &org.servers {
+        for a in &o.upstreams {
+            taken.push((place(*a), format!("the org's server `{}`", o.name)));
+        }
+    }
+    for l in &org.listeners {
+        if let Some(pl) = place_of(&l.address) {
+            taken.push((pl, format!("the gateway's listener `{}`", l.name)));
+        }
+    }
+    if let Some(pl) = org.admin.as_deref().and_then(place_of) {
+        taken.push((pl, "the gateway's admin endpoint".to_owned()));
+    }
+    for other in others {
+        for o in &other.servers {
+            for a in &o.upstreams {
+                taken.push((
+                    place(*a),
+                    format!("tenant `{}`'s server `{}`", other.tenant, o.name),
+                ));
+            }
+        }
+    }
+    if !raw.is_empty() && !grant.grants_upstreams() {
+        p.push(
+            "servers",
+            format!("the org grants tenant `{dir}` no upstreams (`tenants.{dir}.upstreams` in warden.yaml): a layer's servers live only where the org says they may"),
+        );
+    }
     for (i, s) in raw.iter().enumerate() {
         let base = format!("servers[{i}]");
         if let Some(o) = org
@@ -275,11 +346,17 @@ fn servers(
             );
         }
         for (ui, u) in s.upstreams.iter().enumerate() {
-            if let Ok(a) = u.parse::<std::net::SocketAddr>() {
-                if !grant.upstream_allowed(a) {
+            if let Ok(a) = u.parse::<SocketAddr>() {
+                if grant.grants_upstreams() && !grant.upstream_allowed(a) {
                     p.push(
                         format!("{base}.upstreams[{ui}]"),
                         format!("`{a}` is outside the tenant's grant (`tenants.{dir}.upstreams`)"),
+                    );
+                }
+                if let Some((_, whose)) = taken.iter().find(|(pl, _)| *pl == place(a)) {
+                    p.push(
+                        format!("{base}.upstreams[{ui}]"),
+                        format!("`{a}` already reaches {whose}: a layer's server needs an upstream of its own (addresses compare as the network reaches them: 127.0.0.1, ::1 and 0.0.0.0 are one host)"),
                     );
                 }
                 if !org.egress.upstream_allowed(a) {

@@ -597,3 +597,101 @@ fn names_the_org_has_compare_as_the_registry_compares_them() {
         "{ps:?}"
     );
 }
+
+/// The test org with its finance grant reaching any address, an admin
+/// endpoint and a listener.
+fn open_org() -> String {
+    format!(
+        "listeners:\n  - {{name: main, address: \"127.0.0.1:8080\"}}\nadmin: {{address: \"127.0.0.1:9090\"}}\n{}",
+        ORG.replace(
+            "    upstreams: [\"10.20.0.0/16\", \"127.0.0.1:9100\"]\n",
+            "    upstreams: [\"0.0.0.0/0\", \"::/0\"]\n",
+        )
+    )
+}
+
+#[test]
+fn a_layers_server_never_reaches_an_address_the_org_or_another_layer_serves() {
+    let org = open_org();
+    let at = |addr: &str| files(&BASE.replace("10.20.0.5:8080", addr));
+    assert!(check_in(&org, "finance", &at("127.0.0.1:9001")).is_ok());
+    // The org's `crm` lives at 127.0.0.1:9000: every way of writing this
+    // host reaches it.
+    for same in [
+        "127.0.0.1:9000",
+        "127.0.0.2:9000",
+        "0.0.0.0:9000",
+        "[::1]:9000",
+        "[::]:9000",
+        "[::ffff:127.0.0.1]:9000",
+    ] {
+        let ps = check_in(&org, "finance", &at(same)).expect_err(same);
+        assert!(
+            says(
+                &ps,
+                "servers[0].upstreams[0]",
+                "already reaches the org's server `crm`"
+            ),
+            "{same}: {ps:?}"
+        );
+    }
+    for (addr, whose) in [
+        ("127.0.0.1:8080", "the gateway's listener `main`"),
+        ("[::1]:9090", "the gateway's admin endpoint"),
+    ] {
+        let ps = check_in(&org, "finance", &at(addr)).expect_err(addr);
+        assert!(
+            says(&ps, "servers[0].upstreams[0]", whose),
+            "{addr}: {ps:?}"
+        );
+    }
+    // Another tenant's server's address, written otherwise.
+    let (c, _) = org_from(&org.replace(
+        "  hr:\n",
+        "  hr:\n    upstreams: [\"0.0.0.0/0\", \"::/0\"]\n",
+    ));
+    let fin = super::layer(&c, &[], "finance", &files(BASE)).expect("finance");
+    let hr = BASE
+        .replace("tenant: finance", "tenant: hr")
+        .replace("/finance/ledger", "/hr/books")
+        .replace("name: ledger", "name: books")
+        .replace("server: ledger", "server: books")
+        .replace("10.20.0.5:8080", "[::ffff:10.20.0.5]:8080");
+    let ps = super::layer(&c, &[&fin], "hr", &files(&hr)).expect_err("finance's");
+    assert!(
+        says(
+            &ps,
+            "servers[0].upstreams[0]",
+            "tenant `finance`'s server `ledger`"
+        ),
+        "{ps:?}"
+    );
+}
+
+#[test]
+fn a_layer_has_servers_only_where_its_grant_names_upstreams() {
+    // hr's grant names no upstreams: no servers, wherever they are.
+    let hr = |yaml: &str| {
+        files(
+            &yaml
+                .replace("tenant: finance", "tenant: hr")
+                .replace("/finance/ledger", "/hr/ledger"),
+        )
+    };
+    let ps = check("hr", &hr(BASE)).expect_err("no upstreams granted");
+    assert!(
+        says(
+            &ps,
+            "servers",
+            "grants tenant `hr` no upstreams (`tenants.hr.upstreams`"
+        ),
+        "{ps:?}"
+    );
+    // Its other rules are its own to publish.
+    assert!(check(
+        "hr",
+        &hr("version: 1\ntenant: finance\napprovals:\n  require: {HIGH: 1}\n")
+    )
+    .is_ok());
+    assert!(!Grant::default().upstream_allowed("10.0.0.1:80".parse().expect("addr")));
+}
