@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
+use crate::access::PrincipalKind;
 use crate::archive::{layer_digest, Files};
 use crate::error::{Problem, Problems};
 use crate::model::{Config, Route};
@@ -182,7 +183,7 @@ pub(super) fn layer(
     let names: HashSet<&str> = servers.iter().map(|s| s.name.as_str()).collect();
     let routes = routes(org, others, grant, &raw.routes, &names, &mut p);
     let catalog = catalog(org, &raw.catalog, &names, &mut p);
-    let api_keys = api_keys(org, others, dir, raw.identity.as_ref(), &mut p);
+    let api_keys = api_keys(org, others, grant, dir, raw.identity.as_ref(), &mut p);
     let quotas = quotas(dir, &raw.quotas, &names, &mut p);
     let dlp = raw.dlp.as_ref().map(|d| {
         let mut sub = Problems::new(&file);
@@ -584,6 +585,7 @@ fn catalog(
 fn api_keys(
     org: &Config,
     others: &[&TenantLayer],
+    grant: &Grant,
     dir: &str,
     raw: Option<&raw::TenantIdentityConfig>,
     p: &mut Problems,
@@ -599,14 +601,50 @@ fn api_keys(
         return Vec::new();
     };
     for (i, k) in raw.api_keys.iter().enumerate() {
+        let base = format!("identity.api_keys[{i}]");
         if crate::person::canonical(&k.tenant).ok().as_deref() != Some(dir) {
             p.push(
-                format!("identity.api_keys[{i}].tenant"),
+                format!("{base}.tenant"),
                 format!(
                     "`{}` is not this layer's tenant (`{dir}`): a layer defines principals of its tenant only",
                     k.tenant.escape_debug()
                 ),
             );
+        }
+        // What the org's rules read as granted by the org (a role its Rego
+        // allows `purge` for, a clearance, `tester`) a tenant gives only
+        // where the org's grant says it may.
+        for (j, r) in k.roles.iter().enumerate() {
+            if !grant.role_allowed(r) {
+                p.push(
+                    format!("{base}.roles[{j}]"),
+                    if crate::model::reserved(crate::model::ORG_ONLY_ROLES, r) {
+                        format!("`{r}` is the org's alone: a tenant's keys never carry it")
+                    } else {
+                        format!("`{r}` is not a role the org grants tenant `{dir}` (`tenants.{dir}.roles` in warden.yaml)")
+                    },
+                );
+            }
+        }
+        for a in k.attributes.keys() {
+            if !grant.attribute_allowed(a) {
+                p.push(
+                    format!("{base}.attributes.{a}"),
+                    if crate::model::reserved(crate::model::ORG_ONLY_ATTRIBUTES, a) {
+                        format!("`{a}` is the org's alone: the gateway reads it as a fact (flow clearance, a token's issuer or client)")
+                    } else {
+                        format!("`{a}` is not an attribute the org grants tenant `{dir}` (`tenants.{dir}.attributes` in warden.yaml)")
+                    },
+                );
+            }
+        }
+        if let Some(kind) = k.kind.as_deref().and_then(PrincipalKind::parse) {
+            if !grant.kind_allowed(kind) {
+                p.push(
+                    format!("{base}.kind"),
+                    format!("`{}` is not a kind the org grants tenant `{dir}` (`tenants.{dir}.kinds` in warden.yaml; `agent`, the default, always is)", kind.as_str()),
+                );
+            }
         }
     }
     let synthetic = raw::IdentityConfig {
@@ -641,16 +679,21 @@ fn api_keys(
             }
         }
     }
-    for (i, k) in typed.api_keys.iter().enumerate() {
-        if let Ok(person) = crate::person::Person::of(&k.principal.tenant, &k.principal.id) {
-            if let Some(whose) = taken.get(&person.key()) {
-                p.push(
+    // By the raw keys, so that each problem names its own key (a key
+    // whose hash does not parse is not among the typed ones).
+    for (i, k) in raw.api_keys.iter().enumerate() {
+        if let Ok(person) = crate::person::Person::of(&k.tenant, &k.id) {
+            match taken.get(&person.key()) {
+                Some(whose) => p.push(
                     format!("identity.api_keys[{i}].id"),
-                    format!(
-                        "`{}/{}` is already a principal ({whose})",
-                        k.principal.tenant, k.principal.id
-                    ),
-                );
+                    format!("`{}/{}` is already a principal ({whose})", k.tenant, k.id),
+                ),
+                None => {
+                    taken.insert(
+                        person.key(),
+                        format!("`identity.api_keys[{i}]` of this layer"),
+                    );
+                }
             }
         }
     }
@@ -659,6 +702,9 @@ fn api_keys(
         .into_iter()
         .map(|mut k| {
             k.principal.tenant = dir.to_owned();
+            // The gateway tells its principals from the org's and from a
+            // token's subject of the same name (`AuthMethod::LayerKey`).
+            k.layer = Some(dir.to_owned());
             k
         })
         .collect()

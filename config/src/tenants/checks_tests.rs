@@ -695,3 +695,167 @@ fn a_layer_has_servers_only_where_its_grant_names_upstreams() {
     .is_ok());
     assert!(!Grant::default().upstream_allowed("10.0.0.1:80".parse().expect("addr")));
 }
+
+/// The test org, its finance grant letting keys carry `sre`, `region` and
+/// kind `user`.
+fn granting_org() -> String {
+    ORG.replace(
+        "    upstreams: [\"10.20.0.0/16\", \"127.0.0.1:9100\"]\n",
+        "    upstreams: [\"10.20.0.0/16\", \"127.0.0.1:9100\"]\n    roles: [sre]\n    attributes: [region]\n    kinds: [user]\n",
+    )
+}
+
+fn key_with(fields: &str) -> Files {
+    files(&format!(
+        "{BASE}identity:\n  api_keys:\n    - {{id: bot, tenant: finance, hash: \"{HASH}\"{fields}}}\n"
+    ))
+}
+
+#[test]
+fn a_layers_keys_carry_only_the_roles_attributes_and_kind_the_org_grants() {
+    // Without a word in the grant, a layer's key is a bare agent.
+    let l = check("finance", &key_with("")).expect("a bare key");
+    assert!(l.api_keys[0].principal.roles.is_empty());
+    assert!(check("finance", &key_with(", kind: agent")).is_ok());
+    for (fields, path, needle) in [
+        (
+            ", roles: [sre]",
+            "identity.api_keys[0].roles[0]",
+            "not a role the org grants tenant `finance`",
+        ),
+        (
+            ", roles: [tester]",
+            "identity.api_keys[0].roles[0]",
+            "the org's alone",
+        ),
+        (
+            ", attributes: {clearance: restricted}",
+            "identity.api_keys[0].attributes.clearance",
+            "the org's alone",
+        ),
+        (
+            ", attributes: {region: eu}",
+            "identity.api_keys[0].attributes.region",
+            "not an attribute the org grants",
+        ),
+        (
+            ", kind: user",
+            "identity.api_keys[0].kind",
+            "not a kind the org grants",
+        ),
+    ] {
+        let ps = check("finance", &key_with(fields)).expect_err(fields);
+        assert!(says(&ps, path, needle), "{fields}: {ps:?}");
+    }
+    // What the grant names, the layer's keys may carry; never what the
+    // org keeps for itself, nor a role merely spelled like a granted one.
+    let org = granting_org();
+    let l = check_in(
+        &org,
+        "finance",
+        &key_with(", roles: [sre], attributes: {region: eu}, kind: user"),
+    )
+    .expect("granted");
+    assert_eq!(l.api_keys[0].principal.roles, ["sre"]);
+    for (fields, path, needle) in [
+        (
+            ", roles: [SRE]",
+            "identity.api_keys[0].roles[0]",
+            "not a role the org grants",
+        ),
+        (
+            ", roles: [sre, Tester]",
+            "identity.api_keys[0].roles[1]",
+            "the org's alone",
+        ),
+        (
+            ", attributes: {region: eu, iss: \"https://auth.example\"}",
+            "identity.api_keys[0].attributes.iss",
+            "the org's alone",
+        ),
+        (
+            ", attributes: {client_id: x}",
+            "identity.api_keys[0].attributes.client_id",
+            "the org's alone",
+        ),
+        (
+            ", attributes: {clearance: restricted}",
+            "identity.api_keys[0].attributes.clearance",
+            "the org's alone",
+        ),
+    ] {
+        let ps = check_in(&org, "finance", &key_with(fields)).expect_err(fields);
+        assert!(says(&ps, path, needle), "{fields}: {ps:?}");
+    }
+    // Nor can the org's grant hand them out.
+    let (_, ps) = org_from(&ORG.replace(
+        "  hr:\n",
+        "  hr:\n    roles: [tester]\n    attributes: [Clearance, iss]\n    kinds: [robot]\n",
+    ));
+    assert!(
+        says(&ps, "tenants.hr.roles[0]", "the org's alone"),
+        "{ps:?}"
+    );
+    assert!(
+        says(&ps, "tenants.hr.attributes[0]", "the org's alone"),
+        "{ps:?}"
+    );
+    assert!(
+        says(&ps, "tenants.hr.attributes[1]", "the org's alone"),
+        "{ps:?}"
+    );
+    assert!(
+        says(&ps, "tenants.hr.kinds[0]", "not a principal kind"),
+        "{ps:?}"
+    );
+    assert!(ps.iter().all(|p| p.file == "warden.yaml"), "{ps:?}");
+}
+
+#[test]
+fn a_layers_keys_are_marked_as_the_layers_and_take_no_name_twice() {
+    let l = check("finance", &key_with("")).expect("a key");
+    // The gateway keeps them apart from the org's and a token's subjects.
+    assert_eq!(l.api_keys[0].layer.as_deref(), Some("finance"));
+    assert_eq!(org().identity.expect("identity").api_keys[0].layer, None);
+    // The org's principal in another spelling is the org's.
+    let ps = check(
+        "finance",
+        &files(&format!(
+            "{BASE}identity:\n  api_keys:\n    - {{id: ALICE, tenant: acme, hash: \"{HASH}\"}}\n"
+        )),
+    )
+    .expect_err("the org's");
+    assert!(
+        says(
+            &ps,
+            "identity.api_keys[0].id",
+            "already a principal (the org's)"
+        ),
+        "{ps:?}"
+    );
+    // One person, one key of the layer: `bot` and `BOT` are one owner.
+    let ps = check(
+        "finance",
+        &files(&format!(
+            "{BASE}identity:\n  api_keys:\n    - {{id: bot, tenant: finance, hash: \"{HASH}\"}}\n    - {{id: BOT, tenant: finance, hash: \"{HASH}\"}}\n"
+        )),
+    )
+    .expect_err("twice");
+    assert!(
+        says(&ps, "identity.api_keys[1].id", "identity.api_keys[0]"),
+        "{ps:?}"
+    );
+    // A key whose hash is refused does not move the next key's problem
+    // onto another key's path.
+    let ps = check(
+        "finance",
+        &files(&format!(
+            "{BASE}identity:\n  api_keys:\n    - {{id: x, tenant: finance, hash: \"md5:1\"}}\n    - {{id: alice, tenant: acme, hash: \"{HASH}\"}}\n"
+        )),
+    )
+    .expect_err("refused");
+    assert!(
+        says(&ps, "identity.api_keys[1].id", "already a principal"),
+        "{ps:?}"
+    );
+}
