@@ -70,6 +70,10 @@ pub enum OnViolation {
     Approval,
 }
 
+/// The principal attribute that holds its clearance (a level's name); a
+/// principal without one has `flows.default_clearance`.
+pub const CLEARANCE_ATTRIBUTE: &str = "clearance";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flows {
     pub levels: Vec<String>,

@@ -47,7 +47,7 @@ fn prefix_on_segment_boundary() {
 /// would fall through to a host-agnostic route, the org's catch-all).
 #[test]
 fn host_routes_match_the_host_as_peers_read_it() {
-    let org = "version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {name: crm, upstreams: [\"127.0.0.1:1\"]}\nroutes:\n  - {prefix: /, server: crm}\ntenants:\n  finance: {hosts: [finance.example]}\n";
+    let org = "version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {name: crm, upstreams: [\"127.0.0.1:1\"]}\nroutes:\n  - {prefix: /, server: crm}\ntenants:\n  finance: {hosts: [finance.example], upstreams: [\"127.0.0.1:2\"]}\n";
     let fin = "version: 1\ntenant: finance\nservers:\n  - {name: ledger, upstreams: [\"127.0.0.1:2\"]}\nroutes:\n  - {host: finance.example, path_prefix: /mcp, server: ledger}\n";
     let s =
         crate::guards::tenant_fixture::snapshot_with(org, &[("tenants/finance/tenant.yaml", fin)]);

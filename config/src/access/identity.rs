@@ -49,6 +49,11 @@ pub struct ApiKey {
     pub salt: Vec<u8>,
     /// SHA-256 of `salt ‖ key`.
     pub digest: [u8; 32],
+    /// The tenant whose layer minted the key; `None`: the org's. The
+    /// gateway keeps such a principal apart from the org's and from a
+    /// token's subject of the same tenant and id (its own auth method,
+    /// its own owner key), which the org alone vouches for.
+    pub layer: Option<String>,
 }
 
 impl fmt::Debug for ApiKey {
@@ -223,6 +228,7 @@ pub(crate) fn identity(raw: &raw::IdentityConfig, root: &Path, p: &mut Problems)
                 principal: spec,
                 salt,
                 digest,
+                layer: None,
             }),
             Err(e) => p.push(format!("{base}.hash"), e),
         }

@@ -5,8 +5,28 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::access::PrincipalKind;
 use crate::error::Problems;
 use crate::raw;
+
+/// The role that may call servers and definitions under review (the
+/// registry's `testing` and `approved` states).
+pub const TESTER_ROLE: &str = "tester";
+
+/// Roles only the org gives: a grant cannot let a layer's keys carry them.
+pub const ORG_ONLY_ROLES: &[&str] = &[TESTER_ROLE];
+
+/// Attributes only the org (or a verified token) gives, which the gateway
+/// reads as facts: the flow clearance, and a token's issuer and client
+/// (identity assertions carry them on to upstreams as `orig_iss` and
+/// `client_id`). A grant cannot let a layer's keys carry them.
+pub const ORG_ONLY_ATTRIBUTES: &[&str] = &[crate::flows::CLEARANCE_ATTRIBUTE, "iss", "client_id"];
+
+/// Whether `name` is one of `reserved` (without ASCII case: a policy that
+/// lower-cases a name before it compares must not find one there).
+pub fn reserved(reserved: &[&str], name: &str) -> bool {
+    reserved.iter().any(|r| r.eq_ignore_ascii_case(name.trim()))
+}
 
 /// A tenant's name: 1–63 of `a-z 0-9 _`, starting with a letter. Written
 /// in its canonical form (a principal's tenant is compared after
@@ -36,18 +56,47 @@ pub struct Grant {
     pub path_prefixes: Vec<String>,
     /// Lower-case host names, without a trailing dot.
     pub hosts: Vec<String>,
-    /// Networks the layer's servers may live in; with `upstream_addrs`,
-    /// both empty means anywhere `egress.upstreams` allows.
+    /// Networks the layer's servers may live in, and single addresses;
+    /// both empty: the layer may define no servers (an org that names no
+    /// place for them has not said where a tenant's servers may live, and
+    /// anywhere would include its own servers' hosts).
     pub upstreams: Vec<ipnet::IpNet>,
     pub upstream_addrs: Vec<SocketAddr>,
+    /// Roles the layer's API keys may carry (compared exactly, as the
+    /// gateway and Rego compare them); never one of [`ORG_ONLY_ROLES`].
+    pub roles: Vec<String>,
+    /// Attribute names the layer's API keys may carry; never one of
+    /// [`ORG_ONLY_ATTRIBUTES`].
+    pub attributes: Vec<String>,
+    /// Kinds the layer's API keys may name besides `agent`, their default.
+    pub kinds: Vec<PrincipalKind>,
 }
 
 impl Grant {
-    /// Whether a server of the layer may live at `a`.
+    /// Whether the grant names any place for the layer's servers.
+    pub fn grants_upstreams(&self) -> bool {
+        !self.upstreams.is_empty() || !self.upstream_addrs.is_empty()
+    }
+
+    /// Whether a server of the layer may live at `a`: an address or
+    /// network the grant names (none named: nowhere).
     pub fn upstream_allowed(&self, a: SocketAddr) -> bool {
-        (self.upstreams.is_empty() && self.upstream_addrs.is_empty())
-            || self.upstream_addrs.contains(&a)
-            || self.upstreams.iter().any(|n| n.contains(&a.ip()))
+        self.upstream_addrs.contains(&a) || self.upstreams.iter().any(|n| n.contains(&a.ip()))
+    }
+
+    /// Whether the layer's keys may carry role `r`.
+    pub fn role_allowed(&self, r: &str) -> bool {
+        !reserved(ORG_ONLY_ROLES, r) && self.roles.iter().any(|g| g == r)
+    }
+
+    /// Whether the layer's keys may carry attribute `a`.
+    pub fn attribute_allowed(&self, a: &str) -> bool {
+        !reserved(ORG_ONLY_ATTRIBUTES, a) && self.attributes.iter().any(|g| g == a)
+    }
+
+    /// Whether the layer's keys may be of kind `k`.
+    pub fn kind_allowed(&self, k: PrincipalKind) -> bool {
+        k == PrincipalKind::Agent || self.kinds.contains(&k)
     }
 }
 
@@ -77,6 +126,13 @@ pub(crate) fn grants(
                 );
                 continue;
             }
+            if crate::model::gateway_own_prefix(trimmed) {
+                p.push(
+                    format!("{base}.path_prefixes[{i}]"),
+                    format!("`{pre}` is the gateway's own (`/.warden`: virtual servers reach their members there)"),
+                );
+                continue;
+            }
             grant.path_prefixes.push(trimmed.to_owned());
         }
         for (i, h) in g.hosts.iter().enumerate() {
@@ -102,6 +158,39 @@ pub(crate) fn grants(
                     format!("{base}.upstreams[{i}]"),
                     format!("`{u}` is not a CIDR, IP or ip:port"),
                 );
+            }
+        }
+        for (i, r) in g.roles.iter().enumerate() {
+            if reserved(ORG_ONLY_ROLES, r) {
+                p.push(
+                    format!("{base}.roles[{i}]"),
+                    format!("`{r}` is the org's alone: a tenant's keys never carry it (it reaches servers under review)"),
+                );
+            } else if r.is_empty() {
+                p.push(format!("{base}.roles[{i}]"), "must not be empty");
+            } else {
+                grant.roles.push(r.clone());
+            }
+        }
+        for (i, a) in g.attributes.iter().enumerate() {
+            if reserved(ORG_ONLY_ATTRIBUTES, a) {
+                p.push(
+                    format!("{base}.attributes[{i}]"),
+                    format!("`{a}` is the org's alone: the gateway reads it as a fact (flow clearance, a token's issuer or client)"),
+                );
+            } else if a.is_empty() {
+                p.push(format!("{base}.attributes[{i}]"), "must not be empty");
+            } else {
+                grant.attributes.push(a.clone());
+            }
+        }
+        for (i, k) in g.kinds.iter().enumerate() {
+            match PrincipalKind::parse(k) {
+                Some(k) => grant.kinds.push(k),
+                None => p.push(
+                    format!("{base}.kinds[{i}]"),
+                    format!("`{k}` is not a principal kind (agent or user)"),
+                ),
             }
         }
         out.insert(name.clone(), grant);

@@ -43,7 +43,9 @@ use upstream_auth::assertions;
 pub use crate::fields::{parse_duration, parse_size};
 pub use audit::{Audit, AuditFailMode, HttpExport, HttpExportFormat, SyslogExport, SyslogTls};
 pub(crate) use grants::grants;
-pub use grants::{valid_tenant_name, Grant};
+pub use grants::{
+    reserved, valid_tenant_name, Grant, ORG_ONLY_ATTRIBUTES, ORG_ONLY_ROLES, TESTER_ROLE,
+};
 pub use limits::{
     Limits, MemoryBudget, Table, Timeouts, DEFAULT_MAX_BATCH_LEN, DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY,
@@ -51,7 +53,7 @@ pub use limits::{
 };
 pub use listeners::{Listener, ListenerTls, UndeclaredParams};
 pub(crate) use routes::valid_prefix as valid_route_prefix;
-pub use routes::Route;
+pub use routes::{gateway_own_prefix, Route, GATEWAY_PREFIX};
 pub(crate) use servers::service_groups;
 pub use servers::{Ejection, HealthCheck, Probe, Server, ServiceGroup, UpstreamTls};
 pub use stdio::Stdio;

@@ -27,7 +27,7 @@ pub(super) fn routes(
             p.push(format!("{base}.prefix"), format!("`{}` must start with `/`, have no trailing `/`, `//`, `.`/`..` segments, `%`, `?` or `#`", r.prefix));
         }
         // The gateway's own routes (virtual servers' members) live there.
-        if r.prefix == "/.warden" || r.prefix.starts_with("/.warden/") {
+        if gateway_own_prefix(&r.prefix) {
             p.push(
                 format!("{base}.prefix"),
                 "`/.warden` is the gateway's own (virtual servers reach their members there)",
@@ -66,6 +66,24 @@ pub(super) fn routes(
     routes
 }
 
+/// Where the gateway's own routes live (virtual servers' member legs).
+pub const GATEWAY_PREFIX: &str = "/.warden";
+
+/// Whether a route prefix reaches into [`GATEWAY_PREFIX`] as a peer may
+/// read its first segment: in any ASCII case (`/.WARDEN`), with trailing
+/// dots (`/.warden.`, which some servers drop), cut at `\` (read as `/`)
+/// or at `;` (path parameters). `%` escapes (`/%2ewarden`), `//` and `.`
+/// segments are not valid prefixes at all ([`valid_prefix`]), so they
+/// never get this far.
+pub fn gateway_own_prefix(prefix: &str) -> bool {
+    let own = &GATEWAY_PREFIX[1..];
+    let Some(rest) = prefix.strip_prefix('/') else {
+        return false;
+    };
+    let first = rest.split(['/', '\\', ';']).next().unwrap_or_default();
+    first.trim_end_matches('.').eq_ignore_ascii_case(own)
+}
+
 pub(crate) fn valid_prefix(s: &str) -> bool {
     s.starts_with('/')
         && (s == "/" || !s.ends_with('/'))
@@ -89,5 +107,23 @@ mod tests {
         assert!(!valid_prefix("/a//b"));
         assert!(!valid_prefix("/a/../b"));
         assert!(!valid_prefix("/a%2e"));
+    }
+
+    #[test]
+    fn the_gateway_keeps_its_own_prefix_in_every_spelling_a_peer_reads() {
+        for own in [
+            "/.warden",
+            "/.warden/virtual/ws/docs",
+            "/.WARDEN/virtual",
+            "/.Warden.",
+            "/.warden../virtual",
+            "/.warden\\virtual",
+            "/.warden;x/virtual",
+        ] {
+            assert!(gateway_own_prefix(own), "{own}");
+        }
+        for other in ["/", "/warden", "/.wardens", "/finance/.warden", "/x.warden"] {
+            assert!(!gateway_own_prefix(other), "{other}");
+        }
     }
 }

@@ -21,10 +21,22 @@ pub struct TenantGrantConfig {
     /// …or be host routes for one of these names.
     #[serde(default)]
     pub hosts: Vec<String>,
-    /// Where the layer's servers may live (CIDR, IP or ip:port); empty: anywhere
-    /// `egress.upstreams` allows.
+    /// Where the layer's servers may live (CIDR, IP or ip:port), inside
+    /// `egress.upstreams` too; empty: the layer may define no servers.
     #[serde(default)]
     pub upstreams: Vec<String>,
+    /// Roles the layer's API keys may carry (none by default; `tester` is
+    /// the org's alone).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Attribute names the layer's API keys may carry (none by default;
+    /// `clearance`, `iss` and `client_id` are the org's alone).
+    #[serde(default)]
+    pub attributes: Vec<String>,
+    /// Principal kinds the layer's API keys may name besides `agent`, a
+    /// key's default (`user`; none by default).
+    #[serde(default)]
+    pub kinds: Vec<String>,
 }
 
 /// A tenant's layer: `tenants/<tenant>/tenant.yaml`.

@@ -3,7 +3,7 @@
 use crate::raw::RegistryState;
 use crate::{Bundle, BundleError};
 
-const ORG: &str = "version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {name: crm, upstreams: [\"127.0.0.1:1\"]}\nroutes:\n  - {prefix: /crm, server: crm}\ntenants:\n  finance: {path_prefixes: [/finance/]}\n  hr: {path_prefixes: [/hr/]}\n";
+const ORG: &str = "version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {name: crm, upstreams: [\"127.0.0.1:1\"]}\nroutes:\n  - {prefix: /crm, server: crm}\ntenants:\n  finance: {path_prefixes: [/finance/], upstreams: [\"127.0.0.1:2\", \"127.0.0.1:3\"]}\n  hr: {path_prefixes: [/hr/]}\n";
 
 const FIN: &str = "version: 1\ntenant: finance\nservers:\n  - {name: ledger, upstreams: [\"127.0.0.1:2\"]}\nroutes:\n  - {path_prefix: /finance/ledger, server: ledger}\n";
 

@@ -3,8 +3,10 @@
 //! rule it breaks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
+use crate::access::PrincipalKind;
 use crate::archive::{layer_digest, Files};
 use crate::error::{Problem, Problems};
 use crate::model::{Config, Route};
@@ -49,12 +51,62 @@ pub fn package_in_tenant(components: &[String], tenant: &str) -> bool {
         && components[2] == tenant
 }
 
-/// Two routes' host scopes overlap (a host-agnostic route takes every host).
+/// Two routes' host scopes overlap (a host-agnostic route takes every
+/// host). Hosts compare as the router matches them: without ASCII case or
+/// trailing dots (an org route for `Finance.Example.` is one for
+/// `finance.example`).
 fn hosts_overlap(a: Option<&str>, b: Option<&str>) -> bool {
     match (a, b) {
-        (Some(x), Some(y)) => x == y,
+        (Some(x), Some(y)) => x
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(y.trim_end_matches('.')),
         _ => true,
     }
+}
+
+/// Whether two server names are one, as the registry compares them (the
+/// agent's store: ASCII case folded, so `CRM` is the org's `crm`). A layer
+/// may take no name the org or another layer has in this comparison:
+/// the registry would hold the two as one server, and rules written for
+/// one name would be read against the other.
+pub fn same_server_name(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// Where an upstream address leads, for telling whether two servers are
+/// one: an IPv4-mapped IPv6 address is its IPv4 address, and every
+/// loopback or unspecified address (127/8, `::1`, `0.0.0.0`, `::`, and
+/// `localhost` where a name is allowed) is this host, which a server
+/// listening on all its addresses answers at any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    ThisHost(u16),
+    Ip(IpAddr, u16),
+}
+
+fn place(a: SocketAddr) -> Place {
+    let ip = match a.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    if ip.is_loopback() || ip.is_unspecified() {
+        Place::ThisHost(a.port())
+    } else {
+        Place::Ip(ip, a.port())
+    }
+}
+
+/// [`place`] of an address written in the config (an upstream, a
+/// listener): `ip:port`, or `localhost:port` in any case.
+fn place_of(s: &str) -> Option<Place> {
+    if let Ok(a) = s.trim().parse::<SocketAddr>() {
+        return Some(place(a));
+    }
+    let (host, port) = s.trim().rsplit_once(':')?;
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let local = host == "localhost" || host.ends_with(".localhost");
+    local.then_some(())?;
+    port.parse().ok().map(Place::ThisHost)
 }
 
 /// Moves problems of a section read by the org's code (named as in
@@ -131,7 +183,7 @@ pub(super) fn layer(
     let names: HashSet<&str> = servers.iter().map(|s| s.name.as_str()).collect();
     let routes = routes(org, others, grant, &raw.routes, &names, &mut p);
     let catalog = catalog(org, &raw.catalog, &names, &mut p);
-    let api_keys = api_keys(org, others, dir, raw.identity.as_ref(), &mut p);
+    let api_keys = api_keys(org, others, grant, dir, raw.identity.as_ref(), &mut p);
     let quotas = quotas(dir, &raw.quotas, &names, &mut p);
     let dlp = raw.dlp.as_ref().map(|d| {
         let mut sub = Problems::new(&file);
@@ -200,21 +252,77 @@ fn servers(
     raw: &[raw::ServerConfig],
     p: &mut Problems,
 ) -> Vec<crate::model::Server> {
+    // Every address another owner's server (or the gateway itself) is
+    // reached at: a layer's server there would be that server under a
+    // name no org rule (catalog, flow labels, kill switch, Rego on
+    // `input.server.name`) is written for.
+    let mut taken: Vec<(Place, String)> = Vec::new();
+    for o in &org.servers {
+        for a in &o.upstreams {
+            taken.push((place(*a), format!("the org's server `{}`", o.name)));
+        }
+    }
+    for l in &org.listeners {
+        if let Some(pl) = place_of(&l.address) {
+            taken.push((pl, format!("the gateway's listener `{}`", l.name)));
+        }
+    }
+    if let Some(pl) = org.admin.as_deref().and_then(place_of) {
+        taken.push((pl, "the gateway's admin endpoint".to_owned()));
+    }
+    for other in others {
+        for o in &other.servers {
+            for a in &o.upstreams {
+                taken.push((
+                    place(*a),
+                    format!("tenant `{}`'s server `{}`", other.tenant, o.name),
+                ));
+            }
+        }
+    }
+    if !raw.is_empty() && !grant.grants_upstreams() {
+        p.push(
+            "servers",
+            format!("the org grants tenant `{dir}` no upstreams (`tenants.{dir}.upstreams` in warden.yaml): a layer's servers live only where the org says they may"),
+        );
+    }
     for (i, s) in raw.iter().enumerate() {
         let base = format!("servers[{i}]");
-        if org.server(&s.name).is_some() {
+        if let Some(o) = org
+            .servers
+            .iter()
+            .find(|o| same_server_name(&o.name, &s.name))
+        {
             p.push(
                 format!("{base}.name"),
-                format!("server `{}` is already the org's", s.name),
+                format!(
+                    "server `{}` is already the org's (`{}`: names compare without case)",
+                    s.name, o.name
+                ),
             );
         }
         if let Some(o) = others
             .iter()
-            .find(|o| o.servers.iter().any(|x| x.name == s.name))
+            .find(|o| o.servers.iter().any(|x| same_server_name(&x.name, &s.name)))
         {
             p.push(
                 format!("{base}.name"),
-                format!("server `{}` is already tenant `{}`'s", s.name, o.tenant),
+                format!(
+                    "server `{}` is already tenant `{}`'s (names compare without case)",
+                    s.name, o.tenant
+                ),
+            );
+        }
+        if let Some(j) = raw[..i]
+            .iter()
+            .position(|x| x.name != s.name && same_server_name(&x.name, &s.name))
+        {
+            p.push(
+                format!("{base}.name"),
+                format!(
+                    "`{}` is `servers[{j}]` (`{}`) of this layer: names compare without case",
+                    s.name, raw[j].name
+                ),
             );
         }
         for (field, set) in [
@@ -239,11 +347,17 @@ fn servers(
             );
         }
         for (ui, u) in s.upstreams.iter().enumerate() {
-            if let Ok(a) = u.parse::<std::net::SocketAddr>() {
-                if !grant.upstream_allowed(a) {
+            if let Ok(a) = u.parse::<SocketAddr>() {
+                if grant.grants_upstreams() && !grant.upstream_allowed(a) {
                     p.push(
                         format!("{base}.upstreams[{ui}]"),
                         format!("`{a}` is outside the tenant's grant (`tenants.{dir}.upstreams`)"),
+                    );
+                }
+                if let Some((_, whose)) = taken.iter().find(|(pl, _)| *pl == place(a)) {
+                    p.push(
+                        format!("{base}.upstreams[{ui}]"),
+                        format!("`{a}` already reaches {whose}: a layer's server needs an upstream of its own (addresses compare as the network reaches them: 127.0.0.1, ::1 and 0.0.0.0 are one host)"),
                     );
                 }
                 if !org.egress.upstream_allowed(a) {
@@ -294,6 +408,14 @@ fn routes(
             p.push(
                 format!("{base}.path_prefix"),
                 format!("`{prefix}` must start with `/`, have no trailing `/`, `//`, `.`/`..` segments, `%`, `?` or `#`"),
+            );
+            continue;
+        }
+        // The org's routes may not live there either (`model::routes`).
+        if crate::model::gateway_own_prefix(&prefix) {
+            p.push(
+                format!("{base}.path_prefix"),
+                format!("`{prefix}` is the gateway's own (`/.warden`, in any case or spelling a peer reads as it: virtual servers reach their members there)"),
             );
             continue;
         }
@@ -463,6 +585,7 @@ fn catalog(
 fn api_keys(
     org: &Config,
     others: &[&TenantLayer],
+    grant: &Grant,
     dir: &str,
     raw: Option<&raw::TenantIdentityConfig>,
     p: &mut Problems,
@@ -478,14 +601,50 @@ fn api_keys(
         return Vec::new();
     };
     for (i, k) in raw.api_keys.iter().enumerate() {
+        let base = format!("identity.api_keys[{i}]");
         if crate::person::canonical(&k.tenant).ok().as_deref() != Some(dir) {
             p.push(
-                format!("identity.api_keys[{i}].tenant"),
+                format!("{base}.tenant"),
                 format!(
                     "`{}` is not this layer's tenant (`{dir}`): a layer defines principals of its tenant only",
                     k.tenant.escape_debug()
                 ),
             );
+        }
+        // What the org's rules read as granted by the org (a role its Rego
+        // allows `purge` for, a clearance, `tester`) a tenant gives only
+        // where the org's grant says it may.
+        for (j, r) in k.roles.iter().enumerate() {
+            if !grant.role_allowed(r) {
+                p.push(
+                    format!("{base}.roles[{j}]"),
+                    if crate::model::reserved(crate::model::ORG_ONLY_ROLES, r) {
+                        format!("`{r}` is the org's alone: a tenant's keys never carry it")
+                    } else {
+                        format!("`{r}` is not a role the org grants tenant `{dir}` (`tenants.{dir}.roles` in warden.yaml)")
+                    },
+                );
+            }
+        }
+        for a in k.attributes.keys() {
+            if !grant.attribute_allowed(a) {
+                p.push(
+                    format!("{base}.attributes.{a}"),
+                    if crate::model::reserved(crate::model::ORG_ONLY_ATTRIBUTES, a) {
+                        format!("`{a}` is the org's alone: the gateway reads it as a fact (flow clearance, a token's issuer or client)")
+                    } else {
+                        format!("`{a}` is not an attribute the org grants tenant `{dir}` (`tenants.{dir}.attributes` in warden.yaml)")
+                    },
+                );
+            }
+        }
+        if let Some(kind) = k.kind.as_deref().and_then(PrincipalKind::parse) {
+            if !grant.kind_allowed(kind) {
+                p.push(
+                    format!("{base}.kind"),
+                    format!("`{}` is not a kind the org grants tenant `{dir}` (`tenants.{dir}.kinds` in warden.yaml; `agent`, the default, always is)", kind.as_str()),
+                );
+            }
         }
     }
     let synthetic = raw::IdentityConfig {
@@ -520,16 +679,21 @@ fn api_keys(
             }
         }
     }
-    for (i, k) in typed.api_keys.iter().enumerate() {
-        if let Ok(person) = crate::person::Person::of(&k.principal.tenant, &k.principal.id) {
-            if let Some(whose) = taken.get(&person.key()) {
-                p.push(
+    // By the raw keys, so that each problem names its own key (a key
+    // whose hash does not parse is not among the typed ones).
+    for (i, k) in raw.api_keys.iter().enumerate() {
+        if let Ok(person) = crate::person::Person::of(&k.tenant, &k.id) {
+            match taken.get(&person.key()) {
+                Some(whose) => p.push(
                     format!("identity.api_keys[{i}].id"),
-                    format!(
-                        "`{}/{}` is already a principal ({whose})",
-                        k.principal.tenant, k.principal.id
-                    ),
-                );
+                    format!("`{}/{}` is already a principal ({whose})", k.tenant, k.id),
+                ),
+                None => {
+                    taken.insert(
+                        person.key(),
+                        format!("`identity.api_keys[{i}]` of this layer"),
+                    );
+                }
             }
         }
     }
@@ -538,6 +702,9 @@ fn api_keys(
         .into_iter()
         .map(|mut k| {
             k.principal.tenant = dir.to_owned();
+            // The gateway tells its principals from the org's and from a
+            // token's subject of the same name (`AuthMethod::LayerKey`).
+            k.layer = Some(dir.to_owned());
             k
         })
         .collect()

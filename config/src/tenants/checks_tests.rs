@@ -458,3 +458,404 @@ fn layer_signatures() {
         "a file added after signing"
     );
 }
+
+/// The org of these tests with `yaml` appended (or replacing a part of
+/// it), and the problems its own `warden.yaml` has.
+fn org_from(yaml: &str) -> (Config, Vec<Problem>) {
+    let mut p = Problems::new("warden.yaml");
+    let raw = crate::parse_config(yaml, &mut p).expect("parses");
+    let c = Config::from_raw(&raw, Path::new("."), &mut p);
+    (c, p.into_vec())
+}
+
+/// The layer checked against `org` (which has no problems of its own).
+fn check_in(org: &str, dir: &str, f: &Files) -> Result<TenantLayer, Vec<Problem>> {
+    let (c, ps) = org_from(org);
+    assert!(ps.is_empty(), "{ps:?}");
+    super::layer(&c, &[], dir, f)
+}
+
+fn says(ps: &[Problem], path: &str, needle: &str) -> bool {
+    ps.iter()
+        .any(|p| p.path == path && p.message.contains(needle))
+}
+
+#[test]
+fn routes_under_the_gateways_own_prefix_are_refused_in_every_spelling() {
+    // A host route for the granted host: inside the grant, and on that
+    // host it would win over a virtual server's member leg of the same
+    // length.
+    let route = |r: &str| files(&BASE.replace("{path_prefix: /finance/ledger, server: ledger}", r));
+    for own in [
+        "/.warden/virtual/ws/docs",
+        "/.warden",
+        "/.WARDEN/virtual/ws/docs",
+        "/.warden./virtual",
+        "\"/.warden\\\\virtual\"",
+        "/.warden;x/virtual",
+    ] {
+        let ps = check(
+            "finance",
+            &route(&format!(
+                "{{host: ledger.example, path_prefix: {own}, server: ledger}}"
+            )),
+        )
+        .expect_err(own);
+        assert!(
+            says(&ps, "routes[0].path_prefix", "gateway's own"),
+            "{own}: {ps:?}"
+        );
+    }
+    // And a grant of everything does not reach it.
+    let org = ORG.replace(
+        "  hr:\n    path_prefixes: [\"/hr/\"]\n",
+        "  hr:\n    path_prefixes: [\"/\"]\n",
+    );
+    let ps = check_in(
+        &org,
+        "hr",
+        &files("version: 1\ntenant: hr\nroutes:\n  - {path_prefix: /.Warden/virtual/ws/docs, server: x}\n"),
+    )
+    .expect_err("own");
+    assert!(
+        says(&ps, "routes[0].path_prefix", "gateway's own"),
+        "{ps:?}"
+    );
+    // Nor can the org grant it, nor route there itself in another case.
+    let (_, ps) = org_from(&ORG.replace("[\"/hr/\"]", "[\"/.warden/\"]"));
+    assert!(
+        says(&ps, "tenants.hr.path_prefixes[0]", "gateway's own"),
+        "{ps:?}"
+    );
+    let (_, ps) = org_from(&ORG.replace(
+        "{prefix: /crm, server: crm}",
+        "{prefix: /.WARDEN/virtual, server: crm}",
+    ));
+    assert!(says(&ps, "routes[0].prefix", "gateway's own"), "{ps:?}");
+}
+
+#[test]
+fn names_the_org_has_compare_as_the_registry_compares_them() {
+    let named = |name: &str| {
+        files(
+            &BASE
+                .replace("name: ledger", &format!("name: {name}"))
+                .replace("server: ledger", &format!("server: {name}")),
+        )
+    };
+    for taken in ["CRM", "Crm", "crm"] {
+        let ps = check("finance", &named(taken)).expect_err(taken);
+        assert!(
+            says(&ps, "servers[0].name", "already the org's (`crm`"),
+            "{taken}: {ps:?}"
+        );
+    }
+    // Another tenant's, in another case.
+    let (c, _) = org_from(&ORG.replace("  hr:\n", "  hr:\n    upstreams: [\"10.30.0.0/16\"]\n"));
+    let fin = super::layer(&c, &[], "finance", &files(BASE)).expect("finance");
+    let hr = BASE
+        .replace("tenant: finance", "tenant: hr")
+        .replace("/finance/ledger", "/hr/ledger")
+        .replace("name: ledger", "name: LEDGER")
+        .replace("server: ledger", "server: LEDGER")
+        .replace("10.20.0.5", "10.30.0.5");
+    let ps = super::layer(&c, &[&fin], "hr", &files(&hr)).expect_err("finance's");
+    assert!(
+        says(&ps, "servers[0].name", "already tenant `finance`'s"),
+        "{ps:?}"
+    );
+    // Two of the layer's own.
+    let two = format!(
+        "{BASE}  - {{path_prefix: /finance/ledger2, server: Ledger}}\n"
+    )
+    .replace(
+        "servers:\n  - {name: ledger, upstreams: [\"10.20.0.5:8080\"]}\n",
+        "servers:\n  - {name: ledger, upstreams: [\"10.20.0.5:8080\"]}\n  - {name: Ledger, upstreams: [\"10.20.0.6:8080\"]}\n",
+    );
+    let ps = check("finance", &files(&two)).expect_err("twice");
+    assert!(
+        says(&ps, "servers[1].name", "`servers[0]` (`ledger`)"),
+        "{ps:?}"
+    );
+    // An org host route's host, as the router reads it: `Ledger.Example.`
+    // is `ledger.example`, whose requests the layer may not take.
+    let org = ORG.replace(
+        "  - {prefix: /crm, server: crm}\n",
+        "  - {prefix: /crm, server: crm}\n  - {prefix: /books, host: Ledger.Example., server: crm}\n",
+    );
+    let ps = check_in(
+        &org,
+        "finance",
+        &files(&BASE.replace(
+            "{path_prefix: /finance/ledger, server: ledger}",
+            "{host: ledger.example, path_prefix: /books/x, server: ledger}",
+        )),
+    )
+    .expect_err("the org's host route");
+    assert!(
+        says(&ps, "routes[0].path_prefix", "org's route `/books`"),
+        "{ps:?}"
+    );
+}
+
+/// The test org with its finance grant reaching any address, an admin
+/// endpoint and a listener.
+fn open_org() -> String {
+    format!(
+        "listeners:\n  - {{name: main, address: \"127.0.0.1:8080\"}}\nadmin: {{address: \"127.0.0.1:9090\"}}\n{}",
+        ORG.replace(
+            "    upstreams: [\"10.20.0.0/16\", \"127.0.0.1:9100\"]\n",
+            "    upstreams: [\"0.0.0.0/0\", \"::/0\"]\n",
+        )
+    )
+}
+
+#[test]
+fn a_layers_server_never_reaches_an_address_the_org_or_another_layer_serves() {
+    let org = open_org();
+    let at = |addr: &str| files(&BASE.replace("10.20.0.5:8080", addr));
+    assert!(check_in(&org, "finance", &at("127.0.0.1:9001")).is_ok());
+    // The org's `crm` lives at 127.0.0.1:9000: every way of writing this
+    // host reaches it.
+    for same in [
+        "127.0.0.1:9000",
+        "127.0.0.2:9000",
+        "0.0.0.0:9000",
+        "[::1]:9000",
+        "[::]:9000",
+        "[::ffff:127.0.0.1]:9000",
+    ] {
+        let ps = check_in(&org, "finance", &at(same)).expect_err(same);
+        assert!(
+            says(
+                &ps,
+                "servers[0].upstreams[0]",
+                "already reaches the org's server `crm`"
+            ),
+            "{same}: {ps:?}"
+        );
+    }
+    for (addr, whose) in [
+        ("127.0.0.1:8080", "the gateway's listener `main`"),
+        ("[::1]:9090", "the gateway's admin endpoint"),
+    ] {
+        let ps = check_in(&org, "finance", &at(addr)).expect_err(addr);
+        assert!(
+            says(&ps, "servers[0].upstreams[0]", whose),
+            "{addr}: {ps:?}"
+        );
+    }
+    // Another tenant's server's address, written otherwise.
+    let (c, _) = org_from(&org.replace(
+        "  hr:\n",
+        "  hr:\n    upstreams: [\"0.0.0.0/0\", \"::/0\"]\n",
+    ));
+    let fin = super::layer(&c, &[], "finance", &files(BASE)).expect("finance");
+    let hr = BASE
+        .replace("tenant: finance", "tenant: hr")
+        .replace("/finance/ledger", "/hr/books")
+        .replace("name: ledger", "name: books")
+        .replace("server: ledger", "server: books")
+        .replace("10.20.0.5:8080", "[::ffff:10.20.0.5]:8080");
+    let ps = super::layer(&c, &[&fin], "hr", &files(&hr)).expect_err("finance's");
+    assert!(
+        says(
+            &ps,
+            "servers[0].upstreams[0]",
+            "tenant `finance`'s server `ledger`"
+        ),
+        "{ps:?}"
+    );
+}
+
+#[test]
+fn a_layer_has_servers_only_where_its_grant_names_upstreams() {
+    // hr's grant names no upstreams: no servers, wherever they are.
+    let hr = |yaml: &str| {
+        files(
+            &yaml
+                .replace("tenant: finance", "tenant: hr")
+                .replace("/finance/ledger", "/hr/ledger"),
+        )
+    };
+    let ps = check("hr", &hr(BASE)).expect_err("no upstreams granted");
+    assert!(
+        says(
+            &ps,
+            "servers",
+            "grants tenant `hr` no upstreams (`tenants.hr.upstreams`"
+        ),
+        "{ps:?}"
+    );
+    // Its other rules are its own to publish.
+    assert!(check(
+        "hr",
+        &hr("version: 1\ntenant: finance\napprovals:\n  require: {HIGH: 1}\n")
+    )
+    .is_ok());
+    assert!(!Grant::default().upstream_allowed("10.0.0.1:80".parse().expect("addr")));
+}
+
+/// The test org, its finance grant letting keys carry `sre`, `region` and
+/// kind `user`.
+fn granting_org() -> String {
+    ORG.replace(
+        "    upstreams: [\"10.20.0.0/16\", \"127.0.0.1:9100\"]\n",
+        "    upstreams: [\"10.20.0.0/16\", \"127.0.0.1:9100\"]\n    roles: [sre]\n    attributes: [region]\n    kinds: [user]\n",
+    )
+}
+
+fn key_with(fields: &str) -> Files {
+    files(&format!(
+        "{BASE}identity:\n  api_keys:\n    - {{id: bot, tenant: finance, hash: \"{HASH}\"{fields}}}\n"
+    ))
+}
+
+#[test]
+fn a_layers_keys_carry_only_the_roles_attributes_and_kind_the_org_grants() {
+    // Without a word in the grant, a layer's key is a bare agent.
+    let l = check("finance", &key_with("")).expect("a bare key");
+    assert!(l.api_keys[0].principal.roles.is_empty());
+    assert!(check("finance", &key_with(", kind: agent")).is_ok());
+    for (fields, path, needle) in [
+        (
+            ", roles: [sre]",
+            "identity.api_keys[0].roles[0]",
+            "not a role the org grants tenant `finance`",
+        ),
+        (
+            ", roles: [tester]",
+            "identity.api_keys[0].roles[0]",
+            "the org's alone",
+        ),
+        (
+            ", attributes: {clearance: restricted}",
+            "identity.api_keys[0].attributes.clearance",
+            "the org's alone",
+        ),
+        (
+            ", attributes: {region: eu}",
+            "identity.api_keys[0].attributes.region",
+            "not an attribute the org grants",
+        ),
+        (
+            ", kind: user",
+            "identity.api_keys[0].kind",
+            "not a kind the org grants",
+        ),
+    ] {
+        let ps = check("finance", &key_with(fields)).expect_err(fields);
+        assert!(says(&ps, path, needle), "{fields}: {ps:?}");
+    }
+    // What the grant names, the layer's keys may carry; never what the
+    // org keeps for itself, nor a role merely spelled like a granted one.
+    let org = granting_org();
+    let l = check_in(
+        &org,
+        "finance",
+        &key_with(", roles: [sre], attributes: {region: eu}, kind: user"),
+    )
+    .expect("granted");
+    assert_eq!(l.api_keys[0].principal.roles, ["sre"]);
+    for (fields, path, needle) in [
+        (
+            ", roles: [SRE]",
+            "identity.api_keys[0].roles[0]",
+            "not a role the org grants",
+        ),
+        (
+            ", roles: [sre, Tester]",
+            "identity.api_keys[0].roles[1]",
+            "the org's alone",
+        ),
+        (
+            ", attributes: {region: eu, iss: \"https://auth.example\"}",
+            "identity.api_keys[0].attributes.iss",
+            "the org's alone",
+        ),
+        (
+            ", attributes: {client_id: x}",
+            "identity.api_keys[0].attributes.client_id",
+            "the org's alone",
+        ),
+        (
+            ", attributes: {clearance: restricted}",
+            "identity.api_keys[0].attributes.clearance",
+            "the org's alone",
+        ),
+    ] {
+        let ps = check_in(&org, "finance", &key_with(fields)).expect_err(fields);
+        assert!(says(&ps, path, needle), "{fields}: {ps:?}");
+    }
+    // Nor can the org's grant hand them out.
+    let (_, ps) = org_from(&ORG.replace(
+        "  hr:\n",
+        "  hr:\n    roles: [tester]\n    attributes: [Clearance, iss]\n    kinds: [robot]\n",
+    ));
+    assert!(
+        says(&ps, "tenants.hr.roles[0]", "the org's alone"),
+        "{ps:?}"
+    );
+    assert!(
+        says(&ps, "tenants.hr.attributes[0]", "the org's alone"),
+        "{ps:?}"
+    );
+    assert!(
+        says(&ps, "tenants.hr.attributes[1]", "the org's alone"),
+        "{ps:?}"
+    );
+    assert!(
+        says(&ps, "tenants.hr.kinds[0]", "not a principal kind"),
+        "{ps:?}"
+    );
+    assert!(ps.iter().all(|p| p.file == "warden.yaml"), "{ps:?}");
+}
+
+#[test]
+fn a_layers_keys_are_marked_as_the_layers_and_take_no_name_twice() {
+    let l = check("finance", &key_with("")).expect("a key");
+    // The gateway keeps them apart from the org's and a token's subjects.
+    assert_eq!(l.api_keys[0].layer.as_deref(), Some("finance"));
+    assert_eq!(org().identity.expect("identity").api_keys[0].layer, None);
+    // The org's principal in another spelling is the org's.
+    let ps = check(
+        "finance",
+        &files(&format!(
+            "{BASE}identity:\n  api_keys:\n    - {{id: ALICE, tenant: acme, hash: \"{HASH}\"}}\n"
+        )),
+    )
+    .expect_err("the org's");
+    assert!(
+        says(
+            &ps,
+            "identity.api_keys[0].id",
+            "already a principal (the org's)"
+        ),
+        "{ps:?}"
+    );
+    // One person, one key of the layer: `bot` and `BOT` are one owner.
+    let ps = check(
+        "finance",
+        &files(&format!(
+            "{BASE}identity:\n  api_keys:\n    - {{id: bot, tenant: finance, hash: \"{HASH}\"}}\n    - {{id: BOT, tenant: finance, hash: \"{HASH}\"}}\n"
+        )),
+    )
+    .expect_err("twice");
+    assert!(
+        says(&ps, "identity.api_keys[1].id", "identity.api_keys[0]"),
+        "{ps:?}"
+    );
+    // A key whose hash is refused does not move the next key's problem
+    // onto another key's path.
+    let ps = check(
+        "finance",
+        &files(&format!(
+            "{BASE}identity:\n  api_keys:\n    - {{id: x, tenant: finance, hash: \"md5:1\"}}\n    - {{id: alice, tenant: acme, hash: \"{HASH}\"}}\n"
+        )),
+    )
+    .expect_err("refused");
+    assert!(
+        says(&ps, "identity.api_keys[1].id", "already a principal"),
+        "{ps:?}"
+    );
+}

@@ -24,11 +24,11 @@ use crate::guards::{Dlp, HostPattern, Quota};
 use crate::model::{Config, Route, Server};
 use crate::raw;
 
-pub use checks::{grant_covers_route, package_in_tenant, valid_tenant_name};
+pub use checks::{grant_covers_route, package_in_tenant, same_server_name, valid_tenant_name};
 pub use registry::{registry, RegisteredServer, RegisteredTool, Registry, REGISTRY_FILE};
 
 pub use crate::archive::{LAYER_META_FILE, TENANTS_DIR};
-pub use crate::model::Grant;
+pub use crate::model::{Grant, ORG_ONLY_ATTRIBUTES, ORG_ONLY_ROLES, TESTER_ROLE};
 /// A layer's own file.
 pub const LAYER_FILE: &str = "tenant.yaml";
 
@@ -48,7 +48,9 @@ pub struct TenantLayer {
     pub routes: Vec<Route>,
     /// Entries for this layer's servers.
     pub catalog: HashMap<String, ServerCatalog>,
-    /// Principals of this tenant.
+    /// Principals of this tenant (each marked as the layer's:
+    /// [`ApiKey::layer`]), with the roles, attributes and kind the org's
+    /// grant allows and none the org keeps for itself.
     pub api_keys: Vec<ApiKey>,
     /// Named `<tenant>/<name>`; counted for calls in the tenant's scope only.
     pub quotas: Vec<Quota>,

@@ -19,7 +19,13 @@ use warden_config::access::{CertMatch, Identity, JwksSource, Jwt, PrincipalKind,
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuthMethod {
     Anonymous,
+    /// A key of the org's `identity.api_keys`.
     ApiKey,
+    /// A key a tenant's layer minted (`ApiKey::layer`): a principal of that
+    /// tenant the org did not define, kept apart from the org's principals
+    /// and from a token's subject of the same tenant and id (its owner key
+    /// differs; policies see `auth: "layer_api_key"`).
+    LayerKey,
     Jwt,
     Mtls,
 }
@@ -29,6 +35,7 @@ impl AuthMethod {
         match self {
             AuthMethod::Anonymous => "anonymous",
             AuthMethod::ApiKey => "api_key",
+            AuthMethod::LayerKey => "layer_api_key",
             AuthMethod::Jwt => "jwt",
             AuthMethod::Mtls => "mtls",
         }
@@ -78,12 +85,17 @@ impl Principal {
     /// [`Principal::owner_key`], borrowed: the strict key of tenant and id
     /// (`warden_config::person::strict_key`), what every handle is bound
     /// to, so that no spelling another reader merges with this one opens
-    /// it.
+    /// it. A principal a tenant's layer minted ([`AuthMethod::LayerKey`])
+    /// has a key of its own (a third part no strict key holds, as none
+    /// holds a NUL): a tenant admin who mints `finance/alice` does not
+    /// open the handles of the org's or the identity provider's
+    /// `finance/alice`.
     pub fn owner(&self) -> &str {
         use warden_config::person::strict_key as k;
-        self.canonical
-            .1
-            .get_or_init(|| format!("{}\0{}", k(&self.tenant), k(&self.id)))
+        self.canonical.1.get_or_init(|| match self.auth {
+            AuthMethod::LayerKey => format!("{}\0{}\0layer", k(&self.tenant), k(&self.id)),
+            _ => format!("{}\0{}", k(&self.tenant), k(&self.id)),
+        })
     }
 
     /// The person this principal is, in canonical form (`tenant\0id`,
@@ -510,7 +522,13 @@ impl Authenticator {
         let key_principals = identity
             .api_keys
             .iter()
-            .map(|k| Arc::new(Principal::from_spec(&k.principal, AuthMethod::ApiKey)))
+            .map(|k| {
+                let auth = match k.layer {
+                    Some(_) => AuthMethod::LayerKey,
+                    None => AuthMethod::ApiKey,
+                };
+                Arc::new(Principal::from_spec(&k.principal, auth))
+            })
             .collect();
         let cert_principals = identity
             .mtls
@@ -665,6 +683,7 @@ mod tests {
                 principal: spec(id),
                 salt,
                 digest,
+                layer: None,
             }
         };
         Identity {
@@ -727,6 +746,55 @@ mod tests {
             a.authenticate(p(Some("Bearer a.b.c"), None), now),
             Err(AuthError::Invalid("jwt_not_accepted"))
         );
+    }
+
+    #[test]
+    fn a_key_a_tenants_layer_minted_opens_nothing_of_the_orgs_principal_of_that_name() {
+        let mut id = identity();
+        let (salt, digest) = parse_key_hash(&hash_api_key("key-l", b"saltsalt3")).expect("test");
+        id.api_keys.push(ApiKey {
+            principal: spec("alice"),
+            salt,
+            digest,
+            layer: Some("acme".into()),
+        });
+        let a = Authenticator::new(&id).expect("test");
+        let minted = a
+            .authenticate(
+                Presented {
+                    authorization: None,
+                    api_key: Some("key-l"),
+                    client_cert: None,
+                },
+                SystemTime::now(),
+            )
+            .expect("test");
+        assert_eq!(minted.auth, AuthMethod::LayerKey);
+        assert_eq!(minted.auth.as_str(), "layer_api_key");
+        // The org's key, a token's subject, the id spelled as the marker:
+        // each of them the same tenant and id, none the minted key's owner.
+        for auth in [AuthMethod::ApiKey, AuthMethod::Jwt, AuthMethod::Mtls] {
+            let org = Principal::from_spec(&spec("alice"), auth);
+            assert_ne!(org.owner(), minted.owner(), "{auth:?}");
+            // Rules that count people still count them as one.
+            assert_eq!(org.person(), minted.person(), "{auth:?}");
+        }
+        for forged in ["alice\0layer", "ALICE\0LAYER"] {
+            let jwt = Principal::from_spec(&spec(forged), AuthMethod::Jwt);
+            assert_ne!(jwt.owner(), minted.owner(), "{forged:?}");
+        }
+        // The org's own keys keep the key they always had.
+        let org = a
+            .authenticate(
+                Presented {
+                    authorization: None,
+                    api_key: Some("key-a"),
+                    client_cert: None,
+                },
+                SystemTime::now(),
+            )
+            .expect("test");
+        assert_eq!((org.auth, org.owner()), (AuthMethod::ApiKey, "acme\0a"));
     }
 
     #[test]

@@ -271,7 +271,11 @@ fn resource_labels(c: &ServerCatalog, uri: &str) -> warden_config::flows::Labels
 /// A principal's clearance: its `clearance` attribute, else the default.
 /// An attribute naming no level clears nothing above the lowest.
 pub fn clearance(flows: &Flows, ex: &Exchange<'_>) -> u8 {
-    match ex.principal.attributes.get("clearance") {
+    match ex
+        .principal
+        .attributes
+        .get(warden_config::flows::CLEARANCE_ATTRIBUTE)
+    {
         Some(c) => flows.level(c).unwrap_or(0),
         None => flows.default_clearance,
     }

@@ -34,8 +34,9 @@ use crate::guards::tools::fingerprint;
 use crate::protocol::error::{codes, JsonRpcError, Refusal};
 use crate::protocol::jsonrpc::Kind;
 
-/// The role that may use servers and definitions under review.
-pub const TESTER_ROLE: &str = "tester";
+/// The role that may use servers and definitions under review (the org's
+/// alone: a tenant's layer never gives it, `warden_config::tenants`).
+pub const TESTER_ROLE: &str = warden_config::tenants::TESTER_ROLE;
 
 /// The definitions registered servers listed last, by server and tool
 /// (fingerprints); shared by the snapshots of one gateway.

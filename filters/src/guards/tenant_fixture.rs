@@ -18,16 +18,19 @@ service_groups:
 routes:
   - {prefix: /crm, server: crm}
 tenants:
-  finance: {path_prefixes: [/finance/]}
-  hr: {path_prefixes: [/hr/]}
+  finance: {path_prefixes: [/finance/], upstreams: ["127.0.0.1:2"]}
+  hr: {path_prefixes: [/hr/], upstreams: ["127.0.0.1:3"]}
 "#;
 
 /// The org's Rego: `wire` is denied to everyone; all else allowed.
 pub(crate) const ORG_REGO: &str = "package warden.authz\n\ndefault decision := {\"allow\": true, \"reason\": \"ok\"}\n\ndecision := {\"allow\": false, \"reason\": \"org_no_wire\"} if input.request.tool == \"wire\"\n";
 
+/// A layer of `tenant` with one server, at the address the org grants
+/// that tenant (a server of its own: no two layers' servers share one).
 pub(crate) fn layer(tenant: &str, server: &str, extra: &str) -> String {
+    let port = if tenant == "hr" { 3 } else { 2 };
     format!(
-        "version: 1\ntenant: {tenant}\nservers:\n  - {{name: {server}, upstreams: [\"127.0.0.1:2\"]}}\nroutes:\n  - {{path_prefix: /{tenant}/{server}, server: {server}}}\n{extra}"
+        "version: 1\ntenant: {tenant}\nservers:\n  - {{name: {server}, upstreams: [\"127.0.0.1:{port}\"]}}\nroutes:\n  - {{path_prefix: /{tenant}/{server}, server: {server}}}\n{extra}"
     )
 }
 
