@@ -55,8 +55,13 @@ pub fn binding(
 /// caller, the handles' owner (its session, or its address without one),
 /// digested so the claim carries no session id.
 fn holder_of(ex: &Exchange<'_>) -> String {
-    if ex.principal.auth != crate::engines::identity::AuthMethod::Anonymous {
-        return ex.principal.id.clone();
+    use crate::engines::identity::AuthMethod;
+    match ex.principal.auth {
+        // A key a tenant's layer minted is not the org's (or the identity
+        // provider's) principal of the same name: its approvals are its own.
+        AuthMethod::LayerKey => return format!("{}~layer", ex.principal.id),
+        AuthMethod::Anonymous => {}
+        _ => return ex.principal.id.clone(),
     }
     let owner = match ex.session_id {
         Some(s) => format!("{}\0session\0{s}", ex.principal.owner()),
@@ -428,5 +433,12 @@ mod tests {
         };
         let a = need(&f, &alice, body).expect("held");
         assert_eq!(a.holder, "alice");
+        // A layer's key of that name is someone else.
+        let minted = Principal {
+            auth: crate::engines::identity::AuthMethod::LayerKey,
+            ..named("acme", "alice")
+        };
+        let m = need(&f, &minted, body).expect("held");
+        assert_ne!(m.binding, a.binding);
     }
 }
