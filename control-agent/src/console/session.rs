@@ -76,6 +76,14 @@ impl User {
         warden_config::person::in_scope(&self.tenants, tenant)
     }
 
+    /// Whether two users are one for the session budget: their name,
+    /// role and administrator (a tenant admin's role is `Viewer`, so the
+    /// name and role alone would make a viewer of the same name them; the
+    /// agent refuses such files at start, [`crate::admins::check_names`]).
+    pub fn same_user(&self, other: &User) -> bool {
+        self.name == other.name && self.role == other.role && self.actor == other.actor
+    }
+
     /// How the console names their role: the administrator's kind when
     /// they are one (`org admin`, `org reviewer`, `tenant admin`).
     pub fn role_label(&self) -> &'static str {
@@ -144,7 +152,7 @@ impl Sessions {
         all.retain(|_, s| live(s, now));
         let mine: Vec<([u8; 32], Instant)> = all
             .iter()
-            .filter(|(_, x)| x.user.name == s.user.name && x.user.role == s.user.role)
+            .filter(|(_, x)| x.user.same_user(&s.user))
             .map(|(k, x)| (*k, x.created))
             .collect();
         if mine.len() >= MAX_PER_USER {
@@ -323,6 +331,31 @@ mod tests {
         assert_eq!(s.count(), MAX_SESSIONS);
         assert!(s.open(named(5000)).is_err());
         assert!(s.get(&other).is_some());
+    }
+
+    #[test]
+    fn a_viewer_cannot_end_the_sessions_of_a_tenant_admin_of_their_name() {
+        let s = Sessions::default();
+        let fiona = User {
+            name: "fiona".into(),
+            role: Role::Viewer,
+            tenants: vec!["finance".into()],
+            actor: Some(crate::admins::Actor {
+                name: "fiona".into(),
+                kind: crate::admins::Kind::TenantAdmin("finance".into()),
+            }),
+        };
+        let admins = opened(&s, fiona);
+        for _ in 0..MAX_PER_USER {
+            let _ = opened(
+                &s,
+                User {
+                    name: "fiona".into(),
+                    ..user()
+                },
+            );
+        }
+        assert!(s.get(&admins).is_some(), "the tenant admin's session stays");
     }
 
     #[test]
