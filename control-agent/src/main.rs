@@ -455,8 +455,9 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
             admins,
             console_hosts,
         } => {
-            if admin_token.len() < 16 || fleet_token.len() < 16 {
-                bail!("admin and fleet tokens must be at least 16 characters");
+            let min = warden_agent::server::MIN_TOKEN_LEN;
+            if admin_token.len() < min || fleet_token.len() < min {
+                bail!("admin and fleet tokens must be at least {min} characters");
             }
             if admin_token == fleet_token {
                 bail!("the admin and fleet tokens must differ");
