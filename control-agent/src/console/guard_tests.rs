@@ -1,6 +1,7 @@
 //! How the console and the API guard their tokens, through a real
 //! listener: failed tokens limited per address however many are sent at
-//! once, the API's bearer tokens counted with the console's logins, and
+//! once, the API's bearer tokens counted with the console's logins,
+//! cross-site login forms refused without locking the operator out, and
 //! tokens shorter than the minimum never looked up.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -117,6 +118,47 @@ async fn wrong_bearer_tokens_are_limited_per_address_as_logins_are() {
             .status(),
         401
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_login_forms_are_refused_without_locking_the_operator_out() {
+    let (_d, _api, state, url) = crate::governance::tests::serve_fixture().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // A page the operator opens posts the login form fifty times.
+    for _ in 0..50 {
+        let r = http
+            .post(format!("{url}/console/login"))
+            .header("origin", "https://evil.example")
+            .form(&[("token", "wrong-guess-0123456789")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    let r = http
+        .post(format!("{url}/console/login"))
+        .form(&[("token", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the operator still logs in");
+    // Recorded as refusals, within a bound.
+    let changes = std::fs::read_to_string(state.join("changes.jsonl")).unwrap();
+    let noted = changes
+        .lines()
+        .filter(|l| l.contains("cross-site login"))
+        .count();
+    assert!(
+        noted >= 1 && noted <= MAX_FAILURES as usize + 1,
+        "{noted} written"
+    );
+    assert!(changes
+        .lines()
+        .filter(|l| l.contains("cross-site login"))
+        .all(|l| l.contains("\"console.refused\"")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,7 +28,8 @@
 //! - **CSRF**: every POST carries the session's token in a form field
 //!   (compared in constant time), and a POST whose `Origin` or
 //!   `Sec-Fetch-Site` says another site sent it is refused — the login form
-//!   included.
+//!   included (recorded, never counted as a failed login: a page could
+//!   lock the operator out).
 //! - **Headers**: a strict Content-Security-Policy (`default-src 'none'`,
 //!   styles and images from the agent only, no scripts at all, forms only
 //!   to the agent, no framing), `X-Content-Type-Options: nosniff`,
@@ -384,11 +385,15 @@ impl Api {
 
     async fn login(&self, req: Request<Incoming>, peer: IpAddr) -> Resp {
         if cross_site(&req) {
-            let n = match self.console.sessions.failures.reserve(peer) {
+            // Refused and recorded (within a bound of its own), but not
+            // counted as a failed login: any page the operator's browser
+            // opens can post this form, and counting it would let that
+            // page lock the operator out.
+            let n = match self.console.sessions.cross_site.reserve(peer) {
                 Ok(n) => n,
                 Err(l) => l.n,
             };
-            self.login_refused(n, peer, "login", "cross-site login");
+            self.login_refused(n, peer, "refused", "cross-site login");
             return plain(
                 StatusCode::FORBIDDEN,
                 "refused: the request came from another site",

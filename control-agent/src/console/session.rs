@@ -118,6 +118,11 @@ pub struct Sessions {
     /// bearer tokens alike: past [`MAX_FAILURES`] every token of the
     /// address is refused for the rest of the window, the right one too.
     pub failures: Failures,
+    /// Cross-site login forms per address: refused, never counted in
+    /// `failures` (any page a browser opens can send them, and counting
+    /// them would let it lock the operator out); counted here only so that
+    /// their records stay bounded.
+    pub cross_site: Failures,
 }
 
 /// Attempts per address (an IPv4 address, an IPv6 /64) in a window of
