@@ -240,6 +240,37 @@ pub fn check_distinct<'a>(
     Ok(())
 }
 
+/// Refuses one person named in two entries of the actor files (admins,
+/// approvers, viewers: `(file, name)` each), names compared in their
+/// canonical form, and the name `admin` in any of them (the admin token's).
+/// The console keeps its sessions by name (a user's own oldest ends at
+/// [`crate::console::session::MAX_PER_USER`]) and writes its change
+/// record as `console:<name>`: a tenant admin and a viewer both named
+/// `fiona` would share one session budget, end each other's sessions, and
+/// read as one person in the record.
+pub fn check_names<'a>(
+    entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), String> {
+    let mut seen: BTreeMap<String, (&str, &str)> = BTreeMap::new();
+    for (file, name) in entries {
+        let canon = person::canonical_or_marked(name);
+        if canon == "admin" {
+            return Err(format!(
+                "{file}: `{}`: the name `admin` is the admin token's in the console and the change record; choose another",
+                name.escape_debug()
+            ));
+        }
+        if let Some((f, n)) = seen.insert(canon, (file, name)) {
+            return Err(format!(
+                "{f}: `{}` and {file}: `{}` name one person: give each person one entry, in one file, with one token",
+                n.escape_debug(),
+                name.escape_debug()
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -316,6 +347,32 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.contains("admin token") && e.contains("fiona"), "{e}");
+    }
+
+    #[test]
+    fn one_name_in_two_actor_files_is_refused() {
+        let ok = check_names([
+            ("admins.yaml", "fiona"),
+            ("approvers.yaml", "frank"),
+            ("approvers.yaml", "acme/fiona"),
+            ("viewers.yaml", "vic"),
+        ]);
+        assert_eq!(ok, Ok(()));
+        // A tenant admin and a viewer of one name were one console user.
+        for (a, b) in [
+            (("admins.yaml", "fiona"), ("viewers.yaml", "fiona")),
+            (("admins.yaml", "fiona"), ("viewers.yaml", "FIONA")),
+            (("admins.yaml", "ﬁona"), ("approvers.yaml", "fiona")),
+            (("approvers.yaml", "frank"), ("viewers.yaml", "Frank")),
+        ] {
+            let e = check_names([a, b]).unwrap_err();
+            assert!(
+                e.contains(a.0) && e.contains(b.0) && e.contains("one person"),
+                "{e}"
+            );
+        }
+        let e = check_names([("viewers.yaml", "ＡＤＭＩＮ")]).unwrap_err();
+        assert!(e.contains("viewers.yaml") && e.contains("`admin`"), "{e}");
     }
 
     #[test]

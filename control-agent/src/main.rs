@@ -455,36 +455,49 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
             admins,
             console_hosts,
         } => {
-            if admin_token.len() < 16 || fleet_token.len() < 16 {
-                bail!("admin and fleet tokens must be at least 16 characters");
+            let min = warden_agent::server::MIN_TOKEN_LEN;
+            if admin_token.len() < min || fleet_token.len() < min {
+                bail!("admin and fleet tokens must be at least {min} characters");
             }
             if admin_token == fleet_token {
                 bail!("the admin and fleet tokens must differ");
             }
-            let approvers = match &approvers {
+            let (approvers_file, viewers_file) = (approvers, viewers);
+            let approvers = match &approvers_file {
                 Some(p) => warden_agent::approvals::read_approvers(p)?,
                 None => Default::default(),
             };
-            let viewers = match &viewers {
+            let viewers = match &viewers_file {
                 Some(p) => warden_agent::approvals::read_approvers(p)?,
                 None => Default::default(),
             };
-            if let Some((name, _)) = viewers.iter().find(|(n, v)| {
-                approvers.contains_key(*n) || approvers.values().any(|a| a.token == v.token)
-            }) {
-                bail!("viewer `{name}` is also an approver (by name or token): give each person one role and one token");
-            }
-            if let Some(name) = approvers
-                .keys()
-                .chain(viewers.keys())
-                .find(|n| n.eq_ignore_ascii_case("admin"))
-            {
-                bail!("`{name}`: the name `admin` is the admin token's in the console and the change record; choose another");
-            }
-            let admins = match &admins {
+            let admins_file = admins;
+            let admins = match &admins_file {
                 Some(p) => warden_agent::admins::read_admins(p)?,
                 None => Default::default(),
             };
+            // One person, one entry: the console keys sessions and its
+            // change record by name across the three files.
+            {
+                let label = |p: &Option<PathBuf>| {
+                    p.as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                };
+                let (af, pf, vf) = (
+                    label(&admins_file),
+                    label(&approvers_file),
+                    label(&viewers_file),
+                );
+                warden_agent::admins::check_names(
+                    admins
+                        .keys()
+                        .map(|n| (af.as_str(), n.as_str()))
+                        .chain(approvers.keys().map(|n| (pf.as_str(), n.as_str())))
+                        .chain(viewers.keys().map(|n| (vf.as_str(), n.as_str()))),
+                )
+                .map_err(anyhow::Error::msg)?;
+            }
             {
                 use sha2::Digest;
                 let (a, f): ([u8; 32], [u8; 32]) = (

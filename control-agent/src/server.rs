@@ -19,6 +19,10 @@
 //! | `GET /healthz` | — | liveness |
 //! | `/console…` | a console session (login with a token) | the web console: see [`crate::console`] |
 //! | `/v1/tenants…`, `/v1/registry…` | admins (`--admins`) | tenant layers and the registry: see [`crate::governance`], which also confines tenant admins and org reviewers on the routes above |
+//!
+//! A wrong bearer token counts against its address as a failed console
+//! login does (one allowance for both, [`crate::console::session::Failures`]);
+//! past it every token of the address gets 429 with `Retry-After`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -33,6 +37,12 @@ use sha2::{Digest, Sha256};
 use crate::admins::{Actor, Admin};
 use crate::approvals::{Approvals, ClaimRefused, Refused, Verdict};
 use crate::store::{Report, Store};
+
+/// The shortest token the agent takes: the admin and fleet tokens are
+/// refused at start below it, and a presented token below it is never
+/// looked up (the approvers, viewers and admins files keep only digests,
+/// whose tokens' length cannot be checked when the files are read).
+pub const MIN_TOKEN_LEN: usize = 16;
 
 pub struct Tokens {
     /// SHA-256 of the admin token.
@@ -201,8 +211,9 @@ impl Api {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .filter(|t| !t.trim().is_empty())?;
-        let d: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+            .map(str::trim)
+            .filter(|t| t.len() >= MIN_TOKEN_LEN)?;
+        let d: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if d == self.tokens.admin {
             Some(Role::Admin(Actor::root()))
         } else if d == self.tokens.fleet {
@@ -387,8 +398,44 @@ impl Api {
         if path == "/console" || path.starts_with("/console/") {
             return Ok(self.console(req).await);
         }
-        let Some(role) = self.role(&req) else {
-            let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        // A request that presents a credential is a guess until it is
+        // known: wrong ones count against the address as failed console
+        // logins do (one allowance for both), and past it every token of
+        // the address waits, the right one too (else the refusals would
+        // tell which guess was right). One without any guesses nothing.
+        let role = if req.headers().contains_key("authorization") {
+            let peer = req
+                .extensions()
+                .get::<crate::console::state::PeerAddr>()
+                .map(|p| p.0)
+                .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+            match self
+                .console
+                .sessions
+                .failures
+                .check(peer, || self.role(&req))
+            {
+                Ok(role) => role,
+                Err(l) => {
+                    let mut r = error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many wrong tokens from this address: wait for Retry-After",
+                    );
+                    if let Ok(v) = http::HeaderValue::from_str(&l.retry_after.as_secs().to_string())
+                    {
+                        r.headers_mut().insert("retry-after", v);
+                    }
+                    return Ok(r);
+                }
+            }
+        } else {
+            None
+        };
+        let Some(role) = role else {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token is required (16 characters at least)",
+            );
             r.headers_mut()
                 .insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
             return Ok(r);

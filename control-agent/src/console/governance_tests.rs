@@ -546,6 +546,59 @@ async fn the_fleet_page_shows_a_tenant_admin_their_upstreams_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_shows_a_tenant_admin_the_entries_of_their_servers_only() {
+    let (h, _, _) = governed().await;
+    let store = h.api.store.clone();
+    tokio::task::spawn_blocking(move || {
+        for (scope, value) in [
+            ("server", "ledger"),
+            ("tool", "ledger/post_entry"),
+            ("server", "payroll"),
+            ("tool", "payroll/pay"),
+            ("server", "mock"),
+            ("tool", "wire_money"),
+            ("tenant", "hr"),
+            ("tenant", "finance"),
+        ] {
+            store.kill("admin", scope, value, true).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    // The kill switch and its history, as the fleet page shows them.
+    let kill_part = |page: &str| -> String {
+        let from = page.find("<h2>Kill switch</h2>").expect("the kill switch");
+        let to = page[from..]
+            .find("</table>")
+            .map_or(page.len(), |n| from + n);
+        page[from..to].to_owned()
+    };
+    let fiona = h.login("fiona").await;
+    let (_, page) = h.get(&fiona, "/console/fleet").await;
+    let shown = kill_part(&page);
+    for mine in ["ledger", "ledger/post_entry", "finance"] {
+        assert!(shown.contains(mine), "{mine}: {shown}");
+    }
+    // Hr's servers and tools, the org's server and a tool of every
+    // server are not finance's to see, on the switch or in its history.
+    for other in ["payroll", "pay", "mock", "wire_money", "hr"] {
+        assert!(!shown.contains(other), "{other}: {shown}");
+    }
+    let alice = h.login("alice").await;
+    let (_, page) = h.get(&alice, "/console/fleet").await;
+    let shown = kill_part(&page);
+    for all in [
+        "ledger/post_entry",
+        "payroll/pay",
+        "mock",
+        "wire_money",
+        "hr",
+    ] {
+        assert!(shown.contains(all), "{all}: {shown}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_admin_publishes_their_layer_from_the_console() {
     let (h, fin, _hr) = governed().await;
     let fiona = h.login("fiona").await;

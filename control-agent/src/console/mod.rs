@@ -14,9 +14,12 @@
 //!   tenant and reviews registry entries; a tenant admin reads their
 //!   tenant alone, as a viewer of it, and changes its layer and servers on
 //!   the tenants and registry pages — see [`governance`]). Failed logins
-//!   are limited per address (an IPv6 /64 counts as one;
-//!   [`session::MAX_FAILURES`] per [`session::FAIL_WINDOW`]; a success
-//!   does not reset them).
+//!   are limited per address, with the API's wrong bearer tokens (an IPv6
+//!   /64 counts as one; [`session::MAX_FAILURES`] per
+//!   [`session::FAIL_WINDOW`]; each attempt is counted before its form is
+//!   read and given back when its token is right; a success does not reset
+//!   the failures before it). Tokens shorter than
+//!   [`crate::server::MIN_TOKEN_LEN`] are never looked up.
 //! - **Sessions** in an `HttpOnly; Secure; SameSite=Strict` cookie named
 //!   `__Host-warden_console` (see [`session`]); the table keeps digests
 //!   only and is bounded, per user too.
@@ -25,7 +28,8 @@
 //! - **CSRF**: every POST carries the session's token in a form field
 //!   (compared in constant time), and a POST whose `Origin` or
 //!   `Sec-Fetch-Site` says another site sent it is refused — the login form
-//!   included.
+//!   included (recorded, never counted as a failed login: a page could
+//!   lock the operator out).
 //! - **Headers**: a strict Content-Security-Policy (`default-src 'none'`,
 //!   styles and images from the agent only, no scripts at all, forms only
 //!   to the agent, no framing), `X-Content-Type-Options: nosniff`,
@@ -56,6 +60,8 @@ mod diff;
 mod governance;
 #[cfg(test)]
 mod governance_tests;
+#[cfg(test)]
+mod guard_tests;
 mod insight;
 mod pages;
 pub mod session;
@@ -194,7 +200,10 @@ impl Api {
     fn console_user(&self, token: &str) -> Option<User> {
         use sha2::{Digest, Sha256};
         let token = token.trim();
-        if token.is_empty() {
+        // Shorter tokens are never looked up, whatever the files hold: the
+        // approvers, viewers and admins files keep digests only, so their
+        // tokens' length can be checked only when they are presented.
+        if token.len() < crate::server::MIN_TOKEN_LEN {
             return None;
         }
         let d: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -358,49 +367,73 @@ impl Api {
         self.console_get(&session, &sid, &path, q).await
     }
 
-    /// A refused login, counted against the address; recorded while the
-    /// address is within its allowance (and once when it runs out), so
-    /// refusals cannot flood the change record.
-    fn login_refused(&self, peer: IpAddr, why: &str) {
-        let n = self.console.sessions.failed(peer);
+    /// A refused login, recorded while the address is within its
+    /// allowance (`n`: its attempts in the window, this one included) and
+    /// once when it runs out, so refusals cannot flood the change record.
+    fn login_refused(&self, n: u32, peer: IpAddr, action: &str, why: &str) {
         if n <= session::MAX_FAILURES {
-            self.console_record("-", "login", false, &format!("{peer}: {why}"));
+            self.console_record("-", action, false, &format!("{peer}: {why}"));
         } else if n == session::MAX_FAILURES + 1 {
             self.console_record(
                 "-",
-                "login",
+                action,
                 false,
-                &format!("{peer}: too many failed logins; more are refused unrecorded for a while"),
+                &format!("{peer}: {why}; more are refused unrecorded for a while"),
             );
         }
     }
 
     async fn login(&self, req: Request<Incoming>, peer: IpAddr) -> Resp {
         if cross_site(&req) {
-            self.login_refused(peer, "cross-site login");
+            // Refused and recorded (within a bound of its own), but not
+            // counted as a failed login: any page the operator's browser
+            // opens can post this form, and counting it would let that
+            // page lock the operator out.
+            let n = match self.console.sessions.cross_site.reserve(peer) {
+                Ok(n) => n,
+                Err(l) => l.n,
+            };
+            self.login_refused(n, peer, "refused", "cross-site login");
             return plain(
                 StatusCode::FORBIDDEN,
                 "refused: the request came from another site",
             );
         }
-        if !self.console.sessions.may_try(peer) {
-            self.login_refused(peer, "too many failed logins");
-            return self.login_page(
-                Some("Too many failed logins from this address: wait a few minutes."),
-                StatusCode::TOO_MANY_REQUESTS,
-            );
-        }
+        // The attempt is counted before the form is read and given back
+        // when its token is right: concurrent logins cannot all pass the
+        // check before any of their failures is counted.
+        let n = match self.console.sessions.failures.reserve(peer) {
+            Ok(n) => n,
+            Err(l) => {
+                self.login_refused(l.n, peer, "login", "too many failed logins");
+                let mut r = self.login_page(
+                    Some("Too many failed logins from this address: wait a few minutes."),
+                    StatusCode::TOO_MANY_REQUESTS,
+                );
+                if let Ok(v) = HeaderValue::from_str(&l.retry_after.as_secs().to_string()) {
+                    r.headers_mut().insert("retry-after", v);
+                }
+                return r;
+            }
+        };
         let form = match read_form(req).await {
             Ok(f) => f,
-            Err(e) => return plain(StatusCode::BAD_REQUEST, &e),
+            Err(e) => {
+                // No token was presented.
+                self.console.sessions.failures.give_back(peer);
+                return plain(StatusCode::BAD_REQUEST, &e);
+            }
         };
         let Some(user) = form.get("token").and_then(|t| self.console_user(t)) else {
-            self.login_refused(peer, "unknown token");
+            self.login_refused(n, peer, "login", "unknown token");
             return self.login_page(
-                Some("That token is not one this agent knows."),
+                Some(
+                    "That token is not one this agent knows (tokens have 16 characters at least).",
+                ),
                 StatusCode::UNAUTHORIZED,
             );
         };
+        self.console.sessions.failures.give_back(peer);
         let (id, _) = match self.console.sessions.open(user.clone()) {
             Ok(x) => x,
             Err(e) => {

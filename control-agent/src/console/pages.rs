@@ -289,7 +289,7 @@ impl Api {
             .store
             .kill_log()
             .into_iter()
-            .filter(|k| kill_visible(user, &k.scope, &k.value))
+            .filter(|k| kill_visible(user, &mine, &k.scope, &k.value))
             .take(10)
             .map(|k| ChangeView {
                 ts: k.at,
@@ -302,9 +302,14 @@ impl Api {
             .collect();
         let mut kill_switch = f["kill_switch"].clone();
         if scoped {
-            for (list, scope) in [("tenants", "tenant"), ("principals", "principal")] {
+            for (list, scope) in [
+                ("tenants", "tenant"),
+                ("principals", "principal"),
+                ("servers", "server"),
+                ("tools", "tool"),
+            ] {
                 if let Some(a) = kill_switch.get_mut(list).and_then(|v| v.as_array_mut()) {
-                    a.retain(|v| kill_visible(user, scope, v.as_str().unwrap_or("")));
+                    a.retain(|v| kill_visible(user, &mine, scope, v.as_str().unwrap_or("")));
                 }
             }
         }

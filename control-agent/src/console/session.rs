@@ -20,7 +20,8 @@ pub const MAX_PER_USER: usize = 16;
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
 /// A session this old ends, used or not.
 pub const MAX_AGE: Duration = Duration::from_secs(12 * 3600);
-/// Failed logins one address may make per `FAIL_WINDOW`.
+/// Failed tokens one address may present per `FAIL_WINDOW`: console
+/// logins and the API's bearer tokens together (they are one token space).
 pub const MAX_FAILURES: u32 = 10;
 pub const FAIL_WINDOW: Duration = Duration::from_secs(300);
 /// Addresses whose failures are remembered.
@@ -76,6 +77,14 @@ impl User {
         warden_config::person::in_scope(&self.tenants, tenant)
     }
 
+    /// Whether two users are one for the session budget: their name,
+    /// role and administrator (a tenant admin's role is `Viewer`, so the
+    /// name and role alone would make a viewer of the same name them; the
+    /// agent refuses such files at start, [`crate::admins::check_names`]).
+    pub fn same_user(&self, other: &User) -> bool {
+        self.name == other.name && self.role == other.role && self.actor == other.actor
+    }
+
     /// How the console names their role: the administrator's kind when
     /// they are one (`org admin`, `org reviewer`, `tenant admin`).
     pub fn role_label(&self) -> &'static str {
@@ -105,7 +114,32 @@ pub struct Session {
 #[derive(Default)]
 pub struct Sessions {
     by_digest: Mutex<HashMap<[u8; 32], Session>>,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Failed tokens per address, the console's logins and the API's
+    /// bearer tokens alike: past [`MAX_FAILURES`] every token of the
+    /// address is refused for the rest of the window, the right one too.
+    pub failures: Failures,
+    /// Cross-site login forms per address: refused, never counted in
+    /// `failures` (any page a browser opens can send them, and counting
+    /// them would let it lock the operator out); counted here only so that
+    /// their records stay bounded.
+    pub cross_site: Failures,
+}
+
+/// Attempts per address (an IPv4 address, an IPv6 /64) in a window of
+/// [`FAIL_WINDOW`] from the first; bounded to [`MAX_FAIL_ENTRIES`]
+/// addresses.
+#[derive(Default)]
+pub struct Failures {
+    by_addr: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+/// An attempt refused because its address is past [`MAX_FAILURES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locked {
+    /// Attempts of the address in the window, this one included.
+    pub n: u32,
+    /// Until the window ends (at least a second): the `Retry-After`.
+    pub retry_after: Duration,
 }
 
 /// 256 random bits, URL-safe base64.
@@ -144,7 +178,7 @@ impl Sessions {
         all.retain(|_, s| live(s, now));
         let mine: Vec<([u8; 32], Instant)> = all
             .iter()
-            .filter(|(_, x)| x.user.name == s.user.name && x.user.role == s.user.role)
+            .filter(|(_, x)| x.user.same_user(&s.user))
             .map(|(k, x)| (*k, x.created))
             .collect();
         if mine.len() >= MAX_PER_USER {
@@ -203,22 +237,19 @@ impl Sessions {
         all.retain(|_, s| live(s, now));
         all.len()
     }
+}
 
-    /// Whether `ip` may try to log in now.
-    pub fn may_try(&self, ip: IpAddr) -> bool {
-        let f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match f.get(&bucket(ip)) {
-            Some((n, since)) => since.elapsed() > FAIL_WINDOW || *n < MAX_FAILURES,
-            None => true,
-        }
+impl Failures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (u32, Instant)>> {
+        self.by_addr.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a failed login of `ip`; returns its failures in the window.
-    /// A success does not reset them: they age out with the window.
-    pub fn failed(&self, ip: IpAddr) -> u32 {
+    /// Counts one attempt of `ip` (a window over starts again); returns
+    /// the attempts in the window, this one included, and when the window
+    /// ends.
+    fn count(f: &mut HashMap<IpAddr, (u32, Instant)>, ip: IpAddr) -> (u32, Duration) {
         let now = Instant::now();
         let ip = bucket(ip);
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if f.len() >= MAX_FAIL_ENTRIES {
             f.retain(|_, (_, since)| since.elapsed() <= FAIL_WINDOW);
         }
@@ -234,8 +265,63 @@ impl Sessions {
         if e.1.elapsed() > FAIL_WINDOW {
             *e = (0, now);
         }
-        e.0 += 1;
-        e.0
+        e.0 = e.0.saturating_add(1);
+        let left = FAIL_WINDOW.saturating_sub(e.1.elapsed());
+        (e.0, left.max(Duration::from_secs(1)))
+    }
+
+    /// Reserves an attempt of `ip` before its token is known, counted as a
+    /// failure until [`Failures::give_back`] says it was right. Checking
+    /// first and counting after the token is read would let concurrent
+    /// attempts all pass the check before any failure was counted: forty
+    /// logins at once would be forty guesses. `Ok(n)`: the attempts in
+    /// the window, this one included (at most [`MAX_FAILURES`]); a refused
+    /// attempt is counted too, so the first refusal can be told apart.
+    pub fn reserve(&self, ip: IpAddr) -> Result<u32, Locked> {
+        let (n, retry_after) = Self::count(&mut self.lock(), ip);
+        if n > MAX_FAILURES {
+            Err(Locked { n, retry_after })
+        } else {
+            Ok(n)
+        }
+    }
+
+    /// Gives back the attempt [`Failures::reserve`] counted: its token was
+    /// right (or it presented none). The failures before it stay: a
+    /// success does not reset them, they age out with the window.
+    pub fn give_back(&self, ip: IpAddr) {
+        Self::uncount(&mut self.lock(), ip);
+    }
+
+    fn uncount(f: &mut HashMap<IpAddr, (u32, Instant)>, ip: IpAddr) {
+        let ip = bucket(ip);
+        if let Some(e) = f.get_mut(&ip) {
+            e.0 = e.0.saturating_sub(1);
+            if e.0 == 0 {
+                f.remove(&ip);
+            }
+        }
+    }
+
+    /// Checks a token `ip` presents: `check` runs while the address is
+    /// within its allowance, under the table's lock, so its failure is
+    /// counted before another attempt of the address is looked at; a
+    /// right token (`Some`) is not counted.
+    pub fn check<T>(
+        &self,
+        ip: IpAddr,
+        check: impl FnOnce() -> Option<T>,
+    ) -> Result<Option<T>, Locked> {
+        let mut f = self.lock();
+        let (n, retry_after) = Self::count(&mut f, ip);
+        if n > MAX_FAILURES {
+            return Err(Locked { n, retry_after });
+        }
+        let found = check();
+        if found.is_some() {
+            Self::uncount(&mut f, ip);
+        }
+        Ok(found)
     }
 }
 
@@ -326,22 +412,91 @@ mod tests {
     }
 
     #[test]
-    fn failed_logins_are_limited_per_address() {
+    fn a_viewer_cannot_end_the_sessions_of_a_tenant_admin_of_their_name() {
         let s = Sessions::default();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        for _ in 0..MAX_FAILURES {
-            assert!(s.may_try(ip));
-            s.failed(ip);
+        let fiona = User {
+            name: "fiona".into(),
+            role: Role::Viewer,
+            tenants: vec!["finance".into()],
+            actor: Some(crate::admins::Actor {
+                name: "fiona".into(),
+                kind: crate::admins::Kind::TenantAdmin("finance".into()),
+            }),
+        };
+        let admins = opened(&s, fiona);
+        for _ in 0..MAX_PER_USER {
+            let _ = opened(
+                &s,
+                User {
+                    name: "fiona".into(),
+                    ..user()
+                },
+            );
         }
-        assert!(!s.may_try(ip));
-        assert!(s.may_try("192.0.2.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 1]))));
+        assert!(s.get(&admins).is_some(), "the tenant admin's session stays");
+    }
+
+    #[test]
+    fn failed_logins_are_limited_per_address() {
+        let s = Failures::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        for n in 1..=MAX_FAILURES {
+            assert_eq!(s.reserve(ip), Ok(n));
+        }
+        let locked = s.reserve(ip).err();
+        assert_eq!(locked.map(|l| l.n), Some(MAX_FAILURES + 1));
+        assert!(locked.is_some_and(
+            |l| l.retry_after <= FAIL_WINDOW && l.retry_after >= Duration::from_secs(1)
+        ));
+        assert!(s
+            .reserve("192.0.2.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 1])))
+            .is_ok());
         // One IPv6 /64 is one address.
         let a: IpAddr = "2001:db8::1".parse().unwrap_or(ip);
         for n in 0..MAX_FAILURES {
             let other: IpAddr = format!("2001:db8::{:x}", n + 2).parse().unwrap_or(ip);
-            s.failed(other);
+            assert!(s.reserve(other).is_ok());
         }
-        assert!(!s.may_try(a));
-        assert!(s.may_try("2001:db8:0:1::1".parse().unwrap_or(ip)));
+        assert!(s.reserve(a).is_err());
+        assert!(s.reserve("2001:db8:0:1::1".parse().unwrap_or(ip)).is_ok());
+    }
+
+    #[test]
+    fn attempts_in_flight_at_once_are_counted_before_any_token_is_read() {
+        // Forty logins at once from one address: each reserves its attempt
+        // before its form is read, so only MAX_FAILURES get to present a
+        // token; a right one gives its reservation back, the wrong ones'
+        // stay.
+        let s = Failures::default();
+        let ip: IpAddr = "198.51.100.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let let_in = (0..40).filter(|_| s.reserve(ip).is_ok()).count();
+        assert_eq!(let_in, MAX_FAILURES as usize);
+        let s = Failures::default();
+        for _ in 0..MAX_FAILURES - 1 {
+            assert!(s.reserve(ip).is_ok());
+        }
+        assert!(s.reserve(ip).is_ok(), "the tenth attempt");
+        s.give_back(ip);
+        assert!(s.reserve(ip).is_ok(), "a right token's attempt came back");
+        assert!(s.reserve(ip).is_err());
+    }
+
+    #[test]
+    fn a_checked_token_counts_only_when_it_is_wrong() {
+        let s = Failures::default();
+        let ip: IpAddr = "203.0.113.9".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        for _ in 0..100 {
+            assert_eq!(s.check(ip, || Some(())), Ok(Some(())));
+        }
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(s.check(ip, || None::<()>), Ok(None));
+        }
+        // Past the allowance even the right token waits, and is not looked at.
+        let mut looked = false;
+        let r = s.check(ip, || {
+            looked = true;
+            Some(())
+        });
+        assert!(r.is_err() && !looked);
     }
 }

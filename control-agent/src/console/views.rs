@@ -337,14 +337,29 @@ pub(super) fn trace_link(trace_id: &str) -> String {
     format!("/console/audit?{q}")
 }
 
-/// Whether a kill-switch entry (`scope`, `value`) is one `user` may see:
-/// tenant and principal entries of other tenants are not.
-pub(super) fn kill_visible(user: &User, scope: &str, value: &str) -> bool {
+/// Whether a kill-switch entry (`scope`, `value`) is one `user` may see.
+/// A user of some tenants sees the fleet-wide pause and the entries of
+/// their tenants: their tenants, their principals, and the servers and
+/// `server/tool`s of `mine` (the servers their tenants own: registered to
+/// them or defined by their layers). A server or tool of the org's or of
+/// another tenant names what that tenant runs and when it was paused; a
+/// bare `tool` (every server's) is the org's. An unknown scope is not shown.
+pub(super) fn kill_visible(
+    user: &User,
+    mine: &std::collections::BTreeSet<String>,
+    scope: &str,
+    value: &str,
+) -> bool {
     match scope {
         _ if user.tenants.is_empty() => true,
+        "all" => true,
         "tenant" => user.sees(value),
         "principal" => value.split_once('/').is_some_and(|(t, _)| user.sees(t)),
-        _ => true,
+        "server" => mine.contains(value),
+        "tool" => value
+            .split_once('/')
+            .is_some_and(|(server, _)| mine.contains(server)),
+        _ => false,
     }
 }
 
