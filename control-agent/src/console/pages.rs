@@ -58,7 +58,7 @@ impl Api {
                     .approvals
                     .list(all, None, now)
                     .iter()
-                    .filter(|v| user.sees(v["tenant"].as_str().unwrap_or("")))
+                    .filter(|v| shown(user, v))
                     .map(|v| self.approval_view(v))
                     .collect();
                 render(&ApprovalsPage {
@@ -75,7 +75,7 @@ impl Api {
                 let found = self
                     .approvals
                     .get(id, None, SystemTime::now())
-                    .filter(|v| user.sees(v["tenant"].as_str().unwrap_or("")));
+                    .filter(|v| shown(user, v));
                 match found {
                     Some(v) => {
                         let a = self.approval_view(&v);
@@ -493,4 +493,13 @@ impl Api {
                 .collect(),
         }
     }
+}
+
+/// Whether `user` is shown an approval (its view): it sees the caller's
+/// tenant, or a tenant whose own rules held the call (`for_tenants`).
+fn shown(user: &super::session::User, v: &serde_json::Value) -> bool {
+    user.sees(v["tenant"].as_str().unwrap_or(""))
+        || v["for_tenants"]
+            .as_array()
+            .is_some_and(|ts| ts.iter().any(|t| user.sees(t.as_str().unwrap_or(""))))
 }
