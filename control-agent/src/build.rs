@@ -86,16 +86,29 @@ pub fn digest(files: &Files) -> String {
     hex::encode(h.finalize())
 }
 
+static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The highest sequence this process has given a build.
+pub fn last_sequence() -> u64 {
+    LAST.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Never gives a build a sequence at or below `floor` (the last one a
+/// store recorded): a clock set back, or one that ran ahead before a
+/// restart, never makes a build older than one gateways applied.
+pub fn raise_sequence_floor(floor: u64) {
+    LAST.fetch_max(floor, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The sequence of the next build: milliseconds since the epoch, and always
 /// more than the last one this process made. Time orders builds across
 /// restarts of the agent and across agents (and `warden-agent build`), so a
 /// lost store never starts it over.
 pub fn next_sequence() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    use std::sync::atomic::Ordering;
     let mut last = LAST.load(Ordering::Relaxed);
     loop {
         let next = now.max(last + 1);

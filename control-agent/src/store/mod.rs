@@ -265,6 +265,14 @@ impl Store {
     /// Opens (or creates) the state directory and restores what was served.
     pub fn open(dir: &Path, source: &Path, signer: Option<Signer>) -> anyhow::Result<Store> {
         std::fs::create_dir_all(dir.join("revisions"))?;
+        // Builds stay newer than every one this store published, whatever
+        // the clock says now (see `build::next_sequence`).
+        if let Some(floor) = std::fs::read_to_string(dir.join(SEQUENCE_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+        {
+            build::raise_sequence_floor(floor);
+        }
         let history: Vec<HistoryEntry> = match std::fs::read_to_string(dir.join("history.jsonl")) {
             Ok(t) => t
                 .lines()
@@ -486,6 +494,11 @@ impl Store {
         let tgz = archive::pack(&built);
         std::fs::write(self.revision_path(seq, "tar.gz"), &tgz).map_err(io)?;
         std::fs::write(self.revision_path(seq, "src.tar.gz"), archive::pack(&files)).map_err(io)?;
+        write_atomic(
+            &self.dir.join(SEQUENCE_FILE),
+            build::last_sequence().to_string().as_bytes(),
+        )
+        .map_err(io)?;
         let entry = HistoryEntry {
             seq,
             revision: revision.clone(),
@@ -523,6 +536,7 @@ impl Store {
     /// selector replaces older ones for the same selector. A canary that a
     /// newer revision for everyone replaces is over (superseded).
     fn serve(&self, inner: &mut Inner, p: Arc<Published>) {
+        let mut superseded = false;
         match &p.target {
             t if t.is_all() => inner.served.clear(),
             Target::Select { labels } => inner
@@ -543,9 +557,21 @@ impl Store {
                 ));
                 let seq = r.seq;
                 inner.served.retain(|q| q.seq != seq);
+                superseded = !p.target.is_all();
             }
         }
         inner.served.push(p.clone());
+        if superseded {
+            // The canary's members go back to what they were served before
+            // it, built again so that it is newer than the canary they ran
+            // (gateways refuse an older bundle than one they applied).
+            let kill = inner.kill.clone();
+            if let Err(e) = self.rebuild_served(inner, &kill, "agent", "canary superseded") {
+                tracing::error!(error = %e, "rebuilding after a superseded canary failed; its gateways keep the canary until the next publish");
+                self.served_changed(inner);
+            }
+            return;
+        }
         self.served_changed(inner);
     }
 
@@ -788,6 +814,9 @@ impl Store {
         Ok(rebuilt.pop())
     }
 }
+
+/// The highest build sequence this store gave a bundle.
+const SEQUENCE_FILE: &str = "sequence";
 
 /// Writes a file whole or not at all (a temporary file renamed over it).
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {

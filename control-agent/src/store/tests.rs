@@ -86,3 +86,31 @@ fn the_change_record_is_bounded_on_disk() {
         );
     }
 }
+
+/// Each build is newer than every one the store published before, even
+/// when the clock now says otherwise (it ran ahead before a restart): the
+/// store keeps the highest sequence and builds above it.
+#[test]
+fn builds_stay_newer_than_the_store_published_whatever_the_clock() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let src = d.path().join("source");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("warden.yaml"), crate::store::layer_tests::ORG).unwrap();
+    // A clock that ran a day ahead when the last bundle was built.
+    let ahead = build::next_sequence() + 86_400_000;
+    std::fs::write(state.join(SEQUENCE_FILE), ahead.to_string()).unwrap();
+    let s = Store::open(&state, &src, None).unwrap();
+    let p = s.publish_source("test", true).unwrap().expect("published");
+    let files = archive::unpack(&p.archive).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&files[".manifest"]).unwrap();
+    let seq = manifest["sequence"].as_u64().expect("a sequence");
+    assert!(seq > ahead, "{seq} <= {ahead}");
+    let kept: u64 = std::fs::read_to_string(state.join(SEQUENCE_FILE))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(kept, seq);
+}
