@@ -261,9 +261,11 @@ impl McpFilter for ApprovalFilter {
                 .max()
                 .unwrap_or(0)
         };
+        // The caller's own tenant's approvers decide by default; listing it
+        // would ask one approver to see every tenant named.
         let for_tenants = applying
             .iter()
-            .filter(|(_, r)| tier(r) > 0)
+            .filter(|(t, r)| tier(r) > 0 && *t != ex.principal.tenant)
             .map(|(t, _)| t.clone())
             .collect();
         notes.approval = Some(ApprovalNeed {
