@@ -6,12 +6,18 @@
 use super::layer_tests::{layer, org_store, rego};
 use super::*;
 
+/// A layer of `tenant` with `server` at the address the org grants the
+/// tenant (`layer_tests::ORG`), routed at `prefix`.
 fn with_server(tenant: &str, server: &str, prefix: &str) -> Files {
     let mut f = layer(tenant, &rego(tenant, "decision := {\"allow\": true}"));
+    let upstream = match tenant {
+        "finance" => "127.0.0.1:2",
+        _ => "127.0.0.1:3",
+    };
     f.insert(
         "tenant.yaml".into(),
         format!(
-            "version: 1\ntenant: {tenant}\nservers:\n  - name: {server}\n    upstreams: [\"127.0.0.1:9\"]\nroutes:\n  - prefix: {prefix}\n    server: {server}\n"
+            "version: 1\ntenant: {tenant}\nservers:\n  - name: {server}\n    upstreams: [\"{upstream}\"]\nroutes:\n  - prefix: {prefix}\n    server: {server}\n"
         )
         .into_bytes(),
     );
