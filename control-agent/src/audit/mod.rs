@@ -13,7 +13,9 @@
 //!   an integer `seq`, a 64-hex `prev`, an RFC 3339 `ts`) before any is
 //!   stored, and the batch goes in one transaction: a malformed line
 //!   refuses the whole batch, naming the line.
-//! - **Bounded.** Bodies up to [`MAX_BODY`], lines up to [`MAX_LINE`];
+//! - **Bounded.** Bodies up to [`MAX_BODY`], lines up to [`MAX_LINE`] (a
+//!   larger record arrives as a stub that keeps its place in the chain,
+//!   see [`lines`]);
 //!   rows older than `retention` and the oldest beyond `max_rows` are
 //!   deleted every couple of seconds by a background thread.
 //! - **Indexed** for the searches the console and the API make: one
@@ -29,7 +31,6 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, Connection, OptionalExtension};
-use sha2::{Digest, Sha256};
 
 pub mod http;
 mod lines;
@@ -170,6 +171,10 @@ pub struct ChainCheck {
     pub first_seq: u64,
     pub last_seq: u64,
     pub ok: bool,
+    /// Records held as stubs: too large for [`MAX_LINE`] (or refused alone),
+    /// shipped as their seq, `prev`, SHA-256 and small fields; their full
+    /// lines are in the gateway's trail.
+    pub elided: u64,
     pub problems: Vec<String>,
 }
 
@@ -616,7 +621,7 @@ impl Inner {
         )?;
         let found = stmt
             .query_map(params![gateway, seq as i64], |r| r.get::<_, String>(0))?
-            .map(|raw| raw.map(|raw| Sha256::digest(raw.as_bytes()).into()))
+            .map(|raw| raw.map(|raw| lines::line_hash(&raw)))
             .collect::<rusqlite::Result<Vec<[u8; 32]>>>()?;
         Ok(found)
     }

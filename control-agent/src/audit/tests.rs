@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sha2::{Digest, Sha256};
+
 use super::*;
 
 /// A gateway's trail: `n` chained lines from `seq`, after the line `prev`
@@ -919,4 +921,128 @@ fn an_older_store_is_keyed_again() {
     drop(s);
     let s = AuditStore::open(&path, Limits::default()).unwrap();
     assert!(keys(&s).contains(&("financ\u{e9}".to_owned(), "x".to_owned())));
+}
+
+/// A stub of `line` as the gateway's shipper makes one: `elided` first,
+/// the full line's SHA-256 and size, then the members it keeps.
+fn stub_of(line: &str, keep: &[&str]) -> String {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let mut out = format!(
+        "{{\"elided\":{{\"sha256\":\"{}\",\"bytes\":{},\"fields\":[\"arguments\"]}}",
+        hex::encode(Sha256::digest(line.as_bytes())),
+        line.len()
+    );
+    for k in keep {
+        out.push_str(&format!(",\"{k}\":{}", v[*k]));
+    }
+    out.push('}');
+    out
+}
+
+#[test]
+fn a_record_too_large_to_ship_keeps_its_place_in_the_chain_as_a_stub() {
+    let (_d, s) = store(Limits::default());
+    let mut t = sample();
+    // A caller's 1.2 MB arguments to a HIGH tool, logged in full.
+    let ts = jiff::Timestamp::from_second(now_s() - 50)
+        .unwrap()
+        .to_string();
+    let big = t
+        .push(serde_json::json!({
+            "ts": ts, "principal": "mallory", "tenant": "acme", "server": "mock",
+            "direction": "request", "method": "tools/call", "tool": "wire_money",
+            "outcome": "forwarded", "trace_id": "trace-big",
+            "arguments": {"memo": "x".repeat(1_200_000)},
+        }))
+        .to_owned();
+    let big_at = t.lines.len() - 1;
+    t.call(now_s() - 49, "alice", "acme", "echo", "forwarded");
+    let n = t.lines.len();
+    assert!(big.len() > MAX_LINE);
+    assert!(s
+        .ingest("gw", big.as_bytes())
+        .unwrap_err()
+        .contains("more than"));
+
+    let stub = stub_of(
+        &big,
+        &[
+            "seq",
+            "prev",
+            "ts",
+            "principal",
+            "tenant",
+            "server",
+            "direction",
+            "method",
+            "tool",
+            "outcome",
+            "trace_id",
+        ],
+    );
+    let mut shipped = t.lines.clone();
+    shipped[big_at] = stub.clone();
+    let done = s
+        .ingest("gw", (shipped.join("\n") + "\n").as_bytes())
+        .unwrap();
+    assert_eq!(done.accepted, n as u64);
+    // The chain verifies across the stub, which is counted, not hidden.
+    let v = s.verify(&Query::default()).unwrap();
+    assert!(v.ok, "{:?}", v.chains);
+    assert_eq!(v.chains[0].elided, 1);
+    // A verification that starts after it looks its hash up.
+    let after = s
+        .verify(&Query {
+            principal: Some("alice".into()),
+            from_us: Some((now_s() - 49) * 1_000_000),
+            ..Query::default()
+        })
+        .unwrap();
+    assert!(after.ok, "{:?}", after.chains);
+    // The record is found by what it kept, and is the stub.
+    let page = s
+        .search(&Query {
+            principal: Some("mallory".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(page.rows.len(), 1);
+    assert_eq!(page.rows[0].tool.as_deref(), Some("wire_money"));
+    let row = s.get(page.rows[0].id, &[]).unwrap().unwrap();
+    assert_eq!(row.raw.as_deref(), Some(stub.as_str()));
+    // Sent again (whole or as the stub), it is the same record.
+    assert_eq!(s.ingest("gw", stub.as_bytes()).unwrap().duplicates, 1);
+
+    // A stub that names another line's hash breaks the chain after it.
+    let forged = stub.replace(
+        &hex::encode(Sha256::digest(big.as_bytes())),
+        &"ab".repeat(32),
+    );
+    shipped[big_at] = forged;
+    s.ingest("forged", (shipped.join("\n") + "\n").as_bytes())
+        .unwrap();
+    let v = s
+        .verify(&Query {
+            gateway: Some("forged".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    let next = big_at + 1;
+    assert!(
+        v.chains[0]
+            .problems
+            .iter()
+            .any(|p| p.starts_with(&format!("seq {next}: break"))),
+        "{:?}",
+        v.chains[0].problems
+    );
+
+    // `elided` marks a stub only as its first member, with a real hash.
+    for bad in [
+        format!("{{\"seq\":1,\"prev\":\"{}\",\"ts\":\"{ts}\",\"elided\":{{\"sha256\":\"{}\",\"bytes\":9}}}}", "0".repeat(64), "ab".repeat(32)),
+        format!("{{\"elided\":{{\"sha256\":\"zz\",\"bytes\":9}},\"seq\":1,\"prev\":\"{}\",\"ts\":\"{ts}\"}}", "0".repeat(64)),
+        format!("{{\"elided\":{{\"sha256\":\"{}\",\"bytes\":0}},\"seq\":1,\"prev\":\"{}\",\"ts\":\"{ts}\"}}", "ab".repeat(32), "0".repeat(64)),
+    ] {
+        assert!(s.ingest("bad", bad.as_bytes()).is_err(), "{bad}");
+    }
 }

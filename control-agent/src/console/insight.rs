@@ -231,6 +231,7 @@ impl Api {
                     first_seq: c.first_seq,
                     last_seq: c.last_seq,
                     ok: c.ok,
+                    elided: c.elided,
                     problems: c
                         .problems
                         .into_iter()

@@ -222,6 +222,8 @@ pub(super) struct ChainView {
     pub(super) first_seq: u64,
     pub(super) last_seq: u64,
     pub(super) ok: bool,
+    /// Records held as stubs (too large to ship whole).
+    pub(super) elided: u64,
     pub(super) problems: Vec<String>,
 }
 

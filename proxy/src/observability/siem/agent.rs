@@ -5,15 +5,83 @@
 //! the lines are unchanged, the hash chain (`prev`) can be checked there.
 //! A batch is delivered when the agent answers 2xx; until then it is sent
 //! again (the agent drops lines it already holds, by their hash).
+//!
+//! No record is left out of the agent's copy of the chain: one longer than
+//! the agent takes ([`MAX_LINE`]; a caller's large arguments logged in
+//! full can make one), or refused alone for any other reason, is sent as a
+//! **stub** ([`stub`]): its `seq`, `prev`, `ts` (and, for a long one, its
+//! other small members), and the SHA-256 and size of the full line, which
+//! stays in the trail.
+//! The agent takes the stub's hash for the line's, so the next record's
+//! `prev` still links to it there.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
 use super::{metrics, Sink};
+
+#[cfg(test)]
+#[path = "agent_tests.rs"]
+mod tests;
 
 /// Records per POST at most, and about the most bytes (the agent takes
 /// bodies up to 8 MiB and lines up to 1 MiB).
 const BATCH: usize = 1000;
 const BATCH_BYTES: usize = 4 << 20;
+/// The longest line the agent takes (its `audit::MAX_LINE`): a longer one
+/// is sent as a stub.
+const MAX_LINE: usize = 1 << 20;
+/// A member of a record a stub keeps at most this long (its JSON text):
+/// the indexed ones (tenant, principal, tool, outcome…) are short; the
+/// arguments and results that make a line large are not kept.
+const STUB_MEMBER: usize = 1024;
+
+/// A stub of the audit line `line` (without its newline): `elided` first,
+/// with the full line's SHA-256, its size, the members left out and why,
+/// then `seq`, `prev`, `ts` and, with `small`, every other member whose
+/// JSON text is at most [`STUB_MEMBER`] (without: none, for a line the
+/// agent refused for what it holds, which a member kept could hold again).
+/// `None` when the line is not a record (no JSON object with `seq`, `prev`
+/// and `ts`) or is a stub already.
+fn stub(line: &[u8], why: &str, small: bool) -> Option<Vec<u8>> {
+    if line.starts_with(b"{\"elided\":") {
+        return None;
+    }
+    let members: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(line).ok()?;
+    const CHAIN: [&str; 3] = ["seq", "prev", "ts"];
+    if CHAIN.iter().any(|k| !members.contains_key(*k)) {
+        return None;
+    }
+    let left_out: Vec<&str> = members
+        .iter()
+        .filter(|(k, v)| !CHAIN.contains(&k.as_str()) && (!small || v.get().len() > STUB_MEMBER))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let elided = serde_json::json!({
+        "sha256": hex::encode(Sha256::digest(line)),
+        "bytes": line.len(),
+        "fields": left_out,
+        "why": why.chars().take(200).collect::<String>(),
+    });
+    let mut out = format!("{{\"elided\":{elided}");
+    let kept = CHAIN
+        .iter()
+        .filter_map(|k| members.get_key_value(*k))
+        .chain(members.iter().filter(|(k, v)| {
+            !CHAIN.contains(&k.as_str()) && small && v.get().len() <= STUB_MEMBER
+        }));
+    for (k, v) in kept {
+        out.push(',');
+        out.push_str(&serde_json::to_string(k).ok()?);
+        out.push(':');
+        out.push_str(v.get());
+    }
+    out.push('}');
+    Some(out.into_bytes())
+}
 
 /// Where the records go: the agent's base URL (`--agent`), its fleet token
 /// (`--agent-token`) and this gateway's id (`--gateway-id`).
@@ -170,8 +238,22 @@ impl Agent {
                     let lines = std::mem::take(&mut self.lines);
                     self.clear();
                     if lines.len() == 1 {
+                        let (seq, end, resent) = lines[0];
+                        let line = &body[..end.saturating_sub(1)];
+                        // Refused alone: its stub keeps its place in the
+                        // agent's chain. A stub refused too is dropped.
+                        if let Some(stub) =
+                            stub(line, &format!("the agent refused it: {st} {why}"), false)
+                        {
+                            tracing::warn!(agent = %self.receiver(), status = st, seq, "audit export to the agent: the agent refused a record ({why}); it is sent as a stub (the full line stays in the trail)");
+                            m.records.with_label_values(&["agent", "stubbed"]).inc();
+                            self.body.extend_from_slice(&stub);
+                            self.body.push(b'\n');
+                            self.lines.push((seq, self.body.len(), resent));
+                            return self.flush(stop);
+                        }
                         m.records.with_label_values(&["agent", "dropped"]).inc();
-                        tracing::error!(agent = %self.receiver(), status = st, seq = lines[0].0, "audit export to the agent: the agent refused a record ({why}); it is dropped");
+                        tracing::error!(agent = %self.receiver(), status = st, seq, "audit export to the agent: the agent refused a record ({why}); it is dropped");
                         return true;
                     }
                     let mut start = 0;
@@ -203,6 +285,28 @@ impl Agent {
 
 impl Sink for Agent {
     fn deliver(&mut self, seq: u64, line: &[u8], resent: bool, stop: &dyn Fn() -> bool) -> bool {
+        // A line longer than the agent takes goes as its stub (a line that
+        // is not a record goes as it is, and is refused and dropped).
+        let stubbed = (line.len() > MAX_LINE)
+            .then(|| {
+                stub(
+                    line,
+                    &format!("{} bytes, more than the agent's {MAX_LINE}", line.len()),
+                    true,
+                )
+            })
+            .flatten();
+        let line = match &stubbed {
+            Some(s) => {
+                tracing::warn!(agent = %self.receiver(), seq, bytes = line.len(), "audit export to the agent: a record longer than the agent takes is sent as a stub (the full line stays in the trail)");
+                metrics()
+                    .records
+                    .with_label_values(&["agent", "stubbed"])
+                    .inc();
+                s.as_slice()
+            }
+            None => line,
+        };
         // A line that would take the batch past its bytes goes in the next.
         if !self.lines.is_empty()
             && self.body.len() + line.len() + 1 > BATCH_BYTES

@@ -19,7 +19,8 @@
 //!   again, marked (see each sink); the `seq` of each record lets a
 //!   receiver drop what it already has.
 //! - **Metrics**, by exporter: `warden_audit_export_records_total{result}`
-//!   (`sent`, `resent`, `dropped`, `unreadable`), `warden_audit_export_lag_bytes`,
+//!   (`sent`, `resent`, `dropped`, `unreadable`, and `stubbed` for the
+//!   agent: records sent as a stub), `warden_audit_export_lag_bytes`,
 //!   `warden_audit_export_connected`, `warden_audit_export_pending_bytes`.
 //! - **One exporter per cursor**: a lock on `export-<name>.lock`, so during
 //!   a binary upgrade the new process's exporter starts where the old one

@@ -1,0 +1,174 @@
+//! The agent sink against a stand-in agent that refuses lines as the real
+//! one does (longer than its `MAX_LINE`: 413 for the batch, 400 for a line
+//! alone): no record is missing from what it received.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+/// `n` chained audit lines; the one at `big` carries `big_bytes` of
+/// arguments.
+fn trail(n: usize, big: usize, big_bytes: usize) -> Vec<String> {
+    let mut prev = "0".repeat(64);
+    let mut out = Vec::new();
+    for seq in 0..n {
+        let args = if seq == big {
+            "x".repeat(big_bytes)
+        } else {
+            "hi".into()
+        };
+        let line = serde_json::json!({
+            "seq": seq, "prev": prev, "ts": "2026-01-02T03:04:05.000006Z",
+            "principal": "mallory", "tenant": "acme", "server": "bank",
+            "tool": "wire_money", "outcome": "forwarded",
+            "arguments": {"memo": args},
+        })
+        .to_string();
+        prev = hex::encode(Sha256::digest(line.as_bytes()));
+        out.push(line);
+    }
+    out
+}
+
+/// A stand-in agent on a thread: stores the lines of each body it takes,
+/// refuses a body holding a line longer than `MAX_LINE` or one `refuses`
+/// (413 when the body holds more than that line, 400 when it is the only
+/// one).
+fn stand_in(refuses: fn(&str) -> bool) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let kept = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if r.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let lines: Vec<String> = String::from_utf8_lossy(&body)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let status = if !lines.iter().any(|l| l.len() > MAX_LINE || refuses(l)) {
+                kept.lock().unwrap().extend(lines);
+                "200 OK"
+            } else if lines.len() > 1 {
+                "413 Payload Too Large"
+            } else {
+                "400 Bad Request"
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+            );
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn a_record_too_long_for_the_agent_arrives_as_a_stub_holding_its_place_in_the_chain() {
+    let (url, got) = stand_in(|_| false);
+    let mut sink = Agent::new(AgentTarget {
+        base: url,
+        token: None,
+        gateway_id: "gw-1".into(),
+    })
+    .unwrap();
+    // A caller's 1.2 MB arguments to a HIGH tool, logged in full.
+    let lines = trail(4, 1, 1_200_000);
+    let stop = || false;
+    for (seq, l) in lines.iter().enumerate() {
+        assert!(sink.deliver(seq as u64, l.as_bytes(), false, &stop));
+    }
+    assert!(sink.idle(&stop));
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 4, "every record arrives");
+    assert_eq!(got[0], lines[0]);
+    assert_eq!((&got[2], &got[3]), (&lines[2], &lines[3]));
+    let stub: serde_json::Value = serde_json::from_str(&got[1]).unwrap();
+    assert!(got[1].starts_with("{\"elided\":"), "{}", got[1]);
+    assert!(got[1].len() < 4096);
+    // The next record's `prev` is the stub's declared hash.
+    let next: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+    assert_eq!(stub["elided"]["sha256"], next["prev"]);
+    assert_eq!(stub["elided"]["bytes"], lines[1].len());
+    assert_eq!(stub["elided"]["fields"], serde_json::json!(["arguments"]));
+    let full: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    for k in [
+        "seq",
+        "prev",
+        "ts",
+        "principal",
+        "tenant",
+        "tool",
+        "outcome",
+    ] {
+        assert_eq!(stub[k], full[k], "{k}");
+    }
+    assert!(stub.get("arguments").is_none());
+}
+
+#[test]
+fn a_stub_is_made_only_of_a_record_and_never_of_a_stub() {
+    let lines = trail(1, 0, 5000);
+    let s = stub(lines[0].as_bytes(), "test", true).unwrap();
+    assert!(s.starts_with(b"{\"elided\":"));
+    assert!(
+        stub(&s, "again", true).is_none(),
+        "a stub stands for a record once"
+    );
+    assert!(stub(b"not json", "x", true).is_none());
+    assert!(stub(b"{\"seq\":1,\"ts\":\"t\"}", "no prev", true).is_none());
+}
+
+#[test]
+fn a_record_the_agent_refuses_alone_arrives_as_its_stub() {
+    // Whatever the agent finds wrong with a line (here: its memo), the
+    // record still takes its place in the agent's chain.
+    let (url, got) = stand_in(|l| l.contains("refuse-me"));
+    let mut sink = Agent::new(AgentTarget {
+        base: url,
+        token: None,
+        gateway_id: "gw-1".into(),
+    })
+    .unwrap();
+    let mut lines = trail(3, 9, 0);
+    lines[1] = lines[1].replace("\"hi\"", "\"refuse-me\"");
+    let stop = || false;
+    for (seq, l) in lines.iter().enumerate() {
+        assert!(sink.deliver(seq as u64, l.as_bytes(), false, &stop));
+    }
+    assert!(sink.idle(&stop));
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got.contains(&lines[0]) && got.contains(&lines[2]));
+    let stub: serde_json::Value =
+        serde_json::from_str(got.iter().find(|l| l.starts_with("{\"elided\":")).unwrap()).unwrap();
+    assert_eq!(
+        stub["elided"]["sha256"],
+        hex::encode(Sha256::digest(lines[1].as_bytes()))
+    );
+    assert_eq!(stub["seq"], 1);
+    assert!(stub["elided"]["why"].as_str().unwrap().contains("400"));
+    // Only the chain's members: any other could be what was refused.
+    assert_eq!(stub.as_object().unwrap().len(), 4, "{stub}");
+}
