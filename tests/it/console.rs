@@ -1309,9 +1309,11 @@ async fn tenant_admins_govern_their_tenant_from_the_console() {
     let dir = tempfile::tempdir().expect("tmp");
     let source = dir.path().join("source");
     std::fs::create_dir_all(&source).expect("mkdir");
+    // Each tenant's grant names the addresses of its servers (finance's
+    // revisions at 127.0.0.1:2, :4 and :6; hr's at :3), none the org's.
     std::fs::write(
         source.join("warden.yaml"),
-        "version: 1\nservice_groups:\n  - name: tools\n    servers:\n      - {name: mock, upstreams: [\"127.0.0.1:9\"]}\nroutes:\n  - {prefix: /mock, server: mock}\ntenants:\n  finance: {path_prefixes: [/finance/]}\n  hr: {path_prefixes: [/hr/]}\n",
+        "version: 1\nservice_groups:\n  - name: tools\n    servers:\n      - {name: mock, upstreams: [\"127.0.0.1:9\"]}\nroutes:\n  - {prefix: /mock, server: mock}\ntenants:\n  finance: {path_prefixes: [/finance/], upstreams: [\"127.0.0.1:2\", \"127.0.0.1:4\", \"127.0.0.1:6\"]}\n  hr: {path_prefixes: [/hr/], upstreams: [\"127.0.0.1:3\"]}\n",
     )
     .expect("yaml");
     let admins: String = [

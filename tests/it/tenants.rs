@@ -1,6 +1,7 @@
 //! Tenant layers and the registry through a real gateway
 //! (`docs/governance.md`): a bundle directory with two tenant layers and a
-//! `registry.json`, every server in front of warden-mock.
+//! `registry.json`, every server in front of warden-mock (the org's, each
+//! tenant's at an address of its own, as its grant names).
 
 use serde_json::{json, Value};
 use warden_config::access::hash_api_key;
@@ -8,6 +9,8 @@ use warden_filters::guards::tools::fingerprint;
 use warden_tests::{post_json, Gateway, Mock};
 
 const FIN: &str = "k_finance_user_1";
+/// An org key of finance's tenant with role `tester` (a layer's keys never
+/// carry it: the org gives it).
 const FIN_TESTER: &str = "k_finance_tester_2";
 const HR: &str = "k_hr_user_3";
 const OPS: &str = "k_org_ops_4";
@@ -52,7 +55,13 @@ async fn list(gw: &Gateway, path: &str, apikey: &str) -> Vec<String> {
 async fn tenant_layers_and_the_registry_over_real_sockets() {
     let mock = Mock::start(&[]).expect("mock");
     let up = mock.addr;
-    let tools = mock.tools().await;
+    // Each tenant's servers at an upstream of their own (the org's grant
+    // names it; a layer's server never shares the org's `crm` address).
+    let fin_mock = Mock::start(&[]).expect("finance's mock");
+    let fin_up = fin_mock.addr;
+    let hr_mock = Mock::start(&[]).expect("hr's mock");
+    let hr_up = hr_mock.addr;
+    let tools = fin_mock.tools().await;
     let approved: serde_json::Map<String, Value> = tools
         .iter()
         .map(|t| {
@@ -77,24 +86,27 @@ async fn tenant_layers_and_the_registry_over_real_sockets() {
     );
 
     let org = format!(
-        "version: 1\nidentity:\n  resource: http://127.0.0.1/crm/mcp\n  api_keys:\n{}service_groups:\n  - name: org\n    servers:\n      - {{name: crm, upstreams: [\"{up}\"]}}\nroutes:\n  - {{prefix: /crm, server: crm}}\ntenants:\n  finance: {{path_prefixes: [/finance/]}}\n  hr: {{path_prefixes: [/hr/]}}\n",
-        key("ops", "acme", OPS, "")
+        "version: 1\nidentity:\n  resource: http://127.0.0.1/crm/mcp\n  api_keys:\n{}{}service_groups:\n  - name: org\n    servers:\n      - {{name: crm, upstreams: [\"{up}\"]}}\nroutes:\n  - {{prefix: /crm, server: crm}}\ntenants:\n  finance: {{path_prefixes: [/finance/], upstreams: [\"{fin_up}\"]}}\n  hr: {{path_prefixes: [/hr/], upstreams: [\"{hr_up}\"]}}\n",
+        key("ops", "acme", OPS, ""),
+        key("tess", "finance", FIN_TESTER, "tester"),
     );
     let org_rego =
         "package warden.authz\n\ndefault decision := {\"allow\": true, \"reason\": \"ok\"}\n";
-    let server = |name: &str| format!("  - {{name: {name}, upstreams: [\"{up}\"]}}\n");
+    let server = |name: &str, up: std::net::SocketAddr| {
+        format!("  - {{name: {name}, upstreams: [\"{up}\"]}}\n")
+    };
     let route = |t: &str, name: &str| format!("  - {{path_prefix: /{t}/{name}, server: {name}}}\n");
     let fin_layer = format!(
-        "version: 1\ntenant: finance\nservers:\n{}{}{}{}routes:\n{}{}{}{}identity:\n  api_keys:\n{}{}",
-        server("ledger"), server("lab"), server("old"), server("gone"),
+        "version: 1\ntenant: finance\nservers:\n{}{}{}{}routes:\n{}{}{}{}identity:\n  api_keys:\n{}",
+        server("ledger", fin_up), server("lab", fin_up), server("old", fin_up), server("gone", fin_up),
         route("finance", "ledger"), route("finance", "lab"), route("finance", "old"), route("finance", "gone"),
-        key("fred", "finance", FIN, ""), key("tess", "finance", FIN_TESTER, "tester"),
+        key("fred", "finance", FIN, ""),
     );
     // Finance's own rule: no `add` for finance's principals or on its servers.
     let fin_rego = "package warden.tenants.finance\n\ndefault decision := {\"allow\": true}\n\ndecision := {\"allow\": false, \"reason\": \"finance_no_add\"} if {\n  input.request.tool == \"add\"\n  not input.request.listing\n}\n";
     let hr_layer = format!(
         "version: 1\ntenant: hr\nservers:\n{}routes:\n{}identity:\n  api_keys:\n{}",
-        server("people"),
+        server("people", hr_up),
         route("hr", "people"),
         key("hanna", "hr", HR, ""),
     );
@@ -245,7 +257,7 @@ async fn tenant_layers_and_the_registry_over_real_sockets() {
             .any(|d| *d == echo["description"].as_str().unwrap_or("")),
         "{shown:?}"
     );
-    mock.set_tool(changed_echo.clone()).await;
+    fin_mock.set_tool(changed_echo.clone()).await;
     let shown = list(&gw, "/finance/ledger/mcp", FIN).await;
     assert!(
         !shown

@@ -10,12 +10,14 @@ use super::{call, key, FIN, HR};
 
 const AKIA: &str = "AKIAIOSFODNN7EXAMPLE";
 
-fn gateway(up: std::net::SocketAddr) -> Gateway {
+/// The org's `crm` at `up`; finance's servers at `fin_up`, the address the
+/// org grants finance (a layer's server never shares an org server's).
+fn gateway(up: std::net::SocketAddr, fin_up: std::net::SocketAddr) -> Gateway {
     let org = format!(
-        "version: 1\nidentity:\n  resource: http://127.0.0.1/crm/mcp\n  api_keys:\n{}service_groups:\n  - name: org\n    servers:\n      - {{name: crm, upstreams: [\"{up}\"]}}\nroutes:\n  - {{prefix: /crm, server: crm}}\ntenants:\n  finance: {{path_prefixes: [/finance/]}}\n  hr: {{path_prefixes: [/hr/]}}\n",
+        "version: 1\nidentity:\n  resource: http://127.0.0.1/crm/mcp\n  api_keys:\n{}service_groups:\n  - name: org\n    servers:\n      - {{name: crm, upstreams: [\"{up}\"]}}\nroutes:\n  - {{prefix: /crm, server: crm}}\ntenants:\n  finance: {{path_prefixes: [/finance/], upstreams: [\"{fin_up}\"]}}\n  hr: {{path_prefixes: [/hr/]}}\n",
         key("ops", "acme", super::OPS, "")
     );
-    let server = |name: &str| format!("  - {{name: {name}, upstreams: [\"{up}\"]}}\n");
+    let server = |name: &str| format!("  - {{name: {name}, upstreams: [\"{fin_up}\"]}}\n");
     let route = |name: &str| format!("  - {{path_prefix: /finance/{name}, server: {name}}}\n");
     // Finance's own DLP: no AWS key leaves in a finance call (the org has none).
     let fin = format!(
@@ -58,7 +60,8 @@ async fn status(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> (u16, Str
 #[tokio::test(flavor = "multi_thread")]
 async fn tenant_dlp_rules_judge_headers_and_the_url() {
     let mock = Mock::start(&[]).expect("mock");
-    let gw = gateway(mock.addr);
+    let fin_mock = Mock::start(&[]).expect("finance's mock");
+    let gw = gateway(mock.addr, fin_mock.addr);
     let note = format!("note {AKIA}");
     let (s, b) = status(&gw, "/crm/mcp", &[("x-api-key", FIN), ("x-note", &note)]).await;
     assert_eq!(s, 403, "{b}");
@@ -82,7 +85,8 @@ async fn tenant_dlp_rules_judge_headers_and_the_url() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_get_stream_passes_the_registry_gate() {
     let mock = Mock::start(&[]).expect("mock");
-    let gw = gateway(mock.addr);
+    let fin_mock = Mock::start(&[]).expect("finance's mock");
+    let gw = gateway(mock.addr, fin_mock.addr);
     let get = |path: &'static str, k: &'static str| {
         let url = gw.url(path);
         async move {
