@@ -112,5 +112,6 @@ fn builds_stay_newer_than_the_store_published_whatever_the_clock() {
         .trim()
         .parse()
         .unwrap();
-    assert_eq!(kept, seq);
+    // At least this build's (other stores in this test process build too).
+    assert!(kept >= seq, "{kept} < {seq}");
 }
