@@ -653,18 +653,7 @@ impl FilterChain {
                             ne.span = 0..new.len();
                             ne
                         }
-                        _ => {
-                            return Verdict::Reject {
-                                filter: f.name(),
-                                denial: Denial::error(
-                                    JsonRpcError::new(
-                                        crate::protocol::error::codes::INTERNAL_ERROR,
-                                        "A gateway filter produced an invalid rewrite",
-                                    ),
-                                    "filter_rewrite_invalid",
-                                ),
-                            }
-                        }
+                        _ => return rewrite_invalid(f.name()),
                     };
                     let next = msg.rewritten(&ne, &new);
                     // A rewritten request is judged again by the filters
@@ -683,18 +672,7 @@ impl FilterChain {
                                         denial,
                                     }
                                 }
-                                Decision::Mutated(_) => {
-                                    return Verdict::Reject {
-                                        filter: g.name(),
-                                        denial: Denial::error(
-                                            JsonRpcError::new(
-                                                crate::protocol::error::codes::INTERNAL_ERROR,
-                                                "A gateway filter produced an invalid rewrite",
-                                            ),
-                                            "filter_rewrite_invalid",
-                                        ),
-                                    }
-                                }
+                                Decision::Mutated(_) => return rewrite_invalid(g.name()),
                             }
                         }
                     }
@@ -707,6 +685,22 @@ impl FilterChain {
             }
         }
         Verdict::Forward
+    }
+}
+
+/// The refusal of a message a filter rewrote into what the chain cannot
+/// forward (another message, another name, or a rewrite a filter that
+/// only reads would change again).
+fn rewrite_invalid(filter: &'static str) -> Verdict {
+    Verdict::Reject {
+        filter,
+        denial: Denial::error(
+            JsonRpcError::new(
+                crate::protocol::error::codes::INTERNAL_ERROR,
+                "A gateway filter produced an invalid rewrite",
+            ),
+            "filter_rewrite_invalid",
+        ),
     }
 }
 
