@@ -304,6 +304,8 @@ impl SseDecoder {
     /// discarded by clients; the gateway forwards it unchanged only if it holds
     /// no data line (comments), and drops an incomplete data event.
     pub fn finish(&mut self) -> Vec<u8> {
+        self.scanned = 0;
+        self.line_start = 0;
         std::mem::take(&mut self.buf)
     }
 
@@ -449,6 +451,10 @@ mod tests {
         let evs = d.push(b"\"}\n\n").expect("ok");
         assert_eq!(evs.len(), 1);
         assert_eq!(evs[0].data.as_deref().map(str::len), Some(512_000 + 8));
+        // What is left is handed out whole, and the decoder starts over.
+        d.push(b"data: tail").expect("ok");
+        assert_eq!(d.finish(), b"data: tail");
+        assert_eq!(d.push(b"data: x\n\n").expect("ok").len(), 1);
     }
 
     #[test]
