@@ -160,30 +160,20 @@ pub(crate) fn grants(
                 );
             }
         }
-        for (i, r) in g.roles.iter().enumerate() {
-            if reserved(ORG_ONLY_ROLES, r) {
-                p.push(
-                    format!("{base}.roles[{i}]"),
-                    format!("`{r}` is the org's alone: a tenant's keys never carry it (it reaches servers under review)"),
-                );
-            } else if r.is_empty() {
-                p.push(format!("{base}.roles[{i}]"), "must not be empty");
-            } else {
-                grant.roles.push(r.clone());
-            }
-        }
-        for (i, a) in g.attributes.iter().enumerate() {
-            if reserved(ORG_ONLY_ATTRIBUTES, a) {
-                p.push(
-                    format!("{base}.attributes[{i}]"),
-                    format!("`{a}` is the org's alone: the gateway reads it as a fact (flow clearance, a token's issuer or client)"),
-                );
-            } else if a.is_empty() {
-                p.push(format!("{base}.attributes[{i}]"), "must not be empty");
-            } else {
-                grant.attributes.push(a.clone());
-            }
-        }
+        grant.roles = granted(
+            &g.roles,
+            ORG_ONLY_ROLES,
+            &format!("{base}.roles"),
+            "a tenant's keys never carry it (it reaches servers under review)",
+            p,
+        );
+        grant.attributes = granted(
+            &g.attributes,
+            ORG_ONLY_ATTRIBUTES,
+            &format!("{base}.attributes"),
+            "the gateway reads it as a fact (flow clearance, a token's issuer or client)",
+            p,
+        );
         for (i, k) in g.kinds.iter().enumerate() {
             match PrincipalKind::parse(k) {
                 Some(k) => grant.kinds.push(k),
@@ -194,6 +184,32 @@ pub(crate) fn grants(
             }
         }
         out.insert(name.clone(), grant);
+    }
+    out
+}
+
+/// The names of a grant's list (`roles`, `attributes`) a tenant may give
+/// its keys: every one but the empty and those `reserved` keeps for the
+/// org (`why` says what the org's own use of it is).
+fn granted(
+    names: &[String],
+    reserved_for_org: &[&str],
+    at: &str,
+    why: &str,
+    p: &mut Problems,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        if reserved(reserved_for_org, n) {
+            p.push(
+                format!("{at}[{i}]"),
+                format!("`{n}` is the org's alone: {why}"),
+            );
+        } else if n.is_empty() {
+            p.push(format!("{at}[{i}]"), "must not be empty");
+        } else {
+            out.push(n.clone());
+        }
     }
     out
 }
