@@ -448,12 +448,39 @@ impl Approvals {
         let answer = match open {
             Some(a) => {
                 // The most approvers any claim of this call asked for.
-                let raised = c.required > a.required;
+                let mut raised = c.required > a.required;
                 if raised {
                     a.required = c.required;
-                    if a.approvers().len() < usize::from(a.required) {
-                        a.approved_at = None;
-                    }
+                }
+                // Every tenant any claim named as deciding (a bundle that
+                // now holds the call by the owner's rules too): an
+                // approval given by approvers who do not see each of them
+                // no longer counts.
+                let widened: Vec<String> = c
+                    .for_tenants
+                    .iter()
+                    .filter(|t| !a.for_tenants.contains(t))
+                    .cloned()
+                    .collect();
+                if !widened.is_empty() {
+                    raised = true;
+                    a.for_tenants.extend(widened);
+                    let keep: Vec<bool> = a
+                        .decisions
+                        .iter()
+                        .map(|d| {
+                            d.verdict != Verdict::Approve
+                                || self
+                                    .approvers
+                                    .get(&d.approver)
+                                    .is_some_and(|w| w.decides(a))
+                        })
+                        .collect();
+                    let mut k = keep.into_iter();
+                    a.decisions.retain(|_| k.next().unwrap_or(false));
+                }
+                if raised && a.approvers().len() < usize::from(a.required) {
+                    a.approved_at = None;
                 }
                 match a.state(now) {
                     State::Approved => {

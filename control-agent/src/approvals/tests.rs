@@ -432,3 +432,53 @@ fn the_tenant_whose_rules_held_a_call_decides_it() {
     ap.decide(&id, "fin_appr", Verdict::Approve, None, t0)
         .expect("finance decides");
 }
+
+/// A claim under a bundle that now has the owner's rules hold the call
+/// (`for_tenants` grows) does not take an approval the caller's tenant's
+/// approvers gave before: the owner's approvers must decide it too.
+#[test]
+fn a_claim_naming_more_deciding_tenants_needs_their_approvers() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let scoped = |t: &str| Approver {
+        tenants: vec![t.to_owned()],
+        ..Approver::default()
+    };
+    let approvers = BTreeMap::from([
+        ("fin_appr".to_owned(), scoped("finance")),
+        ("hr_appr".to_owned(), scoped("hr")),
+    ]);
+    let ap = Approvals::open(d.path(), approvers).expect("open");
+    let t0 = SystemTime::now();
+    let before = Claim {
+        tenant: "hr".into(),
+        ..claim("h", 1)
+    };
+    let id = id_of(&ap.claim(before.clone(), None, t0).expect("claim"));
+    ap.decide(&id, "hr_appr", Verdict::Approve, None, t0)
+        .expect("hr decides under the old bundle");
+    let after = Claim {
+        for_tenants: vec!["finance".into()],
+        ..before
+    };
+    match ap.claim(after.clone(), None, t0).expect("claim") {
+        ClaimAnswer::Pending {
+            id: same,
+            approvals,
+            ..
+        } => {
+            assert_eq!(same, id);
+            assert_eq!(approvals, 0, "hr's approval no longer counts");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        ap.decide(&id, "hr_appr", Verdict::Approve, None, t0),
+        Err(Refused::NotTheirs)
+    );
+    ap.decide(&id, "fin_appr", Verdict::Approve, None, t0)
+        .expect("finance decides");
+    assert!(matches!(
+        ap.claim(after, None, t0).expect("claim"),
+        ClaimAnswer::Approved { .. }
+    ));
+}

@@ -448,7 +448,16 @@ struct Side {
 impl Index {
     fn build(filters: &[Arc<dyn McpFilter>]) -> Index {
         let acts: Vec<Acts> = filters.iter().map(|f| f.acts_on()).collect();
-        let side = |pick: fn(&Acts) -> Methods| {
+        let first: Vec<bool> = filters.iter().map(|f| f.reply_first()).collect();
+        // `lead`: the filters that run first on this side, in chain order,
+        // then the rest in chain order.
+        let side = |pick: fn(&Acts) -> Methods, lead: bool| {
+            let ordered = |mut v: Vec<usize>| -> Vec<usize> {
+                if lead {
+                    v.sort_by_key(|i| !first[*i]);
+                }
+                v
+            };
             let mut names: Vec<&'static str> = Vec::new();
             for a in &acts {
                 if let Methods::Only(m) = pick(a) {
@@ -471,27 +480,32 @@ impl Index {
                     .map(|(i, _)| i)
                     .collect()
             };
-            let per: Vec<(&'static str, Vec<usize>)> =
-                names.iter().map(|n| (*n, for_method(Some(n)))).collect();
-            let unknown: Vec<usize> = acts
+            let per: Vec<(&'static str, Vec<usize>)> = names
                 .iter()
-                .enumerate()
-                .filter(|(_, a)| pick(a) != Methods::None)
-                .map(|(i, _)| i)
+                .map(|n| (*n, ordered(for_method(Some(n)))))
                 .collect();
+            let unknown: Vec<usize> = ordered(
+                acts.iter()
+                    .enumerate()
+                    .filter(|(_, a)| pick(a) != Methods::None)
+                    .map(|(i, _)| i)
+                    .collect(),
+            );
             Side {
                 per,
-                other: for_method(None),
+                other: ordered(for_method(None)),
                 unknown,
             }
         };
-        let mut request = side(|a| a.requests);
+        let mut request = side(|a| a.requests, false);
         // A client message without a method answers a server→client request:
         // only the filters that judge every message see it.
         request.unknown = request.other.clone();
         Index {
             request,
-            response: side(|a| a.responses),
+            // Server→client: the filters that rewrite content (DLP) first,
+            // so every guard after them judges the text the client reads.
+            response: side(|a| a.responses, true),
         }
     }
 
@@ -540,6 +554,17 @@ pub trait McpFilter: Send + Sync {
     /// is what it judged (a redaction's mask, or text a strip joined, is
     /// judged by the policy, the schema and egress like any argument).
     fn judges_again(&self) -> bool {
+        false
+    }
+
+    /// Whether this filter runs before every other on server→client
+    /// messages: a filter that rewrites a reply's content (DLP's strip
+    /// and masks) must, so that egress, the policy's lists, names and
+    /// schemas judge the text the client will read, not the text before
+    /// the rewrite (a strip that joins `http://a.example###system@10.0.0.5`
+    /// into a URL whose host is `10.0.0.5`). Such filters also judge each
+    /// other's rewrites again, as [`McpFilter::judges_again`] filters do.
+    fn reply_first(&self) -> bool {
         false
     }
 }
@@ -656,24 +681,37 @@ impl FilterChain {
                         _ => return rewrite_invalid(f.name()),
                     };
                     let next = msg.rewritten(&ne, &new);
-                    // A rewritten request is judged again by the filters
-                    // before this one that only read it.
-                    if msg.direction == Direction::Request {
-                        for &j in &order[..pos] {
-                            let g = &self.filters[j];
-                            if !g.judges_again() {
-                                continue;
-                            }
-                            match g.on_request(&next, ex, notes) {
-                                Decision::Pass => {}
-                                Decision::Reject(denial) => {
-                                    return Verdict::Reject {
-                                        filter: g.name(),
-                                        denial,
-                                    }
+                    // A rewritten message is judged again by the filters
+                    // before this one that judge without keeping state: on
+                    // a request those that only read it; on a reply, a
+                    // content rewrite by the other content rewriters (an
+                    // org's DLP judges the text a tenant's strip joined).
+                    // A reply's other rewrites (a sealed handle, a hidden
+                    // entry taken out) make no text of their own.
+                    for &j in &order[..pos] {
+                        let g = &self.filters[j];
+                        let again = match msg.direction {
+                            Direction::Request => g.judges_again(),
+                            Direction::Response => f.reply_first() && g.reply_first(),
+                        };
+                        if !again {
+                            continue;
+                        }
+                        let decision = match msg.direction {
+                            Direction::Request => g.on_request(&next, ex, notes),
+                            Direction::Response => g.on_response(&next, ex, notes),
+                        };
+                        match decision {
+                            Decision::Pass => {}
+                            Decision::Reject(denial) => {
+                                return Verdict::Reject {
+                                    filter: g.name(),
+                                    denial,
                                 }
-                                Decision::Mutated(_) => return rewrite_invalid(g.name()),
                             }
+                            // The same bytes again: nothing to change.
+                            Decision::Mutated(b) if b == new => {}
+                            Decision::Mutated(_) => return rewrite_invalid(g.name()),
                         }
                     }
                     let verdict = self.run_from(order, pos + 1, &next, original, ex, notes);

@@ -263,11 +263,17 @@ impl McpFilter for ApprovalFilter {
         };
         // The caller's own tenant's approvers decide by default; listing it
         // would ask one approver to see every tenant named.
-        let for_tenants = applying
+        // A tenant whose Rego asked (on a call in its scope) decides too.
+        let mut for_tenants: Vec<String> = applying
             .iter()
             .filter(|(t, r)| tier(r) > 0 && *t != ex.principal.tenant)
             .map(|(t, _)| t.clone())
             .collect();
+        for t in asked.iter().flat_map(|a| a.tenants.iter()) {
+            if **t != *ex.principal.tenant && !for_tenants.iter().any(|x| **x == **t) {
+                for_tenants.push(t.to_string());
+            }
+        }
         notes.approval = Some(ApprovalNeed {
             approvers: by_tier.max(by_policy),
             reason,

@@ -575,13 +575,13 @@ impl McpFilter for FlowFilter {
                 if env.kind == crate::protocol::jsonrpc::Kind::Request
                     && method == "tools/call" =>
             {
-                let ask = ApprovalAsk {
-                    approvers: f.approvers,
-                    reason: format!("{text}: a human must release this flow").into(),
-                };
+                let ask = ApprovalAsk::new(
+                    f.approvers,
+                    format!("{text}: a human must release this flow").into(),
+                );
                 notes.approval_asked = Some(match notes.approval_asked.take() {
-                    Some(a) if a.approvers >= ask.approvers => a,
-                    _ => ask,
+                    Some(a) => a.stricter(ask),
+                    None => ask,
                 });
                 Decision::Pass
             }

@@ -616,8 +616,12 @@ impl McpFilter for PolicyFilter {
                     "approval_unsupported",
                 ));
             }
-            // The approval filter, last in the chain, holds the call.
-            notes.approval_asked = Some(ask.clone());
+            // The approval filter, last in the chain, holds the call; an
+            // ask made before (the flow's) stands beside this one.
+            notes.approval_asked = Some(match notes.approval_asked.take() {
+                Some(earlier) => earlier.stricter(ask.clone()),
+                None => ask.clone(),
+            });
         }
         // Step-up: the decision names scopes this call needs.
         match d

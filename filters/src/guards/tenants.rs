@@ -107,6 +107,10 @@ impl McpFilter for Scoped {
     fn judges_again(&self) -> bool {
         self.inner.judges_again()
     }
+
+    fn reply_first(&self) -> bool {
+        self.inner.reply_first()
+    }
 }
 
 /// Each tenant's Rego, compiled on its own, and the scope that says which
@@ -165,8 +169,13 @@ pub fn compose(org: PolicyDecision, tenant: &str, d: PolicyDecision) -> PolicyDe
             approval: None,
         };
     }
-    let approval = match (org.approval, d.approval) {
-        (Some(a), Some(b)) => Some(if b.approvers > a.approvers { b } else { a }),
+    // The tenant's ask names the tenant: its approvers decide.
+    let theirs = d.approval.map(|mut b| {
+        b.tenants = vec![tenant.into()];
+        b
+    });
+    let approval = match (org.approval, theirs) {
+        (Some(a), Some(b)) => Some(a.stricter(b)),
         (a, b) => a.or(b),
     };
     let scopes = match (org.scopes, d.scopes) {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::chain::filter::Verdict;
 use crate::guards::tenant_fixture::*;
 
 const FIN_REGO: &str = "package warden.tenants.finance\n\ndefault decision := {\"allow\": true}\n\ndecision := {\"allow\": false, \"reason\": \"fin_no_delete\"} if input.request.tool == \"delete\"\n";
@@ -202,6 +203,51 @@ fn tenant_approval_tiers_raise_the_orgs() {
     assert!(notes.approval.is_none());
 }
 
+/// A tenant's Rego that asks for approval on its own server has its own
+/// approvers decide another tenant's call, as its approval tiers do: the
+/// caller's colleagues never release what the owner's rules hold.
+#[test]
+fn a_tenant_policys_approval_is_decided_by_that_tenant() {
+    let ask = "package warden.tenants.finance\n\ndefault decision := {\"allow\": true}\n\ndecision := {\"allow\": true, \"reason\": \"fin_posts_held\", \"require_approval\": 2} if input.request.tool == \"post\"\n";
+    let s = fin_snapshot("", Some(ask));
+    let (_, notes) = request(
+        &s,
+        &principal("hr", "h", &[]),
+        "ledger",
+        &call("post", "{}"),
+    );
+    let need = notes.approval.expect("held by finance's rule");
+    assert_eq!(need.approvers, 2);
+    assert_eq!(need.for_tenants, ["finance"]);
+    // Finance's own principal: finance's approvers are the caller's.
+    let (_, notes) = request(
+        &s,
+        &principal("finance", "f", &[]),
+        "ledger",
+        &call("post", "{}"),
+    );
+    let need = notes.approval.expect("held");
+    assert!(need.for_tenants.is_empty(), "{:?}", need.for_tenants);
+    // Outside finance's scope its rule asks nothing.
+    let (_, notes) = request(&s, &principal("hr", "h", &[]), "crm", &call("post", "{}"));
+    assert!(notes.approval.is_none());
+}
+
+#[test]
+fn asks_merge_keeping_the_most_approvers_and_every_tenant() {
+    use crate::engines::policy::ApprovalAsk;
+    let mut a = ApprovalAsk::new(1, "org".into());
+    a.tenants = vec!["finance".into()];
+    let mut b = ApprovalAsk::new(3, "hr".into());
+    b.tenants = vec!["hr".into()];
+    let m = a.clone().stricter(b.clone());
+    assert_eq!((m.approvers, &*m.reason), (3, "hr"));
+    assert_eq!(m.tenants.len(), 2);
+    let m = b.stricter(a);
+    assert_eq!((m.approvers, &*m.reason), (3, "hr"));
+    assert_eq!(m.tenants.len(), 2);
+}
+
 #[test]
 fn composition_keeps_the_stricter() {
     use crate::engines::policy::{ApprovalAsk, PolicyDecision};
@@ -209,10 +255,7 @@ fn composition_keeps_the_stricter() {
         allow: true,
         reason: "ok".into(),
         scopes: None,
-        approval: n.map(|approvers| ApprovalAsk {
-            approvers,
-            reason: "r".into(),
-        }),
+        approval: n.map(|approvers| ApprovalAsk::new(approvers, "r".into())),
     };
     let deny = PolicyDecision {
         allow: false,
@@ -417,4 +460,96 @@ fn every_rewrite_is_judged_again_and_names_stay() {
     // A strip that would rename the tool is refused.
     let v = request(&s, &fred, "crm", &call("sen<|im_start|>d", "{}")).0;
     assert!(refused(&v).is_some(), "{v:?}");
+}
+
+/// On server→client messages DLP runs before every other guard: a strip
+/// that joins text into a URL, a hidden name or a secret is judged as the
+/// client will read it (egress, the policy's lists, the other rule set).
+#[test]
+fn a_reply_is_judged_after_dlp_rewrites_it() {
+    let org = format!(
+        "{ORG}dlp:\n  rules:\n    - {{name: no-secrets, detectors: [\"category:secret\"], action: block}}\n    - {{name: injection, detectors: [\"category:injection\"], action: strip, direction: response}}\n"
+    );
+    let s = snapshot_with(&org, &[("policies/org.rego", ORG_REGO)]);
+    let fred = principal("finance", "fred", &[]);
+    // An icon whose host the strip turns into the metadata address.
+    for marker in ["###system", "[INST]", "<|im_start|>"] {
+        let list = format!(
+            r#"{{"jsonrpc":"2.0","id":2,"result":{{"tools":[{{"name":"echo","inputSchema":{{"type":"object"}},"icons":[{{"src":"http://cdn.example{marker}@169.254.169.254/latest/meta-data/"}}]}}]}}}}"#
+        );
+        let v = reply(&s, &fred, "crm", "tools/list", &list);
+        let out = match &v {
+            Verdict::ForwardMutated(b, _) => String::from_utf8_lossy(b).into_owned(),
+            Verdict::Forward => list.clone(),
+            Verdict::Reject { .. } => String::new(),
+        };
+        assert!(!out.contains("169.254.169.254"), "{marker}: {v:?}");
+        // A resource link in a tool's result, the same way.
+        let link = format!(
+            r#"{{"jsonrpc":"2.0","id":2,"result":{{"content":[{{"type":"resource_link","name":"r","uri":"http://docs.example{marker}@10.0.0.5/admin"}}]}}}}"#
+        );
+        let v = reply(&s, &fred, "crm", "tools/call", &link);
+        let out = match &v {
+            Verdict::ForwardMutated(b, _) => String::from_utf8_lossy(b).into_owned(),
+            Verdict::Forward => link.clone(),
+            Verdict::Reject { .. } => String::new(),
+        };
+        assert!(!out.contains("10.0.0.5"), "{marker}: {v:?}");
+    }
+    // A tool the policy hides (`wire`), listed with a marker inside its name.
+    let list = r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}},{"name":"wi[INST]re","inputSchema":{"type":"object"}}]}}"#;
+    let v = reply(&s, &fred, "crm", "tools/list", list);
+    match &v {
+        Verdict::ForwardMutated(b, _) => {
+            let out = String::from_utf8_lossy(b);
+            assert!(out.contains("echo") && !out.contains("wire"), "{out}");
+        }
+        other => assert!(refused(other).is_some(), "{other:?}"),
+    }
+}
+
+/// A tenant's strip that joins a secret the org's rules block is judged
+/// by the org's rules again, in both directions.
+#[test]
+fn a_tenants_rewrite_is_judged_by_the_orgs_dlp() {
+    let org = format!(
+        "{ORG}dlp:\n  rules:\n    - {{name: no-secrets, detectors: [\"category:secret\"], action: block}}\n"
+    );
+    let fin = layer(
+        "finance",
+        "ledger",
+        "dlp:\n  rules:\n    - {name: inj, detectors: [\"category:injection\"], action: strip}\n",
+    );
+    let s = snapshot_with(&org, &[("tenants/finance/tenant.yaml", fin.as_str())]);
+    let fred = principal("finance", "fred", &[]);
+    let key = "AKIA[INST]Z7QW4PLM3XK9RT2B";
+    // The key whole is the org's to block.
+    let whole = call("send", r#"{"k": "AKIAZ7QW4PLM3XK9RT2B"}"#);
+    assert!(refused(&request(&s, &fred, "crm", &whole).0).is_some());
+    let v = request(
+        &s,
+        &fred,
+        "crm",
+        &call("send", &format!(r#"{{"k": "{key}"}}"#)),
+    )
+    .0;
+    assert!(
+        refused(&v).is_some_and(|r| r.contains("dlp")),
+        "request: {v:?}"
+    );
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"{key}"}}]}}}}"#
+    );
+    let v = reply(&s, &fred, "crm", "tools/call", &body);
+    assert!(
+        refused(&v).is_some_and(|r| r.contains("dlp")),
+        "reply: {v:?}"
+    );
+    // Outside finance's scope the marker is the org's to judge: it finds
+    // no key in the text and forwards it as it is.
+    let hr = principal("hr", "h", &[]);
+    assert!(matches!(
+        reply(&s, &hr, "crm", "tools/call", &body),
+        Verdict::Forward
+    ));
 }

@@ -27,6 +27,37 @@ pub struct ApprovalAsk {
     /// Distinct approvers needed (1 ..= `MAX_APPROVERS`).
     pub approvers: u8,
     pub reason: Arc<str>,
+    /// The tenants whose own rules asked (their layer's Rego on a call in
+    /// their scope); empty when only the org's did. Their approvers decide
+    /// the call, not the caller's tenant's.
+    pub tenants: Vec<Arc<str>>,
+}
+
+impl ApprovalAsk {
+    /// An ask of the org's rules.
+    pub fn new(approvers: u8, reason: Arc<str>) -> Self {
+        ApprovalAsk {
+            approvers,
+            reason,
+            tenants: Vec::new(),
+        }
+    }
+
+    /// Two asks of one call as one: the most approvers either asks (and
+    /// that ask's reason), and every tenant either names.
+    pub fn stricter(self, other: ApprovalAsk) -> ApprovalAsk {
+        let (mut out, rest) = if other.approvers > self.approvers {
+            (other, self)
+        } else {
+            (self, other)
+        };
+        for t in rest.tenants {
+            if !out.tenants.contains(&t) {
+                out.tenants.push(t);
+            }
+        }
+        out
+    }
 }
 
 impl PolicyDecision {
@@ -91,15 +122,9 @@ pub(super) fn decision_of(v: &Value) -> PolicyDecision {
     };
     let approval = match obj.get(&Value::from("require_approval")) {
         None | Some(Value::Bool(false)) | Some(Value::Null) => None,
-        Some(Value::Bool(true)) => Some(ApprovalAsk {
-            approvers: 1,
-            reason: reason.clone(),
-        }),
+        Some(Value::Bool(true)) => Some(ApprovalAsk::new(1, reason.clone())),
         Some(n @ Value::Number(_)) => match count(n) {
-            Some(approvers) => Some(ApprovalAsk {
-                approvers,
-                reason: reason.clone(),
-            }),
+            Some(approvers) => Some(ApprovalAsk::new(approvers, reason.clone())),
             None => return PolicyDecision::deny("policy_invalid_decision"),
         },
         Some(Value::Object(o)) => {
@@ -113,7 +138,7 @@ pub(super) fn decision_of(v: &Value) -> PolicyDecision {
                 Some(_) => None,
             };
             match (approvers, why) {
-                (Some(approvers), Some(reason)) => Some(ApprovalAsk { approvers, reason }),
+                (Some(approvers), Some(reason)) => Some(ApprovalAsk::new(approvers, reason)),
                 _ => return PolicyDecision::deny("policy_invalid_decision"),
             }
         }

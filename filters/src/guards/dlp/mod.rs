@@ -255,7 +255,6 @@ impl DlpFilter {
         risk: &mut Option<Risk>,
         sink: &mut Notes,
     ) -> Result<Option<Vec<u8>>, Decision> {
-        let again = risk.is_some();
         let env = msg.envelope;
         let found = match self.scanner.locate(bytes, None, sampling, echoed_id) {
             Ok(f) => f,
@@ -335,9 +334,11 @@ impl DlpFilter {
                 redactions.push((li, reps));
             }
         }
-        // A later reading finds again what a rule only logs: recorded once.
+        // A later reading finds again what a rule only logs (and the chain
+        // judges a rewrite again, a tenant's rules the org's text): each
+        // finding is recorded once.
         for n in notes {
-            if !again || !sink.findings.contains(&n) {
+            if !sink.findings.contains(&n) {
                 sink.findings.push(n);
             }
         }
@@ -421,6 +422,18 @@ impl McpFilter for DlpFilter {
     fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         debug_assert_eq!(msg.direction, Direction::Response);
         self.judge(msg, ctx, DlpDirection::Response, notes)
+    }
+
+    /// A request another DLP rule set rewrote (a tenant's, after the
+    /// org's) is judged by these rules again: a strip that joins a secret
+    /// these rules block is refused.
+    fn judges_again(&self) -> bool {
+        true
+    }
+
+    /// On replies DLP runs first: every other guard judges its output.
+    fn reply_first(&self) -> bool {
+        true
     }
 }
 
