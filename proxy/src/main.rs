@@ -82,9 +82,11 @@ struct RunArgs {
     #[arg(long)]
     upgrade: bool,
     /// Unix socket the listening sockets are handed over on (the same
-    /// path for the old and the new process).
-    #[arg(long, default_value = "/tmp/warden-upgrade.sock")]
-    upgrade_sock: PathBuf,
+    /// path for the old and the new process; default
+    /// `<state-dir>/upgrade/upgrade.sock`). Its directory must be one only
+    /// this user can enter (mode 0700).
+    #[arg(long)]
+    upgrade_sock: Option<PathBuf>,
     /// Export a span per MCP message to this OTLP/HTTP collector
     /// (`<url>/v1/traces`, JSON) and propagate `traceparent` upstream.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]

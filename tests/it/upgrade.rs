@@ -26,10 +26,19 @@ fn call(id: u64, tool: &str, args: serde_json::Value) -> Vec<u8> {
     .expect("json")
 }
 
+/// A directory for the upgrade socket that only this user may enter (the
+/// gateway refuses any other).
+fn private_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    d
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn binary_upgrade_under_load_fails_nothing() {
     let mock = Mock::start(&[]).expect("mock");
-    let sock_dir = tempfile::tempdir().expect("tmp");
+    let sock_dir = private_dir();
     let sock = sock_dir.path().join("upgrade.sock");
     let sock_s = sock.to_str().expect("utf8").to_owned();
     let mut old = Gateway::start_with(
@@ -268,7 +277,7 @@ fn raw_call(conn: &mut std::net::TcpStream, host: &str, id: u64, session: &str) 
 async fn ten_upgrades_under_load_fail_no_call_and_keep_every_session() {
     const UPGRADES: usize = 10;
     let mock = Mock::start(&["--require-session"]).expect("mock");
-    let sock_dir = tempfile::tempdir().expect("tmp");
+    let sock_dir = private_dir();
     let sock = sock_dir.path().join("upgrade.sock");
     let sock_s = sock.to_str().expect("utf8").to_owned();
     let first = Gateway::start_with(
@@ -440,6 +449,10 @@ async fn a_restart_keeps_every_session() {
     let state = tempfile::tempdir().expect("state");
     for entry in std::fs::read_dir(first.state.path()).expect("state dir") {
         let entry = entry.expect("entry");
+        // The install's files (its key); not the upgrade socket's directory.
+        if !entry.file_type().expect("type").is_file() {
+            continue;
+        }
         std::fs::copy(entry.path(), state.path().join(entry.file_name())).expect("copy");
     }
     drop(first);
@@ -552,4 +565,28 @@ async fn a_restart_under_load_keeps_every_session_and_cuts_no_call() {
         "the successor serves every session: {r}"
     );
     assert!(r["ok"].as_u64() > Some(1000), "{r}");
+}
+
+/// The listening sockets are never offered on a path another local user
+/// could reach first (a shared `/tmp`, a directory open to others): the
+/// gateway refuses to start, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_socket_other_users_can_reach_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let mock = Mock::start(&[]).expect("mock");
+    let open = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let sock = open.path().join("upgrade.sock");
+    let started = Gateway::start_with(
+        &mock_bundle(&[mock.addr], ""),
+        true,
+        &[],
+        &["--upgrade-sock", sock.to_str().expect("utf8")],
+        None,
+    );
+    match started {
+        Ok(_) => panic!("started with a socket other users can reach"),
+        Err(e) => assert!(e.to_string().contains("other users may enter"), "{e}"),
+    }
+    assert!(!sock.exists(), "nothing was bound");
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod handover;
 pub mod init;
 pub mod server;
 pub mod top;

@@ -26,7 +26,8 @@ pub struct RunOptions {
     pub audit: Option<PathBuf>,
     /// Receive the listening sockets from the running process (SIGQUIT it).
     pub upgrade: bool,
-    pub upgrade_sock: PathBuf,
+    /// `None`: the default under the state directory (see `handover`).
+    pub upgrade_sock: Option<PathBuf>,
     /// OTLP/HTTP collector base URL (spans go to `<url>/v1/traces`).
     pub otlp_endpoint: Option<String>,
     /// Where held calls are claimed (the control agent).
@@ -154,7 +155,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         threads: opts.threads.max(1),
         grace_period_seconds: Some(cfg.timeouts.drain.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
-        upgrade_sock: opts.upgrade_sock.display().to_string(),
+        upgrade_sock: crate::app::handover::socket_path(
+            opts.upgrade_sock.as_deref(),
+            &opts.source.state_dir,
+        )?
+        .display()
+        .to_string(),
         ..ServerConf::default()
     };
     let opt = Opt {
