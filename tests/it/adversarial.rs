@@ -1594,6 +1594,10 @@ async fn side_channels_carry_nothing_from_the_server() {
     for k in ["x-debug", "set-cookie", "location"] {
         assert!(header(&hs, k).is_none(), "{k} passed");
     }
+    // A reply judged for one principal is never cached for another,
+    // whatever the server asks (`public, max-age` included).
+    assert_eq!(header(&hs, "cache-control"), Some("no-store"));
+
     assert!(header(&hs, "content-type").is_some_and(|v| v.starts_with("application/json")));
 
     // SSE: comment text, odd fields, an event id or type carrying a secret.
@@ -1618,8 +1622,9 @@ async fn side_channels_carry_nothing_from_the_server() {
         "{text}"
     );
 
-    // A server schema holding a secret (the list itself is refused by DLP,
-    // but the definition was seen): argument errors name the keyword only.
+    // A server schema holding a secret: DLP judges a reply first, so the
+    // list is refused before any guard learns a definition from it, and
+    // no later error can quote the schema.
     h.script([Reply::json(
         &json!({"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"echo",
             "inputSchema":{"type":"object","properties":{
@@ -1643,7 +1648,10 @@ async fn side_channels_carry_nothing_from_the_server() {
     )
     .await;
     assert!(!text.contains(AKIA), "mirrored-header error: {text}");
-    assert!(text.contains("-32020"), "{text}");
+    assert!(
+        !text.contains("-32020"),
+        "judged by a definition never listed: {text}"
+    );
     let header_name = format!("mcp-param-{AKIA}");
     let mut hs = modern("echo");
     hs.push((header_name.as_str(), "eu"));
@@ -1655,7 +1663,7 @@ async fn side_channels_carry_nothing_from_the_server() {
     )
     .await;
     assert!(!text.contains(AKIA), "argument error: {text}");
-    assert!(text.contains("/mode: fails the schema's `enum`"), "{text}");
+    assert!(!text.contains("fails the schema"), "{text}");
     // Output failing a property the server named with a secret.
     h.script([Reply::json(
         &json!({"jsonrpc":"2.0","id":5,"result":{"content":[],"structuredContent":{AKIA:"x"}}})
@@ -1663,7 +1671,6 @@ async fn side_channels_carry_nothing_from_the_server() {
     )]);
     let (_, _, text) = post(&gw, &call(5, "echo")).await;
     assert!(!text.contains(AKIA), "output error: {text}");
-    assert!(text.contains("outputSchema"), "{text}");
 
     // A denied input request whose method is the server's secret (a policy
     // that allows only what it names).
@@ -1677,14 +1684,24 @@ async fn side_channels_carry_nothing_from_the_server() {
         None,
     )
     .expect("gateway");
+    // (DLP judges a reply first and would refuse a key by itself: the
+    // method is server text DLP has no rule for.)
+    let method = "internal/zq-launch-codes-7731";
     h.script([Reply::json(
         &json!({"jsonrpc":"2.0","id":6,"result":{"resultType":"input_required",
-            "inputRequests":{"a":{"method":AKIA,"params":{}}}}})
+            "inputRequests":{"a":{"method":method,"params":{}}}}})
         .to_string(),
     )]);
     let (_, _, text) = post_with(&gw, "/mock/mcp", &call(6, "echo"), &modern("echo")).await;
-    assert!(!text.contains(AKIA), "input request error: {text}");
+    assert!(!text.contains(method), "input request error: {text}");
     assert!(text.contains("-31010"), "{text}");
+
+    // A server that asks shared caches to keep its reply: the gateway's
+    // reply was judged for one principal and says no-store.
+    h.script([Reply::json(&clean_reply(7)).header("cache-control", "public, max-age=600")]);
+    let (s, hs, text) = post(&gw, &call(7, "echo")).await;
+    assert_eq!(s, 200, "{text}");
+    assert_eq!(header(&hs, "cache-control"), Some("no-store"));
 }
 
 /// An upstream that starts a streamed (SSE) reply and dies before the

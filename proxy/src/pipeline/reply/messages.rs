@@ -433,7 +433,11 @@ pub(super) fn judge_event(
     ev: SseEvent,
 ) -> Result<Vec<u8>, ReplyRefusal> {
     let Some((rt, server)) = judging(gw, ctx) else {
-        // No holder to bind an event id to: none reaches the client.
+        // No holder to bind an event id to, and no chain to judge data
+        // with: no id and no data reaches the client.
+        if ev.data.is_some() {
+            return Ok(Vec::new());
+        }
         return Ok(ev.cleaned(None, &|_| None));
     };
     metrics()

@@ -375,7 +375,9 @@ fn keep_known_headers(
                 "mcp-protocol-version" => {
                     v.len() == 10 && v.bytes().all(|b| b.is_ascii_digit() || b == b'-')
                 }
-                "cache-control" | "vary" => token_list(v) && dlp_clean(snap, v),
+                // The gateway's own, below.
+                "cache-control" => false,
+                "vary" => token_list(v) && dlp_clean(snap, v),
                 "retry-after" => {
                     !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit())
                 }
@@ -393,5 +395,9 @@ fn keep_known_headers(
     for name in drop {
         resp.remove_header(&name);
     }
+    // Every reply was judged for one principal (its lists filtered, its
+    // handles sealed for them): no cache between the gateway and the
+    // client may keep it for another, whatever the server says.
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     Ok(())
 }
