@@ -99,6 +99,7 @@ fn bench(c: &mut Criterion) {
             global: None,
             flow: None,
             flow_session: None,
+            asked: None,
         };
         let plan = plan_request(
             &warden_filters::RequestMessages::new(&request, &parsed),

@@ -444,6 +444,8 @@ impl Snapshot {
             task_sealer,
             shared.task_owners.clone(),
         )));
+        // A cancellation names a request of the caller's own session.
+        filters.push(Arc::new(crate::guards::cancel::CancelFilter));
         // After task binding, so a paused tool's tasks are paused too.
         if !config.kill_switch.is_empty() {
             filters.push(Arc::new(KillSwitchFilter::new(config.kill_switch.clone())));

@@ -2361,3 +2361,85 @@ async fn an_endpoint_event_counts_only_first_on_a_legacy_stream() {
     let text = get("/mock/mcp", vec![("mcp-session-id", sid)]).await;
     assert!(!text.contains("endpoint"), "{text}");
 }
+
+/// A client's cancellation reaches the server only for a request its own
+/// session sent: another session's id (or a guess at one), an id this
+/// session never used, or a cancellation without a session is not
+/// forwarded; the sender's own is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancellation_names_only_the_senders_own_request() {
+    let (h, gw) = setup().await;
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}).to_string();
+    let init_reply = json!({"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"h","version":"1"}}}).to_string();
+    let mut sids = Vec::new();
+    for upstream_sid in ["s-a", "s-b"] {
+        h.script([Reply::json(&init_reply).header("mcp-session-id", upstream_sid)]);
+        let (s, hs, text) = post(&gw, &init).await;
+        assert_eq!(s, 200, "{text}");
+        sids.push(header(&hs, "mcp-session-id").expect("session").to_owned());
+    }
+    // Session A calls with id 5.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":5,"result":{"content":[]}}).to_string(),
+    )]);
+    let in_a = |sid: &str| vec![("mcp-session-id", sid.to_owned())];
+    let (s, _, text) = post_with(&gw, "/mock/mcp", &call(5, "echo"), &pairs(&in_a(&sids[0]))).await;
+    assert_eq!(s, 200, "{text}");
+    let cancel = |id: Value| {
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":id,"reason":"stop"}})
+            .to_string()
+    };
+    let cancels = |h: &Hostile| {
+        h.received()
+            .iter()
+            .filter(|r| r.body_text().contains("notifications/cancelled"))
+            .count()
+    };
+    // Session B names A's id; A names an id it never sent, or A's id as a
+    // string; and no session at all: none is forwarded.
+    for (sid, id) in [
+        (Some(&sids[1]), json!(5)),
+        (Some(&sids[0]), json!(6)),
+        (Some(&sids[0]), json!("5")),
+        (None, json!(5)),
+    ] {
+        h.script([Reply::accepted()]);
+        let extra = sid.map(|s| in_a(s)).unwrap_or_default();
+        let (s, _, text) = post_with(&gw, "/mock/mcp", &cancel(id.clone()), &pairs(&extra)).await;
+        assert!(s < 500, "{s} {text}");
+        assert_eq!(cancels(&h), 0, "{sid:?} {id}: forwarded");
+        h.reset();
+    }
+    // A's own cancellation of its own request is forwarded.
+    h.script([Reply::accepted()]);
+    let (s, _, text) =
+        post_with(&gw, "/mock/mcp", &cancel(json!(5)), &pairs(&in_a(&sids[0]))).await;
+    assert_eq!(s, 202, "{text}");
+    assert_eq!(cancels(&h), 1);
+}
+
+fn pairs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, s)| (*k, s.as_str())).collect()
+}
+
+/// A query on a POST is not a session a client may name: only the message
+/// endpoint an `endpoint` event handed out (with its principal's query)
+/// is a legacy session. Otherwise two callers choosing one query would
+/// share a session scope (handles, server requests owed, claimed ids).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_the_gateway_never_handed_out_is_no_session() {
+    let (h, gw) = setup().await;
+    let list = json!({"jsonrpc":"2.0","id":9,"method":"tools/list"}).to_string();
+    for body in [call(9, "echo"), list] {
+        let id9 = json!({"jsonrpc":"2.0","id":9,"result":{"content":[],"tools":[]}}).to_string();
+        h.script([Reply::json(&id9)]);
+        let (s, _, text) = post_with(&gw, "/mock/mcp?x=1", &body, &[]).await;
+        // Sessionless: an id is not claimed, so the second request under
+        // id 9 is no reuse of a "session's" id.
+        assert_eq!(s, 200, "{text}");
+        assert!(
+            !text.contains("request_id_reused") && !text.contains("already names"),
+            "{text}"
+        );
+    }
+}

@@ -36,6 +36,17 @@ use warden_config::archive::APPROVAL_GRANT_TYP as GRANT_TYP;
 
 /// Open approvals one principal may have waiting at once.
 const MAX_PENDING_PER_PRINCIPAL: usize = 50;
+
+/// Whether a gateway named an unauthenticated caller (`anonymous~` and 16
+/// hex digits: see `warden_filters::guards::approval`); no authenticated
+/// principal's holder is spelled so.
+fn is_anonymous_holder(holder: &str) -> bool {
+    holder.strip_prefix("anonymous~").is_some_and(|d| {
+        d.len() == 16
+            && d.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
 /// Approvals kept in all (finished ones are dropped first, oldest first).
 const MAX_KEPT: usize = 20_000;
 /// Finished approvals are kept this long for `list --all` and audit.
@@ -92,11 +103,22 @@ pub struct Approver {
 impl Approver {
     /// Whether the call of `tenant`/`principal` is this approver's own.
     fn is(&self, name: &str, tenant: &str, principal: &str) -> bool {
-        // A caller whose name has no canonical form is nobody's to approve.
-        let Ok(caller) = Person::of(tenant, principal) else {
-            return true;
-        };
-        self.people(name).iter().any(|p| p.same(&caller))
+        // The holder a gateway names (`alice~layer` for a key a tenant's
+        // layer minted, `a~b~principal` for a token's `a~b`) is the
+        // principal of that name too: an approver never approves a call
+        // made under their own name, whoever minted the credential.
+        let plain = principal
+            .strip_suffix("~layer")
+            .or_else(|| principal.strip_suffix("~principal"))
+            .unwrap_or(principal);
+        let mine = self.people(name);
+        [principal, plain].into_iter().any(|p| {
+            // A caller whose name has no canonical form is nobody's to approve.
+            let Ok(caller) = Person::of(tenant, p) else {
+                return true;
+            };
+            mine.iter().any(|m| m.same(&caller))
+        })
     }
 
     /// Every person this approver is: their name and the principals the
@@ -552,9 +574,18 @@ impl Approvals {
                 if pending.len() >= MAX_PENDING {
                     return Err(ClaimRefused::Full);
                 }
+                // Unauthenticated callers are one holder per session or
+                // address (`anonymous~<digest>`): a client opening sessions
+                // as fast as it can would otherwise fill the whole table.
+                // Together they hold one principal's share of their tenant.
+                let anonymous = is_anonymous_holder(&c.principal);
                 let waiting = pending
                     .iter()
-                    .filter(|a| a.tenant == c.tenant && a.principal == c.principal)
+                    .filter(|a| {
+                        a.tenant == c.tenant
+                            && (a.principal == c.principal
+                                || (anonymous && is_anonymous_holder(&a.principal)))
+                    })
                     .count();
                 if waiting >= MAX_PENDING_PER_PRINCIPAL {
                     return Err(ClaimRefused::TooMany);

@@ -482,3 +482,52 @@ fn a_claim_naming_more_deciding_tenants_needs_their_approvers() {
         ClaimAnswer::Approved { .. }
     ));
 }
+
+/// An approver never approves a call made under their own name, whatever
+/// minted the credential (a tenant layer's key: holder `bob~layer`; a
+/// token whose subject holds a `~`: `bob~x~principal`).
+#[test]
+fn a_suffixed_holder_is_still_the_approvers_own_call() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let approvers = BTreeMap::from([
+        ("bob".to_owned(), Approver::default()),
+        ("bob~x".to_owned(), Approver::default()),
+        ("carol".to_owned(), Approver::default()),
+    ]);
+    let ap = Approvals::open(d.path(), approvers).expect("open");
+    let t0 = SystemTime::now();
+    for (holder, own) in [("bob~layer", "bob"), ("bob~x~principal", "bob~x")] {
+        let id = id_of(&ap.claim(claim(holder, 1), None, t0).expect("claim"));
+        assert_eq!(
+            ap.decide(&id, own, Verdict::Approve, None, t0),
+            Err(Refused::SelfApproval),
+            "{holder}"
+        );
+        ap.decide(&id, "carol", Verdict::Approve, None, t0)
+            .expect("another approver");
+    }
+}
+
+/// Unauthenticated callers, one holder per session, share one principal's
+/// share of pending approvals: opening sessions does not fill the table.
+#[test]
+fn anonymous_holders_share_one_share_of_the_pending_table() {
+    let (_d, ap) = open();
+    let t0 = SystemTime::now();
+    let mut refused = None;
+    for i in 0..60u32 {
+        let holder = format!("anonymous~{:016x}", u64::from(i) * 7919);
+        match ap.claim(claim(&holder, 1), None, t0) {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (at, why) = refused.expect("a limit");
+    assert_eq!(at, 50);
+    assert!(matches!(why, ClaimRefused::TooMany), "{why:?}");
+    // An authenticated principal still has its own share.
+    ap.claim(claim("alice", 1), None, t0).expect("alice");
+}

@@ -72,6 +72,20 @@ pub struct Exchange<'a> {
     /// virtual server (a digest its aggregator names), which flows are
     /// tracked by instead of the leg's own session.
     pub flow_session: Option<&'a str>,
+    /// Whether this exchange's owner sent a request of this id in this
+    /// session that the gateway forwarded (the reply ledger); `None`: the
+    /// exchange has no session (see `guards::cancel`).
+    pub asked: Option<AskedIds<'a>>,
+}
+
+/// See [`Exchange::asked`].
+#[derive(Clone, Copy)]
+pub struct AskedIds<'a>(pub &'a dyn Fn(&crate::protocol::jsonrpc::Id) -> bool);
+
+impl std::fmt::Debug for AskedIds<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AskedIds")
+    }
 }
 
 impl<'a> Exchange<'a> {
@@ -92,6 +106,7 @@ impl<'a> Exchange<'a> {
             global: None,
             flow: None,
             flow_session: None,
+            asked: None,
         }
     }
 }

@@ -73,6 +73,13 @@ impl PartialEq for CanonicalOnce {
 
 impl Eq for CanonicalOnce {}
 
+/// The owner key of the unauthenticated caller.
+static ANONYMOUS_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use warden_config::person::strict_key as k;
+    let a = Principal::anonymous();
+    format!("{}\0{}", k(&a.tenant), k(&a.id))
+});
+
 impl Principal {
     /// The key things are bound to this principal by (sessions, task ids,
     /// cursors, multi-round-trip state, minted credentials): tenant and id
@@ -92,9 +99,18 @@ impl Principal {
     /// `finance/alice`.
     pub fn owner(&self) -> &str {
         use warden_config::person::strict_key as k;
-        self.canonical.1.get_or_init(|| match self.auth {
-            AuthMethod::LayerKey => format!("{}\0{}\0layer", k(&self.tenant), k(&self.id)),
-            _ => format!("{}\0{}", k(&self.tenant), k(&self.id)),
+        self.canonical.1.get_or_init(|| {
+            let key = format!("{}\0{}", k(&self.tenant), k(&self.id));
+            match self.auth {
+                AuthMethod::LayerKey => format!("{key}\0layer"),
+                // A credential whose principal is named as the
+                // unauthenticated caller is (a token with `sub:
+                // anonymous` and no tenant) opens none of that caller's
+                // handles, nor they its.
+                AuthMethod::Anonymous => key,
+                _ if key == *ANONYMOUS_KEY => format!("{key}\0named"),
+                _ => key,
+            }
         })
     }
 

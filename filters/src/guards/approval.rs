@@ -56,11 +56,16 @@ pub fn binding(
 /// digested so the claim carries no session id.
 fn holder_of(ex: &Exchange<'_>) -> String {
     use crate::engines::identity::AuthMethod;
+    // Each kind of holder is spelled so no other can spell it: a layer's
+    // ends `~layer`; an unauthenticated caller's is `anonymous~<16 hex>`;
+    // any other principal's is its id, or, when the id holds a `~` (a
+    // token's `sub` of `alice~layer`), its id and `~principal`.
     match ex.principal.auth {
         // A key a tenant's layer minted is not the org's (or the identity
         // provider's) principal of the same name: its approvals are its own.
         AuthMethod::LayerKey => return format!("{}~layer", ex.principal.id),
         AuthMethod::Anonymous => {}
+        _ if ex.principal.id.contains('~') => return format!("{}~principal", ex.principal.id),
         _ => return ex.principal.id.clone(),
     }
     let owner = match ex.session_id {
@@ -448,5 +453,49 @@ mod tests {
         };
         let m = need(&f, &minted, body).expect("held");
         assert_ne!(m.binding, a.binding);
+        // No token subject spells another kind's holder: `alice~layer`
+        // from an identity provider is not the layer's `alice`, nor is
+        // `anonymous~<digest>` an unauthenticated caller.
+        let jwt = |tenant: &str, id: &str| Principal {
+            auth: crate::engines::identity::AuthMethod::Jwt,
+            ..named(tenant, id)
+        };
+        let forged = need(&f, &jwt("acme", "alice~layer"), body).expect("held");
+        assert_ne!(forged.holder, m.holder);
+        assert_ne!(forged.binding, m.binding);
+        let anon = need(&f, &Principal::anonymous(), body).expect("held");
+        let forged = need(&f, &jwt(&anon_tenant(), &anon.holder), body).expect("held");
+        assert_ne!(forged.holder, anon.holder);
+        assert_ne!(forged.binding, anon.binding);
+    }
+
+    fn anon_tenant() -> String {
+        Principal::anonymous().tenant
+    }
+
+    /// A credential named as the unauthenticated caller opens none of its
+    /// handles (its owner key is its own).
+    #[test]
+    fn a_principal_named_anonymous_is_not_the_anonymous_caller() {
+        let anon = Principal::anonymous();
+        for auth in [
+            crate::engines::identity::AuthMethod::Jwt,
+            crate::engines::identity::AuthMethod::ApiKey,
+            crate::engines::identity::AuthMethod::Mtls,
+        ] {
+            let named = Principal {
+                auth,
+                ..Principal::anonymous()
+            };
+            assert_ne!(named.owner(), anon.owner(), "{auth:?}");
+        }
+        // Spelled another way it is still not the anonymous caller.
+        let shouty = Principal {
+            auth: crate::engines::identity::AuthMethod::Jwt,
+            id: "ANONYMOUS".into(),
+            tenant: "Default".into(),
+            ..Principal::anonymous()
+        };
+        assert_ne!(shouty.owner(), anon.owner());
     }
 }

@@ -1,10 +1,12 @@
 //! The guards: one [`McpFilter`](crate::chain::filter::McpFilter) each, a
 //! file or a folder. `snapshot` chains them in this order: `tasks`,
-//! `kill_switch`, `mrtr`, `handles`, `scopes`, `quota`, `runaway`,
+//! `cancel`, `kill_switch`, `mrtr`, `handles`, `scopes`, `quota`, `runaway`,
 //! `targets`, `policy_filter`, `tools` (pins), `mirror`, `tools` (schemas), `egress`,
-//! DLP, `approval`.
+//! DLP, `approval`. On server→client messages DLP runs first (see
+//! `McpFilter::reply_first`).
 
 pub mod approval;
+pub mod cancel;
 pub mod dlp;
 pub mod egress;
 pub mod flow;

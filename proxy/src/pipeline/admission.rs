@@ -202,10 +202,11 @@ pub async fn admit(
 ///   the bytes the gateway handed out are accepted.
 fn check_sessions(
     gw: &Gateway,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     server: &str,
     legacy_sealed: bool,
 ) -> Result<(), Refusal> {
+    let mut legacy = legacy_sealed;
     // The principal's owner key, only for a request that names a session.
     let me = || crate::sessions::sticky::owner_key(&ctx.principal);
     if let Some(sid) = ctx.session_id.as_deref() {
@@ -220,12 +221,13 @@ fn check_sessions(
         if gw.sessions.is_legacy_path(server, path) {
             let key = crate::sessions::sticky::legacy_key(&ctx.upstream.uri);
             match gw.sessions.owner(server, &key) {
-                Some(owner) if *owner == *me() => {}
+                Some(owner) if *owner == *me() => legacy = true,
                 Some(_) => return Err(Refusal::session_principal_mismatch()),
                 None => return Err(Refusal::session_unknown()),
             }
         }
     }
+    ctx.legacy_session = legacy;
     Ok(())
 }
 

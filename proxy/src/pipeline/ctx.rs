@@ -149,6 +149,10 @@ pub struct RequestCtx {
     pub url_elicitation: bool,
     pub session_id: Option<String>,
     pub session_sealed: bool,
+    /// A legacy (HTTP+SSE) POST to a message endpoint some `endpoint`
+    /// event named, with the query of a session its principal opened
+    /// (checked at admission): only then is its query a session key.
+    pub legacy_session: bool,
     /// When the session the client's sealed id names was opened (its
     /// token's `issued`; 0 when none was opened or it predates the field).
     pub session_issued: u64,
@@ -235,6 +239,7 @@ impl RequestCtx {
             url_elicitation: false,
             session_id: None,
             session_sealed: false,
+            legacy_session: false,
             session_issued: 0,
             resume_from: None,
             refused_message: None,
@@ -304,6 +309,7 @@ impl RequestCtx {
             global,
             flow: self.flow.as_ref(),
             flow_session: self.flow_session.as_deref(),
+            asked: None,
         }
     }
 
@@ -325,7 +331,10 @@ impl RequestCtx {
     pub fn session_key(&self) -> Option<std::borrow::Cow<'_, str>> {
         match &self.session_id {
             Some(sid) => Some(std::borrow::Cow::Borrowed(sid)),
-            None if self.kind == ExchangeKind::Post && self.upstream.uri.contains('?') => Some(
+            // Any other query is the URL's, not a session a client may
+            // name (it would make an unauthenticated caller's handles and
+            // the server's requests owed to it one key for every address).
+            None if self.kind == ExchangeKind::Post && self.legacy_session => Some(
                 std::borrow::Cow::Owned(crate::sessions::sticky::legacy_key(&self.upstream.uri)),
             ),
             None => None,

@@ -115,11 +115,28 @@ pub async fn judge(
     let flow_judged = flow_judged(&rt, &server.name, &messages);
     load_flow(&rt, server, ctx, flow_judged).await;
     let mut plan = {
-        let fctx = ctx.exchange(
-            server,
-            keep_arguments,
-            Some(&global).filter(|g| !g.is_empty()),
-        );
+        // A cancellation must name a request this session sent (see
+        // `guards::cancel`): the ledger holds the session's claims.
+        let asked = |id: &warden_filters::Id| {
+            let (owner, session) = crate::pipeline::scope::ledger_keys(ctx);
+            let scope = crate::sessions::ledger::Scope {
+                server: &server.name,
+                owner: &owner,
+                session: &session,
+            };
+            gw.ledger.answered(&scope, id).is_some()
+        };
+        let fctx = warden_filters::Exchange {
+            asked: ctx
+                .session_key()
+                .is_some()
+                .then_some(warden_filters::chain::filter::AskedIds(&asked)),
+            ..ctx.exchange(
+                server,
+                keep_arguments,
+                Some(&global).filter(|g| !g.is_empty()),
+            )
+        };
         plan_request(&messages, rt.snap.chain_for(server), &fctx)
     };
     if plan.held.is_some() {
