@@ -1,0 +1,179 @@
+//! Server→client requests a message carries inside it: the entries of an
+//! `inputRequests` map (a 2026-07-28 `InputRequiredResult`, a task waiting
+//! for input in a `tasks/get` reply, a status notification, a listed task),
+//! wherever a server puts one — at any depth of a result, of a request's
+//! or notification's params, of an error, inside another embedded
+//! request's params — under any name a folding client reads as
+//! `inputRequests` (`InputRequests`, `\u0069nputRequests`).
+//!
+//! A client acts on every such request it reads, so every guard that
+//! judges them reads the same maps: the policy (each request meets the
+//! decision the same request sent on a stream meets), egress (URL-mode
+//! elicitations), both through [`in_message`].
+
+use serde_json::Value as Json;
+
+/// The member that holds embedded requests.
+pub const INPUT_REQUESTS: &str = "inputRequests";
+
+/// How deep embedded requests are looked for: as deep as a message can be
+/// read into a value (serde_json's limit), so never reached by a message
+/// the parser accepted. A deeper value is unreadable, never skipped.
+pub const DEPTH: usize = 128;
+
+/// Whether some peer reads member `k` as `inputRequests`.
+pub fn is_input_requests(k: &str) -> bool {
+    k == INPUT_REQUESTS || crate::protocol::names::same_name(k, INPUT_REQUESTS)
+}
+
+/// What a walk finds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Found<'a> {
+    /// One entry of an `inputRequests` map: its key, its method (read as
+    /// every peer reads it), and the whole request.
+    Request {
+        key: &'a str,
+        method: &'a str,
+        request: &'a Json,
+    },
+    /// Something a client may take for embedded requests that the gateway
+    /// cannot read: a map that is no object, an entry whose method a peer
+    /// reads otherwise (`Elicitation/Create`, `method\u0000`) or whose
+    /// params are no object, a value deeper than [`DEPTH`].
+    Unreadable,
+}
+
+/// Every embedded request of a server's message `msg` (a whole JSON-RPC
+/// message), at any depth of its `params`, its `result` and its `error`
+/// (see the module documentation).
+pub fn in_message<'a>(msg: &'a Json, f: &mut dyn FnMut(Found<'a>)) {
+    for part in ["params", "result", "error"] {
+        if let Some(x) = msg.get(part) {
+            walk(x, f, DEPTH);
+        }
+    }
+}
+
+fn walk<'a>(v: &'a Json, f: &mut dyn FnMut(Found<'a>), depth: usize) {
+    match v {
+        Json::Object(o) => {
+            if depth == 0 {
+                return f(Found::Unreadable);
+            }
+            for (k, x) in o {
+                if is_input_requests(k) {
+                    let Json::Object(reqs) = x else {
+                        f(Found::Unreadable);
+                        continue;
+                    };
+                    for (key, r) in reqs {
+                        match crate::protocol::jsonrpc::nested_request_method(r) {
+                            Some(method) => f(Found::Request {
+                                key,
+                                method,
+                                request: r,
+                            }),
+                            None => f(Found::Unreadable),
+                        }
+                        // A request's params may carry requests of their own.
+                        walk(r, f, depth - 1);
+                    }
+                } else {
+                    walk(x, f, depth - 1);
+                }
+            }
+        }
+        Json::Array(a) => {
+            if depth == 0 {
+                return f(Found::Unreadable);
+            }
+            for x in a {
+                walk(x, f, depth - 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The keys and methods [`in_message`] reads, and whether it found
+    /// something unreadable.
+    fn read(v: &Json) -> (Vec<(String, String)>, bool) {
+        let mut got = Vec::new();
+        let mut bad = false;
+        in_message(v, &mut |f| match f {
+            Found::Request { key, method, .. } => got.push((key.to_owned(), method.to_owned())),
+            Found::Unreadable => bad = true,
+        });
+        (got, bad)
+    }
+
+    fn ask(method: &str) -> Json {
+        json!({"method": method, "params": {}})
+    }
+
+    /// Every place a hostile server can put a request, at every depth, in
+    /// every spelling a client reads.
+    #[test]
+    fn both_walks_find_every_embedded_request() {
+        let s = ask("sampling/createMessage");
+        let shapes = [
+            json!({"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{"a":s}}}),
+            json!({"jsonrpc":"2.0","id":1,"result":{"taskId":"t","status":"input_required","inputRequests":{"a":s}}}),
+            json!({"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"t","inputRequests":{"a":s}}}}),
+            json!({"jsonrpc":"2.0","id":1,"result":{"tasks":[{"taskId":"u"},{"taskId":"t","inputRequests":{"a":s}}]}}),
+            json!({"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"t","inputRequests":{"a":s}}}),
+            json!({"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"t","inputRequests":{"a":s}}}),
+            json!({"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"x":[[{"y":{"inputRequests":{"a":s}}}]]}}}),
+            json!({"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"m","data":{"deep":[{"inputRequests":{"a":s}}]}}}),
+            json!({"jsonrpc":"2.0","id":"s","method":"roots/list","params":{"_meta":{"inputRequests":{"a":s}}}}),
+            json!({"jsonrpc":"2.0","id":1,"result":{"InputRequests":{"a":s}}}),
+            json!({"jsonrpc":"2.0","id":1,"result":{"inputRequeſts":{"a":s}}}),
+            json!({"jsonrpc":"2.0","id":1,"result":{"input\u{200b}Requests":{"a":s}}}),
+            // A request inside another's params.
+            json!({"jsonrpc":"2.0","id":1,"result":{"inputRequests":{"e":{"method":"elicitation/create",
+                "params":{"inputRequests":{"a":s}}}}}}),
+        ];
+        for v in shapes {
+            let (got, bad) = read(&v);
+            assert!(!bad, "{v}");
+            assert!(
+                got.contains(&("a".to_owned(), "sampling/createMessage".to_owned())),
+                "{v}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_unreadable() {
+        for v in [
+            json!({"result":{"inputRequests":[ask("roots/list")]}}),
+            json!({"result":{"inputRequests":null}}),
+            json!({"result":{"inputRequests":"roots/list"}}),
+            json!({"params":{"x":{"inputRequests":{"a":"http://127.0.0.1/"}}}}),
+            json!({"result":{"inputRequests":{"a":{"params":{}}}}}),
+            json!({"result":{"inputRequests":{"a":{"method":"Sampling/CreateMessage"}}}}),
+            json!({"result":{"inputRequests":{"a":{"method":"sampling/createMessage\u{0}"}}}}),
+            json!({"result":{"inputRequests":{"a":{"method":"roots/list","params":[1]}}}}),
+            json!({"error":{"code":1,"message":"m","data":{"inputRequests":{"a":{"method":7}}}}}),
+        ] {
+            assert!(read(&v).1, "{v}");
+        }
+        // Deeper than a message can be read: unreadable, never skipped.
+        let mut deep = json!({"inputRequests":{"a":ask("roots/list")}});
+        for _ in 0..DEPTH {
+            deep = json!([deep]);
+        }
+        assert!(read(&json!({ "result": deep })).1);
+        // Nothing that is no map of requests is read as one.
+        let (got, bad) = read(
+            &json!({"result":{"content":[{"type":"text","text":"inputRequests"}],
+            "inputRequest":{"a":ask("roots/list")}}}),
+        );
+        assert!(got.is_empty() && !bad);
+    }
+}
