@@ -9,9 +9,12 @@
 //! A client acts on every such request it reads, so every guard that
 //! judges them reads the same maps: the policy (each request meets the
 //! decision the same request sent on a stream meets), egress (URL-mode
-//! elicitations), both through [`in_message`].
+//! elicitations) through [`in_message`], and the task input binding, which
+//! seals the keys of a task's maps, through [`maps_mut`]. Both walks share
+//! [`is_input_requests`], [`DEPTH`] and where they descend, so no map one
+//! of them reads is missed by the other (`tests` holds them to it).
 
-use serde_json::Value as Json;
+use serde_json::{Map, Value as Json};
 
 /// The member that holds embedded requests.
 pub const INPUT_REQUESTS: &str = "inputRequests";
@@ -95,6 +98,56 @@ fn walk<'a>(v: &'a Json, f: &mut dyn FnMut(Found<'a>), depth: usize) {
     }
 }
 
+/// Every `inputRequests` map under `v` that is an object, mutably, with a
+/// context computed on the way down: `enter(object, parent's context)` is
+/// the context of an object's members (the root's parent context is
+/// `root`), and `f(context, map)` sees each map (its keys may be
+/// rewritten) before the walk goes on into its requests. The maps are
+/// those [`in_message`] reads the entries of; one deeper than [`DEPTH`] is
+/// not visited (an [`in_message`] walk finds it unreadable).
+pub fn maps_mut<C>(
+    v: &mut Json,
+    root: &C,
+    enter: &mut dyn FnMut(&Map<String, Json>, &C) -> C,
+    f: &mut dyn FnMut(&C, &mut Map<String, Json>),
+) {
+    walk_mut(v, root, enter, f, DEPTH);
+}
+
+fn walk_mut<C>(
+    v: &mut Json,
+    parent: &C,
+    enter: &mut dyn FnMut(&Map<String, Json>, &C) -> C,
+    f: &mut dyn FnMut(&C, &mut Map<String, Json>),
+    depth: usize,
+) {
+    if depth == 0 {
+        return;
+    }
+    match v {
+        Json::Object(o) => {
+            let ctx = enter(o, parent);
+            for (k, x) in o.iter_mut() {
+                if is_input_requests(k) {
+                    let Json::Object(reqs) = x else { continue };
+                    f(&ctx, reqs);
+                    for r in reqs.values_mut() {
+                        walk_mut(r, &ctx, enter, f, depth - 1);
+                    }
+                } else {
+                    walk_mut(x, &ctx, enter, f, depth - 1);
+                }
+            }
+        }
+        Json::Array(a) => {
+            for x in a {
+                walk_mut(x, parent, enter, f, depth - 1);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,12 +165,26 @@ mod tests {
         (got, bad)
     }
 
+    /// The keys of every map [`maps_mut`] visits.
+    fn visited(v: &Json) -> Vec<String> {
+        let mut v = v.clone();
+        let mut keys = Vec::new();
+        for part in ["params", "result", "error"] {
+            if let Some(x) = v.get_mut(part) {
+                maps_mut(x, &(), &mut |_, _| (), &mut |_, m| {
+                    keys.extend(m.keys().cloned());
+                });
+            }
+        }
+        keys
+    }
+
     fn ask(method: &str) -> Json {
         json!({"method": method, "params": {}})
     }
 
     /// Every place a hostile server can put a request, at every depth, in
-    /// every spelling a client reads.
+    /// every spelling a client reads: found by both walks alike.
     #[test]
     fn both_walks_find_every_embedded_request() {
         let s = ask("sampling/createMessage");
@@ -145,6 +212,11 @@ mod tests {
                 got.contains(&("a".to_owned(), "sampling/createMessage".to_owned())),
                 "{v}: {got:?}"
             );
+            let mut keys: Vec<String> = got.iter().map(|(k, _)| k.clone()).collect();
+            let mut maps = visited(&v);
+            keys.sort();
+            maps.sort();
+            assert_eq!(maps, keys, "{v}");
         }
     }
 
@@ -175,5 +247,51 @@ mod tests {
             "inputRequest":{"a":ask("roots/list")}}}),
         );
         assert!(got.is_empty() && !bad);
+    }
+
+    /// The context of a map is computed from the objects above it, the
+    /// nearest first.
+    #[test]
+    fn each_map_sees_the_context_of_its_nearest_object() {
+        let mut v = json!({"taskId":"t1","inputRequests":{"a":{"method":"roots/list",
+                "params":{"inputRequests":{"b":{"method":"roots/list"}}}}},
+            "sub":{"taskId":"t2","inputRequests":{"c":{"method":"roots/list"}}},
+            "other":{"inputRequests":{"d":{"method":"roots/list"}}}});
+        let mut seen = Vec::new();
+        maps_mut(
+            &mut v,
+            &None,
+            &mut |o, parent: &Option<String>| {
+                o.get("taskId")
+                    .and_then(Json::as_str)
+                    .map(str::to_owned)
+                    .or_else(|| parent.clone())
+            },
+            &mut |ctx, m| {
+                for k in m.keys() {
+                    seen.push((k.clone(), ctx.clone()));
+                }
+                let renamed: Map<String, Json> = std::mem::take(m)
+                    .into_iter()
+                    .map(|(k, x)| (format!("<{k}>"), x))
+                    .collect();
+                *m = renamed;
+            },
+        );
+        seen.sort();
+        let t = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            seen,
+            [
+                ("a".into(), t("t1")),
+                ("b".into(), t("t1")),
+                ("c".into(), t("t2")),
+                ("d".into(), t("t1")),
+            ]
+        );
+        assert!(
+            v["inputRequests"]["<a>"]["params"]["inputRequests"]["<b>"].is_object(),
+            "{v}"
+        );
     }
 }
