@@ -126,9 +126,12 @@ pub struct Message<'a> {
     value: std::cell::OnceCell<Option<serde_json::Value>>,
     /// Whether the bytes hold a `\u` escape (looked for at most once).
     escaped: std::cell::OnceCell<bool>,
-    /// Whether the bytes hold a byte some decoder drops or folds in a
-    /// name: any non-ASCII byte, DEL (looked for at most once).
+    /// Whether the bytes hold a non-ASCII byte or DEL (looked for at most
+    /// once).
     unplain: std::cell::OnceCell<bool>,
+    /// Whether the message may carry requests inside it (looked for at
+    /// most once).
+    embeds: std::cell::OnceCell<bool>,
 }
 
 /// A word a filter looks for in raw bytes, its searcher built once.
@@ -152,28 +155,6 @@ impl Word {
             .find(bytes)
             .is_some()
     }
-
-    /// Whether `bytes` hold the word in any ASCII case, found by its
-    /// rarest letter (`q` of `inputRequests`).
-    pub fn in_bytes_any_case(&self, bytes: &[u8]) -> bool {
-        // Letters from the rarest in English text to the commonest.
-        const RANK: &[u8] = b"zqxjkvbpygfwmucldrhsnioate";
-        let w = self.word.as_bytes();
-        let rank = |c: &u8| {
-            RANK.iter()
-                .position(|r| *r == c.to_ascii_lowercase())
-                .unwrap_or(RANK.len())
-        };
-        let Some((at, c)) = w.iter().enumerate().min_by_key(|(_, c)| rank(c)) else {
-            return true;
-        };
-        memchr::memchr2_iter(c.to_ascii_lowercase(), c.to_ascii_uppercase(), bytes).any(|i| {
-            i >= at
-                && bytes
-                    .get(i - at..i - at + w.len())
-                    .is_some_and(|s| s.eq_ignore_ascii_case(w))
-        })
-    }
 }
 
 static UNICODE_ESCAPE: Word = Word::new("\\u");
@@ -194,6 +175,7 @@ impl<'a> Message<'a> {
             value: std::cell::OnceCell::new(),
             escaped: std::cell::OnceCell::new(),
             unplain: std::cell::OnceCell::new(),
+            embeds: std::cell::OnceCell::new(),
         }
     }
 
@@ -232,6 +214,7 @@ impl<'a> Message<'a> {
             value: std::cell::OnceCell::new(),
             escaped: std::cell::OnceCell::new(),
             unplain: std::cell::OnceCell::new(),
+            embeds: std::cell::OnceCell::new(),
         }
     }
 
@@ -246,25 +229,32 @@ impl<'a> Message<'a> {
                 .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
     }
 
-    /// Whether the message, once its strings are decoded, may hold a
-    /// member some peer reads as `word` (`protocol::names`): the word in
-    /// any ASCII case (`InputRequests`), an escape, or a character some
-    /// decoder drops or folds (any non-ASCII byte: `inputRequeſts`,
-    /// `input\u{200b}Requests` written raw; DEL). Then a parse decides.
-    pub fn may_name(&self, word: &Word) -> bool {
-        self.unplain()
-            || word.in_bytes_any_case(self.bytes)
-            || *self
-                .escaped
-                .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
-    }
-
     /// Whether the bytes hold a byte some decoder drops or folds in a
-    /// name: any non-ASCII byte, DEL (looked for once per message).
+    /// member name (any non-ASCII byte, DEL): a name there may be read as
+    /// another. Looked for once per message, however many filters ask.
     pub fn unplain(&self) -> bool {
         *self
             .unplain
             .get_or_init(|| !self.bytes.is_ascii() || memchr::memchr(0x7f, self.bytes).is_some())
+    }
+
+    /// Whether the message may carry server→client requests inside it
+    /// (`inputRequests`, see `protocol::embedded`) under a name some peer
+    /// reads as that and the parser lets through: the word as it is or in
+    /// lower case ([`crate::protocol::embedded::named_in`]), an escape, or
+    /// a byte a decoder drops or folds (`inputRequeſts`, a zero-width
+    /// character written raw). Then a parse decides. Looked for once per
+    /// message for every filter that judges such requests (the task
+    /// binding, the policy, egress): no dearer than the one search each of
+    /// the last two made before.
+    pub fn may_embed_requests(&self) -> bool {
+        *self.embeds.get_or_init(|| {
+            self.unplain()
+                || *self
+                    .escaped
+                    .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
+                || crate::protocol::embedded::named_in(self.bytes)
+        })
     }
 
     fn slice(&self, r: &Option<std::ops::Range<usize>>) -> Option<&'a str> {
@@ -808,32 +798,6 @@ mod tests {
         assert_eq!(run(reply, Direction::Response, None), 1);
         // A client's answer to a server→client request has no method of its own.
         assert_eq!(run(reply, Direction::Request, None), 0);
-    }
-
-    /// A word is found in any ASCII case, at either end of the bytes, and
-    /// nothing shorter or merely similar is taken for it.
-    #[test]
-    fn a_word_in_any_case() {
-        static W: Word = Word::new("inputRequests");
-        for hit in [
-            "inputRequests",
-            "INPUTREQUESTS",
-            r#"{"InputRequests":1}"#,
-            "xx inputrequests",
-            "qqq inPutREquests qq",
-        ] {
-            assert!(W.in_bytes_any_case(hit.as_bytes()), "{hit}");
-        }
-        for miss in [
-            "",
-            "q",
-            "inputRequest",
-            "nputRequests",
-            "input_requests",
-            "qinputRequest",
-        ] {
-            assert!(!W.in_bytes_any_case(miss.as_bytes()), "{miss}");
-        }
     }
 
     /// Rewrites a call's tool name.

@@ -183,31 +183,74 @@ fn one_denied_request_among_many_refuses_the_message() {
     );
 }
 
-/// Spellings a client reads as `inputRequests`: the escaped name is read
-/// and judged; a near-name is refused by the parser or judged.
+/// Every spelling a client reads as `inputRequests`, escaped or raw (in
+/// another case, with a character a decoder drops or folds): where MCP's
+/// structure is read, refused by the parser or judged as the word is; in
+/// a tool's payload or error data (where no client reads requests),
+/// judged too, but for a raw spelling with a capital other than the
+/// word's, which is payload there (the gate looks for the word as it is
+/// and in lower case only: `protocol::embedded::named_in`).
 #[test]
 fn every_spelling_of_input_requests_is_judged() {
     let f = filter();
     let denied = r#"{"method":"sampling/createMessage","params":{}}"#;
+    let payload = [
+        r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"@N@":{"k":@R@}}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"m","data":{"@N@":{"k":@R@}}}}"#,
+    ];
+    let shapes = [
+        r#"{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"t","status":"input_required","@N@":{"k":@R@}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"t","status":"input_required","@N@":{"k":@R@}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"taskId":"t","status":"input_required","@N@":{"k":@R@}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","@N@":{"k":@R@}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"t","@N@":{"k":@R@}}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tasks":[{"taskId":"t","@N@":{"k":@R@}}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"taskId":"t","inputRequests":{"a":{"method":"roots/list","params":{"@N@":{"k":@R@}}}}}}"#,
+    ];
+    let mut judged = 0;
     for name in [
+        // Escaped.
         r"input\u0052equests",
         r"\u0069nputRequests",
+        r"\u0049nputRequests",
+        r"INPUT\u0052EQUESTS",
+        r"inputReque\u017fts",
+        r"input\u200bRequests",
+        r"inputrequests\u0000",
+        // Raw.
         "InputRequests",
         "INPUTREQUESTS",
+        "inputrequests",
+        "iNpUtReQuEsTs",
         "inputRequeſts",
+        "inputrequeſts",
         "input\u{200b}Requests",
+        "inputrequests\u{200b}",
+        "input\u{7f}requests",
     ] {
-        for shape in [
-            r#"{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"t","status":"input_required","@N@":{"k":@R@}}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"@N@":{"k":@R@}}}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"result":{"taskId":"t","status":"input_required","@N@":{"k":@R@}}}"#,
-        ] {
+        // Raw printable ASCII with a capital the word has not.
+        let capital = !name.contains('\\')
+            && name.bytes().all(|b| (0x20..0x7f).contains(&b))
+            && name != "inputRequests"
+            && name.bytes().any(|b| b.is_ascii_uppercase());
+        for (shape, structure) in shapes
+            .iter()
+            .map(|s| (s, true))
+            .chain(payload.iter().map(|s| (s, false)))
+        {
             let raw = shape.replace("@N@", name).replace("@R@", denied);
-            if let Some(d) = judge(&f, &raw, &raw, Some("tasks/get")) {
+            // What the parser refuses reaches no filter.
+            let Some(d) = judge(&f, &raw, &raw, Some("tasks/get")) else {
+                assert!(structure, "the parser refused payload: {raw}");
+                continue;
+            };
+            if structure || !capital {
                 assert!(refused(&d), "{raw}: {d:?}");
+                judged += 1;
             }
         }
     }
+    assert!(judged > 20, "{judged}");
 }
 
 /// A request the gateway cannot read refuses its message, wherever it

@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 use warden_config::access::{DenialStyle, Risk, ServerCatalog};
 
 use crate::chain::filter::{
-    unreadable_reply, Decision, Denial, Exchange, McpFilter, Message, Notes, Word,
+    unreadable_reply, Decision, Denial, Exchange, McpFilter, Message, Notes,
 };
 use crate::engines::flow::FlowNote;
 use crate::engines::policy::{PolicyDecision, PolicyEngine, PolicyInput};
@@ -50,10 +50,6 @@ struct ListShape {
     key: &'static str,
     as_method: &'static str,
 }
-
-/// A message that may carry server→client requests inside it names this
-/// member (spelled as is, or with escapes: then the parse decides).
-static INPUT_REQUESTS: Word = Word::new("inputRequests");
 
 fn list_shape(method: &str) -> Option<ListShape> {
     Some(match method {
@@ -653,8 +649,8 @@ impl McpFilter for PolicyFilter {
         // it holds: the requests it carries (a result's, a status
         // notification's, a listed task's, an error's, at any depth), then
         // what it is. No concern's pass stands for another's. A message
-        // that cannot name `inputRequests` is not read for them.
-        if msg.may_name(&INPUT_REQUESTS) {
+        // that cannot name them is not read for them.
+        if msg.may_embed_requests() {
             let d = self.judge_embedded(msg, ctx);
             if !matches!(d, Decision::Pass) {
                 return d;

@@ -567,8 +567,6 @@ impl std::fmt::Debug for TaskFilter {
 }
 
 static TASK: crate::chain::filter::Word = crate::chain::filter::Word::new("task");
-static INPUT_REQUESTS: crate::chain::filter::Word =
-    crate::chain::filter::Word::new(crate::protocol::embedded::INPUT_REQUESTS);
 
 /// Whether a message may carry a task id the gateway must seal or open:
 /// its decoded text may hold a name some peer reads as `taskId` or as the
@@ -787,7 +785,7 @@ impl McpFilter for TaskFilter {
         }
         // A task's input requests reach the client under sealed keys,
         // the only keys `tasks/update` answers (see `tasks_input`).
-        if msg.may_name(&INPUT_REQUESTS) {
+        if msg.may_embed_requests() {
             changed |= self.seal_input_keys(&mut v, ctx);
         }
         if !changed {

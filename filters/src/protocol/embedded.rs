@@ -24,6 +24,22 @@ pub const INPUT_REQUESTS: &str = "inputRequests";
 /// the parser accepted. A deeper value is unreadable, never skipped.
 pub const DEPTH: usize = 128;
 
+/// Whether raw `bytes` hold `inputRequests` written as a peer may read
+/// it where it reaches a filter: as it is, or all in lower case (which a
+/// case-insensitive client reads as it, and which the parser lets
+/// through). Any other ASCII case (`InputRequests`) is a near-name of
+/// MCP's vocabulary, refused by the parser wherever MCP's structure is
+/// read (`protocol::names`); in a tool's payload no peer reads requests.
+/// Escapes and bytes a decoder drops or folds are looked for by the caller
+/// (`Message::may_embed_requests`).
+pub fn named_in(bytes: &[u8]) -> bool {
+    static EXACT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(INPUT_REQUESTS));
+    static LOWER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("inputrequests"));
+    EXACT.find(bytes).is_some() || LOWER.find(bytes).is_some()
+}
+
 /// Whether some peer reads member `k` as `inputRequests`.
 pub fn is_input_requests(k: &str) -> bool {
     k == INPUT_REQUESTS || crate::protocol::names::same_name(k, INPUT_REQUESTS)
@@ -247,6 +263,30 @@ mod tests {
             "inputRequest":{"a":ask("roots/list")}}}),
         );
         assert!(got.is_empty() && !bad);
+    }
+
+    /// The word as it is or in lower case, at either end of the bytes;
+    /// nothing shorter or merely similar.
+    #[test]
+    fn the_word_as_written() {
+        for hit in [
+            "inputRequests",
+            "inputrequests",
+            r#"{"inputrequests":1}"#,
+            "x inputRequests",
+        ] {
+            assert!(named_in(hit.as_bytes()), "{hit}");
+        }
+        for miss in [
+            "",
+            "inputRequest",
+            "nputRequests",
+            "input_requests",
+            "requests inputs",
+            "InputRequests",
+        ] {
+            assert!(!named_in(miss.as_bytes()), "{miss}");
+        }
     }
 
     /// The context of a map is computed from the objects above it, the

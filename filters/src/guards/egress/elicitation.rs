@@ -17,13 +17,11 @@ use serde_json::Value as Json;
 use warden_config::guards::HostPattern;
 
 use super::readers::check;
-use crate::chain::filter::{Decision, Denial, Message, Word};
+use crate::chain::filter::{Decision, Denial, Message};
 use crate::protocol::embedded::{self, Found};
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
 use crate::protocol::names::members_named;
-
-static INPUT_REQUESTS: Word = Word::new("inputRequests");
 
 /// One URL to judge, or an elicitation that cannot be read.
 type Asked<'a> = Result<&'a str, ()>;
@@ -38,7 +36,7 @@ pub(super) fn judge<'h>(
     let env = msg.envelope;
     // Requests inside the message, wherever they sit (see
     // `protocol::embedded`): any message may carry them.
-    let embedded = msg.may_name(&INPUT_REQUESTS);
+    let embedded = msg.may_embed_requests();
     let asks = match env.kind {
         Kind::Request => env.method.as_deref() == Some("elicitation/create"),
         // Errors are few: every one is read.
