@@ -141,6 +141,12 @@ pub struct Message<'a> {
     value: std::cell::OnceCell<Option<serde_json::Value>>,
     /// Whether the bytes hold a `\u` escape (looked for at most once).
     escaped: std::cell::OnceCell<bool>,
+    /// Whether the bytes hold a non-ASCII byte or DEL (looked for at most
+    /// once).
+    unplain: std::cell::OnceCell<bool>,
+    /// Whether the message may carry requests inside it (looked for at
+    /// most once).
+    embeds: std::cell::OnceCell<bool>,
 }
 
 /// A word a filter looks for in raw bytes, its searcher built once.
@@ -183,6 +189,8 @@ impl<'a> Message<'a> {
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
             escaped: std::cell::OnceCell::new(),
+            unplain: std::cell::OnceCell::new(),
+            embeds: std::cell::OnceCell::new(),
         }
     }
 
@@ -220,6 +228,8 @@ impl<'a> Message<'a> {
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
             escaped: std::cell::OnceCell::new(),
+            unplain: std::cell::OnceCell::new(),
+            embeds: std::cell::OnceCell::new(),
         }
     }
 
@@ -232,6 +242,34 @@ impl<'a> Message<'a> {
             || *self
                 .escaped
                 .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
+    }
+
+    /// Whether the bytes hold a byte some decoder drops or folds in a
+    /// member name (any non-ASCII byte, DEL): a name there may be read as
+    /// another. Looked for once per message, however many filters ask.
+    pub fn unplain(&self) -> bool {
+        *self
+            .unplain
+            .get_or_init(|| !self.bytes.is_ascii() || memchr::memchr(0x7f, self.bytes).is_some())
+    }
+
+    /// Whether the message may carry server→client requests inside it
+    /// (`inputRequests`, see `protocol::embedded`) under a name some peer
+    /// reads as that and the parser lets through: the word as it is or in
+    /// lower case ([`crate::protocol::embedded::named_in`]), an escape, or
+    /// a byte a decoder drops or folds (`inputRequeſts`, a zero-width
+    /// character written raw). Then a parse decides. Looked for once per
+    /// message for every filter that judges such requests (the task
+    /// binding, the policy, egress): no dearer than the one search each of
+    /// the last two made before.
+    pub fn may_embed_requests(&self) -> bool {
+        *self.embeds.get_or_init(|| {
+            self.unplain()
+                || *self
+                    .escaped
+                    .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
+                || crate::protocol::embedded::named_in(self.bytes)
+        })
     }
 
     fn slice(&self, r: &Option<std::ops::Range<usize>>) -> Option<&'a str> {

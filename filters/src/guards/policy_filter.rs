@@ -1,5 +1,7 @@
 //! The policy filter: the bundle's Rego policy decides every request and
-//! notification (and every server→client request), and list results are
+//! notification (and every server→client request, on a stream or carried
+//! inside any other message: `inputRequests` at any depth of a result, a
+//! status notification, a listed task or an error), and list results are
 //! filtered to what the principal may use. The kill switch and step-up
 //! scopes, its neighbours in authorisation, are `kill_switch` and `scopes`.
 
@@ -10,10 +12,11 @@ use serde_json::Value as Json;
 use warden_config::access::{DenialStyle, Risk, ServerCatalog};
 
 use crate::chain::filter::{
-    unreadable_reply, Decision, Denial, Exchange, McpFilter, Message, Notes, Word,
+    unreadable_reply, Decision, Denial, Exchange, McpFilter, Message, Notes,
 };
 use crate::engines::flow::FlowNote;
 use crate::engines::policy::{PolicyDecision, PolicyEngine, PolicyInput};
+use crate::protocol::embedded::Found;
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
 
@@ -47,10 +50,6 @@ struct ListShape {
     key: &'static str,
     as_method: &'static str,
 }
-
-/// A reply that may carry server→client requests inside its result names
-/// this member (spelled as is, or with escapes: then the parse decides).
-static INPUT_REQUESTS: Word = Word::new("inputRequests");
 
 fn list_shape(method: &str) -> Option<ListShape> {
     Some(match method {
@@ -325,32 +324,44 @@ impl PolicyFilter {
         )))
     }
 
-    /// Server→client requests carried inside a result (`inputRequests` of an
-    /// `InputRequiredResult`, or of a task waiting for input) get the policy
-    /// the same requests get on a stream. One denied request refuses the
-    /// reply: the client gets the denial for its request id, so nothing
-    /// waits on an answer it may not give.
-    fn judge_input_requests(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
-        let Some(reply) = msg.value() else {
+    /// Server→client requests carried inside a message (`inputRequests`:
+    /// an `InputRequiredResult`, a task waiting for input in a `tasks/get`
+    /// or `tasks/list` reply or a status notification, or any other place a
+    /// server puts them, at any depth of a result, params or error; see
+    /// `protocol::embedded`) get the decision the same requests get on a
+    /// stream. One denied request refuses the whole message: a reply is
+    /// answered with the denial for the client's request id (so nothing
+    /// waits on an answer it may not give), a notification or request is
+    /// dropped, as a denied request on a stream is. A message carrying a
+    /// request the gateway cannot read is refused, never passed as is.
+    fn judge_embedded(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
+        let Some(v) = msg.value() else {
             return unreadable_reply();
         };
-        let reqs = match reply.get("result").and_then(|r| r.get("inputRequests")) {
-            None => return Decision::Pass,
-            Some(Json::Object(reqs)) => reqs,
-            Some(_) => return unreadable_reply(),
-        };
-        for r in reqs.values() {
+        let mut found = Vec::new();
+        crate::protocol::embedded::in_message(v, &mut |f| found.push(f));
+        if found.contains(&Found::Unreadable) {
             // A method or params the client reads otherwise than the rule
-            // (`Elicitation/Create`, positional params) is unreadable.
-            let Some(method) = crate::protocol::jsonrpc::nested_request_method(r) else {
-                return Decision::Reject(Denial::error(
-                    JsonRpcError::new(
-                        codes::UPSTREAM_PROTOCOL,
-                        "The server asked for input the gateway cannot read",
-                    ),
-                    "input_request_unreadable",
-                ));
+            // (`Elicitation/Create`, positional params), a map that is no
+            // object: unreadable.
+            return Decision::Reject(Denial::error(
+                JsonRpcError::new(
+                    codes::UPSTREAM_PROTOCOL,
+                    "The server asked for input the gateway cannot read",
+                ),
+                "input_request_unreadable",
+            ));
+        }
+        // One decision per method (a task list may repeat one many times).
+        let mut judged: Vec<&str> = Vec::new();
+        for f in found {
+            let Found::Request { method, .. } = f else {
+                continue;
             };
+            if judged.contains(&method) {
+                continue;
+            }
+            judged.push(method);
             let d = self.decide(ctx, None, method, None, None, false);
             if !d.allow {
                 // The method is the server's text: named only when it is one
@@ -638,6 +649,17 @@ impl McpFilter for PolicyFilter {
 
     fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
+        // Every concern that applies to a message judges it, whatever else
+        // it holds: the requests it carries (a result's, a status
+        // notification's, a listed task's, an error's, at any depth), then
+        // what it is. No concern's pass stands for another's. A message
+        // that cannot name them is not read for them.
+        if msg.may_embed_requests() {
+            let d = self.judge_embedded(msg, ctx);
+            if !matches!(d, Decision::Pass) {
+                return d;
+            }
+        }
         match env.kind {
             // Server→client requests: sampling, elicitation, roots, ping.
             Kind::Request => {
@@ -708,22 +730,16 @@ impl McpFilter for PolicyFilter {
             // Errors are few: each is read for elicitations however it
             // spells them.
             Kind::Response if env.is_error => self.judge_error_elicitations(msg, ctx),
-            // Every concern that applies to a result judges it, whatever
-            // else it holds: the input requests it carries, then the list it
-            // is. No concern's pass stands for another's.
-            Kind::Response => {
-                if msg.may_hold(&INPUT_REQUESTS) {
-                    let d = self.judge_input_requests(msg, ctx);
-                    if !matches!(d, Decision::Pass) {
-                        return d;
-                    }
-                }
-                match msg.request_method.and_then(list_shape) {
-                    Some(shape) => self.filter_list(msg, ctx, &shape),
-                    None => Decision::Pass,
-                }
-            }
+            // A list result: filtered for the principal.
+            Kind::Response => match msg.request_method.and_then(list_shape) {
+                Some(shape) => self.filter_list(msg, ctx, &shape),
+                None => Decision::Pass,
+            },
             _ => Decision::Pass,
         }
     }
 }
+
+#[cfg(test)]
+#[path = "policy_embedded_tests.rs"]
+mod embedded_tests;

@@ -37,6 +37,13 @@
 //! [`TaskNote`] for the later filters and the audit record: the tool, and a
 //! link (a keyed digest of server, owner and the server's id) that the
 //! originating call's record carries too.
+//!
+//! A task waiting for input names its requests' keys (`inputRequests`,
+//! wherever its status is told): they reach the client sealed to the
+//! task, this principal, the server, the session and a time window, and
+//! the `inputResponses` of `tasks/update` (of any task request) reach the
+//! server only for keys that open so, under the server's own keys; input
+//! nobody asked is refused (-32602). (How and why: `tasks_input`.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +66,9 @@ const AAD: &[u8] = b"warden task v1";
 mod walk;
 use walk::{has_related, names_task_id, related, task_ids, Reach};
 
+#[path = "tasks_input.rs"]
+mod input;
+
 /// The methods that name a task by `params.taskId`.
 pub fn names_task(method: &str) -> bool {
     TASK_METHODS.contains(&method)
@@ -73,6 +83,8 @@ pub struct TaskSealer {
     /// Keys the nonce: one id sealed for one principal always gives the same
     /// token, so a client comparing ids across polls sees the one it holds.
     nonce_key: [u8; 32],
+    /// Seals the keys of a task's input requests (see `tasks_input`).
+    input: input::InputKeys,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
@@ -109,6 +121,7 @@ impl TaskSealer {
         TaskSealer {
             key: TokenKey::new(&key),
             nonce_key,
+            input: input::InputKeys::new(secret),
         }
     }
 
@@ -418,6 +431,31 @@ impl TaskFilter {
         task_ids(error, &mut |id| self.sealed(id, ctx, seen, notes)).changed
     }
 
+    /// Seals the keys of every task's `inputRequests` in a server message
+    /// `v` (its result or params, the task ids in it sealed by now) for
+    /// this caller (see `tasks_input`). Whether any was sealed.
+    fn seal_input_keys(&self, v: &mut Json, ctx: &Exchange<'_>) -> bool {
+        let me = holder(ctx);
+        let mut changed = false;
+        for part in ["result", "params"] {
+            let Some(x) = v.get_mut(part) else { continue };
+            changed |= input::seal_keys(
+                x,
+                &mut |t| self.sealer.open(t, &me, ctx.server).map(|o| o.task),
+                &mut |task, key| {
+                    let b = input::Binding {
+                        task,
+                        holder: &me,
+                        server: ctx.server,
+                        session: ctx.session_id,
+                    };
+                    self.sealer.input.seal(key, &b, ctx.now)
+                },
+            );
+        }
+        changed
+    }
+
     /// The task ids a client message names outside `params.taskId`, which
     /// the client holds sealed and the server knows raw: related-task
     /// metadata in `params._meta` or `result._meta`, and any task id in an
@@ -537,8 +575,7 @@ static TASK: crate::chain::filter::Word = crate::chain::filter::Word::new("task"
 /// `RELATED-TASK`), a DEL a decoder drops (`tas\x7fkId`), and any other
 /// character than ASCII (`taſkId`, `tas\u{200b}kId` written raw).
 fn may_name_task(msg: &Message<'_>) -> bool {
-    let b = msg.bytes;
-    msg.may_hold(&TASK) || !b.is_ascii() || memchr::memchr(0x7f, b).is_some() || task_any_case(b)
+    msg.may_hold(&TASK) || msg.unplain() || task_any_case(msg.bytes)
 }
 
 /// Whether `b` holds `task` in any ASCII case, found by its rarer last
@@ -613,6 +650,19 @@ impl McpFilter for TaskFilter {
             return task_unknown(ack);
         };
         if let Some(p) = v.get_mut("params") {
+            // Input answers only what the gateway let the server ask of
+            // this caller for this task (see `tasks_input`).
+            if let (true, Some(o)) = (names_task(method), p.as_object_mut()) {
+                let b = input::Binding {
+                    task: &opened.task,
+                    holder: &me,
+                    server: ctx.server,
+                    session: ctx.session_id,
+                };
+                if let Err(d) = self.sealer.input.bind(o, &b, ctx.now) {
+                    return Decision::Reject(d);
+                }
+            }
             if let Some(t) = p.get_mut("taskId") {
                 *t = Json::String(opened.task);
             }
@@ -732,6 +782,11 @@ impl McpFilter for TaskFilter {
                 }
                 changed |= self.seal_related(p, ctx, Seen::Mentioned, notes);
             }
+        }
+        // A task's input requests reach the client under sealed keys,
+        // the only keys `tasks/update` answers (see `tasks_input`).
+        if msg.may_embed_requests() {
+            changed |= self.seal_input_keys(&mut v, ctx);
         }
         if !changed {
             return Decision::Pass;

@@ -694,6 +694,9 @@ fn a_task_list_that_is_no_array_is_refused() {
 #[path = "tasks_deep_tests.rs"]
 mod deep;
 
+#[path = "tasks_input_tests.rs"]
+mod input_tests;
+
 proptest::proptest! {
     /// Review: `task` found by its last letter is `task` found by its first,
     /// at the start and end of the bytes and in every case.

@@ -7,9 +7,11 @@
 //! - [`id`], [`error`]: request ids, JSON-RPC errors and refusals.
 //! - [`mcp`]: the `Mcp-*` headers and what a request names.
 //! - [`names`]: member names as every mainstream peer reads them.
+//! - [`embedded`]: server→client requests carried inside a message.
 //! - [`sse`]: the Server-Sent Events decoder.
 //! - [`version`]: MCP protocol revisions.
 
+pub(crate) mod embedded;
 pub mod error;
 pub mod id;
 pub mod jsonrpc;

@@ -1,7 +1,8 @@
 //! URLs a server asks the client to open (URL-mode elicitation): on a
 //! stream as an `elicitation/create` request, inside `inputRequests`
 //! (2026-07-28 multi-round-trip requests, and tasks waiting for input,
-//! wherever a result or a notification carries them), and in an error's
+//! wherever a result, a notification, a request or an error carries them:
+//! `protocol::embedded`, the walk the policy reads them with), and in an error's
 //! `data.elicitations` (`-32042`, 2025-11-25). The client opens such a URL
 //! in the user's browser, on the user's network: a URL that points at
 //! loopback, a private network or a metadata address is a request forgery
@@ -16,16 +17,11 @@ use serde_json::Value as Json;
 use warden_config::guards::HostPattern;
 
 use super::readers::check;
-use crate::chain::filter::{Decision, Denial, Message, Word};
+use crate::chain::filter::{Decision, Denial, Message};
+use crate::protocol::embedded::{self, Found};
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
 use crate::protocol::names::members_named;
-
-static INPUT_REQUESTS: Word = Word::new("inputRequests");
-
-/// How deep `inputRequests` are looked for in a result or notification:
-/// as deep as a message can be read into a value (serde_json's limit).
-const DEPTH: usize = 128;
 
 /// One URL to judge, or an elicitation that cannot be read.
 type Asked<'a> = Result<&'a str, ()>;
@@ -38,13 +34,16 @@ pub(super) fn judge<'h>(
     allow: impl FnOnce() -> Vec<&'h HostPattern>,
 ) -> Decision {
     let env = msg.envelope;
+    // Requests inside the message, wherever they sit (see
+    // `protocol::embedded`): any message may carry them.
+    let embedded = msg.may_embed_requests();
     let asks = match env.kind {
         Kind::Request => env.method.as_deref() == Some("elicitation/create"),
         // Errors are few: every one is read.
         Kind::Response if env.is_error => true,
-        Kind::Response | Kind::Notification => msg.may_hold(&INPUT_REQUESTS),
+        Kind::Response | Kind::Notification => false,
     };
-    if !asks {
+    if !(asks || embedded) {
         return Decision::Pass;
     }
     let Some(v) = msg.value() else {
@@ -52,7 +51,7 @@ pub(super) fn judge<'h>(
     };
     let mut urls: Vec<Asked<'_>> = Vec::new();
     match env.kind {
-        Kind::Request => {
+        Kind::Request if asks => {
             if let Some(p) = v.get("params") {
                 elicitation(p, &mut urls);
             }
@@ -71,13 +70,24 @@ pub(super) fn judge<'h>(
                 }
             }
         }
-        _ => {
-            for part in ["result", "params"] {
-                if let Some(x) = v.get(part) {
-                    input_requests(x, &mut urls, DEPTH);
+        _ => {}
+    }
+    if embedded {
+        embedded::in_message(v, &mut |found| match found {
+            // A request the client reads as another (`Elicitation/Create`,
+            // positional params) is read by no check here.
+            Found::Unreadable => urls.push(Err(())),
+            Found::Request {
+                method: "elicitation/create",
+                request,
+                ..
+            } => {
+                if let Some(p) = request.get("params") {
+                    elicitation(p, &mut urls);
                 }
             }
-        }
+            Found::Request { .. } => {}
+        });
     }
     if urls.is_empty() {
         return Decision::Pass;
@@ -93,47 +103,6 @@ pub(super) fn judge<'h>(
         }
     }
     Decision::Pass
-}
-
-/// Every `inputRequests` map at any depth under `v`: each entry a
-/// request with a method; an elicitation's URL judged. An entry that is
-/// not a request cannot be judged.
-fn input_requests<'a>(v: &'a Json, urls: &mut Vec<Asked<'a>>, depth: usize) {
-    if depth == 0 {
-        urls.push(Err(()));
-        return;
-    }
-    match v {
-        Json::Object(o) => {
-            for (k, x) in o {
-                if k == "inputRequests" || crate::protocol::names::same_name(k, "inputRequests") {
-                    match x {
-                        Json::Object(reqs) => {
-                            for r in reqs.values() {
-                                // A request the client reads as another
-                                // (`Elicitation/Create`, positional params)
-                                // is read by no check here.
-                                match crate::protocol::jsonrpc::nested_request_method(r) {
-                                    Some("elicitation/create") => {
-                                        if let Some(p) = r.get("params") {
-                                            elicitation(p, urls);
-                                        }
-                                    }
-                                    Some(_) => {}
-                                    None => urls.push(Err(())),
-                                }
-                            }
-                        }
-                        _ => urls.push(Err(())),
-                    }
-                } else {
-                    input_requests(x, urls, depth - 1);
-                }
-            }
-        }
-        Json::Array(a) => a.iter().for_each(|x| input_requests(x, urls, depth - 1)),
-        _ => {}
-    }
 }
 
 /// The URLs of one elicitation (`params` of an `elicitation/create`, or an
