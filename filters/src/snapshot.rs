@@ -444,8 +444,6 @@ impl Snapshot {
             task_sealer,
             shared.task_owners.clone(),
         )));
-        // A cancellation names a request of the caller's own session.
-        filters.push(Arc::new(crate::guards::cancel::CancelFilter));
         // After task binding, so a paused tool's tasks are paused too.
         if !config.kill_switch.is_empty() {
             filters.push(Arc::new(KillSwitchFilter::new(config.kill_switch.clone())));
@@ -665,6 +663,10 @@ impl Snapshot {
         if let Some(f) = flow {
             filters.push(Arc::new(crate::guards::flow::FlowReplyFilter(f)));
         }
+        // A cancellation names a request of the caller's own session (after
+        // the guards that judge what it carries, so a refusal for that
+        // says so).
+        filters.push(Arc::new(crate::guards::cancel::CancelFilter));
         filters.extend(extra);
         // Last: a held call has passed every other guard, its bytes final.
         let flows_ask = config

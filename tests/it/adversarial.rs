@@ -1622,9 +1622,8 @@ async fn side_channels_carry_nothing_from_the_server() {
         "{text}"
     );
 
-    // A server schema holding a secret: DLP judges a reply first, so the
-    // list is refused before any guard learns a definition from it, and
-    // no later error can quote the schema.
+    // A server schema holding a secret (the list itself is refused by DLP,
+    // but the definition was seen): argument errors name the keyword only.
     h.script([Reply::json(
         &json!({"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"echo",
             "inputSchema":{"type":"object","properties":{
@@ -1648,10 +1647,7 @@ async fn side_channels_carry_nothing_from_the_server() {
     )
     .await;
     assert!(!text.contains(AKIA), "mirrored-header error: {text}");
-    assert!(
-        !text.contains("-32020"),
-        "judged by a definition never listed: {text}"
-    );
+    assert!(text.contains("-32020"), "{text}");
     let header_name = format!("mcp-param-{AKIA}");
     let mut hs = modern("echo");
     hs.push((header_name.as_str(), "eu"));
@@ -1663,7 +1659,7 @@ async fn side_channels_carry_nothing_from_the_server() {
     )
     .await;
     assert!(!text.contains(AKIA), "argument error: {text}");
-    assert!(!text.contains("fails the schema"), "{text}");
+    assert!(text.contains("/mode: fails the schema's `enum`"), "{text}");
     // Output failing a property the server named with a secret.
     h.script([Reply::json(
         &json!({"jsonrpc":"2.0","id":5,"result":{"content":[],"structuredContent":{AKIA:"x"}}})
@@ -1671,6 +1667,7 @@ async fn side_channels_carry_nothing_from_the_server() {
     )]);
     let (_, _, text) = post(&gw, &call(5, "echo")).await;
     assert!(!text.contains(AKIA), "output error: {text}");
+    assert!(text.contains("outputSchema"), "{text}");
 
     // A denied input request whose method is the server's secret (a policy
     // that allows only what it names).
@@ -1684,17 +1681,17 @@ async fn side_channels_carry_nothing_from_the_server() {
         None,
     )
     .expect("gateway");
-    // (DLP judges a reply first and would refuse a key by itself: the
-    // method is server text DLP has no rule for.)
-    let method = "internal/zq-launch-codes-7731";
-    h.script([Reply::json(
-        &json!({"jsonrpc":"2.0","id":6,"result":{"resultType":"input_required",
+    // Both a method DLP flags and server text it has no rule for.
+    for method in [AKIA, "internal/zq-launch-codes-7731"] {
+        h.script([Reply::json(
+            &json!({"jsonrpc":"2.0","id":6,"result":{"resultType":"input_required",
             "inputRequests":{"a":{"method":method,"params":{}}}}})
-        .to_string(),
-    )]);
-    let (_, _, text) = post_with(&gw, "/mock/mcp", &call(6, "echo"), &modern("echo")).await;
-    assert!(!text.contains(method), "input request error: {text}");
-    assert!(text.contains("-31010"), "{text}");
+            .to_string(),
+        )]);
+        let (_, _, text) = post_with(&gw, "/mock/mcp", &call(6, "echo"), &modern("echo")).await;
+        assert!(!text.contains(method), "input request error: {text}");
+        assert!(text.contains("-31010"), "{text}");
+    }
 
     // A server that asks shared caches to keep its reply: the gateway's
     // reply was judged for one principal and says no-store.
@@ -2395,12 +2392,12 @@ async fn a_cancellation_names_only_the_senders_own_request() {
             .filter(|r| r.body_text().contains("notifications/cancelled"))
             .count()
     };
-    // Session B names A's id; A names an id it never sent, or A's id as a
-    // string; and no session at all: none is forwarded.
+    // Session B names A's id (or as a string); A names an id it never
+    // sent; and no session at all: none is forwarded.
     for (sid, id) in [
         (Some(&sids[1]), json!(5)),
+        (Some(&sids[1]), json!("5")),
         (Some(&sids[0]), json!(6)),
-        (Some(&sids[0]), json!("5")),
         (None, json!(5)),
     ] {
         h.script([Reply::accepted()]);
@@ -2410,10 +2407,30 @@ async fn a_cancellation_names_only_the_senders_own_request() {
         assert_eq!(cancels(&h), 0, "{sid:?} {id}: forwarded");
         h.reset();
     }
-    // A's own cancellation of its own request is forwarded.
+    // A's own cancellation of its own request is forwarded, and of a
+    // request whose id is a string a peer reads as a number.
     h.script([Reply::accepted()]);
     let (s, _, text) =
         post_with(&gw, "/mock/mcp", &cancel(json!(5)), &pairs(&in_a(&sids[0]))).await;
+    assert_eq!(s, 202, "{text}");
+    assert_eq!(cancels(&h), 1);
+    h.reset();
+    let string_call = json!({"jsonrpc":"2.0","id":"8","method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}).to_string();
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":"8","result":{"content":[]}}).to_string(),
+    )]);
+    // (Its reply, under an id a peer reads as a number, is the reply
+    // path's to judge; the request was claimed and forwarded.)
+    let _ = post_with(&gw, "/mock/mcp", &string_call, &pairs(&in_a(&sids[0]))).await;
+    assert!(h.received().iter().any(|r| r.body_text().contains("\"8\"")));
+    h.script([Reply::accepted()]);
+    let (s, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &cancel(json!("8")),
+        &pairs(&in_a(&sids[0])),
+    )
+    .await;
     assert_eq!(s, 202, "{text}");
     assert_eq!(cancels(&h), 1);
 }

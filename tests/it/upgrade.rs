@@ -568,25 +568,43 @@ async fn a_restart_under_load_keeps_every_session_and_cuts_no_call() {
 }
 
 /// The listening sockets are never offered on a path another local user
-/// could reach first (a shared `/tmp`, a directory open to others): the
-/// gateway refuses to start, with the reason.
+/// could reach first (a shared `/tmp`, a directory open to others): a
+/// process that would receive them there refuses to start, with the
+/// reason; any other start hands over in its private default instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upgrade_socket_other_users_can_reach_is_refused_at_start() {
+async fn an_upgrade_socket_other_users_can_reach_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let mock = Mock::start(&[]).expect("mock");
     let open = tempfile::tempdir().expect("tmp");
     std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
     let sock = open.path().join("upgrade.sock");
+    let sock_s = sock.to_str().expect("utf8");
     let started = Gateway::start_with(
         &mock_bundle(&[mock.addr], ""),
         true,
         &[],
-        &["--upgrade-sock", sock.to_str().expect("utf8")],
+        &["--upgrade-sock", sock_s, "--upgrade"],
         None,
     );
     match started {
-        Ok(_) => panic!("started with a socket other users can reach"),
+        Ok(_) => panic!("received sockets on a path other users can reach"),
         Err(e) => assert!(e.to_string().contains("other users may enter"), "{e}"),
     }
     assert!(!sock.exists(), "nothing was bound");
+    // Started plainly with that path: it serves, and the socket it would
+    // hand over on is its private default, not the shared one.
+    let gw = Gateway::start_with(
+        &mock_bundle(&[mock.addr], ""),
+        true,
+        &[],
+        &["--upgrade-sock", sock_s],
+        None,
+    )
+    .expect("starts");
+    let (s, _, _) = post_json(&gw.url("/mock/mcp"), INIT, &[])
+        .await
+        .expect("init");
+    assert_eq!(s, 200);
+    assert!(!sock.exists());
+    assert!(gw.state.path().join("upgrade").is_dir());
 }

@@ -501,16 +501,7 @@ struct Side {
 impl Index {
     fn build(filters: &[Arc<dyn McpFilter>]) -> Index {
         let acts: Vec<Acts> = filters.iter().map(|f| f.acts_on()).collect();
-        let first: Vec<bool> = filters.iter().map(|f| f.reply_first()).collect();
-        // `lead`: the filters that run first on this side, in chain order,
-        // then the rest in chain order.
-        let side = |pick: fn(&Acts) -> Methods, lead: bool| {
-            let ordered = |mut v: Vec<usize>| -> Vec<usize> {
-                if lead {
-                    v.sort_by_key(|i| !first[*i]);
-                }
-                v
-            };
+        let side = |pick: fn(&Acts) -> Methods| {
             let mut names: Vec<&'static str> = Vec::new();
             for a in &acts {
                 if let Methods::Only(m) = pick(a) {
@@ -533,32 +524,27 @@ impl Index {
                     .map(|(i, _)| i)
                     .collect()
             };
-            let per: Vec<(&'static str, Vec<usize>)> = names
+            let per: Vec<(&'static str, Vec<usize>)> =
+                names.iter().map(|n| (*n, for_method(Some(n)))).collect();
+            let unknown: Vec<usize> = acts
                 .iter()
-                .map(|n| (*n, ordered(for_method(Some(n)))))
+                .enumerate()
+                .filter(|(_, a)| pick(a) != Methods::None)
+                .map(|(i, _)| i)
                 .collect();
-            let unknown: Vec<usize> = ordered(
-                acts.iter()
-                    .enumerate()
-                    .filter(|(_, a)| pick(a) != Methods::None)
-                    .map(|(i, _)| i)
-                    .collect(),
-            );
             Side {
                 per,
-                other: ordered(for_method(None)),
+                other: for_method(None),
                 unknown,
             }
         };
-        let mut request = side(|a| a.requests, false);
+        let mut request = side(|a| a.requests);
         // A client message without a method answers a server→client request:
         // only the filters that judge every message see it.
         request.unknown = request.other.clone();
         Index {
             request,
-            // Server→client: the filters that rewrite content (DLP) first,
-            // so every guard after them judges the text the client reads.
-            response: side(|a| a.responses, true),
+            response: side(|a| a.responses),
         }
     }
 
@@ -610,14 +596,24 @@ pub trait McpFilter: Send + Sync {
         false
     }
 
-    /// Whether this filter runs before every other on server→client
-    /// messages: a filter that rewrites a reply's content (DLP's strip
-    /// and masks) must, so that egress, the policy's lists, names and
-    /// schemas judge the text the client will read, not the text before
-    /// the rewrite (a strip that joins `http://a.example###system@10.0.0.5`
-    /// into a URL whose host is `10.0.0.5`). Such filters also judge each
-    /// other's rewrites again, as [`McpFilter::judges_again`] filters do.
-    fn reply_first(&self) -> bool {
+    /// Whether this filter's rewrites make text of their own (DLP's
+    /// strip joins what was around a match, a mask is new text): on a
+    /// server→client message, what it made is judged again by the filters
+    /// before it that judge content ([`McpFilter::judges_reply_again`]) —
+    /// a strip that joins `http://a.example###system@10.0.0.5` into a URL
+    /// whose host is `10.0.0.5`, or `wi[INST]re` into a tool the policy
+    /// hides. Other reply rewrites (a handle sealed, an entry taken out)
+    /// make no text.
+    fn rewrites_content(&self) -> bool {
+        false
+    }
+
+    /// Whether this filter judges a server→client message again when a
+    /// later filter's content rewrite changed it (see
+    /// [`McpFilter::rewrites_content`]). It must keep no state a second
+    /// judgment would spoil, and a rewrite of its own on the second
+    /// judgment is applied and judged again in turn.
+    fn judges_reply_again(&self) -> bool {
         false
     }
 }
@@ -716,57 +712,64 @@ impl FilterChain {
                     }
                 }
                 Decision::Mutated(new) => {
-                    let ne = match parse(&new, self.limits) {
-                        // A rewrite keeps what the message names: its
-                        // kind, id and method, and (a request) the tool or
-                        // prompt and the URI, which every guard keyed on
-                        // (risk, quotas, flows, budgets) judged as they were.
-                        Ok(Parsed::Single(mut ne))
-                            if ne.kind == original.kind
-                                && ne.id == original.id
-                                && ne.method == original.method
-                                && (msg.direction == Direction::Response
-                                    || (ne.name == original.name && ne.uri == original.uri)) =>
-                        {
-                            ne.span = 0..new.len();
-                            ne
-                        }
-                        _ => return rewrite_invalid(f.name()),
+                    let Some(ne) = self.checked(&new, original, msg.direction) else {
+                        return rewrite_invalid(f.name());
                     };
-                    let next = msg.rewritten(&ne, &new);
                     // A rewritten message is judged again by the filters
                     // before this one that judge without keeping state: on
-                    // a request those that only read it; on a reply, a
-                    // content rewrite by the other content rewriters (an
-                    // org's DLP judges the text a tenant's strip joined).
-                    // A reply's other rewrites (a sealed handle, a hidden
-                    // entry taken out) make no text of their own.
-                    for &j in &order[..pos] {
-                        let g = &self.filters[j];
-                        let again = match msg.direction {
-                            Direction::Request => g.judges_again(),
-                            Direction::Response => f.reply_first() && g.reply_first(),
-                        };
-                        if !again {
-                            continue;
-                        }
-                        let decision = match msg.direction {
-                            Direction::Request => g.on_request(&next, ex, notes),
-                            Direction::Response => g.on_response(&next, ex, notes),
-                        };
-                        match decision {
-                            Decision::Pass => {}
-                            Decision::Reject(denial) => {
-                                return Verdict::Reject {
-                                    filter: g.name(),
-                                    denial,
+                    // a request, those that only read it; on a reply, when
+                    // the rewrite made text (DLP), those that judge
+                    // content. A rewrite one of them makes in turn is
+                    // applied and judged again by all of them, until none
+                    // changes it; text that keeps changing is refused.
+                    let (mut new, mut ne) = (new, ne);
+                    let again = |g: &Arc<dyn McpFilter>| match msg.direction {
+                        Direction::Request => g.judges_again(),
+                        Direction::Response => f.rewrites_content() && g.judges_reply_again(),
+                    };
+                    let mut sweeps = 0;
+                    loop {
+                        let next = msg.rewritten(&ne, &new);
+                        let mut changed: Option<(Vec<u8>, &'static str)> = None;
+                        for &j in &order[..pos] {
+                            let g = &self.filters[j];
+                            if !again(g) {
+                                continue;
+                            }
+                            let decision = match msg.direction {
+                                Direction::Request => g.on_request(&next, ex, notes),
+                                Direction::Response => g.on_response(&next, ex, notes),
+                            };
+                            match decision {
+                                Decision::Pass => {}
+                                Decision::Reject(denial) => {
+                                    return Verdict::Reject {
+                                        filter: g.name(),
+                                        denial,
+                                    }
+                                }
+                                // The same bytes again: nothing to change.
+                                Decision::Mutated(b) if b == new => {}
+                                Decision::Mutated(b) => {
+                                    changed = Some((b, g.name()));
+                                    break;
                                 }
                             }
-                            // The same bytes again: nothing to change.
-                            Decision::Mutated(b) if b == new => {}
-                            Decision::Mutated(_) => return rewrite_invalid(g.name()),
                         }
+                        let Some((b, by)) = changed else {
+                            break;
+                        };
+                        sweeps += 1;
+                        if sweeps >= MAX_SWEEPS {
+                            return rewrite_invalid(by);
+                        }
+                        ne = match self.checked(&b, original, msg.direction) {
+                            Some(e) => e,
+                            None => return rewrite_invalid(by),
+                        };
+                        new = b;
                     }
+                    let next = msg.rewritten(&ne, &new);
                     let verdict = self.run_from(order, pos + 1, &next, original, ex, notes);
                     return match verdict {
                         Verdict::Forward => Verdict::ForwardMutated(new, Box::new(ne)),
@@ -777,7 +780,31 @@ impl FilterChain {
         }
         Verdict::Forward
     }
+
+    /// A rewrite parsed, if it keeps what the message names: its kind, id
+    /// and method, and (a request) the tool or prompt and the URI, which
+    /// every guard keyed on (risk, quotas, flows, budgets) judged as they
+    /// were.
+    fn checked(&self, new: &[u8], original: &Envelope, dir: Direction) -> Option<Envelope> {
+        match parse(new, self.limits) {
+            Ok(Parsed::Single(mut ne))
+                if ne.kind == original.kind
+                    && ne.id == original.id
+                    && ne.method == original.method
+                    && (dir == Direction::Response
+                        || (ne.name == original.name && ne.uri == original.uri)) =>
+            {
+                ne.span = 0..new.len();
+                Some(ne)
+            }
+            _ => None,
+        }
+    }
 }
+
+/// How many times the filters that judge a rewrite again may change it
+/// before the message is refused as text that keeps changing.
+const MAX_SWEEPS: usize = 4;
 
 /// The refusal of a message a filter rewrote into what the chain cannot
 /// forward (another message, another name, or a rewrite a filter that

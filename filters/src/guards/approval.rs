@@ -279,6 +279,14 @@ impl McpFilter for ApprovalFilter {
                 for_tenants.push(t.to_string());
             }
         }
+        // When the org's own rules hold the call too (its tier at this
+        // risk, its Rego, its flows), the caller's tenant's approvers
+        // decide beside the tenants named: naming them must not take the
+        // org's hold out of its approvers' hands.
+        let org_asks = tier(&self.approvals.require) > 0 || asked.as_ref().is_some_and(|a| a.org);
+        if org_asks && !for_tenants.is_empty() && !for_tenants.contains(&ex.principal.tenant) {
+            for_tenants.push(ex.principal.tenant.clone());
+        }
         notes.approval = Some(ApprovalNeed {
             approvers: by_tier.max(by_policy),
             reason,

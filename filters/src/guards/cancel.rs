@@ -12,7 +12,12 @@
 //! its own to name: a sessionless client cancels by closing the request's
 //! stream), or a `requestId` that is not a JSON-RPC id. The client's POST
 //! is answered as any notification is (nothing to answer), and the audit
-//! record says `cancel_unknown_request`.
+//! record says `cancel_unknown_request`. The ledger is this replica's: a
+//! cancellation that reaches another replica than its request, or comes
+//! after the request was idle past the ledger's time, is not forwarded
+//! either (the call runs to its end; its reply is judged as ever). A
+//! virtual server's member legs pass: the aggregator bound the
+//! cancellation to the client's request before it reached the leg.
 
 use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
 use crate::protocol::error::{codes, JsonRpcError};
@@ -43,7 +48,9 @@ impl McpFilter for CancelFilter {
     }
 
     fn on_request(&self, msg: &Message<'_>, ex: &Exchange<'_>, _notes: &mut Notes) -> Decision {
-        if msg.envelope.kind != Kind::Notification {
+        // A virtual server's member leg: its aggregator bound the
+        // cancellation to the client's own request (and renumbered it).
+        if msg.envelope.kind != Kind::Notification || ex.via.is_some() {
             return Decision::Pass;
         }
         let Some(asked) = ex.asked else {

@@ -1,9 +1,10 @@
 //! The guards: one [`McpFilter`](crate::chain::filter::McpFilter) each, a
 //! file or a folder. `snapshot` chains them in this order: `tasks`,
-//! `cancel`, `kill_switch`, `mrtr`, `handles`, `scopes`, `quota`, `runaway`,
+//! `kill_switch`, `mrtr`, `handles`, `scopes`, `quota`, `runaway`,
 //! `targets`, `policy_filter`, `tools` (pins), `mirror`, `tools` (schemas), `egress`,
-//! DLP, `approval`. On server→client messages DLP runs first (see
-//! `McpFilter::reply_first`).
+//! DLP, (flows' reply half), `cancel`, `approval`. A reply DLP rewrote is
+//! judged again by the content guards before it (see
+//! `McpFilter::rewrites_content`).
 
 pub mod approval;
 pub mod cancel;

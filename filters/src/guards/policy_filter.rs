@@ -513,6 +513,11 @@ impl McpFilter for PolicyFilter {
         true
     }
 
+    /// A name a reply's DLP rewrite made (a strip that joins `wire`) is judged: hidden, or refused.
+    fn judges_reply_again(&self) -> bool {
+        true
+    }
+
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         // Client answers to server→client requests were judged when the request went by.

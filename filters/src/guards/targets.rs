@@ -370,6 +370,11 @@ impl McpFilter for TargetFilter {
         true
     }
 
+    /// A name a reply's DLP rewrite made is judged as a listed one.
+    fn judges_reply_again(&self) -> bool {
+        true
+    }
+
     fn acts_on(&self) -> Acts {
         Acts {
             requests: Methods::Only(&["tools/call", "prompts/get", "completion/complete"]),

@@ -108,8 +108,12 @@ impl McpFilter for Scoped {
         self.inner.judges_again()
     }
 
-    fn reply_first(&self) -> bool {
-        self.inner.reply_first()
+    fn rewrites_content(&self) -> bool {
+        self.inner.rewrites_content()
+    }
+
+    fn judges_reply_again(&self) -> bool {
+        self.inner.judges_reply_again()
     }
 }
 
@@ -172,6 +176,7 @@ pub fn compose(org: PolicyDecision, tenant: &str, d: PolicyDecision) -> PolicyDe
     // The tenant's ask names the tenant: its approvers decide.
     let theirs = d.approval.map(|mut b| {
         b.tenants = vec![tenant.into()];
+        b.org = false;
         b
     });
     let approval = match (org.approval, theirs) {

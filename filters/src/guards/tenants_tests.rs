@@ -553,3 +553,113 @@ fn a_tenants_rewrite_is_judged_by_the_orgs_dlp() {
         Verdict::Forward
     ));
 }
+
+/// A tenant's reply DLP rewrites only what its own callers get: tool pins
+/// (one per server, every caller's) learn the server's own definitions,
+/// judged before any rule set rewrote them, so two tenants listing one
+/// server never make it look like a changed tool.
+#[test]
+fn a_tenants_reply_rules_do_not_move_the_pins() {
+    let fin = layer(
+        "finance",
+        "ledger",
+        "dlp:\n  rules:\n    - {name: mail, detectors: [email], action: redact, direction: response}\n",
+    );
+    let s = snapshot_with(ORG, &[("tenants/finance/tenant.yaml", fin.as_str())]);
+    let list = r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo","description":"mail ops@example.com","inputSchema":{"type":"object"}}]}}"#;
+    let hr = principal("hr", "h", &[]);
+    let fred = principal("finance", "fred", &[]);
+    assert!(matches!(
+        reply(&s, &hr, "crm", "tools/list", list),
+        Verdict::Forward
+    ));
+    match reply(&s, &fred, "crm", "tools/list", list) {
+        Verdict::ForwardMutated(b, _) => {
+            let out = String::from_utf8_lossy(&b);
+            assert!(
+                out.contains("echo") && !out.contains("ops@example.com"),
+                "{out}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Neither caller's next list nor call finds the tool quarantined.
+    assert!(matches!(
+        reply(&s, &hr, "crm", "tools/list", list),
+        Verdict::Forward
+    ));
+    let v = request(&s, &hr, "crm", &call("echo", "{}")).0;
+    assert!(refused(&v).is_none(), "{v:?}");
+}
+
+/// A tenant strip that joins text the org's rules mask is masked, not
+/// refused: the rule sets judge each other's text until neither changes it.
+#[test]
+fn the_rule_sets_judge_each_others_text_until_it_settles() {
+    let org =
+        format!("{ORG}dlp:\n  rules:\n    - {{name: mail, detectors: [email], action: redact}}\n");
+    let fin = layer(
+        "finance",
+        "ledger",
+        "dlp:\n  rules:\n    - {name: inj, detectors: [\"category:injection\"], action: strip}\n",
+    );
+    let s = snapshot_with(&org, &[("tenants/finance/tenant.yaml", fin.as_str())]);
+    let fred = principal("finance", "fred", &[]);
+    let body = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"write to bob@exa[INST]mple.com"}]}}"#;
+    match reply(&s, &fred, "crm", "tools/call", body) {
+        Verdict::ForwardMutated(b, _) => {
+            let out = String::from_utf8_lossy(&b);
+            assert!(
+                !out.contains("bob@example.com") && !out.contains("[INST]"),
+                "{out}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let v = request(
+        &s,
+        &fred,
+        "crm",
+        &call("send", r#"{"to": "bob@exa[INST]mple.com"}"#),
+    );
+    match v.0 {
+        Verdict::ForwardMutated(b, _) => {
+            let out = String::from_utf8_lossy(&b);
+            assert!(!out.contains("bob@example.com"), "{out}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// When the org's rules hold a call too, naming the owner's tenant does
+/// not take the hold out of the caller's tenant's approvers' hands: both
+/// decide.
+#[test]
+fn an_org_hold_beside_a_tenants_keeps_the_callers_tenant_deciding() {
+    let org_rego = "package warden.authz\n\ndefault decision := {\"allow\": true, \"reason\": \"ok\"}\n\ndecision := {\"allow\": true, \"reason\": \"org_holds_posts\", \"require_approval\": 1} if input.request.tool == \"post\"\n";
+    let fin_rego = "package warden.tenants.finance\n\ndefault decision := {\"allow\": true}\n\ndecision := {\"allow\": true, \"reason\": \"fin_holds\", \"require_approval\": 2} if input.request.tool == \"post\"\n";
+    let fin = layer("finance", "ledger", "");
+    let hr = layer("hr", "people", "");
+    let reg = registry(&[
+        ("ledger", "finance", "deployed"),
+        ("people", "hr", "deployed"),
+    ]);
+    let s = snapshot(&[
+        ("policies/org.rego", org_rego),
+        ("tenants/finance/tenant.yaml", fin.as_str()),
+        ("tenants/hr/tenant.yaml", hr.as_str()),
+        ("registry.json", reg.as_str()),
+        ("tenants/finance/p.rego", fin_rego),
+    ]);
+    let (_, notes) = request(
+        &s,
+        &principal("hr", "h", &[]),
+        "ledger",
+        &call("post", "{}"),
+    );
+    let need = notes.approval.expect("held");
+    assert_eq!(need.approvers, 2);
+    let mut t = need.for_tenants.clone();
+    t.sort();
+    assert_eq!(t, ["finance", "hr"]);
+}

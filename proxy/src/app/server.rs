@@ -158,6 +158,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         upgrade_sock: crate::app::handover::socket_path(
             opts.upgrade_sock.as_deref(),
             &opts.source.state_dir,
+            opts.upgrade,
         )?
         .display()
         .to_string(),

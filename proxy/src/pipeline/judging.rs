@@ -124,7 +124,7 @@ pub async fn judge(
                 owner: &owner,
                 session: &session,
             };
-            gw.ledger.answered(&scope, id).is_some()
+            gw.ledger.holds(&scope, id)
         };
         let fctx = warden_filters::Exchange {
             asked: ctx

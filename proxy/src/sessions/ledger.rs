@@ -533,6 +533,14 @@ impl Ledger {
             .filter(|a| !a.method.is_empty())
     }
 
+    /// Whether `id` names a request of the scope the gateway forwarded
+    /// (whatever a peer may read it as: a client cancels its own `"5"`).
+    pub fn holds(&self, scope: &Scope<'_>, id: &Id) -> bool {
+        self.asked
+            .get(self.key(scope, id).0)
+            .is_some_and(|a| !a.method.is_empty())
+    }
+
     /// A server→client request went out to the client.
     pub fn owe(&self, scope: &Scope<'_>, id: &Id) {
         // Not kept (the owner holds its share of a full table): the

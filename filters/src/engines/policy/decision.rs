@@ -31,6 +31,9 @@ pub struct ApprovalAsk {
     /// their scope); empty when only the org's did. Their approvers decide
     /// the call, not the caller's tenant's.
     pub tenants: Vec<Arc<str>>,
+    /// Whether the org's own rules asked (its Rego, or its flows): then
+    /// the caller's tenant's approvers decide beside any tenant's.
+    pub org: bool,
 }
 
 impl ApprovalAsk {
@@ -40,6 +43,7 @@ impl ApprovalAsk {
             approvers,
             reason,
             tenants: Vec::new(),
+            org: true,
         }
     }
 
@@ -51,6 +55,7 @@ impl ApprovalAsk {
         } else {
             (self, other)
         };
+        out.org |= rest.org;
         for t in rest.tenants {
             if !out.tenants.contains(&t) {
                 out.tenants.push(t);

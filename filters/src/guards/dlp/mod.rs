@@ -426,13 +426,20 @@ impl McpFilter for DlpFilter {
 
     /// A request another DLP rule set rewrote (a tenant's, after the
     /// org's) is judged by these rules again: a strip that joins a secret
-    /// these rules block is refused.
+    /// these rules block is refused, a mask of theirs is applied.
     fn judges_again(&self) -> bool {
         true
     }
 
-    /// On replies DLP runs first: every other guard judges its output.
-    fn reply_first(&self) -> bool {
+    /// Its strip and masks make text: on a reply the content judges
+    /// before it (egress, the policy's lists, names) judge it again.
+    fn rewrites_content(&self) -> bool {
+        true
+    }
+
+    /// A reply another rule set rewrote (the org's after a tenant's) is
+    /// judged by these rules again; a rewrite of theirs is applied.
+    fn judges_reply_again(&self) -> bool {
         true
     }
 }

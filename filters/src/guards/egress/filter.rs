@@ -58,6 +58,11 @@ impl McpFilter for EgressFilter {
         true
     }
 
+    /// A URL a reply's DLP rewrite made (a strip that joins a host) is judged.
+    fn judges_reply_again(&self) -> bool {
+        true
+    }
+
     fn acts_on(&self) -> Acts {
         Acts {
             requests: Methods::All,
