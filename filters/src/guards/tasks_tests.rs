@@ -718,3 +718,29 @@ fn task_at_the_edges() {
         assert_eq!(super::task_any_case(b), want, "{b:?}");
     }
 }
+
+/// A server that reuses a task id (it restarted, or forgot alice's task)
+/// and hands it to bob: alice's old handle for that id opens nothing of
+/// bob's on a replica that knows the task as bob's.
+#[test]
+fn an_old_handle_opens_no_task_the_server_gave_another() {
+    let fx = Fixture::new();
+    let old = fx.token(&fx.alice, "1", "jira");
+    fx.create(&fx.bob, "1");
+    for method in ["tasks/get", "tasks/cancel", "tasks/result"] {
+        let raw = format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"{method}","params":{{"taskId":"{old}"}}}}"#
+        );
+        let d = fx.client_sends(&fx.alice, &raw);
+        assert!(refused_as_unknown(&d), "{method}: {d:?}");
+    }
+    // Bob's own handle still works.
+    let bobs = fx.token(&fx.bob, "1", "jira");
+    let raw = format!(
+        r#"{{"jsonrpc":"2.0","id":8,"method":"tasks/get","params":{{"taskId":"{bobs}"}}}}"#
+    );
+    assert!(matches!(
+        fx.client_sends(&fx.bob, &raw),
+        Decision::Mutated(_)
+    ));
+}
