@@ -2460,3 +2460,47 @@ async fn a_query_the_gateway_never_handed_out_is_no_session() {
         );
     }
 }
+
+/// A coded request body is two messages (the bytes judged, and what a
+/// server that decodes bodies reads): refused. What a client says about
+/// itself as a proxy would (`X-Forwarded-For`, `Forwarded`, …) never
+/// reaches the server as the gateway's word.
+#[tokio::test(flavor = "multi_thread")]
+async fn coded_bodies_are_refused_and_proxy_headers_never_pass() {
+    let (h, gw) = setup().await;
+    for coding in ["deflate", "br", "gzip", "gzip, identity", "x-custom"] {
+        let (s, _, text) =
+            post_with(&gw, "/mock/mcp", &call(1, "echo"), &[("content-encoding", coding)]).await;
+        assert_eq!(s, 415, "{coding}: {text}");
+        assert!(text.contains("Content-Encoding"), "{text}");
+    }
+    assert_eq!(posts_received(&h), 0);
+    h.script([Reply::json(&clean_reply(2))]);
+    let (s, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call(2, "echo"),
+        &[
+            ("content-encoding", "identity"),
+            ("x-forwarded-for", "10.0.0.7"),
+            ("x-forwarded-host", "admin.internal"),
+            ("forwarded", "for=10.0.0.7"),
+            ("x-real-ip", "10.0.0.7"),
+            ("true-client-ip", "10.0.0.7"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    let got = h.received();
+    let r = got.last().expect("forwarded");
+    for n in [
+        "content-encoding",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "forwarded",
+        "x-real-ip",
+        "true-client-ip",
+    ] {
+        assert!(r.header(n).is_empty(), "{n} reached the server");
+    }
+}

@@ -401,16 +401,6 @@ fn a_tasks_asks_are_sealed_wherever_they_sit() {
             r#"{"jsonrpc":"2.0","id":2,"result":{"taskId":"T-a","status":"input_required","inputRequests":{"outer":{"method":"roots/list","params":{"inputRequests":@A@}}}}}"#,
             "tasks/get",
         ),
-        // In lower case, which the parser lets through and a
-        // case-insensitive client reads.
-        (
-            r#"{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"T-a","status":"input_required","inputrequests":@A@}}"#,
-            "",
-        ),
-        (
-            r#"{"jsonrpc":"2.0","id":2,"result":{"task":{"taskId":"T-a","status":"input_required","inputrequests":@A@}}}"#,
-            "tasks/get",
-        ),
         // Escaped, as a client decodes it.
         (
             r#"{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"T-a","status":"input_required","input\u0052equests":@A@}}"#,

@@ -188,6 +188,18 @@ impl Refusal {
             ),
         )
     }
+    /// A request body under a content coding: the gateway judges the
+    /// bytes it reads, and a server that decodes them would read others.
+    pub fn unsupported_encoding() -> Self {
+        Refusal::new(
+            415,
+            "content_encoding_unsupported",
+            JsonRpcError::new(
+                codes::REFUSED,
+                "Content-Encoding must be absent or `identity`: the gateway judges the body as sent",
+            ),
+        )
+    }
     pub fn origin(origin: &str) -> Self {
         Refusal::new(
             403,

@@ -338,6 +338,22 @@ pub fn ambiguous_uri(uri: &str) -> bool {
     if uri.bytes().any(|c| c == b'\\' || c < 0x20 || c == 0x7f) {
         return true;
     }
+    // A URL parser (WHATWG's, the url crate's: the TypeScript and Python
+    // SDKs' `new URL`, `AnyUrl`) strips leading and trailing spaces and
+    // tabs, then reads a scheme the gateway would not have seen
+    // (` file:///secret`); a scheme must start with a letter.
+    if uri.starts_with(|c: char| c.is_whitespace())
+        || uri.ends_with(|c: char| c.is_whitespace())
+        || uri.find(':').is_some_and(|i| {
+            uri[..i]
+                .bytes()
+                .any(|b| !(b.is_ascii_alphanumeric() || b"+-.".contains(&b)))
+        }) && uri
+            .split_once(':')
+            .is_some_and(|(sch, _)| !sch.contains(['/', '?', '#']))
+    {
+        return true;
+    }
     if super::resource_uri::uncanonical(uri) {
         return true;
     }
@@ -631,6 +647,12 @@ mod tests {
             "note://%73ecret",
             "file:///%2573ecret/x",
             "https://example.com/%61dmin",
+            // A URL parser strips these spaces and reads the scheme after.
+            " file:///secret/keys.txt",
+            "\u{a0}file:///secret/keys.txt",
+            "file:///secret/keys.txt ",
+            " https://ADMIN.example.com/",
+            "fi le:///secret",
         ] {
             assert!(ambiguous_uri(uri), "{uri}");
         }

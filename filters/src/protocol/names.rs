@@ -141,6 +141,12 @@ const VOCABULARY: &[&str] = &[
     "inputRequests",
     "inputResponses",
     "requestState",
+    // subscriptions/listen (2026-07-28)
+    "notifications",
+    "resourceSubscriptions",
+    "toolsListChanged",
+    "promptsListChanged",
+    "resourcesListChanged",
     // JSON Schema keywords read in tool and elicitation schemas
     "properties",
     "items",
@@ -323,11 +329,49 @@ pub(crate) fn near_vocabulary(key: &str) -> bool {
             .iter()
             .any(|r| EXACT.contains(&**r) || near_vocabulary(r));
     }
+    // Python's SDK (pydantic, camelCase aliases with names populated too)
+    // reads a member under its snake_case field name as well:
+    // `input_responses` is `inputResponses`, `meta` is `_meta`.
+    if let Some(camel) = snake_reading(key) {
+        if EXACT.contains(&*camel) || FOLDED.contains(&*fold(&camel)) {
+            return true;
+        }
+    }
     if key.is_ascii() {
-        // Only a case change can make an ASCII name another ASCII name.
-        return key.bytes().any(|b| b.is_ascii_uppercase()) && FOLDED.contains(&*fold(key));
+        // Only a case change can make an ASCII name another ASCII name
+        // (`inputrequests` too: a case-insensitive reader takes it).
+        return FOLDED.contains(&*fold(key));
     }
     FOLDED.contains(&*fold(key)) || near_name(key, VOCABULARY)
+}
+
+/// The camelCase name a snake_case member is read as by readers that
+/// accept field names beside their aliases (`request_state` →
+/// `requestState`; `meta` → `_meta`), if it is one.
+fn snake_reading(key: &str) -> Option<Cow<'_, str>> {
+    if key.eq_ignore_ascii_case("meta") {
+        return Some(Cow::Borrowed("_meta"));
+    }
+    let body = key.trim_start_matches('_');
+    if !body.contains('_') {
+        return None;
+    }
+    let mut out = String::with_capacity(body.len());
+    for (i, part) in body.split('_').filter(|p| !p.is_empty()).enumerate() {
+        let mut cs = part.chars();
+        match (i, cs.next()) {
+            (0, Some(c)) => {
+                out.extend(c.to_lowercase());
+                out.push_str(cs.as_str());
+            }
+            (_, Some(c)) => {
+                out.extend(c.to_uppercase());
+                out.push_str(cs.as_str());
+            }
+            _ => {}
+        }
+    }
+    Some(Cow::Owned(out))
 }
 
 /// How the member names under a value are read.
@@ -471,6 +515,17 @@ mod tests {
             "urı",
             "Properties",
             "X-MCP-Header",
+            // A case-insensitive reader, in lower case too.
+            "inputrequests",
+            "requeststate",
+            // Python's SDK reads field names beside the camelCase aliases.
+            "input_responses",
+            "request_state",
+            "resource_subscriptions",
+            "task_id",
+            "meta",
+            "Meta",
+            "is_error",
         ] {
             assert!(near_vocabulary(k), "{k}");
         }
@@ -482,6 +537,10 @@ mod tests {
             "query",
             "Query",
             "région",
+            "resourceSubscriptions",
+            "notifications",
+            "my_field",
+            "_private",
         ] {
             assert!(!near_vocabulary(k), "{k}");
         }

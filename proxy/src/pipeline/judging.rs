@@ -48,6 +48,20 @@ pub async fn judge(
     if labels > 1 || !utf8_media(ct.as_bytes(), "application/json") {
         return Err(Refusal::unsupported_media());
     }
+    // A coded body (`deflate`, `br`, `gzip`, a list of them) is two
+    // messages: the bytes judged here, and what a server that decodes
+    // request bodies (aiohttp, Express's JSON parser) reads from them.
+    if req
+        .headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| {
+            !v.to_str()
+                .is_ok_and(|v| v.trim().is_empty() || v.trim().eq_ignore_ascii_case("identity"))
+        })
+    {
+        return Err(Refusal::unsupported_encoding());
+    }
 
     let body = read_whole(
         session,

@@ -384,7 +384,13 @@ impl<'a> Rewrite<'a> {
 /// - `Mcp-Param-*`: mirrored argument headers go upstream only as judged
 ///   against the forwarded body;
 /// - `Expect` (the body has been read and judged) and, for a judged body,
-///   `Transfer-Encoding` (it is sent with its length).
+///   `Transfer-Encoding` (it is sent with its length), and
+///   `Content-Encoding` (a coded body is refused; `identity` says nothing);
+/// - what proxies tell a server about the client (`Forwarded`,
+///   `X-Forwarded-*`, `X-Real-IP`, `X-Client-IP`, `True-Client-IP`,
+///   `CF-Connecting-IP`): a client's own would be taken for the gateway's
+///   word by a server that trusts its proxy (an address allowlist, a rate
+///   limit, a host it builds URLs from).
 ///
 /// `direct`: not a virtual server's leg.
 fn stripped(n: &str, direct: bool, api_key_header: Option<&str>, framed: bool) -> bool {
@@ -401,7 +407,14 @@ fn stripped(n: &str, direct: bool, api_key_header: Option<&str>, framed: bool) -
                 | "te"
                 | "trailer"
                 | "upgrade"
+                | "content-encoding"
+                | "forwarded"
+                | "x-real-ip"
+                | "x-client-ip"
+                | "true-client-ip"
+                | "cf-connecting-ip"
         )
+        || n.starts_with("x-forwarded-")
         || n.starts_with(warden_filters::protocol::mcp::H_PARAM_PREFIX)
         || (framed && n == "transfer-encoding")
         || (direct
@@ -462,6 +475,15 @@ mod tests {
             // DLP withheld it (see `metadata`).
             ("X-Withheld", "123-45-6789"),
             ("Accept", "application/json, text/event-stream"),
+            // What the client says about itself as a proxy would.
+            ("X-Forwarded-For", "10.0.0.7"),
+            ("X-Forwarded-Host", "admin.internal"),
+            ("X-Forwarded-Proto", "https"),
+            ("Forwarded", "for=10.0.0.7;host=admin.internal"),
+            ("X-Real-IP", "10.0.0.7"),
+            ("True-Client-IP", "10.0.0.7"),
+            ("CF-Connecting-IP", "10.0.0.7"),
+            ("Content-Encoding", "identity"),
         ] {
             r.append_header(n, v).expect("append");
         }

@@ -345,14 +345,13 @@ fn codes_names_and_places_a_client_reads_alike_are_judged() {
 /// URL elicitations where the policy finds embedded requests too (one
 /// walk, `protocol::embedded`): the tasks extension's bare status
 /// notification, an error's data, a server request's params, another
-/// request's params, and the lower-case name the parser lets through.
+/// request's params (the lower-case name the parser refuses: `names`).
 #[test]
 fn url_elicitations_wherever_requests_are_embedded_are_judged() {
     let f = filter(&[]);
     let ask = r#"{"a":{"method":"elicitation/create","params":{"mode":"url","elicitationId":"e","message":"m","url":"http://169.254.169.254/"}}}"#;
     for shape in [
         r#"{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"t","status":"input_required","inputRequests":@A@}}"#,
-        r#"{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"t","status":"input_required","inputrequests":@A@}}"#,
         r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"m","data":{"x":[{"inputRequests":@A@}]}}}"#,
         r#"{"jsonrpc":"2.0","id":"s","method":"roots/list","params":{"_meta":{"inputRequests":@A@}}}"#,
         r#"{"jsonrpc":"2.0","id":1,"result":{"taskId":"t","inputRequests":{"o":{"method":"roots/list","params":{"inputRequests":@A@}}}}}"#,
