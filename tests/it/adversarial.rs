@@ -2469,8 +2469,13 @@ async fn a_query_the_gateway_never_handed_out_is_no_session() {
 async fn coded_bodies_are_refused_and_proxy_headers_never_pass() {
     let (h, gw) = setup().await;
     for coding in ["deflate", "br", "gzip", "gzip, identity", "x-custom"] {
-        let (s, _, text) =
-            post_with(&gw, "/mock/mcp", &call(1, "echo"), &[("content-encoding", coding)]).await;
+        let (s, _, text) = post_with(
+            &gw,
+            "/mock/mcp",
+            &call(1, "echo"),
+            &[("content-encoding", coding)],
+        )
+        .await;
         assert_eq!(s, 415, "{coding}: {text}");
         assert!(text.contains("Content-Encoding"), "{text}");
     }
@@ -2503,4 +2508,24 @@ async fn coded_bodies_are_refused_and_proxy_headers_never_pass() {
     ] {
         assert!(r.header(n).is_empty(), "{n} reached the server");
     }
+}
+
+/// A path a server or a proxy before it normalises would reach another
+/// app than the route the gateway judged it by: refused, never forwarded.
+#[tokio::test(flavor = "multi_thread")]
+async fn paths_that_normalise_elsewhere_are_refused() {
+    let (h, gw) = setup().await;
+    for path in [
+        "/mock/../admin/mcp",
+        "/mock/%2e%2e/admin",
+        "/mock/%252e%252e/admin",
+        "/mock/..;x/admin",
+        "/mock//admin",
+        "/mock/%5c../admin",
+    ] {
+        let (s, _, text) = post_with(&gw, path, &call(1, "echo"), &[]).await;
+        assert_eq!(s, 400, "{path}: {text}");
+        assert!(text.contains("dot segment"), "{text}");
+    }
+    assert_eq!(posts_received(&h), 0);
 }

@@ -441,17 +441,25 @@ async fn a_header_a_cgi_server_reads_as_a_credential_never_reaches_it() {
             ("x_api_key", "wk_demo_ops_Z8r5"),
             ("proxy_authorization", "Basic b3BzOm9wcw=="),
             ("x_warden_principal", "admin"),
-            ("x_forwarded_note", "kept"),
+            // A CGI server reads it as `X-Forwarded-For`: the client's word
+            // about itself, never the gateway's.
+            ("x_forwarded_for", "10.0.0.7"),
+            ("x_trace_note", "kept"),
         ],
     )
     .await;
     assert_eq!(s, 200, "{text}");
     let got = h.received();
     let last = got.last().expect("forwarded");
-    for k in ["x_api_key", "proxy_authorization", "x_warden_principal"] {
+    for k in [
+        "x_api_key",
+        "proxy_authorization",
+        "x_warden_principal",
+        "x_forwarded_for",
+    ] {
         assert!(last.header(k).is_empty(), "{k} reached the server");
     }
-    assert_eq!(last.header("x_forwarded_note"), ["kept"]);
+    assert_eq!(last.header("x_trace_note"), ["kept"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

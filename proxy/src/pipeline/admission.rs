@@ -426,6 +426,15 @@ fn route_of(
     host: Option<&str>,
     path: &str,
 ) -> Result<usize, Refusal> {
+    // A path a server or a proxy before it normalises (`/jira/../admin`,
+    // `%2e%2e`, `\`, a `;` parameter on a dot segment) would reach
+    // another app than the route the gateway judged it by.
+    if unnormalised_path(path) {
+        return Err(Refusal::invalid_request(
+            "path_not_normal",
+            "the path holds a dot segment, an empty segment or a backslash (as written or escaped)",
+        ));
+    }
     // A member route of a virtual server answers only that server's
     // aggregator; to anyone else it does not exist.
     let route_pos = snap
@@ -549,6 +558,98 @@ mod host_tests {
             "",
         ] {
             assert!(!loopback_name(&host_name(n)), "{n}");
+        }
+    }
+}
+
+/// Whether `path` (without its query) reads differently once a server
+/// normalises it: a `.` or `..` segment (percent-decoded until stable,
+/// and with a `;param` cut off, as servlet containers read it), an empty
+/// segment after the first slash, or a backslash (written or escaped).
+pub(crate) fn unnormalised_path(path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let mut text = std::borrow::Cow::Borrowed(path);
+    for _ in 0..4 {
+        let decoded = percent_decode(&text);
+        if decoded == *text {
+            break;
+        }
+        text = std::borrow::Cow::Owned(decoded);
+    }
+    if text.contains('\\') {
+        return true;
+    }
+    let mut segs = text.split('/');
+    // The part before the first slash (empty for an absolute path).
+    segs.next();
+    let segs: Vec<&str> = segs.collect();
+    let last = segs.len().saturating_sub(1);
+    segs.iter().enumerate().any(|(i, seg)| {
+        let bare = seg
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches([' ', '.']);
+        let dots = seg.split(';').next().unwrap_or("");
+        (seg.is_empty() && i != last)
+            || dots == "."
+            || dots == ".."
+            || (bare.is_empty() && !dots.is_empty())
+    })
+}
+
+/// `%XX` decoded (invalid escapes kept as written; bytes that are not
+/// UTF-8 replaced, which no segment test then matches as a dot).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::unnormalised_path;
+
+    #[test]
+    fn paths_a_server_normalises_are_refused() {
+        for p in [
+            "/jira/../confluence/mcp",
+            "/jira/%2e%2e/admin",
+            "/jira/%252e%252e/admin",
+            "/jira/./mcp",
+            "/jira/..;x/admin",
+            "/jira/.. /admin",
+            "/jira/.../admin",
+            "/jira//admin",
+            "/jira\\..\\admin",
+            "/jira/%5c../admin",
+            "/jira/..",
+        ] {
+            assert!(unnormalised_path(p), "{p}");
+        }
+        for p in [
+            "/jira/mcp",
+            "/jira/mcp/",
+            "/mcp?next=../x",
+            "/a.b/c..d/e.txt",
+            "/mock/mcp?x=1",
+            "/",
+            "/v1.2/mcp",
+        ] {
+            assert!(!unnormalised_path(p), "{p}");
         }
     }
 }
