@@ -478,22 +478,14 @@ fn a_reply_is_judged_after_dlp_rewrites_it() {
             r#"{{"jsonrpc":"2.0","id":2,"result":{{"tools":[{{"name":"echo","inputSchema":{{"type":"object"}},"icons":[{{"src":"http://cdn.example{marker}@169.254.169.254/latest/meta-data/"}}]}}]}}}}"#
         );
         let v = reply(&s, &fred, "crm", "tools/list", &list);
-        let out = match &v {
-            Verdict::ForwardMutated(b, _) => String::from_utf8_lossy(b).into_owned(),
-            Verdict::Forward => list.clone(),
-            Verdict::Reject { .. } => String::new(),
-        };
+        let out = delivered(&v, &list);
         assert!(!out.contains("169.254.169.254"), "{marker}: {v:?}");
         // A resource link in a tool's result, the same way.
         let link = format!(
             r#"{{"jsonrpc":"2.0","id":2,"result":{{"content":[{{"type":"resource_link","name":"r","uri":"http://docs.example{marker}@10.0.0.5/admin"}}]}}}}"#
         );
         let v = reply(&s, &fred, "crm", "tools/call", &link);
-        let out = match &v {
-            Verdict::ForwardMutated(b, _) => String::from_utf8_lossy(b).into_owned(),
-            Verdict::Forward => link.clone(),
-            Verdict::Reject { .. } => String::new(),
-        };
+        let out = delivered(&v, &link);
         assert!(!out.contains("10.0.0.5"), "{marker}: {v:?}");
     }
     // A tool the policy hides (`wire`), listed with a marker inside its name.
@@ -662,4 +654,13 @@ fn an_org_hold_beside_a_tenants_keeps_the_callers_tenant_deciding() {
     let mut t = need.for_tenants.clone();
     t.sort();
     assert_eq!(t, ["finance", "hr"]);
+}
+
+/// What the client gets of `original` under verdict `v` (nothing when refused).
+fn delivered(v: &Verdict, original: &str) -> String {
+    match v {
+        Verdict::ForwardMutated(b, _) => String::from_utf8_lossy(b).into_owned(),
+        Verdict::Forward => original.to_owned(),
+        Verdict::Reject { .. } => String::new(),
+    }
 }
