@@ -247,7 +247,10 @@ fn resource_labels(c: &ServerCatalog, uri: &str) -> warden_config::flows::Labels
         || c.resources
             .iter()
             .any(|(p, _)| uri_matches(&p.to_lowercase(), &lower) && !uri_matches(p, uri));
-    if !ambiguous {
+    // Another spelling of the same resource (`Reports 2024` for a pattern
+    // on `Reports%202024`) takes the labels of the pattern it matches too.
+    let readings = crate::protocol::resource_uri::readings(uri);
+    if !ambiguous && readings.is_empty() {
         return exact.unwrap_or_default();
     }
     let mut out = exact.unwrap_or_default();
@@ -261,6 +264,14 @@ fn resource_labels(c: &ServerCatalog, uri: &str) -> warden_config::flows::Labels
             out.roles = Some(mine);
         }
     };
+    if !ambiguous {
+        for r in &readings {
+            if let Some((_, l)) = c.resources.iter().find(|(p, _)| uri_matches(p, r)) {
+                raise(l);
+            }
+        }
+        return out;
+    }
     raise(&c.labels);
     for (_, l) in &c.resources {
         raise(l);

@@ -135,8 +135,49 @@ impl PolicyFilter {
     /// [`PolicyFilter::decide`] by `engine` (the enforced rule or the shadow).
     // The input's parts, each from where it lives (the exchange, the
     // flow note, the message): a struct would only be built to be taken apart.
+    //
+    // A resource URI is judged in every spelling servers read as the same
+    // resource (`Reports 2024` and `Reports%202024`): a rule written on
+    // any of them sees the call, and the strictest decision stands.
     #[allow(clippy::too_many_arguments)]
     fn decide_with(
+        &self,
+        engine: &PolicyEngine,
+        ctx: &Exchange<'_>,
+        flow: Option<&FlowNote>,
+        method: &str,
+        name: Option<&str>,
+        args: Option<&str>,
+        listing: bool,
+    ) -> PolicyDecision {
+        let d = self.decide_one(engine, ctx, flow, method, name, args, listing);
+        let resource = matches!(
+            method,
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe"
+        );
+        match name {
+            Some(uri) if resource => {
+                crate::protocol::resource_uri::readings(uri)
+                    .iter()
+                    .fold(d, |d, r| {
+                        d.stricter(self.decide_one(
+                            engine,
+                            ctx,
+                            flow,
+                            method,
+                            Some(r),
+                            args,
+                            listing,
+                        ))
+                    })
+            }
+            _ => d,
+        }
+    }
+
+    /// [`PolicyFilter::decide_with`] on one spelling of what is named.
+    #[allow(clippy::too_many_arguments)]
+    fn decide_one(
         &self,
         engine: &PolicyEngine,
         ctx: &Exchange<'_>,
@@ -748,3 +789,7 @@ impl McpFilter for PolicyFilter {
 #[cfg(test)]
 #[path = "policy_embedded_tests.rs"]
 mod embedded_tests;
+
+#[cfg(test)]
+#[path = "policy_uri_tests.rs"]
+mod uri_tests;

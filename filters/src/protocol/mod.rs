@@ -17,7 +17,7 @@ pub mod id;
 pub mod jsonrpc;
 pub mod mcp;
 pub(crate) mod names;
-mod resource_uri;
+pub(crate) mod resource_uri;
 mod results;
 pub mod sse;
 pub mod version;

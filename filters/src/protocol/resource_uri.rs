@@ -10,6 +10,8 @@
 //! path a server could normalise, a URI whose scheme or authority is not
 //! written in the one form those readings share.
 
+use std::fmt::Write as _;
+
 /// Whether `uri`'s scheme or authority is not in its canonical form: a
 /// scheme with an upper-case letter; a `file:` URI that is not `file:///`
 /// and its path (a host, `localhost` included, the single-slash form, or
@@ -50,9 +52,96 @@ pub(crate) fn uncanonical(uri: &str) -> bool {
     }
 }
 
+/// The other spellings of resource URI `uri` that servers read as the
+/// same resource, each of which a rule on the text must see: the form a
+/// URL parser serialises (`file:///Reports 2024` is sent on as
+/// `file:///Reports%202024` by a server that parses it, `é` as `%C3%A9`)
+/// and the form a server that percent-decodes reads (`Reports%202024` is
+/// the file `Reports 2024`). Empty for the common URI, written in
+/// characters no reader changes and without an escape.
+pub fn readings(uri: &str) -> smallvec::SmallVec<[String; 3]> {
+    let mut out = smallvec::SmallVec::new();
+    // Characters RFC 3986 allows unescaped, which a serialiser keeps.
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&b);
+    if uri.bytes().all(plain) {
+        return out;
+    }
+    if let Ok(url) = url::Url::parse(uri) {
+        if url.as_str() != uri {
+            out.push(url.as_str().to_owned());
+        }
+    }
+    // Every character a URI may not hold raw, escaped: the serialisation
+    // of a URI a URL parser refuses (`note://a b`), which a server that
+    // builds its URIs by hand still reads.
+    let mut escaped = String::with_capacity(uri.len() + 8);
+    for b in uri.bytes() {
+        if plain(b) || b == b'%' {
+            escaped.push(b as char);
+        } else {
+            let _ = write!(escaped, "%{b:02X}");
+        }
+    }
+    if escaped != uri && !out.contains(&escaped) {
+        out.push(escaped);
+    }
+    if let Some(decoded) = percent_decoded(uri) {
+        if decoded != uri && !out.contains(&decoded) {
+            out.push(decoded);
+        }
+    }
+    out
+}
+
+/// `uri` with every escape decoded, once; `None` when an escape is not
+/// whole or the bytes it decodes to are not UTF-8 (such a URI is
+/// refused as ambiguous before any rule reads it).
+fn percent_decoded(uri: &str) -> Option<String> {
+    if !uri.contains('%') {
+        return None;
+    }
+    let b = uri.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(hex(*b.get(i + 1)?)? << 4 | hex(*b.get(i + 2)?)?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::readings;
     use crate::protocol::mcp::ambiguous_uri;
+
+    #[test]
+    fn a_uri_is_read_as_serialised_and_as_decoded() {
+        assert_eq!(
+            readings("file:///Reports 2024/q.txt").as_slice(),
+            ["file:///Reports%202024/q.txt"]
+        );
+        assert_eq!(
+            readings("file:///Reports%202024/q.txt").as_slice(),
+            ["file:///Reports 2024/q.txt"]
+        );
+        assert_eq!(readings("file:///caf%C3%A9").as_slice(), ["file:///café"]);
+        assert_eq!(readings("file:///café").as_slice(), ["file:///caf%C3%A9"]);
+        assert_eq!(readings("note://a b").as_slice(), ["note://a%20b"]);
+        for plain in [
+            "file:///secret/x",
+            "https://a.example/x?y=1#z",
+            "urn:isbn:0451450523",
+        ] {
+            assert!(readings(plain).is_empty(), "{plain}");
+        }
+    }
 
     #[test]
     fn a_resource_uri_in_another_spelling_of_its_scheme_or_host_is_ambiguous() {

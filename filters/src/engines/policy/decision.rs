@@ -66,6 +66,36 @@ impl ApprovalAsk {
 }
 
 impl PolicyDecision {
+    /// The stricter of two decisions on one call: a denial (the first's
+    /// when both deny), else an allow asking every approval and scope
+    /// either asks.
+    pub fn stricter(self, other: PolicyDecision) -> PolicyDecision {
+        if !self.allow {
+            return self;
+        }
+        if !other.allow {
+            return other;
+        }
+        let approval = match (self.approval, other.approval) {
+            (Some(a), Some(b)) => Some(a.stricter(b)),
+            (a, b) => a.or(b),
+        };
+        let scopes = match (self.scopes, other.scopes) {
+            (Some(a), Some(b)) => {
+                let mut all = a.to_vec();
+                all.extend(b.iter().filter(|s| !a.contains(s)).cloned());
+                Some(all.into())
+            }
+            (a, b) => a.or(b),
+        };
+        PolicyDecision {
+            allow: true,
+            reason: self.reason,
+            scopes,
+            approval,
+        }
+    }
+
     pub(super) fn deny(reason: &str) -> Self {
         PolicyDecision {
             allow: false,

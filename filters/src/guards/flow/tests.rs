@@ -374,6 +374,24 @@ fn names_a_server_may_read_otherwise_take_the_stricter_label() {
         let l = call_labels(&f, c.get("hr"), "hr", "resources/read", uri, false);
         assert_eq!(l.level, 3, "{uri}");
     }
+    // A pattern written in one spelling labels the resource in the other.
+    if let Some(hr) = c.get_mut("hr") {
+        hr.resources.insert(
+            0,
+            (
+                "hr://reports%202024/*".into(),
+                labels(Some(2), Roles::default()),
+            ),
+        );
+        hr.resources.insert(
+            0,
+            ("hr://pay roll/*".into(), labels(Some(2), Roles::default())),
+        );
+    }
+    for uri in ["hr://reports 2024/q1", "hr://pay%20roll/march"] {
+        let l = call_labels(&f, c.get("hr"), "hr", "resources/read", uri, false);
+        assert!(l.level >= 2, "{uri}: {l:?}");
+    }
     let l = call_labels(
         &f,
         c.get("hr"),
