@@ -60,6 +60,14 @@ pub use stdio::Stdio;
 pub use upstream_auth::{Assertions, CallerToken, IdentityAssertion, OAuthGrant, OutboundOAuth};
 pub use virtual_servers::{Prefixing, ToolView, Virtual, VirtualMember};
 
+/// How long a sealed session id opens by default: a working day and
+/// then some. A server that hands one session id out again (its counter
+/// started over) lets the id's first holder into the second holder's
+/// session on a replica that did not relay the second `initialize`, for
+/// at most this long; a client that holds one session longer is told it
+/// is unknown (404) and opens a new one, as the transport requires.
+pub const DEFAULT_SESSION_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listeners: Vec<Listener>,
@@ -88,8 +96,9 @@ pub struct Config {
     /// Fleet secret that seals session ids (stateless replicas).
     pub session_seal: Option<crate::access::Secret>,
     /// How long a sealed session id opens after the `initialize` that
-    /// issued it (`sessions.max_age`); `None`, the default: as long as the
-    /// server keeps the session.
+    /// issued it (`sessions.max_age`, [`DEFAULT_SESSION_MAX_AGE`] unless
+    /// set); `None` (`max_age: none`): as long as the server keeps the
+    /// session.
     pub session_max_age: Option<std::time::Duration>,
     pub schemas: crate::guards::Schemas,
     pub egress: crate::guards::Egress,
@@ -144,18 +153,7 @@ impl Config {
         let quotas = crate::guards::quotas(&raw.quotas, redis.is_some(), p);
         virtual_aliases(&servers, &quotas, &kill_switch, &catalog, p);
         let session_seal = access::session_seal(raw.sessions.as_ref(), root, p);
-        let session_max_age = raw
-            .sessions
-            .as_ref()
-            .and_then(|s| s.max_age.as_ref())
-            .map(|v| {
-                crate::fields::duration(
-                    p,
-                    "sessions.max_age",
-                    &Some(v.clone()),
-                    std::time::Duration::from_secs(86_400),
-                )
-            });
+        let session_max_age = session_max_age(raw.sessions.as_ref(), p);
         let schemas = crate::guards::schemas(&raw.schemas, p);
         let egress = crate::guards::egress(&raw.egress, p);
         let runaway = crate::guards::runaway(raw.runaway.as_ref(), p);
@@ -199,5 +197,53 @@ impl Config {
 
     pub fn server(&self, name: &str) -> Option<&Server> {
         self.servers.iter().find(|s| s.name == name)
+    }
+}
+
+/// `sessions.max_age`: a duration, `none` for no limit, else the default.
+fn session_max_age(
+    sessions: Option<&raw::SessionsConfig>,
+    p: &mut Problems,
+) -> Option<std::time::Duration> {
+    match sessions.and_then(|s| s.max_age.as_deref()) {
+        Some("none") => None,
+        v => Some(crate::fields::duration(
+            p,
+            "sessions.max_age",
+            &v.map(str::to_owned),
+            DEFAULT_SESSION_MAX_AGE,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sealed session id expires after a day unless the bundle says
+    /// otherwise; `none` is the only way to keep it open without limit.
+    #[test]
+    fn a_session_opens_for_a_day_unless_the_bundle_says_otherwise() {
+        let mut p = Problems::new("warden.yaml");
+        let with = |v: Option<&str>| raw::SessionsConfig {
+            max_age: v.map(str::to_owned),
+            ..Default::default()
+        };
+        assert_eq!(session_max_age(None, &mut p), Some(DEFAULT_SESSION_MAX_AGE));
+        assert_eq!(
+            session_max_age(Some(&with(None)), &mut p),
+            Some(DEFAULT_SESSION_MAX_AGE)
+        );
+        assert_eq!(
+            session_max_age(Some(&with(Some("8h"))), &mut p),
+            Some(std::time::Duration::from_secs(8 * 3600))
+        );
+        assert_eq!(session_max_age(Some(&with(Some("none"))), &mut p), None);
+        assert!(p.is_empty());
+        assert_eq!(
+            session_max_age(Some(&with(Some("forever"))), &mut p),
+            Some(DEFAULT_SESSION_MAX_AGE)
+        );
+        assert!(!p.is_empty());
     }
 }

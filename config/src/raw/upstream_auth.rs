@@ -7,7 +7,7 @@ use serde::Deserialize;
 /// Sealed session ids: the gateway hands clients an encrypted, authenticated
 /// token holding the upstream's session id, the upstream replica and the
 /// principal the session is bound to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionsConfig {
     /// Environment variable holding the fleet's sealing secret (≥ 32 characters).
@@ -17,8 +17,8 @@ pub struct SessionsConfig {
     #[serde(default)]
     pub seal_key_file: Option<String>,
     /// How long a sealed session id opens after the `initialize` that
-    /// issued it (no limit by default); after that the client is told the
-    /// session is unknown (404) and must open a new one.
+    /// issued it (24h by default; `none`: no limit); after that the client
+    /// is told the session is unknown (404) and must open a new one.
     #[serde(default)]
     pub max_age: Option<String>,
 }
