@@ -224,6 +224,47 @@ async fn a_task_handed_to_one_principal_reaches_no_other_on_any_replica() {
         let v = create(gw, DEV).await;
         assert!(v["result"]["task"]["taskId"].is_string(), "{v}");
     }
+    // A task that outlives its claim's life stays its holder's: the
+    // holder's own `tasks/get`, on a replica that never created it,
+    // renews the fleet's claim.
+    let keys = redis.cli(&["--scan", "--pattern", "*task:*"]);
+    let key = keys
+        .lines()
+        .next()
+        .expect("a task claim in the store")
+        .to_owned();
+    assert_eq!(redis.cli(&["EXPIRE", &key, "30"]).trim(), "1");
+    let get =
+        json!({"jsonrpc":"2.0","id":2,"method":"tasks/get","params":{"taskId":token}}).to_string();
+    let status = json!({"jsonrpc":"2.0","id":2,"result":{"taskId":"T-shared","status":"working",
+        "createdAt":"2026-01-01T00:00:00Z","lastUpdatedAt":"2026-01-01T00:00:00Z","ttl":60000}})
+    .to_string();
+    let ask = |gw: &warden_tests::Gateway| {
+        h.script([Reply::json(&status)]);
+        let url = gw.url("/mock/mcp");
+        let get = get.clone();
+        async move {
+            let hs = [
+                DEV,
+                ("accept", "application/json, text/event-stream"),
+                ("content-type", "application/json"),
+            ];
+            let (_, _, body) = warden_tests::request(&url, "POST", &hs, get.into(), false)
+                .await
+                .expect("tasks/get");
+            message(&String::from_utf8_lossy(&body))
+        }
+    };
+    let v = ask(&b).await;
+    assert_eq!(v["result"]["status"], "working", "{v}");
+    let ttl: u64 = redis.cli(&["TTL", &key]).trim().parse().expect("ttl");
+    assert!(ttl > 3600, "the claim was not renewed: {ttl} s left");
+    // A claim another holder took once the first lapsed: the server's
+    // answer about the task is withheld from the first holder too.
+    redis.cli(&["SET", &key, "another-holder"]);
+    let v = ask(&b).await;
+    assert!(!v.to_string().contains("working"), "{v}");
+    assert_eq!(v["error"]["code"], -31003, "{v}");
 }
 
 /// A server→client request's id is a handle too: the answer the server

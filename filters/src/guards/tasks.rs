@@ -320,6 +320,13 @@ impl TaskFilter {
                 tool
             }
             Seen::Answer(asked) if mine || asked == Some(link.as_str()) => {
+                // The holder's own request about its task renews the
+                // fleet's claim, so that a task that runs longer than a
+                // claim's life stays its holder's on every replica (and
+                // one whose claim another holder took is withheld).
+                notes
+                    .task_claims
+                    .push(TaskSealer::claim(id, &me, ctx.server));
                 tool.or(remembered.as_deref())
             }
             Seen::Mentioned if mine => tool.or(remembered.as_deref()),

@@ -525,8 +525,9 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 return 1
 "#;
 
-/// A task's claim lives this long after it was last handed out (as long
-/// as a replica remembers an idle task).
+/// A task's claim lives this long after it was last handed out or its
+/// holder last asked about it (as long as a replica remembers an idle
+/// task).
 const TASK_TTL_SECS: u64 = 86_400;
 
 impl QuotaStore {
