@@ -450,12 +450,7 @@ impl TaskFilter {
                 x,
                 &mut |t| self.sealer.open(t, &me, ctx.server).map(|o| o.task),
                 &mut |task, key| {
-                    let b = input::Binding {
-                        task,
-                        holder: &me,
-                        server: ctx.server,
-                        session: ctx.session_id,
-                    };
+                    let b = input::Binding::of(task, &me, ctx);
                     self.sealer.input.seal(key, &b, ctx.now)
                 },
             );
@@ -668,12 +663,7 @@ impl McpFilter for TaskFilter {
             // Input answers only what the gateway let the server ask of
             // this caller for this task (see `tasks_input`).
             if let (true, Some(o)) = (names_task(method), p.as_object_mut()) {
-                let b = input::Binding {
-                    task: &opened.task,
-                    holder: &me,
-                    server: ctx.server,
-                    session: ctx.session_id,
-                };
+                let b = input::Binding::of(&opened.task, &me, ctx);
                 if let Err(d) = self.sealer.input.bind(o, &b, ctx.now) {
                     return Decision::Reject(d);
                 }

@@ -84,7 +84,21 @@ pub(super) struct Binding<'a> {
     pub(super) session: Option<&'a str>,
 }
 
-impl Binding<'_> {
+impl<'a> Binding<'a> {
+    /// The binding of `task`'s asks to `holder` in exchange `ex`.
+    pub(super) fn of(
+        task: &'a str,
+        holder: &'a str,
+        ex: &crate::chain::filter::Exchange<'a>,
+    ) -> Self {
+        Binding {
+            task,
+            holder,
+            server: ex.server,
+            session: ex.session_id,
+        }
+    }
+
     fn aad(&self) -> Vec<u8> {
         let mut out = AAD.to_vec();
         let session = match self.session {

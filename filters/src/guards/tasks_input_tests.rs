@@ -112,12 +112,7 @@ fn asked(f: &TaskFilter, ex: &Exchange<'_>, task: &str, asks: &str) -> Vec<Strin
 /// The server's key a sealed `key` of `task` stands for, opened for `ex`.
 fn server_key(f: &TaskFilter, ex: &Exchange<'_>, task: &str, key: &str) -> Option<String> {
     let me = holder(ex);
-    let b = input::Binding {
-        task,
-        holder: &me,
-        server: ex.server,
-        session: ex.session_id,
-    };
+    let b = input::Binding::of(task, &me, ex);
     f.sealer.input.open(key, &b, ex.now)
 }
 
