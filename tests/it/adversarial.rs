@@ -2529,3 +2529,52 @@ async fn paths_that_normalise_elsewhere_are_refused() {
     }
     assert_eq!(posts_received(&h), 0);
 }
+
+/// A header the gateway reads a handle or a version from (`Mcp-Session-Id`,
+/// `MCP-Protocol-Version`) holding bytes other than visible ASCII: the
+/// gateway cannot read it, and a server that decodes Latin-1 and trims
+/// reads `7\xA0` as session `7`. Refused 400 before any upstream sees it,
+/// on every method.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handle_header_the_gateway_cannot_read_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (h, gw) = setup().await;
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}).to_string();
+    for (method, header) in [
+        ("POST", &b"Mcp-Session-Id: 7\xa0"[..]),
+        ("GET", &b"Mcp-Session-Id: 7\x85"[..]),
+        ("DELETE", &b"Mcp-Session-Id: \xa07"[..]),
+        ("POST", &b"MCP-Protocol-Version: 2025-06-18\xa0"[..]),
+    ] {
+        h.reset();
+        h.script([Reply::accepted()]);
+        let mut req = format!(
+            "{method} /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nConnection: close\r\n"
+        )
+        .into_bytes();
+        req.extend_from_slice(header);
+        let payload = if method == "POST" { body.as_str() } else { "" };
+        req.extend_from_slice(
+            format!("\r\nContent-Length: {}\r\n\r\n{payload}", payload.len()).as_bytes(),
+        );
+        let mut s = tokio::net::TcpStream::connect(gw.addr)
+            .await
+            .expect("connect");
+        s.write_all(&req).await.expect("write");
+        let mut out = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.starts_with("HTTP/1.1 400"),
+            "{method} {}: {text}",
+            String::from_utf8_lossy(header)
+        );
+        assert!(
+            h.received().is_empty(),
+            "{method}: the server was sent a header the gateway could not read"
+        );
+    }
+}

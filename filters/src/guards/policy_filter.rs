@@ -791,5 +791,5 @@ impl McpFilter for PolicyFilter {
 mod embedded_tests;
 
 #[cfg(test)]
-#[path = "policy_uri_tests.rs"]
-mod uri_tests;
+#[path = "policy_readings_tests.rs"]
+mod readings_tests;

@@ -96,7 +96,17 @@ pub async fn admit(
         mcp::H_NAME,
         "x-warden-justification",
     ] {
-        if req.headers.get_all(name).iter().nth(1).is_some() {
+        let mut all = req.headers.get_all(name).iter();
+        // Bytes a peer may read otherwise (`7\xA0` is session `7` to a
+        // server that decodes Latin-1 and trims): the gateway could not
+        // check what it would forward.
+        if all.next().is_some_and(|v| v.to_str().is_err()) {
+            return Err(Refusal::bad_header(
+                name,
+                "holds bytes other than visible ASCII",
+            ));
+        }
+        if all.next().is_some() {
             return Err(Refusal::bad_header(name, "sent more than once"));
         }
     }

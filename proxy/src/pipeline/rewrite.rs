@@ -236,11 +236,10 @@ impl<'a> Rewrite<'a> {
         if let Some(t) = &ctx.trace {
             put(fixed("traceparent"), &t.traceparent(), false)?;
         }
-        // A sealed session id goes upstream as the upstream's own id.
-        if ctx.session_sealed {
-            if let Some(sid) = &ctx.session_id {
-                put(fixed("mcp-session-id"), sid, false)?;
-            }
+        // The session id goes upstream as the gateway read it (a sealed
+        // one opened to the upstream's own id), never as the client sent it.
+        if let Some(sid) = &ctx.session_id {
+            put(fixed("mcp-session-id"), sid, false)?;
         }
         // A resumed stream names the server's own event id, never the
         // client's token (stripped below).
@@ -381,6 +380,8 @@ impl<'a> Rewrite<'a> {
 /// - `Cookie` and the browser's `Origin`;
 /// - `Last-Event-ID`: the client holds a sealed token; the server's own id
 ///   goes up only when it opens for this caller (`resume_from`);
+/// - `Mcp-Session-Id`: the session id goes up as the gateway read and
+///   checked it (`RequestCtx::session_id`), never as the client wrote it;
 /// - `Mcp-Param-*`: mirrored argument headers go upstream only as judged
 ///   against the forwarded body;
 /// - `Expect` (the body has been read and judged) and, for a judged body,
@@ -400,6 +401,7 @@ fn stripped(n: &str, direct: bool, api_key_header: Option<&str>, framed: bool) -
             "cookie"
                 | "origin"
                 | "last-event-id"
+                | "mcp-session-id"
                 | "expect"
                 | "connection"
                 | "keep-alive"

@@ -173,7 +173,10 @@ impl PolicyEngine {
 
     /// Evaluates Rego for this input, bypassing the cache.
     pub fn evaluate(&self, i: &PolicyInput<'_>) -> PolicyDecision {
-        self.evaluate_value(input_for(i, &self.clock, self.plan.as_ref()))
+        match input_for(i, &self.clock, self.plan.as_ref()) {
+            Some(input) => self.evaluate_value(input),
+            None => PolicyDecision::deny("policy_arguments_unreadable"),
+        }
     }
 
     /// Whether evaluation runs on regorus' VM (else on its interpreter).

@@ -82,14 +82,23 @@ pub(super) fn opt(v: Option<&str>) -> Value {
 }
 
 /// The input document handed to Rego (see docs/policy.md, the input contract).
+/// `Null` when the arguments are unreadable to Rego (see [`input_for`]).
 pub fn input_value(i: &PolicyInput<'_>, clock: &Clock) -> Value {
-    input_for(i, clock, None)
+    input_for(i, clock, None).unwrap_or(Value::Null)
 }
 
 /// The input document restricted to what `plan` says the policy can read
 /// (everything when `plan` is `None`). Leaving out what no rule can reach
 /// cannot change a decision, by the same analysis that makes the cache sound.
-pub(super) fn input_for(i: &PolicyInput<'_>, clock: &Clock, plan: Option<&KeyPlan>) -> Value {
+/// `None` when the arguments the policy reads are JSON the gateway read
+/// but Rego's reader does not (an object whose first member is named as
+/// serde's private big-number marker, `$serde_json::private::Number`):
+/// the policy would judge them absent while the server acts on them.
+pub(super) fn input_for(
+    i: &PolicyInput<'_>,
+    clock: &Clock,
+    plan: Option<&KeyPlan>,
+) -> Option<Value> {
     let has = |f: &Field| plan.is_none_or(|p| p.fields.contains(f));
     let has_arg = |name: &str| {
         plan.is_none_or(|p| {
@@ -126,8 +135,8 @@ pub(super) fn input_for(i: &PolicyInput<'_>, clock: &Clock, plan: Option<&KeyPla
             .map(|(k, v)| (s(k), s(v)))
             .collect();
         let whole_args = || match i.arguments {
-            Some(raw) => Value::from_json_str(raw).unwrap_or(Value::Null),
-            None => Value::new_object(),
+            Some(raw) => Value::from_json_str(raw).ok(),
+            None => Some(Value::new_object()),
         };
         let arguments = match plan {
             Some(pl) if !has(&Field::Argument(None)) => {
@@ -139,21 +148,21 @@ pub(super) fn input_for(i: &PolicyInput<'_>, clock: &Clock, plan: Option<&KeyPla
                     .collect();
                 match i.arguments.map(|raw| pick_members(raw, &wanted)) {
                     None => Value::new_object(),
-                    Some(None) => whole_args(),
+                    Some(None) => whole_args()?,
                     Some(Some(values)) => {
                         let mut m = BTreeMap::new();
                         for (name, v) in wanted.iter().zip(values) {
                             if let Some(v) = v {
-                                m.insert(s(name), Value::from_json_str(v).unwrap_or(Value::Null));
+                                m.insert(s(name), Value::from_json_str(v).ok()?);
                             }
                         }
                         Value::from(m)
                     }
                 }
             }
-            _ => whole_args(),
+            _ => whole_args()?,
         };
-        obj(vec![
+        Some(obj(vec![
             (
                 "principal",
                 obj(vec![
@@ -213,7 +222,7 @@ pub(super) fn input_for(i: &PolicyInput<'_>, clock: &Clock, plan: Option<&KeyPla
                     ("session_id", opt(i.session_id)),
                 ]),
             ),
-        ])
+        ]))
     })
 }
 

@@ -1,5 +1,6 @@
-//! A resource rule written in one spelling of a URI judges every spelling
-//! servers read as the same resource.
+//! What the policy reads is what the server reads: a resource rule written
+//! in one spelling of a URI judges every spelling servers read as the same
+//! resource, and arguments Rego cannot read are never judged absent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -19,7 +20,11 @@ decision := {"allow": false, "reason": "cafe"} if input.request.resource_uri == 
 "#;
 
 fn filter() -> PolicyFilter {
-    let modules = BTreeMap::from([("authz.rego".to_owned(), REGO.to_owned())]);
+    filter_of(REGO)
+}
+
+fn filter_of(rego: &str) -> PolicyFilter {
+    let modules = BTreeMap::from([("authz.rego".to_owned(), rego.to_owned())]);
     let engine = PolicyEngine::compile(
         &modules,
         &serde_json::json!({}),
@@ -35,6 +40,10 @@ fn verdict(f: &PolicyFilter, method: &str, uri: &str) -> Decision {
     let body =
         serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {"uri": uri}})
             .to_string();
+    verdict_on(f, &body)
+}
+
+fn verdict_on(f: &PolicyFilter, body: &str) -> Decision {
     let Ok(Parsed::Single(env)) = parse(body.as_bytes(), ParseLimits::default()) else {
         panic!("parse {body}");
     };
@@ -72,4 +81,51 @@ fn every_spelling_of_a_denied_resource_is_denied() {
             );
         }
     }
+}
+
+/// serde_json reads `$serde_json::private::Number` as any member name;
+/// Rego's reader takes it for a big number and fails on the object. Such
+/// arguments are refused, never judged as null (absent).
+#[test]
+fn arguments_rego_cannot_read_are_refused() {
+    let nested = r#"package warden.authz
+
+default decision := {"allow": true, "reason": "ok"}
+
+decision := {"allow": false, "reason": "gov"} if input.request.arguments.loc.region == "us-gov"
+"#;
+    let whole = r#"package warden.authz
+
+default decision := {"allow": true, "reason": "ok"}
+
+decision := {"allow": false, "reason": "shadow"} if {
+    some k, v in input.request.arguments
+    v == "/etc/shadow"
+}
+"#;
+    let call = |args: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"deploy","arguments":{args}}}}}"#
+        )
+    };
+    for (rego, args) in [
+        (
+            nested,
+            r#"{"loc":{"$serde_json::private::Number":"x","region":"us-gov"}}"#,
+        ),
+        (
+            nested,
+            r#"{"loc":{"\u0024serde_json::private::Number":"1","region":"us-gov"}}"#,
+        ),
+        (
+            whole,
+            r#"{"$serde_json::private::Number":"1","path":"/etc/shadow"}"#,
+        ),
+    ] {
+        let d = verdict_on(&filter_of(rego), &call(args));
+        assert!(matches!(d, Decision::Reject(_)), "{args}: {d:?}");
+    }
+    // Ordinary arguments are judged as before.
+    let d = verdict_on(&filter_of(nested), &call(r#"{"loc":{"region":"eu"}}"#));
+    assert!(matches!(d, Decision::Pass), "{d:?}");
 }
