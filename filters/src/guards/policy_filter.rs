@@ -222,6 +222,21 @@ impl PolicyFilter {
         }
     }
 
+    /// Whether resource URI `uri` cannot be judged as the server reads it:
+    /// a server could read it as another resource (`ambiguous_uri`), or a
+    /// text the org's policy (or an applicable tenant's) writes is in it
+    /// only when read loosely (another case, escapes, a compatibility
+    /// form), so a rule would judge one resource while the server reads
+    /// another.
+    fn unjudgeable_uri(&self, ctx: &Exchange<'_>, uri: &str) -> bool {
+        crate::protocol::mcp::ambiguous_uri(uri)
+            || self.engine.near_uri_literal(uri)
+            || self
+                .tenants
+                .as_ref()
+                .is_some_and(|t| t.applicable(ctx).any(|(_, e)| e.near_uri_literal(uri)))
+    }
+
     /// Whether `args` holds a near-name of an argument the org's policy, or
     /// that of a tenant applying to the call, reads by name.
     fn near_named(&self, ctx: &Exchange<'_>, args: &Json) -> bool {
@@ -324,7 +339,7 @@ impl PolicyFilter {
         let Some(uri) = r.get("uri").and_then(Json::as_str) else {
             return Some(unreadable_request());
         };
-        if crate::protocol::mcp::ambiguous_uri(uri) {
+        if self.unjudgeable_uri(ctx, uri) {
             return Some(ambiguous_resource());
         }
         self.hidden_resource(ctx, uri)
@@ -347,7 +362,7 @@ impl PolicyFilter {
     /// One URI of a listen stream's filter: visible, and allowed as a
     /// `resources/subscribe` of it would be.
     fn judge_subscription(&self, ctx: &Exchange<'_>, uri: &str) -> Option<Decision> {
-        if crate::protocol::mcp::ambiguous_uri(uri) {
+        if self.unjudgeable_uri(ctx, uri) {
             return Some(ambiguous_resource());
         }
         if let Some(hidden) = self.hidden_resource(ctx, uri) {
@@ -474,7 +489,7 @@ impl PolicyFilter {
         let uris = shape.as_method == "resources/read";
         items.retain(|item| {
             let name = item.get(shape.key).and_then(Json::as_str);
-            name.is_some_and(|n| !(uris && crate::protocol::mcp::ambiguous_uri(n)))
+            name.is_some_and(|n| !(uris && self.unjudgeable_uri(ctx, n)))
                 && self
                     .decide(ctx, None, shape.as_method, name, None, true)
                     .allow
@@ -577,7 +592,7 @@ impl McpFilter for PolicyFilter {
         if matches!(
             method,
             "resources/read" | "resources/subscribe" | "resources/unsubscribe"
-        ) && name.is_some_and(crate::protocol::mcp::ambiguous_uri)
+        ) && name.is_some_and(|n| self.unjudgeable_uri(ctx, n))
         {
             return ambiguous_resource();
         }
@@ -731,7 +746,7 @@ impl McpFilter for PolicyFilter {
                 let Some(uri) = uri else {
                     return unreadable_reply();
                 };
-                if crate::protocol::mcp::ambiguous_uri(&uri) {
+                if self.unjudgeable_uri(ctx, &uri) {
                     return Decision::Reject(Denial::error(
                         JsonRpcError::new(codes::DENIED, "Denied by policy"),
                         "resource_hidden",

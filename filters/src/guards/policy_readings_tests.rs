@@ -17,6 +17,12 @@ default decision := {"allow": true, "reason": "ok"}
 decision := {"allow": false, "reason": "board_only"} if startswith(input.request.resource_uri, "file:///Board%20Minutes/")
 decision := {"allow": false, "reason": "payroll"} if startswith(input.request.resource_uri, "file:///pay roll/")
 decision := {"allow": false, "reason": "cafe"} if input.request.resource_uri == "note://café/menu"
+decision := {"allow": false, "reason": "board"} if startswith(input.request.resource_uri, "https://files.example.com/Board Minutes/")
+decision := {"allow": false, "reason": "reports"} if startswith(input.request.resource_uri, "file:///data/Reports%20%282024%29/")
+decision := {"allow": false, "reason": "finance"} if startswith(input.request.resource_uri, "mail://finance%40corp/")
+decision := {"allow": false, "reason": "menus"} if startswith(input.request.resource_uri, "file:///caf%C3%A9/")
+decision := {"allow": false, "reason": "alice"} if startswith(input.request.resource_uri, "file:///Users/alice/secret/")
+decision := {"allow": false, "reason": "crème"} if contains(input.request.resource_uri, "/crème/")
 "#;
 
 fn filter() -> PolicyFilter {
@@ -69,8 +75,30 @@ fn every_spelling_of_a_denied_resource_is_denied() {
                 "{method} {uri}"
             );
         }
+        // A spelling no reading reaches, read loosely, holds a text the
+        // policy writes: refused as ambiguous, or denied by a reading.
+        for uri in [
+            "https://files.example.com/Board%20Minutes/q3.pdf#%",
+            "https://files.example.com/Board%20Minutes/q3.pdf?%FF",
+            "file:///data/Reports%20(2024)/q.txt",
+            "file:///data/Reports (2024)/q.txt",
+            "mail://finance@corp/inbox",
+            "file:///caf%c3%a9/x",
+            "file:///Users/alice/SECRET/keys.txt",
+            "file:///Users/Alice/secret/keys.txt",
+            "file:///menus/cre\u{300}me/x",
+            "file:///menus/cr%C3%A8me/x",
+            "file:///menus/CRÈME/x",
+        ] {
+            assert!(
+                matches!(verdict(&f, method, uri), Decision::Reject(_)),
+                "{method} {uri}"
+            );
+        }
         for uri in [
             "file:///Board%20Agenda/2026.txt",
+            "file:///Users/alice/public/a.txt",
+            "file:///data/Reports%20%282025%29/q.txt",
             "file:///Board Agenda/2026.txt",
             "file:///public/a.txt",
             "note://tea/menu",

@@ -55,14 +55,15 @@ pub(crate) fn uncanonical(uri: &str) -> bool {
 /// The other spellings of resource URI `uri` that servers read as the
 /// same resource, each of which a rule on the text must see: the form a
 /// URL parser serialises (`file:///Reports 2024` is sent on as
-/// `file:///Reports%202024` by a server that parses it, `é` as `%C3%A9`)
+/// `file:///Reports%202024` by a server that parses it, `é` as `%C3%A9`),
+/// the form with every character a URI may not hold raw escaped and every
+/// escape in upper case (what a server that builds URIs by hand writes),
 /// and the form a server that percent-decodes reads (`Reports%202024` is
 /// the file `Reports 2024`). Empty for the common URI, written in
-/// characters no reader changes and without an escape.
+/// characters no reader changes and without an escape. A spelling none of
+/// these reaches is caught by [`loose`] against the bundle's own text.
 pub fn readings(uri: &str) -> smallvec::SmallVec<[String; 3]> {
     let mut out = smallvec::SmallVec::new();
-    // Characters RFC 3986 allows unescaped, which a serialiser keeps.
-    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&b);
     if uri.bytes().all(plain) {
         return out;
     }
@@ -74,18 +75,29 @@ pub fn readings(uri: &str) -> smallvec::SmallVec<[String; 3]> {
     // Every character a URI may not hold raw, escaped: the serialisation
     // of a URI a URL parser refuses (`note://a b`), which a server that
     // builds its URIs by hand still reads.
+    let b = uri.as_bytes();
     let mut escaped = String::with_capacity(uri.len() + 8);
-    for b in uri.bytes() {
-        if plain(b) || b == b'%' {
-            escaped.push(b as char);
-        } else {
-            let _ = write!(escaped, "%{b:02X}");
+    let mut i = 0;
+    while i < b.len() {
+        match escape_at(b, i) {
+            Some(byte) => {
+                let _ = write!(escaped, "%{byte:02X}");
+                i += 3;
+            }
+            None if plain(b[i]) => {
+                escaped.push(b[i] as char);
+                i += 1;
+            }
+            None => {
+                let _ = write!(escaped, "%{:02X}", b[i]);
+                i += 1;
+            }
         }
     }
     if escaped != uri && !out.contains(&escaped) {
         out.push(escaped);
     }
-    if let Some(decoded) = percent_decoded(uri) {
+    if let Ok(decoded) = String::from_utf8(decoded(uri.as_bytes())) {
         if decoded != uri && !out.contains(&decoded) {
             out.push(decoded);
         }
@@ -93,27 +105,89 @@ pub fn readings(uri: &str) -> smallvec::SmallVec<[String; 3]> {
     out
 }
 
-/// `uri` with every escape decoded, once; `None` when an escape is not
-/// whole or the bytes it decodes to are not UTF-8 (such a URI is
-/// refused as ambiguous before any rule reads it).
-fn percent_decoded(uri: &str) -> Option<String> {
-    if !uri.contains('%') {
+/// Characters RFC 3986 allows unescaped, which a serialiser keeps.
+fn plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&b)
+}
+
+/// The byte the escape at `b[i]` stands for, if a whole escape starts there.
+fn escape_at(b: &[u8], i: usize) -> Option<u8> {
+    let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16));
+    if b[i] != b'%' {
         return None;
     }
-    let b = uri.as_bytes();
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            out.push(hex(*b.get(i + 1)?)? << 4 | hex(*b.get(i + 2)?)?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
+    Some((hex(b.get(i + 1))? * 16 + hex(b.get(i + 2))?) as u8)
+}
+
+/// `b` with every whole escape decoded until none is left (double
+/// encoding, at most a few levels); a `%` that starts no escape is kept as
+/// text, as lenient decoders keep it.
+fn decoded(b: &[u8]) -> Vec<u8> {
+    let mut text = b.to_vec();
+    for _ in 0..4 {
+        if !text.contains(&b'%') {
+            break;
         }
+        let mut out = Vec::with_capacity(text.len());
+        let mut i = 0;
+        while i < text.len() {
+            match escape_at(&text, i) {
+                Some(byte) => {
+                    out.push(byte);
+                    i += 3;
+                }
+                None => {
+                    out.push(text[i]);
+                    i += 1;
+                }
+            }
+        }
+        if out == text {
+            break;
+        }
+        text = out;
     }
-    String::from_utf8(out).ok()
+    text
+}
+
+/// The text of a URI (or of a rule's literal) as the loosest server reads
+/// it: escapes decoded to the end, compatibility forms folded (NFKC, which
+/// also joins `e` and a combining accent into `é`), and lower case (a
+/// case-insensitive file system, a host). A rule's literal that is within
+/// a request's URI so read, while no spelling of the URI ([`readings`])
+/// holds the literal as written, judges one text while the server reads
+/// another: `file:///data/SECRET/x` or `file:///data/Reports%20(2024)` for
+/// a rule on `file:///data/secret/` or `file:///data/Reports%20%282024%29`.
+pub fn loose(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    String::from_utf8_lossy(&decoded(text.as_bytes()))
+        .nfkc()
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// Whether `literal` is text a rule could compare a resource URI with: it
+/// holds a separator (`/`, `:`) or an escape. Plain words (a role, a
+/// reason) are left out: a URI that holds one in another case is no
+/// other resource to the rule that names it.
+pub fn uri_like(literal: &str) -> bool {
+    literal.len() >= 2 && literal.contains(['/', ':', '%'])
+}
+
+/// Whether `uri` holds, read loosely, one of `literals` (each written and
+/// [`loose`]) that none of its spellings holds as written.
+pub fn near_literal<'a>(
+    uri: &str,
+    literals: impl IntoIterator<Item = &'a (String, String)>,
+) -> bool {
+    let mut read: Option<(String, smallvec::SmallVec<[String; 3]>)> = None;
+    literals.into_iter().any(|(exact, lax)| {
+        if uri.contains(exact.as_str()) {
+            return false;
+        }
+        let (l, spellings) = read.get_or_insert_with(|| (loose(uri), readings(uri)));
+        l.contains(lax.as_str()) && !spellings.iter().any(|r| r.contains(exact.as_str()))
+    })
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ pub struct PolicyEngine {
     plan: Option<KeyPlan>,
     /// How the modules read the arguments ([`argument_reads`]).
     argument_reads: ArgumentReads,
+    /// The modules' and data's texts a rule could compare a resource URI
+    /// with, as written and read loosely (see `resource_uri::near_literal`).
+    uri_literals: Vec<(String, String)>,
     cache: Option<moka::sync::Cache<Box<[u8]>, PolicyDecision, foldhash::fast::RandomState>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -108,6 +111,7 @@ impl PolicyEngine {
                 message,
             });
         }
+        let data_json = data;
         let data = Value::from(data.clone());
         let compiled =
             regorus::compile_policy_with_entrypoint(data.clone(), &mods, entrypoint.into())
@@ -123,6 +127,7 @@ impl PolicyEngine {
         let texts: Vec<&str> = modules.values().map(String::as_str).collect();
         let plan = key_plan(&texts);
         let argument_reads = argument_reads(&texts);
+        let uri_literals = uri_literals(&texts, data_json);
         let cache = (plan.is_some() && cache_capacity > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(cache_capacity)
@@ -136,6 +141,7 @@ impl PolicyEngine {
             clock,
             plan,
             argument_reads,
+            uri_literals,
             cache,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -150,6 +156,14 @@ impl PolicyEngine {
     /// (see [`near_named_read`]); `false` when it reads none.
     pub fn near_named_argument(&self, args: &serde_json::Value) -> bool {
         near_named_read(&self.argument_reads, args)
+    }
+
+    /// Whether resource URI `uri` holds, read loosely, a text of the
+    /// policy's that no spelling of it holds as written (see
+    /// `resource_uri::near_literal`): a rule would judge one resource
+    /// while a server reads another.
+    pub fn near_uri_literal(&self, uri: &str) -> bool {
+        crate::protocol::resource_uri::near_literal(uri, &self.uri_literals)
     }
 
     /// Whether the policy reads any argument by name, or the arguments
@@ -255,3 +269,40 @@ impl PolicyEngine {
         }
     }
 }
+
+/// Texts a rule could compare a resource URI with: the modules' string
+/// literals and the data's strings that look like one
+/// (`resource_uri::uri_like`), each beside its loose reading; at most
+/// [`MAX_URI_LITERALS`].
+fn uri_literals(modules: &[&str], data: &serde_json::Value) -> Vec<(String, String)> {
+    use crate::protocol::resource_uri::{loose, uri_like};
+    fn walk(v: &serde_json::Value, depth: usize, out: &mut Vec<String>) {
+        if out.len() >= MAX_URI_LITERALS || depth > 32 {
+            return;
+        }
+        match v {
+            serde_json::Value::String(s) if uri_like(s) => out.push(s.clone()),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, depth + 1, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, depth + 1, out)),
+            _ => {}
+        }
+    }
+    let mut texts: Vec<String> = super::string_literals(modules)
+        .into_iter()
+        .filter(|l| uri_like(l))
+        .collect();
+    walk(data, 0, &mut texts);
+    texts.sort();
+    texts.dedup();
+    texts.truncate(MAX_URI_LITERALS);
+    texts
+        .into_iter()
+        .map(|t| {
+            let l = loose(&t);
+            (t, l)
+        })
+        .collect()
+}
+
+/// URI-like texts a bundle's policy keeps for `near_uri_literal`.
+const MAX_URI_LITERALS: usize = 10_000;
