@@ -2578,3 +2578,75 @@ async fn a_handle_header_the_gateway_cannot_read_is_refused() {
         );
     }
 }
+
+/// Two unauthenticated legacy (HTTP+SSE) clients at one address each hold
+/// handles of their own session: a task handed out on one's stream opens
+/// nothing on the other's, and still opens on its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_sessions_at_one_address_hold_their_own_handles() {
+    let (h, gw) = setup().await;
+    let task = json!({"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"T-legacy",
+        "status":"working","createdAt":"2026-01-01T00:00:00Z",
+        "lastUpdatedAt":"2026-01-01T00:00:00Z","ttl":60000}}});
+    let quiet = Piece::Wait(std::time::Duration::from_secs(20));
+    h.script([
+        Reply::sse(&["event: endpoint\ndata: /messages/?session_id=abc\n\n"]).with_more(vec![
+            Piece::AfterRequests(3),
+            Piece::Bytes(format!("event: message\ndata: {task}\n\n").into_bytes()),
+            quiet.clone(),
+        ]),
+        Reply::sse(&["event: endpoint\ndata: /messages/?session_id=def\n\n"])
+            .with_more(vec![quiet]),
+        Reply::accepted(),
+        Reply::accepted(),
+        Reply::accepted(),
+    ]);
+    let open = || async {
+        let (s, mut stream) =
+            warden_tests::Streaming::get(&gw.url("/mock/sse"), &[("accept", "text/event-stream")])
+                .await
+                .expect("get");
+        assert_eq!(s, 200);
+        assert!(
+            stream
+                .until("\n\n", std::time::Duration::from_secs(10))
+                .await
+        );
+        let endpoint = stream
+            .text
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("endpoint")
+            .to_owned();
+        (stream, endpoint)
+    };
+    let (mut a, at_a) = open().await;
+    let (_b, at_b) = open().await;
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"echo","arguments":{"text":"x"},"task":{"ttl":60000}}});
+    let (s, _, _) = post_with(&gw, &at_a, &call.to_string(), &[]).await;
+    assert_eq!(s, 202);
+    assert!(
+        a.until("taskId", std::time::Duration::from_secs(10)).await,
+        "{}",
+        a.text
+    );
+    let token = messages(&a.text)
+        .into_iter()
+        .find_map(|m| m["result"]["task"]["taskId"].as_str().map(str::to_owned))
+        .expect("a sealed task id");
+    assert!(!token.contains("T-legacy"), "{token}");
+    let get =
+        json!({"jsonrpc":"2.0","id":2,"method":"tasks/get","params":{"taskId":token}}).to_string();
+    let asked = |h: &Hostile| {
+        h.received()
+            .iter()
+            .filter(|r| r.body_text().contains("tasks/get"))
+            .count()
+    };
+    let _ = post_with(&gw, &at_b, &get, &[]).await;
+    assert_eq!(asked(&h), 0, "another session's task was opened");
+    let (s, _, _) = post_with(&gw, &at_a, &get, &[]).await;
+    assert_eq!(s, 202);
+    assert_eq!(asked(&h), 1, "the session's own task did not open");
+}

@@ -237,7 +237,7 @@ fn check_sessions(
             }
         }
     }
-    ctx.legacy_session = legacy;
+    ctx.legacy_session = legacy.then(|| crate::sessions::sticky::legacy_key(&ctx.upstream.uri));
     Ok(())
 }
 

@@ -151,8 +151,9 @@ pub struct RequestCtx {
     pub session_sealed: bool,
     /// A legacy (HTTP+SSE) POST to a message endpoint some `endpoint`
     /// event named, with the query of a session its principal opened
-    /// (checked at admission): only then is its query a session key.
-    pub legacy_session: bool,
+    /// (checked at admission): only then is its query a session key, this
+    /// one (`sticky::legacy_key`).
+    pub legacy_session: Option<String>,
     /// When the session the client's sealed id names was opened (its
     /// token's `issued`; 0 when none was opened or it predates the field).
     pub session_issued: u64,
@@ -239,7 +240,7 @@ impl RequestCtx {
             url_elicitation: false,
             session_id: None,
             session_sealed: false,
-            legacy_session: false,
+            legacy_session: None,
             session_issued: 0,
             resume_from: None,
             refused_message: None,
@@ -300,7 +301,7 @@ impl RequestCtx {
             server: &server.name,
             group: &server.group,
             via: self.via.as_deref(),
-            session_id: self.session_id.as_deref(),
+            session_id: self.filter_session(),
             protocol_version: self.protocol_version.as_deref(),
             source_ip: self.source_ip,
             now: self.now,
@@ -310,6 +311,29 @@ impl RequestCtx {
             flow: self.flow.as_ref(),
             flow_session: self.flow_session.as_deref(),
             asked: None,
+        }
+    }
+
+    /// The session every guard binds this exchange's handles to: the
+    /// Streamable HTTP session, or a legacy (HTTP+SSE) session's key — on
+    /// its POSTs, and on its stream once the `endpoint` event named it —
+    /// so that two unauthenticated legacy clients behind one address hold
+    /// handles of their own.
+    pub fn filter_session(&self) -> Option<&str> {
+        match self.kind {
+            ExchangeKind::Get => self
+                .reply
+                .stream_session
+                .as_deref()
+                .or(self.session_id.as_deref()),
+            _ => self
+                .session_id
+                .as_deref()
+                .or(if self.kind == ExchangeKind::Post {
+                    self.legacy_session.as_deref()
+                } else {
+                    None
+                }),
         }
     }
 
@@ -334,9 +358,10 @@ impl RequestCtx {
             // Any other query is the URL's, not a session a client may
             // name (it would make an unauthenticated caller's handles and
             // the server's requests owed to it one key for every address).
-            None if self.kind == ExchangeKind::Post && self.legacy_session => Some(
-                std::borrow::Cow::Owned(crate::sessions::sticky::legacy_key(&self.upstream.uri)),
-            ),
+            None if self.kind == ExchangeKind::Post => self
+                .legacy_session
+                .as_deref()
+                .map(std::borrow::Cow::Borrowed),
             None => None,
         }
     }
