@@ -2650,3 +2650,69 @@ async fn legacy_sessions_at_one_address_hold_their_own_handles() {
     assert_eq!(s, 202);
     assert_eq!(asked(&h), 1, "the session's own task did not open");
 }
+
+/// A session lives on the replica that opened it. When that replica cannot
+/// be reached, a request of the session is answered 404 (the client opens
+/// a new session) and never sent to another replica, which may know the id
+/// as another principal's session (replicas whose ids are counters).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_never_fails_over_to_another_replica() {
+    let first = Hostile::start().await;
+    let other = Hostile::start().await;
+    let gw = Gateway::start_with(
+        &mock_bundle(&[first.addr, other.addr], BUNDLE),
+        false,
+        &[("policies/authz.rego", POLICY.as_bytes())],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},
+        "clientInfo":{"name":"t","version":"1"}}})
+    .to_string();
+    let opened = Reply::json(
+        &json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18",
+            "capabilities":{"tools":{}},"serverInfo":{"name":"s","version":"1"}}})
+        .to_string(),
+    )
+    .header("mcp-session-id", "1")
+    // Not pooled: once its listener is gone the replica cannot be reached.
+    .header("connection", "close");
+    first.script([opened.clone()]);
+    other.script([opened]);
+    let (s, h, text) = post_with(&gw, "/mock/mcp", &init, &[]).await;
+    assert_eq!(s, 200, "{text}");
+    let sid = header(&h, "mcp-session-id").expect("a session").to_owned();
+    // Which replica opened it; the other one is left to fail over to.
+    let (home, away) = if first.received().is_empty() {
+        (other, first)
+    } else {
+        (first, other)
+    };
+    away.reset();
+    away.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"another's session"}]}})
+            .to_string(),
+    )]);
+    drop(home);
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"echo","arguments":{"text":"x"}}})
+    .to_string();
+    let (s, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call,
+        &[
+            ("mcp-session-id", &sid),
+            ("mcp-protocol-version", "2025-06-18"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 404, "{text}");
+    assert!(!text.contains("another's session"), "{text}");
+    assert!(
+        away.received().is_empty(),
+        "the session's request went to another replica"
+    );
+}

@@ -220,7 +220,7 @@ fn check_sessions(
     // The principal's owner key, only for a request that names a session.
     let me = || crate::sessions::sticky::owner_key(&ctx.principal);
     if let Some(sid) = ctx.session_id.as_deref() {
-        match gw.sessions.owner(server, sid) {
+        match gw.sessions.owner_on(server, sid, ctx.upstream.sealed) {
             Some(owner) if *owner != *me() => return Err(Refusal::session_principal_mismatch()),
             None if !ctx.session_sealed => return Err(Refusal::session_unknown()),
             _ => {}

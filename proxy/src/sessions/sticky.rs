@@ -119,6 +119,22 @@ impl Sessions {
             .map(|e| e.owner)
     }
 
+    /// Who opened `session` on `server`'s replica `replica` (any replica
+    /// when `None`), when known. Replicas whose session ids are counters
+    /// hand one id out on each: a binding made on one replica says nothing
+    /// of the session a sealed id names on another.
+    pub fn owner_on(
+        &self,
+        server: &str,
+        session: &str,
+        replica: Option<SocketAddr>,
+    ) -> Option<Arc<str>> {
+        self.sticky
+            .get(&sticky_key(server, session))
+            .filter(|e| replica.is_none_or(|r| r == e.addr))
+            .map(|e| e.owner)
+    }
+
     /// Whether the client of `session` declared URL-mode elicitation.
     pub fn url_elicitation(&self, server: &str, session: &str) -> bool {
         self.sticky
