@@ -578,7 +578,8 @@ impl Snapshot {
             filters.push(Arc::new(
                 PolicyFilter::new(engine.clone(), config.catalog.clone(), config.policy.denial)
                     .with_shadow(shadow.clone())
-                    .with_tenants(tenant_policies.clone()),
+                    .with_tenants(tenant_policies.clone())
+                    .with_pins(shared.pins.clone()),
             ));
         }
         if config.tool_pinning {

@@ -34,6 +34,9 @@ pub struct PolicyFilter {
     denial: DenialStyle,
     /// Tenants' Rego, each composed with the org's for calls in its scope.
     tenants: Option<Arc<crate::guards::tenants::TenantPolicies>>,
+    /// The input schemas servers listed (`tools` pins): whether a tool's
+    /// argument types are known (see `PolicyFilter::types_unknown`).
+    pins: Option<Arc<crate::guards::tools::ToolPins>>,
 }
 
 impl std::fmt::Debug for PolicyFilter {
@@ -89,7 +92,45 @@ impl PolicyFilter {
             catalog,
             denial,
             tenants: None,
+            pins: None,
         }
+    }
+
+    /// Reads the input schemas servers listed from `pins`.
+    pub fn with_pins(mut self, pins: Arc<crate::guards::tools::ToolPins>) -> Self {
+        self.pins = Some(pins);
+        self
+    }
+
+    /// Whether `tool`'s argument types are unknown to this gateway (no
+    /// catalog `input_schema`, no schema the server listed here) while an
+    /// argument the policy (or an applicable tenant's) reads holds a
+    /// string a lax reader takes for a boolean or a number: a rule on the
+    /// typed value (`force == true`) would judge the string and the
+    /// server act on the value it coerces. Once the schema is known, the
+    /// schema guard refuses a string where it says `boolean`, and passes
+    /// one where it says `string`, which the server then reads as such.
+    fn types_unknown(&self, ctx: &Exchange<'_>, tool: &str, args: &Json) -> bool {
+        let reads = |e: &PolicyEngine| e.reads_coercible_argument(args);
+        if !(reads(&self.engine)
+            || self
+                .tenants
+                .as_ref()
+                .is_some_and(|t| t.applicable(ctx).any(|(_, e)| reads(e))))
+        {
+            return false;
+        }
+        let cataloged = self
+            .catalog
+            .get(ctx.server)
+            .and_then(|c| c.tools.get(tool))
+            .is_some_and(|t| t.input_schema.is_some());
+        let listed = self
+            .pins
+            .as_ref()
+            .and_then(|p| p.get(ctx.server, tool))
+            .is_some_and(|p| p.input.is_some());
+        !(cataloged || listed)
     }
 
     /// Composes the tenants' decisions with the org's on every message
@@ -613,6 +654,23 @@ impl McpFilter for PolicyFilter {
                 .with_data(serde_json::json!({"reason": "argument_near_name"})),
                 "argument_near_name",
             ));
+        }
+        if let (Some(tool), true) = (name, method == "tools/call" && args.is_some()) {
+            if msg
+                .arguments()
+                .is_some_and(|a| self.types_unknown(ctx, tool, a))
+            {
+                return Decision::Reject(Denial::error(
+                    JsonRpcError::new(
+                        codes::INVALID_PARAMS,
+                        "An argument the policy reads is a string a server may read as a boolean \
+                         or a number, and the tool's input schema is not known to the gateway \
+                         yet: list the tools first, or send the value in its own type",
+                    )
+                    .with_data(serde_json::json!({"reason": "argument_type_unknown"})),
+                    "argument_type_unknown",
+                ));
+            }
         }
         let d = self.decide(ctx, notes.flow.as_ref(), method, name, args, false);
         if let Some(shadow) = &self.shadow {

@@ -157,3 +157,78 @@ decision := {"allow": false, "reason": "shadow"} if {
     let d = verdict_on(&filter_of(nested), &call(r#"{"loc":{"region":"eu"}}"#));
     assert!(matches!(d, Decision::Pass), "{d:?}");
 }
+
+/// A string a lax server reads as a boolean or a number (`"true"`, `"1"`)
+/// in an argument the policy reads cannot be judged while the tool's
+/// input schema is unknown: refused. Once the catalog (or the server's
+/// listing) gives the schema, the schema guard decides the type.
+#[test]
+fn a_string_a_lax_server_coerces_waits_for_the_tools_schema() {
+    let rego = r#"package warden.authz
+
+default decision := {"allow": true, "reason": "ok"}
+
+decision := {"allow": false, "reason": "forced"} if input.request.arguments.opts.force == true
+decision := {"allow": false, "reason": "big"} if input.request.arguments.amount > 1000
+"#;
+    let call = |tool: &str, args: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
+        )
+    };
+    let f = filter_of(rego);
+    let reason = |d: &Decision| match d {
+        Decision::Reject(den) => den.reason.clone(),
+        other => format!("{other:?}"),
+    };
+    for args in [
+        r#"{"opts":{"force":"true"}}"#,
+        r#"{"opts":{"force":"Yes"}}"#,
+        r#"{"opts":{"force":" 1 "}}"#,
+        r#"{"amount":"5000"}"#,
+        r#"{"amount":"5e3"}"#,
+    ] {
+        let d = verdict_on(&f, &call("pay", args));
+        assert_eq!(reason(&d), "argument_type_unknown", "{args}");
+    }
+    // Typed values are judged; strings the policy does not read, or that
+    // no reader coerces, pass.
+    assert_eq!(
+        reason(&verdict_on(&f, &call("pay", r#"{"amount":5000}"#))),
+        "big"
+    );
+    for args in [
+        r#"{"amount":10,"note":"true"}"#,
+        r#"{"opts":{"force":"maybe"},"amount":10}"#,
+    ] {
+        assert!(
+            matches!(verdict_on(&f, &call("pay", args)), Decision::Pass),
+            "{args}"
+        );
+    }
+    // With the tool's schema in the catalog, the types are known.
+    let modules = BTreeMap::from([("authz.rego".to_owned(), rego.to_owned())]);
+    let engine = PolicyEngine::compile(
+        &modules,
+        &serde_json::json!({}),
+        "data.warden.authz.decision",
+        "UTC",
+        1000,
+    )
+    .expect("rego");
+    let mut catalog = HashMap::new();
+    let mut server = warden_config::access::ServerCatalog::default();
+    server.tools.insert(
+        "pay".to_owned(),
+        warden_config::access::ToolEntry {
+            input_schema: Some(Arc::new(serde_json::json!({"type": "object"}))),
+            ..Default::default()
+        },
+    );
+    catalog.insert("s".to_owned(), server);
+    let known = PolicyFilter::new(Arc::new(engine), catalog, DenialStyle::Error);
+    assert!(matches!(
+        verdict_on(&known, &call("pay", r#"{"opts":{"force":"true"}}"#)),
+        Decision::Pass
+    ));
+}

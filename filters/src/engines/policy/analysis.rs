@@ -425,6 +425,59 @@ pub fn argument_reads(modules: &[&str]) -> ArgumentReads {
     }
 }
 
+/// Whether an argument the modules read (along one of their paths, or
+/// anywhere when they read the arguments opaquely) holds a string a lax
+/// reader takes for another type (`"true"`, `"yes"`, `"5"`, `" 1e3 "`:
+/// pydantic's lax mode reads a `bool` or number field so). Until the tool's
+/// schema says which type the server reads, a rule comparing the typed
+/// value (`force == true`) cannot judge it.
+pub fn reads_coercible(reads: &ArgumentReads, args: &serde_json::Value) -> bool {
+    if reads.opaque.is_some() {
+        return coercible_under(args, 64);
+    }
+    reads.paths.iter().any(|path| {
+        let mut at = args;
+        for key in path {
+            match at.get(key.as_str()) {
+                Some(v) => at = v,
+                None => return false,
+            }
+        }
+        coercible_under(at, 64)
+    })
+}
+
+/// Whether `v` or anything under it is a string a lax reader coerces.
+fn coercible_under(v: &serde_json::Value, depth: usize) -> bool {
+    if depth == 0 {
+        return true;
+    }
+    match v {
+        serde_json::Value::String(s) => coercible(s),
+        serde_json::Value::Array(a) => a.iter().any(|x| coercible_under(x, depth - 1)),
+        serde_json::Value::Object(o) => o.values().any(|x| coercible_under(x, depth - 1)),
+        _ => false,
+    }
+}
+
+/// A string pydantic's lax mode (and readers like it) reads as a boolean
+/// or a number: `true`/`false`, `yes`/`no`, `on`/`off`, `t`/`f`, `y`/`n`,
+/// `1`/`0` in any case, or a decimal number, surrounding spaces allowed.
+pub fn coercible(s: &str) -> bool {
+    let t = s.trim();
+    if t.is_empty() || t.len() > 64 {
+        return false;
+    }
+    const BOOLS: [&str; 10] = [
+        "true", "false", "yes", "no", "on", "off", "t", "f", "y", "n",
+    ];
+    BOOLS.iter().any(|b| t.eq_ignore_ascii_case(b))
+        || t.trim_start_matches(['+', '-'])
+            .replace('_', "")
+            .parse::<f64>()
+            .is_ok_and(f64::is_finite)
+}
+
 /// Whether `args` holds a near-name of an argument the modules read, by
 /// path or (when they read the arguments opaquely) of any of their words.
 pub fn near_named_read(reads: &ArgumentReads, args: &serde_json::Value) -> bool {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use regorus::Value;
 
-use super::analysis::{argument_reads, key_plan, near_named_read, ArgumentReads, KeyPlan};
+use super::analysis::{
+    argument_reads, key_plan, near_named_read, reads_coercible, ArgumentReads, KeyPlan,
+};
 use super::clock::{Clock, NEXT_ENGINE};
 use super::decision::{decision_of, PolicyDecision};
 use super::diagnostics::{missing_entrypoint, tracing_free_log};
@@ -164,6 +166,12 @@ impl PolicyEngine {
     /// while a server reads another.
     pub fn near_uri_literal(&self, uri: &str) -> bool {
         crate::protocol::resource_uri::near_literal(uri, &self.uri_literals)
+    }
+
+    /// Whether an argument the policy reads holds a string a lax reader
+    /// coerces to another type (see [`reads_coercible`]).
+    pub fn reads_coercible_argument(&self, args: &serde_json::Value) -> bool {
+        reads_coercible(&self.argument_reads, args)
     }
 
     /// Whether the policy reads any argument by name, or the arguments
