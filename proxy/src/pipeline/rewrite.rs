@@ -432,9 +432,13 @@ fn stripped(n: &str, direct: bool, api_key_header: Option<&str>, framed: bool) -
 /// a sealed `Mcp-Session-Id`).
 pub fn forwarded(name: &str, api_key_header: Option<&str>, session_sealed: bool) -> bool {
     let kept = |n: &str| {
+        if n == "mcp-session-id" {
+            // Sent on as the gateway read it: the client's own value
+            // unless it was a sealed id, opened to the server's.
+            return !session_sealed;
+        }
         !(stripped(n, true, api_key_header, true)
-            || matches!(n, "host" | "content-length" | "accept-encoding")
-            || (session_sealed && n == "mcp-session-id"))
+            || matches!(n, "host" | "content-length" | "accept-encoding"))
     };
     kept(name) && (!name.contains('_') || kept(&name.replace('_', "-")))
 }
@@ -533,21 +537,35 @@ mod tests {
     #[test]
     fn a_direct_leg_gets_none_of_the_clients_credentials_or_gateway_headers() {
         let mut r = request();
-        rewrite(true, "X-API-Key", true, Vec::new())
-            .apply(&mut r)
-            .expect("apply");
+        // The session id goes up as the gateway read (and opened) it,
+        // never as the client wrote it.
+        rewrite(
+            true,
+            "X-API-Key",
+            true,
+            vec![set("mcp-session-id", "7", false)],
+        )
+        .apply(&mut r)
+        .expect("apply");
         assert_eq!(
             names(&r),
             ["accept", "content-type", "host", "mcp-session-id"]
         );
+        let sids: Vec<_> = r.headers.get_all("mcp-session-id").iter().collect();
+        assert_eq!(sids, ["7"]);
     }
 
     #[test]
     fn a_virtual_leg_keeps_the_callers_credentials_for_its_member_legs() {
         let mut r = request();
-        rewrite(false, "x-api-key", false, Vec::new())
-            .apply(&mut r)
-            .expect("apply");
+        rewrite(
+            false,
+            "x-api-key",
+            false,
+            vec![set("mcp-session-id", "s1", false)],
+        )
+        .apply(&mut r)
+        .expect("apply");
         assert_eq!(
             names(&r),
             [
