@@ -240,13 +240,15 @@ fn resource_labels(c: &ServerCatalog, uri: &str) -> warden_config::flows::Labels
         .iter()
         .find(|(p, _)| uri_matches(p, uri))
         .map(|(_, l)| l.clone());
-    let lower = uri.to_lowercase();
+    // Read as the loosest server reads it (case, escapes, compatibility
+    // forms: `ſecret` is `secret` to a case-folding reader).
+    let lax = crate::protocol::resource_uri::loose(uri);
     let ambiguous = uri.contains("/.")
         || uri.contains('%')
         || uri.contains('\\')
-        || c.resources
-            .iter()
-            .any(|(p, _)| uri_matches(&p.to_lowercase(), &lower) && !uri_matches(p, uri));
+        || c.resources.iter().any(|(p, _)| {
+            uri_matches(&crate::protocol::resource_uri::loose(p), &lax) && !uri_matches(p, uri)
+        });
     // Another spelling of the same resource (`Reports 2024` for a pattern
     // on `Reports%202024`) takes the labels of the pattern it matches too.
     let readings = crate::protocol::resource_uri::readings(uri);

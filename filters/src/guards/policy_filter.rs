@@ -563,6 +563,21 @@ impl PolicyFilter {
 /// answers are rewritten to it, so that no difference of code, message or
 /// data tells a hidden resource from one that does not exist. 2026-07-28
 /// moved resource-not-found to -32602.
+/// Whether `v` holds, at any depth, a member named as serde_json's
+/// private big-number marker.
+fn number_marker(v: &Json, depth: usize) -> bool {
+    if depth == 0 {
+        return false;
+    }
+    match v {
+        Json::Object(o) => o
+            .iter()
+            .any(|(k, x)| k == "$serde_json::private::Number" || number_marker(x, depth - 1)),
+        Json::Array(a) => a.iter().any(|x| number_marker(x, depth - 1)),
+        _ => false,
+    }
+}
+
 fn resource_not_found(ctx: &Exchange<'_>, uri: &str) -> JsonRpcError {
     let code = if crate::protocol::version::ProtocolVersion::at_least(
         ctx.protocol_version,
@@ -641,6 +656,20 @@ impl McpFilter for PolicyFilter {
             "tools/call" | "prompts/get" => msg.arguments_raw(),
             _ => None,
         };
+        // A member named as serde's private big-number marker: Rego's JSON
+        // reader takes the object holding it for a number (or fails on
+        // it), the gateway and the server for an object.
+        if args.is_some() && msg.arguments().is_some_and(|a| number_marker(a, 128)) {
+            return Decision::Reject(Denial::error(
+                JsonRpcError::new(
+                    codes::INVALID_PARAMS,
+                    "An argument holds a member the policy engine cannot read \
+                     ($serde_json::private::Number)",
+                )
+                .with_data(serde_json::json!({"reason": "policy_arguments_unreadable"})),
+                "policy_arguments_unreadable",
+            ));
+        }
         // An argument the policy reads by name, sent under a name a folding
         // server reads as it (`Region` for `region`): the policy would judge
         // it absent while the server acts on it. Refused, never guessed.

@@ -23,6 +23,9 @@ decision := {"allow": false, "reason": "finance"} if startswith(input.request.re
 decision := {"allow": false, "reason": "menus"} if startswith(input.request.resource_uri, "file:///caf%C3%A9/")
 decision := {"allow": false, "reason": "alice"} if startswith(input.request.resource_uri, "file:///Users/alice/secret/")
 decision := {"allow": false, "reason": "crème"} if contains(input.request.resource_uri, "/crème/")
+decision := {"allow": false, "reason": "delete"} if contains(input.request.resource_uri, "action=delete")
+decision := {"allow": false, "reason": "listed"} if data.blocked[input.request.resource_uri]
+not_a_place := sprintf("%s", ["N/A"])
 "#;
 
 fn filter() -> PolicyFilter {
@@ -31,14 +34,12 @@ fn filter() -> PolicyFilter {
 
 fn filter_of(rego: &str) -> PolicyFilter {
     let modules = BTreeMap::from([("authz.rego".to_owned(), rego.to_owned())]);
-    let engine = PolicyEngine::compile(
-        &modules,
-        &serde_json::json!({}),
-        "data.warden.authz.decision",
-        "UTC",
-        1000,
-    )
-    .expect("rego");
+    let data = serde_json::json!({
+        "blocked": {"hr://payroll/2026": true},
+        "notes": ["N/A", "n/a", "a/r", "%d"]
+    });
+    let engine = PolicyEngine::compile(&modules, &data, "data.warden.authz.decision", "UTC", 1000)
+        .expect("rego");
     PolicyFilter::new(Arc::new(engine), HashMap::new(), DenialStyle::Error)
 }
 
@@ -89,9 +90,41 @@ fn every_spelling_of_a_denied_resource_is_denied() {
             "file:///menus/cre\u{300}me/x",
             "file:///menus/cr%C3%A8me/x",
             "file:///menus/CRÈME/x",
+            // A copy as written elsewhere in the URI stands for nothing.
+            "file:///Users/alice/SECRET/keys.txt#file:///Users/alice/secret/",
+            "mail://finance@corp/inbox?mail://finance%40corp/",
+            // Case folds a byte-wise lower-casing misses.
+            "file:///Users/alice/ſecret/keys.txt",
+            "file:///Users/alıce/secret/keys.txt",
         ] {
             assert!(
                 matches!(verdict(&f, method, uri), Decision::Reject(_)),
+                "{method} {uri}"
+            );
+        }
+        // A query with an escape that is no UTF-8 still has its decoded
+        // reading; an object key of the data is a text the policy writes.
+        for uri in [
+            "https://api.example.com/orders?x=%FF&%61ction=delete",
+            "hr://PAYROLL/2026",
+        ] {
+            assert!(
+                matches!(verdict(&f, method, uri), Decision::Reject(_)),
+                "{method} {uri}"
+            );
+        }
+        // Ordinary URIs beside short texts with a slash (`N/A`) or a
+        // format string (`%d`) in the bundle.
+        for uri in [
+            "https://example.com/en/about",
+            "file:///usr/bin/awk",
+            "file:///home/user/Plan/Agenda.md",
+            "file:///srv/data/Reports/q1.csv",
+            "file:///home/user/docs/50%25Discount.pdf",
+            "https://drive.example.com/files/Design/Notes",
+        ] {
+            assert!(
+                matches!(verdict(&f, method, uri), Decision::Pass),
                 "{method} {uri}"
             );
         }
@@ -149,6 +182,8 @@ decision := {"allow": false, "reason": "shadow"} if {
             whole,
             r#"{"$serde_json::private::Number":"1","path":"/etc/shadow"}"#,
         ),
+        // Alone, the marker makes Rego read a number where there is an object.
+        (nested, r#"{"loc":{"$serde_json::private::Number":"1"}}"#),
     ] {
         let d = verdict_on(&filter_of(rego), &call(args));
         assert!(matches!(d, Decision::Reject(_)), "{args}: {d:?}");

@@ -97,10 +97,11 @@ pub fn readings(uri: &str) -> smallvec::SmallVec<[String; 3]> {
     if escaped != uri && !out.contains(&escaped) {
         out.push(escaped);
     }
-    if let Ok(decoded) = String::from_utf8(decoded(uri.as_bytes())) {
-        if decoded != uri && !out.contains(&decoded) {
-            out.push(decoded);
-        }
+    // Read as a replacing decoder reads bytes that are no UTF-8 (`%FF`):
+    // the rest of the URI is still decoded.
+    let decoded = String::from_utf8_lossy(&decoded(uri.as_bytes())).into_owned();
+    if decoded != uri && !out.contains(&decoded) {
+        out.push(decoded);
     }
     out
 }
@@ -151,43 +152,99 @@ fn decoded(b: &[u8]) -> Vec<u8> {
 }
 
 /// The text of a URI (or of a rule's literal) as the loosest server reads
-/// it: escapes decoded to the end, compatibility forms folded (NFKC, which
-/// also joins `e` and a combining accent into `é`), and lower case (a
-/// case-insensitive file system, a host). A rule's literal that is within
-/// a request's URI so read, while no spelling of the URI ([`readings`])
-/// holds the literal as written, judges one text while the server reads
-/// another: `file:///data/SECRET/x` or `file:///data/Reports%20(2024)` for
-/// a rule on `file:///data/secret/` or `file:///data/Reports%20%282024%29`.
+/// it: escapes decoded to the end (and `+` as the space a form decoder
+/// reads in a query), compatibility forms folded (NFKC, which also joins
+/// `e` and a combining accent into `é`, and reads `ſ` as `s`), and one
+/// case (upper, then lower: `ı` and `i` meet, as a case-insensitive file
+/// system or `toUpperCase` make them). A rule's literal found in a
+/// request's URI so read more often than any spelling of the URI
+/// ([`readings`]) holds it as written judges one text while the server
+/// reads another: `file:///data/SECRET/x` or `file:///data/Reports%20(2024)`
+/// for a rule on `file:///data/secret/` or `file:///data/Reports%20%282024%29`.
 pub fn loose(text: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
-    String::from_utf8_lossy(&decoded(text.as_bytes()))
+    let folded: String = String::from_utf8_lossy(&decoded(text.as_bytes()))
         .nfkc()
-        .collect::<String>()
-        .to_lowercase()
+        .map(|c| if c == '+' { ' ' } else { c })
+        .collect();
+    folded.to_uppercase().to_lowercase()
 }
 
 /// Whether `literal` is text a rule could compare a resource URI with: it
-/// holds a separator (`/`, `:`) or an escape. Plain words (a role, a
-/// reason) are left out: a URI that holds one in another case is no
-/// other resource to the rule that names it.
+/// starts with a scheme (`file:`, `hr:`), or is a path (`/secret`, or a
+/// longer text with a `/`: `alice/secret`). Short texts with a slash
+/// (`N/A`, `n/a`) and format strings (`%s`) are words, not places, and
+/// plain words (a role, a reason) are left out: a URI that holds one in
+/// another case is no other resource to the rule that names it.
 pub fn uri_like(literal: &str) -> bool {
-    literal.len() >= 2 && literal.contains(['/', ':', '%'])
+    let scheme = literal.split_once(':').is_some_and(|(s, _)| {
+        s.len() >= 2
+            && s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    });
+    scheme
+        || (literal.starts_with('/') && literal.len() >= 3)
+        || (literal.contains('/') && literal.len() >= 6)
 }
 
-/// Whether `uri` holds, read loosely, one of `literals` (each written and
-/// [`loose`]) that none of its spellings holds as written.
-pub fn near_literal<'a>(
-    uri: &str,
-    literals: impl IntoIterator<Item = &'a (String, String)>,
-) -> bool {
-    let mut read: Option<(String, smallvec::SmallVec<[String; 3]>)> = None;
-    literals.into_iter().any(|(exact, lax)| {
-        if uri.contains(exact.as_str()) {
+/// Texts a policy compares resource URIs with, each as written and
+/// [`loose`], found in a URI in one pass each way however many there are.
+#[derive(Debug)]
+pub struct UriLiterals {
+    exact: Option<aho_corasick::AhoCorasick>,
+    lax: Option<aho_corasick::AhoCorasick>,
+}
+
+impl UriLiterals {
+    pub fn new(texts: &[String]) -> UriLiterals {
+        let build = |pats: Vec<String>| {
+            (!pats.is_empty())
+                .then(|| aho_corasick::AhoCorasick::new(pats).ok())
+                .flatten()
+        };
+        UriLiterals {
+            exact: build(texts.to_vec()),
+            lax: build(texts.iter().map(|t| loose(t)).collect()),
+        }
+    }
+
+    /// Whether `uri`, read loosely, holds one of the texts more often than
+    /// the URI as sent, or any spelling of it, holds it as written: a copy
+    /// as written elsewhere in the URI (a decoy in a fragment) stands for
+    /// no other occurrence. Linear in the URI's length.
+    pub fn near(&self, uri: &str) -> bool {
+        let (Some(exact), Some(lax)) = (&self.exact, &self.lax) else {
+            return false;
+        };
+        let mut loose_counts: std::collections::HashMap<usize, usize> = Default::default();
+        for m in lax.find_overlapping_iter(&loose(uri)) {
+            *loose_counts.entry(m.pattern().as_usize()).or_default() += 1;
+        }
+        if loose_counts.is_empty() {
             return false;
         }
-        let (l, spellings) = read.get_or_insert_with(|| (loose(uri), readings(uri)));
-        l.contains(lax.as_str()) && !spellings.iter().any(|r| r.contains(exact.as_str()))
-    })
+        let count_in = |text: &str| {
+            let mut c: std::collections::HashMap<usize, usize> = Default::default();
+            for m in exact.find_overlapping_iter(text) {
+                let id = m.pattern().as_usize();
+                if loose_counts.contains_key(&id) {
+                    *c.entry(id).or_default() += 1;
+                }
+            }
+            c
+        };
+        let mut most = count_in(uri);
+        for r in readings(uri) {
+            for (id, n) in count_in(&r) {
+                let e = most.entry(id).or_default();
+                *e = (*e).max(n);
+            }
+        }
+        loose_counts
+            .iter()
+            .any(|(id, n)| most.get(id).copied().unwrap_or(0) < *n)
+    }
 }
 
 #[cfg(test)]

@@ -205,6 +205,15 @@ impl Runtime {
         })
     }
 
+    /// Whether `addr` is one of `server`'s replicas (healthy or not).
+    pub fn has_replica(&self, server: ServerId, addr: SocketAddr) -> bool {
+        self.pools[server.0]
+            .backends()
+            .get_backend()
+            .iter()
+            .any(|b| b.addr.as_inet() == Some(&addr))
+    }
+
     /// Picks a backend for `server`: the sticky one if it is healthy, otherwise
     /// the next healthy one not tried yet. `None` when every replica is down or tried.
     pub fn select(

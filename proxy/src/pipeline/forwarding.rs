@@ -1,7 +1,7 @@
 //! Forwarding: the one driver of every exchange with an upstream, for every
 //! method. Which replica (`next_replica`: the session's if healthy, else the
 //! next healthy one not tried; a request of a session only ever goes to the
-//! session's replica, else 404), when another may be tried (`may_retry`: only
+//! session's replica, else 502, or 404 once it is gone), when another may be tried (`may_retry`: only
 //! while the request has reached none), what a failure becomes on the wire
 //! (`refusal_for`), and the reply relayed through the reply path
 //! (`reply::on_header`, `reply::on_body`).
@@ -222,20 +222,29 @@ async fn send(
     let s = rt.server(server);
     // A session lives on the replica that opened it: a request of it never
     // fails over to another, which may know the id as another principal's
-    // session (replicas whose ids are counters). While its replica cannot
-    // be reached the session is unknown (404): the client opens a new one.
+    // session (replicas whose ids are counters). While its replica is down,
+    // ejected or refuses connections the request is answered 502 (the
+    // session may come back); once the replica is no longer one of the
+    // server's, the session is unknown (404: the client opens a new one).
     let pinned = (s.upstreams.len() > 1)
         .then(|| ctx.replica(&gw.sessions, &s.name))
         .flatten();
+    let elsewhere = |r: SocketAddr| {
+        if rt.has_replica(server, r) {
+            Refusal::upstream_unavailable(&s.name, "the session's replica is unavailable")
+        } else {
+            Refusal::session_unknown()
+        }
+    };
     let (up, p, addr, reused) = loop {
         let Some((addr, p)) = next_replica(gw, ctx) else {
-            if pinned.is_some() {
-                return Err(Refusal::session_unknown());
+            if let Some(r) = pinned {
+                return Err(elsewhere(r));
             }
             return Err(Refusal::upstream_unavailable(&s.name, "no healthy replica"));
         };
-        if pinned.is_some_and(|r| r != addr) {
-            return Err(Refusal::session_unknown());
+        if let Some(r) = pinned.filter(|r| *r != addr) {
+            return Err(elsewhere(r));
         }
         match ups.connect(&p).await {
             Ok((up, reused)) => break (up, p, addr, reused),

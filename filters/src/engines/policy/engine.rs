@@ -45,7 +45,7 @@ pub struct PolicyEngine {
     argument_reads: ArgumentReads,
     /// The modules' and data's texts a rule could compare a resource URI
     /// with, as written and read loosely (see `resource_uri::near_literal`).
-    uri_literals: Vec<(String, String)>,
+    uri_literals: crate::protocol::resource_uri::UriLiterals,
     cache: Option<moka::sync::Cache<Box<[u8]>, PolicyDecision, foldhash::fast::RandomState>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -165,7 +165,7 @@ impl PolicyEngine {
     /// `resource_uri::near_literal`): a rule would judge one resource
     /// while a server reads another.
     pub fn near_uri_literal(&self, uri: &str) -> bool {
-        crate::protocol::resource_uri::near_literal(uri, &self.uri_literals)
+        self.uri_literals.near(uri)
     }
 
     /// Whether an argument the policy reads holds a string a lax reader
@@ -279,19 +279,29 @@ impl PolicyEngine {
 }
 
 /// Texts a rule could compare a resource URI with: the modules' string
-/// literals and the data's strings that look like one
-/// (`resource_uri::uri_like`), each beside its loose reading; at most
-/// [`MAX_URI_LITERALS`].
-fn uri_literals(modules: &[&str], data: &serde_json::Value) -> Vec<(String, String)> {
-    use crate::protocol::resource_uri::{loose, uri_like};
+/// literals and the data's strings (object keys included: `data.blocked[uri]`)
+/// that look like one (`resource_uri::uri_like`); at most
+/// [`MAX_URI_LITERALS`] (a bundle with more is told so in the log).
+fn uri_literals(
+    modules: &[&str],
+    data: &serde_json::Value,
+) -> crate::protocol::resource_uri::UriLiterals {
+    use crate::protocol::resource_uri::uri_like;
     fn walk(v: &serde_json::Value, depth: usize, out: &mut Vec<String>) {
-        if out.len() >= MAX_URI_LITERALS || depth > 32 {
+        if out.len() > MAX_URI_LITERALS || depth > 32 {
             return;
         }
         match v {
             serde_json::Value::String(s) if uri_like(s) => out.push(s.clone()),
             serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, depth + 1, out)),
-            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, depth + 1, out)),
+            serde_json::Value::Object(o) => {
+                for (k, x) in o {
+                    if uri_like(k) {
+                        out.push(k.clone());
+                    }
+                    walk(x, depth + 1, out);
+                }
+            }
             _ => {}
         }
     }
@@ -302,14 +312,15 @@ fn uri_literals(modules: &[&str], data: &serde_json::Value) -> Vec<(String, Stri
     walk(data, 0, &mut texts);
     texts.sort();
     texts.dedup();
-    texts.truncate(MAX_URI_LITERALS);
-    texts
-        .into_iter()
-        .map(|t| {
-            let l = loose(&t);
-            (t, l)
-        })
-        .collect()
+    if texts.len() > MAX_URI_LITERALS {
+        // Filters have no logging dependency: stderr is the gateway's log.
+        eprintln!(
+            "warden: the policy holds more than {MAX_URI_LITERALS} URI-like texts; only the \
+             first {MAX_URI_LITERALS} are compared with resource URIs read loosely"
+        );
+        texts.truncate(MAX_URI_LITERALS);
+    }
+    crate::protocol::resource_uri::UriLiterals::new(&texts)
 }
 
 /// URI-like texts a bundle's policy keeps for `near_uri_literal`.

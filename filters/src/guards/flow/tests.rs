@@ -370,6 +370,7 @@ fn names_a_server_may_read_otherwise_take_the_stricter_label() {
         "hr://public/%2e%2e/employees/1",
         "hr://public\\..\\employees\\1",
         "hr://PUBLIC/x",
+        "hr://employeeſ/1",
     ] {
         let l = call_labels(&f, c.get("hr"), "hr", "resources/read", uri, false);
         assert_eq!(l.level, 3, "{uri}");
