@@ -538,24 +538,33 @@ impl PolicyFilter {
         let filtered = items.len() != before;
         // The list was judged for this principal: a shared cache must not
         // hand it to another (2026-07-28 `cacheScope`, SEP-2549).
-        let result = msg.get_mut("result").and_then(Json::as_object_mut);
-        // A list without a scope is public to a 2026-07-28 cache (the
-        // schema's default), and so is one that names a lifetime.
-        let modern = crate::protocol::version::ProtocolVersion::at_least(
-            ctx.protocol_version,
-            crate::protocol::version::ProtocolVersion::V2026_07_28,
-        );
-        let shared = result.as_ref().is_some_and(|r| match r.get("cacheScope") {
-            Some(c) => c != "private",
-            None => modern || r.contains_key("ttlMs"),
-        });
-        if let (true, Some(r)) = (shared, result) {
-            r.insert("cacheScope".into(), Json::from("private"));
-        } else if !filtered {
+        if !privately_cached(&mut msg, ctx) && !filtered {
             return Decision::Pass;
         }
         Decision::rewrite(&msg)
     }
+}
+
+/// Marks the result of `reply`, judged for one principal, `cacheScope:
+/// "private"` where a shared cache could take it as public: a scope other
+/// than `private`, or none on a 2026-07-28 session (the schema's default is
+/// public) or beside a lifetime (`ttlMs`). Whether it changed.
+fn privately_cached(reply: &mut Json, ctx: &Exchange<'_>) -> bool {
+    let Some(r) = reply.get_mut("result").and_then(Json::as_object_mut) else {
+        return false;
+    };
+    let modern = crate::protocol::version::ProtocolVersion::at_least(
+        ctx.protocol_version,
+        crate::protocol::version::ProtocolVersion::V2026_07_28,
+    );
+    let shared = match r.get("cacheScope") {
+        Some(c) => c != "private",
+        None => modern || r.contains_key("ttlMs"),
+    };
+    if shared {
+        r.insert("cacheScope".into(), Json::from("private"));
+    }
+    shared
 }
 
 /// The one answer for a resource the principal cannot read, hidden by
@@ -878,11 +887,47 @@ impl McpFilter for PolicyFilter {
             // Errors are few: each is read for elicitations however it
             // spells them.
             Kind::Response if env.is_error => self.judge_error_elicitations(msg, ctx),
-            // A list result: filtered for the principal.
-            Kind::Response => match msg.request_method.and_then(list_shape) {
-                Some(shape) => self.filter_list(msg, ctx, &shape),
-                None => Decision::Pass,
-            },
+            // A list result: filtered for the principal. A list is
+            // filtered only in the reply of its own list request: one in
+            // another reply (a `tools` beside a call's `content`, which a
+            // client that reads the reply as its list request's would
+            // list) is refused, as no concern judged it.
+            Kind::Response => {
+                let shape = msg.request_method.and_then(list_shape);
+                let own = shape
+                    .as_ref()
+                    .and_then(|s| {
+                        crate::protocol::results::LIST_NAMES
+                            .iter()
+                            .position(|n| *n == s.array)
+                    })
+                    .map_or(0u8, |i| 1 << i);
+                if env.lists & !own != 0 {
+                    return Decision::Reject(Denial::error(
+                        JsonRpcError::new(
+                            codes::UPSTREAM_PROTOCOL,
+                            "MCP server sent a list in the reply of another request",
+                        ),
+                        "reply_foreign_list",
+                    ));
+                }
+                match shape {
+                    Some(shape) => self.filter_list(msg, ctx, &shape),
+                    // A resource was read for this principal: no shared
+                    // cache may hand it to another.
+                    None if msg.request_method == Some("resources/read") => {
+                        let Some(mut v) = msg.value().cloned() else {
+                            return unreadable_reply();
+                        };
+                        if privately_cached(&mut v, ctx) {
+                            Decision::rewrite(&v)
+                        } else {
+                            Decision::Pass
+                        }
+                    }
+                    None => Decision::Pass,
+                }
+            }
             _ => Decision::Pass,
         }
     }

@@ -18,6 +18,6 @@ pub mod jsonrpc;
 pub mod mcp;
 pub(crate) mod names;
 pub(crate) mod resource_uri;
-mod results;
+pub(crate) mod results;
 pub mod sse;
 pub mod version;

@@ -58,7 +58,9 @@ macro_rules! scalars_checked {
 /// A `result`: when an object (every MCP result is one), its members are
 /// checked like the envelope's: no duplicates, no near-names of
 /// [`RESULT_NAMES`]. Any other JSON value is checked as any value is.
-pub(crate) struct ResultSeed<'v>(pub(crate) Checked<'v>);
+/// The second field records which of [`LIST_NAMES`] the result holds (a
+/// bit each, in that order).
+pub(crate) struct ResultSeed<'v>(pub(crate) Checked<'v>, pub(crate) &'v std::cell::Cell<u8>);
 
 impl<'de> DeserializeSeed<'de> for ResultSeed<'_> {
     type Value = ();
@@ -77,18 +79,18 @@ impl<'de> Visitor<'de> for ResultSeed<'_> {
         self.0.visit_seq(seq)
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        named_members(self.0, map, &RESULT_NAMES, true)
+        named_members(self.0, map, &RESULT_NAMES, Some(self.1))
     }
 }
 
 /// The members of an object whose names the gateway reads: no duplicates,
-/// no near-names of `names`; with `lists`, a result's lists are checked
-/// item by item ([`ListSeed`]).
+/// no near-names of `names`; with `lists` (a result's), its lists are
+/// checked item by item ([`ListSeed`]) and recorded there.
 pub(crate) fn named_members<'de, A: MapAccess<'de>>(
     c: Checked<'_>,
     mut map: A,
     names: &[&str],
-    lists: bool,
+    lists: Option<&std::cell::Cell<u8>>,
 ) -> Result<(), A::Error> {
     let inner = c.descend()?;
     let mut keys = KeySet::default();
@@ -102,7 +104,9 @@ pub(crate) fn named_members<'de, A: MapAccess<'de>>(
             return Err(de::Error::custom("near-name member"));
         }
         let value = inner.member(&key)?;
-        if lists && LIST_NAMES.contains(&&*key) {
+        let listed = lists.and_then(|l| Some((l, LIST_NAMES.iter().position(|n| *n == key)?)));
+        if let Some((l, i)) = listed {
+            l.set(l.get() | 1 << i);
             map.next_value_seed(ListSeed(value))?;
         } else {
             map.next_value_seed(value)?;
@@ -180,6 +184,6 @@ impl<'de> Visitor<'de> for ItemSeed<'_> {
         self.0.visit_seq(seq)
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        named_members(self.0, map, &ITEM_NAMES, false)
+        named_members(self.0, map, &ITEM_NAMES, None)
     }
 }

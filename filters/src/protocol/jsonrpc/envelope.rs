@@ -32,6 +32,11 @@ pub struct Envelope {
     pub has_params: bool,
     /// Response carrying `error` rather than `result`.
     pub is_error: bool,
+    /// The lists a result holds, a bit each in the order of
+    /// `results::LIST_NAMES` (`tools`, `prompts`, `resources`,
+    /// `resourceTemplates`): a list is filtered only in the reply of its
+    /// own list request, so one elsewhere is refused.
+    pub lists: u8,
     /// Byte range of this message within the body it was parsed from.
     pub span: Range<usize>,
     /// Where the members filters read sit, relative to the message's own

@@ -297,6 +297,8 @@ struct Fields {
     /// `params: []`: generic JSON-RPC clients send it for no parameters.
     params_empty: bool,
     result: bool,
+    /// Which of a result's lists it holds (`results::LIST_NAMES`, a bit each).
+    lists: std::cell::Cell<u8>,
     error: bool,
 }
 
@@ -385,6 +387,7 @@ impl Fields {
             task_id: self.task_id,
             has_params: self.params.is_some(),
             is_error: self.error,
+            lists: self.lists.get(),
             span,
             spans: Spans::default(),
         })
@@ -446,7 +449,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
                     f.task_id = p.task_id;
                 }
                 "result" => {
-                    map.next_value_seed(ResultSeed(inner))?;
+                    map.next_value_seed(ResultSeed(inner, &f.lists))?;
                     f.result = true;
                 }
                 "error" => {
