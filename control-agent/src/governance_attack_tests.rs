@@ -111,3 +111,39 @@ async fn a_tenant_admin_never_ends_a_canary_that_is_not_their_layers() {
     }
     assert_eq!(store.layer_history("finance")["current"], fin.as_str());
 }
+
+/// The fleet has one canary slot: a watch without end (a tenant admin's
+/// `watch=18446744073709551615`) would hold it from every other owner's
+/// rollout. A watch longer than a day is refused, for layers and the org.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_cannot_be_watched_for_longer_than_a_day() {
+    let h = super::tests::start().await;
+    let store = h.api.store.clone();
+    let plan = |watch: u64| -> crate::store::CanaryPlan {
+        serde_json::from_value(serde_json::json!({"share": 0.5, "watch_secs": watch})).unwrap()
+    };
+    let s = store.clone();
+    let refused = tokio::task::spawn_blocking(move || {
+        let org = s
+            .publish_canary("admin", crate::rollout::Selector::default(), plan(u64::MAX))
+            .is_err();
+        let l = crate::store::layer_tests::yaml_layer(crate::store::layer_tests::FIN_LEDGER);
+        let layer = s
+            .publish_layer(
+                "admin:fiona",
+                "finance",
+                l,
+                Some((crate::rollout::Selector::default(), plan(86_401))),
+            )
+            .is_err();
+        (org, layer)
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused, (true, true));
+    assert!(
+        store.rollout()["state"] != "watching",
+        "{}",
+        store.rollout()
+    );
+}

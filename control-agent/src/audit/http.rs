@@ -212,6 +212,22 @@ impl Api {
                 };
                 q.tenants = scope;
                 let verify = path == "/v1/audit/verify";
+                // One verification at a time (each reads and hashes up to
+                // MAX_VERIFY records), as the console's.
+                static VERIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+                let _running = if verify {
+                    match VERIFYING.try_acquire() {
+                        Ok(p) => Some(p),
+                        Err(_) => {
+                            return error(
+                                StatusCode::TOO_MANY_REQUESTS,
+                                "a verification is already running: try again when it ends",
+                            )
+                        }
+                    }
+                } else {
+                    None
+                };
                 tokio::task::spawn_blocking(move || {
                     if verify {
                         store
@@ -228,7 +244,15 @@ impl Api {
         };
         match res {
             Ok(Ok(v)) => json(StatusCode::OK, &v),
-            Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+            Ok(Err(e)) => {
+                let text = format!("{e:#}");
+                let status = if text.starts_with(super::SEARCH_TOO_BROAD) {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                error(status, &text)
+            }
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         }
     }

@@ -51,6 +51,15 @@ pub const MAX_BODY: usize = 8 << 20;
 pub const MAX_LINE: usize = 1 << 20;
 /// The most records one verification reads.
 pub const MAX_VERIFY: usize = 2_000_000;
+
+/// How a search cut off after [`SEARCH_BUDGET`] begins its error.
+pub const SEARCH_TOO_BROAD: &str = "the search took too long";
+
+/// How long one search may run on a reader connection.
+const SEARCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Matching records a search counts at most (its `total`).
+const MAX_COUNTED: i64 = 100_000;
 /// How a refusal that is the store's fault (not the batch's) starts: the
 /// gateway is told to send the batch again.
 pub const STORE_FAILED: &str = "the audit store could not store the batch";
@@ -159,7 +168,8 @@ pub struct Page {
     pub rows: Vec<Row>,
     /// The `before_id` of the next page, when there is one.
     pub next_before: Option<i64>,
-    /// Matches of the query, ignoring paging.
+    /// Matches of the query, ignoring paging, counted up to
+    /// `MAX_COUNTED` (100,000).
     pub total: u64,
 }
 
@@ -440,11 +450,47 @@ impl AuditStore {
 
     /// A page of the records `q` matches, newest first, and how many match.
     pub fn search(&self, q: &Query) -> anyhow::Result<Page> {
+        self.search_within(q, SEARCH_BUDGET, 10_000)
+    }
+
+    /// [`AuditStore::search`] cut off after `budget`, looked at every
+    /// `every` SQLite instructions.
+    fn search_within(
+        &self,
+        q: &Query,
+        budget: std::time::Duration,
+        every: std::ffi::c_int,
+    ) -> anyhow::Result<Page> {
         let limit = match q.limit {
             0 => 50,
             n => n.min(500),
         };
         let conn = self.inner.reader();
+        // A search that would walk the whole store (a `reason` no index
+        // covers, no time window) is cut off after SEARCH_BUDGET, so a few
+        // of them cannot hold both readers from everyone else.
+        let deadline = std::time::Instant::now() + budget;
+        conn.progress_handler(every, Some(move || std::time::Instant::now() >= deadline));
+        let res = self.search_on(&conn, q, limit);
+        conn.progress_handler(0, None::<fn() -> bool>);
+        res.map_err(|e| match e.downcast_ref::<rusqlite::Error>() {
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+            {
+                anyhow::anyhow!(
+                    "{SEARCH_TOO_BROAD}: narrow it with a time window (from=, to=) or fewer words"
+                )
+            }
+            _ => e,
+        })
+    }
+
+    fn search_on(
+        &self,
+        conn: &rusqlite::Connection,
+        q: &Query,
+        limit: usize,
+    ) -> anyhow::Result<Page> {
         let (w, mut v) = conditions(q, true);
         v.push(Sql::Integer(limit as i64 + 1));
         let sql = format!(
@@ -462,9 +508,13 @@ impl AuditStore {
         } else {
             None
         };
-        let (w, v) = conditions(q, false);
+        // Counted up to MAX_COUNTED: a total past it reads as that many.
+        let (w, mut v) = conditions(q, false);
+        v.push(Sql::Integer(MAX_COUNTED));
         let total: i64 = conn
-            .prepare_cached(&format!("SELECT count(*) FROM records r WHERE {w}"))?
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM (SELECT 1 FROM records r WHERE {w} LIMIT ?)"
+            ))?
             .query_row(rusqlite::params_from_iter(v), |r| r.get(0))?;
         Ok(Page {
             rows,

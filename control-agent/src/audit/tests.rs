@@ -1046,3 +1046,28 @@ fn a_record_too_large_to_ship_keeps_its_place_in_the_chain_as_a_stub() {
         assert!(s.ingest("bad", bad.as_bytes()).is_err(), "{bad}");
     }
 }
+
+/// A search that runs past its budget (one that walks the whole store) is
+/// cut off with an error asking for a narrower one, and the reader is left
+/// as it was: the next search runs whole.
+#[test]
+fn a_search_past_its_budget_is_cut_off() {
+    let (_d, s) = store(Limits::default());
+    let t = sample();
+    s.ingest("gw-1", &t.body(0, t.lines.len())).unwrap();
+    let broad = Query {
+        reason: Some("never matches".into()),
+        ..Query::default()
+    };
+    let e = s
+        .search_within(&broad, std::time::Duration::ZERO, 1)
+        .expect_err("cut off");
+    assert!(
+        format!("{e:#}").starts_with(super::SEARCH_TOO_BROAD),
+        "{e:#}"
+    );
+    assert_eq!(
+        s.search(&Query::default()).unwrap().total,
+        t.lines.len() as u64
+    );
+}

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// The longest a canary may be watched before it is promoted or rolled
+/// back (24 hours).
+pub(crate) const MAX_WATCH_SECS: u64 = 86_400;
+
 impl Store {
     /// Publishes the source as a canary: to `plan.share` of the live
     /// gateways `labels` selects, watched against the rest.
@@ -47,9 +51,14 @@ impl Store {
     ) -> Result<Arc<Published>, BuildFailure> {
         {
             plan.guard.check().map_err(io)?;
-            if !(plan.share > 0.0 && plan.share <= 1.0) || plan.watch_secs == 0 {
+            // The fleet has one canary slot: a watch without end would hold
+            // it from every other owner's rollout.
+            if !(plan.share > 0.0 && plan.share <= 1.0)
+                || plan.watch_secs == 0
+                || plan.watch_secs > MAX_WATCH_SECS
+            {
                 return Err(io(
-                    "a canary needs a share in (0, 100%] and a watch of at least a second",
+                    "a canary needs a share in (0, 100%] and a watch between a second and a day",
                 ));
             }
             if inner
