@@ -47,7 +47,7 @@ cd "$ROOT"
 SECS="$1"; ROUNDS="$2"; shift 2
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 # AB_SKIP_BUILD=1: use the binaries already in target/release as they are.
-[ -n "${AB_SKIP_BUILD:-}" ] || cargo build --release -q -p warden-loadtest -p warden-proxy -p warden-benches --bins
+[ -n "${AB_SKIP_BUILD:-}" ] || bash benches/build-release.sh
 TMP="$(mktemp -d)"
 PIDS=""
 # SIGINT first (Pingora's fast shutdown; SIGTERM would wait out its grace

@@ -33,5 +33,5 @@ if [ ! -x benches/.venv/bin/envoy ]; then
 fi
 bash scripts/setup.sh >/dev/null
 echo "[e2e] building the release profile (fat LTO, into target/release; several minutes the first time)" >&2
-cargo build --release -q -p warden-loadtest -p warden-proxy -p warden-benches --bins
+bash benches/build-release.sh
 exec python3 benches/e2e.py "${1:-8}" "${2:-3}" "${3:-32}"

@@ -34,9 +34,12 @@ rm -rf "$data"; mkdir -p "$data"
 # 1. Instrumented gateway (WARDEN_PGO=0: no profile read while one is
 #    made); the mock, wrk's peer and the other binaries ab.sh runs come
 #    from the ordinary release build.
-cargo build --release -q -p warden-loadtest -p warden-proxy -p warden-benches --bins
+bash benches/build-release.sh
+# The gateway of the default build (no `-p`: the workspace's default
+# members decide its dependencies' features, hence their symbol names,
+# which the profile is keyed by; see benches/build-release.sh).
 WARDEN_PGO=0 CARGO_TARGET_DIR=target/pgo-gen RUSTFLAGS="$flags -Cprofile-generate=$data" \
-  cargo build --release -q -p warden-proxy --bin warden
+  cargo build --release -q --bin warden
 # The build's own instrumented build scripts and proc macros wrote counts
 # there too: only the gateway's are wanted.
 rm -f "$data"/*
@@ -68,7 +71,7 @@ AB_SSE=1 AB_TEXT_BYTES=16284 bash benches/ab.sh "$SECS" 1 "$gen"
 echo "$(rustc -V), LLVM $llvm; trained at $(git rev-parse --short HEAD) on $(date -u +%F)" > proxy/pgo/PROVENANCE
 
 # 3. The default build, now with the new profile.
-cargo build --release -q -p warden-loadtest -p warden-proxy -p warden-benches --bins
+bash benches/build-release.sh
 echo "wrote proxy/pgo/warden.profdata ($(du -h proxy/pgo/warden.profdata | cut -f1)); target/release/warden is built with it"
-echo "compare: WARDEN_PGO=0 CARGO_TARGET_DIR=target/plain cargo build --release -p warden-proxy --bin warden"
+echo "compare: WARDEN_PGO=0 CARGO_TARGET_DIR=target/plain cargo build --release --bin warden"
 echo "         AB_CONNECTIONS=64 AB_SKIP_BUILD=1 bash benches/ab.sh 6 6 plain=target/plain/release/warden pgo=target/release/warden pt=pingora"

@@ -5,7 +5,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-cargo build --release -q -p warden-loadtest -p warden-proxy -p warden-benches --bins
+bash benches/build-release.sh
 TMP="$(mktemp -d)"
 PIDS=""
 STOP_SIGNAL="${STOP_SIGNAL:-INT}"

@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SECS="${1:-8}"; ROUNDS="${2:-3}"; CONNS="${3:-32}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release -q -p warden-loadtest -p warden-proxy -p warden-benches --bins
+bash benches/build-release.sh
 TMP="$(mktemp -d)"
 # SIGINT first (Pingora's fast shutdown; SIGTERM would wait out its grace
 # period), SIGKILL after 3 s: a background job of a non-interactive shell
