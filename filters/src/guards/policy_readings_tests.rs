@@ -33,6 +33,14 @@ fn filter() -> PolicyFilter {
 }
 
 fn filter_of(rego: &str) -> PolicyFilter {
+    filter_with(rego, HashMap::new())
+}
+
+/// The filter of `rego` (with the test's data) over `catalog`.
+fn filter_with(
+    rego: &str,
+    catalog: HashMap<String, warden_config::access::ServerCatalog>,
+) -> PolicyFilter {
     let modules = BTreeMap::from([("authz.rego".to_owned(), rego.to_owned())]);
     let data = serde_json::json!({
         "blocked": {"hr://payroll/2026": true},
@@ -40,7 +48,7 @@ fn filter_of(rego: &str) -> PolicyFilter {
     });
     let engine = PolicyEngine::compile(&modules, &data, "data.warden.authz.decision", "UTC", 1000)
         .expect("rego");
-    PolicyFilter::new(Arc::new(engine), HashMap::new(), DenialStyle::Error)
+    PolicyFilter::new(Arc::new(engine), catalog, DenialStyle::Error)
 }
 
 fn verdict(f: &PolicyFilter, method: &str, uri: &str) -> Decision {
@@ -242,15 +250,6 @@ decision := {"allow": false, "reason": "big"} if input.request.arguments.amount 
         );
     }
     // With the tool's schema in the catalog, the types are known.
-    let modules = BTreeMap::from([("authz.rego".to_owned(), rego.to_owned())]);
-    let engine = PolicyEngine::compile(
-        &modules,
-        &serde_json::json!({}),
-        "data.warden.authz.decision",
-        "UTC",
-        1000,
-    )
-    .expect("rego");
     let mut catalog = HashMap::new();
     let mut server = warden_config::access::ServerCatalog::default();
     server.tools.insert(
@@ -261,7 +260,7 @@ decision := {"allow": false, "reason": "big"} if input.request.arguments.amount 
         },
     );
     catalog.insert("s".to_owned(), server);
-    let known = PolicyFilter::new(Arc::new(engine), catalog, DenialStyle::Error);
+    let known = filter_with(rego, catalog);
     assert!(matches!(
         verdict_on(&known, &call("pay", r#"{"opts":{"force":"true"}}"#)),
         Decision::Pass
