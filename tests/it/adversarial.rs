@@ -642,6 +642,28 @@ async fn the_gateway_itself_quotes_nothing() {
     assert!(m.contains("tool=\"other\""), "unknown names are `other`");
 }
 
+/// A legacy (HTTP+SSE) stream of the mock route, opened: the stream and
+/// the message endpoint its first event hands the client.
+async fn open_legacy(gw: &Gateway) -> (warden_tests::Streaming, String) {
+    let (s, mut stream) =
+        warden_tests::Streaming::get(&gw.url("/mock/sse"), &[("accept", "text/event-stream")])
+            .await
+            .expect("get");
+    assert_eq!(s, 200);
+    assert!(
+        stream
+            .until("\n\n", std::time::Duration::from_secs(10))
+            .await
+    );
+    let endpoint = stream
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("endpoint")
+        .to_owned();
+    (stream, endpoint)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_replies_are_judged_by_the_request_they_answer() {
     let (h, gw) = setup().await;
@@ -665,24 +687,9 @@ async fn legacy_replies_are_judged_by_the_request_they_answer() {
         ]),
         Reply::accepted(),
     ]);
-    let (s, mut stream) =
-        warden_tests::Streaming::get(&gw.url("/mock/sse"), &[("accept", "text/event-stream")])
-            .await
-            .expect("get");
-    assert_eq!(s, 200);
-    assert!(
-        stream
-            .until("\n\n", std::time::Duration::from_secs(10))
-            .await
-    );
+    let (stream, endpoint) = open_legacy(&gw).await;
     // The endpoint the client is given: the server's, under the route's
     // prefix, its query sealed for this principal (see `seal`).
-    let endpoint = stream
-        .text
-        .lines()
-        .find_map(|l| l.strip_prefix("data: "))
-        .expect("endpoint")
-        .to_owned();
     assert!(
         endpoint.starts_with("/mock/messages/?ws=ws1.") && !endpoint.contains("abc"),
         "{endpoint}"
@@ -2601,27 +2608,8 @@ async fn legacy_sessions_at_one_address_hold_their_own_handles() {
         Reply::accepted(),
         Reply::accepted(),
     ]);
-    let open = || async {
-        let (s, mut stream) =
-            warden_tests::Streaming::get(&gw.url("/mock/sse"), &[("accept", "text/event-stream")])
-                .await
-                .expect("get");
-        assert_eq!(s, 200);
-        assert!(
-            stream
-                .until("\n\n", std::time::Duration::from_secs(10))
-                .await
-        );
-        let endpoint = stream
-            .text
-            .lines()
-            .find_map(|l| l.strip_prefix("data: "))
-            .expect("endpoint")
-            .to_owned();
-        (stream, endpoint)
-    };
-    let (mut a, at_a) = open().await;
-    let (_b, at_b) = open().await;
+    let (mut a, at_a) = open_legacy(&gw).await;
+    let (_b, at_b) = open_legacy(&gw).await;
     let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
         "name":"echo","arguments":{"text":"x"},"task":{"ttl":60000}}});
     let (s, _, _) = post_with(&gw, &at_a, &call.to_string(), &[]).await;

@@ -180,21 +180,28 @@ async fn a_task_handed_to_one_principal_reaches_no_other_on_any_replica() {
     let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
         "name":"echo","arguments":{"text":"x"},"task":{"ttl":60000}}})
     .to_string();
-    let create = |gw: &warden_tests::Gateway, who: (&'static str, &'static str)| {
-        h.script([Reply::json(&handle)]);
+    // `body` sent by `who` through `gw`, the server answering `reply`: the
+    // message the client gets.
+    let send = |gw: &warden_tests::Gateway,
+                who: (&'static str, &'static str),
+                body: String,
+                reply: &str| {
+        h.script([Reply::json(reply)]);
         let url = gw.url("/mock/mcp");
-        let call = call.clone();
         async move {
             let hs = [
                 who,
                 ("accept", "application/json, text/event-stream"),
                 ("content-type", "application/json"),
             ];
-            let (_, _, body) = warden_tests::request(&url, "POST", &hs, call.into(), false)
+            let (_, _, body) = warden_tests::request(&url, "POST", &hs, body.into(), false)
                 .await
-                .expect("call");
+                .expect("request");
             message(&String::from_utf8_lossy(&body))
         }
+    };
+    let create = |gw: &warden_tests::Gateway, who: (&'static str, &'static str)| {
+        send(gw, who, call.clone(), &handle)
     };
     // The store is reachable once a replica's probe has seen it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -239,22 +246,7 @@ async fn a_task_handed_to_one_principal_reaches_no_other_on_any_replica() {
     let status = json!({"jsonrpc":"2.0","id":2,"result":{"taskId":"T-shared","status":"working",
         "createdAt":"2026-01-01T00:00:00Z","lastUpdatedAt":"2026-01-01T00:00:00Z","ttl":60000}})
     .to_string();
-    let ask = |gw: &warden_tests::Gateway| {
-        h.script([Reply::json(&status)]);
-        let url = gw.url("/mock/mcp");
-        let get = get.clone();
-        async move {
-            let hs = [
-                DEV,
-                ("accept", "application/json, text/event-stream"),
-                ("content-type", "application/json"),
-            ];
-            let (_, _, body) = warden_tests::request(&url, "POST", &hs, get.into(), false)
-                .await
-                .expect("tasks/get");
-            message(&String::from_utf8_lossy(&body))
-        }
-    };
+    let ask = |gw: &warden_tests::Gateway| send(gw, DEV, get.clone(), &status);
     let v = ask(&b).await;
     assert_eq!(v["result"]["status"], "working", "{v}");
     let ttl: u64 = redis.cli(&["TTL", &key]).trim().parse().expect("ttl");

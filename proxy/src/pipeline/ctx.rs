@@ -320,20 +320,11 @@ impl RequestCtx {
     /// so that two unauthenticated legacy clients behind one address hold
     /// handles of their own.
     pub fn filter_session(&self) -> Option<&str> {
+        let sid = self.session_id.as_deref();
         match self.kind {
-            ExchangeKind::Get => self
-                .reply
-                .stream_session
-                .as_deref()
-                .or(self.session_id.as_deref()),
-            _ => self
-                .session_id
-                .as_deref()
-                .or(if self.kind == ExchangeKind::Post {
-                    self.legacy_session.as_deref()
-                } else {
-                    None
-                }),
+            ExchangeKind::Get => self.reply.stream_session.as_deref().or(sid),
+            ExchangeKind::Post => sid.or(self.legacy_session.as_deref()),
+            _ => sid,
         }
     }
 
