@@ -23,6 +23,7 @@ pub mod tenants;
 mod denial;
 mod fields;
 mod host;
+pub mod rego_bounds;
 mod risk;
 mod secret;
 
@@ -139,6 +140,11 @@ impl Bundle {
         collect_rego(root, root, &mut policies, &mut other).map_err(|e| io(root, e))?;
         for (name, text) in &policies {
             hash_file(&mut hasher, name, text.as_bytes());
+            let mut p = Problems::new(name.clone());
+            for message in rego_bounds::unbounded_calls(name, text) {
+                p.push("", message);
+            }
+            problems.extend(p);
         }
         problems.extend(other);
         let layer_files = read_layers(root).map_err(|e| io(&root.join(tenants::TENANTS_DIR), e))?;
@@ -425,5 +431,24 @@ mod tests {
             &format!("{YAML}audit:\n  export:\n    agent: false\n"),
         );
         assert!(!off.config.audit.agent_export);
+    }
+
+    #[test]
+    fn an_org_policy_that_allocates_by_a_request_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join(CONFIG_FILE), YAML).expect("yaml");
+        std::fs::create_dir(dir.path().join("policies")).expect("dir");
+        std::fs::write(
+            dir.path().join("policies/authz.rego"),
+            "package warden.authz\nimport rego.v1\ndecision := {\"allow\": true} if { count(numbers.range(1, input.n)) > 0 }\n",
+        )
+        .expect("rego");
+        match Bundle::load(dir.path()) {
+            Err(error::BundleError::Invalid(ps)) => assert!(
+                ps.iter().any(|p| p.file == "policies/authz.rego" && p.message.contains("numbers.range")),
+                "{ps:?}"
+            ),
+            other => panic!("loaded: {:?}", other.map(|b| b.revision)),
+        }
     }
 }

@@ -776,6 +776,9 @@ fn policies(dir: &str, files: &Files, problems: &mut Vec<Problem>) -> BTreeMap<S
             bad("not UTF-8".into());
             continue;
         };
+        for message in crate::rego_bounds::unbounded_calls(&path, text) {
+            bad(message);
+        }
         let mut e = regorus::Engine::new();
         if let Err(err) = e.add_policy(path.clone(), text.to_owned()) {
             bad(format!("invalid Rego: {err}"));
