@@ -444,10 +444,14 @@ mod tests {
         )
         .expect("rego");
         match Bundle::load(dir.path()) {
-            Err(error::BundleError::Invalid(ps)) => assert!(
-                ps.iter().any(|p| p.file == "policies/authz.rego" && p.message.contains("numbers.range")),
-                "{ps:?}"
-            ),
+            Err(error::BundleError::Invalid(ps)) => {
+                assert!(
+                    ps.iter()
+                        .any(|p| p.file == "policies/authz.rego"
+                            && p.message.contains("numbers.range")),
+                    "{ps:?}"
+                )
+            }
             other => panic!("loaded: {:?}", other.map(|b| b.revision)),
         }
     }

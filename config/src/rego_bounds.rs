@@ -84,7 +84,9 @@ pub fn unbounded_calls(file: &str, text: &str) -> Vec<String> {
                 "`{name}` is refused: its result grows with its arguments without bound, so a request could make the gateway allocate without limit"
             ));
         } else if let Some(&(_, at)) = LITERAL_ARG.iter().find(|(n, _)| *n == name) {
-            let is_call = toks.get(j).is_some_and(|t| t.0 == TokenKind::Symbol && t.1 == "(");
+            let is_call = toks
+                .get(j)
+                .is_some_and(|t| t.0 == TokenKind::Symbol && t.1 == "(");
             if is_call {
                 let args = arguments(&toks[j + 1..]);
                 let why = match args.get(at) {
@@ -166,7 +168,10 @@ fn format_problem(arg: &[(TokenKind, String)]) -> Option<String> {
         },
         _ => return Some("the format must be a string literal".into()),
     };
-    if format.chars().any(|c| c.is_numeric() && !c.is_ascii_digit()) {
+    if format
+        .chars()
+        .any(|c| c.is_numeric() && !c.is_ascii_digit())
+    {
         return Some("the format holds a digit outside ASCII".into());
     }
     let mut chars = format.chars().peekable();
@@ -183,7 +188,9 @@ fn format_problem(arg: &[(TokenKind, String)]) -> Option<String> {
         while let Some(&d) = chars.peek() {
             match d {
                 '0'..='9' => {
-                    n = n.saturating_mul(10).saturating_add(u64::from(d as u8 - b'0'));
+                    n = n
+                        .saturating_mul(10)
+                        .saturating_add(u64::from(d as u8 - b'0'));
                     if n > MAX_WIDTH {
                         return Some(format!(
                             "a width or precision in the format is above {MAX_WIDTH}"

@@ -433,6 +433,8 @@ impl Snapshot {
         };
         // Kill switch → quota → policy → tool pinning → schema → egress → (DLP) …
         let mut filters: Vec<Arc<dyn McpFilter>> = Vec::new();
+        // A list only in its own list request's reply, whatever else is on.
+        filters.push(Arc::new(crate::guards::lists::ForeignListFilter));
         // Task ids: another principal's never reach the server (see `tasks`).
         let task_sealer = match &config.session_seal {
             Some(secret) => Arc::new(crate::guards::tasks::TaskSealer::new(

@@ -865,11 +865,23 @@ fn a_layers_rego_may_not_allocate_by_what_a_request_says() {
     // A request's number or string could make these ask for terabytes; the
     // allocation failing aborts the gateway for every tenant.
     for (call, needle) in [
-        ("count(numbers.range(0, input.request.arguments.n)) >= 0", "numbers.range"),
-        ("count(net.cidr_expand(input.request.arguments.c)) >= 0", "net.cidr_expand"),
-        ("sprintf(input.request.arguments.f, [1]) != \"\"", "must be written as a literal"),
+        (
+            "count(numbers.range(0, input.request.arguments.n)) >= 0",
+            "numbers.range",
+        ),
+        (
+            "count(net.cidr_expand(input.request.arguments.c)) >= 0",
+            "net.cidr_expand",
+        ),
+        (
+            "sprintf(input.request.arguments.f, [1]) != \"\"",
+            "must be written as a literal",
+        ),
         ("sprintf(\"%099999999d\", [1]) != \"\"", "above 999"),
-        ("concat(input.request.arguments.s, [\"a\", \"b\"]) != \"\"", "must be written as a literal"),
+        (
+            "concat(input.request.arguments.s, [\"a\", \"b\"]) != \"\"",
+            "must be written as a literal",
+        ),
     ] {
         let text = format!(
             "package warden.tenants.finance\nimport rego.v1\ndecision := {{\"allow\": true}} if {{ {call} }}\n"

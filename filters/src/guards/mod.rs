@@ -13,6 +13,7 @@ pub mod egress;
 pub mod flow;
 pub mod handles;
 pub mod kill_switch;
+pub mod lists;
 pub mod mirror;
 pub mod mrtr;
 pub mod policy_filter;

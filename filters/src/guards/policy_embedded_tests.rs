@@ -326,37 +326,6 @@ fn messages_without_requests_pass_unread() {
     );
 }
 
-/// A list is filtered only in the reply of its own list request: one in a
-/// call's reply (which a client that takes the reply for its pending list
-/// request would list) or a second list beside the asked one is refused.
-#[test]
-fn a_list_in_another_requests_reply_is_refused() {
-    let f = filter();
-    let tools = r#"[{"name":"admin_purge","inputSchema":{"type":"object"}}]"#;
-    for (asked, result) in [
-        ("tools/call", format!(r#"{{"content":[],"tools":{tools}}}"#)),
-        (
-            "prompts/list",
-            format!(r#"{{"prompts":[],"tools":{tools}}}"#),
-        ),
-        (
-            "resources/read",
-            format!(r#"{{"contents":[],"tools":{tools}}}"#),
-        ),
-        (
-            "tools/list",
-            format!(r#"{{"tools":{tools},"resources":[]}}"#),
-        ),
-    ] {
-        let bytes = format!(r#"{{"jsonrpc":"2.0","id":3,"result":{result}}}"#);
-        let d = judge(&f, &bytes, &bytes, Some(asked)).expect("parsed");
-        assert!(refused(&d), "{asked}: {bytes}");
-    }
-    let bytes = format!(r#"{{"jsonrpc":"2.0","id":3,"result":{{"tools":{tools}}}}}"#);
-    let d = judge(&f, &bytes, &bytes, Some("tools/list")).expect("parsed");
-    assert!(!refused(&d), "{d:?}");
-}
-
 /// A resource read for one principal is never marked for a shared cache.
 #[test]
 fn a_resource_read_is_cached_privately() {

@@ -887,30 +887,11 @@ impl McpFilter for PolicyFilter {
             // Errors are few: each is read for elicitations however it
             // spells them.
             Kind::Response if env.is_error => self.judge_error_elicitations(msg, ctx),
-            // A list result: filtered for the principal. A list is
-            // filtered only in the reply of its own list request: one in
-            // another reply (a `tools` beside a call's `content`, which a
-            // client that reads the reply as its list request's would
-            // list) is refused, as no concern judged it.
+            // A list result: filtered for the principal (a list in the
+            // reply of another request is refused before this, by
+            // `lists::ForeignListFilter`).
             Kind::Response => {
                 let shape = msg.request_method.and_then(list_shape);
-                let own = shape
-                    .as_ref()
-                    .and_then(|s| {
-                        crate::protocol::results::LIST_NAMES
-                            .iter()
-                            .position(|n| *n == s.array)
-                    })
-                    .map_or(0u8, |i| 1 << i);
-                if env.lists & !own != 0 {
-                    return Decision::Reject(Denial::error(
-                        JsonRpcError::new(
-                            codes::UPSTREAM_PROTOCOL,
-                            "MCP server sent a list in the reply of another request",
-                        ),
-                        "reply_foreign_list",
-                    ));
-                }
                 match shape {
                     Some(shape) => self.filter_list(msg, ctx, &shape),
                     // A resource was read for this principal: no shared
