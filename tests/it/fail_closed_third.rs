@@ -318,6 +318,10 @@ async fn a_legacy_endpoint_is_reached_only_by_the_bytes_handed_out() {
         ("/mock/messages/?session_id=%61bc123", None, 404),
         ("/mock/%6Dessages/?session_id=abc123&x=1", None, 404),
         ("/mock/messages?session_id=abc123&x=1", None, 404),
+        // Below the endpoint: a server mounting `/messages/` routes these
+        // to the session too.
+        ("/mock/messages/x?session_id=abc123", None, 404),
+        ("/mock/MESSAGES/x/y?session_id=abc123", None, 404),
         (
             "/mock/messages/?session_id=abc123",
             Some(("mcp-session-id", "whatever")),

@@ -211,6 +211,17 @@ async fn legacy_sse_posts_through_another_replica() {
         text.contains("serverInfo"),
         "initialize answered on g1's stream: {text}"
     );
+    // The token opens the session only at the endpoint handed out: under
+    // another path (which the Python server, mounting `/messages/`, would
+    // route to the same session) it is an unknown one, so no request is
+    // judged in a scope of its own.
+    for other in ["/mock/messages/x?", "/mock/MESSAGES/?"] {
+        let moved = endpoint.replacen("/mock/messages/?", other, 1);
+        let (s, _, _) = post_json(&g2.url(&moved), init.to_string(), &[])
+            .await
+            .expect("post");
+        assert_eq!(s, 404, "{moved}");
+    }
     // A tampered token is an unknown session.
     let bad = endpoint.replacen("ws=ws1.", "ws=ws1.A", 1);
     let (s, _, _) = post_json(&g2.url(&bad), init.to_string(), &[])

@@ -284,7 +284,20 @@ fn unseal_session(gw: &Gateway, ctx: &mut RequestCtx, server: &str) -> Result<bo
             if let Some(token) = query.split('&').find_map(|kv| kv.strip_prefix("ws=")) {
                 let p = sealer.open(token).ok_or_else(unknown)?;
                 ctx.upstream.sealed = check(&p, false)?;
-                ctx.upstream.uri = format!("{path}?{}", p.session);
+                ctx.upstream.uri = match p.session.split_once('?') {
+                    // The endpoint as the server wrote it, path included:
+                    // a POST elsewhere (`/messages/x`, `/MESSAGES/`) is no
+                    // POST of this session, though a server routing by
+                    // prefix would take it for one.
+                    Some((sealed_path, _)) if sealed_path.starts_with('/') => {
+                        if sealed_path != path {
+                            return Err(unknown());
+                        }
+                        p.session
+                    }
+                    // Sealed before the path was (the query alone).
+                    _ => format!("{path}?{}", p.session),
+                };
                 return Ok(true);
             }
         }

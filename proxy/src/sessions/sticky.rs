@@ -196,11 +196,22 @@ impl Sessions {
     /// Whether a POST to `path` (the upstream's, without its query) is one
     /// of a legacy session: its path is, read as a server would read it, a
     /// message endpoint some `endpoint` event named.
+    /// A path below one counts too: a server may route its message
+    /// endpoint by prefix (the Python SDK mounts `/messages/`), so
+    /// `/messages/x?session_id=…` reaches the same session.
     pub fn is_legacy_path(&self, server: &str, path: &str) -> bool {
-        self.any_legacy.load(std::sync::atomic::Ordering::Acquire)
-            && self
-                .legacy_paths
-                .contains_key(&sticky_key(server, &canonical_path(path)))
+        if !self.any_legacy.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        let path = canonical_path(path);
+        // The path itself and each of its parents, up to a bound on the
+        // segments looked at (a deeper path is judged by its first ones).
+        let mut ends: Vec<usize> = path.match_indices('/').map(|(i, _)| i).skip(1).collect();
+        ends.push(path.len());
+        ends.into_iter().take(MAX_LEGACY_DEPTH).any(|end| {
+            self.legacy_paths
+                .contains_key(&sticky_key(server, &path[..end]))
+        })
     }
 
     pub fn forget(&self, server: &str, session: &str) {
@@ -212,6 +223,10 @@ impl Sessions {
 pub fn owner_key(p: &warden_filters::Principal) -> String {
     p.owner_key()
 }
+
+/// How many leading segments of a POST's path are compared with the
+/// legacy message endpoints.
+const MAX_LEGACY_DEPTH: usize = 16;
 
 /// Stickiness key of a legacy session: its upstream POST path and query.
 pub fn legacy_key(upstream_path_and_query: &str) -> String {
@@ -265,5 +280,27 @@ mod tests {
         }
         assert_eq!(canonical_path("/"), "/");
         assert_eq!(canonical_path("/a/b"), "/a/b");
+    }
+
+    /// A path below a message endpoint is one too (a server mounting
+    /// `/messages/` routes `/messages/x` to it); a sibling is not.
+    #[test]
+    fn paths_below_a_message_endpoint_are_legacy_posts() {
+        let s = super::Sessions::new(1000);
+        assert!(!s.is_legacy_path("m", "/messages/"));
+        s.remember_legacy_path("m", "/messages/");
+        for p in [
+            "/messages/",
+            "/messages",
+            "/messages/x",
+            "/MESSAGES/x/y",
+            "/%6Dessages/x",
+        ] {
+            assert!(s.is_legacy_path("m", p), "{p}");
+        }
+        for p in ["/messagesx", "/mcp", "/", "/x/messages"] {
+            assert!(!s.is_legacy_path("m", p), "{p}");
+        }
+        assert!(!s.is_legacy_path("other", "/messages/x"));
     }
 }
