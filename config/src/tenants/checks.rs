@@ -2,6 +2,7 @@
 //! org allows. Each refusal is a problem in the layer's file naming the
 //! rule it breaks.
 
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -380,6 +381,31 @@ fn servers(
     let (_, servers, _) =
         crate::model::service_groups(&[group], Path::new("."), org.timeouts, &mut sub);
     relabel(sub, "service_groups[0].servers", "servers", p);
+    // A layer's server holds the gateway's connections and streams no
+    // longer than the org's own timeouts say: the capacity is shared.
+    let o = &org.timeouts;
+    for (i, s) in servers.iter().enumerate() {
+        let t = &s.timeouts;
+        for (field, mine, theirs) in [
+            ("connect", t.connect, o.connect),
+            ("read", t.read, o.read),
+            ("write", t.write, o.write),
+            ("idle", t.idle, o.idle),
+            ("stream_idle", t.stream_idle, o.stream_idle),
+            ("drain", t.drain, o.drain),
+            ("request_body", t.request_body, o.request_body),
+            ("request_header", t.request_header, o.request_header),
+        ] {
+            if mine > theirs {
+                p.push(
+                    format!("servers[{i}].timeouts.{field}"),
+                    format!(
+                        "{mine:?} is longer than the org's {theirs:?}: a layer's servers wait no longer than the org's"
+                    ),
+                );
+            }
+        }
+    }
     servers
 }
 
@@ -445,11 +471,21 @@ fn routes(
         }
         // Nothing another owner routes today changes hands: not the same
         // route, nor a part of another's route (the longer prefix wins),
-        // except below the org's catch-all `/`.
+        // except below the org's catch-all `/` — one for every host, or
+        // for a host the grant names. An org site (`ops.example` at `/`)
+        // is no catch-all: a path granted elsewhere does not carve it.
+        let catch_all = |o: &Route| {
+            o.prefix == "/"
+                && o.host.as_deref().is_none_or(|h| {
+                    grant
+                        .hosts
+                        .contains(&h.trim_end_matches('.').to_ascii_lowercase())
+                })
+        };
         let taken = |o: &Route, org_route: bool| {
             hosts_overlap(o.host.as_deref(), host.as_deref())
                 && (o.prefix == prefix
-                    || (under(&prefix, &o.prefix) && !(org_route && o.prefix == "/")))
+                    || (under(&prefix, &o.prefix) && !(org_route && catch_all(o))))
         };
         if let Some(o) = org.routes.iter().find(|o| taken(o, true)) {
             p.push(
@@ -536,9 +572,13 @@ fn catalog(
                     "would widen egress: a layer narrows it with `egress.allow` only",
                 );
             }
+            // A call's cost counts against the org's weighted quotas too:
+            // higher, a tenant's call would drain them; lower, it would
+            // count for less than the org says.
             for (field, set) in [
                 ("classification", t.classification.is_some()),
                 ("flow", t.flow.is_some()),
+                ("cost", t.cost.is_some()),
             ] {
                 if set {
                     p.push(format!("{tbase}.{field}"), format!("`{field}` is org-only"));
@@ -697,6 +737,38 @@ fn api_keys(
             }
         }
     }
+    // One secret, one principal: a key whose salt and digest are another
+    // key's (the org's, another tenant's, or this layer's) would sign that
+    // key's holder in as this layer's principal instead.
+    let mut hashes: HashMap<(&[u8], [u8; 32]), String> = HashMap::new();
+    for k in &org_id.api_keys {
+        hashes.insert((k.salt.as_slice(), k.digest), "an org key's".into());
+    }
+    for o in others {
+        for k in &o.api_keys {
+            hashes.insert(
+                (k.salt.as_slice(), k.digest),
+                format!("a key's of tenant `{}`", o.tenant),
+            );
+        }
+    }
+    for k in &typed.api_keys {
+        match hashes.get(&(k.salt.as_slice(), k.digest)) {
+            Some(whose) => p.push(
+                "identity.api_keys",
+                format!(
+                    "the hash of `{}` is {whose}: one key signs in as one principal",
+                    k.principal.id.escape_debug()
+                ),
+            ),
+            None => {
+                hashes.insert(
+                    (k.salt.as_slice(), k.digest),
+                    "another key's of this layer".into(),
+                );
+            }
+        }
+    }
     typed
         .api_keys
         .into_iter()
@@ -747,6 +819,15 @@ fn quotas(
     crate::guards::quotas(raw, false, p)
         .into_iter()
         .map(|mut q| {
+            // Counters are keyed by the definition: the tenant is part of
+            // it, so a layer copying another's quota (or the org's) counts
+            // its own calls in a counter of its own.
+            let mut h = Sha256::new();
+            h.update(b"tenant|");
+            h.update(dir.as_bytes());
+            h.update(b"|");
+            h.update(q.definition);
+            q.definition = h.finalize().into();
             q.name = format!("{dir}/{}", q.name);
             q.tenants = if q.tenants.is_empty() {
                 Vec::new()

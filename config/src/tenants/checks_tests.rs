@@ -283,9 +283,16 @@ fn principals_of_the_tenant_only() {
     );
     // Another tenant's principal spelled otherwise is still theirs.
     let hr_layer = check("hr", &files(&format!(
-        "version: 1\ntenant: hr\nidentity:\n  api_keys:\n    - {{id: bot, tenant: hr, hash: \"{HASH}\"}}\n"
+        "version: 1\ntenant: hr\nidentity:\n  api_keys:\n    - {{id: bot, tenant: hr, hash: \"{}\"}}\n",
+        HASH.replace(":1111", ":3333")
     ))).expect("hr");
     assert!(check_with("finance", &key("finance", "bot"), &[&hr_layer]).is_ok());
+    // Its key's hash is hr's own: the same secret cannot be finance's too.
+    let same = check("hr", &files(&format!(
+        "version: 1\ntenant: hr\nidentity:\n  api_keys:\n    - {{id: bot, tenant: hr, hash: \"{HASH}\"}}\n"
+    ))).expect("hr");
+    let ps = check_with("finance", &key("finance", "bot"), &[&same]).expect_err("same hash");
+    assert!(says(&ps, "identity.api_keys", "tenant `hr`"), "{ps:?}");
 }
 
 #[test]
@@ -888,4 +895,129 @@ fn a_layers_rego_may_not_allocate_by_what_a_request_says() {
         );
         refused("finance", &with_rego(&text), needle);
     }
+}
+
+/// The org's `/` is a catch-all only for every host or a host the grant
+/// names: an org site at `ops.example/` keeps its paths, whatever path the
+/// grant names elsewhere.
+#[test]
+fn an_org_site_at_the_root_of_a_host_is_no_catch_all() {
+    let with_root = |route: &str| {
+        ORG.replace(
+            "  - {prefix: /crm, server: crm}\n",
+            &format!("  - {{prefix: /crm, server: crm}}\n  - {route}\n"),
+        )
+    };
+    let layer = |r: &str| files(&BASE.replace("{path_prefix: /finance/ledger, server: ledger}", r));
+    let site = with_root("{host: ops.example, prefix: /, server: crm}");
+    for r in [
+        "{host: ops.example, path_prefix: /finance/x, server: ledger}",
+        "{host: OPS.example., path_prefix: /finance/x, server: ledger}",
+        "{path_prefix: /finance/x, server: ledger}",
+    ] {
+        let ps = check_in(&site, "finance", &layer(r)).expect_err(r);
+        assert!(
+            says(&ps, "routes[0].path_prefix", "org's route `/`"),
+            "{r}: {ps:?}"
+        );
+    }
+    // The org's catch-all for every host, and one for a host the grant names.
+    for root in [
+        "{prefix: /, server: crm}",
+        "{host: ledger.example, prefix: /, server: crm}",
+    ] {
+        for r in [
+            "{path_prefix: /finance/x, server: ledger}",
+            "{host: ledger.example, path_prefix: /finance/x, server: ledger}",
+        ] {
+            assert!(
+                check_in(&with_root(root), "finance", &layer(r)).is_ok(),
+                "{root} {r}"
+            );
+        }
+    }
+}
+
+/// A layer key with the hash of another key (the org's, or its own
+/// other key's) is refused: the secret would sign in as the layer's
+/// principal.
+#[test]
+fn a_layer_key_never_takes_another_keys_hash() {
+    let org_hash =
+        "sha256:0011223344556677:0000000000000000000000000000000000000000000000000000000000000000";
+    let keys = |a: &str, b: &str| {
+        files(&format!(
+            "{BASE}identity:\n  api_keys:\n    - {{id: x, tenant: finance, hash: \"{a}\"}}\n    - {{id: y, tenant: finance, hash: \"{b}\"}}\n"
+        ))
+    };
+    let other =
+        "sha256:0011223344556677:2222222222222222222222222222222222222222222222222222222222222222";
+    for (a, b, whose) in [
+        (org_hash, other, "an org key's"),
+        (other, other, "another key's of this layer"),
+    ] {
+        let ps = check("finance", &keys(a, b)).expect_err(whose);
+        assert!(says(&ps, "identity.api_keys", whose), "{ps:?}");
+    }
+}
+
+/// A layer's quota counts in a counter of its own: the same definition in
+/// two layers (or the org's) is two counters.
+#[test]
+fn a_layers_quota_is_its_own_counter() {
+    let q = "quotas:\n  - {name: budget, limit: 1000, window: 1h}\n";
+    let fin = check("finance", &files(&format!("{BASE}{q}"))).expect("finance");
+    let hr_base = BASE
+        .replace("tenant: finance", "tenant: hr")
+        .replace("/finance/ledger", "/hr/ledger")
+        .replace("10.20.0.5:8080", "10.30.0.5:8080");
+    let org = ORG.replace(
+        "    path_prefixes: [\"/hr/\"]\n",
+        "    path_prefixes: [\"/hr/\"]\n    upstreams: [\"10.30.0.0/16\"]\n",
+    );
+    let hr = check_in(&org, "hr", &files(&format!("{hr_base}{q}"))).expect("hr");
+    let org_q = crate::guards::quotas(
+        &[
+            serde_yaml_ng::from_str::<raw::QuotaConfig>("{name: budget, limit: 1000, window: 1h}")
+                .expect("q"),
+        ],
+        false,
+        &mut Problems::new("warden.yaml"),
+    );
+    let defs = [
+        fin.quotas[0].definition,
+        hr.quotas[0].definition,
+        org_q[0].definition,
+    ];
+    assert!(defs[0] != defs[1] && defs[0] != defs[2] && defs[1] != defs[2]);
+}
+
+/// A layer sets no cost (it counts against the org's weighted quotas) and
+/// no timeout longer than the org's (the gateway's capacity is shared).
+#[test]
+fn a_layer_neither_prices_calls_nor_waits_longer_than_the_org() {
+    refused(
+        "finance",
+        &files(&format!(
+            "{BASE}catalog:\n  ledger:\n    tools:\n      search: {{cost: 4294967295}}\n"
+        )),
+        "`cost` is org-only",
+    );
+    refused(
+        "finance",
+        &files(&format!(
+            "{BASE}catalog:\n  ledger:\n    tools:\n      search: {{cost: 1}}\n"
+        )),
+        "`cost` is org-only",
+    );
+    let with = |t: &str| {
+        files(&BASE.replace(
+            "{name: ledger, upstreams: [\"10.20.0.5:8080\"]}",
+            &format!("{{name: ledger, upstreams: [\"10.20.0.5:8080\"], timeouts: {{{t}}}}}"),
+        ))
+    };
+    for t in ["read: 30d", "stream_idle: 30d", "connect: 1h", "idle: 1d"] {
+        refused("finance", &with(t), "longer than the org's");
+    }
+    assert!(check("finance", &with("read: 5s, connect: 1s")).is_ok());
 }

@@ -529,7 +529,14 @@ impl Authenticator {
         for (i, k) in identity.api_keys.iter().enumerate() {
             match keys.iter_mut().find(|(s, _)| *s == k.salt) {
                 Some((_, m)) => {
-                    m.insert(k.digest, i);
+                    // One secret, one principal: never the last one listed.
+                    if let Some(first) = m.insert(k.digest, i) {
+                        return Err(format!(
+                            "identity.api_keys: `{}` and `{}` have the same hash; one key signs in as one principal",
+                            identity.api_keys[first].principal.id.escape_debug(),
+                            k.principal.id.escape_debug()
+                        ));
+                    }
                 }
                 None => keys.push((k.salt.clone(), HashMap::from([(k.digest, i)]))),
             }
@@ -720,6 +727,18 @@ mod tests {
                 principal: spec("x"),
             }],
         }
+    }
+
+    /// One secret signs in as one principal: two keys with one salt and
+    /// digest refuse the identity, never the last one listed winning.
+    #[test]
+    fn two_keys_with_one_hash_are_refused() {
+        let mut id = identity();
+        let mut twin = id.api_keys[0].clone();
+        twin.principal = spec("a-twin");
+        id.api_keys.push(twin);
+        let e = Authenticator::new(&id).map(|_| ()).expect_err("same hash");
+        assert!(e.contains("`a` and `a-twin` have the same hash"), "{e}");
     }
 
     #[test]
