@@ -54,6 +54,9 @@ struct ListShape {
     as_method: &'static str,
 }
 
+/// A result member naming a resource (see `judge_carried`).
+static URI_MEMBER: crate::chain::filter::Word = crate::chain::filter::Word::new("\"uri\"");
+
 fn list_shape(method: &str) -> Option<ListShape> {
     Some(match method {
         "tools/list" => ListShape {
@@ -269,6 +272,34 @@ impl PolicyFilter {
     /// only when read loosely (another case, escapes, a compatibility
     /// form), so a rule would judge one resource while the server reads
     /// another.
+    /// The refusal of a result carrying data of a resource the principal
+    /// may not read (or a URI the policy cannot judge), if it does. The
+    /// resource a read asked for was judged on its request.
+    fn judge_carried(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Option<Decision> {
+        let Some(result) = msg.value().and_then(|v| v.get("result")) else {
+            return msg.value().is_none().then(unreadable_reply);
+        };
+        let asked = (msg.request_method == Some("resources/read"))
+            .then_some(msg.request_target)
+            .flatten();
+        let mut hidden = false;
+        let deep = crate::protocol::mcp::carried_uris(result, 0, &mut |uri| {
+            if hidden || Some(uri) == asked {
+                return;
+            }
+            hidden = self.unjudgeable_uri(ctx, uri)
+                || !self
+                    .decide(ctx, None, "resources/read", Some(uri), None, true)
+                    .allow;
+        });
+        (deep || hidden).then(|| {
+            Decision::Reject(Denial::error(
+                JsonRpcError::new(codes::DENIED, "Denied by policy"),
+                "resource_hidden",
+            ))
+        })
+    }
+
     fn unjudgeable_uri(&self, ctx: &Exchange<'_>, uri: &str) -> bool {
         crate::protocol::mcp::ambiguous_uri(uri)
             || self.engine.near_uri_literal(uri)
@@ -891,6 +922,16 @@ impl McpFilter for PolicyFilter {
             // reply of another request is refused before this, by
             // `lists::ForeignListFilter`).
             Kind::Response => {
+                // The resources a result carries data of (a read's
+                // `contents`, an embedded `resource` in a call's or a
+                // prompt's reply) reach only a principal who may read each:
+                // a directory read or a symlink must not hand over a hidden
+                // one, as a notification about it would not.
+                if msg.may_hold(&URI_MEMBER) || msg.unplain() {
+                    if let Some(d) = self.judge_carried(msg, ctx) {
+                        return d;
+                    }
+                }
                 let shape = msg.request_method.and_then(list_shape);
                 match shape {
                     Some(shape) => self.filter_list(msg, ctx, &shape),
@@ -921,3 +962,7 @@ mod embedded_tests;
 #[cfg(test)]
 #[path = "policy_readings_tests.rs"]
 mod readings_tests;
+
+#[cfg(test)]
+#[path = "policy_carried_tests.rs"]
+mod carried_tests;

@@ -582,6 +582,56 @@ pub fn check_headers(
     Ok(())
 }
 
+/// Calls `each` with every resource URI a result carries data under: the
+/// `uri` of `contents` items (a read's reply) and of embedded `resource`
+/// blocks, wherever in the result they are. `true` when the result is
+/// nested deeper than it is read.
+pub(crate) fn carried_uris(
+    v: &serde_json::Value,
+    depth: usize,
+    each: &mut dyn FnMut(&str),
+) -> bool {
+    use serde_json::Value as Json;
+    if depth > 64 {
+        return true;
+    }
+    match v {
+        Json::Object(o) => {
+            if let Some(Json::Array(items)) = o.get("contents") {
+                for it in items {
+                    if let Some(u) = it.get("uri").and_then(Json::as_str) {
+                        each(u);
+                    }
+                }
+            }
+            if let Some(u) = o
+                .get("resource")
+                .and_then(|r| r.get("uri"))
+                .and_then(Json::as_str)
+            {
+                each(u);
+            }
+            let mut deep = false;
+            for x in o.values() {
+                if x.is_object() || x.is_array() {
+                    deep |= carried_uris(x, depth + 1, each);
+                }
+            }
+            deep
+        }
+        Json::Array(a) => {
+            let mut deep = false;
+            for x in a {
+                if x.is_object() || x.is_array() {
+                    deep |= carried_uris(x, depth + 1, each);
+                }
+            }
+            deep
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -103,7 +103,7 @@ impl FlowFilter {
     }
 
     /// `labels` raised by every resource the reply carries (see
-    /// [`carried_uris`]); a reply too deep to read through is the most it
+    /// [`crate::protocol::mcp::carried_uris`]); a reply too deep to read through is the most it
     /// could be.
     fn with_carried(
         &self,
@@ -115,7 +115,7 @@ impl FlowFilter {
         let Some(result) = msg.value().and_then(|v| v.get("result")) else {
             return labels;
         };
-        let deep = carried_uris(result, 0, &mut |uri| {
+        let deep = crate::protocol::mcp::carried_uris(result, 0, &mut |uri| {
             let r = call_labels(
                 &self.flows,
                 catalog,
@@ -291,49 +291,3 @@ fn next_id() -> String {
 
 #[cfg(test)]
 mod tests;
-
-/// Calls `each` with every resource URI a result carries data under: the
-/// `uri` of `contents` items (a read's reply) and of embedded `resource`
-/// blocks, wherever in the result they are. `true` when the result is
-/// nested deeper than it is read.
-fn carried_uris(v: &serde_json::Value, depth: usize, each: &mut dyn FnMut(&str)) -> bool {
-    use serde_json::Value as Json;
-    if depth > 64 {
-        return true;
-    }
-    match v {
-        Json::Object(o) => {
-            if let Some(Json::Array(items)) = o.get("contents") {
-                for it in items {
-                    if let Some(u) = it.get("uri").and_then(Json::as_str) {
-                        each(u);
-                    }
-                }
-            }
-            if let Some(u) = o
-                .get("resource")
-                .and_then(|r| r.get("uri"))
-                .and_then(Json::as_str)
-            {
-                each(u);
-            }
-            let mut deep = false;
-            for x in o.values() {
-                if x.is_object() || x.is_array() {
-                    deep |= carried_uris(x, depth + 1, each);
-                }
-            }
-            deep
-        }
-        Json::Array(a) => {
-            let mut deep = false;
-            for x in a {
-                if x.is_object() || x.is_array() {
-                    deep |= carried_uris(x, depth + 1, each);
-                }
-            }
-            deep
-        }
-        _ => false,
-    }
-}

@@ -1,0 +1,92 @@
+//! A result carrying data of a resource (a read's `contents`, an embedded
+//! `resource` block) reaches only a principal who may read that resource.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::*;
+use crate::engines::identity::Principal;
+use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
+
+/// `file:///finance/` is hidden from everyone; everything else is allowed.
+const REGO: &str = "package warden.authz\nimport rego.v1\n\ndefault decision := {\"allow\": true, \"reason\": \"ok\"}\n\ndecision := {\"allow\": false, \"reason\": \"finance_hidden\"} if startswith(input.request.resource_uri, \"file:///finance/\")\n";
+
+fn filter() -> PolicyFilter {
+    let modules = BTreeMap::from([("authz.rego".to_owned(), REGO.to_owned())]);
+    let engine = PolicyEngine::compile(
+        &modules,
+        &serde_json::json!({}),
+        "data.warden.authz.decision",
+        "UTC",
+        1000,
+    )
+    .expect("rego");
+    PolicyFilter::new(Arc::new(engine), HashMap::new(), DenialStyle::Error)
+}
+
+fn judge(bytes: &str, asked: &str, target: Option<&str>) -> Decision {
+    let Ok(Parsed::Single(env)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
+        panic!("parse {bytes}")
+    };
+    let p = Principal::anonymous();
+    let msg = Message::from_server(&env, bytes.as_bytes(), Some(asked), target);
+    filter().on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default())
+}
+
+fn hidden(d: &Decision) -> bool {
+    matches!(d, Decision::Reject(denial) if denial.reason == "resource_hidden")
+}
+
+#[test]
+fn a_hidden_resource_never_rides_in_another_ones_reply() {
+    let shared = Some("file:///shared/index");
+    for (bytes, asked, target) in [
+        // A read of a visible resource answering with a hidden one's data.
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"file:///shared/index","text":"a"},{"uri":"file:///finance/payroll.csv","text":"x"}]}}"#,
+            "resources/read",
+            shared,
+        ),
+        // An embedded resource in a call's content.
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource","resource":{"uri":"file:///finance/payroll.csv","text":"x"}}]}}"#,
+            "tools/call",
+            None,
+        ),
+        // The member written with an escape.
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource","resource":{"\u0075ri":"file:///finance/payroll.csv","text":"x"}}]}}"#,
+            "tools/call",
+            None,
+        ),
+        // In a prompt's messages.
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"messages":[{"role":"user","content":{"type":"resource","resource":{"uri":"file:///finance/a","text":"x"}}}]}}"#,
+            "prompts/get",
+            None,
+        ),
+        // Spelled so the policy's prefix does not see it.
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"file:///%66inance/payroll.csv","text":"x"}]}}"#,
+            "resources/read",
+            shared,
+        ),
+    ] {
+        assert!(hidden(&judge(bytes, asked, target)), "{asked}: {bytes}");
+    }
+    // What the principal may read passes.
+    for (bytes, asked, target) in [
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"file:///shared/index","text":"a"},{"uri":"file:///shared/b","text":"b"}]}}"#,
+            "resources/read",
+            shared,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"see file:///finance/ for more"}]}}"#,
+            "tools/call",
+            None,
+        ),
+    ] {
+        assert!(!hidden(&judge(bytes, asked, target)), "{asked}: {bytes}");
+    }
+}
