@@ -17,8 +17,14 @@
 //!   `sprintf`'s format (whose widths and precisions are at most 999 and
 //!   written in ASCII digits: regorus panics on other digits), `concat`'s
 //!   separator, `replace`'s and `regex.replace`'s replacement,
-//!   `strings.replace_n`'s pattern object and `json.marshal_with_options`'
-//!   options.
+//!   `strings.replace_n`'s pattern object, `json.marshal_with_options`'
+//!   options, `bits.lsh`'s shift and the text `units.parse` and
+//!   `units.parse_bytes` read (regorus reads it as a number of any size);
+//! - those builtins are only called by name (never handed to `with … as`).
+//!
+//! A string holding serde's private big-number marker, which `to_number`
+//! and `json.unmarshal` would read as a number of any size, never reaches
+//! an evaluation (the policy engine refuses such an input).
 //!
 //! The check reads the module's tokens with regorus's own lexer, so a name
 //! in a comment or a string is no call, and a builtin is found however the
@@ -38,6 +44,12 @@ const LITERAL_ARG: &[(&str, usize)] = &[
     ("regex.replace", 2),
     ("strings.replace_n", 0),
     ("json.marshal_with_options", 1),
+    // The shift: `bits.lsh(1, n)` holds 2^n.
+    ("bits.lsh", 1),
+    // regorus reads the text as a number of any size: `units.parse("1e2147483647")`
+    // computes ten to that power.
+    ("units.parse", 0),
+    ("units.parse_bytes", 0),
 ];
 
 /// The widest `sprintf` width or precision allowed.
@@ -87,7 +99,13 @@ pub fn unbounded_calls(file: &str, text: &str) -> Vec<String> {
             let is_call = toks
                 .get(j)
                 .is_some_and(|t| t.0 == TokenKind::Symbol && t.1 == "(");
-            if is_call {
+            if !is_call {
+                // Named without a call: `… with f as sprintf` would hand
+                // `f`'s arguments, unchecked, to it.
+                out.push(format!(
+                    "`{name}` may only be called by its name, with the arguments this check reads"
+                ));
+            } else {
                 let args = arguments(&toks[j + 1..]);
                 let why = match args.get(at) {
                     None => None,
@@ -244,6 +262,10 @@ mod tests {
             "x := sprintf(\"\\u002501000000d\", [1])",
             "x := sprintf(`%4000000000d`, [1])",
             "x := sprintf(\"%٣d\", [1])",
+            "x := bits.lsh(1, input.n)",
+            "x := units.parse(input.m)",
+            "x := units.parse_bytes(input.m)",
+            "f(a, b) := a\nx := f(input.fmt, [1]) with f as sprintf",
         ] {
             assert_eq!(refused(call).len(), 1, "{call}: {:?}", refused(call));
         }
@@ -262,6 +284,8 @@ mod tests {
             "x := input.numbers.range",
             "# numbers.range(0, input.n) in a comment\nx := \"net.cidr_expand\"",
             "x := count(input.list)",
+            "x := bits.lsh(input.n, 3)",
+            "x := units.parse_bytes(\"10Gi\")",
         ] {
             assert!(refused(call).is_empty(), "{call}: {:?}", refused(call));
         }

@@ -244,6 +244,14 @@ impl<'a> Message<'a> {
                 .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
     }
 
+    /// Whether the bytes hold a `\u` escape (which can spell any name).
+    /// Looked for once per message, however many filters ask.
+    pub fn escaped(&self) -> bool {
+        *self
+            .escaped
+            .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
+    }
+
     /// Whether the bytes hold a byte some decoder drops or folds in a
     /// member name (any non-ASCII byte, DEL): a name there may be read as
     /// another. Looked for once per message, however many filters ask.

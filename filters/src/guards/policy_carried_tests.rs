@@ -65,6 +65,23 @@ fn a_hidden_resource_never_rides_in_another_ones_reply() {
             "prompts/get",
             None,
         ),
+        // A member a case-folding client (Go, .NET) reads as `uri`.
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"messages":[{"role":"user","content":{"type":"resource","resource":{"URI":"file:///finance/payroll.csv","text":"x"}}}]}}"#,
+            "prompts/get",
+            None,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"messages":[{"role":"user","content":{"type":"resource","resource":{"urı":"file:///finance/payroll.csv","text":"x"}}}]}}"#,
+            "prompts/get",
+            None,
+        ),
+        // A link tells the hidden resource exists.
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource_link","uri":"file:///finance/payroll.csv","name":"payroll"}]}}"#,
+            "tools/call",
+            None,
+        ),
         // Spelled so the policy's prefix does not see it.
         (
             r#"{"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"file:///%66inance/payroll.csv","text":"x"}]}}"#,
@@ -88,5 +105,30 @@ fn a_hidden_resource_never_rides_in_another_ones_reply() {
         ),
     ] {
         assert!(!hidden(&judge(bytes, asked, target)), "{asked}: {bytes}");
+    }
+}
+
+/// A server's sampling request embedding a hidden resource never reaches
+/// the client; a list reply's resources are filtered, not refused whole.
+#[test]
+fn requests_embedding_a_hidden_resource_are_refused_and_lists_filtered() {
+    let req = r#"{"jsonrpc":"2.0","id":9,"method":"sampling/createMessage","params":{"messages":[{"role":"user","content":{"type":"resource","resource":{"uri":"file:///finance/payroll.csv","text":"x"}}}],"maxTokens":5}}"#;
+    let Ok(Parsed::Single(env)) = parse(req.as_bytes(), ParseLimits::default()) else {
+        panic!("parse")
+    };
+    let p = Principal::anonymous();
+    let msg = Message::from_server(&env, req.as_bytes(), None, None);
+    let d = filter().on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
+    assert!(hidden(&d), "{d:?}");
+    let list = r#"{"jsonrpc":"2.0","id":1,"result":{"resources":[{"uri":"file:///shared/a","name":"a"},{"uri":"file:///finance/b","name":"b"}]}}"#;
+    match judge(list, "resources/list", None) {
+        Decision::Mutated(out) => {
+            let text = String::from_utf8_lossy(&out);
+            assert!(
+                text.contains("shared/a") && !text.contains("finance"),
+                "{text}"
+            );
+        }
+        d => panic!("not filtered: {d:?}"),
     }
 }

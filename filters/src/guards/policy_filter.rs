@@ -54,8 +54,19 @@ struct ListShape {
     as_method: &'static str,
 }
 
-/// A result member naming a resource (see `judge_carried`).
-static URI_MEMBER: crate::chain::filter::Word = crate::chain::filter::Word::new("\"uri\"");
+/// Whether a server's message may hold a member a client reads as `uri`
+/// (see `judge_carried`): `"uri"` in any ASCII case, an escape (which can
+/// spell it) or a byte a decoder drops or folds (`urı`).
+fn may_name_uri(msg: &Message<'_>) -> bool {
+    static URI_MEMBER: std::sync::LazyLock<aho_corasick::AhoCorasick> =
+        std::sync::LazyLock::new(|| {
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(["\"uri\""])
+                .expect("one literal pattern")
+        });
+    msg.unplain() || msg.escaped() || URI_MEMBER.is_match(msg.bytes)
+}
 
 fn list_shape(method: &str) -> Option<ListShape> {
     Some(match method {
@@ -266,24 +277,23 @@ impl PolicyFilter {
         }
     }
 
-    /// Whether resource URI `uri` cannot be judged as the server reads it:
-    /// a server could read it as another resource (`ambiguous_uri`), or a
-    /// text the org's policy (or an applicable tenant's) writes is in it
-    /// only when read loosely (another case, escapes, a compatibility
-    /// form), so a rule would judge one resource while the server reads
-    /// another.
-    /// The refusal of a result carrying data of a resource the principal
-    /// may not read (or a URI the policy cannot judge), if it does. The
-    /// resource a read asked for was judged on its request.
-    fn judge_carried(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Option<Decision> {
-        let Some(result) = msg.value().and_then(|v| v.get("result")) else {
+    /// The refusal of a result naming a resource the principal may not
+    /// read (or a URI the policy cannot judge), if it does. The resource a
+    /// read asked for was judged on its request.
+    fn judge_carried(
+        &self,
+        msg: &Message<'_>,
+        ctx: &Exchange<'_>,
+        member: &str,
+    ) -> Option<Decision> {
+        let Some(result) = msg.value().and_then(|v| v.get(member)) else {
             return msg.value().is_none().then(unreadable_reply);
         };
         let asked = (msg.request_method == Some("resources/read"))
             .then_some(msg.request_target)
             .flatten();
         let mut hidden = false;
-        let deep = crate::protocol::mcp::carried_uris(result, 0, &mut |uri| {
+        let deep = crate::protocol::mcp::named_uris(result, 0, &mut |uri| {
             if hidden || Some(uri) == asked {
                 return;
             }
@@ -300,6 +310,12 @@ impl PolicyFilter {
         })
     }
 
+    /// Whether resource URI `uri` cannot be judged as the server reads it:
+    /// a server could read it as another resource (`ambiguous_uri`), or a
+    /// text the org's policy (or an applicable tenant's) writes is in it
+    /// only when read loosely (another case, escapes, a compatibility
+    /// form), so a rule would judge one resource while the server reads
+    /// another.
     fn unjudgeable_uri(&self, ctx: &Exchange<'_>, uri: &str) -> bool {
         crate::protocol::mcp::ambiguous_uri(uri)
             || self.engine.near_uri_literal(uri)
@@ -851,6 +867,13 @@ impl McpFilter for PolicyFilter {
         match env.kind {
             // Server→client requests: sampling, elicitation, roots, ping.
             Kind::Request => {
+                // A sampling request's messages may embed a resource: its
+                // data reaches the client only if the principal may read it.
+                if may_name_uri(msg) {
+                    if let Some(d) = self.judge_carried(msg, ctx, "params") {
+                        return d;
+                    }
+                }
                 let method = env.method.as_deref().unwrap_or_default();
                 let d = self.decide(ctx, None, method, None, None, false);
                 if d.allow {
@@ -922,17 +945,19 @@ impl McpFilter for PolicyFilter {
             // reply of another request is refused before this, by
             // `lists::ForeignListFilter`).
             Kind::Response => {
-                // The resources a result carries data of (a read's
-                // `contents`, an embedded `resource` in a call's or a
+                // The resources a result names (a read's `contents`, an
+                // embedded `resource` or a `resource_link` in a call's or a
                 // prompt's reply) reach only a principal who may read each:
                 // a directory read or a symlink must not hand over a hidden
-                // one, as a notification about it would not.
-                if msg.may_hold(&URI_MEMBER) || msg.unplain() {
-                    if let Some(d) = self.judge_carried(msg, ctx) {
+                // one, nor a link tell it exists, as a notification about
+                // it would not.
+                // A list reply's resources are filtered as the list below.
+                let shape = msg.request_method.and_then(list_shape);
+                if shape.is_none() && may_name_uri(msg) {
+                    if let Some(d) = self.judge_carried(msg, ctx, "result") {
                         return d;
                     }
                 }
-                let shape = msg.request_method.and_then(list_shape);
                 match shape {
                     Some(shape) => self.filter_list(msg, ctx, &shape),
                     // A resource was read for this principal: no shared

@@ -586,6 +586,39 @@ pub fn check_headers(
 /// `uri` of `contents` items (a read's reply) and of embedded `resource`
 /// blocks, wherever in the result they are. `true` when the result is
 /// nested deeper than it is read.
+/// Calls `each` with every string member, at any depth of `v`, that a
+/// client reads as `uri` (under any name a folding client takes for it):
+/// the resources a result names, whether it carries their data
+/// ([`carried_uris`]) or links to them (`resource_link`). `true` when `v`
+/// is nested deeper than it is read.
+pub(crate) fn named_uris(v: &serde_json::Value, depth: usize, each: &mut dyn FnMut(&str)) -> bool {
+    use serde_json::Value as Json;
+    if depth > 64 {
+        return true;
+    }
+    match v {
+        Json::Object(o) => {
+            let mut deep = false;
+            for (k, x) in o {
+                match x {
+                    Json::String(u)
+                        if k == "uri" || crate::protocol::names::same_name(k, "uri") =>
+                    {
+                        each(u)
+                    }
+                    Json::Object(_) | Json::Array(_) => deep |= named_uris(x, depth + 1, each),
+                    _ => {}
+                }
+            }
+            deep
+        }
+        Json::Array(a) => a.iter().fold(false, |deep, x| {
+            deep | (x.is_object() || x.is_array()) && named_uris(x, depth + 1, each)
+        }),
+        _ => false,
+    }
+}
+
 pub(crate) fn carried_uris(
     v: &serde_json::Value,
     depth: usize,
@@ -597,19 +630,20 @@ pub(crate) fn carried_uris(
     }
     match v {
         Json::Object(o) => {
-            if let Some(Json::Array(items)) = o.get("contents") {
+            // Under every name a folding client reads as these (`URI`,
+            // `urı`, `Contents`).
+            use crate::protocol::names::members_named;
+            for items in members_named(v, "contents").filter_map(Json::as_array) {
                 for it in items {
-                    if let Some(u) = it.get("uri").and_then(Json::as_str) {
+                    for u in members_named(it, "uri").filter_map(Json::as_str) {
                         each(u);
                     }
                 }
             }
-            if let Some(u) = o
-                .get("resource")
-                .and_then(|r| r.get("uri"))
-                .and_then(Json::as_str)
-            {
-                each(u);
+            for r in members_named(v, "resource") {
+                for u in members_named(r, "uri").filter_map(Json::as_str) {
+                    each(u);
+                }
             }
             let mut deep = false;
             for x in o.values() {

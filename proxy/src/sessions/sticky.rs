@@ -204,14 +204,17 @@ impl Sessions {
             return false;
         }
         let path = canonical_path(path);
-        // The path itself and each of its parents, up to a bound on the
-        // segments looked at (a deeper path is judged by its first ones).
-        let mut ends: Vec<usize> = path.match_indices('/').map(|(i, _)| i).skip(1).collect();
-        ends.push(path.len());
-        ends.into_iter().take(MAX_LEGACY_DEPTH).any(|end| {
-            self.legacy_paths
-                .contains_key(&sticky_key(server, &path[..end]))
-        })
+        // Its first parents, up to a bound on the segments looked at, and
+        // the path itself.
+        path.match_indices('/')
+            .map(|(i, _)| i)
+            .skip(1)
+            .take(MAX_LEGACY_DEPTH)
+            .chain(std::iter::once(path.len()))
+            .any(|end| {
+                self.legacy_paths
+                    .contains_key(&sticky_key(server, &path[..end]))
+            })
     }
 
     pub fn forget(&self, server: &str, session: &str) {
@@ -246,7 +249,16 @@ pub fn canonical_path(path: &str) -> String {
             ".." => {
                 segs.pop();
             }
-            _ => segs.push(seg.chars().flat_map(char::to_lowercase).collect()),
+            // A `;` starts path parameters, which servlet containers drop
+            // before routing (`/message;x` is `/message`).
+            _ => segs.push(
+                seg.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .flat_map(char::to_lowercase)
+                    .collect(),
+            ),
         }
     }
     format!("/{}", segs.join("/"))
@@ -295,6 +307,8 @@ mod tests {
             "/messages/x",
             "/MESSAGES/x/y",
             "/%6Dessages/x",
+            "/messages;jsessionid=1",
+            "/messages%3Bx/y",
         ] {
             assert!(s.is_legacy_path("m", p), "{p}");
         }
@@ -302,5 +316,9 @@ mod tests {
             assert!(!s.is_legacy_path("m", p), "{p}");
         }
         assert!(!s.is_legacy_path("other", "/messages/x"));
+        // An endpoint deeper than the parents looked at is still one.
+        let deep = "/a".repeat(20) + "/messages";
+        s.remember_legacy_path("m", &deep);
+        assert!(s.is_legacy_path("m", &deep));
     }
 }

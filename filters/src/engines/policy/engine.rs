@@ -31,6 +31,78 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Whether a string (or an object key) anywhere in `v` holds serde's
+/// private big-number marker; a document deeper than the JSON limits let
+/// through counts as holding it.
+fn holds_number_marker(v: &Value, depth: usize) -> bool {
+    if depth > 160 {
+        return true;
+    }
+    match v {
+        Value::String(s) => text_holds_number_marker(s, 0),
+        Value::Array(a) => a.iter().any(|x| holds_number_marker(x, depth + 1)),
+        Value::Set(a) => a.iter().any(|x| holds_number_marker(x, depth + 1)),
+        Value::Object(o) => o
+            .iter()
+            .any(|(k, x)| holds_number_marker(k, depth + 1) || holds_number_marker(x, depth + 1)),
+        _ => false,
+    }
+}
+
+/// Whether `text`, or JSON it spells (a builtin may read it as JSON, and
+/// that JSON's strings again), names the marker: as written, or with its
+/// letters escaped (`\u0070rivate`), which only a parse reveals.
+fn text_holds_number_marker(text: &str, depth: usize) -> bool {
+    const MARKER: &[u8] = b"private::Number";
+    if memchr::memmem::find(text.as_bytes(), MARKER).is_some() {
+        return true;
+    }
+    if memchr::memchr(b'\\', text.as_bytes()).is_none() {
+        return false;
+    }
+    if depth >= 8 {
+        return true;
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => json_holds_number_marker(&v, depth + 1, 0),
+        Err(_) => false,
+    }
+}
+
+fn json_holds_number_marker(v: &serde_json::Value, depth: usize, nesting: usize) -> bool {
+    if nesting > 160 {
+        return true;
+    }
+    match v {
+        serde_json::Value::String(s) => text_holds_number_marker(s, depth),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .any(|x| json_holds_number_marker(x, depth, nesting + 1)),
+        serde_json::Value::Object(o) => o.iter().any(|(k, x)| {
+            text_holds_number_marker(k, depth) || json_holds_number_marker(x, depth, nesting + 1)
+        }),
+        _ => false,
+    }
+}
+
+/// Wall-clock time one evaluation may take, on the VM or the interpreter
+/// (a policy the VM cannot compile, such as one using `with`, runs on the
+/// interpreter, which has no instruction limit of its own).
+const MAX_EVALUATION: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Installs [`MAX_EVALUATION`] as regorus' process-wide time limit.
+fn limit_evaluation_time() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        regorus::utils::limits::set_fallback_execution_timer_config(Some(
+            regorus::utils::limits::ExecutionTimerConfig {
+                limit: MAX_EVALUATION,
+                check_interval: std::num::NonZeroU32::new(64).expect("non-zero"),
+            },
+        ));
+    });
+}
+
 /// Compiled policy plus its decision cache; one per snapshot.
 pub struct PolicyEngine {
     id: u64,
@@ -113,6 +185,7 @@ impl PolicyEngine {
                 message,
             });
         }
+        limit_evaluation_time();
         let data_json = data;
         let data = Value::from(data.clone());
         let compiled =
@@ -208,6 +281,13 @@ impl PolicyEngine {
 
     /// Evaluates a ready-made input document (used by `warden policy eval`).
     pub fn evaluate_value(&self, input: Value) -> PolicyDecision {
+        // A string holding serde's private big-number marker turns into a
+        // number of any size when a builtin reads it as JSON (`to_number`,
+        // `json.unmarshal`, `units.parse`): `1e9999999` takes seconds, a
+        // larger exponent gigabytes, inside one instruction no limit sees.
+        if holds_number_marker(&input, 0) {
+            return PolicyDecision::deny("policy_arguments_unreadable");
+        }
         let Some(program) = &self.program else {
             return self.evaluate_interpreted(input);
         };

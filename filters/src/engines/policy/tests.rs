@@ -259,3 +259,70 @@ fn arguments_read_opaquely_refuse_near_names_of_the_policys_words() {
     let aliased = deny("us if { args := input.request.arguments; args.region == \"us\" }");
     assert!(argument_reads(&[&aliased]).opaque.is_none());
 }
+
+/// A string a builtin would read as JSON naming serde's private big-number
+/// marker (as written, with its letters escaped, or in JSON inside JSON)
+/// never reaches the policy: `to_number` would compute ten to the power it
+/// names inside one instruction.
+#[test]
+fn strings_spelling_the_big_number_marker_are_refused() {
+    let modules = std::collections::BTreeMap::from([(
+        "authz.rego".to_owned(),
+        "package warden.authz\nimport rego.v1\ndefault decision := {\"allow\": false, \"reason\": \"no\"}\ndecision := {\"allow\": true, \"reason\": \"ok\"} if to_number(input.a) > 1\n".to_owned(),
+    )]);
+    let e = super::PolicyEngine::compile(
+        &modules,
+        &serde_json::json!({}),
+        "data.warden.authz.decision",
+        "UTC",
+        0,
+    )
+    .expect("rego");
+    let run = |a: &str| {
+        let started = std::time::Instant::now();
+        let d = e.evaluate_value(obj(vec![("a", Value::from(a))]));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{a}");
+        d
+    };
+    assert!(run("5").allow);
+    for a in [
+        r#"{"$serde_json::private::Number":"1e9999999"}"#,
+        r#"{"$serde_json::\u0070rivate::Number":"1e9999999"}"#,
+        r#""{\"$serde_json::\\u0070rivate::Number\":\"1e9999999\"}""#,
+        r#"[1, {"\u0024serde_json::priv\u0061te::Number": "1e9999999"}]"#,
+    ] {
+        let d = run(a);
+        assert!(
+            !d.allow && &*d.reason == "policy_arguments_unreadable",
+            "{a}: {d:?}"
+        );
+    }
+}
+
+/// A policy the VM cannot compile (`with`) runs on the interpreter, which
+/// counts no instructions: the evaluation's time limit still ends it.
+#[test]
+fn an_interpreted_policy_is_cut_off_in_time() {
+    let modules = std::collections::BTreeMap::from([(
+        "authz.rego".to_owned(),
+        "package warden.authz\nimport rego.v1\ndefault decision := {\"allow\": false, \"reason\": \"no\"}\nn := count([1 | some a in input.l; some b in input.l; some c in input.l])\ndecision := {\"allow\": true, \"reason\": \"ok\"} if { n with input.z as 1 > 0 }\n".to_owned(),
+    )]);
+    let e = super::PolicyEngine::compile(
+        &modules,
+        &serde_json::json!({}),
+        "data.warden.authz.decision",
+        "UTC",
+        0,
+    )
+    .expect("rego");
+    assert!(!e.compiled_to_vm(), "`with` runs on the interpreter");
+    let l = Value::from((0..1000).map(Value::from).collect::<Vec<_>>());
+    let started = std::time::Instant::now();
+    let d = e.evaluate_value(obj(vec![("l", l)]));
+    assert!(!d.allow, "{d:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
