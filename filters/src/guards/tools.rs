@@ -3,8 +3,11 @@
 //! with them.
 //!
 //! Each definition a server lists is fingerprinted over its name, title,
-//! description, input and output schema and annotations (canonical JSON,
-//! SHA-256). The first definition seen (or one the bundle approves) is pinned;
+//! description, input and output schema and annotations, and, when it has
+//! them, its `execution`, `icons` and `_meta` (canonical JSON, SHA-256):
+//! members a client acts on (task support, an app's UI resource), so a
+//! change in them is a changed definition. A definition without them has
+//! the fingerprint it had before those were covered. The first definition seen (or one the bundle approves) is pinned;
 //! a later, different one — after `list_changed`, a restart, or a rename — is
 //! quarantined: hidden from lists and refused on call until the bundle lists
 //! its fingerprint. Names outside MCP's `[A-Za-z0-9_.-]{1,128}` (look-alike
@@ -33,6 +36,10 @@ pub fn compile(schema: &Json) -> Option<Schema> {
 #[derive(Clone)]
 pub struct Pinned {
     pub fingerprint: String,
+    /// The fingerprint without `execution`, `icons` and `_meta`, as
+    /// gateways before they were covered recorded it in the fleet's store:
+    /// a fleet pin of that form agrees with this definition.
+    pub legacy: String,
     /// Fingerprint of the definition without its name (to spot renames).
     pub body: String,
     /// Set when a different definition was seen and not approved.
@@ -95,7 +102,11 @@ impl ToolPins {
                     let Some(f) = fleet.get(server).and_then(|t| t.get(tool)) else {
                         continue;
                     };
-                    if p.quarantined.is_none() && !p.fingerprint.is_empty() && &p.fingerprint != f {
+                    if p.quarantined.is_none()
+                        && !p.fingerprint.is_empty()
+                        && &p.fingerprint != f
+                        && &p.legacy != f
+                    {
                         let local = p.fingerprint.clone();
                         let pin = Arc::make_mut(p);
                         pin.fingerprint = f.clone();
@@ -146,15 +157,34 @@ fn canonical_hash(v: &Json) -> String {
 
 /// The fingerprint of a tool definition (what `warden tools fingerprint` prints).
 pub fn fingerprint(tool: &Json) -> String {
+    let mut covered = legacy_members(tool);
+    for k in ["execution", "icons", "_meta"] {
+        if let Some(v) = tool.get(k) {
+            covered.insert(k.to_owned(), v.clone());
+        }
+    }
+    canonical_hash(&Json::Object(covered))
+}
+
+/// The fingerprint as it was before `execution`, `icons` and `_meta`
+/// were covered.
+fn legacy_fingerprint(tool: &Json) -> String {
+    canonical_hash(&Json::Object(legacy_members(tool)))
+}
+
+fn legacy_members(tool: &Json) -> serde_json::Map<String, Json> {
     let pick = |k: &str| tool.get(k).cloned().unwrap_or(Json::Null);
-    canonical_hash(&serde_json::json!({
-        "name": pick("name"),
-        "title": pick("title"),
-        "description": pick("description"),
-        "inputSchema": pick("inputSchema"),
-        "outputSchema": pick("outputSchema"),
-        "annotations": pick("annotations"),
-    }))
+    [
+        "name",
+        "title",
+        "description",
+        "inputSchema",
+        "outputSchema",
+        "annotations",
+    ]
+    .into_iter()
+    .map(|k| (k.to_owned(), pick(k)))
+    .collect()
 }
 
 fn body_fingerprint(tool: &Json) -> String {
@@ -203,6 +233,7 @@ impl PinFilter {
             return false;
         };
         let fp = fingerprint(tool);
+        let legacy = legacy_fingerprint(tool);
         let body = body_fingerprint(tool);
         let approved = self.approved(server, name);
         let ok_by_bundle = approved.contains(&fp);
@@ -218,6 +249,7 @@ impl PinFilter {
                 let (input, output) = schemas();
                 *p = Arc::new(Pinned {
                     fingerprint: fp,
+                    legacy,
                     body,
                     quarantined: None,
                     input,
@@ -235,13 +267,19 @@ impl PinFilter {
                 // else up front, or when it is a known tool under a new name.
                 let renamed = pins.iter().any(|(n, p)| n != name && p.body == body);
                 // Another replica pinned a different definition first.
-                let fleet_differs = self.pins.fleet_pin(server, name).is_some_and(|f| f != fp);
+                // (A fleet pin recorded before `execution`, `icons` and
+                // `_meta` were covered agrees with its legacy form.)
+                let fleet_differs = self
+                    .pins
+                    .fleet_pin(server, name)
+                    .is_some_and(|f| f != fp && f != legacy);
                 let bad = !ok_by_bundle && (!approved.is_empty() || renamed || fleet_differs);
                 let (input, output) = schemas();
                 pins.insert(
                     name.to_owned(),
                     Arc::new(Pinned {
                         fingerprint: if bad { String::new() } else { fp.clone() },
+                        legacy,
                         body,
                         quarantined: bad.then_some(fp),
                         input,
@@ -658,6 +696,99 @@ mod tests {
         );
         let c = serde_json::json!({"name":"x","description":"d!","inputSchema":{"type":"object"}});
         assert_ne!(fingerprint(&a), fingerprint(&c));
+    }
+
+    /// A definition without `execution`, `icons` or `_meta` keeps the
+    /// fingerprint gateways gave it before those were covered (pins and
+    /// approvals in bundles stay valid); one with them is fingerprinted
+    /// over them.
+    #[test]
+    fn fingerprints_cover_what_clients_act_on() {
+        let plain =
+            serde_json::json!({"name":"echo","description":"d","inputSchema":{"type":"object"}});
+        assert_eq!(
+            fingerprint(&plain),
+            "sha256:641aa489fda7381b191b6347a0c0a824aff318697233f55d3afd9461e34f8fc6"
+        );
+        assert_eq!(fingerprint(&plain), legacy_fingerprint(&plain));
+        for (k, v) in [
+            ("execution", serde_json::json!({"taskSupport": "required"})),
+            (
+                "icons",
+                serde_json::json!([{"src": "https://x.example/i.png"}]),
+            ),
+            (
+                "_meta",
+                serde_json::json!({"ui": {"resourceUri": "ui://evil"}}),
+            ),
+        ] {
+            let mut t = plain.clone();
+            t[k] = v;
+            assert_ne!(fingerprint(&t), fingerprint(&plain), "{k}");
+            assert_eq!(legacy_fingerprint(&t), legacy_fingerprint(&plain), "{k}");
+        }
+    }
+
+    fn list(f: &PinFilter, tool: serde_json::Value) -> bool {
+        use crate::chain::filter::{Exchange, McpFilter, Message, Notes};
+        use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
+        let reply =
+            serde_json::json!({"jsonrpc":"2.0","id":1,"result":{"tools":[tool]}}).to_string();
+        let Ok(Parsed::Single(env)) = parse(reply.as_bytes(), ParseLimits::default()) else {
+            panic!("parse")
+        };
+        let p = crate::chain::filter::Principal::anonymous();
+        let msg = Message::from_server(&env, reply.as_bytes(), Some("tools/list"), None);
+        let d = f.on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default());
+        match d {
+            Decision::Pass => true,
+            Decision::Mutated(out) => String::from_utf8_lossy(&out).contains("\"echo\""),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A server that changes only a tool's `_meta` (an app's UI resource)
+    /// or `execution` after the pin has it quarantined; a fleet pin
+    /// recorded before those were covered still agrees with the definition.
+    #[test]
+    fn a_changed_meta_or_execution_is_a_rug_pull() {
+        let tool = serde_json::json!({"name":"echo","description":"d","inputSchema":{"type":"object"},"_meta":{"ui":{"resourceUri":"ui://a"}}});
+        for (k, v) in [
+            (
+                "_meta",
+                serde_json::json!({"ui": {"resourceUri": "ui://evil"}}),
+            ),
+            ("execution", serde_json::json!({"taskSupport": "required"})),
+        ] {
+            let pins = Arc::new(ToolPins::default());
+            let f = PinFilter::new(pins.clone(), HashMap::new());
+            assert!(list(&f, tool.clone()));
+            let mut changed = tool.clone();
+            changed[k] = v;
+            assert!(!list(&f, changed), "{k}");
+            assert!(pins
+                .get("s", "echo")
+                .is_some_and(|p| p.quarantined.is_some()));
+        }
+        let pins = Arc::new(ToolPins::default());
+        pins.set_fleet(HashMap::from([(
+            "s".to_owned(),
+            HashMap::from([("echo".to_owned(), legacy_fingerprint(&tool))]),
+        )]));
+        let f = PinFilter::new(pins.clone(), HashMap::new());
+        assert!(list(&f, tool.clone()), "a legacy fleet pin agrees");
+        let mut other = tool.clone();
+        other["description"] = "changed".into();
+        let pins = Arc::new(ToolPins::default());
+        pins.set_fleet(HashMap::from([(
+            "s".to_owned(),
+            HashMap::from([("echo".to_owned(), legacy_fingerprint(&tool))]),
+        )]));
+        let f = PinFilter::new(pins, HashMap::new());
+        assert!(
+            !list(&f, other),
+            "a legacy fleet pin of another definition disagrees"
+        );
     }
 
     /// Lists of many servers judged at once: every pin recorded survives
