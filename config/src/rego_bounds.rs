@@ -22,9 +22,15 @@
 //!   `units.parse_bytes` read (regorus reads it as a number of any size);
 //! - those builtins are only called by name (never handed to `with … as`).
 //!
-//! A string holding serde's private big-number marker, which `to_number`
-//! and `json.unmarshal` would read as a number of any size, never reaches
-//! an evaluation (the policy engine refuses such an input).
+//! - the text `to_number`, `json.unmarshal`, `json.is_valid`,
+//!   `yaml.unmarshal` and `yaml.is_valid` read (and the paths of
+//!   `json.filter` and `json.remove`) must be literals: regorus reads an
+//!   object named as serde's private big-number marker in it as a number
+//!   of any size, and the text can reach the call decoded (base64, hex, a
+//!   URL query) where no screening of the input sees it.
+//!
+//! The policy engine also refuses an input string spelling the marker
+//! (belt and braces), and an evaluation that panics is a denial.
 //!
 //! The check reads the module's tokens with regorus's own lexer, so a name
 //! in a comment or a string is no call, and a builtin is found however the
@@ -50,6 +56,18 @@ const LITERAL_ARG: &[(&str, usize)] = &[
     // computes ten to that power.
     ("units.parse", 0),
     ("units.parse_bytes", 0),
+    // Text read into a value: an object named as serde's private
+    // big-number marker becomes a number of any size (`1e2147483647`
+    // computed), however the text reached the call (decoded from base64,
+    // hex, a URL query, or JSON cut short after the marker).
+    ("to_number", 0),
+    ("json.unmarshal", 0),
+    ("json.is_valid", 0),
+    ("yaml.unmarshal", 0),
+    ("yaml.is_valid", 0),
+    // Their paths are read the same way.
+    ("json.filter", 1),
+    ("json.remove", 1),
 ];
 
 /// The widest `sprintf` width or precision allowed.
@@ -265,6 +283,11 @@ mod tests {
             "x := bits.lsh(1, input.n)",
             "x := units.parse(input.m)",
             "x := units.parse_bytes(input.m)",
+            "x := to_number(input.a)",
+            "x := json.unmarshal(base64url.decode(input.t))",
+            "x := json.is_valid(input.t)",
+            "x := yaml.unmarshal(input.t)",
+            "x := json.filter(input.o, input.paths)",
             "f(a, b) := a\nx := f(input.fmt, [1]) with f as sprintf",
         ] {
             assert_eq!(refused(call).len(), 1, "{call}: {:?}", refused(call));
@@ -286,6 +309,8 @@ mod tests {
             "x := count(input.list)",
             "x := bits.lsh(input.n, 3)",
             "x := units.parse_bytes(\"10Gi\")",
+            "x := to_number(\"5\")",
+            "x := json.filter(input.o, [\"a/b\"])",
         ] {
             assert!(refused(call).is_empty(), "{call}: {:?}", refused(call));
         }

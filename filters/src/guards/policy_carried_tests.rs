@@ -103,6 +103,12 @@ fn a_hidden_resource_never_rides_in_another_ones_reply() {
             "tools/call",
             None,
         ),
+        // A tool's own data naming URLs is no resource.
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"results":[{"uri":"file:///finance/x"}]}}}"#,
+            "tools/call",
+            None,
+        ),
     ] {
         assert!(!hidden(&judge(bytes, asked, target)), "{asked}: {bytes}");
     }

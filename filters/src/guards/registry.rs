@@ -30,7 +30,7 @@ use warden_config::tenants::{RegisteredServer, Registry};
 
 use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
 use crate::guards::tenants::Scope;
-use crate::guards::tools::fingerprint;
+use crate::guards::tools::fingerprint_as_approved;
 use crate::protocol::error::{codes, JsonRpcError, Refusal};
 use crate::protocol::jsonrpc::Kind;
 
@@ -363,9 +363,10 @@ impl McpFilter for RegistryFilter {
             .filter_map(|t| {
                 let name = t.get("name")?.as_str()?;
                 // Only what the registry names is worth a fingerprint.
-                s.tools
-                    .contains_key(name)
-                    .then(|| (name.to_owned(), fingerprint(t)))
+                s.tools.get(name).map(|r| {
+                    let approved = r.approved.iter().chain(&r.candidate).map(String::as_str);
+                    (name.to_owned(), fingerprint_as_approved(t, approved))
+                })
             })
             .collect();
         self.live.record(ex.server, s, &seen);
@@ -375,7 +376,8 @@ impl McpFilter for RegistryFilter {
             let Some(name) = t.get("name").and_then(Json::as_str) else {
                 return false;
             };
-            Self::acceptable(s, name, tester).contains(&fingerprint(t).as_str())
+            let ok = Self::acceptable(s, name, tester);
+            ok.contains(&fingerprint_as_approved(t, ok.iter().copied()).as_str())
         });
         if tools.len() == before {
             return Decision::Pass;

@@ -488,7 +488,10 @@ fn a_reply_is_judged_after_dlp_rewrites_it() {
         let out = delivered(&v, &link);
         assert!(!out.contains("10.0.0.5"), "{marker}: {v:?}");
     }
-    // A tool the policy hides (`wire`), listed with a marker inside its name.
+    // A tool the policy hides (`wire`), listed with a marker inside its name
+    // (a fresh gateway: above, `echo` changed its icons from list to list,
+    // which quarantines it).
+    let s = snapshot_with(&org, &[("policies/org.rego", ORG_REGO)]);
     let list = r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}},{"name":"wi[INST]re","inputSchema":{"type":"object"}}]}}"#;
     let v = reply(&s, &fred, "crm", "tools/list", list);
     match &v {

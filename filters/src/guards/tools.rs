@@ -166,6 +166,26 @@ pub fn fingerprint(tool: &Json) -> String {
     canonical_hash(&Json::Object(covered))
 }
 
+/// The fingerprint of `tool` in the form an approval names: its
+/// fingerprint, unless `approved` holds only the form it had before
+/// `execution`, `icons` and `_meta` were covered (an approval taken by an
+/// earlier version, which stays valid for the definition it named).
+pub fn fingerprint_as_approved<'a>(
+    tool: &Json,
+    approved: impl IntoIterator<Item = &'a str> + Clone,
+) -> String {
+    let fp = fingerprint(tool);
+    if approved.clone().into_iter().any(|a| a == fp) {
+        return fp;
+    }
+    let legacy = legacy_fingerprint(tool);
+    if approved.into_iter().any(|a| a == legacy) {
+        legacy
+    } else {
+        fp
+    }
+}
+
 /// The fingerprint as it was before `execution`, `icons` and `_meta`
 /// were covered.
 fn legacy_fingerprint(tool: &Json) -> String {
@@ -236,7 +256,14 @@ impl PinFilter {
         let legacy = legacy_fingerprint(tool);
         let body = body_fingerprint(tool);
         let approved = self.approved(server, name);
-        let ok_by_bundle = approved.contains(&fp);
+        // An approval of the definition's earlier form (taken before
+        // `execution`, `icons` and `_meta` were covered) pins it once; a
+        // later change of those members is then a change like any other.
+        let ok_by_bundle = approved.contains(&fp)
+            || (approved.contains(&legacy)
+                && pins
+                    .get(name)
+                    .is_none_or(|p| p.fingerprint == fp || p.fingerprint.is_empty()));
         let schemas = || {
             (
                 tool.get("inputSchema").and_then(compile),
@@ -789,6 +816,40 @@ mod tests {
             !list(&f, other),
             "a legacy fleet pin of another definition disagrees"
         );
+    }
+
+    /// A catalog approval taken before `execution`, `icons` and `_meta`
+    /// were covered (the TypeScript SDK lists `execution` on every tool)
+    /// still pins the definition it named; a later change of those members
+    /// is quarantined like any change.
+    #[test]
+    fn an_earlier_approval_pins_its_definition_once() {
+        let tool = serde_json::json!({"name":"echo","description":"d","inputSchema":{"type":"object"},"execution":{"taskSupport":"forbidden"}});
+        let catalog = HashMap::from([(
+            "s".to_owned(),
+            warden_config::access::ServerCatalog {
+                tools: HashMap::from([(
+                    "echo".to_owned(),
+                    warden_config::access::ToolEntry {
+                        fingerprints: vec![legacy_fingerprint(&tool)],
+                        ..Default::default()
+                    },
+                )]),
+                ..Default::default()
+            },
+        )]);
+        let pins = Arc::new(ToolPins::default());
+        let f = PinFilter::new(pins.clone(), catalog);
+        assert!(list(&f, tool.clone()), "the approved definition is listed");
+        assert!(list(&f, tool.clone()), "and again");
+        let mut changed = tool.clone();
+        changed["execution"] = serde_json::json!({"taskSupport": "required"});
+        assert!(!list(&f, changed), "a changed execution is quarantined");
+        assert_eq!(
+            fingerprint_as_approved(&tool, [legacy_fingerprint(&tool).as_str()]),
+            legacy_fingerprint(&tool)
+        );
+        assert_eq!(fingerprint_as_approved(&tool, []), fingerprint(&tool));
     }
 
     /// Lists of many servers judged at once: every pin recorded survives

@@ -586,37 +586,44 @@ pub fn check_headers(
 /// `uri` of `contents` items (a read's reply) and of embedded `resource`
 /// blocks, wherever in the result they are. `true` when the result is
 /// nested deeper than it is read.
-/// Calls `each` with every string member, at any depth of `v`, that a
-/// client reads as `uri` (under any name a folding client takes for it):
-/// the resources a result names, whether it carries their data
-/// ([`carried_uris`]) or links to them (`resource_link`). `true` when `v`
-/// is nested deeper than it is read.
+/// Calls `each` with every resource URI a result names where MCP puts one:
+/// what [`carried_uris`] finds (a read's `contents`, embedded `resource`
+/// blocks) and the `uri` of `resource_link` blocks, wherever in `v` they
+/// are, under every name a folding client reads as those. Other members
+/// named `uri` (a search tool's web results in `structuredContent`) are a
+/// tool's data, not resources. `true` when `v` is nested deeper than it
+/// is read.
 pub(crate) fn named_uris(v: &serde_json::Value, depth: usize, each: &mut dyn FnMut(&str)) -> bool {
+    use crate::protocol::names::members_named;
     use serde_json::Value as Json;
-    if depth > 64 {
-        return true;
-    }
-    match v {
-        Json::Object(o) => {
-            let mut deep = false;
-            for (k, x) in o {
-                match x {
-                    Json::String(u)
-                        if k == "uri" || crate::protocol::names::same_name(k, "uri") =>
-                    {
-                        each(u)
-                    }
-                    Json::Object(_) | Json::Array(_) => deep |= named_uris(x, depth + 1, each),
-                    _ => {}
-                }
-            }
-            deep
+    let deep = carried_uris(v, depth, each);
+    fn links(v: &Json, depth: usize, each: &mut dyn FnMut(&str)) -> bool {
+        if depth > 64 {
+            return true;
         }
-        Json::Array(a) => a.iter().fold(false, |deep, x| {
-            deep | (x.is_object() || x.is_array()) && named_uris(x, depth + 1, each)
-        }),
-        _ => false,
+        match v {
+            Json::Object(o) => {
+                let link = members_named(v, "type").any(|t| {
+                    t.as_str()
+                        .is_some_and(|t| crate::protocol::names::same_name(t, "resource_link"))
+                });
+                if link {
+                    for u in members_named(v, "uri").filter_map(Json::as_str) {
+                        each(u);
+                    }
+                }
+                o.values()
+                    .filter(|x| x.is_object() || x.is_array())
+                    .fold(false, |deep, x| links(x, depth + 1, each) | deep)
+            }
+            Json::Array(a) => a
+                .iter()
+                .filter(|x| x.is_object() || x.is_array())
+                .fold(false, |deep, x| links(x, depth + 1, each) | deep),
+            _ => false,
+        }
     }
+    links(v, depth, each) | deep
 }
 
 pub(crate) fn carried_uris(

@@ -63,26 +63,55 @@ fn text_holds_number_marker(text: &str, depth: usize) -> bool {
     if depth >= 8 {
         return true;
     }
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) => json_holds_number_marker(&v, depth + 1, 0),
-        Err(_) => false,
-    }
+    // Escapes decoded leniently, whether or not the text is JSON a parser
+    // accepts: regorus builds the number as soon as it has read the
+    // marker's member, before a later syntax error is seen.
+    let decoded = unescaped(text);
+    decoded != text && text_holds_number_marker(&decoded, depth + 1)
 }
 
-fn json_holds_number_marker(v: &serde_json::Value, depth: usize, nesting: usize) -> bool {
-    if nesting > 160 {
-        return true;
+/// `text` with JSON string escapes decoded wherever they stand (a lone or
+/// malformed one kept as written).
+fn unescaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek().copied() {
+            Some('u') => {
+                chars.next();
+                let hex: String = chars.clone().take(4).collect();
+                match u32::from_str_radix(&hex, 16) {
+                    Ok(n) if hex.len() == 4 => {
+                        for _ in 0..4 {
+                            chars.next();
+                        }
+                        out.push(char::from_u32(n).unwrap_or('\u{fffd}'));
+                    }
+                    _ => out.push_str("\\u"),
+                }
+            }
+            Some(e @ ('"' | '\\' | '/')) => {
+                chars.next();
+                out.push(e);
+            }
+            Some(e @ ('b' | 'f' | 'n' | 'r' | 't')) => {
+                chars.next();
+                out.push(match e {
+                    'b' => '\u{8}',
+                    'f' => '\u{c}',
+                    'n' => '\n',
+                    'r' => '\r',
+                    _ => '\t',
+                });
+            }
+            _ => out.push('\\'),
+        }
     }
-    match v {
-        serde_json::Value::String(s) => text_holds_number_marker(s, depth),
-        serde_json::Value::Array(a) => a
-            .iter()
-            .any(|x| json_holds_number_marker(x, depth, nesting + 1)),
-        serde_json::Value::Object(o) => o.iter().any(|(k, x)| {
-            text_holds_number_marker(k, depth) || json_holds_number_marker(x, depth, nesting + 1)
-        }),
-        _ => false,
-    }
+    out
 }
 
 /// Wall-clock time one evaluation may take, on the VM or the interpreter
@@ -291,25 +320,35 @@ impl PolicyEngine {
         let Some(program) = &self.program else {
             return self.evaluate_interpreted(input);
         };
-        let res = VM.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.as_ref().is_none_or(|(id, _)| *id != self.id) {
-                let mut vm = regorus::rvm::vm::RegoVM::new();
-                vm.set_max_instructions(MAX_INSTRUCTIONS);
-                vm.load_program(program.clone());
-                vm.set_data(self.data.clone())?;
-                *slot = Some((self.id, vm));
-            }
-            let Some((_, vm)) = slot.as_mut() else {
-                unreachable!("the slot was just filled")
-            };
-            vm.set_input(input);
-            vm.execute()
+        // A builtin that panics on what a request says (regorus slices a
+        // duration's unit at a byte inside a character) is a denial, never
+        // a dropped connection; the thread's VM is then built afresh.
+        let run = std::panic::AssertUnwindSafe(|| {
+            VM.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                if slot.as_ref().is_none_or(|(id, _)| *id != self.id) {
+                    let mut vm = regorus::rvm::vm::RegoVM::new();
+                    vm.set_max_instructions(MAX_INSTRUCTIONS);
+                    vm.load_program(program.clone());
+                    vm.set_data(self.data.clone())?;
+                    *slot = Some((self.id, vm));
+                }
+                let Some((_, vm)) = slot.as_mut() else {
+                    unreachable!("the slot was just filled")
+                };
+                vm.set_input(input);
+                vm.execute()
+            })
         });
-        match res {
-            Ok(v) => decision_of(&v),
-            Err(e) => {
+        match std::panic::catch_unwind(run) {
+            Ok(Ok(v)) => decision_of(&v),
+            Ok(Err(e)) => {
                 tracing_free_log(&format!("{e:#}"));
+                PolicyDecision::deny("policy_error")
+            }
+            Err(_) => {
+                VM.with(|cell| *cell.borrow_mut() = None);
+                tracing_free_log("policy evaluation panicked");
                 PolicyDecision::deny("policy_error")
             }
         }
@@ -317,10 +356,15 @@ impl PolicyEngine {
 
     /// Evaluates with regorus' interpreter (the reference the VM is checked against).
     pub fn evaluate_interpreted(&self, input: Value) -> PolicyDecision {
-        match self.compiled.eval_with_input(input) {
-            Ok(v) => decision_of(&v),
-            Err(e) => {
+        let run = std::panic::AssertUnwindSafe(|| self.compiled.eval_with_input(input));
+        match std::panic::catch_unwind(run) {
+            Ok(Ok(v)) => decision_of(&v),
+            Ok(Err(e)) => {
                 tracing_free_log(&format!("{e:#}"));
+                PolicyDecision::deny("policy_error")
+            }
+            Err(_) => {
+                tracing_free_log("policy evaluation panicked");
                 PolicyDecision::deny("policy_error")
             }
         }

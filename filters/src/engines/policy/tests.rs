@@ -285,11 +285,16 @@ fn strings_spelling_the_big_number_marker_are_refused() {
         d
     };
     assert!(run("5").allow);
+    // A backslash that escapes nothing is no marker.
+    assert_ne!(&*run(r"C:\Users\x").reason, "policy_arguments_unreadable");
     for a in [
         r#"{"$serde_json::private::Number":"1e9999999"}"#,
         r#"{"$serde_json::\u0070rivate::Number":"1e9999999"}"#,
         r#""{\"$serde_json::\\u0070rivate::Number\":\"1e9999999\"}""#,
         r#"[1, {"\u0024serde_json::priv\u0061te::Number": "1e9999999"}]"#,
+        // JSON cut short after the marker: regorus builds the number first.
+        r#"{"$serde_json::priv\u0061te::Number":"1e9999999""#,
+        r#"{"$serde_json::priv\u0061te::Number":"1e9999999"} trailing"#,
     ] {
         let d = run(a);
         assert!(
@@ -325,4 +330,26 @@ fn an_interpreted_policy_is_cut_off_in_time() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A builtin that panics on what a request says (regorus slices a
+/// duration's unit inside a multi-byte character) is a denial, and the
+/// thread's next evaluation runs normally.
+#[test]
+fn a_panicking_builtin_is_a_denial() {
+    let modules = std::collections::BTreeMap::from([(
+        "authz.rego".to_owned(),
+        "package warden.authz\nimport rego.v1\ndefault decision := {\"allow\": false, \"reason\": \"no\"}\ndecision := {\"allow\": true, \"reason\": \"ok\"} if time.parse_duration_ns(input.d) > 0\n".to_owned(),
+    )]);
+    let e = super::PolicyEngine::compile(
+        &modules,
+        &serde_json::json!({}),
+        "data.warden.authz.decision",
+        "UTC",
+        0,
+    )
+    .expect("rego");
+    let d = e.evaluate_value(obj(vec![("d", Value::from("1µ"))]));
+    assert!(!d.allow, "{d:?}");
+    assert!(e.evaluate_value(obj(vec![("d", Value::from("5s"))])).allow);
 }
