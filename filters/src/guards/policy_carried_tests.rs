@@ -1,9 +1,6 @@
 //! A result carrying data of a resource (a read's `contents`, an embedded
 //! `resource` block) reaches only a principal who may read that resource.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-
 use super::*;
 use crate::engines::identity::Principal;
 use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
@@ -12,16 +9,7 @@ use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
 const REGO: &str = "package warden.authz\nimport rego.v1\n\ndefault decision := {\"allow\": true, \"reason\": \"ok\"}\n\ndecision := {\"allow\": false, \"reason\": \"finance_hidden\"} if startswith(input.request.resource_uri, \"file:///finance/\")\n";
 
 fn filter() -> PolicyFilter {
-    let modules = BTreeMap::from([("authz.rego".to_owned(), REGO.to_owned())]);
-    let engine = PolicyEngine::compile(
-        &modules,
-        &serde_json::json!({}),
-        "data.warden.authz.decision",
-        "UTC",
-        1000,
-    )
-    .expect("rego");
-    PolicyFilter::new(Arc::new(engine), HashMap::new(), DenialStyle::Error)
+    super::embedded_tests::filter_of(REGO)
 }
 
 fn judge(bytes: &str, asked: &str, target: Option<&str>) -> Decision {

@@ -14,7 +14,13 @@ use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
 const REGO: &str = "package warden.authz\n\ndefault decision := {\"allow\": true, \"reason\": \"ok\"}\n\ndecision := {\"allow\": false, \"reason\": \"no_sampling\"} if input.request.method == \"sampling/createMessage\"\n";
 
 fn filter() -> PolicyFilter {
-    let modules = BTreeMap::from([("authz.rego".to_owned(), REGO.to_owned())]);
+    filter_of(REGO)
+}
+
+/// A policy filter over one module, `authz.rego`, deciding
+/// `data.warden.authz.decision`, with an empty catalog.
+pub(super) fn filter_of(rego: &str) -> PolicyFilter {
+    let modules = BTreeMap::from([("authz.rego".to_owned(), rego.to_owned())]);
     let engine = PolicyEngine::compile(
         &modules,
         &serde_json::json!({}),

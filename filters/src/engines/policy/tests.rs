@@ -260,24 +260,27 @@ fn arguments_read_opaquely_refuse_near_names_of_the_policys_words() {
     assert!(argument_reads(&[&aliased]).opaque.is_none());
 }
 
-/// A string a builtin would read as JSON naming serde's private big-number
-/// marker (as written, with its letters escaped, or in JSON inside JSON)
-/// never reaches the policy: `to_number` would compute ten to the power it
-/// names inside one instruction.
-#[test]
-fn strings_spelling_the_big_number_marker_are_refused() {
-    let modules = std::collections::BTreeMap::from([(
-        "authz.rego".to_owned(),
-        "package warden.authz\nimport rego.v1\ndefault decision := {\"allow\": false, \"reason\": \"no\"}\ndecision := {\"allow\": true, \"reason\": \"ok\"} if to_number(input.a) > 1\n".to_owned(),
-    )]);
-    let e = super::PolicyEngine::compile(
+/// An engine over one module, `authz.rego`, deciding
+/// `data.warden.authz.decision`, without a decision cache.
+fn engine_of(rego: &str) -> super::PolicyEngine {
+    let modules = std::collections::BTreeMap::from([("authz.rego".to_owned(), rego.to_owned())]);
+    super::PolicyEngine::compile(
         &modules,
         &serde_json::json!({}),
         "data.warden.authz.decision",
         "UTC",
         0,
     )
-    .expect("rego");
+    .expect("rego")
+}
+
+/// A string a builtin would read as JSON naming serde's private big-number
+/// marker (as written, with its letters escaped, or in JSON inside JSON)
+/// never reaches the policy: `to_number` would compute ten to the power it
+/// names inside one instruction.
+#[test]
+fn strings_spelling_the_big_number_marker_are_refused() {
+    let e = engine_of("package warden.authz\nimport rego.v1\ndefault decision := {\"allow\": false, \"reason\": \"no\"}\ndecision := {\"allow\": true, \"reason\": \"ok\"} if to_number(input.a) > 1\n");
     let run = |a: &str| {
         let started = std::time::Instant::now();
         let d = e.evaluate_value(obj(vec![("a", Value::from(a))]));
@@ -308,18 +311,7 @@ fn strings_spelling_the_big_number_marker_are_refused() {
 /// counts no instructions: the evaluation's time limit still ends it.
 #[test]
 fn an_interpreted_policy_is_cut_off_in_time() {
-    let modules = std::collections::BTreeMap::from([(
-        "authz.rego".to_owned(),
-        "package warden.authz\nimport rego.v1\ndefault decision := {\"allow\": false, \"reason\": \"no\"}\nn := count([1 | some a in input.l; some b in input.l; some c in input.l])\ndecision := {\"allow\": true, \"reason\": \"ok\"} if { n with input.z as 1 > 0 }\n".to_owned(),
-    )]);
-    let e = super::PolicyEngine::compile(
-        &modules,
-        &serde_json::json!({}),
-        "data.warden.authz.decision",
-        "UTC",
-        0,
-    )
-    .expect("rego");
+    let e = engine_of("package warden.authz\nimport rego.v1\ndefault decision := {\"allow\": false, \"reason\": \"no\"}\nn := count([1 | some a in input.l; some b in input.l; some c in input.l])\ndecision := {\"allow\": true, \"reason\": \"ok\"} if { n with input.z as 1 > 0 }\n");
     assert!(!e.compiled_to_vm(), "`with` runs on the interpreter");
     let l = Value::from((0..1000).map(Value::from).collect::<Vec<_>>());
     let started = std::time::Instant::now();
@@ -337,18 +329,7 @@ fn an_interpreted_policy_is_cut_off_in_time() {
 /// thread's next evaluation runs normally.
 #[test]
 fn a_panicking_builtin_is_a_denial() {
-    let modules = std::collections::BTreeMap::from([(
-        "authz.rego".to_owned(),
-        "package warden.authz\nimport rego.v1\ndefault decision := {\"allow\": false, \"reason\": \"no\"}\ndecision := {\"allow\": true, \"reason\": \"ok\"} if time.parse_duration_ns(input.d) > 0\n".to_owned(),
-    )]);
-    let e = super::PolicyEngine::compile(
-        &modules,
-        &serde_json::json!({}),
-        "data.warden.authz.decision",
-        "UTC",
-        0,
-    )
-    .expect("rego");
+    let e = engine_of("package warden.authz\nimport rego.v1\ndefault decision := {\"allow\": false, \"reason\": \"no\"}\ndecision := {\"allow\": true, \"reason\": \"ok\"} if time.parse_duration_ns(input.d) > 0\n");
     let d = e.evaluate_value(obj(vec![("d", Value::from("1µ"))]));
     assert!(!d.allow, "{d:?}");
     assert!(e.evaluate_value(obj(vec![("d", Value::from("5s"))])).allow);
