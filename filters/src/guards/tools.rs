@@ -300,7 +300,12 @@ impl PinFilter {
                     .pins
                     .fleet_pin(server, name)
                     .is_some_and(|f| f != fp && f != legacy);
-                let bad = !ok_by_bundle && (!approved.is_empty() || renamed || fleet_differs);
+                // An approval of the earlier form does not speak for
+                // `execution`, `icons` and `_meta`: the fleet's pin of them
+                // still does.
+                let by_earlier_form = ok_by_bundle && !approved.contains(&fp);
+                let bad = (!ok_by_bundle && (!approved.is_empty() || renamed || fleet_differs))
+                    || (by_earlier_form && fleet_differs);
                 let (input, output) = schemas();
                 pins.insert(
                     name.to_owned(),
@@ -850,6 +855,19 @@ mod tests {
             legacy_fingerprint(&tool)
         );
         assert_eq!(fingerprint_as_approved(&tool, []), fingerprint(&tool));
+        // A fresh gateway whose fleet pinned the tool's new form: the earlier
+        // approval does not let another `execution` in.
+        let catalog = f.catalog.clone();
+        let pins = Arc::new(ToolPins::default());
+        pins.set_fleet(HashMap::from([(
+            "s".to_owned(),
+            HashMap::from([("echo".to_owned(), fingerprint(&tool))]),
+        )]));
+        let fresh = PinFilter::new(pins, catalog);
+        let mut other = tool.clone();
+        other["execution"] = serde_json::json!({"taskSupport": "required"});
+        assert!(!list(&fresh, other), "the fleet's pin still speaks");
+        assert!(list(&fresh, tool), "the pinned form passes");
     }
 
     /// Lists of many servers judged at once: every pin recorded survives
