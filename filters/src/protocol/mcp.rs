@@ -582,10 +582,6 @@ pub fn check_headers(
     Ok(())
 }
 
-/// Calls `each` with every resource URI a result carries data under: the
-/// `uri` of `contents` items (a read's reply) and of embedded `resource`
-/// blocks, wherever in the result they are. `true` when the result is
-/// nested deeper than it is read.
 /// Calls `each` with every resource URI a result names where MCP puts one:
 /// what [`carried_uris`] finds (a read's `contents`, embedded `resource`
 /// blocks) and the `uri` of `resource_link` blocks, wherever in `v` they
@@ -626,6 +622,11 @@ pub(crate) fn named_uris(v: &serde_json::Value, depth: usize, each: &mut dyn FnM
     links(v, depth, each) | deep
 }
 
+/// Calls `each` with every resource URI a result carries data under: the
+/// `uri` of `contents` items (a read's reply) and of embedded `resource`
+/// blocks, wherever in the result they are, under every name a folding
+/// client reads as those. `true` when the result is
+/// nested deeper than it is read.
 pub(crate) fn carried_uris(
     v: &serde_json::Value,
     depth: usize,

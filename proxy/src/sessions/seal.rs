@@ -74,7 +74,8 @@ pub fn load_install_secret(state_dir: &std::path::Path) -> std::io::Result<&'sta
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedSession {
-    /// The upstream's session id (or a legacy endpoint's original query).
+    /// The upstream's session id (or a legacy endpoint's path and query as
+    /// the server wrote it; the query alone in tokens sealed before).
     #[serde(rename = "s")]
     pub session: String,
     /// The upstream replica serving it.

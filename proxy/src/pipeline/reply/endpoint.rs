@@ -74,13 +74,12 @@ pub(super) fn rewrite_endpoint(
     if let Some(addr) = ctx.upstream.chosen {
         gw.sessions
             .remember(server_name, &legacy_key(path), addr, &owner, false, true);
-        // Stateless replicas: the session's query travels sealed.
-        if let (Some(sealer), Some((base, query))) = (rt.sealer.as_ref(), new.split_once('?')) {
+        // Stateless replicas: the session's endpoint travels sealed.
+        if let (Some(sealer), Some((base, _))) = (rt.sealer.as_ref(), new.split_once('?')) {
             // The server's whole path and query: a POST opens the session
             // only at the path handed out (a server that routes by prefix
             // would take another spelling for the same session, and the
             // gateway would judge it in another scope).
-            let _ = query;
             if let Some(token) = sealer.seal(&crate::sessions::seal::SealedSession {
                 session: path.to_owned(),
                 upstream: addr.to_string(),
