@@ -1956,6 +1956,74 @@ async fn modern_results_are_judged_like_the_older_shapes() {
     assert_eq!(posts_received(&h), before);
 }
 
+/// A server cannot hand over a hidden resource, or tell it exists, by
+/// failing with it in its error's `data` or by logging it on the call's
+/// stream: both are read as a result is. The secret never reaches the
+/// client; what it may read still does.
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_and_notifications_carry_no_hidden_resource() {
+    let h = Hostile::start().await;
+    let gw = Gateway::start_with(
+        &mock_bundle(&[h.addr], BUNDLE),
+        false,
+        &[("policies/authz.rego", POLICY_2026.as_bytes())],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    let leak = "the-payroll-figures";
+    // An error whose data carries the hidden resource (one spelled with an
+    // escape, one a link only).
+    for data in [
+        format!(r#"{{"contents":[{{"uri":"file:///secret","text":"{leak}"}}]}}"#),
+        format!(r#"{{"resource":{{"\u0075ri":"file:///secret","text":"{leak}"}}}}"#),
+        format!(r#"[{{"type":"resource_link","uri":"file:///secret","name":"{leak}"}}]"#),
+    ] {
+        h.script([Reply::json(&format!(
+            r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":-32603,"message":"failed","data":{data}}}}}"#
+        ))]);
+        let (_, _, text) = post_with(&gw, "/mock/mcp", &call(1, "echo"), &[]).await;
+        assert!(!text.contains(leak), "{data}: {text}");
+        assert!(text.contains("Denied by policy"), "{data}: {text}");
+    }
+    // A log notification on the call's own stream carrying it is withheld;
+    // the call's result, and a notification naming a visible resource,
+    // still arrive.
+    let note = |uri: &str| {
+        format!(
+            "event: message\ndata: {}\n\n",
+            json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info",
+                "data":{"type":"resource","resource":{"uri":uri,"text":leak}}}})
+        )
+    };
+    let result = |id: u64| {
+        format!(
+            "event: message\ndata: {}\n\n",
+            json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":"done"}]}})
+        )
+    };
+    h.script([Reply::sse(&[&note("file:///secret"), &result(2)])]);
+    let (s, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call(2, "echo"),
+        &[("accept", "application/json, text/event-stream")],
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    assert!(!text.contains(leak), "{text}");
+    assert!(text.contains("done"), "{text}");
+    h.script([Reply::sse(&[&note("file:///a"), &result(3)])]);
+    let (_, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call(3, "echo"),
+        &[("accept", "application/json, text/event-stream")],
+    )
+    .await;
+    assert!(text.contains(leak) && text.contains("done"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_hanging_up_ends_the_upstream_stream() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -126,3 +126,71 @@ fn requests_embedding_a_hidden_resource_are_refused_and_lists_filtered() {
         d => panic!("not filtered: {d:?}"),
     }
 }
+
+/// An error's `data` and a server's notifications are read for the
+/// resources they carry or link, as a result is: a server cannot hand a
+/// hidden resource over (or tell it exists) by failing, or by logging it.
+#[test]
+fn errors_and_notifications_carry_no_hidden_resource() {
+    let from_server = |bytes: &str, asked: Option<&str>| {
+        let Ok(Parsed::Single(env)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
+            panic!("parse {bytes}")
+        };
+        let p = Principal::anonymous();
+        let msg = Message::from_server(&env, bytes.as_bytes(), asked, None);
+        filter().on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default())
+    };
+    for (bytes, asked) in [
+        (
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"failed","data":{"contents":[{"uri":"file:///finance/payroll.csv","text":"x"}]}}}"#,
+            Some("tools/call"),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"failed","data":[{"type":"resource_link","uri":"file:///finance/payroll.csv","name":"p"}]}}"#,
+            Some("tools/call"),
+        ),
+        // A read's failure that is no not-found keeps its data: read too.
+        (
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"failed","data":{"resource":{"URI":"file:///finance/payroll.csv","text":"x"}}}}"#,
+            Some("resources/read"),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"failed","data":{"resource":{"\u0075ri":"file:///finance/payroll.csv","text":"x"}}}}"#,
+            Some("prompts/get"),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"type":"resource","resource":{"uri":"file:///finance/payroll.csv","text":"x"}}}}"#,
+            None,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"type":"resource_link","uri":"file:///finance/payroll.csv","name":"p"}}}"#,
+            None,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1,"_meta":{"contents":[{"uri":"file:///finance/payroll.csv","text":"x"}]}}}"#,
+            None,
+        ),
+    ] {
+        assert!(hidden(&from_server(bytes, asked)), "{bytes}");
+    }
+    for (bytes, asked) in [
+        (
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"failed","data":{"contents":[{"uri":"file:///shared/a","text":"x"}]}}}"#,
+            Some("tools/call"),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"no such file file:///finance/x"}}"#,
+            Some("tools/call"),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"type":"resource_link","uri":"file:///shared/a","name":"a"}}}"#,
+            None,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1,"message":"reading file:///finance/x"}}"#,
+            None,
+        ),
+    ] {
+        assert!(!hidden(&from_server(bytes, asked)), "{bytes}");
+    }
+}

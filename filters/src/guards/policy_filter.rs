@@ -532,6 +532,18 @@ impl PolicyFilter {
     /// `data.elicitations`, 2025-11-25) is a server→client request carried
     /// in a reply: it gets the policy an `elicitation/create` on a stream
     /// gets, or the error would open a URL the policy refuses to open.
+    /// An error reply: refused when its `data` carries or links a
+    /// resource the principal may not read (a server answering a call
+    /// with the file it failed on), else read for elicitations.
+    fn judge_error(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
+        if may_name_uri(msg) {
+            if let Some(d) = self.judge_carried(msg, ctx, "error") {
+                return d;
+            }
+        }
+        self.judge_error_elicitations(msg, ctx)
+    }
+
     fn judge_error_elicitations(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
         let Some(error) = msg.value().and_then(|v| v.get("error")) else {
             return Decision::Pass;
@@ -914,6 +926,12 @@ impl McpFilter for PolicyFilter {
                     ))
                 }
             }
+            // Any other notification (a log message's `data`, a progress
+            // or task status) carries a resource only to a principal who
+            // may read it, as a result would.
+            Kind::Notification if may_name_uri(msg) => self
+                .judge_carried(msg, ctx, "params")
+                .unwrap_or(Decision::Pass),
             // A server's "not found" for a resource answers as the gateway
             // answers for a hidden one.
             Kind::Response
@@ -929,8 +947,9 @@ impl McpFilter for PolicyFilter {
                 let code = v.get("error").and_then(crate::protocol::error::code_of);
                 if !matches!(code, Some(c) if c == i64::from(codes::RESOURCE_NOT_FOUND) || c == i64::from(codes::INVALID_PARAMS))
                 {
-                    // Not a not-found: still an error, read for elicitations.
-                    return self.judge_error_elicitations(msg, ctx);
+                    // Not a not-found: still an error, read for the
+                    // resources its data carries and for elicitations.
+                    return self.judge_error(msg, ctx);
                 }
                 let uri = msg.request_target.unwrap_or_default();
                 let mut out = v.clone();
@@ -938,9 +957,9 @@ impl McpFilter for PolicyFilter {
                     serde_json::to_value(resource_not_found(ctx, uri)).unwrap_or(Json::Null);
                 Decision::rewrite(&out)
             }
-            // Errors are few: each is read for elicitations however it
-            // spells them.
-            Kind::Response if env.is_error => self.judge_error_elicitations(msg, ctx),
+            // Errors are few: each is read for the resources its `data`
+            // carries and for elicitations, however it spells them.
+            Kind::Response if env.is_error => self.judge_error(msg, ctx),
             // A list result: filtered for the principal (a list in the
             // reply of another request is refused before this, by
             // `lists::ForeignListFilter`).

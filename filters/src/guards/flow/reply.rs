@@ -69,7 +69,10 @@ impl FlowFilter {
                 return None;
             }
             let what = env.method.as_deref().unwrap_or("request");
-            return Some(server_labels(&self.flows, catalog, ex.server, what));
+            // A resource it carries (a sampling request's embedded
+            // `resource`, a log message's data) raises it as a read would.
+            let own = server_labels(&self.flows, catalog, ex.server, what);
+            return Some(self.with_carried(msg, ex, "params", own));
         }
         Some(match (msg.request_method, msg.request_target) {
             // A reply names the resources it carries (`contents[].uri`,
@@ -77,13 +80,13 @@ impl FlowFilter {
             // whatever was asked for (`hr://public/index` may carry
             // `hr://employees/7`). The reply is the most of them.
             (Some(m @ ("tools/call" | "resources/read" | "prompts/get")), Some(t)) => {
-                self.with_carried(msg, ex, call(m, t))
+                self.with_carried(msg, ex, "result", call(m, t))
             }
             (Some("completion/complete"), _) => call("completion/complete", "completion"),
             // A task's result (`tasks/result`, or inline in `tasks/get`)
             // is its creating tool's output.
             (Some("tasks/result" | "tasks/get"), Some(t)) => {
-                self.with_carried(msg, ex, call("tools/call", t))
+                self.with_carried(msg, ex, "result", call("tools/call", t))
             }
             // What the server says of itself (`initialize`, its lists, …):
             // untrusted as its roles say; no read of its data, so of no
@@ -102,20 +105,26 @@ impl FlowFilter {
         })
     }
 
-    /// `labels` raised by every resource the reply carries (see
-    /// [`crate::protocol::mcp::carried_uris`]); a reply too deep to read through is the most it
-    /// could be.
+    /// `labels` raised by every resource the message carries in `member`
+    /// (a reply's `result`, a server request's or notification's
+    /// `params`) or in an error's `data` (see
+    /// [`crate::protocol::mcp::carried_uris`]); a message too deep to read
+    /// through is the most it could be.
     fn with_carried(
         &self,
         msg: &Message<'_>,
         ex: &Exchange<'_>,
+        member: &str,
         mut labels: CallLabels,
     ) -> CallLabels {
         let catalog = self.catalog.get(ex.server);
-        let Some(result) = msg.value().and_then(|v| v.get("result")) else {
+        let Some(carrier) = msg
+            .value()
+            .and_then(|v| v.get(member).or_else(|| v.get("error")))
+        else {
             return labels;
         };
-        let deep = crate::protocol::mcp::carried_uris(result, 0, &mut |uri| {
+        let deep = crate::protocol::mcp::carried_uris(carrier, 0, &mut |uri| {
             let r = call_labels(
                 &self.flows,
                 catalog,

@@ -412,3 +412,48 @@ fn one_principal_cannot_fill_the_table() {
         );
     }
 }
+
+/// An error reply is data too: a read of a public resource whose error
+/// carries an employee's record in its `data` is that record's level, as
+/// the same record in a result would be.
+#[test]
+fn an_error_carrying_a_resource_is_that_resources_level() {
+    let p = principal(Some("restricted"));
+    let ex = Exchange {
+        session_id: Some("s"),
+        ..Exchange::new(&p, "hr")
+    };
+    // A fresh gateway each: a session raised once is not raised again.
+    let level = |body: &str| {
+        let gw = gateway(OnViolation::Deny, Track::Session);
+        let env = envelope(body);
+        let msg = Message::from_server(
+            &env,
+            body.as_bytes(),
+            Some("resources/read"),
+            Some("hr://public/index"),
+        );
+        let mut notes = Notes::default();
+        let _ = gw.reply.on_response(&msg, &ex, &mut notes);
+        notes.flow_out.map(|o| o.source.level)
+    };
+    assert_eq!(
+        level(
+            r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32603,"message":"failed","data":{"contents":[{"uri":"hr://employees/7","text":"salary"}]}}}"#
+        ),
+        Some(3)
+    );
+    assert_eq!(
+        level(
+            r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32603,"message":"failed","data":{"content":[{"type":"resource","resource":{"uri":"hr://employees/7","text":"salary"}}]}}}"#
+        ),
+        Some(3)
+    );
+    // An error naming only the public resource stays at its level.
+    assert_ne!(
+        level(
+            r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32603,"message":"failed","data":{"contents":[{"uri":"hr://public/index","text":"x"}]}}}"#
+        ),
+        Some(3)
+    );
+}
