@@ -2024,6 +2024,55 @@ async fn errors_and_notifications_carry_no_hidden_resource() {
     assert!(text.contains(leak) && text.contains("done"), "{text}");
 }
 
+/// A completion of a resource template's argument does not tell that a
+/// hidden resource exists: the value naming it is taken out. A list reply
+/// carrying a hidden resource's data (in an item's `_meta`) is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn completions_and_lists_carry_no_hidden_resource() {
+    let h = Hostile::start().await;
+    let gw = Gateway::start_with(
+        &mock_bundle(&[h.addr], BUNDLE),
+        false,
+        &[("policies/authz.rego", POLICY_2026.as_bytes())],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    h.script([Reply::json(
+        r#"{"jsonrpc":"2.0","id":1,"result":{"completion":{"values":["secret","a"],"total":2,"hasMore":false}}}"#,
+    )]);
+    let ask = json!({"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{
+        "ref":{"type":"ref/resource","uri":"file:///{+path}"},
+        "argument":{"name":"path","value":""}}})
+    .to_string();
+    let (s, _, text) = post_with(&gw, "/mock/mcp", &ask, &[]).await;
+    assert_eq!(s, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["result"]["completion"]["values"], json!(["a"]), "{text}");
+    // A reference a folding server reads as a resource's, without the
+    // type the gateway judges by, never reaches the server.
+    let before = posts_received(&h);
+    let sly = json!({"jsonrpc":"2.0","id":2,"method":"completion/complete","params":{
+        "ref":{"uri":"file:///secret"},"argument":{"name":"path","value":""}}})
+    .to_string();
+    let (s, _, text) = post_with(&gw, "/mock/mcp", &sly, &[]).await;
+    assert!(s >= 400 || text.contains("error"), "{text}");
+    assert_eq!(posts_received(&h), before, "{text}");
+    // A list reply carrying the hidden resource's data.
+    h.script([Reply::json(
+        r#"{"jsonrpc":"2.0","id":3,"result":{"resources":[{"uri":"file:///a","name":"a","_meta":{"x":{"type":"resource","resource":{"uri":"file:///secret","text":"the-payroll-figures"}}}}]}}"#,
+    )]);
+    let (_, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &json!({"jsonrpc":"2.0","id":3,"method":"resources/list"}).to_string(),
+        &[],
+    )
+    .await;
+    assert!(!text.contains("payroll"), "{text}");
+    assert!(text.contains("Denied by policy"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_hanging_up_ends_the_upstream_stream() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -133,6 +133,9 @@ pub struct Message<'a> {
     /// For a server→client response: the audit link of the task that
     /// request named (`tasks/*`).
     pub request_task: Option<&'a str>,
+    /// For a server→client response to a completion of a resource
+    /// template: what it completed, as `Completing::to_text` wrote it.
+    pub request_completion: Option<&'a str>,
     /// A reply matched to a request of the client's, whose id is therefore
     /// the client's own text; `false` for a reply the gateway matched to
     /// nothing it forwarded (its id is the server's text).
@@ -185,6 +188,7 @@ impl<'a> Message<'a> {
             request_target: None,
             request_args_digest: None,
             request_task: None,
+            request_completion: None,
             id_matched: false,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
@@ -224,6 +228,7 @@ impl<'a> Message<'a> {
             request_target: self.request_target,
             request_args_digest: self.request_args_digest,
             request_task: self.request_task,
+            request_completion: self.request_completion,
             id_matched: self.id_matched,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
@@ -270,6 +275,32 @@ impl<'a> Message<'a> {
     /// message for every filter that judges such requests (the task
     /// binding, the policy, egress): no dearer than the one search each of
     /// the last two made before.
+    /// Whether the message may hold a member a client reads as `uri`:
+    /// `"uri"` in any ASCII case, an escape (which can spell it) or a byte
+    /// a decoder drops or folds (`urı`). Nothing else can name a resource.
+    pub fn may_name_uri(&self) -> bool {
+        static URI_MEMBER: std::sync::LazyLock<aho_corasick::AhoCorasick> =
+            std::sync::LazyLock::new(|| {
+                aho_corasick::AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(["\"uri\""])
+                    .expect("one literal pattern")
+            });
+        self.unplain() || self.escaped() || URI_MEMBER.is_match(self.bytes)
+    }
+
+    /// The member of a server's message that holds what it says: an error
+    /// reply's `error`, a result's `result`, a request's or notification's
+    /// `params`.
+    pub fn said(&self) -> Option<&serde_json::Value> {
+        let member = match self.envelope.kind {
+            Kind::Response if self.envelope.is_error => "error",
+            Kind::Response => "result",
+            _ => "params",
+        };
+        self.value()?.get(member)
+    }
+
     pub fn may_embed_requests(&self) -> bool {
         *self.embeds.get_or_init(|| {
             self.unplain()

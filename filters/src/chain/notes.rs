@@ -44,7 +44,48 @@ pub struct Notes {
     /// finding, before the policy): the policy also judges how a folding
     /// server reads it.
     pub unlisted_name: bool,
+    /// A completion of a resource template's argument: what the reply's
+    /// values are judged against ([`Completing`], written compactly: see
+    /// [`Completing::to_text`]).
+    pub completing: Option<String>,
     pub(super) holds: Vec<Hold>,
+}
+
+/// A completion of a resource template's argument (`completion/complete`
+/// with a `ref/resource`): each value its reply offers makes a URI of the
+/// template, judged as a read of it before the client sees the value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Completing {
+    /// The template (`ref.uri`).
+    pub template: String,
+    /// The argument completed (`argument.name`).
+    pub argument: String,
+    /// The other arguments already chosen (`context.arguments`).
+    pub context: Vec<(String, String)>,
+}
+
+impl Completing {
+    /// The most bytes [`Completing::to_text`] may take: the reply ledger
+    /// keeps it where a call keeps its tool's name and argument digest,
+    /// within the bytes the memory budget counts for an entry.
+    pub const MAX_TEXT: usize = 120;
+
+    /// The completion as the ledger keeps it (a JSON array); `None` when
+    /// longer than [`Completing::MAX_TEXT`].
+    pub fn to_text(&self) -> Option<String> {
+        let t = serde_json::to_string(&(&self.template, &self.argument, &self.context)).ok()?;
+        (t.len() <= Self::MAX_TEXT).then_some(t)
+    }
+
+    /// The completion [`Completing::to_text`] wrote.
+    pub fn from_text(t: &str) -> Option<Completing> {
+        let (template, argument, context) = serde_json::from_str(t).ok()?;
+        Some(Completing {
+            template,
+            argument,
+            context,
+        })
+    }
 }
 
 impl Notes {

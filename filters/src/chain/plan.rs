@@ -39,6 +39,9 @@ pub struct MessageRecord {
     pub flow: Option<serde_json::Value>,
     /// A notice the guards left (a deprecated server's call).
     pub notice: Option<String>,
+    /// A completion of a resource template's argument, as the ledger keeps
+    /// it in place of a target (see [`crate::chain::notes::Completing`]).
+    pub completing: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -414,6 +417,7 @@ impl MessageRecord {
             shadow: None,
             flow: None,
             notice: None,
+            completing: None,
         }
     }
 
@@ -434,6 +438,7 @@ impl MessageRecord {
             shadow: None,
             flow: None,
             notice: None,
+            completing: None,
         }
     }
 
@@ -445,6 +450,7 @@ impl MessageRecord {
         self.approval = notes.approval;
         self.shadow = notes.shadow;
         self.notice = notes.notice;
+        self.completing = notes.completing;
         self.flow = match (notes.flow, notes.flow_out) {
             (_, Some(out)) => Some(serde_json::json!({"out": {
                 "id": out.source.id,

@@ -194,3 +194,199 @@ fn errors_and_notifications_carry_no_hidden_resource() {
         assert!(!hidden(&from_server(bytes, asked)), "{bytes}");
     }
 }
+
+fn judged(bytes: &str, asked: Option<&str>) -> Decision {
+    let Ok(Parsed::Single(env)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
+        panic!("parse {bytes}")
+    };
+    let p = Principal::anonymous();
+    let msg = Message::from_server(&env, bytes.as_bytes(), asked, None);
+    filter().on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default())
+}
+
+/// Whatever the message is, the resources it carries are read: a list
+/// reply (beside its items, in an item's `_meta`), an `input_required`
+/// result's embedded request, an update notification's `_meta`.
+#[test]
+fn every_kind_of_message_is_read_for_the_resources_it_carries() {
+    for (bytes, asked) in [
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"resources":[{"uri":"file:///shared/a","name":"a","_meta":{"x":{"type":"resource","resource":{"uri":"file:///finance/b","text":"x"}}}}]}}"#,
+            Some("resources/list"),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"contents":[{"uri":"file:///finance/b","text":"x"}]}}"#,
+            Some("tools/list"),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{"r1":{"method":"sampling/createMessage","params":{"messages":[{"role":"user","content":{"type":"resource","resource":{"uri":"file:///finance/b","text":"x"}}}],"maxTokens":9}}}}}"#,
+            Some("tools/call"),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///shared/a","_meta":{"p":{"type":"resource","resource":{"uri":"file:///finance/b","text":"x"}}}}}"#,
+            None,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"completion":{"values":[]},"_meta":{"x":{"type":"resource_link","uri":"file:///finance/b","name":"b"}}}}"#,
+            Some("completion/complete"),
+        ),
+    ] {
+        assert!(hidden(&judged(bytes, asked)), "{bytes}");
+    }
+    // An update of a visible resource with nothing else passes.
+    let d = judged(
+        r#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///shared/a"}}"#,
+        None,
+    );
+    assert!(matches!(d, Decision::Pass), "{d:?}");
+}
+
+fn request(bytes: &str) -> (Decision, Notes) {
+    let Ok(Parsed::Single(env)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
+        panic!("parse {bytes}")
+    };
+    let p = Principal::anonymous();
+    let msg = Message::new(&env, bytes.as_bytes());
+    let mut notes = Notes::default();
+    let d = filter().on_request(&msg, &Exchange::new(&p, "s"), &mut notes);
+    (d, notes)
+}
+
+/// A completion's reference is read as every peer reads it: a `type`
+/// a folding server reads, none at all, or both kinds' members, is no
+/// way around the judgment of the resource.
+#[test]
+fn a_completion_reference_is_read_as_every_peer_reads_it() {
+    let refused = |r: &str| {
+        let bytes = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{{"ref":{r},"argument":{{"name":"x","value":""}}}}}}"#
+        );
+        // Refused by the parser (a member name a folding peer reads as a
+        // protocol member) or by the policy filter.
+        let Ok(Parsed::Single(_)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
+            return true;
+        };
+        matches!(request(&bytes).0, Decision::Reject(_))
+    };
+    for r in [
+        r#"{"Type":"ref/resource","uri":"file:///finance/{x}"}"#,
+        r#"{"type":"ref/resource","URI":"file:///finance/{x}"}"#,
+        r#"{"uri":"file:///finance/{x}"}"#,
+        r#"{"type":"REF/RESOURCE","uri":"file:///shared/{x}"}"#,
+        r#"{"type":"ref/prompt","name":"p","uri":"file:///finance/{x}"}"#,
+        r#"{"type":"ref/resource","uri":7}"#,
+        r#""file:///shared/{x}""#,
+    ] {
+        assert!(refused(r), "{r}");
+    }
+    assert!(!refused(
+        r#"{"type":"ref/resource","uri":"file:///shared/{x}"}"#
+    ));
+    assert!(!refused(r#"{"type":"ref/prompt","name":"p"}"#));
+}
+
+/// The values a completion offers for a resource template are judged as
+/// the URIs they make of it: one naming a hidden resource is taken out
+/// (and the total with it), as a list's hidden item is.
+#[test]
+fn completion_values_naming_a_hidden_resource_are_taken_out() {
+    let ask = r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///{dir}/{+path}"},"argument":{"name":"path","value":"p"},"context":{"arguments":{"dir":"finance"}}}}"#;
+    let (d, notes) = request(ask);
+    assert!(matches!(d, Decision::Pass), "{d:?}");
+    let completing = notes.completing.expect("noted");
+    assert_eq!(
+        crate::chain::notes::Completing::from_text(&completing).map(|c| c.argument),
+        Some("path".to_owned())
+    );
+    let reply = |values: &str| {
+        let bytes = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"completion":{{"values":{values},"total":2,"hasMore":false}}}}}}"#
+        );
+        let Ok(Parsed::Single(env)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
+            panic!("parse")
+        };
+        let p = Principal::anonymous();
+        let mut msg =
+            Message::from_server(&env, bytes.as_bytes(), Some("completion/complete"), None);
+        msg.request_completion = Some(&completing);
+        filter().on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default())
+    };
+    // `dir` is `finance` in the context: every value names a hidden file.
+    match reply(r#"["payroll.csv","q3/summary"]"#) {
+        Decision::Mutated(out) => {
+            let v: Json = serde_json::from_slice(&out).expect("json");
+            assert_eq!(v["result"]["completion"]["values"], serde_json::json!([]));
+            assert!(v["result"]["completion"].get("total").is_none(), "{v}");
+        }
+        d => panic!("not filtered: {d:?}"),
+    }
+    // Values that are no strings are refused.
+    assert!(matches!(reply(r#"[1]"#), Decision::Reject(_)));
+    // With another directory, only what reaches into finance goes.
+    let ask = r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///{+path}"},"argument":{"name":"path","value":""}}}"#;
+    let completing = request(ask).1.completing.expect("noted");
+    let bytes = r#"{"jsonrpc":"2.0","id":1,"result":{"completion":{"values":["shared/a","finance/payroll.csv","shared/../finance/x"]}}}"#;
+    let Ok(Parsed::Single(env)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
+        panic!("parse")
+    };
+    let p = Principal::anonymous();
+    let mut msg = Message::from_server(&env, bytes.as_bytes(), Some("completion/complete"), None);
+    msg.request_completion = Some(&completing);
+    match filter().on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default()) {
+        Decision::Mutated(out) => {
+            let v: Json = serde_json::from_slice(&out).expect("json");
+            assert_eq!(
+                v["result"]["completion"]["values"],
+                serde_json::json!(["shared/a"])
+            );
+        }
+        d => panic!("not filtered: {d:?}"),
+    }
+}
+
+/// A list page longer than any server needs is refused, not judged item
+/// by item.
+#[test]
+fn an_oversize_list_page_is_refused() {
+    let items: Vec<String> = (0..10_001)
+        .map(|i| format!(r#"{{"uri":"file:///shared/{i}","name":"n"}}"#))
+        .collect();
+    let bytes = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"result":{{"resources":[{}]}}}}"#,
+        items.join(",")
+    );
+    let d = judged(&bytes, Some("resources/list"));
+    assert!(
+        matches!(&d, Decision::Reject(x) if x.reason == "list_too_long"),
+        "{d:?}"
+    );
+}
+
+/// A completion reply to no request this replica knows loses its values;
+/// a completion too long to keep for its reply is refused.
+#[test]
+fn completions_without_their_request_offer_nothing() {
+    match judged(
+        r#"{"jsonrpc":"2.0","id":1,"result":{"completion":{"values":["a","b"]}}}"#,
+        None,
+    ) {
+        Decision::Mutated(out) => {
+            let v: Json = serde_json::from_slice(&out).expect("json");
+            assert_eq!(v["result"]["completion"]["values"], serde_json::json!([]));
+        }
+        d => panic!("not emptied: {d:?}"),
+    }
+    // A prompt's completion passes as it is.
+    assert!(matches!(
+        judged(
+            r#"{"jsonrpc":"2.0","id":1,"result":{"completion":{"values":["a"]}}}"#,
+            Some("completion/complete"),
+        ),
+        Decision::Pass
+    ));
+    let long = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{{"ref":{{"type":"ref/resource","uri":"file:///shared/{}/{{x}}"}},"argument":{{"name":"x","value":""}}}}}}"#,
+        "d".repeat(120)
+    );
+    assert!(matches!(request(&long).0, Decision::Reject(d) if d.reason == "completion_too_long"));
+}

@@ -47,6 +47,9 @@ impl std::fmt::Debug for PolicyFilter {
     }
 }
 
+/// The most items one list page may hold to be judged (see `filter_list`).
+const MAX_LIST_ITEMS: usize = 10_000;
+
 /// What a list result holds and how each item is judged.
 struct ListShape {
     array: &'static str,
@@ -54,18 +57,36 @@ struct ListShape {
     as_method: &'static str,
 }
 
-/// Whether a server's message may hold a member a client reads as `uri`
-/// (see `judge_carried`): `"uri"` in any ASCII case, an escape (which can
-/// spell it) or a byte a decoder drops or folds (`urı`).
-fn may_name_uri(msg: &Message<'_>) -> bool {
-    static URI_MEMBER: std::sync::LazyLock<aho_corasick::AhoCorasick> =
-        std::sync::LazyLock::new(|| {
-            aho_corasick::AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .build(["\"uri\""])
-                .expect("one literal pattern")
-        });
-    msg.unplain() || msg.escaped() || URI_MEMBER.is_match(msg.bytes)
+/// What completion request `msg` of template `template` completes: its
+/// argument's name and the other arguments' values, read under every name
+/// a folding peer reads as those; `None` when one reading does not agree
+/// (a name that is no string, two of them, a value that is no string).
+fn completing_of(msg: &Message<'_>, template: String) -> Option<crate::chain::notes::Completing> {
+    use crate::protocol::names::members_named;
+    fn one<'a>(v: &'a Json, name: &'a str) -> Option<Option<&'a Json>> {
+        let all: Vec<&Json> = members_named(v, name).collect();
+        match all.as_slice() {
+            [] => Some(None),
+            [x] => Some(Some(x)),
+            _ => None,
+        }
+    }
+    let params = msg.value()?.get("params")?;
+    let argument = one(params, "argument")??;
+    let name = one(argument, "name")??.as_str()?.to_owned();
+    let mut context = Vec::new();
+    if let Some(ctx) = one(params, "context")? {
+        if let Some(args) = one(ctx, "arguments")? {
+            for (k, x) in args.as_object()? {
+                context.push((k.clone(), x.as_str()?.to_owned()));
+            }
+        }
+    }
+    Some(crate::chain::notes::Completing {
+        template,
+        argument: name,
+        context,
+    })
 }
 
 fn list_shape(method: &str) -> Option<ListShape> {
@@ -277,16 +298,13 @@ impl PolicyFilter {
         }
     }
 
-    /// The refusal of a result naming a resource the principal may not
-    /// read (or a URI the policy cannot judge), if it does. The resource a
-    /// read asked for was judged on its request.
-    fn judge_carried(
-        &self,
-        msg: &Message<'_>,
-        ctx: &Exchange<'_>,
-        member: &str,
-    ) -> Option<Decision> {
-        let Some(result) = msg.value().and_then(|v| v.get(member)) else {
+    /// The refusal of a server's message (a result of any request, lists
+    /// included, an error's data, a request, a notification) carrying or
+    /// linking a resource the principal may not read (or a URI the policy
+    /// cannot judge), if it does. The resource a read asked for was judged
+    /// on its request.
+    fn judge_carried(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Option<Decision> {
+        let Some(result) = msg.said() else {
             return msg.value().is_none().then(unreadable_reply);
         };
         let asked = (msg.request_method == Some("resources/read"))
@@ -404,33 +422,138 @@ impl PolicyFilter {
     /// answered as unknown, as a `prompts/get` or `resources/read` of it
     /// is, so no completion tells what it holds, nor that it exists. A
     /// reference whose name or URI is not a string is refused.
-    fn judge_completion(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Option<Decision> {
-        if let Some(prompt) = crate::guards::targets::completed_prompt(msg) {
-            let Ok(name) = prompt else {
-                return Some(unreadable_request());
-            };
-            if self
-                .decide(ctx, None, "prompts/get", Some(&name), None, true)
-                .allow
-            {
-                return None;
+    fn judge_completion(
+        &self,
+        msg: &Message<'_>,
+        ctx: &Exchange<'_>,
+        notes: &mut Notes,
+    ) -> Option<Decision> {
+        use crate::guards::targets::{completion_ref, CompletionRef};
+        match completion_ref(msg) {
+            CompletionRef::Prompt(name) => {
+                if self
+                    .decide(ctx, None, "prompts/get", Some(&name), None, true)
+                    .allow
+                {
+                    return None;
+                }
+                Some(Decision::Reject(Denial::error(
+                    JsonRpcError::new(codes::INVALID_PARAMS, format!("Unknown prompt: {name}")),
+                    "prompt_hidden",
+                )))
             }
-            return Some(Decision::Reject(Denial::error(
-                JsonRpcError::new(codes::INVALID_PARAMS, format!("Unknown prompt: {name}")),
-                "prompt_hidden",
-            )));
+            CompletionRef::Resource(uri) => {
+                if self.unjudgeable_uri(ctx, &uri) {
+                    return Some(ambiguous_resource());
+                }
+                if let Some(hidden) = self.hidden_resource(ctx, &uri) {
+                    return Some(hidden);
+                }
+                // The values the server offers are judged as the URIs they
+                // make of the template (see `filter_completion`).
+                let Some(completing) = completing_of(msg, uri) else {
+                    return Some(unreadable_request());
+                };
+                let Some(text) = completing.to_text() else {
+                    return Some(Decision::Reject(Denial::error(
+                        JsonRpcError::new(
+                            codes::INVALID_PARAMS,
+                            format!(
+                                "A completion of a resource template is judged by the URIs its values make: its template, argument name and context.arguments may take at most {} bytes",
+                                crate::chain::notes::Completing::MAX_TEXT
+                            ),
+                        ),
+                        "completion_too_long",
+                    )));
+                };
+                notes.completing = Some(text);
+                None
+            }
+            CompletionRef::Unreadable => Some(unreadable_request()),
         }
-        let r = msg.value()?.get("params")?.get("ref")?;
-        if r.get("type").and_then(Json::as_str) != Some("ref/resource") {
-            return None;
-        }
-        let Some(uri) = r.get("uri").and_then(Json::as_str) else {
-            return Some(unreadable_request());
+    }
+
+    /// A completion reply to a resource template's argument: each value
+    /// it offers makes a URI of the template (as RFC 6570 expands it, and
+    /// as a client joining strings makes it), and a value whose URI the
+    /// principal may not read, or that cannot be judged, is taken out, as
+    /// a list's hidden items are: a completion must not tell that a hidden
+    /// resource exists. `total` goes with any value taken out. Values that
+    /// are not an array of strings are refused. Without `c` (a reply to a
+    /// request this replica does not know) every value is taken out.
+    fn filter_completion(
+        &self,
+        msg: &Message<'_>,
+        ctx: &Exchange<'_>,
+        c: Option<&crate::chain::notes::Completing>,
+    ) -> Decision {
+        use crate::protocol::names::{members_named, same_name};
+        let Some(result) = msg.value().and_then(|v| v.get("result")) else {
+            return unreadable_reply();
         };
-        if self.unjudgeable_uri(ctx, uri) {
-            return Some(ambiguous_resource());
+        if c.is_none() && members_named(result, "completion").next().is_none() {
+            return Decision::Pass;
         }
-        self.hidden_resource(ctx, uri)
+        let Some(mut v) = msg.value().cloned() else {
+            return unreadable_reply();
+        };
+        let Some(result) = v.get_mut("result").and_then(Json::as_object_mut) else {
+            return unreadable_reply();
+        };
+        let visible = |value: &str| {
+            let Some(c) = c else {
+                return false;
+            };
+            let of = |name: &str| {
+                if name == c.argument {
+                    Some(value.to_owned())
+                } else {
+                    c.context
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, x)| x.clone())
+                }
+            };
+            crate::protocol::uri_template::expand(&c.template, &of).is_some_and(|(rfc, raw)| {
+                [rfc, raw].iter().all(|uri| {
+                    !self.unjudgeable_uri(ctx, uri)
+                        && self
+                            .decide(ctx, None, "resources/read", Some(uri), None, true)
+                            .allow
+                })
+            })
+        };
+        let mut dropped = false;
+        for (k, completion) in result.iter_mut() {
+            if !same_name(k, "completion") {
+                continue;
+            }
+            let Some(completion) = completion.as_object_mut() else {
+                return unreadable_reply();
+            };
+            for (k, values) in completion.iter_mut() {
+                if !same_name(k, "values") {
+                    continue;
+                }
+                let Some(values) = values.as_array_mut() else {
+                    return unreadable_reply();
+                };
+                if values.iter().any(|x| !x.is_string()) {
+                    return unreadable_reply();
+                }
+                let before = values.len();
+                values.retain(|x| x.as_str().is_some_and(&visible));
+                dropped |= values.len() != before;
+            }
+            if dropped {
+                completion.retain(|k, _| !same_name(k, "total"));
+            }
+        }
+        if dropped {
+            Decision::rewrite(&v)
+        } else {
+            Decision::Pass
+        }
     }
 
     /// A subscription must be to a resource the principal may see at all,
@@ -532,18 +655,6 @@ impl PolicyFilter {
     /// `data.elicitations`, 2025-11-25) is a server→client request carried
     /// in a reply: it gets the policy an `elicitation/create` on a stream
     /// gets, or the error would open a URL the policy refuses to open.
-    /// An error reply: refused when its `data` carries or links a
-    /// resource the principal may not read (a server answering a call
-    /// with the file it failed on), else read for elicitations.
-    fn judge_error(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
-        if may_name_uri(msg) {
-            if let Some(d) = self.judge_carried(msg, ctx, "error") {
-                return d;
-            }
-        }
-        self.judge_error_elicitations(msg, ctx)
-    }
-
     fn judge_error_elicitations(&self, msg: &Message<'_>, ctx: &Exchange<'_>) -> Decision {
         let Some(error) = msg.value().and_then(|v| v.get("error")) else {
             return Decision::Pass;
@@ -583,6 +694,19 @@ impl PolicyFilter {
             crate::protocol::mcp::ListItems::Unreadable => return unreadable_reply(),
         };
         let before = items.len();
+        // Each item costs a policy decision (distinct names miss the
+        // decision cache): a page longer than any server needs is refused
+        // rather than judged, as the names guard refuses it for tools and
+        // prompts.
+        if before > MAX_LIST_ITEMS {
+            return Decision::Reject(Denial::error(
+                JsonRpcError::new(
+                    codes::INTERNAL_ERROR,
+                    format!("The server's list holds more than {MAX_LIST_ITEMS} items in one page"),
+                ),
+                "list_too_long",
+            ));
+        }
         // A resource's URI (or a template's) that servers read as another
         // resource than its text: the rule would judge the text, so the
         // entry is hidden, as an update naming it is.
@@ -816,7 +940,7 @@ impl McpFilter for PolicyFilter {
                 }
             }
             ("completion/complete", Kind::Request, _) => {
-                if let Some(refused) = self.judge_completion(msg, ctx) {
+                if let Some(refused) = self.judge_completion(msg, ctx, notes) {
                     return refused;
                 }
             }
@@ -876,16 +1000,23 @@ impl McpFilter for PolicyFilter {
                 return d;
             }
         }
+        // The resources any message carries or links (a read's `contents`,
+        // an embedded `resource`, a `resource_link`), wherever they are: a
+        // call's or a prompt's result, a list item's `_meta`, an error's
+        // data, a sampling request, a log message or an update
+        // notification's `_meta`, an `input_required` result's embedded
+        // request. A directory read or a symlink must not hand over a
+        // hidden one, nor a link tell it exists, as a notification about
+        // it would not. What a kind of message names itself is judged
+        // below, besides.
+        if msg.may_name_uri() {
+            if let Some(d) = self.judge_carried(msg, ctx) {
+                return d;
+            }
+        }
         match env.kind {
             // Server→client requests: sampling, elicitation, roots, ping.
             Kind::Request => {
-                // A sampling request's messages may embed a resource: its
-                // data reaches the client only if the principal may read it.
-                if may_name_uri(msg) {
-                    if let Some(d) = self.judge_carried(msg, ctx, "params") {
-                        return d;
-                    }
-                }
                 let method = env.method.as_deref().unwrap_or_default();
                 let d = self.decide(ctx, None, method, None, None, false);
                 if d.allow {
@@ -926,12 +1057,6 @@ impl McpFilter for PolicyFilter {
                     ))
                 }
             }
-            // Any other notification (a log message's `data`, a progress
-            // or task status) carries a resource only to a principal who
-            // may read it, as a result would.
-            Kind::Notification if may_name_uri(msg) => self
-                .judge_carried(msg, ctx, "params")
-                .unwrap_or(Decision::Pass),
             // A server's "not found" for a resource answers as the gateway
             // answers for a hidden one.
             Kind::Response
@@ -947,9 +1072,8 @@ impl McpFilter for PolicyFilter {
                 let code = v.get("error").and_then(crate::protocol::error::code_of);
                 if !matches!(code, Some(c) if c == i64::from(codes::RESOURCE_NOT_FOUND) || c == i64::from(codes::INVALID_PARAMS))
                 {
-                    // Not a not-found: still an error, read for the
-                    // resources its data carries and for elicitations.
-                    return self.judge_error(msg, ctx);
+                    // Not a not-found: still an error, read for elicitations.
+                    return self.judge_error_elicitations(msg, ctx);
                 }
                 let uri = msg.request_target.unwrap_or_default();
                 let mut out = v.clone();
@@ -957,30 +1081,34 @@ impl McpFilter for PolicyFilter {
                     serde_json::to_value(resource_not_found(ctx, uri)).unwrap_or(Json::Null);
                 Decision::rewrite(&out)
             }
-            // Errors are few: each is read for the resources its `data`
-            // carries and for elicitations, however it spells them.
-            Kind::Response if env.is_error => self.judge_error(msg, ctx),
+            // Errors are few: each is read for elicitations however it
+            // spells them.
+            Kind::Response if env.is_error => self.judge_error_elicitations(msg, ctx),
             // A list result: filtered for the principal (a list in the
             // reply of another request is refused before this, by
             // `lists::ForeignListFilter`).
             Kind::Response => {
-                // The resources a result names (a read's `contents`, an
-                // embedded `resource` or a `resource_link` in a call's or a
-                // prompt's reply) reach only a principal who may read each:
-                // a directory read or a symlink must not hand over a hidden
-                // one, nor a link tell it exists, as a notification about
-                // it would not.
-                // A list reply's resources are filtered as the list below.
-                let shape = msg.request_method.and_then(list_shape);
-                if shape.is_none() && may_name_uri(msg) {
-                    if let Some(d) = self.judge_carried(msg, ctx, "result") {
-                        return d;
-                    }
-                }
-                match shape {
+                // A list reply's items are filtered.
+                match msg.request_method.and_then(list_shape) {
                     Some(shape) => self.filter_list(msg, ctx, &shape),
                     // A resource was read for this principal: no shared
                     // cache may hand it to another.
+                    // A completion of a resource template (a prompt's has
+                    // nothing to judge).
+                    None if msg.request_method == Some("completion/complete") => {
+                        match msg.request_completion {
+                            Some(t) => self.filter_completion(
+                                msg,
+                                ctx,
+                                crate::chain::notes::Completing::from_text(t).as_ref(),
+                            ),
+                            None => Decision::Pass,
+                        }
+                    }
+                    // A reply to no request this replica knows (a stream
+                    // another replica forwarded the request of) offering
+                    // completions: nothing to judge its values by.
+                    None if msg.request_method.is_none() => self.filter_completion(msg, ctx, None),
                     None if msg.request_method == Some("resources/read") => {
                         let Some(mut v) = msg.value().cloned() else {
                             return unreadable_reply();

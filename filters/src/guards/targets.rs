@@ -347,18 +347,53 @@ impl TargetFilter {
     }
 }
 
-/// The prompt a completion request names (`ref/prompt`), if any.
-pub(crate) fn completed_prompt(msg: &Message<'_>) -> Option<Result<String, ()>> {
-    let r = msg.value()?.get("params")?.get("ref")?;
-    if r.get("type").and_then(Json::as_str) != Some("ref/prompt") {
-        return None;
+/// What a completion request's `ref` names, read under every name a
+/// folding peer reads as `ref`, `type`, `name` and `uri`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CompletionRef {
+    /// `ref/prompt` and its prompt's name.
+    Prompt(String),
+    /// `ref/resource` and its resource (template) URI.
+    Resource(String),
+    /// No reference one reading agrees on: none, not an object, a `type`
+    /// that is neither kind exactly, a name or URI that is no string, two
+    /// of them, or a prompt reference with a URI (and the reverse), which
+    /// a server picking the kind by the members present reads as the
+    /// other kind.
+    Unreadable,
+}
+
+/// The reference of completion request `msg` (see [`CompletionRef`]).
+pub(crate) fn completion_ref(msg: &Message<'_>) -> CompletionRef {
+    use crate::protocol::names::members_named;
+    let Some(params) = msg.value().and_then(|v| v.get("params")) else {
+        return CompletionRef::Unreadable;
+    };
+    let refs: Vec<&Json> = members_named(params, "ref").collect();
+    let [r] = refs.as_slice() else {
+        return CompletionRef::Unreadable;
+    };
+    if !r.is_object() {
+        return CompletionRef::Unreadable;
     }
-    Some(
-        r.get("name")
-            .and_then(Json::as_str)
-            .map(str::to_owned)
-            .ok_or(()),
-    )
+    fn one<'a>(r: &'a Json, name: &'a str) -> Result<Option<&'a str>, ()> {
+        let all: Vec<&Json> = members_named(r, name).collect();
+        match all.as_slice() {
+            [] => Ok(None),
+            [x] => x.as_str().map(Some).ok_or(()),
+            _ => Err(()),
+        }
+    }
+    let r: &Json = r;
+    match (one(r, "type"), one(r, "name"), one(r, "uri")) {
+        (Ok(Some("ref/prompt")), Ok(Some(name)), Ok(None)) => {
+            CompletionRef::Prompt(name.to_owned())
+        }
+        (Ok(Some("ref/resource")), Ok(None), Ok(Some(uri))) => {
+            CompletionRef::Resource(uri.to_owned())
+        }
+        _ => CompletionRef::Unreadable,
+    }
 }
 
 impl McpFilter for TargetFilter {
@@ -391,12 +426,13 @@ impl McpFilter for TargetFilter {
         let (named, name) = match env.method.as_deref() {
             Some("tools/call") => (Named::Tool, env.name.as_deref()),
             Some("prompts/get") => (Named::Prompt, env.name.as_deref()),
-            Some("completion/complete") => match completed_prompt(msg) {
-                Some(Ok(n)) => {
+            Some("completion/complete") => match completion_ref(msg) {
+                CompletionRef::Prompt(n) => {
                     completed = n;
                     (Named::Prompt, Some(completed.as_str()))
                 }
-                // The policy filter refuses a reference it cannot read.
+                // The policy filter judges a resource and refuses a
+                // reference it cannot read.
                 _ => return Decision::Pass,
             },
             _ => return Decision::Pass,

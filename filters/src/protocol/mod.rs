@@ -20,4 +20,5 @@ pub(crate) mod names;
 pub(crate) mod resource_uri;
 pub(crate) mod results;
 pub mod sse;
+pub(crate) mod uri_template;
 pub mod version;

@@ -386,7 +386,9 @@ fn remember_requests(
                 id: r.id.clone()?,
                 asked: std::sync::Arc::new(crate::sessions::ledger::Asked {
                     method: r.method.clone()?,
-                    target: r.target.clone(),
+                    // A completion of a resource template names no
+                    // target: the reply is judged by what it completes.
+                    target: r.completing.clone().or_else(|| r.target.clone()),
                     args_digest: r.args_digest.clone(),
                     task: r.task.clone(),
                 }),

@@ -21,7 +21,8 @@ use warden_filters::Id;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Asked {
     pub method: String,
-    /// The tool, prompt or resource it named.
+    /// The tool, prompt or resource it named; for a completion of a
+    /// resource template, what it completed (see [`Asked::completion`]).
     pub target: Option<String>,
     /// `sha256:<hex>` of its raw arguments (a multi-round-trip retry must
     /// carry the same).
@@ -31,6 +32,24 @@ pub struct Asked {
 }
 
 impl Asked {
+    /// The tool, prompt or resource it named (a completion names none).
+    pub fn target(&self) -> Option<&str> {
+        match self.method.as_str() {
+            "completion/complete" => None,
+            _ => self.target.as_deref(),
+        }
+    }
+
+    /// The resource template argument a completion completed, as the
+    /// chain wrote it (see `warden_filters::chain::notes::Completing`):
+    /// kept in `target`, which a completion does not otherwise use.
+    pub fn completion(&self) -> Option<&str> {
+        match self.method.as_str() {
+            "completion/complete" => self.target.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Whether `other` is the same request (a retry): the same method,
     /// target and task, whatever its arguments.
     fn same_request(&self, other: &Asked) -> bool {

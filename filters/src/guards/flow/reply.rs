@@ -63,65 +63,63 @@ impl FlowFilter {
         let call = |method: &str, target: &str| {
             call_labels(&self.flows, catalog, ex.server, method, target, false)
         };
-        if env.kind != Kind::Response {
+        let own = if env.kind != Kind::Response {
             // A server's own request or notification.
             if empty(msg.params_raw()) {
                 return None;
             }
             let what = env.method.as_deref().unwrap_or("request");
-            // A resource it carries (a sampling request's embedded
-            // `resource`, a log message's data) raises it as a read would.
-            let own = server_labels(&self.flows, catalog, ex.server, what);
-            return Some(self.with_carried(msg, ex, "params", own));
-        }
-        Some(match (msg.request_method, msg.request_target) {
-            // A reply names the resources it carries (`contents[].uri`,
-            // embedded `resource` blocks): each is data of its own label,
-            // whatever was asked for (`hr://public/index` may carry
-            // `hr://employees/7`). The reply is the most of them.
-            (Some(m @ ("tools/call" | "resources/read" | "prompts/get")), Some(t)) => {
-                self.with_carried(msg, ex, "result", call(m, t))
-            }
-            (Some("completion/complete"), _) => call("completion/complete", "completion"),
-            // A task's result (`tasks/result`, or inline in `tasks/get`)
-            // is its creating tool's output.
-            (Some("tasks/result" | "tasks/get"), Some(t)) => {
-                self.with_carried(msg, ex, "result", call("tools/call", t))
-            }
-            // What the server says of itself (`initialize`, its lists, …):
-            // untrusted as its roles say; no read of its data, so of no
-            // level but what DLP finds in it.
-            (Some(m), _) if !FLOWING.contains(&m) && !matches!(m, "tasks/result" | "tasks/get") => {
-                if empty(msg.result_raw()) && empty(msg.error_raw()) {
-                    return None;
+            server_labels(&self.flows, catalog, ex.server, what)
+        } else {
+            match (msg.request_method, msg.request_target) {
+                (Some(m @ ("tools/call" | "resources/read" | "prompts/get")), Some(t)) => {
+                    call(m, t)
                 }
-                CallLabels {
-                    level: 0,
-                    ..server_labels(&self.flows, catalog, ex.server, m)
+                (Some("completion/complete"), _) => call("completion/complete", "completion"),
+                // A task's result (`tasks/result`, or inline in `tasks/get`)
+                // is its creating tool's output.
+                (Some("tasks/result" | "tasks/get"), Some(t)) => call("tools/call", t),
+                // What the server says of itself (`initialize`, its lists, …):
+                // untrusted as its roles say; no read of its data, so of no
+                // level but what DLP finds in it.
+                (Some(m), _)
+                    if !FLOWING.contains(&m) && !matches!(m, "tasks/result" | "tasks/get") =>
+                {
+                    if empty(msg.result_raw()) && empty(msg.error_raw()) {
+                        return None;
+                    }
+                    CallLabels {
+                        level: 0,
+                        ..server_labels(&self.flows, catalog, ex.server, m)
+                    }
                 }
+                // A reply to a request the gateway does not know.
+                _ => unmatched_labels(&self.flows, catalog, ex.server),
             }
-            // A reply to a request the gateway does not know.
-            _ => unmatched_labels(&self.flows, catalog, ex.server),
-        })
+        };
+        // Whatever the message is, each resource it carries (`contents[].uri`,
+        // an embedded `resource`, wherever it is: a
+        // result, a list item's `_meta`, an error's data, a sampling
+        // request, a log message) is data of its own label, whatever was
+        // asked for (`hr://public/index` may carry `hr://employees/7`).
+        // The message is the most of them.
+        Some(self.with_carried(msg, ex, own))
     }
 
-    /// `labels` raised by every resource the message carries in `member`
-    /// (a reply's `result`, a server request's or notification's
-    /// `params`) or in an error's `data` (see
-    /// [`crate::protocol::mcp::carried_uris`]); a message too deep to read
+    /// `labels` raised by every resource whose data the message carries
+    /// (see [`crate::protocol::mcp::carried_uris`]); a message too deep to read
     /// through is the most it could be.
     fn with_carried(
         &self,
         msg: &Message<'_>,
         ex: &Exchange<'_>,
-        member: &str,
         mut labels: CallLabels,
     ) -> CallLabels {
+        if !msg.may_name_uri() {
+            return labels;
+        }
         let catalog = self.catalog.get(ex.server);
-        let Some(carrier) = msg
-            .value()
-            .and_then(|v| v.get(member).or_else(|| v.get("error")))
-        else {
+        let Some(carrier) = msg.said() else {
             return labels;
         };
         let deep = crate::protocol::mcp::carried_uris(carrier, 0, &mut |uri| {

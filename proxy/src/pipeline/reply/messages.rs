@@ -30,6 +30,7 @@ pub(super) fn unjudgeable_record(id: Option<&warden_filters::Id>) -> MessageReco
         approval: None,
         shadow: None,
         notice: None,
+        completing: None,
         flow: None,
     }
 }
@@ -299,8 +300,9 @@ pub(super) fn judge_message(
             .as_ref()
             .map(|a| a.method.as_str())
             .filter(|m| !m.is_empty()),
-        asked.as_ref().and_then(|a| a.target.as_deref()),
+        asked.as_ref().and_then(|a| a.target()),
     );
+    msg.request_completion = asked.as_ref().and_then(|a| a.completion());
     msg.request_args_digest = asked.as_ref().and_then(|a| a.args_digest.as_deref());
     // An inferred method is the gateway's guess: the id is the server's.
     msg.id_matched = asked.is_some() && !inferred;
@@ -412,7 +414,7 @@ pub(super) fn judge_message(
         if env.kind == Kind::Response {
             if let Some(a) = asked {
                 rec.method = Some(a.method.clone());
-                rec.target = a.target.clone();
+                rec.target = a.target().map(str::to_owned);
             }
         }
         rec.noted(notes);

@@ -457,3 +457,35 @@ fn an_error_carrying_a_resource_is_that_resources_level() {
         Some(3)
     );
 }
+
+/// Whatever request a reply answers (a list, a completion, a ping), a
+/// resource whose data it carries raises it to that resource's level.
+#[test]
+fn every_reply_carrying_a_resource_is_that_resources_level() {
+    let p = principal(Some("restricted"));
+    let ex = Exchange {
+        session_id: Some("s"),
+        ..Exchange::new(&p, "hr")
+    };
+    for (body, asked) in [
+        (
+            r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[],"contents":[{"uri":"hr://employees/7","text":"salary"}]}}"#,
+            "tools/list",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"result":{"completion":{"values":[]},"_meta":{"x":{"type":"resource","resource":{"uri":"hr://employees/7","text":"salary"}}}}}"#,
+            "completion/complete",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"result":{"_meta":{"contents":[{"uri":"hr://employees/7","text":"salary"}]}}}"#,
+            "ping",
+        ),
+    ] {
+        let gw = gateway(OnViolation::Deny, Track::Session);
+        let env = envelope(body);
+        let msg = Message::from_server(&env, body.as_bytes(), Some(asked), None);
+        let mut notes = Notes::default();
+        let _ = gw.reply.on_response(&msg, &ex, &mut notes);
+        assert_eq!(notes.flow_out.map(|o| o.source.level), Some(3), "{body}");
+    }
+}
