@@ -2049,6 +2049,14 @@ async fn completions_and_lists_carry_no_hidden_resource() {
     assert_eq!(s, 200, "{text}");
     let v: Value = serde_json::from_str(&text).expect("json");
     assert_eq!(v["result"]["completion"]["values"], json!(["a"]), "{text}");
+    assert_eq!(v["result"]["completion"]["total"], 1, "{text}");
+    // A completion in a call's reply: judged by no template, refused.
+    h.script([Reply::json(
+        r#"{"jsonrpc":"2.0","id":4,"result":{"content":[],"completion":{"values":["secret"]}}}"#,
+    )]);
+    let (_, _, text) = post_with(&gw, "/mock/mcp", &call(4, "echo"), &[]).await;
+    assert!(!text.contains("secret"), "{text}");
+    assert!(text.contains("another request"), "{text}");
     // A reference a folding server reads as a resource's, without the
     // type the gateway judges by, never reaches the server.
     let before = posts_received(&h);

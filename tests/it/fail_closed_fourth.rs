@@ -451,7 +451,7 @@ async fn network_uris_are_judged_wherever_mcp_carries_them() {
         json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"dict://localhost:11211/stats"}}),
         json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"//10.0.0.5/admin"}}),
         json!({"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{
-            "ref":{"type":"ref/resource","uri":"http://[::1]/x"},"argument":{"name":"a","value":"v"}}}),
+            "ref":{"type":"ref/resource","uri":"http://[::1]/x/{a}"},"argument":{"name":"a","value":"v"}}}),
         json!({"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{
             "ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"url","value":"fetch http://127.0.0.1:8080/admin"}}}),
         json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"},

@@ -175,7 +175,24 @@ impl Word {
     }
 }
 
-static UNICODE_ESCAPE: Word = Word::new("\\u");
+/// Whether JSON text `bytes` holds an escape that can change how a member
+/// name reads: `\u` (which can spell any character) or one that writes a
+/// control character (`\b \f \n \r \t`), which readers that drop
+/// invisible characters drop from a name (`"uri\t"` read as `uri`). An
+/// escaped backslash, quote or slash changes no name.
+fn escapes_a_name(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(i) = memchr::memchr(b'\\', &bytes[at..]) {
+        let i = at + i;
+        match bytes.get(i + 1) {
+            Some(b'u' | b'b' | b'f' | b'n' | b'r' | b't') => return true,
+            // `\\`, `\"`, `\/`: the next byte is the escape's own.
+            Some(_) => at = i + 2,
+            None => return false,
+        }
+    }
+    false
+}
 
 impl<'a> Message<'a> {
     /// A client→server message.
@@ -243,18 +260,14 @@ impl<'a> Message<'a> {
     /// anything; then a parse decides). The escape is looked for once per
     /// message, however many filters ask.
     pub fn may_hold(&self, word: &Word) -> bool {
-        word.in_bytes(self.bytes)
-            || *self
-                .escaped
-                .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
+        word.in_bytes(self.bytes) || *self.escaped.get_or_init(|| escapes_a_name(self.bytes))
     }
 
-    /// Whether the bytes hold a `\u` escape (which can spell any name).
+    /// Whether the bytes hold an escape that can change how a name reads
+    /// (`\u`, or one writing a control character: see `escapes_a_name`).
     /// Looked for once per message, however many filters ask.
     pub fn escaped(&self) -> bool {
-        *self
-            .escaped
-            .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
+        *self.escaped.get_or_init(|| escapes_a_name(self.bytes))
     }
 
     /// Whether the bytes hold a byte some decoder drops or folds in a
@@ -304,9 +317,7 @@ impl<'a> Message<'a> {
     pub fn may_embed_requests(&self) -> bool {
         *self.embeds.get_or_init(|| {
             self.unplain()
-                || *self
-                    .escaped
-                    .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
+                || *self.escaped.get_or_init(|| escapes_a_name(self.bytes))
                 || crate::protocol::embedded::named_in(self.bytes)
         })
     }

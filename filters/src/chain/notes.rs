@@ -77,6 +77,28 @@ impl Completing {
         (t.len() <= Self::MAX_TEXT).then_some(t)
     }
 
+    /// The URIs `value` makes of the template (see
+    /// `protocol::uri_template::expand`), the other variables taken from
+    /// the context; `None` when one of them has no value there (the URI
+    /// the server completes in is then unknown) or the template is not
+    /// well formed.
+    pub fn uris(&self, value: &str) -> Option<Vec<String>> {
+        let vars = crate::protocol::uri_template::variables(&self.template)?;
+        let of = |name: &str| -> Option<String> {
+            if name == self.argument {
+                return Some(value.to_owned());
+            }
+            self.context
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, x)| x.clone())
+        };
+        if vars.iter().any(|v| of(v).is_none()) {
+            return None;
+        }
+        crate::protocol::uri_template::expand(&self.template, &of)
+    }
+
     /// The completion [`Completing::to_text`] wrote.
     pub fn from_text(t: &str) -> Option<Completing> {
         let (template, argument, context) = serde_json::from_str(t).ok()?;

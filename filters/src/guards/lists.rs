@@ -18,7 +18,7 @@
 use crate::chain::filter::{Decision, Denial, Exchange, McpFilter, Message, Notes};
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
-use crate::protocol::results::LIST_NAMES;
+use crate::protocol::results::{COMPLETION_BIT, LIST_NAMES};
 
 /// The list a list request's reply holds, by the request's method.
 pub(crate) fn own_list(method: Option<&str>) -> Option<&'static str> {
@@ -44,16 +44,28 @@ impl McpFilter for ForeignListFilter {
         if env.kind != Kind::Response || env.lists == 0 {
             return Decision::Pass;
         }
-        let own = own_list(msg.request_method)
-            .and_then(|l| LIST_NAMES.iter().position(|n| *n == l))
-            .map_or(0u8, |i| 1 << i);
-        if env.lists & !own == 0 {
+        let own = match msg.request_method {
+            Some("completion/complete") => COMPLETION_BIT,
+            m => own_list(m)
+                .and_then(|l| LIST_NAMES.iter().position(|n| *n == l))
+                .map_or(0u8, |i| 1 << i),
+        };
+        let foreign = env.lists & !own;
+        if foreign == 0 {
             return Decision::Pass;
         }
+        // A completion's values are judged by the template it completed:
+        // in another request's reply (or one this replica cannot match)
+        // nothing says which.
+        let what = if foreign == COMPLETION_BIT {
+            "a completion"
+        } else {
+            "a list"
+        };
         Decision::Reject(Denial::error(
             JsonRpcError::new(
                 codes::UPSTREAM_PROTOCOL,
-                "MCP server sent a list in the reply of another request",
+                format!("MCP server sent {what} in the reply of another request"),
             ),
             "reply_foreign_list",
         ))
@@ -107,6 +119,16 @@ mod tests {
                 (
                     "completion/complete",
                     r#"{"completion":{"values":[]},"prompts":[]}"#.into(),
+                ),
+                // A completion in another request's reply: its values
+                // would be judged by no template.
+                (
+                    "tools/call",
+                    r#"{"content":[],"completion":{"values":["secret"]}}"#.into(),
+                ),
+                (
+                    "tools/list",
+                    r#"{"tools":[],"completion":{"values":["secret"]}}"#.into(),
                 ),
             ] {
                 let bytes = format!(r#"{{"jsonrpc":"2.0","id":3,"result":{result}}}"#);

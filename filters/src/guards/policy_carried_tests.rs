@@ -316,12 +316,17 @@ fn completion_values_naming_a_hidden_resource_are_taken_out() {
         Decision::Mutated(out) => {
             let v: Json = serde_json::from_slice(&out).expect("json");
             assert_eq!(v["result"]["completion"]["values"], serde_json::json!([]));
-            assert!(v["result"]["completion"].get("total").is_none(), "{v}");
+            assert_eq!(v["result"]["completion"]["total"], 0, "{v}");
         }
         d => panic!("not filtered: {d:?}"),
     }
-    // Values that are no strings are refused.
+    // Values that are no strings, or more than MCP allows, are refused.
     assert!(matches!(reply(r#"[1]"#), Decision::Reject(_)));
+    let many: Vec<String> = (0..101).map(|i| format!("\"v{i}\"")).collect();
+    assert!(matches!(
+        reply(&format!("[{}]", many.join(","))),
+        Decision::Reject(_)
+    ));
     // With another directory, only what reaches into finance goes.
     let ask = r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///{+path}"},"argument":{"name":"path","value":""}}}"#;
     let completing = request(ask).1.completing.expect("noted");
@@ -339,9 +344,73 @@ fn completion_values_naming_a_hidden_resource_are_taken_out() {
                 v["result"]["completion"]["values"],
                 serde_json::json!(["shared/a"])
             );
+            assert_eq!(v["result"]["completion"]["total"], 1, "{v}");
         }
         d => panic!("not filtered: {d:?}"),
     }
+    // Nothing hidden: the reply still takes the one form (its `total` the
+    // values sent), so no difference tells that something matched.
+    let judge_values = |template: &str, argument: &str, context: &str, values: &str| {
+        let ask = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{{"ref":{{"type":"ref/resource","uri":"{template}"}},"argument":{{"name":"{argument}","value":""}},"context":{{"arguments":{context}}}}}}}"#
+        );
+        let (d, notes) = request(&ask);
+        if let Decision::Reject(r) = d {
+            return Err(r.reason);
+        }
+        let completing = notes.completing.expect("noted");
+        let bytes = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"completion":{{"values":{values},"total":250,"hasMore":true}}}}}}"#
+        );
+        let Ok(Parsed::Single(env)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
+            panic!("parse")
+        };
+        let p = Principal::anonymous();
+        let mut msg =
+            Message::from_server(&env, bytes.as_bytes(), Some("completion/complete"), None);
+        msg.request_completion = Some(&completing);
+        match filter().on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default()) {
+            Decision::Mutated(out) => {
+                let v: Json = serde_json::from_slice(&out).expect("json");
+                Ok(v["result"]["completion"].clone())
+            }
+            d => panic!("not rewritten: {d:?}"),
+        }
+    };
+    assert_eq!(
+        judge_values("file:///shared/{x}", "x", "{}", r#"["a","b"]"#),
+        Ok(serde_json::json!({"values":["a","b"],"total":2,"hasMore":true}))
+    );
+    // Another variable without a value in the context: the URI the server
+    // completed in is unknown, so no value is offered.
+    assert_eq!(
+        judge_values("file:///{dir}/{x}", "x", "{}", r#"["a"]"#),
+        Ok(serde_json::json!({"values":[],"total":0,"hasMore":true}))
+    );
+    assert_eq!(
+        judge_values(
+            "file:///{dir}/{x}",
+            "x",
+            r#"{"dir":"shared","other":"y"}"#,
+            r#"["a"]"#
+        ),
+        Ok(serde_json::json!({"values":["a"],"total":1,"hasMore":true}))
+    );
+    // A prefix modifier: the whole value and its prefix are both judged.
+    assert_eq!(
+        judge_values(
+            "file:///{+x:7}",
+            "x",
+            "{}",
+            r#"["finance/payroll","shared/a"]"#
+        ),
+        Ok(serde_json::json!({"values":["shared/a"],"total":1,"hasMore":true}))
+    );
+    // An argument that is none of the template's variables is refused.
+    assert_eq!(
+        judge_values("file:///shared/{x}", "y", "{}", "[]"),
+        Err("params_unreadable".into())
+    );
 }
 
 /// A list page longer than any server needs is refused, not judged item
@@ -373,6 +442,7 @@ fn completions_without_their_request_offer_nothing() {
         Decision::Mutated(out) => {
             let v: Json = serde_json::from_slice(&out).expect("json");
             assert_eq!(v["result"]["completion"]["values"], serde_json::json!([]));
+            assert_eq!(v["result"]["completion"]["total"], 0);
         }
         d => panic!("not emptied: {d:?}"),
     }
@@ -389,4 +459,16 @@ fn completions_without_their_request_offer_nothing() {
         "d".repeat(120)
     );
     assert!(matches!(request(&long).0, Decision::Reject(d) if d.reason == "completion_too_long"));
+}
+
+/// A member name a reader that drops control characters reads as `uri`
+/// (`"uri\t"`) is read for the resource it names, as `"uri"` is.
+#[test]
+fn a_name_spelled_with_a_control_escape_is_read() {
+    for bytes in [
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x","data":{"contents":[{"uri\t":"file:///finance/b","text":"x"}]}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x","data":{"contents":[{"u\nri":"file:///finance/b","text":"x"}]}}}"#,
+    ] {
+        assert!(hidden(&judged(bytes, Some("tools/call"))), "{bytes}");
+    }
 }

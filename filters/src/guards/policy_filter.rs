@@ -47,6 +47,13 @@ impl std::fmt::Debug for PolicyFilter {
     }
 }
 
+/// The most resources one server message may carry or link (see
+/// `judge_carried`).
+const MAX_CARRIED_URIS: usize = 10_000;
+
+/// The most values a completion may offer (MCP's own bound).
+const MAX_COMPLETION_VALUES: usize = 100;
+
 /// The most items one list page may hold to be judged (see `filter_list`).
 const MAX_LIST_ITEMS: usize = 10_000;
 
@@ -58,9 +65,10 @@ struct ListShape {
 }
 
 /// What completion request `msg` of template `template` completes: its
-/// argument's name and the other arguments' values, read under every name
+/// argument's name and the other variables' values, read under every name
 /// a folding peer reads as those; `None` when one reading does not agree
-/// (a name that is no string, two of them, a value that is no string).
+/// (a name that is no string, two of them, a value that is no string), the
+/// template is not well formed, or the argument is none of its variables.
 fn completing_of(msg: &Message<'_>, template: String) -> Option<crate::chain::notes::Completing> {
     use crate::protocol::names::members_named;
     fn one<'a>(v: &'a Json, name: &'a str) -> Option<Option<&'a Json>> {
@@ -74,11 +82,21 @@ fn completing_of(msg: &Message<'_>, template: String) -> Option<crate::chain::no
     let params = msg.value()?.get("params")?;
     let argument = one(params, "argument")??;
     let name = one(argument, "name")??.as_str()?.to_owned();
+    // The argument completed must be one of the template's variables, or
+    // its values would be judged as a URI they are not in.
+    let vars = crate::protocol::uri_template::variables(&template)?;
+    if !vars.contains(&name) {
+        return None;
+    }
     let mut context = Vec::new();
     if let Some(ctx) = one(params, "context")? {
         if let Some(args) = one(ctx, "arguments")? {
             for (k, x) in args.as_object()? {
-                context.push((k.clone(), x.as_str()?.to_owned()));
+                let x = x.as_str()?;
+                // Only what the template reads is kept.
+                if *k != name && vars.contains(k) {
+                    context.push((k.clone(), x.to_owned()));
+                }
             }
         }
     }
@@ -311,8 +329,16 @@ impl PolicyFilter {
             .then_some(msg.request_target)
             .flatten();
         let mut hidden = false;
+        // Each URI costs policy decisions (distinct ones miss the cache):
+        // a message naming more than any reply needs is refused.
+        let mut named = 0usize;
         let deep = crate::protocol::mcp::named_uris(result, 0, &mut |uri| {
+            named += 1;
             if hidden || Some(uri) == asked {
+                return;
+            }
+            if named > MAX_CARRIED_URIS {
+                hidden = true;
                 return;
             }
             hidden = self.unjudgeable_uri(ctx, uri)
@@ -452,7 +478,13 @@ impl PolicyFilter {
                 // The values the server offers are judged as the URIs they
                 // make of the template (see `filter_completion`).
                 let Some(completing) = completing_of(msg, uri) else {
-                    return Some(unreadable_request());
+                    return Some(Decision::Reject(Denial::error(
+                        JsonRpcError::new(
+                            codes::INVALID_PARAMS,
+                            "Invalid params: a completion of a resource template needs an argument.name that is one of the template's variables, and string context.arguments",
+                        ),
+                        "params_unreadable",
+                    )));
                 };
                 let Some(text) = completing.to_text() else {
                     return Some(Decision::Reject(Denial::error(
@@ -478,9 +510,12 @@ impl PolicyFilter {
     /// as a client joining strings makes it), and a value whose URI the
     /// principal may not read, or that cannot be judged, is taken out, as
     /// a list's hidden items are: a completion must not tell that a hidden
-    /// resource exists. `total` goes with any value taken out. Values that
-    /// are not an array of strings are refused. Without `c` (a reply to a
-    /// request this replica does not know) every value is taken out.
+    /// resource exists. The reply is always rewritten in one form, its
+    /// `total` the number of values kept. Values that are not an array of
+    /// at most 100 strings are refused. A value is taken out when another
+    /// variable of the template has no value in the request's context
+    /// (the URI the server completed in is unknown), and every value is
+    /// without `c` (a reply to a request this replica does not know).
     fn filter_completion(
         &self,
         msg: &Message<'_>,
@@ -501,21 +536,8 @@ impl PolicyFilter {
             return unreadable_reply();
         };
         let visible = |value: &str| {
-            let Some(c) = c else {
-                return false;
-            };
-            let of = |name: &str| {
-                if name == c.argument {
-                    Some(value.to_owned())
-                } else {
-                    c.context
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, x)| x.clone())
-                }
-            };
-            crate::protocol::uri_template::expand(&c.template, &of).is_some_and(|(rfc, raw)| {
-                [rfc, raw].iter().all(|uri| {
+            c.and_then(|c| c.uris(value)).is_some_and(|uris| {
+                uris.iter().all(|uri| {
                     !self.unjudgeable_uri(ctx, uri)
                         && self
                             .decide(ctx, None, "resources/read", Some(uri), None, true)
@@ -523,7 +545,6 @@ impl PolicyFilter {
                 })
             })
         };
-        let mut dropped = false;
         for (k, completion) in result.iter_mut() {
             if !same_name(k, "completion") {
                 continue;
@@ -531,6 +552,7 @@ impl PolicyFilter {
             let Some(completion) = completion.as_object_mut() else {
                 return unreadable_reply();
             };
+            let mut kept = 0;
             for (k, values) in completion.iter_mut() {
                 if !same_name(k, "values") {
                     continue;
@@ -538,22 +560,21 @@ impl PolicyFilter {
                 let Some(values) = values.as_array_mut() else {
                     return unreadable_reply();
                 };
-                if values.iter().any(|x| !x.is_string()) {
+                // MCP allows 100 values; each costs policy decisions.
+                if values.len() > MAX_COMPLETION_VALUES || values.iter().any(|x| !x.is_string()) {
                     return unreadable_reply();
                 }
-                let before = values.len();
                 values.retain(|x| x.as_str().is_some_and(&visible));
-                dropped |= values.len() != before;
+                kept += values.len();
             }
-            if dropped {
-                completion.retain(|k, _| !same_name(k, "total"));
-            }
+            // Always the same form, whether a value was taken out or not:
+            // a `total` counting values the client does not get, or a
+            // reply rewritten only when one was, would tell that a hidden
+            // resource matched.
+            completion.retain(|k, _| !same_name(k, "total"));
+            completion.insert("total".into(), Json::from(kept));
         }
-        if dropped {
-            Decision::rewrite(&v)
-        } else {
-            Decision::Pass
-        }
+        Decision::rewrite(&v)
     }
 
     /// A subscription must be to a resource the principal may see at all,

@@ -134,8 +134,11 @@ fn a_completion_of_a_hidden_prompt_or_resource_is_refused() {
     };
     let ok = complete(json!({"type":"ref/prompt","name":"hello"}));
     assert!(refused(&request(&s, &p, "crm", &ok).0).is_none());
-    let ok = complete(json!({"type":"ref/resource","uri":"file:///{path}"}));
+    let ok = complete(json!({"type":"ref/resource","uri":"file:///{a}"}));
     assert!(refused(&request(&s, &p, "crm", &ok).0).is_none());
+    // The argument completed must be one of the template's variables.
+    let other = complete(json!({"type":"ref/resource","uri":"file:///{path}"}));
+    assert!(refused(&request(&s, &p, "crm", &other).0).is_some());
     for r in [
         json!({"type":"ref/prompt","name":"secret"}),
         json!({"type":"ref/prompt","name":"Secret"}),

@@ -13,7 +13,7 @@ use super::names::near_name;
 /// Members of a result that decide how a peer reads it (2026-07-28): a
 /// near-name of one (`ResultType`, `InputRequests`, `requeſtState`) is what
 /// a case-insensitive peer reads while the gateway's judge would not.
-pub(crate) const RESULT_NAMES: [&str; 15] = [
+pub(crate) const RESULT_NAMES: [&str; 16] = [
     "resultType",
     "inputRequests",
     "requestState",
@@ -29,7 +29,12 @@ pub(crate) const RESULT_NAMES: [&str; 15] = [
     "resourceTemplates",
     "nextCursor",
     "task",
+    "completion",
 ];
+
+/// The bit of a result's `lists` (after [`LIST_NAMES`]'s) that says it
+/// holds a `completion`: only a completion's reply may.
+pub(crate) const COMPLETION_BIT: u8 = 1 << LIST_NAMES.len();
 
 /// Forwards the scalar visits of a seed to its plain [`Checked`].
 macro_rules! scalars_checked {
@@ -109,6 +114,9 @@ pub(crate) fn named_members<'de, A: MapAccess<'de>>(
             l.set(l.get() | 1 << i);
             map.next_value_seed(ListSeed(value))?;
         } else {
+            if let (Some(l), "completion") = (lists, &*key) {
+                l.set(l.get() | COMPLETION_BIT);
+            }
             map.next_value_seed(value)?;
         }
     }

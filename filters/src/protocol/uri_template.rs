@@ -10,25 +10,47 @@
 //! value as it is, which a client that joins strings instead of expanding
 //! makes. A judgment must pass both.
 
-/// The two URIs `template` makes of `value_of`'s values, `(rfc, raw)`;
-/// `None` for a template that is not well formed (an unclosed brace).
-pub fn expand(
-    template: &str,
-    value_of: &dyn Fn(&str) -> Option<String>,
-) -> Option<(String, String)> {
-    let (mut rfc, mut raw) = (String::new(), String::new());
+/// The names of the variables `template` uses, each once, in order: every
+/// comma-separated name of every expression, its operator, prefix
+/// modifier (`:n`), explode modifier (`*`) and surrounding spaces taken
+/// off, as SDKs read them; `None` for a template that is not well formed.
+pub fn variables(template: &str) -> Option<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    each_expression(template, |expr| {
+        let (_, vars) = operator(expr);
+        for spec in vars.split(',') {
+            let name = var_name(spec);
+            if !out.iter().any(|n| n == name) {
+                out.push(name.to_owned());
+            }
+        }
+    })?;
+    Some(out)
+}
+
+/// The URIs `template` makes of `value_of`'s values, each once: the one
+/// RFC 6570 defines (a prefix modifier `:n` applied), the raw one (every
+/// value as it is, whole, after the operator's prefix), and for an
+/// expression of several names the TypeScript SDK's (the values joined by
+/// commas, no prefix, no encoding). `None` for a template that is not
+/// well formed.
+pub fn expand(template: &str, value_of: &dyn Fn(&str) -> Option<String>) -> Option<Vec<String>> {
+    // RFC 6570's, the raw one, the TypeScript SDK's.
+    let [mut rfc, mut raw, mut ts] = [String::new(), String::new(), String::new()];
     let mut rest = template;
     while let Some(open) = rest.find('{') {
-        rfc.push_str(&rest[..open]);
-        raw.push_str(&rest[..open]);
+        let literal = &rest[..open];
+        if literal.contains('}') {
+            return None;
+        }
+        for f in [&mut rfc, &mut raw, &mut ts] {
+            f.push_str(literal);
+        }
         let after = &rest[open + 1..];
         let close = after.find('}')?;
         let expr = &after[..close];
         rest = &after[close + 1..];
-        let (op, vars) = match expr.chars().next() {
-            Some(c @ ('+' | '#' | '.' | '/' | ';' | '?' | '&')) => (Some(c), &expr[1..]),
-            _ => (None, expr),
-        };
+        let (op, vars) = operator(expr);
         // (first prefix, separator, named, reserved allowed)
         let (first, sep, named, reserved) = match op {
             None => ("", ",", false, false),
@@ -40,38 +62,86 @@ pub fn expand(
             Some('?') => ("?", "&", true, false),
             _ => ("&", "&", true, false),
         };
-        let mut wrote = false;
-        for spec in vars.split(',') {
-            let name = spec
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches('*');
+        let specs: Vec<&str> = vars.split(',').collect();
+        let (mut rfc_piece, mut raw_piece) = (String::new(), String::new());
+        let mut joined: Vec<String> = Vec::new();
+        for spec in &specs {
+            let name = var_name(spec);
             let Some(value) = value_of(name) else {
                 continue;
             };
-            let p = if wrote { sep } else { first };
-            wrote = true;
-            rfc.push_str(p);
-            raw.push_str(p);
-            if named {
-                rfc.push_str(name);
-                raw.push_str(name);
-                if !(op == Some(';') && value.is_empty()) {
-                    rfc.push('=');
-                    raw.push('=');
+            let prefix_len = spec
+                .split_once(':')
+                .and_then(|(_, n)| n.trim().trim_end_matches('*').trim().parse::<usize>().ok());
+            let cut: String = match prefix_len {
+                Some(n) => value.chars().take(n).collect(),
+                None => value.clone(),
+            };
+            let p = if joined.is_empty() { first } else { sep };
+            for piece in [&mut rfc_piece, &mut raw_piece] {
+                piece.push_str(p);
+                if named {
+                    piece.push_str(name);
+                    if !(op == Some(';') && value.is_empty()) {
+                        piece.push('=');
+                    }
                 }
             }
-            rfc.push_str(&encode(&value, reserved));
-            raw.push_str(&value);
+            rfc_piece.push_str(&encode(&cut, reserved));
+            raw_piece.push_str(&value);
+            joined.push(value);
         }
+        rfc.push_str(&rfc_piece);
+        if specs.len() > 1 {
+            ts.push_str(&joined.join(","));
+        } else {
+            ts.push_str(&raw_piece);
+        }
+        raw.push_str(&raw_piece);
     }
     if rest.contains('}') {
         return None;
     }
-    rfc.push_str(rest);
-    raw.push_str(rest);
-    Some((rfc, raw))
+    let mut out: Vec<String> = Vec::new();
+    for mut f in [rfc, raw, ts] {
+        f.push_str(rest);
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    Some(out)
+}
+
+/// Calls `each` with every expression of `template` (between braces);
+/// `None` for a template that is not well formed.
+fn each_expression(template: &str, mut each: impl FnMut(&str)) -> Option<()> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        if rest[..open].contains('}') {
+            return None;
+        }
+        let after = &rest[open + 1..];
+        let close = after.find('}')?;
+        each(&after[..close]);
+        rest = &after[close + 1..];
+    }
+    (!rest.contains('}')).then_some(())
+}
+
+fn operator(expr: &str) -> (Option<char>, &str) {
+    match expr.chars().next() {
+        Some(c @ ('+' | '#' | '.' | '/' | ';' | '?' | '&')) => (Some(c), &expr[1..]),
+        _ => (None, expr),
+    }
+}
+
+fn var_name(spec: &str) -> &str {
+    spec.split(':')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_end_matches('*')
+        .trim()
 }
 
 /// `value` percent-encoded as RFC 6570 does: unreserved characters kept,
@@ -113,27 +183,47 @@ mod tests {
     }
 
     #[test]
-    fn each_operator_expands_as_rfc_6570_says() {
+    fn each_operator_expands_as_rfc_6570_says_and_raw() {
         let v = [("path", "employees/7"), ("x", "1"), ("y", "a b"), ("e", "")];
-        for (t, rfc, raw) in [
-            ("hr://{path}", "hr://employees%2F7", "hr://employees/7"),
-            ("hr://{+path}", "hr://employees/7", "hr://employees/7"),
-            ("hr://h{#path}", "hr://h#employees/7", "hr://h#employees/7"),
-            ("hr://h{/x,y}", "hr://h/1/a%20b", "hr://h/1/a b"),
-            ("hr://h{.x}", "hr://h.1", "hr://h.1"),
-            ("hr://h{;x,e}", "hr://h;x=1;e", "hr://h;x=1;e"),
-            ("hr://h{?x,y}", "hr://h?x=1&y=a%20b", "hr://h?x=1&y=a b"),
-            ("hr://h?a=0{&x}", "hr://h?a=0&x=1", "hr://h?a=0&x=1"),
-            ("hr://{path:3}", "hr://employees%2F7", "hr://employees/7"),
-            ("hr://{missing}/x", "hr:///x", "hr:///x"),
+        for (t, forms) in [
+            (
+                "hr://{path}",
+                vec!["hr://employees%2F7", "hr://employees/7"],
+            ),
+            ("hr://{+path}", vec!["hr://employees/7"]),
+            ("hr://h{#path}", vec!["hr://h#employees/7"]),
+            (
+                "hr://h{/x,y}",
+                vec!["hr://h/1/a%20b", "hr://h/1/a b", "hr://h1,a b"],
+            ),
+            ("hr://h{.x}", vec!["hr://h.1"]),
+            ("hr://h{;x,e}", vec!["hr://h;x=1;e", "hr://h1,"]),
+            (
+                "hr://h{?x,y}",
+                vec!["hr://h?x=1&y=a%20b", "hr://h?x=1&y=a b", "hr://h1,a b"],
+            ),
+            ("hr://h?a=0{&x}", vec!["hr://h?a=0&x=1"]),
+            ("hr://{path:3}", vec!["hr://emp", "hr://employees/7"]),
+            ("hr://{missing}/x", vec!["hr:///x"]),
         ] {
             assert_eq!(
                 expand(t, &vars(&v)),
-                Some((rfc.to_owned(), raw.to_owned())),
+                Some(forms.iter().map(|f| (*f).to_owned()).collect()),
                 "{t}"
             );
         }
         assert_eq!(expand("hr://{path", &vars(&v)), None);
         assert_eq!(expand("hr://path}", &vars(&v)), None);
+        assert_eq!(expand("hr://}{path}", &vars(&v)), None);
+    }
+
+    #[test]
+    fn variables_are_read_as_sdks_read_them() {
+        assert_eq!(
+            variables("hr://{dept}/{+id:3}{?q*, dept}"),
+            Some(vec!["dept".to_owned(), "id".to_owned(), "q".to_owned()])
+        );
+        assert_eq!(variables("hr://static"), Some(vec![]));
+        assert_eq!(variables("hr://{x"), None);
     }
 }

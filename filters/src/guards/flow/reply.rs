@@ -75,7 +75,9 @@ impl FlowFilter {
                 (Some(m @ ("tools/call" | "resources/read" | "prompts/get")), Some(t)) => {
                     call(m, t)
                 }
-                (Some("completion/complete"), _) => call("completion/complete", "completion"),
+                (Some("completion/complete"), _) => {
+                    self.with_completed(msg, ex, call("completion/complete", "completion"))
+                }
                 // A task's result (`tasks/result`, or inline in `tasks/get`)
                 // is its creating tool's output.
                 (Some("tasks/result" | "tasks/get"), Some(t)) => call("tools/call", t),
@@ -104,6 +106,58 @@ impl FlowFilter {
         // asked for (`hr://public/index` may carry `hr://employees/7`).
         // The message is the most of them.
         Some(self.with_carried(msg, ex, own))
+    }
+
+    /// `labels` raised by the resources the values of a completion of a
+    /// resource template name (each value's URIs of the template): a
+    /// value whose URI is unknown is the most the server could send.
+    fn with_completed(
+        &self,
+        msg: &Message<'_>,
+        ex: &Exchange<'_>,
+        mut labels: CallLabels,
+    ) -> CallLabels {
+        use crate::protocol::names::members_named;
+        let Some(c) = msg
+            .request_completion
+            .and_then(crate::chain::notes::Completing::from_text)
+        else {
+            return labels;
+        };
+        let catalog = self.catalog.get(ex.server);
+        let Some(result) = msg.value().and_then(|v| v.get("result")) else {
+            return labels;
+        };
+        let values = members_named(result, "completion")
+            .flat_map(|c| members_named(c, "values"))
+            .filter_map(serde_json::Value::as_array)
+            .flatten()
+            .filter_map(serde_json::Value::as_str);
+        let mut raise = |r: CallLabels| {
+            if r.level > labels.level {
+                labels.level = r.level;
+                labels.what = r.what;
+            }
+            labels.roles.untrusted |= r.roles.untrusted;
+        };
+        for value in values {
+            match c.uris(value) {
+                Some(uris) => {
+                    for uri in uris {
+                        raise(call_labels(
+                            &self.flows,
+                            catalog,
+                            ex.server,
+                            "resources/read",
+                            &uri,
+                            false,
+                        ));
+                    }
+                }
+                None => raise(unmatched_labels(&self.flows, catalog, ex.server)),
+            }
+        }
+        labels
     }
 
     /// `labels` raised by every resource whose data the message carries

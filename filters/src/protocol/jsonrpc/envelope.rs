@@ -34,8 +34,9 @@ pub struct Envelope {
     pub is_error: bool,
     /// The lists a result holds, a bit each in the order of
     /// `results::LIST_NAMES` (`tools`, `prompts`, `resources`,
-    /// `resourceTemplates`): a list is filtered only in the reply of its
-    /// own list request, so one elsewhere is refused.
+    /// `resourceTemplates`), then `results::COMPLETION_BIT` for a
+    /// `completion`: a list is filtered (and a completion's values judged)
+    /// only in the reply of its own request, so one elsewhere is refused.
     pub lists: u8,
     /// Byte range of this message within the body it was parsed from.
     pub span: Range<usize>,

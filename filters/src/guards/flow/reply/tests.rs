@@ -489,3 +489,62 @@ fn every_reply_carrying_a_resource_is_that_resources_level() {
         assert_eq!(notes.flow_out.map(|o| o.source.level), Some(3), "{body}");
     }
 }
+
+/// A completion of a resource template is the level of the resources its
+/// values name.
+#[test]
+fn a_completion_is_the_level_of_the_resources_its_values_name() {
+    let mut c = catalog();
+    c.insert(
+        "docs".into(),
+        ServerCatalog {
+            labels: Labels {
+                classification: Some(0),
+                roles: Some(Roles::default()),
+            },
+            resources: vec![(
+                "docs://secret/*".into(),
+                Labels {
+                    classification: Some(3),
+                    roles: Some(Roles::default()),
+                },
+            )],
+            ..ServerCatalog::default()
+        },
+    );
+    let p = principal(Some("restricted"));
+    let ex = Exchange {
+        session_id: Some("s"),
+        ..Exchange::new(&p, "docs")
+    };
+    let completing = crate::chain::notes::Completing {
+        template: "docs://{+p}".into(),
+        argument: "p".into(),
+        context: Vec::new(),
+    }
+    .to_text()
+    .expect("short");
+    let level = |values: &str| {
+        let gw = gateway_over(c.clone());
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":3,"result":{{"completion":{{"values":{values}}}}}}}"#
+        );
+        let env = envelope(&body);
+        let mut msg =
+            Message::from_server(&env, body.as_bytes(), Some("completion/complete"), None);
+        msg.request_completion = Some(&completing);
+        let mut notes = Notes::default();
+        let d = gw.reply.on_response(&msg, &ex, &mut notes);
+        (notes.flow_out.map(|o| o.source.level), d)
+    };
+    let (raised, d) = level(r#"["secret/plan"]"#);
+    assert!(
+        raised == Some(3) || matches!(d, Decision::Reject(_)),
+        "{raised:?} {d:?}"
+    );
+    let (raised, d) = level(r#"["public/handbook"]"#);
+    assert!(
+        raised.unwrap_or(0) < 3 && !matches!(d, Decision::Reject(_)),
+        "{raised:?} {d:?}"
+    );
+}
