@@ -175,18 +175,42 @@ impl Word {
     }
 }
 
-/// Whether JSON text `bytes` holds an escape that can change how a member
-/// name reads: `\u` (which can spell any character) or one that writes a
-/// control character (`\b \f \n \r \t`), which readers that drop
-/// invisible characters drop from a name (`"uri\t"` read as `uri`). An
-/// escaped backslash, quote or slash changes no name.
-fn escapes_a_name(bytes: &[u8]) -> bool {
+static UNICODE_ESCAPE: Word = Word::new("\\u");
+
+/// Whether JSON text `bytes` holds a member name written with an escape
+/// that writes a control character (`\b \f \n \r \t`): readers that drop
+/// invisible characters drop it from the name (`"uri\t"` read as `uri`).
+/// A string is a member name when a `:` follows its closing quote. Text
+/// with such escapes in values only (a tool's multi-line output) holds
+/// none.
+fn control_escaped_name(bytes: &[u8]) -> bool {
     let mut at = 0;
     while let Some(i) = memchr::memchr(b'\\', &bytes[at..]) {
         let i = at + i;
         match bytes.get(i + 1) {
-            Some(b'u' | b'b' | b'f' | b'n' | b'r' | b't') => return true,
-            // `\\`, `\"`, `\/`: the next byte is the escape's own.
+            Some(b'b' | b'f' | b'n' | b'r' | b't') => {
+                // The end of this string: its next unescaped quote.
+                let mut j = i + 2;
+                let close = loop {
+                    match bytes.get(j) {
+                        Some(b'\\') => j += 2,
+                        Some(b'"') => break Some(j),
+                        Some(_) => j += 1,
+                        None => break None,
+                    }
+                };
+                let Some(close) = close else {
+                    return false;
+                };
+                let next = bytes[close + 1..]
+                    .iter()
+                    .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+                if next == Some(&b':') {
+                    return true;
+                }
+                at = close + 1;
+            }
+            // `\\`, `\"`, `\/`, `\u`: the next byte is the escape's own.
             Some(_) => at = i + 2,
             None => return false,
         }
@@ -260,14 +284,18 @@ impl<'a> Message<'a> {
     /// anything; then a parse decides). The escape is looked for once per
     /// message, however many filters ask.
     pub fn may_hold(&self, word: &Word) -> bool {
-        word.in_bytes(self.bytes) || *self.escaped.get_or_init(|| escapes_a_name(self.bytes))
+        word.in_bytes(self.bytes)
+            || *self
+                .escaped
+                .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
     }
 
-    /// Whether the bytes hold an escape that can change how a name reads
-    /// (`\u`, or one writing a control character: see `escapes_a_name`).
+    /// Whether the bytes hold a `\u` escape (which can spell any name).
     /// Looked for once per message, however many filters ask.
     pub fn escaped(&self) -> bool {
-        *self.escaped.get_or_init(|| escapes_a_name(self.bytes))
+        *self
+            .escaped
+            .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
     }
 
     /// Whether the bytes hold a byte some decoder drops or folds in a
@@ -279,18 +307,10 @@ impl<'a> Message<'a> {
             .get_or_init(|| !self.bytes.is_ascii() || memchr::memchr(0x7f, self.bytes).is_some())
     }
 
-    /// Whether the message may carry server→client requests inside it
-    /// (`inputRequests`, see `protocol::embedded`) under a name some peer
-    /// reads as that and the parser lets through: the word as it is or in
-    /// lower case ([`crate::protocol::embedded::named_in`]), an escape, or
-    /// a byte a decoder drops or folds (`inputRequeſts`, a zero-width
-    /// character written raw). Then a parse decides. Looked for once per
-    /// message for every filter that judges such requests (the task
-    /// binding, the policy, egress): no dearer than the one search each of
-    /// the last two made before.
     /// Whether the message may hold a member a client reads as `uri`:
-    /// `"uri"` in any ASCII case, an escape (which can spell it) or a byte
-    /// a decoder drops or folds (`urı`). Nothing else can name a resource.
+    /// `"uri"` in any ASCII case, an escape in a name (which can spell it)
+    /// or a byte a decoder drops or folds (`urı`). Nothing else can name a
+    /// resource.
     pub fn may_name_uri(&self) -> bool {
         static URI_MEMBER: std::sync::LazyLock<aho_corasick::AhoCorasick> =
             std::sync::LazyLock::new(|| {
@@ -299,7 +319,14 @@ impl<'a> Message<'a> {
                     .build(["\"uri\""])
                     .expect("one literal pattern")
             });
-        self.unplain() || self.escaped() || URI_MEMBER.is_match(self.bytes)
+        self.unplain() || self.names_escaped() || URI_MEMBER.is_match(self.bytes)
+    }
+
+    /// Whether a member name may be written with an escape that changes
+    /// how it reads: a `\u` anywhere, or a control-character escape in a
+    /// name (see `control_escaped_name`).
+    pub fn names_escaped(&self) -> bool {
+        self.escaped() || control_escaped_name(self.bytes)
     }
 
     /// The member of a server's message that holds what it says: an error
@@ -314,10 +341,19 @@ impl<'a> Message<'a> {
         self.value()?.get(member)
     }
 
+    /// Whether the message may carry server→client requests inside it
+    /// (`inputRequests`, see `protocol::embedded`) under a name some peer
+    /// reads as that and the parser lets through: the word as it is or in
+    /// lower case ([`crate::protocol::embedded::named_in`]), an escape, or
+    /// a byte a decoder drops or folds (`inputRequeſts`, a zero-width
+    /// character written raw). Then a parse decides. Looked for once per
+    /// message for every filter that judges such requests (the task
+    /// binding, the policy, egress): no dearer than the one search each of
+    /// the last two made before.
     pub fn may_embed_requests(&self) -> bool {
         *self.embeds.get_or_init(|| {
             self.unplain()
-                || *self.escaped.get_or_init(|| escapes_a_name(self.bytes))
+                || self.names_escaped()
                 || crate::protocol::embedded::named_in(self.bytes)
         })
     }
@@ -875,6 +911,22 @@ fn rewrite_invalid(filter: &'static str) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_escapes_count_in_names_only() {
+        for (text, named) in [
+            (r#"{"uri\t":"x"}"#, true),
+            (r#"{"a":{"u\nri" : "x"}}"#, true),
+            (r#"{"text":"a\nb","uri":"x"}"#, false),
+            (r#"{"text":"a\nb\"c:","k":1}"#, false),
+            (r#"{"text":"a\\n","k":1}"#, false),
+            (r#"{"text":"a\\\n":1}"#, true),
+            (r#"["a\tb"]"#, false),
+            (r#"{"a\u0074":1}"#, false),
+        ] {
+            assert_eq!(control_escaped_name(text.as_bytes()), named, "{text}");
+        }
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Counts its calls; acts on `tools/call` only.

@@ -379,13 +379,13 @@ fn completion_values_naming_a_hidden_resource_are_taken_out() {
     };
     assert_eq!(
         judge_values("file:///shared/{x}", "x", "{}", r#"["a","b"]"#),
-        Ok(serde_json::json!({"values":["a","b"],"total":2,"hasMore":true}))
+        Ok(serde_json::json!({"values":["a","b"],"total":2}))
     );
     // Another variable without a value in the context: the URI the server
     // completed in is unknown, so no value is offered.
     assert_eq!(
         judge_values("file:///{dir}/{x}", "x", "{}", r#"["a"]"#),
-        Ok(serde_json::json!({"values":[],"total":0,"hasMore":true}))
+        Ok(serde_json::json!({"values":[],"total":0}))
     );
     assert_eq!(
         judge_values(
@@ -394,7 +394,7 @@ fn completion_values_naming_a_hidden_resource_are_taken_out() {
             r#"{"dir":"shared","other":"y"}"#,
             r#"["a"]"#
         ),
-        Ok(serde_json::json!({"values":["a"],"total":1,"hasMore":true}))
+        Ok(serde_json::json!({"values":["a"],"total":1}))
     );
     // A prefix modifier: the whole value and its prefix are both judged.
     assert_eq!(
@@ -404,7 +404,7 @@ fn completion_values_naming_a_hidden_resource_are_taken_out() {
             "{}",
             r#"["finance/payroll","shared/a"]"#
         ),
-        Ok(serde_json::json!({"values":["shared/a"],"total":1,"hasMore":true}))
+        Ok(serde_json::json!({"values":["shared/a"],"total":1}))
     );
     // An argument that is none of the template's variables is refused.
     assert_eq!(
@@ -471,4 +471,46 @@ fn a_name_spelled_with_a_control_escape_is_read() {
     ] {
         assert!(hidden(&judged(bytes, Some("tools/call"))), "{bytes}");
     }
+}
+
+/// A multi-line tool result naming a member like `InputRequests` in its
+/// own payload passes as before: a newline in a value spells no name.
+#[test]
+fn a_newline_in_a_value_is_no_name() {
+    let d = judged(
+        r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"a\nb"}],"structuredContent":{"InputRequests":{"k":1}}}}"#,
+        Some("tools/call"),
+    );
+    assert!(matches!(d, Decision::Pass), "{d:?}");
+}
+
+/// A failed completion of a resource template answers as an empty one:
+/// the server's error would tell a missing value from a hidden one.
+#[test]
+fn a_failed_resource_completion_answers_as_an_empty_one() {
+    let ask = r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///{dir}/{x}"},"argument":{"name":"x","value":""},"context":{"arguments":{"dir":"finance"}}}}"#;
+    let completing = request(ask).1.completing.expect("noted");
+    let bytes = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unknown department finance"}}"#;
+    let Ok(Parsed::Single(env)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
+        panic!("parse")
+    };
+    let p = Principal::anonymous();
+    let mut msg = Message::from_server(&env, bytes.as_bytes(), Some("completion/complete"), None);
+    msg.request_completion = Some(&completing);
+    match filter().on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default()) {
+        Decision::Mutated(out) => {
+            let v: Json = serde_json::from_slice(&out).expect("json");
+            assert_eq!(
+                v,
+                serde_json::json!({"jsonrpc":"2.0","id":1,"result":{"completion":{"values":[],"total":0}}})
+            );
+        }
+        d => panic!("not answered as empty: {d:?}"),
+    }
+    // A template too long to keep is refused before it is read.
+    let long = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{{"ref":{{"type":"ref/resource","uri":"file:///{}"}},"argument":{{"name":"a0","value":""}}}}}}"#,
+        (0..2000).map(|i| format!("{{a{i}}}")).collect::<String>()
+    );
+    assert!(matches!(request(&long).0, Decision::Reject(d) if d.reason == "completion_too_long"));
 }

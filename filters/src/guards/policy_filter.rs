@@ -334,11 +334,7 @@ impl PolicyFilter {
         let mut named = 0usize;
         let deep = crate::protocol::mcp::named_uris(result, 0, &mut |uri| {
             named += 1;
-            if hidden || Some(uri) == asked {
-                return;
-            }
-            if named > MAX_CARRIED_URIS {
-                hidden = true;
+            if hidden || Some(uri) == asked || named > MAX_CARRIED_URIS {
                 return;
             }
             hidden = self.unjudgeable_uri(ctx, uri)
@@ -346,6 +342,17 @@ impl PolicyFilter {
                     .decide(ctx, None, "resources/read", Some(uri), None, true)
                     .allow;
         });
+        if named > MAX_CARRIED_URIS {
+            return Some(Decision::Reject(Denial::error(
+                JsonRpcError::new(
+                    codes::INTERNAL_ERROR,
+                    format!(
+                        "The server's message names more than {MAX_CARRIED_URIS} resources; the gateway judges at most that many"
+                    ),
+                ),
+                "too_many_resources",
+            )));
+        }
         (deep || hidden).then(|| {
             Decision::Reject(Denial::error(
                 JsonRpcError::new(codes::DENIED, "Denied by policy"),
@@ -477,6 +484,23 @@ impl PolicyFilter {
                 }
                 // The values the server offers are judged as the URIs they
                 // make of the template (see `filter_completion`).
+                // What the ledger cannot keep is refused before any work on
+                // it (the template is parsed only when short).
+                let too_long = || {
+                    Some(Decision::Reject(Denial::error(
+                        JsonRpcError::new(
+                            codes::INVALID_PARAMS,
+                            format!(
+                                "A completion of a resource template is judged by the URIs its values make: its template, argument name and context.arguments may take at most {} bytes",
+                                crate::chain::notes::Completing::MAX_TEXT
+                            ),
+                        ),
+                        "completion_too_long",
+                    )))
+                };
+                if uri.len() > crate::chain::notes::Completing::MAX_TEXT {
+                    return too_long();
+                }
                 let Some(completing) = completing_of(msg, uri) else {
                     return Some(Decision::Reject(Denial::error(
                         JsonRpcError::new(
@@ -487,16 +511,7 @@ impl PolicyFilter {
                     )));
                 };
                 let Some(text) = completing.to_text() else {
-                    return Some(Decision::Reject(Denial::error(
-                        JsonRpcError::new(
-                            codes::INVALID_PARAMS,
-                            format!(
-                                "A completion of a resource template is judged by the URIs its values make: its template, argument name and context.arguments may take at most {} bytes",
-                                crate::chain::notes::Completing::MAX_TEXT
-                            ),
-                        ),
-                        "completion_too_long",
-                    )));
+                    return too_long();
                 };
                 notes.completing = Some(text);
                 None
@@ -552,27 +567,37 @@ impl PolicyFilter {
             let Some(completion) = completion.as_object_mut() else {
                 return unreadable_reply();
             };
-            let mut kept = 0;
-            for (k, values) in completion.iter_mut() {
+            let mut kept: Vec<Json> = Vec::new();
+            for (k, values) in completion.iter() {
                 if !same_name(k, "values") {
                     continue;
                 }
-                let Some(values) = values.as_array_mut() else {
+                let Some(values) = values.as_array() else {
                     return unreadable_reply();
                 };
                 // MCP allows 100 values; each costs policy decisions.
-                if values.len() > MAX_COMPLETION_VALUES || values.iter().any(|x| !x.is_string()) {
+                if values.len() + kept.len() > MAX_COMPLETION_VALUES
+                    || values.iter().any(|x| !x.is_string())
+                {
                     return unreadable_reply();
                 }
-                values.retain(|x| x.as_str().is_some_and(&visible));
-                kept += values.len();
+                kept.extend(
+                    values
+                        .iter()
+                        .filter(|x| x.as_str().is_some_and(&visible))
+                        .cloned(),
+                );
             }
-            // Always the same form, whether a value was taken out or not:
-            // a `total` counting values the client does not get, or a
-            // reply rewritten only when one was, would tell that a hidden
-            // resource matched.
-            completion.retain(|k, _| !same_name(k, "total"));
-            completion.insert("total".into(), Json::from(kept));
+            // Always the same form, whether a value was taken out or not,
+            // and nothing else the server said beside the values: a
+            // `total` or `hasMore` counting values the client does not
+            // get, or a reply rewritten only when one was, would tell
+            // that a hidden resource matched.
+            let total = kept.len();
+            *completion = serde_json::Map::from_iter([
+                ("values".to_owned(), Json::Array(kept)),
+                ("total".to_owned(), Json::from(total)),
+            ]);
         }
         Decision::rewrite(&v)
     }
@@ -1101,6 +1126,26 @@ impl McpFilter for PolicyFilter {
                 out["error"] =
                     serde_json::to_value(resource_not_found(ctx, uri)).unwrap_or(Json::Null);
                 Decision::rewrite(&out)
+            }
+            // A completion of a resource template that failed answers as
+            // one that found nothing: a server's "unknown department"
+            // for a missing one and values (all hidden) for a hidden one
+            // would tell the two apart.
+            Kind::Response
+                if env.is_error
+                    && msg.request_method == Some("completion/complete")
+                    && msg.request_completion.is_some() =>
+            {
+                let id = msg
+                    .value()
+                    .and_then(|v| v.get("id"))
+                    .cloned()
+                    .unwrap_or(Json::Null);
+                Decision::rewrite(&serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "result": {"completion": {"values": [], "total": 0}},
+                }))
             }
             // Errors are few: each is read for elicitations however it
             // spells them.

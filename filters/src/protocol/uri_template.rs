@@ -12,21 +12,40 @@
 
 /// The names of the variables `template` uses, each once, in order: every
 /// comma-separated name of every expression, its operator, prefix
-/// modifier (`:n`), explode modifier (`*`) and surrounding spaces taken
-/// off, as SDKs read them; `None` for a template that is not well formed.
+/// modifier (`:n`) and explode modifier (`*`) taken off; `None` for a
+/// template that is not well formed, or with a variable SDKs could read
+/// as another name: one that is not RFC 6570's (letters, digits, `_`,
+/// `.`, at most 64 bytes, nothing around it), a modifier that is not
+/// `:digits` or a trailing `*`, or more than [`MAX_VARIABLES`].
 pub fn variables(template: &str) -> Option<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
+    let mut ok = true;
     each_expression(template, |expr| {
         let (_, vars) = operator(expr);
         for spec in vars.split(',') {
-            let name = var_name(spec);
-            if !out.iter().any(|n| n == name) {
+            let (name, modifier) = match spec.split_once(':') {
+                Some((n, m)) => (n, Some(m)),
+                None => (spec.strip_suffix('*').unwrap_or(spec), None),
+            };
+            ok &= !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                && modifier.is_none_or(|m| {
+                    !m.is_empty() && m.len() <= 4 && m.bytes().all(|b| b.is_ascii_digit())
+                });
+            if ok && !out.iter().any(|n| n == name) {
                 out.push(name.to_owned());
             }
+            ok &= out.len() <= MAX_VARIABLES;
         }
     })?;
-    Some(out)
+    ok.then_some(out)
 }
+
+/// The most variables a template judged here may have.
+pub const MAX_VARIABLES: usize = 16;
 
 /// The URIs `template` makes of `value_of`'s values, each once: the one
 /// RFC 6570 defines (a prefix modifier `:n` applied), the raw one (every
@@ -220,10 +239,26 @@ mod tests {
     #[test]
     fn variables_are_read_as_sdks_read_them() {
         assert_eq!(
-            variables("hr://{dept}/{+id:3}{?q*, dept}"),
+            variables("hr://{dept}/{+id:3}{?q*,dept}"),
             Some(vec!["dept".to_owned(), "id".to_owned(), "q".to_owned()])
         );
         assert_eq!(variables("hr://static"), Some(vec![]));
-        assert_eq!(variables("hr://{x"), None);
+        // What SDKs could read as another name is no template to judge.
+        for t in [
+            "hr://{x",
+            "hr://{ dept}",
+            "hr://{dept }",
+            "hr://{}",
+            "hr://{de-pt}",
+            "hr://{*x}",
+            "hr://{x:}",
+            "hr://{x:3*}",
+            "hr://{x*y}",
+            "hr://{\u{feff}x}",
+        ] {
+            assert_eq!(variables(t), None, "{t}");
+        }
+        let many: Vec<String> = (0..17).map(|i| format!("{{v{i}}}")).collect();
+        assert_eq!(variables(&many.concat()), None);
     }
 }
