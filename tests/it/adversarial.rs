@@ -1728,15 +1728,7 @@ async fn a_stream_cut_before_its_first_event_is_a_clear_error() {
 /// text in its Content-Type do not reach the client.
 #[tokio::test(flavor = "multi_thread")]
 async fn what_a_message_names_is_read_one_way() {
-    let h = Hostile::start().await;
-    let gw = Gateway::start_with(
-        &mock_bundle(&[h.addr], BUNDLE),
-        false,
-        &[("policies/authz.rego", POLICY_2026.as_bytes())],
-        &[],
-        None,
-    )
-    .expect("gateway");
+    let (h, gw) = hostile_2026().await;
     let before = posts_received(&h);
     // A resource request judged by its `uri`, never a `name` beside it.
     let (_, _, text) = post(
@@ -1839,8 +1831,8 @@ decision := {"allow": false, "reason": "sampling_not_allowed"} if {
 } else := {"allow": true, "reason": "ok"}
 "#;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn modern_results_are_judged_like_the_older_shapes() {
+/// A hostile server behind a gateway running `POLICY_2026`.
+async fn hostile_2026() -> (Hostile, Gateway) {
     let h = Hostile::start().await;
     let gw = Gateway::start_with(
         &mock_bundle(&[h.addr], BUNDLE),
@@ -1850,6 +1842,12 @@ async fn modern_results_are_judged_like_the_older_shapes() {
         None,
     )
     .expect("gateway");
+    (h, gw)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn modern_results_are_judged_like_the_older_shapes() {
+    let (h, gw) = hostile_2026().await;
     let modern = |method: &'static str, name: &'static str| {
         let mut v = vec![
             ("mcp-protocol-version", "2026-07-28"),
@@ -1962,15 +1960,7 @@ async fn modern_results_are_judged_like_the_older_shapes() {
 /// client; what it may read still does.
 #[tokio::test(flavor = "multi_thread")]
 async fn errors_and_notifications_carry_no_hidden_resource() {
-    let h = Hostile::start().await;
-    let gw = Gateway::start_with(
-        &mock_bundle(&[h.addr], BUNDLE),
-        false,
-        &[("policies/authz.rego", POLICY_2026.as_bytes())],
-        &[],
-        None,
-    )
-    .expect("gateway");
+    let (h, gw) = hostile_2026().await;
     let leak = "the-payroll-figures";
     // An error whose data carries the hidden resource (one spelled with an
     // escape, one a link only).
@@ -2029,15 +2019,7 @@ async fn errors_and_notifications_carry_no_hidden_resource() {
 /// carrying a hidden resource's data (in an item's `_meta`) is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn completions_and_lists_carry_no_hidden_resource() {
-    let h = Hostile::start().await;
-    let gw = Gateway::start_with(
-        &mock_bundle(&[h.addr], BUNDLE),
-        false,
-        &[("policies/authz.rego", POLICY_2026.as_bytes())],
-        &[],
-        None,
-    )
-    .expect("gateway");
+    let (h, gw) = hostile_2026().await;
     h.script([Reply::json(
         r#"{"jsonrpc":"2.0","id":1,"result":{"completion":{"values":["secret","a"],"total":2,"hasMore":false}}}"#,
     )]);

@@ -241,6 +241,18 @@ fn every_kind_of_message_is_read_for_the_resources_it_carries() {
     assert!(matches!(d, Decision::Pass), "{d:?}");
 }
 
+/// The policy filter's judgment of `bytes`, a server's reply to the
+/// completion the ledger kept as `completing`.
+fn completed(bytes: &str, completing: &str) -> Decision {
+    let Ok(Parsed::Single(env)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
+        panic!("parse {bytes}")
+    };
+    let p = Principal::anonymous();
+    let mut msg = Message::from_server(&env, bytes.as_bytes(), Some("completion/complete"), None);
+    msg.request_completion = Some(completing);
+    filter().on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default())
+}
+
 fn request(bytes: &str) -> (Decision, Notes) {
     let Ok(Parsed::Single(env)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
         panic!("parse {bytes}")
@@ -302,14 +314,7 @@ fn completion_values_naming_a_hidden_resource_are_taken_out() {
         let bytes = format!(
             r#"{{"jsonrpc":"2.0","id":1,"result":{{"completion":{{"values":{values},"total":2,"hasMore":false}}}}}}"#
         );
-        let Ok(Parsed::Single(env)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
-            panic!("parse")
-        };
-        let p = Principal::anonymous();
-        let mut msg =
-            Message::from_server(&env, bytes.as_bytes(), Some("completion/complete"), None);
-        msg.request_completion = Some(&completing);
-        filter().on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default())
+        completed(&bytes, &completing)
     };
     // `dir` is `finance` in the context: every value names a hidden file.
     match reply(r#"["payroll.csv","q3/summary"]"#) {
@@ -331,13 +336,7 @@ fn completion_values_naming_a_hidden_resource_are_taken_out() {
     let ask = r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///{+path}"},"argument":{"name":"path","value":""}}}"#;
     let completing = request(ask).1.completing.expect("noted");
     let bytes = r#"{"jsonrpc":"2.0","id":1,"result":{"completion":{"values":["shared/a","finance/payroll.csv","shared/../finance/x"]}}}"#;
-    let Ok(Parsed::Single(env)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
-        panic!("parse")
-    };
-    let p = Principal::anonymous();
-    let mut msg = Message::from_server(&env, bytes.as_bytes(), Some("completion/complete"), None);
-    msg.request_completion = Some(&completing);
-    match filter().on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default()) {
+    match completed(bytes, &completing) {
         Decision::Mutated(out) => {
             let v: Json = serde_json::from_slice(&out).expect("json");
             assert_eq!(
@@ -362,14 +361,7 @@ fn completion_values_naming_a_hidden_resource_are_taken_out() {
         let bytes = format!(
             r#"{{"jsonrpc":"2.0","id":1,"result":{{"completion":{{"values":{values},"total":250,"hasMore":true}}}}}}"#
         );
-        let Ok(Parsed::Single(env)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
-            panic!("parse")
-        };
-        let p = Principal::anonymous();
-        let mut msg =
-            Message::from_server(&env, bytes.as_bytes(), Some("completion/complete"), None);
-        msg.request_completion = Some(&completing);
-        match filter().on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default()) {
+        match completed(&bytes, &completing) {
             Decision::Mutated(out) => {
                 let v: Json = serde_json::from_slice(&out).expect("json");
                 Ok(v["result"]["completion"].clone())
@@ -491,13 +483,7 @@ fn a_failed_resource_completion_answers_as_an_empty_one() {
     let ask = r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///{dir}/{x}"},"argument":{"name":"x","value":""},"context":{"arguments":{"dir":"finance"}}}}"#;
     let completing = request(ask).1.completing.expect("noted");
     let bytes = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unknown department finance"}}"#;
-    let Ok(Parsed::Single(env)) = parse(bytes.as_bytes(), ParseLimits::default()) else {
-        panic!("parse")
-    };
-    let p = Principal::anonymous();
-    let mut msg = Message::from_server(&env, bytes.as_bytes(), Some("completion/complete"), None);
-    msg.request_completion = Some(&completing);
-    match filter().on_response(&msg, &Exchange::new(&p, "s"), &mut Notes::default()) {
+    match completed(bytes, &completing) {
         Decision::Mutated(out) => {
             let v: Json = serde_json::from_slice(&out).expect("json");
             assert_eq!(
