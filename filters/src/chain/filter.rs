@@ -150,6 +150,9 @@ pub struct Message<'a> {
     /// Whether the message may carry requests inside it (looked for at
     /// most once).
     embeds: std::cell::OnceCell<bool>,
+    /// Whether a member name is written with a control-character escape
+    /// (looked for at most once).
+    control_named: std::cell::OnceCell<bool>,
 }
 
 /// A word a filter looks for in raw bytes, its searcher built once.
@@ -236,6 +239,7 @@ impl<'a> Message<'a> {
             escaped: std::cell::OnceCell::new(),
             unplain: std::cell::OnceCell::new(),
             embeds: std::cell::OnceCell::new(),
+            control_named: std::cell::OnceCell::new(),
         }
     }
 
@@ -276,18 +280,18 @@ impl<'a> Message<'a> {
             escaped: std::cell::OnceCell::new(),
             unplain: std::cell::OnceCell::new(),
             embeds: std::cell::OnceCell::new(),
+            control_named: std::cell::OnceCell::new(),
         }
     }
 
     /// Whether the message, once its strings are decoded, may hold `word`:
     /// the bytes hold it as it is, or hold a `\u` escape (which can spell
-    /// anything; then a parse decides). The escape is looked for once per
-    /// message, however many filters ask.
+    /// anything) or a member name written with a control-character escape
+    /// (which a reader dropping invisible characters drops: `ta\tskId`);
+    /// then a parse decides. The escapes are looked for once per message,
+    /// however many filters ask.
     pub fn may_hold(&self, word: &Word) -> bool {
-        word.in_bytes(self.bytes)
-            || *self
-                .escaped
-                .get_or_init(|| UNICODE_ESCAPE.in_bytes(self.bytes))
+        word.in_bytes(self.bytes) || self.names_escaped()
     }
 
     /// Whether the bytes hold a `\u` escape (which can spell any name).
@@ -326,7 +330,10 @@ impl<'a> Message<'a> {
     /// how it reads: a `\u` anywhere, or a control-character escape in a
     /// name (see `control_escaped_name`).
     pub fn names_escaped(&self) -> bool {
-        self.escaped() || control_escaped_name(self.bytes)
+        self.escaped()
+            || *self
+                .control_named
+                .get_or_init(|| control_escaped_name(self.bytes))
     }
 
     /// The member of a server's message that holds what it says: an error

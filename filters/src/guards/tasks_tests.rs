@@ -550,14 +550,23 @@ fn client_messages_naming_no_task_pass() {
 }
 
 /// The fast path (`may_hold`) must not skip a message naming a task in a
-/// spelling the walk folds: `TASKID`, `TaskId`, `taſkId`, `tas<DEL>kId`
-/// hold no lowercase `task` and no `\u` escape, yet a case-insensitive
-/// or lenient peer reads each as `taskId`.
+/// spelling the walk folds: `TASKID`, `TaskId`, `taſkId`, `tas<DEL>kId`,
+/// `ta\tskId` hold no lowercase `task` and no `\u` escape, yet a
+/// case-insensitive or lenient peer reads each as `taskId`.
 #[test]
 fn a_task_id_spelled_without_lowercase_task_is_not_skipped() {
     let x = Fixture::new();
     x.create(&x.bob, "T-b");
-    for key in ["TASKID", "TaskId", "TAsKID", "ta\u{17f}kId", "tas\u{7f}kId"] {
+    for key in [
+        "TASKID",
+        "TaskId",
+        "TAsKID",
+        "ta\u{17f}kId",
+        "tas\u{7f}kId",
+        // A control character a lenient reader drops, written as an escape.
+        "ta\\tskId",
+        "taskI\\nd",
+    ] {
         let raw = format!(
             r#"{{"jsonrpc":"2.0","id":2,"error":{{"code":-32000,"message":"failed","data":{{"{key}":"T-b"}}}}}}"#
         );
