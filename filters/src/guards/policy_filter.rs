@@ -70,15 +70,7 @@ struct ListShape {
 /// (a name that is no string, two of them, a value that is no string), the
 /// template is not well formed, or the argument is none of its variables.
 fn completing_of(msg: &Message<'_>, template: String) -> Option<crate::chain::notes::Completing> {
-    use crate::protocol::names::members_named;
-    fn one<'a>(v: &'a Json, name: &'a str) -> Option<Option<&'a Json>> {
-        let all: Vec<&Json> = members_named(v, name).collect();
-        match all.as_slice() {
-            [] => Some(None),
-            [x] => Some(Some(x)),
-            _ => None,
-        }
-    }
+    let one = |v, name| crate::protocol::names::only_member(v, name).ok();
     let params = msg.value()?.get("params")?;
     let argument = one(params, "argument")??;
     let name = one(argument, "name")??.as_str()?.to_owned();

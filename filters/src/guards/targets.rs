@@ -377,11 +377,9 @@ pub(crate) fn completion_ref(msg: &Message<'_>) -> CompletionRef {
         return CompletionRef::Unreadable;
     }
     fn one<'a>(r: &'a Json, name: &'a str) -> Result<Option<&'a str>, ()> {
-        let all: Vec<&Json> = members_named(r, name).collect();
-        match all.as_slice() {
-            [] => Ok(None),
-            [x] => x.as_str().map(Some).ok_or(()),
-            _ => Err(()),
+        match crate::protocol::names::only_member(r, name)? {
+            None => Ok(None),
+            Some(x) => x.as_str().map(Some).ok_or(()),
         }
     }
     let r: &Json = r;

@@ -304,6 +304,21 @@ pub(crate) fn members_named<'a>(
         .map(|(_, x)| x)
 }
 
+/// The one member of `v` some mainstream peer reads as `name` (see
+/// [`members_named`]): `Ok(None)` when there is none, `Err` when there
+/// are several (peers would disagree on which is meant).
+pub(crate) fn only_member<'a>(
+    v: &'a serde_json::Value,
+    name: &'a str,
+) -> Result<Option<&'a serde_json::Value>, ()> {
+    let mut all = members_named(v, name);
+    let first = all.next();
+    match all.next() {
+        Some(_) => Err(()),
+        None => Ok(first),
+    }
+}
+
 /// Whether `key` is read by some peer as one of `names` without being it.
 pub(crate) fn near_name(key: &str, names: &[&str]) -> bool {
     if !plain(key) {

@@ -54,6 +54,16 @@ impl McpFilter for FlowReplyFilter {
     }
 }
 
+/// `labels` raised to `r`'s level (and its name) when higher, and
+/// untrusted when `r` is.
+fn raised(labels: &mut CallLabels, r: CallLabels) {
+    if r.level > labels.level {
+        labels.level = r.level;
+        labels.what = r.what;
+    }
+    labels.roles.untrusted |= r.roles.untrusted;
+}
+
 impl FlowFilter {
     /// The labels of what a server→client message brings, `None` when it
     /// brings nothing.
@@ -133,13 +143,7 @@ impl FlowFilter {
             .filter_map(serde_json::Value::as_array)
             .flatten()
             .filter_map(serde_json::Value::as_str);
-        let mut raise = |r: CallLabels| {
-            if r.level > labels.level {
-                labels.level = r.level;
-                labels.what = r.what;
-            }
-            labels.roles.untrusted |= r.roles.untrusted;
-        };
+        let mut raise = |r: CallLabels| raised(&mut labels, r);
         for value in values {
             match c.uris(value) {
                 Some(uris) => {
@@ -177,19 +181,17 @@ impl FlowFilter {
             return labels;
         };
         let deep = crate::protocol::mcp::carried_uris(carrier, 0, &mut |uri| {
-            let r = call_labels(
-                &self.flows,
-                catalog,
-                ex.server,
-                "resources/read",
-                uri,
-                false,
+            raised(
+                &mut labels,
+                call_labels(
+                    &self.flows,
+                    catalog,
+                    ex.server,
+                    "resources/read",
+                    uri,
+                    false,
+                ),
             );
-            if r.level > labels.level {
-                labels.level = r.level;
-                labels.what = r.what;
-            }
-            labels.roles.untrusted |= r.roles.untrusted;
         });
         if deep {
             let most = unmatched_labels(&self.flows, catalog, ex.server);
