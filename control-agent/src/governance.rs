@@ -8,11 +8,15 @@
 //! | `GET /v1/tenants/{t}/history` | org roles, t's admins | the layer's revisions, current one, last error, canary |
 //! | `GET /v1/tenants/{t}/diff?from=A&to=B` | org roles, t's admins | per-file unified diff of two layer revisions |
 //! | `POST /v1/tenants/{t}/rollback` | org admin, t's admins | `{revision}`: that layer revision again, for everyone |
-//! | `POST /v1/tenants/{t}/canary/promote`, `/rollback` | org admin, t's admins | end t's layer canary |
+//! | `POST /v1/tenants/{t}/canary/promote`, `/rollback` | org admin, t's admins | end t's layer canary; `{revision}`: the layer revision judged (required to promote): 409 `revision_changed` when t's canary is another |
 //! | `GET /v1/registry`, `/v1/registry/{s}` | admins (a tenant admin: their servers) | state, events, tools and fingerprints |
 //! | `POST /v1/registry` | org admin, the tenant's admins | `{server, tenant?, definition: {tools: […]}}` |
-//! | `POST /v1/registry/{s}/move` | see the registry's rules | `{state, reviewed?, note?}`; `reviewed` (the `definition_digest` read) is required for `approved`: 409 when the definition changed since |
-//! | `POST /v1/registry/{s}/share`, `/approve-share` | tenant admin asks; org reviewer/admin approves | offer a tenant's server to every tenant |
+//! | `POST /v1/registry/{s}/move` | see the registry's rules | `{state, reviewed?, note?}`; `reviewed` (the `definition_digest` read) is required for `approved`, checked when given for `testing` and `deployed`: 409 `definition_changed` when the definition changed since |
+//! | `POST /v1/registry/{s}/share` | tenant admin asks | offer a tenant's server to every tenant |
+//! | `POST /v1/registry/{s}/approve-share` | org reviewer/admin approves | `{reviewed}` (required): 409 `definition_changed` when the definition changed since; registering another definition withdraws the share |
+//!
+//! Registry refusals answer `{error, code}`: 403 `forbidden`, 409
+//! `conflict`, 409 `definition_changed`, 400 `invalid`, 404 `not_found`.
 //!
 //! A tenant admin's `/v1/audit…` is confined to their tenant (a `tenant=`
 //! naming another is refused), `/v1/approvals` lists their tenant's held
@@ -99,6 +103,17 @@ async fn body_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
     serde_json::from_slice(&b).map_err(|e| format!("JSON body: {e}"))
 }
 
+/// As [`body_json`], an empty body being `T::default()`.
+async fn body_json_or_empty<T: serde::de::DeserializeOwned + Default>(
+    req: Request<Incoming>,
+) -> Result<T, String> {
+    let b = body(req, 1 << 20).await?;
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&b).map_err(|e| format!("JSON body: {e}"))
+}
+
 fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -110,11 +125,14 @@ fn registry_error(e: RegistryError) -> Resp {
         RegistryError::Refused(r) => {
             let status = match &r {
                 Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
-                Refusal::Conflict(_) => StatusCode::CONFLICT,
+                Refusal::Conflict(_) | Refusal::Changed(_) => StatusCode::CONFLICT,
                 Refusal::Invalid(_) => StatusCode::BAD_REQUEST,
                 Refusal::NotFound(_) => StatusCode::NOT_FOUND,
             };
-            error(status, &r.to_string())
+            json(
+                status,
+                &serde_json::json!({"error": r.to_string(), "code": r.code()}),
+            )
         }
         RegistryError::Build(b) => problems(&b),
     }
@@ -402,14 +420,28 @@ impl Api {
                 // it: a check here, then `promote()`, let an org (or
                 // another tenant's) canary started in between be ended by
                 // this tenant's admin.
+                // Promoting names the layer revision judged (the
+                // history's `canary.revision`), checked under that lock
+                // too: a canary rolled back and another of the tenant's
+                // started since is not promoted in its place.
+                #[derive(Default, serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Body {
+                    #[serde(default)]
+                    revision: Option<String>,
+                }
+                let b: Body = match body_json_or_empty(req).await {
+                    Ok(b) => b,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+                };
                 let promote = op == "canary/promote";
                 let res = tokio::task::spawn_blocking(move || {
-                    store.end_layer_canary(&label, &tenant, promote)
+                    store.end_layer_canary(&label, &tenant, promote, b.revision.as_deref())
                 })
                 .await;
                 match res {
                     Ok(Ok(_)) => json(StatusCode::OK, &self.store.rollout()),
-                    Ok(Err(e)) => error(StatusCode::CONFLICT, &e),
+                    Ok(Err(e)) => crate::server::canary_refused(&e),
                     Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
                 }
             }
@@ -538,10 +570,24 @@ impl Api {
                 .await
             }
             (Method::POST, _, "approve-share") => {
+                /// `reviewed`: the definition_digest the org reviewer
+                /// read; required (400 without), 409 when it changed.
+                #[derive(Default, serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Body {
+                    #[serde(default)]
+                    reviewed: Option<String>,
+                }
+                let b: Body = match body_json_or_empty(req).await {
+                    Ok(b) => b,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+                };
                 let who = actor.clone();
                 change(
                     "registry.approve_share",
-                    Box::new(move |r, _| r.approve_share(&who, &server, now)),
+                    Box::new(move |r, _| {
+                        r.approve_share(&who, &server, b.reviewed.as_deref(), now)
+                    }),
                 )
                 .await
             }

@@ -72,7 +72,7 @@ async fn a_tenant_admin_never_ends_a_canary_that_is_not_their_layers() {
     let org = Arc::new(Mutex::new(String::new()));
     let o = org.clone();
     *store.after_rollout_read.lock().unwrap() = Some(Box::new(move |s| {
-        let _ = s.roll_back_canary("admin");
+        let _ = s.roll_back_canary("admin", None);
         let p = s
             .publish_canary("admin", crate::rollout::Selector::default(), plan())
             .unwrap();
@@ -82,7 +82,7 @@ async fn a_tenant_admin_never_ends_a_canary_that_is_not_their_layers() {
         .post(
             "fiona",
             "/v1/tenants/finance/canary/promote",
-            serde_json::json!({}),
+            serde_json::json!({"revision": fin}),
         )
         .await;
     assert!(store.after_rollout_read.lock().unwrap().is_none());

@@ -51,11 +51,19 @@ pub enum TenantCmd {
     Promote {
         #[arg(long)]
         tenant: String,
+        /// The canary's layer revision you judged (`tenant history`
+        /// prints it as `canary.revision`): refused when the canary
+        /// watched is another by then.
+        #[arg(long)]
+        revision: String,
     },
     /// Roll the tenant's layer canary back.
     Abort {
         #[arg(long)]
         tenant: String,
+        /// Only if this is the canary's layer revision.
+        #[arg(long)]
+        revision: Option<String>,
     },
 }
 
@@ -76,8 +84,9 @@ pub enum RegistryCmd {
         server: String,
         state: String,
         /// The definition you reviewed (its `definition_digest`, as
-        /// `registry show SERVER` prints it): required to approve; refused
-        /// when the definition changed since.
+        /// `registry show SERVER` prints it): required to approve, checked
+        /// when given to move to testing or deployed; refused when the
+        /// definition changed since.
         #[arg(long)]
         reviewed: Option<String>,
         #[arg(long, default_value = "")]
@@ -86,7 +95,14 @@ pub enum RegistryCmd {
     /// Ask to offer a tenant's server to every tenant.
     Share { server: String },
     /// Approve a share request (org reviewer or org admin).
-    ApproveShare { server: String },
+    ApproveShare {
+        server: String,
+        /// The definition you reviewed (its `definition_digest`, as
+        /// `registry show SERVER` prints it): every tenant is offered that
+        /// definition; refused when it changed since.
+        #[arg(long)]
+        reviewed: String,
+    },
     /// Every server you may see, or one with its events and definition.
     Show { server: Option<String> },
 }
@@ -163,13 +179,15 @@ pub fn tenant_cmd(c: &Client, cmd: TenantCmd) -> anyhow::Result<bool> {
                 let body = serde_json::json!({"revision": revision});
                 call(c, Method::POST, &path, Some(body)).await?
             }
-            TenantCmd::Promote { tenant } => {
+            TenantCmd::Promote { tenant, revision } => {
                 let path = format!("/v1/tenants/{}/canary/promote", tenant_part(&tenant)?);
-                call(c, Method::POST, &path, None).await?
+                let body = serde_json::json!({"revision": revision});
+                call(c, Method::POST, &path, Some(body)).await?
             }
-            TenantCmd::Abort { tenant } => {
+            TenantCmd::Abort { tenant, revision } => {
                 let path = format!("/v1/tenants/{}/canary/rollback", tenant_part(&tenant)?);
-                call(c, Method::POST, &path, None).await?
+                let body = serde_json::json!({"revision": revision});
+                call(c, Method::POST, &path, Some(body)).await?
             }
         };
         print(&v);
@@ -220,9 +238,10 @@ pub fn registry_cmd(c: &Client, cmd: RegistryCmd) -> anyhow::Result<bool> {
                 let path = format!("/v1/registry/{}/share", server_part(&server)?);
                 call(c, Method::POST, &path, None).await?
             }
-            RegistryCmd::ApproveShare { server } => {
+            RegistryCmd::ApproveShare { server, reviewed } => {
                 let path = format!("/v1/registry/{}/approve-share", server_part(&server)?);
-                call(c, Method::POST, &path, None).await?
+                let body = serde_json::json!({"reviewed": reviewed});
+                call(c, Method::POST, &path, Some(body)).await?
             }
             RegistryCmd::Show { server: None } => call(c, Method::GET, "/v1/registry", None).await?,
             RegistryCmd::Show {

@@ -193,7 +193,14 @@ enum Cmd {
         min_calls: u64,
     },
     /// Promote the canary being watched to every gateway it was selected from.
-    Promote(Client),
+    Promote {
+        #[command(flatten)]
+        client: Client,
+        /// The canary revision you judged (`rollout status` prints it):
+        /// refused when the canary watched is another by then.
+        #[arg(long)]
+        revision: String,
+    },
     /// Without a revision: roll back the canary being watched. With one:
     /// publish that earlier revision's content again to every gateway (the kill switch stays as it is).
     Rollback {
@@ -677,8 +684,17 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                 Ok(true)
             })
         }
-        Cmd::Promote(c) => runtime()?.block_on(async {
-            print(&call(&c, reqwest::Method::POST, "/v1/rollout/promote", None).await?);
+        Cmd::Promote { client, revision } => runtime()?.block_on(async {
+            let body = serde_json::json!({"revision": revision});
+            print(
+                &call(
+                    &client,
+                    reqwest::Method::POST,
+                    "/v1/rollout/promote",
+                    Some(body),
+                )
+                .await?,
+            );
             Ok(true)
         }),
         Cmd::Rollback { client, revision } => runtime()?.block_on(async {

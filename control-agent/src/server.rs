@@ -9,6 +9,8 @@
 //! | `POST /v1/publish` | admin | rebuild the source now |
 //! | `POST /v1/rollback` | admin | `{revision}`: republish an earlier revision |
 //! | `POST /v1/kill`, `/v1/revive` | admin | `{scope: all\|tenant\|principal\|server\|tool, value}` |
+//! | `GET /v1/rollout` | admin | the canary being watched (or the last one) |
+//! | `POST /v1/rollout/promote`, `/rollback` | admin | `{revision}`: the canary revision judged, required to promote; 409 `revision_changed` when the canary watched is another, 409 `no_canary` when none is |
 //! | `POST /v1/approvals/claim` | fleet | a gateway's held call: pending, approved (taken, single use) or denied (see `approvals`) |
 //! | `GET /v1/approvals` | approver, admin | waiting and approved-unused approvals (`?all=1`: every kept one) |
 //! | `GET /v1/approvals/{id}` | approver, admin | one approval |
@@ -528,14 +530,26 @@ impl Api {
             }
             (Method::GET, "/v1/rollout") => json(StatusCode::OK, &self.store.rollout()),
             (Method::POST, p @ ("/v1/rollout/promote" | "/v1/rollout/rollback")) => {
+                /// `revision`: the canary revision the operator judged
+                /// (`GET /v1/rollout`); required to promote.
+                #[derive(Default, serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Body {
+                    #[serde(default)]
+                    revision: Option<String>,
+                }
+                let b = match read_json_or_empty::<Body>(req).await {
+                    Ok(b) => b,
+                    Err(e) => return Ok(error(StatusCode::BAD_REQUEST, &e)),
+                };
                 let res = if p.ends_with("promote") {
-                    self.store.promote(&actor)
+                    self.store.promote(&actor, b.revision.as_deref())
                 } else {
-                    self.store.roll_back_canary(&actor)
+                    self.store.roll_back_canary(&actor, b.revision.as_deref())
                 };
                 match res {
                     Ok(_) => json(StatusCode::OK, &self.store.rollout()),
-                    Err(e) => error(StatusCode::CONFLICT, &e),
+                    Err(e) => canary_refused(&e),
                 }
             }
             (Method::POST, "/v1/rollback") => {
@@ -667,7 +681,15 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
 }
 
 /// As [`read_json`], an empty body reading as `T::default()`.
-async fn read_json_or_empty<T: serde::de::DeserializeOwned + Default>(
+/// A canary not ended by hand: its status, `{error, code}`.
+pub(crate) fn canary_refused(e: &crate::store::CanaryRefusal) -> Resp {
+    json(
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::CONFLICT),
+        &serde_json::json!({"error": e.to_string(), "code": e.code()}),
+    )
+}
+
+pub(crate) async fn read_json_or_empty<T: serde::de::DeserializeOwned + Default>(
     req: Request<Incoming>,
 ) -> Result<T, String> {
     let body = http_body_util::Limited::new(req.into_body(), 1 << 16)

@@ -59,6 +59,9 @@ struct TenantView {
     /// `revision (state)` of the tenant's layer canary, if any.
     canary: String,
     canary_reason: String,
+    /// The layer revision of the canary shown: promoting or rolling back
+    /// sends it (refused when another canary is watched by then).
+    canary_revision: String,
     canary_watching: bool,
     history: Vec<LayerRow>,
     more: usize,
@@ -114,8 +117,9 @@ struct ServerPage {
     approved_at: String,
     retired_at: String,
     tools: Vec<ToolView>,
-    /// The digest of the definition rendered: an approval sends it back
-    /// (refused when the definition changed since the page was read).
+    /// The digest of the definition rendered: every move and the share
+    /// approval send it back (refused when the definition changed since
+    /// the page was read).
     definition_digest: String,
     events: Vec<EventView>,
     /// (state, button label) of each move this user may ask for.
@@ -263,6 +267,7 @@ impl Api {
                         format!("{} ({})", s(&c["revision"]), s(&c["state"]))
                     },
                     canary_reason: red(&c["reason"]),
+                    canary_revision: s(&c["revision"]),
                     canary_watching: c["state"] == "watching",
                     history: rows,
                     more,
@@ -360,7 +365,10 @@ impl Api {
             state: s(&v["state"]),
             since: s(&v["since"]),
             shared: if v["shared"] == true {
-                "shared with every tenant".into()
+                match v["share_reviewed"].as_str() {
+                    Some(d) => format!("shared with every tenant (definition {d})"),
+                    None => "shared with every tenant".into(),
+                }
             } else if let Some(by) = v["share_requested_by"].as_str() {
                 format!("sharing asked by {}", self.console.redact(by))
             } else {
@@ -604,9 +612,13 @@ impl Api {
                 "rollback" => false,
                 _ => return plain(StatusCode::BAD_REQUEST, "verb: promote or rollback"),
             };
-            let res =
-                tokio::task::spawn_blocking(move || store.end_layer_canary(&label, &t, promote))
-                    .await;
+            // The canary revision the page showed: another started since
+            // is not ended in its place.
+            let revision = field("revision");
+            let res = tokio::task::spawn_blocking(move || {
+                store.end_layer_canary(&label, &t, promote, Some(&revision))
+            })
+            .await;
             let verb = if promote { "promoted" } else { "rolled back" };
             let ok = matches!(res, Ok(Ok(_)));
             let msg = match res {
@@ -663,10 +675,12 @@ impl Api {
                 ("registry.share", "sharing".to_owned(), res)
             }
             _ => {
+                // The digest of the definition the page showed the reviewer.
+                let reviewed = field("reviewed");
                 let store = self.store.clone();
                 let res = tokio::task::spawn_blocking(move || {
                     store.registry_change(&who.clone(), "registry.approve_share", |r, _| {
-                        r.approve_share(&who, &name, now)
+                        r.approve_share(&who, &name, Some(&reviewed), now)
                     })
                 })
                 .await;

@@ -374,7 +374,7 @@ async fn a_tenant_admin_ends_only_their_own_canary() {
         .post(
             &fiona,
             "/console/tenants/finance/canary",
-            &[("verb", "promote")],
+            &[("verb", "promote"), ("revision", &canary)],
         )
         .await;
     assert!(page.contains("promoted"), "{page}");
@@ -499,7 +499,11 @@ async fn the_registry_in_the_console_keeps_tenants_apart_and_two_people_on_appro
         "a reviewer does not deploy"
     );
     let (_, page) = h
-        .post(&rita, "/console/registry/ledger/approve-share", &[])
+        .post(
+            &rita,
+            "/console/registry/ledger/approve-share",
+            &[("reviewed", &reviewed(&page))],
+        )
         .await;
     assert!(page.contains("shared with every tenant"), "{page}");
     // A lifecycle conflict is the store's, shown and recorded.
@@ -697,4 +701,166 @@ async fn a_tenant_admin_publishes_their_layer_from_the_console() {
         .await;
     assert_eq!(s, 403);
     let _ = fin;
+}
+
+/// The value of the first hidden `name` field of a form on `page`.
+fn hidden(page: &str, name: &str) -> String {
+    let mark = format!("name=\"{name}\" value=\"");
+    let at = page
+        .find(&mark)
+        .unwrap_or_else(|| panic!("no `{name}` field: {page}"))
+        + mark.len();
+    page[at..at + page[at..].find('"').unwrap()].to_owned()
+}
+
+/// The console's approvals send what their page showed: the share
+/// approval the definition's digest, the canary buttons the canary's
+/// revision. A definition registered, or a canary replaced, after the
+/// page was read is not approved or promoted by its form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_approves_only_what_its_page_showed() {
+    let (h, _, _) = governed().await;
+    let store = h.api.store.clone();
+    let root = crate::admins::Actor::root();
+    let entry = |s: &str| h.api.store.registry_show(&root, s).unwrap();
+    // Ledger (felix's) is tested, approved by fiona, and finance asks to
+    // share it.
+    let felix = h.login("felix").await;
+    let fiona = h.login("fiona").await;
+    h.post(
+        &felix,
+        "/console/registry/ledger/move",
+        &[("state", "testing")],
+    )
+    .await;
+    let (_, page) = h.get(&fiona, "/console/registry/ledger").await;
+    let (_, page) = h
+        .post(
+            &fiona,
+            "/console/registry/ledger/move",
+            &[
+                ("state", "approved"),
+                ("reviewed", &hidden(&page, "reviewed")),
+            ],
+        )
+        .await;
+    assert!(page.contains("now approved"), "{page}");
+    let (_, page) = h.post(&fiona, "/console/registry/ledger/share", &[]).await;
+    assert!(page.contains("sharing done"), "{page}");
+    // Rita reads the entry: the share form carries its digest.
+    let rita = h.login("rita").await;
+    let (_, page) = h.get(&rita, "/console/registry/ledger").await;
+    assert!(page.contains("id=\"approve-share-form\""), "{page}");
+    let shown = hidden(&page, "reviewed");
+    assert_eq!(
+        shown,
+        entry("ledger")["definition_digest"].as_str().unwrap()
+    );
+    // Felix registers another definition, and asks again, before rita
+    // submits: her form is refused, nothing shared.
+    let reg = serde_json::json!({"server": "ledger", "definition": {"tools": [{"name": "post_entry", "description": "changed", "inputSchema": {"type": "object"}}]}});
+    assert_eq!(h.api("felix", "/v1/registry", reg).await, 200);
+    assert_eq!(
+        entry("ledger")["share_requested_by"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        h.api("felix", "/v1/registry/ledger/share", serde_json::json!({}))
+            .await,
+        200
+    );
+    let (_, page) = h
+        .post(
+            &rita,
+            "/console/registry/ledger/approve-share",
+            &[("reviewed", &shown)],
+        )
+        .await;
+    assert!(
+        page.contains("the definition changed since you reviewed it"),
+        "{page}"
+    );
+    assert_eq!(entry("ledger")["shared"], false);
+    assert!(h
+        .changes()
+        .iter()
+        .any(|c| c["action"] == "console.registry.approve_share"
+            && c["ok"] == false
+            && c["actor"] == "console:rita"));
+    // A form without the digest: refused too.
+    let (_, page) = h
+        .post(&rita, "/console/registry/ledger/approve-share", &[])
+        .await;
+    assert!(page.contains("needs `reviewed`"), "{page}");
+    assert_eq!(entry("ledger")["shared"], false);
+
+    // The tenants page's canary buttons carry the canary's revision.
+    let current = store.current().unwrap().revision.clone();
+    let report = serde_json::json!({"id": "gw1", "revision": current, "healthy": true});
+    assert_eq!(h.api("fleet", "/v1/fleet/report", report).await, 200);
+    let canary = |upstream: &'static str| {
+        let s = store.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let plan: crate::store::CanaryPlan =
+                    serde_json::from_value(serde_json::json!({"share": 1.0, "watch_secs": 600}))
+                        .unwrap();
+                s.publish_layer(
+                    "admin:fiona",
+                    "finance",
+                    yaml_layer(&FIN_LEDGER.replace("127.0.0.1:2", upstream)),
+                    Some((crate::rollout::Selector::default(), plan)),
+                )
+                .unwrap()
+                .revision
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let a = canary("127.0.0.1:5").await;
+    let (_, page) = h.get(&fiona, "/console/tenants").await;
+    let form = &page[page
+        .find("action=\"/console/tenants/finance/canary\"")
+        .unwrap()..];
+    assert_eq!(hidden(form, "revision"), a, "{page}");
+    // Felix rolls `a` back and starts `b`; fiona's page still shows `a`.
+    let (_, _) = h
+        .post(
+            &felix,
+            "/console/tenants/finance/canary",
+            &[("verb", "rollback"), ("revision", &a)],
+        )
+        .await;
+    assert_eq!(store.rollout()["state"], "rolled_back");
+    let b = canary("127.0.0.1:4").await;
+    let before = store.layer_history("finance")["current"].clone();
+    let (_, page) = h
+        .post(
+            &fiona,
+            "/console/tenants/finance/canary",
+            &[("verb", "promote"), ("revision", &a)],
+        )
+        .await;
+    assert!(
+        page.contains("the canary changed since you read it"),
+        "{page}"
+    );
+    assert_eq!(store.rollout()["state"], "watching");
+    assert_eq!(store.layer_history("finance")["current"], before);
+    // Read again: `b` is promoted.
+    let (_, page) = h.get(&fiona, "/console/tenants").await;
+    let form = &page[page
+        .find("action=\"/console/tenants/finance/canary\"")
+        .unwrap()..];
+    assert_eq!(hidden(form, "revision"), b);
+    let (_, page) = h
+        .post(
+            &fiona,
+            "/console/tenants/finance/canary",
+            &[("verb", "promote"), ("revision", &b)],
+        )
+        .await;
+    assert!(page.contains("promoted"), "{page}");
+    assert_eq!(store.layer_history("finance")["current"], b.as_str());
 }

@@ -11,6 +11,15 @@
 //! does not reach ([`Refusal::Forbidden`]): a tenant admin touches only
 //! their tenant's servers, an approval needs a reviewer who is not (under
 //! any spelling) the person who registered the definition under review.
+//!
+//! Every approval is of one version: a move to `approved`, and an org
+//! reviewer's approval of sharing, name the `definition_digest` their
+//! reviewer read (`reviewed`) and are refused ([`Refusal::Changed`]) when
+//! the definition is another one by then. A server offered to every
+//! tenant is offered in the definition the org approved for sharing
+//! (`share_reviewed`): registering another definition withdraws the share
+//! (and a pending request), so the tenant's own review never puts bytes
+//! in front of other tenants' principals that no org reviewer read.
 
 use std::collections::BTreeMap;
 
@@ -92,17 +101,35 @@ impl State {
 /// Why an operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// Not the actor's to do (403; recorded as `refused`).
+    /// Not the actor's to do (403 `forbidden`; recorded as `refused`).
     #[error("{0}")]
     Forbidden(String),
-    /// Not from this state (409).
+    /// Not from this state (409 `conflict`).
     #[error("{0}")]
     Conflict(String),
-    /// A malformed request (400).
+    /// An approval names a definition that is no longer the registered
+    /// one (409 `definition_changed`): nothing is approved.
+    #[error("{0}")]
+    Changed(String),
+    /// A malformed request (400 `invalid`).
     #[error("{0}")]
     Invalid(String),
+    /// (404 `not_found`)
     #[error("{0}")]
     NotFound(String),
+}
+
+impl Refusal {
+    /// The machine-readable code the API answers with (`code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Forbidden(_) => "forbidden",
+            Refusal::Conflict(_) => "conflict",
+            Refusal::Changed(_) => "definition_changed",
+            Refusal::Invalid(_) => "invalid",
+            Refusal::NotFound(_) => "not_found",
+        }
+    }
 }
 
 /// One step of a server's life.
@@ -132,6 +159,11 @@ pub struct Server {
     pub since: String,
     #[serde(default)]
     pub shared: bool,
+    /// The `definition_digest` the org reviewer approved for sharing: the
+    /// server is offered to every tenant in this definition only (a new
+    /// one withdraws the share, see [`Registry::register`]).
+    #[serde(default)]
+    pub share_reviewed: Option<String>,
     /// Who asked to offer it to every tenant (waiting for an org reviewer).
     #[serde(default)]
     pub share_requested_by: Option<String>,
@@ -262,7 +294,10 @@ impl Registry {
     }
 
     /// Whether `actor` may review `s`: its tenant's admins, org reviewers,
-    /// org admins.
+    /// org admins. A tenant's admins may approve a definition of a shared
+    /// server because it is not shared any more by then: registering it
+    /// withdrew the share, which an org reviewer approves again for the
+    /// new definition ([`Registry::approve_share`]).
     fn may_review(actor: &Actor, s: &Server) -> bool {
         match (&actor.kind, &s.tenant) {
             (Kind::OrgAdmin | Kind::OrgReviewer, _) => true,
@@ -282,8 +317,13 @@ impl Registry {
     /// Registers a server's definition: a new server is a `draft`; a known
     /// one whose tools changed goes back to `testing` with the changed and
     /// new tools as candidates (the approved pins stay until a second
-    /// person approves). `taken` names servers the org or another tenant
-    /// defines (a tenant cannot register them).
+    /// person approves). A shared server's share is withdrawn, and a
+    /// pending share request with it: the org approved sharing another
+    /// definition, and the tenant's own review of this one does not offer
+    /// it to every tenant (it is asked for, and approved by an org
+    /// reviewer naming this definition's digest, again). `taken` names
+    /// servers the org or another tenant defines (a tenant cannot
+    /// register them).
     pub fn register(
         &mut self,
         actor: &Actor,
@@ -382,6 +422,7 @@ impl Registry {
                     state: State::Draft,
                     since: at.clone(),
                     shared: false,
+                    share_reviewed: None,
                     share_requested_by: None,
                     retired_at: None,
                     registered_by: who,
@@ -472,13 +513,20 @@ impl Registry {
             State::Draft => State::Draft,
             _ => State::Testing,
         };
+        let withdrawn = if s.shared {
+            "; the share is withdrawn: an org reviewer approves sharing this definition again"
+        } else if s.share_requested_by.is_some() {
+            "; the share request is withdrawn: ask again for this definition"
+        } else {
+            ""
+        };
         let e = Event {
             at: at.clone(),
             actor: who.clone(),
             from: Some(from),
             to,
             note: format!(
-                "definition changed: candidates {changed:?}{}",
+                "definition changed: candidates {changed:?}{}{withdrawn}",
                 if removed.is_empty() {
                     String::new()
                 } else {
@@ -486,6 +534,9 @@ impl Registry {
                 }
             ),
         };
+        s.shared = false;
+        s.share_reviewed = None;
+        s.share_requested_by = None;
         s.tools = pins;
         s.definition = tools;
         s.registered_by = who;
@@ -502,7 +553,11 @@ impl Registry {
     /// Moves a server to `to`: draft→testing, testing→approved (a reviewer
     /// other than the registrant, naming the definition they reviewed by
     /// its digest: `reviewed`), approved→deployed, deployed→deprecated,
-    /// any→retired.
+    /// any→retired. The moves that put a definition in front of more
+    /// principals (to `testing`, `approved`, `deployed`) are refused when
+    /// they name a `reviewed` digest that is no longer the definition's (a
+    /// console form read before another registration); `approved` must
+    /// name one. Deprecating and retiring never wait on a stale page.
     pub fn transition(
         &mut self,
         actor: &Actor,
@@ -550,7 +605,7 @@ impl Registry {
                     actor.label()
                 )));
             }
-            s.check_reviewed(server, reviewed)?;
+            s.check_reviewed(&format!("approving `{server}`"), server, reviewed)?;
             for p in s.tools.values_mut() {
                 if p.candidate.is_some() {
                     p.approved = p.candidate.take();
@@ -570,6 +625,8 @@ impl Registry {
                 "{} may not move server `{server}`",
                 actor.label()
             )));
+        } else if matches!(to, State::Testing | State::Deployed) {
+            s.check_reviewed_if_named(server, reviewed)?;
         }
         // A server moved back to testing by a re-registration may have been
         // deployed: it returns to deployed through approval.
@@ -633,11 +690,19 @@ impl Registry {
         Ok((server.to_owned(), e))
     }
 
-    /// An org reviewer or org admin approves a share request.
+    /// An org reviewer or org admin approves a share request, naming the
+    /// definition they reviewed by its digest (`reviewed`, as a move to
+    /// `approved` does): refused ([`Refusal::Changed`]) when the server's
+    /// definition is another one by then, and while a changed definition
+    /// is under review (its tools would be served to testers of every
+    /// tenant in versions the digest does not name). The approver is
+    /// neither who asked nor who registered the definition. The share is
+    /// of that definition: registering another withdraws it.
     pub fn approve_share(
         &mut self,
         actor: &Actor,
         server: &str,
+        reviewed: Option<&str>,
         now: std::time::SystemTime,
     ) -> Result<Done, Refusal> {
         if !actor.is_org() {
@@ -661,17 +726,81 @@ impl Registry {
                 actor.label()
             )));
         }
+        // Nor does whoever registered the definition shared (an org admin
+        // may register a tenant's server).
+        if actor.person() == s.registrant {
+            return Err(Refusal::Forbidden(format!(
+                "{} registered the definition of `{server}`: a second person approves sharing it",
+                actor.label()
+            )));
+        }
+        s.check_reviewed(
+            &format!("approving sharing of `{server}`"),
+            server,
+            reviewed,
+        )?;
+        let pending = s.pending_beside_approved();
+        if !pending.is_empty() {
+            return Err(Refusal::Conflict(format!(
+                "a changed definition of `{server}` is under review (tools {pending:?} keep an approved version beside it): approve or withdraw the change first, so that every tenant is offered the definition you reviewed and no other"
+            )));
+        }
+        let digest = s.definition_digest();
         s.shared = true;
+        s.share_reviewed = Some(digest.clone());
         s.share_requested_by = None;
         let e = Event {
             at: now_text(now),
             actor: actor.label(),
             from: Some(s.state),
             to: s.state,
-            note: "shared with every tenant".into(),
+            note: format!("shared with every tenant: definition {digest}"),
         };
         Self::push(s, e.clone());
         Ok((server.to_owned(), e))
+    }
+
+    /// Settles shares recorded before shares named their definition
+    /// (`share_reviewed`): one whose approval is among the server's events
+    /// with no definition registered after it keeps its share, now bound
+    /// to the current definition; any other (the definition changed after
+    /// the org approved sharing, or the approval is no longer in the
+    /// events) is withdrawn, to be asked for and approved again. Returns
+    /// the events appended (the servers whose share was withdrawn).
+    pub fn settle_shares(&mut self, now: std::time::SystemTime) -> Vec<Done> {
+        let mut out = Vec::new();
+        for (name, s) in &mut self.servers {
+            if !s.shared || s.share_reviewed.is_some() {
+                continue;
+            }
+            // The org's approval as an older agent wrote it. A move's
+            // note is free text a tenant admin types, but a move always
+            // changes the state and an approval of sharing never does.
+            let approval = s
+                .events
+                .iter()
+                .rposition(|e| e.from == Some(e.to) && e.note == "shared with every tenant");
+            let changed_since = approval.is_none_or(|i| {
+                s.events[i + 1..]
+                    .iter()
+                    .any(|e| e.note.starts_with("definition changed"))
+            });
+            if !changed_since {
+                s.share_reviewed = Some(s.definition_digest());
+                continue;
+            }
+            s.shared = false;
+            let e = Event {
+                at: now_text(now),
+                actor: "agent".into(),
+                from: Some(s.state),
+                to: s.state,
+                note: "the share is withdrawn: the definition may have changed since the org approved sharing (recorded before approvals named the definition); ask, and an org reviewer approves, again".into(),
+            };
+            Self::push(s, e.clone());
+            out.push((name.clone(), e));
+        }
+        out
     }
 
     /// `registry.json` as the bundle carries it.
@@ -686,7 +815,9 @@ impl Registry {
                         "tenant": s.tenant,
                         "state": s.state,
                         "since": s.since,
-                        "shared": s.shared,
+                        // Offered to every tenant only in the definition
+                        // the org approved for sharing.
+                        "shared": s.share_current(),
                         "retired_at": s.retired_at,
                         "tools": s.tools,
                     }),
@@ -707,6 +838,7 @@ impl Registry {
                     serde_json::json!({
                         "server": n, "tenant": s.tenant, "state": s.state,
                         "since": s.since, "shared": s.shared,
+                        "share_reviewed": s.share_reviewed,
                         "share_requested_by": s.share_requested_by,
                         "retired_at": s.retired_at, "tools": s.tools,
                     })

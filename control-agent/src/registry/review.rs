@@ -1,9 +1,9 @@
 //! What a reviewer approves: the definition they read, named by its
 //! digest. Between a reviewer reading a server's entry and moving it to
-//! `approved`, its registrant could register another definition, which the
-//! approval then pinned unseen; an approval carries the digest the
-//! reviewer read (`reviewed`), and is refused when it is not the current
-//! one.
+//! `approved` (or approving sharing it), its registrant could register
+//! another definition, which the approval then pinned (or offered to every
+//! tenant) unseen; an approval carries the digest the reviewer read
+//! (`reviewed`), and is refused when it is not the current one.
 
 use std::collections::BTreeSet;
 
@@ -40,22 +40,63 @@ impl Server {
         format!("sha256:{}", hex::encode(h.finalize()))
     }
 
-    /// An approval of `server` names the definition its reviewer read.
+    /// An approval (`what`: "approving `ledger`", "approving sharing of
+    /// `ledger`") names the definition its reviewer read: without it 400
+    /// ([`Refusal::Invalid`]); another than the current one 409
+    /// ([`Refusal::Changed`], code `definition_changed`).
     pub(super) fn check_reviewed(
+        &self,
+        what: &str,
+        server: &str,
+        reviewed: Option<&str>,
+    ) -> Result<(), Refusal> {
+        match reviewed.filter(|r| !r.is_empty()) {
+            None => Err(Refusal::Invalid(format!(
+                "{what} needs `reviewed`: the definition_digest of the definition you reviewed (GET /v1/registry/{server}, `registry show {server}`)"
+            ))),
+            Some(r) => self.check_reviewed_if_named(server, Some(r)),
+        }
+    }
+
+    /// A `reviewed` digest, when one is named (a console form sends the
+    /// one its page showed with every move), is the current definition's.
+    pub(super) fn check_reviewed_if_named(
         &self,
         server: &str,
         reviewed: Option<&str>,
     ) -> Result<(), Refusal> {
         let now = self.definition_digest();
         match reviewed.filter(|r| !r.is_empty()) {
-            None => Err(Refusal::Invalid(format!(
-                "approving `{server}` needs `reviewed`: the definition_digest of the definition you reviewed (GET /v1/registry/{server}, `registry show {server}`)"
-            ))),
-            Some(r) if r != now => Err(Refusal::Conflict(format!(
+            Some(r) if r != now => Err(Refusal::Changed(format!(
                 "the definition changed since you reviewed it: you reviewed {}, `{server}`'s is now {now}; read it again",
                 r.chars().take(80).collect::<String>().escape_debug()
             ))),
-            Some(_) => Ok(()),
+            _ => Ok(()),
         }
+    }
+
+    /// Whether the server is offered to every tenant: shared, in the
+    /// definition the org approved for sharing (the bundle's `shared`).
+    pub fn share_current(&self) -> bool {
+        self.shared && self.share_reviewed.as_deref() == Some(self.definition_digest().as_str())
+    }
+
+    /// Tools served in a version the digest does not name: a changed tool
+    /// whose approved version stays beside its candidate, a tool the
+    /// definition no longer lists that keeps its approved pin (testers
+    /// may use either while the change is reviewed).
+    pub(super) fn pending_beside_approved(&self) -> Vec<String> {
+        let listed: BTreeSet<&str> = self
+            .definition
+            .iter()
+            .filter_map(|t| t.get("name").and_then(Json::as_str))
+            .collect();
+        self.tools
+            .iter()
+            .filter(|(n, p)| {
+                p.approved.is_some() && (p.candidate.is_some() || !listed.contains(n.as_str()))
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 }

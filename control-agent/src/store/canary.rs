@@ -254,41 +254,68 @@ impl Store {
         Some(revision)
     }
 
-    /// An operator promotes the canary before its watch ends.
-    pub fn promote(&self, actor: &str) -> Result<String, String> {
+    /// An operator promotes the canary before its watch ends, naming the
+    /// revision they judged (`GET /v1/rollout`'s `revision`): checked under
+    /// the lock that promotes it, so a canary rolled back and another
+    /// started (or the canary rebuilt) after the operator read it is not
+    /// promoted in its place.
+    pub fn promote(&self, actor: &str, revision: Option<&str>) -> Result<String, CanaryRefusal> {
         let mut inner = self.lock();
+        let current = Self::watched(&inner)?.revision.clone();
+        CanaryRefusal::check(true, &current, revision)?;
         self.promote_locked(&mut inner, actor, &format!("promoted by {actor}"))
-            .ok_or_else(|| "no canary is being watched".to_owned())
+            .ok_or_else(CanaryRefusal::none)
     }
 
-    /// An operator rolls the canary back.
-    pub fn roll_back_canary(&self, actor: &str) -> Result<String, String> {
+    /// An operator rolls the canary back (when a revision is named, that
+    /// one only).
+    pub fn roll_back_canary(
+        &self,
+        actor: &str,
+        revision: Option<&str>,
+    ) -> Result<String, CanaryRefusal> {
         let mut inner = self.lock();
+        let current = Self::watched(&inner)?.revision.clone();
+        CanaryRefusal::check(false, &current, revision)?;
         self.roll_back_locked(&mut inner, actor, &format!("rolled back by {actor}"))
-            .ok_or_else(|| "no canary is being watched".to_owned())
+            .ok_or_else(CanaryRefusal::none)
+    }
+
+    fn watched(inner: &Inner) -> Result<&Rollout, CanaryRefusal> {
+        inner
+            .rollout
+            .as_ref()
+            .filter(|r| r.state == "watching")
+            .ok_or_else(CanaryRefusal::none)
     }
 
     /// Promotes (or rolls back) the canary of `tenant`'s layer: checked
     /// under the lock that ends it, so a request about one tenant's canary
     /// never ends another's (or the org's) that started in between.
+    /// Promoting names the layer revision judged (the tenant's history's
+    /// `canary.revision`): another layer canary of the tenant started
+    /// since is not promoted in its place.
     pub fn end_layer_canary(
         &self,
         actor: &str,
         tenant: &str,
         promote: bool,
-    ) -> Result<String, String> {
+        revision: Option<&str>,
+    ) -> Result<String, CanaryRefusal> {
         let mut inner = self.lock();
-        let theirs = inner.rollout.as_ref().is_some_and(|r| {
-            r.state == "watching"
-                && r.layer
-                    .as_ref()
-                    .is_some_and(|l| crate::admins::same_tenant(&l.tenant, tenant))
-        });
-        if !theirs {
-            return Err(format!(
+        let theirs = inner
+            .rollout
+            .as_ref()
+            .filter(|r| r.state == "watching")
+            .and_then(|r| r.layer.as_ref())
+            .filter(|l| crate::admins::same_tenant(&l.tenant, tenant))
+            .map(|l| l.revision.clone());
+        let Some(current) = theirs else {
+            return Err(CanaryRefusal::NotWatched(format!(
                 "no canary of tenant `{tenant}`'s layer is being watched"
-            ));
-        }
+            )));
+        };
+        CanaryRefusal::check(promote, &current, revision)?;
         let why = format!(
             "{} by {actor}",
             if promote { "promoted" } else { "rolled back" }
@@ -298,7 +325,7 @@ impl Store {
         } else {
             self.roll_back_locked(&mut inner, actor, &why)
         };
-        done.ok_or_else(|| "no canary is being watched".to_owned())
+        done.ok_or_else(CanaryRefusal::none)
     }
 
     /// The canary being watched or the last one, with its figures.
@@ -334,5 +361,66 @@ impl Store {
         v["rest"] = stats(&r.rest_stats);
         v["elapsed_secs"] = serde_json::json!(r.started.elapsed().unwrap_or_default().as_secs());
         v
+    }
+}
+
+/// Why a canary was not promoted or rolled back by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanaryRefusal {
+    /// No canary (of this owner) is being watched (409 `no_canary`).
+    NotWatched(String),
+    /// A promotion that does not name the revision judged (400
+    /// `revision_required`).
+    Unnamed(String),
+    /// The canary watched is not the revision named (409
+    /// `revision_changed`): nothing changes.
+    Changed(String),
+}
+
+impl CanaryRefusal {
+    fn none() -> CanaryRefusal {
+        CanaryRefusal::NotWatched("no canary is being watched".into())
+    }
+
+    /// A promotion names the revision judged; a rollback may. Either is
+    /// refused when the one named is not `current`.
+    fn check(promote: bool, current: &str, named: Option<&str>) -> Result<(), CanaryRefusal> {
+        match named.map(str::trim).filter(|n| !n.is_empty()) {
+            None if promote => Err(CanaryRefusal::Unnamed(format!(
+                "promoting needs `revision`: the canary's revision you judged (now {current})"
+            ))),
+            Some(n) if n != current => Err(CanaryRefusal::Changed(format!(
+                "the canary changed since you read it: you judged {}, the canary watched is now {current}; read it again",
+                n.chars().take(120).collect::<String>().escape_debug()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The HTTP status the API answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            CanaryRefusal::Unnamed(_) => 400,
+            CanaryRefusal::NotWatched(_) | CanaryRefusal::Changed(_) => 409,
+        }
+    }
+
+    /// The machine-readable code the API answers with (`code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CanaryRefusal::NotWatched(_) => "no_canary",
+            CanaryRefusal::Unnamed(_) => "revision_required",
+            CanaryRefusal::Changed(_) => "revision_changed",
+        }
+    }
+}
+
+impl std::fmt::Display for CanaryRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CanaryRefusal::NotWatched(m)
+            | CanaryRefusal::Unnamed(m)
+            | CanaryRefusal::Changed(m) => f.write_str(m),
+        }
     }
 }

@@ -229,3 +229,115 @@ fn a_tenant_cannot_register_an_org_servers_name_in_another_case() {
         );
     }
 }
+
+/// A share an older agent recorded (no `share_reviewed`) and then kept
+/// across a new definition (the finding's state) is withdrawn when the
+/// agent starts: kept and logged, and what is served rebuilt without it.
+/// A share whose definition has not changed since the org approved it is
+/// kept, bound to that definition, and nothing is rebuilt.
+#[test]
+fn a_share_an_older_agent_kept_across_a_new_definition_is_withdrawn_at_start() {
+    use crate::admins::{Actor, Kind};
+    use crate::registry::State;
+    let (d, s) = org_store();
+    let now = SystemTime::now();
+    let felix = Actor {
+        name: "felix".into(),
+        kind: Kind::TenantAdmin("finance".into()),
+    };
+    let rita = Actor {
+        name: "rita".into(),
+        kind: Kind::OrgReviewer,
+    };
+    let tools = |desc: &str| serde_json::json!({"tools": [{"name": "t", "description": desc, "inputSchema": {"type": "object"}}]});
+    let digest = |s: &Store, n: &str| {
+        s.registry_show(&Actor::root(), n).unwrap()["definition_digest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    for server in ["ledger", "journal"] {
+        s.registry_change(&fiona(), "registry.register", |r, taken| {
+            r.register(&fiona(), server, None, &tools("a"), taken, now)
+        })
+        .unwrap();
+        let d = digest(&s, server);
+        for (who, to) in [
+            (fiona(), State::Testing),
+            (felix.clone(), State::Approved),
+            (fiona(), State::Deployed),
+        ] {
+            s.registry_change(&who, "registry.move", |r, _| {
+                r.transition(&who, server, to, Some(&d), "", now)
+            })
+            .unwrap();
+        }
+        s.registry_change(&fiona(), "registry.share", |r, _| {
+            r.request_share(&fiona(), server, now)
+        })
+        .unwrap();
+        s.registry_change(&rita, "registry.approve_share", |r, _| {
+            r.approve_share(&rita, server, Some(&d), now)
+        })
+        .unwrap();
+    }
+    // Ledger gets a new definition.
+    s.registry_change(&fiona(), "registry.register", |r, taken| {
+        r.register(&fiona(), "ledger", None, &tools("evil"), taken, now)
+    })
+    .unwrap();
+    let before = s.current().unwrap().revision.clone();
+    drop(s);
+    // As an older agent left it: shared without naming the definition.
+    let state = d.path().join("state");
+    let file = state.join("registry.json");
+    let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    for server in ["ledger", "journal"] {
+        let e = &mut r["servers"][server];
+        e["shared"] = true.into();
+        e.as_object_mut().unwrap().remove("share_reviewed");
+        for ev in e["events"].as_array_mut().unwrap() {
+            if ev["note"]
+                .as_str()
+                .unwrap()
+                .starts_with("shared with every tenant")
+            {
+                ev["note"] = "shared with every tenant".into();
+            }
+        }
+    }
+    std::fs::write(&file, serde_json::to_vec_pretty(&r).unwrap()).unwrap();
+    let s = Store::open(&state, &d.path().join("source"), None).unwrap();
+    // Rebuilt at start: the revisions kept were built with the share.
+    assert_ne!(s.current().unwrap().revision, before);
+    let served = archive::unpack(&s.current().unwrap().archive).unwrap();
+    let bundle: serde_json::Value = serde_json::from_slice(&served["registry.json"]).unwrap();
+    assert_eq!(bundle["servers"]["ledger"]["shared"], false, "{bundle}");
+    assert_eq!(bundle["servers"]["journal"]["shared"], true, "{bundle}");
+    let ledger = s.registry_show(&Actor::root(), "ledger").unwrap();
+    assert_eq!(ledger["shared"], false);
+    let journal = s.registry_show(&Actor::root(), "journal").unwrap();
+    assert_eq!(journal["share_reviewed"], digest(&s, "journal").as_str());
+    // Kept on disk and logged.
+    let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(kept["servers"]["ledger"]["shared"], false);
+    let events = std::fs::read_to_string(state.join("registry-events.jsonl")).unwrap();
+    assert!(
+        events
+            .lines()
+            .last()
+            .unwrap()
+            .contains("the share is withdrawn"),
+        "{events}"
+    );
+    let changes = std::fs::read_to_string(state.join(changes::FILE)).unwrap();
+    assert!(
+        changes.contains("registry.share_withdrawn") && changes.contains("ledger:"),
+        "{changes}"
+    );
+    // Settled once: the next start changes nothing.
+    let revision = s.current().unwrap().revision.clone();
+    drop(s);
+    let s = Store::open(&state, &d.path().join("source"), None).unwrap();
+    assert_eq!(s.current().unwrap().revision, revision);
+}

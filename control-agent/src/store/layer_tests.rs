@@ -337,7 +337,17 @@ fn a_layer_canary_reaches_its_share_and_promotion_makes_it_current() {
     s.kill("admin", "all", "", true).unwrap();
     let f = served_files(&s.for_gateway(&members[0], &none).unwrap());
     assert_eq!(f["tenants/finance/finance.rego"], v2["finance.rego"]);
-    s.promote("admin:fiona").unwrap();
+    // The rebuild made the canary another revision: a promotion of the
+    // one read before it is refused, nothing promoted.
+    let judged = ro["revision"].as_str().unwrap();
+    assert!(matches!(
+        s.promote("admin:fiona", Some(judged)),
+        Err(crate::store::CanaryRefusal::Changed(_))
+    ));
+    assert_eq!(s.rollout()["state"], "watching");
+    let now = s.rollout()["revision"].as_str().unwrap().to_owned();
+    assert_ne!(now, judged);
+    s.promote("admin:fiona", Some(&now)).unwrap();
     assert_eq!(s.layer_history("finance")["current"], e2.revision.as_str());
     for i in 0..10 {
         let f = served_files(&s.for_gateway(&format!("gw{i}"), &none).unwrap());
@@ -358,7 +368,7 @@ fn a_layer_canary_reaches_its_share_and_promotion_makes_it_current() {
         Some((Selector::default(), plan)),
     )
     .unwrap();
-    s.roll_back_canary("admin:fiona").unwrap();
+    s.roll_back_canary("admin:fiona", None).unwrap();
     assert_eq!(s.layer_history("finance")["current"], e2.revision.as_str());
     for i in 0..10 {
         let f = served_files(&s.for_gateway(&format!("gw{i}"), &none).unwrap());

@@ -21,6 +21,7 @@ mod changes;
 mod compose;
 pub mod layers;
 mod registry;
+pub use canary::CanaryRefusal;
 pub use changes::KillEvent;
 pub use registry::RegistryError;
 mod fleet;
@@ -335,8 +336,9 @@ impl Store {
             }
         }
         let source_digest = history.last().and_then(|h| h.source.clone());
+        let (registry, withdrawn) = registry::load(dir)?;
         let (tx, _) = watch::channel(0);
-        Ok(Store {
+        let store = Store {
             dir: dir.to_path_buf(),
             source: source.to_path_buf(),
             signer,
@@ -350,7 +352,7 @@ impl Store {
                 last_error: None,
                 fleet: BTreeMap::new(),
                 layers: layers::load(dir)?,
-                registry: registry::load(dir)?,
+                registry,
             }),
             generation: tx,
             stale_after: Duration::from_secs(15),
@@ -360,7 +362,9 @@ impl Store {
             changes_turn: Mutex::new(()),
             #[cfg(test)]
             after_rollout_read: Mutex::new(None),
-        })
+        };
+        store.shares_withdrawn_at_start(&withdrawn);
+        Ok(store)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -14,12 +14,40 @@ const EVENTS_PREVIOUS: &str = "registry-events.jsonl.1";
 /// previous one, the registry's events take at most about twice this.
 pub const MAX_EVENTS_FILE: u64 = 16 << 20;
 
-pub(super) fn load(dir: &Path) -> anyhow::Result<Registry> {
-    match std::fs::read(dir.join(FILE)) {
-        Ok(b) => Ok(serde_json::from_slice(&b)?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),
-        Err(e) => Err(e.into()),
+/// The registry as kept, with the shares recorded before a share named
+/// its definition settled ([`Registry::settle_shares`]; kept and logged at
+/// once); the second value lists the shares withdrawn.
+pub(super) fn load(dir: &Path) -> anyhow::Result<(Registry, Vec<Done>)> {
+    let mut r: Registry = match std::fs::read(dir.join(FILE)) {
+        Ok(b) => serde_json::from_slice(&b)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(e.into()),
+    };
+    let before = serde_json::to_vec_pretty(&r)?;
+    let withdrawn = r.settle_shares(SystemTime::now());
+    let after = serde_json::to_vec_pretty(&r)?;
+    if after != before {
+        write_atomic(&dir.join(FILE), &after)?;
+        for (server, event) in &withdrawn {
+            tracing::warn!(server = %server, "{}", event.note);
+            append_event(dir, server, event)?;
+        }
     }
+    Ok((r, withdrawn))
+}
+
+/// Appends one step to `registry-events.jsonl` (moved aside when full).
+fn append_event(dir: &Path, server: &str, event: &crate::registry::Event) -> std::io::Result<()> {
+    let line = serde_json::json!({"server": server, "event": event});
+    let path = dir.join(EVENTS);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() >= MAX_EVENTS_FILE) {
+        std::fs::rename(&path, dir.join(EVENTS_PREVIOUS))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{line}"))
 }
 
 /// Why a registry change did not happen.
@@ -40,6 +68,36 @@ impl std::fmt::Display for RegistryError {
 }
 
 impl Store {
+    /// Shares withdrawn when the registry was loaded: what is served is
+    /// rebuilt without them (the revisions kept on disk were built with
+    /// them), and each is in the change record.
+    pub(super) fn shares_withdrawn_at_start(&self, withdrawn: &[Done]) {
+        if withdrawn.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        let kill = inner.kill.clone();
+        let res = self.rebuild_served(
+            &mut inner,
+            &kill,
+            "agent",
+            "registry: shares settled at start",
+        );
+        drop(inner);
+        if let Err(e) = &res {
+            tracing::error!(error = %e, "rebuilding what is served without the withdrawn shares failed; it is rebuilt at the next change");
+        }
+        for (server, event) in withdrawn {
+            self.record(
+                "agent",
+                "registry.share_withdrawn",
+                None,
+                res.is_ok(),
+                &format!("{server}: {}", event.note),
+            );
+        }
+    }
+
     /// Applies `op` to the registry: kept, logged and every served revision
     /// rebuilt with it; when that fails nothing changes.
     pub fn registry_change(
@@ -88,18 +146,7 @@ impl Store {
             &self.dir.join(FILE),
             &serde_json::to_vec_pretty(&inner.registry).unwrap_or_default(),
         )
-        .and_then(|()| {
-            let line = serde_json::json!({"server": server, "event": event});
-            let path = self.dir.join(EVENTS);
-            if std::fs::metadata(&path).is_ok_and(|m| m.len() >= MAX_EVENTS_FILE) {
-                std::fs::rename(&path, self.dir.join(EVENTS_PREVIOUS))?;
-            }
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| writeln!(f, "{line}"))
-        });
+        .and_then(|()| append_event(&self.dir, &server, &event));
         if let Err(e) = res {
             tracing::error!(error = %e, "cannot write the registry");
         }
