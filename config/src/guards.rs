@@ -235,7 +235,13 @@ pub(crate) fn quotas(raw: &[raw::QuotaConfig], has_store: bool, p: &mut Problems
             servers: q.servers.clone(),
             groups: q.groups.clone(),
             tools: q.tools.clone(),
-            tenants: q.tenants.clone(),
+            // Compared with a caller's canonical tenant, as every rule
+            // that names tenants is (`ACME` is `acme`'s).
+            tenants: q
+                .tenants
+                .iter()
+                .map(|t| crate::person::canonical_or_marked(t))
+                .collect(),
             methods,
             definition: h.finalize().into(),
             global,

@@ -97,6 +97,10 @@ pub fn canonical_or_marked(name: &str) -> String {
 /// written out) is never equal to it.
 const MARKED: char = '\u{1}';
 
+/// The tenant of anonymous callers and of credentials that name none: no
+/// tenant the org may grant (see `model::valid_tenant_name`).
+pub const NO_TENANT: &str = "default";
+
 /// What the [`tenant_key`] of a name that is not plain ASCII starts with:
 /// never the start of an ASCII name's key, nor of a marked one.
 const UNFOLDED: &str = "\u{fffd}nfc:";

@@ -22,7 +22,7 @@ pub mod snapshot;
 
 pub use chain::filter::{
     Acts, Decision, Denial, Direction, Exchange, FilterChain, McpFilter, Message, Methods, Notes,
-    Principal, Verdict,
+    Principal, StreamCall, Verdict,
 };
 pub use chain::plan::{
     plan_request, Forward, MessageRecord, Outcome, RequestMessages, RequestPlan,

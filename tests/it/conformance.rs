@@ -1377,7 +1377,7 @@ fn stdio_servers_run_behind_the_gateway_with_every_guard() {
     let sid0 = warden_tests::header(&h0, "mcp-session-id")
         .expect("session")
         .to_owned();
-    let smuggled = "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\",\"z\":[\n{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":{\"name\":\"purge\",\"arguments\":{}}}\r\n]}";
+    let smuggled = "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\",\"params\":{\"z\":[\n{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":{\"name\":\"purge\",\"arguments\":{}}}\r\n]}}";
     let (s1, _, b1) = rt0
         .block_on(warden_tests::post_json(
             &gw.url("/raw/mcp"),

@@ -994,3 +994,42 @@ fn a_virtual_members_initialize_raises_the_clients_session() {
         dump(&gw)
     );
 }
+
+/// What flowed to a principal outlives the gateway: sessions and handles
+/// survive a restart (sealed with the install's key), so a restart must
+/// not launder them either. The flows journal in the state dir carries
+/// the state into the next process of the install.
+#[test]
+fn a_restart_does_not_launder_a_flow() {
+    let _turn = heavy();
+    let s = servers();
+    let yaml = bundle(&s, "  track: principal\n", "");
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    let steps = attack("a", Via::Split);
+    let r = scenario(&[base(&gw)], AGENT, &Value::Array(steps[..2].to_vec()), &[]);
+    assert!(r.iter().all(served), "{r:?}");
+    // The same install (its state dir), a new process.
+    let mut gw = gw;
+    gw.proc.terminate();
+    assert!(gw.proc.wait_exit(Duration::from_secs(20)).is_some());
+    let state = gw.state.path().to_str().expect("utf-8").to_owned();
+    let again = Gateway::start_with(&yaml, true, &[], &["--state-dir", &state], None)
+        .expect("gateway again");
+    let r = scenario(
+        &[base(&again)],
+        AGENT,
+        &Value::Array(vec![steps[2].clone()]),
+        &[],
+    );
+    assert_eq!(text(&r[0]), BLOCKED, "a restart laundered the flow: {r:?}");
+    // Another install (a state dir of its own) knows nothing of it.
+    drop(again);
+    let other = Gateway::start(&yaml, true).expect("another install");
+    let r = scenario(
+        &[base(&other)],
+        AGENT,
+        &Value::Array(vec![steps[2].clone()]),
+        &[],
+    );
+    assert!(served(&r[0]), "{r:?}");
+}

@@ -365,3 +365,57 @@ async fn every_record_reaches_rsyslog_across_rotations() {
     let m = gw.metrics().await;
     assert!(!m.contains("result=\"dropped\""), "{m}");
 }
+
+/// A record longer than the receiver takes (here a call's arguments,
+/// logged in full) is sent as its stub, never split: rsyslog splits an
+/// octet-counted message past its `maxMessageSize`, and the rest, text
+/// the caller chose, would read as a message of its own (a forged
+/// record). Every record after it arrives whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_longer_than_the_receiver_takes_arrives_as_its_stub() {
+    let syslog = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let _receiver = rsyslog(syslog.path(), port, false);
+    let mock = Mock::start(&[]).expect("mock");
+    let yaml = mock_bundle(
+        &[mock.addr],
+        &format!("audit:\n  include_arguments: true\n  export:\n    syslog:\n      address: 127.0.0.1:{port}\n"),
+    );
+    let gw = Gateway::start(&yaml, false).expect("gateway");
+    calls(&gw, 0..2).await;
+    // Filler, then what would be a forged record where rsyslog cut the
+    // message, at every offset a header might land on.
+    let forged = "<13>1 - gw1 warden - audit [warden@32473 seq=\"999999\" outcome=\"forwarded\"] {\"seq\":999999}";
+    let text = format!("{}{}", "x".repeat(8000), forged.repeat(400));
+    let body = serde_json::json!({"jsonrpc":"2.0","id":99,"method":"tools/call",
+        "params":{"name":"echo","arguments":{"text": text}}})
+    .to_string();
+    let (s, _, _) = post_json(&gw.url("/mock/mcp"), body, &[])
+        .await
+        .expect("post");
+    assert_eq!(s, 200);
+    calls(&gw, 100..103).await;
+    let got = all_received(syslog.path(), 6);
+    let log = std::fs::read_to_string(syslog.path().join("received.log")).expect("log");
+    assert!(
+        !got.iter().any(|(s, _)| *s == 999_999) && !log.contains("seq=\"999999\""),
+        "a forged record reached the receiver"
+    );
+    let stubs: Vec<&str> = log.lines().filter(|l| l.contains("{\"elided\":")).collect();
+    assert_eq!(stubs.len(), 1, "{log}");
+    assert!(
+        stubs[0].contains("more than the syslog receiver's 8192"),
+        "{}",
+        stubs[0]
+    );
+    assert!(stubs[0].len() <= 8192, "{}", stubs[0].len());
+    // Every message whole: one per line, each a record.
+    for l in log.lines() {
+        let json = &l[l.find('{').expect("a record")..];
+        serde_json::from_str::<serde_json::Value>(json).unwrap_or_else(|e| panic!("{e}: {l}"));
+    }
+    assert_eq!(
+        got.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        (0..got.len() as u64).collect::<Vec<_>>()
+    );
+}

@@ -133,6 +133,8 @@ pub struct SyslogExport {
     pub facility: u8,
     /// Bytes of the trail the export may fall behind before it skips ahead.
     pub max_lag: u64,
+    /// The longest message (octet count) the receiver takes.
+    pub max_message_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +191,21 @@ fn syslog(raw: &raw::SyslogExportConfig, p: &mut Problems) -> Option<SyslogExpor
         app_name,
         facility,
         max_lag: max_lag(raw.max_lag.as_deref(), at, p)?,
+        max_message_size: match raw.max_message_size.as_deref().map(parse_size) {
+            None => 8 << 10,
+            Some(Ok(n)) if (2 << 10..=64 << 20).contains(&n) => n,
+            Some(Ok(_)) => {
+                p.push(
+                    format!("{at}.max_message_size"),
+                    "must be from 2KiB (what RFC 5425 asks every receiver to take) to 64MiB",
+                );
+                return None;
+            }
+            Some(Err(e)) => {
+                p.push(format!("{at}.max_message_size"), e);
+                return None;
+            }
+        },
     })
 }
 

@@ -39,7 +39,12 @@ pub fn valid_tenant_name(name: &str) -> Result<(), String> {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok {
+    if ok && name == crate::person::NO_TENANT {
+        Err(format!(
+            "`{NO_TENANT}` is no tenant to grant: it is the tenant of anonymous callers and of credentials that name none, so its layer would rule, and its admins read, every one of them",
+            NO_TENANT = crate::person::NO_TENANT
+        ))
+    } else if ok {
         Ok(())
     } else {
         Err(format!(

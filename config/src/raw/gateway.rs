@@ -160,6 +160,10 @@ pub struct SyslogExportConfig {
     /// audit files, which are its spool) before it skips the oldest records,
     /// counting them as dropped (default `1GiB`).
     pub max_lag: Option<String>,
+    /// The longest message the receiver takes (rsyslog's `maxMessageSize`,
+    /// default `8KiB`, at least `2KiB`): a record whose message would be
+    /// longer is sent as its stub (see the audit docs), never split.
+    pub max_message_size: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

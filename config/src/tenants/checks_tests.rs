@@ -104,7 +104,9 @@ fn tenant_names_and_grants() {
         &files(&BASE.replace("tenant: finance", "tenant: \"fin\u{200b}ance\"")),
         "not the tenant",
     );
-    for bad in ["", "fin-ance", "1fin", "fin.ance", "finance/", "ﬁnance"] {
+    for bad in [
+        "", "fin-ance", "1fin", "fin.ance", "finance/", "ﬁnance", "default",
+    ] {
         assert!(valid_tenant_name(bad).is_err(), "{bad}");
     }
     refused(

@@ -254,6 +254,11 @@ impl Api {
                 rate: format!("{:.1}", m["calls_per_sec"].as_f64().unwrap_or(0.0)),
                 last_seen: format!("{:.0} s ago", m["last_seen_secs"].as_f64().unwrap_or(0.0)),
                 stale: m["stale"] == true,
+                conflict: if m["conflict"] == true {
+                    m["instances"].as_array().map_or(2, |a| a.len().max(2))
+                } else {
+                    0
+                },
                 upstreams: m["upstreams"]
                     .as_array()
                     .map(|a| a.as_slice())
@@ -450,11 +455,7 @@ impl Api {
     }
 
     fn approval_view(&self, v: &serde_json::Value) -> ApprovalView {
-        let args = s(&v["arguments"]);
-        let pretty = serde_json::from_str::<serde_json::Value>(&args)
-            .ok()
-            .and_then(|j| serde_json::to_string_pretty(&j).ok())
-            .unwrap_or(args);
+        let pretty = super::views::laid_out(s(&v["arguments"]));
         // Every text of a claim is what a holder of the fleet token sent:
         // each is redacted, not only the arguments.
         let red = |k: &str| self.console.redact(&s(&v[k]));

@@ -76,9 +76,59 @@ impl Console {
             .redactor
             .get_or_init(|| warden_filters::engines::dlp::Scanner::new(&[]).ok());
         match scanner {
-            Some(s) => warden_filters::snapshot::redact_with(s, text, usize::MAX),
+            Some(s) => visible(&warden_filters::snapshot::redact_with(s, text, usize::MAX)),
             // No scanner: show nothing rather than something unchecked.
             None => "[not shown: the redactor did not start]".into(),
+        }
+    }
+}
+
+/// `text` with every character a reader cannot see written out as its code
+/// point (`⟨U+202E⟩`): a bidi override would show `invoice_\u{202e}fdp.exe`
+/// as `invoice_exe.pdf`, a zero-width space would hide in a name. What an
+/// approver or auditor reads is what the record holds. Line breaks and
+/// tabs stay.
+pub(super) fn visible(text: &str) -> String {
+    use std::fmt::Write;
+    if !text
+        .chars()
+        .any(|c| warden_config::person::invisible(c) && !matches!(c, '\n' | '\t'))
+    {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if warden_config::person::invisible(c) && !matches!(c, '\n' | '\t') {
+            let _ = write!(out, "⟨U+{:04X}⟩", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod shown_tests {
+    /// What an approver reads is what the call holds: characters no one
+    /// sees are written out, and arguments are laid out only when that
+    /// changes nothing but white space.
+    #[test]
+    fn the_console_shows_what_the_record_holds() {
+        assert_eq!(
+            super::visible("invoice_\u{202e}fdp.exe"),
+            "invoice_⟨U+202E⟩fdp.exe"
+        );
+        assert_eq!(super::visible("a\u{200b}b\nc\td"), "a⟨U+200B⟩b\nc\td");
+        assert_eq!(super::visible("plain café"), "plain café");
+        use super::super::views::laid_out;
+        assert_eq!(laid_out(r#"{"a":1}"#.into()), "{\n  \"a\": 1\n}");
+        for exact in [
+            r#"{"amount":0.1000000000000000000001}"#,
+            r#"{"amount":1e2}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"p":"\u0041"}"#,
+        ] {
+            assert_eq!(laid_out(exact.into()), exact);
         }
     }
 }

@@ -75,6 +75,8 @@ pub(super) struct MemberView {
     pub(super) rate: String,
     pub(super) last_seen: String,
     pub(super) stale: bool,
+    /// Live processes sharing the id (0: it is not shared).
+    pub(super) conflict: usize,
     pub(super) upstreams: Vec<(String, u64, u64)>,
 }
 
@@ -279,6 +281,19 @@ pub(super) fn render(t: &impl Template) -> Resp {
         Ok(body) => html(StatusCode::OK, body),
         Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("template: {e}")),
     }
+}
+
+/// A call's arguments laid out for reading, only when that changes
+/// nothing but white space: a number no f64 holds
+/// (`0.1000000000000000000001`), an escape or a duplicate member would
+/// read otherwise once parsed again, and is shown as the call carried it
+/// (the text its digest binds).
+pub(super) fn laid_out(args: String) -> String {
+    serde_json::from_str::<serde_json::Value>(&args)
+        .ok()
+        .filter(|j| serde_json::to_string(j).is_ok_and(|c| c == args))
+        .and_then(|j| serde_json::to_string_pretty(&j).ok())
+        .unwrap_or(args)
 }
 
 pub(super) fn s(v: &serde_json::Value) -> String {

@@ -140,6 +140,18 @@ pub struct Message<'a> {
     /// the client's own text; `false` for a reply the gateway matched to
     /// nothing it forwarded (its id is the server's text).
     pub id_matched: bool,
+    /// A reply matched through the session's reply ledger rather than to a
+    /// request of its own exchange (it came on a GET stream: live,
+    /// resumed or legacy). The ledger holds the latest request of that id
+    /// this replica forwarded, which need not be the one the server
+    /// answers: an id is claimed again once its entry expires or is
+    /// evicted, and on another replica at any time. What the reply is
+    /// labelled or sealed as must not rest on that match alone.
+    pub ledger_matched: bool,
+    /// For a server's request or notification on the stream of a client
+    /// POST: the calls that POST carried. What the server sends there may
+    /// be their data.
+    pub stream_call: StreamCall<'a>,
     arguments: std::cell::OnceCell<Option<serde_json::Value>>,
     value: std::cell::OnceCell<Option<serde_json::Value>>,
     /// Whether the bytes hold a `\u` escape (looked for at most once).
@@ -153,6 +165,19 @@ pub struct Message<'a> {
     /// Whether a member name is written with a control-character escape
     /// (looked for at most once).
     control_named: std::cell::OnceCell<bool>,
+}
+
+/// The calls whose stream a server's request or notification came on
+/// (see [`Message::stream_call`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StreamCall<'a> {
+    /// A GET stream, a reply, or a POST that named no target.
+    #[default]
+    None,
+    /// The one request of its POST that named a target: its method and target.
+    One(&'a str, &'a str),
+    /// A POST (a batch) with several: any of them.
+    Several,
 }
 
 /// A word a filter looks for in raw bytes, its searcher built once.
@@ -234,6 +259,8 @@ impl<'a> Message<'a> {
             request_task: None,
             request_completion: None,
             id_matched: false,
+            ledger_matched: false,
+            stream_call: StreamCall::None,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
             escaped: std::cell::OnceCell::new(),
@@ -275,6 +302,8 @@ impl<'a> Message<'a> {
             request_task: self.request_task,
             request_completion: self.request_completion,
             id_matched: self.id_matched,
+            ledger_matched: self.ledger_matched,
+            stream_call: self.stream_call,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
             escaped: std::cell::OnceCell::new(),

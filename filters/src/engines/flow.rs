@@ -9,6 +9,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use warden_config::flows::Roles;
 
+mod journal;
+
 /// Calls kept in a state's lineage (the newest that raised it).
 pub const MAX_SOURCES: usize = 16;
 
@@ -178,6 +180,8 @@ pub struct FlowTables {
     /// When the table was last swept (seconds): a full table is swept at
     /// most once a second, never once per refused key.
     swept: AtomicU64,
+    /// Where each change is kept beyond this process (see `journal`).
+    journal: std::sync::OnceLock<journal::Journal>,
 }
 
 /// The states one owner may hold in a table of `max_keys`: a sixteenth of
@@ -210,7 +214,89 @@ impl FlowTables {
             max_keys,
             per_owner: per_owner(max_keys),
             swept: AtomicU64::new(0),
+            journal: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Keeps the table in `dir` (its `flows.jsonl`): reads what earlier
+    /// processes of this install recorded, and records each change from
+    /// now on. See `journal`.
+    pub fn keep_in(&self, dir: &std::path::Path, now: u64) -> std::io::Result<()> {
+        let j = journal::Journal::open(dir, |l| self.take(l, now), || self.lines())?;
+        self.journal
+            .set(j)
+            .map_err(|_| std::io::Error::other("the flows table is kept already"))
+    }
+
+    /// Reads what other processes of this install (a binary upgrade's
+    /// other half) recorded since the last call. Called once a second.
+    pub fn follow(&self, now: u64) -> std::io::Result<()> {
+        match self.journal.get() {
+            Some(j) => j.follow(|l| self.take(l, now), || self.lines()),
+            None => Ok(()),
+        }
+    }
+
+    /// Changes the journal could not record (their replies were
+    /// withheld), and recorded states not read back (a line a crash cut,
+    /// or no room in the table) since the start.
+    pub fn journal_problems(&self) -> (u64, u64) {
+        self.journal.get().map_or((0, 0), |j| {
+            (
+                j.failed.load(Ordering::Relaxed),
+                j.skipped.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Merges one recorded state, unless idle for [`IDLE_SECS`] or the
+    /// table has no room for it.
+    fn take(&self, l: journal::Line, now: u64) {
+        if now.saturating_sub(l.t) > IDLE_SECS {
+            return;
+        }
+        let Some((key, owner)) = l.parts() else {
+            return;
+        };
+        // Before the entry's lock: counting takes every shard's.
+        let full = self.states.len() >= self.max_keys;
+        match self.states.entry(key) {
+            dashmap::Entry::Occupied(o) => {
+                let h = o.into_ref();
+                h.used.fetch_max(l.t, Ordering::Relaxed);
+                let mut h = h;
+                h.state.merge(&l.s);
+            }
+            dashmap::Entry::Vacant(v) => {
+                let mut n = self.owners.entry(owner).or_insert(0);
+                if *n >= self.per_owner || full {
+                    // Counted with the lines read that were no state.
+                    if let Some(j) = self.journal.get() {
+                        j.skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                *n += 1;
+                drop(n);
+                let mut state = FlowState::default();
+                state.merge(&l.s);
+                v.insert(Held {
+                    state,
+                    owner,
+                    used: AtomicU64::new(l.t),
+                });
+            }
+        }
+    }
+
+    /// Every state, as the journal writes it.
+    fn lines(&self) -> Vec<journal::Line> {
+        self.states
+            .iter()
+            .map(|e| {
+                journal::Line::new(e.key(), &e.owner, e.used.load(Ordering::Relaxed), &e.state)
+            })
+            .collect()
     }
 
     /// States `owner` holds.
@@ -304,10 +390,21 @@ impl FlowTables {
             }
         };
         held.used.fetch_max(now, Ordering::Relaxed);
+        let before = (held.state.level, held.state.untrusted);
         if let Some(o) = seen {
             held.state.merge(o);
         }
-        Some(held.state.raise(src))
+        let raised = held.state.raise(src);
+        // Recorded before the reply that raised it leaves; a state that
+        // cannot be recorded is as one the table cannot hold.
+        if let Some(j) = self.journal.get() {
+            if (held.state.level, held.state.untrusted) != before
+                && !j.append(&journal::Line::new(key, owner, now, &held.state))
+            {
+                return None;
+            }
+        }
+        Some(raised)
     }
 }
 

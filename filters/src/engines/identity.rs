@@ -142,7 +142,7 @@ impl Principal {
     pub fn anonymous() -> Self {
         Principal {
             id: "anonymous".into(),
-            tenant: "default".into(),
+            tenant: warden_config::person::NO_TENANT.into(),
             roles: Vec::new(),
             kind: PrincipalKind::User,
             auth: AuthMethod::Anonymous,
@@ -484,7 +484,8 @@ impl JwtVerifier {
         (
             Principal {
                 id: c.sub,
-                tenant: str_claim(&self.cfg.tenant_claim).unwrap_or_else(|| "default".into()),
+                tenant: str_claim(&self.cfg.tenant_claim)
+                    .unwrap_or_else(|| warden_config::person::NO_TENANT.into()),
                 roles,
                 kind,
                 auth: AuthMethod::Jwt,

@@ -269,13 +269,24 @@ impl McpFilter for ApprovalFilter {
         // The caller's own tenant's approvers decide by default; listing it
         // would ask one approver to see every tenant named.
         // A tenant whose Rego asked (on a call in its scope) decides too.
+        // A layer applies to the caller's tenant by its canonical form
+        // (`financé` is held to `finance`'s rules: merging spellings only
+        // adds rules), but whose call it is to read and decide goes by the
+        // strict key (`financé` is not `finance`'s): such a layer's hold
+        // is the caller's own tenant's to decide, unless it owns the
+        // server called.
+        let own = warden_config::person::tenant_key(&ex.principal.tenant);
+        let theirs = |t: &str| {
+            warden_config::person::tenant_key(t) != own
+                && (self.scope.owner(ex.server) == Some(t) || t != ex.principal.canonical_tenant())
+        };
         let mut for_tenants: Vec<String> = applying
             .iter()
-            .filter(|(t, r)| tier(r) > 0 && *t != ex.principal.tenant)
+            .filter(|(t, r)| tier(r) > 0 && theirs(t))
             .map(|(t, _)| t.clone())
             .collect();
         for t in asked.iter().flat_map(|a| a.tenants.iter()) {
-            if **t != *ex.principal.tenant && !for_tenants.iter().any(|x| **x == **t) {
+            if theirs(t) && !for_tenants.iter().any(|x| **x == **t) {
                 for_tenants.push(t.to_string());
             }
         }

@@ -104,7 +104,7 @@ fn applies(q: &Quota, method: &str, tool: Option<&str>, ctx: &Exchange<'_>) -> b
             || ctx.via.is_some_and(|v| q.servers.iter().any(|s| s == v)))
         && listed(&q.groups, Some(ctx.group))
         && listed(&q.tools, tool)
-        && listed(&q.tenants, Some(&ctx.principal.tenant))
+        && listed(&q.tenants, Some(ctx.principal.canonical_tenant()))
 }
 
 fn cost_of(
@@ -333,7 +333,8 @@ impl QuotaFilter {
                     k.push(0);
                     continue;
                 }
-                QuotaKey::Tenant => &ctx.principal.tenant,
+                // One budget per tenant, however the claim spells it.
+                QuotaKey::Tenant => ctx.principal.canonical_tenant(),
                 QuotaKey::Server => ctx.server,
                 QuotaKey::Group => ctx.group,
                 QuotaKey::Tool => tool.unwrap_or(""),
@@ -486,6 +487,43 @@ mod tests {
             t.take_window(b"c", 5, w, 1, later).is_ok(),
             "expired windows make room"
         );
+    }
+
+    /// A quota naming tenants, or counting per tenant, reads the caller's
+    /// tenant as every tenant rule does: `ACME` is `acme`, one budget.
+    #[test]
+    fn quotas_read_tenants_in_their_canonical_form() {
+        let q = Quota {
+            name: "q".into(),
+            per: vec![QuotaKey::Tenant],
+            kind: QuotaKind::Concurrency { max: 1 },
+            servers: vec![],
+            groups: vec![],
+            tools: vec![],
+            tenants: vec!["acme".into()],
+            methods: vec!["tools/call".into()],
+            definition: [0; 32],
+            global: None,
+        };
+        let keys: Vec<Vec<u8>> = ["acme", "ACME", " Acme"]
+            .into_iter()
+            .map(|t| {
+                let mut p = crate::engines::identity::Principal::anonymous();
+                p.tenant = t.into();
+                let ex = Exchange::new(&p, "s");
+                assert!(applies(&q, "tools/call", Some("t"), &ex), "{t}");
+                QuotaFilter::key(&q, &ex, Some("t"))
+            })
+            .collect();
+        assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+        let mut other = crate::engines::identity::Principal::anonymous();
+        other.tenant = "globex".into();
+        assert!(!applies(
+            &q,
+            "tools/call",
+            Some("t"),
+            &Exchange::new(&other, "s")
+        ));
     }
 
     #[test]

@@ -576,7 +576,7 @@ static TASK: crate::chain::filter::Word = crate::chain::filter::Word::new("task"
 /// makes the message read; so does `task` in any ASCII case (`TASKID`,
 /// `RELATED-TASK`), a DEL a decoder drops (`tas\x7fkId`), and any other
 /// character than ASCII (`taſkId`, `tas\u{200b}kId` written raw).
-fn may_name_task(msg: &Message<'_>) -> bool {
+pub(crate) fn may_name_task(msg: &Message<'_>) -> bool {
     msg.may_hold(&TASK) || msg.unplain() || task_any_case(msg.bytes)
 }
 
@@ -725,7 +725,11 @@ impl McpFilter for TaskFilter {
                     // A task handle instead of the tool's result: 2026-07-28
                     // (`resultType: "task"`, the task inline) or 2025-11-25
                     // (`task: {taskId, …}`).
-                    let tool = msg.request_target;
+                    // Matched through the ledger (a GET stream), the call
+                    // may not be the one the server answers: a task of
+                    // no known tool, judged and labelled as the most its
+                    // server's could be.
+                    let tool = msg.request_target.filter(|_| !msg.ledger_matched);
                     match self.seal_handles(r, ctx, tool, Seen::Created, notes) {
                         Ok(c) => changed |= c,
                         Err(why) => return not_ours(why),

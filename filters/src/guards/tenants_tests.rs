@@ -667,3 +667,37 @@ fn delivered(v: &Verdict, original: &str) -> String {
         Verdict::Reject { .. } => String::new(),
     }
 }
+
+/// A caller whose tenant claim only folds to a layer's tenant (`financé`,
+/// `ﬁnance` for `finance`) is held to that layer's rules, but its call is
+/// not that tenant's to read or decide: its own tenant's approvers decide
+/// it, unless the layer's tenant owns the server called.
+#[test]
+fn a_folded_tenant_claim_is_held_by_the_layer_but_decided_by_its_own_tenant() {
+    let ask = "package warden.tenants.finance\n\ndefault decision := {\"allow\": true}\n\ndecision := {\"allow\": true, \"reason\": \"fin_posts_held\", \"require_approval\": 2} if input.request.tool == \"post\"\n";
+    let s = fin_snapshot("", Some(ask));
+    for claim in ["financé", "ﬁnance", "FINANCE"] {
+        let p = principal(claim, "f", &[]);
+        if p.canonical_tenant() != "finance" {
+            continue;
+        }
+        let (_, notes) = request(&s, &p, "crm", &call("post", "{}"));
+        let need = notes.approval.expect("held by finance's rule");
+        assert_eq!(need.approvers, 2, "{claim}");
+        assert!(
+            need.for_tenants.is_empty(),
+            "{claim}: {:?}",
+            need.for_tenants
+        );
+        // On finance's own server, finance decides.
+        let (_, notes) = request(&s, &p, "ledger", &call("post", "{}"));
+        let need = notes.approval.expect("held");
+        let want: &[&str] = if claim == "FINANCE" {
+            &[]
+        } else {
+            &["finance"]
+        };
+        assert_eq!(need.for_tenants, want, "{claim}");
+    }
+    assert_eq!(principal("ﬁnance", "f", &[]).canonical_tenant(), "finance");
+}

@@ -64,6 +64,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             warden_filters::snapshot::Shared::for_install(None, budget)
         }
     };
+    keep_flows(&shared.flows, &opts.source.state_dir);
     let snap = Snapshot::build_shared(&bundle, Vec::new(), &shared).context("compiling bundle")?;
     let cfg = snap.config.clone();
     let rt = Runtime::new(snap).context("building upstream pools")?;
@@ -426,4 +427,42 @@ fn holder_of(port: u16) -> Option<(u32, String)> {
         }
     }
     None
+}
+
+/// Keeps what has flowed to each client in the state dir (see
+/// `warden_filters::engines::flow`'s journal), and reads, once a second,
+/// what another process of this install records there (the other half of
+/// a binary upgrade).
+fn keep_flows(
+    flows: &std::sync::Arc<warden_filters::engines::flow::FlowTables>,
+    dir: &std::path::Path,
+) {
+    use warden_filters::engines::flow::unix_secs;
+    if let Err(e) = flows.keep_in(dir, unix_secs(std::time::SystemTime::now())) {
+        tracing::error!(error = %e, dir = %dir.display(), "cannot keep the flows table in the state dir: a restart forgets what flowed to each session");
+        return;
+    }
+    let flows = flows.clone();
+    let spawned = std::thread::Builder::new()
+        .name("warden-flows".into())
+        .spawn(move || {
+            let mut seen = (0, 0);
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                if let Err(e) = flows.follow(unix_secs(std::time::SystemTime::now())) {
+                    tracing::warn!(error = %e, "cannot read the flows journal");
+                }
+                let now = flows.journal_problems();
+                if now.0 > seen.0 {
+                    tracing::error!(failed = now.0 - seen.0, "the flows journal could not record changes: the replies that raised them were withheld");
+                }
+                if now.1 > seen.1 {
+                    tracing::warn!(skipped = now.1 - seen.1, "flows journal lines that hold no state were skipped");
+                }
+                seen = now;
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the flows journal reader");
+    }
 }

@@ -336,14 +336,25 @@ fn resume(path: &Path) -> std::io::Result<ChainHead> {
         Err(e) => return Err(e),
     };
     let len = f.metadata()?.len();
-    let window = len.min(1 << 20);
-    f.seek(SeekFrom::Start(len - window))?;
-    let mut tail = Vec::with_capacity(window as usize);
-    f.read_to_end(&mut tail)?;
-    let text = tail.strip_suffix(b"\n").unwrap_or(&tail);
-    let last = match memchr::memrchr(b'\n', text) {
-        Some(i) => &text[i + 1..],
-        None => text,
+    // Back from the end a window at a time until the newline before the
+    // last line (or the file's start): a record may be far longer than
+    // one window (a call's arguments logged in full).
+    let mut start = len;
+    let mut tail: Vec<u8> = Vec::new();
+    let last = loop {
+        let window = start.min(1 << 20);
+        start -= window;
+        f.seek(SeekFrom::Start(start))?;
+        let mut chunk = Vec::with_capacity(window as usize + tail.len());
+        (&mut f).take(window).read_to_end(&mut chunk)?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+        let text = tail.strip_suffix(b"\n").unwrap_or(&tail);
+        match memchr::memrchr(b'\n', text) {
+            Some(i) => break &text[i + 1..],
+            None if start == 0 => break text,
+            None => {}
+        }
     };
     if last.is_empty() {
         return Ok(ChainHead {
@@ -669,4 +680,28 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, String> {
         first_seq: first_seq.unwrap_or(0),
         head: hex::encode(head),
     })
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+
+    /// The chain resumes from the last line however long it is: a record
+    /// logging a call's arguments in full may be many windows long.
+    #[test]
+    fn the_chain_resumes_after_a_record_longer_than_a_window() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("audit.jsonl");
+        for big in [10usize, (1 << 20) - 20, 1 << 20, (5 << 20) / 2] {
+            let last = format!(r#"{{"seq":7,"arguments":"{}"}}"#, "a".repeat(big));
+            let text = format!("{{\"seq\":5}}\n{{\"seq\":6}}\n{last}\n");
+            std::fs::write(&path, &text).expect("write");
+            let head = resume(&path).expect("resume");
+            assert_eq!(head.next_seq, 8, "{big}");
+            assert_eq!(head.prev, <[u8; 32]>::from(Sha256::digest(last.as_bytes())));
+            // The only line of its file.
+            std::fs::write(&path, format!("{last}\n")).expect("write");
+            assert_eq!(resume(&path).expect("resume").next_seq, 8, "{big}");
+        }
+    }
 }

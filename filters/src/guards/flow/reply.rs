@@ -17,7 +17,11 @@
 //! - A reply the gateway cannot match to its call (it was forwarded by
 //!   another replica whose ledger lacks it) as the most it could be: the
 //!   highest level of the server, its tools and its resource patterns, and
-//!   untrusted.
+//!   untrusted. So is every reply that comes on a GET stream (resumed,
+//!   or the legacy transport's), matched or not: the ledger holds the
+//!   latest request of its id on this replica, and an id is claimed again
+//!   once its entry expires or is evicted, or on another replica, so the
+//!   match cannot say which call the server answers.
 //!
 //! A DLP finding in any of them makes it at least `flows.dlp_level`.
 
@@ -27,7 +31,9 @@ use super::{
     call_labels, clearance, empty, flow_key, flow_owner, server_labels, unmatched_labels,
     FlowFilter, FLOWING,
 };
-use crate::chain::filter::{Acts, Decision, Exchange, McpFilter, Message, Methods, Notes};
+use crate::chain::filter::{
+    Acts, Decision, Exchange, McpFilter, Message, Methods, Notes, StreamCall,
+};
 use crate::engines::flow::{unix_secs, CallLabels, FlowOut, Loaded, Source};
 use crate::protocol::jsonrpc::Kind;
 
@@ -52,6 +58,33 @@ impl McpFilter for FlowReplyFilter {
     fn on_response(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Decision {
         self.0.reply(msg, ex, notes)
     }
+}
+
+/// Whether what a server says holds a task with its outcome inline (an
+/// object naming a `taskId` beside a `result` or `error`, under any name
+/// a peer reads as those): a task's result outside `tasks/result`, as a
+/// status notification, `tasks/list` or a 2026-07-28 task object may
+/// carry it. Deeper than any such message needs: assumed to.
+fn carries_task_outcome(msg: &Message<'_>) -> bool {
+    fn holds(v: &serde_json::Value, depth: usize) -> bool {
+        use crate::protocol::names::same_name;
+        if depth > 16 {
+            return true;
+        }
+        match v {
+            serde_json::Value::Object(o) => {
+                let named = |n: &str| o.keys().any(|k| same_name(k, n));
+                (named("taskId") && (named("result") || named("error")))
+                    || o.values().any(|x| holds(x, depth + 1))
+            }
+            serde_json::Value::Array(a) => a.iter().any(|x| holds(x, depth + 1)),
+            _ => false,
+        }
+    }
+    if !crate::guards::tasks::may_name_task(msg) {
+        return false;
+    }
+    msg.said().is_none_or(|v| holds(v, 0))
 }
 
 /// `labels` raised to `r`'s level (and its name) when higher, and
@@ -79,7 +112,23 @@ impl FlowFilter {
                 return None;
             }
             let what = env.method.as_deref().unwrap_or("request");
-            server_labels(&self.flows, catalog, ex.server, what)
+            let mut l = server_labels(&self.flows, catalog, ex.server, what);
+            // On a call's own stream it may be that call's data (a
+            // progress message with a partial result, a sampling request
+            // quoting it): at least the call's labels.
+            match msg.stream_call {
+                StreamCall::One(m, t) if FLOWING.contains(&m) => raised(&mut l, call(m, t)),
+                StreamCall::One(..) | StreamCall::None => {}
+                StreamCall::Several => {
+                    raised(&mut l, unmatched_labels(&self.flows, catalog, ex.server))
+                }
+            }
+            // A task's status with its outcome inline is that task's
+            // tool's output, and the status names no tool.
+            if carries_task_outcome(msg) {
+                raised(&mut l, unmatched_labels(&self.flows, catalog, ex.server));
+            }
+            l
         } else {
             match (msg.request_method, msg.request_target) {
                 (Some(m @ ("tools/call" | "resources/read" | "prompts/get")), Some(t)) => {
@@ -88,15 +137,19 @@ impl FlowFilter {
                 (Some("completion/complete"), _) => {
                     self.with_completed(msg, ex, call("completion/complete", "completion"))
                 }
-                // A task's result (`tasks/result`, or inline in `tasks/get`)
-                // is its creating tool's output.
-                (Some("tasks/result" | "tasks/get"), Some(t)) => call("tools/call", t),
+                // A task's result (`tasks/result`, or inline in the task
+                // any task request returns) is its creating tool's
+                // output.
+                (Some(m), Some(t)) if crate::guards::tasks::names_task(m) => call("tools/call", t),
+                // A list of tasks whose outcomes are inline: of tools it
+                // does not name.
+                (Some("tasks/list"), _) if carries_task_outcome(msg) => {
+                    unmatched_labels(&self.flows, catalog, ex.server)
+                }
                 // What the server says of itself (`initialize`, its lists, …):
                 // untrusted as its roles say; no read of its data, so of no
                 // level but what DLP finds in it.
-                (Some(m), _)
-                    if !FLOWING.contains(&m) && !matches!(m, "tasks/result" | "tasks/get") =>
-                {
+                (Some(m), _) if !FLOWING.contains(&m) && !crate::guards::tasks::names_task(m) => {
                     if empty(msg.result_raw()) && empty(msg.error_raw()) {
                         return None;
                     }
@@ -108,6 +161,16 @@ impl FlowFilter {
                 // A reply to a request the gateway does not know.
                 _ => unmatched_labels(&self.flows, catalog, ex.server),
             }
+        };
+        // A reply matched through the ledger (on a GET stream) may answer
+        // an earlier request of the same id than the one the ledger now
+        // holds (see `Message::ledger_matched`): the most it could be.
+        let own = if env.kind == Kind::Response && msg.ledger_matched {
+            let mut l = own;
+            raised(&mut l, unmatched_labels(&self.flows, catalog, ex.server));
+            l
+        } else {
+            own
         };
         // Whatever the message is, each resource it carries (`contents[].uri`,
         // an embedded `resource`, wherever it is: a

@@ -549,3 +549,4 @@ fn policy_mode_still_refuses_sinks_it_cannot_see_the_flow_of() {
 
 mod review;
 mod sinks;
+mod streams;

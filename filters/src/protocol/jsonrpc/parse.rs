@@ -417,15 +417,11 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             return Err(de::Error::custom("nesting too deep"));
         }
         // MCP's own structure is read under `params`, `result` and
-        // `error`; anything else beside them is no member MCP defines.
+        // `error`; nothing else may stand beside them.
         let inner = Checked {
             budget: self.budget - 1,
             violation: self.violation,
             names: Names::Protocol,
-        };
-        let other = Checked {
-            names: Names::Free,
-            ..inner
         };
         let mut keys = KeySet::default();
         let mut f = Fields::default();
@@ -460,7 +456,13 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
                     self.violation.set(Some(Violation::NearName));
                     return Err(de::Error::custom("near-name member"));
                 }
-                _ => map.next_value_seed(other)?,
+                // A member JSON-RPC does not define: what it holds no
+                // guard reads (policy, resources carried, flow labels), and
+                // a peer may (a lenient SDK keeps extra members).
+                _ => {
+                    self.violation.set(Some(Violation::Shape));
+                    return Err(de::Error::custom("a member JSON-RPC does not define"));
+                }
             }
         }
         Ok(f)

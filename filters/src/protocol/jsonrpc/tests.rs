@@ -413,3 +413,21 @@ fn methods_peers_read_as_another_are_refused() {
         assert!(one(&raw).is_ok(), "{raw}");
     }
 }
+
+/// A member JSON-RPC does not define, beside `params`, `result` or
+/// `error`, is what no guard reads and a lenient peer keeps (a resource,
+/// a tool's result, arguments): refused in every kind of message, under
+/// any spelling.
+#[test]
+fn members_jsonrpc_does_not_define_are_refused() {
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"arguments":{"x":1}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"contents":[{"uri":"hr://employees/7","text":"x"}]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"},"data":{"x":1}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/message","log":"salary 212000"}"#,
+        r#"{"_meta":{},"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"\u0078":1}"#,
+    ] {
+        assert_eq!(code(body), codes::INVALID_REQUEST, "{body}");
+    }
+}

@@ -46,7 +46,7 @@ const STUB_MEMBER: usize = 1024;
 /// agent refused for what it holds, which a member kept could hold again).
 /// `None` when the line is not a record (no JSON object with `seq`, `prev`
 /// and `ts`) or is a stub already.
-fn stub(line: &[u8], why: &str, small: bool) -> Option<Vec<u8>> {
+pub(super) fn stub(line: &[u8], why: &str, small: bool) -> Option<Vec<u8>> {
     if line.starts_with(b"{\"elided\":") {
         return None;
     }

@@ -174,8 +174,59 @@ impl Syslog {
         }
     }
 
+    /// The record as the receiver can take it: the line itself, or its
+    /// stub (with the full line's SHA-256, the short members, then only
+    /// the chain's) when the message would be longer than the receiver's
+    /// `max_message_size`. A longer one is never sent: rsyslog splits it,
+    /// and the rest of it, text the caller chose, would read as messages
+    /// of their own (a forged record), or breaks the framing of every
+    /// later one.
+    fn fitted<'l>(&self, seq: u64, line: &'l [u8]) -> std::borrow::Cow<'l, [u8]> {
+        let max = self.cfg.max_message_size;
+        // The header's longest (the `resent` mark included).
+        let fits = |l: &[u8]| self.header(seq, l, true).len() + l.len() <= max;
+        if fits(line) {
+            return line.into();
+        }
+        let why = format!(
+            "{} bytes, more than the syslog receiver's {max}",
+            line.len()
+        );
+        tracing::warn!(receiver = %self.cfg.address, seq, bytes = line.len(), "audit export to syslog: a record longer than the receiver takes is sent as a stub (the full line stays in the trail)");
+        metrics()
+            .records
+            .with_label_values(&["syslog", "stubbed"])
+            .inc();
+        [true, false]
+            .into_iter()
+            .filter_map(|small| super::agent::stub(line, &why, small))
+            .find(|s| fits(s))
+            .unwrap_or_else(|| {
+                serde_json::json!({"elided": {
+                    "sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(line)),
+                    "bytes": line.len(),
+                    "why": why,
+                }})
+                .to_string()
+                .into_bytes()
+            })
+            .into()
+    }
+
     /// One record as an RFC 5424 message, octet-counted (RFC 6587).
     fn frame(&self, seq: u64, line: &[u8], resent: bool) -> Vec<u8> {
+        let line = self.fitted(seq, line);
+        let msg = self.header(seq, &line, resent);
+        let mut out = Vec::with_capacity(msg.len() + line.len() + 12);
+        out.extend_from_slice((msg.len() + line.len()).to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(msg.as_bytes());
+        out.extend_from_slice(&line);
+        out
+    }
+
+    /// The RFC 5424 header and structured data of the record `line`.
+    fn header(&self, seq: u64, line: &[u8], resent: bool) -> String {
         #[derive(serde::Deserialize)]
         struct Head<'a> {
             #[serde(borrow)]
@@ -205,19 +256,13 @@ impl Syslog {
             .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
             .take(64)
             .collect();
-        let msg = format!(
+        format!(
             "<{pri}>1 {ts} {} {} {} audit [{SD_ID} seq=\"{seq}\" outcome=\"{sd_outcome}\"{}] ",
             self.hostname,
             self.cfg.app_name,
             std::process::id(),
             if resent { " resent=\"1\"" } else { "" },
-        );
-        let mut out = Vec::with_capacity(msg.len() + line.len() + 12);
-        out.extend_from_slice((msg.len() + line.len()).to_string().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(msg.as_bytes());
-        out.extend_from_slice(line);
-        out
+        )
     }
 }
 

@@ -306,6 +306,19 @@ pub(super) fn judge_message(
     msg.request_args_digest = asked.as_ref().and_then(|a| a.args_digest.as_deref());
     // An inferred method is the gateway's guess: the id is the server's.
     msg.id_matched = asked.is_some() && !inferred;
+    msg.ledger_matched = msg.id_matched && ctx.kind != ExchangeKind::Post;
+    if env.kind != Kind::Response && ctx.kind == ExchangeKind::Post {
+        let mut calls = ctx
+            .reply
+            .pending
+            .iter()
+            .filter_map(|p| Some((p.asked.method.as_str(), p.asked.target()?)));
+        msg.stream_call = match (calls.next(), calls.next()) {
+            (Some((m, t)), None) => warden_filters::StreamCall::One(m, t),
+            (Some(_), Some(_)) => warden_filters::StreamCall::Several,
+            (None, _) => warden_filters::StreamCall::None,
+        };
+    }
     msg.request_task = asked.as_ref().and_then(|a| a.task.as_deref());
     // A call paused since it was forwarded gets the pause, on whichever
     // stream its reply comes: the call's own stream is cut
