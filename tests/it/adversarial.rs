@@ -2811,3 +2811,49 @@ async fn a_session_never_fails_over_to_another_replica() {
         "the session's request went to another replica"
     );
 }
+
+/// A member JSON-RPC does not define, beside `result`, `error` or
+/// `params`, is what no guard reads and a lenient peer keeps: a hostile
+/// server's hidden resource or secret there never reaches the client, on
+/// a JSON reply or an SSE stream, and a client's never reaches the server.
+#[tokio::test(flavor = "multi_thread")]
+async fn members_beside_jsonrpcs_own_reach_no_peer() {
+    let (h, gw) = hostile_2026().await;
+    let leak = "the-payroll-figures";
+    for reply in [
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[]}},"contents":[{{"uri":"file:///secret","text":"{leak}"}}]}}"#
+        ),
+        format!(r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":1,"message":"x"}},"data":"{leak}"}}"#),
+        format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{}},"\u0078":"{leak}"}}"#),
+    ] {
+        h.script([Reply::json(&reply)]);
+        let (_, _, text) = post_with(&gw, "/mock/mcp", &call(1, "echo"), &[]).await;
+        assert!(!text.contains(leak), "{reply}: {text}");
+    }
+    let note = format!(
+        "event: message\ndata: {}\n\n",
+        json!({"jsonrpc":"2.0","method":"notifications/message","log":leak})
+    );
+    let result = format!(
+        "event: message\ndata: {}\n\n",
+        json!({"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"done"}]}})
+    );
+    h.script([Reply::sse(&[&note, &result])]);
+    let (s, _, text) = post_with(
+        &gw,
+        "/mock/mcp",
+        &call(2, "echo"),
+        &[("accept", "application/json, text/event-stream")],
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    assert!(!text.contains(leak) && text.contains("done"), "{text}");
+    // A client's extra member is refused before the server sees it.
+    let seen = h.received().len();
+    let body = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{}},"arguments":{"path":"/etc/shadow"}}"#;
+    let (s, _, text) = post_with(&gw, "/mock/mcp", body, &[]).await;
+    assert_eq!(s, 400, "{text}");
+    assert!(text.contains("-32600"), "{text}");
+    assert_eq!(h.received().len(), seen, "reached the server");
+}
