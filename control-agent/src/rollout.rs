@@ -144,13 +144,22 @@ pub struct Stats {
     /// Request latency, cumulative: (upper bound in seconds, count).
     #[serde(default)]
     pub latency: Vec<(f64, u64)>,
+    /// Messages from servers judged (replies, their notifications and
+    /// requests). A gateway from before these were reported sends none.
+    #[serde(default)]
+    pub replies: u64,
+    /// Of those, withheld by a guard: a bundle that answers every call
+    /// with a refusal of its reply denies as surely as one that refuses
+    /// the call.
+    #[serde(default)]
+    pub withheld: u64,
 }
 
 impl Stats {
     /// What happened between `earlier` and `self` (a gateway that restarted
     /// in between counts from zero again).
     pub fn since(&self, earlier: &Stats) -> Stats {
-        if self.calls < earlier.calls || self.errors < earlier.errors {
+        if self.went_back(earlier) {
             return self.clone();
         }
         let latency = if self.latency.len() == earlier.latency.len() {
@@ -167,13 +176,27 @@ impl Stats {
             denied: self.denied.saturating_sub(earlier.denied),
             errors: self.errors - earlier.errors,
             latency,
+            replies: self.replies - earlier.replies,
+            withheld: self.withheld.saturating_sub(earlier.withheld),
         }
+    }
+
+    /// Whether these counters are lower than `earlier`'s: they began
+    /// again (the gateway restarted), or are another process's.
+    pub fn went_back(&self, earlier: &Stats) -> bool {
+        self.calls < earlier.calls
+            || self.errors < earlier.errors
+            || self.replies < earlier.replies
+            || self.denied < earlier.denied
+            || self.withheld < earlier.withheld
     }
 
     pub fn add(&mut self, other: &Stats) {
         self.calls = self.calls.saturating_add(other.calls);
         self.denied = self.denied.saturating_add(other.denied);
         self.errors = self.errors.saturating_add(other.errors);
+        self.replies = self.replies.saturating_add(other.replies);
+        self.withheld = self.withheld.saturating_add(other.withheld);
         if self.latency.is_empty() {
             self.latency = other.latency.clone();
         } else if self.latency.len() == other.latency.len() {
@@ -205,6 +228,9 @@ impl Stats {
         if self.denied > self.calls {
             return Err("more denials than calls".into());
         }
+        if self.withheld > self.replies {
+            return Err("more replies withheld than replies".into());
+        }
         Ok(())
     }
 
@@ -222,6 +248,11 @@ impl Stats {
 
     pub fn error_rate(&self) -> f64 {
         Self::rate(self.errors, self.calls)
+    }
+
+    /// The share of servers' messages withheld.
+    pub fn withheld_rate(&self) -> f64 {
+        Self::rate(self.withheld, self.replies)
     }
 
     /// The 99th percentile latency in seconds: the upper bound of the
@@ -333,6 +364,22 @@ pub fn judge(canary: &Stats, rest: &Stats, guard: &Guard, watch_over: bool) -> V
                 pct(be)
             ));
         }
+        // Replies a guard withheld count as denials: a bundle that lets
+        // every call through and withholds every answer refuses as much.
+        let bw = if rest.replies >= guard.min_calls {
+            rest.withheld_rate()
+        } else {
+            0.0
+        };
+        let cw = canary.withheld_rate();
+        if canary.replies >= guard.min_calls && cw > bw + guard.max_denial_increase {
+            return Verdict::RollBack(format!(
+                "withheld replies {} over {} server messages against {} ({against})",
+                pct(cw),
+                canary.replies,
+                pct(bw)
+            ));
+        }
         if let (Some(cp), Some(bp)) = (canary.p99(), bp) {
             if cp > bp * guard.max_p99_ratio + guard.p99_slack_ms / 1000.0 {
                 return Verdict::RollBack(format!(
@@ -353,10 +400,11 @@ pub fn judge(canary: &Stats, rest: &Stats, guard: &Guard, watch_over: bool) -> V
         ));
     }
     Verdict::Promote(format!(
-        "healthy over {} calls: denial {} (rest {}), errors {} (rest {}), p99 {} ({against})",
+        "healthy over {} calls: denial {} (rest {}), withheld replies {}, errors {} (rest {}), p99 {} ({against})",
         canary.calls,
         pct(canary.denial_rate()),
         pct(bd),
+        pct(canary.withheld_rate()),
         pct(canary.error_rate()),
         pct(be),
         canary
@@ -414,6 +462,8 @@ mod tests {
             denied,
             errors,
             latency: vec![(0.001, calls / 2), (0.01, calls), (1e9, calls)],
+            replies: calls,
+            withheld: 0,
         }
     }
 
@@ -467,6 +517,41 @@ mod tests {
             judge(&stats(100, 6, 0), &Stats::default(), &g, false),
             Verdict::RollBack(_)
         ));
+    }
+
+    /// Replies withheld count against a canary as calls denied do: a
+    /// bundle that forwards every call and withholds every answer is
+    /// rolled back; a reply withheld on the rest as often is no breach.
+    #[test]
+    fn withheld_replies_are_denials() {
+        let g = Guard::default();
+        let rest = stats(1000, 10, 0);
+        let mut c = stats(100, 0, 0);
+        c.withheld = 100;
+        assert!(matches!(
+            judge(&c, &rest, &g, false),
+            Verdict::RollBack(r) if r.contains("withheld replies 100.0%")
+        ));
+        let mut noisy = rest.clone();
+        noisy.withheld = 900;
+        c.withheld = 92;
+        assert_eq!(judge(&c, &noisy, &g, false), Verdict::Wait);
+        // Counted from the window's start; more withheld than replies is
+        // no report a gateway writes; fewer replies than before is
+        // another process.
+        let (a, mut b) = (stats(100, 0, 0), stats(300, 0, 0));
+        b.withheld = 30;
+        let d = b.since(&a);
+        assert_eq!((d.replies, d.withheld), (200, 30));
+        let mut back = stats(300, 0, 0);
+        back.replies = 50;
+        assert!(back.went_back(&b));
+        assert!(Stats {
+            withheld: 11,
+            ..stats(10, 0, 0)
+        }
+        .check()
+        .is_err());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! | route | token | what |
 //! |---|---|---|
 //! | `GET /v1/bundles/current` | fleet | the signed tar.gz; `ETag` = revision; `If-None-Match` + `Prefer: wait=N` (or `?wait=N`) long-polls up to 60 s for a newer one, else 304 |
-//! | `POST /v1/fleet/report` | fleet | a gateway's `{id, revision, healthy, last_error}` |
-//! | `GET /v1/fleet` | admin | members, their revisions, stale ones, the last build error |
+//! | `POST /v1/fleet/report` | fleet | a gateway's `{id, instance, revision, healthy, last_error, labels, stats, upstreams}` |
+//! | `GET /v1/fleet` | admin | members, their revisions, stale ones, ids several live processes share (`conflict`, `conflicts`), the last build error |
 //! | `GET /v1/history` | admin | published revisions |
 //! | `POST /v1/publish` | admin | rebuild the source now |
 //! | `POST /v1/rollback` | admin | `{revision}`: republish an earlier revision |
@@ -15,7 +15,7 @@
 //! | `GET /v1/approvals` | approver, admin | waiting and approved-unused approvals (`?all=1`: every kept one) |
 //! | `GET /v1/approvals/{id}` | approver, admin | one approval |
 //! | `POST /v1/approvals/{id}/approve`, `/deny` | approver | `{comment}` optional; not one's own call |
-//! | `POST /v1/audit/ingest` | fleet | a gateway's raw audit lines (NDJSON, `X-Warden-Gateway`): `{accepted, duplicates}` (see `audit`) |
+//! | `POST /v1/audit/ingest` | fleet | a gateway's raw audit lines (NDJSON, `X-Warden-Gateway`): `{accepted, duplicates}` (see `audit`); 409 `gateway_id_conflict` while several live processes report under that id |
 //! | `GET /v1/audit`, `/v1/audit/verify`, `/v1/audit/live` | admin | search the shipped records, verify their chains, the last minutes' figures |
 //! | `GET /metrics` | — | Prometheus: approvals waiting, the oldest wait, decisions, audit rows |
 //! | `GET /healthz` | — | liveness |
@@ -632,6 +632,9 @@ impl Api {
             Ok(l) => l,
             Err(e) => return error(StatusCode::BAD_REQUEST, &e),
         };
+        // The process asking (its instance id): two processes under one id
+        // are told apart from one that restarted (see `Store::conflict`).
+        self.store.fetched_by(&id, &header("x-warden-instance"));
         let mut rx = self.store.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -721,3 +724,7 @@ pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>) -> anyhow::
         });
     }
 }
+
+#[cfg(test)]
+#[path = "fleet_http_tests.rs"]
+mod fleet_http_tests;

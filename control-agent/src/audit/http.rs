@@ -4,7 +4,9 @@
 //!   raw audit lines (NDJSON); `{"accepted", "duplicates"}`, 400 with the
 //!   reason for a malformed batch (nothing of it stored), 413 past
 //!   [`MAX_BODY`], 503 when the store cannot write (the gateway sends it
-//!   again).
+//!   again), 409 `gateway_id_conflict` while several live processes
+//!   report under the gateway id (their chains are never merged; the
+//!   gateway sends the batch again).
 //! - `GET /v1/audit` (admin): a page of records, newest first, filtered by
 //!   `from`, `to` (RFC 3339 or unix seconds), `gateway`, `principal`,
 //!   `tenant`, `server`, `tool`, `outcome`, `reason` (a substring),
@@ -42,6 +44,32 @@ fn json(status: StatusCode, v: &impl serde::Serialize) -> Resp {
 
 fn error(status: StatusCode, msg: &str) -> Resp {
     json(status, &serde_json::json!({"error": msg}))
+}
+
+/// Logs a refusal of `gateway`'s records for a shared id, once a minute
+/// per gateway at most (its gateways send them again every few seconds).
+fn conflict_logged(gateway: &str, processes: usize) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static LOGGED: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+    let mut g = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
+    let map = g.get_or_insert_with(HashMap::new);
+    if map.len() > 1000 {
+        map.retain(|_, t| t.elapsed() < Duration::from_secs(60));
+    }
+    if map
+        .get(gateway)
+        .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+    {
+        return;
+    }
+    map.insert(gateway.to_owned(), Instant::now());
+    tracing::warn!(
+        gateway,
+        processes,
+        "audit records refused: several live gateway processes report under this gateway id; their chains are not merged"
+    );
 }
 
 /// A time as the API takes it: RFC 3339, or unix seconds (a fraction
@@ -138,6 +166,24 @@ impl Api {
             return error(
                 StatusCode::BAD_REQUEST,
                 "X-Warden-Gateway must name the gateway: 1-128 visible ASCII characters",
+            );
+        }
+        // Several live processes under this id: their chains would be
+        // mixed into one (the same seqs, two `prev` lines). Refused while
+        // it lasts (409: the gateways keep the records in their trails and
+        // send them again), never merged.
+        if let Some(instances) = self.store.conflict(&gateway) {
+            counted("refused", 1);
+            conflict_logged(&gateway, instances.len());
+            return json(
+                StatusCode::CONFLICT,
+                &serde_json::json!({
+                    "error": format!(
+                        "gateway id `{gateway}` is shared by {} live gateway processes: their audit chains would be mixed into one, so their records are refused until each runs with its own --gateway-id (the records wait in the gateways' trails)",
+                        instances.len().max(2)
+                    ),
+                    "code": "gateway_id_conflict",
+                }),
             );
         }
         let too_large = || {

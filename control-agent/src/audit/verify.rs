@@ -68,7 +68,7 @@ impl AuditStore {
                 if !c.doubled {
                     c.doubled = true;
                     c.problem(format!(
-                        "seq {seq}: more than one record holds it (the gateway's trail started again?)"
+                        "seq {seq}: more than one record holds it (the gateway's trail started again, or two gateway processes shipped under one id?)"
                     ));
                 }
                 c.hashes.push(hash);

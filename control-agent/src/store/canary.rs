@@ -90,6 +90,12 @@ impl Store {
             // The members are picked by the revision about to be built.
             let seq = inner.history.last().map_or(1, |h| h.seq + 1);
             let members = rollout::pick(&candidates, plan.share, &format!("r{seq}-{}", &d[..8]));
+            // A canary is aimed at processes by their ids: one id that
+            // several live processes share would take it to all of them.
+            if let Err(e) = self.conflicting_members(inner, &members) {
+                tracing::warn!("{e}");
+                return Err(io(e));
+            }
             let kill = inner.kill.clone();
             let reason = format!(
                 "canary on {} of {} gateways of {labels}, watched {} s",
@@ -111,6 +117,10 @@ impl Store {
             )?;
             // Every member's window starts now (a canary member's once it
             // reports the canary revision).
+            let restarts = members
+                .iter()
+                .filter_map(|id| inner.fleet.get(id).map(|m| (id.clone(), m.restarts)))
+                .collect();
             let marks = inner
                 .fleet
                 .values()
@@ -129,6 +139,7 @@ impl Store {
                 state: "watching".into(),
                 reason: None,
                 marks,
+                restarts,
                 canary_stats: Stats::default(),
                 rest_stats: Stats::default(),
                 layer,
@@ -145,6 +156,45 @@ impl Store {
         let inner = &mut *inner;
         let r = inner.rollout.as_mut().filter(|r| r.state == "watching")?;
         let (mut canary, mut rest) = (Stats::default(), Stats::default());
+        // A member that crashes, hangs or restarts on the canary reports
+        // nothing of it, or counters begun again: either is held against
+        // the canary, as a failed health check is (rolled back at once).
+        let mut lost: Option<String> = None;
+        let watched = r.started.elapsed().unwrap_or_default();
+        for id in &r.members {
+            let m = inner.fleet.get(id);
+            // Silent since the watch began (or since the agent started:
+            // `started` is set again when it loads the rollout).
+            let silent = m.map_or(watched, |m| m.seen.elapsed().min(watched));
+            if silent > self.stale_after {
+                lost = Some(format!(
+                    "canary member `{id}` has not reported for {} s (stale after {} s): it may have crashed or hung on the canary",
+                    silent.as_secs(),
+                    self.stale_after.as_secs()
+                ));
+                break;
+            }
+            let Some(m) = m else { continue };
+            let base = *r.restarts.entry(id.clone()).or_insert(m.restarts);
+            if m.restarts > base {
+                lost = Some(format!(
+                    "canary member `{id}` restarted during the watch (its reports came from another process{}): it may have crashed on the canary",
+                    if m.report.instance.is_some() {
+                        ""
+                    } else {
+                        ", its counters began again"
+                    }
+                ));
+                break;
+            }
+            if let Some(i) = Self::conflict_in(&inner.sightings, id, self.stale_after) {
+                lost = Some(format!(
+                    "canary member `{id}` is shared by {} live gateway processes: the canary reaches every one of them",
+                    i.len().max(2)
+                ));
+                break;
+            }
+        }
         for m in inner.fleet.values() {
             let id = &m.report.id;
             let member = r.members.contains(id);
@@ -170,7 +220,10 @@ impl Store {
             }
         }
         let over = r.started.elapsed().unwrap_or_default() >= Duration::from_secs(r.watch_secs);
-        let verdict = rollout::judge(&canary, &rest, &r.guard, over);
+        let verdict = match lost {
+            Some(why) => Verdict::RollBack(why),
+            None => rollout::judge(&canary, &rest, &r.guard, over),
+        };
         r.canary_stats = canary;
         r.rest_stats = rest;
         match &verdict {
@@ -353,6 +406,8 @@ impl Store {
             serde_json::json!({
                 "calls": s.calls,
                 "denial_rate": s.denial_rate(),
+                "replies": s.replies,
+                "withheld_rate": s.withheld_rate(),
                 "error_rate": s.error_rate(),
                 "p99_ms": s.p99().map(|p| p * 1000.0),
             })

@@ -3,13 +3,168 @@
 
 use super::*;
 
+/// Instances one gateway id keeps at most (the oldest heard of goes).
+const MAX_INSTANCES: usize = 8;
+
+/// The instances (processes) seen under one gateway id.
+#[derive(Debug, Default)]
+pub(super) struct Sightings {
+    /// Instance id, first and last heard of; at most [`MAX_INSTANCES`].
+    seen: Vec<(String, Instant, Instant)>,
+    /// When two instances were last heard of interleaving.
+    conflict: Option<Instant>,
+}
+
+impl Sightings {
+    /// Instances heard of within `live`, most recent first.
+    fn live(&self, live: Duration) -> Vec<String> {
+        let mut v: Vec<&(String, Instant, Instant)> =
+            self.seen.iter().filter(|s| s.2.elapsed() <= live).collect();
+        v.sort_by_key(|s| std::cmp::Reverse(s.2));
+        v.into_iter().map(|s| s.0.clone()).collect()
+    }
+
+    fn conflicting(&self, live: Duration) -> bool {
+        self.conflict.is_some_and(|t| t.elapsed() <= live)
+    }
+}
+
+/// What an instance id may be: what a gateway draws (32 hex digits) or
+/// another 1-64 letters, digits, `-` and `_`.
+pub fn valid_instance(i: &str) -> bool {
+    !i.is_empty()
+        && i.len() <= 64
+        && i.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
 impl Store {
+    /// Notes that `instance` spoke for gateway `id` (a report, a bundle
+    /// fetch). Two instances are in conflict when they interleave: one is
+    /// heard of again after another was heard of since its own first
+    /// sighting, within the stale period. A restart (a new instance, the
+    /// old one never heard of again) is none. The conflict lasts until one
+    /// of them has been silent for the stale period (and that long again).
+    fn sighted(&self, inner: &mut Inner, id: &str, instance: &str) {
+        let now = Instant::now();
+        let live = self.stale_after;
+        if !inner.sightings.contains_key(id) && inner.sightings.len() >= MAX_FLEET {
+            let forget = live * 10;
+            inner
+                .sightings
+                .retain(|_, s| s.seen.iter().any(|x| x.2.elapsed() <= forget));
+            if inner.sightings.len() >= MAX_FLEET {
+                return;
+            }
+        }
+        let s = inner.sightings.entry(id.to_owned()).or_default();
+        let was = s.conflicting(live);
+        let interleaved = match s.seen.iter().position(|x| x.0 == instance) {
+            Some(i) => {
+                let first = s.seen[i].1;
+                let other = s
+                    .seen
+                    .iter()
+                    .any(|x| x.0 != instance && x.2 >= first && now.duration_since(x.2) <= live);
+                s.seen[i].2 = now;
+                other
+            }
+            None => {
+                if s.seen.len() >= MAX_INSTANCES {
+                    if let Some(oldest) = s
+                        .seen
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, x)| x.2)
+                        .map(|(i, _)| i)
+                    {
+                        s.seen.remove(oldest);
+                    }
+                }
+                s.seen.push((instance.to_owned(), now, now));
+                false
+            }
+        };
+        if interleaved {
+            s.conflict = Some(now);
+            if !was {
+                let instances = s.live(live);
+                tracing::warn!(
+                    gateway = id,
+                    instances = ?instances,
+                    "{} live gateway processes report under the gateway id `{id}`: a canary on it would reach every one of them and their audit chains would be mixed; canaries on it and its audit records are refused until each runs with its own --gateway-id",
+                    instances.len()
+                );
+            }
+        }
+    }
+
+    /// A bundle fetch named `id` and `instance` (`X-Warden-Gateway`,
+    /// `X-Warden-Instance`): noted as a report's are. Anything else than a
+    /// valid pair is ignored (a fetch without them is served all the same).
+    pub fn fetched_by(&self, id: &str, instance: &str) {
+        if valid_id(id) && valid_instance(instance) {
+            let mut inner = self.lock();
+            self.sighted(&mut inner, id, instance);
+        }
+    }
+
+    /// The live instances of gateway `id` when two or more processes
+    /// report under it (see [`Store::sighted`]); `None` when it is not in
+    /// conflict.
+    pub fn conflict(&self, id: &str) -> Option<Vec<String>> {
+        Self::conflict_in(&self.lock().sightings, id, self.stale_after)
+    }
+
+    pub(super) fn conflict_in(
+        sightings: &BTreeMap<String, Sightings>,
+        id: &str,
+        live: Duration,
+    ) -> Option<Vec<String>> {
+        sightings
+            .get(id)
+            .filter(|s| s.conflicting(live))
+            .map(|s| s.live(live * 2))
+    }
+
+    /// Why a canary may not reach `members`: any of them is a gateway id
+    /// several live processes report under.
+    pub(super) fn conflicting_members(
+        &self,
+        inner: &Inner,
+        members: &BTreeSet<String>,
+    ) -> Result<(), String> {
+        let bad: Vec<String> = members
+            .iter()
+            .filter_map(|id| {
+                Self::conflict_in(&inner.sightings, id, self.stale_after)
+                    .map(|i| format!("`{id}` ({} processes)", i.len().max(2)))
+            })
+            .collect();
+        if bad.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "refusing the canary: gateway id{} {} picked for it {} shared by several live gateway processes, so the canary would reach every one of them; give each replica its own --gateway-id (or leave it out: the host name and process id)",
+            if bad.len() == 1 { "" } else { "s" },
+            bad.join(", "),
+            if bad.len() == 1 { "is" } else { "are" },
+        ))
+    }
+
     /// Takes a gateway's report: refused when it is not one a gateway
     /// writes, or when it names a new gateway while the fleet table is
     /// full (members not heard from for ten stale periods are forgotten).
     pub fn report(&self, r: Report) -> Result<(), String> {
-        if r.id.is_empty() || r.id.len() > 128 || !r.id.bytes().all(|b| b.is_ascii_graphic()) {
+        if !valid_id(&r.id) {
             return Err("a gateway id is 1-128 visible ASCII characters".into());
+        }
+        if r.instance.as_deref().is_some_and(|i| !valid_instance(i)) {
+            return Err("an instance id is 1-64 letters, digits, - or _".into());
         }
         Selector(r.labels.clone()).check()?;
         r.stats.check()?;
@@ -30,9 +185,21 @@ impl Store {
                 return Err(format!("the fleet table holds {MAX_FLEET} gateways"));
             }
         }
+        if let Some(i) = &r.instance {
+            self.sighted(&mut inner, &r.id, i);
+        }
         let now = Instant::now();
+        // Another process than the last report's: a new instance, or
+        // counters that went back (a gateway that sends no instance).
+        let restarts = inner.fleet.get(&r.id).map_or(0, |m| {
+            let other = match (&m.report.instance, &r.instance) {
+                (Some(a), Some(b)) => a != b,
+                _ => false,
+            };
+            m.restarts + u64::from(other || r.stats.went_back(&m.report.stats))
+        });
         let rate = match inner.fleet.get(&r.id) {
-            Some(m) if r.stats.calls >= m.report.stats.calls => {
+            Some(m) if !r.stats.went_back(&m.report.stats) && m.report.instance == r.instance => {
                 let secs = now.duration_since(m.seen).as_secs_f64();
                 if secs > 0.0 {
                     (r.stats.calls - m.report.stats.calls) as f64 / secs
@@ -48,6 +215,7 @@ impl Store {
                 report: r,
                 seen: now,
                 rate,
+                restarts,
             },
         );
         Ok(())
@@ -57,14 +225,25 @@ impl Store {
     pub fn fleet(&self) -> serde_json::Value {
         let current = self.current().map(|p| p.revision.clone());
         let inner = self.lock();
+        let mut conflicts = Vec::new();
         let members: Vec<serde_json::Value> = inner
             .fleet
             .values()
             .map(|m| {
                 let age = m.seen.elapsed();
                 let due = Self::pick_for(&inner.served, &m.report.id, &m.report.labels);
+                let conflict = Self::conflict_in(&inner.sightings, &m.report.id, self.stale_after);
+                if conflict.is_some() {
+                    conflicts.push(m.report.id.clone());
+                }
                 serde_json::json!({
                     "id": m.report.id,
+                    "instance": m.report.instance,
+                    // Several live processes report under this id: they
+                    // share whatever it is served, a canary included.
+                    "conflict": conflict.is_some(),
+                    "instances": conflict.unwrap_or_default(),
+                    "restarts": m.restarts,
                     "labels": m.report.labels,
                     "revision": m.report.revision,
                     "due": due.as_ref().map(|p| p.revision.clone()),
@@ -92,6 +271,7 @@ impl Store {
             "last_build_error": inner.last_error,
             "kill_switch": inner.kill,
             "members": members,
+            "conflicts": conflicts,
         })
     }
 

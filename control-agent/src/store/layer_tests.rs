@@ -282,6 +282,7 @@ fn a_layer_the_org_breaks_is_left_out_and_the_rest_served() {
 fn report(s: &Store, id: &str) {
     s.report(Report {
         id: id.into(),
+        instance: None,
         revision: s.current().unwrap().revision.clone(),
         healthy: true,
         last_error: None,

@@ -28,6 +28,8 @@ mod fleet;
 mod prune;
 pub use prune::MAX_ORG_REVISIONS;
 #[cfg(test)]
+mod fleet_tests;
+#[cfg(test)]
 mod isolation_tests;
 #[cfg(test)]
 pub(crate) mod layer_tests;
@@ -70,6 +72,11 @@ pub struct Rollout {
     /// once it reported the canary revision).
     #[serde(skip)]
     marks: BTreeMap<String, Stats>,
+    /// Each member's [`Member::restarts`] when the watch began (or when
+    /// the agent first heard of it after a restart of its own): a member
+    /// whose count moves restarted during the canary.
+    #[serde(skip)]
+    restarts: BTreeMap<String, u64>,
     /// The last figures judged: the canary's and the rest's.
     #[serde(default)]
     pub canary_stats: Stats,
@@ -128,6 +135,12 @@ mod humantime_serde_compat {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub id: String,
+    /// The reporting process's instance id, drawn at its start: two live
+    /// processes under one `id` are a conflict (see [`Store::conflict`]),
+    /// a new one replacing the old is a restart. Gateways from before it
+    /// send none.
+    #[serde(default)]
+    pub instance: Option<String>,
     pub revision: String,
     pub healthy: bool,
     #[serde(default)]
@@ -160,6 +173,11 @@ struct Member {
     seen: Instant,
     /// Client calls per second between its last two reports.
     rate: f64,
+    /// Times its reports showed another process than the one before (a
+    /// new instance id, or counters lower than the last report's): a
+    /// restart, or a second process under the id. A canary is judged on
+    /// its members' count not moving.
+    restarts: u64,
 }
 
 struct Inner {
@@ -174,6 +192,9 @@ struct Inner {
     source_digest: Option<String>,
     last_error: Option<String>,
     fleet: BTreeMap<String, Member>,
+    /// The instances seen under each gateway id (reports and bundle
+    /// fetches), to tell two live processes under one id from a restart.
+    sightings: BTreeMap<String, fleet::Sightings>,
     /// Each tenant's layer revisions.
     layers: BTreeMap<String, layers::Tenant>,
     registry: crate::registry::Registry,
@@ -351,6 +372,7 @@ impl Store {
                 source_digest,
                 last_error: None,
                 fleet: BTreeMap::new(),
+                sightings: BTreeMap::new(),
                 layers: layers::load(dir)?,
                 registry,
             }),

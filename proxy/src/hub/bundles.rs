@@ -56,6 +56,18 @@ pub struct SourceOptions {
     pub report_every: Duration,
 }
 
+/// This process's instance id: 16 random bytes in hex, drawn once when
+/// the process first reports or fetches. It goes beside the gateway id
+/// (`--gateway-id`, which an operator may copy into every replica of a
+/// Deployment) in each fleet report (`instance`) and bundle fetch
+/// (`X-Warden-Instance`), so that the agent tells two live processes under
+/// one id (a conflict it shows and refuses canaries on) from one that
+/// restarted (a new instance replacing the old).
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| hex::encode(rand::random::<[u8; 16]>()))
+}
+
 /// Parses one `key=value` gateway label (letters, digits and `-._/`, 1–63
 /// bytes each: what the agent's selectors accept).
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -393,6 +405,7 @@ async fn fetch(
     let mut req = client
         .get(url)
         .header("x-warden-gateway", &opts.gateway_id)
+        .header("x-warden-instance", instance_id())
         .header("x-warden-labels", labels_header(&opts.labels));
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -601,6 +614,7 @@ impl BundleWatcher {
             .collect();
         let body = serde_json::json!({
             "id": self.opts.gateway_id,
+            "instance": instance_id(),
             "revision": st.revision,
             "healthy": st.last_error.is_none() || st.last_error_at <= st.loaded_at,
             "last_error": st.last_error,
@@ -771,3 +785,58 @@ impl BackgroundService for BundleWatcher {
 #[cfg(test)]
 #[path = "bundles_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod instance_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Every bundle fetch names this process beside the gateway id, by
+    /// one instance id drawn once: the agent tells two processes under
+    /// one id from one that restarted.
+    #[tokio::test]
+    async fn a_fetch_names_the_process() {
+        let id = instance_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(instance_id(), id, "drawn once per process");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/v1/bundles/current",
+            listener.local_addr().expect("addr")
+        );
+        let served = tokio::spawn(async move {
+            let (mut c, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 8192];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = c.read(&mut buf).await.expect("read");
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            let _ = c
+                .write_all(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            String::from_utf8_lossy(&got).to_lowercase()
+        });
+        let opts = SourceOptions {
+            source: Source::Dir(PathBuf::from("/nonexistent")),
+            verifier: None,
+            state_dir: PathBuf::from("/nonexistent"),
+            gateway_id: "edge-1".into(),
+            labels: BTreeMap::new(),
+            poll: Duration::from_secs(1),
+            report_every: Duration::from_secs(5),
+        };
+        let client = http_client(Duration::from_secs(5)).expect("client");
+        let res = fetch(&client, &opts, &url, None, Some("r1"), Duration::ZERO).await;
+        assert!(matches!(res, Ok(Fetched::NotModified)));
+        let head = served.await.expect("served");
+        assert!(head.contains("x-warden-gateway: edge-1"), "{head}");
+        assert!(head.contains(&format!("x-warden-instance: {id}")), "{head}");
+    }
+}

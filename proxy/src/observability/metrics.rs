@@ -278,10 +278,14 @@ pub fn method_label(method: Option<&str>) -> &str {
 }
 
 /// The counters the control agent judges a canary on, summed over every
-/// server: client messages judged, those denied, 5xx answers, and the
-/// request latency histogram (cumulative buckets, `+Inf` last).
+/// server: client messages judged, those denied, servers' messages judged
+/// (`replies`) and those withheld, 5xx answers, and the request latency
+/// histogram (cumulative buckets, `+Inf` last). A reply withheld is a
+/// refusal as much as a call denied: a bundle that withholds every answer
+/// must not look healthy to the canary's judge.
 pub fn fleet_stats() -> serde_json::Value {
     let (mut calls, mut denied, mut errors) = (0u64, 0u64, 0u64);
+    let (mut replies, mut withheld) = (0u64, 0u64);
     let mut latency: Vec<(f64, u64)> = Vec::new();
     for fam in prometheus::gather() {
         let label = |m: &prometheus::proto::Metric, name: &str| {
@@ -293,12 +297,18 @@ pub fn fleet_stats() -> serde_json::Value {
         match fam.name() {
             "warden_mcp_messages_total" => {
                 for m in fam.get_metric() {
-                    if label(m, "direction").as_deref() == Some("request") {
-                        let v = m.get_counter().get_value() as u64;
-                        calls += v;
-                        if label(m, "outcome").as_deref() == Some("denied") {
-                            denied += v;
+                    let v = m.get_counter().get_value() as u64;
+                    let refused = label(m, "outcome").as_deref() == Some("denied");
+                    match label(m, "direction").as_deref() {
+                        Some("request") => {
+                            calls += v;
+                            denied += if refused { v } else { 0 };
                         }
+                        Some("response") => {
+                            replies += v;
+                            withheld += if refused { v } else { 0 };
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -344,7 +354,14 @@ pub fn fleet_stats() -> serde_json::Value {
         .into_iter()
         .map(|(le, n)| (if le.is_finite() { le } else { 1e9 }, n))
         .collect();
-    serde_json::json!({"calls": calls, "denied": denied, "errors": errors, "latency": latency})
+    serde_json::json!({
+        "calls": calls,
+        "denied": denied,
+        "replies": replies,
+        "withheld": withheld,
+        "errors": errors,
+        "latency": latency,
+    })
 }
 
 #[cfg(test)]
@@ -364,5 +381,35 @@ mod tests {
         }
         assert_eq!(g.admit("tool1"), "tool1", "admitted values stay admitted");
         assert_eq!(g.admit(&"x".repeat(200)), "_other");
+    }
+
+    /// What the agent judges a canary on counts the servers' messages a
+    /// guard withheld, not only the calls it denied: a bundle that lets
+    /// every call through and withholds every answer is not healthy.
+    #[test]
+    fn fleet_stats_count_replies_withheld() {
+        let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+        let before = fleet_stats();
+        let m = metrics();
+        let count = |dir: &str, outcome: &str, by: u64| {
+            m.messages
+                .with_label_values(&["fleet-stats-test", dir, "tools/call", "-", outcome])
+                .inc_by(by)
+        };
+        count("request", "forwarded", 5);
+        count("request", "denied", 1);
+        count("response", "denied", 4);
+        count("response", "forwarded", 2);
+        let after = fleet_stats();
+        // Other tests of the process may count messages meanwhile: at
+        // least what this one did is seen.
+        assert!(n(&after, "calls") >= n(&before, "calls") + 6, "{after}");
+        assert!(n(&after, "denied") > n(&before, "denied"), "{after}");
+        assert!(n(&after, "replies") >= n(&before, "replies") + 6, "{after}");
+        assert!(
+            n(&after, "withheld") >= n(&before, "withheld") + 4,
+            "{after}"
+        );
+        assert!(n(&after, "withheld") <= n(&after, "replies"), "{after}");
     }
 }

@@ -1,0 +1,108 @@
+//! Gateway ids through a real listener: the instance a bundle fetch and a
+//! report name, an id two live processes share shown in `/v1/fleet`, and
+//! their audit records refused rather than merged into one chain.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use sha2::{Digest, Sha256};
+
+const ADMIN: &str = "admin-token-0123456789";
+const FLEET: &str = "fleet-token-0123456789";
+
+/// `n` chained audit lines from seq 0, as one gateway's trail holds them.
+fn trail(n: usize, principal: &str) -> Vec<u8> {
+    let mut prev = [0u8; 32];
+    let mut out = Vec::new();
+    let ts = jiff::Timestamp::now().to_string();
+    for seq in 0..n {
+        let line = serde_json::json!({
+            "seq": seq, "prev": hex::encode(prev), "ts": ts, "principal": principal,
+            "tenant": "finance", "server": "mock", "direction": "request", "method": "tools/call",
+            "tool": "t", "outcome": "forwarded", "trace_id": format!("tr-{principal}-{seq}"),
+        })
+        .to_string();
+        prev = Sha256::digest(line.as_bytes()).into();
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_gateway_id_two_live_processes_share_is_shown_and_its_audit_refused() {
+    let (_d, api, _state, url) = crate::governance::tests::serve_fixture().await;
+    let http = reqwest::Client::new();
+    let rev = api.store.current().unwrap().revision.clone();
+    let report = |instance: &'static str| {
+        let (http, url, rev) = (http.clone(), url.clone(), rev.clone());
+        async move {
+            let body = serde_json::json!({"id": "edge-1", "instance": instance, "revision": rev, "healthy": true});
+            let r = http
+                .post(format!("{url}/v1/fleet/report"))
+                .bearer_auth(FLEET)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+        }
+    };
+    let ship = |gateway: &'static str, body: Vec<u8>| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http
+                .post(format!("{url}/v1/audit/ingest"))
+                .bearer_auth(FLEET)
+                .header("x-warden-gateway", gateway)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    // One process: its records are taken.
+    report("aaaa").await;
+    assert_eq!(ship("edge-1", trail(2, "p1")).await.0, 200);
+    // A second process under the same id fetches its bundle, then the
+    // first reports again: two live processes.
+    let r = http
+        .get(format!("{url}/v1/bundles/current"))
+        .bearer_auth(FLEET)
+        .header("x-warden-gateway", "edge-1")
+        .header("x-warden-instance", "bbbb")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    report("aaaa").await;
+    let fleet: serde_json::Value = http
+        .get(format!("{url}/v1/fleet"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fleet["conflicts"], serde_json::json!(["edge-1"]), "{fleet}");
+    assert_eq!(fleet["members"][0]["conflict"], true, "{fleet}");
+    // The second process's trail starts at seq 0 as well: refused, not
+    // merged into the first's chain.
+    let (status, v) = ship("edge-1", trail(3, "p2")).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (409, Some("gateway_id_conflict")),
+        "{v}"
+    );
+    assert!(v["error"].as_str().unwrap().contains("--gateway-id"), "{v}");
+    let q = crate::audit::Query {
+        gateway: Some("edge-1".into()),
+        ..Default::default()
+    };
+    let verified = api.audit.verify(&q).unwrap();
+    assert!(verified.ok && verified.records == 2, "{verified:?}");
+    // Another id is not concerned.
+    assert_eq!(ship("edge-2", trail(1, "p3")).await.0, 200);
+}
