@@ -296,6 +296,14 @@ impl Static {
         }
     }
 
+    /// Serves `data` under the ETag the last body had (a source that sent
+    /// junk under the real ETag once, then the bundle).
+    fn replace(&self, data: Vec<u8>) {
+        if let Ok(mut g) = self.body.lock() {
+            g.1 = data;
+        }
+    }
+
     fn set(&self, data: Vec<u8>) {
         if let Ok(mut g) = self.body.lock() {
             g.0 += 1;
@@ -416,6 +424,39 @@ async fn gateways_refuse_unsigned_forged_tampered_and_truncated_bundles() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(gw.status().await["bundle"]["revision"], "good-2");
+    // A bundle that failed to apply is fetched again, not remembered by
+    // its ETag as done: junk under an ETag, then the real bundle under
+    // the same one (a failure that passes: a man in the middle once, a
+    // full disk) is applied, never left behind a 304.
+    let before = gw.status().await["bundle"]["failures"]
+        .as_u64()
+        .unwrap_or(0);
+    srv.set(b"junk".to_vec());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.status().await["bundle"]["failures"]
+        .as_u64()
+        .unwrap_or(0)
+        <= before
+    {
+        assert!(Instant::now() < deadline, "junk never refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    set_blocked(&source, &[]);
+    srv.replace(build_archive(
+        &source,
+        &tmp.path().join("third.tgz"),
+        &private,
+        "good-3",
+    ));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while gw.status().await["bundle"]["revision"] != "good-3" {
+        assert!(
+            Instant::now() < deadline,
+            "a bundle refused once is never fetched again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(outcome(&gw, "echo").await, "ok");
 }
 
 #[tokio::test(flavor = "multi_thread")]

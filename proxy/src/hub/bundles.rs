@@ -672,13 +672,35 @@ impl BundleWatcher {
         };
         let mut etag = self.etag.clone();
         let mut backoff = Duration::from_millis(250);
+        // A bundle that failed to apply: its ETag, and when it is asked for
+        // again. A failure may pass (a full disk, no file descriptor left,
+        // a port in use, a response spoiled on the way), and a gateway
+        // that gave up on a revision would run the one before it (a kill
+        // switch not applied) until the next is published. Meanwhile the
+        // long poll asks for anything newer than it, so a fix published
+        // after it arrives at once.
+        let mut failed: Option<(Option<String>, Instant)> = None;
+        let mut retry = Duration::from_secs(1);
         self.report(&reporter).await;
         loop {
             let started = Instant::now();
+            let (asked, wait) = match &failed {
+                Some((_, due)) if started >= *due => (etag.clone(), Duration::ZERO),
+                Some((tag, due)) => (
+                    tag.clone().or_else(|| etag.clone()),
+                    (*due - started).clamp(Duration::from_secs(1), Duration::from_secs(30)),
+                ),
+                None => (etag.clone(), Duration::from_secs(30)),
+            };
             let res = tokio::select! {
                 _ = shutdown.changed() => return,
-                r = fetch(&client, &self.opts, url, token, etag.as_deref(), Duration::from_secs(30)) => r,
+                r = fetch(&client, &self.opts, url, token, asked.as_deref(), wait) => r,
             };
+            // Asked again for the failed one, the source has nothing newer
+            // than what runs: it was withdrawn.
+            if matches!(res, Ok(Fetched::NotModified)) && wait.is_zero() {
+                failed = None;
+            }
             let pause = match res {
                 Ok(Fetched::New {
                     etag: new_etag,
@@ -686,8 +708,6 @@ impl BundleWatcher {
                     why,
                 }) => {
                     backoff = Duration::from_millis(250);
-                    // Whatever happens to this one, do not fetch it again.
-                    etag = new_etag.clone().or(etag);
                     let before = self.target.current.load().snap.revision.clone();
                     let gw = self.target.clone();
                     let opts = self.opts.clone();
@@ -702,23 +722,27 @@ impl BundleWatcher {
                     })
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()));
-                    let failed = res.is_err();
+                    let refused = res.is_err();
                     match res {
                         Ok(rev) => {
-                            if etag.is_none() {
-                                etag = Some(rev.clone());
-                            }
+                            etag = new_etag.or(etag).or_else(|| Some(rev.clone()));
+                            failed = None;
+                            retry = Duration::from_secs(1);
                             self.target.status.set_rollout(why, &self.opts.labels);
                             self.target.status.ok(&rev)
                         }
-                        Err(e) => self.target.status.failed(&e),
+                        Err(e) => {
+                            self.target.status.failed(&e);
+                            failed = Some((new_etag, Instant::now() + jitter(retry)));
+                            retry = (retry * 2).min(Duration::from_secs(60));
+                        }
                     }
                     self.report(&reporter).await;
                     // A source that answered at once with what is already
                     // running (a static server without ETags) or with a
                     // bundle that fails is polled politely, not in a loop;
                     // the agent's long poll answers only with something new.
-                    let same = failed || self.target.current.load().snap.revision == before;
+                    let same = refused || self.target.current.load().snap.revision == before;
                     if same && started.elapsed() < Duration::from_secs(1) {
                         jitter(self.opts.poll.max(Duration::from_secs(1)))
                     } else {
