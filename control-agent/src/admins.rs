@@ -130,7 +130,13 @@ pub fn tenant_name(t: &str) -> Result<String, String> {
         && c.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && c.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
+    if ok && c == person::NO_TENANT {
+        Err(format!(
+            "tenant `{}`: `{}` is the tenant of anonymous callers and of credentials that name none, no tenant to administer, approve for or own servers",
+            t.escape_debug(),
+            person::NO_TENANT
+        ))
+    } else if ok {
         Ok(c)
     } else {
         Err(format!(
@@ -291,6 +297,18 @@ mod tests {
             role.into(),
             tenant.map(Into::into),
         )
+    }
+
+    /// `default` is the tenant of anonymous callers and of credentials
+    /// that name none: no tenant to administer (its admin would read every
+    /// one of them), own servers or a layer, however it is spelled.
+    #[test]
+    fn the_tenant_of_no_tenant_is_no_tenant_to_administer() {
+        for t in ["default", "DEFAULT", " Default "] {
+            let e = tenant_name(t).expect_err(t);
+            assert!(e.contains("anonymous callers"), "{e}");
+        }
+        assert_eq!(tenant_name("finance").as_deref(), Ok("finance"));
     }
 
     #[test]

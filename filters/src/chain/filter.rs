@@ -171,9 +171,13 @@ pub struct Message<'a> {
 /// (see [`Message::stream_call`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum StreamCall<'a> {
-    /// A GET stream, a reply, or a POST that named no target.
+    /// A reply, or a POST that named no target.
     #[default]
     None,
+    /// A stream of no call (GET: live, resumed or legacy): what relates
+    /// to a call there (progress, related-task metadata) relates to one
+    /// the gateway cannot name.
+    NoCall,
     /// The one request of its POST that named a target: its method and target.
     One(&'a str, &'a str),
     /// A POST (a batch) with several: any of them.

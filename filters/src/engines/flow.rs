@@ -182,6 +182,8 @@ pub struct FlowTables {
     swept: AtomicU64,
     /// Where each change is kept beyond this process (see `journal`).
     journal: std::sync::OnceLock<journal::Journal>,
+    /// Recorded states not read back for want of room.
+    unroomed: AtomicU64,
 }
 
 /// The states one owner may hold in a table of `max_keys`: a sixteenth of
@@ -196,6 +198,8 @@ struct Held {
     state: FlowState,
     owner: [u8; 32],
     used: AtomicU64,
+    /// When the journal last recorded it (seconds; see `journal`).
+    journaled: AtomicU64,
 }
 
 /// Seconds since the epoch of `now` (the clock the exchange carries).
@@ -215,10 +219,11 @@ impl FlowTables {
             per_owner: per_owner(max_keys),
             swept: AtomicU64::new(0),
             journal: std::sync::OnceLock::new(),
+            unroomed: AtomicU64::new(0),
         }
     }
 
-    /// Keeps the table in `dir` (its `flows.jsonl`): reads what earlier
+    /// Keeps the table in `dir` (its `flows/` directory): reads what earlier
     /// processes of this install recorded, and records each change from
     /// now on. See `journal`.
     pub fn keep_in(&self, dir: &std::path::Path, now: u64) -> std::io::Result<()> {
@@ -237,22 +242,24 @@ impl FlowTables {
         }
     }
 
-    /// Changes the journal could not record (their replies were
-    /// withheld), and recorded states not read back (a line a crash cut,
-    /// or no room in the table) since the start.
-    pub fn journal_problems(&self) -> (u64, u64) {
-        self.journal.get().map_or((0, 0), |j| {
-            (
-                j.failed.load(Ordering::Relaxed),
-                j.skipped.load(Ordering::Relaxed),
-            )
-        })
+    /// Since the start: changes the journal could not record (their
+    /// replies were withheld), lines read that held no state (a line a
+    /// crash cut), and recorded states not read back for want of room in
+    /// the table (a smaller `limits.memory` than the writer's).
+    pub fn journal_problems(&self) -> [u64; 3] {
+        let j = self.journal.get();
+        [
+            j.map_or(0, |j| j.failed.load(Ordering::Relaxed)),
+            j.map_or(0, |j| j.skipped.load(Ordering::Relaxed)),
+            self.unroomed.load(Ordering::Relaxed),
+        ]
     }
 
     /// Merges one recorded state, unless idle for [`IDLE_SECS`] or the
     /// table has no room for it.
     fn take(&self, l: journal::Line, now: u64) {
-        if now.saturating_sub(l.t) > IDLE_SECS {
+        // Written again at least once an hour while in use.
+        if now.saturating_sub(l.t) > IDLE_SECS + journal::TOUCH_SECS {
             return;
         }
         let Some((key, owner)) = l.parts() else {
@@ -262,18 +269,15 @@ impl FlowTables {
         let full = self.states.len() >= self.max_keys;
         match self.states.entry(key) {
             dashmap::Entry::Occupied(o) => {
-                let h = o.into_ref();
+                let mut h = o.into_ref();
                 h.used.fetch_max(l.t, Ordering::Relaxed);
-                let mut h = h;
+                h.journaled.fetch_max(l.t, Ordering::Relaxed);
                 h.state.merge(&l.s);
             }
             dashmap::Entry::Vacant(v) => {
                 let mut n = self.owners.entry(owner).or_insert(0);
                 if *n >= self.per_owner || full {
-                    // Counted with the lines read that were no state.
-                    if let Some(j) = self.journal.get() {
-                        j.skipped.fetch_add(1, Ordering::Relaxed);
-                    }
+                    self.unroomed.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 *n += 1;
@@ -284,6 +288,7 @@ impl FlowTables {
                     state,
                     owner,
                     used: AtomicU64::new(l.t),
+                    journaled: AtomicU64::new(l.t),
                 });
             }
         }
@@ -322,6 +327,18 @@ impl FlowTables {
             .get(key)
             .map(|h| {
                 h.used.fetch_max(now, Ordering::Relaxed);
+                // A state in use is written again now and then, so that a
+                // restart does not take it for idle.
+                if let Some(j) = self.journal.get() {
+                    let last = h.journaled.load(Ordering::Relaxed);
+                    if now.saturating_sub(last) >= journal::TOUCH_SECS
+                        && h.journaled
+                            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        j.append(&journal::Line::new(key, &h.owner, now, &h.state));
+                    }
+                }
                 h.state.clone()
             })
             .unwrap_or_default()
@@ -386,6 +403,7 @@ impl FlowTables {
                     state: FlowState::default(),
                     owner: *owner,
                     used: AtomicU64::new(now),
+                    journaled: AtomicU64::new(now),
                 })
             }
         };
@@ -398,10 +416,11 @@ impl FlowTables {
         // Recorded before the reply that raised it leaves; a state that
         // cannot be recorded is as one the table cannot hold.
         if let Some(j) = self.journal.get() {
-            if (held.state.level, held.state.untrusted) != before
-                && !j.append(&journal::Line::new(key, owner, now, &held.state))
-            {
-                return None;
+            if (held.state.level, held.state.untrusted) != before {
+                if !j.append(&journal::Line::new(key, owner, now, &held.state)) {
+                    return None;
+                }
+                held.journaled.fetch_max(now, Ordering::Relaxed);
             }
         }
         Some(raised)

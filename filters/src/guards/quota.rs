@@ -333,8 +333,17 @@ impl QuotaFilter {
                     k.push(0);
                     continue;
                 }
-                // One budget per tenant, however the claim spells it.
-                QuotaKey::Tenant => ctx.principal.canonical_tenant(),
+                // One budget per tenant, however the claim spells it
+                // (`ACME` is `acme`), by the strict key that decides whose
+                // a call is: `ｆｉｎａｎｃｅ` from another identity provider
+                // does not spend `finance`'s.
+                QuotaKey::Tenant => {
+                    k.extend_from_slice(
+                        warden_config::person::tenant_key(&ctx.principal.tenant).as_bytes(),
+                    );
+                    k.push(0);
+                    continue;
+                }
                 QuotaKey::Server => ctx.server,
                 QuotaKey::Group => ctx.group,
                 QuotaKey::Tool => tool.unwrap_or(""),
@@ -516,6 +525,18 @@ mod tests {
             })
             .collect();
         assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+        let mut wide = crate::engines::identity::Principal::anonymous();
+        wide.tenant = "ａｃｍｅ".into();
+        let ex = Exchange::new(&wide, "s");
+        assert!(
+            applies(&q, "tools/call", Some("t"), &ex),
+            "held to acme's rules"
+        );
+        assert_ne!(
+            QuotaFilter::key(&q, &ex, Some("t")),
+            keys[0],
+            "not acme's budget"
+        );
         let mut other = crate::engines::identity::Principal::anonymous();
         other.tenant = "globex".into();
         assert!(!applies(

@@ -446,20 +446,23 @@ fn keep_flows(
     let spawned = std::thread::Builder::new()
         .name("warden-flows".into())
         .spawn(move || {
-            let mut seen = (0, 0);
+            let mut seen = [0; 3];
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 if let Err(e) = flows.follow(unix_secs(std::time::SystemTime::now())) {
                     tracing::warn!(error = %e, "cannot read the flows journal");
                 }
-                let now = flows.journal_problems();
-                if now.0 > seen.0 {
-                    tracing::error!(failed = now.0 - seen.0, "the flows journal could not record changes: the replies that raised them were withheld");
+                let [failed, skipped, unroomed] = flows.journal_problems();
+                if failed > seen[0] {
+                    tracing::error!(failed = failed - seen[0], "the flows journal could not record changes: the replies that raised them were withheld");
                 }
-                if now.1 > seen.1 {
-                    tracing::warn!(skipped = now.1 - seen.1, "flows journal lines that hold no state were skipped");
+                if skipped > seen[1] {
+                    tracing::warn!(skipped = skipped - seen[1], "flows journal lines that hold no state were skipped");
                 }
-                seen = now;
+                if unroomed > seen[2] {
+                    tracing::error!(states = unroomed - seen[2], "recorded flow states were not read back: the flows table is full (raise limits.memory)");
+                }
+                seen = [failed, skipped, unroomed];
             }
         });
     if let Err(e) = spawned {

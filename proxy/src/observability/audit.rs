@@ -313,6 +313,9 @@ pub struct ChainHead {
     pub prev: [u8; 32],
 }
 
+/// The longest last line the chain resumes from.
+const MAX_RESUMED_LINE: u64 = 256 << 20;
+
 /// Reads the last line of `path` to resume its chain.
 fn resume(path: &Path) -> std::io::Result<ChainHead> {
     // A pipe or device has no past to resume (and opening a FIFO to read would block).
@@ -336,26 +339,48 @@ fn resume(path: &Path) -> std::io::Result<ChainHead> {
         Err(e) => return Err(e),
     };
     let len = f.metadata()?.len();
-    // Back from the end a window at a time until the newline before the
-    // last line (or the file's start): a record may be far longer than
-    // one window (a call's arguments logged in full).
-    let mut start = len;
-    let mut tail: Vec<u8> = Vec::new();
-    let last = loop {
-        let window = start.min(1 << 20);
-        start -= window;
+    // The last line ends before the file's final newline.
+    let mut end = len;
+    if len > 0 {
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(len - 1))?;
+        f.read_exact(&mut b)?;
+        if b[0] == b'\n' {
+            end -= 1;
+        }
+    }
+    // Back from there a window at a time to the newline before it (or the
+    // file's start): a record may be far longer than one window (a call's
+    // arguments logged in full). One window in memory at a time.
+    let mut start = end;
+    let mut window = vec![0u8; 1 << 20];
+    let line_start = loop {
+        if start == 0 {
+            break 0;
+        }
+        let n = start.min(window.len() as u64);
+        start -= n;
         f.seek(SeekFrom::Start(start))?;
-        let mut chunk = Vec::with_capacity(window as usize + tail.len());
-        (&mut f).take(window).read_to_end(&mut chunk)?;
-        chunk.extend_from_slice(&tail);
-        tail = chunk;
-        let text = tail.strip_suffix(b"\n").unwrap_or(&tail);
-        match memchr::memrchr(b'\n', text) {
-            Some(i) => break &text[i + 1..],
-            None if start == 0 => break text,
-            None => {}
+        f.read_exact(&mut window[..n as usize])?;
+        if let Some(i) = memchr::memrchr(b'\n', &window[..n as usize]) {
+            break start + i as u64 + 1;
         }
     };
+    // Longer than any record the gateway writes (a body is at most a few
+    // MiB): not one.
+    if end - line_start > MAX_RESUMED_LINE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the audit log's last line is {} bytes, longer than any record; move the file aside",
+                end - line_start
+            ),
+        ));
+    }
+    let mut tail = vec![0u8; (end - line_start) as usize];
+    f.seek(SeekFrom::Start(line_start))?;
+    f.read_exact(&mut tail)?;
+    let last = &tail[..];
     if last.is_empty() {
         return Ok(ChainHead {
             next_seq: 0,

@@ -74,7 +74,7 @@ fn carries_task_outcome(msg: &Message<'_>) -> bool {
         match v {
             serde_json::Value::Object(o) => {
                 let named = |n: &str| o.keys().any(|k| same_name(k, n));
-                (named("taskId") && (named("result") || named("error")))
+                (named("taskId") && (named("result") || named("error") || named("inputRequests")))
                     || o.values().any(|x| holds(x, depth + 1))
             }
             serde_json::Value::Array(a) => a.iter().any(|x| holds(x, depth + 1)),
@@ -85,6 +85,28 @@ fn carries_task_outcome(msg: &Message<'_>) -> bool {
         return false;
     }
     msg.said().is_none_or(|v| holds(v, 0))
+}
+
+/// Whether a server's request or notification relates to a call: progress
+/// (`notifications/progress`), or anything naming a related task (its
+/// `_meta`, under any spelling a peer reads as that).
+fn relates_to_a_call(msg: &Message<'_>) -> bool {
+    fn names_related(v: &serde_json::Value, depth: usize) -> bool {
+        use crate::protocol::names::same_name;
+        if depth > 16 {
+            return true;
+        }
+        match v {
+            serde_json::Value::Object(o) => o.iter().any(|(k, x)| {
+                same_name(k, "io.modelcontextprotocol/related-task") || names_related(x, depth + 1)
+            }),
+            serde_json::Value::Array(a) => a.iter().any(|x| names_related(x, depth + 1)),
+            _ => false,
+        }
+    }
+    msg.envelope.method.as_deref() == Some("notifications/progress")
+        || (crate::guards::tasks::may_name_task(msg)
+            && msg.said().is_none_or(|v| names_related(v, 0)))
 }
 
 /// `labels` raised to `r`'s level (and its name) when higher, and
@@ -118,10 +140,21 @@ impl FlowFilter {
             // quoting it): at least the call's labels.
             match msg.stream_call {
                 StreamCall::One(m, t) if FLOWING.contains(&m) => raised(&mut l, call(m, t)),
+                // A task's stream: its tool's data.
+                StreamCall::One(m, t) if crate::guards::tasks::names_task(m) => {
+                    raised(&mut l, call("tools/call", t))
+                }
                 StreamCall::One(..) | StreamCall::None => {}
                 StreamCall::Several => {
                     raised(&mut l, unmatched_labels(&self.flows, catalog, ex.server))
                 }
+                // Progress, or a message a task's metadata relates, on a
+                // stream of no call: of a call (a task's, whose POST
+                // closed) the gateway cannot name.
+                StreamCall::NoCall if relates_to_a_call(msg) => {
+                    raised(&mut l, unmatched_labels(&self.flows, catalog, ex.server))
+                }
+                StreamCall::NoCall => {}
             }
             // A task's status with its outcome inline is that task's
             // tool's output, and the status names no tool.

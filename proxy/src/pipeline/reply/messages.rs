@@ -307,7 +307,9 @@ pub(super) fn judge_message(
     // An inferred method is the gateway's guess: the id is the server's.
     msg.id_matched = asked.is_some() && !inferred;
     msg.ledger_matched = msg.id_matched && ctx.kind != ExchangeKind::Post;
-    if env.kind != Kind::Response && ctx.kind == ExchangeKind::Post {
+    if env.kind != Kind::Response && ctx.kind != ExchangeKind::Post {
+        msg.stream_call = warden_filters::StreamCall::NoCall;
+    } else if env.kind != Kind::Response {
         let mut calls = ctx
             .reply
             .pending
@@ -326,8 +328,11 @@ pub(super) fn judge_message(
     // call, so each reply is asked here. A reply matched to no request
     // (an id in a form clients take for another: `"7"` for 7) may be a
     // paused tool's result: withheld while any tool of its server is.
+    // One the ledger matched (a GET stream) may answer an earlier call of
+    // its id than the one matched (see `Message::ledger_matched`): withheld
+    // while any tool of its server is paused, as one matched to nothing.
     let paused = match asked.as_deref() {
-        Some(_) if inferred => paused_unmatched(gw, ctx),
+        Some(_) if inferred || msg.ledger_matched => paused_unmatched(gw, ctx),
         Some(a) => paused_call(gw, ctx, a),
         None => None,
     };

@@ -127,3 +127,39 @@ fn a_message_on_a_calls_stream_carries_the_calls_labels() {
         m.stream_call = StreamCall::One("tools/call", "notes")
     })));
 }
+
+/// On a task's stream (`tasks/result` held open), what the server sends is
+/// the task's tool's; on a stream of no call (GET), progress and what a
+/// task's metadata relates belong to a call the gateway cannot name: the
+/// most the server's could be. A task holding input requests inline is
+/// its tool's data too.
+#[test]
+fn task_streams_and_streams_of_no_call() {
+    let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1,"message":"emp 7 salary 212000"}}"#;
+    assert!(withheld(&judged("web", progress, None, |m| {
+        m.stream_call = StreamCall::One("tasks/result", "notes")
+    })));
+    assert!(withheld(&judged("web", progress, None, |m| m
+        .stream_call =
+        StreamCall::NoCall)));
+    let log = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"started"}}"#;
+    assert!(matches!(
+        judged("web", log, None, |m| m.stream_call = StreamCall::NoCall),
+        Decision::Pass
+    ));
+    let related = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"emp 7","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"t1"}}}}"#;
+    assert!(withheld(
+        &judged("web", related, None, |m| m.stream_call = StreamCall::NoCall)
+    ));
+    let spelled = related.replace("related-task", "RELATED-TASK");
+    assert!(withheld(&judged("web", &spelled, None, |m| m
+        .stream_call =
+        StreamCall::NoCall)));
+    let asking = r#"{"jsonrpc":"2.0","id":8,"result":{"tasks":[{"taskId":"t1","status":"input_required","inputRequests":{"e1":{"method":"elicitation/create","params":{"message":"emp 7 salary?"}}}}]}}"#;
+    assert!(withheld(&judged(
+        "web",
+        asking,
+        Some(("tasks/list", "")),
+        |m| { m.request_target = None }
+    )));
+}
