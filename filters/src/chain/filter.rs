@@ -174,9 +174,10 @@ pub enum StreamCall<'a> {
     /// A reply, or a POST that named no target.
     #[default]
     None,
-    /// A stream of no call (GET: live, resumed or legacy): what relates
-    /// to a call there (progress, related-task metadata) relates to one
-    /// the gateway cannot name.
+    /// A stream of no call the gateway can name (GET: live, resumed or
+    /// legacy; a POST whose requests name no target: a ping, a completion,
+    /// a task of no known tool): what relates to a call there (progress,
+    /// related-task metadata) relates to one it cannot label.
     NoCall,
     /// The one request of its POST that named a target: its method and target.
     One(&'a str, &'a str),

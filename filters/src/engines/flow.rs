@@ -227,7 +227,8 @@ impl FlowTables {
     /// processes of this install recorded, and records each change from
     /// now on. See `journal`.
     pub fn keep_in(&self, dir: &std::path::Path, now: u64) -> std::io::Result<()> {
-        let j = journal::Journal::open(dir, |l| self.take(l, now), || self.lines())?;
+        let j =
+            journal::Journal::open(dir, |l| self.take(l, now), || self.lines(), &self.unroomed)?;
         self.journal
             .set(j)
             .map_err(|_| std::io::Error::other("the flows table is kept already"))
@@ -237,7 +238,7 @@ impl FlowTables {
     /// other half) recorded since the last call. Called once a second.
     pub fn follow(&self, now: u64) -> std::io::Result<()> {
         match self.journal.get() {
-            Some(j) => j.follow(|l| self.take(l, now), || self.lines()),
+            Some(j) => j.follow(|l| self.take(l, now), || self.lines(), &self.unroomed),
             None => Ok(()),
         }
     }

@@ -125,15 +125,31 @@ impl Journal {
         state_dir: &Path,
         mut apply: impl FnMut(Line),
         states: impl FnOnce() -> Vec<Line>,
+        unroomed: &AtomicU64,
     ) -> std::io::Result<Journal> {
         let dir = state_dir.join("flows");
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
-        let own = dir.join(format!("{}.jsonl", random_name()));
-        let file = create(&own)?;
+        // What a process that crashed while compacting left: its lock is
+        // free (a live one holds its own).
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "new")
+                && File::open(&p).is_ok_and(|f| f.try_lock().is_ok())
+            {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+        // Locked before it has the name readers look for: no other
+        // process can take it for an exited one's.
+        let name = random_name();
+        let own = dir.join(format!("{name}.jsonl"));
+        let fresh = dir.join(format!("{name}.jsonl.new"));
+        let file = create(&fresh)?;
         file.try_lock().map_err(std::io::Error::other)?;
+        std::fs::rename(&fresh, &own)?;
         let j = Journal {
             dir,
             own,
@@ -142,9 +158,10 @@ impl Journal {
             failed: 0.into(),
             skipped: 0.into(),
         };
+        let before = unroomed.load(Ordering::Relaxed);
         let dead = j.scan(&mut apply)?;
-        j.compact(states())?;
-        j.bury(dead);
+        j.compact(states)?;
+        j.bury(dead, unroomed, before);
         Ok(j)
     }
 
@@ -171,7 +188,9 @@ impl Journal {
         &self,
         mut apply: impl FnMut(Line),
         states: impl FnOnce() -> Vec<Line>,
+        unroomed: &AtomicU64,
     ) -> std::io::Result<()> {
+        let before = unroomed.load(Ordering::Relaxed);
         let dead = self.scan(&mut apply)?;
         let big = self
             .out
@@ -179,8 +198,8 @@ impl Journal {
             .map(|o| o.bytes > COMPACT_AT)
             .unwrap_or(false);
         if big || !dead.is_empty() {
-            self.compact(states())?;
-            self.bury(dead);
+            self.compact(states)?;
+            self.bury(dead, unroomed, before);
         }
         Ok(())
     }
@@ -224,7 +243,13 @@ impl Journal {
             if !f.path.exists() {
                 continue;
             }
-            let exited = f.file.try_lock().is_ok();
+            // Exited: its lock is free, and the file at its path is still
+            // the one locked (a writer that rewrote its file released the
+            // old one's lock; the path now names the new one, read again
+            // from its start at the next scan).
+            let exited = f.file.try_lock().is_ok()
+                && std::fs::symlink_metadata(&f.path).map(|m| m.ino()).ok()
+                    == f.file.metadata().map(|m| m.ino()).ok();
             let skipped = f.read_new(apply)?;
             self.skipped.fetch_add(skipped, Ordering::Relaxed);
             if exited {
@@ -240,13 +265,24 @@ impl Journal {
     /// Rewrites this process's own file with `states`, one line each,
     /// holding the lock appends take throughout: a change made while it
     /// runs is appended to the new file.
-    fn compact(&self, states: Vec<Line>) -> std::io::Result<()> {
+    ///
+    /// The states are read before that lock (an append is made under a
+    /// state's own lock, so reading them under this one could wait on a
+    /// raise that waits on it): what was appended from the moment the
+    /// reading began is carried into the new file as it was written.
+    fn compact(&self, states: impl FnOnce() -> Vec<Line>) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let from = self.out.lock().map(|o| o.bytes).unwrap_or(0);
+        let states = states();
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let mut text = Vec::new();
         for s in &states {
             serde_json::to_writer(&mut text, s).map_err(std::io::Error::other)?;
             text.push(b'\n');
         }
+        let mut since = vec![0u8; out.bytes.saturating_sub(from) as usize];
+        out.file.read_exact_at(&mut since, from)?;
+        text.extend_from_slice(&since);
         let fresh = self.own.with_extension("jsonl.new");
         let _ = std::fs::remove_file(&fresh);
         let mut file = create(&fresh)?;
@@ -260,8 +296,13 @@ impl Journal {
     }
 
     /// Deletes the files of processes that exited, once their states are
-    /// in this process's file.
-    fn bury(&self, dead: Vec<Followed>) {
+    /// in this process's file: unless a state read since `before` found
+    /// no room in the table (it is in no file but theirs), in which case
+    /// they stay for a process with more room.
+    fn bury(&self, dead: Vec<Followed>, unroomed: &AtomicU64, before: u64) {
+        if unroomed.load(Ordering::Relaxed) != before {
+            return;
+        }
         for f in dead {
             let _ = std::fs::remove_file(&f.path);
         }
@@ -454,6 +495,50 @@ mod tests {
             "idle for more than a day"
         );
         let _ = IDLE_SECS;
+    }
+
+    /// Compaction loses nothing: a change made while the states are read
+    /// for the new file is carried into it; a reader never takes a live
+    /// writer that rewrote its file for an exited one; and a file whose
+    /// states found no room in a smaller table is kept, not deleted.
+    #[test]
+    fn compaction_and_folding_lose_no_state() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let now = 1_800_000_000;
+        let owner = [9u8; 32];
+        let a = FlowTables::new(100);
+        a.keep_in(dir.path(), now).expect("keep");
+        let b = FlowTables::new(100);
+        b.keep_in(dir.path(), now).expect("keep");
+        a.raise(&[1; 32], &owner, &src("fl_1", 1, false), None, now);
+        // A raise lands after the states were read for the new file.
+        let j = a.journal.get().expect("journal");
+        j.compact(|| {
+            let snapshot = a.lines();
+            a.raise(&[2; 32], &owner, &src("fl_2", 3, false), None, now);
+            snapshot
+        })
+        .expect("compact");
+        // B sees the rewritten file as A's, live, and reads it again.
+        b.follow(now + 1).expect("follow");
+        assert_eq!(files(dir.path()), 2, "a live writer's file was deleted");
+        assert_eq!(b.get(&[2; 32], now + 1).level, 3);
+        a.raise(&[3; 32], &owner, &src("fl_3", 2, false), None, now);
+        b.follow(now + 2).expect("follow");
+        assert_eq!(b.get(&[3; 32], now + 2).level, 2);
+        drop((a, b));
+        // A table too small for them keeps the files it could not take.
+        let small = FlowTables::new(1);
+        small.keep_in(dir.path(), now + 3).expect("keep");
+        assert!(small.journal_problems()[2] > 0);
+        assert!(files(dir.path()) >= 3, "{}", files(dir.path()));
+        drop(small);
+        let big = FlowTables::new(100);
+        big.keep_in(dir.path(), now + 4).expect("keep");
+        for (k, level) in [([1u8; 32], 1), ([2; 32], 3), ([3; 32], 2)] {
+            assert_eq!(big.get(&k, now + 4).level, level, "{k:?}");
+        }
+        assert_eq!(files(dir.path()), 1);
     }
 
     /// A change that cannot be recorded is as one the table cannot hold:

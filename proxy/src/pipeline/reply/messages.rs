@@ -318,7 +318,9 @@ pub(super) fn judge_message(
         msg.stream_call = match (calls.next(), calls.next()) {
             (Some((m, t)), None) => warden_filters::StreamCall::One(m, t),
             (Some(_), Some(_)) => warden_filters::StreamCall::Several,
-            (None, _) => warden_filters::StreamCall::None,
+            // A POST whose requests name nothing to label by (a ping, a
+            // completion, a task of no known tool).
+            (None, _) => warden_filters::StreamCall::NoCall,
         };
     }
     msg.request_task = asked.as_ref().and_then(|a| a.task.as_deref());
