@@ -401,11 +401,14 @@ fn object(members: &[(String, String)]) -> String {
     format!("{{{}}}", body.join(","))
 }
 
-/// An object with these members, duplicates of some, extra members, shuffled,
-/// with optional whitespace between tokens.
-fn object_of(members: Vec<BoxedStrategy<Option<(String, String)>>>) -> BoxedStrategy<String> {
+/// An object with these members, duplicates of some, extra members (in
+/// `extra` of objects), shuffled, with optional whitespace between tokens.
+fn object_of(
+    members: Vec<BoxedStrategy<Option<(String, String)>>>,
+    extra: f64,
+) -> BoxedStrategy<String> {
     let extras = prop::collection::vec((any_key(), any_json()), 0..3);
-    (members, prop::option::weighted(0.35, extras), any::<u64>())
+    (members, prop::option::weighted(extra, extras), any::<u64>())
         .prop_flat_map(|(members, extras, dup_sel)| {
             let mut all: Vec<(String, String)> = members.into_iter().flatten().collect();
             // Now and then repeat a member under the same name.
@@ -455,7 +458,7 @@ fn params_value() -> BoxedStrategy<String> {
             member(0.4, "arguments", any_json()),
             member(0.1, "_meta", any_json()),
             member(0.1, "cursor", string_from(STRINGS)),
-        ]),
+        ], 0.35),
         1 => prop::collection::vec(any_json(), 0..3).prop_map(|v| format!("[{}]", v.join(","))),
         1 => prop_oneof![number(), literal(), string_from(STRINGS)],
     ]
@@ -478,14 +481,19 @@ fn envelope() -> BoxedStrategy<String> {
         1 => number(),
         1 => literal(),
     ];
-    object_of(vec![
-        member(0.95, "jsonrpc", jsonrpc.boxed()),
-        member(0.92, "id", id.boxed()),
-        member(0.85, "method", method.boxed()),
-        member(0.7, "params", params_value()),
-        member(0.1, "result", any_json()),
-        member(0.05, "error", any_json()),
-    ])
+    object_of(
+        vec![
+            member(0.95, "jsonrpc", jsonrpc.boxed()),
+            member(0.92, "id", id.boxed()),
+            member(0.85, "method", method.boxed()),
+            member(0.7, "params", params_value()),
+            member(0.1, "result", any_json()),
+            member(0.05, "error", any_json()),
+        ],
+        // A member beside JSON-RPC's own is refused whatever it is: now and
+        // then, so that most envelopes can be accepted.
+        0.03,
+    )
 }
 
 /// A whole body: one message or a batch, with optional BOM, surrounding
@@ -1088,9 +1096,10 @@ fn gateway_reads_every_accepted_message_like_python_node_and_go() {
         }
     }
     // The generator must keep producing both outcomes in useful numbers
-    // (about 1 in 12 is accepted; request methods without an id are refused
+    // (about 1 in 11 is accepted; request methods without an id are refused
     // since they were first generated, methods in another case and
-    // positional params since session 37).
+    // positional params since session 37, members beside JSON-RPC's own
+    // since session 43).
     assert!(
         accepted_bodies * 15 > corpus.len(),
         "too few accepted bodies"
