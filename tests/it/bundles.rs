@@ -614,6 +614,8 @@ async fn a_gateway_restarts_on_its_last_good_bundle_with_the_agent_down() {
         err.contains("no bundle") && err.contains("no last good bundle"),
         "{err}"
     );
+    // Fetched without a key to check them: said once, loudly.
+    assert!(err.contains("without --bundle-public-key"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
