@@ -119,12 +119,18 @@ pub fn next_sequence() -> u64 {
     }
 }
 
-/// Builds, validates and (with a signer) signs a bundle from `source` files.
+/// Builds, validates and (with a signer) signs a bundle from `source` files,
+/// for the gateways carrying every label of `audience` (none: every
+/// gateway). The audience is signed with the rest (`.manifest`'s
+/// `labels`): a gateway refuses a bundle published for labels it does not
+/// carry, so a validly signed bundle meant for some gateways cannot be
+/// served to others.
 pub fn build(
     source: &Files,
     revision: &str,
     kill: &KillState,
     signer: Option<&Signer>,
+    audience: &std::collections::BTreeMap<String, String>,
 ) -> Result<Files, BuildFailure> {
     let mut files = source.clone();
     files.remove(archive::SIGNATURES_FILE);
@@ -146,6 +152,11 @@ pub fn build(
     manifest
         .entry("roots")
         .or_insert_with(|| serde_json::json!(["warden"]));
+    // The agent's to say, never the source's.
+    manifest.remove("labels");
+    if !audience.is_empty() {
+        manifest.insert("labels".into(), serde_json::json!(audience));
+    }
     files.insert(
         ".manifest".into(),
         serde_json::to_vec_pretty(&manifest).map_err(|e| problem(".manifest", e.to_string()))?,

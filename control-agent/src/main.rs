@@ -598,6 +598,7 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                 &revision,
                 &KillState::default(),
                 signer(&signing)?.as_ref(),
+                &Default::default(),
             ) {
                 Ok(built) => {
                     std::fs::write(&out, archive::pack(&built))?;

@@ -174,6 +174,48 @@ async fn a_bundle_published_to_a_label_reaches_only_those_gateways() {
     assert_eq!(st["bundle"]["rollout"], "published to env=staging", "{st}");
     assert_eq!(st["bundle"]["labels"]["env"], "staging", "{st}");
 
+    // The staging bundle is signed for staging: served to a prod gateway
+    // (by a mirror, a cache, a man in the middle), it is refused, though
+    // validly signed, and the gateway keeps what it runs.
+    let (s, _, staging) = warden_tests::request(
+        &format!("{}/v1/bundles/current", agent.url),
+        "GET",
+        &[
+            ("authorization", &format!("Bearer {FLEET_TOKEN}")),
+            ("x-warden-gateway", "gw2"),
+            ("x-warden-labels", "env=staging"),
+        ],
+        Default::default(),
+        false,
+    )
+    .await
+    .expect("fetch");
+    assert_eq!(s, 200);
+    let srv = super::Static::start(staging.to_vec());
+    let (ok, _, err) = run_with_timeout(
+        std::process::Command::new(bin("warden"))
+            .args([
+                "run",
+                "--bundle-url",
+                &format!("http://{}/bundle.tar.gz", srv.addr),
+                "--bundle-public-key",
+                public.to_str().expect("utf-8"),
+                "--label",
+                "env=prod",
+                "--listen",
+                "127.0.0.1:1",
+                "--state-dir",
+            ])
+            .arg(tmp.path().join("elsewhere")),
+        Duration::from_secs(30),
+    )
+    .expect("run");
+    assert!(!ok);
+    assert!(
+        err.contains("not for this gateway: the bundle was published to env=staging"),
+        "{err}"
+    );
+
     // Every label of a selector must match.
     publish(&agent, json!({"select": {"env": "prod", "region": "eu"}})).await;
     until_all(&gws[..1], "echo", "denied", Duration::from_secs(10)).await;

@@ -70,10 +70,18 @@ fn assemble(
     Ok(files)
 }
 
+/// What a build is released as: its revision, and the labels of the
+/// gateways it is for (none: every gateway), signed into its manifest.
+#[derive(Clone, Copy)]
+pub(super) struct Release<'a> {
+    pub revision: &'a str,
+    pub audience: &'a BTreeMap<String, String>,
+}
+
 impl Store {
-    /// Builds the org source `org` with `layers` and `registry`. The org
-    /// source may not carry what the agent composes (`tenants/`,
-    /// `registry.json`). When the whole does not build, each layer is
+    /// Builds the org source `org` with `layers` and `registry`, released
+    /// as `release` says. The org source may not carry what the agent
+    /// composes (`tenants/`, `registry.json`). When the whole does not build, each layer is
     /// tried in turn with the org and the layers accepted so far; one that
     /// breaks it is left out. Fails only when the org (with the registry)
     /// does not build on its own.
@@ -82,10 +90,11 @@ impl Store {
         org: &Files,
         layers: &[LayerPick],
         registry: &[u8],
-        revision: &str,
+        release: Release<'_>,
         kill: &KillState,
         signer: Option<&Signer>,
     ) -> Result<Composed, BuildFailure> {
+        let Release { revision, audience } = release;
         let owned: Vec<Problem> = org
             .keys()
             .filter(|n| n.starts_with("tenants/") || n.as_str() == "registry.json")
@@ -102,7 +111,13 @@ impl Store {
         let mut base = org.clone();
         base.insert("registry.json".into(), registry.to_vec());
         let attempt = |with: &[&LayerPick], signer: Option<&Signer>| {
-            build::build(&assemble(&base, with, signer)?, revision, kill, signer)
+            build::build(
+                &assemble(&base, with, signer)?,
+                revision,
+                kill,
+                signer,
+                audience,
+            )
         };
         let names = |with: &[&LayerPick]| -> BTreeMap<String, String> {
             with.iter()

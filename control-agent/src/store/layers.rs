@@ -338,7 +338,10 @@ impl Store {
             &org.files,
             &layers,
             &registry,
-            &entry.revision,
+            super::compose::Release {
+                revision: &entry.revision,
+                audience: &BTreeMap::new(),
+            },
             &inner.kill,
             None,
         )?;

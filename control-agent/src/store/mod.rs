@@ -507,11 +507,19 @@ impl Store {
         let revision = format!("r{seq}-{}", &d[..8]);
         let layers = self.layer_set(inner, &overrides, None)?;
         let registry = inner.registry.bundle_json();
+        // Signed for the gateways its selector names (a canary's members
+        // are among them): promoted, the same archive reaches them all.
+        let audience = match &target {
+            Target::Select { labels } | Target::Canary { labels, .. } => labels.0.clone(),
+        };
         let composed = self.compose_build(
             &files,
             &layers,
             &registry,
-            &revision,
+            compose::Release {
+                revision: &revision,
+                audience: &audience,
+            },
             kill,
             self.signer.as_ref(),
         )?;

@@ -299,6 +299,7 @@ fn not_a_rollback(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String> {
         .ok()
         .and_then(|t| t.trim().parse::<u64>().ok())
         .unwrap_or(0);
+    for_these_labels(bundle, opts)?;
     let seq = sequence_of(bundle);
     if seq < newest {
         return Err(format!(
@@ -306,6 +307,43 @@ fn not_a_rollback(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String> {
              gateway applied (remove {} to accept an older bundle on purpose)",
             sequence_file(opts).display()
         ));
+    }
+    Ok(())
+}
+
+/// Refuses a signed bundle published for labels this gateway does not
+/// carry (`.manifest`'s `labels`, signed by the agent: the selector it was
+/// published to). A bundle meant for some gateways (a region's, a
+/// canary's) is validly signed for every other too; served to one of
+/// them by a mirror, a cache or a man in the middle, it would put their
+/// rules in force there. A manifest without `labels` is for every gateway.
+fn for_these_labels(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String> {
+    let Some(audience) = bundle.manifest.extra.get("labels") else {
+        return Ok(());
+    };
+    let wanted = audience
+        .as_object()
+        .ok_or("the bundle's manifest names its labels in a form this gateway cannot read")?;
+    for (k, v) in wanted {
+        let v = v
+            .as_str()
+            .ok_or("the bundle's manifest names its labels in a form this gateway cannot read")?;
+        if opts.labels.get(k).map(String::as_str) != Some(v) {
+            return Err(format!(
+                "not for this gateway: the bundle was published to {} and this gateway's labels are {}",
+                labels_header(
+                    &wanted
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                ),
+                if opts.labels.is_empty() {
+                    "none".to_owned()
+                } else {
+                    labels_header(&opts.labels)
+                }
+            ));
+        }
     }
     Ok(())
 }
