@@ -5,7 +5,7 @@
 
 use warden_config::error::Problem;
 
-use super::layers::{Composed, LayerPick};
+use super::layers::{Composed, LayerPick, Release};
 use super::*;
 
 fn problem(file: &str, message: String) -> Problem {
@@ -68,14 +68,6 @@ fn assemble(
         );
     }
     Ok(files)
-}
-
-/// What a build is released as: its revision, and the labels of the
-/// gateways it is for (none: every gateway), signed into its manifest.
-#[derive(Clone, Copy)]
-pub(super) struct Release<'a> {
-    pub revision: &'a str,
-    pub audience: &'a BTreeMap<String, String>,
 }
 
 impl Store {

@@ -55,6 +55,14 @@ pub struct LayerCanary {
     pub revision: String,
 }
 
+/// What a build is released as: its revision, and the labels of the
+/// gateways it is for (none: every gateway), signed into its manifest.
+#[derive(Clone, Copy)]
+pub(super) struct Release<'a> {
+    pub revision: &'a str,
+    pub audience: &'a BTreeMap<String, String>,
+}
+
 /// One tenant's layer picked for a composition.
 pub(super) struct LayerPick {
     pub entry: LayerEntry,
@@ -338,7 +346,7 @@ impl Store {
             &org.files,
             &layers,
             &registry,
-            super::compose::Release {
+            Release {
                 revision: &entry.revision,
                 audience: &BTreeMap::new(),
             },

@@ -516,7 +516,7 @@ impl Store {
             &files,
             &layers,
             &registry,
-            compose::Release {
+            layers::Release {
                 revision: &revision,
                 audience: &audience,
             },
