@@ -90,15 +90,13 @@ impl Console {
 /// tabs stay.
 pub(super) fn visible(text: &str) -> String {
     use std::fmt::Write;
-    if !text
-        .chars()
-        .any(|c| warden_config::person::invisible(c) && !matches!(c, '\n' | '\t'))
-    {
+    let hidden = |c: char| warden_config::person::invisible(c) && !matches!(c, '\n' | '\t');
+    if !text.chars().any(hidden) {
         return text.to_owned();
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if warden_config::person::invisible(c) && !matches!(c, '\n' | '\t') {
+        if hidden(c) {
             let _ = write!(out, "⟨U+{:04X}⟩", u32::from(c));
         } else {
             out.push(c);

@@ -576,6 +576,12 @@ static TASK: crate::chain::filter::Word = crate::chain::filter::Word::new("task"
 /// makes the message read; so does `task` in any ASCII case (`TASKID`,
 /// `RELATED-TASK`), a DEL a decoder drops (`tas\x7fkId`), and any other
 /// character than ASCII (`taſkId`, `tas\u{200b}kId` written raw).
+/// Whether `v` holds, at any depth, a member some peer reads as the
+/// related-task key (`io.modelcontextprotocol/related-task`).
+pub(crate) fn names_related_task(v: &Json) -> bool {
+    walk::has_related(v)
+}
+
 pub(crate) fn may_name_task(msg: &Message<'_>) -> bool {
     msg.may_hold(&TASK) || msg.unplain() || task_any_case(msg.bytes)
 }

@@ -91,22 +91,11 @@ fn carries_task_outcome(msg: &Message<'_>) -> bool {
 /// (`notifications/progress`), or anything naming a related task (its
 /// `_meta`, under any spelling a peer reads as that).
 fn relates_to_a_call(msg: &Message<'_>) -> bool {
-    fn names_related(v: &serde_json::Value, depth: usize) -> bool {
-        use crate::protocol::names::same_name;
-        if depth > 16 {
-            return true;
-        }
-        match v {
-            serde_json::Value::Object(o) => o.iter().any(|(k, x)| {
-                same_name(k, "io.modelcontextprotocol/related-task") || names_related(x, depth + 1)
-            }),
-            serde_json::Value::Array(a) => a.iter().any(|x| names_related(x, depth + 1)),
-            _ => false,
-        }
-    }
     msg.envelope.method.as_deref() == Some("notifications/progress")
         || (crate::guards::tasks::may_name_task(msg)
-            && msg.said().is_none_or(|v| names_related(v, 0)))
+            && msg
+                .said()
+                .is_none_or(crate::guards::tasks::names_related_task))
 }
 
 /// `labels` raised to `r`'s level (and its name) when higher, and

@@ -215,8 +215,14 @@ impl Syslog {
 
     /// One record as an RFC 5424 message, octet-counted (RFC 6587).
     fn frame(&self, seq: u64, line: &[u8], resent: bool) -> Vec<u8> {
-        let line = self.fitted(seq, line);
-        let msg = self.header(seq, &line, resent);
+        let mut msg = self.header(seq, line, resent);
+        let line = if msg.len() + line.len() <= self.cfg.max_message_size {
+            std::borrow::Cow::Borrowed(line)
+        } else {
+            let stub = self.fitted(seq, line);
+            msg = self.header(seq, &stub, resent);
+            stub
+        };
         let mut out = Vec::with_capacity(msg.len() + line.len() + 12);
         out.extend_from_slice((msg.len() + line.len()).to_string().as_bytes());
         out.push(b' ');
