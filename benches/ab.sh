@@ -5,7 +5,8 @@
 #
 # usage: benches/ab.sh SECS ROUNDS NAME=SPEC [NAME=SPEC ...]
 #   SPEC is `pingora` (the Pingora pass-through of target/release, from warden-benches),
-#   `pingora:BINARY` (another build of it), or
+#   `pingora:BINARY` (another build of it), `pingora-nosteal[:BINARY]` (the
+#   same with one event loop per worker thread, as Warden runs), or
 #   `WARDEN_BINARY[:SECTION,SECTION...]`: that binary with the full-pipeline
 #   bundle of benches/e2e.py (API-key auth, cached policy, catalog schema, DLP
 #   both ways, a quota, hash-chained audit) minus the named top-level
@@ -41,6 +42,9 @@
 # by phase (benches/phases.py). Needs `perf` (Debian's linux-perf).
 # AB_SYSCALLS=1: after the rounds, each variant's syscalls per call by
 # name (`perf stat` over one more SECS run).
+# AB_ALLOCS=1: after the rounds, each Warden variant's heap allocations per
+# call, and the code that makes them (uprobes on mimalloc; the recording
+# is kept in AB_ALLOCS_OUT, default /tmp, as warden-allocs.NAME.data).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -97,9 +101,10 @@ NAMES=()
 for arg in "$@"; do
   name="${arg%%=*}"; spec="${arg#*=}"; NAMES+=("$name")
   port="$(free_port)"
-  if [ "${spec%%:*}" = pingora ]; then
-    pt=./target/release/pingora-passthrough; [ "$spec" != pingora ] && pt="${spec#pingora:}"
-    taskset -c 0 "$pt" "127.0.0.1:$port" "$MOCK" 1 2>/dev/null &
+  if [ "${spec%%:*}" = pingora ] || [ "${spec%%:*}" = pingora-nosteal ]; then
+    pt=./target/release/pingora-passthrough; [ "${spec#*:}" != "$spec" ] && pt="${spec#*:}"
+    steal=steal; [ "${spec%%:*}" = pingora-nosteal ] && steal=nosteal
+    taskset -c 0 "$pt" "127.0.0.1:$port" "$MOCK" 1 "$steal" 2>/dev/null &
     PID[$name]=$!; PIDS="$PIDS $!"; URL[$name]="http://127.0.0.1:$port/mcp"
   else
     bin="${spec%%:*}"; drop=""; [ "$bin" != "$spec" ] && drop="${spec#*:}"
@@ -201,6 +206,44 @@ if [ -n "${AB_SYSCALLS:-}" ]; then
     calls="$(echo "$out" | awk '/requests in/ {print $1}')"
     echo "syscalls per call, $name ($calls calls):"
     awk -F, -v n="$calls" '$1 ~ /^[0-9]+$/ && $1 > 0 {sub("syscalls:sys_enter_", "", $3); printf "  %-16s %.3f\n", $3, $1 / n}' "$TMP/sys.$name" | sort -k2 -rn | head -12
+  done
+fi
+if [ -n "${AB_ALLOCS:-}" ]; then
+  # Heap allocations per call of each Warden variant: uprobes on the
+  # allocator's entry points (mimalloc's, which the global allocator calls),
+  # counted by `perf stat` over one more run at 4 connections (a uprobe
+  # costs a trap per hit), then one in 20 recorded with its call stack, and
+  # the callers that allocate most per call printed.
+  for name in "${NAMES[@]}"; do
+    case "${PID[$name]}" in "") continue ;; esac
+    bin="$(readlink -f "/proc/${PID[$name]}/exe")"
+    grep -q ' T mi_malloc_aligned$' < <(nm "$bin" 2>/dev/null) || continue
+    # By file offset: the C allocator has no debug information to find
+    # its symbols by, so each probe is placed at its symbol's address less
+    # the executable segment's load bias.
+    read -r seg_off seg_addr < <(readelf -lW "$bin" | awk '$1 == "LOAD" && $8 == "E" {print $2, $3; exit}')
+    bias=$((seg_addr - seg_off))
+    perf probe -q -d 'probe_*' 2>/dev/null || true
+    for f in mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned; do
+      addr="$(nm "$bin" | awk -v f="$f" '$2 == "T" && $3 == f {print $1}')"
+      perf probe -q -x "$bin" -a "$f=$(printf '0x%x' $((0x$addr - bias)))" 2>/dev/null
+    done
+    ev="$(perf probe -l 2>/dev/null | awk '{print $1}' | grep -E ':mi_(malloc|zalloc|realloc)_aligned$' | paste -sd, -)"
+    perf stat -x, -e "$ev" -p "${PID[$name]}" -o "$TMP/allocs.$name" 2>/dev/null &
+    P=$!; sleep 0.5
+    out="$(taskset -c 1 wrk -t1 -c4 -d"${SECS}s" -s "${LUA[$name]}" "${URL[$name]}")"
+    sleep 0.2; kill -INT "$P"; wait "$P" 2>/dev/null || true
+    calls="$(echo "$out" | awk '/requests in/ {print $1}')"
+    echo "heap allocations per call, $name ($calls calls):"
+    awk -F, -v n="$calls" '$1 ~ /^[0-9]+$/ {printf "  %-28s %.1f\n", $3, $1 / n}' "$TMP/allocs.$name"
+    perf record -q -c 1 -e "$ev" --call-graph dwarf,8192 -o "$TMP/allocs.$name.data" -p "${PID[$name]}" 2>/dev/null &
+    P=$!; sleep 0.5
+    out="$(taskset -c 1 wrk -t1 -c4 -d1s -s "${LUA[$name]}" "${URL[$name]}")"
+    sleep 0.2; kill -INT "$P"; wait "$P" 2>/dev/null || true
+    calls="$(echo "$out" | awk '/requests in/ {print $1}')"
+    cp "$TMP/allocs.$name.data" "${AB_ALLOCS_OUT:-/tmp}/warden-allocs.$name.data" 2>/dev/null || true
+    perf script -i "$TMP/allocs.$name.data" -F ip,sym 2>/dev/null | python3 benches/allocs.py "$calls" 1
+    perf probe -q -d 'probe_*' 2>/dev/null || true
   done
 fi
 echo

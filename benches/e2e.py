@@ -129,10 +129,11 @@ def warden(name, cache_capacity=None, threads=1, cores="0"):
     return p, f"http://127.0.0.1:{port}/mock/mcp"
 
 
-def pingora(threads=1, cores="0"):
+def pingora(threads=1, cores="0", steal=True):
     port = free_port()
-    p = start([os.path.join(REL, "pingora-passthrough"), f"127.0.0.1:{port}", MOCK, str(threads)],
-              cores, f"pingora-{threads}")
+    p = start([os.path.join(REL, "pingora-passthrough"), f"127.0.0.1:{port}", MOCK, str(threads),
+               "steal" if steal else "nosteal"],
+              cores, f"pingora-{threads}{'' if steal else '-nosteal'}")
     wait_port(port, "pingora")
     return p, f"http://127.0.0.1:{port}/mcp"
 
@@ -284,6 +285,9 @@ def open_session(url):
 
 targets = {"direct": (mock, f"http://{MOCK}/mcp")}
 targets["pingora"] = pingora()
+# Pingora's default runtime steals work between threads; Warden runs one
+# event loop per worker thread (as Envoy and nginx do). Both are shown.
+targets["pingora-nosteal"] = pingora(steal=False)
 if shutil.which("nginx"):
     targets["nginx"] = nginx()
 if os.path.exists(ENVOY):
@@ -435,8 +439,8 @@ if not ONLY_HALF:
         cpu = "—" if name == "direct" else f"{med(name, '1KB JSON', 2):.1f}"
         cpu16 = "—" if name == "direct" or "16KB JSON" not in loads else f"{med(name, '16KB JSON', 2):.1f}"
         print(f"| {name} | " + " | ".join(cells) + f" | {p99:.2f} ms | {cpu} | {cpu16} |")
-    print("\nWhat each checks on the call: direct, pingora, nginx, envoy: nothing (a plain "
-          "HTTP pass-through); warden: API-key auth, the call parsed strictly, cached Rego "
+    print("\nWhat each checks on the call: direct, pingora, pingora-nosteal, nginx, envoy: nothing (a plain "
+          "HTTP pass-through; pingora-nosteal runs one event loop per worker, as Warden does); warden: API-key auth, the call parsed strictly, cached Rego "
           "policy, the catalog's argument schema, egress, a quota, DLP on the call and the "
           "reply, the reply parsed and judged, one hash-chained audit record per message; "
           "warden-miss: the same with every policy decision evaluated afresh"

@@ -1,6 +1,9 @@
 //! The framework's ceiling for benchmarks: a minimal Pingora `ProxyHttp`
 //! that forwards everything to one upstream with no filters at all.
-//! usage: pingora-passthrough LISTEN UPSTREAM [THREADS]
+//! usage: pingora-passthrough LISTEN UPSTREAM [THREADS] [steal|nosteal]
+//!
+//! `steal` (the default) is Pingora's default work-stealing runtime;
+//! `nosteal` gives each worker thread its own event loop, as Warden runs.
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -35,10 +38,12 @@ fn main() {
         std::process::exit(2);
     };
     let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(1);
+    let work_stealing = args.get(4).map(String::as_str) != Some("nosteal");
     let mut server = Server::new_with_opt_and_conf(
         Opt::default(),
         ServerConf {
             threads,
+            work_stealing,
             ..ServerConf::default()
         },
     );
