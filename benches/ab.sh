@@ -21,6 +21,8 @@
 # (from /proc/PID/stat) of every variant.
 #
 # AB_CONNECTIONS=N: wrk's connections (default 32; e2e.sh uses 64).
+# AB_THREADS=N: N workers per proxy, unpinned, against wrk -tN with N times
+# the connections, all sharing every core (default 1, pinned as above).
 # AB_TEXT_BYTES=N: the echoed text's length (default 924: a 1 KB call and
 # reply; 16284 gives a 16 KB call, as e2e.sh sends).
 # AB_SSE=1: the mock answers with an SSE stream instead of a JSON reply.
@@ -63,7 +65,11 @@ cleanup() { for p in ${PIDS:-}; do stop "$p"; done; rm -rf "$TMP"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-taskset -c 1 ./target/release/warden-mock --listen 127.0.0.1:0 --threads 1 > "$TMP/mock.out" & PIDS="$!"
+# AB_THREADS=N (N > 1): each proxy runs N workers unpinned, and wrk
+# (-tN, N × the connections) and warden-mock share every core with them.
+W="${AB_THREADS:-1}"
+if [ "$W" -gt 1 ]; then PROXY_CORES="0-$(($(nproc) - 1))"; GEN_CORES="$PROXY_CORES"; else PROXY_CORES=0; GEN_CORES=1; fi
+taskset -c "$GEN_CORES" ./target/release/warden-mock --listen 127.0.0.1:0 --threads "$W" > "$TMP/mock.out" & PIDS="$!"
 for _ in $(seq 100); do grep -q listening "$TMP/mock.out" && break; sleep 0.05; done
 MOCK="$(sed -n 's/listening on //p' "$TMP/mock.out")"
 
@@ -104,7 +110,7 @@ for arg in "$@"; do
   if [ "${spec%%:*}" = pingora ] || [ "${spec%%:*}" = pingora-nosteal ]; then
     pt=./target/release/pingora-passthrough; [ "${spec#*:}" != "$spec" ] && pt="${spec#*:}"
     steal=steal; [ "${spec%%:*}" = pingora-nosteal ] && steal=nosteal
-    taskset -c 0 "$pt" "127.0.0.1:$port" "$MOCK" 1 "$steal" 2>/dev/null &
+    taskset -c "$PROXY_CORES" "$pt" "127.0.0.1:$port" "$MOCK" "$W" "$steal" 2>/dev/null &
     PID[$name]=$!; PIDS="$PIDS $!"; URL[$name]="http://127.0.0.1:$port/mcp"
   else
     bin="${spec%%:*}"; drop=""; [ "$bin" != "$spec" ] && drop="${spec#*:}"
@@ -130,8 +136,8 @@ y = "".join(s for s in sections if not any(s.startswith(d + ":") for d in drop i
 open(path, "w").write(y)
 PY
     admin="$(free_port)"
-    taskset -c 0 "$bin" run --bundle "$TMP/$name" --state-dir "$TMP/state-$name" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
-      --threads 1 --audit "$TMP/$name.audit.jsonl" 2>"$TMP/$name.err" &
+    taskset -c "$PROXY_CORES" "$bin" run --bundle "$TMP/$name" --state-dir "$TMP/state-$name" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
+      --threads "$W" --audit "$TMP/$name.audit.jsonl" 2>"$TMP/$name.err" &
     PID[$name]=$!; PIDS="$PIDS $!"; URL[$name]="http://127.0.0.1:$port/mock/mcp"
     for _ in $(seq 200); do curl -sf "127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.05; done
   fi
@@ -164,11 +170,12 @@ done
 
 CLK="$(getconf CLK_TCK)"
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-echo "tools/call with ${AB_TEXT_BYTES:-924} bytes of text, wrk -t1 -c${AB_CONNECTIONS:-32} -d${SECS}s, $ROUNDS rounds alternating; proxy on core 0, wrk + mock on core 1"
+if [ "$W" -gt 1 ]; then where="$W workers per proxy, wrk -t$W -c$((W * ${AB_CONNECTIONS:-32})), all unpinned"; else where="wrk -t1 -c${AB_CONNECTIONS:-32}; proxy on core 0, wrk + mock on core 1"; fi
+echo "tools/call with ${AB_TEXT_BYTES:-924} bytes of text, ${SECS}s, $ROUNDS rounds alternating; $where"
 for r in $(seq "$ROUNDS"); do
   for name in "${NAMES[@]}"; do
     t0="$(ticks "${PID[$name]}")"
-    out="$(taskset -c 1 wrk -t1 -c"${AB_CONNECTIONS:-32}" -d"${SECS}s" -s "${LUA[$name]}" "${URL[$name]}")"
+    out="$(taskset -c "$GEN_CORES" wrk -t"$W" -c"$((W * ${AB_CONNECTIONS:-32}))" -d"${SECS}s" -s "${LUA[$name]}" "${URL[$name]}")"
     t1="$(ticks "${PID[$name]}")"
     rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
     total="$(echo "$out" | awk '/requests in/ {print $1}')"
