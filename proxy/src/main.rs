@@ -71,7 +71,8 @@ struct RunArgs {
     /// Admin listener address (overrides the bundle's).
     #[arg(long)]
     admin: Option<String>,
-    /// Worker threads (default: one per core).
+    /// Worker threads, each its own event loop owning the connections it
+    /// accepted (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
     /// Audit log path (`-` for stdout), overriding the bundle's.
