@@ -6,7 +6,7 @@
 # usage: benches/ab.sh SECS ROUNDS NAME=SPEC [NAME=SPEC ...]
 #   SPEC is `pingora` (the Pingora pass-through of target/release, from warden-benches),
 #   `pingora:BINARY` (another build of it), `pingora-nosteal[:BINARY]` (the
-#   same with one event loop per worker thread, as Warden runs), or
+#   same with one event loop per worker thread, as Warden runs one worker), or
 #   `WARDEN_BINARY[:SECTION,SECTION...]`: that binary with the full-pipeline
 #   bundle of benches/e2e.py (API-key auth, cached policy, catalog schema, DLP
 #   both ways, a quota, hash-chained audit) minus the named top-level

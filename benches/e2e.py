@@ -285,8 +285,8 @@ def open_session(url):
 
 targets = {"direct": (mock, f"http://{MOCK}/mcp")}
 targets["pingora"] = pingora()
-# Pingora's default runtime steals work between threads; Warden runs one
-# event loop per worker thread (as Envoy and nginx do). Both are shown.
+# Pingora's default runtime steals work between threads; Warden runs a
+# single worker as a single-threaded event loop. Both are shown.
 targets["pingora-nosteal"] = pingora(steal=False)
 if shutil.which("nginx"):
     targets["nginx"] = nginx()
@@ -440,7 +440,7 @@ if not ONLY_HALF:
         cpu16 = "—" if name == "direct" or "16KB JSON" not in loads else f"{med(name, '16KB JSON', 2):.1f}"
         print(f"| {name} | " + " | ".join(cells) + f" | {p99:.2f} ms | {cpu} | {cpu16} |")
     print("\nWhat each checks on the call: direct, pingora, pingora-nosteal, nginx, envoy: nothing (a plain "
-          "HTTP pass-through; pingora-nosteal runs one event loop per worker, as Warden does); warden: API-key auth, the call parsed strictly, cached Rego "
+          "HTTP pass-through; pingora-nosteal runs one event loop per worker, as Warden runs one worker); warden: API-key auth, the call parsed strictly, cached Rego "
           "policy, the catalog's argument schema, egress, a quota, DLP on the call and the "
           "reply, the reply parsed and judged, one hash-chained audit record per message; "
           "warden-miss: the same with every policy decision evaluated afresh"

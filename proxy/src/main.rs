@@ -71,8 +71,8 @@ struct RunArgs {
     /// Admin listener address (overrides the bundle's).
     #[arg(long)]
     admin: Option<String>,
-    /// Worker threads, each its own event loop owning the connections it
-    /// accepted (default: one per core).
+    /// Worker threads (default: one per core); one runs a single-threaded
+    /// event loop, several share a work-stealing runtime.
     #[arg(long)]
     threads: Option<usize>,
     /// Audit log path (`-` for stdout), overriding the bundle's.

@@ -3,7 +3,7 @@
 //! usage: pingora-passthrough LISTEN UPSTREAM [THREADS] [steal|nosteal]
 //!
 //! `steal` (the default) is Pingora's default work-stealing runtime;
-//! `nosteal` gives each worker thread its own event loop, as Warden runs.
+//! `nosteal` gives each worker thread its own event loop, as Warden runs a single worker.
 
 use async_trait::async_trait;
 use pingora::prelude::*;

@@ -154,11 +154,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let conf = ServerConf {
         threads: opts.threads.max(1),
-        // One event loop per worker thread, each owning the connections it
-        // accepted (as Envoy's and nginx's workers do): no work-stealing
-        // scheduler's atomics and hand-offs on every wake-up. Pingora
-        // spreads new connections over the loops at random.
-        work_stealing: false,
+        // One worker: a single-threaded event loop, without the
+        // work-stealing scheduler's atomics and hand-offs on every wake-up
+        // (there is nothing to steal from). Several workers share one
+        // work-stealing runtime: Pingora's other mode runs every accept
+        // loop on one worker, whose event loop would then watch every
+        // client socket for all of them (BENCHMARKS.md, session 44).
+        work_stealing: opts.threads > 1,
         grace_period_seconds: Some(cfg.timeouts.drain.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: crate::app::handover::socket_path(

@@ -10,12 +10,6 @@
 //! closed it or sent bytes nobody asked for), it is dropped instead. One
 //! sweep task per pool closes what servers closed while nobody called.
 //! HTTP/2 sessions stay with Pingora's connector, which multiplexes them.
-//!
-//! Each worker thread runs its own event loop, and a connection is polled
-//! by the loop it was opened on: a connection taken up by another thread
-//! would have every read woken across threads. So the queues are per
-//! peer *and* per worker thread (the key mixes in the thread's number);
-//! a peer holds at most `PER_PEER` idle connections per worker thread.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -53,19 +47,7 @@ impl Idle {
     }
 }
 
-/// Idle queues by peer (its reuse hash) and worker thread.
-type Queues = HashMap<(u64, u64), Arc<ArrayQueue<Idle>>>;
-
-/// The queue key of the peer whose reuse hash is `key` on this worker
-/// thread (see the module documentation).
-fn on_this_thread(key: u64) -> (u64, u64) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    thread_local! {
-        static THREAD: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    (key, THREAD.with(|t| *t))
-}
+type Queues = HashMap<u64, Arc<ArrayQueue<Idle>>>;
 
 #[derive(Default)]
 struct Inner {
@@ -82,7 +64,6 @@ pub struct UpstreamPool {
 impl UpstreamPool {
     /// A usable idle connection to the peer whose reuse hash is `key`.
     pub fn take(&self, key: u64) -> Option<Stream> {
-        let key = on_this_thread(key);
         let queues = self.inner.queues.load();
         let q = queues.get(&key)?;
         let now = Instant::now();
@@ -97,7 +78,6 @@ impl UpstreamPool {
     /// Keeps `stream` (a completed HTTP/1.1 exchange with keep-alive) for
     /// the next call to the same peer, for at most `idle`.
     pub fn put(&self, key: u64, stream: Stream, idle: Duration) {
-        let key = on_this_thread(key);
         let entry = Idle {
             stream,
             since: Instant::now(),
@@ -113,7 +93,7 @@ impl UpstreamPool {
 
     /// The queue for `key`, made on first use (read-copy-update: a
     /// concurrent first use of another key is never lost).
-    fn queue(&self, key: (u64, u64)) -> Arc<ArrayQueue<Idle>> {
+    fn queue(&self, key: u64) -> Arc<ArrayQueue<Idle>> {
         self.inner.queues.rcu(|m| {
             if m.contains_key(&key) {
                 return Arc::clone(m);
@@ -198,11 +178,6 @@ mod tests {
         pool.put(1, c, Duration::from_secs(60));
         assert_eq!(pool.idle(), 1);
         assert!(pool.take(2).is_none(), "another peer's key");
-        let other = std::thread::scope(|s| s.spawn(|| pool.take(1).is_some()).join());
-        assert!(
-            !other.expect("thread"),
-            "another worker thread's connection"
-        );
         assert!(pool.take(1).is_some());
         assert_eq!(pool.idle(), 0);
         // Closed by the server while idle: dropped.
