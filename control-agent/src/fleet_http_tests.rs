@@ -106,3 +106,40 @@ async fn a_gateway_id_two_live_processes_share_is_shown_and_its_audit_refused() 
     // Another id is not concerned.
     assert_eq!(ship("edge-2", trail(1, "p3")).await.0, 200);
 }
+
+#[tokio::test]
+async fn a_second_process_is_seen_by_its_audit_alone() {
+    let (_d, _api, _state, url) = crate::governance::tests::serve_fixture().await;
+    let http = reqwest::Client::new();
+    let ship = |instance: &'static str, body: Vec<u8>| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http
+                .post(format!("{url}/v1/audit/ingest"))
+                .bearer_auth(FLEET)
+                .header("x-warden-gateway", "edge-9")
+                .header("x-warden-instance", instance)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    // One process ships: taken. A second process under the same id, which
+    // never reported nor fetched a bundle, ships: taken as a restart (a
+    // new instance replacing the old one).
+    assert_eq!(ship("aaaa", trail(2, "q1")).await.0, 200);
+    assert_eq!(ship("bbbb", trail(1, "q2")).await.0, 200);
+    // The first is heard from again: two live processes, seen by their
+    // audit alone. Both are refused from now on, never merged.
+    for instance in ["aaaa", "bbbb"] {
+        let (status, v) = ship(instance, trail(3, "q3")).await;
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (409, Some("gateway_id_conflict")),
+            "{instance}: {v}"
+        );
+    }
+}

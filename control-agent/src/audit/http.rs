@@ -168,6 +168,16 @@ impl Api {
                 "X-Warden-Gateway must name the gateway: 1-128 visible ASCII characters",
             );
         }
+        // The process shipping (its instance id, as on bundle fetches and
+        // reports): a second process under this id is seen by its audit
+        // alone, before it ever reports.
+        if let Some(instance) = req
+            .headers()
+            .get("x-warden-instance")
+            .and_then(|v| v.to_str().ok())
+        {
+            self.store.fetched_by(&gateway, instance);
+        }
         // Several live processes under this id: their chains would be
         // mixed into one (the same seqs, two `prev` lines). Refused while
         // it lasts (409: the gateways keep the records in their trails and

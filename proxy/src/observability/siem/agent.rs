@@ -159,6 +159,9 @@ impl Agent {
             .post(&self.url)
             .header("content-type", "application/x-ndjson")
             .header("x-warden-gateway", &self.target.gateway_id)
+            // This process, so that the agent tells two processes sharing
+            // a gateway id apart by their audit too.
+            .header("x-warden-instance", crate::hub::bundles::instance_id())
             .body(body.to_vec());
         if let Some(t) = &self.target.token {
             req = req.bearer_auth(t);

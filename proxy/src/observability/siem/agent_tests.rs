@@ -172,3 +172,51 @@ fn a_record_the_agent_refuses_alone_arrives_as_its_stub() {
     // Only the chain's members: any other could be what was refused.
     assert_eq!(stub.as_object().unwrap().len(), 4, "{stub}");
 }
+
+#[test]
+fn each_batch_names_the_gateway_and_this_process() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        let mut r = BufReader::new(conn.try_clone().unwrap());
+        let (mut head, mut len) = (String::new(), 0usize);
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            head.push_str(&h.to_ascii_lowercase());
+        }
+        let mut body = vec![0u8; len];
+        let _ = r.read_exact(&mut body);
+        let _ = write!(
+            conn,
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+        );
+        let _ = tx.send(head);
+    });
+    let mut sink = Agent::new(AgentTarget {
+        base: url,
+        token: None,
+        gateway_id: "gw-7".into(),
+    })
+    .unwrap();
+    let stop = || false;
+    let line = &trail(1, 9, 0)[0];
+    assert!(sink.deliver(0, line.as_bytes(), false, &stop));
+    assert!(sink.idle(&stop));
+    let head = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert!(head.contains("x-warden-gateway: gw-7\r\n"), "{head}");
+    let instance = crate::hub::bundles::instance_id();
+    assert!(
+        head.contains(&format!("x-warden-instance: {instance}\r\n")),
+        "{head}"
+    );
+}
