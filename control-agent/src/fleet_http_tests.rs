@@ -28,6 +28,25 @@ fn trail(n: usize, principal: &str) -> Vec<u8> {
     out
 }
 
+/// Ships `body` as gateway `gateway` (and, when given, process `instance`).
+async fn ingest(
+    url: &str,
+    gateway: &str,
+    instance: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{url}/v1/audit/ingest"))
+        .bearer_auth(FLEET)
+        .header("x-warden-gateway", gateway);
+    if let Some(i) = instance {
+        req = req.header("x-warden-instance", i);
+    }
+    let r = req.body(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json::<serde_json::Value>().await.unwrap())
+}
+
 #[tokio::test]
 async fn a_gateway_id_two_live_processes_share_is_shown_and_its_audit_refused() {
     let (_d, api, _state, url) = crate::governance::tests::serve_fixture().await;
@@ -47,21 +66,7 @@ async fn a_gateway_id_two_live_processes_share_is_shown_and_its_audit_refused() 
             assert_eq!(r.status().as_u16(), 200);
         }
     };
-    let ship = |gateway: &'static str, body: Vec<u8>| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let r = http
-                .post(format!("{url}/v1/audit/ingest"))
-                .bearer_auth(FLEET)
-                .header("x-warden-gateway", gateway)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<serde_json::Value>().await.unwrap())
-        }
-    };
+    let ship = |gateway: &'static str, body: Vec<u8>| ingest(&url, gateway, None, body);
     // One process: its records are taken.
     report("aaaa").await;
     assert_eq!(ship("edge-1", trail(2, "p1")).await.0, 200);
@@ -110,23 +115,7 @@ async fn a_gateway_id_two_live_processes_share_is_shown_and_its_audit_refused() 
 #[tokio::test]
 async fn a_second_process_is_seen_by_its_audit_alone() {
     let (_d, _api, _state, url) = crate::governance::tests::serve_fixture().await;
-    let http = reqwest::Client::new();
-    let ship = |instance: &'static str, body: Vec<u8>| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let r = http
-                .post(format!("{url}/v1/audit/ingest"))
-                .bearer_auth(FLEET)
-                .header("x-warden-gateway", "edge-9")
-                .header("x-warden-instance", instance)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<serde_json::Value>().await.unwrap())
-        }
-    };
+    let ship = |instance: &'static str, body: Vec<u8>| ingest(&url, "edge-9", Some(instance), body);
     // One process ships: taken. A second process under the same id, which
     // never reported nor fetched a bundle, ships: taken as a restart (a
     // new instance replacing the old one).

@@ -35,6 +35,26 @@ fn trail(n: usize, big: usize, big_bytes: usize) -> Vec<String> {
     out
 }
 
+/// One request read from `conn`: its head (lower-cased) and its body.
+fn read_request(conn: &std::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut r = BufReader::new(conn.try_clone().ok()?);
+    let (mut head, mut len) = (String::new(), 0usize);
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        let h = h.to_ascii_lowercase();
+        if let Some(v) = h.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&h);
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
 /// A stand-in agent on a thread: stores the lines of each body it takes,
 /// refuses a body holding a line longer than `MAX_LINE` or one `refuses`
 /// (413 when the body holds more than that line, 400 when it is the only
@@ -47,21 +67,9 @@ fn stand_in(refuses: fn(&str) -> bool) -> (String, Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            if r.read_exact(&mut body).is_err() {
+            let Some((_, body)) = read_request(&conn) else {
                 continue;
-            }
+            };
             let lines: Vec<String> = String::from_utf8_lossy(&body)
                 .lines()
                 .filter(|l| !l.is_empty())
@@ -182,20 +190,7 @@ fn each_batch_names_the_gateway_and_this_process() {
         let Ok((mut conn, _)) = listener.accept() else {
             return;
         };
-        let mut r = BufReader::new(conn.try_clone().unwrap());
-        let (mut head, mut len) = (String::new(), 0usize);
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                break;
-            }
-            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-            head.push_str(&h.to_ascii_lowercase());
-        }
-        let mut body = vec![0u8; len];
-        let _ = r.read_exact(&mut body);
+        let head = read_request(&conn).map(|(h, _)| h).unwrap_or_default();
         let _ = write!(
             conn,
             "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
