@@ -15,7 +15,7 @@
 //! | `GET /v1/approvals` | approver, admin | waiting and approved-unused approvals (`?all=1`: every kept one) |
 //! | `GET /v1/approvals/{id}` | approver, admin | one approval |
 //! | `POST /v1/approvals/{id}/approve`, `/deny` | approver | `{comment}` optional; not one's own call |
-//! | `POST /v1/audit/ingest` | fleet | a gateway's raw audit lines (NDJSON, `X-Warden-Gateway`): `{accepted, duplicates}` (see `audit`); 409 `gateway_id_conflict` while several live processes report under that id |
+//! | `POST /v1/audit/ingest` | fleet | a gateway's raw audit lines (NDJSON, `X-Warden-Gateway`, `X-Warden-Instance`): `{accepted, duplicates}` (see `audit`); 409 `gateway_id_conflict` while several live processes report under that id |
 //! | `GET /v1/audit`, `/v1/audit/verify`, `/v1/audit/live` | admin | search the shipped records, verify their chains, the last minutes' figures |
 //! | `GET /metrics` | — | Prometheus: approvals waiting, the oldest wait, decisions, audit rows |
 //! | `GET /healthz` | — | liveness |
