@@ -219,8 +219,9 @@ if [ -n "${AB_ALLOCS:-}" ]; then
   # Heap allocations per call of each Warden variant: uprobes on the
   # allocator's entry points (mimalloc's, which the global allocator calls),
   # counted by `perf stat` over one more run at 4 connections (a uprobe
-  # costs a trap per hit), then one in 20 recorded with its call stack, and
-  # the callers that allocate most per call printed.
+  # costs a trap per hit), then every one of a 1-second run recorded with
+  # its call stack (perf takes no sampling period for uprobes), and the
+  # callers that allocate most per call printed.
   for name in "${NAMES[@]}"; do
     case "${PID[$name]}" in "") continue ;; esac
     bin="$(readlink -f "/proc/${PID[$name]}/exe")"
@@ -249,7 +250,7 @@ if [ -n "${AB_ALLOCS:-}" ]; then
     sleep 0.2; kill -INT "$P"; wait "$P" 2>/dev/null || true
     calls="$(echo "$out" | awk '/requests in/ {print $1}')"
     cp "$TMP/allocs.$name.data" "${AB_ALLOCS_OUT:-/tmp}/warden-allocs.$name.data" 2>/dev/null || true
-    perf script -i "$TMP/allocs.$name.data" -F ip,sym 2>/dev/null | python3 benches/allocs.py "$calls" 1
+    perf script -i "$TMP/allocs.$name.data" -F ip,sym 2>/dev/null | python3 benches/allocs.py "$calls"
     perf probe -q -d 'probe_*' 2>/dev/null || true
   done
 fi

@@ -2,8 +2,8 @@
 """Heap allocations per call by the code that makes them.
 
 Reads `perf script -F ip,sym` of a recording of the allocator's uprobes
-(benches/ab.sh, AB_ALLOCS=1) on stdin; argv: the calls made during the
-recording, and the sampling period (one event recorded in N). Prints the
+(benches/ab.sh, AB_ALLOCS=1; every event recorded) on stdin; argv: the
+calls made during the recording. Prints the
 allocations per call by the innermost frame outside the allocator's own
 machinery, and by the innermost frame of Warden's own crates.
 """
@@ -12,7 +12,6 @@ import re
 import sys
 
 calls = max(int(sys.argv[1]), 1)
-period = int(sys.argv[2])
 
 # Frames that only pass an allocation on: the allocator, Rust's alloc
 # glue, and the generic containers that grow.
@@ -43,7 +42,7 @@ for sample in samples:
     by_site[site[:140]] += 1
     by_own[own[:140]] += 1
 
-scale = period / calls
+scale = 1 / calls
 print(f"  recorded: {total * scale:.1f} allocations per call")
 print("  by the innermost caller outside the allocator's machinery:")
 for site, n in by_site.most_common(25):
