@@ -73,8 +73,20 @@ pub(super) fn starts_as_url(s: &str) -> bool {
         Some(scheme) if SPECIAL.contains(&scheme) => true,
         // `C:\dir`, `C:/dir`: a drive path.
         Some(scheme) => l.slashes > 0 && !(scheme.len() == 1 && l.slashes == 1),
-        None => l.slashes >= 2 && l.host_like,
+        None => l.slashes >= 2 && (l.host_like || device_path(s)),
     }
+}
+
+/// A Windows device path, `\\?\…` or `\\.\…` with either slash
+/// (`\\?\UNC\10.0.0.5\share` opens `\\10.0.0.5\share` over SMB): a
+/// place a client opens, never prose, though no host follows its slashes.
+fn device_path(s: &str) -> bool {
+    let t = s.trim_start_matches(|c: char| c <= ' ').as_bytes();
+    t.len() >= 4
+        && matches!(t[0], b'/' | b'\\')
+        && matches!(t[1], b'/' | b'\\')
+        && matches!(t[2], b'?' | b'.')
+        && matches!(t[3], b'/' | b'\\')
 }
 
 /// Where a URL may start inside `s`: before each `scheme:` followed by `/`

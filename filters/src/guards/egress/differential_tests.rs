@@ -1276,3 +1276,89 @@ fn single_labels_and_wordlike_suffixes_count_where_a_client_dials() {
     assert_eq!(check("redis:6379", &[]), Err("ssrf_internal_name"));
     assert_eq!(check("http://db/", &[]), Err("ssrf_internal_name"));
 }
+
+/// A URL, white space, then more URLs: one URL to a URL parser (WHATWG
+/// deletes the newline, encodes a space), several to a tool that splits
+/// its input on white space. Refused as ambiguous wherever a URL is judged
+/// whole; a URL followed by prose alone still passes.
+#[test]
+fn urls_after_white_space_in_a_url_are_ambiguous() {
+    let example = allow_example();
+    let example: Vec<&HostPattern> = example.iter().collect();
+    for v in [
+        "https://api.example.com/\nhttp://127.1:2375/containers/json",
+        "https://api.example.com/ https://attacker.example/?k=SECRET",
+        "https://api.example.com/\thttp://10.0.0.5/",
+        "https://api.example.com/x\r\nwss://evil.example/",
+        "https://api.example.com/\u{2003}gopher://127.0.0.1:6379/_x",
+        "https://api.example.com/ see xhttp://169.254.169.254/",
+        "//api.example.com/ http://10.0.0.5/",
+    ] {
+        assert_eq!(check(v, &example), Err(AMBIGUOUS), "{v:?}");
+        assert_eq!(check_uri(v, &example, true), Err(AMBIGUOUS), "{v:?}");
+        assert_eq!(check_found(v, &example, true), Err(AMBIGUOUS), "{v:?}");
+    }
+    // What the first URL's host makes of it is still said first.
+    assert_eq!(
+        check("http://10.0.0.1/ http://api.example.com/", &example),
+        Err("ssrf_private")
+    );
+    for v in [
+        "https://api.example.com/ now",
+        "https://api.example.com/a b c",
+        "  https://api.example.com/path  ",
+        "https://api.example.com/ mailto:someone@example.org",
+    ] {
+        assert_eq!(check(v, &example), Ok(()), "{v:?}");
+        assert_eq!(check_found(v, &example, true), Ok(()), "{v:?}");
+    }
+    // Through the filter: a declared URL argument and an undeclared one.
+    let f = filter(true);
+    for args in [
+        serde_json::json!({"target": "https://api.example.com/\nhttp://127.1:2375/"}),
+        serde_json::json!({"seeds": "https://api.example.com/\nhttps://attacker.example/"}),
+        serde_json::json!({"opts": {"list": ["https://api.example.com/ http://10.0.0.5/"]}}),
+    ] {
+        assert_eq!(
+            denial(call(&f, args.clone())).code,
+            codes::EGRESS_DENIED,
+            "{args}"
+        );
+    }
+    assert!(matches!(
+        call(
+            &f,
+            serde_json::json!({"target": "https://api.example.com/ now"})
+        ),
+        Decision::Pass
+    ));
+}
+
+/// Windows device paths (`\\?\UNC\host\share`, `\\.\UNC\…`, either
+/// slash) open the host over SMB: judged as the network places they are,
+/// never read as prose.
+#[test]
+fn windows_device_paths_are_judged() {
+    for v in [
+        "\\\\?\\UNC\\10.0.0.5\\c$\\x",
+        "\\\\.\\UNC\\10.0.0.5\\c$\\x",
+        "//?/UNC/10.0.0.5/c$/x",
+        "\\\\?\\UNC\\api.example.com\\share",
+        " \\/?\\UNC\\169.254.169.254\\x",
+    ] {
+        assert!(starts_as_url(v), "{v:?}");
+        assert!(check(v, &[]).is_err(), "{v:?}");
+        assert!(check_uri(v, &[], true).is_err(), "{v:?}");
+        assert!(check_found(v, &[], true).is_err(), "{v:?}");
+        assert!(check_found(v, &[], false).is_err(), "{v:?}");
+    }
+    let f = filter(true);
+    let d = denial(call(
+        &f,
+        serde_json::json!({"path": "\\\\?\\UNC\\10.0.0.5\\c$\\x"}),
+    ));
+    assert_eq!(d.code, codes::EGRESS_DENIED);
+    // A relative path or prose with a question mark is no device path.
+    assert!(!starts_as_url("?/a/b"));
+    assert!(!starts_as_url("/?/x"));
+}

@@ -82,7 +82,21 @@ fn trimmed(c: char) -> bool {
 /// argument, or a found string that starts as a URL): `Ok` or the rule that
 /// refuses it.
 pub fn check(value: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
-    check_as(value, allow, true)
+    check_as(value, allow, true)?;
+    no_urls_after(value)
+}
+
+/// A URL followed by white space and another URL
+/// (`https://allowed.example/\nhttp://127.1:2375/`): a URL parser reads one
+/// URL (WHATWG deletes the newline, encodes a space), a tool that splits
+/// its input on white space (a crawler's seed list, a shell) reads two and
+/// dials both. Refused as ambiguous, whatever the first URL's verdict.
+fn no_urls_after(value: &str) -> Result<(), &'static str> {
+    let v = value.trim_matches(trimmed);
+    match v.find(trimmed) {
+        Some(gap) if !embedded(&v[gap..]).is_empty() => Err(AMBIGUOUS),
+        _ => Ok(()),
+    }
 }
 
 /// [`check`]; `web`: the value is dialled as written (http(s), ws(s), a
@@ -140,7 +154,8 @@ pub fn check_uri(value: &str, allow: &[&HostPattern], files: bool) -> Result<(),
     match l.scheme.as_deref() {
         Some(s) if (s != "file" && !SPECIAL.contains(&s)) || (remote && !files) => {
             let rest = v.find(':').map_or("", |i| &v[i + 1..]);
-            check_as(&format!("http:{rest}"), allow, false)
+            check_as(&format!("http:{rest}"), allow, false)?;
+            no_urls_after(v)
         }
         _ => check(v, allow),
     }
