@@ -27,7 +27,6 @@ use crate::protocol::jsonrpc::Kind;
 // `may_hold` looks for too): prose naming icons is not parsed for them.
 static ICONS: Word = Word::new("\"icons\"");
 static WEBSITE: Word = Word::new("\"websiteUrl\"");
-static URI: Word = Word::new("\"uri\"");
 
 /// How deep resource links are looked for (serde_json's limit).
 const DEPTH: usize = 128;
@@ -45,7 +44,7 @@ pub(super) fn judge<'h>(
     let describing = env.kind == Kind::Response
         && !env.is_error
         && msg.request_method.is_none_or(|m| DESCRIBING.contains(&m));
-    if !(msg.may_hold(&ICONS) || describing && (msg.may_hold(&WEBSITE) || msg.may_hold(&URI))) {
+    if !(msg.may_hold(&ICONS) || describing && (msg.may_hold(&WEBSITE) || msg.may_name_uri())) {
         return Decision::Pass;
     }
     let Some(v) = msg.value() else {
@@ -82,7 +81,13 @@ fn clean(result: &mut Json, allow: &[&HostPattern]) -> bool {
     for list in LISTS {
         if let Some(Json::Array(items)) = result.get_mut(*list) {
             let before = items.len();
-            items.retain(|i| i.get("uri").is_none_or(|u| sent(u, allow).is_ok()));
+            items.retain(|i| {
+                i.as_object().is_none_or(|o| {
+                    o.iter()
+                        .filter(|(k, _)| super::links::is_uri(k))
+                        .all(|(_, u)| sent(u, allow).is_ok())
+                })
+            });
             changed |= items.len() != before;
             for item in items {
                 changed |= described(item, allow);

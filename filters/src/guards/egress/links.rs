@@ -2,7 +2,8 @@
 //! in a tool's result (its content, structured content and `_meta`), a
 //! prompt's messages, a read's contents, a task's result, a sampling
 //! request's messages, an update notification's URI and an error's data —
-//! every member named `uri`, at any depth of a server→client message. A
+//! every member a peer reads as `uri` (`URI` and `urı` too, as a client
+//! that folds names reads them), at any depth of a server→client message. A
 //! client reads such a URI through the gateway (`resources/read`, judged
 //! then) or, for a web URL, fetches or opens it itself, from the user's
 //! machine: the same request forgery a URL elicitation is. So each meets
@@ -19,14 +20,10 @@ use serde_json::Value as Json;
 use warden_config::guards::HostPattern;
 
 use super::readers::{check, check_found};
-use crate::chain::filter::{Decision, Denial, Message, Word};
+use crate::chain::filter::{Decision, Denial, Message};
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::jsonrpc::Kind;
-
-/// A member named `uri` is `"uri"` in the raw bytes, or spelled with a
-/// `\u` escape (which `may_hold` looks for too): prose with `security` or
-/// `during` in it is not parsed for it.
-static URI: Word = Word::new("\"uri\"");
+use crate::protocol::names::same_name;
 
 /// The requests whose replies describe the server or list what it offers.
 pub(super) const DESCRIBING: &[&str] = &[
@@ -50,7 +47,9 @@ pub(super) fn judge<'h>(
     msg: &Message<'_>,
     allow: impl FnOnce() -> Vec<&'h HostPattern>,
 ) -> Decision {
-    if !msg.may_hold(&URI) {
+    // `"uri"` in any ASCII case, an escape, or a byte a decoder folds
+    // (`urı`): prose with `security` or `during` in it is not parsed.
+    if !msg.may_name_uri() {
         return Decision::Pass;
     }
     let Some(v) = msg.value() else {
@@ -80,7 +79,7 @@ pub(super) fn judge<'h>(
                             match item {
                                 Json::Object(i) => i
                                     .iter()
-                                    .filter(|(k, _)| *k != "uri")
+                                    .filter(|(k, _)| !is_uri(k))
                                     .for_each(|(_, x)| uris_in(x, &mut uris, DEPTH)),
                                 x => uris_in(x, &mut uris, DEPTH),
                             }
@@ -149,8 +148,15 @@ fn uris_in<'a>(v: &'a Json, out: &mut Vec<&'a Json>, depth: usize) {
     }
 }
 
+/// Whether a member named `key` is a `uri` to some mainstream peer: a
+/// client that folds case or drops invisible characters reads `URI` or
+/// `urı` as one (see `protocol::names::same_name`).
+pub(super) fn is_uri(key: &str) -> bool {
+    key == "uri" || same_name(key, "uri")
+}
+
 fn collect<'a>(key: &str, x: &'a Json, out: &mut Vec<&'a Json>, depth: usize) {
-    if key == "uri" {
+    if is_uri(key) {
         out.push(x);
     } else {
         uris_in(x, out, depth - 1);

@@ -427,3 +427,61 @@ fn a_uri_given_as_a_list_is_judged_item_by_item() {
     .to_string();
     assert_eq!(rule(reply(&f, &link, Some("tools/call"))), None, "{link}");
 }
+
+/// A member a folding client reads as `uri` (`URI`, `Uri`, `urı` with a
+/// dotless i, `uri` with an invisible character) is judged as `uri` is —
+/// in a prompt's or a sampling request's single content block, which the
+/// parser reads as payload, in a tool result's links and in a list's items.
+#[test]
+fn near_names_of_uri_are_judged_as_uri() {
+    let f = filter(&[]);
+    let metadata = "http://169.254.169.254/latest/meta-data/iam/";
+    for name in ["URI", "Uri", "urI", "ur\u{131}", "uri\u{200b}"] {
+        let link = json!({"type": "resource_link", name: metadata, "name": "x"});
+        for (raw, asked) in [
+            (
+                json!({"jsonrpc":"2.0","id":3,"result":{"messages":[
+                    {"role":"user","content":link}]}}),
+                Some("prompts/get"),
+            ),
+            (
+                json!({"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage",
+                    "params":{"maxTokens":5,"messages":[{"role":"user","content":link}]}}),
+                None,
+            ),
+            (
+                json!({"jsonrpc":"2.0","id":4,"result":{"content":[],
+                    "structuredContent":{"items":[{name: metadata}]}}}),
+                Some("tools/call"),
+            ),
+        ] {
+            let raw = raw.to_string();
+            assert_eq!(
+                rule(reply(&f, &raw, asked)).as_deref(),
+                Some("ssrf_metadata"),
+                "{raw}"
+            );
+        }
+        // In a list's item (MCP's own structure) the parser refuses the
+        // near-name before any filter sees it.
+        let list = json!({"jsonrpc":"2.0","id":5,"result":{"resources":[
+            {name: metadata, "name": "creds"}]}})
+        .to_string();
+        assert!(
+            !matches!(
+                crate::protocol::jsonrpc::parse(list.as_bytes(), Default::default()),
+                Ok(crate::protocol::jsonrpc::Parsed::Single(_))
+            ),
+            "{list}"
+        );
+    }
+    // Other members that merely contain the letters are no URI.
+    let other = json!({"jsonrpc":"2.0","id":6,"result":{"content":[
+        {"type":"text","text":"x"}],"structuredContent":{"uris":"http://10.0.0.1/ (a note)",
+        "security":"http://127.0.0.1/"}}})
+    .to_string();
+    assert!(matches!(
+        reply(&f, &other, Some("tools/call")),
+        Decision::Pass
+    ));
+}
