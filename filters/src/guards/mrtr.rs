@@ -1,8 +1,9 @@
 //! Multi-round-trip requests (2026-07-28, SEP-2322): the client's
 //! `inputResponses` are bound to the principal and the request they answer.
 //!
-//! A server that needs input answers `tools/call`, `prompts/get` or
-//! `resources/read` with an `InputRequiredResult` (`inputRequests`, and an
+//! A server that needs input answers a request (`tools/call`,
+//! `prompts/get`, `resources/read`; any other it chooses to, a list
+//! included) with an `InputRequiredResult` (`inputRequests`, and an
 //! opaque `requestState` the client must echo on its retry). The revision
 //! asks servers to bind that state to the principal and the request, but
 //! nothing makes them, and a state-less round has nothing to bind. So the
@@ -12,6 +13,11 @@
 //! URI, digest of the arguments, the input request keys, expiry}))>`. The
 //! client echoes it byte for byte (the revision requires that); the gateway
 //! opens it and forwards the server's own state, or none.
+//!
+//! Every request method but the task methods (`tasks/…`, whose
+//! `requestState` is the task's own, see `tasks_input`) is bound so: a
+//! state the server hands out on a `tools/list` is as replayable as one on
+//! a call, and a retry of any method carries none the gateway did not seal.
 //!
 //! A retry is refused (-32602, never forwarded) when its `requestState` does
 //! not open (tampered, another gateway's), was issued to another principal,
@@ -42,8 +48,11 @@ const AAD: &[u8] = b"warden input state v1";
 /// How long a client has to answer a server's input requests.
 pub const STATE_TTL: Duration = Duration::from_secs(15 * 60);
 
-/// The requests a server may answer with an `InputRequiredResult`.
-pub const MRTR_METHODS: &[&str] = &["tools/call", "prompts/get", "resources/read"];
+/// Whether a request of `method` is bound here: every method but the
+/// task methods, whose `requestState` is the task's own (`tasks_input`).
+fn bound(method: &str) -> bool {
+    !method.starts_with("tasks/")
+}
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
 struct Sealed {
@@ -147,14 +156,15 @@ impl McpFilter for InputStateFilter {
 
     fn acts_on(&self) -> Acts {
         Acts {
-            requests: Methods::Only(MRTR_METHODS),
-            responses: Methods::Only(MRTR_METHODS),
+            requests: Methods::All,
+            responses: Methods::All,
         }
     }
 
     fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind != Kind::Request
+            || !env.method.as_deref().is_some_and(bound)
             || !(msg.may_hold(&REQUEST_STATE) || msg.may_hold(&INPUT_RESPONSES))
         {
             return Decision::Pass;
@@ -223,10 +233,13 @@ impl McpFilter for InputStateFilter {
 
     fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
         let env = msg.envelope;
+        // A reply to a request this gateway does not know (no method)
+        // carries no input state: `unmatched_response` drops any that does.
         let method = msg.request_method.unwrap_or_default();
         if env.kind != Kind::Response
             || env.is_error
-            || !MRTR_METHODS.contains(&method)
+            || method.is_empty()
+            || !bound(method)
             || !msg.may_hold(&INPUT_REQUIRED)
         {
             return Decision::Pass;
@@ -401,6 +414,104 @@ mod tests {
         assert!(matches!(
             judge(&from("10.0.0.2")),
             Decision::Reject(d) if d.error.message.contains("not issued to this caller")
+        ));
+    }
+
+    /// A server's input state on any request (a list included) reaches the
+    /// client sealed, and a retry of any method carries only a state the
+    /// gateway sealed for that caller and method; the task methods' own
+    /// `requestState` is not this filter's.
+    #[test]
+    fn every_method_but_the_task_methods_is_bound() {
+        let f = InputStateFilter::new(std::sync::Arc::new(StateSealer::random()));
+        let who = crate::engines::identity::Principal::anonymous();
+        let ctx = Exchange::new(&who, "s");
+        let reply = br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","requestState":"srv-state","inputRequests":{"e1":{"method":"elicitation/create","params":{}}}}}"#;
+        let e = env(reply);
+        for method in [
+            "tools/list",
+            "prompts/list",
+            "resources/list",
+            "resources/templates/list",
+            "completion/complete",
+        ] {
+            let m = Message::from_server(&e, reply, Some(method), None);
+            let Decision::Mutated(out) = f.on_response(&m, &ctx, &mut Notes::default()) else {
+                panic!("{method}: state not sealed")
+            };
+            let v: Json = serde_json::from_slice(&out).expect("json");
+            let state = v["result"]["requestState"].as_str().expect("state");
+            assert!(state.starts_with(PREFIX), "{method}");
+            let retry = |state: &str, method: &str| {
+                serde_json::json!({"jsonrpc":"2.0","id":2,"method":method,"params":{
+                    "requestState":state,"inputResponses":{"e1":{"action":"decline"},"e9":{}}}})
+                .to_string()
+            };
+            let judge = |raw: &str| {
+                let e = env(raw.as_bytes());
+                f.on_request(
+                    &Message::new(&e, raw.as_bytes()),
+                    &ctx,
+                    &mut Notes::default(),
+                )
+            };
+            // The sealed state opens for the same method: the server gets
+            // its own state back and only the answers it asked for.
+            match judge(&retry(state, method)) {
+                Decision::Mutated(b) => {
+                    let v: Json = serde_json::from_slice(&b).expect("json");
+                    assert_eq!(v["params"]["requestState"], "srv-state", "{method}");
+                    assert!(
+                        v["params"]["inputResponses"].get("e9").is_none(),
+                        "{method}"
+                    );
+                }
+                d => panic!("{method}: {d:?}"),
+            }
+            // The server's raw state, or the state replayed on another method, is refused.
+            assert!(
+                matches!(judge(&retry("srv-state", method)), Decision::Reject(_)),
+                "{method}"
+            );
+            let other = if method == "tools/list" {
+                "prompts/list"
+            } else {
+                "tools/list"
+            };
+            assert!(
+                matches!(judge(&retry(state, other)), Decision::Reject(_)),
+                "{method}"
+            );
+        }
+        // Unsolicited answers on a list are dropped before it goes on.
+        let raw = r#"{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{"inputResponses":{"e1":{}}}}"#;
+        let e3 = env(raw.as_bytes());
+        match f.on_request(
+            &Message::new(&e3, raw.as_bytes()),
+            &ctx,
+            &mut Notes::default(),
+        ) {
+            Decision::Mutated(b) => {
+                let v: Json = serde_json::from_slice(&b).expect("json");
+                assert!(v["params"].get("inputResponses").is_none());
+            }
+            d => panic!("{d:?}"),
+        }
+        // A task method's `requestState` is the task's own: left to `tasks_input`.
+        let raw = r#"{"jsonrpc":"2.0","id":4,"method":"tasks/update","params":{"taskId":"t1","requestState":"task-own"}}"#;
+        let e4 = env(raw.as_bytes());
+        assert!(matches!(
+            f.on_request(
+                &Message::new(&e4, raw.as_bytes()),
+                &ctx,
+                &mut Notes::default()
+            ),
+            Decision::Pass
+        ));
+        let m = Message::from_server(&e, reply, Some("tasks/get"), None);
+        assert!(matches!(
+            f.on_response(&m, &ctx, &mut Notes::default()),
+            Decision::Pass
         ));
     }
 }
