@@ -216,16 +216,6 @@ async fn a_task_handed_to_one_principal_reaches_no_other_on_any_replica() {
     };
     let token = first["result"]["task"]["taskId"].as_str().expect("token");
     assert!(!token.contains("T-shared"), "{first}");
-    // Another principal, on a replica that never saw the task (b) and on
-    // the one that sealed it (a).
-    for (gw, which) in [(&b, "another replica"), (&a, "the same replica")] {
-        let v = create(gw, OPS).await;
-        assert!(
-            !v.to_string().contains("wt1."),
-            "{which}: another principal was handed the task: {v}"
-        );
-        assert_eq!(v["error"]["code"], -31003, "{which}: {v}");
-    }
     // The holder itself is handed it again, on either replica.
     for gw in [&b, &a] {
         let v = create(gw, DEV).await;
@@ -251,12 +241,37 @@ async fn a_task_handed_to_one_principal_reaches_no_other_on_any_replica() {
     assert_eq!(v["result"]["status"], "working", "{v}");
     let ttl: u64 = redis.cli(&["TTL", &key]).trim().parse().expect("ttl");
     assert!(ttl > 3600, "the claim was not renewed: {ttl} s left");
-    // A claim another holder took once the first lapsed: the server's
-    // answer about the task is withheld from the first holder too.
-    redis.cli(&["SET", &key, "another-holder"]);
-    let v = ask(&b).await;
-    assert!(!v.to_string().contains("working"), "{v}");
+    // Another principal handed the same id as new — on a replica that
+    // never saw the task — is refused, and the id is burnt: the server
+    // reused it (or hands one task to two), and the first holder's handle
+    // would otherwise reach the second's task. It names no task for
+    // anyone, on any replica.
+    let v = create(&b, OPS).await;
+    assert!(
+        !v.to_string().contains("wt1."),
+        "another principal was handed the task: {v}"
+    );
     assert_eq!(v["error"]["code"], -31003, "{v}");
+    assert_eq!(redis.cli(&["GET", &key]).trim(), "!burnt");
+    for (gw, which) in [(&b, "another replica"), (&a, "the same replica")] {
+        let v = ask(gw).await;
+        assert!(!v.to_string().contains("working"), "{which}: {v}");
+        assert!(v["error"].is_object(), "{which}: {v}");
+        for who in [DEV, OPS] {
+            let v = send(gw, who, call.clone(), &handle).await;
+            assert!(!v.to_string().contains("wt1."), "{which}: {v}");
+        }
+    }
+    // On the replica that sealed it, the burn is remembered without the
+    // store: the first holder's handle opens nothing there either.
+    redis.cli(&["DEL", &key]);
+    h.reset();
+    let v = ask(&a).await;
+    assert!(!v.to_string().contains("working"), "{v}");
+    assert!(
+        h.received().is_empty(),
+        "a burnt task's request reached the server"
+    );
 }
 
 /// A server→client request's id is a handle too: the answer the server

@@ -39,6 +39,9 @@ pub struct Notes {
     /// The tasks a reply hands out as new, each to be claimed for its
     /// holder fleet-wide before the reply leaves (see [`TaskClaim`]).
     pub task_claims: Vec<TaskClaim>,
+    /// Task ids a server handed a second holder (a reused id): burnt
+    /// fleet-wide whatever becomes of the reply (see [`ClaimKind::Burn`]).
+    pub task_burns: Vec<TaskClaim>,
     /// The tool or prompt a request names is neither one the bundle writes
     /// nor one this replica has seen its server list (the names guard's
     /// finding, before the policy): the policy also judges how a folding
@@ -152,8 +155,15 @@ pub struct FindingNote {
 /// holder it was sealed for claims it in the fleet's shared store, where a
 /// task another holder claimed first (through any replica) withholds the
 /// reply. Digests only: the store learns neither ids nor principals.
+///
+/// A task id the server hands a second holder is burnt: the server reused
+/// it (it restarted, its counter wrapped) or hands one task to two, and the
+/// gateway cannot tell which. The id then names no task for anyone — the
+/// first holder's handle would otherwise reach the second's new task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskClaim {
+    /// What the claim asks of the store.
+    pub kind: ClaimKind,
     /// The task (server and the server's id).
     pub task: String,
     /// Its holder (see `tasks::holder`).
@@ -162,6 +172,30 @@ pub struct TaskClaim {
     /// what this replica's memory of the task is keyed by (see
     /// `TaskOwners::forget`).
     pub(crate) local: (String, String, String),
+}
+
+/// What a [`TaskClaim`] asks of the fleet's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// A reply hands the task out: the holder's, unless another holds it
+    /// (then the id is burnt).
+    New,
+    /// The holder's own request about its task renews its claim: refused
+    /// once another holder's claim, or a burn, stands.
+    Renew,
+    /// The id was handed to a second holder: no holder's any more.
+    Burn,
+}
+
+impl ClaimKind {
+    /// As the store's script reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimKind::New => "new",
+            ClaimKind::Renew => "renew",
+            ClaimKind::Burn => "burn",
+        }
+    }
 }
 
 /// What the task filter leaves for later filters and the audit record about

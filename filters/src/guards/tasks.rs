@@ -171,7 +171,12 @@ impl TaskSealer {
     /// What a holder claims of a new task in the fleet's shared store
     /// (see [`crate::chain::notes::TaskClaim`]): unkeyed digests, so that
     /// replicas agree whatever secret they seal with.
-    pub fn claim(task: &str, holder: &str, server: &str) -> crate::chain::notes::TaskClaim {
+    pub fn claim(
+        task: &str,
+        holder: &str,
+        server: &str,
+        kind: crate::chain::notes::ClaimKind,
+    ) -> crate::chain::notes::TaskClaim {
         let digest = |what: &[u8], parts: &[&str]| {
             let mut h = Sha256::new();
             h.update(what);
@@ -182,6 +187,7 @@ impl TaskSealer {
             hex::encode(h.finalize())
         };
         crate::chain::notes::TaskClaim {
+            kind,
             task: digest(b"warden task claim v1\0", &[server, task]),
             holder: digest(b"warden task holder v1\0", &[server, holder]),
             local: (server.to_owned(), task.to_owned(), holder.to_owned()),
@@ -250,18 +256,27 @@ impl TaskOwners {
         self.len() == 0
     }
 
-    /// Forgets the task of `claim` when this replica remembers it as the
-    /// claim's holder's: the fleet's store said another holder has it, so
-    /// this replica must not take the claimant for its owner (and refuse
-    /// the true one).
-    pub fn forget(&self, claim: &crate::chain::notes::TaskClaim) {
-        let (server, task, holder) = &claim.local;
-        let key = (server.clone(), task.clone());
-        if self.map.get(&key).is_some_and(|(o, _)| o == *holder) {
-            self.map.invalidate(&key);
-        }
+    /// Burns the task of `claim` in this replica's memory: the fleet's
+    /// store said another holder has it, or that it was burnt, so no
+    /// holder's handle opens it here any more (see [`ClaimKind::Burn`]).
+    ///
+    /// [`ClaimKind::Burn`]: crate::chain::notes::ClaimKind::Burn
+    pub fn burn(&self, claim: &crate::chain::notes::TaskClaim) {
+        let (server, task, _) = &claim.local;
+        self.burn_id(server, task);
+    }
+
+    fn burn_id(&self, server: &str, task: &str) {
+        self.map.insert(
+            (server.to_owned(), task.to_owned()),
+            (BURNT.to_owned(), None),
+        );
     }
 }
+
+/// The owner a burnt task id is remembered under: no holder's key (those
+/// start with a tenant name), so every holder's handle is refused.
+const BURNT: &str = "\0\0burnt";
 
 /// Binds task ids to their creator (see the module documentation).
 pub struct TaskFilter {
@@ -296,7 +311,20 @@ impl TaskFilter {
         let me = holder(ctx).into_owned();
         let known = self.owners.map.get(&key);
         if known.as_ref().is_some_and(|(o, _)| *o != me) {
-            // The server handed this id to another principal first.
+            // The server handed this id to another principal first. Handed
+            // out again as new, the id is reused (or one task is handed to
+            // two): the gateway cannot tell which task it names now, so it
+            // names none — the first holder's handle would otherwise reach
+            // the new holder's task. Burnt here and in the fleet's store.
+            if matches!(seen, Seen::Created) {
+                self.owners.burn_id(ctx.server, id);
+                notes.task_burns.push(TaskSealer::claim(
+                    id,
+                    &me,
+                    ctx.server,
+                    crate::chain::notes::ClaimKind::Burn,
+                ));
+            }
             return Err(NotOurs::Another);
         }
         // Remembered here, and (checked above) as this principal's.
@@ -307,9 +335,12 @@ impl TaskFilter {
             Seen::Created => {
                 // This replica's memory holds the first holder; the fleet's
                 // store (when there is one) is asked before the reply leaves.
-                notes
-                    .task_claims
-                    .push(TaskSealer::claim(id, &me, ctx.server));
+                notes.task_claims.push(TaskSealer::claim(
+                    id,
+                    &me,
+                    ctx.server,
+                    crate::chain::notes::ClaimKind::New,
+                ));
                 self.owners
                     .map
                     .insert(key, (me.clone(), tool.map(str::to_owned)));
@@ -324,9 +355,12 @@ impl TaskFilter {
                 // fleet's claim, so that a task that runs longer than a
                 // claim's life stays its holder's on every replica (and
                 // one whose claim another holder took is withheld).
-                notes
-                    .task_claims
-                    .push(TaskSealer::claim(id, &me, ctx.server));
+                notes.task_claims.push(TaskSealer::claim(
+                    id,
+                    &me,
+                    ctx.server,
+                    crate::chain::notes::ClaimKind::Renew,
+                ));
                 tool.or(remembered.as_deref())
             }
             Seen::Mentioned if mine => tool.or(remembered.as_deref()),

@@ -753,3 +753,58 @@ fn an_old_handle_opens_no_task_the_server_gave_another() {
         Decision::Mutated(_)
     ));
 }
+
+/// A server that hands a second holder an id it handed the first (it
+/// restarted and reused its counter, or it hands one task to two) burns
+/// the id: the gateway cannot tell which task the id names now, so neither
+/// holder's handle opens it — the first holder's would otherwise reach the
+/// second's new task — and the reply that burnt it asks the fleet to burn
+/// it too.
+#[test]
+fn a_task_id_handed_to_a_second_holder_is_burnt_for_both() {
+    let fx = Fixture::new();
+    fx.create(&fx.alice, "7");
+    let alices = fx.token(&fx.alice, "7", "jira");
+    let get = |token: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tasks/get","params":{{"taskId":"{token}"}}}}"#
+        )
+    };
+    assert!(matches!(
+        fx.client_sends(&fx.alice, &get(&alices)),
+        Decision::Mutated(_)
+    ));
+    // The server hands "7" to Bob as new: refused, and burnt.
+    let raw = r#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"7","status":"working"}}}"#;
+    let env = crate::protocol::jsonrpc::single(raw);
+    let msg = Message::from_server(&env, raw.as_bytes(), Some("tools/call"), Some("t"));
+    let mut notes = Notes::default();
+    let d =
+        fx.f.on_response(&msg, &Exchange::new(&fx.bob, "jira"), &mut notes);
+    assert!(matches!(d, Decision::Reject(_)), "{d:?}");
+    assert_eq!(notes.task_burns.len(), 1);
+    assert_eq!(
+        notes.task_burns[0].kind,
+        crate::chain::notes::ClaimKind::Burn
+    );
+    assert!(notes.task_claims.is_empty());
+    // Neither holder's handle opens it now, for any task method.
+    let bobs = fx.token(&fx.bob, "7", "jira");
+    for (who, token) in [(&fx.alice, &alices), (&fx.bob, &bobs)] {
+        for method in ["tasks/get", "tasks/cancel", "tasks/result"] {
+            let raw = format!(
+                r#"{{"jsonrpc":"2.0","id":8,"method":"{method}","params":{{"taskId":"{token}"}}}}"#
+            );
+            let d = fx.client_sends(who, &raw);
+            assert!(refused_as_unknown(&d), "{method}: {d:?}");
+        }
+    }
+    // Handed out again, to either, it is no one's.
+    for who in [&fx.alice, &fx.bob] {
+        let raw = r#"{"jsonrpc":"2.0","id":2,"result":{"task":{"taskId":"7","status":"working"}}}"#;
+        let d = fx.reply(who, raw, raw, "tools/call", None);
+        assert!(matches!(d, Decision::Reject(_)), "{d:?}");
+    }
+    // Another id is unaffected.
+    fx.create(&fx.alice, "8");
+}

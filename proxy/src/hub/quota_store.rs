@@ -518,9 +518,21 @@ impl QuotaStore {
 /// Claims a task for a holder: KEYS[1] the task's key; ARGV the holder's
 /// digest and the lifetime in s. 1 when the task is (now) this holder's, 0
 /// when another holder claimed it first.
+/// ARGV: holder, lifetime, kind (`new`, `renew`, `burn`; see
+/// `ClaimKind`). A burnt claim holds `!burnt`, which no holder's digest
+/// (hex) equals: every later claim of the id is refused.
 const TASK_CLAIM: &str = r#"
+if ARGV[3] == 'burn' then
+  redis.call('SET', KEYS[1], '!burnt', 'EX', tonumber(ARGV[2]))
+  return 0
+end
 local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[1] then return 0 end
+if cur and cur ~= ARGV[1] then
+  if ARGV[3] == 'new' and cur ~= '!burnt' then
+    redis.call('SET', KEYS[1], '!burnt', 'EX', tonumber(ARGV[2]))
+  end
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 return 1
 "#;
@@ -532,12 +544,19 @@ const TASK_TTL_SECS: u64 = 86_400;
 
 impl QuotaStore {
     /// Claims the task `task` (a digest, see `TaskClaim`) for `holder`:
-    /// `Ok(false)` when another holder claimed it first.
-    pub async fn task_claim(&self, task: &str, holder: &str) -> Result<bool, String> {
+    /// `Ok(false)` when another holder claimed it first, or it was burnt
+    /// (a new claim against another holder's burns it; a burn always
+    /// answers `Ok(false)`).
+    pub async fn task_claim(
+        &self,
+        task: &str,
+        holder: &str,
+        kind: warden_filters::chain::notes::ClaimKind,
+    ) -> Result<bool, String> {
         let mut conn = self.conn_or_err().await?;
         let key = format!("{}task:{task}", self.cfg.prefix);
         let mut inv = self.task_script.key(&key);
-        inv.arg(holder).arg(TASK_TTL_SECS);
+        inv.arg(holder).arg(TASK_TTL_SECS).arg(kind.as_str());
         let res: Result<i64, _> = self.bounded(inv.invoke_async(&mut conn)).await;
         res.map(|n| n == 1).map_err(|e| format!("task claim: {e}"))
     }

@@ -392,6 +392,8 @@ pub(super) fn judge_message(
     {
         ctx.reply.task_claims.append(&mut notes.task_claims);
     }
+    // A reused task id is burnt fleet-wide whatever became of the reply.
+    ctx.reply.task_claims.append(&mut notes.task_burns);
     // A server→client request the client may now answer (and only then).
     if let (Kind::Request, Some(id), false) = (
         env.kind,

@@ -62,6 +62,7 @@ pub async fn share_flows(gw: &Gateway, ctx: &mut RequestCtx) -> pingora::Result<
 /// withholds it too. Without a store in the bundle, this replica's own
 /// memory of its tasks is all there is (`guards::tasks`).
 async fn claim_tasks(gw: &Gateway, ctx: &mut RequestCtx) -> pingora::Result<()> {
+    use warden_filters::chain::notes::ClaimKind;
     if ctx.reply.task_claims.is_empty() {
         return Ok(());
     }
@@ -72,11 +73,15 @@ async fn claim_tasks(gw: &Gateway, ctx: &mut RequestCtx) -> pingora::Result<()> 
     let Some(store) = ctx.rt.quota_store.clone() else {
         return ReplyRefusal::TaskUnrecorded.raise(ctx.server_name(), "no shared store");
     };
+    // Burns first: a reply that burns an id hands out nothing under it.
+    let mut claims = claims;
+    claims.sort_by_key(|c| c.kind != ClaimKind::Burn);
     for c in &claims {
-        match store.task_claim(&c.task, &c.holder).await {
+        match store.task_claim(&c.task, &c.holder, c.kind).await {
+            Ok(_) if c.kind == ClaimKind::Burn => {}
             Ok(true) => {}
             Ok(false) => {
-                gw.shared.task_owners.forget(c);
+                gw.shared.task_owners.burn(c);
                 tracing::warn!("a server handed out another holder's task; the reply is withheld");
                 return ReplyRefusal::TaskNotOwned.raise(ctx.server_name(), "claimed by another");
             }
