@@ -122,6 +122,9 @@ pub struct Snapshot {
     pub tenant_dlp: Vec<(String, Arc<crate::guards::dlp::DlpFilter>)>,
     /// Seals the handles relayed to one client (cursors, event ids).
     pub handle_sealer: Arc<crate::guards::handles::HandleSealer>,
+    /// Seals and opens task ids (the task filter's), for the fleet's check
+    /// of a task request before the chain runs.
+    pub task_sealer: Arc<crate::guards::tasks::TaskSealer>,
     /// Which tenant layers apply to a call (owners of servers, layers'
     /// revisions), for the audit record.
     pub tenants: Arc<crate::guards::tenants::Scope>,
@@ -443,7 +446,7 @@ impl Snapshot {
             None => shared.task_sealer.clone(),
         };
         filters.push(Arc::new(crate::guards::tasks::TaskFilter::new(
-            task_sealer,
+            task_sealer.clone(),
             shared.task_owners.clone(),
         )));
         // After task binding, so a paused tool's tasks are paused too.
@@ -702,6 +705,7 @@ impl Snapshot {
             policy,
             redactor,
             handle_sealer,
+            task_sealer,
             dlp,
             tenant_dlp,
             tenants: scope,

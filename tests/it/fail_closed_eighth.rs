@@ -253,10 +253,25 @@ async fn a_task_handed_to_one_principal_reaches_no_other_on_any_replica() {
     );
     assert_eq!(v["error"]["code"], -31003, "{v}");
     assert_eq!(redis.cli(&["GET", &key]).trim(), "!burnt");
-    for (gw, which) in [(&b, "another replica"), (&a, "the same replica")] {
+    // The replica that sealed it (a) has not heard of the burn: the store
+    // tells it before the request goes on, so neither a `tasks/get` nor a
+    // `tasks/cancel` of the burnt id reaches the server.
+    let cancel = json!({"jsonrpc":"2.0","id":3,"method":"tasks/cancel","params":{"taskId":token}})
+        .to_string();
+    for (gw, which) in [(&a, "the same replica"), (&b, "another replica")] {
+        h.reset();
+        let v = send(gw, DEV, cancel.clone(), &status).await;
+        assert!(
+            h.received().is_empty(),
+            "{which}: a burnt task's cancel reached the server: {v}"
+        );
         let v = ask(gw).await;
         assert!(!v.to_string().contains("working"), "{which}: {v}");
         assert!(v["error"].is_object(), "{which}: {v}");
+        assert!(
+            h.received().is_empty(),
+            "{which}: a burnt task's request reached the server"
+        );
         for who in [DEV, OPS] {
             let v = send(gw, who, call.clone(), &handle).await;
             assert!(!v.to_string().contains("wt1."), "{which}: {v}");
