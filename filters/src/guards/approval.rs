@@ -33,6 +33,10 @@ use crate::protocol::jsonrpc::Kind;
 
 pub use crate::chain::notes::ApprovalNeed;
 
+/// Where a call may carry answers to a server's input requests.
+static INPUT_RESPONSES: crate::chain::filter::Word =
+    crate::chain::filter::Word::new("inputResponses");
+
 /// The binding of a call: a digest of length-prefixed parts, so no two
 /// tuples spell the same.
 pub fn binding(
@@ -254,6 +258,31 @@ impl McpFilter for ApprovalFilter {
             },
             None => "{}".to_owned(),
         };
+        // A retry that answers the server's input requests
+        // (`inputResponses`, 2026-07-28) is another call: the server acts
+        // on the answers as on the arguments. Approvers see them, and an
+        // approval of the call without them does not release it.
+        let answers = if msg.may_hold(&INPUT_RESPONSES) {
+            msg.value()
+                .and_then(|v| v.get("params"))
+                .and_then(|p| p.get("inputResponses"))
+                .filter(|a| !a.is_null())
+        } else {
+            None
+        };
+        let arguments = match answers.map(|a| canonical_text(&a.to_string())) {
+            None => arguments,
+            Some(Some(a)) => format!("{{\"arguments\":{arguments},\"inputResponses\":{a}}}"),
+            Some(None) => {
+                return Decision::Reject(crate::chain::filter::Denial::error(
+                    crate::protocol::error::JsonRpcError::new(
+                        crate::protocol::error::codes::INVALID_PARAMS,
+                        "The input answers of a call that needs approval could not be read",
+                    ),
+                    "approval_arguments_unreadable",
+                ))
+            }
+        };
         let args_digest = crate::chain::plan::args_digest(&arguments);
         let holder = holder_of(ex);
         // A tenant whose own tier at this risk asks for approvers (its
@@ -402,6 +431,39 @@ mod tests {
         // A low-risk tool needs nothing.
         let low = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
         assert_eq!(need(&f, &alice, low), None);
+        // Answers to the server's input requests make another call, and
+        // approvers see them beside the arguments.
+        let answered = |answers: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"deploy","arguments":{{"env":"prod","n":1}},"requestState":"wm1.x","inputResponses":{answers}}}}}"#
+            )
+        };
+        let g = need(
+            &f,
+            &alice,
+            &answered(r#"{"confirm":{"action":"accept","content":{"amount":50000}}}"#),
+        )
+        .expect("critical");
+        assert_ne!(a.binding, g.binding);
+        assert!(g.arguments.contains("50000"), "{}", g.arguments);
+        assert!(g
+            .arguments
+            .starts_with(r#"{"arguments":{"env":"prod","n":1},"inputResponses":"#));
+        let h = need(
+            &f,
+            &alice,
+            &answered(r#"{"confirm":{"action":"accept","content":{"amount":5}}}"#),
+        )
+        .expect("critical");
+        assert_ne!(g.binding, h.binding);
+        // The same answers in another order or spacing: the same call.
+        let i = need(
+            &f,
+            &alice,
+            &answered(r#"{ "confirm" : {"content":{"amount":50000},"action":"accept"}}"#),
+        )
+        .expect("critical");
+        assert_eq!(g.binding, i.binding);
         // Another case of a known name keeps its risk.
         let upper = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"DEPLOY"}}"#;
         assert_eq!(need(&f, &alice, upper).map(|n| n.approvers), Some(2));
