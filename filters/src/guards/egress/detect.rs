@@ -259,6 +259,42 @@ pub(super) fn bare_forbidden_all(s: &str) -> Vec<&str> {
     out
 }
 
+/// Whether `s`, taken whole, is a forbidden address as a server that
+/// dials a `host` argument reads it (`{"host": "169.254.169.254", "port":
+/// 80}`): a dotted quad, an IPv6 address (bracketed or not), or a
+/// forbidden name with a dot in it or of the `localhost` family
+/// (`db.internal`, `metadata.google.internal`, `localhost`) — with nothing
+/// around it but white space. An address inside prose stays prose (see
+/// [`forbidden_token`]). Left alone, because other values look like them:
+/// short forms (`0.5`, `1.2.3` are version numbers, though WHATWG reads
+/// them as addresses) and single words (`metadata`, `local`).
+pub(super) fn whole_forbidden(s: &str) -> bool {
+    let v = s.trim_matches(|c: char| c.is_whitespace());
+    let v = v.strip_suffix('.').unwrap_or(v);
+    if v.is_empty() || v.len() > 253 {
+        return false;
+    }
+    if let Ok(ip) = v.parse::<std::net::Ipv4Addr>() {
+        return ssrf_rule_v4(ip).is_some();
+    }
+    let inner = v
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(v);
+    if inner.contains(':') {
+        // A zone (`fe80::1%eth0`) is the same address to a dialler.
+        let addr = inner.split('%').next().unwrap_or(inner);
+        return addr
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ssrf_rule_v6(ip).is_some());
+    }
+    let name = v.to_ascii_lowercase();
+    name.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && (name.contains('.') || name.starts_with("localhost") || name.starts_with("ip6-"))
+        && ssrf_name(&name).is_some()
+}
+
 /// Whether `token` (or what follows a `scheme:` or `label:` in it) is a
 /// forbidden address a client dials; the part that is.
 fn forbidden_token(token: &str) -> Option<&str> {

@@ -1362,3 +1362,67 @@ fn windows_device_paths_are_judged() {
     assert!(!starts_as_url("?/a/b"));
     assert!(!starts_as_url("/?/x"));
 }
+
+/// A value that is nothing but a forbidden address — a `host` argument
+/// beside a `port` — is judged as the place a server dials, in any
+/// argument and with no declaration; values that only look like one
+/// (versions, short forms, single words, public addresses, prose) pass.
+#[test]
+fn a_value_that_is_only_a_forbidden_address_is_judged() {
+    let f = filter(true);
+    for host in [
+        "169.254.169.254",
+        "127.0.0.1",
+        " 10.0.0.5 ",
+        "192.168.1.10.",
+        "0.0.0.0",
+        "::1",
+        "[::1]",
+        "fd00::5",
+        "fe80::1%eth0",
+        "::ffff:127.0.0.1",
+        "::",
+        "localhost",
+        "LOCALHOST",
+        "db.internal",
+        "redis.default.svc",
+        "metadata.google.internal",
+        "printer.local",
+    ] {
+        for args in [
+            serde_json::json!({"host": host, "port": 80}),
+            serde_json::json!({"opts": {"servers": [host]}}),
+        ] {
+            assert_eq!(
+                denial(call(&f, args.clone())).code,
+                codes::EGRESS_DENIED,
+                "{args}"
+            );
+        }
+        assert!(whole_forbidden(host), "{host:?}");
+    }
+    for value in [
+        "0.5",
+        "1.2.3",
+        "0.1.2",
+        "1.2.3.4",
+        "8.8.8.8",
+        "2001:db8::1",
+        "metadata",
+        "local",
+        "home",
+        "example.com",
+        "v10.0.0.5",
+        "the host is 10.0.0.5",
+        "10.0.0.5/24 is the subnet",
+        "a::b::c",
+    ] {
+        assert!(!whole_forbidden(value), "{value:?}");
+    }
+    for args in [
+        serde_json::json!({"version": "0.1.2", "scope": "local", "kind": "metadata"}),
+        serde_json::json!({"dns": "8.8.8.8", "site": "example.com"}),
+    ] {
+        assert!(matches!(call(&f, args.clone()), Decision::Pass), "{args}");
+    }
+}

@@ -3,7 +3,7 @@
 
 use serde_json::Value as Json;
 
-use super::detect::{bare_forbidden_all, dropped, starts_as_url, url_like};
+use super::detect::{bare_forbidden_all, dropped, starts_as_url, url_like, whole_forbidden};
 
 /// One value to judge.
 pub(super) struct Found<'a> {
@@ -71,6 +71,11 @@ fn judge_text<'a>(value: &'a str, argument: Option<&str>, out: &mut Vec<Found<'a
     }
     for addr in bare_forbidden_all(value) {
         push(addr.into(), true, out);
+    }
+    // A value that is nothing but a forbidden address (a `host`
+    // argument): a server dials it with a port it takes elsewhere.
+    if whole_forbidden(value) {
+        push(value.trim().into(), true, out);
     }
     if memchr::memchr3(b'\t', b'\n', b'\r', value.as_bytes()).is_some() {
         let joined: String = value.chars().filter(|c| !dropped(*c)).collect();
