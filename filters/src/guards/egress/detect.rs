@@ -288,10 +288,14 @@ pub(super) fn whole_forbidden(s: &str) -> bool {
             .parse::<std::net::Ipv6Addr>()
             .is_ok_and(|ip| ssrf_rule_v6(ip).is_some());
     }
-    let name = v.to_ascii_lowercase();
-    name.bytes()
+    if !v
+        .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        && (name.contains('.') || name.starts_with("localhost") || name.starts_with("ip6-"))
+    {
+        return false;
+    }
+    let name = v.to_ascii_lowercase();
+    (name.contains('.') || name.starts_with("localhost") || name.starts_with("ip6-"))
         && ssrf_name(&name).is_some()
 }
 
