@@ -14,8 +14,9 @@
 //! client echoes it byte for byte (the revision requires that); the gateway
 //! opens it and forwards the server's own state, or none.
 //!
-//! Every request method but the task methods (`tasks/…`, whose
-//! `requestState` is the task's own, see `tasks_input`) is bound so: a
+//! Every request method but those that name a task (`tasks/get`,
+//! `tasks/update`, `tasks/cancel`, `tasks/result`, whose `requestState` is
+//! the task's own, see `tasks_input`) is bound so: a
 //! state the server hands out on a `tools/list` is as replayable as one on
 //! a call, and a retry of any method carries none the gateway did not seal.
 //!
@@ -48,10 +49,11 @@ const AAD: &[u8] = b"warden input state v1";
 /// How long a client has to answer a server's input requests.
 pub const STATE_TTL: Duration = Duration::from_secs(15 * 60);
 
-/// Whether a request of `method` is bound here: every method but the
-/// task methods, whose `requestState` is the task's own (`tasks_input`).
+/// Whether a request of `method` is bound here: every method but those
+/// that name a task (`tasks/get`, `tasks/update`, `tasks/cancel`,
+/// `tasks/result`), whose `requestState` is the task's own (`tasks_input`).
 fn bound(method: &str) -> bool {
-    !method.starts_with("tasks/")
+    !crate::guards::tasks::names_task(method)
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]

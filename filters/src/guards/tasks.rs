@@ -289,6 +289,19 @@ impl TaskFilter {
         TaskFilter { sealer, owners }
     }
 
+    /// `token` opened for `holder` on `server`, unless this replica knows
+    /// the server's id as another holder's task or as burnt: wherever a
+    /// client's handle is opened (a task request, a `taskId` in any
+    /// request, related-task metadata), a burnt id opens nothing.
+    fn opens(&self, token: &str, holder: &str, server: &str) -> Option<Opened> {
+        let opened = self.sealer.open(token, holder, server)?;
+        let key = (server.to_owned(), opened.task.clone());
+        match self.owners.map.get(&key) {
+            Some((o, _)) if o != holder => None,
+            _ => Some(opened),
+        }
+    }
+
     /// Seals the server's id at `v` for this principal, when it is this
     /// principal's task (see [`Seen`]); `Err` when it is not. `tool` is the
     /// creating tool when the message tells it; otherwise this replica's
@@ -482,7 +495,7 @@ impl TaskFilter {
             let Some(x) = v.get_mut(part) else { continue };
             changed |= input::seal_keys(
                 x,
-                &mut |t| self.sealer.open(t, &me, ctx.server).map(|o| o.task),
+                &mut |t| self.opens(t, &me, ctx.server).map(|o| o.task),
                 &mut |task, key| {
                     let b = input::Binding::of(task, &me, ctx);
                     self.sealer.input.seal(key, &b, ctx.now)
@@ -527,7 +540,7 @@ impl TaskFilter {
             return Decision::Pass;
         };
         let me = holder(ctx);
-        let mut open = |t: &str| self.sealer.open(t, &me, ctx.server).map(|o| o.task);
+        let mut open = |t: &str| self.opens(t, &me, ctx.server).map(|o| o.task);
         let walk = if env.is_error {
             task_ids(part, &mut open)
         } else {
@@ -676,7 +689,7 @@ impl McpFilter for TaskFilter {
         let opened = env
             .task_id
             .as_deref()
-            .and_then(|t| self.sealer.open(t, &me, ctx.server));
+            .and_then(|t| self.opens(t, &me, ctx.server));
         // Exactly what a server says about a task it does not know.
         let ack = modern && matches!(method, "tasks/update" | "tasks/cancel");
         let Some(opened) = opened else {
@@ -712,7 +725,7 @@ impl McpFilter for TaskFilter {
                 *t = Json::String(opened.task);
             }
             // Related-task metadata beside it opens for this caller too.
-            let mut open = |t: &str| self.sealer.open(t, &me, ctx.server).map(|o| o.task);
+            let mut open = |t: &str| self.opens(t, &me, ctx.server).map(|o| o.task);
             if related(p, &mut open).removed {
                 return task_unknown(ack);
             }

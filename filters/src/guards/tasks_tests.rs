@@ -799,6 +799,19 @@ fn a_task_id_handed_to_a_second_holder_is_burnt_for_both() {
             assert!(refused_as_unknown(&d), "{method}: {d:?}");
         }
     }
+    // Nor anywhere else a client's request carries it: `params.taskId`
+    // on another method, related-task metadata.
+    for raw in [
+        format!(
+            r#"{{"jsonrpc":"2.0","id":9,"method":"tasks/list","params":{{"taskId":"{alices}"}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{{"name":"t","arguments":{{}},"_meta":{{"io.modelcontextprotocol/related-task":{{"taskId":"{alices}"}}}}}}}}"#
+        ),
+    ] {
+        let d = fx.client_sends(&fx.alice, &raw);
+        assert!(refused_as_unknown(&d), "{raw}: {d:?}");
+    }
     // Handed out again, to either, it is no one's.
     for who in [&fx.alice, &fx.bob] {
         let raw = r#"{"jsonrpc":"2.0","id":2,"result":{"task":{"taskId":"7","status":"working"}}}"#;

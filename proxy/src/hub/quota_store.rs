@@ -520,15 +520,21 @@ impl QuotaStore {
 /// when another holder claimed it first.
 /// ARGV: holder, lifetime, kind (`new`, `renew`, `burn`; see
 /// `ClaimKind`). A burnt claim holds `!burnt`, which no holder's digest
-/// (hex) equals: every later claim of the id is refused.
+/// (hex) equals: every later claim of the id is refused, and each one
+/// keeps the burn for another lifetime (a handle that keeps being tried
+/// never outlives it).
 const TASK_CLAIM: &str = r#"
 if ARGV[3] == 'burn' then
   redis.call('SET', KEYS[1], '!burnt', 'EX', tonumber(ARGV[2]))
   return 0
 end
 local cur = redis.call('GET', KEYS[1])
+if cur == '!burnt' then
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+  return 0
+end
 if cur and cur ~= ARGV[1] then
-  if ARGV[3] == 'new' and cur ~= '!burnt' then
+  if ARGV[3] == 'new' then
     redis.call('SET', KEYS[1], '!burnt', 'EX', tonumber(ARGV[2]))
   end
   return 0

@@ -226,8 +226,9 @@ pub async fn judge(
 
 /// The fleet's word on the tasks a request names, before anything of it
 /// reaches the server: with a shared store, each task request
-/// (`tasks/get`, `tasks/update`, `tasks/cancel`, `tasks/result`) whose
-/// handle opens for this caller renews its holder's claim there. A claim
+/// (`tasks/get`, `tasks/update`, `tasks/cancel`, `tasks/result`, and any
+/// other carrying `params.taskId`) whose handle opens for this caller
+/// renews its holder's claim there. A claim
 /// another holder took, or a burnt id (see `ClaimKind::Burn`), burns the
 /// task in this replica's memory, and the task filter then answers the
 /// request as one about an unknown task — a `tasks/cancel` through a
@@ -242,14 +243,14 @@ async fn fleet_tasks(
     parsed: &Parsed,
 ) -> Result<(), Refusal> {
     use warden_filters::chain::notes::ClaimKind;
-    use warden_filters::guards::tasks::{holder, names_task, TaskSealer};
+    use warden_filters::guards::tasks::{holder, TaskSealer};
     if rt.snap.config.redis.is_none() {
         return Ok(());
     }
+    // `params.taskId` on any request: the task filter opens it on every
+    // method (a server may read it on `tasks/list` or a vendor's method).
     let named = |env: &&warden_filters::Envelope| {
-        env.kind == warden_filters::Kind::Request
-            && env.method.as_deref().is_some_and(names_task)
-            && env.task_id.is_some()
+        env.kind == warden_filters::Kind::Request && env.task_id.is_some()
     };
     let envs: Vec<&warden_filters::Envelope> = match parsed {
         Parsed::Single(env) => vec![env],

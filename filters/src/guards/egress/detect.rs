@@ -73,20 +73,23 @@ pub(super) fn starts_as_url(s: &str) -> bool {
         Some(scheme) if SPECIAL.contains(&scheme) => true,
         // `C:\dir`, `C:/dir`: a drive path.
         Some(scheme) => l.slashes > 0 && !(scheme.len() == 1 && l.slashes == 1),
-        None => l.slashes >= 2 && (l.host_like || device_path(s)),
+        None => (l.slashes >= 2 && l.host_like) || device_path(s),
     }
 }
 
-/// A Windows device path, `\\?\…` or `\\.\…` with either slash
-/// (`\\?\UNC\10.0.0.5\share` opens `\\10.0.0.5\share` over SMB): a
-/// place a client opens, never prose, though no host follows its slashes.
-fn device_path(s: &str) -> bool {
+/// A Windows path to a network share through a device namespace —
+/// `\\?\UNC\host\share`, `\\.\UNC\…`, `\??\UNC\…`, either slash, any
+/// case — which opens `\\host\share` over SMB: a place a client opens,
+/// never prose, though no host follows its first slashes. Local device
+/// paths (`\\?\C:\dir`, `\\.\pipe\x`) are not.
+pub(super) fn device_path(s: &str) -> bool {
     let t = s.trim_start_matches(|c: char| c <= ' ').as_bytes();
-    t.len() >= 4
-        && matches!(t[0], b'/' | b'\\')
-        && matches!(t[1], b'/' | b'\\')
-        && matches!(t[2], b'?' | b'.')
-        && matches!(t[3], b'/' | b'\\')
+    let slash = |c: u8| matches!(c, b'/' | b'\\');
+    let prefix = t.len() >= 4
+        && slash(t[0])
+        && ((slash(t[1]) && matches!(t[2], b'?' | b'.')) || (t[1] == b'?' && t[2] == b'?'))
+        && slash(t[3]);
+    prefix && t.len() >= 8 && t[4..7].eq_ignore_ascii_case(b"UNC") && slash(t[7])
 }
 
 /// Where a URL may start inside `s`: before each `scheme:` followed by `/`
@@ -261,21 +264,40 @@ pub(super) fn bare_forbidden_all(s: &str) -> Vec<&str> {
 
 /// Whether `s`, taken whole, is a forbidden address as a server that
 /// dials a `host` argument reads it (`{"host": "169.254.169.254", "port":
-/// 80}`): a dotted quad, an IPv6 address (bracketed or not), or a
-/// forbidden name with a dot in it or of the `localhost` family
-/// (`db.internal`, `metadata.google.internal`, `localhost`) — with nothing
-/// around it but white space. An address inside prose stays prose (see
+/// 80}`): the value read as a host the way a WHATWG parser and `inet_aton`
+/// read one (`127.0.0.01`, `0177.0.0.1`, `0x7f000001`, full-width digits,
+/// an IPv6 address bracketed or not) or a forbidden name (`localhost`,
+/// `db.internal`, `metadata.google.internal`) — with nothing around it but
+/// white space. An address inside prose stays prose (see
 /// [`forbidden_token`]). Left alone, because other values look like them:
-/// short forms (`0.5`, `1.2.3` are version numbers, though WHATWG reads
-/// them as addresses) and single words (`metadata`, `local`).
+/// decimal numbers of up to three parts (`2130706433`, `0.5`, `1.2.3`:
+/// ids and versions, though WHATWG reads them as addresses), single words
+/// (`metadata`, `local`) and names under a suffix that also ends words
+/// (`user.home`, `.env.private`: see `WORDLIKE_SUFFIXES`).
 pub(super) fn whole_forbidden(s: &str) -> bool {
     let v = s.trim_matches(|c: char| c.is_whitespace());
-    let v = v.strip_suffix('.').unwrap_or(v);
-    if v.is_empty() || v.len() > 253 {
+    // A leading dot names a file (`.env.local`), never a host.
+    if v.is_empty()
+        || v.len() > 253
+        || v.starts_with('.')
+        || v.contains(|c: char| c.is_whitespace() || matches!(c, '/' | '\\' | '@' | '?' | '#'))
+    {
         return false;
     }
-    if let Ok(ip) = v.parse::<std::net::Ipv4Addr>() {
-        return ssrf_rule_v4(ip).is_some();
+    let b = v.as_bytes();
+    // Ids, counts and versions: digits in up to three dot-separated parts.
+    if b.split(|&c| c == b'.').count() <= 3
+        && b.split(|&c| c == b'.')
+            .all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
+    {
+        return false;
+    }
+    // What could be an address at all: a dot, a colon, a hex form, or a
+    // character IDNA maps (full-width digits and dots).
+    let hexish = b.len() > 2 && b[..2].eq_ignore_ascii_case(b"0x");
+    let named = v.eq_ignore_ascii_case("localhost") || v.to_ascii_lowercase().starts_with("ip6-");
+    if !(v.contains(['.', ':']) || hexish || named || !v.is_ascii()) {
+        return false;
     }
     let inner = v
         .strip_prefix('[')
@@ -288,15 +310,20 @@ pub(super) fn whole_forbidden(s: &str) -> bool {
             .parse::<std::net::Ipv6Addr>()
             .is_ok_and(|ip| ssrf_rule_v6(ip).is_some());
     }
-    if !v
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-    {
+    let Ok(url) = url::Url::parse(&format!("http://{v}/")) else {
         return false;
+    };
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ssrf_rule_v4(ip).is_some(),
+        Some(url::Host::Ipv6(ip)) => ssrf_rule_v6(ip).is_some(),
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.');
+            (d.contains('.') || named)
+                && !WORDLIKE_SUFFIXES.iter().any(|w| d.ends_with(w))
+                && ssrf_name(d).is_some()
+        }
+        None => false,
     }
-    let name = v.to_ascii_lowercase();
-    (name.contains('.') || name.starts_with("localhost") || name.starts_with("ip6-"))
-        && ssrf_name(&name).is_some()
 }
 
 /// Whether `token` (or what follows a `scheme:` or `label:` in it) is a

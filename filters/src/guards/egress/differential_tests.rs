@@ -1293,6 +1293,13 @@ fn urls_after_white_space_in_a_url_are_ambiguous() {
         "https://api.example.com/\u{2003}gopher://127.0.0.1:6379/_x",
         "https://api.example.com/ see xhttp://169.254.169.254/",
         "//api.example.com/ http://10.0.0.5/",
+        // A second address without a scheme, or without slashes.
+        "https://api.example.com/ 169.254.169.254",
+        "https://api.example.com/ evil.example:8080/x",
+        "https://api.example.com/ http:10.0.0.5:2375/",
+        "https://api.example.com/\n10.0.0.5:2375/",
+        "https://api.example.com/ 0x7f000001",
+        "https://api.example.com/ (localhost:6379)",
     ] {
         assert_eq!(check(v, &example), Err(AMBIGUOUS), "{v:?}");
         assert_eq!(check_uri(v, &example, true), Err(AMBIGUOUS), "{v:?}");
@@ -1307,7 +1314,7 @@ fn urls_after_white_space_in_a_url_are_ambiguous() {
         "https://api.example.com/ now",
         "https://api.example.com/a b c",
         "  https://api.example.com/path  ",
-        "https://api.example.com/ mailto:someone@example.org",
+        "https://api.example.com/ see below.",
     ] {
         assert_eq!(check(v, &example), Ok(()), "{v:?}");
         assert_eq!(check_found(v, &example, true), Ok(()), "{v:?}");
@@ -1344,7 +1351,8 @@ fn windows_device_paths_are_judged() {
         "\\\\.\\UNC\\10.0.0.5\\c$\\x",
         "//?/UNC/10.0.0.5/c$/x",
         "\\\\?\\UNC\\api.example.com\\share",
-        " \\/?\\UNC\\169.254.169.254\\x",
+        " \\/?\\unc\\169.254.169.254\\x",
+        "\\??\\UNC\\10.0.0.5\\share",
     ] {
         assert!(starts_as_url(v), "{v:?}");
         assert!(check(v, &[]).is_err(), "{v:?}");
@@ -1358,9 +1366,17 @@ fn windows_device_paths_are_judged() {
         serde_json::json!({"path": "\\\\?\\UNC\\10.0.0.5\\c$\\x"}),
     ));
     assert_eq!(d.code, codes::EGRESS_DENIED);
-    // A relative path or prose with a question mark is no device path.
+    // A relative path or prose with a question mark is no device path,
+    // nor is a local device path (a drive, a named pipe).
     assert!(!starts_as_url("?/a/b"));
     assert!(!starts_as_url("/?/x"));
+    for local in ["\\\\?\\C:\\proj\\main.rs", "\\??\\C:\\x"] {
+        assert!(!device_path(local), "{local:?}");
+        assert!(
+            matches!(call(&f, serde_json::json!({"path": local})), Decision::Pass),
+            "{local:?}"
+        );
+    }
 }
 
 /// A value that is nothing but a forbidden address — a `host` argument
@@ -1388,6 +1404,13 @@ fn a_value_that_is_only_a_forbidden_address_is_judged() {
         "redis.default.svc",
         "metadata.google.internal",
         "printer.local",
+        // As a WHATWG parser and inet_aton read them.
+        "127.0.0.01",
+        "0177.0.0.1",
+        "0x7f.0.0.1",
+        "0x7f000001",
+        "\u{ff11}\u{ff12}\u{ff17}.\u{ff10}.\u{ff10}.\u{ff11}",
+        "127.0.0.1.",
     ] {
         for args in [
             serde_json::json!({"host": host, "port": 80}),
@@ -1416,6 +1439,14 @@ fn a_value_that_is_only_a_forbidden_address_is_judged() {
         "the host is 10.0.0.5",
         "10.0.0.5/24 is the subnet",
         "a::b::c",
+        "2130706433",
+        "127.1.1",
+        ".env.local",
+        "user.home",
+        "java.home",
+        "notes.private",
+        "README.md",
+        "eu-west-1",
     ] {
         assert!(!whole_forbidden(value), "{value:?}");
     }

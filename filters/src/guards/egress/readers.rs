@@ -6,7 +6,7 @@
 use warden_config::guards::HostPattern;
 
 use super::address::{judge, single_label, Dest};
-use super::detect::{dialled, dropped, embedded, lead, starts_as_url, Lead, SPECIAL};
+use super::detect::{device_path, dialled, dropped, embedded, lead, starts_as_url, Lead, SPECIAL};
 
 /// The rule for a URL that clients could read with different hosts.
 pub const AMBIGUOUS: &str = "egress_ambiguous_url";
@@ -93,10 +93,25 @@ pub fn check(value: &str, allow: &[&HostPattern]) -> Result<(), &'static str> {
 /// dials both. Refused as ambiguous, whatever the first URL's verdict.
 fn no_urls_after(value: &str) -> Result<(), &'static str> {
     let v = value.trim_matches(trimmed);
-    match v.find(trimmed) {
-        Some(gap) if !embedded(&v[gap..]).is_empty() => Err(AMBIGUOUS),
-        _ => Ok(()),
+    let Some(gap) = v.find(trimmed) else {
+        return Ok(());
+    };
+    // Any word after the gap that a tool could dial: a URL (with or
+    // without slashes, `http:10.0.0.5/`), or a host (`169.254.169.254`,
+    // `evil.example:8080/x`: a dot or a colon in it). Words of prose
+    // (`now`, `see below`) are none.
+    let dialable = |w: &str| {
+        let w =
+            w.trim_matches(|c: char| matches!(c, '"' | '\'' | '(' | ')' | '<' | '>' | ',' | ';'));
+        !w.is_empty()
+            && (w.contains([':', '\\'])
+                || w.trim_end_matches('.').contains('.')
+                || w.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x")))
+    };
+    if !embedded(&v[gap..]).is_empty() || v[gap..].split(trimmed).any(dialable) {
+        return Err(AMBIGUOUS);
     }
+    Ok(())
 }
 
 /// [`check`]; `web`: the value is dialled as written (http(s), ws(s), a
@@ -148,7 +163,7 @@ pub fn check_uri(value: &str, allow: &[&HostPattern], files: bool) -> Result<(),
     let v = value.trim_matches(trimmed);
     let l = lead(v);
     let remote = remote_file(&l, v);
-    if !dialled(&l, files) && !remote {
+    if !dialled(&l, files) && !remote && !device_path(v) {
         return Ok(());
     }
     match l.scheme.as_deref() {
@@ -186,7 +201,8 @@ pub(super) fn check_found(
     allow: &[&HostPattern],
     files: bool,
 ) -> Result<(), &'static str> {
-    if starts_as_url(s) && (dialled(&lead(s), files) || remote_file(&lead(s), s)) {
+    if starts_as_url(s) && (dialled(&lead(s), files) || remote_file(&lead(s), s) || device_path(s))
+    {
         return check_uri(s, allow, files);
     }
     // A resource identifier, or prose: the network URLs in it, if any.

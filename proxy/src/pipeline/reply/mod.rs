@@ -79,6 +79,11 @@ async fn claim_tasks(gw: &Gateway, ctx: &mut RequestCtx) -> pingora::Result<()> 
     for c in &claims {
         match store.task_claim(&c.task, &c.holder, c.kind).await {
             Ok(_) if c.kind == ClaimKind::Burn => {}
+            // A burn the store did not take: this reply is refused anyway
+            // (it burnt the id), and the rest of its claims are still made.
+            Err(e) if c.kind == ClaimKind::Burn => {
+                tracing::error!(error = %e, "a reused task id was not burnt in the fleet's store");
+            }
             Ok(true) => {}
             Ok(false) => {
                 gw.shared.task_owners.burn(c);
