@@ -210,6 +210,15 @@ impl Word {
 
 static UNICODE_ESCAPE: Word = Word::new("\\u");
 
+/// Whether `b` holds `"uri"` in any ASCII case: each quote (found by
+/// `memchr`, a few dozen in a kilobyte of JSON) is looked past.
+fn quoted_uri_any_case(b: &[u8]) -> bool {
+    memchr::memchr_iter(b'"', b).any(|i| {
+        b.get(i + 1..i + 5)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"uri\""))
+    })
+}
+
 /// Whether JSON text `bytes` holds a member name written with an escape
 /// that writes a control character (`\b \f \n \r \t`): readers that drop
 /// invisible characters drop it from the name (`"uri\t"` read as `uri`).
@@ -350,14 +359,7 @@ impl<'a> Message<'a> {
     /// or a byte a decoder drops or folds (`urı`). Nothing else can name a
     /// resource.
     pub fn may_name_uri(&self) -> bool {
-        static URI_MEMBER: std::sync::LazyLock<aho_corasick::AhoCorasick> =
-            std::sync::LazyLock::new(|| {
-                aho_corasick::AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .build(["\"uri\""])
-                    .expect("one literal pattern")
-            });
-        self.unplain() || self.names_escaped() || URI_MEMBER.is_match(self.bytes)
+        self.unplain() || self.names_escaped() || quoted_uri_any_case(self.bytes)
     }
 
     /// Whether a member name may be written with an escape that changes
