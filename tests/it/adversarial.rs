@@ -1100,6 +1100,16 @@ async fn tasks_belong_to_the_principal_that_created_them() {
         "{text}"
     );
 
+    // The creator's poll answered with another task's id: withheld.
+    h.script([Reply::json(
+        &json!({"jsonrpc":"2.0","id":14,"result":{"taskId":"task-other","status":"completed"}})
+            .to_string(),
+    )]);
+    let body =
+        json!({"jsonrpc":"2.0","id":14,"method":"tasks/get","params":{"taskId":token}}).to_string();
+    let (_, _, text) = send(DEV, body, modern("tasks/get", token.clone())).await;
+    assert!(text.contains("-31003") && !text.contains("wt1."), "{text}");
+
     // A server naming the developer's task to the operator: a handle it
     // hands out again, a status notification on his stream, a related-task
     // id; none becomes a token he holds.
@@ -1126,15 +1136,22 @@ async fn tasks_belong_to_the_principal_that_created_them() {
         !text.contains("wt1.") && !text.contains("task-42"),
         "{text}"
     );
-    // The creator's poll answered with another task's id: withheld.
-    h.script([Reply::json(
-        &json!({"jsonrpc":"2.0","id":14,"result":{"taskId":"task-other","status":"completed"}})
-            .to_string(),
-    )]);
+    // Handed to the operator as a new task, the id was burnt: the server
+    // reused it or hands one task to two, and which task it names now
+    // cannot be told. The developer's handle opens nothing any more, and
+    // his poll never reaches the server.
+    h.reset();
     let body =
-        json!({"jsonrpc":"2.0","id":14,"method":"tasks/get","params":{"taskId":token}}).to_string();
+        json!({"jsonrpc":"2.0","id":15,"method":"tasks/get","params":{"taskId":token}}).to_string();
     let (_, _, text) = send(DEV, body, modern("tasks/get", token.clone())).await;
-    assert!(text.contains("-31003") && !text.contains("wt1."), "{text}");
+    assert!(
+        text.contains("-32602") && !text.contains("task-42"),
+        "{text}"
+    );
+    assert!(
+        h.received().is_empty(),
+        "a burnt task's poll reached the server"
+    );
 
     // 2025-11-25 shape: `result.task.taskId`, sealed the same way.
     h.script([Reply::json(

@@ -438,31 +438,17 @@ mod tests {
                 r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"deploy","arguments":{{"env":"prod","n":1}},"requestState":"wm1.x","inputResponses":{answers}}}}}"#
             )
         };
-        let g = need(
-            &f,
-            &alice,
-            &answered(r#"{"confirm":{"action":"accept","content":{"amount":50000}}}"#),
-        )
-        .expect("critical");
+        let held = |answers: &str| need(&f, &alice, &answered(answers)).expect("critical");
+        let g = held(r#"{"confirm":{"action":"accept","content":{"amount":50000}}}"#);
         assert_ne!(a.binding, g.binding);
         assert!(g.arguments.contains("50000"), "{}", g.arguments);
         assert!(g
             .arguments
             .starts_with(r#"{"arguments":{"env":"prod","n":1},"inputResponses":"#));
-        let h = need(
-            &f,
-            &alice,
-            &answered(r#"{"confirm":{"action":"accept","content":{"amount":5}}}"#),
-        )
-        .expect("critical");
+        let h = held(r#"{"confirm":{"action":"accept","content":{"amount":5}}}"#);
         assert_ne!(g.binding, h.binding);
         // The same answers in another order or spacing: the same call.
-        let i = need(
-            &f,
-            &alice,
-            &answered(r#"{ "confirm" : {"content":{"amount":50000},"action":"accept"}}"#),
-        )
-        .expect("critical");
+        let i = held(r#"{ "confirm" : {"content":{"amount":50000},"action":"accept"}}"#);
         assert_eq!(g.binding, i.binding);
         // Another case of a known name keeps its risk.
         let upper = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"DEPLOY"}}"#;
