@@ -695,14 +695,6 @@ impl McpFilter for TaskFilter {
         let Some(opened) = opened else {
             return task_unknown(ack);
         };
-        // A handle that opens for this caller names a task this replica
-        // knows as another's: the server reused the id (it restarted, or
-        // the caller's own task is long gone) and handed it to someone
-        // else. The old handle opens nothing of theirs.
-        let key = (ctx.server.to_owned(), opened.task.clone());
-        if self.owners.map.get(&key).is_some_and(|(o, _)| *o != *me) {
-            return task_unknown(ack);
-        }
         // Later filters (policy, pin, schema) and the audit record see the
         // tool whose call created the task.
         notes.task = Some(TaskNote {

@@ -295,7 +295,8 @@ pub(super) fn whole_forbidden(s: &str) -> bool {
     // What could be an address at all: a dot, a colon, a hex form, or a
     // character IDNA maps (full-width digits and dots).
     let hexish = b.len() > 2 && b[..2].eq_ignore_ascii_case(b"0x");
-    let named = v.eq_ignore_ascii_case("localhost") || v.to_ascii_lowercase().starts_with("ip6-");
+    let named = v.eq_ignore_ascii_case("localhost")
+        || v.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("ip6-"));
     if !(v.contains(['.', ':']) || hexish || named || !v.is_ascii()) {
         return false;
     }
