@@ -2874,3 +2874,84 @@ async fn members_beside_jsonrpcs_own_reach_no_peer() {
     assert!(text.contains("-32600"), "{text}");
     assert_eq!(h.received().len(), seen, "reached the server");
 }
+
+/// A request header the gateway cannot read (a line without a colon, a
+/// space before a name's colon, a bare CR) and a `CONNECT` (whose body
+/// would be a tunnel's bytes): each is answered with a JSON-RPC error and
+/// `Connection: close`, the connection closes, nothing reaches the server,
+/// and a whole second request written after the header is never read as
+/// one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_header_or_a_tunnel_is_answered_and_the_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (h, gw) = setup().await;
+    let body = call(1, "echo");
+    let second = format!(
+        "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for (head, status, code) in [
+        (
+            "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nno colon on this line\r\n",
+            400,
+            -32600,
+        ),
+        (
+            "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Length : 0\r\n",
+            400,
+            -32600,
+        ),
+        (
+            "POST /mock/mcp HTTP/1.1\r\nHost: localhost\rX-Smuggled: 1\r\n",
+            400,
+            -32600,
+        ),
+        (
+            "CONNECT 127.0.0.1:6379 HTTP/1.1\r\nHost: 127.0.0.1:6379\r\n",
+            405,
+            -31020,
+        ),
+    ] {
+        h.reset();
+        h.script([Reply::json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)]);
+        let mut s = tokio::net::TcpStream::connect(gw.addr)
+            .await
+            .expect("connect");
+        s.write_all(format!("{head}\r\n{second}").as_bytes())
+            .await
+            .expect("write");
+        let mut out = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("the connection closes")
+            .expect("read");
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{head:?}: {text}"
+        );
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{head:?}: {text}");
+        let (header, answer) = text.split_once("\r\n\r\n").expect("a header");
+        assert!(
+            header
+                .to_ascii_lowercase()
+                .contains("\r\nconnection: close"),
+            "{head:?}: {header}"
+        );
+        let answer: serde_json::Value = serde_json::from_str(answer).expect("a JSON body");
+        assert_eq!(answer["error"]["code"], code, "{head:?}: {answer}");
+        assert_eq!(answer["id"], serde_json::Value::Null, "{head:?}: {answer}");
+        if status == 405 {
+            assert!(
+                header
+                    .to_ascii_lowercase()
+                    .contains("\r\nallow: get, post, delete"),
+                "{header}"
+            );
+        }
+        assert!(
+            h.received().is_empty(),
+            "{head:?}: the server was sent something"
+        );
+    }
+}

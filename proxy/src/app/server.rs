@@ -198,8 +198,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut app =
-        pingora_proxy::http_proxy(&server.configuration, WardenProxy::new(gateway.clone()));
+    let mut app = WardenProxy::new(gateway.clone(), opts.threads);
     let mut o = HttpServerOptions::default();
     o.h2c = true;
     // An HTTP/2 connection with no stream in progress (a preface and then

@@ -2,8 +2,8 @@
 //! authenticating each request, answering 401/403 with the right
 //! `WWW-Authenticate`, and serving the protected-resource metadata (RFC 9728).
 
+use crate::pipeline::service::Session;
 use pingora::http::ResponseHeader;
-use pingora_proxy::Session;
 use warden_config::access::Identity;
 use warden_filters::engines::identity::{
     AuthError, Authenticator, ClientCert, Presented, Principal,
@@ -257,9 +257,9 @@ pub async fn write_metadata(
     h.insert_header("content-type", "application/json")?;
     h.insert_header("content-length", body.len().to_string())?;
     h.insert_header("cache-control", "max-age=300")?;
-    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_header(Box::new(h)).await?;
     session
-        .write_response_body(Some(bytes::Bytes::from(body)), true)
+        .write_response_body(bytes::Bytes::from(body), true)
         .await?;
     Ok(status)
 }

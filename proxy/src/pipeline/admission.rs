@@ -4,8 +4,8 @@
 //! session (a sealed id opened, a session bound to the principal that opened
 //! it). The protected-resource metadata document is answered here too.
 
+use crate::pipeline::service::Session;
 use pingora::http::RequestHeader;
-use pingora_proxy::Session;
 use warden_filters::protocol::mcp;
 use warden_filters::Refusal;
 
@@ -35,10 +35,10 @@ pub async fn admit(
     let cfg = &rt.snap.config;
     // Whether an HTTP/2 request has DATA frames (checked before the header
     // is borrowed for the rest of admission).
-    let h2_body = session.as_downstream().is_http2() && !session.is_body_empty();
+    let h2_body = session.is_http2() && !session.is_body_empty();
     // An upstream's interim (1xx) replies are not passed on: their headers
     // are the server's, unjudged, and the final reply follows.
-    session.as_downstream_mut().set_ignore_info_resp(true);
+    session.set_ignore_info_resp(true);
     let req = session.req_header();
     if gw.telemetry.get().is_some() {
         ctx.trace = Some(crate::observability::otel::TraceIds::from_header(

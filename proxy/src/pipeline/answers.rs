@@ -2,10 +2,10 @@
 //! Every error the gateway produces goes through [`write_refusal`], so the
 //! body is always a JSON-RPC error carrying the request id.
 
+use crate::pipeline::service::Session;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora_proxy::Session;
 use warden_filters::Refusal;
 
 use crate::observability::metrics::metrics;
@@ -15,20 +15,9 @@ pub const JSON: &str = "application/json";
 /// Writes `refusal` as the whole response. Closes the connection afterwards
 /// when the request body may be unread.
 pub async fn write_refusal(session: &mut Session, refusal: &Refusal) -> Result<()> {
-    metrics()
-        .refusals
-        .with_label_values(&[refusal.reason])
-        .inc();
-    let body = refusal.body();
-    let mut h = ResponseHeader::build(refusal.status, Some(4))?;
-    h.insert_header("content-type", JSON)?;
-    h.insert_header("content-length", body.len().to_string())?;
-    h.insert_header("cache-control", "no-store")?;
-    for (k, v) in &refusal.headers {
-        h.insert_header(*k, v.as_str())?;
-    }
+    let (h, body) = refusal_answer(refusal)?;
     if !session.is_body_done() {
-        if session.as_downstream().is_http2() {
+        if session.is_http2() {
             // An h2 stream refused before its body arrived would be reset and
             // the client would see a framing error instead of this answer:
             // take in (and drop) a bounded amount of body first.
@@ -37,11 +26,36 @@ pub async fn write_refusal(session: &mut Session, refusal: &Refusal) -> Result<(
             session.set_keepalive(None);
         }
     }
-    session.write_response_header(Box::new(h), false).await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await?;
+    session.write_response_header(Box::new(h)).await?;
+    session.write_response_body(body, true).await?;
     Ok(())
+}
+
+/// Writes `refusal` for a request whose header the gateway will not act on
+/// (unreadable, or a method that changes the framing), before anything
+/// reads its body: the connection closes after it, so nothing the client
+/// sent after the header is read as another request.
+pub async fn write_unread_refusal(session: &mut Session, refusal: &Refusal) -> Result<()> {
+    let (mut h, body) = refusal_answer(refusal)?;
+    h.insert_header("connection", "close")?;
+    session.write_error_response(h, body).await
+}
+
+/// The header and body of `refusal`'s answer, counted.
+fn refusal_answer(refusal: &Refusal) -> Result<(ResponseHeader, Bytes)> {
+    metrics()
+        .refusals
+        .with_label_values(&[refusal.reason])
+        .inc();
+    let body = refusal.body();
+    let mut h = ResponseHeader::build(refusal.status, Some(5))?;
+    h.insert_header("content-type", JSON)?;
+    h.insert_header("content-length", body.len().to_string())?;
+    h.insert_header("cache-control", "no-store")?;
+    for (k, v) in &refusal.headers {
+        h.insert_header(*k, v.as_str())?;
+    }
+    Ok((h, Bytes::from(body)))
 }
 
 /// Writes JSON-RPC answers the gateway produced itself (HTTP 200), or a bare
@@ -59,7 +73,7 @@ pub async fn write_answers(
     if answers.is_empty() {
         let mut h = ResponseHeader::build(202, Some(1))?;
         h.insert_header("content-length", "0")?;
-        session.write_response_header(Box::new(h), true).await?;
+        session.write_response_header(Box::new(h)).await?;
         return Ok(202);
     }
     let body = answers_body(answers, batch);
@@ -75,10 +89,8 @@ pub async fn write_answers(
     let mut h = ResponseHeader::build(status, Some(3))?;
     h.insert_header("content-type", JSON)?;
     h.insert_header("content-length", body.len().to_string())?;
-    session.write_response_header(Box::new(h), false).await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await?;
+    session.write_response_header(Box::new(h)).await?;
+    session.write_response_body(Bytes::from(body), true).await?;
     Ok(status)
 }
 

@@ -114,12 +114,8 @@ impl GuardedStream {
 }
 
 /// The guard of the connection a request arrived on, if it has one (HTTP/1).
-pub fn guard_of(session: &pingora_proxy::Session) -> Option<&GuardedStream> {
-    session
-        .as_downstream()
-        .stream()?
-        .as_any()
-        .downcast_ref::<GuardedStream>()
+pub fn guard_of(session: &crate::pipeline::service::Session) -> Option<&GuardedStream> {
+    session.stream()?.as_any().downcast_ref::<GuardedStream>()
 }
 
 impl AsyncRead for GuardedStream {

@@ -20,6 +20,7 @@
 //! SSE replies leave event by event as each is judged; an empty reply (204,
 //! 304, a zero length) as it arrives.
 
+use crate::pipeline::service::Session;
 use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
@@ -28,7 +29,6 @@ use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::Peer;
-use pingora_proxy::Session;
 use warden_filters::Refusal;
 
 use std::net::SocketAddr;
@@ -334,12 +334,8 @@ async fn relay_whole(
     resp.remove_header(&http::header::TRANSFER_ENCODING);
     resp.insert_header(http::header::CONTENT_LENGTH, out.len())
         .map_err(|e| Refusal::internal(&e.to_string()))?;
-    if session
-        .write_response_header(Box::new(resp), false)
-        .await
-        .is_ok()
-    {
-        let _ = session.write_response_body(Some(out), true).await;
+    if session.write_response_header(Box::new(resp)).await.is_ok() {
+        let _ = session.write_response_body(out, true).await;
     }
     // Kept only if the exchange completed.
     ups.release(up, &p, s.timeouts.idle).await;
@@ -369,7 +365,7 @@ async fn relay_stream(
     }
     // 204 and 304 carry no body and may name no framing for one.
     let bodiless = matches!(status, 204 | 304);
-    if session.as_downstream().is_http2() || bodiless {
+    if session.is_http2() || bodiless {
         resp.remove_header(&http::header::TRANSFER_ENCODING);
     } else if !resp.headers.contains_key(http::header::CONTENT_LENGTH) {
         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")
@@ -404,7 +400,7 @@ async fn relay_stream(
                         }
                     }
                     r = &mut next => break Some(r),
-                    _ = session.as_downstream_mut().read_body_or_idle(true) => break None,
+                    _ = session.read_body_or_idle(true) => break None,
                 }
             }
         };
@@ -466,9 +462,9 @@ async fn relay_stream(
             }
             let h = head.take().map(Box::new);
             if let Some(h) = h {
-                if session.write_response_header(h, false).await.is_ok() {
+                if session.write_response_header(h).await.is_ok() {
                     let _ = session
-                        .write_response_body(Some(held.split().freeze()), true)
+                        .write_response_body(held.split().freeze(), true)
                         .await;
                 }
             }
@@ -481,7 +477,13 @@ async fn relay_stream(
             session.set_keepalive(None);
             return Ok(status);
         }
-        if session.write_response_body(b, eos).await.is_err() || eos {
+        // A chunk the guards emptied, mid-stream, writes nothing.
+        let wrote = match b {
+            Some(b) => session.write_response_body(b, eos).await,
+            None if eos => session.write_response_body(bytes::Bytes::new(), true).await,
+            None => Ok(()),
+        };
+        if wrote.is_err() || eos {
             break;
         }
     }
@@ -499,16 +501,12 @@ async fn start_stream(
     let Some(h) = head.take() else {
         return true;
     };
-    if session
-        .write_response_header(Box::new(h), false)
-        .await
-        .is_err()
-    {
+    if session.write_response_header(Box::new(h)).await.is_err() {
         return false;
     }
     held.is_empty()
         || session
-            .write_response_body(Some(held.split().freeze()), false)
+            .write_response_body(held.split().freeze(), false)
             .await
             .is_ok()
 }

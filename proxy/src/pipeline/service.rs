@@ -1,28 +1,47 @@
-//! The `ProxyHttp` phases, and nothing else: each one delegates.
+//! The gateway's HTTP application: one exchange per request, from the
+//! request header read to the connection handed back for the next one.
 //!
-//! Phase contract (see Pingora's phase chart):
-//! - `early_request_filter` ends the header deadline and sets pipelining.
-//! - `request_filter` runs the whole exchange and always returns `Ok(true)`
-//!   (the gateway wrote the response): admission (`admission`: route,
-//!   origin, authentication, session); for a POST, its body read, parsed and
-//!   judged whole (`judging`); then, for every method, the request written
-//!   to the upstream by the gateway itself and the reply judged on its way
-//!   back (`forwarding`, `reply`). Pingora's proxy loop (`upstream_peer` and
-//!   the phases after it) is never entered.
-//! - `logging` writes metrics, one audit record per MCP message and spans
-//!   (`recording`).
+//! Pingora's core reads and writes HTTP/1 and HTTP/2 (and loops over a
+//! kept-alive connection); everything between is here, and each step
+//! delegates:
+//! - the header is read (a malformed one is answered `400` and the
+//!   connection closed; `CONNECT` is answered `405`; an idle connection
+//!   waiting for its next header is closed when the service shuts down);
+//! - the header's deadline ends and pipelining is set (`early`);
+//! - the whole exchange runs (`handle`): admission (`admission`: route,
+//!   origin, authentication, session); for a POST, its body read, parsed
+//!   and judged whole (`judging`); then, for every method, the request
+//!   written to the upstream by the gateway itself and the reply judged on
+//!   its way back (`forwarding`, `reply`); a refusal is answered by the
+//!   gateway (`answers`);
+//! - metrics, one audit record per MCP message and spans are written
+//!   (`recording`);
+//! - the connection is handed back for reuse when the exchange ended
+//!   cleanly.
+//!
+//! Pingora's proxy layer (`pingora-proxy`) is not used: the gateway writes
+//! to upstreams itself, and the layer's per-request state (a cache, module
+//! contexts, its proxy loop's futures) cost about 5 % of a call while
+//! doing nothing for it.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::prelude::*;
-use pingora_proxy::{ProxyHttp, Session};
-use warden_filters::Refusal;
+use pingora_core::apps::{
+    HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream,
+};
+use pingora_core::server::ShutdownWatch;
+use tokio::sync::Notify;
+use warden_filters::{codes, JsonRpcError, Refusal};
+
+pub use pingora_core::protocols::http::ServerSession as Session;
 
 use crate::hub::state::Gateway;
 use crate::observability::metrics::metrics;
 use crate::pipeline::admission::{admit, Admitted};
-use crate::pipeline::answers::write_refusal;
+use crate::pipeline::answers::{write_refusal, write_unread_refusal};
 use crate::pipeline::ctx::RequestCtx;
 use crate::pipeline::judging::{judge, Judged};
 
@@ -30,13 +49,144 @@ pub struct WardenProxy {
     pub gateway: Arc<Gateway>,
     /// How judged POST bodies reach upstreams (see `forwarding`).
     pub upstreams: crate::pipeline::forwarding::Upstreams,
+    pub server_options: Option<HttpServerOptions>,
+    /// Set, and the waiters told, when the service shuts down: connections
+    /// idle between requests close instead of waiting for another.
+    closing: AtomicBool,
+    /// One per worker thread (rounded up to a power of two): a connection
+    /// waiting for its next header registers with its own thread's, so
+    /// workers do not share one waiter list's lock on every request.
+    closed: Box<[Shard]>,
 }
 
+#[repr(align(128))]
+struct Shard(Notify);
+
 impl WardenProxy {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
+    pub fn new(gateway: Arc<Gateway>, threads: usize) -> Self {
+        let shards = threads.clamp(1, 64).next_power_of_two();
         WardenProxy {
             gateway,
             upstreams: crate::pipeline::forwarding::Upstreams::new(),
+            server_options: None,
+            closing: AtomicBool::new(false),
+            closed: (0..shards).map(|_| Shard(Notify::new())).collect(),
+        }
+    }
+
+    /// This thread's shard of `closed`.
+    fn closed_here(&self) -> &Notify {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static THREAD: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+        }
+        let i = THREAD.with(|t| *t) & (self.closed.len() - 1);
+        &self.closed[i].0
+    }
+
+    /// Reads the next request header. `None`: the connection ends (the
+    /// peer closed it, its header was refused, or the service is shutting
+    /// down).
+    async fn read_header(&self, session: &mut Session) -> Option<()> {
+        let res = tokio::select! {
+            // Bytes already buffered are a request, not something to drop.
+            biased;
+            res = session.read_request() => res,
+            _ = self.shut_down() => return None,
+        };
+        match res {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(mut e) => {
+                e.as_down();
+                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                    tracing::debug!(error = %e, "malformed request header");
+                    let refusal = Refusal::new(
+                        400,
+                        "bad_header",
+                        JsonRpcError::new(
+                            codes::INVALID_REQUEST,
+                            "Invalid Request: the HTTP request header could not be read",
+                        ),
+                    );
+                    let _ = write_unread_refusal(session, &refusal).await;
+                } else if !matches!(
+                    e.etype(),
+                    ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::ReadTimedout
+                ) {
+                    tracing::debug!(error = %e, "request header not read");
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        // A tunnel changes the exchange's framing (the body would be the
+        // tunnel's bytes): refused before anything reads a body.
+        if session.req_header().method == http::Method::CONNECT {
+            let refusal = Refusal::method_not_allowed("CONNECT");
+            let _ = write_unread_refusal(session, &refusal).await;
+            session.shutdown().await;
+            return None;
+        }
+        Some(())
+    }
+
+    async fn shut_down(&self) {
+        let notified = self.closed_here().notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read: a shutdown between the two
+        // still wakes this waiter.
+        notified.as_mut().enable();
+        if !self.closing.load(Ordering::Acquire) {
+            notified.await;
+        }
+    }
+
+    /// The header is complete: its deadline no longer applies. Pipelined
+    /// HTTP/1.1 requests are answered one after another, in order.
+    fn early(&self, session: &mut Session) {
+        if let Some(g) = crate::pipeline::conn::guard_of(session) {
+            g.header_done();
+        }
+        // Only for POST: a stream's connection must keep watching for the
+        // client's close (a pipelined byte would stop that).
+        if !session.is_http2() {
+            let post = session.req_header().method == http::Method::POST;
+            session.set_pipelining_enabled(post);
+            // Leaving (upgrade or drain): this response says `Connection:
+            // close`, so the client moves to a connection the successor
+            // accepts, instead of writing onto one this process is closing.
+            if self.gateway.is_leaving() {
+                session.set_keepalive(None);
+            }
+        }
+    }
+
+    /// The exchange, refusals answered. `Err`: the answer could not be
+    /// written to the client.
+    async fn exchange(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        ctx.request_id = self.gateway.next_request_id();
+        ctx.downstream_h2 = session.is_http2();
+        metrics().inflight.inc();
+        ctx.counted_inflight = true;
+        match self.handle(session, ctx).await {
+            Ok(status) => {
+                ctx.local_status = Some(status);
+                Ok(())
+            }
+            Err(refusal) => {
+                // What was refused, as far as its body tells (method, tool or
+                // resource), for the audit record: read within the body
+                // limit and a second, judged by nothing, forwarded nowhere.
+                if ctx.refused_message.is_none() && refusal.status != 413 {
+                    ctx.refused_message =
+                        crate::pipeline::answers::read_refused(session, ctx).await;
+                }
+                let written = write_refusal(session, &refusal).await;
+                ctx.local_status = Some(refusal.status);
+                ctx.refusal = Some(refusal);
+                written
+            }
         }
     }
 
@@ -63,100 +213,62 @@ impl WardenProxy {
 }
 
 #[async_trait]
-impl ProxyHttp for WardenProxy {
-    /// Boxed: Pingora keeps the context inline in its per-request future,
-    /// which it moves by value several times a call; a pointer moves
-    /// instead of the whole context (about 1.6 KB).
-    type CTX = Box<RequestCtx>;
-
-    fn new_ctx(&self) -> Box<RequestCtx> {
-        Box::new(RequestCtx::new(self.gateway.runtime()))
-    }
-
-    async fn early_request_filter(
-        &self,
-        session: &mut Session,
-        _: &mut Box<RequestCtx>,
-    ) -> Result<()> {
-        // The header is complete: its deadline no longer applies. Pipelined
-        // HTTP/1.1 requests are answered one after another, in order.
-        if let Some(g) = crate::pipeline::conn::guard_of(session) {
-            g.header_done();
+impl HttpServerApp for WardenProxy {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: Session,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.read_header(&mut session).await?;
+        if *shutdown.borrow() {
+            // The service stops soon: no further request on this connection.
+            session.set_keepalive(None);
         }
-        // Only for POST: a stream's connection must keep watching for the
-        // client's close (a pipelined byte would stop that).
-        if !session.as_downstream().is_http2() {
-            let post = session.req_header().method == http::Method::POST;
-            session.as_downstream_mut().set_pipelining_enabled(post);
-            // Leaving (upgrade or drain): this response says `Connection:
-            // close`, so the client moves to a connection the successor
-            // accepts, instead of writing onto one this process is closing.
-            if self.gateway.is_leaving() {
-                session.set_keepalive(None);
+        self.early(&mut session);
+        let mut ctx = RequestCtx::new(self.gateway.runtime());
+        let failed = self.exchange(&mut session, &mut ctx).await.err();
+        if let Some(e) = &failed {
+            // A client that hangs up (an SDK closing its GET stream, a
+            // cancelled call) is ordinary: it is audited, not logged as an
+            // error.
+            let hung_up = e.esource() == &ErrorSource::Downstream
+                && matches!(
+                    e.etype(),
+                    ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+                );
+            if !hung_up {
+                tracing::error!(error = %e, "answer not written to the client");
             }
         }
-        Ok(())
-    }
-
-    async fn request_filter(
-        &self,
-        session: &mut Session,
-        ctx: &mut Box<RequestCtx>,
-    ) -> Result<bool> {
-        ctx.request_id = self.gateway.next_request_id();
-        ctx.downstream_h2 = session.as_downstream().is_http2();
-        metrics().inflight.inc();
-        ctx.counted_inflight = true;
-        match self.handle(session, ctx).await {
-            Ok(status) => {
-                ctx.local_status = Some(status);
-                Ok(true)
-            }
-            Err(refusal) => {
-                // What was refused, as far as its body tells (method, tool or
-                // resource), for the audit record: read within the body
-                // limit and a second, judged by nothing, forwarded nowhere.
-                if ctx.refused_message.is_none() && refusal.status != 413 {
-                    ctx.refused_message =
-                        crate::pipeline::answers::read_refused(session, ctx).await;
-                }
-                write_refusal(session, &refusal).await?;
-                ctx.local_status = Some(refusal.status);
-                ctx.refusal = Some(refusal);
-                Ok(true)
-            }
-        }
-    }
-
-    /// Never reached: `request_filter` answers every request, so Pingora's
-    /// proxy loop does not run (see the module docs).
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut Box<RequestCtx>,
-    ) -> Result<Box<HttpPeer>> {
-        Error::e_explain(
-            ErrorType::InternalError,
-            "the gateway forwards every request itself",
+        crate::pipeline::recording::record(
+            &self.gateway,
+            &mut session,
+            failed.as_deref(),
+            &mut ctx,
         )
+        .await;
+        if failed.is_some() {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        session
+            .finish()
+            .await
+            .ok()
+            .flatten()
+            .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
     }
 
-    /// A client that hangs up (an SDK closing its GET stream, a cancelled
-    /// call) is ordinary: it is audited, not logged as an error.
-    fn suppress_error_log(
-        &self,
-        _session: &Session,
-        _ctx: &Box<RequestCtx>,
-        error: &Error,
-    ) -> bool {
-        error.esource() == &ErrorSource::Downstream
-            && matches!(
-                error.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            )
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.server_options.as_ref()
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
-        crate::pipeline::recording::record(&self.gateway, session, e, ctx).await
+    async fn http_cleanup(&self) {
+        self.closing.store(true, Ordering::Release);
+        // Every shard: a task may have moved to another thread since it
+        // registered.
+        for s in self.closed.iter() {
+            s.0.notify_waiters();
+        }
     }
 }
