@@ -334,9 +334,7 @@ async fn relay_whole(
     resp.remove_header(&http::header::TRANSFER_ENCODING);
     resp.insert_header(http::header::CONTENT_LENGTH, out.len())
         .map_err(|e| Refusal::internal(&e.to_string()))?;
-    if session.write_response_header(Box::new(resp)).await.is_ok() {
-        let _ = session.write_response_body(out, true).await;
-    }
+    write_whole(session, Box::new(resp), out).await;
     // Kept only if the exchange completed.
     ups.release(up, &p, s.timeouts.idle).await;
     Ok(status)
@@ -460,13 +458,8 @@ async fn relay_stream(
                 h.insert_header(http::header::CONTENT_LENGTH, held.len())
                     .map_err(|e| Refusal::internal(&e.to_string()))?;
             }
-            let h = head.take().map(Box::new);
-            if let Some(h) = h {
-                if session.write_response_header(h).await.is_ok() {
-                    let _ = session
-                        .write_response_body(held.split().freeze(), true)
-                        .await;
-                }
+            if let Some(h) = head.take() {
+                write_whole(session, Box::new(h), held.split().freeze()).await;
             }
             break;
         }
@@ -483,12 +476,33 @@ async fn relay_stream(
             None if eos => session.write_response_body(bytes::Bytes::new(), true).await,
             None => Ok(()),
         };
-        if wrote.is_err() || eos {
+        if wrote.is_err() {
+            // The client stopped reading: its connection is not reused.
+            session.set_keepalive(None);
+            break;
+        }
+        if eos {
             break;
         }
     }
     ups.release(up, &p, s.timeouts.idle).await;
     Ok(status)
+}
+
+/// Writes a whole reply, header then body. A client that stopped reading
+/// ends nothing but its own exchange, and its connection is not reused.
+async fn write_whole(
+    session: &mut Session,
+    h: Box<pingora::http::ResponseHeader>,
+    body: bytes::Bytes,
+) {
+    let written = match session.write_response_header(h).await {
+        Ok(()) => session.write_response_body(body, true).await,
+        Err(e) => Err(e),
+    };
+    if written.is_err() {
+        session.set_keepalive(None);
+    }
 }
 
 /// Writes the pending header of a streamed reply and what was judged while

@@ -375,11 +375,12 @@ fn exchange_record(ctx: &RequestCtx, base: AuditRecord, failed: Option<String>) 
         (None, Some(_)) => "failed",
         (None, None) => "forwarded",
     };
-    rec.reason = ctx
-        .refusal
-        .as_ref()
-        .map(|r| r.error.message.clone())
-        .or(failed);
+    // A refusal that did not reach the client says so.
+    rec.reason = match (&ctx.refusal, failed) {
+        (Some(r), Some(f)) => Some(format!("{} (not delivered: {f})", r.error.message)),
+        (Some(r), None) => Some(r.error.message.clone()),
+        (None, failed) => failed,
+    };
     rec
 }
 

@@ -103,7 +103,7 @@ impl WardenProxy {
                     tracing::debug!(error = %e, "malformed request header");
                     let refusal = Refusal::new(
                         400,
-                        "bad_header",
+                        "unreadable_header",
                         JsonRpcError::new(
                             codes::INVALID_REQUEST,
                             "Invalid Request: the HTTP request header could not be read",
@@ -231,11 +231,11 @@ impl HttpServerApp for WardenProxy {
             // A client that hangs up (an SDK closing its GET stream, a
             // cancelled call) is ordinary: it is audited, not logged as an
             // error.
-            let hung_up = e.esource() == &ErrorSource::Downstream
-                && matches!(
-                    e.etype(),
-                    ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-                );
+            // (Pingora's HTTP/1 writer leaves a write error's source unset.)
+            let hung_up = matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            );
             if !hung_up {
                 tracing::error!(error = %e, "answer not written to the client");
             }
