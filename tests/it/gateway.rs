@@ -1448,3 +1448,58 @@ async fn a_stream_under_way_stops_when_the_kill_switch_pauses_it() {
         }
     }
 }
+
+/// A body declared far over the limit is answered 413 before it is read.
+/// The client is still writing it: the gateway takes in (and drops) what
+/// arrives for a bounded while before it closes, so the close does not
+/// reset the connection under the client (unread bytes at a close make
+/// the kernel send a reset: the client's write fails, and a client that
+/// writes its whole body before reading, as most do, reports the failed
+/// write instead of the answer).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_still_sending_an_oversized_body_reads_its_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = Mock::start(&[]).expect("mock");
+    let gw = Gateway::start(
+        &mock_bundle(&[mock.addr], "limits: {max_request_body: 64KiB}"),
+        true,
+    )
+    .expect("gateway");
+    for _ in 0..3 {
+        let len = 16 << 20;
+        let s = tokio::net::TcpStream::connect(gw.addr)
+            .await
+            .expect("connect");
+        let (mut rd, mut wr) = s.into_split();
+        let head = format!(
+            "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {len}\r\n\r\n"
+        );
+        let writer = tokio::spawn(async move {
+            wr.write_all(head.as_bytes()).await?;
+            let chunk = vec![b' '; 64 * 1024];
+            let mut sent = 0;
+            while sent < len {
+                wr.write_all(&chunk).await?;
+                sent += chunk.len();
+            }
+            wr.flush().await
+        });
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut out))
+            .await
+            .expect("the connection closes");
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            read.is_ok() && text.starts_with("HTTP/1.1 413 "),
+            "{read:?}: {text}"
+        );
+        let (_, answer) = text.split_once("\r\n\r\n").expect("a header");
+        let answer: Value = serde_json::from_str(answer).expect("a JSON body");
+        assert_eq!(answer["error"]["code"], -32600, "{answer}");
+        // Clients that send the whole body before they read (most HTTP
+        // libraries) report a failed write instead of the answer.
+        let wrote = writer.await.expect("writer");
+        assert!(wrote.is_ok(), "the client's write failed: {wrote:?}");
+    }
+    assert_eq!(mock.posts().await, 0);
+}

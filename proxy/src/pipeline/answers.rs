@@ -16,18 +16,27 @@ pub const JSON: &str = "application/json";
 /// when the request body may be unread.
 pub async fn write_refusal(session: &mut Session, refusal: &Refusal) -> Result<()> {
     let (h, body) = refusal_answer(refusal)?;
-    if !session.is_body_done() {
+    let unread = !session.is_body_done();
+    if unread {
         if session.is_http2() {
             // An h2 stream refused before its body arrived would be reset and
             // the client would see a framing error instead of this answer:
             // take in (and drop) a bounded amount of body first.
-            drain_body(session).await;
+            drain_body(session, 1 << 20).await;
         } else {
             session.set_keepalive(None);
         }
     }
     session.write_response_header(Box::new(h)).await?;
     session.write_response_body(body, true).await?;
+    if unread && !session.is_http2() {
+        // The connection closes after this answer. Bytes of the body still
+        // unread at the close would make the kernel reset the connection,
+        // and the client's kernel would drop the answer with it: what the
+        // client is still sending is taken in (and dropped) for a bounded
+        // while first.
+        drain_body(session, 64 << 20).await;
+    }
     Ok(())
 }
 
@@ -141,11 +150,12 @@ pub async fn read_refused(
     }
 }
 
-async fn drain_body(session: &mut Session) {
-    const CAP: usize = 1 << 20;
+/// Reads and drops up to about `cap` bytes of the request body, for at
+/// most a second.
+async fn drain_body(session: &mut Session, cap: usize) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
     let mut seen = 0;
-    while !session.is_body_done() && seen <= CAP {
+    while !session.is_body_done() && seen <= cap {
         match tokio::time::timeout_at(deadline, session.read_request_body()).await {
             Ok(Ok(Some(chunk))) => seen += chunk.len(),
             _ => break,
