@@ -2955,3 +2955,38 @@ async fn an_unreadable_header_or_a_tunnel_is_answered_and_the_connection_closed(
         );
     }
 }
+
+/// A chunked body whose framing breaks (data longer than its chunk size,
+/// a size that is not hex): the body reads as done, but where it ends is
+/// unknown. The 400 closes the connection: nothing written after it,
+/// such as a whole second request, is read as one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_whose_framing_breaks_ends_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (h, gw) = setup().await;
+    let body = call(1, "echo");
+    let second = format!(
+        "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let head = "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for broken in ["5\r\n{\"a\":1}\r\n0\r\n\r\n", "zz\r\n{}\r\n0\r\n\r\n"] {
+        h.reset();
+        h.script([Reply::json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)]);
+        let mut s = tokio::net::TcpStream::connect(gw.addr)
+            .await
+            .expect("connect");
+        s.write_all(format!("{head}{broken}{second}").as_bytes())
+            .await
+            .expect("write");
+        let mut out = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("the connection closes")
+            .expect("read");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 400 "), "{broken:?}: {text}");
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{broken:?}: {text}");
+        assert!(h.received().is_empty(), "{broken:?}: forwarded");
+    }
+}

@@ -15,7 +15,18 @@ pub const JSON: &str = "application/json";
 /// Writes `refusal` as the whole response. Closes the connection afterwards
 /// when the request body may be unread.
 pub async fn write_refusal(session: &mut Session, refusal: &Refusal) -> Result<()> {
+    if session.response_written().is_some() {
+        // Another answer went out first and failed part-way: a second must
+        // not follow inside its framing, and the connection ends.
+        session.set_keepalive(None);
+        return Error::e_explain(ErrorType::WriteError, "an answer was already under way");
+    }
     let (h, body) = refusal_answer(refusal)?;
+    if refusal.reason == "body_read" {
+        // A body whose framing broke reads as done, but where it ends is
+        // unknown: nothing after it may be read as another request.
+        session.set_keepalive(None);
+    }
     let unread = !session.is_body_done();
     if unread {
         if session.is_http2() {
@@ -29,7 +40,7 @@ pub async fn write_refusal(session: &mut Session, refusal: &Refusal) -> Result<(
     }
     session.write_response_header(Box::new(h)).await?;
     session.write_response_body(body, true).await?;
-    if unread && !session.is_http2() {
+    if unread && !session.is_http2() && !expects_continue(session) {
         // The connection closes after this answer. Bytes of the body still
         // unread at the close would make the kernel reset the connection,
         // and the client's kernel would drop the answer with it: what the
@@ -129,6 +140,7 @@ pub async fn read_refused(
     );
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
     let mut body = bytes::BytesMut::new();
+    let mut reads = 0;
     while !session.is_body_done() {
         match tokio::time::timeout_at(deadline, session.read_request_body()).await {
             Ok(Ok(Some(chunk))) => {
@@ -138,7 +150,16 @@ pub async fn read_refused(
                 body.extend_from_slice(&chunk);
             }
             Ok(Ok(None)) => break,
-            _ => return None,
+            Ok(Err(_)) => {
+                // Broken framing: see `drain_body`.
+                session.set_keepalive(None);
+                return None;
+            }
+            Err(_) => return None,
+        }
+        reads += 1;
+        if reads == MAX_READS {
+            return None;
         }
     }
     match warden_filters::protocol::jsonrpc::parse(&body, limits) {
@@ -150,15 +171,37 @@ pub async fn read_refused(
     }
 }
 
-/// Reads and drops up to about `cap` bytes of the request body, for at
-/// most a second.
+/// Reads and drops up to about `cap` bytes of the request body, in at most
+/// [`MAX_READS`] reads and one second. A body whose framing breaks ends the
+/// connection: where it ends is unknown.
 async fn drain_body(session: &mut Session, cap: usize) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
     let mut seen = 0;
-    while !session.is_body_done() && seen <= cap {
+    for _ in 0..MAX_READS {
+        if session.is_body_done() || seen > cap {
+            return;
+        }
         match tokio::time::timeout_at(deadline, session.read_request_body()).await {
             Ok(Ok(Some(chunk))) => seen += chunk.len(),
-            _ => break,
+            Ok(Ok(None)) | Err(_) => return,
+            Ok(Err(_)) => {
+                session.set_keepalive(None);
+                return;
+            }
         }
     }
+}
+
+/// Reads of a refused body, however small its chunks (one-byte chunks cost
+/// a read each, and count as one byte).
+const MAX_READS: usize = 4096;
+
+/// The client waits for `100 Continue` before it sends the body: the
+/// gateway never sends one, so after a refusal no body follows.
+fn expects_continue(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
