@@ -2668,7 +2668,6 @@ async fn paths_that_normalise_elsewhere_are_refused() {
 /// on every method.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_handle_header_the_gateway_cannot_read_is_refused() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (h, gw) = setup().await;
     let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}).to_string();
     for (method, header) in [
@@ -2688,16 +2687,7 @@ async fn a_handle_header_the_gateway_cannot_read_is_refused() {
         req.extend_from_slice(
             format!("\r\nContent-Length: {}\r\n\r\n{payload}", payload.len()).as_bytes(),
         );
-        let mut s = tokio::net::TcpStream::connect(gw.addr)
-            .await
-            .expect("connect");
-        s.write_all(&req).await.expect("write");
-        let mut out = Vec::new();
-        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
-            .await
-            .expect("an answer in time")
-            .expect("read");
-        let text = String::from_utf8_lossy(&out);
+        let text = raw_exchange(&gw, &req).await;
         assert!(
             text.starts_with("HTTP/1.1 400"),
             "{method} {}: {text}",
@@ -2883,7 +2873,6 @@ async fn members_beside_jsonrpcs_own_reach_no_peer() {
 /// one.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreadable_header_or_a_tunnel_is_answered_and_the_connection_closed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (h, gw) = setup().await;
     let body = call(1, "echo");
     let second = format!(
@@ -2914,18 +2903,7 @@ async fn an_unreadable_header_or_a_tunnel_is_answered_and_the_connection_closed(
     ] {
         h.reset();
         h.script([Reply::json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)]);
-        let mut s = tokio::net::TcpStream::connect(gw.addr)
-            .await
-            .expect("connect");
-        s.write_all(format!("{head}\r\n{second}").as_bytes())
-            .await
-            .expect("write");
-        let mut out = Vec::new();
-        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
-            .await
-            .expect("the connection closes")
-            .expect("read");
-        let text = String::from_utf8_lossy(&out);
+        let text = raw_exchange(&gw, format!("{head}\r\n{second}").as_bytes()).await;
         assert!(
             text.starts_with(&format!("HTTP/1.1 {status} ")),
             "{head:?}: {text}"
@@ -2962,7 +2940,6 @@ async fn an_unreadable_header_or_a_tunnel_is_answered_and_the_connection_closed(
 /// such as a whole second request, is read as one.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_whose_framing_breaks_ends_the_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (h, gw) = setup().await;
     let body = call(1, "echo");
     let second = format!(
@@ -2973,20 +2950,24 @@ async fn a_body_whose_framing_breaks_ends_the_connection() {
     for broken in ["5\r\n{\"a\":1}\r\n0\r\n\r\n", "zz\r\n{}\r\n0\r\n\r\n"] {
         h.reset();
         h.script([Reply::json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)]);
-        let mut s = tokio::net::TcpStream::connect(gw.addr)
-            .await
-            .expect("connect");
-        s.write_all(format!("{head}{broken}{second}").as_bytes())
-            .await
-            .expect("write");
-        let mut out = Vec::new();
-        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
-            .await
-            .expect("the connection closes")
-            .expect("read");
-        let text = String::from_utf8_lossy(&out);
+        let text = raw_exchange(&gw, format!("{head}{broken}{second}").as_bytes()).await;
         assert!(text.starts_with("HTTP/1.1 400 "), "{broken:?}: {text}");
         assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{broken:?}: {text}");
         assert!(h.received().is_empty(), "{broken:?}: forwarded");
     }
+}
+
+/// Writes `req` on a new connection and reads until the gateway closes it.
+async fn raw_exchange(gw: &Gateway, req: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    s.write_all(req).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the connection closes")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -2,8 +2,8 @@
 //! authenticating each request, answering 401/403 with the right
 //! `WWW-Authenticate`, and serving the protected-resource metadata (RFC 9728).
 
-use crate::pipeline::service::Session;
 use pingora::http::ResponseHeader;
+use pingora_core::protocols::http::ServerSession as Session;
 use warden_config::access::Identity;
 use warden_filters::engines::identity::{
     AuthError, Authenticator, ClientCert, Presented, Principal,

@@ -4,8 +4,8 @@
 //! session (a sealed id opened, a session bound to the principal that opened
 //! it). The protected-resource metadata document is answered here too.
 
-use crate::pipeline::service::Session;
 use pingora::http::RequestHeader;
+use pingora_core::protocols::http::ServerSession as Session;
 use warden_filters::protocol::mcp;
 use warden_filters::Refusal;
 

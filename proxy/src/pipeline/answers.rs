@@ -2,10 +2,10 @@
 //! Every error the gateway produces goes through [`write_refusal`], so the
 //! body is always a JSON-RPC error carrying the request id.
 
-use crate::pipeline::service::Session;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
+use pingora_core::protocols::http::ServerSession as Session;
 use warden_filters::Refusal;
 
 use crate::observability::metrics::metrics;

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use crate::pipeline::service::Session;
 use bytes::{Bytes, BytesMut};
+use pingora_core::protocols::http::ServerSession as Session;
 use warden_filters::Refusal;
 
 fn content_length(session: &Session) -> Result<Option<usize>, Refusal> {

@@ -114,7 +114,7 @@ impl GuardedStream {
 }
 
 /// The guard of the connection a request arrived on, if it has one (HTTP/1).
-pub fn guard_of(session: &crate::pipeline::service::Session) -> Option<&GuardedStream> {
+pub fn guard_of(session: &pingora_core::protocols::http::ServerSession) -> Option<&GuardedStream> {
     session.stream()?.as_any().downcast_ref::<GuardedStream>()
 }
 

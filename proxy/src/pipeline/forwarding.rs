@@ -20,13 +20,13 @@
 //! SSE replies leave event by event as each is judged; an empty reply (204,
 //! 304, a zero length) as it arrives.
 
-use crate::pipeline::service::Session;
 use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::protocols::http::v1::client::HttpSession as Http1Session;
+use pingora_core::protocols::http::ServerSession as Session;
 use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::Peer;
 use warden_filters::Refusal;

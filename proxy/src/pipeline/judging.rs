@@ -4,8 +4,8 @@
 //! and every message put through the filter chain (`plan_request`). The
 //! result is either the exact bytes to forward or the gateway's own answer.
 
-use crate::pipeline::service::Session;
 use bytes::Bytes;
+use pingora_core::protocols::http::ServerSession as Session;
 use warden_filters::protocol::mcp;
 use warden_filters::protocol::version::ProtocolVersion;
 use warden_filters::{parse, plan_request, Forward, Message, Parsed, Refusal, RequestMessages};

@@ -2,9 +2,9 @@
 //! record per MCP message (or one for the exchange when it carried none),
 //! and its spans when export is configured.
 
-use crate::pipeline::service::Session;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
+use pingora_core::protocols::http::ServerSession as Session;
 use warden_filters::chain::filter::Direction;
 
 use crate::hub::state::Gateway;

@@ -36,7 +36,7 @@ use pingora_core::server::ShutdownWatch;
 use tokio::sync::Notify;
 use warden_filters::{codes, JsonRpcError, Refusal};
 
-pub use pingora_core::protocols::http::ServerSession as Session;
+use pingora_core::protocols::http::ServerSession as Session;
 
 use crate::hub::state::Gateway;
 use crate::observability::metrics::metrics;
