@@ -2932,6 +2932,16 @@ async fn an_unreadable_header_or_a_tunnel_is_answered_and_the_connection_closed(
             "{head:?}: the server was sent something"
         );
     }
+    // Counted by reason, as every refusal is.
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(r#"warden_refusals_total{reason="unreadable_header"} 3"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"warden_refusals_total{reason="method_not_allowed"} 1"#),
+        "{m}"
+    );
 }
 
 /// A chunked body whose framing breaks (data longer than its chunk size,
