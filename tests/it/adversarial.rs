@@ -2874,11 +2874,7 @@ async fn members_beside_jsonrpcs_own_reach_no_peer() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreadable_header_or_a_tunnel_is_answered_and_the_connection_closed() {
     let (h, gw) = setup().await;
-    let body = call(1, "echo");
-    let second = format!(
-        "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let second = whole_call();
     for (head, status, code) in [
         (
             "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nno colon on this line\r\n",
@@ -2951,11 +2947,7 @@ async fn an_unreadable_header_or_a_tunnel_is_answered_and_the_connection_closed(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_whose_framing_breaks_ends_the_connection() {
     let (h, gw) = setup().await;
-    let body = call(1, "echo");
-    let second = format!(
-        "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let second = whole_call();
     let head = "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
     for broken in ["5\r\n{\"a\":1}\r\n0\r\n\r\n", "zz\r\n{}\r\n0\r\n\r\n"] {
         h.reset();
@@ -2980,4 +2972,13 @@ async fn raw_exchange(gw: &Gateway, req: &[u8]) -> String {
         .expect("the connection closes")
         .expect("read");
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A whole `tools/call` POST, as raw HTTP/1.1 bytes.
+fn whole_call() -> String {
+    let body = call(1, "echo");
+    format!(
+        "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
