@@ -45,7 +45,10 @@ pub struct GuardedStream {
     /// Set when an exchange ended: the next header gets a fresh clock.
     next_header: AtomicBool,
     limit: Duration,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// The running deadline: `until`, armed as a timer only once a read
+    /// has to wait (most headers arrive whole in their first read, and
+    /// then no timer is made at all).
+    deadline: Option<Deadline>,
     /// The running deadline is a header's (started by its first byte), not
     /// the wait for a new connection's first byte.
     header_clock: bool,
@@ -53,6 +56,31 @@ pub struct GuardedStream {
     off: bool,
     first_read: bool,
     timed_out: bool,
+}
+
+/// A point in time a read may wait until, and its timer once one was
+/// needed.
+struct Deadline {
+    until: tokio::time::Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Deadline {
+    fn after(limit: Duration) -> Self {
+        Deadline {
+            until: tokio::time::Instant::now() + limit,
+            timer: None,
+        }
+    }
+
+    /// Ready once `until` has passed; registers the waker otherwise.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let until = self.until;
+        self.timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)))
+            .as_mut()
+            .poll(cx)
+    }
 }
 
 impl std::fmt::Debug for GuardedStream {
@@ -74,7 +102,7 @@ impl GuardedStream {
             // A new connection gets `FIRST_BYTE` (at least the header limit)
             // to start its first request (pre-connected clients wait a
             // while); the header's own clock starts with its first byte.
-            deadline: (!off).then(|| Box::pin(tokio::time::sleep(limit.max(FIRST_BYTE)))),
+            deadline: (!off).then(|| Deadline::after(limit.max(FIRST_BYTE))),
             header_clock: false,
             off,
             first_read: true,
@@ -151,13 +179,13 @@ impl AsyncRead for GuardedStream {
                 }
                 // A header's clock starts with its first byte.
                 if awaiting && !this.off && !got.is_empty() && !this.header_clock {
-                    this.deadline = Some(Box::pin(tokio::time::sleep(this.limit)));
+                    this.deadline = Some(Deadline::after(this.limit));
                     this.header_clock = true;
                 }
             }
             Poll::Pending => {
                 if let Some(d) = this.deadline.as_mut() {
-                    if d.as_mut().poll(cx).is_ready() {
+                    if d.poll(cx).is_ready() {
                         return Poll::Ready(Err(this.refuse(cx)));
                     }
                 }
@@ -254,7 +282,7 @@ impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         // Pingora peeks for the HTTP/2 preface before it reads: the wait for
         // a new connection's first bytes is bounded here too.
-        let Some(d) = self.deadline.as_ref().map(|d| d.deadline()) else {
+        let Some(d) = self.deadline.as_ref().map(|d| d.until) else {
             return self.inner.try_peek(buf).await;
         };
         match tokio::time::timeout_at(d, self.inner.try_peek(buf)).await {
@@ -274,16 +302,32 @@ impl Peek for GuardedStream {
     }
 }
 
+/// An application that serves a whole accepted connection in one future:
+/// every request of a kept-alive HTTP/1 connection runs inside it, so a
+/// request costs no boxed future of its own (Pingora's `HttpServerApp`
+/// boxes one per request and moves the request's whole state into it).
+pub trait Connections: Send + Sync + 'static {
+    /// Serves `stream` until it ends; `Some` hands it back for reuse.
+    fn serve(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> impl Future<Output = Option<Stream>> + Send;
+
+    /// Called once when the service shuts down.
+    fn cleanup(&self) -> impl Future<Output = ()> + Send;
+}
+
 /// The proxy application behind a header deadline: wraps every accepted
 /// stream in a [`GuardedStream`] (the limit is read from the current bundle)
-/// and hands it to Pingora's HTTP application.
+/// and hands it to the gateway's HTTP application.
 pub struct Guarded<A> {
     pub app: Arc<A>,
     pub current: Arc<crate::hub::runtime::Current>,
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+impl<A: Connections> ServerApp for Guarded<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -291,7 +335,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     ) -> Option<Stream> {
         let limit = self.current.load().snap.config.timeouts.request_header;
         self.app
-            .process_new(Box::new(GuardedStream::new(stream, limit)), shutdown)
+            .serve(Box::new(GuardedStream::new(stream, limit)), shutdown)
             .await
     }
 

@@ -30,8 +30,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora_core::apps::{
-    HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream,
+    HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp,
 };
+use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use tokio::sync::Notify;
 use warden_filters::{codes, JsonRpcError, Refusal};
@@ -42,6 +43,7 @@ use crate::hub::state::Gateway;
 use crate::observability::metrics::metrics;
 use crate::pipeline::admission::{admit, Admitted};
 use crate::pipeline::answers::{write_refusal, write_unread_refusal};
+use crate::pipeline::conn::Connections;
 use crate::pipeline::ctx::RequestCtx;
 use crate::pipeline::judging::{judge, Judged};
 
@@ -212,9 +214,10 @@ impl WardenProxy {
     }
 }
 
-#[async_trait]
-impl HttpServerApp for WardenProxy {
-    async fn process_new_http(
+impl WardenProxy {
+    /// One request of a connection, from its header to the connection
+    /// handed back for the next one (`None`: the connection ends).
+    async fn serve_one(
         self: &Arc<Self>,
         mut session: Session,
         shutdown: &ShutdownWatch,
@@ -257,6 +260,86 @@ impl HttpServerApp for WardenProxy {
             .ok()
             .flatten()
             .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+    }
+}
+
+/// Whether `stream` speaks HTTP/1, decided as Pingora's HTTP application
+/// decides it: not when the options force a custom protocol or ALPN chose
+/// one; on TLS, unless ALPN chose h2; in clear text with `h2c` on, unless
+/// the client's first bytes are the HTTP/2 preface (or cannot be peeked).
+/// `None`: the connection failed while peeked.
+async fn speaks_http1(opts: Option<&HttpServerOptions>, stream: &mut Stream) -> Option<bool> {
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let h2c = opts.is_some_and(|o| o.h2c);
+    if opts.is_some_and(|o| o.force_custom)
+        || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_)))
+    {
+        return Some(false);
+    }
+    if stream.get_ssl_digest().is_some() {
+        return Some(!matches!(stream.selected_alpn_proto(), Some(ALPN::H2)));
+    }
+    if !h2c {
+        return Some(!matches!(stream.selected_alpn_proto(), Some(ALPN::H2)));
+    }
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let peeked = match stream.try_peek(&mut buf).await {
+        Ok(p) => p,
+        Err(e) => {
+            // Normal when a client closes a connection it never used.
+            tracing::debug!(error = %e, "connection closed before its first request");
+            return None;
+        }
+    };
+    Some(peeked && buf != H2_PREFACE)
+}
+
+impl Connections for WardenProxy {
+    /// HTTP/1: every request of the connection in this one future. HTTP/2
+    /// and custom protocols: Pingora's own loop (one task per stream, each
+    /// calling `process_new_http`).
+    async fn serve(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if !speaks_http1(self.server_options.as_ref(), &mut stream).await? {
+            return ServerApp::process_new(self, stream, shutdown).await;
+        }
+        let mut session = Session::new_http1(stream);
+        // As Pingora's loop: no reuse once the service is shutting down,
+        // else 60 s of keep-alive.
+        session.set_keepalive((!*shutdown.borrow()).then_some(60));
+        session.set_keepalive_reuses_remaining(
+            self.server_options
+                .as_ref()
+                .and_then(|o| o.keepalive_request_limit),
+        );
+        let mut result = self.serve_one(session, shutdown).await;
+        while let Some((stream, settings)) = result.map(ReusedHttpStream::consume) {
+            let mut session = Session::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            result = self.serve_one(session, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.http_cleanup().await
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for WardenProxy {
+    /// HTTP/2 streams (HTTP/1 connections are served by `serve`).
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: Session,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.serve_one(session, shutdown).await
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
