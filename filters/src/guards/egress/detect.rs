@@ -35,14 +35,25 @@ pub(crate) fn lead(s: &str) -> Lead {
         .skip_while(|&c| c <= b' ')
         .filter(|&c| !dropped(c as char))
         .peekable();
-    let mut name = String::new();
-    while let Some(c) = b.next_if(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+    // The leading run of scheme bytes is measured first and copied only
+    // when a colon ends it: most strings (prose) start with a word and a
+    // space, and are looked at without an allocation.
+    let mut scan = b.clone();
+    let mut n = 0;
+    let mut first = 0u8;
+    while let Some(c) =
+        scan.next_if(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
     {
-        name.push(c.to_ascii_lowercase() as char);
+        if n == 0 {
+            first = c;
+        }
+        n += 1;
     }
-    let scheme = if name.is_empty() {
+    let scheme = if n == 0 {
         None
-    } else if name.starts_with(|c: char| c.is_ascii_alphabetic()) && b.next_if_eq(&b':').is_some() {
+    } else if first.is_ascii_alphabetic() && scan.next_if_eq(&b':').is_some() {
+        let name = b.take(n).map(|c| c.to_ascii_lowercase() as char).collect();
+        b = scan;
         Some(name)
     } else {
         return Lead::default();

@@ -126,3 +126,28 @@ fn allowlists() {
         Err("egress_not_allowlisted")
     );
 }
+
+#[test]
+fn a_string_start_is_read_as_a_whatwg_parser_reads_it() {
+    use super::detect::lead;
+    // Leading controls and spaces skipped, tabs and newlines deleted
+    // (inside the scheme too), the scheme lower-cased.
+    let l = lead(" \u{1}H\tT\nTps:\\\\/host/x");
+    assert_eq!(l.scheme.as_deref(), Some("https"));
+    assert_eq!(l.slashes, 3);
+    assert!(l.host_like);
+    // A drive letter is a scheme of one letter.
+    let l = lead("C:\\dir");
+    assert_eq!((l.scheme.as_deref(), l.slashes), (Some("c"), 1));
+    // Prose, a word not ended by a colon, a scheme not starting with a
+    // letter: no scheme and nothing after it.
+    for s in ["deploy the billing service", "1http://x", "+a:b"] {
+        let l = lead(s);
+        assert_eq!((l.scheme, l.slashes, l.host_like), (None, 0, false), "{s}");
+    }
+    // No scheme at all: the slashes and the host after them.
+    let l = lead("//host");
+    assert_eq!((l.scheme, l.slashes, l.host_like), (None, 2, true));
+    let l = lead("a b:");
+    assert_eq!(l.scheme, None);
+}
