@@ -1503,3 +1503,72 @@ async fn a_client_still_sending_an_oversized_body_reads_its_413() {
     }
     assert_eq!(mock.posts().await, 0);
 }
+
+/// A client that stops reading its reply loses its connection once a write
+/// to it has made no progress for `timeouts.write`: it holds no task, reply
+/// buffer or upstream connection for longer. The call's audit record says
+/// the reply was not delivered, and the cut is counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_is_cut_off_after_timeouts_write() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = Mock::start(&[]).expect("mock");
+    let gw = Gateway::start(
+        &mock_bundle(
+            &[mock.addr],
+            "timeouts: {write: 1s}\nlimits: {max_request_body: 8MiB, max_response_body: 16MiB}",
+        ),
+        true,
+    )
+    .expect("gateway");
+    // A reply of about 5 MB: more than the kernel's buffers on both sides
+    // hold while the client reads nothing.
+    let text = "deploy the billing service to three regions; ".repeat(110_000);
+    let body = call(7, "echo", json!({ "text": text }));
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut s = sock.connect(gw.addr).await.expect("connect");
+    let head = format!(
+        "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    s.write_all(&body).await.expect("body");
+    // Nothing is read until the gateway gave up on the write.
+    let metrics = gw
+        .metrics_when(|m| m.contains("reason=\"client_write_stalled\""))
+        .await;
+    let metrics = if metrics.contains("reason=\"client_write_stalled\"") {
+        metrics
+    } else {
+        // Judging 5 MB twice in a debug build can take a while.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        gw.metrics().await
+    };
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("warden_refusals_total{reason=\"client_write_stalled\"} 1")),
+        "{metrics}"
+    );
+    // The connection is closed: what the kernels held, then the end.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .expect("the connection is closed");
+    assert!(
+        got.len() < text.len(),
+        "the whole reply arrived ({} bytes, {read:?})",
+        got.len()
+    );
+    let recs = gw.audit_when(|r| r.iter().any(|x| x["reason"].is_string()));
+    let rec = recs
+        .iter()
+        .find(|r| r["method"] == "tools/call")
+        .expect("the call's record");
+    let reason = rec["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("the reply was not delivered") && reason.contains("timeouts.write"),
+        "{rec}"
+    );
+    assert_eq!(rec["upstream_status"], 200, "{rec}");
+}

@@ -91,6 +91,8 @@ pub struct ServerMeta {
     pub latency: [prometheus::Histogram; 3],
     pub body_in: prometheus::Histogram,
     pub body_out: prometheus::Histogram,
+    /// `warden_requests_total` of POSTs answered 200, the common case.
+    pub posts_ok: prometheus::IntCounter,
 }
 
 impl ServerMeta {
@@ -102,6 +104,7 @@ impl ServerMeta {
             latency: ["POST", "GET", "DELETE"].map(|h| m.latency.with_label_values(&[name, h])),
             body_in: m.body_bytes.with_label_values(&[name, "request"]),
             body_out: m.body_bytes.with_label_values(&[name, "response"]),
+            posts_ok: m.requests.with_label_values(&[name, "POST", "200"]),
         }
     }
 

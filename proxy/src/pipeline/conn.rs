@@ -56,6 +56,11 @@ pub struct GuardedStream {
     off: bool,
     first_read: bool,
     timed_out: bool,
+    /// How long a write to the client may make no progress
+    /// (`timeouts.write`; zero: unbounded).
+    write_limit: Duration,
+    /// Armed when a write has to wait, cleared by any progress.
+    write_stall: Option<Deadline>,
 }
 
 /// A point in time a read may wait until, and its timer once one was
@@ -92,7 +97,7 @@ impl std::fmt::Debug for GuardedStream {
 }
 
 impl GuardedStream {
-    pub fn new(inner: Stream, limit: Duration) -> Self {
+    pub fn new(inner: Stream, limit: Duration, write_limit: Duration) -> Self {
         let off = limit.is_zero() || matches!(inner.selected_alpn_proto(), Some(ALPN::H2));
         GuardedStream {
             inner,
@@ -107,7 +112,38 @@ impl GuardedStream {
             off,
             first_read: true,
             timed_out: false,
+            write_limit,
+            write_stall: None,
         }
+    }
+
+    /// After a write or flush to the client: a wait longer than
+    /// `write_limit` without progress fails it (a client that stopped
+    /// reading holds no task, buffer or upstream connection for longer).
+    fn stalled<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if !r.is_pending() {
+            self.write_stall = None;
+            return r;
+        }
+        if self.write_limit.is_zero() {
+            return r;
+        }
+        let limit = self.write_limit;
+        let stall = self
+            .write_stall
+            .get_or_insert_with(|| Deadline::after(limit));
+        if stall.poll(cx).is_ready() {
+            self.write_stall = None;
+            crate::observability::metrics::metrics()
+                .refusals
+                .with_label_values(&["client_write_stalled"])
+                .inc();
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for timeouts.write",
+            )));
+        }
+        r
     }
 
     /// The request header was read whole.
@@ -202,10 +238,12 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.stalled(cx, r)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.stalled(cx, r)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
@@ -215,7 +253,8 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.stalled(cx, r)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -333,9 +372,12 @@ impl<A: Connections> ServerApp for Guarded<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let limit = self.current.load().snap.config.timeouts.request_header;
+        let t = self.current.load().snap.config.timeouts;
         self.app
-            .serve(Box::new(GuardedStream::new(stream, limit)), shutdown)
+            .serve(
+                Box::new(GuardedStream::new(stream, t.request_header, t.write)),
+                shutdown,
+            )
             .await
     }
 

@@ -334,7 +334,7 @@ async fn relay_whole(
     resp.remove_header(&http::header::TRANSFER_ENCODING);
     resp.insert_header(http::header::CONTENT_LENGTH, out.len())
         .map_err(|e| Refusal::internal(&e.to_string()))?;
-    write_whole(session, Box::new(resp), out).await;
+    write_whole(session, ctx, Box::new(resp), out).await;
     // Kept only if the exchange completed.
     ups.release(up, &p, s.timeouts.idle).await;
     Ok(status)
@@ -459,7 +459,7 @@ async fn relay_stream(
                     .map_err(|e| Refusal::internal(&e.to_string()))?;
             }
             if let Some(h) = head.take() {
-                write_whole(session, Box::new(h), held.split().freeze()).await;
+                write_whole(session, ctx, Box::new(h), held.split().freeze()).await;
             }
             break;
         }
@@ -476,9 +476,8 @@ async fn relay_stream(
             None if eos => session.write_response_body(bytes::Bytes::new(), true).await,
             None => Ok(()),
         };
-        if wrote.is_err() {
-            // The client stopped reading: its connection is not reused.
-            session.set_keepalive(None);
+        if let Err(e) = wrote {
+            undelivered(session, ctx, &e);
             break;
         }
         if eos {
@@ -493,6 +492,7 @@ async fn relay_stream(
 /// ends nothing but its own exchange, and its connection is not reused.
 async fn write_whole(
     session: &mut Session,
+    ctx: &mut RequestCtx,
     h: Box<pingora::http::ResponseHeader>,
     body: bytes::Bytes,
 ) {
@@ -500,9 +500,17 @@ async fn write_whole(
         Ok(()) => session.write_response_body(body, true).await,
         Err(e) => Err(e),
     };
-    if written.is_err() {
-        session.set_keepalive(None);
+    if let Err(e) = written {
+        undelivered(session, ctx, &e);
     }
+}
+
+/// A reply the client did not take (it hung up, or stopped reading for
+/// `timeouts.write`): its records say so, and its connection is not
+/// reused.
+fn undelivered(session: &mut Session, ctx: &mut RequestCtx, e: &Error) {
+    ctx.upstream.error = Some(format!("the reply was not delivered: {e}"));
+    session.set_keepalive(None);
 }
 
 /// Writes the pending header of a streamed reply and what was judged while

@@ -71,10 +71,7 @@ pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader) -> Result<(), Refusal> {
             t.add(Place::Header(name), &[sent, ": ", &l]);
         }
         if !common_name(lower) {
-            t.add(
-                Place::Header(name),
-                &[&lower.to_ascii_uppercase(), " ", lower],
-            );
+            t.add_shouted(Place::Header(name), lower);
         }
     }
     for (part, text) in client_url(ctx, req) {
@@ -192,6 +189,17 @@ impl<'a> Texts<'a> {
         self.spans.push(start..self.buf.len());
         self.places.push(place);
     }
+
+    /// `NAME name`: a header name read in both cases.
+    fn add_shouted(&mut self, place: Place<'a>, lower: &str) {
+        let start = self.buf.len();
+        self.buf
+            .extend(lower.chars().map(|c| c.to_ascii_uppercase()));
+        self.buf.push(' ');
+        self.buf.push_str(lower);
+        self.spans.push(start..self.buf.len());
+        self.places.push(place);
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -238,6 +246,11 @@ fn client_url<'a>(ctx: &RequestCtx, req: &'a RequestHeader) -> Vec<(&'static str
 /// Every way a reader may take URL text `s`: as written (a log, a raw
 /// `req.url`) and percent-decoded (see [`decoded`]).
 fn url_readings<'a>(part: &'static str, s: &'a str, out: &mut Vec<(&'static str, Cow<'a, str>)>) {
+    if !s.contains('%') {
+        // Nothing to decode: one reading.
+        out.push((part, Cow::Borrowed(s)));
+        return;
+    }
     let readings = decoded(s);
     if readings.iter().any(|t| t != s) {
         out.push((part, Cow::Borrowed(s)));

@@ -34,15 +34,20 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
     let failed = e
         .map(|e| e.to_string())
         .or_else(|| ctx.upstream.error.clone());
-    let mut out = message_records(gw, ctx, &base, &server, &failed);
-    if out.is_empty() {
-        out.push(exchange_record(ctx, base, failed));
-    } else if let Some(r) = &ctx.refusal {
-        for rec in &mut out {
-            rec.outcome = r.reason;
-            rec.reason = Some(r.error.message.clone());
+    let mut out = match message_records(gw, ctx, base, &server, &failed) {
+        Ok(mut out) => {
+            if let Some(r) = &ctx.refusal {
+                let reason = refusal_reason(r, failed.as_deref());
+                for rec in &mut out {
+                    rec.outcome = r.reason;
+                    rec.reason = Some(reason.clone());
+                }
+            }
+            out
         }
-    }
+        // No message: one record of the exchange.
+        Err(base) => vec![exchange_record(ctx, base, failed)],
+    };
     // What DLP found in the header values and URL: with the first record.
     if let Some(first) = out.first_mut() {
         for f in std::mem::take(&mut ctx.metadata_findings) {
@@ -91,11 +96,15 @@ fn exchange_metrics(ctx: &RequestCtx, server: &str, http_method: &'static str, s
             .outliers(s)
             .record(server, addr, st < 500 && ctx.reply.unjudgeable == 0);
     }
-    m.requests
-        .with_label_values(&[server, http_method, &status_label(status)])
-        .inc();
     // The server's handles were resolved when its bundle was built.
     let meta = ctx.server_id().map(|s| ctx.rt.meta(s));
+    match meta.filter(|_| http_method == "POST" && status == 200) {
+        Some(s) => s.posts_ok.inc(),
+        None => m
+            .requests
+            .with_label_values(&[server, http_method, &status_label(status)])
+            .inc(),
+    }
     let elapsed = ctx.start.elapsed().as_secs_f64();
     match meta.and_then(|s| s.latency(http_method)) {
         Some(h) => h.observe(elapsed),
@@ -121,40 +130,58 @@ fn exchange_metrics(ctx: &RequestCtx, server: &str, http_method: &'static str, s
 }
 
 /// One audit record per MCP message the exchange carried, requests first
-/// (with the records of the approvals that decided them), then the server's.
+/// (with the records of the approvals that decided them), then the server's;
+/// `base` back when the exchange carried none. The last record is made
+/// from `base` itself, the others from copies.
 fn message_records(
     gw: &Gateway,
     ctx: &mut RequestCtx,
-    base: &AuditRecord,
+    base: AuditRecord,
     server: &str,
     failed: &Option<String>,
-) -> Vec<AuditRecord> {
-    let mut out = Vec::new();
+) -> Result<Vec<AuditRecord>, AuditRecord> {
     let plan_records = ctx
         .plan
         .as_mut()
         .map(|p| std::mem::take(&mut p.records))
         .unwrap_or_default();
+    let reply_records = std::mem::take(&mut ctx.reply.records);
+    let mut left = plan_records.len() + reply_records.len();
+    if left == 0 {
+        return Err(base);
+    }
+    let mut out = Vec::with_capacity(left);
+    let mut base = Some(base);
     for (dir, list) in [
         (Direction::Request, plan_records),
-        (Direction::Response, std::mem::take(&mut ctx.reply.records)),
+        (Direction::Response, reply_records),
     ] {
         for mut r in list {
-            let mut rec = message_record(gw, ctx, base, server, dir, &mut r, failed);
+            left -= 1;
+            let from = match left {
+                0 => base
+                    .take()
+                    .expect("the base is taken by the last record only"),
+                _ => base
+                    .clone()
+                    .expect("the base is kept until the last record"),
+            };
+            let mut rec = message_record(gw, ctx, from, server, dir, &mut r, failed);
             if let Some(need) = r.approval.take() {
                 approval_records(ctx, &mut rec, &need, &mut out);
             }
             out.push(rec);
         }
     }
-    out
+    Ok(out)
 }
 
-/// The audit record of one message, and its metrics.
+/// The audit record of one message (made from `rec`, a copy of the
+/// exchange's base record), and its metrics.
 fn message_record(
     gw: &Gateway,
     ctx: &RequestCtx,
-    base: &AuditRecord,
+    mut rec: AuditRecord,
     server: &str,
     dir: Direction,
     r: &mut warden_filters::MessageRecord,
@@ -163,7 +190,7 @@ fn message_record(
     let m = metrics();
     let rt = &ctx.rt;
     if dir == Direction::Request {
-        gw.live.count(&base.tenant, &base.principal);
+        gw.live.count(&rec.tenant, &rec.principal);
     }
     // Labels and audit fields name only what the catalog knows;
     // anything else a client or server chose is bounded or redacted.
@@ -192,7 +219,6 @@ fn message_record(
             r.outcome.label(),
         ])
         .inc();
-    let mut rec = base.clone();
     rec.direction = dir.as_str();
     if dir == Direction::Request {
         rec.principal_detail = Some(crate::observability::audit::AuditPrincipal(
@@ -375,13 +401,20 @@ fn exchange_record(ctx: &RequestCtx, base: AuditRecord, failed: Option<String>) 
         (None, Some(_)) => "failed",
         (None, None) => "forwarded",
     };
-    // A refusal that did not reach the client says so.
-    rec.reason = match (&ctx.refusal, failed) {
-        (Some(r), Some(f)) => Some(format!("{} (not delivered: {f})", r.error.message)),
-        (Some(r), None) => Some(r.error.message.clone()),
-        (None, failed) => failed,
+    rec.reason = match &ctx.refusal {
+        Some(r) => Some(refusal_reason(r, failed.as_deref())),
+        None => failed,
     };
     rec
+}
+
+/// The reason a refused exchange's records give: the refusal's message,
+/// and, when it did not reach the client, why.
+fn refusal_reason(r: &warden_filters::Refusal, failed: Option<&str>) -> String {
+    match failed {
+        Some(f) => format!("{} (not delivered: {f})", r.error.message),
+        None => r.error.message.clone(),
+    }
 }
 
 /// One span per record, when export is configured.
