@@ -1560,6 +1560,15 @@ async fn a_client_that_stops_reading_is_cut_off_after_timeouts_write() {
         "the whole reply arrived ({} bytes, {read:?})",
         got.len()
     );
+    // Cut once: the end of the exchange (the flush of what is buffered,
+    // the connection's shutdown) does not wait out the limit again.
+    let again = gw.metrics().await;
+    assert!(
+        again
+            .lines()
+            .any(|l| l.starts_with("warden_refusals_total{reason=\"client_write_stalled\"} 1")),
+        "{again}"
+    );
     let recs = gw.audit_when(|r| r.iter().any(|x| x["reason"].is_string()));
     let rec = recs
         .iter()

@@ -61,6 +61,11 @@ pub struct GuardedStream {
     write_limit: Duration,
     /// Armed when a write has to wait, cleared by any progress.
     write_stall: Option<Deadline>,
+    /// Set once a write stalled past `write_limit`: every later write,
+    /// flush or shutdown fails at once (the final chunk, the flush of
+    /// what is buffered), so a stalled client is cut once, not once per
+    /// write.
+    write_failed: bool,
 }
 
 /// A point in time a read may wait until, and its timer once one was
@@ -114,6 +119,7 @@ impl GuardedStream {
             timed_out: false,
             write_limit,
             write_stall: None,
+            write_failed: false,
         }
     }
 
@@ -134,14 +140,12 @@ impl GuardedStream {
             .get_or_insert_with(|| Deadline::after(limit));
         if stall.poll(cx).is_ready() {
             self.write_stall = None;
+            self.write_failed = true;
             crate::observability::metrics::metrics()
                 .refusals
                 .with_label_values(&["client_write_stalled"])
                 .inc();
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client read nothing for timeouts.write",
-            )));
+            return Poll::Ready(Err(stall_error()));
         }
         r
     }
@@ -175,6 +179,13 @@ impl GuardedStream {
         }
         io::Error::new(io::ErrorKind::TimedOut, "request header deadline")
     }
+}
+
+fn stall_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the client read nothing for timeouts.write",
+    )
 }
 
 /// The guard of the connection a request arrived on, if it has one (HTTP/1).
@@ -238,21 +249,35 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.write_failed {
+            return Poll::Ready(Err(stall_error()));
+        }
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.stalled(cx, r)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.write_failed {
+            return Poll::Ready(Err(stall_error()));
+        }
         let r = Pin::new(&mut self.inner).poll_flush(cx);
         self.stalled(cx, r)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        // Shutting down flushes what is buffered first: a write like any other.
+        if self.write_failed {
+            return Poll::Ready(Err(stall_error()));
+        }
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.stalled(cx, r)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.write_failed {
+            return Poll::Ready(Err(stall_error()));
+        }
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.stalled(cx, r)
     }

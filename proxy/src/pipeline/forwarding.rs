@@ -382,6 +382,9 @@ async fn relay_stream(
         // A client that hangs up ends the upstream stream too (a quiet
         // `subscriptions/listen` stream would otherwise stay open upstream
         // until its next event): dropping `up` closes that connection.
+        // A write of the started stream that failed: why the reply was
+        // not delivered.
+        let mut lost = None;
         let read = {
             let next = up.read_response_body();
             tokio::pin!(next);
@@ -393,7 +396,8 @@ async fn relay_stream(
                         // bundle in force still lets it (see `still_allowed`).
                         reply::still_allowed(gw, ctx).map_err(refuse)?;
                         // From here on the response has started: failures can only cut it.
-                        if !start_stream(session, &mut head, &mut held).await {
+                        if let Err(e) = start_stream(session, &mut head, &mut held).await {
+                            lost = Some(e);
                             break None;
                         }
                     }
@@ -403,8 +407,13 @@ async fn relay_stream(
             }
         };
         let Some(read) = read else {
-            ctx.upstream.error = Some("client closed the stream".into());
-            session.set_keepalive(None);
+            match lost {
+                Some(e) => undelivered(session, ctx, &e),
+                None => {
+                    ctx.upstream.error = Some("client closed the stream".into());
+                    session.set_keepalive(None);
+                }
+            }
             return Ok(status);
         };
         let judged = match read {
@@ -444,10 +453,11 @@ async fn relay_stream(
                 if due {
                     reply::still_allowed(gw, ctx).map_err(refuse)?;
                 }
-                if due && !start_stream(session, &mut head, &mut held).await {
-                    ctx.upstream.error = Some("client closed the stream".into());
-                    session.set_keepalive(None);
-                    return Ok(status);
+                if due {
+                    if let Err(e) = start_stream(session, &mut head, &mut held).await {
+                        undelivered(session, ctx, &e);
+                        return Ok(status);
+                    }
                 }
                 continue;
             }
@@ -514,23 +524,22 @@ fn undelivered(session: &mut Session, ctx: &mut RequestCtx, e: &Error) {
 }
 
 /// Writes the pending header of a streamed reply and what was judged while
-/// it waited. `false`: the client is gone.
+/// it waited. `Err`: the client did not take it.
 async fn start_stream(
     session: &mut Session,
     head: &mut Option<pingora::http::ResponseHeader>,
     held: &mut bytes::BytesMut,
-) -> bool {
+) -> Result<()> {
     let Some(h) = head.take() else {
-        return true;
+        return Ok(());
     };
-    if session.write_response_header(Box::new(h)).await.is_err() {
-        return false;
-    }
-    held.is_empty()
-        || session
+    session.write_response_header(Box::new(h)).await?;
+    if !held.is_empty() {
+        session
             .write_response_body(held.split().freeze(), false)
-            .await
-            .is_ok()
+            .await?;
+    }
+    Ok(())
 }
 
 /// Writes the client's request `req` as `rewrite` makes it, with the
