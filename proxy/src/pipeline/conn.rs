@@ -11,6 +11,10 @@
 //! `warden_refusals_total{reason="header_timeout"}` and closes the connection.
 //! Idle keep-alive time between requests is not counted (Pingora's keep-alive
 //! timeout covers it). HTTP/2 connections are left to the HTTP/2 stack.
+//!
+//! Writes to the client, on every protocol: one that makes no progress for
+//! `timeouts.write` fails, and so does every later write on the connection
+//! (`warden_refusals_total{reason="client_write_stalled"}`).
 
 use std::future::Future;
 use std::io;
@@ -68,8 +72,8 @@ pub struct GuardedStream {
     write_failed: bool,
 }
 
-/// A point in time a read may wait until, and its timer once one was
-/// needed.
+/// A point in time a read or a write may wait until, and its timer once
+/// one was needed.
 struct Deadline {
     until: tokio::time::Instant,
     timer: Option<Pin<Box<Sleep>>>,
@@ -123,7 +127,7 @@ impl GuardedStream {
         }
     }
 
-    /// After a write or flush to the client: a wait longer than
+    /// After a write, flush or shutdown to the client: a wait longer than
     /// `write_limit` without progress fails it (a client that stopped
     /// reading holds no task, buffer or upstream connection for longer).
     fn stalled<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
