@@ -269,17 +269,15 @@ impl WardenProxy {
 /// the client's first bytes are the HTTP/2 preface (or cannot be peeked).
 /// `None`: the connection failed while peeked.
 async fn speaks_http1(opts: Option<&HttpServerOptions>, stream: &mut Stream) -> Option<bool> {
+    // The whole preface, as Pingora compares it (the header guard's
+    // shorter prefix only turns its own deadline off).
     const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let h2c = opts.is_some_and(|o| o.h2c);
     if opts.is_some_and(|o| o.force_custom)
         || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_)))
     {
         return Some(false);
     }
-    if stream.get_ssl_digest().is_some() {
-        return Some(!matches!(stream.selected_alpn_proto(), Some(ALPN::H2)));
-    }
-    if !h2c {
+    if stream.get_ssl_digest().is_some() || !opts.is_some_and(|o| o.h2c) {
         return Some(!matches!(stream.selected_alpn_proto(), Some(ALPN::H2)));
     }
     let mut buf = [0u8; H2_PREFACE.len()];
