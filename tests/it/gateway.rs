@@ -1581,3 +1581,174 @@ async fn a_client_that_stops_reading_is_cut_off_after_timeouts_write() {
     );
     assert_eq!(rec["upstream_status"], 200, "{rec}");
 }
+
+/// A client that keeps reading, but slower than `limits.min_response_rate`,
+/// is cut off too, though no write ever waits `timeouts.write` in one go;
+/// one that reads at full speed gets the whole reply from the same gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reading_slower_than_the_floor_is_cut_off() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = Mock::start(&[]).expect("mock");
+    let gw = Gateway::start(
+        &mock_bundle(
+            &[mock.addr],
+            "timeouts: {write: 3s}\nlimits: {max_request_body: 8MiB, max_response_body: 16MiB, min_response_rate: 256KiB}",
+        ),
+        true,
+    )
+    .expect("gateway");
+    let text = "deploy the billing service to three regions; ".repeat(110_000);
+    let body = call(7, "echo", json!({ "text": text }));
+    let head = |close: bool| {
+        format!(
+            "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n{}Content-Length: {}\r\n\r\n",
+            if close { "Connection: close\r\n" } else { "" },
+            body.len()
+        )
+    };
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut s = sock.connect(gw.addr).await.expect("connect");
+    s.write_all(head(false).as_bytes()).await.expect("head");
+    s.write_all(&body).await.expect("body");
+    // 2 KB every 50 ms: about 40 KB/s, steady, a sixth of the floor.
+    let fast = std::sync::Arc::new(AtomicBool::new(false));
+    let reader = tokio::spawn({
+        let fast = fast.clone();
+        async move {
+            let mut got = 0usize;
+            let mut buf = [0u8; 2048];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got += n,
+                }
+                if !fast.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    let cut = "warden_refusals_total{reason=\"client_read_too_slow\"} 1";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut metrics = gw.metrics().await;
+    while !metrics.lines().any(|l| l.starts_with(cut)) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = gw.metrics().await;
+    }
+    assert!(metrics.lines().any(|l| l.starts_with(cut)), "{metrics}");
+    assert!(
+        !metrics.contains("reason=\"client_write_stalled\""),
+        "no single write waited timeouts.write: {metrics}"
+    );
+    // The connection is closed: what the kernels held, then the end.
+    fast.store(true, Ordering::Relaxed);
+    let got = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the connection is closed")
+        .expect("reader");
+    assert!(got < text.len(), "the whole reply arrived ({got} bytes)");
+    let recs = gw.audit_when(|r| r.iter().any(|x| x["reason"].is_string()));
+    let rec = recs
+        .iter()
+        .find(|r| r["method"] == "tools/call")
+        .expect("the call's record");
+    let reason = rec["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("the reply was not delivered") && reason.contains("min_response_rate"),
+        "{rec}"
+    );
+
+    // A client reading at full speed is not touched by the floor.
+    let mut s = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    s.write_all(head(true).as_bytes()).await.expect("head");
+    s.write_all(&body).await.expect("body");
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut all))
+        .await
+        .expect("the reply in time")
+        .expect("read");
+    let reply = String::from_utf8_lossy(&all);
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "{}",
+        &reply[..reply.len().min(300)]
+    );
+    assert!(all.len() > text.len(), "{} bytes", all.len());
+    let after = gw.metrics().await;
+    assert!(
+        after.lines().any(|l| l.starts_with(cut)),
+        "cut once: {after}"
+    );
+}
+
+/// HTTP/2: a stream whose flow-control window the client keeps shut, while
+/// its connection reads on (so no write to the connection ever waits), is
+/// reset once a write to it has waited `timeouts.write`; the call's record
+/// says the reply was not delivered, and the connection serves on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2_stream_whose_window_stays_shut_is_cut_after_timeouts_write() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let mock = Mock::start(&[]).expect("mock");
+    let gw =
+        Gateway::start(&mock_bundle(&[mock.addr], "timeouts: {write: 1s}"), true).expect("gateway");
+    let post = |id: u64| {
+        http::Request::builder()
+            .method("POST")
+            .uri(gw.url("/mock/mcp"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(http_body_util::Full::new(call(
+                id,
+                "echo",
+                json!({ "text": "deploy the billing service" }),
+            )))
+            .expect("request")
+    };
+    let mut b = Client::builder(TokioExecutor::new());
+    b.http2_only(true).http2_initial_stream_window_size(0u32);
+    let shut = b.build_http();
+    let resp = tokio::time::timeout(Duration::from_secs(10), shut.request(post(3)))
+        .await
+        .expect("the header in time")
+        .expect("response");
+    assert_eq!(resp.status().as_u16(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(15), resp.into_body().collect())
+        .await
+        .expect("the stream ends: it is not held open");
+    assert!(body.is_err(), "the stream is reset, not completed");
+    let metrics = gw
+        .metrics_when(|m| m.contains("reason=\"client_write_stalled\""))
+        .await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("warden_refusals_total{reason=\"client_write_stalled\"} 1")),
+        "{metrics}"
+    );
+    let recs = gw.audit_when(|r| r.iter().any(|x| x["reason"].is_string()));
+    let rec = recs
+        .iter()
+        .find(|r| r["method"] == "tools/call")
+        .expect("the call's record");
+    let reason = rec["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("the reply was not delivered") && reason.contains("timeouts.write"),
+        "{rec}"
+    );
+    // A client that opens its windows is served as ever.
+    let mut b = Client::builder(TokioExecutor::new());
+    b.http2_only(true);
+    let open = b.build_http();
+    let resp = open.request(post(4)).await.expect("response");
+    assert_eq!(resp.status().as_u16(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("deploy the billing service"),
+        "{body:?}"
+    );
+}

@@ -25,6 +25,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Slowest request body accepted (bytes per second, after a grace period).
     pub min_request_body_rate: usize,
+    /// Slowest a client may read its replies (bytes per second, counted
+    /// only while a write to it waits).
+    pub min_response_rate: usize,
     /// What the tables that grow with sessions and calls share.
     pub memory: MemoryBudget,
 }
@@ -141,6 +144,9 @@ impl Default for MemoryBudget {
     }
 }
 
+/// The default floor of a client's read rate (`limits.min_response_rate`).
+pub const DEFAULT_MIN_RESPONSE_RATE: usize = 1024;
+
 /// The default budget: a sidecar with a 256 MiB limit keeps half of it.
 pub const DEFAULT_MEMORY: u64 = 128 << 20;
 
@@ -215,6 +221,12 @@ pub(super) fn limits(rl: &raw::LimitsConfig, p: &mut Problems) -> Limits {
             "limits.min_request_body_rate",
             &rl.min_request_body_rate,
             1024,
+        ),
+        min_response_rate: size(
+            p,
+            "limits.min_response_rate",
+            &rl.min_response_rate,
+            DEFAULT_MIN_RESPONSE_RATE,
         ),
         memory: MemoryBudget {
             bytes: size(p, "limits.memory", &rl.memory, DEFAULT_MEMORY as usize) as u64,

@@ -14,7 +14,10 @@
 //!
 //! Writes to the client, on every protocol: one that makes no progress for
 //! `timeouts.write` fails, and so does every later write on the connection
-//! (`warden_refusals_total{reason="client_write_stalled"}`).
+//! (`warden_refusals_total{reason="client_write_stalled"}`); so does one
+//! whose client reads, while writes wait, slower than
+//! `limits.min_response_rate` ([`WriteFloor`],
+//! `reason="client_read_too_slow"`).
 
 use std::future::Future;
 use std::io;
@@ -60,16 +63,8 @@ pub struct GuardedStream {
     off: bool,
     first_read: bool,
     timed_out: bool,
-    /// How long a write to the client may make no progress
-    /// (`timeouts.write`; zero: unbounded).
-    write_limit: Duration,
-    /// Armed when a write has to wait, cleared by any progress.
-    write_stall: Option<Deadline>,
-    /// Set once a write stalled past `write_limit`: every later write,
-    /// flush or shutdown fails at once (the final chunk, the flush of
-    /// what is buffered), so a stalled client is cut once, not once per
-    /// write.
-    write_failed: bool,
+    /// The floor under the client's reading of its replies.
+    writes: WriteFloor,
 }
 
 /// A point in time a read or a write may wait until, and its timer once
@@ -106,7 +101,7 @@ impl std::fmt::Debug for GuardedStream {
 }
 
 impl GuardedStream {
-    pub fn new(inner: Stream, limit: Duration, write_limit: Duration) -> Self {
+    pub fn new(inner: Stream, limit: Duration, write_limit: Duration, min_rate: usize) -> Self {
         let off = limit.is_zero() || matches!(inner.selected_alpn_proto(), Some(ALPN::H2));
         GuardedStream {
             inner,
@@ -121,35 +116,34 @@ impl GuardedStream {
             off,
             first_read: true,
             timed_out: false,
-            write_limit,
-            write_stall: None,
-            write_failed: false,
+            writes: WriteFloor::new(write_limit, min_rate),
         }
     }
 
-    /// After a write, flush or shutdown to the client: a wait longer than
-    /// `write_limit` without progress fails it (a client that stopped
-    /// reading holds no task, buffer or upstream connection for longer).
-    fn stalled<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if !r.is_pending() {
-            self.write_stall = None;
-            return r;
+    /// One write, flush or shutdown to the client, through the floor:
+    /// `sent` says how many bytes a completed one handed on.
+    fn write_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut Stream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+        sent: impl FnOnce(&T) -> usize,
+    ) -> Poll<io::Result<T>> {
+        if let Some(cut) = self.writes.cut {
+            return Poll::Ready(Err(cut.error()));
         }
-        if self.write_limit.is_zero() {
-            return r;
-        }
-        let limit = self.write_limit;
-        let stall = self
-            .write_stall
-            .get_or_insert_with(|| Deadline::after(limit));
-        if stall.poll(cx).is_ready() {
-            self.write_stall = None;
-            self.write_failed = true;
-            crate::observability::metrics::metrics()
-                .refusals
-                .with_label_values(&["client_write_stalled"])
-                .inc();
-            return Poll::Ready(Err(stall_error()));
+        let r = op(Pin::new(&mut self.inner), cx);
+        match &r {
+            Poll::Ready(Ok(v)) => self.writes.done(sent(v)),
+            Poll::Ready(Err(_)) => self.writes.wait = None,
+            Poll::Pending => {
+                if let Some(cut) = self.writes.pending(cx) {
+                    crate::observability::metrics::metrics()
+                        .refusals
+                        .with_label_values(&[cut.reason()])
+                        .inc();
+                    return Poll::Ready(Err(cut.error()));
+                }
+            }
         }
         r
     }
@@ -185,11 +179,103 @@ impl GuardedStream {
     }
 }
 
-fn stall_error() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        "the client read nothing for timeouts.write",
-    )
+/// Why writes to a client were cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// One write made no progress for `timeouts.write`.
+    Stalled,
+    /// The client read slower than `limits.min_response_rate`.
+    TooSlow,
+}
+
+impl Cut {
+    fn reason(self) -> &'static str {
+        match self {
+            Cut::Stalled => "client_write_stalled",
+            Cut::TooSlow => "client_read_too_slow",
+        }
+    }
+
+    fn error(self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            match self {
+                Cut::Stalled => "the client read nothing for timeouts.write",
+                Cut::TooSlow => "the client read slower than limits.min_response_rate",
+            },
+        )
+    }
+}
+
+/// The floor under a client's reading: only time spent waiting on a write
+/// counts (an idle connection or stream owes nothing). Each wait adds its
+/// length to what the client owes, and each byte the client takes pays
+/// `1 / min_rate` s of it back, down to nothing (no credit is banked). A
+/// wait fails once it and the debt reach `timeouts.write`: a client that
+/// stops reading is cut after `timeouts.write`, one that reads at half the
+/// floor after about twice that of waiting, one at the floor or faster
+/// never.
+struct WriteFloor {
+    limit: Duration,
+    /// Nanoseconds each byte taken pays back.
+    per_byte: u64,
+    owed: Duration,
+    /// The wait in progress: when it began, and when it fails.
+    wait: Option<(tokio::time::Instant, Deadline)>,
+    /// Set once writes were cut: every later write, flush or shutdown
+    /// fails at once (the final chunk, the flush of what is buffered), so
+    /// a client is cut once, not once per write.
+    cut: Option<Cut>,
+}
+
+impl WriteFloor {
+    fn new(limit: Duration, min_rate: usize) -> Self {
+        WriteFloor {
+            limit,
+            per_byte: 1_000_000_000 / min_rate.max(1) as u64,
+            owed: Duration::ZERO,
+            wait: None,
+            cut: None,
+        }
+    }
+
+    /// A write completed, handing on `sent` bytes.
+    fn done(&mut self, sent: usize) {
+        if self.wait.is_none() && self.owed.is_zero() {
+            return;
+        }
+        let waited = self
+            .wait
+            .take()
+            .map_or(Duration::ZERO, |(since, _)| since.elapsed());
+        let paid = Duration::from_nanos((sent as u64).saturating_mul(self.per_byte));
+        self.owed = (self.owed + waited).saturating_sub(paid);
+    }
+
+    /// A write has to wait: `Some` once it and the debt ran past the limit.
+    fn pending(&mut self, cx: &mut Context<'_>) -> Option<Cut> {
+        if self.limit.is_zero() {
+            return None;
+        }
+        let (limit, owed) = (self.limit, self.owed);
+        let (_, deadline) = self.wait.get_or_insert_with(|| {
+            (
+                tokio::time::Instant::now(),
+                Deadline::after(limit.saturating_sub(owed)),
+            )
+        });
+        if deadline.poll(cx).is_pending() {
+            return None;
+        }
+        self.wait = None;
+        let cut = if owed.is_zero() {
+            Cut::Stalled
+        } else {
+            Cut::TooSlow
+        };
+        self.cut = Some(cut);
+        Some(cut)
+    }
 }
 
 /// The guard of the connection a request arrived on, if it has one (HTTP/1).
@@ -253,37 +339,21 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.write_failed {
-            return Poll::Ready(Err(stall_error()));
-        }
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.stalled(cx, r)
+        self.write_with(cx, |s, cx| s.poll_write(cx, buf), |n| *n)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.write_failed {
-            return Poll::Ready(Err(stall_error()));
-        }
-        let r = Pin::new(&mut self.inner).poll_flush(cx);
-        self.stalled(cx, r)
+        self.write_with(cx, |s, cx| s.poll_flush(cx), |_| 0)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // Shutting down flushes what is buffered first: a write like any other.
-        if self.write_failed {
-            return Poll::Ready(Err(stall_error()));
-        }
-        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.stalled(cx, r)
+        self.write_with(cx, |s, cx| s.poll_shutdown(cx), |_| 0)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if self.write_failed {
-            return Poll::Ready(Err(stall_error()));
-        }
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.stalled(cx, r)
+        self.write_with(cx, |s, cx| s.poll_write_vectored(cx, bufs), |n| *n)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -401,10 +471,18 @@ impl<A: Connections> ServerApp for Guarded<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let t = self.current.load().snap.config.timeouts;
+        let (t, limits) = {
+            let cfg = &self.current.load().snap.config;
+            (cfg.timeouts, cfg.limits)
+        };
         self.app
             .serve(
-                Box::new(GuardedStream::new(stream, t.request_header, t.write)),
+                Box::new(GuardedStream::new(
+                    stream,
+                    t.request_header,
+                    t.write,
+                    limits.min_response_rate,
+                )),
                 shutdown,
             )
             .await
@@ -412,5 +490,87 @@ impl<A: Connections> ServerApp for Guarded<A> {
 
     async fn cleanup(&self) {
         self.app.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn cx() -> Context<'static> {
+        Context::from_waker(Waker::noop())
+    }
+
+    /// Waits `secs` on a write, then the client takes `bytes`: `Some` if
+    /// the wait was cut on the way.
+    async fn wait_then_take(f: &mut WriteFloor, secs: u64, bytes: usize) -> Option<Cut> {
+        for _ in 0..secs {
+            if let Some(cut) = f.pending(&mut cx()) {
+                return Some(cut);
+            }
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        if let Some(cut) = f.pending(&mut cx()) {
+            return Some(cut);
+        }
+        f.done(bytes);
+        None
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_nothing_is_cut_after_the_limit() {
+        let mut f = WriteFloor::new(Duration::from_secs(30), 1024);
+        assert_eq!(f.pending(&mut cx()), None);
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert_eq!(f.pending(&mut cx()), None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(f.pending(&mut cx()), Some(Cut::Stalled));
+        assert_eq!(f.cut, Some(Cut::Stalled));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_reading_at_half_the_floor_is_cut_after_about_twice_the_limit() {
+        let mut f = WriteFloor::new(Duration::from_secs(10), 1000);
+        // Every wait of a second ends with 500 bytes taken: never 10 s
+        // without progress, but half a second more owed each time.
+        let mut waits = 0;
+        let cut = loop {
+            waits += 1;
+            if let Some(cut) = wait_then_take(&mut f, 1, 500).await {
+                break cut;
+            }
+            assert!(waits < 100, "never cut");
+        };
+        assert_eq!(cut, Cut::TooSlow);
+        assert!((17..=21).contains(&waits), "cut after {waits} waits");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_at_the_floor_or_faster_is_never_cut() {
+        let mut f = WriteFloor::new(Duration::from_secs(10), 1000);
+        for _ in 0..500 {
+            assert_eq!(wait_then_take(&mut f, 1, 1000).await, None);
+        }
+        assert_eq!(f.owed, Duration::ZERO);
+        // Fast bursts bank nothing: a stop afterwards is cut on time.
+        f.done(10_000_000);
+        assert_eq!(wait_then_take(&mut f, 10, 0).await, Some(Cut::Stalled));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_with_nothing_to_write_owes_nothing() {
+        let mut f = WriteFloor::new(Duration::from_secs(10), 1000);
+        for _ in 0..6 {
+            assert_eq!(wait_then_take(&mut f, 1, 0).await, None);
+        }
+        assert_eq!(f.owed, Duration::from_secs(6));
+        // An hour with nothing to send: the debt stands, no more.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(wait_then_take(&mut f, 3, 0).await, None);
+        // Bytes taken pay it back.
+        f.done(9_000);
+        assert_eq!(f.owed, Duration::ZERO);
+        assert_eq!(wait_then_take(&mut f, 9, 1).await, None);
     }
 }

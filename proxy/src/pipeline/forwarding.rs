@@ -519,7 +519,18 @@ async fn write_whole(
 /// `timeouts.write`): its records say so, and its connection is not
 /// reused.
 fn undelivered(session: &mut Session, ctx: &mut RequestCtx, e: &Error) {
-    ctx.upstream.error = Some(format!("the reply was not delivered: {e}"));
+    ctx.upstream.error = Some(if matches!(e.etype(), ErrorType::WriteTimedout) {
+        // An HTTP/2 stream's window kept shut (an HTTP/1 stall is counted
+        // where it is cut, in `GuardedStream`).
+        metrics()
+            .refusals
+            .with_label_values(&["client_write_stalled"])
+            .inc();
+        "the reply was not delivered: the client opened no window on its stream for timeouts.write"
+            .to_string()
+    } else {
+        format!("the reply was not delivered: {e}")
+    });
     session.set_keepalive(None);
 }
 

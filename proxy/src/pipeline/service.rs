@@ -169,6 +169,13 @@ impl WardenProxy {
     async fn exchange(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         ctx.request_id = self.gateway.next_request_id();
         ctx.downstream_h2 = session.is_http2();
+        if ctx.downstream_h2 {
+            // A stream whose flow-control window the client keeps shut,
+            // while the connection reads on: each write to it waits at most
+            // `timeouts.write` (the connection's own writes are guarded by
+            // `GuardedStream`, as on HTTP/1).
+            session.set_write_timeout(Some(ctx.rt.snap.config.timeouts.write));
+        }
         metrics().inflight.inc();
         ctx.counted_inflight = true;
         match self.handle(session, ctx).await {
