@@ -1593,12 +1593,12 @@ async fn a_client_reading_slower_than_the_floor_is_cut_off() {
     let gw = Gateway::start(
         &mock_bundle(
             &[mock.addr],
-            "timeouts: {write: 3s}\nlimits: {max_request_body: 8MiB, max_response_body: 16MiB, min_response_rate: 256KiB}",
+            "timeouts: {write: 5s}\nlimits: {max_request_body: 8MiB, max_response_body: 16MiB, min_response_rate: 64MiB}",
         ),
         true,
     )
     .expect("gateway");
-    let text = "deploy the billing service to three regions; ".repeat(110_000);
+    let text = "deploy the billing service to three regions; ".repeat(135_000);
     let body = call(7, "echo", json!({ "text": text }));
     let head = |close: bool| {
         format!(
@@ -1608,24 +1608,27 @@ async fn a_client_reading_slower_than_the_floor_is_cut_off() {
         )
     };
     let sock = tokio::net::TcpSocket::new_v4().expect("socket");
-    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    sock.set_recv_buffer_size(128 << 10).expect("SO_RCVBUF");
     let mut s = sock.connect(gw.addr).await.expect("connect");
     s.write_all(head(false).as_bytes()).await.expect("head");
     s.write_all(&body).await.expect("body");
-    // 2 KB every 50 ms: about 40 KB/s, steady, a sixth of the floor.
+    // At most 32 KB every 64 ms: about 500 KB/s, steady, far below the
+    // floor. The kernel wakes a waiting writer once about a third of its
+    // send buffer (at most 4 MiB) has drained, so no single write waits
+    // `timeouts.write` at this rate: only the floor can cut this client.
     let fast = std::sync::Arc::new(AtomicBool::new(false));
     let reader = tokio::spawn({
         let fast = fast.clone();
         async move {
             let mut got = 0usize;
-            let mut buf = [0u8; 2048];
+            let mut buf = vec![0u8; 32 << 10];
             loop {
                 match s.read(&mut buf).await {
                     Ok(0) | Err(_) => return got,
                     Ok(n) => got += n,
                 }
                 if !fast.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(64)).await;
                 }
             }
         }
@@ -1702,11 +1705,11 @@ async fn an_h2_stream_whose_window_stays_shut_is_cut_after_timeouts_write() {
             .uri(gw.url("/mock/mcp"))
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .body(http_body_util::Full::new(call(
+            .body(http_body_util::Full::new(Bytes::from(call(
                 id,
                 "echo",
                 json!({ "text": "deploy the billing service" }),
-            )))
+            ))))
             .expect("request")
     };
     let mut b = Client::builder(TokioExecutor::new());
