@@ -1636,11 +1636,11 @@ async fn a_client_reading_slower_than_the_floor_is_cut_off() {
     let cut = "warden_refusals_total{reason=\"client_read_too_slow\"} 1";
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut metrics = gw.metrics().await;
-    while !metrics.lines().any(|l| l.starts_with(cut)) && std::time::Instant::now() < deadline {
+    while !metrics.lines().any(|l| l == cut) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
         metrics = gw.metrics().await;
     }
-    assert!(metrics.lines().any(|l| l.starts_with(cut)), "{metrics}");
+    assert!(metrics.lines().any(|l| l == cut), "{metrics}");
     assert!(
         !metrics.contains("reason=\"client_write_stalled\""),
         "no single write waited timeouts.write: {metrics}"
@@ -1688,10 +1688,68 @@ async fn a_client_reading_slower_than_the_floor_is_cut_off() {
     );
 }
 
+/// HTTP/2: a large reply leaves in slices (`min_response_rate` ×
+/// `timeouts.write` bytes each), so a client that reads well above the floor
+/// gets all of it, even when the whole takes longer than `timeouts.write`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2_client_reading_above_the_floor_gets_a_reply_longer_than_timeouts_write() {
+    use http_body_util::BodyExt as _;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let mock = Mock::start(&[]).expect("mock");
+    let gw = Gateway::start(
+        &mock_bundle(
+            &[mock.addr],
+            "timeouts: {write: 1s}\nlimits: {min_response_rate: 16KiB}",
+        ),
+        true,
+    )
+    .expect("gateway");
+    let text = "deploy the billing service to three regions; ".repeat(7_000);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(gw.url("/mock/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(http_body_util::Full::new(Bytes::from(call(
+            6,
+            "echo",
+            json!({ "text": text }),
+        ))))
+        .expect("request");
+    // The stream's window opens only as frames are read: 32 KiB ahead,
+    // one frame (at most 16 KiB) every 80 ms, about 200 KB/s.
+    let mut b = Client::builder(TokioExecutor::new());
+    b.http2_only(true)
+        .http2_initial_stream_window_size(32u32 << 10)
+        .http2_initial_connection_window_size(1u32 << 20);
+    let client = b.build_http();
+    let resp = client.request(req).await.expect("response");
+    assert_eq!(resp.status().as_u16(), 200);
+    let start = std::time::Instant::now();
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("not reset").into_data() {
+            got.extend_from_slice(&data);
+        }
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    assert!(
+        start.elapsed() > Duration::from_secs(1),
+        "the reply took longer than timeouts.write to read ({:?})",
+        start.elapsed()
+    );
+    let reply: Value = serde_json::from_slice(&got).expect("the whole reply");
+    assert_eq!(reply["result"]["content"][0]["text"], text.as_str());
+}
+
 /// HTTP/2: a stream whose flow-control window the client keeps shut, while
 /// its connection reads on (so no write to the connection ever waits), is
-/// reset once a write to it has waited `timeouts.write`; the call's record
-/// says the reply was not delivered, and the connection serves on.
+/// reset once a write to it has waited `timeouts.write`, whether the reply
+/// is whole (with a length) or streamed (SSE, no length: ending it cleanly
+/// would pass it off as complete); each call's record says the reply was
+/// not delivered.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_h2_stream_whose_window_stays_shut_is_cut_after_timeouts_write() {
     use hyper_util::client::legacy::Client;
@@ -1699,55 +1757,87 @@ async fn an_h2_stream_whose_window_stays_shut_is_cut_after_timeouts_write() {
     let mock = Mock::start(&[]).expect("mock");
     let gw =
         Gateway::start(&mock_bundle(&[mock.addr], "timeouts: {write: 1s}"), true).expect("gateway");
-    let post = |id: u64| {
+    let post = |id: u64, tool: &str, args: Value| {
         http::Request::builder()
             .method("POST")
             .uri(gw.url("/mock/mcp"))
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .body(http_body_util::Full::new(Bytes::from(call(
-                id,
-                "echo",
-                json!({ "text": "deploy the billing service" }),
-            ))))
+            .body(http_body_util::Full::new(Bytes::from(call(id, tool, args))))
             .expect("request")
     };
     let mut b = Client::builder(TokioExecutor::new());
     b.http2_only(true).http2_initial_stream_window_size(0u32);
     let shut = b.build_http();
-    let resp = tokio::time::timeout(Duration::from_secs(10), shut.request(post(3)))
-        .await
-        .expect("the header in time")
-        .expect("response");
-    assert_eq!(resp.status().as_u16(), 200);
-    let body = tokio::time::timeout(Duration::from_secs(15), resp.into_body().collect())
-        .await
-        .expect("the stream ends: it is not held open");
-    assert!(body.is_err(), "the stream is reset, not completed");
-    let metrics = gw
-        .metrics_when(|m| m.contains("reason=\"client_write_stalled\""))
-        .await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("warden_refusals_total{reason=\"client_write_stalled\"} 1")),
-        "{metrics}"
-    );
-    let recs = gw.audit_when(|r| r.iter().any(|x| x["reason"].is_string()));
-    let rec = recs
-        .iter()
-        .find(|r| r["method"] == "tools/call")
-        .expect("the call's record");
-    let reason = rec["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.starts_with("the reply was not delivered") && reason.contains("timeouts.write"),
-        "{rec}"
-    );
+    let replies = [
+        (
+            3,
+            "echo",
+            json!({ "text": "deploy the billing service" }),
+            "application/json",
+        ),
+        // Two chunks 50 ms apart: relayed as a stream, without a length.
+        (
+            4,
+            "fixture",
+            json!({ "name": "clean", "text": "deploy the billing service", "sse": true }),
+            "text/event-stream",
+        ),
+    ];
+    for (id, tool, args, kind) in replies {
+        let resp =
+            tokio::time::timeout(Duration::from_secs(10), shut.request(post(id, tool, args)))
+                .await
+                .expect("the header in time")
+                .expect("response");
+        assert_eq!(resp.status().as_u16(), 200);
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(ct.starts_with(kind), "{ct}");
+        let body = tokio::time::timeout(Duration::from_secs(15), resp.into_body().collect())
+            .await
+            .expect("the stream ends: it is not held open");
+        assert!(
+            body.is_err(),
+            "{kind}: the stream is reset, not ended as if whole"
+        );
+    }
+    let want = "warden_refusals_total{reason=\"client_stream_stalled\"} 2";
+    let metrics = gw.metrics_when(|m| m.lines().any(|l| l == want)).await;
+    assert!(metrics.lines().any(|l| l == want), "{metrics}");
+    let recs = gw.audit_when(|r| {
+        r.iter()
+            .filter(|x| x["method"] == "tools/call" && x["reason"].is_string())
+            .count()
+            >= 2
+    });
+    for id in [3, 4] {
+        let rec = recs
+            .iter()
+            .find(|r| r["method"] == "tools/call" && r["jsonrpc_id"] == id)
+            .unwrap_or_else(|| panic!("call {id}'s record: {recs:?}"));
+        let reason = rec["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.starts_with("the reply was not delivered") && reason.contains("timeouts.write"),
+            "{rec}"
+        );
+    }
     // A client that opens its windows is served as ever.
     let mut b = Client::builder(TokioExecutor::new());
     b.http2_only(true);
     let open = b.build_http();
-    let resp = open.request(post(4)).await.expect("response");
+    let resp = open
+        .request(post(
+            5,
+            "echo",
+            json!({ "text": "deploy the billing service" }),
+        ))
+        .await
+        .expect("response");
     assert_eq!(resp.status().as_u16(), 200);
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     assert!(

@@ -63,9 +63,10 @@ pub struct LimitsConfig {
     /// Slowest request body accepted, in bytes per second after a 5 s grace
     /// period, e.g. `1KiB` (default).
     pub min_request_body_rate: Option<String>,
-    /// Slowest a client may read its replies, in bytes per second, counted
-    /// only while a write to it waits, after `timeouts.write` of grace, e.g.
-    /// `1KiB` (default).
+    /// Slowest a client may read its replies, in bytes per second, e.g.
+    /// `1KiB` (default): each wait on a write adds to a debt, each byte
+    /// taken pays back `1 / rate` s, and a wait fails once it and the debt
+    /// reach `timeouts.write`. Also sizes HTTP/2 reply slices.
     pub min_response_rate: Option<String>,
     /// The memory every table that grows with sessions or calls shares,
     /// e.g. `128MiB` (default, sized for a sidecar): each takes its bound

@@ -217,8 +217,8 @@ impl Cut {
 /// never.
 struct WriteFloor {
     limit: Duration,
-    /// Nanoseconds each byte taken pays back.
-    per_byte: u64,
+    /// Bytes per second.
+    rate: u64,
     owed: Duration,
     /// The wait in progress: when it began, and when it fails.
     wait: Option<(tokio::time::Instant, Deadline)>,
@@ -232,7 +232,7 @@ impl WriteFloor {
     fn new(limit: Duration, min_rate: usize) -> Self {
         WriteFloor {
             limit,
-            per_byte: 1_000_000_000 / min_rate.max(1) as u64,
+            rate: min_rate.max(1) as u64,
             owed: Duration::ZERO,
             wait: None,
             cut: None,
@@ -248,7 +248,8 @@ impl WriteFloor {
             .wait
             .take()
             .map_or(Duration::ZERO, |(since, _)| since.elapsed());
-        let paid = Duration::from_nanos((sent as u64).saturating_mul(self.per_byte));
+        let nanos = sent as u128 * 1_000_000_000 / u128::from(self.rate);
+        let paid = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
         self.owed = (self.owed + waited).saturating_sub(paid);
     }
 
@@ -362,8 +363,13 @@ impl AsyncWrite for GuardedStream {
 
 #[async_trait]
 impl Shutdown for GuardedStream {
+    /// Through the floor, as every write: the flush of what is buffered
+    /// (a 408, a refusal, TLS's close_notify) waits no longer than any
+    /// write, and not at all once writes were cut.
     async fn shutdown(&mut self) {
-        self.inner.shutdown().await
+        if self.writes.cut.is_none() {
+            let _ = tokio::io::AsyncWriteExt::shutdown(self).await;
+        }
     }
 }
 

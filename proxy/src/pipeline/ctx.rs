@@ -181,6 +181,10 @@ pub struct RequestCtx {
     pub counted_inflight: bool,
     /// The client speaks HTTP/2 to the gateway.
     pub downstream_h2: bool,
+    /// The reply was cut short (`forwarding::cut_short`): the exchange is
+    /// not finished as if it were whole (on HTTP/2 the stream is reset, not
+    /// ended; on HTTP/1 the connection closes without a final chunk).
+    pub undelivered: bool,
     /// The headers that mirror the body (`Mcp-Method`, `Mcp-Name`,
     /// `Mcp-Param-*`): see `mirrored`.
     pub mirrored: crate::pipeline::mirrored::Mirrored,
@@ -255,6 +259,7 @@ impl RequestCtx {
             request_target: None,
             counted_inflight: false,
             downstream_h2: false,
+            undelivered: false,
             mirrored: Default::default(),
             missing: None,
             metadata_findings: Vec::new(),

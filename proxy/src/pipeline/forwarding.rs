@@ -334,9 +334,11 @@ async fn relay_whole(
     resp.remove_header(&http::header::TRANSFER_ENCODING);
     resp.insert_header(http::header::CONTENT_LENGTH, out.len())
         .map_err(|e| Refusal::internal(&e.to_string()))?;
-    write_whole(session, ctx, Box::new(resp), out).await;
-    // Kept only if the exchange completed.
+    // The upstream's part is over (its body was read whole): its
+    // connection goes back to the pool before the client is written to,
+    // however slowly that client reads.
     ups.release(up, &p, s.timeouts.idle).await;
+    write_whole(session, ctx, Box::new(resp), out).await;
     Ok(status)
 }
 
@@ -396,7 +398,7 @@ async fn relay_stream(
                         // bundle in force still lets it (see `still_allowed`).
                         reply::still_allowed(gw, ctx).map_err(refuse)?;
                         // From here on the response has started: failures can only cut it.
-                        if let Err(e) = start_stream(session, &mut head, &mut held).await {
+                        if let Err(e) = start_stream(session, ctx, &mut head, &mut held).await {
                             lost = Some(e);
                             break None;
                         }
@@ -410,8 +412,7 @@ async fn relay_stream(
             match lost {
                 Some(e) => undelivered(session, ctx, &e),
                 None => {
-                    ctx.upstream.error = Some("client closed the stream".into());
-                    session.set_keepalive(None);
+                    cut_short(session, ctx, "client closed the stream".into());
                 }
             }
             return Ok(status);
@@ -437,8 +438,7 @@ async fn relay_stream(
                 return Err(refuse(e));
             }
             Err(e) => {
-                ctx.upstream.error = Some(e.to_string());
-                session.set_keepalive(None);
+                cut_short(session, ctx, e.to_string());
                 return Ok(status);
             }
         };
@@ -454,7 +454,7 @@ async fn relay_stream(
                     reply::still_allowed(gw, ctx).map_err(refuse)?;
                 }
                 if due {
-                    if let Err(e) = start_stream(session, &mut head, &mut held).await {
+                    if let Err(e) = start_stream(session, ctx, &mut head, &mut held).await {
                         undelivered(session, ctx, &e);
                         return Ok(status);
                     }
@@ -476,13 +476,12 @@ async fn relay_stream(
         // Judged before a flow share that may have waited on the store:
         // asked again before it leaves.
         if let Err(e) = reply::still_allowed(gw, ctx) {
-            ctx.upstream.error = Some(e.to_string());
-            session.set_keepalive(None);
+            cut_short(session, ctx, e.to_string());
             return Ok(status);
         }
         // A chunk the guards emptied, mid-stream, writes nothing.
         let wrote = match b {
-            Some(b) => session.write_response_body(b, eos).await,
+            Some(b) => send_body(session, ctx, b, eos).await,
             None if eos => session.write_response_body(bytes::Bytes::new(), true).await,
             None => Ok(()),
         };
@@ -507,7 +506,7 @@ async fn write_whole(
     body: bytes::Bytes,
 ) {
     let written = match session.write_response_header(h).await {
-        Ok(()) => session.write_response_body(body, true).await,
+        Ok(()) => send_body(session, ctx, body, true).await,
         Err(e) => Err(e),
     };
     if let Err(e) = written {
@@ -519,25 +518,65 @@ async fn write_whole(
 /// `timeouts.write`): its records say so, and its connection is not
 /// reused.
 fn undelivered(session: &mut Session, ctx: &mut RequestCtx, e: &Error) {
-    ctx.upstream.error = Some(if matches!(e.etype(), ErrorType::WriteTimedout) {
-        // An HTTP/2 stream's window kept shut (an HTTP/1 stall is counted
-        // where it is cut, in `GuardedStream`).
+    let why = if matches!(e.etype(), ErrorType::WriteTimedout) {
+        // An HTTP/2 stream's write that did not finish within
+        // `timeouts.write` (a connection that stalls is counted where it
+        // is cut, in `GuardedStream`).
         metrics()
             .refusals
-            .with_label_values(&["client_write_stalled"])
+            .with_label_values(&["client_stream_stalled"])
             .inc();
-        "the reply was not delivered: the client opened no window on its stream for timeouts.write"
-            .to_string()
+        "the reply was not delivered: a write to the client's HTTP/2 stream did not finish within timeouts.write".to_string()
     } else {
         format!("the reply was not delivered: {e}")
-    });
+    };
+    cut_short(session, ctx, why);
+}
+
+/// A reply that ends before its end (the upstream failed, a new bundle
+/// stopped it, the client left or stopped reading): recorded with `why`,
+/// and not ended as if it were whole. No final chunk on HTTP/1 (the
+/// connection closes), no end of stream on HTTP/2 (the stream is reset).
+fn cut_short(session: &mut Session, ctx: &mut RequestCtx, why: String) {
+    ctx.upstream.error = Some(why);
+    ctx.undelivered = true;
     session.set_keepalive(None);
+}
+
+/// The most bytes one write to an HTTP/2 stream carries: each must leave
+/// within `timeouts.write` (the session's write timeout), so a stream is
+/// held to `limits.min_response_rate` as a connection is (16 KiB at least).
+pub fn h2_slice(ctx: &RequestCtx) -> usize {
+    let cfg = &ctx.rt.snap.config;
+    let per_write = cfg.limits.min_response_rate as u128 * cfg.timeouts.write.as_millis() / 1000;
+    usize::try_from(per_write)
+        .unwrap_or(usize::MAX)
+        .max(16 << 10)
+}
+
+/// Writes (part of) a reply's body: on HTTP/2 in slices of [`h2_slice`].
+async fn send_body(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    mut body: Bytes,
+    eos: bool,
+) -> Result<()> {
+    if ctx.downstream_h2 {
+        let slice = h2_slice(ctx);
+        while body.len() > slice {
+            session
+                .write_response_body(body.split_to(slice), false)
+                .await?;
+        }
+    }
+    session.write_response_body(body, eos).await
 }
 
 /// Writes the pending header of a streamed reply and what was judged while
 /// it waited. `Err`: the client did not take it.
 async fn start_stream(
     session: &mut Session,
+    ctx: &RequestCtx,
     head: &mut Option<pingora::http::ResponseHeader>,
     held: &mut bytes::BytesMut,
 ) -> Result<()> {
@@ -546,9 +585,7 @@ async fn start_stream(
     };
     session.write_response_header(Box::new(h)).await?;
     if !held.is_empty() {
-        session
-            .write_response_body(held.split().freeze(), false)
-            .await?;
+        send_body(session, ctx, held.split().freeze(), false).await?;
     }
     Ok(())
 }

@@ -169,13 +169,6 @@ impl WardenProxy {
     async fn exchange(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         ctx.request_id = self.gateway.next_request_id();
         ctx.downstream_h2 = session.is_http2();
-        if ctx.downstream_h2 {
-            // A stream whose flow-control window the client keeps shut,
-            // while the connection reads on: each write to it waits at most
-            // `timeouts.write` (the connection's own writes are guarded by
-            // `GuardedStream`, as on HTTP/1).
-            session.set_write_timeout(Some(ctx.rt.snap.config.timeouts.write));
-        }
         metrics().inflight.inc();
         ctx.counted_inflight = true;
         match self.handle(session, ctx).await {
@@ -229,6 +222,16 @@ impl WardenProxy {
         mut session: Session,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        if session.is_http2() {
+            // A stream whose flow-control window the client keeps shut,
+            // while the connection reads on: each write to it (an answer
+            // to CONNECT included) waits at most `timeouts.write`; replies
+            // leave in slices of `forwarding::h2_slice` bytes. The
+            // connection's own writes are guarded by `GuardedStream`, as
+            // on HTTP/1.
+            let write = self.gateway.runtime().snap.config.timeouts.write;
+            session.set_write_timeout(Some(write));
+        }
         self.read_header(&mut session).await?;
         if *shutdown.borrow() {
             // The service stops soon: no further request on this connection.
@@ -244,7 +247,10 @@ impl WardenProxy {
             // (Pingora's HTTP/1 writer leaves a write error's source unset.)
             let hung_up = matches!(
                 e.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+                ErrorType::ConnectionClosed
+                    | ErrorType::ReadError
+                    | ErrorType::WriteError
+                    | ErrorType::WriteTimedout
             );
             if !hung_up {
                 tracing::error!(error = %e, "answer not written to the client");
@@ -257,7 +263,10 @@ impl WardenProxy {
             &mut ctx,
         )
         .await;
-        if failed.is_some() {
+        // A reply not delivered whole is not ended as if it were: on HTTP/2
+        // the stream is reset (its sender dropped unfinished), on HTTP/1 the
+        // connection closed.
+        if failed.is_some() || ctx.undelivered {
             return None;
         }
         let settings = HttpPersistentSettings::for_session(&session);
