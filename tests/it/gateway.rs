@@ -1744,6 +1744,8 @@ async fn an_h2_client_reading_above_the_floor_gets_a_reply_longer_than_timeouts_
     assert_eq!(reply["result"]["content"][0]["text"], text.as_str());
 }
 
+const SHUT_WINDOW_BUNDLE: &str = "timeouts: {write: 1s}\ncatalog:\n  mock:\n    tools:\n      echo: {risk: LOW}\n      fixture: {risk: LOW}\n      add:\n        risk: LOW\n        input_schema: {type: object, required: [a, b], properties: {a: {type: number}, b: {type: number}}}\n";
+
 /// HTTP/2: a stream whose flow-control window the client keeps shut, while
 /// its connection reads on (so no write to the connection ever waits), is
 /// reset once a write to it has waited `timeouts.write`, whether the reply
@@ -1755,8 +1757,7 @@ async fn an_h2_stream_whose_window_stays_shut_is_cut_after_timeouts_write() {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
     let mock = Mock::start(&[]).expect("mock");
-    let gw =
-        Gateway::start(&mock_bundle(&[mock.addr], "timeouts: {write: 1s}"), true).expect("gateway");
+    let gw = Gateway::start(&mock_bundle(&[mock.addr], SHUT_WINDOW_BUNDLE), true).expect("gateway");
     let post = |id: u64, tool: &str, args: Value| {
         http::Request::builder()
             .method("POST")
@@ -1783,6 +1784,10 @@ async fn an_h2_stream_whose_window_stays_shut_is_cut_after_timeouts_write() {
             json!({ "name": "clean", "text": "deploy the billing service", "sse": true }),
             "text/event-stream",
         ),
+        // Arguments outside the tool's schema: the gateway's own answer,
+        // whose record must keep the verdict (not become an internal
+        // error) when it is not taken.
+        (5, "add", json!({ "a": "one" }), "application/json"),
     ];
     for (id, tool, args, kind) in replies {
         let resp =
@@ -1806,26 +1811,34 @@ async fn an_h2_stream_whose_window_stays_shut_is_cut_after_timeouts_write() {
             "{kind}: the stream is reset, not ended as if whole"
         );
     }
-    let want = "warden_refusals_total{reason=\"client_stream_stalled\"} 2";
+    let want = "warden_refusals_total{reason=\"client_stream_stalled\"} 3";
     let metrics = gw.metrics_when(|m| m.lines().any(|l| l == want)).await;
     assert!(metrics.lines().any(|l| l == want), "{metrics}");
     let recs = gw.audit_when(|r| {
         r.iter()
             .filter(|x| x["method"] == "tools/call" && x["reason"].is_string())
             .count()
-            >= 2
+            >= 3
     });
-    for id in [3, 4] {
+    for id in [3, 4, 5] {
         let rec = recs
             .iter()
             .find(|r| r["method"] == "tools/call" && r["jsonrpc_id"] == id)
             .unwrap_or_else(|| panic!("call {id}'s record: {recs:?}"));
         let reason = rec["reason"].as_str().unwrap_or_default();
         assert!(
-            reason.starts_with("the reply was not delivered") && reason.contains("timeouts.write"),
+            reason.contains("not delivered") && reason.contains("timeouts.write"),
             "{rec}"
         );
     }
+    let blocked = recs
+        .iter()
+        .find(|r| r["method"] == "tools/call" && r["jsonrpc_id"] == 5)
+        .expect("the blocked call's record");
+    assert!(
+        blocked["outcome"] != "forwarded" && blocked["outcome"] != "internal",
+        "the verdict is kept: {blocked}"
+    );
     // A client that opens its windows is served as ever.
     let mut b = Client::builder(TokioExecutor::new());
     b.http2_only(true);

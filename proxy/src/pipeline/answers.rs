@@ -84,17 +84,21 @@ fn refusal_answer(refusal: &Refusal) -> Result<(ResponseHeader, Bytes)> {
 /// `-32602` answer goes out with 400, as servers of that revision send their
 /// own invalid-params errors (an unknown resource, say): a hidden name and an
 /// unknown one must look alike.
+///
+/// Returns the status answered, and whether the answer was written.
 pub async fn write_answers(
     session: &mut Session,
     answers: &[serde_json::Value],
     batch: bool,
     modern: bool,
-) -> Result<u16> {
+) -> (u16, Result<()>) {
     if answers.is_empty() {
-        let mut h = ResponseHeader::build(202, Some(1))?;
-        h.insert_header("content-length", "0")?;
-        session.write_response_header(Box::new(h)).await?;
-        return Ok(202);
+        let written = async {
+            let mut h = ResponseHeader::build(202, Some(1))?;
+            h.insert_header("content-length", "0")?;
+            session.write_response_header(Box::new(h)).await
+        };
+        return (202, written.await);
     }
     let body = answers_body(answers, batch);
     let status = if modern
@@ -106,12 +110,14 @@ pub async fn write_answers(
     } else {
         200
     };
-    let mut h = ResponseHeader::build(status, Some(3))?;
-    h.insert_header("content-type", JSON)?;
-    h.insert_header("content-length", body.len().to_string())?;
-    session.write_response_header(Box::new(h)).await?;
-    session.write_response_body(Bytes::from(body), true).await?;
-    Ok(status)
+    let written = async {
+        let mut h = ResponseHeader::build(status, Some(3))?;
+        h.insert_header("content-type", JSON)?;
+        h.insert_header("content-length", body.len().to_string())?;
+        session.write_response_header(Box::new(h)).await?;
+        session.write_response_body(Bytes::from(body), true).await
+    };
+    (status, written.await)
 }
 
 pub fn answers_body(answers: &[serde_json::Value], batch: bool) -> Vec<u8> {

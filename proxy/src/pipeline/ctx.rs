@@ -185,6 +185,8 @@ pub struct RequestCtx {
     /// not finished as if it were whole (on HTTP/2 the stream is reset, not
     /// ended; on HTTP/1 the connection closes without a final chunk).
     pub undelivered: bool,
+    /// What this HTTP/2 stream owes the read-rate floor (`forwarding::h2_write`).
+    pub h2_owed: std::time::Duration,
     /// The headers that mirror the body (`Mcp-Method`, `Mcp-Name`,
     /// `Mcp-Param-*`): see `mirrored`.
     pub mirrored: crate::pipeline::mirrored::Mirrored,
@@ -260,6 +262,7 @@ impl RequestCtx {
             counted_inflight: false,
             downstream_h2: false,
             undelivered: false,
+            h2_owed: std::time::Duration::ZERO,
             mirrored: Default::default(),
             missing: None,
             metadata_findings: Vec::new(),

@@ -468,10 +468,13 @@ async fn relay_stream(
                 h.insert_header(http::header::CONTENT_LENGTH, held.len())
                     .map_err(|e| Refusal::internal(&e.to_string()))?;
             }
+            // The upstream's part is over: its connection goes back to the
+            // pool before the client is written to.
+            ups.release(up, &p, s.timeouts.idle).await;
             if let Some(h) = head.take() {
                 write_whole(session, ctx, Box::new(h), held.split().freeze()).await;
             }
-            break;
+            return Ok(status);
         }
         // Judged before a flow share that may have waited on the store:
         // asked again before it leaves.
@@ -517,7 +520,7 @@ async fn write_whole(
 /// A reply the client did not take (it hung up, or stopped reading for
 /// `timeouts.write`): its records say so, and its connection is not
 /// reused.
-fn undelivered(session: &mut Session, ctx: &mut RequestCtx, e: &Error) {
+pub(crate) fn undelivered(session: &mut Session, ctx: &mut RequestCtx, e: &Error) {
     let why = if matches!(e.etype(), ErrorType::WriteTimedout) {
         // An HTTP/2 stream's write that did not finish within
         // `timeouts.write` (a connection that stalls is counted where it
@@ -554,29 +557,56 @@ pub fn h2_slice(ctx: &RequestCtx) -> usize {
         .max(16 << 10)
 }
 
-/// Writes (part of) a reply's body: on HTTP/2 in slices of [`h2_slice`].
+/// Writes (part of) a reply's body: on HTTP/2 in slices of [`h2_slice`],
+/// each through [`h2_write`].
 async fn send_body(
     session: &mut Session,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     mut body: Bytes,
     eos: bool,
 ) -> Result<()> {
-    if ctx.downstream_h2 {
-        let slice = h2_slice(ctx);
-        while body.len() > slice {
-            session
-                .write_response_body(body.split_to(slice), false)
-                .await?;
-        }
+    if !ctx.downstream_h2 {
+        return session.write_response_body(body, eos).await;
     }
-    session.write_response_body(body, eos).await
+    let slice = h2_slice(ctx);
+    while body.len() > slice {
+        h2_write(session, ctx, body.split_to(slice), false).await?;
+    }
+    h2_write(session, ctx, body, eos).await
+}
+
+/// One write to an HTTP/2 stream, held to the floor as a connection's
+/// writes are (`conn::WriteFloor`): the time each write takes adds to the
+/// stream's debt, each byte it carries pays back `1 / min_response_rate`
+/// s, and a write may take only what is left of `timeouts.write` after
+/// the debt. A client that opens its stream's window one small event at a
+/// time, just inside `timeouts.write`, is reset within a few events.
+async fn h2_write(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    part: Bytes,
+    eos: bool,
+) -> Result<()> {
+    let cfg = &ctx.rt.snap.config;
+    let (limit, rate) = (cfg.timeouts.write, cfg.limits.min_response_rate.max(1));
+    let left = limit.saturating_sub(ctx.h2_owed);
+    session.set_write_timeout(Some(left.max(std::time::Duration::from_millis(1))));
+    let paid = part.len() as u128 * 1_000_000_000 / rate as u128;
+    let start = std::time::Instant::now();
+    let r = session.write_response_body(part, eos).await;
+    let paid = std::time::Duration::from_nanos(u64::try_from(paid).unwrap_or(u64::MAX));
+    ctx.h2_owed = (ctx.h2_owed + start.elapsed()).saturating_sub(paid);
+    // The session's other writes (an answer, the end of the stream) keep
+    // the plain limit.
+    session.set_write_timeout(Some(limit));
+    r
 }
 
 /// Writes the pending header of a streamed reply and what was judged while
 /// it waited. `Err`: the client did not take it.
 async fn start_stream(
     session: &mut Session,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     head: &mut Option<pingora::http::ResponseHeader>,
     held: &mut bytes::BytesMut,
 ) -> Result<()> {

@@ -196,10 +196,13 @@ pub async fn judge(
                 ctx.protocol_version.as_deref(),
                 ProtocolVersion::V2026_07_28,
             );
-            let status = write_answers(session, &plan.answers, plan.batch, modern)
-                .await
-                .map_err(|e| Refusal::internal(&e.to_string()))?;
+            let (status, written) = write_answers(session, &plan.answers, plan.batch, modern).await;
+            // The plan is kept whatever the write did: its denials are
+            // recorded as judged, with the reply's fate beside them.
             ctx.plan = Some(plan);
+            if let Err(e) = written {
+                crate::pipeline::forwarding::undelivered(session, ctx, &e);
+            }
             return Ok(Judged::Answered(status));
         }
     }

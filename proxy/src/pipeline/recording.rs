@@ -323,9 +323,19 @@ fn message_record(
             m.quota_denied.with_label_values(&[limit]).inc();
         }
     }
-    rec.reason = match &r.outcome {
-        warden_filters::Outcome::Denied { reason, .. } => Some(reason.clone()),
-        warden_filters::Outcome::Invalid { reason } => Some(reason.clone()),
+    // A verdict keeps its reason; the exchange's fate (an answer not
+    // delivered, say) goes beside it.
+    rec.reason = match (&r.outcome, failed) {
+        (
+            warden_filters::Outcome::Denied { reason, .. }
+            | warden_filters::Outcome::Invalid { reason },
+            Some(f),
+        ) => Some(format!("{reason} ({f})")),
+        (
+            warden_filters::Outcome::Denied { reason, .. }
+            | warden_filters::Outcome::Invalid { reason },
+            None,
+        ) => Some(reason.clone()),
         _ => failed.clone(),
     };
     if dir == Direction::Request && r.method.as_deref() == Some("tools/call") {
