@@ -1684,6 +1684,74 @@ async fn a_client_reading_slower_than_the_floor_is_cut_off() {
     );
 }
 
+/// HTTP/2: a client that opens its stream's window one small event at a
+/// time, each just well inside `timeouts.write`, while its connection reads
+/// on, reads far below the floor: the stream's debt grows with every event
+/// and the stream is reset within a few (each write alone would pass).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2_stream_opened_one_event_at_a_time_is_held_to_the_floor() {
+    let (_mock, gw) = slow_reader_gateway("timeouts: {write: 1s}");
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut h2, conn) = h2::client::Builder::new()
+        .initial_window_size(2000)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let body = call(8, "progress", json!({ "steps": 40, "delay_ms": 5 }));
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(gw.url("/mock/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(())
+        .expect("request");
+    let (resp, mut send) = h2.send_request(req, false).expect("send");
+    send.send_data(Bytes::from(body), true).expect("body");
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .expect("the header in time")
+        .expect("response");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut stream = resp.into_body();
+    // Each event is let through 300 ms after the last: every write waits
+    // about that long, a third of `timeouts.write`.
+    let mut got = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            match stream.data().await {
+                Some(Ok(d)) => {
+                    got.extend_from_slice(&d);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let _ = stream.flow_control().release_capacity(d.len());
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends in time");
+    let text = String::from_utf8_lossy(&got);
+    assert!(end.is_err(), "the stream is reset, not completed: {text}");
+    assert!(
+        !text.contains("done 40"),
+        "the reply did not arrive whole: {text}"
+    );
+    assert!(
+        text.matches("notifications/progress").count() >= 2,
+        "several events each passed alone before the debt cut: {text}"
+    );
+    let want = "warden_refusals_total{reason=\"client_stream_stalled\"} 1";
+    let metrics = gw.metrics_when(|m| m.lines().any(|l| l == want)).await;
+    assert!(metrics.lines().any(|l| l == want), "{metrics}");
+    driver.abort();
+}
+
 /// HTTP/2: a large reply leaves in slices (`min_response_rate` ×
 /// `timeouts.write` bytes each), so a client that reads well above the floor
 /// gets all of it, even when the whole takes longer than `timeouts.write`.
