@@ -1504,35 +1504,70 @@ async fn a_client_still_sending_an_oversized_body_reads_its_413() {
     assert_eq!(mock.posts().await, 0);
 }
 
+/// A gateway in front of warden-mock for the slow-reader tests (`extra`
+/// is added to its bundle).
+fn slow_reader_gateway(extra: &str) -> (Mock, Gateway) {
+    let mock = Mock::start(&[]).expect("mock");
+    let gw = Gateway::start(&mock_bundle(&[mock.addr], extra), true).expect("gateway");
+    (mock, gw)
+}
+
+/// Sends `body` to the gateway's mock route over a raw HTTP/1 connection
+/// whose receive buffer is `rcvbuf` (the kernel's default: `None`), and
+/// hands the connection back unread.
+async fn send_raw(
+    gw: &Gateway,
+    body: &[u8],
+    rcvbuf: Option<u32>,
+    close: bool,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    if let Some(n) = rcvbuf {
+        sock.set_recv_buffer_size(n).expect("SO_RCVBUF");
+    }
+    let mut s = sock.connect(gw.addr).await.expect("connect");
+    let head = format!(
+        "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n{}Content-Length: {}\r\n\r\n",
+        if close { "Connection: close\r\n" } else { "" },
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    s.write_all(body).await.expect("body");
+    s
+}
+
+/// The call's audit record, which says its reply was not delivered, naming
+/// `why`.
+fn assert_undelivered(gw: &Gateway, why: &str) -> Value {
+    let recs = gw.audit_when(|r| r.iter().any(|x| x["reason"].is_string()));
+    let rec = recs
+        .iter()
+        .find(|r| r["method"] == "tools/call")
+        .expect("the call's record");
+    let reason = rec["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("the reply was not delivered") && reason.contains(why),
+        "{rec}"
+    );
+    rec.clone()
+}
+
 /// A client that stops reading its reply loses its connection once a write
 /// to it has made no progress for `timeouts.write`: it holds no task, reply
 /// buffer or upstream connection for longer. The call's audit record says
 /// the reply was not delivered, and the cut is counted.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_stops_reading_is_cut_off_after_timeouts_write() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mock = Mock::start(&[]).expect("mock");
-    let gw = Gateway::start(
-        &mock_bundle(
-            &[mock.addr],
-            "timeouts: {write: 1s}\nlimits: {max_request_body: 8MiB, max_response_body: 16MiB}",
-        ),
-        true,
-    )
-    .expect("gateway");
+    use tokio::io::AsyncReadExt;
+    let (_mock, gw) = slow_reader_gateway(
+        "timeouts: {write: 1s}\nlimits: {max_request_body: 8MiB, max_response_body: 16MiB}",
+    );
     // A reply of about 5 MB: more than the kernel's buffers on both sides
     // hold while the client reads nothing.
     let text = "deploy the billing service to three regions; ".repeat(110_000);
     let body = call(7, "echo", json!({ "text": text }));
-    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
-    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let mut s = sock.connect(gw.addr).await.expect("connect");
-    let head = format!(
-        "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.expect("head");
-    s.write_all(&body).await.expect("body");
+    let mut s = send_raw(&gw, &body, Some(4096), false).await;
     // Nothing is read until the gateway gave up on the write.
     let metrics = gw
         .metrics_when(|m| m.contains("reason=\"client_write_stalled\""))
@@ -1569,16 +1604,7 @@ async fn a_client_that_stops_reading_is_cut_off_after_timeouts_write() {
             .any(|l| l.starts_with("warden_refusals_total{reason=\"client_write_stalled\"} 1")),
         "{again}"
     );
-    let recs = gw.audit_when(|r| r.iter().any(|x| x["reason"].is_string()));
-    let rec = recs
-        .iter()
-        .find(|r| r["method"] == "tools/call")
-        .expect("the call's record");
-    let reason = rec["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.starts_with("the reply was not delivered") && reason.contains("timeouts.write"),
-        "{rec}"
-    );
+    let rec = assert_undelivered(&gw, "timeouts.write");
     assert_eq!(rec["upstream_status"], 200, "{rec}");
 }
 
@@ -1588,30 +1614,13 @@ async fn a_client_that_stops_reading_is_cut_off_after_timeouts_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_reading_slower_than_the_floor_is_cut_off() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mock = Mock::start(&[]).expect("mock");
-    let gw = Gateway::start(
-        &mock_bundle(
-            &[mock.addr],
-            "timeouts: {write: 5s}\nlimits: {max_request_body: 8MiB, max_response_body: 16MiB, min_response_rate: 64MiB}",
-        ),
-        true,
-    )
-    .expect("gateway");
+    use tokio::io::AsyncReadExt;
+    let (_mock, gw) = slow_reader_gateway(
+        "timeouts: {write: 5s}\nlimits: {max_request_body: 8MiB, max_response_body: 16MiB, min_response_rate: 64MiB}",
+    );
     let text = "deploy the billing service to three regions; ".repeat(135_000);
     let body = call(7, "echo", json!({ "text": text }));
-    let head = |close: bool| {
-        format!(
-            "POST /mock/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n{}Content-Length: {}\r\n\r\n",
-            if close { "Connection: close\r\n" } else { "" },
-            body.len()
-        )
-    };
-    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
-    sock.set_recv_buffer_size(128 << 10).expect("SO_RCVBUF");
-    let mut s = sock.connect(gw.addr).await.expect("connect");
-    s.write_all(head(false).as_bytes()).await.expect("head");
-    s.write_all(&body).await.expect("body");
+    let mut s = send_raw(&gw, &body, Some(128 << 10), false).await;
     // At most 32 KB every 64 ms: about 500 KB/s, steady, far below the
     // floor. The kernel wakes a waiting writer once about a third of its
     // send buffer (at most 4 MiB) has drained, so no single write waits
@@ -1652,23 +1661,10 @@ async fn a_client_reading_slower_than_the_floor_is_cut_off() {
         .expect("the connection is closed")
         .expect("reader");
     assert!(got < text.len(), "the whole reply arrived ({got} bytes)");
-    let recs = gw.audit_when(|r| r.iter().any(|x| x["reason"].is_string()));
-    let rec = recs
-        .iter()
-        .find(|r| r["method"] == "tools/call")
-        .expect("the call's record");
-    let reason = rec["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.starts_with("the reply was not delivered") && reason.contains("min_response_rate"),
-        "{rec}"
-    );
+    assert_undelivered(&gw, "min_response_rate");
 
     // A client reading at full speed is not touched by the floor.
-    let mut s = tokio::net::TcpStream::connect(gw.addr)
-        .await
-        .expect("connect");
-    s.write_all(head(true).as_bytes()).await.expect("head");
-    s.write_all(&body).await.expect("body");
+    let mut s = send_raw(&gw, &body, None, true).await;
     let mut all = Vec::new();
     tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut all))
         .await
@@ -1688,6 +1684,74 @@ async fn a_client_reading_slower_than_the_floor_is_cut_off() {
     );
 }
 
+/// HTTP/2: a client that opens its stream's window one small event at a
+/// time, each just well inside `timeouts.write`, while its connection reads
+/// on, reads far below the floor: the stream's debt grows with every event
+/// and the stream is reset within a few (each write alone would pass).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2_stream_opened_one_event_at_a_time_is_held_to_the_floor() {
+    let (_mock, gw) = slow_reader_gateway("timeouts: {write: 1s}");
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut h2, conn) = h2::client::Builder::new()
+        .initial_window_size(2000)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let body = call(8, "progress", json!({ "steps": 40, "delay_ms": 5 }));
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(gw.url("/mock/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(())
+        .expect("request");
+    let (resp, mut send) = h2.send_request(req, false).expect("send");
+    send.send_data(Bytes::from(body), true).expect("body");
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .expect("the header in time")
+        .expect("response");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut stream = resp.into_body();
+    // Each event is let through 300 ms after the last: every write waits
+    // about that long, a third of `timeouts.write`.
+    let mut got = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            match stream.data().await {
+                Some(Ok(d)) => {
+                    got.extend_from_slice(&d);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let _ = stream.flow_control().release_capacity(d.len());
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends in time");
+    let text = String::from_utf8_lossy(&got);
+    assert!(end.is_err(), "the stream is reset, not completed: {text}");
+    assert!(
+        !text.contains("done 40"),
+        "the reply did not arrive whole: {text}"
+    );
+    assert!(
+        text.matches("notifications/progress").count() >= 2,
+        "several events each passed alone before the debt cut: {text}"
+    );
+    let want = "warden_refusals_total{reason=\"client_stream_stalled\"} 1";
+    let metrics = gw.metrics_when(|m| m.lines().any(|l| l == want)).await;
+    assert!(metrics.lines().any(|l| l == want), "{metrics}");
+    driver.abort();
+}
+
 /// HTTP/2: a large reply leaves in slices (`min_response_rate` ×
 /// `timeouts.write` bytes each), so a client that reads well above the floor
 /// gets all of it, even when the whole takes longer than `timeouts.write`.
@@ -1696,15 +1760,8 @@ async fn an_h2_client_reading_above_the_floor_gets_a_reply_longer_than_timeouts_
     use http_body_util::BodyExt as _;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    let mock = Mock::start(&[]).expect("mock");
-    let gw = Gateway::start(
-        &mock_bundle(
-            &[mock.addr],
-            "timeouts: {write: 1s}\nlimits: {min_response_rate: 16KiB}",
-        ),
-        true,
-    )
-    .expect("gateway");
+    let (_mock, gw) =
+        slow_reader_gateway("timeouts: {write: 1s}\nlimits: {min_response_rate: 16KiB}");
     let text = "deploy the billing service to three regions; ".repeat(7_000);
     let req = http::Request::builder()
         .method("POST")
