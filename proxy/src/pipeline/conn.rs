@@ -248,9 +248,7 @@ impl WriteFloor {
             .wait
             .take()
             .map_or(Duration::ZERO, |(since, _)| since.elapsed());
-        let nanos = sent as u128 * 1_000_000_000 / u128::from(self.rate);
-        let paid = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
-        self.owed = (self.owed + waited).saturating_sub(paid);
+        self.owed = settle(self.owed, waited, sent, self.rate);
     }
 
     /// A write has to wait: `Some` once it and the debt ran past the limit.
@@ -277,6 +275,17 @@ impl WriteFloor {
         self.cut = Some(cut);
         Some(cut)
     }
+}
+
+/// The read-rate debt after a write that waited `waited` and handed on
+/// `sent` bytes: the wait is added, `1 / rate` s per byte paid back, down
+/// to nothing (no credit is banked). A connection's writes
+/// ([`WriteFloor`]) and an HTTP/2 stream's (`forwarding::h2_write`) keep
+/// their debts by this one rule.
+pub(crate) fn settle(owed: Duration, waited: Duration, sent: usize, rate: u64) -> Duration {
+    let nanos = sent as u128 * 1_000_000_000 / u128::from(rate.max(1));
+    let paid = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+    (owed + waited).saturating_sub(paid)
 }
 
 /// The guard of the connection a request arrived on, if it has one (HTTP/1).

@@ -411,9 +411,7 @@ async fn relay_stream(
         let Some(read) = read else {
             match lost {
                 Some(e) => undelivered(session, ctx, &e),
-                None => {
-                    cut_short(session, ctx, "client closed the stream".into());
-                }
+                None => cut_short(session, ctx, "client closed the stream".into()),
             }
             return Ok(status);
         };
@@ -588,14 +586,13 @@ async fn h2_write(
     eos: bool,
 ) -> Result<()> {
     let cfg = &ctx.rt.snap.config;
-    let (limit, rate) = (cfg.timeouts.write, cfg.limits.min_response_rate.max(1));
+    let (limit, rate) = (cfg.timeouts.write, cfg.limits.min_response_rate as u64);
     let left = limit.saturating_sub(ctx.h2_owed);
     session.set_write_timeout(Some(left.max(std::time::Duration::from_millis(1))));
-    let paid = part.len() as u128 * 1_000_000_000 / rate as u128;
+    let sent = part.len();
     let start = std::time::Instant::now();
     let r = session.write_response_body(part, eos).await;
-    let paid = std::time::Duration::from_nanos(u64::try_from(paid).unwrap_or(u64::MAX));
-    ctx.h2_owed = (ctx.h2_owed + start.elapsed()).saturating_sub(paid);
+    ctx.h2_owed = crate::pipeline::conn::settle(ctx.h2_owed, start.elapsed(), sent, rate);
     // The session's other writes (an answer, the end of the stream) keep
     // the plain limit.
     session.set_write_timeout(Some(limit));
