@@ -325,12 +325,17 @@ fn message_record(
     }
     // A verdict keeps its reason; the exchange's fate (an answer not
     // delivered, say) goes beside it.
-    rec.reason = match &r.outcome {
-        warden_filters::Outcome::Denied { reason, .. }
-        | warden_filters::Outcome::Invalid { reason } => Some(match failed {
-            Some(f) => format!("{reason} ({f})"),
-            None => reason.clone(),
-        }),
+    rec.reason = match (&r.outcome, failed) {
+        (
+            warden_filters::Outcome::Denied { reason, .. }
+            | warden_filters::Outcome::Invalid { reason },
+            Some(f),
+        ) => Some(format!("{reason} ({f})")),
+        (
+            warden_filters::Outcome::Denied { reason, .. }
+            | warden_filters::Outcome::Invalid { reason },
+            None,
+        ) => Some(reason.clone()),
         _ => failed.clone(),
     };
     if dir == Direction::Request && r.method.as_deref() == Some("tools/call") {
