@@ -82,6 +82,25 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+    // The benchmarks' own call (`benches/ab.sh`, `benches/e2e.sh`): a 924-byte
+    // text in a `tools/call` and the same text echoed back, each scanned
+    // whole on every call.
+    let filler = "deploy the service to eu-west-1 with 3 replicas ";
+    let text: String = filler.repeat(924 / filler.len() + 1)[..924].to_owned();
+    let call = serde_json::to_vec(&serde_json::json!({"jsonrpc": "2.0", "id": 1,
+        "method": "tools/call", "params": {"name": "echo", "arguments": {"text": text}}}))
+    .unwrap_or_default();
+    let reply = serde_json::to_vec(&serde_json::json!({"jsonrpc": "2.0", "id": 1,
+        "result": {"content": [{"type": "text", "text": text}], "isError": false}}))
+    .unwrap_or_default();
+    let mut g = c.benchmark_group("dlp_call");
+    for (name, data) in [("request_1k", &call), ("reply_1k", &reply)] {
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.bench_function(format!("scan_json/{name}"), |b| {
+            b.iter(|| black_box(scanner.scan_json(black_box(data))))
+        });
+    }
+    g.finish();
     // Short texts that come back on every call (a session id in each audit
     // record, a header line): scanned once, then found in the scanner's
     // memo; `_new` scans a different id every time (the memo misses).

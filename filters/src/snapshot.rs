@@ -754,7 +754,7 @@ impl Snapshot {
         &self,
         principal: &crate::engines::identity::Principal,
         server: &str,
-    ) -> Vec<&crate::guards::dlp::DlpFilter> {
+    ) -> smallvec::SmallVec<[&crate::guards::dlp::DlpFilter; 2]> {
         let tenant = principal.canonical_tenant();
         let owner = self.tenants.owner(server);
         self.dlp

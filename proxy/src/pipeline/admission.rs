@@ -493,8 +493,14 @@ fn client_requirements(
     req: &RequestHeader,
     h2_body: bool,
 ) -> Result<(), Refusal> {
-    let accept = header_str(req, "accept").unwrap_or("").to_ascii_lowercase();
-    let accepts = |t: &str| accept.contains(t) || accept.contains("*/*");
+    // Media types are case-insensitive (RFC 9110 §8.3.1); read in place.
+    let accept = header_str(req, "accept").unwrap_or("").as_bytes();
+    let has = |t: &str| {
+        accept
+            .windows(t.len())
+            .any(|w| w.eq_ignore_ascii_case(t.as_bytes()))
+    };
+    let accepts = |t: &str| has(t) || has("*/*");
     ctx.missing = match ctx.kind {
         ExchangeKind::Post if !(accepts("application/json") && accepts("text/event-stream")) => {
             Some("the request lacks `Accept: application/json, text/event-stream`, which Streamable HTTP requires")

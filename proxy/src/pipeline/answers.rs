@@ -57,7 +57,7 @@ pub async fn write_refusal(session: &mut Session, refusal: &Refusal) -> Result<(
 /// sent after the header is read as another request.
 pub async fn write_unread_refusal(session: &mut Session, refusal: &Refusal) -> Result<()> {
     let (mut h, body) = refusal_answer(refusal)?;
-    h.insert_header("connection", "close")?;
+    h.insert_header("connection", http::HeaderValue::from_static("close"))?;
     session.write_error_response(h, body).await
 }
 
@@ -71,7 +71,7 @@ fn refusal_answer(refusal: &Refusal) -> Result<(ResponseHeader, Bytes)> {
     let mut h = ResponseHeader::build(refusal.status, Some(5))?;
     h.insert_header("content-type", JSON)?;
     h.insert_header("content-length", body.len().to_string())?;
-    h.insert_header("cache-control", "no-store")?;
+    h.insert_header("cache-control", http::HeaderValue::from_static("no-store"))?;
     for (k, v) in &refusal.headers {
         h.insert_header(*k, v.as_str())?;
     }

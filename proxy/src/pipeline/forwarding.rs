@@ -368,8 +368,11 @@ async fn relay_stream(
     if session.is_http2() || bodiless {
         resp.remove_header(&http::header::TRANSFER_ENCODING);
     } else if !resp.headers.contains_key(http::header::CONTENT_LENGTH) {
-        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")
-            .map_err(|e| Refusal::internal(&e.to_string()))?;
+        resp.insert_header(
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        )
+        .map_err(|e| Refusal::internal(&e.to_string()))?;
     }
     // A stream that ends within HEADER_WAIT (a reply that is one event, the
     // common case) leaves in one write with its exact length. A longer one

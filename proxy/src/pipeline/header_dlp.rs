@@ -22,6 +22,8 @@
 
 use std::borrow::Cow;
 
+use smallvec::SmallVec;
+
 use pingora::http::RequestHeader;
 use warden_filters::guards::dlp::DlpFilter;
 use warden_filters::Refusal;
@@ -50,11 +52,14 @@ pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader) -> Result<(), Refusal> {
     // The names as the client spelled them (HTTP/1 keeps them so on a
     // proxied GET or DELETE), in the order of `headers`.
     let mut cased = req.case_header_iter().map(|(n, _)| n.as_slice());
+    // The text buffer is the worker thread's, kept between requests; the
+    // spans and places of a usual request fit on the stack.
     let mut t = Texts {
-        buf: String::with_capacity(512),
-        spans: Vec::with_capacity(16),
-        places: Vec::with_capacity(16),
+        buf: SCRATCH.with(|b| std::mem::take(&mut *b.borrow_mut())),
+        spans: SmallVec::new(),
+        places: SmallVec::new(),
     };
+    t.buf.clear();
     for (name, value) in req.headers.iter() {
         let spelled = cased.next();
         if !crate::pipeline::rewrite::forwarded(name.as_str(), api_key_header, ctx.session_sealed) {
@@ -78,22 +83,26 @@ pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader) -> Result<(), Refusal> {
         t.add(Place::Url(part), &[&text]);
     }
     if t.spans.is_empty() {
+        t.recycle();
         return Ok(());
     }
-    let items: Vec<&str> = t.spans.iter().map(|r| &t.buf[r.clone()]).collect();
-    let places = &t.places;
     let mut v = warden_filters::guards::dlp::MetadataVerdict::default();
-    for dlp in filters {
-        let risk = dlp.server_risk(&rt.server(server).name);
-        let one = dlp.judge_metadata(&items, risk);
-        for rule in one.blocked {
-            if !v.blocked.contains(&rule) {
-                v.blocked.push(rule);
+    {
+        let items: SmallVec<[&str; 16]> = t.spans.iter().map(|r| &t.buf[r.clone()]).collect();
+        for dlp in filters {
+            let risk = dlp.server_risk(&rt.server(server).name);
+            let one = dlp.judge_metadata(&items, risk);
+            for rule in one.blocked {
+                if !v.blocked.contains(&rule) {
+                    v.blocked.push(rule);
+                }
             }
+            v.withheld.extend(one.withheld);
+            v.findings.extend(one.findings);
         }
-        v.withheld.extend(one.withheld);
-        v.findings.extend(one.findings);
     }
+    let places = std::mem::take(&mut t.places);
+    t.recycle();
     for (i, mut f) in v.findings {
         // The client chose the name: it is named only when DLP finds
         // nothing in it (in either case).
@@ -176,11 +185,27 @@ fn readings(v: &[u8]) -> (Cow<'_, str>, Option<String>) {
 /// The texts to judge, each a span of one buffer, and where each is.
 struct Texts<'a> {
     buf: String,
-    spans: Vec<std::ops::Range<usize>>,
-    places: Vec<Place<'a>>,
+    spans: SmallVec<[std::ops::Range<usize>; 16]>,
+    places: SmallVec<[Place<'a>; 16]>,
+}
+
+/// The largest text buffer a worker keeps between requests.
+const SCRATCH_MAX: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 impl<'a> Texts<'a> {
+    /// Gives the buffer back to the thread (dropped when it grew large).
+    fn recycle(self) {
+        let mut buf = self.buf;
+        if buf.capacity() <= SCRATCH_MAX {
+            buf.clear();
+            SCRATCH.with(|b| *b.borrow_mut() = buf);
+        }
+    }
+
     fn add(&mut self, place: Place<'a>, parts: &[&str]) {
         let start = self.buf.len();
         for p in parts {
@@ -213,8 +238,11 @@ enum Place<'a> {
 /// below the route's prefix, and the query unless the gateway replaced it
 /// (a sealed legacy endpoint's), each percent-decoded; the query also with
 /// `+` read as a space.
-fn client_url<'a>(ctx: &RequestCtx, req: &'a RequestHeader) -> Vec<(&'static str, Cow<'a, str>)> {
-    let mut out = Vec::new();
+/// The URL's texts to judge, each with the part it is.
+type UrlTexts<'a> = SmallVec<[(&'static str, Cow<'a, str>); 4]>;
+
+fn client_url<'a>(ctx: &RequestCtx, req: &'a RequestHeader) -> UrlTexts<'a> {
+    let mut out = UrlTexts::new();
     let path = req.uri.path();
     let rest = match ctx.routed {
         Some(r) => ctx.rt.snap.routes[r.route].below_prefix(path),
@@ -245,7 +273,7 @@ fn client_url<'a>(ctx: &RequestCtx, req: &'a RequestHeader) -> Vec<(&'static str
 
 /// Every way a reader may take URL text `s`: as written (a log, a raw
 /// `req.url`) and percent-decoded (see [`decoded`]).
-fn url_readings<'a>(part: &'static str, s: &'a str, out: &mut Vec<(&'static str, Cow<'a, str>)>) {
+fn url_readings<'a>(part: &'static str, s: &'a str, out: &mut UrlTexts<'a>) {
     if !s.contains('%') {
         // Nothing to decode: one reading.
         out.push((part, Cow::Borrowed(s)));

@@ -246,7 +246,10 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         if !crate::pipeline::headers::utf8_media(content_type(resp), want) {
             return refuse_reply(server_name, ReplyRefusal::UnsupportedCharset);
         }
-        resp.insert_header(http::header::CONTENT_TYPE, want)?;
+        resp.insert_header(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(want),
+        )?;
     }
     let empty = status == 204 || status == 304 || content_length_zero(resp);
     // Warden asks for `identity`; a server that compresses anyway would hand
@@ -283,7 +286,7 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     ctx.reply.mode = if sse {
         // Never buffer or compress a stream; lengths do not apply.
         unframe(resp);
-        resp.insert_header("x-accel-buffering", "no")?;
+        resp.insert_header("x-accel-buffering", http::HeaderValue::from_static("no"))?;
         ResponseMode::Sse {
             decoder: SseDecoder::new(rt.snap.config.limits.max_sse_event),
             injected: false,
@@ -291,7 +294,10 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     } else if status == 202 && answers_pending {
         // The upstream accepted what was forwarded; the gateway still owes answers.
         resp.set_status(200)?;
-        resp.insert_header("content-type", "application/json")?;
+        resp.insert_header(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        )?;
         unframe(resp);
         ResponseMode::AnswersOnly
     } else if ctx.kind == ExchangeKind::Delete && (200..300).contains(&status) {
@@ -320,7 +326,10 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
             .with_label_values(&[server_name, "unsupported_content_type"])
             .inc();
         resp.set_status(502)?;
-        resp.insert_header("content-type", "application/json")?;
+        resp.insert_header(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        )?;
         unframe(resp);
         ctx.upstream.status = Some(502);
         ResponseMode::Withheld {
@@ -332,7 +341,10 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
         // A body of a type MCP does not define (or any body on a 202): not
         // passed on. The status stays, so clients still see what happened.
         if status != 202 {
-            resp.insert_header("content-type", "application/json")?;
+            resp.insert_header(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            )?;
         }
         unframe(resp);
         ResponseMode::Withheld {
@@ -408,6 +420,9 @@ fn keep_known_headers(
     // Every reply was judged for one principal (its lists filtered, its
     // handles sealed for them): no cache between the gateway and the
     // client may keep it for another, whatever the server says.
-    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    resp.insert_header(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    )?;
     Ok(())
 }
