@@ -493,14 +493,8 @@ fn client_requirements(
     req: &RequestHeader,
     h2_body: bool,
 ) -> Result<(), Refusal> {
-    // Media types are case-insensitive (RFC 9110 §8.3.1); read in place.
-    let accept = header_str(req, "accept").unwrap_or("").as_bytes();
-    let has = |t: &str| {
-        accept
-            .windows(t.len())
-            .any(|w| w.eq_ignore_ascii_case(t.as_bytes()))
-    };
-    let accepts = |t: &str| has(t) || has("*/*");
+    let accept = header_str(req, "accept").unwrap_or("");
+    let accepts = |t: &str| accept_names(accept, t);
     ctx.missing = match ctx.kind {
         ExchangeKind::Post if !(accepts("application/json") && accepts("text/event-stream")) => {
             Some("the request lacks `Accept: application/json, text/event-stream`, which Streamable HTTP requires")
@@ -556,6 +550,36 @@ pub async fn upstream_identity(
     }
     ctx.upstream.outbound_auth = tokens.prepare(&ctx.principal, server, req).await?;
     Ok(())
+}
+
+/// Whether `Accept` value `accept` names media type `t` or `*/*`, in any
+/// case (media types are case-insensitive, RFC 9110 §8.3.1), read in place.
+fn accept_names(accept: &str, t: &str) -> bool {
+    let has = |t: &str| {
+        accept
+            .as_bytes()
+            .windows(t.len())
+            .any(|w| w.eq_ignore_ascii_case(t.as_bytes()))
+    };
+    has(t) || has("*/*")
+}
+
+#[cfg(test)]
+mod accept_tests {
+    use super::accept_names;
+
+    #[test]
+    fn accept_is_read_in_any_case() {
+        let both =
+            |a: &str| accept_names(a, "application/json") && accept_names(a, "text/event-stream");
+        assert!(both("application/json, text/event-stream"));
+        assert!(both("Application/JSON, TEXT/Event-Stream"));
+        assert!(both("*/*"));
+        assert!(!both("application/json"));
+        assert!(!both(""));
+        assert!(!both("text/event"));
+        assert!(!accept_names("application/jso", "application/json"));
+    }
 }
 
 #[cfg(test)]

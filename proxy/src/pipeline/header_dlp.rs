@@ -234,13 +234,13 @@ enum Place<'a> {
     Url(&'static str),
 }
 
+/// The URL's texts to judge, each with the part it is.
+type UrlTexts<'a> = SmallVec<[(&'static str, Cow<'a, str>); 4]>;
+
 /// The URL text the client chose that the upstream receives: the path
 /// below the route's prefix, and the query unless the gateway replaced it
 /// (a sealed legacy endpoint's), each percent-decoded; the query also with
 /// `+` read as a space.
-/// The URL's texts to judge, each with the part it is.
-type UrlTexts<'a> = SmallVec<[(&'static str, Cow<'a, str>); 4]>;
-
 fn client_url<'a>(ctx: &RequestCtx, req: &'a RequestHeader) -> UrlTexts<'a> {
     let mut out = UrlTexts::new();
     let path = req.uri.path();
