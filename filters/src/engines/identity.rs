@@ -59,11 +59,15 @@ pub struct Principal {
     pub canonical: CanonicalOnce,
 }
 
-/// A principal's person key and owner key, computed on first use. Not
-/// part of what a principal is: two principals compare equal whatever
-/// their caches hold.
+/// A principal's person key, owner key and shared id and tenant, computed
+/// on first use. Not part of what a principal is: two principals compare
+/// equal whatever their caches hold.
 #[derive(Debug, Clone, Default)]
-pub struct CanonicalOnce(std::sync::OnceLock<String>, std::sync::OnceLock<String>);
+pub struct CanonicalOnce(
+    std::sync::OnceLock<String>,
+    std::sync::OnceLock<String>,
+    std::sync::OnceLock<(Arc<str>, Arc<str>)>,
+);
 
 impl PartialEq for CanonicalOnce {
     fn eq(&self, _: &Self) -> bool {
@@ -122,6 +126,15 @@ impl Principal {
         self.canonical
             .0
             .get_or_init(|| format!("{}\0{}", c(&self.tenant), c(&self.id)))
+    }
+
+    /// The id and tenant as written, as shared strings made once per
+    /// principal: every audit record of its calls names them without
+    /// copying them (an API key's principal lives as long as its bundle).
+    pub fn shared_names(&self) -> &(Arc<str>, Arc<str>) {
+        self.canonical
+            .2
+            .get_or_init(|| (self.id.as_str().into(), self.tenant.as_str().into()))
     }
 
     /// The principal's tenant in canonical form (how tenant layers'

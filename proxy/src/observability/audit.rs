@@ -44,8 +44,7 @@ pub struct AuditRecord {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<String>,
     pub request_id: u64,
-    #[serde(serialize_with = "shared_str")]
-    pub trace_id: Arc<str>,
+    pub trace_id: crate::pipeline::headers::TraceHex,
     #[serde(serialize_with = "shared_str")]
     pub principal: Arc<str>,
     #[serde(serialize_with = "shared_str")]

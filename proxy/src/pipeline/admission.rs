@@ -46,7 +46,7 @@ pub async fn admit(
         ));
     } else {
         // Made once: the audit record and an identity assertion name it.
-        ctx.trace_id = Some(crate::pipeline::headers::trace_id(req, ctx.request_id).into());
+        ctx.trace_id = Some(crate::pipeline::headers::trace_id(req, ctx.request_id));
     }
 
     check_header_size(req, cfg.limits.max_header_bytes)?;

@@ -40,6 +40,15 @@ fn content_length(session: &Session) -> Result<Option<usize>, Refusal> {
 /// Time a body may take before the minimum rate applies.
 pub const RATE_GRACE: Duration = Duration::from_secs(5);
 
+/// How long `bytes` take at `rate` bytes per second (a rate of 0 counts
+/// as 1), in whole nanoseconds: integer arithmetic, exact for any body
+/// and rate (`Duration::from_secs_f64` costs more per read than the rest of
+/// this loop).
+fn at_rate(bytes: usize, rate: usize) -> Duration {
+    let nanos = bytes as u128 * 1_000_000_000 / rate.max(1) as u128;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
 /// Reads the whole body, refusing it with 413 past `limit`, and with 408 when
 /// it takes longer than `timeout` or falls below `min_rate` bytes per second
 /// (on average since the start, once [`RATE_GRACE`] has passed).
@@ -63,9 +72,9 @@ pub async fn read_whole(
         // The next byte is due when the average would drop below the rate.
         let due = start
             + RATE_GRACE
-            + Duration::from_secs_f64(
-                (buf.len() + first.as_ref().map_or(0, Bytes::len) + 1) as f64
-                    / min_rate.max(1) as f64,
+            + at_rate(
+                buf.len() + first.as_ref().map_or(0, Bytes::len) + 1,
+                min_rate,
             );
         let chunk =
             match tokio::time::timeout_at(due.min(deadline), session.read_request_body()).await {
@@ -101,4 +110,22 @@ pub async fn read_whole(
         }
     }
     Ok(first.unwrap_or_else(|| buf.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::at_rate;
+    use std::time::Duration;
+
+    #[test]
+    fn the_time_a_body_may_take_is_exact_in_integers() {
+        assert_eq!(at_rate(1, 1), Duration::from_secs(1));
+        assert_eq!(at_rate(1024, 1024), Duration::from_secs(1));
+        assert_eq!(at_rate(1, 3), Duration::from_nanos(333_333_333));
+        assert_eq!(at_rate(3 * 1024, 1024), Duration::from_secs(3));
+        // A rate of 0 is read as 1 byte per second, not a division by zero.
+        assert_eq!(at_rate(5, 0), Duration::from_secs(5));
+        // The largest body a bundle may allow at the lowest rate stays finite.
+        assert_eq!(at_rate(1 << 30, 1), Duration::from_secs(1 << 30));
+    }
 }

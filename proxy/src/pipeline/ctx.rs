@@ -121,7 +121,7 @@ pub struct RequestCtx {
     /// The W3C trace id when no span is recorded (`trace` is `None`), set at
     /// admission: the caller's `traceparent`'s, or a fresh one; the audit
     /// record and an identity assertion name the same one.
-    pub trace_id: Option<Arc<str>>,
+    pub trace_id: Option<crate::pipeline::headers::TraceHex>,
     /// The runtime (bundle) this request reads from arrival to its audit
     /// record, loaded once: it never sees two generations.
     pub rt: Arc<Runtime>,
@@ -368,10 +368,10 @@ impl RequestCtx {
 
 impl RequestCtx {
     /// The call's W3C trace id (hex), whether or not spans are recorded.
-    pub fn trace_hex(&self) -> Option<String> {
+    pub fn trace_hex(&self) -> Option<crate::pipeline::headers::TraceHex> {
         match &self.trace {
-            Some(t) => Some(t.trace_hex()),
-            None => self.trace_id.as_deref().map(str::to_owned),
+            Some(t) => Some(crate::pipeline::headers::TraceHex::of(t.trace)),
+            None => self.trace_id,
         }
     }
 }

@@ -182,7 +182,7 @@ async fn forward(
     let (up, p) = send(gw, ups, session, ctx, body).await?;
     let mut resp = up
         .response_header()
-        .cloned()
+        .map(client_header)
         .ok_or_else(|| Refusal::upstream_unavailable(&s.name, "no response header"))?;
     let refuse = |e: Box<Error>| refused(&s.name, e);
     reply::on_header(gw, ctx, &mut resp).map_err(refuse)?;
@@ -194,6 +194,22 @@ async fn forward(
         return relay_whole(gw, ups, session, ctx, Reply { up, p, s, resp }).await;
     }
     relay_stream(gw, ups, session, ctx, Reply { up, p, s, resp }).await
+}
+
+/// The reply header the client gets, as a copy of the upstream's that
+/// `reply::on_header` then trims: its status, version and header fields,
+/// with room for the gateway's own, and no record of the server's header
+/// name case (names go out in their canonical form; HTTP field names are
+/// case-insensitive) or of its reason phrase (free text, never passed on).
+fn client_header(up: &pingora_http::ResponseHeader) -> pingora_http::ResponseHeader {
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = up.status;
+    parts.version = up.version;
+    parts.headers = http::HeaderMap::with_capacity(up.headers.len() + 4);
+    for (name, value) in &up.headers {
+        parts.headers.append(name.clone(), value.clone());
+    }
+    parts.into()
 }
 
 /// A reply on its way back: the upstream session it comes on, the peer

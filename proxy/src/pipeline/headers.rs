@@ -8,20 +8,66 @@ pub fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// A W3C trace id as its 32 lower-case hex digits, held inline: the audit
+/// record, an identity assertion and an approval claim name it without an
+/// allocation per call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TraceHex([u8; 32]);
+
+impl TraceHex {
+    pub fn of(id: [u8; 16]) -> TraceHex {
+        let mut hex = [0u8; 32];
+        hex::encode_to_slice(id, &mut hex).expect("32 hex digits for 16 bytes");
+        TraceHex(hex)
+    }
+
+    /// 32 hex digits (any case, not all zero, as W3C Trace Context requires).
+    pub fn parse(text: &str) -> Option<TraceHex> {
+        let b: &[u8; 32] = text.as_bytes().try_into().ok()?;
+        if !b.iter().all(u8::is_ascii_hexdigit) || b.iter().all(|&c| c == b'0') {
+            return None;
+        }
+        Some(TraceHex(b.map(|c| c.to_ascii_lowercase())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+impl std::ops::Deref for TraceHex {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for TraceHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for TraceHex {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// The W3C trace id of the caller's `traceparent`, or a fresh one.
-pub fn trace_id(req: &RequestHeader, request_id: u64) -> String {
+pub fn trace_id(req: &RequestHeader, request_id: u64) -> TraceHex {
     if let Some(tp) = header_str(req, "traceparent") {
         let mut parts = tp.split('-');
         if let (Some(_), Some(id)) = (parts.next(), parts.next()) {
-            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32) {
-                return id.to_ascii_lowercase();
+            if let Some(id) = TraceHex::parse(id) {
+                return id;
             }
         }
     }
     let mut id = [0u8; 16];
     id[..8].copy_from_slice(&rand::random::<u64>().to_be_bytes());
     id[8..].copy_from_slice(&request_id.to_be_bytes());
-    hex::encode(id)
+    TraceHex::of(id)
 }
 
 /// Whether a Content-Type is the media type `want` read as the gateway
@@ -55,4 +101,26 @@ pub fn utf8_media(ct: &[u8], want: &str) -> bool {
                     && (v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8"))
             })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TraceHex;
+
+    #[test]
+    fn a_trace_id_is_32_hex_digits_not_all_zero_read_in_lower_case() {
+        let id = TraceHex::parse("4BF92F3577B34DA6A3CE929D0E0E4736").expect("valid");
+        assert_eq!(&*id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            serde_json::to_string(&id).expect("serialises"),
+            "\"4bf92f3577b34da6a3ce929d0e0e4736\""
+        );
+        assert!(TraceHex::parse(&"0".repeat(32)).is_none());
+        assert!(TraceHex::parse(&"a".repeat(31)).is_none());
+        assert!(TraceHex::parse(&"a".repeat(33)).is_none());
+        assert!(TraceHex::parse(&format!("{}g", "a".repeat(31))).is_none());
+        // 32 bytes that are not 32 characters.
+        assert!(TraceHex::parse(&format!("{}é", "a".repeat(30))).is_none());
+        assert_eq!(&*TraceHex::of([0xab; 16]), "ab".repeat(16));
+    }
 }

@@ -310,13 +310,17 @@ fn settle_client_responses(
     parsed: &Parsed,
     server: &str,
 ) -> Result<(), Refusal> {
-    let responses: Vec<&warden_filters::Envelope> = match &parsed {
-        Parsed::Single(env) => vec![env],
-        Parsed::Batch(items) => items.iter().filter_map(|i| i.as_ref().ok()).collect(),
-    }
-    .into_iter()
-    .filter(|e| e.kind == warden_filters::Kind::Response)
-    .collect();
+    let responses: smallvec::SmallVec<[&warden_filters::Envelope; 1]> = match &parsed {
+        Parsed::Single(env) => std::slice::from_ref(env)
+            .iter()
+            .filter(|e| e.kind == warden_filters::Kind::Response)
+            .collect(),
+        Parsed::Batch(items) => items
+            .iter()
+            .filter_map(|i| i.as_ref().ok())
+            .filter(|e| e.kind == warden_filters::Kind::Response)
+            .collect(),
+    };
     if !responses.is_empty() {
         let (owner, session) = crate::pipeline::scope::ledger_keys(ctx);
         let scope = crate::sessions::ledger::Scope {

@@ -26,7 +26,10 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
         .map(|r| r.status.as_u16())
         .or(ctx.local_status)
         .unwrap_or(0);
-    let server = ctx.server_name().to_owned();
+    // The bundle's shared name (no copy per exchange).
+    let server: std::sync::Arc<str> = ctx
+        .server_id()
+        .map_or_else(|| "-".into(), |s| ctx.rt.meta(s).name.clone());
     let http_method = http_method(session.req_header());
     exchange_metrics(ctx, &server, http_method, status);
 
@@ -483,13 +486,11 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
         revision: ctx.rt.revision.clone(),
         layers,
         request_id: ctx.request_id,
-        trace_id: match (&ctx.trace, &ctx.trace_id) {
-            (Some(t), _) => t.trace_hex().into(),
-            (None, Some(id)) => id.clone(),
-            (None, None) => trace_id(req, ctx.request_id).into(),
-        },
-        principal: ctx.principal.id.as_str().into(),
-        tenant: ctx.principal.tenant.as_str().into(),
+        trace_id: ctx
+            .trace_hex()
+            .unwrap_or_else(|| trace_id(req, ctx.request_id)),
+        principal: ctx.principal.shared_names().0.clone(),
+        tenant: ctx.principal.shared_names().1.clone(),
         person: crate::observability::audit::AuditPerson(ctx.principal.clone()),
         principal_detail: None,
         auth: ctx.principal.auth.as_str(),

@@ -2,6 +2,8 @@
 //! its principal, its session (or legacy stream), and the reply ledger
 //! entries its requests leave for replies that come on another stream.
 
+use std::borrow::Cow;
+
 use crate::hub::state::Gateway;
 use crate::pipeline::ctx::{ExchangeKind, RequestCtx};
 
@@ -43,29 +45,26 @@ pub fn remember_pending(gw: &Gateway, ctx: &RequestCtx) {
 /// unauthenticated client without a session, its address, so that such a
 /// client neither answers a server's request asked of another nor has
 /// another's replies matched to its requests.
-pub fn ledger_keys(ctx: &RequestCtx) -> (String, String) {
+pub fn ledger_keys(ctx: &RequestCtx) -> (Cow<'_, str>, Cow<'_, str>) {
     let session = session_scope_key(ctx);
     let owner = warden_filters::guards::handles::owner_of(
         &ctx.principal,
-        (!session.is_empty()).then_some(session.as_str()),
+        (!session.is_empty()).then_some(&*session),
         ctx.source_ip,
-    )
-    .into_owned();
+    );
     (owner, session)
 }
 
-/// The session key replies and server→client requests of this exchange belong to.
-pub fn session_scope_key(ctx: &RequestCtx) -> String {
+/// The session key replies and server→client requests of this exchange
+/// belong to (`""` when none), borrowed from the exchange.
+pub fn session_scope_key(ctx: &RequestCtx) -> Cow<'_, str> {
     match ctx.kind {
         ExchangeKind::Get => ctx
             .reply
             .stream_session
-            .clone()
-            .or_else(|| ctx.session_id.clone())
-            .unwrap_or_default(),
-        _ => ctx
-            .session_key()
-            .map(|k| k.into_owned())
-            .unwrap_or_default(),
+            .as_deref()
+            .or(ctx.session_id.as_deref())
+            .map_or(Cow::Borrowed(""), Cow::Borrowed),
+        _ => ctx.session_key().unwrap_or(Cow::Borrowed("")),
     }
 }

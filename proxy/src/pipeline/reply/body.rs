@@ -353,12 +353,13 @@ pub(super) fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Byt
             };
         }
     };
-    let items: Vec<Result<&Envelope, &ElementError>> = match &parsed {
-        Parsed::Single(e) => vec![Ok(e)],
+    let items: smallvec::SmallVec<[Result<&Envelope, &ElementError>; 1]> = match &parsed {
+        Parsed::Single(e) => smallvec::smallvec![Ok(e)],
         Parsed::Batch(items) => items.iter().map(Result::as_ref).collect(),
     };
     // Unchanged messages stay slices of the reply.
-    let mut out: Vec<std::borrow::Cow<'_, [u8]>> = Vec::with_capacity(items.len());
+    let mut out: smallvec::SmallVec<[std::borrow::Cow<'_, [u8]>; 1]> =
+        smallvec::SmallVec::with_capacity(items.len());
     let mut changed = false;
     for item in items {
         match item {
