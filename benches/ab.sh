@@ -47,6 +47,16 @@
 # AB_ALLOCS=1: after the rounds, each Warden variant's heap allocations per
 # call, and the code that makes them (uprobes on mimalloc; the recording
 # is kept in AB_ALLOCS_OUT, default /tmp, as warden-allocs.NAME.data).
+# AB_INSTRUCTIONS=1: instead of timed rounds, each variant runs under
+# valgrind's callgrind (Debian's `valgrind`, installed if missing) and the
+# user-space instructions it executes per call are counted over
+# AB_INSTRUCTIONS_CALLS calls (default 2000, 4 connections), after a
+# warm-up, in AB_INSTRUCTIONS_PASSES passes over the variants (default 2;
+# the least is reported): a deterministic figure for comparing builds on a noisy machine
+# (kernel time and memory stalls are not in it). Slow: about 50 times
+# slower per call. The counts, by function, are kept in
+# AB_INSTRUCTIONS_OUT (default /tmp) as warden-cg.NAME (callgrind_annotate
+# reads them).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -55,6 +65,14 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 # AB_SKIP_BUILD=1: use the binaries already in target/release as they are.
 [ -n "${AB_SKIP_BUILD:-}" ] || bash benches/build-release.sh
 TMP="$(mktemp -d)"
+# Under AB_INSTRUCTIONS every proxy starts under callgrind.
+VG=()
+if [ -n "${AB_INSTRUCTIONS:-}" ]; then
+  command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+  VG=(valgrind -q --tool=callgrind --callgrind-out-file="$TMP/cg.%p")
+fi
+# Readiness waits: longer under callgrind.
+WAITS=200; [ -n "${AB_INSTRUCTIONS:-}" ] && WAITS=2400
 PIDS=""
 # SIGINT first (Pingora's fast shutdown; SIGTERM would wait out its grace
 # period), SIGKILL after 3 s: a background job of a non-interactive shell
@@ -110,7 +128,7 @@ for arg in "$@"; do
   if [ "${spec%%:*}" = pingora ] || [ "${spec%%:*}" = pingora-nosteal ]; then
     pt=./target/release/pingora-passthrough; [ "${spec#*:}" != "$spec" ] && pt="${spec#*:}"
     steal=steal; [ "${spec%%:*}" = pingora-nosteal ] && steal=nosteal
-    taskset -c "$PROXY_CORES" "$pt" "127.0.0.1:$port" "$MOCK" "$W" "$steal" 2>/dev/null &
+    taskset -c "$PROXY_CORES" "${VG[@]}" "$pt" "127.0.0.1:$port" "$MOCK" "$W" "$steal" 2>/dev/null &
     PID[$name]=$!; PIDS="$PIDS $!"; URL[$name]="http://127.0.0.1:$port/mcp"
   else
     bin="${spec%%:*}"; drop=""; [ "$bin" != "$spec" ] && drop="${spec#*:}"
@@ -136,12 +154,12 @@ y = "".join(s for s in sections if not any(s.startswith(d + ":") for d in drop i
 open(path, "w").write(y)
 PY
     admin="$(free_port)"
-    taskset -c "$PROXY_CORES" "$bin" run --bundle "$TMP/$name" --state-dir "$TMP/state-$name" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
+    taskset -c "$PROXY_CORES" "${VG[@]}" "$bin" run --bundle "$TMP/$name" --state-dir "$TMP/state-$name" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
       --threads "$W" --audit "$TMP/$name.audit.jsonl" 2>"$TMP/$name.err" &
     PID[$name]=$!; PIDS="$PIDS $!"; URL[$name]="http://127.0.0.1:$port/mock/mcp"
-    for _ in $(seq 200); do curl -sf "127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.05; done
+    for _ in $(seq "$WAITS"); do curl -sf "127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.05; done
   fi
-  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+  for _ in $(seq "$WAITS"); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
   LUA[$name]="$TMP/post.lua"; sess=()
   ids="${AB_IDS:-1}"; [ "$ids" = 0 ] && ids=""; case ",${spec#*:}," in *,+ids,*) [ "$spec" != "${spec#*:}" ] && ids=1 ;; esac
   if [ -n "${AB_SESSION:-}" ]; then
@@ -168,20 +186,75 @@ PY
   taskset -c 1 wrk -t1 -c8 -d1s -s "${LUA[$name]}" "${URL[$name]}" >/dev/null
 done
 
+if [ -n "${AB_INSTRUCTIONS:-}" ]; then
+  # Calls through each proxy with callgrind counting, then a dump: the
+  # instructions of that stretch (the dump's totals) over the calls
+  # answered 200.
+  n="${AB_INSTRUCTIONS_CALLS:-2000}"
+  # N calls on four keep-alive connections, fresh ids, the headers of the
+  # variant's wrk script; prints how many were answered 200.
+  cat > "$TMP/calls.py" <<'PY'
+import http.client, json, re, sys, threading, urllib.parse
+url, n, body, lua = urllib.parse.urlparse(sys.argv[1]), int(sys.argv[2]), json.load(open(sys.argv[3])), open(sys.argv[4]).read()
+first = int(sys.argv[5]) if len(sys.argv) > 5 else 10
+headers = dict(re.findall(r'wrk\.headers\["([^"]+)"\] = "([^"]*)"', lua))
+done = [0] * 4
+def run(k):
+    c = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+    for i in range(k, n, 4):
+        b = dict(body, id=first + i)
+        c.request("POST", url.path, json.dumps(b), headers)
+        r = c.getresponse(); r.read()
+        done[k] += r.status == 200
+ts = [threading.Thread(target=run, args=(k,)) for k in range(min(n, 4))]
+[t.start() for t in ts]; [t.join() for t in ts]
+print(sum(done))
+PY
+  passes="${AB_INSTRUCTIONS_PASSES:-2}"
+  for pass in $(seq "$passes"); do
+  for name in "${NAMES[@]}"; do
+    pid="${PID[$name]}"
+    # The process valgrind runs is the proxy itself (valgrind execs it).
+    # Callgrind takes a command when the proxy next runs code: one call
+    # after each (counted in the stretch it starts or ends, under 0.1 %).
+    callgrind_control -z "$pid" >/dev/null & c=$!
+    sleep 0.5; taskset -c "$GEN_CORES" python3 "$TMP/calls.py" "${URL[$name]}" 1 "$TMP/body.json" "${LUA[$name]}" 1000000 >/dev/null; wait "$c" || true
+    calls="$(taskset -c "$GEN_CORES" python3 "$TMP/calls.py" "${URL[$name]}" "$n" "$TMP/body.json" "${LUA[$name]}")"
+    callgrind_control -d "$pid" >/dev/null & c=$!
+    sleep 0.5; taskset -c "$GEN_CORES" python3 "$TMP/calls.py" "${URL[$name]}" 1 "$TMP/body.json" "${LUA[$name]}" 2000000 >/dev/null; wait "$c" || true
+    for _ in $(seq 100); do ls "$TMP"/cg."$pid".* >/dev/null 2>&1 && break; sleep 0.1; done
+    ir="$(awk '/^(summary|totals):/ {print $2; exit}' "$TMP"/cg."$pid".*)"
+    python3 -c "print(f'pass $pass  $name  instructions_per_call={$ir / max($calls, 1):.0f}')" | tee -a "$TMP/irs"
+    cat "$TMP"/cg."$pid".* > "${AB_INSTRUCTIONS_OUT:-/tmp}/warden-cg.$name"; rm -f "$TMP"/cg."$pid".*
+  done
+  done
+  # The least of the passes: background work (timers, the audit writer's
+  # idle polls) runs by the clock, and a slow pass pays more of it.
+  echo
+  echo "| variant | user-space instructions per call (callgrind, least of $passes passes of ${n} calls of ${AB_TEXT_BYTES:-924} bytes of text, 4 connections) |"
+  echo "|---|---|"
+  for name in "${NAMES[@]}"; do
+    awk -v n="$name" '$3 == n {split($4, a, "="); if (m == "" || a[2] + 0 < m) m = a[2] + 0} END {printf "| %s | %d |\n", n, m}' "$TMP/irs"
+  done
+  exit 0
+fi
 CLK="$(getconf CLK_TCK)"
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Kernel time alone (stime).
+kticks() { awk '{print $15}' "/proc/$1/stat"; }
 if [ "$W" -gt 1 ]; then where="$W workers per proxy, wrk -t$W -c$((W * ${AB_CONNECTIONS:-32})), all unpinned"; else where="wrk -t1 -c${AB_CONNECTIONS:-32}; proxy on core 0, wrk + mock on core 1"; fi
 echo "tools/call with ${AB_TEXT_BYTES:-924} bytes of text, ${SECS}s, $ROUNDS rounds alternating; $where"
 for r in $(seq "$ROUNDS"); do
   for name in "${NAMES[@]}"; do
-    t0="$(ticks "${PID[$name]}")"
+    t0="$(ticks "${PID[$name]}")"; k0="$(kticks "${PID[$name]}")"
     out="$(taskset -c "$GEN_CORES" wrk -t"$W" -c"$((W * ${AB_CONNECTIONS:-32}))" -d"${SECS}s" -s "${LUA[$name]}" "${URL[$name]}")"
-    t1="$(ticks "${PID[$name]}")"
+    t1="$(ticks "${PID[$name]}")"; k1="$(kticks "${PID[$name]}")"
     rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
     total="$(echo "$out" | awk '/requests in/ {print $1}')"
     non2xx="$(echo "$out" | awk '/Non-2xx/ {print $4}')"
     cpu="$(python3 -c "print(f'{($t1 - $t0) * 1e6 / $CLK / max($total, 1):.1f}')")"
-    echo "round $r  $name  rps=$rps  cpu_us=$cpu  non2xx=${non2xx:-0}" | tee -a "$TMP/rounds"
+    sys="$(python3 -c "print(f'{($k1 - $k0) * 1e6 / $CLK / max($total, 1):.1f}')")"
+    echo "round $r  $name  rps=$rps  cpu_us=$cpu  non2xx=${non2xx:-0}  sys_us=$sys" | tee -a "$TMP/rounds"
   done
 done
 if [ -n "${AB_PROFILE:-}" ]; then
@@ -255,14 +328,15 @@ if [ -n "${AB_ALLOCS:-}" ]; then
   done
 fi
 echo
-echo "| variant | calls/s (median) | proxy CPU µs per call (median) |"
-echo "|---|---|---|"
+echo "| variant | calls/s (median) | proxy CPU µs per call (median) | of which kernel (median) |"
+echo "|---|---|---|---|"
 for name in "${NAMES[@]}"; do
   python3 - "$TMP/rounds" "$name" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.split()[2] == sys.argv[2]]
 rps = statistics.median(float(r[3].split("=")[1]) for r in rows)
 cpu = statistics.median(float(r[4].split("=")[1]) for r in rows)
-print(f"| {sys.argv[2]} | {rps:,.0f} | {cpu:.1f} |")
+ker = statistics.median(float(r[6].split("=")[1]) for r in rows)
+print(f"| {sys.argv[2]} | {rps:,.0f} | {cpu:.1f} | {ker:.1f} |")
 PY
 done
