@@ -23,11 +23,9 @@ impl TraceHex {
 
     /// 32 hex digits (any case, not all zero, as W3C Trace Context requires).
     pub fn parse(text: &str) -> Option<TraceHex> {
-        let b: &[u8; 32] = text.as_bytes().try_into().ok()?;
-        if !b.iter().all(u8::is_ascii_hexdigit) || b.iter().all(|&c| c == b'0') {
-            return None;
-        }
-        Some(TraceHex(b.map(|c| c.to_ascii_lowercase())))
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(text, &mut id).ok()?;
+        (id != [0u8; 16]).then(|| TraceHex::of(id))
     }
 
     pub fn as_str(&self) -> &str {

@@ -33,7 +33,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
     let http_method = http_method(session.req_header());
     exchange_metrics(ctx, &server, http_method, status);
 
-    let base = audit_base(session, ctx, status);
+    let base = audit_base(session, ctx, status, server.clone());
     let failed = e
         .map(|e| e.to_string())
         .or_else(|| ctx.upstream.error.clone());
@@ -470,7 +470,12 @@ fn spans(gw: &Gateway, ctx: &RequestCtx, out: &[AuditRecord], http_method: &str,
     }
 }
 
-fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
+fn audit_base(
+    session: &Session,
+    ctx: &RequestCtx,
+    status: u16,
+    server: std::sync::Arc<str>,
+) -> AuditRecord {
     let req = session.req_header();
     let meta = ctx.server_id().map(|s| ctx.rt.meta(s));
     let layers = match meta {
@@ -500,7 +505,7 @@ fn audit_base(session: &Session, ctx: &RequestCtx, status: u16) -> AuditRecord {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip())
         }),
-        server: meta.map_or_else(|| "-".into(), |m| m.name.clone()),
+        server,
         group: meta.map_or_else(|| "-".into(), |m| m.group.clone()),
         via: ctx.via.clone(),
         http_method: http_method(req),
