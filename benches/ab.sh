@@ -305,11 +305,14 @@ if [ -n "${AB_ALLOCS:-}" ]; then
     read -r seg_off seg_addr < <(readelf -lW "$bin" | awk '$1 == "LOAD" && $8 == "E" {print $2, $3; exit}')
     bias=$((seg_addr - seg_off))
     perf probe -q -d 'probe_*' 2>/dev/null || true
-    for f in mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned; do
+    # Both kinds of entry: the global allocator (proxy/alloc) asks for
+    # plain blocks where they are aligned enough, aligned ones otherwise.
+    for f in mi_malloc mi_zalloc mi_realloc mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned; do
       addr="$(nm "$bin" | awk -v f="$f" '$2 == "T" && $3 == f {print $1}')"
+      [ -n "$addr" ] || continue
       perf probe -q -x "$bin" -a "$f=$(printf '0x%x' $((0x$addr - bias)))" 2>/dev/null
     done
-    ev="$(perf probe -l 2>/dev/null | awk '{print $1}' | grep -E ':mi_(malloc|zalloc|realloc)_aligned$' | paste -sd, -)"
+    ev="$(perf probe -l 2>/dev/null | awk '{print $1}' | grep -E ':mi_(malloc|zalloc|realloc)(_aligned)?$' | paste -sd, -)"
     perf stat -x, -e "$ev" -p "${PID[$name]}" -o "$TMP/allocs.$name" 2>/dev/null &
     P=$!; sleep 0.5
     out="$(taskset -c 1 wrk -t1 -c4 -d"${SECS}s" -s "${LUA[$name]}" "${URL[$name]}")"

@@ -18,7 +18,7 @@ use warden_filters::engines::identity::Presented;
 use warden_filters::{parse, Exchange, Parsed, Snapshot, Verdict};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: warden_alloc::Mimalloc = warden_alloc::Mimalloc;
 
 const SCHEMA: &str = r#"      echo:
         risk: LOW

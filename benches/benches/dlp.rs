@@ -10,7 +10,7 @@ use warden_filters::engines::dlp::detectors::SPECS;
 use warden_filters::engines::dlp::Scanner;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: warden_alloc::Mimalloc = warden_alloc::Mimalloc;
 
 fn bench(c: &mut Criterion) {
     let scanner = Scanner::new(&[]).expect("scanner");

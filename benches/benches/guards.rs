@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: warden_alloc::Mimalloc = warden_alloc::Mimalloc;
 
 fn quota(c: &mut Criterion) {
     let tables = warden_filters::guards::quota::QuotaTables::new(1_000_000);

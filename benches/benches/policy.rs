@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 /// As in the gateway binary.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: warden_alloc::Mimalloc = warden_alloc::Mimalloc;
 use warden_config::access::{PrincipalKind, Risk};
 use warden_config::Bundle;
 use warden_filters::engines::identity::{AuthMethod, Principal};

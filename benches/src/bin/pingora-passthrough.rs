@@ -12,7 +12,7 @@ use pingora_proxy::{ProxyHttp, Session};
 
 /// Same allocator as `warden`, so the comparison measures Warden's work only.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: warden_alloc::Mimalloc = warden_alloc::Mimalloc;
 
 struct Passthrough {
     upstream: String,

@@ -500,10 +500,9 @@ impl Prefilter {
                 let gb = cont | (m.extra & !esc);
                 let lone = m.digit & !(gb << 1 | prev_gb >> 63) & !(cont >> 1);
                 if !grouped && lone != 0 {
-                    let groups = (gb as u128) << 64 | prev_gb as u128;
                     let mut l = lone;
                     while l != 0 && !grouped {
-                        grouped = lone_tail(groups, 64 + l.trailing_zeros(), off < 64);
+                        grouped = lone_tail(prev_gb, gb, 64 + l.trailing_zeros(), off < 64);
                         l &= l - 1;
                     }
                 }

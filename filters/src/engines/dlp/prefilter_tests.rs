@@ -164,3 +164,84 @@ fn spaced_chain_edges() {
         }
     }
 }
+
+/// `lone_tail` as it was first written, on one `u128` window.
+fn lone_tail_u128(groups: u128, q: u32, whole: bool) -> bool {
+    let top_below = |x: u128, at: u32| -> Option<u32> {
+        let m = x & ((1u128 << at) - 1);
+        (m != 0).then(|| 127 - m.leading_zeros())
+    };
+    let before = |at: u32| -> Result<(u32, u32), bool> {
+        let end = top_below(groups, at).ok_or(!whole)?;
+        if !(1..=6).contains(&(at - 1 - end)) {
+            return Err(false);
+        }
+        let start = match top_below(!groups, end) {
+            Some(z) => z + 1,
+            None if whole => 0,
+            None => return Err(true),
+        };
+        Ok((start, end - start + 1))
+    };
+    match before(q) {
+        Ok((start, len)) if len >= 2 => match before(start) {
+            Ok((_, prev)) => prev == len,
+            Err(may) => may,
+        },
+        Ok(_) => false,
+        Err(may) => may,
+    }
+}
+
+proptest::proptest! {
+    /// Review: the two-halves scans are the `u128` ones, for every lone
+    /// digit position, on dense and sparse windows, whole or not.
+    #[test]
+    fn lone_tail_halves_are_the_u128_scans(a: u128, b: u128, c: u128) {
+        for groups in [a, a & b, a | b, a & b & c, a & !(a << 1), !0, 0] {
+            for q in 64..128 {
+                for whole in [false, true] {
+                    proptest::prop_assert_eq!(
+                        lone_tail(groups as u64, (groups >> 64) as u64, q, whole),
+                        lone_tail_u128(groups, q, whole),
+                        "{:#0130b} q={} whole={}", groups, q, whole
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Review: runs of groups of every length (1–9) and gap (1–7) ending
+/// before a lone digit at every position agree with the `u128` scans.
+#[test]
+fn lone_tail_runs_agree() {
+    for len_a in 1..=9u32 {
+        for len_b in 1..=9u32 {
+            for gap_a in 1..=7u32 {
+                for gap_b in 1..=7u32 {
+                    for q in 64..128u32 {
+                        let mut g = 0u128;
+                        let end_b = q as i64 - gap_b as i64 - 1;
+                        let start_b = end_b - len_b as i64 + 1;
+                        let end_a = start_b - gap_a as i64 - 1;
+                        let start_a = end_a - len_a as i64 + 1;
+                        for i in start_a.max(0)..=end_b {
+                            if i >= 0 && (i <= end_a || i >= start_b) {
+                                g |= 1u128 << i;
+                            }
+                        }
+                        g |= 1u128 << q;
+                        for whole in [false, true] {
+                            assert_eq!(
+                                lone_tail(g as u64, (g >> 64) as u64, q, whole),
+                                lone_tail_u128(g, q, whole),
+                                "{g:#0130b} q={q} whole={whole}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
