@@ -40,8 +40,14 @@ fn plain(align: usize, size: usize) -> bool {
 pub struct Mimalloc;
 
 // SAFETY: every block comes from mimalloc, aligned as its layout asks
-// (`plain`), and goes back to it through `mi_free`, which takes blocks of
-// the plain and the aligned calls alike.
+// (`plain`: mimalloc's bins are one word, two words or multiples of 16
+// bytes, each block starting 16-aligned within its page, unless its
+// debug build's guarded blocks are on, which `libmimalloc-sys` never
+// builds), and goes back to it through `mi_free`, which takes blocks of
+// the plain and the aligned calls alike (interior pointers of aligned
+// over-allocations included). A null result is passed on as null, as
+// `GlobalAlloc` asks. Re-check the bins on a `libmimalloc-sys` upgrade.
+#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Mimalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -82,6 +88,7 @@ unsafe impl GlobalAlloc for Mimalloc {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests {
     extern crate std;
     use super::*;
@@ -118,7 +125,7 @@ mod tests {
         let mut out = Vec::new();
         for &size in &sizes {
             for shift in 0..=12 {
-                out.push(Layout::from_size_align(size, 1 << shift).unwrap());
+                out.push(Layout::from_size_align(size, 1 << shift).expect("a layout"));
             }
         }
         out
@@ -147,17 +154,27 @@ mod tests {
     #[test]
     fn zeroed_blocks_are_zero() {
         for l in layouts() {
-            // Dirty a block of the size first, so that a reused one shows.
-            unsafe {
-                let d = A.alloc(l);
-                d.write_bytes(0xAB, l.size());
-                A.dealloc(d, l);
+            // Many blocks of the size dirtied and freed first: mimalloc
+            // hands freed blocks out again once a page's free list runs
+            // dry, so some of the zeroed ones below are reused ones.
+            // (Few of the largest: checking megabytes of zeros is slow.)
+            let n = if l.size() > 65536 { 2 } else { 64 };
+            let dirty: Vec<*mut u8> = (0..n).map(|_| unsafe { A.alloc(l) }).collect();
+            for &d in &dirty {
+                unsafe {
+                    d.write_bytes(0xAB, l.size());
+                    A.dealloc(d, l);
+                }
             }
-            let p = unsafe { A.alloc_zeroed(l) };
-            assert_eq!(p as usize % l.align(), 0, "{l:?}");
-            let s = unsafe { core::slice::from_raw_parts(p, l.size()) };
-            assert!(s.iter().all(|&b| b == 0), "{l:?}");
-            unsafe { A.dealloc(p, l) };
+            let zeroed: Vec<*mut u8> = (0..2 * n).map(|_| unsafe { A.alloc_zeroed(l) }).collect();
+            for &p in &zeroed {
+                assert_eq!(p as usize % l.align(), 0, "{l:?}");
+                let s = unsafe { core::slice::from_raw_parts(p, l.size()) };
+                assert!(s.iter().all(|&b| b == 0), "{l:?}");
+            }
+            for &p in &zeroed {
+                unsafe { A.dealloc(p, l) };
+            }
         }
     }
 
@@ -177,7 +194,10 @@ mod tests {
                         assert_eq!(*q.add(k), k as u8, "{l:?} -> {new_size}");
                     }
                     q.write_bytes(7, new_size);
-                    A.dealloc(q, Layout::from_size_align(new_size, l.align()).unwrap());
+                    A.dealloc(
+                        q,
+                        Layout::from_size_align(new_size, l.align()).expect("a layout"),
+                    );
                 }
             }
         }

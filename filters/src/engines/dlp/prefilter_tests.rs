@@ -213,10 +213,12 @@ proptest::proptest! {
 }
 
 /// Review: runs of groups of every length (1–9) and gap (1–7) ending
-/// before a lone digit at every position agree with the `u128` scans.
+/// before a lone digit at every position agree with the `u128` scans;
+/// first groups of 30, 50 and 70 bytes reach the window's first bit and
+/// run past it (cut off there).
 #[test]
 fn lone_tail_runs_agree() {
-    for len_a in 1..=9u32 {
+    for len_a in (1..=9u32).chain([30, 50, 70]) {
         for len_b in 1..=9u32 {
             for gap_a in 1..=7u32 {
                 for gap_b in 1..=7u32 {
