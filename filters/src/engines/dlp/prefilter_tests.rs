@@ -165,45 +165,55 @@ fn spaced_chain_edges() {
     }
 }
 
-/// `lone_tail` as it was first written, on one `u128` window.
-fn lone_tail_u128(groups: u128, q: u32, whole: bool) -> bool {
-    let top_below = |x: u128, at: u32| -> Option<u32> {
-        let m = x & ((1u128 << at) - 1);
-        (m != 0).then(|| 127 - m.leading_zeros())
-    };
-    let before = |at: u32| -> Result<(u32, u32), bool> {
-        let end = top_below(groups, at).ok_or(!whole)?;
-        if !(1..=6).contains(&(at - 1 - end)) {
+/// What `lone_tail` answers, read byte by byte down from the lone digit
+/// (bit `i` of `g` set: a group byte), as its documentation states it.
+fn lone_tail_spec(g: u128, q: u32, whole: bool) -> bool {
+    let set = |i: i64| i >= 0 && (g >> i) & 1 == 1;
+    // The group before `at` past a gap of one to six bytes; `Err(may)`
+    // where there is none (`may`: the window ends first, and the text
+    // does not start there).
+    let group_before = |at: i64| -> Result<(i64, i64), bool> {
+        let mut i = at - 1;
+        while i >= 0 && !set(i) {
+            i -= 1;
+        }
+        if i < 0 {
+            return Err(!whole);
+        }
+        if !(1..=6).contains(&(at - 1 - i)) {
             return Err(false);
         }
-        let start = match top_below(!groups, end) {
-            Some(z) => z + 1,
-            None if whole => 0,
-            None => return Err(true),
-        };
-        Ok((start, end - start + 1))
+        let end = i;
+        while set(i) {
+            i -= 1;
+        }
+        if i < 0 && !whole {
+            return Err(true);
+        }
+        Ok((i + 1, end - i))
     };
-    match before(q) {
-        Ok((start, len)) if len >= 2 => match before(start) {
-            Ok((_, prev)) => prev == len,
-            Err(may) => may,
-        },
-        Ok(_) => false,
-        Err(may) => may,
+    let (start, len) = match group_before(q as i64) {
+        Ok(found) => found,
+        Err(may) => return may,
+    };
+    if len < 2 {
+        return false;
     }
+    group_before(start).map_or_else(|may| may, |(_, prev)| prev == len)
 }
 
 proptest::proptest! {
-    /// Review: the two-halves scans are the `u128` ones, for every lone
-    /// digit position, on dense and sparse windows, whole or not.
+    /// Review: the two-halves scans answer as the byte-by-byte reading,
+    /// for every lone digit position, on dense and sparse windows, whole
+    /// or not.
     #[test]
-    fn lone_tail_halves_are_the_u128_scans(a: u128, b: u128, c: u128) {
+    fn lone_tail_halves_are_the_byte_reading(a: u128, b: u128, c: u128) {
         for groups in [a, a & b, a | b, a & b & c, a & !(a << 1), !0, 0] {
             for q in 64..128 {
                 for whole in [false, true] {
                     proptest::prop_assert_eq!(
                         lone_tail(groups as u64, (groups >> 64) as u64, q, whole),
-                        lone_tail_u128(groups, q, whole),
+                        lone_tail_spec(groups, q, whole),
                         "{:#0130b} q={} whole={}", groups, q, whole
                     );
                 }
@@ -213,7 +223,8 @@ proptest::proptest! {
 }
 
 /// Review: runs of groups of every length (1–9) and gap (1–7) ending
-/// before a lone digit at every position agree with the `u128` scans;
+/// before a lone digit at every position agree with the byte-by-byte
+/// reading;
 /// first groups of 30, 50 and 70 bytes reach the window's first bit and
 /// run past it (cut off there).
 #[test]
@@ -237,7 +248,7 @@ fn lone_tail_runs_agree() {
                         for whole in [false, true] {
                             assert_eq!(
                                 lone_tail(g as u64, (g >> 64) as u64, q, whole),
-                                lone_tail_u128(g, q, whole),
+                                lone_tail_spec(g, q, whole),
                                 "{g:#0130b} q={q} whole={whole}"
                             );
                         }
