@@ -724,11 +724,20 @@ impl Snapshot {
 
     /// As [`Snapshot::route`], the position in `routes`.
     pub fn route_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        let host = host.map(|h| strip_port(h).trim_end_matches('.').to_ascii_lowercase());
+        let host = host.map(|h| strip_port(h).trim_end_matches('.'));
         self.routes.iter().position(|r| {
-            let host_ok = match (&r.host, &host) {
+            let host_ok = match (&r.host, host) {
                 (None, _) => true,
-                (Some(want), Some(got)) => want.trim_end_matches('.') == got,
+                // `want` equals `got` lower-cased, compared without
+                // making the lower-cased copy.
+                (Some(want), Some(got)) => {
+                    let want = want.trim_end_matches('.');
+                    want.len() == got.len()
+                        && want
+                            .bytes()
+                            .zip(got.bytes())
+                            .all(|(w, g)| w == g.to_ascii_lowercase())
+                }
                 (Some(_), None) => false,
             };
             host_ok && prefix_matches(&r.prefix, path)

@@ -165,6 +165,12 @@ pub struct Message<'a> {
     /// Whether a member name is written with a control-character escape
     /// (looked for at most once).
     control_named: std::cell::OnceCell<bool>,
+    /// Whether the message may name a task (`guards::tasks`; looked for at
+    /// most once, however many filters ask).
+    task_named: std::cell::OnceCell<bool>,
+    /// Whether the message may hold a member read as `uri` (looked for at
+    /// most once).
+    uri_named: std::cell::OnceCell<bool>,
 }
 
 /// The calls whose stream a server's request or notification came on
@@ -281,6 +287,8 @@ impl<'a> Message<'a> {
             unplain: std::cell::OnceCell::new(),
             embeds: std::cell::OnceCell::new(),
             control_named: std::cell::OnceCell::new(),
+            task_named: std::cell::OnceCell::new(),
+            uri_named: std::cell::OnceCell::new(),
         }
     }
 
@@ -324,6 +332,8 @@ impl<'a> Message<'a> {
             unplain: std::cell::OnceCell::new(),
             embeds: std::cell::OnceCell::new(),
             control_named: std::cell::OnceCell::new(),
+            task_named: std::cell::OnceCell::new(),
+            uri_named: std::cell::OnceCell::new(),
         }
     }
 
@@ -335,6 +345,13 @@ impl<'a> Message<'a> {
     /// however many filters ask.
     pub fn may_hold(&self, word: &Word) -> bool {
         word.in_bytes(self.bytes) || self.names_escaped()
+    }
+
+    /// `look`'s answer to whether the message may name a task, asked once
+    /// per message however many filters ask (the task binding on both
+    /// ways, the information flow on replies).
+    pub(crate) fn task_named(&self, look: impl FnOnce() -> bool) -> bool {
+        *self.task_named.get_or_init(look)
     }
 
     /// Whether the bytes hold a `\u` escape (which can spell any name).
@@ -358,8 +375,11 @@ impl<'a> Message<'a> {
     /// `"uri"` in any ASCII case, an escape in a name (which can spell it)
     /// or a byte a decoder drops or folds (`urı`). Nothing else can name a
     /// resource.
+    /// Looked for once per message, however many filters ask.
     pub fn may_name_uri(&self) -> bool {
-        self.unplain() || self.names_escaped() || quoted_uri_any_case(self.bytes)
+        *self.uri_named.get_or_init(|| {
+            self.unplain() || self.names_escaped() || quoted_uri_any_case(self.bytes)
+        })
     }
 
     /// Whether a member name may be written with an escape that changes

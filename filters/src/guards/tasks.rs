@@ -630,7 +630,7 @@ pub(crate) fn names_related_task(v: &Json) -> bool {
 }
 
 pub(crate) fn may_name_task(msg: &Message<'_>) -> bool {
-    msg.may_hold(&TASK) || msg.unplain() || task_any_case(msg.bytes)
+    msg.task_named(|| msg.may_hold(&TASK) || msg.unplain() || task_any_case(msg.bytes))
 }
 
 /// Whether `b` holds `task` in any ASCII case, found by its rarer last

@@ -449,13 +449,17 @@ const RESULT_METHODS: &[&str] = &["tools/call", "tasks/result", "tasks/get"];
 
 /// A tool's (input, output) schemas.
 type SchemaPair = (Option<Schema>, Option<Schema>);
+/// A map by name with a seeded fast hash.
+type Fast<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 /// Validates `tools/call` arguments and `structuredContent` against the
 /// catalog's schemas, or those pinned from the server's own definitions.
 pub struct SchemaFilter {
     pins: Arc<ToolPins>,
-    /// Catalog schemas, compiled at bundle build: server → tool → (input, output).
-    catalog: HashMap<String, HashMap<String, SchemaPair>>,
+    /// Catalog schemas, compiled at bundle build: server → tool → (input,
+    /// output). Keyed by the bundle's names, looked up on every call: a
+    /// seeded fast hash, not SipHash.
+    catalog: Fast<Fast<SchemaPair>>,
     tool_error: bool,
     validate_output: bool,
 }
@@ -473,7 +477,7 @@ impl SchemaFilter {
         tool_error: bool,
         validate_output: bool,
     ) -> Self {
-        let mut compiled: HashMap<String, HashMap<String, _>> = HashMap::new();
+        let mut compiled: Fast<Fast<SchemaPair>> = Fast::default();
         for (server, c) in catalog {
             for (tool, t) in &c.tools {
                 let input = t.input_schema.as_deref().and_then(compile);
@@ -519,6 +523,10 @@ impl SchemaFilter {
 /// member names nor the schema's own names reach the client inside the
 /// gateway's error (where DLP would not see them): both are the server's.
 pub fn output_problems(schema: &jsonschema::Validator, v: &Json) -> Vec<String> {
+    // The common case, without the error iterator's allocations.
+    if schema.is_valid(v) {
+        return Vec::new();
+    }
     schema
         .iter_errors(v)
         .take(5)
@@ -532,6 +540,9 @@ pub fn output_problems(schema: &jsonschema::Validator, v: &Json) -> Vec<String> 
 /// catalog's schemas, never a server's, whose text DLP may have removed from
 /// the list the client saw.
 pub fn problems(schema: &jsonschema::Validator, v: &Json, quote_schema: bool) -> Vec<String> {
+    if schema.is_valid(v) {
+        return Vec::new();
+    }
     schema
         .iter_errors(v)
         .take(5)

@@ -478,12 +478,12 @@ pub fn chain_line(
     head: &ChainHead,
     rec: &AuditRecord,
 ) -> serde_json::Result<()> {
-    use std::io::Write as _;
     line.clear();
     let mut prev = [0u8; 64];
     hex::encode_to_slice(head.prev, &mut prev).expect("64 hex digits for 32 bytes");
-    // Writing into a Vec does not fail.
-    let _ = write!(line, "{{\"seq\":{},\"prev\":\"", head.next_seq);
+    line.extend_from_slice(b"{\"seq\":");
+    line.extend_from_slice(itoa::Buffer::new().format(head.next_seq).as_bytes());
+    line.extend_from_slice(b",\"prev\":\"");
     line.extend_from_slice(&prev);
     line.push(b'"');
     let start = line.len();

@@ -217,8 +217,9 @@ fn check_sessions(
     legacy_sealed: bool,
 ) -> Result<(), Refusal> {
     let mut legacy = legacy_sealed;
-    // The principal's owner key, only for a request that names a session.
-    let me = || crate::sessions::sticky::owner_key(&ctx.principal);
+    // The principal's owner key (borrowed: worked out once per principal).
+    let principal = ctx.principal.clone();
+    let me = || principal.owner();
     if let Some(sid) = ctx.session_id.as_deref() {
         match gw.sessions.owner_on(server, sid, ctx.upstream.sealed) {
             Some(owner) if *owner != *me() => return Err(Refusal::session_principal_mismatch()),
@@ -250,7 +251,8 @@ fn unseal_session(gw: &Gateway, ctx: &mut RequestCtx, server: &str) -> Result<bo
         return Ok(false);
     };
     let unknown = Refusal::session_unknown;
-    let owner = crate::sessions::sticky::owner_key(&ctx.principal);
+    let principal = ctx.principal.clone();
+    let owner = principal.owner();
     let max_age = ctx.rt.snap.config.session_max_age;
     let started = gw.sessions.started;
     // `expires`: a Streamable HTTP session id past `sessions.max_age` is an
@@ -623,6 +625,10 @@ pub(crate) fn unnormalised_path(path: &str) -> bool {
     let path = path.split(['?', '#']).next().unwrap_or("");
     let mut text = std::borrow::Cow::Borrowed(path);
     for _ in 0..4 {
+        // Without a `%` decoding changes nothing (and allocates).
+        if !text.contains('%') {
+            break;
+        }
         let decoded = percent_decode(&text);
         if decoded == *text {
             break;
@@ -632,23 +638,25 @@ pub(crate) fn unnormalised_path(path: &str) -> bool {
     if text.contains('\\') {
         return true;
     }
-    let mut segs = text.split('/');
-    // The part before the first slash (empty for an absolute path).
-    segs.next();
-    let segs: Vec<&str> = segs.collect();
-    let last = segs.len().saturating_sub(1);
-    segs.iter().enumerate().any(|(i, seg)| {
+    // After the part before the first slash (empty for an absolute path).
+    let mut segs = text.split('/').skip(1).peekable();
+    while let Some(seg) = segs.next() {
+        let last = segs.peek().is_none();
         let bare = seg
             .split(';')
             .next()
             .unwrap_or("")
             .trim_end_matches([' ', '.']);
         let dots = seg.split(';').next().unwrap_or("");
-        (seg.is_empty() && i != last)
+        if (seg.is_empty() && !last)
             || dots == "."
             || dots == ".."
             || (bare.is_empty() && !dots.is_empty())
-    })
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// `%XX` decoded (invalid escapes kept as written; bytes that are not
