@@ -447,6 +447,24 @@ if not ONLY_HALF:
           + ("; agw: MCP parsed, its session mapped to the upstream's, no policy; agw-checked: "
              "the same plus an API key, a CEL MCP authorization rule and a local rate limit"
              if AGW else ""))
+    # The table's medians are of each target's rounds on their own; on a
+    # shared machine a slow round of one target flatters the other. The
+    # ratio inside each round (the targets ran back to back) and the
+    # ratio of the least CPU per call of any round read through that.
+    load = "1KB JSON"
+    print(f"\nWarden ÷ each target, {load}, calls/s inside each round (median of the rounds), "
+          "and the target's least proxy CPU per call ÷ Warden's least:\n")
+    print("| ÷ target | per round | median | least CPU per call |")
+    print("|---|---|---|---|")
+    mine = results[("warden", load)]
+    for name in targets:
+        if name in ("warden", "direct"):
+            continue
+        theirs = results[(name, load)]
+        per = [w[0] / t[0] for w, t in zip(mine, theirs) if t[0] > 0]
+        least = min(t[2] for t in theirs) / max(min(w[2] for w in mine), 1e-9)
+        print(f"| {name} | " + ", ".join(f"{x:.2f}" for x in per)
+              + f" | {statistics.median(per):.3f} | {least:.3f} |")
 
 
 def finish():
