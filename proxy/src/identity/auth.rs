@@ -180,11 +180,13 @@ fn client_cert(session: &Session) -> Option<ClientCert> {
     ssl.extension.get::<ClientCert>().cloned()
 }
 
-/// Decides who is calling. `Ok(None)` when the bundle has no identity section.
+/// Decides who is calling, at `now` (the request's arrival: a credential's
+/// expiry is judged then). `Ok(None)` when the bundle has no identity section.
 pub fn authenticate(
     auth: &Authenticator,
     session: &Session,
     path: &str,
+    now: std::time::SystemTime,
 ) -> Result<std::sync::Arc<Principal>, Refusal> {
     let req = session.req_header();
     let id = auth.identity();
@@ -224,7 +226,7 @@ pub fn authenticate(
             api_key,
             client_cert: cert.as_ref(),
         },
-        std::time::SystemTime::now(),
+        now,
     );
     crate::observability::metrics::metrics()
         .auth

@@ -6,7 +6,6 @@
 
 use pingora::http::RequestHeader;
 use pingora_core::protocols::http::ServerSession as Session;
-use warden_filters::protocol::mcp;
 use warden_filters::Refusal;
 
 use crate::hub::runtime::ServerId;
@@ -42,7 +41,7 @@ pub async fn admit(
     let req = session.req_header();
     if gw.telemetry.get().is_some() {
         ctx.trace = Some(crate::observability::otel::TraceIds::from_header(
-            header_str(req, "traceparent"),
+            header_str(req, &crate::pipeline::headers::names::TRACEPARENT),
         ));
     } else {
         // Made once: the audit record and an identity assertion name it.
@@ -89,12 +88,13 @@ pub async fn admit(
         m => return Err(Refusal::method_not_allowed(m)),
     };
     // A header that mirrors or scopes the body must be unambiguous.
+    use crate::pipeline::headers::names;
     for name in [
-        "mcp-session-id",
-        "mcp-protocol-version",
-        mcp::H_METHOD,
-        mcp::H_NAME,
-        "x-warden-justification",
+        &names::MCP_SESSION_ID,
+        &names::MCP_PROTOCOL_VERSION,
+        &names::MCP_METHOD,
+        &names::MCP_NAME,
+        &names::JUSTIFICATION,
     ] {
         let mut all = req.headers.get_all(name).iter();
         // Bytes a peer may read otherwise (`7\xA0` is session `7` to a
@@ -102,18 +102,18 @@ pub async fn admit(
         // check what it would forward.
         if all.next().is_some_and(|v| v.to_str().is_err()) {
             return Err(Refusal::bad_header(
-                name,
+                name.as_str(),
                 "holds bytes other than visible ASCII",
             ));
         }
         if all.next().is_some() {
-            return Err(Refusal::bad_header(name, "sent more than once"));
+            return Err(Refusal::bad_header(name.as_str(), "sent more than once"));
         }
     }
     ctx.mirrored = crate::pipeline::mirrored::read(req)?;
-    ctx.session_id = header_str(req, "mcp-session-id").map(str::to_owned);
-    ctx.protocol_version = header_str(req, "mcp-protocol-version").map(str::to_owned);
-    ctx.justification = header_str(req, "x-warden-justification").map(str::to_owned);
+    ctx.session_id = header_str(req, &names::MCP_SESSION_ID).map(str::to_owned);
+    ctx.protocol_version = header_str(req, &names::MCP_PROTOCOL_VERSION).map(str::to_owned);
+    ctx.justification = header_str(req, &names::JUSTIFICATION).map(str::to_owned);
     ctx.source_ip = session
         .client_addr()
         .and_then(|a| a.as_inet())
@@ -135,7 +135,7 @@ pub async fn admit(
         None => route.upstream_path(path),
     };
     if let Some(auth) = &rt.snap.auth {
-        ctx.principal = crate::identity::auth::authenticate(auth, session, path)?;
+        ctx.principal = crate::identity::auth::authenticate(auth, session, path, ctx.now)?;
     }
     if ctx.via.is_some() {
         // A member leg acts for the principal the virtual server's leg
@@ -254,6 +254,11 @@ fn unseal_session(gw: &Gateway, ctx: &mut RequestCtx, server: &str) -> Result<bo
     let principal = ctx.principal.clone();
     let owner = principal.owner();
     let max_age = ctx.rt.snap.config.session_max_age;
+    // The request's arrival, in Unix seconds (read once per request).
+    let now = ctx
+        .now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let started = gw.sessions.started;
     // `expires`: a Streamable HTTP session id past `sessions.max_age` is an
     // unknown session (404: the client opens a new one). A legacy
@@ -265,7 +270,7 @@ fn unseal_session(gw: &Gateway, ctx: &mut RequestCtx, server: &str) -> Result<bo
             return Err(unknown());
         }
         if let Some(max_age) = max_age.filter(|_| expires) {
-            if p.expired(crate::sessions::seal::unix_now(), started, max_age) {
+            if p.expired(now, started, max_age) {
                 return Err(unknown());
             }
         }
@@ -495,7 +500,7 @@ fn client_requirements(
     req: &RequestHeader,
     h2_body: bool,
 ) -> Result<(), Refusal> {
-    let accept = header_str(req, "accept").unwrap_or("");
+    let accept = header_str(req, http::header::ACCEPT).unwrap_or("");
     let accepts = |t: &str| accept_names(accept, t);
     ctx.missing = match ctx.kind {
         ExchangeKind::Post if !(accepts("application/json") && accepts("text/event-stream")) => {

@@ -2,10 +2,26 @@
 //! a header's text, the media type of a `Content-Type`, the trace id of a
 //! `traceparent`.
 
+use http::HeaderName;
 use pingora::http::RequestHeader;
 
-pub fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+/// `name`'s value as text. Pass one of [`names`] on the request path: a
+/// `&str` name is parsed (copied and lower-cased) at every lookup.
+pub fn header_str<K: http::header::AsHeaderName>(req: &RequestHeader, name: K) -> Option<&str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The names the gateway looks up on every call, parsed once.
+pub mod names {
+    use super::HeaderName;
+    use warden_filters::protocol::mcp;
+
+    pub static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+    pub static MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+    pub static MCP_METHOD: HeaderName = HeaderName::from_static(mcp::H_METHOD);
+    pub static MCP_NAME: HeaderName = HeaderName::from_static(mcp::H_NAME);
+    pub static JUSTIFICATION: HeaderName = HeaderName::from_static("x-warden-justification");
+    pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 }
 
 /// A W3C trace id as its 32 lower-case hex digits, held inline: the audit
@@ -54,7 +70,7 @@ impl serde::Serialize for TraceHex {
 
 /// The W3C trace id of the caller's `traceparent`, or a fresh one.
 pub fn trace_id(req: &RequestHeader, request_id: u64) -> TraceHex {
-    if let Some(tp) = header_str(req, "traceparent") {
+    if let Some(tp) = header_str(req, &names::TRACEPARENT) {
         let mut parts = tp.split('-');
         if let (Some(_), Some(id)) = (parts.next(), parts.next()) {
             if let Some(id) = TraceHex::parse(id) {

@@ -38,7 +38,7 @@ pub async fn judge(
     let cfg = &rt.snap.config;
     let server = rt.server(server_id);
     let req = session.req_header();
-    let ct = header_str(req, "content-type").unwrap_or("");
+    let ct = header_str(req, http::header::CONTENT_TYPE).unwrap_or("");
     // Two labels are two readings: a server may take either.
     let labels = req
         .headers

@@ -172,11 +172,12 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     keep_known_headers(resp, &rt.snap, server_name)?;
     // Session stickiness: the replica that created a session keeps serving it.
     let mut sealed_header = None;
-    let sids = resp.headers.get_all("mcp-session-id").iter().count();
+    let sid_name = &crate::pipeline::headers::names::MCP_SESSION_ID;
+    let sids = resp.headers.get_all(sid_name).iter().count();
     if sids > 1 {
         return refuse_reply(server_name, ReplyRefusal::DuplicateSessionHeader);
     }
-    if let (Some(sid), Some(addr)) = (resp.headers.get("mcp-session-id"), ctx.upstream.chosen) {
+    if let (Some(sid), Some(addr)) = (resp.headers.get(sid_name), ctx.upstream.chosen) {
         // Visible ASCII (the transport's rule), bounded, and nothing DLP
         // flags: without a sealer the client sees it as the server sent it.
         let Some(sid) = sid
@@ -256,13 +257,17 @@ pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) 
     // the filters bytes they cannot read, so a judged body must be plain.
     // Every coding of every `Content-Encoding` counts: a client decodes
     // the whole list (`identity, gzip` is gzip).
-    let encoded = resp.headers.get_all("content-encoding").iter().any(|v| {
-        v.to_str().map_or(true, |e| {
-            e.split(',')
-                .map(str::trim)
-                .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
-        })
-    });
+    let encoded = resp
+        .headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| {
+            v.to_str().map_or(true, |e| {
+                e.split(',')
+                    .map(str::trim)
+                    .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+            })
+        });
     if encoded && (sse || json) {
         return ReplyRefusal::Compressed.raise(
             server_name,
