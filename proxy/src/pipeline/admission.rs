@@ -219,10 +219,10 @@ fn check_sessions(
     let mut legacy = legacy_sealed;
     // The principal's owner key (borrowed: worked out once per principal).
     let principal = ctx.principal.clone();
-    let me = || principal.owner();
+    let me = principal.owner();
     if let Some(sid) = ctx.session_id.as_deref() {
         match gw.sessions.owner_on(server, sid, ctx.upstream.sealed) {
-            Some(owner) if *owner != *me() => return Err(Refusal::session_principal_mismatch()),
+            Some(owner) if &*owner != me => return Err(Refusal::session_principal_mismatch()),
             None if !ctx.session_sealed => return Err(Refusal::session_unknown()),
             _ => {}
         }
@@ -232,7 +232,7 @@ fn check_sessions(
         if gw.sessions.is_legacy_path(server, path) {
             let key = crate::sessions::sticky::legacy_key(&ctx.upstream.uri);
             match gw.sessions.owner(server, &key) {
-                Some(owner) if *owner == *me() => legacy = true,
+                Some(owner) if &*owner == me => legacy = true,
                 Some(_) => return Err(Refusal::session_principal_mismatch()),
                 None => return Err(Refusal::session_unknown()),
             }
@@ -254,11 +254,8 @@ fn unseal_session(gw: &Gateway, ctx: &mut RequestCtx, server: &str) -> Result<bo
     let principal = ctx.principal.clone();
     let owner = principal.owner();
     let max_age = ctx.rt.snap.config.session_max_age;
-    // The request's arrival, in Unix seconds (read once per request).
-    let now = ctx
-        .now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    // The request's arrival (the clock is read once per request).
+    let now = crate::sessions::seal::unix_secs(ctx.now);
     let started = gw.sessions.started;
     // `expires`: a Streamable HTTP session id past `sessions.max_age` is an
     // unknown session (404: the client opens a new one). A legacy

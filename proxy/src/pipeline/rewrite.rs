@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use warden_config::model::Server;
 
+use crate::pipeline::headers::names;
+
 /// A header the gateway sets on the upstream request: it replaces the
 /// client's headers of that name, or (`append`: mirrored argument headers)
 /// is added beside them.
@@ -234,12 +236,12 @@ impl<'a> Rewrite<'a> {
         }
         // Warden's span becomes the upstream's parent.
         if let Some(t) = &ctx.trace {
-            put(fixed("traceparent"), &t.traceparent(), false)?;
+            put(names::TRACEPARENT.clone(), &t.traceparent(), false)?;
         }
         // The session id goes upstream as the gateway read it (a sealed
         // one opened to the upstream's own id), never as the client sent it.
         if let Some(sid) = &ctx.session_id {
-            put(fixed("mcp-session-id"), sid, false)?;
+            put(names::MCP_SESSION_ID.clone(), sid, false)?;
         }
         // A resumed stream names the server's own event id, never the
         // client's token (stripped below).
@@ -247,7 +249,7 @@ impl<'a> Rewrite<'a> {
             put(fixed("last-event-id"), id, false)?;
         }
         if let Some(n) = &ctx.mirrored.name_out {
-            put(fixed(warden_filters::protocol::mcp::H_NAME), n, false)?;
+            put(names::MCP_NAME.clone(), n, false)?;
         }
         // Mirrored argument headers: only those judged against the forwarded
         // body (or scanned), on every method; nothing the client sent as is.
