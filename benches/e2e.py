@@ -8,7 +8,8 @@ hash-chained audit); Warden with the decision cache off (every decision a
 miss). Loads: 1 KB and 16 KB tools/call bodies with JSON and SSE replies.
 
 Each proxy runs one worker on core 0; wrk and warden-mock share core 1.
-Every cell is repeated ROUNDS times in interleaved order; the table holds the
+Every cell is repeated ROUNDS times in interleaved order (Warden right after
+the Pingora pass-through, every other round backwards); the table holds the
 median requests/s, the share of the Pingora pass-through, the median p99 and
 the proxy's CPU time per request (from /proc/PID/stat). A second part runs
 warden-load open loop at half of Warden's measured maximum against the
@@ -406,10 +407,18 @@ for name, (p, url) in ({} if ONLY_HALF else targets).items():
     for load in loads:
         subprocess.run(["wrk", "-t1", "-c4", "-d1s", "-s", lua_for(name, load), url], capture_output=True)
 
+# Each round runs Warden right after the Pingora pass-through, and every
+# other round runs the whole order backwards: on a shared machine the load
+# drifts within a round, and a ratio is read best between neighbours (the
+# pass-through ran first in half the rounds, Warden in the other half).
+RUN_ORDER = [n for n in targets if n != "warden"]
+RUN_ORDER.insert(RUN_ORDER.index("pingora") + 1, "warden")
+
 results = {}  # (target, load) -> list of (rps, p99, cpu_us_per_req)
 for r in range(0 if ONLY_HALF else ROUNDS):
     for load, lua in loads.items():
-        for name, (p, url) in targets.items():
+        for name in (RUN_ORDER if r % 2 == 0 else RUN_ORDER[::-1]):
+            p, url = targets[name]
             t0 = cpu_ticks(p.pid)
             rps, p99, total, non2xx = wrk(url, lua_for(name, load))
             cpu_us = (cpu_ticks(p.pid) - t0) * 1e6 / CLK / max(total, 1)
@@ -449,8 +458,9 @@ if not ONLY_HALF:
              if AGW else ""))
     # The table's medians are of each target's rounds on their own; on a
     # shared machine a slow round of one target flatters the other. The
-    # ratio inside each round (the targets ran back to back) and the
-    # ratio of the least CPU per call of any round read through that.
+    # ratio inside each round (the targets ran in one sweep, Warden next to
+    # the pass-through) and the ratio of the least CPU per call of any round
+    # read through that.
     load = "1KB JSON"
     print(f"\nWarden ÷ each target, {load}, calls/s inside each round (median of the rounds), "
           "and the target's least proxy CPU per call ÷ Warden's least:\n")

@@ -170,7 +170,7 @@ mod egress_refs {
             ..ToolEntry::default()
         };
         let catalog = ServerCatalog {
-            tools: HashMap::from([("search".to_owned(), tool)]),
+            tools: HashMap::from_iter([("search".to_owned(), tool)]),
             ..ServerCatalog::default()
         };
         EgressFilter::new(

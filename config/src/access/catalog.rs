@@ -41,11 +41,16 @@ impl Default for ToolEntry {
     }
 }
 
+/// A server's tools by name. Looked up several times on every call, so
+/// keyed by a seeded fast hash rather than SipHash: the names are the
+/// bundle's, fixed when it loads (a client's name is only looked up).
+pub type ToolMap = HashMap<String, ToolEntry, foldhash::fast::RandomState>;
+
 /// Risk levels (and schemas, costs, egress, fingerprints) of one server's tools.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerCatalog {
     pub default_risk: Risk,
-    pub tools: HashMap<String, ToolEntry>,
+    pub tools: ToolMap,
     pub egress_allow: Vec<HostPattern>,
     /// Labels of every tool of the server the tool's own do not replace.
     pub labels: crate::flows::Labels,
@@ -57,7 +62,7 @@ impl Default for ServerCatalog {
     fn default() -> Self {
         ServerCatalog {
             default_risk: Risk::Medium,
-            tools: HashMap::new(),
+            tools: ToolMap::default(),
             egress_allow: Vec::new(),
             labels: crate::flows::Labels::default(),
             resources: Vec::new(),
@@ -100,7 +105,7 @@ pub(crate) fn catalog(
                 Risk::Medium
             }),
         };
-        let mut tools = HashMap::new();
+        let mut tools = ToolMap::default();
         for (tool, t) in &c.tools {
             let tbase = format!("{base}.tools.{tool}");
             let risk = t.risk.as_deref().and_then(|r| {

@@ -18,7 +18,7 @@ mod policy;
 pub use crate::denial::DenialStyle;
 pub use crate::risk::Risk;
 pub use crate::secret::Secret;
-pub use catalog::{ServerCatalog, ToolEntry};
+pub use catalog::{ServerCatalog, ToolEntry, ToolMap};
 pub use credentials::Credentials;
 pub use identity::{
     hash_api_key, parse_key_hash, ApiKey, CertMatch, Identity, JwksSource, Jwt, MtlsRule,

@@ -386,14 +386,13 @@ fn apply(plan: &mut RequestPlan, env: &Envelope, verdict: Verdict) -> Outcome {
 
 /// `sha256:<hex>` of a request's raw arguments, as its audit record has it.
 pub fn args_digest(raw: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let d = Sha256::digest(raw.as_bytes());
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(Sha256::digest(raw.as_bytes()), &mut hex)
+        .expect("64 hex digits for 32 bytes");
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256:");
-    for b in d {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 15)] as char);
-    }
+    // Hex digits are ASCII.
+    out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
     out
 }
 

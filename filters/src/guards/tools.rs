@@ -844,7 +844,7 @@ mod tests {
         let catalog = HashMap::from([(
             "s".to_owned(),
             warden_config::access::ServerCatalog {
-                tools: HashMap::from([(
+                tools: HashMap::from_iter([(
                     "echo".to_owned(),
                     warden_config::access::ToolEntry {
                         fingerprints: vec![legacy_fingerprint(&tool)],

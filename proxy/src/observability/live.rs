@@ -7,8 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub struct Live {
-    /// (tenant, principal) → requests: the same id in two tenants is two callers.
-    principals: moka::sync::Cache<(Arc<str>, Arc<str>), Arc<AtomicU64>>,
+    /// (tenant, principal) → requests: the same id in two tenants is two
+    /// callers. Counted on every request message: keyed by a seeded fast
+    /// hash, not SipHash (the ids are authenticated principals', and a
+    /// collision costs a probe, never a count).
+    principals:
+        moka::sync::Cache<(Arc<str>, Arc<str>), Arc<AtomicU64>, foldhash::fast::RandomState>,
 }
 
 impl Live {
@@ -23,7 +27,9 @@ impl Live {
 
     pub fn new(capacity: u64) -> Live {
         Live {
-            principals: moka::sync::Cache::new(capacity),
+            principals: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .build_with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 

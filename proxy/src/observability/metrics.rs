@@ -5,7 +5,10 @@ use prometheus::{
     register_int_gauge, register_int_gauge_vec, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec,
 };
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
 
 pub struct Metrics {
     /// MCP messages by server, method, tool and outcome.
@@ -234,19 +237,22 @@ pub fn metrics() -> &'static Metrics {
 }
 
 /// Keeps a label's cardinality bounded: values from clients (tool names) are
-/// admitted up to a fixed number of distinct values, then folded into `_other`.
+/// admitted up to a fixed number of distinct values, then folded into
+/// `_other`. An admitted value stays admitted, as its series stays in the
+/// registry. Asked on every message: the set is read without a lock and
+/// copied on the rare admission (at most `max` of them in a process).
 pub struct LabelGuard {
-    seen: moka::sync::Cache<String, ()>,
-    /// Values admitted so far; a strict bound (moka's own count lags).
-    admitted: std::sync::atomic::AtomicU64,
-    max: u64,
+    seen: ArcSwap<HashSet<Box<str>, foldhash::fast::RandomState>>,
+    /// Serialises admissions, so that the bound is exact.
+    admitting: std::sync::Mutex<()>,
+    max: usize,
 }
 
 impl LabelGuard {
-    pub fn new(max: u64) -> Self {
+    pub fn new(max: usize) -> Self {
         LabelGuard {
-            seen: moka::sync::Cache::builder().max_capacity(max * 2).build(),
-            admitted: std::sync::atomic::AtomicU64::new(0),
+            seen: ArcSwap::from_pointee(HashSet::default()),
+            admitting: std::sync::Mutex::new(()),
             max,
         }
     }
@@ -254,16 +260,21 @@ impl LabelGuard {
         if v.len() > 128 {
             return "_other";
         }
-        if self.seen.contains_key(v) {
+        if self.seen.load().contains(v) {
             return v;
         }
-        use std::sync::atomic::Ordering;
-        if self.admitted.fetch_add(1, Ordering::Relaxed) < self.max {
-            self.seen.insert(v.to_owned(), ());
+        let _one = self.admitting.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = self.seen.load_full();
+        if seen.contains(v) {
             return v;
         }
-        self.admitted.fetch_sub(1, Ordering::Relaxed);
-        "_other"
+        if seen.len() >= self.max {
+            return "_other";
+        }
+        let mut next = HashSet::clone(&seen);
+        next.insert(v.into());
+        self.seen.store(Arc::new(next));
+        v
     }
 }
 

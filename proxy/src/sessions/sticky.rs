@@ -19,8 +19,10 @@ pub struct Sessions {
     any_legacy: std::sync::atomic::AtomicBool,
     /// Session tokens opened lately, with the key that opened them: a
     /// session's every request presents the same token, and opening it
-    /// (AEAD and JSON) costs more than the rest of its admission.
-    opened: moka::sync::Cache<Arc<str>, Opened>,
+    /// (AEAD and JSON) costs more than the rest of its admission. Keyed by
+    /// a seeded fast hash: only tokens that opened (this gateway sealed
+    /// them) are ever inserted.
+    opened: moka::sync::Cache<Arc<str>, Opened, foldhash::fast::RandomState>,
     /// When this process started (Unix seconds): a sealed token without an
     /// issue time counts its age from here (`SealedSession::expired`).
     pub started: u64,
@@ -65,7 +67,7 @@ impl Sessions {
             opened: moka::sync::Cache::builder()
                 .max_capacity((capacity / 4).max(1))
                 .time_to_idle(Duration::from_secs(3600))
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             started: crate::sessions::seal::unix_now(),
         }
     }

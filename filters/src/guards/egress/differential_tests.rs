@@ -308,7 +308,7 @@ fn filter(detect: bool) -> EgressFilter {
         labels: Default::default(),
     };
     let catalog = ServerCatalog {
-        tools: HashMap::from([("fetch".to_owned(), tool)]),
+        tools: HashMap::from_iter([("fetch".to_owned(), tool)]),
         ..ServerCatalog::default()
     };
     EgressFilter::new(

@@ -55,7 +55,7 @@ pub(super) fn catalog() -> HashMap<String, ServerCatalog> {
         ..ServerCatalog::default()
     };
     let web = ServerCatalog {
-        tools: HashMap::from([
+        tools: HashMap::from_iter([
             (
                 "fetch".to_owned(),
                 tool(labels(

@@ -200,7 +200,7 @@ fn an_unmatched_reply_is_the_most_its_server_could_send() {
     c.insert(
         "crm".into(),
         ServerCatalog {
-            tools: std::collections::HashMap::from([
+            tools: std::collections::HashMap::from_iter([
                 (
                     "lookup".to_owned(),
                     ToolEntry {

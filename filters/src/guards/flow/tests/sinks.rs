@@ -272,7 +272,7 @@ fn reaching_catalog() -> HashMap<String, ServerCatalog> {
         "intra".into(),
         ServerCatalog {
             labels: labels(Some(3), private),
-            tools: HashMap::from([(
+            tools: HashMap::from_iter([(
                 "get".to_owned(),
                 ToolEntry {
                     url_arguments: vec!["url".into()],
