@@ -626,50 +626,7 @@ fn shared_opt_str<S: serde::Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S:
 }
 
 fn rfc3339<S: serde::Serializer>(t: &std::time::SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    match rfc3339_micros(*t) {
-        Some(b) => s.serialize_str(std::str::from_utf8(&b).unwrap_or_default()),
-        None => s.collect_str(&humantime::format_rfc3339_micros(*t)),
-    }
-}
-
-/// `t` as RFC 3339 in UTC with microseconds (`2026-11-28T15:20:07.123456Z`),
-/// as `humantime::format_rfc3339_micros` writes it, without the formatting
-/// machinery (every audit record has one). `None` before 1970 or after
-/// 9999, which humantime is left to write.
-fn rfc3339_micros(t: std::time::SystemTime) -> Option<[u8; 27]> {
-    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
-    let secs = d.as_secs();
-    // Days since 1970-01-01 to a civil date (proleptic Gregorian), after
-    // Howard Hinnant's `civil_from_days`: years counted from March, so
-    // that the leap day is a year's last.
-    let z = secs / 86_400 + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    if year > 9999 {
-        return None;
-    }
-    let rem = secs % 86_400;
-    let mut out = *b"0000-00-00T00:00:00.000000Z";
-    let mut put = |at: usize, width: usize, mut v: u64| {
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, rem / 3_600);
-    put(14, 2, rem / 60 % 60);
-    put(17, 2, rem % 60);
-    put(20, 6, u64::from(d.subsec_micros()));
-    Some(out)
+    s.collect_str(&humantime::format_rfc3339_micros(*t))
 }
 
 /// What `warden audit verify` found.
@@ -770,58 +727,5 @@ mod resume_tests {
             std::fs::write(&path, format!("{last}\n")).expect("write");
             assert_eq!(resume(&path).expect("resume").next_seq, 8, "{big}");
         }
-    }
-}
-
-#[cfg(test)]
-mod timestamp_tests {
-    use super::rfc3339_micros;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    fn same(t: SystemTime) {
-        let want = humantime::format_rfc3339_micros(t).to_string();
-        let got = rfc3339_micros(t).map(|b| String::from_utf8_lossy(&b).into_owned());
-        assert_eq!(got.as_deref(), Some(want.as_str()), "{t:?}");
-    }
-
-    fn civil(s: &str) -> SystemTime {
-        humantime::parse_rfc3339(s).unwrap_or_else(|e| panic!("{s}: {e}"))
-    }
-
-    /// The audit timestamp is humantime's RFC 3339 with microseconds, byte
-    /// for byte: at the epoch, around leap days and century years, at the
-    /// end of 9999, and at a spread of instants with any sub-second part.
-    #[test]
-    fn rfc3339_micros_matches_humantime() {
-        for edge in [
-            "1970-01-01T00:00:00Z",
-            "1972-02-29T23:59:59Z",
-            "1999-12-31T23:59:59Z",
-            "2000-02-29T12:00:00Z",
-            "2000-03-01T00:00:00Z",
-            "2100-02-28T23:59:59Z",
-            "2100-03-01T00:00:00Z",
-            "2400-02-29T00:00:00Z",
-            "2026-11-28T15:20:07Z",
-            "9999-12-31T23:59:59Z",
-        ] {
-            same(civil(edge));
-            same(civil(edge) + Duration::from_nanos(999_999_999));
-        }
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let secs = x % 253_402_300_800;
-            same(UNIX_EPOCH + Duration::new(secs, (x >> 34) as u32 % 1_000_000_000));
-        }
-    }
-
-    /// Outside 1970–9999 the writer asks humantime instead.
-    #[test]
-    fn rfc3339_micros_leaves_the_far_edges_to_humantime() {
-        assert!(rfc3339_micros(civil("9999-12-31T23:59:59Z") + Duration::from_secs(1)).is_none());
-        assert!(rfc3339_micros(UNIX_EPOCH - Duration::from_secs(1)).is_none());
     }
 }
