@@ -394,7 +394,7 @@ fn warden_init_fronts_a_real_python_server() {
     )
     .expect("init runs");
     assert!(ok, "{out}{err}");
-    assert!(out.contains("answered: 4 tool(s)"), "{out}");
+    assert!(out.contains("answered: 5 tool(s)"), "{out}");
     let key = out
         .lines()
         .map(str::trim)
@@ -583,6 +583,141 @@ fn runaway_sessions_and_loops_are_refused() {
         .expect("a record with the justification");
     assert!(j.starts_with("INC-42 approved by bob"), "{j}");
     assert!(!j.contains("AKIAIOSFODNN7EXAMPLE"), "DLP redacts it: {j}");
+}
+
+/// The Python SDK decodes a string argument of a parameter that is not a
+/// string as JSON before the tool sees it (`"[\"us\"]"` becomes the list
+/// `['us']`). Until the tool's input schema is known to the gateway, a
+/// rule over that argument would judge a string while the tool acts on a
+/// list: refused (`argument_type_unknown`), never forwarded. The list
+/// itself is judged by the rule; once the server's listing pinned the
+/// schema, the schema guard refuses the string form.
+#[test]
+fn a_string_the_python_sdk_decodes_waits_for_the_tools_schema() {
+    let _turn = heavy();
+    let (_py, py_addr) = py_server("streamable-http");
+    let yaml = format!(
+        "version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {{name: py, upstreams: [\"{py_addr}\"]}}\nroutes:\n  - {{prefix: /py, server: py}}\n"
+    );
+    let policy = r#"package warden.authz
+import rego.v1
+default decision := {"allow": true, "reason": "ok"}
+decision := {"allow": false, "reason": "regions_mismatch"} if {
+	input.request.tool == "deploy"
+	some r in input.request.arguments.regions
+	r != "eu"
+}
+"#;
+    let gw = Gateway::start_with(
+        &yaml,
+        true,
+        &[("policies/authz.rego", policy.as_bytes())],
+        &[],
+        None,
+    )
+    .expect("gateway");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let url = gw.url("/py/mcp");
+    let post = |body: String, session: Option<&str>| {
+        let mut h: Vec<(&str, &str)> = vec![("mcp-protocol-version", "2025-06-18")];
+        if let Some(s) = session {
+            h.push(("mcp-session-id", s));
+        }
+        let (status, headers, b) = rt
+            .block_on(warden_tests::post_json(&url, body, &h))
+            .expect("post");
+        let text = String::from_utf8_lossy(&b).into_owned();
+        let sid = warden_tests::header(&headers, "mcp-session-id").map(str::to_owned);
+        (status, sid, text)
+    };
+    let (status, sid, text) = post(
+        r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#.to_owned(),
+        None,
+    );
+    assert_eq!(status, 200, "{text}");
+    let sid = sid.expect("session id");
+    let (status, _, _) = post(
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_owned(),
+        Some(&sid),
+    );
+    assert_eq!(status, 202);
+    let call = |id: u32, regions: Value| {
+        let body = serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+            "params":{"name":"deploy","arguments":{"service":"web","regions":regions}}});
+        let (_, _, text) = post(body.to_string(), Some(&sid));
+        warden_tests::rpc_messages(&text)
+            .into_iter()
+            .find(|m| m["id"] == id)
+            .unwrap_or_else(|| panic!("no answer to {id}: {text}"))
+    };
+    let reason = |m: &Value| m["error"]["data"]["reason"].as_str().map(str::to_owned);
+    // No schema known yet: the string forms are refused, whatever their spelling.
+    for (id, v) in [
+        (1, Value::from("[\"us\"]")),
+        (2, Value::from(" [\"us\"]\n")),
+        (3, Value::from("[\"us\", NaN]")),
+    ] {
+        let m = call(id, v.clone());
+        assert_eq!(
+            reason(&m).as_deref(),
+            Some("argument_type_unknown"),
+            "{v}: {m}"
+        );
+    }
+    // The list is judged by the rule.
+    let m = call(4, serde_json::json!(["us"]));
+    assert!(
+        m["result"]["isError"] == true
+            && m["result"]["content"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("regions_mismatch")),
+        "{m}"
+    );
+    let m = call(5, serde_json::json!(["eu"]));
+    let text = m["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(text, "deployed web to eu (list)", "{m}");
+    // None of the refused calls reached the server: it deployed once.
+    let recs = gw.audit_when(|r| {
+        r.iter()
+            .filter(|x| x["tool"] == "deploy" && x["direction"] == "request")
+            .count()
+            >= 5
+    });
+    let outcomes: Vec<(String, String)> = recs
+        .iter()
+        .filter(|x| x["tool"] == "deploy" && x["direction"] == "request")
+        .map(|x| {
+            (
+                x["outcome"].as_str().unwrap_or_default().to_owned(),
+                x["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|(o, _)| o == "forwarded").count(),
+        1,
+        "{outcomes:?}"
+    );
+    // Listed through the gateway, the schema says `array`: the string
+    // form is now the schema guard's to refuse.
+    let (_, _, text) = post(
+        r#"{"jsonrpc":"2.0","id":6,"method":"tools/list"}"#.to_owned(),
+        Some(&sid),
+    );
+    assert!(text.contains("\"deploy\""), "{text}");
+    let m = call(7, Value::from("[\"eu\"]"));
+    assert!(
+        m["result"]["isError"] == true
+            && m["result"]["content"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("/regions: fails the schema's `type`")),
+        "{m}"
+    );
 }
 
 /// Outbound identity by assertion: the upstream (the real Python SDK server)

@@ -459,6 +459,15 @@ async fn network_uris_are_judged_wherever_mcp_carries_them() {
         json!({"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p","arguments":{},
             "_meta":{"uri":"ws://127.0.0.1:9229/"}}}),
         json!({"jsonrpc":"2.0","method":"notifications/roots/list_changed","params":{"_meta":{"uri":"http://10.1.1.1/"}}}),
+        // Schemes no list names, dialled all the same (a calendar
+        // fetcher, a Redis fork, gRPC's resolvers, a database driver):
+        // their host is judged by the SSRF rules.
+        json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"webcal://169.254.169.254/latest/meta-data/"}}),
+        json!({"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"valkey://127.0.0.1"}}),
+        json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"xds:///metadata.google.internal"}}),
+        json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"acme-db://scott:tiger@10.0.0.5:1521/orcl"}}),
+        json!({"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"uri":"acme-grpc:///169.254.169.254:80"}}}),
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"fetch acme-cache://127.0.0.1"}}}),
     ]
     .into_iter()
     .enumerate()
@@ -486,6 +495,8 @@ async fn network_uris_are_judged_wherever_mcp_carries_them() {
             "arguments":{"resourceUri":"test://example-resource"}}}),
         json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo",
             "arguments":{"text":"see test://report and urn://x"}}}),
+        json!({"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"test://static/resource/1"}}),
+        json!({"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"memo://insights/10.0"}}),
     ]
     .into_iter()
     .enumerate()

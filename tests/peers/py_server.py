@@ -37,6 +37,13 @@ def checksum(data: str) -> str:
     return f"{len(data)} {hashlib.sha256(data.encode()).hexdigest()}"
 
 
+@server.tool()
+def deploy(service: str, regions: list[str]) -> str:
+    """Deploy a service to regions (the SDK decodes a string holding JSON
+    into the list, as it does for any parameter that is not a string)."""
+    return f"deployed {service} to {','.join(regions)} ({type(regions).__name__})"
+
+
 @server.resource("res://greeting")
 def greeting() -> str:
     """A fixed greeting."""

@@ -150,7 +150,8 @@ impl PolicyFilter {
     /// Whether `tool`'s argument types are unknown to this gateway (no
     /// catalog `input_schema`, no schema the server listed here) while an
     /// argument the policy (or an applicable tenant's) reads holds a
-    /// string a lax reader takes for a boolean or a number: a rule on the
+    /// string a lax reader takes for a boolean, a number, a list or an
+    /// object (see `analysis::coercible`): a rule on the
     /// typed value (`force == true`) would judge the string and the
     /// server act on the value it coerces. Once the schema is known, the
     /// schema guard refuses a string where it says `boolean`, and passes
@@ -922,9 +923,10 @@ impl McpFilter for PolicyFilter {
                 return Decision::Reject(Denial::error(
                     JsonRpcError::new(
                         codes::INVALID_PARAMS,
-                        "An argument the policy reads is a string a server may read as a boolean \
-                         or a number, and the tool's input schema is not known to the gateway \
-                         yet: list the tools first, or send the value in its own type",
+                        "An argument the policy reads is a string a server may read as a boolean, \
+                         a number, a list or an object, and the tool's input schema is not known \
+                         to the gateway yet: list the tools first, or send the value in its own \
+                         type",
                     )
                     .with_data(serde_json::json!({"reason": "argument_type_unknown"})),
                     "argument_type_unknown",

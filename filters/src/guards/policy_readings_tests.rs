@@ -230,6 +230,14 @@ decision := {"allow": false, "reason": "big"} if input.request.arguments.amount 
         r#"{"opts":{"force":" 1 "}}"#,
         r#"{"amount":"5000"}"#,
         r#"{"amount":"5e3"}"#,
+        // The Python SDK decodes a string argument of a non-string
+        // parameter as JSON first: a list, an object or `None` (whatever
+        // this gateway's parser makes of it: `NaN` is Python's).
+        r#"{"opts":"{\"force\": true}"}"#,
+        r#"{"opts":{"force":"[true]"}}"#,
+        r#"{"opts":{"force":" null "}}"#,
+        r#"{"amount":"[5000, NaN]"}"#,
+        r#"{"amount":"\n{\"a\":1}\t"}"#,
     ] {
         let d = verdict_on(&f, &call("pay", args));
         assert_eq!(reason(&d), "argument_type_unknown", "{args}");
@@ -242,7 +250,10 @@ decision := {"allow": false, "reason": "big"} if input.request.arguments.amount 
     );
     for args in [
         r#"{"amount":10,"note":"true"}"#,
+        r#"{"amount":10,"note":"[\"us\"]"}"#,
         r#"{"opts":{"force":"maybe"},"amount":10}"#,
+        r#"{"opts":{"force":"[draft] later"},"amount":10}"#,
+        r#"{"opts":{"force":"Null"},"amount":10}"#,
     ] {
         assert!(
             matches!(verdict_on(&f, &call("pay", args)), Decision::Pass),

@@ -428,7 +428,8 @@ pub fn argument_reads(modules: &[&str]) -> ArgumentReads {
 /// Whether an argument the modules read (along one of their paths, or
 /// anywhere when they read the arguments opaquely) holds a string a lax
 /// reader takes for another type (`"true"`, `"yes"`, `"5"`, `" 1e3 "`:
-/// pydantic's lax mode reads a `bool` or number field so). Until the tool's
+/// pydantic's lax mode reads a `bool` or number field so; `"[\"us\"]"`:
+/// the Python SDK decodes it into a list, see [`coercible`]). Until the tool's
 /// schema says which type the server reads, a rule comparing the typed
 /// value (`force == true`) cannot judge it.
 pub fn reads_coercible(reads: &ArgumentReads, args: &serde_json::Value) -> bool {
@@ -438,6 +439,11 @@ pub fn reads_coercible(reads: &ArgumentReads, args: &serde_json::Value) -> bool 
     reads.paths.iter().any(|path| {
         let mut at = args;
         for key in path {
+            // A string on the way (`"opts": "{\"force\": true}"`) may be
+            // decoded into the object the path goes through.
+            if let serde_json::Value::String(s) = at {
+                return coercible(s);
+            }
             match at.get(key.as_str()) {
                 Some(v) => at = v,
                 None => return false,
@@ -460,12 +466,25 @@ fn coercible_under(v: &serde_json::Value, depth: usize) -> bool {
     }
 }
 
-/// A string pydantic's lax mode (and readers like it) reads as a boolean
-/// or a number: `true`/`false`, `yes`/`no`, `on`/`off`, `t`/`f`, `y`/`n`,
-/// `1`/`0` in any case, or a decimal number, surrounding spaces allowed.
+/// A string a server may read as another type: pydantic's lax mode (and
+/// readers like it) reads `true`/`false`, `yes`/`no`, `on`/`off`, `t`/`f`,
+/// `y`/`n`, `1`/`0` in any case, or a decimal number as a boolean or a
+/// number; the Python SDK's tools decode a string argument whose parameter
+/// is not a string as JSON first (`json.loads`, which also takes `NaN`),
+/// so `"[\"us\"]"` reaches the tool as a list, `"{…}"` as an object and
+/// `"null"` as `None`. Surrounding spaces allowed. A string that starts
+/// and ends as an array or an object counts whether or not it is valid
+/// JSON to this gateway: what Python reads is not this parser's to say.
 pub fn coercible(s: &str) -> bool {
     let t = s.trim();
-    if t.is_empty() || t.len() > 64 {
+    if t.is_empty() {
+        return false;
+    }
+    let b = t.as_bytes();
+    if matches!((b[0], b[b.len() - 1]), (b'[', b']') | (b'{', b'}')) || t == "null" {
+        return true;
+    }
+    if t.len() > 64 {
         return false;
     }
     const BOOLS: [&str; 10] = [

@@ -239,7 +239,10 @@ pub(super) fn bare_forbidden_all(s: &str) -> Vec<&str> {
         }
     }
     if !candidate {
-        candidate = memchr::memchr2_iter(b':', b'/', b).any(|i| dotless_before_port(b, i));
+        // A host after `scheme://` needs no port or path to be dialled
+        // (`valkey://2130706433`, `xds:///metadata`).
+        candidate = memchr::memchr2_iter(b':', b'/', b).any(|i| dotless_before_port(b, i))
+            || memchr::memmem::find(b, b"://").is_some();
     }
     if !candidate && !holds_localhost(b) && s.is_ascii() {
         return out;
@@ -342,6 +345,7 @@ pub(super) fn whole_forbidden(s: &str) -> bool {
 /// forbidden address a client dials; the part that is.
 fn forbidden_token(token: &str) -> Option<&str> {
     // `//host/…` (protocol-relative) and `\\host\share` (UNC) dial the host.
+    let mut hosted = token.starts_with(['/', '\\']) && token[1..].starts_with(['/', '\\']);
     let mut token = token.trim_start_matches(['/', '\\']);
     // `http:169.254.169.254/`, `Target:10.0.0.1:80`: each part after a
     // colon that does not hold a port may start the address.
@@ -358,13 +362,23 @@ fn forbidden_token(token: &str) -> Option<&str> {
             Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, true),
             _ => (host_port, false),
         };
-        // An address alone is prose: a client dials it with a port or a path.
-        let dialled = port || !rest.is_empty();
-        if !host.is_empty() && !host.contains(':') && dialled && forbidden_host(host, port, rest) {
+        // An address alone is prose: a client dials it with a port or a
+        // path, or as the host of `scheme://host` (whatever the scheme:
+        // `valkey://127.0.0.1`, gRPC's `xds:///metadata.google.internal`).
+        let dialled = port || !rest.is_empty() || hosted;
+        if !host.is_empty()
+            && !host.contains(':')
+            && dialled
+            && forbidden_host(host, port, rest, hosted)
+        {
             return Some(token);
         }
         let colon = token.find(':')?;
-        token = token[colon + 1..].trim_start_matches(['/', '\\']);
+        // A scheme's name ends in a letter or digit.
+        let scheme = token[..colon].ends_with(|c: char| c.is_ascii_alphanumeric());
+        let after = &token[colon + 1..];
+        token = after.trim_start_matches(['/', '\\']);
+        hosted = scheme && after.len() - token.len() >= 2;
     }
     None
 }
@@ -464,7 +478,7 @@ fn literal_form(host: &str, rest: &str) -> bool {
 /// with a dot or as `localhost`'s family, or with a port among the dotless
 /// names a resolver knows (`metadata/x` is a path); a `.local` or
 /// `.internal` name other than a metadata service's with a port.
-fn forbidden_host(host: &str, port: bool, rest: &str) -> bool {
+fn forbidden_host(host: &str, port: bool, rest: &str, hosted: bool) -> bool {
     if host.is_ascii() {
         let hb = host.as_bytes();
         let ipv4_like = hb[0].is_ascii_digit()
@@ -472,7 +486,7 @@ fn forbidden_host(host: &str, port: bool, rest: &str) -> bool {
                 .iter()
                 .all(|c| c.is_ascii_hexdigit() || matches!(c, b'.' | b'x' | b'X'));
         let localhost = hb.len() >= 9 && hb[..9].eq_ignore_ascii_case(b"localhost");
-        let dotless = port && DOTLESS.iter().any(|d| d.eq_ignore_ascii_case(host));
+        let dotless = (port || hosted) && DOTLESS.iter().any(|d| d.eq_ignore_ascii_case(host));
         if !ipv4_like && !localhost && !dotless && !host.contains(['.', '%']) {
             return false;
         }
@@ -480,7 +494,8 @@ fn forbidden_host(host: &str, port: bool, rest: &str) -> bool {
     match url::Host::parse(host) {
         Ok(url::Host::Ipv4(ip)) => {
             let o = ip.octets();
-            let written = literal_form(host, rest);
+            // After `scheme://` any form is a host (`valkey://2130706433`).
+            let written = hosted || literal_form(host, rest);
             // `10.0.0.0/8` is a block, not a path.
             let cidr = !port
                 && rest.len() <= 3
@@ -500,9 +515,11 @@ fn forbidden_host(host: &str, port: bool, rest: &str) -> bool {
             if rule == "ssrf_internal_name" {
                 // In prose a dotless word before a colon is a label
                 // (`步骤:1/2`), not a host: only a private suffix counts.
-                port && d.contains('.') && !WORDLIKE_SUFFIXES.iter().any(|w| d.ends_with(w))
+                (port || hosted)
+                    && d.contains('.')
+                    && !WORDLIKE_SUFFIXES.iter().any(|w| d.ends_with(w))
             } else {
-                d.contains('.') || d.starts_with("localhost") || port
+                d.contains('.') || d.starts_with("localhost") || port || hosted
             }
         }
         Ok(url::Host::Ipv6(_)) | Err(_) => false,
@@ -660,7 +677,86 @@ pub(crate) const NETWORK: &[&str] = &[
     "stomps",
     "wais",
     "prospero",
+    // Dialled by clients found in the wild: calendar and feed fetchers,
+    // the Redis forks, brokers, media stacks (ffmpeg's protocols),
+    // SQL dialects and drivers, gRPC's name resolvers, file-sharing and
+    // remote-shell clients, version control.
+    "webcal",
+    "webcals",
+    "feed",
+    "valkey",
+    "valkeys",
+    "pulsar",
+    "rtp",
+    "srt",
+    "mms",
+    "mmsh",
+    "mmst",
+    "icecast",
+    "rtmpe",
+    "rtmpte",
+    "sctp",
+    "zmq",
+    "oracle",
+    "cockroachdb",
+    "trino",
+    "presto",
+    "hive",
+    "crate",
+    "redshift",
+    "snowflake",
+    "h2c",
+    "spice",
+    "gemini",
+    "finger",
+    "afp",
+    "cifs",
+    "fish",
+    "ftpes",
+    "elasticsearch",
+    "opensearch",
+    "influxdb",
+    "zookeeper",
+    "dask",
+    "jupyter",
+    "tcp4",
+    "tcp6",
+    "udp4",
+    "udp6",
+    "x11",
+    "rsh",
+    "rlogin",
+    "bzr",
+    "cvs",
+    "hg",
+    "passthrough",
+    "xds",
+    "ipv4",
+    "ipv6",
 ];
+
+/// The host a client of any scheme dials in `u` (a URI that starts as
+/// `scheme://`), when the SSRF rules forbid it: the host after `//`, or
+/// the first segment after `///` (a gRPC target, `xds:///host:port`),
+/// read as an address in any form or a forbidden name (see
+/// [`forbidden_host`]). A scheme no list names may still be dialled
+/// (`webcal:`, `valkey:`, a driver's own): a resource identifier's host
+/// is judged by the SSRF rules, though not by the allowlist.
+pub(super) fn hosted_forbidden(u: &str) -> Option<&str> {
+    let u = u.trim_start_matches(|c: char| c <= ' ');
+    if let Some(t) = forbidden_token(u) {
+        return Some(t);
+    }
+    // A bracketed IPv6 host (`x://[::1]/`, `x://u@[fe80::1%25eth0]:80`).
+    let after = &u[u.find(':')? + 1..];
+    let host = after.trim_start_matches(['/', '\\']);
+    let authority = host.split(['/', '\\', '?', '#']).next().unwrap_or("");
+    let at = authority.rfind('@').map_or(0, |i| i + 1);
+    let inner = authority[at..].strip_prefix('[')?;
+    let addr = inner[..inner.find(']')?].split('%').next().unwrap_or("");
+    let ip = addr.parse::<std::net::Ipv6Addr>().ok()?;
+    ssrf_rule_v6(ip).map(|_| &authority[at..])
+}
 
 /// Whether a scheme names a network address: one of [`NETWORK`], or a
 /// compound whose parts hold one (`git+ssh`, `postgresql+psycopg2`,

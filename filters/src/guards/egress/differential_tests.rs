@@ -1457,3 +1457,74 @@ fn a_value_that_is_only_a_forbidden_address_is_judged() {
         assert!(matches!(call(&f, args.clone()), Decision::Pass), "{args}");
     }
 }
+
+/// A URI of a scheme no list here names still has a host some client of
+/// it dials (a calendar fetcher's `webcal:`, a Redis fork's `valkey:`,
+/// gRPC's `xds:///host`, a driver's own): wherever MCP carries a URI, and
+/// in arguments, a forbidden host there is refused as a bare one is, in
+/// any notation, with or without a port or path. The host of a server's
+/// own resource URI (`test://static/1`) stays a name.
+#[test]
+fn unknown_schemes_are_judged_by_the_host_a_client_dials() {
+    let forbidden = [
+        "webcal://169.254.169.254/latest/meta-data/",
+        "valkey://127.0.0.1:6379/0",
+        "valkey://127.0.0.1",
+        "xds:///metadata.google.internal",
+        "passthrough:///169.254.169.254:80",
+        "spice://127.0.0.1:5900",
+        "acme-cache://2130706433",
+        "acme-db://scott:tiger@10.0.0.5:1521/orcl",
+        "acme-db://[::1]/x",
+        "acme-db://localhost/x",
+        "acme-db://cache.internal/x",
+        "acme-meta://metadata/computeMetadata/v1/",
+        "Acme://0x7f.1/",
+        "acme://169.254.169.254.",
+        "acme:////10.0.0.5/share",
+    ];
+    let resource = [
+        "test://static/resource/1",
+        "memo://insights",
+        "note://my-notes/2024",
+        "db://users/data",
+        "ui://widget/1.2.3",
+        "demo://resource/10.0",
+        "urn:isbn:0451450523",
+        "acme://build-7/logs/10.0.0.5.log",
+    ];
+    let read = |uri: &str| {
+        serde_json::json!({"jsonrpc":"2.0","id":1,"method":"resources/read",
+            "params":{"uri":uri}})
+        .to_string()
+    };
+    let meta = |uri: &str| {
+        serde_json::json!({"jsonrpc":"2.0","id":1,"method":"ping",
+            "params":{"_meta":{"uri":uri}}})
+        .to_string()
+    };
+    let arg = |v: &str| {
+        serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+            "params":{"name":"other","arguments":{"q":{"deep":[v]}}}})
+        .to_string()
+    };
+    for detect in [false, true] {
+        for uri in forbidden {
+            assert!(refused_with(&read(uri), detect), "{detect} {uri} read");
+            assert!(refused_with(&meta(uri), detect), "{detect} {uri} _meta");
+        }
+        for uri in resource {
+            assert!(!refused_with(&read(uri), detect), "{detect} {uri} refused");
+        }
+    }
+    for v in forbidden {
+        assert!(refused_with(&arg(v), true), "{v} in arguments");
+    }
+    for v in [
+        "see test://static/1 ok",
+        "memo://insights",
+        "ui://widget/1.2.3",
+    ] {
+        assert!(!refused_with(&arg(v), true), "{v} refused in arguments");
+    }
+}

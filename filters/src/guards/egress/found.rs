@@ -3,7 +3,10 @@
 
 use serde_json::Value as Json;
 
-use super::detect::{bare_forbidden_all, dropped, starts_as_url, url_like, whole_forbidden};
+use super::detect::{
+    bare_forbidden_all, dialled, dropped, hosted_forbidden, lead, starts_as_url, url_like,
+    whole_forbidden,
+};
 
 /// One value to judge.
 pub(super) struct Found<'a> {
@@ -111,6 +114,18 @@ pub(super) fn uri_found<'a>(u: &'a str, out: &mut Vec<Found<'a>>) {
         whole: false,
     });
     if starts_as_url(u) {
+        // A scheme that names no network protocol this gateway knows is a
+        // resource identifier (`test://static/1`), but a client of it may
+        // still dial its host: a forbidden one is judged as a bare host.
+        if !dialled(&lead(u), true) {
+            if let Some(host) = hosted_forbidden(u) {
+                out.push(Found {
+                    argument: None,
+                    value: host.into(),
+                    whole: true,
+                });
+            }
+        }
         return;
     }
     // The whole value read as a host, where it names one: `169.254.169.254`,
