@@ -170,13 +170,25 @@ impl Person {
         })
     }
 
-    /// The person a name in a file means: `tenant/id` or a bare `id`.
+    /// The person a name in a file means: `tenant/id` or a bare `id`. The
+    /// name is split where a reader sees the slash: after compatibility
+    /// normalisation, so `acme／alice` (a full-width solidus) is `acme`'s
+    /// `alice` as `acme/alice` is, never a bare id `acme/alice` that
+    /// matches no one.
     pub fn parse(name: &str) -> Result<Person, PersonError> {
-        match name.split_once('/') {
+        if let Some(c) = name.chars().find(|c| invisible(*c)) {
+            return Err(PersonError::Invisible(c as u32));
+        }
+        let seen: std::borrow::Cow<'_, str> = if name.is_ascii() {
+            name.into()
+        } else {
+            name.nfkc().collect::<String>().into()
+        };
+        match seen.split_once('/') {
             Some((t, i)) => Person::of(t, i),
             None => Ok(Person {
                 tenant: None,
-                id: canonical(name)?,
+                id: canonical(&seen)?,
             }),
         }
     }
@@ -347,6 +359,17 @@ mod tests {
         assert!(bare.same(&acme) && bare.same(&other));
         assert!(!acme.same(&other));
         assert!(Person::of("ACME", "ALICE").expect("p").same(&acme));
+        // Wherever a reader sees the slash: a full-width solidus (and a
+        // full-width tenant) qualify the id as the ASCII slash does.
+        for name in [
+            "acme\u{ff0f}alice",
+            "\u{ff41}\u{ff43}\u{ff4d}\u{ff45}\u{ff0f}ALICE",
+            " acme / alice ",
+        ] {
+            let p = Person::parse(name).expect("p");
+            assert_eq!(p, acme, "{name:?}");
+            assert!(!p.same(&other), "{name:?}");
+        }
     }
 }
 

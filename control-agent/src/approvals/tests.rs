@@ -160,6 +160,11 @@ fn one_person_is_one_approver_in_any_spelling() {
         ("ölaf: {h}\nÖLAF: {h2}\n", "Unicode case"),
         ("olaf: {h}\n\"o\\u0308laf\": {h2}\n", "normalisation"),
         ("\"al\\u200bice\": {h}\n", "invisible"),
+        ("ann: {h}\n\"acme\\uff0fann\": {h2}\n", "full-width solidus"),
+        (
+            "ann: {h}\nbob: {{token_sha256: {h2}, principals: [\"acme\\uff0fAnn\"]}}\n",
+            "full-width solidus in principals",
+        ),
     ] {
         let text = text
             .replace("{h}", &"a".repeat(64))
@@ -169,6 +174,32 @@ fn one_person_is_one_approver_in_any_spelling() {
         let f = d.path().join("approvers.yaml");
         std::fs::write(&f, text).expect("write");
         assert!(read_approvers(&f).is_err(), "{what}");
+    }
+    // A name or a principal qualified by a full-width solidus is the
+    // caller as the ASCII slash makes it.
+    let solidus = d.path().join("solidus");
+    std::fs::create_dir_all(&solidus).expect("dir");
+    let ap = Approvals::open(
+        &solidus,
+        BTreeMap::from([
+            ("acme\u{ff0f}agent-7".to_owned(), Approver::default()),
+            (
+                "carol".to_owned(),
+                Approver {
+                    principals: vec!["\u{ff41}cme\u{ff0f}Agent-7".into()],
+                    ..Approver::default()
+                },
+            ),
+        ]),
+    )
+    .expect("open");
+    let id = id_of(&ap.claim(claim("agent-7", 2), None, t0).expect("claim"));
+    for who in ["acme\u{ff0f}agent-7", "carol"] {
+        assert_eq!(
+            ap.decide(&id, who, Verdict::Approve, None, t0),
+            Err(Refused::SelfApproval),
+            "{who}"
+        );
     }
     let f = d.path().join("approvers.yaml");
     std::fs::write(
