@@ -393,6 +393,19 @@ pub(crate) fn identity(raw: &raw::IdentityConfig, root: &Path, p: &mut Problems)
                 .map(|(i, m)| (format!("identity.mtls[{i}]"), &m.principal)),
         );
     for (base, spec) in specs {
+        // Where people are named (approvers, principals, kill switches)
+        // a slash separates the tenant from the id: an id that holds one,
+        // in any spelling a reader takes for it, could never be named.
+        if unicode_normalization::UnicodeNormalization::nfkc(spec.id.as_str()).any(|c| c == '/') {
+            p.push(
+                format!("{base}.id"),
+                format!(
+                    "`{}` holds a slash (or a character read as one), which separates a tenant from an id where people are named",
+                    spec.id.escape_debug()
+                ),
+            );
+            continue;
+        }
         match crate::person::Person::of(&spec.tenant, &spec.id) {
             Err(e) => p.push(
                 format!("{base}.id"),
@@ -480,5 +493,9 @@ mod tests {
         assert!(!judge("alice", "ALICE"));
         assert!(!judge("ölaf", "ÖLAF"));
         assert!(!judge("alice", "al\\u200bice2"));
+        // A slash separates a tenant from an id where people are named:
+        // an id that holds one, in any spelling, could never be named.
+        assert!(!judge("alice", "acme/bob"));
+        assert!(!judge("alice", "acme\\uff0fbob"));
     }
 }
