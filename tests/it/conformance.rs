@@ -51,15 +51,9 @@ fn python() -> PathBuf {
 }
 
 fn wait_port(addr: SocketAddr, proc: &mut Proc) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        assert!(proc.is_running(), "{} exited early", proc.name);
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if let Err(e) = warden_tests::wait_listening(proc, &[addr.port()], Duration::from_secs(30)) {
+        panic!("{e}");
     }
-    panic!("{} never listened on {addr}", proc.name);
 }
 
 fn spawn(name: &str, cmd: &mut Command) -> Proc {

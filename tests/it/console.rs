@@ -57,11 +57,8 @@ fn spawn(name: &str, cmd: &mut Command) -> Proc {
 }
 
 fn wait_port(addr: SocketAddr, p: &mut Proc) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(p.is_running(), "{} exited", p.name);
-        assert!(Instant::now() < deadline, "{} never listened", p.name);
-        std::thread::sleep(Duration::from_millis(50));
+    if let Err(e) = warden_tests::wait_listening(p, &[addr.port()], Duration::from_secs(30)) {
+        panic!("{e}");
     }
 }
 

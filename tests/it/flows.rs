@@ -58,12 +58,8 @@ fn flow_server(role: &str) -> (Proc, SocketAddr) {
             child,
             name: format!("flow server {role}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline && p.is_running() {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return (p, addr);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if warden_tests::wait_listening(&mut p, &[port], Duration::from_secs(30)).is_ok() {
+            return (p, addr);
         }
         // Exited (its port taken meanwhile) or never listened: another port.
     }

@@ -59,14 +59,12 @@ fn rsyslog(dir: &Path, port: u16, tls: bool) -> Proc {
 
 /// A receiver process, once it accepts connections on `port`.
 pub(super) fn receiving(child: std::process::Child, name: &str, port: u16) -> Proc {
-    let proc = Proc {
+    let mut proc = Proc {
         child,
         name: name.into(),
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{name} did not listen");
-        std::thread::sleep(Duration::from_millis(50));
+    if let Err(e) = warden_tests::wait_listening(&mut proc, &[port], Duration::from_secs(10)) {
+        panic!("{e}");
     }
     proc
 }

@@ -140,18 +140,13 @@ async fn legacy_sse_posts_through_another_replica() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("python server");
-    let _server = warden_tests::Proc {
+    let mut _server = warden_tests::Proc {
         child,
         name: "python sse server".into(),
     };
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "python server did not listen"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if let Err(e) = warden_tests::wait_listening(&mut _server, &[port], Duration::from_secs(30)) {
+        panic!("{e}");
     }
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("seal.key"), SECRET).expect("key");

@@ -4,8 +4,9 @@
 //! and waits for it on drop; every file lives in a temporary directory that
 //! is removed with its guard. Ports come from the OS (port 0): peers that can
 //! report their bound port do so; for the gateway and third-party servers a
-//! port is taken from the OS, released, and handed over (with a retry should
-//! another process grab it first).
+//! port is taken from the OS, released, and handed over, and a process counts
+//! as up only once it holds that port itself (with a retry should another
+//! process grab it first).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -47,6 +48,77 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(0)
+}
+
+/// Whether process `pid` (or a process it started) holds a socket listening
+/// on `port`. A connection that succeeds proves less: it may reach another
+/// process that took the port between its hand-out and the bind.
+pub fn listens(pid: u32, port: u16) -> bool {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let bound = local
+                .rsplit(':')
+                .next()
+                .and_then(|h| u16::from_str_radix(h, 16).ok());
+            if *state == "0A" && bound == Some(port) {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return false;
+    }
+    let mut pids = vec![pid];
+    while let Some(p) = pids.pop() {
+        if let Ok(fds) = std::fs::read_dir(format!("/proc/{p}/fd")) {
+            for fd in fds.flatten() {
+                if let Ok(target) = std::fs::read_link(fd.path()) {
+                    if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
+                        return true;
+                    }
+                }
+            }
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                pids.extend(
+                    kids.split_whitespace()
+                        .filter_map(|k| k.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    false
+}
+
+/// Waits until `proc` listens on every one of `ports` (see [`listens`]).
+/// Errs when it exits first or `timeout` passes.
+pub fn wait_listening(proc: &mut Proc, ports: &[u16], timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !proc.is_running() {
+            bail!("{} exited before listening on {ports:?}", proc.name);
+        }
+        if ports.iter().all(|&p| listens(proc.pid(), p)) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{} did not listen on {ports:?} within {timeout:?}",
+                proc.name
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A child process killed (by its id) and reaped on drop.
@@ -104,18 +176,14 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (scripts/setup.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        let mut proc = Proc {
+            child,
+            name: "redis-server".into(),
+        };
+        if let Err(e) = wait_listening(&mut proc, &[port], Duration::from_secs(10)) {
+            panic!("redis did not start: {e}");
         }
-        Redis {
-            proc: Proc {
-                child,
-                name: "redis-server".into(),
-            },
-            port,
-        }
+        Redis { proc, port }
     }
 
     /// `redis-cli -p PORT ARGS…` → stdout.
@@ -398,17 +466,14 @@ impl Gateway {
                 child,
                 name: "warden".into(),
             };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let mut up = false;
-            while Instant::now() < deadline && proc.is_running() {
-                if std::net::TcpStream::connect(admin).is_ok()
-                    && std::net::TcpStream::connect(addr).is_ok()
-                {
-                    up = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
+            // Both ports held by this process: a connection alone may reach
+            // another process that took a port meanwhile.
+            let up = wait_listening(
+                &mut proc,
+                &[addr.port(), admin.port()],
+                Duration::from_secs(20),
+            )
+            .is_ok();
             if !up {
                 let mut err = String::new();
                 if let Some(mut e) = proc.child.stderr.take() {
@@ -838,4 +903,27 @@ pub fn rpc_messages(text: &str) -> Vec<serde_json::Value> {
         out.push(serde_json::from_str(&data.join("\n")).unwrap_or(serde_json::Value::Null));
     }
     out
+}
+
+#[cfg(test)]
+mod harness_tests {
+    use super::*;
+
+    #[test]
+    fn a_port_counts_as_listened_on_only_by_its_holder() {
+        let held = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = held.local_addr().expect("addr").port();
+        assert!(listens(std::process::id(), port));
+        // Another process (a child of ours here) does not hold it.
+        let mut sleeper = Proc {
+            child: Command::new("sleep").arg("30").spawn().expect("sleep"),
+            name: "sleep".into(),
+        };
+        assert!(!listens(sleeper.pid(), port));
+        let err = wait_listening(&mut sleeper, &[port], Duration::from_millis(200))
+            .expect_err("sleep never listens");
+        assert!(err.to_string().contains("did not listen"), "{err}");
+        drop(held);
+        assert!(!listens(std::process::id(), port));
+    }
 }
