@@ -132,3 +132,89 @@ async fn a_second_process_is_seen_by_its_audit_alone() {
         );
     }
 }
+
+/// Reads until the peer closes (`Some(bytes read)`) or `within` passes (`None`).
+async fn closed_within(
+    c: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.ok()?;
+    Some(got)
+}
+
+#[tokio::test]
+async fn idle_slow_and_greedy_connections_cannot_hold_the_agent() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let limits = crate::server::ConnLimits {
+        total: 64,
+        per_address: 3,
+        head: Duration::from_millis(400),
+        request: Duration::from_millis(800),
+    };
+    let (_d, _api, _state, url) = crate::governance::tests::serve_fixture_with(limits).await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    let connect = || tokio::net::TcpStream::connect(addr.clone());
+    // Three connections that send nothing hold this address's share ...
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(connect().await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ... so a fourth is closed unanswered.
+    let mut fourth = connect().await.unwrap();
+    let _ = fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: agent\r\n\r\n")
+        .await;
+    let answer = closed_within(&mut fourth, Duration::from_secs(2)).await;
+    assert_eq!(
+        answer.as_deref(),
+        Some(&b""[..]),
+        "a connection over the share is closed"
+    );
+    // The idle ones are closed once their head is overdue.
+    for c in &mut idle {
+        assert!(
+            closed_within(c, Duration::from_secs(3)).await.is_some(),
+            "an idle connection is closed after the head timeout"
+        );
+    }
+    // A head that stops short, HTTP/1 or an HTTP/2 preface, is closed too.
+    for part in [&b"GET /healthz HTTP/1.1\r\nhost:"[..], &b"PRI * HTTP/2"[..]] {
+        let mut c = connect().await.unwrap();
+        c.write_all(part).await.unwrap();
+        assert!(
+            closed_within(&mut c, Duration::from_secs(3))
+                .await
+                .is_some(),
+            "a stalled head is closed: {}",
+            String::from_utf8_lossy(part)
+        );
+    }
+    // A body that stops short is answered 408 at the request's deadline.
+    let mut slow = connect().await.unwrap();
+    slow.write_all(
+        format!("POST /v1/fleet/report HTTP/1.1\r\nhost: agent\r\nauthorization: Bearer {FLEET}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"id\":").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let answer = closed_within(&mut slow, Duration::from_secs(3))
+        .await
+        .expect("the slow request ends");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    // And the agent still serves everyone.
+    let r = reqwest::get(format!("{url}/healthz")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}

@@ -38,6 +38,13 @@ pub(super) struct H {
 /// tokens `tok(name)`) and approver frank: its directory, API, state
 /// directory and URL. The console's tests use it too.
 pub(crate) async fn serve_fixture() -> (tempfile::TempDir, Arc<Api>, PathBuf, String) {
+    serve_fixture_with(crate::server::ConnLimits::default()).await
+}
+
+/// As [`serve_fixture`], the server holding to `limits`.
+pub(crate) async fn serve_fixture_with(
+    limits: crate::server::ConnLimits,
+) -> (tempfile::TempDir, Arc<Api>, PathBuf, String) {
     let (d, store) = tokio::task::spawn_blocking(org_store).await.unwrap();
     let state = d.path().join("state");
     let mut admins = BTreeMap::new();
@@ -84,7 +91,7 @@ pub(crate) async fn serve_fixture() -> (tempfile::TempDir, Arc<Api>, PathBuf, St
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(crate::server::serve(listener, api.clone()));
+    tokio::spawn(crate::server::serve_with(listener, api.clone(), limits));
     (d, api, state, url)
 }
 

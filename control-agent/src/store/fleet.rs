@@ -159,7 +159,25 @@ impl Store {
     /// Takes a gateway's report: refused when it is not one a gateway
     /// writes, or when it names a new gateway while the fleet table is
     /// full (members not heard from for ten stale periods are forgotten).
-    pub fn report(&self, r: Report) -> Result<(), String> {
+    pub fn report(&self, mut r: Report) -> Result<(), String> {
+        if r.revision.len() > MAX_REPORTED_REVISION || r.revision.chars().any(|c| c.is_control()) {
+            return Err(format!(
+                "a revision is at most {MAX_REPORTED_REVISION} bytes, without control characters"
+            ));
+        }
+        // A gateway's own error can be long (every problem of a refused
+        // bundle); kept whole it would let one report grow the table
+        // without bound, refused it would hide the gateway: its head is kept.
+        if let Some(e) = r.last_error.as_mut() {
+            if e.len() > MAX_REPORTED_ERROR {
+                let mut end = MAX_REPORTED_ERROR;
+                while !e.is_char_boundary(end) {
+                    end -= 1;
+                }
+                e.truncate(end);
+                e.push_str(" …(cut)");
+            }
+        }
         if !valid_id(&r.id) {
             return Err("a gateway id is 1-128 visible ASCII characters".into());
         }

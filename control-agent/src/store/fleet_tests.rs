@@ -263,3 +263,43 @@ fn a_canary_that_withholds_replies_is_rolled_back() {
     let ro = s.rollout();
     assert_eq!(ro["state"], "rolled_back");
 }
+
+/// What a report may make the fleet table hold is bounded: a revision
+/// longer than any the agent names is refused, an error is kept in part.
+#[test]
+fn a_report_grows_the_fleet_table_by_a_bounded_amount() {
+    let (_d, s) = org_store();
+    let rev = s.current().unwrap().revision.clone();
+    let with = |revision: String, last_error: Option<String>| Report {
+        id: "edge-1".into(),
+        instance: Some("a".into()),
+        revision,
+        healthy: false,
+        last_error,
+        labels: Labels::new(),
+        stats: stats(1),
+        upstreams: vec![],
+    };
+    let err = s
+        .report(with("r".repeat(MAX_REPORTED_REVISION + 1), None))
+        .unwrap_err();
+    assert!(err.contains("revision"), "{err}");
+    assert!(s.report(with(format!("{rev}\n"), None)).is_err());
+    // 480 KB of error (multi-byte characters on the cut) keeps 4 KiB.
+    s.report(with(rev.clone(), Some("é".repeat(240_000))))
+        .unwrap();
+    let fleet = s.fleet();
+    let kept = member(&fleet, "edge-1")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(kept.len() <= MAX_REPORTED_ERROR + 16, "{}", kept.len());
+    assert!(kept.ends_with("(cut)"));
+    // A usual report is kept whole.
+    s.report(with(rev, Some("archive: bad signature".into())))
+        .unwrap();
+    assert_eq!(
+        member(&s.fleet(), "edge-1")["last_error"],
+        "archive: bad signature"
+    );
+}

@@ -166,6 +166,10 @@ pub struct UpstreamHealth {
 
 /// Upstream servers one report may list.
 pub const MAX_REPORTED_UPSTREAMS: usize = 1024;
+/// The longest revision a report may name (the agent's own are a few bytes).
+pub const MAX_REPORTED_REVISION: usize = 128;
+/// The part of a report's `last_error` the fleet table keeps.
+pub const MAX_REPORTED_ERROR: usize = 4096;
 
 #[derive(Debug)]
 struct Member {
