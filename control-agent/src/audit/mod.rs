@@ -399,6 +399,11 @@ impl AuditStore {
                      ?17, ?18, ?19, ?20, ?21)",
                 )?;
                 let mut raw = tx.prepare_cached("INSERT INTO lines (id, raw) VALUES (?1, ?2)")?;
+                // A record's time as the store orders, ages and windows it:
+                // the time it bears, or now when that is later (a gateway's
+                // clock ahead, or a forged stamp, would otherwise keep a row
+                // past every retention). Its line keeps the time it bears.
+                let now = now_us();
                 for p in &lines {
                     let f = &p.f;
                     let s = |o: &Option<String>| o.clone().unwrap_or_default();
@@ -406,7 +411,7 @@ impl AuditStore {
                         gateway,
                         f.seq as i64,
                         f.ts,
-                        p.ts_us,
+                        p.ts_us.min(now),
                         s(&f.principal),
                         s(&f.tenant),
                         s(&f.server),
@@ -555,6 +560,8 @@ impl AuditStore {
         let start_s = end_s - secs as i64 + 1;
         let q = Query {
             from_us: Some(start_s * 1_000_000),
+            // A record stamped in the future is no part of any window.
+            to_us: Some((end_s + 1) * 1_000_000),
             gateway: gateway.map(str::to_owned),
             tenants: tenants.to_vec(),
             ..Query::default()

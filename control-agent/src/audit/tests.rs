@@ -1071,3 +1071,29 @@ fn a_search_past_its_budget_is_cut_off() {
         t.lines.len() as u64
     );
 }
+
+/// A record stamped in the future (a gateway's clock ahead, or a forged
+/// stamp) is ordered, aged and counted as of its arrival, so retention
+/// takes it like any other; its line keeps the stamp it bears.
+#[test]
+fn a_record_from_the_future_is_stored_as_of_its_arrival() {
+    let (_dir, s) = store(Limits::default());
+    let mut t = Trail::new();
+    let far = now_s() + 10 * 365 * 86_400;
+    t.call(far, "ann", "acme", "echo", "forwarded");
+    s.ingest("gw-1", &t.body(0, t.lines.len())).unwrap();
+    let (ts, ts_us): (String, i64) = lock(&s.inner.writer)
+        .query_row("SELECT ts, max(ts_us) FROM records", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(ts_us <= now_us(), "stored as of its arrival");
+    assert_eq!(ts, jiff::Timestamp::from_second(far).unwrap().to_string());
+    // Counted in a window that holds its arrival, and only there.
+    assert_eq!(
+        s.live(Duration::from_secs(300), None, &[]).unwrap().calls,
+        1
+    );
+    // The chain over the lines as written still holds.
+    assert!(s.verify(&Query::default()).unwrap().ok);
+}
