@@ -166,6 +166,16 @@ pub fn build(
         archive::sign(&mut files, &s.pem, s.alg, &s.keyid)
             .map_err(|e| problem(archive::SIGNATURES_FILE, e))?;
     }
+    // What every gateway checks first on a fetched archive (its files and
+    // bytes in all): a build it would refuse is refused here, where the
+    // one who asked for it hears why, instead of leaving the fleet on the
+    // last bundle it took (kill switches built after it included).
+    archive::unpack(&archive::pack(&files)).map_err(|e| {
+        problem(
+            "",
+            format!("the built bundle is one every gateway would refuse: {e}"),
+        )
+    })?;
     Ok(files)
 }
 

@@ -439,3 +439,27 @@ fn layers_are_signed_with_the_bundle_key() {
     );
     assert!(v.verify_layers(&f).is_err());
 }
+
+/// A layer whose files fit its own bounds but make the composed bundle
+/// one a gateway refuses (more files than an archive may hold) is refused
+/// at publish: the fleet would otherwise stay on its last bundle, kill
+/// switches built after it included.
+#[test]
+fn a_layer_that_makes_the_bundle_one_gateways_refuse_is_refused() {
+    let (_d, s) = org_store();
+    let before = s.current().unwrap().revision.clone();
+    let mut many = layer("finance", &rego("finance", "decision := {\"allow\": true}"));
+    for i in 0..archive::MAX_BUNDLE_FILES - 3 {
+        many.insert(
+            format!("f/m{i:04}.rego"),
+            format!("package warden.tenants.finance.f{i}\n").into_bytes(),
+        );
+    }
+    let e = s
+        .publish_layer("admin:fiona", "finance", many, None)
+        .unwrap_err();
+    assert!(e.to_string().contains("every gateway would refuse"), "{e}");
+    assert_eq!(s.current().unwrap().revision, before);
+    // What every build serves still unpacks as a gateway unpacks it.
+    assert!(archive::unpack(&s.current().unwrap().archive).is_ok());
+}
