@@ -345,6 +345,25 @@ pub enum Refused {
     NotTheirs,
 }
 
+/// The longest name a claim may hold (tenant, principal, server, tool …).
+pub const MAX_CLAIM_NAME: usize = 1024;
+/// The most tenants a claim may name in `for_tenants`.
+pub const MAX_CLAIM_TENANTS: usize = 64;
+/// The part of a claim's reason or justification that is kept.
+pub const MAX_CLAIM_TEXT: usize = 4096;
+
+/// Cuts `t` to [`MAX_CLAIM_TEXT`] bytes on a character boundary, marked.
+fn cut_text(t: &mut String) {
+    if t.len() > MAX_CLAIM_TEXT {
+        let mut end = MAX_CLAIM_TEXT;
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        t.truncate(end);
+        t.push_str(" …(cut)");
+    }
+}
+
 /// Why a claim was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimRefused {
@@ -430,10 +449,40 @@ impl Approvals {
     /// A gateway's claim of a held call (see the module docs).
     pub fn claim(
         &self,
-        c: Claim,
+        mut c: Claim,
         signer: Option<&Signer>,
         now: SystemTime,
     ) -> Result<ClaimAnswer, ClaimRefused> {
+        // Every field is bounded: the table holds thousands of approvals and
+        // is written whole. What names the call (and binds the grant) is
+        // refused when longer than any name; what explains it is cut.
+        for (name, v) in [
+            ("tenant", &c.tenant),
+            ("principal", &c.principal),
+            ("server", &c.server),
+            ("tool", &c.tool),
+            ("risk", &c.risk),
+            ("gateway", &c.gateway),
+        ] {
+            if v.len() > MAX_CLAIM_NAME {
+                return Err(ClaimRefused::Malformed(name));
+            }
+        }
+        if [&c.trace_id, &c.nonce]
+            .iter()
+            .any(|v| v.as_ref().is_some_and(|v| v.len() > MAX_CLAIM_NAME))
+        {
+            return Err(ClaimRefused::Malformed("trace_id or nonce"));
+        }
+        if c.for_tenants.len() > MAX_CLAIM_TENANTS
+            || c.for_tenants.iter().any(|t| t.len() > MAX_CLAIM_NAME)
+        {
+            return Err(ClaimRefused::Malformed("for_tenants"));
+        }
+        cut_text(&mut c.reason);
+        if let Some(j) = c.justification.as_mut() {
+            cut_text(j);
+        }
         if !c.args_digest.starts_with("sha256:") || c.args_digest.len() != 71 {
             return Err(ClaimRefused::Malformed("args_digest"));
         }

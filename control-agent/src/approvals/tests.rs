@@ -562,3 +562,40 @@ fn anonymous_holders_share_one_share_of_the_pending_table() {
     // An authenticated principal still has its own share.
     ap.claim(claim("alice", 1), None, t0).expect("alice");
 }
+
+/// What one claim may make the table hold is bounded: a name longer than
+/// any is refused, a reason or justification is kept in part.
+#[test]
+fn a_claims_fields_are_bounded() {
+    let (_d, ap) = open();
+    let t0 = SystemTime::now();
+    for field in ["tenant", "principal", "server", "tool", "risk", "gateway"] {
+        let mut c = claim("agent-7", 1);
+        let long = "x".repeat(MAX_CLAIM_NAME + 1);
+        match field {
+            "tenant" => c.tenant = long,
+            "principal" => c.principal = long,
+            "server" => c.server = long,
+            "tool" => c.tool = long,
+            "risk" => c.risk = long,
+            _ => c.gateway = long,
+        }
+        let e = ap.claim(c, None, t0).map(|_| ()).unwrap_err();
+        assert!(matches!(e, ClaimRefused::Malformed(f) if f == field), "{e}");
+    }
+    let mut c = claim("agent-7", 1);
+    c.for_tenants = vec!["t".into(); MAX_CLAIM_TENANTS + 1];
+    assert!(ap.claim(c, None, t0).is_err());
+    let mut c = claim("agent-7", 1);
+    c.nonce = Some("n".repeat(MAX_CLAIM_NAME + 1));
+    assert!(ap.claim(c, None, t0).is_err());
+    // A megabyte of justification keeps its first 4 KiB.
+    let mut c = claim("agent-7", 1);
+    c.justification = Some("ü".repeat(500_000));
+    c.reason = "r".repeat(1 << 20);
+    let id = id_of(&ap.claim(c, None, t0).expect("claim"));
+    let shown = ap.get(&id, None, t0).expect("kept");
+    let text = shown.to_string();
+    assert!(text.len() < 3 * MAX_CLAIM_TEXT, "{}", text.len());
+    assert!(text.contains("(cut)"));
+}
