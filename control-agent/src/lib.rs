@@ -13,3 +13,16 @@ pub mod registry;
 pub mod rollout;
 pub mod server;
 pub mod store;
+
+/// Cuts `t` to at most `max` bytes on a character boundary, marking the
+/// cut with ` …(cut)`: how text a peer sends is kept in a bounded table.
+pub(crate) fn cut_bytes(t: &mut String, max: usize) {
+    if t.len() > max {
+        let mut end = max;
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        t.truncate(end);
+        t.push_str(" …(cut)");
+    }
+}

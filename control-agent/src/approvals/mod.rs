@@ -352,18 +352,6 @@ pub const MAX_CLAIM_TENANTS: usize = 64;
 /// The part of a claim's reason or justification that is kept.
 pub const MAX_CLAIM_TEXT: usize = 4096;
 
-/// Cuts `t` to [`MAX_CLAIM_TEXT`] bytes on a character boundary, marked.
-fn cut_text(t: &mut String) {
-    if t.len() > MAX_CLAIM_TEXT {
-        let mut end = MAX_CLAIM_TEXT;
-        while !t.is_char_boundary(end) {
-            end -= 1;
-        }
-        t.truncate(end);
-        t.push_str(" …(cut)");
-    }
-}
-
 /// Why a claim was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimRefused {
@@ -479,9 +467,9 @@ impl Approvals {
         {
             return Err(ClaimRefused::Malformed("for_tenants"));
         }
-        cut_text(&mut c.reason);
+        crate::cut_bytes(&mut c.reason, MAX_CLAIM_TEXT);
         if let Some(j) = c.justification.as_mut() {
-            cut_text(j);
+            crate::cut_bytes(j, MAX_CLAIM_TEXT);
         }
         if !c.args_digest.starts_with("sha256:") || c.args_digest.len() != 71 {
             return Err(ClaimRefused::Malformed("args_digest"));

@@ -169,14 +169,7 @@ impl Store {
         // bundle); kept whole it would let one report grow the table
         // without bound, refused it would hide the gateway: its head is kept.
         if let Some(e) = r.last_error.as_mut() {
-            if e.len() > MAX_REPORTED_ERROR {
-                let mut end = MAX_REPORTED_ERROR;
-                while !e.is_char_boundary(end) {
-                    end -= 1;
-                }
-                e.truncate(end);
-                e.push_str(" …(cut)");
-            }
+            crate::cut_bytes(e, MAX_REPORTED_ERROR);
         }
         if !valid_id(&r.id) {
             return Err("a gateway id is 1-128 visible ASCII characters".into());
