@@ -47,6 +47,12 @@ pub struct ResolvedRoute {
     /// members (`VIRTUAL_PREFIX/<virtual>/<member>`): served only to that
     /// virtual server's aggregator. Names the virtual server.
     pub via: Option<String>,
+    /// The upstream prefixes (as the loosest server reads a path, see
+    /// [`loose_path`]) of other servers that share an upstream address
+    /// with this route's server and lie below this route's own upstream
+    /// prefix: a path of this route that reaches one of them would reach
+    /// another server's endpoint under this server's name and labels.
+    pub others: Vec<String>,
 }
 
 /// Where the member routes of virtual servers live.
@@ -66,6 +72,18 @@ impl ResolvedRoute {
         } else {
             path.get(self.prefix.len()..).unwrap_or(path)
         }
+    }
+
+    /// Whether an upstream path of this route reaches another server's
+    /// endpoint on a shared upstream (see `others`), read as the loosest
+    /// server reads it (escapes decoded, any case, `;` parameters and
+    /// trailing dots dropped).
+    pub fn reaches_other(&self, upstream_path: &str) -> bool {
+        if self.others.is_empty() {
+            return false;
+        }
+        let p = loose_path(upstream_path);
+        self.others.iter().any(|o| prefix_matches(o, &p))
     }
 
     /// Maps an upstream path back to the gateway's (`/messages/` → `/jira/messages/`);
@@ -134,6 +152,10 @@ pub struct Snapshot {
     /// The catalog as the flow guard reads it (tenants' servers as sinks):
     /// what decides whether a message needs the fleet's flow state.
     pub flow_catalog: Arc<std::collections::HashMap<String, warden_config::access::ServerCatalog>>,
+    /// The flow guard, also asked where no message is judged (a GET
+    /// stream, a DELETE to a server that is a sink): `None` without
+    /// `flows`.
+    pub flow: Option<Arc<crate::guards::flow::FlowFilter>>,
 }
 
 impl Snapshot {
@@ -360,9 +382,11 @@ impl Snapshot {
                     upstream_prefix: "/".into(),
                     server,
                     via: Some(s.name.clone()),
+                    others: Vec::new(),
                 });
             }
         }
+        fence_shared_upstreams(&mut routes, &config.servers);
         // Longest prefix first; host-specific before host-agnostic at equal length.
         routes.sort_by(|a, b| {
             b.prefix
@@ -666,8 +690,8 @@ impl Snapshot {
                 tenant_dlp.push((layer.tenant.clone(), f));
             }
         }
-        if let Some(f) = flow {
-            filters.push(Arc::new(crate::guards::flow::FlowReplyFilter(f)));
+        if let Some(f) = &flow {
+            filters.push(Arc::new(crate::guards::flow::FlowReplyFilter(f.clone())));
         }
         // A cancellation names a request of the caller's own session (after
         // the guards that judge what it carries, so a refusal for that
@@ -711,6 +735,7 @@ impl Snapshot {
             tenants: scope,
             registry,
             flow_catalog,
+            flow,
         })
     }
 
@@ -820,7 +845,77 @@ fn resolve(index: usize, r: &Route, server: usize) -> ResolvedRoute {
         upstream_prefix: r.upstream_prefix.clone(),
         server,
         via: None,
+        others: Vec::new(),
     }
+}
+
+/// Two servers of one upstream address (the same port on the same IP, or
+/// on loopback or an unspecified address each) are told apart by path
+/// alone: each route learns the upstream prefixes of the other servers
+/// that lie below its own (`/` reaches `/mail`), so that `/docs/mail/mcp`
+/// cannot reach `mail`'s endpoint under `docs`'s labels. Two servers at
+/// the same address and prefix are one endpoint to the gateway (see the
+/// limits).
+fn fence_shared_upstreams(routes: &mut [ResolvedRoute], servers: &[Server]) {
+    let canon = |a: &std::net::SocketAddr| a.ip().to_canonical();
+    let same = |x: &std::net::SocketAddr, y: &std::net::SocketAddr| {
+        let (a, b) = (canon(x), canon(y));
+        x.port() == y.port()
+            && (a == b
+                || ((a.is_loopback() || a.is_unspecified())
+                    && (b.is_loopback() || b.is_unspecified())))
+    };
+    let shared = |a: &Server, b: &Server| {
+        a.upstreams
+            .iter()
+            .any(|x| b.upstreams.iter().any(|y| same(x, y)))
+    };
+    let fences: Vec<Vec<String>> = routes
+        .iter()
+        .map(|r| {
+            let mine = loose_path(&r.upstream_prefix);
+            let mut others: Vec<String> = routes
+                .iter()
+                .filter(|o| o.server != r.server && shared(&servers[r.server], &servers[o.server]))
+                .map(|o| loose_path(&o.upstream_prefix))
+                .filter(|theirs| *theirs != mine && prefix_matches(&mine, theirs))
+                .collect();
+            others.sort();
+            others.dedup();
+            others
+        })
+        .collect();
+    for (r, others) in routes.iter_mut().zip(fences) {
+        r.others = others;
+    }
+}
+
+/// A path as the loosest server reads it: percent escapes decoded (twice
+/// escaped too), `\` a slash, any case, a segment's `;` parameters,
+/// trailing dots and spaces and empty segments dropped.
+pub fn loose_path(p: &str) -> String {
+    let mut s = p.to_owned();
+    for _ in 0..3 {
+        let d = percent_encoding::percent_decode_str(&s)
+            .decode_utf8_lossy()
+            .into_owned();
+        if d == s {
+            break;
+        }
+        s = d;
+    }
+    let s = s.replace('\\', "/").to_lowercase();
+    let segments: Vec<&str> = s
+        .split('/')
+        .map(|seg| {
+            seg.split(';')
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(['.', ' '])
+        })
+        .filter(|seg| !seg.is_empty())
+        .collect();
+    format!("/{}", segments.join("/"))
 }
 
 fn strip_port(h: &str) -> &str {

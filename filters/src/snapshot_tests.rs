@@ -8,6 +8,7 @@ fn route(prefix: &str, up: &str) -> ResolvedRoute {
         upstream_prefix: up.into(),
         server: 0,
         via: None,
+        others: Vec::new(),
     }
 }
 
@@ -65,4 +66,40 @@ fn host_routes_match_the_host_as_peers_read_it() {
         assert_eq!(server(h), "ledger", "{h}");
     }
     assert_eq!(server("other.example"), "crm");
+}
+
+/// Two servers on one upstream address are told apart by path alone: a
+/// route whose upstream space holds another server's prefix cannot reach
+/// it, however the path spells it (case, escapes, `;` parameters, a
+/// trailing dot). Found by session 55's review: `/docs/mail/mcp` reached
+/// `mail`'s endpoint under `docs`'s labels.
+#[test]
+fn a_route_cannot_reach_another_servers_endpoint_on_a_shared_upstream() {
+    let org = "version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {name: docs, upstreams: [\"127.0.0.1:9\"]}\n      - {name: mail, upstreams: [\"127.0.0.2:9\"]}\n      - {name: other, upstreams: [\"127.0.0.1:10\"]}\nroutes:\n  - {prefix: /docs, server: docs, upstream_prefix: /}\n  - {prefix: /mail, server: mail, upstream_prefix: /mail}\n  - {prefix: /other, server: other, upstream_prefix: /}\n";
+    let s = crate::guards::tenant_fixture::snapshot_with(org, &[]);
+    let reaches = |path: &str| {
+        let r = s.route(None, path).expect("route");
+        r.reaches_other(&r.upstream_path(path))
+    };
+    for p in [
+        "/docs/mail/mcp",
+        "/docs/mail",
+        "/docs/MAIL/mcp",
+        "/docs/%6dail/mcp",
+        "/docs/%256dail/mcp",
+        "/docs/mail;x=1/mcp",
+        "/docs/mail./mcp",
+    ] {
+        assert!(reaches(p), "{p}");
+    }
+    for p in [
+        "/docs/mcp",
+        "/docs/mailbox/mcp",
+        "/mail/mcp",
+        "/mail",
+        "/other/mail/mcp",
+    ] {
+        assert!(!reaches(p), "{p}");
+    }
+    assert_eq!(loose_path("/A/%2e/b;c/d./"), "/a/b/d");
 }

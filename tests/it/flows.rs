@@ -1029,3 +1029,161 @@ fn a_restart_does_not_launder_a_flow() {
     );
     assert!(served(&r[0]), "{r:?}");
 }
+
+/// Session 55's review, through a real gateway and real SDK servers:
+/// - a server labelled a sink as a whole (`mailer`, the `out` server) is
+///   sent nothing unjudged once the flow is tainted: no ping without
+///   params, no GET stream, no DELETE (their ids, headers, query and path
+///   reach it as params do);
+/// - two servers on one upstream address are told apart by path: `docsx`
+///   (prefix `/` upstream) cannot reach `mailx`'s endpoint (`/mcp`) by a
+///   sub-path, however it is spelled, while `mailx` serves on its own
+///   route.
+#[test]
+fn a_sink_server_receives_nothing_beside_its_messages_and_shared_upstreams_stay_apart() {
+    let _turn = heavy();
+    let s = servers();
+    let extra_catalog = "  mailer:\n    classification: public\n    flow: [sink]\n  mailx:\n    flow: []\n  docsx:\n    flow: []\n";
+    let mut b = bundle(&s, "  track: principal\n", extra_catalog);
+    let lure_line = format!("      - {{name: lure, upstreams: [\"{}\"]}}\n", s.lure);
+    assert!(b.contains(&lure_line), "{b}");
+    b = b.replace(
+        &lure_line,
+        &format!(
+            "{lure_line}      - {{name: mailer, upstreams: [\"{out}\"]}}\n      - {{name: mailx, upstreams: [\"{one}\"]}}\n      - {{name: docsx, upstreams: [\"{one}\"]}}\n",
+            out = s.out,
+            one = s.one
+        ),
+    );
+    b.push_str("  - {prefix: /mailer, server: mailer}\n  - {prefix: /mailx, server: mailx, upstream_prefix: /mcp}\n  - {prefix: /docsx, server: docsx, upstream_prefix: /}\n");
+    let gw = Gateway::start(&b, true).expect("gateway");
+    let url = |p: &str| format!("{}{p}", base(&gw));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let key = [("x-api-key", AGENT)];
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let post = |path: &str, body: &str, extra: &[(&str, &str)]| {
+        let mut h = key.to_vec();
+        h.extend_from_slice(extra);
+        rt.block_on(warden_tests::post_json(&url(path), body.to_owned(), &h))
+            .expect("post")
+    };
+    // A session of the sink server, opened while the flow is clean.
+    let (st, hs, body) = post("/mailer/mcp", init, &[]);
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let sid = warden_tests::header(&hs, "mcp-session-id")
+        .expect("session id")
+        .to_owned();
+    let with_session: Vec<(&str, &str)> = vec![
+        ("mcp-session-id", sid.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let (st, _, _) = post(
+        "/mailer/mcp",
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        &with_session,
+    );
+    assert_eq!(st, 202);
+    let ping = r#"{"jsonrpc":"2.0","id":"536-22-8145","method":"ping"}"#;
+    let (st, _, body) = post("/mailer/mcp", ping, &with_session);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert!(
+        st == 200 && !text.contains("flow_"),
+        "a clean ping: {st} {text}"
+    );
+    // The flow is tainted (per principal): a record, then a page.
+    let r = scenario(
+        &[base(&gw)],
+        AGENT,
+        &json!([
+            call("t1", "/hr/mcp", "get_employee", json!({"id": "7"})),
+            call(
+                "t2",
+                "/web/mcp",
+                "fetch",
+                json!({"url": "https://news.example.com/a"})
+            ),
+        ]),
+        &[],
+    );
+    assert!(served(&r[0]) && served(&r[1]), "{r:?}");
+    let (_, _, body) = post("/mailer/mcp", ping, &with_session);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert!(
+        text.contains("flow_blocked") && text.contains("cannot go to `mailer (ping)`"),
+        "a ping without params to a sink after the flow was tainted: {text}"
+    );
+    let stream_headers = |accept: &'static str| {
+        let mut h = key.to_vec();
+        h.extend_from_slice(&with_session);
+        h.push(("accept", accept));
+        h.push(("x-exfil", "employee 7 salary 212000"));
+        h
+    };
+    let (st, _, body) = rt
+        .block_on(warden_tests::request(
+            &url("/mailer/mcp?d=536-22-8145"),
+            "GET",
+            &stream_headers("text/event-stream"),
+            Default::default(),
+            false,
+        ))
+        .expect("get");
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert!(
+        st == 403 && text.contains("flow_blocked") && text.contains("`mailer (GET stream)`"),
+        "a GET stream to a sink after the flow was tainted: {st} {text}"
+    );
+    let (st, _, body) = rt
+        .block_on(warden_tests::request(
+            &url("/mailer/mcp"),
+            "DELETE",
+            &stream_headers("*/*"),
+            Default::default(),
+            false,
+        ))
+        .expect("delete");
+    assert_eq!(st, 403, "{}", String::from_utf8_lossy(&body));
+    // The audit names the refusals.
+    let recs = gw.audit_when(|recs| {
+        recs.iter()
+            .filter(|x| {
+                x["server"] == "mailer"
+                    && x["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("flow_blocked"))
+            })
+            .count()
+            >= 3
+    });
+    assert!(
+        recs.iter()
+            .any(|x| x["server"] == "mailer" && x["method"] == "ping" && x["outcome"] == "denied"),
+        "{recs:?}"
+    );
+
+    // Shared upstream: `docsx` (upstream `/`) cannot reach `mailx`'s
+    // endpoint (`/mcp`), in any spelling; `mailx` serves on its own route.
+    for path in [
+        "/docsx/mcp",
+        "/docsx/MCP",
+        "/docsx/%6Dcp",
+        "/docsx/mcp;x=1",
+        "/docsx/mcp/",
+    ] {
+        let (st, _, body) = post(path, init, &[]);
+        let text = String::from_utf8_lossy(&body).into_owned();
+        assert!(
+            st == 404 && text.contains("another server's endpoint"),
+            "{path}: {st} {text}"
+        );
+    }
+    let (st, hs, body) = post("/mailx", init, &[]);
+    assert!(
+        st == 200 && warden_tests::header(&hs, "mcp-session-id").is_some(),
+        "{st} {}",
+        String::from_utf8_lossy(&body)
+    );
+}

@@ -24,7 +24,8 @@
 //!   itself: the Rego input carries the state and the call's labels
 //!   (`input.flow`). A client's answer to a server's request (which the
 //!   policy never sees) is judged as a sink of that server's level in
-//!   either mode.
+//!   either mode, wherever it travels: as a JSON-RPC response, or inside a
+//!   request (`inputResponses` on a 2026-07-28 retry or on `tasks/update`).
 //! - **On the reply** ([`FlowReplyFilter`]): whatever reaches the client
 //!   raises the state — a call's reply by the call's labels (a sink's
 //!   too), everything else a server sends (its `initialize` instructions,
@@ -34,7 +35,9 @@
 //!   (`flow_above_clearance`) and raises nothing.
 //! - Only a `tools/call` can wait for an approval: any other blocked
 //!   message is refused. A server labelled `sink` is sent nothing
-//!   unjudged: any client message with params to it is a sink.
+//!   unjudged: every client message to it is a sink, params or not (its
+//!   id, the headers and the URL it travels with reach the server too),
+//!   and so is a GET stream or DELETE to it ([`FlowFilter::judge_stream`]).
 //!
 //! The state lives in a bounded table of this process, or in the shared
 //! store (Redis) when the bundle has one: the gateway reads it before the
@@ -51,7 +54,9 @@ use sha2::{Digest, Sha256};
 use warden_config::access::{DenialStyle, ServerCatalog};
 use warden_config::flows::{Decide, Flows, OnViolation, Track};
 
-use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
+use crate::chain::filter::{
+    Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes, Word,
+};
 use crate::engines::flow::{
     bounded_name, unix_secs, CallLabels, FlowNote, FlowState, FlowTables, Loaded,
 };
@@ -404,9 +409,14 @@ fn target_of<'m>(msg: &'m Message<'_>) -> Option<(&'m str, &'m str)> {
 }
 
 /// Whether a client message names a place outside anywhere in its params
-/// ([`reach`]). Params the gateway cannot read as a value count as
-/// reaching out (judged, never skipped).
+/// or its id ([`reach`]). Params the gateway cannot read as a value count
+/// as reaching out (judged, never skipped).
 pub fn reaches_out(msg: &Message<'_>) -> bool {
+    if let Some(crate::protocol::id::Id::Str(id)) = &msg.envelope.id {
+        if reach::reaches_out(id) {
+            return true;
+        }
+    }
     if msg.params_raw().is_none() {
         return false;
     }
@@ -414,6 +424,33 @@ pub fn reaches_out(msg: &Message<'_>) -> bool {
         Some(p) => reach::params_reach_out(msg.envelope.method.as_deref(), p),
         None => true,
     }
+}
+
+static INPUT_RESPONSES: Word = Word::new("inputResponses");
+
+/// Whether a client request (or notification) carries the client's
+/// answers to a server's requests: `inputResponses` (2026-07-28) on a
+/// retry of any request, or on `tasks/update`. They reach the server as a
+/// JSON-RPC response would, and are judged as one. A message the gateway
+/// cannot read as a value counts as carrying them (judged, never
+/// skipped).
+pub fn carries_answers(msg: &Message<'_>) -> bool {
+    if msg.envelope.kind == crate::protocol::jsonrpc::Kind::Response
+        || !msg.may_hold(&INPUT_RESPONSES)
+    {
+        return false;
+    }
+    let Some(v) = msg.value() else {
+        return true;
+    };
+    v.get("params")
+        .and_then(|p| p.get("inputResponses"))
+        .is_some_and(|r| match r {
+            serde_json::Value::Null => false,
+            serde_json::Value::Object(o) => !o.is_empty(),
+            serde_json::Value::Array(a) => !a.is_empty(),
+            _ => true,
+        })
 }
 
 /// Whether a message's payload (`result`, `error` or `params`) holds
@@ -424,8 +461,9 @@ pub(crate) fn empty(raw: Option<&str>) -> bool {
 
 /// Whether a server is a sink as a whole: its roles (the bundle's
 /// `flows.unlabelled` when the catalog gives it none) say so, or it has an
-/// egress allowance. Any client message with params to it is judged as a
-/// sink of its level: what it is sent, it may send on.
+/// egress allowance. Every client message to it (and every GET stream or
+/// DELETE) is judged as a sink of its level: what it is sent — params, an
+/// id, headers, a query, a path — it may send on.
 pub fn sink_server(flows: &Flows, catalog: Option<&ServerCatalog>) -> bool {
     catalog
         .and_then(|c| c.labels.roles)
@@ -436,18 +474,20 @@ pub fn sink_server(flows: &Flows, catalog: Option<&ServerCatalog>) -> bool {
 
 /// Whether the flow guard judges a client message to `server` (its
 /// catalog entry) against its flow's state: a read, a client's answer to
-/// a server, any message that reaches out, and any message with params to
-/// a server that is a sink ([`sink_server`]). The gateway reads the
-/// fleet's state (the shared store) before the chain for each of them.
+/// a server (a response, or `inputResponses` in a request), any message
+/// that reaches out, and any message to a server that is a sink
+/// ([`sink_server`]). The gateway reads the fleet's state (the shared
+/// store) before the chain for each of them.
 pub fn judges(flows: &Flows, catalog: Option<&ServerCatalog>, msg: &Message<'_>) -> bool {
     msg.envelope.kind == crate::protocol::jsonrpc::Kind::Response
+        || sink_server(flows, catalog)
+        || carries_answers(msg)
         || msg
             .envelope
             .method
             .as_deref()
             .is_some_and(|m| FLOWING.contains(&m) || crate::guards::tasks::names_task(m))
         || reaches_out(msg)
-        || (sink_server(flows, catalog) && !empty(msg.params_raw()))
 }
 
 impl McpFilter for FlowFilter {
@@ -473,10 +513,17 @@ impl McpFilter for FlowFilter {
     fn on_request(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Decision {
         let env = msg.envelope;
         if env.kind == crate::protocol::jsonrpc::Kind::Response {
-            return self.client_reply(ex);
+            return self.client_reply(ex, "response");
+        }
+        let method = env.method.as_deref().unwrap_or("request");
+        // Answers to the server's input requests, carried in a request:
+        // judged as any answer, whatever else the request is.
+        if carries_answers(msg) {
+            if let d @ Decision::Reject(_) = self.client_reply(ex, method) {
+                return d;
+            }
         }
         let reaches = reaches_out(msg);
-        let method = env.method.as_deref().unwrap_or("request");
         // A task's requests are its creating tool's call (the task filter
         // opened its id): its result is that tool's output, a read; and
         // `tasks/update` hands that tool input, as the call's arguments
@@ -490,16 +537,10 @@ impl McpFilter for FlowFilter {
         let call = match read {
             Some((_, target)) if task_tool.is_some() => {
                 let mut c = self.labels(ex, "tools/call", target, reaches);
-                // Params beyond the task's id (and `_meta`) to a server
-                // that is a sink as a whole are sent on, as any message's.
-                let extra = msg
-                    .value()
-                    .and_then(|v| v.get("params"))
-                    .and_then(serde_json::Value::as_object)
-                    .is_some_and(|o| o.keys().any(|k| k != "taskId" && k != "_meta"));
-                c.roles.sink &= gives_input
-                    || reaches
-                    || (extra && sink_server(&self.flows, self.catalog.get(ex.server)));
+                // Any request to a server that is a sink as a whole is sent
+                // on, as any message is.
+                c.roles.sink &=
+                    gives_input || reaches || sink_server(&self.flows, self.catalog.get(ex.server));
                 c
             }
             Some((method, target)) => self.labels(ex, method, target, reaches),
@@ -511,12 +552,9 @@ impl McpFilter for FlowFilter {
             }
             // Any other message that reaches out is a sink of its server's
             // level (a cancellation's reason, a subscription's URI, …), and
-            // so is any message with params to a server that is a sink (a
-            // cursor, a reason, a URI of its own scheme: it sends them on).
-            None if reaches
-                || (sink_server(&self.flows, self.catalog.get(ex.server))
-                    && !empty(msg.params_raw())) =>
-            {
+            // so is any message to a server that is a sink (a cursor, a
+            // reason, an id, the headers it travels with: it sends them on).
+            None if reaches || sink_server(&self.flows, self.catalog.get(ex.server)) => {
                 let mut c =
                     server_labels(&self.flows, self.catalog.get(ex.server), ex.server, method);
                 c.roles.sink = true;
@@ -616,21 +654,49 @@ impl FlowFilter {
     /// server's request goes unanswered), never passed. The gateway's rule
     /// judges it with `decide: policy` too: the policy never sees an
     /// answer (it has no method; `PolicyFilter` judged the server's
-    /// request when it went by), so nothing else would.
-    fn client_reply(&self, ex: &Exchange<'_>) -> Decision {
+    /// request when it went by), so nothing else would. `method`: the
+    /// request that carries the answers (`inputResponses`), or `response`.
+    fn client_reply(&self, ex: &Exchange<'_>, method: &str) -> Decision {
         let level = self
             .catalog
             .get(ex.server)
             .and_then(|c| c.labels.classification)
             .unwrap_or(0);
         let what = format!("{} (an answer to its request)", ex.server);
+        self.sink_without_policy(ex, method, &what, level)
+    }
+
+    /// A GET stream or a DELETE to a server that is a sink as a whole
+    /// ([`sink_server`]) carries no message, but its headers, its query
+    /// and its path reach the server: it is judged as a sink of the
+    /// server's level, by the gateway whatever decides (the policy sees no
+    /// message). `Pass` for any other server.
+    pub fn judge_stream(&self, ex: &Exchange<'_>, method: &str) -> Decision {
+        let catalog = self.catalog.get(ex.server);
+        if !sink_server(&self.flows, catalog) {
+            return Decision::Pass;
+        }
+        let call = server_labels(&self.flows, catalog, ex.server, method);
+        self.sink_without_policy(ex, method, &call.what, call.level)
+    }
+
+    /// The gateway's own sink rule for what the policy never judges: `what`
+    /// (named in the refusal) goes to `ex.server`, which may receive data
+    /// up to `level`.
+    fn sink_without_policy(
+        &self,
+        ex: &Exchange<'_>,
+        method: &str,
+        what: &str,
+        level: u8,
+    ) -> Decision {
         let (state, readable) = self.state(ex);
         let f = &self.flows;
         if !readable {
             return Decision::Reject(self.denial(
-                "response",
+                method,
                 "flow_state_unavailable",
-                format!("Refused: what this session has read cannot be checked now, so an answer to `{}` is not sent (flow_state_unavailable).", ex.server),
+                format!("Refused: what this session has read cannot be checked now, so `{what}` is not sent (flow_state_unavailable)."),
             ));
         }
         if !(state.level > level && state.untrusted) {
@@ -638,7 +704,7 @@ impl FlowFilter {
         }
         let (high, untrusted) = state.culprits();
         Decision::Reject(self.denial(
-            "response",
+            method,
             "flow_blocked",
             format!(
                 "Refused: {} data from `{}` cannot go to `{what}` after untrusted content from `{}` (flow_blocked).",

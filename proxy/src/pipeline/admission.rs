@@ -130,6 +130,18 @@ pub async fn admit(
             .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
             .map(str::to_owned);
     }
+    // A path that reaches another server's endpoint on a shared upstream
+    // would be judged under this server's name and labels.
+    if route.reaches_other(&route.upstream_path(path)) {
+        return Err(Refusal::new(
+            404,
+            "path_other_server",
+            warden_filters::protocol::error::JsonRpcError::new(
+                warden_filters::protocol::error::codes::REFUSED,
+                "No MCP server is served at this path: it reaches another server's endpoint on the same upstream (use that server's own route)",
+            ),
+        ));
+    }
     ctx.upstream.uri = match req.uri.query() {
         Some(q) => format!("{}?{}", route.upstream_path(path), q),
         None => route.upstream_path(path),
@@ -179,6 +191,9 @@ pub async fn admit(
         if let Some(reg) = &rt.snap.registry {
             reg.admit(&ctx.exchange(server, false, None))?;
         }
+        // What it carries (headers, a query, a path) reaches a server that
+        // is a sink as a whole: judged against the flow.
+        crate::pipeline::judging::judge_stream_flow(&rt, server, ctx).await?;
     }
 
     // What goes upstream beside the body (headers, URL), before anything

@@ -421,6 +421,40 @@ async fn load_flow(
     });
 }
 
+/// A GET stream or a DELETE to a server that is a sink as a whole carries
+/// no message, but its headers, query and path reach the server: judged
+/// as a sink of the server's level against the flow's state before it is
+/// proxied (`FlowFilter::judge_stream`; the fleet's state read first).
+pub(crate) async fn judge_stream_flow(
+    rt: &Runtime,
+    server: &warden_config::model::Server,
+    ctx: &mut RequestCtx,
+) -> Result<(), Refusal> {
+    let (Some(flow), Some(flows)) = (&rt.snap.flow, &rt.snap.config.flows) else {
+        return Ok(());
+    };
+    let catalog = rt.snap.flow_catalog.get(&server.name);
+    if !warden_filters::guards::flow::sink_server(flows, catalog) {
+        return Ok(());
+    }
+    load_flow(rt, server, ctx, true).await;
+    let method = match ctx.kind {
+        crate::pipeline::ctx::ExchangeKind::Delete => "DELETE",
+        _ => "GET stream",
+    };
+    match flow.judge_stream(&ctx.exchange(server, false, None), method) {
+        warden_filters::Decision::Reject(d) => {
+            let (status, reason) = if d.reason.starts_with("flow_blocked") {
+                (403, "flow_blocked")
+            } else {
+                (503, "flow_state_unavailable")
+            };
+            Err(Refusal::new(status, reason, d.error))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Global quotas: their units reserved in the shared store first (this
 /// waits on Redis only when this replica's lease for a key is empty).
 async fn reserve_global(

@@ -17,7 +17,17 @@
 //!   IDN and `xn--` forms included; `。`, `．`, `｡` are dots as IDNA maps
 //!   them) or a dotted IPv4 literal, followed by `/`, `\`, `?`, `#`, an
 //!   escape (`%2F`), a port, or the end of its word (`evil.example/?d=…`,
-//!   `see evil.example.`).
+//!   `see evil.example.`), a fully qualified name's closing dot between
+//!   them (`evil.example./x`, `evil.example。:8080`);
+//! - an IP literal in any form a WHATWG parser or a socket API reads
+//!   ([`ip_literal`]): four dotted parts; two or three, hex, octal or one
+//!   number of eight digits or more before a path (`127.1/x`,
+//!   `0x7f000001/x`, `2130706433/x`), or before a port (all but the one
+//!   number: `127.1:8080`); an IPv6 address, bracketed (`[::1]:8080`) or
+//!   bare (`fe80::1`, `::ffff:10.0.0.1`).
+//!
+//! A string with percent escapes is read decoded too (`evil%2Eexample/x`
+//! is `evil.example/x` to a client that decodes its host).
 //!
 //! Every string is read in its NFKC form first: full-width and other
 //! compatibility forms (`ｈｔｔｐｓ：／／`, `＠`) are what they stand for.
@@ -94,6 +104,30 @@ pub(crate) fn reaches_out(s: &str) -> bool {
 }
 
 fn names_a_place(s: &str, bare_hosts: bool) -> bool {
+    if names_a_place_as_written(s, bare_hosts) {
+        return true;
+    }
+    // Decoded as a client decodes a host (twice escaped as well).
+    let mut decoded: Cow<'_, str> = s.into();
+    for _ in 0..3 {
+        if !decoded.contains('%') {
+            break;
+        }
+        let next: String = percent_encoding::percent_decode_str(&decoded)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next == *decoded {
+            break;
+        }
+        if names_a_place_as_written(&next, bare_hosts) {
+            return true;
+        }
+        decoded = next.into();
+    }
+    false
+}
+
+fn names_a_place_as_written(s: &str, bare_hosts: bool) -> bool {
     // Compatibility forms read as what they stand for (NFKC): full-width
     // `ｈｔｔｐｓ：／／evil.example／` is `https://evil.example/` to a peer
     // (or a model) that folds them, and so are `＠`, `．` and the like.
@@ -113,8 +147,11 @@ fn names_a_place(s: &str, bare_hosts: bool) -> bool {
         s
     };
     scheme_form(&s)
-        || words(&s)
-            .any(|w| scheme_relative(w) || address(w) || (bare_hosts && bare_host(w).is_some()))
+        || words(&s).any(|w| {
+            scheme_relative(w)
+                || address(w)
+                || (bare_hosts && (bare_host(w).is_some() || ip_literal(w)))
+        })
 }
 
 /// The words of a text: split at spaces and at what ends a URL in prose.
@@ -240,14 +277,115 @@ fn host_labels(labels: &[&str]) -> bool {
 }
 
 /// What may follow a host: a path, query or fragment, a port, or the end
-/// of its word (after sentence punctuation).
+/// of its word (after sentence punctuation); the closing dot of a fully
+/// qualified name before any of them (`evil.example./x`).
 fn ends_host(rest: &str) -> bool {
     let mut c = rest.chars();
     match c.next() {
-        None | Some('/' | '\\' | '?' | '#' | '%') => true,
-        Some(':') if c.clone().next().is_some_and(|d| d.is_ascii_digit()) => true,
+        None => true,
+        Some(d) if dot(d) && opens_path_or_port(c.as_str()) => true,
+        Some(_) if opens_path_or_port(rest) => true,
         Some(_) => rest.chars().all(|c| matches!(c, '!' | ':') || dot(c)),
     }
+}
+
+/// `rest` opens a path, a query, a fragment, an escape or a port.
+fn opens_path_or_port(rest: &str) -> bool {
+    let mut c = rest.chars();
+    match c.next() {
+        Some('/' | '\\' | '?' | '#' | '%') => true,
+        Some(':') => c.next().is_some_and(|d| d.is_ascii_digit()),
+        _ => false,
+    }
+}
+
+/// Whether a word holds an IP literal a client would dial (see the module
+/// docs): read with the WHATWG host parser (IPv4 in every form it takes:
+/// `127.1`, `0x7f.1`, `0177.0.0.1`, `2130706433`) or as an IPv6 address.
+/// A number of prose (`3.14`, `version 1.2.3`, `10/20`, `0x1F`) is not
+/// written as an address: only four parts, or a form of fewer before a
+/// path or a port, are.
+pub(crate) fn ip_literal(w: &str) -> bool {
+    let b = w.as_bytes();
+    let mut prev: Option<char> = None;
+    for (i, c) in w.char_indices() {
+        let opens = prev.is_none_or(|p| !(p.is_ascii_alphanumeric() || dot(p)));
+        prev = Some(c);
+        if !opens {
+            continue;
+        }
+        if c == '[' {
+            let inner = &w[i + 1..];
+            if let Some(end) = inner.find(']') {
+                if ipv6(&inner[..end]) {
+                    return true;
+                }
+            }
+            continue;
+        }
+        if !(c.is_ascii_hexdigit() || c == ':') {
+            continue;
+        }
+        // An IPv6 address written bare: hex digits, colons and the dots of
+        // an embedded IPv4, up to a zone or a path.
+        let v6_end = w[i..]
+            .find(|x: char| !(x.is_ascii_hexdigit() || x == ':' || x == '.'))
+            .map_or(w.len(), |e| i + e);
+        let v6 = w[i..v6_end].trim_end_matches('.');
+        if v6.matches(':').count() >= 2 && v6 != "::" && ipv6(v6) {
+            return true;
+        }
+        if !b[i].is_ascii_digit() {
+            continue;
+        }
+        let end = w[i..]
+            .find(|x: char| !(x.is_ascii_alphanumeric() || dot(x)))
+            .map_or(w.len(), |e| i + e);
+        if ipv4_written(&w[i..end], &w[end..]) {
+            return true;
+        }
+    }
+    false
+}
+
+/// An IPv6 address, with a zone (`%eth0`, `%25eth0`) or without.
+fn ipv6(s: &str) -> bool {
+    let addr = s.split('%').next().unwrap_or(s);
+    addr.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
+/// Whether `host` (followed by `rest`) is an IPv4 address to a WHATWG
+/// parser, written as an address rather than as a number of prose.
+fn ipv4_written(host: &str, rest: &str) -> bool {
+    let ascii: String = host.chars().map(|c| if dot(c) { '.' } else { c }).collect();
+    // A fully qualified address's closing dot (`127.0.0.1./x`).
+    let h = ascii.strip_suffix('.').unwrap_or(&ascii);
+    if h.is_empty() || h.ends_with('.') {
+        return false;
+    }
+    if !matches!(url::Host::parse(h), Ok(url::Host::Ipv4(_))) {
+        return false;
+    }
+    let parts: Vec<&str> = h.split('.').collect();
+    if parts.len() == 4 {
+        return true;
+    }
+    let rest = match rest.chars().next() {
+        Some(d) if dot(d) => &rest[d.len_utf8()..],
+        _ => rest,
+    };
+    let path = rest.starts_with(['/', '\\', '?', '#', '%']);
+    let port = rest.starts_with(':') && rest[1..].starts_with(|d: char| d.is_ascii_digit());
+    let marked = parts.iter().any(|p| {
+        p.get(..2).is_some_and(|x| x.eq_ignore_ascii_case("0x"))
+            || (p.len() > 1 && p.starts_with('0'))
+    });
+    if parts.len() > 1 || marked {
+        return path || port;
+    }
+    // One decimal number: an address before a path (`2130706433/x`);
+    // before a colon it is a timestamp as often (`1684000000:123`).
+    h.len() >= 8 && path
 }
 
 /// A `_meta` key as MCP writes them with a prefix: dotted labels (a

