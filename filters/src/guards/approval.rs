@@ -16,6 +16,11 @@
 //! numbers exactly as written): member order and whitespace do not make a
 //! call new; any other change does, `1.0` for `1` and a digit past what a
 //! double holds included (approvers see the numbers as the upstream will).
+//! The rest of the params is bound too, as the server reads it: answers to
+//! its input requests (`inputResponses`), `_meta` and any other member — a
+//! released call carries nothing the approvers did not see — except the
+//! per-request metadata a client sends anew on each attempt when it is a
+//! short token ([`VOLATILE_META`]: a progress token, trace context).
 //!
 //! The number of approvers is the most any source asks: the policy, and
 //! the tier of the tool's risk or any lower tier (`require: {HIGH: 1}`
@@ -36,6 +41,69 @@ pub use crate::chain::notes::ApprovalNeed;
 /// Where a call may carry answers to a server's input requests.
 static INPUT_RESPONSES: crate::chain::filter::Word =
     crate::chain::filter::Word::new("inputResponses");
+
+/// `_meta` members a client makes anew for each request (a progress token,
+/// W3C trace context): left out of an approval's binding while each is a
+/// number or a string of at most [`VOLATILE_MAX`] bytes, so that a retry
+/// of an approved call is the same call. Longer, they are bound as any
+/// member (data does not ride in them unseen).
+pub const VOLATILE_META: [&str; 4] = ["progressToken", "traceparent", "tracestate", "baggage"];
+
+/// The longest volatile `_meta` string left out of a binding.
+pub const VOLATILE_MAX: usize = 128;
+
+/// The params of a call beyond its name, its arguments, its answers
+/// (bound on their own) and the server's own `requestState`, canonical:
+/// `_meta` without its volatile tokens, and any other member. `Some(None)`:
+/// nothing else. `None`: unreadable.
+fn other_params(raw: &str) -> Option<Option<String>> {
+    use serde_json::value::RawValue;
+    let members: BTreeMap<String, &RawValue> = serde_json::from_str(raw).ok()?;
+    let mut out = String::new();
+    for (k, v) in &members {
+        if matches!(
+            k.as_str(),
+            "name" | "arguments" | "inputResponses" | "requestState"
+        ) {
+            continue;
+        }
+        let text = if k == "_meta" && v.get().trim_start().starts_with('{') {
+            let meta: BTreeMap<String, &RawValue> = serde_json::from_str(v.get()).ok()?;
+            let mut kept = String::new();
+            for (mk, mv) in &meta {
+                let volatile = VOLATILE_META.contains(&mk.as_str())
+                    && match serde_json::from_str::<serde_json::Value>(mv.get()).ok()? {
+                        serde_json::Value::Number(_) => true,
+                        serde_json::Value::String(t) => t.len() <= VOLATILE_MAX,
+                        _ => false,
+                    };
+                if volatile {
+                    continue;
+                }
+                kept.push(if kept.is_empty() { '{' } else { ',' });
+                kept.push_str(&serde_json::to_string(mk).ok()?);
+                kept.push(':');
+                kept.push_str(&canonical_text(mv.get())?);
+            }
+            if kept.is_empty() {
+                continue;
+            }
+            kept.push('}');
+            kept
+        } else {
+            canonical_text(v.get())?
+        };
+        out.push(if out.is_empty() { '{' } else { ',' });
+        out.push_str(&serde_json::to_string(k).ok()?);
+        out.push(':');
+        out.push_str(&text);
+    }
+    if out.is_empty() {
+        return Some(None);
+    }
+    out.push('}');
+    Some(Some(out))
+}
 
 /// The binding of a call: a digest of length-prefixed parts, so no two
 /// tuples spell the same.
@@ -283,6 +351,21 @@ impl McpFilter for ApprovalFilter {
                 ))
             }
         };
+        // `_meta` and any other member reach the server as well: bound,
+        // and shown to approvers.
+        let arguments = match msg.params_raw().map(other_params) {
+            None | Some(Some(None)) => arguments,
+            Some(Some(Some(rest))) => format!("{{\"call\":{arguments},\"params\":{rest}}}"),
+            Some(None) => {
+                return Decision::Reject(crate::chain::filter::Denial::error(
+                    crate::protocol::error::JsonRpcError::new(
+                        crate::protocol::error::codes::INVALID_PARAMS,
+                        "The params of a call that needs approval could not be read",
+                    ),
+                    "approval_arguments_unreadable",
+                ))
+            }
+        };
         let args_digest = crate::chain::plan::args_digest(&arguments);
         let holder = holder_of(ex);
         // A tenant whose own tier at this risk asks for approvers (its
@@ -453,6 +536,55 @@ mod tests {
         // Another case of a known name keeps its risk.
         let upper = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"DEPLOY"}}"#;
         assert_eq!(need(&f, &alice, upper).map(|n| n.approvers), Some(2));
+    }
+
+    /// `_meta` and any other member of the params reach the server with
+    /// the arguments: an approval binds them (a released call carries
+    /// nothing approvers did not see), all but the short per-request
+    /// tokens a client makes anew on a retry (progress, trace context).
+    #[test]
+    fn the_rest_of_the_params_is_bound_but_per_request_tokens() {
+        let f = filter();
+        let alice = named("acme", "alice");
+        let call = |rest: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"deploy","arguments":{{"env":"prod"}}{rest}}}}}"#
+            )
+        };
+        let bind = |rest: &str| need(&f, &alice, &call(rest)).expect("critical");
+        let plain = bind("");
+        assert_eq!(plain.arguments, r#"{"env":"prod"}"#);
+        for same in [
+            r#","_meta":{"progressToken":7}"#,
+            r#","_meta":{"progressToken":"p-2"}"#,
+            r#","_meta":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","tracestate":"a=b"}"#,
+            r#","_meta":{}"#,
+        ] {
+            assert_eq!(bind(same).binding, plain.binding, "{same}");
+        }
+        let long = "x".repeat(VOLATILE_MAX + 1);
+        for other in [
+            r#","_meta":{"note":"employee 7 salary 212000"}"#.to_owned(),
+            r#","_meta":{"progressToken":7,"note":"x"}"#.to_owned(),
+            format!(r#","_meta":{{"progressToken":"{long}"}}"#),
+            r#","_meta":{"progressToken":{"d":"employee 7"}}"#.to_owned(),
+            r#","_meta":"employee 7""#.to_owned(),
+            r#","task":{"ttl":60000}"#.to_owned(),
+        ] {
+            let b = bind(&other);
+            assert_ne!(b.binding, plain.binding, "{other}");
+            assert!(
+                b.arguments
+                    .starts_with(r#"{"call":{"env":"prod"},"params":{"#),
+                "approvers see it: {}",
+                b.arguments
+            );
+        }
+        // Member order and escapes in `_meta` make no new call.
+        assert_eq!(
+            bind(r#","_meta":{"a":1,"b":2}"#).binding,
+            bind(r#","_meta":{"b":2,"\u0061":1}"#).binding
+        );
     }
 
     #[test]
