@@ -404,8 +404,14 @@ impl Api {
         // known: wrong ones count against the address as failed console
         // logins do (one allowance for both), and past it every token of
         // the address waits, the right one too (else the refusals would
-        // tell which guess was right). One without any guesses nothing.
-        let role = if req.headers().contains_key("authorization") {
+        // tell which guess was right) but one proven right from this
+        // address before (a gateway behind the same NAT as a guesser). One
+        // without any guesses nothing.
+        let role = if let Some(token) = req
+            .headers()
+            .get("authorization")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        {
             let peer = req
                 .extensions()
                 .get::<crate::console::state::PeerAddr>()
@@ -415,7 +421,7 @@ impl Api {
                 .console
                 .sessions
                 .failures
-                .check(peer, || self.role(&req))
+                .check(peer, &token, || self.role(&req))
             {
                 Ok(role) => role,
                 Err(l) => {

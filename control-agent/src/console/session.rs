@@ -128,10 +128,23 @@ pub struct Sessions {
 /// Attempts per address (an IPv4 address, an IPv6 /64) in a window of
 /// [`FAIL_WINDOW`] from the first; bounded to [`MAX_FAIL_ENTRIES`]
 /// addresses.
+///
+/// A token that was right from an address (its bucket) within
+/// [`PROVEN_FOR`] stays usable from there while the address is locked: a
+/// gateway or an approver sharing an address (a NAT, an IPv6 /64) with
+/// someone guessing is not locked out by the guesses. No guess gains by
+/// it: only a token already known to be right passes.
 #[derive(Default)]
 pub struct Failures {
     by_addr: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    proven: Mutex<HashMap<(IpAddr, [u8; 32]), Instant>>,
 }
+
+/// How long a right token stays proven for its address after its last use.
+pub const PROVEN_FOR: Duration = Duration::from_secs(24 * 3600);
+/// Proven (address, token) pairs remembered; the least recently used
+/// goes first.
+pub const MAX_PROVEN: usize = 4096;
 
 /// An attempt refused because its address is past [`MAX_FAILURES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,25 +316,58 @@ impl Failures {
         }
     }
 
-    /// Checks a token `ip` presents: `check` runs while the address is
-    /// within its allowance, under the table's lock, so its failure is
-    /// counted before another attempt of the address is looked at; a
-    /// right token (`Some`) is not counted.
+    /// Checks `token`, which `ip` presents: `check` runs while the
+    /// address is within its allowance, under the table's lock, so its
+    /// failure is counted before another attempt of the address is looked
+    /// at; a right token (`Some`) is not counted, and is proven for the
+    /// address. Past the allowance only a proven token is checked.
     pub fn check<T>(
         &self,
         ip: IpAddr,
+        token: &str,
         check: impl FnOnce() -> Option<T>,
     ) -> Result<Option<T>, Locked> {
         let mut f = self.lock();
         let (n, retry_after) = Self::count(&mut f, ip);
+        let key = (bucket(ip), digest(token));
         if n > MAX_FAILURES {
+            Self::uncount(&mut f, ip);
+            let proven = self
+                .lock_proven()
+                .get(&key)
+                .is_some_and(|at| at.elapsed() <= PROVEN_FOR);
+            if proven {
+                if let Some(found) = check() {
+                    self.prove(key);
+                    return Ok(Some(found));
+                }
+            }
+            Self::count(&mut f, ip);
             return Err(Locked { n, retry_after });
         }
         let found = check();
         if found.is_some() {
             Self::uncount(&mut f, ip);
+            self.prove(key);
         }
         Ok(found)
+    }
+
+    fn lock_proven(&self) -> std::sync::MutexGuard<'_, HashMap<(IpAddr, [u8; 32]), Instant>> {
+        self.proven.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn prove(&self, key: (IpAddr, [u8; 32])) {
+        let mut p = self.lock_proven();
+        if p.len() >= MAX_PROVEN && !p.contains_key(&key) {
+            p.retain(|_, at| at.elapsed() <= PROVEN_FOR);
+            if p.len() >= MAX_PROVEN {
+                if let Some(k) = p.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k) {
+                    p.remove(&k);
+                }
+            }
+        }
+        p.insert(key, Instant::now());
     }
 }
 
@@ -486,17 +532,34 @@ mod tests {
         let s = Failures::default();
         let ip: IpAddr = "203.0.113.9".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         for _ in 0..100 {
-            assert_eq!(s.check(ip, || Some(())), Ok(Some(())));
+            assert_eq!(s.check(ip, "right", || Some(())), Ok(Some(())));
         }
-        for _ in 0..MAX_FAILURES {
-            assert_eq!(s.check(ip, || None::<()>), Ok(None));
+        for i in 0..MAX_FAILURES {
+            assert_eq!(s.check(ip, &format!("guess {i}"), || None::<()>), Ok(None));
         }
-        // Past the allowance even the right token waits, and is not looked at.
+        // Past the allowance a right token not proven here waits, and is
+        // not looked at.
         let mut looked = false;
-        let r = s.check(ip, || {
+        let r = s.check(ip, "another right one", || {
             looked = true;
             Some(())
         });
         assert!(r.is_err() && !looked);
+        // One proven right from this address (its /64 for IPv6) is let in;
+        // from another address it is just a token.
+        assert_eq!(s.check(ip, "right", || Some(())), Ok(Some(())));
+        // A proven token that is no longer right (revoked) is locked out
+        // with the rest, and counted.
+        assert!(s.check(ip, "right", || None::<()>).is_err());
+        assert!(s.check(ip, "guess 0", || None::<()>).is_err());
+        let v6: IpAddr = "2001:db8::1".parse().unwrap_or(ip);
+        assert_eq!(s.check(v6, "six", || Some(())), Ok(Some(())));
+        for i in 0..=MAX_FAILURES {
+            let other: IpAddr = format!("2001:db8::{:x}", i + 2).parse().unwrap_or(ip);
+            let _ = s.check(other, &format!("guess {i}"), || None::<()>);
+        }
+        let neighbour: IpAddr = "2001:db8::ff".parse().unwrap_or(ip);
+        assert_eq!(s.check(neighbour, "six", || Some(())), Ok(Some(())));
+        assert!(s.check(neighbour, "seven", || Some(())).is_err());
     }
 }
