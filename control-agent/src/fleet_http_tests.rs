@@ -8,6 +8,8 @@ use sha2::{Digest, Sha256};
 
 const ADMIN: &str = "admin-token-0123456789";
 const FLEET: &str = "fleet-token-0123456789";
+/// The token of `edge-own`, a gateway with a token of its own.
+pub(crate) const EDGE_OWN: &str = "gateway-edge-own-0123456789";
 
 /// `n` chained audit lines from seq 0, as one gateway's trail holds them.
 fn trail(n: usize, principal: &str) -> Vec<u8> {
@@ -217,4 +219,100 @@ async fn idle_slow_and_greedy_connections_cannot_hold_the_agent() {
     // And the agent still serves everyone.
     let r = reqwest::get(format!("{url}/healthz")).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
+}
+
+/// A gateway with a token of its own (`--gateways`) is spoken for by that
+/// token alone: the shared fleet token (a holder of it, another gateway)
+/// can neither fetch, report, ship audit nor claim approvals as it, and
+/// its token speaks for no other gateway. Found by session 55's review:
+/// one shared token let any holder raise a conflict that refused the real
+/// gateway's audit, or ship forged lines into its chain.
+#[tokio::test]
+async fn a_gateway_with_its_own_token_is_spoken_for_by_it_alone() {
+    let (_d, api, _state, url) = crate::governance::tests::serve_fixture().await;
+    let http = reqwest::Client::new();
+    let rev = api.store.current().unwrap().revision.clone();
+    let report = |token: &'static str, id: &'static str| {
+        let (http, url, rev) = (http.clone(), url.clone(), rev.clone());
+        async move {
+            let body =
+                serde_json::json!({"id": id, "instance": "i1", "revision": rev, "healthy": true});
+            http.post(format!("{url}/v1/fleet/report"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let fetch = |token: &'static str, id: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.get(format!("{url}/v1/bundles/current"))
+                .bearer_auth(token)
+                .header("x-warden-gateway", id)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let ship = |token: &'static str, id: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.post(format!("{url}/v1/audit/ingest"))
+                .bearer_auth(token)
+                .header("x-warden-gateway", id)
+                .body(trail(1, "p1"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let claim = |token: &'static str, id: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let args = "{}";
+            let body = serde_json::json!({
+                "tenant": "finance", "principal": "p1", "server": "mock", "tool": "t",
+                "args_digest": format!("sha256:{}", hex::encode(Sha256::digest(args.as_bytes()))),
+                "arguments": args, "risk": "HIGH", "reason": "r", "gateway": id,
+                "required": 1, "pending_secs": 60, "grant_secs": 60, "nonce": "n1",
+            });
+            http.post(format!("{url}/v1/approvals/claim"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Its own token: its own id, and nothing else.
+    assert_eq!(report(EDGE_OWN, "edge-own").await, 200);
+    assert_eq!(fetch(EDGE_OWN, "edge-own").await, 200);
+    assert_eq!(ship(EDGE_OWN, "edge-own").await, 200);
+    assert_eq!(report(EDGE_OWN, "edge-2").await, 403);
+    assert_eq!(fetch(EDGE_OWN, "edge-2").await, 403);
+    assert_eq!(ship(EDGE_OWN, "edge-2").await, 403);
+    assert_eq!(claim(EDGE_OWN, "edge-2").await, 403);
+    assert_eq!(claim(EDGE_OWN, "edge-own").await, 200);
+    // The shared token cannot speak for it, in any way.
+    assert_eq!(report(FLEET, "edge-own").await, 403);
+    assert_eq!(fetch(FLEET, "edge-own").await, 403);
+    assert_eq!(ship(FLEET, "edge-own").await, 403);
+    assert_eq!(claim(FLEET, "edge-own").await, 403);
+    // It still serves every id without a token of its own.
+    assert_eq!(report(FLEET, "edge-2").await, 200);
+    assert_eq!(ship(FLEET, "edge-2").await, 200);
+    // No conflict was raised under the real gateway's id: its next
+    // records are taken.
+    let fleet = api.store.fleet();
+    assert!(fleet.to_string().contains("edge-own"), "{fleet}");
 }

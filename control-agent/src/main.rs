@@ -134,6 +134,12 @@ enum Cmd {
         /// docs/governance.md). The admin token stays an org admin.
         #[arg(long)]
         admins: Option<PathBuf>,
+        /// Gateways with a token of their own: a YAML map of gateway id →
+        /// SHA-256 (hex) of its token. Such an id is spoken for by its
+        /// token alone (bundle fetches, reports, audit, approval claims),
+        /// never by the shared fleet token nor another gateway's.
+        #[arg(long)]
+        gateways: Option<PathBuf>,
         /// A host name the console answers to (repeatable), beside IP
         /// literals and `localhost`: the name operators type to reach it.
         #[arg(long = "console-host")]
@@ -460,6 +466,7 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
             approvers,
             viewers,
             admins,
+            gateways,
             console_hosts,
         } => {
             let min = warden_agent::server::MIN_TOKEN_LEN;
@@ -505,17 +512,24 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                 )
                 .map_err(anyhow::Error::msg)?;
             }
+            let gateway_tokens = match &gateways {
+                Some(p) => warden_agent::server::read_gateway_tokens(p)?,
+                None => Default::default(),
+            };
             {
                 use sha2::Digest;
-                let (a, f): ([u8; 32], [u8; 32]) = (
-                    sha2::Sha256::digest(admin_token.as_bytes()).into(),
-                    sha2::Sha256::digest(fleet_token.as_bytes()).into(),
-                );
+                let f: [u8; 32] = sha2::Sha256::digest(fleet_token.as_bytes()).into();
+                let a: [u8; 32] = sha2::Sha256::digest(admin_token.as_bytes()).into();
                 let all = [
                     ("the admin token".to_owned(), &a),
                     ("the fleet token".to_owned(), &f),
                 ]
                 .into_iter()
+                .chain(
+                    gateway_tokens
+                        .iter()
+                        .map(|(n, d)| (format!("gateway `{n}`"), d)),
+                )
                 .chain(
                     admins
                         .iter()
@@ -575,7 +589,7 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                 });
                 let api = Arc::new(Api {
                     store,
-                    tokens: Tokens::new(&admin_token, &fleet_token),
+                    tokens: Tokens::new(&admin_token, &fleet_token).with_gateways(gateway_tokens),
                     approvals,
                     metrics: Default::default(),
                     audit,

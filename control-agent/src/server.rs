@@ -51,6 +51,40 @@ pub struct Tokens {
     admin: [u8; 32],
     /// SHA-256 of the fleet token (gateways).
     fleet: [u8; 32],
+    /// Gateways with a token of their own (`--gateways`): SHA-256 of the
+    /// token → the gateway id it speaks for, alone.
+    gateways: std::collections::HashMap<[u8; 32], String>,
+}
+
+/// Reads the gateways file (`--gateways`): a YAML map of gateway id →
+/// SHA-256 (64 hex) of that gateway's token.
+pub fn read_gateway_tokens(
+    path: &std::path::Path,
+) -> anyhow::Result<std::collections::BTreeMap<String, [u8; 32]>> {
+    let text = std::fs::read_to_string(path)?;
+    let raw: std::collections::BTreeMap<String, String> = serde_yaml_ng::from_str(&text)?;
+    let empty: [u8; 32] = Sha256::digest(b"").into();
+    raw.into_iter()
+        .map(|(id, hexd)| {
+            if !crate::audit::valid_gateway(&id) {
+                anyhow::bail!(
+                    "{}: gateway id `{id}` must be 1-128 visible ASCII characters",
+                    path.display()
+                );
+            }
+            let d: [u8; 32] = hex::decode(hexd.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .filter(|d| *d != empty)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: `{id}` must map to the SHA-256 (64 hex) of the gateway's token",
+                        path.display()
+                    )
+                })?;
+            Ok((id, d))
+        })
+        .collect()
 }
 
 impl Tokens {
@@ -58,6 +92,31 @@ impl Tokens {
         Tokens {
             admin: Sha256::digest(admin.as_bytes()).into(),
             fleet: Sha256::digest(fleet.as_bytes()).into(),
+            gateways: Default::default(),
+        }
+    }
+
+    /// Gateways that each have a token of their own: id → SHA-256 of it.
+    /// Such an id can be spoken for by its token alone (never by the
+    /// shared fleet token, nor another gateway's).
+    pub fn with_gateways(mut self, gateways: impl IntoIterator<Item = (String, [u8; 32])>) -> Self {
+        self.gateways = gateways.into_iter().map(|(id, d)| (d, id)).collect();
+        self
+    }
+
+    /// Whether a fleet request of `role` may speak for gateway `id`: a
+    /// gateway's own token for its id alone; the shared fleet token (and
+    /// an admin) for any id without a token of its own.
+    pub(crate) fn speaks_for(&self, role: &Role, id: &str) -> Result<(), String> {
+        match role {
+            Role::Fleet(Some(own)) if own == id => Ok(()),
+            Role::Fleet(Some(own)) => Err(format!(
+                "this token is gateway `{own}`'s: it cannot speak for gateway `{id}`"
+            )),
+            _ if self.gateways.values().any(|g| g == id) => Err(format!(
+                "gateway `{id}` has a token of its own (--gateways): only that token speaks for it"
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -71,7 +130,8 @@ impl Tokens {
 pub(crate) enum Role {
     /// The admin token (`admin`) or an entry of the admins file.
     Admin(Actor),
-    Fleet,
+    /// The shared fleet token (`None`), or a gateway's own token (its id).
+    Fleet(Option<String>),
     /// An approver, by the name the approvers file gives their token.
     Approver(String),
 }
@@ -219,7 +279,9 @@ impl Api {
         if d == self.tokens.admin {
             Some(Role::Admin(Actor::root()))
         } else if d == self.tokens.fleet {
-            Some(Role::Fleet)
+            Some(Role::Fleet(None))
+        } else if let Some(id) = self.tokens.gateways.get(&d) {
+            Some(Role::Fleet(Some(id.clone())))
         } else if let Some((name, a)) = self.admins.iter().find(|(_, a)| a.token == d) {
             Some(Role::Admin(Actor {
                 name: name.clone(),
@@ -263,9 +325,12 @@ impl Api {
         };
         let method = req.method().clone();
         match (&method, rest, &role) {
-            (&Method::POST, "/claim", Role::Fleet) => {
+            (&Method::POST, "/claim", Role::Fleet(_)) => {
                 match read_json::<crate::approvals::Claim>(req).await {
                     Ok(c) => {
+                        if let Err(e) = self.tokens.speaks_for(&role, &c.gateway) {
+                            return error(StatusCode::FORBIDDEN, &e);
+                        }
                         let (gw, tool, principal) =
                             (c.gateway.clone(), c.tool.clone(), c.principal.clone());
                         match self.approvals.claim(c, self.store.signer(), now) {
@@ -301,7 +366,7 @@ impl Api {
                     Err(e) => error(StatusCode::BAD_REQUEST, &e),
                 }
             }
-            (_, _, Role::Fleet) => error(
+            (_, _, Role::Fleet(_)) => error(
                 StatusCode::FORBIDDEN,
                 "gateways may only claim approvals, never list or decide them",
             ),
@@ -475,15 +540,43 @@ impl Api {
             _ => String::new(),
         };
         Ok(match (req.method().clone(), path.as_str()) {
-            (Method::GET, "/v1/bundles/current") => self.bundle(req).await,
+            (Method::GET, "/v1/bundles/current") => {
+                let id = req
+                    .headers()
+                    .get("x-warden-gateway")
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                if let Err(e) = self.tokens.speaks_for(&role, &id) {
+                    return Ok(error(StatusCode::FORBIDDEN, &e));
+                }
+                self.bundle(req).await
+            }
             (Method::POST, "/v1/fleet/report") => match read_json::<Report>(req).await {
+                Ok(r) if self.tokens.speaks_for(&role, &r.id).is_err() => error(
+                    StatusCode::FORBIDDEN,
+                    &self
+                        .tokens
+                        .speaks_for(&role, &r.id)
+                        .err()
+                        .unwrap_or_default(),
+                ),
                 Ok(r) => match self.store.report(r) {
                     Ok(()) => json(StatusCode::OK, &serde_json::json!({"ok": true})),
                     Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
                 },
                 Err(e) => error(StatusCode::BAD_REQUEST, &e),
             },
-            (Method::POST, "/v1/audit/ingest") => self.audit_ingest(req).await,
+            (Method::POST, "/v1/audit/ingest") => {
+                let id = req
+                    .headers()
+                    .get("x-warden-gateway")
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                if let Err(e) = self.tokens.speaks_for(&role, &id) {
+                    return Ok(error(StatusCode::FORBIDDEN, &e));
+                }
+                self.audit_ingest(req).await
+            }
             _ if !matches!(role, Role::Admin(_)) => {
                 error(StatusCode::FORBIDDEN, "admin token required")
             }
@@ -894,4 +987,4 @@ pub async fn serve_with(
 
 #[cfg(test)]
 #[path = "fleet_http_tests.rs"]
-mod fleet_http_tests;
+pub(crate) mod fleet_http_tests;

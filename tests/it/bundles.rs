@@ -728,3 +728,65 @@ async fn an_older_signed_bundle_is_refused_as_a_rollback() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A gateway with a token of its own (`warden-agent serve --gateways`)
+/// runs on it: it fetches its bundle and serves. Another process holding
+/// the shared fleet token and claiming that id gets no bundle, and raises
+/// no conflict that would have the real gateway's audit refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_runs_on_a_token_of_its_own_and_nobody_else_speaks_for_it() {
+    use sha2::Digest;
+    const OWN: &str = "edge-own-token-0123456789";
+    let mock = Mock::start(&[]).expect("mock");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (private, public) = keygen(tmp.path(), "sign");
+    let source = tmp.path().join("source");
+    write_source(&source, mock.addr, &["add"]);
+    let file = tmp.path().join("gateways.yaml");
+    std::fs::write(
+        &file,
+        format!("edge-own: {}\n", hex::encode(sha2::Sha256::digest(OWN))),
+    )
+    .expect("gateways file");
+    let agent = Agent::start_with(
+        &source,
+        &tmp.path().join("agent"),
+        Some(&private),
+        &["--gateways".as_ref(), file.as_os_str()],
+    )
+    .expect("agent");
+    let state = tmp.path().join("gw");
+    let args = [
+        "--agent",
+        agent.url.as_str(),
+        "--agent-token",
+        OWN,
+        "--bundle-public-key",
+        public.to_str().expect("utf8"),
+        "--state-dir",
+        state.to_str().expect("utf8"),
+        "--gateway-id",
+        "edge-own",
+    ];
+    let gw = Gateway::start_with("", false, &[], &args, None).expect("gateway");
+    gw.wait_ready()
+        .expect("the gateway got its bundle with its own token");
+    assert_eq!(outcome(&gw, "echo").await, "ok");
+    assert_eq!(outcome(&gw, "add").await, "denied");
+    // An impostor with the shared fleet token under the same id.
+    let imp = match Gateway::on_agent(&agent.url, &public, &tmp.path().join("imp"), "edge-own") {
+        Ok(_) => panic!("an impostor of edge-own started"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        imp.contains("HTTP 403"),
+        "the impostor got no bundle: {imp}"
+    );
+    let (_, fleet) = agent.api("GET", "/v1/fleet", None).await.expect("fleet");
+    assert!(
+        fleet["conflicts"].as_array().is_none_or(Vec::is_empty),
+        "{fleet}"
+    );
+    // The real gateway still serves, and is the one member of that id.
+    assert_eq!(outcome(&gw, "echo").await, "ok");
+}
