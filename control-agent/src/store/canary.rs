@@ -61,6 +61,23 @@ impl Store {
                     "a canary needs a share in (0, 100%] and a watch between a second and a day",
                 ));
             }
+            // The slot is the org's to lend: the org's canary rolls a
+            // tenant's layer canary back and takes it.
+            let tenants = inner
+                .rollout
+                .as_ref()
+                .filter(|r| r.state == "watching")
+                .and_then(|r| r.layer.as_ref())
+                .map(|l| l.tenant.clone());
+            if let (None, Some(tenant)) = (&layer, tenants) {
+                self.roll_back_locked(
+                    inner,
+                    actor,
+                    &format!(
+                        "rolled back: the org's canary (by {actor}) takes the fleet's canary slot from tenant `{tenant}`"
+                    ),
+                );
+            }
             if inner
                 .rollout
                 .as_ref()
@@ -143,6 +160,7 @@ impl Store {
                 canary_stats: Stats::default(),
                 rest_stats: Stats::default(),
                 layer,
+                ended: None,
             });
             self.serve(inner, p.clone());
             Ok(p)
@@ -248,6 +266,7 @@ impl Store {
     ) -> Option<String> {
         let r = inner.rollout.as_mut().filter(|r| r.state == "watching")?;
         r.state = "promoted".into();
+        r.ended = Some(SystemTime::now());
         r.reason = Some(why.to_owned());
         let (seq, labels, revision) = (r.seq, r.labels.clone(), r.revision.clone());
         if let Some(l) = r.layer.clone() {
@@ -283,6 +302,7 @@ impl Store {
     ) -> Option<String> {
         let r = inner.rollout.as_mut().filter(|r| r.state == "watching")?;
         r.state = "rolled_back".into();
+        r.ended = Some(SystemTime::now());
         r.reason = Some(why.to_owned());
         let (seq, revision) = (r.seq, r.revision.clone());
         inner.served.retain(|p| p.seq != seq);

@@ -377,6 +377,93 @@ fn a_layer_canary_reaches_its_share_and_promotion_makes_it_current() {
     }
 }
 
+/// The fleet has one canary slot, and it is the org's to lend: a tenant's
+/// canary is watched an hour at most, the org's canary rolls a tenant's
+/// back and takes the slot, and a tenant waits as long as its last canary
+/// held the slot before it starts another (unless another owner's came in
+/// between). Found by session 55's review: a tenant admin held the slot
+/// for 24 h, again and again, and the org could canary nothing.
+#[test]
+fn a_tenant_cannot_hold_the_canary_slot_from_the_org() {
+    let (_d, s) = org_store();
+    s.publish_layer(
+        "admin:fiona",
+        "finance",
+        layer("finance", &rego("finance", "decision := {\"allow\": true}")),
+        None,
+    )
+    .unwrap();
+    for i in 0..10 {
+        report(&s, &format!("gw{i}"));
+    }
+    let plan = |watch: u64| -> CanaryPlan {
+        serde_json::from_value(serde_json::json!({"share": 0.3, "watch_secs": watch})).unwrap()
+    };
+    let v = |n: u32| {
+        layer(
+            "finance",
+            &rego(
+                "finance",
+                &format!("decision := {{\"allow\": true, \"reason\": \"v{n}\"}}"),
+            ),
+        )
+    };
+    let refused = |r: Result<crate::store::layers::LayerEntry, crate::build::BuildFailure>| match r
+    {
+        Ok(_) => panic!("published"),
+        Err(e) => e.to_string(),
+    };
+    let canary = |n: u32, watch: u64| {
+        s.publish_layer(
+            "admin:fiona",
+            "finance",
+            v(n),
+            Some((Selector::default(), plan(watch))),
+        )
+    };
+    let long = refused(canary(2, 86_400));
+    assert!(long.contains("3600 s at most"), "{long}");
+    canary(3, 3600).unwrap();
+    assert_eq!(s.rollout()["state"], "watching");
+    // The org's canary takes the slot: the tenant's is rolled back.
+    std::fs::write(s.source.join("extra.json"), "{}").unwrap();
+    s.publish_canary("admin", Selector::default(), plan(600))
+        .unwrap();
+    let ro = s.rollout();
+    assert_eq!(ro["state"], "watching");
+    assert!(ro["layer"].is_null(), "the org's canary is watched: {ro}");
+    assert!(
+        changes(&_d).iter().any(|c| c
+            .to_string()
+            .contains("takes the fleet's canary slot from tenant `finance`")),
+        "{:?}",
+        changes(&_d)
+    );
+    // Another owner used the slot since: the tenant may canary again.
+    s.roll_back_canary("admin", None).unwrap();
+    canary(4, 60).unwrap();
+    // It ends its own canary after ten minutes: it waits as long again.
+    let ten = std::time::Duration::from_secs(600);
+    if let Some(r) = s.lock().rollout.as_mut() {
+        r.started -= ten;
+    }
+    s.roll_back_canary("admin:fiona", None).unwrap();
+    let again = refused(canary(5, 60));
+    assert!(
+        again.contains("held the fleet's canary slot 600 s"),
+        "{again}"
+    );
+    // Publishing to all stays open to it, and so does a canary once it
+    // has waited.
+    s.publish_layer("admin:fiona", "finance", v(6), None)
+        .unwrap();
+    if let Some(r) = s.lock().rollout.as_mut() {
+        r.ended = r.ended.map(|e| e - ten);
+        r.started -= ten;
+    }
+    canary(7, 60).unwrap();
+}
+
 fn pem(label: &str, der: &[u8]) -> Vec<u8> {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);

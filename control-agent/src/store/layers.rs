@@ -47,6 +47,52 @@ pub struct Tenant {
     pub state: LayerState,
 }
 
+/// The longest a tenant's layer canary may be watched (the org's may be
+/// watched a day): the fleet has one canary slot, and it is the org's to
+/// lend (an org canary takes it from a tenant's at once).
+pub const MAX_TENANT_WATCH_SECS: u64 = 3600;
+/// A tenant's canary that held the slot less than this asks no wait.
+pub const MIN_HELD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether `tenant` may start a canary of `plan` now: watched an hour at
+/// most, and not before it has waited as long as its last canary held the
+/// fleet's slot (a minute or more), unless another owner's canary came in
+/// between (then the slot went round).
+fn tenant_may_canary(
+    last: Option<&Rollout>,
+    tenant: &str,
+    plan: &CanaryPlan,
+) -> Result<(), BuildFailure> {
+    if plan.watch_secs > MAX_TENANT_WATCH_SECS {
+        return Err(io(format!(
+            "a tenant's canary is watched {MAX_TENANT_WATCH_SECS} s at most (the fleet has one canary slot)"
+        )));
+    }
+    let Some(r) = last.filter(|r| r.layer.as_ref().is_some_and(|l| l.tenant == tenant)) else {
+        return Ok(());
+    };
+    let Some(ended) = r.ended else {
+        return Ok(());
+    };
+    let held = ended.duration_since(r.started).unwrap_or_default();
+    // A canary ended within a minute held nothing anyone waited for.
+    if held < MIN_HELD {
+        return Ok(());
+    }
+    let since = std::time::SystemTime::now()
+        .duration_since(ended)
+        .unwrap_or_default();
+    if since < held {
+        return Err(io(format!(
+            "tenant `{tenant}`'s last canary held the fleet's canary slot {} s: it may start another {} s after that one ended ({} s from now), or publish to all",
+            held.as_secs(),
+            held.as_secs(),
+            (held - since).as_secs().max(1)
+        )));
+    }
+    Ok(())
+}
+
 /// The layer a canary carries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LayerCanary {
@@ -304,6 +350,7 @@ impl Store {
             r.state == "watching" && r.layer.as_ref().is_some_and(|l| l.tenant == tenant)
         }) {
             r.state = "superseded".into();
+            r.ended = Some(std::time::SystemTime::now());
             r.reason = Some(why.to_owned());
             let seq = r.seq;
             inner.served.retain(|p| p.seq != seq);
@@ -528,6 +575,9 @@ impl Store {
                 return Err(io(
                     "a canary is already being watched: promote or roll it back first",
                 ));
+            }
+            if let Some((_, plan)) = &canary {
+                tenant_may_canary(inner.rollout.as_ref(), &tenant, plan)?;
             }
             let (entry, org) =
                 self.add_layer(&mut inner, actor, &tenant, files, &reason, target)?;

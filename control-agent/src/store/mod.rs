@@ -85,6 +85,11 @@ pub struct Rollout {
     /// A tenant layer's canary (`None`: the org's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<layers::LayerCanary>,
+    /// When the watch ended (this process's memory): a tenant waits as
+    /// long as its last canary held the fleet's slot before it starts
+    /// another.
+    #[serde(skip)]
+    pub ended: Option<SystemTime>,
 }
 
 /// How a canary is published.
@@ -356,6 +361,7 @@ impl Store {
                 r.started = SystemTime::now();
             } else {
                 r.state = "superseded".into();
+                r.ended = Some(SystemTime::now());
                 r.reason =
                     Some("its revision was no longer served when the agent restarted".into());
             }
@@ -588,6 +594,7 @@ impl Store {
         if let Some(r) = inner.rollout.as_mut().filter(|r| r.state == "watching") {
             if !matches!(p.target, Target::Canary { .. }) && p.seq > r.seq {
                 r.state = "superseded".into();
+                r.ended = Some(SystemTime::now());
                 r.reason = Some(format!(
                     "{} was published ({}) during the watch",
                     p.revision,
