@@ -76,6 +76,9 @@ pub struct Exchange<'a> {
     /// session that the gateway forwarded (the reply ledger); `None`: the
     /// exchange has no session (see `guards::cancel`).
     pub asked: Option<AskedIds<'a>>,
+    /// The query string the upstream request carries (after `?`), if any:
+    /// it reaches the server beside the message.
+    pub query: Option<&'a str>,
 }
 
 /// See [`Exchange::asked`].
@@ -107,6 +110,7 @@ impl<'a> Exchange<'a> {
             flow: None,
             flow_session: None,
             asked: None,
+            query: None,
         }
     }
 }

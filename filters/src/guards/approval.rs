@@ -351,12 +351,24 @@ impl McpFilter for ApprovalFilter {
                 ))
             }
         };
-        // `_meta` and any other member reach the server as well: bound,
-        // and shown to approvers.
-        let arguments = match msg.params_raw().map(other_params) {
-            None | Some(Some(None)) => arguments,
-            Some(Some(Some(rest))) => format!("{{\"call\":{arguments},\"params\":{rest}}}"),
-            Some(None) => {
+        // `_meta` and any other member reach the server as well, and so
+        // does the URL's query: bound, and shown to approvers.
+        let query = ex
+            .query
+            .filter(|q| !q.is_empty())
+            .and_then(|q| serde_json::to_string(q).ok());
+        let arguments = match (msg.params_raw().map(other_params), query) {
+            (None | Some(Some(None)), None) => arguments,
+            (None | Some(Some(None)), Some(q)) => {
+                format!("{{\"call\":{arguments},\"query\":{q}}}")
+            }
+            (Some(Some(Some(rest))), None) => {
+                format!("{{\"call\":{arguments},\"params\":{rest}}}")
+            }
+            (Some(Some(Some(rest))), Some(q)) => {
+                format!("{{\"call\":{arguments},\"params\":{rest},\"query\":{q}}}")
+            }
+            (Some(None), _) => {
                 return Decision::Reject(crate::chain::filter::Denial::error(
                     crate::protocol::error::JsonRpcError::new(
                         crate::protocol::error::codes::INVALID_PARAMS,
@@ -432,10 +444,23 @@ mod tests {
     use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
 
     fn need(f: &ApprovalFilter, who: &Principal, body: &str) -> Option<ApprovalNeed> {
+        need_at(f, who, body, None)
+    }
+
+    /// As [`need`], the request's URL carrying `query`.
+    fn need_at(
+        f: &ApprovalFilter,
+        who: &Principal,
+        body: &str,
+        query: Option<&str>,
+    ) -> Option<ApprovalNeed> {
         let Ok(Parsed::Single(env)) = parse(body.as_bytes(), ParseLimits::default()) else {
             panic!("parse {body}")
         };
-        let ex = Exchange::new(who, "ops");
+        let ex = Exchange {
+            query,
+            ..Exchange::new(who, "ops")
+        };
         let mut notes = Notes::default();
         assert_eq!(
             f.on_request(&Message::new(&env, body.as_bytes()), &ex, &mut notes),
@@ -580,6 +605,17 @@ mod tests {
                 b.arguments
             );
         }
+        // The URL's query reaches the server too: bound, and shown.
+        let q = need_at(&f, &alice, &call(""), Some("d=employee-7")).expect("critical");
+        assert_ne!(q.binding, plain.binding);
+        assert_eq!(
+            q.arguments,
+            r#"{"call":{"env":"prod"},"query":"d=employee-7"}"#
+        );
+        assert_eq!(
+            need_at(&f, &alice, &call(""), Some("")).expect("c").binding,
+            plain.binding
+        );
         // Member order and escapes in `_meta` make no new call.
         assert_eq!(
             bind(r#","_meta":{"a":1,"b":2}"#).binding,

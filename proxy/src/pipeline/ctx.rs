@@ -319,6 +319,7 @@ impl RequestCtx {
             flow: self.flow.as_ref(),
             flow_session: self.flow_session.as_deref(),
             asked: None,
+            query: self.upstream.uri.split_once('?').map(|(_, q)| q),
         }
     }
 

@@ -31,7 +31,24 @@ pub struct Rewrite<'a> {
     set: Vec<Set>,
     /// Client headers DLP withheld (see `metadata`).
     withheld: Vec<http::HeaderName>,
+    /// The server is a sink as a whole (information flow): of the
+    /// client's headers only those of the protocol ([`PROTOCOL`]) reach
+    /// it; any other would carry what the flow guard never judged.
+    sink: bool,
 }
+
+/// The client headers a server that is a sink as a whole receives: the
+/// body's framing and type, what the client accepts, and MCP's own
+/// (whose values the gateway checked against the body). Credentials,
+/// the session id and `Host` are the gateway's to set.
+const PROTOCOL: [&str; 6] = [
+    "content-type",
+    "content-length",
+    "accept",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+];
 
 /// One of the gateway's own header names (lower-case constants), without
 /// parsing it on every call.
@@ -285,8 +302,15 @@ impl<'a> Rewrite<'a> {
                 },
             );
         }
+        let sink = match &rt.snap.config.flows {
+            Some(f) => {
+                warden_filters::guards::flow::sink_server(f, rt.snap.flow_catalog.get(&server.name))
+            }
+            None => false,
+        };
         Ok(Rewrite {
             uri,
+            sink,
             direct: server.composed.is_none(),
             api_key_header: rt
                 .snap
@@ -311,7 +335,8 @@ impl<'a> Rewrite<'a> {
     }
 
     fn drops_named(&self, n: &str) -> bool {
-        stripped(n, self.direct, self.api_key_header, self.framed)
+        (self.sink && !PROTOCOL.contains(&n))
+            || stripped(n, self.direct, self.api_key_header, self.framed)
             || self.set.iter().any(|s| !s.append && s.name.as_str() == n)
             || self.withheld.iter().any(|w| w.as_str() == n)
     }
@@ -506,6 +531,7 @@ mod tests {
             framed,
             set,
             withheld: vec![http::HeaderName::from_static("x-withheld")],
+            sink: false,
         }
     }
 
@@ -582,6 +608,56 @@ mod tests {
                 "x-warden-justification"
             ]
         );
+    }
+
+    /// A server that is a sink as a whole (information flow) gets none of
+    /// the client's headers but the protocol's: a header is a channel the
+    /// flow guard never judges. The gateway's own (the session id it
+    /// checked, `Host`, mirrored arguments) are set as on any leg.
+    #[test]
+    fn a_sink_server_gets_only_the_protocols_headers() {
+        let mut r = request();
+        for (n, v) in [
+            ("X-Exfil", "employee 7 salary 212000"),
+            ("User-Agent", "employee-7"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("MCP-Protocol-Version", "2025-11-25"),
+            ("Mcp-Method", "tools/call"),
+            ("x_exfil", "employee 7"),
+        ] {
+            r.append_header(n, v).expect("append");
+        }
+        let mut rw = rewrite(
+            true,
+            "x-api-key",
+            true,
+            vec![
+                set("host", "upstream:1", false),
+                set("mcp-session-id", "7", false),
+                set("mcp-param-region", "eu", true),
+            ],
+        );
+        rw.sink = true;
+        rw.apply(&mut r).expect("apply");
+        assert_eq!(
+            names(&r),
+            [
+                "accept",
+                "content-type",
+                "host",
+                "mcp-method",
+                "mcp-param-region",
+                "mcp-protocol-version",
+                "mcp-session-id"
+            ]
+        );
+        let mut wire = bytes::BytesMut::new();
+        rw.h1_head(&request(), &mut wire);
+        let (_, lines) = lines(&wire);
+        assert!(lines.iter().all(|l| !l.starts_with("x-")), "{lines:?}");
     }
 
     /// The gateway's own header names are valid lower-case names
