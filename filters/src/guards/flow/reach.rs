@@ -137,12 +137,11 @@ fn names_a_place_as_written(s: &str, bare_hosts: bool) -> bool {
         use unicode_normalization::UnicodeNormalization;
         s.nfkc().collect::<String>().into()
     };
-    // WHATWG parsers delete tabs and newlines anywhere in a URL.
-    let s: Cow<'_, str> = if s.contains(dropped) {
-        s.chars()
-            .filter(|c| !dropped(*c))
-            .collect::<String>()
-            .into()
+    // WHATWG parsers delete tabs and newlines anywhere in a URL, and
+    // IDNA maps the default ignorables in a host to nothing.
+    let gone = |c: char| dropped(c) || ignorable(c);
+    let s: Cow<'_, str> = if s.contains(gone) {
+        s.chars().filter(|c| !gone(*c)).collect::<String>().into()
     } else {
         s
     };
@@ -289,27 +288,31 @@ fn ends_host(rest: &str) -> bool {
     }
 }
 
-/// `rest` opens a path, a query, a fragment, an escape or a port.
+/// `rest` opens a path, a query, a fragment, an escape or a port (an
+/// empty one too: `evil.example:/x` is `evil.example/x` to WHATWG).
 fn opens_path_or_port(rest: &str) -> bool {
     let mut c = rest.chars();
     match c.next() {
         Some('/' | '\\' | '?' | '#' | '%') => true,
-        Some(':') => c.next().is_some_and(|d| d.is_ascii_digit()),
+        Some(':') => c
+            .next()
+            .is_none_or(|d| d.is_ascii_digit() || matches!(d, '/' | '\\' | '?' | '#')),
         _ => false,
     }
 }
 
 /// Whether a word holds an IP literal a client would dial (see the module
 /// docs): read with the WHATWG host parser (IPv4 in every form it takes:
-/// `127.1`, `0x7f.1`, `0177.0.0.1`, `2130706433`) or as an IPv6 address.
-/// A number of prose (`3.14`, `version 1.2.3`, `10/20`, `0x1F`) is not
-/// written as an address: only four parts, or a form of fewer before a
-/// path or a port, are.
+/// `127.1`, `0x7f.1`, `0177.0.0.1`, `2130706433`) or as an IPv6 address,
+/// where a host opens (the word's start, or after `@`, `=`, `:` or `/`).
+/// A number of prose (`3.14`, `version 1.2.3`, `10/20`, `0x1F`, `12.5%`,
+/// `4.5/5`, `16.9:1`, `2.1#intro`) is not written as an address, nor is a
+/// name with colons (`Add::add`, `a[1::3]`).
 pub(crate) fn ip_literal(w: &str) -> bool {
     let b = w.as_bytes();
     let mut prev: Option<char> = None;
     for (i, c) in w.char_indices() {
-        let opens = prev.is_none_or(|p| !(p.is_ascii_alphanumeric() || dot(p)));
+        let opens = prev.is_none_or(|p| matches!(p, '@' | '=' | ':' | '/'));
         prev = Some(c);
         if !opens {
             continue;
@@ -327,12 +330,22 @@ pub(crate) fn ip_literal(w: &str) -> bool {
             continue;
         }
         // An IPv6 address written bare: hex digits, colons and the dots of
-        // an embedded IPv4, up to a zone or a path.
+        // an embedded IPv4 to the end of the word (or a zone, a path, a
+        // port's closing punctuation), with a digit in it.
         let v6_end = w[i..]
             .find(|x: char| !(x.is_ascii_hexdigit() || x == ':' || x == '.'))
             .map_or(w.len(), |e| i + e);
-        let v6 = w[i..v6_end].trim_end_matches('.');
-        if v6.matches(':').count() >= 2 && v6 != "::" && ipv6(v6) {
+        let v6 = w[i..v6_end].trim_end_matches(['.', ':']);
+        let closes = w[v6_end..].is_empty()
+            || w[v6_end..].starts_with(['%', '/', '?', '#'])
+            || w[v6_end..]
+                .chars()
+                .all(|x| matches!(x, '.' | ',' | '!' | '?' | ';'));
+        if closes
+            && v6.matches(':').count() >= 2
+            && v6.bytes().any(|x| x.is_ascii_digit())
+            && ipv6(v6)
+        {
             return true;
         }
         if !b[i].is_ascii_digit() {
@@ -355,7 +368,10 @@ fn ipv6(s: &str) -> bool {
 }
 
 /// Whether `host` (followed by `rest`) is an IPv4 address to a WHATWG
-/// parser, written as an address rather than as a number of prose.
+/// parser, written as an address rather than as a number of prose: four
+/// parts; fewer (hex, octal, or one number of eight digits or more) before
+/// a path that names something (`/collect`, not `/5`) or a query; fewer
+/// parts but one before a port of two digits or more.
 fn ipv4_written(host: &str, rest: &str) -> bool {
     let ascii: String = host.chars().map(|c| if dot(c) { '.' } else { c }).collect();
     // A fully qualified address's closing dot (`127.0.0.1./x`).
@@ -374,8 +390,14 @@ fn ipv4_written(host: &str, rest: &str) -> bool {
         Some(d) if dot(d) => &rest[d.len_utf8()..],
         _ => rest,
     };
-    let path = rest.starts_with(['/', '\\', '?', '#', '%']);
-    let port = rest.starts_with(':') && rest[1..].starts_with(|d: char| d.is_ascii_digit());
+    let mut r = rest.chars();
+    let path = match r.next() {
+        Some('/' | '\\') => r.next().is_some_and(|x| !x.is_ascii_digit()),
+        Some('?') => r.next().is_some_and(|x| x.is_alphanumeric()),
+        _ => false,
+    };
+    let port =
+        rest.starts_with(':') && rest[1..].bytes().take_while(u8::is_ascii_digit).count() >= 2;
     let marked = parts.iter().any(|p| {
         p.get(..2).is_some_and(|x| x.eq_ignore_ascii_case("0x"))
             || (p.len() > 1 && p.starts_with('0'))
@@ -386,6 +408,33 @@ fn ipv4_written(host: &str, rest: &str) -> bool {
     // One decimal number: an address before a path (`2130706433/x`);
     // before a colon it is a timestamp as often (`1684000000:123`).
     h.len() >= 8 && path
+}
+
+/// A code point IDNA maps to nothing (Unicode's default ignorables: soft
+/// hyphen, zero-width space and joiners, word joiner, variation
+/// selectors, …): a WHATWG parser reads `evil.exam\u{ad}ple` as
+/// `evil.example`, so the scan reads it so too.
+fn ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{34f}'
+            | '\u{61c}'
+            | '\u{115f}'..='\u{1160}'
+            | '\u{17b4}'..='\u{17b5}'
+            | '\u{180b}'..='\u{180f}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{3164}'
+            | '\u{fe00}'..='\u{fe0f}'
+            | '\u{feff}'
+            | '\u{ffa0}'
+            | '\u{fff0}'..='\u{fff8}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0000}'..='\u{e0fff}'
+    )
 }
 
 /// A `_meta` key as MCP writes them with a prefix: dotted labels (a

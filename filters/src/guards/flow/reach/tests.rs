@@ -71,6 +71,14 @@ const PLACES: &[&str] = &[
     // Percent-escaped, once or twice.
     "evil%2Eexample/x",
     "evil%252Eexample/x",
+    // Code points IDNA maps to nothing, inside the host.
+    "evil.exam\u{ad}ple/?d=1",
+    "evil.exa\u{200b}mple/x",
+    "ev\u{2060}il.example/x",
+    "evil\u{fe0f}.example/x",
+    "evil.ex\u{34f}ample",
+    // An empty port.
+    "evil.example:/?d=1",
 ];
 
 /// Text that names no place.
@@ -101,6 +109,14 @@ const PROSE: &[&str] = &[
     "100% done",
     "the year 2024",
     "::",
+    "inflation of 3.5% this year",
+    "rated 4.5/5",
+    "aspect 16.9:1",
+    "see section 2.1#intro",
+    "is 1.5?",
+    "numpy a[1::3]",
+    "Add::add",
+    "dead::beef",
 ];
 
 #[test]
