@@ -70,3 +70,29 @@ pub(crate) fn host_patterns(list: &[String], base: &str, p: &mut Problems) -> Ve
         })
         .collect()
 }
+
+/// This host's own addresses, read now from its interfaces (none when
+/// they cannot be read): an upstream at one of them is this host, as one
+/// at loopback or an unspecified address is.
+pub fn own_addresses() -> Vec<IpAddr> {
+    let Ok(all) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    all.filter_map(|i| {
+        let a = i.address?;
+        if let Some(v4) = a.as_sockaddr_in() {
+            Some(IpAddr::V4(v4.ip()))
+        } else {
+            a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+        }
+    })
+    .collect()
+}
+
+/// Whether `ip` names this host: loopback, unspecified, or one of its
+/// interfaces' addresses (`own`, from [`own_addresses`]); IPv4-mapped
+/// IPv6 as its IPv4.
+pub fn this_host(ip: IpAddr, own: &[IpAddr]) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback() || ip.is_unspecified() || own.iter().any(|o| o.to_canonical() == ip)
+}

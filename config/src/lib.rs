@@ -22,7 +22,7 @@ pub mod tenants;
 // `guards` ← `model` ← this file.
 mod denial;
 mod fields;
-mod host;
+pub mod host;
 pub mod rego_bounds;
 mod risk;
 mod secret;

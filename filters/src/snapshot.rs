@@ -850,20 +850,22 @@ fn resolve(index: usize, r: &Route, server: usize) -> ResolvedRoute {
 }
 
 /// Two servers of one upstream address (the same port on the same IP, or
-/// on loopback or an unspecified address each) are told apart by path
+/// on this host each: loopback, an unspecified address, or one of this
+/// host's interface addresses, read at each build) are told apart by path
 /// alone: each route learns the upstream prefixes of the other servers
 /// that lie below its own (`/` reaches `/mail`), so that `/docs/mail/mcp`
 /// cannot reach `mail`'s endpoint under `docs`'s labels. Two servers at
 /// the same address and prefix are one endpoint to the gateway (see the
 /// limits).
 fn fence_shared_upstreams(routes: &mut [ResolvedRoute], servers: &[Server]) {
-    let canon = |a: &std::net::SocketAddr| a.ip().to_canonical();
+    if routes.len() < 2 {
+        return;
+    }
+    let own = warden_config::host::own_addresses();
+    let this = |ip: std::net::IpAddr| warden_config::host::this_host(ip, &own);
     let same = |x: &std::net::SocketAddr, y: &std::net::SocketAddr| {
-        let (a, b) = (canon(x), canon(y));
-        x.port() == y.port()
-            && (a == b
-                || ((a.is_loopback() || a.is_unspecified())
-                    && (b.is_loopback() || b.is_unspecified())))
+        let (a, b) = (x.ip().to_canonical(), y.ip().to_canonical());
+        x.port() == y.port() && (a == b || (this(a) && this(b)))
     };
     let shared = |a: &Server, b: &Server| {
         a.upstreams

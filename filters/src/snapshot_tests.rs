@@ -103,3 +103,20 @@ fn a_route_cannot_reach_another_servers_endpoint_on_a_shared_upstream() {
     }
     assert_eq!(loose_path("/A/%2e/b;c/d./"), "/a/b/d");
 }
+
+/// This host's interface addresses are this host, as loopback is: a
+/// server at eth0's address and one at 127.0.0.1 on the same port are one
+/// upstream (one process bound to every address answers both).
+#[test]
+fn this_hosts_own_addresses_and_loopback_are_one_upstream() {
+    let Some(own) = warden_config::host::own_addresses()
+        .into_iter()
+        .find(|ip| !ip.is_loopback() && ip.is_ipv4())
+    else {
+        return;
+    };
+    let org = format!("version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {{name: docs, upstreams: [\"{own}:9\"]}}\n      - {{name: mail, upstreams: [\"127.0.0.1:9\"]}}\nroutes:\n  - {{prefix: /docs, server: docs, upstream_prefix: /}}\n  - {{prefix: /mail, server: mail, upstream_prefix: /mail}}\n");
+    let s = crate::guards::tenant_fixture::snapshot_with(&org, &[]);
+    let r = s.route(None, "/docs/mail/mcp").expect("route");
+    assert!(r.reaches_other(&r.upstream_path("/docs/mail/mcp")));
+}

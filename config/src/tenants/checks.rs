@@ -90,7 +90,11 @@ fn place(a: SocketAddr) -> Place {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     };
-    if ip.is_loopback() || ip.is_unspecified() {
+    // This host's own interface addresses are this host too: a server
+    // bound to every address answers at each of them.
+    static OWN: std::sync::LazyLock<Vec<IpAddr>> =
+        std::sync::LazyLock::new(crate::host::own_addresses);
+    if crate::host::this_host(ip, &OWN) {
         Place::ThisHost(a.port())
     } else {
         Place::Ip(ip, a.port())

@@ -644,6 +644,24 @@ fn a_layers_server_never_reaches_an_address_the_org_or_another_layer_serves() {
             "{same}: {ps:?}"
         );
     }
+    // This host's own interface addresses are this host too: a server
+    // bound to every address answers there (found by session 56's review:
+    // a tenant's `mirror` at eth0's address reached the org's `crm`).
+    for ip in crate::host::own_addresses()
+        .into_iter()
+        .filter(|ip| !ip.is_loopback())
+    {
+        let same = std::net::SocketAddr::new(ip, 9000).to_string();
+        let ps = check_in(&org, "finance", &at(&same)).expect_err(&same);
+        assert!(
+            says(
+                &ps,
+                "servers[0].upstreams[0]",
+                "already reaches the org's server `crm`"
+            ),
+            "{same}: {ps:?}"
+        );
+    }
     for (addr, whose) in [
         ("127.0.0.1:8080", "the gateway's listener `main`"),
         ("[::1]:9090", "the gateway's admin endpoint"),
