@@ -239,6 +239,11 @@ enum AuditCmd {
     Verify {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The record the trail must begin at: 0 (the default) checks the
+        /// whole chain from its genesis, so a trail whose head was cut off
+        /// fails; name where it begins when older files were rotated away.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
     },
 }
 
@@ -343,8 +348,8 @@ fn main() -> ExitCode {
             Err(e) => fail(e),
         },
         Cmd::Audit {
-            cmd: AuditCmd::Verify { files },
-        } => match warden_proxy::app::cli::audit_verify(&files) {
+            cmd: AuditCmd::Verify { files, from },
+        } => match warden_proxy::app::cli::audit_verify(&files, from) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },

@@ -93,11 +93,23 @@ async fn chain_verifies_and_every_kind_of_tampering_is_detected() {
     for (what, l) in cases {
         write_lines(&t, &l);
         let (ok, out) = verify(std::slice::from_ref(&t));
-        // A file that starts mid-chain is accepted only as the oldest of a
-        // rotated set; dropping record 0 of a chain that starts at 0 is not
-        // detectable without it, so check that case by content.
+        // A trail must begin at its genesis: a head cut off is found;
+        // one whose older files were rotated away is checked from where
+        // it begins, named (`--from`).
         if what == "truncate head" {
-            assert!(ok && out.contains("seq 1..11"), "{what}: {out}");
+            assert!(
+                !ok && out.contains("begins at record 1, not 0"),
+                "{what}: {out}"
+            );
+            let (ok, out) = run_with_timeout(
+                Command::new(bin("warden"))
+                    .args(["audit", "verify", "--from", "1"])
+                    .arg(&t),
+                Duration::from_secs(30),
+            )
+            .map(|(ok, o, e)| (ok, format!("{o}{e}")))
+            .expect("verify runs");
+            assert!(ok && out.contains("seq 1..11"), "{what} --from 1: {out}");
         } else {
             assert!(!ok, "{what} went unnoticed: {out}");
         }
@@ -470,4 +482,41 @@ async fn risky_calls_are_logged_in_full_after_redaction() {
         let (ok, out) = verify(&[gw.dir.path().join("audit.jsonl")]);
         assert!(ok, "{out}");
     }
+}
+
+/// One record is one line: a client that pretty-prints its request (JSON
+/// whitespace — newlines, returns, tabs — inside `arguments`) cannot split
+/// a record kept with its arguments into lines of its own choosing (a
+/// forged record of another principal, a `seq` that jumps the exporters'
+/// cursors, a trail the gateway would not restart on).
+#[tokio::test(flavor = "multi_thread")]
+async fn whitespace_in_logged_arguments_never_splits_a_record() {
+    let mock = Mock::start(&[]).expect("mock");
+    let yaml = mock_bundle(&[mock.addr], "audit:\n  include_arguments: true\n");
+    let gw = Gateway::start(&yaml, false).expect("gateway");
+    let forged = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"text\":\"a\",\"x\":\n{\"seq\":999999,\"prev\":\"00\",\"outcome\":\"forwarded\",\"tool\":\"forged\",\"principal\":\"someone-else\"}\r\n,\t\"y\":1}}}";
+    let (s, _, b) = post_json(&gw.url("/mock/mcp"), forged.to_owned(), &[])
+        .await
+        .expect("post");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let (s, _, _) = post_json(&gw.url("/mock/mcp"), call(2, "echo"), &[])
+        .await
+        .expect("post");
+    assert_eq!(s, 200);
+    let recs = gw.audit_when(|r| r.len() >= 4);
+    let path = gw.dir.path().join("audit.jsonl");
+    let all = lines(&path);
+    assert_eq!(all.len(), recs.len(), "{all:#?}");
+    for (i, l) in all.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(l).expect("each line is a record");
+        assert_eq!(v["seq"], i as u64, "{l}");
+        assert!(!l.bytes().any(|b| b < 0x20), "{l}");
+    }
+    let kept = recs
+        .iter()
+        .find(|r| r["direction"] == "request" && r["arguments"]["x"]["seq"] == 999999)
+        .expect("the arguments are kept, as values");
+    assert_eq!(kept["principal"], recs[recs.len() - 1]["principal"]);
+    let (ok, out) = verify(std::slice::from_ref(&path));
+    assert!(ok, "{out}");
 }

@@ -21,6 +21,9 @@ fn receiver(dir: &Path, port: u16, token: Option<&str>, tls: bool) -> Proc {
     let token = token.map_or("None".to_owned(), |t| format!("{t:?}"));
     let out = format!("{:?}", dir.join("bodies").display().to_string());
     let closed = format!("{:?}", dir.join("closed").display().to_string());
+    // A body longer than the number in `limit` (when it exists) is refused
+    // as too large, as a HEC refuses one over its maximum.
+    let limit = format!("{:?}", dir.join("limit").display().to_string());
     // Over TLS: the certificate `server_cert` made in `dir`.
     let wrap = if tls {
         format!(
@@ -39,6 +42,8 @@ class H(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get('content-length', 0)))
         if os.path.exists({closed}):
             self.send_response(int(open({closed}).read())); self.end_headers(); return
+        if os.path.exists({limit}) and len(body) > int(open({limit}).read()):
+            self.send_response(413); self.end_headers(); return
         want = {token}
         if want is not None and self.headers.get('authorization') != want:
             self.send_response(401); self.end_headers(); return
@@ -130,6 +135,17 @@ async fn every_record_reaches_an_http_receiver_as_ocsf_across_its_restart() {
     assert_eq!(e["api"]["operation"], "tools/call", "{e}");
     assert_eq!(e["api"]["service"]["name"], "mock", "{e}");
     assert_eq!(e["unmapped"]["audit"]["seq"], 0, "{e}");
+    // The exact line rides along: a receiver checks the chain with it.
+    for w in got.windows(2) {
+        let line = w[0]["unmapped"]["audit_line"].as_str().expect("audit_line");
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(line.as_bytes()));
+        assert_eq!(
+            w[1]["unmapped"]["audit"]["prev"],
+            digest.as_str(),
+            "{}",
+            w[1]
+        );
+    }
     assert!(
         e["time"].as_i64().is_some_and(|t| t > 1_700_000_000_000),
         "{e}"
@@ -344,5 +360,61 @@ async fn records_wait_out_a_receiver_that_answers_401_403_or_404() {
         ),
         0.0,
         "{m}"
+    );
+}
+
+/// A record the receiver refuses as too large (413) arrives as its stub
+/// (the chain's members and the line's SHA-256), as on the other sinks:
+/// a caller cannot erase its record from the SIEM by making it large.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_refused_as_too_large_arrives_as_its_stub() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("limit"), "60000").expect("limit");
+    let port = free_port();
+    let _rx = receiver(dir.path(), port, None, false);
+    let mock = Mock::start(&[]).expect("mock");
+    let yaml = mock_bundle(
+        &[mock.addr],
+        &format!("audit:\n  include_arguments: true\n  export:\n    http:\n      url: http://127.0.0.1:{port}/ingest\n"),
+    );
+    let gw = Gateway::start(&yaml, false).expect("gateway");
+    let big = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+        "params":{"name":"echo","arguments":{"text": "x".repeat(40_000)}}})
+    .to_string();
+    let (st, _, _) = warden_tests::post_json(&gw.url("/mock/mcp"), big, &[])
+        .await
+        .expect("post");
+    assert_eq!(st, 200);
+    calls(&gw, 2..4).await;
+    let recs = gw.audit_when(|r| r.len() >= 6);
+    let got = all_received(dir.path(), recs.len() as u64);
+    let trail = std::fs::read_to_string(gw.dir.path().join("audit.jsonl")).expect("trail");
+    let big_line = trail
+        .lines()
+        .find(|l| l.contains(&"x".repeat(1000)))
+        .expect("the big record in the trail");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(big_line.as_bytes()));
+    let stub = got
+        .iter()
+        .find(|e| {
+            e["unmapped"]["audit_line"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("{\"elided\":"))
+        })
+        .expect("the big record arrived as a stub");
+    assert_eq!(
+        stub["unmapped"]["audit"]["elided"]["sha256"],
+        digest.as_str(),
+        "{stub}"
+    );
+    let page = metrics_until(&gw, "metrics", |_| true).await;
+    assert_eq!(
+        metric(
+            &page,
+            "warden_audit_export_records_total",
+            &[("exporter", "http"), ("result", "dropped")]
+        ),
+        0.0,
+        "{page}"
     );
 }

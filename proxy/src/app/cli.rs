@@ -181,9 +181,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-pub fn audit_verify(files: &[PathBuf]) -> anyhow::Result<()> {
+pub fn audit_verify(files: &[PathBuf], from: u64) -> anyhow::Result<()> {
     let files = with_rotated(files);
-    let v = crate::observability::audit::verify(&files).map_err(|e| anyhow::anyhow!(e))?;
+    let v = crate::observability::audit::verify(&files, from).map_err(|e| anyhow::anyhow!(e))?;
     println!(
         "ok: {} record(s), seq {}..{}, head {}, {} file(s)",
         v.records,

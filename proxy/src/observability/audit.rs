@@ -492,6 +492,15 @@ pub fn chain_line(
     // fields continue the object (a record always has fields).
     debug_assert_eq!(line.get(start), Some(&b'{'));
     line[start] = b',';
+    // One record, one line: the record's raw JSON members (a call's
+    // arguments, a result, as the client wrote them) may hold JSON
+    // whitespace — newlines, returns, tabs — which would split the line
+    // and let a caller write a line of its own into the trail (and every
+    // export). Inside a JSON string those are always escaped, so each such
+    // byte is whitespace between tokens: dropped, the JSON unchanged.
+    if memchr::memchr3(b'\n', b'\r', b'\t', &line[start..]).is_some() {
+        line.retain(|b| !matches!(b, b'\n' | b'\r' | b'\t'));
+    }
     Ok(())
 }
 
@@ -638,9 +647,11 @@ pub struct Verified {
 }
 
 /// Checks the chain across `files` (any order: they are sorted by the `seq`
-/// of their first record). The first file may start mid-chain (older files
-/// rotated away); everything after must link up exactly.
-pub fn verify(files: &[PathBuf]) -> Result<Verified, String> {
+/// of their first record), from record `from`: the trail must begin there
+/// (`0`: the whole chain, from its genesis), so a trail whose head was cut
+/// off fails; a caller who rotated older files away names where the rest
+/// begins. Everything after must link up exactly.
+pub fn verify(files: &[PathBuf], from: u64) -> Result<Verified, String> {
     #[derive(serde::Deserialize)]
     struct Link {
         seq: u64,
@@ -699,6 +710,13 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, String> {
         }
     }
     let (_, head) = expect.ok_or("no audit records found")?;
+    let first = first_seq.unwrap_or(0);
+    if first != from {
+        return Err(format!(
+            "the trail begins at record {first}, not {from}: records {from}..{} are missing (deleted, or in older files rotated away; if they were, check from where it begins with --from {first})",
+            first.saturating_sub(1)
+        ));
+    }
     Ok(Verified {
         records,
         first_seq: first_seq.unwrap_or(0),

@@ -154,16 +154,11 @@ impl Http {
                     m.pending.with_label_values(&["http"]).set(0);
                     return true;
                 }
-                Posted::Refused(st) => {
+                Posted::Refused(_) if self.batch.len() > 1 => {
                     m.connected.with_label_values(&["http"]).set(1);
                     let batch = std::mem::take(&mut self.batch);
                     self.batch_bytes = 0;
                     m.pending.with_label_values(&["http"]).set(0);
-                    if batch.len() == 1 {
-                        m.records.with_label_values(&["http", "dropped"]).inc();
-                        tracing::error!(receiver = %self.receiver(), status = st, seq = batch[0].0, "audit export: the receiver refused a record; it is dropped");
-                        return true;
-                    }
                     for one in batch {
                         self.batch = vec![one];
                         if !self.flush(stop) {
@@ -171,6 +166,33 @@ impl Http {
                         }
                     }
                     return true;
+                }
+                Posted::Refused(st) => {
+                    m.connected.with_label_values(&["http"]).set(1);
+                    // One event refused: it goes as its stub (the chain's
+                    // members and the line's SHA-256), as the other sinks
+                    // send a record too long for them. A receiver that
+                    // refuses even the stub is in a state of its own (a
+                    // missing channel, a wrong index): the event waits
+                    // for it, never dropped for it.
+                    match self.as_stub(st) {
+                        Some(true) => {
+                            self.batch.clear();
+                            self.batch_bytes = 0;
+                            m.pending.with_label_values(&["http"]).set(0);
+                            return true;
+                        }
+                        Some(false) => {}
+                        None => {
+                            let seq = self.batch.first().map_or(0, |(s, _)| *s);
+                            self.batch.clear();
+                            self.batch_bytes = 0;
+                            m.pending.with_label_values(&["http"]).set(0);
+                            m.records.with_label_values(&["http", "dropped"]).inc();
+                            tracing::error!(receiver = %self.receiver(), status = st, seq, "audit export: the receiver refused a record and it has no smaller form; it is dropped");
+                            return true;
+                        }
+                    }
                 }
                 Posted::Failed => {
                     m.connected.with_label_values(&["http"]).set(0);
@@ -186,6 +208,27 @@ impl Http {
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Sends the one pending event as its stub (see [`super::agent::stub`]):
+    /// `Some(true)` delivered, `Some(false)` refused or failed too (the
+    /// receiver's state: the event waits), `None` no smaller form (the
+    /// event is a stub already, or carries no line).
+    fn as_stub(&self, status: u16) -> Option<bool> {
+        let (seq, e) = self.batch.first()?;
+        let line = e["unmapped"]["audit_line"].as_str()?;
+        let why = format!("the receiver refused the record (HTTP {status})");
+        let stub = super::agent::stub(line.as_bytes(), &why, true)?;
+        let mut event = ocsf(&stub, &self.hostname);
+        event["unmapped"]["resent"] = e["unmapped"]["resent"].clone();
+        match self.post(&[(*seq, event)]) {
+            Posted::Delivered => {
+                metrics().records.with_label_values(&["http", "sent"]).inc();
+                tracing::warn!(receiver = %self.receiver(), status, seq, "audit export: the receiver refused a record; its stub was sent in its place");
+                Some(true)
+            }
+            Posted::Refused(_) | Posted::Failed => Some(false),
         }
     }
 
@@ -224,8 +267,9 @@ impl Sink for Http {
         if resent {
             event["unmapped"]["resent"] = json!(true);
         }
-        // The record's bytes stand for the event's (it carries the record).
-        self.batch_bytes += line.len() * 2;
+        // The record's bytes stand for the event's (it carries the record,
+        // parsed and as its exact line).
+        self.batch_bytes += line.len() * 3;
         self.batch.push((seq, event));
         metrics()
             .pending
@@ -309,6 +353,10 @@ pub(super) fn ocsf(line: &[u8], hostname: &str) -> Value {
             "decided_by": s("decided_by"),
             "direction": s("direction"),
             "via": s("via"),
+            // The exact line, whose SHA-256 the next record's `prev` is:
+            // `audit` is its members re-serialised (key order, number
+            // forms and escapes may differ).
+            "audit_line": String::from_utf8_lossy(line),
             "audit": rec,
         },
     })

@@ -429,7 +429,7 @@ impl Run {
                 if behind > self.max_lag {
                     // Too far behind: the oldest are skipped, counted.
                     m.records.with_label_values(&[self.name, "dropped"]).inc();
-                    self.next = seq + 1;
+                    self.next = seq.saturating_add(1);
                     continue;
                 }
                 line.pop();
@@ -447,7 +447,7 @@ impl Run {
                 {
                     return;
                 }
-                self.next = seq + 1;
+                self.next = seq.saturating_add(1);
                 // During a long catch-up too, the cursor follows, and a stop
                 // is heard.
                 if last_save.elapsed() >= Duration::from_secs(1) || self.stopping() {
