@@ -35,10 +35,15 @@ pub enum PersonError {
 /// code point (zero-width characters, joiners, bidi marks, variation
 /// selectors, tags, the soft hyphen, BOM).
 pub fn invisible(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}') || default_ignorable(c)
+}
+
+/// Whether `c` is a default-ignorable code point (Unicode's list, which
+/// IDNA maps to nothing in a host): zero-width characters, joiners, bidi
+/// marks, variation selectors, tags, the soft hyphen, BOM.
+pub fn default_ignorable(c: char) -> bool {
     matches!(c,
-        '\u{0}'..='\u{1f}'
-        | '\u{7f}'..='\u{9f}'
-        | '\u{ad}'
+        '\u{ad}'
         | '\u{34f}'
         | '\u{61c}'
         | '\u{115f}'..='\u{1160}'

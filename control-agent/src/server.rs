@@ -296,6 +296,19 @@ impl Api {
         }
     }
 
+    /// Whether `role` may speak for the gateway the request names
+    /// (`X-Warden-Gateway`): `403` naming why when it may not.
+    fn named_gateway(&self, role: &Role, req: &Request<Incoming>) -> Result<(), Resp> {
+        let id = req
+            .headers()
+            .get("x-warden-gateway")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        self.tokens
+            .speaks_for(role, &id)
+            .map_err(|e| error(StatusCode::FORBIDDEN, &e))
+    }
+
     fn metrics_text(&self) -> Resp {
         let (n, oldest) = self.approvals.waiting(std::time::SystemTime::now());
         self.metrics.waiting.set(n as i64);
@@ -540,43 +553,24 @@ impl Api {
             _ => String::new(),
         };
         Ok(match (req.method().clone(), path.as_str()) {
-            (Method::GET, "/v1/bundles/current") => {
-                let id = req
-                    .headers()
-                    .get("x-warden-gateway")
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .unwrap_or_default();
-                if let Err(e) = self.tokens.speaks_for(&role, &id) {
-                    return Ok(error(StatusCode::FORBIDDEN, &e));
-                }
-                self.bundle(req).await
-            }
+            (Method::GET, "/v1/bundles/current") => match self.named_gateway(&role, &req) {
+                Err(refused) => refused,
+                Ok(()) => self.bundle(req).await,
+            },
             (Method::POST, "/v1/fleet/report") => match read_json::<Report>(req).await {
-                Ok(r) if self.tokens.speaks_for(&role, &r.id).is_err() => error(
-                    StatusCode::FORBIDDEN,
-                    &self
-                        .tokens
-                        .speaks_for(&role, &r.id)
-                        .err()
-                        .unwrap_or_default(),
-                ),
-                Ok(r) => match self.store.report(r) {
-                    Ok(()) => json(StatusCode::OK, &serde_json::json!({"ok": true})),
-                    Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+                Ok(r) => match self.tokens.speaks_for(&role, &r.id) {
+                    Err(e) => error(StatusCode::FORBIDDEN, &e),
+                    Ok(()) => match self.store.report(r) {
+                        Ok(()) => json(StatusCode::OK, &serde_json::json!({"ok": true})),
+                        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+                    },
                 },
                 Err(e) => error(StatusCode::BAD_REQUEST, &e),
             },
-            (Method::POST, "/v1/audit/ingest") => {
-                let id = req
-                    .headers()
-                    .get("x-warden-gateway")
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .unwrap_or_default();
-                if let Err(e) = self.tokens.speaks_for(&role, &id) {
-                    return Ok(error(StatusCode::FORBIDDEN, &e));
-                }
-                self.audit_ingest(req).await
-            }
+            (Method::POST, "/v1/audit/ingest") => match self.named_gateway(&role, &req) {
+                Err(refused) => refused,
+                Ok(()) => self.audit_ingest(req).await,
+            },
             _ if !matches!(role, Role::Admin(_)) => {
                 error(StatusCode::FORBIDDEN, "admin token required")
             }

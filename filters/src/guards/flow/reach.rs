@@ -93,7 +93,9 @@ pub(crate) fn uri_reaches_out(uri: &str) -> bool {
         uri.nfkc().collect::<String>().into()
     };
     match lead(&uri).scheme.as_deref() {
-        Some(scheme) => scheme == "mailto" || network_scheme(scheme),
+        // A scheme a lenient reader takes for a network one (`x-https:`,
+        // `git+https:`) reaches out as any string's does.
+        Some(scheme) => scheme == "mailto" || network_scheme(scheme) || scheme_form(&uri),
         None => reaches_out(&uri),
     }
 }
@@ -139,7 +141,7 @@ fn names_a_place_as_written(s: &str, bare_hosts: bool) -> bool {
     };
     // WHATWG parsers delete tabs and newlines anywhere in a URL, and
     // IDNA maps the default ignorables in a host to nothing.
-    let gone = |c: char| dropped(c) || ignorable(c);
+    let gone = |c: char| dropped(c) || warden_config::person::default_ignorable(c);
     let s: Cow<'_, str> = if s.contains(gone) {
         s.chars().filter(|c| !gone(*c)).collect::<String>().into()
     } else {
@@ -408,33 +410,6 @@ fn ipv4_written(host: &str, rest: &str) -> bool {
     // One decimal number: an address before a path (`2130706433/x`);
     // before a colon it is a timestamp as often (`1684000000:123`).
     h.len() >= 8 && path
-}
-
-/// A code point IDNA maps to nothing (Unicode's default ignorables: soft
-/// hyphen, zero-width space and joiners, word joiner, variation
-/// selectors, …): a WHATWG parser reads `evil.exam\u{ad}ple` as
-/// `evil.example`, so the scan reads it so too.
-fn ignorable(c: char) -> bool {
-    matches!(
-        c,
-        '\u{ad}'
-            | '\u{34f}'
-            | '\u{61c}'
-            | '\u{115f}'..='\u{1160}'
-            | '\u{17b4}'..='\u{17b5}'
-            | '\u{180b}'..='\u{180f}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2060}'..='\u{206f}'
-            | '\u{3164}'
-            | '\u{fe00}'..='\u{fe0f}'
-            | '\u{feff}'
-            | '\u{ffa0}'
-            | '\u{fff0}'..='\u{fff8}'
-            | '\u{1bca0}'..='\u{1bca3}'
-            | '\u{1d173}'..='\u{1d17a}'
-            | '\u{e0000}'..='\u{e0fff}'
-    )
 }
 
 /// A `_meta` key as MCP writes them with a prefix: dotted labels (a

@@ -171,6 +171,8 @@ fn resource_uris_are_judged_by_their_scheme() {
         "//evil.example/x",
         "evil.example/?d=1",
         "mailto:a@evil.example",
+        "x-https://evil.example/x",
+        "git+https://evil.example/r",
     ] {
         assert!(uri_reaches_out(uri), "{uri:?} reaches out");
     }
