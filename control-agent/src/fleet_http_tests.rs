@@ -10,6 +10,8 @@ const ADMIN: &str = "admin-token-0123456789";
 const FLEET: &str = "fleet-token-0123456789";
 /// The token of `edge-own`, a gateway with a token of its own.
 pub(crate) const EDGE_OWN: &str = "gateway-edge-own-0123456789";
+/// The token `/metrics` asks for in the fixture (`--metrics-token`).
+pub(crate) const METRICS: &str = "metrics-token-0123456789";
 
 /// `n` chained audit lines from seq 0, as one gateway's trail holds them.
 fn trail(n: usize, principal: &str) -> Vec<u8> {
@@ -315,4 +317,28 @@ async fn a_gateway_with_its_own_token_is_spoken_for_by_it_alone() {
     // records are taken.
     let fleet = api.store.fleet();
     assert!(fleet.to_string().contains("edge-own"), "{fleet}");
+}
+
+/// With `--metrics-token`, `/metrics` answers that token and the admin's
+/// only: the counts it shows (approvals waiting, audit rows, claims) are
+/// not for anyone who reaches the agent; `/healthz` stays open.
+#[tokio::test]
+async fn metrics_take_their_token_when_one_is_set() {
+    let (_d, _api, _state, url) = crate::governance::tests::serve_fixture().await;
+    let http = reqwest::Client::new();
+    let get = |path: &'static str, token: Option<&'static str>| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let mut r = http.get(format!("{url}{path}"));
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(get("/metrics", None).await, 401);
+    assert_eq!(get("/metrics", Some(FLEET)).await, 401);
+    assert_eq!(get("/metrics", Some(METRICS)).await, 200);
+    assert_eq!(get("/metrics", Some(ADMIN)).await, 200);
+    assert_eq!(get("/healthz", None).await, 200);
 }

@@ -74,10 +74,12 @@ pub(crate) async fn serve_fixture_with(
     let api = Arc::new(Api {
         store: Arc::new(store),
         // `edge-own` has a token of its own (`--gateways`).
-        tokens: Tokens::new(ADMIN, FLEET).with_gateways([(
-            "edge-own".to_owned(),
-            digest(crate::server::fleet_http_tests::EDGE_OWN),
-        )]),
+        tokens: Tokens::new(ADMIN, FLEET)
+            .with_gateways([(
+                "edge-own".to_owned(),
+                digest(crate::server::fleet_http_tests::EDGE_OWN),
+            )])
+            .with_metrics_token(Some(crate::server::fleet_http_tests::METRICS)),
         approvals: Arc::new(Approvals::open(&state, approvers).unwrap()),
         metrics: Default::default(),
         audit: Arc::new(

@@ -144,6 +144,11 @@ enum Cmd {
         /// literals and `localhost`: the name operators type to reach it.
         #[arg(long = "console-host")]
         console_hosts: Vec<String>,
+        /// The token `/metrics` asks for (`Authorization: Bearer`; the
+        /// admin token works too). Without it `/metrics` is open to anyone
+        /// who reaches the agent.
+        #[arg(long, env = "WARDEN_AGENT_METRICS_TOKEN", hide_env_values = true)]
+        metrics_token: Option<String>,
     },
     /// Held calls: list them, approve or deny one (an approver's token).
     Approvals {
@@ -468,10 +473,14 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
             admins,
             gateways,
             console_hosts,
+            metrics_token,
         } => {
             let min = warden_agent::server::MIN_TOKEN_LEN;
             if admin_token.len() < min || fleet_token.len() < min {
                 bail!("admin and fleet tokens must be at least {min} characters");
+            }
+            if metrics_token.as_ref().is_some_and(|t| t.len() < min) {
+                bail!("the metrics token must be at least {min} characters");
             }
             if admin_token == fleet_token {
                 bail!("the admin and fleet tokens must differ");
@@ -589,7 +598,9 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                 });
                 let api = Arc::new(Api {
                     store,
-                    tokens: Tokens::new(&admin_token, &fleet_token).with_gateways(gateway_tokens),
+                    tokens: Tokens::new(&admin_token, &fleet_token)
+                        .with_gateways(gateway_tokens)
+                        .with_metrics_token(metrics_token.as_deref()),
                     approvals,
                     metrics: Default::default(),
                     audit,

@@ -54,6 +54,9 @@ pub struct Tokens {
     /// Gateways with a token of their own (`--gateways`): SHA-256 of the
     /// token → the gateway id it speaks for, alone.
     gateways: std::collections::HashMap<[u8; 32], String>,
+    /// SHA-256 of the token `/metrics` asks for (`--metrics-token`); `None`:
+    /// `/metrics` is open.
+    metrics: Option<[u8; 32]>,
 }
 
 /// Reads the gateways file (`--gateways`): a YAML map of gateway id →
@@ -93,7 +96,28 @@ impl Tokens {
             admin: Sha256::digest(admin.as_bytes()).into(),
             fleet: Sha256::digest(fleet.as_bytes()).into(),
             gateways: Default::default(),
+            metrics: None,
         }
+    }
+
+    /// `/metrics` answers only with this token (or the admin's).
+    pub fn with_metrics_token(mut self, token: Option<&str>) -> Self {
+        self.metrics = token.map(|t| Sha256::digest(t.as_bytes()).into());
+        self
+    }
+
+    /// Whether a request may read `/metrics`: any request while it is
+    /// open; else one with the metrics token or the admin token.
+    fn reads_metrics(&self, req: &Request<Incoming>) -> bool {
+        let Some(want) = self.metrics else {
+            return true;
+        };
+        req.headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())))
+            .is_some_and(|d| d == want || d == self.admin)
     }
 
     /// Gateways that each have a token of their own: id → SHA-256 of it.
@@ -473,6 +497,15 @@ impl Api {
             return Ok(json(StatusCode::OK, &serde_json::json!({"ok": true})));
         }
         if path == "/metrics" {
+            if !self.tokens.reads_metrics(&req) {
+                let mut r = error(
+                    StatusCode::UNAUTHORIZED,
+                    "/metrics takes the metrics token (--metrics-token)",
+                );
+                r.headers_mut()
+                    .insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
+                return Ok(r);
+            }
             return Ok(self.metrics_text());
         }
         if path == "/console" || path.starts_with("/console/") {
