@@ -9,6 +9,7 @@ pub mod answers;
 pub mod body;
 pub mod conn;
 pub mod ctx;
+pub mod flow_state;
 pub mod forwarding;
 pub mod header_dlp;
 pub mod headers;

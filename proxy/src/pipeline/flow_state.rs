@@ -1,0 +1,78 @@
+//! The flow state a message or a stream is judged against: the fleet's
+//! view (the shared store) read before the chain, and the judgement of a
+//! GET stream or DELETE to a server that is a sink as a whole. Shared by
+//! admission (streams) and judging (messages).
+
+use warden_filters::Refusal;
+
+use crate::hub::runtime::Runtime;
+use crate::pipeline::ctx::RequestCtx;
+
+/// Information flow across replicas: the fleet's view of this call's flow
+/// read from the shared store before the chain, when the flow guard
+/// judges a message of it against that state (`wanted`, see
+/// `judging`'s `flow_judged`). A store that does not answer makes the state
+/// unreadable: sinks are refused. So does a store the bundle names but
+/// this process could not build (a URL it cannot serve, say): this
+/// replica's own view is not the fleet's, and another replica may have
+/// served the rest of the flow. Without a shared store in the bundle the
+/// flow guard's own table holds it.
+pub(crate) async fn load_flow(
+    rt: &Runtime,
+    server: &warden_config::model::Server,
+    ctx: &mut RequestCtx,
+    wanted: bool,
+) {
+    let (Some(flows), Some(_), true) = (&rt.snap.config.flows, &rt.snap.config.redis, wanted)
+    else {
+        return;
+    };
+    let Some(store) = &rt.quota_store else {
+        ctx.flow = Some(warden_filters::engines::flow::Loaded::Unreadable(
+            "the shared store named by `redis:` could not be set up".into(),
+        ));
+        return;
+    };
+    let key = {
+        let fctx = ctx.exchange(server, false, None);
+        warden_filters::guards::flow::flow_key(flows, &fctx)
+    };
+    ctx.flow = Some(match store.flow_get(&key).await {
+        Ok(s) => warden_filters::engines::flow::Loaded::State(s),
+        Err(e) => warden_filters::engines::flow::Loaded::Unreadable(e),
+    });
+}
+
+/// A GET stream or a DELETE to a server that is a sink as a whole carries
+/// no message, but its headers, query and path reach the server: judged
+/// as a sink of the server's level against the flow's state before it is
+/// proxied (`FlowFilter::judge_stream`; the fleet's state read first).
+pub(crate) async fn judge_stream_flow(
+    rt: &Runtime,
+    server: &warden_config::model::Server,
+    ctx: &mut RequestCtx,
+) -> Result<(), Refusal> {
+    let (Some(flow), Some(flows)) = (&rt.snap.flow, &rt.snap.config.flows) else {
+        return Ok(());
+    };
+    let catalog = rt.snap.flow_catalog.get(&server.name);
+    if !warden_filters::guards::flow::sink_server(flows, catalog) {
+        return Ok(());
+    }
+    load_flow(rt, server, ctx, true).await;
+    let method = match ctx.kind {
+        crate::pipeline::ctx::ExchangeKind::Delete => "DELETE",
+        _ => "GET stream",
+    };
+    match flow.judge_stream(&ctx.exchange(server, false, None), method) {
+        warden_filters::Decision::Reject(d) => {
+            let (status, reason) = if d.reason.starts_with("flow_blocked") {
+                (403, "flow_blocked")
+            } else {
+                (503, "flow_state_unavailable")
+            };
+            Err(Refusal::new(status, reason, d.error))
+        }
+        _ => Ok(()),
+    }
+}
