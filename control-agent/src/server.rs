@@ -181,6 +181,8 @@ pub struct Metrics {
     decisions: prometheus::IntCounterVec,
     claims: prometheus::IntCounterVec,
     console_sessions: prometheus::IntGauge,
+    /// (address, token) pairs proven right, let past an address's lockout.
+    proven_tokens: prometheus::IntGauge,
     /// Records in the audit store.
     pub(crate) audit_rows: prometheus::IntGauge,
     /// Audit lines shipped by gateways, by result.
@@ -221,6 +223,11 @@ impl Default for Metrics {
             "Console sessions open (bounded by the console's session table)",
         )
         .expect("metric");
+        let proven_tokens = prometheus::IntGauge::new(
+            "warden_agent_proven_tokens",
+            "Tokens proven right from an address, let past its lockout (bounded at 4096)",
+        )
+        .expect("metric");
         let audit_rows = prometheus::IntGauge::new(
             "warden_agent_audit_rows",
             "Audit records kept in the agent's store",
@@ -238,6 +245,7 @@ impl Default for Metrics {
             Box::new(audit_rows.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(audit_ingested.clone()),
             Box::new(console_sessions.clone()),
+            Box::new(proven_tokens.clone()),
             Box::new(waiting.clone()),
             Box::new(oldest.clone()),
             Box::new(decisions.clone()),
@@ -252,6 +260,7 @@ impl Default for Metrics {
             decisions,
             claims,
             console_sessions,
+            proven_tokens,
             audit_rows,
             audit_ingested,
         }
@@ -341,6 +350,9 @@ impl Api {
         self.metrics
             .console_sessions
             .set(self.console.sessions.count() as i64);
+        self.metrics
+            .proven_tokens
+            .set(self.console.sessions.failures.proven() as i64);
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&self.metrics.registry.gather())
             .unwrap_or_default();

@@ -106,6 +106,20 @@ async fn wrong_bearer_tokens_are_limited_per_address_as_logins_are() {
     assert_eq!(get(ADMIN.into()).await.0, 429);
     assert_eq!(get(FRANK.into()).await.0, 200);
     assert_eq!(get(format!("wrong-guess-{:012}", 999)).await.0, 429);
+    // The table of proven tokens has its gauge.
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("warden_agent_proven_tokens 1"),
+        "{metrics}"
+    );
     let r = http
         .post(format!("{url}/console/login"))
         .form(&[("token", FRANK)])

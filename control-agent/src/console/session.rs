@@ -353,6 +353,11 @@ impl Failures {
         Ok(found)
     }
 
+    /// Proven (address, token) pairs held (at most [`MAX_PROVEN`]).
+    pub fn proven(&self) -> usize {
+        self.lock_proven().len()
+    }
+
     fn lock_proven(&self) -> std::sync::MutexGuard<'_, HashMap<(IpAddr, [u8; 32]), Instant>> {
         self.proven.lock().unwrap_or_else(|e| e.into_inner())
     }
