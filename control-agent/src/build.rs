@@ -16,6 +16,10 @@ pub struct Signer {
     pub pem: Vec<u8>,
     pub alg: jsonwebtoken::Algorithm,
     pub keyid: String,
+    /// How long a bundle signed with it stays good (`.manifest`'s
+    /// `expires`); `None`: forever (gateways refuse such a bundle unless
+    /// told to take it). The agent re-signs what it serves at half of it.
+    pub valid_for: Option<std::time::Duration>,
 }
 
 /// Why a build was refused: every problem, with file and (where the Rego
@@ -152,6 +156,16 @@ pub fn build(
     manifest
         .entry("roots")
         .or_insert_with(|| serde_json::json!(["warden"]));
+    // Signed with the rest: a gateway with no state (a new pod) has no
+    // sequence to compare with, and refuses a bundle past this instead.
+    manifest.remove("expires");
+    if let Some(valid) = signer.and_then(|s| s.valid_for) {
+        let at = std::time::SystemTime::now() + valid;
+        manifest.insert(
+            "expires".into(),
+            humantime::format_rfc3339_seconds(at).to_string().into(),
+        );
+    }
     // The agent's to say, never the source's.
     manifest.remove("labels");
     if !audience.is_empty() {
@@ -196,4 +210,11 @@ pub fn validate_dir(dir: &Path) -> Result<(), BuildFailure> {
         other => problem("warden.yaml", other.to_string()),
     })?;
     Ok(())
+}
+
+/// When a built bundle's signature stops being good (its manifest's
+/// `expires`); `None` when it names none or cannot be read.
+pub fn expires_of(files: &Files) -> Option<std::time::SystemTime> {
+    let m: serde_json::Value = serde_json::from_slice(files.get(".manifest")?).ok()?;
+    humantime::parse_rfc3339(m.get("expires")?.as_str()?).ok()
 }

@@ -88,6 +88,7 @@ pub(crate) async fn serve_fixture_with(
                 crate::audit::Limits {
                     retention: std::time::Duration::from_secs(86400),
                     max_rows: 1000,
+                    ..Default::default()
                 },
             )
             .unwrap(),

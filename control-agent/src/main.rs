@@ -83,6 +83,65 @@ struct Signing {
     /// EdDSA (default), ES256, RS256 or PS256.
     #[arg(long, default_value = "EdDSA")]
     signing_alg: String,
+    /// How long a signed bundle stays good (its manifest's `expires`):
+    /// gateways refuse it after that, so an old bundle served again to a
+    /// new gateway is refused. `serve` re-signs what it serves at half of
+    /// it (default 7d, at least 10m); `build` defaults to 30d. `never`
+    /// makes bundles gateways refuse unless run with
+    /// `--allow-unexpiring-bundles`.
+    #[arg(long, value_parser = parse_validity)]
+    valid_for: Option<Validity>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Validity {
+    For(Duration),
+    Never,
+}
+
+/// A size: a number of bytes, or with `KiB`, `MiB`, `GiB` (or `KB`,
+/// `MB`, `GB`: powers of ten); at least 1 MiB.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}`: a size such as 8GiB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        u => {
+            return Err(format!(
+                "`{s}`: unknown unit `{u}` (KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+            ))
+        }
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("`{s}`: too large"))?;
+    if v < 1 << 20 {
+        return Err(format!("`{s}`: at least 1MiB"));
+    }
+    Ok(v)
+}
+
+fn parse_validity(s: &str) -> Result<Validity, String> {
+    if s == "never" {
+        return Ok(Validity::Never);
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(Validity::For(d)),
+        Ok(_) => Err("a validity must be above zero (or `never`)".into()),
+        Err(e) => Err(format!("{e} (a duration such as 7d, or `never`)")),
+    }
 }
 
 // Parsed once at start and matched once: the size of `serve`'s variant
@@ -123,6 +182,10 @@ enum Cmd {
         /// At most this many audit records are kept (the oldest go first).
         #[arg(long, default_value_t = 5_000_000)]
         audit_max_rows: u64,
+        /// At most this many bytes of audit records (lines and indexes;
+        /// `8GiB`, `500MiB`), the oldest deleted first.
+        #[arg(long, default_value = "8GiB", value_parser = parse_bytes)]
+        audit_max_bytes: u64,
         /// Approvers: a YAML map of name → SHA-256 (hex) of their token.
         /// Without it, held calls wait and nobody can approve them.
         #[arg(long)]
@@ -309,16 +372,31 @@ impl Target {
     }
 }
 
-fn signer(s: &Signing) -> anyhow::Result<Option<Signer>> {
+/// The signer `s` names, its bundles good for `--valid-for` (else
+/// `default`).
+fn signer(s: &Signing, default: Duration) -> anyhow::Result<Option<Signer>> {
     let Some(path) = &s.signing_key else {
+        if s.valid_for.is_some() {
+            bail!("--valid-for needs --signing-key: an unsigned bundle carries no expiry a gateway could trust");
+        }
         return Ok(None);
+    };
+    let valid_for = match s.valid_for {
+        None => Some(default),
+        Some(Validity::For(d)) => Some(d),
+        Some(Validity::Never) => None,
     };
     let alg = archive::algorithm(&s.signing_alg)
         .with_context(|| format!("unsupported signing algorithm `{}`", s.signing_alg))?;
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     use sha2::Digest;
     let keyid = hex::encode(&sha2::Sha256::digest(&pem)[..8]);
-    Ok(Some(Signer { pem, alg, keyid }))
+    Ok(Some(Signer {
+        pem,
+        alg,
+        keyid,
+        valid_for,
+    }))
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -471,6 +549,7 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
             stale_after,
             audit_retention,
             audit_max_rows,
+            audit_max_bytes,
             approvers,
             viewers,
             admins,
@@ -565,13 +644,25 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                 warden_agent::audit::Limits {
                     retention: audit_retention,
                     max_rows: audit_max_rows.max(1),
+                    max_bytes: audit_max_bytes,
                 },
             )?);
-            let mut store = Store::open(&state, &source, signer(&signing)?)?;
+            let signer = signer(&signing, Duration::from_secs(7 * 86_400))?;
+            if let Some(v) = signer.as_ref().and_then(|s| s.valid_for) {
+                if v < Duration::from_secs(600) {
+                    bail!("--valid-for must be at least 10m for `serve` (what it serves is re-signed at half of it)");
+                }
+            }
+            let mut store = Store::open(&state, &source, signer)?;
             store.stale_after = stale_after;
             let store = Arc::new(store);
             if let Err(e) = store.publish_source("startup", false) {
                 eprintln!("warden-agent: the source does not build (keeping the last published revision):\n{e}");
+            }
+            // What was served before a restart may be near its expiry (or,
+            // built by an agent before expiry existed, have none).
+            if let Err(e) = store.refresh(std::time::SystemTime::now()) {
+                eprintln!("warden-agent: re-signing what is served failed:\n{e}");
             }
             runtime()?.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(&listen).await?;
@@ -591,6 +682,21 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                         }
                     });
                 }
+                // What is served is re-signed before it expires: checked
+                // each minute, every ten after a failure (it is recorded).
+                let signer_of = store.clone();
+                tokio::spawn(async move {
+                    let mut pause = Duration::from_secs(60);
+                    loop {
+                        tokio::time::sleep(pause).await;
+                        let s = signer_of.clone();
+                        let res = tokio::task::spawn_blocking(move || {
+                            s.refresh(std::time::SystemTime::now()).is_ok()
+                        })
+                        .await;
+                        pause = Duration::from_secs(if matches!(res, Ok(true)) { 60 } else { 600 });
+                    }
+                });
                 // A canary is judged twice a second on what gateways report.
                 let judge = store.clone();
                 tokio::spawn(async move {
@@ -625,7 +731,7 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                 &files,
                 &revision,
                 &KillState::default(),
-                signer(&signing)?.as_ref(),
+                signer(&signing, Duration::from_secs(30 * 86_400))?.as_ref(),
                 &Default::default(),
             ) {
                 Ok(built) => {

@@ -185,6 +185,7 @@ pub struct Metrics {
     proven_tokens: prometheus::IntGauge,
     /// Records in the audit store.
     pub(crate) audit_rows: prometheus::IntGauge,
+    pub(crate) audit_bytes: prometheus::IntGauge,
     /// Audit lines shipped by gateways, by result.
     pub(crate) audit_ingested: prometheus::IntCounterVec,
 }
@@ -233,6 +234,11 @@ impl Default for Metrics {
             "Audit records kept in the agent's store",
         )
         .expect("metric");
+        let audit_bytes = prometheus::IntGauge::new(
+            "warden_agent_audit_bytes",
+            "Bytes of the agent's audit store in use (records, lines, indexes; bounded by --audit-max-bytes)",
+        )
+        .expect("metric");
         let audit_ingested = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "warden_agent_audit_ingested_total",
@@ -243,6 +249,7 @@ impl Default for Metrics {
         .expect("metric");
         for c in [
             Box::new(audit_rows.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(audit_bytes.clone()),
             Box::new(audit_ingested.clone()),
             Box::new(console_sessions.clone()),
             Box::new(proven_tokens.clone()),
@@ -262,6 +269,7 @@ impl Default for Metrics {
             console_sessions,
             proven_tokens,
             audit_rows,
+            audit_bytes,
             audit_ingested,
         }
     }
@@ -347,6 +355,7 @@ impl Api {
         self.metrics.waiting.set(n as i64);
         self.metrics.oldest.set(oldest.as_secs_f64());
         self.metrics.audit_rows.set(self.audit.rows() as i64);
+        self.metrics.audit_bytes.set(self.audit.bytes() as i64);
         self.metrics
             .console_sessions
             .set(self.console.sessions.count() as i64);

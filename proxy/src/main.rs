@@ -49,6 +49,12 @@ struct RunArgs {
     /// Signature algorithm of `--bundle-public-key`: EdDSA (default), ES256, RS256, PS256.
     #[arg(long, default_value = "EdDSA")]
     bundle_key_alg: String,
+    /// Take signed bundles whose manifest names no `expires` (built
+    /// before expiry existed, or with `warden-agent build --valid-for
+    /// never`). Such a bundle never stops being good: anyone holding an old
+    /// one can serve it to a gateway that starts with no state.
+    #[arg(long)]
+    allow_unexpiring_bundles: bool,
     /// Where fetched bundles and the last good one are kept.
     #[arg(long, default_value = "warden-state")]
     state_dir: PathBuf,
@@ -480,6 +486,7 @@ fn run(args: RunArgs) -> ExitCode {
         approvals_agent,
         bundle_public_key,
         bundle_key_alg,
+        allow_unexpiring_bundles,
         state_dir,
         gateway_id,
         bundle_poll,
@@ -599,6 +606,7 @@ fn run(args: RunArgs) -> ExitCode {
             labels: labels.into_iter().collect(),
             poll: bundle_poll,
             report_every: report_interval,
+            allow_unexpiring: allow_unexpiring_bundles,
         },
         listen,
         admin,

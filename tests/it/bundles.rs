@@ -319,6 +319,16 @@ impl Drop for Static {
 }
 
 fn build_archive(source: &Path, out: &Path, key: &Path, revision: &str) -> Vec<u8> {
+    build_archive_with(source, out, key, revision, &[])
+}
+
+fn build_archive_with(
+    source: &Path,
+    out: &Path,
+    key: &Path,
+    revision: &str,
+    extra: &[&str],
+) -> Vec<u8> {
     let (ok, _, err) = run_with_timeout(
         std::process::Command::new(bin("warden-agent"))
             .arg("build")
@@ -326,7 +336,8 @@ fn build_archive(source: &Path, out: &Path, key: &Path, revision: &str) -> Vec<u
             .arg("--out")
             .arg(out)
             .args(["--revision", revision, "--signing-key"])
-            .arg(key),
+            .arg(key)
+            .args(extra),
         Duration::from_secs(30),
     )
     .expect("build");
@@ -726,6 +737,132 @@ async fn an_older_signed_bundle_is_refused_as_a_rollback() {
     while outcome(&gw, "echo").await != "ok" {
         assert!(Instant::now() < deadline, "r3 never applied");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A gateway that starts with no state has no sequence to compare a
+/// bundle with: it judges a signed bundle by its signed expiry. An expired
+/// one (a mirror or a man in the middle serving an old bundle) and one
+/// that never expires are refused; a running gateway refuses an expired
+/// one too and keeps what it runs. A fresh build is taken, and the
+/// gateway says until when it is good (`/status`, the metric).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_gateway_refuses_an_expired_or_unexpiring_bundle() {
+    let mock = Mock::start(&[]).expect("mock");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (private, public) = keygen(tmp.path(), "sign");
+    let source = tmp.path().join("source");
+    write_source(&source, mock.addr, &[]);
+    let short = build_archive_with(
+        &source,
+        &tmp.path().join("short.tgz"),
+        &private,
+        "short",
+        &["--valid-for", "1s"],
+    );
+    let never = build_archive_with(
+        &source,
+        &tmp.path().join("never.tgz"),
+        &private,
+        "never",
+        &["--valid-for", "never"],
+    );
+    let srv = Static::start(short);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let args = |state: &str, more: &[&str]| {
+        let mut a = vec![
+            "--bundle-url".to_owned(),
+            format!("http://{}/bundle.tar.gz", srv.addr),
+            "--bundle-public-key".to_owned(),
+            public.to_str().expect("utf8").to_owned(),
+            "--state-dir".to_owned(),
+            tmp.path().join(state).to_str().expect("utf8").to_owned(),
+            "--bundle-poll".to_owned(),
+            "100ms".to_owned(),
+        ];
+        a.extend(more.iter().map(|m| (*m).to_owned()));
+        a
+    };
+    let start = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        Gateway::start_with("", false, &[], &a, None)
+    };
+    let err = start(args("gw1", &[])).err().expect("expired").to_string();
+    assert!(err.contains("expired:"), "{err}");
+    srv.set(never);
+    let err = start(args("gw2", &[]))
+        .err()
+        .expect("unexpiring")
+        .to_string();
+    assert!(err.contains("never expires:"), "{err}");
+    // Taken on purpose.
+    let gw = start(args("gw3", &["--allow-unexpiring-bundles"])).expect("allowed");
+    assert_eq!(gw.status().await["bundle"]["revision"], "never");
+    assert!(gw.status().await["bundle"]["expires"].is_null());
+    drop(gw);
+    // `warden-agent build` signs for 30 days by default.
+    let fresh = build_archive(&source, &tmp.path().join("fresh.tgz"), &private, "fresh");
+    srv.set(fresh);
+    let gw = start(args("gw4", &[])).expect("a fresh bundle is taken");
+    let st = gw.status().await;
+    assert_eq!(st["bundle"]["revision"], "fresh");
+    let at = humantime::parse_rfc3339(st["bundle"]["expires"].as_str().expect("expires"))
+        .expect("RFC 3339");
+    let left = at
+        .duration_since(std::time::SystemTime::now())
+        .expect("ahead");
+    assert!(
+        left > Duration::from_secs(30 * 86_400 - 120) && left <= Duration::from_secs(30 * 86_400),
+        "{left:?}"
+    );
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("epoch")
+        .as_secs();
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(&format!("warden_bundle_expires_timestamp_seconds {secs}")),
+        "{m}"
+    );
+    // Running, it refuses a newer bundle that has expired, and keeps its own.
+    let stale = build_archive_with(
+        &source,
+        &tmp.path().join("stale.tgz"),
+        &private,
+        "stale",
+        &["--valid-for", "1s"],
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    srv.set(stale);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let st = gw.status().await;
+        if st["bundle"]["failures"].as_u64().unwrap_or(0) > 0 {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "never refused: {st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let err = st["bundle"]["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("expired:"), "{err}");
+    assert_eq!(st["bundle"]["revision"], "fresh");
+    assert_eq!(outcome(&gw, "echo").await, "ok");
+    // Validity needs a signature, and `never` or a duration.
+    for bad in [&["--valid-for", "0s"][..], &["--valid-for", "soon"]] {
+        let (ok, _, err) = run_with_timeout(
+            std::process::Command::new(bin("warden-agent"))
+                .arg("build")
+                .arg(&source)
+                .arg("--out")
+                .arg(tmp.path().join("bad.tgz"))
+                .args(["--signing-key"])
+                .arg(&private)
+                .args(bad),
+            Duration::from_secs(30),
+        )
+        .expect("build");
+        assert!(!ok, "{bad:?} accepted");
+        assert!(err.contains("valid-for"), "{err}");
     }
 }
 

@@ -16,8 +16,9 @@
 //! - **Bounded.** Bodies up to [`MAX_BODY`], lines up to [`MAX_LINE`] (a
 //!   larger record arrives as a stub that keeps its place in the chain,
 //!   see [`lines`]);
-//!   rows older than `retention` and the oldest beyond `max_rows` are
-//!   deleted every couple of seconds by a background thread.
+//!   rows older than `retention`, the oldest beyond `max_rows`, and the
+//!   oldest while the pages in use exceed `max_bytes` are deleted every
+//!   couple of seconds by a background thread.
 //! - **Indexed** for the searches the console and the API make: one
 //!   filter (principal, tenant, server, tool, outcome, gateway, trace,
 //!   approval) over a time range, newest first, with the number of matches.
@@ -57,6 +58,10 @@ pub const SEARCH_TOO_BROAD: &str = "the search took too long";
 
 /// How long one search may run on a reader connection.
 const SEARCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long one verification may run: it holds a reader connection (one
+/// of a few) and hashes every record it reads. Past it, what was read is
+/// reported, `truncated`; one that read nothing by then is an error.
+pub const VERIFY_BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Matching records a search counts at most (its `total`).
 const MAX_COUNTED: i64 = 100_000;
@@ -71,6 +76,10 @@ const MAX_PROBLEMS: usize = 100;
 pub struct Limits {
     pub retention: Duration,
     pub max_rows: u64,
+    /// The bytes the store's pages may hold (records, their lines and
+    /// every index), the oldest records deleted first past it. Rows alone
+    /// bound nothing: a line may be up to [`MAX_LINE`].
+    pub max_bytes: u64,
 }
 
 impl Default for Limits {
@@ -78,6 +87,7 @@ impl Default for Limits {
         Limits {
             retention: Duration::from_secs(7 * 86_400),
             max_rows: 5_000_000,
+            max_bytes: 8 << 30,
         }
     }
 }
@@ -94,6 +104,8 @@ struct Inner {
     next_reader: AtomicUsize,
     limits: Limits,
     rows: AtomicU64,
+    /// The bytes the store's pages hold, as of the last trim.
+    bytes: AtomicU64,
 }
 
 /// What one batch did.
@@ -194,9 +206,13 @@ pub struct Verification {
     pub ok: bool,
     pub records: u64,
     pub chains: Vec<ChainCheck>,
-    /// More than [`MAX_VERIFY`] records (or the query's `limit`) matched:
-    /// only the first were read.
+    /// Not every record the query matched was read: more than
+    /// [`MAX_VERIFY`] (or the query's `limit`) matched, or the time budget
+    /// ran out ([`VERIFY_BUDGET`]); `stopped` says which.
     pub truncated: bool,
+    /// Why the verification stopped early (`None`: it read every match).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 /// The last `window` of calls.
@@ -354,6 +370,7 @@ impl AuditStore {
             next_reader: AtomicUsize::new(0),
             limits,
             rows: AtomicU64::new(rows.max(0) as u64),
+            bytes: AtomicU64::new(0),
         });
         inner.trim()?;
         let weak: Weak<Inner> = Arc::downgrade(&inner);
@@ -645,6 +662,12 @@ impl AuditStore {
         self.inner.rows.load(Ordering::Relaxed)
     }
 
+    /// The bytes the store's pages hold (as of the last trim, every couple
+    /// of seconds).
+    pub fn bytes(&self) -> u64 {
+        self.inner.bytes.load(Ordering::Relaxed)
+    }
+
     /// Applies the retention now (it runs by itself every couple of
     /// seconds); returns the rows deleted.
     pub fn trim(&self) -> anyhow::Result<u64> {
@@ -732,8 +755,45 @@ impl Inner {
                 break;
             }
         }
+        // The bytes: the oldest records go, in proportion to the
+        // overshoot (pages freed in the indexes lag the rows deleted), a
+        // few rounds at most per trim; the next trim goes on.
+        for _ in 0..8 {
+            let used = used_bytes(&lock(&self.writer))?;
+            self.bytes.store(used, Ordering::Relaxed);
+            if used <= self.limits.max_bytes {
+                break;
+            }
+            let rows = self.rows.load(Ordering::Relaxed);
+            let over = (used - self.limits.max_bytes) as u128;
+            let want =
+                ((rows as u128 * over).div_ceil(used as u128) as u64 + 64).min(TRIM_CHUNK as u64);
+            let n = {
+                let c = lock(&self.writer);
+                let n = c
+                    .prepare_cached(
+                        "DELETE FROM records WHERE id IN \
+                         (SELECT id FROM records ORDER BY id LIMIT ?1)",
+                    )?
+                    .execute([want as i64])?;
+                n as u64
+            };
+            self.rows
+                .fetch_sub(n.min(self.rows.load(Ordering::Relaxed)), Ordering::Relaxed);
+            deleted += n;
+            if n == 0 {
+                break;
+            }
+        }
         Ok(deleted)
     }
+}
+
+/// The bytes of the database's pages in use (its file less the free pages).
+fn used_bytes(c: &Connection) -> rusqlite::Result<u64> {
+    let pragma = |p: &str| c.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0));
+    let pages = pragma("page_count")? - pragma("freelist_count")?;
+    Ok(pages.max(0) as u64 * pragma("page_size")?.max(0) as u64)
 }
 
 /// Applies the retention every two seconds while the store is open, and

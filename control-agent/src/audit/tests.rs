@@ -387,6 +387,7 @@ fn retention_deletes_old_records_and_the_oldest_beyond_the_bound() {
     let (_d, s) = store(Limits {
         retention: Duration::from_secs(3600),
         max_rows: 8,
+        ..Limits::default()
     });
     let mut t = Trail::new();
     let now = now_s();
@@ -1095,5 +1096,80 @@ fn a_record_from_the_future_is_stored_as_of_its_arrival() {
         1
     );
     // The chain over the lines as written still holds.
+    assert!(s.verify(&Query::default()).unwrap().ok);
+}
+
+/// A verification stops at its time budget: what it read by then is
+/// reported, `truncated` with the reason, or (nothing read) an error that
+/// says to narrow it; with time enough it reads every record.
+#[test]
+fn verify_stops_at_its_time_budget() {
+    let (_d, s) = store(Limits::default());
+    let mut t = Trail::new();
+    let t0 = now_s() - 3600;
+    for i in 0..1500 {
+        t.call(t0 + i, "alice", "acme", "echo", "forwarded");
+    }
+    let n = t.lines.len();
+    s.ingest("gw", &t.body(0, n)).unwrap();
+    let whole = s.verify(&Query::default()).unwrap();
+    assert!(whole.ok && !whole.truncated && whole.stopped.is_none());
+    assert_eq!(whole.records, n as u64);
+    match s.verify_within(&Query::default(), Duration::ZERO) {
+        Ok(v) => {
+            assert!(v.truncated, "read {} of {n}", v.records);
+            assert!(v.records < n as u64);
+            let why = v.stopped.expect("a reason");
+            assert!(why.contains("time budget"), "{why}");
+        }
+        Err(e) => assert!(e.to_string().starts_with(SEARCH_TOO_BROAD), "{e}"),
+    }
+    // The reader it held is usable again, with no handler left on it.
+    for _ in 0..4 {
+        assert_eq!(s.verify(&Query::default()).unwrap().records, n as u64);
+    }
+}
+
+/// Rows alone bound nothing (a line may be up to a MiB): past
+/// `max_bytes` of pages in use the oldest records go until the store is
+/// under it; the newest are kept, and what is left verifies.
+#[test]
+fn the_store_is_bounded_in_bytes() {
+    let max = 2 << 20;
+    let (_d, s) = store(Limits {
+        max_bytes: max,
+        ..Limits::default()
+    });
+    let mut t = Trail::new();
+    let t0 = now_s() - 600;
+    let pad = "x".repeat(4000);
+    for i in 0..2000 {
+        t.push(serde_json::json!({
+            "ts": jiff::Timestamp::from_second(t0 + i / 10).unwrap().to_string(),
+            "principal": "alice", "tenant": "acme", "server": "mock",
+            "direction": "request", "method": "tools/call", "tool": "echo",
+            "outcome": "forwarded", "reason": format!("{i} {pad}"),
+        }));
+    }
+    let n = t.lines.len();
+    for from in (0..n).step_by(500) {
+        s.ingest("gw", &t.body(from, (from + 500).min(n))).unwrap();
+    }
+    for _ in 0..20 {
+        s.trim().unwrap();
+        if s.bytes() <= max {
+            break;
+        }
+    }
+    assert!(s.bytes() <= max, "{} bytes in use", s.bytes());
+    assert!(
+        s.bytes() > max / 4,
+        "far more deleted than needed: {}",
+        s.bytes()
+    );
+    let kept = s.rows();
+    assert!(kept > 0 && kept < n as u64, "{kept} of {n}");
+    let page = s.search(&Query::default()).unwrap();
+    assert_eq!(page.rows[0].seq, n as u64 - 1, "the newest is kept");
     assert!(s.verify(&Query::default()).unwrap().ok);
 }

@@ -12,7 +12,70 @@ impl AuditStore {
     /// A stub stands for the line it names by its declared SHA-256
     /// ([`super::lines::line_hash`]) and is counted in `elided`.
     pub fn verify(&self, q: &Query) -> anyhow::Result<Verification> {
+        self.verify_within(q, VERIFY_BUDGET)
+    }
+
+    /// [`AuditStore::verify`] stopped after `budget`: SQLite is interrupted
+    /// at the deadline (a query that sorts many rows before the first),
+    /// and what was verified by then is reported, `truncated`.
+    pub(super) fn verify_within(
+        &self,
+        q: &Query,
+        budget: std::time::Duration,
+    ) -> anyhow::Result<Verification> {
         let conn = self.inner.reader();
+        let deadline = Instant::now() + budget;
+        conn.progress_handler(10_000, Some(move || Instant::now() >= deadline));
+        let mut out = Verification {
+            ok: true,
+            records: 0,
+            chains: Vec::new(),
+            truncated: false,
+            stopped: None,
+        };
+        let mut chain: Option<Chain> = None;
+        let res = self.verify_rows(&conn, q, deadline, &mut out, &mut chain);
+        conn.progress_handler(0, None::<fn() -> bool>);
+        let interrupted = |e: &anyhow::Error| {
+            matches!(
+                e.downcast_ref::<rusqlite::Error>(),
+                Some(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::OperationInterrupted
+            )
+        };
+        match res {
+            Ok(()) => {}
+            Err(e) if interrupted(&e) && out.records > 0 => {
+                out.truncated = true;
+                out.stopped = Some(format!(
+                    "the time budget ({} s) ran out after {} records",
+                    budget.as_secs(),
+                    out.records
+                ));
+            }
+            Err(e) if interrupted(&e) => {
+                anyhow::bail!(
+                    "{SEARCH_TOO_BROAD} to verify (over {} s): narrow it with a time window (from=, to=) or a gateway",
+                    budget.as_secs()
+                )
+            }
+            Err(e) => return Err(e),
+        }
+        if let Some(c) = chain.take() {
+            out.chains.push(c.finish());
+        }
+        out.ok = out.chains.iter().all(|c| c.ok);
+        Ok(out)
+    }
+
+    fn verify_rows(
+        &self,
+        conn: &Connection,
+        q: &Query,
+        deadline: Instant,
+        out: &mut Verification,
+        chain: &mut Option<Chain>,
+    ) -> anyhow::Result<()> {
         let (w, mut v) = conditions(q, false);
         // `limit` (when set) caps the records read, as MAX_VERIFY does.
         let cap = if q.limit > 0 {
@@ -26,16 +89,19 @@ impl AuditStore {
              WHERE {w} ORDER BY r.gateway, r.seq, r.id LIMIT ?"
         ))?;
         let mut rows = stmt.query(rusqlite::params_from_iter(v))?;
-        let mut out = Verification {
-            ok: true,
-            records: 0,
-            chains: Vec::new(),
-            truncated: false,
-        };
-        let mut chain: Option<Chain> = None;
         while let Some(r) = rows.next()? {
             if out.records as usize == cap {
                 out.truncated = true;
+                out.stopped = Some(format!("more than {cap} records matched"));
+                break;
+            }
+            // Hashing is not SQLite's work: its handler does not see it.
+            if out.records % 1024 == 1023 && Instant::now() >= deadline {
+                out.truncated = true;
+                out.stopped = Some(format!(
+                    "the time budget ran out after {} records",
+                    out.records
+                ));
                 break;
             }
             out.records += 1;
@@ -49,7 +115,7 @@ impl AuditStore {
                 if let Some(c) = chain.take() {
                     out.chains.push(c.finish());
                 }
-                chain = Some(Chain::new(gateway, seq));
+                *chain = Some(Chain::new(gateway, seq));
             }
             let Some(c) = chain.as_mut() else { continue };
             c.check.records += 1;
@@ -90,7 +156,7 @@ impl AuditStore {
             } else if seq == 0 {
                 None
             } else {
-                let found = self.inner.lines_of(&conn, &c.check.gateway, seq - 1)?;
+                let found = self.inner.lines_of(conn, &c.check.gateway, seq - 1)?;
                 (!found.is_empty()).then_some(found)
             };
             c.doubled = false;
@@ -129,11 +195,7 @@ impl AuditStore {
             c.seq = Some(seq);
             c.hashes = vec![hash];
         }
-        if let Some(c) = chain.take() {
-            out.chains.push(c.finish());
-        }
-        out.ok = out.chains.iter().all(|c| c.ok);
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -213,7 +213,11 @@ impl Api {
         let scoped = !user.tenants.is_empty();
         let what = if v.truncated {
             format!(
-                "the range holds more than {VERIFY_CAP} records: only the first were checked; narrow the time range"
+                "only the first {} records were checked ({}); narrow the time range",
+                v.records,
+                v.stopped
+                    .as_deref()
+                    .unwrap_or(&format!("the range holds more than {VERIFY_CAP}"))
             )
         } else if scoped {
             format!("the {} records shown and the chain around them", rows.len())

@@ -287,6 +287,7 @@ impl Store {
             target: Target::Select { labels },
             files: old.files.clone(),
             overrides: old.overrides.clone(),
+            expires: old.expires,
         });
         self.serve(inner, promoted);
         self.record(actor, "promote", Some(&revision), true, why);

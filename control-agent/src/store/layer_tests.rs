@@ -464,7 +464,7 @@ fn a_tenant_cannot_hold_the_canary_slot_from_the_org() {
     canary(7, 60).unwrap();
 }
 
-fn pem(label: &str, der: &[u8]) -> Vec<u8> {
+pub(crate) fn pem(label: &str, der: &[u8]) -> Vec<u8> {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let lines: Vec<&str> = b64
@@ -495,6 +495,7 @@ fn layers_are_signed_with_the_bundle_key() {
         pem: pem("PRIVATE KEY", pkcs8.as_ref()),
         alg: jsonwebtoken::Algorithm::EdDSA,
         keyid: "k1".into(),
+        valid_for: None,
     };
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("source");

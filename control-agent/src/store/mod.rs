@@ -50,6 +50,8 @@ pub struct Published {
     /// Tenant layer revisions (by seq) this one carries instead of the
     /// tenant's current one (a layer's canary).
     pub overrides: BTreeMap<String, u64>,
+    /// When its signature stops being good (see [`Store::refresh`]).
+    pub expires: Option<SystemTime>,
 }
 
 /// A canary being watched, or how the last one ended.
@@ -283,6 +285,9 @@ impl Store {
             Ok(b) => archive::unpack(&b)?,
             Err(_) => archive::unpack(&archive)?,
         };
+        let expires = archive::unpack(&archive)
+            .ok()
+            .and_then(|built| build::expires_of(&built));
         Ok(Published {
             seq: h.seq,
             revision: h.revision.clone(),
@@ -290,6 +295,7 @@ impl Store {
             target,
             files: Arc::new(files),
             overrides,
+            expires,
         })
     }
 
@@ -535,6 +541,7 @@ impl Store {
         )?;
         self.note_left_out(inner, &composed, &overrides, actor, &revision);
         let built = composed.files;
+        let expires = build::expires_of(&built);
         let tgz = archive::pack(&built);
         std::fs::write(self.revision_path(seq, "tar.gz"), &tgz).map_err(io)?;
         std::fs::write(self.revision_path(seq, "src.tar.gz"), archive::pack(&files)).map_err(io)?;
@@ -573,6 +580,7 @@ impl Store {
             target,
             files,
             overrides,
+            expires,
         }))
     }
 
@@ -818,6 +826,37 @@ impl Store {
 
     pub fn history(&self) -> Vec<HistoryEntry> {
         self.lock().history.clone()
+    }
+
+    /// Re-signs what is served before it expires: when a served revision
+    /// has less than half of the signer's validity left at `now` (or names
+    /// no expiry: built before expiry existed), every served revision is
+    /// rebuilt from its own source (as a kill switch rebuilds them: newer
+    /// sequence, a new expiry, a new revision name so that gateways fetch
+    /// it). `None` when nothing was due (or bundles are not signed to
+    /// expire). A failure is recorded; what is served keeps being served
+    /// until it expires, and the gateways running it keep running it.
+    pub fn refresh(&self, now: SystemTime) -> Result<Option<Arc<Published>>, BuildFailure> {
+        let Some(valid) = self.signer.as_ref().and_then(|s| s.valid_for) else {
+            return Ok(None);
+        };
+        let mut inner = self.lock();
+        let due = inner.served.iter().any(|p| {
+            p.expires
+                .is_none_or(|at| at.duration_since(now).unwrap_or_default() < valid / 2)
+        });
+        if !due {
+            return Ok(None);
+        }
+        let kill = inner.kill.clone();
+        let res = self
+            .rebuild_served(&mut inner, &kill, "agent", "re-signed before it expires")
+            .transpose();
+        drop(inner);
+        match res {
+            None => Ok(None),
+            Some(res) => self.after("agent", "re-sign", res).map(Some),
+        }
     }
 
     /// Rebuilds every served revision (for everyone, for a selector, a

@@ -115,3 +115,117 @@ fn builds_stay_newer_than_the_store_published_whatever_the_clock() {
     // At least this build's (other stores in this test process build too).
     assert!(kept >= seq, "{kept} < {seq}");
 }
+
+/// An Ed25519 signer whose bundles are good for `valid_for`, and the
+/// verifier of its signatures.
+fn signer_for(valid_for: Duration) -> (Signer, archive::Verifier) {
+    use crate::store::layer_tests::pem;
+    use ring::signature::KeyPair;
+    let pkcs8 =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let mut spki = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    spki.extend_from_slice(pair.public_key().as_ref());
+    let v =
+        archive::Verifier::new(&pem("PUBLIC KEY", &spki), jsonwebtoken::Algorithm::EdDSA).unwrap();
+    let s = Signer {
+        pem: pem("PRIVATE KEY", pkcs8.as_ref()),
+        alg: jsonwebtoken::Algorithm::EdDSA,
+        keyid: "k1".into(),
+        valid_for: Some(valid_for),
+    };
+    (s, v)
+}
+
+fn manifest_of(p: &Published) -> serde_json::Value {
+    let files = archive::unpack(&p.archive).unwrap();
+    serde_json::from_slice(&files[".manifest"]).unwrap()
+}
+
+/// Every served revision (for everyone and for a selector) carries a
+/// signed expiry and is re-signed once less than half of its validity is
+/// left: the same content under a newer sequence and a later expiry,
+/// under a new revision name (gateways fetch by it). A store opened again
+/// knows the expiry of what it serves and does not re-sign early.
+#[test]
+fn what_is_served_is_re_signed_before_it_expires() {
+    let hour = Duration::from_secs(3600);
+    let (signer, verifier) = signer_for(hour);
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let src = d.path().join("source");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("warden.yaml"), crate::store::layer_tests::ORG).unwrap();
+    let s = Store::open(&state, &src, Some(signer)).unwrap();
+    let all = s.publish_source("test", true).unwrap().expect("published");
+    let labels = Selector(
+        [("env".to_owned(), "prod".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    let some = s
+        .publish_source_to("test", true, labels.clone())
+        .unwrap()
+        .expect("published");
+    let now = SystemTime::now();
+    for p in [&all, &some] {
+        let at = p.expires.expect("an expiry");
+        assert!(
+            at > now + hour - Duration::from_secs(5) && at <= now + hour,
+            "{at:?}"
+        );
+        let m = manifest_of(p);
+        assert_eq!(
+            humantime::parse_rfc3339(m["expires"].as_str().unwrap()).unwrap(),
+            at
+        );
+        verifier
+            .verify(&archive::unpack(&p.archive).unwrap())
+            .unwrap();
+    }
+    assert!(s.refresh(now).unwrap().is_none(), "nothing due yet");
+    assert!(
+        s.refresh(now + hour / 3).unwrap().is_none(),
+        "two thirds left"
+    );
+    let newest = s
+        .refresh(now + hour / 2 + Duration::from_secs(10))
+        .unwrap()
+        .expect("re-signed");
+    let served = s.lock().served.clone();
+    assert_eq!(served.len(), 2, "both targets still served");
+    for p in &served {
+        assert!(p.seq > some.seq, "rebuilt: {}", p.revision);
+        assert_ne!(p.revision, all.revision);
+        assert!(p.expires.unwrap() >= all.expires.unwrap());
+        assert!(manifest_of(p)["sequence"].as_u64() > manifest_of(&some)["sequence"].as_u64());
+        let files = archive::unpack(&p.archive).unwrap();
+        verifier.verify(&files).unwrap();
+        assert_eq!(
+            files["warden.yaml"],
+            archive::unpack(&all.archive).unwrap()["warden.yaml"],
+            "the same content"
+        );
+    }
+    assert!(served.iter().any(|p| p.target == some.target));
+    assert!(served.iter().any(|p| p.target.is_all()));
+    assert_eq!(newest.seq, served.iter().map(|p| p.seq).max().unwrap());
+    let history = s.history();
+    assert!(history.last().unwrap().reason.contains("re-signed"));
+    drop(s);
+    // Opened again: the expiry is read back, nothing is due.
+    let (signer, _) = signer_for(hour);
+    let s = Store::open(&state, &src, Some(signer)).unwrap();
+    assert!(s.lock().served.iter().all(|p| p.expires.is_some()));
+    assert!(s.refresh(SystemTime::now()).unwrap().is_none());
+    // Signed never to expire: nothing is re-signed.
+    let d2 = tempfile::tempdir().unwrap();
+    let (mut never, _) = signer_for(hour);
+    never.valid_for = None;
+    let s = Store::open(&d2.path().join("state"), &src, Some(never)).unwrap();
+    let p = s.publish_source("test", true).unwrap().expect("published");
+    assert!(p.expires.is_none() && manifest_of(&p).get("expires").is_none());
+    assert!(s.refresh(now + hour * 1000).unwrap().is_none());
+}

@@ -50,6 +50,7 @@ impl AdminApp {
                 "last_error_at": b.last_error_at,
                 "rollout": b.rollout,
                 "labels": b.labels,
+                "expires": b.expires,
                 "policy_on_vm": rt.snap.policy.as_ref().map(|p| p.compiled_to_vm()),
                 "policy_cacheable": rt.snap.policy.as_ref().map(|p| p.cacheable()),
             },

@@ -142,6 +142,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         crate::hub::bundles::Source::Http { url, .. } => url.clone(),
     };
     let gateway = Arc::new(Gateway::new(rt, audit.clone(), source_desc, shared));
+    if opts.source.verifier.is_some() {
+        gateway
+            .bundles
+            .set_expires(crate::hub::bundles::expires_of(&bundle).ok().flatten());
+    }
     gateway.bundles.set_rollout(why, &opts.source.labels);
     if let Some(a) = opts.approvals {
         let _ = gateway.approvals.set(a);

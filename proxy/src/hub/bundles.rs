@@ -54,6 +54,11 @@ pub struct SourceOptions {
     pub poll: Duration,
     /// How often status and counters are reported to the agent.
     pub report_every: Duration,
+    /// Takes signed bundles whose manifest names no `expires` (built
+    /// before expiry existed, or with `--valid-for never`). Off by
+    /// default: such a bundle stays good forever, so anyone holding an
+    /// old one can serve it to a gateway with no state.
+    pub allow_unexpiring: bool,
 }
 
 /// This process's instance id: 16 random bytes in hex, drawn once when
@@ -109,6 +114,11 @@ pub struct BundleStatus {
     pub rollout: Option<String>,
     /// The labels this gateway reports.
     pub labels: BTreeMap<String, String>,
+    /// Until when the running bundle's signature is good (RFC 3339; none
+    /// for an unsigned bundle or one that never expires). Past it the
+    /// gateway keeps running it (its own disk is not a stale mirror), but
+    /// a fresh gateway would refuse it: the agent is not re-signing.
+    pub expires: Option<String>,
 }
 
 pub struct BundleState {
@@ -148,6 +158,18 @@ impl BundleState {
         s.revision = revision.to_owned();
         s.loaded_at = Some(now());
         s.reloads = n;
+        self.status.store(Arc::new(s));
+    }
+
+    /// Records until when the running bundle's signature is good (the
+    /// status and `warden_bundle_expires_timestamp_seconds`, 0 for none).
+    pub fn set_expires(&self, at: Option<SystemTime>) {
+        let secs = at
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        metrics().bundle_expires.set(secs);
+        let mut s = (**self.status.load()).clone();
+        s.expires = at.map(|t| humantime::format_rfc3339_seconds(t).to_string());
         self.status.store(Arc::new(s));
     }
 
@@ -287,19 +309,60 @@ fn sequence_of(bundle: &Bundle) -> u64 {
         .unwrap_or(0)
 }
 
-/// Refuses a signed bundle older than the newest this gateway applied: an
-/// old bundle is still validly signed, and a mirror, a cache or a man in
-/// the middle serving it again would undo a kill switch or a deny. An
-/// unsigned source proves nothing, so nothing is checked there.
-fn not_a_rollback(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String> {
+/// When a bundle's signature stops being good: `.manifest`'s `expires`
+/// (RFC 3339, signed with the rest, set by the agent at each build). `None`
+/// when it names none; an `expires` that cannot be read is an error.
+pub fn expires_of(bundle: &Bundle) -> Result<Option<SystemTime>, String> {
+    let Some(v) = bundle.manifest.extra.get("expires") else {
+        return Ok(None);
+    };
+    v.as_str()
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "the bundle's manifest names its expiry in a form this gateway cannot read: {v}"
+            )
+        })
+}
+
+/// Refuses a signed bundle that is stale: published for other gateways,
+/// past its expiry (or with none), or older than the newest this gateway
+/// applied. An old bundle is still validly signed, and a mirror, a cache or
+/// a man in the middle serving it again would undo a kill switch or a deny;
+/// the sequence stops that for a gateway that remembers, the expiry for one
+/// that starts with no state. An unsigned source proves nothing, so nothing
+/// is checked there.
+fn fresh(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String> {
     if opts.verifier.is_none() {
         return Ok(());
+    }
+    for_these_labels(bundle, opts)?;
+    match expires_of(bundle)? {
+        Some(at) if SystemTime::now() >= at => {
+            return Err(format!(
+                "expired: the bundle's signature was good until {} (an agent re-signs what it \
+                 serves long before that: is it running? A stale bundle served again could undo \
+                 a kill switch or a deny)",
+                humantime::format_rfc3339_seconds(at)
+            ))
+        }
+        Some(_) => {}
+        None if opts.allow_unexpiring => {}
+        None => {
+            return Err(
+                "never expires: the bundle's manifest names no `expires`, so anyone \
+                 holding it could serve it to a new gateway forever (serve it from an agent of \
+                 this version, build it with `warden-agent build --valid-for`, or start the \
+                 gateway with --allow-unexpiring-bundles)"
+                    .into(),
+            )
+        }
     }
     let newest = std::fs::read_to_string(sequence_file(opts))
         .ok()
         .and_then(|t| t.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    for_these_labels(bundle, opts)?;
     let seq = sequence_of(bundle);
     if seq < newest {
         return Err(format!(
@@ -492,7 +555,7 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>, 
     match &opts.source {
         Source::Dir(dir) => {
             let b = load_local(dir, opts)
-                .and_then(|b| not_a_rollback(&b, opts).map(|_| b))
+                .and_then(|b| fresh(&b, opts).map(|_| b))
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .with_context(|| format!("loading bundle {}", dir.display()))?;
             applied_sequence(&b, opts);
@@ -509,7 +572,7 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>, 
             let from_source = match fetched {
                 Ok(Fetched::New { etag, body, why }) => materialize(&body, opts).and_then(|dir| {
                     let b = load_dir(&dir)?;
-                    not_a_rollback(&b, opts)?;
+                    fresh(&b, opts)?;
                     Snapshot::build(&b).map_err(|e| e.to_string())?;
                     applied_sequence(&b, opts);
                     remember_good(opts, &dir);
@@ -524,6 +587,12 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>, 
                     Some(dir) => {
                         tracing::warn!(error = %why, dir = %dir.display(), "bundle source unavailable; starting on the last good bundle");
                         let b = load_dir(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+                        // Its own disk is no stale mirror: it runs, said loudly.
+                        if let Ok(Some(at)) = expires_of(&b) {
+                            if opts.verifier.is_some() && SystemTime::now() >= at {
+                                tracing::warn!(expired = %humantime::format_rfc3339_seconds(at), "the last good bundle's signature has expired: running it until the agent serves a fresh one");
+                            }
+                        }
                         Ok((b, None, None))
                     }
                     None => bail!(
@@ -686,15 +755,18 @@ impl BundleWatcher {
             let opts = self.opts.clone();
             let res = tokio::task::spawn_blocking(move || {
                 let b = load_local(&dir, &opts)?;
-                not_a_rollback(&b, &opts)?;
+                fresh(&b, &opts)?;
                 let rev = apply(&gw, &b)?;
                 applied_sequence(&b, &opts);
-                Ok::<_, String>(rev)
+                Ok::<_, String>((rev, expires_of(&b).ok().flatten()))
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
             match res {
-                Ok(rev) => self.target.status.ok(&rev),
+                Ok((rev, expires)) => {
+                    self.target.status.set_expires(expires);
+                    self.target.status.ok(&rev)
+                }
                 Err(e) => self.target.status.failed(&e),
             }
         }
@@ -752,17 +824,18 @@ impl BundleWatcher {
                     let res = tokio::task::spawn_blocking(move || {
                         let dir = materialize(&body, &opts)?;
                         let b = load_dir(&dir)?;
-                        not_a_rollback(&b, &opts)?;
+                        fresh(&b, &opts)?;
                         let rev = apply(&gw, &b)?;
                         applied_sequence(&b, &opts);
                         remember_good(&opts, &dir);
-                        Ok::<_, String>(rev)
+                        Ok::<_, String>((rev, expires_of(&b).ok().flatten()))
                     })
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()));
                     let refused = res.is_err();
                     match res {
-                        Ok(rev) => {
+                        Ok((rev, expires)) => {
+                            self.target.status.set_expires(expires);
                             etag = new_etag.or(etag).or_else(|| Some(rev.clone()));
                             failed = None;
                             retry = Duration::from_secs(1);
@@ -893,6 +966,7 @@ mod instance_tests {
             labels: BTreeMap::new(),
             poll: Duration::from_secs(1),
             report_every: Duration::from_secs(5),
+            allow_unexpiring: false,
         };
         let client = http_client(Duration::from_secs(5)).expect("client");
         let res = fetch(&client, &opts, &url, None, Some("r1"), Duration::ZERO).await;

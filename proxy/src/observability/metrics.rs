@@ -56,6 +56,7 @@ pub struct Metrics {
     pub tools_quarantined: IntGauge,
     /// Bundle reloads by result (`ok`, `failed`).
     pub bundle_reloads: IntCounterVec,
+    pub bundle_expires: IntGauge,
     pub inflight: IntGauge,
     pub bundle_info: prometheus::IntGaugeVec,
     /// `tools/call` requests of the HIGH and CRITICAL tiers, by server,
@@ -197,6 +198,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "warden_bundle_reloads_total",
             "Bundle reloads by result; a failed one keeps the current bundle",
             &["result"]
+        )?,
+        bundle_expires: register_int_gauge!(
+            "warden_bundle_expires_timestamp_seconds",
+            "When the running signed bundle's signature expires (Unix seconds; 0: unsigned or never)"
         )?,
         auth: register_int_counter_vec!(
             "warden_auth_total",
