@@ -155,6 +155,8 @@ impl Exporter {
             max_lag,
             sink,
             stop: stop.clone(),
+            ahead: 0,
+            resent_upto: 0,
         };
         metrics();
         let thread = std::thread::Builder::new()
@@ -184,7 +186,19 @@ struct Run {
     max_lag: u64,
     sink: Box<dyn Sink>,
     stop: Arc<AtomicBool>,
+    /// What the saved cursor says may have been sent (exclusive): nothing
+    /// at or past it is sent before the cursor is saved again.
+    ahead: u64,
+    /// Up to where what is sent may be a duplicate (from the cursor read
+    /// at start): kept in every cursor saved until it is passed, so that a
+    /// second crash still marks it.
+    resent_upto: u64,
 }
+
+/// Records the exporter may send past its saved cursor before it saves
+/// again: after a crash, those are sent again marked (some perhaps never
+/// sent before: a mark says "may be a duplicate").
+const RESERVE: u64 = 4096;
 
 /// The trail's files in order: those rotated aside (`<path>.<next seq>`,
 /// by that number), then the current one.
@@ -223,7 +237,9 @@ fn seq_of(line: &[u8]) -> Option<u64> {
 
 impl Run {
     /// The cursor: where to resume, and up to where what is sent again may
-    /// be a duplicate (`<resend from> <next>`; an older file holds `<next>`).
+    /// be a duplicate (`<resend from> <next> [<sent before>]`: the last, when
+    /// present, bounds what a process that crashed may have sent past
+    /// `next`; an older file holds `<next>`).
     fn load_cursor(&self) -> (u64, u64) {
         let text = match std::fs::read_to_string(&self.cursor_path) {
             Ok(t) => t,
@@ -237,6 +253,9 @@ impl Run {
         match nums.as_slice() {
             [Some(next)] => (*next, *next),
             [Some(from), Some(next)] if from <= next => (*from, *next),
+            [Some(from), Some(next), Some(ahead)] if from <= next && next <= ahead => {
+                (*from, *ahead)
+            }
             _ => {
                 tracing::error!(cursor = %self.cursor_path.display(), "audit export: the cursor is unreadable; exporting the trail again from its start, marked resent");
                 (0, u64::MAX)
@@ -245,14 +264,31 @@ impl Run {
     }
 
     /// Saves where to resume: the oldest record not known delivered (the
-    /// sink's pending ones are sent again, marked, after a restart).
-    fn save_cursor(&self) {
+    /// sink's pending ones are sent again, marked, after a restart), and,
+    /// with `reserve`, how far past it the exporter may send before it
+    /// saves again ([`RESERVE`]): after a crash every record up to there
+    /// is sent again marked. A stop saves without a reservation.
+    fn save_cursor(&mut self, reserve: bool) {
         let from = self.sink.pending_from().unwrap_or(self.next).min(self.next);
+        let ahead = if reserve {
+            self.next.saturating_add(RESERVE)
+        } else {
+            self.next
+        }
+        .max(self.resent_upto);
+        // Set even when the save fails (said below): the exporter goes on
+        // rather than retrying the disk on every record.
+        self.ahead = ahead;
+        let text = if ahead == self.next {
+            format!("{from} {}\n", self.next)
+        } else {
+            format!("{from} {} {ahead}\n", self.next)
+        };
         let tmp = self
             .cursor_path
             .with_extension(format!("seq.{}.tmp", std::process::id()));
         let written = std::fs::File::create(&tmp).and_then(|mut f| {
-            std::io::Write::write_all(&mut f, format!("{from} {}\n", self.next).as_bytes())?;
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
             f.sync_all()
         });
         if written.is_ok() && std::fs::rename(&tmp, &self.cursor_path).is_ok() {
@@ -261,6 +297,7 @@ impl Run {
             }
         } else {
             let _ = std::fs::remove_file(&tmp);
+            tracing::error!(cursor = %self.cursor_path.display(), "audit export: cannot save the cursor; after a crash, records may be sent again unmarked");
         }
     }
 
@@ -293,8 +330,16 @@ impl Run {
         let Some(_lock) = self.lock() else {
             return;
         };
+        self.export();
+        // Stopped, not crashed: nothing was sent past the cursor saved now
+        // (a crash leaves the reservation, and what it covers is marked).
+        self.save_cursor(false);
+    }
+
+    fn export(&mut self) {
         let (from, resent_upto) = self.load_cursor();
         self.next = from;
+        self.resent_upto = resent_upto;
         let m = metrics();
         let mut saved = (from, resent_upto);
         let mut last_save = Instant::now();
@@ -353,7 +398,7 @@ impl Run {
                     if saved != now
                         && (last_save.elapsed() >= Duration::from_millis(200) || self.stopping())
                     {
-                        self.save_cursor();
+                        self.save_cursor(true);
                         saved = now;
                         last_save = Instant::now();
                     }
@@ -433,6 +478,14 @@ impl Run {
                     continue;
                 }
                 line.pop();
+                // Past what the saved cursor says may have been sent: saved
+                // again first, so that a crash never leaves a sent record
+                // beyond it (it would be sent again unmarked).
+                if seq >= self.ahead {
+                    self.save_cursor(true);
+                    saved = (self.sink.pending_from().unwrap_or(self.next), self.next);
+                    last_save = Instant::now();
+                }
                 let waiting = Waiting {
                     name: self.name,
                     audit: &self.audit,
@@ -454,7 +507,7 @@ impl Run {
                     if !self.idle(&lag, &path, offset) {
                         return;
                     }
-                    self.save_cursor();
+                    self.save_cursor(true);
                     saved = (self.sink.pending_from().unwrap_or(self.next), self.next);
                     last_save = Instant::now();
                     if self.stopping() {
