@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
+
+pub use super::freshness::expires_of;
+use super::freshness::{applied_sequence, fresh};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -91,7 +94,7 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 /// The labels as the agent reads them (`k=v,k2=v2`).
-fn labels_header(labels: &BTreeMap<String, String>) -> String {
+pub(super) fn labels_header(labels: &BTreeMap<String, String>) -> String {
     labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -291,151 +294,6 @@ fn materialize_files(files: &archive::Files, opts: &SourceOptions) -> Result<Pat
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(dir)
-}
-
-/// Where the newest signed bundle's sequence this gateway applied is kept.
-fn sequence_file(opts: &SourceOptions) -> PathBuf {
-    opts.state_dir.join("sequence")
-}
-
-/// A signed bundle's sequence (`.manifest`'s `sequence`, set by the agent
-/// at each build; 0 when it has none).
-fn sequence_of(bundle: &Bundle) -> u64 {
-    bundle
-        .manifest
-        .extra
-        .get("sequence")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0)
-}
-
-/// When a bundle's signature stops being good: `.manifest`'s `expires`
-/// (RFC 3339, signed with the rest, set by the agent at each build). `None`
-/// when it names none; an `expires` that cannot be read is an error.
-pub fn expires_of(bundle: &Bundle) -> Result<Option<SystemTime>, String> {
-    let Some(v) = bundle.manifest.extra.get("expires") else {
-        return Ok(None);
-    };
-    v.as_str()
-        .and_then(|t| humantime::parse_rfc3339(t).ok())
-        .map(Some)
-        .ok_or_else(|| {
-            format!(
-                "the bundle's manifest names its expiry in a form this gateway cannot read: {v}"
-            )
-        })
-}
-
-/// Refuses a signed bundle that is stale: published for other gateways,
-/// past its expiry (or with none), or older than the newest this gateway
-/// applied. An old bundle is still validly signed, and a mirror, a cache or
-/// a man in the middle serving it again would undo a kill switch or a deny;
-/// the sequence stops that for a gateway that remembers, the expiry for one
-/// that starts with no state. An unsigned source proves nothing, so nothing
-/// is checked there.
-fn fresh(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String> {
-    if opts.verifier.is_none() {
-        return Ok(());
-    }
-    for_these_labels(bundle, opts)?;
-    match expires_of(bundle)? {
-        Some(at) if SystemTime::now() >= at => {
-            return Err(format!(
-                "expired: the bundle's signature was good until {} (an agent re-signs what it \
-                 serves long before that: is it running? A stale bundle served again could undo \
-                 a kill switch or a deny)",
-                humantime::format_rfc3339_seconds(at)
-            ))
-        }
-        Some(_) => {}
-        None if opts.allow_unexpiring => {}
-        None => {
-            return Err(
-                "never expires: the bundle's manifest names no `expires`, so anyone \
-                 holding it could serve it to a new gateway forever (serve it from an agent of \
-                 this version, build it with `warden-agent build --valid-for`, or start the \
-                 gateway with --allow-unexpiring-bundles)"
-                    .into(),
-            )
-        }
-    }
-    let newest = std::fs::read_to_string(sequence_file(opts))
-        .ok()
-        .and_then(|t| t.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    let seq = sequence_of(bundle);
-    if seq < newest {
-        return Err(format!(
-            "rollback: the bundle's sequence {seq} is older than {newest}, the newest this \
-             gateway applied (remove {} to accept an older bundle on purpose)",
-            sequence_file(opts).display()
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses a signed bundle published for labels this gateway does not
-/// carry (`.manifest`'s `labels`, signed by the agent: the selector it was
-/// published to). A bundle meant for some gateways (a region's, a
-/// canary's) is validly signed for every other too; served to one of
-/// them by a mirror, a cache or a man in the middle, it would put their
-/// rules in force there. A manifest without `labels` is for every gateway.
-fn for_these_labels(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String> {
-    let Some(audience) = bundle.manifest.extra.get("labels") else {
-        return Ok(());
-    };
-    let wanted = audience
-        .as_object()
-        .ok_or("the bundle's manifest names its labels in a form this gateway cannot read")?;
-    for (k, v) in wanted {
-        let v = v
-            .as_str()
-            .ok_or("the bundle's manifest names its labels in a form this gateway cannot read")?;
-        if opts.labels.get(k).map(String::as_str) != Some(v) {
-            return Err(format!(
-                "not for this gateway: the bundle was published to {} and this gateway's labels are {}",
-                labels_header(
-                    &wanted
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                        .collect()
-                ),
-                if opts.labels.is_empty() {
-                    "none".to_owned()
-                } else {
-                    labels_header(&opts.labels)
-                }
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Records a signed bundle's sequence once it is applied.
-fn applied_sequence(bundle: &Bundle, opts: &SourceOptions) {
-    if opts.verifier.is_none() {
-        return;
-    }
-    let path = sequence_file(opts);
-    let newest = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| t.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    let seq = sequence_of(bundle);
-    if seq <= newest {
-        return;
-    }
-    let tmp = opts.state_dir.join(".sequence.tmp");
-    if std::fs::create_dir_all(&opts.state_dir)
-        .and_then(|_| std::fs::write(&tmp, seq.to_string()))
-        .and_then(|_| std::fs::rename(&tmp, &path))
-        .is_err()
-    {
-        tracing::warn!(
-            "could not record the bundle's sequence in {}",
-            path.display()
-        );
-    }
 }
 
 /// Records `dir` as the last good bundle and prunes older fetched ones.

@@ -5,6 +5,7 @@
 
 pub mod approval_client;
 pub mod bundles;
+pub mod freshness;
 pub mod quota_store;
 pub mod runtime;
 pub mod state;
