@@ -414,6 +414,26 @@ pub fn layers(files: &Files) -> BTreeMap<String, Files> {
 /// The JWS `typ` of an approval grant (signed by the agent, checked by gateways).
 pub const APPROVAL_GRANT_TYP: &str = "warden-approval+jwt";
 
+/// The JWS `typ` of the agent's proof that the bundle it answers with is
+/// the one it serves that gateway now (`X-Warden-Freshness`).
+pub const FRESHNESS_TYP: &str = "warden-bundle-freshness+jwt";
+
+/// What the agent signs beside a bundle it serves: the nonce the gateway
+/// sent with its request (`X-Warden-Nonce`), the SHA-256 of the archive in
+/// the answer, and the gateway it was asked for. A mirror, a cache or a man
+/// in the middle cannot make one for a nonce it has not seen answered.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Freshness {
+    pub nonce: String,
+    pub bundle: String,
+    pub gateway: String,
+}
+
+/// A gateway's nonce as the agent takes it: 32 to 64 lowercase hex digits.
+pub fn valid_nonce(n: &str) -> bool {
+    (32..=64).contains(&n.len()) && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Signs `claims` as a compact JWS whose header names `typ`, so a signed
 /// thing of one kind (an approval grant) is never read as another (a
 /// bundle's signature block).

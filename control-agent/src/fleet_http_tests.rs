@@ -85,6 +85,18 @@ async fn a_gateway_id_two_live_processes_share_is_shown_and_its_audit_refused() 
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // A nonce the agent cannot read is refused, not ignored.
+    for bad in ["short", "0123456789ABCDEF0123456789ABCDEF", &"a".repeat(65)] {
+        let r = http
+            .get(format!("{url}/v1/bundles/current"))
+            .bearer_auth(FLEET)
+            .header("x-warden-gateway", "edge-3")
+            .header("x-warden-nonce", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{bad}");
+    }
     report("aaaa").await;
     let fleet: serde_json::Value = http
         .get(format!("{url}/v1/fleet"))

@@ -133,11 +133,16 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
+/// The longest a signed bundle may stay good.
+const MAX_VALIDITY: Duration = Duration::from_secs(366 * 86_400);
+
 fn parse_validity(s: &str) -> Result<Validity, String> {
     if s == "never" {
         return Ok(Validity::Never);
     }
     match humantime::parse_duration(s) {
+        // Gateways refuse an expiry further ahead than that (`fresh`).
+        Ok(d) if d > MAX_VALIDITY => Err("a validity is at most 366d (or `never`)".into()),
         Ok(d) if !d.is_zero() => Ok(Validity::For(d)),
         Ok(_) => Err("a validity must be above zero (or `never`)".into()),
         Err(e) => Err(format!("{e} (a duration such as 7d, or `never`)")),
@@ -683,18 +688,24 @@ fn run(cmd: Cmd) -> anyhow::Result<bool> {
                     });
                 }
                 // What is served is re-signed before it expires: checked
-                // each minute, every ten after a failure (it is recorded).
+                // each minute, and a failure (recorded, counted) tried
+                // again after a twentieth of the validity (10 s to 10 min).
                 let signer_of = store.clone();
                 tokio::spawn(async move {
                     let mut pause = Duration::from_secs(60);
                     loop {
                         tokio::time::sleep(pause).await;
                         let s = signer_of.clone();
+                        let retry = s.resign_retry();
                         let res = tokio::task::spawn_blocking(move || {
                             s.refresh(std::time::SystemTime::now()).is_ok()
                         })
                         .await;
-                        pause = Duration::from_secs(if matches!(res, Ok(true)) { 60 } else { 600 });
+                        pause = if matches!(res, Ok(true)) {
+                            Duration::from_secs(60).min(retry)
+                        } else {
+                            retry
+                        };
                     }
                 });
                 // A canary is judged twice a second on what gateways report.

@@ -186,6 +186,8 @@ pub struct Metrics {
     /// Records in the audit store.
     pub(crate) audit_rows: prometheus::IntGauge,
     pub(crate) audit_bytes: prometheus::IntGauge,
+    pub(crate) bundle_expires: prometheus::IntGauge,
+    pub(crate) resign_failures: prometheus::IntCounter,
     /// Audit lines shipped by gateways, by result.
     pub(crate) audit_ingested: prometheus::IntCounterVec,
 }
@@ -234,6 +236,16 @@ impl Default for Metrics {
             "Audit records kept in the agent's store",
         )
         .expect("metric");
+        let bundle_expires = prometheus::IntGauge::new(
+            "warden_agent_bundle_expires_timestamp_seconds",
+            "When the first served bundle's signature expires (Unix seconds; 0: none expires)",
+        )
+        .expect("metric");
+        let resign_failures = prometheus::IntCounter::new(
+            "warden_agent_resign_failures_total",
+            "Re-signs of what is served that failed (tried again; the change record says why)",
+        )
+        .expect("metric");
         let audit_bytes = prometheus::IntGauge::new(
             "warden_agent_audit_bytes",
             "Bytes of the agent's audit store in use (records, lines, indexes; bounded by --audit-max-bytes)",
@@ -250,6 +262,8 @@ impl Default for Metrics {
         for c in [
             Box::new(audit_rows.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(audit_bytes.clone()),
+            Box::new(bundle_expires.clone()),
+            Box::new(resign_failures.clone()),
             Box::new(audit_ingested.clone()),
             Box::new(console_sessions.clone()),
             Box::new(proven_tokens.clone()),
@@ -270,6 +284,8 @@ impl Default for Metrics {
             proven_tokens,
             audit_rows,
             audit_bytes,
+            bundle_expires,
+            resign_failures,
             audit_ingested,
         }
     }
@@ -356,6 +372,19 @@ impl Api {
         self.metrics.oldest.set(oldest.as_secs_f64());
         self.metrics.audit_rows.set(self.audit.rows() as i64);
         self.metrics.audit_bytes.set(self.audit.bytes() as i64);
+        self.metrics.bundle_expires.set(
+            self.store
+                .earliest_expiry()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64),
+        );
+        let failed = self
+            .store
+            .resign_failures
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .resign_failures
+            .inc_by(failed.saturating_sub(self.metrics.resign_failures.get()));
         self.metrics
             .console_sessions
             .set(self.console.sessions.count() as i64);
@@ -775,6 +804,16 @@ impl Api {
                 .to_owned()
         };
         let id = header("x-warden-gateway");
+        let nonce = match header("x-warden-nonce") {
+            n if n.is_empty() => None,
+            n if warden_config::archive::valid_nonce(&n) => Some(n),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "X-Warden-Nonce: 32 to 64 lowercase hex digits",
+                )
+            }
+        };
         let labels = match crate::rollout::parse_labels(&header("x-warden-labels")) {
             Ok(l) => l,
             Err(e) => return error(StatusCode::BAD_REQUEST, &e),
@@ -799,6 +838,36 @@ impl Api {
                     }
                     if let Ok(v) = http::HeaderValue::from_str(&p.target.why()) {
                         h.insert("x-warden-rollout", v);
+                    }
+                    // Proof that this is what the agent serves this
+                    // gateway now, bound to the nonce it sent: a gateway
+                    // with no state has no sequence to compare with.
+                    if let (Some(nonce), Some(s)) = (&nonce, self.store.signer()) {
+                        use sha2::Digest;
+                        let claims = warden_config::archive::Freshness {
+                            nonce: nonce.clone(),
+                            bundle: hex::encode(sha2::Sha256::digest(&p.archive)),
+                            gateway: id.clone(),
+                        };
+                        match warden_config::archive::sign_claims(
+                            &claims,
+                            &s.pem,
+                            s.alg,
+                            &s.keyid,
+                            warden_config::archive::FRESHNESS_TYP,
+                        )
+                        .map(|jws| http::HeaderValue::from_str(&jws))
+                        {
+                            Ok(Ok(v)) => {
+                                h.insert("x-warden-freshness", v);
+                            }
+                            _ => {
+                                return error(
+                                    StatusCode::INTERNAL_SERVER_ERROR,
+                                    "cannot sign the bundle's freshness",
+                                )
+                            }
+                        }
                     }
                     return r;
                 }

@@ -847,8 +847,28 @@ async fn a_new_gateway_refuses_an_expired_or_unexpiring_bundle() {
     assert!(err.contains("expired:"), "{err}");
     assert_eq!(st["bundle"]["revision"], "fresh");
     assert_eq!(outcome(&gw, "echo").await, "ok");
-    // Validity needs a signature, and `never` or a duration.
-    for bad in [&["--valid-for", "0s"][..], &["--valid-for", "soon"]] {
+    // A mirror posing as the agent serves a fresh, validly signed bundle
+    // that the agent no longer serves (a kill switch came after it): it
+    // cannot prove it current for this request, and is refused.
+    let fresh2 = build_archive(&source, &tmp.path().join("fresh2.tgz"), &private, "fresh2");
+    srv.set(fresh2);
+    let mirror = vec![
+        "--agent".to_owned(),
+        format!("http://{}", srv.addr),
+        "--bundle-public-key".to_owned(),
+        public.to_str().expect("utf8").to_owned(),
+        "--state-dir".to_owned(),
+        tmp.path().join("gw5").to_str().expect("utf8").to_owned(),
+    ];
+    let err = start(mirror).err().expect("unproven").to_string();
+    assert!(err.contains("not proven current"), "{err}");
+    // Validity needs a signature, and `never` or a duration (at most 366d).
+    for bad in [
+        &["--valid-for", "0s"][..],
+        &["--valid-for", "soon"],
+        &["--valid-for", "367d"],
+        &["--valid-for", "8000y"],
+    ] {
         let (ok, _, err) = run_with_timeout(
             std::process::Command::new(bin("warden-agent"))
                 .arg("build")

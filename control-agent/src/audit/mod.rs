@@ -70,6 +70,14 @@ const MAX_COUNTED: i64 = 100_000;
 pub const STORE_FAILED: &str = "the audit store could not store the batch";
 /// Problems reported per chain at most (the rest are counted).
 const MAX_PROBLEMS: usize = 100;
+/// Records of one seq a verification compares at most (a chain holds one;
+/// a trail that started again, or forged lines, hold more).
+const MAX_SIBLINGS: usize = 64;
+
+/// A verification's time budget ran out outside SQLite.
+#[derive(Debug, thiserror::Error)]
+#[error("the verification's time budget ran out")]
+struct OutOfTime;
 
 /// How long records are kept, and how many at most.
 #[derive(Debug, Clone)]
@@ -689,21 +697,30 @@ impl Inner {
         lock(&self.readers[i])
     }
 
-    /// The hashes of the stored lines of `gateway`'s `seq`.
+    /// The hashes of the stored lines of `gateway`'s `seq` (at most
+    /// [`MAX_SIBLINGS`]; `true`: more hold it), read by `deadline`.
     fn lines_of(
         &self,
         conn: &Connection,
         gateway: &str,
         seq: u64,
-    ) -> anyhow::Result<Vec<[u8; 32]>> {
+        deadline: Instant,
+    ) -> anyhow::Result<(Vec<[u8; 32]>, bool)> {
         let mut stmt = conn.prepare_cached(
-            "SELECT l.raw FROM records r JOIN lines l ON l.id = r.id WHERE r.gateway = ?1 AND r.seq = ?2",
+            "SELECT l.raw FROM records r JOIN lines l ON l.id = r.id WHERE r.gateway = ?1 AND r.seq = ?2 LIMIT ?3",
         )?;
-        let found = stmt
-            .query_map(params![gateway, seq as i64], |r| r.get::<_, String>(0))?
-            .map(|raw| raw.map(|raw| lines::line_hash(&raw)))
-            .collect::<rusqlite::Result<Vec<[u8; 32]>>>()?;
-        Ok(found)
+        let mut rows = stmt.query(params![gateway, seq as i64, MAX_SIBLINGS as i64 + 1])?;
+        let mut found = Vec::new();
+        while let Some(r) = rows.next()? {
+            if found.len() == MAX_SIBLINGS {
+                return Ok((found, true));
+            }
+            if Instant::now() >= deadline {
+                return Err(OutOfTime.into());
+            }
+            found.push(lines::line_hash(&r.get::<_, String>(0)?));
+        }
+        Ok((found, false))
     }
 
     /// Deletes what is older than the retention and the oldest beyond
@@ -758,7 +775,7 @@ impl Inner {
         // The bytes: the oldest records go, in proportion to the
         // overshoot (pages freed in the indexes lag the rows deleted), a
         // few rounds at most per trim; the next trim goes on.
-        for _ in 0..8 {
+        for _ in 0..16 {
             let used = used_bytes(&lock(&self.writer))?;
             self.bytes.store(used, Ordering::Relaxed);
             if used <= self.limits.max_bytes {
@@ -766,8 +783,10 @@ impl Inner {
             }
             let rows = self.rows.load(Ordering::Relaxed);
             let over = (used - self.limits.max_bytes) as u128;
+            // In proportion, never more: with large lines a few rows are
+            // the whole overshoot, and the newest must stay.
             let want =
-                ((rows as u128 * over).div_ceil(used as u128) as u64 + 64).min(TRIM_CHUNK as u64);
+                ((rows as u128 * over).div_ceil(used as u128) as u64).clamp(1, TRIM_CHUNK as u64);
             let n = {
                 let c = lock(&self.writer);
                 let n = c

@@ -1173,3 +1173,104 @@ fn the_store_is_bounded_in_bytes() {
     assert_eq!(page.rows[0].seq, n as u64 - 1, "the newest is kept");
     assert!(s.verify(&Query::default()).unwrap().ok);
 }
+
+/// Large records (near the 1 MiB a line may have): past the bound only as
+/// many of the oldest go as the overshoot needs; the newest stay, round
+/// after round.
+#[test]
+fn a_byte_bound_keeps_the_newest_of_large_records() {
+    let max: u64 = 24 << 20;
+    let (_d, s) = store(Limits {
+        max_bytes: max,
+        ..Limits::default()
+    });
+    let mut t = Trail::new();
+    let pad = "a".repeat(MAX_LINE - 400);
+    let t0 = now_s() - 60;
+    for round in 0..4 {
+        let from = t.lines.len();
+        for _ in 0..14 {
+            t.push(serde_json::json!({
+                "ts": jiff::Timestamp::from_second(t0).unwrap().to_string(),
+                "principal": "mallory", "tenant": "acme", "server": "mock",
+                "direction": "request", "method": "tools/call", "tool": "echo",
+                "outcome": "forwarded", "reason": pad,
+            }));
+        }
+        for i in from..t.lines.len() {
+            s.ingest("gw", &t.body(i, i + 1)).unwrap();
+        }
+        s.trim().unwrap();
+        let kept = s.rows();
+        assert!(
+            kept >= 10,
+            "round {round}: {kept} rows kept of a bound of about 24 one-MiB records"
+        );
+        let page = s.search(&Query::default()).unwrap();
+        assert_eq!(
+            page.rows[0].seq,
+            t.lines.len() as u64 - 1,
+            "the newest is kept"
+        );
+        assert!(s.bytes() <= max + (2 << 20), "{} bytes", s.bytes());
+    }
+}
+
+/// A trail laid out so that a filtered verification reads few records,
+/// each after many large lines of one seq (looked up, hashed outside
+/// SQLite): the budget still stops it; and a seq held by more than
+/// `MAX_SIBLINGS` records is compared on the first of them only, said.
+#[test]
+fn verify_budget_holds_against_many_large_lines_of_one_seq() {
+    let (_d, s) = store(Limits::default());
+    let pad = "a".repeat(MAX_LINE - 400);
+    let ts = jiff::Timestamp::from_second(now_s() - 60)
+        .unwrap()
+        .to_string();
+    let line = |seq: u64, principal: &str, pad: &str, salt: u64| {
+        serde_json::json!({
+            "seq": seq, "prev": "0".repeat(64), "ts": ts, "principal": principal,
+            "tenant": "acme", "server": "mock", "direction": "request",
+            "method": "tools/call", "tool": "echo", "outcome": "forwarded",
+            "salt": salt, "reason": pad,
+        })
+        .to_string()
+    };
+    let mut seq = 0;
+    for i in 0..40u64 {
+        let body: String = (0..6u64)
+            .map(|k| line(seq, "pad", &pad, i * 100 + k) + "\n")
+            .collect();
+        s.ingest("gw-x", body.as_bytes()).unwrap();
+        seq += 1;
+        s.ingest("gw-x", (line(seq, "target", "", i) + "\n").as_bytes())
+            .unwrap();
+        seq += 1;
+    }
+    let q = Query {
+        principal: Some("target".into()),
+        ..Query::default()
+    };
+    match s.verify_within(&q, Duration::from_millis(50)) {
+        Ok(v) => assert!(v.truncated && v.stopped.is_some(), "read all: {v:?}"),
+        Err(e) => assert!(e.to_string().starts_with(SEARCH_TOO_BROAD), "{e}"),
+    }
+    // Seventy records of one seq.
+    let body: String = (0..70u64)
+        .map(|k| line(1000, "many", "", k) + "\n")
+        .collect();
+    s.ingest("gw-y", body.as_bytes()).unwrap();
+    s.ingest("gw-y", (line(1001, "next", "", 0) + "\n").as_bytes())
+        .unwrap();
+    let v = s
+        .verify(&Query {
+            principal: Some("next".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    let problems = v.chains[0].problems.join("\n");
+    assert!(
+        problems.contains("more than 64 records hold it"),
+        "{problems}"
+    );
+}

@@ -37,11 +37,12 @@ impl AuditStore {
         let res = self.verify_rows(&conn, q, deadline, &mut out, &mut chain);
         conn.progress_handler(0, None::<fn() -> bool>);
         let interrupted = |e: &anyhow::Error| {
-            matches!(
-                e.downcast_ref::<rusqlite::Error>(),
-                Some(rusqlite::Error::SqliteFailure(f, _))
-                    if f.code == rusqlite::ErrorCode::OperationInterrupted
-            )
+            e.downcast_ref::<OutOfTime>().is_some()
+                || matches!(
+                    e.downcast_ref::<rusqlite::Error>(),
+                    Some(rusqlite::Error::SqliteFailure(f, _))
+                        if f.code == rusqlite::ErrorCode::OperationInterrupted
+                )
         };
         match res {
             Ok(()) => {}
@@ -96,7 +97,7 @@ impl AuditStore {
                 break;
             }
             // Hashing is not SQLite's work: its handler does not see it.
-            if out.records % 1024 == 1023 && Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 out.truncated = true;
                 out.stopped = Some(format!(
                     "the time budget ran out after {} records",
@@ -137,7 +138,9 @@ impl AuditStore {
                         "seq {seq}: more than one record holds it (the gateway's trail started again, or two gateway processes shipped under one id?)"
                     ));
                 }
-                c.hashes.push(hash);
+                if c.hashes.len() < MAX_SIBLINGS {
+                    c.hashes.push(hash);
+                }
                 // Linked to the seq before as its sibling is.
                 if let Some(before) = &c.before {
                     if !before.iter().any(|h| h[..] == prev[..]) {
@@ -156,7 +159,15 @@ impl AuditStore {
             } else if seq == 0 {
                 None
             } else {
-                let found = self.inner.lines_of(conn, &c.check.gateway, seq - 1)?;
+                let (found, more) =
+                    self.inner
+                        .lines_of(conn, &c.check.gateway, seq - 1, deadline)?;
+                if more {
+                    c.problem(format!(
+                        "seq {}: more than {MAX_SIBLINGS} records hold it; only the first {MAX_SIBLINGS} were compared",
+                        seq - 1
+                    ));
+                }
                 (!found.is_empty()).then_some(found)
             };
             c.doubled = false;

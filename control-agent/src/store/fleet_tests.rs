@@ -7,7 +7,7 @@
 use super::layer_tests::org_store;
 use super::*;
 
-fn stats(calls: u64) -> Stats {
+pub(crate) fn stats(calls: u64) -> Stats {
     Stats {
         calls,
         replies: calls,
@@ -16,7 +16,7 @@ fn stats(calls: u64) -> Stats {
     }
 }
 
-fn report(s: &Store, id: &str, instance: Option<&str>, revision: &str, st: Stats) {
+pub(crate) fn report(s: &Store, id: &str, instance: Option<&str>, revision: &str, st: Stats) {
     s.report(Report {
         id: id.into(),
         instance: instance.map(str::to_owned),
@@ -39,7 +39,7 @@ fn member<'a>(fleet: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
         .unwrap()
 }
 
-fn plan(share: f64) -> CanaryPlan {
+pub(crate) fn plan(share: f64) -> CanaryPlan {
     serde_json::from_value(serde_json::json!({"share": share, "watch_secs": 600})).unwrap()
 }
 

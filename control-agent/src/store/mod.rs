@@ -28,7 +28,7 @@ mod fleet;
 mod prune;
 pub use prune::MAX_ORG_REVISIONS;
 #[cfg(test)]
-mod fleet_tests;
+pub(crate) mod fleet_tests;
 #[cfg(test)]
 mod isolation_tests;
 #[cfg(test)]
@@ -233,6 +233,8 @@ pub struct Store {
     pub org_revisions: usize,
     /// Taken while the change record is written (and moved aside).
     changes_turn: Mutex<()>,
+    /// Re-signs that failed since start (`warden_agent_resign_failures_total`).
+    pub resign_failures: std::sync::atomic::AtomicU64,
     /// Run once after the next [`Store::rollout`] read (a test's way into
     /// the gap between a check and an action).
     #[cfg(test)]
@@ -398,6 +400,7 @@ impl Store {
             layer_revisions: layers::MAX_LAYER_REVISIONS,
             org_revisions: MAX_ORG_REVISIONS,
             changes_turn: Mutex::new(()),
+            resign_failures: Default::default(),
             #[cfg(test)]
             after_rollout_read: Mutex::new(None),
         };
@@ -841,22 +844,54 @@ impl Store {
             return Ok(None);
         };
         let mut inner = self.lock();
+        // During a canary's watch, not before a quarter is left: its
+        // members report the revision they run, and a new name mid-watch
+        // would judge them on nothing.
+        let watching = inner
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.state == "watching");
+        let left = if watching { valid / 4 } else { valid / 2 };
         let due = inner.served.iter().any(|p| {
             p.expires
-                .is_none_or(|at| at.duration_since(now).unwrap_or_default() < valid / 2)
+                .is_none_or(|at| at.duration_since(now).unwrap_or_default() < left)
         });
         if !due {
             return Ok(None);
         }
         let kill = inner.kill.clone();
         let res = self
-            .rebuild_served(&mut inner, &kill, "agent", "re-signed before it expires")
+            .rebuild_served(&mut inner, &kill, "agent", RESIGN_REASON)
             .transpose();
+        if matches!(res, Some(Ok(_))) {
+            self.forget_resigns(&mut inner);
+        }
         drop(inner);
+        if matches!(res, Some(Err(_))) {
+            self.resign_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match res {
             None => Ok(None),
             Some(res) => self.after("agent", "re-sign", res).map(Some),
         }
+    }
+
+    /// When the first of the served revisions' signatures expires
+    /// (`warden_agent_bundle_expires_timestamp_seconds`).
+    pub fn earliest_expiry(&self) -> Option<SystemTime> {
+        self.lock().served.iter().filter_map(|p| p.expires).min()
+    }
+
+    /// How long after a failed re-sign it is tried again: well inside the
+    /// half of the validity left when re-signing starts.
+    pub fn resign_retry(&self) -> Duration {
+        self.signer
+            .as_ref()
+            .and_then(|s| s.valid_for)
+            .map_or(Duration::from_secs(600), |v| {
+                (v / 20).clamp(Duration::from_secs(10), Duration::from_secs(600))
+            })
     }
 
     /// Rebuilds every served revision (for everyone, for a selector, a
@@ -901,6 +936,9 @@ impl Store {
 
 /// The highest build sequence this store gave a bundle.
 const SEQUENCE_FILE: &str = "sequence";
+
+/// How a re-sign's history line begins (see [`Store::refresh`]).
+const RESIGN_REASON: &str = "re-signed before it expires";
 
 /// Writes a file whole or not at all (a temporary file renamed over it).
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {

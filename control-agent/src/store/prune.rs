@@ -25,14 +25,32 @@ impl Store {
         if newest == 0 {
             return;
         }
+        let mut keep = Self::in_use(inner);
+        keep.extend(inner.history[newest..].iter().map(|h| h.seq));
+        self.drop_revisions(inner, |h| !keep.contains(&h.seq));
+    }
+
+    /// The revisions served or named by the rollout.
+    fn in_use(inner: &Inner) -> BTreeSet<u64> {
         let mut keep: BTreeSet<u64> = inner.served.iter().map(|p| p.seq).collect();
         keep.extend(inner.rollout.as_ref().map(|r| r.seq));
-        keep.extend(inner.history[newest..].iter().map(|h| h.seq));
-        let (kept, dropped): (Vec<HistoryEntry>, Vec<HistoryEntry>) = inner
-            .history
-            .iter()
-            .cloned()
-            .partition(|h| keep.contains(&h.seq));
+        keep
+    }
+
+    /// Forgets the re-signs nothing serves any more: each re-sign is the
+    /// same content as the revision it re-signed (kept, and the one to roll
+    /// back to), so re-signs never push real revisions out of the bound.
+    pub(super) fn forget_resigns(&self, inner: &mut Inner) {
+        let keep = Self::in_use(inner);
+        self.drop_revisions(inner, |h| {
+            h.reason.starts_with(RESIGN_REASON) && !keep.contains(&h.seq)
+        });
+    }
+
+    /// Drops the history lines `dropped` picks, and their files.
+    fn drop_revisions(&self, inner: &mut Inner, dropped: impl Fn(&HistoryEntry) -> bool) {
+        let (dropped, kept): (Vec<HistoryEntry>, Vec<HistoryEntry>) =
+            inner.history.iter().cloned().partition(|h| dropped(h));
         if dropped.is_empty() {
             return;
         }

@@ -214,6 +214,32 @@ fn what_is_served_is_re_signed_before_it_expires() {
     assert_eq!(newest.seq, served.iter().map(|p| p.seq).max().unwrap());
     let history = s.history();
     assert!(history.last().unwrap().reason.contains("re-signed"));
+    // Re-signed again: the re-signs nothing serves are forgotten (files
+    // too), the originals stay (rollback names them), so re-signs never
+    // push real revisions out of the history's bound.
+    let first: Vec<u64> = served.iter().map(|p| p.seq).collect();
+    let later = served.iter().filter_map(|p| p.expires).min().unwrap();
+    s.refresh(later - hour / 2 + Duration::from_secs(10))
+        .unwrap()
+        .expect("re-signed again");
+    let history = s.history();
+    for seq in &first {
+        assert!(history.iter().all(|h| h.seq != *seq), "{seq} kept");
+        assert!(!s.revision_path(*seq, "tar.gz").exists());
+    }
+    for original in [&all, &some] {
+        assert!(history.iter().any(|h| h.seq == original.seq));
+    }
+    assert_eq!(
+        history
+            .iter()
+            .filter(|h| h.reason.starts_with(RESIGN_REASON))
+            .count(),
+        2,
+        "only the re-signs served"
+    );
+    s.rollback("test", &all.revision)
+        .expect("the original rolls back");
     drop(s);
     // Opened again: the expiry is read back, nothing is due.
     let (signer, _) = signer_for(hour);
@@ -228,4 +254,36 @@ fn what_is_served_is_re_signed_before_it_expires() {
     let p = s.publish_source("test", true).unwrap().expect("published");
     assert!(p.expires.is_none() && manifest_of(&p).get("expires").is_none());
     assert!(s.refresh(now + hour * 1000).unwrap().is_none());
+}
+
+/// During a canary's watch what is served is re-signed only once a
+/// quarter of the validity is left (not at half): its members report the
+/// revision they run, and a new name mid-watch would judge them on
+/// nothing.
+#[test]
+fn a_canary_watch_defers_the_re_sign() {
+    use crate::store::fleet_tests::{plan, report, stats};
+    let hour = Duration::from_secs(3600);
+    let (signer, _) = signer_for(hour);
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("source");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("warden.yaml"), crate::store::layer_tests::ORG).unwrap();
+    let s = Store::open(&d.path().join("state"), &src, Some(signer)).unwrap();
+    let base = s.publish_source("test", true).unwrap().expect("published");
+    report(&s, "edge-1", Some("a"), &base.revision, stats(1));
+    report(&s, "edge-2", Some("b"), &base.revision, stats(1));
+    let canary = s
+        .publish_canary("admin", Selector::default(), plan(0.5))
+        .expect("canary");
+    assert_eq!(s.rollout()["state"], "watching");
+    let at = canary.expires.unwrap().min(base.expires.unwrap());
+    // Less than half left, more than a quarter: not during the watch.
+    assert!(s.refresh(at - hour * 2 / 5).unwrap().is_none());
+    assert_eq!(s.rollout()["revision"], canary.revision.as_str());
+    // Less than a quarter: re-signed, the watch following its revision.
+    let p = s.refresh(at - hour / 5).unwrap().expect("re-signed");
+    assert_eq!(s.rollout()["state"], "watching");
+    assert_ne!(s.rollout()["revision"], canary.revision.as_str());
+    assert!(s.lock().served.iter().any(|q| q.seq == p.seq));
 }

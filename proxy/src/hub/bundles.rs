@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context};
 
 pub use super::freshness::expires_of;
-use super::freshness::{applied_sequence, fresh};
+use super::freshness::{applied_sequence, fresh, proven_current};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -41,6 +41,20 @@ pub enum Source {
         report_url: Option<String>,
         token: Option<String>,
     },
+}
+
+impl Source {
+    /// The control agent (`--agent`, which takes reports): it proves each
+    /// bundle it answers with current (`X-Warden-Freshness`).
+    pub fn is_agent(&self) -> bool {
+        matches!(
+            self,
+            Source::Http {
+                report_url: Some(_),
+                ..
+            }
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -347,6 +361,10 @@ enum Fetched {
     New {
         etag: Option<String>,
         body: bytes::Bytes,
+        /// The nonce this request sent, and the agent's signed proof
+        /// bound to it (`X-Warden-Freshness`).
+        nonce: String,
+        proof: Option<String>,
         /// The agent's `X-Warden-Rollout`: why this gateway gets it.
         why: Option<String>,
     },
@@ -361,8 +379,10 @@ async fn fetch(
     etag: Option<&str>,
     wait: Duration,
 ) -> Result<Fetched, String> {
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
     let mut req = client
         .get(url)
+        .header("x-warden-nonce", &nonce)
         .header("x-warden-gateway", &opts.gateway_id)
         .header("x-warden-instance", instance_id())
         .header("x-warden-labels", labels_header(&opts.labels));
@@ -391,6 +411,11 @@ async fn fetch(
                 .get("x-warden-rollout")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
+            let proof = resp
+                .headers()
+                .get("x-warden-freshness")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let body = resp
                 .bytes()
                 .await
@@ -398,7 +423,13 @@ async fn fetch(
             if body.len() as u64 > archive::MAX_BUNDLE_BYTES {
                 return Err(format!("{url}: bundle too large"));
             }
-            Ok(Fetched::New { etag, body, why })
+            Ok(Fetched::New {
+                etag,
+                body,
+                why,
+                nonce,
+                proof,
+            })
         }
         304 => Ok(Fetched::NotModified),
         s => Err(format!("fetching {url}: HTTP {s}")),
@@ -428,14 +459,22 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>, 
                 fetch(&client, opts, url, token.as_deref(), None, Duration::ZERO).await
             });
             let from_source = match fetched {
-                Ok(Fetched::New { etag, body, why }) => materialize(&body, opts).and_then(|dir| {
-                    let b = load_dir(&dir)?;
-                    fresh(&b, opts)?;
-                    Snapshot::build(&b).map_err(|e| e.to_string())?;
-                    applied_sequence(&b, opts);
-                    remember_good(opts, &dir);
-                    Ok((b, etag, why))
-                }),
+                Ok(Fetched::New {
+                    etag,
+                    body,
+                    why,
+                    nonce,
+                    proof,
+                }) => proven_current(opts, &nonce, proof.as_deref(), &body)
+                    .and_then(|()| materialize(&body, opts))
+                    .and_then(|dir| {
+                        let b = load_dir(&dir)?;
+                        fresh(&b, opts)?;
+                        Snapshot::build(&b).map_err(|e| e.to_string())?;
+                        applied_sequence(&b, opts);
+                        remember_good(opts, &dir);
+                        Ok((b, etag, why))
+                    }),
                 Ok(Fetched::NotModified) => Err("the source answered 304 to a first fetch".into()),
                 Err(e) => Err(e),
             };
@@ -674,12 +713,15 @@ impl BundleWatcher {
                     etag: new_etag,
                     body,
                     why,
+                    nonce,
+                    proof,
                 }) => {
                     backoff = Duration::from_millis(250);
                     let before = self.target.current.load().snap.revision.clone();
                     let gw = self.target.clone();
                     let opts = self.opts.clone();
                     let res = tokio::task::spawn_blocking(move || {
+                        proven_current(&opts, &nonce, proof.as_deref(), &body)?;
                         let dir = materialize(&body, &opts)?;
                         let b = load_dir(&dir)?;
                         fresh(&b, &opts)?;

@@ -205,3 +205,89 @@ fn a_stale_signed_bundle_is_refused_by_a_gateway_with_no_state() {
     opts.verifier = None;
     fresh(&load_dir(&dir).expect("loads"), &opts).expect("unsigned");
 }
+
+/// From the agent, a signed bundle must come with the agent's proof that
+/// it is what it serves this gateway now, bound to this request's nonce:
+/// a recorded answer (another nonce), another bundle, another gateway or
+/// another kind of signed token are refused; a plain URL is not asked.
+#[test]
+fn an_agent_bundle_must_be_proven_current_for_this_request() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut opts = options(&tmp.path().join("state"), tmp.path());
+    opts.source = Source::Http {
+        url: "http://agent/v1/bundles/current".into(),
+        report_url: Some("http://agent/v1/fleet/report".into()),
+        token: None,
+    };
+    let body = archive::pack(&signed("r1", REGO));
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(&body));
+    let nonce = "0123456789abcdef0123456789abcdef";
+    let proof = |nonce: &str, bundle: &str, gateway: &str, typ: &str| {
+        archive::sign_claims(
+            &archive::Freshness {
+                nonce: nonce.into(),
+                bundle: bundle.into(),
+                gateway: gateway.into(),
+            },
+            PRIVATE,
+            archive::algorithm("EdDSA").expect("EdDSA"),
+            "k",
+            typ,
+        )
+        .expect("signs")
+    };
+    let good = proof(nonce, &digest, "gw", archive::FRESHNESS_TYP);
+    proven_current(&opts, nonce, Some(&good), &body).expect("proven");
+    let other = "fedcba9876543210fedcba9876543210";
+    for (what, p) in [
+        ("none", None),
+        ("replayed", Some(good.clone())),
+        (
+            "other bundle",
+            Some(proof(other, &"0".repeat(64), "gw", archive::FRESHNESS_TYP)),
+        ),
+        (
+            "other gateway",
+            Some(proof(other, &digest, "gw-2", archive::FRESHNESS_TYP)),
+        ),
+        (
+            "other kind",
+            Some(proof(other, &digest, "gw", archive::APPROVAL_GRANT_TYP)),
+        ),
+        ("garbage", Some("not.a.jws".to_owned())),
+    ] {
+        let err = proven_current(&opts, other, p.as_deref(), &body).expect_err(what);
+        assert!(err.starts_with("not proven current"), "{what}: {err}");
+    }
+    // Signed with another key.
+    let rogue = {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+        use base64::Engine;
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+        )
+    };
+    let forged = archive::sign_claims(
+        &archive::Freshness {
+            nonce: other.into(),
+            bundle: digest.clone(),
+            gateway: "gw".into(),
+        },
+        rogue.as_bytes(),
+        archive::algorithm("EdDSA").expect("EdDSA"),
+        "k",
+        archive::FRESHNESS_TYP,
+    )
+    .expect("signs");
+    assert!(proven_current(&opts, other, Some(&forged), &body).is_err());
+    // A plain URL is judged by expiry and sequence only.
+    opts.source = Source::Http {
+        url: "http://cdn/bundle.tar.gz".into(),
+        report_url: None,
+        token: None,
+    };
+    proven_current(&opts, other, None, &body).expect("not asked");
+}

@@ -11,6 +11,10 @@ use warden_config::Bundle;
 
 use super::bundles::{labels_header, SourceOptions};
 
+/// The furthest ahead a signed expiry may be (the agent signs for at most
+/// 366 days; a few more for clocks apart).
+const MAX_AHEAD: std::time::Duration = std::time::Duration::from_secs(370 * 86_400);
+
 /// Where the newest signed bundle's sequence this gateway applied is kept.
 fn sequence_file(opts: &SourceOptions) -> PathBuf {
     opts.state_dir.join("sequence")
@@ -63,6 +67,16 @@ pub(super) fn fresh(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String>
                  serves long before that: is it running? A stale bundle served again could undo \
                  a kill switch or a deny)",
                 humantime::format_rfc3339_seconds(at)
+            ))
+        }
+        // The agent signs for at most 366 days: an expiry further ahead is
+        // one no agent made, or a way around "never expires".
+        Some(at) if at > SystemTime::now() + MAX_AHEAD => {
+            return Err(format!(
+                "expires too far ahead: the bundle's signature claims to be good until {} (at \
+                 most {} days from now)",
+                humantime::format_rfc3339_seconds(at),
+                MAX_AHEAD.as_secs() / 86_400
             ))
         }
         Some(_) => {}
@@ -154,4 +168,39 @@ pub(super) fn applied_sequence(bundle: &Bundle, opts: &SourceOptions) {
             path.display()
         );
     }
+}
+
+/// Checks the control agent's proof that `body` is what it serves this
+/// gateway now: a JWS (`X-Warden-Freshness`) signed with the bundle key,
+/// naming the nonce this request sent, the archive's SHA-256 and this
+/// gateway. Without it, an old bundle a mirror or a man in the middle
+/// kept (from before a kill switch, still within its expiry) would start a
+/// gateway that has no state to compare it with. Only the agent makes
+/// one: a plain URL (`--bundle-url`) is judged by expiry and sequence.
+pub(super) fn proven_current(
+    opts: &SourceOptions,
+    nonce: &str,
+    proof: Option<&str>,
+    body: &[u8],
+) -> Result<(), String> {
+    let Some(v) = opts.verifier.as_ref().filter(|_| opts.source.is_agent()) else {
+        return Ok(());
+    };
+    let proof = proof.ok_or(
+        "not proven current: the agent sent no X-Warden-Freshness with the bundle (an agent \
+         older than this gateway, or something between that dropped it)",
+    )?;
+    let claims: warden_config::archive::Freshness = v
+        .verify_claims(proof, warden_config::archive::FRESHNESS_TYP)
+        .map_err(|e| format!("not proven current: X-Warden-Freshness: {e}"))?;
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(body));
+    if claims.nonce != nonce || claims.bundle != digest || claims.gateway != opts.gateway_id {
+        return Err(
+            "not proven current: the agent's X-Warden-Freshness is for another request, \
+             bundle or gateway (a bundle or a proof replayed)"
+                .into(),
+        );
+    }
+    Ok(())
 }
