@@ -8,6 +8,8 @@ cd "$ROOT"
 bash scripts/setup.sh
 # Integration tests run the workspace's binaries (warden, warden-mock, rmcp peers).
 cargo build --workspace --bins
+# The benchmarks are not run here, but they must still compile.
+cargo check -p warden-benches --benches
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 status=0

@@ -100,6 +100,7 @@ fn bench(c: &mut Criterion) {
             flow: None,
             flow_session: None,
             asked: None,
+            query: None,
         };
         let plan = plan_request(
             &warden_filters::RequestMessages::new(&request, &parsed),

@@ -723,6 +723,21 @@ impl Inner {
         Ok((found, false))
     }
 
+    /// Deletes the `n` oldest records (their lines with them); returns how
+    /// many went.
+    fn delete_oldest(&self, n: u64) -> anyhow::Result<u64> {
+        let gone = lock(&self.writer)
+            .prepare_cached(
+                "DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT ?1)",
+            )?
+            .execute([n as i64])? as u64;
+        self.rows.fetch_sub(
+            gone.min(self.rows.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        Ok(gone)
+    }
+
     /// Deletes what is older than the retention and the oldest beyond
     /// `max_rows`, a chunk at a time.
     fn trim(&self) -> anyhow::Result<u64> {
@@ -755,18 +770,7 @@ impl Inner {
             if excess == 0 {
                 break;
             }
-            let n = {
-                let c = lock(&self.writer);
-                let n = c
-                    .prepare_cached(
-                        "DELETE FROM records WHERE id IN \
-                         (SELECT id FROM records ORDER BY id LIMIT ?1)",
-                    )?
-                    .execute([excess.min(TRIM_CHUNK as u64) as i64])?;
-                n as u64
-            };
-            self.rows
-                .fetch_sub(n.min(self.rows.load(Ordering::Relaxed)), Ordering::Relaxed);
+            let n = self.delete_oldest(excess.min(TRIM_CHUNK as u64))?;
             deleted += n;
             if n == 0 {
                 break;
@@ -787,18 +791,7 @@ impl Inner {
             // the whole overshoot, and the newest must stay.
             let want =
                 ((rows as u128 * over).div_ceil(used as u128) as u64).clamp(1, TRIM_CHUNK as u64);
-            let n = {
-                let c = lock(&self.writer);
-                let n = c
-                    .prepare_cached(
-                        "DELETE FROM records WHERE id IN \
-                         (SELECT id FROM records ORDER BY id LIMIT ?1)",
-                    )?
-                    .execute([want as i64])?;
-                n as u64
-            };
-            self.rows
-                .fetch_sub(n.min(self.rows.load(Ordering::Relaxed)), Ordering::Relaxed);
+            let n = self.delete_oldest(want)?;
             deleted += n;
             if n == 0 {
                 break;

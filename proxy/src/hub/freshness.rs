@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use warden_config::Bundle;
 
-use super::bundles::{labels_header, SourceOptions};
+use super::source::{labels_header, SourceOptions};
 
 /// The furthest ahead a signed expiry may be (the agent signs for at most
 /// 366 days; a few more for clocks apart).

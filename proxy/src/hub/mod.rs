@@ -8,4 +8,5 @@ pub mod bundles;
 pub mod freshness;
 pub mod quota_store;
 pub mod runtime;
+pub mod source;
 pub mod state;
