@@ -414,6 +414,31 @@ pub fn layers(files: &Files) -> BTreeMap<String, Files> {
 /// The JWS `typ` of an approval grant (signed by the agent, checked by gateways).
 pub const APPROVAL_GRANT_TYP: &str = "warden-approval+jwt";
 
+/// A signed bundle's expiry as its `.manifest` names it (`expires`, RFC
+/// 3339, seconds, UTC), written by the agent and read by gateways with
+/// this one pair of functions, so that both read it alike.
+pub fn write_expires(at: std::time::SystemTime) -> serde_json::Value {
+    humantime::format_rfc3339_seconds(at).to_string().into()
+}
+
+/// The expiry `expires` (the manifest's member, if any) names: `None`
+/// without one; an error for a value that is not an RFC 3339 time.
+pub fn read_expires(
+    expires: Option<&serde_json::Value>,
+) -> Result<Option<std::time::SystemTime>, String> {
+    let Some(v) = expires else {
+        return Ok(None);
+    };
+    v.as_str()
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "the bundle's manifest names its expiry in a form this gateway cannot read: {v}"
+            )
+        })
+}
+
 /// The JWS `typ` of the agent's proof that the bundle it answers with is
 /// the one it serves that gateway now (`X-Warden-Freshness`).
 pub const FRESHNESS_TYP: &str = "warden-bundle-freshness+jwt";

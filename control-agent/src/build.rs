@@ -161,10 +161,7 @@ pub fn build(
     manifest.remove("expires");
     if let Some(valid) = signer.and_then(|s| s.valid_for) {
         let at = std::time::SystemTime::now() + valid;
-        manifest.insert(
-            "expires".into(),
-            humantime::format_rfc3339_seconds(at).to_string().into(),
-        );
+        manifest.insert("expires".into(), archive::write_expires(at));
     }
     // The agent's to say, never the source's.
     manifest.remove("labels");
@@ -216,5 +213,5 @@ pub fn validate_dir(dir: &Path) -> Result<(), BuildFailure> {
 /// `expires`); `None` when it names none or cannot be read.
 pub fn expires_of(files: &Files) -> Option<std::time::SystemTime> {
     let m: serde_json::Value = serde_json::from_slice(files.get(".manifest")?).ok()?;
-    humantime::parse_rfc3339(m.get("expires")?.as_str()?).ok()
+    archive::read_expires(m.get("expires")).ok().flatten()
 }

@@ -144,6 +144,25 @@ fn received(dir: &Path) -> Vec<(u64, bool)> {
         .collect()
 }
 
+/// `gw` started again (after it stopped) on the same bundle, trail and
+/// state directory (its export cursor among others).
+fn restarted(gw: &Gateway, yaml: &str) -> Gateway {
+    let audit = gw.dir.path().join("audit.jsonl");
+    Gateway::start_with(
+        yaml,
+        false,
+        &[],
+        &[
+            "--audit",
+            audit.to_str().expect("utf-8"),
+            "--state-dir",
+            gw.state.path().to_str().expect("utf-8"),
+        ],
+        None,
+    )
+    .expect("gateway again")
+}
+
 /// Calls `echo` through `gw` once for each id in `ids`, each answered 200.
 pub(super) async fn calls(gw: &Gateway, ids: std::ops::Range<u64>) {
     for i in ids {
@@ -235,20 +254,7 @@ async fn every_record_reaches_rsyslog_across_a_receiver_restart() {
     assert_eq!(next, 20, "{cursor:?}");
     assert!(from < next, "nothing to send again: {cursor:?}");
     let before = received(syslog.path()).len();
-    let audit = gw.dir.path().join("audit.jsonl");
-    let gw2 = Gateway::start_with(
-        &yaml,
-        false,
-        &[],
-        &[
-            "--audit",
-            audit.to_str().expect("utf-8"),
-            "--state-dir",
-            gw.state.path().to_str().expect("utf-8"),
-        ],
-        None,
-    )
-    .expect("gateway again");
+    let gw2 = restarted(&gw, &yaml);
     calls(&gw2, 20..25).await;
     let got = all_received(syslog.path(), 25);
     // What the last connection may not have delivered (its last seconds:
@@ -311,20 +317,8 @@ async fn after_a_crash_every_record_sent_again_is_marked() {
     let _ = load.await;
     let before = received(syslog.path());
     assert!(before.iter().all(|(_, resent)| !resent), "{before:?}");
+    let gw2 = restarted(&gw, &yaml);
     let audit = gw.dir.path().join("audit.jsonl");
-    let gw2 = Gateway::start_with(
-        &yaml,
-        false,
-        &[],
-        &[
-            "--audit",
-            audit.to_str().expect("utf-8"),
-            "--state-dir",
-            gw.state.path().to_str().expect("utf-8"),
-        ],
-        None,
-    )
-    .expect("gateway again");
     calls(&gw2, 0..5).await;
     let last = std::fs::read_to_string(&audit)
         .expect("trail")

@@ -479,10 +479,9 @@ pub(crate) fn pem(label: &str, der: &[u8]) -> Vec<u8> {
     .into_bytes()
 }
 
-/// With a signing key, each layer's `.layer.json` carries a signature
-/// the gateway's verifier accepts, and an altered layer file is refused.
-#[test]
-fn layers_are_signed_with_the_bundle_key() {
+/// An Ed25519 signer whose bundles are good for `valid_for`, and the
+/// verifier of its signatures.
+pub(crate) fn signer_for(valid_for: Duration) -> (Signer, archive::Verifier) {
     use ring::signature::KeyPair;
     let pkcs8 =
         ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
@@ -491,12 +490,24 @@ fn layers_are_signed_with_the_bundle_key() {
         0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
     ];
     spki.extend_from_slice(pair.public_key().as_ref());
-    let signer = Signer {
+    let v =
+        archive::Verifier::new(&pem("PUBLIC KEY", &spki), jsonwebtoken::Algorithm::EdDSA).unwrap();
+    let s = Signer {
         pem: pem("PRIVATE KEY", pkcs8.as_ref()),
         alg: jsonwebtoken::Algorithm::EdDSA,
         keyid: "k1".into(),
-        valid_for: None,
+        valid_for: Some(valid_for),
     };
+    (s, v)
+}
+
+/// With a signing key, each layer's `.layer.json` carries a signature
+/// the gateway's verifier accepts, and an altered layer file is refused.
+#[test]
+fn layers_are_signed_with_the_bundle_key() {
+    let (mut signer, v) = signer_for(Duration::from_secs(3600));
+    // Layers are signed whatever the bundle's validity.
+    signer.valid_for = None;
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("source");
     std::fs::create_dir_all(&src).unwrap();
@@ -507,8 +518,6 @@ fn layers_are_signed_with_the_bundle_key() {
         .publish_layer("admin:fiona", "finance", yaml_layer(FIN_LEDGER), None)
         .unwrap();
     let mut f = served_files(&s.current().unwrap());
-    let v =
-        archive::Verifier::new(&pem("PUBLIC KEY", &spki), jsonwebtoken::Algorithm::EdDSA).unwrap();
     v.verify(&f).unwrap();
     let meta: serde_json::Value =
         serde_json::from_slice(&f["tenants/finance/.layer.json"]).unwrap();

@@ -116,28 +116,7 @@ fn builds_stay_newer_than_the_store_published_whatever_the_clock() {
     assert!(kept >= seq, "{kept} < {seq}");
 }
 
-/// An Ed25519 signer whose bundles are good for `valid_for`, and the
-/// verifier of its signatures.
-fn signer_for(valid_for: Duration) -> (Signer, archive::Verifier) {
-    use crate::store::layer_tests::pem;
-    use ring::signature::KeyPair;
-    let pkcs8 =
-        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
-    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    let mut spki = vec![
-        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-    ];
-    spki.extend_from_slice(pair.public_key().as_ref());
-    let v =
-        archive::Verifier::new(&pem("PUBLIC KEY", &spki), jsonwebtoken::Algorithm::EdDSA).unwrap();
-    let s = Signer {
-        pem: pem("PRIVATE KEY", pkcs8.as_ref()),
-        alg: jsonwebtoken::Algorithm::EdDSA,
-        keyid: "k1".into(),
-        valid_for: Some(valid_for),
-    };
-    (s, v)
-}
+use crate::store::layer_tests::signer_for;
 
 fn manifest_of(p: &Published) -> serde_json::Value {
     let files = archive::unpack(&p.archive).unwrap();

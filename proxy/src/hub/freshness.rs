@@ -35,17 +35,7 @@ fn sequence_of(bundle: &Bundle) -> u64 {
 /// (RFC 3339, signed with the rest, set by the agent at each build). `None`
 /// when it names none; an `expires` that cannot be read is an error.
 pub fn expires_of(bundle: &Bundle) -> Result<Option<SystemTime>, String> {
-    let Some(v) = bundle.manifest.extra.get("expires") else {
-        return Ok(None);
-    };
-    v.as_str()
-        .and_then(|t| humantime::parse_rfc3339(t).ok())
-        .map(Some)
-        .ok_or_else(|| {
-            format!(
-                "the bundle's manifest names its expiry in a form this gateway cannot read: {v}"
-            )
-        })
+    warden_config::archive::read_expires(bundle.manifest.extra.get("expires"))
 }
 
 /// Refuses a signed bundle that is stale: published for other gateways,
