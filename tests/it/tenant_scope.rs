@@ -1,0 +1,1 @@
+//! A tenant's rules never vanish for its principals, and a tenant is only its own name.
