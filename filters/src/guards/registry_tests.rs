@@ -244,7 +244,7 @@ fn a_tool_name_spelled_otherwise_is_judged_as_the_server_reads_it() {
 #[test]
 fn tenant_claims_are_compared_canonically() {
     let s = snap("deployed", false, "{}");
-    for t in ["Finance", "finance ", "FINANCE"] {
+    for t in ["Finance", "finance", "FINANCE", "fInAnCe"] {
         let p = principal(t, "f", &[]);
         assert!(code(&request(&s, &p, "ledger", PING).0).is_none(), "{t}");
         assert_eq!(
@@ -261,6 +261,15 @@ fn tenant_claims_are_compared_canonically() {
         "\u{FB01}nance",
         "\u{ff46}\u{ff49}\u{ff4e}\u{ff41}\u{ff4e}\u{ff43}\u{ff45}",
         "financ\u{e9}",
+        // Spaces around: the name and something more.
+        "finance ",
+        " finance",
+        " FINANCE ",
+        "finance\u{a0}",
+        "\u{3000}finance",
+        // Unicode case forms of ASCII letters.
+        "f\u{131}nance",
+        "F\u{130}NANCE",
     ] {
         let p = principal(t, "f", &[]);
         assert_eq!(
