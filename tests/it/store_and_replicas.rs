@@ -415,7 +415,7 @@ async fn a_parse_refusal_records_what_was_read_before_it() {
         ),
         (
             br#"{"jsonrpc":"2.0","id":29,"method":"tools/call","params":{"name":"echo"},"Method":"tools/list"}"#.to_vec(),
-            Some(29), None, Some("echo"),
+            Some(29), None, None,
         ),
     ];
     // Invalid UTF-8 after the tool's name.
