@@ -292,3 +292,26 @@ fn tenant_claims_are_compared_canonically() {
         );
     }
 }
+
+/// The class, not the examples: any one character around the name, or in
+/// place of one of its letters, makes a claim that is not the tenant,
+/// unless it is that very letter in the other ASCII case.
+#[test]
+fn a_member_is_the_tenants_name_and_nothing_else() {
+    use crate::guards::registry::member_of;
+    assert!(member_of("finance", "finance") && member_of("FiNaNcE", "finance"));
+    let mut checked = 0u32;
+    for c in '\0'..=char::MAX {
+        for claim in [format!("{c}finance"), format!("finance{c}")] {
+            assert!(!member_of(&claim, "finance"), "{claim:?}");
+        }
+        let swapped = format!("f{c}nance");
+        assert_eq!(
+            member_of(&swapped, "finance"),
+            c == 'i' || c == 'I',
+            "{swapped:?}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 1_000_000);
+}
