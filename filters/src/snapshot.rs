@@ -569,7 +569,7 @@ impl Snapshot {
             shared.flows.clone(),
             config.policy.denial,
         )
-        .map(|f| Arc::new(f.with_shared_store(config.redis.is_some())));
+        .map(Arc::new);
         if let Some(f) = &flow {
             filters.push(f.clone());
         }
