@@ -331,21 +331,152 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
 
-/// Judges a canary's calls against the rest's. It is rolled back as soon
+/// Gateways of the rest that must each have seen `min_calls` calls for
+/// the rest to be a baseline; with fewer, a canary is judged on absolute
+/// figures (no denial, no error is excused, and its p99 is not compared).
+pub const MIN_BASELINE_GATEWAYS: usize = 2;
+
+/// The most calls (and ten times as many server messages) one gateway is
+/// taken to judge in a second: a report whose counters rose faster since
+/// the last one is no gateway's (see `Store::report`).
+pub const MAX_CALLS_PER_SEC: u64 = 50_000;
+
+/// What the gateways outside a canary show, one vote per gateway: what a
+/// canary may do without being held to blame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baseline {
+    /// Gateways that voted (each saw at least `min_calls` calls).
+    pub gateways: usize,
+    pub denial: f64,
+    pub error: f64,
+    /// `None`: too few voters saw `min_calls` server messages.
+    pub withheld: Option<f64>,
+    pub p99: Option<f64>,
+    /// The voters disagree by more than the guard's margin: the baseline
+    /// is held near the one that shows least.
+    pub disputed: bool,
+    /// Why there is none (`gateways` below [`MIN_BASELINE_GATEWAYS`]).
+    pub absent: Option<String>,
+}
+
+impl Baseline {
+    /// No baseline: absolute figures, `why`.
+    pub fn absent(why: String, gateways: usize) -> Baseline {
+        Baseline {
+            gateways,
+            denial: 0.0,
+            error: 0.0,
+            withheld: None,
+            p99: None,
+            disputed: false,
+            absent: Some(why),
+        }
+    }
+
+    /// The baseline `voters` (each one gateway's window, every one with
+    /// at least `min_calls` calls) give. Each rate is their lower median,
+    /// held within the guard's margin of the lowest voter: a reporter is
+    /// one vote however loud, so it moves the baseline only by being more
+    /// than half of the voters, and even then by no more than the margin
+    /// above the gateway that shows least. Fewer than
+    /// [`MIN_BASELINE_GATEWAYS`] voters are no baseline.
+    pub fn of(voters: &[Stats], guard: &Guard) -> Baseline {
+        if voters.len() < MIN_BASELINE_GATEWAYS {
+            return Baseline::absent(
+                format!(
+                    "{} gateway{} of the rest with {} calls, {MIN_BASELINE_GATEWAYS} needed to compare: absolute",
+                    voters.len(),
+                    if voters.len() == 1 { "" } else { "s" },
+                    guard.min_calls
+                ),
+                voters.len(),
+            );
+        }
+        let mut disputed = false;
+        let mut held = |mut v: Vec<f64>, margin: &dyn Fn(f64) -> f64| -> f64 {
+            v.sort_by(f64::total_cmp);
+            let (low, high) = (v[0], v[v.len() - 1]);
+            disputed |= high > margin(low);
+            v[(v.len() - 1) / 2].min(margin(low))
+        };
+        let rates = |f: fn(&Stats) -> f64| voters.iter().map(f).collect::<Vec<f64>>();
+        let denial = held(rates(Stats::denial_rate), &|x| {
+            x + guard.max_denial_increase
+        });
+        let error = held(rates(Stats::error_rate), &|x| x + guard.max_error_increase);
+        let replied: Vec<f64> = voters
+            .iter()
+            .filter(|v| v.replies >= guard.min_calls)
+            .map(Stats::withheld_rate)
+            .collect();
+        let withheld = (replied.len() >= MIN_BASELINE_GATEWAYS)
+            .then(|| held(replied, &|x| x + guard.max_denial_increase));
+        let p99s: Vec<f64> = voters.iter().filter_map(Stats::p99).collect();
+        let p99 = (p99s.len() >= MIN_BASELINE_GATEWAYS).then(|| {
+            held(p99s, &|x| {
+                x * guard.max_p99_ratio + guard.p99_slack_ms / 1000.0
+            })
+        });
+        Baseline {
+            gateways: voters.len(),
+            denial,
+            error,
+            withheld,
+            p99,
+            disputed,
+            absent: None,
+        }
+    }
+
+    fn against(&self) -> String {
+        match &self.absent {
+            Some(why) => why.clone(),
+            None => format!(
+                "the rest's {} gateways{}",
+                self.gateways,
+                if self.disputed {
+                    ", which disagree: held near the lowest"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
+
+/// Judges a canary gateway by gateway: each member with at least
+/// `min_calls` calls alone, those with fewer together, then all of them
+/// (the figure shown, which needs `min_calls` by the end of the watch).
+/// One member's figures never hide another's.
+pub fn judge_members(
+    members: &[(String, Stats)],
+    all: &Stats,
+    base: &Baseline,
+    guard: &Guard,
+    watch_over: bool,
+) -> Verdict {
+    let mut small = Stats::default();
+    for (id, m) in members {
+        if m.calls < guard.min_calls {
+            small.add(m);
+            continue;
+        }
+        if let Verdict::RollBack(why) = judge(m, base, guard, false) {
+            return Verdict::RollBack(format!("canary member `{id}`: {why}"));
+        }
+    }
+    if let Verdict::RollBack(why) = judge(&small, base, guard, false) {
+        return Verdict::RollBack(format!("the canary's quieter members: {why}"));
+    }
+    judge(all, base, guard, watch_over)
+}
+
+/// Judges a canary's calls against the baseline. It is rolled back as soon
 /// as one threshold is crossed (with at least `min_calls` seen), and
 /// promoted only once the watch is over.
-pub fn judge(canary: &Stats, rest: &Stats, guard: &Guard, watch_over: bool) -> Verdict {
-    let base = rest.calls >= guard.min_calls;
-    let (bd, be, bp) = if base {
-        (rest.denial_rate(), rest.error_rate(), rest.p99())
-    } else {
-        (0.0, 0.0, None)
-    };
-    let against = if base {
-        format!("{} calls on the rest", rest.calls)
-    } else {
-        "too few calls on the rest to compare: absolute".into()
-    };
+pub fn judge(canary: &Stats, base: &Baseline, guard: &Guard, watch_over: bool) -> Verdict {
+    let (bd, be, bp) = (base.denial, base.error, base.p99);
+    let against = base.against();
     if canary.calls >= guard.min_calls {
         let (cd, ce) = (canary.denial_rate(), canary.error_rate());
         if cd > bd + guard.max_denial_increase {
@@ -366,11 +497,7 @@ pub fn judge(canary: &Stats, rest: &Stats, guard: &Guard, watch_over: bool) -> V
         }
         // Replies a guard withheld count as denials: a bundle that lets
         // every call through and withholds every answer refuses as much.
-        let bw = if rest.replies >= guard.min_calls {
-            rest.withheld_rate()
-        } else {
-            0.0
-        };
+        let bw = base.withheld.unwrap_or(0.0);
         let cw = canary.withheld_rate();
         if canary.replies >= guard.min_calls && cw > bw + guard.max_denial_increase {
             return Verdict::RollBack(format!(
@@ -487,7 +614,7 @@ mod tests {
     #[test]
     fn canary_verdicts() {
         let g = Guard::default();
-        let rest = stats(1000, 10, 0);
+        let rest = Baseline::of(&[stats(1000, 10, 0), stats(500, 5, 0)], &g);
         assert_eq!(judge(&stats(10, 10, 0), &rest, &g, false), Verdict::Wait);
         assert!(matches!(
             judge(&stats(100, 30, 0), &rest, &g, false),
@@ -514,7 +641,7 @@ mod tests {
         );
         // Nothing on the rest: absolute thresholds.
         assert!(matches!(
-            judge(&stats(100, 6, 0), &Stats::default(), &g, false),
+            judge(&stats(100, 6, 0), &Baseline::of(&[], &g), &g, false),
             Verdict::RollBack(_)
         ));
     }
@@ -525,16 +652,17 @@ mod tests {
     #[test]
     fn withheld_replies_are_denials() {
         let g = Guard::default();
-        let rest = stats(1000, 10, 0);
+        let rest = Baseline::of(&[stats(1000, 10, 0), stats(1000, 10, 0)], &g);
         let mut c = stats(100, 0, 0);
         c.withheld = 100;
         assert!(matches!(
             judge(&c, &rest, &g, false),
             Verdict::RollBack(r) if r.contains("withheld replies 100.0%")
         ));
-        let mut noisy = rest.clone();
+        let mut noisy = stats(1000, 10, 0);
         noisy.withheld = 900;
         c.withheld = 92;
+        let noisy = Baseline::of(&[noisy.clone(), noisy], &g);
         assert_eq!(judge(&c, &noisy, &g, false), Verdict::Wait);
         // Counted from the window's start; more withheld than replies is
         // no report a gateway writes; fewer replies than before is
@@ -552,6 +680,65 @@ mod tests {
         }
         .check()
         .is_err());
+    }
+
+    /// One vote per gateway: a loud reporter is not the baseline; even a
+    /// majority of reporters moves it no more than the margin above the
+    /// gateway that shows least; one voter is no baseline; a canary member
+    /// is judged alone, never hidden by a louder one.
+    #[test]
+    fn a_loud_reporter_is_one_vote() {
+        let g = Guard::default();
+        let honest = stats(100, 0, 0);
+        let loud = stats(5_000_000, 4_995_000, 5_000_000);
+        let bad = stats(100, 100, 0);
+        let b = Baseline::of(&[honest.clone(), honest.clone(), loud.clone()], &g);
+        assert!(b.denial < 0.01 && b.error < 0.01 && b.disputed, "{b:?}");
+        assert!(matches!(judge(&bad, &b, &g, true), Verdict::RollBack(_)));
+        let b = Baseline::of(
+            &[honest.clone(), loud.clone(), loud.clone(), loud.clone()],
+            &g,
+        );
+        assert!(b.denial <= g.max_denial_increase + 1e-9, "{b:?}");
+        assert!(matches!(judge(&bad, &b, &g, true), Verdict::RollBack(_)));
+        // A slow reporter does not excuse a slow canary either.
+        let mut slow = stats(100, 0, 0);
+        slow.latency = vec![(0.001, 0), (5.0, 100), (1e9, 100)];
+        let b = Baseline::of(&[honest.clone(), slow.clone(), slow.clone()], &g);
+        assert!(b.p99.is_some_and(|p| p < 0.1), "{b:?}");
+        assert!(matches!(judge(&slow, &b, &g, true), Verdict::RollBack(r) if r.contains("p99")));
+        // Agreeing voters: their median.
+        let b = Baseline::of(&[stats(100, 2, 0), stats(100, 3, 0), stats(100, 4, 0)], &g);
+        assert!((b.denial - 0.03).abs() < 1e-9 && !b.disputed, "{b:?}");
+        // One voter is no baseline: absolute.
+        let b = Baseline::of(std::slice::from_ref(&loud), &g);
+        assert!(b.absent.is_some() && b.denial == 0.0 && b.p99.is_none());
+        assert!(matches!(judge(&bad, &b, &g, true), Verdict::RollBack(_)));
+        // Members alone.
+        let members = vec![
+            ("real".to_owned(), stats(30, 30, 0)),
+            ("loud".to_owned(), stats(1_000_000, 0, 0)),
+        ];
+        let mut all = Stats::default();
+        members.iter().for_each(|(_, m)| all.add(m));
+        let b = Baseline::of(&[honest.clone(), honest.clone()], &g);
+        assert!(matches!(judge(&all, &b, &g, true), Verdict::Promote(_)));
+        assert!(matches!(
+            judge_members(&members, &all, &b, &g, true),
+            Verdict::RollBack(w) if w.contains("`real`")
+        ));
+        // Members under min_calls each are judged together.
+        let quiet = vec![
+            ("a".to_owned(), stats(15, 15, 0)),
+            ("b".to_owned(), stats(15, 15, 0)),
+            ("loud".to_owned(), stats(1_000_000, 0, 0)),
+        ];
+        let mut all = Stats::default();
+        quiet.iter().for_each(|(_, m)| all.add(m));
+        assert!(matches!(
+            judge_members(&quiet, &all, &b, &g, true),
+            Verdict::RollBack(w) if w.contains("quieter")
+        ));
     }
 
     #[test]

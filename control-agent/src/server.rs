@@ -822,7 +822,8 @@ impl Api {
         };
         // The process asking (its instance id): two processes under one id
         // are told apart from one that restarted (see `Store::conflict`).
-        self.store.fetched_by(&id, &header("x-warden-instance"));
+        let instance = header("x-warden-instance");
+        self.store.fetched_by(&id, &instance);
         let mut rx = self.store.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -871,9 +872,13 @@ impl Api {
                             }
                         }
                     }
+                    // What a canary counts this gateway's reports by.
+                    self.store.served_to(&id, &instance, &labels, &p.revision);
                     return r;
                 }
-                _ => {}
+                // It holds what it should run: confirmed.
+                Some(p) => self.store.served_to(&id, &instance, &labels, &p.revision),
+                None => {}
             }
             // Nothing newer: wait for a change or the deadline.
             match tokio::time::timeout_at(deadline, rx.changed()).await {

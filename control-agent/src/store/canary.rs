@@ -157,6 +157,9 @@ impl Store {
                 reason: None,
                 marks,
                 restarts,
+                jumps: BTreeMap::new(),
+                untrusted: Vec::new(),
+                baseline: None,
                 canary_stats: Stats::default(),
                 rest_stats: Stats::default(),
                 layer,
@@ -213,6 +216,14 @@ impl Store {
                 break;
             }
         }
+        // Each gateway is one vote, and only a gateway the agent served
+        // what it reports (revision, labels, instance), whose counters
+        // never rose faster than a gateway counts, that did not restart and
+        // is one process: any other reporter steers nothing. A member that
+        // is not such a gateway rolls the canary back.
+        let mut members: Vec<(String, Stats)> = Vec::new();
+        let mut voters: Vec<Stats> = Vec::new();
+        let mut untrusted: Vec<String> = Vec::new();
         for m in inner.fleet.values() {
             let id = &m.report.id;
             let member = r.members.contains(id);
@@ -231,17 +242,56 @@ impl Store {
                 *mark = Stats::default();
             }
             let window = m.report.stats.since(mark);
-            if member {
-                canary.add(&window);
+            let restarted = *r.restarts.entry(id.clone()).or_insert(m.restarts) != m.restarts;
+            let jumped = *r.jumps.entry(id.clone()).or_insert(m.jumps) != m.jumps;
+            let distrust = if !Self::served_what_it_reports(&inner.fetched, &m.report) {
+                Some(format!(
+                    "reports revision {} with labels {} that the agent never served it (to that instance)",
+                    m.report.revision,
+                    Selector(m.report.labels.clone())
+                ))
+            } else if jumped {
+                Some(format!(
+                    "reported counters that rose faster than one gateway counts ({} calls a second)",
+                    rollout::MAX_CALLS_PER_SEC
+                ))
+            } else if restarted {
+                Some("restarted during the watch".to_owned())
+            } else if Self::conflict_in(&inner.sightings, id, self.stale_after).is_some() {
+                Some("is shared by several live gateway processes".to_owned())
             } else {
-                rest.add(&window);
+                None
+            };
+            match (member, distrust) {
+                (true, Some(why)) => {
+                    if lost.is_none() {
+                        lost = Some(format!(
+                            "canary member `{id}` {why}: its figures cannot be trusted"
+                        ));
+                    }
+                }
+                (true, None) => {
+                    canary.add(&window);
+                    members.push((id.clone(), window));
+                }
+                (false, Some(_)) => untrusted.push(id.clone()),
+                (false, None) => {
+                    rest.add(&window);
+                    if window.calls >= r.guard.min_calls {
+                        voters.push(window);
+                    }
+                }
             }
         }
         let over = r.started.elapsed().unwrap_or_default() >= Duration::from_secs(r.watch_secs);
+        let base = rollout::Baseline::of(&voters, &r.guard);
         let verdict = match lost {
             Some(why) => Verdict::RollBack(why),
-            None => rollout::judge(&canary, &rest, &r.guard, over),
+            None => rollout::judge_members(&members, &canary, &base, &r.guard, over),
         };
+        untrusted.truncate(32);
+        r.untrusted = untrusted;
+        r.baseline = Some(base);
         r.canary_stats = canary;
         r.rest_stats = rest;
         match &verdict {
@@ -435,6 +485,19 @@ impl Store {
         };
         v["canary"] = stats(&r.canary_stats);
         v["rest"] = stats(&r.rest_stats);
+        // What the canary was last judged against: one vote per gateway.
+        v["baseline"] = match &r.baseline {
+            Some(b) => serde_json::json!({
+                "gateways": b.gateways,
+                "denial_rate": b.denial,
+                "error_rate": b.error,
+                "withheld_rate": b.withheld,
+                "p99_ms": b.p99.map(|p| p * 1000.0),
+                "disputed": b.disputed,
+                "absent": b.absent,
+            }),
+            None => serde_json::Value::Null,
+        };
         v["elapsed_secs"] = serde_json::json!(r.started.elapsed().unwrap_or_default().as_secs());
         v
     }

@@ -38,6 +38,24 @@ pub fn valid_instance(i: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Fetches remembered per gateway id (the oldest goes).
+const MAX_FETCHES: usize = 8;
+
+/// What the agent answered one gateway id's bundle fetches with: each
+/// revision served (or confirmed current, a `304` to the revision the
+/// fetch held), with the labels and the instance the fetch named. A
+/// report counts toward a canary only when it names one of them: a
+/// reporter that never fetched what it says it runs steers nothing.
+#[derive(Debug, Default)]
+pub(super) struct Fetches(Vec<Fetch>);
+
+#[derive(Debug, PartialEq)]
+struct Fetch {
+    revision: String,
+    labels: Labels,
+    instance: Option<String>,
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
 }
@@ -111,6 +129,45 @@ impl Store {
             let mut inner = self.lock();
             self.sighted(&mut inner, id, instance);
         }
+    }
+
+    /// The agent answered a fetch by gateway `id` (`instance`, `labels`)
+    /// with `revision`, or confirmed it is what the gateway should run.
+    pub fn served_to(&self, id: &str, instance: &str, labels: &Labels, revision: &str) {
+        if !valid_id(id) || !(instance.is_empty() || valid_instance(instance)) {
+            return;
+        }
+        let fetch = Fetch {
+            revision: revision.to_owned(),
+            labels: labels.clone(),
+            instance: (!instance.is_empty()).then(|| instance.to_owned()),
+        };
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if !inner.fetched.contains_key(id) && inner.fetched.len() >= MAX_FLEET {
+            // Ids that never reported, or were forgotten, go first.
+            let fleet = &inner.fleet;
+            inner.fetched.retain(|k, _| fleet.contains_key(k));
+            if inner.fetched.len() >= MAX_FLEET {
+                return;
+            }
+        }
+        let f = inner.fetched.entry(id.to_owned()).or_default();
+        f.0.retain(|x| *x != fetch);
+        f.0.push(fetch);
+        if f.0.len() > MAX_FETCHES {
+            f.0.remove(0);
+        }
+    }
+
+    /// Whether the agent served `r.id` the revision `r` reports, to the
+    /// labels and the instance it reports.
+    pub(super) fn served_what_it_reports(fetched: &BTreeMap<String, Fetches>, r: &Report) -> bool {
+        fetched.get(&r.id).is_some_and(|f| {
+            f.0.iter().any(|x| {
+                x.revision == r.revision && x.labels == r.labels && x.instance == r.instance
+            })
+        })
     }
 
     /// The live instances of gateway `id` when two or more processes
@@ -209,6 +266,18 @@ impl Store {
             };
             m.restarts + u64::from(other || r.stats.went_back(&m.report.stats))
         });
+        // Counters that rose faster since the last report than one
+        // gateway can count are no gateway's: held against it by a canary.
+        let jumps = match inner.fleet.get(&r.id) {
+            Some(m) if m.report.instance == r.instance && !r.stats.went_back(&m.report.stats) => {
+                let secs = now.duration_since(m.seen).as_secs_f64();
+                let allowed = (rollout::MAX_CALLS_PER_SEC as f64 * secs) as u64 + 1000;
+                let d = r.stats.since(&m.report.stats);
+                m.jumps + u64::from(d.calls > allowed || d.replies > allowed.saturating_mul(10))
+            }
+            Some(m) => m.jumps,
+            None => 0,
+        };
         let rate = match inner.fleet.get(&r.id) {
             Some(m) if !r.stats.went_back(&m.report.stats) && m.report.instance == r.instance => {
                 let secs = now.duration_since(m.seen).as_secs_f64();
@@ -227,6 +296,7 @@ impl Store {
                 seen: now,
                 rate,
                 restarts,
+                jumps,
             },
         );
         Ok(())
@@ -255,6 +325,10 @@ impl Store {
                     "conflict": conflict.is_some(),
                     "instances": conflict.unwrap_or_default(),
                     "restarts": m.restarts,
+                    // Reports whose counters rose faster than a gateway
+                    // counts; whether the agent served what it reports.
+                    "jumps": m.jumps,
+                    "served": Self::served_what_it_reports(&inner.fetched, &m.report),
                     "labels": m.report.labels,
                     "revision": m.report.revision,
                     "due": due.as_ref().map(|p| p.revision.clone()),

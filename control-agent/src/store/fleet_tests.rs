@@ -16,7 +16,10 @@ pub(crate) fn stats(calls: u64) -> Stats {
     }
 }
 
+/// A gateway's report of `revision`, which the agent served it first (as
+/// a gateway's bundle fetch is answered).
 pub(crate) fn report(s: &Store, id: &str, instance: Option<&str>, revision: &str, st: Stats) {
+    s.served_to(id, instance.unwrap_or(""), &Labels::new(), revision);
     s.report(Report {
         id: id.into(),
         instance: instance.map(str::to_owned),

@@ -79,6 +79,17 @@ pub struct Rollout {
     /// whose count moves restarted during the canary.
     #[serde(skip)]
     restarts: BTreeMap<String, u64>,
+    /// Each gateway's [`Member::jumps`] when the watch began.
+    #[serde(skip)]
+    jumps: BTreeMap<String, u64>,
+    /// Gateways of the rest whose reports were not counted (the agent did
+    /// not serve what they report, their counters jumped, they restarted or
+    /// share their id): at most 32 named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub untrusted: Vec<String>,
+    /// What the rest's gateways gave as the baseline last judged.
+    #[serde(skip)]
+    baseline: Option<rollout::Baseline>,
     /// The last figures judged: the canary's and the rest's.
     #[serde(default)]
     pub canary_stats: Stats,
@@ -189,6 +200,9 @@ struct Member {
     /// restart, or a second process under the id. A canary is judged on
     /// its members' count not moving.
     restarts: u64,
+    /// Reports whose counters rose faster than [`rollout::MAX_CALLS_PER_SEC`]
+    /// allows since the one before: a canary is judged on this not moving.
+    jumps: u64,
 }
 
 struct Inner {
@@ -206,6 +220,8 @@ struct Inner {
     /// The instances seen under each gateway id (reports and bundle
     /// fetches), to tell two live processes under one id from a restart.
     sightings: BTreeMap<String, fleet::Sightings>,
+    /// What each gateway id's bundle fetches were answered with.
+    fetched: BTreeMap<String, fleet::Fetches>,
     /// Each tenant's layer revisions.
     layers: BTreeMap<String, layers::Tenant>,
     registry: crate::registry::Registry,
@@ -391,6 +407,7 @@ impl Store {
                 last_error: None,
                 fleet: BTreeMap::new(),
                 sightings: BTreeMap::new(),
+                fetched: BTreeMap::new(),
                 layers: layers::load(dir)?,
                 registry,
             }),
