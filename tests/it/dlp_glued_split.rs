@@ -90,3 +90,101 @@ async fn personal_data_glued_to_a_word_is_found_both_ways() {
         assert!(text.contains(other), "{other}: {text}");
     }
 }
+
+fn sse_event(v: &Value) -> String {
+    format!("event: message\ndata: {v}\n\n")
+}
+
+fn progress(text: &str) -> Value {
+    json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p1","progress":1,"message":text}})
+}
+
+fn log(text: &str) -> Value {
+    json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":text}})
+}
+
+fn final_result(id: u64, text: &str) -> Value {
+    json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":text}]}})
+}
+
+/// The text a client assembles from a stream: progress and log messages,
+/// then the result.
+fn assembled(msgs: &[Value]) -> String {
+    msgs.iter()
+        .map(|m| {
+            m["params"]["message"]
+                .as_str()
+                .or(m["params"]["data"].as_str())
+                .or(m["result"]["content"][0]["text"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Item 7: data split across the SSE events of one call's stream is one
+/// text to DLP. A card split across two progress events: the part still
+/// held is masked, so the client never assembles the number. An SSN split
+/// between a log event and the result: a blocking rule replaces the
+/// result with the denial.
+#[tokio::test(flavor = "multi_thread")]
+async fn data_split_across_stream_events_is_judged_as_one_text() {
+    let rules = "dlp:\n  rules:\n    - {name: ssn-out, detectors: [us_ssn], direction: response, action: block}\n    - {name: cards-out, detectors: [\"card_*\"], direction: response, action: redact}\n";
+    let h = Hostile::start().await;
+    let gw = Gateway::start(&mock_bundle(&[h.addr], rules), false).expect("gateway");
+    // The card across two progress events (and across three).
+    let splits: &[&[&str]] = &[
+        &["card 4111 1111", " 1111 1111"],
+        &["card 4111 11", "11 1111 11", "11 done"],
+        &["card 4111111111", "111111"],
+    ];
+    let mut id = 0;
+    for parts in splits {
+        id += 1;
+        let mut events: Vec<String> = parts.iter().map(|p| sse_event(&progress(p))).collect();
+        events.push(sse_event(&final_result(id, "ok")));
+        let chunks: Vec<&str> = events.iter().map(String::as_str).collect();
+        h.script([Reply::sse(&chunks)]);
+        let (_, _, text) = post_text(&gw, "/mock/mcp", &call(id, "go"), &[]).await;
+        let msgs = rpc_messages(&text);
+        let whole = assembled(&msgs);
+        let digits: String = whole.chars().filter(char::is_ascii_digit).collect();
+        assert!(
+            !digits.contains("4111111111111111") && whole.contains("[REDACTED:card_visa]"),
+            "{parts:?}: the client assembled {whole:?} from {text}"
+        );
+    }
+    // The SSN across a log event and the result, and across two progress
+    // events then the result: the result is refused.
+    for (before, last) in [
+        (vec![log("ssn 123-45-")], "6789"),
+        (vec![progress("ssn 123"), progress("-45-67")], "89 ok"),
+    ] {
+        id += 1;
+        let mut events: Vec<String> = before.iter().map(sse_event).collect();
+        events.push(sse_event(&final_result(id, last)));
+        let chunks: Vec<&str> = events.iter().map(String::as_str).collect();
+        h.script([Reply::sse(&chunks)]);
+        let (_, _, text) = post_text(&gw, "/mock/mcp", &call(id, "go"), &[]).await;
+        let msgs = rpc_messages(&text);
+        let reply = msgs
+            .iter()
+            .find(|m| m["id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null);
+        assert_eq!(reply["error"]["code"], -31015, "{before:?} {last}: {text}");
+    }
+    // The same data in one event is caught as before; text that only
+    // looks joined across events but holds nothing passes.
+    id += 1;
+    h.script([Reply::sse(&[
+        &sse_event(&progress("step 1 of 3")),
+        &sse_event(&progress("step 2 of 3")),
+        &sse_event(&final_result(id, "done: 42 rows")),
+    ])]);
+    let (_, _, text) = post_text(&gw, "/mock/mcp", &call(id, "go"), &[]).await;
+    assert!(
+        text.contains("done: 42 rows") && text.contains("step 2 of 3"),
+        "{text}"
+    );
+}

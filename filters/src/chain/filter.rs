@@ -156,6 +156,12 @@ pub struct Message<'a> {
     /// POST: the calls that POST carried. What the server sends there may
     /// be their data.
     pub stream_call: StreamCall<'a>,
+    /// For a server message on an SSE stream: the tail of the text the
+    /// client assembled from the stream's earlier messages (progress and
+    /// log messages, partial results; see
+    /// [`crate::engines::dlp::stream_text`]). DLP reads this message's text
+    /// after it, so data split across events is one text.
+    pub stream_before: Option<&'a str>,
     arguments: std::cell::OnceCell<Option<serde_json::Value>>,
     value: std::cell::OnceCell<Option<serde_json::Value>>,
     /// Whether the bytes hold a `\u` escape (looked for at most once).
@@ -285,6 +291,7 @@ impl<'a> Message<'a> {
             id_matched: false,
             ledger_matched: false,
             stream_call: StreamCall::None,
+            stream_before: None,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
             escaped: std::cell::OnceCell::new(),
@@ -330,6 +337,7 @@ impl<'a> Message<'a> {
             id_matched: self.id_matched,
             ledger_matched: self.ledger_matched,
             stream_call: self.stream_call,
+            stream_before: self.stream_before,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
             escaped: std::cell::OnceCell::new(),

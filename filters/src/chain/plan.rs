@@ -138,6 +138,9 @@ fn target(env: &Envelope) -> Option<String> {
 /// reads before the chain (the mirrored headers' arguments, `initialize`'s
 /// capabilities), the chain, and the audit record all read the same
 /// [`Message`], so each is parsed into a value at most once.
+// One value per request body, never stored in bulk: a single message
+// inline is cheaper than its box.
+#[allow(clippy::large_enum_variant)]
 pub enum RequestMessages<'a> {
     Single(Message<'a>),
     /// A batch's elements in order: a message, or why the element is none.

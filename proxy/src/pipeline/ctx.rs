@@ -93,6 +93,11 @@ pub struct ReplyState {
     /// What judged replies added to their flows, to write to the shared
     /// store before they leave (`reply::share_flows`).
     pub flow_outs: Vec<warden_filters::engines::flow::FlowOut>,
+    /// The tail of the text this SSE stream showed its client so far
+    /// (progress and log messages, partial results; at most
+    /// `warden_filters::engines::dlp::STREAM_CARRY` bytes): DLP reads each
+    /// next message's text after it (see `reply::messages::judge_event`).
+    pub stream_tail: String,
     /// New tasks judged replies hand out, to claim in the shared store
     /// before they leave (`reply::share_flows`).
     pub task_claims: Vec<warden_filters::chain::notes::TaskClaim>,
@@ -230,6 +235,7 @@ impl RequestCtx {
                 pending: Vec::new(),
                 unjudgeable: 0,
                 flow_outs: Vec::new(),
+                stream_tail: String::new(),
                 task_claims: Vec::new(),
                 stream_session: None,
                 endpoint_seen: false,

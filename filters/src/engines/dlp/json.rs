@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use super::prefilter::Cand;
 use super::scanner::{Hit, Scanner};
-use super::{items, walk};
+use super::{items, stream, walk};
 
 /// How readers print a number literal, where that differs from how it is
 /// written: JavaScript and Python print `4.1111111111111115e15` as
@@ -79,14 +79,19 @@ impl Scanner {
     }
 
     /// Every string of `raw` (within the root member `part`, if given) that
-    /// holds findings.
+    /// holds findings. `before`: the tail of the text a client assembled
+    /// from the earlier messages of the stream `raw` came on; a finding
+    /// that crosses from it into `raw`'s text (see [`stream::items`]) is
+    /// reported over its part in `raw`.
     pub(crate) fn locate<'a>(
         &self,
         raw: &'a [u8],
         part: Option<&str>,
         sampling: bool,
         echoed_id: bool,
+        before: Option<&str>,
     ) -> Result<Vec<Located<'a>>, Uninspectable> {
+        let before = before.filter(|b| !b.is_empty());
         let mut cands = Vec::new();
         let seen = self.candidates(raw, &mut cands);
         let mut found = Vec::new();
@@ -113,6 +118,7 @@ impl Scanner {
             && !spaced
             && !grouped
             && !lists
+            && before.is_none()
         {
             return Ok(found);
         }
@@ -125,6 +131,7 @@ impl Scanner {
         };
         let mut bad = false;
         let mut listed = Vec::new();
+        let mut streamed = Vec::new();
         walk::walk(raw, part, sampling, |st| {
             // The top-level `id` of a reply is the client's own, matched to
             // its request byte for byte: nothing of the server's.
@@ -133,6 +140,9 @@ impl Scanner {
             }
             if !st.is_key && !st.number && !st.binary {
                 listed.extend(items::Item::at(st.path, st.start, st.end, st.escaped));
+                if before.is_some() && stream::shown(st.path) {
+                    streamed.push((st.path.to_owned(), st.start, st.end, st.escaped));
+                }
             }
             // Binary content is read for the text it may decode to; what
             // is found there covers the whole member.
@@ -313,8 +323,16 @@ impl Scanner {
         if bad {
             return Err(Uninspectable);
         }
-        // Findings across list items, each part in its item's string.
-        for part in self.joined_items(raw, listed).ok_or(Uninspectable)? {
+        // Findings across list items, each part in its item's string; and
+        // across the stream's earlier messages, each part in this one.
+        let mut parts = self.joined_items(raw, listed).ok_or(Uninspectable)?;
+        if let Some(before) = before {
+            parts.extend(
+                self.joined_stream(raw, before, &streamed)
+                    .ok_or(Uninspectable)?,
+            );
+        }
+        for part in parts {
             let own = |l: &Located<'_>| {
                 l.start == part.start
                     && !l.is_key
@@ -359,7 +377,7 @@ impl Scanner {
     /// messages are judged on their bytes without being parsed.
     pub fn scan_json(&self, raw: &[u8]) -> Result<Vec<(String, Hit)>, Uninspectable> {
         Ok(self
-            .locate(raw, None, false, false)?
+            .locate(raw, None, false, false, None)?
             .into_iter()
             .flat_map(|l| {
                 let p = l.path;

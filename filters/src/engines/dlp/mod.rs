@@ -33,8 +33,10 @@ pub(crate) mod normalise;
 mod prefilter;
 mod scanner;
 mod spec;
+mod stream;
 mod validators;
 mod walk;
 
 pub use json::Uninspectable;
 pub use scanner::{Detector, Hit, Scanner};
+pub use stream::{carried, stream_text, STREAM_CARRY};

@@ -256,7 +256,10 @@ impl DlpFilter {
         sink: &mut Notes,
     ) -> Result<Option<Vec<u8>>, Decision> {
         let env = msg.envelope;
-        let found = match self.scanner.locate(bytes, None, sampling, echoed_id) {
+        let found = match self
+            .scanner
+            .locate(bytes, None, sampling, echoed_id, msg.stream_before)
+        {
             Ok(f) => f,
             Err(Uninspectable) => return Err(uninspectable()),
         };

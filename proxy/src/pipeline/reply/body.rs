@@ -365,7 +365,7 @@ pub(super) fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Byt
         match item {
             Ok(env) => {
                 let bytes = &buf[env.span.clone()];
-                match judge_message(gw, ctx, &rt, server, env, bytes) {
+                match judge_message(gw, ctx, &rt, server, env, bytes, None) {
                     ServerMessageVerdict::Unchanged => out.push(std::borrow::Cow::Borrowed(bytes)),
                     ServerMessageVerdict::Replaced(b) => {
                         changed = true;

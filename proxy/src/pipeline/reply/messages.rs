@@ -252,6 +252,8 @@ pub(super) fn paused_unmatched(gw: &Gateway, ctx: &RequestCtx) -> Option<warden_
 /// Responses passed unchanged are audited with the request they answer;
 /// server→client requests and anything a filter touched get records of their own.
 /// A response that answers no request the gateway knows of is not passed on.
+/// `before`: on an SSE stream, the tail of the text the stream showed its
+/// client so far (see `Message::stream_before`).
 pub(super) fn judge_message(
     gw: &Gateway,
     ctx: &mut RequestCtx,
@@ -259,6 +261,7 @@ pub(super) fn judge_message(
     server: ServerId,
     env: &Envelope,
     bytes: &[u8],
+    before: Option<&str>,
 ) -> ServerMessageVerdict {
     // A reply matched to no request of this replica: its id is the
     // server's text, so a refusal drops it rather than answer with that id.
@@ -324,6 +327,7 @@ pub(super) fn judge_message(
         };
     }
     msg.request_task = asked.as_ref().and_then(|a| a.task.as_deref());
+    msg.stream_before = before;
     // A call paused since it was forwarded gets the pause, on whichever
     // stream its reply comes: the call's own stream is cut
     // (`still_allowed`), a GET stream (live, replayed, legacy) names no
@@ -534,13 +538,34 @@ pub(super) fn judge_event(
                 .unwrap_or_default());
         }
     };
-    Ok(
-        match judge_message(gw, ctx, &rt, server, &env, data.as_bytes()) {
-            ServerMessageVerdict::Unchanged => ev.cleaned(None, &id_ok),
-            ServerMessageVerdict::Replaced(b) => {
-                ev.cleaned(Some(&String::from_utf8_lossy(&b)), &id_ok)
-            }
-            ServerMessageVerdict::Dropped => Vec::new(),
-        },
-    )
+    // What the client assembles from the stream is one text to DLP: this
+    // message is read after the tail of what the stream showed so far, and
+    // what it shows (as delivered: masked where a rule masked it) extends
+    // that tail (whichever rule sets run: the org's, a tenant's). A
+    // message refused or dropped shows nothing.
+    let tail = std::mem::take(&mut ctx.reply.stream_tail);
+    let verdict = judge_message(
+        gw,
+        ctx,
+        &rt,
+        server,
+        &env,
+        data.as_bytes(),
+        (!tail.is_empty()).then_some(tail.as_str()),
+    );
+    let shown = |b: &[u8]| warden_filters::engines::dlp::stream_text(b);
+    ctx.reply.stream_tail = match &verdict {
+        ServerMessageVerdict::Unchanged => {
+            warden_filters::engines::dlp::carried(&tail, &shown(data.as_bytes()))
+        }
+        ServerMessageVerdict::Replaced(b) => {
+            warden_filters::engines::dlp::carried(&tail, &shown(b))
+        }
+        ServerMessageVerdict::Dropped => tail,
+    };
+    Ok(match verdict {
+        ServerMessageVerdict::Unchanged => ev.cleaned(None, &id_ok),
+        ServerMessageVerdict::Replaced(b) => ev.cleaned(Some(&String::from_utf8_lossy(&b)), &id_ok),
+        ServerMessageVerdict::Dropped => Vec::new(),
+    })
 }

@@ -1,0 +1,225 @@
+//! Text split across the events of one SSE stream. A client assembles
+//! what a call's stream shows — progress messages, log messages, partial
+//! results, the final result — into one text, so `ssn 123-45` in one
+//! progress event and `-6789` in the next is an SSN to it. The gateway
+//! keeps the tail of the text each stream showed so far (at most
+//! [`STREAM_CARRY`] bytes: longer than any bounded detector's match) and
+//! reads each new message's text after it: a finding that crosses from the
+//! tail into the message is reported over its part in the message.
+
+use super::items::ItemHit;
+use super::scanner::{Hit, Scanner};
+use super::walk;
+
+/// The most of a stream's earlier text kept and read before its next
+/// message: longer than the longest match of every bounded built-in
+/// detector (an Anthropic key, a card in spaced groups, an IBAN), so a
+/// split anywhere in such a token is read whole. A token of an unbounded
+/// pattern (a JWT, an assignment's value) split after more than this is
+/// not read across the split.
+pub const STREAM_CARRY: usize = 1024;
+
+/// Members that carry no text a client shows: protocol fields beside it.
+const NOT_SHOWN: &[&str] = &[
+    "progressToken",
+    "progress",
+    "total",
+    "level",
+    "logger",
+    "type",
+    "mimeType",
+    "uri",
+    "name",
+    "annotations",
+    "isError",
+    "nextCursor",
+    "cursor",
+];
+
+/// Whether the string at JSON `path` is text a client shows from a
+/// stream: inside `params` or `result`, outside `_meta`, and no protocol
+/// field (a progress token, a log level, a content item's `type` …).
+pub(crate) fn shown(path: &str) -> bool {
+    if !(path.starts_with(".params") || path.starts_with(".result")) || path.contains("._meta") {
+        return false;
+    }
+    let last = path.rsplit('.').next().unwrap_or_default();
+    let last = last.split('[').next().unwrap_or_default();
+    !NOT_SHOWN.contains(&last)
+}
+
+/// The text a client shows from one raw server message: its shown
+/// strings (see [`shown`]), decoded, in order, joined with nothing
+/// between them. Empty for a message that cannot be walked.
+pub fn stream_text(raw: &[u8]) -> String {
+    let mut out = String::new();
+    let mut ok = true;
+    let walked = walk::walk(raw, None, false, |st| {
+        if !st.is_key && !st.number && !st.binary && shown(st.path) {
+            match walk::decode(raw, st.start, st.end, st.escaped) {
+                Some(t) => out.push_str(&t),
+                None => ok = false,
+            }
+        }
+        false
+    });
+    if walked.is_err() || !ok {
+        out.clear();
+    }
+    out
+}
+
+/// `tail` followed by `more`, cut to its last [`STREAM_CARRY`] bytes (at a
+/// character boundary).
+pub fn carried(tail: &str, more: &str) -> String {
+    let mut s = String::with_capacity((tail.len() + more.len()).min(STREAM_CARRY + 4));
+    s.push_str(tail);
+    s.push_str(more);
+    if s.len() > STREAM_CARRY {
+        let cut = s.ceil_char_boundary(s.len() - STREAM_CARRY);
+        s.drain(..cut);
+    }
+    s
+}
+
+impl Scanner {
+    /// Findings that cross from `before` (the stream's earlier text) into
+    /// the shown strings of `raw` (`(path, start, end, escaped)`, in
+    /// order), each part in the string it touches; and those inside the
+    /// strings that need `before` as their context (`password=` before,
+    /// the value here), counted only where the string's own scan did not
+    /// find them. `None` when a string does not decode.
+    pub(crate) fn joined_stream<'a>(
+        &self,
+        raw: &'a [u8],
+        before: &str,
+        strings: &[(String, usize, usize, bool)],
+    ) -> Option<Vec<ItemHit<'a>>> {
+        let mut out = Vec::new();
+        if strings.is_empty() {
+            return Some(out);
+        }
+        let texts: Vec<std::borrow::Cow<'a, str>> = strings
+            .iter()
+            .map(|(_, s, e, esc)| walk::decode(raw, *s, *e, *esc))
+            .collect::<Option<_>>()?;
+        let mut joined =
+            String::with_capacity(before.len() + texts.iter().map(|t| t.len()).sum::<usize>());
+        joined.push_str(before);
+        let mut offs = Vec::with_capacity(texts.len() + 1);
+        for t in &texts {
+            offs.push(joined.len());
+            joined.push_str(t);
+        }
+        offs.push(joined.len());
+        let mut hits = Vec::new();
+        self.scan_str_all(&joined, &mut hits);
+        let blen = before.len();
+        for h in hits {
+            if h.end <= blen {
+                // Wholly in what the client already got: judged then.
+                continue;
+            }
+            let first = offs.partition_point(|&o| o <= h.start.max(blen)) - 1;
+            let last = offs.partition_point(|&o| o < h.end) - 1;
+            for k in first..=last {
+                let (a, b) = (h.start.max(offs[k]), h.end.min(offs[k + 1]));
+                if a >= b {
+                    continue;
+                }
+                out.push(ItemHit {
+                    path: strings[k].0.clone(),
+                    start: strings[k].1,
+                    end: strings[k].2,
+                    text: texts[k].clone(),
+                    hit: Hit {
+                        detector: h.detector,
+                        start: a - offs[k],
+                        end: b - offs[k],
+                    },
+                    inside: h.start >= offs[k] && h.end <= offs[k + 1],
+                });
+            }
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scanner() -> Scanner {
+        Scanner::new(&[]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn progress(text: &str) -> String {
+        serde_json::json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t-1","progress":1,"message":text}}).to_string()
+    }
+
+    fn log(text: &str) -> String {
+        serde_json::json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","logger":"x","data":text}}).to_string()
+    }
+
+    fn result(text: &str) -> String {
+        serde_json::json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":text}]}}).to_string()
+    }
+
+    /// The detectors found in `next` read after the stream's text so far.
+    fn across(s: &Scanner, earlier: &[String], next: &str) -> Vec<String> {
+        let mut tail = String::new();
+        for m in earlier {
+            tail = carried(&tail, &stream_text(m.as_bytes()));
+        }
+        s.locate(next.as_bytes(), None, false, true, Some(&tail))
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|l| {
+                l.hits
+                    .into_iter()
+                    .map(|h| s.detectors()[h.detector].name.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn data_split_across_events_is_found() {
+        let s = scanner();
+        for (earlier, next, want) in [
+            (vec![progress("ssn 123-45")], progress("-6789"), "us_ssn"),
+            (vec![log("ssn 123-45-")], result("6789"), "us_ssn"),
+            (
+                vec![progress("card 4111 1111")],
+                progress(" 1111 1111"),
+                "card_visa",
+            ),
+            (
+                vec![progress("4111"), progress(" 1111"), log(" 1111 ")],
+                result("1111 done"),
+                "card_visa",
+            ),
+            (
+                vec![progress("key AKIAIOSF")],
+                result("ODNN7EXAMPLE"),
+                "aws_access_key_id",
+            ),
+        ] {
+            let got = across(&s, &earlier, &next);
+            assert!(got.iter().any(|d| d == want), "{earlier:?} {next}: {got:?}");
+        }
+        // What lies wholly in the earlier text is not reported again.
+        let got = across(&s, &[progress("ssn 123-45-6789 ")], &progress("done"));
+        assert!(got.is_empty(), "{got:?}");
+        // Protocol fields are not shown text.
+        assert_eq!(stream_text(progress("hi").as_bytes()), "hi");
+        assert_eq!(stream_text(log("a").as_bytes()), "a");
+        assert_eq!(stream_text(result("b").as_bytes()), "b");
+    }
+
+    #[test]
+    fn the_carry_is_bounded() {
+        let big = "x".repeat(5000);
+        let t = carried(&big, "é tail");
+        assert!(t.len() <= STREAM_CARRY && t.ends_with("é tail"));
+    }
+}
