@@ -2754,9 +2754,10 @@ async fn legacy_sessions_at_one_address_hold_their_own_handles() {
 }
 
 /// A session lives on the replica that opened it. When that replica cannot
-/// be reached, a request of the session is answered 502 (the replica may
-/// come back) and never sent to another replica, which may know the id as
-/// another principal's session (replicas whose ids are counters).
+/// be reached, a request of the session is answered 404 (the session is
+/// gone: the client initializes again) and never sent to another replica,
+/// which may know the id as another principal's session (replicas whose
+/// ids are counters).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_never_fails_over_to_another_replica() {
     let first = Hostile::start().await;
@@ -2811,7 +2812,7 @@ async fn a_session_never_fails_over_to_another_replica() {
         ],
     )
     .await;
-    assert_eq!(s, 502, "{text}");
+    assert_eq!(s, 404, "{text}");
     assert!(!text.contains("another's session"), "{text}");
     assert!(
         away.received().is_empty(),

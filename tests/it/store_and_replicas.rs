@@ -555,3 +555,130 @@ async fn a_close_delimited_json_reply_with_a_second_value_is_refused_at_once() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// A crashed upstream replica: its sessions answered as unknown (404).
+// ---------------------------------------------------------------------------
+
+/// One MCP client as SDKs behave: initialize, then calls on its session;
+/// a 404 on the session makes it initialize again. Returns the calls, the
+/// re-initialisations, the calls sent after the kill that failed, and the
+/// calls sent before it that failed (in flight when it came).
+async fn client(
+    url: String,
+    stop: Instant,
+    killed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u64, u64, Vec<String>, u64) {
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})
+    .to_string();
+    let open = |url: String| {
+        let init = init.clone();
+        async move {
+            let (s, h, _) = post_json(&url, init, &[]).await.expect("initialize");
+            assert_eq!(s, 200);
+            let sid = warden_tests::header(&h, "mcp-session-id")
+                .expect("session")
+                .to_owned();
+            let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"}).to_string();
+            let _ = post_json(
+                &url,
+                note,
+                &[
+                    ("mcp-session-id", &sid),
+                    ("mcp-protocol-version", "2025-06-18"),
+                ],
+            )
+            .await;
+            sid
+        }
+    };
+    let mut sid = open(url.clone()).await;
+    let (mut calls, mut reinits, mut failures) = (0u64, 0u64, Vec::new());
+    let mut in_flight = 0u64;
+    let mut id = 1u64;
+    while Instant::now() < stop {
+        id += 1;
+        let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}).to_string();
+        let after_kill = killed.load(std::sync::atomic::Ordering::SeqCst);
+        let (s, _, b) = post_json(
+            &url,
+            call,
+            &[
+                ("mcp-session-id", &sid),
+                ("mcp-protocol-version", "2025-06-18"),
+            ],
+        )
+        .await
+        .expect("call");
+        calls += 1;
+        let text = String::from_utf8_lossy(&b).into_owned();
+        if s == 404 {
+            sid = open(url.clone()).await;
+            reinits += 1;
+            continue;
+        }
+        let ok = s == 200 && text.contains("\"result\"");
+        // A call written before the kill may have reached the replica (it
+        // keeps its upstream error, at most one per client); every call
+        // sent after it succeeds or is answered 404.
+        if !ok && after_kill {
+            failures.push(format!("{s} {text}"));
+        } else if !ok {
+            in_flight += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    (calls, reinits, failures, in_flight)
+}
+
+/// Two warden-mock replicas behind one server, 8 sessions calling
+/// continuously, one replica SIGKILLed: every session on it is answered
+/// 404 (the request never reached a replica), its client initializes
+/// again, and no call fails — not before, not after the re-initialise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crashed_replica_strands_no_session() {
+    let a = warden_tests::Mock::start(&["--require-session"]).expect("mock a");
+    let mut b = warden_tests::Mock::start(&["--require-session"]).expect("mock b");
+    let gw = Gateway::start(&mock_bundle(&[a.addr, b.addr], ""), true).expect("gateway");
+    let url = gw.url("/mock/mcp");
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Instant::now() + Duration::from_secs(8);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(client(url.clone(), stop, killed.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before_b = b.stats().await.expect("stats")["posts"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(before_b > 0, "replica b served some sessions");
+    // SIGKILL: no goodbye, connections refused from now on.
+    b.proc.child.kill().expect("kill b");
+    let _ = b.proc.child.wait();
+    killed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut calls, mut reinits, mut failures, mut in_flight) = (0, 0, Vec::new(), 0);
+    for t in tasks {
+        let (c, r, f, i) = t.await.expect("client");
+        calls += c;
+        reinits += r;
+        failures.extend(f);
+        in_flight += i;
+    }
+    assert!(
+        in_flight <= 8,
+        "{in_flight} calls in flight at the kill failed"
+    );
+    assert!(calls > 100, "{calls} calls");
+    assert!(reinits > 0, "no client re-initialised after the kill");
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed ({reinits} re-initialisations):\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -238,20 +238,17 @@ async fn send(
     let s = rt.server(server);
     // A session lives on the replica that opened it: a request of it never
     // fails over to another, which may know the id as another principal's
-    // session (replicas whose ids are counters). While its replica is down,
-    // ejected or refuses connections the request is answered 502 (the
-    // session may come back); once the replica is no longer one of the
-    // server's, the session is unknown (404: the client opens a new one).
+    // session (replicas whose ids are counters). A session whose replica
+    // is gone — ejected (passive or by its health probe), refusing or
+    // timing out connections, no longer one of the server's — is unknown:
+    // 404, which tells every MCP client to initialize again (a 502 none
+    // recovers from would strand it). Only a request that provably never
+    // reached the replica is answered so; one that failed after it was
+    // written keeps its upstream error (it may have had effects).
     let pinned = (s.upstreams.len() > 1)
         .then(|| ctx.replica(&gw.sessions, &s.name))
         .flatten();
-    let elsewhere = |r: SocketAddr| {
-        if rt.has_replica(server, r) {
-            Refusal::upstream_unavailable(&s.name, "the session's replica is unavailable")
-        } else {
-            Refusal::session_unknown()
-        }
-    };
+    let elsewhere = |_: SocketAddr| Refusal::session_unknown();
     let (up, p, addr, reused) = loop {
         let Some((addr, p)) = next_replica(gw, ctx) else {
             if let Some(r) = pinned {
