@@ -119,6 +119,13 @@ impl<'a> Decodings<'a> {
 /// The readable parts of what a run decodes to: as hex when it is all hex
 /// digits of even length and that reads, as base64 otherwise.
 fn decode_run(run: &[u8]) -> Vec<String> {
+    decode_run_with(run, None)
+}
+
+/// [`decode_run`], each line of a wrapped block read from `memo` when it
+/// holds it (a raw JSON message's runs are the lines of its strings: its
+/// `\n` escapes part them).
+fn decode_run_with(run: &[u8], memo: Option<&Decodings<'_>>) -> Vec<String> {
     if !run.contains(&b'\n') {
         return decode_line(run);
     }
@@ -132,14 +139,23 @@ fn decode_run(run: &[u8]) -> Vec<String> {
         .filter(|&c| c != b'\n' && c != b'\r')
         .collect();
     let mut out = decode_line(&joined);
-    for part in run
+    for line in run
         .split(|&c| c == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .filter(|l| l.len() >= MIN_RUN)
-        .flat_map(decode_line)
     {
-        if !out.contains(&part) {
-            out.push(part);
+        let fresh;
+        let parts = match memo.and_then(|m| m.runs.get(line)) {
+            Some(known) => known,
+            None => {
+                fresh = decode_line(line);
+                &fresh
+            }
+        };
+        for part in parts {
+            if !out.contains(part) {
+                out.push(part.clone());
+            }
         }
     }
     out
@@ -490,7 +506,7 @@ pub(crate) fn each(s: &str, memo: Option<&Decodings<'_>>, mut f: impl FnMut(Deco
         let texts = match memo.and_then(|m| m.runs.get(run)) {
             Some(known) => known,
             None => {
-                fresh = decode_run(run);
+                fresh = decode_run_with(run, memo);
                 &fresh
             }
         };

@@ -257,7 +257,7 @@ impl Scanner {
             // dropped (a card inside a password's value is still a card).
             let mut hits = Vec::new();
             if st.escaped || st.number {
-                self.scan_str_all(&text, &mut hits);
+                self.scan_str_all_with(&text, &mut hits, decodings.as_ref());
             } else {
                 let mut local: Vec<Cand> = cands[lo..hi]
                     .iter()

@@ -337,10 +337,21 @@ impl Scanner {
     /// that overlap (a card inside an email or a password's value): the
     /// caller decides which apply before any is dropped.
     pub(crate) fn scan_str_all(&self, s: &str, out: &mut Vec<Hit>) {
+        self.scan_str_all_with(s, out, None);
+    }
+
+    /// [`Scanner::scan_str_all`] of a string of a message whose runs
+    /// `memo` holds decoded.
+    pub(crate) fn scan_str_all_with(
+        &self,
+        s: &str,
+        out: &mut Vec<Hit>,
+        memo: Option<&encoded::Decodings<'_>>,
+    ) {
         self.remembered(s, memo::Scan::All, out, |out| {
             let mut cands = Vec::new();
             let seen = self.candidates(s.as_bytes(), &mut cands);
-            self.scan_with_all(s, &mut cands, out, Gate::of(&seen, s.as_bytes()), None);
+            self.scan_with_all(s, &mut cands, out, Gate::of(&seen, s.as_bytes()), memo);
         });
     }
 
