@@ -2,7 +2,7 @@
 //! subdomain of one, or a network), and the allowlists made of them. A leaf:
 //! the egress guard and the tool catalog both read it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::error::Problems;
 
@@ -95,4 +95,43 @@ pub fn own_addresses() -> Vec<IpAddr> {
 pub fn this_host(ip: IpAddr, own: &[IpAddr]) -> bool {
     let ip = ip.to_canonical();
     ip.is_loopback() || ip.is_unspecified() || own.iter().any(|o| o.to_canonical() == ip)
+}
+
+/// Where an upstream address leads, for telling whether two servers are
+/// one: an IPv4-mapped IPv6 address is its IPv4 address, and every
+/// loopback or unspecified address (127/8, `::1`, `0.0.0.0`, `::`, and
+/// `localhost` where a name is allowed) is this host, which a server
+/// listening on all its addresses answers at any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    ThisHost(u16),
+    Ip(IpAddr, u16),
+}
+
+pub fn place(a: SocketAddr) -> Place {
+    let ip = match a.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    // This host's own interface addresses are this host too: a server
+    // bound to every address answers at each of them.
+    static OWN: std::sync::LazyLock<Vec<IpAddr>> = std::sync::LazyLock::new(own_addresses);
+    if this_host(ip, &OWN) {
+        Place::ThisHost(a.port())
+    } else {
+        Place::Ip(ip, a.port())
+    }
+}
+
+/// [`place`] of an address written in the config (an upstream, a
+/// listener): `ip:port`, or `localhost:port` in any case.
+pub fn place_of(s: &str) -> Option<Place> {
+    if let Ok(a) = s.trim().parse::<SocketAddr>() {
+        return Some(place(a));
+    }
+    let (host, port) = s.trim().rsplit_once(':')?;
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let local = host == "localhost" || host.ends_with(".localhost");
+    local.then_some(())?;
+    port.parse().ok().map(Place::ThisHost)
 }

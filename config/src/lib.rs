@@ -12,6 +12,7 @@ pub mod error;
 pub mod flows;
 pub mod guards;
 pub mod model;
+pub mod names;
 pub mod person;
 pub mod raw;
 pub mod tenants;
@@ -176,6 +177,9 @@ impl Bundle {
         if let Some(config) = &config {
             let mut out = Vec::new();
             tenants = load_tenants(config, &layer_files, registry_bytes.as_deref(), &mut out);
+            let mut w = Problems::new(MANIFEST_FILE);
+            tenants.withheld = tenants::withheld(&manifest.extra, &tenants.layers, &mut w);
+            problems.extend(w);
             for pr in out {
                 let mut one = Problems::new(pr.file);
                 one.push(pr.path, pr.message);

@@ -29,6 +29,21 @@ pub enum PersonError {
     Empty,
     #[error("holds an invisible or control character (U+{0:04X})")]
     Invisible(u32),
+    /// A line or paragraph separator, or a noncharacter: no part of a name
+    /// anyone types, and read otherwise by each reader.
+    #[error("holds a character that is not part of a name (U+{0:04X})")]
+    NotText(u32),
+    /// Nothing is left to compare once the name is folded (combining marks
+    /// alone): every such name would be one person.
+    #[error("holds nothing to compare (combining marks alone)")]
+    Unfoldable,
+}
+
+/// Whether `c` is no part of any name, though visible to some readers: the
+/// line and paragraph separators, and Unicode's noncharacters.
+fn not_text(c: char) -> bool {
+    let u = u32::from(c);
+    matches!(c, '\u{2028}' | '\u{2029}' | '\u{fdd0}'..='\u{fdef}') || u & 0xfffe == 0xfffe
 }
 
 /// Whether `c` is invisible to a reader: a control, or a default-ignorable
@@ -67,6 +82,9 @@ pub fn canonical(name: &str) -> Result<String, PersonError> {
     if let Some(c) = name.chars().find(|c| invisible(*c)) {
         return Err(PersonError::Invisible(c as u32));
     }
+    if let Some(c) = name.chars().find(|c| not_text(*c)) {
+        return Err(PersonError::NotText(c as u32));
+    }
     let name = name.trim();
     if name.is_empty() {
         return Err(PersonError::Empty);
@@ -81,11 +99,26 @@ pub fn canonical(name: &str) -> Result<String, PersonError> {
         }
     }
     // Folding can make new compatibility forms and marks (`İ` → `i̇`).
-    Ok(folded
+    let folded: String = folded
         .nfkd()
         .filter(|c| !is_combining_mark(*c))
         .nfc()
-        .collect())
+        .collect();
+    if folded.trim().is_empty() {
+        return Err(PersonError::Unfoldable);
+    }
+    Ok(folded)
+}
+
+/// Whether `name` (a principal's id or tenant, from any credential) can be
+/// compared with other names at all: [`canonical`] has a form for it. A
+/// name that cannot (invisible characters, controls, bidi controls,
+/// separators, nothing but marks or spaces) is refused where a caller is
+/// admitted, and in a bundle's principals at load: every rule that
+/// compares people (self-approval, distinct approvers, quotas) would
+/// otherwise read it as someone else, or as no one.
+pub fn comparable(name: &str) -> Result<(), PersonError> {
+    canonical(name).map(|_| ())
 }
 
 /// The canonical form of `name`, or the name itself with its invisible
@@ -239,6 +272,52 @@ mod tests {
         );
         assert_eq!(canonical("alice\u{0}"), Err(PersonError::Invisible(0)));
         assert_eq!(canonical(" "), Err(PersonError::Empty));
+    }
+
+    /// The class: every invisible, control, separator or noncharacter
+    /// code point, anywhere in a name, makes it one that cannot be
+    /// compared; so does a name with nothing left once folded.
+    #[test]
+    fn names_that_cannot_be_compared_are_refused() {
+        let mut refused = 0u32;
+        for c in ('\0'..=char::MAX).filter(|c| invisible(*c) || not_text(*c)) {
+            for name in [
+                format!("{c}alice"),
+                format!("al{c}ice"),
+                format!("alice{c}"),
+            ] {
+                assert!(comparable(&name).is_err(), "{name:?}");
+                assert!(Person::of("acme", &name).is_err(), "{name:?}");
+                assert!(Person::of(&name, "alice").is_err(), "{name:?}");
+            }
+            refused += 1;
+        }
+        assert!(refused > 4000, "{refused}");
+        for name in [
+            "mal\u{200d}lory",
+            "vic\u{ad}tor",
+            "eve\u{202e}",
+            "dan\u{2066}x",
+            "ivy\u{2028}",
+            "jo\u{fffe}",
+            "x\u{1fffe}",
+            "",
+            "  ",
+            "\u{301}\u{302}",
+            " \u{301} ",
+        ] {
+            assert!(comparable(name).is_err(), "{name:?}");
+        }
+        for name in [
+            "mallory",
+            "Ölaf",
+            "ｏｌａｆ",
+            "\u{212a}im",
+            " alice ",
+            "a b",
+        ] {
+            assert!(comparable(name).is_ok(), "{name:?}");
+        }
     }
 
     #[test]

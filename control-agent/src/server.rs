@@ -695,6 +695,8 @@ impl Api {
                         &serde_json::json!({
                             "published": p.as_ref().map(|p| p.revision.clone()),
                             "target": p.as_ref().map(|p| p.target.clone()),
+                            // Tenant layers this revision leaves out.
+                            "warnings": p.as_ref().map(|p| self.store.warnings_of(p.seq)).unwrap_or_default(),
                         }),
                     ),
                     Ok(Err(e)) => json(
@@ -772,7 +774,7 @@ impl Api {
         match tokio::task::spawn_blocking(f).await {
             Ok(Ok(p)) => json(
                 StatusCode::OK,
-                &serde_json::json!({"published": p.revision}),
+                &serde_json::json!({"published": p.revision, "warnings": self.store.warnings_of(p.seq)}),
             ),
             Ok(Err(e)) => json(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -332,14 +332,17 @@ impl Snapshot {
     ) -> Result<Snapshot, BuildError> {
         let mut config = bundle.config.clone();
         let tenants = &bundle.tenants;
-        let scope = Arc::new(crate::guards::tenants::Scope::new(
-            tenants.owners.clone(),
-            tenants
-                .layers
-                .values()
-                .map(|l| (l.tenant.clone(), l.label()))
-                .collect(),
-        ));
+        let scope = Arc::new(
+            crate::guards::tenants::Scope::new(
+                tenants.owners.clone(),
+                tenants
+                    .layers
+                    .values()
+                    .map(|l| (l.tenant.clone(), l.label()))
+                    .collect(),
+            )
+            .with_withheld(tenants.withheld.clone()),
+        );
         // The registry's definitions are the pins of registered servers.
         if let Some(reg) = &tenants.registry {
             for (server, s) in &reg.servers {
@@ -566,7 +569,7 @@ impl Snapshot {
             shared.flows.clone(),
             config.policy.denial,
         )
-        .map(|f| Arc::new(f.with_shared_store(config.redis.is_some())));
+        .map(Arc::new);
         if let Some(f) = &flow {
             filters.push(f.clone());
         }

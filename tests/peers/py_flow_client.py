@@ -17,6 +17,9 @@ STEPS: a JSON list; each step is one of
                                   with `warden-agent approvals approve`
                                   (env WARDEN_AGENT_BIN, WARDEN_AGENT_URL,
                                   APPROVER_<as>: that approver's token)
+  {"pause": "/path/flag"}         writes /path/flag.ready, then waits (60 s at
+                                  most) until /path/flag exists: the test acts
+                                  between two steps of the same sessions
   {"key": "wk_..."}               optional in a call step: the API key of the
                                   session (when it is opened), else WARDEN_API_KEY
 
@@ -113,6 +116,15 @@ def approve(step, results):
     return {"error": p.returncode != 0, "text": (p.stdout + p.stderr)[-600:], "id": told}
 
 
+async def pause(flag):
+    open(flag + ".ready", "w").close()
+    for _ in range(1200):
+        if os.path.exists(flag):
+            return {"error": False, "text": "resumed"}
+        await asyncio.sleep(0.05)
+    return {"error": True, "text": "never resumed"}
+
+
 async def main():
     gateways = json.loads(sys.argv[1])
     steps = json.loads(sys.argv[2])
@@ -125,6 +137,8 @@ async def main():
             for i, step in enumerate(steps):
                 if "approve" in step:
                     res = approve(step, results)
+                elif "pause" in step:
+                    res = await pause(step["pause"])
                 else:
                     replicas.current = step.get("gw", 0)
                     label = step.get("session", "s")

@@ -146,3 +146,54 @@ fn registry_is_checked() {
         "{ps:?}"
     );
 }
+
+/// `.manifest`'s `withheld_layers` names tenants whose layer the agent
+/// left out: read into `tenants.withheld`; anything else is refused.
+#[test]
+fn withheld_layers_are_read_from_the_manifest() {
+    let b = load(&[(
+        ".manifest",
+        r#"{"revision": "r1", "withheld_layers": {"finance": "tenants/finance/tenant.yaml: outside the grant"}}"#,
+    )])
+    .expect("loads");
+    assert_eq!(
+        b.tenants.withheld.get("finance").map(String::as_str),
+        Some("tenants/finance/tenant.yaml: outside the grant")
+    );
+    assert!(!b.tenants.is_empty());
+    // A tenant the org no longer grants may be withheld (its grant removed).
+    let b = load(&[(
+        ".manifest",
+        r#"{"withheld_layers": {"sales": "not granted"}}"#,
+    )])
+    .expect("loads");
+    assert!(b.tenants.withheld.contains_key("sales"));
+    for (manifest, why) in [
+        (r#"{"withheld_layers": ["finance"]}"#, "must be an object"),
+        (
+            r#"{"withheld_layers": {"Finance": "x"}}"#,
+            "not a tenant name",
+        ),
+        (
+            r#"{"withheld_layers": {"fin ance": "x"}}"#,
+            "not a tenant name",
+        ),
+        (r#"{"withheld_layers": {"finance": 1}}"#, "must be a string"),
+        (
+            r#"{"withheld_layers": {"default": "x"}}"#,
+            "no tenant to grant",
+        ),
+    ] {
+        let e = load(&[(".manifest", manifest)])
+            .map(|_| ())
+            .expect_err(manifest);
+        assert!(e.to_string().contains(why), "{manifest}: {e}");
+    }
+    let e = load(&[
+        ("tenants/finance/tenant.yaml", FIN),
+        (".manifest", r#"{"withheld_layers": {"finance": "x"}}"#),
+    ])
+    .map(|_| ())
+    .expect_err("served and withheld");
+    assert!(e.to_string().contains("cannot be withheld too"), "{e}");
+}

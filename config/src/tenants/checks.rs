@@ -4,12 +4,13 @@
 
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::access::PrincipalKind;
 use crate::archive::{layer_digest, Files};
 use crate::error::{Problem, Problems};
+use crate::host::{place, place_of, Place};
 use crate::model::{Config, Route};
 use crate::raw;
 use crate::risk::Risk;
@@ -65,53 +66,14 @@ fn hosts_overlap(a: Option<&str>, b: Option<&str>) -> bool {
     }
 }
 
-/// Whether two server names are one, as the registry compares them (the
-/// agent's store: ASCII case folded, so `CRM` is the org's `crm`). A layer
-/// may take no name the org or another layer has in this comparison:
-/// the registry would hold the two as one server, and rules written for
-/// one name would be read against the other.
+/// Whether two server names are one: the one name function
+/// ([`crate::names::same_name`]), as the registry, the kill switch and the
+/// gateway compare them (`CRM` is the org's `crm`). A layer may take no
+/// name the org or another layer has in this comparison: the registry
+/// would hold the two as one server, and rules written for one name would
+/// be read against the other.
 pub fn same_server_name(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b)
-}
-
-/// Where an upstream address leads, for telling whether two servers are
-/// one: an IPv4-mapped IPv6 address is its IPv4 address, and every
-/// loopback or unspecified address (127/8, `::1`, `0.0.0.0`, `::`, and
-/// `localhost` where a name is allowed) is this host, which a server
-/// listening on all its addresses answers at any of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Place {
-    ThisHost(u16),
-    Ip(IpAddr, u16),
-}
-
-fn place(a: SocketAddr) -> Place {
-    let ip = match a.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    // This host's own interface addresses are this host too: a server
-    // bound to every address answers at each of them.
-    static OWN: std::sync::LazyLock<Vec<IpAddr>> =
-        std::sync::LazyLock::new(crate::host::own_addresses);
-    if crate::host::this_host(ip, &OWN) {
-        Place::ThisHost(a.port())
-    } else {
-        Place::Ip(ip, a.port())
-    }
-}
-
-/// [`place`] of an address written in the config (an upstream, a
-/// listener): `ip:port`, or `localhost:port` in any case.
-fn place_of(s: &str) -> Option<Place> {
-    if let Ok(a) = s.trim().parse::<SocketAddr>() {
-        return Some(place(a));
-    }
-    let (host, port) = s.trim().rsplit_once(':')?;
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let local = host == "localhost" || host.ends_with(".localhost");
-    local.then_some(())?;
-    port.parse().ok().map(Place::ThisHost)
+    crate::names::same_name(crate::names::Name::Server, a, b)
 }
 
 /// Moves problems of a section read by the org's code (named as in

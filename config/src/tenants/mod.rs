@@ -81,6 +81,16 @@ pub fn entrypoint(tenant: &str) -> String {
     format!("data.warden.tenants.{tenant}.decision")
 }
 
+/// The `.manifest` member naming the tenants whose layer is withheld:
+/// `{"<tenant>": "<why>"}`. The control agent writes it when a tenant's
+/// current layer does not compose with the org's config (its grant
+/// removed, narrowed or moved, or any other refusal) and is left out of
+/// what it serves; the bundle's signature covers it with every other
+/// file. The gateway refuses every call of such a tenant's principals
+/// until a bundle carries the tenant's layer again: a tenant never has
+/// fewer rules than it asked for.
+pub const WITHHELD_MEMBER: &str = "withheld_layers";
+
 /// Every tenant layer of a bundle, and the registry.
 #[derive(Debug, Clone, Default)]
 pub struct Tenants {
@@ -90,11 +100,14 @@ pub struct Tenants {
     pub owners: HashMap<String, String>,
     /// `registry.json`; `None`: nothing is registered.
     pub registry: Option<Registry>,
+    /// Tenants whose layer is withheld ([`WITHHELD_MEMBER`]): why, by
+    /// tenant (its name, as a grant names it).
+    pub withheld: BTreeMap<String, String>,
 }
 
 impl Tenants {
     pub fn is_empty(&self) -> bool {
-        self.layers.is_empty() && self.registry.is_none()
+        self.layers.is_empty() && self.registry.is_none() && self.withheld.is_empty()
     }
 
     /// The tenant owning `server`, if a layer defines it.
@@ -139,6 +152,49 @@ pub fn compose(config: &mut Config, layers: &BTreeMap<String, TenantLayer>) {
             id.api_keys.extend(layer.api_keys.iter().cloned());
         }
     }
+}
+
+/// Reads [`WITHHELD_MEMBER`] from a manifest's members (problems at the
+/// member's path in `.manifest`): an object whose keys are tenant names
+/// and whose values are strings, naming no tenant whose layer the bundle
+/// carries (a layer cannot be both served and withheld).
+pub fn withheld(
+    manifest: &BTreeMap<String, serde_json::Value>,
+    layers: &BTreeMap<String, TenantLayer>,
+    p: &mut crate::error::Problems,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(v) = manifest.get(WITHHELD_MEMBER) else {
+        return out;
+    };
+    let Some(m) = v.as_object() else {
+        p.push(
+            WITHHELD_MEMBER,
+            "must be an object: tenant → why its layer is withheld",
+        );
+        return out;
+    };
+    for (t, why) in m {
+        let path = format!("{WITHHELD_MEMBER}.{t}");
+        if let Err(e) = valid_tenant_name(t) {
+            p.push(path, e);
+            continue;
+        }
+        if layers.contains_key(t) {
+            p.push(
+                path,
+                format!("the bundle carries tenant `{t}`'s layer: it cannot be withheld too"),
+            );
+            continue;
+        }
+        match why.as_str() {
+            Some(w) => {
+                out.insert(t.clone(), w.to_owned());
+            }
+            None => p.push(path, "must be a string: why the layer is withheld"),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

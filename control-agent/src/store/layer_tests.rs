@@ -255,6 +255,24 @@ fn a_layer_the_org_breaks_is_left_out_and_the_rest_served() {
     let f = served_files(&s.current().unwrap());
     assert!(f.contains_key("tenants/hr/hr.rego"));
     assert!(!f.keys().any(|k| k.starts_with("tenants/finance/")));
+    // Withheld, not dropped: the bundle names it (gateways refuse its
+    // principals), and the publish warns.
+    let manifest: serde_json::Value = serde_json::from_slice(&f[".manifest"]).unwrap();
+    let withheld = &manifest[warden_config::tenants::WITHHELD_MEMBER];
+    assert!(
+        withheld["finance"]
+            .as_str()
+            .is_some_and(|w| w.contains("tenants/finance/tenant.yaml")),
+        "{manifest}"
+    );
+    assert!(withheld.get("hr").is_none(), "{manifest}");
+    let warnings = s.warnings_of(last.seq);
+    assert!(
+        warnings.len() == 1
+            && warnings[0].contains("tenant `finance`")
+            && warnings[0].contains("refused"),
+        "{warnings:?}"
+    );
     let h = s.layer_history("finance");
     assert_eq!(h["current"], e.revision.as_str());
     assert!(h["last_error"].is_string(), "{h}");
@@ -273,6 +291,15 @@ fn a_layer_the_org_breaks_is_left_out_and_the_rest_served() {
     );
     assert!(s.layer_history("finance")["last_error"].is_null());
     assert!(changes(&d).iter().any(|c| c["action"] == "layer.restored"));
+    let f = served_files(&s.current().unwrap());
+    let manifest: serde_json::Value = serde_json::from_slice(&f[".manifest"]).unwrap();
+    assert!(
+        manifest
+            .get(warden_config::tenants::WITHHELD_MEMBER)
+            .is_none(),
+        "{manifest}"
+    );
+    assert!(s.warnings_of(s.history().last().unwrap().seq).is_empty());
     // The org's source may not carry tenants/ itself.
     std::fs::create_dir_all(src.join("tenants/finance")).unwrap();
     std::fs::write(src.join("tenants/finance/tenant.yaml"), FIN_LEDGER).unwrap();

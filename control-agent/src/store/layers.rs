@@ -317,7 +317,7 @@ impl Store {
                         "layer.left_out",
                         Some(revision),
                         false,
-                        &format!("tenant {t}: its layer does not compose with the org and is not served: {e}"),
+                        &format!("tenant {t}: its layer does not compose with the org and is not served (its principals' calls are refused until it composes again): {e}"),
                     );
                 }
                 None => self.record(

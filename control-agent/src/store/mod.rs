@@ -831,6 +831,24 @@ impl Store {
         self.lock().history.clone()
     }
 
+    /// What a publish of revision `seq` warns of: each tenant layer left
+    /// out of it (it does not compose), whose principals every gateway
+    /// refuses until it composes again.
+    pub fn warnings_of(&self, seq: u64) -> Vec<String> {
+        let inner = self.lock();
+        let Some(h) = inner.history.iter().find(|h| h.seq == seq) else {
+            return Vec::new();
+        };
+        h.left_out
+            .iter()
+            .map(|(t, why)| {
+                format!(
+                    "tenant `{t}`'s layer does not compose with this configuration and is left out: its principals' calls are refused on every gateway until it composes again (publish a layer that does, or restore its grant): {why}"
+                )
+            })
+            .collect()
+    }
+
     /// Re-signs what is served before it expires: when a served revision
     /// has less than half of the signer's validity left at `now` (or names
     /// no expiry: built before expiry existed), every served revision is

@@ -402,8 +402,9 @@ impl MessageRecord {
         MessageRecord {
             id: e.id.clone(),
             kind: None,
-            method: None,
-            target: None,
+            // What was read before the fault, as far as it was read.
+            method: e.read.method.clone(),
+            target: e.read.target().map(str::to_owned),
             outcome: Outcome::Invalid {
                 reason: e.error.message.clone(),
             },

@@ -144,6 +144,15 @@ impl FlowState {
     }
 }
 
+impl FlowState {
+    /// Whether this state holds more than `other` (a higher level, or
+    /// untrusted content `other` lacks): what a store that forgot is
+    /// given back.
+    pub fn exceeds(&self, other: &FlowState) -> bool {
+        other.would_raise(self.level, self.untrusted)
+    }
+}
+
 /// The state of a call's flow key as the gateway read it before the chain.
 #[derive(Debug, Clone)]
 pub enum Loaded {
@@ -366,6 +375,65 @@ impl FlowTables {
             });
             self.owners.retain(|_, n| *n > 0);
         }
+    }
+
+    /// Keeps what this replica read of `key`'s state (of `owner`) in the
+    /// shared store, merged with what it holds, and returns the merge: what
+    /// this process knows of the flow, never less than either. A store that
+    /// forgets (restarted empty) can then only make the fleet stricter: each
+    /// replica that saw a state, read or raised, still holds it. A clean
+    /// state is not stored. `None` at the table's bound — the key is not
+    /// held and the table cannot take it (full of live states, or `owner`
+    /// at its cap) — whatever the store said: this replica cannot vouch
+    /// for a state it could not keep, so sinks are refused (fail closed).
+    pub fn keep(
+        &self,
+        key: &[u8; 32],
+        owner: &[u8; 32],
+        read: &FlowState,
+        now: u64,
+    ) -> Option<FlowState> {
+        let clean = read.level == 0 && !read.untrusted;
+        if !self.states.contains_key(key)
+            && (self.states.len() >= self.max_keys || self.owned(owner) >= self.per_owner)
+        {
+            self.sweep(now);
+            if self.states.len() >= self.max_keys || self.owned(owner) >= self.per_owner {
+                return None;
+            }
+        }
+        if clean && !self.states.contains_key(key) {
+            return Some(read.clone());
+        }
+        let mut held = match self.states.entry(*key) {
+            dashmap::Entry::Occupied(o) => o.into_ref(),
+            dashmap::Entry::Vacant(v) => {
+                let mut n = self.owners.entry(*owner).or_insert(0);
+                if *n >= self.per_owner {
+                    return None;
+                }
+                *n += 1;
+                drop(n);
+                v.insert(Held {
+                    state: FlowState::default(),
+                    owner: *owner,
+                    used: AtomicU64::new(now),
+                    journaled: AtomicU64::new(now),
+                })
+            }
+        };
+        held.used.fetch_max(now, Ordering::Relaxed);
+        let before = (held.state.level, held.state.untrusted);
+        held.state.merge(read);
+        if let Some(j) = self.journal.get() {
+            if (held.state.level, held.state.untrusted) != before {
+                if !j.append(&journal::Line::new(key, owner, now, &held.state)) {
+                    return None;
+                }
+                held.journaled.fetch_max(now, Ordering::Relaxed);
+            }
+        }
+        Some(held.state.clone())
     }
 
     /// Raises `key`'s state (of `owner`) by `src` (and by what another

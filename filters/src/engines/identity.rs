@@ -386,7 +386,7 @@ impl JwtVerifier {
                     if !self.client_allowed(&data.claims) {
                         return Err(AuthError::Invalid("token_client_not_allowed"));
                     }
-                    return Ok(self.principal(data.claims));
+                    return self.principal(data.claims);
                 }
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind as K;
@@ -452,7 +452,25 @@ impl JwtVerifier {
         out
     }
 
-    fn principal(&self, c: Claims) -> (Principal, Vec<String>) {
+    /// The token's principal. Its subject and tenant must be names that
+    /// can be compared (`warden_config::person::comparable`): one holding
+    /// invisible characters (`mal\u{200d}lory`, `vic\u{ad}tor`), controls,
+    /// bidi controls or separators, or nothing to compare, would be another
+    /// person to every rule that compares people (self-approval, distinct
+    /// approvers, quotas) than to the reader, so the token is refused here
+    /// with a reason naming which claim. A tenant claim that is present
+    /// must be such a string (`null` is no claim): an array or a number is
+    /// no tenant, never the tenant of callers that name none.
+    fn principal(&self, c: Claims) -> Result<(Principal, Vec<String>), AuthError> {
+        use warden_config::person::comparable;
+        if comparable(&c.sub).is_err() {
+            return Err(AuthError::Invalid(SUBJECT_NOT_A_NAME));
+        }
+        let tenant = match c.rest.get(&self.cfg.tenant_claim) {
+            None | Some(serde_json::Value::Null) => warden_config::person::NO_TENANT.to_owned(),
+            Some(serde_json::Value::String(t)) if comparable(t).is_ok() => t.clone(),
+            Some(_) => return Err(AuthError::Invalid(TENANT_NOT_A_NAME)),
+        };
         let str_claim = |name: &str| c.rest.get(name).and_then(|v| v.as_str()).map(str::to_owned);
         let roles = match c.rest.get(&self.cfg.roles_claim) {
             Some(serde_json::Value::Array(a)) => a
@@ -494,11 +512,10 @@ impl JwtVerifier {
             _ => Vec::new(),
         };
         let scopes = self.implied(scopes);
-        (
+        Ok((
             Principal {
                 id: c.sub,
-                tenant: str_claim(&self.cfg.tenant_claim)
-                    .unwrap_or_else(|| warden_config::person::NO_TENANT.into()),
+                tenant,
                 roles,
                 kind,
                 auth: AuthMethod::Jwt,
@@ -507,9 +524,14 @@ impl JwtVerifier {
                 canonical: CanonicalOnce::default(),
             },
             scopes,
-        )
+        ))
     }
 }
+
+/// Why a token whose `sub` cannot be compared as a name is refused.
+pub const SUBJECT_NOT_A_NAME: &str = "token_subject_not_a_name";
+/// Why a token whose tenant claim is no name that can be compared is refused.
+pub const TENANT_NOT_A_NAME: &str = "token_tenant_not_a_name";
 
 /// The API keys that share one salt: digest → index into `identity.api_keys`.
 type SaltGroup = (Vec<u8>, HashMap<[u8; 32], usize>);
@@ -701,7 +723,7 @@ pub fn bearer(v: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warden_config::access::{hash_api_key, parse_key_hash, ApiKey};
+    use warden_config::access::{hash_api_key, parse_key_hash, ApiKey, Jwt};
 
     fn spec(id: &str) -> PrincipalSpec {
         PrincipalSpec {
@@ -844,6 +866,89 @@ mod tests {
             )
             .expect("test");
         assert_eq!((org.auth, org.owner()), (AuthMethod::ApiKey, "acme\0a"));
+    }
+
+    fn verifier() -> JwtVerifier {
+        let jwks = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"ed","alg":"EdDSA","x":"gyBFaLArKfG01iEYWjlRukNkovIryilaEPsqpMA2gNg"}]}"#;
+        JwtVerifier::new(&Jwt {
+            issuer: "https://idp.example".into(),
+            audiences: vec!["https://gw.example/mcp".into()],
+            algorithms: vec!["EdDSA".into()],
+            jwks: JwksSource::File {
+                json: jwks.into(),
+                path: "jwks.json".into(),
+            },
+            clock_skew: std::time::Duration::from_secs(30),
+            tenant_claim: "tenant".into(),
+            roles_claim: "roles".into(),
+            kind_claim: None,
+            attribute_claims: vec![],
+            allowed_clients: vec![],
+            scope_implies: BTreeMap::new(),
+        })
+        .expect("verifier")
+    }
+
+    fn claims(sub: &str, tenant: Option<serde_json::Value>) -> Claims {
+        let mut rest = serde_json::Map::new();
+        if let Some(t) = tenant {
+            rest.insert("tenant".into(), t);
+        }
+        Claims {
+            sub: sub.into(),
+            rest,
+        }
+    }
+
+    /// A token's subject or tenant that cannot be compared as a name is
+    /// refused, naming the claim: invisible characters (a zero-width
+    /// joiner, a soft hyphen), bidi controls, controls, separators,
+    /// nothing to compare; a tenant claim that is not a string.
+    #[test]
+    fn a_token_naming_no_comparable_principal_is_refused() {
+        let v = verifier();
+        let (p, _) = v
+            .principal(claims("mallory", Some(serde_json::json!("acme"))))
+            .expect("a name");
+        assert_eq!((p.id.as_str(), p.tenant.as_str()), ("mallory", "acme"));
+        let (p, _) = v.principal(claims("mallory", None)).expect("no tenant");
+        assert_eq!(p.tenant, warden_config::person::NO_TENANT);
+        let (p, _) = v
+            .principal(claims("mallory", Some(serde_json::Value::Null)))
+            .expect("null tenant");
+        assert_eq!(p.tenant, warden_config::person::NO_TENANT);
+        let bad = [
+            "mal\u{200d}lory",
+            "vic\u{ad}tor",
+            "eve\u{202e}",
+            "bob\u{200e}",
+            "\u{feff}carol",
+            "erin\u{7}",
+            "gus\u{e0041}",
+            "ivy\u{2028}",
+            "",
+            " ",
+            "\u{301}",
+        ];
+        for sub in bad {
+            assert_eq!(
+                v.principal(claims(sub, Some(serde_json::json!("acme"))))
+                    .map(|_| ()),
+                Err(AuthError::Invalid(SUBJECT_NOT_A_NAME)),
+                "{sub:?}"
+            );
+        }
+        for t in bad
+            .iter()
+            .map(|t| serde_json::json!(t))
+            .chain([serde_json::json!(["acme"]), serde_json::json!(7)])
+        {
+            assert_eq!(
+                v.principal(claims("mallory", Some(t.clone()))).map(|_| ()),
+                Err(AuthError::Invalid(TENANT_NOT_A_NAME)),
+                "{t}"
+            );
+        }
     }
 
     #[test]

@@ -305,9 +305,6 @@ pub struct FlowFilter {
     catalog: Arc<std::collections::HashMap<String, ServerCatalog>>,
     tables: Arc<FlowTables>,
     style: DenialStyle,
-    /// The bundle shares flows through a store (`redis:`): a state this
-    /// process's full table cannot hold is recorded there alone.
-    shared: bool,
 }
 
 impl FlowFilter {
@@ -323,16 +320,19 @@ impl FlowFilter {
             catalog,
             tables,
             style,
-            shared: false,
         })
     }
 
-    /// Flows are shared through a store (`redis:` in the bundle): the
-    /// gateway reads the fleet's state before judging, and records what a
-    /// reply adds there before it leaves.
-    pub fn with_shared_store(mut self, shared: bool) -> Self {
-        self.shared = shared;
-        self
+    /// Keeps what the gateway read of this exchange's flow in the shared
+    /// store in this process's table, and returns what the flow holds as
+    /// this replica knows it (`FlowTables::keep`), and its key; `None` for
+    /// the state at the table's bound (sinks are then refused).
+    pub fn keep_read(&self, ex: &Exchange<'_>, read: &FlowState) -> ([u8; 32], Option<FlowState>) {
+        let key = flow_key(&self.flows, ex);
+        let kept = self
+            .tables
+            .keep(&key, &flow_owner(ex), read, unix_secs(ex.now));
+        (key, kept)
     }
 
     /// A refusal the model can read: a tool error for a `tools/call` when

@@ -269,13 +269,15 @@ impl RegistryFilter {
 /// `owner` for what the tenant's membership grants (its unshared servers).
 /// Stricter than the canonical form that decides whose *rules* apply
 /// (where merging spellings only adds rules): tenant names are ASCII
-/// (`[a-z][a-z0-9_]*`), so a claim matches only as the same ASCII letters
-/// in any case, around spaces. `ﬁnance`, `ｆｉｎａｎｃｅ` or `financé`,
-/// which the canonical form folds into `finance`, may be another
-/// organisation's name at an identity provider that lets customers pick
-/// one: they never enter finance's servers.
+/// (`[a-z][a-z0-9_]*`), so a claim matches only as exactly the same ASCII
+/// letters in any case, nothing around them and nothing else. `finance `
+/// or ` finance` (spaces around), `ﬁnance`, `ｆｉｎａｎｃｅ`, `financé`,
+/// `fınance` (a dotless ı), which the canonical form folds into
+/// `finance`, may be another organisation's name at an identity provider
+/// that lets customers pick one: they never enter finance's servers.
 pub fn member_of(claim: &str, owner: &str) -> bool {
-    let claim = claim.trim_matches(' ');
+    // Byte for byte but ASCII case: a byte that is not ASCII (`owner` is
+    // ASCII) or any character more or less is another name.
     claim.is_ascii() && claim.eq_ignore_ascii_case(owner)
 }
 

@@ -244,7 +244,7 @@ fn a_tool_name_spelled_otherwise_is_judged_as_the_server_reads_it() {
 #[test]
 fn tenant_claims_are_compared_canonically() {
     let s = snap("deployed", false, "{}");
-    for t in ["Finance", "finance ", "FINANCE"] {
+    for t in ["Finance", "finance", "FINANCE", "fInAnCe"] {
         let p = principal(t, "f", &[]);
         assert!(code(&request(&s, &p, "ledger", PING).0).is_none(), "{t}");
         assert_eq!(
@@ -261,6 +261,15 @@ fn tenant_claims_are_compared_canonically() {
         "\u{FB01}nance",
         "\u{ff46}\u{ff49}\u{ff4e}\u{ff41}\u{ff4e}\u{ff43}\u{ff45}",
         "financ\u{e9}",
+        // Spaces around: the name and something more.
+        "finance ",
+        " finance",
+        " FINANCE ",
+        "finance\u{a0}",
+        "\u{3000}finance",
+        // Unicode case forms of ASCII letters.
+        "f\u{131}nance",
+        "F\u{130}NANCE",
     ] {
         let p = principal(t, "f", &[]);
         assert_eq!(
@@ -282,4 +291,27 @@ fn tenant_claims_are_compared_canonically() {
             "{t:?}"
         );
     }
+}
+
+/// The class, not the examples: any one character around the name, or in
+/// place of one of its letters, makes a claim that is not the tenant,
+/// unless it is that very letter in the other ASCII case.
+#[test]
+fn a_member_is_the_tenants_name_and_nothing_else() {
+    use crate::guards::registry::member_of;
+    assert!(member_of("finance", "finance") && member_of("FiNaNcE", "finance"));
+    let mut checked = 0u32;
+    for c in '\0'..=char::MAX {
+        for claim in [format!("{c}finance"), format!("finance{c}")] {
+            assert!(!member_of(&claim, "finance"), "{claim:?}");
+        }
+        let swapped = format!("f{c}nance");
+        assert_eq!(
+            member_of(&swapped, "finance"),
+            c == 'i' || c == 'I',
+            "{swapped:?}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 1_000_000);
 }

@@ -4,24 +4,82 @@
 //! the org's ([`TenantPolicies`]): a call is allowed only when the org and
 //! every applicable tenant allow it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::chain::filter::{Acts, Decision, Exchange, McpFilter, Message, Notes};
+use crate::engines::identity::Principal;
 use crate::engines::policy::{PolicyDecision, PolicyEngine, PolicyInput};
+use crate::protocol::error::{codes, JsonRpcError, Refusal};
 
-/// Who owns which server, and which tenants have layers.
+/// The reason of [`Scope::withheld_refusal`].
+pub const WITHHELD: &str = "tenant_layer_withheld";
+
+/// 403, reason [`WITHHELD`]: `tenant`'s layer is withheld (`why`, as the
+/// agent recorded it, is not shown to the caller: it names the org's
+/// config).
+fn withheld_refusal(tenant: &str, _why: &str) -> Refusal {
+    Refusal::new(
+        403,
+        WITHHELD,
+        JsonRpcError::new(
+            codes::DENIED,
+            format!(
+                "tenant `{tenant}`'s layer is withheld: it does not compose with the org's configuration, and its principals' calls are refused until it does again"
+            ),
+        )
+        .with_data(serde_json::json!({"reason": WITHHELD, "tenant": tenant})),
+    )
+}
+
+/// Who owns which server, which tenants have layers, and which tenants'
+/// layers are withheld.
 #[derive(Debug, Default)]
 pub struct Scope {
     /// Owning tenant by server name.
     owners: HashMap<String, String>,
     /// `<tenant>@<revision>` of each layer, by tenant.
     labels: Vec<(String, String)>,
+    /// Tenants whose layer the bundle withholds (it did not compose with
+    /// the org's config), and why.
+    withheld: BTreeMap<String, String>,
 }
 
 impl Scope {
     pub fn new(owners: HashMap<String, String>, labels: Vec<(String, String)>) -> Self {
-        Scope { owners, labels }
+        Scope {
+            owners,
+            labels,
+            withheld: BTreeMap::new(),
+        }
+    }
+
+    /// With the tenants whose layer is withheld
+    /// (`warden_config::tenants::Tenants::withheld`).
+    pub fn with_withheld(mut self, withheld: BTreeMap<String, String>) -> Self {
+        self.withheld = withheld;
+        self
+    }
+
+    /// The refusal of a call by `principal` when the layer of the tenant
+    /// whose rules would judge it is withheld: the principal's tenant in
+    /// canonical form, as rules apply (`FINANCE`, `ﬁnance` are held to
+    /// `finance`'s rules, so they are refused with `finance`'s principals).
+    /// Without its layer the org's rules alone would judge the call: fewer
+    /// rules than the tenant asked for. Nothing of the tenant is served
+    /// until a bundle carries its layer again.
+    pub fn withheld_refusal(&self, principal: &Principal) -> Option<Refusal> {
+        if self.withheld.is_empty() {
+            return None;
+        }
+        let tenant = principal.canonical_tenant();
+        let why = self.withheld.get(tenant)?;
+        Some(withheld_refusal(tenant, why))
+    }
+
+    /// The tenants whose layer is withheld, and why.
+    pub fn withheld(&self) -> &BTreeMap<String, String> {
+        &self.withheld
     }
 
     /// The tenant owning `server`, if a layer defines it.

@@ -83,9 +83,9 @@ fn a_tenant_cannot_allow_what_the_org_denies() {
 
 #[test]
 fn an_undefined_tenant_decision_denies_and_org_rules_are_out_of_reach() {
-    // The module imports the org's rules: compiled apart, they are not there.
-    let peek = "package warden.tenants.finance\nimport data.warden.authz\n\ndecision := {\"allow\": authz.decision.allow}\n";
-    let s = fin_snapshot("", Some(peek));
+    // A decision the tenant's rule leaves undefined denies.
+    let none = "package warden.tenants.finance\n\ndecision := {\"allow\": true} if input.request.tool == \"nothing\"\n";
+    let s = fin_snapshot("", Some(none));
     let v = request(
         &s,
         &principal("finance", "fred", &[]),
@@ -96,6 +96,31 @@ fn an_undefined_tenant_decision_denies_and_org_rules_are_out_of_reach() {
     assert!(
         refused(&v).is_some_and(|r| r.contains("tenant_policy:finance:policy_undefined")),
         "{v:?}"
+    );
+    // The module imports the org's rules: compiled apart, they are not
+    // there, and the bundle is refused when built, naming the reference.
+    let peek = "package warden.tenants.finance\nimport data.warden.authz\n\ndecision := {\"allow\": authz.decision.allow}\n";
+    let fin = layer("finance", "ledger", "");
+    let reg = registry(&[("ledger", "finance", "deployed")]);
+    let dir = tempfile::tempdir().expect("tmp");
+    for (name, text) in [
+        ("warden.yaml", ORG),
+        ("policies/org.rego", ORG_REGO),
+        ("tenants/finance/tenant.yaml", fin.as_str()),
+        ("tenants/finance/p.rego", peek),
+        ("registry.json", reg.as_str()),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+        std::fs::write(p, text).expect("write");
+    }
+    let bundle = warden_config::Bundle::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let Err(e) = crate::snapshot::Snapshot::build(&bundle) else {
+        panic!("a reference to the org's rules is refused");
+    };
+    assert!(
+        e.to_string().contains("data.warden.authz.decision.allow"),
+        "{e}"
     );
 }
 

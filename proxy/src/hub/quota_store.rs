@@ -60,6 +60,8 @@ pub struct QuotaStore {
     script: redis::Script,
     /// [`FLOW_RAISE`], its digest computed once.
     flow_script: redis::Script,
+    /// [`FLOW_MERGE`].
+    merge_script: redis::Script,
     /// [`TASK_CLAIM`].
     task_script: redis::Script,
     up: AtomicBool,
@@ -112,6 +114,7 @@ impl QuotaStore {
             conn: ArcSwapOption::empty(),
             script: redis::Script::new(GRANT),
             flow_script: redis::Script::new(FLOW_RAISE),
+            merge_script: redis::Script::new(FLOW_MERGE),
             task_script: redis::Script::new(TASK_CLAIM),
             up: AtomicBool::new(false),
             leases: dashmap::DashMap::with_hasher(foldhash::fast::RandomState::default()),
@@ -431,6 +434,21 @@ redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
 return 1
 "#;
 
+/// Gives a flow's state back to the store (one that forgot it, restarted
+/// without persistence): KEYS[1] the state hash, KEYS[2] its sources list;
+/// ARGV level, untrusted (0/1), the most sources kept, the lifetime in s,
+/// then the sources the store lacks as JSON. Only raises, as FLOW_RAISE.
+const FLOW_MERGE: &str = r#"
+local cur = tonumber(redis.call('HGET', KEYS[1], 'level') or '-1')
+if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[1], 'level', ARGV[1]) end
+if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'untrusted', '1') end
+for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+if #ARGV >= 5 then redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4])) end
+return 1
+"#;
+
 /// A shared flow lives this long after its last raise.
 const FLOW_TTL_SECS: u64 = 86_400;
 
@@ -493,6 +511,33 @@ impl QuotaStore {
                 .filter_map(|j| serde_json::from_str(j).ok())
                 .collect(),
         })
+    }
+
+    /// Writes back what this replica knows of a flow (`merged`) that the
+    /// store's view (`read`) lacks.
+    pub async fn flow_merge(
+        &self,
+        key: &[u8; 32],
+        merged: &warden_filters::engines::flow::FlowState,
+        read: &warden_filters::engines::flow::FlowState,
+    ) -> Result<(), String> {
+        let mut conn = self.conn_or_err().await?;
+        let (k, s) = self.flow_keys(key);
+        let mut inv = self.merge_script.key(&k);
+        inv.key(&s)
+            .arg(merged.level)
+            .arg(if merged.untrusted { "1" } else { "0" })
+            .arg(warden_filters::engines::flow::MAX_SOURCES)
+            .arg(FLOW_TTL_SECS);
+        for src in merged
+            .sources
+            .iter()
+            .filter(|m| !read.sources.iter().any(|r| r.id == m.id))
+        {
+            inv.arg(serde_json::to_string(src).unwrap_or_default());
+        }
+        let res: Result<i64, _> = self.bounded(inv.invoke_async(&mut conn)).await;
+        res.map(|_| ()).map_err(|e| format!("flow state: {e}"))
     }
 
     /// Adds what a reply brought to the fleet's view of its flow.

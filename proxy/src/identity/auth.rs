@@ -106,7 +106,15 @@ pub fn refusal(id: &Identity, path: &str, e: &AuthError) -> Refusal {
                 "Bearer error=\"invalid_token\", error_description=\"{why}\", resource_metadata=\"{}\"",
                 quoted(&meta)
             ),
-            format!("Invalid credentials: {why}"),
+            match *why {
+                warden_filters::engines::identity::SUBJECT_NOT_A_NAME => format!(
+                    "Invalid credentials: {why}: the token's subject holds an invisible, control or bidi character, a separator, or nothing to compare; such a name is refused"
+                ),
+                warden_filters::engines::identity::TENANT_NOT_A_NAME => format!(
+                    "Invalid credentials: {why}: the token's tenant claim is not a string, or holds an invisible, control or bidi character, a separator, or nothing to compare; such a tenant is refused"
+                ),
+                _ => format!("Invalid credentials: {why}"),
+            },
         ),
         AuthError::InsufficientScope(missing) => (
             403,

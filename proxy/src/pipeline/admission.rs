@@ -163,6 +163,12 @@ pub async fn admit(
             return Err(Refusal::session_principal_mismatch());
         }
     }
+    // A tenant whose layer the bundle withholds (it does not compose with
+    // the org's config): its principals are refused whatever they ask,
+    // never judged by the org's rules alone.
+    if let Some(r) = rt.snap.tenants.withheld_refusal(&ctx.principal) {
+        return Err(r);
+    }
     let server = &cfg.servers[route.server];
     // A session id that does not open is refused with the session checks,
     // last, so that a request refused for what it carries says so.

@@ -168,13 +168,23 @@ pub async fn read_refused(
             return None;
         }
     }
-    match warden_filters::protocol::jsonrpc::parse(&body, limits) {
+    match warden_filters::protocol::jsonrpc::parse_read(&body, limits) {
         Ok(warden_filters::protocol::jsonrpc::Parsed::Single(env)) => {
             let target = warden_filters::protocol::mcp::judged_target(&env).map(str::to_owned);
             Some((env.method?, target))
         }
-        _ => None,
+        Ok(warden_filters::protocol::jsonrpc::Parsed::Batch(_)) => None,
+        Err(f) => refused_message(&f.read),
     }
+}
+
+/// A message the parser refused, as its record names it: the method and
+/// target read before the fault (`ReadSoFar`), none when no method was.
+pub fn refused_message(
+    read: &warden_filters::protocol::jsonrpc::ReadSoFar,
+) -> Option<(String, Option<String>)> {
+    let method = read.method.clone()?;
+    Some((method, read.target().map(str::to_owned)))
 }
 
 /// Reads and drops up to about `cap` bytes of the request body, in at most

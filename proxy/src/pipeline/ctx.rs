@@ -379,7 +379,10 @@ impl RequestCtx {
 
 /// Where JSON text fed chunk by chunk stands: whether its first top-level
 /// value has ended and another begun. Strings and escapes are followed, so
-/// a brace inside a string is no structure.
+/// a brace inside a string is no structure. A top-level scalar (`true`, a
+/// number) ends at the first byte that cannot continue it: whitespace, or
+/// anything else, which is then the second value's first byte (`1{`,
+/// `true"x"`: refused there, not when the stream ends).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JsonEnds {
     depth: u32,
@@ -388,6 +391,11 @@ pub struct JsonEnds {
     /// Inside a top-level scalar (`true`, a number).
     scalar: bool,
     ended: bool,
+}
+
+/// A byte that can continue a JSON scalar (a literal or a number).
+pub(crate) fn scalar_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')
 }
 
 impl JsonEnds {
@@ -427,6 +435,7 @@ impl JsonEnds {
                     }
                 }
                 _ if self.ended => return true,
+                _ if self.scalar && !scalar_byte(c) => return true,
                 b'{' | b'[' => self.depth += 1,
                 b'}' | b']' => {
                     self.depth = self.depth.saturating_sub(1);

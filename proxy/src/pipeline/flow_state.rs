@@ -3,6 +3,7 @@
 //! GET stream or DELETE to a server that is a sink as a whole. Shared by
 //! admission (streams) and judging (messages).
 
+use warden_filters::engines::flow::Loaded;
 use warden_filters::Refusal;
 
 use crate::hub::runtime::Runtime;
@@ -28,7 +29,7 @@ pub(crate) async fn load_flow(
         return;
     };
     let Some(store) = &rt.quota_store else {
-        ctx.flow = Some(warden_filters::engines::flow::Loaded::Unreadable(
+        ctx.flow = Some(Loaded::Unreadable(
             "the shared store named by `redis:` could not be set up".into(),
         ));
         return;
@@ -37,9 +38,38 @@ pub(crate) async fn load_flow(
         let fctx = ctx.exchange(server, false, None);
         warden_filters::guards::flow::flow_key(flows, &fctx)
     };
-    ctx.flow = Some(match store.flow_get(&key).await {
-        Ok(s) => warden_filters::engines::flow::Loaded::State(s),
-        Err(e) => warden_filters::engines::flow::Loaded::Unreadable(e),
+    let read = match store.flow_get(&key).await {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.flow = Some(Loaded::Unreadable(e));
+            return;
+        }
+    };
+    // What this replica read it keeps (merged with what it holds), so a
+    // store that forgets — restarted without persistence — can only make
+    // the fleet stricter; the merge, when it holds more than the store
+    // said, is written back for the replicas that never saw the flow.
+    let Some(flow) = &rt.snap.flow else {
+        ctx.flow = Some(Loaded::State(read));
+        return;
+    };
+    let (key, kept) = flow.keep_read(&ctx.exchange(server, false, None), &read);
+    ctx.flow = Some(match kept {
+        Some(merged) => {
+            if merged.exceeds(&read) {
+                if let Err(e) = store.flow_merge(&key, &merged, &read).await {
+                    // This replica still holds it and judges by it.
+                    tracing::warn!(error = %e, "flow state not written back to the store");
+                }
+            }
+            Loaded::State(merged)
+        }
+        // The flows table at its bound: this replica cannot keep what it
+        // read, so it cannot vouch for the flow once the store forgets.
+        None => Loaded::Unreadable(
+            "the flows table is full (limits.memory): this replica cannot keep the flow's state"
+                .into(),
+        ),
     });
 }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use pingora_core::protocols::http::ServerSession as Session;
 use warden_filters::protocol::mcp;
 use warden_filters::protocol::version::ProtocolVersion;
-use warden_filters::{parse, plan_request, Forward, Message, Parsed, Refusal, RequestMessages};
+use warden_filters::{plan_request, Forward, Message, Parsed, Refusal, RequestMessages};
 
 use crate::hub::runtime::{Runtime, ServerId};
 use crate::hub::state::Gateway;
@@ -71,7 +71,23 @@ pub async fn judge(
     )
     .await?;
     ctx.body_len_in = body.len();
-    let parsed = parse(&body, rt.snap.parse_limits).map_err(|(id, e)| Refusal::parse(id, e))?;
+    let parsed = match warden_filters::protocol::jsonrpc::parse_read(&body, rt.snap.parse_limits) {
+        Ok(p) => p,
+        Err(f) => {
+            // The record names what was read before the fault.
+            ctx.refused_message = crate::pipeline::answers::refused_message(&f.read);
+            return Err(Refusal::parse(f.read.id, f.error));
+        }
+    };
+    // A refusal before the chain's records exist names the message too.
+    if let Parsed::Single(env) = &parsed {
+        ctx.refused_message = env.method.clone().map(|m| {
+            (
+                m,
+                warden_filters::protocol::mcp::judged_target(env).map(str::to_owned),
+            )
+        });
+    }
     // Each message built once: the mirrored headers' check, `initialize`'s
     // capabilities, the chain and the audit record read the same one.
     let messages = RequestMessages::new(&body, &parsed);

@@ -190,9 +190,12 @@ pub const SPECS: &[Spec] = &[
         category: Pii,
         triggers: &[Word(&[
             "national id",
+            "national_id",
             "id |number",
+            "id_|number",
             "personalausweis",
             "identity card",
+            "identity_card",
             "cedula",
             "dni",
         ])],
@@ -216,7 +219,10 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "canada_sin",
         category: Pii,
-        triggers: &[WordThen(&["sin", "social insurance"], DigitWithin(40))],
+        triggers: &[WordThen(
+            &["sin", "social insurance", "social_insurance"],
+            DigitWithin(40),
+        )],
         pattern: r"(?i)\b(?:sin|social insurance(?: number)?)\W{0,5}(\d{3}[ -]?\d{3}[ -]?\d{3})\b",
         validate: Some(sin),
     },

@@ -311,6 +311,16 @@ impl View {
         let next = self.from[end].max(last + width);
         (self.from[start], next)
     }
+
+    /// [`View::original`] ending with the last character that produced
+    /// `end - 1`: for views that drop separators between groups, where
+    /// what was dropped after a match is the gap before the next group
+    /// (which a match glued to that group must not swallow).
+    pub(crate) fn original_tight(&self, s: &str, start: usize, end: usize) -> (usize, usize) {
+        let last = self.from[end - 1];
+        let width = s[last..].chars().next().map_or(0, char::len_utf8);
+        (self.from[start], last + width)
+    }
 }
 
 /// The fewest single characters, each set apart by separators, that

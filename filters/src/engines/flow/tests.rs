@@ -196,3 +196,42 @@ fn an_owner_holds_at_most_its_cap() {
     );
     assert_eq!(t.len(), 2, "the idle ones swept (b's too)");
 }
+
+/// What a replica read of a flow in the shared store it keeps, merged with
+/// what it holds, so a store that forgets can only make it stricter; a
+/// clean read is not stored; at the table's bound (full, or the owner at
+/// its cap) a key it does not hold cannot be vouched for: `None`.
+#[test]
+fn a_read_state_is_kept_and_the_bound_fails_closed() {
+    let t = FlowTables::new(64 * 2);
+    let now = 1_000_000;
+    let mut read = FlowState::default();
+    read.raise(&source(1, 3, false));
+    read.raise(&source(2, 0, true));
+    let kept = t.keep(&[1; 32], &[9; 32], &read, now).expect("room");
+    assert_eq!((kept.level, kept.untrusted), (3, true));
+    // The store forgot: what this replica read is still known.
+    let empty = FlowState::default();
+    let again = t.keep(&[1; 32], &[9; 32], &empty, now + 1).expect("held");
+    assert_eq!((again.level, again.untrusted), (3, true));
+    assert!(again.exceeds(&empty) && !again.exceeds(&read));
+    assert_eq!(t.get(&[1; 32], now + 2).level, 3);
+    // A clean read of a key not held takes no room.
+    assert!(t.keep(&[2; 32], &[9; 32], &empty, now).is_some());
+    assert_eq!(t.len(), 1);
+    // The owner at its cap: another of its keys cannot be kept, clean or not.
+    for i in 0..63u8 {
+        assert!(t.keep(&[100 + i; 32], &[9; 32], &read, now).is_some());
+    }
+    assert_eq!(t.len(), 64);
+    assert!(t.keep(&[3; 32], &[9; 32], &read, now).is_none());
+    assert!(t.keep(&[3; 32], &[9; 32], &empty, now).is_none());
+    // Held keys are merged as ever.
+    assert!(t.keep(&[1; 32], &[9; 32], &empty, now).is_some());
+    // The table full of live states: nobody's new key.
+    for i in 170..234u8 {
+        assert!(t.keep(&[i; 32], &[i; 32], &read, now).is_some());
+    }
+    assert_eq!(t.len(), 128);
+    assert!(t.keep(&[250; 32], &[250; 32], &empty, now).is_none());
+}

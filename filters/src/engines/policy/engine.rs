@@ -13,8 +13,9 @@ use super::analysis::{
 };
 use super::clock::{Clock, NEXT_ENGINE};
 use super::decision::{decision_of, PolicyDecision};
-use super::diagnostics::{missing_entrypoint, tracing_free_log};
+use super::diagnostics::tracing_free_log;
 use super::input::{input_for, PolicyInput};
+use super::resolve::{unresolved, Declared};
 
 /// Instructions one evaluation may run before it is cut off (and denies).
 pub(super) const MAX_INSTRUCTIONS: usize = 2_000_000;
@@ -189,16 +190,23 @@ impl PolicyEngine {
             file: "warden.yaml".into(),
             message: format!("policy.timezone: {message}"),
         })?;
-        // Each module alone first, so a syntax error names its file.
+        // Each module alone first, so a syntax error names its file; then
+        // all of them, read as regorus reads them.
+        let mut parsed = regorus::Engine::new();
         for (path, text) in modules {
             let mut e = regorus::Engine::new();
-            if let Err(err) = e.add_policy(path.clone(), text.clone()) {
+            if let Err(err) = e
+                .add_policy(path.clone(), text.clone())
+                .and_then(|_| parsed.add_policy(path.clone(), text.clone()))
+            {
                 return Err(PolicyCompileError {
                     file: path.clone(),
                     message: err.to_string(),
                 });
             }
         }
+        let parsed = parsed.get_modules().clone();
+        let declared = Declared::of(&parsed);
         let mods: Vec<regorus::PolicyModule> = modules
             .iter()
             .map(|(p, t)| regorus::PolicyModule {
@@ -208,10 +216,18 @@ impl PolicyEngine {
             .collect();
         // An entrypoint that names no rule is a mistake in warden.yaml, not
         // in the modules: say so, and which rule was probably meant.
-        if let Some(message) = missing_entrypoint(modules, entrypoint) {
+        if let Some(message) = declared.missing_entrypoint(entrypoint) {
             return Err(PolicyCompileError {
                 file: "warden.yaml".into(),
                 message,
+            });
+        }
+        // A call or a `data.` reference that resolves to nothing would
+        // deny every call it is reached on with `policy_error`.
+        if let Some(u) = unresolved(&parsed, &declared, data) {
+            return Err(PolicyCompileError {
+                file: u.file,
+                message: u.message,
             });
         }
         limit_evaluation_time();

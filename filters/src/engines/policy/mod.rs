@@ -12,7 +12,9 @@
 //! reads) in `analysis.rs`; the input document in `input.rs`, its clock in
 //! `clock.rs`; the cache key in `cache_key.rs`; the engine (compile,
 //! evaluate, cache) in `engine.rs`; a Rego value read as a decision in
-//! `decision.rs`; compile diagnostics in `diagnostics.rs`.
+//! `decision.rs`; what the modules declare and whether every call and
+//! `data.` reference resolves (checked at build) in `resolve.rs`; compile
+//! diagnostics in `diagnostics.rs`.
 
 mod analysis;
 mod cache_key;
@@ -21,6 +23,7 @@ mod decision;
 mod diagnostics;
 mod engine;
 mod input;
+mod resolve;
 
 #[cfg(test)]
 mod tests;

@@ -334,3 +334,156 @@ fn a_panicking_builtin_is_a_denial() {
     assert!(!d.allow, "{d:?}");
     assert!(e.evaluate_value(obj(vec![("d", Value::from("5s"))])).allow);
 }
+
+/// Compiles `modules` (path, text) deciding `data.warden.authz.decision`
+/// with `data`: the error's message, or `None` when it compiles.
+fn compile_error(modules: &[(&str, &str)], data: serde_json::Value) -> Option<String> {
+    let modules: std::collections::BTreeMap<String, String> = modules
+        .iter()
+        .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
+        .collect();
+    super::PolicyEngine::compile(&modules, &data, "data.warden.authz.decision", "UTC", 0)
+        .err()
+        .map(|e| format!("{}: {}", e.file, e.message))
+}
+
+/// `body` in package `warden.authz` beside a default decision (its
+/// leading `import` lines first).
+fn module_of(body: &str) -> String {
+    let (imports, rest): (Vec<&str>, Vec<&str>) =
+        body.lines().partition(|l| l.starts_with("import "));
+    format!(
+        "package warden.authz\nimport rego.v1\n{}\ndefault decision := {{\"allow\": false, \"reason\": \"no\"}}\n{}\n",
+        imports.join("\n"),
+        rest.join("\n")
+    )
+}
+
+/// A reference that resolves to nothing (a function no module defines and
+/// no builtin is, a rule no package of the policy's declares) is refused
+/// when the bundle is built, naming it, wherever it stands: a rule the
+/// entrypoint reaches, one it does not, a function's body, a comprehension,
+/// an `else`, a `with`, a `not`.
+#[test]
+fn references_that_resolve_to_nothing_are_refused_at_build() {
+    let lib = (
+        "lib.rego",
+        "package lib\nimport rego.v1\nok(x) := x\nflag := true\n",
+    );
+    for (body, name) in [
+        ("decision if { not_defined_anywhere(input.request.method) }", "not_defined_anywhere"),
+        ("decision := {\"allow\": true, \"reason\": \"ok\"} if startswth(input.request.method, \"tools\")", "startswth"),
+        ("decision := {\"allow\": true, \"reason\": \"ok\"} if strings.lowr(input.request.tool) == \"x\"", "strings.lowr"),
+        ("decision := {\"allow\": true, \"reason\": \"ok\"} if count2(input.request.arguments) > 0", "count2"),
+        ("decision := {\"allow\": true, \"reason\": \"ok\"} if data.warden.authz.helper(input.request.tool)", "data.warden.authz.helper"),
+        ("decision := {\"allow\": true, \"reason\": \"ok\"} if data.lib.nope(input.request.tool)", "data.lib.nope"),
+        ("decision := {\"allow\": true, \"reason\": \"ok\"} if data.warden.authz.alow\nallow := true", "data.warden.authz.alow"),
+        ("decision := {\"allow\": true, \"reason\": \"ok\"} if data.lib.flags", "data.lib.flags"),
+        ("decision := {\"allow\": true, \"reason\": \"ok\"} if data.libb.flag", "data.libb.flag"),
+        ("decision := {\"allow\": true, \"reason\": \"ok\"} if not data.warden.authz.denied", "data.warden.authz.denied"),
+        // Not reached from the entrypoint: still a rule that cannot run.
+        ("unused if { undefined_fn(1) }", "undefined_fn"),
+        ("f(x) := y if { y := missing_helper(x) }", "missing_helper"),
+        ("s := {x | some x in input.l; is_gud(x)}", "is_gud"),
+        ("decision := {\"allow\": true, \"reason\": \"ok\"} if { false } else := {\"allow\": false, \"reason\": \"x\"} if { nothing_here(1) }", "nothing_here"),
+        ("decision := {\"allow\": true, \"reason\": \"ok\"} if { count(input.l) > 1 with input.l as unknown_fn2(1) }", "unknown_fn2"),
+        ("decision := {\"allow\": true, \"reason\": \"ok\"} if { not nothing_there(input.x) }", "nothing_there"),
+        // Through an import alias.
+        ("import data.lib\ndecision := {\"allow\": true, \"reason\": \"ok\"} if lib.okk(1)", "lib.okk"),
+        ("import data.lib as l\ndecision := {\"allow\": true, \"reason\": \"ok\"} if l.flagg", "l.flagg"),
+    ] {
+        let text = module_of(body);
+        let e = compile_error(&[("authz.rego", &text), lib], serde_json::json!({}))
+            .unwrap_or_else(|| panic!("compiled: {body}"));
+        assert!(e.contains(name), "{body}: {e}");
+        assert!(e.starts_with("authz.rego"), "{body}: names the file: {e}");
+    }
+}
+
+/// What does resolve compiles: builtins (dotted, `print`), the package's
+/// own functions and rules (bare, through `data.`, from another module of
+/// the package), another package's through `data.` or an import alias,
+/// default functions, rule heads that are references, the data document
+/// below a package, and a name a `with` replaces.
+#[test]
+fn references_that_resolve_compile() {
+    let lib = (
+        "lib.rego",
+        "package lib\nimport rego.v1\nok(x) := x\nflag := true\ndefault g(_) := 1\nnested.deep.value := 3\n",
+    );
+    let more = (
+        "more.rego",
+        "package warden.authz\nimport rego.v1\nhelper(x) := x\nsome_rule := 1\n",
+    );
+    for body in [
+        "decision := {\"allow\": true, \"reason\": \"ok\"} if startswith(input.request.method, \"tools\")",
+        "decision := {\"allow\": true, \"reason\": \"ok\"} if strings.replace_n({\"a\": \"b\"}, input.x) == \"b\"",
+        "decision := {\"allow\": true, \"reason\": \"ok\"} if { print(input.x); regex.match(\"a\", input.x) }",
+        "decision := {\"allow\": true, \"reason\": \"ok\"} if { helper(1) == 1; data.warden.authz.helper(1) == 1; some_rule == 1 }",
+        "decision := {\"allow\": true, \"reason\": \"ok\"} if { data.lib.ok(1) == 1; data.lib.flag; data.lib.g(2) == 1 }",
+        "import data.lib\ndecision := {\"allow\": true, \"reason\": \"ok\"} if { lib.ok(1) == 1; lib.flag; lib.nested.deep.value == 3 }",
+        "import data.lib as l\ndecision := {\"allow\": true, \"reason\": \"ok\"} if { l.ok(1) == 1; l.nested.deep == {\"value\": 3}; data.lib.nested.deep.value.x }",
+        "decision := {\"allow\": true, \"reason\": \"ok\"} if { data.warden.authz.settings.on; data.warden.blocked[_] == input.x; data.other.thing }",
+        "decision := {\"allow\": true, \"reason\": \"ok\"} if { data.warden.authz[input.name]; data.lib[x] }",
+        "decision := {\"allow\": true, \"reason\": \"ok\"} if { helper(1) == 2 with helper as mine }\nmine(x) := 2",
+        "decision := {\"allow\": true, \"reason\": \"ok\"} if { data.lib; data.warden.authz; data.warden }",
+    ] {
+        let text = module_of(body);
+        let data = serde_json::json!({"warden": {"blocked": ["x"], "authz": {"settings": {"on": true}}}, "other": {"thing": true}});
+        assert_eq!(
+            compile_error(&[("authz.rego", &text), lib, more], data),
+            None,
+            "{body}"
+        );
+    }
+}
+
+/// Whitespace, comments and layout never decide whether a module declares
+/// the entrypoint's package or rule: regorus reads them, and so does the
+/// check (a tab before `decision :=` used to read as "no module declares
+/// package").
+#[test]
+fn the_entrypoint_is_found_as_regorus_reads_the_modules() {
+    for text in [
+        "package warden.authz\nimport rego.v1\n\tdecision := {\"allow\": true, \"reason\": \"ok\"}\n",
+        "package warden.authz\nimport rego.v1\n  default decision := {\"allow\": false, \"reason\": \"no\"}\n",
+        "# the policy\n   package warden.authz\nimport rego.v1\n\n\t\tdecision := {\"allow\": true, \"reason\": \"ok\"} if {\n\ttrue\n}\n",
+        "package warden.authz # comment\nimport rego.v1\n\tdecision contains x if { x := 1 }\n",
+        "package warden.authz\nimport rego.v1\ndecision\t:=\t{\"allow\": true, \"reason\": \"ok\"}\n",
+        "package\twarden.authz\nimport rego.v1\ndecision := {\"allow\": true, \"reason\": \"ok\"}\n",
+        "package warden[\"authz\"]\nimport rego.v1\ndecision := {\"allow\": true, \"reason\": \"ok\"}\n",
+        "package warden\nimport rego.v1\nauthz.decision := {\"allow\": true, \"reason\": \"ok\"}\n",
+    ] {
+        assert_eq!(
+            compile_error(&[("authz.rego", text)], serde_json::json!({})),
+            None,
+            "{text}"
+        );
+    }
+    // And a module that really does not declare it is still told so, with
+    // the nearest rule; a commented-out package is none.
+    let e = compile_error(
+        &[(
+            "authz.rego",
+            "package warden.authz\nimport rego.v1\n\tdecisions := 1\n",
+        )],
+        serde_json::json!({}),
+    )
+    .expect("refused");
+    assert!(
+        e.contains("defines no rule `decision`; did you mean `decisions`?"),
+        "{e}"
+    );
+    let e = compile_error(
+        &[(
+            "authz.rego",
+            "# package warden.authz\npackage other\nimport rego.v1\ndecision := 1\n",
+        )],
+        serde_json::json!({}),
+    )
+    .expect("refused");
+    assert!(
+        e.contains("no module declares package `warden.authz`"),
+        "{e}"
+    );
+}

@@ -342,14 +342,11 @@ impl FlowFilter {
                     true,
                 ),
                 // The table cannot hold a state for this key (full of live
-                // states, or its principal at its cap): the shared store
-                // alone records it (the gateway reads the fleet's state
-                // before judging any sink) …
-                None if self.shared => {
-                    (seen.is_none_or(|s| s.would_raise(level, untrusted)), false)
-                }
-                // … and without one it cannot be recorded: delivered, it
-                // would come back clean at the next sink. Withheld.
+                // states, or its principal at its cap): recorded in the
+                // shared store alone, it would come back clean at the next
+                // sink once the store forgets (a restart without
+                // persistence); without a store it cannot be recorded at
+                // all. Withheld either way: the bound fails closed.
                 None => return Decision::Reject(self.unrecorded(msg, ex)),
             };
         // A reply that adds nothing to its flow is neither shared nor named

@@ -78,6 +78,37 @@ pub struct ElementError {
     pub id: Option<Id>,
     pub error: JsonRpcError,
     pub span: Range<usize>,
+    /// What the element's parser had read before the fault.
+    pub read: ReadSoFar,
+}
+
+/// What the parser of one message had read when it stopped at a fault:
+/// each member finished and unambiguous before the fault (never one cut
+/// short, nor one a duplicate or a near name of it makes two readings),
+/// for the refusal's audit record and its answer's id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadSoFar {
+    pub id: Option<Id>,
+    /// A method every peer reads as the gateway does.
+    pub method: Option<String>,
+    /// `params.name`.
+    pub name: Option<String>,
+    /// `params.uri`.
+    pub uri: Option<String>,
+}
+
+impl ReadSoFar {
+    /// The call's target as the record names it (`mcp::judged_target`'s
+    /// rule): the name of a tool or prompt, the URI of a resource.
+    pub fn target(&self) -> Option<&str> {
+        match self.method.as_deref()? {
+            "tools/call" | "prompts/get" => self.name.as_deref(),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                self.uri.as_deref()
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -30,9 +30,11 @@ mod parse;
 mod tests;
 
 pub use super::id::Id;
-pub use envelope::{ElementError, Envelope, Kind, ParseLimits, Parsed, Spans};
+pub use envelope::{ElementError, Envelope, Kind, ParseLimits, Parsed, ReadSoFar, Spans};
 pub use locate::{locate, object_members};
-pub use parse::{is_mcp_method, nested_request_method, parse, unreadable_method};
+pub use parse::{
+    is_mcp_method, nested_request_method, parse, parse_read, unreadable_method, Fault,
+};
 
 /// One message `raw` parsed with the default limits, for tests that judge
 /// a message; panics when it is not a single valid message.

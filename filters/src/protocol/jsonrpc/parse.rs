@@ -2,7 +2,7 @@
 //! serde_json's tokenizer and the readers of the envelope and its `params`;
 //! an invalid message's error says why without quoting it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::ops::Range;
 
@@ -10,7 +10,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::value::RawValue;
 
 use super::check::{Checked, KeySeed, KeySet, Scalar, ScalarSeed, VersionSeed, Violation};
-use super::envelope::{ElementError, Envelope, Kind, ParseLimits, Parsed, Spans};
+use super::envelope::{ElementError, Envelope, Kind, ParseLimits, Parsed, ReadSoFar, Spans};
 use super::locate::locate;
 use crate::protocol::error::{codes, JsonRpcError};
 use crate::protocol::id::Id;
@@ -118,42 +118,117 @@ pub fn nested_request_method(r: &serde_json::Value) -> Option<&str> {
 /// not a JSON-RPC message (including duplicate keys, over-deep nesting, empty
 /// or over-long batches). The error carries the id when one could be read.
 pub fn parse(body: &[u8], limits: ParseLimits) -> Result<Parsed, (Option<Id>, JsonRpcError)> {
-    let text = std::str::from_utf8(body).map_err(|e| {
-        (
-            None,
-            JsonRpcError::new(
+    parse_read(body, limits).map_err(|f| (f.read.id, f.error))
+}
+
+/// Forgets what a member named `key` makes ambiguous in `read`: `key` is
+/// a second member of a name read (a duplicate) or a near name of one.
+fn spoil(read: &mut ReadSoFar, key: &str, names: &[(&str, Member)]) {
+    for (n, m) in names {
+        if key == *n || near_name(key, &[n]) {
+            match m {
+                Member::Id => read.id = None,
+                Member::Method => read.method = None,
+                Member::Params => {
+                    read.name = None;
+                    read.uri = None;
+                }
+                Member::Name => read.name = None,
+                Member::Uri => read.uri = None,
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Member {
+    Id,
+    Method,
+    Params,
+    Name,
+    Uri,
+}
+
+const ENVELOPE_READ: [(&str, Member); 3] = [
+    ("id", Member::Id),
+    ("method", Member::Method),
+    ("params", Member::Params),
+];
+const PARAMS_READ: [(&str, Member); 2] = [("name", Member::Name), ("uri", Member::Uri)];
+
+/// A body the gateway refuses, and what its message's parser had read.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub read: ReadSoFar,
+    pub error: JsonRpcError,
+}
+
+/// [`parse`], the refusal carrying what was read before the fault (a
+/// single message's; nothing of a batch, whose elements carry their own).
+pub fn parse_read(body: &[u8], limits: ParseLimits) -> Result<Parsed, Fault> {
+    let fault = |error: JsonRpcError| Fault {
+        read: ReadSoFar::default(),
+        error,
+    };
+    let text = match std::str::from_utf8(body) {
+        Ok(t) => t,
+        Err(e) => {
+            let error = JsonRpcError::new(
                 codes::PARSE_ERROR,
                 format!(
                     "Parse error: body is not valid UTF-8 (byte {})",
                     e.valid_up_to()
                 ),
-            ),
-        )
-    })?;
+            );
+            // What was read up to the first byte that is not UTF-8.
+            let valid = std::str::from_utf8(&body[..e.valid_up_to()]).unwrap_or_default();
+            let read = match valid
+                .bytes()
+                .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            {
+                Some(b'{') => read_until_fault(valid, limits.max_depth),
+                _ => ReadSoFar::default(),
+            };
+            return Err(Fault { read, error });
+        }
+    };
     let first = text
         .bytes()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
     match first {
-        Some(b'[') => parse_batch(text, limits),
-        Some(b'{') => parse_single(text, 0..text.len(), limits.max_depth, 0).map(Parsed::Single),
-        None => Err((
-            None,
-            JsonRpcError::new(codes::PARSE_ERROR, "Parse error: empty body"),
-        )),
+        Some(b'[') => parse_batch(text, limits).map_err(|(_, e)| fault(e)),
+        Some(b'{') => parse_single(text, 0..text.len(), limits.max_depth, 0)
+            .map(Parsed::Single)
+            .map_err(|(read, error)| Fault { read, error }),
+        None => Err(fault(JsonRpcError::new(
+            codes::PARSE_ERROR,
+            "Parse error: empty body",
+        ))),
         Some(_) => {
             // Either not JSON at all, or a JSON scalar: tell which.
             match serde_json::from_str::<IgnoredAny>(text) {
-                Ok(_) => Err((
-                    None,
-                    JsonRpcError::new(
-                        codes::INVALID_REQUEST,
-                        "Invalid Request: a JSON-RPC message is an object",
-                    ),
-                )),
-                Err(e) => Err((None, syntax_error(&e))),
+                Ok(_) => Err(fault(JsonRpcError::new(
+                    codes::INVALID_REQUEST,
+                    "Invalid Request: a JSON-RPC message is an object",
+                ))),
+                Err(e) => Err(fault(syntax_error(&e))),
             }
         }
     }
+}
+
+/// What the message parser reads of `text` before its first fault.
+fn read_until_fault(text: &str, max_depth: u32) -> ReadSoFar {
+    let violation = Cell::new(None);
+    let read = RefCell::new(ReadSoFar::default());
+    let mut de = serde_json::Deserializer::from_str(text);
+    let _ = MessageSeed {
+        budget: max_depth,
+        violation: &violation,
+        read: &read,
+    }
+    .deserialize(&mut de);
+    read.into_inner()
 }
 
 /// A -32700 for bytes that are not JSON. Only the category and position are
@@ -212,10 +287,11 @@ fn parse_batch(text: &str, limits: ParseLimits) -> Result<Parsed, (Option<Id>, J
         // The array itself is one level of nesting.
         let max = limits.max_depth.saturating_sub(1);
         out.push(
-            parse_single(text, span.clone(), max, 1).map_err(|(id, error)| ElementError {
-                id,
+            parse_single(text, span.clone(), max, 1).map_err(|(read, error)| ElementError {
+                id: read.id.clone(),
                 error,
                 span,
+                read,
             }),
         );
     }
@@ -227,13 +303,15 @@ fn parse_single(
     span: Range<usize>,
     max_depth: u32,
     outer: u32,
-) -> Result<Envelope, (Option<Id>, JsonRpcError)> {
+) -> Result<Envelope, (ReadSoFar, JsonRpcError)> {
     let slice = &text[span.clone()];
     let violation = Cell::new(None);
+    let read = RefCell::new(ReadSoFar::default());
     let mut de = serde_json::Deserializer::from_str(slice);
     let seed = MessageSeed {
         budget: max_depth,
         violation: &violation,
+        read: &read,
     };
     let fields = seed.deserialize(&mut de).and_then(|f| de.end().map(|_| f));
     let fields = match fields {
@@ -257,30 +335,60 @@ fn parse_single(
                 None if e.is_syntax() || e.is_eof() => syntax_error(&e),
                 None => invalid("not a JSON-RPC message object"),
             };
-            return Err((recover_id(slice), err));
+            let mut read = read.into_inner();
+            // An id after the fault still answers the error, when the
+            // whole text is JSON and names exactly one id.
+            if read.id.is_none() {
+                read.id = recover_id(slice);
+            }
+            return Err((read, err));
         }
     };
-    let mut env = fields.into_envelope(span)?;
+    let read = read.into_inner();
+    let mut env = fields
+        .into_envelope(span)
+        .map_err(|(id, e)| (ReadSoFar { id, ..read.clone() }, e))?;
     // The message was validated above (one member per name, exact names
     // only), so the locator finds exactly the members the validator read.
     env.spans = locate(slice.as_bytes())
-        .ok_or_else(|| (env.id.clone(), invalid("the message could not be indexed")))?;
+        .ok_or_else(|| (read, invalid("the message could not be indexed")))?;
     Ok(env)
 }
 
 /// Reads just the `id` of a message that failed validation, so the error can
-/// answer it. Only an unambiguous id is returned: a duplicated `id` member, or
-/// one that is not a string or number, gives `None`.
+/// answer it. Only an unambiguous id is returned: a second `id` member or a
+/// near name of it (`ID`), or an id that is not a string or integer, gives
+/// `None`.
 fn recover_id(slice: &str) -> Option<Id> {
-    #[derive(serde::Deserialize)]
-    struct IdOnly {
-        id: Option<serde_json::Value>,
+    struct IdOnly;
+    impl<'de> Visitor<'de> for IdOnly {
+        type Value = Option<Id>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Id>, A::Error> {
+            let (mut id, mut seen) = (None, 0);
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "id" || near_name(&key, &["id"]) {
+                    seen += 1;
+                    id = match map.next_value::<serde_json::Value>()? {
+                        serde_json::Value::String(s) => Some(Id::Str(s)),
+                        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => {
+                            Some(Id::Num(n))
+                        }
+                        _ => None,
+                    };
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(if seen == 1 { id } else { None })
+        }
     }
-    match serde_json::from_str::<IdOnly>(slice).ok()?.id? {
-        serde_json::Value::String(s) => Some(Id::Str(s)),
-        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Some(Id::Num(n)),
-        _ => None,
-    }
+    let mut de = serde_json::Deserializer::from_str(slice);
+    let id = de::Deserializer::deserialize_map(&mut de, IdOnly).ok()?;
+    de.end().ok()?;
+    id
 }
 
 #[derive(Default)]
@@ -397,6 +505,8 @@ impl Fields {
 struct MessageSeed<'v> {
     budget: u32,
     violation: &'v Cell<Option<Violation>>,
+    /// What was read so far, for a refusal's record.
+    read: &'v RefCell<ReadSoFar>,
 }
 
 impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
@@ -428,15 +538,32 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let dup = keys.insert_is_dup(&key);
             if dup {
+                spoil(&mut self.read.borrow_mut(), &key, &ENVELOPE_READ);
                 self.violation.set(Some(Violation::DuplicateKey));
                 return Err(de::Error::custom("duplicate member"));
             }
             match key.as_ref() {
                 "jsonrpc" => f.jsonrpc = Some(map.next_value_seed(VersionSeed(inner))?),
-                "id" => f.id = Some(map.next_value_seed(ScalarSeed(inner))?),
-                "method" => f.method = Some(map.next_value_seed(ScalarSeed(inner))?),
+                "id" => {
+                    let id = map.next_value_seed(ScalarSeed(inner))?;
+                    self.read.borrow_mut().id = match &id {
+                        Scalar::Str(s) => Some(Id::Str(s.clone())),
+                        Scalar::Num(n) => Some(Id::Num(n.clone())),
+                        _ => None,
+                    };
+                    f.id = Some(id);
+                }
+                "method" => {
+                    let m = map.next_value_seed(ScalarSeed(inner))?;
+                    if let Scalar::Str(m) = &m {
+                        if !m.is_empty() && unreadable_method(m).is_none() {
+                            self.read.borrow_mut().method = Some(m.clone());
+                        }
+                    }
+                    f.method = Some(m);
+                }
                 "params" => {
-                    let p = map.next_value_seed(ParamsSeed(inner))?;
+                    let p = map.next_value_seed(ParamsSeed(inner, self.read))?;
                     f.params = Some(p.compound);
                     f.params_array = p.array;
                     f.params_empty = p.empty;
@@ -453,6 +580,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
                     f.error = true;
                 }
                 k if near_name(k, &ENVELOPE_NAMES) => {
+                    spoil(&mut self.read.borrow_mut(), k, &ENVELOPE_READ);
                     self.violation.set(Some(Violation::NearName));
                     return Err(de::Error::custom("near-name member"));
                 }
@@ -483,7 +611,7 @@ struct ParamsOut {
     task_id: Option<String>,
 }
 
-struct ParamsSeed<'v>(Checked<'v>);
+struct ParamsSeed<'v>(Checked<'v>, &'v RefCell<ReadSoFar>);
 
 impl<'de> DeserializeSeed<'de> for ParamsSeed<'_> {
     type Value = ParamsOut;
@@ -506,6 +634,7 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
         };
         while let Some(key) = map.next_key_seed(KeySeed)? {
             if keys.insert_is_dup(&key) {
+                spoil(&mut self.1.borrow_mut(), &key, &PARAMS_READ);
                 self.0.violation.set(Some(Violation::DuplicateKey));
                 return Err(de::Error::custom("duplicate member"));
             }
@@ -513,14 +642,20 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
                 // Not a string: peers would read a value the gateway could
                 // not judge (an array `["echo"]` a lenient server joins).
                 "name" => match map.next_value_seed(ScalarSeed(inner))? {
-                    Scalar::Str(s) => out.name = Some(s),
+                    Scalar::Str(s) => {
+                        self.1.borrow_mut().name = Some(s.clone());
+                        out.name = Some(s);
+                    }
                     _ => {
                         self.0.violation.set(Some(Violation::Shape));
                         return Err(de::Error::custom("params.name is not a string"));
                     }
                 },
                 "uri" => match map.next_value_seed(ScalarSeed(inner))? {
-                    Scalar::Str(s) => out.uri = Some(s),
+                    Scalar::Str(s) => {
+                        self.1.borrow_mut().uri = Some(s.clone());
+                        out.uri = Some(s);
+                    }
                     _ => {
                         self.0.violation.set(Some(Violation::Shape));
                         return Err(de::Error::custom("params.uri is not a string"));
@@ -534,6 +669,7 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
                     }
                 },
                 k if near_name(k, &PARAMS_NAMES) => {
+                    spoil(&mut self.1.borrow_mut(), k, &PARAMS_READ);
                     self.0.violation.set(Some(Violation::NearName));
                     return Err(de::Error::custom("near-name member"));
                 }

@@ -431,3 +431,74 @@ fn members_jsonrpc_does_not_define_are_refused() {
         assert_eq!(code(body), codes::INVALID_REQUEST, "{body}");
     }
 }
+
+/// A refused message keeps what its parser read before the fault: each
+/// member finished and unambiguous, never one cut short or doubled.
+#[test]
+fn a_refusal_keeps_what_was_read_before_the_fault() {
+    use super::parse_read;
+    let read = |body: &[u8]| match parse_read(body, ParseLimits::default()) {
+        Ok(_) => panic!("accepted: {}", String::from_utf8_lossy(body)),
+        Err(f) => (
+            f.read.id.as_ref().map(|i| i.to_json().to_string()),
+            f.read.method.clone(),
+            f.read.target().map(str::to_owned),
+        ),
+    };
+    let s = |v: &str| Some(v.to_owned());
+    let call = |rest: &str| {
+        format!(r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"echo",{rest}"#)
+    };
+    let all = (s("7"), s("tools/call"), s("echo"));
+    for rest in [
+        r#""arguments":{"a":1,"a":2}}}"#,
+        r#""arguments":{"a":1,"\u0041":2}}}"#,
+        r#""Arguments":{}}}"#,
+        r#""arguments":{"a":"#,
+        r#""arguments":{"a":tru}}}"#,
+        r#""arguments":{"a":"\ud800"}}}"#,
+        r#""arguments":{}},"extra":1}"#,
+        r#""arguments":{}},"jsonrpc":"2.0"}"#,
+    ] {
+        assert_eq!(read(call(rest).as_bytes()), all, "{rest}");
+    }
+    let deep = format!(
+        "\"arguments\":{{\"a\":{}{}}}}}}}",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    assert_eq!(read(call(&deep).as_bytes()), all);
+    let mut utf8 = call(r#""arguments":{"a":""#).into_bytes();
+    utf8.extend_from_slice(b"\xff\"}}}");
+    assert_eq!(read(&utf8), all);
+    // Bad values read whole: the rest of the message is still named.
+    assert_eq!(
+        read(br#"{"jsonrpc":"1.0","id":7,"method":"resources/read","params":{"uri":"file:///a"}}"#),
+        (s("7"), s("resources/read"), s("file:///a"))
+    );
+    // Cut or doubled: not named.
+    for (body, want) in [
+        (&br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"ec"#[..], (s("7"), s("tools/call"), None)),
+        (br#"{"jsonrpc":"2.0","id":7,"method":"tools/ca"#, (s("7"), None, None)),
+        (br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","name":"rm"}}"#, (s("7"), s("tools/call"), None)),
+        (br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","NAME":"rm"}}"#, (s("7"), s("tools/call"), None)),
+        (br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"},"Params":{}}"#, (s("7"), s("tools/call"), None)),
+        (br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"},"method":"x"}"#, (s("7"), None, s("echo"))),
+        (br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo"},"id":7,"Id":8}"#, (None, s("tools/call"), s("echo"))),
+        (br#"{"jsonrpc":"2.0","id":7,"method":"Tools/Call","params":{"name":"echo"}}"#, (s("7"), None, None)),
+    ] {
+        let got = read(body);
+        // A method doubled leaves no method, so no target either.
+        let want = (want.0, want.1.clone(), want.1.and(want.2));
+        assert_eq!(got, want, "{}", String::from_utf8_lossy(body));
+    }
+    // An id after the fault answers the error when the text names one.
+    assert_eq!(
+        read(br#"{"jsonrpc":"2.0","method":"tools/call","params":{"arguments":{"a":1,"a":2}},"id":9}"#).0,
+        s("9")
+    );
+    assert_eq!(
+        read(br#"{"jsonrpc":"2.0","method":"tools/call","params":{"arguments":{"a":1,"a":2}},"id":9,"ID":10}"#).0,
+        None
+    );
+}

@@ -7,7 +7,13 @@ use crate::pipeline::ctx::JsonEnds;
 /// is cut into chunks; braces, quotes and escapes in strings are text.
 #[test]
 fn a_second_json_value_is_seen_where_it_begins() {
-    let cases: [(&str, bool); 9] = [
+    let cases: [(&str, bool); 15] = [
+        ("1{", true),
+        ("true\"x\"", true),
+        ("-1.5e+3[", true),
+        ("null}", true),
+        ("12\u{a0}", true),
+        ("-1.5e+3 \t\r\n", false),
         (r#"{"a":"}{"}"#, false),
         (r#"{"a":"\"}"}  "#, false),
         (r#"{"a":"\\"} {"#, true),
@@ -60,6 +66,7 @@ impl Bytewise {
                     }
                 }
                 _ if self.ended => return true,
+                _ if self.scalar && !crate::pipeline::ctx::scalar_byte(c) => return true,
                 b'{' | b'[' => self.depth += 1,
                 b'}' | b']' => {
                     self.depth = self.depth.saturating_sub(1);

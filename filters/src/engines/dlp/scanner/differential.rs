@@ -123,7 +123,10 @@ fn reference_raw(s: &Scanner, text: &str) -> Vec<Hit> {
             let Some(m) = c.get_match() else { continue };
             let span = if d.group { c.get_group(1) } else { None }.unwrap_or(m.span());
             let t = &text[span.start..span.end];
-            if span.end > span.start && d.validate.is_none_or(|v| v(t)) {
+            if span.end > span.start
+                && d.validate.is_none_or(|v| v(t))
+                && (!d.glued || edges::glue_ok(&d.name, text, span.start, span.end))
+            {
                 out.push(Hit {
                     detector: i,
                     start: span.start,
@@ -139,7 +142,8 @@ fn reference_raw(s: &Scanner, text: &str) -> Vec<Hit> {
 /// (In `t` itself: a match of the normalised view is checked there.)
 fn genuine(s: &Scanner, t: &str, h: &Hit) -> bool {
     let d = &s.detectors[h.detector];
-    let ok = d.validate.is_none_or(|v| v(&t[h.start..h.end]));
+    let ok = d.validate.is_none_or(|v| v(&t[h.start..h.end]))
+        && (!d.glued || edges::glue_ok(&d.name, t, h.start, h.end));
     ok && (0..=h.start).filter(|&p| t.is_char_boundary(p)).any(|p| {
         let input = Input::new(t).range(p..t.len()).anchored(Anchored::Yes);
         let mut caps = d.regex.create_captures();
@@ -207,13 +211,18 @@ fn agree(s: &Scanner, t: &str, got: &[Hit]) -> Result<(), TestCaseError> {
     // Each of ours is genuine in the text, in its normalised view, or in
     // the groups read joined (`DE89 3704 …`: a value runs on through
     // them) of the text or of its view.
-    let genuine_in = |u: &str, v: &normalise::View| -> Vec<Hit> {
+    let genuine_in = |u: &str, v: &normalise::View, tight: bool| -> Vec<Hit> {
         let mut h = Vec::new();
         s.scan_as_is(&v.text, &mut h);
         h.into_iter()
             .filter(|h| genuine(s, &v.text, h))
             .map(|h| {
-                let (start, end) = v.original(u, h.start, h.end);
+                // Groups map back without the gap after them.
+                let (start, end) = if tight {
+                    v.original_tight(u, h.start, h.end)
+                } else {
+                    v.original(u, h.start, h.end)
+                };
                 Hit {
                     detector: h.detector,
                     start,
@@ -222,11 +231,11 @@ fn agree(s: &Scanner, t: &str, got: &[Hit]) -> Result<(), TestCaseError> {
             })
             .collect()
     };
-    let in_view: Vec<Hit> = view.iter().flat_map(|v| genuine_in(t, v)).collect();
+    let in_view: Vec<Hit> = view.iter().flat_map(|v| genuine_in(t, v, false)).collect();
     let joined = |u: &str| -> Vec<Hit> {
         grouped::views(u)
             .iter()
-            .flat_map(|v| genuine_in(u, v))
+            .flat_map(|v| genuine_in(u, v, true))
             .collect()
     };
     let mut in_groups = joined(t);

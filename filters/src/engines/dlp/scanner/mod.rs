@@ -13,6 +13,7 @@ use super::detectors::{self, Category, SPECS};
 use super::prefilter::{Cand, Prefilter, Seen, DIGIT_GROUP};
 use super::{encoded, grouped, normalise};
 
+mod edges;
 mod glued;
 mod memo;
 use glued::{glued_secrets, tail_glued, GluedAnchors};
@@ -33,6 +34,9 @@ pub struct Detector {
     at_anchor: bool,
     /// Exact-match dictionary of SHA-256 hex digests of lower-cased tokens.
     dictionary: Option<HashSet<String>>,
+    /// Its pattern reads the token glued to a word (see [`edges`]): a
+    /// match is also asked whether its glue stands ([`edges::glue_ok`]).
+    glued: bool,
 }
 
 /// A match inside one string (byte offsets).
@@ -81,6 +85,7 @@ impl Detector {
             max_len,
             at_anchor,
             dictionary: None,
+            glued: false,
         }
     }
 }
@@ -117,13 +122,23 @@ impl Scanner {
         let mut detectors = Vec::new();
         let mut pre = Prefilter::new();
         let mut always = Vec::new();
+        // Each built-in pattern as it is run: secrets end where their last
+        // run ends (`tail_glued`), the others read their token glued to a
+        // word (`edges`).
+        let mut patterns: Vec<String> = Vec::with_capacity(SPECS.len());
         for s in SPECS {
-            let pattern = match s.category {
-                Category::Secret => tail_glued(s.pattern),
-                _ => None,
+            let glued = match s.category {
+                Category::Secret => None,
+                _ => edges::pattern(s.name),
             };
-            let pattern = ascii_pattern(pattern.as_deref().unwrap_or(s.pattern));
+            let pattern = match (s.category, glued) {
+                (Category::Secret, _) => tail_glued(s.pattern),
+                (_, g) => g.map(str::to_owned),
+            };
+            let source = pattern.as_deref().unwrap_or(s.pattern);
+            let pattern = ascii_pattern(source);
             let compiled = compile(s.name, &pattern)?;
+            patterns.push(pattern);
             let idx = detectors.len() as u16;
             for t in s.triggers {
                 pre.add(idx, t)
@@ -142,8 +157,10 @@ impl Scanner {
             // stays linear. Unbounded ones use merged windows.
             let at_anchor = words_only
                 && compiled.2.is_some()
-                && s.pattern.trim_start_matches("(?i)").starts_with(r"\b");
-            detectors.push(Detector::builtin(s, compiled, at_anchor));
+                && source.trim_start_matches("(?i)").starts_with(r"\b");
+            let mut d = Detector::builtin(s, compiled, at_anchor);
+            d.glued = glued.is_some();
+            detectors.push(d);
         }
         pre.finish()?;
         let glued = glued_secrets(&mut detectors)?;
@@ -157,10 +174,7 @@ impl Scanner {
         let digit_set = if group.is_empty() {
             None
         } else {
-            let patterns: Vec<String> = group
-                .iter()
-                .map(|&d| ascii_pattern(SPECS[d].pattern))
-                .collect();
+            let patterns: Vec<&String> = group.iter().map(|&d| &patterns[d]).collect();
             // Overlapping "which patterns match" needs all-matches semantics.
             let set = Regex::builder()
                 .configure(Regex::config().match_kind(regex_automata::MatchKind::All))
@@ -184,7 +198,7 @@ impl Scanner {
                 (Some(r), _) => r.clone(),
                 (None, false) => {
                     let alts: Vec<String> = c.keywords.iter().map(|k| regex::escape(k)).collect();
-                    format!(r"(?i)\b(?:{})\b", alts.join("|"))
+                    edges::keywords(&alts)
                 }
                 (None, true) => r"[A-Za-z0-9_-]{4,}".to_owned(),
             };
@@ -210,17 +224,16 @@ impl Scanner {
                 group,
                 validate: None,
                 max_len,
-                // Keyword detectors match exactly their keywords (the anchors).
-                at_anchor: c.regex.is_none()
-                    && !c.keywords.is_empty()
-                    && max_len.is_some()
-                    && !always.contains(&idx),
+                // Keyword detectors read the byte before their keyword
+                // (see `edges::keywords`): searched in windows around it.
+                at_anchor: false,
                 dictionary: dictionary.then(|| {
                     c.dictionary_sha256
                         .iter()
                         .map(|h| h.to_ascii_lowercase())
                         .collect()
                 }),
+                glued: false,
             });
         }
         let custom = if anchors.is_empty() {
@@ -409,7 +422,7 @@ impl Scanner {
                 let mut inner = Vec::new();
                 self.scan_as_is(&g.text, &mut inner);
                 self.encoded_matches(&g.text, &mut inner, depth + 1, None);
-                mapped(out, inner, |a, b| g.original(s, a, b));
+                mapped(out, inner, |a, b| g.original_tight(s, a, b));
             }
         }
     }
@@ -607,6 +620,7 @@ impl Scanner {
             (None, Some(v)) => v(text),
             (None, None) => true,
         };
+        let ok = ok && (!d.glued || edges::glue_ok(&d.name, s, span.start, span.end));
         if ok && span.end > span.start {
             out.push(Hit {
                 detector: det,
@@ -786,6 +800,8 @@ impl Taken {
 
 #[cfg(test)]
 mod differential;
+#[cfg(test)]
+mod edges_tests;
 #[cfg(test)]
 mod gates;
 #[cfg(test)]

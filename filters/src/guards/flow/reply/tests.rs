@@ -236,7 +236,7 @@ fn an_unmatched_reply_is_the_most_its_server_could_send() {
 }
 
 /// A gateway whose flows table holds at most `max` states.
-fn gateway_of(max: u64, shared: bool) -> Gw {
+fn gateway_of(max: u64) -> Gw {
     let f = crate::guards::flow::tests::flows(OnViolation::Deny, Track::Session);
     let tables = Arc::new(crate::engines::flow::FlowTables::new(max));
     let mk = || {
@@ -247,7 +247,6 @@ fn gateway_of(max: u64, shared: bool) -> Gw {
             warden_config::access::DenialStyle::ToolError,
         )
         .expect("flows")
-        .with_shared_store(shared)
     };
     Gw {
         req: mk(),
@@ -278,7 +277,7 @@ fn fetched(gw: &Gw, session: &str, seen: Option<&Loaded>) -> (Decision, Notes) {
 /// and the table stays at its bound.
 #[test]
 fn a_full_table_forgets_no_tainted_state() {
-    let gw = gateway_of(4, false);
+    let gw = gateway_of(4);
     let p = principal(Some("restricted"));
     call(&gw, &p, Some("victim"), "hr", "get_employee", "{}", false).expect("read");
     call(&gw, &p, Some("victim"), "web", "fetch", "{}", false).expect("fetch");
@@ -322,26 +321,30 @@ fn a_full_table_forgets_no_tainted_state() {
     assert!(matches!(d, Decision::Pass));
 }
 
-/// With a shared store a full table is a cache that misses: the reply is
-/// recorded in the store alone (the proxy writes it before it leaves, and
-/// reads the fleet's state before any sink), never withheld for the table.
+/// A full table withholds the reply that would raise a state it cannot
+/// hold, shared store or not: recorded in the store alone, the state would
+/// come back clean at the next sink once the store forgets it (a restart
+/// without persistence). What the fleet's view already holds is not
+/// written again.
 #[test]
-fn a_full_table_leaves_the_state_to_the_shared_store() {
-    let gw = gateway_of(1, true);
+fn a_full_table_withholds_whatever_the_store_records() {
+    let gw = gateway_of(1);
     let (d, notes) = fetched(&gw, "first", None);
     assert!(matches!(d, Decision::Pass));
     assert!(notes.flow_out.is_some_and(|o| o.held));
-    let (d, notes) = fetched(&gw, "second", None);
-    assert!(matches!(d, Decision::Pass), "{d:?}");
-    let out = notes.flow_out.expect("shared");
-    assert!(!out.held && out.source.untrusted, "{out:?}");
-    // What the fleet's view already holds is not written again.
+    let fleet = Loaded::State(crate::engines::flow::FlowState::default());
+    let (d, notes) = fetched(&gw, "second", Some(&fleet));
+    assert!(
+        matches!(&d, Decision::Reject(r) if r.reason.starts_with("flow_unrecorded")),
+        "{d:?}"
+    );
+    assert!(notes.flow_out.is_none());
     let fleet = Loaded::State(crate::engines::flow::FlowState {
         level: 0,
         untrusted: true,
         sources: Vec::new(),
     });
-    let (d, notes) = fetched(&gw, "second", Some(&fleet));
+    let (d, notes) = fetched(&gw, "first", Some(&fleet));
     assert!(matches!(d, Decision::Pass) && notes.flow_out.is_none());
     assert_eq!(gw.req.tables.len(), 1);
 }
@@ -352,7 +355,7 @@ fn a_full_table_leaves_the_state_to_the_shared_store() {
 /// back from the next reply that carries it.
 #[test]
 fn the_fleet_gets_back_what_it_lost() {
-    let gw = gateway_of(10, true);
+    let gw = gateway_of(10);
     let (_, notes) = fetched(&gw, "s", None);
     assert!(notes.flow_out.is_some(), "first raise written");
     let lost = Loaded::State(crate::engines::flow::FlowState::default());
@@ -391,7 +394,7 @@ fn fetched_by(gw: &Gw, id: &str, session: &str) -> Decision {
 /// nobody else's.
 #[test]
 fn one_principal_cannot_fill_the_table() {
-    let gw = gateway_of(1000, false);
+    let gw = gateway_of(1000);
     let cap = crate::engines::flow::per_owner(1000);
     assert_eq!(cap, 64);
     let mut withheld = 0;

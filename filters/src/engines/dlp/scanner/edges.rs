@@ -1,0 +1,191 @@
+//! Personal data and markers glued to the text around them (`id123-45-6789`,
+//! `cc4111111111111111`, `user_passport: X1234567`). A `\b` fails wherever
+//! the byte beside the token is a word character, though a reader still
+//! sees the token whole. Every built-in detector that is not a secret (the
+//! secrets have `glued`) and has a boundary is rewritten here to read its
+//! token where the token's own class ends:
+//!
+//! - a digit edge (an SSN, a card, a phone number, an address, a value
+//!   after its keyword) is bounded by any character but a digit: glued to
+//!   letters or `_` it is found; glued to digits it is part of a longer
+//!   number, another number (`1234123-45-6789`, `41111111111111111`);
+//! - an edge in a run of letters and digits (an IBAN's tail, a passport
+//!   value, a NINO, a SWIFT code) is bounded by any character outside
+//!   that run's class (`_`, punctuation, a digit after a letter-only
+//!   run): a longer run is another token;
+//! - a keyword (`passport`, `routing`, `sin`, `dob` …) starts after any
+//!   character but a letter or digit, so after `_` too
+//!   (`user_passport`), and its words may be joined by `_`
+//!   (`routing_number`, `date_of_birth`); a keyword inside a longer word
+//!   is another word (`public`, `using`, `database` hold `bic`, `sin`,
+//!   `aba`).
+//!
+//! The patterns read their edges by consuming the byte beside the token
+//! (there is no look-behind); group 1 is the finding, and the next search
+//! starts where the finding ends. Validators still apply (Luhn, SSN area
+//! rules, mod-97 …), and [`glue_ok`] keeps two shapes apart that glue
+//! would otherwise make findings: bare digits inside a token of hex
+//! digits (a hash, a commit id) and a version (`v1.2.3.4`).
+
+/// The glued reading of built-in detector `name`, if it has a boundary.
+pub(super) fn pattern(name: &str) -> Option<&'static str> {
+    Some(match name {
+        // The local part with `_` in it (`john_doe@…`) from the first
+        // character of its run; the top-level domain's letters run as far
+        // as they go, and end before anything else (`….com_x`, `….com9`).
+        "email" => r"(?i)[a-z0-9_.%+-]{1,64}@[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})*\.[a-z]{2,24}",
+        "phone_e164" => r"(\+[1-9](?:[ .-]?\d){7,14})(?:[^0-9]|$)",
+        "phone_us" => r"(?:^|[^0-9])((?:\(\d{3}\)\s?|\d{3}[.-])\d{3}[.-]\d{4})(?:[^0-9]|$)",
+        "phone_uk" => r"(?:^|[^0-9])(0(?:7\d{3}\s?\d{6}|20\s?\d{4}\s?\d{4}))(?:[^0-9]|$)",
+        "phone_de" => r"(?:^|[^0-9])(01[5-7]\d[ /-]?\d{7,8})(?:[^0-9]|$)",
+        "phone_fr" => r"(?:^|[^0-9])(0[1-9](?:[ .]\d{2}){4})(?:[^0-9]|$)",
+        "us_ssn" => {
+            r"(?:^|[^0-9])(\d{3}(?:-\d{2}-|\x20\d{2}\x20|\.\d{2}\.|\d{2}|\x20{2,3}\d{2}\x20{2,3}|\x20-\x20\d{2}\x20-\x20)\d{4})(?:[^0-9]|$)"
+        }
+        "us_itin" => {
+            r"(?:^|[^0-9])(9\d{2}-(?:5[0-9]|6[0-5]|7\d|8[0-8]|9[0-24-9])-\d{4})(?:[^0-9]|$)"
+        }
+        "card_visa" => {
+            r"(?:^|[^0-9])(4\d{3}(?:(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{4}){3})(?:[^0-9]|$)"
+        }
+        "card_mastercard" => {
+            r"(?:^|[^0-9])((?:5[1-5]\d{2}|222[1-9]|22[3-9]\d|2[3-6]\d{2}|27[01]\d|2720)(?:(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{4}){3})(?:[^0-9]|$)"
+        }
+        "card_amex" => {
+            r"(?:^|[^0-9])(3[47]\d{2}(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{6}(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{5})(?:[^0-9]|$)"
+        }
+        "card_discover" => {
+            r"(?:^|[^0-9])(6(?:011|5\d{2})(?:(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{4}){3})(?:[^0-9]|$)"
+        }
+        "card_jcb" => {
+            r"(?:^|[^0-9])(35(?:2[89]|[3-8]\d)(?:(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{4}){3})(?:[^0-9]|$)"
+        }
+        "card_diners" => {
+            r"(?:^|[^0-9])(3(?:0[0-5]|[68]\d)\d(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{6}(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{4})(?:[^0-9]|$)"
+        }
+        "card_unionpay" => {
+            r"(?:^|[^0-9])(62\d{2}(?:(?:[\x20./_\t|-]|\x20{2,3}|\x20-\x20|\x20\|\x20|\r?\n|\r)?\d{4}){3})(?:[^0-9]|$)"
+        }
+        // The country code and check digits open the token wherever they
+        // stand (letters then digits: one place only); its tail runs to
+        // the end of its run of letters and digits.
+        "iban" => {
+            r"(?i)([A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?)(?:[^A-Z0-9]|$)"
+        }
+        "us_bank_routing" => {
+            r"(?i)(?:^|[^a-z0-9])(?:routing|aba)(?:[\s_]*(?:no|number|#))?[\W_]{0,5}(\d{9})(?:[^0-9]|$)"
+        }
+        "swift_bic" => {
+            r"(?i)(?:^|[^a-z0-9])(?:swift|bic)(?:[\s_]*code)?[\W_]{0,5}([A-Z]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?)(?:[^A-Z0-9]|$)"
+        }
+        "date_of_birth" => {
+            r"(?i)(?:^|[^a-z0-9])(?:dob|d\.o\.b\.|date[ _]of[ _]birth|birth[ _]?date|born(?:[ _]on)?)[\W_]{0,5}(\d{1,4}[./-]\d{1,2}[./-]\d{1,4})"
+        }
+        "ipv4_address" => {
+            r"(?:^|[^0-9])((?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3})(?:[^0-9]|$)"
+        }
+        "passport_number" => {
+            r"(?i)(?:^|[^a-z0-9])passport(?:[\s_]*(?:no|number|num|#))?[\W_]{0,5}([A-Z0-9]{6,9})(?:[^A-Z0-9]|$)"
+        }
+        "national_id" => {
+            r"(?i)(?:^|[^a-z0-9])(?:national[ _]id|id[ _]number|personalausweis(?:nummer)?|identity[ _]card|cedula|dni)(?:[\s_]*(?:no|number|#))?[\W_]{0,5}([A-Z0-9]{8,12})(?:[^A-Z0-9]|$)"
+        }
+        "uk_nino" => {
+            r"(?:^|[^A-Za-z0-9])([A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D])(?:[^A-Za-z]|$)"
+        }
+        "spain_dni" => r"(?:^|[^0-9])(\d{8}[A-HJ-NP-TV-Z])(?:[^A-Za-z]|$)",
+        "canada_sin" => {
+            r"(?i)(?:^|[^a-z0-9])(?:sin|social[ _]insurance(?:[ _]number)?)[\W_]{0,5}(\d{3}[ -]?\d{3}[ -]?\d{3})(?:[^0-9]|$)"
+        }
+        "india_aadhaar" => {
+            r"(?i)(?:^|[^a-z0-9])aadha?ar(?:[\s_]*(?:no|number))?[\W_]{0,5}([2-9]\d{3}\s?\d{4}\s?\d{4})(?:[^0-9]|$)"
+        }
+        "us_driver_license" => {
+            r"(?i)(?:^|[^a-z0-9])driver'?s?[\s_]*licen[cs]e(?:[\s_]*(?:no|number|#))?[\W_]{0,5}([A-Z0-9]{5,13})(?:[^A-Z0-9]|$)"
+        }
+        // Markers: after `_` too; their ends keep their boundary (`you are
+        // now another` is no persona switch).
+        "injection_instruction_override" => {
+            r"(?i)(?:^|[^a-z0-9])((?:ignore|disregard|forget)\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier|preceding)\s+(?:instructions|prompts|messages|rules|directions))"
+        }
+        "injection_new_persona" => {
+            r"(?i)(?:^|[^a-z0-9])(you are now (?:a|an|the|in)\b|new instructions\s*:|act as (?:an? )?(?:unrestricted|jailbroken|dan)\b)"
+        }
+        _ => return None,
+    })
+}
+
+/// A custom keyword detector's pattern: its keywords (escaped) after any
+/// character but a letter or digit and before one (`project_bluebird_x`).
+pub(super) fn keywords(alts: &[String]) -> String {
+    format!(
+        r"(?i)(?:^|[^a-z0-9])((?:{}))(?:[^a-z0-9]|$)",
+        alts.join("|")
+    )
+}
+
+/// Whether a match of detector `name` over `s[start..end]` stands as a
+/// finding where it is glued: bare digits glued to letters inside a token
+/// of hex digits only (`3f78…5123456789ed…`, `deadbeef123456789`) are
+/// that token's (a hash, a commit id, part of a UUID), unless they are as
+/// long as a card number (a Luhn-valid run of twelve digits or more in
+/// hex is rare); an address glued after a lone `v` is a version
+/// (`v1.2.3.4`).
+pub(super) fn glue_ok(name: &str, s: &str, start: usize, end: usize) -> bool {
+    let b = s.as_bytes();
+    let before = start.checked_sub(1).map(|i| b[i]);
+    let after = b.get(end).copied();
+    let word = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !word(before) && !word(after) {
+        return true;
+    }
+    if name == "ipv4_address" {
+        let lone_v = matches!(before, Some(b'v' | b'V'))
+            && !start
+                .checked_sub(2)
+                .is_some_and(|i| b[i].is_ascii_alphanumeric());
+        return !lone_v;
+    }
+    let token = &b[start..end];
+    if !token.iter().all(u8::is_ascii_digit) || token.len() >= 12 {
+        return true;
+    }
+    // The whole run of letters and digits the match sits in.
+    let lo = b[..start]
+        .iter()
+        .rposition(|c| !c.is_ascii_alphanumeric())
+        .map_or(0, |i| i + 1);
+    let hi = b[end..]
+        .iter()
+        .position(|c| !c.is_ascii_alphanumeric())
+        .map_or(b.len(), |i| end + i);
+    !b[lo..hi].iter().all(u8::is_ascii_hexdigit)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engines::dlp::detectors::{Category, SPECS};
+
+    /// Every built-in detector with a boundary that is not a secret has
+    /// its glued reading (a new detector cannot be forgotten), and each
+    /// reading names a detector of the library.
+    #[test]
+    fn every_bounded_detector_has_a_glued_reading() {
+        for s in SPECS {
+            if s.category == Category::Secret || !s.pattern.contains(r"\b") {
+                continue;
+            }
+            assert!(super::pattern(s.name).is_some(), "{} has none", s.name);
+        }
+        for s in SPECS {
+            if let Some(p) = super::pattern(s.name) {
+                assert!(s.category != Category::Secret, "{}", s.name);
+                assert!(
+                    regex_syntax::Parser::new().parse(p).is_ok(),
+                    "{}: {p}",
+                    s.name
+                );
+            }
+        }
+    }
+}
