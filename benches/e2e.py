@@ -112,7 +112,8 @@ def bundle(name, cache_capacity=None):
                   "      echo:\n        risk: LOW\n        input_schema:\n"
                   "          type: object\n          required: [text]\n"
                   "          additionalProperties: false\n"
-                  "          properties: {text: {type: string, maxLength: 1000000}, sse: {type: boolean}}")
+                  "          properties: {text: {type: string, maxLength: 1000000}, sse: {type: boolean},"
+                  " events: {type: integer, minimum: 1, maximum: 1000}}")
     if cache_capacity is not None:
         y = y.replace("  timezone: Europe/Berlin", f"  timezone: Europe/Berlin\n  cache_capacity: {cache_capacity}")
     y += "\nquotas:\n  - {name: per-agent, per: [principal], limit: 1000000000, window: 1h}\n"
@@ -350,6 +351,46 @@ wrk.headers["x-api-key"] = "{API_KEY}"
 local f = io.open("{b}"); wrk.body = f:read("*a"); f:close()
 """ + IDS_LUA)
         loads[name] = lua
+# The corpus (warden_benches::corpus, written by target/release/warden-corpus):
+# the same echo call with the text of another class of content, the reply
+# echoing it. By default the worst classes at 1 KB beside prose; E2E_CORPUS
+# names classes ("all" for every one), E2E_CORPUS_FULL=1 takes every class at
+# 1 KB, 16 KB and 256 KB, as JSON, as one SSE event and as ten progress
+# events. E2E_CORPUS=none: the prose loads only, as runs before session 58.
+CORPUS_BIN = os.path.join(REL, "warden-corpus")
+CORPUS_LOADS = []
+# Corpus loads run on these targets only (the ratio is what they measure).
+CORPUS_TARGETS = ("pingora", "warden", "agw-checked")
+CORPUS_ALL = subprocess.run([CORPUS_BIN, "classes"], capture_output=True, text=True,
+                            check=True).stdout.split()
+want = os.environ.get("E2E_CORPUS", "base64_random,letter_run,hex_hashes,cjk")
+FULL = os.environ.get("E2E_CORPUS_FULL") == "1"
+classes = [] if want == "none" else (CORPUS_ALL if want == "all" or FULL else
+                                     [c.strip() for c in want.split(",") if c.strip()])
+shapes = ((1024, "1KB"), (16384, "16KB"), (262144, "256KB")) if FULL else ((1024, "1KB"),)
+kinds = (("JSON", False, 1), ("SSE", True, 1), ("SSE10", True, 10)) if FULL else (("JSON", False, 1),)
+for cls in classes:
+    if cls not in CORPUS_ALL:
+        sys.exit(f"E2E_CORPUS: no class {cls!r} (classes: {' '.join(CORPUS_ALL)})")
+    for size, label in shapes:
+        text = subprocess.run([CORPUS_BIN, "text", cls, str(size - 110)], capture_output=True,
+                              text=True, check=True).stdout
+        for kind, sse, events in kinds:
+            args = {"text": text}
+            if sse:
+                args["sse"] = True
+            if events > 1:
+                args["events"] = events
+            name = f"{label} {cls} {kind}"
+            b = os.path.join(tmp, f"body-{label}-{cls}-{kind}.json")
+            open(b, "w").write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                           "params": {"name": "echo", "arguments": args}}))
+            lua = os.path.join(tmp, f"post-{label}-{cls}-{kind}.lua")
+            open(lua, "w").write(open(loads["1KB JSON"]).read().split("local f = io.open")[0] +
+                                 f'local f = io.open("{b}"); wrk.body = f:read("*a"); f:close()\n' +
+                                 IDS_LUA)
+            loads[name] = lua
+            CORPUS_LOADS.append(name)
 # E2E_LOADS="1KB JSON,16KB SSE": only those loads, for a quicker run (the
 # 1 KB JSON call is always measured: every later part reads it).
 if os.environ.get("E2E_LOADS"):
@@ -405,6 +446,8 @@ ONLY_HALF = os.environ.get("E2E_ONLY_HALF") == "1"
 # Warm every path once (connection pools, caches, page faults).
 for name, (p, url) in ({} if ONLY_HALF else targets).items():
     for load in loads:
+        if load in CORPUS_LOADS and name not in CORPUS_TARGETS:
+            continue
         subprocess.run(["wrk", "-t1", "-c4", "-d1s", "-s", lua_for(name, load), url], capture_output=True)
 
 # Each round runs Warden right after the Pingora pass-through, and every
@@ -418,6 +461,8 @@ results = {}  # (target, load) -> list of (rps, p99, cpu_us_per_req)
 for r in range(0 if ONLY_HALF else ROUNDS):
     for load, lua in loads.items():
         for name in (RUN_ORDER if r % 2 == 0 else RUN_ORDER[::-1]):
+            if load in CORPUS_LOADS and name not in CORPUS_TARGETS:
+                continue
             p, url = targets[name]
             t0 = cpu_ticks(p.pid)
             rps, p99, total, non2xx = wrk(url, lua_for(name, load))
@@ -436,11 +481,12 @@ def med(name, load, i):
 if not ONLY_HALF:
     print(f"\n## End to end: {SECS}s × {ROUNDS} rounds per cell, wrk -t1 -c{CONNS}, "
           f"one worker per proxy on core 0, wrk + warden-mock on core 1\n")
-    print("| target | " + " | ".join(f"{l} rps (vs Pingora)" for l in loads) + " | p99 1KB JSON | proxy CPU µs/req 1KB JSON | 16KB JSON |")
-    print("|---|" + "---|" * (len(loads) + 3))
+    prose = [l for l in loads if l not in CORPUS_LOADS]
+    print("| target | " + " | ".join(f"{l} rps (vs Pingora)" for l in prose) + " | p99 1KB JSON | proxy CPU µs/req 1KB JSON | 16KB JSON |")
+    print("|---|" + "---|" * (len(prose) + 3))
     for name in targets:
         cells = []
-        for load in loads:
+        for load in prose:
             rps = med(name, load, 0)
             base = med("pingora", load, 0)
             cells.append(f"{rps:,.0f} ({rps / base:.0%})")
@@ -475,6 +521,34 @@ if not ONLY_HALF:
         least = min(t[2] for t in theirs) / max(min(w[2] for w in mine), 1e-9)
         print(f"| {name} | " + ", ".join(f"{x:.2f}" for x in per)
               + f" | {statistics.median(per):.3f} | {least:.3f} |")
+
+
+if not ONLY_HALF and CORPUS_LOADS:
+    # Each class of content beside prose: the share of the pass-through
+    # inside each round (Warden ran next to it), its median, and Warden's
+    # CPU per call; the worst class is named first.
+    print(f"\n## Content classes (warden_benches::corpus): the echo call's text of each class, "
+          f"the reply echoing it; {SECS}s × {ROUNDS} rounds\n")
+    head = "| load | Pingora rps | Warden rps | Warden ÷ Pingora (per round) | median | Warden CPU µs/call |"
+    if AGW:
+        head += " Warden ÷ agw-checked |"
+    print(head)
+    print("|---|---|---|---|---|---|" + ("---|" if AGW else ""))
+    rows = []
+    for load in [l for l in loads if l not in CORPUS_LOADS] + CORPUS_LOADS:
+        if ("warden", load) not in results or ("pingora", load) not in results:
+            continue
+        mine, base = results[("warden", load)], results[("pingora", load)]
+        per = [w[0] / t[0] for w, t in zip(mine, base) if t[0] > 0]
+        row = (statistics.median(per), load,
+               f"| {load} | {med('pingora', load, 0):,.0f} | {med('warden', load, 0):,.0f} | "
+               + ", ".join(f"{x:.2f}" for x in per) + f" | **{statistics.median(per):.2f}** | "
+               f"{med('warden', load, 2):.1f} |"
+               + (f" {med('warden', load, 0) / max(med('agw-checked', load, 0), 1e-9):.2f}× |"
+                  if AGW and ("agw-checked", load) in results else ""))
+        rows.append(row)
+    for _, _, line in sorted(rows):
+        print(line)
 
 
 def finish():

@@ -10,6 +10,12 @@
 #       production MCP gateway, with no policy and with an API key, a CEL MCP
 #       authorization rule and a local rate limit. Optional: build it yourself
 #       from its public source (BENCHMARKS.md, "agentgateway", says how).
+#   E2E_CORPUS=base64_random,letter_run,...  the classes of content measured
+#       beside prose (default: base64_random,letter_run,hex_hashes,cjk at 1 KB;
+#       "all": every class; "none": prose only); E2E_CORPUS_FULL=1  every class
+#       at 1 KB, 16 KB and 256 KB, as JSON, one SSE event and ten progress
+#       events (the full matrix; long). Only Pingora, Warden and agw-checked
+#       run the corpus loads.
 #   E2E_LOADS="1KB JSON,16KB SSE"  only those loads; E2E_TABLE_ONLY=1  only the
 #       side-by-side table (no half-load latency, no two-worker scaling).
 set -euo pipefail

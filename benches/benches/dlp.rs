@@ -6,6 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use warden_benches::corpus;
 use warden_filters::engines::dlp::detectors::SPECS;
 use warden_filters::engines::dlp::Scanner;
 
@@ -126,6 +127,24 @@ fn bench(c: &mut Criterion) {
                 hits
             })
         });
+    }
+    g.finish();
+    // The corpus (`warden_benches::corpus`): every class of content MCP
+    // carries, in a tool result, at 1 KiB, 16 KiB and 256 KiB, clean and
+    // with a secret planted per 4 KiB (the cost of a finding). MB/s per
+    // class is what `BENCHMARKS.md` reports; a class far below prose is a
+    // cliff. (`cargo bench --bench dlp -- dlp_corpus/scan/1k` for one size.)
+    let mut g = c.benchmark_group("dlp_corpus");
+    for (size, label) in [(1024, "1k"), (16 * 1024, "16k"), (256 * 1024, "256k")] {
+        for class in corpus::Class::ALL {
+            for (secrets, kind) in [(false, "scan"), (true, "scan_with_findings")] {
+                let data = corpus::result(&corpus::sample(class, size, secrets));
+                g.throughput(Throughput::Bytes(data.len() as u64));
+                g.bench_function(format!("{kind}/{label}/{}", class.name()), |b| {
+                    b.iter(|| black_box(scanner.scan_json(black_box(&data))))
+                });
+            }
+        }
     }
     g.finish();
 }

@@ -1,5 +1,7 @@
 //! Shared inputs for Warden's criterion benches.
 
+pub mod corpus;
+
 /// A `tools/call` body of roughly `size` bytes with realistic argument shapes.
 pub fn tools_call(size: usize) -> Vec<u8> {
     let mut text = String::new();

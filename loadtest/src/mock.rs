@@ -1,7 +1,7 @@
 //! `warden-mock`: a fast Streamable-HTTP MCP server for benchmarks and for
 //! faults real servers cannot produce.
 //!
-//! Tools: `echo {text, sse?}` (`sse: true`: the reply as one SSE event), `add {a,b}`, `large {bytes}`, `progress {steps}`
+//! Tools: `echo {text, sse?, events?}` (`sse: true`: the reply as one SSE event; `events: N`: the text first in N - 1 progress notifications), `add {a,b}`, `large {bytes}`, `progress {steps}`
 //! (SSE with progress notifications), `fixture {name}` (canned text for DLP
 //! tests), `checksum {data}` (length and sha256 of a string), `sleep {ms}`,
 //! `die_mid_stream` (SSE that is cut after one event).
@@ -106,7 +106,7 @@ fn tools() -> Value {
     let obj =
         |props: Value, req: &[&str]| json!({"type":"object","properties":props,"required":req});
     json!([
-        {"name":"echo","description":"Echo the text back","inputSchema":obj(json!({"text":{"type":"string"},"sse":{"type":"boolean"}}), &["text"])},
+        {"name":"echo","description":"Echo the text back","inputSchema":obj(json!({"text":{"type":"string"},"sse":{"type":"boolean"},"events":{"type":"integer","minimum":1}}), &["text"])},
         {"name":"add","description":"Add two numbers","inputSchema":obj(json!({"a":{"type":"number"},"b":{"type":"number"}}), &["a","b"])},
         {"name":"large","description":"Return a payload of N bytes","inputSchema":obj(json!({"bytes":{"type":"integer","minimum":0}}), &["bytes"])},
         {"name":"progress","description":"Stream progress notifications, then finish","inputSchema":obj(json!({"steps":{"type":"integer","minimum":1}}), &["steps"])},
@@ -489,10 +489,35 @@ impl Mock {
                             .unwrap_or("")
                             .to_owned();
                         if wants_sse && args.get("sse").and_then(Value::as_bool) == Some(true) {
-                            // The reply as one SSE event (benchmarks of the stream path).
+                            // The reply as one SSE event (benchmarks of the stream path);
+                            // with `events: N`, the text first goes out in N - 1
+                            // progress notifications (their `message`), then the result.
+                            let events = args
+                                .get("events")
+                                .and_then(Value::as_u64)
+                                .unwrap_or(1)
+                                .clamp(1, 1000) as usize;
+                            let mut stream = Vec::new();
+                            let parts = events - 1;
+                            let mut from = 0;
+                            for i in 1..=parts {
+                                let mut to = if i == parts {
+                                    text.len()
+                                } else {
+                                    i * text.len() / parts
+                                };
+                                while !text.is_char_boundary(to) {
+                                    to -= 1;
+                                }
+                                let note = json!({"jsonrpc":"2.0","method":"notifications/progress",
+                                    "params":{"progressToken":progress_token.clone().unwrap_or(json!("p")),
+                                    "progress":i,"total":parts,"message":&text[from..to]}});
+                                stream.extend_from_slice(&sse_event(&note));
+                                from = to;
+                            }
+                            stream.extend_from_slice(&sse_event(&text_result(&id, text)));
                             let (tx, rx) = tokio::sync::mpsc::channel(1);
-                            let _ =
-                                tx.try_send(Ok(Frame::data(sse_event(&text_result(&id, text)))));
+                            let _ = tx.try_send(Ok(Frame::data(Bytes::from(stream))));
                             (None, Some(sse_response(rx, None)), None)
                         } else {
                             (Some(text_result(&id, text)), None, None)

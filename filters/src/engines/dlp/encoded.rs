@@ -27,6 +27,9 @@
 //! one and joined after their padding (`QUtJQUlPU0Y=T0RO…`) are read
 //! together.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 
@@ -37,8 +40,8 @@ pub(crate) const MIN_RUN: usize = 16;
 pub(crate) const MAX_DEPTH: u8 = 3;
 
 /// Decoded text found in a string, and how its bytes map back.
-pub(crate) struct Decoded {
-    pub(crate) text: String,
+pub(crate) struct Decoded<'t> {
+    pub(crate) text: Cow<'t, str>,
     span: Span,
 }
 
@@ -51,7 +54,7 @@ enum Span {
     Mapped(Vec<usize>),
 }
 
-impl Decoded {
+impl Decoded<'_> {
     /// The original span of the decoded bytes `start..end`.
     pub(crate) fn original(&self, start: usize, end: usize) -> (usize, usize) {
         match &self.span {
@@ -74,13 +77,55 @@ pub(crate) fn has_run(b: &[u8]) -> bool {
 /// readable. The letter of an escape (`\n`, `\t`, a `\u`'s four digits)
 /// is no part of a run, so a base64 line after a `\n` is read from its own
 /// first character.
+#[cfg(test)]
 pub(crate) fn may_hold_json(b: &[u8]) -> bool {
-    percent_escape(b) || runs(b, true).any(|(start, end)| !decode_run(&b[start..end]).is_empty())
+    Decodings::of_json(b).readable
+}
+
+/// What every run of a raw JSON message decodes to, read once: for the
+/// message's gate ([`may_hold_json`]) and again, without decoding twice,
+/// by the scan of each of its strings ([`each`]). A run is known by its
+/// bytes, so a string whose unescaped text holds the same run (no escape
+/// inside it) finds its decoding here; any other run is decoded by the
+/// scan itself.
+pub(crate) struct Decodings<'a> {
+    runs: HashMap<&'a [u8], Vec<String>>,
+    /// A `%XX` escape, or a run that decodes to something readable.
+    pub(crate) readable: bool,
+}
+
+impl<'a> Decodings<'a> {
+    /// The decodings of every run of raw JSON message `b` (see
+    /// [`may_hold_json`] for what a run is there).
+    pub(crate) fn of_json(b: &'a [u8]) -> Decodings<'a> {
+        let mut found: HashMap<&'a [u8], Vec<String>> = HashMap::new();
+        let mut readable = percent_escape(b);
+        for (start, end) in runs(b, true) {
+            let run = &b[start..end];
+            if found.contains_key(run) {
+                continue;
+            }
+            let texts = decode_run(run);
+            readable |= !texts.is_empty();
+            found.insert(run, texts);
+        }
+        Decodings {
+            runs: found,
+            readable,
+        }
+    }
 }
 
 /// The readable parts of what a run decodes to: as hex when it is all hex
 /// digits of even length and that reads, as base64 otherwise.
 fn decode_run(run: &[u8]) -> Vec<String> {
+    decode_run_with(run, None)
+}
+
+/// [`decode_run`], each line of a wrapped block read from `memo` when it
+/// holds it (a raw JSON message's runs are the lines of its strings: its
+/// `\n` escapes part them).
+fn decode_run_with(run: &[u8], memo: Option<&Decodings<'_>>) -> Vec<String> {
     if !run.contains(&b'\n') {
         return decode_line(run);
     }
@@ -94,14 +139,23 @@ fn decode_run(run: &[u8]) -> Vec<String> {
         .filter(|&c| c != b'\n' && c != b'\r')
         .collect();
     let mut out = decode_line(&joined);
-    for part in run
+    for line in run
         .split(|&c| c == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .filter(|l| l.len() >= MIN_RUN)
-        .flat_map(decode_line)
     {
-        if !out.contains(&part) {
-            out.push(part);
+        let fresh;
+        let parts = match memo.and_then(|m| m.runs.get(line)) {
+            Some(known) => known,
+            None => {
+                fresh = decode_line(line);
+                &fresh
+            }
+        };
+        for part in parts {
+            if !out.contains(part) {
+                out.push(part.clone());
+            }
         }
     }
     out
@@ -204,21 +258,93 @@ const LONG_RUN: usize = 64 * 1024;
 /// otherwise every such stretch of at least [`MIN_SEGMENT`] bytes (text
 /// beside a NUL, colour codes or binary bytes).
 fn readable(bytes: &[u8]) -> Vec<String> {
-    let control = |c: char| (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\x7f';
-    if let Ok(t) = std::str::from_utf8(bytes) {
-        if !t.chars().any(control) {
-            return vec![t.to_owned()];
-        }
-    }
+    // One pass over the bytes, character by character: a control
+    // character or a byte that starts no valid UTF-8 character (a stray
+    // continuation byte, a cut or overlong sequence, a surrogate) ends a
+    // stretch of text. This is `utf8_chunks` split at the controls, but
+    // random bytes cost a table lookup or two each instead of a decoder's
+    // walk and a split of every short valid piece.
     let mut out = Vec::new();
-    for chunk in bytes.utf8_chunks() {
-        for part in chunk.valid().split(control) {
-            if part.len() >= MIN_SEGMENT {
-                out.push(part.to_owned());
-            }
+    let (mut start, mut i, mut whole) = (0, 0, true);
+    while i < bytes.len() {
+        // Plain text runs through this loop alone.
+        while i < bytes.len() && TEXT_WIDTH[bytes[i] as usize] == 1 {
+            i += 1;
         }
+        if i == bytes.len() {
+            break;
+        }
+        let width = char_width(bytes, i);
+        if width > 0 {
+            i += width;
+            continue;
+        }
+        whole = false;
+        if i - start >= MIN_SEGMENT {
+            out.extend(
+                std::str::from_utf8(&bytes[start..i])
+                    .ok()
+                    .map(str::to_owned),
+            );
+        }
+        i += 1;
+        start = i;
+    }
+    if whole {
+        // Text as a whole, however short: the run is what it encodes.
+        return std::str::from_utf8(bytes)
+            .map(|t| vec![t.to_owned()])
+            .unwrap_or_default();
+    }
+    if bytes.len() - start >= MIN_SEGMENT {
+        out.extend(std::str::from_utf8(&bytes[start..]).ok().map(str::to_owned));
     }
     out
+}
+
+/// For each byte, the length of the character it begins when that may be
+/// text: 1 for printable ASCII, tab and line breaks, 2 to 4 for the lead
+/// byte of a multi-byte character (its other bytes still to check), 0 for
+/// a control character or a byte no character begins with.
+static TEXT_WIDTH: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = match b as u8 {
+            b'\t' | b'\n' | b'\r' | 0x20..=0x7e => 1,
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => 0,
+        };
+        b += 1;
+    }
+    t
+};
+
+/// The length of the valid, non-control character at `bytes[i]`, or 0
+/// (RFC 3629: no overlong form, no surrogate, nothing past U+10FFFF).
+fn char_width(bytes: &[u8], i: usize) -> usize {
+    let lead = bytes[i];
+    let width = TEXT_WIDTH[lead as usize] as usize;
+    if width <= 1 {
+        return width;
+    }
+    let Some(rest) = bytes.get(i + 1..i + width) else {
+        return 0;
+    };
+    let second = match lead {
+        0xe0 => 0xa0..=0xbf,
+        0xed => 0x80..=0x9f,
+        0xf0 => 0x90..=0xbf,
+        0xf4 => 0x80..=0x8f,
+        _ => 0x80..=0xbf,
+    };
+    if second.contains(&rest[0]) && rest[1..].iter().all(|&c| c & 0xc0 == 0x80) {
+        width
+    } else {
+        0
+    }
 }
 
 /// The readable parts of a base64 string (standard or URL-safe alphabet,
@@ -371,12 +497,22 @@ fn engine(alphabet: &base64::alphabet::Alphabet) -> GeneralPurpose {
 }
 
 /// Every decoded text in `s`.
-pub(crate) fn each(s: &str, mut f: impl FnMut(Decoded)) {
+/// A run `memo` holds is not decoded again.
+pub(crate) fn each(s: &str, memo: Option<&Decodings<'_>>, mut f: impl FnMut(Decoded<'_>)) {
     let b = s.as_bytes();
     for (start, end) in runs(b, false) {
-        for text in decode_run(&b[start..end]) {
+        let run = &b[start..end];
+        let fresh;
+        let texts = match memo.and_then(|m| m.runs.get(run)) {
+            Some(known) => known,
+            None => {
+                fresh = decode_run_with(run, memo);
+                &fresh
+            }
+        };
+        for text in texts {
             f(Decoded {
-                text,
+                text: Cow::Borrowed(text),
                 span: Span::Whole(start, end),
             });
         }
@@ -393,7 +529,7 @@ pub(crate) fn each(s: &str, mut f: impl FnMut(Decoded)) {
 /// UTF-8 character. An escape of anything else (`%00`, `%FF`, a cut
 /// sequence) stays as it is written, so it hides nothing after it. `None`
 /// when no escape decodes.
-fn percent(b: &[u8]) -> Option<Decoded> {
+fn percent(b: &[u8]) -> Option<Decoded<'static>> {
     let esc = |i: usize| -> Option<u8> {
         let h = b.get(i + 1..i + 3)?;
         if b[i] != b'%' || !h.iter().all(u8::is_ascii_hexdigit) {
@@ -445,7 +581,7 @@ fn percent(b: &[u8]) -> Option<Decoded> {
     }
     Some(Decoded {
         // Whole characters of `b` and of its escapes: always UTF-8.
-        text: String::from_utf8(out).ok()?,
+        text: Cow::Owned(String::from_utf8(out).ok()?),
         span: Span::Mapped(from),
     })
 }
@@ -470,11 +606,61 @@ pub(crate) fn wrapped_key_block() -> String {
 mod tests {
     use super::*;
 
+    /// `readable` as it was first written (the standard library's UTF-8
+    /// chunks split at control characters): the one-pass version must
+    /// read exactly the same parts of any bytes.
+    fn readable_reference(bytes: &[u8]) -> Vec<String> {
+        let control = |c: char| (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\x7f';
+        if let Ok(t) = std::str::from_utf8(bytes) {
+            if !t.chars().any(control) {
+                return vec![t.to_owned()];
+            }
+        }
+        let mut out = Vec::new();
+        for chunk in bytes.utf8_chunks() {
+            for part in chunk.valid().split(control) {
+                if part.len() >= MIN_SEGMENT {
+                    out.push(part.to_owned());
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn readable_reads_what_utf8_chunks_read(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            proptest::prop_assert_eq!(readable(&bytes), readable_reference(&bytes));
+        }
+
+        /// Mostly text, with controls, cut characters and stray bytes.
+        #[test]
+        fn readable_reads_text_beside_binary_as_utf8_chunks_do(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::Just("plain text ".as_bytes().to_vec()),
+                    proptest::prelude::Just("é€😀".as_bytes().to_vec()),
+                    proptest::prelude::Just(vec![0xe2, 0x82]),
+                    proptest::prelude::Just(vec![0x80]),
+                    proptest::prelude::Just(vec![0xed, 0xa0, 0x80]),
+                    proptest::prelude::Just(vec![0xf4, 0x90, 0x80, 0x80]),
+                    proptest::prelude::Just(vec![0xc0, 0xaf]),
+                    proptest::prelude::Just(vec![0, 0x1b, 0x7f]),
+                    proptest::prelude::Just(b"\t\r\n".to_vec()),
+                ],
+                0..12,
+            )
+        ) {
+            let bytes = parts.concat();
+            proptest::prop_assert_eq!(readable(&bytes), readable_reference(&bytes));
+        }
+    }
+
     fn all(s: &str) -> Vec<(String, usize, usize)> {
         let mut v = Vec::new();
-        each(s, |d| {
+        each(s, None, |d| {
             let (a, b) = d.original(0, d.text.len());
-            v.push((d.text, a, b));
+            v.push((d.text.into_owned(), a, b));
         });
         v
     }
@@ -496,7 +682,7 @@ mod tests {
         let got = all(p);
         assert_eq!(got, [(String::from("x AKIAIOSFODNN7EXAMPLE"), 0, p.len())]);
         let mut spans = Vec::new();
-        each(p, |d| spans.push(d.original(2, 6)));
+        each(p, None, |d| spans.push(d.original(2, 6)));
         assert_eq!(spans, [(2, 8)], "the escape and letters of `AKIA`");
     }
 

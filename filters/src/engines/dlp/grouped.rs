@@ -24,16 +24,38 @@ pub(crate) const MIN_JOINED: usize = 12;
 
 /// A byte of a group: letters, digits and base64's `+/=`.
 fn group_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')
+    CLASS[b as usize] == GROUP
 }
 
 /// A byte between groups.
 fn separator(b: u8) -> bool {
-    matches!(
-        b,
-        b' ' | b'\t' | b'\n' | b'\r' | b':' | b',' | b'.' | b'-' | b'_' | b'|' | b';' | b'\\'
-    )
+    CLASS[b as usize] == SEPARATOR
 }
+
+const GROUP: u8 = 1;
+const SEPARATOR: u8 = 2;
+
+/// Each byte's class, looked up once per byte of every message (the
+/// groups of prose are its words).
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=') {
+            GROUP
+        } else if matches!(
+            b,
+            b' ' | b'\t' | b'\n' | b'\r' | b':' | b',' | b'.' | b'-' | b'_' | b'|' | b';' | b'\\'
+        ) {
+            SEPARATOR
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
 
 /// The length of a hex group's prefix (`x41` after a backslash, `0x41`).
 fn hex_prefix(g: &[u8]) -> usize {
@@ -138,7 +160,11 @@ fn drops(b: &[u8], json: bool) -> (Vec<usize>, Vec<usize>) {
             let g = &b[s + hex_prefix(&b[s..e])..e];
             g.len().is_multiple_of(2) && g.iter().all(u8::is_ascii_hexdigit)
         };
-        let Some(sep) = gap(b, e0, gs[i + 1].0, json).filter(|_| len >= 2) else {
+        if len < 2 {
+            i += 1;
+            continue;
+        }
+        let Some(sep) = gap(b, e0, gs[i + 1].0, json) else {
             i += 1;
             continue;
         };
@@ -160,6 +186,12 @@ fn drops(b: &[u8], json: bool) -> (Vec<usize>, Vec<usize>) {
                 break;
             }
             j += 1;
+        }
+        if j + 1 - i < MIN_GROUPS {
+            // Too few groups to be read joined, or to hold a dump that is
+            // (words of one length in prose): nothing more to look at.
+            i = j.max(i + 1);
+            continue;
         }
         let run = &gs[i..=j];
         // The longest stretch of hex pairs in the run: a word before or

@@ -100,7 +100,9 @@ impl Scanner {
         let ascii = !seen.non_ascii && memchr::memchr(0x7f, raw).is_none();
         let plain = |b: &[u8]| b.is_ascii() && !b.contains(&0x7f);
         // Text under an encoding (base64, hex, `%XX`) is decoded and read.
-        let encoded = self.may_encode(&seen, raw);
+        // (Every run is decoded once, here, and read again by the scan.)
+        let decodings = self.encodings(&seen, raw);
+        let encoded = decodings.as_ref().is_some_and(|d| d.readable);
         // So are spaced-out words (`A K I A …`).
         let spaced = seen.spaced && super::normalise::may_be_spaced_json(raw);
         // And groups read joined (`AKIA IOSF …`, `41 4b …`).
@@ -265,7 +267,7 @@ impl Scanner {
             // dropped (a card inside a password's value is still a card).
             let mut hits = Vec::new();
             if st.escaped || st.number {
-                self.scan_str_all(&text, &mut hits);
+                self.scan_str_all_with(&text, &mut hits, decodings.as_ref());
             } else {
                 let mut local: Vec<Cand> = cands[lo..hi]
                     .iter()
@@ -275,7 +277,7 @@ impl Scanner {
                         end: c.end.min(st.end) - st.start,
                     })
                     .collect();
-                self.scan_with_all(&text, &mut local, &mut hits, gate);
+                self.scan_with_all(&text, &mut local, &mut hits, gate, decodings.as_ref());
             }
             if let Some(k) = assigned {
                 let joined = format!("{k}={text}");

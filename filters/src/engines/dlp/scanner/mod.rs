@@ -284,8 +284,20 @@ impl Scanner {
     /// run of word bytes, or there is a `%` or a long run of base64 with a
     /// `+` or `/` in it.
     pub(crate) fn may_encode(&self, seen: &Seen, raw: &[u8]) -> bool {
+        self.encodings(seen, raw).is_some_and(|d| d.readable)
+    }
+
+    /// What the runs of raw JSON message `raw` decode to, when the
+    /// prefilter saw a run, a `%` or a run broken by `+` or `/` (see
+    /// [`Scanner::may_encode`]); the scan of its strings reads them from
+    /// here rather than decoding again.
+    pub(crate) fn encodings<'a>(
+        &self,
+        seen: &Seen,
+        raw: &'a [u8],
+    ) -> Option<encoded::Decodings<'a>> {
         (seen.long_run || memchr::memchr(b'%', raw).is_some() || encoded::slashed_run(raw))
-            && encoded::may_hold_json(raw)
+            .then(|| encoded::Decodings::of_json(raw))
     }
 
     /// Whether raw JSON message `raw`, passed through the prefilter with
@@ -338,10 +350,21 @@ impl Scanner {
     /// that overlap (a card inside an email or a password's value): the
     /// caller decides which apply before any is dropped.
     pub(crate) fn scan_str_all(&self, s: &str, out: &mut Vec<Hit>) {
+        self.scan_str_all_with(s, out, None);
+    }
+
+    /// [`Scanner::scan_str_all`] of a string of a message whose runs
+    /// `memo` holds decoded.
+    pub(crate) fn scan_str_all_with(
+        &self,
+        s: &str,
+        out: &mut Vec<Hit>,
+        memo: Option<&encoded::Decodings<'_>>,
+    ) {
         self.remembered(s, memo::Scan::All, out, |out| {
             let mut cands = Vec::new();
             let seen = self.candidates(s.as_bytes(), &mut cands);
-            self.scan_with_all(s, &mut cands, out, Gate::of(&seen, s.as_bytes()));
+            self.scan_with_all(s, &mut cands, out, Gate::of(&seen, s.as_bytes()), memo);
         });
     }
 
@@ -353,9 +376,10 @@ impl Scanner {
         cands: &mut [Cand],
         out: &mut Vec<Hit>,
         gate: Gate,
+        memo: Option<&encoded::Decodings<'_>>,
     ) {
         self.confirm_raw(s, cands, out);
-        self.readings(s, normalise::view(s).as_ref(), out, 0, gate);
+        self.readings(s, normalise::view(s).as_ref(), out, 0, gate, memo);
         resolve_within_detectors(&self.detectors, out);
     }
 
@@ -370,6 +394,7 @@ impl Scanner {
         out: &mut Vec<Hit>,
         depth: u8,
         gate: Gate,
+        memo: Option<&encoded::Decodings<'_>>,
     ) {
         if let Some(view) = view {
             // The view read as the text is: its spaced-out words (always),
@@ -382,21 +407,21 @@ impl Scanner {
                 spaced: true,
                 ..Gate::of(&seen, view.text.as_bytes())
             };
-            self.readings(&view.text, None, &mut inner, depth, own);
+            self.readings(&view.text, None, &mut inner, depth, own, None);
             mapped(out, inner, |a, b| view.original(s, a, b));
         }
         if let Some(sp) = gate.spaced.then(|| normalise::spaced(s)).flatten() {
             self.view_matches(s, &sp, out);
         }
         if gate.encoded {
-            self.encoded_matches(s, out, depth);
+            self.encoded_matches(s, out, depth, memo);
         }
         if gate.grouped && depth < encoded::MAX_DEPTH {
             for g in grouped::views(s) {
                 // The joined groups as they are and for what they encode.
                 let mut inner = Vec::new();
                 self.scan_as_is(&g.text, &mut inner);
-                self.encoded_matches(&g.text, &mut inner, depth + 1);
+                self.encoded_matches(&g.text, &mut inner, depth + 1, None);
                 mapped(out, inner, |a, b| g.original_tight(s, a, b));
             }
         }
@@ -404,16 +429,23 @@ impl Scanner {
 
     /// The matches in the text encoded inside `s` (`depth` encodings
     /// down), as spans of `s`: see [`encoded`].
-    fn encoded_matches(&self, s: &str, out: &mut Vec<Hit>, depth: u8) {
+    /// Runs `memo` holds are read from it.
+    fn encoded_matches(
+        &self,
+        s: &str,
+        out: &mut Vec<Hit>,
+        depth: u8,
+        memo: Option<&encoded::Decodings<'_>>,
+    ) {
         if depth >= encoded::MAX_DEPTH {
             return;
         }
-        encoded::each(s, |d| {
+        encoded::each(s, memo, |d| {
             let mut found = Vec::new();
             let seen = self.scan_as_is(&d.text, &mut found);
             let view = normalise::view(&d.text);
             let gate = Gate::of(&seen, d.text.as_bytes());
-            self.readings(&d.text, view.as_ref(), &mut found, depth + 1, gate);
+            self.readings(&d.text, view.as_ref(), &mut found, depth + 1, gate, None);
             mapped(out, found, |a, b| d.original(a, b));
         });
     }
@@ -466,14 +498,14 @@ impl Scanner {
         let Some(view) = view else {
             self.confirm(s, cands, out);
             let before = out.len();
-            self.readings(s, None, out, 0, gate);
+            self.readings(s, None, out, 0, gate, None);
             if out.len() > before {
                 resolve_overlaps(&self.detectors, out);
             }
             return;
         };
         self.confirm_raw(s, cands, out);
-        self.readings(s, Some(&view), out, 0, gate);
+        self.readings(s, Some(&view), out, 0, gate, None);
         let (invisible, mut kept): (Vec<Hit>, Vec<Hit>) = out
             .drain(..)
             .partition(|h| normalise::invisible(&s[h.start..h.end]));
