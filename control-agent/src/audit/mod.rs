@@ -178,6 +178,9 @@ pub struct Row {
     pub latency_us: Option<u64>,
     /// The DLP detectors that found something.
     pub dlp: Vec<String>,
+    /// What the gateway told of the server called (a deprecated server's
+    /// notice), as its record says.
+    pub notice: Option<String>,
     /// The line as the gateway wrote it (only filled by `get`).
     pub raw: Option<String>,
 }
@@ -338,6 +341,7 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         dlp: dlp
             .and_then(|d| serde_json::from_str(&d).ok())
             .unwrap_or_default(),
+        notice: r.get(19)?,
         raw: None,
     })
 }
@@ -562,7 +566,7 @@ impl AuditStore {
             ))?
             .query_row([id], |r| {
                 let mut row = row_of(r)?;
-                row.raw = Some(r.get(19)?);
+                row.raw = Some(r.get(20)?);
                 Ok(row)
             })
             .optional()?;

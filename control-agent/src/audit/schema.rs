@@ -54,7 +54,9 @@ CREATE INDEX IF NOT EXISTS records_approval ON records(approval_id) WHERE approv
 pub(super) const COLUMNS: &str =
     "r.id, r.gateway, r.seq, r.ts, r.ts_us, r.principal, r.tenant, r.server, \
      r.tool, r.method, r.direction, r.outcome, r.decided_by, r.reason, r.risk, r.trace_id, \
-     r.approval_id, r.latency_us, r.dlp";
+     r.approval_id, r.latency_us, r.dlp, \
+     (SELECT CASE json_type(raw, '$.notice') WHEN 'text' THEN json_extract(raw, '$.notice') END \
+      FROM lines WHERE lines.id = r.id)";
 
 /// The indexes that held the tenant as written, before `tenant_key`.
 pub(super) const TENANT_INDEXES: &[&str] = &[
@@ -73,7 +75,7 @@ pub(super) const TENANT_INDEXES: &[&str] = &[
 /// tenant everywhere, and `financé`, `ﬁnance` or `ｆｉｎａｎｃｅ` never
 /// `finance`.
 pub(super) fn tenant_key(tenant: &str) -> String {
-    warden_config::person::tenant_key(tenant)
+    warden_config::names::name_key(warden_config::names::Name::Tenant, tenant)
 }
 
 /// The store's `user_version` once every row's `tenant_key` is the tenant

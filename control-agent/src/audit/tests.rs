@@ -1274,3 +1274,29 @@ fn verify_budget_holds_against_many_large_lines_of_one_seq() {
         "{problems}"
     );
 }
+
+/// A deprecated server's calls carry the gateway's notice in their
+/// records; a search's rows carry it too (and rows without one, none).
+#[test]
+fn search_rows_carry_a_deprecated_servers_notice() {
+    let (_d, s) = store(Limits::default());
+    let mut t = Trail::new();
+    let ts = jiff::Timestamp::from_second(now_s() - 10)
+        .unwrap()
+        .to_string();
+    let notice = "server `oldapi` is deprecated since 2026-11-01T00:00:00Z";
+    t.push(serde_json::json!({
+        "ts": ts, "principal": "alice", "tenant": "acme", "server": "oldapi",
+        "direction": "request", "method": "tools/call", "tool": "echo",
+        "outcome": "forwarded", "trace_id": "trace-0", "latency_us": 10,
+        "notice": notice,
+    }));
+    held(&mut t, "acme", "ops", None);
+    s.ingest("gw-1", &t.body(0, t.lines.len())).unwrap();
+    let page = s.search(&Query::default()).unwrap();
+    let by = |server: &str| page.rows.iter().find(|r| r.server == server).unwrap();
+    assert_eq!(by("oldapi").notice.as_deref(), Some(notice));
+    assert_eq!(by("ops").notice, None);
+    let row = serde_json::to_value(by("oldapi")).unwrap();
+    assert_eq!(row["notice"], notice, "{row}");
+}
