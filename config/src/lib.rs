@@ -188,6 +188,11 @@ impl Bundle {
         }
         let config = config.map(|mut c| {
             tenants::compose(&mut c, &tenants.layers);
+            // What the kill switch pauses is a server, under every name
+            // the composed bundle gives it.
+            let servers = std::mem::take(&mut c.servers);
+            c.kill_switch.compose(&servers);
+            c.servers = servers;
             c
         });
         match config {
@@ -323,7 +328,48 @@ fn load_tenants(
     if let Some(bytes) = registry {
         let mut p = Problems::new(tenants::REGISTRY_FILE);
         out.registry = tenants::registry(bytes, &mut p);
-        if let Some(reg) = &out.registry {
+        if let Some(reg) = &mut out.registry {
+            // Entries are read in the one form names are compared in: an
+            // entry is the bundle's server of its name in any case
+            // (`OldAPI` gates the org's `oldapi`), kept under the
+            // server's own spelling, so every lookup by name finds it.
+            let defined: Vec<&str> = config
+                .servers
+                .iter()
+                .map(|s| s.name.as_str())
+                .chain(out.owners.keys().map(String::as_str))
+                .collect();
+            let mut read: std::collections::HashMap<String, tenants::RegisteredServer> =
+                std::collections::HashMap::new();
+            let mut seen: BTreeMap<String, String> = BTreeMap::new();
+            let mut entries: Vec<_> = std::mem::take(&mut reg.servers).into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, s) in entries {
+                let key = names::name_key(names::Name::Server, &name);
+                if let Some(first) = seen.insert(key, name.clone()) {
+                    p.push(
+                        format!("servers.{name}"),
+                        format!("`{first}` is registered too: one name, one entry"),
+                    );
+                    continue;
+                }
+                let spelled = defined
+                    .iter()
+                    .find(|d| names::same_name(names::Name::Server, d, &name))
+                    .map_or(name, |d| (*d).to_owned());
+                // The org takes a name back: a tenant's entry for a name
+                // the org's own `warden.yaml` defines (one a tenant
+                // registered before the org used it, retired or not) is
+                // about another server, and gates nothing of the org's.
+                if s.tenant.is_some()
+                    && !out.owners.contains_key(&spelled)
+                    && config.server(&spelled).is_some()
+                {
+                    continue;
+                }
+                read.insert(spelled, s);
+            }
+            reg.servers = read;
             for (name, s) in &reg.servers {
                 let owner = out.owners.get(name);
                 let defined = owner.is_some() || config.server(name).is_some();
@@ -405,6 +451,156 @@ mod tests {
     }
 
     const YAML: &str = "version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {name: s, upstreams: [\"127.0.0.1:1\"]}\nroutes:\n  - {prefix: /s, server: s}\n";
+
+    /// A bundle of servers (`name`, `upstream`) each routed at `/<name>`,
+    /// and `more` YAML.
+    fn servers_bundle(servers: &[(&str, &str)], more: &str) -> Result<Bundle, BundleError> {
+        let mut yaml = "version: 1\nservice_groups:\n  - name: g\n    servers:\n".to_owned();
+        for (n, u) in servers {
+            yaml.push_str(&format!("      - {{name: {n}, upstreams: [\"{u}\"]}}\n"));
+        }
+        yaml.push_str("routes:\n");
+        for (n, _) in servers {
+            yaml.push_str(&format!("  - {{prefix: /{n}, server: {n}}}\n"));
+        }
+        yaml.push_str(more);
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join(CONFIG_FILE), yaml).expect("yaml");
+        Bundle::load(dir.path())
+    }
+
+    /// A paused server is paused under every name the bundle gives what it
+    /// reaches: its name in any case, and any server at the same place
+    /// (the address in another form: IPv4-mapped, loopback or unspecified
+    /// for this host at the same port), and an address recorded when it was
+    /// paused. Other servers are not.
+    #[test]
+    fn a_pause_covers_every_name_of_the_paused_upstream() {
+        let servers = [
+            ("ledger", "10.20.0.5:8080"),
+            ("ledger_alive", "[::ffff:10.20.0.5]:8080"),
+            ("other_port", "10.20.0.5:8081"),
+            ("elsewhere", "10.20.0.6:8080"),
+            ("local", "127.0.0.1:9100"),
+            ("local_v6", "[::1]:9100"),
+            ("local_any", "0.0.0.0:9100"),
+            ("gone_to", "10.9.9.9:443"),
+        ];
+        for (more, paused, not) in [
+            (
+                "kill_switch: {servers: [LEDGER]}\n",
+                vec!["ledger", "ledger_alive"],
+                vec!["other_port", "elsewhere", "local", "gone_to"],
+            ),
+            (
+                "kill_switch: {servers: [Local]}\n",
+                vec!["local", "local_v6", "local_any"],
+                vec!["ledger", "elsewhere"],
+            ),
+            (
+                "kill_switch: {servers: [vanished], upstreams: {vanished: [\"10.9.9.9:443\", \"LOCALHOST.:9100\"]}}\n",
+                vec!["gone_to", "local", "local_v6", "local_any"],
+                vec!["ledger", "elsewhere", "other_port"],
+            ),
+            (
+                "kill_switch: {tools: [\"Ledger/post\"]}\n",
+                vec![],
+                vec!["ledger", "ledger_alive", "elsewhere"],
+            ),
+        ] {
+            let b = servers_bundle(&servers, more).expect("loads");
+            let k = &b.config.kill_switch;
+            for s in &paused {
+                assert_eq!(k.pauses("hr", "bob", s, None, None), Some("server"), "{more}: {s}");
+                // Through a virtual server too.
+                assert_eq!(k.pauses("hr", "bob", "m", Some(s), None), Some("server"), "{more}: via {s}");
+            }
+            for s in &not {
+                assert_eq!(k.pauses("hr", "bob", s, None, None), None, "{more}: {s}");
+            }
+        }
+        // A `server/tool` pause follows its server to another name.
+        let b =
+            servers_bundle(&servers, "kill_switch: {tools: [\"Ledger/POST\"]}\n").expect("loads");
+        let k = &b.config.kill_switch;
+        for s in ["ledger", "ledger_alive"] {
+            assert_eq!(
+                k.pauses("hr", "bob", s, None, Some("post")),
+                Some("tool"),
+                "{s}"
+            );
+        }
+        assert_eq!(k.pauses("hr", "bob", "elsewhere", None, Some("post")), None);
+        // An address that is no address is refused.
+        assert!(servers_bundle(
+            &servers,
+            "kill_switch: {upstreams: {x: [\"ledger.internal\"]}}\n"
+        )
+        .is_err());
+    }
+
+    /// Two servers of one name in two cases are refused: every reader
+    /// would take them for one.
+    #[test]
+    fn one_name_in_two_cases_is_refused() {
+        assert!(servers_bundle(&[("crm", "10.0.0.1:1"), ("CRM", "10.0.0.2:1")], "").is_err());
+        assert!(servers_bundle(&[("crm", "10.0.0.1:1"), ("crm2", "10.0.0.2:1")], "").is_ok());
+    }
+
+    /// The registry is read in the one form: an entry gates the bundle's
+    /// server of its name in any case; a tenant's entry for a name the
+    /// org defines gates nothing of the org's (the org took it back); two
+    /// entries of one name are refused.
+    #[test]
+    fn registry_entries_are_read_by_the_one_name_form() {
+        let load = |registry: &str| {
+            let dir = tempfile::tempdir().expect("tmp");
+            std::fs::write(
+                dir.path().join(CONFIG_FILE),
+                "version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {name: oldapi, upstreams: [\"10.0.0.1:1\"]}\nroutes:\n  - {prefix: /o, server: oldapi}\ntenants:\n  finance: {path_prefixes: [/finance/]}\n",
+            )
+            .expect("yaml");
+            std::fs::write(dir.path().join(tenants::REGISTRY_FILE), registry).expect("registry");
+            Bundle::load(dir.path())
+        };
+        let entry = |name: &str, tenant: &str| {
+            format!(
+                r#""{name}": {{"tenant": {tenant}, "state": "retired", "since": "2026-11-01T00:00:00Z", "tools": {{}}}}"#
+            )
+        };
+        for spelled in ["OldAPI", "OLDAPI", "oldapi"] {
+            let b = load(&format!(
+                r#"{{"version": 1, "servers": {{{}}}}}"#,
+                entry(spelled, "null")
+            ))
+            .expect("loads");
+            let reg = b.tenants.registry.as_ref().expect("registry");
+            assert!(
+                reg.servers.contains_key("oldapi"),
+                "{spelled}: {:?}",
+                reg.servers.keys()
+            );
+            assert_eq!(reg.servers.len(), 1);
+        }
+        let b = load(&format!(
+            r#"{{"version": 1, "servers": {{{}}}}}"#,
+            entry("OldApi", "\"finance\"")
+        ))
+        .expect("loads");
+        assert!(b
+            .tenants
+            .registry
+            .as_ref()
+            .expect("registry")
+            .servers
+            .is_empty());
+        assert!(load(&format!(
+            r#"{{"version": 1, "servers": {{{}, {}}}}}"#,
+            entry("oldapi", "null"),
+            entry("OldAPI", "null")
+        ))
+        .is_err());
+    }
 
     #[test]
     fn an_unsigned_edit_always_shows_in_the_revision() {

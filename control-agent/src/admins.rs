@@ -20,6 +20,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use sha2::Digest;
+use warden_config::names::{name_key, same_name, Name};
 use warden_config::person;
 
 /// What an administrator may do.
@@ -70,7 +71,7 @@ impl Actor {
 
     /// The canonical person (for "not the registrant" checks).
     pub fn person(&self) -> String {
-        person::canonical_or_marked(&self.name)
+        name_key(Name::Person, &self.name)
     }
 
     pub fn is_org_admin(&self) -> bool {
@@ -117,13 +118,15 @@ impl Actor {
 /// name) are not; a name with invisible characters matches nothing but
 /// itself.
 pub fn same_tenant(a: &str, b: &str) -> bool {
-    person::tenant_key(a) == person::tenant_key(b)
+    same_name(Name::Tenant, a, b)
 }
 
 /// A tenant name as the agent keeps it: canonical, and safe as a directory
 /// name (`a-z`, `0-9`, `-`, `_`, 1-63 characters, starting with a letter
 /// or digit).
 pub fn tenant_name(t: &str) -> Result<String, String> {
+    // not a name comparison: spells a tenant as written, refused unless
+    // its canonical form is a plain tenant name (compared by same_tenant).
     let c = person::canonical(t).map_err(|e| format!("tenant `{}` {e}", t.escape_debug()))?;
     let ok = !c.is_empty()
         && c.len() <= 63
@@ -175,6 +178,7 @@ fn parse(
     let mut out: BTreeMap<String, Admin> = BTreeMap::new();
     let mut people: BTreeMap<String, String> = BTreeMap::new();
     for (name, hexd, role, tenant) in raw {
+        // not a name comparison: a name without a canonical form is refused.
         let canon = person::canonical(&name)
             .map_err(|e| format!("admin name `{}` {e}", name.escape_debug()))?;
         if name.contains('/') || name.chars().any(char::is_whitespace) {
@@ -259,7 +263,7 @@ pub fn check_names<'a>(
 ) -> Result<(), String> {
     let mut seen: BTreeMap<String, (&str, &str)> = BTreeMap::new();
     for (file, name) in entries {
-        let canon = person::canonical_or_marked(name);
+        let canon = name_key(Name::Person, name);
         if canon == "admin" {
             return Err(format!(
                 "{file}: `{}`: the name `admin` is the admin token's in the console and the change record; choose another",

@@ -65,6 +65,14 @@ fn merge_kill(yaml: &[u8], kill: &KillState) -> Result<Vec<u8>, BuildFailure> {
             }
         }
     }
+    for (server, at) in &kill.upstreams {
+        let dst = ks.upstreams.entry(server.clone()).or_default();
+        for a in at {
+            if !dst.contains(a) {
+                dst.push(a.clone());
+            }
+        }
+    }
     map.insert(
         key,
         serde_yaml_ng::to_value(&ks).map_err(|e| problem("warden.yaml", e.to_string()))?,

@@ -41,7 +41,7 @@ type Resp = Response<Full<Bytes>>;
 type RegistryOp = Box<
     dyn FnOnce(
             &mut crate::registry::Registry,
-            &dyn Fn(&str) -> Option<Option<String>>,
+            crate::registry::Defined<'_>,
         ) -> Result<crate::registry::Done, Refusal>
         + Send,
 >;
@@ -460,12 +460,16 @@ impl Api {
         let (server, op) = (server.to_owned(), op.to_owned());
         let what = Self::what(&req);
         let a = actor.clone();
+        let asked = what.clone();
         let change = |action: &'static str, f: RegistryOp| {
             let store = store.clone();
             let a = a.clone();
             async move {
-                match tokio::task::spawn_blocking(move || store.registry_change(&a, action, f))
-                    .await
+                let what = asked.clone();
+                match tokio::task::spawn_blocking(move || {
+                    store.registry_change_at(&a, action, &what, f)
+                })
+                .await
                 {
                     Ok(Ok(v)) => json(StatusCode::OK, &v),
                     Ok(Err(e)) => registry_error(e),

@@ -5,6 +5,8 @@ use std::collections::HashSet;
 
 use crate::denial::DenialStyle;
 use crate::error::Problems;
+use crate::host::{place, place_of, Place};
+use crate::names::{name_key, same_name, Name};
 use crate::raw;
 
 #[derive(Debug, Clone)]
@@ -39,6 +41,41 @@ pub struct KillSwitch {
     pub tools: HashSet<String>,
     /// `(server, tool)` pairs.
     pub server_tools: HashSet<(String, String)>,
+    /// Where paused servers were reached when they were paused
+    /// (`kill_switch.upstreams`): [`KillSwitch::compose`] pauses every
+    /// server reached there.
+    pub upstreams: Vec<Place>,
+}
+
+/// What a server reaches, for telling whether a renamed server is a paused
+/// one: each upstream's place, or the process a stdio server runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reach {
+    Place(Place),
+    Process(String, Vec<String>),
+}
+
+fn reaches(s: &crate::model::Server) -> Vec<Reach> {
+    let mut out: Vec<Reach> = s
+        .upstreams
+        .iter()
+        .map(|a| Reach::Place(place(*a)))
+        .collect();
+    if let Some(p) = &s.stdio {
+        out.push(Reach::Process(p.command.clone(), p.args.clone()));
+    }
+    out
+}
+
+/// Whether `who` is in `set` in the one form names of `kind` are compared
+/// in ([`crate::names`]). No key is built for a lookup in an empty set:
+/// this runs on every message and every reply.
+fn named(set: &HashSet<String>, kind: Name, who: &str) -> bool {
+    !set.is_empty()
+        && (set.contains(who) || {
+            let key = name_key(kind, who);
+            set.iter().any(|s| name_key(kind, s) == key)
+        })
 }
 
 impl KillSwitch {
@@ -49,6 +86,51 @@ impl KillSwitch {
             && self.servers.is_empty()
             && self.tools.is_empty()
             && self.server_tools.is_empty()
+            && self.upstreams.is_empty()
+    }
+
+    /// Pauses, in a composed bundle (`servers`: the org's and every
+    /// layer's), every server that is a paused one under another name: one
+    /// whose name is a paused name in the one form ([`crate::names`]), or
+    /// that reaches what a paused server reaches — an upstream at the same
+    /// place (an IPv4-mapped address is its IPv4 address; loopback, an
+    /// unspecified address, `localhost` and this host's own addresses are
+    /// one host; at the same port), whatever `Host`, TLS name or path it
+    /// is reached with, or the same stdio process — or an address the
+    /// paused server was reached at when it was paused
+    /// (`kill_switch.upstreams`). A `server/tool` pause follows its server
+    /// the same way. What the org pauses is a server, wherever a layer
+    /// points at it again; a pause is only ever broader than its words.
+    pub fn compose(&mut self, servers: &[crate::model::Server]) {
+        let reach_of = |names: &dyn Fn(&str) -> bool| -> Vec<Reach> {
+            servers
+                .iter()
+                .filter(|s| names(&s.name))
+                .flat_map(reaches)
+                .collect()
+        };
+        let meets = |s: &crate::model::Server, paused: &[Reach]| {
+            reaches(s).iter().any(|r| paused.contains(r))
+        };
+        let mut paused = reach_of(&|n| named(&self.servers, Name::Server, n));
+        paused.extend(self.upstreams.iter().copied().map(Reach::Place));
+        let more: Vec<String> = servers
+            .iter()
+            .filter(|s| named(&self.servers, Name::Server, &s.name) || meets(s, &paused))
+            .map(|s| s.name.clone())
+            .collect();
+        self.servers.extend(more);
+        let mut pairs = Vec::new();
+        for (server, tool) in &self.server_tools {
+            let one: HashSet<String> = [server.clone()].into();
+            let there = reach_of(&|n| named(&one, Name::Server, n));
+            for s in servers {
+                if named(&one, Name::Server, &s.name) || meets(s, &there) {
+                    pairs.push((s.name.clone(), tool.clone()));
+                }
+            }
+        }
+        self.server_tools.extend(pairs);
     }
 
     /// What of the switch pauses a message of `principal` (of `tenant`) to
@@ -69,33 +151,30 @@ impl KillSwitch {
         }
         // Every spelling the gateway takes as the same tenant or person
         // (case, a padding space, accents and compatibility forms) is
-        // paused with it: a pause may only be broader than its words.
-        let named = |set: &HashSet<String>, who: &str| {
-            !set.is_empty()
-                && (set.contains(who) || {
-                    let key = crate::person::canonical_or_marked(who);
-                    set.iter()
-                        .any(|s| crate::person::canonical_or_marked(s) == key)
-                })
-        };
-        if named(&self.tenants, tenant) {
+        // paused with it: a pause may only be broader than its words. A
+        // tenant's rules are whose the canonical form says (a person's
+        // folding), so its pause is too.
+        if named(&self.tenants, Name::Person, tenant) {
             return Some("tenant");
         }
-        if named(&self.principals, principal) {
+        if named(&self.principals, Name::Person, principal) {
             return Some("principal");
         }
         // A paused virtual server pauses what goes through it.
-        if self.servers.contains(server) || via.is_some_and(|v| self.servers.contains(v)) {
+        if named(&self.servers, Name::Server, server)
+            || via.is_some_and(|v| named(&self.servers, Name::Server, v))
+        {
             return Some("server");
         }
         let tool = tool?;
-        // No key is built for a lookup in an empty set: this runs on every
-        // message and every reply.
-        (self.tools.contains(tool)
+        (named(&self.tools, Name::Tool, tool)
             || (!self.server_tools.is_empty()
-                && self
+                && (self
                     .server_tools
-                    .contains(&(server.to_owned(), tool.to_owned()))))
+                    .contains(&(server.to_owned(), tool.to_owned()))
+                    || self.server_tools.iter().any(|(s, t)| {
+                        same_name(Name::Server, s, server) && same_name(Name::Tool, t, tool)
+                    }))))
         .then_some("tool")
     }
 }
@@ -153,6 +232,17 @@ pub(crate) fn kill_switch(raw: &raw::KillSwitchConfig, p: &mut Problems) -> Kill
         servers: raw.servers.iter().cloned().collect(),
         ..KillSwitch::default()
     };
+    for (name, list) in &raw.upstreams {
+        for (i, a) in list.iter().enumerate() {
+            match place_of(a) {
+                Some(pl) => k.upstreams.push(pl),
+                None => p.push(
+                    format!("kill_switch.upstreams.{name}[{i}]"),
+                    format!("`{}` is not an ip:port address", a.escape_debug()),
+                ),
+            }
+        }
+    }
     for (i, t) in raw.tools.iter().enumerate() {
         match t.split_once('/') {
             Some((s, tool)) if !s.is_empty() && !tool.is_empty() => {

@@ -154,6 +154,19 @@ pub(crate) fn service_groups(
                     format!("{sbase}.name"),
                     format!("server `{}` is already defined in group `{prev}`", s.name),
                 );
+            } else if let Some(other) = server_names.keys().find(|n| {
+                n.as_str() != s.name
+                    && crate::names::same_name(crate::names::Name::Server, n, &s.name)
+            }) {
+                // The registry, the kill switch and every policy read
+                // them as one name.
+                p.push(
+                    format!("{sbase}.name"),
+                    format!(
+                        "server `{}` is `{other}` in another case: one name, one server",
+                        s.name
+                    ),
+                );
             }
             let stdio_cfg = s
                 .stdio

@@ -214,6 +214,12 @@ pub struct KillSwitchConfig {
     /// `tool` (on every server) or `server/tool`.
     #[serde(default)]
     pub tools: Vec<String>,
+    /// Where a paused server was reached when it was paused (`ip:port`,
+    /// `localhost:port`), by its name: every server reached at one of
+    /// these addresses is paused too, whatever a layer calls it. The
+    /// agent's `kill --server` writes them; `revive` removes them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub upstreams: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl KillSwitchConfig {
@@ -233,10 +239,22 @@ impl KillSwitchConfig {
         if value.is_empty() {
             return Err(format!("`{kind}` needs a value"));
         }
-        list.retain(|v| v != value);
+        // One entry per name, in the one form names are compared in: a
+        // pause or a revival in another case is of the same name.
+        let form = match kind {
+            "tenant" => crate::names::Name::Tenant,
+            "principal" => crate::names::Name::Person,
+            "server" => crate::names::Name::Server,
+            _ => crate::names::Name::Tool,
+        };
+        list.retain(|v| !crate::names::same_name(form, v, value));
         if on {
             list.push(value.to_owned());
             list.sort();
+        }
+        if kind == "server" {
+            self.upstreams
+                .retain(|v, _| !crate::names::same_name(form, v, value));
         }
         Ok(())
     }

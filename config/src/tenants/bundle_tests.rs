@@ -121,11 +121,6 @@ fn registry_is_checked() {
             r#"{"version": 1, "servers": {"x": {"state": "deployed", "owner": "y"}}}"#,
             "unknown field",
         ),
-        // The bundle says crm is the org's; the registry may not give it to a tenant.
-        (
-            r#"{"version": 1, "servers": {"crm": {"tenant": "finance", "state": "deployed"}}}"#,
-            "org's",
-        ),
     ] {
         let ps = problems(&[("registry.json", bad)]);
         assert!(
@@ -134,6 +129,21 @@ fn registry_is_checked() {
             "{bad}: {ps:?}"
         );
     }
+    // The bundle says crm is the org's: a tenant's entry for it (one a
+    // tenant registered before the org used the name) gates nothing of the
+    // org's server. The org took the name back.
+    let b = load(&[(
+        "registry.json",
+        r#"{"version": 1, "servers": {"CRM": {"tenant": "finance", "state": "retired", "since": "2026-11-01T00:00:00Z"}}}"#,
+    )])
+    .expect("loads");
+    assert!(b
+        .tenants
+        .registry
+        .as_ref()
+        .expect("registry")
+        .servers
+        .is_empty());
     let ps = problems(&[
         ("tenants/finance/tenant.yaml", FIN),
         (

@@ -162,6 +162,7 @@ fn cross_site(req: &Request<Incoming>) -> bool {
             .strip_prefix("https://")
             .or_else(|| origin.strip_prefix("http://"))
             .unwrap_or("\u{0}");
+        // not a name comparison: an `Origin`'s host against the `Host`.
         return !origin_host.eq_ignore_ascii_case(host);
     }
     false

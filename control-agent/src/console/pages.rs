@@ -317,6 +317,13 @@ impl Api {
                     a.retain(|v| kill_visible(user, &mine, scope, v.as_str().unwrap_or("")));
                 }
             }
+            // Where each paused server was reached: shown with its server.
+            if let Some(o) = kill_switch
+                .get_mut("upstreams")
+                .and_then(|v| v.as_object_mut())
+            {
+                o.retain(|server, _| kill_visible(user, &mine, "server", server));
+            }
         }
         let admin = session.user.role == Role::Admin;
         render(&FleetPage {

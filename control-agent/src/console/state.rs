@@ -44,6 +44,7 @@ impl Console {
     pub fn new(viewers: BTreeMap<String, Approver>, hosts: Vec<String>) -> Console {
         Console {
             viewers,
+            // not a name comparison: the console's host names, as `Host` reads.
             hosts: hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
             ..Default::default()
         }
@@ -61,6 +62,7 @@ impl Console {
                 .next()
                 .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
         }
+        // not a name comparison: a `Host` header's name, case folded.
         let name = host
             .rsplit_once(':')
             .map_or(host, |(n, _)| n)

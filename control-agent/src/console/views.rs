@@ -372,12 +372,21 @@ pub(super) fn kill_visible(
         "all" => true,
         "tenant" => user.sees(value),
         "principal" => value.split_once('/').is_some_and(|(t, _)| user.sees(t)),
-        "server" => mine.contains(value),
+        "server" => is_mine(mine, value),
         "tool" => value
             .split_once('/')
-            .is_some_and(|(server, _)| mine.contains(server)),
+            .is_some_and(|(server, _)| is_mine(mine, server)),
         _ => false,
     }
+}
+
+/// Whether `server` is one of `mine` in the one form server names are
+/// compared in (a pause of `LEDGER` is of `ledger`).
+fn is_mine(mine: &std::collections::BTreeSet<String>, server: &str) -> bool {
+    mine.contains(server)
+        || mine
+            .iter()
+            .any(|m| warden_config::names::same_name(warden_config::names::Name::Server, m, server))
 }
 
 /// One field of a record for display: redacted with its name beside it.

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::admins::{same_tenant, Actor, Kind};
+use warden_config::names::{same_name, Name};
 
 mod review;
 #[cfg(test)]
@@ -94,6 +95,7 @@ impl State {
     }
 
     pub fn parse(s: &str) -> Option<State> {
+        // not a name comparison: a lifecycle state, in any case.
         serde_json::from_value(Json::String(s.trim().to_ascii_lowercase())).ok()
     }
 }
@@ -193,6 +195,21 @@ pub struct Registry {
 /// What an operation did: the server, the event appended.
 pub type Done = (String, Event);
 
+/// Who defines a server name now, in the one form names are compared in
+/// (`warden_config::names`): the name as the org source or a tenant's
+/// current layer spells it, and its owner (`None`: the org); `None` when
+/// nobody defines it.
+pub type Defined<'a> = &'a dyn Fn(&str) -> Option<(String, Option<String>)>;
+
+/// Whether two owners (`None`: the org) are one.
+fn same_owner(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => same_tenant(a, b),
+        _ => false,
+    }
+}
+
 fn now_text(now: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(now).to_string()
 }
@@ -271,10 +288,28 @@ fn tools_of(def: &Json) -> Result<(Vec<Json>, BTreeMap<String, String>), Refusal
 }
 
 impl Registry {
-    fn get_mut(&mut self, server: &str) -> Result<&mut Server, Refusal> {
+    /// The name an entry is kept under that is `server` in the one form
+    /// server names are compared in (`OLDAPI` finds `oldapi`).
+    pub fn find(&self, server: &str) -> Option<&str> {
+        if self.servers.contains_key(server) {
+            return self.servers.get_key_value(server).map(|(k, _)| k.as_str());
+        }
         self.servers
-            .get_mut(server)
-            .ok_or_else(|| Refusal::NotFound(format!("no server `{server}` in the registry")))
+            .keys()
+            .find(|n| same_name(Name::Server, n, server))
+            .map(String::as_str)
+    }
+
+    fn get_mut(&mut self, server: &str) -> Result<(String, &mut Server), Refusal> {
+        let name = self
+            .find(server)
+            .map(str::to_owned)
+            .ok_or_else(|| Refusal::NotFound(format!("no server `{server}` in the registry")))?;
+        let s = self
+            .servers
+            .get_mut(&name)
+            .ok_or_else(|| Refusal::NotFound(format!("no server `{server}` in the registry")))?;
+        Ok((name, s))
     }
 
     /// Whether `actor` may read `server`'s entry.
@@ -321,16 +356,24 @@ impl Registry {
     /// pending share request with it: the org approved sharing another
     /// definition, and the tenant's own review of this one does not offer
     /// it to every tenant (it is asked for, and approved by an org
-    /// reviewer naming this definition's digest, again). `taken` names
-    /// servers the org or another tenant defines (a tenant cannot
-    /// register them).
+    /// reviewer naming this definition's digest, again).
+    ///
+    /// Names are compared in one form (`warden_config::names`), and a
+    /// spelling two readers would read apart is refused here, where it is
+    /// first written: `OldAPI` for a defined or registered `oldapi` is 409.
+    /// A tenant admin registers only a server their tenant's layer defines
+    /// (`defined`): a name nobody defines yet is not a tenant's to take,
+    /// and another owner's is refused as forbidden, without naming whose it
+    /// is. An org admin may register any name, and takes back one a tenant
+    /// registered that its layer does not define (the entry is the org's,
+    /// or the tenant's the org names, from then on; its events are kept).
     pub fn register(
         &mut self,
         actor: &Actor,
         server: &str,
         tenant: Option<&str>,
         definition: &Json,
-        taken: &dyn Fn(&str) -> Option<Option<String>>,
+        defined: Defined<'_>,
         now: std::time::SystemTime,
     ) -> Result<Done, Refusal> {
         if !valid_server(server) {
@@ -359,32 +402,109 @@ impl Registry {
             )));
         }
         let (tools, prints) = tools_of(definition)?;
-        // One name is one server: `Ledger` beside `ledger` of another
-        // tenant is refused.
-        let folded = server.to_ascii_lowercase();
-        if let Some((other, s)) = self
-            .servers
-            .iter()
-            .find(|(n, _)| n.to_ascii_lowercase() == folded && n.as_str() != server)
-        {
-            return Err(Refusal::Conflict(format!(
-                "`{other}` ({}) is registered: one name, one server",
-                s.tenant.as_deref().unwrap_or("org")
-            )));
-        }
-        if let Some(owner) = taken(server) {
-            let same = match (&owner, &tenant) {
-                (None, None) => true,
-                (Some(a), Some(b)) => same_tenant(a, b),
-                _ => false,
-            };
-            if !same {
+        let by_org = actor.is_org_admin();
+        let now_defined = defined(server);
+        // Whose the name is: a tenant admin's only when their layer
+        // defines it; the refusal names nobody else.
+        if !by_org {
+            let theirs = now_defined
+                .as_ref()
+                .is_some_and(|(_, owner)| same_owner(owner.as_deref(), tenant.as_deref()));
+            if !theirs {
+                return Err(Refusal::Forbidden(format!(
+                    "{} may register only servers its layer defines: `{server}` is not one of them",
+                    tenant
+                        .as_deref()
+                        .map_or("the org".into(), |t| format!("tenant `{t}`"))
+                )));
+            }
+        } else if let Some((_, owner)) = &now_defined {
+            if !same_owner(owner.as_deref(), tenant.as_deref()) {
                 return Err(Refusal::Forbidden(format!(
                     "server `{server}` is defined by {}",
-                    owner.map_or("the org".into(), |t| format!("tenant `{t}`"))
+                    owner
+                        .as_deref()
+                        .map_or("the org".into(), |t| format!("tenant `{t}`"))
                 )));
             }
         }
+        // One name, one spelling: the one defined, and the one registered.
+        if let Some((spelled, _)) = now_defined.as_ref().filter(|(d, _)| d != server) {
+            return Err(Refusal::Conflict(format!(
+                "`{server}` is defined as `{spelled}`: register it under that name (one name, one spelling)"
+            )));
+        }
+        if let Some(other) = self.find(server).filter(|n| *n != server) {
+            return Err(Refusal::Conflict(format!(
+                "`{server}` is registered as `{other}`: one name, one spelling"
+            )));
+        }
+        // A name held by an owner that does not define it: the org takes it
+        // back (an org admin only; a tenant admin was refused above unless
+        // their own layer defines it, and then the entry must be theirs).
+        if let Some(s) = self.servers.get(server) {
+            if !same_owner(s.tenant.as_deref(), tenant.as_deref()) {
+                let holder_defines = now_defined
+                    .as_ref()
+                    .is_some_and(|(_, o)| same_owner(o.as_deref(), s.tenant.as_deref()));
+                if !by_org || holder_defines {
+                    return Err(Refusal::Forbidden(if by_org {
+                        format!(
+                            "server `{server}` belongs to {}",
+                            s.tenant
+                                .as_deref()
+                                .map_or("the org".into(), |t| format!("tenant `{t}`"))
+                        )
+                    } else {
+                        format!("server `{server}` is not {}'s to register", actor.label())
+                    }));
+                }
+                let note = format!(
+                    "taken back by the org from {} (whose layer does not define it)",
+                    s.tenant
+                        .as_deref()
+                        .map_or("the org".into(), |t| format!("tenant `{t}`"))
+                );
+                let Some(held) = self.servers.remove(server) else {
+                    return Err(Refusal::NotFound(format!("no server `{server}`")));
+                };
+                match self.register_new(actor, server, tenant, tools, prints, now) {
+                    Ok((name, mut e)) => {
+                        e.note = format!("{}; {note}", e.note);
+                        if let Some(s) = self.servers.get_mut(&name) {
+                            let mut events = held.events;
+                            events.push(e.clone());
+                            s.events = events;
+                            if s.events.len() > MAX_EVENTS {
+                                let drop = s.events.len() - MAX_EVENTS;
+                                s.events.drain(..drop);
+                            }
+                        }
+                        return Ok((name, e));
+                    }
+                    Err(r) => {
+                        self.servers.insert(server.to_owned(), held);
+                        return Err(r);
+                    }
+                }
+            }
+        }
+        if !self.servers.contains_key(server) {
+            return self.register_new(actor, server, tenant, tools, prints, now);
+        }
+        self.register_known(actor, server, tenant, tools, prints, now)
+    }
+
+    /// A new entry: a `draft` of `tenant` (within the per-owner bounds).
+    fn register_new(
+        &mut self,
+        actor: &Actor,
+        server: &str,
+        tenant: Option<String>,
+        tools: Vec<Json>,
+        prints: BTreeMap<String, String>,
+        now: std::time::SystemTime,
+    ) -> Result<Done, Refusal> {
         let at = now_text(now);
         let who = actor.label();
         if !self.servers.contains_key(server) {
@@ -407,7 +527,7 @@ impl Registry {
                 )));
             }
         }
-        let Some(s) = self.servers.get_mut(server) else {
+        {
             let e = Event {
                 at: at.clone(),
                 actor: who.clone(),
@@ -446,15 +566,28 @@ impl Registry {
                     events: vec![e.clone()],
                 },
             );
-            return Ok((server.to_owned(), e));
+            Ok((server.to_owned(), e))
+        }
+    }
+
+    /// A known entry of the same owner: its new definition.
+    fn register_known(
+        &mut self,
+        actor: &Actor,
+        server: &str,
+        tenant: Option<String>,
+        tools: Vec<Json>,
+        prints: BTreeMap<String, String>,
+        now: std::time::SystemTime,
+    ) -> Result<Done, Refusal> {
+        let at = now_text(now);
+        let who = actor.label();
+        let Some(s) = self.servers.get_mut(server) else {
+            return Err(Refusal::NotFound(format!(
+                "no server `{server}` in the registry"
+            )));
         };
-        // A known server: same owner only.
-        let same_owner = match (&s.tenant, &tenant) {
-            (None, None) => true,
-            (Some(a), Some(b)) => same_tenant(a, b),
-            _ => false,
-        };
-        if !same_owner || !Self::writable(actor, s) {
+        if !same_owner(s.tenant.as_deref(), tenant.as_deref()) || !Self::writable(actor, s) {
             return Err(Refusal::Forbidden(format!(
                 "server `{server}` belongs to {}",
                 s.tenant
@@ -568,7 +701,7 @@ impl Registry {
         now: std::time::SystemTime,
     ) -> Result<Done, Refusal> {
         check_note(note)?;
-        let s = self.get_mut(server)?;
+        let (name, s) = self.get_mut(server)?;
         if !Self::readable(actor, s) {
             // Another tenant's server is as good as absent, but refused.
             return Err(Refusal::Forbidden(format!(
@@ -643,7 +776,7 @@ impl Registry {
         s.state = to;
         s.since = at;
         Self::push(s, e.clone());
-        Ok((server.to_owned(), e))
+        Ok((name, e))
     }
 
     /// A tenant admin (or an org admin) asks to offer a tenant's server to
@@ -654,7 +787,7 @@ impl Registry {
         server: &str,
         now: std::time::SystemTime,
     ) -> Result<Done, Refusal> {
-        let s = self.get_mut(server)?;
+        let (name, s) = self.get_mut(server)?;
         if !Self::writable(actor, s) {
             return Err(Refusal::Forbidden(format!(
                 "{} may not offer server `{server}`",
@@ -687,7 +820,7 @@ impl Registry {
             note: "asked to share with every tenant".into(),
         };
         Self::push(s, e.clone());
-        Ok((server.to_owned(), e))
+        Ok((name, e))
     }
 
     /// An org reviewer or org admin approves a share request, naming the
@@ -707,11 +840,11 @@ impl Registry {
     ) -> Result<Done, Refusal> {
         if !actor.is_org() {
             return Err(Refusal::Forbidden(format!(
-                "{}: only an org reviewer or org admin approves sharing",
+                "{}: only an org reviewer or org admin approves sharing `{server}`",
                 actor.label()
             )));
         }
-        let s = self.get_mut(server)?;
+        let (name, s) = self.get_mut(server)?;
         let Some(asked) = s.share_requested_by.as_deref() else {
             return Err(Refusal::Conflict(format!(
                 "nobody asked to share `{server}`"
@@ -720,7 +853,7 @@ impl Registry {
         // A second person: an org admin who asked does not approve it too
         // (under any spelling of their name).
         let asker = asked.strip_prefix("admin:").unwrap_or(asked);
-        if warden_config::person::canonical_or_marked(asker) == actor.person() {
+        if warden_config::names::name_key(Name::Person, asker) == actor.person() {
             return Err(Refusal::Forbidden(format!(
                 "{} asked to share `{server}`: a second person approves it",
                 actor.label()
@@ -757,7 +890,7 @@ impl Registry {
             note: format!("shared with every tenant: definition {digest}"),
         };
         Self::push(s, e.clone());
-        Ok((server.to_owned(), e))
+        Ok((name, e))
     }
 
     /// Settles shares recorded before shares named their definition
@@ -846,6 +979,45 @@ impl Registry {
                 .collect(),
         )
     }
+}
+
+/// The upstream addresses (`upstreams`) of every server a `warden.yaml`
+/// or a `tenant.yaml` defines whose name is `server` in the one form.
+pub fn server_upstreams(yaml: &[u8], server: &str) -> Vec<String> {
+    let Ok(doc) = serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(yaml) else {
+        return Vec::new();
+    };
+    let lists = std::iter::once(doc.get("servers")).chain(
+        doc.get("service_groups")
+            .and_then(|g| g.as_sequence())
+            .into_iter()
+            .flatten()
+            .map(|g| g.get("servers")),
+    );
+    let mut out = Vec::new();
+    for l in lists.flatten().filter_map(|l| l.as_sequence()) {
+        for s in l {
+            let named = s
+                .get("name")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| same_name(Name::Server, n, server));
+            if !named {
+                continue;
+            }
+            for u in s
+                .get("upstreams")
+                .and_then(|u| u.as_sequence())
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u.as_str())
+            {
+                if !out.iter().any(|o| o == u) {
+                    out.push(u.to_owned());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Server names a `warden.yaml` (`servers`, `service_groups[].servers`)

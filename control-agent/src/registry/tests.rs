@@ -28,8 +28,13 @@ fn def(desc: &str, extra: bool) -> Json {
     serde_json::json!({ "tools": tools })
 }
 
-fn nobody(_: &str) -> Option<Option<String>> {
-    None
+/// What the tenants' layers define: finance's `ledger`, hr's `payroll`
+/// (a tenant admin registers only those of their own layer).
+fn nobody(n: &str) -> Option<(String, Option<String>)> {
+    [("ledger", "finance"), ("payroll", "hr")]
+        .into_iter()
+        .find(|(s, _)| warden_config::names::same_name(warden_config::names::Name::Server, s, n))
+        .map(|(s, t)| (s.to_owned(), Some(t.to_owned())))
 }
 
 fn now() -> SystemTime {
@@ -250,15 +255,17 @@ fn tenants_cannot_touch_each_other_or_the_org() {
         r.register(&harry, "ledger", None, &def("x", false), &nobody, now()),
         Err(Refusal::Forbidden(_))
     ));
-    let org = |n: &str| (n == "crm").then_some(None);
+    let org = |n: &str| (n == "crm").then(|| ("crm".to_owned(), None));
     assert!(matches!(
         r.register(&harry, "crm", None, &def("x", false), &org, now()),
         Err(Refusal::Forbidden(_))
     ));
-    assert!(matches!(
-        r.register(&harry, "LEDGER", None, &def("x", false), &nobody, now()),
-        Err(Refusal::Conflict(_))
-    ));
+    // Another tenant's server in another case: not theirs, and the
+    // refusal names nobody.
+    match r.register(&harry, "LEDGER", None, &def("x", false), &nobody, now()) {
+        Err(Refusal::Forbidden(m)) => assert!(!m.contains("finance"), "{m}"),
+        other => panic!("{other:?}"),
+    }
     for to in [State::Testing, State::Retired] {
         assert!(matches!(
             r.transition(&harry, "ledger", to, None, "", now()),

@@ -55,6 +55,21 @@ fn a_layer_that_would_leave_another_tenants_layer_out_is_refused() {
     assert!(files.contains_key("tenants/hr/tenant.yaml"));
 }
 
+/// Finance's layer defining `servers` (a tenant admin registers only
+/// the servers its layer defines).
+fn finance_defines(s: &Store, servers: &[&str]) {
+    let mut f = with_server("finance", servers[0], "/finance/s0");
+    let mut y = String::from_utf8(f["tenant.yaml"].clone()).unwrap();
+    for (i, n) in servers.iter().enumerate().skip(1) {
+        y = y.replace(
+            "routes:\n",
+            &format!("  - name: {n}\n    upstreams: [\"127.0.0.1:2\"]\nroutes:\n  - prefix: /finance/s{i}\n    server: {n}\n"),
+        );
+    }
+    f.insert("tenant.yaml".into(), y.into_bytes());
+    s.publish_layer("admin:fiona", "finance", f, None).unwrap();
+}
+
 fn fiona() -> crate::admins::Actor {
     crate::admins::Actor {
         name: "fiona".into(),
@@ -88,6 +103,7 @@ fn deepest_definition() -> serde_json::Value {
 #[test]
 fn a_registered_definition_never_stops_the_agent_from_starting() {
     let (d, s) = org_store();
+    finance_defines(&s, &["ledger"]);
     let def = deepest_definition();
     let res = s.registry_change(&fiona(), "registry.register", |r, taken| {
         r.register(&fiona(), "ledger", None, &def, taken, SystemTime::now())
@@ -103,6 +119,7 @@ fn a_registered_definition_never_stops_the_agent_from_starting() {
 #[test]
 fn the_registry_is_bounded() {
     let (_d, s) = org_store();
+    finance_defines(&s, &["ledger"]);
     let now = SystemTime::now();
     let tools = |desc: &str| serde_json::json!({"tools": [{"name": "t", "description": desc, "inputSchema": {"type": "object"}}]});
     let big = "x".repeat(crate::registry::MAX_DEFINITION_BYTES + 1);
@@ -127,7 +144,8 @@ fn the_registry_is_bounded() {
     });
     assert!(res.is_err(), "a note past the bound is refused");
     let mut r = crate::registry::Registry::default();
-    let nobody = |_: &str| None;
+    // Every name is finance's layer's.
+    let nobody = |n: &str| Some((n.to_owned(), Some("finance".to_owned())));
     for i in 0..crate::registry::MAX_SERVERS_PER_TENANT {
         r.register(&fiona(), &format!("s{i}"), None, &tools("ok"), &nobody, now)
             .unwrap();
@@ -144,6 +162,7 @@ fn the_registry_events_file_is_bounded() {
     let state = d.path().join("state");
     let f = std::fs::File::create(state.join("registry-events.jsonl")).unwrap();
     f.set_len(super::registry::MAX_EVENTS_FILE).unwrap();
+    finance_defines(&s, &["ledger"]);
     let tools = serde_json::json!({"tools": [{"name": "t", "inputSchema": {}}]});
     s.registry_change(&fiona(), "registry.register", |r, taken| {
         r.register(&fiona(), "ledger", None, &tools, taken, SystemTime::now())
@@ -240,6 +259,7 @@ fn a_share_an_older_agent_kept_across_a_new_definition_is_withdrawn_at_start() {
     use crate::admins::{Actor, Kind};
     use crate::registry::State;
     let (d, s) = org_store();
+    finance_defines(&s, &["ledger", "journal"]);
     let now = SystemTime::now();
     let felix = Actor {
         name: "felix".into(),

@@ -797,6 +797,14 @@ impl Store {
             drop(inner);
             return self.after_with(actor, action, &format!("{scope} {value}"), Err(io(e)));
         }
+        // What is paused is the server: where it is reached now, so that
+        // every gateway pauses whatever name a layer gives it later.
+        if on && scope == "server" {
+            let at = self.upstreams_of(&inner, value);
+            if !at.is_empty() {
+                kill.upstreams.insert(value.to_owned(), at);
+            }
+        }
         let reason = format!("{action} {scope} {value}");
         let res = (|| {
             if inner.served.is_empty() {

@@ -4,7 +4,8 @@
 
 use super::*;
 use crate::admins::Actor;
-use crate::registry::{Done, Refusal, Registry};
+use crate::registry::{Defined, Done, Refusal, Registry};
+use warden_config::names::{same_name, Name};
 
 const FILE: &str = "registry.json";
 const EVENTS: &str = "registry-events.jsonl";
@@ -104,31 +105,48 @@ impl Store {
         &self,
         actor: &Actor,
         action: &str,
-        op: impl FnOnce(&mut Registry, &dyn Fn(&str) -> Option<Option<String>>) -> Result<Done, Refusal>,
+        op: impl FnOnce(&mut Registry, Defined<'_>) -> Result<Done, Refusal>,
+    ) -> Result<serde_json::Value, RegistryError> {
+        self.registry_change_at(actor, action, "", op)
+    }
+
+    /// As [`Store::registry_change`], for the request `what` (method, path
+    /// and query), which a refusal's record names.
+    pub fn registry_change_at(
+        &self,
+        actor: &Actor,
+        action: &str,
+        what: &str,
+        op: impl FnOnce(&mut Registry, Defined<'_>) -> Result<Done, Refusal>,
     ) -> Result<serde_json::Value, RegistryError> {
         let label = actor.label();
         let mut inner = self.lock();
         let before = inner.registry.clone();
         let taken = self.defined_servers(&inner);
-        // Names compared without case, as the registry compares its own:
-        // `MOCK` is the org's `mock`.
+        // Names compared in the one form (`warden_config::names`): `MOCK`
+        // is the org's `mock`.
         let owner = |s: &str| {
             taken
                 .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(s))
-                .map(|(_, o)| o.clone())
+                .find(|(n, _)| same_name(Name::Server, n, s))
+                .map(|(n, o)| (n.clone(), o.clone()))
         };
         let done = match op(&mut inner.registry, &owner) {
             Ok(d) => d,
             Err(r) => {
                 drop(inner);
                 let refused = matches!(r, Refusal::Forbidden(_));
+                let detail = if what.is_empty() {
+                    format!("{action}: {r}")
+                } else {
+                    format!("{what}: {action}: {r}")
+                };
                 self.record(
                     &label,
                     if refused { "refused" } else { action },
                     None,
                     false,
-                    &format!("{action}: {r}"),
+                    &detail,
                 );
                 return Err(RegistryError::Refused(r));
             }
@@ -194,6 +212,33 @@ impl Store {
         out
     }
 
+    /// Where `server` (in the one form names are compared in) is reached
+    /// in the org source and each tenant's current layer: what a pause of
+    /// it pauses wherever a layer points at it again.
+    pub(super) fn upstreams_of(&self, inner: &Inner, server: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut add = |y: &[u8]| {
+            for u in crate::registry::server_upstreams(y, server) {
+                if !out.contains(&u) {
+                    out.push(u);
+                }
+            }
+        };
+        if let Ok(org) = self.org_source(inner) {
+            if let Some(y) = org.files.get("warden.yaml") {
+                add(y);
+            }
+        }
+        if let Ok(layers) = self.layer_set(inner, &BTreeMap::new(), None) {
+            for l in layers {
+                if let Some(y) = l.files.get("tenant.yaml") {
+                    add(y);
+                }
+            }
+        }
+        out
+    }
+
     fn registry_entry(&self, inner: &Inner, server: &str) -> serde_json::Value {
         inner
             .registry
@@ -217,10 +262,13 @@ impl Store {
     /// another tenant's.
     pub fn registry_show(&self, actor: &Actor, server: &str) -> Result<serde_json::Value, Refusal> {
         let inner = self.lock();
-        let s =
-            inner.registry.servers.get(server).ok_or_else(|| {
-                Refusal::NotFound(format!("no server `{server}` in the registry"))
-            })?;
+        let server = inner
+            .registry
+            .find(server)
+            .ok_or_else(|| Refusal::NotFound(format!("no server `{server}` in the registry")))?
+            .to_owned();
+        let server = server.as_str();
+        let s = &inner.registry.servers[server];
         if !Registry::readable(actor, s) {
             return Err(Refusal::Forbidden(format!(
                 "server `{server}` is not of {}'s tenant",
@@ -234,10 +282,13 @@ impl Store {
     /// defines it); `Some(None)` for an org server, `None` when unknown.
     pub fn server_owner(&self, server: &str) -> Option<Option<String>> {
         let inner = self.lock();
-        if let Some(s) = inner.registry.servers.get(server) {
-            return Some(s.tenant.clone());
+        if let Some(s) = inner.registry.find(server) {
+            return Some(inner.registry.servers[s].tenant.clone());
         }
-        self.defined_servers(&inner).get(server).cloned()
+        self.defined_servers(&inner)
+            .into_iter()
+            .find(|(n, _)| same_name(Name::Server, n, server))
+            .map(|(_, o)| o)
     }
 
     /// The servers of `tenant`: registered to it, or defined by its layer.
