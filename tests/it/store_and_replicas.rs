@@ -292,15 +292,15 @@ async fn a_json_reply_with_a_second_value_is_refused_at_its_first_byte() {
         ),
         (
             "a string after",
-            vec![bytes(&format!("{result}")), bytes("\"x"), hold.clone()],
+            vec![bytes(&result), bytes("\"x"), hold.clone()],
         ),
         (
             "a form feed after",
-            vec![bytes(&format!("{result}")), bytes("\u{c}"), hold.clone()],
+            vec![bytes(&result), bytes("\u{c}"), hold.clone()],
         ),
         (
             "a no-break space after",
-            vec![bytes(&format!("{result}")), bytes("\u{a0}"), hold.clone()],
+            vec![bytes(&result), bytes("\u{a0}"), hold.clone()],
         ),
         (
             "stray close",
@@ -368,7 +368,13 @@ async fn a_parse_refusal_records_what_was_read_before_it() {
         format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",{rest}")
     };
     // (body, id, method, tool): `None` where nothing may be recorded.
-    let mut cases: Vec<(Vec<u8>, Option<u64>, Option<&str>, Option<&str>)> = vec![
+    type Case = (
+        Vec<u8>,
+        Option<u64>,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+    let mut cases: Vec<Case> = vec![
         (call(11, "\"arguments\":{\"a\":1,\"a\":2}}}").into_bytes(), Some(11), Some("tools/call"), Some("echo")),
         (call(12, "\"arguments\":{\"a\":1,\"A\":2}}}").into_bytes(), Some(12), Some("tools/call"), Some("echo")),
         (call(13, "\"Arguments\":{}}}").into_bytes(), Some(13), Some("tools/call"), Some("echo")),
