@@ -462,11 +462,11 @@ pub fn judge_members(
             continue;
         }
         if let Verdict::RollBack(why) = judge(m, base, guard, false) {
-            return Verdict::RollBack(format!("canary member `{id}`: {why}"));
+            return Verdict::RollBack(format!("{why}, on canary member `{id}`"));
         }
     }
     if let Verdict::RollBack(why) = judge(&small, base, guard, false) {
-        return Verdict::RollBack(format!("the canary's quieter members: {why}"));
+        return Verdict::RollBack(format!("{why}, on the canary's quieter members together"));
     }
     judge(all, base, guard, watch_over)
 }

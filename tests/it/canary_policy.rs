@@ -255,7 +255,7 @@ async fn hostile_reporters_cannot_get_a_denying_canary_promoted() {
             .api(
                 "POST",
                 "/v1/publish",
-                Some(json!({"select": {"env": "prod"}, "canary": {"share": 0.3, "watch_secs": 8, "guard": {"min_calls": 10}}})),
+                Some(json!({"select": {"env": "prod"}, "canary": {"share": 0.3, "watch_secs": 8, "guard": {"min_calls": 10, "p99_slack_ms": 5000.0}}})),
             )
             .await
             .expect("publish");
