@@ -188,3 +188,107 @@ async fn data_split_across_stream_events_is_judged_as_one_text() {
         "{text}"
     );
 }
+
+/// A bundle with information flow on over the hostile upstream `mock`:
+/// untrusted (its own words and its `fetch`), `post` a public sink, a DLP
+/// finding at `internal` (the default clearance), and an SSN rule on
+/// replies with `action`.
+fn flow_bundle(up: std::net::SocketAddr, action: &str) -> String {
+    mock_bundle(
+        &[up],
+        &format!(
+            "flows:\n  track: principal\n  dlp_level: internal\ncatalog:\n  mock:\n    flow: [untrusted]\n    tools:\n      fetch: {{flow: [untrusted]}}\n      post: {{flow: [sink], classification: public}}\ndlp:\n  rules:\n    - {{name: ssn-out, detectors: [us_ssn], direction: response, action: {action}}}\n"
+        ),
+    )
+}
+
+fn named_call(id: u64, tool: &str, text: &str) -> String {
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":{"text":text}}})
+        .to_string()
+}
+
+/// `fetch` streams `events` then its result `last`; then the same caller
+/// calls the public sink `post`. Returns what the client assembled from
+/// the stream, the sink's reply, and whether the sink call reached the
+/// upstream.
+async fn stream_then_sink(
+    h: &Hostile,
+    gw: &Gateway,
+    events: &[Value],
+    last: &str,
+) -> (String, Value, bool) {
+    let mut sse: Vec<String> = events.iter().map(sse_event).collect();
+    sse.push(sse_event(&final_result(1, last)));
+    let chunks: Vec<&str> = sse.iter().map(String::as_str).collect();
+    h.script([Reply::sse(&chunks)]);
+    let (_, _, text) = post_text(gw, "/mock/mcp", &named_call(1, "fetch", "go"), &[]).await;
+    let whole = assembled(&rpc_messages(&text));
+    h.script([Reply::json(&result(2, "posted"))]);
+    let before = h.received().len();
+    let (_, _, text) = post_text(gw, "/mock/mcp", &named_call(2, "post", "hello"), &[]).await;
+    let reached = h.received()[before..]
+        .iter()
+        .any(|r| r.body_text().contains("\"post\""));
+    h.reset();
+    let reply = rpc_messages(&text)
+        .into_iter()
+        .find(|m| m["id"] == 2)
+        .unwrap_or(Value::Null);
+    (whole, reply, reached)
+}
+
+/// Issue 88 item 7, the flow scenario: an SSN an untrusted server streams
+/// split across two progress events (or a log event and the result, or
+/// two progress events and the result) is a DLP finding, so the reply
+/// raises the caller's flow to `dlp_level` and the same caller's next call
+/// to a public sink is refused (`flow_blocked`) — whether the rule masks
+/// the part still held or refuses the message holding it (the client
+/// already holds the first part). A clean stream leaves the sink open.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ssn_split_across_stream_events_raises_the_flow_before_a_public_sink() {
+    let h = Hostile::start().await;
+    let splits: Vec<(Vec<Value>, &str)> = vec![
+        (vec![progress("ssn 123-45"), progress("-6789")], "ok"),
+        (vec![progress("ssn 123-45")], "-6789 ok"),
+        (vec![log("ssn 123-45-")], "6789"),
+        (vec![progress("ssn 123"), progress("-45-67")], "89 ok"),
+        (vec![log("SSN: 123-"), progress("45-"), log("6789")], "done"),
+    ];
+    for action in ["redact", "block"] {
+        // Without a finding the untrusted stream alone leaves the public
+        // sink open: what closes it below is the finding.
+        let gw = Gateway::start(&flow_bundle(h.addr, action), false).expect("gateway");
+        let (whole, reply, reached) = stream_then_sink(
+            &h,
+            &gw,
+            &[progress("step 1 of 2"), log("step 2")],
+            "42 rows",
+        )
+        .await;
+        assert!(
+            whole.contains("42 rows")
+                && reached
+                && reply["result"]["content"][0]["text"] == "posted",
+            "{action}: a clean stream: {whole:?} {reply}"
+        );
+        drop(gw);
+        for (events, last) in &splits {
+            let gw = Gateway::start(&flow_bundle(h.addr, action), false).expect("gateway");
+            let (whole, reply, reached) = stream_then_sink(&h, &gw, events, last).await;
+            let digits: String = whole.chars().filter(char::is_ascii_digit).collect();
+            assert!(
+                !digits.contains("123456789"),
+                "{action} {events:?} {last}: the client assembled {whole:?}"
+            );
+            let said = reply["result"]["content"][0]["text"]
+                .as_str()
+                .or(reply["error"]["message"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            assert!(
+                !reached && said.contains("(flow_blocked)") && said.contains("untrusted content"),
+                "{action} {events:?} {last}: the sink after the split SSN: reached {reached}, {reply}"
+            );
+        }
+    }
+}

@@ -748,6 +748,14 @@ pub trait McpFilter: Send + Sync {
         Decision::Pass
     }
 
+    /// Runs for a server→client message another filter (or this one)
+    /// refused: it is replaced by the denial or dropped, yet what it showed
+    /// may be partly with the client already (data split across a
+    /// stream's events: the part before arrived in an earlier event). A
+    /// filter that records what reaches the client records what the
+    /// refusal could not hold back; it cannot change the verdict.
+    fn on_refused_response(&self, _msg: &Message<'_>, _ex: &Exchange<'_>, _notes: &mut Notes) {}
+
     /// Whether this filter's judgment of a request only reads it (it counts
     /// nothing, holds nothing and rewrites nothing), so the chain runs it
     /// again on a request a later filter rewrote: what reaches the upstream
@@ -842,6 +850,14 @@ impl FilterChain {
         let verdict = self.run_from(order, 0, msg, env, ex, notes);
         if matches!(verdict, Verdict::Reject { .. }) {
             notes.holds.truncate(mark);
+            // A refused server message still tells the filters that record
+            // what reaches the client (the flow guard: a DLP finding that
+            // spans into what was delivered before it).
+            if msg.direction == Direction::Response {
+                for &i in order {
+                    self.filters[i].on_refused_response(msg, ex, notes);
+                }
+            }
         }
         verdict
     }

@@ -23,7 +23,10 @@
 //!   once its entry expires or is evicted, or on another replica, so the
 //!   match cannot say which call the server answers.
 //!
-//! A DLP finding in any of them makes it at least `flows.dlp_level`.
+//! A DLP finding in any of them makes it at least `flows.dlp_level`; one
+//! in a message the chain refuses raises the flow all the same (a finding
+//! may span into what the stream delivered before it:
+//! [`FlowFilter::refused_reply`]).
 
 use std::sync::Arc;
 
@@ -57,6 +60,12 @@ impl McpFilter for FlowReplyFilter {
 
     fn on_response(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) -> Decision {
         self.0.reply(msg, ex, notes)
+    }
+
+    /// A message refused with a DLP finding raises the flow all the same
+    /// (see [`FlowFilter::refused_reply`]).
+    fn on_refused_response(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) {
+        self.0.refused_reply(msg, ex, notes)
     }
 }
 
@@ -316,9 +325,59 @@ impl FlowFilter {
         if level > clear && !judged_by_policy {
             return Decision::Reject(self.above_clearance(msg, ex, level, clear));
         }
+        match self.record(ex, call.what, level, untrusted, notes) {
+            Some(()) => Decision::Pass,
+            // The table cannot hold a state for this key (full of live
+            // states, or its principal at its cap): recorded in the
+            // shared store alone, it would come back clean at the next
+            // sink once the store forgets (a restart without
+            // persistence); without a store it cannot be recorded at
+            // all. Withheld either way: the bound fails closed.
+            None => Decision::Reject(self.unrecorded(msg, ex)),
+        }
+    }
+
+    /// A server→client message the chain refused (DLP blocked it, or it
+    /// was above the caller's clearance) while DLP found data in it: the
+    /// flow is raised as if it had been delivered — its labels, at least
+    /// `flows.dlp_level`. A finding may span into text the client already
+    /// holds (`ssn 123-45` in a delivered progress event, `-6789` in the
+    /// refused one), and a refusal never recalls what was delivered, so a
+    /// finding raises the flow whatever became of the message holding it
+    /// (fail closed: a refused finding wholly inside the message raises it
+    /// too). A refused message without findings raises nothing: none of it
+    /// reached the client. A state the table cannot hold is not raised
+    /// (the message is refused already).
+    pub(super) fn refused_reply(&self, msg: &Message<'_>, ex: &Exchange<'_>, notes: &mut Notes) {
+        if notes.findings.is_empty() || notes.flow_out.is_some() {
+            return;
+        }
+        let call = self.brought(msg, ex).unwrap_or_else(|| {
+            server_labels(
+                &self.flows,
+                self.catalog.get(ex.server),
+                ex.server,
+                msg.envelope.method.as_deref().unwrap_or("response"),
+            )
+        });
+        let level = call.level.max(self.flows.dlp_level);
+        let _ = self.record(ex, call.what, level, call.roles.untrusted, notes);
+    }
+
+    /// Raises this exchange's flow by a source of `what` at `level`
+    /// (`untrusted`), naming it in `notes.flow_out` when that adds to the
+    /// flow; `None` when this process's table cannot hold the state.
+    fn record(
+        &self,
+        ex: &Exchange<'_>,
+        what: String,
+        level: u8,
+        untrusted: bool,
+        notes: &mut Notes,
+    ) -> Option<()> {
         let source = Source {
             id: next_id(),
-            what: call.what,
+            what,
             level,
             untrusted,
         };
@@ -328,40 +387,25 @@ impl FlowFilter {
             _ => None,
         };
         let owner = flow_owner(ex);
-        let (changed, held) =
-            match self
-                .tables
-                .raise(&key, &owner, &source, seen, unix_secs(ex.now))
-            {
-                // Written to the shared store whenever the fleet's state
-                // (as read for this message) would be raised, even when
-                // this process's own view holds it already: a store that
-                // lost it gets it back.
-                Some(changed) => (
-                    changed || seen.is_some_and(|s| s.would_raise(level, untrusted)),
-                    true,
-                ),
-                // The table cannot hold a state for this key (full of live
-                // states, or its principal at its cap): recorded in the
-                // shared store alone, it would come back clean at the next
-                // sink once the store forgets (a restart without
-                // persistence); without a store it cannot be recorded at
-                // all. Withheld either way: the bound fails closed.
-                None => return Decision::Reject(self.unrecorded(msg, ex)),
-            };
+        // Written to the shared store whenever the fleet's state (as read
+        // for this message) would be raised, even when this process's own
+        // view holds it already: a store that lost it gets it back.
+        let changed = self
+            .tables
+            .raise(&key, &owner, &source, seen, unix_secs(ex.now))?
+            || seen.is_some_and(|s| s.would_raise(level, untrusted));
         // A reply that adds nothing to its flow is neither shared nor named
         // (the lineage names the calls that raised the state).
-        if !changed {
-            return Decision::Pass;
+        if changed {
+            let level_name = self.flows.name(source.level).to_owned();
+            notes.flow_out = Some(FlowOut {
+                key,
+                source,
+                level_name,
+                held: true,
+            });
         }
-        let level_name = self.flows.name(source.level).to_owned();
-        notes.flow_out = Some(FlowOut {
-            key,
-            source,
-            level_name,
-            held,
-        });
-        Decision::Pass
+        Some(())
     }
 
     /// The refusal of a reply above the caller's clearance: a reply

@@ -384,9 +384,12 @@ pub(super) fn judge_message(
             )
         }
     };
-    // What a reply the client gets adds to its flow is shared before it
-    // leaves; so are the tasks it hands out as new (claimed fleet-wide).
-    if let (Some(o), false) = (flow_out, matches!(judged, ServerMessageVerdict::Dropped)) {
+    // What a reply adds to its flow is shared before it (or what comes
+    // after it, when it is dropped) leaves: a message refused with a DLP
+    // finding raises the flow too, the client may hold part of that data
+    // (`FlowFilter::refused_reply`). So are the tasks a reply the client
+    // gets hands out as new (claimed fleet-wide).
+    if let Some(o) = flow_out {
         ctx.reply.flow_outs.push(o);
     }
     if matches!(

@@ -551,3 +551,112 @@ fn a_completion_is_the_level_of_the_resources_its_values_name() {
         "{raised:?} {d:?}"
     );
 }
+
+/// The org's DLP rules: SSNs in replies, `action`.
+fn ssn_dlp(action: warden_config::guards::DlpAction) -> Arc<crate::guards::dlp::DlpFilter> {
+    let dlp = warden_config::guards::Dlp {
+        rules: vec![warden_config::guards::DlpRule {
+            name: "ssn-out".into(),
+            detectors: vec!["us_ssn".into()],
+            request: false,
+            response: true,
+            min_risk: None,
+            action,
+            mask: "[X]".into(),
+            hash: false,
+        }],
+        custom: Vec::new(),
+        hash_key: None,
+    };
+    Arc::new(crate::guards::dlp::DlpFilter::new(dlp, Default::default()).expect("dlp"))
+}
+
+/// Issue 88 item 7: a DLP finding that spans from a delivered event into
+/// the message that completes it raises the flow even when its rule
+/// refuses that message (the result replaced by the denial, a
+/// notification dropped): the client holds the first part. So does a
+/// refused finding wholly inside a message (fail closed); a message
+/// refused without a finding raises nothing.
+#[test]
+fn a_refused_finding_still_raises_the_flow() {
+    use warden_config::guards::DlpAction;
+    let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1,"message":"-6789"}}"#;
+    let log = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"6789 done"}}"#;
+    let result = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"6789"}]}}"#;
+    let whole = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ssn 123-45-6789"}]}}"#;
+    for (body, asked, before) in [
+        (progress, None, Some("ssn 123-45")),
+        (log, None, Some("SSN: 123-45-")),
+        (result, Some("tools/call"), Some("ssn 123-45-")),
+        (whole, Some("tools/call"), None),
+    ] {
+        for action in [DlpAction::Block, DlpAction::Redact] {
+            let gw = gateway(OnViolation::Deny, Track::Session);
+            let p = principal(Some("restricted"));
+            let s = Some("s");
+            // Untrusted content first (level 0): the public sink is open.
+            call(&gw, &p, s, "misc", "lookup", "{}", false).expect("read");
+            call(&gw, &p, s, "web", "post", "{}", false).expect("a public sink after level 0");
+            let ex = Exchange {
+                session_id: s,
+                ..Exchange::new(&p, "misc")
+            };
+            let env = envelope(body);
+            let mut msg = Message::from_server(&env, body.as_bytes(), asked, Some("lookup"));
+            msg.stream_before = before;
+            let chain = crate::chain::filter::FilterChain::new(
+                vec![
+                    ssn_dlp(action),
+                    Arc::new(FlowReplyFilter(gw.reply.0.clone())),
+                ],
+                crate::protocol::jsonrpc::ParseLimits::default(),
+            );
+            let mut notes = Notes::default();
+            let verdict = chain.run(&msg, &ex, &mut notes);
+            let refused = matches!(verdict, crate::chain::filter::Verdict::Reject { .. });
+            assert_eq!(refused, action == DlpAction::Block, "{body}: {verdict:?}");
+            assert_eq!(
+                notes.flow_out.as_ref().map(|o| o.source.level),
+                Some(2),
+                "{body} {action:?}: the finding raised the flow"
+            );
+            let e = call(&gw, &p, s, "web", "post", "{}", false).expect_err("refused");
+            assert!(
+                e.starts_with("flow_blocked") && e.contains("confidential data from `misc"),
+                "{body} {action:?}: {e}"
+            );
+        }
+    }
+    // Refused without a finding (a blocking filter that is not DLP):
+    // nothing of it reached the client, so it raises nothing.
+    struct Refuse;
+    impl McpFilter for Refuse {
+        fn name(&self) -> &'static str {
+            "refuse"
+        }
+        fn on_response(&self, _: &Message<'_>, _: &Exchange<'_>, _: &mut Notes) -> Decision {
+            Decision::Reject(crate::chain::filter::Denial::error(
+                crate::protocol::error::JsonRpcError::new(-32000, "no"),
+                "no",
+            ))
+        }
+    }
+    let gw = gateway(OnViolation::Deny, Track::Session);
+    let p = principal(Some("restricted"));
+    let ex = Exchange {
+        session_id: Some("s"),
+        ..Exchange::new(&p, "hr")
+    };
+    let env = envelope(result);
+    let msg = Message::from_server(&env, result.as_bytes(), Some("tools/call"), Some("get"));
+    let chain = crate::chain::filter::FilterChain::new(
+        vec![
+            Arc::new(Refuse),
+            Arc::new(FlowReplyFilter(gw.reply.0.clone())),
+        ],
+        crate::protocol::jsonrpc::ParseLimits::default(),
+    );
+    let mut notes = Notes::default();
+    let _ = chain.run(&msg, &ex, &mut notes);
+    assert!(notes.flow_out.is_none(), "{:?}", notes.flow_out);
+}
