@@ -490,6 +490,14 @@ impl Checker<'_> {
             .filter(|p| p.len() < path.len() && is_prefix(p, &path))
             .max_by_key(|p| p.len())
             .unwrap_or(&path[..1]);
+        // A member data.json leaves out of a document it holds below the
+        // package (`data.warden.business_hours.on_call` beside the
+        // `business_hours` it does hold) is an optional setting, read as
+        // undefined, as OPA reads it: only a name no rule and no document
+        // below the package spells is refused.
+        if 1 + data_depth(self.data, &path[1..]) > package.len() {
+            return;
+        }
         let name = &path[package.len()];
         let near = declared
             .rules
@@ -529,6 +537,18 @@ impl Checker<'_> {
 }
 
 /// Whether `data` holds `path` (or a value a prefix of it indexes into).
+/// How many leading segments of `path` data.json holds.
+fn data_depth(data: &serde_json::Value, path: &[String]) -> usize {
+    let mut at = data;
+    for (n, p) in path.iter().enumerate() {
+        match at.as_object().and_then(|o| o.get(p)) {
+            Some(v) => at = v,
+            None => return n,
+        }
+    }
+    path.len()
+}
+
 fn in_data(data: &serde_json::Value, path: &[String]) -> bool {
     let mut at = data;
     for p in path {

@@ -427,6 +427,9 @@ fn references_that_resolve_compile() {
         "decision := {\"allow\": true, \"reason\": \"ok\"} if { data.warden.authz[input.name]; data.lib[x] }",
         "decision := {\"allow\": true, \"reason\": \"ok\"} if { helper(1) == 2 with helper as mine }\nmine(x) := 2",
         "decision := {\"allow\": true, \"reason\": \"ok\"} if { data.lib; data.warden.authz; data.warden }",
+        // A member a held document leaves out is an optional setting
+        // (undefined, as OPA reads it), not a misspelled rule.
+        "decision := {\"allow\": true, \"reason\": \"ok\"} if { not data.warden.authz.settings.off; not data.other.missing }",
     ] {
         let text = module_of(body);
         let data = serde_json::json!({"warden": {"blocked": ["x"], "authz": {"settings": {"on": true}}}, "other": {"thing": true}});
