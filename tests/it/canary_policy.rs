@@ -184,7 +184,7 @@ fn hostile(
             };
             calls += step;
             let reported = match kind {
-                Kind::Backwards if round % 2 == 0 => calls / 2,
+                Kind::Backwards if round.is_multiple_of(2) => calls / 2,
                 _ => calls,
             };
             let denied = if matches!(kind, Kind::LoudHealthy) {
