@@ -395,7 +395,8 @@ for cls in classes:
 # 1 KB JSON call is always measured: every later part reads it).
 if os.environ.get("E2E_LOADS"):
     keep = {l.strip() for l in os.environ["E2E_LOADS"].split(",")} | {"1KB JSON"}
-    loads = {k: v for k, v in loads.items() if k in keep}
+    # (The corpus loads are chosen by E2E_CORPUS.)
+    loads = {k: v for k, v in loads.items() if k in keep or k in CORPUS_LOADS}
 # E2E_TABLE_ONLY=1: the side-by-side table only (no half-load latency, no
 # two-worker scaling).
 TABLE_ONLY = os.environ.get("E2E_TABLE_ONLY") == "1"
