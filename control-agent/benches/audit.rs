@@ -151,6 +151,7 @@ fn now_us() -> i64 {
 fn bench_audit(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = AuditStore::open(&dir.path().join("audit.sqlite3"), Limits::default()).unwrap();
+    warden_agent::jobs::audit_retention(&store).unwrap();
     let now = now_us();
     let t = Instant::now();
     let chains = day(now);

@@ -83,7 +83,7 @@ pub(crate) async fn serve_fixture_with(
         approvals: Arc::new(Approvals::open(&state, approvers).unwrap()),
         metrics: Default::default(),
         audit: Arc::new(
-            crate::audit::AuditStore::open(
+            crate::jobs::open_audit_with_retention(
                 &state.join("audit.sqlite3"),
                 crate::audit::Limits {
                     retention: std::time::Duration::from_secs(86400),

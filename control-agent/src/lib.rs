@@ -9,6 +9,7 @@ pub mod audit;
 pub mod build;
 pub mod console;
 pub mod governance;
+pub mod jobs;
 pub mod registry;
 pub mod rollout;
 pub mod server;

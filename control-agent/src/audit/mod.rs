@@ -355,7 +355,8 @@ fn top(counts: HashMap<String, u64>, n: usize) -> Vec<(String, u64)> {
 }
 
 impl AuditStore {
-    /// Opens (creating) the store at `path` and starts its retention.
+    /// Opens (creating) the store at `path` and applies its limits once;
+    /// [`crate::jobs::audit_retention`] keeps applying them.
     pub fn open(path: &Path, limits: Limits) -> anyhow::Result<AuditStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -385,11 +386,6 @@ impl AuditStore {
             bytes: AtomicU64::new(0),
         });
         inner.trim()?;
-        let weak: Weak<Inner> = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name("audit-retention".into())
-            .spawn(move || retention(weak))
-            .context("starting the audit retention")?;
         Ok(AuditStore { inner })
     }
 
@@ -812,21 +808,28 @@ fn used_bytes(c: &Connection) -> rusqlite::Result<u64> {
     Ok(pages.max(0) as u64 * pragma("page_size")?.max(0) as u64)
 }
 
-/// Applies the retention every two seconds while the store is open, and
-/// refreshes the planner's statistics now and then.
-fn retention(store: Weak<Inner>) {
-    let mut optimized = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_secs(2));
-        let Some(inner) = store.upgrade() else {
-            return;
-        };
-        if let Err(e) = inner.trim() {
-            tracing::warn!("audit store retention: {e}");
-        }
-        if optimized.elapsed() >= Duration::from_secs(600) {
-            optimized = Instant::now();
-            let _ = lock(&inner.writer).execute_batch("PRAGMA optimize;");
-        }
+/// A hold on an [`AuditStore`] that does not keep it open: the retention
+/// job ([`crate::jobs::audit_retention`]) keeps one and ends once the store
+/// is dropped.
+#[derive(Clone)]
+pub struct WeakAuditStore(Weak<Inner>);
+
+impl WeakAuditStore {
+    /// The store, while it is open.
+    pub fn upgrade(&self) -> Option<AuditStore> {
+        self.0.upgrade().map(|inner| AuditStore { inner })
+    }
+}
+
+impl AuditStore {
+    /// A hold on the store that does not keep it open.
+    pub fn downgrade(&self) -> WeakAuditStore {
+        WeakAuditStore(Arc::downgrade(&self.inner))
+    }
+
+    /// Runs `PRAGMA optimize` on the writer (the retention job does, every
+    /// ten minutes); a failure is ignored.
+    pub fn optimize(&self) {
+        let _ = lock(&self.inner.writer).execute_batch("PRAGMA optimize;");
     }
 }

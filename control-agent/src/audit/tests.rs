@@ -3,6 +3,8 @@
 use sha2::{Digest, Sha256};
 
 use super::*;
+// `serve` runs its store with the retention job: so do these tests.
+use crate::jobs::open_audit_with_retention as open_audit;
 
 /// A gateway's trail: `n` chained lines from `seq`, after the line `prev`
 /// (None: the start), one a second from `t0` (unix seconds); each call is
@@ -67,7 +69,7 @@ impl Trail {
 
 fn store(limits: Limits) -> (tempfile::TempDir, AuditStore) {
     let dir = tempfile::tempdir().unwrap();
-    let s = AuditStore::open(&dir.path().join("audit.sqlite3"), limits).unwrap();
+    let s = open_audit(&dir.path().join("audit.sqlite3"), limits).unwrap();
     (dir, s)
 }
 
@@ -444,7 +446,7 @@ fn live_counts_the_calls_of_the_window() {
     );
     // Reopened: the rows are still there.
     drop(s);
-    let s = AuditStore::open(&dir.path().join("audit.sqlite3"), Limits::default()).unwrap();
+    let s = open_audit(&dir.path().join("audit.sqlite3"), Limits::default()).unwrap();
     assert_eq!(s.rows(), t.lines.len() as u64);
 }
 
@@ -787,7 +789,7 @@ fn an_older_store_gains_the_tenant_key() {
             .unwrap();
         }
     }
-    let s = AuditStore::open(&path, Limits::default()).unwrap();
+    let s = open_audit(&path, Limits::default()).unwrap();
     assert_eq!(
         seqs(
             &s,
@@ -809,7 +811,7 @@ fn an_older_store_gains_the_tenant_key() {
     assert_eq!(user_version(&s), KEYS_STRICT);
     // Opened again: nothing more to do.
     drop(s);
-    let s = AuditStore::open(&path, Limits::default()).unwrap();
+    let s = open_audit(&path, Limits::default()).unwrap();
     assert_eq!(s.rows(), 3);
 }
 
@@ -845,7 +847,7 @@ fn an_older_store_is_keyed_again() {
     // What the older agent wrote: the same rows, each keyed by its
     // tenant's canonical form, and no user_version.
     {
-        let s = AuditStore::open(&path, Limits::default()).unwrap();
+        let s = open_audit(&path, Limits::default()).unwrap();
         s.ingest("gw-1", &t.body(0, t.lines.len())).unwrap();
         let c = lock(&s.inner.writer);
         for tenant in tenants {
@@ -878,7 +880,7 @@ fn an_older_store_is_keyed_again() {
         tenants: vec!["finance".into()],
         ..Query::default()
     };
-    let s = AuditStore::open(&path, Limits::default()).unwrap();
+    let s = open_audit(&path, Limits::default()).unwrap();
     assert_eq!(user_version(&s), KEYS_STRICT);
     assert_eq!(seqs(&s, finance.clone()), vec![0, 1]);
     assert_eq!(s.verify(&finance).unwrap().records, 2);
@@ -920,7 +922,7 @@ fn an_older_store_is_keyed_again() {
         )
         .unwrap();
     drop(s);
-    let s = AuditStore::open(&path, Limits::default()).unwrap();
+    let s = open_audit(&path, Limits::default()).unwrap();
     assert!(keys(&s).contains(&("financ\u{e9}".to_owned(), "x".to_owned())));
 }
 
