@@ -7,6 +7,7 @@ pub mod admins;
 pub mod approvals;
 pub mod audit;
 pub mod build;
+pub mod cli;
 pub mod console;
 pub mod governance;
 pub mod jobs;

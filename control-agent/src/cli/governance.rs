@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use warden_config::archive;
 
-use super::{call, call_with, print, runtime, Client};
+use super::client::{call, call_with, print, runtime, Client};
 
 #[derive(Subcommand)]
 pub enum TenantCmd {
@@ -109,12 +109,12 @@ pub enum RegistryCmd {
 
 /// A tenant as a path segment.
 fn tenant_part(t: &str) -> anyhow::Result<String> {
-    warden_agent::admins::tenant_name(t).map_err(anyhow::Error::msg)
+    crate::admins::tenant_name(t).map_err(anyhow::Error::msg)
 }
 
 /// A server as a path segment.
 fn server_part(s: &str) -> anyhow::Result<&str> {
-    if !warden_agent::registry::valid_server(s) {
+    if !crate::registry::valid_server(s) {
         bail!("`{s}` is not a server name (1-64 of A-Z a-z 0-9 _ - .)");
     }
     Ok(s)
@@ -135,8 +135,7 @@ pub fn tenant_cmd(c: &Client, cmd: TenantCmd) -> anyhow::Result<bool> {
                     .with_context(|| format!("reading {}", dir.display()))?;
                 let mut q = url::form_urlencoded::Serializer::new(String::new());
                 if let Some(share) = canary {
-                    let share =
-                        warden_agent::rollout::parse_share(&share).map_err(anyhow::Error::msg)?;
+                    let share = crate::rollout::parse_share(&share).map_err(anyhow::Error::msg)?;
                     q.append_pair("canary", &share.to_string());
                     q.append_pair("watch", &watch.as_secs().max(1).to_string());
                     q.append_pair("select", &select);

@@ -1,0 +1,299 @@
+//! `warden-agent serve`: the agent itself. Its flags are checked, its
+//! actor files read, its state opened (approvals, audit records, bundle
+//! store), then the API served and the background jobs ([`crate::jobs`])
+//! started beside it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use super::client::runtime;
+use super::keys::{signer, Signing};
+use crate::admins::Admin;
+use crate::approvals::{Approvals, Approver};
+use crate::audit::AuditStore;
+use crate::server::{Api, Tokens};
+use crate::store::Store;
+
+// The flags of `serve` (no doc comment: the subcommand's help is its
+// variant's in `Cmd`).
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    #[arg(long)]
+    source: PathBuf,
+    /// History, kill-switch state and the change record live here.
+    #[arg(long)]
+    state: PathBuf,
+    /// Address to listen on; port 0 picks one (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: String,
+    #[command(flatten)]
+    signing: Signing,
+    /// Admin token (publish, rollback, kill, fleet).
+    #[arg(long, env = "WARDEN_AGENT_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+    /// Fleet token (gateways: fetch bundles, report status).
+    #[arg(long, env = "WARDEN_AGENT_FLEET_TOKEN", hide_env_values = true)]
+    fleet_token: String,
+    /// How often the source directory is checked for changes, each
+    /// change published to every gateway; `0` publishes only on
+    /// `publish` (what a canary workflow wants).
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    watch_interval: Duration,
+    /// Members not heard from for this long are shown as stale.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    stale_after: Duration,
+    /// Audit records shipped by the gateways are kept this long
+    /// (`<state>/audit.sqlite3`).
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    audit_retention: Duration,
+    /// At most this many audit records are kept (the oldest go first).
+    #[arg(long, default_value_t = 5_000_000)]
+    audit_max_rows: u64,
+    /// At most this many bytes of audit records (lines and indexes;
+    /// `8GiB`, `500MiB`), the oldest deleted first.
+    #[arg(long, default_value = "8GiB", value_parser = parse_bytes)]
+    audit_max_bytes: u64,
+    /// Approvers: a YAML map of name → SHA-256 (hex) of their token.
+    /// Without it, held calls wait and nobody can approve them.
+    #[arg(long)]
+    approvers: Option<PathBuf>,
+    /// Console viewers (read-only): a YAML map of name → SHA-256 (hex)
+    /// of their token, or `{token_sha256, tenants}` (the approvers
+    /// file's format).
+    #[arg(long)]
+    viewers: Option<PathBuf>,
+    /// Administrators: a YAML map of name → `{token_sha256, role:
+    /// org_admin|org_reviewer|tenant_admin, tenant}` (see
+    /// docs/governance.md). The admin token stays an org admin.
+    #[arg(long)]
+    admins: Option<PathBuf>,
+    /// Gateways with a token of their own: a YAML map of gateway id →
+    /// SHA-256 (hex) of its token. Such an id is spoken for by its
+    /// token alone (bundle fetches, reports, audit, approval claims),
+    /// never by the shared fleet token nor another gateway's.
+    #[arg(long)]
+    gateways: Option<PathBuf>,
+    /// A host name the console answers to (repeatable), beside IP
+    /// literals and `localhost`: the name operators type to reach it.
+    #[arg(long = "console-host")]
+    console_hosts: Vec<String>,
+    /// The token `/metrics` asks for (`Authorization: Bearer`; the
+    /// admin token works too). Without it `/metrics` is open to anyone
+    /// who reaches the agent.
+    #[arg(long, env = "WARDEN_AGENT_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+}
+
+/// A size: a number of bytes, or with `KiB`, `MiB`, `GiB` (or `KB`,
+/// `MB`, `GB`: powers of ten); at least 1 MiB.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}`: a size such as 8GiB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        u => {
+            return Err(format!(
+                "`{s}`: unknown unit `{u}` (KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+            ))
+        }
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("`{s}`: too large"))?;
+    if v < 1 << 20 {
+        return Err(format!("`{s}`: at least 1MiB"));
+    }
+    Ok(v)
+}
+
+/// The people the actor files name (`--approvers`, `--viewers`,
+/// `--admins`).
+struct People {
+    approvers: BTreeMap<String, Approver>,
+    viewers: BTreeMap<String, Approver>,
+    admins: BTreeMap<String, Admin>,
+}
+
+/// Runs the agent until its server stops (or fails to start).
+pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
+    check_tokens(&a)?;
+    let people = read_people(&a)?;
+    let gateway_tokens = match &a.gateways {
+        Some(p) => crate::server::read_gateway_tokens(p)?,
+        None => Default::default(),
+    };
+    check_distinct(&a, &people, &gateway_tokens)?;
+    let People {
+        approvers,
+        viewers,
+        admins,
+    } = people;
+    let approvals = Arc::new(Approvals::open(&a.state, approvers)?);
+    let audit = Arc::new(AuditStore::open(
+        &a.state.join("audit.sqlite3"),
+        crate::audit::Limits {
+            retention: a.audit_retention,
+            max_rows: a.audit_max_rows.max(1),
+            max_bytes: a.audit_max_bytes,
+        },
+    )?);
+    let store = open_store(&a)?;
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&a.listen).await?;
+        println!("listening on {}", listener.local_addr()?);
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        let _jobs = crate::jobs::start(&store, &audit, a.watch_interval)?;
+        let api = Arc::new(Api {
+            store,
+            tokens: Tokens::new(&a.admin_token, &a.fleet_token)
+                .with_gateways(gateway_tokens)
+                .with_metrics_token(a.metrics_token.as_deref()),
+            approvals,
+            metrics: Default::default(),
+            audit,
+            console: crate::console::state::Console::new(viewers, a.console_hosts),
+            admins,
+        });
+        crate::server::serve(listener, api).await
+    })?;
+    Ok(true)
+}
+
+/// The admin, fleet and metrics tokens: long enough, and the admin and
+/// fleet tokens apart.
+fn check_tokens(a: &ServeArgs) -> anyhow::Result<()> {
+    let min = crate::server::MIN_TOKEN_LEN;
+    if a.admin_token.len() < min || a.fleet_token.len() < min {
+        bail!("admin and fleet tokens must be at least {min} characters");
+    }
+    if a.metrics_token.as_ref().is_some_and(|t| t.len() < min) {
+        bail!("the metrics token must be at least {min} characters");
+    }
+    if a.admin_token == a.fleet_token {
+        bail!("the admin and fleet tokens must differ");
+    }
+    Ok(())
+}
+
+/// What `path` holds, read by `read`; without a path, nobody.
+fn read_opt<T: Default>(
+    path: &Option<PathBuf>,
+    read: impl Fn(&Path) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    match path {
+        Some(p) => read(p),
+        None => Ok(Default::default()),
+    }
+}
+
+/// The actor files read, one person one entry across them.
+fn read_people(a: &ServeArgs) -> anyhow::Result<People> {
+    let approvers = read_opt(&a.approvers, crate::approvals::read_approvers)?;
+    let viewers = read_opt(&a.viewers, crate::approvals::read_approvers)?;
+    let admins = read_opt(&a.admins, crate::admins::read_admins)?;
+    // One person, one entry: the console keys sessions and its
+    // change record by name across the three files.
+    let label = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    let (af, pf, vf) = (label(&a.admins), label(&a.approvers), label(&a.viewers));
+    crate::admins::check_names(
+        admins
+            .keys()
+            .map(|n| (af.as_str(), n.as_str()))
+            .chain(approvers.keys().map(|n| (pf.as_str(), n.as_str())))
+            .chain(viewers.keys().map(|n| (vf.as_str(), n.as_str()))),
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(People {
+        approvers,
+        viewers,
+        admins,
+    })
+}
+
+/// Every token apart: the admin and fleet tokens, each gateway's, each
+/// admin's, approver's and viewer's.
+fn check_distinct(
+    a: &ServeArgs,
+    people: &People,
+    gateway_tokens: &BTreeMap<String, [u8; 32]>,
+) -> anyhow::Result<()> {
+    use sha2::Digest;
+    let f: [u8; 32] = sha2::Sha256::digest(a.fleet_token.as_bytes()).into();
+    let adm: [u8; 32] = sha2::Sha256::digest(a.admin_token.as_bytes()).into();
+    let all = [
+        ("the admin token".to_owned(), &adm),
+        ("the fleet token".to_owned(), &f),
+    ]
+    .into_iter()
+    .chain(
+        gateway_tokens
+            .iter()
+            .map(|(n, d)| (format!("gateway `{n}`"), d)),
+    )
+    .chain(
+        people
+            .admins
+            .iter()
+            .map(|(n, e)| (format!("admin `{n}`"), &e.token)),
+    )
+    .chain(
+        people
+            .approvers
+            .iter()
+            .map(|(n, e)| (format!("approver `{n}`"), &e.token)),
+    )
+    .chain(
+        people
+            .viewers
+            .iter()
+            .map(|(n, e)| (format!("viewer `{n}`"), &e.token)),
+    );
+    crate::admins::check_distinct(all).map_err(anyhow::Error::msg)
+}
+
+/// The bundle store opened and brought up to date: the source published
+/// (a source that does not build leaves the last revision served) and
+/// what is served re-signed when near its expiry.
+fn open_store(a: &ServeArgs) -> anyhow::Result<Arc<Store>> {
+    let signer = signer(&a.signing, Duration::from_secs(7 * 86_400))?;
+    if let Some(v) = signer.as_ref().and_then(|s| s.valid_for) {
+        if v < Duration::from_secs(600) {
+            bail!("--valid-for must be at least 10m for `serve` (what it serves is re-signed at half of it)");
+        }
+    }
+    let mut store = Store::open(&a.state, &a.source, signer)?;
+    store.stale_after = a.stale_after;
+    let store = Arc::new(store);
+    if let Err(e) = store.publish_source("startup", false) {
+        eprintln!(
+            "warden-agent: the source does not build (keeping the last published revision):\n{e}"
+        );
+    }
+    // What was served before a restart may be near its expiry (or,
+    // built by an agent before expiry existed, have none).
+    if let Err(e) = store.refresh(std::time::SystemTime::now()) {
+        eprintln!("warden-agent: re-signing what is served failed:\n{e}");
+    }
+    Ok(store)
+}
