@@ -53,7 +53,7 @@ async fn ingest(
 
 #[tokio::test]
 async fn a_gateway_id_two_live_processes_share_is_shown_and_its_audit_refused() {
-    let (_d, api, _state, url) = crate::governance::tests::serve_fixture().await;
+    let (_d, api, _state, url) = crate::api::tests::serve_fixture().await;
     let http = reqwest::Client::new();
     let rev = api.store.current().unwrap().revision.clone();
     let report = |instance: &'static str| {
@@ -130,7 +130,7 @@ async fn a_gateway_id_two_live_processes_share_is_shown_and_its_audit_refused() 
 
 #[tokio::test]
 async fn a_second_process_is_seen_by_its_audit_alone() {
-    let (_d, _api, _state, url) = crate::governance::tests::serve_fixture().await;
+    let (_d, _api, _state, url) = crate::api::tests::serve_fixture().await;
     let ship = |instance: &'static str, body: Vec<u8>| ingest(&url, "edge-9", Some(instance), body);
     // One process ships: taken. A second process under the same id, which
     // never reported nor fetched a bundle, ships: taken as a restart (a
@@ -179,7 +179,7 @@ async fn idle_slow_and_greedy_connections_cannot_hold_the_agent() {
         head: Duration::from_millis(400),
         request: Duration::from_millis(800),
     };
-    let (_d, _api, _state, url) = crate::governance::tests::serve_fixture_with(limits).await;
+    let (_d, _api, _state, url) = crate::api::tests::serve_fixture_with(limits).await;
     let addr = url.trim_start_matches("http://").to_owned();
     let connect = || tokio::net::TcpStream::connect(addr.clone());
     // Three connections that send nothing hold this address's share ...
@@ -243,7 +243,7 @@ async fn idle_slow_and_greedy_connections_cannot_hold_the_agent() {
 /// gateway's audit, or ship forged lines into its chain.
 #[tokio::test]
 async fn a_gateway_with_its_own_token_is_spoken_for_by_it_alone() {
-    let (_d, api, _state, url) = crate::governance::tests::serve_fixture().await;
+    let (_d, api, _state, url) = crate::api::tests::serve_fixture().await;
     let http = reqwest::Client::new();
     let rev = api.store.current().unwrap().revision.clone();
     let report = |token: &'static str, id: &'static str| {
@@ -336,7 +336,7 @@ async fn a_gateway_with_its_own_token_is_spoken_for_by_it_alone() {
 /// not for anyone who reaches the agent; `/healthz` stays open.
 #[tokio::test]
 async fn metrics_take_their_token_when_one_is_set() {
-    let (_d, _api, _state, url) = crate::governance::tests::serve_fixture().await;
+    let (_d, _api, _state, url) = crate::api::tests::serve_fixture().await;
     let http = reqwest::Client::new();
     let get = |path: &'static str, token: Option<&'static str>| {
         let (http, url) = (http.clone(), url.clone());

@@ -4,17 +4,21 @@
 //! kill switch and shows the fleet. It talks to gateways over HTTP only.
 
 pub mod admins;
+pub mod api;
 pub mod approvals;
 pub mod audit;
 pub mod build;
+pub mod caller;
 pub mod cli;
 pub mod console;
-pub mod governance;
 pub mod jobs;
 pub mod registry;
 pub mod rollout;
 pub mod server;
 pub mod store;
+
+#[cfg(test)]
+mod route_matrix_tests;
 
 /// Cuts `t` to at most `max` bytes on a character boundary, marking the
 /// cut with ` …(cut)`: how text a peer sends is kept in a bounded table.

@@ -33,7 +33,7 @@ use anyhow::Context;
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, Connection, OptionalExtension};
 
-pub mod http;
+pub mod query;
 mod lines;
 mod schema;
 #[cfg(test)]

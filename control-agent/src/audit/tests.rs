@@ -453,20 +453,20 @@ fn live_counts_the_calls_of_the_window() {
 #[test]
 fn api_times_and_queries_parse() {
     assert_eq!(
-        http::parse_time("1700000000").unwrap(),
+        query::parse_time("1700000000").unwrap(),
         1_700_000_000_000_000
     );
     assert_eq!(
-        http::parse_time("2023-11-14T22:13:20Z").unwrap(),
+        query::parse_time("2023-11-14T22:13:20Z").unwrap(),
         1_700_000_000_000_000
     );
-    assert!(http::parse_time("soon").is_err());
-    let q = http::parse_query("from=1700000000&principal=a%20b&before=9&limit=3&reason=").unwrap();
+    assert!(query::parse_time("soon").is_err());
+    let q = query::parse_query("from=1700000000&principal=a%20b&before=9&limit=3&reason=").unwrap();
     assert_eq!(q.from_us, Some(1_700_000_000_000_000));
     assert_eq!(q.principal.as_deref(), Some("a b"));
     assert_eq!((q.before_id, q.limit), (Some(9), 3));
     assert!(q.reason.is_none());
-    assert!(http::parse_query("princpal=x").is_err());
+    assert!(query::parse_query("princpal=x").is_err());
 }
 
 /// One record of `tenant` at `server` (a `tools/call` request, recent),

@@ -35,7 +35,7 @@ struct B {
 }
 
 async fn start() -> H {
-    let (d, api, state, url) = crate::governance::tests::serve_fixture().await;
+    let (d, api, state, url) = crate::api::tests::serve_fixture().await;
     H {
         _d: d,
         url,

@@ -41,7 +41,7 @@ async fn status_of(s: &mut tokio::net::TcpStream) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_logins_at_once_from_one_address_get_ten_guesses() {
-    let (_d, _api, _state, url) = crate::governance::tests::serve_fixture().await;
+    let (_d, _api, _state, url) = crate::api::tests::serve_fixture().await;
     let addr = url.trim_start_matches("http://").to_owned();
     // Each login sends its headers and all of its form but the last byte,
     // so that the agent has taken every one in before any token is read;
@@ -74,7 +74,7 @@ async fn forty_logins_at_once_from_one_address_get_ten_guesses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_bearer_tokens_are_limited_per_address_as_logins_are() {
-    let (_d, _api, _state, url) = crate::governance::tests::serve_fixture().await;
+    let (_d, _api, _state, url) = crate::api::tests::serve_fixture().await;
     let http = reqwest::Client::new();
     let get = |token: String| {
         let http = http.clone();
@@ -140,7 +140,7 @@ async fn wrong_bearer_tokens_are_limited_per_address_as_logins_are() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_login_forms_are_refused_without_locking_the_operator_out() {
-    let (_d, _api, state, url) = crate::governance::tests::serve_fixture().await;
+    let (_d, _api, state, url) = crate::api::tests::serve_fixture().await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -181,7 +181,7 @@ async fn cross_site_login_forms_are_refused_without_locking_the_operator_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_shorter_than_sixteen_characters_is_never_taken() {
-    let (d, api, _state, _url) = crate::governance::tests::serve_fixture().await;
+    let (d, api, _state, _url) = crate::api::tests::serve_fixture().await;
     // The files hold digests: a short token can be configured, and must
     // then fail wherever it is presented.
     let short = "short-tok-15chr";

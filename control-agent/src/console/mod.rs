@@ -19,7 +19,7 @@
 //!   [`session::FAIL_WINDOW`]; each attempt is counted before its form is
 //!   read and given back when its token is right; a success does not reset
 //!   the failures before it). Tokens shorter than
-//!   [`crate::server::MIN_TOKEN_LEN`] are never looked up.
+//!   [`crate::caller::MIN_TOKEN_LEN`] are never looked up.
 //! - **Sessions** in an `HttpOnly; Secure; SameSite=Strict` cookie named
 //!   `__Host-warden_console` (see [`session`]); the table keeps digests
 //!   only and is bounded, per user too.
@@ -52,7 +52,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 
 use crate::server::Api;
 
@@ -67,6 +66,8 @@ mod pages;
 pub mod session;
 pub mod state;
 mod views;
+#[cfg(test)]
+mod probe_tests;
 
 pub use session::{Role, Sessions, User};
 use state::PeerAddr;
@@ -128,7 +129,7 @@ fn plain(status: StatusCode, text: &str) -> Resp {
 
 /// The session cookie's value; none when the request carries it twice
 /// (no guessing which one the browser meant).
-fn cookie_of(req: &Request<Incoming>) -> Option<String> {
+fn cookie_of(req: &Request<axum::body::Body>) -> Option<String> {
     let mut found = req
         .headers()
         .get_all("cookie")
@@ -145,7 +146,7 @@ fn cookie_of(req: &Request<Incoming>) -> Option<String> {
 /// Whether a state-changing request came from another site: its `Origin`
 /// names a host other than the one it was sent to, or the browser says
 /// (`Sec-Fetch-Site`) it is cross-site.
-fn cross_site(req: &Request<Incoming>) -> bool {
+fn cross_site(req: &Request<axum::body::Body>) -> bool {
     let h = req.headers();
     if h.get_all("sec-fetch-site").iter().count() > 1 || h.get_all("origin").iter().count() > 1 {
         return true;
@@ -169,7 +170,7 @@ fn cross_site(req: &Request<Incoming>) -> bool {
 }
 
 /// A form body, decoded (`application/x-www-form-urlencoded`).
-async fn read_form(req: Request<Incoming>) -> Result<BTreeMap<String, String>, String> {
+async fn read_form(req: Request<axum::body::Body>) -> Result<BTreeMap<String, String>, String> {
     let body = http_body_util::Limited::new(req.into_body(), MAX_FORM)
         .collect()
         .await
@@ -186,7 +187,7 @@ async fn read_form(req: Request<Incoming>) -> Result<BTreeMap<String, String>, S
 }
 
 /// The query string, decoded (a field given twice keeps the first).
-fn query_of(req: &Request<Incoming>) -> BTreeMap<String, String> {
+fn query_of(req: &Request<axum::body::Body>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if let Some(q) = req.uri().query() {
         for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
@@ -197,64 +198,44 @@ fn query_of(req: &Request<Incoming>) -> BTreeMap<String, String> {
 }
 
 impl Api {
-    /// Who a token makes its bearer in the console.
+    /// Who a token makes its bearer in the console: the caller the token
+    /// is ([`Api::caller`]), as the console's pages see them. Org admins
+    /// do what the admin token does; org reviewers read every tenant; a
+    /// tenant admin reads as a viewer of their tenant alone (the fleet,
+    /// approvals, audit and live pages scope them by `tenants`) and
+    /// changes only what the governance pages let them. Gateways' tokens
+    /// do not log in.
     fn console_user(&self, token: &str) -> Option<User> {
-        use sha2::{Digest, Sha256};
-        let token = token.trim();
-        // Shorter tokens are never looked up, whatever the files hold: the
-        // approvers, viewers and admins files keep digests only, so their
-        // tokens' length can be checked only when they are presented.
-        if token.len() < crate::server::MIN_TOKEN_LEN {
-            return None;
-        }
-        let d: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if self.tokens.is_admin(&d) {
-            return Some(User {
-                name: "admin".into(),
-                role: Role::Admin,
-                tenants: vec![],
-                actor: Some(crate::admins::Actor::root()),
-            });
-        }
-        // Org admins do what the admin token does; org reviewers read every
-        // tenant; a tenant admin reads as a viewer of their tenant alone
-        // (the fleet, approvals, audit and live pages scope them by
-        // `tenants`) and changes only what the governance pages let them.
-        if let Some((name, a)) = self.admins.iter().find(|(_, a)| a.token == d) {
-            use crate::admins::Kind;
-            let (role, tenants) = match &a.kind {
-                Kind::OrgAdmin => (Role::Admin, vec![]),
-                Kind::OrgReviewer => (Role::Viewer, vec![]),
-                Kind::TenantAdmin(t) => (Role::Viewer, vec![t.clone()]),
-            };
-            return Some(User {
-                name: name.clone(),
-                role,
-                tenants,
-                actor: Some(crate::admins::Actor {
-                    name: name.clone(),
-                    kind: a.kind.clone(),
-                }),
-            });
-        }
-        if let Some((name, a)) = self.approvals.approvers.iter().find(|(_, a)| a.token == d) {
-            return Some(User {
-                name: name.clone(),
+        use crate::admins::Kind;
+        use crate::caller::Caller;
+        Some(match self.caller(token)? {
+            Caller::Gateway(_) => return None,
+            Caller::Admin(actor) => {
+                let (role, tenants) = match &actor.kind {
+                    Kind::OrgAdmin => (Role::Admin, vec![]),
+                    Kind::OrgReviewer => (Role::Viewer, vec![]),
+                    Kind::TenantAdmin(t) => (Role::Viewer, vec![t.clone()]),
+                };
+                User {
+                    name: actor.name.clone(),
+                    role,
+                    tenants,
+                    actor: Some(actor),
+                }
+            }
+            Caller::Approver { name, tenants } => User {
+                name,
                 role: Role::Approver,
-                tenants: a.tenants.clone(),
+                tenants,
                 actor: None,
-            });
-        }
-        self.console
-            .viewers
-            .iter()
-            .find(|(_, a)| a.token == d)
-            .map(|(name, a)| User {
-                name: name.clone(),
+            },
+            Caller::Viewer { name, tenants } => User {
+                name,
                 role: Role::Viewer,
-                tenants: a.tenants.clone(),
+                tenants,
                 actor: None,
-            })
+            },
+        })
     }
 
     /// Writes a console action to the change record.
@@ -268,8 +249,8 @@ impl Api {
         );
     }
 
-    /// Serves `/console…`.
-    pub async fn console(self: &Arc<Self>, req: Request<Incoming>) -> Resp {
+    /// Serves `/console…` (the route table sends every method there).
+    pub async fn console(self: &Arc<Self>, req: Request<axum::body::Body>) -> Resp {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
         let peer = req
@@ -384,7 +365,7 @@ impl Api {
         }
     }
 
-    async fn login(&self, req: Request<Incoming>, peer: IpAddr) -> Resp {
+    async fn login(&self, req: Request<axum::body::Body>, peer: IpAddr) -> Resp {
         if cross_site(&req) {
             // Refused and recorded (within a bound of its own), but not
             // counted as a failed login: any page the operator's browser
@@ -458,4 +439,13 @@ impl Api {
         }
         r
     }
+}
+
+/// The route table's handler of `/console…`.
+pub async fn serve(
+    axum::extract::State(api): axum::extract::State<Arc<Api>>,
+    req: Request<axum::body::Body>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    api.console(req).await.into_response()
 }

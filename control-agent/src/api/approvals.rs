@@ -1,0 +1,146 @@
+//! Held calls: a gateway claims one (`POST /v1/approvals/claim`: pending,
+//! approved and taken once, or denied), approvers list and decide them,
+//! administrators read them (a tenant admin, their tenant's).
+
+use std::time::SystemTime;
+
+use axum::extract::Path;
+
+use super::Agent;
+use crate::approvals::{Claim, Refused, Verdict};
+use crate::caller::Caller;
+use crate::server::error::{ok, ApiError, ApiResult};
+use crate::server::extract::{JsonBody, JsonOrEmpty, QueryPairs, What};
+use crate::server::Api;
+
+pub async fn claim(agent: Agent, caller: Caller, JsonBody(c): JsonBody<Claim>) -> ApiResult {
+    agent
+        .tokens
+        .speaks_for(&caller, &c.gateway)
+        .map_err(ApiError::forbidden)?;
+    let (gw, tool, principal) = (c.gateway.clone(), c.tool.clone(), c.principal.clone());
+    let a = agent
+        .approvals
+        .claim(c, agent.store.signer(), SystemTime::now())?;
+    let v = serde_json::to_value(&a).unwrap_or_default();
+    let state = v["state"].as_str().unwrap_or("").to_owned();
+    agent.metrics.claims.with_label_values(&[&state]).inc();
+    if state != "pending" || v["created"] == true {
+        agent.store.record(
+            &format!("gateway:{gw}"),
+            &format!("approval.claim.{state}"),
+            None,
+            true,
+            &format!("{} {principal} {tool}", v["id"].as_str().unwrap_or("")),
+        );
+    }
+    ok(&v)
+}
+
+/// The approver asking (whose own calls and tenants shape what they see).
+fn viewer(caller: &Caller) -> Option<&str> {
+    match caller {
+        Caller::Approver { name, .. } => Some(name),
+        _ => None,
+    }
+}
+
+pub async fn list(agent: Agent, caller: Caller, q: QueryPairs) -> ApiResult {
+    let now = SystemTime::now();
+    let all = q.0.iter().any(|(k, v)| k == "all" && (v == "1" || v == "true"));
+    let list = match caller.actor().and_then(|a| a.tenant()) {
+        Some(t) => agent.approvals.list_in(all, &[t.to_owned()], now),
+        None => agent.approvals.list(all, viewer(&caller), now),
+    };
+    ok(&serde_json::json!({"approvals": list}))
+}
+
+pub async fn show(agent: Agent, caller: Caller, What(what): What, Path(id): Path<String>) -> ApiResult {
+    let now = SystemTime::now();
+    if let Some((a, t)) = caller.actor().and_then(|a| Some((a, a.tenant()?))) {
+        match agent.approvals.tenant_of(&id) {
+            None => return Err(ApiError::not_found("no such approval")),
+            Some(other) if !crate::admins::same_tenant(&other, t) => {
+                return Err(agent.refuse(
+                    a,
+                    &what,
+                    &format!("approval `{id}` is not of {}'s tenant", a.label()),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    agent
+        .approvals
+        .get(&id, viewer(&caller), now)
+        .map_or_else(|| Err(ApiError::not_found("no such approval")), |v| ok(&v))
+}
+
+/// An approver's optional comment.
+#[derive(serde::Deserialize, Default)]
+pub struct Decision {
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+pub async fn approve(
+    agent: Agent,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonOrEmpty(b): JsonOrEmpty<Decision>,
+) -> ApiResult {
+    decided(&agent, &caller, &id, Verdict::Approve, b)
+}
+
+pub async fn deny(
+    agent: Agent,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonOrEmpty(b): JsonOrEmpty<Decision>,
+) -> ApiResult {
+    decided(&agent, &caller, &id, Verdict::Deny, b)
+}
+
+fn decided(agent: &Agent, caller: &Caller, id: &str, verdict: Verdict, b: Decision) -> ApiResult {
+    let Caller::Approver { name, .. } = caller else {
+        return Err(ApiError::forbidden(
+            "only an approver's token may approve or deny",
+        ));
+    };
+    ok(&agent.decide(name, id, verdict, b.comment)?)
+}
+
+impl Api {
+    /// An approver's answer to a held call, recorded and counted (the API
+    /// and the console both decide through here).
+    pub fn decide(
+        &self,
+        approver: &str,
+        id: &str,
+        verdict: Verdict,
+        comment: Option<String>,
+    ) -> Result<serde_json::Value, Refused> {
+        let now = SystemTime::now();
+        let res = self
+            .approvals
+            .decide(id, approver, verdict.clone(), comment, now);
+        let (action, verb) = match verdict {
+            Verdict::Approve => ("approval.approve", "approve"),
+            Verdict::Deny => ("approval.deny", "deny"),
+        };
+        self.store.record(
+            &format!("approver:{approver}"),
+            action,
+            None,
+            res.is_ok(),
+            &match &res {
+                Ok(_) => id.to_owned(),
+                Err(e) => format!("{id}: {e}"),
+            },
+        );
+        if res.is_ok() {
+            self.metrics.decisions.with_label_values(&[verb]).inc();
+        }
+        res
+    }
+}

@@ -1,0 +1,154 @@
+//! The agent's own metrics (`GET /metrics`), read fresh at each scrape.
+
+use crate::server::Api;
+
+/// The agent's own metrics.
+pub struct Metrics {
+    registry: prometheus::Registry,
+    pub(crate) waiting: prometheus::IntGauge,
+    pub(crate) oldest: prometheus::Gauge,
+    pub(crate) decisions: prometheus::IntCounterVec,
+    pub(crate) claims: prometheus::IntCounterVec,
+    console_sessions: prometheus::IntGauge,
+    /// (address, token) pairs proven right, let past an address's lockout.
+    proven_tokens: prometheus::IntGauge,
+    /// Records in the audit store.
+    pub(crate) audit_rows: prometheus::IntGauge,
+    pub(crate) audit_bytes: prometheus::IntGauge,
+    pub(crate) bundle_expires: prometheus::IntGauge,
+    pub(crate) resign_failures: prometheus::IntCounter,
+    /// Audit lines shipped by gateways, by result.
+    pub(crate) audit_ingested: prometheus::IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let registry = prometheus::Registry::new();
+        let waiting = prometheus::IntGauge::new(
+            "warden_agent_approvals_waiting",
+            "Held calls waiting for their approvers",
+        )
+        .expect("metric");
+        let oldest = prometheus::Gauge::new(
+            "warden_agent_approval_oldest_wait_seconds",
+            "How long the oldest waiting approval has waited",
+        )
+        .expect("metric");
+        let decisions = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "warden_agent_approval_decisions_total",
+                "Approvers' answers, by verdict",
+            ),
+            &["verdict"],
+        )
+        .expect("metric");
+        let claims = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "warden_agent_approval_claims_total",
+                "Gateways' claims of held calls, by answer",
+            ),
+            &["answer"],
+        )
+        .expect("metric");
+        let console_sessions = prometheus::IntGauge::new(
+            "warden_agent_console_sessions",
+            "Console sessions open (bounded by the console's session table)",
+        )
+        .expect("metric");
+        let proven_tokens = prometheus::IntGauge::new(
+            "warden_agent_proven_tokens",
+            "Tokens proven right from an address, let past its lockout (bounded at 4096)",
+        )
+        .expect("metric");
+        let audit_rows = prometheus::IntGauge::new(
+            "warden_agent_audit_rows",
+            "Audit records kept in the agent's store",
+        )
+        .expect("metric");
+        let bundle_expires = prometheus::IntGauge::new(
+            "warden_agent_bundle_expires_timestamp_seconds",
+            "When the first served bundle's signature expires (Unix seconds; 0: none expires)",
+        )
+        .expect("metric");
+        let resign_failures = prometheus::IntCounter::new(
+            "warden_agent_resign_failures_total",
+            "Re-signs of what is served that failed (tried again; the change record says why)",
+        )
+        .expect("metric");
+        let audit_bytes = prometheus::IntGauge::new(
+            "warden_agent_audit_bytes",
+            "Bytes of the agent's audit store in use (records, lines, indexes; bounded by --audit-max-bytes)",
+        )
+        .expect("metric");
+        let audit_ingested = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "warden_agent_audit_ingested_total",
+                "Audit lines shipped by gateways, by result (accepted, duplicate, refused)",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        for c in [
+            Box::new(audit_rows.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(audit_bytes.clone()),
+            Box::new(bundle_expires.clone()),
+            Box::new(resign_failures.clone()),
+            Box::new(audit_ingested.clone()),
+            Box::new(console_sessions.clone()),
+            Box::new(proven_tokens.clone()),
+            Box::new(waiting.clone()),
+            Box::new(oldest.clone()),
+            Box::new(decisions.clone()),
+            Box::new(claims.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        Metrics {
+            registry,
+            waiting,
+            oldest,
+            decisions,
+            claims,
+            console_sessions,
+            proven_tokens,
+            audit_rows,
+            audit_bytes,
+            bundle_expires,
+            resign_failures,
+            audit_ingested,
+        }
+    }
+}
+
+impl Api {
+    /// The metrics in Prometheus' text format, their gauges read now.
+    pub(crate) fn metrics_text(&self) -> String {
+        let (n, oldest) = self.approvals.waiting(std::time::SystemTime::now());
+        self.metrics.waiting.set(n as i64);
+        self.metrics.oldest.set(oldest.as_secs_f64());
+        self.metrics.audit_rows.set(self.audit.rows() as i64);
+        self.metrics.audit_bytes.set(self.audit.bytes() as i64);
+        self.metrics.bundle_expires.set(
+            self.store
+                .earliest_expiry()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64),
+        );
+        let failed = self
+            .store
+            .resign_failures
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .resign_failures
+            .inc_by(failed.saturating_sub(self.metrics.resign_failures.get()));
+        self.metrics
+            .console_sessions
+            .set(self.console.sessions.count() as i64);
+        self.metrics
+            .proven_tokens
+            .set(self.console.sessions.failures.proven() as i64);
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.metrics.registry.gather())
+            .unwrap_or_default()
+    }
+}
