@@ -13,24 +13,66 @@ use sha2::{Digest, Sha256};
 /// Labels a gateway reports (`env=prod`, `region=eu`, …).
 pub type Labels = BTreeMap<String, String>;
 
+/// Why a gateway's labels, a canary's share or thresholds, or a report's
+/// counters were refused: always the request's fault (400), with the text
+/// the API answers.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InputError {
+    #[error("label `{0}` is not key=value")]
+    NotKeyValue(String),
+    #[error("label `{0}` given twice")]
+    LabelTwice(String),
+    #[error("label `{key}={value}`: keys and values are 1-63 letters, digits or -._/")]
+    BadLabel { key: String, value: String },
+    #[error("at most 64 latency buckets")]
+    TooManyBuckets,
+    #[error("latency buckets must have finite, increasing bounds and counts")]
+    BadBuckets,
+    #[error("more denials than calls")]
+    MoreDenials,
+    #[error("more replies withheld than replies")]
+    MoreWithheld,
+    #[error(
+        "canary thresholds must be non-negative numbers (p99 ratio at least 1, min_calls at least 1)"
+    )]
+    BadThresholds,
+    #[error("canary share `{0}` is not a percentage")]
+    ShareNotNumber(String),
+    #[error("canary share `{0}` must be above 0 and at most 100%")]
+    ShareOutOfRange(String),
+}
+
+impl InputError {
+    /// The HTTP status the API answers with: the request is malformed.
+    pub fn status(&self) -> u16 {
+        400
+    }
+}
+
 /// Parses `k=v,k2=v2` (keys and values of letters, digits and `-._/`, at
 /// most 63 bytes each). An empty text is no labels.
-pub fn parse_labels(s: &str) -> Result<Labels, String> {
+pub fn labels_of(s: &str) -> Result<Labels, InputError> {
     let mut out = Labels::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let Some((k, v)) = part.split_once('=') else {
-            return Err(format!("label `{part}` is not key=value"));
+            return Err(InputError::NotKeyValue(part.to_owned()));
         };
         let (k, v) = (k.trim(), v.trim());
         check_label(k, v)?;
         if out.insert(k.to_owned(), v.to_owned()).is_some() {
-            return Err(format!("label `{k}` given twice"));
+            return Err(InputError::LabelTwice(k.to_owned()));
         }
     }
     Ok(out)
 }
 
-fn check_label(k: &str, v: &str) -> Result<(), String> {
+/// As [`labels_of`], the error as text (the HTTP layer's callers; goes
+/// once they take [`InputError`]).
+pub fn parse_labels(s: &str) -> Result<Labels, String> {
+    labels_of(s).map_err(|e| e.to_string())
+}
+
+fn check_label(k: &str, v: &str) -> Result<(), InputError> {
     for t in [k, v] {
         if t.is_empty()
             || t.len() > 63
@@ -38,9 +80,10 @@ fn check_label(k: &str, v: &str) -> Result<(), String> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b))
         {
-            return Err(format!(
-                "label `{k}={v}`: keys and values are 1-63 letters, digits or -._/"
-            ));
+            return Err(InputError::BadLabel {
+                key: k.to_owned(),
+                value: v.to_owned(),
+            });
         }
     }
     Ok(())
@@ -61,9 +104,15 @@ impl Selector {
         self.0.is_empty()
     }
 
-    /// Every key and value as [`parse_labels`] accepts them.
-    pub fn check(&self) -> Result<(), String> {
+    /// Every key and value as [`labels_of`] accepts them.
+    pub fn validate(&self) -> Result<(), InputError> {
         self.0.iter().try_for_each(|(k, v)| check_label(k, v))
+    }
+
+    /// As [`Selector::validate`], the error as text (the HTTP layer's
+    /// callers; goes once they take [`InputError`]).
+    pub fn check(&self) -> Result<(), String> {
+        self.validate().map_err(|e| e.to_string())
     }
 }
 
@@ -209,9 +258,9 @@ impl Stats {
     /// What a gateway may report: at most 64 latency buckets, bounds
     /// finite, positive and increasing, counts never decreasing, and no
     /// more denials than calls.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InputError> {
         if self.latency.len() > 64 {
-            return Err("at most 64 latency buckets".into());
+            return Err(InputError::TooManyBuckets);
         }
         let ordered = self
             .latency
@@ -223,13 +272,13 @@ impl Stats {
                 .iter()
                 .any(|(le, _)| !le.is_finite() || *le <= 0.0)
         {
-            return Err("latency buckets must have finite, increasing bounds and counts".into());
+            return Err(InputError::BadBuckets);
         }
         if self.denied > self.calls {
-            return Err("more denials than calls".into());
+            return Err(InputError::MoreDenials);
         }
         if self.withheld > self.replies {
-            return Err("more replies withheld than replies".into());
+            return Err(InputError::MoreWithheld);
         }
         Ok(())
     }
@@ -300,7 +349,7 @@ impl Default for Guard {
 }
 
 impl Guard {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InputError> {
         let finite = [
             self.max_denial_increase,
             self.max_error_increase,
@@ -310,10 +359,7 @@ impl Guard {
         .iter()
         .all(|x| x.is_finite() && *x >= 0.0);
         if !finite || self.max_p99_ratio < 1.0 || self.min_calls == 0 {
-            return Err(
-                "canary thresholds must be non-negative numbers (p99 ratio at least 1, min_calls at least 1)"
-                    .into(),
-            );
+            return Err(InputError::BadThresholds);
         }
         Ok(())
     }
@@ -564,19 +610,23 @@ pub fn pick(candidates: &[String], share: f64, revision: &str) -> BTreeSet<Strin
 }
 
 /// Parses `10%` or `0.1` into a share in (0, 1].
-pub fn parse_share(s: &str) -> Result<f64, String> {
+pub fn share_of(s: &str) -> Result<f64, InputError> {
     let s = s.trim();
     let v = match s.strip_suffix('%') {
         Some(p) => p.trim().parse::<f64>().map(|x| x / 100.0),
         None => s.parse::<f64>(),
     }
-    .map_err(|_| format!("canary share `{s}` is not a percentage"))?;
+    .map_err(|_| InputError::ShareNotNumber(s.to_owned()))?;
     if !(v > 0.0 && v <= 1.0) {
-        return Err(format!(
-            "canary share `{s}` must be above 0 and at most 100%"
-        ));
+        return Err(InputError::ShareOutOfRange(s.to_owned()));
     }
     Ok(v)
+}
+
+/// As [`share_of`], the error as text (the CLI's and the HTTP layer's
+/// callers; goes once they take [`InputError`]).
+pub fn parse_share(s: &str) -> Result<f64, String> {
+    share_of(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -20,19 +20,31 @@
 //! holds for the binding until its pending time ends (a denied agent cannot
 //! flood approvers by retrying). Every change is written to disk before it
 //! is answered: an approval is never handed out twice, even across a crash.
+//!
+//! The queue's parts: `types` (claims, approvals, decisions, grants),
+//! `approvers` (the approvers file), `file` (where approvals are kept),
+//! `error` (why a claim or an answer was refused); this module is the
+//! state machine.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-use sha2::Digest;
-
-use crate::build::Signer;
+use warden_config::archive::APPROVAL_GRANT_TYP as GRANT_TYP;
 use warden_config::person::Person;
 
-use warden_config::archive::APPROVAL_GRANT_TYP as GRANT_TYP;
+use crate::build::Signer;
+
+mod approvers;
+mod error;
+mod file;
+mod types;
+
+pub use approvers::{read_approvers, Approver};
+pub use error::{ClaimRefused, Refused};
+pub use file::{ApprovalBackend, JsonFile};
+pub use types::{Approval, ApprovalView, Claim, ClaimAnswer, Decision, Grant, State, Verdict};
 
 /// Open approvals one principal may have waiting at once.
 const MAX_PENDING_PER_PRINCIPAL: usize = 50;
@@ -56,295 +68,6 @@ const MAX_SHOWN_ARGS: usize = 64 * 1024;
 /// Approvals waiting at once, in all.
 const MAX_PENDING: usize = 10_000;
 
-/// What a gateway sends when a call needs approval.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Claim {
-    pub tenant: String,
-    pub principal: String,
-    pub server: String,
-    pub tool: String,
-    pub args_digest: String,
-    /// Canonical arguments after the gateway's redactions.
-    #[serde(default)]
-    pub arguments: String,
-    pub risk: String,
-    pub reason: String,
-    #[serde(default)]
-    pub justification: Option<String>,
-    pub required: u8,
-    /// How long the approval may wait for approvers, in seconds.
-    pub pending_secs: u64,
-    /// How long an approved call stays usable, in seconds.
-    pub grant_secs: u64,
-    pub gateway: String,
-    #[serde(default)]
-    pub trace_id: Option<String>,
-    /// The gateway's one-time value, echoed in the signed grant.
-    #[serde(default)]
-    pub nonce: Option<String>,
-    /// The tenants whose own rules asked for this approval (a tenant's
-    /// layer on the server it owns, when another tenant's principal calls
-    /// it): only approvers who see each of them decide it.
-    #[serde(default)]
-    pub for_tenants: Vec<String>,
-}
-
-/// One approver: who their token makes them, whose calls they may never
-/// approve, and which tenants' calls they see.
-#[derive(Debug, Clone, Default)]
-pub struct Approver {
-    pub token: [u8; 32],
-    /// Principal ids (`id` or `tenant/id`) this approver also is.
-    pub principals: Vec<String>,
-    /// Tenants whose calls this approver sees (empty: every tenant).
-    pub tenants: Vec<String>,
-}
-
-impl Approver {
-    /// Whether the call of `tenant`/`principal` is this approver's own.
-    fn is(&self, name: &str, tenant: &str, principal: &str) -> bool {
-        // The holder a gateway names (`alice~layer` for a key a tenant's
-        // layer minted, `a~b~principal` for a token's `a~b`) is the
-        // principal of that name too: an approver never approves a call
-        // made under their own name, whoever minted the credential.
-        let plain = principal
-            .strip_suffix("~layer")
-            .or_else(|| principal.strip_suffix("~principal"))
-            .unwrap_or(principal);
-        let mine = self.people(name);
-        [principal, plain].into_iter().any(|p| {
-            // A caller whose name has no canonical form is nobody's to approve.
-            let Ok(caller) = Person::of(tenant, p) else {
-                return true;
-            };
-            mine.iter().any(|m| m.same(&caller))
-        })
-    }
-
-    /// Every person this approver is: their name and the principals the
-    /// file lists for them (a name with no canonical form is refused when
-    /// the file is read).
-    fn people(&self, name: &str) -> Vec<Person> {
-        std::iter::once(name)
-            .chain(self.principals.iter().map(String::as_str))
-            .filter_map(|n| Person::parse(n).ok())
-            .collect()
-    }
-
-    /// Whether this approver sees the calls of `tenant`
-    /// ([`warden_config::person::in_scope`]).
-    pub fn sees(&self, tenant: &str) -> bool {
-        warden_config::person::in_scope(&self.tenants, tenant)
-    }
-
-    /// Whether this approver is shown `a`: it sees the caller's tenant, or
-    /// a tenant whose rules asked for it.
-    pub fn shown(&self, a: &Approval) -> bool {
-        self.sees(&a.tenant) || a.for_tenants.iter().any(|t| self.sees(t))
-    }
-
-    /// Whether this approver may decide `a`: when tenants' own rules asked
-    /// for it, it sees every one of them (the owner's approvers decide
-    /// what the owner's layer holds, not the caller's); otherwise it sees
-    /// the caller's tenant.
-    pub fn decides(&self, a: &Approval) -> bool {
-        if a.for_tenants.is_empty() {
-            self.sees(&a.tenant)
-        } else {
-            a.for_tenants.iter().all(|t| self.sees(t))
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    Approve,
-    Deny,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Decision {
-    pub approver: String,
-    pub verdict: Verdict,
-    #[serde(with = "rfc3339")]
-    pub at: SystemTime,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comment: Option<String>,
-}
-
-/// One approval, from the first claim to its use or end.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Approval {
-    pub id: String,
-    pub binding: String,
-    pub tenant: String,
-    pub principal: String,
-    pub server: String,
-    pub tool: String,
-    pub args_digest: String,
-    pub arguments: String,
-    pub risk: String,
-    pub reason: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub justification: Option<String>,
-    pub required: u8,
-    #[serde(with = "rfc3339")]
-    pub requested_at: SystemTime,
-    /// Pending until then; afterwards it lapses.
-    #[serde(with = "rfc3339")]
-    pub pending_until: SystemTime,
-    pub grant_secs: u64,
-    pub requested_by: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
-    /// See [`Claim::for_tenants`].
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub for_tenants: Vec<String>,
-    pub decisions: Vec<Decision>,
-    /// When enough approvers said yes.
-    #[serde(default, with = "opt_rfc3339")]
-    pub approved_at: Option<SystemTime>,
-    /// When a gateway took it (single use), and which.
-    #[serde(default, with = "opt_rfc3339")]
-    pub used_at: Option<SystemTime>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub used_by: Option<String>,
-    /// A denial is told to the caller once; the next claim starts anew.
-    #[serde(default)]
-    pub denial_told: bool,
-}
-
-/// Where an approval stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Pending,
-    Approved,
-    Denied,
-    Used,
-    Expired,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Pending => "pending",
-            State::Approved => "approved",
-            State::Denied => "denied",
-            State::Used => "used",
-            State::Expired => "expired",
-        }
-    }
-}
-
-impl Approval {
-    pub fn state(&self, now: SystemTime) -> State {
-        if self.used_at.is_some() {
-            State::Used
-        } else if self.decisions.iter().any(|d| d.verdict == Verdict::Deny) {
-            State::Denied
-        } else if let Some(at) = self.approved_at {
-            if now > at + Duration::from_secs(self.grant_secs) {
-                State::Expired
-            } else {
-                State::Approved
-            }
-        } else if now > self.pending_until {
-            State::Expired
-        } else {
-            State::Pending
-        }
-    }
-
-    fn approvers(&self) -> Vec<&str> {
-        self.decisions
-            .iter()
-            .filter(|d| d.verdict == Verdict::Approve)
-            .map(|d| d.approver.as_str())
-            .collect()
-    }
-
-    /// The view approvers and gateways see.
-    pub fn view(&self, now: SystemTime) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            o.insert("state".into(), self.state(now).as_str().into());
-            o.insert("approvals".into(), self.approvers().len().into());
-            if let Some(at) = self.approved_at {
-                o.insert(
-                    "usable_until".into(),
-                    fmt(at + Duration::from_secs(self.grant_secs)).into(),
-                );
-            }
-            o.insert(
-                "waiting_secs".into(),
-                now.duration_since(self.requested_at)
-                    .unwrap_or_default()
-                    .as_secs()
-                    .into(),
-            );
-        }
-        v
-    }
-}
-
-/// The signed answer a gateway forwards a held call on.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Grant {
-    pub id: String,
-    pub binding: String,
-    pub approvers: Vec<Decision>,
-    #[serde(with = "rfc3339")]
-    pub used_at: SystemTime,
-    pub gateway: String,
-    /// The claim's nonce: a grant answers one claim only.
-    #[serde(default)]
-    pub nonce: Option<String>,
-}
-
-/// The answer to a claim.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
-pub enum ClaimAnswer {
-    /// Taken: forward the call. `grant` is the signed [`Grant`] (absent
-    /// when the agent has no signing key, like its bundles).
-    Approved {
-        id: String,
-        approvers: Vec<Decision>,
-        grant: Option<String>,
-    },
-    Pending {
-        id: String,
-        required: u8,
-        approvals: usize,
-        #[serde(with = "rfc3339")]
-        expires_at: SystemTime,
-        created: bool,
-    },
-    Denied {
-        id: String,
-        by: Decision,
-    },
-}
-
-/// Why an approver's answer was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum Refused {
-    #[error("no such approval")]
-    NotFound,
-    #[error("the approval could not be recorded; try again")]
-    Unrecorded,
-    #[error("approvers may not approve their own calls")]
-    SelfApproval,
-    #[error("this approval is {0} and can no longer be decided")]
-    Finished(&'static str),
-    #[error("{0} already approved this call; another approver is needed")]
-    Already(String),
-    #[error("this call is held by the rules of a tenant you do not approve for")]
-    NotTheirs,
-}
-
 /// The longest name a claim may hold (tenant, principal, server, tool …).
 pub const MAX_CLAIM_NAME: usize = 1024;
 /// The most tenants a claim may name in `for_tenants`.
@@ -352,27 +75,8 @@ pub const MAX_CLAIM_TENANTS: usize = 64;
 /// The part of a claim's reason or justification that is kept.
 pub const MAX_CLAIM_TEXT: usize = 4096;
 
-/// Why a claim was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ClaimRefused {
-    #[error("the binding's parts are malformed: {0}")]
-    Malformed(&'static str),
-    #[error("this principal already has {MAX_PENDING_PER_PRINCIPAL} approvals waiting")]
-    TooMany,
-    #[error("{MAX_PENDING} approvals are waiting; no more are taken until some are answered")]
-    Full,
-    #[error("the arguments do not match their digest")]
-    DigestMismatch,
-    #[error("the arguments are {0} bytes: approvers must see them whole, and at most {MAX_SHOWN_ARGS} can be shown")]
-    TooLarge(usize),
-    #[error("the approval could not be recorded: {0}")]
-    Unrecorded(String),
-    #[error("signing the grant failed: {0}")]
-    Signing(String),
-}
-
 pub struct Approvals {
-    path: PathBuf,
+    backend: Box<dyn ApprovalBackend>,
     inner: Mutex<BTreeMap<String, Approval>>,
     pub approvers: BTreeMap<String, Approver>,
 }
@@ -381,14 +85,18 @@ impl Approvals {
     /// Opens the approvals kept in `dir` (`approvals.json`), with the
     /// approvers' token digests.
     pub fn open(dir: &Path, approvers: BTreeMap<String, Approver>) -> anyhow::Result<Approvals> {
-        let path = dir.join("approvals.json");
-        let kept: BTreeMap<String, Approval> = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e.into()),
-        };
+        Self::with_backend(Box::new(JsonFile::new(dir)), approvers)
+    }
+
+    /// Opens the approvals `backend` keeps, with the approvers' token
+    /// digests.
+    pub fn with_backend(
+        backend: Box<dyn ApprovalBackend>,
+        approvers: BTreeMap<String, Approver>,
+    ) -> anyhow::Result<Approvals> {
+        let kept = backend.load()?;
         Ok(Approvals {
-            path,
+            backend,
             inner: Mutex::new(kept),
             approvers,
         })
@@ -398,8 +106,7 @@ impl Approvals {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes every approval (temp file, then rename), dropping finished
-    /// ones past their keep time.
+    /// Keeps every approval, dropping finished ones past their keep time.
     fn save(&self, all: &mut BTreeMap<String, Approval>, now: SystemTime) -> std::io::Result<()> {
         all.retain(|_, a| {
             matches!(a.state(now), State::Pending | State::Approved)
@@ -416,22 +123,7 @@ impl Approvals {
                 all.remove(&id);
             }
         }
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                // Held arguments are for approvers only.
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut f = opts.open(&tmp)?;
-            f.write_all(&serde_json::to_vec(&*all)?)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)
+        self.backend.save(all)
     }
 
     /// A gateway's claim of a held call (see the module docs).
@@ -441,6 +133,44 @@ impl Approvals {
         signer: Option<&Signer>,
         now: SystemTime,
     ) -> Result<ClaimAnswer, ClaimRefused> {
+        let binding = Self::check_claim(&mut c)?;
+        let mut all = self.lock();
+        // The newest approval of this binding still in play.
+        let open = all
+            .values_mut()
+            .filter(|a| a.binding == binding)
+            .filter(|a| match a.state(now) {
+                State::Pending | State::Approved => true,
+                // A denial holds until its pending time ends.
+                State::Denied => now <= a.pending_until,
+                State::Used | State::Expired => false,
+            })
+            .max_by_key(|a| a.requested_at);
+        let mut changed = true;
+        let answer = match open {
+            Some(a) => self.claim_open(a, &c, &binding, signer, now, &mut changed)?,
+            None => Self::claim_new(&mut all, c, binding, now)?,
+        };
+        if changed {
+            // Recorded before it is answered: a used approval stays used.
+            if let Err(e) = self.save(&mut all, now) {
+                tracing::error!(error = %e, "cannot persist approvals");
+                if let ClaimAnswer::Approved { id, .. } = &answer {
+                    if let Some(a) = all.get_mut(id) {
+                        a.used_at = None;
+                        a.used_by = None;
+                    }
+                }
+                return Err(ClaimRefused::Unrecorded(e.to_string()));
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Checks a claim's fields (what names the call is refused when longer
+    /// than any name; what explains it is cut) and the arguments against
+    /// their digest; answers the call's binding.
+    fn check_claim(c: &mut Claim) -> Result<String, ClaimRefused> {
         // Every field is bounded: the table holds thousands of approvals and
         // is written whole. What names the call (and binds the grant) is
         // refused when longer than any name; what explains it is cut.
@@ -484,203 +214,194 @@ impl Approvals {
         if warden_filters::guards::mrtr::args_digest(&c.arguments) != c.args_digest {
             return Err(ClaimRefused::DigestMismatch);
         }
-        let binding = warden_filters::guards::approval::binding(
+        Ok(warden_filters::guards::approval::binding(
             &c.tenant,
             &c.principal,
             &c.server,
             &c.tool,
             &c.args_digest,
-        );
-        let mut all = self.lock();
-        // The newest approval of this binding still in play.
-        let open = all
-            .values_mut()
-            .filter(|a| a.binding == binding)
-            .filter(|a| match a.state(now) {
-                State::Pending | State::Approved => true,
-                // A denial holds until its pending time ends.
-                State::Denied => now <= a.pending_until,
-                State::Used | State::Expired => false,
-            })
-            .max_by_key(|a| a.requested_at);
-        let mut changed = true;
-        let answer = match open {
-            Some(a) => {
-                // The most approvers any claim of this call asked for.
-                let mut raised = c.required > a.required;
-                if raised {
-                    a.required = c.required;
-                }
-                // Every tenant any claim named as deciding (a bundle that
-                // now holds the call by the owner's rules too): an
-                // approval given by approvers who do not see each of them
-                // no longer counts.
-                let widened: Vec<String> = c
-                    .for_tenants
+        ))
+    }
+
+    /// A claim of a binding whose approval is in play: it takes an
+    /// approved one (single use); `changed` says whether the approval
+    /// changed (and is kept before the answer).
+    fn claim_open(
+        &self,
+        a: &mut Approval,
+        c: &Claim,
+        binding: &str,
+        signer: Option<&Signer>,
+        now: SystemTime,
+        changed: &mut bool,
+    ) -> Result<ClaimAnswer, ClaimRefused> {
+        // The most approvers any claim of this call asked for.
+        let mut raised = c.required > a.required;
+        if raised {
+            a.required = c.required;
+        }
+        // Every tenant any claim named as deciding (a bundle that
+        // now holds the call by the owner's rules too): an
+        // approval given by approvers who do not see each of them
+        // no longer counts.
+        let widened: Vec<String> = c
+            .for_tenants
+            .iter()
+            .filter(|t| !a.for_tenants.contains(t))
+            .cloned()
+            .collect();
+        if !widened.is_empty() {
+            raised = true;
+            a.for_tenants.extend(widened);
+            let keep: Vec<bool> = a
+                .decisions
+                .iter()
+                .map(|d| {
+                    d.verdict != Verdict::Approve
+                        || self
+                            .approvers
+                            .get(&d.approver)
+                            .is_some_and(|w| w.decides(a))
+                })
+                .collect();
+            let mut k = keep.into_iter();
+            a.decisions.retain(|_| k.next().unwrap_or(false));
+        }
+        if raised && a.approvers().len() < usize::from(a.required) {
+            a.approved_at = None;
+        }
+        Ok(match a.state(now) {
+            State::Approved => {
+                let approvers: Vec<Decision> = a
+                    .decisions
                     .iter()
-                    .filter(|t| !a.for_tenants.contains(t))
+                    .filter(|d| d.verdict == Verdict::Approve)
                     .cloned()
                     .collect();
-                if !widened.is_empty() {
-                    raised = true;
-                    a.for_tenants.extend(widened);
-                    let keep: Vec<bool> = a
-                        .decisions
-                        .iter()
-                        .map(|d| {
-                            d.verdict != Verdict::Approve
-                                || self
-                                    .approvers
-                                    .get(&d.approver)
-                                    .is_some_and(|w| w.decides(a))
-                        })
-                        .collect();
-                    let mut k = keep.into_iter();
-                    a.decisions.retain(|_| k.next().unwrap_or(false));
-                }
-                if raised && a.approvers().len() < usize::from(a.required) {
-                    a.approved_at = None;
-                }
-                match a.state(now) {
-                    State::Approved => {
-                        let approvers: Vec<Decision> = a
-                            .decisions
-                            .iter()
-                            .filter(|d| d.verdict == Verdict::Approve)
-                            .cloned()
-                            .collect();
-                        let grant = match signer {
-                            Some(s) => Some(
-                                warden_config::archive::sign_claims(
-                                    &Grant {
-                                        id: a.id.clone(),
-                                        binding: binding.clone(),
-                                        approvers: approvers.clone(),
-                                        used_at: now,
-                                        gateway: c.gateway.clone(),
-                                        nonce: c.nonce.clone(),
-                                    },
-                                    &s.pem,
-                                    s.alg,
-                                    &s.keyid,
-                                    GRANT_TYP,
-                                )
-                                .map_err(ClaimRefused::Signing)?,
-                            ),
-                            None => None,
-                        };
-                        a.used_at = Some(now);
-                        a.used_by = Some(c.gateway.clone());
-                        ClaimAnswer::Approved {
-                            id: a.id.clone(),
-                            approvers,
-                            grant,
-                        }
-                    }
-                    State::Denied => {
-                        changed = raised || !a.denial_told;
-                        a.denial_told = true;
-                        let by = a
-                            .decisions
-                            .iter()
-                            .find(|d| d.verdict == Verdict::Deny)
-                            .cloned()
-                            .expect("a denied approval has a denial");
-                        ClaimAnswer::Denied {
-                            id: a.id.clone(),
-                            by,
-                        }
-                    }
-                    _ => {
-                        changed = raised;
-                        ClaimAnswer::Pending {
-                            id: a.id.clone(),
-                            required: a.required,
-                            approvals: a.approvers().len(),
-                            expires_at: a.pending_until,
-                            created: false,
-                        }
-                    }
+                let grant = match signer {
+                    Some(s) => Some(
+                        warden_config::archive::sign_claims(
+                            &Grant {
+                                id: a.id.clone(),
+                                binding: binding.to_owned(),
+                                approvers: approvers.clone(),
+                                used_at: now,
+                                gateway: c.gateway.clone(),
+                                nonce: c.nonce.clone(),
+                            },
+                            &s.pem,
+                            s.alg,
+                            &s.keyid,
+                            GRANT_TYP,
+                        )
+                        .map_err(ClaimRefused::Signing)?,
+                    ),
+                    None => None,
+                };
+                a.used_at = Some(now);
+                a.used_by = Some(c.gateway.clone());
+                ClaimAnswer::Approved {
+                    id: a.id.clone(),
+                    approvers,
+                    grant,
                 }
             }
-            None => {
-                let pending: Vec<&Approval> = all
-                    .values()
-                    .filter(|a| a.state(now) == State::Pending)
-                    .collect();
-                if pending.len() >= MAX_PENDING {
-                    return Err(ClaimRefused::Full);
-                }
-                // Unauthenticated callers are one holder per session or
-                // address (`anonymous~<digest>`): a client opening sessions
-                // as fast as it can would otherwise fill the whole table.
-                // Together they hold one principal's share of their tenant.
-                let anonymous = is_anonymous_holder(&c.principal);
-                let waiting = pending
+            State::Denied => {
+                *changed = raised || !a.denial_told;
+                a.denial_told = true;
+                let by = a
+                    .decisions
                     .iter()
-                    .filter(|a| {
-                        a.tenant == c.tenant
-                            && (a.principal == c.principal
-                                || (anonymous && is_anonymous_holder(&a.principal)))
-                    })
-                    .count();
-                if waiting >= MAX_PENDING_PER_PRINCIPAL {
-                    return Err(ClaimRefused::TooMany);
+                    .find(|d| d.verdict == Verdict::Deny)
+                    .cloned()
+                    .expect("a denied approval has a denial");
+                ClaimAnswer::Denied {
+                    id: a.id.clone(),
+                    by,
                 }
-                let id = new_id();
-                let pending_until = now + Duration::from_secs(c.pending_secs.clamp(1, 7 * 86_400));
-                let arguments = c.arguments;
-                all.insert(
-                    id.clone(),
-                    Approval {
-                        id: id.clone(),
-                        binding,
-                        tenant: c.tenant,
-                        principal: c.principal,
-                        server: c.server,
-                        tool: c.tool,
-                        args_digest: c.args_digest,
-                        arguments,
-                        risk: c.risk,
-                        reason: c.reason,
-                        justification: c.justification,
-                        required: c.required,
-                        requested_at: now,
-                        pending_until,
-                        grant_secs: c.grant_secs.clamp(1, 86_400),
-                        requested_by: c.gateway,
-                        for_tenants: c.for_tenants,
-                        trace_id: c.trace_id,
-                        decisions: Vec::new(),
-                        approved_at: None,
-                        used_at: None,
-                        used_by: None,
-                        denial_told: false,
-                    },
-                );
+            }
+            _ => {
+                *changed = raised;
                 ClaimAnswer::Pending {
-                    id,
-                    required: c.required,
-                    approvals: 0,
-                    expires_at: pending_until,
-                    created: true,
+                    id: a.id.clone(),
+                    required: a.required,
+                    approvals: a.approvers().len(),
+                    expires_at: a.pending_until,
+                    created: false,
                 }
             }
-        };
-        if changed {
-            // Recorded before it is answered: a used approval stays used.
-            if let Err(e) = self.save(&mut all, now) {
-                tracing::error!(error = %e, "cannot persist approvals");
-                if let ClaimAnswer::Approved { id, .. } = &answer {
-                    if let Some(a) = all.get_mut(id) {
-                        a.used_at = None;
-                        a.used_by = None;
-                    }
-                }
-                return Err(ClaimRefused::Unrecorded(e.to_string()));
-            }
+        })
+    }
+
+    /// The first claim of a binding: a new pending approval, within the
+    /// bounds of the table and of the principal's share of it.
+    fn claim_new(
+        all: &mut BTreeMap<String, Approval>,
+        c: Claim,
+        binding: String,
+        now: SystemTime,
+    ) -> Result<ClaimAnswer, ClaimRefused> {
+        let pending: Vec<&Approval> = all
+            .values()
+            .filter(|a| a.state(now) == State::Pending)
+            .collect();
+        if pending.len() >= MAX_PENDING {
+            return Err(ClaimRefused::Full);
         }
-        Ok(answer)
+        // Unauthenticated callers are one holder per session or
+        // address (`anonymous~<digest>`): a client opening sessions
+        // as fast as it can would otherwise fill the whole table.
+        // Together they hold one principal's share of their tenant.
+        let anonymous = is_anonymous_holder(&c.principal);
+        let waiting = pending
+            .iter()
+            .filter(|a| {
+                a.tenant == c.tenant
+                    && (a.principal == c.principal
+                        || (anonymous && is_anonymous_holder(&a.principal)))
+            })
+            .count();
+        if waiting >= MAX_PENDING_PER_PRINCIPAL {
+            return Err(ClaimRefused::TooMany);
+        }
+        let id = new_id();
+        let pending_until = now + Duration::from_secs(c.pending_secs.clamp(1, 7 * 86_400));
+        let arguments = c.arguments;
+        all.insert(
+            id.clone(),
+            Approval {
+                id: id.clone(),
+                binding,
+                tenant: c.tenant,
+                principal: c.principal,
+                server: c.server,
+                tool: c.tool,
+                args_digest: c.args_digest,
+                arguments,
+                risk: c.risk,
+                reason: c.reason,
+                justification: c.justification,
+                required: c.required,
+                requested_at: now,
+                pending_until,
+                grant_secs: c.grant_secs.clamp(1, 86_400),
+                requested_by: c.gateway,
+                for_tenants: c.for_tenants,
+                trace_id: c.trace_id,
+                decisions: Vec::new(),
+                approved_at: None,
+                used_at: None,
+                used_by: None,
+                denial_told: false,
+            },
+        );
+        Ok(ClaimAnswer::Pending {
+            id,
+            required: c.required,
+            approvals: 0,
+            expires_at: pending_until,
+            created: true,
+        })
     }
 
     /// An approver's answer to approval `id`.
@@ -692,6 +413,20 @@ impl Approvals {
         comment: Option<String>,
         now: SystemTime,
     ) -> Result<serde_json::Value, Refused> {
+        self.decision(id, approver, verdict, comment, now)
+            .map(|v| serde_json::to_value(v).unwrap_or_default())
+    }
+
+    /// An approver's answer to approval `id`: the approval as it stands
+    /// after it.
+    pub fn decision(
+        &self,
+        id: &str,
+        approver: &str,
+        verdict: Verdict,
+        comment: Option<String>,
+        now: SystemTime,
+    ) -> Result<ApprovalView, Refused> {
         // A name the approvers file does not hold sees nothing: were it
         // taken as a default approver it would see every tenant.
         let Some(who) = self.approvers.get(approver).cloned() else {
@@ -737,7 +472,7 @@ impl Approvals {
         if a.approved_at.is_none() && a.approvers().len() >= usize::from(a.required) {
             a.approved_at = Some(now);
         }
-        let view = a.view(now);
+        let view = a.view_of(now);
         if let Err(e) = self.save(&mut all, now) {
             tracing::error!(error = %e, "cannot persist approvals");
             if let Some(a) = all.get_mut(id) {
@@ -758,10 +493,21 @@ impl Approvals {
         viewer: Option<&str>,
         now: SystemTime,
     ) -> Option<serde_json::Value> {
+        self.get_view(id, viewer, now)
+            .map(|v| serde_json::to_value(v).unwrap_or_default())
+    }
+
+    /// One approval, if `viewer` sees its tenant (`None`: the admin).
+    pub fn get_view(
+        &self,
+        id: &str,
+        viewer: Option<&str>,
+        now: SystemTime,
+    ) -> Option<ApprovalView> {
         self.lock()
             .get(id)
             .filter(|a| self.visible(viewer, a))
-            .map(|a| a.view(now))
+            .map(|a| a.view_of(now))
     }
 
     fn visible(&self, viewer: Option<&str>, a: &Approval) -> bool {
@@ -774,6 +520,11 @@ impl Approvals {
     /// Pending and approved-but-unused approvals, oldest first (`all`: every
     /// kept one), of the tenants `viewer` sees (`None`: the admin, all).
     pub fn list(&self, all: bool, viewer: Option<&str>, now: SystemTime) -> Vec<serde_json::Value> {
+        json_views(self.list_view(all, viewer, now))
+    }
+
+    /// As [`Approvals::list`], typed.
+    pub fn list_view(&self, all: bool, viewer: Option<&str>, now: SystemTime) -> Vec<ApprovalView> {
         let mut v: Vec<&Approval> = Vec::new();
         let guard = self.lock();
         for a in guard.values() {
@@ -784,7 +535,7 @@ impl Approvals {
             }
         }
         v.sort_by_key(|a| a.requested_at);
-        v.into_iter().map(|a| a.view(now)).collect()
+        v.into_iter().map(|a| a.view_of(now)).collect()
     }
 
     /// The tenant of approval `id`, if it is kept.
@@ -802,6 +553,16 @@ impl Approvals {
         tenants: &[String],
         now: SystemTime,
     ) -> Vec<serde_json::Value> {
+        json_views(self.list_in_view(all, tenants, now))
+    }
+
+    /// As [`Approvals::list_in`], typed.
+    pub fn list_in_view(
+        &self,
+        all: bool,
+        tenants: &[String],
+        now: SystemTime,
+    ) -> Vec<ApprovalView> {
         if tenants.is_empty() {
             return Vec::new();
         }
@@ -812,7 +573,7 @@ impl Approvals {
             .filter(|a| warden_config::person::in_scope(tenants, &a.tenant))
             .collect();
         v.sort_by_key(|a| a.requested_at);
-        v.into_iter().map(|a| a.view(now)).collect()
+        v.into_iter().map(|a| a.view_of(now)).collect()
     }
 
     /// Approvals waiting for approvers, and how long the oldest has waited.
@@ -829,6 +590,14 @@ impl Approvals {
             .unwrap_or_default();
         (waiting.len(), oldest)
     }
+}
+
+/// Views as JSON (the wrappers the HTTP layer calls until it takes the
+/// views).
+fn json_views(v: Vec<ApprovalView>) -> Vec<serde_json::Value> {
+    v.into_iter()
+        .map(|v| serde_json::to_value(v).unwrap_or_default())
+        .collect()
 }
 
 /// `ap_` and 26 base32 characters (128 random bits).
@@ -854,129 +623,7 @@ fn new_id() -> String {
     out
 }
 
-fn fmt(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-mod rfc3339 {
-    use std::time::SystemTime;
-    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_millis(*t))
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        let s: String = serde::Deserialize::deserialize(d)?;
-        humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-mod opt_rfc3339 {
-    use std::time::SystemTime;
-    pub fn serialize<S: serde::Serializer>(
-        t: &Option<SystemTime>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
-            None => s.serialize_none(),
-        }
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<SystemTime>, D::Error> {
-        let s: Option<String> = serde::Deserialize::deserialize(d)?;
-        s.map(|s| humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom))
-            .transpose()
-    }
-}
-
-/// Reads an approvers file (YAML): per approver, the SHA-256 (hex) of their
-/// token, either alone or with `principals` they also are and `tenants`
-/// they see:
-///
-/// ```yaml
-/// alice: 5e8f…
-/// bob: {token_sha256: 9c1d…, principals: [bob-agent, acme/bob], tenants: [acme]}
-/// ```
-pub fn read_approvers(path: &Path) -> anyhow::Result<BTreeMap<String, Approver>> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Entry {
-        Hash(String),
-        Full {
-            token_sha256: String,
-            #[serde(default)]
-            principals: Vec<String>,
-            #[serde(default)]
-            tenants: Vec<String>,
-        },
-    }
-    let text = std::fs::read_to_string(path)?;
-    let raw: BTreeMap<String, Entry> = serde_yaml_ng::from_str(&text)?;
-    let empty: [u8; 32] = sha2::Sha256::digest(b"").into();
-    let mut out: BTreeMap<String, Approver> = BTreeMap::new();
-    for (name, e) in raw {
-        if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            anyhow::bail!(
-                "{}: approver name `{name}` is empty or has spaces",
-                path.display()
-            );
-        }
-        let (hexd, principals, tenants) = match e {
-            Entry::Hash(h) => (h, Vec::new(), Vec::new()),
-            Entry::Full {
-                token_sha256,
-                principals,
-                tenants,
-            } => (token_sha256, principals, tenants),
-        };
-        let token: [u8; 32] = hex::decode(hexd.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: `{name}` must map to the SHA-256 (64 hex) of the approver's token",
-                    path.display()
-                )
-            })?;
-        if token == empty {
-            anyhow::bail!(
-                "{}: `{name}` has the digest of an empty token",
-                path.display()
-            );
-        }
-        let entry = Approver {
-            token,
-            principals,
-            tenants,
-        };
-        // One entry per person: `alice` and `ALICE` (or `alice` and
-        // `acme/alice`) with a token each would count twice for CRITICAL.
-        for n in std::iter::once(name.as_str()).chain(entry.principals.iter().map(String::as_str)) {
-            if let Err(e) = Person::parse(n) {
-                anyhow::bail!(
-                    "{}: `{}` (approver `{name}`) {e}",
-                    path.display(),
-                    n.escape_debug()
-                );
-            }
-        }
-        let mine = entry.people(&name);
-        for (other_name, other) in &out {
-            if other
-                .people(other_name)
-                .iter()
-                .any(|o| mine.iter().any(|m| m.same(o)))
-            {
-                anyhow::bail!(
-                    "{}: approvers `{other_name}` and `{name}` are one person: give one entry one token",
-                    path.display()
-                );
-            }
-        }
-        out.insert(name, entry);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod view_tests;

@@ -1,7 +1,18 @@
 //! Canaries: a revision published to a share of the gateways a selector
 //! picks, watched against the rest, promoted or rolled back by its guard.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use warden_config::archive::{self, Files};
+
+use super::layers::LayerCanary;
+use super::types::{CanaryPlan, CanaryState, Published, Rollout};
+use super::views::RolloutView;
+use super::{io, Inner, Store};
+use crate::build::{self, BuildFailure};
+use crate::rollout::{self, Selector, Stats, Target, Verdict};
 
 /// The longest a canary may be watched before it is promoted or rolled
 /// back (24 hours).
@@ -46,7 +57,7 @@ impl Store {
         plan: CanaryPlan,
         files: Arc<Files>,
         overrides: BTreeMap<String, u64>,
-        layer: Option<layers::LayerCanary>,
+        layer: Option<LayerCanary>,
         source_digest: Option<String>,
     ) -> Result<Arc<Published>, BuildFailure> {
         {
@@ -64,9 +75,7 @@ impl Store {
             // The slot is the org's to lend: the org's canary rolls a
             // tenant's layer canary back and takes it.
             let tenants = inner
-                .rollout
-                .as_ref()
-                .filter(|r| r.state == "watching")
+                .watching()
                 .and_then(|r| r.layer.as_ref())
                 .map(|l| l.tenant.clone());
             if let (None, Some(tenant)) = (&layer, tenants) {
@@ -78,11 +87,7 @@ impl Store {
                     ),
                 );
             }
-            if inner
-                .rollout
-                .as_ref()
-                .is_some_and(|r| r.state == "watching")
-            {
+            if inner.watching().is_some() {
                 return Err(io(
                     "a canary is already being watched: promote or roll it back first",
                 ));
@@ -153,7 +158,7 @@ impl Store {
                 started: SystemTime::now(),
                 watch_secs: plan.watch_secs,
                 guard: plan.guard,
-                state: "watching".into(),
+                state: CanaryState::Watching,
                 reason: None,
                 marks,
                 restarts,
@@ -175,7 +180,7 @@ impl Store {
     pub fn tick(&self) -> Option<Verdict> {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let r = inner.rollout.as_mut().filter(|r| r.state == "watching")?;
+        let r = inner.rollout.as_mut().filter(|r| r.watching())?;
         let (mut canary, mut rest) = (Stats::default(), Stats::default());
         // A member that crashes, hangs or restarts on the canary reports
         // nothing of it, or counters begun again: either is held against
@@ -314,10 +319,8 @@ impl Store {
         actor: &str,
         why: &str,
     ) -> Option<String> {
-        let r = inner.rollout.as_mut().filter(|r| r.state == "watching")?;
-        r.state = "promoted".into();
-        r.ended = Some(SystemTime::now());
-        r.reason = Some(why.to_owned());
+        let r = inner.watching_mut()?;
+        r.end(CanaryState::Promoted, why);
         let (seq, labels, revision) = (r.seq, r.labels.clone(), r.revision.clone());
         if let Some(l) = r.layer.clone() {
             // A layer's canary: its layer becomes the tenant's for all.
@@ -351,10 +354,8 @@ impl Store {
         actor: &str,
         why: &str,
     ) -> Option<String> {
-        let r = inner.rollout.as_mut().filter(|r| r.state == "watching")?;
-        r.state = "rolled_back".into();
-        r.ended = Some(SystemTime::now());
-        r.reason = Some(why.to_owned());
+        let r = inner.watching_mut()?;
+        r.end(CanaryState::RolledBack, why);
         let (seq, revision) = (r.seq, r.revision.clone());
         inner.served.retain(|p| p.seq != seq);
         // What the canary's gateways go back to is built again: a gateway
@@ -406,11 +407,7 @@ impl Store {
     }
 
     fn watched(inner: &Inner) -> Result<&Rollout, CanaryRefusal> {
-        inner
-            .rollout
-            .as_ref()
-            .filter(|r| r.state == "watching")
-            .ok_or_else(CanaryRefusal::none)
+        inner.watching().ok_or_else(CanaryRefusal::none)
     }
 
     /// Promotes (or rolls back) the canary of `tenant`'s layer: checked
@@ -428,9 +425,7 @@ impl Store {
     ) -> Result<String, CanaryRefusal> {
         let mut inner = self.lock();
         let theirs = inner
-            .rollout
-            .as_ref()
-            .filter(|r| r.state == "watching")
+            .watching()
             .and_then(|r| r.layer.as_ref())
             .filter(|l| crate::admins::same_tenant(&l.tenant, tenant))
             .map(|l| l.revision.clone());
@@ -452,9 +447,10 @@ impl Store {
         done.ok_or_else(CanaryRefusal::none)
     }
 
-    /// The canary being watched or the last one, with its figures.
-    pub fn rollout(&self) -> serde_json::Value {
-        let v = self.rollout_now();
+    /// The canary being watched or the last one, with its figures
+    /// (`{"state": "none"}` when there never was one).
+    pub fn rollout_view(&self) -> RolloutView {
+        let v = RolloutView::of(self.lock().rollout.as_ref());
         #[cfg(test)]
         if let Some(f) = self
             .after_rollout_read
@@ -467,39 +463,10 @@ impl Store {
         v
     }
 
-    fn rollout_now(&self) -> serde_json::Value {
-        let inner = self.lock();
-        let Some(r) = &inner.rollout else {
-            return serde_json::json!({"state": "none"});
-        };
-        let mut v = serde_json::to_value(r).unwrap_or_default();
-        let stats = |s: &Stats| {
-            serde_json::json!({
-                "calls": s.calls,
-                "denial_rate": s.denial_rate(),
-                "replies": s.replies,
-                "withheld_rate": s.withheld_rate(),
-                "error_rate": s.error_rate(),
-                "p99_ms": s.p99().map(|p| p * 1000.0),
-            })
-        };
-        v["canary"] = stats(&r.canary_stats);
-        v["rest"] = stats(&r.rest_stats);
-        // What the canary was last judged against: one vote per gateway.
-        v["baseline"] = match &r.baseline {
-            Some(b) => serde_json::json!({
-                "gateways": b.gateways,
-                "denial_rate": b.denial,
-                "error_rate": b.error,
-                "withheld_rate": b.withheld,
-                "p99_ms": b.p99.map(|p| p * 1000.0),
-                "disputed": b.disputed,
-                "absent": b.absent,
-            }),
-            None => serde_json::Value::Null,
-        };
-        v["elapsed_secs"] = serde_json::json!(r.started.elapsed().unwrap_or_default().as_secs());
-        v
+    /// As [`Store::rollout_view`], as JSON (the HTTP layer's and the
+    /// tests' callers; goes once they take the view).
+    pub fn rollout(&self) -> serde_json::Value {
+        serde_json::to_value(self.rollout_view()).unwrap_or_default()
     }
 }
 

@@ -1,15 +1,18 @@
-//! Reading back the change record (`changes.jsonl`) and the sources of
-//! published revisions, for the console.
+//! The change record (`changes.jsonl`) and the kill switch's own log, and
+//! reading back the sources of published revisions, for the console.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::collections::VecDeque;
 
-use super::*;
+use serde::{Deserialize, Serialize};
+use warden_config::archive::{self, Files};
 
-/// How much of the end of the change record the console reads.
-const TAIL: u64 = 256 * 1024;
-/// The change record, and where it is moved when it is full.
-pub(super) const FILE: &str = "changes.jsonl";
-pub(super) const PREVIOUS: &str = "changes.jsonl.1";
+use super::backend::{Archive, Backend};
+use super::error::RevisionError;
+use super::Store;
+
+#[cfg(test)]
+pub(super) use super::backend::{CHANGES as FILE, CHANGES_PREVIOUS as PREVIOUS};
+
 /// The size past which the change record is moved aside (64 MiB): with the
 /// one previous file, the record takes at most about twice this on disk.
 pub const MAX_FILE: u64 = 64 << 20;
@@ -40,53 +43,14 @@ pub struct KillEvent {
     pub revision: String,
 }
 
-pub(super) fn load_kill_log(dir: &Path) -> std::collections::VecDeque<KillEvent> {
-    std::fs::read(dir.join("kill-log.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
-}
-
-pub(super) fn log_kill(
-    dir: &Path,
-    log: &mut std::collections::VecDeque<KillEvent>,
-    event: KillEvent,
-) {
+pub(super) fn log_kill(backend: &dyn Backend, log: &mut VecDeque<KillEvent>, event: KillEvent) {
     log.push_back(event);
     while log.len() > KILL_LOG {
         log.pop_front();
     }
-    if let Err(e) = write_atomic(
-        &dir.join("kill-log.json"),
-        &serde_json::to_vec_pretty(log).unwrap_or_default(),
-    ) {
+    if let Err(e) = backend.save_kill_log(log) {
         tracing::error!(error = %e, "cannot write the kill-switch log");
     }
-}
-
-/// The newest `n` entries of one change-record file, newest first (its
-/// last [`TAIL`] bytes at most).
-fn tail(path: &Path, n: usize) -> Vec<serde_json::Value> {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(TAIL);
-    let mut text = Vec::new();
-    if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut text).is_err() {
-        return Vec::new();
-    }
-    let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
-    if start > 0 && !lines.is_empty() {
-        // The first line read may be cut.
-        lines.remove(0);
-    }
-    lines
-        .iter()
-        .rev()
-        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
-        .take(n)
-        .collect()
 }
 
 impl Store {
@@ -99,12 +63,7 @@ impl Store {
     /// The newest `n` entries of the change record, newest first (from the
     /// file moved aside too, when the current one holds fewer).
     pub fn recent_changes(&self, n: usize) -> Vec<serde_json::Value> {
-        let mut out = tail(&self.dir.join(FILE), n);
-        if out.len() < n {
-            let more = tail(&self.dir.join(PREVIOUS), n - out.len());
-            out.extend(more);
-        }
-        out
+        self.backend.recent_changes(n)
     }
 
     /// Whether `revision` is in the history.
@@ -114,7 +73,7 @@ impl Store {
 
     /// The source files of a published revision (as it was built, before
     /// the kill-switch overlay).
-    pub fn files_of(&self, revision: &str) -> Result<Files, String> {
+    pub fn revision_files(&self, revision: &str) -> Result<Files, RevisionError> {
         let seq = {
             let inner = self.lock();
             inner
@@ -124,9 +83,21 @@ impl Store {
                 .map(|h| h.seq)
                 .ok_or_else(|| Self::no_revision(&inner, revision))?
         };
-        let bytes = std::fs::read(self.revision_path(seq, "src.tar.gz"))
-            .or_else(|_| std::fs::read(self.revision_path(seq, "tar.gz")))
-            .map_err(|e| format!("{revision}: {e}"))?;
-        archive::unpack(&bytes).map_err(|e| format!("{revision}: {e}"))
+        let unreadable = |e: &dyn std::fmt::Display| RevisionError::Unreadable {
+            revision: revision.to_owned(),
+            why: e.to_string(),
+        };
+        let bytes = self
+            .backend
+            .read_revision(seq, Archive::Source)
+            .or_else(|_| self.backend.read_revision(seq, Archive::Built))
+            .map_err(|e| unreadable(&e))?;
+        archive::unpack(&bytes).map_err(|e| unreadable(&e))
+    }
+
+    /// As [`Store::revision_files`], the error as text (the console's
+    /// caller; goes once it takes [`RevisionError`]).
+    pub fn files_of(&self, revision: &str) -> Result<Files, String> {
+        self.revision_files(revision).map_err(|e| e.to_string())
     }
 }

@@ -6,10 +6,14 @@
 //! so that every gateway refuses its tenant's principals until it composes
 //! again.
 
+use std::collections::BTreeMap;
+
+use warden_config::archive::{self, Files};
 use warden_config::error::Problem;
 
 use super::layers::{Composed, LayerPick, Release};
-use super::*;
+use super::Store;
+use crate::build::{self, BuildFailure, KillState, Signer};
 
 fn problem(file: &str, message: String) -> Problem {
     Problem {

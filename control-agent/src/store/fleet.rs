@@ -1,7 +1,13 @@
 //! The fleet view: gateways' reports (revision, labels, traffic figures)
 //! and what the agent shows of them.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::error::ReportError;
+use super::types::{Report, MAX_REPORTED_ERROR, MAX_REPORTED_REVISION, MAX_REPORTED_UPSTREAMS};
+use super::{Inner, Member, Store, MAX_FLEET};
+use crate::rollout::{self, Labels, Selector};
 
 /// Instances one gateway id keeps at most (the oldest heard of goes).
 const MAX_INSTANCES: usize = 8;
@@ -194,33 +200,26 @@ impl Store {
         &self,
         inner: &Inner,
         members: &BTreeSet<String>,
-    ) -> Result<(), String> {
-        let bad: Vec<String> = members
+    ) -> Result<(), SharedIds> {
+        let ids: Vec<String> = members
             .iter()
             .filter_map(|id| {
                 Self::conflict_in(&inner.sightings, id, self.stale_after)
                     .map(|i| format!("`{id}` ({} processes)", i.len().max(2)))
             })
             .collect();
-        if bad.is_empty() {
+        if ids.is_empty() {
             return Ok(());
         }
-        Err(format!(
-            "refusing the canary: gateway id{} {} picked for it {} shared by several live gateway processes, so the canary would reach every one of them; give each replica its own --gateway-id (or leave it out: the host name and process id)",
-            if bad.len() == 1 { "" } else { "s" },
-            bad.join(", "),
-            if bad.len() == 1 { "is" } else { "are" },
-        ))
+        Err(SharedIds(ids))
     }
 
     /// Takes a gateway's report: refused when it is not one a gateway
     /// writes, or when it names a new gateway while the fleet table is
     /// full (members not heard from for ten stale periods are forgotten).
-    pub fn report(&self, mut r: Report) -> Result<(), String> {
+    pub fn accept_report(&self, mut r: Report) -> Result<(), ReportError> {
         if r.revision.len() > MAX_REPORTED_REVISION || r.revision.chars().any(|c| c.is_control()) {
-            return Err(format!(
-                "a revision is at most {MAX_REPORTED_REVISION} bytes, without control characters"
-            ));
+            return Err(ReportError::Revision);
         }
         // A gateway's own error can be long (every problem of a refused
         // bundle); kept whole it would let one report grow the table
@@ -229,28 +228,26 @@ impl Store {
             crate::cut_bytes(e, MAX_REPORTED_ERROR);
         }
         if !valid_id(&r.id) {
-            return Err("a gateway id is 1-128 visible ASCII characters".into());
+            return Err(ReportError::Id);
         }
         if r.instance.as_deref().is_some_and(|i| !valid_instance(i)) {
-            return Err("an instance id is 1-64 letters, digits, - or _".into());
+            return Err(ReportError::Instance);
         }
-        Selector(r.labels.clone()).check()?;
+        Selector(r.labels.clone()).validate()?;
         r.stats.check()?;
         if r.upstreams.len() > MAX_REPORTED_UPSTREAMS
             || r.upstreams
                 .iter()
                 .any(|u| u.server.is_empty() || u.server.len() > 256 || u.healthy > u.replicas)
         {
-            return Err(format!(
-                "upstreams: at most {MAX_REPORTED_UPSTREAMS}, each named (1-256 bytes) with healthy <= replicas"
-            ));
+            return Err(ReportError::Upstreams);
         }
         let mut inner = self.lock();
         if !inner.fleet.contains_key(&r.id) && inner.fleet.len() >= MAX_FLEET {
             let forget = self.stale_after * 10;
             inner.fleet.retain(|_, m| m.seen.elapsed() <= forget);
             if inner.fleet.len() >= MAX_FLEET {
-                return Err(format!("the fleet table holds {MAX_FLEET} gateways"));
+                return Err(ReportError::FleetFull);
             }
         }
         if let Some(i) = &r.instance {
@@ -302,84 +299,20 @@ impl Store {
         Ok(())
     }
 
-    /// The fleet as JSON: who runs what and why, who is stale.
-    pub fn fleet(&self) -> serde_json::Value {
-        let current = self.current().map(|p| p.revision.clone());
-        let inner = self.lock();
-        let mut conflicts = Vec::new();
-        let members: Vec<serde_json::Value> = inner
-            .fleet
-            .values()
-            .map(|m| {
-                let age = m.seen.elapsed();
-                let due = Self::pick_for(&inner.served, &m.report.id, &m.report.labels);
-                let conflict = Self::conflict_in(&inner.sightings, &m.report.id, self.stale_after);
-                if conflict.is_some() {
-                    conflicts.push(m.report.id.clone());
-                }
-                serde_json::json!({
-                    "id": m.report.id,
-                    "instance": m.report.instance,
-                    // Several live processes report under this id: they
-                    // share whatever it is served, a canary included.
-                    "conflict": conflict.is_some(),
-                    "instances": conflict.unwrap_or_default(),
-                    "restarts": m.restarts,
-                    // Reports whose counters rose faster than a gateway
-                    // counts; whether the agent served what it reports.
-                    "jumps": m.jumps,
-                    "served": Self::served_what_it_reports(&inner.fetched, &m.report),
-                    "labels": m.report.labels,
-                    "revision": m.report.revision,
-                    "due": due.as_ref().map(|p| p.revision.clone()),
-                    "why": due.as_ref().map(|p| p.target.why()),
-                    "current": due.as_ref().map(|p| &p.revision) == Some(&m.report.revision),
-                    "healthy": m.report.healthy,
-                    "last_error": m.report.last_error,
-                    "calls": m.report.stats.calls,
-                    "calls_per_sec": m.rate,
-                    "upstreams": m.report.upstreams,
-                    "last_seen_secs": age.as_secs_f64(),
-                    "stale": age > self.stale_after,
-                })
-            })
-            .collect();
-        let served: Vec<serde_json::Value> = inner
-            .served
-            .iter()
-            .map(|p| serde_json::json!({"revision": p.revision, "target": p.target, "why": p.target.why()}))
-            .collect();
-        serde_json::json!({
-            "current": current,
-            "served": served,
-            "rollout": inner.rollout.as_ref().map(|r| serde_json::json!({"revision": r.revision, "state": r.state})),
-            "last_build_error": inner.last_error,
-            "kill_switch": inner.kill,
-            "members": members,
-            "conflicts": conflicts,
-        })
-    }
-
-    /// What gateways report of `servers`' upstreams, and nothing else.
-    pub fn upstream_health(&self, servers: &BTreeSet<String>) -> Vec<serde_json::Value> {
-        let inner = self.lock();
-        let mut out = Vec::new();
-        for m in inner.fleet.values() {
-            for u in m
-                .report
-                .upstreams
-                .iter()
-                .filter(|u| servers.contains(&u.server))
-            {
-                out.push(serde_json::json!({
-                    "gateway": m.report.id,
-                    "server": u.server,
-                    "replicas": u.replicas,
-                    "healthy": u.healthy,
-                    "stale": m.seen.elapsed() > self.stale_after,
-                }));
-            }
-        }
-        out
+    /// As [`Store::accept_report`], the error as text (the HTTP layer's
+    /// caller; goes once it takes [`ReportError`]).
+    pub fn report(&self, r: Report) -> Result<(), String> {
+        self.accept_report(r).map_err(|e| e.to_string())
     }
 }
+
+/// Gateway ids picked for a canary that several live processes share
+/// (each with how many): the canary would reach every one of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "refusing the canary: gateway id{} {} picked for it {} shared by several live gateway processes, so the canary would reach every one of them; give each replica its own --gateway-id (or leave it out: the host name and process id)",
+    if .0.len() == 1 { "" } else { "s" },
+    .0.join(", "),
+    if .0.len() == 1 { "is" } else { "are" },
+)]
+pub struct SharedIds(pub Vec<String>);

@@ -6,6 +6,7 @@
 
 use super::layer_tests::org_store;
 use super::*;
+use crate::rollout::{Selector, Stats, Verdict};
 
 pub(crate) fn stats(calls: u64) -> Stats {
     Stats {

@@ -5,6 +5,7 @@
 
 use super::layer_tests::{layer, org_store, rego};
 use super::*;
+use warden_config::archive::Files;
 
 /// A layer of `tenant` with `server` at the address the org grants the
 /// tenant (`layer_tests::ORG`), routed at `prefix`.

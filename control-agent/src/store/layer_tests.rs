@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::rollout::{Selector, Stats};
+use warden_config::archive::Files;
 
 /// The org (its server `mock` at 127.0.0.1:9) grants finance and hr a path
 /// prefix each and addresses of their own for their servers: finance

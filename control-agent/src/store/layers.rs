@@ -5,9 +5,20 @@
 //! back on its own; every served revision carries each tenant's current
 //! layer (a layer canary, its own), validated composed with the org.
 
-use super::*;
-use crate::admins::tenant_name;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use warden_config::archive::{self, Files};
 use warden_config::error::Problem;
+
+use super::error::RevisionError;
+use super::types::{rfc3339, CanaryPlan, CanaryState, Published, Rollout};
+use super::{io, Inner, Store};
+use crate::admins::tenant_name;
+use crate::build::BuildFailure;
+use crate::rollout::Selector;
 
 /// Bytes of one layer's files at most.
 pub const MAX_LAYER_BYTES: usize = 4 << 20;
@@ -23,7 +34,7 @@ pub struct LayerEntry {
     pub seq: u64,
     /// `<tenant>-r<seq>-<digest8>`.
     pub revision: String,
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "rfc3339")]
     pub published_at: SystemTime,
     pub actor: String,
     pub reason: String,
@@ -124,41 +135,6 @@ pub(super) struct Composed {
     pub left_out: BTreeMap<String, BuildFailure>,
 }
 
-/// Reads every tenant's layer history back.
-pub(super) fn load(dir: &Path) -> anyhow::Result<BTreeMap<String, Tenant>> {
-    let mut out = BTreeMap::new();
-    let root = dir.join("tenants");
-    let entries = match std::fs::read_dir(&root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e.into()),
-    };
-    for e in entries {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if tenant_name(&name).ok().as_deref() != Some(name.as_str()) {
-            anyhow::bail!("{}: not a tenant's directory", e.path().display());
-        }
-        let history: Vec<LayerEntry> = match std::fs::read_to_string(e.path().join("history.jsonl"))
-        {
-            Ok(t) => t
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(serde_json::from_str)
-                .collect::<Result<_, _>>()?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        let state: LayerState = match std::fs::read(e.path().join("state.json")) {
-            Ok(b) => serde_json::from_slice(&b)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LayerState::default(),
-            Err(e) => return Err(e.into()),
-        };
-        out.insert(name, Tenant { history, state });
-    }
-    Ok(out)
-}
-
 /// Refuses a layer whose files are not a layer: `tenant.yaml` (naming the
 /// tenant) and `.rego` files, nothing else, within the size bound.
 pub fn check_layer_files(tenant: &str, files: &Files) -> Result<(), BuildFailure> {
@@ -215,14 +191,6 @@ pub fn check_layer_files(tenant: &str, files: &Files) -> Result<(), BuildFailure
 }
 
 impl Store {
-    fn tenant_dir(&self, tenant: &str) -> PathBuf {
-        self.dir.join("tenants").join(tenant)
-    }
-
-    fn layer_path(&self, tenant: &str, seq: u64) -> PathBuf {
-        self.tenant_dir(tenant).join(format!("{seq:08}.src.tar.gz"))
-    }
-
     /// The files of `tenant`'s current layer (none yet: `None`).
     pub fn current_layer_files(&self, tenant: &str) -> Option<Files> {
         let tenant = tenant_name(tenant).ok()?;
@@ -232,15 +200,12 @@ impl Store {
 
     /// The files of one layer revision.
     fn layer_files(&self, tenant: &str, seq: u64) -> Result<Files, BuildFailure> {
-        let b = std::fs::read(self.layer_path(tenant, seq)).map_err(io)?;
+        let b = self.backend.read_layer(tenant, seq).map_err(io)?;
         archive::unpack(&b).map_err(io)
     }
 
     fn save_layer_state(&self, tenant: &str, s: &LayerState) {
-        if let Err(e) = write_atomic(
-            &self.tenant_dir(tenant).join("state.json"),
-            &serde_json::to_vec_pretty(s).unwrap_or_default(),
-        ) {
+        if let Err(e) = self.backend.save_layer_state(tenant, s) {
             tracing::error!(error = %e, tenant, "cannot write the layer's state");
         }
     }
@@ -346,12 +311,11 @@ impl Store {
 
     /// Ends a canary of `tenant`'s layer (its layer is changed by other means).
     fn supersede_layer_canary(&self, inner: &mut Inner, tenant: &str, why: &str) {
-        if let Some(r) = inner.rollout.as_mut().filter(|r| {
-            r.state == "watching" && r.layer.as_ref().is_some_and(|l| l.tenant == tenant)
-        }) {
-            r.state = "superseded".into();
-            r.ended = Some(std::time::SystemTime::now());
-            r.reason = Some(why.to_owned());
+        if let Some(r) = inner
+            .watching_mut()
+            .filter(|r| r.layer.as_ref().is_some_and(|l| l.tenant == tenant))
+        {
+            r.end(CanaryState::Superseded, why);
             let seq = r.seq;
             inner.served.retain(|p| p.seq != seq);
         }
@@ -426,14 +390,12 @@ impl Store {
         if !knocked.is_empty() {
             return Err(BuildFailure(knocked));
         }
-        std::fs::create_dir_all(self.tenant_dir(tenant)).map_err(io)?;
-        std::fs::write(self.layer_path(tenant, seq), archive::pack(&files)).map_err(io)?;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.tenant_dir(tenant).join("history.jsonl"))
+        self.backend
+            .save_layer(tenant, seq, &archive::pack(&files))
             .map_err(io)?;
-        writeln!(f, "{}", serde_json::to_string(&entry).map_err(io)?).map_err(io)?;
+        self.backend
+            .append_layer_history(tenant, &entry)
+            .map_err(io)?;
         inner
             .layers
             .entry(tenant.to_owned())
@@ -481,21 +443,12 @@ impl Store {
                 true
             }
         });
-        let text: String = t
-            .history
-            .iter()
-            .filter_map(|e| serde_json::to_string(e).ok())
-            .map(|l| l + "\n")
-            .collect();
-        if let Err(e) = write_atomic(
-            &self.tenant_dir(tenant).join("history.jsonl"),
-            text.as_bytes(),
-        ) {
+        if let Err(e) = self.backend.rewrite_layer_history(tenant, &t.history) {
             tracing::error!(error = %e, tenant, "cannot write the layer's history");
             return;
         }
         for seq in dropped {
-            let _ = std::fs::remove_file(self.layer_path(tenant, seq));
+            self.backend.remove_layer(tenant, seq);
         }
     }
 
@@ -566,12 +519,7 @@ impl Store {
                 Some((l, p)) => format!("canary on {:.0}% of {l}", p.share * 100.0),
                 None => "published".to_owned(),
             };
-            if canary.is_some()
-                && inner
-                    .rollout
-                    .as_ref()
-                    .is_some_and(|r| r.state == "watching")
-            {
+            if canary.is_some() && inner.watching().is_some() {
                 return Err(io(
                     "a canary is already being watched: promote or roll it back first",
                 ));
@@ -680,92 +628,31 @@ impl Store {
         );
     }
 
-    /// A tenant's layer history, its current revision and last error.
-    pub fn layer_history(&self, tenant: &str) -> serde_json::Value {
-        let inner = self.lock();
-        let t = tenant_name(tenant)
-            .ok()
-            .and_then(|t| inner.layers.get(&t).cloned());
-        let t = t.unwrap_or_default();
-        let current = t
-            .state
-            .current
-            .and_then(|s| t.history.iter().find(|e| e.seq == s))
-            .map(|e| e.revision.clone());
-        let canary = inner
-            .rollout
-            .as_ref()
-            .filter(|r| r.layer.as_ref().is_some_and(|l| crate::admins::same_tenant(&l.tenant, tenant)))
-            .map(|r| serde_json::json!({"revision": r.layer.as_ref().map(|l| &l.revision), "state": r.state, "reason": r.reason}));
-        serde_json::json!({
-            "tenant": tenant,
-            "current": current,
-            "last_error": t.state.last_error,
-            "canary": canary,
-            "history": t.history,
-        })
-    }
-
-    /// Every tenant with a layer: current revision and last error.
-    pub fn layers_summary(&self) -> serde_json::Value {
-        let inner = self.lock();
-        serde_json::Value::Array(
-            inner
-                .layers
-                .iter()
-                .map(|(name, t)| {
-                    serde_json::json!({
-                        "tenant": name,
-                        "current": t.state.current.and_then(|s| t.history.iter().find(|e| e.seq == s)).map(|e| e.revision.clone()),
-                        "last_error": t.state.last_error,
-                    })
-                })
-                .collect(),
-        )
-    }
-
     /// The files of one revision of a tenant's layer.
-    pub fn layer_files_of(&self, tenant: &str, revision: &str) -> Result<Files, String> {
-        let tenant = tenant_name(tenant)?;
+    pub fn layer_revision_files(
+        &self,
+        tenant: &str,
+        revision: &str,
+    ) -> Result<Files, RevisionError> {
+        let tenant = tenant_name(tenant).map_err(RevisionError::Tenant)?;
         let seq = self
             .lock()
             .layers
             .get(&tenant)
             .and_then(|t| t.history.iter().find(|e| e.revision == revision))
             .map(|e| e.seq)
-            .ok_or_else(|| format!("tenant `{tenant}` has no layer revision `{revision}`"))?;
-        self.layer_files(&tenant, seq).map_err(|e| e.to_string())
+            .ok_or_else(|| RevisionError::NoLayerRevision {
+                tenant: tenant.clone(),
+                revision: revision.to_owned(),
+            })?;
+        self.layer_files(&tenant, seq)
+            .map_err(|e| RevisionError::LayerUnreadable(e.to_string()))
     }
 
-    /// Per-file unified diff between two revisions of a tenant's layer.
-    pub fn layer_diff(&self, tenant: &str, a: &str, b: &str) -> Result<serde_json::Value, String> {
-        let (fa, fb) = (
-            self.layer_files_of(tenant, a)?,
-            self.layer_files_of(tenant, b)?,
-        );
-        let names: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
-        let mut files = Vec::new();
-        for n in names {
-            let (x, y) = (fa.get(n), fb.get(n));
-            if x == y {
-                continue;
-            }
-            let change = match (x, y) {
-                (None, _) => "added",
-                (_, None) => "removed",
-                _ => "changed",
-            };
-            let text = |v: Option<&Vec<u8>>| {
-                String::from_utf8_lossy(v.map_or(&[][..], |v| v)).into_owned()
-            };
-            let (tx, ty) = (text(x), text(y));
-            let diff = similar::TextDiff::from_lines(&tx, &ty)
-                .unified_diff()
-                .context_radius(3)
-                .header(&format!("{a}/{n}"), &format!("{b}/{n}"))
-                .to_string();
-            files.push(serde_json::json!({"file": n, "change": change, "diff": diff}));
-        }
-        Ok(serde_json::json!({"tenant": tenant, "from": a, "to": b, "files": files}))
+    /// As [`Store::layer_revision_files`], the error as text (the
+    /// console's caller; goes once it takes [`RevisionError`]).
+    pub fn layer_files_of(&self, tenant: &str, revision: &str) -> Result<Files, String> {
+        self.layer_revision_files(tenant, revision)
+            .map_err(|e| e.to_string())
     }
 }

@@ -9,7 +9,12 @@
 //! rewritten whole, atomically, before any file goes, so a restart never
 //! finds a line without its files).
 
-use super::*;
+use std::collections::BTreeSet;
+
+use super::error::RevisionError;
+use super::publish::RESIGN_REASON;
+use super::types::HistoryEntry;
+use super::{Inner, Store};
 
 /// Org revisions kept (see the module's documentation).
 pub const MAX_ORG_REVISIONS: usize = 500;
@@ -54,20 +59,13 @@ impl Store {
         if dropped.is_empty() {
             return;
         }
-        let text: String = kept
-            .iter()
-            .filter_map(|h| serde_json::to_string(h).ok())
-            .map(|l| l + "\n")
-            .collect();
-        if let Err(e) = write_atomic(&self.dir.join("history.jsonl"), text.as_bytes()) {
+        if let Err(e) = self.backend.rewrite_history(&kept) {
             tracing::error!(error = %e, "cannot write the history: nothing pruned");
             return;
         }
         inner.history = kept;
         for h in &dropped {
-            for what in ["tar.gz", "src.tar.gz"] {
-                let _ = std::fs::remove_file(self.revision_path(h.seq, what));
-            }
+            self.backend.remove_revision(h.seq);
         }
         tracing::info!(
             pruned = dropped.len(),
@@ -79,17 +77,15 @@ impl Store {
     /// Why `revision` is not in the history: pruned (a revision name whose
     /// number is below the newest one's: numbers run without gaps) or
     /// never published.
-    pub(super) fn no_revision(inner: &Inner, revision: &str) -> String {
+    pub(super) fn no_revision(inner: &Inner, revision: &str) -> RevisionError {
         let seq = revision
             .strip_prefix('r')
             .and_then(|r| r.split_once('-'))
             .and_then(|(n, _)| n.parse::<u64>().ok());
         let newest = inner.history.last().map_or(0, |h| h.seq);
-        match seq {
-            Some(seq) if seq >= 1 && seq < newest => format!(
-                "no such revision (pruned): `{revision}` is older than the org revisions the agent keeps"
-            ),
-            _ => format!("no revision `{revision}` in the history"),
+        RevisionError::NoRevision {
+            revision: revision.to_owned(),
+            pruned: seq.is_some_and(|seq| seq >= 1 && seq < newest),
         }
     }
 }
@@ -99,6 +95,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::rollout::Selector;
     use crate::store::layer_tests::org_store;
 
     fn select(l: &str) -> Selector {

@@ -1,69 +1,57 @@
-//! The registry in the store: kept in `<state>/registry.json`, each step
-//! appended to `registry-events.jsonl`, and written into every served
-//! bundle, so a change rebuilds what is served (as the kill switch does).
+//! The registry in the store: kept by the backend (`<state>/registry.json`,
+//! each step appended to `registry-events.jsonl`), and written into every
+//! served bundle, so a change rebuilds what is served (as the kill switch
+//! does).
 
-use super::*;
-use crate::admins::Actor;
-use crate::registry::{Defined, Done, Refusal, Registry};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use super::backend::Backend;
+use super::{Inner, Store};
+use crate::admins::{same_tenant, Actor};
+use crate::build::BuildFailure;
+use crate::registry::{Defined, Done, Refusal, Registry, RegistryEntry, ServerSummary};
 use warden_config::names::{same_name, Name};
 
-const FILE: &str = "registry.json";
-const EVENTS: &str = "registry-events.jsonl";
-/// Where the events file is moved when it is full (replacing the one before).
-const EVENTS_PREVIOUS: &str = "registry-events.jsonl.1";
-/// The size past which the events file is moved aside (16 MiB): with the
-/// previous one, the registry's events take at most about twice this.
-pub const MAX_EVENTS_FILE: u64 = 16 << 20;
+#[cfg(test)]
+pub(super) use super::backend::MAX_EVENTS_FILE;
 
 /// The registry as kept, with the shares recorded before a share named
 /// its definition settled ([`Registry::settle_shares`]; kept and logged at
 /// once); the second value lists the shares withdrawn.
-pub(super) fn load(dir: &Path) -> anyhow::Result<(Registry, Vec<Done>)> {
-    let mut r: Registry = match std::fs::read(dir.join(FILE)) {
-        Ok(b) => serde_json::from_slice(&b)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
-        Err(e) => return Err(e.into()),
+pub(super) fn load(backend: &dyn Backend) -> anyhow::Result<(Registry, Vec<Done>)> {
+    let Some(mut r) = backend.load_registry()? else {
+        return Ok(Default::default());
     };
     let before = serde_json::to_vec_pretty(&r)?;
     let withdrawn = r.settle_shares(SystemTime::now());
     let after = serde_json::to_vec_pretty(&r)?;
     if after != before {
-        write_atomic(&dir.join(FILE), &after)?;
+        backend.save_registry(&r)?;
         for (server, event) in &withdrawn {
             tracing::warn!(server = %server, "{}", event.note);
-            append_event(dir, server, event)?;
+            backend.append_registry_event(server, event)?;
         }
     }
     Ok((r, withdrawn))
 }
 
-/// Appends one step to `registry-events.jsonl` (moved aside when full).
-fn append_event(dir: &Path, server: &str, event: &crate::registry::Event) -> std::io::Result<()> {
-    let line = serde_json::json!({"server": server, "event": event});
-    let path = dir.join(EVENTS);
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() >= MAX_EVENTS_FILE) {
-        std::fs::rename(&path, dir.join(EVENTS_PREVIOUS))?;
-    }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| writeln!(f, "{line}"))
-}
-
 /// Why a registry change did not happen.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    #[error("{0}")]
     Refused(Refusal),
     /// The registry as changed does not build with the org (422).
+    #[error("{0}")]
     Build(BuildFailure),
 }
 
-impl std::fmt::Display for RegistryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl RegistryError {
+    /// The HTTP status the API answers with.
+    pub fn status(&self) -> u16 {
         match self {
-            RegistryError::Refused(r) => write!(f, "{r}"),
-            RegistryError::Build(b) => write!(f, "{b}"),
+            RegistryError::Refused(r) => r.status(),
+            RegistryError::Build(_) => 422,
         }
     }
 }
@@ -110,8 +98,8 @@ impl Store {
         self.registry_change_at(actor, action, "", op)
     }
 
-    /// As [`Store::registry_change`], for the request `what` (method, path
-    /// and query), which a refusal's record names.
+    /// As [`Store::registry_apply`], the entry as JSON (the HTTP layer's
+    /// callers; goes once they take [`RegistryEntry`]).
     pub fn registry_change_at(
         &self,
         actor: &Actor,
@@ -119,6 +107,21 @@ impl Store {
         what: &str,
         op: impl FnOnce(&mut Registry, Defined<'_>) -> Result<Done, Refusal>,
     ) -> Result<serde_json::Value, RegistryError> {
+        self.registry_apply(actor, action, what, op)
+            .map(|e| serde_json::to_value(e).unwrap_or_default())
+    }
+
+    /// Applies `op` to the registry for the request `what` (method, path
+    /// and query, which a refusal's record names; may be empty): kept,
+    /// logged and every served revision rebuilt with it; when that fails
+    /// nothing changes. Answers the server's entry as changed.
+    pub fn registry_apply(
+        &self,
+        actor: &Actor,
+        action: &str,
+        what: &str,
+        op: impl FnOnce(&mut Registry, Defined<'_>) -> Result<Done, Refusal>,
+    ) -> Result<Option<RegistryEntry>, RegistryError> {
         let label = actor.label();
         let mut inner = self.lock();
         let before = inner.registry.clone();
@@ -160,15 +163,14 @@ impl Store {
             self.record(&label, action, None, false, &format!("{server}: {e}"));
             return Err(RegistryError::Build(e));
         }
-        let res = write_atomic(
-            &self.dir.join(FILE),
-            &serde_json::to_vec_pretty(&inner.registry).unwrap_or_default(),
-        )
-        .and_then(|()| append_event(&self.dir, &server, &event));
+        let res = self
+            .backend
+            .save_registry(&inner.registry)
+            .and_then(|()| self.backend.append_registry_event(&server, &event));
         if let Err(e) = res {
             tracing::error!(error = %e, "cannot write the registry");
         }
-        let view = self.registry_entry(&inner, &server);
+        let view = Self::registry_entry(&inner, &server);
         drop(inner);
         self.record(
             &label,
@@ -239,28 +241,32 @@ impl Store {
         out
     }
 
-    fn registry_entry(&self, inner: &Inner, server: &str) -> serde_json::Value {
+    fn registry_entry(inner: &Inner, server: &str) -> Option<RegistryEntry> {
         inner
             .registry
             .servers
             .get(server)
-            .map(|s| {
-                let mut v = serde_json::to_value(s).unwrap_or_default();
-                v["server"] = server.into();
-                v["definition_digest"] = s.definition_digest().into();
-                v
-            })
-            .unwrap_or_default()
+            .map(|s| RegistryEntry::of(server, s))
     }
 
     /// The servers `actor` may read.
+    pub fn registry_list_view(&self, actor: &Actor) -> Vec<ServerSummary> {
+        self.lock().registry.summary_view(actor)
+    }
+
+    /// As [`Store::registry_list_view`], as JSON (goes once the HTTP layer
+    /// takes the view).
     pub fn registry_list(&self, actor: &Actor) -> serde_json::Value {
         self.lock().registry.summary(actor)
     }
 
     /// One server with its events, tools and definition; `Forbidden` for
     /// another tenant's.
-    pub fn registry_show(&self, actor: &Actor, server: &str) -> Result<serde_json::Value, Refusal> {
+    pub fn registry_show_view(
+        &self,
+        actor: &Actor,
+        server: &str,
+    ) -> Result<RegistryEntry, Refusal> {
         let inner = self.lock();
         let server = inner
             .registry
@@ -275,7 +281,14 @@ impl Store {
                 actor.label()
             )));
         }
-        Ok(self.registry_entry(&inner, server))
+        Ok(RegistryEntry::of(server, s))
+    }
+
+    /// As [`Store::registry_show_view`], as JSON (goes once the HTTP layer
+    /// takes the view).
+    pub fn registry_show(&self, actor: &Actor, server: &str) -> Result<serde_json::Value, Refusal> {
+        self.registry_show_view(actor, server)
+            .map(|e| serde_json::to_value(e).unwrap_or_default())
     }
 
     /// The tenant a server belongs to (registry, else the layer that
@@ -298,15 +311,11 @@ impl Store {
             .registry
             .servers
             .iter()
-            .filter(|(_, s)| {
-                s.tenant
-                    .as_deref()
-                    .is_some_and(|t| crate::admins::same_tenant(t, tenant))
-            })
+            .filter(|(_, s)| s.tenant.as_deref().is_some_and(|t| same_tenant(t, tenant)))
             .map(|(n, _)| n.clone())
             .collect();
         for (n, owner) in self.defined_servers(&inner) {
-            if owner.is_some_and(|t| crate::admins::same_tenant(&t, tenant)) {
+            if owner.is_some_and(|t| same_tenant(&t, tenant)) {
                 out.insert(n);
             }
         }

@@ -2,7 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use super::backend::SEQUENCE_FILE;
+use super::publish::RESIGN_REASON;
 use super::*;
+use crate::rollout::Selector;
 
 fn open() -> (tempfile::TempDir, Store) {
     let d = tempfile::tempdir().unwrap();
@@ -204,7 +207,8 @@ fn what_is_served_is_re_signed_before_it_expires() {
     let history = s.history();
     for seq in &first {
         assert!(history.iter().all(|h| h.seq != *seq), "{seq} kept");
-        assert!(!s.revision_path(*seq, "tar.gz").exists());
+        let built = state.join("revisions").join(format!("{seq:08}.tar.gz"));
+        assert!(!built.exists());
     }
     for original in [&all, &some] {
         assert!(history.iter().any(|h| h.seq == original.seq));
