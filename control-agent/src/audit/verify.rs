@@ -1,6 +1,7 @@
 //! Verifying the hash chain of what a query matches, per gateway.
 
 use super::lines::{line_hash, STUB};
+use super::search::conditions;
 use super::*;
 
 impl AuditStore {

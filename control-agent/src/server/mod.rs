@@ -1,7 +1,7 @@
 //! The agent's HTTP layer: the route table ([`routes`]), what handlers
 //! take from a request ([`extract`]), the one error type ([`error`]), the
-//! connection limits and accept loop ([`conn`]), the tokens it starts with
-//! ([`tokens`]) and its own metrics ([`metrics`]). The handlers are in
+//! connection limits and accept loop ([`conn`]) and its own metrics
+//! ([`metrics`]). The handlers are in
 //! [`crate::api`] and [`crate::console`]; who calls is a
 //! [`Caller`](crate::caller::Caller).
 //!
@@ -20,12 +20,11 @@ pub mod error;
 pub mod extract;
 mod metrics;
 pub mod routes;
-mod tokens;
 
 pub use crate::caller::MIN_TOKEN_LEN;
 pub use conn::{serve, serve_with, ConnLimits};
 pub use metrics::Metrics;
-pub use tokens::{read_gateway_tokens, Tokens};
+pub use crate::caller::{read_gateway_tokens, Tokens};
 
 /// Everything the agent's handlers share.
 pub struct Api {
@@ -42,6 +41,19 @@ pub struct Api {
 }
 
 impl Api {
+    /// Who a bearer token makes its bearer ([`crate::caller::identify`]).
+    pub fn caller(&self, token: &str) -> Option<crate::caller::Caller> {
+        crate::caller::identify(
+            token,
+            &crate::caller::Known {
+                tokens: &self.tokens,
+                admins: &self.admins,
+                approvers: &self.approvals.approvers,
+                viewers: &self.console.viewers,
+            },
+        )
+    }
+
     /// Refuses `actor`'s request (403) and writes it to the change record.
     pub(crate) fn refuse(&self, actor: &Actor, what: &str, why: &str) -> error::ApiError {
         self.store.record(

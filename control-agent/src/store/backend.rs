@@ -13,7 +13,7 @@ use crate::admins::tenant_name;
 use crate::build::KillState;
 use crate::registry::{Event, Registry};
 
-use super::changes::KillEvent;
+use super::types::KillEvent;
 use super::layers::{LayerEntry, LayerState, Tenant};
 use super::types::{HistoryEntry, Rollout, ServedEntry};
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use warden_config::archive::{self, Files};
 
-use super::layers::LayerCanary;
+use super::types::LayerCanary;
 use super::types::{CanaryPlan, CanaryState, Published, Rollout};
 use super::views::RolloutView;
 use super::{io, Inner, Store};

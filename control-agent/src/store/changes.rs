@@ -3,11 +3,11 @@
 
 use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
 use warden_config::archive::{self, Files};
 
 use super::backend::{Archive, Backend};
 use super::error::RevisionError;
+use super::types::KillEvent;
 use super::Store;
 
 #[cfg(test)]
@@ -29,19 +29,6 @@ pub(super) fn cut(v: &str) -> String {
 }
 /// Kill-switch events kept (`kill-log.json`).
 const KILL_LOG: usize = 100;
-
-/// One pull or release of the kill switch.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KillEvent {
-    pub at: String,
-    pub actor: String,
-    /// `kill` or `revive`.
-    pub action: String,
-    pub scope: String,
-    pub value: String,
-    /// The revision that carried it.
-    pub revision: String,
-}
 
 pub(super) fn log_kill(backend: &dyn Backend, log: &mut VecDeque<KillEvent>, event: KillEvent) {
     log.push_back(event);

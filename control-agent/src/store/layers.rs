@@ -14,7 +14,7 @@ use warden_config::archive::{self, Files};
 use warden_config::error::Problem;
 
 use super::error::RevisionError;
-use super::types::{rfc3339, CanaryPlan, CanaryState, Published, Rollout};
+use super::types::{rfc3339, CanaryPlan, CanaryState, LayerCanary, Published, Rollout};
 use super::{io, Inner, Store};
 use crate::admins::tenant_name;
 use crate::build::BuildFailure;
@@ -102,14 +102,6 @@ fn tenant_may_canary(
         )));
     }
     Ok(())
-}
-
-/// The layer a canary carries.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LayerCanary {
-    pub tenant: String,
-    pub seq: u64,
-    pub revision: String,
 }
 
 /// What a build is released as: its revision, and the labels of the

@@ -37,7 +37,7 @@ mod views;
 
 pub use backend::{Archive, Backend, StateDir};
 pub use canary::CanaryRefusal;
-pub use changes::KillEvent;
+pub use types::KillEvent;
 pub use error::{ReportError, RevisionError};
 pub use prune::MAX_ORG_REVISIONS;
 pub use registry::RegistryError;

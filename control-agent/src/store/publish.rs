@@ -11,9 +11,9 @@ use bytes::Bytes;
 use warden_config::archive::{self, Files};
 
 use super::backend::Archive;
-use super::changes::{self, KillEvent};
+use super::changes;
 use super::layers::Release;
-use super::types::{CanaryState, HistoryEntry, Published};
+use super::types::{CanaryState, HistoryEntry, KillEvent, Published};
 use super::{io, Inner, Store};
 use crate::build::{self, BuildFailure, KillState};
 use crate::rollout::{Selector, Target};

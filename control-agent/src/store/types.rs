@@ -11,7 +11,6 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use warden_config::archive::Files;
 
-use super::layers::LayerCanary;
 use crate::rollout::{Baseline, Guard, Labels, Selector, Stats, Target};
 
 /// One published revision.
@@ -228,3 +227,24 @@ pub const MAX_REPORTED_UPSTREAMS: usize = 1024;
 pub const MAX_REPORTED_REVISION: usize = 128;
 /// The part of a report's `last_error` the fleet table keeps.
 pub const MAX_REPORTED_ERROR: usize = 4096;
+
+/// The layer a canary carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerCanary {
+    pub tenant: String,
+    pub seq: u64,
+    pub revision: String,
+}
+
+/// One pull or release of the kill switch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KillEvent {
+    pub at: String,
+    pub actor: String,
+    /// `kill` or `revive`.
+    pub action: String,
+    pub scope: String,
+    pub value: String,
+    /// The revision that carried it.
+    pub revision: String,
+}
