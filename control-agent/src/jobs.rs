@@ -5,8 +5,8 @@
 //!
 //! | job | state | every | on failure |
 //! |---|---|---|---|
-//! | [`source_watcher`] | source directory → bundle store | `--watch-interval` | kept as the store's last build error; tried again next time |
-//! | [`resigner`] | bundle store (what is served) | 60 s | recorded; tried again sooner |
+//! | [`source_watcher`] | source directory → bundle store | `--watch-interval` | recorded (last error, change record); built again once the source changes |
+//! | [`resigner`] | bundle store (what is served) | 60 s | recorded and counted; tried again after `resign_retry` |
 //! | [`canary_judge`] | bundle store (the canary, fleet reports) | 500 ms | — (a verdict or none) |
 //! | [`audit_retention`] | audit store | 2 s (optimize: 10 min) | logged; tried again next time |
 
@@ -57,14 +57,16 @@ pub fn start(
     })
 }
 
-/// The source watcher. Every `every` it builds the store's source
-/// directory and, when that changed, publishes it to every gateway
-/// ([`Store::publish_source`] as `watcher`): reads the source directory,
-/// writes the store's history, served revisions and change record. A
-/// source that does not build is kept as the store's last build error (the
-/// fleet status shows it) and what is served stays served; it is tried
-/// again on the next tick. `None` (nothing started) when `every` is zero:
-/// the source is then published only when asked (`publish`).
+/// The source watcher. Every `every` it reads the store's source
+/// directory and, when its digest changed since the last look, builds it
+/// and publishes it to every gateway ([`Store::publish_source`] as
+/// `watcher`): writes the store's history, served revisions and change
+/// record. A source that does not build is recorded (the store's last
+/// error, which the fleet status shows, and the change record) and what
+/// is served stays served; it is built again once the source changes (an
+/// unreadable directory is looked at again next time). `None` (nothing
+/// started) when `every` is zero: the source is then published only when
+/// asked (`publish`).
 pub fn source_watcher(store: Arc<Store>, every: Duration) -> Option<JoinHandle<()>> {
     if every.is_zero() {
         return None;
