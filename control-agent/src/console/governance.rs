@@ -22,7 +22,7 @@ use super::session::Session;
 use super::views::{render, s, Frame};
 use super::{plain, redirect, Resp};
 use crate::admins::{tenant_name, Actor};
-use crate::registry::{valid_server, Refusal, State};
+use crate::registry::{Refusal, State};
 use crate::server::Api;
 use crate::store::RegistryError;
 
@@ -32,13 +32,6 @@ const HISTORY_SHOWN: usize = 20;
 const EVENTS_SHOWN: usize = 50;
 /// Characters of a move's note kept.
 const MAX_NOTE: usize = 500;
-
-/// Whether `path` is one of these pages' or actions'.
-pub(super) fn is_governance(path: &str) -> bool {
-    ["/console/tenants", "/console/registry"]
-        .iter()
-        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
-}
 
 struct LayerRow {
     seq: u64,
@@ -163,53 +156,12 @@ fn moves_for(
 }
 
 impl Api {
-    /// The session's administrator, or the refusal (recorded) for a user
-    /// who is none.
-    fn governor<'a>(&self, session: &'a Session, path: &str) -> Result<&'a Actor, Resp> {
-        session.user.actor.as_ref().ok_or_else(|| {
-            self.forbidden(
-                &session.user,
-                path,
-                "the tenants and registry pages are administrators' (the admin token or --admins)",
-            )
-        })
-    }
-
-    pub(super) async fn governance_get(
-        self: &Arc<Self>,
+    pub(super) fn tenants_page(
+        &self,
         session: &Session,
+        actor: &Actor,
         flash: Option<String>,
-        path: &str,
-        q: &BTreeMap<String, String>,
     ) -> Resp {
-        let actor = match self.governor(session, path) {
-            Ok(a) => a,
-            Err(r) => return r,
-        };
-        if path == "/console/tenants" {
-            return self.tenants_page(session, actor, flash);
-        }
-        if path == "/console/registry" {
-            return self.registry_page(session, actor, flash);
-        }
-        if let Some(rest) = path.strip_prefix("/console/tenants/") {
-            if let Some(t) = rest.strip_suffix("/diff") {
-                let (a, b) = (
-                    q.get("a").cloned().unwrap_or_default(),
-                    q.get("b").cloned().unwrap_or_default(),
-                );
-                return self.layer_diff_page(session, actor, flash, t, &a, &b).await;
-            }
-        }
-        if let Some(server) = path.strip_prefix("/console/registry/") {
-            if valid_server(server) {
-                return self.server_page(session, actor, flash, server);
-            }
-        }
-        plain(StatusCode::NOT_FOUND, "no such page")
-    }
-
-    fn tenants_page(&self, session: &Session, actor: &Actor, flash: Option<String>) -> Resp {
         let mut names: BTreeSet<String> = self
             .store
             .layers_summary()
@@ -281,7 +233,7 @@ impl Api {
         })
     }
 
-    async fn layer_diff_page(
+    pub(super) async fn layer_diff_page(
         self: &Arc<Self>,
         session: &Session,
         actor: &Actor,
@@ -378,7 +330,12 @@ impl Api {
         }
     }
 
-    fn registry_page(&self, session: &Session, actor: &Actor, flash: Option<String>) -> Resp {
+    pub(super) fn registry_page(
+        &self,
+        session: &Session,
+        actor: &Actor,
+        flash: Option<String>,
+    ) -> Resp {
         let servers = self
             .store
             .registry_list(actor)
@@ -396,7 +353,7 @@ impl Api {
 
     /// `server`'s entry when `actor` may read it; a refusal (403, recorded)
     /// for another tenant's, 404 for none.
-    fn readable_server(
+    pub(super) fn readable_server(
         &self,
         session: &Session,
         actor: &Actor,
@@ -413,7 +370,7 @@ impl Api {
         }
     }
 
-    fn server_page(
+    pub(super) fn server_page(
         &self,
         session: &Session,
         actor: &Actor,
@@ -484,64 +441,11 @@ impl Api {
         })
     }
 
-    pub(super) async fn governance_post(
-        self: &Arc<Self>,
-        session: &Session,
-        sid: &str,
-        path: &str,
-        form: &BTreeMap<String, String>,
-    ) -> Resp {
-        let actor = match self.governor(session, path) {
-            Ok(a) => a.clone(),
-            Err(r) => return r,
-        };
-        let field = |k: &str| form.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
-        if let Some(rest) = path.strip_prefix("/console/tenants/") {
-            let Some((raw, op)) = rest.split_once('/') else {
-                return plain(StatusCode::NOT_FOUND, "no such action");
-            };
-            if !matches!(op, "rollback" | "canary" | "publish") {
-                return plain(StatusCode::NOT_FOUND, "no such action");
-            }
-            let Ok(t) = tenant_name(raw) else {
-                return plain(StatusCode::NOT_FOUND, "no such tenant");
-            };
-            if !actor.writes(&t) {
-                return self.forbidden(
-                    &session.user,
-                    path,
-                    &format!("tenant `{t}`'s layer is not {}'s to change", actor.name),
-                );
-            }
-            if op == "publish" {
-                return self.layer_publish(session, sid, &t, form).await;
-            }
-            return self.layer_action(session, sid, &t, op, field).await;
-        }
-        if let Some(rest) = path.strip_prefix("/console/registry/") {
-            let Some((server, op)) = rest.split_once('/') else {
-                return plain(StatusCode::NOT_FOUND, "no such action");
-            };
-            if !valid_server(server) || !matches!(op, "move" | "share" | "approve-share") {
-                return plain(StatusCode::NOT_FOUND, "no such action");
-            }
-            // Another tenant's server: refused before anything is asked of
-            // the registry.
-            if let Err(r) = self.readable_server(session, &actor, path, server) {
-                return r;
-            }
-            return self
-                .registry_action(session, sid, &actor, server, op, field)
-                .await;
-        }
-        plain(StatusCode::NOT_FOUND, "no such action")
-    }
-
     /// A layer published from the console: `tenant.yaml` and `policy.rego`
     /// as typed (an empty policy removes `policy.rego`); the current
     /// layer's other `.rego` files are kept. Checked exactly as the API's
     /// publish is (the files, then composed with the org and the others).
-    async fn layer_publish(
+    pub(super) async fn layer_publish(
         &self,
         session: &Session,
         sid: &str,
@@ -581,7 +485,7 @@ impl Api {
         redirect("/console/tenants")
     }
 
-    async fn layer_action(
+    pub(super) async fn layer_action(
         &self,
         session: &Session,
         sid: &str,
@@ -633,7 +537,7 @@ impl Api {
         redirect("/console/tenants")
     }
 
-    async fn registry_action(
+    pub(super) async fn registry_action(
         &self,
         session: &Session,
         sid: &str,

@@ -2,6 +2,13 @@
 //! history with diffs and rollback, the approvals queue, audit search with
 //! chain verification, and live figures.
 //!
+//! Its pages and actions are in the agent's route table
+//! ([`crate::server::routes`]), each with the role it needs
+//! ([`ConsoleAccess`](crate::server::routes::ConsoleAccess)); the checks
+//! before them (host name, session, cross-site, CSRF) are layers in
+//! [`gate`], which also hands handlers the session, the page's message,
+//! the query and the form.
+//!
 //! Pages are rendered on the server with `askama` (HTML escaping on by
 //! default; no template marks anything safe) and work without JavaScript:
 //! every action is a plain form POST. Security of the console itself:
@@ -47,30 +54,28 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::server::Api;
 
 mod diff;
+pub(crate) mod gate;
 mod governance;
+pub(crate) mod governance_handlers;
 #[cfg(test)]
 mod governance_tests;
 #[cfg(test)]
 mod guard_tests;
 mod insight;
-mod pages;
+pub(crate) mod pages;
 pub mod session;
 pub mod state;
 mod views;
-#[cfg(test)]
-mod probe_tests;
 
 pub use session::{Role, Sessions, User};
-use state::PeerAddr;
 
 type Resp = Response<Full<Bytes>>;
 
@@ -170,8 +175,8 @@ fn cross_site(req: &Request<axum::body::Body>) -> bool {
 }
 
 /// A form body, decoded (`application/x-www-form-urlencoded`).
-async fn read_form(req: Request<axum::body::Body>) -> Result<BTreeMap<String, String>, String> {
-    let body = http_body_util::Limited::new(req.into_body(), MAX_FORM)
+async fn read_form(body: axum::body::Body) -> Result<BTreeMap<String, String>, String> {
+    let body = http_body_util::Limited::new(body, MAX_FORM)
         .collect()
         .await
         .map_err(|e| format!("form: {e}"))?
@@ -187,9 +192,9 @@ async fn read_form(req: Request<axum::body::Body>) -> Result<BTreeMap<String, St
 }
 
 /// The query string, decoded (a field given twice keeps the first).
-fn query_of(req: &Request<axum::body::Body>) -> BTreeMap<String, String> {
+fn query_of(uri: &http::Uri) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    if let Some(q) = req.uri().query() {
+    if let Some(q) = uri.query() {
         for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
             out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
         }
@@ -249,106 +254,6 @@ impl Api {
         );
     }
 
-    /// Serves `/console…` (the route table sends every method there).
-    pub async fn console(self: &Arc<Self>, req: Request<axum::body::Body>) -> Resp {
-        let path = req.uri().path().to_owned();
-        let method = req.method().clone();
-        let peer = req
-            .extensions()
-            .get::<PeerAddr>()
-            .map(|p| p.0)
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let host = req.headers().get("host").and_then(|v| v.to_str().ok());
-        if req.headers().get_all("host").iter().count() > 1 || !self.console.host_allowed(host) {
-            return plain(
-                StatusCode::MISDIRECTED_REQUEST,
-                "this console does not answer to that host name (see --console-host)",
-            );
-        }
-        match (&method, path.as_str()) {
-            (&Method::GET, "/console/static/console.css") => {
-                let mut r = Response::new(Full::new(Bytes::from_static(include_bytes!(
-                    "../../static/console.css"
-                ))));
-                r.headers_mut().insert(
-                    "content-type",
-                    HeaderValue::from_static("text/css; charset=utf-8"),
-                );
-                let mut r = harden(r);
-                r.headers_mut()
-                    .insert("cache-control", HeaderValue::from_static("max-age=300"));
-                return r;
-            }
-            (&Method::GET, "/console/login") => return self.login_page(None, StatusCode::OK),
-            (&Method::POST, "/console/login") => return self.login(req, peer).await,
-            _ => {}
-        }
-        let cookie = cookie_of(&req);
-        let Some(session) = cookie.as_deref().and_then(|c| self.console.sessions.get(c)) else {
-            return if method == Method::GET {
-                redirect("/console/login")
-            } else {
-                plain(StatusCode::UNAUTHORIZED, "log in first")
-            };
-        };
-        let user = session.user.clone();
-        if method == Method::POST {
-            if cross_site(&req) {
-                self.console_record(
-                    &user.name,
-                    "refused",
-                    false,
-                    &format!("cross-site POST {path}"),
-                );
-                return plain(
-                    StatusCode::FORBIDDEN,
-                    "refused: the request came from another site",
-                );
-            }
-            let form = match read_form(req).await {
-                Ok(f) => f,
-                Err(e) => return plain(StatusCode::BAD_REQUEST, &e),
-            };
-            let token_ok = form
-                .get("csrf")
-                .is_some_and(|t| session::same_secret(t, &session.csrf));
-            if !token_ok {
-                self.console_record(
-                    &user.name,
-                    "refused",
-                    false,
-                    &format!("no valid CSRF token on POST {path}"),
-                );
-                return plain(
-                    StatusCode::FORBIDDEN,
-                    "refused: the form's CSRF token is missing or wrong (reload the page)",
-                );
-            }
-            if path == "/console/logout" {
-                if let Some(c) = &cookie {
-                    self.console.sessions.close(c);
-                }
-                self.console_record(&user.name, "logout", true, "");
-                let mut r = redirect("/console/login");
-                if let Ok(v) = HeaderValue::from_str(&format!(
-                    "{}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
-                    session::COOKIE
-                )) {
-                    r.headers_mut().insert("set-cookie", v);
-                }
-                return r;
-            }
-            let sid = cookie.clone().unwrap_or_default();
-            return self.console_post(&session, &sid, &path, form).await;
-        }
-        if method != Method::GET {
-            return plain(StatusCode::METHOD_NOT_ALLOWED, "GET or POST only");
-        }
-        let q = query_of(&req);
-        let sid = cookie.clone().unwrap_or_default();
-        self.console_get(&session, &sid, &path, q).await
-    }
-
     /// A refused login, recorded while the address is within its
     /// allowance (`n`: its attempts in the window, this one included) and
     /// once when it runs out, so refusals cannot flood the change record.
@@ -398,7 +303,7 @@ impl Api {
                 return r;
             }
         };
-        let form = match read_form(req).await {
+        let form = match read_form(req.into_body()).await {
             Ok(f) => f,
             Err(e) => {
                 // No token was presented.
@@ -439,13 +344,4 @@ impl Api {
         }
         r
     }
-}
-
-/// The route table's handler of `/console…`.
-pub async fn serve(
-    axum::extract::State(api): axum::extract::State<Arc<Api>>,
-    req: Request<axum::body::Body>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    api.console(req).await.into_response()
 }

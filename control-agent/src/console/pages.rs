@@ -5,14 +5,196 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use axum::extract::State;
 use http::StatusCode;
 
+use super::gate::{ApprovalId, Flash, Form, LoggedIn, Query, RecordId};
 use super::session::{Role, Session, User};
 use super::{plain, redirect, Resp};
 use crate::approvals::Verdict;
 use crate::server::Api;
 
 use super::views::*;
+
+/// The agent's state, as the console's handlers take it.
+type Agent = State<Arc<Api>>;
+
+/// `GET /console`: the fleet page.
+pub(crate) async fn home() -> Resp {
+    redirect("/console/fleet")
+}
+
+/// `GET /console/fleet`.
+pub(crate) async fn fleet(State(api): Agent, who: LoggedIn, Flash(flash): Flash) -> Resp {
+    api.fleet_page(&who.session, flash)
+}
+
+/// `POST /console/kill`: pulls (or releases) the kill switch.
+pub(crate) async fn kill(State(api): Agent, who: LoggedIn, form: Form) -> Resp {
+    let user = &who.session.user;
+    let on = form.field("verb") != "revive";
+    let (scope, value) = (form.field("scope"), form.field("value"));
+    let store = api.store.clone();
+    let actor = format!("console:{}", user.name);
+    let (sc, va) = (scope.clone(), value.clone());
+    let res = tokio::task::spawn_blocking(move || store.kill(&actor, &sc, &va, on)).await;
+    let verb = if on { "kill" } else { "revive" };
+    let msg = match res {
+        Ok(Ok(p)) => format!("{verb} {scope} {value}: published {}", p.revision),
+        Ok(Err(e)) => format!("{verb} refused: {e}"),
+        Err(e) => format!("{verb} failed: {e}"),
+    };
+    api.console.sessions.flash(&who.sid, msg);
+    redirect("/console/fleet")
+}
+
+/// `GET /console/bundles`.
+pub(crate) async fn bundles(State(api): Agent, who: LoggedIn, Flash(flash): Flash) -> Resp {
+    api.bundles_page(&who.session, flash)
+}
+
+/// `GET /console/bundles/diff?a=…&b=…`.
+pub(crate) async fn bundle_diff(
+    State(api): Agent,
+    who: LoggedIn,
+    Flash(flash): Flash,
+    Query(q): Query,
+) -> Resp {
+    let (a, b) = (
+        q.get("a").cloned().unwrap_or_default(),
+        q.get("b").cloned().unwrap_or_default(),
+    );
+    api.diff_page(&who.session, flash, &a, &b).await
+}
+
+/// `POST /console/bundles/rollback`: the fleet's bundle to a revision.
+pub(crate) async fn rollback(State(api): Agent, who: LoggedIn, form: Form) -> Resp {
+    let user = &who.session.user;
+    let revision = form.field("revision");
+    let store = api.store.clone();
+    let actor = format!("console:{}", user.name);
+    let rev = revision.clone();
+    let res = tokio::task::spawn_blocking(move || store.rollback(&actor, &rev)).await;
+    let msg = match res {
+        Ok(Ok(p)) => format!("rolled back to {revision}: published {}", p.revision),
+        Ok(Err(e)) => format!("rollback refused: {e}"),
+        Err(e) => format!("rollback failed: {e}"),
+    };
+    api.console.sessions.flash(&who.sid, msg);
+    redirect("/console/bundles")
+}
+
+/// `GET /console/approvals[?all=1]`: the held calls the user sees.
+pub(crate) async fn approvals(
+    State(api): Agent,
+    who: LoggedIn,
+    Flash(flash): Flash,
+    Query(q): Query,
+) -> Resp {
+    let user = &who.session.user;
+    let all = q.get("all").is_some_and(|v| v == "1");
+    let now = SystemTime::now();
+    let approvals = api
+        .approvals
+        .list(all, None, now)
+        .iter()
+        .filter(|v| shown(user, v))
+        .map(|v| api.approval_view(v))
+        .collect();
+    render(&ApprovalsPage {
+        frame: Frame::new("Approvals", "approvals", &who.session, flash),
+        approvals,
+        all,
+    })
+}
+
+/// `GET /console/approvals/{approval}`: one held call.
+pub(crate) async fn approval(
+    State(api): Agent,
+    who: LoggedIn,
+    Flash(flash): Flash,
+    ApprovalId(id): ApprovalId,
+) -> Resp {
+    let user = &who.session.user;
+    let found = api
+        .approvals
+        .get(&id, None, SystemTime::now())
+        .filter(|v| shown(user, v));
+    let Some(v) = found else {
+        return plain(StatusCode::NOT_FOUND, "no such approval");
+    };
+    let a = api.approval_view(&v);
+    let can_decide =
+        user.role == Role::Approver && matches!(a.state.as_str(), "pending" | "approved");
+    render(&ApprovalPage {
+        frame: Frame::new(
+            format!("Approval {}", a.id),
+            "approvals",
+            &who.session,
+            flash,
+        ),
+        a,
+        can_decide,
+    })
+}
+
+/// `POST /console/approvals/{approval}/decide`: an approver's verdict.
+pub(crate) async fn decide(
+    State(api): Agent,
+    who: LoggedIn,
+    ApprovalId(id): ApprovalId,
+    form: Form,
+) -> Resp {
+    let user = &who.session.user;
+    let verdict = match form.field("verdict").as_str() {
+        "approve" => Verdict::Approve,
+        "deny" => Verdict::Deny,
+        _ => return plain(StatusCode::BAD_REQUEST, "verdict: approve or deny"),
+    };
+    let comment = Some(form.field("comment")).filter(|c| !c.is_empty());
+    let res = api.decide(&user.name, &id, verdict.clone(), comment);
+    let what = match verdict {
+        Verdict::Approve => "approved",
+        Verdict::Deny => "denied",
+    };
+    api.console_record(&user.name, &format!("approval.{what}"), res.is_ok(), &id);
+    let msg = match res {
+        Ok(v) => format!("{id} {what}: now {}", v.state.as_str()),
+        Err(e) => format!("{id} not {what}: {e}"),
+    };
+    api.console.sessions.flash(&who.sid, msg);
+    redirect(&format!("/console/approvals/{id}"))
+}
+
+/// `GET /console/audit?…`: the search, and the verification of what it shows.
+pub(crate) async fn audit(
+    State(api): Agent,
+    who: LoggedIn,
+    Flash(flash): Flash,
+    Query(q): Query,
+) -> Resp {
+    api.audit_page(&who.session, flash, &q).await
+}
+
+/// `GET /console/audit/{record}`: one record.
+pub(crate) async fn record(
+    State(api): Agent,
+    who: LoggedIn,
+    Flash(flash): Flash,
+    RecordId(id): RecordId,
+) -> Resp {
+    api.record_page(&who.session, flash, id).await
+}
+
+/// `GET /console/live?…`: the live figures.
+pub(crate) async fn live(
+    State(api): Agent,
+    who: LoggedIn,
+    Flash(flash): Flash,
+    Query(q): Query,
+) -> Resp {
+    api.live_page(&who.session, flash, &q).await
+}
 
 impl Api {
     pub(super) fn login_page(&self, error: Option<&str>, status: StatusCode) -> Resp {
@@ -29,165 +211,6 @@ impl Api {
         let mut r = render(&page);
         *r.status_mut() = status;
         r
-    }
-
-    pub(super) async fn console_get(
-        self: &Arc<Self>,
-        session: &Session,
-        sid: &str,
-        path: &str,
-        q: std::collections::BTreeMap<String, String>,
-    ) -> Resp {
-        let flash = self.console.sessions.take_flash(sid);
-        let user = &session.user;
-        match path {
-            "/console" | "/console/" => redirect("/console/fleet"),
-            "/console/fleet" => self.fleet_page(session, flash),
-            "/console/bundles" => self.bundles_page(session, flash),
-            "/console/bundles/diff" => {
-                let (a, b) = (
-                    q.get("a").cloned().unwrap_or_default(),
-                    q.get("b").cloned().unwrap_or_default(),
-                );
-                self.diff_page(session, flash, &a, &b).await
-            }
-            "/console/approvals" => {
-                let all = q.get("all").is_some_and(|v| v == "1");
-                let now = SystemTime::now();
-                let approvals = self
-                    .approvals
-                    .list(all, None, now)
-                    .iter()
-                    .filter(|v| shown(user, v))
-                    .map(|v| self.approval_view(v))
-                    .collect();
-                render(&ApprovalsPage {
-                    frame: Frame::new("Approvals", "approvals", session, flash),
-                    approvals,
-                    all,
-                })
-            }
-            p if p.starts_with("/console/approvals/") => {
-                let id = &p["/console/approvals/".len()..];
-                if !is_id(id) {
-                    return plain(StatusCode::NOT_FOUND, "no such approval");
-                }
-                let found = self
-                    .approvals
-                    .get(id, None, SystemTime::now())
-                    .filter(|v| shown(user, v));
-                match found {
-                    Some(v) => {
-                        let a = self.approval_view(&v);
-                        let can_decide = user.role == Role::Approver
-                            && matches!(a.state.as_str(), "pending" | "approved");
-                        render(&ApprovalPage {
-                            frame: Frame::new(
-                                format!("Approval {}", a.id),
-                                "approvals",
-                                session,
-                                flash,
-                            ),
-                            a,
-                            can_decide,
-                        })
-                    }
-                    None => plain(StatusCode::NOT_FOUND, "no such approval"),
-                }
-            }
-            "/console/audit" => self.audit_page(session, flash, &q).await,
-            p if p.starts_with("/console/audit/") => {
-                let id = p["/console/audit/".len()..].parse::<i64>().unwrap_or(-1);
-                self.record_page(session, flash, id).await
-            }
-            "/console/live" => self.live_page(session, flash, &q).await,
-            p if super::governance::is_governance(p) => {
-                self.governance_get(session, flash, p, &q).await
-            }
-            _ => plain(StatusCode::NOT_FOUND, "no such page"),
-        }
-    }
-
-    pub(super) async fn console_post(
-        self: &Arc<Self>,
-        session: &Session,
-        sid: &str,
-        path: &str,
-        form: std::collections::BTreeMap<String, String>,
-    ) -> Resp {
-        let user = &session.user;
-        let field = |k: &str| form.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
-        let need = |role: Role| user.role == role;
-        match path {
-            "/console/kill" => {
-                if !need(Role::Admin) {
-                    return self.forbidden(user, path, "only an admin pulls the kill switch");
-                }
-                let on = field("verb") != "revive";
-                let (scope, value) = (field("scope"), field("value"));
-                let store = self.store.clone();
-                let actor = format!("console:{}", user.name);
-                let (sc, va) = (scope.clone(), value.clone());
-                let res =
-                    tokio::task::spawn_blocking(move || store.kill(&actor, &sc, &va, on)).await;
-                let verb = if on { "kill" } else { "revive" };
-                let msg = match res {
-                    Ok(Ok(p)) => format!("{verb} {scope} {value}: published {}", p.revision),
-                    Ok(Err(e)) => format!("{verb} refused: {e}"),
-                    Err(e) => format!("{verb} failed: {e}"),
-                };
-                self.console.sessions.flash(sid, msg);
-                redirect("/console/fleet")
-            }
-            "/console/bundles/rollback" => {
-                if !need(Role::Admin) {
-                    return self.forbidden(user, path, "only an admin rolls back");
-                }
-                let revision = field("revision");
-                let store = self.store.clone();
-                let actor = format!("console:{}", user.name);
-                let rev = revision.clone();
-                let res = tokio::task::spawn_blocking(move || store.rollback(&actor, &rev)).await;
-                let msg = match res {
-                    Ok(Ok(p)) => format!("rolled back to {revision}: published {}", p.revision),
-                    Ok(Err(e)) => format!("rollback refused: {e}"),
-                    Err(e) => format!("rollback failed: {e}"),
-                };
-                self.console.sessions.flash(sid, msg);
-                redirect("/console/bundles")
-            }
-            p if p.starts_with("/console/approvals/") && p.ends_with("/decide") => {
-                let id = &p["/console/approvals/".len()..p.len() - "/decide".len()];
-                if !is_id(id) {
-                    return plain(StatusCode::NOT_FOUND, "no such approval");
-                }
-                if !need(Role::Approver) {
-                    return self.forbidden(user, path, "only an approver approves or denies");
-                }
-                let verdict = match field("verdict").as_str() {
-                    "approve" => Verdict::Approve,
-                    "deny" => Verdict::Deny,
-                    _ => return plain(StatusCode::BAD_REQUEST, "verdict: approve or deny"),
-                };
-                let comment = Some(field("comment")).filter(|c| !c.is_empty());
-                let res = self.decide(&user.name, id, verdict.clone(), comment);
-                let what = match verdict {
-                    Verdict::Approve => "approved",
-                    Verdict::Deny => "denied",
-                };
-                self.console_record(&user.name, &format!("approval.{what}"), res.is_ok(), id);
-                let msg = match res {
-                    Ok(v) => format!("{id} {what}: now {}", s(&v["state"])),
-                    Err(e) => format!("{id} not {what}: {e}"),
-                };
-                self.console.sessions.flash(sid, msg);
-                redirect(&format!("/console/approvals/{id}"))
-            }
-            p if super::governance::is_governance(p) => {
-                self.governance_post(session, sid, p, &form).await
-            }
-            _ => plain(StatusCode::NOT_FOUND, "no such action"),
-        }
     }
 
     pub(super) fn forbidden(&self, user: &User, path: &str, why: &str) -> Resp {

@@ -85,8 +85,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/healthz", any(healthz))
         .route("/metrics", any(metrics))
         // The console: its own sessions (a token logs in once).
-        .route("/console", any(crate::console::serve))
-        .route("/console/{*page}", any(crate::console::serve))
+        .merge(console(&api))
         .merge(v1)
         .with_state(api)
 }
@@ -320,4 +319,103 @@ async fn metrics(State(api): State<Arc<Api>>, req: Request) -> Response {
         api.metrics_text(),
     )
         .into_response()
+}
+
+// ---------------------------------------------------------------------
+// The console
+// ---------------------------------------------------------------------
+
+/// The console's pages and actions, each with the method, the path, the
+/// [`ConsoleAccess`] it needs and its handler. Every one is behind the
+/// console's gates ([`crate::console::gate`]): the host name first (421),
+/// only GET and POST, then — past the style sheet and the login form —
+/// the session cookie (a GET without one goes to the login page, anything
+/// else 401), for a POST another site refused then its CSRF token checked
+/// (403, recorded), then the access (403, recorded). Paths with ids take
+/// them as the path carries them (not percent-decoded). Any other path
+/// under `/console`, or another method, is answered past the same gates
+/// by [`gate::nowhere`] ("no such page" for GET, "no such action" for
+/// POST, 405 "GET or POST only" otherwise).
+// One line a route: a table, as rustfmt would not lay it out.
+#[rustfmt::skip]
+fn console(api: &Arc<Api>) -> Router<Arc<Api>> {
+    use crate::console::{gate, governance_handlers as gov, pages};
+    use ConsoleAccess::*;
+    gate::ConsoleTable::new(api)
+        // Before any session: the style sheet and logging in.
+        .open(GET, "/console/static/console.css", gate::style_sheet)
+        .open(GET, "/console/login", gate::login_page)
+        .open(POST, "/console/login", gate::login)
+        .at(POST, "/console/logout", Anyone, gate::logout)
+        // The fleet and its bundle: everyone reads (scoped to their
+        // tenants); admins pull the kill switch and roll back.
+        .at(GET, "/console", Anyone, pages::home)
+        .at(GET, "/console/fleet", Anyone, pages::fleet)
+        .at(POST, "/console/kill", Admin("pulls the kill switch"), pages::kill)
+        .at(GET, "/console/bundles", Anyone, pages::bundles)
+        .at(GET, "/console/bundles/diff", Anyone, pages::bundle_diff)
+        .at(POST, "/console/bundles/rollback", Admin("rolls back"), pages::rollback)
+        // Held calls: everyone reads those of their tenants; approvers
+        // decide. A malformed id is "no such approval" before any role.
+        .at(GET, "/console/approvals", Anyone, pages::approvals)
+        .at(GET, "/console/approvals/{approval}", Anyone, pages::approval)
+        .at(POST, "/console/approvals/{approval}/decide", Approver, pages::decide)
+        // Audit records and live figures of the user's tenants.
+        .at(GET, "/console/audit", Anyone, pages::audit)
+        .at(GET, "/console/audit/{record}", Anyone, pages::record)
+        .at(GET, "/console/live", Anyone, pages::live)
+        // Governance: administrators (the handlers scope a tenant admin
+        // to their tenant, 404 for a name that is none).
+        .at(GET, "/console/tenants", Governor, gov::tenants)
+        .at(GET, "/console/tenants/{t}/diff", Governor, gov::layer_diff)
+        .at(POST, "/console/tenants/{t}/publish", Governor, gov::tenant_publish)
+        .at(POST, "/console/tenants/{t}/rollback", Governor, gov::tenant_rollback)
+        .at(POST, "/console/tenants/{t}/canary", Governor, gov::tenant_canary)
+        .at(GET, "/console/registry", Governor, gov::registry)
+        .at(GET, "/console/registry/{s}", Governor, gov::server)
+        .at(POST, "/console/registry/{s}/move", Governor, gov::server_move)
+        .at(POST, "/console/registry/{s}/share", Governor, gov::server_share)
+        .at(POST, "/console/registry/{s}/approve-share", Governor, gov::server_approve_share)
+        .into_router()
+}
+
+/// Who a console page or action admits: the role of the session's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleAccess {
+    /// Anyone logged in (viewers, approvers, administrators).
+    Anyone,
+    /// An approver's token.
+    Approver,
+    /// The console's admins (the admin token, org admins); what they do
+    /// (the refusal says "only an admin …").
+    Admin(&'static str),
+    /// Administrators: the admin token and `--admins` (org admins,
+    /// org reviewers, tenant admins).
+    Governor,
+}
+
+impl ConsoleAccess {
+    /// Whether `user` may take a route of this access.
+    pub(crate) fn admits(self, user: &crate::console::User) -> bool {
+        use crate::console::Role;
+        match self {
+            ConsoleAccess::Anyone => true,
+            ConsoleAccess::Approver => user.role == Role::Approver,
+            ConsoleAccess::Admin(_) => user.role == Role::Admin,
+            ConsoleAccess::Governor => user.actor.is_some(),
+        }
+    }
+
+    /// Why a user it does not admit is refused.
+    pub(crate) fn refusal(self) -> String {
+        match self {
+            ConsoleAccess::Anyone => String::new(),
+            ConsoleAccess::Approver => "only an approver approves or denies".into(),
+            ConsoleAccess::Admin(what) => format!("only an admin {what}"),
+            ConsoleAccess::Governor => {
+                "the tenants and registry pages are administrators' (the admin token or --admins)"
+                    .into()
+            }
+        }
+    }
 }
