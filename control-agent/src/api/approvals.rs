@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use axum::extract::Path;
 
 use super::Agent;
-use crate::approvals::{Claim, Refused, Verdict};
+use crate::approvals::{ApprovalView, Claim, Refused, Verdict};
 use crate::caller::Caller;
 use crate::server::error::{ok, ApiError, ApiResult};
 use crate::server::extract::{JsonBody, JsonOrEmpty, QueryPairs, What};
@@ -22,19 +22,18 @@ pub async fn claim(agent: Agent, caller: Caller, JsonBody(c): JsonBody<Claim>) -
     let a = agent
         .approvals
         .claim(c, agent.store.signer(), SystemTime::now())?;
-    let v = serde_json::to_value(&a).unwrap_or_default();
-    let state = v["state"].as_str().unwrap_or("").to_owned();
-    agent.metrics.claims.with_label_values(&[&state]).inc();
-    if state != "pending" || v["created"] == true {
+    let state = a.state();
+    agent.metrics.claims.with_label_values(&[state]).inc();
+    if state != "pending" || a.created() {
         agent.store.record(
             &format!("gateway:{gw}"),
             &format!("approval.claim.{state}"),
             None,
             true,
-            &format!("{} {principal} {tool}", v["id"].as_str().unwrap_or("")),
+            &format!("{} {principal} {tool}", a.id()),
         );
     }
-    ok(&v)
+    ok(&a)
 }
 
 /// The approver asking (whose own calls and tenants shape what they see).
@@ -49,8 +48,8 @@ pub async fn list(agent: Agent, caller: Caller, q: QueryPairs) -> ApiResult {
     let now = SystemTime::now();
     let all = q.0.iter().any(|(k, v)| k == "all" && (v == "1" || v == "true"));
     let list = match caller.actor().and_then(|a| a.tenant()) {
-        Some(t) => agent.approvals.list_in(all, &[t.to_owned()], now),
-        None => agent.approvals.list(all, viewer(&caller), now),
+        Some(t) => agent.approvals.list_in_view(all, &[t.to_owned()], now),
+        None => agent.approvals.list_view(all, viewer(&caller), now),
     };
     ok(&serde_json::json!({"approvals": list}))
 }
@@ -72,7 +71,7 @@ pub async fn show(agent: Agent, caller: Caller, What(what): What, Path(id): Path
     }
     agent
         .approvals
-        .get(&id, viewer(&caller), now)
+        .get_view(&id, viewer(&caller), now)
         .map_or_else(|| Err(ApiError::not_found("no such approval")), |v| ok(&v))
 }
 
@@ -119,11 +118,11 @@ impl Api {
         id: &str,
         verdict: Verdict,
         comment: Option<String>,
-    ) -> Result<serde_json::Value, Refused> {
+    ) -> Result<ApprovalView, Refused> {
         let now = SystemTime::now();
         let res = self
             .approvals
-            .decide(id, approver, verdict.clone(), comment, now);
+            .decision(id, approver, verdict.clone(), comment, now);
         let (action, verb) = match verdict {
             Verdict::Approve => ("approval.approve", "approve"),
             Verdict::Deny => ("approval.deny", "deny"),

@@ -64,7 +64,7 @@ fn asking(headers: &HeaderMap) -> Result<Asking, ApiError> {
         }
     };
     let labels =
-        crate::rollout::parse_labels(&header("x-warden-labels")).map_err(ApiError::bad_request)?;
+        crate::rollout::labels_of(&header("x-warden-labels"))?;
     Ok(Asking {
         // Who asks: a gateway names itself and its labels (one without
         // them gets what is published to all).

@@ -14,9 +14,7 @@ pub async fn report(agent: Agent, caller: Caller, JsonBody(r): JsonBody<Report>)
         .tokens
         .speaks_for(&caller, &r.id)
         .map_err(ApiError::forbidden)?;
-    agent.store.report(r).map_err(|e| {
-        ApiError::new(http::StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-    })?;
+    agent.store.accept_report(r)?;
     ok(&serde_json::json!({"ok": true}))
 }
 
@@ -24,15 +22,15 @@ pub async fn show(agent: Agent, caller: Caller) -> ApiResult {
     match caller.actor().and_then(|a| a.tenant()) {
         Some(t) => {
             let mine = agent.store.servers_of(t);
-            ok(&serde_json::json!({"tenant": t, "upstreams": agent.store.upstream_health(&mine)}))
+            ok(&serde_json::json!({"tenant": t, "upstreams": agent.store.upstream_health_view(&mine)}))
         }
-        None => ok(&agent.store.fleet()),
+        None => ok(&agent.store.fleet_view()),
     }
 }
 
 pub async fn history(agent: Agent, caller: Caller) -> ApiResult {
     match caller.actor().and_then(|a| a.tenant()) {
-        Some(t) => ok(&agent.store.layer_history(t)),
+        Some(t) => ok(&agent.store.layer_history_view(t)),
         None => ok(&agent.store.history()),
     }
 }

@@ -37,7 +37,7 @@ fn actor(caller: &Caller) -> Result<Actor, ApiError> {
 /// Runs `op` in the store, recorded as `action` of `what`.
 async fn change(agent: &Agent, a: Actor, action: &'static str, what: String, op: RegistryOp) -> ApiResult {
     let store = agent.store.clone();
-    let v = tokio::task::spawn_blocking(move || store.registry_change_at(&a, action, &what, op))
+    let v = tokio::task::spawn_blocking(move || store.registry_apply(&a, action, &what, op))
         .await
         .map_err(ApiError::internal)??;
     ok(&v)
@@ -53,9 +53,9 @@ pub async fn list(agent: Agent, caller: Caller, q: QueryPairs, What(what): What)
             &format!("tenant `{}` is not {}'s", t.escape_debug(), a.label()),
         ));
     }
-    let mut list = agent.store.registry_list(&a);
-    if let (Some((_, t)), Some(l)) = (asked, list.as_array_mut()) {
-        l.retain(|s| s["tenant"].as_str().is_some_and(|x| same_tenant(x, t)));
+    let mut list = agent.store.registry_list_view(&a);
+    if let Some((_, t)) = asked {
+        list.retain(|s| s.tenant.as_deref().is_some_and(|x| same_tenant(x, t)));
     }
     ok(&serde_json::json!({"servers": list}))
 }
@@ -85,7 +85,7 @@ pub async fn register(
 
 pub async fn show(agent: Agent, caller: Caller, What(what): What, Path(s): Path<String>) -> ApiResult {
     let a = actor(&caller)?;
-    match agent.store.registry_show(&a, &s) {
+    match agent.store.registry_show_view(&a, &s) {
         Ok(v) => ok(&v),
         Err(Refusal::Forbidden(m)) => Err(agent.refuse(&a, &what, &m)),
         Err(e) => Err(ApiError::not_found(e.to_string())),

@@ -28,7 +28,7 @@ pub struct PublishBody {
 }
 
 pub async fn publish(agent: Agent, caller: Caller, JsonOrEmpty(b): JsonOrEmpty<PublishBody>) -> ApiResult {
-    b.select.check().map_err(ApiError::bad_request)?;
+    b.select.validate()?;
     let store = agent.store.clone();
     let actor = actor(&caller);
     let p = tokio::task::spawn_blocking(move || match b.canary {
@@ -47,7 +47,7 @@ pub async fn publish(agent: Agent, caller: Caller, JsonOrEmpty(b): JsonOrEmpty<P
 }
 
 pub async fn show(agent: Agent) -> ApiResult {
-    ok(&agent.store.rollout())
+    ok(&agent.store.rollout_view())
 }
 
 /// `revision`: the canary revision the operator judged (`GET
@@ -61,7 +61,7 @@ pub struct Judged {
 
 pub async fn promote(agent: Agent, caller: Caller, JsonOrEmpty(b): JsonOrEmpty<Judged>) -> ApiResult {
     agent.store.promote(&actor(&caller), b.revision.as_deref())?;
-    ok(&agent.store.rollout())
+    ok(&agent.store.rollout_view())
 }
 
 pub async fn roll_back_canary(
@@ -72,7 +72,7 @@ pub async fn roll_back_canary(
     agent
         .store
         .roll_back_canary(&actor(&caller), b.revision.as_deref())?;
-    ok(&agent.store.rollout())
+    ok(&agent.store.rollout_view())
 }
 
 #[derive(serde::Deserialize)]

@@ -48,26 +48,22 @@ fn label(caller: &Caller) -> String {
 }
 
 pub async fn list(agent: Agent, caller: Caller) -> ApiResult {
-    let mut all = agent.store.layers_summary();
-    if let (Some(t), Some(list)) = (caller.actor().and_then(|a| a.tenant()), all.as_array_mut()) {
-        list.retain(|e| e["tenant"].as_str().is_some_and(|x| same_tenant(x, t)));
+    let mut all = agent.store.layers_summary_view();
+    if let Some(t) = caller.actor().and_then(|a| a.tenant()) {
+        all.retain(|e| same_tenant(&e.tenant, t));
     }
     ok(&serde_json::json!({"tenants": all}))
 }
 
 pub async fn history(agent: Agent, Path(t): Path<String>) -> ApiResult {
-    ok(&agent.store.layer_history(&t))
+    ok(&agent.store.layer_history_view(&t))
 }
 
 pub async fn diff(agent: Agent, Path(t): Path<String>, q: QueryPairs) -> ApiResult {
     let (Some(a), Some(b)) = (q.get("from"), q.get("to")) else {
         return Err(ApiError::bad_request("diff needs from= and to= revisions"));
     };
-    agent
-        .store
-        .layer_diff(&t, a, b)
-        .map_err(|e| ApiError::not_found(e.to_string()))
-        .and_then(|v| ok(&v))
+    ok(&agent.store.layer_diff_view(&t, a, b)?)
 }
 
 /// `?canary=10%&watch=300&select=k=v`: the layer as a canary.
@@ -75,16 +71,16 @@ fn canary_of(q: &QueryPairs) -> Result<Option<(crate::rollout::Selector, CanaryP
     let Some(share) = q.get("canary") else {
         return Ok(None);
     };
-    let share = crate::rollout::parse_share(share).map_err(ApiError::bad_request)?;
+    let share = crate::rollout::share_of(share)?;
     let watch_secs = match q.get("watch").map(|w| w.parse::<u64>()) {
         None => 300,
         Some(Ok(w)) => w,
         Some(Err(_)) => return Err(ApiError::bad_request("watch= is seconds")),
     };
-    let labels = crate::rollout::parse_labels(q.get("select").unwrap_or_default())
-        .map(crate::rollout::Selector)
-        .map_err(ApiError::bad_request)?;
-    labels.check().map_err(ApiError::bad_request)?;
+    let labels = crate::rollout::Selector(crate::rollout::labels_of(
+        q.get("select").unwrap_or_default(),
+    )?);
+    labels.validate()?;
     Ok(Some((
         labels,
         CanaryPlan {
@@ -173,5 +169,5 @@ async fn end_canary(agent: Agent, caller: Caller, tenant: String, promote: bool,
     })
     .await
     .map_err(ApiError::internal)??;
-    ok(&agent.store.rollout())
+    ok(&agent.store.rollout_view())
 }

@@ -225,6 +225,31 @@ pub enum ClaimAnswer {
     },
 }
 
+impl ClaimAnswer {
+    /// `approved`, `pending` or `denied`, as the answer's `state` says.
+    pub fn state(&self) -> &'static str {
+        match self {
+            ClaimAnswer::Approved { .. } => "approved",
+            ClaimAnswer::Pending { .. } => "pending",
+            ClaimAnswer::Denied { .. } => "denied",
+        }
+    }
+
+    /// The approval the claim is answered by.
+    pub fn id(&self) -> &str {
+        match self {
+            ClaimAnswer::Approved { id, .. }
+            | ClaimAnswer::Pending { id, .. }
+            | ClaimAnswer::Denied { id, .. } => id,
+        }
+    }
+
+    /// Whether this claim opened the approval (the first claim of a call).
+    pub fn created(&self) -> bool {
+        matches!(self, ClaimAnswer::Pending { created: true, .. })
+    }
+}
+
 pub(super) fn fmt(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }

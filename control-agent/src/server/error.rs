@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::approvals::{ClaimRefused, Refused};
 use crate::build::BuildFailure;
 use crate::registry::Refusal;
-use crate::store::{CanaryRefusal, RegistryError};
+use crate::rollout::InputError;
+use crate::store::{CanaryRefusal, RegistryError, ReportError, RevisionError};
 
 /// What a handler answers when it does not answer 200.
 #[derive(Debug)]
@@ -111,9 +112,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `status` with `v` as JSON.
+/// `status` with `v` as JSON, its keys in order at every level (as the
+/// API has always answered).
 pub fn json(status: StatusCode, v: &impl Serialize) -> Response {
-    let body = serde_json::to_vec(v).unwrap_or_default();
+    let body = serde_json::to_value(v)
+        .and_then(|v| serde_json::to_vec(&v))
+        .unwrap_or_default();
     (
         status,
         [(
@@ -182,5 +186,23 @@ impl From<Refused> for ApiError {
             _ => StatusCode::CONFLICT,
         };
         ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> ApiError {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+impl From<ReportError> for ApiError {
+    fn from(e: ReportError) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+    }
+}
+
+impl From<RevisionError> for ApiError {
+    fn from(e: RevisionError) -> ApiError {
+        ApiError::not_found(e.to_string())
     }
 }
