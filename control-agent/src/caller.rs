@@ -110,7 +110,6 @@ pub fn identify(token: &str, known: &Known<'_>) -> Option<Caller> {
     of(known.viewers).map(|(name, tenants)| Caller::Viewer { name, tenants })
 }
 
-
 pub struct Tokens {
     /// SHA-256 of the admin token.
     admin: [u8; 32],

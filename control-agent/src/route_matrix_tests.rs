@@ -189,7 +189,8 @@ async fn every_caller_reaches_what_the_golden_file_says() {
         std::fs::write(path, &got).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(path).expect("route_matrix.golden (WARDEN_BLESS=1 writes it)");
+    let want =
+        std::fs::read_to_string(path).expect("route_matrix.golden (WARDEN_BLESS=1 writes it)");
     if got != want {
         let diff = similar::TextDiff::from_lines(&want, &got)
             .unified_diff()

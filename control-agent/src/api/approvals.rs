@@ -46,7 +46,9 @@ fn viewer(caller: &Caller) -> Option<&str> {
 
 pub async fn list(agent: Agent, caller: Caller, q: QueryPairs) -> ApiResult {
     let now = SystemTime::now();
-    let all = q.0.iter().any(|(k, v)| k == "all" && (v == "1" || v == "true"));
+    let all =
+        q.0.iter()
+            .any(|(k, v)| k == "all" && (v == "1" || v == "true"));
     let list = match caller.actor().and_then(|a| a.tenant()) {
         Some(t) => agent.approvals.list_in_view(all, &[t.to_owned()], now),
         None => agent.approvals.list_view(all, viewer(&caller), now),
@@ -54,7 +56,12 @@ pub async fn list(agent: Agent, caller: Caller, q: QueryPairs) -> ApiResult {
     ok(&serde_json::json!({"approvals": list}))
 }
 
-pub async fn show(agent: Agent, caller: Caller, What(what): What, Path(id): Path<String>) -> ApiResult {
+pub async fn show(
+    agent: Agent,
+    caller: Caller,
+    What(what): What,
+    Path(id): Path<String>,
+) -> ApiResult {
     let now = SystemTime::now();
     if let Some((a, t)) = caller.actor().and_then(|a| Some((a, a.tenant()?))) {
         match agent.approvals.tenant_of(&id) {

@@ -84,7 +84,10 @@ pub async fn ingest(agent: Agent, caller: Caller, headers: HeaderMap, body: Body
     // The process shipping (its instance id, as on bundle fetches and
     // reports): a second process under this id is seen by its audit
     // alone, before it ever reports.
-    if let Some(instance) = headers.get("x-warden-instance").and_then(|v| v.to_str().ok()) {
+    if let Some(instance) = headers
+        .get("x-warden-instance")
+        .and_then(|v| v.to_str().ok())
+    {
         agent.store.fetched_by(&gateway, instance);
     }
     // Several live processes under this id: their chains would be mixed
@@ -153,7 +156,12 @@ pub async fn ingest(agent: Agent, caller: Caller, headers: HeaderMap, body: Body
 /// The tenants a caller's audit reads are confined to (empty: every
 /// tenant, the org's roles); a tenant admin's `tenant=` naming another
 /// tenant is refused and recorded.
-fn scope(agent: &Agent, caller: &Caller, q: &QueryPairs, what: &str) -> Result<Vec<String>, ApiError> {
+fn scope(
+    agent: &Agent,
+    caller: &Caller,
+    q: &QueryPairs,
+    what: &str,
+) -> Result<Vec<String>, ApiError> {
     let Some((a, t)) = caller.actor().and_then(|a| Some((a, a.tenant()?))) else {
         return Ok(Vec::new());
     };
@@ -181,7 +189,13 @@ fn store_failed(e: anyhow::Error) -> ApiError {
     ApiError::new(status, text)
 }
 
-pub async fn search(agent: Agent, caller: Caller, q: QueryPairs, What(what): What, uri: http::Uri) -> ApiResult {
+pub async fn search(
+    agent: Agent,
+    caller: Caller,
+    q: QueryPairs,
+    What(what): What,
+    uri: http::Uri,
+) -> ApiResult {
     let tenants = scope(&agent, &caller, &q, &what)?;
     let mut query = parse_query(uri.query().unwrap_or("")).map_err(ApiError::bad_request)?;
     query.tenants = tenants;
@@ -193,7 +207,13 @@ pub async fn search(agent: Agent, caller: Caller, q: QueryPairs, What(what): Wha
     ok(&page)
 }
 
-pub async fn verify(agent: Agent, caller: Caller, q: QueryPairs, What(what): What, uri: http::Uri) -> ApiResult {
+pub async fn verify(
+    agent: Agent,
+    caller: Caller,
+    q: QueryPairs,
+    What(what): What,
+    uri: http::Uri,
+) -> ApiResult {
     let tenants = scope(&agent, &caller, &q, &what)?;
     let mut query = parse_query(uri.query().unwrap_or("")).map_err(ApiError::bad_request)?;
     query.tenants = tenants;
@@ -214,7 +234,13 @@ pub async fn verify(agent: Agent, caller: Caller, q: QueryPairs, What(what): Wha
     ok(&v)
 }
 
-pub async fn live(agent: Agent, caller: Caller, q: QueryPairs, What(what): What, uri: http::Uri) -> ApiResult {
+pub async fn live(
+    agent: Agent,
+    caller: Caller,
+    q: QueryPairs,
+    What(what): What,
+    uri: http::Uri,
+) -> ApiResult {
     let scope = scope(&agent, &caller, &q, &what)?;
     let (window, gateway) = parse_live(uri.query().unwrap_or("")).map_err(ApiError::bad_request)?;
     let store = agent.audit.clone();

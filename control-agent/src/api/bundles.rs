@@ -63,8 +63,7 @@ fn asking(headers: &HeaderMap) -> Result<Asking, ApiError> {
             ))
         }
     };
-    let labels =
-        crate::rollout::labels_of(&header("x-warden-labels"))?;
+    let labels = crate::rollout::labels_of(&header("x-warden-labels"))?;
     Ok(Asking {
         // Who asks: a gateway names itself and its labels (one without
         // them gets what is published to all).
@@ -86,12 +85,7 @@ fn asking(headers: &HeaderMap) -> Result<Asking, ApiError> {
     })
 }
 
-pub async fn current(
-    agent: Agent,
-    caller: Caller,
-    headers: HeaderMap,
-    uri: Uri,
-) -> ApiResult {
+pub async fn current(agent: Agent, caller: Caller, headers: HeaderMap, uri: Uri) -> ApiResult {
     let api = &agent.0;
     api.tokens
         .speaks_for(&caller, &named_gateway(&headers))
@@ -107,11 +101,14 @@ pub async fn current(
             Some(p) if a.have.as_deref() != Some(p.revision.as_str()) => {
                 let r = answer(api, &a, &p)?;
                 // What a canary counts this gateway's reports by.
-                api.store.served_to(&a.id, &a.instance, &a.labels, &p.revision);
+                api.store
+                    .served_to(&a.id, &a.instance, &a.labels, &p.revision);
                 return Ok(r);
             }
             // It holds what it should run: confirmed.
-            Some(p) => api.store.served_to(&a.id, &a.instance, &a.labels, &p.revision),
+            Some(p) => api
+                .store
+                .served_to(&a.id, &a.instance, &a.labels, &p.revision),
             None => {}
         }
         // Nothing newer: wait for a change or the deadline.

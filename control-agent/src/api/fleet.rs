@@ -22,7 +22,9 @@ pub async fn show(agent: Agent, caller: Caller) -> ApiResult {
     match caller.actor().and_then(|a| a.tenant()) {
         Some(t) => {
             let mine = agent.store.servers_of(t);
-            ok(&serde_json::json!({"tenant": t, "upstreams": agent.store.upstream_health_view(&mine)}))
+            ok(
+                &serde_json::json!({"tenant": t, "upstreams": agent.store.upstream_health_view(&mine)}),
+            )
         }
         None => ok(&agent.store.fleet_view()),
     }

@@ -35,7 +35,13 @@ fn actor(caller: &Caller) -> Result<Actor, ApiError> {
 }
 
 /// Runs `op` in the store, recorded as `action` of `what`.
-async fn change(agent: &Agent, a: Actor, action: &'static str, what: String, op: RegistryOp) -> ApiResult {
+async fn change(
+    agent: &Agent,
+    a: Actor,
+    action: &'static str,
+    what: String,
+    op: RegistryOp,
+) -> ApiResult {
     let store = agent.store.clone();
     let v = tokio::task::spawn_blocking(move || store.registry_apply(&a, action, &what, op))
         .await
@@ -78,12 +84,24 @@ pub async fn register(
     let a = actor(&caller)?;
     let (who, now) = (a.clone(), SystemTime::now());
     let op: RegistryOp = Box::new(move |r, taken| {
-        r.register(&who, &b.server, b.tenant.as_deref(), &b.definition, taken, now)
+        r.register(
+            &who,
+            &b.server,
+            b.tenant.as_deref(),
+            &b.definition,
+            taken,
+            now,
+        )
     });
     change(&agent, a, "registry.register", what, op).await
 }
 
-pub async fn show(agent: Agent, caller: Caller, What(what): What, Path(s): Path<String>) -> ApiResult {
+pub async fn show(
+    agent: Agent,
+    caller: Caller,
+    What(what): What,
+    Path(s): Path<String>,
+) -> ApiResult {
     let a = actor(&caller)?;
     match agent.store.registry_show_view(&a, &s) {
         Ok(v) => ok(&v),
@@ -118,13 +136,17 @@ pub async fn transition(
         ));
     };
     let (who, now) = (a.clone(), SystemTime::now());
-    let op: RegistryOp = Box::new(move |r, _| {
-        r.transition(&who, &server, to, b.reviewed.as_deref(), &b.note, now)
-    });
+    let op: RegistryOp =
+        Box::new(move |r, _| r.transition(&who, &server, to, b.reviewed.as_deref(), &b.note, now));
     change(&agent, a, "registry.move", what, op).await
 }
 
-pub async fn share(agent: Agent, caller: Caller, What(what): What, Path(server): Path<String>) -> ApiResult {
+pub async fn share(
+    agent: Agent,
+    caller: Caller,
+    What(what): What,
+    Path(server): Path<String>,
+) -> ApiResult {
     let a = actor(&caller)?;
     let (who, now) = (a.clone(), SystemTime::now());
     let op: RegistryOp = Box::new(move |r, _| r.request_share(&who, &server, now));
@@ -149,8 +171,7 @@ pub async fn approve_share(
 ) -> ApiResult {
     let a = actor(&caller)?;
     let (who, now) = (a.clone(), SystemTime::now());
-    let op: RegistryOp = Box::new(move |r, _| {
-        r.approve_share(&who, &server, b.reviewed.as_deref(), now)
-    });
+    let op: RegistryOp =
+        Box::new(move |r, _| r.approve_share(&who, &server, b.reviewed.as_deref(), now));
     change(&agent, a, "registry.approve_share", what, op).await
 }

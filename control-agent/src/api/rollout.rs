@@ -27,7 +27,11 @@ pub struct PublishBody {
     canary: Option<crate::store::CanaryPlan>,
 }
 
-pub async fn publish(agent: Agent, caller: Caller, JsonOrEmpty(b): JsonOrEmpty<PublishBody>) -> ApiResult {
+pub async fn publish(
+    agent: Agent,
+    caller: Caller,
+    JsonOrEmpty(b): JsonOrEmpty<PublishBody>,
+) -> ApiResult {
     b.select.validate()?;
     let store = agent.store.clone();
     let actor = actor(&caller);
@@ -59,8 +63,14 @@ pub struct Judged {
     revision: Option<String>,
 }
 
-pub async fn promote(agent: Agent, caller: Caller, JsonOrEmpty(b): JsonOrEmpty<Judged>) -> ApiResult {
-    agent.store.promote(&actor(&caller), b.revision.as_deref())?;
+pub async fn promote(
+    agent: Agent,
+    caller: Caller,
+    JsonOrEmpty(b): JsonOrEmpty<Judged>,
+) -> ApiResult {
+    agent
+        .store
+        .promote(&actor(&caller), b.revision.as_deref())?;
     ok(&agent.store.rollout_view())
 }
 
@@ -80,7 +90,11 @@ pub struct RollbackBody {
     revision: String,
 }
 
-pub async fn rollback(agent: Agent, caller: Caller, JsonBody(b): JsonBody<RollbackBody>) -> ApiResult {
+pub async fn rollback(
+    agent: Agent,
+    caller: Caller,
+    JsonBody(b): JsonBody<RollbackBody>,
+) -> ApiResult {
     let store = agent.store.clone();
     let actor = actor(&caller);
     published(&agent, move || store.rollback(&actor, &b.revision)).await

@@ -100,14 +100,14 @@ pub async fn publish(
 ) -> ApiResult {
     let canary = canary_of(&q)?;
     let bytes = body_bytes(body, MAX_LAYER_BODY).await?;
-    let files = unpack_layer(&bytes).map_err(|e| {
-        ApiError::bad_request(format!("the body must be the layer as tar.gz: {e}"))
-    })?;
+    let files = unpack_layer(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body must be the layer as tar.gz: {e}")))?;
     let (store, label) = (agent.store.clone(), label(&caller));
-    let e = tokio::task::spawn_blocking(move || store.publish_layer(&label, &tenant, files, canary))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::problems(&e))?;
+    let e =
+        tokio::task::spawn_blocking(move || store.publish_layer(&label, &tenant, files, canary))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::problems(&e))?;
     ok(&serde_json::json!({"published": e}))
 }
 
@@ -162,7 +162,13 @@ pub async fn roll_back_canary(
     end_canary(agent, caller, tenant, false, b).await
 }
 
-async fn end_canary(agent: Agent, caller: Caller, tenant: String, promote: bool, b: Judged) -> ApiResult {
+async fn end_canary(
+    agent: Agent,
+    caller: Caller,
+    tenant: String,
+    promote: bool,
+    b: Judged,
+) -> ApiResult {
     let (store, label) = (agent.store.clone(), label(&caller));
     tokio::task::spawn_blocking(move || {
         store.end_layer_canary(&label, &tenant, promote, b.revision.as_deref())

@@ -32,8 +32,8 @@ use anyhow::Context;
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, Connection};
 
-pub mod query;
 mod lines;
+pub mod query;
 mod schema;
 mod search;
 mod trim;
@@ -440,5 +440,4 @@ impl Inner {
         }
         Ok((found, false))
     }
-
 }

@@ -8,7 +8,9 @@ use rusqlite::types::Value as Sql;
 use rusqlite::OptionalExtension;
 
 use super::schema::{tenant_key, COLUMNS};
-use super::{now_us, AuditStore, Live, Page, Query, Row, MAX_COUNTED, SEARCH_BUDGET, SEARCH_TOO_BROAD};
+use super::{
+    now_us, AuditStore, Live, Page, Query, Row, MAX_COUNTED, SEARCH_BUDGET, SEARCH_TOO_BROAD,
+};
 
 /// A query's conditions as SQL over `records r`, with their values.
 pub(super) fn conditions(q: &Query, paged: bool) -> (String, Vec<Sql>) {

@@ -91,7 +91,6 @@ impl Inner {
     }
 }
 
-
 /// The bytes of the database's pages in use (its file less the free pages).
 fn used_bytes(c: &Connection) -> rusqlite::Result<u64> {
     let pragma = |p: &str| c.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0));

@@ -191,4 +191,3 @@ pub async fn serve_with(
         });
     }
 }
-

@@ -169,9 +169,9 @@ impl From<ClaimRefused> for ApiError {
     fn from(e: ClaimRefused) -> ApiError {
         let status = match e {
             ClaimRefused::TooMany | ClaimRefused::Full => StatusCode::TOO_MANY_REQUESTS,
-            ClaimRefused::Malformed(_) | ClaimRefused::DigestMismatch | ClaimRefused::TooLarge(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ClaimRefused::Malformed(_)
+            | ClaimRefused::DigestMismatch
+            | ClaimRefused::TooLarge(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())

@@ -47,7 +47,11 @@ pub(crate) fn peer_of(ext: &http::Extensions) -> std::net::IpAddr {
 /// one proven right from this address before (a gateway behind the same
 /// NAT as a guesser). One without any guesses nothing. Console viewers'
 /// tokens read the console only: the API does not know them.
-pub(crate) async fn authenticate(State(api): State<Arc<Api>>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn authenticate(
+    State(api): State<Arc<Api>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let caller = match req.headers().get(http::header::AUTHORIZATION) {
         None => None,
         Some(v) => {

@@ -22,9 +22,9 @@ mod metrics;
 pub mod routes;
 
 pub use crate::caller::MIN_TOKEN_LEN;
+pub use crate::caller::{read_gateway_tokens, Tokens};
 pub use conn::{serve, serve_with, ConnLimits};
 pub use metrics::Metrics;
-pub use crate::caller::{read_gateway_tokens, Tokens};
 
 /// Everything the agent's handlers share.
 pub struct Api {

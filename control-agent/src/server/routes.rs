@@ -47,7 +47,12 @@ pub fn router(api: Arc<Api>) -> Router {
         .at(GET, "/v1/rollout", OrgReader, rollout::show)
         .at(POST, "/v1/publish", OrgAdmin, rollout::publish)
         .at(POST, "/v1/rollout/promote", OrgAdmin, rollout::promote)
-        .at(POST, "/v1/rollout/rollback", OrgAdmin, rollout::roll_back_canary)
+        .at(
+            POST,
+            "/v1/rollout/rollback",
+            OrgAdmin,
+            rollout::roll_back_canary,
+        )
         .at(POST, "/v1/rollback", OrgAdmin, rollout::rollback)
         .at(POST, "/v1/kill", OrgAdmin, rollout::kill)
         .at(POST, "/v1/revive", OrgAdmin, rollout::revive)
@@ -56,7 +61,12 @@ pub fn router(api: Arc<Api>) -> Router {
         .at(GET, "/v1/approvals", ApprovalReader, approvals::list)
         .at(GET, "/v1/approvals/", ApprovalReader, approvals::list)
         .at(GET, "/v1/approvals/{id}", ApprovalReader, approvals::show)
-        .at(POST, "/v1/approvals/{id}/approve", Decide, approvals::approve)
+        .at(
+            POST,
+            "/v1/approvals/{id}/approve",
+            Decide,
+            approvals::approve,
+        )
         .at(POST, "/v1/approvals/{id}/deny", Decide, approvals::deny)
         // Tenant layers: org roles read, org admins and the tenant's own
         // admins change.
@@ -65,17 +75,47 @@ pub fn router(api: Arc<Api>) -> Router {
         .at(GET, "/v1/tenants/{t}/history", TenantRead, tenants::history)
         .at(GET, "/v1/tenants/{t}/diff", TenantRead, tenants::diff)
         .at(POST, "/v1/tenants/{t}/layer", TenantWrite, tenants::publish)
-        .at(POST, "/v1/tenants/{t}/rollback", TenantWrite, tenants::rollback)
-        .at(POST, "/v1/tenants/{t}/canary/promote", TenantWrite, tenants::promote)
-        .at(POST, "/v1/tenants/{t}/canary/rollback", TenantWrite, tenants::roll_back_canary)
+        .at(
+            POST,
+            "/v1/tenants/{t}/rollback",
+            TenantWrite,
+            tenants::rollback,
+        )
+        .at(
+            POST,
+            "/v1/tenants/{t}/canary/promote",
+            TenantWrite,
+            tenants::promote,
+        )
+        .at(
+            POST,
+            "/v1/tenants/{t}/canary/rollback",
+            TenantWrite,
+            tenants::roll_back_canary,
+        )
         // The registry: the store applies its rules to each administrator.
         .at(GET, "/v1/registry", Administrator, registry::list)
         .at(GET, "/v1/registry/", Administrator, registry::list)
         .at(POST, "/v1/registry", Administrator, registry::register)
         .at(GET, "/v1/registry/{s}", Administrator, registry::show)
-        .at(POST, "/v1/registry/{s}/move", Administrator, registry::transition)
-        .at(POST, "/v1/registry/{s}/share", Administrator, registry::share)
-        .at(POST, "/v1/registry/{s}/approve-share", Administrator, registry::approve_share)
+        .at(
+            POST,
+            "/v1/registry/{s}/move",
+            Administrator,
+            registry::transition,
+        )
+        .at(
+            POST,
+            "/v1/registry/{s}/share",
+            Administrator,
+            registry::share,
+        )
+        .at(
+            POST,
+            "/v1/registry/{s}/approve-share",
+            Administrator,
+            registry::approve_share,
+        )
         .into_router()
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
@@ -117,14 +157,19 @@ pub enum Access {
 
 impl Access {
     fn approvals(self) -> bool {
-        matches!(self, Access::Claim | Access::ApprovalReader | Access::Decide)
+        matches!(
+            self,
+            Access::Claim | Access::ApprovalReader | Access::Decide
+        )
     }
 
     /// Whether `caller` may take a route of this access at `path`.
     fn admits(self, caller: &Caller, path: &str) -> bool {
         let kind = caller.actor().map(|a| &a.kind);
         match self {
-            Access::Gateway => matches!(caller, Caller::Gateway(_)) || kind == Some(&Kind::OrgAdmin),
+            Access::Gateway => {
+                matches!(caller, Caller::Gateway(_)) || kind == Some(&Kind::OrgAdmin)
+            }
             Access::Reader | Access::Administrator => kind.is_some(),
             Access::OrgReader => matches!(kind, Some(Kind::OrgAdmin | Kind::OrgReviewer)),
             Access::OrgAdmin => kind == Some(&Kind::OrgAdmin),
@@ -152,16 +197,22 @@ fn tenant_of(path: &str) -> Option<String> {
 }
 
 /// The refusal of a caller a route's access does not admit.
-fn refusal(api: &Api, caller: &Caller, access: Access, method: &Method, uri: &http::Uri) -> ApiError {
+fn refusal(
+    api: &Api,
+    caller: &Caller,
+    access: Access,
+    method: &Method,
+    uri: &http::Uri,
+) -> ApiError {
     let path = uri.path();
     match caller {
         Caller::Approver { .. } if access == Access::Claim => ApiError::no_route(),
         Caller::Approver { .. } => {
             ApiError::forbidden("an approver's token reaches only /v1/approvals")
         }
-        Caller::Gateway(_) if access.approvals() => ApiError::forbidden(
-            "gateways may only claim approvals, never list or decide them",
-        ),
+        Caller::Gateway(_) if access.approvals() => {
+            ApiError::forbidden("gateways may only claim approvals, never list or decide them")
+        }
         Caller::Gateway(_) | Caller::Viewer { .. } => ApiError::forbidden("admin token required"),
         Caller::Admin(a) => {
             let asked = what(method, uri);

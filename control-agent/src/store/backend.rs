@@ -13,8 +13,8 @@ use crate::admins::tenant_name;
 use crate::build::KillState;
 use crate::registry::{Event, Registry};
 
-use super::types::KillEvent;
 use super::layers::{LayerEntry, LayerState, Tenant};
+use super::types::KillEvent;
 use super::types::{HistoryEntry, Rollout, ServedEntry};
 
 /// A revision's archive: as built (and signed), or its source.

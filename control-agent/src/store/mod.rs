@@ -37,10 +37,10 @@ mod views;
 
 pub use backend::{Archive, Backend, StateDir};
 pub use canary::CanaryRefusal;
-pub use types::KillEvent;
 pub use error::{ReportError, RevisionError};
 pub use prune::MAX_ORG_REVISIONS;
 pub use registry::RegistryError;
+pub use types::KillEvent;
 pub use types::{
     CanaryPlan, CanaryState, HistoryEntry, Published, Report, Rollout, ServedEntry, UpstreamHealth,
     MAX_REPORTED_ERROR, MAX_REPORTED_REVISION, MAX_REPORTED_UPSTREAMS,
