@@ -34,7 +34,6 @@ use super::session::{self, Session};
 use super::views::is_id;
 use super::{cookie_of, cross_site, harden, plain, query_of, read_form, redirect, Resp};
 use crate::admins::Actor;
-use crate::server::routes::ConsoleAccess;
 use crate::server::Api;
 
 /// The console's state, as its gates and handlers take it.
@@ -498,5 +497,46 @@ impl ConsoleTable {
             router = router.route(path, outer(elsewhere().merge(route)));
         }
         router.route("/console/{*page}", outer(elsewhere()))
+    }
+}
+
+/// Who a console page or action admits: the role of the session's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleAccess {
+    /// Anyone logged in (viewers, approvers, administrators).
+    Anyone,
+    /// An approver's token.
+    Approver,
+    /// The console's admins (the admin token, org admins); what they do
+    /// (the refusal says "only an admin …").
+    Admin(&'static str),
+    /// Administrators: the admin token and `--admins` (org admins,
+    /// org reviewers, tenant admins).
+    Governor,
+}
+
+impl ConsoleAccess {
+    /// Whether `user` may take a route of this access.
+    pub(crate) fn admits(self, user: &crate::console::User) -> bool {
+        use crate::console::Role;
+        match self {
+            ConsoleAccess::Anyone => true,
+            ConsoleAccess::Approver => user.role == Role::Approver,
+            ConsoleAccess::Admin(_) => user.role == Role::Admin,
+            ConsoleAccess::Governor => user.actor.is_some(),
+        }
+    }
+
+    /// Why a user it does not admit is refused.
+    pub(crate) fn refusal(self) -> String {
+        match self {
+            ConsoleAccess::Anyone => String::new(),
+            ConsoleAccess::Approver => "only an approver approves or denies".into(),
+            ConsoleAccess::Admin(what) => format!("only an admin {what}"),
+            ConsoleAccess::Governor => {
+                "the tenants and registry pages are administrators' (the admin token or --admins)"
+                    .into()
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! an action, that the administrator may change it (403, recorded), then
 //! calls the page or action of [`super::governance`].
 //!
-//! [`ConsoleAccess::Governor`]: crate::server::routes::ConsoleAccess::Governor
+//! [`ConsoleAccess::Governor`]: crate::console::gate::ConsoleAccess::Governor
 
 use std::sync::Arc;
 

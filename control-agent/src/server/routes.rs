@@ -24,6 +24,7 @@ use super::extract::{authenticate, what};
 use crate::admins::Kind;
 use crate::api::{approvals, audit, bundles, fleet, registry, rollout, tenants};
 use crate::caller::Caller;
+use crate::console::gate::ConsoleAccess;
 use crate::server::Api;
 
 const GET: MethodFilter = MethodFilter::GET;
@@ -428,45 +429,4 @@ fn console(api: &Arc<Api>) -> Router<Arc<Api>> {
         .at(POST, "/console/registry/{s}/share", Governor, gov::server_share)
         .at(POST, "/console/registry/{s}/approve-share", Governor, gov::server_approve_share)
         .into_router()
-}
-
-/// Who a console page or action admits: the role of the session's user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConsoleAccess {
-    /// Anyone logged in (viewers, approvers, administrators).
-    Anyone,
-    /// An approver's token.
-    Approver,
-    /// The console's admins (the admin token, org admins); what they do
-    /// (the refusal says "only an admin …").
-    Admin(&'static str),
-    /// Administrators: the admin token and `--admins` (org admins,
-    /// org reviewers, tenant admins).
-    Governor,
-}
-
-impl ConsoleAccess {
-    /// Whether `user` may take a route of this access.
-    pub(crate) fn admits(self, user: &crate::console::User) -> bool {
-        use crate::console::Role;
-        match self {
-            ConsoleAccess::Anyone => true,
-            ConsoleAccess::Approver => user.role == Role::Approver,
-            ConsoleAccess::Admin(_) => user.role == Role::Admin,
-            ConsoleAccess::Governor => user.actor.is_some(),
-        }
-    }
-
-    /// Why a user it does not admit is refused.
-    pub(crate) fn refusal(self) -> String {
-        match self {
-            ConsoleAccess::Anyone => String::new(),
-            ConsoleAccess::Approver => "only an approver approves or denies".into(),
-            ConsoleAccess::Admin(what) => format!("only an admin {what}"),
-            ConsoleAccess::Governor => {
-                "the tenants and registry pages are administrators' (the admin token or --admins)"
-                    .into()
-            }
-        }
-    }
 }
