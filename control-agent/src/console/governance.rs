@@ -19,12 +19,12 @@ use askama::Template;
 use http::StatusCode;
 
 use super::session::Session;
-use super::views::{render, s, Frame};
+use super::views::{render, rfc3339, Frame};
 use super::{plain, redirect, Resp};
 use crate::admins::{tenant_name, Actor};
-use crate::registry::{Refusal, State};
+use crate::registry::{Refusal, RegistryEntry, ServerSummary, State};
 use crate::server::Api;
-use crate::store::RegistryError;
+use crate::store::{CanaryState, RegistryError};
 
 /// Revisions of a tenant's layer the tenants page lists (newest first).
 const HISTORY_SHOWN: usize = 20;
@@ -137,20 +137,20 @@ fn diff_link(tenant: &str, a: &str, b: &str) -> String {
 fn moves_for(
     actor: &Actor,
     tenant: Option<&str>,
-    state: Option<State>,
+    state: State,
 ) -> Vec<(&'static str, &'static str)> {
     let writes = tenant.map_or(actor.is_org_admin(), |t| actor.writes(t));
     let reviews = actor.is_org() || tenant.is_some_and(|t| actor.writes(t));
     let mut out = Vec::new();
     match state {
-        Some(State::Draft) if writes => out.push(("testing", "Move to testing")),
-        Some(State::Testing) if reviews => out.push(("approved", "Approve")),
-        Some(State::Approved) if writes => out.push(("deployed", "Deploy")),
-        Some(State::Deployed) if writes => out.push(("deprecated", "Deprecate")),
+        State::Draft if writes => out.push((State::Testing.as_str(), "Move to testing")),
+        State::Testing if reviews => out.push((State::Approved.as_str(), "Approve")),
+        State::Approved if writes => out.push((State::Deployed.as_str(), "Deploy")),
+        State::Deployed if writes => out.push((State::Deprecated.as_str(), "Deprecate")),
         _ => {}
     }
-    if writes && state.is_some_and(|s| s != State::Retired) {
-        out.push(("retired", "Retire"));
+    if writes && state != State::Retired {
+        out.push((State::Retired.as_str(), "Retire"));
     }
     out
 }
@@ -164,73 +164,66 @@ impl Api {
     ) -> Resp {
         let mut names: BTreeSet<String> = self
             .store
-            .layers_summary()
-            .as_array()
-            .map(|a| a.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|e| e["tenant"].as_str().map(str::to_owned))
+            .layers_summary_view()
+            .into_iter()
+            .map(|e| e.tenant)
             .collect();
         if let Some(t) = actor.tenant() {
             names.insert(t.to_owned());
         }
         names.retain(|t| actor.reads(t));
-        let red = |v: &serde_json::Value| self.console.redact(&s(v));
         let tenants = names
             .into_iter()
-            .map(|t| {
-                let h = self.store.layer_history(&t);
-                let current = s(&h["current"]);
-                let list = h["history"]
-                    .as_array()
-                    .map(|a| a.as_slice())
-                    .unwrap_or_default();
-                let mut rows: Vec<LayerRow> = list
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| {
-                        let revision = s(&e["revision"]);
-                        LayerRow {
-                            seq: e["seq"].as_u64().unwrap_or(0),
-                            diff: i
-                                .checked_sub(1)
-                                .map(|p| diff_link(&t, &s(&list[p]["revision"]), &revision))
-                                .unwrap_or_default(),
-                            current: !current.is_empty() && revision == current,
-                            revision,
-                            published_at: s(&e["published_at"]),
-                            actor: red(&e["actor"]),
-                            reason: red(&e["reason"]),
-                            target: s(&e["target"]),
-                        }
-                    })
-                    .collect();
-                rows.reverse();
-                let more = rows.len().saturating_sub(HISTORY_SHOWN);
-                rows.truncate(HISTORY_SHOWN);
-                let c = &h["canary"];
-                TenantView {
-                    writes: actor.writes(&t),
-                    current,
-                    last_error: red(&h["last_error"]),
-                    canary: if c.is_null() {
-                        String::new()
-                    } else {
-                        format!("{} ({})", s(&c["revision"]), s(&c["state"]))
-                    },
-                    canary_reason: red(&c["reason"]),
-                    canary_revision: s(&c["revision"]),
-                    canary_watching: c["state"] == "watching",
-                    history: rows,
-                    more,
-                    name: t,
-                }
-            })
+            .map(|t| self.tenant_view(actor, t))
             .collect();
         render(&TenantsPage {
             frame: Frame::new("Tenants", "tenants", session, flash),
             tenants,
         })
+    }
+
+    /// One tenant's layer as the tenants page shows it.
+    fn tenant_view(&self, actor: &Actor, t: String) -> TenantView {
+        let red = |x: Option<&str>| self.console.redact(x.unwrap_or(""));
+        let h = self.store.layer_history_view(&t);
+        let current = h.current.unwrap_or_default();
+        let list = &h.history;
+        let mut rows: Vec<LayerRow> = list
+            .iter()
+            .enumerate()
+            .map(|(i, e)| LayerRow {
+                seq: e.seq,
+                diff: i
+                    .checked_sub(1)
+                    .map(|p| diff_link(&t, &list[p].revision, &e.revision))
+                    .unwrap_or_default(),
+                current: !current.is_empty() && e.revision == current,
+                revision: e.revision.clone(),
+                published_at: rfc3339(e.published_at),
+                actor: red(Some(&e.actor)),
+                reason: red(Some(&e.reason)),
+                target: e.target.clone(),
+            })
+            .collect();
+        rows.reverse();
+        let more = rows.len().saturating_sub(HISTORY_SHOWN);
+        rows.truncate(HISTORY_SHOWN);
+        let c = h.canary.as_ref();
+        let canary_revision = c.and_then(|c| c.revision.clone()).unwrap_or_default();
+        TenantView {
+            writes: actor.writes(&t),
+            current,
+            last_error: red(h.last_error.as_deref()),
+            canary: c.map_or_else(String::new, |c| {
+                format!("{canary_revision} ({})", c.state.as_str())
+            }),
+            canary_reason: red(c.and_then(|c| c.reason.as_deref())),
+            canary_revision,
+            canary_watching: c.is_some_and(|c| c.state == CanaryState::Watching),
+            history: rows,
+            more,
+            name: t,
+        }
     }
 
     pub(super) async fn layer_diff_page(
@@ -254,12 +247,12 @@ impl Api {
                 &format!("tenant `{t}`'s layers are not {}'s to read", user.name),
             );
         }
-        let known: BTreeSet<String> = self.store.layer_history(&t)["history"]
-            .as_array()
-            .map(|a| a.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .map(|e| s(&e["revision"]))
+        let known: BTreeSet<String> = self
+            .store
+            .layer_history_view(&t)
+            .history
+            .into_iter()
+            .map(|e| e.revision)
             .collect();
         if let Some(unknown) = [a, b].into_iter().find(|r| !known.contains(*r)) {
             self.console_record(
@@ -278,8 +271,8 @@ impl Api {
         let (tt, ra, rb) = (t.clone(), a.to_owned(), b.to_owned());
         let files = tokio::task::spawn_blocking(move || {
             match (
-                api.store.layer_files_of(&tt, &ra),
-                api.store.layer_files_of(&tt, &rb),
+                api.store.layer_revision_files(&tt, &ra),
+                api.store.layer_revision_files(&tt, &rb),
             ) {
                 (Ok(fa), Ok(fb)) => Ok(super::diff::diff_shown(
                     &fa,
@@ -293,7 +286,7 @@ impl Api {
         .await;
         let files = match files {
             Ok(Ok(f)) => f,
-            Ok(Err(e)) => return plain(StatusCode::NOT_FOUND, &e),
+            Ok(Err(e)) => return plain(StatusCode::NOT_FOUND, &e.to_string()),
             Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         };
         render(&super::views::DiffPage {
@@ -310,23 +303,23 @@ impl Api {
         })
     }
 
-    fn server_row(&self, v: &serde_json::Value) -> ServerRow {
+    fn server_row(&self, v: &ServerSummary) -> ServerRow {
         ServerRow {
-            server: s(&v["server"]),
-            tenant: v["tenant"].as_str().unwrap_or("(org)").to_owned(),
-            state: s(&v["state"]),
-            since: s(&v["since"]),
-            shared: if v["shared"] == true {
-                match v["share_reviewed"].as_str() {
+            server: v.server.clone(),
+            tenant: v.tenant.as_deref().unwrap_or("(org)").to_owned(),
+            state: v.state.as_str().to_owned(),
+            since: v.since.clone(),
+            shared: if v.shared {
+                match &v.share_reviewed {
                     Some(d) => format!("shared with every tenant (definition {d})"),
                     None => "shared with every tenant".into(),
                 }
-            } else if let Some(by) = v["share_requested_by"].as_str() {
+            } else if let Some(by) = &v.share_requested_by {
                 format!("sharing asked by {}", self.console.redact(by))
             } else {
                 String::new()
             },
-            tools: v["tools"].as_object().map_or(0, |o| o.len()),
+            tools: v.tools.len(),
         }
     }
 
@@ -338,10 +331,7 @@ impl Api {
     ) -> Resp {
         let servers = self
             .store
-            .registry_list(actor)
-            .as_array()
-            .map(|a| a.as_slice())
-            .unwrap_or_default()
+            .registry_list_view(actor)
             .iter()
             .map(|v| self.server_row(v))
             .collect();
@@ -359,8 +349,8 @@ impl Api {
         actor: &Actor,
         path: &str,
         server: &str,
-    ) -> Result<serde_json::Value, Resp> {
-        match self.store.registry_show(actor, server) {
+    ) -> Result<RegistryEntry, Resp> {
+        match self.store.registry_show_view(actor, server) {
             Ok(v) => Ok(v),
             Err(Refusal::Forbidden(m)) => Err(self.forbidden(&session.user, path, &m)),
             Err(_) => Err(plain(
@@ -382,62 +372,58 @@ impl Api {
             Ok(v) => v,
             Err(r) => return r,
         };
-        let red = |x: &serde_json::Value| self.console.redact(&s(x));
-        let pins = v["tools"].as_object().cloned().unwrap_or_default();
-        let mut names: BTreeSet<String> = v["definition"]
-            .as_array()
-            .map(|a| a.as_slice())
-            .unwrap_or_default()
+        let red = |x: Option<&str>| self.console.redact(x.unwrap_or(""));
+        let e = &v.entry;
+        // A definition's tools are what the registrant sent (each a tool's
+        // name, description and schemas): free-form JSON, read by key.
+        let mut names: BTreeSet<String> = e
+            .definition
             .iter()
             .filter_map(|t| t["name"].as_str().map(str::to_owned))
             .collect();
-        names.extend(pins.keys().cloned());
+        names.extend(e.tools.keys().cloned());
         let tools = names
             .into_iter()
-            .map(|n| ToolView {
-                approved: s(&pins
-                    .get(&n)
-                    .map_or(serde_json::Value::Null, |p| p["approved"].clone())),
-                candidate: s(&pins
-                    .get(&n)
-                    .map_or(serde_json::Value::Null, |p| p["candidate"].clone())),
-                name: self.console.redact(&n),
+            .map(|n| {
+                let pin = e.tools.get(&n);
+                ToolView {
+                    approved: pin.and_then(|p| p.approved.clone()).unwrap_or_default(),
+                    candidate: pin.and_then(|p| p.candidate.clone()).unwrap_or_default(),
+                    name: self.console.redact(&n),
+                }
             })
             .collect();
-        let events = v["events"]
-            .as_array()
-            .map(|a| a.as_slice())
-            .unwrap_or_default()
+        let events = e
+            .events
             .iter()
             .rev()
             .take(EVENTS_SHOWN)
-            .map(|e| EventView {
-                at: s(&e["at"]),
-                actor: red(&e["actor"]),
-                from: s(&e["from"]),
-                to: s(&e["to"]),
-                note: red(&e["note"]),
+            .map(|ev| EventView {
+                at: ev.at.clone(),
+                actor: red(Some(&ev.actor)),
+                from: ev.from.map_or("", State::as_str).to_owned(),
+                to: ev.to.as_str().to_owned(),
+                note: red(Some(&ev.note)),
             })
             .collect();
-        let tenant = v["tenant"].as_str();
-        let state = State::parse(&s(&v["state"]));
+        let tenant = e.tenant.as_deref();
         let writes = tenant.is_some_and(|t| actor.writes(t));
-        let asked = v["share_requested_by"].is_string();
+        let asked = e.share_requested_by.is_some();
         render(&ServerPage {
             frame: Frame::new(format!("Server {server}"), "registry", session, flash),
-            moves: moves_for(actor, tenant, state),
-            share: writes && !asked && v["shared"] != true && state != Some(State::Retired),
+            moves: moves_for(actor, tenant, e.state),
+            share: writes && !asked && !e.shared && e.state != State::Retired,
             approve_share: actor.is_org() && asked,
-            share_requested_by: red(&v["share_requested_by"]),
-            registered_by: red(&v["registered_by"]),
-            registered_at: s(&v["registered_at"]),
-            approved_by: red(&v["approved_by"]),
-            approved_at: s(&v["approved_at"]),
-            retired_at: s(&v["retired_at"]),
+            share_requested_by: red(e.share_requested_by.as_deref()),
+            registered_by: red(Some(&e.registered_by)),
+            registered_at: e.registered_at.clone(),
+            approved_by: red(e.approved_by.as_deref()),
+            approved_at: e.approved_at.clone().unwrap_or_default(),
+            retired_at: e.retired_at.clone().unwrap_or_default(),
             tools,
-            definition_digest: s(&v["definition_digest"]),
+            definition_digest: v.definition_digest.clone(),
             events,
-            server: self.server_row(&v),
+            server: self.server_row(&ServerSummary::of(&v.server, e)),
         })
     }
 
@@ -561,7 +547,7 @@ impl Api {
                 let reviewed = field("reviewed");
                 let store = self.store.clone();
                 let res = tokio::task::spawn_blocking(move || {
-                    store.registry_change(&who.clone(), "registry.move", |r, _| {
+                    store.registry_apply(&who.clone(), "registry.move", "", |r, _| {
                         r.transition(&who, &name, to, Some(&reviewed), &note, now)
                     })
                 })
@@ -571,7 +557,7 @@ impl Api {
             "share" => {
                 let store = self.store.clone();
                 let res = tokio::task::spawn_blocking(move || {
-                    store.registry_change(&who.clone(), "registry.share", |r, _| {
+                    store.registry_apply(&who.clone(), "registry.share", "", |r, _| {
                         r.request_share(&who, &name, now)
                     })
                 })
@@ -583,7 +569,7 @@ impl Api {
                 let reviewed = field("reviewed");
                 let store = self.store.clone();
                 let res = tokio::task::spawn_blocking(move || {
-                    store.registry_change(&who.clone(), "registry.approve_share", |r, _| {
+                    store.registry_apply(&who.clone(), "registry.approve_share", "", |r, _| {
                         r.approve_share(&who, &name, Some(&reviewed), now)
                     })
                 })
@@ -594,7 +580,10 @@ impl Api {
         let (ok, msg) = match res {
             Ok(Ok(v)) => (
                 true,
-                format!("{server}: {what} done: now {}", s(&v["state"])),
+                format!(
+                    "{server}: {what} done: now {}",
+                    v.map_or("", |e| e.entry.state.as_str())
+                ),
             ),
             Ok(Err(RegistryError::Refused(r))) => {
                 let forbidden = matches!(r, Refusal::Forbidden(_));

@@ -354,10 +354,12 @@ impl Api {
         let mut gateways: Vec<String> = if scoped {
             Vec::new()
         } else {
-            self.store.fleet()["members"]
-                .as_array()
-                .map(|a| a.iter().map(|m| s(&m["id"])).collect())
-                .unwrap_or_default()
+            self.store
+                .fleet_view()
+                .members
+                .into_iter()
+                .map(|m| m.id)
+                .collect()
         };
         for (g, _) in &live.gateways {
             if !gateways.contains(g) {

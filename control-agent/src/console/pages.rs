@@ -2,6 +2,7 @@
 //! (`control-agent/templates/console/`); values reach HTML only through
 //! its escaping.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -11,8 +12,9 @@ use http::StatusCode;
 use super::gate::{ApprovalId, Flash, Form, LoggedIn, Query, RecordId};
 use super::session::{Role, Session, User};
 use super::{plain, redirect, Resp};
-use crate::approvals::Verdict;
+use crate::approvals::{self, Verdict};
 use crate::server::Api;
+use crate::store;
 
 use super::views::*;
 
@@ -96,7 +98,7 @@ pub(crate) async fn approvals(
     let now = SystemTime::now();
     let approvals = api
         .approvals
-        .list(all, None, now)
+        .list_view(all, None, now)
         .iter()
         .filter(|v| shown(user, v))
         .map(|v| api.approval_view(v))
@@ -118,14 +120,17 @@ pub(crate) async fn approval(
     let user = &who.session.user;
     let found = api
         .approvals
-        .get(&id, None, SystemTime::now())
+        .get_view(&id, None, SystemTime::now())
         .filter(|v| shown(user, v));
     let Some(v) = found else {
         return plain(StatusCode::NOT_FOUND, "no such approval");
     };
+    let can_decide = user.role == Role::Approver
+        && matches!(
+            v.state,
+            approvals::State::Pending | approvals::State::Approved
+        );
     let a = api.approval_view(&v);
-    let can_decide =
-        user.role == Role::Approver && matches!(a.state.as_str(), "pending" | "approved");
     render(&ApprovalPage {
         frame: Frame::new(
             format!("Approval {}", a.id),
@@ -219,89 +224,144 @@ impl Api {
     }
 
     fn fleet_page(&self, session: &Session, flash: Option<String>) -> Resp {
-        let f = self.store.fleet();
+        let f = self.store.fleet_view();
         let user = &session.user;
         // A user of some tenants sees gateways, not what their labels,
         // errors and the kill switch say about other tenants.
         let scoped = !user.tenants.is_empty();
-        // Their servers' upstream health only (registered to one of their
-        // tenants or defined by its layer): the org's and other tenants'
-        // servers are not theirs to watch.
-        let mine: std::collections::BTreeSet<String> = if scoped {
-            user.tenants
+        let mine = self.servers_of_user(user);
+        let admin = user.role == Role::Admin;
+        render(&FleetPage {
+            frame: Frame::new("Fleet", "fleet", session, flash),
+            members: f
+                .members
                 .iter()
-                .flat_map(|t| self.store.servers_of(t))
-                .collect()
-        } else {
-            Default::default()
-        };
-        let shown_upstream = |u: &serde_json::Value| {
-            !scoped || u["server"].as_str().is_some_and(|x| mine.contains(x))
-        };
-        let members = f["members"]
-            .as_array()
-            .map(|a| a.as_slice())
-            .unwrap_or_default()
+                .map(|m| self.member_row(m, scoped, &mine))
+                .collect(),
+            current: f.current.unwrap_or_default(),
+            served: f
+                .served
+                .into_iter()
+                .map(|p| (p.revision, if scoped { String::new() } else { p.why }))
+                .collect(),
+            rollout: f.rollout.map_or_else(String::new, |r| {
+                format!("{} ({})", r.revision, r.state.as_str())
+            }),
+            last_build_error: if scoped {
+                String::new()
+            } else {
+                self.console
+                    .redact(f.last_build_error.as_deref().unwrap_or(""))
+            },
+            kill_switch: self
+                .console
+                .redact(&kill_switch_shown(user, &mine, &f.kill_switch)),
+            kill_history: self.kill_history(user, &mine),
+            // The change record names principals of every tenant: admins only.
+            changes: if admin {
+                self.recent_changes_shown(25)
+            } else {
+                Vec::new()
+            },
+            admin,
+        })
+    }
+
+    /// The servers whose upstream health `user` watches when they are a
+    /// user of some tenants (registered to one of their tenants or defined
+    /// by its layer): the org's and other tenants' servers are not theirs
+    /// to watch. Empty for a user of every tenant (who sees all).
+    fn servers_of_user(&self, user: &User) -> BTreeSet<String> {
+        user.tenants
             .iter()
-            .map(|m| MemberView {
-                // What a gateway reports (its id, revision, upstreams) is
-                // whatever a holder of the fleet token sent: redacted.
-                id: self.console.redact(&s(&m["id"])),
-                labels: if scoped {
-                    String::new()
-                } else {
-                    self.console.redact(
-                        &m["labels"]
-                            .as_object()
-                            .map(|o| {
-                                o.iter()
-                                    .map(|(k, v)| format!("{k}={}", s(v)))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            })
-                            .unwrap_or_default(),
-                    )
-                },
-                revision: self.console.redact(&s(&m["revision"])),
-                due: s(&m["due"]),
-                // Why a revision is due names layers of every tenant.
-                why: if scoped { String::new() } else { s(&m["why"]) },
-                current: m["current"] == true,
-                healthy: m["healthy"] == true,
-                last_error: if scoped {
-                    String::new()
-                } else {
-                    self.console.redact(&s(&m["last_error"]))
-                },
-                calls: m["calls"].as_u64().unwrap_or(0),
-                rate: format!("{:.1}", m["calls_per_sec"].as_f64().unwrap_or(0.0)),
-                last_seen: format!("{:.0} s ago", m["last_seen_secs"].as_f64().unwrap_or(0.0)),
-                stale: m["stale"] == true,
-                conflict: if m["conflict"] == true {
-                    m["instances"].as_array().map_or(2, |a| a.len().max(2))
-                } else {
-                    0
-                },
-                upstreams: m["upstreams"]
-                    .as_array()
-                    .map(|a| a.as_slice())
-                    .unwrap_or_default()
+            .flat_map(|t| self.store.servers_of(t))
+            .collect()
+    }
+
+    /// One gateway's row of the fleet table; `scoped`: shown to a user of
+    /// some tenants, who sees the upstreams of `mine` only and none of the
+    /// labels, errors and reasons that name other tenants.
+    fn member_row(
+        &self,
+        m: &store::MemberView,
+        scoped: bool,
+        mine: &BTreeSet<String>,
+    ) -> MemberView {
+        // What a gateway reports (its id, revision, upstreams) is whatever
+        // a holder of the fleet token sent: redacted.
+        let red = |t: &str| self.console.redact(t);
+        MemberView {
+            id: red(&m.id),
+            labels: if scoped {
+                String::new()
+            } else {
+                red(&m
+                    .labels
                     .iter()
-                    .filter(|u| shown_upstream(u))
-                    .map(|u| {
-                        (
-                            self.console.redact(&s(&u["server"])),
-                            u["healthy"].as_u64().unwrap_or(0),
-                            u["replicas"].as_u64().unwrap_or(0),
-                        )
-                    })
-                    .collect(),
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "))
+            },
+            revision: red(&m.revision),
+            due: m.due.clone().unwrap_or_default(),
+            // Why a revision is due names layers of every tenant.
+            why: if scoped {
+                String::new()
+            } else {
+                m.why.clone().unwrap_or_default()
+            },
+            current: m.current,
+            healthy: m.healthy,
+            last_error: if scoped {
+                String::new()
+            } else {
+                red(m.last_error.as_deref().unwrap_or(""))
+            },
+            calls: m.calls,
+            rate: format!("{:.1}", as_json_f64(m.calls_per_sec)),
+            last_seen: format!("{:.0} s ago", as_json_f64(m.last_seen_secs)),
+            stale: m.stale,
+            conflict: if m.conflict {
+                m.instances.len().max(2)
+            } else {
+                0
+            },
+            upstreams: m
+                .upstreams
+                .iter()
+                .filter(|u| !scoped || mine.contains(&u.server))
+                .map(|u| (red(&u.server), u64::from(u.healthy), u64::from(u.replicas)))
+                .collect(),
+        }
+    }
+
+    /// The last ten pulls and releases of the kill switch `user` may see.
+    fn kill_history(&self, user: &User, mine: &BTreeSet<String>) -> Vec<ChangeView> {
+        self.store
+            .kill_log()
+            .into_iter()
+            .filter(|k| kill_visible(user, mine, &k.scope, &k.value))
+            .take(10)
+            .map(|k| ChangeView {
+                ts: k.at,
+                actor: k.actor,
+                action: k.action,
+                ok: true,
+                detail: self.console.redact(&format!("{} {}", k.scope, k.value)),
+                revision: k.revision,
             })
-            .collect();
-        let changes: Vec<ChangeView> = self
-            .store
+            .collect()
+    }
+
+    /// The newest `n` entries of the change record.
+    fn recent_changes_shown(&self, n: usize) -> Vec<ChangeView> {
+        // The change record's lines as `changes.jsonl` holds them (written
+        // by this agent or an earlier one, read back as they are): free-form
+        // JSON, read by key.
+        self.store
             .recent_changes(500)
             .iter()
+            .take(n)
             .map(|c| ChangeView {
                 ts: s(&c["ts"]),
                 action: s(&c["action"]),
@@ -312,85 +372,7 @@ impl Api {
                 detail: self.console.redact(&s(&c["detail"])),
                 revision: self.console.redact(&s(&c["revision"])),
             })
-            .collect();
-        let kill_history = self
-            .store
-            .kill_log()
-            .into_iter()
-            .filter(|k| kill_visible(user, &mine, &k.scope, &k.value))
-            .take(10)
-            .map(|k| ChangeView {
-                ts: k.at,
-                actor: k.actor,
-                action: k.action,
-                ok: true,
-                detail: self.console.redact(&format!("{} {}", k.scope, k.value)),
-                revision: k.revision,
-            })
-            .collect();
-        let mut kill_switch = f["kill_switch"].clone();
-        if scoped {
-            for (list, scope) in [
-                ("tenants", "tenant"),
-                ("principals", "principal"),
-                ("servers", "server"),
-                ("tools", "tool"),
-            ] {
-                if let Some(a) = kill_switch.get_mut(list).and_then(|v| v.as_array_mut()) {
-                    a.retain(|v| kill_visible(user, &mine, scope, v.as_str().unwrap_or("")));
-                }
-            }
-            // Where each paused server was reached: shown with its server.
-            if let Some(o) = kill_switch
-                .get_mut("upstreams")
-                .and_then(|v| v.as_object_mut())
-            {
-                o.retain(|server, _| kill_visible(user, &mine, "server", server));
-            }
-        }
-        let admin = session.user.role == Role::Admin;
-        render(&FleetPage {
-            frame: Frame::new("Fleet", "fleet", session, flash),
-            members,
-            current: s(&f["current"]),
-            served: f["served"]
-                .as_array()
-                .map(|a| a.as_slice())
-                .unwrap_or_default()
-                .iter()
-                .map(|p| {
-                    (
-                        s(&p["revision"]),
-                        if scoped { String::new() } else { s(&p["why"]) },
-                    )
-                })
-                .collect(),
-            rollout: if f["rollout"].is_null() {
-                String::new()
-            } else {
-                format!(
-                    "{} ({})",
-                    s(&f["rollout"]["revision"]),
-                    s(&f["rollout"]["state"])
-                )
-            },
-            last_build_error: if scoped {
-                String::new()
-            } else {
-                self.console.redact(&s(&f["last_build_error"]))
-            },
-            kill_switch: self
-                .console
-                .redact(&serde_json::to_string_pretty(&kill_switch).unwrap_or_default()),
-            kill_history,
-            // The change record names principals of every tenant: admins only.
-            changes: if admin {
-                changes.into_iter().take(25).collect()
-            } else {
-                Vec::new()
-            },
-            admin,
-        })
+            .collect()
     }
 
     fn bundles_page(&self, session: &Session, flash: Option<String>) -> Resp {
@@ -459,7 +441,7 @@ impl Api {
         let api = self.clone();
         let (ra, rb) = (a.to_owned(), b.to_owned());
         let files = tokio::task::spawn_blocking(move || {
-            match (api.store.files_of(&ra), api.store.files_of(&rb)) {
+            match (api.store.revision_files(&ra), api.store.revision_files(&rb)) {
                 (Ok(fa), Ok(fb)) => Ok(super::diff::diff(&fa, &fb, |t| api.console.redact(t))),
                 (Err(e), _) | (_, Err(e)) => Err(e),
             }
@@ -467,7 +449,7 @@ impl Api {
         .await;
         let files = match files {
             Ok(Ok(f)) => f,
-            Ok(Err(e)) => return plain(StatusCode::NOT_FOUND, &e),
+            Ok(Err(e)) => return plain(StatusCode::NOT_FOUND, &e.to_string()),
             Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         };
         render(&DiffPage {
@@ -484,41 +466,41 @@ impl Api {
         })
     }
 
-    fn approval_view(&self, v: &serde_json::Value) -> ApprovalView {
-        let pretty = super::views::laid_out(s(&v["arguments"]));
+    fn approval_view(&self, v: &approvals::ApprovalView) -> ApprovalView {
+        let a = &v.approval;
+        let pretty = super::views::laid_out(a.arguments.clone());
         // Every text of a claim is what a holder of the fleet token sent:
         // each is redacted, not only the arguments.
-        let red = |k: &str| self.console.redact(&s(&v[k]));
+        let red = |t: &str| self.console.redact(t);
+        let trace_id = red(a.trace_id.as_deref().unwrap_or(""));
         ApprovalView {
-            id: s(&v["id"]),
-            state: s(&v["state"]),
-            tenant: red("tenant"),
-            principal: red("principal"),
-            server: red("server"),
-            tool: red("tool"),
-            risk: red("risk"),
-            reason: red("reason"),
-            justification: red("justification"),
-            arguments: self.console.redact(&pretty),
-            args_digest: red("args_digest"),
-            approvals: v["approvals"].as_u64().unwrap_or(0),
-            required: v["required"].as_u64().unwrap_or(1),
-            waiting: format!("{} s", v["waiting_secs"].as_u64().unwrap_or(0)),
-            requested_at: s(&v["requested_at"]),
-            requested_by: red("requested_by"),
-            trace_id: red("trace_id"),
-            trace_link: trace_link(&red("trace_id")),
-            decisions: v["decisions"]
-                .as_array()
-                .map(|a| a.as_slice())
-                .unwrap_or_default()
+            id: a.id.clone(),
+            state: v.state.as_str().to_owned(),
+            tenant: red(&a.tenant),
+            principal: red(&a.principal),
+            server: red(&a.server),
+            tool: red(&a.tool),
+            risk: red(&a.risk),
+            reason: red(&a.reason),
+            justification: red(a.justification.as_deref().unwrap_or("")),
+            arguments: red(&pretty),
+            args_digest: red(&a.args_digest),
+            approvals: v.approvals as u64,
+            required: u64::from(a.required),
+            waiting: format!("{} s", v.waiting_secs),
+            requested_at: rfc3339(a.requested_at),
+            requested_by: red(&a.requested_by),
+            trace_link: trace_link(&trace_id),
+            trace_id,
+            decisions: a
+                .decisions
                 .iter()
                 .map(|d| {
                     (
-                        self.console.redact(&s(&d["approver"])),
-                        s(&d["verdict"]),
-                        s(&d["at"]),
-                        self.console.redact(&s(&d["comment"])),
+                        red(&d.approver),
+                        verdict_name(&d.verdict).to_owned(),
+                        rfc3339(d.at),
+                        red(d.comment.as_deref().unwrap_or("")),
                     )
                 })
                 .collect(),
@@ -528,9 +510,14 @@ impl Api {
 
 /// Whether `user` is shown an approval (its view): it sees the caller's
 /// tenant, or a tenant whose own rules held the call (`for_tenants`).
-fn shown(user: &super::session::User, v: &serde_json::Value) -> bool {
-    user.sees(v["tenant"].as_str().unwrap_or(""))
-        || v["for_tenants"]
-            .as_array()
-            .is_some_and(|ts| ts.iter().any(|t| user.sees(t.as_str().unwrap_or(""))))
+fn shown(user: &User, v: &approvals::ApprovalView) -> bool {
+    user.sees(&v.approval.tenant) || v.approval.for_tenants.iter().any(|t| user.sees(t))
+}
+
+/// A verdict as the approval's record names it.
+fn verdict_name(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Approve => "approve",
+        Verdict::Deny => "deny",
+    }
 }

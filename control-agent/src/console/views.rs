@@ -2,13 +2,16 @@
 //! and the small helpers that turn records into what a page shows. Values
 //! reach HTML only through the templates' escaping.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use askama::Template;
 use http::StatusCode;
+use serde::Serialize;
 
 use super::session::{Session, User};
 use super::{html, plain, Resp};
+use crate::build::KillState;
 
 /// What every page shows around its content.
 pub(super) struct Frame {
@@ -296,6 +299,8 @@ pub(super) fn laid_out(args: String) -> String {
         .unwrap_or(args)
 }
 
+/// A value of free-form JSON (a change record's line) as text: a string
+/// as it is, `null` as nothing, anything else as JSON.
 pub(super) fn s(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
@@ -343,6 +348,21 @@ pub(super) fn fmt_us(us: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// A time as the agent's records and views write it (RFC 3339, milliseconds).
+pub(super) fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A figure as the store's JSON view carried it: JSON holds no NaN or
+/// infinity (they were `null`, shown as 0).
+pub(super) fn as_json_f64(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else {
+        0.0
+    }
+}
+
 /// Records one console verification reads at most.
 pub(super) const VERIFY_CAP: usize = 20_000;
 
@@ -361,12 +381,7 @@ pub(super) fn trace_link(trace_id: &str) -> String {
 /// them or defined by their layers). A server or tool of the org's or of
 /// another tenant names what that tenant runs and when it was paused; a
 /// bare `tool` (every server's) is the org's. An unknown scope is not shown.
-pub(super) fn kill_visible(
-    user: &User,
-    mine: &std::collections::BTreeSet<String>,
-    scope: &str,
-    value: &str,
-) -> bool {
+pub(super) fn kill_visible(user: &User, mine: &BTreeSet<String>, scope: &str, value: &str) -> bool {
     match scope {
         _ if user.tenants.is_empty() => true,
         "all" => true,
@@ -380,9 +395,63 @@ pub(super) fn kill_visible(
     }
 }
 
+/// The kill switch as the fleet page shows it: pretty JSON of the entries
+/// `user` may see ([`kill_visible`]), its members in the order the page
+/// has always shown them (sorted by name), and `upstreams` whenever the
+/// switch holds some (empty when none of them is the user's).
+pub(super) fn kill_switch_shown(user: &User, mine: &BTreeSet<String>, ks: &KillState) -> String {
+    #[derive(Serialize)]
+    struct Shown<'a> {
+        all: bool,
+        principals: Vec<&'a str>,
+        servers: Vec<&'a str>,
+        tenants: Vec<&'a str>,
+        tools: Vec<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        upstreams: Option<BTreeMap<&'a str, &'a Vec<String>>>,
+    }
+    // Every field named: one the switch gains is not left off unseen.
+    let KillState {
+        all,
+        tenants,
+        principals,
+        servers,
+        tools,
+        upstreams,
+    } = ks;
+    fn seen<'a>(
+        user: &User,
+        mine: &BTreeSet<String>,
+        scope: &str,
+        list: &'a [String],
+    ) -> Vec<&'a str> {
+        list.iter()
+            .map(String::as_str)
+            .filter(|v| kill_visible(user, mine, scope, v))
+            .collect()
+    }
+    let seen = |scope, list| seen(user, mine, scope, list);
+    let shown = Shown {
+        all: *all,
+        principals: seen("principal", principals),
+        servers: seen("server", servers),
+        tenants: seen("tenant", tenants),
+        tools: seen("tool", tools),
+        // Where each paused server was reached: shown with its server.
+        upstreams: (!upstreams.is_empty()).then(|| {
+            upstreams
+                .iter()
+                .filter(|(server, _)| kill_visible(user, mine, "server", server))
+                .map(|(server, at)| (server.as_str(), at))
+                .collect()
+        }),
+    };
+    serde_json::to_string_pretty(&shown).unwrap_or_default()
+}
+
 /// Whether `server` is one of `mine` in the one form server names are
 /// compared in (a pause of `LEDGER` is of `ledger`).
-fn is_mine(mine: &std::collections::BTreeSet<String>, server: &str) -> bool {
+fn is_mine(mine: &BTreeSet<String>, server: &str) -> bool {
     mine.contains(server)
         || mine
             .iter()

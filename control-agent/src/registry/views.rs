@@ -44,23 +44,29 @@ pub struct ServerSummary {
     pub tools: BTreeMap<String, Pin>,
 }
 
+impl ServerSummary {
+    pub fn of(name: &str, s: &Server) -> ServerSummary {
+        ServerSummary {
+            server: name.to_owned(),
+            tenant: s.tenant.clone(),
+            state: s.state,
+            since: s.since.clone(),
+            shared: s.shared,
+            share_reviewed: s.share_reviewed.clone(),
+            share_requested_by: s.share_requested_by.clone(),
+            retired_at: s.retired_at.clone(),
+            tools: s.tools.clone(),
+        }
+    }
+}
+
 impl Registry {
     /// The servers `actor` may read, without their definitions and events.
     pub fn summary_view(&self, actor: &Actor) -> Vec<ServerSummary> {
         self.servers
             .iter()
             .filter(|(_, s)| Self::readable(actor, s))
-            .map(|(n, s)| ServerSummary {
-                server: n.clone(),
-                tenant: s.tenant.clone(),
-                state: s.state,
-                since: s.since.clone(),
-                shared: s.shared,
-                share_reviewed: s.share_reviewed.clone(),
-                share_requested_by: s.share_requested_by.clone(),
-                retired_at: s.retired_at.clone(),
-                tools: s.tools.clone(),
-            })
+            .map(|(n, s)| ServerSummary::of(n, s))
             .collect()
     }
 
