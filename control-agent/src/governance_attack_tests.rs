@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 
 use crate::store::layer_tests::{layer, rego};
+use crate::store::CanaryState;
 
 /// A layer's tar.gz whose gzip stream goes on with `zeros` bytes after the
 /// tar's end (gzip packs them about a thousand to one).
@@ -67,7 +68,14 @@ async fn a_tenant_admin_never_ends_a_canary_that_is_not_their_layers() {
     })
     .await
     .unwrap();
-    assert_eq!(store.rollout()["layer"]["tenant"], "finance");
+    assert_eq!(
+        store
+            .rollout_view()
+            .canary()
+            .and_then(|c| c.rollout.layer.as_ref())
+            .map(|l| l.tenant.clone()),
+        Some("finance".to_owned())
+    );
     // In the gap: finance's canary is rolled back and the org's starts.
     let org = Arc::new(Mutex::new(String::new()));
     let o = org.clone();
@@ -87,13 +95,16 @@ async fn a_tenant_admin_never_ends_a_canary_that_is_not_their_layers() {
         .await;
     assert!(store.after_rollout_read.lock().unwrap().is_none());
     let org = org.lock().unwrap().clone();
-    let ro = store.rollout();
+    let ro = store.rollout_view();
     assert_eq!(
-        (ro["state"].as_str(), ro["revision"].as_str()),
-        (Some("watching"), Some(org.as_str())),
+        (ro.state(), ro.canary().map(|c| c.rollout.revision.as_str())),
+        (Some(CanaryState::Watching), Some(org.as_str())),
         "fiona's promote ({st} {v}) ended the org's canary"
     );
-    assert!(ro["layer"].is_null(), "{ro}");
+    assert!(
+        ro.canary().is_some_and(|c| c.rollout.layer.is_none()),
+        "{ro:?}"
+    );
     // The org's canary watched: finance's admins (and hr's) end nothing.
     for (who, path) in [
         ("fiona", "/v1/tenants/finance/canary/promote"),
@@ -102,14 +113,20 @@ async fn a_tenant_admin_never_ends_a_canary_that_is_not_their_layers() {
     ] {
         let (st, v) = h.post(who, path, serde_json::json!({})).await;
         assert_eq!(st, 409, "{who} {path}: {v}");
-        let now = store.rollout();
+        let now = store.rollout_view();
         assert_eq!(
-            (now["state"].as_str(), now["revision"].as_str()),
-            (Some("watching"), Some(org.as_str())),
+            (
+                now.state(),
+                now.canary().map(|c| c.rollout.revision.as_str())
+            ),
+            (Some(CanaryState::Watching), Some(org.as_str())),
             "{who} {path}"
         );
     }
-    assert_eq!(store.layer_history("finance")["current"], fin.as_str());
+    assert_eq!(
+        store.layer_history_view("finance").current.as_deref(),
+        Some(fin.as_str())
+    );
 }
 
 /// The fleet has one canary slot: a watch without end (a tenant admin's
@@ -142,8 +159,8 @@ async fn a_canary_cannot_be_watched_for_longer_than_a_day() {
     .unwrap();
     assert_eq!(refused, (true, true));
     assert!(
-        store.rollout()["state"] != "watching",
-        "{}",
-        store.rollout()
+        store.rollout_view().state() != Some(CanaryState::Watching),
+        "{:?}",
+        store.rollout_view()
     );
 }

@@ -13,6 +13,7 @@ use crate::admins::{Admin, Kind};
 use crate::approvals::{Approvals, Approver, Claim};
 use crate::server::{Api, Tokens};
 use crate::store::layer_tests::{layer, org_store, rego, yaml_layer, FIN_LEDGER};
+use crate::store::CanaryState;
 
 const ADMIN: &str = "admin-token-0123456789";
 const FLEET: &str = "fleet-token-0123456789";
@@ -636,12 +637,11 @@ async fn the_registry_through_the_api() {
     );
     // An approval names the definition read (its definition_digest).
     let read = |h: &H| {
-        let v = h
-            .api
+        h.api
             .store
-            .registry_show(&crate::admins::Actor::root(), "ledger")
-            .unwrap();
-        v["definition_digest"].as_str().unwrap().to_owned()
+            .registry_show_view(&crate::admins::Actor::root(), "ledger")
+            .unwrap()
+            .definition_digest
     };
     let approve = |d: &str| serde_json::json!({"state": "approved", "reviewed": d});
     let (s, v) = h.get("rita", "/v1/registry/ledger").await;
@@ -835,11 +835,9 @@ async fn a_shared_server_redefined_is_not_offered_to_every_tenant_on_its_tenants
     let digest = |h: &H| {
         h.api
             .store
-            .registry_show(&crate::admins::Actor::root(), "ledger")
-            .unwrap()["definition_digest"]
-            .as_str()
+            .registry_show_view(&crate::admins::Actor::root(), "ledger")
             .unwrap()
-            .to_owned()
+            .definition_digest
     };
     assert_eq!(h.post("fiona", "/v1/registry", reg("a")).await.0, 200);
     let d = digest(&h);
@@ -1011,12 +1009,20 @@ async fn a_promotion_names_the_canary_revision_judged() {
         (409, Some("revision_changed")),
         "{v}"
     );
-    let ro = store.rollout();
+    let ro = store.rollout_view();
     assert_eq!(
-        (ro["state"].as_str(), ro["layer"]["revision"].as_str()),
-        (Some("watching"), Some(b.as_str()))
+        (
+            ro.state(),
+            ro.canary()
+                .and_then(|c| c.rollout.layer.as_ref())
+                .map(|l| l.revision.as_str())
+        ),
+        (Some(CanaryState::Watching), Some(b.as_str()))
     );
-    assert_ne!(store.layer_history("finance")["current"], b.as_str());
+    assert_ne!(
+        store.layer_history_view("finance").current.as_deref(),
+        Some(b.as_str())
+    );
     // A rollback naming another canary is refused as well.
     let (s, v) = h
         .post("felix", "/v1/tenants/finance/canary/rollback", rev(&a))
@@ -1028,7 +1034,10 @@ async fn a_promotion_names_the_canary_revision_judged() {
     );
     let (s, v) = h.post("fiona", promote, rev(&b)).await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(store.layer_history("finance")["current"], b.as_str());
+    assert_eq!(
+        store.layer_history_view("finance").current.as_deref(),
+        Some(b.as_str())
+    );
 
     // The org's canary: `GET /v1/rollout`'s revision.
     let s2 = store.clone();
@@ -1058,7 +1067,7 @@ async fn a_promotion_names_the_canary_revision_judged() {
         (409, Some("revision_changed")),
         "{v}"
     );
-    assert_eq!(store.rollout()["state"], "watching");
+    assert_eq!(store.rollout_view().state(), Some(CanaryState::Watching));
     let (_, ro) = h.get("admin", "/v1/rollout").await;
     let now = ro["revision"].as_str().unwrap().to_owned();
     assert_ne!(now, judged);

@@ -66,12 +66,6 @@ pub fn labels_of(s: &str) -> Result<Labels, InputError> {
     Ok(out)
 }
 
-/// As [`labels_of`], the error as text (the HTTP layer's callers; goes
-/// once they take [`InputError`]).
-pub fn parse_labels(s: &str) -> Result<Labels, String> {
-    labels_of(s).map_err(|e| e.to_string())
-}
-
 fn check_label(k: &str, v: &str) -> Result<(), InputError> {
     for t in [k, v] {
         if t.is_empty()
@@ -107,12 +101,6 @@ impl Selector {
     /// Every key and value as [`labels_of`] accepts them.
     pub fn validate(&self) -> Result<(), InputError> {
         self.0.iter().try_for_each(|(k, v)| check_label(k, v))
-    }
-
-    /// As [`Selector::validate`], the error as text (the HTTP layer's
-    /// callers; goes once they take [`InputError`]).
-    pub fn check(&self) -> Result<(), String> {
-        self.validate().map_err(|e| e.to_string())
     }
 }
 
@@ -621,12 +609,6 @@ pub fn share_of(s: &str) -> Result<f64, InputError> {
         return Err(InputError::ShareOutOfRange(s.to_owned()));
     }
     Ok(v)
-}
-
-/// As [`share_of`], the error as text (the CLI's and the HTTP layer's
-/// callers; goes once they take [`InputError`]).
-pub fn parse_share(s: &str) -> Result<f64, String> {
-    share_of(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

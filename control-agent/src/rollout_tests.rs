@@ -15,13 +15,13 @@ fn stats(calls: u64, denied: u64, errors: u64) -> Stats {
 
 #[test]
 fn labels_and_selectors() {
-    let l = parse_labels("env=prod, region=eu-west/1").expect("labels");
+    let l = labels_of("env=prod, region=eu-west/1").expect("labels");
     assert_eq!(l.len(), 2);
-    assert!(Selector(parse_labels("env=prod").expect("sel")).matches(&l));
-    assert!(!Selector(parse_labels("env=staging").expect("sel")).matches(&l));
+    assert!(Selector(labels_of("env=prod").expect("sel")).matches(&l));
+    assert!(!Selector(labels_of("env=staging").expect("sel")).matches(&l));
     assert!(Selector::default().matches(&Labels::new()));
     for bad in ["env", "env=", "=x", "a=b,a=c", "k=v v", "k=\u{e9}"] {
-        assert!(parse_labels(bad).is_err(), "{bad}");
+        assert!(labels_of(bad).is_err(), "{bad}");
     }
     let c = Target::Canary {
         labels: Selector::default(),
@@ -173,9 +173,9 @@ fn deltas_percentiles_and_picks() {
     assert_eq!(pick(&ids, 1.0, "r1").len(), 10);
     assert_eq!(pick(&ids[..1], 0.1, "r1").len(), 1);
     assert_eq!(pick(&ids, 0.3, "r1"), pick(&ids, 0.3, "r1"));
-    assert_eq!(parse_share("10%"), Ok(0.1));
-    assert_eq!(parse_share("0.5"), Ok(0.5));
-    assert!(parse_share("0%").is_err() && parse_share("150%").is_err());
+    assert_eq!(share_of("10%"), Ok(0.1));
+    assert_eq!(share_of("0.5"), Ok(0.5));
+    assert!(share_of("0%").is_err() && share_of("150%").is_err());
 }
 
 #[test]

@@ -404,19 +404,6 @@ impl Approvals {
         })
     }
 
-    /// An approver's answer to approval `id`.
-    pub fn decide(
-        &self,
-        id: &str,
-        approver: &str,
-        verdict: Verdict,
-        comment: Option<String>,
-        now: SystemTime,
-    ) -> Result<serde_json::Value, Refused> {
-        self.decision(id, approver, verdict, comment, now)
-            .map(|v| serde_json::to_value(v).unwrap_or_default())
-    }
-
     /// An approver's answer to approval `id`: the approval as it stands
     /// after it.
     pub fn decision(
@@ -487,17 +474,6 @@ impl Approvals {
     }
 
     /// One approval, if `viewer` sees its tenant (`None`: the admin).
-    pub fn get(
-        &self,
-        id: &str,
-        viewer: Option<&str>,
-        now: SystemTime,
-    ) -> Option<serde_json::Value> {
-        self.get_view(id, viewer, now)
-            .map(|v| serde_json::to_value(v).unwrap_or_default())
-    }
-
-    /// One approval, if `viewer` sees its tenant (`None`: the admin).
     pub fn get_view(
         &self,
         id: &str,
@@ -519,11 +495,6 @@ impl Approvals {
 
     /// Pending and approved-but-unused approvals, oldest first (`all`: every
     /// kept one), of the tenants `viewer` sees (`None`: the admin, all).
-    pub fn list(&self, all: bool, viewer: Option<&str>, now: SystemTime) -> Vec<serde_json::Value> {
-        json_views(self.list_view(all, viewer, now))
-    }
-
-    /// As [`Approvals::list`], typed.
     pub fn list_view(&self, all: bool, viewer: Option<&str>, now: SystemTime) -> Vec<ApprovalView> {
         let mut v: Vec<&Approval> = Vec::new();
         let guard = self.lock();
@@ -543,20 +514,10 @@ impl Approvals {
         self.lock().get(id).map(|a| a.tenant.clone())
     }
 
-    /// As [`Approvals::list`], for a tenant admin: only the approvals of
+    /// As [`Approvals::list_view`], for a tenant admin: only the approvals of
     /// `tenants` (compared by the tenant scope key,
     /// [`warden_config::person::in_scope`]; never empty here, which would be
     /// every tenant).
-    pub fn list_in(
-        &self,
-        all: bool,
-        tenants: &[String],
-        now: SystemTime,
-    ) -> Vec<serde_json::Value> {
-        json_views(self.list_in_view(all, tenants, now))
-    }
-
-    /// As [`Approvals::list_in`], typed.
     pub fn list_in_view(
         &self,
         all: bool,
@@ -590,14 +551,6 @@ impl Approvals {
             .unwrap_or_default();
         (waiting.len(), oldest)
     }
-}
-
-/// Views as JSON (the wrappers the HTTP layer calls until it takes the
-/// views).
-fn json_views(v: Vec<ApprovalView>) -> Vec<serde_json::Value> {
-    v.into_iter()
-        .map(|v| serde_json::to_value(v).unwrap_or_default())
-        .collect()
 }
 
 /// `ap_` and 26 base32 characters (128 random bits).

@@ -56,20 +56,21 @@ fn two_distinct_approvers_then_one_use() {
     let again = ap.claim(claim("agent-7", 2), None, t0).expect("claim");
     assert!(matches!(&again, ClaimAnswer::Pending { created: false, id: i, .. } if *i == id));
     assert_eq!(
-        ap.decide(&id, "agent-7", Verdict::Approve, None, t0),
-        Err(Refused::SelfApproval)
+        ap.decision(&id, "agent-7", Verdict::Approve, None, t0)
+            .err(),
+        Some(Refused::SelfApproval)
     );
-    ap.decide(&id, "alice", Verdict::Approve, None, t0)
+    ap.decision(&id, "alice", Verdict::Approve, None, t0)
         .expect("alice");
     assert_eq!(
-        ap.decide(&id, "alice", Verdict::Approve, None, t0),
-        Err(Refused::Already("alice".into()))
+        ap.decision(&id, "alice", Verdict::Approve, None, t0).err(),
+        Some(Refused::Already("alice".into()))
     );
     assert!(matches!(
         ap.claim(claim("agent-7", 2), None, t0).expect("claim"),
         ClaimAnswer::Pending { approvals: 1, .. }
     ));
-    ap.decide(&id, "bob", Verdict::Approve, None, t0)
+    ap.decision(&id, "bob", Verdict::Approve, None, t0)
         .expect("bob");
     assert!(matches!(
         ap.claim(claim("agent-7", 2), None, t0).expect("claim"),
@@ -81,10 +82,8 @@ fn two_distinct_approvers_then_one_use() {
     // Kept across a restart.
     let reopened = Approvals::open(_d.path(), approvers()).expect("reopen");
     assert_eq!(
-        reopened
-            .get(&id, None, t0)
-            .and_then(|v| v["state"].as_str().map(str::to_owned)),
-        Some("used".into())
+        reopened.get_view(&id, None, t0).map(|v| v.state),
+        Some(State::Used)
     );
 }
 
@@ -93,7 +92,7 @@ fn approvals_lapse_and_denials_are_told_once() {
     let (_d, ap) = open();
     let t0 = SystemTime::now();
     let id = id_of(&ap.claim(claim("agent-7", 1), None, t0).expect("claim"));
-    ap.decide(&id, "alice", Verdict::Approve, None, t0)
+    ap.decision(&id, "alice", Verdict::Approve, None, t0)
         .expect("approve");
     // Usable for grant_secs (30 s) only.
     let late = t0 + Duration::from_secs(31);
@@ -101,11 +100,8 @@ fn approvals_lapse_and_denials_are_told_once() {
         ap.claim(claim("agent-7", 1), None, late).expect("claim"),
         ClaimAnswer::Pending { created: true, .. }
     ));
-    let id2 = ap.list(false, None, late)[0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    ap.decide(&id2, "bob", Verdict::Deny, Some("not today".into()), late)
+    let id2 = ap.list_view(false, None, late)[0].approval.id.clone();
+    ap.decision(&id2, "bob", Verdict::Deny, Some("not today".into()), late)
         .expect("deny");
     assert!(matches!(
         ap.claim(claim("agent-7", 1), None, late).expect("claim"),
@@ -122,14 +118,12 @@ fn approvals_lapse_and_denials_are_told_once() {
         ClaimAnswer::Pending { created: true, .. }
     ));
     // A pending approval nobody answers lapses.
-    let id3 = ap.list(false, None, late)[0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id3 = ap.list_view(false, None, late)[0].approval.id.clone();
     let lapsed = late + Duration::from_secs(61);
     assert_eq!(
-        ap.decide(&id3, "alice", Verdict::Approve, None, lapsed),
-        Err(Refused::Finished("expired"))
+        ap.decision(&id3, "alice", Verdict::Approve, None, lapsed)
+            .err(),
+        Some(Refused::Finished("expired"))
     );
 }
 
@@ -147,8 +141,8 @@ fn one_person_is_one_approver_in_any_spelling() {
     let t0 = SystemTime::now();
     let id = id_of(&ap.claim(claim("ölaf", 2), None, t0).expect("claim"));
     assert_eq!(
-        ap.decide(&id, "ÖLAF", Verdict::Approve, None, t0),
-        Err(Refused::SelfApproval)
+        ap.decision(&id, "ÖLAF", Verdict::Approve, None, t0).err(),
+        Some(Refused::SelfApproval)
     );
     // Files that name one person twice are refused whole.
     for (text, what) in [
@@ -196,8 +190,8 @@ fn one_person_is_one_approver_in_any_spelling() {
     let id = id_of(&ap.claim(claim("agent-7", 2), None, t0).expect("claim"));
     for who in ["acme\u{ff0f}agent-7", "carol"] {
         assert_eq!(
-            ap.decide(&id, who, Verdict::Approve, None, t0),
-            Err(Refused::SelfApproval),
+            ap.decision(&id, who, Verdict::Approve, None, t0).err(),
+            Some(Refused::SelfApproval),
             "{who}"
         );
     }
@@ -235,20 +229,21 @@ fn approvers_never_approve_themselves_and_see_their_tenants() {
     let id = id_of(&ap.claim(claim("agent-7", 1), None, t0).expect("claim"));
     // The same name in another case, and a listed principal, are the caller.
     assert_eq!(
-        ap.decide(&id, "Agent-7", Verdict::Approve, None, t0),
-        Err(Refused::SelfApproval)
+        ap.decision(&id, "Agent-7", Verdict::Approve, None, t0)
+            .err(),
+        Some(Refused::SelfApproval)
     );
     assert_eq!(
-        ap.decide(&id, "carol", Verdict::Approve, None, t0),
-        Err(Refused::SelfApproval)
+        ap.decision(&id, "carol", Verdict::Approve, None, t0).err(),
+        Some(Refused::SelfApproval)
     );
     // Another tenant's approver does not see it.
     assert_eq!(
-        ap.decide(&id, "dave", Verdict::Approve, None, t0),
-        Err(Refused::NotFound)
+        ap.decision(&id, "dave", Verdict::Approve, None, t0).err(),
+        Some(Refused::NotFound)
     );
-    assert!(ap.list(false, Some("dave"), t0).is_empty());
-    assert_eq!(ap.list(false, Some("carol"), t0).len(), 1);
+    assert!(ap.list_view(false, Some("dave"), t0).is_empty());
+    assert_eq!(ap.list_view(false, Some("carol"), t0).len(), 1);
 }
 
 /// An approver or a tenant admin of finance sees finance's held calls
@@ -296,11 +291,8 @@ fn a_look_alike_tenants_calls_are_not_the_tenants() {
             id_of(&ap.claim(c, None, t0).expect("claim"))
         })
         .collect();
-    let listed = |v: Vec<serde_json::Value>| -> Vec<String> {
-        let mut v: Vec<String> = v
-            .iter()
-            .map(|a| a["id"].as_str().expect("id").to_owned())
-            .collect();
+    let listed = |v: Vec<ApprovalView>| -> Vec<String> {
+        let mut v: Vec<String> = v.iter().map(|a| a.approval.id.clone()).collect();
         v.sort();
         v
     };
@@ -309,47 +301,50 @@ fn a_look_alike_tenants_calls_are_not_the_tenants() {
         v.sort();
         v
     };
-    assert_eq!(listed(ap.list(true, Some("fran"), t0)), of(&[0, 1]));
+    assert_eq!(listed(ap.list_view(true, Some("fran"), t0)), of(&[0, 1]));
     assert_eq!(
-        listed(ap.list_in(true, &["finance".into()], t0)),
+        listed(ap.list_in_view(true, &["finance".into()], t0)),
         of(&[0, 1])
     );
     assert_eq!(
-        listed(ap.list_in(true, &["Finance".into()], t0)),
+        listed(ap.list_in_view(true, &["Finance".into()], t0)),
         of(&[0, 1])
     );
     // financé, precomposed or not, is one tenant: not finance.
-    assert_eq!(listed(ap.list(true, Some("eve"), t0)), of(&[2, 5]));
+    assert_eq!(listed(ap.list_view(true, Some("eve"), t0)), of(&[2, 5]));
     assert_eq!(
-        listed(ap.list_in(true, &["finance\u{301}".into()], t0)),
+        listed(ap.list_in_view(true, &["finance\u{301}".into()], t0)),
         of(&[2, 5])
     );
     for (i, id) in ids.iter().enumerate() {
         let finances = i < 2;
         assert_eq!(
-            ap.get(id, Some("fran"), t0).is_some(),
+            ap.get_view(id, Some("fran"), t0).is_some(),
             finances,
             "{:?}",
             tenants[i]
         );
-        assert!(ap.get(id, Some("olga"), t0).is_some());
-        assert!(ap.get(id, None, t0).is_some());
+        assert!(ap.get_view(id, Some("olga"), t0).is_some());
+        assert!(ap.get_view(id, None, t0).is_some());
         if !finances {
             assert_eq!(
-                ap.decide(id, "fran", Verdict::Approve, None, t0),
-                Err(Refused::NotFound),
+                ap.decision(id, "fran", Verdict::Approve, None, t0).err(),
+                Some(Refused::NotFound),
                 "{:?}",
                 tenants[i]
             );
         }
     }
     assert_eq!(
-        listed(ap.list(true, Some("olga"), t0)),
+        listed(ap.list_view(true, Some("olga"), t0)),
         of(&[0, 1, 2, 3, 4, 5])
     );
-    assert_eq!(listed(ap.list(true, None, t0)), of(&[0, 1, 2, 3, 4, 5]));
+    assert_eq!(
+        listed(ap.list_view(true, None, t0)),
+        of(&[0, 1, 2, 3, 4, 5])
+    );
     assert!(ap
-        .decide(&ids[0], "fran", Verdict::Approve, None, t0)
+        .decision(&ids[0], "fran", Verdict::Approve, None, t0)
         .is_ok());
 }
 
@@ -372,18 +367,18 @@ fn an_unknown_approver_sees_and_decides_nothing() {
     for who in ["mallory", "", "Dave2"] {
         for verdict in [Verdict::Approve, Verdict::Deny] {
             assert_eq!(
-                ap.decide(&id, who, verdict, None, t0),
-                Err(Refused::NotFound),
+                ap.decision(&id, who, verdict, None, t0).err(),
+                Some(Refused::NotFound),
                 "{who:?}"
             );
         }
-        assert!(ap.list(true, Some(who), t0).is_empty(), "{who:?}");
-        assert!(ap.get(&id, Some(who), t0).is_none(), "{who:?}");
+        assert!(ap.list_view(true, Some(who), t0).is_empty(), "{who:?}");
+        assert!(ap.get_view(&id, Some(who), t0).is_none(), "{who:?}");
     }
     // Nothing was decided: the call still waits, with no decision.
-    let v = ap.get(&id, None, t0).expect("kept");
-    assert_eq!(v["state"], "pending");
-    assert_eq!(v["decisions"].as_array().map_or(0, Vec::len), 0);
+    let v = ap.get_view(&id, None, t0).expect("kept");
+    assert_eq!(v.state, State::Pending);
+    assert_eq!(v.approval.decisions.len(), 0);
 }
 
 #[test]
@@ -405,7 +400,7 @@ fn claims_show_approvers_what_the_digest_binds() {
     ));
     // A later claim asking more approvers raises what the approval needs.
     let id = id_of(&ap.claim(claim("agent-7", 1), None, t0).expect("claim"));
-    ap.decide(&id, "alice", Verdict::Approve, None, t0)
+    ap.decision(&id, "alice", Verdict::Approve, None, t0)
         .expect("alice");
     assert!(matches!(
         ap.claim(claim("agent-7", 2), None, t0).expect("claim"),
@@ -448,19 +443,24 @@ fn the_tenant_whose_rules_held_a_call_decides_it() {
     };
     let id = id_of(&ap.claim(c, None, t0).expect("claim"));
     assert_eq!(
-        ap.decide(&id, "hr_appr", Verdict::Approve, None, t0),
-        Err(Refused::NotTheirs)
+        ap.decision(&id, "hr_appr", Verdict::Approve, None, t0)
+            .err(),
+        Some(Refused::NotTheirs)
     );
     assert_eq!(
-        ap.decide(&id, "ops_appr", Verdict::Approve, None, t0),
-        Err(Refused::NotFound)
+        ap.decision(&id, "ops_appr", Verdict::Approve, None, t0)
+            .err(),
+        Some(Refused::NotFound)
     );
     assert!(
-        ap.get(&id, Some("fin_appr"), t0).is_some(),
+        ap.get_view(&id, Some("fin_appr"), t0).is_some(),
         "shown to finance"
     );
-    assert!(ap.get(&id, Some("hr_appr"), t0).is_some(), "shown to hr");
-    ap.decide(&id, "fin_appr", Verdict::Approve, None, t0)
+    assert!(
+        ap.get_view(&id, Some("hr_appr"), t0).is_some(),
+        "shown to hr"
+    );
+    ap.decision(&id, "fin_appr", Verdict::Approve, None, t0)
         .expect("finance decides");
 }
 
@@ -485,7 +485,7 @@ fn a_claim_naming_more_deciding_tenants_needs_their_approvers() {
         ..claim("h", 1)
     };
     let id = id_of(&ap.claim(before.clone(), None, t0).expect("claim"));
-    ap.decide(&id, "hr_appr", Verdict::Approve, None, t0)
+    ap.decision(&id, "hr_appr", Verdict::Approve, None, t0)
         .expect("hr decides under the old bundle");
     let after = Claim {
         for_tenants: vec!["finance".into()],
@@ -503,10 +503,11 @@ fn a_claim_naming_more_deciding_tenants_needs_their_approvers() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        ap.decide(&id, "hr_appr", Verdict::Approve, None, t0),
-        Err(Refused::NotTheirs)
+        ap.decision(&id, "hr_appr", Verdict::Approve, None, t0)
+            .err(),
+        Some(Refused::NotTheirs)
     );
-    ap.decide(&id, "fin_appr", Verdict::Approve, None, t0)
+    ap.decision(&id, "fin_appr", Verdict::Approve, None, t0)
         .expect("finance decides");
     assert!(matches!(
         ap.claim(after, None, t0).expect("claim"),
@@ -530,11 +531,11 @@ fn a_suffixed_holder_is_still_the_approvers_own_call() {
     for (holder, own) in [("bob~layer", "bob"), ("bob~x~principal", "bob~x")] {
         let id = id_of(&ap.claim(claim(holder, 1), None, t0).expect("claim"));
         assert_eq!(
-            ap.decide(&id, own, Verdict::Approve, None, t0),
-            Err(Refused::SelfApproval),
+            ap.decision(&id, own, Verdict::Approve, None, t0).err(),
+            Some(Refused::SelfApproval),
             "{holder}"
         );
-        ap.decide(&id, "carol", Verdict::Approve, None, t0)
+        ap.decision(&id, "carol", Verdict::Approve, None, t0)
             .expect("another approver");
     }
 }
@@ -596,8 +597,8 @@ fn a_claims_fields_are_bounded() {
     c.justification = Some("ü".repeat(500_000));
     c.reason = "r".repeat(1 << 20);
     let id = id_of(&ap.claim(c, None, t0).expect("claim"));
-    let shown = ap.get(&id, None, t0).expect("kept");
-    let text = shown.to_string();
+    let shown = ap.get_view(&id, None, t0).expect("kept");
+    let text = serde_json::to_string(&shown).expect("json");
     assert!(text.len() < 3 * MAX_CLAIM_TEXT, "{}", text.len());
     assert!(text.contains("(cut)"));
 }

@@ -164,12 +164,6 @@ impl Approval {
             approval: self.clone(),
         }
     }
-
-    /// As [`Approval::view_of`], as JSON (goes once the HTTP layer takes
-    /// the view).
-    pub fn view(&self, now: SystemTime) -> serde_json::Value {
-        serde_json::to_value(self.view_of(now)).unwrap_or_default()
-    }
 }
 
 /// One approval as approvers and gateways see it: the approval, where it

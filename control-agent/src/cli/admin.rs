@@ -65,10 +65,12 @@ pub fn publish(
     watch: Duration,
     guard: Guard,
 ) -> anyhow::Result<bool> {
-    let select = crate::rollout::parse_labels(select).map_err(anyhow::Error::msg)?;
+    let select =
+        crate::rollout::labels_of(select).map_err(|e| anyhow::Error::msg(e.to_string()))?;
     let mut body = serde_json::json!({"select": select});
     if let Some(share) = canary {
-        let share = crate::rollout::parse_share(share).map_err(anyhow::Error::msg)?;
+        let share =
+            crate::rollout::share_of(share).map_err(|e| anyhow::Error::msg(e.to_string()))?;
         body["canary"] = serde_json::json!({
             "share": share,
             "watch_secs": watch.as_secs().max(1),

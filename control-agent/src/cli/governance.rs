@@ -135,7 +135,8 @@ pub fn tenant_cmd(c: &Client, cmd: TenantCmd) -> anyhow::Result<bool> {
                     .with_context(|| format!("reading {}", dir.display()))?;
                 let mut q = url::form_urlencoded::Serializer::new(String::new());
                 if let Some(share) = canary {
-                    let share = crate::rollout::parse_share(&share).map_err(anyhow::Error::msg)?;
+                    let share = crate::rollout::share_of(&share)
+                        .map_err(|e| anyhow::Error::msg(e.to_string()))?;
                     q.append_pair("canary", &share.to_string());
                     q.append_pair("watch", &watch.as_secs().max(1).to_string());
                     q.append_pair("select", &select);

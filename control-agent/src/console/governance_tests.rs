@@ -8,8 +8,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::registry::State;
 use crate::server::Api;
 use crate::store::layer_tests::{yaml_layer, FIN_LEDGER};
+use crate::store::CanaryState;
 
 const ADMIN: &str = "admin-token-0123456789";
 const FLEET: &str = "fleet-token-0123456789";
@@ -230,7 +232,7 @@ async fn administrators_log_in_with_their_roles() {
         .await;
     assert_eq!(s, 403);
     assert!(h.refused("fiona", "/console/kill"));
-    assert!(h.api.store.fleet()["kill_switch"]["all"] != true);
+    assert!(!h.api.store.fleet_view().kill_switch.all);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,13 +284,7 @@ async fn a_tenant_admin_governs_their_layer_and_nothing_else() {
     }
     assert!(h.refused("fiona", "tenant `hr`'s layer is not fiona's to change"));
     assert!(h.refused("fiona", "tenant `hr`'s layers are not fiona's to read"));
-    assert_eq!(
-        h.api.store.layer_history("hr")["history"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(h.api.store.layer_history_view("hr").history.len(), 1);
     // Their own rollback: done, flashed, recorded.
     let (s, page) = h
         .post(
@@ -302,12 +298,12 @@ async fn a_tenant_admin_governs_their_layer_and_nothing_else() {
         page.contains(&format!("rolled back to {}", fin[0])),
         "{page}"
     );
-    let now = h.api.store.layer_history("finance");
+    let now = h.api.store.layer_history_view("finance");
     assert!(
-        now["current"].as_str().unwrap().starts_with("finance-r3-"),
-        "{now}"
+        now.current.as_deref().unwrap().starts_with("finance-r3-"),
+        "{now:?}"
     );
-    assert_eq!(now["history"][2]["actor"], "console:fiona");
+    assert_eq!(now.history[2].actor, "console:fiona");
     assert!(h
         .changes()
         .iter()
@@ -363,7 +359,10 @@ async fn a_tenant_admin_ends_only_their_own_canary() {
         .await;
     assert_eq!(s, 303);
     assert!(page.contains("no canary of tenant `hr`"), "{page}");
-    assert_eq!(h.api.store.rollout()["state"], "watching");
+    assert_eq!(
+        h.api.store.rollout_view().state(),
+        Some(CanaryState::Watching)
+    );
     let fiona = h.login("fiona").await;
     let (_, page) = h.get(&fiona, "/console/tenants").await;
     assert!(
@@ -378,10 +377,13 @@ async fn a_tenant_admin_ends_only_their_own_canary() {
         )
         .await;
     assert!(page.contains("promoted"), "{page}");
-    assert_eq!(h.api.store.rollout()["state"], "promoted");
     assert_eq!(
-        h.api.store.layer_history("finance")["current"],
-        canary.as_str()
+        h.api.store.rollout_view().state(),
+        Some(CanaryState::Promoted)
+    );
+    assert_eq!(
+        h.api.store.layer_history_view("finance").current.as_deref(),
+        Some(canary.as_str())
     );
 }
 
@@ -407,11 +409,12 @@ async fn the_registry_in_the_console_keeps_tenants_apart_and_two_people_on_appro
     let state = |s: &str| {
         h.api
             .store
-            .registry_show(&crate::admins::Actor::root(), s)
-            .unwrap()["state"]
-            .clone()
+            .registry_show_view(&crate::admins::Actor::root(), s)
+            .unwrap()
+            .entry
+            .state
     };
-    assert_eq!(state("payroll"), "draft");
+    assert_eq!(state("payroll"), State::Draft);
     // Felix moves his server to testing, then cannot approve it himself.
     let (_, page) = h
         .post(
@@ -431,7 +434,7 @@ async fn the_registry_in_the_console_keeps_tenants_apart_and_two_people_on_appro
         .await;
     assert!(page.contains("a second person approves it"), "{page}");
     assert!(h.refused("felix", "a second person approves it"));
-    assert_eq!(state("ledger"), "testing");
+    assert_eq!(state("ledger"), State::Testing);
     // Fiona approves: the second person, with the digest of the
     // definition the page showed her (the form's hidden `reviewed`).
     let fiona = h.login("fiona").await;
@@ -456,7 +459,7 @@ async fn the_registry_in_the_console_keeps_tenants_apart_and_two_people_on_appro
         };
         let def = serde_json::json!({"tools": [{"name": "post_entry", "description": "changed", "inputSchema": {"type": "object"}}]});
         store
-            .registry_change(&felix.clone(), "registry.register", |r, taken| {
+            .registry_apply(&felix.clone(), "registry.register", "", |r, taken| {
                 r.register(&felix, "ledger", None, &def, taken, std::time::SystemTime::now())
             })
             .unwrap();
@@ -474,7 +477,7 @@ async fn the_registry_in_the_console_keeps_tenants_apart_and_two_people_on_appro
         page.contains("the definition changed since you reviewed it"),
         "{page}"
     );
-    assert_eq!(state("ledger"), "testing");
+    assert_eq!(state("ledger"), State::Testing);
     let (_, page) = h.get(&fiona, "/console/registry/ledger").await;
     let shown = reviewed(&page);
     let (_, page) = h
@@ -486,7 +489,7 @@ async fn the_registry_in_the_console_keeps_tenants_apart_and_two_people_on_appro
         .await;
     assert!(page.contains("now approved"), "{page}");
     assert!(page.contains("admin:fiona at"), "{page}");
-    assert_eq!(state("ledger"), "approved");
+    assert_eq!(state("ledger"), State::Approved);
     // Sharing: fiona asks, harry cannot approve, the reviewer does.
     let (_, page) = h.post(&fiona, "/console/registry/ledger/share", &[]).await;
     assert!(page.contains("sharing done"), "{page}");
@@ -626,10 +629,10 @@ async fn a_tenant_admin_publishes_their_layer_from_the_console() {
         .await;
     assert_eq!(s, 303);
     assert!(page.contains("finance: published finance-r3-"), "{page}");
-    let now = h.api.store.layer_history("finance");
-    let current = now["current"].as_str().unwrap().to_owned();
-    assert!(current.starts_with("finance-r3-"), "{now}");
-    assert_eq!(now["history"][2]["actor"], "console:fiona");
+    let now = h.api.store.layer_history_view("finance");
+    let current = now.current.clone().unwrap();
+    assert!(current.starts_with("finance-r3-"), "{now:?}");
+    assert_eq!(now.history[2].actor, "console:fiona");
     let files = h.api.store.current_layer_files("finance").unwrap();
     assert!(files["tenant.yaml"]
         .windows(12)
@@ -663,8 +666,8 @@ async fn a_tenant_admin_publishes_their_layer_from_the_console() {
             "{rule}: {page}"
         );
         assert_eq!(
-            h.api.store.layer_history("finance")["current"],
-            current.as_str()
+            h.api.store.layer_history_view("finance").current.as_deref(),
+            Some(current.as_str())
         );
     }
     assert!(h
@@ -684,13 +687,7 @@ async fn a_tenant_admin_publishes_their_layer_from_the_console() {
         assert_eq!(s, 403, "{t}");
     }
     assert!(h.refused("fiona", "tenant `hr`'s layer is not fiona's to change"));
-    assert_eq!(
-        h.api.store.layer_history("hr")["history"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(h.api.store.layer_history_view("hr").history.len(), 1);
     let rita = h.login("rita").await;
     let (s, _) = h
         .post(
@@ -722,7 +719,7 @@ async fn the_console_approves_only_what_its_page_showed() {
     let (h, _, _) = governed().await;
     let store = h.api.store.clone();
     let root = crate::admins::Actor::root();
-    let entry = |s: &str| h.api.store.registry_show(&root, s).unwrap();
+    let entry = |s: &str| h.api.store.registry_show_view(&root, s).unwrap();
     // Ledger (felix's) is tested, approved by fiona, and finance asks to
     // share it.
     let felix = h.login("felix").await;
@@ -752,18 +749,12 @@ async fn the_console_approves_only_what_its_page_showed() {
     let (_, page) = h.get(&rita, "/console/registry/ledger").await;
     assert!(page.contains("id=\"approve-share-form\""), "{page}");
     let shown = hidden(&page, "reviewed");
-    assert_eq!(
-        shown,
-        entry("ledger")["definition_digest"].as_str().unwrap()
-    );
+    assert_eq!(shown, entry("ledger").definition_digest);
     // Felix registers another definition, and asks again, before rita
     // submits: her form is refused, nothing shared.
     let reg = serde_json::json!({"server": "ledger", "definition": {"tools": [{"name": "post_entry", "description": "changed", "inputSchema": {"type": "object"}}]}});
     assert_eq!(h.api("felix", "/v1/registry", reg).await, 200);
-    assert_eq!(
-        entry("ledger")["share_requested_by"],
-        serde_json::Value::Null
-    );
+    assert_eq!(entry("ledger").entry.share_requested_by, None);
     assert_eq!(
         h.api("felix", "/v1/registry/ledger/share", serde_json::json!({}))
             .await,
@@ -780,7 +771,7 @@ async fn the_console_approves_only_what_its_page_showed() {
         page.contains("the definition changed since you reviewed it"),
         "{page}"
     );
-    assert_eq!(entry("ledger")["shared"], false);
+    assert!(!entry("ledger").entry.shared);
     assert!(h
         .changes()
         .iter()
@@ -792,7 +783,7 @@ async fn the_console_approves_only_what_its_page_showed() {
         .post(&rita, "/console/registry/ledger/approve-share", &[])
         .await;
     assert!(page.contains("needs `reviewed`"), "{page}");
-    assert_eq!(entry("ledger")["shared"], false);
+    assert!(!entry("ledger").entry.shared);
 
     // The tenants page's canary buttons carry the canary's revision.
     let current = store.current().unwrap().revision.clone();
@@ -832,9 +823,9 @@ async fn the_console_approves_only_what_its_page_showed() {
             &[("verb", "rollback"), ("revision", &a)],
         )
         .await;
-    assert_eq!(store.rollout()["state"], "rolled_back");
+    assert_eq!(store.rollout_view().state(), Some(CanaryState::RolledBack));
     let b = canary("127.0.0.1:4").await;
-    let before = store.layer_history("finance")["current"].clone();
+    let before = store.layer_history_view("finance").current;
     let (_, page) = h
         .post(
             &fiona,
@@ -846,8 +837,8 @@ async fn the_console_approves_only_what_its_page_showed() {
         page.contains("the canary changed since you read it"),
         "{page}"
     );
-    assert_eq!(store.rollout()["state"], "watching");
-    assert_eq!(store.layer_history("finance")["current"], before);
+    assert_eq!(store.rollout_view().state(), Some(CanaryState::Watching));
+    assert_eq!(store.layer_history_view("finance").current, before);
     // Read again: `b` is promoted.
     let (_, page) = h.get(&fiona, "/console/tenants").await;
     let form = &page[page
@@ -862,5 +853,8 @@ async fn the_console_approves_only_what_its_page_showed() {
         )
         .await;
     assert!(page.contains("promoted"), "{page}");
-    assert_eq!(store.layer_history("finance")["current"], b.as_str());
+    assert_eq!(
+        store.layer_history_view("finance").current.as_deref(),
+        Some(b.as_str())
+    );
 }

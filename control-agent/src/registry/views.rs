@@ -69,10 +69,4 @@ impl Registry {
             .map(|(n, s)| ServerSummary::of(n, s))
             .collect()
     }
-
-    /// As [`Registry::summary_view`], as JSON (goes once the HTTP layer
-    /// takes the view).
-    pub fn summary(&self, actor: &Actor) -> serde_json::Value {
-        serde_json::to_value(self.summary_view(actor)).unwrap_or_default()
-    }
 }

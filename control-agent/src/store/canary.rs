@@ -462,12 +462,6 @@ impl Store {
         }
         v
     }
-
-    /// As [`Store::rollout_view`], as JSON (the HTTP layer's and the
-    /// tests' callers; goes once they take the view).
-    pub fn rollout(&self) -> serde_json::Value {
-        serde_json::to_value(self.rollout_view()).unwrap_or_default()
-    }
 }
 
 /// Why a canary was not promoted or rolled back by hand.

@@ -81,10 +81,4 @@ impl Store {
             .map_err(|e| unreadable(&e))?;
         archive::unpack(&bytes).map_err(|e| unreadable(&e))
     }
-
-    /// As [`Store::revision_files`], the error as text (the console's
-    /// caller; goes once it takes [`RevisionError`]).
-    pub fn files_of(&self, revision: &str) -> Result<Files, String> {
-        self.revision_files(revision).map_err(|e| e.to_string())
-    }
 }

@@ -298,12 +298,6 @@ impl Store {
         );
         Ok(())
     }
-
-    /// As [`Store::accept_report`], the error as text (the HTTP layer's
-    /// caller; goes once it takes [`ReportError`]).
-    pub fn report(&self, r: Report) -> Result<(), String> {
-        self.accept_report(r).map_err(|e| e.to_string())
-    }
 }
 
 /// Gateway ids picked for a canary that several live processes share

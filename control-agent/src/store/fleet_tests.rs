@@ -21,7 +21,7 @@ pub(crate) fn stats(calls: u64) -> Stats {
 /// a gateway's bundle fetch is answered).
 pub(crate) fn report(s: &Store, id: &str, instance: Option<&str>, revision: &str, st: Stats) {
     s.served_to(id, instance.unwrap_or(""), &Labels::new(), revision);
-    s.report(Report {
+    s.accept_report(Report {
         id: id.into(),
         instance: instance.map(str::to_owned),
         revision: revision.into(),
@@ -34,13 +34,8 @@ pub(crate) fn report(s: &Store, id: &str, instance: Option<&str>, revision: &str
     .unwrap();
 }
 
-fn member<'a>(fleet: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    fleet["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == id)
-        .unwrap()
+fn member<'a>(fleet: &'a FleetView, id: &str) -> &'a MemberView {
+    fleet.members.iter().find(|m| m.id == id).unwrap()
 }
 
 pub(crate) fn plan(share: f64) -> CanaryPlan {
@@ -61,17 +56,17 @@ fn two_live_processes_under_one_id_are_a_conflict_a_restart_is_not() {
     report(&s, "edge-1", Some("b"), &rev, stats(1));
     report(&s, "edge-1", Some("b"), &rev, stats(3));
     assert_eq!(s.conflict("edge-1"), None);
-    let f = s.fleet();
-    assert_eq!(member(&f, "edge-1")["conflict"], false);
-    assert_eq!(member(&f, "edge-1")["instance"], "b");
-    assert_eq!(member(&f, "edge-1")["restarts"], 1);
+    let f = s.fleet_view();
+    assert!(!member(&f, "edge-1").conflict);
+    assert_eq!(member(&f, "edge-1").instance.as_deref(), Some("b"));
+    assert_eq!(member(&f, "edge-1").restarts, 1);
     // a was still alive: it reports again after b appeared.
     report(&s, "edge-1", Some("a"), &rev, stats(14));
     let live = s.conflict("edge-1").expect("a conflict");
     assert_eq!(live.len(), 2, "{live:?}");
-    let f = s.fleet();
-    assert_eq!(member(&f, "edge-1")["conflict"], true, "{f}");
-    assert_eq!(f["conflicts"], serde_json::json!(["edge-1"]));
+    let f = s.fleet_view();
+    assert!(member(&f, "edge-1").conflict, "{f:?}");
+    assert_eq!(f.conflicts, ["edge-1"]);
     // A bundle fetch names its process as well.
     report(&s, "edge-2", Some("x"), &rev, stats(1));
     s.fetched_by("edge-2", "y");
@@ -88,10 +83,10 @@ fn two_live_processes_under_one_id_are_a_conflict_a_restart_is_not() {
     std::thread::sleep(Duration::from_millis(1100));
     report(&s, "edge-1", Some("b"), &rev, stats(6));
     assert_eq!(s.conflict("edge-1"), None);
-    assert_eq!(member(&s.fleet(), "edge-1")["conflict"], false);
+    assert!(!member(&s.fleet_view(), "edge-1").conflict);
     // A malformed instance id is refused with the report.
     assert!(s
-        .report(Report {
+        .accept_report(Report {
             id: "edge-4".into(),
             instance: Some("a b".into()),
             revision: rev,
@@ -121,7 +116,7 @@ fn a_canary_on_a_shared_id_is_refused() {
         text.contains("`edge-1`") && text.contains("--gateway-id"),
         "{text}"
     );
-    assert_eq!(s.rollout()["state"], "none");
+    assert_eq!(s.rollout_view().state(), None);
     assert_eq!(s.current().unwrap().revision, rev);
     // Each process under its own id: the canary starts.
     let (_d, s) = org_store();
@@ -144,8 +139,15 @@ fn canary_on_one(s: &Store) -> (String, String, Vec<String>) {
     let p = s
         .publish_canary("admin", Selector::default(), plan(0.2))
         .unwrap();
-    let ro = s.rollout();
-    let members: Vec<String> = serde_json::from_value(ro["members"].clone()).unwrap();
+    let ro = s.rollout_view();
+    let members: Vec<String> = ro
+        .canary()
+        .unwrap()
+        .rollout
+        .members
+        .iter()
+        .cloned()
+        .collect();
     assert_eq!(members.len(), 1);
     let rest = (0..5)
         .map(|i| format!("gw{i}"))
@@ -190,7 +192,7 @@ fn a_member_that_restarts_during_the_canary_rolls_it_back() {
             }
             v => panic!("{with_instance}: {v:?}"),
         }
-        assert_eq!(s.rollout()["state"], "rolled_back");
+        assert_eq!(s.rollout_view().state(), Some(CanaryState::RolledBack));
     }
 }
 
@@ -233,8 +235,8 @@ fn a_member_that_never_reports_the_canary_rolls_it_back() {
     rest_report(&s, &rest, &old, 200);
     assert!(
         matches!(s.tick(), Some(Verdict::RollBack(why)) if why.contains(&m)),
-        "{}",
-        s.rollout()
+        "{:?}",
+        s.rollout_view()
     );
 }
 
@@ -264,8 +266,7 @@ fn a_canary_that_withholds_replies_is_rolled_back() {
         Some(Verdict::RollBack(why)) => assert!(why.contains("withheld replies"), "{why}"),
         v => panic!("{v:?}"),
     }
-    let ro = s.rollout();
-    assert_eq!(ro["state"], "rolled_back");
+    assert_eq!(s.rollout_view().state(), Some(CanaryState::RolledBack));
 }
 
 /// What a report may make the fleet table hold is bounded: a revision
@@ -285,25 +286,23 @@ fn a_report_grows_the_fleet_table_by_a_bounded_amount() {
         upstreams: vec![],
     };
     let err = s
-        .report(with("r".repeat(MAX_REPORTED_REVISION + 1), None))
-        .unwrap_err();
+        .accept_report(with("r".repeat(MAX_REPORTED_REVISION + 1), None))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("revision"), "{err}");
-    assert!(s.report(with(format!("{rev}\n"), None)).is_err());
+    assert!(s.accept_report(with(format!("{rev}\n"), None)).is_err());
     // 480 KB of error (multi-byte characters on the cut) keeps 4 KiB.
-    s.report(with(rev.clone(), Some("é".repeat(240_000))))
+    s.accept_report(with(rev.clone(), Some("é".repeat(240_000))))
         .unwrap();
-    let fleet = s.fleet();
-    let kept = member(&fleet, "edge-1")["last_error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let fleet = s.fleet_view();
+    let kept = member(&fleet, "edge-1").last_error.clone().unwrap();
     assert!(kept.len() <= MAX_REPORTED_ERROR + 16, "{}", kept.len());
     assert!(kept.ends_with("(cut)"));
     // A usual report is kept whole.
-    s.report(with(rev, Some("archive: bad signature".into())))
+    s.accept_report(with(rev, Some("archive: bad signature".into())))
         .unwrap();
     assert_eq!(
-        member(&s.fleet(), "edge-1")["last_error"],
-        "archive: bad signature"
+        member(&s.fleet_view(), "edge-1").last_error.as_deref(),
+        Some("archive: bad signature")
     );
 }

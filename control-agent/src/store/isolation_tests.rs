@@ -51,7 +51,7 @@ fn a_layer_that_would_leave_another_tenants_layer_out_is_refused() {
     let last = s.history().last().unwrap().clone();
     assert_eq!(last.layers.get("hr"), Some(&h.revision));
     assert!(!last.layers.contains_key("finance"));
-    assert!(s.layer_history("hr")["last_error"].is_null());
+    assert!(s.layer_history_view("hr").last_error.is_none());
     let files = archive::unpack(&s.current().unwrap().archive).unwrap();
     assert!(files.contains_key("tenants/hr/tenant.yaml"));
 }
@@ -106,7 +106,7 @@ fn a_registered_definition_never_stops_the_agent_from_starting() {
     let (d, s) = org_store();
     finance_defines(&s, &["ledger"]);
     let def = deepest_definition();
-    let res = s.registry_change(&fiona(), "registry.register", |r, taken| {
+    let res = s.registry_apply(&fiona(), "registry.register", "", |r, taken| {
         r.register(&fiona(), "ledger", None, &def, taken, SystemTime::now())
     });
     drop(s);
@@ -124,16 +124,16 @@ fn the_registry_is_bounded() {
     let now = SystemTime::now();
     let tools = |desc: &str| serde_json::json!({"tools": [{"name": "t", "description": desc, "inputSchema": {"type": "object"}}]});
     let big = "x".repeat(crate::registry::MAX_DEFINITION_BYTES + 1);
-    let res = s.registry_change(&fiona(), "registry.register", |r, taken| {
+    let res = s.registry_apply(&fiona(), "registry.register", "", |r, taken| {
         r.register(&fiona(), "ledger", None, &tools(&big), taken, now)
     });
     assert!(res.is_err(), "a definition past the bound is refused");
-    let ok = s.registry_change(&fiona(), "registry.register", |r, taken| {
+    let ok = s.registry_apply(&fiona(), "registry.register", "", |r, taken| {
         r.register(&fiona(), "ledger", None, &tools("ok"), taken, now)
     });
     assert!(ok.is_ok(), "{ok:?}");
     let note = "n".repeat(crate::registry::MAX_NOTE + 1);
-    let res = s.registry_change(&fiona(), "registry.move", |r, _| {
+    let res = s.registry_apply(&fiona(), "registry.move", "", |r, _| {
         r.transition(
             &fiona(),
             "ledger",
@@ -165,7 +165,7 @@ fn the_registry_events_file_is_bounded() {
     f.set_len(super::registry::MAX_EVENTS_FILE).unwrap();
     finance_defines(&s, &["ledger"]);
     let tools = serde_json::json!({"tools": [{"name": "t", "inputSchema": {}}]});
-    s.registry_change(&fiona(), "registry.register", |r, taken| {
+    s.registry_apply(&fiona(), "registry.register", "", |r, taken| {
         r.register(&fiona(), "ledger", None, &tools, taken, SystemTime::now())
     })
     .unwrap();
@@ -199,10 +199,10 @@ fn a_tenants_layer_history_is_bounded() {
             .unwrap();
         first.get_or_insert(e.revision);
     }
-    let h = s.layer_history("finance");
-    let kept = h["history"].as_array().unwrap();
+    let h = s.layer_history_view("finance");
+    let kept = &h.history;
     assert_eq!(kept.len(), 4);
-    assert_eq!(h["current"], kept.last().unwrap()["revision"]);
+    assert_eq!(h.current.as_ref(), Some(&kept.last().unwrap().revision));
     let dir = d.path().join("state").join("tenants").join("finance");
     let tars = std::fs::read_dir(&dir)
         .unwrap()
@@ -220,13 +220,7 @@ fn a_tenants_layer_history_is_bounded() {
         .is_err());
     drop(s);
     let s = Store::open(&d.path().join("state"), &d.path().join("source"), None).unwrap();
-    assert_eq!(
-        s.layer_history("finance")["history"]
-            .as_array()
-            .unwrap()
-            .len(),
-        4
-    );
+    assert_eq!(s.layer_history_view("finance").history.len(), 4);
 }
 
 /// A tenant cannot register another spelling of a server the org defines.
@@ -235,7 +229,7 @@ fn a_tenant_cannot_register_an_org_servers_name_in_another_case() {
     let (_d, s) = org_store();
     let tools = serde_json::json!({"tools": [{"name": "t", "inputSchema": {}}]});
     for name in ["mock", "MOCK", "Mock"] {
-        let res = s.registry_change(&fiona(), "registry.register", |r, taken| {
+        let res = s.registry_apply(&fiona(), "registry.register", "", |r, taken| {
             r.register(&fiona(), name, None, &tools, taken, SystemTime::now())
         });
         assert!(
@@ -272,13 +266,12 @@ fn a_share_an_older_agent_kept_across_a_new_definition_is_withdrawn_at_start() {
     };
     let tools = |desc: &str| serde_json::json!({"tools": [{"name": "t", "description": desc, "inputSchema": {"type": "object"}}]});
     let digest = |s: &Store, n: &str| {
-        s.registry_show(&Actor::root(), n).unwrap()["definition_digest"]
-            .as_str()
+        s.registry_show_view(&Actor::root(), n)
             .unwrap()
-            .to_owned()
+            .definition_digest
     };
     for server in ["ledger", "journal"] {
-        s.registry_change(&fiona(), "registry.register", |r, taken| {
+        s.registry_apply(&fiona(), "registry.register", "", |r, taken| {
             r.register(&fiona(), server, None, &tools("a"), taken, now)
         })
         .unwrap();
@@ -288,22 +281,22 @@ fn a_share_an_older_agent_kept_across_a_new_definition_is_withdrawn_at_start() {
             (felix.clone(), State::Approved),
             (fiona(), State::Deployed),
         ] {
-            s.registry_change(&who, "registry.move", |r, _| {
+            s.registry_apply(&who, "registry.move", "", |r, _| {
                 r.transition(&who, server, to, Some(&d), "", now)
             })
             .unwrap();
         }
-        s.registry_change(&fiona(), "registry.share", |r, _| {
+        s.registry_apply(&fiona(), "registry.share", "", |r, _| {
             r.request_share(&fiona(), server, now)
         })
         .unwrap();
-        s.registry_change(&rita, "registry.approve_share", |r, _| {
+        s.registry_apply(&rita, "registry.approve_share", "", |r, _| {
             r.approve_share(&rita, server, Some(&d), now)
         })
         .unwrap();
     }
     // Ledger gets a new definition.
-    s.registry_change(&fiona(), "registry.register", |r, taken| {
+    s.registry_apply(&fiona(), "registry.register", "", |r, taken| {
         r.register(&fiona(), "ledger", None, &tools("evil"), taken, now)
     })
     .unwrap();
@@ -335,10 +328,13 @@ fn a_share_an_older_agent_kept_across_a_new_definition_is_withdrawn_at_start() {
     let bundle: serde_json::Value = serde_json::from_slice(&served["registry.json"]).unwrap();
     assert_eq!(bundle["servers"]["ledger"]["shared"], false, "{bundle}");
     assert_eq!(bundle["servers"]["journal"]["shared"], true, "{bundle}");
-    let ledger = s.registry_show(&Actor::root(), "ledger").unwrap();
-    assert_eq!(ledger["shared"], false);
-    let journal = s.registry_show(&Actor::root(), "journal").unwrap();
-    assert_eq!(journal["share_reviewed"], digest(&s, "journal").as_str());
+    let ledger = s.registry_show_view(&Actor::root(), "ledger").unwrap();
+    assert!(!ledger.entry.shared);
+    let journal = s.registry_show_view(&Actor::root(), "journal").unwrap();
+    assert_eq!(
+        journal.entry.share_reviewed.as_deref(),
+        Some(digest(&s, "journal").as_str())
+    );
     // Kept on disk and logged.
     let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(kept["servers"]["ledger"]["shared"], false);

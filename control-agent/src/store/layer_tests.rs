@@ -95,11 +95,13 @@ fn a_layer_is_published_versioned_and_rolled_back_on_its_own() {
         .publish_layer("admin:fiona", "finance", v2.clone(), None)
         .unwrap();
     assert!(e2.revision.starts_with("finance-r2-"));
-    let diff = s.layer_diff("finance", &e1.revision, &e2.revision).unwrap();
-    let files = diff["files"].as_array().unwrap();
-    assert_eq!(files.len(), 1, "{diff}");
-    assert_eq!(files[0]["file"], "finance.rego");
-    let text = files[0]["diff"].as_str().unwrap();
+    let diff = s
+        .layer_diff_view("finance", &e1.revision, &e2.revision)
+        .unwrap();
+    let files = &diff.files;
+    assert_eq!(files.len(), 1, "{diff:?}");
+    assert_eq!(files[0].file, "finance.rego");
+    let text = &files[0].diff;
     assert!(
         text.contains("-decision := {\"allow\": true}") && text.contains("+decision"),
         "{text}"
@@ -139,9 +141,9 @@ fn a_layer_is_published_versioned_and_rolled_back_on_its_own() {
     let served = s.current().unwrap().revision.clone();
     drop(s);
     let s = Store::open(&d.path().join("state"), &d.path().join("source"), None).unwrap();
-    let h = s.layer_history("finance");
-    assert_eq!(h["current"], e3.revision.as_str());
-    assert_eq!(h["history"].as_array().unwrap().len(), 3);
+    let h = s.layer_history_view("finance");
+    assert_eq!(h.current.as_deref(), Some(e3.revision.as_str()));
+    assert_eq!(h.history.len(), 3);
     assert_eq!(s.current().unwrap().revision, served);
     s.kill("admin", "all", "", true).unwrap();
     assert_eq!(s.history().last().unwrap().layers["finance"], e3.revision);
@@ -166,7 +168,7 @@ fn a_layer_that_does_not_compose_is_refused_and_nothing_changes() {
     );
     assert_eq!(s.current().unwrap().revision, before);
     assert_eq!(s.history().len(), n);
-    assert_eq!(s.layer_history("finance")["history"], serde_json::json!([]));
+    assert!(s.layer_history_view("finance").history.is_empty());
     // Not a layer's files, or naming another tenant.
     let mut odd = layer("finance", &rego("finance", "x := 1"));
     odd.insert("warden.yaml".into(), b"version: 1\n".to_vec());
@@ -211,7 +213,7 @@ fn a_layer_that_widens_is_refused() {
         .publish_layer("admin:x", "legal", legal, None)
         .unwrap_err();
     assert!(e.to_string().contains("not granted"), "{e}");
-    assert_eq!(s.layer_history("finance")["history"], serde_json::json!([]));
+    assert!(s.layer_history_view("finance").history.is_empty());
     s.publish_layer("admin:fiona", "finance", yaml_layer(FIN_LEDGER), None)
         .unwrap();
     // Hr cannot take finance's server name (at an address its grant
@@ -275,9 +277,9 @@ fn a_layer_the_org_breaks_is_left_out_and_the_rest_served() {
             && warnings[0].contains("refused"),
         "{warnings:?}"
     );
-    let h = s.layer_history("finance");
-    assert_eq!(h["current"], e.revision.as_str());
-    assert!(h["last_error"].is_string(), "{h}");
+    let h = s.layer_history_view("finance");
+    assert_eq!(h.current.as_deref(), Some(e.revision.as_str()));
+    assert!(h.last_error.is_some(), "{h:?}");
     assert!(changes(&d).iter().any(|c| c["action"] == "layer.left_out"
         && c["detail"].as_str().unwrap().contains("tenant finance")));
     // A kill switch rebuild leaves it out too, and still serves hr.
@@ -291,7 +293,7 @@ fn a_layer_the_org_breaks_is_left_out_and_the_rest_served() {
         s.history().last().unwrap().layers.get("finance"),
         Some(&e.revision)
     );
-    assert!(s.layer_history("finance")["last_error"].is_null());
+    assert!(s.layer_history_view("finance").last_error.is_none());
     assert!(changes(&d).iter().any(|c| c["action"] == "layer.restored"));
     let f = served_files(&s.current().unwrap());
     let manifest: serde_json::Value = serde_json::from_slice(&f[".manifest"]).unwrap();
@@ -309,7 +311,7 @@ fn a_layer_the_org_breaks_is_left_out_and_the_rest_served() {
 }
 
 fn report(s: &Store, id: &str) {
-    s.report(Report {
+    s.accept_report(Report {
         id: id.into(),
         instance: None,
         revision: s.current().unwrap().revision.clone(),
@@ -346,10 +348,14 @@ fn a_layer_canary_reaches_its_share_and_promotion_makes_it_current() {
             Some((Selector::default(), plan.clone())),
         )
         .unwrap();
-    let ro = s.rollout();
-    assert_eq!(ro["state"], "watching");
-    assert_eq!(ro["layer"]["revision"], e2.revision.as_str());
-    let members: Vec<String> = serde_json::from_value(ro["members"].clone()).unwrap();
+    let ro = s.rollout_view();
+    assert_eq!(ro.state(), Some(CanaryState::Watching));
+    let c = ro.canary().unwrap();
+    assert_eq!(
+        c.rollout.layer.as_ref().map(|l| l.revision.as_str()),
+        Some(e2.revision.as_str())
+    );
+    let members: Vec<String> = c.rollout.members.iter().cloned().collect();
     assert_eq!(members.len(), 3);
     let none = Labels::new();
     for i in 0..10 {
@@ -362,23 +368,29 @@ fn a_layer_canary_reaches_its_share_and_promotion_makes_it_current() {
         );
     }
     // The tenant's current layer is still v1 until promotion.
-    assert_eq!(s.layer_history("finance")["current"], e1.revision.as_str());
+    assert_eq!(
+        s.layer_history_view("finance").current.as_deref(),
+        Some(e1.revision.as_str())
+    );
     // A kill switch rebuild keeps the canary's layer for its members.
     s.kill("admin", "all", "", true).unwrap();
     let f = served_files(&s.for_gateway(&members[0], &none).unwrap());
     assert_eq!(f["tenants/finance/finance.rego"], v2["finance.rego"]);
     // The rebuild made the canary another revision: a promotion of the
     // one read before it is refused, nothing promoted.
-    let judged = ro["revision"].as_str().unwrap();
+    let judged = c.rollout.revision.as_str();
     assert!(matches!(
         s.promote("admin:fiona", Some(judged)),
         Err(crate::store::CanaryRefusal::Changed(_))
     ));
-    assert_eq!(s.rollout()["state"], "watching");
-    let now = s.rollout()["revision"].as_str().unwrap().to_owned();
+    assert_eq!(s.rollout_view().state(), Some(CanaryState::Watching));
+    let now = s.rollout_view().canary().unwrap().rollout.revision.clone();
     assert_ne!(now, judged);
     s.promote("admin:fiona", Some(&now)).unwrap();
-    assert_eq!(s.layer_history("finance")["current"], e2.revision.as_str());
+    assert_eq!(
+        s.layer_history_view("finance").current.as_deref(),
+        Some(e2.revision.as_str())
+    );
     for i in 0..10 {
         let f = served_files(&s.for_gateway(&format!("gw{i}"), &none).unwrap());
         assert_eq!(f["tenants/finance/finance.rego"], v2["finance.rego"]);
@@ -399,7 +411,10 @@ fn a_layer_canary_reaches_its_share_and_promotion_makes_it_current() {
     )
     .unwrap();
     s.roll_back_canary("admin:fiona", None).unwrap();
-    assert_eq!(s.layer_history("finance")["current"], e2.revision.as_str());
+    assert_eq!(
+        s.layer_history_view("finance").current.as_deref(),
+        Some(e2.revision.as_str())
+    );
     for i in 0..10 {
         let f = served_files(&s.for_gateway(&format!("gw{i}"), &none).unwrap());
         assert_eq!(f["tenants/finance/finance.rego"], v2["finance.rego"]);
@@ -453,14 +468,17 @@ fn a_tenant_cannot_hold_the_canary_slot_from_the_org() {
     let long = refused(canary(2, 86_400));
     assert!(long.contains("3600 s at most"), "{long}");
     canary(3, 3600).unwrap();
-    assert_eq!(s.rollout()["state"], "watching");
+    assert_eq!(s.rollout_view().state(), Some(CanaryState::Watching));
     // The org's canary takes the slot: the tenant's is rolled back.
     std::fs::write(s.source.join("extra.json"), "{}").unwrap();
     s.publish_canary("admin", Selector::default(), plan(600))
         .unwrap();
-    let ro = s.rollout();
-    assert_eq!(ro["state"], "watching");
-    assert!(ro["layer"].is_null(), "the org's canary is watched: {ro}");
+    let ro = s.rollout_view();
+    assert_eq!(ro.state(), Some(CanaryState::Watching));
+    assert!(
+        ro.canary().is_some_and(|c| c.rollout.layer.is_none()),
+        "the org's canary is watched: {ro:?}"
+    );
     assert!(
         changes(&_d).iter().any(|c| c
             .to_string()

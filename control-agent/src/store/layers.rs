@@ -640,11 +640,4 @@ impl Store {
         self.layer_files(&tenant, seq)
             .map_err(|e| RevisionError::LayerUnreadable(e.to_string()))
     }
-
-    /// As [`Store::layer_revision_files`], the error as text (the
-    /// console's caller; goes once it takes [`RevisionError`]).
-    pub fn layer_files_of(&self, tenant: &str, revision: &str) -> Result<Files, String> {
-        self.layer_revision_files(tenant, revision)
-            .map_err(|e| e.to_string())
-    }
 }

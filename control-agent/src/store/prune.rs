@@ -99,7 +99,7 @@ mod tests {
     use crate::store::layer_tests::org_store;
 
     fn select(l: &str) -> Selector {
-        Selector(crate::rollout::parse_labels(l).unwrap())
+        Selector(crate::rollout::labels_of(l).unwrap())
     }
 
     fn seqs(s: &Store) -> Vec<u64> {
@@ -148,7 +148,11 @@ mod tests {
         // A rollback to a pruned revision says so; to an unknown one, not.
         let e = s.rollback("test", &dev[0]).unwrap_err().to_string();
         assert!(e.contains("no such revision (pruned)"), "{e}");
-        assert!(s.files_of(&dev[1]).unwrap_err().contains("pruned"));
+        assert!(s
+            .revision_files(&dev[1])
+            .unwrap_err()
+            .to_string()
+            .contains("pruned"));
         let e = s.rollback("test", "r99-deadbeef").unwrap_err().to_string();
         assert!(!e.contains("pruned") && e.contains("no revision"), "{e}");
         // A restart finds the kept revisions, serves the same ones and
@@ -158,7 +162,7 @@ mod tests {
         let mut s = Store::open(&state, &src, None).unwrap();
         s.org_revisions = 3;
         assert_eq!(seqs(&s), [1, 2, 5, 6, 7]);
-        let labels = |l: &str| crate::rollout::parse_labels(l).unwrap();
+        let labels = |l: &str| crate::rollout::labels_of(l).unwrap();
         assert_eq!(
             s.for_gateway("a", &labels("env=prod")).unwrap().revision,
             r2

@@ -87,30 +87,6 @@ impl Store {
         }
     }
 
-    /// Applies `op` to the registry: kept, logged and every served revision
-    /// rebuilt with it; when that fails nothing changes.
-    pub fn registry_change(
-        &self,
-        actor: &Actor,
-        action: &str,
-        op: impl FnOnce(&mut Registry, Defined<'_>) -> Result<Done, Refusal>,
-    ) -> Result<serde_json::Value, RegistryError> {
-        self.registry_change_at(actor, action, "", op)
-    }
-
-    /// As [`Store::registry_apply`], the entry as JSON (the HTTP layer's
-    /// callers; goes once they take [`RegistryEntry`]).
-    pub fn registry_change_at(
-        &self,
-        actor: &Actor,
-        action: &str,
-        what: &str,
-        op: impl FnOnce(&mut Registry, Defined<'_>) -> Result<Done, Refusal>,
-    ) -> Result<serde_json::Value, RegistryError> {
-        self.registry_apply(actor, action, what, op)
-            .map(|e| serde_json::to_value(e).unwrap_or_default())
-    }
-
     /// Applies `op` to the registry for the request `what` (method, path
     /// and query, which a refusal's record names; may be empty): kept,
     /// logged and every served revision rebuilt with it; when that fails
@@ -254,12 +230,6 @@ impl Store {
         self.lock().registry.summary_view(actor)
     }
 
-    /// As [`Store::registry_list_view`], as JSON (goes once the HTTP layer
-    /// takes the view).
-    pub fn registry_list(&self, actor: &Actor) -> serde_json::Value {
-        self.lock().registry.summary(actor)
-    }
-
     /// One server with its events, tools and definition; `Forbidden` for
     /// another tenant's.
     pub fn registry_show_view(
@@ -282,13 +252,6 @@ impl Store {
             )));
         }
         Ok(RegistryEntry::of(server, s))
-    }
-
-    /// As [`Store::registry_show_view`], as JSON (goes once the HTTP layer
-    /// takes the view).
-    pub fn registry_show(&self, actor: &Actor, server: &str) -> Result<serde_json::Value, Refusal> {
-        self.registry_show_view(actor, server)
-            .map(|e| serde_json::to_value(e).unwrap_or_default())
     }
 
     /// The tenant a server belongs to (registry, else the layer that

@@ -259,14 +259,19 @@ fn a_canary_watch_defers_the_re_sign() {
     let canary = s
         .publish_canary("admin", Selector::default(), plan(0.5))
         .expect("canary");
-    assert_eq!(s.rollout()["state"], "watching");
+    assert_eq!(s.rollout_view().state(), Some(CanaryState::Watching));
     let at = canary.expires.unwrap().min(base.expires.unwrap());
     // Less than half left, more than a quarter: not during the watch.
     assert!(s.refresh(at - hour * 2 / 5).unwrap().is_none());
-    assert_eq!(s.rollout()["revision"], canary.revision.as_str());
+    let revision = |s: &Store| {
+        s.rollout_view()
+            .canary()
+            .map(|c| c.rollout.revision.clone())
+    };
+    assert_eq!(revision(&s), Some(canary.revision.clone()));
     // Less than a quarter: re-signed, the watch following its revision.
     let p = s.refresh(at - hour / 5).unwrap().expect("re-signed");
-    assert_eq!(s.rollout()["state"], "watching");
-    assert_ne!(s.rollout()["revision"], canary.revision.as_str());
+    assert_eq!(s.rollout_view().state(), Some(CanaryState::Watching));
+    assert_ne!(revision(&s), Some(canary.revision.clone()));
     assert!(s.lock().served.iter().any(|q| q.seq == p.seq));
 }

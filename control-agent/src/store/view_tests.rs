@@ -167,8 +167,8 @@ fn legacy_layers_summary(s: &Store) -> serde_json::Value {
 
 fn legacy_layer_diff(s: &Store, tenant: &str, a: &str, b: &str) -> serde_json::Value {
     let (fa, fb) = (
-        s.layer_files_of(tenant, a).unwrap(),
-        s.layer_files_of(tenant, b).unwrap(),
+        s.layer_revision_files(tenant, a).unwrap(),
+        s.layer_revision_files(tenant, b).unwrap(),
     );
     let names: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
     let mut files = Vec::new();
@@ -259,7 +259,7 @@ fn populated() -> (tempfile::TempDir, Store) {
     report(&s, "edge-1", Some("a"), &rev, stats(10));
     report(&s, "edge-2", Some("x"), &rev, stats(5));
     s.served_to("edge-3", "z", &Labels::new(), &rev);
-    s.report(Report {
+    s.accept_report(Report {
         id: "edge-3".into(),
         instance: Some("z".into()),
         revision: rev.clone(),
@@ -294,33 +294,45 @@ fn the_views_answer_the_json_the_store_answered() {
     let (_d, s) = populated();
     // No canary yet.
     assert_eq!(json(s.rollout_view()), legacy_rollout(&s));
-    assert_eq!(s.rollout(), legacy_rollout(&s));
-    assert_eq!(without_ages(s.fleet()), without_ages(legacy_fleet(&s)));
+    assert_eq!(
+        without_ages(json(s.fleet_view())),
+        without_ages(legacy_fleet(&s))
+    );
     let servers: BTreeSet<String> = ["mock".to_owned()].into();
     assert_eq!(
-        s.upstream_health(&servers),
+        s.upstream_health_view(&servers)
+            .into_iter()
+            .map(json)
+            .collect::<Vec<_>>(),
         legacy_upstream_health(&s, &servers)
     );
-    assert_eq!(s.upstream_health(&servers).len(), 1);
+    assert_eq!(s.upstream_health_view(&servers).len(), 1);
     for t in ["finance", "Finance", "hr", "not a tenant"] {
-        assert_eq!(s.layer_history(t), legacy_layer_history(&s, t), "{t}");
+        assert_eq!(
+            json(s.layer_history_view(t)),
+            legacy_layer_history(&s, t),
+            "{t}"
+        );
     }
-    assert_eq!(s.layers_summary(), legacy_layers_summary(&s));
+    assert_eq!(json(s.layers_summary_view()), legacy_layers_summary(&s));
     let h = s.layer_history_view("finance");
     let (a, b) = (h.history[0].revision.clone(), h.history[1].revision.clone());
-    let diff = s.layer_diff("finance", &a, &b).unwrap();
-    assert_eq!(diff, legacy_layer_diff(&s, "finance", &a, &b));
-    assert_eq!(diff["files"].as_array().unwrap().len(), 1);
+    let diff = s.layer_diff_view("finance", &a, &b).unwrap();
+    assert_eq!(diff.files.len(), 1);
+    assert_eq!(json(diff), legacy_layer_diff(&s, "finance", &a, &b));
     // A canary being watched, judged once, and a layer canary's history.
     s.publish_canary("admin", Selector::default(), plan(0.5))
         .unwrap();
     s.tick();
     assert_eq!(s.rollout_view().state(), Some(CanaryState::Watching));
-    assert_eq!(s.rollout(), legacy_rollout(&s));
-    assert_eq!(without_ages(s.fleet()), without_ages(legacy_fleet(&s)));
+    assert_eq!(json(s.rollout_view()), legacy_rollout(&s));
+    assert_eq!(
+        without_ages(json(s.fleet_view())),
+        without_ages(legacy_fleet(&s))
+    );
     s.roll_back_canary("admin", None).unwrap();
-    assert_eq!(s.rollout()["state"], "rolled_back");
-    assert_eq!(s.rollout(), legacy_rollout(&s));
+    assert_eq!(s.rollout_view().state(), Some(CanaryState::RolledBack));
+    assert_eq!(json(s.rollout_view()), legacy_rollout(&s));
     let canary = (Selector::default(), plan(0.5));
     s.publish_layer(
         "admin:fiona",
@@ -333,19 +345,22 @@ fn the_views_answer_the_json_the_store_answered() {
     )
     .unwrap();
     assert_eq!(
-        s.layer_history("finance"),
+        json(s.layer_history_view("finance")),
         legacy_layer_history(&s, "finance")
     );
-    assert!(s.layer_history("finance")["canary"].is_object());
-    assert_eq!(s.rollout(), legacy_rollout(&s));
-    assert_eq!(without_ages(s.fleet()), without_ages(legacy_fleet(&s)));
+    assert!(s.layer_history_view("finance").canary.is_some());
+    assert_eq!(json(s.rollout_view()), legacy_rollout(&s));
+    assert_eq!(
+        without_ages(json(s.fleet_view())),
+        without_ages(legacy_fleet(&s))
+    );
     // Two processes under one id.
     let rev = s.current().unwrap().revision.clone();
     report(&s, "edge-2", Some("y"), &rev, stats(1));
     report(&s, "edge-2", Some("x"), &rev, stats(6));
-    let fleet = s.fleet();
-    assert_eq!(fleet["conflicts"], serde_json::json!(["edge-2"]));
-    assert_eq!(without_ages(fleet), without_ages(legacy_fleet(&s)));
+    let fleet = s.fleet_view();
+    assert_eq!(fleet.conflicts, ["edge-2"]);
+    assert_eq!(without_ages(json(fleet)), without_ages(legacy_fleet(&s)));
 }
 
 #[test]
@@ -358,23 +373,29 @@ fn the_registry_views_answer_the_json_the_store_answered() {
     let now = SystemTime::now();
     let tools = serde_json::json!({"tools": [{"name": "t", "inputSchema": {"type": "object"}}]});
     let changed = s
-        .registry_change(&fiona(), "registry.register", |r, taken| {
+        .registry_apply(&fiona(), "registry.register", "", |r, taken| {
             r.register(&fiona(), "ledger", None, &tools, taken, now)
         })
         .unwrap();
-    assert_eq!(changed, legacy_registry_entry(&s, "ledger"));
-    let shown = s.registry_show(&Actor::root(), "ledger").unwrap();
-    assert_eq!(shown, legacy_registry_entry(&s, "ledger"));
-    assert_eq!(shown["server"], "ledger");
+    assert_eq!(json(changed), legacy_registry_entry(&s, "ledger"));
+    let shown = s.registry_show_view(&Actor::root(), "ledger").unwrap();
+    assert_eq!(shown.server, "ledger");
+    assert_eq!(json(shown), legacy_registry_entry(&s, "ledger"));
     for actor in [Actor::root(), fiona()] {
-        assert_eq!(s.registry_list(&actor), legacy_registry_list(&s, &actor));
+        assert_eq!(
+            json(s.registry_list_view(&actor)),
+            legacy_registry_list(&s, &actor)
+        );
     }
-    assert_eq!(s.registry_list(&fiona()).as_array().unwrap().len(), 1);
+    assert_eq!(s.registry_list_view(&fiona()).len(), 1);
     let hr = Actor {
         name: "hank".into(),
         kind: Kind::TenantAdmin("hr".into()),
     };
-    assert_eq!(s.registry_list(&hr), legacy_registry_list(&s, &hr));
+    assert_eq!(
+        json(s.registry_list_view(&hr)),
+        legacy_registry_list(&s, &hr)
+    );
     let e = s.registry_show_view(&hr, "ledger").unwrap_err();
     assert_eq!(e.status(), 403);
 }
@@ -406,7 +427,7 @@ fn errors_keep_their_text_and_carry_a_status() {
     assert_eq!(e, ReportError::Id);
     assert_eq!(e.status(), 422);
     assert_eq!(
-        s.report(bad).unwrap_err(),
+        s.accept_report(bad).unwrap_err().to_string(),
         "a gateway id is 1-128 visible ASCII characters"
     );
 }

@@ -104,6 +104,14 @@ impl RolloutView {
         }))
     }
 
+    /// The canary (`None`: there never was one).
+    pub fn canary(&self) -> Option<&CanaryView> {
+        match self {
+            RolloutView::None { .. } => None,
+            RolloutView::Canary(c) => Some(c),
+        }
+    }
+
     /// The canary's state (`None`: there never was one).
     pub fn state(&self) -> Option<CanaryState> {
         match self {
@@ -223,10 +231,6 @@ pub struct LayerFileDiff {
     pub diff: String,
 }
 
-fn to_json(v: impl Serialize) -> serde_json::Value {
-    serde_json::to_value(v).unwrap_or_default()
-}
-
 impl Store {
     /// The fleet: who runs what and why, who is stale.
     pub fn fleet_view(&self) -> FleetView {
@@ -288,12 +292,6 @@ impl Store {
         }
     }
 
-    /// As [`Store::fleet_view`], as JSON (the HTTP layer's and the tests'
-    /// callers; goes once they take the view).
-    pub fn fleet(&self) -> serde_json::Value {
-        to_json(self.fleet_view())
-    }
-
     /// What gateways report of `servers`' upstreams, and nothing else.
     pub fn upstream_health_view(&self, servers: &BTreeSet<String>) -> Vec<UpstreamHealthView> {
         let inner = self.lock();
@@ -315,15 +313,6 @@ impl Store {
             }
         }
         out
-    }
-
-    /// As [`Store::upstream_health_view`], as JSON (goes once the HTTP
-    /// layer takes the view).
-    pub fn upstream_health(&self, servers: &BTreeSet<String>) -> Vec<serde_json::Value> {
-        self.upstream_health_view(servers)
-            .into_iter()
-            .map(to_json)
-            .collect()
     }
 
     /// A tenant's layer history, its current revision and last error.
@@ -360,12 +349,6 @@ impl Store {
         }
     }
 
-    /// As [`Store::layer_history_view`], as JSON (goes once the HTTP layer
-    /// takes the view).
-    pub fn layer_history(&self, tenant: &str) -> serde_json::Value {
-        to_json(self.layer_history_view(tenant))
-    }
-
     /// Every tenant with a layer: current revision and last error.
     pub fn layers_summary_view(&self) -> Vec<LayerSummary> {
         let inner = self.lock();
@@ -382,12 +365,6 @@ impl Store {
                 last_error: t.state.last_error.clone(),
             })
             .collect()
-    }
-
-    /// As [`Store::layers_summary_view`], as JSON (goes once the HTTP
-    /// layer takes the view).
-    pub fn layers_summary(&self) -> serde_json::Value {
-        to_json(self.layers_summary_view())
     }
 
     /// Per-file unified diff between two revisions of a tenant's layer.
@@ -434,13 +411,5 @@ impl Store {
             to: b.to_owned(),
             files,
         })
-    }
-
-    /// As [`Store::layer_diff_view`], as JSON and the error as text (goes
-    /// once the HTTP layer takes the view and [`RevisionError`]).
-    pub fn layer_diff(&self, tenant: &str, a: &str, b: &str) -> Result<serde_json::Value, String> {
-        self.layer_diff_view(tenant, a, b)
-            .map(to_json)
-            .map_err(|e| e.to_string())
     }
 }
