@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
 use sha2::Digest;
 use warden_config::names::{name_key, same_name, Name};
 use warden_config::person;
@@ -149,29 +148,18 @@ pub fn tenant_name(t: &str) -> Result<String, String> {
     }
 }
 
-/// Reads the admins file. Refuses an unknown role, a tenant admin without
-/// a tenant (or an org role with one), two entries for one person, two
-/// entries with one token, and the name `admin` (the admin token's).
+/// Reads the admins file (the people files' one format:
+/// [`crate::caller::people`]); its administrators only. Refuses an unknown
+/// role, a tenant admin without a tenant (or an org role with one), two
+/// entries for one person, two entries with one token, and the name
+/// `admin` (the admin token's).
 pub fn read_admins(path: &Path) -> anyhow::Result<BTreeMap<String, Admin>> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Entry {
-        token_sha256: String,
-        role: String,
-        #[serde(default)]
-        tenant: Option<String>,
-    }
-    let text = std::fs::read_to_string(path)?;
-    let raw: BTreeMap<String, Entry> =
-        serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    parse(
-        raw.into_iter()
-            .map(|(n, e)| (n, e.token_sha256, e.role, e.tenant)),
-    )
-    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    crate::caller::people::read(path, crate::caller::people::FileKind::Admins).map(|p| p.admins)
 }
 
-fn parse(
+/// Administrators from their entries, `(name, token digest hex, role,
+/// tenant)`.
+pub(crate) fn parse(
     raw: impl Iterator<Item = (String, String, String, Option<String>)>,
 ) -> Result<BTreeMap<String, Admin>, String> {
     let empty: [u8; 32] = sha2::Sha256::digest(b"").into();

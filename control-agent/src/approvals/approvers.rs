@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
 use sha2::Digest;
 use warden_config::person::Person;
 
@@ -77,7 +76,8 @@ impl Approver {
     }
 }
 
-/// Reads an approvers file (YAML): per approver, the SHA-256 (hex) of their
+/// Reads an approvers file (YAML, the people files' one format:
+/// [`crate::caller::people`]): per approver, the SHA-256 (hex) of their
 /// token, either alone or with `principals` they also are and `tenants`
 /// they see:
 ///
@@ -85,52 +85,35 @@ impl Approver {
 /// alice: 5e8f…
 /// bob: {token_sha256: 9c1d…, principals: [bob-agent, acme/bob], tenants: [acme]}
 /// ```
+///
+/// Its approvers only; [`crate::caller::people::read`] keeps every role a
+/// file names.
 pub fn read_approvers(path: &Path) -> anyhow::Result<BTreeMap<String, Approver>> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Entry {
-        Hash(String),
-        Full {
-            token_sha256: String,
-            #[serde(default)]
-            principals: Vec<String>,
-            #[serde(default)]
-            tenants: Vec<String>,
-        },
-    }
-    let text = std::fs::read_to_string(path)?;
-    let raw: BTreeMap<String, Entry> = serde_yaml_ng::from_str(&text)?;
+    crate::caller::people::read(path, crate::caller::people::FileKind::Approvers)
+        .map(|p| p.approvers)
+}
+
+/// Approvers (or viewers) from their entries, `(name, token digest hex,
+/// principals, tenants)`: each name and principal with a canonical form,
+/// a token of 64 hex that is not the empty token's, and one entry per
+/// person.
+pub(crate) fn parse_approvers(
+    raw: impl IntoIterator<Item = (String, String, Vec<String>, Vec<String>)>,
+) -> Result<BTreeMap<String, Approver>, String> {
     let empty: [u8; 32] = sha2::Sha256::digest(b"").into();
     let mut out: BTreeMap<String, Approver> = BTreeMap::new();
-    for (name, e) in raw {
+    for (name, hexd, principals, tenants) in raw {
         if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            anyhow::bail!(
-                "{}: approver name `{name}` is empty or has spaces",
-                path.display()
-            );
+            return Err(format!("approver name `{name}` is empty or has spaces"));
         }
-        let (hexd, principals, tenants) = match e {
-            Entry::Hash(h) => (h, Vec::new(), Vec::new()),
-            Entry::Full {
-                token_sha256,
-                principals,
-                tenants,
-            } => (token_sha256, principals, tenants),
-        };
         let token: [u8; 32] = hex::decode(hexd.trim())
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: `{name}` must map to the SHA-256 (64 hex) of the approver's token",
-                    path.display()
-                )
+                format!("`{name}` must map to the SHA-256 (64 hex) of the approver's token")
             })?;
         if token == empty {
-            anyhow::bail!(
-                "{}: `{name}` has the digest of an empty token",
-                path.display()
-            );
+            return Err(format!("`{name}` has the digest of an empty token"));
         }
         let entry = Approver {
             token,
@@ -141,27 +124,45 @@ pub fn read_approvers(path: &Path) -> anyhow::Result<BTreeMap<String, Approver>>
         // `acme/alice`) with a token each would count twice for CRITICAL.
         for n in std::iter::once(name.as_str()).chain(entry.principals.iter().map(String::as_str)) {
             if let Err(e) = Person::parse(n) {
-                anyhow::bail!(
-                    "{}: `{}` (approver `{name}`) {e}",
-                    path.display(),
-                    n.escape_debug()
-                );
+                return Err(format!("`{}` (approver `{name}`) {e}", n.escape_debug()));
             }
         }
-        let mine = entry.people(&name);
-        for (other_name, other) in &out {
-            if other
-                .people(other_name)
-                .iter()
-                .any(|o| mine.iter().any(|m| m.same(o)))
-            {
-                anyhow::bail!(
-                    "{}: approvers `{other_name}` and `{name}` are one person: give one entry one token",
-                    path.display()
-                );
-            }
-        }
+        one_person(&out, &name, &entry)?;
         out.insert(name, entry);
     }
     Ok(out)
+}
+
+/// Refuses `entry` when it is a person `out` holds already (by name or
+/// by a principal).
+fn one_person(
+    out: &BTreeMap<String, Approver>,
+    name: &str,
+    entry: &Approver,
+) -> Result<(), String> {
+    let mine = entry.people(name);
+    for (other_name, other) in out {
+        if other
+            .people(other_name)
+            .iter()
+            .any(|o| mine.iter().any(|m| m.same(o)))
+        {
+            return Err(format!(
+                "approvers `{other_name}` and `{name}` are one person: give one entry one token"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses approvers (of several files) of whom two are one person.
+pub(crate) fn check_one_person(
+    approvers: impl IntoIterator<Item = (String, Approver)>,
+) -> Result<(), String> {
+    let mut out = BTreeMap::new();
+    for (name, entry) in approvers {
+        one_person(&out, &name, &entry)?;
+        out.insert(name, entry);
+    }
+    Ok(())
 }

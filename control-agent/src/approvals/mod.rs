@@ -41,6 +41,7 @@ mod error;
 mod file;
 mod types;
 
+pub(crate) use approvers::{check_one_person, parse_approvers};
 pub use approvers::{read_approvers, Approver};
 pub use error::{ClaimRefused, Refused};
 pub use file::{ApprovalBackend, JsonFile};

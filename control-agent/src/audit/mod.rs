@@ -18,7 +18,7 @@
 //!   see [`lines`]);
 //!   rows older than `retention`, the oldest beyond `max_rows`, and the
 //!   oldest while the pages in use exceed `max_bytes` are deleted every
-//!   couple of seconds by a background thread.
+//!   couple of seconds by the retention job ([`crate::jobs`]).
 //! - **Indexed** for the searches the console and the API make: one
 //!   filter (principal, tenant, server, tool, outcome, gateway, trace,
 //!   approval) over a time range, newest first, with the number of matches.
@@ -397,8 +397,9 @@ impl AuditStore {
         self.inner.bytes.load(Ordering::Relaxed)
     }
 
-    /// Applies the retention now (it runs by itself every couple of
-    /// seconds); returns the rows deleted.
+    /// Applies the retention now (the retention job,
+    /// [`crate::jobs::audit_retention`], runs it every couple of seconds);
+    /// returns the rows deleted.
     pub fn trim(&self) -> anyhow::Result<u64> {
         self.inner.trim()
     }

@@ -12,9 +12,9 @@ use anyhow::bail;
 
 use super::client::runtime;
 use super::keys::{signer, Signing};
-use crate::admins::Admin;
-use crate::approvals::{Approvals, Approver};
+use crate::approvals::Approvals;
 use crate::audit::AuditStore;
+use crate::caller::People;
 use crate::server::{Api, Tokens};
 use crate::store::Store;
 
@@ -57,18 +57,19 @@ pub struct ServeArgs {
     /// `8GiB`, `500MiB`), the oldest deleted first.
     #[arg(long, default_value = "8GiB", value_parser = parse_bytes)]
     audit_max_bytes: u64,
-    /// Approvers: a YAML map of name → SHA-256 (hex) of their token.
-    /// Without it, held calls wait and nobody can approve them.
+    /// Approvers: a people file (name → SHA-256 (hex) of their token, or
+    /// `{token_sha256, principals, tenants}`; any role may be named, see
+    /// docs/governance.md). Without approvers, held calls wait and nobody
+    /// can approve them.
     #[arg(long)]
     approvers: Option<PathBuf>,
-    /// Console viewers (read-only): a YAML map of name → SHA-256 (hex)
-    /// of their token, or `{token_sha256, tenants}` (the approvers
-    /// file's format).
+    /// Console viewers (read-only): a people file (name → SHA-256 (hex)
+    /// of their token, or `{token_sha256, tenants}`).
     #[arg(long)]
     viewers: Option<PathBuf>,
-    /// Administrators: a YAML map of name → `{token_sha256, role:
-    /// org_admin|org_reviewer|tenant_admin, tenant}` (see
-    /// docs/governance.md). The admin token stays an org admin.
+    /// Administrators: a people file whose entries name their role
+    /// (`{token_sha256, role: org_admin|org_reviewer|tenant_admin, tenant}`,
+    /// see docs/governance.md). The admin token stays an org admin.
     #[arg(long)]
     admins: Option<PathBuf>,
     /// Gateways with a token of their own: a YAML map of gateway id →
@@ -120,14 +121,6 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         return Err(format!("`{s}`: at least 1MiB"));
     }
     Ok(v)
-}
-
-/// The people the actor files name (`--approvers`, `--viewers`,
-/// `--admins`).
-struct People {
-    approvers: BTreeMap<String, Approver>,
-    viewers: BTreeMap<String, Approver>,
-    admins: BTreeMap<String, Admin>,
 }
 
 /// Runs the agent until its server stops (or fails to start).
@@ -192,43 +185,19 @@ fn check_tokens(a: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What `path` holds, read by `read`; without a path, nobody.
-fn read_opt<T: Default>(
-    path: &Option<PathBuf>,
-    read: impl Fn(&Path) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    match path {
-        Some(p) => read(p),
-        None => Ok(Default::default()),
-    }
-}
-
-/// The actor files read, one person one entry across them.
+/// The people files read (one format, [`crate::caller::people`]), one
+/// person one entry across them.
 fn read_people(a: &ServeArgs) -> anyhow::Result<People> {
-    let approvers = read_opt(&a.approvers, crate::approvals::read_approvers)?;
-    let viewers = read_opt(&a.viewers, crate::approvals::read_approvers)?;
-    let admins = read_opt(&a.admins, crate::admins::read_admins)?;
-    // One person, one entry: the console keys sessions and its
-    // change record by name across the three files.
-    let label = |p: &Option<PathBuf>| {
-        p.as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
-    };
-    let (af, pf, vf) = (label(&a.admins), label(&a.approvers), label(&a.viewers));
-    crate::admins::check_names(
-        admins
-            .keys()
-            .map(|n| (af.as_str(), n.as_str()))
-            .chain(approvers.keys().map(|n| (pf.as_str(), n.as_str())))
-            .chain(viewers.keys().map(|n| (vf.as_str(), n.as_str()))),
-    )
-    .map_err(anyhow::Error::msg)?;
-    Ok(People {
-        approvers,
-        viewers,
-        admins,
-    })
+    use crate::caller::people::{read_all, FileKind};
+    let files: Vec<(&Path, FileKind)> = [
+        (&a.admins, FileKind::Admins),
+        (&a.approvers, FileKind::Approvers),
+        (&a.viewers, FileKind::Viewers),
+    ]
+    .into_iter()
+    .filter_map(|(p, k)| Some((p.as_deref()?, k)))
+    .collect();
+    read_all(&files)
 }
 
 /// Every token apart: the admin and fleet tokens, each gateway's, each
