@@ -16,7 +16,6 @@
 //! decided by the stricter tenant scope key ([`same_tenant`]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use sha2::Digest;
 use warden_config::names::{name_key, same_name, Name};
@@ -148,15 +147,6 @@ pub fn tenant_name(t: &str) -> Result<String, String> {
     }
 }
 
-/// Reads the admins file (the people files' one format:
-/// [`crate::caller::people`]); its administrators only. Refuses an unknown
-/// role, a tenant admin without a tenant (or an org role with one), two
-/// entries for one person, two entries with one token, and the name
-/// `admin` (the admin token's).
-pub fn read_admins(path: &Path) -> anyhow::Result<BTreeMap<String, Admin>> {
-    crate::caller::people::read(path, crate::caller::people::FileKind::Admins).map(|p| p.admins)
-}
-
 /// Administrators from their entries, `(name, token digest hex, role,
 /// tenant)`.
 pub(crate) fn parse(
@@ -242,7 +232,7 @@ pub fn check_distinct<'a>(
 /// approvers, viewers: `(file, name)` each), names compared in their
 /// canonical form, and the name `admin` in any of them (the admin token's).
 /// The console keeps its sessions by name (a user's own oldest ends at
-/// [`crate::console::session::MAX_PER_USER`]) and writes its change
+/// the console's `MAX_PER_USER`) and writes its change
 /// record as `console:<name>`: a tenant admin and a viewer both named
 /// `fiona` would share one session budget, end each other's sessions, and
 /// read as one person in the record.

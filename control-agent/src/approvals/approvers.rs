@@ -2,7 +2,6 @@
 //! principals they also are) and which tenants' calls they see.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use sha2::Digest;
 use warden_config::person::Person;
@@ -74,23 +73,6 @@ impl Approver {
             a.for_tenants.iter().all(|t| self.sees(t))
         }
     }
-}
-
-/// Reads an approvers file (YAML, the people files' one format:
-/// [`crate::caller::people`]): per approver, the SHA-256 (hex) of their
-/// token, either alone or with `principals` they also are and `tenants`
-/// they see:
-///
-/// ```yaml
-/// alice: 5e8f…
-/// bob: {token_sha256: 9c1d…, principals: [bob-agent, acme/bob], tenants: [acme]}
-/// ```
-///
-/// Its approvers only; [`crate::caller::people::read`] keeps every role a
-/// file names.
-pub fn read_approvers(path: &Path) -> anyhow::Result<BTreeMap<String, Approver>> {
-    crate::caller::people::read(path, crate::caller::people::FileKind::Approvers)
-        .map(|p| p.approvers)
 }
 
 /// Approvers (or viewers) from their entries, `(name, token digest hex,

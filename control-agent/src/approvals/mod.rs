@@ -41,8 +41,8 @@ mod error;
 mod file;
 mod types;
 
+pub use approvers::Approver;
 pub(crate) use approvers::{check_one_person, parse_approvers};
-pub use approvers::{read_approvers, Approver};
 pub use error::{ClaimRefused, Refused};
 pub use file::{ApprovalBackend, JsonFile};
 pub use types::{Approval, ApprovalView, Claim, ClaimAnswer, Decision, Grant, State, Verdict};

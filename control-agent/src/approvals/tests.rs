@@ -167,7 +167,7 @@ fn one_person_is_one_approver_in_any_spelling() {
             .replace("}}", "}");
         let f = d.path().join("approvers.yaml");
         std::fs::write(&f, text).expect("write");
-        assert!(read_approvers(&f).is_err(), "{what}");
+        assert!(read_approvers_file(&f).is_err(), "{what}");
     }
     // A name or a principal qualified by a full-width solidus is the
     // caller as the ASCII slash makes it.
@@ -201,7 +201,7 @@ fn one_person_is_one_approver_in_any_spelling() {
         format!("alice: {}\nalicia: {}\n", "a".repeat(64), "b".repeat(64)),
     )
     .expect("write");
-    assert_eq!(read_approvers(&f).expect("distinct people").len(), 2);
+    assert_eq!(read_approvers_file(&f).expect("distinct people").len(), 2);
 }
 
 #[test]
@@ -601,4 +601,9 @@ fn a_claims_fields_are_bounded() {
     let text = serde_json::to_string(&shown).expect("json");
     assert!(text.len() < 3 * MAX_CLAIM_TEXT, "{}", text.len());
     assert!(text.contains("(cut)"));
+}
+
+/// An approvers file's approvers, read as the agent reads it.
+fn read_approvers_file(f: &std::path::Path) -> anyhow::Result<BTreeMap<String, Approver>> {
+    crate::caller::people::read(f, crate::caller::people::FileKind::Approvers).map(|p| p.approvers)
 }
