@@ -27,7 +27,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::Agent;
 use crate::audit::query::{parse_live, parse_query};
-use crate::audit::{valid_gateway, MAX_BODY, SEARCH_TOO_BROAD, STORE_FAILED};
+use crate::audit::{valid_gateway, IngestError, MAX_BODY, SEARCH_TOO_BROAD};
 use crate::caller::Caller;
 use crate::server::error::{ok, ApiError, ApiResult};
 use crate::server::extract::{QueryPairs, What};
@@ -143,12 +143,13 @@ pub async fn ingest(agent: Agent, caller: Caller, headers: HeaderMap, body: Body
             counted("duplicate", done.duplicates);
             ok(&done)
         }
-        Err(e) if e.starts_with(STORE_FAILED) => {
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))
-        }
+        Err(e @ IngestError::StoreFailed(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )),
         Err(e) => {
             counted("refused", lines.max(1));
-            Err(ApiError::bad_request(e))
+            Err(ApiError::bad_request(e.to_string()))
         }
     }
 }

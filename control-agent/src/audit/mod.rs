@@ -70,6 +70,17 @@ const MAX_COUNTED: i64 = 100_000;
 /// How a refusal that is the store's fault (not the batch's) starts: the
 /// gateway is told to send the batch again.
 pub const STORE_FAILED: &str = "the audit store could not store the batch";
+
+/// Why a batch was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The batch is malformed (the gateway must not send it again as is).
+    #[error("{0}")]
+    Refused(String),
+    /// The store could not write it (the gateway sends it again).
+    #[error("{STORE_FAILED}: {0}")]
+    StoreFailed(String),
+}
 /// Problems reported per chain at most (the rest are counted).
 const MAX_PROBLEMS: usize = 100;
 /// Records of one seq a verification compares at most (a chain holds one;
@@ -298,23 +309,29 @@ impl AuditStore {
     }
 
     /// Stores a batch of lines (NDJSON) a gateway shipped: all or none.
-    /// `Err`: why the batch is refused, naming the line.
-    pub fn ingest(&self, gateway: &str, ndjson: &[u8]) -> Result<Ingested, String> {
+    /// `Err`: why the batch is refused (naming the line), or that the store
+    /// could not write it.
+    pub fn ingest(&self, gateway: &str, ndjson: &[u8]) -> Result<Ingested, IngestError> {
         if !valid_gateway(gateway) {
-            return Err("the gateway's id must be 1-128 visible ASCII characters".into());
+            return Err(IngestError::Refused(
+                "the gateway's id must be 1-128 visible ASCII characters".into(),
+            ));
         }
         if ndjson.len() > MAX_BODY {
-            return Err(format!(
+            return Err(IngestError::Refused(format!(
                 "the batch is {} bytes, more than the {MAX_BODY} it may have",
                 ndjson.len()
-            ));
+            )));
         }
         let mut lines = Vec::new();
         for (i, line) in ndjson.split(|b| *b == b'\n').enumerate() {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            lines.push(parse_line(line).map_err(|e| format!("line {}: {e}", i + 1))?);
+            lines.push(
+                parse_line(line)
+                    .map_err(|e| IngestError::Refused(format!("line {}: {e}", i + 1)))?,
+            );
         }
         if lines.is_empty() {
             return Ok(Ingested::default());
@@ -381,7 +398,7 @@ impl AuditStore {
             }
             Err(e) => {
                 tracing::error!("audit store: {e}");
-                Err(format!("{STORE_FAILED}: {e}"))
+                Err(IngestError::StoreFailed(e.to_string()))
             }
         }
     }

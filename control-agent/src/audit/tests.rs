@@ -150,12 +150,15 @@ fn a_malformed_line_refuses_the_whole_batch() {
     ] {
         let mut lines = t.lines[..4].to_vec();
         lines[2] = bad;
-        let e = s.ingest("gw", lines.join("\n").as_bytes()).unwrap_err();
+        let e = s
+            .ingest("gw", lines.join("\n").as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("line 3: ") && e.contains(why), "{e}");
         assert_eq!(s.rows(), 0, "nothing of a refused batch is stored");
     }
     let long = format!("{{\"pad\":\"{}\"}}", "x".repeat(MAX_LINE));
-    let e = s.ingest("gw", long.as_bytes()).unwrap_err();
+    let e = s.ingest("gw", long.as_bytes()).unwrap_err().to_string();
     assert!(e.starts_with("line 1: ") && e.contains("more than"), "{e}");
     assert!(s.ingest("", &t.body(0, 1)).is_err());
     assert!(s.ingest("a b", &t.body(0, 1)).is_err());
@@ -965,6 +968,7 @@ fn a_record_too_large_to_ship_keeps_its_place_in_the_chain_as_a_stub() {
     assert!(s
         .ingest("gw", big.as_bytes())
         .unwrap_err()
+        .to_string()
         .contains("more than"));
 
     let stub = stub_of(

@@ -3,7 +3,6 @@
 //! turn. The agent's server holds it; the pages read it.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use super::session::Sessions;
 use crate::approvals::Approver;
@@ -35,10 +34,6 @@ impl Default for Console {
         }
     }
 }
-
-/// The address a connection came from (set by the server).
-#[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub IpAddr);
 
 impl Console {
     pub fn new(viewers: BTreeMap<String, Approver>, hosts: Vec<String>) -> Console {

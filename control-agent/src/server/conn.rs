@@ -44,6 +44,10 @@ impl Default for ConnLimits {
     }
 }
 
+/// The address a connection came from (set by the server).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::IpAddr);
+
 /// The connections each address holds now.
 #[derive(Default)]
 struct PerAddress {
@@ -157,8 +161,7 @@ pub async fn serve_with(
                 return;
             }
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut()
-                    .insert(crate::console::state::PeerAddr(peer.ip()));
+                req.extensions_mut().insert(PeerAddr(peer.ip()));
                 let router = router.clone();
                 async move {
                     match tokio::time::timeout(limits.request, router.oneshot(req)).await {

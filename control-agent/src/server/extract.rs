@@ -13,9 +13,9 @@ use http::{HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
+use super::conn::PeerAddr;
 use super::error::ApiError;
 use crate::caller::Caller;
-use crate::console::state::PeerAddr;
 use crate::server::Api;
 
 /// Bytes of a JSON body at most ([`JsonBody`]).
