@@ -14,12 +14,12 @@ use crate::identity::outbound::{check_reuse, TokenCache};
 use crate::pipeline::ctx::{ExchangeKind, RequestCtx, Routed};
 use crate::pipeline::headers::header_str;
 
-/// What admission decided.
+/// What admission decided, with where it routed what it admitted.
 pub enum Admitted {
     /// GET (the server's stream) or DELETE: no message to judge; proxied.
-    Stream,
+    Stream(Routed),
     /// A POST whose body is judged next (see `judging`).
-    Post,
+    Post(Routed),
     /// The gateway answered by itself (metadata); the status it used.
     Answered(u16),
 }
@@ -68,10 +68,12 @@ pub async fn admit(
     let route_pos = route_of(&rt.snap, req, host.as_deref(), path)?;
     let route = &rt.snap.routes[route_pos];
     ctx.via = route.via.clone();
-    ctx.routed = Some(Routed {
+    let routed = Routed {
+        rt: rt.clone(),
         route: route_pos,
-        server: ServerId(route.server),
-    });
+        server_id: ServerId(route.server),
+    };
+    ctx.routed = Some(routed.clone());
     if let Some(origin) = req.headers.get(http::header::ORIGIN) {
         let o = origin.to_str().unwrap_or("");
         // A page served from one of the gateway's own names (a local tool
@@ -204,7 +206,7 @@ pub async fn admit(
 
     // What goes upstream beside the body (headers, URL), before anything
     // is read or spent.
-    crate::pipeline::header_dlp::judge(ctx, req)?;
+    crate::pipeline::header_dlp::judge(ctx, &routed, req)?;
 
     client_requirements(ctx, req, h2_body)?;
     // Last of the checks that read nothing but the header, so that a
@@ -214,8 +216,8 @@ pub async fn admit(
     }
     check_sessions(gw, ctx, &server.name, legacy_sealed)?;
     Ok(match ctx.kind {
-        ExchangeKind::Post => Admitted::Post,
-        _ => Admitted::Stream,
+        ExchangeKind::Post => Admitted::Post(routed),
+        _ => Admitted::Stream(routed),
     })
 }
 
@@ -563,13 +565,11 @@ pub async fn upstream_identity(
     tokens: &TokenCache,
     session: &Session,
     ctx: &mut RequestCtx,
+    routed: &Routed,
 ) -> Result<(), Refusal> {
-    let Some((rt, server)) = ctx.routed() else {
-        return Ok(());
-    };
-    let server = rt.server(server);
+    let server = routed.server();
     let req = session.req_header();
-    check_reuse(&ctx.principal, req, &rt.snap.config.servers, server)?;
+    check_reuse(&ctx.principal, req, &routed.rt.snap.config.servers, server)?;
     if server.oauth.is_none() && server.caller_token.is_none() {
         return Ok(());
     }

@@ -14,7 +14,7 @@ use crate::hub::runtime::{Runtime, ServerId};
 use crate::hub::state::Gateway;
 use crate::pipeline::answers::write_answers;
 use crate::pipeline::body::read_whole;
-use crate::pipeline::ctx::RequestCtx;
+use crate::pipeline::ctx::{RequestCtx, Routed};
 use crate::pipeline::headers::{header_str, utf8_media};
 use crate::pipeline::mirrored;
 
@@ -31,12 +31,11 @@ pub async fn judge(
     gw: &Gateway,
     session: &mut Session,
     ctx: &mut RequestCtx,
+    routed: &Routed,
 ) -> Result<Judged, Refusal> {
-    let Some((rt, server_id)) = ctx.routed() else {
-        return Err(Refusal::internal("judging a request that was not admitted"));
-    };
+    let (rt, server_id) = (&routed.rt, routed.server_id);
     let cfg = &rt.snap.config;
-    let server = rt.server(server_id);
+    let server = routed.server();
     let req = session.req_header();
     let ct = header_str(req, http::header::CONTENT_TYPE).unwrap_or("");
     // Two labels are two readings: a server may take either.
@@ -98,7 +97,7 @@ pub async fn judge(
     })?;
     // The upstream identity (a token exchange, say), before anything is
     // spent on the call: a failure costs no quota and no approval.
-    crate::pipeline::admission::upstream_identity(&gw.tokens, session, ctx)
+    crate::pipeline::admission::upstream_identity(&gw.tokens, session, ctx, routed)
         .await
         .map_err(|r| match &parsed {
             Parsed::Single(env) => r.with_id(env.id.clone()),

@@ -461,16 +461,10 @@ pub(super) fn judge_message(
 pub(super) fn judge_event(
     gw: &Gateway,
     ctx: &mut RequestCtx,
+    routed: &Routed,
     ev: SseEvent,
 ) -> Result<Vec<u8>, ReplyRefusal> {
-    let Some((rt, server)) = judging(gw, ctx) else {
-        // No holder to bind an event id to, and no chain to judge data
-        // with: no id and no data reaches the client.
-        if ev.data.is_some() {
-            return Ok(Vec::new());
-        }
-        return Ok(ev.cleaned(None, &|_| None));
-    };
+    let (rt, server) = judging(gw, routed);
     metrics()
         .sse_events
         .with_label_values(&[&rt.server(server).name])
@@ -513,10 +507,7 @@ pub(super) fn judge_event(
     if ev.event_type() == "endpoint" {
         if first && ctx.session_id.is_none() {
             // The route it names is the exchange's own bundle's.
-            let Some((own, server)) = ctx.routed() else {
-                return Err(ReplyRefusal::EndpointRefused);
-            };
-            return rewrite_endpoint(gw, ctx, &own, server, ev);
+            return rewrite_endpoint(gw, ctx, routed, ev);
         }
         return Ok(unjudgeable(gw, ctx, None).unwrap_or_default());
     }

@@ -14,7 +14,7 @@ use warden_filters::{
 use crate::hub::runtime::ServerId;
 use crate::hub::state::Gateway;
 use crate::observability::metrics::metrics;
-use crate::pipeline::ctx::{ExchangeKind, RequestCtx, ResponseMode};
+use crate::pipeline::ctx::{ExchangeKind, RequestCtx, ResponseMode, Routed};
 use crate::pipeline::scope::{ledger_keys, legacy_post, remember_pending, scope};
 use crate::sessions::sticky::legacy_key;
 
@@ -140,13 +140,16 @@ fn content_length_zero(resp: &ResponseHeader) -> bool {
 /// but for a DELETE's, which passes without its body; any other status
 /// keeps its code but its body is replaced by a JSON-RPC error that quotes
 /// nothing of it.
-pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
+pub fn on_header(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    routed: &Routed,
+    resp: &mut ResponseHeader,
+) -> Result<()> {
     let status = resp.status.as_u16();
     ctx.upstream.status = Some(status);
-    let Some((rt, server)) = ctx.routed() else {
-        return Ok(());
-    };
-    let server_name = &rt.server(server).name;
+    let rt = &routed.rt;
+    let server_name = &routed.server().name;
     // A switch to another protocol would make the connection a tunnel no
     // guard reads. The gateway never asks for one (`Upgrade` is not
     // forwarded), and the forwarder stops at a 101 as the final reply
