@@ -10,7 +10,6 @@ use warden_filters::Refusal;
 
 use crate::hub::runtime::ServerId;
 use crate::hub::state::Gateway;
-use crate::identity::outbound::{check_reuse, TokenCache};
 use crate::pipeline::ctx::{ExchangeKind, RequestCtx, Routed};
 use crate::pipeline::headers::header_str;
 
@@ -554,26 +553,6 @@ fn client_requirements(
             ));
         }
     }
-    Ok(())
-}
-
-/// The upstream identity this call needs, fetched before it is forwarded
-/// (a caller token checked for reuse, an OAuth token exchanged or fetched):
-/// for a GET or DELETE once admitted, for a POST once its body is judged
-/// well-formed (before a quota or an approval is spent on it).
-pub async fn upstream_identity(
-    tokens: &TokenCache,
-    session: &Session,
-    ctx: &mut RequestCtx,
-    routed: &Routed,
-) -> Result<(), Refusal> {
-    let server = routed.server();
-    let req = session.req_header();
-    check_reuse(&ctx.principal, req, &routed.rt.snap.config.servers, server)?;
-    if server.oauth.is_none() && server.caller_token.is_none() {
-        return Ok(());
-    }
-    ctx.upstream.outbound_auth = tokens.prepare(&ctx.principal, server, req).await?;
     Ok(())
 }
 

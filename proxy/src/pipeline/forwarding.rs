@@ -19,6 +19,10 @@
 //! body is read still gets a JSON-RPC error instead of a cut connection.
 //! SSE replies leave event by event as each is judged; an empty reply (204,
 //! 304, a zero length) as it arrives.
+//!
+//! What leaves for the client leaves from here, a reply the client did not
+//! take included (`undelivered`): the gateway's own answers to a POST it
+//! forwards nothing of too (`answer_judged`).
 
 use bytes::Bytes;
 use pingora::prelude::*;
@@ -29,12 +33,14 @@ use pingora_core::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora_core::protocols::http::ServerSession as Session;
 use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::Peer;
+use warden_filters::protocol::version::ProtocolVersion;
 use warden_filters::Refusal;
 
 use std::net::SocketAddr;
 
 use crate::hub::state::Gateway;
 use crate::observability::metrics::metrics;
+use crate::pipeline::answers::write_answers;
 use crate::pipeline::ctx::{ExchangeKind, RequestCtx, ResponseMode, Routed};
 use crate::pipeline::reply;
 use crate::pipeline::rewrite::Rewrite;
@@ -562,10 +568,31 @@ async fn write_whole(
     }
 }
 
+/// The gateway's own answers to a POST judging forwards nothing of, written
+/// to the client. The plan is kept whatever the write did: its denials are
+/// recorded as judged, with the reply's fate beside them. Returns the
+/// status written.
+pub async fn answer_judged(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    plan: Box<warden_filters::RequestPlan>,
+) -> u16 {
+    let modern = ProtocolVersion::at_least(
+        ctx.protocol_version.as_deref(),
+        ProtocolVersion::V2026_07_28,
+    );
+    let (status, written) = write_answers(session, &plan.answers, plan.batch, modern).await;
+    ctx.plan = Some(*plan);
+    if let Err(e) = written {
+        undelivered(session, ctx, &e);
+    }
+    status
+}
+
 /// A reply the client did not take (it hung up, or stopped reading for
 /// `timeouts.write`): its records say so, and its connection is not
 /// reused.
-pub(crate) fn undelivered(session: &mut Session, ctx: &mut RequestCtx, e: &Error) {
+fn undelivered(session: &mut Session, ctx: &mut RequestCtx, e: &Error) {
     let why = if matches!(e.etype(), ErrorType::WriteTimedout) {
         // An HTTP/2 stream's write that did not finish within
         // `timeouts.write` (a connection that stalls is counted where it

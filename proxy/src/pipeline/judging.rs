@@ -7,12 +7,13 @@
 use bytes::Bytes;
 use pingora_core::protocols::http::ServerSession as Session;
 use warden_filters::protocol::mcp;
-use warden_filters::protocol::version::ProtocolVersion;
-use warden_filters::{plan_request, Forward, Message, Parsed, Refusal, RequestMessages};
+use warden_filters::{
+    plan_request, Forward, Message, Parsed, Refusal, RequestMessages, RequestPlan,
+};
 
 use crate::hub::runtime::{Runtime, ServerId};
 use crate::hub::state::Gateway;
-use crate::pipeline::answers::write_answers;
+use crate::identity::outbound::{check_reuse, TokenCache};
 use crate::pipeline::body::read_whole;
 use crate::pipeline::ctx::{RequestCtx, Routed};
 use crate::pipeline::headers::{header_str, utf8_media};
@@ -22,8 +23,9 @@ use crate::pipeline::mirrored;
 pub enum Judged {
     /// Forward these bytes (exactly what the filters passed).
     Forward(Bytes),
-    /// The gateway answered every message itself; the status it used.
-    Answered(u16),
+    /// The gateway answers every message itself: the plan whose answers
+    /// go back (`forwarding::answer_judged`).
+    Answer(Box<RequestPlan>),
 }
 
 /// Reads, parses and judges the body of an admitted POST.
@@ -97,7 +99,7 @@ pub async fn judge(
     })?;
     // The upstream identity (a token exchange, say), before anything is
     // spent on the call: a failure costs no quota and no approval.
-    crate::pipeline::admission::upstream_identity(&gw.tokens, session, ctx, routed)
+    upstream_identity(&gw.tokens, session, ctx, routed)
         .await
         .map_err(|r| match &parsed {
             Parsed::Single(env) => r.with_id(env.id.clone()),
@@ -207,18 +209,7 @@ pub async fn judge(
                 ctx.plan = Some(plan);
                 return Err(refusal);
             }
-            let modern = ProtocolVersion::at_least(
-                ctx.protocol_version.as_deref(),
-                ProtocolVersion::V2026_07_28,
-            );
-            let (status, written) = write_answers(session, &plan.answers, plan.batch, modern).await;
-            // The plan is kept whatever the write did: its denials are
-            // recorded as judged, with the reply's fate beside them.
-            ctx.plan = Some(plan);
-            if let Err(e) = written {
-                crate::pipeline::forwarding::undelivered(session, ctx, &e);
-            }
-            return Ok(Judged::Answered(status));
+            return Ok(Judged::Answer(Box::new(plan)));
         }
     }
     ctx.plan = Some(plan);
@@ -240,6 +231,27 @@ pub async fn judge(
     };
     mirrored::outbound(&mut ctx.mirrored, sent, rewritten);
     Ok(Judged::Forward(forwarded))
+}
+
+/// The upstream identity this call needs, fetched before it is forwarded
+/// (a caller token checked for reuse, an OAuth token exchanged or fetched):
+/// for a POST here, once its body is judged well-formed (before a quota
+/// or an approval is spent on it); for a GET or DELETE, which has no body
+/// to judge, as soon as it is admitted (`service`).
+pub async fn upstream_identity(
+    tokens: &TokenCache,
+    session: &Session,
+    ctx: &mut RequestCtx,
+    routed: &Routed,
+) -> Result<(), Refusal> {
+    let server = routed.server();
+    let req = session.req_header();
+    check_reuse(&ctx.principal, req, &routed.rt.snap.config.servers, server)?;
+    if server.oauth.is_none() && server.caller_token.is_none() {
+        return Ok(());
+    }
+    ctx.upstream.outbound_auth = tokens.prepare(&ctx.principal, server, req).await?;
+    Ok(())
 }
 
 /// The fleet's word on the tasks a request names, before anything of it

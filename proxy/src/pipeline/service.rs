@@ -200,14 +200,18 @@ impl WardenProxy {
         let (routed, body) = match admit(gw, session, ctx).await? {
             Admitted::Answered(status) => return Ok(status),
             Admitted::Stream(routed) => {
-                crate::pipeline::admission::upstream_identity(&gw.tokens, session, ctx, &routed)
+                crate::pipeline::judging::upstream_identity(&gw.tokens, session, ctx, &routed)
                     .await?;
                 (routed, None)
             }
             // The upstream identity is fetched while judging, before
             // anything is spent on the call (quota, an approval).
             Admitted::Post(routed) => match judge(gw, session, ctx, &routed).await? {
-                Judged::Answered(status) => return Ok(status),
+                Judged::Answer(plan) => {
+                    return Ok(
+                        crate::pipeline::forwarding::answer_judged(session, ctx, plan).await,
+                    );
+                }
                 Judged::Forward(body) => (routed, Some(body)),
             },
         };
