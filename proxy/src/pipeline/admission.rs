@@ -352,15 +352,15 @@ fn open_resume_id(
     let Ok(token) = first.to_str() else {
         return Ok(None);
     };
-    let owner = warden_filters::guards::handles::owner_of(
+    let owner = warden_filters::guards::cursor::owner_of(
         &ctx.principal,
         ctx.session_id.as_deref(),
         ctx.source_ip,
     );
     Ok(rt.snap.handle_sealer.open(
-        warden_filters::guards::handles::HandleKind::EventId,
+        warden_filters::guards::cursor::HandleKind::EventId,
         token.trim(),
-        warden_filters::guards::handles::Holder {
+        warden_filters::guards::cursor::Holder {
             owner: &owner,
             server,
             session: ctx.session_id.as_deref(),

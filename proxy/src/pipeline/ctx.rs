@@ -181,7 +181,7 @@ pub struct RequestCtx {
     /// token's `issued`; 0 when none was opened or it predates the field).
     pub session_issued: u64,
     /// The server's own event id a `Last-Event-ID` resumes from, opened
-    /// for this principal, server and session (see `handles`).
+    /// for this principal, server and session (see `guards::cursor`).
     pub resume_from: Option<String>,
     /// A refused POST's message as far as it could be read: method and
     /// target, for the audit record.

@@ -273,7 +273,7 @@ async fn fleet_tasks(
     parsed: &Parsed,
 ) -> Result<(), Refusal> {
     use warden_filters::chain::notes::ClaimKind;
-    use warden_filters::guards::tasks::{holder, TaskSealer};
+    use warden_filters::guards::task_binding::{holder, TaskSealer};
     if rt.snap.config.redis.is_none() {
         return Ok(());
     }

@@ -47,7 +47,7 @@ pub fn still_allowed(gw: &Gateway, ctx: &mut RequestCtx) -> Result<()> {
                 })
                 .filter(|r| {
                     r.method.as_deref().is_some_and(|m| {
-                        m == "tools/call" || warden_filters::guards::tasks::names_task(m)
+                        m == "tools/call" || warden_filters::guards::task_binding::names_task(m)
                     })
                 })
                 .filter_map(|r| r.target.as_deref())

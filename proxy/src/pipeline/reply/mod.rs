@@ -60,7 +60,7 @@ pub async fn share_flows(gw: &Gateway, ctx: &mut RequestCtx) -> pingora::Result<
 /// (as the replica that saw it first withholds it); a store that does not
 /// answer, or that the bundle names but this process could not build,
 /// withholds it too. Without a store in the bundle, this replica's own
-/// memory of its tasks is all there is (`guards::tasks`).
+/// memory of its tasks is all there is (`guards::task_binding`).
 async fn claim_tasks(gw: &Gateway, ctx: &mut RequestCtx) -> pingora::Result<()> {
     use warden_filters::chain::notes::ClaimKind;
     if ctx.reply.task_claims.is_empty() {
