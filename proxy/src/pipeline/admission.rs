@@ -200,7 +200,7 @@ pub async fn admit(
         }
         // What it carries (headers, a query, a path) reaches a server that
         // is a sink as a whole: judged against the flow.
-        crate::pipeline::flow_state::judge_stream_flow(&rt, server, ctx).await?;
+        crate::pipeline::guards::flow::judge_stream_flow(&rt, server, ctx).await?;
     }
 
     // What goes upstream beside the body (headers, URL), before anything
