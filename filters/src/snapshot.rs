@@ -14,7 +14,7 @@ use crate::chain::filter::{FilterChain, McpFilter};
 use crate::engines::identity::Authenticator;
 use crate::engines::policy::PolicyEngine;
 use crate::guards::kill_switch::KillSwitchFilter;
-use crate::guards::policy_filter::PolicyFilter;
+use crate::guards::policy::PolicyFilter;
 use crate::protocol::jsonrpc::ParseLimits;
 
 #[derive(Debug, thiserror::Error)]
@@ -139,10 +139,10 @@ pub struct Snapshot {
     /// tenant's scope beside the org's (see [`Snapshot::metadata_dlp`]).
     pub tenant_dlp: Vec<(String, Arc<crate::guards::dlp::DlpFilter>)>,
     /// Seals the handles relayed to one client (cursors, event ids).
-    pub handle_sealer: Arc<crate::guards::handles::HandleSealer>,
+    pub handle_sealer: Arc<crate::guards::cursor::HandleSealer>,
     /// Seals and opens task ids (the task filter's), for the fleet's check
     /// of a task request before the chain runs.
-    pub task_sealer: Arc<crate::guards::tasks::TaskSealer>,
+    pub task_sealer: Arc<crate::guards::task_binding::TaskSealer>,
     /// Which tenant layers apply to a call (owners of servers, layers'
     /// revisions), for the audit record.
     pub tenants: Arc<crate::guards::tenants::Scope>,
@@ -243,19 +243,19 @@ pub struct Shared {
     pub flows: Arc<crate::engines::flow::FlowTables>,
     pub pins: Arc<crate::guards::tools::ToolPins>,
     /// Which arguments each tool mirrors into `Mcp-Param-*` headers.
-    pub params: Arc<crate::guards::mirror::ParamDecls>,
+    pub params: Arc<crate::guards::mirrored_headers::ParamDecls>,
     /// Who created each task (to filter `tasks/list`).
-    pub task_owners: Arc<crate::guards::tasks::TaskOwners>,
+    pub task_owners: Arc<crate::guards::task_binding::TaskOwners>,
     /// Seals task ids when the bundle has no fleet secret.
-    pub task_sealer: Arc<crate::guards::tasks::TaskSealer>,
+    pub task_sealer: Arc<crate::guards::task_binding::TaskSealer>,
     /// Seals multi-round-trip request state when the bundle has no fleet secret.
-    pub state_sealer: Arc<crate::guards::mrtr::StateSealer>,
+    pub state_sealer: Arc<crate::guards::input_state::StateSealer>,
     /// Seals cursors and event ids when the bundle has no fleet secret.
-    pub handle_sealer: Arc<crate::guards::handles::HandleSealer>,
+    pub handle_sealer: Arc<crate::guards::cursor::HandleSealer>,
     /// The tool definitions registered servers listed last (`registry`).
     pub live_tools: Arc<crate::guards::registry::LiveTools>,
-    /// The tool and prompt names each server listed (see `targets`).
-    pub listed: Arc<crate::guards::targets::ListedNames>,
+    /// The tool and prompt names each server listed (see `names`).
+    pub listed: Arc<crate::guards::names::ListedNames>,
 }
 
 impl Shared {
@@ -269,9 +269,9 @@ impl Shared {
         use warden_config::model::Table;
         let mut s = Arc::into_inner(Shared::new()).expect("fresh");
         if let Some(secret) = secret {
-            s.task_sealer = Arc::new(crate::guards::tasks::TaskSealer::new(secret));
-            s.state_sealer = Arc::new(crate::guards::mrtr::StateSealer::new(secret));
-            s.handle_sealer = Arc::new(crate::guards::handles::HandleSealer::new(secret));
+            s.task_sealer = Arc::new(crate::guards::task_binding::TaskSealer::new(secret));
+            s.state_sealer = Arc::new(crate::guards::input_state::StateSealer::new(secret));
+            s.handle_sealer = Arc::new(crate::guards::cursor::HandleSealer::new(secret));
         }
         s.quotas = Arc::new(crate::guards::quota::QuotaTables::new(
             budget.entries(Table::Quotas),
@@ -280,13 +280,13 @@ impl Shared {
         s.runaway = Arc::new(crate::guards::runaway::RunawayTables::new(
             budget.entries(Table::Runaway) / 2,
         ));
-        s.task_owners = Arc::new(crate::guards::tasks::TaskOwners::new(
+        s.task_owners = Arc::new(crate::guards::task_binding::TaskOwners::new(
             budget.entries(Table::Tasks),
         ));
         s.flows = Arc::new(crate::engines::flow::FlowTables::new(
             budget.entries(Table::Flows),
         ));
-        s.listed = Arc::new(crate::guards::targets::ListedNames::new(
+        s.listed = Arc::new(crate::guards::names::ListedNames::new(
             budget.entries(Table::Names) as usize,
         ));
         Arc::new(s)
@@ -298,13 +298,13 @@ impl Shared {
             runaway: Arc::new(crate::guards::runaway::RunawayTables::new(200_000)),
             flows: Arc::new(crate::engines::flow::FlowTables::new(100_000)),
             pins: Arc::new(crate::guards::tools::ToolPins::default()),
-            params: Arc::new(crate::guards::mirror::ParamDecls::default()),
-            task_owners: Arc::new(crate::guards::tasks::TaskOwners::default()),
-            task_sealer: Arc::new(crate::guards::tasks::TaskSealer::random()),
-            state_sealer: Arc::new(crate::guards::mrtr::StateSealer::random()),
-            handle_sealer: Arc::new(crate::guards::handles::HandleSealer::random()),
+            params: Arc::new(crate::guards::mirrored_headers::ParamDecls::default()),
+            task_owners: Arc::new(crate::guards::task_binding::TaskOwners::default()),
+            task_sealer: Arc::new(crate::guards::task_binding::TaskSealer::random()),
+            state_sealer: Arc::new(crate::guards::input_state::StateSealer::random()),
+            handle_sealer: Arc::new(crate::guards::cursor::HandleSealer::random()),
             live_tools: Arc::new(crate::guards::registry::LiveTools::default()),
-            listed: Arc::new(crate::guards::targets::ListedNames::default()),
+            listed: Arc::new(crate::guards::names::ListedNames::default()),
         })
     }
 }
@@ -467,12 +467,12 @@ impl Snapshot {
         filters.push(Arc::new(crate::guards::lists::ForeignListFilter));
         // Task ids: another principal's never reach the server (see `tasks`).
         let task_sealer = match &config.session_seal {
-            Some(secret) => Arc::new(crate::guards::tasks::TaskSealer::new(
+            Some(secret) => Arc::new(crate::guards::task_binding::TaskSealer::new(
                 secret.expose().as_bytes(),
             )),
             None => shared.task_sealer.clone(),
         };
-        filters.push(Arc::new(crate::guards::tasks::TaskFilter::new(
+        filters.push(Arc::new(crate::guards::task_binding::TaskFilter::new(
             task_sealer.clone(),
             shared.task_owners.clone(),
         )));
@@ -491,24 +491,24 @@ impl Snapshot {
             filters.push(f.clone());
         }
         // Multi-round-trip input: bound to the principal and the request it
-        // answers (see `mrtr`).
+        // answers (see `input_state`).
         let state_sealer = match &config.session_seal {
-            Some(secret) => Arc::new(crate::guards::mrtr::StateSealer::new(
+            Some(secret) => Arc::new(crate::guards::input_state::StateSealer::new(
                 secret.expose().as_bytes(),
             )),
             None => shared.state_sealer.clone(),
         };
-        filters.push(Arc::new(crate::guards::mrtr::InputStateFilter::new(
+        filters.push(Arc::new(crate::guards::input_state::InputStateFilter::new(
             state_sealer,
         )));
         // Cursors: another principal's (or session's, or list's) are unknown.
         let handle_sealer = match &config.session_seal {
-            Some(secret) => Arc::new(crate::guards::handles::HandleSealer::new(
+            Some(secret) => Arc::new(crate::guards::cursor::HandleSealer::new(
                 secret.expose().as_bytes(),
             )),
             None => shared.handle_sealer.clone(),
         };
-        filters.push(Arc::new(crate::guards::handles::CursorFilter::new(
+        filters.push(Arc::new(crate::guards::cursor::CursorFilter::new(
             handle_sealer.clone(),
         )));
         // Step-up: tools that need scopes the caller's token lacks.
@@ -585,22 +585,22 @@ impl Snapshot {
         // The org's names apply to every call; a tenant's Rego names only
         // to calls in its scope (a literal `ECHO` in one tenant's rules
         // must not refuse another's, or the org's, `echo`).
-        let written = crate::guards::targets::bundle_names(
+        let written = crate::guards::names::bundle_names(
             &config,
             bundle.policies.values().map(String::as_str),
             &bundle.data,
         );
-        filters.push(Arc::new(crate::guards::targets::TargetFilter::new(
+        filters.push(Arc::new(crate::guards::names::TargetFilter::new(
             Arc::new(written),
             shared.listed.clone(),
         )));
         for layer in tenants.layers.values().filter(|l| !l.policies.is_empty()) {
             let theirs =
-                crate::guards::targets::policy_names(layer.policies.values().map(String::as_str));
+                crate::guards::names::policy_names(layer.policies.values().map(String::as_str));
             filters.push(scoped(
                 &layer.tenant,
                 &scope,
-                Arc::new(crate::guards::targets::TargetFilter::scoped(
+                Arc::new(crate::guards::names::TargetFilter::scoped(
                     Arc::new(theirs),
                     shared.listed.clone(),
                 )),
@@ -620,9 +620,9 @@ impl Snapshot {
                 config.catalog.clone(),
             )));
         }
-        filters.push(Arc::new(crate::guards::mirror::MirrorFilter::new(
-            shared.params.clone(),
-        )));
+        filters.push(Arc::new(
+            crate::guards::mirrored_headers::MirrorFilter::new(shared.params.clone()),
+        ));
         filters.push(Arc::new(crate::guards::tools::SchemaFilter::new(
             shared.pins.clone(),
             &config.catalog,

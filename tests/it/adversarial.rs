@@ -1635,7 +1635,7 @@ async fn side_channels_carry_nothing_from_the_server() {
     let (s, _, text) = post(&gw, &call(2, "echo")).await;
     assert_eq!(s, 200, "{text}");
     assert!(!text.contains(AKIA), "{text}");
-    // A plain event id passes, sealed for its holder (see `handles`).
+    // A plain event id passes, sealed for its holder (see `guards::cursor`).
     assert!(
         text.contains("id: we1.") && !text.contains("id: 42"),
         "a plain event id passes sealed: {text}"

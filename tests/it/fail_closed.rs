@@ -9,43 +9,43 @@
 /// The second review's classes: names as Go reads `İ`, hosts declared at
 /// any schema depth, URL elicitations inside errors, prompt arguments,
 /// schema maps keyed by property names, replayed and legacy streams.
-#[path = "fail_closed_more.rs"]
-mod more;
+#[path = "fail_closed/hidden_places.rs"]
+mod hidden_places;
 
 /// The third review's classes: ids naming two requests, handles on streams,
 /// sessions the gateway does not know, the server's free text beside the
 /// status, CGI-style header aliases, numbers and controls hiding data.
-#[path = "fail_closed_third.rs"]
-mod third;
+#[path = "fail_closed/reply_matching.rs"]
+mod reply_matching;
 
 /// The fourth review's classes: every concern judges a reply whatever else
 /// it holds, names as decoders that drop or stop at characters read them,
 /// handles bound to their owner, one identity per person, URIs wherever MCP
 /// carries them.
-#[path = "fail_closed_fourth.rs"]
-mod fourth;
+#[path = "fail_closed/every_concern.rs"]
+mod every_concern;
 
 /// URLs a server asks the client to open, wherever it asks.
-#[path = "fail_closed_fifth.rs"]
-mod fifth;
+#[path = "fail_closed/url_elicitation.rs"]
+mod url_elicitation;
 
 /// URIs a server sends the client wherever they are, and URLs it asks
 /// the client to open read by every client.
-#[path = "fail_closed_sixth.rs"]
-mod sixth;
+#[path = "fail_closed/server_uris.rs"]
+mod server_uris;
 
 /// Names a folding peer reads as another, in lists and in requests.
-#[path = "fail_closed_seventh.rs"]
-mod seventh;
+#[path = "fail_closed/name_spellings.rs"]
+mod name_spellings;
 
 /// Handles of unauthenticated clients without a session, bound to their
 /// address.
-#[path = "fail_closed_eighth.rs"]
-mod eighth;
+#[path = "fail_closed/anonymous_handles.rs"]
+mod anonymous_handles;
 
 /// Every path a server message takes goes through every guard.
-#[path = "fail_closed_ninth.rs"]
-mod ninth;
+#[path = "fail_closed/stream_paths.rs"]
+mod stream_paths;
 
 /// What the official conformance suite saw differ through the gateway:
 /// each fixed at its root, checked against a hostile server.

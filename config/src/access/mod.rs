@@ -2,7 +2,8 @@
 //! settings, validated from the raw `warden.yaml` sections.
 //!
 //! - `identity`: who may call (API keys, JWT, mTLS rules, principals).
-//! - `policy`: the policy engine's settings and the kill switch.
+//! - `policy`: the policy engine's settings and the kill switch (composed
+//!   over the servers by `model`).
 //! - `catalog`: what the bundle says about each server's tools.
 //! - `credentials`: Warden's own credentials for upstreams, and the
 //!   session-sealing secret.
@@ -24,6 +25,7 @@ pub use identity::{
     hash_api_key, parse_key_hash, ApiKey, CertMatch, Identity, JwksSource, Jwt, MtlsRule,
     PrincipalKind, PrincipalSpec,
 };
+pub(crate) use policy::named;
 pub use policy::{KillSwitch, PolicySettings};
 
 pub(crate) use catalog::catalog;

@@ -18,6 +18,7 @@
 mod audit;
 mod checks;
 mod grants;
+mod kill_switch;
 mod limits;
 mod listeners;
 mod routes;

@@ -175,7 +175,7 @@ pub struct Message<'a> {
     /// Whether a member name is written with a control-character escape
     /// (looked for at most once).
     control_named: std::cell::OnceCell<bool>,
-    /// Whether the message may name a task (`guards::tasks`; looked for at
+    /// Whether the message may name a task (`guards::task_binding`; looked for at
     /// most once, however many filters ask).
     task_named: std::cell::OnceCell<bool>,
     /// Whether the message may hold a member read as `uri` (looked for at

@@ -142,7 +142,7 @@ fn holder_of(ex: &Exchange<'_>) -> String {
     }
     let owner = match ex.session_id {
         Some(s) => format!("{}\0session\0{s}", ex.principal.owner()),
-        None => crate::guards::handles::owner_of(ex.principal, None, ex.source_ip).into_owned(),
+        None => crate::guards::cursor::owner_of(ex.principal, None, ex.source_ip).into_owned(),
     };
     let d = Sha256::digest(owner.as_bytes());
     format!("{}~{}", ex.principal.id, &hex::encode(d)[..16])

@@ -486,7 +486,7 @@ pub fn judges(flows: &Flows, catalog: Option<&ServerCatalog>, msg: &Message<'_>)
             .envelope
             .method
             .as_deref()
-            .is_some_and(|m| FLOWING.contains(&m) || crate::guards::tasks::names_task(m))
+            .is_some_and(|m| FLOWING.contains(&m) || crate::guards::task_binding::names_task(m))
         || reaches_out(msg)
 }
 
@@ -529,7 +529,7 @@ impl McpFilter for FlowFilter {
         // `tasks/update` hands that tool input, as the call's arguments
         // did, so it is that tool's sink too. A task whose tool is not
         // known, given input, is a sink of its server's level.
-        let task_tool = crate::guards::tasks::names_task(method)
+        let task_tool = crate::guards::task_binding::names_task(method)
             .then(|| notes.task.as_ref().and_then(|t| t.tool.clone()))
             .flatten();
         let gives_input = method == "tasks/update" && !empty(msg.params_raw());

@@ -23,7 +23,7 @@ impl KillSwitchFilter {
         // filter, which runs first, opened its id).
         let tool = match env.method.as_deref() {
             Some("tools/call") => env.name.as_deref(),
-            Some(m) if crate::guards::tasks::names_task(m) => {
+            Some(m) if crate::guards::task_binding::names_task(m) => {
                 notes.task.as_ref().and_then(|t| t.tool.as_deref())
             }
             _ => None,

@@ -1,7 +1,7 @@
 //! MCP-level facts on top of JSON-RPC: the 2026-07-28 `Mcp-*` request headers,
 //! which must agree with the body they accompany, the tool parameters a
 //! definition mirrors into headers, and what a request names (its judged
-//! target). The guard that learns the declarations is `guards::mirror`.
+//! target). The guard that learns the declarations is `guards::mirrored_headers`.
 
 use base64::Engine;
 

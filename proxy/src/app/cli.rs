@@ -493,7 +493,7 @@ fn replay_input(
     let target = text("tool");
     let (tool, prompt, uri) = match method {
         "tools/call" => (target, None, None),
-        m if warden_filters::guards::tasks::names_task(m) => (target, None, None),
+        m if warden_filters::guards::task_binding::names_task(m) => (target, None, None),
         "prompts/get" => (None, target, None),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => (None, None, target),
         _ => (None, None, None),

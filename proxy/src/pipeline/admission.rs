@@ -10,16 +10,15 @@ use warden_filters::Refusal;
 
 use crate::hub::runtime::ServerId;
 use crate::hub::state::Gateway;
-use crate::identity::outbound::{check_reuse, TokenCache};
 use crate::pipeline::ctx::{ExchangeKind, RequestCtx, Routed};
 use crate::pipeline::headers::header_str;
 
-/// What admission decided.
+/// What admission decided, with where it routed what it admitted.
 pub enum Admitted {
     /// GET (the server's stream) or DELETE: no message to judge; proxied.
-    Stream,
+    Stream(Routed),
     /// A POST whose body is judged next (see `judging`).
-    Post,
+    Post(Routed),
     /// The gateway answered by itself (metadata); the status it used.
     Answered(u16),
 }
@@ -68,10 +67,12 @@ pub async fn admit(
     let route_pos = route_of(&rt.snap, req, host.as_deref(), path)?;
     let route = &rt.snap.routes[route_pos];
     ctx.via = route.via.clone();
-    ctx.routed = Some(Routed {
+    let routed = Routed {
+        rt: rt.clone(),
         route: route_pos,
-        server: ServerId(route.server),
-    });
+        server_id: ServerId(route.server),
+    };
+    ctx.routed = Some(routed.clone());
     if let Some(origin) = req.headers.get(http::header::ORIGIN) {
         let o = origin.to_str().unwrap_or("");
         // A page served from one of the gateway's own names (a local tool
@@ -199,12 +200,12 @@ pub async fn admit(
         }
         // What it carries (headers, a query, a path) reaches a server that
         // is a sink as a whole: judged against the flow.
-        crate::pipeline::flow_state::judge_stream_flow(&rt, server, ctx).await?;
+        crate::pipeline::guards::flow::judge_stream_flow(&rt, server, ctx).await?;
     }
 
     // What goes upstream beside the body (headers, URL), before anything
     // is read or spent.
-    crate::pipeline::header_dlp::judge(ctx, req)?;
+    crate::pipeline::header_dlp::judge(ctx, &routed, req)?;
 
     client_requirements(ctx, req, h2_body)?;
     // Last of the checks that read nothing but the header, so that a
@@ -214,8 +215,8 @@ pub async fn admit(
     }
     check_sessions(gw, ctx, &server.name, legacy_sealed)?;
     Ok(match ctx.kind {
-        ExchangeKind::Post => Admitted::Post,
-        _ => Admitted::Stream,
+        ExchangeKind::Post => Admitted::Post(routed),
+        _ => Admitted::Stream(routed),
     })
 }
 
@@ -351,15 +352,15 @@ fn open_resume_id(
     let Ok(token) = first.to_str() else {
         return Ok(None);
     };
-    let owner = warden_filters::guards::handles::owner_of(
+    let owner = warden_filters::guards::cursor::owner_of(
         &ctx.principal,
         ctx.session_id.as_deref(),
         ctx.source_ip,
     );
     Ok(rt.snap.handle_sealer.open(
-        warden_filters::guards::handles::HandleKind::EventId,
+        warden_filters::guards::cursor::HandleKind::EventId,
         token.trim(),
-        warden_filters::guards::handles::Holder {
+        warden_filters::guards::cursor::Holder {
             owner: &owner,
             server,
             session: ctx.session_id.as_deref(),
@@ -552,28 +553,6 @@ fn client_requirements(
             ));
         }
     }
-    Ok(())
-}
-
-/// The upstream identity this call needs, fetched before it is forwarded
-/// (a caller token checked for reuse, an OAuth token exchanged or fetched):
-/// for a GET or DELETE once admitted, for a POST once its body is judged
-/// well-formed (before a quota or an approval is spent on it).
-pub async fn upstream_identity(
-    tokens: &TokenCache,
-    session: &Session,
-    ctx: &mut RequestCtx,
-) -> Result<(), Refusal> {
-    let Some((rt, server)) = ctx.routed() else {
-        return Ok(());
-    };
-    let server = rt.server(server);
-    let req = session.req_header();
-    check_reuse(&ctx.principal, req, &rt.snap.config.servers, server)?;
-    if server.oauth.is_none() && server.caller_token.is_none() {
-        return Ok(());
-    }
-    ctx.upstream.outbound_auth = tokens.prepare(&ctx.principal, server, req).await?;
     Ok(())
 }
 

@@ -112,12 +112,30 @@ pub struct ReplyState {
     pub allowed_under: Option<Arc<Runtime>>,
 }
 
-/// Where admission routed a request: the route and the server it names.
-#[derive(Debug, Clone, Copy)]
+/// Where admission routed a request: the bundle it is judged under, the
+/// route and the server it names. Admission returns it (`Admitted`) and
+/// hands it to every phase after it; the context keeps a copy for the
+/// record of an exchange that may end anywhere (`RequestCtx::server`).
+#[derive(Clone)]
 pub struct Routed {
+    /// The request's runtime (`RequestCtx::rt`), held here so that a phase
+    /// reads the server while it changes the context.
+    pub rt: Arc<Runtime>,
     /// Index into `rt.snap.routes`.
     pub route: usize,
-    pub server: ServerId,
+    pub server_id: ServerId,
+}
+
+impl Routed {
+    /// The bundle's definition of the server.
+    pub fn server(&self) -> &warden_config::model::Server {
+        self.rt.server(self.server_id)
+    }
+
+    /// The route the request came by.
+    pub fn route(&self) -> &warden_filters::snapshot::ResolvedRoute {
+        &self.rt.snap.routes[self.route]
+    }
 }
 
 pub struct RequestCtx {
@@ -163,7 +181,7 @@ pub struct RequestCtx {
     /// token's `issued`; 0 when none was opened or it predates the field).
     pub session_issued: u64,
     /// The server's own event id a `Last-Event-ID` resumes from, opened
-    /// for this principal, server and session (see `handles`).
+    /// for this principal, server and session (see `guards::cursor`).
     pub resume_from: Option<String>,
     /// A refused POST's message as far as it could be read: method and
     /// target, for the audit record.
@@ -276,15 +294,10 @@ impl RequestCtx {
         }
     }
 
-    /// The runtime and server of a routed exchange (an exchange refused
-    /// before routing has no server).
-    pub fn routed(&self) -> Option<(Arc<Runtime>, ServerId)> {
-        Some((self.rt.clone(), self.routed?.server))
-    }
-
-    /// The server admission routed to.
+    /// The server admission routed to (an exchange refused before routing
+    /// has none).
     pub fn server_id(&self) -> Option<ServerId> {
-        self.routed.map(|r| r.server)
+        self.routed.as_ref().map(|r| r.server_id)
     }
 
     /// The bundle's definition of the routed server.

@@ -19,6 +19,10 @@
 //! body is read still gets a JSON-RPC error instead of a cut connection.
 //! SSE replies leave event by event as each is judged; an empty reply (204,
 //! 304, a zero length) as it arrives.
+//!
+//! What leaves for the client leaves from here, a reply the client did not
+//! take included (`undelivered`): the gateway's own answers to a POST it
+//! forwards nothing of too (`answer_judged`).
 
 use bytes::Bytes;
 use pingora::prelude::*;
@@ -29,13 +33,15 @@ use pingora_core::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora_core::protocols::http::ServerSession as Session;
 use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::Peer;
+use warden_filters::protocol::version::ProtocolVersion;
 use warden_filters::Refusal;
 
 use std::net::SocketAddr;
 
 use crate::hub::state::Gateway;
 use crate::observability::metrics::metrics;
-use crate::pipeline::ctx::{ExchangeKind, RequestCtx, ResponseMode};
+use crate::pipeline::answers::write_answers;
+use crate::pipeline::ctx::{ExchangeKind, RequestCtx, ResponseMode, Routed};
 use crate::pipeline::reply;
 use crate::pipeline::rewrite::Rewrite;
 use crate::upstreams::peer::peer;
@@ -113,11 +119,16 @@ impl UpstreamConn {
 /// Picks the next replica for this request: the session's if it is healthy
 /// and not tried yet, otherwise the next healthy one not tried. Records it
 /// as tried and chosen.
-pub fn next_replica(gw: &Gateway, ctx: &mut RequestCtx) -> Option<(SocketAddr, HttpPeer)> {
-    let (rt, server) = ctx.routed()?;
-    let s = rt.server(server);
+pub fn next_replica(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    routed: &Routed,
+) -> Option<(SocketAddr, HttpPeer)> {
+    let s = routed.server();
     let sticky = ctx.replica(&gw.sessions, &s.name);
-    let addr = rt.select(server, sticky, &ctx.upstream.tried)?;
+    let addr = routed
+        .rt
+        .select(routed.server_id, sticky, &ctx.upstream.tried)?;
     ctx.upstream.tried.push(addr);
     ctx.upstream.chosen = Some(addr);
     // A GET is the server's event stream: it may stay silent for long.
@@ -140,9 +151,10 @@ pub async fn forward_judged(
     ups: &Upstreams,
     session: &mut Session,
     ctx: &mut RequestCtx,
+    routed: &Routed,
     body: Option<Bytes>,
 ) -> Result<u16, Refusal> {
-    forward(gw, ups, session, ctx, body)
+    forward(gw, ups, session, ctx, routed, body)
         .await
         .map_err(|r| counted(ctx, r))
 }
@@ -173,27 +185,49 @@ async fn forward(
     ups: &Upstreams,
     session: &mut Session,
     ctx: &mut RequestCtx,
+    routed: &Routed,
     body: Option<Bytes>,
 ) -> Result<u16, Refusal> {
-    let Some((rt, server)) = ctx.routed() else {
-        return Err(Refusal::internal("no route"));
-    };
-    let s = rt.server(server);
-    let (up, p) = send(gw, ups, session, ctx, body).await?;
+    let s = routed.server();
+    let (up, p) = send(gw, ups, session, ctx, routed, body).await?;
     let mut resp = up
         .response_header()
         .map(client_header)
         .ok_or_else(|| Refusal::upstream_unavailable(&s.name, "no response header"))?;
     let refuse = |e: Box<Error>| refused(&s.name, e);
-    reply::on_header(gw, ctx, &mut resp).map_err(refuse)?;
+    reply::on_header(gw, ctx, routed, &mut resp).map_err(refuse)?;
     resp.remove_header(&http::header::CONNECTION);
     if matches!(
         ctx.reply.mode,
         ResponseMode::Json { .. } | ResponseMode::AnswersOnly | ResponseMode::Withheld { .. }
     ) {
-        return relay_whole(gw, ups, session, ctx, Reply { up, p, s, resp }).await;
+        return relay_whole(
+            gw,
+            ups,
+            session,
+            ctx,
+            Reply {
+                up,
+                p,
+                routed,
+                resp,
+            },
+        )
+        .await;
     }
-    relay_stream(gw, ups, session, ctx, Reply { up, p, s, resp }).await
+    relay_stream(
+        gw,
+        ups,
+        session,
+        ctx,
+        Reply {
+            up,
+            p,
+            routed,
+            resp,
+        },
+    )
+    .await
 }
 
 /// The reply header the client gets, as a copy of the upstream's that
@@ -213,12 +247,12 @@ fn client_header(up: &pingora_http::ResponseHeader) -> pingora_http::ResponseHea
 }
 
 /// A reply on its way back: the upstream session it comes on, the peer
-/// that session belongs to (it goes back to the pool after), the server,
-/// and the reply's header as judged.
+/// that session belongs to (it goes back to the pool after), where the
+/// request was routed, and the reply's header as judged.
 struct Reply<'a> {
     up: HttpSession,
     p: HttpPeer,
-    s: &'a warden_config::model::Server,
+    routed: &'a Routed,
     resp: pingora::http::ResponseHeader,
 }
 
@@ -230,12 +264,10 @@ async fn send(
     ups: &Upstreams,
     session: &mut Session,
     ctx: &mut RequestCtx,
+    routed: &Routed,
     body: Option<Bytes>,
 ) -> Result<(HttpSession, HttpPeer), Refusal> {
-    let Some((rt, server)) = ctx.routed() else {
-        return Err(Refusal::internal("no route"));
-    };
-    let s = rt.server(server);
+    let s = routed.server();
     // A session lives on the replica that opened it: a request of it never
     // fails over to another, which may know the id as another principal's
     // session (replicas whose ids are counters). A session whose replica
@@ -250,7 +282,7 @@ async fn send(
         .flatten();
     let elsewhere = |_: SocketAddr| Refusal::session_unknown();
     let (up, p, addr, reused) = loop {
-        let Some((addr, p)) = next_replica(gw, ctx) else {
+        let Some((addr, p)) = next_replica(gw, ctx, routed) else {
             if let Some(r) = pinned {
                 return Err(elsewhere(r));
             }
@@ -266,14 +298,17 @@ async fn send(
                     .upstream_errors
                     .with_label_values(&[&s.name, "connect"])
                     .inc();
-                rt.outliers(server).record(&s.name, addr, false);
+                routed
+                    .rt
+                    .outliers(routed.server_id)
+                    .record(&s.name, addr, false);
                 if matches!(e.etype(), ErrorType::ConnectTimedout) && !may_retry(ctx) {
                     return Err(Refusal::upstream_timeout(&s.name));
                 }
             }
         }
     };
-    let rewrite = Rewrite::new(&rt, ctx, s, addr, body.as_ref().map(Bytes::len))
+    let rewrite = Rewrite::new(&routed.rt, ctx, s, addr, body.as_ref().map(Bytes::len))
         .map_err(|e| Refusal::internal(&e.to_string()))?;
     let req = session.req_header();
     let unavailable = |e: Box<Error>| unavailable(&s.name, &e);
@@ -325,9 +360,10 @@ async fn relay_whole(
     let Reply {
         mut up,
         p,
-        s,
+        routed,
         mut resp,
     } = reply;
+    let s = routed.server();
     let status = resp.status.as_u16();
     let unavailable = |e: Box<Error>| unavailable(&s.name, &e);
     let refuse = |e: Box<Error>| refused(&s.name, e);
@@ -335,7 +371,7 @@ async fn relay_whole(
         let chunk = up.read_response_body().await.map_err(unavailable)?;
         let eos = chunk.is_none() || up.response_done();
         let mut b = chunk;
-        reply::on_body(gw, ctx, &mut b, eos).map_err(refuse)?;
+        reply::on_body(gw, ctx, routed, &mut b, eos).map_err(refuse)?;
         reply::share_flows(gw, ctx).await.map_err(refuse)?;
         if eos {
             break b.unwrap_or_default();
@@ -366,9 +402,10 @@ async fn relay_stream(
     let Reply {
         mut up,
         p,
-        s,
+        routed,
         mut resp,
     } = reply;
+    let s = routed.server();
     let status = resp.status.as_u16();
     let refuse = |e: Box<Error>| refused(&s.name, e);
 
@@ -435,7 +472,7 @@ async fn relay_stream(
             Ok(chunk) => {
                 let eos = chunk.is_none() || up.response_done();
                 let mut b = chunk;
-                match reply::on_body(gw, ctx, &mut b, eos) {
+                match reply::on_body(gw, ctx, routed, &mut b, eos) {
                     Ok(()) => reply::share_flows(gw, ctx).await.map(|()| (b, eos)),
                     Err(e) => Err(e),
                 }
@@ -531,10 +568,31 @@ async fn write_whole(
     }
 }
 
+/// The gateway's own answers to a POST judging forwards nothing of, written
+/// to the client. The plan is kept whatever the write did: its denials are
+/// recorded as judged, with the reply's fate beside them. Returns the
+/// status written.
+pub async fn answer_judged(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    plan: Box<warden_filters::RequestPlan>,
+) -> u16 {
+    let modern = ProtocolVersion::at_least(
+        ctx.protocol_version.as_deref(),
+        ProtocolVersion::V2026_07_28,
+    );
+    let (status, written) = write_answers(session, &plan.answers, plan.batch, modern).await;
+    ctx.plan = Some(*plan);
+    if let Err(e) = written {
+        undelivered(session, ctx, &e);
+    }
+    status
+}
+
 /// A reply the client did not take (it hung up, or stopped reading for
 /// `timeouts.write`): its records say so, and its connection is not
 /// reused.
-pub(crate) fn undelivered(session: &mut Session, ctx: &mut RequestCtx, e: &Error) {
+fn undelivered(session: &mut Session, ctx: &mut RequestCtx, e: &Error) {
     let why = if matches!(e.etype(), ErrorType::WriteTimedout) {
         // An HTTP/2 stream's write that did not finish within
         // `timeouts.write` (a connection that stalls is counted where it

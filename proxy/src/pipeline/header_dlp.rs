@@ -28,18 +28,15 @@ use pingora::http::RequestHeader;
 use warden_filters::guards::dlp::DlpFilter;
 use warden_filters::Refusal;
 
-use crate::pipeline::ctx::RequestCtx;
+use crate::pipeline::ctx::{RequestCtx, Routed};
 
-/// Judges `req`'s metadata for the server `ctx` admitted it to.
-pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader) -> Result<(), Refusal> {
-    let Some((rt, server)) = ctx.routed() else {
-        return Ok(());
-    };
+/// Judges `req`'s metadata for the server admission `routed` it to.
+pub fn judge(ctx: &mut RequestCtx, routed: &Routed, req: &RequestHeader) -> Result<(), Refusal> {
+    let rt = &routed.rt;
+    let server = routed.server();
     // The org's rules, and those of every tenant whose scope the call is
     // in: each judges on its own, a block or a withholding by any stands.
-    let filters = rt
-        .snap
-        .metadata_dlp(&ctx.principal, &rt.server(server).name);
+    let filters = rt.snap.metadata_dlp(&ctx.principal, &server.name);
     if filters.is_empty() {
         return Ok(());
     }
@@ -79,7 +76,7 @@ pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader) -> Result<(), Refusal> {
             t.add_shouted(Place::Header(name), lower);
         }
     }
-    for (part, text) in client_url(ctx, req) {
+    for (part, text) in client_url(ctx, routed, req) {
         t.add(Place::Url(part), &[&text]);
     }
     if t.spans.is_empty() {
@@ -90,7 +87,7 @@ pub fn judge(ctx: &mut RequestCtx, req: &RequestHeader) -> Result<(), Refusal> {
     {
         let items: SmallVec<[&str; 16]> = t.spans.iter().map(|r| &t.buf[r.clone()]).collect();
         for dlp in filters {
-            let risk = dlp.server_risk(&rt.server(server).name);
+            let risk = dlp.server_risk(&server.name);
             let one = dlp.judge_metadata(&items, risk);
             for rule in one.blocked {
                 if !v.blocked.contains(&rule) {
@@ -241,13 +238,10 @@ type UrlTexts<'a> = SmallVec<[(&'static str, Cow<'a, str>); 4]>;
 /// below the route's prefix, and the query unless the gateway replaced it
 /// (a sealed legacy endpoint's), each percent-decoded; the query also with
 /// `+` read as a space.
-fn client_url<'a>(ctx: &RequestCtx, req: &'a RequestHeader) -> UrlTexts<'a> {
+fn client_url<'a>(ctx: &RequestCtx, routed: &Routed, req: &'a RequestHeader) -> UrlTexts<'a> {
     let mut out = UrlTexts::new();
     let path = req.uri.path();
-    let rest = match ctx.routed {
-        Some(r) => ctx.rt.snap.routes[r.route].below_prefix(path),
-        None => path,
-    };
+    let rest = routed.route().below_prefix(path);
     if !rest.is_empty() && rest != "/" {
         url_readings("path", rest, &mut out);
     }

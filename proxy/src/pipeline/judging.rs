@@ -7,23 +7,25 @@
 use bytes::Bytes;
 use pingora_core::protocols::http::ServerSession as Session;
 use warden_filters::protocol::mcp;
-use warden_filters::protocol::version::ProtocolVersion;
-use warden_filters::{plan_request, Forward, Message, Parsed, Refusal, RequestMessages};
+use warden_filters::{
+    plan_request, Forward, Message, Parsed, Refusal, RequestMessages, RequestPlan,
+};
 
 use crate::hub::runtime::{Runtime, ServerId};
 use crate::hub::state::Gateway;
-use crate::pipeline::answers::write_answers;
+use crate::identity::outbound::{check_reuse, TokenCache};
 use crate::pipeline::body::read_whole;
-use crate::pipeline::ctx::RequestCtx;
+use crate::pipeline::ctx::{RequestCtx, Routed};
 use crate::pipeline::headers::{header_str, utf8_media};
-use crate::pipeline::mirrored;
+use crate::pipeline::{guards, mirrored};
 
 /// What judging decided.
 pub enum Judged {
     /// Forward these bytes (exactly what the filters passed).
     Forward(Bytes),
-    /// The gateway answered every message itself; the status it used.
-    Answered(u16),
+    /// The gateway answers every message itself: the plan whose answers
+    /// go back (`forwarding::answer_judged`).
+    Answer(Box<RequestPlan>),
 }
 
 /// Reads, parses and judges the body of an admitted POST.
@@ -31,12 +33,11 @@ pub async fn judge(
     gw: &Gateway,
     session: &mut Session,
     ctx: &mut RequestCtx,
+    routed: &Routed,
 ) -> Result<Judged, Refusal> {
-    let Some((rt, server_id)) = ctx.routed() else {
-        return Err(Refusal::internal("judging a request that was not admitted"));
-    };
+    let (rt, server_id) = (&routed.rt, routed.server_id);
     let cfg = &rt.snap.config;
-    let server = rt.server(server_id);
+    let server = routed.server();
     let req = session.req_header();
     let ct = header_str(req, http::header::CONTENT_TYPE).unwrap_or("");
     // Two labels are two readings: a server may take either.
@@ -98,7 +99,7 @@ pub async fn judge(
     })?;
     // The upstream identity (a token exchange, say), before anything is
     // spent on the call: a failure costs no quota and no approval.
-    crate::pipeline::admission::upstream_identity(&gw.tokens, session, ctx)
+    upstream_identity(&gw.tokens, session, ctx, routed)
         .await
         .map_err(|r| match &parsed {
             Parsed::Single(env) => r.with_id(env.id.clone()),
@@ -140,16 +141,16 @@ pub async fn judge(
     }
     mirrored::keep_undeclared(&mut ctx.mirrored, &rt.snap)?;
     settle_client_responses(gw, ctx, &parsed, &server.name)?;
-    let keep_arguments = keeps_arguments(&rt, server_id, &parsed);
-    fleet_tasks(gw, &rt, server, ctx, &parsed)
+    let keep_arguments = keeps_arguments(rt, server_id, &parsed);
+    guards::task_binding::fleet_tasks(gw, rt, server, ctx, &parsed)
         .await
         .map_err(|r| match &parsed {
             Parsed::Single(env) => r.with_id(env.id.clone()),
             Parsed::Batch(_) => r,
         })?;
-    let global = reserve_global(&rt, server, ctx, &parsed, keep_arguments).await;
-    let flow_judged = flow_judged(&rt, &server.name, &messages);
-    crate::pipeline::flow_state::load_flow(&rt, server, ctx, flow_judged).await;
+    let global = guards::quota::reserve_global(rt, server, ctx, &parsed, keep_arguments).await;
+    let flow_judged = guards::flow::flow_judged(rt, &server.name, &messages);
+    guards::flow::load_flow(rt, server, ctx, flow_judged).await;
     let mut plan = {
         // A cancellation must name a request this session sent (see
         // `guards::cancel`): the ledger holds the session's claims.
@@ -176,7 +177,7 @@ pub async fn judge(
         plan_request(&messages, rt.snap.chain_for(server), &fctx)
     };
     if plan.held.is_some() {
-        settle_held(gw, &rt, server, ctx, &mut plan).await;
+        guards::approval::settle_held(gw, rt, server, ctx, &mut plan).await;
     }
     if let Err(refusal) = remember_requests(gw, ctx, &plan) {
         ctx.plan = Some(plan);
@@ -208,18 +209,7 @@ pub async fn judge(
                 ctx.plan = Some(plan);
                 return Err(refusal);
             }
-            let modern = ProtocolVersion::at_least(
-                ctx.protocol_version.as_deref(),
-                ProtocolVersion::V2026_07_28,
-            );
-            let (status, written) = write_answers(session, &plan.answers, plan.batch, modern).await;
-            // The plan is kept whatever the write did: its denials are
-            // recorded as judged, with the reply's fate beside them.
-            ctx.plan = Some(plan);
-            if let Err(e) = written {
-                crate::pipeline::forwarding::undelivered(session, ctx, &e);
-            }
-            return Ok(Judged::Answered(status));
+            return Ok(Judged::Answer(Box::new(plan)));
         }
     }
     ctx.plan = Some(plan);
@@ -243,78 +233,24 @@ pub async fn judge(
     Ok(Judged::Forward(forwarded))
 }
 
-/// The fleet's word on the tasks a request names, before anything of it
-/// reaches the server: with a shared store, each task request
-/// (`tasks/get`, `tasks/update`, `tasks/cancel`, `tasks/result`, and any
-/// other carrying `params.taskId`) whose handle opens for this caller
-/// renews its holder's claim there. A claim
-/// another holder took, or a burnt id (see `ClaimKind::Burn`), burns the
-/// task in this replica's memory, and the task filter then answers the
-/// request as one about an unknown task — a `tasks/cancel` through a
-/// replica that never saw the task included. A store that does not
-/// answer refuses the request (503, `task_unrecorded`): the gateway cannot
-/// tell whose task it is.
-async fn fleet_tasks(
-    gw: &Gateway,
-    rt: &crate::hub::runtime::Runtime,
-    server: &warden_config::model::Server,
-    ctx: &RequestCtx,
-    parsed: &Parsed,
+/// The upstream identity this call needs, fetched before it is forwarded
+/// (a caller token checked for reuse, an OAuth token exchanged or fetched):
+/// for a POST here, once its body is judged well-formed (before a quota
+/// or an approval is spent on it); for a GET or DELETE, which has no body
+/// to judge, as soon as it is admitted (`service`).
+pub async fn upstream_identity(
+    tokens: &TokenCache,
+    session: &Session,
+    ctx: &mut RequestCtx,
+    routed: &Routed,
 ) -> Result<(), Refusal> {
-    use warden_filters::chain::notes::ClaimKind;
-    use warden_filters::guards::tasks::{holder, TaskSealer};
-    if rt.snap.config.redis.is_none() {
+    let server = routed.server();
+    let req = session.req_header();
+    check_reuse(&ctx.principal, req, &routed.rt.snap.config.servers, server)?;
+    if server.oauth.is_none() && server.caller_token.is_none() {
         return Ok(());
     }
-    // `params.taskId` on any request: the task filter opens it on every
-    // method (a server may read it on `tasks/list` or a vendor's method).
-    let named = |env: &&warden_filters::Envelope| {
-        env.kind == warden_filters::Kind::Request && env.task_id.is_some()
-    };
-    let envs: Vec<&warden_filters::Envelope> = match parsed {
-        Parsed::Single(env) => vec![env],
-        Parsed::Batch(items) => items.iter().filter_map(|i| i.as_ref().ok()).collect(),
-    }
-    .into_iter()
-    .filter(named)
-    .collect();
-    if envs.is_empty() {
-        return Ok(());
-    }
-    let unrecorded = |why: &str| {
-        tracing::warn!(error = %why, "task request not checked with the fleet; refused");
-        Refusal::new(
-            503,
-            "task_unrecorded",
-            warden_filters::JsonRpcError::new(
-                warden_filters::codes::INTERNAL_ERROR,
-                "The gateway could not check this task with its fleet; try again",
-            ),
-        )
-    };
-    let Some(store) = rt.quota_store.clone() else {
-        return Err(unrecorded("no shared store"));
-    };
-    let me = holder(&ctx.exchange(server, false, None)).into_owned();
-    for env in envs {
-        let Some(opened) = env
-            .task_id
-            .as_deref()
-            .and_then(|t| rt.snap.task_sealer.open(t, &me, &server.name))
-        else {
-            // Not this caller's handle: the task filter answers it.
-            continue;
-        };
-        let claim = TaskSealer::claim(&opened.task, &me, &server.name, ClaimKind::Renew);
-        match store
-            .task_claim(&claim.task, &claim.holder, claim.kind)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => gw.shared.task_owners.burn(&claim),
-            Err(e) => return Err(unrecorded(&e)),
-        }
-    }
+    ctx.upstream.outbound_auth = tokens.prepare(&ctx.principal, server, req).await?;
     Ok(())
 }
 
@@ -381,56 +317,6 @@ fn keeps_arguments(rt: &Runtime, server_id: ServerId, parsed: &Parsed) -> bool {
                 }
                 Parsed::Batch(_) => true,
             })
-}
-
-/// Whether the flow guard judges some message of the body against a flow
-/// state the shared store holds (`guards::flow::judges`: a read, a
-/// client's answer to a server, anything that reaches out, anything with
-/// params to a sink server). Asked whenever the bundle names a store,
-/// built or not: one this process could not build is no store to read.
-fn flow_judged(rt: &Runtime, server: &str, messages: &RequestMessages<'_>) -> bool {
-    let cfg = &rt.snap.config;
-    let (Some(flows), Some(_)) = (&cfg.flows, &cfg.redis) else {
-        return false;
-    };
-    let catalog = rt.snap.flow_catalog.get(server);
-    let judged =
-        |m: &warden_filters::Message<'_>| warden_filters::guards::flow::judges(flows, catalog, m);
-    match messages {
-        RequestMessages::Single(m) => judged(m),
-        RequestMessages::Batch(items) => items.iter().any(|i| i.as_ref().is_ok_and(judged)),
-    }
-}
-
-/// Global quotas: their units reserved in the shared store first (this
-/// waits on Redis only when this replica's lease for a key is empty).
-async fn reserve_global(
-    rt: &Runtime,
-    server: &warden_config::model::Server,
-    ctx: &RequestCtx,
-    parsed: &Parsed,
-    keep_arguments: bool,
-) -> warden_filters::guards::quota::GlobalVerdicts {
-    let cfg = &rt.snap.config;
-    let mut global = warden_filters::guards::quota::GlobalVerdicts::new();
-    let demands = {
-        let fctx = ctx.exchange(server, keep_arguments, None);
-        warden_filters::guards::quota::global_demands(&cfg.quotas, &cfg.catalog, parsed, &fctx)
-    };
-    // A virtual server's own leg spends nothing: its member's leg does.
-    if !demands.is_empty() && server.composed.is_none() {
-        let store = rt.quota_store.clone();
-        for d in demands {
-            let v = match &store {
-                Some(s) => s.reserve(&d, ctx.now).await,
-                // Named by the bundle but not built: as a store that is
-                // down, `on_store_failure` decides (counted, never silent).
-                None => crate::hub::quota_store::unavailable(&d),
-            };
-            global.insert(d.key, v);
-        }
-    }
-    global
 }
 
 /// Replies are judged by the request they answer: the requests the plan
@@ -508,84 +394,6 @@ fn remember_requests(
         }
     }
     Ok(())
-}
-
-/// A call held for approval: claimed at the control agent, then either
-/// released (forwarded as the guards passed it) or answered with where to
-/// approve. Never forwarded without an approval.
-async fn settle_held(
-    gw: &Gateway,
-    rt: &crate::hub::runtime::Runtime,
-    server: &warden_config::model::Server,
-    ctx: &mut RequestCtx,
-    plan: &mut warden_filters::RequestPlan,
-) {
-    use crate::hub::approval_client::{Caller, Claimed};
-    let Some(held) = plan.held.as_ref() else {
-        return;
-    };
-    let need = held.need.clone();
-    let cfg = &rt.snap.config.approvals;
-    // What the audit record keeps of a justification is what approvers see.
-    let justification = ctx
-        .justification
-        .as_deref()
-        .map(|j| rt.snap.redact_text(j, 1024));
-    let claimed = match gw.approvals.get() {
-        Some(client) => {
-            client
-                .claim(
-                    &need,
-                    &Caller {
-                        tenant: &ctx.principal.tenant,
-                        principal: &need.holder,
-                        server: &server.name,
-                        justification: justification.as_deref(),
-                        trace_id: ctx.trace_id.as_deref(),
-                    },
-                    cfg,
-                )
-                .await
-        }
-        None => Claimed::Unavailable(
-            "this gateway has no control agent (start it with --agent or --approvals-agent)".into(),
-        ),
-    };
-    crate::observability::metrics::metrics()
-        .approvals
-        .with_label_values(&[&server.name, claimed.reason()])
-        .inc();
-    let mut claimed = claimed;
-    if let Claimed::Unavailable(why) = &claimed {
-        tracing::warn!(server = %server.name, tool = %need.tool, "held call refused: {why}");
-    }
-    // An approver's comment reaches the model as DLP leaves it.
-    if let Claimed::Denied { by, .. } = &mut claimed {
-        if let Some(c) = &by.comment {
-            by.comment = Some(rt.snap.redact_text(c, 500));
-        }
-    }
-    if matches!(claimed, Claimed::Approved { .. }) {
-        plan.release_held();
-    } else {
-        let id = plan.records.last().and_then(|r| r.id.clone());
-        let url_elicitation = ctx
-            .session_id
-            .as_deref()
-            .is_some_and(|s| gw.sessions.url_elicitation(&server.name, s));
-        let url = match (gw.approvals.get(), claimed.id()) {
-            (Some(c), Some(aid)) => Some(c.approval_url(cfg.url.as_deref(), aid)),
-            _ => None,
-        };
-        plan.answers = vec![claimed.answer(&need, id.as_ref(), url.as_deref(), url_elicitation)];
-        if let Some(r) = plan.records.last_mut() {
-            r.outcome = warden_filters::Outcome::Denied {
-                filter: "approval",
-                reason: claimed.reason().to_owned(),
-            };
-        }
-    }
-    ctx.approval = Some(claimed);
 }
 
 #[cfg(test)]

@@ -41,13 +41,13 @@ pub fn remember_pending(gw: &Gateway, ctx: &RequestCtx) {
 }
 
 /// The owner and session keys of this exchange's ledger scope. The owner
-/// is the one handles are bound to (`guards::handles::owner_of`): for an
+/// is the one handles are bound to (`guards::cursor::owner_of`): for an
 /// unauthenticated client without a session, its address, so that such a
 /// client neither answers a server's request asked of another nor has
 /// another's replies matched to its requests.
 pub fn ledger_keys(ctx: &RequestCtx) -> (Cow<'_, str>, Cow<'_, str>) {
     let session = session_scope_key(ctx);
-    let owner = warden_filters::guards::handles::owner_of(
+    let owner = warden_filters::guards::cursor::owner_of(
         &ctx.principal,
         (!session.is_empty()).then_some(&*session),
         ctx.source_ip,

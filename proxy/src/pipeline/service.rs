@@ -197,20 +197,33 @@ impl WardenProxy {
     /// gateway's own answer).
     async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<u16, Refusal> {
         let gw = &self.gateway;
-        let body = match admit(gw, session, ctx).await? {
+        let (routed, body) = match admit(gw, session, ctx).await? {
             Admitted::Answered(status) => return Ok(status),
-            Admitted::Stream => {
-                crate::pipeline::admission::upstream_identity(&gw.tokens, session, ctx).await?;
-                None
+            Admitted::Stream(routed) => {
+                crate::pipeline::judging::upstream_identity(&gw.tokens, session, ctx, &routed)
+                    .await?;
+                (routed, None)
             }
             // The upstream identity is fetched while judging, before
             // anything is spent on the call (quota, an approval).
-            Admitted::Post => match judge(gw, session, ctx).await? {
-                Judged::Answered(status) => return Ok(status),
-                Judged::Forward(body) => Some(body),
+            Admitted::Post(routed) => match judge(gw, session, ctx, &routed).await? {
+                Judged::Answer(plan) => {
+                    return Ok(
+                        crate::pipeline::forwarding::answer_judged(session, ctx, plan).await,
+                    );
+                }
+                Judged::Forward(body) => (routed, Some(body)),
             },
         };
-        crate::pipeline::forwarding::forward_judged(gw, &self.upstreams, session, ctx, body).await
+        crate::pipeline::forwarding::forward_judged(
+            gw,
+            &self.upstreams,
+            session,
+            ctx,
+            &routed,
+            body,
+        )
+        .await
     }
 }
 

@@ -90,7 +90,7 @@ fn carries_task_outcome(msg: &Message<'_>) -> bool {
             _ => false,
         }
     }
-    if !crate::guards::tasks::may_name_task(msg) {
+    if !crate::guards::task_binding::may_name_task(msg) {
         return false;
     }
     msg.said().is_none_or(|v| holds(v, 0))
@@ -101,10 +101,10 @@ fn carries_task_outcome(msg: &Message<'_>) -> bool {
 /// `_meta`, under any spelling a peer reads as that).
 fn relates_to_a_call(msg: &Message<'_>) -> bool {
     msg.envelope.method.as_deref() == Some("notifications/progress")
-        || (crate::guards::tasks::may_name_task(msg)
+        || (crate::guards::task_binding::may_name_task(msg)
             && msg
                 .said()
-                .is_none_or(crate::guards::tasks::names_related_task))
+                .is_none_or(crate::guards::task_binding::names_related_task))
 }
 
 /// `labels` raised to `r`'s level (and its name) when higher, and
@@ -139,7 +139,7 @@ impl FlowFilter {
             match msg.stream_call {
                 StreamCall::One(m, t) if FLOWING.contains(&m) => raised(&mut l, call(m, t)),
                 // A task's stream: its tool's data.
-                StreamCall::One(m, t) if crate::guards::tasks::names_task(m) => {
+                StreamCall::One(m, t) if crate::guards::task_binding::names_task(m) => {
                     raised(&mut l, call("tools/call", t))
                 }
                 StreamCall::One(..) | StreamCall::None => {}
@@ -171,7 +171,9 @@ impl FlowFilter {
                 // A task's result (`tasks/result`, or inline in the task
                 // any task request returns) is its creating tool's
                 // output.
-                (Some(m), Some(t)) if crate::guards::tasks::names_task(m) => call("tools/call", t),
+                (Some(m), Some(t)) if crate::guards::task_binding::names_task(m) => {
+                    call("tools/call", t)
+                }
                 // A list of tasks whose outcomes are inline: of tools it
                 // does not name.
                 (Some("tasks/list"), _) if carries_task_outcome(msg) => {
@@ -180,7 +182,9 @@ impl FlowFilter {
                 // What the server says of itself (`initialize`, its lists, …):
                 // untrusted as its roles say; no read of its data, so of no
                 // level but what DLP finds in it.
-                (Some(m), _) if !FLOWING.contains(&m) && !crate::guards::tasks::names_task(m) => {
+                (Some(m), _)
+                    if !FLOWING.contains(&m) && !crate::guards::task_binding::names_task(m) =>
+                {
                     if empty(msg.result_raw()) && empty(msg.error_raw()) {
                         return None;
                     }

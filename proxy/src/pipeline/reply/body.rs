@@ -47,7 +47,7 @@ pub fn still_allowed(gw: &Gateway, ctx: &mut RequestCtx) -> Result<()> {
                 })
                 .filter(|r| {
                     r.method.as_deref().is_some_and(|m| {
-                        m == "tools/call" || warden_filters::guards::tasks::names_task(m)
+                        m == "tools/call" || warden_filters::guards::task_binding::names_task(m)
                     })
                 })
                 .filter_map(|r| r.target.as_deref())
@@ -78,12 +78,12 @@ pub fn still_allowed(gw: &Gateway, ctx: &mut RequestCtx) -> Result<()> {
 /// still in it), else the exchange's own.
 pub(super) fn judging(
     gw: &Gateway,
-    ctx: &RequestCtx,
-) -> Option<(Arc<crate::hub::runtime::Runtime>, ServerId)> {
-    let (rt, server) = ctx.routed()?;
+    routed: &Routed,
+) -> (Arc<crate::hub::runtime::Runtime>, ServerId) {
+    let (rt, server) = (routed.rt.clone(), routed.server_id);
     let now = gw.runtime();
     if Arc::ptr_eq(&now, &rt) {
-        return Some((rt, server));
+        return (rt, server);
     }
     // The same server, of the same kind: a virtual server's own leg is
     // judged by no guard (its members' legs are), so a server that became
@@ -96,8 +96,8 @@ pub(super) fn judging(
         .iter()
         .position(|s| s.name == was.name && s.composed.is_some() == was.composed.is_some())
     {
-        Some(i) => Some((now, ServerId(i))),
-        None => Some((rt, server)),
+        Some(i) => (now, ServerId(i)),
+        None => (rt, server),
     }
 }
 
@@ -105,6 +105,7 @@ pub(super) fn judging(
 pub fn on_body(
     gw: &Gateway,
     ctx: &mut RequestCtx,
+    routed: &Routed,
     body: &mut Option<Bytes>,
     eos: bool,
 ) -> Result<()> {
@@ -209,7 +210,7 @@ pub fn on_body(
                         b.freeze()
                     }
                 };
-                let out = judge_json(gw, ctx, whole);
+                let out = judge_json(gw, ctx, routed, whole);
                 (
                     ResponseMode::Json {
                         chunks: Vec::new(),
@@ -245,7 +246,7 @@ pub fn on_body(
                 Err(e) => return ReplyRefusal::BadSse.raise(ctx.server_name(), e.to_string()),
             };
             for ev in events {
-                match judge_event(gw, ctx, ev) {
+                match judge_event(gw, ctx, routed, ev) {
                     Ok(b) => out.extend_from_slice(&b),
                     Err(reason) => {
                         return reason.raise(
@@ -315,10 +316,13 @@ pub(super) fn session_ended(ctx: &RequestCtx) -> warden_filters::JsonRpcError {
     )
 }
 
-pub(super) fn judge_json(gw: &Gateway, ctx: &mut RequestCtx, body: Bytes) -> Bytes {
-    let Some((rt, server)) = judging(gw, ctx) else {
-        return body;
-    };
+pub(super) fn judge_json(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    routed: &Routed,
+    body: Bytes,
+) -> Bytes {
+    let (rt, server) = judging(gw, routed);
     if ctx.upstream.status == Some(404) && ctx.session_id.is_some() {
         return Bytes::from(session_ended(ctx).to_response_bytes(single_request_id(ctx).as_ref()));
     }

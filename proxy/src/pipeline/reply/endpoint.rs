@@ -10,15 +10,12 @@ use super::*;
 pub(super) fn rewrite_endpoint(
     gw: &Gateway,
     ctx: &mut RequestCtx,
-    rt: &crate::hub::runtime::Runtime,
-    server: ServerId,
+    routed: &Routed,
     ev: SseEvent,
 ) -> Result<Vec<u8>, ReplyRefusal> {
+    let rt = &routed.rt;
     let data = ev.data.as_deref().unwrap_or("");
-    let route = ctx
-        .routed
-        .map(|r| &rt.snap.routes[r.route])
-        .ok_or(ReplyRefusal::EndpointRefused)?;
+    let route = routed.route();
     if data.is_empty()
         || data
             .bytes()
@@ -67,7 +64,7 @@ pub(super) fn rewrite_endpoint(
         tracing::warn!("legacy endpoint outside the route's upstream prefix; stream refused");
         return Err(ReplyRefusal::EndpointOutsidePrefix);
     };
-    let server_name = &rt.server(server).name;
+    let server_name = &routed.server().name;
     let owner = crate::sessions::sticky::owner_key(&ctx.principal);
     ctx.reply.stream_session = Some(legacy_key(path));
     gw.sessions.remember_legacy_path(server_name, path_only);

@@ -205,7 +205,7 @@ pub(super) fn paused_call(
     asked: &crate::sessions::ledger::Asked,
 ) -> Option<warden_filters::Denial> {
     let m = asked.method.as_str();
-    if m != "tools/call" && !warden_filters::guards::tasks::names_task(m) {
+    if m != "tools/call" && !warden_filters::guards::task_binding::names_task(m) {
         return None;
     }
     let tool = asked.target.as_deref()?;
@@ -461,30 +461,21 @@ pub(super) fn judge_message(
 pub(super) fn judge_event(
     gw: &Gateway,
     ctx: &mut RequestCtx,
+    routed: &Routed,
     ev: SseEvent,
 ) -> Result<Vec<u8>, ReplyRefusal> {
-    let Some((rt, server)) = judging(gw, ctx) else {
-        // No holder to bind an event id to, and no chain to judge data
-        // with: no id and no data reaches the client.
-        if ev.data.is_some() {
-            return Ok(Vec::new());
-        }
-        return Ok(ev.cleaned(None, &|_| None));
-    };
+    let (rt, server) = judging(gw, routed);
     metrics()
         .sse_events
         .with_label_values(&[&rt.server(server).name])
         .inc();
     // The server's event id reaches the client sealed for this principal,
-    // server and session (see `warden_filters::guards::handles`); a `Last-Event-ID`
+    // server and session (see `warden_filters::guards::cursor`); a `Last-Event-ID`
     // opens only for them.
     let session = ctx.session_id.clone();
-    let owner = warden_filters::guards::handles::owner_of(
-        &ctx.principal,
-        session.as_deref(),
-        ctx.source_ip,
-    )
-    .into_owned();
+    let owner =
+        warden_filters::guards::cursor::owner_of(&ctx.principal, session.as_deref(), ctx.source_ip)
+            .into_owned();
     let server_name = rt.server(server).name.clone();
     let sealer = rt.snap.handle_sealer.clone();
     let id_ok = move |id: &str| {
@@ -492,9 +483,9 @@ pub(super) fn judge_event(
             return None;
         }
         sealer.seal(
-            warden_filters::guards::handles::HandleKind::EventId,
+            warden_filters::guards::cursor::HandleKind::EventId,
             id,
-            warden_filters::guards::handles::Holder {
+            warden_filters::guards::cursor::Holder {
                 owner: &owner,
                 server: &server_name,
                 session: session.as_deref(),
@@ -513,10 +504,7 @@ pub(super) fn judge_event(
     if ev.event_type() == "endpoint" {
         if first && ctx.session_id.is_none() {
             // The route it names is the exchange's own bundle's.
-            let Some((own, server)) = ctx.routed() else {
-                return Err(ReplyRefusal::EndpointRefused);
-            };
-            return rewrite_endpoint(gw, ctx, &own, server, ev);
+            return rewrite_endpoint(gw, ctx, routed, ev);
         }
         return Ok(unjudgeable(gw, ctx, None).unwrap_or_default());
     }

@@ -14,7 +14,7 @@ use warden_filters::{
 use crate::hub::runtime::ServerId;
 use crate::hub::state::Gateway;
 use crate::observability::metrics::metrics;
-use crate::pipeline::ctx::{ExchangeKind, RequestCtx, ResponseMode};
+use crate::pipeline::ctx::{ExchangeKind, RequestCtx, ResponseMode, Routed};
 use crate::pipeline::scope::{ledger_keys, legacy_post, remember_pending, scope};
 use crate::sessions::sticky::legacy_key;
 
@@ -60,7 +60,7 @@ pub async fn share_flows(gw: &Gateway, ctx: &mut RequestCtx) -> pingora::Result<
 /// (as the replica that saw it first withholds it); a store that does not
 /// answer, or that the bundle names but this process could not build,
 /// withholds it too. Without a store in the bundle, this replica's own
-/// memory of its tasks is all there is (`guards::tasks`).
+/// memory of its tasks is all there is (`guards::task_binding`).
 async fn claim_tasks(gw: &Gateway, ctx: &mut RequestCtx) -> pingora::Result<()> {
     use warden_filters::chain::notes::ClaimKind;
     if ctx.reply.task_claims.is_empty() {
@@ -140,13 +140,16 @@ fn content_length_zero(resp: &ResponseHeader) -> bool {
 /// but for a DELETE's, which passes without its body; any other status
 /// keeps its code but its body is replaced by a JSON-RPC error that quotes
 /// nothing of it.
-pub fn on_header(gw: &Gateway, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
+pub fn on_header(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    routed: &Routed,
+    resp: &mut ResponseHeader,
+) -> Result<()> {
     let status = resp.status.as_u16();
     ctx.upstream.status = Some(status);
-    let Some((rt, server)) = ctx.routed() else {
-        return Ok(());
-    };
-    let server_name = &rt.server(server).name;
+    let rt = &routed.rt;
+    let server_name = &routed.server().name;
     // A switch to another protocol would make the connection a tunnel no
     // guard reads. The gateway never asks for one (`Upgrade` is not
     // forwarded), and the forwarder stops at a 101 as the final reply

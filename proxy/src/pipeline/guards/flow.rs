@@ -1,18 +1,41 @@
-//! The flow state a message or a stream is judged against: the fleet's
-//! view (the shared store) read before the chain, and the judgement of a
-//! GET stream or DELETE to a server that is a sink as a whole. Shared by
+//! The fleet-wide half of the information-flow guard
+//! (`warden_filters::guards::flow`, which judges in this replica): the
+//! flow state a message or a stream is judged against, the fleet's view
+//! (the shared store) read before the chain, and the judgement of a GET
+//! stream or DELETE to a server that is a sink as a whole. Called by
 //! admission (streams) and judging (messages).
 
 use warden_filters::engines::flow::Loaded;
 use warden_filters::Refusal;
 
+use warden_filters::RequestMessages;
+
 use crate::hub::runtime::Runtime;
 use crate::pipeline::ctx::RequestCtx;
+
+/// Whether the flow guard judges some message of the body against a flow
+/// state the shared store holds (`guards::flow::judges`: a read, a
+/// client's answer to a server, anything that reaches out, anything with
+/// params to a sink server). Asked whenever the bundle names a store,
+/// built or not: one this process could not build is no store to read.
+pub(crate) fn flow_judged(rt: &Runtime, server: &str, messages: &RequestMessages<'_>) -> bool {
+    let cfg = &rt.snap.config;
+    let (Some(flows), Some(_)) = (&cfg.flows, &cfg.redis) else {
+        return false;
+    };
+    let catalog = rt.snap.flow_catalog.get(server);
+    let judged =
+        |m: &warden_filters::Message<'_>| warden_filters::guards::flow::judges(flows, catalog, m);
+    match messages {
+        RequestMessages::Single(m) => judged(m),
+        RequestMessages::Batch(items) => items.iter().any(|i| i.as_ref().is_ok_and(judged)),
+    }
+}
 
 /// Information flow across replicas: the fleet's view of this call's flow
 /// read from the shared store before the chain, when the flow guard
 /// judges a message of it against that state (`wanted`, see
-/// `judging`'s `flow_judged`). A store that does not answer makes the state
+/// `flow_judged`). A store that does not answer makes the state
 /// unreadable: sinks are refused. So does a store the bundle names but
 /// this process could not build (a URL it cannot serve, say): this
 /// replica's own view is not the fleet's, and another replica may have

@@ -337,7 +337,7 @@ async fn get_stream_replays_and_legacy_streams_are_judged() {
     assert_eq!(s, 200, "{text}");
     let got = h.received();
     // An event id the client spelled itself was never handed to it: the
-    // server is asked to resume from nothing (see `handles`).
+    // server is asked to resume from nothing (see `guards::cursor`).
     assert!(
         got.iter()
             .any(|r| r.method == "GET" && r.header("last-event-id").is_empty()),

@@ -700,10 +700,10 @@ fn a_task_list_that_is_no_array_is_refused() {
     assert!(matches!(d, Decision::Reject(_)), "{d:?}");
 }
 
-#[path = "tasks_deep_tests.rs"]
+#[path = "task_binding_deep_tests.rs"]
 mod deep;
 
-#[path = "tasks_input_tests.rs"]
+#[path = "task_binding_input_tests.rs"]
 mod input_tests;
 
 proptest::proptest! {

@@ -188,7 +188,7 @@ fn listed_uris_a_server_reads_as_another_resource_are_hidden() {
 /// takes at most a quarter of it. What it could not record is not shown.
 #[test]
 fn listed_names_stay_in_budget() {
-    use super::targets::{ListedNames, Named};
+    use super::names::{ListedNames, Named};
     use warden_config::model::Table;
     let l = ListedNames::new(1000);
     let names: Vec<String> = (0..3000).map(|i| format!("t{i}")).collect();

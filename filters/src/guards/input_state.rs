@@ -16,7 +16,7 @@
 //!
 //! Every request method but those that name a task (`tasks/get`,
 //! `tasks/update`, `tasks/cancel`, `tasks/result`, whose `requestState` is
-//! the task's own, see `tasks_input`) is bound so: a
+//! the task's own, see `task_binding_input`) is bound so: a
 //! state the server hands out on a `tools/list` is as replayable as one on
 //! a call, and a retry of any method carries none the gateway did not seal.
 //!
@@ -51,9 +51,9 @@ pub const STATE_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Whether a request of `method` is bound here: every method but those
 /// that name a task (`tasks/get`, `tasks/update`, `tasks/cancel`,
-/// `tasks/result`), whose `requestState` is the task's own (`tasks_input`).
+/// `tasks/result`), whose `requestState` is the task's own (`task_binding_input`).
 fn bound(method: &str) -> bool {
-    !crate::guards::tasks::names_task(method)
+    !crate::guards::task_binding::names_task(method)
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
@@ -199,7 +199,7 @@ impl McpFilter for InputStateFilter {
         let name = crate::protocol::mcp::judged_target(env).map(str::to_owned);
         let args = msg.arguments_raw().map(args_digest);
         let method = env.method.as_deref().unwrap_or_default();
-        let owner = crate::guards::handles::owner_of(ctx.principal, ctx.session_id, ctx.source_ip);
+        let owner = crate::guards::cursor::owner_of(ctx.principal, ctx.session_id, ctx.source_ip);
         if sealed.o != owner || sealed.v != ctx.server || sealed.x.as_deref() != ctx.session_id {
             return refuse("not issued to this caller");
         }
@@ -275,7 +275,7 @@ impl McpFilter for InputStateFilter {
         // and arguments the gateway forwarded.
         let sealed = Sealed {
             s: server_state,
-            o: crate::guards::handles::owner_of(ctx.principal, ctx.session_id, ctx.source_ip)
+            o: crate::guards::cursor::owner_of(ctx.principal, ctx.session_id, ctx.source_ip)
                 .into_owned(),
             v: ctx.server.to_owned(),
             m: method.to_owned(),
@@ -499,7 +499,7 @@ mod tests {
             }
             d => panic!("{d:?}"),
         }
-        // A task method's `requestState` is the task's own: left to `tasks_input`.
+        // A task method's `requestState` is the task's own: left to `task_binding_input`.
         let raw = r#"{"jsonrpc":"2.0","id":4,"method":"tasks/update","params":{"taskId":"t1","requestState":"task-own"}}"#;
         let e4 = env(raw.as_bytes());
         assert!(matches!(

@@ -277,7 +277,7 @@ impl PolicyFilter {
         let (tool, prompt, uri) = match method {
             // A task's requests are judged as its creating tool's.
             "tools/call" => (name, None, None),
-            m if crate::guards::tasks::names_task(m) => (name, None, None),
+            m if crate::guards::task_binding::names_task(m) => (name, None, None),
             "prompts/get" => (None, name, None),
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 (None, None, name)
@@ -454,7 +454,7 @@ impl PolicyFilter {
         ctx: &Exchange<'_>,
         notes: &mut Notes,
     ) -> Option<Decision> {
-        use crate::guards::targets::{completion_ref, CompletionRef};
+        use crate::guards::names::{completion_ref, CompletionRef};
         match completion_ref(msg) {
             CompletionRef::Prompt(name) => {
                 if self
@@ -868,7 +868,7 @@ impl McpFilter for PolicyFilter {
         else {
             return Decision::Pass;
         };
-        let name = if crate::guards::tasks::names_task(method) {
+        let name = if crate::guards::task_binding::names_task(method) {
             // The tool whose call created the task (the task filter opened its id).
             notes.task.as_ref().and_then(|t| t.tool.as_deref())
         } else {
@@ -955,8 +955,8 @@ impl McpFilter for PolicyFilter {
         // reading is judged too, and one the policy denies refuses it.
         if notes.unlisted_name && env.kind == Kind::Request {
             let named = match method {
-                "tools/call" => Some(crate::guards::targets::Named::Tool),
-                "prompts/get" => Some(crate::guards::targets::Named::Prompt),
+                "tools/call" => Some(crate::guards::names::Named::Tool),
+                "prompts/get" => Some(crate::guards::names::Named::Prompt),
                 _ => None,
             };
             if let (Some(named), Some(n)) = (named, name) {
@@ -966,7 +966,7 @@ impl McpFilter for PolicyFilter {
                             .decide(ctx, notes.flow.as_ref(), method, Some(&r), args, false)
                             .allow
                     {
-                        return Decision::Reject(crate::guards::targets::near_name_denial(named));
+                        return Decision::Reject(crate::guards::names::near_name_denial(named));
                     }
                 }
             }

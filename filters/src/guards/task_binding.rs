@@ -28,7 +28,7 @@
 //! the server only as the server's ids, opened from this caller's tokens:
 //! a request naming one that does not open is answered as an unknown
 //! task; from a notification or a response (which nobody answers) the
-//! member is removed. (Where each walk looks: `tasks_walk`.)
+//! member is removed. (Where each walk looks: `task_binding_walk`.)
 //!
 //! The token also names the tool whose call created the task, so a task's
 //! result meets exactly the checks the tool's direct result meets (its output
@@ -43,7 +43,7 @@
 //! task, this principal, the server, the session and a time window, and
 //! the `inputResponses` of `tasks/update` (of any task request) reach the
 //! server only for keys that open so, under the server's own keys; input
-//! nobody asked is refused (-32602). (How and why: `tasks_input`.)
+//! nobody asked is refused (-32602). (How and why: `task_binding_input`.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,11 +62,11 @@ pub use crate::chain::notes::TaskNote;
 const PREFIX: &str = "wt1.";
 const AAD: &[u8] = b"warden task v1";
 
-#[path = "tasks_walk.rs"]
+#[path = "task_binding_walk.rs"]
 mod walk;
 use walk::{has_related, names_task_id, related, task_ids, Reach};
 
-#[path = "tasks_input.rs"]
+#[path = "task_binding_input.rs"]
 mod input;
 
 /// The methods that name a task by `params.taskId`.
@@ -83,7 +83,7 @@ pub struct TaskSealer {
     /// Keys the nonce: one id sealed for one principal always gives the same
     /// token, so a client comparing ids across polls sees the one it holds.
     nonce_key: [u8; 32],
-    /// Seals the keys of a task's input requests (see `tasks_input`).
+    /// Seals the keys of a task's input requests (see `task_binding_input`).
     input: input::InputKeys,
 }
 
@@ -213,9 +213,9 @@ impl TaskSealer {
 /// Whom a task is bound to: the principal's owner key; for the anonymous
 /// principal, which every unauthenticated client shares, also the session,
 /// or without one the client's address (see
-/// [`crate::guards::handles::owner_of`]).
+/// [`crate::guards::cursor::owner_of`]).
 pub fn holder<'a>(ctx: &Exchange<'a>) -> std::borrow::Cow<'a, str> {
-    let owner = crate::guards::handles::owner_of(ctx.principal, ctx.session_id, ctx.source_ip);
+    let owner = crate::guards::cursor::owner_of(ctx.principal, ctx.session_id, ctx.source_ip);
     if ctx.principal.auth == crate::engines::identity::AuthMethod::Anonymous {
         std::borrow::Cow::Owned(format!("{owner}\0{}", ctx.session_id.unwrap_or("")))
     } else {
@@ -487,7 +487,7 @@ impl TaskFilter {
 
     /// Seals the keys of every task's `inputRequests` in a server message
     /// `v` (its result or params, the task ids in it sealed by now) for
-    /// this caller (see `tasks_input`). Whether any was sealed.
+    /// this caller (see `task_binding_input`). Whether any was sealed.
     fn seal_input_keys(&self, v: &mut Json, ctx: &Exchange<'_>) -> bool {
         let me = holder(ctx);
         let mut changed = false;
@@ -706,7 +706,7 @@ impl McpFilter for TaskFilter {
         };
         if let Some(p) = v.get_mut("params") {
             // Input answers only what the gateway let the server ask of
-            // this caller for this task (see `tasks_input`).
+            // this caller for this task (see `task_binding_input`).
             if let (true, Some(o)) = (names_task(method), p.as_object_mut()) {
                 let b = input::Binding::of(&opened.task, &me, ctx);
                 if let Err(d) = self.sealer.input.bind(o, &b, ctx.now) {
@@ -838,7 +838,7 @@ impl McpFilter for TaskFilter {
             }
         }
         // A task's input requests reach the client under sealed keys,
-        // the only keys `tasks/update` answers (see `tasks_input`).
+        // the only keys `tasks/update` answers (see `task_binding_input`).
         if msg.may_embed_requests() {
             changed |= self.seal_input_keys(&mut v, ctx);
         }
@@ -850,5 +850,5 @@ impl McpFilter for TaskFilter {
 }
 
 #[cfg(test)]
-#[path = "tasks_tests.rs"]
+#[path = "task_binding_tests.rs"]
 mod tests;

@@ -26,7 +26,7 @@
 //! asked in a message the policy refused (a refused message never reaches
 //! the client, so none of its keys does), asked of another task, principal,
 //! server or session, forged, expired — is dropped before the request goes
-//! on, as `mrtr` drops unsolicited keys; a `tasks/update` with
+//! on, as `input_state` drops unsolicited keys; a `tasks/update` with
 //! `inputResponses` of which none opens (input nobody was asked for, or an
 //! `inputResponses` that is no object) is refused (-32602,
 //! `task_input_unasked`) and never forwarded. The same holds on every
@@ -58,7 +58,7 @@
 //! then). A map under an id that is not (another's, a raw id in a tool's
 //! payload), under two different ids, or under none, or an
 //! `InputRequiredResult`'s own map (bound by its `requestState`, see
-//! `mrtr`), keeps its keys: no `tasks/update` can answer them.
+//! `input_state`), keeps its keys: no `tasks/update` can answer them.
 
 use std::time::SystemTime;
 
@@ -67,7 +67,7 @@ use sha2::{Digest, Sha256};
 
 use crate::chain::filter::Denial;
 use crate::engines::token::{TokenKey, NONCE_LEN};
-use crate::guards::mrtr::STATE_TTL;
+use crate::guards::input_state::STATE_TTL;
 use crate::protocol::error::{codes, JsonRpcError};
 
 const PREFIX: &str = "wk1.";

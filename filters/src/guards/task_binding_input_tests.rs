@@ -1,4 +1,4 @@
-//! A task's input bound to what its server asked (`tasks_input`): a
+//! A task's input bound to what its server asked (`task_binding_input`): a
 //! hostile server asks in every shape and at every depth, a hostile
 //! client answers what was never asked, what another principal, task,
 //! server or session was asked, what expired, and forges keys.
@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 use super::*;
-use crate::guards::mrtr::STATE_TTL;
+use crate::guards::input_state::STATE_TTL;
 
 /// A moment well inside a window of [`STATE_TTL`].
 fn t0() -> SystemTime {
