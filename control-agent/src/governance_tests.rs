@@ -483,7 +483,7 @@ fn claim(tenant: &str, principal: &str) -> Claim {
         principal: principal.into(),
         server: "ops".into(),
         tool: "deploy".into(),
-        args_digest: warden_filters::guards::mrtr::args_digest("{}"),
+        args_digest: warden_filters::chain::plan::args_digest("{}"),
         arguments: "{}".into(),
         risk: "CRITICAL".into(),
         reason: "risk_tier:CRITICAL".into(),

@@ -212,7 +212,7 @@ impl Approvals {
             return Err(ClaimRefused::TooLarge(c.arguments.len()));
         }
         // Approvers are shown exactly what the digest binds.
-        if warden_filters::guards::mrtr::args_digest(&c.arguments) != c.args_digest {
+        if warden_filters::chain::plan::args_digest(&c.arguments) != c.args_digest {
             return Err(ClaimRefused::DigestMismatch);
         }
         Ok(warden_filters::guards::approval::binding(

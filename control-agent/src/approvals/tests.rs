@@ -8,7 +8,7 @@ fn claim(principal: &str, n: u8) -> Claim {
         principal: principal.into(),
         server: "ops".into(),
         tool: "deploy".into(),
-        args_digest: warden_filters::guards::mrtr::args_digest("{}"),
+        args_digest: warden_filters::chain::plan::args_digest("{}"),
         arguments: "{}".into(),
         risk: "CRITICAL".into(),
         reason: "risk_tier:CRITICAL".into(),
@@ -393,7 +393,7 @@ fn claims_show_approvers_what_the_digest_binds() {
     ));
     let mut big = claim("agent-7", 1);
     big.arguments = format!(r#"{{"a":"{}"}}"#, "x".repeat(MAX_SHOWN_ARGS));
-    big.args_digest = warden_filters::guards::mrtr::args_digest(&big.arguments);
+    big.args_digest = warden_filters::chain::plan::args_digest(&big.arguments);
     assert!(matches!(
         ap.claim(big, None, t0),
         Err(ClaimRefused::TooLarge(_))

@@ -35,7 +35,7 @@ fn claim(principal: &str, args: &str) -> Claim {
         principal: principal.into(),
         server: "ops".into(),
         tool: "deploy".into(),
-        args_digest: warden_filters::guards::mrtr::args_digest(args),
+        args_digest: warden_filters::chain::plan::args_digest(args),
         arguments: args.into(),
         risk: "CRITICAL".into(),
         reason: "risk_tier:CRITICAL".into(),

@@ -30,11 +30,3 @@ pub mod task_binding;
 pub(crate) mod tenant_fixture;
 pub mod tenants;
 pub mod tools;
-
-/// The path the control agent reads the arguments' digest by (the digest
-/// is `chain::plan`'s; `input_state` binds a retry to it). Kept while the
-/// control agent reads it here; it reads `chain::plan::args_digest` next.
-#[doc(hidden)]
-pub mod mrtr {
-    pub use crate::chain::plan::args_digest;
-}
