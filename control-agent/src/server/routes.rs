@@ -31,6 +31,7 @@ const GET: MethodFilter = MethodFilter::GET;
 const POST: MethodFilter = MethodFilter::POST;
 
 /// The agent's routes.
+#[rustfmt::skip]
 pub fn router(api: Arc<Api>) -> Router {
     use Access::*;
     let v1 = Table::new(&api)
@@ -48,12 +49,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .at(GET, "/v1/rollout", OrgReader, rollout::show)
         .at(POST, "/v1/publish", OrgAdmin, rollout::publish)
         .at(POST, "/v1/rollout/promote", OrgAdmin, rollout::promote)
-        .at(
-            POST,
-            "/v1/rollout/rollback",
-            OrgAdmin,
-            rollout::roll_back_canary,
-        )
+        .at(POST, "/v1/rollout/rollback", OrgAdmin, rollout::roll_back_canary)
         .at(POST, "/v1/rollback", OrgAdmin, rollout::rollback)
         .at(POST, "/v1/kill", OrgAdmin, rollout::kill)
         .at(POST, "/v1/revive", OrgAdmin, rollout::revive)
@@ -62,12 +58,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .at(GET, "/v1/approvals", ApprovalReader, approvals::list)
         .at(GET, "/v1/approvals/", ApprovalReader, approvals::list)
         .at(GET, "/v1/approvals/{id}", ApprovalReader, approvals::show)
-        .at(
-            POST,
-            "/v1/approvals/{id}/approve",
-            Decide,
-            approvals::approve,
-        )
+        .at(POST, "/v1/approvals/{id}/approve", Decide, approvals::approve)
         .at(POST, "/v1/approvals/{id}/deny", Decide, approvals::deny)
         // Tenant layers: org roles read, org admins and the tenant's own
         // admins change.
@@ -76,47 +67,17 @@ pub fn router(api: Arc<Api>) -> Router {
         .at(GET, "/v1/tenants/{t}/history", TenantRead, tenants::history)
         .at(GET, "/v1/tenants/{t}/diff", TenantRead, tenants::diff)
         .at(POST, "/v1/tenants/{t}/layer", TenantWrite, tenants::publish)
-        .at(
-            POST,
-            "/v1/tenants/{t}/rollback",
-            TenantWrite,
-            tenants::rollback,
-        )
-        .at(
-            POST,
-            "/v1/tenants/{t}/canary/promote",
-            TenantWrite,
-            tenants::promote,
-        )
-        .at(
-            POST,
-            "/v1/tenants/{t}/canary/rollback",
-            TenantWrite,
-            tenants::roll_back_canary,
-        )
+        .at(POST, "/v1/tenants/{t}/rollback", TenantWrite, tenants::rollback)
+        .at(POST, "/v1/tenants/{t}/canary/promote", TenantWrite, tenants::promote)
+        .at(POST, "/v1/tenants/{t}/canary/rollback", TenantWrite, tenants::roll_back_canary)
         // The registry: the store applies its rules to each administrator.
         .at(GET, "/v1/registry", Administrator, registry::list)
         .at(GET, "/v1/registry/", Administrator, registry::list)
         .at(POST, "/v1/registry", Administrator, registry::register)
         .at(GET, "/v1/registry/{s}", Administrator, registry::show)
-        .at(
-            POST,
-            "/v1/registry/{s}/move",
-            Administrator,
-            registry::transition,
-        )
-        .at(
-            POST,
-            "/v1/registry/{s}/share",
-            Administrator,
-            registry::share,
-        )
-        .at(
-            POST,
-            "/v1/registry/{s}/approve-share",
-            Administrator,
-            registry::approve_share,
-        )
+        .at(POST, "/v1/registry/{s}/move", Administrator, registry::transition)
+        .at(POST, "/v1/registry/{s}/share", Administrator, registry::share)
+        .at(POST, "/v1/registry/{s}/approve-share", Administrator, registry::approve_share)
         .into_router()
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
