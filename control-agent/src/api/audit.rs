@@ -27,7 +27,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::Agent;
 use crate::audit::query::{parse_live, parse_query};
-use crate::audit::{valid_gateway, IngestError, MAX_BODY, SEARCH_TOO_BROAD};
+use crate::audit::{valid_gateway, AuditStore, IngestError, Query, MAX_BODY, SEARCH_TOO_BROAD};
 use crate::caller::Caller;
 use crate::server::error::{ok, ApiError, ApiResult};
 use crate::server::extract::{QueryPairs, What};
@@ -190,6 +190,32 @@ fn store_failed(e: anyhow::Error) -> ApiError {
     ApiError::new(status, text)
 }
 
+/// The audit query a caller asks, confined to their tenants.
+fn asked(
+    agent: &Agent,
+    caller: &Caller,
+    q: &QueryPairs,
+    what: &str,
+    uri: &http::Uri,
+) -> Result<Query, ApiError> {
+    let tenants = scope(agent, caller, q, what)?;
+    let mut query = parse_query(uri.query().unwrap_or("")).map_err(ApiError::bad_request)?;
+    query.tenants = tenants;
+    Ok(query)
+}
+
+/// Runs a read of the audit store off the async workers.
+async fn read<T: Send + 'static>(
+    agent: &Agent,
+    f: impl FnOnce(&AuditStore) -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = agent.audit.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(store_failed)
+}
+
 pub async fn search(
     agent: Agent,
     caller: Caller,
@@ -197,15 +223,8 @@ pub async fn search(
     What(what): What,
     uri: http::Uri,
 ) -> ApiResult {
-    let tenants = scope(&agent, &caller, &q, &what)?;
-    let mut query = parse_query(uri.query().unwrap_or("")).map_err(ApiError::bad_request)?;
-    query.tenants = tenants;
-    let store = agent.audit.clone();
-    let page = tokio::task::spawn_blocking(move || store.search(&query))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(store_failed)?;
-    ok(&page)
+    let query = asked(&agent, &caller, &q, &what, &uri)?;
+    ok(&read(&agent, move |s| s.search(&query)).await?)
 }
 
 pub async fn verify(
@@ -215,9 +234,7 @@ pub async fn verify(
     What(what): What,
     uri: http::Uri,
 ) -> ApiResult {
-    let tenants = scope(&agent, &caller, &q, &what)?;
-    let mut query = parse_query(uri.query().unwrap_or("")).map_err(ApiError::bad_request)?;
-    query.tenants = tenants;
+    let query = asked(&agent, &caller, &q, &what, &uri)?;
     // One verification at a time (each reads and hashes up to MAX_VERIFY
     // records), as the console's.
     static VERIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
@@ -227,12 +244,7 @@ pub async fn verify(
             "a verification is already running: try again when it ends",
         )
     })?;
-    let store = agent.audit.clone();
-    let v = tokio::task::spawn_blocking(move || store.verify(&query))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(store_failed)?;
-    ok(&v)
+    ok(&read(&agent, move |s| s.verify(&query)).await?)
 }
 
 pub async fn live(
@@ -244,10 +256,5 @@ pub async fn live(
 ) -> ApiResult {
     let scope = scope(&agent, &caller, &q, &what)?;
     let (window, gateway) = parse_live(uri.query().unwrap_or("")).map_err(ApiError::bad_request)?;
-    let store = agent.audit.clone();
-    let l = tokio::task::spawn_blocking(move || store.live(window, gateway.as_deref(), &scope))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(store_failed)?;
-    ok(&l)
+    ok(&read(&agent, move |s| s.live(window, gateway.as_deref(), &scope)).await?)
 }
