@@ -199,3 +199,40 @@ async fn every_caller_reaches_what_the_golden_file_says() {
         panic!("who reaches what changed:\n{diff}");
     }
 }
+
+/// HEAD takes no route (axum would answer it with a GET route): answered
+/// as any method a route does not take, and a HEAD of the bundle is no
+/// fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_takes_no_route() {
+    let (_d, api, _state, url) = crate::api::tests::serve_fixture().await;
+    let http = reqwest::Client::new();
+    let head = |path: &str, token: &str| {
+        http.head(format!("{url}{path}"))
+            .bearer_auth(token)
+            .header("x-warden-gateway", "edge-1")
+            .send()
+    };
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(status(head("/v1/fleet", ADMIN).await.unwrap()), 404);
+    assert_eq!(status(head("/v1/rollout", ADMIN).await.unwrap()), 404);
+    assert_eq!(
+        status(head("/v1/bundles/current", FLEET).await.unwrap()),
+        403
+    );
+    assert_eq!(status(head("/v1/approvals", FLEET).await.unwrap()), 403);
+    assert_eq!(status(head("/v1/approvals", ADMIN).await.unwrap()), 404);
+    let fleet = api.store.fleet_view();
+    assert!(
+        fleet.members.iter().all(|m| m.id != "edge-1"),
+        "a HEAD of the bundle counted as a fetch"
+    );
+    // GET still answers.
+    let r = http
+        .get(format!("{url}/v1/fleet"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}

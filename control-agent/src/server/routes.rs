@@ -220,6 +220,12 @@ async fn admit(
     next: Next,
 ) -> Response {
     match req.extensions().get::<Caller>() {
+        // axum answers HEAD with a GET route; the agent's routes take the
+        // methods they name (a HEAD of the bundle would count as a fetch).
+        Some(c) if req.method() == Method::HEAD => {
+            let c = c.clone();
+            no_route(State(api), c, req).await.into_response()
+        }
         Some(c) if access.admits(c, req.uri().path()) => next.run(req).await,
         Some(c) => refusal(&api, c, access, req.method(), req.uri()).into_response(),
         None => ApiError::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required")
