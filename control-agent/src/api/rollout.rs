@@ -10,11 +10,6 @@ use crate::server::error::{ok, ApiError, ApiResult};
 use crate::server::extract::{JsonBody, JsonOrEmpty};
 use crate::store::Published;
 
-/// How the change record names the caller (an org admin here).
-fn actor(caller: &Caller) -> String {
-    caller.actor().map(|a| a.label()).unwrap_or_default()
-}
-
 /// `{}` publishes the source to all; `select` narrows it to the gateways
 /// carrying those labels; `canary` publishes it to a share of them,
 /// watched against the rest.
@@ -34,7 +29,7 @@ pub async fn publish(
 ) -> ApiResult {
     b.select.validate()?;
     let store = agent.store.clone();
-    let actor = actor(&caller);
+    let actor = caller.label();
     let p = tokio::task::spawn_blocking(move || match b.canary {
         Some(plan) => store.publish_canary(&actor, b.select, plan).map(Some),
         None => store.publish_source_to(&actor, true, b.select),
@@ -70,7 +65,7 @@ pub async fn promote(
 ) -> ApiResult {
     agent
         .store
-        .promote(&actor(&caller), b.revision.as_deref())?;
+        .promote(&caller.label(), b.revision.as_deref())?;
     ok(&agent.store.rollout_view())
 }
 
@@ -81,7 +76,7 @@ pub async fn roll_back_canary(
 ) -> ApiResult {
     agent
         .store
-        .roll_back_canary(&actor(&caller), b.revision.as_deref())?;
+        .roll_back_canary(&caller.label(), b.revision.as_deref())?;
     ok(&agent.store.rollout_view())
 }
 
@@ -96,7 +91,7 @@ pub async fn rollback(
     JsonBody(b): JsonBody<RollbackBody>,
 ) -> ApiResult {
     let store = agent.store.clone();
-    let actor = actor(&caller);
+    let actor = caller.label();
     published(&agent, move || store.rollback(&actor, &b.revision)).await
 }
 
@@ -117,7 +112,7 @@ pub async fn revive(agent: Agent, caller: Caller, JsonBody(b): JsonBody<KillBody
 
 async fn switch(agent: Agent, caller: Caller, b: KillBody, on: bool) -> ApiResult {
     let store = agent.store.clone();
-    let actor = actor(&caller);
+    let actor = caller.label();
     published(&agent, move || store.kill(&actor, &b.scope, &b.value, on)).await
 }
 

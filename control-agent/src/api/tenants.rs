@@ -42,11 +42,6 @@ pub(crate) fn unpack_layer(bytes: &[u8]) -> Result<warden_config::archive::Files
     warden_config::archive::unpack(bytes).map_err(|e| e.to_string())
 }
 
-/// How the change record names the caller.
-fn label(caller: &Caller) -> String {
-    caller.actor().map(|a| a.label()).unwrap_or_default()
-}
-
 pub async fn list(agent: Agent, caller: Caller) -> ApiResult {
     let mut all = agent.store.layers_summary_view();
     if let Some(t) = caller.actor().and_then(|a| a.tenant()) {
@@ -102,7 +97,7 @@ pub async fn publish(
     let bytes = body_bytes(body, MAX_LAYER_BODY).await?;
     let files = unpack_layer(&bytes)
         .map_err(|e| ApiError::bad_request(format!("the body must be the layer as tar.gz: {e}")))?;
-    let (store, label) = (agent.store.clone(), label(&caller));
+    let (store, label) = (agent.store.clone(), caller.label());
     let e =
         tokio::task::spawn_blocking(move || store.publish_layer(&label, &tenant, files, canary))
             .await
@@ -123,7 +118,7 @@ pub async fn rollback(
     Path(tenant): Path<String>,
     JsonBody(b): JsonBody<RollbackBody>,
 ) -> ApiResult {
-    let (store, label) = (agent.store.clone(), label(&caller));
+    let (store, label) = (agent.store.clone(), caller.label());
     let e = tokio::task::spawn_blocking(move || store.rollback_layer(&label, &tenant, &b.revision))
         .await
         .map_err(ApiError::internal)?
@@ -169,7 +164,7 @@ async fn end_canary(
     promote: bool,
     b: Judged,
 ) -> ApiResult {
-    let (store, label) = (agent.store.clone(), label(&caller));
+    let (store, label) = (agent.store.clone(), caller.label());
     tokio::task::spawn_blocking(move || {
         store.end_layer_canary(&label, &tenant, promote, b.revision.as_deref())
     })

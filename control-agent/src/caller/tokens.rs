@@ -5,6 +5,7 @@ use sha2::{Digest, Sha256};
 
 use super::Caller;
 
+/// The tokens the agent starts with, kept as digests.
 pub struct Tokens {
     /// SHA-256 of the admin token.
     admin: [u8; 32],

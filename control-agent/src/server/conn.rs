@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use super::error::ApiError;
+use super::extract::PeerAddr;
 use super::Api;
 
 /// Serves the API until the process ends.
@@ -43,10 +44,6 @@ impl Default for ConnLimits {
         }
     }
 }
-
-/// The address a connection came from (set by the server).
-#[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub std::net::IpAddr);
 
 /// The connections each address holds now.
 #[derive(Default)]

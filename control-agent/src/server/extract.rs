@@ -13,7 +13,6 @@ use http::{HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
-use super::conn::PeerAddr;
 use super::error::ApiError;
 use crate::caller::Caller;
 use crate::server::Api;
@@ -22,6 +21,10 @@ use crate::server::Api;
 pub const MAX_JSON: usize = 1 << 20;
 /// Bytes of a small optional JSON body at most ([`JsonOrEmpty`]'s default).
 pub const MAX_SMALL_JSON: usize = 1 << 16;
+
+/// The address a connection came from (set by the server).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::IpAddr);
 
 /// The bearer token of an `Authorization` value.
 pub(crate) fn bearer(v: &HeaderValue) -> Option<&str> {

@@ -23,7 +23,8 @@ pub mod routes;
 
 pub use crate::caller::MIN_TOKEN_LEN;
 pub use crate::caller::{read_gateway_tokens, Tokens};
-pub use conn::{serve, serve_with, ConnLimits, PeerAddr};
+pub use conn::{serve, serve_with, ConnLimits};
+pub use extract::PeerAddr;
 pub use metrics::Metrics;
 
 /// Everything the agent's handlers share.
