@@ -838,11 +838,65 @@ async fn edge_routing_by_host_and_prefix() {
 /// A tool call that reached the server whole is never sent twice, even when
 /// the pooled connection dies before the answer (the server may have acted
 /// on it): the client gets an error instead.
+/// Reads one HTTP/1.1 request (its head, then Content-Length bytes) from
+/// `c`, keeping what follows in `buf`; its head in lower case (`None`: the
+/// connection ended).
+async fn read_request(c: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match c.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        match c.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    buf.drain(..head_end + len);
+    Some(head)
+}
+
+/// Answers a health check (a GET) on `c`: `true` if `head` was one.
+async fn answer_health_check(c: &mut tokio::net::TcpStream, head: &str) -> bool {
+    use tokio::io::AsyncWriteExt;
+    if !head.starts_with("get ") {
+        return false;
+    }
+    let _ = c
+        .write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
+        .await;
+    true
+}
+
+/// Answers a `tools/call` with a small text result on `c`, keeping it open.
+async fn answer_ok(c: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = c.write_all(resp.as_bytes()).await;
+    let _ = c.write_all(body).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_written_upstream_is_never_repeated() {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -854,49 +908,13 @@ async fn a_call_written_upstream_is_never_repeated() {
             let seen = seen.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                loop {
-                    // Read one request: headers, then Content-Length bytes.
-                    let mut chunk = [0u8; 4096];
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match c.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    while buf.len() < head_end + len {
-                        match c.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    buf.drain(..head_end + len);
-                    if head.starts_with("get ") {
-                        // Health checks.
-                        let _ = c
-                            .write_all(
-                                b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n",
-                            )
-                            .await;
+                while let Some(head) = read_request(&mut c, &mut buf).await {
+                    if answer_health_check(&mut c, &head).await {
                         continue;
                     }
                     let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
                     if n == 1 {
-                        let body = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                            body.len()
-                        );
-                        let _ = c.write_all(resp.as_bytes()).await;
-                        let _ = c.write_all(body).await;
+                        answer_ok(&mut c).await;
                     } else {
                         // Took the call whole, then died before answering.
                         return;
@@ -929,6 +947,62 @@ async fn a_call_written_upstream_is_never_repeated() {
         calls.load(Ordering::SeqCst),
         2,
         "the second call was sent exactly once"
+    );
+}
+
+/// Servers close an idle keep-alive connection after a few seconds
+/// (uvicorn, Node and Apache after 5 s), and a call written on it as the
+/// server closes it is lost: it fails (a written call is never sent twice).
+/// With the default `timeouts.idle`, the gateway lets a pooled connection
+/// go before a 5-second server would: a call after 5 s of quiet takes a
+/// fresh connection and is served. The upstream here plays the server at
+/// the instant of its close: a request on a connection idle 5 s or more is
+/// read, then the connection dropped unanswered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pooled_connection_is_let_go_before_a_five_second_server_closes_it() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let lost = Arc::new(AtomicU64::new(0));
+    let seen = lost.clone();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut last = std::time::Instant::now();
+                while let Some(head) = read_request(&mut c, &mut buf).await {
+                    if last.elapsed() >= Duration::from_secs(5) {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    if !answer_health_check(&mut c, &head).await {
+                        answer_ok(&mut c).await;
+                    }
+                    last = std::time::Instant::now();
+                }
+            });
+        }
+    });
+    // (The health checks only connect: none lands on the pooled connection.)
+    let gw = Gateway::start(&mock_bundle(&[addr], ""), false).expect("gateway");
+    let url = gw.url("/mock/mcp");
+    let (s, _, _) = post_json(&url, call(1, "echo", json!({"text":"a"})), &[])
+        .await
+        .expect("first");
+    assert_eq!(s, 200);
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    let (s, _, b) = post_json(&url, call(2, "echo", json!({"text":"b"})), &[])
+        .await
+        .expect("second");
+    assert_eq!(
+        (s, lost.load(Ordering::SeqCst)),
+        (200, 0),
+        "a call after 5 s of quiet went out on a connection the server was closing: {}",
+        String::from_utf8_lossy(&b)
     );
 }
 

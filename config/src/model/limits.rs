@@ -169,7 +169,11 @@ impl Default for Timeouts {
             connect: Duration::from_secs(2),
             read: Duration::from_secs(60),
             write: Duration::from_secs(30),
-            idle: Duration::from_secs(90),
+            // Below the keep-alive of the servers Warden fronts most (uvicorn,
+            // Node and Apache close an idle connection after 5 s): a pooled
+            // connection the server closes as a call is written on it fails
+            // that call, which is never sent twice.
+            idle: Duration::from_secs(4),
             stream_idle: Duration::from_secs(300),
             drain: Duration::from_secs(10),
             request_body: Duration::from_secs(30),

@@ -207,8 +207,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut o = HttpServerOptions::default();
     o.h2c = true;
     // An HTTP/2 connection with no stream in progress (a preface and then
-    // silence, say) is closed after the upstream idle timeout.
-    o.h2_idle_timeout = Some(cfg.timeouts.idle);
+    // silence, say) is closed after as long as an idle HTTP/1.1 one.
+    o.h2_idle_timeout = Some(crate::pipeline::service::DOWNSTREAM_KEEPALIVE);
     app.server_options = Some(o);
     // Every accepted stream gets a whole-header deadline first (see `conn`).
     let mut proxy = Service::new(

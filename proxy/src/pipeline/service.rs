@@ -39,6 +39,10 @@ use warden_filters::{codes, JsonRpcError, Refusal};
 
 use pingora_core::protocols::http::ServerSession as Session;
 
+/// How long a client's idle connection is kept open between requests
+/// (HTTP/1.1 keep-alive; an HTTP/2 connection with no stream in progress).
+pub const DOWNSTREAM_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+
 use crate::hub::state::Gateway;
 use crate::observability::metrics::metrics;
 use crate::pipeline::admission::{admit, Admitted};
@@ -336,7 +340,7 @@ impl Connections for WardenProxy {
         let mut session = Session::new_http1(stream);
         // As Pingora's loop: no reuse once the service is shutting down,
         // else 60 s of keep-alive.
-        session.set_keepalive((!*shutdown.borrow()).then_some(60));
+        session.set_keepalive((!*shutdown.borrow()).then_some(DOWNSTREAM_KEEPALIVE.as_secs()));
         session.set_keepalive_reuses_remaining(
             self.server_options
                 .as_ref()
