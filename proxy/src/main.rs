@@ -29,20 +29,24 @@ struct RunArgs {
     /// Bundle directory (warden.yaml, *.rego, data.json, .manifest) or .tar.gz file, watched for changes.
     #[arg(long, env = "WARDEN_BUNDLE", conflicts_with_all = ["agent", "bundle_url"])]
     bundle: Option<PathBuf>,
-    /// Control agent base URL: bundles from `/v1/bundles/current` (long-poll),
-    /// status reported to `/v1/fleet/report`.
+    /// Control agent base URL(s): bundles from `/v1/bundles/current`
+    /// (long-poll), status reported to `/v1/fleet/report`, audit shipped,
+    /// held calls claimed. Several agents of one fleet: separate them with
+    /// commas (`http://a:7070,http://b:7070`) and/or repeat the flag; the
+    /// gateway talks to the one that answered last and fails over to the
+    /// next. A host name with several addresses is one agent per address.
     #[arg(long, env = "WARDEN_AGENT", conflicts_with = "bundle_url")]
-    agent: Option<String>,
+    agent: Vec<String>,
     /// Any HTTP(S) URL serving a bundle tar.gz (polled with ETag).
     #[arg(long)]
     bundle_url: Option<String>,
     /// Bearer token for the agent / bundle URL.
     #[arg(long, env = "WARDEN_AGENT_FLEET_TOKEN", hide_env_values = true)]
     agent_token: Option<String>,
-    /// Control agent that holds approvals of held calls (default: `--agent`),
-    /// reached with `--agent-token`.
+    /// Control agent(s) that hold approvals of held calls (default:
+    /// `--agent`), reached with `--agent-token`; a list as `--agent`.
     #[arg(long, env = "WARDEN_APPROVALS_AGENT")]
-    approvals_agent: Option<String>,
+    approvals_agent: Vec<String>,
     /// PEM public key: bundles must carry a valid `.signatures.json` made with its private key.
     #[arg(long)]
     bundle_public_key: Option<PathBuf>,
@@ -503,27 +507,37 @@ fn run(args: RunArgs) -> ExitCode {
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let audit = audit.filter(|p| p.as_os_str() != "-");
-    let approvals_agent = approvals_agent
-        .or_else(|| agent.clone())
-        .map(|a| a.trim_end_matches('/').to_owned());
+    // Every agent URL is checked before anything starts: a list with an
+    // empty entry or a URL that is no http(s) base URL is refused.
+    use warden_proxy::hub::agents::{parse_urls, Agents};
+    let agents = match (!agent.is_empty())
+        .then(|| parse_urls("--agent", &agent).and_then(|u| Agents::new("agent", &u)))
+        .transpose()
+    {
+        Ok(a) => a,
+        Err(e) => return fail(anyhow::anyhow!(e)),
+    };
+    let approvals_agents = if approvals_agent.is_empty() {
+        agents.clone()
+    } else {
+        match parse_urls("--approvals-agent", &approvals_agent)
+            .and_then(|u| Agents::new("approvals", &u))
+        {
+            Ok(a) => Some(a),
+            Err(e) => return fail(anyhow::anyhow!(e)),
+        }
+    };
     let approvals_token = agent_token.clone();
     // The agent's audit store: the raw records are shipped there.
-    let agent_export = agent
-        .as_ref()
-        .map(|base| (base.trim_end_matches('/').to_owned(), agent_token.clone()));
-    let source = match (bundle, agent, bundle_url) {
+    let agent_export = agents.clone().map(|a| (a, agent_token.clone()));
+    let source = match (bundle, agents, bundle_url) {
         (Some(dir), None, None) => warden_proxy::hub::bundles::Source::Dir(dir),
-        (None, Some(base), None) => {
-            let base = base.trim_end_matches('/').to_owned();
-            warden_proxy::hub::bundles::Source::Http {
-                url: format!("{base}/v1/bundles/current"),
-                report_url: Some(format!("{base}/v1/fleet/report")),
-                token: agent_token,
-            }
-        }
+        (None, Some(agents), None) => warden_proxy::hub::bundles::Source::Agents {
+            agents,
+            token: agent_token,
+        },
         (None, None, Some(url)) => warden_proxy::hub::bundles::Source::Http {
             url,
-            report_url: None,
             token: agent_token,
         },
         _ => {
@@ -536,7 +550,7 @@ fn run(args: RunArgs) -> ExitCode {
         // Bundles over the network without a key to check them: whoever
         // answers for the source (or sits between) sets every rule. Said
         // once, loudly; a local directory is the operator's own.
-        None if matches!(source, warden_proxy::hub::bundles::Source::Http { .. }) => {
+        None if !matches!(source, warden_proxy::hub::bundles::Source::Dir(_)) => {
             tracing::warn!("bundles are fetched without --bundle-public-key: unsigned bundles are applied as they come, and approvals are taken without a signed grant; give the agent's public key in production");
             None
         }
@@ -576,9 +590,9 @@ fn run(args: RunArgs) -> ExitCode {
     if report_interval < std::time::Duration::from_millis(100) {
         return fail(anyhow::anyhow!("--report-interval must be at least 100ms"));
     }
-    let approvals = match approvals_agent.map(|base| {
+    let approvals = match approvals_agents.map(|agents| {
         warden_proxy::hub::approval_client::ApprovalClient::new(
-            &base,
+            agents,
             approvals_token,
             &gateway_id,
             verifier.clone(),
@@ -588,13 +602,14 @@ fn run(args: RunArgs) -> ExitCode {
         Some(Ok(c)) => Some(c),
         Some(Err(e)) => return fail(e),
     };
-    let agent = agent_export.map(
-        |(base, token)| warden_proxy::observability::siem::AgentTarget {
-            base,
-            token,
-            gateway_id: gateway_id.clone(),
-        },
-    );
+    let agent =
+        agent_export.map(
+            |(agents, token)| warden_proxy::observability::siem::AgentTarget {
+                agents,
+                token,
+                gateway_id: gateway_id.clone(),
+            },
+        );
     match warden_proxy::app::server::run(warden_proxy::app::server::RunOptions {
         approvals,
         agent,

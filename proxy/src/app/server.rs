@@ -137,10 +137,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         ),
         _ => {}
     }
-    let source_desc = match &opts.source.source {
-        crate::hub::bundles::Source::Dir(d) => format!("dir:{}", d.display()),
-        crate::hub::bundles::Source::Http { url, .. } => url.clone(),
-    };
+    let source_desc = opts.source.source.describe();
     let gateway = Arc::new(Gateway::new(rt, audit.clone(), source_desc, shared));
     if opts.source.verifier.is_some() {
         gateway

@@ -17,20 +17,35 @@
 //! - **no agent, or it cannot answer**: refused (`approval_unavailable`);
 //!   a held call never goes on unapproved.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use warden_config::archive::Verifier;
+
+use super::agents::{Agents, Clients, Use};
 use warden_filters::guards::approval::ApprovalNeed;
 
 use warden_config::archive::APPROVAL_GRANT_TYP as GRANT_TYP;
 
-/// Where this gateway claims held calls.
+/// Where this gateway claims held calls: the agent in use, and the next
+/// one when it fails (see `agents`).
 pub struct ApprovalClient {
-    base: String,
+    agents: Arc<Agents>,
     token: Option<String>,
     gateway_id: String,
     verifier: Option<Verifier>,
-    http: reqwest::Client,
+    clients: Clients,
+}
+
+/// One agent's answer to a claim.
+enum Step {
+    /// The agent's answer (its body, read as a claim).
+    Answer(Claimed),
+    /// The agent refused the claim (a 4xx with its error): final.
+    Refused(String),
+    /// Unreachable, timed out, 5xx, or not the agent's protocol: the next
+    /// agent is asked the same claim.
+    Failed(String),
 }
 
 /// One approver's answer, as the agent reports it.
@@ -90,31 +105,77 @@ pub struct Caller<'a> {
 
 impl ApprovalClient {
     pub fn new(
-        base: &str,
+        agents: Arc<Agents>,
         token: Option<String>,
         gateway_id: &str,
         verifier: Option<Verifier>,
     ) -> anyhow::Result<ApprovalClient> {
-        Ok(ApprovalClient {
-            base: base.trim_end_matches('/').to_owned(),
-            token,
-            gateway_id: gateway_id.to_owned(),
-            verifier,
+        let clients = Clients::new(|| {
             // No proxy from the environment and no redirects: a claim
             // carries the call's arguments, an answer releases a call.
-            http: reqwest::Client::builder()
+            reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
-                .build()?,
+        });
+        Ok(ApprovalClient {
+            agents,
+            token,
+            gateway_id: gateway_id.to_owned(),
+            verifier,
+            clients,
         })
     }
 
-    /// The page approvers are pointed to for approval `id`.
+    /// The page approvers are pointed to for approval `id` (at the agent
+    /// in use, which answered the claim).
     pub fn approval_url(&self, template: Option<&str>, id: &str) -> String {
         match template {
             Some(t) => t.replace("{id}", id),
-            None => format!("{}/v1/approvals/{id}", self.base),
+            None => format!("{}/v1/approvals/{id}", self.agents.base_in_use()),
+        }
+    }
+
+    /// Sends the claim `body` to one agent.
+    async fn ask(
+        &self,
+        client: reqwest::Client,
+        url: String,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> Step {
+        let mut req = client.post(url).timeout(timeout).json(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Step::Failed(format!("unreachable: {}", e.without_url())),
+        };
+        let status = resp.status();
+        let text = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Step::Failed(format!("its answer was cut: {}", e.without_url())),
+        };
+        if status.is_server_error() {
+            return Step::Failed(format!("status {status}"));
+        }
+        if !status.is_success() {
+            // The agent's refusals name their reason; anything else at
+            // that address is not the agent.
+            return match serde_json::from_slice::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+            {
+                Some(why) => Step::Refused(format!(
+                    "the control agent refused the claim ({status}): {why}"
+                )),
+                None => Step::Failed(format!("status {status}: not the agent's protocol")),
+            };
+        }
+        match serde_json::from_slice(&text) {
+            Ok(c) => Step::Answer(c),
+            Err(e) => Step::Failed(format!("not the agent's protocol: {e}")),
         }
     }
 
@@ -144,41 +205,54 @@ impl ApprovalClient {
             "nonce": nonce,
             "for_tenants": need.for_tenants,
         });
-        let mut req = self
-            .http
-            .post(format!("{}/v1/approvals/claim", self.base))
-            .timeout(cfg.timeout)
-            .json(&body);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("claiming a held call: the control agent is unreachable: {e}");
-                return Claimed::Unavailable("the control agent is unreachable".into());
+        // The same claim (its binding and its nonce) goes to each agent in
+        // turn until one answers: the agents make an approval single use
+        // across the fleet, and a grant must name this nonce, so a claim
+        // one agent took before failing is never taken twice. Twice the
+        // timeout bounds the whole, when there are several.
+        let several = self.agents.len() > 1;
+        let deadline = Instant::now() + cfg.timeout * if several { 2 } else { 1 };
+        let mut errors = Vec::new();
+        let mut answered = None;
+        for ep in self.agents.candidates().await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
             }
-        };
-        let status = resp.status();
-        let text = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!("claiming a held call: reading the agent's answer: {e}");
-                return Claimed::Unavailable("the control agent's answer was cut".into());
+            let step = match self.clients.get(&ep) {
+                Ok(c) => {
+                    self.ask(
+                        c,
+                        ep.url("/v1/approvals/claim"),
+                        &body,
+                        cfg.timeout.min(left),
+                    )
+                    .await
+                }
+                Err(e) => Step::Failed(e),
+            };
+            match step {
+                Step::Failed(why) => {
+                    self.agents.failed(&ep, Use::Approvals, &why);
+                    errors.push(format!("{}: {why}", ep.name()));
+                }
+                Step::Refused(why) => {
+                    self.agents.answered(&ep);
+                    return Claimed::Unavailable(why);
+                }
+                Step::Answer(c) => {
+                    self.agents.answered(&ep);
+                    answered = Some(c);
+                    break;
+                }
             }
-        };
-        if !status.is_success() {
-            let why = serde_json::from_slice::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            return Claimed::Unavailable(format!(
-                "the control agent refused the claim ({status}): {why}"
-            ));
         }
-        let mut claimed: Claimed = match serde_json::from_slice(&text) {
-            Ok(c) => c,
-            Err(e) => return Claimed::Unavailable(format!("the agent's answer is malformed: {e}")),
+        let Some(mut claimed) = answered else {
+            tracing::warn!(
+                "claiming a held call: no control agent answered: {}",
+                errors.join("; ")
+            );
+            return Claimed::Unavailable("the control agent is unreachable".into());
         };
         if let Claimed::Approved {
             id,

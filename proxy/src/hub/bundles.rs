@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 
+use super::agents::{Clients, Endpoint, Use};
 pub use super::freshness::expires_of;
 use super::freshness::{applied_sequence, fresh, proven_current};
 use super::source::labels_header;
@@ -267,11 +268,70 @@ fn last_good(opts: &SourceOptions) -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
+#[cfg(test)]
 fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+    Ok(http_builder(timeout).build()?)
+}
+
+fn http_builder(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(3))
-        .build()?)
+}
+
+/// Clients of the bundle source, each request bounded by `timeout`.
+fn clients(timeout: Duration) -> Clients {
+    Clients::new(move || http_builder(timeout))
+}
+
+/// One fetch from the source: a plain URL, or the agents, the one in use
+/// first and the next when it fails (unreachable, timed out, 5xx, or not
+/// the agent's protocol). Answers the agent that answered.
+async fn fetch_from(
+    opts: &SourceOptions,
+    clients: &Clients,
+    etag: Option<&str>,
+    wait: Duration,
+) -> (Result<Fetched, String>, Option<Endpoint>) {
+    match &opts.source {
+        Source::Dir(d) => (Err(format!("{} is no URL", d.display())), None),
+        Source::Http { url, token } => {
+            let r = match clients.plain() {
+                Ok(c) => fetch(&c, opts, url, token.as_deref(), etag, wait).await,
+                Err(e) => Err(e),
+            };
+            (r, None)
+        }
+        Source::Agents { agents, token } => {
+            let mut errors = Vec::new();
+            for ep in agents.candidates().await {
+                let url = ep.url("/v1/bundles/current");
+                let r = match clients.get(&ep) {
+                    Ok(c) => fetch(&c, opts, &url, token.as_deref(), etag, wait).await,
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(f) => {
+                        agents.answered(&ep);
+                        return (Ok(f), Some(ep));
+                    }
+                    Err(e) => {
+                        agents.failed(&ep, Use::Bundles, &e);
+                        errors.push(e);
+                    }
+                }
+            }
+            (Err(errors.join("; ")), None)
+        }
+    }
+}
+
+/// Where a refused bundle came from, for the log and `/status`.
+fn from_agent(why: String, ep: Option<&Endpoint>) -> String {
+    match ep {
+        Some(ep) => format!("{why} (served by {})", ep.name()),
+        None => why,
+    }
 }
 
 /// Result of one fetch.
@@ -334,6 +394,21 @@ async fn fetch(
                 .get("x-warden-freshness")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
+            // The agent answers a bundle with its revision as ETag, as
+            // gzip: anything else (a proxy's page, a catch-all server) is
+            // not an agent, whatever its status.
+            if opts.source.is_agent() {
+                let gzip = resp
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("application/gzip"));
+                if etag.is_none() || !gzip {
+                    return Err(format!(
+                        "{url}: not the agent's protocol (a 200 without the bundle's ETag or not application/gzip)"
+                    ));
+                }
+            }
             let body = resp
                 .bytes()
                 .await
@@ -368,34 +443,57 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>, 
             applied_sequence(&b, opts);
             Ok((b, None, None))
         }
-        Source::Http { url, token, .. } => {
+        Source::Http { .. } | Source::Agents { .. } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let fetched = rt.block_on(async {
-                let client = http_client(Duration::from_secs(10)).map_err(|e| e.to_string())?;
-                fetch(&client, opts, url, token.as_deref(), None, Duration::ZERO).await
+            // From several agents, the first that serves a bundle this
+            // gateway takes: one that is down, or serves one refused (an
+            // older sequence, a proof that fails), is passed over.
+            let from_source = rt.block_on(async {
+                let clients = clients(Duration::from_secs(10));
+                let mut errors = Vec::new();
+                let tries = match &opts.source {
+                    Source::Agents { agents, .. } => agents.len(),
+                    _ => 1,
+                };
+                for _ in 0..tries {
+                    let (fetched, ep) = fetch_from(opts, &clients, None, Duration::ZERO).await;
+                    let taken = match fetched {
+                        Ok(Fetched::New {
+                            etag,
+                            body,
+                            why,
+                            nonce,
+                            proof,
+                        }) => proven_current(opts, &nonce, proof.as_deref(), &body)
+                            .and_then(|()| materialize(&body, opts))
+                            .and_then(|dir| {
+                                let b = load_dir(&dir)?;
+                                fresh(&b, opts)?;
+                                Snapshot::build(&b).map_err(|e| e.to_string())?;
+                                applied_sequence(&b, opts);
+                                remember_good(opts, &dir);
+                                Ok((b, etag, why))
+                            })
+                            .map_err(|e| from_agent(e, ep.as_ref())),
+                        Ok(Fetched::NotModified) => {
+                            Err("the source answered 304 to a first fetch".into())
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    match (taken, &opts.source, ep) {
+                        (Ok(x), _, _) => return Ok(x),
+                        (Err(e), Source::Agents { agents, .. }, Some(ep)) => {
+                            tracing::error!(error = %e, "bundle refused at start; asking the next agent");
+                            agents.failed(&ep, Use::Bundles, &e);
+                            errors.push(e);
+                        }
+                        (Err(e), _, _) => return Err(e),
+                    }
+                }
+                Err(errors.join("; "))
             });
-            let from_source = match fetched {
-                Ok(Fetched::New {
-                    etag,
-                    body,
-                    why,
-                    nonce,
-                    proof,
-                }) => proven_current(opts, &nonce, proof.as_deref(), &body)
-                    .and_then(|()| materialize(&body, opts))
-                    .and_then(|dir| {
-                        let b = load_dir(&dir)?;
-                        fresh(&b, opts)?;
-                        Snapshot::build(&b).map_err(|e| e.to_string())?;
-                        applied_sequence(&b, opts);
-                        remember_good(opts, &dir);
-                        Ok((b, etag, why))
-                    }),
-                Ok(Fetched::NotModified) => Err("the source answered 304 to a first fetch".into()),
-                Err(e) => Err(e),
-            };
             match from_source {
                 Ok(x) => Ok(x),
                 Err(why) => match last_good(opts) {
@@ -503,19 +601,42 @@ fn fingerprint(dir: &Path) -> Vec<(String, u64, SystemTime)> {
     v
 }
 
+/// Whether a report was taken: 2xx with the agent's `{"ok": true}`. A
+/// 4xx is the agent's word too (a revision too long, a token refused):
+/// logged, never sent elsewhere as if the agent were down.
+async fn report_answer(sent: reqwest::Result<reqwest::Response>) -> Result<(), String> {
+    let resp = sent.map_err(|e| e.without_url().to_string())?;
+    let status = resp.status();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    let ok = serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v["ok"] == true);
+    match status.as_u16() {
+        200..=299 if ok => Ok(()),
+        200..=299 => Err(format!("status {status}: not the agent's protocol")),
+        s @ 400..=499
+            if serde_json::from_slice::<serde_json::Value>(&body)
+                .is_ok_and(|v| v["error"].is_string()) =>
+        {
+            tracing::warn!(status = s, answer = %String::from_utf8_lossy(&body[..body.len().min(300)]), "the agent refused the status report");
+            Ok(())
+        }
+        _ => Err(format!("status {status}")),
+    }
+}
+
 fn jitter(d: Duration) -> Duration {
     let f = 0.8 + rand::random::<f64>() * 0.4;
     d.mul_f64(f)
 }
 
 impl BundleWatcher {
-    async fn report(&self, client: &reqwest::Client) {
-        let Source::Http {
-            report_url: Some(url),
-            token,
-            ..
-        } = &self.opts.source
-        else {
+    /// Reports status and counters to the agent in use, or the next one
+    /// when it fails; an answer that is not the agent's (`{"ok": true}`)
+    /// counts as a failure.
+    async fn report(&self, clients: &Clients) {
+        let Source::Agents { agents, token } = &self.opts.source else {
             return;
         };
         let st = self.target.status.status.load();
@@ -544,12 +665,28 @@ impl BundleWatcher {
             "stats": crate::observability::metrics::fleet_stats(),
             "upstreams": upstreams,
         });
-        let mut req = client.post(url).json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Err(e) = req.send().await {
-            tracing::debug!(error = %e, "status report to the agent failed");
+        for ep in agents.candidates().await {
+            let url = ep.url("/v1/fleet/report");
+            let sent = match clients.get(&ep) {
+                Ok(c) => {
+                    let mut req = c.post(&url).json(&body);
+                    if let Some(t) = token {
+                        req = req.bearer_auth(t);
+                    }
+                    report_answer(req.send().await).await
+                }
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(()) => {
+                    agents.answered(&ep);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(agent = %ep.name(), error = %e, "status report to the agent failed");
+                    agents.failed(&ep, Use::Reports, &e);
+                }
+            }
         }
     }
 
@@ -587,14 +724,8 @@ impl BundleWatcher {
         }
     }
 
-    async fn run_http(&self, url: &str, token: Option<&str>, mut shutdown: ShutdownWatch) {
-        let (Ok(client), Ok(reporter)) = (
-            http_client(Duration::from_secs(75)),
-            http_client(Duration::from_secs(5)),
-        ) else {
-            tracing::error!("cannot build the bundle HTTP client");
-            return;
-        };
+    async fn run_http(&self, reports: &Clients, mut shutdown: ShutdownWatch) {
+        let polls = clients(Duration::from_secs(75));
         let mut etag = self.etag.clone();
         let mut backoff = Duration::from_millis(250);
         // A bundle that failed to apply: its ETag, and when it is asked for
@@ -606,7 +737,7 @@ impl BundleWatcher {
         // after it arrives at once.
         let mut failed: Option<(Option<String>, Instant)> = None;
         let mut retry = Duration::from_secs(1);
-        self.report(&reporter).await;
+        self.report(reports).await;
         loop {
             let started = Instant::now();
             let (asked, wait) = match &failed {
@@ -617,15 +748,27 @@ impl BundleWatcher {
                 ),
                 None => (etag.clone(), Duration::from_secs(30)),
             };
-            let res = tokio::select! {
+            let (res, answered) = tokio::select! {
                 _ = shutdown.changed() => return,
-                r = fetch(&client, &self.opts, url, token, asked.as_deref(), wait) => r,
+                r = fetch_from(&self.opts, &polls, asked.as_deref(), wait) => r,
             };
             // Asked again for the failed one, the source has nothing newer
             // than what runs: it was withdrawn.
             if matches!(res, Ok(Fetched::NotModified)) && wait.is_zero() {
                 failed = None;
             }
+            // Asked for anything newer than a refused bundle, an agent (the
+            // next one, after a failover) answered with the revision this
+            // gateway runs: nothing new.
+            let res = match res {
+                Ok(Fetched::New { etag: Some(e), .. })
+                    if self.opts.source.is_agent() && etag.as_deref() == Some(e.as_str()) =>
+                {
+                    failed = None;
+                    Ok(Fetched::NotModified)
+                }
+                r => r,
+            };
             let pause = match res {
                 Ok(Fetched::New {
                     etag: new_etag,
@@ -638,18 +781,23 @@ impl BundleWatcher {
                     let before = self.target.current.load().snap.revision.clone();
                     let gw = self.target.clone();
                     let opts = self.opts.clone();
+                    // A refusal is the answer's (`true`: not proven current,
+                    // not signed, older than what runs, expired) or this
+                    // gateway's (it does not compile here, a pool fails).
                     let res = tokio::task::spawn_blocking(move || {
-                        proven_current(&opts, &nonce, proof.as_deref(), &body)?;
-                        let dir = materialize(&body, &opts)?;
-                        let b = load_dir(&dir)?;
-                        fresh(&b, &opts)?;
-                        let rev = apply(&gw, &b)?;
+                        let answer = |e: String| (e, true);
+                        let here = |e: String| (e, false);
+                        proven_current(&opts, &nonce, proof.as_deref(), &body).map_err(answer)?;
+                        let dir = materialize(&body, &opts).map_err(answer)?;
+                        let b = load_dir(&dir).map_err(here)?;
+                        fresh(&b, &opts).map_err(answer)?;
+                        let rev = apply(&gw, &b).map_err(here)?;
                         applied_sequence(&b, &opts);
                         remember_good(&opts, &dir);
-                        Ok::<_, String>((rev, expires_of(&b).ok().flatten()))
+                        Ok::<_, (String, bool)>((rev, expires_of(&b).ok().flatten()))
                     })
                     .await
-                    .unwrap_or_else(|e| Err(e.to_string()));
+                    .unwrap_or_else(|e| Err((e.to_string(), false)));
                     let refused = res.is_err();
                     match res {
                         Ok((rev, expires)) => {
@@ -660,13 +808,23 @@ impl BundleWatcher {
                             self.target.status.set_rollout(why, &self.opts.labels);
                             self.target.status.ok(&rev)
                         }
-                        Err(e) => {
+                        Err((e, by_answer)) => {
+                            let e = from_agent(e, answered.as_ref());
                             self.target.status.failed(&e);
+                            // An agent that serves what this gateway must
+                            // refuse (a stale one, restored from an old
+                            // state) is passed over like one that is down:
+                            // the others are asked first from now on.
+                            if let (true, Source::Agents { agents, .. }, Some(ep)) =
+                                (by_answer, &self.opts.source, answered.as_ref())
+                            {
+                                agents.failed(ep, Use::Bundles, &e);
+                            }
                             failed = Some((new_etag, Instant::now() + jitter(retry)));
                             retry = (retry * 2).min(Duration::from_secs(60));
                         }
                     }
-                    self.report(&reporter).await;
+                    self.report(reports).await;
                     // A source that answered at once with what is already
                     // running (a static server without ETags) or with a
                     // bundle that fails is polled politely, not in a loop;
@@ -707,16 +865,13 @@ impl BundleWatcher {
 impl BundleWatcher {
     /// Reports status and counters every `report_every`, beside the long
     /// poll (which may wait 30 s for a change).
-    async fn report_loop(&self, mut shutdown: ShutdownWatch) {
-        let Ok(reporter) = http_client(Duration::from_secs(5)) else {
-            return;
-        };
+    async fn report_loop(&self, reports: &Clients, mut shutdown: ShutdownWatch) {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(jitter(self.opts.report_every)) => {}
             }
-            self.report(&reporter).await;
+            self.report(reports).await;
         }
     }
 }
@@ -726,9 +881,10 @@ impl BackgroundService for BundleWatcher {
     async fn start(&self, shutdown: ShutdownWatch) {
         match self.opts.source.clone() {
             Source::Dir(dir) => self.run_dir(&dir, shutdown).await,
-            Source::Http { url, token, .. } => {
-                let reports = self.report_loop(shutdown.clone());
-                let polls = self.run_http(&url, token.as_deref(), shutdown);
+            Source::Http { .. } | Source::Agents { .. } => {
+                let reporter = clients(Duration::from_secs(5));
+                let reports = self.report_loop(&reporter, shutdown.clone());
+                let polls = self.run_http(&reporter, shutdown);
                 tokio::join!(reports, polls);
             }
         }

@@ -214,9 +214,8 @@ fn a_stale_signed_bundle_is_refused_by_a_gateway_with_no_state() {
 fn an_agent_bundle_must_be_proven_current_for_this_request() {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut opts = options(&tmp.path().join("state"), tmp.path());
-    opts.source = Source::Http {
-        url: "http://agent/v1/bundles/current".into(),
-        report_url: Some("http://agent/v1/fleet/report".into()),
+    opts.source = Source::Agents {
+        agents: crate::hub::agents::Agents::new("agent", &["http://agent".into()]).expect("agents"),
         token: None,
     };
     let body = archive::pack(&signed("r1", REGO));
@@ -286,8 +285,62 @@ fn an_agent_bundle_must_be_proven_current_for_this_request() {
     // A plain URL is judged by expiry and sequence only.
     opts.source = Source::Http {
         url: "http://cdn/bundle.tar.gz".into(),
-        report_url: None,
         token: None,
     };
     proven_current(&opts, other, None, &body).expect("not asked");
+}
+
+/// Whichever agent answers, the gateway's floor holds: a bundle below the
+/// newest sequence applied is refused, and so is one at that sequence
+/// with other content (two builds never share a sequence); the same
+/// content at that sequence (a restart, the same build from another
+/// agent) is taken. The floor outlives the process: it is on disk.
+#[test]
+fn no_agent_rolls_the_gateway_back_nor_swaps_content_under_its_sequence() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let opts = options(&tmp.path().join("state"), tmp.path());
+    let build = |seq: u64, rego: &str| {
+        let dir = materialize(
+            &archive::pack(&signed_with(
+                &format!(r#"{{"revision":"r{seq}","sequence":{seq}}}"#),
+                rego,
+            )),
+            &opts,
+        )
+        .expect("signature good");
+        load_dir(&dir).expect("loads")
+    };
+    let applied = build(20, REGO);
+    fresh(&applied, &opts).expect("first");
+    applied_sequence(&applied, &opts);
+    // An older build, from any agent.
+    let err = fresh(&build(19, REGO), &opts).expect_err("older");
+    assert!(
+        err.starts_with("rollback: the bundle's sequence 19 is older than 20"),
+        "{err}"
+    );
+    // The same sequence, other content.
+    let other =
+        "package warden.authz\n\ndefault decision := {\"allow\": true, \"reason\": \"open\"}\n";
+    let err = fresh(&build(20, other), &opts).expect_err("other content");
+    assert!(
+        err.starts_with("rollback: the bundle's sequence 20 is the newest")
+            && err.contains("content is not what was applied"),
+        "{err}"
+    );
+    // The same build again: taken.
+    fresh(&build(20, REGO), &opts).expect("same build");
+    // Newer: taken, and the floor moves with its content.
+    let newer = build(21, other);
+    fresh(&newer, &opts).expect("newer");
+    applied_sequence(&newer, &opts);
+    assert!(fresh(&build(21, REGO), &opts).is_err());
+    assert!(fresh(&build(20, REGO), &opts).is_err());
+    // State from before the content was recorded: the same sequence is
+    // taken once and recorded.
+    std::fs::remove_file(tmp.path().join("state/sequence.content")).expect("rm");
+    let same = build(21, other);
+    fresh(&same, &opts).expect("no record yet");
+    applied_sequence(&same, &opts);
+    assert!(fresh(&build(21, REGO), &opts).is_err());
 }

@@ -20,6 +20,20 @@ fn sequence_file(opts: &SourceOptions) -> PathBuf {
     opts.state_dir.join("sequence")
 }
 
+/// Where the content digest of the bundle applied at that sequence is kept
+/// (`Bundle::digest`: every file but the signature).
+fn content_file(opts: &SourceOptions) -> PathBuf {
+    opts.state_dir.join("sequence.content")
+}
+
+/// The newest sequence applied, 0 when none is recorded.
+fn newest_sequence(opts: &SourceOptions) -> u64 {
+    std::fs::read_to_string(sequence_file(opts))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 /// A signed bundle's sequence (`.manifest`'s `sequence`, set by the agent
 /// at each build; 0 when it has none).
 fn sequence_of(bundle: &Bundle) -> u64 {
@@ -81,10 +95,7 @@ pub(super) fn fresh(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String>
             )
         }
     }
-    let newest = std::fs::read_to_string(sequence_file(opts))
-        .ok()
-        .and_then(|t| t.trim().parse::<u64>().ok())
-        .unwrap_or(0);
+    let newest = newest_sequence(opts);
     let seq = sequence_of(bundle);
     if seq < newest {
         return Err(format!(
@@ -92,6 +103,26 @@ pub(super) fn fresh(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String>
              gateway applied (remove {} to accept an older bundle on purpose)",
             sequence_file(opts).display()
         ));
+    }
+    // One build, one sequence: the same sequence with other content is no
+    // build this gateway applied (two agents that built apart, or a
+    // signing key used by hand), and taking it would let whichever
+    // answers last decide. Sequence 0 (no sequence, bundles from before
+    // it) proves nothing either way.
+    if seq == newest && seq > 0 {
+        if let Ok(applied) = std::fs::read_to_string(content_file(opts)) {
+            let applied = applied.trim();
+            if !applied.is_empty() && applied != bundle.digest {
+                return Err(format!(
+                    "rollback: the bundle's sequence {seq} is the newest this gateway applied, \
+                     but its content is not what was applied under it (content {} instead of \
+                     {}; remove {} to accept it on purpose)",
+                    &bundle.digest[..bundle.digest.len().min(16)],
+                    &applied[..applied.len().min(16)],
+                    sequence_file(opts).display()
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -139,18 +170,22 @@ pub(super) fn applied_sequence(bundle: &Bundle, opts: &SourceOptions) {
         return;
     }
     let path = sequence_file(opts);
-    let newest = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| t.trim().parse::<u64>().ok())
-        .unwrap_or(0);
+    let newest = newest_sequence(opts);
     let seq = sequence_of(bundle);
-    if seq <= newest {
+    let recorded = std::fs::read_to_string(content_file(opts)).unwrap_or_default();
+    if seq < newest || (seq == newest && (seq == 0 || recorded.trim() == bundle.digest)) {
         return;
     }
-    let tmp = opts.state_dir.join(".sequence.tmp");
+    // The content first, then the sequence: a crash between leaves a
+    // content that the recorded sequence never matches, which refuses
+    // only another bundle of that older sequence.
+    let write = |to: &std::path::Path, tmp: &str, text: &str| {
+        let tmp = opts.state_dir.join(tmp);
+        std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, to))
+    };
     if std::fs::create_dir_all(&opts.state_dir)
-        .and_then(|_| std::fs::write(&tmp, seq.to_string()))
-        .and_then(|_| std::fs::rename(&tmp, &path))
+        .and_then(|_| write(&content_file(opts), ".sequence.content.tmp", &bundle.digest))
+        .and_then(|_| write(&path, ".sequence.tmp", &seq.to_string()))
         .is_err()
     {
         tracing::warn!(

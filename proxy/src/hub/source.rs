@@ -4,17 +4,27 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::agents::Agents;
 
 use warden_config::archive::Verifier;
 
 #[derive(Debug, Clone)]
 pub enum Source {
     Dir(PathBuf),
+    /// A plain URL (`--bundle-url`), polled with its ETag.
     Http {
         url: String,
-        /// Where to report status (the agent's `/v1/fleet/report`).
-        report_url: Option<String>,
+        token: Option<String>,
+    },
+    /// The control agents (`--agent`): bundles long-polled from
+    /// `/v1/bundles/current`, status reported to `/v1/fleet/report`, from
+    /// the agent that answered last and the next one when it fails (see
+    /// `agents`).
+    Agents {
+        agents: Arc<Agents>,
         token: Option<String>,
     },
 }
@@ -23,13 +33,21 @@ impl Source {
     /// The control agent (`--agent`, which takes reports): it proves each
     /// bundle it answers with current (`X-Warden-Freshness`).
     pub fn is_agent(&self) -> bool {
-        matches!(
-            self,
-            Source::Http {
-                report_url: Some(_),
-                ..
-            }
-        )
+        matches!(self, Source::Agents { .. })
+    }
+
+    /// The source as `/status` shows it.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Dir(d) => format!("dir:{}", d.display()),
+            Source::Http { url, .. } => url.clone(),
+            Source::Agents { agents, .. } => agents
+                .describe()
+                .split(',')
+                .map(|b| format!("{b}/v1/bundles/current"))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
     }
 }
 

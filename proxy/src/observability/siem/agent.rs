@@ -16,7 +16,10 @@
 //! `prev` still links to it there.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::hub::agents::{Agents, Clients, Use};
 
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -83,20 +86,20 @@ pub(super) fn stub(line: &[u8], why: &str, small: bool) -> Option<Vec<u8>> {
     Some(out.into_bytes())
 }
 
-/// Where the records go: the agent's base URL (`--agent`), its fleet token
+/// Where the records go: the agents (`--agent`, one or several: a batch
+/// goes to the one in use, and to the next when it fails), the fleet token
 /// (`--agent-token`) and this gateway's id (`--gateway-id`).
 #[derive(Debug, Clone)]
 pub struct AgentTarget {
-    pub base: String,
+    pub agents: Arc<Agents>,
     pub token: Option<String>,
     pub gateway_id: String,
 }
 
 pub(super) struct Agent {
-    url: String,
     target: AgentTarget,
     rt: tokio::runtime::Runtime,
-    client: reqwest::Client,
+    clients: Clients,
     /// The pending lines, each followed by `\n`.
     body: Vec<u8>,
     /// Per pending line: its seq, where it ends in `body` (after its
@@ -108,7 +111,9 @@ pub(super) struct Agent {
 
 /// What the agent said to a POST.
 enum Posted {
-    Delivered,
+    /// `true`: after another agent failed in a way that may have taken
+    /// the batch (a read timed out, a 5xx): counted as resent.
+    Delivered(bool),
     /// The batch itself was refused (a malformed or too large line):
     /// sending it again would be refused again.
     Refused(u16, String),
@@ -122,68 +127,79 @@ impl Agent {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(5))
-            // A redirect could turn the POST into a GET that "succeeds".
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(std::io::Error::other)?;
+        let clients = Clients::new(|| {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .connect_timeout(Duration::from_secs(5))
+                // A redirect could turn the POST into a GET that "succeeds".
+                .redirect(reqwest::redirect::Policy::none())
+        });
         Ok(Agent {
-            url: format!("{}/v1/audit/ingest", target.base.trim_end_matches('/')),
             target,
             rt,
-            client,
+            clients,
             body: Vec::new(),
             lines: Vec::new(),
             failing: None,
         })
     }
 
-    /// The agent as logs name it: scheme, host and port.
+    /// The agent as logs name it: the one in use (its base URL).
     fn receiver(&self) -> String {
-        match url::Url::parse(&self.url) {
-            Ok(u) => format!(
-                "{}://{}:{}",
-                u.scheme(),
-                u.host_str().unwrap_or("-"),
-                u.port_or_known_default().unwrap_or(0)
-            ),
-            Err(_) => "-".into(),
-        }
+        self.target.agents.base_in_use()
     }
 
+    /// POSTs `body` to the agent in use, and to the next one when it
+    /// cannot take it (unreachable, timed out, any status but a refusal
+    /// of the lines, or an answer that is not the agent's). The same
+    /// batch, whole, goes to each: the cursor moves only once one agent
+    /// took it, and one that may have taken it before failing is marked
+    /// by the caller (resent), as for one agent.
     fn post(&self, body: &[u8]) -> Posted {
-        let mut req = self
-            .client
-            .post(&self.url)
-            .header("content-type", "application/x-ndjson")
-            .header("x-warden-gateway", &self.target.gateway_id)
-            // This process, so that the agent tells two processes sharing
-            // a gateway id apart by their audit too.
-            .header("x-warden-instance", crate::hub::bundles::instance_id())
-            .body(body.to_vec());
-        if let Some(t) = &self.target.token {
-            req = req.bearer_auth(t);
-        }
+        let agents = &self.target.agents;
         self.rt.block_on(async {
-            match req.send().await {
-                Ok(r) if r.status().is_success() => Posted::Delivered,
-                Ok(r) => {
-                    let st = r.status().as_u16();
-                    let text = r.text().await.unwrap_or_default();
-                    let why: String = text.chars().take(300).collect();
-                    // Only a refusal of the lines themselves is final; a
-                    // token refused, a missing route, an overloaded agent
-                    // are waited out.
-                    if st == 400 || st == 413 {
-                        Posted::Refused(st, why)
-                    } else {
-                        Posted::Failed(format!("status {st}: {why}"))
+            let mut errors = Vec::new();
+            let mut maybe_taken = false;
+            for ep in agents.candidates().await {
+                let client = match self.clients.get(&ep) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        agents.failed(&ep, Use::Audit, &e);
+                        errors.push(e);
+                        continue;
+                    }
+                };
+                let mut req = client
+                    .post(ep.url("/v1/audit/ingest"))
+                    .header("content-type", "application/x-ndjson")
+                    .header("x-warden-gateway", &self.target.gateway_id)
+                    // This process, so that the agent tells two processes
+                    // sharing a gateway id apart by their audit too.
+                    .header("x-warden-instance", crate::hub::bundles::instance_id())
+                    .body(body.to_vec());
+                if let Some(t) = &self.target.token {
+                    req = req.bearer_auth(t);
+                }
+                let sent = req.send().await;
+                // Refused before any byte was sent: that agent has nothing.
+                let unsent = sent.as_ref().is_err_and(reqwest::Error::is_connect);
+                match answer(sent).await {
+                    Posted::Failed(why) => {
+                        agents.failed(&ep, Use::Audit, &why);
+                        errors.push(format!("{}: {why}", ep.name()));
+                        maybe_taken |= !unsent;
+                    }
+                    Posted::Delivered(_) => {
+                        agents.answered(&ep);
+                        return Posted::Delivered(maybe_taken);
+                    }
+                    refused => {
+                        agents.answered(&ep);
+                        return refused;
                     }
                 }
-                Err(e) => Posted::Failed(e.without_url().to_string()),
             }
+            Posted::Failed(errors.join("; "))
         })
     }
 
@@ -221,8 +237,14 @@ impl Agent {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.post(&self.body) {
-                Posted::Delivered => {
+                Posted::Delivered(after_failure) => {
                     m.connected.with_label_values(&["agent"]).set(1);
+                    // Another agent may have taken it before failing.
+                    if after_failure {
+                        for l in &mut self.lines {
+                            l.2 = true;
+                        }
+                    }
                     if let Some((since, _)) = self.failing.take() {
                         tracing::info!(agent = %self.receiver(), after_s = since.elapsed().as_secs(), "audit export to the agent: delivering again");
                     }
@@ -283,6 +305,37 @@ impl Agent {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+    }
+}
+
+/// What one agent's answer to a batch says. Delivered is a 2xx with the
+/// agent's count (`{"accepted": n, …}`): a proxy's page or a catch-all
+/// server answering 200 has taken nothing. A refusal of the lines (400,
+/// 413) counts only with the agent's error (`{"error": …}`), since the
+/// lines refused alone go as stubs.
+async fn answer(sent: reqwest::Result<reqwest::Response>) -> Posted {
+    let r = match sent {
+        Ok(r) => r,
+        Err(e) => return Posted::Failed(e.without_url().to_string()),
+    };
+    let st = r.status().as_u16();
+    let text = match r.text().await {
+        Ok(t) => t,
+        Err(e) => return Posted::Failed(format!("status {st}: {}", e.without_url())),
+    };
+    let why: String = text.chars().take(300).collect();
+    let json = serde_json::from_str::<serde_json::Value>(&text).ok();
+    match st {
+        200..=299 if json.as_ref().is_some_and(|v| v["accepted"].is_u64()) => {
+            Posted::Delivered(false)
+        }
+        200..=299 => Posted::Failed(format!("status {st}: not the agent's protocol: {why}")),
+        // Only a refusal of the lines themselves is final; a token
+        // refused, a missing route, an overloaded agent are waited out.
+        400 | 413 if json.as_ref().is_some_and(|v| v["error"].is_string()) => {
+            Posted::Refused(st, why)
+        }
+        _ => Posted::Failed(format!("status {st}: {why}")),
     }
 }
 

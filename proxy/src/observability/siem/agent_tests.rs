@@ -75,17 +75,25 @@ fn stand_in(refuses: fn(&str) -> bool) -> (String, Arc<Mutex<Vec<String>>>) {
                 .filter(|l| !l.is_empty())
                 .map(str::to_owned)
                 .collect();
-            let status = if !lines.iter().any(|l| l.len() > MAX_LINE || refuses(l)) {
+            let n = lines.len();
+            let (status, answer) = if !lines.iter().any(|l| l.len() > MAX_LINE || refuses(l)) {
                 kept.lock().unwrap().extend(lines);
-                "200 OK"
-            } else if lines.len() > 1 {
-                "413 Payload Too Large"
+                ("200 OK", format!("{{\"accepted\":{n},\"duplicates\":0}}"))
+            } else if n > 1 {
+                (
+                    "413 Payload Too Large",
+                    "{\"error\":\"too large\"}".to_owned(),
+                )
             } else {
-                "400 Bad Request"
+                (
+                    "400 Bad Request",
+                    "{\"error\":\"line 1: refused\"}".to_owned(),
+                )
             };
             let _ = write!(
                 conn,
-                "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
             );
         }
     });
@@ -96,7 +104,7 @@ fn stand_in(refuses: fn(&str) -> bool) -> (String, Arc<Mutex<Vec<String>>>) {
 fn a_record_too_long_for_the_agent_arrives_as_a_stub_holding_its_place_in_the_chain() {
     let (url, got) = stand_in(|_| false);
     let mut sink = Agent::new(AgentTarget {
-        base: url,
+        agents: crate::hub::agents::Agents::new("agent", &[url]).unwrap(),
         token: None,
         gateway_id: "gw-1".into(),
     })
@@ -154,7 +162,7 @@ fn a_record_the_agent_refuses_alone_arrives_as_its_stub() {
     // record still takes its place in the agent's chain.
     let (url, got) = stand_in(|l| l.contains("refuse-me"));
     let mut sink = Agent::new(AgentTarget {
-        base: url,
+        agents: crate::hub::agents::Agents::new("agent", &[url]).unwrap(),
         token: None,
         gateway_id: "gw-1".into(),
     })
@@ -193,12 +201,12 @@ fn each_batch_names_the_gateway_and_this_process() {
         let head = read_request(&conn).map(|(h, _)| h).unwrap_or_default();
         let _ = write!(
             conn,
-            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+            "HTTP/1.1 200 OK\r\ncontent-length: 29\r\nconnection: close\r\n\r\n{{\"accepted\":1,\"duplicates\":0}}"
         );
         let _ = tx.send(head);
     });
     let mut sink = Agent::new(AgentTarget {
-        base: url,
+        agents: crate::hub::agents::Agents::new("agent", &[url]).unwrap(),
         token: None,
         gateway_id: "gw-7".into(),
     })
@@ -214,4 +222,76 @@ fn each_batch_names_the_gateway_and_this_process() {
         head.contains(&format!("x-warden-instance: {instance}\r\n")),
         "{head}"
     );
+}
+
+/// A server that answers every request `status` with `body` (a proxy's
+/// page, a catch-all); counts the requests.
+fn impostor(status: &'static str, body: &'static str) -> (String, Arc<Mutex<usize>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let asked = Arc::new(Mutex::new(0));
+    let count = asked.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            if read_request(&conn).is_none() {
+                continue;
+            }
+            *count.lock().unwrap() += 1;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, asked)
+}
+
+/// With several agents, a batch the first cannot take (it is down, or it
+/// is no agent: a 200 page without the agent's count, a 400 without its
+/// error) goes whole to the next one: every record arrives there, none
+/// is taken as delivered by what is not an agent, none is split or
+/// stubbed because something else said 400.
+#[test]
+fn a_batch_goes_to_the_next_agent_when_one_cannot_take_it() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let (page, page_asked) = impostor("200 OK", "<html>welcome</html>");
+    let (bad, bad_asked) = impostor("400 Bad Request", "<html>bad request</html>");
+    let (url, got) = stand_in(|_| false);
+    let agents = crate::hub::agents::Agents::new(
+        "agent",
+        &[dead.clone(), page.clone(), bad.clone(), url.clone()],
+    )
+    .unwrap();
+    let mut sink = Agent::new(AgentTarget {
+        agents: agents.clone(),
+        token: None,
+        gateway_id: "gw-1".into(),
+    })
+    .unwrap();
+    let lines = trail(5, 9, 0);
+    let stop = || false;
+    for (seq, l) in lines.iter().enumerate() {
+        assert!(sink.deliver(seq as u64, l.as_bytes(), false, &stop));
+    }
+    assert!(sink.idle(&stop));
+    assert_eq!(*got.lock().unwrap(), lines, "every record, once, in order");
+    assert_eq!(*page_asked.lock().unwrap(), 1);
+    assert_eq!(*bad_asked.lock().unwrap(), 1);
+    assert_eq!(
+        agents.base_in_use(),
+        url,
+        "the agent that took it is in use"
+    );
+    // The next batch goes straight to it.
+    let more = trail(7, 9, 0);
+    assert!(sink.deliver(5, more[5].as_bytes(), false, &stop));
+    assert!(sink.deliver(6, more[6].as_bytes(), false, &stop));
+    assert!(sink.idle(&stop));
+    assert_eq!(got.lock().unwrap().len(), 7);
+    assert_eq!(*page_asked.lock().unwrap(), 1, "not asked again");
 }
