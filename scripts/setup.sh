@@ -29,6 +29,9 @@ if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then
   command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-server redis-tools)
   # The SIEM export is tested against a real rsyslog (TCP and TLS).
   [ -x /usr/sbin/rsyslogd ] && [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || need_apt+=(rsyslog rsyslog-gnutls)
+  # The control agent's PostgreSQL store is tested against a real server
+  # (started by the tests in a temporary directory).
+  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
   # The web console is tested in a real browser (WebDriver).
   [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || need_apt+=(chromium chromium-driver)
 fi
@@ -38,7 +41,13 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # Debian starts a system Prometheus on :9090 where systemd runs; the tests start their own.
-  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now prometheus redis-server rsyslog >/dev/null 2>&1 || true; fi
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now prometheus redis-server rsyslog postgresql >/dev/null 2>&1 || true; fi
+fi
+
+if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ] && [ "$(id -u)" = 0 ] && ! id warden-pg >/dev/null 2>&1; then
+  # PostgreSQL refuses to run as root: the tests run it as this user.
+  log "creating the unprivileged user warden-pg (the tests' PostgreSQL runs as it)"
+  useradd --system --no-create-home --shell /usr/sbin/nologin warden-pg
 fi
 
 if [ "${WARDEN_SETUP_PEERS:-1}" = 1 ]; then

@@ -596,6 +596,9 @@ impl Api {
                 }
                 (false, msg)
             }
+            Ok(Err(RegistryError::Unavailable(u))) => {
+                (false, format!("{server}: {what} not done: {u}"))
+            }
             Ok(Err(RegistryError::Build(b))) => {
                 (false, format!("{server}: {what} does not build: {b}"))
             }

@@ -80,9 +80,20 @@ impl ApiError {
         self
     }
 
+    /// A failure that is the store's (its database unreachable), not the
+    /// bundle's: 503.
+    fn unavailable(e: &BuildFailure) -> Option<ApiError> {
+        e.0.iter()
+            .find(|p| p.file == crate::store::UNAVAILABLE)
+            .map(|p| crate::store::Unavailable(p.message.clone()).into())
+    }
+
     /// A bundle the build refused, its problems as `file`, `path` and
     /// `message` (the governance routes).
     pub fn problems(e: &BuildFailure) -> ApiError {
+        if let Some(u) = Self::unavailable(e) {
+            return u;
+        }
         ApiError::with_body(
             StatusCode::UNPROCESSABLE_ENTITY,
             serde_json::json!({
@@ -95,6 +106,9 @@ impl ApiError {
     /// A bundle the build refused, its problems as one line each (the
     /// org's publish, rollback and kill switch); `error` says what.
     pub fn problem_lines(error: &str, e: &BuildFailure) -> ApiError {
+        if let Some(u) = Self::unavailable(e) {
+            return u;
+        }
         ApiError::with_body(
             StatusCode::UNPROCESSABLE_ENTITY,
             serde_json::json!({"error": error, "problems": e.0.iter().map(|p| p.to_string()).collect::<Vec<_>>()}),
@@ -134,6 +148,16 @@ pub fn ok(v: &impl Serialize) -> ApiResult {
     Ok(json(StatusCode::OK, v))
 }
 
+impl From<crate::store::Unavailable> for ApiError {
+    fn from(e: crate::store::Unavailable) -> ApiError {
+        ApiError::coded(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+            "store_unavailable",
+        )
+    }
+}
+
 impl From<CanaryRefusal> for ApiError {
     fn from(e: CanaryRefusal) -> ApiError {
         ApiError::coded(
@@ -161,6 +185,7 @@ impl From<RegistryError> for ApiError {
         match e {
             RegistryError::Refused(r) => r.into(),
             RegistryError::Build(b) => ApiError::problems(&b),
+            RegistryError::Unavailable(u) => u.into(),
         }
     }
 }

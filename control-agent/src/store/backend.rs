@@ -79,6 +79,27 @@ pub trait Backend: Send + Sync {
     fn append_layer_history(&self, tenant: &str, entry: &LayerEntry) -> std::io::Result<()>;
     fn rewrite_layer_history(&self, tenant: &str, all: &[LayerEntry]) -> std::io::Result<()>;
     fn save_layer_state(&self, tenant: &str, state: &LayerState) -> std::io::Result<()>;
+
+    /// Takes the turn to change what is kept, when several agents keep it
+    /// together (one database): every other agent's turn waits until this
+    /// one ends. The generation of what is kept now (an agent that loaded
+    /// an older one loads again before it changes anything); `None`: this
+    /// agent keeps it alone, and its own lock is turn enough.
+    fn begin(&self) -> std::io::Result<Option<u64>> {
+        Ok(None)
+    }
+    /// Ends the turn, keeping what it wrote: the generation now (bumped
+    /// when anything was written, and the other agents told).
+    fn commit(&self) -> std::io::Result<Option<u64>> {
+        Ok(None)
+    }
+    /// Ends the turn, undoing what it wrote.
+    fn rollback(&self) {}
+    /// The generation of what is kept, read without a turn (`None`: kept
+    /// by this agent alone).
+    fn generation(&self) -> std::io::Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// The highest build sequence this store gave a bundle.

@@ -30,8 +30,8 @@ impl Store {
         let res = (|| {
             let files = archive::read_dir(&self.source).map_err(io)?;
             let d = build::digest(&files);
-            let mut inner = self.lock();
-            self.start_canary(
+            let mut inner = self.write()?;
+            let started = self.start_canary(
                 &mut inner,
                 actor,
                 labels,
@@ -40,7 +40,8 @@ impl Store {
                 BTreeMap::new(),
                 None,
                 Some(d),
-            )
+            );
+            inner.finish(started)
         })();
         self.after(actor, "canary", res)
     }
@@ -178,7 +179,16 @@ impl Store {
     /// Judges the canary being watched, if any: promotes or rolls it back
     /// when its numbers say so. Returns what it did.
     pub fn tick(&self) -> Option<Verdict> {
-        let mut inner = self.lock();
+        self.lock().watching()?;
+        // Judged inside a turn: on the state every agent sees, so that a
+        // verdict is given once whichever agent judges.
+        let mut inner = match self.write() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "the canary is not judged while the store is unavailable");
+                return None;
+            }
+        };
         let inner = &mut *inner;
         let r = inner.rollout.as_mut().filter(|r| r.watching())?;
         let (mut canary, mut rest) = (Stats::default(), Stats::default());
@@ -385,11 +395,13 @@ impl Store {
     /// started (or the canary rebuilt) after the operator read it is not
     /// promoted in its place.
     pub fn promote(&self, actor: &str, revision: Option<&str>) -> Result<String, CanaryRefusal> {
-        let mut inner = self.lock();
+        let mut inner = self.write()?;
         let current = Self::watched(&inner)?.revision.clone();
         CanaryRefusal::check(true, &current, revision)?;
-        self.promote_locked(&mut inner, actor, &format!("promoted by {actor}"))
-            .ok_or_else(CanaryRefusal::none)
+        let r = self
+            .promote_locked(&mut inner, actor, &format!("promoted by {actor}"))
+            .ok_or_else(CanaryRefusal::none);
+        inner.finish(r)
     }
 
     /// An operator rolls the canary back (when a revision is named, that
@@ -399,11 +411,13 @@ impl Store {
         actor: &str,
         revision: Option<&str>,
     ) -> Result<String, CanaryRefusal> {
-        let mut inner = self.lock();
+        let mut inner = self.write()?;
         let current = Self::watched(&inner)?.revision.clone();
         CanaryRefusal::check(false, &current, revision)?;
-        self.roll_back_locked(&mut inner, actor, &format!("rolled back by {actor}"))
-            .ok_or_else(CanaryRefusal::none)
+        let r = self
+            .roll_back_locked(&mut inner, actor, &format!("rolled back by {actor}"))
+            .ok_or_else(CanaryRefusal::none);
+        inner.finish(r)
     }
 
     fn watched(inner: &Inner) -> Result<&Rollout, CanaryRefusal> {
@@ -423,7 +437,7 @@ impl Store {
         promote: bool,
         revision: Option<&str>,
     ) -> Result<String, CanaryRefusal> {
-        let mut inner = self.lock();
+        let mut inner = self.write()?;
         let theirs = inner
             .watching()
             .and_then(|r| r.layer.as_ref())
@@ -444,7 +458,7 @@ impl Store {
         } else {
             self.roll_back_locked(&mut inner, actor, &why)
         };
-        done.ok_or_else(CanaryRefusal::none)
+        inner.finish(done.ok_or_else(CanaryRefusal::none))
     }
 
     /// The canary being watched or the last one, with its figures
@@ -475,6 +489,14 @@ pub enum CanaryRefusal {
     /// The canary watched is not the revision named (409
     /// `revision_changed`): nothing changes.
     Changed(String),
+    /// The store could not take its turn (503 `store_unavailable`).
+    Unavailable(String),
+}
+
+impl From<super::Unavailable> for CanaryRefusal {
+    fn from(e: super::Unavailable) -> CanaryRefusal {
+        CanaryRefusal::Unavailable(e.to_string())
+    }
 }
 
 impl CanaryRefusal {
@@ -502,6 +524,7 @@ impl CanaryRefusal {
         match self {
             CanaryRefusal::Unnamed(_) => 400,
             CanaryRefusal::NotWatched(_) | CanaryRefusal::Changed(_) => 409,
+            CanaryRefusal::Unavailable(_) => 503,
         }
     }
 
@@ -511,6 +534,7 @@ impl CanaryRefusal {
             CanaryRefusal::NotWatched(_) => "no_canary",
             CanaryRefusal::Unnamed(_) => "revision_required",
             CanaryRefusal::Changed(_) => "revision_changed",
+            CanaryRefusal::Unavailable(_) => "store_unavailable",
         }
     }
 }
@@ -520,7 +544,8 @@ impl std::fmt::Display for CanaryRefusal {
         match self {
             CanaryRefusal::NotWatched(m)
             | CanaryRefusal::Unnamed(m)
-            | CanaryRefusal::Changed(m) => f.write_str(m),
+            | CanaryRefusal::Changed(m)
+            | CanaryRefusal::Unavailable(m) => f.write_str(m),
         }
     }
 }

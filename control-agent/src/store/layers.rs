@@ -505,56 +505,59 @@ impl Store {
     ) -> Result<LayerEntry, BuildFailure> {
         let res = (|| {
             let tenant = tenant_name(tenant).map_err(io)?;
-            let mut inner = self.lock();
-            let target = if canary.is_some() { "canary" } else { "all" };
-            let reason = match &canary {
-                Some((l, p)) => format!("canary on {:.0}% of {l}", p.share * 100.0),
-                None => "published".to_owned(),
-            };
-            if canary.is_some() && inner.watching().is_some() {
-                return Err(io(
-                    "a canary is already being watched: promote or roll it back first",
-                ));
-            }
-            if let Some((_, plan)) = &canary {
-                tenant_may_canary(inner.rollout.as_ref(), &tenant, plan)?;
-            }
-            let (entry, org) =
-                self.add_layer(&mut inner, actor, &tenant, files, &reason, target)?;
-            match canary {
-                Some((labels, plan)) => {
-                    let layer = LayerCanary {
-                        tenant: tenant.clone(),
-                        seq: entry.seq,
-                        revision: entry.revision.clone(),
-                    };
-                    self.start_canary(
-                        &mut inner,
-                        actor,
-                        labels,
-                        plan,
-                        org.files.clone(),
-                        BTreeMap::from([(tenant.clone(), entry.seq)]),
-                        Some(layer),
-                        None,
-                    )?;
+            let mut inner = self.write()?;
+            let r = (|| {
+                let target = if canary.is_some() { "canary" } else { "all" };
+                let reason = match &canary {
+                    Some((l, p)) => format!("canary on {:.0}% of {l}", p.share * 100.0),
+                    None => "published".to_owned(),
+                };
+                if canary.is_some() && inner.watching().is_some() {
+                    return Err(io(
+                        "a canary is already being watched: promote or roll it back first",
+                    ));
                 }
-                None => {
-                    self.supersede_layer_canary(
-                        &mut inner,
-                        &tenant,
-                        &format!("{} was published during the watch", entry.revision),
-                    );
-                    self.make_current(
-                        &mut inner,
-                        actor,
-                        &tenant,
-                        entry.seq,
-                        &format!("layer {}", entry.revision),
-                    )?;
+                if let Some((_, plan)) = &canary {
+                    tenant_may_canary(inner.rollout.as_ref(), &tenant, plan)?;
                 }
-            }
-            Ok(entry)
+                let (entry, org) =
+                    self.add_layer(&mut inner, actor, &tenant, files, &reason, target)?;
+                match canary {
+                    Some((labels, plan)) => {
+                        let layer = LayerCanary {
+                            tenant: tenant.clone(),
+                            seq: entry.seq,
+                            revision: entry.revision.clone(),
+                        };
+                        self.start_canary(
+                            &mut inner,
+                            actor,
+                            labels,
+                            plan,
+                            org.files.clone(),
+                            BTreeMap::from([(tenant.clone(), entry.seq)]),
+                            Some(layer),
+                            None,
+                        )?;
+                    }
+                    None => {
+                        self.supersede_layer_canary(
+                            &mut inner,
+                            &tenant,
+                            &format!("{} was published during the watch", entry.revision),
+                        );
+                        self.make_current(
+                            &mut inner,
+                            actor,
+                            &tenant,
+                            entry.seq,
+                            &format!("layer {}", entry.revision),
+                        )?;
+                    }
+                }
+                Ok(entry)
+            })();
+            inner.finish(r)
         })();
         self.layer_done(actor, "layer.publish", tenant, res)
     }
@@ -569,31 +572,34 @@ impl Store {
     ) -> Result<LayerEntry, BuildFailure> {
         let res = (|| {
             let tenant = tenant_name(tenant).map_err(io)?;
-            let mut inner = self.lock();
-            let seq = inner
-                .layers
-                .get(&tenant)
-                .and_then(|t| t.history.iter().find(|e| e.revision == to))
-                .map(|e| e.seq)
-                .ok_or_else(|| io(format!("tenant `{tenant}` has no layer revision `{to}`")))?;
-            let files = self.layer_files(&tenant, seq)?;
-            let (entry, _) = self.add_layer(
-                &mut inner,
-                actor,
-                &tenant,
-                files,
-                &format!("rollback to {to}"),
-                "all",
-            )?;
-            self.supersede_layer_canary(&mut inner, &tenant, &format!("rolled back to {to}"));
-            self.make_current(
-                &mut inner,
-                actor,
-                &tenant,
-                entry.seq,
-                &format!("layer {} (rollback to {to})", entry.revision),
-            )?;
-            Ok(entry)
+            let mut inner = self.write()?;
+            let r = (|| {
+                let seq = inner
+                    .layers
+                    .get(&tenant)
+                    .and_then(|t| t.history.iter().find(|e| e.revision == to))
+                    .map(|e| e.seq)
+                    .ok_or_else(|| io(format!("tenant `{tenant}` has no layer revision `{to}`")))?;
+                let files = self.layer_files(&tenant, seq)?;
+                let (entry, _) = self.add_layer(
+                    &mut inner,
+                    actor,
+                    &tenant,
+                    files,
+                    &format!("rollback to {to}"),
+                    "all",
+                )?;
+                self.supersede_layer_canary(&mut inner, &tenant, &format!("rolled back to {to}"));
+                self.make_current(
+                    &mut inner,
+                    actor,
+                    &tenant,
+                    entry.seq,
+                    &format!("layer {} (rollback to {to})", entry.revision),
+                )?;
+                Ok(entry)
+            })();
+            inner.finish(r)
         })();
         self.layer_done(actor, "layer.rollback", tenant, res)
     }

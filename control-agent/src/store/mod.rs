@@ -29,6 +29,7 @@ mod compose;
 mod error;
 mod fleet;
 pub mod layers;
+pub mod postgres;
 mod prune;
 mod publish;
 mod registry;
@@ -56,6 +57,8 @@ pub(crate) mod fleet_tests;
 mod isolation_tests;
 #[cfg(test)]
 pub(crate) mod layer_tests;
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -98,6 +101,22 @@ struct Inner {
     /// Each tenant's layer revisions.
     layers: BTreeMap<String, layers::Tenant>,
     registry: crate::registry::Registry,
+    /// The backend's generation this memory holds (`None`: unknown, or
+    /// the backend is this agent's alone): another agent changed what is
+    /// kept when the backend's differs, and it is loaded again.
+    loaded: Option<u64>,
+}
+
+/// What the backend keeps of the store's state, read back whole (at start,
+/// and when another agent changed it).
+struct Kept {
+    history: Vec<HistoryEntry>,
+    served: Vec<Arc<Published>>,
+    entries: Vec<ServedEntry>,
+    rollout: Option<Rollout>,
+    kill: KillState,
+    kill_log: VecDeque<KillEvent>,
+    layers: BTreeMap<String, layers::Tenant>,
 }
 
 impl Inner {
@@ -184,17 +203,10 @@ impl Store {
         })
     }
 
-    /// Opens (or creates) the state directory and restores what was served.
-    pub fn open(dir: &Path, source: &Path, signer: Option<Signer>) -> anyhow::Result<Store> {
-        Self::with_backend(Box::new(StateDir::open(dir)?), source, signer)
-    }
-
-    /// Restores what `backend` kept and serves it.
-    pub fn with_backend(
-        backend: Box<dyn Backend>,
-        source: &Path,
-        signer: Option<Signer>,
-    ) -> anyhow::Result<Store> {
+    /// Reads back what `backend` keeps: the history, what is served (each
+    /// revision's archives), the rollout, the kill switch and its log, the
+    /// tenants' layers.
+    fn load_kept(backend: &dyn Backend) -> anyhow::Result<Kept> {
         // Builds stay newer than every one this store published, whatever
         // the clock says now (see `build::next_sequence`).
         if let Some(floor) = backend.sequence() {
@@ -220,18 +232,51 @@ impl Store {
         for e in &entries {
             let Some(h) = history.iter().find(|h| h.seq == e.seq) else {
                 anyhow::bail!(
-                    "served.json names revision {} that the history lacks",
+                    "what is served names revision {} that the history lacks",
                     e.seq
                 );
             };
             served.push(Arc::new(Self::load_published(
-                &*backend,
+                backend,
                 h,
                 e.target.clone(),
                 e.overrides.clone(),
             )?));
         }
-        let mut rollout = backend.load_rollout()?;
+        Ok(Kept {
+            rollout: backend.load_rollout()?,
+            kill_log: backend.load_kill_log(),
+            layers: backend.load_layers()?,
+            history,
+            served,
+            entries,
+            kill,
+        })
+    }
+
+    /// Opens (or creates) the state directory and restores what was served.
+    pub fn open(dir: &Path, source: &Path, signer: Option<Signer>) -> anyhow::Result<Store> {
+        Self::with_backend(Box::new(StateDir::open(dir)?), source, signer)
+    }
+
+    /// Restores what `backend` kept and serves it.
+    pub fn with_backend(
+        backend: Box<dyn Backend>,
+        source: &Path,
+        signer: Option<Signer>,
+    ) -> anyhow::Result<Store> {
+        // Read first: a change another agent makes while this one loads
+        // leaves the memory older than the generation, and loaded again.
+        let loaded = backend.generation()?;
+        let Kept {
+            history,
+            served,
+            entries,
+            mut rollout,
+            kill,
+            kill_log,
+            layers,
+        } = Self::load_kept(&*backend)?;
         // A canary being watched when the agent stopped is watched again
         // from now: the members' windows (and what they did while nobody
         // watched) are gone, and judging the rest of an old watch on a
@@ -257,14 +302,15 @@ impl Store {
                 served,
                 rollout,
                 kill,
-                kill_log: backend.load_kill_log(),
+                kill_log,
                 source_digest,
                 last_error: None,
                 fleet: BTreeMap::new(),
                 sightings: BTreeMap::new(),
                 fetched: BTreeMap::new(),
-                layers: backend.load_layers()?,
+                layers,
                 registry,
+                loaded,
             }),
             backend,
             generation: tx,
@@ -283,6 +329,81 @@ impl Store {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data; keep serving.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The store's lock, taken to change what is kept: with a shared
+    /// backend, inside a turn (every other agent's change waits), the
+    /// memory loaded again first when another agent changed the store
+    /// since. Fails when the backend cannot give the turn (its database
+    /// unreachable): nothing may change then.
+    fn write(&self) -> Result<Turn<'_>, Unavailable> {
+        let mut inner = self.lock();
+        let Some(g) = self.backend.begin().map_err(Unavailable::of)? else {
+            return Ok(Turn {
+                store: self,
+                inner,
+                shared: false,
+            });
+        };
+        if inner.loaded != Some(g) {
+            if let Err(e) = self.reload(&mut inner) {
+                self.backend.rollback();
+                return Err(Unavailable::of(e));
+            }
+            inner.loaded = Some(g);
+        }
+        Ok(Turn {
+            store: self,
+            inner,
+            shared: true,
+        })
+    }
+
+    /// Loads again what the backend keeps (another agent changed it): the
+    /// gateways' fetches, reports and what this agent saw of them stay.
+    fn reload(&self, inner: &mut Inner) -> anyhow::Result<()> {
+        let k = Self::load_kept(&*self.backend)?;
+        let registry = self.backend.load_registry()?.unwrap_or_default();
+        let before: Vec<(u64, String)> = inner
+            .served
+            .iter()
+            .map(|p| (p.seq, p.revision.clone()))
+            .collect();
+        inner.source_digest = k.history.last().and_then(|h| h.source.clone());
+        inner.history = k.history;
+        inner.served = k.served;
+        inner.rollout = k.rollout;
+        inner.kill = k.kill;
+        inner.kill_log = k.kill_log;
+        inner.layers = k.layers;
+        inner.registry = registry;
+        let after: Vec<(u64, String)> = inner
+            .served
+            .iter()
+            .map(|p| (p.seq, p.revision.clone()))
+            .collect();
+        if before != after {
+            // Long polls wake to what another agent published.
+            self.generation.send_modify(|g| *g += 1);
+        }
+        Ok(())
+    }
+
+    /// Loads again what another agent changed, when the backend is shared
+    /// and its generation moved: how an agent that changes nothing
+    /// itself keeps serving what the others publish (called when another
+    /// agent says it changed the store, and every few seconds).
+    pub fn catch_up(&self) -> anyhow::Result<()> {
+        let Some(g) = self.backend.generation()? else {
+            return Ok(());
+        };
+        if self.lock().loaded == Some(g) {
+            return Ok(());
+        }
+        // A turn loads again; it writes nothing, so it bumps nothing.
+        let turn = self.write()?;
+        turn.finish(Ok::<(), Unavailable>(()))?;
+        Ok(())
     }
 
     /// The key bundles (and approval grants) are signed with.
@@ -346,5 +467,97 @@ impl Store {
             tracing::error!(error = %e, "cannot persist what is served");
         }
         self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// The store could not take its turn to change what is kept (its
+/// database unreachable, or what it keeps unreadable): nothing changed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the store is unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+impl Unavailable {
+    fn of(e: impl std::fmt::Display) -> Unavailable {
+        Unavailable(e.to_string())
+    }
+}
+
+/// Where a [`BuildFailure`] that is the store's unavailability, not the
+/// bundle's, says so (`file`): the API answers it 503.
+pub const UNAVAILABLE: &str = "(store)";
+
+impl From<Unavailable> for BuildFailure {
+    fn from(e: Unavailable) -> BuildFailure {
+        BuildFailure(vec![warden_config::error::Problem {
+            file: UNAVAILABLE.into(),
+            path: String::new(),
+            message: e.0,
+        }])
+    }
+}
+
+/// The store's lock held for a change (see [`Store::write`]). Dropped, it
+/// ends the turn keeping what was written, as files would have; a change
+/// whose caller must know it was kept ends with [`Turn::finish`].
+struct Turn<'a> {
+    store: &'a Store,
+    inner: std::sync::MutexGuard<'a, Inner>,
+    shared: bool,
+}
+
+impl Turn<'_> {
+    /// Ends the turn: `res` kept when it succeeded (a failure to keep it
+    /// is the caller's failure), undone when it failed.
+    fn finish<T, E: From<Unavailable>>(mut self, res: Result<T, E>) -> Result<T, E> {
+        if !std::mem::take(&mut self.shared) {
+            return res;
+        }
+        match res {
+            Ok(v) => match self.store.backend.commit() {
+                Ok(g) => {
+                    self.inner.loaded = g;
+                    Ok(v)
+                }
+                Err(e) => {
+                    // Undone by the database: the memory is loaded again
+                    // at the next turn.
+                    self.inner.loaded = None;
+                    Err(Unavailable::of(e).into())
+                }
+            },
+            Err(e) => {
+                self.store.backend.rollback();
+                self.inner.loaded = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if !self.shared {
+            return;
+        }
+        match self.store.backend.commit() {
+            Ok(g) => self.inner.loaded = g,
+            Err(e) => {
+                tracing::error!(error = %e, "a change to the store was not kept");
+                self.inner.loaded = None;
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Turn<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Turn<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.inner
     }
 }

@@ -175,7 +175,7 @@ impl Store {
     ) -> Result<Option<Arc<Published>>, BuildFailure> {
         let files = archive::read_dir(&self.source).map_err(io)?;
         let d = build::digest(&files);
-        let mut inner = self.lock();
+        let mut inner = self.write()?;
         if !force && inner.source_digest.as_deref() == Some(d.as_str()) {
             return Ok(None);
         }
@@ -194,7 +194,7 @@ impl Store {
             &reason,
             Target::Select { labels },
         );
-        drop(inner);
+        let res = inner.finish(res);
         self.after(actor, "publish", res).map(Some)
     }
 }
@@ -245,7 +245,10 @@ impl Store {
     /// Republishes an earlier revision's content as the newest revision for
     /// everyone (ending any canary), with the current kill switch.
     pub fn rollback(&self, actor: &str, to: &str) -> Result<Arc<Published>, BuildFailure> {
-        let mut inner = self.lock();
+        let mut inner = match self.write() {
+            Ok(t) => t,
+            Err(e) => return self.after(actor, "rollback", Err(e.into())),
+        };
         let Some(h) = inner.history.iter().find(|h| h.revision == to).cloned() else {
             let why = Self::no_revision(&inner, to);
             drop(inner);
@@ -271,7 +274,7 @@ impl Store {
                     Target::all(),
                 )
             });
-        drop(inner);
+        let res = inner.finish(res);
         self.after_with(actor, "rollback", &format!("to {to}"), res)
     }
 
@@ -287,7 +290,12 @@ impl Store {
         on: bool,
     ) -> Result<Arc<Published>, BuildFailure> {
         let action = if on { "kill" } else { "revive" };
-        let mut inner = self.lock();
+        let mut inner = match self.write() {
+            Ok(t) => t,
+            Err(e) => {
+                return self.after_with(actor, action, &format!("{scope} {value}"), Err(e.into()))
+            }
+        };
         let mut kill = inner.kill.clone();
         if let Err(e) = kill.set(scope, value, on) {
             drop(inner);
@@ -331,7 +339,7 @@ impl Store {
             };
             changes::log_kill(&*self.backend, &mut inner.kill_log, event);
         }
-        drop(inner);
+        let res = inner.finish(res);
         self.after_with(actor, action, &format!("{scope} {value}"), res)
     }
 
@@ -379,7 +387,7 @@ impl Store {
         let Some(valid) = self.signer.as_ref().and_then(|s| s.valid_for) else {
             return Ok(None);
         };
-        let mut inner = self.lock();
+        let mut inner = self.write()?;
         // During a canary's watch, not before a quarter is left: its
         // members report the revision they run, and a new name mid-watch
         // would judge them on nothing.

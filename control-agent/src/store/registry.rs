@@ -44,6 +44,9 @@ pub enum RegistryError {
     /// The registry as changed does not build with the org (422).
     #[error("{0}")]
     Build(BuildFailure),
+    /// The store could not take its turn (503).
+    #[error(transparent)]
+    Unavailable(#[from] super::Unavailable),
 }
 
 impl RegistryError {
@@ -52,6 +55,7 @@ impl RegistryError {
         match self {
             RegistryError::Refused(r) => r.status(),
             RegistryError::Build(_) => 422,
+            RegistryError::Unavailable(_) => 503,
         }
     }
 }
@@ -99,7 +103,7 @@ impl Store {
         op: impl FnOnce(&mut Registry, Defined<'_>) -> Result<Done, Refusal>,
     ) -> Result<Option<RegistryEntry>, RegistryError> {
         let label = actor.label();
-        let mut inner = self.lock();
+        let mut inner = self.write()?;
         let before = inner.registry.clone();
         let taken = self.defined_servers(&inner);
         // Names compared in the one form (`warden_config::names`): `MOCK`
@@ -143,11 +147,11 @@ impl Store {
             .backend
             .save_registry(&inner.registry)
             .and_then(|()| self.backend.append_registry_event(&server, &event));
-        if let Err(e) = res {
+        if let Err(e) = &res {
             tracing::error!(error = %e, "cannot write the registry");
         }
         let view = Self::registry_entry(&inner, &server);
-        drop(inner);
+        inner.finish(res.map_err(|e| RegistryError::Unavailable(super::Unavailable::of(e))))?;
         self.record(
             &label,
             action,
