@@ -9,6 +9,13 @@
 //! | [`resigner`] | bundle store (what is served) | 60 s | recorded and counted; tried again after `resign_retry` |
 //! | [`canary_judge`] | bundle store (the canary, fleet reports) | 500 ms | — (a verdict or none) |
 //! | [`audit_retention`] | audit store | 2 s (optimize: 10 min) | logged; tried again next time |
+//!
+//! Agents sharing one database (`serve --database`) run these jobs on one
+//! agent at a time: the one holding the `jobs` lease ([`Lease`]), which
+//! another agent takes within about a second once its holder dies. Each
+//! job asks before each round; a round that an old holder began as it lost
+//! the lease changes the store only inside a turn, on what the database
+//! holds, so that a canary is promoted or rolled back once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,6 +24,7 @@ use anyhow::Context;
 use tokio::task::JoinHandle;
 
 use crate::audit::{AuditStore, WeakAuditStore};
+use crate::pg::Lease;
 use crate::store::Store;
 
 /// How often the re-signer looks at what is served (at most).
@@ -47,12 +55,13 @@ pub fn start(
     store: &Arc<Store>,
     audit: &AuditStore,
     watch_interval: Duration,
+    lease: &Arc<Lease>,
 ) -> anyhow::Result<Jobs> {
-    let audit_retention = audit_retention(audit)?;
+    let audit_retention = audit_retention(audit, lease.clone())?;
     Ok(Jobs {
-        source_watcher: source_watcher(store.clone(), watch_interval),
-        resigner: resigner(store.clone()),
-        canary_judge: canary_judge(store.clone()),
+        source_watcher: source_watcher(store.clone(), watch_interval, lease.clone()),
+        resigner: resigner(store.clone(), lease.clone()),
+        canary_judge: canary_judge(store.clone(), lease.clone()),
         audit_retention,
     })
 }
@@ -67,13 +76,20 @@ pub fn start(
 /// unreadable directory is looked at again next time). `None` (nothing
 /// started) when `every` is zero: the source is then published only when
 /// asked (`publish`).
-pub fn source_watcher(store: Arc<Store>, every: Duration) -> Option<JoinHandle<()>> {
+pub fn source_watcher(
+    store: Arc<Store>,
+    every: Duration,
+    lease: Arc<Lease>,
+) -> Option<JoinHandle<()>> {
     if every.is_zero() {
         return None;
     }
     Some(tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
+            if !lease.held() {
+                continue;
+            }
             let s = store.clone();
             let _ = tokio::task::spawn_blocking(move || s.publish_source("watcher", false)).await;
         }
@@ -87,11 +103,16 @@ pub fn source_watcher(store: Arc<Store>, every: Duration) -> Option<JoinHandle<(
 /// shorter); a failure is recorded and counted by the store, what is
 /// served stays served, and it is tried again after
 /// [`Store::resign_retry`] (a twentieth of the validity, 10 s to 10 min).
-pub fn resigner(store: Arc<Store>) -> JoinHandle<()> {
+pub fn resigner(store: Arc<Store>, lease: Arc<Lease>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut pause = RESIGN_CHECK;
         loop {
             tokio::time::sleep(pause).await;
+            if !lease.held() {
+                // Asked again soon: the lease may move here any time.
+                pause = CANARY_TICK;
+                continue;
+            }
             let s = store.clone();
             let retry = s.resign_retry();
             let res =
@@ -110,11 +131,14 @@ pub fn resigner(store: Arc<Store>) -> JoinHandle<()> {
 /// rollout and the fleet's reports, writes the promotion or rollback it
 /// decides (served revisions, history, change record). It cannot fail as
 /// such: a verdict's own failure is the store's to record.
-pub fn canary_judge(store: Arc<Store>) -> JoinHandle<()> {
+pub fn canary_judge(store: Arc<Store>, lease: Arc<Lease>) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(CANARY_TICK).await;
-            store.tick();
+            if lease.held() {
+                let s = store.clone();
+                let _ = tokio::task::spawn_blocking(move || s.tick()).await;
+            }
         }
     })
 }
@@ -127,11 +151,14 @@ pub fn canary_judge(store: Arc<Store>) -> JoinHandle<()> {
 /// audit store only. A failed trim is logged and tried again next time. It
 /// holds the store weakly and ends once the store is dropped. Errs only
 /// when the thread cannot be started.
-pub fn audit_retention(store: &AuditStore) -> anyhow::Result<std::thread::JoinHandle<()>> {
+pub fn audit_retention(
+    store: &AuditStore,
+    lease: Arc<Lease>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let weak = store.downgrade();
     std::thread::Builder::new()
         .name("audit-retention".into())
-        .spawn(move || retention(weak))
+        .spawn(move || retention(weak, lease))
         .context("starting the audit retention")
 }
 
@@ -142,17 +169,20 @@ pub fn open_audit_with_retention(
     limits: crate::audit::Limits,
 ) -> anyhow::Result<AuditStore> {
     let store = AuditStore::open(path, limits)?;
-    audit_retention(&store)?;
+    audit_retention(&store, Arc::new(Lease::alone("jobs")))?;
     Ok(store)
 }
 
-fn retention(store: WeakAuditStore) {
+fn retention(store: WeakAuditStore, lease: Arc<Lease>) {
     let mut optimized = Instant::now();
     loop {
         std::thread::sleep(RETENTION_EVERY);
         let Some(store) = store.upgrade() else {
             return;
         };
+        if !lease.held() {
+            continue;
+        }
         if let Err(e) = store.trim() {
             tracing::warn!("audit store retention: {e}");
         }

@@ -21,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 pub mod hostile;
+pub mod postgres;
 
 /// The workspace root.
 pub fn root() -> PathBuf {

@@ -87,6 +87,13 @@ pub struct ServeArgs {
     /// who reaches the agent.
     #[arg(long, env = "WARDEN_AGENT_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
+    /// PostgreSQL URL (`postgres://user:password@host:5432/warden`): the
+    /// agent's state is kept there, and every agent given the same
+    /// database serves the same control plane (active-active behind any
+    /// load balancer; the background jobs run on one of them at a time).
+    /// Without it, the state is files under `--state`.
+    #[arg(long, env = "WARDEN_AGENT_DATABASE", hide_env_values = true)]
+    database: Option<String>,
 }
 
 /// A size: a number of bytes, or with `KiB`, `MiB`, `GiB` (or `KB`,
@@ -146,13 +153,41 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
             max_bytes: a.audit_max_bytes,
         },
     )?);
+    if let Some(url) = &a.database {
+        let done = crate::pg::migrate(url)?;
+        if !done.is_empty() {
+            eprintln!("warden-agent: database schema steps applied: {done:?}");
+        }
+    }
     let store = open_store(&a)?;
+    let (lease, _listening) = match &a.database {
+        Some(url) => {
+            let holder = format!(
+                "{}:{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "agent".into()),
+                std::process::id()
+            );
+            let lease = crate::pg::Lease::contend(url, "jobs", holder)?;
+            // Another agent's change is loaded when it says so (and every
+            // few seconds, and after a reconnect).
+            let s = store.clone();
+            let listening = crate::pg::listen(url, move |domain| {
+                if matches!(domain, "store" | "*") {
+                    if let Err(e) = s.catch_up() {
+                        tracing::warn!(error = %e, "cannot load what another agent changed");
+                    }
+                }
+            })?;
+            (Arc::new(lease), Some(listening))
+        }
+        None => (Arc::new(crate::pg::Lease::alone("jobs")), None),
+    };
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&a.listen).await?;
         println!("listening on {}", listener.local_addr()?);
         use std::io::Write;
         std::io::stdout().flush()?;
-        let _jobs = crate::jobs::start(&store, &audit, a.watch_interval)?;
+        let _jobs = crate::jobs::start(&store, &audit, a.watch_interval, &lease)?;
         let api = Arc::new(Api {
             store,
             tokens: Tokens::new(&a.admin_token, &a.fleet_token)
@@ -251,7 +286,14 @@ fn open_store(a: &ServeArgs) -> anyhow::Result<Arc<Store>> {
             bail!("--valid-for must be at least 10m for `serve` (what it serves is re-signed at half of it)");
         }
     }
-    let mut store = Store::open(&a.state, &a.source, signer)?;
+    let mut store = match &a.database {
+        Some(url) => Store::with_backend(
+            Box::new(crate::store::postgres::Postgres::connect(url)?),
+            &a.source,
+            signer,
+        )?,
+        None => Store::open(&a.state, &a.source, signer)?,
+    };
     store.stale_after = a.stale_after;
     let store = Arc::new(store);
     if let Err(e) = store.publish_source("startup", false) {
