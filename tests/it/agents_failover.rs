@@ -470,3 +470,81 @@ async fn a_held_call_is_claimed_at_the_second_agent_when_the_first_is_down() {
         "{m}"
     );
 }
+
+/// A list of agents with junk in it stops the start with the reason,
+/// whether it comes from the flag, the flag repeated or the environment;
+/// nothing is fetched first.
+#[test]
+fn junk_in_the_list_of_agents_stops_the_start() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let run = |args: &[&str], env: Option<(&str, &str)>| {
+        let mut cmd = std::process::Command::new(warden_tests::bin("warden"));
+        cmd.arg("run")
+            .args(args)
+            .args(["--listen", "127.0.0.1:1", "--state-dir"])
+            .arg(tmp.path())
+            .env_remove("WARDEN_AGENT")
+            .env_remove("WARDEN_APPROVALS_AGENT");
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let (ok, _, err) =
+            warden_tests::run_with_timeout(&mut cmd, Duration::from_secs(20)).expect("run");
+        assert!(!ok, "{args:?} {env:?} started");
+        err
+    };
+    for (args, env, says) in [
+        (
+            &["--agent", "http://127.0.0.1:1,,http://127.0.0.1:2"][..],
+            None,
+            "an empty entry",
+        ),
+        (&["--agent", "http://127.0.0.1:1,"], None, "an empty entry"),
+        (
+            &["--agent", "ftp://127.0.0.1:1"],
+            None,
+            "http:// or https://",
+        ),
+        (
+            &[
+                "--agent",
+                "http://127.0.0.1:1",
+                "--agent",
+                "file:///etc/passwd",
+            ],
+            None,
+            "http:// or https://",
+        ),
+        (&["--agent", "127.0.0.1:7070"], None, "not a URL"),
+        (
+            &["--agent", "http://fleet-token-0123456789@127.0.0.1:1"],
+            None,
+            "credentials",
+        ),
+        (
+            &[],
+            Some(("WARDEN_AGENT", "http://127.0.0.1:1,,")),
+            "an empty entry",
+        ),
+        (
+            &[
+                "--agent",
+                "http://127.0.0.1:1",
+                "--approvals-agent",
+                "gopher://x",
+            ],
+            None,
+            "--approvals-agent `gopher://x`",
+        ),
+    ] {
+        let err = run(args, env);
+        assert!(
+            err.contains(says) && err.starts_with("warden: --"),
+            "{args:?} {env:?}: {err}"
+        );
+        assert!(
+            !err.contains("no bundle"),
+            "refused before any fetch: {err}"
+        );
+    }
+}
