@@ -1,5 +1,6 @@
 //! Why an approver's answer or a gateway's claim was refused, with the
-//! HTTP status the API answers it with.
+//! HTTP status the API answers it with (503 when the approvals' database
+//! is unavailable: [`Unavailable`]).
 
 use super::{MAX_PENDING, MAX_PENDING_PER_PRINCIPAL, MAX_SHOWN_ARGS};
 
@@ -18,6 +19,8 @@ pub enum Refused {
     Already(String),
     #[error("this call is held by the rules of a tenant you do not approve for")]
     NotTheirs,
+    #[error("{0}")]
+    Unavailable(Unavailable),
 }
 
 impl Refused {
@@ -27,6 +30,7 @@ impl Refused {
             Refused::NotFound => 404,
             Refused::SelfApproval | Refused::NotTheirs => 403,
             Refused::Unrecorded | Refused::Finished(_) | Refused::Already(_) => 409,
+            Refused::Unavailable(_) => 503,
         }
     }
 }
@@ -48,6 +52,8 @@ pub enum ClaimRefused {
     Unrecorded(String),
     #[error("signing the grant failed: {0}")]
     Signing(String),
+    #[error("{0}")]
+    Unavailable(Unavailable),
 }
 
 impl ClaimRefused {
@@ -59,6 +65,33 @@ impl ClaimRefused {
             | ClaimRefused::DigestMismatch
             | ClaimRefused::TooLarge(_) => 400,
             ClaimRefused::Unrecorded(_) | ClaimRefused::Signing(_) => 500,
+            ClaimRefused::Unavailable(_) => 503,
         }
+    }
+}
+
+/// The approvals could not take their turn on the database they share
+/// with other agents, bring their memory up to date, or keep the change
+/// (the database unreachable, or a row unreadable): nothing changed, and
+/// the caller may try again (on this agent or another).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the approvals are unavailable, nothing changed: {0}")]
+pub struct Unavailable(pub String);
+
+impl Unavailable {
+    pub(super) fn of(e: impl std::fmt::Display) -> Unavailable {
+        Unavailable(e.to_string())
+    }
+}
+
+impl From<Unavailable> for Refused {
+    fn from(e: Unavailable) -> Refused {
+        Refused::Unavailable(e)
+    }
+}
+
+impl From<Unavailable> for ClaimRefused {
+    fn from(e: Unavailable) -> ClaimRefused {
+        ClaimRefused::Unavailable(e)
     }
 }

@@ -21,14 +21,27 @@
 //! flood approvers by retrying). Every change is written to disk before it
 //! is answered: an approval is never handed out twice, even across a crash.
 //!
+//! Several agents may keep the approvals together on one PostgreSQL
+//! database ([`Approvals::on_database`]). Then every change (a claim, a
+//! decision) runs in a turn: a transaction holding the approvals'
+//! fleet-wide lock, in which the memory is brought up to date first when
+//! another agent changed the approvals since, then changed, written and
+//! committed; a change whose turn cannot be taken or committed is refused
+//! ([`Unavailable`], 503) and leaves nothing behind. So claims are
+//! serialised fleet-wide, and an approval is handed out once whichever
+//! agents its claims reach. Reads (lists, one approval, what waits) serve
+//! the memory, which [`Approvals::catch_up`] brings up to date when
+//! another agent says it changed the approvals.
+//!
 //! The queue's parts: `types` (claims, approvals, decisions, grants),
-//! `approvers` (the approvers file), `file` (where approvals are kept),
-//! `error` (why a claim or an answer was refused); this module is the
-//! state machine.
+//! `approvers` (the approvers file), `file` (where approvals are kept, and
+//! what a backend is), `postgres` (kept on a shared database), `error`
+//! (why a claim or an answer was refused); this module is the state
+//! machine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use warden_config::archive::APPROVAL_GRANT_TYP as GRANT_TYP;
@@ -39,12 +52,13 @@ use crate::build::Signer;
 mod approvers;
 mod error;
 mod file;
+pub mod postgres;
 mod types;
 
 pub use approvers::Approver;
 pub(crate) use approvers::{check_one_person, parse_approvers};
-pub use error::{ClaimRefused, Refused};
-pub use file::{ApprovalBackend, JsonFile};
+pub use error::{ClaimRefused, Refused, Unavailable};
+pub use file::{ApprovalBackend, Changes, JsonFile};
 pub use types::{Approval, ApprovalView, Claim, ClaimAnswer, Decision, Grant, State, Verdict};
 
 /// Open approvals one principal may have waiting at once.
@@ -76,10 +90,30 @@ pub const MAX_CLAIM_TENANTS: usize = 64;
 /// The part of a claim's reason or justification that is kept.
 pub const MAX_CLAIM_TEXT: usize = 4096;
 
+/// The approvals in memory.
+struct Inner {
+    all: BTreeMap<String, Approval>,
+    /// The backend's generation this memory holds (`None`: unknown, or
+    /// the backend is this agent's alone): another agent changed the
+    /// approvals when the backend's differs, and they are loaded again.
+    loaded: Option<u64>,
+}
+
+/// A test's code run inside a claim's or a decision's turn, after it wrote
+/// and before it commits.
+#[cfg(test)]
+pub(crate) type TestHook = Box<dyn FnOnce() + Send>;
+
 pub struct Approvals {
     backend: Box<dyn ApprovalBackend>,
-    inner: Mutex<BTreeMap<String, Approval>>,
+    /// Held for a whole change (its turn), taken before `inner`: readers,
+    /// who take `inner` alone, never wait for another agent's turn.
+    turns: Mutex<()>,
+    inner: Mutex<Inner>,
     pub approvers: BTreeMap<String, Approver>,
+    /// Run once in the next turn that wrote, before it commits.
+    #[cfg(test)]
+    pub(crate) before_commit: Mutex<Option<TestHook>>,
 }
 
 impl Approvals {
@@ -89,42 +123,127 @@ impl Approvals {
         Self::with_backend(Box::new(JsonFile::new(dir)), approvers)
     }
 
+    /// Opens the approvals kept on the PostgreSQL database at `url`
+    /// (migrated: [`crate::pg::migrate`]), shared with the other agents on
+    /// it, with the approvers' token digests.
+    pub fn on_database(
+        url: &str,
+        approvers: BTreeMap<String, Approver>,
+    ) -> anyhow::Result<Approvals> {
+        Self::with_backend(Box::new(postgres::Postgres::connect(url)?), approvers)
+    }
+
     /// Opens the approvals `backend` keeps, with the approvers' token
     /// digests.
     pub fn with_backend(
         backend: Box<dyn ApprovalBackend>,
         approvers: BTreeMap<String, Approver>,
     ) -> anyhow::Result<Approvals> {
-        let kept = backend.load()?;
+        // Read first: a change another agent makes while this one loads
+        // leaves the memory older than the generation, and loaded again.
+        let loaded = backend.generation()?;
+        let all = backend.load()?;
         Ok(Approvals {
             backend,
-            inner: Mutex::new(kept),
+            turns: Mutex::new(()),
+            inner: Mutex::new(Inner { all, loaded }),
             approvers,
+            #[cfg(test)]
+            before_commit: Mutex::new(None),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Approval>> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data; keep serving.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps every approval, dropping finished ones past their keep time.
-    fn save(&self, all: &mut BTreeMap<String, Approval>, now: SystemTime) -> std::io::Result<()> {
-        all.retain(|_, a| {
-            matches!(a.state(now), State::Pending | State::Approved)
-                || now.duration_since(a.requested_at).unwrap_or_default() < KEEP_FINISHED
-        });
-        if all.len() > MAX_KEPT {
+    /// The memory, taken to change the approvals: with a shared backend,
+    /// inside a turn (every other agent's change waits), brought up to
+    /// date first when another agent changed the approvals since. Fails
+    /// when the backend cannot give the turn or bring the memory up to
+    /// date: nothing may change then.
+    fn write(&self) -> Result<Turn<'_>, Unavailable> {
+        let turn = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.backend.begin().map_err(Unavailable::of)?;
+        let mut inner = self.lock();
+        if let Some(g) = g {
+            if inner.loaded != Some(g) {
+                let since = inner.loaded;
+                if let Err(e) = self.backend.reload(&mut inner.all, since) {
+                    self.backend.rollback();
+                    inner.loaded = None;
+                    return Err(Unavailable::of(e));
+                }
+                inner.loaded = Some(g);
+            }
+        }
+        Ok(Turn {
+            ap: self,
+            inner,
+            _turn: turn,
+            shared: g.is_some(),
+            wrote: false,
+        })
+    }
+
+    /// Brings the memory up to date when the backend is shared and another
+    /// agent changed the approvals since it was loaded: how an agent that
+    /// changes nothing itself lists what the others decided (called when
+    /// another agent says it changed the approvals, and every few seconds).
+    pub fn catch_up(&self) -> anyhow::Result<()> {
+        let Some(g) = self.backend.generation()? else {
+            return Ok(());
+        };
+        if self.lock().loaded == Some(g) {
+            return Ok(());
+        }
+        // A turn loads again; it writes nothing, so it bumps nothing.
+        self.write()?.commit()?;
+        Ok(())
+    }
+
+    /// Keeps every approval, dropping finished ones past their keep time;
+    /// `changed`: the approvals this change added or changed. When it
+    /// cannot be kept, the memory is as it was (the dropped ones back).
+    fn keep(&self, turn: &mut Turn<'_>, changed: &[&str], now: SystemTime) -> std::io::Result<()> {
+        let all = &mut turn.inner.all;
+        let mut gone: BTreeSet<String> = all
+            .values()
+            .filter(|a| {
+                !(matches!(a.state(now), State::Pending | State::Approved)
+                    || now.duration_since(a.requested_at).unwrap_or_default() < KEEP_FINISHED)
+            })
+            .map(|a| a.id.clone())
+            .collect();
+        let left = all.len() - gone.len();
+        if left > MAX_KEPT {
             let mut finished: Vec<(SystemTime, String)> = all
                 .values()
                 .filter(|a| !matches!(a.state(now), State::Pending | State::Approved))
+                .filter(|a| !gone.contains(&a.id))
                 .map(|a| (a.requested_at, a.id.clone()))
                 .collect();
             finished.sort();
-            for (_, id) in finished.into_iter().take(all.len() - MAX_KEPT) {
-                all.remove(&id);
+            gone.extend(finished.into_iter().take(left - MAX_KEPT).map(|(_, id)| id));
+        }
+        let dropped: Vec<Approval> = gone.iter().filter_map(|id| all.remove(id)).collect();
+        let changes = Changes {
+            changed: changed
+                .iter()
+                .filter(|id| all.contains_key(**id))
+                .map(|id| (*id).to_owned())
+                .collect(),
+            removed: gone.into_iter().collect(),
+        };
+        turn.wrote |= !changes.is_empty();
+        let res = self.backend.save(&turn.inner.all, &changes);
+        if res.is_err() {
+            for a in dropped {
+                turn.inner.all.insert(a.id.clone(), a);
             }
         }
-        self.backend.save(all)
+        res
     }
 
     /// A gateway's claim of a held call (see the module docs).
@@ -135,10 +254,14 @@ impl Approvals {
         now: SystemTime,
     ) -> Result<ClaimAnswer, ClaimRefused> {
         let binding = Self::check_claim(&mut c)?;
-        let mut all = self.lock();
+        // With a shared backend, every other agent's claims wait until this
+        // one is kept, and this one sees what they (and their approvers)
+        // did: one approval serves one call fleet-wide.
+        let mut turn = self.write()?;
+        let all = &mut turn.inner.all;
         // The newest approval of this binding still in play.
         let open = all
-            .values_mut()
+            .values()
             .filter(|a| a.binding == binding)
             .filter(|a| match a.state(now) {
                 State::Pending | State::Approved => true,
@@ -146,26 +269,45 @@ impl Approvals {
                 State::Denied => now <= a.pending_until,
                 State::Used | State::Expired => false,
             })
-            .max_by_key(|a| a.requested_at);
+            .max_by_key(|a| a.requested_at)
+            .map(|a| a.id.clone());
+        // The approval as it was, to undo a change that is not kept.
+        let before = open.as_ref().and_then(|id| all.get(id)).cloned();
         let mut changed = true;
-        let answer = match open {
-            Some(a) => self.claim_open(a, &c, &binding, signer, now, &mut changed)?,
-            None => Self::claim_new(&mut all, c, binding, now)?,
+        let answer = match open.as_ref().and_then(|id| all.get_mut(id)) {
+            Some(a) => self.claim_open(a, &c, &binding, signer, now, &mut changed),
+            None => Self::claim_new(all, c, binding, now),
         };
-        if changed {
-            // Recorded before it is answered: a used approval stays used.
-            if let Err(e) = self.save(&mut all, now) {
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                // Refused: nothing changed (the turn ends undone).
+                undo(all, open.as_deref().unwrap_or_default(), before);
+                return Err(e);
+            }
+        };
+        // Recorded before it is answered: a used approval stays used.
+        let kept = if changed {
+            self.keep(&mut turn, &[answer.id()], now).map_err(|e| {
                 tracing::error!(error = %e, "cannot persist approvals");
-                if let ClaimAnswer::Approved { id, .. } = &answer {
-                    if let Some(a) = all.get_mut(id) {
-                        a.used_at = None;
-                        a.used_by = None;
-                    }
+                if turn.shared {
+                    ClaimRefused::Unavailable(Unavailable::of(e))
+                } else {
+                    ClaimRefused::Unrecorded(e.to_string())
                 }
-                return Err(ClaimRefused::Unrecorded(e.to_string()));
+            })
+        } else {
+            Ok(())
+        };
+        match kept.and_then(|()| turn.commit().map_err(ClaimRefused::from)) {
+            Ok(()) => Ok(answer),
+            Err(e) => {
+                // Not kept: not answered, and the memory as it was (the
+                // turn ends undone; the database undid what it wrote).
+                undo(&mut turn.inner.all, answer.id(), before);
+                Err(e)
             }
         }
-        Ok(answer)
     }
 
     /// Checks a claim's fields (what names the call is refused when longer
@@ -420,7 +562,10 @@ impl Approvals {
         let Some(who) = self.approvers.get(approver).cloned() else {
             return Err(Refused::NotFound);
         };
-        let mut all = self.lock();
+        // With a shared backend: decided on what every agent kept, and
+        // kept before any other agent's claim looks at it.
+        let mut turn = self.write()?;
+        let all = &mut turn.inner.all;
         let a = all
             .get_mut(id)
             .filter(|a| who.shown(a))
@@ -451,6 +596,7 @@ impl Approvals {
         {
             return Err(Refused::Already(approver.to_owned()));
         }
+        let before = a.clone();
         a.decisions.push(Decision {
             approver: approver.to_owned(),
             verdict,
@@ -461,17 +607,22 @@ impl Approvals {
             a.approved_at = Some(now);
         }
         let view = a.view_of(now);
-        if let Err(e) = self.save(&mut all, now) {
+        let kept = self.keep(&mut turn, &[id], now).map_err(|e| {
             tracing::error!(error = %e, "cannot persist approvals");
-            if let Some(a) = all.get_mut(id) {
-                a.decisions.pop();
-                if a.approvers().len() < usize::from(a.required) {
-                    a.approved_at = None;
-                }
+            if turn.shared {
+                Refused::Unavailable(Unavailable::of(e))
+            } else {
+                Refused::Unrecorded
             }
-            return Err(Refused::Unrecorded);
+        });
+        match kept.and_then(|()| turn.commit().map_err(Refused::from)) {
+            Ok(()) => Ok(view),
+            Err(e) => {
+                // Not kept: the decision is not made (the turn ends undone).
+                undo(&mut turn.inner.all, id, Some(before));
+                Err(e)
+            }
         }
-        Ok(view)
     }
 
     /// One approval, if `viewer` sees its tenant (`None`: the admin).
@@ -482,6 +633,7 @@ impl Approvals {
         now: SystemTime,
     ) -> Option<ApprovalView> {
         self.lock()
+            .all
             .get(id)
             .filter(|a| self.visible(viewer, a))
             .map(|a| a.view_of(now))
@@ -499,7 +651,7 @@ impl Approvals {
     pub fn list_view(&self, all: bool, viewer: Option<&str>, now: SystemTime) -> Vec<ApprovalView> {
         let mut v: Vec<&Approval> = Vec::new();
         let guard = self.lock();
-        for a in guard.values() {
+        for a in guard.all.values() {
             if (all || matches!(a.state(now), State::Pending | State::Approved))
                 && self.visible(viewer, a)
             {
@@ -512,7 +664,7 @@ impl Approvals {
 
     /// The tenant of approval `id`, if it is kept.
     pub fn tenant_of(&self, id: &str) -> Option<String> {
-        self.lock().get(id).map(|a| a.tenant.clone())
+        self.lock().all.get(id).map(|a| a.tenant.clone())
     }
 
     /// As [`Approvals::list_view`], for a tenant admin: only the approvals of
@@ -530,6 +682,7 @@ impl Approvals {
         }
         let guard = self.lock();
         let mut v: Vec<&Approval> = guard
+            .all
             .values()
             .filter(|a| all || matches!(a.state(now), State::Pending | State::Approved))
             .filter(|a| warden_config::person::in_scope(tenants, &a.tenant))
@@ -542,6 +695,7 @@ impl Approvals {
     pub fn waiting(&self, now: SystemTime) -> (usize, Duration) {
         let guard = self.lock();
         let waiting: Vec<&Approval> = guard
+            .all
             .values()
             .filter(|a| a.state(now) == State::Pending)
             .collect();
@@ -551,6 +705,79 @@ impl Approvals {
             .max()
             .unwrap_or_default();
         (waiting.len(), oldest)
+    }
+}
+
+/// Puts approval `id` back as it was before a change that was not kept
+/// (`None`: it did not exist).
+fn undo(all: &mut BTreeMap<String, Approval>, id: &str, before: Option<Approval>) {
+    match before {
+        Some(a) => {
+            all.insert(a.id.clone(), a);
+        }
+        None => {
+            all.remove(id);
+        }
+    }
+}
+
+/// The approvals' memory held for a change (see [`Approvals::write`]):
+/// ended by [`Turn::commit`]; dropped before, the turn ends undone.
+struct Turn<'a> {
+    ap: &'a Approvals,
+    inner: MutexGuard<'a, Inner>,
+    _turn: MutexGuard<'a, ()>,
+    /// A turn of a shared backend is open.
+    shared: bool,
+    /// The turn wrote something.
+    wrote: bool,
+}
+
+impl Turn<'_> {
+    /// Ends the turn keeping what it wrote; the memory then holds the
+    /// generation the commit made. A commit that fails leaves the memory
+    /// to be loaded again at the next turn (whether the database kept the
+    /// change is not known: an approval is then lost, never given twice).
+    fn commit(&mut self) -> Result<(), Unavailable> {
+        if !std::mem::take(&mut self.shared) {
+            return Ok(());
+        }
+        #[cfg(test)]
+        if self.wrote {
+            let hook = self
+                .ap
+                .before_commit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        match self.ap.backend.commit() {
+            Ok(g) => {
+                self.inner.loaded = g;
+                Ok(())
+            }
+            Err(e) => {
+                self.inner.loaded = None;
+                Err(Unavailable::of(e))
+            }
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if !std::mem::take(&mut self.shared) {
+            return;
+        }
+        self.ap.backend.rollback();
+        // What was written is undone by the database; the memory too, by
+        // the caller, but for a panic: then it is loaded again.
+        if self.wrote || std::thread::panicking() {
+            self.inner.loaded = None;
+        }
     }
 }
 
@@ -577,6 +804,8 @@ fn new_id() -> String {
     out
 }
 
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

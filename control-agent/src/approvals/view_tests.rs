@@ -79,7 +79,7 @@ fn the_view_answers_the_json_the_approval_answered() {
     let used = id_of(&ap.claim(claim("p2", "{\"a\":1}"), None, now).unwrap());
     assert_eq!(used, approved);
     let later = now + Duration::from_secs(5);
-    let all = ap.lock().clone();
+    let all = ap.lock().all.clone();
     assert_eq!(all.len(), 3);
     for (id, a) in &all {
         assert_eq!(
@@ -110,7 +110,7 @@ fn the_view_answers_the_json_the_approval_answered() {
     );
     // Kept as written: read back, the same approvals.
     let again = Approvals::open(d.path(), BTreeMap::new()).unwrap();
-    let kept = again.lock().clone();
+    let kept = again.lock().all.clone();
     assert_eq!(
         serde_json::to_string(&kept).unwrap(),
         serde_json::to_string(&all).unwrap()

@@ -46,11 +46,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
 
 /// The schema's steps, in order: (version, name, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "store and approvals",
-    include_str!("../../migrations/0001_store.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "store and approvals",
+        include_str!("../../migrations/0001_store.sql"),
+    ),
+    (
+        4,
+        "approvals",
+        include_str!("../../migrations/0004_approvals.sql"),
+    ),
+];
 
 /// A database error as the store reports its failures.
 pub fn io_error(e: impl std::fmt::Display) -> std::io::Error {

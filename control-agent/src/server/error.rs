@@ -197,6 +197,7 @@ impl From<ClaimRefused> for ApiError {
             ClaimRefused::Malformed(_)
             | ClaimRefused::DigestMismatch
             | ClaimRefused::TooLarge(_) => StatusCode::BAD_REQUEST,
+            ClaimRefused::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
@@ -208,6 +209,7 @@ impl From<Refused> for ApiError {
         let status = match e {
             Refused::NotFound => StatusCode::NOT_FOUND,
             Refused::SelfApproval | Refused::NotTheirs => StatusCode::FORBIDDEN,
+            Refused::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::CONFLICT,
         };
         ApiError::new(status, e.to_string())
