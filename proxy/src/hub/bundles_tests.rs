@@ -344,3 +344,44 @@ fn no_agent_rolls_the_gateway_back_nor_swaps_content_under_its_sequence() {
     applied_sequence(&same, &opts);
     assert!(fresh(&build(21, REGO), &opts).is_err());
 }
+
+/// Unsigned bundles prove nothing against a hostile source, but from
+/// agents the floor still holds: an agent answering from an old state
+/// does not roll the gateway back. A plain URL's unsigned bundle is not
+/// judged.
+#[test]
+fn an_unsigned_bundle_from_agents_is_held_to_the_floor_too() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut opts = options(&tmp.path().join("state"), tmp.path());
+    opts.verifier = None;
+    opts.source = Source::Agents {
+        agents: crate::hub::agents::Agents::new(
+            "agent",
+            &["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
+        )
+        .expect("agents"),
+        token: None,
+    };
+    let build = |seq: u64| {
+        let mut f = archive::Files::new();
+        f.insert("warden.yaml".into(), YAML.as_bytes().to_vec());
+        f.insert("policies/authz.rego".into(), REGO.as_bytes().to_vec());
+        f.insert(
+            ".manifest".into(),
+            format!(r#"{{"revision":"r{seq}","sequence":{seq}}}"#).into_bytes(),
+        );
+        load_dir(&materialize(&archive::pack(&f), &opts).expect("unpacks")).expect("loads")
+    };
+    let applied = build(7);
+    fresh(&applied, &opts).expect("first");
+    applied_sequence(&applied, &opts);
+    let err = fresh(&build(6), &opts).expect_err("older");
+    assert!(err.starts_with("rollback:"), "{err}");
+    fresh(&build(8), &opts).expect("newer");
+    let older = build(6);
+    opts.source = Source::Http {
+        url: "http://cdn/bundle.tar.gz".into(),
+        token: None,
+    };
+    fresh(&older, &opts).expect("a plain URL's unsigned bundle is not judged");
+}

@@ -61,7 +61,13 @@ pub fn expires_of(bundle: &Bundle) -> Result<Option<SystemTime>, String> {
 /// is checked there.
 pub(super) fn fresh(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String> {
     if opts.verifier.is_none() {
-        return Ok(());
+        // Unsigned, a bundle proves nothing against a hostile source; from
+        // agents, the floor still keeps one that answers from an old state
+        // from rolling the gateway back.
+        return match opts.source.is_agent() {
+            true => not_older(bundle, opts),
+            false => Ok(()),
+        };
     }
     for_these_labels(bundle, opts)?;
     match expires_of(bundle)? {
@@ -95,6 +101,12 @@ pub(super) fn fresh(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String>
             )
         }
     }
+    not_older(bundle, opts)
+}
+
+/// Refuses a bundle below the newest sequence applied, or at it with
+/// other content.
+fn not_older(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String> {
     let newest = newest_sequence(opts);
     let seq = sequence_of(bundle);
     if seq < newest {
@@ -164,9 +176,10 @@ fn for_these_labels(bundle: &Bundle, opts: &SourceOptions) -> Result<(), String>
     Ok(())
 }
 
-/// Records a signed bundle's sequence once it is applied.
+/// Records a bundle's sequence once it is applied (a signed one's, and an
+/// unsigned one's from agents).
 pub(super) fn applied_sequence(bundle: &Bundle, opts: &SourceOptions) {
-    if opts.verifier.is_none() {
+    if opts.verifier.is_none() && !opts.source.is_agent() {
         return;
     }
     let path = sequence_file(opts);
