@@ -480,7 +480,10 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>, 
                         Ok(Fetched::NotModified) => {
                             Err("the source answered 304 to a first fetch".into())
                         }
-                        Err(e) => return Err(e),
+                        Err(e) => {
+                            errors.push(e);
+                            return Err(errors.join("; "));
+                        }
                     };
                     match (taken, &opts.source, ep) {
                         (Ok(x), _, _) => return Ok(x),
