@@ -119,10 +119,10 @@ fn a_call_held_on_one_agent_and_approved_on_the_other_is_served_once() {
 #[test]
 fn twenty_claims_at_once_through_two_agents_take_one_approval_once() {
     let pg = PgServer::start();
-    let (url, a, b) = shared(&pg, "race");
+    let (url, a, _) = shared(&pg, "race");
     let t0 = SystemTime::now();
     let id = a.claim(call("agent-7"), None, t0).unwrap().id().to_owned();
-    b.decision(&id, "alice", Verdict::Approve, None, t0)
+    a.decision(&id, "alice", Verdict::Approve, None, t0)
         .unwrap();
     // Two agents started now both hold the approval approved in memory
     // (they loaded it): only the turn keeps them from both handing it out.
@@ -197,11 +197,13 @@ fn a_pending_approval_outlives_the_agent_that_opened_it() {
 #[test]
 fn a_database_gone_refuses_claims_and_decisions_and_nothing_is_half_kept() {
     let mut pg = PgServer::start();
-    let (_url, a, b) = shared(&pg, "outage");
+    let (url, a, _) = shared(&pg, "outage");
     let t0 = SystemTime::now();
     let id = a.claim(call("agent-7"), None, t0).unwrap().id().to_owned();
-    b.decision(&id, "alice", Verdict::Approve, None, t0)
+    a.decision(&id, "alice", Verdict::Approve, None, t0)
         .unwrap();
+    // B started now: both hold the approval approved.
+    let b = agent(&url);
     pg.stop();
     for ap in [&a, &b] {
         let err = ap.claim(call("agent-7"), None, t0).unwrap_err();
@@ -214,16 +216,14 @@ fn a_database_gone_refuses_claims_and_decisions_and_nothing_is_half_kept() {
     assert!(matches!(err, Refused::Unavailable(_)), "{err:?}");
     assert_eq!(err.status(), 503);
     // Nothing half-kept: reads serve the memory as it was.
-    let v = b.get_view(&id, None, t0).unwrap();
-    assert_eq!(v.state, State::Approved);
-    assert_eq!(v.approval.decisions.len(), 1, "bob's denial was not made");
-    assert_eq!(
-        a.list_view(true, None, t0).len(),
-        1,
-        "no approval for agent-8"
-    );
+    for ap in [&a, &b] {
+        let v = ap.get_view(&id, None, t0).unwrap();
+        assert_eq!(v.state, State::Approved);
+        assert_eq!(v.approval.decisions.len(), 1, "bob's denial was not made");
+        assert_eq!(ap.list_view(true, None, t0).len(), 1, "none for agent-8");
+    }
     pg.run();
-    // Back: A, whose memory says pending, takes it; then it is used.
+    // Back: taken once, through either agent.
     let taken = a.claim(call("agent-7"), None, t0).unwrap();
     assert_eq!(approved_id(&taken), Some(id.as_str()), "{taken:?}");
     let replay = b.claim(call("agent-7"), None, t0).unwrap();
@@ -245,11 +245,13 @@ fn a_database_gone_refuses_claims_and_decisions_and_nothing_is_half_kept() {
 #[test]
 fn a_restart_in_the_middle_of_a_claim_hands_nothing_out_and_loses_nothing() {
     let pg = Arc::new(Mutex::new(PgServer::start()));
-    let (_url, a, b) = shared(&pg.lock().unwrap(), "midclaim");
+    let (url, a, _) = shared(&pg.lock().unwrap(), "midclaim");
     let t0 = SystemTime::now();
     let id = a.claim(call("agent-7"), None, t0).unwrap().id().to_owned();
-    b.decision(&id, "alice", Verdict::Approve, None, t0)
+    a.decision(&id, "alice", Verdict::Approve, None, t0)
         .unwrap();
+    // B started now holds it approved; its claim's commit meets a restart.
+    let b = agent(&url);
     let server = pg.clone();
     *b.before_commit.lock().unwrap() = Some(Box::new(move || {
         let mut s = server.lock().unwrap();

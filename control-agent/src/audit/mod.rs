@@ -1,7 +1,14 @@
 //! The agent's audit store: the records the gateways ship
-//! (`POST /v1/audit/ingest`, see the gateway's `siem::agent`), kept in
-//! SQLite (`<state>/audit.sqlite3`, WAL) for search, live figures and
-//! chain verification.
+//! (`POST /v1/audit/ingest`, see the gateway's `siem::agent`), kept for
+//! search, live figures and chain verification in one of two places:
+//!
+//! - **SQLite** ([`AuditStore::open`], the default): `<state>/audit.sqlite3`
+//!   (WAL), one agent's own.
+//! - **PostgreSQL** ([`AuditStore::on_database`], `serve --database`): one
+//!   table partitioned by day that every agent on the database shares
+//!   (see [`pg`] and docs/audit-store.md). Same ingest contract, same
+//!   searches and results, same verification, retention by age, rows and
+//!   bytes.
 //!
 //! - **Verbatim.** Each line is stored byte for byte beside the columns it
 //!   is searched by, so the hash chain (`prev` = SHA-256 of the previous
@@ -33,6 +40,7 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{params, Connection};
 
 mod lines;
+pub mod pg;
 pub mod query;
 mod schema;
 mod search;
@@ -42,8 +50,8 @@ pub use trim::WeakAuditStore;
 mod tests;
 mod verify;
 
-use lines::parse_line;
 pub use lines::valid_gateway;
+use lines::{parse_line, Parsed};
 #[cfg(test)]
 use schema::KEYS_STRICT;
 use schema::{connect, migrate, rekey, tenant_key, SCHEMA};
@@ -113,12 +121,22 @@ impl Default for Limits {
     }
 }
 
-/// The store. Writes go through one connection, reads through a small pool
-/// (WAL: readers never wait for the writer).
+/// The store, on SQLite or on PostgreSQL; every method answers the same
+/// on both.
 pub struct AuditStore {
-    inner: Arc<Inner>,
+    inner: Arc<Backend>,
 }
 
+/// Where the records are kept (one per store, behind its `Arc`: the
+/// variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
+enum Backend {
+    Sqlite(Inner),
+    Postgres(pg::PgStore),
+}
+
+/// The SQLite store. Writes go through one connection, reads through a
+/// small pool (WAL: readers never wait for the writer).
 struct Inner {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
@@ -273,10 +291,105 @@ fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// A batch's lines, each checked (all or none): `Err` names the first
+/// line refused. Blank lines are skipped.
+fn parse_batch<'a>(gateway: &str, ndjson: &'a [u8]) -> Result<Vec<Parsed<'a>>, IngestError> {
+    if !valid_gateway(gateway) {
+        return Err(IngestError::Refused(
+            "the gateway's id must be 1-128 visible ASCII characters".into(),
+        ));
+    }
+    if ndjson.len() > MAX_BODY {
+        return Err(IngestError::Refused(format!(
+            "the batch is {} bytes, more than the {MAX_BODY} it may have",
+            ndjson.len()
+        )));
+    }
+    let mut lines = Vec::new();
+    for (i, line) in ndjson.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        lines.push(
+            parse_line(line).map_err(|e| IngestError::Refused(format!("line {}: {e}", i + 1)))?,
+        );
+    }
+    Ok(lines)
+}
+
 impl AuditStore {
-    /// Opens (creating) the store at `path` and applies its limits once;
-    /// [`crate::jobs::audit_retention`] keeps applying them.
+    /// Opens (creating) the SQLite store at `path` and applies its limits
+    /// once; [`crate::jobs::audit_retention`] keeps applying them.
     pub fn open(path: &Path, limits: Limits) -> anyhow::Result<AuditStore> {
+        Ok(AuditStore {
+            inner: Arc::new(Backend::Sqlite(Inner::open(path, limits)?)),
+        })
+    }
+
+    /// The fleet's store on the PostgreSQL database at `url`, shared by
+    /// every agent on it (`serve --database URL`): the schema brought up
+    /// to date ([`crate::pg::migrate`], once across agents), today's and
+    /// the next days' partitions made. Its limits are applied by
+    /// [`AuditStore::trim`], which the retention job runs on one agent at
+    /// a time (the one holding the jobs lease); any agent may ingest and
+    /// search.
+    pub fn on_database(url: &str, limits: Limits) -> anyhow::Result<AuditStore> {
+        Ok(AuditStore {
+            inner: Arc::new(Backend::Postgres(pg::PgStore::connect(url, limits)?)),
+        })
+    }
+
+    /// Stores a batch of lines (NDJSON) a gateway shipped: all or none.
+    /// A line already held for that gateway (by its SHA-256) is counted a
+    /// duplicate, not stored again. `Err`: why the batch is refused
+    /// (naming the line), or that the store could not write it.
+    pub fn ingest(&self, gateway: &str, ndjson: &[u8]) -> Result<Ingested, IngestError> {
+        match &*self.inner {
+            Backend::Sqlite(s) => s.ingest(gateway, ndjson),
+            Backend::Postgres(p) => p.ingest(gateway, ndjson),
+        }
+    }
+
+    /// Records kept (on PostgreSQL: in the whole store, every agent's
+    /// ingest counted, as of a couple of seconds ago).
+    pub fn rows(&self) -> u64 {
+        match &*self.inner {
+            Backend::Sqlite(s) => s.rows.load(Ordering::Relaxed),
+            Backend::Postgres(p) => p.rows(),
+        }
+    }
+
+    /// The bytes the store's pages hold (as of the last trim, every couple
+    /// of seconds; on PostgreSQL, the partitions' bytes in use).
+    pub fn bytes(&self) -> u64 {
+        match &*self.inner {
+            Backend::Sqlite(s) => s.bytes.load(Ordering::Relaxed),
+            Backend::Postgres(p) => p.bytes(),
+        }
+    }
+
+    /// Applies the retention now (the retention job,
+    /// [`crate::jobs::audit_retention`], runs it every couple of seconds,
+    /// on one agent at a time); returns the rows deleted.
+    pub fn trim(&self) -> anyhow::Result<u64> {
+        match &*self.inner {
+            Backend::Sqlite(s) => s.trim(),
+            Backend::Postgres(p) => p.trim(),
+        }
+    }
+
+    /// The SQLite store (tests reach into its connections).
+    #[cfg(test)]
+    fn sqlite(&self) -> &Inner {
+        match &*self.inner {
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(_) => panic!("not a SQLite store"),
+        }
+    }
+}
+
+impl Inner {
+    fn open(path: &Path, limits: Limits) -> anyhow::Result<Inner> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -296,48 +409,25 @@ impl AuditStore {
                 Ok(Mutex::new(c))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let inner = Arc::new(Inner {
+        let inner = Inner {
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
             limits,
             rows: AtomicU64::new(rows.max(0) as u64),
             bytes: AtomicU64::new(0),
-        });
+        };
         inner.trim()?;
-        Ok(AuditStore { inner })
+        Ok(inner)
     }
 
-    /// Stores a batch of lines (NDJSON) a gateway shipped: all or none.
-    /// `Err`: why the batch is refused (naming the line), or that the store
-    /// could not write it.
-    pub fn ingest(&self, gateway: &str, ndjson: &[u8]) -> Result<Ingested, IngestError> {
-        if !valid_gateway(gateway) {
-            return Err(IngestError::Refused(
-                "the gateway's id must be 1-128 visible ASCII characters".into(),
-            ));
-        }
-        if ndjson.len() > MAX_BODY {
-            return Err(IngestError::Refused(format!(
-                "the batch is {} bytes, more than the {MAX_BODY} it may have",
-                ndjson.len()
-            )));
-        }
-        let mut lines = Vec::new();
-        for (i, line) in ndjson.split(|b| *b == b'\n').enumerate() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            lines.push(
-                parse_line(line)
-                    .map_err(|e| IngestError::Refused(format!("line {}: {e}", i + 1)))?,
-            );
-        }
+    fn ingest(&self, gateway: &str, ndjson: &[u8]) -> Result<Ingested, IngestError> {
+        let lines = parse_batch(gateway, ndjson)?;
         if lines.is_empty() {
             return Ok(Ingested::default());
         }
         let mut done = Ingested::default();
-        let mut conn = lock(&self.inner.writer);
+        let mut conn = lock(&self.writer);
         let stored = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
             {
@@ -393,7 +483,7 @@ impl AuditStore {
         drop(conn);
         match stored {
             Ok(()) => {
-                self.inner.rows.fetch_add(done.accepted, Ordering::Relaxed);
+                self.rows.fetch_add(done.accepted, Ordering::Relaxed);
                 Ok(done)
             }
             Err(e) => {
@@ -401,24 +491,6 @@ impl AuditStore {
                 Err(IngestError::StoreFailed(e.to_string()))
             }
         }
-    }
-
-    /// Records kept.
-    pub fn rows(&self) -> u64 {
-        self.inner.rows.load(Ordering::Relaxed)
-    }
-
-    /// The bytes the store's pages hold (as of the last trim, every couple
-    /// of seconds).
-    pub fn bytes(&self) -> u64 {
-        self.inner.bytes.load(Ordering::Relaxed)
-    }
-
-    /// Applies the retention now (the retention job,
-    /// [`crate::jobs::audit_retention`], runs it every couple of seconds);
-    /// returns the rows deleted.
-    pub fn trim(&self) -> anyhow::Result<u64> {
-        self.inner.trim()
     }
 }
 

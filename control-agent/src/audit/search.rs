@@ -9,20 +9,62 @@ use rusqlite::OptionalExtension;
 
 use super::schema::{tenant_key, COLUMNS};
 use super::{
-    now_us, AuditStore, Live, Page, Query, Row, MAX_COUNTED, SEARCH_BUDGET, SEARCH_TOO_BROAD,
+    now_us, AuditStore, Backend, Inner, Live, Page, Query, Row, MAX_COUNTED, SEARCH_BUDGET,
+    SEARCH_TOO_BROAD,
 };
 
-/// A query's conditions as SQL over `records r`, with their values.
-pub(super) fn conditions(q: &Query, paged: bool) -> (String, Vec<Sql>) {
+/// A value a query's conditions compare with.
+#[derive(Debug, Clone)]
+pub(super) enum Param {
+    Int(i64),
+    Text(String),
+    /// A list of texts (PostgreSQL's `= ANY`).
+    Texts(Vec<String>),
+}
+
+impl Param {
+    fn sqlite(self) -> Sql {
+        match self {
+            Param::Int(n) => Sql::Integer(n),
+            Param::Text(t) => Sql::Text(t),
+            Param::Texts(_) => unreachable!("SQLite's conditions never hold a list"),
+        }
+    }
+}
+
+/// The SQL a store speaks: placeholders and the substring test differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Sqlite,
+    /// Placeholders numbered from `$1`.
+    Postgres,
+}
+
+/// A query's conditions as SQL over `records r` (SQLite) or `warden_audit
+/// r` (PostgreSQL), with their values: on both the same filters, compared
+/// the same way (exact values; the reason as a substring; tenants by the
+/// tenant scope key). Values are bound, never written into the SQL.
+pub(super) fn conditions_in(q: &Query, paged: bool, d: Dialect) -> (String, Vec<Param>) {
     let mut w: Vec<String> = Vec::new();
-    let mut v: Vec<Sql> = Vec::new();
+    let mut v: Vec<Param> = Vec::new();
+    // The next placeholder.
+    let p = |v: &Vec<Param>| match d {
+        Dialect::Sqlite => "?".to_owned(),
+        Dialect::Postgres => format!("${}", v.len() + 1),
+    };
+    // PostgreSQL's text holds no NUL: stored records have it as U+FFFD
+    // (see `pg`), and so are the values compared with them.
+    let text = |x: &str| match d {
+        Dialect::Sqlite => x.to_owned(),
+        Dialect::Postgres => super::pg::no_nul(x),
+    };
     if let Some(t) = q.from_us {
-        w.push("r.ts_us >= ?".into());
-        v.push(Sql::Integer(t));
+        w.push(format!("r.ts_us >= {}", p(&v)));
+        v.push(Param::Int(t));
     }
     if let Some(t) = q.to_us {
-        w.push("r.ts_us < ?".into());
-        v.push(Sql::Integer(t));
+        w.push(format!("r.ts_us < {}", p(&v)));
+        v.push(Param::Int(t));
     }
     for (col, val) in [
         ("gateway", &q.gateway),
@@ -34,39 +76,62 @@ pub(super) fn conditions(q: &Query, paged: bool) -> (String, Vec<Sql>) {
         ("trace_id", &q.trace_id),
     ] {
         if let Some(x) = val {
-            w.push(format!("r.{col} = ?"));
-            v.push(Sql::Text(x.clone()));
+            w.push(format!("r.{col} = {}", p(&v)));
+            v.push(Param::Text(text(x)));
         }
     }
     if let Some(x) = q.reason.as_ref().filter(|r| !r.is_empty()) {
-        w.push("instr(r.reason, ?) > 0".into());
-        v.push(Sql::Text(x.clone()));
+        w.push(match d {
+            Dialect::Sqlite => "instr(r.reason, ?) > 0".to_owned(),
+            Dialect::Postgres => format!("strpos(r.reason, {}) > 0", p(&v)),
+        });
+        v.push(Param::Text(text(x)));
     }
     // Tenants are compared by the tenant scope key, as approvals and
     // console sessions compare them.
     if let Some(x) = &q.tenant {
-        w.push("r.tenant_key = ?".into());
-        v.push(Sql::Text(tenant_key(x)));
+        w.push(format!("r.tenant_key = {}", p(&v)));
+        v.push(Param::Text(text(&tenant_key(x))));
     }
     if !q.tenants.is_empty() {
-        w.push(format!(
-            "r.tenant_key IN ({})",
-            vec!["?"; q.tenants.len()].join(",")
-        ));
-        v.extend(q.tenants.iter().map(|t| Sql::Text(tenant_key(t))));
+        match d {
+            Dialect::Sqlite => {
+                w.push(format!(
+                    "r.tenant_key IN ({})",
+                    vec!["?"; q.tenants.len()].join(",")
+                ));
+                v.extend(q.tenants.iter().map(|t| Param::Text(tenant_key(t))));
+            }
+            Dialect::Postgres => {
+                w.push(format!("r.tenant_key = ANY({})", p(&v)));
+                v.push(Param::Texts(
+                    q.tenants.iter().map(|t| text(&tenant_key(t))).collect(),
+                ));
+            }
+        }
     }
     if paged {
         if let Some(b) = q.before_id {
-            w.push("r.id < ?".into());
-            v.push(Sql::Integer(b));
+            w.push(format!("r.id < {}", p(&v)));
+            v.push(Param::Int(b));
         }
     }
     let sql = if w.is_empty() {
-        "1".to_owned()
+        match d {
+            Dialect::Sqlite => "1".to_owned(),
+            Dialect::Postgres => "true".to_owned(),
+        }
     } else {
         w.join(" AND ")
     };
     (sql, v)
+}
+
+/// A query's conditions as SQLite's SQL over `records r`, with their
+/// values.
+pub(super) fn conditions(q: &Query, paged: bool) -> (String, Vec<Sql>) {
+    let (w, v) = conditions_in(q, paged, Dialect::Sqlite);
+    (w, v.into_iter().map(Param::sqlite).collect())
 }
 
 pub(super) fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -112,9 +177,48 @@ impl AuditStore {
         self.search_within(q, SEARCH_BUDGET, 10_000)
     }
 
-    /// [`AuditStore::search`] cut off after `budget`, looked at every
-    /// `every` SQLite instructions.
+    /// [`AuditStore::search`] cut off after `budget` (on SQLite looked at
+    /// every `every` instructions; on PostgreSQL, its statement timeout).
     pub(super) fn search_within(
+        &self,
+        q: &Query,
+        budget: std::time::Duration,
+        every: std::ffi::c_int,
+    ) -> anyhow::Result<Page> {
+        match &*self.inner {
+            Backend::Sqlite(s) => s.search_within(q, budget, every),
+            Backend::Postgres(p) => p.search_within(q, budget),
+        }
+    }
+
+    /// One record with its line, if it is in the viewer's scope.
+    pub fn get(&self, id: i64, tenants: &[String]) -> anyhow::Result<Option<Row>> {
+        match &*self.inner {
+            Backend::Sqlite(s) => s.get(id, tenants),
+            Backend::Postgres(p) => p.get(id, tenants),
+        }
+    }
+
+    /// Figures of the last `window` (1 s to 1 h): calls (`tools/call`
+    /// requests) per second, by outcome, tool, principal and gateway; the
+    /// reasons given; DLP findings; latency of the calls (each call's record
+    /// is written after its reply, with the time it took).
+    pub fn live(
+        &self,
+        window: Duration,
+        gateway: Option<&str>,
+        tenants: &[String],
+    ) -> anyhow::Result<Live> {
+        match &*self.inner {
+            Backend::Sqlite(s) => s.live(window, gateway, tenants),
+            Backend::Postgres(p) => p.live(window, gateway, tenants),
+        }
+    }
+}
+
+impl Inner {
+    /// [`AuditStore::search_within`] on SQLite.
+    fn search_within(
         &self,
         q: &Query,
         budget: std::time::Duration,
@@ -124,7 +228,7 @@ impl AuditStore {
             0 => 50,
             n => n.min(500),
         };
-        let conn = self.inner.reader();
+        let conn = self.reader();
         // A search that would walk the whole store (a `reason` no index
         // covers, no time window) is cut off after SEARCH_BUDGET, so a few
         // of them cannot hold both readers from everyone else.
@@ -182,9 +286,9 @@ impl AuditStore {
         })
     }
 
-    /// One record with its line, if it is in the viewer's scope.
-    pub fn get(&self, id: i64, tenants: &[String]) -> anyhow::Result<Option<Row>> {
-        let conn = self.inner.reader();
+    /// [`AuditStore::get`] on SQLite.
+    fn get(&self, id: i64, tenants: &[String]) -> anyhow::Result<Option<Row>> {
+        let conn = self.reader();
         let found = conn
             .prepare_cached(&format!(
                 "SELECT {COLUMNS}, l.raw FROM records r JOIN lines l ON l.id = r.id WHERE r.id = ?"
@@ -198,16 +302,75 @@ impl AuditStore {
         Ok(found.filter(|r| warden_config::person::in_scope(tenants, &r.tenant)))
     }
 
-    /// Figures of the last `window` (1 s to 1 h): calls (`tools/call`
-    /// requests) per second, by outcome, tool, principal and gateway; the
-    /// reasons given; DLP findings; latency of the calls (each call's record
-    /// is written after its reply, with the time it took).
-    pub fn live(
+    /// [`AuditStore::live`] on SQLite.
+    fn live(
         &self,
         window: Duration,
         gateway: Option<&str>,
         tenants: &[String],
     ) -> anyhow::Result<Live> {
+        let (q, mut acc) = LiveWindow::new(window, gateway, tenants);
+        let (w, v) = conditions(&q, false);
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT r.ts_us, r.gateway, r.method, r.direction, r.outcome, r.tool, r.principal, \
+             r.reason, r.latency_us, r.dlp FROM records r WHERE {w}"
+        ))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(v))?;
+        while let Some(r) = rows.next()? {
+            acc.add(LiveRow {
+                ts_us: r.get(0)?,
+                gateway: r.get(1)?,
+                method: r.get(2)?,
+                direction: r.get(3)?,
+                outcome: r.get(4)?,
+                tool: r.get(5)?,
+                principal: r.get(6)?,
+                reason: r.get(7)?,
+                latency_us: r.get(8)?,
+                dlp: r.get(9)?,
+            });
+        }
+        Ok(acc.finish())
+    }
+}
+
+/// What the live figures read of one record.
+pub(super) struct LiveRow {
+    pub(super) ts_us: i64,
+    pub(super) gateway: String,
+    pub(super) method: Option<String>,
+    pub(super) direction: String,
+    pub(super) outcome: String,
+    pub(super) tool: Option<String>,
+    pub(super) principal: String,
+    pub(super) reason: Option<String>,
+    pub(super) latency_us: Option<i64>,
+    pub(super) dlp: Option<String>,
+}
+
+/// The live figures of a window, added up record by record (both stores
+/// read the window's records and count them here).
+pub(super) struct LiveWindow {
+    secs: u64,
+    per_second: BTreeMap<i64, u64>,
+    outcomes: HashMap<String, u64>,
+    tools: HashMap<String, u64>,
+    principals: HashMap<String, u64>,
+    reasons: HashMap<String, u64>,
+    dlp: HashMap<String, u64>,
+    gateways: HashMap<String, u64>,
+    latencies: Vec<u64>,
+    calls: u64,
+}
+
+impl LiveWindow {
+    /// The query of the window ending now, and its empty figures.
+    pub(super) fn new(
+        window: Duration,
+        gateway: Option<&str>,
+        tenants: &[String],
+    ) -> (Query, LiveWindow) {
         let secs = window.as_secs().clamp(1, 3600);
         let now = now_us();
         let end_s = now.div_euclid(1_000_000);
@@ -220,57 +383,54 @@ impl AuditStore {
             tenants: tenants.to_vec(),
             ..Query::default()
         };
-        let (w, v) = conditions(&q, false);
-        let conn = self.inner.reader();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT r.ts_us, r.gateway, r.method, r.direction, r.outcome, r.tool, r.principal, \
-             r.reason, r.latency_us, r.dlp FROM records r WHERE {w}"
-        ))?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(v))?;
-        let mut per_second: BTreeMap<i64, u64> = (start_s..=end_s).map(|s| (s, 0)).collect();
-        let (mut outcomes, mut tools, mut principals, mut reasons, mut dlp, mut gateways) = (
-            HashMap::new(),
-            HashMap::new(),
-            HashMap::new(),
-            HashMap::new(),
-            HashMap::new(),
-            HashMap::new(),
-        );
-        let mut latencies: Vec<u64> = Vec::new();
-        let mut calls = 0u64;
-        while let Some(r) = rows.next()? {
-            let ts_us: i64 = r.get(0)?;
-            let method: Option<String> = r.get(2)?;
-            let direction: String = r.get(3)?;
-            if let Some(reason) = r.get::<_, Option<String>>(7)? {
-                *reasons.entry(reason).or_insert(0) += 1;
-            }
-            if let Some(d) = r.get::<_, Option<String>>(9)? {
-                for det in serde_json::from_str::<Vec<String>>(&d).unwrap_or_default() {
-                    *dlp.entry(det).or_insert(0) += 1;
-                }
-            }
-            if method.as_deref() != Some("tools/call") {
-                continue;
-            }
-            if direction == "request" {
-                calls += 1;
-                if let Some(n) = per_second.get_mut(&ts_us.div_euclid(1_000_000)) {
-                    *n += 1;
-                }
-                *outcomes.entry(r.get::<_, String>(4)?).or_insert(0) += 1;
-                let tool = r.get::<_, Option<String>>(5)?.unwrap_or_else(|| "-".into());
-                *tools.entry(tool).or_insert(0) += 1;
-                *principals.entry(r.get::<_, String>(6)?).or_insert(0) += 1;
-                *gateways.entry(r.get::<_, String>(1)?).or_insert(0) += 1;
-                // The gateway writes one record per call, after its
-                // reply: its latency is the call's.
-                if let Some(l) = r.get::<_, Option<i64>>(8)? {
-                    latencies.push(l.max(0) as u64);
-                }
+        let acc = LiveWindow {
+            secs,
+            per_second: (start_s..=end_s).map(|s| (s, 0)).collect(),
+            outcomes: HashMap::new(),
+            tools: HashMap::new(),
+            principals: HashMap::new(),
+            reasons: HashMap::new(),
+            dlp: HashMap::new(),
+            gateways: HashMap::new(),
+            latencies: Vec::new(),
+            calls: 0,
+        };
+        (q, acc)
+    }
+
+    pub(super) fn add(&mut self, r: LiveRow) {
+        if let Some(reason) = r.reason {
+            *self.reasons.entry(reason).or_insert(0) += 1;
+        }
+        if let Some(d) = r.dlp {
+            for det in serde_json::from_str::<Vec<String>>(&d).unwrap_or_default() {
+                *self.dlp.entry(det).or_insert(0) += 1;
             }
         }
-        latencies.sort_unstable();
+        if r.method.as_deref() != Some("tools/call") || r.direction != "request" {
+            return;
+        }
+        self.calls += 1;
+        if let Some(n) = self.per_second.get_mut(&r.ts_us.div_euclid(1_000_000)) {
+            *n += 1;
+        }
+        *self.outcomes.entry(r.outcome).or_insert(0) += 1;
+        *self
+            .tools
+            .entry(r.tool.unwrap_or_else(|| "-".into()))
+            .or_insert(0) += 1;
+        *self.principals.entry(r.principal).or_insert(0) += 1;
+        *self.gateways.entry(r.gateway).or_insert(0) += 1;
+        // The gateway writes one record per call, after its reply: its
+        // latency is the call's.
+        if let Some(l) = r.latency_us {
+            self.latencies.push(l.max(0) as u64);
+        }
+    }
+
+    pub(super) fn finish(mut self) -> Live {
+        self.latencies.sort_unstable();
+        let latencies = &self.latencies;
         let pct = |p: f64| -> Option<f64> {
             if latencies.is_empty() {
                 return None;
@@ -278,19 +438,19 @@ impl AuditStore {
             let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
             Some(latencies[i] as f64 / 1000.0)
         };
-        Ok(Live {
-            window_secs: secs,
-            calls,
-            calls_per_sec: calls as f64 / secs as f64,
-            per_second: per_second.into_iter().collect(),
-            outcomes: top(outcomes, 20),
-            top_tools: top(tools, 10),
-            top_principals: top(principals, 10),
-            top_reasons: top(reasons, 10),
+        Live {
+            window_secs: self.secs,
+            calls: self.calls,
+            calls_per_sec: self.calls as f64 / self.secs as f64,
+            per_second: self.per_second.into_iter().collect(),
             p50_ms: pct(0.50),
             p99_ms: pct(0.99),
-            dlp: top(dlp, 20),
-            gateways: top(gateways, 20),
-        })
+            outcomes: top(self.outcomes, 20),
+            top_tools: top(self.tools, 10),
+            top_principals: top(self.principals, 10),
+            top_reasons: top(self.reasons, 10),
+            dlp: top(self.dlp, 20),
+            gateways: top(self.gateways, 20),
+        }
     }
 }

@@ -9,14 +9,14 @@ use crate::jobs::open_audit_with_retention as open_audit;
 /// A gateway's trail: `n` chained lines from `seq`, after the line `prev`
 /// (None: the start), one a second from `t0` (unix seconds); each call is
 /// a request and its reply.
-struct Trail {
-    lines: Vec<String>,
-    seq: u64,
-    prev: [u8; 32],
+pub(super) struct Trail {
+    pub(super) lines: Vec<String>,
+    pub(super) seq: u64,
+    pub(super) prev: [u8; 32],
 }
 
 impl Trail {
-    fn new() -> Trail {
+    pub(super) fn new() -> Trail {
         Trail {
             lines: Vec::new(),
             seq: 0,
@@ -24,7 +24,7 @@ impl Trail {
         }
     }
 
-    fn push(&mut self, rec: serde_json::Value) -> &str {
+    pub(super) fn push(&mut self, rec: serde_json::Value) -> &str {
         let mut obj = serde_json::Map::new();
         obj.insert("seq".into(), self.seq.into());
         obj.insert("prev".into(), hex::encode(self.prev).into());
@@ -41,7 +41,14 @@ impl Trail {
     /// A call: its record (the gateway writes one per client message,
     /// after the reply, with the call's latency), and a reply record as an
     /// older trail might hold (ignored by the live figures).
-    fn call(&mut self, ts_s: i64, principal: &str, tenant: &str, tool: &str, outcome: &str) {
+    pub(super) fn call(
+        &mut self,
+        ts_s: i64,
+        principal: &str,
+        tenant: &str,
+        tool: &str,
+        outcome: &str,
+    ) {
         let ts = jiff::Timestamp::from_second(ts_s).unwrap().to_string();
         let trace = format!("trace-{}", self.seq);
         let reason = (outcome != "forwarded").then(|| format!("{outcome}: not for {principal}"));
@@ -60,7 +67,7 @@ impl Trail {
         }
     }
 
-    fn body(&self, from: usize, to: usize) -> Vec<u8> {
+    pub(super) fn body(&self, from: usize, to: usize) -> Vec<u8> {
         let mut b = self.lines[from..to].join("\n").into_bytes();
         b.push(b'\n');
         b
@@ -73,12 +80,12 @@ fn store(limits: Limits) -> (tempfile::TempDir, AuditStore) {
     (dir, s)
 }
 
-fn now_s() -> i64 {
+pub(super) fn now_s() -> i64 {
     now_us() / 1_000_000
 }
 
 /// Ten calls of two principals, two tenants, some denied.
-fn sample() -> Trail {
+pub(super) fn sample() -> Trail {
     let mut t = Trail::new();
     let base = now_s() - 100;
     for i in 0..10 {
@@ -365,7 +372,7 @@ fn verify_finds_an_edited_line_a_gap_and_a_line_altered_in_the_store() {
 
     // A line changed in the store itself.
     {
-        let c = lock(&s.inner.writer);
+        let c = lock(&s.sqlite().writer);
         c.execute(
             "UPDATE lines SET raw = replace(raw, 'echo', 'ECHO') WHERE id = \
              (SELECT id FROM records WHERE gateway = 'good' AND seq = 0)",
@@ -410,7 +417,7 @@ fn retention_deletes_old_records_and_the_oldest_beyond_the_bound() {
     assert_eq!(page.total, 8);
     // The newest eight are kept, and their lines with them.
     assert_eq!(page.rows.last().unwrap().seq, 12);
-    let lines: i64 = lock(&s.inner.writer)
+    let lines: i64 = lock(&s.sqlite().writer)
         .query_row("SELECT count(*) FROM lines", [], |r| r.get(0))
         .unwrap();
     assert_eq!(lines, 8);
@@ -474,7 +481,7 @@ fn api_times_and_queries_parse() {
 
 /// One record of `tenant` at `server` (a `tools/call` request, recent),
 /// carrying approval `approval` when given.
-fn held(t: &mut Trail, tenant: &str, server: &str, approval: Option<&str>) {
+pub(super) fn held(t: &mut Trail, tenant: &str, server: &str, approval: Option<&str>) {
     let ts = jiff::Timestamp::from_second(now_s() - 50)
         .unwrap()
         .to_string();
@@ -803,7 +810,7 @@ fn an_older_store_gains_the_tenant_key() {
         ),
         vec![0]
     );
-    let indexed: Vec<String> = lock(&s.inner.writer)
+    let indexed: Vec<String> = lock(&s.sqlite().writer)
         .prepare("SELECT name FROM pragma_index_info('records_ts')")
         .unwrap()
         .query_map([], |r| r.get(0))
@@ -819,7 +826,7 @@ fn an_older_store_gains_the_tenant_key() {
 }
 
 fn user_version(s: &AuditStore) -> i64 {
-    lock(&s.inner.writer)
+    lock(&s.sqlite().writer)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap()
 }
@@ -852,7 +859,7 @@ fn an_older_store_is_keyed_again() {
     {
         let s = open_audit(&path, Limits::default()).unwrap();
         s.ingest("gw-1", &t.body(0, t.lines.len())).unwrap();
-        let c = lock(&s.inner.writer);
+        let c = lock(&s.sqlite().writer);
         for tenant in tenants {
             c.execute(
                 "UPDATE records SET tenant_key = ?1 WHERE tenant = ?2",
@@ -871,7 +878,7 @@ fn an_older_store_is_keyed_again() {
         assert_eq!(leaked, 5, "the older keys hold the look-alikes in finance");
     }
     let keys = |s: &AuditStore| -> Vec<(String, String)> {
-        lock(&s.inner.writer)
+        lock(&s.sqlite().writer)
             .prepare("SELECT tenant, tenant_key FROM records ORDER BY seq")
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -918,7 +925,7 @@ fn an_older_store_is_keyed_again() {
     let all = s.verify(&Query::default()).unwrap();
     assert!(all.ok && all.records == tenants.len() as u64, "{all:?}");
     // Once: a key set by hand afterwards stays (nothing scans again).
-    lock(&s.inner.writer)
+    lock(&s.sqlite().writer)
         .execute(
             "UPDATE records SET tenant_key = 'x' WHERE tenant = ?1",
             ["financ\u{e9}"],
@@ -931,7 +938,7 @@ fn an_older_store_is_keyed_again() {
 
 /// A stub of `line` as the gateway's shipper makes one: `elided` first,
 /// the full line's SHA-256 and size, then the members it keeps.
-fn stub_of(line: &str, keep: &[&str]) -> String {
+pub(super) fn stub_of(line: &str, keep: &[&str]) -> String {
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     let mut out = format!(
         "{{\"elided\":{{\"sha256\":\"{}\",\"bytes\":{},\"fields\":[\"arguments\"]}}",
@@ -1089,7 +1096,7 @@ fn a_record_from_the_future_is_stored_as_of_its_arrival() {
     let far = now_s() + 10 * 365 * 86_400;
     t.call(far, "ann", "acme", "echo", "forwarded");
     s.ingest("gw-1", &t.body(0, t.lines.len())).unwrap();
-    let (ts, ts_us): (String, i64) = lock(&s.inner.writer)
+    let (ts, ts_us): (String, i64) = lock(&s.sqlite().writer)
         .query_row("SELECT ts, max(ts_us) FROM records", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })

@@ -1,13 +1,13 @@
-//! Keeping the audit store within its bounds: retention by age, by rows
-//! and by bytes, applied in chunks (the jobs module runs it every couple of
-//! seconds), and a weak handle for that job.
+//! Keeping the SQLite audit store within its bounds: retention by age, by
+//! rows and by bytes, applied in chunks (the jobs module runs it every
+//! couple of seconds), and a weak handle on either store for that job.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use rusqlite::{params, Connection};
 
-use super::{lock, now_us, AuditStore, Inner};
+use super::{lock, now_us, AuditStore, Backend, Inner};
 
 /// Rows deleted per statement, so that the writer is never held long.
 const TRIM_CHUNK: i64 = 5_000;
@@ -102,7 +102,7 @@ fn used_bytes(c: &Connection) -> rusqlite::Result<u64> {
 /// job ([`crate::jobs::audit_retention`]) keeps one and ends once the store
 /// is dropped.
 #[derive(Clone)]
-pub struct WeakAuditStore(Weak<Inner>);
+pub struct WeakAuditStore(Weak<Backend>);
 
 impl WeakAuditStore {
     /// The store, while it is open.
@@ -117,9 +117,16 @@ impl AuditStore {
         WeakAuditStore(Arc::downgrade(&self.inner))
     }
 
-    /// Runs `PRAGMA optimize` on the writer (the retention job does, every
-    /// ten minutes); a failure is ignored.
+    /// Refreshes the planner's statistics (the retention job does, every
+    /// ten minutes): SQLite's `PRAGMA optimize` on the writer; on
+    /// PostgreSQL, `ANALYZE` of the partitioned table (autovacuum analyzes
+    /// each partition, never their parent). A failure is ignored.
     pub fn optimize(&self) {
-        let _ = lock(&self.inner.writer).execute_batch("PRAGMA optimize;");
+        match &*self.inner {
+            Backend::Sqlite(s) => {
+                let _ = lock(&s.writer).execute_batch("PRAGMA optimize;");
+            }
+            Backend::Postgres(p) => p.optimize(),
+        }
     }
 }
