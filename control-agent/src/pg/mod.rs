@@ -52,6 +52,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "store and approvals",
         include_str!("../../migrations/0001_store.sql"),
     ),
+    (2, "fleet", include_str!("../../migrations/0002_fleet.sql")),
     (3, "audit", include_str!("../../migrations/0003_audit.sql")),
     (
         4,

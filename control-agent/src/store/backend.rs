@@ -8,14 +8,17 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::admins::tenant_name;
 use crate::build::KillState;
 use crate::registry::{Event, Registry};
 
+use super::fleet::shared::{FleetChanges, Reported, Sighted, SightingRow};
 use super::layers::{LayerEntry, LayerState, Tenant};
 use super::types::KillEvent;
-use super::types::{HistoryEntry, Rollout, ServedEntry};
+use super::types::{HistoryEntry, Report, Rollout, ServedEntry};
+use crate::rollout::Labels;
 
 /// A revision's archive: as built (and signed), or its source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +102,58 @@ pub trait Backend: Send + Sync {
     /// by this agent alone).
     fn generation(&self) -> std::io::Result<Option<u64>> {
         Ok(None)
+    }
+
+    // The fleet (gateways' reports, the instances heard under each id,
+    // what their bundle fetches were answered with), when several agents
+    // share it: each agent's gateways land here, and every agent's view
+    // and canary judge see them all (see `fleet_shared.rs`). Outside any
+    // turn, and no generation moves. `Ok(None)`, as the defaults answer:
+    // the backend keeps no fleet, and the agent's memory is the fleet
+    // (one agent: the state directory).
+
+    /// Keeps report `r` with its figures, computed from the gateway's
+    /// previous report whichever agent took it; members silent for
+    /// `forget` make room for a new gateway when the table is full.
+    fn fleet_report(&self, _r: &Report, _forget: Duration) -> std::io::Result<Option<Reported>> {
+        Ok(None)
+    }
+    /// Notes that `instance` spoke for gateway `id`: whether it
+    /// interleaves with another instance heard within `live` (by any
+    /// agent), and the id's instances now.
+    fn fleet_sighting(
+        &self,
+        _id: &str,
+        _instance: &str,
+        _live: Duration,
+        _forget: Duration,
+    ) -> std::io::Result<Option<Sighted>> {
+        Ok(None)
+    }
+    /// The instances heard under gateway `id`.
+    fn fleet_sightings_of(&self, _id: &str) -> std::io::Result<Option<Vec<SightingRow>>> {
+        Ok(None)
+    }
+    /// Notes that gateway `id`'s fetch (`labels`, `instance`) was answered
+    /// with `revision`: whether it was kept (not when the table is full).
+    fn fleet_fetch(
+        &self,
+        _id: &str,
+        _revision: &str,
+        _labels: &Labels,
+        _instance: Option<&str>,
+    ) -> std::io::Result<Option<bool>> {
+        Ok(None)
+    }
+    /// What was written of the fleet since the last call (all of it, the
+    /// first time).
+    fn fleet_changes(&self) -> std::io::Result<Option<FleetChanges>> {
+        Ok(None)
+    }
+    /// The newest version of gateway `id`'s row this agent has written or
+    /// read: memory keeps no older one.
+    fn fleet_version(&self, _id: &str) -> Option<u64> {
+        None
     }
 }
 

@@ -93,6 +93,10 @@ impl Store {
                     "a canary is already being watched: promote or roll it back first",
                 ));
             }
+            // Picked from the whole fleet: gateways that report to other
+            // agents too.
+            self.merge_fleet_into(inner)
+                .map_err(|e| BuildFailure::from(super::Unavailable::of(e)))?;
             let candidates: Vec<String> = inner
                 .fleet
                 .values()
@@ -180,6 +184,13 @@ impl Store {
     /// when its numbers say so. Returns what it did.
     pub fn tick(&self) -> Option<Verdict> {
         self.lock().watching()?;
+        // Judged on the whole fleet: what gateways reported to other
+        // agents first. Not judged on part of it (members that report
+        // elsewhere would look silent).
+        if let Err(e) = self.merge_fleet() {
+            tracing::warn!(error = %e, "the canary is not judged while the shared fleet is unreachable");
+            return None;
+        }
         // Judged inside a turn: on the state every agent sees, so that a
         // verdict is given once whichever agent judges.
         let mut inner = match self.write() {

@@ -1,5 +1,7 @@
 //! The fleet view: gateways' reports (revision, labels, traffic figures)
-//! and what the agent shows of them.
+//! and what the agent shows of them. Kept in the agent's memory; on a
+//! backend several agents share, in the database as well, so that every
+//! agent sees the whole fleet ([`shared`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -7,7 +9,15 @@ use std::time::{Duration, Instant};
 use super::error::ReportError;
 use super::types::{Report, MAX_REPORTED_ERROR, MAX_REPORTED_REVISION, MAX_REPORTED_UPSTREAMS};
 use super::{Inner, Member, Store, MAX_FLEET};
-use crate::rollout::{self, Labels, Selector};
+use crate::rollout::{self, Labels, Selector, Stats};
+
+#[path = "fleet_shared.rs"]
+pub(super) mod shared;
+#[cfg(test)]
+#[path = "fleet_shared_tests.rs"]
+mod shared_tests;
+
+use shared::Reported;
 
 /// Instances one gateway id keeps at most (the oldest heard of goes).
 const MAX_INSTANCES: usize = 8;
@@ -55,11 +65,121 @@ const MAX_FETCHES: usize = 8;
 #[derive(Debug, Default)]
 pub(super) struct Fetches(Vec<Fetch>);
 
-#[derive(Debug, PartialEq)]
+/// One fetch answered: oldest first in [`Fetches`].
+#[derive(Debug)]
 struct Fetch {
     revision: String,
     labels: Labels,
     instance: Option<String>,
+    /// When it was last answered so.
+    at: Instant,
+    /// Whether the shared backend holds it (written there, or read from
+    /// there): one that does is not written again for every fetch that
+    /// confirms it.
+    kept: bool,
+}
+
+impl Fetch {
+    fn same(&self, other: &Fetch) -> bool {
+        self.revision == other.revision
+            && self.labels == other.labels
+            && self.instance == other.instance
+    }
+}
+
+impl Fetches {
+    /// Notes `fetch` (the newest answered so), the oldest going past
+    /// [`MAX_FETCHES`].
+    fn note(&mut self, fetch: Fetch) {
+        if let Some(i) = self.0.iter().position(|x| x.same(&fetch)) {
+            let old = self.0.remove(i);
+            if old.at > fetch.at {
+                // What another agent answered later than this.
+                self.0.insert(
+                    i,
+                    Fetch {
+                        kept: old.kept || fetch.kept,
+                        ..old
+                    },
+                );
+                return;
+            }
+        }
+        let at = self.0.partition_point(|x| x.at <= fetch.at);
+        self.0.insert(at, fetch);
+        if self.0.len() > MAX_FETCHES {
+            self.0.remove(0);
+        }
+    }
+}
+
+/// What a gateway's reports tell beyond the last one, computed from the
+/// report before it (whichever agent took it).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Figures {
+    /// Client calls per second between its last two reports.
+    pub rate: f64,
+    /// Reports that came from another process than the one before.
+    pub restarts: u64,
+    /// Reports whose counters rose faster than a gateway counts.
+    pub jumps: u64,
+}
+
+/// The report before the one taken, as [`figures`] reads it.
+pub(super) struct Previous<'a> {
+    pub instance: Option<&'a str>,
+    pub stats: &'a Stats,
+    /// How long before the one taken it came.
+    pub before: Duration,
+    pub figures: Figures,
+}
+
+impl<'a> Previous<'a> {
+    fn of(m: &'a Member, now: Instant) -> Previous<'a> {
+        Previous {
+            instance: m.report.instance.as_deref(),
+            stats: &m.report.stats,
+            before: now.saturating_duration_since(m.seen),
+            figures: Figures {
+                rate: m.rate,
+                restarts: m.restarts,
+                jumps: m.jumps,
+            },
+        }
+    }
+}
+
+/// The figures of report `r`, which came `prev.before` after `prev`.
+pub(super) fn figures(prev: Option<Previous<'_>>, r: &Report) -> Figures {
+    let Some(p) = prev else {
+        return Figures::default();
+    };
+    let went_back = r.stats.went_back(p.stats);
+    let same = p.instance == r.instance.as_deref();
+    // Another process than the last report's: a new instance, or
+    // counters that went back (a gateway that sends no instance).
+    let other = p.instance.is_some() && r.instance.is_some() && !same;
+    let restarts = p.figures.restarts + u64::from(other || went_back);
+    let secs = p.before.as_secs_f64();
+    // Counters that rose faster since the last report than one gateway
+    // can count are no gateway's: held against it by a canary.
+    let jumps = if same && !went_back {
+        let allowed = (rollout::MAX_CALLS_PER_SEC as f64 * secs) as u64 + 1000;
+        let d = r.stats.since(p.stats);
+        p.figures.jumps + u64::from(d.calls > allowed || d.replies > allowed.saturating_mul(10))
+    } else {
+        p.figures.jumps
+    };
+    let rate = match (same && !went_back, secs > 0.0) {
+        (true, true) => (r.stats.calls - p.stats.calls) as f64 / secs,
+        (true, false) => p.figures.rate,
+        (false, _) => 0.0,
+    };
+    Figures {
+        rate,
+        restarts,
+        jumps,
+    }
 }
 
 fn valid_id(id: &str) -> bool {
@@ -116,15 +236,31 @@ impl Store {
         if interleaved {
             s.conflict = Some(now);
             if !was {
-                let instances = s.live(live);
-                tracing::warn!(
-                    gateway = id,
-                    instances = ?instances,
-                    "{} live gateway processes report under the gateway id `{id}`: a canary on it would reach every one of them and their audit chains would be mixed; canaries on it and its audit records are refused until each runs with its own --gateway-id",
-                    instances.len()
-                );
+                conflict_began(id, &s.live(live));
             }
         }
+    }
+
+    /// Notes that `instance` spoke for gateway `id`: in the shared
+    /// backend when there is one (which tells whether it interleaves with
+    /// a process another agent heard), else in this agent's memory.
+    fn sight(&self, id: &str, instance: &str) {
+        let live = self.stale_after;
+        match self.backend.fleet_sighting(id, instance, live, live * 10) {
+            Ok(Some(s)) => {
+                let mut inner = self.lock();
+                self.keep_sightings(&mut inner, id, s.rows);
+                if s.interleaved && !s.was {
+                    let live = inner.sightings.get(id).map(|s| s.live(live));
+                    conflict_began(id, &live.unwrap_or_default());
+                }
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => shared::unshared("a gateway's instance", &e),
+        }
+        let mut inner = self.lock();
+        self.sighted(&mut inner, id, instance);
     }
 
     /// A bundle fetch named `id` and `instance` (`X-Warden-Gateway`,
@@ -132,8 +268,7 @@ impl Store {
     /// valid pair is ignored (a fetch without them is served all the same).
     pub fn fetched_by(&self, id: &str, instance: &str) {
         if valid_id(id) && valid_instance(instance) {
-            let mut inner = self.lock();
-            self.sighted(&mut inner, id, instance);
+            self.sight(id, instance);
         }
     }
 
@@ -143,11 +278,33 @@ impl Store {
         if !valid_id(id) || !(instance.is_empty() || valid_instance(instance)) {
             return;
         }
-        let fetch = Fetch {
+        let mut fetch = Fetch {
             revision: revision.to_owned(),
             labels: labels.clone(),
             instance: (!instance.is_empty()).then(|| instance.to_owned()),
+            at: Instant::now(),
+            kept: false,
         };
+        // A fetch the shared backend holds already as the id's newest is
+        // not written again (every long poll confirms what it holds).
+        let known = self
+            .lock()
+            .fetched
+            .get(id)
+            .and_then(|f| f.0.last())
+            .is_some_and(|x| x.kept && x.same(&fetch));
+        if !known {
+            match self
+                .backend
+                .fleet_fetch(id, revision, labels, fetch.instance.as_deref())
+            {
+                Ok(Some(true)) => fetch.kept = true,
+                // The shared table is full: not noted, as in memory.
+                Ok(Some(false)) => return,
+                Ok(None) => {}
+                Err(e) => shared::unshared("a bundle fetch", &e),
+            }
+        }
         let mut inner = self.lock();
         let inner = &mut *inner;
         if !inner.fetched.contains_key(id) && inner.fetched.len() >= MAX_FLEET {
@@ -158,12 +315,7 @@ impl Store {
                 return;
             }
         }
-        let f = inner.fetched.entry(id.to_owned()).or_default();
-        f.0.retain(|x| *x != fetch);
-        f.0.push(fetch);
-        if f.0.len() > MAX_FETCHES {
-            f.0.remove(0);
-        }
+        inner.fetched.entry(id.to_owned()).or_default().note(fetch);
     }
 
     /// Whether the agent served `r.id` the revision `r` reports, to the
@@ -180,6 +332,9 @@ impl Store {
     /// report under it (see [`Store::sighted`]); `None` when it is not in
     /// conflict.
     pub fn conflict(&self, id: &str) -> Option<Vec<String>> {
+        // Another agent may have heard the other process: what the
+        // shared backend holds of the id first.
+        self.refresh_sightings(id);
         Self::conflict_in(&self.lock().sightings, id, self.stale_after)
     }
 
@@ -242,6 +397,22 @@ impl Store {
         {
             return Err(ReportError::Upstreams);
         }
+        // On a shared backend the report is kept there first, its figures
+        // computed from the gateway's previous report whichever agent took
+        // it; this agent's memory follows.
+        match self.backend.fleet_report(&r, self.stale_after * 10) {
+            Ok(Some(Reported::Full)) => return Err(ReportError::FleetFull),
+            Ok(Some(Reported::Kept { version, figures })) => {
+                if let Some(i) = &r.instance {
+                    self.sight(&r.id, i);
+                }
+                let mut inner = self.lock();
+                self.keep_member(&mut inner, r, Instant::now(), figures, version);
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => shared::unshared("a report", &e),
+        }
         let mut inner = self.lock();
         if !inner.fleet.contains_key(&r.id) && inner.fleet.len() >= MAX_FLEET {
             let forget = self.stale_after * 10;
@@ -254,50 +425,29 @@ impl Store {
             self.sighted(&mut inner, &r.id, i);
         }
         let now = Instant::now();
-        // Another process than the last report's: a new instance, or
-        // counters that went back (a gateway that sends no instance).
-        let restarts = inner.fleet.get(&r.id).map_or(0, |m| {
-            let other = match (&m.report.instance, &r.instance) {
-                (Some(a), Some(b)) => a != b,
-                _ => false,
-            };
-            m.restarts + u64::from(other || r.stats.went_back(&m.report.stats))
-        });
-        // Counters that rose faster since the last report than one
-        // gateway can count are no gateway's: held against it by a canary.
-        let jumps = match inner.fleet.get(&r.id) {
-            Some(m) if m.report.instance == r.instance && !r.stats.went_back(&m.report.stats) => {
-                let secs = now.duration_since(m.seen).as_secs_f64();
-                let allowed = (rollout::MAX_CALLS_PER_SEC as f64 * secs) as u64 + 1000;
-                let d = r.stats.since(&m.report.stats);
-                m.jumps + u64::from(d.calls > allowed || d.replies > allowed.saturating_mul(10))
-            }
-            Some(m) => m.jumps,
-            None => 0,
-        };
-        let rate = match inner.fleet.get(&r.id) {
-            Some(m) if !r.stats.went_back(&m.report.stats) && m.report.instance == r.instance => {
-                let secs = now.duration_since(m.seen).as_secs_f64();
-                if secs > 0.0 {
-                    (r.stats.calls - m.report.stats.calls) as f64 / secs
-                } else {
-                    m.rate
-                }
-            }
-            _ => 0.0,
-        };
+        let f = figures(inner.fleet.get(&r.id).map(|m| Previous::of(m, now)), &r);
         inner.fleet.insert(
             r.id.clone(),
             Member {
                 report: r,
                 seen: now,
-                rate,
-                restarts,
-                jumps,
+                rate: f.rate,
+                restarts: f.restarts,
+                jumps: f.jumps,
             },
         );
         Ok(())
     }
+}
+
+/// Says that several live processes report under gateway id `id`.
+fn conflict_began(id: &str, instances: &[String]) {
+    tracing::warn!(
+        gateway = id,
+        instances = ?instances,
+        "{} live gateway processes report under the gateway id `{id}`: a canary on it would reach every one of them and their audit chains would be mixed; canaries on it and its audit records are refused until each runs with its own --gateway-id",
+        instances.len().max(2)
+    );
 }
 
 /// Gateway ids picked for a canary that several live processes share

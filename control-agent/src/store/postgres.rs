@@ -8,6 +8,7 @@
 //! [`StateDir`]: super::StateDir
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use postgres::Client;
 
@@ -16,8 +17,10 @@ use crate::pg::{io_error, Db};
 use crate::registry::{Event, Registry};
 
 use super::backend::{Archive, Backend, MAX_EVENTS_FILE};
+use super::fleet::shared::{FleetChanges, PgFleet, Reported, Sighted, SightingRow};
 use super::layers::{LayerEntry, LayerState, Tenant};
-use super::types::{HistoryEntry, KillEvent, Rollout, ServedEntry};
+use super::types::{HistoryEntry, KillEvent, Report, Rollout, ServedEntry};
+use crate::rollout::Labels;
 
 /// The store's domain (its lock and generation).
 pub const DOMAIN: &str = "store";
@@ -29,9 +32,11 @@ const KILL: &str = "kill";
 const KILL_LOG: &str = "kill_log";
 const REGISTRY: &str = "registry";
 
-/// The store's tables on one connection.
+/// The store's tables on one connection, and the fleet's on another
+/// (see `fleet_shared.rs`).
 pub struct Postgres {
     db: Db,
+    fleet: PgFleet,
 }
 
 impl Postgres {
@@ -39,6 +44,7 @@ impl Postgres {
     pub fn connect(url: &str) -> anyhow::Result<Postgres> {
         Ok(Postgres {
             db: Db::connect(url, "store")?,
+            fleet: PgFleet::connect(url)?,
         })
     }
 
@@ -402,5 +408,41 @@ impl Backend for Postgres {
 
     fn generation(&self) -> std::io::Result<Option<u64>> {
         self.db.generation(DOMAIN).map(Some)
+    }
+
+    fn fleet_report(&self, r: &Report, forget: Duration) -> std::io::Result<Option<Reported>> {
+        self.fleet.report(r, forget).map(Some)
+    }
+
+    fn fleet_sighting(
+        &self,
+        id: &str,
+        instance: &str,
+        live: Duration,
+        forget: Duration,
+    ) -> std::io::Result<Option<Sighted>> {
+        self.fleet.sighting(id, instance, live, forget).map(Some)
+    }
+
+    fn fleet_sightings_of(&self, id: &str) -> std::io::Result<Option<Vec<SightingRow>>> {
+        self.fleet.sightings_of(id).map(Some)
+    }
+
+    fn fleet_fetch(
+        &self,
+        id: &str,
+        revision: &str,
+        labels: &Labels,
+        instance: Option<&str>,
+    ) -> std::io::Result<Option<bool>> {
+        self.fleet.fetch(id, revision, labels, instance).map(Some)
+    }
+
+    fn fleet_changes(&self) -> std::io::Result<Option<FleetChanges>> {
+        self.fleet.changes().map(Some)
+    }
+
+    fn fleet_version(&self, id: &str) -> Option<u64> {
+        self.fleet.version(id)
     }
 }

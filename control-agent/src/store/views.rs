@@ -234,6 +234,8 @@ pub struct LayerFileDiff {
 impl Store {
     /// The fleet: who runs what and why, who is stale.
     pub fn fleet_view(&self) -> FleetView {
+        // Every gateway, whichever agent it reports to.
+        self.merged_fleet("the fleet view");
         let current = self.current().map(|p| p.revision.clone());
         let inner = self.lock();
         let mut conflicts = Vec::new();
@@ -294,6 +296,7 @@ impl Store {
 
     /// What gateways report of `servers`' upstreams, and nothing else.
     pub fn upstream_health_view(&self, servers: &BTreeSet<String>) -> Vec<UpstreamHealthView> {
+        self.merged_fleet("the upstream health");
         let inner = self.lock();
         let mut out = Vec::new();
         for m in inner.fleet.values() {
