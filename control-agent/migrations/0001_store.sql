@@ -15,18 +15,22 @@ CREATE TABLE warden_leases (
     since timestamptz NOT NULL
 );
 
+-- JSON is kept as text, not jsonb: jsonb refuses a string holding U+0000,
+-- which what people type (a registry definition, a reason) may carry, and
+-- the store would then refuse to keep a change the files keep.
+
 -- Small documents kept whole: the highest sequence, what is served, the
 -- rollout, the kill switch and its log, the registry.
 CREATE TABLE warden_documents (
     name text PRIMARY KEY,
-    body jsonb NOT NULL
+    body text NOT NULL
 );
 
 -- The org revisions' history, in order.
 CREATE TABLE warden_history (
     pos bigserial PRIMARY KEY,
     seq bigint NOT NULL,
-    entry jsonb NOT NULL
+    entry text NOT NULL
 );
 
 -- Each revision's archives: as built (signed) and its source. Two agents
@@ -49,7 +53,7 @@ CREATE TABLE warden_registry_events (
     id bigserial PRIMARY KEY,
     bytes integer NOT NULL,
     server text NOT NULL,
-    event jsonb NOT NULL
+    event text NOT NULL
 );
 
 -- Tenants' layers: each revision's source, the history, the state.
@@ -62,12 +66,12 @@ CREATE TABLE warden_layers (
 CREATE TABLE warden_layer_history (
     pos bigserial PRIMARY KEY,
     tenant text NOT NULL,
-    entry jsonb NOT NULL
+    entry text NOT NULL
 );
 CREATE INDEX warden_layer_history_tenant ON warden_layer_history (tenant, pos);
 CREATE TABLE warden_layer_state (
     tenant text PRIMARY KEY,
-    state jsonb NOT NULL
+    state text NOT NULL
 );
 
 -- Approvals, by id (held arguments included: for approvers only).

@@ -22,7 +22,7 @@ use warden_config::names::{name_key, same_name, Name};
 use warden_config::person;
 
 /// What an administrator may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     /// Everything: the org layer, every tenant, the registry, the kill switch.
     OrgAdmin,
@@ -42,7 +42,7 @@ pub struct Admin {
 
 /// A person acting through the API: the admin token (`admin`) or an entry
 /// of the admins file (`admin:<name>`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Actor {
     /// The name the file gives them (`admin` for the admin token).
     pub name: String,

@@ -296,3 +296,303 @@ async fn an_agent_killed_leaves_the_other_serving_and_running_the_jobs() {
         assert_eq!(outcome(gw, "add").await, "ok");
     }
 }
+
+/// A HIGH call held at one agent while it lives: that agent is killed
+/// (SIGKILL) with the call pending; the approver approves it through the
+/// other agent (the pending approval is in the database, not lost with
+/// the agent), and the call retried is served once, claimed through the
+/// survivor; the next identical call is held again (single use).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_held_at_a_dead_agent_is_approved_through_the_other_and_served_once() {
+    use sha2::Digest;
+    let pg = PgServer::start();
+    let url = pg.database("held");
+    let mock = Mock::start(&[]).expect("mock");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (private, public) = keygen(tmp.path(), "sign");
+    let key = warden_config::access::hash_api_key("wk_agent7_secret", &[9u8; 16]);
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("policies")).expect("mkdir");
+    std::fs::write(
+        src.join("warden.yaml"),
+        format!(
+            "version: 1\npolicy: {{entrypoint: data.ops.decision, denial: tool_error}}\nidentity:\n  resource: http://127.0.0.1/mock/mcp\n  api_keys:\n    - {{id: agent-7, tenant: acme, roles: [developer], kind: agent, hash: \"{key}\"}}\napprovals:\n  expires: 60s\n  pending: 10m\nservice_groups:\n  - name: g\n    servers:\n      - {{name: mock, upstreams: [\"{}\"]}}\nroutes:\n  - {{prefix: /mock, server: mock}}\n",
+            mock.addr
+        ),
+    )
+    .expect("yaml");
+    std::fs::write(
+        src.join("policies/ops.rego"),
+        "package ops\nimport rego.v1\ndecision := {\"allow\": true, \"reason\": \"ok\", \"risk\": \"HIGH\", \"require_approval\": {\"approvers\": 1, \"reason\": \"adds need a second pair of eyes\"}} if {\n\tinput.request.tool == \"add\"\n} else := {\"allow\": true, \"reason\": \"ok\"}\n",
+    )
+    .expect("rego");
+    let alice = "approver-alice-token-0001";
+    let approvers = tmp.path().join("approvers.yaml");
+    std::fs::write(
+        &approvers,
+        format!("alice: {}\n", hex::encode(sha2::Sha256::digest(alice))),
+    )
+    .expect("approvers");
+    let extra = [
+        "--approvers".as_ref(),
+        approvers.as_os_str(),
+        "--database".as_ref(),
+        url.as_ref(),
+    ];
+    let mut a = Agent::start_with(&src, &tmp.path().join("a"), Some(&private), &extra).expect("a");
+    let b = Agent::start_with(&src, &tmp.path().join("b"), Some(&private), &extra).expect("b");
+    let gw = Gateway::on_agent(
+        &format!("{},{}", a.url, b.url),
+        &public,
+        &tmp.path().join("gw"),
+        "gw-held",
+    )
+    .expect("gateway");
+    gw.wait_ready().expect("ready");
+    let add = |id: u64| {
+        let gw = &gw;
+        async move {
+            let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}});
+            let (s, _, body) = post_json(
+                &gw.url("/mock/mcp"),
+                call.to_string(),
+                &[("x-api-key", "wk_agent7_secret")],
+            )
+            .await
+            .expect("post");
+            assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+            serde_json::from_slice::<Value>(&body).expect("json")
+        }
+    };
+    // Held, while both live: the claim went to the first agent.
+    let held = add(1).await;
+    let text = held["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(text.contains("held for human approval"), "{held}");
+    let id = text
+        .split("Approval id: ")
+        .nth(1)
+        .and_then(|t| t.split('.').next())
+        .expect("approval id")
+        .to_owned();
+    assert!(text.contains(&a.url), "claimed at the first agent: {text}");
+    assert_eq!(
+        pg.psql(
+            "held",
+            &format!("SELECT count(*) FROM warden_approvals WHERE id = '{id}'")
+        )
+        .expect("psql"),
+        "1",
+        "pending in the database"
+    );
+    kill(&mut a);
+    // The survivor knows it and takes the approval.
+    let (s, _, v) = warden_tests::request(
+        &format!("{}/v1/approvals/{id}/approve", b.url),
+        "POST",
+        &[("authorization", &format!("Bearer {alice}"))],
+        bytes::Bytes::new(),
+        false,
+    )
+    .await
+    .expect("approve");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&v));
+    // Served once, through the survivor.
+    let served = add(2).await;
+    assert!(
+        served["error"].is_null() && served["result"]["isError"] != true,
+        "{served}\n{}",
+        gw.log().join("\n")
+    );
+    assert_eq!(served["result"]["content"][0]["text"], "3", "{served}");
+    let again = add(3).await;
+    let again_text = again["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        again_text.contains("held for human approval") && !again_text.contains(&id),
+        "single use: {again}"
+    );
+}
+
+/// Calls `tool` on every gateway, over and over, until dropped.
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    fn start(urls: Vec<String>, tool: &'static str) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut id = 0u64;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                for u in &urls {
+                    id += 1;
+                    let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":{"text":"t"}}});
+                    let _ = post_json(u, call.to_string(), &[]).await;
+                }
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        });
+        Traffic { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.task.await;
+    }
+}
+
+/// A canary is being watched when the agent running the jobs is killed
+/// (SIGKILL): the other takes the watch on, judges it on the whole
+/// fleet's reports, and promotes it exactly once; every gateway then runs
+/// it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_watch_survives_the_death_of_the_agent_judging_it() {
+    let mut f = fleet("canary");
+    let urls: Vec<String> = f.gws.iter().map(|g| g.url("/mock/mcp")).collect();
+    // Every gateway reported somewhere before the canary picks members.
+    for gw in &f.gws {
+        assert_eq!(outcome(gw, "echo").await, "ok");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let traffic = Traffic::start(urls, "echo");
+    // A healthy edit (it blocks a tool nobody calls) as a canary.
+    set_blocked(&f.tmp.path().join("src"), &["add", "checksum"]);
+    let (s, v) =
+        f.a.api(
+            "POST",
+            "/v1/publish",
+            Some(json!({"canary": {"share": 0.34, "watch_secs": 10, "guard": {"min_calls": 5}}})),
+        )
+        .await
+        .expect("canary");
+    assert_eq!(s, 200, "{v}");
+    let canary = v["published"].as_str().expect("revision").to_owned();
+    // The other agent sees the watch as soon as it hears of it.
+    eventually(
+        Duration::from_secs(5),
+        "the other agent sees the watch",
+        || async {
+            let (_, r) = f.b.api("GET", "/v1/rollout", None).await.expect("rollout");
+            r["state"] == "watching"
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Kill the agent judging it.
+    let holder = f
+        ._pg
+        .psql(
+            "canary",
+            "SELECT holder FROM warden_leases WHERE name = 'jobs'",
+        )
+        .expect("lease");
+    let survivor = if holder.ends_with(&format!(":{}", f.a.proc.pid())) {
+        kill(&mut f.a);
+        &f.b
+    } else {
+        kill(&mut f.b);
+        &f.a
+    };
+    let mut last = Value::Null;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        let (_, r) = survivor
+            .api("GET", "/v1/rollout", None)
+            .await
+            .expect("rollout");
+        if r["state"] != "watching" {
+            last = r;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    traffic.stop().await;
+    assert_eq!(last["state"], "promoted", "{last}");
+    assert_eq!(last["revision"], canary.as_str(), "{last}");
+    let promotions = f
+        ._pg
+        .psql(
+            "canary",
+            "SELECT count(*) FROM warden_changes WHERE line LIKE '%\"action\":\"promote\"%'",
+        )
+        .expect("changes");
+    assert_eq!(promotions, "1", "promoted exactly once");
+    // Every gateway runs it.
+    for gw in &f.gws {
+        eventually(
+            Duration::from_secs(20),
+            "the promoted canary reached a gateway",
+            || async { outcome(gw, "add").await == "denied" },
+        )
+        .await;
+    }
+}
+
+/// The audit lines the database holds for gateway `id`: (rows, distinct
+/// lines).
+fn held_lines(pg: &PgServer, db: &str, id: &str) -> (u64, u64) {
+    let out = pg
+        .psql(
+            db,
+            &format!("SELECT count(*) || ' ' || count(DISTINCT hash) FROM warden_audit WHERE gateway = '{id}'"),
+        )
+        .unwrap_or_default();
+    let mut it = out.split(' ').filter_map(|n| n.parse().ok());
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// PostgreSQL restarted while three gateways carry traffic: the gateways
+/// keep serving on their bundles, the agents reconnect by themselves (a
+/// publish after the restart goes through), and every audit line every
+/// gateway wrote ends up in the database once (the gateways' trails are
+/// the spool while it is down; a batch re-sent is not stored twice).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_restart_under_load_loses_no_audit_line_and_stores_none_twice() {
+    let mut f = fleet("restart");
+    let urls: Vec<String> = f.gws.iter().map(|g| g.url("/mock/mcp")).collect();
+    let traffic = Traffic::start(urls, "echo");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    f._pg.stop();
+    // Down: the gateways serve on.
+    for gw in &f.gws {
+        assert_eq!(outcome(gw, "echo").await, "ok");
+        assert_eq!(outcome(gw, "add").await, "denied");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    f._pg.run();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    traffic.stop().await;
+    // Every line of every gateway's trail is held once.
+    for (i, gw) in f.gws.iter().enumerate() {
+        let id = format!("gw-{}", i + 1);
+        let written = gw.audit().len() as u64;
+        assert!(written > 20, "{id} wrote {written} lines");
+        eventually(
+            Duration::from_secs(60),
+            "every audit line shipped after the restart",
+            || async { held_lines(&f._pg, "restart", &id) == (written, written) },
+        )
+        .await;
+    }
+    // The agents took their connections back: a publish goes through.
+    set_blocked(&f.tmp.path().join("src"), &["add", "echo"]);
+    let (s, v) =
+        f.b.api("POST", "/v1/publish", Some(json!({})))
+            .await
+            .expect("publish");
+    assert_eq!(s, 200, "{v}");
+    for gw in &f.gws {
+        eventually(
+            Duration::from_secs(20),
+            "a publish after the restart reached a gateway",
+            || async { outcome(gw, "echo").await == "denied" },
+        )
+        .await;
+    }
+}

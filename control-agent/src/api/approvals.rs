@@ -19,9 +19,15 @@ pub async fn claim(agent: Agent, caller: Caller, JsonBody(c): JsonBody<Claim>) -
         .speaks_for(&caller, &c.gateway)
         .map_err(ApiError::forbidden)?;
     let (gw, tool, principal) = (c.gateway.clone(), c.tool.clone(), c.principal.clone());
-    let a = agent
-        .approvals
-        .claim(c, agent.store.signer(), SystemTime::now())?;
+    // Off the runtime's workers: on a database, a claim waits for the
+    // approvals' fleet-wide turn.
+    let api = agent.0.clone();
+    let a = tokio::task::spawn_blocking(move || {
+        api.approvals
+            .claim(c, api.store.signer(), SystemTime::now())
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let state = a.state();
     agent.metrics.claims.with_label_values(&[state]).inc();
     if state != "pending" || a.created() {
@@ -95,7 +101,7 @@ pub async fn approve(
     Path(id): Path<String>,
     JsonOrEmpty(b): JsonOrEmpty<Decision>,
 ) -> ApiResult {
-    decided(&agent, &caller, &id, Verdict::Approve, b)
+    decided(&agent, &caller, &id, Verdict::Approve, b).await
 }
 
 pub async fn deny(
@@ -104,16 +110,26 @@ pub async fn deny(
     Path(id): Path<String>,
     JsonOrEmpty(b): JsonOrEmpty<Decision>,
 ) -> ApiResult {
-    decided(&agent, &caller, &id, Verdict::Deny, b)
+    decided(&agent, &caller, &id, Verdict::Deny, b).await
 }
 
-fn decided(agent: &Agent, caller: &Caller, id: &str, verdict: Verdict, b: Decision) -> ApiResult {
+async fn decided(
+    agent: &Agent,
+    caller: &Caller,
+    id: &str,
+    verdict: Verdict,
+    b: Decision,
+) -> ApiResult {
     let Caller::Approver { name, .. } = caller else {
         return Err(ApiError::forbidden(
             "only an approver's token may approve or deny",
         ));
     };
-    ok(&agent.decide(name, id, verdict, b.comment)?)
+    let (api, name, id) = (agent.0.clone(), name.clone(), id.to_owned());
+    let v = tokio::task::spawn_blocking(move || api.decide(&name, &id, verdict, b.comment))
+        .await
+        .map_err(ApiError::internal)??;
+    ok(&v)
 }
 
 impl Api {

@@ -88,13 +88,15 @@ pub async fn ingest(agent: Agent, caller: Caller, headers: HeaderMap, body: Body
         .get("x-warden-instance")
         .and_then(|v| v.to_str().ok())
     {
-        agent.store.fetched_by(&gateway, instance);
+        let (store, id, instance) = (agent.store.clone(), gateway.clone(), instance.to_owned());
+        super::blocking(move || store.fetched_by(&id, &instance)).await?;
     }
     // Several live processes under this id: their chains would be mixed
     // into one (the same seqs, two `prev` lines). Refused while it lasts
     // (409: the gateways keep the records in their trails and send them
     // again), never merged.
-    if let Some(instances) = agent.store.conflict(&gateway) {
+    let (store, id) = (agent.store.clone(), gateway.clone());
+    if let Some(instances) = super::blocking(move || store.conflict(&id)).await? {
         counted("refused", 1);
         conflict_logged(&gateway, instances.len());
         return Err(ApiError::coded(

@@ -85,6 +85,18 @@ fn asking(headers: &HeaderMap) -> Result<Asking, ApiError> {
     })
 }
 
+/// Notes what gateway `a` was answered with (off the runtime's workers).
+async fn served_to(api: &crate::server::Api, a: &Asking, revision: &str) -> Result<(), ApiError> {
+    let (store, id, instance, labels, revision) = (
+        api.store.clone(),
+        a.id.clone(),
+        a.instance.clone(),
+        a.labels.clone(),
+        revision.to_owned(),
+    );
+    super::blocking(move || store.served_to(&id, &instance, &labels, &revision)).await
+}
+
 pub async fn current(agent: Agent, caller: Caller, headers: HeaderMap, uri: Uri) -> ApiResult {
     let api = &agent.0;
     api.tokens
@@ -92,7 +104,8 @@ pub async fn current(agent: Agent, caller: Caller, headers: HeaderMap, uri: Uri)
         .map_err(ApiError::forbidden)?;
     let a = asking(&headers)?;
     let wait = wait_of(&headers, &uri);
-    api.store.fetched_by(&a.id, &a.instance);
+    let (store, id, instance) = (api.store.clone(), a.id.clone(), a.instance.clone());
+    super::blocking(move || store.fetched_by(&id, &instance)).await?;
     let mut rx = api.store.subscribe();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -101,14 +114,11 @@ pub async fn current(agent: Agent, caller: Caller, headers: HeaderMap, uri: Uri)
             Some(p) if a.have.as_deref() != Some(p.revision.as_str()) => {
                 let r = answer(api, &a, &p)?;
                 // What a canary counts this gateway's reports by.
-                api.store
-                    .served_to(&a.id, &a.instance, &a.labels, &p.revision);
+                served_to(api, &a, &p.revision).await?;
                 return Ok(r);
             }
             // It holds what it should run: confirmed.
-            Some(p) => api
-                .store
-                .served_to(&a.id, &a.instance, &a.labels, &p.revision),
+            Some(p) => served_to(api, &a, &p.revision).await?,
             None => {}
         }
         // Nothing newer: wait for a change or the deadline.

@@ -3,7 +3,7 @@
 //! tenant admin sees the upstream health of their tenant's servers and
 //! their layer's history only.
 
-use super::Agent;
+use super::{blocking, Agent};
 use crate::caller::Caller;
 use crate::server::error::{ok, ApiError, ApiResult};
 use crate::server::extract::JsonBody;
@@ -14,7 +14,8 @@ pub async fn report(agent: Agent, caller: Caller, JsonBody(r): JsonBody<Report>)
         .tokens
         .speaks_for(&caller, &r.id)
         .map_err(ApiError::forbidden)?;
-    agent.store.accept_report(r)?;
+    let store = agent.store.clone();
+    blocking(move || store.accept_report(r)).await??;
     ok(&serde_json::json!({"ok": true}))
 }
 
@@ -22,11 +23,14 @@ pub async fn show(agent: Agent, caller: Caller) -> ApiResult {
     match caller.actor().and_then(|a| a.tenant()) {
         Some(t) => {
             let mine = agent.store.servers_of(t);
-            ok(
-                &serde_json::json!({"tenant": t, "upstreams": agent.store.upstream_health_view(&mine)}),
-            )
+            let store = agent.store.clone();
+            let upstreams = blocking(move || store.upstream_health_view(&mine)).await?;
+            ok(&serde_json::json!({"tenant": t, "upstreams": upstreams}))
         }
-        None => ok(&agent.store.fleet_view()),
+        None => {
+            let store = agent.store.clone();
+            ok(&blocking(move || store.fleet_view()).await?)
+        }
     }
 }
 

@@ -20,6 +20,17 @@ use axum::extract::State;
 /// The agent's state, as handlers take it.
 pub(crate) type Agent = State<Arc<crate::server::Api>>;
 
+/// Runs `f` off the runtime's workers: on a database, the store's and the
+/// approvals' calls wait for the database (and for a fleet-wide turn),
+/// which must not hold the workers every other request runs on.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, crate::server::error::ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(crate::server::error::ApiError::internal)
+}
+
 #[cfg(test)]
 #[path = "../governance_tests.rs"]
 pub(crate) mod tests;

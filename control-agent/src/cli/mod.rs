@@ -24,6 +24,9 @@ pub mod client;
 pub mod governance;
 pub mod keys;
 pub mod serve;
+pub mod state;
+#[cfg(test)]
+mod state_tests;
 
 use admin::{RolloutCmd, Target};
 use approvals::ApprovalCmd;
@@ -154,6 +157,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: RegistryCmd,
     },
+    /// The agent's state: back it up, restore it, move it into PostgreSQL.
+    State {
+        #[command(subcommand)]
+        cmd: state::StateCmd,
+    },
     /// Validate bundle directories; prints every problem, exits non-zero on any.
     Validate {
         #[arg(required = true)]
@@ -208,6 +216,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<bool> {
         Cmd::Tenant { client, cmd } => governance::tenant_cmd(&client, cmd),
         Cmd::Registry { client, cmd } => governance::registry_cmd(&client, cmd),
         Cmd::Validate { bundles } => Ok(validate(bundles)),
+        Cmd::State { cmd } => state::run(cmd),
     }
 }
 

@@ -24,9 +24,11 @@ use crate::store::Store;
 pub struct ServeArgs {
     #[arg(long)]
     source: PathBuf,
-    /// History, kill-switch state and the change record live here.
-    #[arg(long)]
-    state: PathBuf,
+    /// The agent's state (history, what is served, the kill switch,
+    /// approvals, the audit store, the change record) lives here, unless
+    /// `--database` keeps it.
+    #[arg(long, required_unless_present = "database")]
+    state: Option<PathBuf>,
     /// Address to listen on; port 0 picks one (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: String,
@@ -144,21 +146,28 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
         viewers,
         admins,
     } = people;
-    let approvals = Arc::new(Approvals::open(&a.state, approvers)?);
-    let audit = Arc::new(AuditStore::open(
-        &a.state.join("audit.sqlite3"),
-        crate::audit::Limits {
-            retention: a.audit_retention,
-            max_rows: a.audit_max_rows.max(1),
-            max_bytes: a.audit_max_bytes,
-        },
-    )?);
     if let Some(url) = &a.database {
         let done = crate::pg::migrate(url)?;
         if !done.is_empty() {
             eprintln!("warden-agent: database schema steps applied: {done:?}");
         }
     }
+    let limits = crate::audit::Limits {
+        retention: a.audit_retention,
+        max_rows: a.audit_max_rows.max(1),
+        max_bytes: a.audit_max_bytes,
+    };
+    let (approvals, audit) = match &a.database {
+        Some(url) => (
+            Approvals::on_database(url, approvers)?,
+            AuditStore::on_database(url, limits)?,
+        ),
+        None => (
+            Approvals::open(state_dir(&a)?, approvers)?,
+            AuditStore::open(&state_dir(&a)?.join("audit.sqlite3"), limits)?,
+        ),
+    };
+    let (approvals, audit) = (Arc::new(approvals), Arc::new(audit));
     let store = open_store(&a)?;
     let (lease, _listening) = match &a.database {
         Some(url) => {
@@ -170,18 +179,28 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
             let lease = crate::pg::Lease::contend(url, "jobs", holder)?;
             // Another agent's change is loaded when it says so (and every
             // few seconds, and after a reconnect).
-            let s = store.clone();
+            let (s, ap) = (store.clone(), approvals.clone());
             let listening = crate::pg::listen(url, move |domain| {
-                if matches!(domain, "store" | "*") {
-                    if let Err(e) = s.catch_up() {
-                        tracing::warn!(error = %e, "cannot load what another agent changed");
-                    }
+                let res = match domain {
+                    "store" => s.catch_up(),
+                    "approvals" => ap.catch_up(),
+                    "*" => s.catch_up().and(ap.catch_up()),
+                    _ => Ok(()),
+                };
+                if let Err(e) = res {
+                    tracing::warn!(error = %e, "cannot load what another agent changed");
                 }
             })?;
             (Arc::new(lease), Some(listening))
         }
         None => (Arc::new(crate::pg::Lease::alone("jobs")), None),
     };
+    let mut console = crate::console::state::Console::new(viewers, a.console_hosts.clone());
+    if let Some(url) = &a.database {
+        console
+            .sessions
+            .share(crate::console::shared::SharedSessions::connect(url)?);
+    }
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&a.listen).await?;
         println!("listening on {}", listener.local_addr()?);
@@ -196,12 +215,19 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
             approvals,
             metrics: Default::default(),
             audit,
-            console: crate::console::state::Console::new(viewers, a.console_hosts),
+            console,
             admins,
         });
         crate::server::serve(listener, api).await
     })?;
     Ok(true)
+}
+
+/// The state directory (given unless `--database` is).
+fn state_dir(a: &ServeArgs) -> anyhow::Result<&Path> {
+    a.state
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--state is needed without --database"))
 }
 
 /// The admin, fleet and metrics tokens: long enough, and the admin and
@@ -292,7 +318,7 @@ fn open_store(a: &ServeArgs) -> anyhow::Result<Arc<Store>> {
             &a.source,
             signer,
         )?,
-        None => Store::open(&a.state, &a.source, signer)?,
+        None => Store::open(state_dir(a)?, &a.source, signer)?,
     };
     store.stale_after = a.stale_after;
     let store = Arc::new(store);

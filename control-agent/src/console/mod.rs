@@ -72,6 +72,9 @@ mod guard_tests;
 mod insight;
 pub(crate) mod pages;
 pub mod session;
+pub mod shared;
+#[cfg(test)]
+mod shared_tests;
 pub mod state;
 mod views;
 

@@ -157,7 +157,19 @@ pub(crate) async fn decide(
         _ => return plain(StatusCode::BAD_REQUEST, "verdict: approve or deny"),
     };
     let comment = Some(form.field("comment")).filter(|c| !c.is_empty());
-    let res = api.decide(&user.name, &id, verdict.clone(), comment);
+    // Off the runtime's workers: on a database, a decision waits for the
+    // approvals' fleet-wide turn.
+    let res = {
+        let (api, name, id, verdict) =
+            (api.clone(), user.name.clone(), id.clone(), verdict.clone());
+        tokio::task::spawn_blocking(move || api.decide(&name, &id, verdict, comment))
+            .await
+            .unwrap_or_else(|e| {
+                Err(crate::approvals::Refused::Unavailable(
+                    crate::approvals::Unavailable(e.to_string()),
+                ))
+            })
+    };
     let what = match verdict {
         Verdict::Approve => "approved",
         Verdict::Deny => "denied",

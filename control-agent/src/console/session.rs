@@ -33,7 +33,9 @@ const MAX_FAIL_ENTRIES: usize = 4096;
 pub const COOKIE: &str = "__Host-warden_console";
 
 /// What a console user may do. Each role can do what the one before can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Role {
     /// Reads the fleet, bundles, approvals, audit and live figures.
     Viewer,
@@ -55,7 +57,7 @@ impl Role {
 }
 
 /// A logged-in user.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub name: String,
     pub role: Role,
@@ -114,6 +116,9 @@ pub struct Session {
 #[derive(Default)]
 pub struct Sessions {
     by_digest: Mutex<HashMap<[u8; 32], Session>>,
+    /// Kept in the database instead (agents on one database share them):
+    /// `by_digest` is then unused.
+    shared: Option<super::shared::SharedSessions>,
     /// Failed tokens per address, the console's logins and the API's
     /// bearer tokens alike: past [`MAX_FAILURES`] every token of the
     /// address is refused for the rest of the window, the right one too.
@@ -169,7 +174,31 @@ fn digest(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 
+impl Session {
+    /// A session read back from where it is kept.
+    pub(super) fn restored(
+        user: User,
+        csrf: String,
+        flash: Option<String>,
+        created: Instant,
+        used: Instant,
+    ) -> Session {
+        Session {
+            user,
+            csrf,
+            flash,
+            created,
+            used,
+        }
+    }
+}
+
 impl Sessions {
+    /// Keeps the sessions in the database from now on.
+    pub fn share(&mut self, shared: super::shared::SharedSessions) {
+        self.shared = Some(shared);
+    }
+
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
         self.by_digest.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -187,6 +216,10 @@ impl Sessions {
             created: now,
             used: now,
         };
+        if let Some(db) = &self.shared {
+            db.open(digest(&id), &s)?;
+            return Ok((id, s));
+        }
         let mut all = self.lock_sessions();
         all.retain(|_, s| live(s, now));
         let mine: Vec<([u8; 32], Instant)> = all
@@ -210,6 +243,9 @@ impl Sessions {
 
     /// The live session of a cookie value, refreshed.
     pub fn get(&self, id: &str) -> Option<Session> {
+        if let Some(db) = &self.shared {
+            return db.get(digest(id));
+        }
         let now = Instant::now();
         let mut all = self.lock_sessions();
         let d = digest(id);
@@ -228,6 +264,9 @@ impl Sessions {
 
     /// Leaves a message for the session's next page.
     pub fn flash(&self, id: &str, msg: String) {
+        if let Some(db) = &self.shared {
+            return db.flash(digest(id), Some(msg));
+        }
         if let Some(s) = self.lock_sessions().get_mut(&digest(id)) {
             s.flash = Some(msg);
         }
@@ -235,16 +274,25 @@ impl Sessions {
 
     /// Takes the session's message, if any.
     pub fn take_flash(&self, id: &str) -> Option<String> {
+        if let Some(db) = &self.shared {
+            return db.take_flash(digest(id));
+        }
         self.lock_sessions()
             .get_mut(&digest(id))
             .and_then(|s| s.flash.take())
     }
 
     pub fn close(&self, id: &str) {
+        if let Some(db) = &self.shared {
+            return db.close(digest(id));
+        }
         self.lock_sessions().remove(&digest(id));
     }
 
     pub fn count(&self) -> usize {
+        if let Some(db) = &self.shared {
+            return db.count();
+        }
         let now = Instant::now();
         let mut all = self.lock_sessions();
         all.retain(|_, s| live(s, now));

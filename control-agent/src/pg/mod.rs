@@ -59,6 +59,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "approvals",
         include_str!("../../migrations/0004_approvals.sql"),
     ),
+    (
+        5,
+        "console sessions",
+        include_str!("../../migrations/0005_console.sql"),
+    ),
 ];
 
 /// A database error as the store reports its failures.

@@ -83,6 +83,12 @@ pub trait Backend: Send + Sync {
     fn rewrite_layer_history(&self, tenant: &str, all: &[LayerEntry]) -> std::io::Result<()>;
     fn save_layer_state(&self, tenant: &str, state: &LayerState) -> std::io::Result<()>;
 
+    /// The whole change record, oldest first (what `migrate` and `backup`
+    /// copy).
+    fn all_changes(&self) -> anyhow::Result<Vec<String>>;
+    /// The registry's events kept, oldest first: (server, event).
+    fn registry_events(&self) -> anyhow::Result<Vec<(String, Event)>>;
+
     /// Takes the turn to change what is kept, when several agents keep it
     /// together (one database): every other agent's turn waits until this
     /// one ends. The generation of what is kept now (an agent that loaded
@@ -280,7 +286,43 @@ fn tail(path: &Path, n: usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The lines of the file moved aside, then of the file (none: empty).
+fn lines_of_both(dir: &Path, file: &str, previous: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for name in [previous, file] {
+        match std::fs::read_to_string(dir.join(name)) {
+            Ok(t) => out.extend(
+                t.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_owned),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
 impl Backend for StateDir {
+    fn all_changes(&self) -> anyhow::Result<Vec<String>> {
+        lines_of_both(&self.dir, CHANGES, CHANGES_PREVIOUS)
+    }
+
+    fn registry_events(&self) -> anyhow::Result<Vec<(String, Event)>> {
+        #[derive(serde::Deserialize)]
+        struct Line {
+            server: String,
+            event: Event,
+        }
+        lines_of_both(&self.dir, REGISTRY_EVENTS, REGISTRY_EVENTS_PREVIOUS)?
+            .iter()
+            .map(|l| {
+                let l: Line = serde_json::from_str(l)?;
+                Ok((l.server, l.event))
+            })
+            .collect()
+    }
+
     fn sequence(&self) -> Option<u64> {
         std::fs::read_to_string(self.dir.join(SEQUENCE_FILE))
             .ok()
@@ -463,6 +505,7 @@ impl Backend for StateDir {
     }
 
     fn rewrite_layer_history(&self, tenant: &str, all: &[LayerEntry]) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.tenant_dir(tenant))?;
         write_atomic(
             &self.tenant_dir(tenant).join("history.jsonl"),
             json_lines(all).as_bytes(),
@@ -470,6 +513,7 @@ impl Backend for StateDir {
     }
 
     fn save_layer_state(&self, tenant: &str, state: &LayerState) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.tenant_dir(tenant))?;
         write_atomic(
             &self.tenant_dir(tenant).join("state.json"),
             &serde_json::to_vec_pretty(state).unwrap_or_default(),

@@ -58,7 +58,7 @@ fn a_layer_that_would_leave_another_tenants_layer_out_is_refused() {
 
 /// Finance's layer defining `servers` (a tenant admin registers only
 /// the servers its layer defines).
-fn finance_defines(s: &Store, servers: &[&str]) {
+pub(crate) fn finance_defines(s: &Store, servers: &[&str]) {
     let mut f = with_server("finance", servers[0], "/finance/s0");
     let mut y = String::from_utf8(f["tenant.yaml"].clone()).unwrap();
     for (i, n) in servers.iter().enumerate().skip(1) {
@@ -71,7 +71,7 @@ fn finance_defines(s: &Store, servers: &[&str]) {
     s.publish_layer("admin:fiona", "finance", f, None).unwrap();
 }
 
-fn fiona() -> crate::admins::Actor {
+pub(crate) fn fiona() -> crate::admins::Actor {
     crate::admins::Actor {
         name: "fiona".into(),
         kind: crate::admins::Kind::TenantAdmin("finance".into()),

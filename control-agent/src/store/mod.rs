@@ -26,6 +26,7 @@ pub mod backend;
 mod canary;
 mod changes;
 mod compose;
+pub mod copy;
 mod error;
 mod fleet;
 pub mod layers;
@@ -54,7 +55,7 @@ pub use views::{
 #[cfg(test)]
 pub(crate) mod fleet_tests;
 #[cfg(test)]
-mod isolation_tests;
+pub(crate) mod isolation_tests;
 #[cfg(test)]
 pub(crate) mod layer_tests;
 #[cfg(test)]

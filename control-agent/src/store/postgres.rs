@@ -52,17 +52,17 @@ impl Postgres {
         &self,
         name: &'static str,
     ) -> anyhow::Result<Option<T>> {
-        let v: Option<serde_json::Value> = self.db.run(move |c| {
+        let v: Option<String> = self.db.run(move |c| {
             Ok(c.query_opt(
                 "SELECT body FROM warden_documents WHERE name = $1",
                 &[&name],
             )?
             .map(|r| r.get(0)))
         })?;
-        Ok(v.map(serde_json::from_value).transpose()?)
+        Ok(v.map(|t| serde_json::from_str(&t)).transpose()?)
     }
 
-    fn save_document(&self, name: &'static str, body: serde_json::Value) -> std::io::Result<()> {
+    fn save_document(&self, name: &'static str, body: String) -> std::io::Result<()> {
         self.db.write(move |c| {
             c.execute(
                 "INSERT INTO warden_documents (name, body) VALUES ($1, $2)
@@ -74,8 +74,9 @@ impl Postgres {
     }
 }
 
-fn json<T: serde::Serialize>(v: &T) -> std::io::Result<serde_json::Value> {
-    serde_json::to_value(v).map_err(io_error)
+/// JSON as the tables keep it: text (see the schema: jsonb refuses U+0000).
+fn json<T: serde::Serialize + ?Sized>(v: &T) -> std::io::Result<String> {
+    serde_json::to_string(v).map_err(io_error)
 }
 
 fn seq(v: u64) -> std::io::Result<i64> {
@@ -106,7 +107,7 @@ impl Backend for Postgres {
     }
 
     fn load_history(&self) -> anyhow::Result<Vec<HistoryEntry>> {
-        let rows: Vec<serde_json::Value> = self.db.run(|c| {
+        let rows: Vec<String> = self.db.run(|c| {
             Ok(
                 c.query("SELECT entry FROM warden_history ORDER BY pos", &[])?
                     .iter()
@@ -116,7 +117,7 @@ impl Backend for Postgres {
         })?;
         Ok(rows
             .into_iter()
-            .map(serde_json::from_value)
+            .map(|t| serde_json::from_str(&t))
             .collect::<Result<_, _>>()?)
     }
 
@@ -132,7 +133,7 @@ impl Backend for Postgres {
     }
 
     fn rewrite_history(&self, all: &[HistoryEntry]) -> std::io::Result<()> {
-        let rows: Vec<(i64, serde_json::Value)> = all
+        let rows: Vec<(i64, String)> = all
             .iter()
             .map(|h| Ok((seq(h.seq)?, json(h)?)))
             .collect::<std::io::Result<_>>()?;
@@ -263,7 +264,7 @@ impl Backend for Postgres {
     fn append_registry_event(&self, server: &str, event: &Event) -> std::io::Result<()> {
         let (server, event) = (server.to_owned(), json(event)?);
         self.db.write(move |c| {
-            let bytes = (server.len() + event.to_string().len()) as i32;
+            let bytes = (server.len() + event.len()) as i32;
             let id: i64 = c
                 .query_one(
                     "INSERT INTO warden_registry_events (bytes, server, event) VALUES ($1, $2, $3) RETURNING id",
@@ -278,10 +279,7 @@ impl Backend for Postgres {
     }
 
     fn load_layers(&self) -> anyhow::Result<BTreeMap<String, Tenant>> {
-        type Rows = (
-            Vec<(String, serde_json::Value)>,
-            Vec<(String, serde_json::Value)>,
-        );
+        type Rows = (Vec<(String, String)>, Vec<(String, String)>);
         let (history, states): Rows = self.db.run(|c| {
             let h = c
                 .query(
@@ -303,10 +301,10 @@ impl Backend for Postgres {
             out.entry(tenant)
                 .or_default()
                 .history
-                .push(serde_json::from_value(e)?);
+                .push(serde_json::from_str(&e)?);
         }
         for (tenant, s) in states {
-            out.entry(tenant).or_default().state = serde_json::from_value(s)?;
+            out.entry(tenant).or_default().state = serde_json::from_str(&s)?;
         }
         Ok(out)
     }
@@ -365,7 +363,7 @@ impl Backend for Postgres {
 
     fn rewrite_layer_history(&self, tenant: &str, all: &[LayerEntry]) -> std::io::Result<()> {
         let tenant = tenant.to_owned();
-        let rows: Vec<serde_json::Value> = all.iter().map(json).collect::<Result<_, _>>()?;
+        let rows: Vec<String> = all.iter().map(json).collect::<Result<_, _>>()?;
         // Inside the store's turn: whole or not at all.
         self.db.write(move |c| {
             c.execute(
@@ -392,6 +390,30 @@ impl Backend for Postgres {
             )
             .map(drop)
         })
+    }
+
+    fn all_changes(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self.db.run(|c| {
+            Ok(c.query("SELECT line FROM warden_changes ORDER BY id", &[])?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        })?)
+    }
+
+    fn registry_events(&self) -> anyhow::Result<Vec<(String, Event)>> {
+        let rows: Vec<(String, String)> = self.db.run(|c| {
+            Ok(c.query(
+                "SELECT server, event FROM warden_registry_events ORDER BY id",
+                &[],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+        })?;
+        rows.into_iter()
+            .map(|(s, e)| Ok((s, serde_json::from_str(&e)?)))
+            .collect()
     }
 
     fn begin(&self) -> std::io::Result<Option<u64>> {
