@@ -596,3 +596,98 @@ async fn a_database_restart_under_load_loses_no_audit_line_and_stores_none_twice
         .await;
     }
 }
+
+/// The console and the CLI work against either agent: a console login on
+/// one is a session on the other (a load balancer may send the next page
+/// anywhere), a logout through the other ends it on both, and the CLI
+/// reads the same history from either.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_and_the_cli_work_against_either_agent() {
+    let f = fleet("console");
+    let header = |h: &[(String, String)], k: &str| {
+        h.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (s, h, _) = warden_tests::request(
+        &format!("{}/console/login", f.a.url),
+        "POST",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        bytes::Bytes::from(format!("token={}", warden_tests::ADMIN_TOKEN)),
+        false,
+    )
+    .await
+    .expect("login");
+    assert_eq!(s, 303);
+    let cookie = header(&h, "set-cookie")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(cookie.starts_with("__Host-warden_console="), "{cookie}");
+    let page = |agent: &Agent, path: &'static str| {
+        let url = format!("{}{path}", agent.url);
+        let cookie = cookie.clone();
+        async move {
+            warden_tests::request(
+                &url,
+                "GET",
+                &[("cookie", &cookie)],
+                bytes::Bytes::new(),
+                false,
+            )
+            .await
+            .expect("get")
+        }
+    };
+    // The next page lands on the other agent: logged in there.
+    let (s, _, body) = page(&f.b, "/console/fleet").await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    let html = String::from_utf8_lossy(&body).into_owned();
+    assert!(html.contains("gw-3"), "the fleet page lists the gateways");
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .expect("a form's CSRF token")
+        .to_owned();
+    // Logged out through the other agent: the session is gone on both.
+    let (s, _, _) = warden_tests::request(
+        &format!("{}/console/logout", f.b.url),
+        "POST",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", &cookie),
+        ],
+        bytes::Bytes::from(format!("csrf={csrf}")),
+        false,
+    )
+    .await
+    .expect("logout");
+    assert_eq!(s, 303);
+    for agent in [&f.a, &f.b] {
+        let (s, h, _) = page(agent, "/console/fleet").await;
+        assert_eq!(
+            (s, header(&h, "location")),
+            (303, "/console/login".to_owned())
+        );
+    }
+    // The CLI reads the same history from either agent.
+    let history = |agent: &Agent| {
+        let out = std::process::Command::new(warden_tests::bin("warden-agent"))
+            .args(["history", "--agent", &agent.url])
+            .env("WARDEN_AGENT_ADMIN_TOKEN", warden_tests::ADMIN_TOKEN)
+            .output()
+            .expect("warden-agent history");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (on_a, on_b) = (history(&f.a), history(&f.b));
+    assert_eq!(on_a, on_b);
+    assert!(on_a.contains(&newest(&f.a).await.1), "{on_a}");
+}
