@@ -47,7 +47,7 @@ mod search;
 mod trim;
 pub use trim::WeakAuditStore;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod verify;
 
 pub use lines::valid_gateway;

@@ -9,8 +9,8 @@ use crate::jobs::open_audit_with_retention as open_audit;
 /// A gateway's trail: `n` chained lines from `seq`, after the line `prev`
 /// (None: the start), one a second from `t0` (unix seconds); each call is
 /// a request and its reply.
-pub(super) struct Trail {
-    pub(super) lines: Vec<String>,
+pub(crate) struct Trail {
+    pub(crate) lines: Vec<String>,
     pub(super) seq: u64,
     pub(super) prev: [u8; 32],
 }
@@ -67,7 +67,7 @@ impl Trail {
         }
     }
 
-    pub(super) fn body(&self, from: usize, to: usize) -> Vec<u8> {
+    pub(crate) fn body(&self, from: usize, to: usize) -> Vec<u8> {
         let mut b = self.lines[from..to].join("\n").into_bytes();
         b.push(b'\n');
         b
@@ -85,7 +85,7 @@ pub(super) fn now_s() -> i64 {
 }
 
 /// Ten calls of two principals, two tenants, some denied.
-pub(super) fn sample() -> Trail {
+pub(crate) fn sample() -> Trail {
     let mut t = Trail::new();
     let base = now_s() - 100;
     for i in 0..10 {

@@ -33,8 +33,9 @@ pub enum StateCmd {
         #[arg(long)]
         state: PathBuf,
     },
-    /// Move a state directory's store and approvals into a PostgreSQL
-    /// database that keeps no control plane yet (the agent stopped).
+    /// Move a state directory's store, approvals and audit store into a
+    /// PostgreSQL database that keeps no control plane yet (the agent
+    /// stopped).
     Migrate {
         #[arg(long)]
         state: PathBuf,
@@ -58,9 +59,9 @@ pub fn run(cmd: StateCmd) -> anyhow::Result<bool> {
             println!("{}: {n} files restored", state.display());
         }
         StateCmd::Migrate { state, database } => {
-            let (c, approvals) = migrate(&state, &database)?;
+            let (c, approvals, audit) = migrate(&state, &database)?;
             println!(
-                "moved into the database: {}, {approvals} approvals",
+                "moved into the database: {}, {approvals} approvals, {audit} audit lines",
                 summary(&c)
             );
         }
@@ -183,17 +184,62 @@ pub fn restore(from: &Path, state: &Path) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-/// Moves the store and the approvals of `state` into the database (its
-/// schema made first). The audit store stays where it is: the gateways'
-/// trails and the SIEM export hold the fleet's record (see
-/// docs/operations.md).
-pub fn migrate(state: &Path, database: &str) -> anyhow::Result<(Copied, usize)> {
+/// Moves the store, the approvals and the audit store of `state` into the
+/// database (its schema made first).
+pub fn migrate(state: &Path, database: &str) -> anyhow::Result<(Copied, usize, u64)> {
     let from = existing_state(state)?;
     crate::pg::migrate(database)?;
     let to = crate::store::postgres::Postgres::connect(database)?;
     let copied = copy_kept(&from, &to)?;
     let approvals = copy_approvals(state, database)?;
-    Ok((copied, approvals))
+    let audit = copy_audit(state, database)?;
+    Ok((copied, approvals, audit))
+}
+
+/// Lines sent to the database's audit store per batch.
+const AUDIT_BATCH: usize = 1000;
+
+/// The audit store's lines, byte for byte, shipped into the database's
+/// as the gateways shipped them (each gateway's in the order they were
+/// kept, so that its chain verifies there as it did here); a line already
+/// there is not stored twice. The number of lines stored.
+fn copy_audit(state: &Path, database: &str) -> anyhow::Result<u64> {
+    let path = state.join(AUDIT);
+    if !path.exists() {
+        return Ok(0);
+    }
+    let src =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let to = crate::audit::AuditStore::on_database(database, crate::audit::Limits::default())?;
+    let mut stmt = src.prepare(
+        "SELECT r.gateway, l.raw FROM records r JOIN lines l ON l.id = r.id ORDER BY r.id",
+    )?;
+    let mut rows = stmt.query([])?;
+    let (mut stored, mut batch, mut of) = (0u64, Vec::<u8>::new(), String::new());
+    let mut n = 0usize;
+    let mut flush = |gateway: &str, batch: &mut Vec<u8>, n: &mut usize| -> anyhow::Result<()> {
+        if *n > 0 {
+            let got = to
+                .ingest(gateway, batch)
+                .map_err(|e| anyhow::anyhow!("audit lines of `{gateway}`: {e}"))?;
+            stored += got.accepted;
+            batch.clear();
+            *n = 0;
+        }
+        Ok(())
+    };
+    while let Some(row) = rows.next()? {
+        let (gateway, raw): (String, String) = (row.get(0)?, row.get(1)?);
+        if gateway != of || n >= AUDIT_BATCH {
+            flush(&of, &mut batch, &mut n)?;
+            of = gateway;
+        }
+        batch.extend_from_slice(raw.as_bytes());
+        batch.push(b'\n');
+        n += 1;
+    }
+    flush(&of, &mut batch, &mut n)?;
+    Ok(stored)
 }
 
 /// The approvals file's approvals, each into the database's table (which

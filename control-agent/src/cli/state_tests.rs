@@ -103,6 +103,21 @@ fn busy_state(dir: &Path) {
         for_tenants: Vec::new(),
     };
     a.claim(held, None, SystemTime::now()).unwrap();
+    // Ten calls of a gateway in the audit store.
+    let audit = crate::audit::AuditStore::open(
+        &dir.join("state").join("audit.sqlite3"),
+        crate::audit::Limits::default(),
+    )
+    .unwrap();
+    let t = crate::audit::tests::sample();
+    audit.ingest("gw-1", &t.body(0, t.lines.len())).unwrap();
+}
+
+/// The audit store's records and whether every chain verifies.
+fn audit_of(a: &crate::audit::AuditStore) -> (u64, bool) {
+    let q = crate::audit::Query::default();
+    let v = a.verify(&q).unwrap();
+    (a.search(&q).unwrap().total, v.ok && !v.truncated)
 }
 
 fn approvals_of(dir: &Path) -> Value {
@@ -123,6 +138,12 @@ fn a_backup_restored_is_the_same_control_plane() {
     restore(&out, &again).unwrap();
     assert_eq!(fingerprint(&StateDir::open(&again).unwrap()), before);
     assert_eq!(approvals_of(&again), approvals_of(&state));
+    let audit = |d: &Path| {
+        crate::audit::AuditStore::open(&d.join("audit.sqlite3"), crate::audit::Limits::default())
+            .unwrap()
+    };
+    assert_eq!(audit_of(&audit(&again)), audit_of(&audit(&state)));
+    assert!(audit_of(&audit(&again)).0 > 0);
     assert!(
         restore(&out, &again).is_err(),
         "never into a directory in use"
@@ -158,8 +179,21 @@ fn a_state_directory_moved_into_postgres_and_dumped_is_the_same_control_plane() 
     let state = d.path().join("state");
     let before = fingerprint(&StateDir::open(&state).unwrap());
     let url = pg.database("moved");
-    let (copied, approvals) = migrate(&state, &url).unwrap();
-    assert_eq!((copied.history, approvals), (5, 1));
+    let (copied, approvals, audit) = migrate(&state, &url).unwrap();
+    let files_audit = crate::audit::AuditStore::open(
+        &state.join("audit.sqlite3"),
+        crate::audit::Limits::default(),
+    )
+    .unwrap();
+    let (lines, verified) = audit_of(&files_audit);
+    assert_eq!((copied.history, approvals, audit), (5, 1, lines));
+    let pg_audit =
+        crate::audit::AuditStore::on_database(&url, crate::audit::Limits::default()).unwrap();
+    assert_eq!(audit_of(&pg_audit), (lines, verified));
+    assert!(
+        verified,
+        "the chain verifies in the database as in the file"
+    );
     let on_pg = crate::store::postgres::Postgres::connect(&url).unwrap();
     assert_eq!(fingerprint(&on_pg), before);
     assert!(
