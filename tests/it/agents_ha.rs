@@ -274,6 +274,19 @@ async fn an_agent_killed_leaves_the_other_serving_and_running_the_jobs() {
         },
     )
     .await;
+    let (_, _, m) = warden_tests::request(
+        &format!("{}/metrics", survivor.url),
+        "GET",
+        &[],
+        bytes::Bytes::new(),
+        false,
+    )
+    .await
+    .expect("metrics");
+    assert!(
+        String::from_utf8_lossy(&m).contains("warden_agent_jobs_lease_held 1"),
+        "the survivor says it runs the jobs"
+    );
     eprintln!(
         "jobs moved and the edit reached three gateways {moved:?} after the {} agent died",
         if dead_first { "first" } else { "second" }

@@ -213,7 +213,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
                 .with_gateways(gateway_tokens)
                 .with_metrics_token(a.metrics_token.as_deref()),
             approvals,
-            metrics: Default::default(),
+            metrics: crate::server::Metrics::with_lease(lease.clone()),
             audit,
             console,
             admins,

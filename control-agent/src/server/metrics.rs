@@ -19,6 +19,10 @@ pub struct Metrics {
     pub(crate) resign_failures: prometheus::IntCounter,
     /// Audit lines shipped by gateways, by result.
     pub(crate) audit_ingested: prometheus::IntCounterVec,
+    /// 1 while this agent holds the jobs lease (always, on its own files).
+    jobs_lease: prometheus::IntGauge,
+    /// The lease the gauge reads (`None`: the agent's alone).
+    lease: Option<std::sync::Arc<crate::pg::Lease>>,
 }
 
 impl Default for Metrics {
@@ -88,8 +92,14 @@ impl Default for Metrics {
             &["result"],
         )
         .expect("metric");
+        let jobs_lease = prometheus::IntGauge::new(
+            "warden_agent_jobs_lease_held",
+            "1 while this agent runs the background jobs (agents on one database take turns; alone: always 1)",
+        )
+        .expect("metric");
         for c in [
-            Box::new(audit_rows.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(jobs_lease.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(audit_rows.clone()),
             Box::new(audit_bytes.clone()),
             Box::new(bundle_expires.clone()),
             Box::new(resign_failures.clone()),
@@ -116,6 +126,18 @@ impl Default for Metrics {
             bundle_expires,
             resign_failures,
             audit_ingested,
+            jobs_lease,
+            lease: None,
+        }
+    }
+}
+
+impl Metrics {
+    /// The metrics of an agent whose jobs run while it holds `lease`.
+    pub fn with_lease(lease: std::sync::Arc<crate::pg::Lease>) -> Metrics {
+        Metrics {
+            lease: Some(lease),
+            ..Metrics::default()
         }
     }
 }
@@ -147,6 +169,9 @@ impl Api {
         self.metrics
             .proven_tokens
             .set(self.console.sessions.failures.proven() as i64);
+        self.metrics.jobs_lease.set(i64::from(
+            self.metrics.lease.as_ref().is_none_or(|l| l.held()),
+        ));
         prometheus::TextEncoder::new()
             .encode_to_string(&self.metrics.registry.gather())
             .unwrap_or_default()
