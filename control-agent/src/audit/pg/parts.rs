@@ -185,16 +185,18 @@ fn drop_part(
     let name = name(lo);
     let mut t = c.transaction()?;
     t.batch_execute(&format!("SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"))?;
-    t.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext('warden_audit partitions'))",
-        &[&LOCK_CLASS],
-    )?;
-    // The table first (what the drop takes anyway): no ingest is then
-    // writing, so the counts read next are what the partition holds.
-    match t.batch_execute("LOCK TABLE warden_audit IN ACCESS EXCLUSIVE MODE") {
-        Ok(()) => {}
-        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => return Ok(None),
-        Err(e) => return Err(e),
+    // The partitions' lock, then the table (what the drop takes anyway):
+    // no ingest is then writing, so the counts read next are what the
+    // partition holds. Either busy past the timeout: not now.
+    for sql in [
+        format!("SELECT pg_advisory_xact_lock({LOCK_CLASS}, hashtext('warden_audit partitions'))"),
+        "LOCK TABLE warden_audit IN ACCESS EXCLUSIVE MODE".to_owned(),
+    ] {
+        match t.batch_execute(&sql) {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => return Ok(None),
+            Err(e) => return Err(e),
+        }
     }
     let r = t.query_one(
         "SELECT (SELECT rows FROM warden_audit_partitions WHERE lo = $1), \
