@@ -498,8 +498,9 @@ impl From<Unavailable> for BuildFailure {
 }
 
 /// The store's lock held for a change (see [`Store::write`]). Dropped, it
-/// ends the turn keeping what was written, as files would have; a change
-/// whose caller must know it was kept ends with [`Turn::finish`].
+/// ends the turn keeping what was written, as files would have (a panic
+/// inside it undoes it); a change whose caller must know it was kept ends
+/// with [`Turn::finish`].
 struct Turn<'a> {
     store: &'a Store,
     inner: std::sync::MutexGuard<'a, Inner>,
@@ -538,6 +539,12 @@ impl Turn<'_> {
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         if !self.shared {
+            return;
+        }
+        if std::thread::panicking() {
+            // A change cut short: undone, and the memory loaded again.
+            self.store.backend.rollback();
+            self.inner.loaded = None;
             return;
         }
         match self.store.backend.commit() {
