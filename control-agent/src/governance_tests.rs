@@ -99,7 +99,12 @@ pub(crate) async fn serve_fixture_with(
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(crate::server::serve_with(listener, api.clone(), limits));
+    tokio::spawn(crate::server::serve_with(
+        listener,
+        api.clone(),
+        limits,
+        None,
+    ));
     (d, api, state, url)
 }
 

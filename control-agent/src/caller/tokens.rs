@@ -17,6 +17,8 @@ pub struct Tokens {
     /// SHA-256 of the token `/metrics` asks for (`--metrics-token`); `None`:
     /// `/metrics` is open.
     metrics: Option<[u8; 32]>,
+    /// Gateways must present a client certificate (`--require-gateway-certs`).
+    gateway_certs: bool,
 }
 
 /// Reads the gateways file (`--gateways`): a YAML map of gateway id →
@@ -57,10 +59,23 @@ impl Tokens {
             fleet: Sha256::digest(fleet.as_bytes()).into(),
             gateways: Default::default(),
             metrics: None,
+            gateway_certs: false,
         }
     }
 
     /// `/metrics` answers only with this token (or the admin's).
+    /// Gateways' requests without a client certificate naming a gateway
+    /// are refused.
+    pub fn requiring_gateway_certs(mut self, on: bool) -> Self {
+        self.gateway_certs = on;
+        self
+    }
+
+    /// Whether a gateway must present its client certificate.
+    pub fn gateway_certs_required(&self) -> bool {
+        self.gateway_certs
+    }
+
     pub fn with_metrics_token(mut self, token: Option<&str>) -> Self {
         self.metrics = token.map(|t| Sha256::digest(t.as_bytes()).into());
         self

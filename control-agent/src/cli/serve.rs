@@ -96,6 +96,23 @@ pub struct ServeArgs {
     /// Without it, the state is files under `--state`.
     #[arg(long, env = "WARDEN_AGENT_DATABASE", hide_env_values = true)]
     database: Option<String>,
+    /// Serve HTTPS with this certificate (PEM, the chain after it), read
+    /// again when the file changes.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Ask clients for a certificate signed by this CA (PEM): a gateway's
+    /// names its gateway id (a URI SAN `spiffe://…/gateway/<id>`, else its
+    /// first DNS name), and its connection then speaks for that gateway
+    /// alone, whatever token it sends. People and the CLI present none.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Refuse gateways' requests that come without a client certificate
+    /// naming a gateway.
+    #[arg(long, requires = "tls_client_ca")]
+    require_gateway_certs: bool,
 }
 
 /// A size: a number of bytes, or with `KiB`, `MiB`, `GiB` (or `KB`,
@@ -201,9 +218,23 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
             .sessions
             .share(crate::console::shared::SharedSessions::connect(url)?);
     }
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::server::tls::Tls::open(
+            crate::server::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: a.tls_client_ca.clone(),
+            },
+        )?),
+        _ => None,
+    };
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&a.listen).await?;
-        println!("listening on {}", listener.local_addr()?);
+        println!(
+            "listening on {}{}",
+            listener.local_addr()?,
+            if tls.is_some() { " (https)" } else { "" }
+        );
         use std::io::Write;
         std::io::stdout().flush()?;
         let _jobs = crate::jobs::start(&store, &audit, a.watch_interval, &lease)?;
@@ -211,14 +242,15 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
             store,
             tokens: Tokens::new(&a.admin_token, &a.fleet_token)
                 .with_gateways(gateway_tokens)
-                .with_metrics_token(a.metrics_token.as_deref()),
+                .with_metrics_token(a.metrics_token.as_deref())
+                .requiring_gateway_certs(a.require_gateway_certs),
             approvals,
             metrics: crate::server::Metrics::with_lease(lease.clone()),
             audit,
             console,
             admins,
         });
-        crate::server::serve(listener, api).await
+        crate::server::serve(listener, api, tls).await
     })?;
     Ok(true)
 }

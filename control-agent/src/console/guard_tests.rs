@@ -219,7 +219,7 @@ async fn a_token_shorter_than_sixteen_characters_is_never_taken() {
     assert!(api.console_user("sixteen-chars-ok").is_some());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(crate::server::serve(listener, api));
+    tokio::spawn(crate::server::serve(listener, api, None));
     let http = reqwest::Client::new();
     let status = |t: &'static str| {
         let (http, url) = (http.clone(), url.clone());

@@ -11,7 +11,8 @@ use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use super::error::ApiError;
-use super::extract::PeerAddr;
+use super::extract::{PeerAddr, PeerGateway};
+use super::tls::Tls;
 use super::Api;
 
 /// Serves the API until the process ends.
@@ -113,8 +114,12 @@ async fn version_known(stream: &tokio::net::TcpStream, within: Duration) -> bool
 /// connection has a deadline for its request heads and every request one
 /// for its whole exchange; the connections at once are bounded in all and
 /// per address ([`ConnLimits`], its defaults here).
-pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>) -> anyhow::Result<()> {
-    serve_with(listener, api, ConnLimits::default()).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    api: Arc<Api>,
+    tls: Option<Arc<Tls>>,
+) -> anyhow::Result<()> {
+    serve_with(listener, api, ConnLimits::default(), tls).await
 }
 
 /// As [`serve`], with other limits.
@@ -122,6 +127,7 @@ pub async fn serve_with(
     listener: tokio::net::TcpListener,
     api: Arc<Api>,
     limits: ConnLimits,
+    tls: Option<Arc<Tls>>,
 ) -> anyhow::Result<()> {
     let total = Arc::new(tokio::sync::Semaphore::new(limits.total));
     let per = Arc::new(PerAddress {
@@ -152,42 +158,110 @@ pub async fn serve_with(
             continue;
         };
         let router = router.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _held = (permit, slot);
-            if !version_known(&stream, limits.head).await {
-                return;
-            }
-            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(PeerAddr(peer.ip()));
-                let router = router.clone();
-                async move {
-                    match tokio::time::timeout(limits.request, router.oneshot(req)).await {
-                        Ok(r) => r,
-                        Err(_) => Ok(ApiError::with_body(
-                            StatusCode::REQUEST_TIMEOUT,
-                            serde_json::json!({"error": "request_timeout",
-                                "message": "the request took longer than the agent allows"}),
-                        )
-                        .header(
-                            http::header::CONNECTION,
-                            http::HeaderValue::from_static("close"),
-                        )
-                        .into_response()),
-                    }
+            let Some(tls) = tls else {
+                if !version_known(&stream, limits.head).await {
+                    return;
                 }
-            });
-            let mut b =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            b.http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.head);
-            b.http2()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .keep_alive_interval(Some(limits.head))
-                .keep_alive_timeout(limits.head);
-            let _ = b
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
+                let svc = service(router, peer.ip(), None, limits);
+                serve_one(stream, svc, limits, None).await;
+                return;
+            };
+            // The handshake has the head's deadline: a peer that connects
+            // and stalls is closed as a plain one is.
+            let stream =
+                match tokio::time::timeout(limits.head, tls.acceptor().accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    _ => return,
+                };
+            let (gateway, h2) = {
+                let c = stream.get_ref().1;
+                let gateway = tls
+                    .asks_clients()
+                    .then(|| {
+                        c.peer_certificates()
+                            .and_then(|p| p.first())
+                            .and_then(super::tls::gateway_of)
+                    })
+                    .flatten();
+                (gateway, c.alpn_protocol() == Some(b"h2"))
+            };
+            let svc = service(router, peer.ip(), Some(gateway), limits);
+            serve_one(stream, svc, limits, Some(h2)).await;
         });
     }
+}
+
+/// Serves one connection's requests: HTTP/1.1 or HTTP/2, as `h2` says
+/// (negotiated by ALPN), or told from its first bytes (`None`).
+async fn serve_one<S, V>(stream: S, svc: V, limits: ConnLimits, h2: Option<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    V: hyper::service::Service<
+            Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    V::Future: Send + 'static,
+{
+    let mut b = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    b.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.head);
+    b.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(limits.head))
+        .keep_alive_timeout(limits.head);
+    let b = match h2 {
+        Some(true) => b.http2_only(),
+        Some(false) => b.http1_only(),
+        None => b,
+    };
+    let _ = b
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+        .await;
+}
+
+/// The route table behind one connection: each request stamped with the
+/// peer's address (and, on HTTPS with client certificates, the gateway
+/// its certificate names), and given `limits.request` to be answered.
+fn service(
+    router: axum::Router,
+    ip: std::net::IpAddr,
+    gateway: Option<Option<String>>,
+    limits: ConnLimits,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(PeerAddr(ip));
+        if let Some(g) = &gateway {
+            req.extensions_mut().insert(PeerGateway(g.clone()));
+        }
+        let router = router.clone();
+        async move {
+            match tokio::time::timeout(limits.request, router.oneshot(req)).await {
+                Ok(r) => r,
+                Err(_) => Ok(ApiError::with_body(
+                    StatusCode::REQUEST_TIMEOUT,
+                    serde_json::json!({"error": "request_timeout",
+                        "message": "the request took longer than the agent allows"}),
+                )
+                .header(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                )
+                .into_response()),
+            }
+        }
+    })
 }

@@ -26,6 +26,12 @@ pub const MAX_SMALL_JSON: usize = 1 << 16;
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub std::net::IpAddr);
 
+/// The gateway id the connection's client certificate names (set by the
+/// server on HTTPS with `--tls-client-ca`; none: no certificate, or one
+/// that names no gateway).
+#[derive(Clone, Debug)]
+pub struct PeerGateway(pub Option<String>);
+
 /// The bearer token of an `Authorization` value.
 pub(crate) fn bearer(v: &HeaderValue) -> Option<&str> {
     v.to_str().ok()?.strip_prefix("Bearer ")
@@ -91,8 +97,39 @@ pub(crate) async fn authenticate(
         )
         .into_response();
     };
+    let caller = match gateway_by_certificate(&api, caller, req.extensions()) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// A gateway's caller as its connection's client certificate makes it:
+/// the gateway the certificate names is the only one it speaks for (the
+/// fleet token narrowed to it; a gateway's own token must be that
+/// gateway's). Without a certificate naming a gateway, refused when
+/// gateways must present one (`--require-gateway-certs`).
+fn gateway_by_certificate(
+    api: &Api,
+    caller: Caller,
+    ext: &http::Extensions,
+) -> Result<Caller, ApiError> {
+    let Caller::Gateway(claimed) = caller else {
+        return Ok(caller);
+    };
+    let named = ext.get::<PeerGateway>().and_then(|g| g.0.clone());
+    match (claimed, named) {
+        (None, Some(cert)) => Ok(Caller::Gateway(Some(cert))),
+        (Some(id), Some(cert)) if id == cert => Ok(Caller::Gateway(Some(id))),
+        (Some(id), Some(cert)) => Err(ApiError::forbidden(format!(
+            "this connection's certificate names gateway `{cert}`, the token gateway `{id}`"
+        ))),
+        (_, None) if api.tokens.gateway_certs_required() => Err(ApiError::forbidden(
+            "a gateway must present its client certificate, naming its gateway id",
+        )),
+        (claimed, None) => Ok(Caller::Gateway(claimed)),
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

@@ -20,6 +20,9 @@ pub mod error;
 pub mod extract;
 mod metrics;
 pub mod routes;
+pub mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 pub use crate::caller::MIN_TOKEN_LEN;
 pub use crate::caller::{read_gateway_tokens, Tokens};
