@@ -47,6 +47,21 @@ struct RunArgs {
     /// `--agent`), reached with `--agent-token`; a list as `--agent`.
     #[arg(long, env = "WARDEN_APPROVALS_AGENT")]
     approvals_agent: Vec<String>,
+    /// PEM bundle of the CA certificates the `https://` agents'
+    /// certificates must chain to, instead of the built-in roots (for
+    /// `--agent` and `--approvals-agent`). Read again when it changes.
+    #[arg(long, env = "WARDEN_AGENT_CA")]
+    agent_ca: Option<PathBuf>,
+    /// PEM client certificate (leaf first, then any intermediates) this
+    /// gateway presents to its agents. It must name this gateway's
+    /// `--gateway-id`: a URI SAN `spiffe://<trust domain>/gateway/<id>`, or
+    /// else its first DNS SAN (checked at start). Read again when it
+    /// changes. Needs `--agent-client-key`.
+    #[arg(long, env = "WARDEN_AGENT_CLIENT_CERT")]
+    agent_client_cert: Option<PathBuf>,
+    /// PEM private key of `--agent-client-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "WARDEN_AGENT_CLIENT_KEY")]
+    agent_client_key: Option<PathBuf>,
     /// PEM public key: bundles must carry a valid `.signatures.json` made with its private key.
     #[arg(long)]
     bundle_public_key: Option<PathBuf>,
@@ -488,6 +503,9 @@ fn run(args: RunArgs) -> ExitCode {
         bundle_url,
         agent_token,
         approvals_agent,
+        agent_ca,
+        agent_client_cert,
+        agent_client_key,
         bundle_public_key,
         bundle_key_alg,
         allow_unexpiring_bundles,
@@ -507,11 +525,45 @@ fn run(args: RunArgs) -> ExitCode {
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let audit = audit.filter(|p| p.as_os_str() != "-");
+    let gateway_id = gateway_id.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    // The agent reads the id from a header and a report: visible
+    // ASCII, as it accepts it.
+    if gateway_id.is_empty()
+        || gateway_id.len() > 128
+        || !gateway_id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return fail(anyhow::anyhow!(
+            "--gateway-id `{gateway_id}`: 1-128 visible ASCII characters"
+        ));
+    }
+    // The TLS towards the agents: its files are read and checked before
+    // anything starts (a client certificate must name this gateway).
+    use warden_proxy::hub::agent_tls::{AgentTls, TlsFiles};
+    let tls_files = TlsFiles {
+        ca: agent_ca,
+        cert: agent_client_cert,
+        key: agent_client_key,
+    };
+    if tls_files.any() && agent.is_empty() && approvals_agent.is_empty() {
+        return fail(anyhow::anyhow!(
+            "--agent-ca, --agent-client-cert and --agent-client-key are for the control agents: \
+             give --agent (or --approvals-agent)"
+        ));
+    }
+    let tls = match AgentTls::open(tls_files, &gateway_id) {
+        Ok(t) => t,
+        Err(e) => return fail(anyhow::anyhow!(e)),
+    };
     // Every agent URL is checked before anything starts: a list with an
     // empty entry or a URL that is no http(s) base URL is refused.
     use warden_proxy::hub::agents::{parse_urls, Agents};
     let agents = match (!agent.is_empty())
-        .then(|| parse_urls("--agent", &agent).and_then(|u| Agents::new("agent", &u)))
+        .then(|| {
+            parse_urls("--agent", &agent).and_then(|u| Agents::with_tls("agent", &u, tls.clone()))
+        })
         .transpose()
     {
         Ok(a) => a,
@@ -521,7 +573,7 @@ fn run(args: RunArgs) -> ExitCode {
         agents.clone()
     } else {
         match parse_urls("--approvals-agent", &approvals_agent)
-            .and_then(|u| Agents::new("approvals", &u))
+            .and_then(|u| Agents::with_tls("approvals", &u, tls.clone()))
         {
             Ok(a) => Some(a),
             Err(e) => return fail(anyhow::anyhow!(e)),
@@ -573,20 +625,6 @@ fn run(args: RunArgs) -> ExitCode {
             }
         }
     };
-    let gateway_id = gateway_id.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    });
-    // The agent reads the id from a header and a report: visible
-    // ASCII, as it accepts it.
-    if gateway_id.is_empty()
-        || gateway_id.len() > 128
-        || !gateway_id.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return fail(anyhow::anyhow!(
-            "--gateway-id `{gateway_id}`: 1-128 visible ASCII characters"
-        ));
-    }
     if report_interval < std::time::Duration::from_millis(100) {
         return fail(anyhow::anyhow!("--report-interval must be at least 100ms"));
     }

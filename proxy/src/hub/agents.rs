@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use prometheus::{register_int_counter_vec, register_int_gauge_vec, IntCounterVec, IntGaugeVec};
 
+use super::agent_tls::AgentTls;
+
 /// The most agent URLs one list may name.
 pub const MAX_AGENTS: usize = 16;
 /// The most addresses one host name counts for.
@@ -182,6 +184,8 @@ pub struct Agents {
     bases: Vec<Base>,
     state: Mutex<State>,
     resolving: tokio::sync::Mutex<()>,
+    /// `--agent-ca`, `--agent-client-cert`: the TLS of every client to them.
+    tls: Option<Arc<AgentTls>>,
 }
 
 /// What a request to an agent is for: the `use` label of the failures.
@@ -238,9 +242,28 @@ fn metrics() -> &'static AgentMetrics {
 impl Agents {
     /// The agents at `urls` (checked by [`parse_urls`]).
     pub fn new(role: &'static str, urls: &[String]) -> Result<Arc<Agents>, String> {
+        Agents::with_tls(role, urls, None)
+    }
+
+    /// The agents at `urls`, reached with `tls` (`--agent-ca`,
+    /// `--agent-client-cert`): then every one must be an `https://` URL,
+    /// or the certificate would silently not be presented (nor the agent's
+    /// verified).
+    pub fn with_tls(
+        role: &'static str,
+        urls: &[String],
+        tls: Option<Arc<AgentTls>>,
+    ) -> Result<Arc<Agents>, String> {
         let mut bases = Vec::new();
         for u in urls {
             let parsed = url::Url::parse(u).map_err(|e| format!("{u}: {e}"))?;
+            if tls.is_some() && parsed.scheme() != "https" {
+                return Err(format!(
+                    "{u}: --agent-ca and --agent-client-cert are for agents reached over \
+                     https://; this one is reached over {}://",
+                    parsed.scheme()
+                ));
+            }
             let (host, literal) = match parsed.host() {
                 Some(url::Host::Domain(d)) => (d.to_owned(), false),
                 Some(url::Host::Ipv4(a)) => (a.to_string(), true),
@@ -266,6 +289,7 @@ impl Agents {
                 ..State::default()
             }),
             resolving: tokio::sync::Mutex::new(()),
+            tls,
         };
         // Every configured agent shows in the metrics, none in use yet.
         {
@@ -497,6 +521,11 @@ impl Agents {
         }
     }
 
+    /// The TLS the clients to these agents are built with.
+    pub fn tls(&self) -> Option<Arc<AgentTls>> {
+        self.tls.clone()
+    }
+
     /// How many endpoints there are now.
     pub fn len(&self) -> usize {
         self.endpoints(&self.lock()).len()
@@ -510,20 +539,43 @@ impl Agents {
 
 /// HTTP clients of one user of the agents (the bundle poll, the audit
 /// export, approvals), one per endpoint, each pinned to its address and
-/// built as `make` says (timeouts, redirects). A client's connections
-/// belong to the runtime that uses it, so each user keeps its own.
+/// built as `make` says (timeouts, redirects), with the agents' TLS when
+/// there is one. A client's connections belong to the runtime that uses
+/// it, so each user keeps its own.
 pub struct Clients {
     make: Box<dyn Fn() -> reqwest::ClientBuilder + Send + Sync>,
-    built: Mutex<HashMap<Endpoint, reqwest::Client>>,
+    built: Mutex<Built>,
     plain: std::sync::OnceLock<reqwest::Client>,
+    tls: Option<Arc<AgentTls>>,
+}
+
+#[derive(Default)]
+struct Built {
+    clients: HashMap<Endpoint, reqwest::Client>,
+    /// The generation of the TLS files they were built with.
+    generation: u64,
 }
 
 impl Clients {
     pub fn new(make: impl Fn() -> reqwest::ClientBuilder + Send + Sync + 'static) -> Clients {
         Clients {
             make: Box::new(make),
-            built: Mutex::new(HashMap::new()),
+            built: Mutex::new(Built::default()),
             plain: std::sync::OnceLock::new(),
+            tls: None,
+        }
+    }
+
+    /// The clients to `agents`, with their TLS (`--agent-ca`,
+    /// `--agent-client-cert`): when its files are loaded again, the
+    /// clients are built again.
+    pub fn for_agents(
+        agents: &Agents,
+        make: impl Fn() -> reqwest::ClientBuilder + Send + Sync + 'static,
+    ) -> Clients {
+        Clients {
+            tls: agents.tls(),
+            ..Clients::new(make)
         }
     }
 
@@ -538,19 +590,29 @@ impl Clients {
 
     /// The client for `e`.
     pub fn get(&self, e: &Endpoint) -> Result<reqwest::Client, String> {
+        let tls = self.tls.as_ref().map(|t| t.current());
         let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = built.get(e) {
+        if let Some((generation, _)) = &tls {
+            // The files changed: every client is built again with them
+            // (connections open with the old ones close with their client).
+            if built.generation != *generation {
+                built.clients.clear();
+                built.generation = *generation;
+            }
+        }
+        if let Some(c) = built.clients.get(e) {
             return Ok(c.clone());
         }
-        let c = e
-            .pin((self.make)())
-            .build()
-            .map_err(|err| format!("{}: {err}", e.name()))?;
-        // Endpoints come and go with DNS: the map stays small.
-        if built.len() >= 4 * MAX_AGENTS {
-            built.clear();
+        let mut b = e.pin((self.make)());
+        if let Some((_, config)) = tls {
+            b = b.use_preconfigured_tls((*config).clone());
         }
-        built.insert(e.clone(), c.clone());
+        let c = b.build().map_err(|err| format!("{}: {err}", e.name()))?;
+        // Endpoints come and go with DNS: the map stays small.
+        if built.clients.len() >= 4 * MAX_AGENTS {
+            built.clients.clear();
+        }
+        built.clients.insert(e.clone(), c.clone());
         Ok(c)
     }
 }

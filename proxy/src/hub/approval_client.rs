@@ -110,7 +110,7 @@ impl ApprovalClient {
         gateway_id: &str,
         verifier: Option<Verifier>,
     ) -> anyhow::Result<ApprovalClient> {
-        let clients = Clients::new(|| {
+        let clients = Clients::for_agents(&agents, || {
             // No proxy from the environment and no redirects: a claim
             // carries the call's arguments, an answer releases a call.
             reqwest::Client::builder()
@@ -150,7 +150,7 @@ impl ApprovalClient {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return Step::Failed(format!("unreachable: {}", e.without_url())),
+            Err(e) => return Step::Failed(format!("unreachable: {}", super::agent_tls::why(e))),
         };
         let status = resp.status();
         let text = match resp.bytes().await {

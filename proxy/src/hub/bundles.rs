@@ -279,9 +279,13 @@ fn http_builder(timeout: Duration) -> reqwest::ClientBuilder {
         .connect_timeout(Duration::from_secs(3))
 }
 
-/// Clients of the bundle source, each request bounded by `timeout`.
-fn clients(timeout: Duration) -> Clients {
-    Clients::new(move || http_builder(timeout))
+/// Clients of the bundle source, each request bounded by `timeout` (with
+/// the agents' TLS for agents).
+fn clients(timeout: Duration, source: &Source) -> Clients {
+    match source {
+        Source::Agents { agents, .. } => Clients::for_agents(agents, move || http_builder(timeout)),
+        _ => Clients::new(move || http_builder(timeout)),
+    }
 }
 
 /// One fetch from the source: a plain URL, or the agents, the one in use
@@ -376,7 +380,7 @@ async fn fetch(
     let resp = req
         .send()
         .await
-        .map_err(|e| format!("fetching {url}: {e}"))?;
+        .map_err(|e| format!("fetching {url}: {}", super::agent_tls::why(e)))?;
     match resp.status().as_u16() {
         200 => {
             let etag = resp
@@ -425,7 +429,33 @@ async fn fetch(
             })
         }
         304 => Ok(Fetched::NotModified),
-        s => Err(format!("fetching {url}: HTTP {s}")),
+        s => {
+            // The agent says why it refuses (`{"error": …}`, a 403 for a
+            // client certificate that names another gateway, say).
+            // At most 4 KiB of it: whatever answers is read no further.
+            let mut resp = resp;
+            let mut body = Vec::new();
+            while body.len() < 4096 {
+                match resp.chunk().await {
+                    Ok(Some(c)) => body.extend_from_slice(&c),
+                    _ => break,
+                }
+            }
+            let said = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v["error"].as_str().map(|e| {
+                        e.chars()
+                            .filter(|c| !c.is_control())
+                            .take(300)
+                            .collect::<String>()
+                    })
+                });
+            match said {
+                Some(why) => Err(format!("fetching {url}: HTTP {s}: {why}")),
+                None => Err(format!("fetching {url}: HTTP {s}")),
+            }
+        }
     }
 }
 
@@ -451,7 +481,7 @@ pub fn initial(opts: &SourceOptions) -> anyhow::Result<(Bundle, Option<String>, 
             // gateway takes: one that is down, or serves one refused (an
             // older sequence, a proof that fails), is passed over.
             let from_source = rt.block_on(async {
-                let clients = clients(Duration::from_secs(10));
+                let clients = clients(Duration::from_secs(10), &opts.source);
                 let mut errors = Vec::new();
                 let tries = match &opts.source {
                     Source::Agents { agents, .. } => agents.len(),
@@ -608,7 +638,7 @@ fn fingerprint(dir: &Path) -> Vec<(String, u64, SystemTime)> {
 /// 4xx is the agent's word too (a revision too long, a token refused):
 /// logged, never sent elsewhere as if the agent were down.
 async fn report_answer(sent: reqwest::Result<reqwest::Response>) -> Result<(), String> {
-    let resp = sent.map_err(|e| e.without_url().to_string())?;
+    let resp = sent.map_err(super::agent_tls::why)?;
     let status = resp.status();
     let body = resp
         .bytes()
@@ -728,7 +758,7 @@ impl BundleWatcher {
     }
 
     async fn run_http(&self, reports: &Clients, mut shutdown: ShutdownWatch) {
-        let polls = clients(Duration::from_secs(75));
+        let polls = clients(Duration::from_secs(75), &self.opts.source);
         let mut etag = self.etag.clone();
         let mut backoff = Duration::from_millis(250);
         // A bundle that failed to apply: its ETag, and when it is asked for
@@ -885,7 +915,7 @@ impl BackgroundService for BundleWatcher {
         match self.opts.source.clone() {
             Source::Dir(dir) => self.run_dir(&dir, shutdown).await,
             Source::Http { .. } | Source::Agents { .. } => {
-                let reporter = clients(Duration::from_secs(5));
+                let reporter = clients(Duration::from_secs(5), &self.opts.source);
                 let reports = self.report_loop(&reporter, shutdown.clone());
                 let polls = self.run_http(&reporter, shutdown);
                 tokio::join!(reports, polls);

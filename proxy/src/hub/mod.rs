@@ -3,6 +3,7 @@
 //! they swap, and the clients of shared services (the Redis quota store, the
 //! control agent's approval queue).
 
+pub mod agent_tls;
 pub mod agents;
 pub mod approval_client;
 pub mod bundles;

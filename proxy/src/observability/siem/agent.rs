@@ -127,7 +127,7 @@ impl Agent {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let clients = Clients::new(|| {
+        let clients = Clients::for_agents(&target.agents, || {
             reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .connect_timeout(Duration::from_secs(5))
@@ -316,7 +316,7 @@ impl Agent {
 async fn answer(sent: reqwest::Result<reqwest::Response>) -> Posted {
     let r = match sent {
         Ok(r) => r,
-        Err(e) => return Posted::Failed(e.without_url().to_string()),
+        Err(e) => return Posted::Failed(crate::hub::agent_tls::why(e)),
     };
     let st = r.status().as_u16();
     let text = match r.text().await {
