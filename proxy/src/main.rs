@@ -539,45 +539,68 @@ fn run(args: RunArgs) -> ExitCode {
             "--gateway-id `{gateway_id}`: 1-128 visible ASCII characters"
         ));
     }
+    // Every agent URL is checked before anything starts: a list with an
+    // empty entry or a URL that is no http(s) base URL is refused.
+    use warden_proxy::hub::agents::{parse_urls, Agents};
+    let agent_urls = match (!agent.is_empty())
+        .then(|| parse_urls("--agent", &agent))
+        .transpose()
+    {
+        Ok(u) => u,
+        Err(e) => return fail(anyhow::anyhow!(e)),
+    };
+    let approvals_urls = match (!approvals_agent.is_empty())
+        .then(|| parse_urls("--approvals-agent", &approvals_agent))
+        .transpose()
+    {
+        Ok(u) => u,
+        Err(e) => return fail(anyhow::anyhow!(e)),
+    };
     // The TLS towards the agents: its files are read and checked before
-    // anything starts (a client certificate must name this gateway).
+    // anything starts (a client certificate must name this gateway), for
+    // agents reached over https:// only.
     use warden_proxy::hub::agent_tls::{AgentTls, TlsFiles};
     let tls_files = TlsFiles {
         ca: agent_ca,
         cert: agent_client_cert,
         key: agent_client_key,
     };
-    if tls_files.any() && agent.is_empty() && approvals_agent.is_empty() {
-        return fail(anyhow::anyhow!(
-            "--agent-ca, --agent-client-cert and --agent-client-key are for the control agents: \
-             give --agent (or --approvals-agent)"
-        ));
+    if tls_files.any() {
+        if agent_urls.is_none() && approvals_urls.is_none() {
+            return fail(anyhow::anyhow!(
+                "--agent-ca, --agent-client-cert and --agent-client-key are for the control \
+                 agents: give --agent (or --approvals-agent)"
+            ));
+        }
+        let plain = agent_urls
+            .iter()
+            .chain(&approvals_urls)
+            .flatten()
+            .find(|u| !u.starts_with("https://"));
+        if let Some(u) = plain {
+            return fail(anyhow::anyhow!(
+                "{u}: --agent-ca and --agent-client-cert are for agents reached over https://; \
+                 this one is not (the certificate would not be presented, nor the agent's verified)"
+            ));
+        }
     }
     let tls = match AgentTls::open(tls_files, &gateway_id) {
         Ok(t) => t,
         Err(e) => return fail(anyhow::anyhow!(e)),
     };
-    // Every agent URL is checked before anything starts: a list with an
-    // empty entry or a URL that is no http(s) base URL is refused.
-    use warden_proxy::hub::agents::{parse_urls, Agents};
-    let agents = match (!agent.is_empty())
-        .then(|| {
-            parse_urls("--agent", &agent).and_then(|u| Agents::with_tls("agent", &u, tls.clone()))
-        })
+    let agents = match agent_urls
+        .map(|u| Agents::with_tls("agent", &u, tls.clone()))
         .transpose()
     {
         Ok(a) => a,
         Err(e) => return fail(anyhow::anyhow!(e)),
     };
-    let approvals_agents = if approvals_agent.is_empty() {
-        agents.clone()
-    } else {
-        match parse_urls("--approvals-agent", &approvals_agent)
-            .and_then(|u| Agents::with_tls("approvals", &u, tls.clone()))
-        {
+    let approvals_agents = match approvals_urls {
+        None => agents.clone(),
+        Some(u) => match Agents::with_tls("approvals", &u, tls.clone()) {
             Ok(a) => Some(a),
             Err(e) => return fail(anyhow::anyhow!(e)),
-        }
+        },
     };
     let approvals_token = agent_token.clone();
     // The agent's audit store: the raw records are shipped there.

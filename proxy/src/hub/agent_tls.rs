@@ -184,6 +184,7 @@ impl AgentTls {
                 st.config = l.config;
                 st.generation += 1;
                 tracing::info!(
+                    names = l.names.as_deref().unwrap_or(""),
                     cert = %self.files.cert.as_deref().unwrap_or(Path::new("")).display(),
                     ca = %self.files.ca.as_deref().unwrap_or(Path::new("")).display(),
                     "control agents: the TLS files changed and were loaded again; new connections use them"
@@ -381,25 +382,31 @@ fn names_gateway(
 /// its causes (the TLS error among them), the URL left out. A certificate
 /// refused either way is said in words.
 pub fn why(e: reqwest::Error) -> String {
-    let e = e.without_url();
+    chain(&e.without_url())
+}
+
+/// `e` and its causes, the TLS refusal among them said in words first.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = vec![e.to_string()];
     let mut tls: Option<String> = None;
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         let text = err.to_string();
         if !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
-        // An io::Error's source is its inner error's source: look at the
-        // inner error itself.
-        let inner = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn std::error::Error + 'static));
-        for candidate in [Some(err), inner].into_iter().flatten() {
-            if let Some(r) = candidate.downcast_ref::<rustls::Error>() {
+        // An io::Error's source is its inner error's source: the inner
+        // errors themselves are looked at (hyper-rustls wraps tokio-rustls'
+        // io::Error, which wraps rustls' error, in another io::Error).
+        let mut inner = Some(err);
+        while let Some(i) = inner {
+            if let Some(r) = i.downcast_ref::<rustls::Error>() {
                 tls = tls.or_else(|| tls_words(r));
             }
+            inner = i
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|i| i as &(dyn std::error::Error + 'static));
         }
         cur = err.source();
     }

@@ -249,3 +249,19 @@ fn tls_refusals_are_said_in_words() {
     assert!(w(E::AlertReceived(A::BadCertificate)).contains("refused this gateway's"));
     assert!(tls_words(&E::DecryptError).is_none());
 }
+
+#[test]
+fn a_tls_refusal_is_found_under_the_io_errors_that_wrap_it() {
+    use std::io;
+    let rustls_err = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+    // As hyper-rustls hands it over: io::Error::other(tokio-rustls' io::Error).
+    let e = io::Error::other(io::Error::new(io::ErrorKind::InvalidData, rustls_err));
+    let said = chain(&e);
+    assert!(
+        said.starts_with("TLS: the agent's certificate is not trusted"),
+        "{said}"
+    );
+    assert!(said.contains("UnknownIssuer"), "{said}");
+    let plain = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused");
+    assert_eq!(chain(&plain), "connection refused");
+}
