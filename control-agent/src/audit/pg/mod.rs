@@ -308,7 +308,7 @@ impl PgStore {
         });
         let store = PgStore { shared };
         let today = parts::day(now_us());
-        let ahead: BTreeSet<i64> = (-1..=parts::AHEAD_DAYS)
+        let ahead: BTreeSet<i64> = (0..=parts::AHEAD_DAYS)
             .map(|d| today + d * DAY_US)
             .collect();
         store.ensure(&ahead, usize::MAX)?;
