@@ -120,8 +120,11 @@ struct Shared {
     limits: Limits,
     rows: AtomicU64,
     bytes: AtomicU64,
-    /// The partitions known to exist (their lower bounds).
-    known: Mutex<BTreeSet<i64>>,
+    /// The partitions known to exist, `lo` → `hi`.
+    known: Mutex<BTreeMap<i64, i64>>,
+    /// The partitions whose span is over that this agent's retention has
+    /// vacuumed.
+    sealed: Mutex<BTreeSet<i64>>,
 }
 
 /// The store on one database.
@@ -304,7 +307,8 @@ impl PgStore {
             limits,
             rows: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            known: Mutex::new(BTreeSet::new()),
+            known: Mutex::new(BTreeMap::new()),
+            sealed: Mutex::new(BTreeSet::new()),
         });
         let store = PgStore { shared };
         let today = parts::day(now_us());
@@ -347,35 +351,35 @@ impl PgStore {
         }
     }
 
-    /// Makes the partitions of `days` that are missing (at most `most`;
-    /// more is a refusal of the batch, which its gateway then sends line
-    /// by line).
+    /// Makes partitions for the days `days` that none holds (at most
+    /// `most`; more is a refusal of the batch, which its gateway then sends
+    /// line by line).
     fn ensure(&self, days: &BTreeSet<i64>, most: usize) -> Result<(), IngestError> {
         let missing: Vec<i64> = {
             let known = lock(&self.shared.known);
             days.iter()
-                .filter(|d| !known.contains(d))
+                .filter(|d| !parts::covered(&known, **d))
                 .copied()
                 .collect()
         };
         if missing.is_empty() {
             return Ok(());
         }
+        let span = parts::span_days(&self.shared.limits);
         let now = self
             .shared
             .writer
-            .run({
-                let missing = missing.clone();
-                move |c| parts::ensure(c, &missing, most).map_err(|e| logged("partitions", e))
+            .run(move |c| {
+                parts::ensure(c, &missing, span, most).map_err(|e| logged("partitions", e))
             })
             .map_err(|e| IngestError::StoreFailed(e.to_string()))?;
         match now {
-            Ok(made) => {
-                lock(&self.shared.known).extend(made);
+            Ok(ranges) => {
+                *lock(&self.shared.known) = ranges;
                 Ok(())
             }
             Err(n) => Err(IngestError::Refused(format!(
-                "the batch's records fall on {n} days the store holds no partition for (at most {most} are made for one batch): send fewer days at once"
+                "the batch's records need {n} partitions the store has not made yet (at most {most} are made for one batch): send fewer days at once"
             ))),
         }
     }
@@ -443,10 +447,9 @@ impl PgStore {
         cols: Columns,
     ) -> Result<Result<(u64, u64), Unstored>, IngestError> {
         let gateway = gateway.to_owned();
-        let res = self
-            .shared
-            .writer
-            .write(move |c| store_batch(c, &gateway, cols).map_err(|e| logged("ingest", e)));
+        let res = self.shared.writer.write(move |c| {
+            store_batch(c, &gateway, cols).map_err(|e| unprepared(logged("ingest", e)))
+        });
         res.map_err(|e| IngestError::StoreFailed(e.to_string()))
     }
 
@@ -460,12 +463,14 @@ impl PgStore {
         let (w, v) = conditions_in(q, true, Dialect::Postgres);
         let n = v.len();
         // The page's ids and times read from an index alone (one per
-        // filter, the time and tenant included), then its rows fetched.
+        // filter, the time and tenant included), then its rows fetched in
+        // the partitions of those times alone.
         let page_sql = format!(
-            "SELECT {COLUMNS} FROM warden_audit r JOIN \
-             (SELECT r.id, r.ts_us FROM warden_audit r WHERE {w} ORDER BY r.id DESC LIMIT ${}) k \
-             ON r.id = k.id AND r.ts_us = k.ts_us ORDER BY r.id DESC",
+            "SELECT r.id, r.ts_us FROM warden_audit r WHERE {w} ORDER BY r.id DESC LIMIT ${}",
             n + 1
+        );
+        let rows_sql = format!(
+            "SELECT {COLUMNS} FROM warden_audit r WHERE r.ts_us = ANY($1) AND r.id = ANY($2)"
         );
         let (cw, cv) = conditions_in(q, false, Dialect::Postgres);
         let count_sql = format!(
@@ -479,10 +484,19 @@ impl PgStore {
             t.batch_execute(&format!("SET LOCAL statement_timeout = {ms}"))?;
             let mut pv = values(&v);
             pv.push(Box::new(limit as i64 + 1));
-            let rows = match t.query(&page_sql, &refs(&pv)) {
+            let keys = match t.query(&page_sql, &refs(&pv)) {
                 Ok(r) => r,
                 Err(e) if canceled(&e) => return Ok(Err(())),
                 Err(e) => return Err(e),
+            };
+            let (ids, times): (Vec<i64>, Vec<i64>) = keys
+                .iter()
+                .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+                .unzip();
+            let rows = if ids.is_empty() {
+                Vec::new()
+            } else {
+                t.query(&rows_sql, &[&times, &ids])?
             };
             let mut cvv = values(&cv);
             cvv.push(Box::new(MAX_COUNTED));
@@ -492,7 +506,8 @@ impl PgStore {
                 Err(e) => return Err(e),
             };
             t.commit()?;
-            let rows: Vec<Row> = rows.iter().map(row_of).collect();
+            let mut rows: Vec<Row> = rows.iter().map(row_of).collect();
+            rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
             Ok(Ok((rows, total)))
         })?;
         let Ok((mut rows, total)) = res else {
@@ -590,7 +605,7 @@ impl PgStore {
             // A broken connection is the connection's to report (it is
             // made again); anything else ends the walk.
             let res = match res {
-                Err(e) => match e.downcast::<postgres::Error>() {
+                Err(e) => match e.downcast::<postgres::Error>().map(unprepared) {
                     Ok(pe) if canceled(&pe) => Err(anyhow::Error::new(Canceled)),
                     Ok(pe) if pe.as_db_error().is_none() => return Err(pe),
                     Ok(pe) => Err(pe.into()),
@@ -614,15 +629,16 @@ impl PgStore {
     /// [`super::AuditStore::trim`] on PostgreSQL: see [`parts::trim`].
     pub(super) fn trim(&self) -> anyhow::Result<u64> {
         let limits = self.shared.limits.clone();
-        let (deleted, made) = self
-            .shared
-            .trimmer
-            .run(move |c| parts::trim(c, &limits, now_us()))?;
-        {
-            let mut known = lock(&self.shared.known);
-            // What is dropped is found gone at the next ingest; what was
-            // made is known now.
-            known.extend(made);
+        let sealed = lock(&self.shared.sealed).clone();
+        let (deleted, sealed, ranges) = self.shared.trimmer.run(move |c| {
+            let mut sealed = sealed.clone();
+            let (deleted, ranges) = parts::trim(c, &limits, now_us(), &mut sealed)
+                .map_err(|e| logged("retention", e))?;
+            Ok((deleted, sealed, ranges))
+        })?;
+        *lock(&self.shared.sealed) = sealed;
+        if let Some(ranges) = ranges {
+            *lock(&self.shared.known) = ranges;
         }
         self.shared.refresh_stats()?;
         Ok(deleted)
@@ -642,8 +658,9 @@ fn store_batch(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
         &[&LOCK_CLASS, &gateway],
     )?;
+    let held_sql = prepared(&mut t, HELD)?;
     let held: Vec<i64> = t
-        .query(HELD, &[&gateway, &cols.hash, &cols.line_us])?
+        .query(&held_sql, &[&gateway, &cols.hash, &cols.line_us])?
         .iter()
         .map(|r| r.get(0))
         .collect();
@@ -663,8 +680,9 @@ fn store_batch(
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let insert_sql = prepared(&mut t, INSERT)?;
     let inserted = t.query(
-        INSERT,
+        &insert_sql,
         &[
             &gateway,
             &ids,
@@ -712,13 +730,20 @@ fn store_batch(
             &[&gateway, &moved_h, &moved_t],
         )?;
     }
-    let mut per_day: BTreeMap<i64, i64> = BTreeMap::new();
-    for r in &inserted {
-        *per_day.entry(parts::day(r.get::<_, i64>(0))).or_insert(0) += 1;
-    }
-    // In order of their days: two batches never wait on each
+    let kept: Vec<i64> = inserted.iter().map(|r| r.get(0)).collect();
+    let per_part: Vec<(i64, i64)> = t
+        .query(
+            "SELECT p.lo, count(*)::int8 FROM unnest($1::int8[]) AS k(ts) \
+             JOIN warden_audit_partitions p ON k.ts >= p.lo AND k.ts < p.hi \
+             GROUP BY p.lo ORDER BY p.lo",
+            &[&kept],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    // In order of their partitions: two batches never wait on each
     // other's counts crosswise.
-    for (lo, n) in &per_day {
+    for (lo, n) in &per_part {
         t.execute(
             "UPDATE warden_audit_partitions SET rows = rows + $2, \
              peak = greatest(peak, rows + $2) WHERE lo = $1",
@@ -752,6 +777,53 @@ fn stats(shared: Weak<Shared>) {
             tracing::debug!("audit store statistics: {e}");
         }
     }
+}
+
+std::thread_local! {
+    /// The statements of a fixed shape prepared on this thread's
+    /// connection (each `Db` owns a thread and its connection), by their
+    /// SQL. Planned for the first executions, then (PostgreSQL's choice,
+    /// by cost) once for all: with every partition's indexes to consider,
+    /// planning a look-up costs more than running it. Only statements
+    /// whose plan does not depend on their values (a record's links, a
+    /// batch's look-up and insert) are kept: a search's depends on its
+    /// time window.
+    static PREPARED: std::cell::RefCell<std::collections::HashMap<&'static str, postgres::Statement>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// `sql` prepared on this connection (once).
+fn prepared(
+    c: &mut impl postgres::GenericClient,
+    sql: &'static str,
+) -> Result<postgres::Statement, postgres::Error> {
+    if let Some(s) = PREPARED.with(|p| p.borrow().get(sql).cloned()) {
+        return Ok(s);
+    }
+    let s = c.prepare(sql)?;
+    PREPARED.with(|p| p.borrow_mut().insert(sql, s.clone()));
+    Ok(s)
+}
+
+/// `e`, after forgetting the statements prepared on this thread when the
+/// connection they were prepared on is gone (or they are): the next
+/// connection prepares them again.
+fn unprepared(e: postgres::Error) -> postgres::Error {
+    // Not the server's answer (the connection broke), a statement it does
+    // not know, or the server ending the session (57P…: shut down,
+    // restarted) or a connection error (08…).
+    let gone = match e.code() {
+        None => e.as_db_error().is_none(),
+        Some(c) => {
+            c == &SqlState::INVALID_SQL_STATEMENT_NAME
+                || c.code().starts_with("57P")
+                || c.code().starts_with("08")
+        }
+    };
+    if gone {
+        PREPARED.with(|p| p.borrow_mut().clear());
+    }
+    e
 }
 
 /// `e`, logged with what the database said (a `postgres::Error` shows as
@@ -872,10 +944,13 @@ impl Lookup for PgLookup<'_, '_> {
         seq: u64,
         deadline: Instant,
     ) -> anyhow::Result<(Vec<[u8; 32]>, bool)> {
-        let rows = self.t.query(
+        let sql = prepared(
+            self.t,
             "SELECT raw FROM warden_audit WHERE gateway = $1 AND seq = $2 LIMIT $3",
-            &[&gateway, &(seq as i64), &(MAX_SIBLINGS as i64 + 1)],
         )?;
+        let rows = self
+            .t
+            .query(&sql, &[&gateway, &(seq as i64), &(MAX_SIBLINGS as i64 + 1)])?;
         let mut found = Vec::new();
         for r in &rows {
             if found.len() == MAX_SIBLINGS {
@@ -890,13 +965,11 @@ impl Lookup for PgLookup<'_, '_> {
     }
 
     fn max_below(&mut self, gateway: &str, seq: u64) -> anyhow::Result<Option<u64>> {
-        let below: Option<i64> = self
-            .t
-            .query_one(
-                "SELECT max(seq) FROM warden_audit WHERE gateway = $1 AND seq < $2",
-                &[&gateway, &(seq as i64)],
-            )?
-            .get(0);
+        let sql = prepared(
+            self.t,
+            "SELECT max(seq) FROM warden_audit WHERE gateway = $1 AND seq < $2",
+        )?;
+        let below: Option<i64> = self.t.query_one(&sql, &[&gateway, &(seq as i64)])?.get(0);
         Ok(below.map(|b| b.max(0) as u64))
     }
 }

@@ -1,7 +1,11 @@
-//! The audit table's partitions: one per UTC day of the time a record is
-//! kept by, made ahead of time (and for an older day when a record of it
-//! arrives), counted in `warden_audit_partitions` with every ingest and
-//! deletion, and dropped whole by the retention.
+//! The audit table's partitions: each a span of whole UTC days of the time
+//! a record is kept by ([`span_days`]: one day for a retention up to 32
+//! days, longer for longer ones, so that a store holds about 32 partitions
+//! whatever it keeps: a search's planning, the catalog and the tables
+//! stay bounded), made ahead of time (and for an older day when a record
+//! of it arrives), counted in `warden_audit_partitions` with every ingest
+//! and deletion, vacuumed once their span is over, and dropped whole by
+//! the retention.
 //!
 //! DDL runs under one advisory lock (`warden_audit partitions`), so two
 //! agents never make or drop one partition twice. A partition is made
@@ -19,6 +23,10 @@ use super::LOCK_CLASS;
 
 /// A day, in unix microseconds.
 pub(crate) const DAY_US: i64 = 86_400_000_000;
+/// About as many partitions as a store holds, whatever its retention.
+const PARTITIONS: i64 = 32;
+/// The longest span of a partition, in days.
+const MAX_SPAN_DAYS: i64 = 32;
 /// Days made ahead of today.
 pub(crate) const AHEAD_DAYS: i64 = 3;
 /// Partitions one batch may have made (for records of older days); a
@@ -34,6 +42,26 @@ const MAKE_TIMEOUT_MS: i64 = 5_000;
 /// The day (its first microsecond) of `ts_us`.
 pub(crate) fn day(ts_us: i64) -> i64 {
     ts_us.div_euclid(DAY_US) * DAY_US
+}
+
+/// The days a new partition spans: the retention over [`PARTITIONS`],
+/// at least one, at most [`MAX_SPAN_DAYS`] (7 days of retention: daily;
+/// 90: three days; a year: 12). Agents with other retentions may make
+/// other spans: a partition is cut to the gap the others leave.
+pub(crate) fn span_days(limits: &Limits) -> i64 {
+    let days = limits.retention.as_secs().div_ceil(86_400).max(1) as i64;
+    (days + PARTITIONS - 1)
+        .checked_div(PARTITIONS)
+        .unwrap_or(1)
+        .clamp(1, MAX_SPAN_DAYS)
+}
+
+/// Whether one of `ranges` (`lo` → `hi`) holds `t`.
+pub(crate) fn covered(ranges: &std::collections::BTreeMap<i64, i64>, t: i64) -> bool {
+    ranges
+        .range(..=t)
+        .next_back()
+        .is_some_and(|(_, hi)| t < *hi)
 }
 
 /// The time before which the retention keeps nothing.
@@ -59,41 +87,52 @@ pub(crate) fn name(lo: i64) -> String {
     }
 }
 
-/// Makes the partitions of the days `los` that are missing, at most
-/// `most` (`Err(n)`: `n` were missing, nothing made). The days that exist
-/// now.
+/// Makes partitions for the days `days` (their first microsecond) that
+/// none holds: each `span` days on the grid of spans since the epoch, cut
+/// to the gap between the partitions around it; at most `most` (`Err(n)`:
+/// `n` were needed, none made). Every partition now, `lo` → `hi`.
 pub(crate) fn ensure(
     c: &mut Client,
-    los: &[i64],
+    days: &[i64],
+    span: i64,
     most: usize,
-) -> Result<Result<Vec<i64>, usize>, postgres::Error> {
+) -> Result<Result<std::collections::BTreeMap<i64, i64>, usize>, postgres::Error> {
     let mut t = c.transaction()?;
     t.batch_execute(&format!("SET LOCAL lock_timeout = {MAKE_TIMEOUT_MS}"))?;
     t.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext('warden_audit partitions'))",
         &[&LOCK_CLASS],
     )?;
-    let have: Vec<i64> = t
-        .query(
-            "SELECT lo FROM warden_audit_partitions WHERE lo = ANY($1)",
-            &[&los],
-        )?
+    let mut ranges: std::collections::BTreeMap<i64, i64> = t
+        .query("SELECT lo, hi FROM warden_audit_partitions", &[])?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let missing: Vec<i64> = los
-        .iter()
-        .filter(|lo| !have.contains(lo))
-        .copied()
-        .collect();
-    if missing.len() > most {
-        return Ok(Err(missing.len()));
+    let width = span.max(1) * DAY_US;
+    let mut new: Vec<(i64, i64)> = Vec::new();
+    for d in days {
+        let d = day(*d);
+        if covered(&ranges, d) {
+            continue;
+        }
+        let mut lo = d.div_euclid(width) * width;
+        let mut hi = lo + width;
+        if let Some((_, before)) = ranges.range(..=d).next_back() {
+            lo = lo.max(*before);
+        }
+        if let Some((after, _)) = ranges.range(d + 1..).next() {
+            hi = hi.min(*after);
+        }
+        ranges.insert(lo, hi);
+        new.push((lo, hi));
     }
-    for lo in &missing {
-        let (lo, hi) = (day(*lo), day(*lo) + DAY_US);
-        let name = name(lo);
+    if new.len() > most {
+        return Ok(Err(new.len()));
+    }
+    for (lo, hi) in &new {
+        let name = name(*lo);
         // Vacuumed after every 10,000 records or so (PostgreSQL waits
-        // for a fifth more by default): the day being written keeps its
+        // for a fifth more by default): the days being written keep their
         // visibility map, so the searches' index-only scans stay so. (A
         // server without the setting, before 13, keeps its default.)
         t.batch_execute(&format!(
@@ -106,11 +145,11 @@ pub(crate) fn ensure(
         ))?;
         t.execute(
             "INSERT INTO warden_audit_partitions (lo, hi, name) VALUES ($1, $2, $3)",
-            &[&lo, &hi, &name],
+            &[lo, hi, &name],
         )?;
     }
     t.commit()?;
-    Ok(Ok(los.to_vec()))
+    Ok(Ok(ranges))
 }
 
 /// The store's records and bytes in use: each partition's size as last
@@ -258,9 +297,9 @@ fn delete_oldest(c: &mut Client, lo: i64, n: i64) -> Result<i64, postgres::Error
 /// round in progress makes this one a no-op). `(records deleted,
 /// partitions made)`.
 ///
-/// 1. Today's and the next [`AHEAD_DAYS`] days' partitions are made.
-/// 2. **Age**: a partition whose day ended before `now - retention` is
-///    dropped whole (a record is kept up to a day past the retention).
+/// 1. Partitions for today and the next [`AHEAD_DAYS`] days are made.
+/// 2. **Age**: a partition whose span ended before `now - retention` is
+///    dropped whole (a record is kept up to a span past the retention).
 ///    A past day's partition left empty is dropped too.
 /// 3. **Rows**: past `max_rows`, the oldest partition is dropped whole
 ///    while every record in it is over the bound, then the oldest records
@@ -269,11 +308,13 @@ fn delete_oldest(c: &mut Client, lo: i64, n: i64) -> Result<i64, postgres::Error
 ///    [`totals`]; records go in proportion to the overshoot (a few rounds
 ///    at most each time), so large records never take the newest with
 ///    them.
+/// 5. A partition whose span is over is vacuumed and analyzed, once.
 pub(crate) fn trim(
     c: &mut Client,
     limits: &Limits,
     now: i64,
-) -> Result<(u64, Vec<i64>), postgres::Error> {
+    sealed: &mut std::collections::BTreeSet<i64>,
+) -> Result<(u64, Option<std::collections::BTreeMap<i64, i64>>), postgres::Error> {
     let mine: bool = c
         .query_one(
             "SELECT pg_try_advisory_lock($1, hashtext('warden_audit retention'))",
@@ -281,9 +322,9 @@ pub(crate) fn trim(
         )?
         .get(0);
     if !mine {
-        return Ok((0, Vec::new()));
+        return Ok((0, None));
     }
-    let r = trim_held(c, limits, now);
+    let r = trim_held(c, limits, now, sealed);
     let _ = c.execute(
         "SELECT pg_advisory_unlock($1, hashtext('warden_audit retention'))",
         &[&LOCK_CLASS],
@@ -295,14 +336,15 @@ fn trim_held(
     c: &mut Client,
     limits: &Limits,
     now: i64,
-) -> Result<(u64, Vec<i64>), postgres::Error> {
+    sealed: &mut std::collections::BTreeSet<i64>,
+) -> Result<(u64, Option<std::collections::BTreeMap<i64, i64>>), postgres::Error> {
     let today = day(now);
     let cutoff = cutoff(now, limits);
     let ahead: Vec<i64> = (0..=AHEAD_DAYS)
         .map(|d| today + d * DAY_US)
         .filter(|lo| lo + DAY_US > cutoff)
         .collect();
-    let made = ensure(c, &ahead, usize::MAX)?.unwrap_or_default();
+    ensure(c, &ahead, span_days(limits), usize::MAX)?.ok();
     let mut deleted = 0u64;
     // Age; and past days left empty.
     for p in partitions(c)? {
@@ -366,5 +408,18 @@ fn trim_held(
             _ => break,
         }
     }
-    Ok((deleted, made))
+    // A partition whose span is over is vacuumed and analyzed once (by
+    // this agent: again after the lease moves): the last records of its
+    // span, fewer than what wakes autovacuum, get their visibility map,
+    // and its statistics are those of the whole span.
+    let parts = partitions(c)?;
+    sealed.retain(|lo| parts.iter().any(|p| p.lo == *lo));
+    if let Some(p) = parts
+        .iter()
+        .find(|p| p.hi <= now && !sealed.contains(&p.lo))
+    {
+        c.batch_execute(&format!("VACUUM (ANALYZE) {}", name(p.lo)))?;
+        sealed.insert(p.lo);
+    }
+    Ok((deleted, Some(parts.iter().map(|p| (p.lo, p.hi)).collect())))
 }

@@ -879,11 +879,12 @@ fn a_huge_batch_is_all_or_nothing() {
 #[test]
 fn one_batch_makes_few_partitions() {
     let pg = PgServer::start();
+    // A retention of 30 days: a partition a day.
     let s = on(
         &pg,
         "days",
         Limits {
-            retention: Duration::from_secs(60 * 86_400),
+            retention: Duration::from_secs(30 * 86_400),
             ..Limits::default()
         },
     );
@@ -898,7 +899,7 @@ fn one_batch_makes_few_partitions() {
     let before = count(&pg, "days", "SELECT count(*) FROM warden_audit_partitions");
     let e = s.ingest("gw", &t.body(0, 10)).unwrap_err();
     assert!(
-        matches!(&e, IngestError::Refused(m) if m.contains("10 days")),
+        matches!(&e, IngestError::Refused(m) if m.contains("need 10 partitions")),
         "{e}"
     );
     assert_eq!(stored(&pg, "days"), 0);
@@ -950,4 +951,136 @@ fn a_search_past_its_budget_is_cut_off() {
     }
     // The bound of one day is a day.
     assert_eq!(parts::day(DAY_US + 5), DAY_US);
+}
+
+/// The partitions' span follows the retention, so a store holds about 32
+/// of them whatever it keeps (a year: 12 days each); agents keeping
+/// different retentions on one database cut their partitions to the gaps
+/// the others left, never overlapping.
+#[test]
+fn partitions_span_the_retention_over_thirty_two() {
+    let pg = PgServer::start();
+    let year = Limits {
+        retention: Duration::from_secs(365 * 86_400),
+        ..Limits::default()
+    };
+    let month = Limits {
+        retention: Duration::from_secs(30 * 86_400),
+        ..Limits::default()
+    };
+    assert_eq!(parts::span_days(&year), 12);
+    assert_eq!(parts::span_days(&month), 1);
+    assert_eq!(parts::span_days(&Limits::default()), 1);
+    assert_eq!(
+        parts::span_days(&Limits {
+            retention: Duration::from_secs(10 * 365 * 86_400),
+            ..Limits::default()
+        }),
+        32
+    );
+    let a = on(&pg, "spans", year);
+    let b = again(&pg, "spans", month);
+    let now = now_s();
+    // B (30 days) first: a day 20 days ago.
+    let mut tb = Trail::new();
+    call_at(&mut tb, now - 20 * 86_400, "b");
+    b.ingest("gw-b", &tb.body(0, tb.lines.len())).unwrap();
+    // A (a year): ten consecutive days from 100 days ago, one batch, and
+    // the days around B's.
+    let mut ta = Trail::new();
+    for d in (95..105).chain(18..23) {
+        call_at(&mut ta, now - d * 86_400, "a");
+    }
+    let d = a.ingest("gw-a", &ta.body(0, ta.lines.len())).unwrap();
+    assert_eq!(d.accepted, ta.lines.len() as u64);
+    let ranges: Vec<(i64, i64)> = pg
+        .psql(
+            "spans",
+            "SELECT lo || ' ' || hi FROM warden_audit_partitions ORDER BY lo",
+        )
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut it = l.split(' ').map(|n| n.parse::<i64>().unwrap());
+            (it.next().unwrap(), it.next().unwrap())
+        })
+        .collect();
+    assert!(
+        ranges.windows(2).all(|w| w[0].1 <= w[1].0),
+        "no two overlap: {ranges:?}"
+    );
+    assert!(ranges.iter().all(|(lo, hi)| hi - lo <= 12 * DAY_US));
+    // Ten days, most in 12-day spans: a handful of partitions, not ten.
+    let old: Vec<_> = ranges
+        .iter()
+        .filter(|(lo, _)| *lo < (now - 90 * 86_400) * 1_000_000)
+        .collect();
+    assert!(old.len() <= 2, "{old:?}");
+    // B's day kept its own partition; A's around it are cut to the gap.
+    let bday = parts::day((now - 20 * 86_400) * 1_000_000);
+    assert!(ranges.contains(&(bday, bday + DAY_US)), "{ranges:?}");
+    assert_eq!(
+        stored(&pg, "spans"),
+        (ta.lines.len() + tb.lines.len()) as i64
+    );
+    assert!(a.verify(&Query::default()).unwrap().ok);
+    // A's retention drops a span once all of it is past.
+    let gone = again(
+        &pg,
+        "spans",
+        Limits {
+            retention: Duration::from_secs(60 * 86_400),
+            ..Limits::default()
+        },
+    )
+    .trim()
+    .unwrap();
+    assert_eq!(gone, 20, "the ten calls of 95-104 days ago");
+    assert_eq!(stored(&pg, "spans"), 12);
+}
+
+/// PostgreSQL restarted under the agents: their connections (and the
+/// statements prepared on them) are gone; a batch or a verification that
+/// fails on the broken connection succeeds the next time it is tried (as a
+/// gateway sends a batch again), on a new connection with its statements
+/// prepared again, and nothing is stored twice.
+#[test]
+fn a_database_restart_is_survived() {
+    let mut pg = PgServer::start();
+    let s = on(&pg, "restart", Limits::default());
+    let mut t = Trail::new();
+    let base = recent_base();
+    for i in 0..40 {
+        call_at(&mut t, base + i, "alice");
+    }
+    s.ingest("gw", &t.body(0, 40)).unwrap();
+    let principal = Query {
+        principal: Some("alice".into()),
+        from_us: Some((base + 5) * 1_000_000),
+        ..Query::default()
+    };
+    assert!(s.verify(&principal).unwrap().ok);
+    pg.stop();
+    pg.run();
+    let mut tries = 0;
+    let done = loop {
+        tries += 1;
+        match s.ingest("gw", &t.body(20, 80)) {
+            Ok(d) => break d,
+            Err(IngestError::StoreFailed(_)) if tries < 2 => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!((done.accepted, done.duplicates), (40, 20));
+    let mut tries = 0;
+    let v = loop {
+        tries += 1;
+        match s.verify(&principal) {
+            Ok(v) => break v,
+            Err(_) if tries < 2 => continue,
+            Err(e) => panic!("{e:#}"),
+        }
+    };
+    assert!(v.ok && v.records > 0, "{v:?}");
+    assert_eq!(stored(&pg, "restart"), 80);
 }
