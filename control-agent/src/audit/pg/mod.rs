@@ -256,17 +256,19 @@ impl Columns {
     }
 }
 
-/// Where a batch's lines may already be kept: at their own time (one
-/// index probe per line, in the partition of its time, pruned as the
-/// join runs: a `LATERAL` join, since an `EXISTS` under `OR` runs as a
-/// sub-plan that prunes again for every line, about 14 times slower), or
-/// (a line kept at its arrival) in `warden_audit_moved`. The numbers
-/// (from 1) of the lines found.
-const HELD: &str = "SELECT i.n FROM unnest($2::bytea[], $3::int8[]) WITH ORDINALITY AS i(h, t, n) \
-     CROSS JOIN LATERAL (SELECT 1 FROM warden_audit a \
-       WHERE a.gateway = $1 AND a.hash = i.h AND a.ts_us = i.t LIMIT 1) AS kept \
-     UNION \
-     SELECT i.n FROM unnest($2::bytea[]) WITH ORDINALITY AS i(h, n) \
+/// Where a batch's lines may already be kept at their own time: one
+/// index probe per line in the partition of that time, queried by its name
+/// (planned for one table, with the three equalities the unique index
+/// answers: through the partitioned table, a partition that has no
+/// statistics yet was probed by its time index, a scan of every record of
+/// that time for each line). `{}`: the partition. The numbers (from 1) of
+/// the lines found.
+const HELD_IN: &str = "SELECT i.n FROM unnest($2::bytea[], $3::int8[], $4::int8[]) AS i(h, t, n) \
+     CROSS JOIN LATERAL (SELECT 1 FROM {} a \
+       WHERE a.gateway = $1 AND a.hash = i.h AND a.ts_us = i.t LIMIT 1) AS kept";
+
+/// The lines kept at their arrival (stamped ahead when they arrived).
+const HELD_MOVED: &str = "SELECT i.n FROM unnest($2::bytea[]) WITH ORDINALITY AS i(h, n) \
      JOIN warden_audit_moved m ON m.gateway = $1 AND m.hash = i.h";
 
 /// The new lines, in one statement.
@@ -447,8 +449,9 @@ impl PgStore {
         cols: Columns,
     ) -> Result<Result<(u64, u64), Unstored>, IngestError> {
         let gateway = gateway.to_owned();
+        let ranges = lock(&self.shared.known).clone();
         let res = self.shared.writer.write(move |c| {
-            store_batch(c, &gateway, cols).map_err(|e| unprepared(logged("ingest", e)))
+            store_batch(c, &gateway, cols, &ranges).map_err(|e| unprepared(logged("ingest", e)))
         });
         res.map_err(|e| IngestError::StoreFailed(e.to_string()))
     }
@@ -645,11 +648,21 @@ impl PgStore {
     }
 }
 
+/// The lines of a batch one partition may hold: their hashes, times and
+/// numbers in the batch (from 1).
+#[derive(Default)]
+struct Probes {
+    hashes: Vec<Vec<u8>>,
+    times: Vec<i64>,
+    numbers: Vec<i64>,
+}
+
 /// One batch's transaction (see [`PgStore::store`]).
 fn store_batch(
     c: &mut Client,
     gateway: &str,
     cols: Columns,
+    ranges: &BTreeMap<i64, i64>,
 ) -> Result<Result<(u64, u64), Unstored>, postgres::Error> {
     let mut t = c.transaction()?;
     // One gateway's batches one at a time, across agents: what the
@@ -658,12 +671,36 @@ fn store_batch(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
         &[&LOCK_CLASS, &gateway],
     )?;
-    let held_sql = prepared(&mut t, HELD)?;
-    let held: Vec<i64> = t
-        .query(&held_sql, &[&gateway, &cols.hash, &cols.line_us])?
+    // The lines of each partition their own time falls in (a time no
+    // partition holds holds no line; a partition another agent made since
+    // this one looked is caught by the unique index behind the insert).
+    let mut by_part: BTreeMap<i64, Probes> = BTreeMap::new();
+    for (i, t_us) in cols.line_us.iter().enumerate() {
+        if let Some((lo, hi)) = ranges.range(..=*t_us).next_back() {
+            if t_us < hi {
+                let e = by_part.entry(*lo).or_default();
+                e.hashes.push(cols.hash[i].clone());
+                e.times.push(*t_us);
+                e.numbers.push(i as i64 + 1);
+            }
+        }
+    }
+    let mut held: Vec<i64> = t
+        .query(HELD_MOVED, &[&gateway, &cols.hash])?
         .iter()
         .map(|r| r.get(0))
         .collect();
+    for (lo, p) in &by_part {
+        let sql = HELD_IN.replace("{}", &parts::name(*lo));
+        match t.query(&sql, &[&gateway, &p.hashes, &p.times, &p.numbers]) {
+            Ok(rows) => held.extend(rows.iter().map(|r| r.get::<_, i64>(0))),
+            // Dropped by another agent since this one looked.
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                return Ok(Err(Unstored::NoPartition))
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let total = cols.len();
     let held: HashSet<usize> = held.iter().map(|n| (*n - 1) as usize).collect();
     let keep: Vec<usize> = (0..total).filter(|i| !held.contains(i)).collect();
@@ -784,10 +821,11 @@ std::thread_local! {
     /// connection (each `Db` owns a thread and its connection), by their
     /// SQL. Planned for the first executions, then (PostgreSQL's choice,
     /// by cost) once for all: with every partition's indexes to consider,
-    /// planning a look-up costs more than running it. Only statements
-    /// whose plan does not depend on their values (a record's links, a
-    /// batch's look-up and insert) are kept: a search's depends on its
-    /// time window.
+    /// planning a record's link look-up costs more than running it. Only
+    /// statements whose plan cannot go wrong as the data grows are kept: a
+    /// batch's insert (it reads nothing), a verification's look-ups (their
+    /// transaction allows no sequential scan); a search's plan depends on
+    /// its time window, a batch's look-up on its partitions' sizes.
     static PREPARED: std::cell::RefCell<std::collections::HashMap<&'static str, postgres::Statement>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
@@ -906,7 +944,11 @@ fn verify_rows(c: &mut Client, sql: &str, v: &[Param], walk: &mut Walk) -> anyho
         .as_millis()
         .clamp(1, i32::MAX as u128);
     let mut t = c.build_transaction().read_only(true).start()?;
-    t.batch_execute(&format!("SET LOCAL statement_timeout = {left}"))?;
+    // The look-ups' plans are kept (prepared): one made while a table was
+    // small must not scan it once it has grown.
+    t.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {left}; SET LOCAL enable_seqscan = off"
+    ))?;
     let mut pv = values(v);
     pv.push(Box::new(walk.read_at_most()));
     let portal = t.bind(sql, &refs(&pv))?;
