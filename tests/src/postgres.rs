@@ -23,6 +23,7 @@ pub struct PgServer {
     bin: PathBuf,
     pub port: u16,
     run_as: Option<(u32, u32)>,
+    started_once: bool,
 }
 
 fn bin_dir() -> PathBuf {
@@ -97,6 +98,7 @@ impl PgServer {
             bin,
             port: free_port(),
             run_as,
+            started_once: false,
         };
         let out = s
             .command("initdb")
@@ -128,9 +130,64 @@ impl PgServer {
         self.dir.join("data")
     }
 
+    /// The server's log (its stderr), kept in the cluster's directory.
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+
+    /// The end of the server's log, for a failure's message.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
     /// Starts the server (again) on its port and waits until it answers.
+    /// A first start whose port was taken meanwhile (another process may
+    /// bind the port between our look and the server's) moves to a fresh
+    /// one; a restart keeps its port (its clients know it) and tries again
+    /// for a while.
     pub fn run(&mut self) {
+        let first = self.child.is_none() && !self.started_once;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.try_run(deadline) {
+                Ok(()) => {
+                    self.started_once = true;
+                    return;
+                }
+                Err(why) => {
+                    let port_taken = why.contains("could not bind")
+                        || why.contains("Address already in use")
+                        || why.contains("could not create any TCP/IP sockets");
+                    // A first start tries again on any failure (the log
+                    // of the last one is shown); a restart only when its
+                    // port is busy.
+                    if tries >= 5 || Instant::now() >= deadline || !(port_taken || first) {
+                        panic!("postgres did not start (try {tries}): {why}");
+                    }
+                    if first {
+                        self.port = free_port();
+                    } else {
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_run(&mut self, deadline: Instant) -> Result<(), String> {
         assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(|e| format!("its log: {e}"))?;
+        if let Some((uid, gid)) = self.run_as {
+            let _ = std::os::unix::fs::chown(self.log_path(), Some(uid), Some(gid));
+        }
         let child = self
             .command("postgres")
             .arg("-D")
@@ -142,21 +199,30 @@ impl PgServer {
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(log))
             .spawn()
-            .expect("postgres");
+            .map_err(|e| format!("postgres: {e}"))?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if self.psql("postgres", "SELECT 1").is_ok() {
-                return;
+                return Ok(());
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("postgres exited at start: {status}");
+                    self.child = None;
+                    return Err(format!(
+                        "postgres exited at start on port {}: {status}; its log:\n{}",
+                        self.port,
+                        self.log_tail()
+                    ));
                 }
             }
-            assert!(Instant::now() < deadline, "postgres did not start in 30 s");
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "postgres did not answer in 30 s; its log:\n{}",
+                    self.log_tail()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -164,6 +230,9 @@ impl PgServer {
     /// Stops the server (fast shutdown: sessions ended, then the server).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
             let _ = Command::new("kill")
                 .args(["-INT", &c.id().to_string()])
                 .status();

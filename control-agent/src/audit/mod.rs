@@ -5,8 +5,8 @@
 //! - **SQLite** ([`AuditStore::open`], the default): `<state>/audit.sqlite3`
 //!   (WAL), one agent's own.
 //! - **PostgreSQL** ([`AuditStore::on_database`], `serve --database`): one
-//!   table partitioned by day that every agent on the database shares
-//!   (see [`pg`] and docs/audit-store.md). Same ingest contract, same
+//!   table partitioned by time that every agent on the database shares
+//!   (see `audit/pg/` and docs/audit-store.md). Same ingest contract, same
 //!   searches and results, same verification, retention by age, rows and
 //!   bytes.
 //!
@@ -22,7 +22,7 @@
 //!   refuses the whole batch, naming the line.
 //! - **Bounded.** Bodies up to [`MAX_BODY`], lines up to [`MAX_LINE`] (a
 //!   larger record arrives as a stub that keeps its place in the chain,
-//!   see [`lines`]);
+//!   see `lines.rs`);
 //!   rows older than `retention`, the oldest beyond `max_rows`, and the
 //!   oldest while the pages in use exceed `max_bytes` are deleted every
 //!   couple of seconds by the retention job ([`crate::jobs`]).
@@ -40,7 +40,7 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{params, Connection};
 
 mod lines;
-pub mod pg;
+mod pg;
 pub mod query;
 mod schema;
 mod search;
@@ -63,7 +63,7 @@ pub const MAX_LINE: usize = 1 << 20;
 /// The most records one verification reads.
 pub const MAX_VERIFY: usize = 2_000_000;
 
-/// How a search cut off after [`SEARCH_BUDGET`] begins its error.
+/// How a search cut off after its budget (5 s) begins its error.
 pub const SEARCH_TOO_BROAD: &str = "the search took too long";
 
 /// How long one search may run on a reader connection.

@@ -14,7 +14,7 @@ impl AuditStore {
     /// query did not match it); a seq missing between stored ones is a
     /// gap; a line that no longer hashes to what was ingested was altered.
     /// A stub stands for the line it names by its declared SHA-256
-    /// ([`super::lines::line_hash`]) and is counted in `elided`.
+    /// (`lines::line_hash`) and is counted in `elided`.
     pub fn verify(&self, q: &Query) -> anyhow::Result<Verification> {
         self.verify_within(q, VERIFY_BUDGET)
     }

@@ -1,6 +1,7 @@
 //! The fleet's audit store on PostgreSQL (`serve --database URL`): the
-//! table of `migrations/0003_audit.sql`, partitioned by day, shared by
-//! every agent on the database. The same contract as the SQLite store:
+//! table of `migrations/0003_audit.sql`, partitioned by time, shared by
+//! every agent on the database (docs/audit-store.md). The same contract as
+//! the SQLite store:
 //!
 //! - **Exactly once kept, across agents.** A line is held once per gateway
 //!   (by its SHA-256). A batch re-sent to another agent after a failover,
@@ -9,16 +10,18 @@
 //!   transaction holding an advisory lock named after the gateway), each
 //!   looking for its lines where they are kept before storing the rest.
 //!   So two agents never fork or double a chain.
-//! - **Batched.** A batch is one transaction: the lock, one look-up of its
-//!   lines (one index probe each, in the partition of the line's time),
-//!   one `INSERT … SELECT FROM unnest(…)` of the new ones, their
-//!   partitions' counts.
-//! - **Partitioned by day** on the time a record is kept by (its `ts`, or
-//!   its arrival when that is earlier, as on SQLite). Partitions are made
-//!   ahead (today and the next [`parts::AHEAD_DAYS`] days, by the
-//!   retention and at start) and for an older day when a record of it
-//!   arrives (at most [`parts::MAX_NEW_PER_BATCH`] per batch); a record
-//!   older than the retention is acknowledged and not kept.
+//! - **Batched.** A batch is one transaction: the lock, the look-up of its
+//!   lines (an index probe each, in the partition of the line's time: one
+//!   statement per partition, usually one), one `INSERT … SELECT FROM
+//!   unnest(…)` of the new ones, their partitions' counts.
+//! - **Partitioned by time** on the time a record is kept by (its `ts`, or
+//!   its arrival when that is earlier, as on SQLite), each partition whole
+//!   UTC days ([`parts::span_days`]: one up to 32 days of retention, about
+//!   32 partitions whatever the retention). Partitions are made ahead (for
+//!   today and the next [`parts::AHEAD_DAYS`] days, by the retention and at
+//!   start) and for an older day when a record of it arrives (at most
+//!   [`parts::MAX_NEW_PER_BATCH`] per batch); a record older than the
+//!   retention is acknowledged and not kept.
 //! - **Retention** ([`PgStore::trim`], the retention job on one agent at a
 //!   time): a partition past the retention is dropped whole; past the
 //!   rows or bytes bound, whole oldest partitions while all of their
