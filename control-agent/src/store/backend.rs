@@ -113,7 +113,7 @@ pub trait Backend: Send + Sync {
     // The fleet (gateways' reports, the instances heard under each id,
     // what their bundle fetches were answered with), when several agents
     // share it: each agent's gateways land here, and every agent's view
-    // and canary judge see them all (see `fleet_shared.rs`). Outside any
+    // and canary judge see them all (see `fleet_shared/`). Outside any
     // turn, and no generation moves. `Ok(None)`, as the defaults answer:
     // the backend keeps no fleet, and the agent's memory is the fleet
     // (one agent: the state directory).

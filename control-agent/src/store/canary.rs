@@ -7,10 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use warden_config::archive::{self, Files};
 
+use super::fleet::Sightings;
 use super::types::LayerCanary;
 use super::types::{CanaryPlan, CanaryState, Published, Rollout};
 use super::views::RolloutView;
-use super::{io, Inner, Store};
+use super::{io, Inner, Member, Store};
 use crate::build::{self, BuildFailure};
 use crate::rollout::{self, Selector, Stats, Target, Verdict};
 
@@ -206,42 +207,7 @@ impl Store {
         // A member that crashes, hangs or restarts on the canary reports
         // nothing of it, or counters begun again: either is held against
         // the canary, as a failed health check is (rolled back at once).
-        let mut lost: Option<String> = None;
-        let watched = r.started.elapsed().unwrap_or_default();
-        for id in &r.members {
-            let m = inner.fleet.get(id);
-            // Silent since the watch began (or since the agent started:
-            // `started` is set again when it loads the rollout).
-            let silent = m.map_or(watched, |m| m.seen.elapsed().min(watched));
-            if silent > self.stale_after {
-                lost = Some(format!(
-                    "canary member `{id}` has not reported for {} s (stale after {} s): it may have crashed or hung on the canary",
-                    silent.as_secs(),
-                    self.stale_after.as_secs()
-                ));
-                break;
-            }
-            let Some(m) = m else { continue };
-            let base = *r.restarts.entry(id.clone()).or_insert(m.restarts);
-            if m.restarts > base {
-                lost = Some(format!(
-                    "canary member `{id}` restarted during the watch (its reports came from another process{}): it may have crashed on the canary",
-                    if m.report.instance.is_some() {
-                        ""
-                    } else {
-                        ", its counters began again"
-                    }
-                ));
-                break;
-            }
-            if let Some(i) = Self::conflict_in(&inner.sightings, id, self.stale_after) {
-                lost = Some(format!(
-                    "canary member `{id}` is shared by {} live gateway processes: the canary reaches every one of them",
-                    i.len().max(2)
-                ));
-                break;
-            }
-        }
+        let mut lost = self.lost_member(r, &inner.fleet, &inner.sightings);
         // Each gateway is one vote, and only a gateway the agent served
         // what it reports (revision, labels, instance), whose counters
         // never rose faster than a gateway counts, that did not restart and
@@ -332,6 +298,51 @@ impl Store {
             }
         }
         Some(verdict)
+    }
+
+    /// Why the canary is lost whatever its figures say: a member silent
+    /// past the stale period, restarted during the watch, or shared by
+    /// several live gateway processes (the first such member). Notes each
+    /// member's restarts the first time the watch sees it.
+    fn lost_member(
+        &self,
+        r: &mut Rollout,
+        fleet: &BTreeMap<String, Member>,
+        sightings: &BTreeMap<String, Sightings>,
+    ) -> Option<String> {
+        let watched = r.started.elapsed().unwrap_or_default();
+        for id in &r.members {
+            let m = fleet.get(id);
+            // Silent since the watch began (or since the agent started:
+            // `started` is set again when it loads the rollout).
+            let silent = m.map_or(watched, |m| m.seen.elapsed().min(watched));
+            if silent > self.stale_after {
+                return Some(format!(
+                    "canary member `{id}` has not reported for {} s (stale after {} s): it may have crashed or hung on the canary",
+                    silent.as_secs(),
+                    self.stale_after.as_secs()
+                ));
+            }
+            let Some(m) = m else { continue };
+            let base = *r.restarts.entry(id.clone()).or_insert(m.restarts);
+            if m.restarts > base {
+                return Some(format!(
+                    "canary member `{id}` restarted during the watch (its reports came from another process{}): it may have crashed on the canary",
+                    if m.report.instance.is_some() {
+                        ""
+                    } else {
+                        ", its counters began again"
+                    }
+                ));
+            }
+            if let Some(i) = Self::conflict_in(sightings, id, self.stale_after) {
+                return Some(format!(
+                    "canary member `{id}` is shared by {} live gateway processes: the canary reaches every one of them",
+                    i.len().max(2)
+                ));
+            }
+        }
+        None
     }
 
     pub(super) fn promote_locked(

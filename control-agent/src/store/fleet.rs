@@ -11,7 +11,7 @@ use super::types::{Report, MAX_REPORTED_ERROR, MAX_REPORTED_REVISION, MAX_REPORT
 use super::{Inner, Member, Store, MAX_FLEET};
 use crate::rollout::{self, Labels, Selector, Stats};
 
-#[path = "fleet_shared.rs"]
+#[path = "fleet_shared/mod.rs"]
 pub(super) mod shared;
 #[cfg(test)]
 #[path = "fleet_shared_tests.rs"]

@@ -33,7 +33,7 @@ const KILL_LOG: &str = "kill_log";
 const REGISTRY: &str = "registry";
 
 /// The store's tables on one connection, and the fleet's on another
-/// (see `fleet_shared.rs`).
+/// (see `fleet_shared/`).
 pub struct Postgres {
     db: Db,
     fleet: PgFleet,
