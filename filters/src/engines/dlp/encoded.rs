@@ -30,8 +30,10 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use base64::Engine;
+/// The runs of a message by their bytes (seeded per process).
+type RunMap<'a> = HashMap<&'a [u8], Vec<String>, foldhash::fast::RandomState>;
+
+use super::decode::{base64_into, hex_into, readable, Alphabet};
 
 /// The shortest run read as base64 or hex: 12 bytes of base64, 8 of hex.
 pub(crate) const MIN_RUN: usize = 16;
@@ -89,7 +91,7 @@ pub(crate) fn may_hold_json(b: &[u8]) -> bool {
 /// inside it) finds its decoding here; any other run is decoded by the
 /// scan itself.
 pub(crate) struct Decodings<'a> {
-    runs: HashMap<&'a [u8], Vec<String>>,
+    runs: RunMap<'a>,
     /// A `%XX` escape, or a run that decodes to something readable.
     pub(crate) readable: bool,
 }
@@ -98,7 +100,7 @@ impl<'a> Decodings<'a> {
     /// The decodings of every run of raw JSON message `b` (see
     /// [`may_hold_json`] for what a run is there).
     pub(crate) fn of_json(b: &'a [u8]) -> Decodings<'a> {
-        let mut found: HashMap<&'a [u8], Vec<String>> = HashMap::new();
+        let mut found = RunMap::default();
         let mut readable = percent_escape(b);
         for (start, end) in runs(b, true) {
             let run = &b[start..end];
@@ -169,7 +171,8 @@ fn decode_line(run: &[u8]) -> Vec<String> {
         _ => run,
     };
     if digits.len().is_multiple_of(2) && digits.iter().all(u8::is_ascii_hexdigit) {
-        if let Ok(bytes) = hex::decode(digits) {
+        let mut bytes = Vec::new();
+        if hex_into(digits, &mut bytes) {
             let found = readable(&bytes);
             if !found.is_empty() {
                 return found;
@@ -194,13 +197,13 @@ fn decode_line(run: &[u8]) -> Vec<String> {
 /// (`KEYJBSW…`), from each of its next seven characters.
 fn base32_readable(run: &[u8]) -> Vec<String> {
     let body = &run[..run.len() - run.iter().rev().take_while(|&&c| c == b'=').count()];
-    let upper = |c: u8| matches!(c, b'A'..=b'Z' | b'2'..=b'7');
-    let lower = |c: u8| matches!(c, b'a'..=b'z' | b'2'..=b'7');
     // The longest stretch of each case, in one pass.
-    let (mut best, mut up, mut low) = ((0, 0), 0, 0);
+    let (mut best, mut up, mut low) = ((0, 0), 0usize, 0usize);
     for (i, &c) in body.iter().enumerate() {
-        up = if upper(c) { up + 1 } else { 0 };
-        low = if lower(c) { low + 1 } else { 0 };
+        let class = BASE32_CASE[c as usize];
+        // Branch-free: a count goes on, or starts again at zero.
+        up = (up + 1) * usize::from(class & 1);
+        low = (low + 1) * usize::from(class >> 1);
         let n = up.max(low);
         if n > best.1 - best.0 {
             best = (i + 1 - n, i + 1);
@@ -212,25 +215,59 @@ fn base32_readable(run: &[u8]) -> Vec<String> {
     }
     let body = body.to_ascii_uppercase();
     // A length that is no whole number of bytes loses its last characters.
-    shifted(&body, 8, |mut part| {
+    shifted(&body, 8, |mut part, out| {
         while matches!(part.len() % 8, 1 | 3 | 6) {
             part = &part[..part.len() - 1];
         }
-        data_encoding::BASE32_NOPAD.decode(part).ok()
+        let Ok(len) = data_encoding::BASE32_NOPAD.decode_len(part.len()) else {
+            return false;
+        };
+        out.clear();
+        out.resize(len, 0);
+        match data_encoding::BASE32_NOPAD.decode_mut(part, out) {
+            Ok(n) => {
+                out.truncate(n);
+                true
+            }
+            Err(_) => false,
+        }
     })
 }
+
+/// For each byte, bit 0 when it is upper-case base32 (`A`–`Z`, `2`–`7`),
+/// bit 1 when it is lower-case base32 (`a`–`z`, `2`–`7`).
+static BASE32_CASE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = match b as u8 {
+            b'A'..=b'Z' => 1,
+            b'a'..=b'z' => 2,
+            b'2'..=b'7' => 3,
+            _ => 0,
+        };
+        b += 1;
+    }
+    t
+};
 
 /// The readable parts of `body` decoded by `decode` from its start and,
 /// for a run glued after a word, from each of its next `shifts - 1`
 /// characters (only from its start past [`LONG_RUN`]); text from the
 /// first character is the whole reading.
-fn shifted(body: &[u8], shifts: usize, decode: impl Fn(&[u8]) -> Option<Vec<u8>>) -> Vec<String> {
+fn shifted(
+    body: &[u8],
+    shifts: usize,
+    decode: impl Fn(&[u8], &mut Vec<u8>) -> bool,
+) -> Vec<String> {
     let shifts = if body.len() > LONG_RUN { 1 } else { shifts };
     let mut out: Vec<String> = Vec::new();
+    // One buffer for every alignment's decoding.
+    let mut bytes = Vec::new();
     for k in 0..shifts.min(body.len()) {
-        let Some(bytes) = decode(&body[k..]) else {
+        if !decode(&body[k..], &mut bytes) {
             continue;
-        };
+        }
         let found = readable(&bytes);
         if k == 0 && found.len() == 1 && found[0].len() == bytes.len() {
             // Text from its first character: the run is what it encodes.
@@ -245,139 +282,40 @@ fn shifted(body: &[u8], shifts: usize, decode: impl Fn(&[u8]) -> Option<Vec<u8>>
     out
 }
 
-/// The least length of a readable part of decoded bytes that is read
-/// when the bytes are not text as a whole (a bare nine-digit SSN).
-const MIN_SEGMENT: usize = 9;
-
 /// Runs longer than this are decoded from their start only (an encoder's
 /// output), not also from the next three characters.
 const LONG_RUN: usize = 64 * 1024;
-
-/// What a reader can read of decoded bytes: all of them when they are
-/// text (UTF-8 without control characters but tab and line breaks);
-/// otherwise every such stretch of at least [`MIN_SEGMENT`] bytes (text
-/// beside a NUL, colour codes or binary bytes).
-fn readable(bytes: &[u8]) -> Vec<String> {
-    // One pass over the bytes, character by character: a control
-    // character or a byte that starts no valid UTF-8 character (a stray
-    // continuation byte, a cut or overlong sequence, a surrogate) ends a
-    // stretch of text. This is `utf8_chunks` split at the controls, but
-    // random bytes cost a table lookup or two each instead of a decoder's
-    // walk and a split of every short valid piece.
-    let mut out = Vec::new();
-    let (mut start, mut i, mut whole) = (0, 0, true);
-    while i < bytes.len() {
-        // Plain text runs through this loop alone.
-        while i < bytes.len() && TEXT_WIDTH[bytes[i] as usize] == 1 {
-            i += 1;
-        }
-        if i == bytes.len() {
-            break;
-        }
-        let width = char_width(bytes, i);
-        if width > 0 {
-            i += width;
-            continue;
-        }
-        whole = false;
-        if i - start >= MIN_SEGMENT {
-            out.extend(
-                std::str::from_utf8(&bytes[start..i])
-                    .ok()
-                    .map(str::to_owned),
-            );
-        }
-        i += 1;
-        start = i;
-    }
-    if whole {
-        // Text as a whole, however short: the run is what it encodes.
-        return std::str::from_utf8(bytes)
-            .map(|t| vec![t.to_owned()])
-            .unwrap_or_default();
-    }
-    if bytes.len() - start >= MIN_SEGMENT {
-        out.extend(std::str::from_utf8(&bytes[start..]).ok().map(str::to_owned));
-    }
-    out
-}
-
-/// For each byte, the length of the character it begins when that may be
-/// text: 1 for printable ASCII, tab and line breaks, 2 to 4 for the lead
-/// byte of a multi-byte character (its other bytes still to check), 0 for
-/// a control character or a byte no character begins with.
-static TEXT_WIDTH: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        t[b] = match b as u8 {
-            b'\t' | b'\n' | b'\r' | 0x20..=0x7e => 1,
-            0xc2..=0xdf => 2,
-            0xe0..=0xef => 3,
-            0xf0..=0xf4 => 4,
-            _ => 0,
-        };
-        b += 1;
-    }
-    t
-};
-
-/// The length of the valid, non-control character at `bytes[i]`, or 0
-/// (RFC 3629: no overlong form, no surrogate, nothing past U+10FFFF).
-fn char_width(bytes: &[u8], i: usize) -> usize {
-    let lead = bytes[i];
-    let width = TEXT_WIDTH[lead as usize] as usize;
-    if width <= 1 {
-        return width;
-    }
-    let Some(rest) = bytes.get(i + 1..i + width) else {
-        return 0;
-    };
-    let second = match lead {
-        0xe0 => 0xa0..=0xbf,
-        0xed => 0x80..=0x9f,
-        0xf0 => 0x90..=0xbf,
-        0xf4 => 0x80..=0x8f,
-        _ => 0x80..=0xbf,
-    };
-    if second.contains(&rest[0]) && rest[1..].iter().all(|&c| c & 0xc0 == 0x80) {
-        width
-    } else {
-        0
-    }
-}
 
 /// The readable parts of a base64 string (standard or URL-safe alphabet,
 /// padded or not, with more padding than is due). A run glued after a word
 /// or a path (`tokenQUtJ…`, `/v1/QUtJ…`) decodes misaligned from its start,
 /// so it is also decoded from each of the next three characters.
 pub(crate) fn base64_readable(run: &[u8]) -> Vec<String> {
-    let url = run.iter().any(|c| matches!(c, b'-' | b'_'));
-    let std = run.iter().any(|c| matches!(c, b'+' | b'/'));
+    let url = memchr::memchr2(b'-', b'_', run).is_some();
+    let std = memchr::memchr2(b'+', b'/', run).is_some();
     let alphabet = match (url, std) {
         (true, true) => return Vec::new(),
-        (true, false) => &base64::alphabet::URL_SAFE,
-        _ => &base64::alphabet::STANDARD,
+        (true, false) => Alphabet::UrlSafe,
+        _ => Alphabet::Standard,
     };
-    let engine = engine(alphabet);
     let body = &run[..run.len() - run.iter().rev().take_while(|&&c| c == b'=').count()];
     if body.contains(&b'=') {
         // Chunks encoded one by one and joined: each decodes on its own.
-        let mut bytes = Vec::new();
+        let (mut bytes, mut chunk_bytes) = (Vec::new(), Vec::new());
         for chunk in body.split(|&c| c == b'=').filter(|c| !c.is_empty()) {
-            let Ok(b) = engine.decode(chunk) else {
+            if !base64_into(alphabet, chunk, &mut chunk_bytes) {
                 return Vec::new();
-            };
-            bytes.extend(b);
+            }
+            bytes.extend_from_slice(&chunk_bytes);
         }
         return readable(&bytes);
     }
     // A lone character left over decodes to nothing.
-    shifted(body, 4, |mut part| {
+    shifted(body, 4, |mut part, out| {
         if part.len() % 4 == 1 {
             part = &part[..part.len() - 1];
         }
-        engine.decode(part).ok()
+        base64_into(alphabet, part, out)
     })
 }
 
@@ -421,9 +359,22 @@ pub(crate) fn slashed_run(b: &[u8]) -> bool {
     false
 }
 
+/// Whether `c` is a character of either base64 alphabet.
+#[inline]
 fn base64_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_')
+    BASE64_BYTE[c as usize]
 }
+
+static BASE64_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_');
+        b += 1;
+    }
+    t
+};
 
 /// Maximal runs of base64 characters (their `=` padding included) at least
 /// [`MIN_RUN`] long: `(start, end)`.
@@ -485,15 +436,6 @@ fn runs(b: &[u8], json: bool) -> impl Iterator<Item = (usize, usize)> + '_ {
         }
         None
     })
-}
-
-fn engine(alphabet: &base64::alphabet::Alphabet) -> GeneralPurpose {
-    GeneralPurpose::new(
-        alphabet,
-        GeneralPurposeConfig::new()
-            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-            .with_decode_allow_trailing_bits(true),
-    )
 }
 
 /// Every decoded text in `s`.
@@ -590,7 +532,8 @@ fn percent(b: &[u8]) -> Option<Decoded<'static>> {
 /// 76 characters as MIME writes it (the key is cut by a line break).
 #[cfg(test)]
 pub(crate) fn wrapped_key_block() -> String {
-    let enc = engine(&base64::alphabet::STANDARD).encode(format!(
+    use base64::Engine;
+    let enc = base64::engine::general_purpose::STANDARD.encode(format!(
         "{}AKIAIOSFODNN7EXAMPLE and more after it",
         "x".repeat(50)
     ));
@@ -605,56 +548,6 @@ pub(crate) fn wrapped_key_block() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `readable` as it was first written (the standard library's UTF-8
-    /// chunks split at control characters): the one-pass version must
-    /// read exactly the same parts of any bytes.
-    fn readable_reference(bytes: &[u8]) -> Vec<String> {
-        let control = |c: char| (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\x7f';
-        if let Ok(t) = std::str::from_utf8(bytes) {
-            if !t.chars().any(control) {
-                return vec![t.to_owned()];
-            }
-        }
-        let mut out = Vec::new();
-        for chunk in bytes.utf8_chunks() {
-            for part in chunk.valid().split(control) {
-                if part.len() >= MIN_SEGMENT {
-                    out.push(part.to_owned());
-                }
-            }
-        }
-        out
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn readable_reads_what_utf8_chunks_read(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
-            proptest::prop_assert_eq!(readable(&bytes), readable_reference(&bytes));
-        }
-
-        /// Mostly text, with controls, cut characters and stray bytes.
-        #[test]
-        fn readable_reads_text_beside_binary_as_utf8_chunks_do(
-            parts in proptest::collection::vec(
-                proptest::prop_oneof![
-                    proptest::prelude::Just("plain text ".as_bytes().to_vec()),
-                    proptest::prelude::Just("é€😀".as_bytes().to_vec()),
-                    proptest::prelude::Just(vec![0xe2, 0x82]),
-                    proptest::prelude::Just(vec![0x80]),
-                    proptest::prelude::Just(vec![0xed, 0xa0, 0x80]),
-                    proptest::prelude::Just(vec![0xf4, 0x90, 0x80, 0x80]),
-                    proptest::prelude::Just(vec![0xc0, 0xaf]),
-                    proptest::prelude::Just(vec![0, 0x1b, 0x7f]),
-                    proptest::prelude::Just(b"\t\r\n".to_vec()),
-                ],
-                0..12,
-            )
-        ) {
-            let bytes = parts.concat();
-            proptest::prop_assert_eq!(readable(&bytes), readable_reference(&bytes));
-        }
-    }
 
     fn all(s: &str) -> Vec<(String, usize, usize)> {
         let mut v = Vec::new();

@@ -23,6 +23,7 @@
 //! or in a raw JSON message. The filter that applies the bundle's rules to
 //! messages (block, redact, strip, log) is `guards::dlp`.
 
+mod decode;
 pub mod detectors;
 pub(crate) mod encoded;
 mod grouped;
