@@ -381,11 +381,26 @@ static BASE64_BYTE: [bool; 256] = {
 /// With `json`, `b` is raw JSON and its escapes are skipped.
 fn runs(b: &[u8], json: bool) -> impl Iterator<Item = (usize, usize)> + '_ {
     let mut i = 0;
+    // Without escapes to step over, bytes may be passed over unread.
+    let escapes = json && memchr::memchr(b'\\', b).is_some();
     std::iter::from_fn(move || {
         while i < b.len() {
             if json && b[i] == b'\\' {
                 i += if b.get(i + 1) == Some(&b'u') { 6 } else { 2 };
                 continue;
+            }
+            // A run is base64 bytes and `=` for its first MIN_RUN bytes
+            // (line breaks come after a first line that long): one
+            // beginning at `i` or in the next MIN_RUN - 1 bytes holds the
+            // byte at `i + MIN_RUN - 1`. When that byte cannot be in a run,
+            // none begins before it.
+            if !escapes {
+                if let Some(&c) = b.get(i + MIN_RUN - 1) {
+                    if !base64_byte(c) && c != b'=' {
+                        i += MIN_RUN;
+                        continue;
+                    }
+                }
             }
             if !base64_byte(b[i]) {
                 i += 1;
