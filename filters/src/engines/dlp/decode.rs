@@ -60,6 +60,32 @@ const fn decode_table(url: bool) -> [u8; 256] {
 static STANDARD: [u8; 256] = decode_table(false);
 static URL_SAFE: [u8; 256] = decode_table(true);
 
+/// Set in a shifted table's entry for a byte outside the alphabet.
+const BAD_BIT: u32 = 1 << 31;
+
+/// The decode table's values shifted to their place in a group of four
+/// characters (18, 12, 6 and 0 bits), [`BAD_BIT`] for a byte outside.
+const fn shifted_tables(table: &[u8; 256]) -> [[u32; 256]; 4] {
+    let mut t = [[0u32; 256]; 4];
+    let mut pos = 0;
+    while pos < 4 {
+        let mut b = 0;
+        while b < 256 {
+            t[pos][b] = if table[b] == INVALID {
+                BAD_BIT
+            } else {
+                (table[b] as u32) << (18 - 6 * pos)
+            };
+            b += 1;
+        }
+        pos += 1;
+    }
+    t
+}
+
+static STANDARD_SHIFTED: [[u32; 256]; 4] = shifted_tables(&STANDARD);
+static URL_SAFE_SHIFTED: [[u32; 256]; 4] = shifted_tables(&URL_SAFE);
+
 /// Decodes unpadded base64 `input` into `out` (cleared first), as the
 /// base64 crate's decoder with padding indifferent and trailing bits
 /// allowed decodes it: `false` (and `out` unspecified) for a character
@@ -74,21 +100,23 @@ pub(super) fn base64_into(alphabet: Alphabet, input: &[u8], out: &mut Vec<u8>) -
         Alphabet::Standard => &STANDARD,
         Alphabet::UrlSafe => &URL_SAFE,
     };
+    let shifted = match alphabet {
+        Alphabet::Standard => &STANDARD_SHIFTED,
+        Alphabet::UrlSafe => &URL_SAFE_SHIFTED,
+    };
     let groups = input.chunks_exact(4);
     let whole = groups.len();
     out.resize(whole * 3, 0);
     for (g, o) in groups.zip(out.chunks_exact_mut(3)) {
-        let (a, b, c, d) = (
-            table[g[0] as usize],
-            table[g[1] as usize],
-            table[g[2] as usize],
-            table[g[3] as usize],
-        );
-        // A valid character is below 64; INVALID has the top bits set.
-        if (a | b | c | d) & 0xc0 != 0 {
+        // Each character's six bits already in place; a character outside
+        // the alphabet sets the top bit.
+        let n = shifted[0][g[0] as usize]
+            | shifted[1][g[1] as usize]
+            | shifted[2][g[2] as usize]
+            | shifted[3][g[3] as usize];
+        if n & BAD_BIT != 0 {
             return false;
         }
-        let n = (u32::from(a) << 18) | (u32::from(b) << 12) | (u32::from(c) << 6) | u32::from(d);
         o.copy_from_slice(&n.to_be_bytes()[1..]);
     }
     let groups = input.chunks_exact(4);
