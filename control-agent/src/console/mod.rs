@@ -76,6 +76,7 @@ pub mod shared;
 #[cfg(test)]
 mod shared_tests;
 pub mod state;
+pub mod user;
 mod views;
 
 pub use session::{Role, Sessions, User};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::pg::Db;
 
-use super::session::{Session, User, IDLE, MAX_AGE, MAX_PER_USER, MAX_SESSIONS};
+use super::user::{Session, User, IDLE, MAX_AGE, MAX_PER_USER, MAX_SESSIONS};
 
 /// The sessions table on a connection of its own.
 pub struct SharedSessions {
