@@ -233,6 +233,28 @@ fn char_width(bytes: &[u8], i: usize) -> usize {
     }
 }
 
+/// The first byte of `b` that is not ASCII or is a control character
+/// other than tab and line breaks (or DEL): eight bytes at a time over
+/// printable ASCII.
+#[inline]
+pub(super) fn first_unusual(b: &[u8]) -> Option<usize> {
+    let unusual =
+        |c: u8| c >= 0x80 || (c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r')) || c == 0x7f;
+    let mut i = 0;
+    while i < b.len() {
+        if eight_printable(b, i) {
+            i += 8;
+            continue;
+        }
+        let end = (i + 8).min(b.len());
+        if let Some(p) = b[i..end].iter().position(|&c| unusual(c)) {
+            return Some(i + p);
+        }
+        i = end;
+    }
+    None
+}
+
 /// Whether the eight bytes at `bytes[i..]` are all printable ASCII.
 #[inline]
 fn eight_printable(bytes: &[u8], i: usize) -> bool {
@@ -527,6 +549,19 @@ mod tests {
             let mut out = Vec::new();
             let ours = hex_into(&input, &mut out).then_some(out);
             prop_assert_eq!(ours, hex::decode(&input).ok());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn first_unusual_is_the_first_byte_past_printable_text(
+            bytes in proptest::collection::vec(
+                prop_oneof![8 => 0x20u8..0x7f, 1 => any::<u8>(), 1 => Just(b'\t')], 0..100)
+        ) {
+            let plain = bytes.iter().position(|&c| {
+                c >= 0x80 || (c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r')) || c == 0x7f
+            });
+            prop_assert_eq!(first_unusual(&bytes), plain);
         }
     }
 

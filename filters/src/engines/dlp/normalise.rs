@@ -216,7 +216,7 @@ fn digit_value(c: char) -> u8 {
 
 /// The normalised view of `s`, if it differs from `s`.
 pub(crate) fn view(s: &str) -> Option<View> {
-    let first = s.bytes().position(|b| b >= 0x80 || unseen_ascii(b))?;
+    let first = super::decode::first_unusual(s.as_bytes())?;
     let (changed, _) = s[first..]
         .char_indices()
         .find(|&(_, c)| fold(c) != Fold::Keep)?;
