@@ -224,7 +224,10 @@ impl From<InputError> for ApiError {
 
 impl From<ReportError> for ApiError {
     fn from(e: ReportError) -> ApiError {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        match e {
+            ReportError::Unavailable(u) => u.into(),
+            e => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        }
     }
 }
 

@@ -26,12 +26,21 @@ pub enum ReportError {
     /// A new gateway while the fleet table is full.
     #[error("the fleet table holds {MAX_FLEET} gateways")]
     FleetFull,
+    /// The shared database could not keep it: the gateway should take
+    /// its report to another agent, where it counts (the canary judge
+    /// and every agent's fleet view read the database, not this agent's
+    /// memory).
+    #[error(transparent)]
+    Unavailable(#[from] super::Unavailable),
 }
 
 impl ReportError {
     /// The HTTP status the API answers with.
     pub fn status(&self) -> u16 {
-        422
+        match self {
+            ReportError::Unavailable(_) => 503,
+            _ => 422,
+        }
     }
 }
 

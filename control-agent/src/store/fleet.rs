@@ -411,7 +411,12 @@ impl Store {
                 return Ok(());
             }
             Ok(None) => {}
-            Err(e) => shared::unshared("a report", &e),
+            Err(e) => {
+                // Refused, not kept here alone: the gateway takes it to
+                // its next agent.
+                tracing::warn!(error = %e, gateway = %r.id, "a report not kept: the shared fleet is unreachable (503)");
+                return Err(super::Unavailable::of(e).into());
+            }
         }
         let mut inner = self.lock();
         if !inner.fleet.contains_key(&r.id) && inner.fleet.len() >= MAX_FLEET {

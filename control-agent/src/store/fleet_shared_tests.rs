@@ -373,3 +373,43 @@ fn reports_move_no_generation_and_the_tables_stay_bounded() {
     let m = p.b.fleet_view().members.remove(0);
     assert_eq!((m.calls, m.restarts), (41, 0));
 }
+
+/// A report the database cannot keep is refused with 503 (the gateway
+/// takes it to its next agent), not kept in this agent's memory alone,
+/// where neither the canary judge on another agent nor the other agents'
+/// views would see it; once the database is back, reports are kept again.
+#[test]
+fn a_report_the_database_cannot_keep_is_refused_for_another_agent() {
+    let mut pg = PgServer::start();
+    let p = pair(&pg, "down", Duration::from_secs(15));
+    let rev = published(&p);
+    report(&p.a, "gw0", Some("i0"), &rev, stats(1));
+    pg.stop();
+    let r = Report {
+        id: "gw1".into(),
+        instance: Some("i1".into()),
+        revision: rev.clone(),
+        healthy: true,
+        last_error: None,
+        labels: Labels::new(),
+        stats: stats(2),
+        upstreams: vec![],
+    };
+    let e = p.a.accept_report(r.clone()).unwrap_err();
+    assert!(
+        matches!(e, crate::store::ReportError::Unavailable(_)),
+        "{e:?}"
+    );
+    assert_eq!(e.status(), 503);
+    assert!(
+        p.a.fleet_view().members.iter().all(|m| m.id != "gw1"),
+        "not kept in this agent's memory"
+    );
+    pg.run();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.a.accept_report(r.clone()).is_err() {
+        assert!(Instant::now() < deadline, "reports kept again after the restart");
+        sleep(Duration::from_millis(200));
+    }
+    assert_eq!(member(&p.b.fleet_view(), "gw1").calls, 2);
+}

@@ -473,7 +473,7 @@ impl Store {
 
 /// The store could not take its turn to change what is kept (its
 /// database unreachable, or what it keeps unreadable): nothing changed.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the store is unavailable: {0}")]
 pub struct Unavailable(pub String);
 
