@@ -284,21 +284,16 @@ fn eight_printable(bytes: &[u8], i: usize) -> bool {
 /// stretch of text that long, and no character of text crosses it.
 pub(super) fn readable(bytes: &[u8]) -> Vec<String> {
     let n = bytes.len();
+    let text = std::str::from_utf8(bytes)
+        .ok()
+        .filter(|t| !t.bytes().any(|b| NEVER_TEXT[b as usize]));
+    if let Some(t) = text {
+        // Text as a whole, however short: the run is what it encodes.
+        return vec![t.to_owned()];
+    }
     let mut out = Vec::new();
-    if n < MIN_SEGMENT
-        || std::str::from_utf8(bytes).is_ok_and(|t| !t.bytes().any(|b| NEVER_TEXT[b as usize]))
-    {
-        if n < MIN_SEGMENT {
-            // Short: text as a whole, or nothing.
-            return std::str::from_utf8(bytes)
-                .ok()
-                .filter(|t| !t.bytes().any(|b| NEVER_TEXT[b as usize]))
-                .map(|t| vec![t.to_owned()])
-                .unwrap_or_default();
-        }
-        return vec![std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .unwrap_or_default()];
+    if n < MIN_SEGMENT {
+        return out;
     }
     // Not text as a whole: the stretches inside the runs of bytes that may
     // be text.
