@@ -46,7 +46,8 @@ rm -f "$data"/*
 
 # 2. Training: the benchmark's calls through the full pipeline. The
 #    profile is written when the gateway exits (ab.sh stops it with SIGINT).
-#    More than one prose: code the training never runs is built as cold,
+#    More than one prose, and the corpus's other classes of content: code
+#    the training never runs is built as cold,
 #    so a text that wakes other readers (a number spelled out, a ticket
 #    id, a version, a time) would find them slower than the plain build has
 #    them.
@@ -61,6 +62,15 @@ AB_FILLER="deploy the billing service to eu-west-1 with three replicas and a can
   bash benches/ab.sh "$SECS" 1 "$gen"
 AB_FILLER="ticket OPS-4821: roll back at 14:05 UTC on 3 pods (v2.7.1), owner @sre-oncall; " \
   bash benches/ab.sh "$SECS" 1 "$gen"
+# Content that is not prose (base64, hashes, tokens, letter runs, logs):
+# without it the decoders and the readers of decoded bytes are built
+# cold, and calls carrying such content, which MCP traffic is full of,
+# run slower than a build without the profile.
+cargo build --release -q -p warden-benches --bin warden-corpus
+for class in base64_random hex_hashes tokens letter_run logs minified_json; do
+  AB_FILLER="$(target/release/warden-corpus text "$class" 300 | tr -d '\n"\\')" \
+    bash benches/ab.sh "$SECS" 1 "$gen"
+done
 AB_SSE=1 bash benches/ab.sh "$SECS" 1 "$gen"
 AB_TEXT_BYTES=16284 bash benches/ab.sh "$SECS" 1 "$gen"
 AB_SSE=1 AB_TEXT_BYTES=16284 bash benches/ab.sh "$SECS" 1 "$gen"
