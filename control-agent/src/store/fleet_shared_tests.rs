@@ -408,7 +408,10 @@ fn a_report_the_database_cannot_keep_is_refused_for_another_agent() {
     pg.run();
     let deadline = Instant::now() + Duration::from_secs(30);
     while p.a.accept_report(r.clone()).is_err() {
-        assert!(Instant::now() < deadline, "reports kept again after the restart");
+        assert!(
+            Instant::now() < deadline,
+            "reports kept again after the restart"
+        );
         sleep(Duration::from_millis(200));
     }
     assert_eq!(member(&p.b.fleet_view(), "gw1").calls, 2);
