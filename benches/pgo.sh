@@ -64,8 +64,9 @@ AB_FILLER="ticket OPS-4821: roll back at 14:05 UTC on 3 pods (v2.7.1), owner @sr
   bash benches/ab.sh "$SECS" 1 "$gen"
 # Content that is not prose (base64, hashes, tokens, letter runs, logs):
 # without it the decoders and the readers of decoded bytes are built
-# cold, and calls carrying such content, which MCP traffic is full of,
-# run slower than a build without the profile.
+# cold, and the profile buys calls carrying such content nothing (s61,
+# ab.sh, a profile trained on prose alone: base64 93.6 µs per call with
+# it, 92.4 without).
 cargo build --release -q -p warden-benches --bin warden-corpus
 for class in base64_random hex_hashes tokens letter_run logs minified_json; do
   AB_FILLER="$(target/release/warden-corpus text "$class" 300 | tr -d '\n"\\')" \
