@@ -187,6 +187,20 @@ fn valid_id(id: &str) -> bool {
 }
 
 impl Store {
+    /// Whether the sightings table has room for gateway `id`: it holds
+    /// it already, or fewer than [`MAX_FLEET`] ids once those silent for
+    /// ten stale periods are forgotten.
+    pub(super) fn room_for_sightings(&self, inner: &mut Inner, id: &str) -> bool {
+        if inner.sightings.contains_key(id) || inner.sightings.len() < MAX_FLEET {
+            return true;
+        }
+        let forget = self.stale_after * 10;
+        inner
+            .sightings
+            .retain(|_, s| s.seen.iter().any(|x| x.2.elapsed() <= forget));
+        inner.sightings.len() < MAX_FLEET
+    }
+
     /// Notes that `instance` spoke for gateway `id` (a report, a bundle
     /// fetch). Two instances are in conflict when they interleave: one is
     /// heard of again after another was heard of since its own first
@@ -196,14 +210,8 @@ impl Store {
     fn sighted(&self, inner: &mut Inner, id: &str, instance: &str) {
         let now = Instant::now();
         let live = self.stale_after;
-        if !inner.sightings.contains_key(id) && inner.sightings.len() >= MAX_FLEET {
-            let forget = live * 10;
-            inner
-                .sightings
-                .retain(|_, s| s.seen.iter().any(|x| x.2.elapsed() <= forget));
-            if inner.sightings.len() >= MAX_FLEET {
-                return;
-            }
+        if !self.room_for_sightings(inner, id) {
+            return;
         }
         let s = inner.sightings.entry(id.to_owned()).or_default();
         let was = s.conflicting(live);

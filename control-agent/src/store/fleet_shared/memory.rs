@@ -57,14 +57,8 @@ impl Store {
         rows: Vec<SightingRow>,
     ) {
         let now = Instant::now();
-        if !inner.sightings.contains_key(id) && inner.sightings.len() >= MAX_FLEET {
-            let forget = self.stale_after * 10;
-            inner
-                .sightings
-                .retain(|_, s| s.seen.iter().any(|x| x.2.elapsed() <= forget));
-            if inner.sightings.len() >= MAX_FLEET {
-                return;
-            }
+        if !self.room_for_sightings(inner, id) {
+            return;
         }
         let s = inner.sightings.entry(id.to_owned()).or_default();
         for row in rows {
