@@ -290,10 +290,16 @@ async fn hostile_reporters_cannot_get_a_denying_canary_promoted() {
         }
         assert_eq!(r["state"], want, "blocking {blocked:?}: {r}");
         if want == "rolled_back" {
+            // A call already under way when the canary took its bundle may
+            // be counted with the old one's answer: nearly all, not all.
             assert!(
                 r["reason"]
                     .as_str()
-                    .is_some_and(|s| s.contains("denial rate 100.0%")),
+                    .is_some_and(|s| s.starts_with("denial rate ")),
+                "{r}"
+            );
+            assert!(
+                r["canary"]["denial_rate"].as_f64().is_some_and(|d| d > 0.9),
                 "{r}"
             );
         }
