@@ -248,6 +248,13 @@ pub fn check_names<'a>(
                 name.escape_debug()
             ));
         }
+        if canon.starts_with(crate::oidc::roles::PREFIX) {
+            return Err(format!(
+                "{file}: `{}`: names beginning `{}` are those of people signed in through the identity provider; choose another",
+                name.escape_debug(),
+                crate::oidc::roles::PREFIX
+            ));
+        }
         if let Some((f, n)) = seen.insert(canon, (file, name)) {
             return Err(format!(
                 "{f}: `{}` and {file}: `{}` name one person: give each person one entry, in one file, with one token",

@@ -12,6 +12,7 @@ pub mod caller;
 pub mod cli;
 pub mod console;
 pub mod jobs;
+pub mod oidc;
 pub mod pg;
 pub mod registry;
 pub mod rollout;

@@ -331,7 +331,6 @@ impl Agent {
             .arg(source)
             .arg("--state")
             .arg(state)
-            .args(["--listen", "127.0.0.1:0"])
             .env("WARDEN_AGENT_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("WARDEN_AGENT_FLEET_TOKEN", FLEET_TOKEN)
             .stdout(Stdio::piped())
@@ -345,6 +344,11 @@ impl Agent {
         }
         if !extra.iter().any(|a| *a == "--watch-interval") {
             cmd.args(["--watch-interval", "100ms"]);
+        }
+        // A test that must know the address first (a provider's redirect
+        // URL names it) gives its own.
+        if !extra.iter().any(|a| *a == "--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
         }
         cmd.args(extra);
         let mut child = cmd.spawn().context("starting warden-agent")?;

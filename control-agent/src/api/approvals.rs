@@ -126,7 +126,7 @@ async fn decided(
         ));
     };
     let (api, name, id) = (agent.0.clone(), name.clone(), id.to_owned());
-    let v = tokio::task::spawn_blocking(move || api.decide(&name, &id, verdict, b.comment))
+    let v = tokio::task::spawn_blocking(move || api.decide(&name, None, &id, verdict, b.comment))
         .await
         .map_err(ApiError::internal)??;
     ok(&v)
@@ -135,17 +135,21 @@ async fn decided(
 impl Api {
     /// An approver's answer to a held call, recorded and counted (the API
     /// and the console both decide through here).
+    ///
+    /// `signed_in`: an approver the approvers file does not hold, whom
+    /// the identity provider made one (a console sign-in).
     pub fn decide(
         &self,
         approver: &str,
+        signed_in: Option<&crate::approvals::Approver>,
         id: &str,
         verdict: Verdict,
         comment: Option<String>,
     ) -> Result<ApprovalView, Refused> {
         let now = SystemTime::now();
-        let res = self
-            .approvals
-            .decision(id, approver, verdict.clone(), comment, now);
+        let res =
+            self.approvals
+                .decision_by(id, approver, signed_in, verdict.clone(), comment, now);
         let (action, verb) = match verdict {
             Verdict::Approve => ("approval.approve", "approve"),
             Verdict::Deny => ("approval.deny", "deny"),

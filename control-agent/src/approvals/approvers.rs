@@ -43,7 +43,7 @@ impl Approver {
     /// Every person this approver is: their name and the principals the
     /// file lists for them (a name with no canonical form is refused when
     /// the file is read).
-    pub(super) fn people(&self, name: &str) -> Vec<Person> {
+    pub fn people(&self, name: &str) -> Vec<Person> {
         std::iter::once(name)
             .chain(self.principals.iter().map(String::as_str))
             .filter_map(|n| Person::parse(n).ok())

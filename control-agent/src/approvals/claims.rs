@@ -13,9 +13,9 @@ use crate::build::Signer;
 
 use super::turn::undo;
 use super::{
-    new_id, Approval, ApprovalView, Approvals, Claim, ClaimAnswer, ClaimRefused, Decision, Grant,
-    Refused, State, Unavailable, Verdict, MAX_CLAIM_NAME, MAX_CLAIM_TENANTS, MAX_CLAIM_TEXT,
-    MAX_PENDING, MAX_PENDING_PER_PRINCIPAL, MAX_SHOWN_ARGS,
+    new_id, Approval, ApprovalView, Approvals, Approver, Claim, ClaimAnswer, ClaimRefused, Decider,
+    Decision, Grant, Refused, State, Unavailable, Verdict, MAX_CLAIM_NAME, MAX_CLAIM_TENANTS,
+    MAX_CLAIM_TEXT, MAX_PENDING, MAX_PENDING_PER_PRINCIPAL, MAX_SHOWN_ARGS,
 };
 
 /// Whether a gateway named an unauthenticated caller (`anonymous~` and 16
@@ -185,10 +185,15 @@ impl Approvals {
                 .iter()
                 .map(|d| {
                     d.verdict != Verdict::Approve
-                        || self
-                            .approvers
-                            .get(&d.approver)
-                            .is_some_and(|w| w.decides(a))
+                        || match (self.approvers.get(&d.approver), &d.decider) {
+                            (Some(w), _) => w.decides(a),
+                            (None, Some(x)) => Approver {
+                                tenants: x.tenants.clone(),
+                                ..Approver::default()
+                            }
+                            .decides(a),
+                            (None, None) => false,
+                        }
                 })
                 .collect();
             let mut k = keep.into_iter();
@@ -341,9 +346,40 @@ impl Approvals {
         comment: Option<String>,
         now: SystemTime,
     ) -> Result<ApprovalView, Refused> {
+        self.decision_by(id, approver, None, verdict, comment, now)
+    }
+
+    /// The people an earlier decision's approver was: those the approvers
+    /// file gives the name, else the name and the principals the decision
+    /// kept (an approver signed in through the provider).
+    fn people_of(&self, d: &Decision) -> Vec<Person> {
+        match (self.approvers.get(&d.approver), &d.decider) {
+            (Some(w), _) => w.people(&d.approver),
+            (None, Some(x)) => Approver {
+                principals: x.principals.clone(),
+                ..Approver::default()
+            }
+            .people(&d.approver),
+            (None, None) => Person::parse(&d.approver).into_iter().collect(),
+        }
+    }
+
+    /// As [`Approvals::decision`], by `signed_in` when given: an approver
+    /// the approvers file does not hold, whom the identity provider made
+    /// one (their principals and tenants), kept with the decision.
+    pub fn decision_by(
+        &self,
+        id: &str,
+        approver: &str,
+        signed_in: Option<&Approver>,
+        verdict: Verdict,
+        comment: Option<String>,
+        now: SystemTime,
+    ) -> Result<ApprovalView, Refused> {
         // A name the approvers file does not hold sees nothing: were it
         // taken as a default approver it would see every tenant.
-        let Some(who) = self.approvers.get(approver).cloned() else {
+        let file = self.approvers.get(approver).cloned();
+        let Some(who) = signed_in.cloned().or(file) else {
             return Err(Refused::NotFound);
         };
         // With a shared backend: decided on what every agent kept, and
@@ -366,17 +402,21 @@ impl Approvals {
             State::Approved if verdict == Verdict::Deny => {}
             s => return Err(Refused::Finished(s.as_str())),
         }
-        // Distinct approvers are distinct people (the file holds no two
-        // entries that are one person; compared canonically all the same).
-        let me = Person::parse(approver).ok();
+        // Distinct approvers are distinct people: by name, and by every
+        // person each is (the file's principals, a signed-in approver's),
+        // so one person with a token and a sign-in counts once.
+        let me = who.people(approver);
         if verdict == Verdict::Approve
-            && a.approvers().iter().any(|other| {
-                *other == approver
-                    || Person::parse(other)
-                        .ok()
-                        .zip(me.as_ref())
-                        .is_some_and(|(o, m)| o.same(m))
-            })
+            && a.decisions
+                .iter()
+                .filter(|d| d.verdict == Verdict::Approve)
+                .any(|d| {
+                    d.approver == approver
+                        || self
+                            .people_of(d)
+                            .iter()
+                            .any(|o| me.iter().any(|m| m.same(o)))
+                })
         {
             return Err(Refused::Already(approver.to_owned()));
         }
@@ -386,6 +426,10 @@ impl Approvals {
             verdict,
             at: now,
             comment: comment.map(|c| c.chars().take(500).collect()),
+            decider: signed_in.map(|w| Decider {
+                principals: w.principals.clone(),
+                tenants: w.tenants.clone(),
+            }),
         });
         if a.approved_at.is_none() && a.approvers().len() >= usize::from(a.required) {
             a.approved_at = Some(now);

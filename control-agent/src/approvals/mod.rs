@@ -58,7 +58,9 @@ pub use approvers::Approver;
 pub(crate) use approvers::{check_one_person, parse_approvers};
 pub use error::{ClaimRefused, Refused, Unavailable};
 pub use file::{ApprovalBackend, Changes, JsonFile};
-pub use types::{Approval, ApprovalView, Claim, ClaimAnswer, Decision, Grant, State, Verdict};
+pub use types::{
+    Approval, ApprovalView, Claim, ClaimAnswer, Decider, Decision, Grant, State, Verdict,
+};
 
 /// Open approvals one principal may have waiting at once.
 const MAX_PENDING_PER_PRINCIPAL: usize = 50;

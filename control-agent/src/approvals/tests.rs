@@ -607,3 +607,88 @@ fn a_claims_fields_are_bounded() {
 fn read_approvers_file(f: &std::path::Path) -> anyhow::Result<BTreeMap<String, Approver>> {
     crate::caller::people::read(f, crate::caller::people::FileKind::Approvers).map(|p| p.approvers)
 }
+
+/// An approver the identity provider made (not in the approvers file)
+/// decides as the principals and tenants it was given: never the call of
+/// a principal it also is, never twice as one person with a token and a
+/// sign-in, never a tenant it does not see; its decision keeps who it was,
+/// so a widened approval drops it as it drops a file approver's.
+#[test]
+fn an_approver_signed_in_through_the_provider_is_who_the_provider_made_them() {
+    let (_d, ap) = open();
+    let t0 = SystemTime::now();
+    let oidc = |principals: &[&str], tenants: &[&str]| Approver {
+        principals: principals.iter().map(|p| (*p).to_owned()).collect(),
+        tenants: tenants.iter().map(|t| (*t).to_owned()).collect(),
+        ..Approver::default()
+    };
+    let id = id_of(&ap.claim(claim("agent-7", 2), None, t0).expect("claim"));
+    // The principal they are, in another spelling.
+    assert_eq!(
+        ap.decision_by(
+            &id,
+            "oidc:u-7",
+            Some(&oidc(&["AGENT-7"], &[])),
+            Verdict::Approve,
+            None,
+            t0
+        )
+        .err(),
+        Some(Refused::SelfApproval)
+    );
+    // Another tenant's approver sees nothing of acme.
+    assert_eq!(
+        ap.decision_by(
+            &id,
+            "oidc:u-8",
+            Some(&oidc(&["u-8"], &["globex"])),
+            Verdict::Approve,
+            None,
+            t0
+        )
+        .err(),
+        Some(Refused::NotFound)
+    );
+    // `alice` with her token, then `alice` signed in: one person.
+    ap.decision(&id, "alice", Verdict::Approve, None, t0)
+        .expect("alice");
+    assert_eq!(
+        ap.decision_by(
+            &id,
+            "oidc:a-1",
+            Some(&oidc(&["Alice"], &[])),
+            Verdict::Approve,
+            None,
+            t0
+        )
+        .err(),
+        Some(Refused::Already("oidc:a-1".into()))
+    );
+    // A second person signed in completes it; the decision keeps who.
+    let v = ap
+        .decision_by(
+            &id,
+            "oidc:u-9",
+            Some(&oidc(&["u-9"], &["acme"])),
+            Verdict::Approve,
+            None,
+            t0,
+        )
+        .expect("u-9");
+    assert_eq!(v.state.as_str(), "approved");
+    let kept = ap.lock().all[&id].decisions[1].decider.clone();
+    assert_eq!(
+        kept,
+        Some(Decider {
+            principals: vec!["u-9".into()],
+            tenants: vec!["acme".into()]
+        })
+    );
+    // Without the provider's word, a name the file does not hold is nobody.
+    let other = id_of(&ap.claim(claim("agent-8", 1), None, t0).expect("claim"));
+    assert_eq!(
+        ap.decision(&other, "oidc:u-9", Verdict::Approve, None, t0)
+            .err(),
+        Some(Refused::NotFound)
+    );
+}

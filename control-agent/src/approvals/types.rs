@@ -55,6 +55,18 @@ pub struct Decision {
     pub at: SystemTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// An approver the approvers file does not hold (signed in through
+    /// the identity provider): the principals they also were and the
+    /// tenants they saw when they decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decider: Option<Decider>,
+}
+
+/// Who an approver outside the approvers file was when they decided.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Decider {
+    pub principals: Vec<String>,
+    pub tenants: Vec<String>,
 }
 
 /// One approval, from the first claim to its use or end.

@@ -644,6 +644,7 @@ fn a_scope_matches_tenants_as_sessions_and_approvers_do() {
             role: Role::Viewer,
             tenants: scope.clone(),
             actor: None,
+            oidc: None,
         };
         let approver = Approver {
             tenants: scope.clone(),

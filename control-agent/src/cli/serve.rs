@@ -113,6 +113,11 @@ pub struct ServeArgs {
     /// naming a gateway.
     #[arg(long, requires = "tls_client_ca")]
     require_gateway_certs: bool,
+    /// People sign in to the console through this OpenID Connect
+    /// provider: a provider file (issuer, client, redirect URL, role
+    /// rules over claims; see docs/identity.md).
+    #[arg(long)]
+    oidc: Option<PathBuf>,
 }
 
 /// A size: a number of bytes, or with `KiB`, `MiB`, `GiB` (or `KB`,
@@ -213,6 +218,10 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
         None => (Arc::new(crate::pg::Lease::alone("jobs")), None),
     };
     let mut console = crate::console::state::Console::new(viewers, a.console_hosts.clone());
+    if let Some(path) = &a.oidc {
+        let cfg = crate::oidc::config::read(path)?;
+        console.oidc = Some(Arc::new(crate::oidc::Oidc::new(cfg)?));
+    }
     if let Some(url) = &a.database {
         console
             .sessions

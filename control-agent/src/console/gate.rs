@@ -81,12 +81,42 @@ pub(crate) async fn session(State(api): Agent, mut req: Request, next: Next) -> 
         }
         .into_response();
     };
+    if api.recheck_due(&session) {
+        // Roles are read again from the provider before anything else;
+        // a POST is not carried out (its page is shown again after).
+        if req.method() != Method::GET {
+            return super::sign_in::again("refresh", &referer_path(req.headers())).into_response();
+        }
+        let next = req
+            .uri()
+            .path_and_query()
+            .map_or("/console".into(), |p| p.as_str().to_owned());
+        let mut to = url::form_urlencoded::Serializer::new(String::new());
+        to.append_pair("mode", "refresh").append_pair("next", &next);
+        return redirect(&format!("/console/oidc/start?{}", to.finish())).into_response();
+    }
     if req.method() == Method::GET {
         let flash = api.console.sessions.take_flash(&sid);
         req.extensions_mut().insert(Flash(flash));
     }
     req.extensions_mut().insert(LoggedIn { session, sid });
     next.run(req).await
+}
+
+/// The console path of a request's `Referer` (the page a form was on),
+/// else `/console`.
+fn referer_path(h: &http::HeaderMap) -> String {
+    h.get("referer")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| url::Url::parse(r).ok())
+        .map(|u| match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_owned(),
+        })
+        .map_or_else(
+            || "/console".into(),
+            |p| crate::oidc::pending::safe_next(&p),
+        )
 }
 
 /// A POST's form ([`Form`]), once it is known to come from the console:
@@ -364,11 +394,30 @@ pub(crate) async fn login(State(api): Agent, req: Request) -> Resp {
     api.login(req, peer).await
 }
 
-/// `POST /console/logout`: the session ends, its cookie is cleared.
+/// `GET /console/oidc/start`, before any session: to the provider.
+pub(crate) async fn oidc_start(State(api): Agent, Query(q): Query) -> Resp {
+    api.oidc_start(&q).await
+}
+
+/// `GET /console/oidc/callback`, before any session: the provider's answer.
+pub(crate) async fn oidc_callback(State(api): Agent, req: Request) -> Resp {
+    let peer = crate::server::extract::peer_of(req.extensions());
+    let q = super::query_of(req.uri());
+    let old = cookie_of(&req);
+    api.oidc_callback(&q, req.headers(), old, peer).await
+}
+
+/// `POST /console/logout`: the session ends, its cookie is cleared; a
+/// person signed in through the provider goes on to its end of session.
 pub(crate) async fn logout(State(api): Agent, who: LoggedIn) -> Resp {
     api.console.sessions.close(&who.sid);
     api.console_record(&who.session.user.name, "logout", true, "");
-    let mut r = redirect("/console/login");
+    let to = api.logout_target(&who.session).await;
+    let mut r = if to.starts_with('/') {
+        redirect(&to)
+    } else {
+        super::sign_in::onward_to(&to, "Signing out at the identity provider")
+    };
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
         session::COOKIE

@@ -75,6 +75,7 @@ pub mod session;
 pub mod shared;
 #[cfg(test)]
 mod shared_tests;
+mod sign_in;
 pub mod state;
 pub mod user;
 mod views;
@@ -230,6 +231,7 @@ impl Api {
                     role,
                     tenants,
                     actor: Some(actor),
+                    oidc: None,
                 }
             }
             Caller::Approver { name, tenants } => User {
@@ -237,12 +239,14 @@ impl Api {
                 role: Role::Approver,
                 tenants,
                 actor: None,
+                oidc: None,
             },
             Caller::Viewer { name, tenants } => User {
                 name,
                 role: Role::Viewer,
                 tenants,
                 actor: None,
+                oidc: None,
             },
         })
     }
@@ -288,6 +292,23 @@ impl Api {
             return plain(
                 StatusCode::FORBIDDEN,
                 "refused: the request came from another site",
+            );
+        }
+        if self
+            .console
+            .oidc
+            .as_ref()
+            .is_some_and(|o| !o.config().token_login)
+        {
+            self.console_record(
+                "-",
+                "login",
+                false,
+                &format!("{peer}: token login is closed"),
+            );
+            return self.login_page(
+                Some("Token login is closed on this console: sign in with the identity provider."),
+                StatusCode::FORBIDDEN,
             );
         }
         // The attempt is counted before the form is read and given back
@@ -339,11 +360,7 @@ impl Api {
             &format!("{peer} as {}", user.role_label()),
         );
         let mut r = redirect("/console/fleet");
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "{}={id}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
-            session::COOKIE,
-            session::MAX_AGE.as_secs()
-        )) {
+        if let Ok(v) = HeaderValue::from_str(&sign_in::session_cookie(Some(&id))) {
             r.headers_mut().insert("set-cookie", v);
         }
         r

@@ -157,18 +157,52 @@ pub(crate) async fn decide(
         _ => return plain(StatusCode::BAD_REQUEST, "verdict: approve or deny"),
     };
     let comment = Some(form.field("comment")).filter(|c| !c.is_empty());
+    // A CRITICAL call may ask for a recent sign-in (`critical` of the
+    // provider file): a stolen session cannot approve what matters most.
+    let critical = api
+        .approvals
+        .get_view(&id, None, SystemTime::now())
+        .is_some_and(|v| v.approval.risk.eq_ignore_ascii_case("critical"));
+    if critical && verdict == Verdict::Approve && !api.fresh_enough(&who.session) {
+        api.console_record(
+            &user.name,
+            "approval.approved",
+            false,
+            &format!("{id}: a CRITICAL approval needs a recent sign-in"),
+        );
+        let back = format!("/console/approvals/{id}");
+        if user.oidc.is_some() {
+            return super::sign_in::again("fresh", &back);
+        }
+        api.console.sessions.flash(
+            &who.sid,
+            format!(
+                "{id} not approved: a CRITICAL approval needs a recent login: log out and in again"
+            ),
+        );
+        return redirect(&back);
+    }
+    // An approver signed in through the provider: who the provider made
+    // them (the approvers file does not hold them).
+    let signed_in = user.oidc.as_ref().map(|o| crate::approvals::Approver {
+        token: [0; 32],
+        principals: o.principals.clone(),
+        tenants: user.tenants.clone(),
+    });
     // Off the runtime's workers: on a database, a decision waits for the
     // approvals' fleet-wide turn.
     let res = {
         let (api, name, id, verdict) =
             (api.clone(), user.name.clone(), id.clone(), verdict.clone());
-        tokio::task::spawn_blocking(move || api.decide(&name, &id, verdict, comment))
-            .await
-            .unwrap_or_else(|e| {
-                Err(crate::approvals::Refused::Unavailable(
-                    crate::approvals::Unavailable(e.to_string()),
-                ))
-            })
+        tokio::task::spawn_blocking(move || {
+            api.decide(&name, signed_in.as_ref(), &id, verdict, comment)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::approvals::Refused::Unavailable(
+                crate::approvals::Unavailable(e.to_string()),
+            ))
+        })
     };
     let what = match verdict {
         Verdict::Approve => "approved",
@@ -215,6 +249,7 @@ pub(crate) async fn live(
 
 impl Api {
     pub(super) fn login_page(&self, error: Option<&str>, status: StatusCode) -> Resp {
+        let oidc = self.console.oidc.as_ref().map(|o| o.config());
         let page = LoginPage {
             frame: Frame {
                 title: "Log in".into(),
@@ -224,6 +259,13 @@ impl Api {
                 flash: None,
             },
             error: error.map(str::to_owned),
+            provider: oidc.map(|c| {
+                url::Url::parse(&c.issuer)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_else(|| c.issuer.clone())
+            }),
+            tokens: oidc.is_none_or(|c| c.token_login),
         };
         let mut r = render(&page);
         *r.status_mut() = status;

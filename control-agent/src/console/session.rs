@@ -353,6 +353,7 @@ mod tests {
             role: Role::Viewer,
             tenants: vec![],
             actor: None,
+            oidc: None,
         }
     }
 
@@ -415,6 +416,7 @@ mod tests {
                 name: "fiona".into(),
                 kind: crate::admins::Kind::TenantAdmin("finance".into()),
             }),
+            oidc: None,
         };
         let admins = opened(&s, fiona);
         for _ in 0..MAX_PER_USER {

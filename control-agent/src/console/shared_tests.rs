@@ -21,6 +21,7 @@ fn ann() -> User {
         role: Role::Approver,
         tenants: vec!["finance".into()],
         actor: None,
+        oidc: None,
     }
 }
 

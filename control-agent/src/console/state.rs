@@ -21,6 +21,9 @@ pub struct Console {
     /// One chain verification at a time (each reads up to
     /// [`pages::VERIFY_CAP`] records).
     pub(crate) verifying: tokio::sync::Semaphore,
+    /// The organisation's identity provider (`--oidc`), when people sign
+    /// in through it.
+    pub oidc: Option<std::sync::Arc<crate::oidc::Oidc>>,
 }
 
 impl Default for Console {
@@ -31,6 +34,7 @@ impl Default for Console {
             hosts: Vec::new(),
             redactor: std::sync::OnceLock::new(),
             verifying: tokio::sync::Semaphore::new(1),
+            oidc: None,
         }
     }
 }

@@ -52,6 +52,29 @@ pub struct User {
     /// and viewers. A tenant admin's `role` is [`Role::Viewer`] and their
     /// `tenants` theirs alone: the org's actions stay out of reach.
     pub actor: Option<crate::admins::Actor>,
+    /// How they signed in through the identity provider (`None`: with a
+    /// token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<SignedIn>,
+}
+
+/// A sign-in through the identity provider ([`crate::oidc`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SignedIn {
+    /// The provider's subject (the user's name is `oidc:<sub>`).
+    pub sub: String,
+    /// What the console shows for them (a user name, an e-mail).
+    pub shown: String,
+    /// The principals they also are (`principal_claims`): they never
+    /// approve those principals' calls.
+    pub principals: Vec<String>,
+    /// When the provider last authenticated them (seconds since the epoch).
+    pub auth_time: u64,
+    /// The provider's authentication context class, when it named one.
+    pub acr: Option<String>,
+    /// When their roles are read again from the provider (seconds since
+    /// the epoch).
+    pub recheck_at: u64,
 }
 
 impl User {

@@ -41,7 +41,10 @@ impl Frame {
             title: title.into(),
             active,
             user: Some(UserView {
-                name: s.user.name.clone(),
+                name: match &s.user.oidc {
+                    Some(o) if o.shown != o.sub => format!("{} ({})", o.shown, s.user.name),
+                    _ => s.user.name.clone(),
+                },
                 role: s.user.role_label(),
                 scope: if s.user.tenants.is_empty() {
                     "all tenants".into()
@@ -61,6 +64,10 @@ impl Frame {
 pub(super) struct LoginPage {
     pub(super) frame: Frame,
     pub(super) error: Option<String>,
+    /// The identity provider's host, when people sign in through one.
+    pub(super) provider: Option<String>,
+    /// Whether the token form is open.
+    pub(super) tokens: bool,
 }
 
 // ---------------------------------------------------------------- fleet

@@ -365,6 +365,8 @@ fn console(api: &Arc<Api>) -> Router<Arc<Api>> {
         .open(GET, "/console/static/console.css", gate::style_sheet)
         .open(GET, "/console/login", gate::login_page)
         .open(POST, "/console/login", gate::login)
+        .open(GET, "/console/oidc/start", gate::oidc_start)
+        .open(GET, "/console/oidc/callback", gate::oidc_callback)
         .at(POST, "/console/logout", Anyone, gate::logout)
         // The fleet and its bundle: everyone reads (scoped to their
         // tenants); admins pull the kill switch and roll back.

@@ -1,0 +1,261 @@
+//! The console's side of signing in through the identity provider
+//! ([`crate::oidc`]): the button's start, the provider's callback, the
+//! recheck of a signed-in session's roles, and the fresh sign-in a
+//! CRITICAL approval may ask for.
+//!
+//! The callback answers with a small page that moves on to the console
+//! instead of a redirect: the provider's redirect is a cross-site
+//! navigation, and a browser does not send the `SameSite=Strict` session
+//! cookie along a chain that began on another site.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use http::{HeaderValue, StatusCode};
+
+use super::session::{self, Session};
+use super::{html, plain, redirect, Resp};
+use crate::oidc::pending::{self, Mode};
+use crate::oidc::{now_secs, Failed};
+use crate::server::Api;
+
+/// The cookie of a sign-in under way, when the request carries it once.
+pub(super) fn pending_cookie(h: &http::HeaderMap) -> Option<String> {
+    let mut found = h
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .filter(|(k, _)| *k == pending::COOKIE)
+        .map(|(_, v)| v.trim().to_owned());
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// A page that moves on to `to` by itself (`what` says where). After a
+/// form's POST this is how the browser reaches the provider: the console's
+/// `form-action 'self'` would stop a redirect there.
+pub(super) fn onward_to(to: &str, what: &str) -> Resp {
+    let (to, what) = (escape(to), escape(what));
+    html(
+        StatusCode::OK,
+        format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={to}\">\
+             <title>{what}</title><link rel=\"stylesheet\" href=\"/console/static/console.css\"></head>\
+             <body><main><p id=\"onward\">{what}: <a href=\"{to}\">continue</a>.</p></main></body></html>"
+        ),
+    )
+}
+
+/// A page that moves on to `to` (a console path) by itself.
+fn onward(to: &str) -> Resp {
+    onward_to(&pending::safe_next(to), "Signed in")
+}
+
+/// The page that sends the browser to sign in again (`mode`), back to
+/// `next` after.
+pub(super) fn again(mode: &str, next: &str) -> Resp {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("mode", mode).append_pair("next", next);
+    onward_to(
+        &format!("/console/oidc/start?{}", q.finish()),
+        "Signing in again at the identity provider",
+    )
+}
+
+fn with_cookie(mut r: Resp, cookie: &str) -> Resp {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        r.headers_mut().append("set-cookie", v);
+    }
+    r
+}
+
+/// The session cookie that keeps `id`, or (`None`) clears it.
+pub(super) fn session_cookie(id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!(
+            "{}={id}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+            session::COOKIE,
+            session::MAX_AGE.as_secs()
+        ),
+        None => format!(
+            "{}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
+            session::COOKIE
+        ),
+    }
+}
+
+impl Api {
+    /// `GET /console/oidc/start?mode=&next=`: the browser goes to the
+    /// provider, a sealed cookie remembering the sign-in.
+    pub(super) async fn oidc_start(&self, q: &BTreeMap<String, String>) -> Resp {
+        let Some(oidc) = &self.console.oidc else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "no identity provider is configured (serve --oidc)",
+            );
+        };
+        let mode = match q.get("mode").map(String::as_str) {
+            Some("refresh") => Mode::Refresh,
+            Some("fresh") => Mode::Fresh,
+            _ => Mode::Login,
+        };
+        let next = q.get("next").map_or("/console/fleet", String::as_str);
+        match oidc.start(mode, next).await {
+            Ok(s) => with_cookie(redirect(&s.location), &s.set_cookie),
+            Err(e) => {
+                self.console_record("-", "login", false, &format!("oidc: {e}"));
+                self.login_page(Some(&e.to_string()), StatusCode::BAD_GATEWAY)
+            }
+        }
+    }
+
+    /// `GET /console/oidc/callback?code=&state=`: the provider's answer.
+    /// A session the browser already holds (a refresh, a fresh sign-in)
+    /// ends, and a new one opens with the roles the provider gives now.
+    pub(super) async fn oidc_callback(
+        &self,
+        q: &BTreeMap<String, String>,
+        headers: &http::HeaderMap,
+        old: Option<String>,
+        peer: IpAddr,
+    ) -> Resp {
+        let Some(oidc) = &self.console.oidc else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "no identity provider is configured (serve --oidc)",
+            );
+        };
+        let clear = pending::set_cookie(None);
+        let res = oidc.finish(q, pending_cookie(headers).as_deref()).await;
+        let old_name = old
+            .as_deref()
+            .and_then(|c| self.console.sessions.get(c))
+            .map(|s| s.user.name);
+        let end_old = || {
+            if let Some(c) = &old {
+                self.console.sessions.close(c);
+            }
+        };
+        let done = match res {
+            Ok(done) => done,
+            Err(Failed::Ended) => {
+                end_old();
+                let who = old_name.as_deref().unwrap_or("-");
+                self.console_record(
+                    who,
+                    "logout",
+                    true,
+                    "the identity provider's session has ended",
+                );
+                let r = self.login_page(Some(&Failed::Ended.to_string()), StatusCode::UNAUTHORIZED);
+                return with_cookie(with_cookie(r, &clear), &session_cookie(None));
+            }
+            Err(e) => {
+                // A refresh that fails for another reason ends the session
+                // too: its roles could not be read again.
+                if q.get("state").is_some() && old_name.is_some() {
+                    end_old();
+                }
+                let status = match &e {
+                    Failed::Unreachable(_) => StatusCode::BAD_GATEWAY,
+                    Failed::NoRole(_) => StatusCode::FORBIDDEN,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                let who = match &e {
+                    Failed::NoRole(n) => n.as_str(),
+                    _ => "-",
+                };
+                self.console_record(who, "login", false, &format!("{peer}: oidc: {e}"));
+                return with_cookie(self.login_page(Some(&e.to_string()), status), &clear);
+            }
+        };
+        end_old();
+        let user = done.user;
+        let (id, _) = match self.console.sessions.open(user.clone()) {
+            Ok(x) => x,
+            Err(e) => {
+                self.console_record(&user.name, "login", false, &format!("{peer}: {e}"));
+                return with_cookie(
+                    self.login_page(Some(&e), StatusCode::SERVICE_UNAVAILABLE),
+                    &clear,
+                );
+            }
+        };
+        let how = match done.mode {
+            Mode::Login => "signed in",
+            Mode::Refresh => "roles read again",
+            Mode::Fresh => "signed in again for a CRITICAL approval",
+        };
+        self.console_record(
+            &user.name,
+            "login",
+            true,
+            &format!(
+                "{peer} as {} through the identity provider ({how})",
+                user.role_label()
+            ),
+        );
+        if done.mode == Mode::Fresh {
+            self.console.sessions.flash(
+                &id,
+                "Signed in again at the identity provider: decide the CRITICAL call now.".into(),
+            );
+        }
+        with_cookie(
+            with_cookie(onward(&done.next), &clear),
+            &session_cookie(Some(&id)),
+        )
+    }
+
+    /// Whether a signed-in session's roles are due to be read again.
+    pub(super) fn recheck_due(&self, s: &Session) -> bool {
+        self.console.oidc.is_some()
+            && s.user
+                .oidc
+                .as_ref()
+                .is_some_and(|o| now_secs() >= o.recheck_at)
+    }
+
+    /// Whether `s` may decide a CRITICAL call now: always without a
+    /// `critical` rule; else a sign-in through the provider within its
+    /// `max_age` (and of one of its `acr`), or a token login that recent.
+    pub(super) fn fresh_enough(&self, s: &Session) -> bool {
+        let Some(c) = self
+            .console
+            .oidc
+            .as_ref()
+            .and_then(|o| o.config().critical.as_ref())
+        else {
+            return true;
+        };
+        match &s.user.oidc {
+            Some(o) => {
+                now_secs().saturating_sub(o.auth_time) <= c.max_age.as_secs()
+                    && (c.acr.is_empty() || o.acr.as_ref().is_some_and(|a| c.acr.contains(a)))
+            }
+            None => s.created.elapsed() <= c.max_age,
+        }
+    }
+
+    /// Where the console's logout sends `s`'s browser: the provider's
+    /// end of session for a person signed in there, else the login page.
+    pub(super) async fn logout_target(&self, s: &Session) -> String {
+        match (&self.console.oidc, &s.user.oidc) {
+            (Some(o), Some(_)) => o
+                .logout_url()
+                .await
+                .unwrap_or_else(|| "/console/login".into()),
+            _ => "/console/login".into(),
+        }
+    }
+}
