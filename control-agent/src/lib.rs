@@ -12,6 +12,7 @@ pub mod caller;
 pub mod cli;
 pub mod console;
 pub mod jobs;
+pub mod notify;
 pub mod oidc;
 pub mod pg;
 pub mod registry;

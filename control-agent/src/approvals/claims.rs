@@ -325,6 +325,7 @@ impl Approvals {
                 used_at: None,
                 used_by: None,
                 denial_told: false,
+                notified: Vec::new(),
             },
         );
         Ok(ClaimAnswer::Pending {

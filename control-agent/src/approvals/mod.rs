@@ -215,6 +215,28 @@ impl Approvals {
         v.into_iter().map(|a| a.view_of(now)).collect()
     }
 
+    /// Keeps that webhook `hook` took the notification of approval `id`
+    /// (no approval of that id: nothing to keep).
+    pub fn mark_notified(&self, id: &str, hook: &str, now: SystemTime) -> Result<(), Unavailable> {
+        let mut turn = self.write()?;
+        let Some(a) = turn.inner.all.get_mut(id) else {
+            return Ok(());
+        };
+        if a.notified.iter().any(|h| h == hook) {
+            return Ok(());
+        }
+        let before = a.clone();
+        a.notified.push(hook.to_owned());
+        let kept = self.keep(&mut turn, &[id], now).map_err(Unavailable::of);
+        match kept.and_then(|()| turn.commit()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                turn::undo(&mut turn.inner.all, id, Some(before));
+                Err(e)
+            }
+        }
+    }
+
     /// Approvals waiting for approvers, and how long the oldest has waited.
     pub fn waiting(&self, now: SystemTime) -> (usize, Duration) {
         let guard = self.lock();

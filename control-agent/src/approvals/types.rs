@@ -109,6 +109,10 @@ pub struct Approval {
     /// A denial is told to the caller once; the next claim starts anew.
     #[serde(default)]
     pub denial_told: bool,
+    /// The webhooks (`--notify`) that took the notification of this held
+    /// call: none is sent twice, whichever agent of a fleet sends it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notified: Vec<String>,
 }
 
 /// Where an approval stands.

@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// rules over claims; see docs/identity.md).
     #[arg(long)]
     oidc: Option<PathBuf>,
+    /// Announce held calls to webhooks (generic signed JSON, Slack,
+    /// Teams): a notifications file (see docs/console.md).
+    #[arg(long)]
+    notify: Option<PathBuf>,
 }
 
 /// A size: a number of bytes, or with `KiB`, `MiB`, `GiB` (or `KB`,
@@ -227,6 +231,11 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
             .sessions
             .share(crate::console::shared::SharedSessions::connect(url)?);
     }
+    let notify = a
+        .notify
+        .as_deref()
+        .map(crate::notify::config::read)
+        .transpose()?;
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(crate::server::tls::Tls::open(
             crate::server::tls::TlsFiles {
@@ -259,6 +268,10 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
             console,
             admins,
         });
+        let _notifier = match notify {
+            Some(cfg) => Some(crate::notify::start(api.clone(), cfg, lease.clone())?),
+            None => None,
+        };
         crate::server::serve(listener, api, tls).await
     })?;
     Ok(true)

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub(crate) resign_failures: prometheus::IntCounter,
     /// Audit lines shipped by gateways, by result.
     pub(crate) audit_ingested: prometheus::IntCounterVec,
+    /// Notifications of held calls (`--notify`), by webhook and outcome.
+    pub(crate) notifications: prometheus::IntCounterVec,
     /// 1 while this agent holds the jobs lease (always, on its own files).
     jobs_lease: prometheus::IntGauge,
     /// The lease the gauge reads (`None`: the agent's alone).
@@ -92,6 +94,14 @@ impl Default for Metrics {
             &["result"],
         )
         .expect("metric");
+        let notifications = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "warden_agent_notifications_total",
+                "Attempts to notify webhooks of held calls, by webhook and outcome (sent, failed, given_up)",
+            ),
+            &["webhook", "outcome"],
+        )
+        .expect("metric");
         let jobs_lease = prometheus::IntGauge::new(
             "warden_agent_jobs_lease_held",
             "1 while this agent runs the background jobs (agents on one database take turns; alone: always 1)",
@@ -104,6 +114,7 @@ impl Default for Metrics {
             Box::new(bundle_expires.clone()),
             Box::new(resign_failures.clone()),
             Box::new(audit_ingested.clone()),
+            Box::new(notifications.clone()),
             Box::new(console_sessions.clone()),
             Box::new(proven_tokens.clone()),
             Box::new(waiting.clone()),
@@ -126,6 +137,7 @@ impl Default for Metrics {
             bundle_expires,
             resign_failures,
             audit_ingested,
+            notifications,
             jobs_lease,
             lease: None,
         }

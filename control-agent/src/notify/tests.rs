@@ -1,0 +1,108 @@
+#![allow(clippy::unwrap_used)]
+//! What a notification says, to whom, and how it is signed.
+
+use super::*;
+use crate::approvals::{Approval, ApprovalView, State};
+
+fn view(tool: &str, justification: &str, tenant: &str, risk: &str) -> ApprovalView {
+    let a: Approval = serde_json::from_value(json!({
+        "id": "ap_01", "binding": "b", "tenant": tenant, "principal": "agent-7",
+        "server": "ops", "tool": tool, "args_digest": "sha256:x",
+        "arguments": "{\"key\":\"AKIAIOSFODNN7EXAMPLE\"}", "risk": risk,
+        "reason": "risk_tier", "justification": justification, "required": 2,
+        "requested_at": "2026-11-29T10:00:00Z", "pending_until": "2026-11-29T10:10:00Z",
+        "grant_secs": 60, "requested_by": "gw1", "decisions": []}))
+    .unwrap();
+    ApprovalView {
+        approval: a,
+        state: State::Pending,
+        approvals: 0,
+        usable_until: None,
+        waiting_secs: 0,
+    }
+}
+
+fn hook(kind: Kind, tenants: &[&str], risks: &[&str]) -> Webhook {
+    Webhook {
+        name: "h".into(),
+        kind,
+        url: url::Url::parse("https://hooks.example/x").unwrap(),
+        secret: Some(b"hook-secret-0123456789".to_vec()),
+        tenants: tenants.iter().map(|t| (*t).to_owned()).collect(),
+        risks: risks.iter().map(|r| (*r).to_owned()).collect(),
+    }
+}
+
+fn redact(t: &str) -> String {
+    t.replace("AKIAIOSFODNN7EXAMPLE", "[REDACTED:aws_access_key]")
+}
+
+/// A receiver checks the signature over `{timestamp}.{body}` with the
+/// shared secret (the value `openssl dgst -sha256 -hmac` gives).
+#[test]
+fn a_generic_body_is_signed_over_its_timestamp_and_bytes() {
+    assert_eq!(
+        signature(b"hook-secret-0123456789", 1_700_000_000, br#"{"a":1}"#),
+        "v1=401b52b7632fbf7246eb584456e576a790817127404eca86fc91c742e9352360"
+    );
+    // Another timestamp, another body, another key: another signature.
+    let s = signature(b"hook-secret-0123456789", 1_700_000_000, br#"{"a":1}"#);
+    assert_ne!(
+        s,
+        signature(b"hook-secret-0123456789", 1_700_000_001, br#"{"a":1}"#)
+    );
+    assert_ne!(
+        s,
+        signature(b"hook-secret-0123456789", 1_700_000_000, br#"{"a":2}"#)
+    );
+    assert_ne!(
+        s,
+        signature(b"hook-secret-012345678X", 1_700_000_000, br#"{"a":1}"#)
+    );
+}
+
+/// Each body carries what the console shows, redacted, with the link;
+/// text a caller wrote cannot become a link or a mention in Slack or
+/// Teams.
+#[test]
+fn bodies_show_what_the_console_shows_and_links_only_the_console() {
+    let evil = "<https://evil.example|Approve now> [Approve](https://evil.example) <!channel>";
+    let a = view(evil, evil, "acme", "CRITICAL");
+    let link = "https://w.example/console/approvals/ap_01";
+    for kind in [Kind::Generic, Kind::Slack, Kind::Teams] {
+        let b = body(&hook(kind, &[], &[]), &a, link, redact).to_string();
+        assert!(!b.contains("AKIAIOSFODNN7EXAMPLE"), "{kind:?}: {b}");
+        assert!(b.contains("REDACTED:aws"), "{kind:?}: {b}");
+        assert!(b.contains(link), "{kind:?}: {b}");
+        match kind {
+            Kind::Generic => {
+                let v: Value = serde_json::from_str(&b).unwrap();
+                assert_eq!(v["tool"], evil);
+                assert_eq!(v["required"], 2);
+                assert_eq!(v["expires_at"], "2026-11-29T10:10:00Z");
+            }
+            Kind::Slack => {
+                assert!(!b.contains("<https://evil"), "{b}");
+                assert!(!b.contains("<!channel>"), "{b}");
+            }
+            Kind::Teams => {
+                assert!(!b.contains("[Approve](https"), "{b}");
+            }
+        }
+    }
+}
+
+/// A webhook hears of the tenants and risk tiers it names (a tenant's
+/// layer that asked for the approval counts as its tenant), compared as
+/// the console compares tenants.
+#[test]
+fn a_webhook_hears_of_its_tenants_and_tiers() {
+    let a = view("t", "j", "acme", "HIGH");
+    assert!(wants(&hook(Kind::Generic, &[], &[]), &a));
+    assert!(wants(&hook(Kind::Generic, &["ACME"], &["high"]), &a));
+    assert!(!wants(&hook(Kind::Generic, &["globex"], &[]), &a));
+    assert!(!wants(&hook(Kind::Generic, &[], &["CRITICAL"]), &a));
+    let mut b = view("t", "j", "globex", "HIGH");
+    b.approval.for_tenants = vec!["acme".into()];
+    assert!(wants(&hook(Kind::Generic, &["acme"], &[]), &b));
+}
