@@ -46,6 +46,15 @@ pub(crate) async fn serve_fixture() -> (tempfile::TempDir, Arc<Api>, PathBuf, St
 pub(crate) async fn serve_fixture_with(
     limits: crate::server::ConnLimits,
 ) -> (tempfile::TempDir, Arc<Api>, PathBuf, String) {
+    serve_fixture_console(limits, Default::default()).await
+}
+
+/// As [`serve_fixture_with`], the console as given (an identity
+/// provider's, say).
+pub(crate) async fn serve_fixture_console(
+    limits: crate::server::ConnLimits,
+    console: crate::console::state::Console,
+) -> (tempfile::TempDir, Arc<Api>, PathBuf, String) {
     let (d, store) = tokio::task::spawn_blocking(org_store).await.unwrap();
     let state = d.path().join("state");
     let mut admins = BTreeMap::new();
@@ -94,7 +103,7 @@ pub(crate) async fn serve_fixture_with(
             )
             .unwrap(),
         ),
-        console: Default::default(),
+        console,
         admins,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

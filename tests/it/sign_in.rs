@@ -10,7 +10,9 @@
 //! a call of the principal they are; a person removed from their group
 //! loses the role at the next recheck; a CRITICAL approval asks for a fresh
 //! sign-in at the provider first; logout ends the provider's session too;
-//! the token form is closed when the provider file says so. Beside the
+//! the token form is closed when the provider file says so; a token the
+//! console mints for the CLI acts as its person on the API (never as a
+//! console session, and never for a CRITICAL call on an old sign-in). Beside the
 //! browser: a callback that is not this browser's sign-in (no cookie, a
 //! forged `state`, a replayed code) signs nobody in.
 
@@ -105,7 +107,7 @@ fn agent_files(dir: &Path, idp: u16, agent_port: u16) -> (std::path::PathBuf, st
              \x20 - {{claim: groups, value: finance-admins, role: tenant_admin, tenant: finance}}\n\
              \x20 - {{claim: groups, value: warden-approvers, role: approver}}\n\
              \x20 - {{claim: groups, value: warden-viewers, role: viewer}}\n\
-             principal_claims: [sub]\nrecheck: 5s\ncritical: {{max_age: 8s}}\ntoken_login: false\n",
+             principal_claims: [sub]\nrecheck: 6s\nclock_skew: 1s\ncritical: {{max_age: 10s}}\ntoken_login: false\n",
             dir.join("secret").display()
         ),
     )
@@ -387,7 +389,7 @@ async fn operators_sign_in_through_the_organisations_provider() {
     .await
     .expect("remove paul");
     assert_eq!(s, 204);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
     c.goto(&format!("{base}/console/approvals"))
         .await
         .expect("approvals");
@@ -411,10 +413,81 @@ async fn operators_sign_in_through_the_organisations_provider() {
         .expect("approval");
     click(&c, "#approve").await;
     assert_eq!(text_of(&c, "#state").await, "approved");
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
     // The page again (its recheck passes without a page at the provider),
     // then the approval: the provider's form first.
     assert_eq!(state_of(&c, &base, &critical).await, "pending");
+    // A token for the CLI, minted now, acts as quinn on the API: it lists
+    // and decides what he may, not a CRITICAL call on this old sign-in; it
+    // is no console session, and the console's session is no API token.
+    click(&c, "#cli-token-new").await;
+    let token = text_of(&c, "#cli-token").await;
+    let api_held = hold(&base, "agent-3", "HIGH").await;
+    let api = |method: &'static str, path: String, token: String| {
+        let base = base.clone();
+        async move {
+            let auth = format!("Bearer {token}");
+            let (s, _, b) = warden_tests::request(
+                &format!("{base}{path}"),
+                method,
+                &[
+                    ("authorization", auth.as_str()),
+                    ("content-type", "application/json"),
+                ],
+                bytes::Bytes::from_static(b"{}"),
+                false,
+            )
+            .await
+            .expect("api");
+            (s, String::from_utf8_lossy(&b).into_owned())
+        }
+    };
+    let (s, list) = api("GET", "/v1/approvals".into(), token.clone()).await;
+    assert_eq!(s, 200, "{list}");
+    assert!(
+        list.contains(&api_held) && list.contains(&critical),
+        "{list}"
+    );
+    let (s, b) = api(
+        "POST",
+        format!("/v1/approvals/{api_held}/approve"),
+        token.clone(),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b.contains("\"approved\""), "{b}");
+    let (s, b) = api(
+        "POST",
+        format!("/v1/approvals/{critical}/approve"),
+        token.clone(),
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("recent sign-in"), "{b}");
+    let (s, _) = api("GET", "/v1/fleet".into(), token.clone()).await;
+    assert_eq!(s, 403, "an approver's token reads no fleet");
+    let browser_cookie = c
+        .get_named_cookie("__Host-warden_console")
+        .await
+        .expect("session cookie")
+        .value()
+        .to_owned();
+    let (s, _) = api("GET", "/v1/approvals".into(), browser_cookie).await;
+    assert_eq!(s, 401, "a browser's session is no API token");
+    let (s, h, _) = warden_tests::request(
+        &format!("{base}/console/approvals"),
+        "GET",
+        &[("cookie", &format!("__Host-warden_console={token}"))],
+        bytes::Bytes::new(),
+        false,
+    )
+    .await
+    .expect("console");
+    assert_eq!(s, 303);
+    assert_eq!(warden_tests::header(&h, "location"), Some("/console/login"));
+    c.goto(&format!("{base}/console/approvals/{critical}"))
+        .await
+        .expect("approval");
     let before = stats(idp).await["logins"].as_u64().unwrap_or(0);
     click(&c, "#approve").await;
     type_password(&c, "quinn").await;

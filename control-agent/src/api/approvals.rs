@@ -50,14 +50,32 @@ fn viewer(caller: &Caller) -> Option<&str> {
     }
 }
 
+/// An approver the identity provider made (not of the approvers file):
+/// who it made them.
+fn signed_in(caller: &Caller) -> Option<crate::approvals::Approver> {
+    match caller {
+        Caller::Approver {
+            tenants,
+            signed_in: Some(s),
+            ..
+        } => Some(crate::approvals::Approver {
+            token: [0; 32],
+            principals: s.principals.clone(),
+            tenants: tenants.clone(),
+        }),
+        _ => None,
+    }
+}
+
 pub async fn list(agent: Agent, caller: Caller, q: QueryPairs) -> ApiResult {
     let now = SystemTime::now();
     let all =
         q.0.iter()
             .any(|(k, v)| k == "all" && (v == "1" || v == "true"));
-    let list = match caller.actor().and_then(|a| a.tenant()) {
-        Some(t) => agent.approvals.list_in_view(all, &[t.to_owned()], now),
-        None => agent.approvals.list_view(all, viewer(&caller), now),
+    let list = match (caller.actor().and_then(|a| a.tenant()), signed_in(&caller)) {
+        (Some(t), _) => agent.approvals.list_in_view(all, &[t.to_owned()], now),
+        (None, Some(w)) => agent.approvals.list_shown_to(&w, all, now),
+        (None, None) => agent.approvals.list_view(all, viewer(&caller), now),
     };
     ok(&serde_json::json!({"approvals": list}))
 }
@@ -82,10 +100,11 @@ pub async fn show(
             Some(_) => {}
         }
     }
-    agent
-        .approvals
-        .get_view(&id, viewer(&caller), now)
-        .map_or_else(|| Err(ApiError::not_found("no such approval")), |v| ok(&v))
+    match signed_in(&caller) {
+        Some(w) => agent.approvals.get_shown_to(&id, &w, now),
+        None => agent.approvals.get_view(&id, viewer(&caller), now),
+    }
+    .map_or_else(|| Err(ApiError::not_found("no such approval")), |v| ok(&v))
 }
 
 /// An approver's optional comment.
@@ -120,15 +139,35 @@ async fn decided(
     verdict: Verdict,
     b: Decision,
 ) -> ApiResult {
-    let Caller::Approver { name, .. } = caller else {
+    let Caller::Approver {
+        name,
+        signed_in: via,
+        ..
+    } = caller
+    else {
         return Err(ApiError::forbidden(
             "only an approver's token may approve or deny",
         ));
     };
+    // A CRITICAL call may ask for a recent sign-in (`critical` of the
+    // provider file), on a console-minted token as in the console.
+    if verdict == Verdict::Approve
+        && agent
+            .approvals
+            .get_view(id, None, SystemTime::now())
+            .is_some_and(|v| v.approval.risk.eq_ignore_ascii_case("critical"))
+        && via.as_ref().is_some_and(|s| !agent.signed_in_fresh(s))
+    {
+        return Err(ApiError::forbidden(
+            "a CRITICAL approval needs a recent sign-in at the identity provider: approve it in the console",
+        ));
+    }
+    let w = signed_in(caller);
     let (api, name, id) = (agent.0.clone(), name.clone(), id.to_owned());
-    let v = tokio::task::spawn_blocking(move || api.decide(&name, None, &id, verdict, b.comment))
-        .await
-        .map_err(ApiError::internal)??;
+    let v =
+        tokio::task::spawn_blocking(move || api.decide(&name, w.as_ref(), &id, verdict, b.comment))
+            .await
+            .map_err(ApiError::internal)??;
     ok(&v)
 }
 

@@ -170,6 +170,30 @@ impl Approvals {
         }
     }
 
+    /// Pending and approved-but-unused approvals (`all`: every kept one),
+    /// oldest first, those `who` is shown: an approver the approvers file
+    /// does not hold, whom the identity provider made one.
+    pub fn list_shown_to(&self, who: &Approver, all: bool, now: SystemTime) -> Vec<ApprovalView> {
+        let guard = self.lock();
+        let mut v: Vec<&Approval> = guard
+            .all
+            .values()
+            .filter(|a| all || matches!(a.state(now), State::Pending | State::Approved))
+            .filter(|a| who.shown(a))
+            .collect();
+        v.sort_by_key(|a| a.requested_at);
+        v.into_iter().map(|a| a.view_of(now)).collect()
+    }
+
+    /// One approval, if `who` (as [`Approvals::list_shown_to`]) is shown it.
+    pub fn get_shown_to(&self, id: &str, who: &Approver, now: SystemTime) -> Option<ApprovalView> {
+        self.lock()
+            .all
+            .get(id)
+            .filter(|a| who.shown(a))
+            .map(|a| a.view_of(now))
+    }
+
     /// Pending and approved-but-unused approvals, oldest first (`all`: every
     /// kept one), of the tenants `viewer` sees (`None`: the admin, all).
     pub fn list_view(&self, all: bool, viewer: Option<&str>, now: SystemTime) -> Vec<ApprovalView> {

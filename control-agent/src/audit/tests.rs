@@ -645,6 +645,7 @@ fn a_scope_matches_tenants_as_sessions_and_approvers_do() {
             tenants: scope.clone(),
             actor: None,
             oidc: None,
+            cli: false,
         };
         let approver = Approver {
             tenants: scope.clone(),

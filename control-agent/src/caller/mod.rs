@@ -41,7 +41,13 @@ pub enum Caller {
     /// admins file (org admin, org reviewer, tenant admin).
     Admin(Actor),
     /// An approver: decides held calls of `tenants` (empty: every tenant).
-    Approver { name: String, tenants: Vec<String> },
+    /// `signed_in`: one the identity provider made (a CLI token minted in
+    /// the console), not one of the approvers file.
+    Approver {
+        name: String,
+        tenants: Vec<String>,
+        signed_in: Option<crate::console::user::SignedIn>,
+    },
     /// A console viewer: reads the console's pages of `tenants`.
     Viewer { name: String, tenants: Vec<String> },
 }
@@ -58,6 +64,24 @@ impl Caller {
     /// Whether the caller is an org admin (the admin token included).
     pub fn is_org_admin(&self) -> bool {
         self.actor().is_some_and(Actor::is_org_admin)
+    }
+
+    /// The caller a console user is, on a token the console minted for
+    /// them ([`crate::console::user::User::cli`]).
+    pub fn of_user(u: crate::console::user::User) -> Caller {
+        use crate::console::user::Role;
+        match (u.actor, u.role) {
+            (Some(a), _) => Caller::Admin(a),
+            (None, Role::Approver) => Caller::Approver {
+                name: u.name,
+                tenants: u.tenants,
+                signed_in: u.oidc,
+            },
+            (None, _) => Caller::Viewer {
+                name: u.name,
+                tenants: u.tenants,
+            },
+        }
     }
 
     /// How the change record names the caller.
@@ -111,7 +135,11 @@ pub fn identify(token: &str, known: &Known<'_>) -> Option<Caller> {
             .map(|(name, a)| (name.clone(), a.tenants.clone()))
     };
     if let Some((name, tenants)) = of(known.approvers) {
-        return Some(Caller::Approver { name, tenants });
+        return Some(Caller::Approver {
+            name,
+            tenants,
+            signed_in: None,
+        });
     }
     of(known.viewers).map(|(name, tenants)| Caller::Viewer { name, tenants })
 }

@@ -73,7 +73,9 @@ pub(crate) async fn get_or_post(State(api): Agent, req: Request, next: Next) -> 
 /// ([`Flash`]), whatever page it asks for: it is shown once.
 pub(crate) async fn session(State(api): Agent, mut req: Request, next: Next) -> Response {
     let sid = cookie_of(&req);
-    let Some((session, sid)) = sid.and_then(|c| Some((api.console.sessions.get(&c)?, c))) else {
+    // A token minted for the CLI is never a browser's session.
+    let live = |c: &str| api.console.sessions.get(c).filter(|s| !s.user.cli);
+    let Some((session, sid)) = sid.and_then(|c| Some((live(&c)?, c))) else {
         return if req.method() == Method::GET {
             redirect("/console/login")
         } else {
@@ -81,6 +83,16 @@ pub(crate) async fn session(State(api): Agent, mut req: Request, next: Next) -> 
         }
         .into_response();
     };
+    if api.provider_gone(&session) {
+        // Ended here, as a session past its time is.
+        api.console.sessions.close(&sid);
+        return if req.method() == Method::GET {
+            redirect("/console/login")
+        } else {
+            plain(StatusCode::UNAUTHORIZED, "log in first")
+        }
+        .into_response();
+    }
     if api.recheck_due(&session) {
         // Roles are read again from the provider before anything else;
         // a POST is not carried out (its page is shown again after).
@@ -394,9 +406,15 @@ pub(crate) async fn login(State(api): Agent, req: Request) -> Resp {
     api.login(req, peer).await
 }
 
+/// `POST /console/cli-token`: a token of the API for the session's user.
+pub(crate) async fn cli_token(State(api): Agent, who: LoggedIn) -> Resp {
+    api.cli_token(&who.session)
+}
+
 /// `GET /console/oidc/start`, before any session: to the provider.
-pub(crate) async fn oidc_start(State(api): Agent, Query(q): Query) -> Resp {
-    api.oidc_start(&q).await
+pub(crate) async fn oidc_start(State(api): Agent, req: Request) -> Resp {
+    let peer = crate::server::extract::peer_of(req.extensions());
+    api.oidc_start(&super::query_of(req.uri()), peer).await
 }
 
 /// `GET /console/oidc/callback`, before any session: the provider's answer.

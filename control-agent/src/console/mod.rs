@@ -232,14 +232,16 @@ impl Api {
                     tenants,
                     actor: Some(actor),
                     oidc: None,
+                    cli: false,
                 }
             }
-            Caller::Approver { name, tenants } => User {
+            Caller::Approver { name, tenants, .. } => User {
                 name,
                 role: Role::Approver,
                 tenants,
                 actor: None,
                 oidc: None,
+                cli: false,
             },
             Caller::Viewer { name, tenants } => User {
                 name,
@@ -247,6 +249,7 @@ impl Api {
                 tenants,
                 actor: None,
                 oidc: None,
+                cli: false,
             },
         })
     }
@@ -300,12 +303,7 @@ impl Api {
             .as_ref()
             .is_some_and(|o| !o.config().token_login)
         {
-            self.console_record(
-                "-",
-                "login",
-                false,
-                &format!("{peer}: token login is closed"),
-            );
+            self.sign_in_refused("-", peer, "token login is closed");
             return self.login_page(
                 Some("Token login is closed on this console: sign in with the identity provider."),
                 StatusCode::FORBIDDEN,

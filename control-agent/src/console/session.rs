@@ -41,6 +41,13 @@ pub struct Sessions {
     /// them would let it lock the operator out); counted here only so that
     /// their records stay bounded.
     pub cross_site: Failures,
+    /// Refused sign-ins through the identity provider per address (a
+    /// callback without its cookie or state, a start the provider did
+    /// not answer, the closed token form): anyone can send them, so they
+    /// are counted only so that their records stay bounded, never to
+    /// refuse (an address shared with a person signing in would lock
+    /// them out).
+    pub sign_ins: Failures,
 }
 
 /// Attempts per address (an IPv4 address, an IPv6 /64) in a window of
@@ -354,6 +361,7 @@ mod tests {
             tenants: vec![],
             actor: None,
             oidc: None,
+            cli: false,
         }
     }
 
@@ -417,6 +425,7 @@ mod tests {
                 kind: crate::admins::Kind::TenantAdmin("finance".into()),
             }),
             oidc: None,
+            cli: false,
         };
         let admins = opened(&s, fiona);
         for _ in 0..MAX_PER_USER {

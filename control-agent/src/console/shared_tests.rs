@@ -22,6 +22,7 @@ fn ann() -> User {
         tenants: vec!["finance".into()],
         actor: None,
         oidc: None,
+        cli: false,
     }
 }
 

@@ -97,7 +97,7 @@ pub(super) fn session_cookie(id: Option<&str>) -> String {
 impl Api {
     /// `GET /console/oidc/start?mode=&next=`: the browser goes to the
     /// provider, a sealed cookie remembering the sign-in.
-    pub(super) async fn oidc_start(&self, q: &BTreeMap<String, String>) -> Resp {
+    pub(super) async fn oidc_start(&self, q: &BTreeMap<String, String>, peer: IpAddr) -> Resp {
         let Some(oidc) = &self.console.oidc else {
             return plain(
                 StatusCode::NOT_FOUND,
@@ -113,7 +113,7 @@ impl Api {
         match oidc.start(mode, next).await {
             Ok(s) => with_cookie(redirect(&s.location), &s.set_cookie),
             Err(e) => {
-                self.console_record("-", "login", false, &format!("oidc: {e}"));
+                self.sign_in_refused("-", peer, &format!("oidc: {e}"));
                 self.login_page(Some(&e.to_string()), StatusCode::BAD_GATEWAY)
             }
         }
@@ -136,7 +136,26 @@ impl Api {
             );
         };
         let clear = pending::set_cookie(None);
+        // A code is exchanged at the provider with the client's secret:
+        // one that fails counts against the address as a wrong token does
+        // (one allowance), so nobody makes the agent hammer the provider.
+        let exchanging = q.contains_key("code");
+        if exchanging {
+            if let Err(l) = self.console.sessions.failures.reserve(peer) {
+                let mut r = self.login_page(
+                    Some("Too many failed sign-ins from this address: wait a few minutes."),
+                    StatusCode::TOO_MANY_REQUESTS,
+                );
+                if let Ok(v) = HeaderValue::from_str(&l.retry_after.as_secs().to_string()) {
+                    r.headers_mut().insert("retry-after", v);
+                }
+                return with_cookie(r, &clear);
+            }
+        }
         let res = oidc.finish(q, pending_cookie(headers).as_deref()).await;
+        if exchanging && res.is_ok() {
+            self.console.sessions.failures.give_back(peer);
+        }
         let old_name = old
             .as_deref()
             .and_then(|c| self.console.sessions.get(c))
@@ -151,8 +170,11 @@ impl Api {
             Err(Failed::Ended) => {
                 end_old();
                 let who = old_name.as_deref().unwrap_or("-");
-                self.console_record(
+                // Anyone holding a pending cookie (any start gives one) can
+                // send this answer: recorded within the address's bound.
+                self.bounded_record(
                     who,
+                    peer,
                     "logout",
                     true,
                     "the identity provider's session has ended",
@@ -175,7 +197,7 @@ impl Api {
                     Failed::NoRole(n) => n.as_str(),
                     _ => "-",
                 };
-                self.console_record(who, "login", false, &format!("{peer}: oidc: {e}"));
+                self.sign_in_refused(who, peer, &format!("oidc: {e}"));
                 return with_cookie(self.login_page(Some(&e.to_string()), status), &clear);
             }
         };
@@ -217,13 +239,51 @@ impl Api {
         )
     }
 
-    /// Whether a signed-in session's roles are due to be read again.
+    /// Records a sign-in refused (`why`) to `peer`, within the address's
+    /// bound ([`super::session::Sessions::sign_ins`]).
+    pub(super) fn sign_in_refused(&self, who: &str, peer: IpAddr, why: &str) {
+        self.bounded_record(who, peer, "login", false, why);
+    }
+
+    /// Records what anyone may make the console record (a callback, a
+    /// start, the closed token form): the first
+    /// [`session::MAX_FAILURES`] of an address in a window, and once that
+    /// more go unrecorded, so that a loop of requests cannot write the
+    /// change record until it is moved aside with what operators did.
+    fn bounded_record(&self, who: &str, peer: IpAddr, action: &str, ok: bool, why: &str) {
+        let n = match self.console.sessions.sign_ins.reserve(peer) {
+            Ok(n) => n,
+            Err(l) => l.n,
+        };
+        if n <= session::MAX_FAILURES {
+            self.console_record(who, action, ok, &format!("{peer}: {why}"));
+        } else if n == session::MAX_FAILURES + 1 {
+            self.console_record(
+                who,
+                action,
+                ok,
+                &format!("{peer}: {why}; more from this address go unrecorded for a while"),
+            );
+        }
+    }
+
+    /// Whether `s` was made by an identity provider this agent does not
+    /// hold (sessions shared through the database with an agent that has
+    /// one, or `--oidc` dropped at a restart): its roles cannot be read
+    /// again here, nor a fresh sign-in asked, so it is no session here.
+    pub(super) fn provider_gone(&self, s: &Session) -> bool {
+        self.console.oidc.is_none() && s.user.oidc.is_some()
+    }
+
+    /// Whether a signed-in session's roles are due to be read again:
+    /// at its `recheck_at`, and always on an agent that holds no provider
+    /// to read them from ([`Api::provider_gone`]): a session it cannot
+    /// recheck is never taken as one rechecked.
     pub(super) fn recheck_due(&self, s: &Session) -> bool {
-        self.console.oidc.is_some()
-            && s.user
-                .oidc
-                .as_ref()
-                .is_some_and(|o| now_secs() >= o.recheck_at)
+        s.user
+            .oidc
+            .as_ref()
+            .is_some_and(|o| self.console.oidc.is_none() || now_secs() >= o.recheck_at)
     }
 
     /// Whether `s` may decide a CRITICAL call now: always without a
@@ -239,12 +299,32 @@ impl Api {
             return true;
         };
         match &s.user.oidc {
-            Some(o) => {
-                now_secs().saturating_sub(o.auth_time) <= c.max_age.as_secs()
-                    && (c.acr.is_empty() || o.acr.as_ref().is_some_and(|a| c.acr.contains(a)))
-            }
+            Some(o) => self.signed_in_fresh(o),
             None => s.created.elapsed() <= c.max_age,
         }
+    }
+
+    /// Whether a sign-in through the provider is recent enough (and of a
+    /// class) for a CRITICAL approval: always without a `critical` rule.
+    pub fn signed_in_fresh(&self, o: &super::user::SignedIn) -> bool {
+        let Some(c) = self
+            .console
+            .oidc
+            .as_ref()
+            .and_then(|o| o.config().critical.as_ref())
+        else {
+            return true;
+        };
+        // Within the skew the ID token's `auth_time` was checked with: a
+        // provider's clock a little behind never sends the approver round
+        // and round the sign-in.
+        let skew = self
+            .console
+            .oidc
+            .as_ref()
+            .map_or(0, |o| o.config().clock_skew.as_secs());
+        now_secs().saturating_sub(o.auth_time) <= c.max_age.as_secs() + skew
+            && (c.acr.is_empty() || o.acr.as_ref().is_some_and(|a| c.acr.contains(a)))
     }
 
     /// Where the console's logout sends `s`'s browser: the provider's
@@ -257,5 +337,53 @@ impl Api {
                 .unwrap_or_else(|| "/console/login".into()),
             _ => "/console/login".into(),
         }
+    }
+
+    /// The caller a token the console minted for the CLI makes its
+    /// bearer (`None`: no such live token). A token of a person signed in
+    /// through the provider ends when their roles are due to be read again
+    /// (the CLI cannot read them): they mint another.
+    pub fn cli_caller(&self, token: &str) -> Option<crate::caller::Caller> {
+        let token = token.trim();
+        if token.len() < crate::caller::MIN_TOKEN_LEN {
+            return None;
+        }
+        let s = self.console.sessions.get(token).filter(|s| s.user.cli)?;
+        if self.recheck_due(&s) {
+            self.console.sessions.close(token);
+            return None;
+        }
+        Some(crate::caller::Caller::of_user(s.user))
+    }
+
+    /// `POST /console/cli-token`: a token of the API acting as the
+    /// session's user, shown once.
+    pub(super) fn cli_token(&self, s: &Session) -> Resp {
+        let user = super::user::User {
+            cli: true,
+            ..s.user.clone()
+        };
+        let ends = match &user.oidc {
+            Some(o) => format!(
+                "in {} s, when your roles are due to be read again from the identity provider",
+                o.recheck_at.saturating_sub(now_secs())
+            ),
+            None => format!(
+                "after {} min without use or {} h after now",
+                session::IDLE.as_secs() / 60,
+                session::MAX_AGE.as_secs() / 3600
+            ),
+        };
+        let (token, _) = match self.console.sessions.open(user.clone()) {
+            Ok(x) => x,
+            Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, &e),
+        };
+        self.console_record(&user.name, "cli_token", true, "a token for the CLI minted");
+        super::views::render(&super::views::CliTokenPage {
+            frame: super::views::Frame::new("CLI token", "", s, None),
+            token,
+            role: user.role_label(),
+            ends,
+        })
     }
 }

@@ -56,6 +56,11 @@ pub struct User {
     /// token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<SignedIn>,
+    /// A session the console minted for the CLI: its id is a bearer token
+    /// of the API and never a console cookie (a browser's session id is
+    /// never a bearer token).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cli: bool,
 }
 
 /// A sign-in through the identity provider ([`crate::oidc`]).
@@ -68,7 +73,8 @@ pub struct SignedIn {
     /// The principals they also are (`principal_claims`): they never
     /// approve those principals' calls.
     pub principals: Vec<String>,
-    /// When the provider last authenticated them (seconds since the epoch).
+    /// When the provider last authenticated them (seconds since the
+    /// epoch); 0 when its token did not say (never a fresh sign-in).
     pub auth_time: u64,
     /// The provider's authentication context class, when it named one.
     pub acr: Option<String>,

@@ -60,6 +60,15 @@ impl Frame {
 }
 
 #[derive(Template)]
+#[template(path = "console/cli_token.html")]
+pub(super) struct CliTokenPage {
+    pub(super) frame: Frame,
+    pub(super) token: String,
+    pub(super) role: &'static str,
+    pub(super) ends: String,
+}
+
+#[derive(Template)]
 #[template(path = "console/login.html")]
 pub(super) struct LoginPage {
     pub(super) frame: Frame,

@@ -252,6 +252,13 @@ pub fn parse(
         .map(|(i, r)| rule(r).map_err(|e| format!("roles[{i}]: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     let principal_claims = raw.principal_claims.unwrap_or_else(|| vec!["sub".into()]);
+    // No claim would make a person no principal at all: an approver who
+    // also calls through the gateway would approve their own held calls.
+    if principal_claims.is_empty() || principal_claims.iter().any(String::is_empty) {
+        return Err(
+            "principal_claims: name at least one claim (sub, say), none empty: the principals a person is are never theirs to approve".into(),
+        );
+    }
     let recheck = raw.recheck.unwrap_or(Duration::from_secs(300));
     if recheck < Duration::from_secs(1) || recheck > Duration::from_secs(24 * 3600) {
         return Err("recheck: between 1s and 24h".into());

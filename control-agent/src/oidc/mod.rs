@@ -18,6 +18,9 @@ pub mod provider;
 pub mod roles;
 pub mod verify;
 
+#[cfg(test)]
+mod attack_tests;
+
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -54,18 +54,37 @@ pub fn challenge(verifier: &str) -> String {
 }
 
 /// A console path to go to after signing in: `/console` or under it,
-/// nothing that leaves the agent (`//host`, a backslash, a scheme).
+/// nothing that leaves the agent (`//host`, a backslash, a scheme), also
+/// as a browser resolves it: `%2e%2e` is a `..` segment there, and a tab
+/// or a line break inside `.\t.` is dropped, so no control character
+/// passes and the path is resolved as the browser would before it is
+/// judged.
 pub fn safe_next(next: &str) -> String {
     let ok = (next == "/console" || next.starts_with("/console/") || next.starts_with("/console?"))
-        && !next.contains(['\\', '\r', '\n'])
+        && !next.contains('\\')
+        && !next.chars().any(char::is_control)
         && !next.contains("//")
         && !next.contains("/..")
-        && next.len() <= 512;
+        && next.len() <= 512
+        && stays_in_console(next);
     if ok {
         next.to_owned()
     } else {
         "/console".into()
     }
+}
+
+/// Whether `next`, resolved as a browser resolves a path (WHATWG URL:
+/// dot segments, percent-encoded ones too), is still `/console` or under
+/// it, on this agent.
+fn stays_in_console(next: &str) -> bool {
+    const BASE: &str = "https://agent.invalid/";
+    url::Url::parse(BASE)
+        .and_then(|b| b.join(next))
+        .is_ok_and(|u| {
+            u.host_str() == Some("agent.invalid")
+                && (u.path() == "/console" || u.path().starts_with("/console/"))
+        })
 }
 
 /// The MAC key of the cookie.

@@ -24,16 +24,25 @@ fn holds(claim: Option<&Value>, value: &str) -> bool {
     }
 }
 
-/// The strings a claim holds (one, or those of an array).
+/// The names a claim holds (one, or those of an array, however nested):
+/// strings, and numbers as written (an employee number the gateway knows
+/// a person by is a principal all the same). Whatever is dropped here the
+/// person could approve their own calls under, so nothing that can name
+/// a principal is.
 fn strings(claim: Option<&Value>) -> Vec<String> {
-    match claim {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
+    fn collect(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Number(n) => out.push(n.to_string()),
+            Value::Array(a) => a.iter().for_each(|v| collect(v, out)),
+            _ => {}
+        }
     }
+    let mut out = Vec::new();
+    if let Some(v) = claim {
+        collect(v, &mut out);
+    }
+    out
 }
 
 /// What a sign-in gave, before the role.
@@ -88,7 +97,15 @@ pub fn user_of(cfg: &OidcConfig, s: &Signed<'_>) -> Option<User> {
     let shown = ["preferred_username", "email", "name"]
         .iter()
         .find_map(|c| s.claims.get(*c).and_then(Value::as_str))
-        .map(|n| n.chars().filter(|c| !c.is_control()).take(80).collect())
+        // The person's to choose at many providers: no control, bidi
+        // override or other invisible character reorders or hides what
+        // the console writes around it.
+        .map(|n| {
+            n.chars()
+                .filter(|c| !c.is_control() && !warden_config::person::invisible(*c))
+                .take(80)
+                .collect()
+        })
         .unwrap_or_else(|| s.sub.to_owned());
     Some(User {
         name,
@@ -99,11 +116,26 @@ pub fn user_of(cfg: &OidcConfig, s: &Signed<'_>) -> Option<User> {
             sub: s.sub.to_owned(),
             shown,
             principals,
-            auth_time: s.auth_time.unwrap_or(s.now),
+            auth_time: known_auth_time(s.auth_time, s.now, cfg.clock_skew.as_secs()),
             acr: s.acr.clone(),
             recheck_at: s.now + cfg.recheck.as_secs(),
         }),
+        cli: false,
     })
+}
+
+/// When the provider last authenticated the person, as a CRITICAL
+/// approval may trust it: a token that names no `auth_time` (a provider
+/// names it only when asked: `max_age`, a claims request) says nothing of
+/// it — the login behind a recheck's `prompt=none` may be days old — so
+/// it is no time at all (0: never fresh), not now. One in the future is
+/// now at most, and past the clock skew no time either (a clock or a
+/// provider gone wrong does not keep a sign-in fresh until then).
+fn known_auth_time(auth_time: Option<u64>, now: u64, skew: u64) -> u64 {
+    match auth_time {
+        Some(at) if at <= now.saturating_add(skew) => at.min(now),
+        _ => 0,
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@
 //! recently enough (`auth_time`). Clocks may differ by the configured skew
 //! (at most [`super::config::MAX_SKEW`]).
 
+use std::str::FromStr;
 use std::time::Duration;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
@@ -133,7 +134,14 @@ pub fn key_for(keys: &JwkSet, kid: Option<&str>, alg: Algorithm) -> Result<Decod
             }
             _ => false,
         };
-        for_sig && family
+        // A key published for one algorithm (`alg`, RFC 7517 4.4) signs
+        // with that one alone: an RS256 key takes no PS256 or RS512
+        // signature. A key that names none: any of its family.
+        let named = k
+            .common
+            .key_algorithm
+            .is_none_or(|ka| KeyAlgorithm::from_str(&format!("{alg:?}")).ok() == Some(ka));
+        for_sig && family && named
     };
     let candidates: Vec<&jsonwebtoken::jwk::Jwk> = match kid {
         Some(kid) => keys
@@ -210,19 +218,27 @@ pub fn verify(
     {
         return Err(Refused::Nonce);
     }
+    // The times are the provider's numbers: added to without overflow
+    // (an `exp` at `u64::MAX` is far off, not a panic of the callback).
     let skew = want.skew.as_secs();
-    if c.exp + skew < want.now {
+    let late = want.now.saturating_add(skew);
+    if c.exp.saturating_add(skew) < want.now {
         return Err(Refused::Expired);
     }
-    if c.nbf.is_some_and(|nbf| nbf > want.now + skew) {
+    if c.nbf.is_some_and(|nbf| nbf > late) {
         return Err(Refused::Iat);
     }
-    if c.iat > want.now + skew || c.iat + MAX_TOKEN_AGE.as_secs() + skew < want.now {
+    if c.iat > late
+        || c.iat
+            .saturating_add(MAX_TOKEN_AGE.as_secs())
+            .saturating_add(skew)
+            < want.now
+    {
         return Err(Refused::Iat);
     }
     if let Some(max) = want.max_age {
         let at = c.auth_time.ok_or(Refused::Stale(max.as_secs()))?;
-        if at > want.now + skew || at + max.as_secs() + skew < want.now {
+        if at > late || at.saturating_add(max.as_secs()).saturating_add(skew) < want.now {
             return Err(Refused::Stale(max.as_secs()));
         }
     }
@@ -233,6 +249,13 @@ pub fn verify(
 /// Whether a provider's `sub` can name a person here: 1-255 bytes, no
 /// control or invisible characters, no `/` (a name `tenant/id` would read
 /// it as a tenant's), and a canonical form.
+///
+/// The slash is looked for as the approvals read a name
+/// ([`warden_config::person::Person::parse`], after NFKC): there `／`,
+/// and `℀` `℁` `℅` `℆` (`a/c`, `a/s`, `c/o`, `c/u`), are slashes too, so
+/// a subject `a℅b` would be tenant `ac`'s `ob` to the approvals while a
+/// caller of that name is the id `ac/ob`: not the same person, and the
+/// person would approve their own calls.
 pub fn subject(sub: &str) -> Result<(), Refused> {
     if sub.is_empty() || sub.len() > 255 {
         return Err(Refused::Subject("empty or longer than 255 bytes".into()));
@@ -240,7 +263,13 @@ pub fn subject(sub: &str) -> Result<(), Refused> {
     if sub.contains('/') || sub.contains('／') {
         return Err(Refused::Subject("it holds a slash".into()));
     }
-    warden_config::person::Person::parse(sub).map_err(|e| Refused::Subject(e.to_string()))?;
+    let person =
+        warden_config::person::Person::parse(sub).map_err(|e| Refused::Subject(e.to_string()))?;
+    if person.tenant.is_some() {
+        return Err(Refused::Subject(
+            "it holds a character read as a slash (℀, ℁, ℅, ℆)".into(),
+        ));
+    }
     Ok(())
 }
 

@@ -68,7 +68,7 @@ pub(crate) async fn authenticate(
             let peer = peer_of(req.extensions());
             let lookup = || {
                 bearer(v)
-                    .and_then(|t| api.caller(t))
+                    .and_then(|t| api.caller(t).or_else(|| api.cli_caller(t)))
                     .filter(|c| !matches!(c, Caller::Viewer { .. }))
             };
             match api.console.sessions.failures.check(peer, &token, lookup) {

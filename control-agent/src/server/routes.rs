@@ -368,6 +368,7 @@ fn console(api: &Arc<Api>) -> Router<Arc<Api>> {
         .open(GET, "/console/oidc/start", gate::oidc_start)
         .open(GET, "/console/oidc/callback", gate::oidc_callback)
         .at(POST, "/console/logout", Anyone, gate::logout)
+        .at(POST, "/console/cli-token", Anyone, gate::cli_token)
         // The fleet and its bundle: everyone reads (scoped to their
         // tenants); admins pull the kill switch and roll back.
         .at(GET, "/console", Anyone, pages::home)
