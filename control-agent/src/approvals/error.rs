@@ -11,7 +11,7 @@ pub enum Refused {
     NotFound,
     #[error("the approval could not be recorded; try again")]
     Unrecorded,
-    #[error("approvers may not approve their own calls")]
+    #[error("approvers may not approve their own calls (nor a caller whose name cannot be told from theirs)")]
     SelfApproval,
     #[error("this approval is {0} and can no longer be decided")]
     Finished(&'static str),

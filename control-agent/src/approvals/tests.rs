@@ -692,3 +692,20 @@ fn an_approver_signed_in_through_the_provider_is_who_the_provider_made_them() {
         Some(Refused::NotFound)
     );
 }
+
+/// A caller whose id holds a slash once folded (`acme/alice` as a bare id,
+/// `a℅b`) matches no approver's principals, which read such a name as a
+/// tenant's person: nobody approves its calls rather than anybody.
+#[test]
+fn a_caller_whose_id_reads_with_a_slash_is_nobodys_to_approve() {
+    let (_d, ap) = open();
+    let t0 = SystemTime::now();
+    for principal in ["acme/alice", "a\u{2105}b", "x\u{ff0f}y"] {
+        let id = id_of(&ap.claim(claim(principal, 1), None, t0).expect("claim"));
+        assert_eq!(
+            ap.decision(&id, "bob", Verdict::Approve, None, t0).err(),
+            Some(Refused::SelfApproval),
+            "{principal}"
+        );
+    }
+}
