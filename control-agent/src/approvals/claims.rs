@@ -167,6 +167,20 @@ impl Approvals {
         if raised {
             a.required = c.required;
         }
+        // The highest risk any claim of this call named (a bundle that now
+        // tiers the tool higher): approvals given for the lower tier no
+        // longer count, since a CRITICAL one asks more of its approvers (a
+        // recent sign-in) than a LOW one did.
+        let rank = |r: &str| {
+            ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+                .iter()
+                .position(|x| x.eq_ignore_ascii_case(r))
+        };
+        if rank(&c.risk) > rank(&a.risk) {
+            raised = true;
+            a.risk = c.risk.clone();
+            a.decisions.retain(|d| d.verdict != Verdict::Approve);
+        }
         // Every tenant any claim named as deciding (a bundle that
         // now holds the call by the owner's rules too): an
         // approval given by approvers who do not see each of them

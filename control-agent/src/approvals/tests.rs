@@ -709,3 +709,30 @@ fn a_caller_whose_id_reads_with_a_slash_is_nobodys_to_approve() {
         );
     }
 }
+
+/// A claim of the same call at a higher risk tier raises the approval's
+/// tier, and approvals given for the lower one no longer count (a CRITICAL
+/// approval asks more of its approvers than a LOW one did).
+#[test]
+fn a_call_claimed_again_at_a_higher_tier_needs_approvals_of_that_tier() {
+    let (_d, ap) = open();
+    let t0 = SystemTime::now();
+    let mut low = claim("agent-7", 1);
+    low.risk = "LOW".into();
+    let id = id_of(&ap.claim(low, None, t0).expect("claim"));
+    ap.decision(&id, "alice", Verdict::Approve, None, t0)
+        .expect("alice");
+    let again = ap.claim(claim("agent-7", 1), None, t0).expect("claim");
+    assert!(
+        matches!(&again, ClaimAnswer::Pending { id: i, approvals: 0, .. } if *i == id),
+        "{again:?}"
+    );
+    let v = ap.get_view(&id, None, t0).expect("kept");
+    assert_eq!(v.approval.risk, "CRITICAL");
+    ap.decision(&id, "bob", Verdict::Approve, None, t0)
+        .expect("bob");
+    assert!(matches!(
+        ap.claim(claim("agent-7", 1), None, t0).expect("claim"),
+        ClaimAnswer::Approved { .. }
+    ));
+}
