@@ -35,6 +35,7 @@ fn bench(c: &mut Criterion) {
     // Tuesday 2026-11-17 10:00 Europe/Berlin.
     let now = UNIX_EPOCH + Duration::from_secs(1_795_424_400);
     let input = PolicyInput {
+        grants: &[],
         principal: &principal,
         server: "mock",
         group: "tools",

@@ -414,6 +414,10 @@ pub fn layers(files: &Files) -> BTreeMap<String, Files> {
 /// The JWS `typ` of an approval grant (signed by the agent, checked by gateways).
 pub const APPROVAL_GRANT_TYP: &str = "warden-approval+jwt";
 
+/// The JWS `typ` of the list of just-in-time grants that hold (signed by
+/// the agent, checked by gateways).
+pub const JIT_GRANTS_TYP: &str = "warden-grants+jwt";
+
 /// A signed bundle's expiry as its `.manifest` names it (`expires`, RFC
 /// 3339, seconds, UTC), written by the agent and read by gateways with
 /// this one pair of functions, so that both read it alike.

@@ -256,6 +256,9 @@ pub struct Shared {
     pub live_tools: Arc<crate::guards::registry::LiveTools>,
     /// The tool and prompt names each server listed (see `names`).
     pub listed: Arc<crate::guards::names::ListedNames>,
+    /// The fleet's just-in-time grants (`input.principal.grants`), as the
+    /// control agent last listed them.
+    pub grants: Arc<crate::engines::grants::Grants>,
 }
 
 impl Shared {
@@ -305,6 +308,7 @@ impl Shared {
             handle_sealer: Arc::new(crate::guards::cursor::HandleSealer::random()),
             live_tools: Arc::new(crate::guards::registry::LiveTools::default()),
             listed: Arc::new(crate::guards::names::ListedNames::default()),
+            grants: Arc::new(crate::engines::grants::Grants::default()),
         })
     }
 }
@@ -611,7 +615,8 @@ impl Snapshot {
                 PolicyFilter::new(engine.clone(), config.catalog.clone(), config.policy.denial)
                     .with_shadow(shadow.clone())
                     .with_tenants(tenant_policies.clone())
-                    .with_pins(shared.pins.clone()),
+                    .with_pins(shared.pins.clone())
+                    .with_grants(shared.grants.clone()),
             ));
         }
         if config.tool_pinning {

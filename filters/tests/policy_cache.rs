@@ -179,6 +179,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
 
 fn input(c: &Case) -> PolicyInput<'_> {
     PolicyInput {
+        grants: &[],
         principal: &c.principal,
         server: c.server,
         group: c.group,

@@ -155,7 +155,7 @@ async fn decided(
         && agent
             .approvals
             .get_view(id, None, SystemTime::now())
-            .is_some_and(|v| v.approval.risk.eq_ignore_ascii_case("critical"))
+            .is_some_and(|v| v.approval.risk.eq_ignore_ascii_case("critical")) // not a name comparison: a risk tier
         && via.as_ref().is_some_and(|s| !agent.signed_in_fresh(s))
     {
         return Err(ApiError::forbidden(

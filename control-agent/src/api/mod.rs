@@ -9,6 +9,7 @@ pub mod approvals;
 pub mod audit;
 pub mod bundles;
 pub mod fleet;
+pub mod grants;
 pub mod registry;
 pub mod rollout;
 pub mod tenants;

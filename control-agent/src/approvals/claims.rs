@@ -37,6 +37,11 @@ impl Approvals {
         signer: Option<&Signer>,
         now: SystemTime,
     ) -> Result<ClaimAnswer, ClaimRefused> {
+        // `~grant` is the server of just-in-time grants' requests, which
+        // no gateway claims (a bundle's server names never begin so).
+        if c.server.starts_with('~') {
+            return Err(ClaimRefused::Malformed("server"));
+        }
         let binding = Self::check_claim(&mut c)?;
         // With a shared backend, every other agent's claims wait until this
         // one is kept, and this one sees what they (and their approvers)
@@ -97,7 +102,7 @@ impl Approvals {
     /// Checks a claim's fields (what names the call is refused when longer
     /// than any name; what explains it is cut) and the arguments against
     /// their digest; answers the call's binding.
-    fn check_claim(c: &mut Claim) -> Result<String, ClaimRefused> {
+    pub(super) fn check_claim(c: &mut Claim) -> Result<String, ClaimRefused> {
         // Every field is bounded: the table holds thousands of approvals and
         // is written whole. What names the call (and binds the grant) is
         // refused when longer than any name; what explains it is cut.
@@ -174,7 +179,7 @@ impl Approvals {
         let rank = |r: &str| {
             ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
                 .iter()
-                .position(|x| x.eq_ignore_ascii_case(r))
+                .position(|x| x.eq_ignore_ascii_case(r)) // not a name comparison: risk tiers
         };
         if rank(&c.risk) > rank(&a.risk) {
             raised = true;
@@ -281,7 +286,7 @@ impl Approvals {
 
     /// The first claim of a binding: a new pending approval, within the
     /// bounds of the table and of the principal's share of it.
-    fn claim_new(
+    pub(super) fn claim_new(
         all: &mut BTreeMap<String, Approval>,
         c: Claim,
         binding: String,
@@ -340,6 +345,7 @@ impl Approvals {
                 used_by: None,
                 denial_told: false,
                 notified: Vec::new(),
+                jit: false,
             },
         );
         Ok(ClaimAnswer::Pending {

@@ -50,6 +50,7 @@ mod approvers;
 mod claims;
 mod error;
 mod file;
+pub mod jit;
 pub mod postgres;
 mod turn;
 mod types;

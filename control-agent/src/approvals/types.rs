@@ -113,6 +113,11 @@ pub struct Approval {
     /// call: none is sent twice, whichever agent of a fleet sends it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notified: Vec<String>,
+    /// A just-in-time grant's request (`POST /v1/grants`), not a held
+    /// call: once approved it is listed to gateways until it expires, and
+    /// no gateway's claim takes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub jit: bool,
 }
 
 /// Where an approval stands.

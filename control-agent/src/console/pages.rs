@@ -162,7 +162,7 @@ pub(crate) async fn decide(
     let critical = api
         .approvals
         .get_view(&id, None, SystemTime::now())
-        .is_some_and(|v| v.approval.risk.eq_ignore_ascii_case("critical"));
+        .is_some_and(|v| v.approval.risk.eq_ignore_ascii_case("critical")); // not a name comparison: a risk tier
     if critical && verdict == Verdict::Approve && !api.fresh_enough(&who.session) {
         api.console_record(
             &user.name,

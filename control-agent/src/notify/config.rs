@@ -140,6 +140,7 @@ pub fn parse(
         {
             return Err(bad("a name is 1-64 letters, digits, `-` or `_`".into()));
         }
+        // not a name comparison: webhook names are ASCII
         if !names.insert(name.to_ascii_lowercase()) {
             return Err(bad("named twice".into()));
         }
@@ -156,7 +157,7 @@ pub fn parse(
                     .into(),
             ));
         }
-        let risks: Vec<String> = h.risks.iter().map(|r| r.to_ascii_uppercase()).collect();
+        let risks: Vec<String> = h.risks.iter().map(|r| r.to_ascii_uppercase()).collect(); // not a name comparison: risk tiers
         if let Some(r) = risks
             .iter()
             .find(|r| !["LOW", "MEDIUM", "HIGH", "CRITICAL"].contains(&r.as_str()))

@@ -50,6 +50,7 @@ pub const IN_FLIGHT: usize = 8;
 /// Whether `hook` wants to hear of `a`.
 pub fn wants(hook: &Webhook, a: &ApprovalView) -> bool {
     let ap = &a.approval;
+    // not a name comparison: risk tiers (the tenants go through in_scope)
     (hook.tenants.is_empty()
         || warden_config::person::in_scope(&hook.tenants, &ap.tenant)
         || ap
@@ -246,9 +247,12 @@ pub fn start(
     cfg: NotifyConfig,
     lease: Arc<Lease>,
 ) -> anyhow::Result<JoinHandle<()>> {
+    // Kept connections are dropped before common servers' keep-alive ends
+    // (Node's 5 s), so a delivery seldom meets one the receiver closed.
     let http = reqwest::Client::builder()
         .timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(4))
         .build()?;
     let cfg = Arc::new(cfg);
     Ok(tokio::spawn(async move {

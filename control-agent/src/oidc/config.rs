@@ -160,7 +160,7 @@ pub fn read(path: &Path) -> anyhow::Result<OidcConfig> {
 /// Whether `u` is served on this machine (`http` is accepted only there).
 pub(crate) fn loopback(u: &url::Url) -> bool {
     match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"), // not a name comparison: a DNS host name
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
         Some(url::Host::Ipv6(a)) => a.is_loopback(),
         None => false,

@@ -67,9 +67,14 @@ pub enum Unreachable {
 
 impl Provider {
     pub fn new(config: OidcConfig) -> anyhow::Result<Provider> {
+        // No connection kept between requests: sign-ins are rare, and a
+        // kept connection the provider closed when its keep-alive ended
+        // (Node's after 5 s) would fail the one request that reuses it at
+        // that moment, a code exchange among them (a code is single use).
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(0)
             .build()?;
         Ok(Provider {
             config,

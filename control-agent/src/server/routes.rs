@@ -22,7 +22,7 @@ use http::{HeaderValue, Method, StatusCode};
 use super::error::{json, ApiError};
 use super::extract::{authenticate, what};
 use crate::admins::Kind;
-use crate::api::{approvals, audit, bundles, fleet, registry, rollout, tenants};
+use crate::api::{approvals, audit, bundles, fleet, grants, registry, rollout, tenants};
 use crate::caller::Caller;
 use crate::console::gate::ConsoleAccess;
 use crate::server::Api;
@@ -60,6 +60,11 @@ pub fn router(api: Arc<Api>) -> Router {
         .at(GET, "/v1/approvals/{id}", ApprovalReader, approvals::show)
         .at(POST, "/v1/approvals/{id}/approve", Decide, approvals::approve)
         .at(POST, "/v1/approvals/{id}/deny", Decide, approvals::deny)
+        // Just-in-time grants: administrators and approvers ask (the
+        // handler says for whom), approvers decide them above, gateways
+        // read those that hold.
+        .at(POST, "/v1/grants", ApprovalReader, grants::request)
+        .at(GET, "/v1/grants", Gateway, grants::active)
         // Tenant layers: org roles read, org admins and the tenant's own
         // admins change.
         .at(GET, "/v1/tenants", Administrator, tenants::list)
@@ -169,9 +174,9 @@ fn refusal(
     let path = uri.path();
     match caller {
         Caller::Approver { .. } if access == Access::Claim => ApiError::no_route(),
-        Caller::Approver { .. } => {
-            ApiError::forbidden("an approver's token reaches only /v1/approvals")
-        }
+        Caller::Approver { .. } => ApiError::forbidden(
+            "an approver's token reaches only /v1/approvals (and asks grants at POST /v1/grants)",
+        ),
         Caller::Gateway(_) if access.approvals() => {
             ApiError::forbidden("gateways may only claim approvals, never list or decide them")
         }

@@ -4,6 +4,7 @@
 
 pub mod dlp;
 pub mod flow;
+pub mod grants;
 pub mod identity;
 pub mod policy;
 pub mod token;

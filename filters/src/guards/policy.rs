@@ -37,6 +37,8 @@ pub struct PolicyFilter {
     /// The input schemas servers listed (`tools` pins): whether a tool's
     /// argument types are known (see `PolicyFilter::types_unknown`).
     pins: Option<Arc<crate::guards::tools::ToolPins>>,
+    /// The fleet's just-in-time grants (`input.principal.grants`).
+    grants: Option<Arc<crate::engines::grants::Grants>>,
 }
 
 impl std::fmt::Debug for PolicyFilter {
@@ -138,12 +140,19 @@ impl PolicyFilter {
             denial,
             tenants: None,
             pins: None,
+            grants: None,
         }
     }
 
     /// Reads the input schemas servers listed from `pins`.
     pub fn with_pins(mut self, pins: Arc<crate::guards::tools::ToolPins>) -> Self {
         self.pins = Some(pins);
+        self
+    }
+
+    /// Hands the policy the caller's just-in-time grants from `grants`.
+    pub fn with_grants(mut self, grants: Arc<crate::engines::grants::Grants>) -> Self {
+        self.grants = Some(grants);
         self
     }
 
@@ -284,8 +293,16 @@ impl PolicyFilter {
             }
             _ => (None, None, None),
         };
+        // The caller's grants that hold now: one that expired is no
+        // longer in the input, so no decision cached with it answers.
+        let grants = self
+            .grants
+            .as_ref()
+            .map(|g| g.of(ctx.principal, ctx.now))
+            .unwrap_or_default();
         let input = PolicyInput {
             principal: ctx.principal,
+            grants: &grants,
             server: ctx.server,
             group: ctx.group,
             via: ctx.via,

@@ -275,6 +275,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         },
     ));
     server.add_service(background_service(
+        "just-in-time grants",
+        crate::hub::grants::GrantsWatcher {
+            gateway: gateway.clone(),
+        },
+    ));
+    server.add_service(background_service(
         "health checks",
         HealthChecker {
             current: gateway.current.clone(),

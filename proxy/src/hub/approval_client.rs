@@ -29,6 +29,9 @@ use warden_config::archive::APPROVAL_GRANT_TYP as GRANT_TYP;
 
 /// Where this gateway claims held calls: the agent in use, and the next
 /// one when it fails (see `agents`).
+/// The oldest list of grants a gateway takes.
+pub const GRANTS_MAX_AGE: Duration = Duration::from_secs(60);
+
 pub struct ApprovalClient {
     agents: Arc<Agents>,
     token: Option<String>,
@@ -134,6 +137,72 @@ impl ApprovalClient {
             Some(t) => t.replace("{id}", id),
             None => format!("{}/v1/approvals/{id}", self.agents.base_in_use()),
         }
+    }
+
+    /// The just-in-time grants that hold, from the first agent that
+    /// answers: signed with the bundle key when the gateway checks bundles
+    /// (a list unsigned, signed by another key, or issued more than
+    /// [`GRANTS_MAX_AGE`] ago is refused, so a replayed old list cannot
+    /// bring back a revoked grant for long).
+    pub async fn grants(&self) -> Result<Vec<warden_filters::engines::grants::Grant>, String> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            grants: Vec<warden_filters::engines::grants::Grant>,
+            issued_at: u64,
+        }
+        let mut errors = Vec::new();
+        for ep in self.agents.candidates().await {
+            let client = match self.clients.get(&ep) {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let mut req = client
+                .get(ep.url("/v1/grants"))
+                .timeout(Duration::from_secs(5));
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            let body = match req.send().await {
+                Ok(r) if r.status().is_success() => match r.bytes().await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        errors.push(format!("{}: {}", ep.name(), e.without_url()));
+                        continue;
+                    }
+                },
+                Ok(r) => {
+                    errors.push(format!("{}: status {}", ep.name(), r.status()));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(format!("{}: {}", ep.name(), super::agent_tls::why(e)));
+                    continue;
+                }
+            };
+            let v: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| format!("not the agent's protocol: {e}"))?;
+            let list: List = match (&self.verifier, v.get("jws").and_then(|j| j.as_str())) {
+                (Some(verifier), Some(jws)) => verifier
+                    .verify_claims(jws, warden_config::archive::JIT_GRANTS_TYP)
+                    .map_err(|e| format!("the grants' signature: {e}"))?,
+                (Some(_), None) => {
+                    return Err("the agent's grants are not signed: none is taken".into())
+                }
+                (None, _) => serde_json::from_value(v)
+                    .map_err(|e| format!("not the agent's protocol: {e}"))?,
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if list.issued_at + GRANTS_MAX_AGE.as_secs() < now {
+                return Err("the agent's grants are too old: none is taken".into());
+            }
+            return Ok(list.grants);
+        }
+        Err(format!("no control agent answered: {}", errors.join("; ")))
     }
 
     /// Sends the claim `body` to one agent.

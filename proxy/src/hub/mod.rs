@@ -8,6 +8,7 @@ pub mod agents;
 pub mod approval_client;
 pub mod bundles;
 pub mod freshness;
+pub mod grants;
 pub mod quota_store;
 pub mod runtime;
 pub mod source;

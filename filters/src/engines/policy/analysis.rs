@@ -15,6 +15,8 @@ pub(super) enum Field {
     PrincipalAuth,
     /// `None`: the whole attribute map.
     PrincipalAttribute(Option<String>),
+    /// `input.principal.grants`, whole.
+    PrincipalGrants,
     ServerName,
     ServerGroup,
     ServerVia,
@@ -43,6 +45,7 @@ pub(super) const ALL_PRINCIPAL: &[Field] = &[
     Field::PrincipalKind,
     Field::PrincipalAuth,
     Field::PrincipalAttribute(None),
+    Field::PrincipalGrants,
 ];
 pub(super) const ALL_SERVER: &[Field] = &[Field::ServerName, Field::ServerGroup, Field::ServerVia];
 pub(super) const ALL_REQUEST: &[Field] = &[
@@ -104,6 +107,7 @@ pub(super) fn fields_for(path: &[String]) -> Vec<Field> {
             Some("kind") => vec![Field::PrincipalKind],
             Some("auth") => vec![Field::PrincipalAuth],
             Some("attributes") => vec![Field::PrincipalAttribute(seg(2).map(str::to_owned))],
+            Some("grants") => vec![Field::PrincipalGrants],
             Some(_) => Vec::new(),
         },
         Some("server") => match seg(1) {

@@ -59,6 +59,19 @@ impl KeyPlan {
                 Field::PrincipalAttribute(Some(a)) => {
                     put(key, tag, p.attributes.get(a).map(|v| v.as_bytes()))
                 }
+                // Every grant that holds, whole: one granted or ended is
+                // another key.
+                Field::PrincipalGrants => {
+                    key.push(tag);
+                    key.extend_from_slice(&(i.grants.len() as u32).to_le_bytes());
+                    for g in i.grants {
+                        put(key, 0, Some(g.id.as_bytes()));
+                        put(key, 0, Some(g.kind.as_bytes()));
+                        put(key, 0, Some(g.name.as_bytes()));
+                        put(key, 0, g.server.as_deref().map(str::as_bytes));
+                        put(key, 0, Some(&g.expires_at.to_le_bytes()));
+                    }
+                }
                 Field::ServerName => put(key, tag, Some(i.server.as_bytes())),
                 Field::ServerGroup => put(key, tag, Some(i.group.as_bytes())),
                 Field::ServerVia => put(key, tag, i.via.map(str::as_bytes)),

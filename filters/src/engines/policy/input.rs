@@ -16,6 +16,9 @@ use crate::engines::identity::Principal;
 #[derive(Debug, Clone, Copy)]
 pub struct PolicyInput<'a> {
     pub principal: &'a Principal,
+    /// The principal's just-in-time grants that hold now
+    /// (`input.principal.grants`).
+    pub grants: &'a [crate::engines::grants::Grant],
     pub server: &'a str,
     pub group: &'a str,
     /// The virtual server the message came through, if any.
@@ -71,6 +74,30 @@ pub(super) const NAME_LIST: [&str; 26] = [
 
 thread_local! {
     static NAMES: [Value; 26] = NAME_LIST.map(Value::from);
+}
+
+/// `input.principal.grants`: each grant's id, kind, name, server and
+/// expiry (RFC 3339, UTC).
+fn grants_value(grants: &[crate::engines::grants::Grant]) -> Value {
+    Value::from(
+        grants
+            .iter()
+            .map(|g| {
+                let mut m = BTreeMap::new();
+                m.insert(s("id"), s(&g.id));
+                m.insert(s("kind"), s(&g.kind));
+                m.insert(s("name"), s(&g.name));
+                m.insert(s("server"), opt(g.server.as_deref()));
+                m.insert(
+                    s("expires_at"),
+                    s(&jiff::Timestamp::from_second(g.expires_at as i64)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default()),
+                );
+                Value::from(m)
+            })
+            .collect::<Vec<_>>(),
+    )
 }
 
 pub(super) fn s(v: &str) -> Value {
@@ -175,6 +202,14 @@ pub(super) fn input_for(
                     ("kind", s(p.kind.as_str())),
                     ("auth", s(p.auth.as_str())),
                     ("attributes", Value::from(attributes)),
+                    (
+                        "grants",
+                        if has(&Field::PrincipalGrants) {
+                            grants_value(i.grants)
+                        } else {
+                            Value::new_array()
+                        },
+                    ),
                 ]),
             ),
             (

@@ -490,3 +490,87 @@ fn the_entrypoint_is_found_as_regorus_reads_the_modules() {
         "{e}"
     );
 }
+
+/// `input.principal.grants` is what the policy judges and part of the
+/// cached decision's key: a call allowed by a grant is denied once the
+/// grant is gone (expired grants never reach the input), however many
+/// decisions the cache held; a policy that never reads grants keeps one
+/// cached decision whatever they are.
+#[test]
+fn grants_decide_and_key_the_cached_decision() {
+    use crate::engines::grants::Grant;
+    let modules = std::collections::BTreeMap::from([(
+        "authz.rego".to_owned(),
+        module_of(
+            "decision := {\"allow\": true, \"reason\": \"granted\"} if {\n  some g in input.principal.grants\n  g.kind == \"tool\"\n  g.name == input.request.tool\n}",
+        ),
+    )]);
+    let e = super::PolicyEngine::compile(
+        &modules,
+        &serde_json::json!({}),
+        "data.warden.authz.decision",
+        "UTC",
+        1_000,
+    )
+    .expect("rego");
+    assert!(e.cacheable());
+    let p = crate::guards::tenant_fixture::principal("acme", "alice", &[]);
+    let grant = Grant {
+        id: "ap_1".into(),
+        tenant: "acme".into(),
+        principal: "alice".into(),
+        kind: "tool".into(),
+        name: "deploy".into(),
+        server: None,
+        expires_at: 4_000_000_000,
+    };
+    let input = |grants: &'static [Grant]| super::PolicyInput {
+        principal: &p,
+        grants,
+        server: "ops",
+        group: "g",
+        via: None,
+        method: "tools/call",
+        tool: Some("deploy"),
+        prompt: None,
+        resource_uri: None,
+        arguments: Some("{}"),
+        risk: None,
+        listing: false,
+        now: std::time::SystemTime::now(),
+        source_ip: None,
+        justification: None,
+        session_id: None,
+        flow: None,
+    };
+    let granted: &'static [Grant] = Box::leak(Box::new([grant.clone()]));
+    let other: &'static [Grant] = Box::leak(Box::new([Grant {
+        name: "read".into(),
+        ..grant
+    }]));
+    for _ in 0..3 {
+        assert!(e.decide(&input(granted)).allow);
+        assert!(!e.decide(&input(&[])).allow);
+        assert!(!e.decide(&input(other)).allow);
+    }
+    let (hits, misses) = e.cache_stats();
+    assert_eq!((hits, misses), (6, 3));
+    // A policy that reads no grant keys no grant.
+    let blind = std::collections::BTreeMap::from([(
+        "authz.rego".to_owned(),
+        module_of(
+            "decision := {\"allow\": true, \"reason\": \"ok\"} if input.request.tool == \"deploy\"",
+        ),
+    )]);
+    let b = super::PolicyEngine::compile(
+        &blind,
+        &serde_json::json!({}),
+        "data.warden.authz.decision",
+        "UTC",
+        1_000,
+    )
+    .expect("rego");
+    assert!(b.decide(&input(granted)).allow);
+    assert!(b.decide(&input(&[])).allow);
+    assert_eq!(b.cache_stats(), (1, 1));
+}

@@ -1,0 +1,188 @@
+//! Just-in-time grants: a role or a tool given to one principal for a
+//! stated time, approved at the control agent like a held call. The
+//! gateway holds the fleet's current grants ([`Grants`], replaced whole
+//! from the agent every few seconds) and hands the policy those of the
+//! calling principal that have not expired (`input.principal.grants`):
+//! a grant ends at its `expires_at` on every gateway by its own clock,
+//! whether or not the agent is reachable then.
+//!
+//! Grants are keyed by the principal's strict key
+//! ([`Principal::owner`]): a grant to `alice` reaches `ALICE` of the same
+//! tenant and never `ａｌｉｃｅ`, nor a principal a tenant's layer minted
+//! under that name (access widens only for the exact principal it was
+//! given to).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use super::identity::Principal;
+
+/// Grants the gateway holds at most (the newest kept): a table that grows
+/// with what the agent sends has a bound like every other.
+pub const MAX_GRANTS: usize = 10_000;
+
+/// One grant, as the agent lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The approval that gave it (`ap_…`).
+    pub id: String,
+    pub tenant: String,
+    pub principal: String,
+    /// `role` or `tool`.
+    pub kind: String,
+    /// The role, or the tool's name.
+    pub name: String,
+    /// The tool's server (a `tool` grant), if it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Seconds since the epoch.
+    pub expires_at: u64,
+}
+
+impl Grant {
+    /// The principal key a grant is held under (as [`Principal::owner`]
+    /// spells the key of a principal the identity provider or an API key
+    /// names).
+    fn key(&self) -> String {
+        use warden_config::person::strict_key as k;
+        format!("{}\0{}", k(&self.tenant), k(&self.principal))
+    }
+
+    /// Whether it still holds at `now`.
+    pub fn live(&self, now: SystemTime) -> bool {
+        now.duration_since(std::time::UNIX_EPOCH)
+            .is_ok_and(|d| d.as_secs() < self.expires_at)
+    }
+}
+
+/// The fleet's grants, by principal key.
+#[derive(Default)]
+pub struct Grants {
+    by_key: ArcSwap<HashMap<String, Vec<Grant>>>,
+}
+
+impl std::fmt::Debug for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grants").field("held", &self.len()).finish()
+    }
+}
+
+impl Grants {
+    /// Replaces every grant with `all` (those already expired at `now`
+    /// left out; past [`MAX_GRANTS`], those ending last kept).
+    pub fn replace(&self, mut all: Vec<Grant>, now: SystemTime) {
+        all.retain(|g| g.live(now) && (g.kind == "role" || g.kind == "tool"));
+        if all.len() > MAX_GRANTS {
+            all.sort_by_key(|g| std::cmp::Reverse(g.expires_at));
+            all.truncate(MAX_GRANTS);
+        }
+        let mut by_key: HashMap<String, Vec<Grant>> = HashMap::new();
+        for g in all {
+            by_key.entry(g.key()).or_default().push(g);
+        }
+        for v in by_key.values_mut() {
+            v.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        self.by_key.store(Arc::new(by_key));
+    }
+
+    /// The grants of `p` that hold at `now`, in a stable order.
+    pub fn of(&self, p: &Principal, now: SystemTime) -> Vec<Grant> {
+        let all = self.by_key.load();
+        match all.get(p.owner()) {
+            Some(v) => v.iter().filter(|g| g.live(now)).cloned().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Grants held (a gauge).
+    pub fn len(&self) -> usize {
+        self.by_key.load().values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn grant(tenant: &str, principal: &str, name: &str, until: u64) -> Grant {
+        Grant {
+            id: format!("ap_{name}"),
+            tenant: tenant.into(),
+            principal: principal.into(),
+            kind: "tool".into(),
+            name: name.into(),
+            server: None,
+            expires_at: until,
+        }
+    }
+
+    fn principal(tenant: &str, id: &str) -> Principal {
+        crate::guards::tenant_fixture::principal(tenant, id, &[])
+    }
+
+    /// A grant reaches its principal (any ASCII case) until it expires,
+    /// and no other principal, no look-alike, no other tenant's namesake.
+    #[test]
+    fn a_grant_reaches_its_principal_until_it_expires() {
+        let g = Grants::default();
+        let t = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        g.replace(
+            vec![
+                grant("acme", "alice", "deploy", 1_000),
+                grant("acme", "alice", "old", 10),
+                grant("acme", "bob", "x", 1_000),
+            ],
+            t(100),
+        );
+        assert_eq!(g.len(), 2, "the expired one is not kept");
+        let names =
+            |p: &Principal, now| g.of(p, now).into_iter().map(|x| x.name).collect::<Vec<_>>();
+        assert_eq!(names(&principal("acme", "alice"), t(100)), ["deploy"]);
+        assert_eq!(names(&principal("ACME", "Alice"), t(100)), ["deploy"]);
+        assert!(names(&principal("acme", "alice"), t(1_000)).is_empty());
+        assert!(names(&principal("acme", "\u{ff41}lice"), t(100)).is_empty());
+        assert!(names(&principal("globex", "alice"), t(100)).is_empty());
+        let minted = Principal {
+            auth: crate::engines::identity::AuthMethod::LayerKey,
+            ..principal("acme", "alice")
+        };
+        assert!(names(&minted, t(100)).is_empty());
+        // Replaced whole: a revoked grant is gone.
+        g.replace(vec![], t(100));
+        assert!(names(&principal("acme", "alice"), t(100)).is_empty());
+    }
+
+    /// Past the bound the grants ending last are kept; a kind the policy
+    /// contract does not name is not.
+    #[test]
+    fn the_table_is_bounded() {
+        let g = Grants::default();
+        let now = UNIX_EPOCH + Duration::from_secs(1);
+        let mut all: Vec<Grant> = (0..MAX_GRANTS as u64 + 5)
+            .map(|i| grant("t", &format!("p{i}"), "x", 100 + i))
+            .collect();
+        all.push(Grant {
+            kind: "admin".into(),
+            ..grant("t", "q", "x", 10_000_000)
+        });
+        g.replace(all, now);
+        assert_eq!(g.len(), MAX_GRANTS);
+        assert!(g.of(&principal("t", "p0"), now).is_empty());
+        assert_eq!(
+            g.of(&principal("t", &format!("p{}", MAX_GRANTS + 4)), now)
+                .len(),
+            1
+        );
+        assert!(g.of(&principal("t", "q"), now).is_empty());
+    }
+}
