@@ -196,7 +196,11 @@ async fn two_agents_share_one_control_plane_and_race_to_publish_without_collisio
     let mut distinct = seqs.clone();
     distinct.sort_unstable();
     distinct.dedup();
-    assert_eq!(distinct.len(), 3, "three sequences, none shared: {seqs:?}");
+    // Both publishes and the first revision; the lease holder's source
+    // watcher may publish the changed source too, in between (a fourth,
+    // under load): never a sequence twice.
+    assert_eq!(distinct.len(), seqs.len(), "none shared: {seqs:?}");
+    assert!((3..=4).contains(&seqs.len()), "{seqs:?}");
     // Every gateway ends on the newest, whichever agent it polls.
     let (_, top) = newest(&f.a).await;
     assert!(top == pa || top == pb);
