@@ -7,7 +7,6 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use warden_config::person::Person;
 
 use super::Agent;
 use crate::approvals::jit::GRANT_SERVER;
@@ -84,28 +83,62 @@ fn may_ask(agent: &Agent, caller: &Caller, tenant: &str, principal: &str) -> Res
         Caller::Approver {
             name, signed_in, ..
         } => {
-            let who = Person::of(tenant, principal).map_err(|e| e.to_string())?;
-            let mine: Vec<Person> = match signed_in {
-                Some(s) => s
-                    .principals
-                    .iter()
-                    .filter_map(|p| Person::parse(p).ok())
-                    .collect(),
+            let mine: Vec<String> = match signed_in {
+                Some(s) => s.principals.clone(),
                 None => agent
                     .approvals
                     .approvers
                     .get(name)
-                    .map(|w| w.people(name))
+                    .map(|w| w.principals.clone())
                     .unwrap_or_default(),
             };
-            if mine.iter().any(|m| m.same(&who)) {
+            let mine = std::iter::once(name.as_str()).chain(mine.iter().map(String::as_str));
+            if is_one_of(mine, tenant, principal) {
                 Ok(())
             } else {
-                Err("an approver asks grants for the principals they are only".into())
+                Err(
+                    "an approver asks grants for the principals they are only (named `tenant/id`)"
+                        .into(),
+                )
             }
         }
         _ => Err("gateways ask no grant".into()),
     }
+}
+
+/// Whether one of `names` (an approver's name and the principals they
+/// are, `tenant/id` as the approvers file or the identity provider lists
+/// them) is the principal `tenant`/`principal` a grant would reach: the
+/// key gateways hold the grant under
+/// ([`warden_filters::engines::grants::holder_key`]) is that name's.
+///
+/// Not the person comparison that stops an approver approving their own
+/// call: that one merges spellings (`ａｌｉｃｅ`, `alicé` are `alice`) and
+/// reads a bare `alice` as `alice` of every tenant, which is stricter
+/// there but would here let an approver ask access for a principal they
+/// are not (another tenant's `alice`, a look-alike the gateway keeps
+/// apart). A bare id names no principal a grant could be for; a name
+/// whose slash only a compatibility form makes (`acme／alice`) is read
+/// two ways and is none.
+fn is_one_of<'a>(names: impl IntoIterator<Item = &'a str>, tenant: &str, principal: &str) -> bool {
+    use warden_config::person::Person;
+    use warden_filters::engines::grants::holder_key;
+    if Person::of(tenant, principal).is_err() {
+        return false;
+    }
+    let wanted = holder_key(tenant, principal);
+    names.into_iter().any(|n| {
+        let Some((t, id)) = n.split_once('/') else {
+            return false;
+        };
+        // Read as the approvers' principals are read (after compatibility
+        // normalisation) and as written: one person both ways, or none.
+        let one_reading = matches!(
+            (Person::parse(n), Person::of(t, id)),
+            (Ok(a), Ok(b)) if a == b
+        );
+        one_reading && holder_key(t, id) == wanted
+    })
 }
 
 /// `POST /v1/grants`: a request, pending until approvers decide it (or
@@ -185,9 +218,13 @@ pub async fn request(
 pub async fn active(agent: Agent) -> ApiResult {
     let now = SystemTime::now();
     let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let grants = agent
-        .approvals
-        .active_grants(now)
+    // Up to date with the other agents' decisions, or no list (503: the
+    // gateway asks another agent).
+    let api = agent.0.clone();
+    let held = super::blocking(move || api.approvals.current_grants(now))
+        .await?
+        .map_err(crate::approvals::Refused::from)?;
+    let grants = held
         .into_iter()
         .filter_map(|(a, until)| {
             let v: serde_json::Value = serde_json::from_str(&a.arguments).ok()?;
@@ -221,3 +258,7 @@ pub async fn active(agent: Agent) -> ApiResult {
         None => ok(&list),
     }
 }
+
+#[cfg(test)]
+#[path = "grants_tests.rs"]
+mod tests;

@@ -83,4 +83,20 @@ impl Approvals {
             })
             .collect()
     }
+
+    /// [`Approvals::active_grants`] as kept now: with a backend shared by
+    /// several agents, the memory is first brought up to date (one read of
+    /// the generation when nothing changed), and no list is answered when
+    /// that fails. An agent cut off from the database would otherwise
+    /// list, freshly signed every time, the grants it last saw: one
+    /// withdrawn on another agent would hold at every gateway reading this
+    /// one until it ends by itself (up to a day), where refused the
+    /// gateways ask another agent, or keep what they read last.
+    pub fn current_grants(
+        &self,
+        now: SystemTime,
+    ) -> Result<Vec<(Approval, SystemTime)>, Unavailable> {
+        self.catch_up().map_err(Unavailable::of)?;
+        Ok(self.active_grants(now))
+    }
 }

@@ -736,3 +736,183 @@ fn a_call_claimed_again_at_a_higher_tier_needs_approvals_of_that_tier() {
         ClaimAnswer::Approved { .. }
     ));
 }
+
+/// A just-in-time grant's request for `principal` of acme: `deploy` for
+/// `secs`.
+fn grant_request(principal: &str, secs: u64) -> Claim {
+    let arguments = format!(
+        "{{\"duration_secs\":{secs},\"kind\":\"tool\",\"name\":\"deploy\",\"server\":null}}"
+    );
+    Claim {
+        server: jit::GRANT_SERVER.into(),
+        tool: "tool:*/deploy".into(),
+        args_digest: warden_filters::chain::plan::args_digest(&arguments),
+        arguments,
+        risk: "HIGH".into(),
+        reason: "just-in-time access asked by admin".into(),
+        justification: Some("incident 7".into()),
+        pending_secs: 3600,
+        grant_secs: secs,
+        gateway: "agent:admin".into(),
+        ..claim(principal, 1)
+    }
+}
+
+/// A grant's request: asked again while in play it is the same one; it
+/// is listed to gateways once approved, never taken by a gateway's claim
+/// (even one naming every field of it), never approved by the principal
+/// it is for, withdrawn by a denial, and asked anew once it has ended.
+#[test]
+fn a_grant_request_from_asking_to_its_end() {
+    let (_d, ap) = open();
+    let t0 = SystemTime::now();
+    let v = ap
+        .request_grant(grant_request("agent-7", 60), t0)
+        .expect("asked");
+    let id = v.approval.id.clone();
+    assert!(v.approval.jit && v.state == State::Pending);
+    assert!(ap.active_grants(t0).is_empty(), "pending is no grant");
+    let again = ap
+        .request_grant(grant_request("agent-7", 60), t0)
+        .expect("asked");
+    assert_eq!(again.approval.id, id);
+    // No gateway claims it, in any spelling of the reserved server.
+    for server in [jit::GRANT_SERVER, "~GRANT", "~other"] {
+        let c = Claim {
+            server: server.into(),
+            ..grant_request("agent-7", 60)
+        };
+        assert!(
+            matches!(
+                ap.claim(c, None, t0),
+                Err(ClaimRefused::Malformed("server"))
+            ),
+            "{server}"
+        );
+    }
+    assert_eq!(
+        ap.decision(&id, "agent-7", Verdict::Approve, None, t0)
+            .err(),
+        Some(Refused::SelfApproval)
+    );
+    ap.decision(&id, "alice", Verdict::Approve, None, t0)
+        .expect("alice");
+    let held = ap.active_grants(t0);
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].1, t0 + Duration::from_secs(60));
+    assert_eq!(
+        ap.request_grant(grant_request("agent-7", 60), t0)
+            .expect("asked")
+            .approval
+            .id,
+        id,
+        "asked while it holds: the same grant"
+    );
+    // Over at its end.
+    let end = t0 + Duration::from_secs(61);
+    assert!(ap.active_grants(end).is_empty());
+    let anew = ap
+        .request_grant(grant_request("agent-7", 60), end)
+        .expect("asked");
+    assert_ne!(anew.approval.id, id);
+    ap.decision(&anew.approval.id, "bob", Verdict::Approve, None, end)
+        .expect("bob");
+    assert_eq!(ap.active_grants(end).len(), 1);
+    // Withdrawn by a denial, and asked again it stays denied for its
+    // pending time.
+    ap.decision(&anew.approval.id, "alice", Verdict::Deny, None, end)
+        .expect("withdrawn");
+    assert!(ap.active_grants(end).is_empty());
+    let denied = ap
+        .request_grant(grant_request("agent-7", 60), end)
+        .expect("asked");
+    assert_eq!(denied.approval.id, anew.approval.id);
+    assert_eq!(denied.state, State::Denied);
+}
+
+/// What [`SharedStore`] keeps: the approvals, the generation, and
+/// whether it is unreachable.
+#[derive(Default)]
+struct Kept {
+    all: BTreeMap<String, Approval>,
+    generation: u64,
+    down: bool,
+}
+
+/// A store two queues share, as two agents share one database (a turn
+/// each, a generation bumped by every write), that can go away.
+#[derive(Clone, Default)]
+struct SharedStore(std::sync::Arc<Mutex<Kept>>);
+
+impl SharedStore {
+    fn down(&self, down: bool) {
+        self.0.lock().expect("store").down = down;
+    }
+
+    fn up(&self) -> std::io::Result<MutexGuard<'_, Kept>> {
+        let g = self.0.lock().expect("store");
+        if g.down {
+            return Err(std::io::Error::other("the database is unreachable"));
+        }
+        Ok(g)
+    }
+}
+
+impl ApprovalBackend for SharedStore {
+    fn load(&self) -> anyhow::Result<BTreeMap<String, Approval>> {
+        Ok(self.up()?.all.clone())
+    }
+    fn save(&self, all: &BTreeMap<String, Approval>, _: &Changes) -> std::io::Result<()> {
+        let mut g = self.up()?;
+        g.all = all.clone();
+        g.generation += 1;
+        Ok(())
+    }
+    fn begin(&self) -> std::io::Result<Option<u64>> {
+        Ok(Some(self.up()?.generation))
+    }
+    fn commit(&self) -> std::io::Result<Option<u64>> {
+        Ok(Some(self.up()?.generation))
+    }
+    fn generation(&self) -> std::io::Result<Option<u64>> {
+        Ok(Some(self.up()?.generation))
+    }
+}
+
+/// Two agents on one database: a grant withdrawn on one is not listed by
+/// the other, though nothing told it (its memory is brought up to date
+/// first), and an agent that cannot reach the database lists no grant
+/// rather than those it last saw (gateways ask another agent).
+#[test]
+fn an_agent_lists_the_grants_the_database_holds_or_none() {
+    let store = SharedStore::default();
+    let a = Approvals::with_backend(Box::new(store.clone()), approvers()).expect("a");
+    let b = Approvals::with_backend(Box::new(store.clone()), approvers()).expect("b");
+    let t0 = SystemTime::now();
+    let id = a
+        .request_grant(grant_request("agent-7", 600), t0)
+        .expect("asked")
+        .approval
+        .id;
+    a.decision(&id, "alice", Verdict::Approve, None, t0)
+        .expect("alice");
+    assert_eq!(b.current_grants(t0).expect("b lists").len(), 1);
+    a.decision(&id, "bob", Verdict::Deny, None, t0)
+        .expect("withdrawn");
+    assert!(b.current_grants(t0).expect("b lists").is_empty());
+    // Approved again (a new request), then withdrawn while b cannot see it.
+    let id = a
+        .request_grant(grant_request("agent-8", 600), t0)
+        .expect("asked")
+        .approval
+        .id;
+    a.decision(&id, "alice", Verdict::Approve, None, t0)
+        .expect("alice");
+    assert_eq!(b.current_grants(t0).expect("b lists").len(), 1);
+    a.decision(&id, "bob", Verdict::Deny, None, t0)
+        .expect("withdrawn");
+    store.down(true);
+    assert!(matches!(b.current_grants(t0), Err(Unavailable(_))));
+    store.down(false);
+    assert!(b.current_grants(t0).expect("b lists").is_empty());
+}

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
-use super::identity::Principal;
+use super::identity::{AuthMethod, Principal};
 
 /// Grants the gateway holds at most (the newest kept): a table that grows
 /// with what the agent sends has a bound like every other.
@@ -44,12 +44,9 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// The principal key a grant is held under (as [`Principal::owner`]
-    /// spells the key of a principal the identity provider or an API key
-    /// names).
+    /// The principal key a grant is held under ([`holder_key`]).
     fn key(&self) -> String {
-        use warden_config::person::strict_key as k;
-        format!("{}\0{}", k(&self.tenant), k(&self.principal))
+        holder_key(&self.tenant, &self.principal)
     }
 
     /// Whether it still holds at `now`.
@@ -57,6 +54,25 @@ impl Grant {
         now.duration_since(std::time::UNIX_EPOCH)
             .is_ok_and(|d| d.as_secs() < self.expires_at)
     }
+}
+
+/// The key a grant to `tenant`/`principal` is held under: the owner key
+/// ([`Principal::owner`]) of the authenticated principal of that tenant
+/// and id, spelled by that one function so the two never differ. A grant
+/// to `default`/`anonymous` (a token whose subject is `anonymous` and
+/// names no tenant) is keyed as that principal's, which is not the
+/// unauthenticated caller's key: a strict key alone would hand it to
+/// every caller who presents no credential. The agent compares the
+/// principals an approver is by it (who may ask a grant for whom).
+pub fn holder_key(tenant: &str, principal: &str) -> String {
+    Principal {
+        id: principal.to_owned(),
+        tenant: tenant.to_owned(),
+        auth: AuthMethod::ApiKey,
+        ..Principal::anonymous()
+    }
+    .owner()
+    .to_owned()
 }
 
 /// The fleet's grants, by principal key.
@@ -90,8 +106,13 @@ impl Grants {
         self.by_key.store(Arc::new(by_key));
     }
 
-    /// The grants of `p` that hold at `now`, in a stable order.
+    /// The grants of `p` that hold at `now`, in a stable order. An
+    /// unauthenticated caller has none: no one asks a grant for whoever
+    /// presents no credential.
     pub fn of(&self, p: &Principal, now: SystemTime) -> Vec<Grant> {
+        if p.auth == AuthMethod::Anonymous {
+            return Vec::new();
+        }
         let all = self.by_key.load();
         match all.get(p.owner()) {
             Some(v) => v.iter().filter(|g| g.live(now)).cloned().collect(),
@@ -160,6 +181,50 @@ mod tests {
         // Replaced whole: a revoked grant is gone.
         g.replace(vec![], t(100));
         assert!(names(&principal("acme", "alice"), t(100)).is_empty());
+    }
+
+    /// A grant asked for `default`/`anonymous` (a token whose subject is
+    /// `anonymous` and names no tenant) is that principal's, never every
+    /// unauthenticated caller's: the unauthenticated caller holds no
+    /// grant, whatever the list says.
+    #[test]
+    fn no_grant_reaches_an_unauthenticated_caller() {
+        let g = Grants::default();
+        let now = UNIX_EPOCH + Duration::from_secs(1);
+        g.replace(
+            vec![
+                grant(
+                    warden_config::person::NO_TENANT,
+                    "anonymous",
+                    "deploy",
+                    1_000,
+                ),
+                grant("DEFAULT", "Anonymous", "purge", 1_000),
+            ],
+            now,
+        );
+        assert!(g.of(&Principal::anonymous(), now).is_empty());
+        assert!(g.of(&Principal::shared_anonymous(), now).is_empty());
+        let named = Principal {
+            auth: AuthMethod::Jwt,
+            ..Principal::anonymous()
+        };
+        let names: Vec<String> = g.of(&named, now).into_iter().map(|x| x.name).collect();
+        assert_eq!(names, ["deploy", "purge"]);
+        // The key the agent compares an approver's principals by is the
+        // one the table holds grants under.
+        assert_eq!(
+            holder_key("acme", "alice"),
+            principal("ACME", "Alice").owner()
+        );
+        assert_eq!(
+            holder_key(warden_config::person::NO_TENANT, "anonymous"),
+            named.owner()
+        );
+        assert_ne!(
+            holder_key("acme", "\u{ff41}lice"),
+            principal("acme", "alice").owner()
+        );
     }
 
     /// Past the bound the grants ending last are kept; a kind the policy

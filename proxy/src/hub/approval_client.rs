@@ -27,11 +27,11 @@ use warden_filters::guards::approval::ApprovalNeed;
 
 use warden_config::archive::APPROVAL_GRANT_TYP as GRANT_TYP;
 
-/// Where this gateway claims held calls: the agent in use, and the next
-/// one when it fails (see `agents`).
 /// The oldest list of grants a gateway takes.
 pub const GRANTS_MAX_AGE: Duration = Duration::from_secs(60);
 
+/// Where this gateway claims held calls: the agent in use, and the next
+/// one when it fails (see `agents`).
 pub struct ApprovalClient {
     agents: Arc<Agents>,
     token: Option<String>,
@@ -139,17 +139,13 @@ impl ApprovalClient {
         }
     }
 
-    /// The just-in-time grants that hold, from the first agent that
-    /// answers: signed with the bundle key when the gateway checks bundles
+    /// The just-in-time grants that hold, from the first agent whose list
+    /// is taken: signed with the bundle key when the gateway checks bundles
     /// (a list unsigned, signed by another key, or issued more than
-    /// [`GRANTS_MAX_AGE`] ago is refused, so a replayed old list cannot
-    /// bring back a revoked grant for long).
+    /// [`GRANTS_MAX_AGE`] before or after this gateway's clock is refused,
+    /// and the next agent asked, so a replayed old list cannot bring back
+    /// a revoked grant for long).
     pub async fn grants(&self) -> Result<Vec<warden_filters::engines::grants::Grant>, String> {
-        #[derive(serde::Deserialize)]
-        struct List {
-            grants: Vec<warden_filters::engines::grants::Grant>,
-            issued_at: u64,
-        }
         let mut errors = Vec::new();
         for ep in self.agents.candidates().await {
             let client = match self.clients.get(&ep) {
@@ -182,27 +178,62 @@ impl ApprovalClient {
                     continue;
                 }
             };
-            let v: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|e| format!("not the agent's protocol: {e}"))?;
-            let list: List = match (&self.verifier, v.get("jws").and_then(|j| j.as_str())) {
-                (Some(verifier), Some(jws)) => verifier
-                    .verify_claims(jws, warden_config::archive::JIT_GRANTS_TYP)
-                    .map_err(|e| format!("the grants' signature: {e}"))?,
-                (Some(_), None) => {
-                    return Err("the agent's grants are not signed: none is taken".into())
-                }
-                (None, _) => serde_json::from_value(v)
-                    .map_err(|e| format!("not the agent's protocol: {e}"))?,
-            };
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if list.issued_at + GRANTS_MAX_AGE.as_secs() < now {
-                return Err("the agent's grants are too old: none is taken".into());
+            // A list this gateway cannot take from one agent (not signed,
+            // not the agent's protocol, too old: an agent cut off from the
+            // others' decisions) is asked of the next one.
+            match self.grants_of(&body) {
+                Ok(grants) => return Ok(grants),
+                Err(e) => errors.push(format!("{}: {e}", ep.name())),
             }
-            return Ok(list.grants);
         }
-        Err(format!("no control agent answered: {}", errors.join("; ")))
+        Err(format!(
+            "no control agent's grants were taken: {}",
+            errors.join("; ")
+        ))
+    }
+
+    /// The grants of one agent's answer `body`, checked as [`Self::grants`]
+    /// says.
+    fn grants_of(
+        &self,
+        body: &[u8],
+    ) -> Result<Vec<warden_filters::engines::grants::Grant>, String> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            grants: Vec<warden_filters::engines::grants::Grant>,
+            issued_at: u64,
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("not the agent's protocol: {e}"))?;
+        let list: List = match (&self.verifier, v.get("jws").and_then(|j| j.as_str())) {
+            (Some(verifier), Some(jws)) => verifier
+                .verify_claims(jws, warden_config::archive::JIT_GRANTS_TYP)
+                .map_err(|e| format!("the grants' signature: {e}"))?,
+            (Some(_), None) => {
+                return Err("the agent's grants are not signed: none is taken".into())
+            }
+            (None, _) => {
+                serde_json::from_value(v).map_err(|e| format!("not the agent's protocol: {e}"))?
+            }
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // Its age is what bounds a replay of a list that held a grant since
+        // withdrawn: one issued much later than this gateway's now (an
+        // agent's clock ahead, or a number near the largest, which would
+        // wrap round, or panic a debug build) has no age to judge.
+        let max = GRANTS_MAX_AGE.as_secs();
+        if list.issued_at.checked_add(max).is_none_or(|t| t < now) {
+            return Err("the agent's grants are too old: none is taken".into());
+        }
+        if list.issued_at > now.saturating_add(max) {
+            return Err(format!(
+                "the agent's grants are issued {}s ahead of this gateway's clock: none is taken",
+                list.issued_at - now
+            ));
+        }
+        Ok(list.grants)
     }
 
     /// Sends the claim `body` to one agent.
@@ -493,3 +524,7 @@ impl Claimed {
         Denial::readable(err, reason.to_owned(), &text, true).to_response(id)
     }
 }
+
+#[cfg(test)]
+#[path = "approval_client_tests.rs"]
+mod tests;

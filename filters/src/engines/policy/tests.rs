@@ -574,3 +574,65 @@ fn grants_decide_and_key_the_cached_decision() {
     assert!(b.decide(&input(&[])).allow);
     assert_eq!(b.cache_stats(), (1, 1));
 }
+
+/// However a policy reaches the grants (the principal taken whole, the
+/// input taken whole, `object.get`, an import, a walk), a decision made
+/// with a grant is never the cached answer once the grant is gone.
+#[test]
+fn grants_reached_any_way_key_the_cached_decision() {
+    use crate::engines::grants::Grant;
+    let grant = Grant {
+        id: "ap_1".into(),
+        tenant: "acme".into(),
+        principal: "alice".into(),
+        kind: "tool".into(),
+        name: "deploy".into(),
+        server: None,
+        expires_at: 4_000_000_000,
+    };
+    let granted: &'static [Grant] = Box::leak(Box::new([grant]));
+    let p = crate::guards::tenant_fixture::principal("acme", "alice", &[]);
+    for body in [
+        "decision := {\"allow\": true, \"reason\": \"g\"} if {\n  p := input.principal\n  some g in p.grants\n  g.name == \"deploy\"\n}",
+        "decision := {\"allow\": true, \"reason\": \"g\"} if {\n  i := input\n  count(i.principal.grants) > 0\n}",
+        "decision := {\"allow\": true, \"reason\": \"g\"} if {\n  count(object.get(input.principal, \"grants\", [])) > 0\n}",
+        "decision := {\"allow\": true, \"reason\": \"g\"} if {\n  some g in input.principal[\"grants\"]\n  g.kind == \"tool\"\n}",
+        "import input.principal as who\ndecision := {\"allow\": true, \"reason\": \"g\"} if {\n  count(who.grants) > 0\n}",
+        "decision := {\"allow\": true, \"reason\": \"g\"} if {\n  some path, v\n  walk(input, [path, v])\n  v == \"ap_1\"\n}",
+        "decision := {\"allow\": true, \"reason\": \"g\"} if {\n  k := \"grants\"\n  count(input.principal[k]) > 0\n}",
+    ] {
+        let modules =
+            std::collections::BTreeMap::from([("authz.rego".to_owned(), module_of(body))]);
+        let e = super::PolicyEngine::compile(
+            &modules,
+            &serde_json::json!({}),
+            "data.warden.authz.decision",
+            "UTC",
+            1_000,
+        )
+        .unwrap_or_else(|err| panic!("{body}: {err:?}"));
+        let input = |grants: &'static [Grant]| super::PolicyInput {
+            principal: &p,
+            grants,
+            server: "ops",
+            group: "g",
+            via: None,
+            method: "tools/call",
+            tool: Some("deploy"),
+            prompt: None,
+            resource_uri: None,
+            arguments: Some("{}"),
+            risk: None,
+            listing: false,
+            now: std::time::SystemTime::now(),
+            source_ip: None,
+            justification: None,
+            session_id: None,
+            flow: None,
+        };
+        for _ in 0..2 {
+            assert!(e.decide(&input(granted)).allow, "{body}");
+            assert!(!e.decide(&input(&[])).allow, "{body}");
+        }
+    }
+}
