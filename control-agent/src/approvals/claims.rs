@@ -417,6 +417,17 @@ impl Approvals {
         if who.is(approver, &a.tenant, &a.principal) {
             return Err(Refused::SelfApproval);
         }
+        // Whoever asked a just-in-time grant does not approve it: one
+        // person would otherwise widen a principal's access alone (a tenant
+        // admin who is also an approver of the tenant, say).
+        if a.jit
+            && super::jit::asked_by(a).is_some_and(|asker| {
+                use warden_config::names::{name_key, Name};
+                name_key(Name::Person, asker) == name_key(Name::Person, approver)
+            })
+        {
+            return Err(Refused::SelfApproval);
+        }
         match a.state(now) {
             State::Pending => {}
             // A granted but unused approval may still be withdrawn.

@@ -100,3 +100,15 @@ impl Approvals {
         Ok(self.active_grants(now))
     }
 }
+
+/// The name of whoever asked grant request `a` (`requested_by` is
+/// `agent:<caller label>`: `admin`, `admin:<name>`, `approver:<name>`).
+pub fn asked_by(a: &Approval) -> Option<&str> {
+    let label = a.requested_by.strip_prefix("agent:")?;
+    Some(
+        label
+            .strip_prefix("admin:")
+            .or_else(|| label.strip_prefix("approver:"))
+            .unwrap_or(label),
+    )
+}

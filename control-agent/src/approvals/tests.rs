@@ -916,3 +916,38 @@ fn an_agent_lists_the_grants_the_database_holds_or_none() {
     store.down(false);
     assert!(b.current_grants(t0).expect("b lists").is_empty());
 }
+
+/// Whoever asked a grant does not approve it (a tenant admin who is also
+/// an approver would otherwise widen access alone), in any spelling of
+/// their name; another approver does.
+#[test]
+fn the_asker_of_a_grant_never_approves_it() {
+    let (_d, ap) = open();
+    let t0 = SystemTime::now();
+    let asked = Claim {
+        gateway: "agent:admin:Alice".into(),
+        ..grant_request("agent-9", 60)
+    };
+    let id = ap.request_grant(asked, t0).expect("asked").approval.id;
+    assert_eq!(
+        ap.decision(&id, "alice", Verdict::Approve, None, t0).err(),
+        Some(Refused::SelfApproval)
+    );
+    let by_approver = Claim {
+        gateway: "agent:approver:bob".into(),
+        ..grant_request("agent-8", 60)
+    };
+    let other = ap
+        .request_grant(by_approver, t0)
+        .expect("asked")
+        .approval
+        .id;
+    assert_eq!(
+        ap.decision(&other, "bob", Verdict::Approve, None, t0).err(),
+        Some(Refused::SelfApproval)
+    );
+    ap.decision(&id, "bob", Verdict::Approve, None, t0)
+        .expect("bob approves alice's");
+    ap.decision(&other, "alice", Verdict::Approve, None, t0)
+        .expect("alice approves bob's");
+}
