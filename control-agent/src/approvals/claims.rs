@@ -51,13 +51,7 @@ impl Approvals {
         // The newest approval of this binding still in play.
         let open = all
             .values()
-            .filter(|a| a.binding == binding)
-            .filter(|a| match a.state(now) {
-                State::Pending | State::Approved => true,
-                // A denial holds until its pending time ends.
-                State::Denied => now <= a.pending_until,
-                State::Used | State::Expired => false,
-            })
+            .filter(|a| a.binding == binding && a.in_play(now))
             .max_by_key(|a| a.requested_at)
             .map(|a| a.id.clone());
         // The approval as it was, to undo a change that is not kept.

@@ -34,12 +34,7 @@ impl Approvals {
         let all = &mut turn.inner.all;
         let open = all
             .values()
-            .filter(|a| a.binding == binding && a.jit)
-            .filter(|a| match a.state(now) {
-                State::Pending | State::Approved => true,
-                State::Denied => now <= a.pending_until,
-                State::Used | State::Expired => false,
-            })
+            .filter(|a| a.binding == binding && a.jit && a.in_play(now))
             .max_by_key(|a| a.requested_at)
             .map(|a| a.view_of(now));
         if let Some(v) = open {

@@ -144,6 +144,17 @@ impl State {
 }
 
 impl Approval {
+    /// Whether it still answers a claim or a request of its binding:
+    /// pending, approved, or denied within its pending time (a denial
+    /// holds until then).
+    pub fn in_play(&self, now: SystemTime) -> bool {
+        match self.state(now) {
+            State::Pending | State::Approved => true,
+            State::Denied => now <= self.pending_until,
+            State::Used | State::Expired => false,
+        }
+    }
+
     pub fn state(&self, now: SystemTime) -> State {
         if self.used_at.is_some() {
             State::Used

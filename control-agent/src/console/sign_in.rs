@@ -286,16 +286,18 @@ impl Api {
             .is_some_and(|o| self.console.oidc.is_none() || now_secs() >= o.recheck_at)
     }
 
+    /// The provider file's `critical` rule and its clock skew (seconds),
+    /// when it has one.
+    fn critical(&self) -> Option<(&crate::oidc::config::Critical, u64)> {
+        let cfg = self.console.oidc.as_ref()?.config();
+        Some((cfg.critical.as_ref()?, cfg.clock_skew.as_secs()))
+    }
+
     /// Whether `s` may decide a CRITICAL call now: always without a
     /// `critical` rule; else a sign-in through the provider within its
     /// `max_age` (and of one of its `acr`), or a token login that recent.
     pub(super) fn fresh_enough(&self, s: &Session) -> bool {
-        let Some(c) = self
-            .console
-            .oidc
-            .as_ref()
-            .and_then(|o| o.config().critical.as_ref())
-        else {
+        let Some((c, _)) = self.critical() else {
             return true;
         };
         match &s.user.oidc {
@@ -307,22 +309,12 @@ impl Api {
     /// Whether a sign-in through the provider is recent enough (and of a
     /// class) for a CRITICAL approval: always without a `critical` rule.
     pub fn signed_in_fresh(&self, o: &super::user::SignedIn) -> bool {
-        let Some(c) = self
-            .console
-            .oidc
-            .as_ref()
-            .and_then(|o| o.config().critical.as_ref())
-        else {
-            return true;
-        };
         // Within the skew the ID token's `auth_time` was checked with: a
         // provider's clock a little behind never sends the approver round
         // and round the sign-in.
-        let skew = self
-            .console
-            .oidc
-            .as_ref()
-            .map_or(0, |o| o.config().clock_skew.as_secs());
+        let Some((c, skew)) = self.critical() else {
+            return true;
+        };
         now_secs().saturating_sub(o.auth_time) <= c.max_age.as_secs() + skew
             && (c.acr.is_empty() || o.acr.as_ref().is_some_and(|a| c.acr.contains(a)))
     }
