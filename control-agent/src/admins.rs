@@ -40,6 +40,10 @@ pub struct Admin {
     pub kind: Kind,
 }
 
+/// The prefix of every name a sign-in through the identity provider gives
+/// (`oidc:<sub>`): no people file may name anyone so ([`check_names`]).
+pub const OIDC_PREFIX: &str = "oidc:";
+
 /// A person acting through the API: the admin token (`admin`) or an entry
 /// of the admins file (`admin:<name>`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -248,11 +252,11 @@ pub fn check_names<'a>(
                 name.escape_debug()
             ));
         }
-        if canon.starts_with(crate::oidc::roles::PREFIX) {
+        if canon.starts_with(OIDC_PREFIX) {
             return Err(format!(
                 "{file}: `{}`: names beginning `{}` are those of people signed in through the identity provider; choose another",
                 name.escape_debug(),
-                crate::oidc::roles::PREFIX
+                OIDC_PREFIX
             ));
         }
         if let Some((f, n)) = seen.insert(canon, (file, name)) {

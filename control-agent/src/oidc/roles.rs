@@ -10,9 +10,9 @@ use super::config::{GrantedRole, OidcConfig};
 use crate::admins::{Actor, Kind};
 use crate::console::user::{Role, SignedIn, User};
 
-/// The prefix of every name a provider's sign-in gives: no people file
-/// may name anyone so ([`crate::admins::check_names`]).
-pub const PREFIX: &str = "oidc:";
+/// The prefix of every name a provider's sign-in gives (kept with the
+/// people files' rules: no file may name anyone so).
+pub use crate::admins::OIDC_PREFIX as PREFIX;
 
 /// Whether a claim holds `value`: a string equal to it, or an array
 /// holding such a string (compared exactly: the provider's group names).
