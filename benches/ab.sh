@@ -34,7 +34,9 @@
 # clients send. AB_IDS=0 reuses id 1 on every call, as runs before session
 # 36 did (in a session the reply ledger then finds the id it already holds);
 # a variant whose SECTION list names `+ids` still gets new ids, so the two
-# are compared on one binary in one run.
+# are compared on one binary in one run. AB_ID_FIRST=N: the ids count from
+# N (e2e.py's wrk counts from 1,000,000,000: ten-digit ids, which DLP's
+# digit detectors read as it reads any number of the message).
 # AB_FILLER="...": the prose the text repeats (e2e.py's is "deploy the
 # billing service to eu-west-1 with three replicas and a canary; ").
 #
@@ -113,7 +115,7 @@ LUA
 cat > "$TMP/ids.lua" <<'LUA'
 local head, tail = wrk.body:match('^(.-"id": ?)1(,.*)$')
 assert(head, "the body's id")
-local n = 0
+local n = tonumber(os.getenv("AB_ID_FIRST") or "0")
 request = function()
   n = n + 1
   return wrk.format(nil, nil, nil, head .. n .. tail)
@@ -219,7 +221,7 @@ PY
     # after each (counted in the stretch it starts or ends, under 0.1 %).
     callgrind_control -z "$pid" >/dev/null & c=$!
     sleep 0.5; taskset -c "$GEN_CORES" python3 "$TMP/calls.py" "${URL[$name]}" 1 "$TMP/body.json" "${LUA[$name]}" 1000000 >/dev/null; wait "$c" || true
-    calls="$(taskset -c "$GEN_CORES" python3 "$TMP/calls.py" "${URL[$name]}" "$n" "$TMP/body.json" "${LUA[$name]}")"
+    calls="$(taskset -c "$GEN_CORES" python3 "$TMP/calls.py" "${URL[$name]}" "$n" "$TMP/body.json" "${LUA[$name]}" "$((${AB_ID_FIRST:-0} + 10))")"
     callgrind_control -d "$pid" >/dev/null & c=$!
     sleep 0.5; taskset -c "$GEN_CORES" python3 "$TMP/calls.py" "${URL[$name]}" 1 "$TMP/body.json" "${LUA[$name]}" 2000000 >/dev/null; wait "$c" || true
     for _ in $(seq 100); do ls "$TMP"/cg."$pid".* >/dev/null 2>&1 && break; sleep 0.1; done

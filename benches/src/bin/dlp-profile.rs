@@ -1,6 +1,7 @@
 //! Scans one corpus sample many times with every built-in detector: the
 //! loop to profile (`valgrind --tool=callgrind`, `perf record`) when a class
-//! of content is slow. `dlp-profile CLASS SIZE ITERATIONS [call|result]`.
+//! of content is slow. `dlp-profile CLASS SIZE ITERATIONS [call|result]`;
+//! `DLP_PROFILE_ID=N` sets the message's JSON-RPC id.
 
 use std::time::Instant;
 
@@ -27,6 +28,14 @@ fn main() {
         corpus::result(&text)
     } else {
         corpus::call(&text)
+    };
+    // DLP_PROFILE_ID=N: the message's JSON-RPC id is N instead of 42 (a
+    // client's ids can be long numbers, which the digit detectors read).
+    let body = match std::env::var("DLP_PROFILE_ID") {
+        Ok(id) => String::from_utf8_lossy(&body)
+            .replacen("\"id\":42", &format!("\"id\":{id}"), 1)
+            .into_bytes(),
+        Err(_) => body,
     };
     let scanner = match Scanner::new(&[]) {
         Ok(s) => s,

@@ -111,8 +111,7 @@ impl Scanner {
         // `content`, or of strings).
         let lists = items::has_list(raw);
         // And numbers written with an exponent, read as printed.
-        if cands.is_empty()
-            && seen.plain()
+        if seen.plain()
             && !seen.exponent
             && ascii
             && self.always.is_empty()
@@ -121,6 +120,10 @@ impl Scanner {
             && !grouped
             && !lists
             && before.is_none()
+            && (cands.is_empty()
+                || (part.is_none()
+                    && numbers_read_alone()
+                    && self.numbers_alone_clean(raw, &cands)))
         {
             return Ok(found);
         }
@@ -180,44 +183,13 @@ impl Scanner {
             // the readings that hold findings, joined by spaces. Fewer
             // than six digits is no finding of any detector.
             if st.number {
-                let lit = &raw[st.start..st.end];
-                let Ok(written) = std::str::from_utf8(lit) else {
+                let Some(read) = self.number_hits(&raw[st.start..st.end]) else {
                     bad = true;
                     return false;
                 };
-                let views = number_views(lit);
-                let mantissa = written
-                    .find(['e', 'E'])
-                    .map(|at| &written[..at])
-                    .filter(|m| !views.iter().any(|v| v == m));
-                let digits = |t: &str| t.bytes().filter(u8::is_ascii_digit).count();
-                let readings = views
-                    .iter()
-                    .map(String::as_str)
-                    .chain([written])
-                    .chain(mantissa);
-                let mut text = String::new();
-                let mut hits = Vec::new();
-                for reading in readings.filter(|t| digits(t) >= 6) {
-                    let mut own = Vec::new();
-                    self.scan_str_all(reading, &mut own);
-                    if own.is_empty() {
-                        continue;
-                    }
-                    if !text.is_empty() {
-                        text.push(' ');
-                    }
-                    let off = text.len();
-                    text.push_str(reading);
-                    hits.extend(own.into_iter().map(|h| Hit {
-                        start: h.start + off,
-                        end: h.end + off,
-                        ..h
-                    }));
-                }
-                if hits.is_empty() {
+                let Some((text, hits)) = read else {
                     return false;
-                }
+                };
                 found.push(Located {
                     path: st.path.to_owned(),
                     start: st.start,
@@ -389,6 +361,141 @@ impl Scanner {
     }
 }
 
+impl Scanner {
+    /// The findings of a number literal `lit` of raw JSON, read as each
+    /// reader prints it, as written, and by its digits before an exponent
+    /// (see [`Scanner::locate`]): the readings that hold findings joined
+    /// by spaces, with their hits; `Some(None)` when none holds one, `None`
+    /// when `lit` is not UTF-8 (not the JSON the gateway parsed).
+    #[allow(clippy::type_complexity)]
+    fn number_hits(&self, lit: &[u8]) -> Option<Option<(String, Vec<Hit>)>> {
+        let written = std::str::from_utf8(lit).ok()?;
+        let views = number_views(lit);
+        let mantissa = written
+            .find(['e', 'E'])
+            .map(|at| &written[..at])
+            .filter(|m| !views.iter().any(|v| v == m));
+        let digits = |t: &str| t.bytes().filter(u8::is_ascii_digit).count();
+        let readings = views
+            .iter()
+            .map(String::as_str)
+            .chain([written])
+            .chain(mantissa);
+        let mut text = String::new();
+        let mut hits = Vec::new();
+        for reading in readings.filter(|t| digits(t) >= 6) {
+            let mut own = Vec::new();
+            self.scan_str_all(reading, &mut own);
+            if own.is_empty() {
+                continue;
+            }
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            let off = text.len();
+            text.push_str(reading);
+            hits.extend(own.into_iter().map(|h| Hit {
+                start: h.start + off,
+                end: h.end + off,
+                ..h
+            }));
+        }
+        Some((!hits.is_empty()).then_some((text, hits)))
+    }
+
+    /// Whether a message with nothing else to read but `cands` (every other
+    /// reason to walk it absent) is clean because each candidate lies
+    /// outside its strings, over numbers only (a client's long JSON-RPC id,
+    /// a row count), and no number a candidate touches holds a finding read
+    /// as the walk reads numbers. The strings hold no candidate, so the
+    /// walk would find nothing in them; the numbers are read here as it
+    /// reads them. Any doubt (a candidate in or beside a string, a number
+    /// with a finding) says no, and the message is walked.
+    fn numbers_alone_clean(&self, raw: &[u8], cands: &[Cand]) -> bool {
+        // The strings' spans, quotes included: a quote opens or closes one
+        // unless a backslash inside a string escapes it.
+        let mut strings: smallvec::SmallVec<[(usize, usize); 32]> = smallvec::SmallVec::new();
+        let mut open: Option<usize> = None;
+        let mut at = 0;
+        while let Some(k) = memchr::memchr2(b'"', b'\\', &raw[at..]) {
+            let i = at + k;
+            match (raw[i], open) {
+                (b'\\', Some(_)) => {
+                    at = i + 2;
+                    continue;
+                }
+                (b'\\', None) => return false,
+                (_, None) => open = Some(i),
+                (_, Some(o)) => {
+                    strings.push((o, i + 1));
+                    open = None;
+                }
+            }
+            at = i + 1;
+        }
+        if open.is_some() {
+            return false;
+        }
+        let number_byte =
+            |b: u8| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E');
+        let mut read: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
+        for c in cands {
+            let (s, e) = (c.start, c.end.min(raw.len()));
+            if s >= e {
+                return false;
+            }
+            // Strings end before or start after it, with a byte between
+            // (a candidate touching a quote may read the string's text).
+            let beside = strings.partition_point(|&(_, se)| se < s);
+            if strings.get(beside).is_some_and(|&(ss, _)| ss <= e) {
+                return false;
+            }
+            // Each number it touches, read whole.
+            let mut i = s;
+            while i < e {
+                if !number_byte(raw[i]) {
+                    i += 1;
+                    continue;
+                }
+                let mut from = i;
+                while from > 0 && number_byte(raw[from - 1]) {
+                    from -= 1;
+                }
+                let mut to = i;
+                while to < raw.len() && number_byte(raw[to]) {
+                    to += 1;
+                }
+                if !read.contains(&from) {
+                    read.push(from);
+                    match self.number_hits(&raw[from..to]) {
+                        Some(None) => {}
+                        _ => return false,
+                    }
+                }
+                i = to;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Off: a message with candidates is always walked (the differential
+    /// test's reference).
+    static NUMBERS_READ_ALONE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether [`Scanner::numbers_alone_clean`] may spare a walk (always,
+/// but in the test that compares it with the walk).
+#[inline(always)]
+fn numbers_read_alone() -> bool {
+    #[cfg(test)]
+    return NUMBERS_READ_ALONE.with(|c| c.get());
+    #[cfg(not(test))]
+    true
+}
+
 /// The key of a member whose path is `path`, when it names a secret
 /// (`password`, `api_key`, `client_secret`, `auth_token` …).
 fn secret_key(path: &str) -> Option<&str> {
@@ -423,6 +530,112 @@ fn secret_key(path: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::number_views;
+    use super::NUMBERS_READ_ALONE;
+    use crate::engines::dlp::Scanner;
+    use proptest::prelude::*;
+
+    /// Numbers that are findings, that wake detectors without being one,
+    /// and that wake none.
+    const NUMBERS: &[&str] = &[
+        "1000000001",
+        "4111111111111111",
+        "4111111111111112",
+        "123456789",
+        "078051120",
+        "4155552671",
+        "14155552671",
+        "5500000000000004",
+        "4.111111111111111e15",
+        "-4111111111111111",
+        "192168110",
+        "42",
+        "0",
+        "3.14",
+        "378282246310005",
+        "123456789012",
+        "20261102",
+        "1.5e10",
+        "4111111111111111.0",
+    ];
+
+    /// Strings of clean text, text that wakes detectors, and text with a
+    /// finding; some beside a number with only a quote between.
+    const STRINGS: &[&str] = &[
+        "deploy the billing service to eu-west-1",
+        "call 555 123 4567",
+        "ssn 123-45-6789",
+        "order 1000000001 shipped",
+        "4111 1111 1111 1111",
+        "plain",
+        "",
+        "tab\\there",
+        "quote \\\" inside",
+        "2026-11-02 12:30:45",
+    ];
+
+    fn message() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            proptest::sample::select(NUMBERS).prop_map(str::to_owned),
+            proptest::sample::select(STRINGS).prop_map(|s| format!("\"{s}\"")),
+            proptest::collection::vec(proptest::sample::select(NUMBERS), 1..4)
+                .prop_map(|ns| format!("[{}]", ns.join(", "))),
+            Just("true".to_owned()),
+            Just("null".to_owned()),
+        ];
+        (
+            proptest::sample::select(NUMBERS),
+            proptest::collection::vec((proptest::sample::select(&["n", "text", "rows", "id", "card"][..]), value), 0..5),
+        )
+            .prop_map(|(id, members)| {
+                let args: Vec<String> =
+                    members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{{}}}}}}}"#,
+                    args.join(",")
+                )
+            })
+    }
+
+    proptest! {
+        /// A message whose candidates lie over numbers only is judged
+        /// without a walk exactly as the walk judges it.
+        #[test]
+        fn numbers_read_alone_find_what_the_walk_finds(raw in message()) {
+            static SCANNER: std::sync::OnceLock<Scanner> = std::sync::OnceLock::new();
+            let s = SCANNER.get_or_init(|| Scanner::new(&[]).expect("the built-in detectors"));
+            prop_assume!(serde_json::from_str::<serde_json::Value>(&raw).is_ok());
+            let quick = s.scan_json(raw.as_bytes());
+            NUMBERS_READ_ALONE.with(|c| c.set(false));
+            let walked = s.scan_json(raw.as_bytes());
+            NUMBERS_READ_ALONE.with(|c| c.set(true));
+            prop_assert_eq!(quick, walked, "{}", raw);
+        }
+    }
+
+    /// A long id wakes the digit detectors and is still no finding; a
+    /// card number as the id is one, and so is one in a list.
+    #[test]
+    fn long_numbers_are_read_without_a_walk_and_findings_kept() {
+        let s = Scanner::new(&[]).expect("the built-in detectors");
+        let call = |id: &str, n: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"deploy the service","n":{n}}}}}}}"#
+            )
+        };
+        assert!(s
+            .scan_json(call("1000000001", "1").as_bytes())
+            .expect("walked")
+            .is_empty());
+        let found = s
+            .scan_json(call("4111111111111111", "1").as_bytes())
+            .expect("walked");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, ".id");
+        let found = s
+            .scan_json(call("7", "[1, 4111111111111111]").as_bytes())
+            .expect("walked");
+        assert_eq!(found.len(), 1, "{found:?}");
+    }
 
     #[test]
     fn numbers_are_viewed_as_readers_print_them() {
