@@ -36,7 +36,9 @@
 # a variant whose SECTION list names `+ids` still gets new ids, so the two
 # are compared on one binary in one run. AB_ID_FIRST=N: the ids count from
 # N (e2e.py's wrk counts from 1,000,000,000: ten-digit ids, which DLP's
-# digit detectors read as it reads any number of the message).
+# digit detectors read as it reads any number of the message); a variant
+# whose SECTION list names `+id10` counts from 1,000,000,000 whatever
+# AB_ID_FIRST says, so the two are compared on one binary in one run.
 # AB_FILLER="...": the prose the text repeats (e2e.py's is "deploy the
 # billing service to eu-west-1 with three replicas and a canary; ").
 #
@@ -179,7 +181,8 @@ PY
     fi
   fi
   if [ -n "$ids" ]; then
-    { cat "${LUA[$name]}" "$TMP/ids.lua"; } > "$TMP/post-$name-ids.lua"; LUA[$name]="$TMP/post-$name-ids.lua"
+    first="${AB_ID_FIRST:-0}"; case ",${spec#*:}," in *,+id10,*) [ "$spec" != "${spec#*:}" ] && first=1000000000 ;; esac
+    { cat "${LUA[$name]}"; sed "s/tonumber(os.getenv(\"AB_ID_FIRST\") or \"0\")/$first/" "$TMP/ids.lua"; } > "$TMP/post-$name-ids.lua"; LUA[$name]="$TMP/post-$name-ids.lua"
   fi
   # Every variant must forward the call: a refusal would be measured as a cheap call.
   reply="$(curl -s -X POST -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \

@@ -43,3 +43,88 @@ fn a_list_of_grants_is_taken_while_recent_only() {
     }
     assert!(c.grants_of(b"not json").is_err());
 }
+
+// An Ed25519 test key (the agent's bundle key as gateways know it).
+const PRIVATE: &[u8] = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJL4wWCTcbhQT/5IX5tPsWrKdIBoQzVaQcyzCund/WdU\n-----END PRIVATE KEY-----\n";
+const PUBLIC: &[u8] = b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAk+eZta8zXsquyhrg8M8TtTYHVwNV5JVrKD7eP5NRBvc=\n-----END PUBLIC KEY-----\n";
+
+/// A hostile agent, or anyone between a gateway and its agents, cannot
+/// hand a gateway that knows the bundle key a list of grants of its own:
+/// a list signed with another key, one not signed, one signed as another
+/// kind of thing (an approval grant, a bundle's freshness proof) with the
+/// right key, one whose signed `typ` was edited, and one whose payload was
+/// swapped under a real signature are each refused; the agent's own list
+/// is taken.
+#[test]
+fn a_gateway_with_the_bundle_key_takes_only_the_agents_signed_grants() {
+    use warden_config::archive;
+    let agents = Agents::new("approvals", &["http://127.0.0.1:9".to_owned()]).expect("agents");
+    let alg = archive::algorithm("EdDSA").expect("EdDSA");
+    let verifier = archive::Verifier::new(PUBLIC, alg).expect("verifier");
+    let c = ApprovalClient::new(agents, None, "gw-1", Some(verifier)).expect("client");
+    let claims: serde_json::Value = serde_json::from_slice(&list(now())).expect("list");
+    let wrap = |jws: String| serde_json::json!({ "jws": jws }).to_string().into_bytes();
+    let sign = |key: &[u8], typ: &str, claims: &serde_json::Value| {
+        archive::sign_claims(claims, key, alg, "k", typ).expect("signs")
+    };
+
+    let genuine = sign(PRIVATE, archive::JIT_GRANTS_TYP, &claims);
+    assert_eq!(
+        c.grants_of(&wrap(genuine.clone()))
+            .expect("the agent's")
+            .len(),
+        1
+    );
+
+    let rogue = {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+        use base64::Engine;
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+        )
+    };
+    let other_key = c
+        .grants_of(&wrap(sign(
+            rogue.as_bytes(),
+            archive::JIT_GRANTS_TYP,
+            &claims,
+        )))
+        .expect_err("another key");
+    assert!(other_key.contains("signature"), "{other_key}");
+
+    let unsigned = c.grants_of(&list(now())).expect_err("unsigned");
+    assert!(unsigned.contains("not signed"), "{unsigned}");
+
+    for typ in [archive::APPROVAL_GRANT_TYP, archive::FRESHNESS_TYP, "JWT"] {
+        let e = c
+            .grants_of(&wrap(sign(PRIVATE, typ, &claims)))
+            .expect_err(typ);
+        assert!(e.contains("signature"), "{typ}: {e}");
+    }
+
+    // The header and the payload edited under the agent's signature.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = genuine.split('.').collect();
+    let header = b64.encode(
+        String::from_utf8(b64.decode(parts[0]).expect("header"))
+            .expect("utf-8")
+            .replace(archive::JIT_GRANTS_TYP, "warden-grants+JWT"),
+    );
+    let mut wider = claims.clone();
+    wider["grants"][0]["name"] = "*".into();
+    wider["grants"][0]["principal"] = "mallory".into();
+    let payload = b64.encode(wider.to_string());
+    for (what, jws) in [
+        ("typ edited", format!("{header}.{}.{}", parts[1], parts[2])),
+        (
+            "payload swapped",
+            format!("{}.{payload}.{}", parts[0], parts[2]),
+        ),
+        ("no signature", format!("{}.{}.", parts[0], parts[1])),
+    ] {
+        assert!(c.grants_of(&wrap(jws)).is_err(), "{what}");
+    }
+}
