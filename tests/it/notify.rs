@@ -291,4 +291,12 @@ async fn held_calls_reach_their_webhooks_once_through_a_receiver_restart() {
         m.contains("warden_agent_notifications_total{outcome=\"failed\",webhook=\"teams\"}"),
         "{m}"
     );
+    // The retries the notifier keeps are a gauge, bounded by the held
+    // calls times the webhooks.
+    let retries: i64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("warden_agent_notify_retries "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no retries gauge: {m}"));
+    assert!((0..=3 * 3).contains(&retries), "{retries}");
 }

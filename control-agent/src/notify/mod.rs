@@ -275,6 +275,7 @@ pub fn start(
                 // the webhooks: what stopped waiting is forgotten.
                 let mut t = tries.lock().unwrap_or_else(|e| e.into_inner());
                 t.retain(|(id, _), _| pending.iter().any(|v| v.approval.id == *id));
+                api.metrics.notify_retries.set(t.len() as i64);
             }
             for a in pending {
                 for hook in cfg.webhooks.iter().filter(|h| wants(h, &a)) {

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub(crate) audit_ingested: prometheus::IntCounterVec,
     /// Notifications of held calls (`--notify`), by webhook and outcome.
     pub(crate) notifications: prometheus::IntCounterVec,
+    /// (held call, webhook) pairs whose retries the notifier keeps.
+    pub(crate) notify_retries: prometheus::IntGauge,
     /// 1 while this agent holds the jobs lease (always, on its own files).
     jobs_lease: prometheus::IntGauge,
     /// The lease the gauge reads (`None`: the agent's alone).
@@ -102,6 +104,11 @@ impl Default for Metrics {
             &["webhook", "outcome"],
         )
         .expect("metric");
+        let notify_retries = prometheus::IntGauge::new(
+            "warden_agent_notify_retries",
+            "Held calls and webhooks whose notification retries the notifier keeps (bounded by the pending approvals times the webhooks)",
+        )
+        .expect("metric");
         let jobs_lease = prometheus::IntGauge::new(
             "warden_agent_jobs_lease_held",
             "1 while this agent runs the background jobs (agents on one database take turns; alone: always 1)",
@@ -115,6 +122,7 @@ impl Default for Metrics {
             Box::new(resign_failures.clone()),
             Box::new(audit_ingested.clone()),
             Box::new(notifications.clone()),
+            Box::new(notify_retries.clone()),
             Box::new(console_sessions.clone()),
             Box::new(proven_tokens.clone()),
             Box::new(waiting.clone()),
@@ -138,6 +146,7 @@ impl Default for Metrics {
             resign_failures,
             audit_ingested,
             notifications,
+            notify_retries,
             jobs_lease,
             lease: None,
         }
