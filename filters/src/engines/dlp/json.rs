@@ -571,6 +571,8 @@ mod tests {
         "tab\\there",
         "quote \\\" inside",
         "2026-11-02 12:30:45",
+        "hunter2hunter2x",
+        "Zx81kLmQ02pWv7",
     ];
 
     fn message() -> impl Strategy<Value = String> {
@@ -584,7 +586,7 @@ mod tests {
         ];
         (
             proptest::sample::select(NUMBERS),
-            proptest::collection::vec((proptest::sample::select(&["n", "text", "rows", "id", "card"][..]), value), 0..5),
+            proptest::collection::vec((proptest::sample::select(&["n", "text", "rows", "id", "card", "password", "api_key"][..]), value), 0..5),
         )
             .prop_map(|(id, members)| {
                 let args: Vec<String> =
