@@ -292,6 +292,9 @@ impl Shared {
         s.listed = Arc::new(crate::guards::names::ListedNames::new(
             budget.entries(Table::Names) as usize,
         ));
+        s.grants = Arc::new(crate::engines::grants::Grants::new(
+            budget.entries(Table::Grants) as usize,
+        ));
         Arc::new(s)
     }
 

@@ -57,10 +57,13 @@ pub enum Table {
     /// may read them as (the names guard). When full, a listed entry it
     /// cannot record is not shown.
     Names,
+    /// The fleet's just-in-time grants the agent lists (`input.principal.
+    /// grants`). When full, the grants ending last are kept.
+    Grants,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Ledger,
         Table::Sessions,
         Table::Quotas,
@@ -69,6 +72,7 @@ impl Table {
         Table::Live,
         Table::Flows,
         Table::Names,
+        Table::Grants,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +85,7 @@ impl Table {
             Table::Live => "live",
             Table::Flows => "flows",
             Table::Names => "names",
+            Table::Grants => "grants",
         }
     }
 
@@ -96,6 +101,7 @@ impl Table {
             Table::Live => 20,
             Table::Flows => 40,
             Table::Names => 30,
+            Table::Grants => 20,
         }
     }
 
@@ -119,6 +125,11 @@ impl Table {
             // maps; longer names count as several (`ListedNames` bounds
             // the bytes too: the filters' test `listed_names_stay_in_budget`).
             Table::Names => 256,
+            // A grant with its strings (ids, tenant, principal, name and
+            // server of usual lengths), its key and the map's bookkeeping;
+            // longer ones count as several (`Grants` bounds the bytes too:
+            // the filters' test `the_table_is_bounded_in_bytes`).
+            Table::Grants => 512,
         }
     }
 }

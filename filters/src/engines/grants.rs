@@ -21,9 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::identity::{AuthMethod, Principal};
 
-/// Grants the gateway holds at most (the newest kept): a table that grows
-/// with what the agent sends has a bound like every other.
-pub const MAX_GRANTS: usize = 10_000;
+use warden_config::model::{MemoryBudget, Table};
 
 /// One grant, as the agent lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,10 +73,29 @@ pub fn holder_key(tenant: &str, principal: &str) -> String {
     .to_owned()
 }
 
-/// The fleet's grants, by principal key.
-#[derive(Default)]
+/// The fleet's grants, by principal key: at most `limit` of them and
+/// `limit` times [`Table::Grants`]' entry size in bytes, the table's share
+/// of the memory budget (`limits.memory`).
 pub struct Grants {
     by_key: ArcSwap<HashMap<String, Vec<Grant>>>,
+    limit: usize,
+    byte_limit: usize,
+}
+
+impl Default for Grants {
+    fn default() -> Self {
+        Grants::new(MemoryBudget::default().entries(Table::Grants) as usize)
+    }
+}
+
+/// What a grant costs in the table: its strings (twice its key's) beside
+/// the fixed part, counted as [`Table::Grants`]' entry size is.
+fn cost(g: &Grant) -> usize {
+    160 + g.id.len()
+        + 2 * (g.tenant.len() + g.principal.len())
+        + g.kind.len()
+        + g.name.len()
+        + g.server.as_ref().map_or(0, String::len)
 }
 
 impl std::fmt::Debug for Grants {
@@ -88,13 +105,37 @@ impl std::fmt::Debug for Grants {
 }
 
 impl Grants {
+    /// A table of at most `limit` grants (and `limit` entries' bytes).
+    pub fn new(limit: usize) -> Grants {
+        Grants {
+            by_key: ArcSwap::default(),
+            limit,
+            byte_limit: limit.saturating_mul(Table::Grants.entry_bytes() as usize),
+        }
+    }
+
+    /// The most grants it holds.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Replaces every grant with `all` (those already expired at `now`
-    /// left out; past [`MAX_GRANTS`], those ending last kept).
+    /// left out; past its bound in grants or in bytes, those ending last
+    /// kept).
     pub fn replace(&self, mut all: Vec<Grant>, now: SystemTime) {
         all.retain(|g| g.live(now) && (g.kind == "role" || g.kind == "tool"));
-        if all.len() > MAX_GRANTS {
+        if all.len() > self.limit || all.iter().map(cost).sum::<usize>() > self.byte_limit {
             all.sort_by_key(|g| std::cmp::Reverse(g.expires_at));
-            all.truncate(MAX_GRANTS);
+            let mut bytes = 0;
+            let keep = all
+                .iter()
+                .take(self.limit)
+                .take_while(|g| {
+                    bytes += cost(g);
+                    bytes <= self.byte_limit
+                })
+                .count();
+            all.truncate(keep);
         }
         let mut by_key: HashMap<String, Vec<Grant>> = HashMap::new();
         for g in all {
@@ -231,7 +272,8 @@ mod tests {
     /// contract does not name is not.
     #[test]
     fn the_table_is_bounded() {
-        let g = Grants::default();
+        const MAX_GRANTS: usize = 1000;
+        let g = Grants::new(MAX_GRANTS);
         let now = UNIX_EPOCH + Duration::from_secs(1);
         let mut all: Vec<Grant> = (0..MAX_GRANTS as u64 + 5)
             .map(|i| grant("t", &format!("p{i}"), "x", 100 + i))
@@ -249,5 +291,28 @@ mod tests {
             1
         );
         assert!(g.of(&principal("t", "q"), now).is_empty());
+    }
+
+    /// Grants with long strings count for their bytes: a table of 1,000
+    /// keeps fewer of them than 1,000, the ones ending last, within its
+    /// bytes; the default table's bound is its share of the budget.
+    #[test]
+    fn the_table_is_bounded_in_bytes() {
+        let g = Grants::new(1000);
+        let now = UNIX_EPOCH + Duration::from_secs(1);
+        let long = "x".repeat(4000);
+        let all: Vec<Grant> = (0..1000u64)
+            .map(|i| grant("t", &format!("p{i}"), &long, 100 + i))
+            .collect();
+        g.replace(all, now);
+        let bytes = 1000 * Table::Grants.entry_bytes() as usize;
+        assert!(g.len() < 1000 && !g.is_empty(), "{}", g.len());
+        assert!(g.len() * (160 + 4000) <= bytes, "{}", g.len());
+        assert_eq!(g.of(&principal("t", "p999"), now).len(), 1);
+        assert!(g.of(&principal("t", "p0"), now).is_empty());
+        assert_eq!(
+            Grants::default().limit() as u64,
+            MemoryBudget::default().entries(Table::Grants)
+        );
     }
 }

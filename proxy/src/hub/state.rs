@@ -92,6 +92,7 @@ impl Gateway {
                 Table::Live => self.live.len(),
                 Table::Flows => self.shared.flows.len(),
                 Table::Names => self.shared.listed.len() as u64,
+                Table::Grants => self.shared.grants.len() as u64,
             };
             m.table_entries
                 .with_label_values(&[t.as_str()])
@@ -100,14 +101,6 @@ impl Gateway {
                 .with_label_values(&[t.as_str()])
                 .set(budget.entries(t) as i64);
         }
-        // The fleet's just-in-time grants: bounded on their own (the
-        // agent lists them; a gateway keeps at most MAX_GRANTS).
-        m.table_entries
-            .with_label_values(&["grants"])
-            .set(self.shared.grants.len() as i64);
-        m.table_capacity
-            .with_label_values(&["grants"])
-            .set(warden_filters::engines::grants::MAX_GRANTS as i64);
     }
 
     /// True once this process hands its sockets over or drains.

@@ -76,6 +76,7 @@ impl Scanner {
             && !(seen.spaced && super::normalise::may_be_spaced_json(raw))
             && !self.may_be_grouped(&seen, raw)
             && !items::has_list(raw)
+            && !may_assign(raw)
     }
 
     /// Every string of `raw` (within the root member `part`, if given) that
@@ -120,6 +121,7 @@ impl Scanner {
             && !grouped
             && !lists
             && before.is_none()
+            && !may_assign(raw)
             && (cands.is_empty()
                 || (part.is_none()
                     && numbers_read_alone()
@@ -496,6 +498,39 @@ fn numbers_read_alone() -> bool {
     true
 }
 
+/// What a member's key holds when it names a secret (its value is also
+/// read as `key=value`).
+const SECRET_KEY_WORDS: [&str; 9] = [
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "access_key",
+    "private_key",
+    "credential",
+];
+
+/// Whether `raw` may hold a member whose key names a secret: any of
+/// [`SECRET_KEY_WORDS`] anywhere, in any case. The walk reads such a
+/// member's string value as `key=value` too, a reading the raw bytes do
+/// not show (`"token-sv":"…&sig=…"` is an Azure SAS token only as
+/// `token-sv=…`), so a message that may hold one is never judged clean on
+/// its bytes alone.
+fn may_assign(raw: &[u8]) -> bool {
+    static WORDS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::LazyLock::new(|| {
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(SECRET_KEY_WORDS)
+                .ok()
+        });
+    // Without the automaton (it cannot fail to build on these words),
+    // every message may.
+    WORDS.as_ref().is_none_or(|ac| ac.is_match(raw))
+}
+
 /// The key of a member whose path is `path`, when it names a secret
 /// (`password`, `api_key`, `client_secret`, `auth_token` …).
 fn secret_key(path: &str) -> Option<&str> {
@@ -508,23 +543,13 @@ fn secret_key(path: &str) -> Option<&str> {
     }
     // Without allocating: every string of a message passes here.
     let k = key.as_bytes();
-    [
-        "pass",
-        "pwd",
-        "secret",
-        "token",
-        "apikey",
-        "api_key",
-        "access_key",
-        "private_key",
-        "credential",
-    ]
-    .iter()
-    .any(|w| {
-        k.windows(w.len())
-            .any(|s| s.eq_ignore_ascii_case(w.as_bytes()))
-    })
-    .then_some(key)
+    SECRET_KEY_WORDS
+        .iter()
+        .any(|w| {
+            k.windows(w.len())
+                .any(|s| s.eq_ignore_ascii_case(w.as_bytes()))
+        })
+        .then_some(key)
 }
 
 #[cfg(test)]
@@ -573,6 +598,7 @@ mod tests {
         "2026-11-02 12:30:45",
         "hunter2hunter2x",
         "Zx81kLmQ02pWv7",
+        "2020-01-01&sig=Zq7Lm2Xv9Rt4Wp8Ky3Nb6Hc1Jd5Fg0SsQa",
     ];
 
     fn message() -> impl Strategy<Value = String> {
@@ -586,7 +612,7 @@ mod tests {
         ];
         (
             proptest::sample::select(NUMBERS),
-            proptest::collection::vec((proptest::sample::select(&["n", "text", "rows", "id", "card", "password", "api_key"][..]), value), 0..5),
+            proptest::collection::vec((proptest::sample::select(&["n", "text", "rows", "id", "card", "password", "api_key", "token-sv", "tokenAccountKey"][..]), value), 0..5),
         )
             .prop_map(|(id, members)| {
                 let args: Vec<String> =
@@ -611,6 +637,53 @@ mod tests {
             let walked = s.scan_json(raw.as_bytes());
             NUMBERS_READ_ALONE.with(|c| c.set(true));
             prop_assert_eq!(quick, walked, "{}", raw);
+        }
+    }
+
+    /// Review (bypass): a value under a key that names a secret is read
+    /// as `key=value` too, and two detectors' triggers hold the `=`
+    /// (`sv=`, `AccountKey=`): in the raw message they never show, so a
+    /// message with no candidate (id 7) or with candidates over numbers
+    /// only (a ten-digit id) was judged clean on its bytes. Both shortcuts
+    /// now leave a message that may hold such a key to the walk.
+    #[test]
+    fn a_secret_keyed_value_is_read_assigned_whatever_the_id() {
+        let s = Scanner::new(&[]).expect("the built-in detectors");
+        let key = "Zq7Lm2Xv9Rt4Wp8Ky3Nb6Hc1Jd5Fg0SsQaUe2Io4Pk7Lz".repeat(2);
+        let members = [
+            (
+                r#""token-sv":"2020-01-01&sig=Zq7Lm2Xv9Rt4Wp8Ky3Nb6Hc1Jd5Fg0SsQa""#.to_owned(),
+                "azure_sas_token",
+            ),
+            (
+                r#""secret-sv":"2020-01-01&sr=b&sig=Zq7Lm2Xv9Rt4Wp8Ky3Nb6Hc1Jd5Fg0SsQa""#
+                    .to_owned(),
+                "azure_sas_token",
+            ),
+            (
+                format!(r#""tokenAccountKey":"{}==""#, &key[..86]),
+                "azure_storage_key",
+            ),
+            (
+                format!(r#""PassAccountKey":"{}==""#, &key[..86]),
+                "azure_storage_key",
+            ),
+        ];
+        let names: Vec<&str> = s.detectors().iter().map(|d| d.name.as_str()).collect();
+        for id in ["7", "1000000001"] {
+            for (member, detector) in &members {
+                let raw = format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{{member}}}}}}}"#
+                );
+                let found = s.scan_json(raw.as_bytes()).expect("walked");
+                assert!(
+                    found
+                        .iter()
+                        .any(|(_, h)| names[h.detector] == *detector),
+                    "{raw}: {found:?}"
+                );
+                assert!(!s.clean(raw.as_bytes()), "{raw}");
+            }
         }
     }
 
