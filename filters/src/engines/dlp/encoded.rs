@@ -104,6 +104,18 @@ impl<'a> Decodings<'a> {
         let mut readable = percent_escape(b);
         for (start, end) in runs(b, true) {
             let run = &b[start..end];
+            // A line of a block wrapped with `\n` escapes: in the string's
+            // text the lines join into one run ([`runs`] on the unescaped
+            // text), whose decoding may hold text no line's does (a card
+            // across the break, each line's decoding broken by control
+            // bytes). Here the escape ends the run, so the message is
+            // walked: its strings are decoded and their runs read joined.
+            let wrapped = match &b[end..] {
+                [b'\\', b'n', c, ..] => base64_byte(*c),
+                [b'\\', b'r', b'\\', b'n', c, ..] => base64_byte(*c),
+                _ => false,
+            };
+            readable |= wrapped && end - start >= MIN_RUN;
             if found.contains_key(run) {
                 continue;
             }

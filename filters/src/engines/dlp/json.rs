@@ -500,24 +500,29 @@ fn numbers_read_alone() -> bool {
 
 /// What a member's key holds when it names a secret (its value is also
 /// read as `key=value`).
-const SECRET_KEY_WORDS: [&str; 9] = [
+const SECRET_KEY_WORDS: [&str; 10] = [
     "pass",
     "pwd",
     "secret",
     "token",
     "apikey",
     "api_key",
+    "api-key",
     "access_key",
     "private_key",
     "credential",
 ];
 
-/// Whether `raw` may hold a member whose key names a secret: any of
-/// [`SECRET_KEY_WORDS`] anywhere, in any case. The walk reads such a
-/// member's string value as `key=value` too, a reading the raw bytes do
-/// not show (`"token-sv":"…&sig=…"` is an Azure SAS token only as
-/// `token-sv=…`), so a message that may hold one is never judged clean on
-/// its bytes alone.
+/// Whether `raw` may hold a member whose key names a secret: one of
+/// [`SECRET_KEY_WORDS`], in any case, in a string followed by `:` (a key;
+/// the words appear in prose too, `passed`, and a value holding one needs
+/// no other reading). The walk reads such a member's string value as
+/// `key=value` too, a reading the raw bytes do not show (`"token-sv":"…
+/// &sig=…"` is an Azure SAS token only as `token-sv=…`), so a message
+/// that may hold one is never judged clean on its bytes alone. The words
+/// are letters and `_`, found only inside strings; each string found so is
+/// followed to its closing quote (past escaped ones) and what comes after
+/// it, past white space, decides.
 fn may_assign(raw: &[u8]) -> bool {
     static WORDS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
         std::sync::LazyLock::new(|| {
@@ -528,7 +533,35 @@ fn may_assign(raw: &[u8]) -> bool {
         });
     // Without the automaton (it cannot fail to build on these words),
     // every message may.
-    WORDS.as_ref().is_none_or(|ac| ac.is_match(raw))
+    let Some(ac) = WORDS.as_ref() else {
+        return true;
+    };
+    let mut from = 0;
+    for m in ac.find_iter(raw) {
+        if m.start() < from {
+            // In the string already looked at.
+            continue;
+        }
+        // The string's closing quote: the first quote after the word
+        // that no backslash escapes.
+        let mut i = m.end();
+        let close = loop {
+            match memchr::memchr2(b'"', b'\\', raw.get(i..).unwrap_or_default()) {
+                Some(k) if raw[i + k] == b'\\' => i += k + 2,
+                Some(k) => break i + k,
+                // No end: not the JSON the gateway parsed; walk it.
+                None => return true,
+            }
+        };
+        let after = raw[close + 1..]
+            .iter()
+            .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+        if after == Some(&b':') {
+            return true;
+        }
+        from = close + 1;
+    }
+    false
 }
 
 /// The key of a member whose path is `path`, when it names a secret
@@ -677,14 +710,67 @@ mod tests {
                 );
                 let found = s.scan_json(raw.as_bytes()).expect("walked");
                 assert!(
-                    found
-                        .iter()
-                        .any(|(_, h)| names[h.detector] == *detector),
+                    found.iter().any(|(_, h)| names[h.detector] == *detector),
                     "{raw}: {found:?}"
                 );
                 assert!(!s.clean(raw.as_bytes()), "{raw}");
             }
         }
+    }
+
+    /// Review (bypass): base64 wrapped with `\n` escapes whose lines
+    /// each decode to bytes broken by controls, and joined to text across
+    /// the break (a card, an SSN, an email, `pwd=`): the raw gate decoded
+    /// each line alone and judged the message clean; the walk joins them.
+    /// And a value under `api-key` is read as `api-key=…`.
+    #[test]
+    fn base64_wrapped_with_escaped_breaks_is_read_joined() {
+        let s = Scanner::new(&[]).expect("the built-in detectors");
+        let names: Vec<&str> = s.detectors().iter().map(|d| d.name.as_str()).collect();
+        for (text, detector) in [
+            (r"AQEBAWJvYkBleGFt\ncGxlLmNvbQEBAQEB", "email"),
+            (r"AQEBATQ1NTY3Mzc1\nODY4OTk4NTUBAQEB", "card_visa"),
+            (r"/////zQwMjQwMDcx\nOTg5NjQzMDX/////", "card_visa"),
+            (r"AAAAADU0MjUyMzM0\r\nMzAxMDk5MDMAAAAA", "card_mastercard"),
+            (r"AQEBAQFzc24gMTIz\nLTQ1LTY3ODkBAQEB", "us_ssn"),
+            (r"AQEBAXB3ZD1aeDgx\na0xtUTAycFcBAQEB", "password_assignment"),
+        ] {
+            for id in ["7", "1000000001"] {
+                let raw = format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{text}"}}}}}}"#
+                );
+                let found = s.scan_json(raw.as_bytes()).expect("walked");
+                assert!(
+                    found.iter().any(|(_, h)| names[h.detector] == detector),
+                    "{raw}: {found:?}"
+                );
+                assert!(!s.clean(raw.as_bytes()), "{raw}");
+            }
+        }
+        let raw = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"x-api-key":"Zx81kLmQ02pWv7"}}}"#;
+        assert!(
+            !s.scan_json(raw.as_bytes()).expect("walked").is_empty(),
+            "{raw}"
+        );
+    }
+
+    /// A secret word is a key's only where a `:` follows its string (past
+    /// escaped quotes and white space); in prose it is not.
+    #[test]
+    fn secret_words_count_in_keys_only() {
+        use super::may_assign;
+        assert!(may_assign(br#"{"token-sv":"x"}"#));
+        assert!(may_assign(br#"{"my \"Password\" here" : 1}"#));
+        assert!(may_assign(
+            br#"{"a":"passed","PWD"
+:"x"}"#
+        ));
+        assert!(!may_assign(
+            br#"{"text":"the build passed; tokens and secrets"}"#
+        ));
+        assert!(!may_assign(br#"{"text":"say \"pass\": no"}"#));
+        assert!(may_assign(br#"{"text":"unterminated pass"#));
+        assert!(may_assign(b"\"pass\\"));
     }
 
     /// A long id wakes the digit detectors and is still no finding; a
