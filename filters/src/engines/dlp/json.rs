@@ -519,49 +519,51 @@ const SECRET_KEY_WORDS: [&str; 10] = [
 /// no other reading). The walk reads such a member's string value as
 /// `key=value` too, a reading the raw bytes do not show (`"token-sv":"…
 /// &sig=…"` is an Azure SAS token only as `token-sv=…`), so a message
-/// that may hold one is never judged clean on its bytes alone. The words
-/// are letters and `_`, found only inside strings; each string found so is
-/// followed to its closing quote (past escaped ones) and what comes after
-/// it, past white space, decides.
+/// that may hold one is never judged clean on its bytes alone. Each `:`
+/// after a quote no backslash escapes (past white space) is looked back
+/// from, to the quote before that one: every key is found so (and a
+/// value that starts with `:` reads as one more, which costs a walk at
+/// most).
 fn may_assign(raw: &[u8]) -> bool {
-    static WORDS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
-        std::sync::LazyLock::new(|| {
-            aho_corasick::AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .build(SECRET_KEY_WORDS)
-                .ok()
-        });
-    // Without the automaton (it cannot fail to build on these words),
-    // every message may.
-    let Some(ac) = WORDS.as_ref() else {
-        return true;
-    };
-    let mut from = 0;
-    for m in ac.find_iter(raw) {
-        if m.start() < from {
-            // In the string already looked at.
+    // Whether the quote at `at` is escaped: an odd number of backslashes
+    // right before it.
+    let escaped = |at: usize| raw[..at].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 1;
+    for c in memchr::memchr_iter(b':', raw) {
+        let mut q = c;
+        while q > 0 && matches!(raw[q - 1], b' ' | b'\t' | b'\n' | b'\r') {
+            q -= 1;
+        }
+        if q == 0 || raw[q - 1] != b'"' || escaped(q - 1) {
             continue;
         }
-        // The string's closing quote: the first quote after the word
-        // that no backslash escapes.
-        let mut i = m.end();
-        let close = loop {
-            match memchr::memchr2(b'"', b'\\', raw.get(i..).unwrap_or_default()) {
-                Some(k) if raw[i + k] == b'\\' => i += k + 2,
-                Some(k) => break i + k,
-                // No end: not the JSON the gateway parsed; walk it.
+        let close = q - 1;
+        let mut before = close;
+        let open = loop {
+            match memchr::memrchr(b'"', &raw[..before]) {
+                Some(k) if escaped(k) => before = k,
+                Some(k) => break k,
+                // No opening quote: not the JSON the gateway parsed.
                 None => return true,
             }
         };
-        let after = raw[close + 1..]
-            .iter()
-            .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-        if after == Some(&b':') {
+        if names_secret(&raw[open + 1..close]) {
             return true;
         }
-        from = close + 1;
     }
     false
+}
+
+/// Whether key `k` holds one of [`SECRET_KEY_WORDS`], in any case.
+fn names_secret(k: &[u8]) -> bool {
+    // Without allocating, and only where a word's first letter is: every
+    // key of a message passes here.
+    (0..k.len()).any(|i| {
+        matches!(k[i] | 0x20, b'p' | b's' | b't' | b'a' | b'c')
+            && SECRET_KEY_WORDS.iter().any(|w| {
+                k.get(i..i + w.len())
+                    .is_some_and(|s| s.eq_ignore_ascii_case(w.as_bytes()))
+            })
+    })
 }
 
 /// The key of a member whose path is `path`, when it names a secret
@@ -574,15 +576,7 @@ fn secret_key(path: &str) -> Option<&str> {
     if key.is_empty() || key.len() > 64 {
         return None;
     }
-    // Without allocating: every string of a message passes here.
-    let k = key.as_bytes();
-    SECRET_KEY_WORDS
-        .iter()
-        .any(|w| {
-            k.windows(w.len())
-                .any(|s| s.eq_ignore_ascii_case(w.as_bytes()))
-        })
-        .then_some(key)
+    names_secret(key.as_bytes()).then_some(key)
 }
 
 #[cfg(test)]
@@ -769,8 +763,9 @@ mod tests {
             br#"{"text":"the build passed; tokens and secrets"}"#
         ));
         assert!(!may_assign(br#"{"text":"say \"pass\": no"}"#));
-        assert!(may_assign(br#"{"text":"unterminated pass"#));
-        assert!(may_assign(b"\"pass\\"));
+        assert!(may_assign(br#"{"a":1,"x-Api-Key" :2}"#));
+        assert!(may_assign(br#"{"pass\\":1}"#));
+        assert!(!may_assign(br#"{"k\\":"passx"}"#));
     }
 
     /// A long id wakes the digit detectors and is still no finding; a
