@@ -427,7 +427,9 @@ pub const SPECS: &[Spec] = &[
         // The header in any case and spacing a reader still takes for one;
         // redaction extends the match over the key's body (see
         // `guards::dlp::key_body`).
-        triggers: &[WordThen(&["---begin"], Near("private", 40))],
+        // `BEGIN` may stand apart from the dashes (`----- BEGIN`, a line
+        // break between): the word alone wakes it.
+        triggers: &[WordThen(&["---begin", "begin"], Near("private", 40))],
         pattern: r"(?i)-{3,8}\s{0,4}BEGIN\s{1,4}(?:(?:RSA|EC|DSA|OPENSSH|ENCRYPTED|PGP)\s{1,4})?PRIVATE\s{1,4}KEY(?:\s{1,4}BLOCK)?\s{0,4}-{3,8}",
         validate: None,
     },
