@@ -44,9 +44,9 @@ fn a_list_of_grants_is_taken_while_recent_only() {
     assert!(c.grants_of(b"not json").is_err());
 }
 
-// An Ed25519 test key (the agent's bundle key as gateways know it).
-const PRIVATE: &[u8] = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJL4wWCTcbhQT/5IX5tPsWrKdIBoQzVaQcyzCund/WdU\n-----END PRIVATE KEY-----\n";
-const PUBLIC: &[u8] = b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAk+eZta8zXsquyhrg8M8TtTYHVwNV5JVrKD7eP5NRBvc=\n-----END PUBLIC KEY-----\n";
+// The Ed25519 test key the bundle tests sign with (the agent's bundle key
+// as gateways know it), and one no gateway knows.
+use crate::hub::bundles::tests::{rogue_key, PRIVATE, PUBLIC};
 
 /// A hostile agent, or anyone between a gateway and its agents, cannot
 /// hand a gateway that knows the bundle key a list of grants of its own:
@@ -76,15 +76,7 @@ fn a_gateway_with_the_bundle_key_takes_only_the_agents_signed_grants() {
         1
     );
 
-    let rogue = {
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
-        use base64::Engine;
-        format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
-        )
-    };
+    let rogue = rogue_key();
     let other_key = c
         .grants_of(&wrap(sign(
             rogue.as_bytes(),

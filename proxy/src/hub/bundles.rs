@@ -926,7 +926,7 @@ impl BackgroundService for BundleWatcher {
 
 #[cfg(test)]
 #[path = "bundles_tests.rs"]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 mod instance_tests {

@@ -3,8 +3,19 @@
 use super::*;
 
 // An Ed25519 test key.
-const PRIVATE: &[u8] = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJL4wWCTcbhQT/5IX5tPsWrKdIBoQzVaQcyzCund/WdU\n-----END PRIVATE KEY-----\n";
-const PUBLIC: &[u8] = b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAk+eZta8zXsquyhrg8M8TtTYHVwNV5JVrKD7eP5NRBvc=\n-----END PUBLIC KEY-----\n";
+pub(crate) const PRIVATE: &[u8] = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJL4wWCTcbhQT/5IX5tPsWrKdIBoQzVaQcyzCund/WdU\n-----END PRIVATE KEY-----\n";
+pub(crate) const PUBLIC: &[u8] = b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAk+eZta8zXsquyhrg8M8TtTYHVwNV5JVrKD7eP5NRBvc=\n-----END PUBLIC KEY-----\n";
+
+/// A new Ed25519 private key (PKCS#8 PEM) no gateway knows.
+pub(crate) fn rogue_key() -> String {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+    use base64::Engine;
+    format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+    )
+}
 
 const YAML: &str = "version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {name: s, upstreams: [\"127.0.0.1:1\"]}\nroutes:\n  - {prefix: /s, server: s}\n";
 const REGO: &str =
@@ -260,15 +271,7 @@ fn an_agent_bundle_must_be_proven_current_for_this_request() {
         assert!(err.starts_with("not proven current"), "{what}: {err}");
     }
     // Signed with another key.
-    let rogue = {
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
-        use base64::Engine;
-        format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
-        )
-    };
+    let rogue = rogue_key();
     let forged = archive::sign_claims(
         &archive::Freshness {
             nonce: other.into(),
