@@ -19,6 +19,7 @@ pub mod registry;
 pub mod rollout;
 pub mod server;
 pub mod store;
+pub mod vault;
 
 #[cfg(test)]
 mod route_matrix_tests;

@@ -64,6 +64,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "console sessions",
         include_str!("../../migrations/0005_console.sql"),
     ),
+    (6, "vault", include_str!("../../migrations/0006_vault.sql")),
 ];
 
 /// A database error as the store reports its failures.
