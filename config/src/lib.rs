@@ -539,6 +539,59 @@ mod tests {
         .is_err());
     }
 
+    /// A credential from the vault: a person's own (`per_user`, scopes
+    /// sorted once) or a static secret by name; mixed with a secret the
+    /// bundle reads, or with a name or scope a header or a provider could
+    /// not take, refused where it is written.
+    #[test]
+    fn credentials_from_the_vault_are_read_and_checked() {
+        let load = |creds: &str| {
+            let dir = tempfile::tempdir().expect("tmp");
+            std::fs::write(
+                dir.path().join(CONFIG_FILE),
+                format!("version: 1\nservice_groups:\n  - name: g\n    servers:\n      - {{name: s, upstreams: [\"127.0.0.1:1\"], credentials: {creds}}}\nroutes:\n  - {{prefix: /s, server: s}}\n"),
+            )
+            .expect("yaml");
+            Bundle::load(dir.path())
+        };
+        let b =
+            load("{per_user: {provider: github, scopes: [repo, read.user, repo]}}").expect("loads");
+        let s = &b.config.servers[0];
+        assert!(s.credentials.is_none());
+        let v = s.vault.as_ref().expect("a vault credential");
+        assert_eq!(
+            (v.header.as_str(), v.prefix.as_str()),
+            ("authorization", "Bearer ")
+        );
+        assert_eq!(
+            v.source,
+            access::VaultSource::PerUser {
+                provider: "github".into(),
+                scopes: vec!["read.user".into(), "repo".into()]
+            }
+        );
+        let b = load("{vault: jira-token, header: x-api-token}").expect("loads");
+        let v = b.config.servers[0].vault.as_ref().expect("vault");
+        assert_eq!(v.prefix, "");
+        assert_eq!(
+            v.source,
+            access::VaultSource::Secret {
+                name: "jira-token".into()
+            }
+        );
+        for bad in [
+            "{vault: jira, env: HOME}",
+            "{vault: jira, per_user: {provider: p}}",
+            "{vault: \"a b\"}",
+            "{per_user: {provider: \"p/q\"}}",
+            "{per_user: {provider: p, scopes: [\"a b\"]}}",
+            "{per_user: {provider: p, scopes: [\"q\\\"\"]}}",
+            "{vault: x, header: host}",
+        ] {
+            assert!(load(bad).is_err(), "{bad}");
+        }
+    }
+
     /// Two servers of one name in two cases are refused: every reader
     /// would take them for one.
     #[test]

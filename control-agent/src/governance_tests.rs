@@ -105,6 +105,7 @@ pub(crate) async fn serve_fixture_console(
         ),
         console,
         admins,
+        connect: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

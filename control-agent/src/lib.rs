@@ -10,6 +10,7 @@ pub mod audit;
 pub mod build;
 pub mod caller;
 pub mod cli;
+pub mod connect;
 pub mod console;
 pub mod jobs;
 pub mod notify;

@@ -651,6 +651,9 @@ fn run(args: RunArgs) -> ExitCode {
     if report_interval < std::time::Duration::from_millis(100) {
         return fail(anyhow::anyhow!("--report-interval must be at least 100ms"));
     }
+    let vault = approvals_agents
+        .clone()
+        .map(|agents| (agents, approvals_token.clone()));
     let approvals = match approvals_agents.map(|agents| {
         warden_proxy::hub::approval_client::ApprovalClient::new(
             agents,
@@ -673,6 +676,7 @@ fn run(args: RunArgs) -> ExitCode {
         );
     match warden_proxy::app::server::run(warden_proxy::app::server::RunOptions {
         approvals,
+        vault,
         agent,
         source: warden_proxy::hub::bundles::SourceOptions {
             source,

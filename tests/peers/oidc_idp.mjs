@@ -23,6 +23,14 @@
 //   }
 // ttl.session also bounds the Grant (consent) lifetime; a missing ttl entry
 // keeps oidc-provider's default (1 h access and ID tokens, 14 d session).
+// Optional, for a provider playing a SaaS people connect accounts at:
+//   "extra_scopes": ["files.read"],  // scopes beyond the OIDC ones
+//   "refresh": true,                 // a refresh token with every code
+//                                    // grant, rotated at each use (a used
+//                                    // one presented again is refused and
+//                                    // ends the grant: reuse detection)
+// Introspection (POST /token/introspection, RFC 7662) and revocation
+// (POST /token/revocation, RFC 7009) are on for confidential clients.
 //
 // Once ready, the first (and only) stdout line is
 //   listening on http://127.0.0.1:PORT
@@ -56,7 +64,8 @@
 //                                an unknown account
 //   GET  /test/stats             test-only: {"logins", "failed_logins",
 //                                "authorizations", "tokens", "userinfo",
-//                                "logouts"} counts
+//                                "logouts", "refreshes", "refresh_refused",
+//                                "revocations"} counts
 //
 // sub is the account id. Scopes: openid, profile (preferred_username, name),
 // email (email), groups (groups), offline_access (kept by oidc-provider only
@@ -160,6 +169,9 @@ const stats = {
   tokens: 0,
   userinfo: 0,
   logouts: 0,
+  refreshes: 0,
+  refresh_refused: 0,
+  revocations: 0,
 };
 
 async function signingJwk(alg) {
@@ -437,7 +449,11 @@ async function main() {
     responseTypes: ['code'],
     jwks: { keys: [await signingJwk(config.alg)] },
     cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
-    scopes: ['openid', 'offline_access', 'profile', 'email', 'groups'],
+    scopes: ['openid', 'offline_access', 'profile', 'email', 'groups', ...(config.extra_scopes ?? [])],
+    ...(config.refresh ? {
+      issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+      rotateRefreshToken: () => true,
+    } : {}),
     claims: {
       acr: null,
       amr: null,
@@ -466,6 +482,8 @@ async function main() {
       userinfo: { enabled: true },
       rpInitiatedLogout: { enabled: true, logoutSource },
       deviceFlow: { enabled: true, userCodeInputSource, userCodeConfirmSource },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
     },
     interactions: {
       url: (_ctx, interactionRecord) => `/interaction/${interactionRecord.uid}`,
@@ -478,7 +496,13 @@ async function main() {
   });
 
   provider.on('authorization_code.saved', () => { stats.authorizations += 1; });
-  provider.on('grant.success', () => { stats.tokens += 1; });
+  provider.on('grant.success', (ctx) => {
+    stats.tokens += 1;
+    if (ctx.oidc?.params?.grant_type === 'refresh_token') stats.refreshes += 1;
+  });
+  provider.on('grant.error', (ctx) => {
+    if (ctx.oidc?.params?.grant_type === 'refresh_token') stats.refresh_refused += 1;
+  });
   provider.on('end_session.success', () => { stats.logouts += 1; });
   provider.on('server_error', (_ctx, err) => {
     console.error('oidc_idp: server_error', err);
@@ -492,6 +516,9 @@ async function main() {
       && ctx.status === 200
     ) {
       stats.userinfo += 1;
+    }
+    if (ctx.path === '/token/revocation' && ctx.method === 'POST' && ctx.status === 200) {
+      stats.revocations += 1;
     }
   });
 

@@ -61,12 +61,36 @@ pub(crate) fn outbound_header(raw: Option<&str>, base: &str, p: &mut Problems) -
     Some(header)
 }
 
-pub(crate) fn credentials(
+/// Where a credential the gateway fetches per call comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultSource {
+    /// The calling principal's own connection at `provider`, with at
+    /// least `scopes` granted (sorted, unique).
+    PerUser {
+        provider: String,
+        scopes: Vec<String>,
+    },
+    /// A static secret kept in the vault under `name`.
+    Secret { name: String },
+}
+
+/// A credential the gateway fetches from the control agent's vault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultCredential {
+    /// Lower-case header name.
+    pub header: String,
+    /// Text put before the value (`Bearer ` for `authorization`).
+    pub prefix: String,
+    pub source: VaultSource,
+}
+
+/// A credential's header and prefix (`Bearer ` for `authorization`
+/// unless named).
+fn header_and_prefix(
     raw: &raw::CredentialsConfig,
-    root: &Path,
     base: &str,
     p: &mut Problems,
-) -> Option<Credentials> {
+) -> Option<(String, String)> {
     let header = outbound_header(raw.header.as_deref(), base, p)?;
     let prefix = raw.prefix.clone().unwrap_or_else(|| {
         if header == "authorization" {
@@ -75,6 +99,102 @@ pub(crate) fn credentials(
             String::new()
         }
     });
+    if prefix.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        p.push(format!("{base}.prefix"), "holds control characters");
+        return None;
+    }
+    Some((header, prefix))
+}
+
+/// Whether `raw` names a credential kept in the vault (`vault:` or
+/// `per_user:`) rather than one the bundle reads.
+pub(crate) fn from_vault(raw: &raw::CredentialsConfig) -> bool {
+    raw.vault.is_some() || raw.per_user.is_some()
+}
+
+/// An RFC 6749 scope token: printable ASCII without space, `"` or `\`.
+fn scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+/// A vault name (a secret, a provider): 1–128 of `[A-Za-z0-9._-]`.
+pub fn vault_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// `credentials: {vault: name}` or `credentials: {per_user: {…}}`.
+pub(crate) fn vault_credential(
+    raw: &raw::CredentialsConfig,
+    base: &str,
+    p: &mut Problems,
+) -> Option<VaultCredential> {
+    if raw.env.is_some() || raw.file.is_some() || (raw.vault.is_some() && raw.per_user.is_some()) {
+        p.push(
+            base,
+            "set exactly one of `env`, `file`, `vault` and `per_user`",
+        );
+        return None;
+    }
+    let (header, prefix) = header_and_prefix(raw, base, p)?;
+    let source = match (&raw.vault, &raw.per_user) {
+        (Some(name), None) => {
+            if !vault_name(name) {
+                p.push(
+                    format!("{base}.vault"),
+                    "a vault secret's name is 1-128 of A-Z a-z 0-9 . _ -",
+                );
+                return None;
+            }
+            VaultSource::Secret { name: name.clone() }
+        }
+        (None, Some(u)) => {
+            if !vault_name(&u.provider) {
+                p.push(
+                    format!("{base}.per_user.provider"),
+                    "a provider's name is 1-128 of A-Z a-z 0-9 . _ -",
+                );
+                return None;
+            }
+            if let Some(bad) = u.scopes.iter().find(|s| !scope_token(s)) {
+                p.push(
+                    format!("{base}.per_user.scopes"),
+                    format!(
+                        "`{}` is not an OAuth scope (printable ASCII, no space, quote or backslash)",
+                        bad.escape_debug()
+                    ),
+                );
+                return None;
+            }
+            let mut scopes = u.scopes.clone();
+            scopes.sort();
+            scopes.dedup();
+            VaultSource::PerUser {
+                provider: u.provider.clone(),
+                scopes,
+            }
+        }
+        _ => return None,
+    };
+    Some(VaultCredential {
+        header,
+        prefix,
+        source,
+    })
+}
+
+pub(crate) fn credentials(
+    raw: &raw::CredentialsConfig,
+    root: &Path,
+    base: &str,
+    p: &mut Problems,
+) -> Option<Credentials> {
+    let (header, prefix) = header_and_prefix(raw, base, p)?;
     let secret = secret_ref(raw.env.as_deref(), raw.file.as_deref(), root, base, p)?;
     let secret = secret.expose();
     let value = format!("{prefix}{secret}");

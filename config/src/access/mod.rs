@@ -20,7 +20,7 @@ pub use crate::denial::DenialStyle;
 pub use crate::risk::Risk;
 pub use crate::secret::Secret;
 pub use catalog::{ServerCatalog, ToolEntry, ToolMap};
-pub use credentials::Credentials;
+pub use credentials::{vault_name, Credentials, VaultCredential, VaultSource};
 pub use identity::{
     hash_api_key, parse_key_hash, ApiKey, CertMatch, Identity, JwksSource, Jwt, MtlsRule,
     PrincipalKind, PrincipalSpec,
@@ -29,6 +29,8 @@ pub(crate) use policy::named;
 pub use policy::{KillSwitch, PolicySettings};
 
 pub(crate) use catalog::catalog;
-pub(crate) use credentials::{credentials, outbound_header, session_seal};
+pub(crate) use credentials::{
+    credentials, from_vault, outbound_header, session_seal, vault_credential,
+};
 pub(crate) use identity::identity;
 pub(crate) use policy::{kill_switch, policy};

@@ -60,10 +60,15 @@ pub enum Table {
     /// The fleet's just-in-time grants the agent lists (`input.principal.
     /// grants`). When full, the grants ending last are kept.
     Grants,
+    /// Credentials fetched from the agent's vault, each for a few seconds
+    /// (weighed by their bytes: an entry is one unit of
+    /// [`Table::entry_bytes`] per 512 bytes it holds). When full, the
+    /// least used go first and are fetched again.
+    Credentials,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Ledger,
         Table::Sessions,
         Table::Quotas,
@@ -73,6 +78,7 @@ impl Table {
         Table::Flows,
         Table::Names,
         Table::Grants,
+        Table::Credentials,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +92,7 @@ impl Table {
             Table::Flows => "flows",
             Table::Names => "names",
             Table::Grants => "grants",
+            Table::Credentials => "credentials",
         }
     }
 
@@ -102,6 +109,7 @@ impl Table {
             Table::Flows => 40,
             Table::Names => 30,
             Table::Grants => 20,
+            Table::Credentials => 10,
         }
     }
 
@@ -130,6 +138,9 @@ impl Table {
             // longer ones count as several (`Grants` bounds the bytes too:
             // the filters' test `the_table_is_bounded_in_bytes`).
             Table::Grants => 512,
+            // A unit of a fetched credential's weight (its value, its
+            // reference and the cache's bookkeeping, per 512 bytes).
+            Table::Credentials => 512,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::access::{self, Credentials};
+use crate::access::{self, Credentials, VaultCredential};
 use crate::error::Problems;
 use crate::fields::{duration, nonzero, valid_name};
 use crate::raw;
@@ -36,6 +36,9 @@ pub struct Server {
     pub health_check: HealthCheck,
     pub timeouts: Timeouts,
     pub credentials: Option<Credentials>,
+    /// A credential fetched per call from the control agent's vault: the
+    /// calling principal's own (`per_user`) or a static secret (`vault`).
+    pub vault: Option<VaultCredential>,
     /// Mint a JWT per call naming the principal (see `Assertions`).
     pub assertion: Option<IdentityAssertion>,
     /// Fetch a token from an OAuth authorization server per call (cached).
@@ -282,10 +285,17 @@ pub(crate) fn service_groups(
                 }
             }
             names.push(s.name.clone());
-            let credentials = s
-                .credentials
-                .as_ref()
-                .and_then(|c| access::credentials(c, root, &format!("{sbase}.credentials"), p));
+            let (credentials, vault) = match s.credentials.as_ref() {
+                Some(c) if access::from_vault(c) => (
+                    None,
+                    access::vault_credential(c, &format!("{sbase}.credentials"), p),
+                ),
+                Some(c) => (
+                    access::credentials(c, root, &format!("{sbase}.credentials"), p),
+                    None,
+                ),
+                None => (None, None),
+            };
             let assertion = s
                 .identity_assertion
                 .as_ref()
@@ -316,6 +326,9 @@ pub(crate) fn service_groups(
             if let Some(c) = &credentials {
                 headers.push(("credentials", &c.header));
             }
+            if let Some(c) = &vault {
+                headers.push(("credentials", &c.header));
+            }
             if let Some(a) = &assertion {
                 headers.push(("identity_assertion", &a.header));
             }
@@ -342,6 +355,7 @@ pub(crate) fn service_groups(
                 health_check: hc.unwrap_or_default(),
                 timeouts: st,
                 credentials,
+                vault,
                 assertion,
                 oauth,
                 caller_token,

@@ -103,4 +103,26 @@ pub struct CredentialsConfig {
     /// File holding the secret (trailing newline trimmed); relative paths resolve against the bundle root.
     #[serde(default)]
     pub file: Option<String>,
+    /// A secret kept in the control agent's vault, by name: fetched by
+    /// the gateway when used (briefly cached), so a rotation in the vault
+    /// needs no new bundle and no restart.
+    #[serde(default)]
+    pub vault: Option<String>,
+    /// Each principal's own credential at a provider, from their consent
+    /// (kept in the control agent's vault).
+    #[serde(default)]
+    pub per_user: Option<PerUserConfig>,
+}
+
+/// `credentials: {per_user: {provider: github, scopes: [repo]}}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerUserConfig {
+    /// The provider, as the control agent's `--connections` file names it
+    /// (its endpoints and client secret live there, never in a bundle).
+    pub provider: String,
+    /// The scopes the server needs; a connection granted fewer asks for
+    /// consent again.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }

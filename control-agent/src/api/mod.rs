@@ -13,6 +13,7 @@ pub mod grants;
 pub mod registry;
 pub mod rollout;
 pub mod tenants;
+pub mod vault;
 
 use std::sync::Arc;
 

@@ -122,6 +122,21 @@ pub struct ServeArgs {
     /// Teams): a notifications file (see docs/console.md).
     #[arg(long)]
     notify: Option<PathBuf>,
+    /// The vault's master keys: a file (mode 0600) of `id:base64` lines,
+    /// 32 random bytes each, the first the current one (older ones still
+    /// open what they wrapped). Re-read when it changes. See
+    /// docs/identity.md ("Each person's own account").
+    #[arg(long, conflicts_with = "vault_keys_env")]
+    vault_keys: Option<PathBuf>,
+    /// The vault's master keys from this environment variable instead
+    /// (same format; not re-read).
+    #[arg(long)]
+    vault_keys_env: Option<String>,
+    /// Providers at which people connect their own accounts (per-user
+    /// credentials): a connections file. Needs the vault's keys and
+    /// `--oidc` (who opens a consent link).
+    #[arg(long, requires = "oidc")]
+    connections: Option<PathBuf>,
 }
 
 /// A size: a number of bytes, or with `KiB`, `MiB`, `GiB` (or `KB`,
@@ -236,6 +251,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
         .as_deref()
         .map(crate::notify::config::read)
         .transpose()?;
+    let connect = open_vault(&a, &store, console.oidc.as_deref())?;
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(crate::server::tls::Tls::open(
             crate::server::tls::TlsFiles {
@@ -267,6 +283,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
             audit,
             console,
             admins,
+            connect,
         });
         let _notifier = match notify {
             Some(cfg) => Some(crate::notify::start(api.clone(), cfg, lease.clone())?),
@@ -275,6 +292,51 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
         crate::server::serve(listener, api, tls).await
     })?;
     Ok(true)
+}
+
+/// The vault and the consent flow, when the agent has master keys.
+fn open_vault(
+    a: &ServeArgs,
+    store: &Arc<Store>,
+    oidc: Option<&crate::oidc::Oidc>,
+) -> anyhow::Result<Option<Arc<crate::connect::Connect>>> {
+    use crate::vault::{KeyWrap, MasterKeys, Vault, VaultBackend};
+    let keys: Arc<dyn KeyWrap> = match (&a.vault_keys, &a.vault_keys_env) {
+        (Some(f), _) => Arc::new(MasterKeys::from_file(f)?),
+        (None, Some(var)) => Arc::new(MasterKeys::from_env(var)?),
+        (None, None) if a.connections.is_some() => {
+            bail!(
+                "--connections keeps tokens in the vault: give --vault-keys (or --vault-keys-env)"
+            )
+        }
+        (None, None) => return Ok(None),
+    };
+    let backend: Box<dyn VaultBackend> = match &a.database {
+        Some(url) => Box::new(crate::vault::postgres::PgVault::connect(url)?),
+        None => Box::new(crate::vault::file::VaultFile::open(state_dir(a)?)?),
+    };
+    let vault = Arc::new(Vault::new(backend, keys)?);
+    let config = match &a.connections {
+        Some(p) => crate::connect::config::read(p)?,
+        None => crate::connect::config::Connections::none(),
+    };
+    // Consent links point at the console, where the provider sends people
+    // back after signing in.
+    let origin = match oidc {
+        Some(o) => {
+            let mut u = o.config().redirect_url.clone();
+            u.set_path("/");
+            u.set_query(None);
+            u
+        }
+        None => url::Url::parse(&format!("http://{}/", a.listen))?,
+    };
+    Ok(Some(Arc::new(crate::connect::Connect::new(
+        config,
+        vault,
+        origin,
+        store.clone(),
+    )?)))
 }
 
 /// The state directory (given unless `--database` is).

@@ -214,6 +214,7 @@ async fn a_token_shorter_than_sixteen_characters_is_never_taken() {
         audit: api.audit.clone(),
         console: Default::default(),
         admins: BTreeMap::new(),
+        connect: None,
     });
     assert!(api.console_user(short).is_none());
     assert!(api.console_user("sixteen-chars-ok").is_some());

@@ -61,6 +61,7 @@ use http_body_util::{BodyExt, Full};
 
 use crate::server::Api;
 
+pub(crate) mod connect_pages;
 mod diff;
 pub(crate) mod gate;
 mod governance;

@@ -33,7 +33,7 @@ pub(super) fn pending_cookie(h: &http::HeaderMap) -> Option<String> {
     found.next().is_none().then_some(first)
 }
 
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -72,7 +72,7 @@ pub(super) fn again(mode: &str, next: &str) -> Resp {
     )
 }
 
-fn with_cookie(mut r: Resp, cookie: &str) -> Resp {
+pub(super) fn with_cookie(mut r: Resp, cookie: &str) -> Resp {
     if let Ok(v) = HeaderValue::from_str(cookie) {
         r.headers_mut().append("set-cookie", v);
     }
@@ -107,6 +107,7 @@ impl Api {
         let mode = match q.get("mode").map(String::as_str) {
             Some("refresh") => Mode::Refresh,
             Some("fresh") => Mode::Fresh,
+            Some("consent") => Mode::Consent,
             _ => Mode::Login,
         };
         let next = q.get("next").map_or("/console/fleet", String::as_str);
@@ -201,8 +202,18 @@ impl Api {
                 return with_cookie(self.login_page(Some(&e.to_string()), status), &clear);
             }
         };
+        // A consent link's sign-in asks who the person is: it opens no
+        // console session and leaves the browser's own alone.
+        let user = match done.user {
+            Some(u) if done.mode != Mode::Consent => u,
+            _ => {
+                return with_cookie(
+                    super::connect_pages::signed_in(self, done.person, &done.next, peer),
+                    &clear,
+                )
+            }
+        };
         end_old();
-        let user = done.user;
         let (id, _) = match self.console.sessions.open(user.clone()) {
             Ok(x) => x,
             Err(e) => {
@@ -217,6 +228,7 @@ impl Api {
             Mode::Login => "signed in",
             Mode::Refresh => "roles read again",
             Mode::Fresh => "signed in again for a CRITICAL approval",
+            Mode::Consent => "signed in to connect an account",
         };
         self.console_record(
             &user.name,

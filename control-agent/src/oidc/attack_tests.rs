@@ -178,7 +178,7 @@ impl Idp {
 }
 
 fn signed_in(f: &Finished) -> &SignedIn {
-    f.user.oidc.as_ref().unwrap()
+    f.user.as_ref().unwrap().oidc.as_ref().unwrap()
 }
 
 /// A provider names `auth_time` only when asked (`max_age`, a claims

@@ -52,7 +52,11 @@ pub struct Started {
 /// A finished sign-in.
 #[derive(Debug)]
 pub struct Finished {
-    pub user: User,
+    /// The console user the person is (`None` for [`Mode::Consent`], which
+    /// asks who they are, not a role).
+    pub user: Option<User>,
+    /// Who the person is at the provider.
+    pub person: roles::Identity,
     pub mode: Mode,
     pub next: String,
 }
@@ -122,7 +126,7 @@ impl Oidc {
                 .append_pair("code_challenge", &pending::challenge(&p.verifier))
                 .append_pair("code_challenge_method", "S256");
             match mode {
-                Mode::Login => {}
+                Mode::Login | Mode::Consent => {}
                 Mode::Refresh => {
                     q.append_pair("prompt", "none");
                 }
@@ -234,19 +238,23 @@ impl Oidc {
                 }
             }
         }
-        let user = roles::user_of(
-            cfg,
-            &roles::Signed {
-                sub: &claims.sub,
-                claims: &all,
-                auth_time: claims.auth_time,
-                acr: claims.acr.clone(),
-                now,
-            },
-        )
-        .ok_or_else(|| Failed::NoRole(format!("{}{}", roles::PREFIX, claims.sub)))?;
+        let signed = roles::Signed {
+            sub: &claims.sub,
+            claims: &all,
+            auth_time: claims.auth_time,
+            acr: claims.acr.clone(),
+            now,
+        };
+        let user = match p.mode {
+            Mode::Consent => None,
+            _ => Some(
+                roles::user_of(cfg, &signed)
+                    .ok_or_else(|| Failed::NoRole(format!("{}{}", roles::PREFIX, claims.sub)))?,
+            ),
+        };
         Ok(Finished {
             user,
+            person: roles::identity_of(cfg, &signed),
             mode: p.mode,
             next: p.next,
         })

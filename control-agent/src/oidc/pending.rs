@@ -33,6 +33,10 @@ pub enum Mode {
     /// A CRITICAL approval asks for a sign-in within `critical.max_age`
     /// (`prompt=login`, `max_age`, the `acr` values named).
     Fresh,
+    /// A person opens a consent link (`/console/connect`): who they are is
+    /// asked, not a role (anyone the provider knows may connect their own
+    /// account; [`crate::connect`] checks they are the link's principal).
+    Consent,
 }
 
 /// The sign-in under way.
@@ -65,7 +69,7 @@ pub fn safe_next(next: &str) -> String {
         && !next.chars().any(char::is_control)
         && !next.contains("//")
         && !next.contains("/..")
-        && next.len() <= 512
+        && next.len() <= 2048
         && stays_in_console(next);
     if ok {
         next.to_owned()

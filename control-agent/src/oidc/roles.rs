@@ -79,34 +79,11 @@ pub fn user_of(cfg: &OidcConfig, s: &Signed<'_>) -> Option<User> {
         GrantedRole::Approver(t) => (Role::Approver, t.clone(), None),
         GrantedRole::Viewer(t) => (Role::Viewer, t.clone(), None),
     };
-    let mut principals: Vec<String> = Vec::new();
-    for c in &cfg.principal_claims {
-        let vals = if c == "sub" {
-            vec![s.sub.to_owned()]
-        } else {
-            strings(s.claims.get(c))
-        };
-        for v in vals {
-            // A value with no canonical form names nobody a call could
-            // come from under it (the gateway refuses such names).
-            if Person::parse(&v).is_ok() && !principals.contains(&v) {
-                principals.push(v);
-            }
-        }
-    }
-    let shown = ["preferred_username", "email", "name"]
-        .iter()
-        .find_map(|c| s.claims.get(*c).and_then(Value::as_str))
-        // The person's to choose at many providers: no control, bidi
-        // override or other invisible character reorders or hides what
-        // the console writes around it.
-        .map(|n| {
-            n.chars()
-                .filter(|c| !c.is_control() && !warden_config::person::invisible(*c))
-                .take(80)
-                .collect()
-        })
-        .unwrap_or_else(|| s.sub.to_owned());
+    let Identity {
+        sub: _,
+        shown,
+        principals,
+    } = identity_of(cfg, s);
     Some(User {
         name,
         role,
@@ -135,6 +112,52 @@ fn known_auth_time(auth_time: Option<u64>, now: u64, skew: u64) -> u64 {
     match auth_time {
         Some(at) if at <= now.saturating_add(skew) => at.min(now),
         _ => 0,
+    }
+}
+
+/// Who a signed-in person is, whatever their role: their subject, the
+/// name shown for them and the principals their claims name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    pub sub: String,
+    pub shown: String,
+    pub principals: Vec<String>,
+}
+
+/// The [`Identity`] of a signed-in person.
+pub fn identity_of(cfg: &OidcConfig, s: &Signed<'_>) -> Identity {
+    let mut principals: Vec<String> = Vec::new();
+    for c in &cfg.principal_claims {
+        let vals = if c == "sub" {
+            vec![s.sub.to_owned()]
+        } else {
+            strings(s.claims.get(c))
+        };
+        for v in vals {
+            // A value with no canonical form names nobody a call could
+            // come from under it (the gateway refuses such names).
+            if Person::parse(&v).is_ok() && !principals.contains(&v) {
+                principals.push(v);
+            }
+        }
+    }
+    let shown: String = ["preferred_username", "email", "name"]
+        .iter()
+        .find_map(|c| s.claims.get(*c).and_then(Value::as_str))
+        // The person's to choose at many providers: no control, bidi
+        // override or other invisible character reorders or hides what
+        // the console writes around it.
+        .map(|n| {
+            n.chars()
+                .filter(|c| !c.is_control() && !warden_config::person::invisible(*c))
+                .take(80)
+                .collect()
+        })
+        .unwrap_or_else(|| s.sub.to_owned());
+    Identity {
+        sub: s.sub.to_owned(),
+        shown,
+        principals,
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Api {
     pub console: crate::console::state::Console,
     /// Org admins, org reviewers and tenant admins (`--admins`).
     pub admins: std::collections::BTreeMap<String, Admin>,
+    /// Per-user credentials and the vault (`--vault-keys`, `--connections`).
+    pub connect: Option<Arc<crate::connect::Connect>>,
 }
 
 impl Api {

@@ -22,7 +22,7 @@ use http::{HeaderValue, Method, StatusCode};
 use super::error::{json, ApiError};
 use super::extract::{authenticate, what};
 use crate::admins::Kind;
-use crate::api::{approvals, audit, bundles, fleet, grants, registry, rollout, tenants};
+use crate::api::{approvals, audit, bundles, fleet, grants, registry, rollout, tenants, vault};
 use crate::caller::Caller;
 use crate::console::gate::ConsoleAccess;
 use crate::server::Api;
@@ -83,6 +83,14 @@ pub fn router(api: Arc<Api>) -> Router {
         .at(POST, "/v1/registry/{s}/move", Administrator, registry::transition)
         .at(POST, "/v1/registry/{s}/share", Administrator, registry::share)
         .at(POST, "/v1/registry/{s}/approve-share", Administrator, registry::approve_share)
+        // The vault: gateways alone fetch credentials; org admins keep
+        // static secrets; administrators list and revoke connections.
+        .at(POST, "/v1/vault/token", VaultFetch, vault::token)
+        .at(GET, "/v1/vault/secrets/{name}", VaultFetch, vault::secret)
+        .at(POST, "/v1/vault/secrets/{name}", OrgAdmin, vault::put_secret)
+        .at(GET, "/v1/vault/connections", Administrator, vault::connections)
+        .at(POST, "/v1/vault/connections/revoke", Administrator, vault::revoke)
+        .at(POST, "/v1/vault/rewrap", OrgAdmin, vault::rewrap)
         .into_router()
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
@@ -120,6 +128,8 @@ pub enum Access {
     ApprovalReader,
     /// Approvers.
     Decide,
+    /// Gateways alone (a credential for a call; no person reads one).
+    VaultFetch,
 }
 
 impl Access {
@@ -148,6 +158,7 @@ impl Access {
             Access::Claim => matches!(caller, Caller::Gateway(_)),
             Access::ApprovalReader => kind.is_some() || matches!(caller, Caller::Approver { .. }),
             Access::Decide => matches!(caller, Caller::Approver { .. }),
+            Access::VaultFetch => matches!(caller, Caller::Gateway(_)),
         }
     }
 }
@@ -172,6 +183,11 @@ fn refusal(
     uri: &http::Uri,
 ) -> ApiError {
     let path = uri.path();
+    if access == Access::VaultFetch {
+        return ApiError::forbidden(
+            "only gateways fetch credentials from the vault: no person or administrator reads one",
+        );
+    }
     match caller {
         Caller::Approver { .. } if access == Access::Claim => ApiError::no_route(),
         Caller::Approver { .. } => ApiError::forbidden(
@@ -363,7 +379,7 @@ async fn metrics(State(api): State<Arc<Api>>, req: Request) -> Response {
 // One line a route: a table, as rustfmt would not lay it out.
 #[rustfmt::skip]
 fn console(api: &Arc<Api>) -> Router<Arc<Api>> {
-    use crate::console::{gate, governance_handlers as gov, pages};
+    use crate::console::{connect_pages as connect, gate, governance_handlers as gov, pages};
     use ConsoleAccess::*;
     gate::ConsoleTable::new(api)
         // Before any session: the style sheet and logging in.
@@ -372,6 +388,12 @@ fn console(api: &Arc<Api>) -> Router<Arc<Api>> {
         .open(POST, "/console/login", gate::login)
         .open(GET, "/console/oidc/start", gate::oidc_start)
         .open(GET, "/console/oidc/callback", gate::oidc_callback)
+        // Connecting a person's own account (their own sign-in, no role).
+        .open(GET, "/console/connect", connect::consent)
+        .open(POST, "/console/connect/allow", connect::allow)
+        .open(GET, "/console/connect/callback", connect::callback)
+        .open(GET, "/console/connections", connect::connections)
+        .open(POST, "/console/connections/revoke", connect::revoke)
         .at(POST, "/console/logout", Anyone, gate::logout)
         .at(POST, "/console/cli-token", Anyone, gate::cli_token)
         // The fleet and its bundle: everyone reads (scoped to their

@@ -134,6 +134,7 @@ async fn serve(require: bool) -> Served {
         ),
         console: Default::default(),
         admins: Default::default(),
+        connect: None,
     });
     let tls = Tls::open(TlsFiles {
         cert: dir.join("server.crt"),

@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub otlp_endpoint: Option<String>,
     /// Where held calls are claimed (the control agent).
     pub approvals: Option<crate::hub::approval_client::ApprovalClient>,
+    /// Where credentials kept in the vault are fetched: the agents held
+    /// calls are claimed at, and their token.
+    pub vault: Option<(Arc<crate::hub::agents::Agents>, Option<String>)>,
     /// The control agent the gateway runs on (`--agent`): its audit
     /// records are shipped there (`audit.export.agent`, default on).
     pub agent: Option<crate::observability::siem::AgentTarget>,
@@ -147,6 +150,19 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     gateway.bundles.set_rollout(why, &opts.source.labels);
     if let Some(a) = opts.approvals {
         let _ = gateway.approvals.set(a);
+    }
+    if let Some((agents, token)) = opts.vault {
+        let units = gateway
+            .budget
+            .entries(warden_config::model::Table::Credentials);
+        let _ = gateway
+            .vault
+            .set(crate::hub::vault_client::VaultClient::new(
+                agents,
+                token,
+                &opts.source.gateway_id,
+                units,
+            ));
     }
     if let Some(url) = &opts.otlp_endpoint {
         let t = crate::observability::otel::Telemetry::new(url, &opts.source.gateway_id)

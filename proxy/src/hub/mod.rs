@@ -13,3 +13,4 @@ pub mod quota_store;
 pub mod runtime;
 pub mod source;
 pub mod state;
+pub mod vault_client;

@@ -35,6 +35,8 @@ pub struct Gateway {
     pub leaving: std::sync::atomic::AtomicBool,
     /// Where held calls are claimed (the control agent), when there is one.
     pub approvals: std::sync::OnceLock<crate::hub::approval_client::ApprovalClient>,
+    /// Where credentials kept in the vault are fetched (the control agent).
+    pub vault: std::sync::OnceLock<crate::hub::vault_client::VaultClient>,
     /// Upstream tokens from authorization servers (see `outbound`).
     pub tokens: crate::identity::outbound::TokenCache,
     next_request: AtomicU64,
@@ -69,6 +71,7 @@ impl Gateway {
             live: crate::observability::live::Live::new(budget.entries(Table::Live).min(10_000)),
             leaving: std::sync::atomic::AtomicBool::new(false),
             approvals: std::sync::OnceLock::new(),
+            vault: std::sync::OnceLock::new(),
             tokens: Default::default(),
             budget,
         }
@@ -93,6 +96,7 @@ impl Gateway {
                 Table::Flows => self.shared.flows.len(),
                 Table::Names => self.shared.listed.len() as u64,
                 Table::Grants => self.shared.grants.len() as u64,
+                Table::Credentials => self.vault.get().map_or(0, |v| v.weight()),
             };
             m.table_entries
                 .with_label_values(&[t.as_str()])

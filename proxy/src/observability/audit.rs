@@ -128,6 +128,11 @@ pub struct AuditRecord {
     /// `approval` record, one approver's decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<serde_json::Value>,
+    /// The credential from the vault this call went up with, by reference
+    /// (`vault:<connection id>`, `vault-secret:<name>@<version>`), or the
+    /// consent it waits for (`consent:<link id>`): never the value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
     /// What DLP found: detector, rule, JSON path and action — never the text.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dlp: Vec<DlpFinding>,

@@ -68,6 +68,7 @@ pub struct Metrics {
     /// Upstream tokens from authorization servers, by server, grant and
     /// result (`cached`, `fetched`, `failed`).
     pub outbound_tokens: IntCounterVec,
+    pub vault_credentials: IntCounterVec,
     /// Replicas taken out of rotation by passive ejection, by server.
     pub ejections: IntCounterVec,
 }
@@ -93,6 +94,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "warden_outbound_tokens_total",
             "Upstream tokens from authorization servers, by server, grant and result",
             &["server", "grant", "result"]
+        )?,
+        vault_credentials: register_int_counter_vec!(
+            "warden_vault_credentials_total",
+            "Credentials from the control agent's vault, by server, kind (per_user, secret) and result (cached, fetched, consent_required, refused, unavailable)",
+            &["server", "kind", "result"]
         )?,
         messages: register_int_counter_vec!(
             "warden_mcp_messages_total",

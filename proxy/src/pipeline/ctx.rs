@@ -68,6 +68,12 @@ pub struct PendingReply {
 pub struct UpstreamLeg {
     /// The upstream identity fetched for this call (header, value): see `outbound`.
     pub outbound_auth: Option<(String, String)>,
+    /// A credential from the vault for this call (header, value): see
+    /// `hub::vault_client`.
+    pub vault_auth: Option<(String, String)>,
+    /// What the audit record names of it (`vault:<connection>`,
+    /// `vault-secret:<name>@<version>`): a reference, never the value.
+    pub credential: Option<String>,
     /// Upstream path and query.
     pub uri: String,
     /// The session id (or legacy query) came sealed: the upstream replica it
@@ -244,6 +250,8 @@ impl RequestCtx {
                 error: None,
                 uri: String::new(),
                 outbound_auth: None,
+                vault_auth: None,
+                credential: None,
                 sealed: None,
             },
             reply: ReplyState {

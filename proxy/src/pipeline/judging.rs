@@ -13,7 +13,7 @@ use warden_filters::{
 
 use crate::hub::runtime::{Runtime, ServerId};
 use crate::hub::state::Gateway;
-use crate::identity::outbound::{check_reuse, TokenCache};
+use crate::identity::outbound::check_reuse;
 use crate::pipeline::body::read_whole;
 use crate::pipeline::ctx::{RequestCtx, Routed};
 use crate::pipeline::headers::{header_str, utf8_media};
@@ -99,7 +99,19 @@ pub async fn judge(
     })?;
     // The upstream identity (a token exchange, say), before anything is
     // spent on the call: a failure costs no quota and no approval.
-    upstream_identity(&gw.tokens, session, ctx, routed)
+    if let Parsed::Single(env) = &parsed {
+        // Known before the upstream identity: a first call that needs the
+        // caller's consent may be its `initialize`.
+        if let (Some("initialize"), Some(msg)) = (env.method.as_deref(), messages.single()) {
+            ctx.url_elicitation = msg
+                .value()
+                .and_then(|v| v.pointer("/params/capabilities/elicitation/url"))
+                .is_some_and(serde_json::Value::is_object);
+        }
+    }
+    let request =
+        matches!(&parsed, Parsed::Single(env) if env.kind == warden_filters::Kind::Request);
+    upstream_identity(gw, session, ctx, routed, request)
         .await
         .map_err(|r| match &parsed {
             Parsed::Single(env) => r.with_id(env.id.clone()),
@@ -118,12 +130,6 @@ pub async fn judge(
             )?;
             ctx.request_method = env.method.clone();
             ctx.request_target = mcp::judged_target(env).map(str::to_owned);
-            if let (Some("initialize"), Some(msg)) = (env.method.as_deref(), msg) {
-                ctx.url_elicitation = msg
-                    .value()
-                    .and_then(|v| v.pointer("/params/capabilities/elicitation/url"))
-                    .is_some_and(serde_json::Value::is_object);
-            }
         }
         Parsed::Batch(_) if ctx.mirrored.any() => {
             return Err(Refusal::header_mismatch(
@@ -238,19 +244,59 @@ pub async fn judge(
 /// for a POST here, once its body is judged well-formed (before a quota
 /// or an approval is spent on it); for a GET or DELETE, which has no body
 /// to judge, as soon as it is admitted (`service`).
+///
+/// A credential kept in the vault is fetched here too: a call whose
+/// principal has not connected their account yet is answered with the
+/// consent link (`request`: a JSON-RPC request, answered per message;
+/// anything else is refused 403) and never forwarded.
 pub async fn upstream_identity(
-    tokens: &TokenCache,
+    gw: &Gateway,
     session: &Session,
     ctx: &mut RequestCtx,
     routed: &Routed,
+    request: bool,
 ) -> Result<(), Refusal> {
     let server = routed.server();
     let req = session.req_header();
     check_reuse(&ctx.principal, req, &routed.rt.snap.config.servers, server)?;
+    if let Some(vc) = &server.vault {
+        use crate::hub::vault_client::{consent_answer, Fetched};
+        let Some(client) = gw.vault.get() else {
+            return Err(Refusal::new(
+                502,
+                "credential_unavailable",
+                warden_filters::JsonRpcError::new(
+                    warden_filters::codes::UPSTREAM_UNAVAILABLE,
+                    format!("Server `{}` needs a credential from the control agent's vault, and this gateway has no control agent (--agent)", server.name),
+                ),
+            ));
+        };
+        match client.fetch(&ctx.principal, &server.name, vc).await? {
+            Fetched::Ready(h, v, reference) => {
+                ctx.upstream.vault_auth = Some((h, v));
+                ctx.upstream.credential = Some(reference);
+            }
+            Fetched::Consent { id, url } => {
+                let url_elicitation = ctx.url_elicitation
+                    || ctx
+                        .session_id
+                        .as_deref()
+                        .is_some_and(|s| gw.sessions.url_elicitation(&server.name, s));
+                ctx.upstream.credential = Some(format!("consent:{id}"));
+                return Err(consent_answer(
+                    &server.name,
+                    &id,
+                    &url,
+                    url_elicitation,
+                    request,
+                ));
+            }
+        }
+    }
     if server.oauth.is_none() && server.caller_token.is_none() {
         return Ok(());
     }
-    ctx.upstream.outbound_auth = tokens.prepare(&ctx.principal, server, req).await?;
+    ctx.upstream.outbound_auth = gw.tokens.prepare(&ctx.principal, server, req).await?;
     Ok(())
 }
 

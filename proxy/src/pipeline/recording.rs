@@ -532,6 +532,7 @@ fn audit_base(
         arguments: None,
         result: None,
         approval: None,
+        credential: ctx.upstream.credential.clone(),
         dlp: Vec::new(),
         upstream: ctx.upstream.chosen,
         upstream_status: ctx.upstream.status,

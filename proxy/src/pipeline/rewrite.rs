@@ -251,6 +251,10 @@ impl<'a> Rewrite<'a> {
         if let Some((h, v)) = &ctx.upstream.outbound_auth {
             put(named(h)?, v, false)?;
         }
+        // A credential from the vault (see `hub::vault_client`).
+        if let Some((h, v)) = &ctx.upstream.vault_auth {
+            put(named(h)?, v, false)?;
+        }
         // Warden's span becomes the upstream's parent.
         if let Some(t) = &ctx.trace {
             put(names::TRACEPARENT.clone(), &t.traceparent(), false)?;

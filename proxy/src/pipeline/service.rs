@@ -204,7 +204,7 @@ impl WardenProxy {
         let (routed, body) = match admit(gw, session, ctx).await? {
             Admitted::Answered(status) => return Ok(status),
             Admitted::Stream(routed) => {
-                crate::pipeline::judging::upstream_identity(&gw.tokens, session, ctx, &routed)
+                crate::pipeline::judging::upstream_identity(gw, session, ctx, &routed, false)
                     .await?;
                 (routed, None)
             }

@@ -342,10 +342,27 @@ pub(super) fn judge_message(
         Some(a) => paused_call(gw, ctx, a),
         None => None,
     };
+    // The credential the gateway sent for this call (from the vault, or
+    // fetched per call) never reaches the client, however the upstream
+    // writes it back.
+    let echoed = [&ctx.upstream.vault_auth, &ctx.upstream.outbound_auth]
+        .into_iter()
+        .flatten()
+        .any(|(_, v)| holds_credential(bytes, msg.value(), v));
     let verdict = match paused {
         Some(denial) => Verdict::Reject {
             filter: "kill_switch",
             denial,
+        },
+        None if echoed => Verdict::Reject {
+            filter: "credential",
+            denial: warden_filters::Denial::error(
+                warden_filters::JsonRpcError::new(
+                    warden_filters::codes::UPSTREAM_UNAVAILABLE,
+                    "The server's reply held the credential the gateway sent it on your behalf: withheld",
+                ),
+                "credential_in_reply",
+            ),
         },
         None => {
             // Judged when it arrives: a stream may have begun hours before
@@ -559,4 +576,56 @@ pub(super) fn judge_event(
         ServerMessageVerdict::Replaced(b) => ev.cleaned(Some(&String::from_utf8_lossy(&b)), &id_ok),
         ServerMessageVerdict::Dropped => Vec::new(),
     })
+}
+
+/// The pieces of a credential looked for in a reply: every 16 bytes at
+/// a stride of 8 (any stretch of 23 bytes or more of it holds one whole),
+/// the credential itself when shorter. The scheme before a bearer token
+/// (`Bearer `) is not part of what is looked for.
+fn credential_pieces(value: &str) -> impl Iterator<Item = &[u8]> {
+    let v = value.strip_prefix("Bearer ").unwrap_or(value).as_bytes();
+    const PIECE: usize = 16;
+    let n = if v.len() <= PIECE {
+        1
+    } else {
+        (v.len() - PIECE) / 8 + 1
+    };
+    (0..n).map(move |i| {
+        let at = i * 8;
+        &v[at..(at + PIECE).min(v.len())]
+    })
+}
+
+/// Whether a server message carries (a piece of) `credential`: in its
+/// bytes as sent, or in any string of it once its escapes are read (a
+/// `\/` or `\u0041` in the JSON text would hide it from the bytes alone).
+pub(super) fn holds_credential(
+    bytes: &[u8],
+    value: Option<&serde_json::Value>,
+    credential: &str,
+) -> bool {
+    if credential.len() < 8 {
+        return false;
+    }
+    let in_bytes =
+        |hay: &[u8]| credential_pieces(credential).any(|p| memchr::memmem::find(hay, p).is_some());
+    if in_bytes(bytes) {
+        return true;
+    }
+    fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| {
+                out.push(k);
+                strings(x, out)
+            }),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    if let Some(v) = value {
+        strings(v, &mut all);
+    }
+    all.iter().any(|s| in_bytes(s.as_bytes()))
 }

@@ -141,3 +141,35 @@ fn a_list_shape_beside_a_result_is_no_list() {
     let error = br#"{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"m"}}"#;
     assert_eq!(inferred_method(error), Ok(None));
 }
+
+/// The credential sent upstream is seen in a reply however it comes back:
+/// whole, cut into pieces of 23 bytes or more, behind JSON escapes; its
+/// `Bearer ` scheme alone, or a short credential nowhere in it, is not.
+#[test]
+fn a_credential_is_seen_in_a_reply_however_it_is_written() {
+    use super::messages::holds_credential;
+    let token = "Bearer gho_16C7e42F292c6912E7710c838347Ae178B4a";
+    let bare = &token["Bearer ".len()..];
+    let seen = |text: &str| {
+        let v: Option<serde_json::Value> = serde_json::from_str(text).ok();
+        holds_credential(text.as_bytes(), v.as_ref(), token)
+    };
+    assert!(seen(&format!(r#"{{"result":{{"text":"{bare}"}}}}"#)));
+    // A piece of it (23 bytes from anywhere) is enough.
+    for at in [0, 5, bare.len() - 23] {
+        let piece = &bare[at..at + 23];
+        assert!(seen(&format!(r#"{{"result":"… {piece} …"}}"#)), "{piece}");
+    }
+    // Escaped so that the bytes do not show it: read as the client reads it.
+    let escaped: String = bare
+        .chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect();
+    assert!(seen(&format!(r#"{{"result":"{escaped}"}}"#)));
+    // As a member name too.
+    assert!(seen(&format!(r#"{{"result":{{"{escaped}":1}}}}"#)));
+    // The scheme alone, and other text, are not the credential.
+    assert!(!seen(r#"{"result":"use a Bearer token"}"#));
+    assert!(!seen(r#"{"result":"gho_ is GitHub's prefix"}"#));
+    assert!(!holds_credential(b"short", None, "abc"));
+}
