@@ -25,7 +25,7 @@ pub use chain::filter::{
     Principal, StreamCall, Verdict,
 };
 pub use chain::plan::{
-    plan_request, Forward, MessageRecord, Outcome, RequestMessages, RequestPlan,
+    plan_request, Cost, Forward, MessageRecord, Outcome, RequestMessages, RequestPlan,
 };
 pub use protocol::error::{codes, JsonRpcError, Refusal};
 pub use protocol::jsonrpc::{parse, Envelope, Id, Kind, ParseLimits, Parsed, Spans};

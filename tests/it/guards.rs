@@ -409,3 +409,92 @@ fn upstreams_outside_the_egress_allowlist_are_refused() {
         "{err}"
     );
 }
+
+/// What calls cost by the catalog's prices: each tool reply's audit record
+/// says what its call cost (or that its tool has no price), and the spend
+/// adds up in `warden_spend_micros_total` by tenant and server, equal to
+/// the sum over the audit records; a denied call costs nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_calls_are_priced_in_the_audit_and_the_spend_counters() {
+    let mock = Mock::start(&[]).expect("mock");
+    let yaml = mock_bundle(
+        &[mock.addr],
+        "catalog:\n  mock:\n    tools:\n      \
+         echo: {price: {currency: EUR, per_call: 0.002, per_unit: {pointer: /content/0/text, price: \"0.5\"}}}\n      \
+         add: {price: {currency: EUR, per_call: \"1.25\"}}\n\
+         quotas:\n  - {name: one-add, per: [tenant], tools: [add], limit: 2, window: 1m}\n",
+    );
+    // `large` has no price (nor its server).
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    for (i, (tool, args)) in [
+        ("add", json!({"a": 1, "b": 2})),
+        ("add", json!({"a": 3, "b": 4})),
+        ("add", json!({"a": 5, "b": 6})), // over the quota: denied, costs nothing
+        ("echo", json!({"text": "7"})),   // 7 units of 0.5, plus 0.002
+        ("echo", json!({"text": "not a number"})),
+        ("large", json!({"bytes": 10})),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        send(&gw, 100 + i as u64, tool, args).await;
+    }
+    let recs = gw.audit_when(|r| r.iter().filter(|x| x.get("cost").is_some()).count() >= 4);
+    let costs: Vec<(String, Value)> = recs
+        .iter()
+        .filter_map(|r| Some((r["tool"].as_str()?.to_owned(), r.get("cost")?.clone())))
+        .collect();
+    let of = |tool: &str| -> Vec<Value> {
+        costs
+            .iter()
+            .filter(|(t, _)| t == tool)
+            .map(|(_, c)| c.clone())
+            .collect()
+    };
+    assert_eq!(
+        of("add"),
+        vec![json!({"amount": "1.250000", "currency": "EUR"}); 2],
+        "{costs:?}"
+    );
+    assert_eq!(
+        of("echo"),
+        vec![
+            json!({"amount": "3.502000", "currency": "EUR", "units": 7.0}),
+            json!({"amount": "0.002000", "currency": "EUR"})
+        ]
+    );
+    assert!(
+        of("large").is_empty(),
+        "an unpriced call has no cost record"
+    );
+    // The audit's sum is the counter's.
+    let sum: u64 = costs
+        .iter()
+        .filter_map(|(_, c)| c["amount"].as_str())
+        .map(|a| {
+            let (w, f) = a.split_once('.').expect("an amount");
+            w.parse::<u64>().expect("whole") * 1_000_000 + f.parse::<u64>().expect("millionths")
+        })
+        .sum();
+    assert_eq!(sum, 2_500_000 + 3_502_000 + 2_000);
+    let metrics = gw
+        .metrics_when(|m| m.contains("warden_spend_micros_total"))
+        .await;
+    let counted: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("warden_spend_micros_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, sum, "{metrics}");
+    assert!(metrics.contains("currency=\"EUR\""), "{metrics}");
+    assert!(
+        metrics.contains("warden_unpriced_calls_total{server=\"mock\"} 1"),
+        "{metrics}"
+    );
+    // A bundle that prices in two currencies is refused.
+    let two = mock_bundle(
+        &[mock.addr],
+        "catalog:\n  mock:\n    price: {currency: EUR, per_call: \"0.01\"}\n    tools:\n      add: {price: {currency: USD, per_call: \"1\"}}\n",
+    );
+    assert!(Gateway::start(&two, false).is_err());
+}

@@ -159,6 +159,33 @@ pub struct ServerCatalogConfig {
     /// Labels of resources by URI pattern (first match).
     #[serde(default)]
     pub resources: Vec<super::ResourceLabelConfig>,
+    /// What a call of this server's tools costs when the tool names no
+    /// price of its own (none: nothing).
+    #[serde(default)]
+    pub price: Option<PriceConfig>,
+}
+
+/// What a call costs: `{currency: USD, per_call: "0.002", per_unit:
+/// {pointer: /structuredContent/rows, price: "0.0001"}}`. Amounts are
+/// decimal strings (or numbers) with at most six decimals.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// ISO 4217 code; one currency per bundle.
+    pub currency: String,
+    #[serde(default)]
+    pub per_call: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    pub per_unit: Option<UnitPriceConfig>,
+}
+
+/// A price per unit of a number the tool's result carries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitPriceConfig {
+    /// JSON Pointer into the call's `result` (`/structuredContent/rows`).
+    pub pointer: String,
+    pub price: serde_yaml_ng::Value,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +197,9 @@ pub struct ToolCatalogConfig {
     /// Cost units a call counts for in `weighted` quotas (default 1).
     #[serde(default)]
     pub cost: Option<u64>,
+    /// What a call costs in money (see [`PriceConfig`]).
+    #[serde(default)]
+    pub price: Option<PriceConfig>,
     /// JSON Schema for the arguments; wins over the server's advertised `inputSchema`.
     #[serde(default)]
     pub input_schema: Option<serde_json::Value>,

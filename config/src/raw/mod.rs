@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 pub use access::{
     ApiKeyConfig, IdentityConfig, JwtConfig, KillSwitchConfig, MtlsPrincipalConfig, PolicyConfig,
-    ServerCatalogConfig, ToolCatalogConfig,
+    PriceConfig, ServerCatalogConfig, ToolCatalogConfig, UnitPriceConfig,
 };
 pub use flows::{FlowsConfig, ResourceLabelConfig};
 pub use gateway::{

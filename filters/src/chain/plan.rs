@@ -42,6 +42,20 @@ pub struct MessageRecord {
     /// A completion of a resource template's argument, as the ledger keeps
     /// it in place of a target (see [`crate::chain::notes::Completing`]).
     pub completing: Option<String>,
+    /// What a reply to a `tools/call` cost (the catalog's `price`): on
+    /// every such reply, priced or not.
+    pub cost: Option<Cost>,
+}
+
+/// What one call cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cost {
+    /// Millionths of the currency's unit.
+    pub micros: u64,
+    /// `None`: the tool has no price (the call costs nothing, and says so).
+    pub currency: Option<String>,
+    /// The units the result held at the price's pointer.
+    pub units: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -421,6 +435,7 @@ impl MessageRecord {
             flow: None,
             notice: None,
             completing: None,
+            cost: None,
         }
     }
 
@@ -442,6 +457,7 @@ impl MessageRecord {
             flow: None,
             notice: None,
             completing: None,
+            cost: None,
         }
     }
 

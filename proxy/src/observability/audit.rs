@@ -133,6 +133,12 @@ pub struct AuditRecord {
     /// consent it waits for (`consent:<link id>`): never the value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    /// What a tool call cost by the catalog's price, on the record of its
+    /// reply: `{"amount": "0.002300", "currency": "USD", "units": 23}`
+    /// (a tool without a price gets no record of its own: it is counted in
+    /// `warden_unpriced_calls_total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<serde_json::Value>,
     /// What DLP found: detector, rule, JSON path and action — never the text.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dlp: Vec<DlpFinding>,

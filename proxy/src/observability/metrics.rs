@@ -69,6 +69,8 @@ pub struct Metrics {
     /// result (`cached`, `fetched`, `failed`).
     pub outbound_tokens: IntCounterVec,
     pub vault_credentials: IntCounterVec,
+    pub spend: IntCounterVec,
+    pub unpriced_calls: IntCounterVec,
     /// Replicas taken out of rotation by passive ejection, by server.
     pub ejections: IntCounterVec,
 }
@@ -94,6 +96,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "warden_outbound_tokens_total",
             "Upstream tokens from authorization servers, by server, grant and result",
             &["server", "grant", "result"]
+        )?,
+        spend: register_int_counter_vec!(
+            "warden_spend_micros_total",
+            "What tool calls cost by the catalog's prices, in millionths of the currency, by tenant, server and currency",
+            &["tenant", "server", "currency"]
+        )?,
+        unpriced_calls: register_int_counter_vec!(
+            "warden_unpriced_calls_total",
+            "Tool calls answered whose tool has no price in the catalog, by server",
+            &["server"]
         )?,
         vault_credentials: register_int_counter_vec!(
             "warden_vault_credentials_total",
@@ -286,6 +298,24 @@ impl LabelGuard {
         next.insert(v.into());
         self.seen.store(Arc::new(next));
         v
+    }
+}
+
+/// Counts what a tool call cost: `warden_spend_micros_total` for a
+/// priced one (tenants are the callers': the first 1,000 distinct get a
+/// label of their own, the rest `_other`), `warden_unpriced_calls_total`
+/// for one whose tool has no price.
+pub fn spent(tenant: &str, server: &str, cost: &warden_filters::Cost) {
+    static TENANTS: OnceLock<LabelGuard> = OnceLock::new();
+    let m = metrics();
+    match &cost.currency {
+        Some(c) => {
+            let t = TENANTS.get_or_init(|| LabelGuard::new(1000)).admit(tenant);
+            m.spend
+                .with_label_values(&[t, server, c])
+                .inc_by(cost.micros);
+        }
+        None => m.unpriced_calls.with_label_values(&[server]).inc(),
     }
 }
 

@@ -321,6 +321,19 @@ fn message_record(
         .result
         .take()
         .and_then(|a| serde_json::value::RawValue::from_string(a).ok());
+    rec.cost = r.cost.take().map(|c| match c.currency {
+        Some(currency) => {
+            let mut v = serde_json::json!({
+                "amount": format!("{}.{:06}", c.micros / 1_000_000, c.micros % 1_000_000),
+                "currency": currency,
+            });
+            if let Some(u) = c.units {
+                v["units"] = serde_json::json!(u);
+            }
+            v
+        }
+        None => serde_json::json!({"priced": false}),
+    });
     if let warden_filters::Outcome::Denied { reason, .. } = &r.outcome {
         if let Some(limit) = reason.strip_prefix("quota_exceeded:") {
             m.quota_denied.with_label_values(&[limit]).inc();
@@ -533,6 +546,7 @@ fn audit_base(
         result: None,
         approval: None,
         credential: ctx.upstream.credential.clone(),
+        cost: None,
         dlp: Vec::new(),
         upstream: ctx.upstream.chosen,
         upstream_status: ctx.upstream.status,

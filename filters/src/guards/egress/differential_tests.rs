@@ -306,6 +306,7 @@ fn filter(detect: bool) -> EgressFilter {
         egress_allow: Vec::new(),
         scopes: Vec::new(),
         labels: Default::default(),
+        price: None,
     };
     let catalog = ServerCatalog {
         tools: HashMap::from_iter([("fetch".to_owned(), tool)]),

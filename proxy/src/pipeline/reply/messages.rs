@@ -31,6 +31,7 @@ pub(super) fn unjudgeable_record(id: Option<&warden_filters::Id>) -> MessageReco
         shadow: None,
         notice: None,
         completing: None,
+        cost: None,
         flow: None,
     }
 }
@@ -450,13 +451,49 @@ pub(super) fn judge_message(
             }),
         _ => None,
     };
+    // What a tool's reply cost (the catalog's price; the call was made
+    // whatever the gateway does with its reply).
+    let cost = match (&env.kind, &asked) {
+        (Kind::Response, Some(a)) if a.method == "tools/call" => a.target.as_deref().map(|t| {
+            let price = rt
+                .snap
+                .config
+                .catalog
+                .get(&rt.server(server).name)
+                .and_then(|c| c.price(t));
+            match price {
+                Some(p) => {
+                    let (micros, units) = p.cost(msg.value().and_then(|v| v.get("result")));
+                    warden_filters::Cost {
+                        micros,
+                        currency: Some(p.currency.clone()),
+                        units,
+                    }
+                }
+                None => warden_filters::Cost {
+                    micros: 0,
+                    currency: None,
+                    units: None,
+                },
+            }
+        }),
+        _ => None,
+    };
+    if let Some(c) = &cost {
+        crate::observability::metrics::spent(&ctx.principal.tenant, ctx.server_name(), c);
+    }
+    // An unpriced call says so in `warden_unpriced_calls_total` only: a
+    // record of its own for every reply would double the trail.
+    let cost = cost.filter(|c| c.currency.is_some());
     if env.kind == Kind::Request
         || outcome != Outcome::Forwarded
         || noted
         || logged_result.is_some()
+        || cost.is_some()
     {
         let mut rec = MessageRecord::of(env, outcome);
         rec.result = logged_result;
+        rec.cost = cost;
         if env.kind == Kind::Response {
             if let Some(a) = asked {
                 rec.method = Some(a.method.clone());
