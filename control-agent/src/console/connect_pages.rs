@@ -28,7 +28,7 @@ use axum::extract::{Request, State};
 use http::StatusCode;
 use warden_config::person::Person as Named;
 
-use super::sign_in::{again, escape, onward_to, with_cookie};
+use super::onward::{again, escape, onward_to, with_cookie};
 use super::{cross_site, html, query_of, read_form, Resp};
 use crate::connect::seal::{self, Authorizing, Kind, Link, Person};
 use crate::connect::{oauth, Connect};

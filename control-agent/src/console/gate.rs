@@ -97,7 +97,7 @@ pub(crate) async fn session(State(api): Agent, mut req: Request, next: Next) -> 
         // Roles are read again from the provider before anything else;
         // a POST is not carried out (its page is shown again after).
         if req.method() != Method::GET {
-            return super::sign_in::again("refresh", &referer_path(req.headers())).into_response();
+            return super::onward::again("refresh", &referer_path(req.headers())).into_response();
         }
         let next = req
             .uri()
@@ -434,7 +434,7 @@ pub(crate) async fn logout(State(api): Agent, who: LoggedIn) -> Resp {
     let mut r = if to.starts_with('/') {
         redirect(&to)
     } else {
-        super::sign_in::onward_to(&to, "Signing out at the identity provider")
+        super::onward::onward_to(&to, "Signing out at the identity provider")
     };
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict",

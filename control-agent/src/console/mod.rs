@@ -71,6 +71,7 @@ mod governance_tests;
 #[cfg(test)]
 mod guard_tests;
 mod insight;
+mod onward;
 pub(crate) mod pages;
 pub mod session;
 pub mod shared;

@@ -172,7 +172,7 @@ pub(crate) async fn decide(
         );
         let back = format!("/console/approvals/{id}");
         if user.oidc.is_some() {
-            return super::sign_in::again("fresh", &back);
+            return super::onward::again("fresh", &back);
         }
         api.console.sessions.flash(
             &who.sid,

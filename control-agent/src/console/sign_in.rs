@@ -13,8 +13,9 @@ use std::net::IpAddr;
 
 use http::{HeaderValue, StatusCode};
 
+use super::onward::{onward_to, with_cookie};
 use super::session::{self, Session};
-use super::{html, plain, redirect, Resp};
+use super::{plain, redirect, Resp};
 use crate::oidc::pending::{self, Mode};
 use crate::oidc::{now_secs, Failed};
 use crate::server::Api;
@@ -33,50 +34,9 @@ pub(super) fn pending_cookie(h: &http::HeaderMap) -> Option<String> {
     found.next().is_none().then_some(first)
 }
 
-pub(super) fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-/// A page that moves on to `to` by itself (`what` says where). After a
-/// form's POST this is how the browser reaches the provider: the console's
-/// `form-action 'self'` would stop a redirect there.
-pub(super) fn onward_to(to: &str, what: &str) -> Resp {
-    let (to, what) = (escape(to), escape(what));
-    html(
-        StatusCode::OK,
-        format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={to}\">\
-             <title>{what}</title><link rel=\"stylesheet\" href=\"/console/static/console.css\"></head>\
-             <body><main><p id=\"onward\">{what}: <a href=\"{to}\">continue</a>.</p></main></body></html>"
-        ),
-    )
-}
-
 /// A page that moves on to `to` (a console path) by itself.
 fn onward(to: &str) -> Resp {
     onward_to(&pending::safe_next(to), "Signed in")
-}
-
-/// The page that sends the browser to sign in again (`mode`), back to
-/// `next` after.
-pub(super) fn again(mode: &str, next: &str) -> Resp {
-    let mut q = url::form_urlencoded::Serializer::new(String::new());
-    q.append_pair("mode", mode).append_pair("next", next);
-    onward_to(
-        &format!("/console/oidc/start?{}", q.finish()),
-        "Signing in again at the identity provider",
-    )
-}
-
-pub(super) fn with_cookie(mut r: Resp, cookie: &str) -> Resp {
-    if let Ok(v) = HeaderValue::from_str(cookie) {
-        r.headers_mut().append("set-cookie", v);
-    }
-    r
 }
 
 /// The session cookie that keeps `id`, or (`None`) clears it.
