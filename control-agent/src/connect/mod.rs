@@ -29,6 +29,8 @@
 pub mod config;
 pub mod oauth;
 pub mod seal;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
