@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use http::StatusCode;
-use warden_config::person::Person as Named;
+use warden_config::person::{strict_key, tenant_key, Person as Named};
 
 use super::onward::{again, escape, onward_to, with_cookie};
 use super::{cross_site, html, query_of, read_form, Resp};
@@ -84,17 +84,52 @@ fn refused(api: &Api, status: StatusCode, why: &str, peer: IpAddr) -> Resp {
     )
 }
 
-/// Whether `person` is the link's principal (by the principals their
-/// claims name, compared as people are).
-fn is_principal(person: &Person, tenant: &str, principal: &str) -> bool {
-    let Ok(caller) = Named::of(tenant, principal) else {
-        return false;
-    };
+/// A principal claim read as a connection's key reads a principal: the
+/// tenant's key, when the claim names one (`tenant/id`), and the id's
+/// [`strict_key`]. The claim is split where every reader splits it (a
+/// `/`, or its full-width form, which [`Named::parse`] reads as one);
+/// one with a slash only a reader sees (`a℅b`, read `ac/ob`) names
+/// nobody here.
+fn claimed(claim: &str) -> Option<(Option<String>, String)> {
+    let read = Named::parse(claim).ok()?;
+    match (read.tenant.is_some(), claim.find(['/', '／'])) {
+        (false, None) => Some((None, strict_key(claim))),
+        (true, Some(at)) => {
+            let (tenant, rest) = claim.split_at(at);
+            let id = rest.strip_prefix('/').or_else(|| rest.strip_prefix('／'))?;
+            // Nothing before the slash that a reader takes for one.
+            if Named::parse(tenant).ok()?.tenant.is_some() {
+                return None;
+            }
+            Some((Some(tenant_key(tenant)), strict_key(id)))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `person` is the principal a connection is kept under (its
+/// key's `tenant` and `principal`): one of the principals their claims
+/// name has that key (a bare id, in any tenant).
+///
+/// Compared by the connection's own key, never by the looser form that
+/// folds accents and compatibility forms (which only ever adds strictness
+/// to the rules that use it): consenting to a link of `alicé` or
+/// `ａｌｉｃｅ`, another principal, would bind the person's account to that
+/// principal's calls; a claim that only looks like the link's principal
+/// would bind another's account to the person's.
+fn owns(person: &Person, tenant: &str, principal: &str) -> bool {
     person
         .principals
         .iter()
-        .filter_map(|p| Named::parse(p).ok())
-        .any(|p| p.same(&caller))
+        .filter_map(|p| claimed(p))
+        .any(|(t, id)| id == principal && t.is_none_or(|t| t == tenant))
+}
+
+/// Whether `person` is the link's principal `tenant`/`principal`: they
+/// own the connection it would make ([`owns`]).
+fn is_principal(person: &Person, tenant: &str, principal: &str) -> bool {
+    // The key `crate::connect::conn_key` keeps the connection under.
+    owns(person, &tenant_key(tenant), &strict_key(principal))
 }
 
 fn connect_of(api: &Api) -> Result<&Arc<Connect>, Resp> {
@@ -437,7 +472,7 @@ pub(crate) async fn connections(State(api): State<Arc<Api>>, req: Request) -> Re
     let mut rows = String::new();
     for conn in all
         .iter()
-        .filter(|x| is_principal(&person, &x.key.tenant, &x.key.principal))
+        .filter(|x| owns(&person, &x.key.tenant, &x.key.principal))
     {
         rows.push_str(&format!(
             "<tr class=\"connection\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
@@ -519,7 +554,7 @@ pub(crate) async fn revoke(State(api): State<Arc<Api>>, req: Request) -> Resp {
     };
     let Some(conn) = all
         .into_iter()
-        .find(|x| x.id == id && is_principal(&person, &x.key.tenant, &x.key.principal))
+        .find(|x| x.id == id && owns(&person, &x.key.tenant, &x.key.principal))
     else {
         return refused(
             &api,
@@ -555,3 +590,7 @@ pub(crate) async fn revoke(State(api): State<Arc<Api>>, req: Request) -> Resp {
         Err(e) => refused(&api, StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), peer),
     }
 }
+
+#[cfg(test)]
+#[path = "connect_pages_tests.rs"]
+mod tests;
