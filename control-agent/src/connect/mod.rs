@@ -96,7 +96,7 @@ pub struct Connect {
     pub config: Connections,
     pub vault: Arc<Vault>,
     http: reqwest::Client,
-    /// This agent, in a refresh's mark.
+    /// This agent, in a refresh's mark (each ask adds its own part).
     holder: String,
     /// The console's origin, where consent links point.
     origin: url::Url,
@@ -224,13 +224,19 @@ impl Connect {
                 self.remove_quietly(&key, "expired without a refresh token");
                 return self.link(ask);
             };
-            // Mark it as this agent's to refresh; another agent holding
-            // the mark is waited for.
+            // Mark it as this ask's to refresh; another holding the mark
+            // is waited for. Each ask is a holder of its own, not the
+            // agent: two asks of one agent at once (two gateways whose
+            // caches ended together) would both refresh, and the second
+            // would spend a rotated refresh token, which the provider
+            // refuses (ending the grant, perhaps) and which removes the
+            // connection here.
             let vault = self.vault.clone();
-            let (k, holder) = (key.clone(), self.holder.clone());
+            let holder = format!("{}:{}", self.holder, random());
+            let (k, h) = (key.clone(), holder.clone());
             let version = conn.version;
             let marked = tokio::task::spawn_blocking(move || {
-                vault.claim_refresh(&k, version, &holder, now + REFRESH_MARK, now)
+                vault.claim_refresh(&k, version, &h, now + REFRESH_MARK, now)
             })
             .await
             .map_err(|e| Failed::Refused(e.to_string()))??;
@@ -245,7 +251,19 @@ impl Connect {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            return self.refresh(ask, &provider, conn, &refresh_token).await;
+            let version = conn.version;
+            let refreshed = self.refresh(ask, &provider, conn, &refresh_token).await;
+            if refreshed.is_err() {
+                // Nothing was written: the mark is let go now rather than
+                // held its 20 s, so the next ask tries again at once.
+                let vault = self.vault.clone();
+                let now = now_secs();
+                let _ = tokio::task::spawn_blocking(move || {
+                    vault.claim_refresh(&key, version, &holder, now, now)
+                })
+                .await;
+            }
+            return refreshed;
         }
     }
 
@@ -430,3 +448,6 @@ fn ready(conn: &SealedConn, tokens: Tokens) -> Answer {
         connection: conn.id.clone(),
     }
 }
+
+#[cfg(test)]
+mod provider_tests;
