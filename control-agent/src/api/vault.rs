@@ -28,8 +28,14 @@ fn connect_of(agent: &Agent) -> Result<Arc<Connect>, ApiError> {
     })
 }
 
-/// `POST /v1/vault/token`: a gateway asks the credential of a call.
-pub async fn token(agent: Agent, JsonBody(ask): JsonBody<Ask>) -> ApiResult {
+/// `POST /v1/vault/token`: a gateway asks the credential of a call. The
+/// gateway it names (shown to the person on the consent page, sealed in
+/// the link) is the one whose token asks, as for every fleet request.
+pub async fn token(agent: Agent, caller: Caller, JsonBody(ask): JsonBody<Ask>) -> ApiResult {
+    agent
+        .tokens
+        .speaks_for(&caller, &ask.gateway)
+        .map_err(ApiError::forbidden)?;
     let c = connect_of(&agent)?;
     match c.token(&ask).await {
         Ok(a @ Answer::Ready { .. }) | Ok(a @ Answer::Consent { .. }) => ok(&a),

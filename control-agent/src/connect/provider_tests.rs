@@ -1,6 +1,7 @@
 //! The credential a gateway asks for, against a provider on loopback that
 //! rotates its refresh tokens (a spent one is refused, as RFC 9700 has
-//! it): one refresh however many asks arrive at once.
+//! it): one refresh however many asks arrive at once, and the gateway an
+//! ask names is the one whose token asks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -209,4 +210,58 @@ async fn one_agent_refreshes_a_connection_once_however_many_ask_at_once() {
     let again = f.connect.token(&a).await.unwrap();
     assert_eq!(token_of(&again), Some("at-1"));
     assert_eq!(f.saas.asked.load(Ordering::SeqCst), 1);
+}
+
+/// A gateway with a token of its own names its own id in what it asks
+/// (the consent page shows it to the person); the shared fleet token
+/// speaks for no gateway that has its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ask_names_the_gateway_whose_token_asks() {
+    use crate::caller::Caller;
+    use crate::server::extract::JsonBody;
+    let f = fixture().await;
+    let (_dirs, api) = api_with(f.connect.clone()).await;
+    let status = |r: crate::server::error::ApiResult| match r {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.into_response().status().as_u16(),
+    };
+    let asked = |caller: Caller, gateway: &str| {
+        let api = api.clone();
+        let a = ask(gateway);
+        async move { crate::api::vault::token(State(api), caller, JsonBody(a)).await }
+    };
+    let own = || Caller::Gateway(Some("edge-own".into()));
+    assert_eq!(status(asked(own(), "edge-1").await), 403);
+    assert_eq!(status(asked(Caller::Gateway(None), "edge-own").await), 403);
+    assert_eq!(status(asked(own(), "edge-own").await), 200);
+    assert_eq!(status(asked(Caller::Gateway(None), "edge-1").await), 200);
+}
+
+/// An agent's API around `connect`, `edge-own` a gateway with a token of
+/// its own.
+async fn api_with(connect: Arc<Connect>) -> ([tempfile::TempDir; 2], Arc<crate::server::Api>) {
+    use sha2::Digest;
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().to_path_buf();
+    let (d2, store) = tokio::task::spawn_blocking(crate::store::layer_tests::org_store)
+        .await
+        .unwrap();
+    let api = crate::server::Api {
+        store: Arc::new(store),
+        tokens: crate::server::Tokens::new("admin-token-0123456789", "fleet-token-0123456789")
+            .with_gateways([(
+                "edge-own".to_owned(),
+                sha2::Sha256::digest(b"gateway-edge-own-0123456789").into(),
+            )]),
+        approvals: Arc::new(crate::approvals::Approvals::open(&state, BTreeMap::new()).unwrap()),
+        metrics: Default::default(),
+        audit: Arc::new(
+            crate::audit::AuditStore::open(&state.join("audit.sqlite3"), Default::default())
+                .unwrap(),
+        ),
+        console: Default::default(),
+        admins: Default::default(),
+        connect: Some(connect),
+    };
+    ([d, d2], Arc::new(api))
 }
