@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use warden_config::access::{VaultCredential, VaultSource};
+use warden_filters::engines::identity::AuthMethod;
 use warden_filters::{codes, JsonRpcError, Principal, Refusal};
 
 use super::agents::{Agents, Clients, Use};
@@ -89,6 +90,22 @@ enum Answer {
 /// A value that may go into a header: visible ASCII and spaces.
 fn header_safe(v: &str) -> bool {
     !v.is_empty() && v.len() <= 16 * 1024 && v.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// The most of an agent's answer that is read.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// An agent's answer, read up to [`MAX_ANSWER`] (`None`: it is longer;
+/// nothing past the bound is read or held).
+async fn read_bounded(mut resp: reqwest::Response) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 impl VaultClient {
@@ -177,6 +194,19 @@ impl VaultClient {
                 .with_label_values(&[server, kind, result])
                 .inc();
         };
+        // An anonymous caller is nobody's account: every such caller is
+        // the one principal `anonymous`, and would share whatever a person
+        // of that name consented to. Refused before the cache is read.
+        if matches!(vc.source, VaultSource::PerUser { .. })
+            && (principal.auth == AuthMethod::Anonymous || principal.id.is_empty())
+        {
+            count("refused");
+            return Err(refuse(
+                403,
+                "credential_needs_principal",
+                format!("Server `{server}` acts with each caller's own account: an anonymous caller has none"),
+            ));
+        }
         if let Some(c) = self.cache.get(&key).filter(|c| c.until > Instant::now()) {
             count("cached");
             return Ok(Fetched::Ready(
@@ -204,26 +234,17 @@ impl VaultClient {
         vc: &VaultCredential,
     ) -> Result<Fetched, Refusal> {
         let (path, body) = match &vc.source {
-            VaultSource::PerUser { provider, scopes } => {
-                if principal.id.is_empty() {
-                    return Err(refuse(
-                        403,
-                        "credential_needs_principal",
-                        format!("Server `{server}` acts with each caller's own account: an anonymous caller has none"),
-                    ));
-                }
-                (
-                    "/v1/vault/token".to_owned(),
-                    Some(serde_json::json!({
-                        "tenant": principal.tenant,
-                        "principal": principal.id,
-                        "server": server,
-                        "provider": provider,
-                        "scopes": scopes,
-                        "gateway": self.gateway_id,
-                    })),
-                )
-            }
+            VaultSource::PerUser { provider, scopes } => (
+                "/v1/vault/token".to_owned(),
+                Some(serde_json::json!({
+                    "tenant": principal.tenant,
+                    "principal": principal.id,
+                    "server": server,
+                    "provider": provider,
+                    "scopes": scopes,
+                    "gateway": self.gateway_id,
+                })),
+            ),
             VaultSource::Secret { name } => (format!("/v1/vault/secrets/{name}"), None),
         };
         let mut errors = Vec::new();
@@ -253,9 +274,9 @@ impl VaultClient {
                 }
             };
             let status = resp.status();
-            let bytes = match resp.bytes().await {
-                Ok(b) if b.len() <= 64 * 1024 => b,
-                Ok(_) => {
+            let bytes = match read_bounded(resp).await {
+                Ok(Some(b)) => b,
+                Ok(None) => {
                     errors.push(format!("{}: an answer over 64 KiB", ep.name()));
                     continue;
                 }
@@ -348,8 +369,10 @@ impl VaultClient {
                 }
             }
         };
+        // An empty secret would send the prefix alone: the call would go
+        // up without the credential it needs.
         let value = format!("{}{value}", vc.prefix);
-        if !header_safe(&value) {
+        if value.len() == vc.prefix.len() || !header_safe(&value) {
             return Err(bad());
         }
         if !life.is_zero() {
@@ -432,6 +455,133 @@ mod tests {
         let r = consent_answer("saas", "l1", url, true, false);
         assert_eq!(r.status, 403);
         assert_ne!(r.error.code, codes::URL_ELICITATION_REQUIRED);
+    }
+
+    /// An agent on loopback that answers every request with `head` and
+    /// `body` (then holds the connection open `hold`), counting requests.
+    async fn agent(
+        head: &'static str,
+        body: Vec<u8>,
+        hold: Duration,
+    ) -> (Arc<Agents>, Arc<std::sync::atomic::AtomicU32>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let asked = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let count = asked.clone();
+        let body = Arc::new(body);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (count, body) = (count.clone(), body.clone());
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut b = [0u8; 4096];
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = s.write_all(head.as_bytes()).await;
+                    for piece in body.chunks(64 * 1024) {
+                        if s.write_all(piece).await.is_err() {
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(hold).await;
+                });
+            }
+        });
+        (Agents::new("vault", &[url]).expect("agents"), asked)
+    }
+
+    fn per_user() -> VaultCredential {
+        VaultCredential {
+            header: "authorization".into(),
+            prefix: "Bearer ".into(),
+            source: VaultSource::PerUser {
+                provider: "saas".into(),
+                scopes: vec!["read".into()],
+            },
+        }
+    }
+
+    fn ready(token: &str) -> Vec<u8> {
+        serde_json::json!({"state": "ready", "token": token, "expires_at": 0, "connection": "c1"})
+            .to_string()
+            .into_bytes()
+    }
+
+    const JSON: &str =
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+
+    /// An anonymous caller (every such caller is the principal
+    /// `anonymous`) has no account of its own: refused before the cache
+    /// or an agent is asked, so no caller without credentials ever gets
+    /// what a person named `anonymous` connected.
+    #[tokio::test]
+    async fn an_anonymous_caller_has_no_account_of_its_own() {
+        let (agents, asked) = agent(JSON, ready("someone-elses-token-0123"), Duration::ZERO).await;
+        let v = VaultClient::new(agents, None, "gw", 1000);
+        let anonymous = Principal::anonymous();
+        let Err(r) = v.fetch(&anonymous, "saas", &per_user()).await else {
+            panic!("an anonymous caller got a credential");
+        };
+        assert_eq!((r.status, r.reason), (403, "credential_needs_principal"));
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // A caller who is someone gets their own.
+        let alice = Principal {
+            id: "alice".into(),
+            auth: AuthMethod::ApiKey,
+            ..Principal::anonymous()
+        };
+        assert!(matches!(
+            v.fetch(&alice, "saas", &per_user()).await,
+            Ok(Fetched::Ready(_, ref value, _)) if value == "Bearer someone-elses-token-0123"
+        ));
+    }
+
+    /// An answer with an empty token would send the header's prefix alone:
+    /// the call is refused, never made without its credential.
+    #[tokio::test]
+    async fn an_empty_credential_is_no_credential() {
+        let (agents, _) = agent(JSON, ready(""), Duration::ZERO).await;
+        let v = VaultClient::new(agents, None, "gw", 1000);
+        let alice = Principal {
+            id: "alice".into(),
+            auth: AuthMethod::ApiKey,
+            ..Principal::anonymous()
+        };
+        let Err(r) = v.fetch(&alice, "saas", &per_user()).await else {
+            panic!("a credential of nothing was taken");
+        };
+        assert_eq!((r.status, r.reason), (502, "credential_unavailable"));
+    }
+
+    /// An agent's answer past 64 KiB is not read on (nor held): the call
+    /// is refused at once, not after the agent's whole answer or the
+    /// timeout.
+    #[tokio::test]
+    async fn an_oversized_answer_is_not_read_past_its_bound() {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n";
+        let (agents, _) = agent(head, vec![b' '; 8 << 20], Duration::from_secs(60)).await;
+        let v = VaultClient::new(agents, None, "gw", 1000);
+        let alice = Principal {
+            id: "alice".into(),
+            auth: AuthMethod::ApiKey,
+            ..Principal::anonymous()
+        };
+        let fetched =
+            tokio::time::timeout(Duration::from_secs(5), v.fetch(&alice, "saas", &per_user()))
+                .await
+                .expect("refused within 5 s, not at the 15 s timeout");
+        let Err(r) = fetched else {
+            panic!("an oversized answer was taken");
+        };
+        assert_eq!((r.status, r.reason), (502, "credential_unavailable"));
     }
 
     /// No two principals, tenants, servers or scope sets share a cached
