@@ -63,14 +63,32 @@ pub struct PendingReply {
     pub answered: bool,
 }
 
+/// A credential the gateway puts into the upstream request: its header,
+/// the value (a prefix such as `Bearer `, then the secret), and where the
+/// secret begins, which is what a reply must never hold (a short secret
+/// behind a prefix of the bundle's choosing, `token `, say, would not be
+/// seen if the prefix were looked for with it).
+pub struct Injected {
+    pub header: String,
+    pub value: String,
+    pub secret_at: usize,
+}
+
+impl Injected {
+    /// The secret, without its prefix.
+    pub fn secret(&self) -> &str {
+        self.value.get(self.secret_at..).unwrap_or(&self.value)
+    }
+}
+
 /// The exchange with the upstream: which replicas were tried, what the
 /// chosen one answered, and what the gateway sent it beside the body.
 pub struct UpstreamLeg {
     /// The upstream identity fetched for this call (header, value): see `outbound`.
     pub outbound_auth: Option<(String, String)>,
-    /// A credential from the vault for this call (header, value): see
+    /// A credential from the vault for this call: see
     /// `hub::vault_client`.
-    pub vault_auth: Option<(String, String)>,
+    pub vault_auth: Option<Injected>,
     /// What the audit record names of it (`vault:<connection>`,
     /// `vault-secret:<name>@<version>`): a reference, never the value.
     pub credential: Option<String>,

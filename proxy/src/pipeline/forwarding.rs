@@ -812,6 +812,12 @@ fn reply_refused(r: crate::pipeline::reply::ReplyRefusal, server: &str) -> Refus
                 format!("MCP server `{server}` was withdrawn while its reply was under way"),
             ),
         ),
+        R::CredentialInReply => Refusal::upstream_protocol(
+            r.code(),
+            format!(
+                "The reply of MCP server `{server}` held, outside its messages (a header, an endpoint), the credential the gateway sent it on your behalf: withheld"
+            ),
+        ),
         R::ProtocolSwitch
         | R::DuplicateSessionHeader
         | R::BadSessionHeader

@@ -272,8 +272,12 @@ pub async fn upstream_identity(
             ));
         };
         match client.fetch(&ctx.principal, &server.name, vc).await? {
-            Fetched::Ready(h, v, reference) => {
-                ctx.upstream.vault_auth = Some((h, v));
+            Fetched::Ready(header, value, reference) => {
+                ctx.upstream.vault_auth = Some(crate::pipeline::ctx::Injected {
+                    header,
+                    value,
+                    secret_at: vc.prefix.len(),
+                });
                 ctx.upstream.credential = Some(reference);
             }
             Fetched::Consent { id, url } => {

@@ -252,8 +252,8 @@ impl<'a> Rewrite<'a> {
             put(named(h)?, v, false)?;
         }
         // A credential from the vault (see `hub::vault_client`).
-        if let Some((h, v)) = &ctx.upstream.vault_auth {
-            put(named(h)?, v, false)?;
+        if let Some(c) = &ctx.upstream.vault_auth {
+            put(named(&c.header)?, &c.value, false)?;
         }
         // Warden's span becomes the upstream's parent.
         if let Some(t) = &ctx.trace {

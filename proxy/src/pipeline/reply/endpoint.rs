@@ -16,6 +16,11 @@ pub(super) fn rewrite_endpoint(
     let rt = &routed.rt;
     let data = ev.data.as_deref().unwrap_or("");
     let route = routed.route();
+    // The endpoint reaches the client (its query as written, unsealed):
+    // never with the credential sent for this stream in it.
+    if sent_secrets(&ctx.upstream).any(|s| holds_credential(data.as_bytes(), None, s)) {
+        return Err(ReplyRefusal::CredentialInReply);
+    }
     if data.is_empty()
         || data
             .bytes()

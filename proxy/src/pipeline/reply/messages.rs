@@ -346,10 +346,7 @@ pub(super) fn judge_message(
     // The credential the gateway sent for this call (from the vault, or
     // fetched per call) never reaches the client, however the upstream
     // writes it back.
-    let echoed = [&ctx.upstream.vault_auth, &ctx.upstream.outbound_auth]
-        .into_iter()
-        .flatten()
-        .any(|(_, v)| holds_credential(bytes, msg.value(), v));
+    let echoed = sent_secrets(&ctx.upstream).any(|v| holds_credential(bytes, msg.value(), v));
     let verdict = match paused {
         Some(denial) => Verdict::Reject {
             filter: "kill_switch",
@@ -615,6 +612,17 @@ pub(super) fn judge_event(
     })
 }
 
+/// The secrets the gateway sent upstream for this call (from the vault,
+/// or fetched per call), without the prefix their header puts before
+/// them: what no reply, body or header, may hand the client.
+pub(super) fn sent_secrets(leg: &crate::pipeline::ctx::UpstreamLeg) -> impl Iterator<Item = &str> {
+    leg.vault_auth
+        .as_ref()
+        .map(crate::pipeline::ctx::Injected::secret)
+        .into_iter()
+        .chain(leg.outbound_auth.as_ref().map(|(_, v)| v.as_str()))
+}
+
 /// The pieces of a credential looked for in a reply: every 16 bytes at
 /// a stride of 8 (any stretch of 23 bytes or more of it holds one whole),
 /// the credential itself when shorter. The scheme before a bearer token
@@ -665,4 +673,18 @@ pub(super) fn holds_credential(
         strings(v, &mut all);
     }
     all.iter().any(|s| in_bytes(s.as_bytes()))
+}
+
+/// Whether a header of `resp` (those kept for the client) holds one of
+/// the `sent` secrets, or a piece of one (see [`holds_credential`]).
+pub(super) fn headers_hold_credential<'a>(
+    resp: &ResponseHeader,
+    sent: impl Iterator<Item = &'a str>,
+) -> bool {
+    let sent: Vec<&str> = sent.collect();
+    !sent.is_empty()
+        && resp
+            .headers
+            .values()
+            .any(|v| sent.iter().any(|s| holds_credential(v.as_bytes(), None, s)))
 }

@@ -173,6 +173,12 @@ pub fn on_header(
     // client gets the status's own (a status with none gets none).
     resp.set_reason_phrase(None)?;
     keep_known_headers(resp, &rt.snap, server_name)?;
+    // The credential the gateway sent for this call, in a header the
+    // client would see (a session id, `Vary`): withheld, as a body that
+    // holds it is.
+    if headers_hold_credential(resp, sent_secrets(&ctx.upstream)) {
+        return refuse_reply(server_name, ReplyRefusal::CredentialInReply);
+    }
     // Session stickiness: the replica that created a session keeps serving it.
     let mut sealed_header = None;
     let sid_name = &crate::pipeline::headers::names::MCP_SESSION_ID;

@@ -36,10 +36,14 @@ pub enum ReplyRefusal {
     /// A bundle applied while the reply was under way withdrew its server
     /// (removed, retired, or no longer released to this principal).
     Withdrawn,
+    /// What the client would get outside the judged messages (a header:
+    /// a session id, `Vary`; a legacy stream's endpoint) holds the
+    /// credential the gateway sent upstream for this call.
+    CredentialInReply,
 }
 
 impl ReplyRefusal {
-    pub const ALL: [ReplyRefusal; 16] = [
+    pub const ALL: [ReplyRefusal; 17] = [
         ReplyRefusal::ProtocolSwitch,
         ReplyRefusal::DuplicateSessionHeader,
         ReplyRefusal::BadSessionHeader,
@@ -56,6 +60,7 @@ impl ReplyRefusal {
         ReplyRefusal::TaskUnrecorded,
         ReplyRefusal::Paused,
         ReplyRefusal::Withdrawn,
+        ReplyRefusal::CredentialInReply,
     ];
 
     /// The metric label (`warden_upstream_errors_total{kind}`) and the
@@ -78,6 +83,7 @@ impl ReplyRefusal {
             ReplyRefusal::TaskUnrecorded => "task_unrecorded",
             ReplyRefusal::Paused => "paused_mid_reply",
             ReplyRefusal::Withdrawn => "server_withdrawn_mid_reply",
+            ReplyRefusal::CredentialInReply => "credential_in_reply",
         }
     }
 

@@ -173,3 +173,74 @@ fn a_credential_is_seen_in_a_reply_however_it_is_written() {
     assert!(!seen(r#"{"result":"gho_ is GitHub's prefix"}"#));
     assert!(!holds_credential(b"short", None, "abc"));
 }
+
+/// What the gateway sent upstream for a call: `value` from the vault, its
+/// secret after `secret_at`, and a token fetched per call.
+fn leg(value: &str, secret_at: usize, outbound: Option<&str>) -> crate::pipeline::ctx::UpstreamLeg {
+    crate::pipeline::ctx::UpstreamLeg {
+        outbound_auth: outbound.map(|v| ("authorization".to_owned(), v.to_owned())),
+        vault_auth: Some(crate::pipeline::ctx::Injected {
+            header: "authorization".into(),
+            value: value.into(),
+            secret_at,
+        }),
+        credential: None,
+        uri: String::new(),
+        sealed: None,
+        tried: Vec::new(),
+        chosen: None,
+        status: None,
+        error: None,
+    }
+}
+
+/// A secret behind a prefix of the bundle's choosing (`token `, not
+/// `Bearer `) is looked for without it: a short one echoed alone would
+/// otherwise hold none of the pieces looked for (each would straddle the
+/// prefix).
+#[test]
+fn a_credential_is_seen_without_the_prefix_its_header_puts_before_it() {
+    use super::messages::{holds_credential, sent_secrets};
+    let secret = "0123456789abcdef";
+    let sent = leg(&format!("token {secret}"), "token ".len(), None);
+    let reply = format!(r#"{{"result":{{"text":"your key: {secret}"}}}}"#);
+    let v: Option<serde_json::Value> = serde_json::from_str(&reply).ok();
+    assert!(sent_secrets(&sent).any(|s| holds_credential(reply.as_bytes(), v.as_ref(), s)));
+    let other = r#"{"result":{"text":"token 0123 is not it"}}"#;
+    let v: Option<serde_json::Value> = serde_json::from_str(other).ok();
+    assert!(!sent_secrets(&sent).any(|s| holds_credential(other.as_bytes(), v.as_ref(), s)));
+}
+
+/// A header the client would see (an unsealed session id, `Vary`) that
+/// holds the credential sent for the call, or a piece of it, withholds
+/// the reply as a body would; other headers do not.
+#[test]
+fn a_reply_header_holding_the_credential_is_seen() {
+    use super::messages::{headers_hold_credential, sent_secrets};
+    let token = "gho_16C7e42F292c6912E7710c838347Ae178B4a";
+    let fetched = "eyJhbGciOiJFUzI1NiJ9.per-call-token-0123456789";
+    let sent = leg(
+        &format!("Bearer {token}"),
+        "Bearer ".len(),
+        Some(&format!("Bearer {fetched}")),
+    );
+    for (name, value) in [
+        ("mcp-session-id", token.to_owned()),
+        ("vary", format!("accept, {}", &token[3..30])),
+        ("mcp-session-id", fetched.to_owned()),
+    ] {
+        let mut resp = pingora::http::ResponseHeader::build(200, None).expect("head");
+        resp.insert_header("content-type", "application/json")
+            .expect("ct");
+        resp.insert_header(name, value.as_str()).expect("header");
+        assert!(
+            headers_hold_credential(&resp, sent_secrets(&sent)),
+            "{name}: {value}"
+        );
+    }
+    let mut resp = pingora::http::ResponseHeader::build(200, None).expect("head");
+    resp.insert_header("mcp-session-id", "a-session-of-its-own-0123456789")
+        .expect("sid");
+    resp.insert_header("vary", "accept").expect("vary");
+    assert!(!headers_hold_credential(&resp, sent_secrets(&sent)));
+}
