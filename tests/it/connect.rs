@@ -713,3 +713,101 @@ async fn on_two_agents_forged_consents_are_refused_refresh_runs_once_and_keys_ro
     drop(c);
     drop(driver);
 }
+
+/// A static secret kept in the vault (`credentials: {vault: NAME}`): no
+/// call goes up before an org admin keeps it; then every call carries it,
+/// and a new value reaches the upstream within seconds without a new
+/// bundle or a restart; the audit names it by reference; the vault's file
+/// holds it sealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_secret_from_the_vault_is_used_and_rotated_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let mock = warden_tests::Mock::start(&[]).expect("mock");
+    let source = d.join("source");
+    std::fs::create_dir_all(&source).expect("source");
+    std::fs::write(
+        source.join("warden.yaml"),
+        format!(
+            "version: 1\nservice_groups:\n  - name: g\n    servers:\n      - name: mock\n        upstreams: [\"{}\"]\n\
+             \x20       credentials: {{vault: mock-key}}\nroutes:\n  - {{prefix: /mock, server: mock}}\n",
+            mock.addr
+        ),
+    )
+    .expect("yaml");
+    write_keys(
+        &d.join("vault-keys"),
+        "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
+    );
+    let (private, public) = warden_tests::keygen(d, "k");
+    let keys = d.join("vault-keys");
+    let agent = Agent::start_with(
+        &source,
+        &d.join("state"),
+        Some(&private),
+        &["--vault-keys".as_ref(), keys.as_os_str()],
+    )
+    .expect("agent");
+    let gw = Gateway::on_agent(&agent.url, &public, &d.join("gw"), "gw-1").expect("gateway");
+    gw.wait_ready().expect("ready");
+    let echo = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "hi"}}})
+        .to_string()
+    };
+    // Not kept yet: refused, and nothing reaches the upstream.
+    let posts = mock.posts().await;
+    let (s, _, b) = warden_tests::post_json(&gw.url("/mock/mcp"), echo(1), &[])
+        .await
+        .expect("call");
+    let text = String::from_utf8_lossy(&b).into_owned();
+    assert_eq!(s, 403, "{text}");
+    assert!(text.contains("credential_refused"), "{text}");
+    assert_eq!(mock.posts().await, posts);
+
+    let mut seen = Vec::new();
+    for value in ["s3cret-value-one", "s3cret-value-two"] {
+        let (s, v) = agent
+            .api(
+                "POST",
+                "/v1/vault/secrets/mock-key",
+                Some(json!({"value": value})),
+            )
+            .await
+            .expect("keep");
+        assert_eq!(s, 200, "{v}");
+        let want = format!("Bearer {value}");
+        let start = Instant::now();
+        loop {
+            let (s, _, b) = warden_tests::post_json(&gw.url("/mock/mcp"), echo(2), &[])
+                .await
+                .expect("call");
+            assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+            let stats = mock.stats().await.expect("stats");
+            if stats["last"]["authorization"] == want.as_str() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the upstream never got {value}: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        seen.push(value);
+    }
+    let recs = gw.audit_when(|r| {
+        r.iter()
+            .any(|x| x["credential"] == "vault-secret:mock-key@2")
+    });
+    assert!(
+        recs.iter()
+            .any(|x| x["credential"] == "vault-secret:mock-key@2"),
+        "no record names the secret's version"
+    );
+    let vault = std::fs::read_to_string(d.join("state/vault.json")).expect("vault");
+    let audit = serde_json::to_string(&gw.audit()).unwrap_or_default();
+    for v in seen {
+        assert!(!vault.contains(v), "the secret in clear in vault.json");
+        assert!(!audit.contains(v), "the secret in the audit");
+    }
+}
