@@ -117,19 +117,43 @@ fn claimed(claim: &str) -> Option<(Option<String>, String)> {
 /// `ａｌｉｃｅ`, another principal, would bind the person's account to that
 /// principal's calls; a claim that only looks like the link's principal
 /// would bind another's account to the person's.
-fn owns(person: &Person, tenant: &str, principal: &str) -> bool {
+///
+/// With `qualified` (the provider names the tenant of a person's
+/// principals: `principal_tenant_claim`), a bare id owns nothing: a person
+/// whose sign-in named no tenant is no principal of any, rather than the
+/// namesake of every tenant's (a tenant admin could mint one).
+fn owns(person: &Person, tenant: &str, principal: &str, qualified: bool) -> bool {
     person
         .principals
         .iter()
         .filter_map(|p| claimed(p))
-        .any(|(t, id)| id == principal && t.is_none_or(|t| t == tenant))
+        .any(|(t, id)| {
+            id == principal
+                && match t {
+                    Some(t) => t == tenant,
+                    None => !qualified,
+                }
+        })
+}
+
+/// Whether the provider names the tenant of a person's principals.
+fn qualified(api: &Api) -> bool {
+    api.console
+        .oidc
+        .as_ref()
+        .is_some_and(|o| o.config().principal_tenant_claim.is_some())
 }
 
 /// Whether `person` is the link's principal `tenant`/`principal`: they
 /// own the connection it would make ([`owns`]).
-fn is_principal(person: &Person, tenant: &str, principal: &str) -> bool {
+fn is_principal(person: &Person, tenant: &str, principal: &str, qualified: bool) -> bool {
     // The key `crate::connect::conn_key` keeps the connection under.
-    owns(person, &tenant_key(tenant), &strict_key(principal))
+    owns(
+        person,
+        &tenant_key(tenant),
+        &strict_key(principal),
+        qualified,
+    )
 }
 
 fn connect_of(api: &Api) -> Result<&Arc<Connect>, Resp> {
@@ -209,7 +233,7 @@ fn link_and_person(
         }
         return Err(again("consent", here));
     };
-    if !is_principal(&person, &link.tenant, &link.principal) {
+    if !is_principal(&person, &link.tenant, &link.principal, qualified(api)) {
         return Err(refused(
             api,
             StatusCode::FORBIDDEN,
@@ -472,7 +496,7 @@ pub(crate) async fn connections(State(api): State<Arc<Api>>, req: Request) -> Re
     let mut rows = String::new();
     for conn in all
         .iter()
-        .filter(|x| owns(&person, &x.key.tenant, &x.key.principal))
+        .filter(|x| owns(&person, &x.key.tenant, &x.key.principal, qualified(&api)))
     {
         rows.push_str(&format!(
             "<tr class=\"connection\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
@@ -554,7 +578,7 @@ pub(crate) async fn revoke(State(api): State<Arc<Api>>, req: Request) -> Resp {
     };
     let Some(conn) = all
         .into_iter()
-        .find(|x| x.id == id && owns(&person, &x.key.tenant, &x.key.principal))
+        .find(|x| x.id == id && owns(&person, &x.key.tenant, &x.key.principal, qualified(&api)))
     else {
         return refused(
             &api,

@@ -26,27 +26,50 @@ fn person(principals: &[&str]) -> Person {
 fn a_look_alike_principal_is_not_the_person() {
     let alice = person(&["alice"]);
     for other in ["alicé", "ａｌｉｃｅ", "ALİCE", "al\u{131}ce"] {
-        assert!(!is_principal(&alice, "acme", other), "{other}");
+        assert!(!is_principal(&alice, "acme", other, false), "{other}");
     }
     let kim = person(&["kim"]);
-    assert!(!is_principal(&kim, "acme", "\u{212a}im"));
+    assert!(!is_principal(&kim, "acme", "\u{212a}im", false));
     for claim in ["ａｌｉｃｅ", "alicé", "acme/ａｌｉｃｅ", "ａｃｍｅ/alice"] {
-        assert!(!is_principal(&person(&[claim]), "acme", "alice"), "{claim}");
+        assert!(
+            !is_principal(&person(&[claim]), "acme", "alice", false),
+            "{claim}"
+        );
     }
     // Spellings no one tells apart are one principal, as the connection's
     // key has it: ASCII case, spaces around, NFC.
-    assert!(is_principal(&alice, "acme", "ALICE"));
-    assert!(is_principal(&alice, "ACME", " alice "));
-    assert!(is_principal(&person(&["rene\u{301}"]), "acme", "ren\u{e9}"));
+    assert!(is_principal(&alice, "acme", "ALICE", false));
+    assert!(is_principal(&alice, "ACME", " alice ", false));
+    assert!(is_principal(
+        &person(&["rene\u{301}"]),
+        "acme",
+        "ren\u{e9}",
+        false
+    ));
     // A tenant-qualified claim is that tenant's alone; a bare id, any
     // tenant's (as documented).
-    assert!(is_principal(&person(&["ACME/alice"]), "acme", "alice"));
-    assert!(is_principal(&person(&["acme／alice"]), "acme", "alice"));
-    assert!(!is_principal(&person(&["globex/alice"]), "acme", "alice"));
-    assert!(is_principal(&alice, "globex", "alice"));
+    assert!(is_principal(
+        &person(&["ACME/alice"]),
+        "acme",
+        "alice",
+        false
+    ));
+    assert!(is_principal(
+        &person(&["acme／alice"]),
+        "acme",
+        "alice",
+        false
+    ));
+    assert!(!is_principal(
+        &person(&["globex/alice"]),
+        "acme",
+        "alice",
+        false
+    ));
+    assert!(is_principal(&alice, "globex", "alice", false));
     // A slash only a reader sees names nobody.
-    assert!(!is_principal(&person(&["a℅b"]), "ac", "ob"));
-    assert!(!is_principal(&person(&["a℅b"]), "acme", "a℅b"));
+    assert!(!is_principal(&person(&["a℅b"]), "ac", "ob", false));
+    assert!(!is_principal(&person(&["a℅b"]), "acme", "a℅b", false));
 }
 
 /// A person lists (and may revoke) the connections kept under the keys
@@ -57,14 +80,38 @@ fn a_person_owns_the_connections_of_their_principals_keys() {
     let k = |t: &str, p: &str| conn_key(t, p, "saas");
     let rene = person(&["rené"]);
     let kept = k("acme", "rené");
-    assert!(owns(&rene, &kept.tenant, &kept.principal));
+    assert!(owns(&rene, &kept.tenant, &kept.principal, false));
     let other = k("acme", "rene");
-    assert!(!owns(&rene, &other.tenant, &other.principal));
+    assert!(!owns(&rene, &other.tenant, &other.principal, false));
     let alice = person(&["acme/alice"]);
     let kept = k("ACME", "Alice");
-    assert!(owns(&alice, &kept.tenant, &kept.principal));
+    assert!(owns(&alice, &kept.tenant, &kept.principal, false));
     let look_alike = k("acme", "ａｌｉｃｅ");
-    assert!(!owns(&alice, &look_alike.tenant, &look_alike.principal));
+    assert!(!owns(
+        &alice,
+        &look_alike.tenant,
+        &look_alike.principal,
+        false
+    ));
     let elsewhere = k("globex", "alice");
-    assert!(!owns(&alice, &elsewhere.tenant, &elsewhere.principal));
+    assert!(!owns(
+        &alice,
+        &elsewhere.tenant,
+        &elsewhere.principal,
+        false
+    ));
+}
+
+/// Where the provider names the tenant of a person's principals
+/// (`principal_tenant_claim`), a bare id owns nothing: the namesake of
+/// every tenant (which a tenant admin could mint) is nobody's.
+#[test]
+fn with_a_tenant_claim_a_bare_id_is_no_tenants_principal() {
+    let bare = person(&["alice"]);
+    assert!(!is_principal(&bare, "acme", "alice", true));
+    let theirs = person(&["acme/alice"]);
+    assert!(is_principal(&theirs, "acme", "alice", true));
+    assert!(!is_principal(&theirs, "globex", "alice", true));
+    let k = conn_key("globex", "alice", "saas");
+    assert!(!owns(&bare, &k.tenant, &k.principal, true));
 }

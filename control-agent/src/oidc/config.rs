@@ -15,6 +15,7 @@
 //!   - {claim: groups, value: approvers, role: approver, tenants: [acme]}
 //!   - {claim: groups, value: everyone, role: viewer}
 //! principal_claims: [sub]                          # the principals a person also is (never approving their calls)
+//! principal_tenant_claim: tenant                   # optional: the tenant those principals are of (a bare id is then that tenant's alone)
 //! recheck: 5m                                      # roles read again from the provider this often
 //! clock_skew: 60s                                  # at most 5m
 //! critical: {max_age: 5m, acr: []}                 # a CRITICAL approval needs a sign-in this recent (and one of these acr)
@@ -42,6 +43,11 @@ pub struct OidcConfig {
     pub scopes: Vec<String>,
     pub roles: Vec<RoleRule>,
     pub principal_claims: Vec<String>,
+    /// The claim naming the tenant of the principals a person is: a bare
+    /// id of `principal_claims` is then that tenant's (`tenant/id`), not
+    /// an id of every tenant. A consent link is opened only by a person
+    /// whose principal names its tenant when this is set.
+    pub principal_tenant_claim: Option<String>,
     pub recheck: Duration,
     pub clock_skew: Duration,
     pub critical: Option<Critical>,
@@ -93,6 +99,8 @@ struct Raw {
     roles: Vec<RawRule>,
     #[serde(default)]
     principal_claims: Option<Vec<String>>,
+    #[serde(default)]
+    principal_tenant_claim: Option<String>,
     #[serde(default, with = "humantime_serde_opt")]
     recheck: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
@@ -285,6 +293,7 @@ pub fn parse(
         scopes,
         roles,
         principal_claims,
+        principal_tenant_claim: raw.principal_tenant_claim.filter(|c| !c.is_empty()),
         recheck,
         clock_skew,
         critical,

@@ -126,6 +126,13 @@ pub struct Identity {
 
 /// The [`Identity`] of a signed-in person.
 pub fn identity_of(cfg: &OidcConfig, s: &Signed<'_>) -> Identity {
+    let tenant = cfg
+        .principal_tenant_claim
+        .as_ref()
+        .and_then(|c| s.claims.get(c))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty() && !t.contains(['/', '／']) && Person::parse(t).is_ok())
+        .map(str::to_owned);
     let mut principals: Vec<String> = Vec::new();
     for c in &cfg.principal_claims {
         let vals = if c == "sub" {
@@ -134,6 +141,13 @@ pub fn identity_of(cfg: &OidcConfig, s: &Signed<'_>) -> Identity {
             strings(s.claims.get(c))
         };
         for v in vals {
+            // A bare id is read in the person's tenant when the provider
+            // names one (`principal_tenant_claim`): `alice` of `acme`,
+            // never `alice` of every tenant.
+            let v = match &tenant {
+                Some(t) if !v.contains(['/', '／']) => format!("{t}/{v}"),
+                _ => v,
+            };
             // A value with no canonical form names nobody a call could
             // come from under it (the gateway refuses such names).
             if Person::parse(&v).is_ok() && !principals.contains(&v) {
@@ -212,6 +226,39 @@ mod tests {
         assert!(sign(serde_json::json!({"groups": ["OPS", "op", " ops"]})).is_none());
         assert!(sign(serde_json::json!({"groups": [{"ops": 1}], "roles": "approver"})).is_none());
         assert!(sign(serde_json::json!({})).is_none());
+    }
+
+    /// With `principal_tenant_claim`, a person's bare principals are their
+    /// tenant's (`acme/u-1`); a qualified one keeps its own tenant; a
+    /// tenant claim that is no tenant (a slash, empty) qualifies nothing.
+    #[test]
+    fn a_tenant_claim_qualifies_the_persons_bare_principals() {
+        let mut c = cfg();
+        c.principal_tenant_claim = Some("tenant".into());
+        let of = |claims: Value| {
+            identity_of(
+                &c,
+                &Signed {
+                    sub: "u-1",
+                    claims: claims.as_object().unwrap(),
+                    auth_time: None,
+                    acr: None,
+                    now: 100,
+                },
+            )
+            .principals
+        };
+        assert_eq!(
+            of(serde_json::json!({"tenant": "acme", "email": "globex/ann"})),
+            vec!["acme/u-1".to_owned(), "globex/ann".to_owned()]
+        );
+        for no in [
+            serde_json::json!({"tenant": "a/b"}),
+            serde_json::json!({"tenant": ""}),
+            serde_json::json!({}),
+        ] {
+            assert_eq!(of(no.clone()), vec!["u-1".to_owned()], "{no}");
+        }
     }
 
     /// A person is also the principals their claims name (the subject,
