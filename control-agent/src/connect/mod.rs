@@ -252,6 +252,9 @@ impl Connect {
                 continue;
             };
             let version = conn.version;
+            // What it was, served while the provider cannot be reached and
+            // the token has not ended.
+            let (valid_until, old) = (conn.expires_at, ready(&conn, tokens));
             let refreshed = self.refresh(ask, &provider, conn, &refresh_token).await;
             if refreshed.is_err() {
                 // Nothing was written: the mark is let go now rather than
@@ -262,6 +265,9 @@ impl Connect {
                     vault.claim_refresh(&key, version, &holder, now, now)
                 })
                 .await;
+            }
+            if matches!(refreshed, Err(Failed::Provider(..))) && valid_until > now_secs() {
+                return Ok(old);
             }
             return refreshed;
         }

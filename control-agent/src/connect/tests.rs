@@ -171,3 +171,33 @@ async fn an_ended_token_without_a_refresh_token_asks_again_and_anonymous_callers
         Err(Failed::Refused(_))
     ));
 }
+
+/// A provider that cannot be reached to refresh leaves the token in use
+/// until it ends (the mark let go, so the next ask tries again), then the
+/// call is refused as unreachable; the connection stays.
+#[tokio::test]
+async fn an_unreachable_provider_leaves_the_token_in_use_until_it_ends() {
+    let f = fixture();
+    // Within refresh_before (60 s) of its end: a refresh is due; the
+    // provider (127.0.0.1:9) refuses connections.
+    keep(&f, "frank", &["openid"], now_secs() + 30, Some("r-frank"));
+    for _ in 0..2 {
+        let a = f.connect.token(&ask("frank", &["openid"])).await.expect("answer");
+        assert_eq!(token_of(&a), Some("access-of-frank"));
+    }
+    let key = conn_key("acme", "frank", "saas");
+    let (kept, _) = f.connect.vault.connection(&key).expect("read").expect("kept");
+    assert!(kept.refreshing.is_none_or(|(_, until)| until <= now_secs()));
+    // Ended: refused, kept for when the provider is back.
+    keep(&f, "gina", &["openid"], now_secs() - 1, Some("r-gina"));
+    assert!(matches!(
+        f.connect.token(&ask("gina", &["openid"])).await,
+        Err(Failed::Provider(..))
+    ));
+    assert!(f
+        .connect
+        .vault
+        .connection(&conn_key("acme", "gina", "saas"))
+        .expect("read")
+        .is_some());
+}
