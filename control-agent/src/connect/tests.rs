@@ -182,11 +182,20 @@ async fn an_unreachable_provider_leaves_the_token_in_use_until_it_ends() {
     // provider (127.0.0.1:9) refuses connections.
     keep(&f, "frank", &["openid"], now_secs() + 30, Some("r-frank"));
     for _ in 0..2 {
-        let a = f.connect.token(&ask("frank", &["openid"])).await.expect("answer");
+        let a = f
+            .connect
+            .token(&ask("frank", &["openid"]))
+            .await
+            .expect("answer");
         assert_eq!(token_of(&a), Some("access-of-frank"));
     }
     let key = conn_key("acme", "frank", "saas");
-    let (kept, _) = f.connect.vault.connection(&key).expect("read").expect("kept");
+    let (kept, _) = f
+        .connect
+        .vault
+        .connection(&key)
+        .expect("read")
+        .expect("kept");
     assert!(kept.refreshing.is_none_or(|(_, until)| until <= now_secs()));
     // Ended: refused, kept for when the provider is back.
     keep(&f, "gina", &["openid"], now_secs() - 1, Some("r-gina"));
