@@ -11,7 +11,8 @@
 #   bundle of benches/e2e.py (API-key auth, cached policy, catalog schema, DLP
 #   both ways, a quota, hash-chained audit) minus the named top-level
 #   sections (`dlp`, `quotas`; `schema` drops the argument schema), plus
-#   those named with a `+` (`+flows`: information flow, docs/data-flow.md). The
+#   those named with a `+` (`+flows`: information flow, docs/data-flow.md;
+#   `+price`: echo priced, so every reply is charged, docs/guards.md). The
 #   bundle's `policies/` stay: a bundle without a policy refuses every call,
 #   and a variant that does not forward the call is refused here.
 # e.g. bash benches/ab.sh 6 3 before=/tmp/old/warden after=target/release/warden
@@ -149,6 +150,15 @@ if "schema" not in drop:
                   "          properties: {text: {type: string, maxLength: 1000000}, sse: {type: boolean}}")
 if "quotas" not in drop:
     y += "\nquotas:\n  - {name: per-agent, per: [principal], limit: 1000000000, window: 1h}\n"
+if "+price" in drop:
+    # echo priced per call and per unit of a number its result would
+    # carry (the prose is none: the pointer is read, no unit counted), so
+    # every reply is charged, recorded and counted (docs/guards.md).
+    price = '{currency: EUR, per_call: "0.002", per_unit: {pointer: /content/0/text, price: "0.0001"}}'
+    if "      echo: {risk: LOW}" in y:
+        y = y.replace("      echo: {risk: LOW}", "      echo: {risk: LOW, price: " + price + "}", 1)
+    else:
+        y = y.replace("        risk: LOW\n", "        risk: LOW\n        price: " + price + "\n", 1)
 if "+flows" in drop:
     # Every call is tracked: echo is unlabelled (its output untrusted),
     # so each reply raises its flow, and each call is checked as a read.
