@@ -444,6 +444,15 @@ async fn tool_calls_are_priced_in_the_audit_and_the_spend_counters() {
         .iter()
         .filter_map(|r| Some((r["tool"].as_str()?.to_owned(), r.get("cost")?.clone())))
         .collect();
+    // A call answered on its own POST has one record, its cost on it.
+    for r in recs.iter().filter(|x| x.get("cost").is_some()) {
+        assert_eq!(r["direction"], "request", "{r}");
+    }
+    assert_eq!(
+        recs.iter().filter(|x| x["direction"] == "response").count(),
+        0,
+        "no record of its own for a reply that only cost"
+    );
     let of = |tool: &str| -> Vec<Value> {
         costs
             .iter()

@@ -42,8 +42,8 @@ pub struct MessageRecord {
     /// A completion of a resource template's argument, as the ledger keeps
     /// it in place of a target (see [`crate::chain::notes::Completing`]).
     pub completing: Option<String>,
-    /// What a reply to a `tools/call` cost (the catalog's `price`): on
-    /// every such reply, priced or not.
+    /// What a `tools/call` cost (the catalog's `price`): set on its reply's
+    /// record, or on the call's own when the reply came on its POST.
     pub cost: Option<Cost>,
 }
 

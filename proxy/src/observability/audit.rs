@@ -133,8 +133,9 @@ pub struct AuditRecord {
     /// consent it waits for (`consent:<link id>`): never the value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
-    /// What a tool call cost by the catalog's price, on the record of its
-    /// reply: `{"amount": "0.002300", "currency": "USD", "units": 23}`
+    /// What a tool call cost by the catalog's price, on the call's record
+    /// (its reply's, when that came on another stream or is recorded for
+    /// another reason): `{"amount": "0.002300", "currency": "USD", "units": 23}`
     /// (a tool without a price gets no record of its own: it is counted in
     /// `warden_unpriced_calls_total`).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -481,13 +481,29 @@ pub(super) fn judge_message(
     }
     // An unpriced call says so in `warden_unpriced_calls_total` only: a
     // record of its own for every reply would double the trail.
-    let cost = cost.filter(|c| c.currency.is_some());
-    if env.kind == Kind::Request
+    let mut cost = cost.filter(|c| c.currency.is_some());
+    let remarkable = env.kind == Kind::Request
         || outcome != Outcome::Forwarded
         || noted
-        || logged_result.is_some()
-        || cost.is_some()
-    {
+        || logged_result.is_some();
+    // A cost alone goes on the call's own record when the call is of this
+    // exchange (a POST answered on its own stream): one record a call.
+    if !remarkable && ctx.kind == ExchangeKind::Post {
+        if let (Some(c), Some(id)) = (&cost, env.id.as_ref()) {
+            let call = ctx.plan.as_mut().and_then(|p| {
+                p.records.iter_mut().find(|r| {
+                    r.kind == Some(Kind::Request)
+                        && r.method.as_deref() == Some("tools/call")
+                        && r.id.as_ref() == Some(id)
+                })
+            });
+            if let Some(call) = call {
+                call.cost = Some(c.clone());
+                cost = None;
+            }
+        }
+    }
+    if remarkable || cost.is_some() {
         let mut rec = MessageRecord::of(env, outcome);
         rec.result = logged_result;
         rec.cost = cost;
